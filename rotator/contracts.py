@@ -1,0 +1,231 @@
+"""The contracts between the engine and its adapters.
+
+An *issuer* mints, verifies and revokes tokens; a *store* publishes the current token for its
+consumers. Adapters implement these Protocols and are registered as entry points
+(``rotator.issuers``, ``rotator.stores``); see docs/adapters.md.
+
+Error semantics for every method: raise :class:`~rotator.errors.TransientError` for anything
+worth retrying (timeouts, 5xx, throttling, a token that is not active yet) and
+:class:`~rotator.errors.PermanentError` (or a subclass) otherwise. Never put a token value in
+an exception message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from rotator.clock import Clock, SystemClock
+from rotator.secret import Secret
+
+__all__ = [
+    "AdapterContext",
+    "Issuer",
+    "MintRequest",
+    "MintedToken",
+    "Store",
+    "StoreState",
+    "TokenInfo",
+    "TokenRecord",
+]
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """What the core hands an adapter factory besides its settings."""
+
+    policy: str
+    #: Directory of the policy file; relative paths in settings are resolved against it.
+    base_dir: Path = Path(".")
+    clock: Clock = field(default_factory=SystemClock)
+
+
+@dataclass(frozen=True)
+class MintRequest:
+    policy: str
+    run_id: str
+    #: Carries the tag ``rotator:<policy>:<run-id>`` so a token whose value was lost is findable.
+    description: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    value: Secret
+    token_id: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What an issuer says about a token, never its value."""
+
+    token_id: str
+    description: str
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def is_active(self, now: datetime) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > now
+
+
+@runtime_checkable
+class Issuer(Protocol):
+    """Where tokens are minted and revoked.
+
+    ``credential`` is the token currently published in the policy's stores. An issuer that
+    authenticates with it (self-rotation) uses it; one with its own credential ignores it.
+    """
+
+    #: The entry-point name, e.g. ``influxctl-management``.
+    kind: ClassVar[str]
+    settings_model: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def from_config(cls, settings: BaseModel, ctx: AdapterContext) -> Issuer:
+        """Build the adapter from its validated settings model."""
+        ...
+
+    def mint(self, request: MintRequest, credential: Secret | None) -> MintedToken:
+        """Create a token with ``request.description`` and ``request.expires_at``.
+
+        Raises IssuerOutputError if the token or its id cannot be read safely from the answer.
+        """
+        ...
+
+    def verify(self, token: Secret) -> None:
+        """Use ``token`` against the issuer; TransientError while it is not active yet."""
+        ...
+
+    def revoke(self, token_id: str, credential: Secret | None) -> None:
+        """Revoke ``token_id`` and confirm it; revoking a revoked or unknown token is not an error."""
+        ...
+
+    def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
+        """Every token the issuer knows, revoked ones included."""
+        ...
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """One published token: the value and what a consumer or auditor needs to know of it."""
+
+    value: Secret
+    token_id: str
+    issuer: str
+    policy: str
+    created_at: datetime
+    expires_at: datetime | None
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON payload every store writes (the only place the value is revealed for a store)."""
+        return {
+            "token": self.value.reveal(),
+            "token_id": self.token_id,
+            "issuer": self.issuer,
+            "policy": self.policy,
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at) if self.expires_at else None,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], where: str) -> TokenRecord:
+        """Parse a store payload; raises PermanentError naming ``where`` and the bad key."""
+        from rotator.errors import PermanentError
+
+        def bad(key: str, why: str) -> PermanentError:
+            return PermanentError(
+                f"{where}: payload key {key!r} {why}",
+                hint="re-publish a valid token with `rotator bootstrap` (see docs/operations.md)",
+            )
+
+        if not isinstance(payload, Mapping):
+            raise bad("<root>", "is not a JSON object")
+        value = payload.get("token")
+        if not isinstance(value, str) or not value:
+            raise bad("token", "is missing or empty")
+        token_id = payload.get("token_id")
+        if not isinstance(token_id, str) or not token_id:
+            raise bad("token_id", "is missing or empty")
+        try:
+            created = _parse_iso(payload.get("created_at"))
+            expires = _parse_iso(payload.get("expires_at")) if payload.get("expires_at") else None
+        except (TypeError, ValueError) as exc:
+            raise bad("created_at/expires_at", f"is not an RFC 3339 time ({type(exc).__name__})") from None
+        if created is None:
+            raise bad("created_at", "is missing")
+        return cls(
+            value=Secret(value),
+            token_id=token_id,
+            issuer=str(payload.get("issuer", "")),
+            policy=str(payload.get("policy", "")),
+            created_at=created,
+            expires_at=expires,
+        )
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """What a store holds now.
+
+    ``version`` is the store's version id used for compare-and-set (``None``: the secret does not
+    exist yet). ``record`` is ``None`` when the secret is absent or holds no rotator payload.
+    """
+
+    version: str | None
+    managed: bool
+    record: TokenRecord | None
+
+    @property
+    def token_id(self) -> str | None:
+        return self.record.token_id if self.record else None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where the current token is published for consumers."""
+
+    kind: ClassVar[str]
+    settings_model: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def from_config(cls, settings: BaseModel, ctx: AdapterContext) -> Store:
+        """Build the adapter from its validated settings model."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """A human-readable address of the secret (no credentials), for messages and status."""
+        ...
+
+    def read_current(self) -> StoreState:
+        """Read the current version. PermanentError if a managed payload is malformed."""
+        ...
+
+    def publish(self, record: TokenRecord, expected_version: str | None) -> str:
+        """Write ``record`` as the new current version and mark it managed by rotator.
+
+        Compare-and-set against ``expected_version`` (``None``: the secret must not exist).
+        Raises ConflictError when the store changed since. Returns the new version id.
+        """
+        ...
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _parse_iso(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

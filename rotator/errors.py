@@ -1,0 +1,81 @@
+"""Errors rotator raises, and how the engine reacts to each.
+
+    RotatorError
+      + TransientError        retried with backoff (timeouts, 5xx, throttling, not yet active)
+      |   + LeaseBusy         another process holds the policy's lease
+      + PermanentError        not retried (auth, bad output, not found, misconfiguration)
+      |   + ConfigError       bad policy file or CLI argument (also a LookupError for registry misses)
+      |   + OwnershipError    a store holds a secret rotator does not manage
+      |   + ConflictError     compare-and-set lost: someone else wrote the store
+      |   + IssuerOutputError the issuer answered something we cannot parse safely
+      + JournalError          the journal cannot be read or written
+
+No message may contain a token value: adapters build messages from token ids, commands and
+status codes only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "IssuerOutputError",
+    "JournalError",
+    "LeaseBusy",
+    "OwnershipError",
+    "PermanentError",
+    "RotatorError",
+    "TransientError",
+]
+
+
+class RotatorError(Exception):
+    """Root of every error rotator raises on purpose."""
+
+    #: What an operator should do about it; shown by the CLI under the message.
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        if hint:
+            self.hint = hint
+
+
+class TransientError(RotatorError):
+    """May succeed when tried again later."""
+
+
+class LeaseBusy(TransientError):
+    """Another rotator holds the lease of this policy."""
+
+    def __init__(self, policy: str, holder: str) -> None:
+        super().__init__(
+            f"policy {policy!r} is being rotated by {holder}",
+            hint="wait for that run to finish or for its lease to expire",
+        )
+        self.policy = policy
+        self.holder = holder
+
+
+class PermanentError(RotatorError):
+    """Will fail again until someone changes something."""
+
+
+class ConfigError(PermanentError, LookupError):
+    """A policy file, CLI argument or adapter name is wrong."""
+
+
+class OwnershipError(PermanentError):
+    """The store holds a secret without rotator's managed-by marker."""
+
+
+class ConflictError(PermanentError):
+    """A compare-and-set write lost: the store changed since PLAN read it."""
+
+
+class IssuerOutputError(PermanentError):
+    """The issuer printed or returned something that cannot be parsed safely."""
+
+
+class JournalError(RotatorError):
+    """The journal could not be read or written."""
