@@ -1,0 +1,509 @@
+"""What every issuer that drives the closed-source ``influxctl`` CLI shares.
+
+influxctl has no API we could call in-process: management tokens exist only behind its gRPC
+client. So an issuer writes a private, single-profile ``config.toml`` for each call, runs
+``influxctl --config <file> --profile rotator --timeout <d> <command...>`` as a subprocess and
+reads stdout. The token in use goes into that file only (mode 0600 in a 0700 directory, removed
+after the call): never on a command line, never in the child's environment.
+
+The seam for tests is :data:`Runner`, the subprocess equivalent of an HTTP transport: the CLI
+wrapper receives it and calls ``run(argv, timeout_s)``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rotator.credentials import CredentialRef
+from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
+from rotator.secret import REDACTOR, Secret
+
+__all__ = [
+    "PROFILE_NAME",
+    "InfluxctlCLI",
+    "MgmtTokenAuth",
+    "ProfileAuth",
+    "ProfileSettings",
+    "Runner",
+    "SelfAuth",
+    "TLSSettings",
+    "TokenFileAuth",
+    "child_environment",
+    "default_run",
+    "error_for_exit",
+    "go_duration",
+    "output_error",
+    "parse_json_array",
+    "parse_timestamp",
+    "private_config",
+    "render_profile",
+    "rfc3339",
+    "table_value",
+    "token_from_output",
+]
+
+logger = logging.getLogger("rotator.adapters.influxctl")
+
+#: ``run(argv, timeout_s)``: run influxctl and return what it printed (stdout, stderr as text).
+Runner = Callable[[Sequence[str], float], "subprocess.CompletedProcess[str]"]
+
+#: The only profile in the private config file.
+PROFILE_NAME = "rotator"
+
+# Error texts (the command is always e.g. "influxctl management create"; never stdout or a token).
+ERR_NOT_STARTED = "cannot run influxctl binary {binary!r}: {reason}"
+HINT_NOT_STARTED = 'install influxctl or set `influxctl = "/path/to/influxctl"` in the issuer settings'
+ERR_TIMEOUT = "{command} did not finish within {timeout:g}s"
+HINT_TIMEOUT = "the cluster may be slow or unreachable; raise `timeout_s` if this keeps happening"
+ERR_EXIT = "{command} failed (exit {code})"
+ERR_SIGNAL = "{command} was killed by signal {signal}"
+HINT_UNAUTHENTICATED = (
+    "the minting credential is not accepted (expired or revoked?); check the token or token file "
+    "that `auth` points at"
+)
+HINT_PERMISSION_DENIED = (
+    "the credential may not manage management tokens; use auth.method = 'token_file' (a Clustered "
+    "admin token) or 'mgmt_token' (a token that may)"
+)
+HINT_OTHER = "run the same influxctl command by hand to see the full output"
+ERR_OUTPUT = "{command}: {problem}"
+HINT_OUTPUT = "check the influxctl version (rotator reads the output of influxctl 2.9.7 and later)"
+
+# Markers in influxctl's stderr (gRPC status codes as printed by Go, plus common transport text).
+_UNAUTHENTICATED = ("unauthenticated", "unauthorized")
+_PERMISSION_DENIED = ("permissiondenied", "permission denied", "forbidden")
+_TRANSIENT = (
+    "unavailable",
+    "deadlineexceeded",
+    "deadline exceeded",
+    "resourceexhausted",
+    "connection refused",
+    "connection reset",
+    "i/o timeout",
+)
+#: OS errors when starting the binary that may go away by themselves.
+_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR})
+#: Values shaped like InfluxDB tokens, redacted from stderr even when the REDACTOR does not know them.
+_TOKEN_SHAPES = re.compile(r"M\.V1\.[A-Za-z0-9+/=_.-]{8,}|apiv[0-9]_[A-Za-z0-9+/=_-]{16,}")
+_MAX_DETAIL = 300
+
+
+# --------------------------------------------------------------------------------------------
+# Settings shared by influxctl-based issuers
+
+
+class TLSSettings(BaseModel):
+    """``[profile.tls]``; relative paths are resolved against the policy file's directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    insecure: bool = False
+    disable: bool = False
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+
+class ProfileSettings(BaseModel):
+    """The connection part of an influxctl profile (no credential: rotator adds that per call)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product: Literal["clustered", "dedicated"]
+    host: str | None = Field(default=None, min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    account_id: str | None = Field(default=None, min_length=1)
+    cluster_id: str | None = Field(default=None, min_length=1)
+    tls: TLSSettings = TLSSettings()
+
+    @model_validator(mode="after")
+    def _product_needs(self) -> ProfileSettings:
+        if self.product == "clustered" and self.host is None:
+            raise ValueError("product 'clustered' needs `host`")
+        if self.product == "dedicated" and (self.account_id is None or self.cluster_id is None):
+            raise ValueError("product 'dedicated' needs `account_id` and `cluster_id`")
+        return self
+
+    def resolved(self, base_dir: Path) -> ProfileSettings:
+        """A copy whose TLS file paths are absolute."""
+        tls = self.tls.model_copy(
+            update={
+                name: _resolve(path, base_dir)
+                for name in ("cert", "key", "ca")
+                if (path := getattr(self.tls, name)) is not None
+            }
+        )
+        return self.model_copy(update={"tls": tls})
+
+
+class SelfAuth(BaseModel):
+    """Authenticate with the token currently published in the store (self-rotation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["self"] = "self"
+
+
+class TokenFileAuth(BaseModel):
+    """Authenticate with a Clustered admin token file (``[profile.auth.token] token_file``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["token_file"]
+    token_file: Path
+
+
+class MgmtTokenAuth(BaseModel):
+    """Authenticate with a separate management token read from a file or environment variable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["mgmt_token"]
+    token: CredentialRef
+
+
+@dataclass(frozen=True)
+class ProfileAuth:
+    """The credential one influxctl call runs with: a management token or an admin token file."""
+
+    mgmt_token: Secret | None = None
+    token_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.mgmt_token is None) == (self.token_file is None):
+            raise ValueError("ProfileAuth needs exactly one of mgmt_token or token_file")
+
+
+# --------------------------------------------------------------------------------------------
+# The private config file
+
+
+def render_profile(profile: ProfileSettings, auth: ProfileAuth) -> str:
+    """One ``[[profile]]`` named :data:`PROFILE_NAME`, with only keys influxctl knows.
+
+    influxctl refuses unknown keys (since v2.0.1), so nothing else is ever written.
+    """
+    lines = [
+        "[[profile]]",
+        f"name = {_toml_str('name', PROFILE_NAME)}",
+        f"product = {_toml_str('product', profile.product)}",
+    ]
+    for key in ("host", "account_id", "cluster_id"):
+        value = getattr(profile, key)
+        if value is not None:
+            lines.append(f"{key} = {_toml_str(key, value)}")
+    if profile.port is not None:
+        lines.append(f"port = {_toml_str('port', str(profile.port))}")  # a string in influxctl's config
+    if auth.mgmt_token is not None:
+        lines.append(f"mgmt_token = {_toml_str('mgmt_token', auth.mgmt_token.reveal())}")
+    tls = profile.tls
+    tls_lines = [f"{key} = true" for key in ("insecure", "disable") if getattr(tls, key)]
+    tls_lines += [
+        f"{key} = {_toml_str(key, str(path))}"
+        for key in ("cert", "key", "ca")
+        if (path := getattr(tls, key)) is not None
+    ]
+    if tls_lines:
+        lines += ["", "[profile.tls]", *tls_lines]
+    if auth.token_file is not None:
+        lines += ["", "[profile.auth.token]", f"token_file = {_toml_str('token_file', str(auth.token_file))}"]
+    return "\n".join(lines) + "\n"
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_str(key: str, value: str) -> str:
+    """A TOML basic string. Raises ConfigError naming ``key`` (never the value) if TOML cannot hold it."""
+    out = ['"']
+    for ch in value:
+        code = ord(ch)
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        elif 0xD800 <= code <= 0xDFFF:  # a lone surrogate (undecodable bytes): not valid UTF-8
+            raise ConfigError(f"the value of `{key}` for influxctl contains bytes that are not UTF-8")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+@contextmanager
+def private_config(text: str) -> Iterator[Path]:
+    """Write ``text`` to a fresh 0600 file in a fresh 0700 directory; remove both afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="rotator-influxctl-"))  # mode 0700
+    try:
+        path = directory / "config.toml"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        yield path
+    finally:
+        try:
+            shutil.rmtree(directory)
+        except OSError as exc:
+            logger.warning("could not remove private influxctl config %s: %s", directory, exc.strerror)
+
+
+# --------------------------------------------------------------------------------------------
+# Running influxctl
+
+
+def child_environment() -> dict[str, str]:
+    """rotator's environment minus ``INFLUXCTL_*``.
+
+    influxctl reads a profile name and a management token from environment variables (the
+    token variable's name is undocumented); either could silently replace the profile rotator
+    wrote, e.g. make ``verify`` test an operator's token instead of the new one.
+    """
+    return {key: value for key, value in os.environ.items() if not key.upper().startswith("INFLUXCTL_")}
+
+
+def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """The real :data:`Runner`: ``subprocess.run`` with output captured and no stdin."""
+    return subprocess.run(
+        list(argv),
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+        env=child_environment(),
+        start_new_session=False,
+        check=False,
+    )
+
+
+def go_duration(seconds: float) -> str:
+    """A Go ``time.Duration`` string for influxctl's ``--timeout`` (``60s``, ``1500ms``)."""
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+@contextmanager
+def _map_errors(command: str, binary: str, timeout_s: float) -> Iterator[None]:
+    """Translate failures to start or finish the subprocess into rotator errors."""
+    try:
+        yield
+    except subprocess.TimeoutExpired:
+        raise TransientError(ERR_TIMEOUT.format(command=command, timeout=timeout_s), hint=HINT_TIMEOUT) from None
+    except OSError as exc:
+        message = ERR_NOT_STARTED.format(binary=binary, reason=exc.strerror or type(exc).__name__)
+        if exc.errno in _TRANSIENT_ERRNOS:
+            raise TransientError(message) from exc
+        raise ConfigError(message, hint=HINT_NOT_STARTED) from exc
+
+
+def error_for_exit(
+    command: str, proc: subprocess.CompletedProcess[str], *, unauthenticated_is_transient: bool = False
+) -> RotatorError:
+    """The rotator error for a failed influxctl run.
+
+    The message names the command and exit code and may quote the last stderr line, redacted;
+    never stdout (which may hold a token).
+    """
+    if proc.returncode < 0:
+        return TransientError(ERR_SIGNAL.format(command=command, signal=-proc.returncode))
+    message = ERR_EXIT.format(command=command, code=proc.returncode)
+    detail = _last_stderr_line(proc.stderr or "")
+    if detail:
+        message = f"{message}: {detail}"
+    text = (proc.stderr or "").lower()
+    if any(marker in text for marker in _UNAUTHENTICATED):
+        if unauthenticated_is_transient:
+            return TransientError(message, hint="a new token can take a while to become active")
+        return PermanentError(message, hint=HINT_UNAUTHENTICATED)
+    if any(marker in text for marker in _PERMISSION_DENIED):
+        return PermanentError(message, hint=HINT_PERMISSION_DENIED)
+    if any(marker in text for marker in _TRANSIENT):
+        return TransientError(message)
+    return PermanentError(message, hint=HINT_OTHER)
+
+
+def _last_stderr_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = _TOKEN_SHAPES.sub("***", REDACTOR.redact(lines[-1]))
+    return line if len(line) <= _MAX_DETAIL else line[:_MAX_DETAIL] + "..."
+
+
+class InfluxctlCLI:
+    """One influxctl binary and base profile; :meth:`run` is the only place influxctl is started."""
+
+    def __init__(
+        self,
+        *,
+        binary: str,
+        profile: ProfileSettings,
+        timeout_s: float,
+        base_dir: Path = Path("."),
+        run: Runner = default_run,
+    ) -> None:
+        # A bare name is looked up on PATH; a relative path is relative to the policy file.
+        self.binary = str(_resolve(Path(binary), base_dir)) if os.sep in binary else binary
+        self.profile = profile.resolved(base_dir)
+        self.timeout_s = timeout_s
+        self._run = run
+
+    def run(self, command: Sequence[str], auth: ProfileAuth, *, unauthenticated_is_transient: bool = False) -> str:
+        """Run ``influxctl <command>`` with ``auth``; return stdout, or raise a rotator error."""
+        display = "influxctl " + " ".join(command[:2])
+        text = render_profile(self.profile, auth)
+        with private_config(text) as config:
+            argv = [
+                self.binary,
+                "--config",
+                str(config),
+                "--profile",
+                PROFILE_NAME,
+                "--timeout",
+                go_duration(self.timeout_s),
+                *command,
+            ]
+            started = time.monotonic()
+            outcome = "did not finish"
+            try:
+                with _map_errors(display, self.binary, self.timeout_s):
+                    proc = self._run(argv, self.timeout_s)
+                outcome = f"exit {proc.returncode}"
+            finally:
+                logger.info("%s: %s in %.2fs", display, outcome, time.monotonic() - started)
+        if proc.returncode != 0:
+            raise error_for_exit(display, proc, unauthenticated_is_transient=unauthenticated_is_transient)
+        return proc.stdout or ""
+
+
+def _resolve(path: Path, base_dir: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base_dir / path).absolute()
+
+
+# --------------------------------------------------------------------------------------------
+# Reading influxctl's output
+
+
+def output_error(command: str, problem: str) -> IssuerOutputError:
+    return IssuerOutputError(ERR_OUTPUT.format(command=command, problem=problem), hint=HINT_OUTPUT)
+
+
+def token_from_output(stdout: str, command: str, *, min_length: int = 20) -> str:
+    """The token string of a ``create`` command: its last non-empty stdout line.
+
+    Raises IssuerOutputError describing the line's shape (never its content) if it is not a
+    single token-like word.
+    """
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        raise output_error(command, "printed nothing on stdout (expected the token on the last line)")
+    last = lines[-1]
+    problem = ""
+    if last.startswith("+-") or "|" in last:
+        problem = "is a table line"
+    elif len(last.split()) > 1:
+        problem = f"has {len(last.split())} words"
+    elif len(last) < min_length:
+        problem = f"is {len(last)} characters long (a token has at least {min_length})"
+    elif not last.isprintable() or not last.isascii():
+        problem = "contains characters a token never has"
+    if problem:
+        raise output_error(command, f"the last non-empty stdout line {problem}, expected a single token")
+    return last
+
+
+_TABLE_ROW = re.compile(r"^\|\s*(?P<key>[^|]*?)\s*\|\s*(?P<value>[^|]*?)\s*\|$")
+
+
+def table_value(stdout: str, key: str) -> str | None:
+    """The value of row ``key`` in a two-column ``| key | value |`` table (influxctl >= 2.11)."""
+    for line in stdout.splitlines():
+        match = _TABLE_ROW.match(line.strip())
+        if match and match["key"].lower() == key.lower() and match["value"]:
+            return match["value"]
+    return None
+
+
+def parse_json_array(stdout: str, command: str) -> list[Mapping[str, Any]]:
+    """The JSON array of objects a ``list --format json`` command printed (``null`` = empty)."""
+    try:
+        data = json.loads(stdout)
+    except ValueError as exc:
+        raise output_error(command, f"stdout is not JSON ({type(exc).__name__} at line {_lineno(exc)})") from None
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise output_error(command, f"stdout is a JSON {type(data).__name__}, expected an array")
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise output_error(command, f"item {index} is a JSON {type(item).__name__}, expected an object")
+    return data
+
+
+def _lineno(exc: ValueError) -> int:
+    return exc.lineno if isinstance(exc, json.JSONDecodeError) else 0
+
+
+def parse_timestamp(value: object, where: str, command: str) -> datetime | None:
+    """A protobuf Timestamp ``{"seconds": s, "nanos": n}`` (or an RFC 3339 string) as UTC.
+
+    ``None`` and epoch zero (how influxctl shows "unset") give ``None``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise output_error(command, f"{where} is not an RFC 3339 time") from None
+        if parsed.tzinfo is None:
+            raise output_error(command, f"{where} has no time zone")
+        parsed = parsed.astimezone(UTC)
+        return None if parsed == _EPOCH else parsed
+    if isinstance(value, dict):
+        seconds, nanos = value.get("seconds", 0), value.get("nanos", 0)
+        # protojson writes int64 as a string; accept both, never a bool.
+        if isinstance(seconds, str) and seconds.lstrip("-").isdigit():
+            seconds = int(seconds)
+        if not _is_int(seconds) or not _is_int(nanos) or not 0 <= nanos < 1_000_000_000:
+            raise output_error(command, f"{where} is not a {{seconds, nanos}} timestamp")
+        if seconds == 0 and nanos == 0:
+            return None
+        try:
+            return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+        except OverflowError:
+            raise output_error(command, f"{where} is out of range") from None
+    raise output_error(command, f"{where} is a JSON {type(value).__name__}, expected a timestamp")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2026-01-31T12:00:00Z``: UTC, whole seconds, as influxctl's ``--expires-at`` expects."""
+    if moment.tzinfo is None:
+        raise ValueError("a naive datetime has no defined UTC time")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

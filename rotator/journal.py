@@ -1,0 +1,439 @@
+"""The durable record of runs, pending revocations, leases and audit events.
+
+The journal never holds a token value: only token ids, store version ids, states and times.
+Every state change is committed (SQLite ``synchronous=FULL``) before the side effect it
+announces, so a process killed at any instant leaves enough behind to roll forward or back.
+
+SQLite is the embedded default. The SQL is kept to what PostgreSQL also runs (``ON CONFLICT``,
+ISO-8601 text timestamps that sort as times), so a PostgreSQL backend only swaps the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rotator.errors import ConfigError, JournalError, LeaseBusy
+
+__all__ = ["Journal", "Revocation", "RunRecord", "RunState", "open_journal", "ts"]
+
+
+class RunState:
+    """Run states, in the order a successful run passes them."""
+
+    PLANNED = "planned"
+    MINTING = "minting"  # mint intent journaled; a token with the run's tag may exist
+    MINTED = "minted"  # token id known, value only in the process's memory
+    VERIFIED = "verified"
+    PUBLISHING = "publishing"  # some stores may hold the new token
+    PUBLISHED = "published"  # every store holds it; old token revocation scheduled
+    DONE = "done"  # old token revoked (or there was none)
+    REVOKING_NEW = "revoking_new"  # failed before publish; discarding the candidate
+    FAILED = "failed"  # ended without publishing; nothing left behind
+    ABORTED = "aborted"  # ended before anything was minted
+    NEEDS_ATTENTION = "needs_attention"  # could not finish safely; a human must look
+
+    OPEN = (PLANNED, MINTING, MINTED, VERIFIED, PUBLISHING, REVOKING_NEW)
+    SUCCESS = (PUBLISHED, DONE)
+
+
+def ts(value: datetime) -> str:
+    """Fixed-width UTC text that sorts like the time it stands for."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dt(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    policy: str
+    state: str
+    kind: str  # rotate | bootstrap
+    started_at: datetime
+    updated_at: datetime
+    old_token_id: str | None = None
+    new_token_id: str | None = None
+    new_expires_at: datetime | None = None
+    published_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: store name -> version id PLAN read (compare-and-set base); None = absent
+    planned_versions: dict[str, str | None] = field(default_factory=dict)
+    #: store name -> version id the new token was published as
+    published_versions: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class Revocation:
+    policy: str
+    token_id: str
+    run_id: str
+    reason: str  # superseded | discarded
+    due_at: datetime
+    state: str  # pending | done | failed
+    attempts: int = 0
+    next_try_at: datetime | None = None
+    last_error: str | None = None
+    done_at: datetime | None = None
+
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        policy TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        old_token_id TEXT,
+        new_token_id TEXT,
+        new_expires_at TEXT,
+        published_at TEXT,
+        finished_at TEXT,
+        planned_versions TEXT NOT NULL DEFAULT '{}',
+        published_versions TEXT NOT NULL DEFAULT '{}',
+        error TEXT
+    );
+    CREATE INDEX runs_policy_started ON runs (policy, started_at);
+    CREATE TABLE revocations (
+        policy TEXT NOT NULL,
+        token_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try_at TEXT,
+        last_error TEXT,
+        done_at TEXT,
+        PRIMARY KEY (policy, token_id)
+    );
+    CREATE TABLE leases (
+        policy TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        fence INTEGER NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        at TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        run_id TEXT,
+        step TEXT NOT NULL,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_policy_at ON events (policy, at);
+    """,
+)
+
+_RUN_COLUMNS = (
+    "run_id", "policy", "kind", "state", "started_at", "updated_at", "old_token_id", "new_token_id",
+    "new_expires_at", "published_at", "finished_at", "planned_versions", "published_versions", "error",
+)  # fmt: skip
+_REV_COLUMNS = (
+    "policy", "token_id", "run_id", "reason", "due_at", "state", "attempts", "next_try_at",
+    "last_error", "done_at",
+)  # fmt: skip
+
+
+class Journal:
+    """A small API over the journal tables. Thread-safe; one connection per instance."""
+
+    def __init__(self, conn: sqlite3.Connection, location: str) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self.location = location
+        self._migrate()
+
+    # -- plumbing -----------------------------------------------------------------------
+    @contextmanager
+    def _tx(self, immediate: bool = False) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                yield cur
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(cur)
+                raise JournalError(f"journal {self.location}: {exc}", hint=_JOURNAL_HINT) from None
+            except BaseException:
+                self._rollback(cur)
+                raise
+            finally:
+                cur.close()
+
+    @staticmethod
+    def _rollback(cur: sqlite3.Cursor) -> None:
+        try:
+            cur.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def _migrate(self) -> None:
+        with self._tx(immediate=True) as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > len(_MIGRATIONS):
+                raise JournalError(
+                    f"journal {self.location} has schema version {current}, newer than this rotator "
+                    f"({len(_MIGRATIONS)})",
+                    hint="upgrade rotator; never point an older rotator at a newer journal",
+                )
+            for version in range(current + 1, len(_MIGRATIONS) + 1):
+                for statement in _MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- runs ---------------------------------------------------------------------------
+    def begin_run(self, run: RunRecord) -> None:
+        values = _run_row(run)
+        with self._tx() as cur:
+            cur.execute(
+                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(values))})",
+                values,
+            )
+
+    def update_run(self, run: RunRecord, **changes: Any) -> None:
+        """Apply ``changes`` to ``run`` and commit them before returning."""
+        for key, value in changes.items():
+            if not hasattr(run, key):
+                raise TypeError(f"RunRecord has no field {key!r}")
+            setattr(run, key, value)
+        with self._tx() as cur:
+            _write_run(cur, run)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        rows = self._runs("run_id = ?", (run_id,), limit=1)
+        return rows[0] if rows else None
+
+    def open_runs(self, policy: str) -> list[RunRecord]:
+        marks = ", ".join("?" * len(RunState.OPEN))
+        return self._runs(f"policy = ? AND state IN ({marks})", (policy, *RunState.OPEN), oldest_first=True)
+
+    def runs(self, policy: str, limit: int = 20) -> list[RunRecord]:
+        return self._runs("policy = ?", (policy,), limit=limit)
+
+    def last_success(self, policy: str) -> RunRecord | None:
+        marks = ", ".join("?" * len(RunState.SUCCESS))
+        rows = self._runs(f"policy = ? AND state IN ({marks})", (policy, *RunState.SUCCESS), limit=1,
+                          order="published_at")
+        return rows[0] if rows else None
+
+    def _runs(
+        self, where: str, params: Sequence[Any], limit: int | None = None, oldest_first: bool = False,
+        order: str = "started_at",
+    ) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE {where} ORDER BY {order} "
+        sql += "ASC" if oldest_first else "DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._tx() as cur:
+            rows = cur.execute(sql, params).fetchall()
+        return [_run_from_row(row) for row in rows]
+
+    # -- revocations --------------------------------------------------------------------
+    def schedule_revocation(self, rev: Revocation) -> None:
+        """Record that ``rev.token_id`` must be revoked at ``rev.due_at`` (idempotent)."""
+        with self._tx() as cur:
+            _insert_revocation(cur, rev)
+
+    def publish_and_schedule(self, run: RunRecord, rev: Revocation | None, **changes: Any) -> None:
+        """Mark a run published and schedule the old token's revocation in one transaction."""
+        for key, value in changes.items():
+            setattr(run, key, value)
+        with self._tx() as cur:
+            _write_run(cur, run)
+            if rev is not None:
+                _insert_revocation(cur, rev)
+
+    def update_revocation(self, rev: Revocation, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(rev, key, value)
+        row = dict(zip(_REV_COLUMNS, _rev_row(rev), strict=True))
+        keys = [k for k in _REV_COLUMNS if k not in ("policy", "token_id")]
+        with self._tx() as cur:
+            cur.execute(
+                f"UPDATE revocations SET {', '.join(f'{k} = ?' for k in keys)} WHERE policy = ? AND token_id = ?",
+                [row[k] for k in keys] + [rev.policy, rev.token_id],
+            )
+
+    def revocations(self, policy: str | None = None, state: str | None = None) -> list[Revocation]:
+        clauses, params = [], []
+        if policy is not None:
+            clauses.append("policy = ?")
+            params.append(policy)
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(state)
+        where = " AND ".join(clauses) or "1 = 1"
+        with self._tx() as cur:
+            rows = cur.execute(
+                f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE {where} ORDER BY due_at", params
+            ).fetchall()
+        return [_rev_from_row(row) for row in rows]
+
+    def due_revocations(self, now: datetime, policy: str | None = None) -> list[Revocation]:
+        return [
+            r for r in self.revocations(policy, "pending")
+            if r.due_at <= now and (r.next_try_at is None or r.next_try_at <= now)
+        ]  # fmt: skip
+
+    # -- leases -------------------------------------------------------------------------
+    def acquire_lease(self, policy: str, holder: str, ttl: timedelta, now: datetime) -> int:
+        """Take (or extend) the policy's lease; LeaseBusy if someone else holds a live one.
+
+        Returns the fencing token, which grows with every change of holder.
+        """
+        expires = ts(now + ttl)
+        with self._tx(immediate=True) as cur:
+            cur.execute(
+                "INSERT INTO leases (policy, holder, fence, expires_at) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT (policy) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, "
+                "fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE leases.fence + 1 END "
+                "WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
+                (policy, holder, expires, ts(now)),
+            )
+            row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
+        if row is None or row[0] != holder:
+            raise LeaseBusy(policy, row[0] if row else "unknown")
+        return int(row[1])
+
+    def release_lease(self, policy: str, holder: str) -> None:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM leases WHERE policy = ? AND holder = ?", (policy, holder))
+
+    def lease_holder(self, policy: str, now: datetime) -> str | None:
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT holder FROM leases WHERE policy = ? AND expires_at >= ?", (policy, ts(now))
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- audit events -------------------------------------------------------------------
+    def record_event(
+        self, at: datetime, policy: str, run_id: str | None, step: str, result: str, detail: Mapping[str, Any]
+    ) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO events (at, policy, run_id, step, result, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (ts(at), policy, run_id, step, result, json.dumps(dict(detail), sort_keys=True, default=str)),
+            )
+
+    def events(self, policy: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        where, params = ("WHERE policy = ?", (policy,)) if policy else ("", ())
+        with self._tx() as cur:
+            rows = cur.execute(
+                f"SELECT at, policy, run_id, step, result, detail FROM events {where} ORDER BY at DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [
+            {"at": r[0], "policy": r[1], "run_id": r[2], "step": r[3], "result": r[4], **json.loads(r[5])}
+            for r in rows
+        ]
+
+
+_JOURNAL_HINT = "check the journal path/URL, its permissions and free disk space"
+
+
+def open_journal(url: str) -> Journal:
+    """Open the journal at ``url`` (``sqlite:///path``)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open journal {path}: {exc}", hint=_JOURNAL_HINT) from None
+        try:
+            path.chmod(0o600)
+        except OSError:
+            pass
+        return Journal(conn, str(path))
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "the PostgreSQL journal backend is not available in this version",
+            hint="use a SQLite path for now (journal = 'rotator-journal.db')",
+        )
+    raise ConfigError(f"unsupported journal URL {url!r}", hint="use a path or sqlite:///absolute/path")
+
+
+def _write_run(cur: sqlite3.Cursor, run: RunRecord) -> None:
+    row = dict(zip(_RUN_COLUMNS, _run_row(run), strict=True))
+    keys = [k for k in _RUN_COLUMNS if k != "run_id"]
+    cur.execute(
+        f"UPDATE runs SET {', '.join(f'{k} = ?' for k in keys)} WHERE run_id = ?",
+        [row[k] for k in keys] + [run.run_id],
+    )
+
+
+def _insert_revocation(cur: sqlite3.Cursor, rev: Revocation) -> None:
+    values = _rev_row(rev)
+    cur.execute(
+        f"INSERT INTO revocations ({', '.join(_REV_COLUMNS)}) VALUES ({', '.join('?' * len(values))}) "
+        "ON CONFLICT (policy, token_id) DO NOTHING",
+        values,
+    )
+
+
+def _run_row(run: RunRecord) -> tuple[Any, ...]:
+    return (
+        run.run_id, run.policy, run.kind, run.state, ts(run.started_at), ts(run.updated_at),
+        run.old_token_id, run.new_token_id, _ts_or_none(run.new_expires_at), _ts_or_none(run.published_at),
+        _ts_or_none(run.finished_at), json.dumps(run.planned_versions, sort_keys=True),
+        json.dumps(run.published_versions, sort_keys=True), run.error,
+    )  # fmt: skip
+
+
+def _run_from_row(row: Sequence[Any]) -> RunRecord:
+    d = dict(zip(_RUN_COLUMNS, row, strict=True))
+    return RunRecord(
+        run_id=d["run_id"], policy=d["policy"], kind=d["kind"], state=d["state"],
+        started_at=_dt(d["started_at"]) or datetime.min, updated_at=_dt(d["updated_at"]) or datetime.min,
+        old_token_id=d["old_token_id"], new_token_id=d["new_token_id"],
+        new_expires_at=_dt(d["new_expires_at"]), published_at=_dt(d["published_at"]),
+        finished_at=_dt(d["finished_at"]), planned_versions=json.loads(d["planned_versions"]),
+        published_versions=json.loads(d["published_versions"]), error=d["error"],
+    )  # fmt: skip
+
+
+def _rev_row(rev: Revocation) -> tuple[Any, ...]:
+    return (
+        rev.policy, rev.token_id, rev.run_id, rev.reason, ts(rev.due_at), rev.state, rev.attempts,
+        _ts_or_none(rev.next_try_at), rev.last_error, _ts_or_none(rev.done_at),
+    )  # fmt: skip
+
+
+def _rev_from_row(row: Sequence[Any]) -> Revocation:
+    d = dict(zip(_REV_COLUMNS, row, strict=True))
+    return Revocation(
+        policy=d["policy"], token_id=d["token_id"], run_id=d["run_id"], reason=d["reason"],
+        due_at=_dt(d["due_at"]) or datetime.min, state=d["state"], attempts=d["attempts"],
+        next_try_at=_dt(d["next_try_at"]), last_error=d["last_error"], done_at=_dt(d["done_at"]),
+    )  # fmt: skip
+
+
+def _ts_or_none(value: datetime | None) -> str | None:
+    return None if value is None else ts(value)

@@ -1,0 +1,432 @@
+"""The policy file: its model, loading, and validation that reports every problem at once.
+
+A file holds global settings (``[rotator]``), defaults (``[defaults]``) and any number of
+``[[policy]]`` entries. Each policy names an issuer and one or more stores by adapter type; the
+adapter's own pydantic settings model validates the rest of its table. See docs/policy.md.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+
+from rotator import registry
+from rotator.contracts import AdapterContext, Issuer, Store
+from rotator.credentials import SECRET_LOOKING_KEYS
+from rotator.errors import ConfigError
+from rotator.schedule import Schedule, parse_duration, parse_schedule
+
+__all__ = [
+    "Config",
+    "Policy",
+    "PolicyFileError",
+    "Problem",
+    "StoreBinding",
+    "config_json_schema",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_DESCRIPTION = "{tag}"
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    return value
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+[smhdw])+$", "examples": ["30d", "12h", "90s"]}),
+]
+
+
+class RetrySettings(BaseModel):
+    """Bounded exponential backoff with full jitter for transient errors."""
+
+    model_config = ConfigDict(extra="forbid")
+    attempts: int = Field(5, ge=1, le=20, description="tries per step, the first included")
+    base_delay: Duration = Field(timedelta(seconds=1), description="delay before the second try")
+    max_delay: Duration = Field(timedelta(seconds=60), description="cap of one delay")
+
+
+class GlobalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    journal: str = Field(
+        "rotator-journal.db",
+        description="SQLite path (relative to the policy file) or URL: sqlite:///path, postgresql://...",
+    )
+    lease_ttl: Duration = Field(timedelta(minutes=15), description="how long a run may hold a policy")
+    retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
+
+
+class Defaults(BaseModel):
+    """Values every policy inherits unless it sets its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    schedule: str | None = None
+    grace: Duration = Field(timedelta(hours=24), description="how long the previous token stays valid")
+    margin: Duration = Field(timedelta(days=1), description="extra lifetime beyond interval + grace")
+    verify_timeout: Duration = Field(
+        timedelta(minutes=5), description="how long a new token may take to start working"
+    )
+
+
+class AdapterSpec(BaseModel):
+    """``type`` picks the adapter; every other key is the adapter's own setting."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description="adapter name, e.g. influxctl-management or vault-kv2")
+    name: str | None = Field(None, description="stores only: a name for messages and status (default: type)")
+
+
+class PolicySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="unique policy name")
+    enabled: bool = True
+    issuer: AdapterSpec
+    store: list[AdapterSpec] = Field(min_length=1, description="one or more [[policy.store]] tables")
+    schedule: str | None = Field(None, description="'30d', 'rate(30 days)' or 5-field UTC cron")
+    grace: Duration | None = None
+    margin: Duration | None = None
+    lifetime: Duration | None = Field(None, description="token lifetime; default interval + grace + margin")
+    verify_timeout: Duration | None = None
+    adopt: bool = Field(False, description="allow overwriting a store secret rotator does not manage yet")
+    description: str = Field(DEFAULT_DESCRIPTION, description="token description; must contain {tag}")
+
+    @field_validator("description")
+    @classmethod
+    def _has_tag(cls, value: str) -> str:
+        if "{tag}" not in value:
+            raise ValueError("must contain {tag} so a token whose value was lost can be found and revoked")
+        try:
+            value.format(tag="t", policy="p")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may only use the fields {tag} and {policy}") from None
+        return value
+
+
+class ConfigFile(BaseModel):
+    """The whole policy file."""
+
+    model_config = ConfigDict(extra="forbid")
+    rotator: GlobalSettings = Field(default_factory=GlobalSettings)  # type: ignore[arg-type]
+    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    policy: list[PolicySpec] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a policy file: where, what, and how to fix it."""
+
+    where: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" + (f" (fix: {self.hint})" if self.hint else "")
+
+
+class PolicyFileError(ConfigError):
+    """The policy file is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, path: Path | str, problems: Sequence[Problem]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"{self.path}: {len(self.problems)} problem(s)\n{lines}",
+            hint=f"edit {self.path} and run `rotator validate {self.path}` again",
+        )
+
+
+@dataclass(frozen=True)
+class StoreBinding:
+    name: str
+    type: str
+    settings: BaseModel
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One validated policy, with defaults applied."""
+
+    name: str
+    enabled: bool
+    issuer_type: str
+    issuer_settings: BaseModel
+    stores: tuple[StoreBinding, ...]
+    schedule: Schedule
+    grace: timedelta
+    lifetime: timedelta
+    verify_timeout: timedelta
+    adopt: bool
+    description: str
+    base_dir: Path
+
+    def tag(self, run_id: str) -> str:
+        return f"rotator:{self.name}:{run_id}"
+
+    def tag_prefix(self) -> str:
+        return f"rotator:{self.name}:"
+
+    def token_description(self, run_id: str) -> str:
+        return self.description.format(tag=self.tag(run_id), policy=self.name)
+
+    def context(self) -> AdapterContext:
+        return AdapterContext(policy=self.name, base_dir=self.base_dir)
+
+    def build_issuer(self) -> Issuer:
+        cls = registry.load("issuer", self.issuer_type)
+        return cls.from_config(self.issuer_settings, self.context())  # type: ignore[return-value]
+
+    def build_stores(self) -> list[tuple[str, Store]]:
+        built = []
+        for binding in self.stores:
+            cls = registry.load("store", binding.type)
+            built.append((binding.name, cls.from_config(binding.settings, self.context())))
+        return built  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    settings: GlobalSettings
+    policies: tuple[Policy, ...] = field(default_factory=tuple)
+
+    def policy(self, name: str) -> Policy:
+        for policy in self.policies:
+            if policy.name == name:
+                return policy
+        known = ", ".join(p.name for p in self.policies) or "(none)"
+        raise ConfigError(f"{self.path}: no policy named {name!r}", hint=f"known policies: {known}")
+
+    def journal_url(self) -> str:
+        url = self.settings.journal
+        if "://" in url:
+            return url
+        path = Path(url)
+        return "sqlite:///" + str(path if path.is_absolute() else (self.path.parent / path).resolve())
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a policy file; PolicyFileError lists every problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}", hint="check the path") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyFileError(path, [Problem("<file>", f"not valid TOML: {exc}", "fix the syntax")]) from None
+    return parse_config(data, path)
+
+
+def parse_config(data: Mapping[str, Any], path: Path) -> Config:
+    problems: list[Problem] = []
+    try:
+        spec = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems(exc, data))
+        raise PolicyFileError(path, problems) from None
+
+    policies: list[Policy] = []
+    seen: set[str] = set()
+    for index, pspec in enumerate(spec.policy):
+        where = f"policy[{index}] {pspec.name!r}"
+        if pspec.name in seen:
+            problems.append(Problem(where, "duplicate policy name", "give every policy a unique name"))
+        seen.add(pspec.name)
+        policy = _build_policy(pspec, spec.defaults, where, path.parent.resolve(), problems)
+        if policy is not None:
+            policies.append(policy)
+    if problems:
+        raise PolicyFileError(path, problems)
+    return Config(path=path, settings=spec.rotator, policies=tuple(policies))
+
+
+def _build_policy(
+    spec: PolicySpec, defaults: Defaults, where: str, base_dir: Path, problems: list[Problem]
+) -> Policy | None:
+    before = len(problems)
+    schedule_text = spec.schedule or defaults.schedule
+    schedule: Schedule | None = None
+    if schedule_text is None:
+        problems.append(Problem(f"{where}.schedule", "no schedule", "set schedule = '30d' or in [defaults]"))
+    else:
+        try:
+            schedule = parse_schedule(schedule_text)
+        except ValueError as exc:
+            problems.append(Problem(f"{where}.schedule", str(exc)))
+
+    grace = spec.grace if spec.grace is not None else defaults.grace
+    margin = spec.margin if spec.margin is not None else defaults.margin
+    verify_timeout = spec.verify_timeout if spec.verify_timeout is not None else defaults.verify_timeout
+    lifetime = spec.lifetime
+    if schedule is not None:
+        needed = schedule.interval + grace
+        if lifetime is None:
+            lifetime = needed + margin
+        elif lifetime <= needed:
+            problems.append(
+                Problem(
+                    f"{where}.lifetime",
+                    "is not longer than schedule interval + grace: tokens would expire while still in use",
+                    f"raise lifetime above {needed} or shorten schedule/grace",
+                )
+            )
+
+    issuer_settings = _adapter_settings("issuer", spec.issuer, f"{where}.issuer", problems)
+    stores: list[StoreBinding] = []
+    names: set[str] = set()
+    for i, store_spec in enumerate(spec.store):
+        swhere = f"{where}.store[{i}]"
+        name = store_spec.name or (store_spec.type if len(spec.store) == 1 else f"{store_spec.type}-{i}")
+        if name in names:
+            problems.append(Problem(f"{swhere}.name", f"duplicate store name {name!r}", "set distinct names"))
+        names.add(name)
+        settings = _adapter_settings("store", store_spec, swhere, problems)
+        if settings is not None:
+            stores.append(StoreBinding(name, store_spec.type, settings))
+
+    if len(problems) > before or schedule is None or issuer_settings is None or lifetime is None:
+        return None
+    return Policy(
+        name=spec.name,
+        enabled=spec.enabled,
+        issuer_type=spec.issuer.type,
+        issuer_settings=issuer_settings,
+        stores=tuple(stores),
+        schedule=schedule,
+        grace=grace,
+        lifetime=lifetime,
+        verify_timeout=verify_timeout,
+        adopt=spec.adopt,
+        description=spec.description,
+        base_dir=base_dir,
+    )
+
+
+def _adapter_settings(
+    kind: registry.Kind, spec: AdapterSpec, where: str, problems: list[Problem]
+) -> BaseModel | None:
+    try:
+        cls = registry.load(kind, spec.type)
+    except ConfigError as exc:
+        problems.append(Problem(f"{where}.type", str(exc), exc.hint))
+        return None
+    settings = dict(spec.model_extra or {})
+    inline = list(_inline_secrets(settings, where))
+    problems.extend(inline)
+    if inline:
+        return None
+    try:
+        return cls.settings_model.model_validate(settings)
+    except ValidationError as exc:
+        problems.extend(_problems(exc, settings, prefix=where))
+        return None
+
+
+def _inline_secrets(settings: Mapping[str, Any], where: str) -> Iterable[Problem]:
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            yield from _inline_secrets(value, f"{where}.{key}")
+        elif key in SECRET_LOOKING_KEYS and isinstance(value, str):
+            yield Problem(
+                f"{where}.{key}",
+                "inline secrets are refused: a policy file is not a safe place for a credential",
+                f'reference it instead: {key} = {{ file = "/path/to/file" }} or {key} = {{ env = "VAR" }}',
+            )
+
+
+_HINTS = {
+    "missing": "add this key",
+    "extra_forbidden": "remove it or check its spelling (see docs/policy.md)",
+    "string_type": "write a quoted string",
+    "bool_type": "write true or false",
+    "int_type": "write a whole number",
+    "literal_error": "use one of the allowed values",
+    "union_tag_invalid": "use one of the allowed values",
+}
+
+
+def _problems(exc: ValidationError, data: Any, prefix: str = "") -> list[Problem]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = _loc(err["loc"], data)
+        where = ".".join(p for p in (prefix, loc) if p) or "<file>"
+        message = err["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        out.append(Problem(where, message, _HINTS.get(err["type"], "")))
+    return out
+
+
+def _loc(loc: Sequence[int | str], data: Any) -> str:
+    """Render a pydantic location, naming list items by their ``name`` key where they have one."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            entry = node[item] if isinstance(node, list) and item < len(node) else None
+            if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+                label += f" {entry['name']!r}"
+            if parts:
+                parts[-1] += label
+            else:
+                parts.append(label)
+        else:
+            parts.append(str(item))
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts)
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of the policy file, including every installed adapter's settings."""
+    schema = ConfigFile.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    for kind in ("issuer", "store"):
+        variants = []
+        for name in registry.available(kind):
+            try:
+                cls = registry.load(kind, name)
+            except ConfigError:
+                continue
+            sub = cls.settings_model.model_json_schema(ref_template="#/$defs/{model}")
+            defs.update(sub.pop("$defs", {}))
+            sub.setdefault("properties", {})["type"] = {"const": name}
+            if kind == "store":
+                sub["properties"]["name"] = {"type": "string"}
+            sub.setdefault("required", []).append("type")
+            sub["title"] = f"{kind} {name}"
+            variants.append(sub)
+        if variants:
+            defs[f"{kind.capitalize()}Adapter"] = {"oneOf": variants}
+    policy = defs["PolicySpec"]["properties"]
+    policy["issuer"] = {"$ref": "#/$defs/IssuerAdapter"} if "IssuerAdapter" in defs else policy["issuer"]
+    if "StoreAdapter" in defs:
+        policy["store"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/StoreAdapter"}}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "rotator policy file"
+    return schema

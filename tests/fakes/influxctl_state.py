@@ -1,0 +1,401 @@
+"""The fake influxctl's server side: one JSON state file shared by every process, and its test API.
+
+The fake ``influxctl`` executable and the tests both go through this module, so the file format
+lives in one place. It is stdlib-only because the executable runs under any ``python3 >= 3.11``
+without the project's venv (it imports this file as a sibling module).
+
+State file (JSON, path in ``$FAKE_INFLUXCTL_STATE``; a sidecar ``<path>.lock`` is flock'ed around
+every read and every read-modify-write, and the file is replaced atomically)::
+
+    {
+      "schema": 1,
+      "account_id": "<uuid>",            # every token belongs to this account
+      "user_id": "<uuid>",               # the human (OAuth) user: created_by of add_token() tokens
+      "options": {
+        "activation_delay_s": 0.0,       # a new token is unauthorized until created_at + delay
+        "create_output": "table",        # "table" (influxctl >= 2.11) | "legacy" (<= 2.10)
+        "mgmt_token_can_manage": true,   # false: a mgmt_token may list but not create/revoke
+        "admin_token_sha256": null,      # hash of the Clustered admin token ([profile.auth.token])
+        "clock_offset_s": 0.0            # the fake server's clock = wall clock + offset
+      },
+      "tokens": [{
+        "id": "<uuid4>", "description": "...", "token_prefix": "M.V1.+5Jk",
+        "token_sha256": "<hex>",          # never the value, as the real server stores hashes
+        "account_id": "<uuid>", "created_by": "<uuid>",
+        "created_at": "2026-01-01T00:00:00.123456Z",
+        "active_at": "...",               # created_at + activation delay at mint time
+        "expires_at": "..." | null, "revoked_at": "..." | null
+      }],
+      "faults": [{"command": "management create", "mode": "exit", "times": 1, ...}],
+      "calls": [{"argv": [...], "command": "management list", "profile": "default",
+                 "pid": 123, "at": "..."}]
+    }
+
+Fault keys (see :meth:`FakeInfluxctl.add_fault`): ``command``, ``mode`` (one of
+:data:`FAULT_MODES`), ``times`` (default 1, decremented on use, ``-1`` = forever), ``code``
+(exit status, default 1), ``message`` (stderr text), ``seconds`` (hang/pause length, default
+3600), ``marker`` (file written by pause modes; it holds the fake's pid), ``output`` (garbage text).
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "COMMANDS",
+    "FAULT_MODES",
+    "STATE_ENV",
+    "FakeInfluxctl",
+    "State",
+    "format_time",
+    "hash_token",
+    "mint_token",
+    "parse_time",
+    "read_state",
+    "server_now",
+    "token_problem",
+    "transaction",
+    "write_profile",
+]
+
+STATE_ENV = "FAKE_INFLUXCTL_STATE"
+SCHEMA_VERSION = 1
+COMMANDS = ("management create", "management list", "management revoke")
+FAULT_MODES = ("exit", "garbage", "hang", "after_effect_exit", "pause", "pause_after_effect")
+CREATE_OUTPUTS = ("table", "legacy")
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "activation_delay_s": 0.0,
+    "create_output": "table",
+    "mgmt_token_can_manage": True,
+    "admin_token_sha256": None,
+    "clock_offset_s": 0.0,
+}
+TOKEN_PREFIX = "M.V1."
+# The list's PREFIX column shows 9 characters, e.g. "M.V1.+5Jk" (facts file 1.5).
+PREFIX_LENGTH = 9
+
+State = dict[str, Any]
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+
+def server_now(state: State) -> datetime:
+    """The fake server's clock; ``clock_offset_s`` lets a test skew it without sleeping."""
+    offset = float(state["options"].get("clock_offset_s", 0.0))
+    # Microseconds, like the docs' nanos values (948178000): a database timestamp, not a Go clock.
+    return datetime.now(UTC) + timedelta(seconds=offset)
+
+
+def format_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _optional_time(value: str | None) -> datetime | None:
+    return parse_time(value) if value else None
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _locked(path: Path, exclusive: bool) -> Iterator[None]:
+    # A sidecar lock file, because the state file itself is replaced (rename) on every write and
+    # a lock on the old inode would not exclude a process that opened the new one.
+    with open(f"{path}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _load(path: Path) -> State:
+    try:
+        state: State = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"fake influxctl state {path} does not exist (call init())") from None
+    if state.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"fake influxctl state {path}: unsupported schema {state.get('schema')!r}")
+    return state
+
+
+def _save(path: Path, state: State) -> None:
+    # Write-then-rename so a reader that skipped the lock still never sees half a file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(state, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def read_state(path: Path) -> State:
+    with _locked(path, exclusive=False):
+        return _load(path)
+
+
+@contextmanager
+def transaction(path: Path) -> Iterator[State]:
+    """Yield the state under an exclusive lock; it is saved only if the block does not raise."""
+    with _locked(path, exclusive=True):
+        state = _load(path)
+        yield state
+        _save(path, state)
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+
+def hash_token(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _new_token_value() -> str:
+    # Standard base64 alphabet, not url-safe: the docs' prefixes ("M.V1.+5Jk") contain "+".
+    # 32 random bytes = 43 characters once the "=" padding is dropped.
+    return TOKEN_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def mint_token(
+    state: State,
+    *,
+    description: str,
+    expires_at: datetime | None,
+    created_by: str,
+    created_at: datetime | None = None,
+    active_at: datetime | None = None,
+) -> tuple[str, State]:
+    """Add a new token to ``state``; return its value (only the caller ever sees it) and record."""
+    value = _new_token_value()
+    created = created_at or server_now(state)
+    delay = timedelta(seconds=float(state["options"]["activation_delay_s"]))
+    record: State = {
+        "id": str(uuid.uuid4()),
+        "description": description,
+        "token_prefix": value[:PREFIX_LENGTH],
+        "token_sha256": hash_token(value),
+        "account_id": state["account_id"],
+        "created_by": created_by,
+        "created_at": format_time(created),
+        "active_at": format_time(active_at or created + delay),
+        "expires_at": format_time(expires_at) if expires_at else None,
+        "revoked_at": None,
+    }
+    state["tokens"].append(record)
+    return value, record
+
+
+def find_token(state: State, token_id: str) -> State | None:
+    return next((t for t in state["tokens"] if t["id"] == token_id), None)
+
+
+def token_problem(state: State, value: str, now: datetime) -> tuple[State | None, str | None]:
+    """Return the record for ``value`` and why it cannot authenticate (``None``: it can)."""
+    digest = hash_token(value)
+    record = next((t for t in state["tokens"] if t["token_sha256"] == digest), None)
+    if record is None:
+        return None, "unknown token"
+    if record["revoked_at"]:
+        return record, "token revoked"
+    expires = _optional_time(record["expires_at"])
+    if expires is not None and expires <= now:
+        return record, "token expired"
+    if parse_time(record["active_at"]) > now:
+        return record, "token not active yet"
+    return record, None
+
+
+# --- the API tests use --------------------------------------------------------------------------
+
+
+class FakeInfluxctl:
+    """Set up and inspect the fake influxctl's state file. Never holds a token value itself."""
+
+    def __init__(self, state_path: Path | str) -> None:
+        self.path = Path(state_path)
+
+    def init(
+        self,
+        activation_delay_s: float = 0.0,
+        create_output: str = "table",
+        mgmt_token_can_manage: bool = True,
+        admin_token: str | None = None,
+        clock_offset_s: float = 0.0,
+    ) -> None:
+        """Start from an empty server (no tokens, faults or calls)."""
+        state: State = {
+            "schema": SCHEMA_VERSION,
+            "account_id": str(uuid.uuid4()),
+            "user_id": str(uuid.uuid4()),
+            "options": dict(DEFAULT_OPTIONS),
+            "tokens": [],
+            "faults": [],
+            "calls": [],
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(self.path, exclusive=True):
+            _save(self.path, state)
+        self.set(
+            activation_delay_s=activation_delay_s,
+            create_output=create_output,
+            mgmt_token_can_manage=mgmt_token_can_manage,
+            admin_token=admin_token,
+            clock_offset_s=clock_offset_s,
+        )
+
+    def set(self, **options: Any) -> None:
+        """Change options; ``admin_token`` takes the value and stores its hash."""
+        if "admin_token" in options:
+            admin = options.pop("admin_token")
+            options["admin_token_sha256"] = hash_token(admin) if admin else None
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown fake influxctl option(s): {sorted(unknown)}")
+        if options.get("create_output", "table") not in CREATE_OUTPUTS:
+            raise ValueError(f"create_output must be one of {CREATE_OUTPUTS}")
+        with transaction(self.path) as state:
+            state["options"].update(options)
+
+    def options(self) -> dict[str, Any]:
+        return dict(read_state(self.path)["options"])
+
+    @property
+    def account_id(self) -> str:
+        return str(read_state(self.path)["account_id"])
+
+    def add_token(
+        self,
+        description: str,
+        expires_at: datetime | None = None,
+        created_at: datetime | None = None,
+    ) -> tuple[str, str]:
+        """A token a human created (Admin UI or an OAuth login), e.g. for bootstrap.
+
+        Active at once, whatever the activation delay: it has long been synchronised.
+        Returns ``(value, id)``.
+        """
+        with transaction(self.path) as state:
+            now = server_now(state)
+            value, record = mint_token(
+                state,
+                description=description,
+                expires_at=expires_at,
+                created_by=state["user_id"],
+                created_at=created_at or now,
+                active_at=min(created_at or now, now),
+            )
+        return value, str(record["id"])
+
+    def revoke(self, token_id: str) -> None:
+        """Revoke as a human would in the Admin UI (no CLI, no faults)."""
+        with transaction(self.path) as state:
+            record = find_token(state, token_id)
+            if record is None:
+                raise KeyError(token_id)
+            record["revoked_at"] = record["revoked_at"] or format_time(server_now(state))
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """Every management token record (hashes, never values), in creation order."""
+        return [dict(t) for t in read_state(self.path)["tokens"]]
+
+    def token_by_id(self, token_id: str) -> dict[str, Any] | None:
+        record = find_token(read_state(self.path), token_id)
+        return dict(record) if record else None
+
+    def problem(self, value: str) -> str | None:
+        """Why ``value`` cannot authenticate right now ("token revoked", ...), or ``None``."""
+        state = read_state(self.path)
+        return token_problem(state, value, server_now(state))[1]
+
+    def is_active(self, value: str) -> bool:
+        return self.problem(value) is None
+
+    def add_fault(self, command: str, mode: str, *, times: int = 1, **kw: Any) -> None:
+        """Queue a fault for ``command`` ("management create" ...); faults fire in order.
+
+        Keyword options: ``code`` (int), ``message`` (str), ``seconds`` (float),
+        ``marker`` (path, for pause modes), ``output`` (str, for garbage).
+        """
+        if command not in COMMANDS:
+            raise ValueError(f"command must be one of {COMMANDS}")
+        if mode not in FAULT_MODES:
+            raise ValueError(f"mode must be one of {FAULT_MODES}")
+        unknown = set(kw) - {"code", "message", "seconds", "marker", "output"}
+        if unknown:
+            raise ValueError(f"unknown fault option(s): {sorted(unknown)}")
+        if "marker" in kw:
+            kw["marker"] = str(kw["marker"])
+        with transaction(self.path) as state:
+            state["faults"].append({"command": command, "mode": mode, "times": times, **kw})
+
+    def faults(self) -> list[dict[str, Any]]:
+        return [dict(f) for f in read_state(self.path)["faults"]]
+
+    def clear_faults(self) -> None:
+        with transaction(self.path) as state:
+            state["faults"] = []
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Every management command that reached the fake server, oldest first."""
+        return [dict(c) for c in read_state(self.path)["calls"]]
+
+
+def _toml_string(value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(value)
+
+
+def write_profile(
+    path: Path | str,
+    *,
+    mgmt_token: str | None = None,
+    token_file: Path | str | None = None,
+    product: str = "clustered",
+    name: str = "default",
+    host: str = "influxdb.example.test",
+    account_id: str = "00000000-0000-4000-8000-00000000acc1",
+    cluster_id: str = "00000000-0000-4000-8000-00000000c1a5",
+    oauth2: bool = False,
+    append: bool = False,
+) -> Path:
+    """Write (or, with ``append``, add) an influxctl ``[[profile]]`` using only documented keys."""
+    lines = ["[[profile]]", f"  name = {_toml_string(name)}", f"  product = {_toml_string(product)}"]
+    if product == "clustered":
+        lines += [f"  host = {_toml_string(host)}", '  port = "443"']
+    else:
+        lines += [f"  account_id = {_toml_string(account_id)}", f"  cluster_id = {_toml_string(cluster_id)}"]
+    if mgmt_token is not None:
+        lines.append(f"  mgmt_token = {_toml_string(mgmt_token)}")
+    if token_file is not None:
+        lines += ["  [profile.auth.token]", f"    token_file = {_toml_string(str(token_file))}"]
+    if oauth2:
+        lines += [
+            "  [profile.auth.oauth2]",
+            '    client_id = "fake-client"',
+            '    scopes = [""]',
+            '    parameters = { audience = "" }',
+            '    token_url = "https://idp.example.test/oauth2/v2/token"',
+            '    device_url = "https://idp.example.test/oauth2/v2/auth/device"',
+        ]
+    target = Path(path)
+    text = "\n".join(lines) + "\n"
+    if append and target.exists():
+        text = target.read_text() + "\n" + text
+    target.write_text(text)
+    target.chmod(0o600)
+    return target
