@@ -74,8 +74,7 @@ HINT_TIMEOUT = "the cluster may be slow or unreachable; raise `timeout_s` if thi
 ERR_EXIT = "{command} failed (exit {code})"
 ERR_SIGNAL = "{command} was killed by signal {signal}"
 HINT_UNAUTHENTICATED = (
-    "the minting credential is not accepted (expired or revoked?); check the token or token file "
-    "that `auth` points at"
+    "the minting credential is not accepted (expired or revoked?); check the token or token file that `auth` points at"
 )
 HINT_PERMISSION_DENIED = (
     "the credential may not manage management tokens; use auth.method = 'token_file' (a Clustered "
@@ -407,18 +406,18 @@ def output_error(command: str, problem: str) -> IssuerOutputError:
     return IssuerOutputError(ERR_OUTPUT.format(command=command, problem=problem), hint=HINT_OUTPUT)
 
 
-def token_from_output(stdout: str, command: str, *, min_length: int = 20) -> str:
+def token_from_output(stdout: str, command: str, *, token_id: str | None = None, min_length: int = 20) -> str:
     """The token string of a ``create`` command: its last non-empty stdout line.
 
     Raises IssuerOutputError describing the line's shape (never its content) if it is not a
-    single token-like word.
+    single token-like word; it names ``token_id`` if the output had one (that token exists now).
     """
     lines = [line.strip() for line in stdout.splitlines() if line.strip()]
-    if not lines:
-        raise output_error(command, "printed nothing on stdout (expected the token on the last line)")
-    last = lines[-1]
+    last = lines[-1] if lines else ""
     problem = ""
-    if last.startswith("+-") or "|" in last:
+    if not lines:
+        problem = "is missing (stdout is empty)"
+    elif last.startswith("+-") or "|" in last:
         problem = "is a table line"
     elif len(last.split()) > 1:
         problem = f"has {len(last.split())} words"
@@ -427,7 +426,8 @@ def token_from_output(stdout: str, command: str, *, min_length: int = 20) -> str
     elif not last.isprintable() or not last.isascii():
         problem = "contains characters a token never has"
     if problem:
-        raise output_error(command, f"the last non-empty stdout line {problem}, expected a single token")
+        created = f"token {token_id} was created, but " if token_id else ""
+        raise output_error(command, f"{created}the last non-empty stdout line {problem}, expected a single token")
     return last
 
 

@@ -319,6 +319,18 @@ class Journal:
             raise LeaseBusy(policy, row[0] if row else "unknown")
         return int(row[1])
 
+    def take_over_lease(self, policy: str, dead_holder: str, holder: str, ttl: timedelta, now: datetime) -> int:
+        """Take a lease whose holder is known to be dead; LeaseBusy if it changed meanwhile."""
+        with self._tx(immediate=True) as cur:
+            cur.execute(
+                "UPDATE leases SET holder = ?, fence = fence + 1, expires_at = ? WHERE policy = ? AND holder = ?",
+                (holder, ts(now + ttl), policy, dead_holder),
+            )
+            row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
+        if row is None or row[0] != holder:
+            raise LeaseBusy(policy, row[0] if row else "unknown")
+        return int(row[1])
+
     def release_lease(self, policy: str, holder: str) -> None:
         with self._tx() as cur:
             cur.execute("DELETE FROM leases WHERE policy = ? AND holder = ?", (policy, holder))

@@ -1,0 +1,1 @@
+"""rotator's built-in issuers and stores, registered as entry points (see pyproject.toml)."""

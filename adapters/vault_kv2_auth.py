@@ -1,0 +1,230 @@
+"""How the vault-kv2 store talks to Vault: the narrowed client and the token it carries.
+
+:class:`VaultAPI` is the handful of hvac calls the store makes (the seam for fakes) and
+:class:`HvacAPI` implements it over an ``hvac.Client``.
+
+:class:`VaultLogin` keeps one token valid for a long-running daemon:
+
+- token auth reads the token from its CredentialRef, looks it up (``lookup-self``) and
+  renews it (``renew-self``) once less than 1/3 of its creation TTL is left; a token it cannot
+  renew is re-read from its file/variable, so a token rotated by Vault Agent is picked up;
+- AppRole logs in with role_id + secret_id, renews the same way, and logs in again when the
+  token cannot be renewed any further (max TTL) or after Vault refused it.
+
+It raises hvac's exceptions as they are: the store maps them with its ``_map_errors()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+import hvac.exceptions
+import hvac.utils
+from pydantic import BaseModel, ConfigDict, Field
+
+from rotator.clock import Clock
+from rotator.credentials import CredentialRef
+from rotator.secret import Secret
+
+__all__ = ["AppRoleAuth", "AuthAPI", "HvacAPI", "TokenAuth", "VaultAPI", "VaultAuth", "VaultLogin"]
+
+logger = logging.getLogger("rotator.adapters.vault_kv2")
+
+
+class TokenAuth(BaseModel):
+    """``auth = {method = "token", token = {file = "/run/secrets/vault-token"}}``"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["token"]
+    token: CredentialRef
+
+
+class AppRoleAuth(BaseModel):
+    """``auth = {method = "approle", role_id = "…", secret_id = {env = "VAULT_SECRET_ID"}}``"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["approle"]
+    #: Not a secret in Vault's model, so it may be written inline; a CredentialRef works too.
+    role_id: str | CredentialRef
+    secret_id: CredentialRef
+    mount_path: str = Field(default="approle", min_length=1)
+
+
+VaultAuth = Annotated[TokenAuth | AppRoleAuth, Field(discriminator="method")]
+
+
+class AuthAPI(Protocol):
+    """The token and AppRole calls of hvac that :class:`VaultLogin` makes."""
+
+    def set_token(self, token: Secret | None) -> None: ...
+
+    def lookup_self(self) -> Mapping[str, Any]: ...
+
+    def renew_self(self) -> Mapping[str, Any]: ...
+
+    def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Mapping[str, Any]: ...
+
+
+class VaultLogin:
+    """Keeps a valid token on one client. Not thread-safe: one store, one caller at a time."""
+
+    def __init__(self, auth: TokenAuth | AppRoleAuth, base_dir: Path, clock: Clock) -> None:
+        self._auth = auth
+        self._base_dir = base_dir
+        self._clock = clock
+        self._token: Secret | None = None
+        self._renewable = False
+        self._creation_ttl = 0
+        self._check_at: datetime | None = None  # None: the token does not expire
+
+    @property
+    def endpoint(self) -> tuple[str, str]:
+        """The auth path Vault is asked, and the hint when it refuses."""
+        if isinstance(self._auth, AppRoleAuth):
+            return (f"auth/{self._auth.mount_path}/login",
+                    "check the AppRole role_id, secret_id (it can expire or run out of uses) and mount_path")
+        return "auth/token/lookup-self", f"check the token in {self._auth.token.describe()}: expired or revoked?"
+
+    def ensure(self, api: AuthAPI) -> None:
+        """Make sure ``api`` carries a token that is not about to expire."""
+        if self._token is None:
+            self._login(api)
+        elif self._check_at is not None and self._clock.now() >= self._check_at:
+            self._refresh(api)
+
+    def forget(self, api: AuthAPI) -> bool:
+        """After Vault refused the token (403): drop it. True if a new login may help."""
+        if isinstance(self._auth, AppRoleAuth):
+            self._token = None
+            api.set_token(None)
+            return True
+        fresh = self._auth.token.resolve(self._base_dir)
+        if fresh == self._token:
+            return False  # the same token again: retrying cannot help
+        self._token = None
+        return True
+
+    def _login(self, api: AuthAPI) -> None:
+        if isinstance(self._auth, TokenAuth):
+            self._token = self._auth.token.resolve(self._base_dir)
+            api.set_token(self._token)
+            self._lookup(api)
+            return
+        role_id = self._auth.role_id
+        role = role_id if isinstance(role_id, str) else role_id.resolve(self._base_dir).reveal()
+        answer = api.approle_login(self._auth.mount_path, role, self._auth.secret_id.resolve(self._base_dir))
+        auth = answer["auth"]
+        self._token = Secret(auth["client_token"])
+        api.set_token(self._token)
+        ttl = int(auth.get("lease_duration") or 0)
+        self._schedule(ttl, ttl, bool(auth.get("renewable")))
+        logger.debug("logged in to Vault with AppRole at auth/%s (ttl %ss)", self._auth.mount_path, ttl)
+
+    def _lookup(self, api: AuthAPI) -> None:
+        try:
+            data = api.lookup_self()["data"]
+        except hvac.exceptions.Forbidden:
+            # A token without the `default` policy cannot look itself up. It may still be
+            # allowed to write the secret; if it is invalid, the next call says so.
+            logger.warning("cannot look up the Vault token (lookup-self denied): renewal is off")
+            self._schedule(0, 0, False)
+            return
+        self._schedule(int(data.get("ttl") or 0), int(data.get("creation_ttl") or 0), bool(data.get("renewable")))
+        logger.debug("Vault token: ttl %ss of %ss, renewable=%s", data.get("ttl"), data.get("creation_ttl"),
+                     data.get("renewable"))
+
+    def _refresh(self, api: AuthAPI) -> None:
+        if self._renewable:
+            try:
+                ttl = int(api.renew_self()["auth"].get("lease_duration") or 0)
+            except hvac.exceptions.VaultError as exc:
+                logger.debug("Vault token renewal failed (%s); logging in again", type(exc).__name__)
+                ttl = 0
+            if ttl * 3 > self._creation_ttl:
+                logger.debug("renewed the Vault token (ttl %ss)", ttl)
+                self._schedule(ttl, self._creation_ttl, True)
+                return
+        self._login(api)  # max TTL reached or not renewable: a fresh login / a re-read token
+
+    def _schedule(self, ttl: int, creation_ttl: int, renewable: bool) -> None:
+        """Check again once less than 1/3 of the creation TTL is left (Vault Agent's 2/3 rule).
+
+        A token already past that point (max TTL, or a token rotated elsewhere) is checked at
+        half its remaining TTL, so the checks do not run on every call.
+        """
+        self._renewable, self._creation_ttl = renewable, creation_ttl
+        if ttl <= 0:
+            self._check_at = None
+            return
+        wait = max(ttl - creation_ttl / 3, ttl / 2)
+        self._check_at = self._clock.now() + timedelta(seconds=wait)
+
+
+class VaultAPI(AuthAPI, Protocol):
+    """The hvac calls the store makes; answers are Vault's JSON bodies."""
+
+    def read_metadata(self, mount: str, path: str) -> Mapping[str, Any]: ...
+
+    def read_version(self, mount: str, path: str, version: int) -> Mapping[str, Any]: ...
+
+    def write_version(self, mount: str, path: str, data: Mapping[str, Any], cas: int) -> Mapping[str, Any]: ...
+
+    def write_custom_metadata(self, mount: str, path: str, custom_metadata: Mapping[str, str]) -> None: ...
+
+    def read_mount_config(self, mount: str) -> Mapping[str, Any]: ...
+
+
+class HvacAPI:
+    """:class:`VaultAPI` over an ``hvac.Client``."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def set_token(self, token: Secret | None) -> None:
+        self._client.token = token.reveal() if token is not None else ""  # sent only as X-Vault-Token
+
+    def lookup_self(self) -> Mapping[str, Any]:
+        answer: Mapping[str, Any] = self._client.auth.token.lookup_self()
+        return answer
+
+    def renew_self(self) -> Mapping[str, Any]:
+        answer: Mapping[str, Any] = self._client.auth.token.renew_self()
+        return answer
+
+    def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Mapping[str, Any]:
+        answer: Mapping[str, Any] = self._client.auth.approle.login(
+            role_id=role_id, secret_id=secret_id.reveal(), mount_point=mount_path, use_token=False
+        )
+        return answer
+
+    def read_metadata(self, mount: str, path: str) -> Mapping[str, Any]:
+        answer: Mapping[str, Any] = self._client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)
+        return answer
+
+    def read_version(self, mount: str, path: str, version: int) -> Mapping[str, Any]:
+        answer: Mapping[str, Any] = self._client.secrets.kv.v2.read_secret_version(
+            path=path, version=version, mount_point=mount, raise_on_deleted_version=True
+        )
+        return answer
+
+    def write_version(self, mount: str, path: str, data: Mapping[str, Any], cas: int) -> Mapping[str, Any]:
+        answer = self._client.secrets.kv.v2.create_or_update_secret(
+            path=path, secret=dict(data), cas=cas, mount_point=mount
+        )
+        return answer if isinstance(answer, Mapping) else {}  # 204 No Content: not a KV v2 mount
+
+    def write_custom_metadata(self, mount: str, path: str, custom_metadata: Mapping[str, str]) -> None:
+        # Not hvac's update_metadata: it always sends delete_version_after="0s", which would
+        # reset an operator's setting. A POST with only custom_metadata leaves the rest alone.
+        url = hvac.utils.format_url("/v1/{mount}/metadata/{path}", mount=mount, path=path)
+        self._client.adapter.post(url, json={"custom_metadata": dict(custom_metadata)})
+
+    def read_mount_config(self, mount: str) -> Mapping[str, Any]:
+        answer: Mapping[str, Any] = self._client.secrets.kv.v2.read_configuration(mount_point=mount)
+        return answer

@@ -1,0 +1,300 @@
+"""The `rotator` command line.
+
+Exit codes (docs/operations.md):
+  0  success
+  1  a run or command failed; the previous token is still current and valid
+  2  invalid input: policy file, store payload, or CLI argument
+  3  busy: another rotator holds the policy's lease; try again later
+  4  needs attention: rotator stopped where going on could break an invariant
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rotator import __version__
+from rotator.clock import SystemClock
+from rotator.engine import Engine, NeedsAttention, RunResult
+from rotator.errors import ConfigError, LeaseBusy, RotatorError
+from rotator.journal import Journal, open_journal
+from rotator.logs import setup_logging
+from rotator.policy import Config, Policy, PolicyFileError, config_json_schema, load_config
+from rotator.retry import RetryPolicy
+from rotator.secret import REDACTOR, Secret
+from rotator.status import policy_status, render_table
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_BUSY, EXIT_ATTENTION = 0, 1, 2, 3, 4
+logger = logging.getLogger("rotator.cli")
+
+#: Test-only: the name of an engine checkpoint at which the process kills itself with SIGKILL,
+#: so crash tests can stop a real `rotator rotate` at every step boundary.
+CRASH_ENV = "ROTATOR_TEST_CRASH_AT"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"rotator: error: {message}\nfix: see `rotator {self.prog.split()[-1]} --help`", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("-c", "--config", default=os.environ.get("ROTATOR_CONFIG", "rotator.toml"),
+                        help="policy file (default: $ROTATOR_CONFIG or ./rotator.toml)")
+    common.add_argument("--log-level", default=os.environ.get("ROTATOR_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"])
+    common.add_argument("--log-format", default="text", choices=["text", "json"])
+    common.add_argument("--log-file", help="also write logs to this file")
+    common.add_argument("--output", default="text", choices=["text", "json"], help="result format on stdout")
+
+    parser = _Parser(prog="rotator", description="Rotate InfluxDB tokens into secret stores, crash-safely.")
+    parser.add_argument("--version", action="version", version=f"rotator {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("validate", parents=[common], help="check a policy file and report every problem")
+    p.add_argument("file", nargs="?", help="policy file (default: --config)")
+    sub.add_parser("schema", parents=[common], help="print the JSON Schema of the policy file")
+    p = sub.add_parser("plan", parents=[common], help="say what would rotate when, and why")
+    p.add_argument("policy", nargs="*")
+    p = sub.add_parser("rotate", parents=[common], help="rotate policies now")
+    p.add_argument("policy", nargs="*", help="policy names (default with --all: every enabled policy)")
+    p.add_argument("--all", action="store_true", help="every enabled policy")
+    p.add_argument("--if-due", action="store_true", help="skip policies that are not due (for cron jobs)")
+    p.add_argument("--dry-run", action="store_true", help="check preconditions, change nothing")
+    p = sub.add_parser("status", parents=[common], help="current token, age, expiry, next due, last result")
+    p.add_argument("policy", nargs="*")
+    p = sub.add_parser("recover", parents=[common], help="finish or undo interrupted runs")
+    p.add_argument("policy", nargs="*")
+    p = sub.add_parser("revoke-expired", parents=[common], help="revoke tokens whose grace period has passed")
+    p.add_argument("policy", nargs="*")
+    p = sub.add_parser("bootstrap", parents=[common], help="publish a first, human-created token")
+    p.add_argument("policy")
+    p.add_argument("--token-file", required=True, help="file holding the token value (read, never printed)")
+    p.add_argument("--token-id", required=True, help="the token's id at the issuer")
+    p.add_argument("--expires-at", help="RFC 3339 expiry, if the issuer does not report one")
+    p = sub.add_parser("demo", parents=[common], help="rotate a simulated management token into OpenBao")
+    p.add_argument("--keep", action="store_true", help="keep the demo directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format, file=args.log_file)
+    handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except PolicyFileError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    except RotatorError as exc:
+        _print_error(exc)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _print_error(exc: BaseException) -> None:
+    print(f"rotator: error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+    hint = getattr(exc, "hint", "")
+    if hint:
+        print(f"fix: {hint}", file=sys.stderr)
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, LeaseBusy):
+        return EXIT_BUSY
+    if isinstance(exc, NeedsAttention):
+        return EXIT_ATTENTION
+    if isinstance(exc, ConfigError):
+        return EXIT_INVALID
+    return EXIT_FAILED
+
+
+# ------------------------------------------------------------------------------ plumbing
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _selected(config: Config, names: Sequence[str], all_enabled: bool = True) -> list[Policy]:
+    if names:
+        return [config.policy(n) for n in names]
+    return [p for p in config.policies if p.enabled or not all_enabled]
+
+
+def _journal(config: Config) -> Journal:
+    return open_journal(config.journal_url())
+
+
+def _engine(config: Config, policy: Policy, journal: Journal) -> Engine:
+    r = config.settings.retry
+    return Engine(
+        policy, journal,
+        retry=RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds()),
+        lease_ttl=config.settings.lease_ttl,
+        checkpoint=_crash_hook(),
+    )  # fmt: skip
+
+
+def _crash_hook() -> Callable[[str], None] | None:
+    target = os.environ.get(CRASH_ENV)
+    if not target:
+        return None
+
+    def hook(name: str) -> None:
+        if name == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    if args.output == "json":
+        print(json.dumps(payload, indent=2, default=str))
+    elif text:
+        print(text)
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_validate(args: argparse.Namespace) -> int:
+    path = args.file or args.config
+    config = load_config(path)
+    _emit(args, {"valid": True, "policies": [p.name for p in config.policies]},
+          f"{path}: valid, {len(config.policies)} polic{'y' if len(config.policies) == 1 else 'ies'}: "
+          + ", ".join(p.name for p in config.policies))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(config_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config = _config(args)
+    journal = _journal(config)
+    now = SystemClock().now()
+    rows = [policy_status(p, journal, now) for p in _selected(config, args.policy, all_enabled=False)]
+    text = "\n".join(
+        f"{s.policy}: {s.reason()}; next rotation {_when(s.next_due, now)}"
+        + (f"; {s.pending_revocations} revocation(s) pending" if s.pending_revocations else "")
+        + (f"; {s.open_runs} unfinished run(s) will be recovered first" if s.open_runs else "")
+        + ("" if s.enabled else " (disabled: only an explicit `rotator rotate NAME` rotates it)")
+        for s in rows
+    )
+    _emit(args, [s.to_json() for s in rows], text)
+    return EXIT_OK
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if not args.policy and not args.all:
+        raise ConfigError("name the policies to rotate, or pass --all", hint="rotator rotate POLICY [POLICY...]")
+    journal = _journal(config)
+    now = SystemClock().now()
+    results: list[RunResult] = []
+    worst = EXIT_OK
+    for policy in _selected(config, args.policy):
+        if args.if_due and not policy_status(policy, journal, now).due:
+            results.append(RunResult(policy.name, "nothing-to-do", message="not due"))
+            continue
+        try:
+            results.append(_engine(config, policy, journal).rotate(dry_run=args.dry_run))
+        except RotatorError as exc:
+            _print_error(exc)
+            worst = max(worst, _exit_code(exc))
+            results.append(RunResult(policy.name, "failed", message=REDACTOR.redact(str(exc))))
+    text = "\n".join(f"{r.policy}: {r.state}" + (f" {r.new_token_id}" if r.new_token_id else "")
+                     + (f" - {r.message}" if r.message else "") for r in results)
+    _emit(args, [r.to_json() for r in results], text)
+    return worst
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    journal = _journal(config)
+    now = SystemClock().now()
+    rows = [policy_status(p, journal, now) for p in _selected(config, args.policy, all_enabled=False)]
+    _emit(args, [s.to_json() for s in rows], render_table(rows))
+    return EXIT_ATTENTION if any(s.needs_attention for s in rows) else EXIT_OK
+
+
+def _for_each(args: argparse.Namespace, action: Callable[[Engine], list[str]]) -> int:
+    config = _config(args)
+    journal = _journal(config)
+    worst = EXIT_OK
+    out: dict[str, list[str]] = {}
+    for policy in _selected(config, args.policy, all_enabled=False):
+        try:
+            out[policy.name] = action(_engine(config, policy, journal))
+        except RotatorError as exc:
+            _print_error(exc)
+            worst = max(worst, _exit_code(exc))
+            out[policy.name] = [f"error: {REDACTOR.redact(str(exc))}"]
+        if any("failed" in line for line in out[policy.name]):
+            worst = max(worst, EXIT_ATTENTION)
+    text = "\n".join(f"{name}: {line}" for name, lines in out.items() for line in (lines or ["nothing to do"]))
+    _emit(args, out, text)
+    return worst
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    return _for_each(args, lambda engine: engine.recover())
+
+
+def cmd_revoke_expired(args: argparse.Namespace) -> int:
+    return _for_each(args, lambda engine: engine.revoke_due())
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    config = _config(args)
+    policy = config.policy(args.policy)
+    try:
+        value = Path(args.token_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --token-file {args.token_file}: {exc.strerror}",
+                          hint="pass the file holding the token created with influxctl") from None
+    if not value:
+        raise ConfigError(f"--token-file {args.token_file} is empty", hint="write the token value into it")
+    expires = None
+    if args.expires_at:
+        try:
+            expires = datetime.fromisoformat(args.expires_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"--expires-at {args.expires_at!r} is not RFC 3339",
+                              hint="e.g. 2027-01-01T00:00:00Z") from None
+    result = _engine(config, policy, _journal(config)).bootstrap(Secret(value), args.token_id, expires)
+    _emit(args, result.to_json(), f"{policy.name}: bootstrapped token {args.token_id} into "
+          + ", ".join(b.name for b in policy.stores))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rotator.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+def _when(moment: datetime, now: datetime) -> str:
+    return "now" if moment <= now else moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": cmd_validate, "schema": cmd_schema, "plan": cmd_plan, "rotate": cmd_rotate,
+    "status": cmd_status, "recover": cmd_recover, "revoke-expired": cmd_revoke_expired,
+    "bootstrap": cmd_bootstrap, "demo": cmd_demo,
+}  # fmt: skip
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,486 @@
+"""The rotation state machine: PLAN -> MINT -> VERIFY -> PUBLISH -> (grace) -> REVOKE_OLD.
+
+Every step is journaled *before* its side effect (numbered comments below), so that a process
+killed at any instant can be resumed by :meth:`Engine.recover`:
+
+- a run that published (to some or all stores) is rolled forward, reading the new value back
+  from a store that holds it;
+- a run that minted but never published is rolled back: the candidate is revoked, found by its
+  id or, when the process died inside the mint call, by the ``rotator:<policy>:<run-id>`` tag.
+
+A token that any store still holds as current is never revoked (:meth:`Engine._safe_revoke`).
+The engine never touches a scheduler: callers (CLI, daemon, Lambda) decide when to call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from rotator.clock import Clock, SystemClock
+from rotator.contracts import Issuer, MintRequest, Store, StoreState, TokenInfo, TokenRecord
+from rotator.errors import LeaseBusy, OwnershipError, PermanentError, RotatorError, TransientError
+from rotator.journal import Journal, Revocation, RunRecord, RunState
+from rotator.policy import Policy
+from rotator.retry import RetryPolicy, call_with_retry
+from rotator.secret import REDACTOR, Secret
+
+__all__ = ["Engine", "NeedsAttention", "RunResult", "default_holder"]
+
+T = TypeVar("T")
+logger = logging.getLogger("rotator.engine")
+audit_logger = logging.getLogger("rotator.audit")
+
+#: A revocation that still fails after this many rounds is marked failed and alerts.
+MAX_REVOCATION_ROUNDS = 10
+
+
+class NeedsAttention(PermanentError):
+    """The engine stopped where going on could break an invariant; a human must decide."""
+
+
+@dataclass
+class RunResult:
+    policy: str
+    state: str
+    run_id: str | None = None
+    old_token_id: str | None = None
+    new_token_id: str | None = None
+    message: str = ""
+    dry_run: bool = False
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.state in (*RunState.SUCCESS, "dry-run", "nothing-to-do")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy, "state": self.state, "run_id": self.run_id, "ok": self.ok,
+            "old_token_id": self.old_token_id, "new_token_id": self.new_token_id,
+            "message": self.message, "dry_run": self.dry_run, "actions": self.actions,
+        }  # fmt: skip
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Engine:
+    """Rotates one policy. Not thread-safe: one run of a policy at a time (the lease ensures it)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        journal: Journal,
+        *,
+        issuer: Issuer | None = None,
+        stores: list[tuple[str, Store]] | None = None,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+        lease_ttl: timedelta = timedelta(minutes=15),
+        holder: str | None = None,
+        checkpoint: Callable[[str], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.journal = journal
+        self.issuer = issuer if issuer is not None else policy.build_issuer()
+        self.stores = stores if stores is not None else policy.build_stores()
+        self.clock = clock or SystemClock()
+        self.retry = retry or RetryPolicy()
+        self.lease_ttl = lease_ttl
+        self.holder = holder or default_holder()
+        self._checkpoint = checkpoint or (lambda _name: None)
+        self.log = logging.LoggerAdapter(logger, {"policy": policy.name})
+
+    # ------------------------------------------------------------------ public operations
+    def rotate(self, *, dry_run: bool = False) -> RunResult:
+        """Rotate now. Recovers unfinished runs and revokes due tokens first."""
+        if dry_run:
+            return self._plan_only()
+        with self._lease():
+            actions = self._recover_locked()
+            result = self._rotate_locked()
+            result.actions = actions + result.actions
+            if result.state in RunState.SUCCESS:
+                result.actions += self._revoke_due_locked()
+                refreshed = self.journal.get_run(result.run_id or "")
+                if refreshed is not None:
+                    result.state = refreshed.state
+            return result
+
+    def recover(self) -> list[str]:
+        """Finish or undo unfinished runs, then revoke tokens whose grace has passed."""
+        with self._lease():
+            return self._recover_locked() + self._revoke_due_locked()
+
+    def revoke_due(self) -> list[str]:
+        """Revoke the tokens of this policy whose grace period has passed."""
+        if not self.journal.due_revocations(self.clock.now(), self.policy.name):
+            return []
+        with self._lease():
+            return self._revoke_due_locked()
+
+    def bootstrap(self, value: Secret, token_id: str, expires_at: datetime | None) -> RunResult:
+        """Publish a first, human-created token to every store, after checking it with the issuer."""
+        with self._lease():
+            self._recover_locked()
+            states = self._read_stores()
+            for name, state in states.items():
+                if state.record is not None and state.managed and state.token_id != token_id:
+                    raise PermanentError(
+                        f"store {name!r} already holds token {state.token_id} managed by rotator",
+                        hint="bootstrap is for the first token; use `rotator rotate` to replace it",
+                    )
+                self._check_ownership(name, state)
+            self._call(lambda: self.issuer.verify(value), "verify bootstrap token")
+            tokens = self._call(lambda: self.issuer.list_tokens(value), "list tokens")
+            info = next((t for t in tokens if t.token_id == token_id), None)
+            if info is None or not info.is_active(self.clock.now()):
+                raise PermanentError(
+                    f"token id {token_id} is not an active token of the issuer",
+                    hint="pass the id printed by `influxctl management create` / shown by `management list`",
+                )
+            now = self.clock.now()
+            run = self._new_run("bootstrap", old_token_id=None, planned={n: s.version for n, s in states.items()})
+            self.journal.update_run(run, state=RunState.PUBLISHING, new_token_id=token_id,
+                                    new_expires_at=expires_at or info.expires_at)
+            record = TokenRecord(value, token_id, self.policy.issuer_type, self.policy.name, now,
+                                 expires_at or info.expires_at)
+            for name, store in self.stores:
+                if states[name].token_id == token_id:
+                    continue
+                version = self._call(partial(store.publish, record, states[name].version), f"publish {name}")
+                run.published_versions[name] = version
+                self.journal.update_run(run)
+            self.journal.update_run(run, state=RunState.DONE, published_at=now, finished_at=now)
+            self._event("bootstrap", "ok", run.run_id, token_id=token_id)
+            return RunResult(self.policy.name, RunState.DONE, run.run_id, None, token_id, "bootstrapped")
+
+    # ------------------------------------------------------------------ the rotation run
+    def _rotate_locked(self) -> RunResult:
+        # PLAN: read every store, check preconditions before any side effect.
+        states = self._read_stores()
+        current = self._current(states)
+        credential = current.value if current else None
+        for name, state in states.items():
+            self._check_ownership(name, state)
+        self._call(lambda: self.issuer.list_tokens(credential), "check issuer")
+        run = self._new_run("rotate", old_token_id=current.token_id if current else None,
+                            planned={n: s.version for n, s in states.items()})
+        log = logging.LoggerAdapter(logger, {"policy": self.policy.name, "run_id": run.run_id})
+        self._checkpoint("planned")
+        minted: TokenRecord | None = None
+        try:
+            # 1. MINT: journal the intent, then mint with the run's tag in the description.
+            now = self.clock.now()
+            expires_at = now + self.policy.lifetime
+            self.journal.update_run(run, state=RunState.MINTING, new_expires_at=expires_at)
+            self._checkpoint("minting")
+            request = MintRequest(self.policy.name, run.run_id, self.policy.token_description(run.run_id), expires_at)
+            token = self._call(
+                lambda: self.issuer.mint(request, credential), "mint",
+                before_retry=lambda: self._sweep_tag(run, credential, keep=None),
+            )
+            # 2. Journal the id (never the value) before anything else can fail.
+            self.journal.update_run(run, state=RunState.MINTED, new_token_id=token.token_id,
+                                    new_expires_at=token.expires_at or expires_at)
+            self._event("mint", "ok", run.run_id, token_id=token.token_id)
+            log.info("minted token %s", token.token_id)
+            self._checkpoint("minted")
+            minted = TokenRecord(token.value, token.token_id, self.policy.issuer_type, self.policy.name,
+                                 now, token.expires_at or expires_at)
+            # 3. VERIFY: new tokens may answer 401 for a while; retry until verify_timeout.
+            deadline = self.clock.now() + self.policy.verify_timeout
+            self._call(lambda: self.issuer.verify(token.value), "verify", deadline=deadline)
+            self.journal.update_run(run, state=RunState.VERIFIED)
+            self._event("verify", "ok", run.run_id, token_id=token.token_id)
+            self._checkpoint("verified")
+        except Exception as exc:
+            self._discard(run, credential, exc)
+            raise
+        # 4. PUBLISH to every store with compare-and-set against what PLAN read.
+        self._renew_lease()
+        self.journal.update_run(run, state=RunState.PUBLISHING)
+        self._checkpoint("publishing")
+        self._publish_all(run, minted, states)
+        return RunResult(self.policy.name, run.state, run.run_id, run.old_token_id, run.new_token_id,
+                         "rotated" + (f"; token {run.old_token_id} will be revoked after the grace period"
+                                      if run.old_token_id else ""))
+
+    def _publish_all(self, run: RunRecord, record: TokenRecord, states: dict[str, StoreState]) -> None:
+        for name, store in self.stores:
+            if name in run.published_versions:
+                continue
+            self._checkpoint(f"publish:{name}")
+            try:
+                version = self._call(partial(store.publish, record, states[name].version), f"publish {name}")
+            except Exception as exc:
+                self._publish_failed(run, name, exc)
+                raise
+            run.published_versions[name] = version
+            self.journal.update_run(run)
+            self._event("publish", "ok", run.run_id, store=name, version=version, token_id=record.token_id)
+            self._checkpoint(f"published:{name}")
+        now = self.clock.now()
+        rev = None
+        if run.old_token_id and run.old_token_id != run.new_token_id:
+            rev = Revocation(self.policy.name, run.old_token_id, run.run_id, "superseded",
+                             due_at=now + self.policy.grace, state="pending")
+        self.journal.publish_and_schedule(run, rev, state=RunState.PUBLISHED if rev else RunState.DONE,
+                                          published_at=now, finished_at=None if rev else now, error=None)
+        self._event("published", "ok", run.run_id, token_id=run.new_token_id, revoke_old_at=rev.due_at if rev else None)
+        self._checkpoint("published")
+
+    def _publish_failed(self, run: RunRecord, store_name: str, exc: Exception) -> None:
+        message = _describe(exc)
+        # A write may have landed even though its answer was lost: ask the stores, not our memory.
+        try:
+            states = self._read_stores()
+        except RotatorError:
+            states = {}
+        holders = [n for n, s in states.items() if s.token_id == run.new_token_id]
+        if states and not holders:
+            # No store holds the candidate: discard it, the previous token stays current.
+            self._discard(run, self._credential_from(states), exc)
+            return
+        # Some stores may hold the new token and others the old one: both stay valid, and
+        # recovery (before the next run, or `rotator recover`) finishes publishing.
+        self.journal.update_run(run, error=f"publish to {store_name} failed: {message}")
+        self._event("publish", "partial", run.run_id, store=store_name, error=message)
+
+    def _discard(self, run: RunRecord, credential: Secret | None, exc: BaseException) -> None:
+        """REVOKE_NEW: a run failed before publishing; revoke whatever it minted."""
+        message = _describe(exc)
+        self.journal.update_run(run, state=RunState.REVOKING_NEW, error=message)
+        self._event("revoke_new", "start", run.run_id, token_id=run.new_token_id, error=message)
+        try:
+            if run.new_token_id:
+                self._safe_revoke(run.new_token_id, credential)
+            self._sweep_tag(run, credential, keep=None)
+        except Exception as revoke_exc:  # keep the run open: recovery retries the revocation
+            self.log.error("could not revoke discarded token of run %s: %s", run.run_id, _describe(revoke_exc))
+            self.journal.update_run(run, error=f"{message}; revoking the candidate failed: {_describe(revoke_exc)}")
+            return
+        now = self.clock.now()
+        state = RunState.FAILED if run.new_token_id or run.state != RunState.PLANNED else RunState.ABORTED
+        self.journal.update_run(run, state=state, finished_at=now)
+        self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
+
+    # ------------------------------------------------------------------ recovery
+    def _recover_locked(self) -> list[str]:
+        actions: list[str] = []
+        for run in self.journal.open_runs(self.policy.name):
+            self.log.warning("recovering run %s left in state %s", run.run_id, run.state)
+            try:
+                actions.append(self._recover_run(run))
+            except RotatorError as exc:
+                self.journal.update_run(run, error=f"recovery failed: {_describe(exc)}")
+                self._event("recover", "error", run.run_id, error=_describe(exc))
+                raise
+        return actions
+
+    def _recover_run(self, run: RunRecord) -> str:
+        states = self._read_stores()
+        credential = self._credential_from(states)
+        if run.state == RunState.PLANNED:
+            self.journal.update_run(run, state=RunState.ABORTED, finished_at=self.clock.now(),
+                                    error="interrupted before minting")
+            self._event("recover", "aborted", run.run_id)
+            return f"run {run.run_id}: interrupted before minting, nothing to undo"
+        holders = [n for n, s in states.items() if run.new_token_id and s.token_id == run.new_token_id]
+        if holders:
+            self._roll_forward(run, states, holders[0])
+            return f"run {run.run_id}: rolled forward, token {run.new_token_id} published to every store"
+        # Minted (or maybe minted) but never published: discard the candidate.
+        self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"))
+        refreshed = self.journal.get_run(run.run_id)
+        if refreshed is not None and refreshed.state in RunState.OPEN:
+            raise TransientError(f"run {run.run_id}: the unpublished token could not be revoked yet",
+                                 hint="rotator retries on the next run; check the issuer is reachable")
+        return f"run {run.run_id}: rolled back, unpublished token {run.new_token_id or '(none found)'} revoked"
+
+    def _roll_forward(self, run: RunRecord, states: dict[str, StoreState], holder: str) -> None:
+        source = states[holder].record
+        assert source is not None
+        for name, state in states.items():
+            if state.token_id == run.new_token_id:
+                run.published_versions.setdefault(name, state.version or "")
+            elif state.token_id != run.old_token_id:
+                raise NeedsAttention(
+                    f"run {run.run_id}: store {name!r} holds token {state.token_id}, neither the old "
+                    f"({run.old_token_id}) nor the new ({run.new_token_id}) one",
+                    hint="someone else wrote the store; decide which token is current, then `rotator bootstrap`",
+                )
+        # Re-read states as the CAS base for the stores that still hold the old token.
+        self._publish_all(run, source, states)
+
+    # ------------------------------------------------------------------ revocation
+    def _revoke_due_locked(self) -> list[str]:
+        actions = []
+        for rev in self.journal.due_revocations(self.clock.now(), self.policy.name):
+            actions.append(self._revoke_one(rev))
+        return actions
+
+    def _revoke_one(self, rev: Revocation) -> str:
+        credential = self._credential_or_none()
+        try:
+            self._safe_revoke(rev.token_id, credential)
+        except (TransientError, NeedsAttention) as exc:
+            rounds = rev.attempts + 1
+            failed = rounds >= MAX_REVOCATION_ROUNDS or isinstance(exc, NeedsAttention)
+            delay = min(self.retry.max_delay, self.retry.base_delay * 2**rounds)
+            self.journal.update_revocation(rev, attempts=rounds, last_error=_describe(exc),
+                                           state="failed" if failed else "pending",
+                                           next_try_at=self.clock.now() + timedelta(seconds=delay))
+            self._event("revoke_old", "failed" if failed else "retry", rev.run_id, token_id=rev.token_id,
+                        error=_describe(exc))
+            self.log.error("revocation of token %s %s: %s", rev.token_id,
+                           "FAILED, needs attention" if failed else "postponed", _describe(exc))
+            return f"token {rev.token_id}: revocation {'failed' if failed else 'postponed'}: {_describe(exc)}"
+        now = self.clock.now()
+        self.journal.update_revocation(rev, state="done", done_at=now, attempts=rev.attempts + 1, last_error=None)
+        run = self.journal.get_run(rev.run_id)
+        if run is not None and run.state == RunState.PUBLISHED:
+            self.journal.update_run(run, state=RunState.DONE, finished_at=now)
+        self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id)
+        self.log.info("revoked token %s (%s)", rev.token_id, rev.reason)
+        return f"token {rev.token_id}: revoked"
+
+    def _safe_revoke(self, token_id: str, credential: Secret | None) -> None:
+        """Revoke ``token_id`` unless a store still holds it as current (invariant 1)."""
+        states = self._read_stores()
+        holders = [name for name, state in states.items() if state.token_id == token_id]
+        if holders:
+            raise NeedsAttention(
+                f"token {token_id} is still current in store(s) {', '.join(holders)}; refusing to revoke it",
+                hint="finish publishing the new token (`rotator recover`) or bootstrap the stores again",
+            )
+        self._call(lambda: self.issuer.revoke(token_id, credential), f"revoke {token_id}")
+
+    def _sweep_tag(self, run: RunRecord, credential: Secret | None, keep: str | None) -> None:
+        """Revoke every live token carrying this run's tag (a lost value, or a retried mint)."""
+        tag = self.policy.tag(run.run_id)
+        tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
+        now = self.clock.now()
+        for info in tokens:
+            if tag in info.description and info.token_id != keep and info.is_active(now):
+                self.log.warning("revoking token %s left by run %s", info.token_id, run.run_id)
+                self._safe_revoke(info.token_id, credential)
+
+    # ------------------------------------------------------------------ helpers
+    def _plan_only(self) -> RunResult:
+        states = self._read_stores()
+        current = self._current(states)
+        for name, state in states.items():
+            self._check_ownership(name, state)
+        self._call(lambda: self.issuer.list_tokens(current.value if current else None), "check issuer")
+        pending = self.journal.open_runs(self.policy.name)
+        message = (f"would mint a token expiring in {self.policy.lifetime}, publish it to "
+                   f"{', '.join(n for n, _ in self.stores)}, and revoke "
+                   f"{current.token_id if current else '(no current token)'} after {self.policy.grace}")
+        if pending:
+            message += f"; would first recover {len(pending)} unfinished run(s)"
+        return RunResult(self.policy.name, "dry-run", None, current.token_id if current else None, None,
+                         message, dry_run=True)
+
+    def _read_stores(self) -> dict[str, StoreState]:
+        return {name: self._call(store.read_current, f"read {name}") for name, store in self.stores}
+
+    def _current(self, states: dict[str, StoreState]) -> TokenRecord | None:
+        ids = {s.token_id for s in states.values() if s.record is not None}
+        if len(ids) > 1:
+            detail = ", ".join(f"{n}={s.token_id}" for n, s in states.items())
+            raise NeedsAttention(
+                f"stores disagree on the current token ({detail})",
+                hint="run `rotator recover`; if they still disagree, `rotator bootstrap` the right token",
+            )
+        return next((s.record for s in states.values() if s.record is not None), None)
+
+    def _credential_from(self, states: dict[str, StoreState]) -> Secret | None:
+        # During a half-finished publish stores may disagree; any current token authenticates.
+        return next((s.record.value for s in states.values() if s.record is not None), None)
+
+    def _credential_or_none(self) -> Secret | None:
+        return self._credential_from(self._read_stores())
+
+    def _check_ownership(self, name: str, state: StoreState) -> None:
+        if state.version is not None and not state.managed and not self.policy.adopt:
+            raise OwnershipError(
+                f"store {name!r} holds a secret that rotator does not manage (no managed-by=rotator marker)",
+                hint="set `adopt = true` in the policy to take it over, or point the store at another path",
+            )
+
+    def _new_run(self, kind: str, old_token_id: str | None, planned: dict[str, str | None]) -> RunRecord:
+        now = self.clock.now()
+        run = RunRecord(run_id=uuid.uuid4().hex[:16], policy=self.policy.name, state=RunState.PLANNED, kind=kind,
+                        started_at=now, updated_at=now, old_token_id=old_token_id, planned_versions=planned)
+        self.journal.begin_run(run)
+        self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
+        return run
+
+    def _call(
+        self, fn: Callable[[], T], what: str, deadline: datetime | None = None,
+        before_retry: Callable[[], None] | None = None,
+    ) -> T:
+        return call_with_retry(fn, what=f"{self.policy.name}: {what}", policy=self.retry, clock=self.clock,
+                               deadline=deadline, before_retry=before_retry)
+
+    @contextmanager
+    def _lease(self) -> Iterator[int]:
+        try:
+            fence = self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
+        except LeaseBusy as busy:
+            if not _holder_is_dead(busy.holder):
+                raise
+            # A process on this host died holding the lease (kill -9, OOM): no need to wait the TTL.
+            self.log.warning("taking over the lease of dead process %s", busy.holder)
+            fence = self.journal.take_over_lease(
+                self.policy.name, busy.holder, self.holder, self.lease_ttl, self.clock.now()
+            )
+        try:
+            yield fence
+        finally:
+            self.journal.release_lease(self.policy.name, self.holder)
+
+    def _renew_lease(self) -> None:
+        # Raises LeaseBusy if the lease expired and someone else took the policy: never publish then.
+        self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
+
+    def _event(self, step: str, result: str, run_id: str | None, **detail: Any) -> None:
+        detail = {k: v for k, v in detail.items() if v is not None}
+        self.journal.record_event(self.clock.now(), self.policy.name, run_id, step, result, detail)
+        audit_logger.info("%s %s", step, result,
+                          extra={"policy": self.policy.name, "run_id": run_id, "step": step, "result": result,
+                                 **{f"detail_{k}": v for k, v in detail.items()}})
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when ``holder`` (host:pid:nonce) names a process on this host that no longer exists."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    hint = getattr(exc, "hint", "")
+    if hint:
+        text += f" (fix: {hint})"
+    return REDACTOR.redact(text)

@@ -1,0 +1,96 @@
+"""What `rotator status` and `rotator plan` show, computed from the journal alone (no store reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rotator.journal import Journal, RunState
+from rotator.policy import Policy
+from rotator.schedule import format_duration
+
+__all__ = ["PolicyStatus", "policy_status", "render_table"]
+
+
+@dataclass(frozen=True)
+class PolicyStatus:
+    policy: str
+    enabled: bool
+    current_token_id: str | None
+    rotated_at: datetime | None
+    expires_at: datetime | None
+    next_due: datetime
+    due: bool
+    last_run_state: str | None
+    last_run_error: str | None
+    pending_revocations: int
+    failed_revocations: int
+    open_runs: int
+    now: datetime
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.failed_revocations > 0 or self.last_run_state == RunState.NEEDS_ATTENTION
+
+    def reason(self) -> str:
+        if self.rotated_at is None:
+            return "never rotated: bootstrap it, then it is due at once"
+        if self.due:
+            return f"due: last rotation {format_duration(self.now - self.rotated_at)} ago"
+        return f"not due for {format_duration(self.next_due - self.now)}"
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(d: datetime | None) -> str | None:
+            return d.isoformat().replace("+00:00", "Z") if d else None
+
+        return {
+            "policy": self.policy, "enabled": self.enabled, "current_token_id": self.current_token_id,
+            "rotated_at": iso(self.rotated_at),
+            "age_s": int((self.now - self.rotated_at).total_seconds()) if self.rotated_at else None,
+            "expires_at": iso(self.expires_at), "next_due": iso(self.next_due), "due": self.due,
+            "last_run_state": self.last_run_state, "last_run_error": self.last_run_error,
+            "pending_revocations": self.pending_revocations, "failed_revocations": self.failed_revocations,
+            "open_runs": self.open_runs, "needs_attention": self.needs_attention, "reason": self.reason(),
+        }  # fmt: skip
+
+
+def policy_status(policy: Policy, journal: Journal, now: datetime) -> PolicyStatus:
+    last = journal.last_success(policy.name)
+    runs = journal.runs(policy.name, limit=1)
+    latest = runs[0] if runs else None
+    revs = journal.revocations(policy.name)
+    rotated_at = last.published_at if last else None
+    next_due = policy.schedule.next_due(rotated_at, now)
+    return PolicyStatus(
+        policy=policy.name,
+        enabled=policy.enabled,
+        current_token_id=last.new_token_id if last else None,
+        rotated_at=rotated_at,
+        expires_at=last.new_expires_at if last else None,
+        next_due=next_due,
+        due=next_due <= now,
+        last_run_state=latest.state if latest else None,
+        last_run_error=latest.error if latest else None,
+        pending_revocations=sum(1 for r in revs if r.state == "pending"),
+        failed_revocations=sum(1 for r in revs if r.state == "failed"),
+        open_runs=len(journal.open_runs(policy.name)),
+        now=now,
+    )
+
+
+def render_table(rows: list[PolicyStatus]) -> str:
+    header = ("POLICY", "CURRENT TOKEN", "AGE", "EXPIRES IN", "NEXT DUE", "LAST RUN", "REVOCATIONS")
+    lines = [header]
+    for s in rows:
+        lines.append((
+            s.policy + ("" if s.enabled else " (disabled)"),
+            s.current_token_id or "-",
+            format_duration(s.now - s.rotated_at) if s.rotated_at else "-",
+            format_duration(s.expires_at - s.now) if s.expires_at else "-",
+            "now" if s.due else format_duration(s.next_due - s.now),
+            (s.last_run_state or "-") + (" !" if s.needs_attention else ""),
+            f"{s.pending_revocations} pending" + (f", {s.failed_revocations} FAILED" if s.failed_revocations else ""),
+        ))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)

@@ -1,0 +1,105 @@
+"""kill -9 of a real `rotator rotate` at every step boundary and inside every influxctl call.
+
+After each kill: invariants 1, 3, 4 hold at once; `rotator recover` then restores invariant 2
+(no orphan); a following rotation and revocation work and leave everything settled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Scenario, check_invariants, make_scenario
+
+STEP_BOUNDARIES = [
+    "planned", "minting", "minted", "verified", "publishing",
+    "publish:vault-kv2", "published:vault-kv2", "published",
+]  # fmt: skip
+
+
+def _finish_and_settle(sc: Scenario) -> None:
+    proc = sc.cli("recover")
+    assert proc.returncode == 0, proc.stderr
+    check_invariants(sc)
+    current = sc.current()["token_id"]
+    proc = sc.cli("rotate", sc.policy)
+    assert proc.returncode == 0, proc.stderr
+    assert sc.current()["token_id"] != current
+    time.sleep(sc.grace_s + 0.3)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0, proc.stderr
+    check_invariants(sc, settled=True)
+    assert not sc.journal_rows("SELECT run_id FROM runs WHERE state NOT IN ('done', 'failed', 'aborted')")
+
+
+@pytest.mark.parametrize("checkpoint", STEP_BOUNDARIES)
+def test_kill_at_step_boundary(checkpoint: str, tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    proc = sc.cli("rotate", sc.policy, crash_at=checkpoint)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    check_invariants(sc, after_crash=True)
+    published = checkpoint.startswith("published")
+    _finish_and_settle(sc)
+    runs = sc.journal_rows("SELECT state FROM runs WHERE kind = 'rotate' ORDER BY started_at")
+    assert runs[0][0] == ("done" if published else "failed" if checkpoint != "planned" else "aborted")
+
+
+def _rotate_killed_inside_call(sc: Scenario, marker: Path, args: tuple[str, ...]) -> None:
+    argv = [sys.executable, "-m", "rotator.cli", *args, "-c", str(sc.config), "--log-level", "debug",
+            "--log-file", str(sc.log_file)]
+    proc = subprocess.Popen(argv, env=sc.env(), cwd=sc.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert proc.poll() is None, f"rotator ended before the influxctl call: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the paused influxctl call never started"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # rotator and its influxctl child, as a node crash would
+    out, err = proc.communicate(timeout=10)
+    sc.outputs += [out, err]
+
+
+# (influxctl command, fault mode, nth call of that command in one rotation)
+INSIDE_CALLS = [
+    ("management list", "pause", 1),  # PLAN's issuer check
+    ("management create", "pause", 1),  # before the server mints
+    ("management create", "pause_after_effect", 1),  # minted, value never printed: found by tag
+    ("management list", "pause", 2),  # VERIFY with the new token
+]
+
+
+@pytest.mark.parametrize(("command", "mode", "nth"), INSIDE_CALLS, ids=lambda v: str(v).replace(" ", "-"))
+def test_kill_inside_influxctl_call(command: str, mode: str, nth: int, tmp_path: Path, openbao: Any,
+                                    fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    marker = tmp_path / "paused"
+    for _ in range(nth - 1):  # let the earlier calls of the same command through
+        sc.fake.add_fault(command, "pause", seconds=0, marker=tmp_path / "ignored")
+    sc.fake.add_fault(command, mode, seconds=60, marker=marker)
+    _rotate_killed_inside_call(sc, marker, ("rotate", sc.policy))
+    sc.fake.clear_faults()
+    check_invariants(sc, after_crash=True)
+    _finish_and_settle(sc)
+
+
+def test_kill_inside_revoke_call(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    time.sleep(1.3)
+    marker = tmp_path / "paused"
+    sc.fake.add_fault("management revoke", "pause_after_effect", seconds=60, marker=marker)
+    _rotate_killed_inside_call(sc, marker, ("revoke-expired",))
+    sc.fake.clear_faults()
+    check_invariants(sc, after_crash=True)
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None  # the server did act
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0, proc.stderr
+    assert sc.journal_rows("SELECT state FROM revocations") == [("done",)]
+    check_invariants(sc, settled=True)

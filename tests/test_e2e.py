@@ -1,0 +1,117 @@
+"""End to end through the CLI: fake influxctl (subprocess) + real OpenBao + SQLite journal."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.harness import Scenario, check_invariants, make_scenario
+
+
+def _scenario(tmp_path: Any, openbao: Any, fake_influxctl: Any, **kw: Any) -> Scenario:
+    return make_scenario(tmp_path, openbao, fake_influxctl.state, **kw)
+
+
+def test_bootstrap_then_three_rotations_revoke_each_old_token_after_grace(tmp_path, openbao, fake_influxctl):
+    sc = _scenario(tmp_path, openbao, fake_influxctl, grace_s=2)
+    ids = [sc.bootstrap_id]
+    for _ in range(3):
+        proc = sc.cli("rotate", sc.policy, "--output", "json")
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)[0]
+        assert result["ok"] and result["old_token_id"] == ids[-1]
+        ids.append(result["new_token_id"])
+        # Not before grace: the token just replaced is still active at the issuer.
+        assert sc.fake.token_by_id(ids[-2])["revoked_at"] is None
+        check_invariants(sc)
+
+    versions = sc.versions()
+    assert [v["token_id"] for v in versions] == ids
+    meta = sc.vault().secrets.kv.v2.read_secret_metadata(path=sc.kv_path, mount_point="secret")["data"]
+    assert meta["custom_metadata"]["managed-by"] == "rotator"
+    assert meta["custom_metadata"]["token_id"] == ids[-1]
+    assert meta["custom_metadata"]["policy"] == sc.policy
+    for payload in versions[1:]:
+        assert payload["issuer"] == "influxctl-management" and payload["policy"] == sc.policy
+        assert payload["expires_at"], "every minted token carries an expiry"
+        token = sc.fake.token_by_id(payload["token_id"])
+        assert token["expires_at"] is not None
+        assert token["description"].startswith(f"rotator:{sc.policy}:")
+
+    time.sleep(sc.grace_s + 0.5)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0, proc.stderr
+    for old in ids[:-1]:
+        assert sc.fake.token_by_id(old)["revoked_at"] is not None, f"{old} should be revoked after grace"
+    assert sc.fake.token_by_id(ids[-1])["revoked_at"] is None
+    check_invariants(sc, settled=True)
+
+    status = sc.cli("status", "--output", "json")
+    assert status.returncode == 0, status.stderr
+    row = json.loads(status.stdout)[0]
+    assert row["current_token_id"] == ids[-1]
+    assert row["pending_revocations"] == 0 and row["failed_revocations"] == 0
+    assert not row["due"]
+
+
+def test_revocation_waits_for_grace_and_status_plan_report_it(tmp_path, openbao, fake_influxctl):
+    sc = _scenario(tmp_path, openbao, fake_influxctl, grace_s=30)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    early = sc.cli("revoke-expired")
+    assert early.returncode == 0 and "nothing to do" in early.stdout
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None
+    plan = sc.cli("plan")
+    assert plan.returncode == 0 and "1 revocation(s) pending" in plan.stdout
+    table = sc.cli("status")
+    assert "1 pending" in table.stdout and "CURRENT TOKEN" in table.stdout
+    check_invariants(sc)
+
+
+def test_activation_delay_is_waited_out(tmp_path, openbao, fake_influxctl):
+    sc = _scenario(tmp_path, openbao, fake_influxctl, activation_delay_s=2.5)
+    start = time.monotonic()
+    proc = sc.cli("rotate", sc.policy)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - start >= 2.5
+    check_invariants(sc)
+
+
+def test_dry_run_changes_nothing(tmp_path, openbao, fake_influxctl):
+    sc = _scenario(tmp_path, openbao, fake_influxctl)
+    before = (len(sc.versions()), len(sc.fake.tokens()))
+    proc = sc.cli("rotate", sc.policy, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "would mint" in proc.stdout
+    assert (len(sc.versions()), len(sc.fake.tokens())) == before
+
+
+def test_rotate_if_due_skips_a_fresh_policy(tmp_path, openbao, fake_influxctl):
+    sc = _scenario(tmp_path, openbao, fake_influxctl)
+    assert sc.cli("rotate", "--all", "--if-due").returncode == 0  # due: only bootstrapped
+    tokens = len(sc.fake.tokens())
+    proc = sc.cli("rotate", "--all", "--if-due")
+    assert proc.returncode == 0 and "not due" in proc.stdout
+    assert len(sc.fake.tokens()) == tokens
+
+
+def test_leak_check_at_debug_level_json_logs(tmp_path, openbao, fake_influxctl):
+    sc = _scenario(tmp_path, openbao, fake_influxctl, grace_s=1)
+    for _ in range(2):
+        assert sc.cli("rotate", sc.policy, "--log-format", "json").returncode == 0
+    time.sleep(1.5)
+    sc.cli("revoke-expired", "--log-format", "json")
+    sc.cli("status", "--output", "json")
+    assert sc.log_file.read_text().count("\n") > 10, "debug logging should have produced records"
+    check_invariants(sc, settled=True)
+
+
+def test_expiry_of_minted_token_is_interval_plus_grace_plus_margin(tmp_path, openbao, fake_influxctl):
+    sc = _scenario(tmp_path, openbao, fake_influxctl, grace_s=60)
+    before = datetime.now(UTC)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    expires = datetime.fromisoformat(sc.current()["expires_at"].replace("Z", "+00:00"))
+    lifetime = (expires - before).total_seconds()
+    # schedule 1h + grace 60s + default margin 1d
+    assert 3600 + 60 + 86400 - 5 <= lifetime <= 3600 + 60 + 86400 + 60

@@ -1,0 +1,155 @@
+"""Failure paths: each leaves the current token valid and published, no orphan, and a clear error."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import hvac
+
+from tests.harness import Scenario, check_invariants, make_scenario
+
+
+def _assert_unchanged(sc: Scenario, proc: Any, *, expect_code: int = 1) -> None:
+    assert proc.returncode == expect_code, (proc.returncode, proc.stdout, proc.stderr)
+    assert sc.current()["token_id"] == sc.bootstrap_id, "the previous token must stay current"
+    assert "rotator: error:" in proc.stderr and "fix:" in proc.stderr
+    check_invariants(sc, settled=True)
+
+
+def test_influxctl_create_fails(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, attempts=2)
+    sc.fake.add_fault("management create", "exit", times=-1, code=1, message="Error: rpc error: code = Internal")
+    proc = sc.cli("rotate", sc.policy)
+    _assert_unchanged(sc, proc)
+    assert "influxctl management create" in proc.stderr
+
+
+def test_influxctl_create_prints_garbage(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state)
+    sc.fake.add_fault("management create", "garbage", output="<html>502 Bad Gateway</html> oops")
+    proc = sc.cli("rotate", sc.policy)
+    _assert_unchanged(sc, proc)
+    assert "502" not in proc.stderr, "unexpected output is never echoed (it could hold a token)"
+
+
+def test_influxctl_create_hangs(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, attempts=1, timeout_s=1.5)
+    sc.fake.add_fault("management create", "hang", seconds=30)
+    proc = sc.cli("rotate", sc.policy)
+    _assert_unchanged(sc, proc)
+    assert "timed out" in proc.stderr or "timeout" in proc.stderr.lower()
+
+
+def test_mint_lost_after_server_acted_is_swept_on_retry(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, attempts=3)
+    sc.fake.add_fault("management create", "after_effect_exit", code=1, message="Error: rpc error: code = Unavailable")
+    proc = sc.cli("rotate", sc.policy)
+    assert proc.returncode == 0, proc.stderr
+    tagged = [t for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:")]
+    assert len(tagged) == 2
+    assert sum(1 for t in tagged if t["revoked_at"] is None) == 1, "the lost first mint must be revoked"
+    check_invariants(sc)
+
+
+def test_revoke_fails_then_succeeds_later(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, attempts=1)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    time.sleep(1.3)
+    sc.fake.add_fault("management revoke", "exit", times=-1, message="Error: rpc error: code = Unavailable")
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0 and "postponed" in proc.stdout, proc.stdout + proc.stderr
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None
+    sc.fake.clear_faults()
+    time.sleep(2.2)  # the postponed revocation's backoff
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0 and "revoked" in proc.stdout, proc.stdout + proc.stderr
+    check_invariants(sc, settled=True)
+
+
+def test_token_that_never_activates(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, verify_timeout="3s")
+    sc.fake.set(activation_delay_s=3600)
+    proc = sc.cli("rotate", sc.policy)
+    _assert_unchanged(sc, proc)
+    tagged = [t for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:")]
+    assert tagged and all(t["revoked_at"] for t in tagged), "the candidate that never worked is revoked"
+
+
+def test_vault_unreachable_mints_nothing(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, attempts=2)
+    tokens = len(sc.fake.tokens())
+    good_url = sc.vault_url
+    sc.vault_url = "http://127.0.0.1:9"  # discard port: connection refused
+    sc.write_policy(attempts=2)
+    proc = sc.cli("rotate", sc.policy)
+    assert proc.returncode == 1, proc.stderr
+    assert len(sc.fake.tokens()) == tokens, "PLAN failed before any side effect"
+    sc.vault_url = good_url
+    check_invariants(sc, settled=True)
+
+
+def test_vault_forbidden_on_write_discards_candidate(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state)
+    root = sc.vault()
+    root.sys.create_or_update_acl_policy(
+        name=f"ro-{sc.kv_path.replace('/', '-')}",
+        policy=f'path "secret/data/{sc.kv_path}" {{ capabilities = ["read"] }}\n'
+               f'path "secret/metadata/{sc.kv_path}" {{ capabilities = ["read"] }}')
+    ro = root.auth.token.create(policies=[f"ro-{sc.kv_path.replace('/', '-')}"], ttl="10m")["auth"]["client_token"]
+    (tmp_path / "vault-token").write_text(ro)
+    proc = sc.cli("rotate", sc.policy)
+    (tmp_path / "vault-token").write_text(sc.vault_token)
+    _assert_unchanged(sc, proc)
+    assert "403" in proc.stderr or "permission" in proc.stderr.lower()
+
+
+def test_cas_conflict_overwrites_nothing(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state)
+    marker = tmp_path / "verify-started"
+    sc.fake.add_fault("management list", "pause", seconds=0, marker=tmp_path / "plan-check")
+    sc.fake.add_fault("management list", "pause", seconds=2, marker=marker)
+    intruder = {"token": "written-by-someone-else", "token_id": "other"}
+
+    def write_meanwhile() -> None:
+        while not marker.exists():
+            time.sleep(0.05)
+        hvac.Client(url=sc.vault_url, token=sc.vault_token).secrets.kv.v2.create_or_update_secret(
+            path=sc.kv_path, secret=intruder, mount_point="secret")
+
+    thread = threading.Thread(target=write_meanwhile)
+    thread.start()
+    proc = sc.cli("rotate", sc.policy)
+    thread.join()
+    assert proc.returncode == 1, proc.stderr
+    assert "check-and-set" in proc.stderr or "conflict" in proc.stderr.lower()
+    assert sc.current()["token_id"] == "other", "the other writer's version is kept"
+    tagged = [t for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:")]
+    assert tagged and all(t["revoked_at"] for t in tagged), "the unpublished candidate is revoked"
+
+
+def test_unmanaged_secret_is_refused_without_adopt(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, bootstrap=False)
+    sc.vault().secrets.kv.v2.create_or_update_secret(path=sc.kv_path, secret={"token": "x" * 20},
+                                                     mount_point="secret")
+    value, token_id = sc.fake.add_token("human")
+    (tmp_path / "tok").write_text(value)
+    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(tmp_path / "tok"), "--token-id", token_id)
+    assert proc.returncode == 1 and "does not manage" in proc.stderr and "adopt = true" in proc.stderr
+    assert sc.current()["token"] == "x" * 20
+    sc.write_policy(policy_extra="adopt = true")
+    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(tmp_path / "tok"), "--token-id", token_id)
+    assert proc.returncode == 0, proc.stderr
+    assert sc.current()["token_id"] == token_id
+
+
+def test_bootstrap_with_wrong_token_id_is_refused(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, bootstrap=False)
+    value, _ = sc.fake.add_token("human")
+    (tmp_path / "tok").write_text(value)
+    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(tmp_path / "tok"), "--token-id", "not-an-id")
+    assert proc.returncode == 1 and "not an active token" in proc.stderr
+    assert sc.versions() == []
+    assert value not in proc.stdout + proc.stderr
