@@ -61,7 +61,7 @@ __all__ = [
 logger = logging.getLogger("rotator.adapters.influxctl")
 
 #: ``run(argv, timeout_s)``: run influxctl and return what it printed (stdout, stderr as text).
-Runner = Callable[[Sequence[str], float], "subprocess.CompletedProcess[str]"]
+Runner = Callable[[Sequence[str], float], subprocess.CompletedProcess[str]]
 
 #: The only profile in the private config file.
 PROFILE_NAME = "rotator"

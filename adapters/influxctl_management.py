@@ -23,9 +23,10 @@ Policy settings (``[policies.<name>.issuer]``)::
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,6 +57,8 @@ logger = logging.getLogger("rotator.adapters.influxctl")
 CREATE = ("management", "create")
 LIST = ("management", "list", "--format", "json")
 REVOKE = ("management", "revoke", "--force")
+CREATE_CMD = "influxctl management create"
+LIST_CMD = "influxctl management list"
 
 ERR_NO_CREDENTIAL = "auth.method = 'self' needs the current management token, but no token is published yet"
 HINT_NO_CREDENTIAL = (
@@ -63,7 +66,8 @@ HINT_NO_CREDENTIAL = (
 )
 ERR_TOKEN_FILE = "auth.token_file {path} is not a readable file"
 ERR_ID_NOT_FOUND = (
-    "printed no token id, and `influxctl management list` shows {count} tokens with description {description!r}"
+    "printed no token id, and `influxctl management list` shows {count} tokens with description {description!r} "
+    "and the new token's prefix"
 )
 HINT_ID_NOT_FOUND = "revoke any token with that description by hand: `influxctl management revoke --force ID`"
 ERR_NOT_REVOKED = "influxctl management revoke {token_id} succeeded but the token is not listed as revoked"
@@ -117,22 +121,22 @@ class InfluxctlManagementIssuer:
         """``influxctl management create``; the token is the last stdout line.
 
         The id comes from the table influxctl >= 2.11 prints, else from ``management list``
-        matched by the (unique) description.
+        (see :meth:`_created_id`).
         """
         auth = self._auth(credential)
-        expires = rfc3339(request.expires_at)
+        expires = rfc3339(request.expires_at)  # refuses a naive datetime
         stdout = self._cli.run([*CREATE, "--description", request.description, "--expires-at", expires], auth)
         token_id = table_value(stdout, "id")
-        value = Secret(token_from_output(stdout, "influxctl management create", token_id=token_id))
+        value = Secret(token_from_output(stdout, CREATE_CMD, token_id=token_id))
         if token_id is None:
-            token_id = self._id_by_description(request.description, auth)
-        expires_at = datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            token_id = self._created_id(value, request.description, auth)
+        expires_at = request.expires_at.astimezone(UTC).replace(microsecond=0)  # what influxctl was given
         return MintedToken(value=value, token_id=token_id, expires_at=expires_at)
 
     def verify(self, token: Secret) -> None:
         """``influxctl management list`` as ``token``; TransientError while it is not accepted yet."""
         stdout = self._cli.run(LIST, ProfileAuth(mgmt_token=token), unauthenticated_is_transient=True)
-        parse_json_array(stdout, "influxctl management list")
+        parse_json_array(stdout, LIST_CMD)
 
     def revoke(self, token_id: str, credential: Secret | None) -> None:
         """``influxctl management revoke --force``, confirmed by ``revoked_at`` in the list.
@@ -146,7 +150,7 @@ class InfluxctlManagementIssuer:
         except RotatorError as exc:
             failure = exc
         try:
-            tokens = self._list(auth)
+            tokens = self._list_tokens(auth)
         except RotatorError:
             if failure is not None:
                 raise failure from None
@@ -165,7 +169,7 @@ class InfluxctlManagementIssuer:
 
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
         """Every management token influxctl lists, revoked ones included."""
-        return self._list(self._auth(credential))
+        return self._list_tokens(self._auth(credential))
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -182,28 +186,40 @@ class InfluxctlManagementIssuer:
             raise ConfigError(ERR_NO_CREDENTIAL, hint=HINT_NO_CREDENTIAL)
         return ProfileAuth(mgmt_token=credential)
 
-    def _list(self, auth: ProfileAuth) -> list[TokenInfo]:
-        command = "influxctl management list"
-        tokens = []
-        for index, item in enumerate(parse_json_array(self._cli.run(LIST, auth), command)):
-            token_id = item.get("id")
-            if not isinstance(token_id, str) or not token_id:
-                raise output_error(command, f"item {index} has no string `id`")
-            description = item.get("description", "")
-            if not isinstance(description, str):
-                raise output_error(command, f"item {index} has a `description` that is not a string")
-            stamps = {
-                key: parse_timestamp(item.get(key), f"item {index} `{key}`", command)
-                for key in ("created_at", "expires_at", "revoked_at")
-            }
-            tokens.append(TokenInfo(token_id=token_id, description=description, **stamps))
-        return tokens
+    def _list(self, auth: ProfileAuth) -> list[Mapping[str, Any]]:
+        return parse_json_array(self._cli.run(LIST, auth), LIST_CMD)
 
-    def _id_by_description(self, description: str, auth: ProfileAuth) -> str:
-        matches = [token.token_id for token in self._list(auth) if token.description == description]
+    def _list_tokens(self, auth: ProfileAuth) -> list[TokenInfo]:
+        return [_token_info(index, item) for index, item in enumerate(self._list(auth))]
+
+    def _created_id(self, value: Secret, description: str, auth: ProfileAuth) -> str:
+        """The id of the token just created, when influxctl (<= 2.10) printed no table.
+
+        It is the listed token with the run's description whose ``token_prefix`` (the first
+        characters of the value) matches: a retried mint may have left one of the same name.
+        """
+        matches = []
+        for index, item in enumerate(self._list(auth)):
+            info, prefix = _token_info(index, item), item.get("token_prefix")
+            if info.description == description and (not isinstance(prefix, str) or value.reveal().startswith(prefix)):
+                matches.append(info.token_id)
         if len(matches) != 1:
-            raise output_error(
-                "influxctl management create",
-                ERR_ID_NOT_FOUND.format(count=len(matches), description=description),
-            )
+            raise output_error(CREATE_CMD, ERR_ID_NOT_FOUND.format(count=len(matches), description=description))
         return matches[0]
+
+
+def _token_info(index: int, item: Mapping[str, Any]) -> TokenInfo:
+    """One item of ``management list --format json`` (protobuf field names, snake_case)."""
+    token_id = item.get("id")
+    if not isinstance(token_id, str) or not token_id:
+        raise output_error(LIST_CMD, f"item {index} has no string `id`")
+    description = item.get("description", "")
+    if not isinstance(description, str):
+        raise output_error(LIST_CMD, f"item {index} has a `description` that is not a string")
+    return TokenInfo(
+        token_id=token_id,
+        description=description,
+        created_at=parse_timestamp(item.get("created_at"), f"item {index} `created_at`", LIST_CMD),
+        expires_at=parse_timestamp(item.get("expires_at"), f"item {index} `expires_at`", LIST_CMD),
+        revoked_at=parse_timestamp(item.get("revoked_at"), f"item {index} `revoked_at`", LIST_CMD),
+    )

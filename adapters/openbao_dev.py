@@ -30,6 +30,7 @@ __all__ = ["OpenBaoStartError", "find_bao", "free_port", "openbao_dev_server"]
 
 _STARTUP_TIMEOUT_S = 20.0
 _BIND_ATTEMPTS = 3  # a free port can be taken by someone else before bao binds it
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
 
 
 class OpenBaoStartError(RuntimeError):
@@ -73,25 +74,25 @@ def openbao_dev_server(port: int | None = None, *, bao: str | None = None) -> It
 
 def _start(exe: str, port: int | None, root_token: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     log_path = tmp / "bao.log"
-    for attempt in range(1, _BIND_ATTEMPTS + 1):
-        chosen = port or free_port()
-        url = f"http://127.0.0.1:{chosen}"
-        proc = _launch(exe, chosen, root_token, log_path, home=str(tmp))
+    attempt = 1
+    while True:
+        url = f"http://127.0.0.1:{port or free_port()}"
+        proc = _launch(exe, url, root_token, log_path, home=str(tmp))
         try:
-            _wait_healthy(proc, url)
+            _wait_healthy(proc, url, root_token)
             return proc, url
         except OpenBaoStartError as exc:
             _kill(proc)
             log = _tail(log_path).replace(root_token, "***")
-            if port is None and attempt < _BIND_ATTEMPTS and "address already in use" in log:
+            if port is None and attempt < _BIND_ATTEMPTS and "address already in use" in f"{exc} {log}":
+                attempt += 1
                 continue
             raise OpenBaoStartError(f"OpenBao dev server on {url} did not start ({exc}); log:\n{log}") from None
-    raise AssertionError("unreachable")
 
 
-def _launch(exe: str, port: int, root_token: str, log_path: Path, home: str) -> subprocess.Popen[bytes]:
-    # The server reads no VAULT_*/BAO_* variable that matters, but a client helper it might
-    # spawn would; keep the caller's environment out of it and HOME in the temp dir.
+def _launch(exe: str, url: str, root_token: str, log_path: Path, home: str) -> subprocess.Popen[bytes]:
+    # Dev mode configures the server through its own API client, which reads BAO_*/VAULT_*
+    # (address, token, TLS): keep the caller's out. HOME in the temp dir, for anything it writes.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     env["HOME"] = home
     with log_path.open("wb") as log:
@@ -102,7 +103,7 @@ def _launch(exe: str, port: int, root_token: str, log_path: Path, home: str) -> 
                 "-dev",
                 "-dev-no-store-token",
                 f"-dev-root-token-id={root_token}",
-                f"-dev-listen-address=127.0.0.1:{port}",
+                f"-dev-listen-address={url.removeprefix('http://')}",
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -112,15 +113,21 @@ def _launch(exe: str, port: int, root_token: str, log_path: Path, home: str) -> 
         )
 
 
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, root_token: str) -> None:
+    """Until /v1/sys/health answers 200 and our root token is accepted (not someone else's server)."""
     deadline = time.monotonic() + _STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise OpenBaoStartError(f"bao exited with status {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/v1/sys/health", timeout=1) as resp:
-                if resp.status == 200:
-                    return
+            with _NO_PROXY.open(f"{url}/v1/sys/health", timeout=1):
+                pass
+            lookup = urllib.request.Request(f"{url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": root_token})
+            with _NO_PROXY.open(lookup, timeout=1):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 403:
+                raise OpenBaoStartError("another server answers on this port (address already in use)") from None
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)

@@ -21,14 +21,16 @@ The Vault policy rotator's token needs (relative to the namespace, if any)::
     path "<mount>/metadata/<path>" { capabilities = ["create", "read", "update"] }
     path "<mount>/config"          { capabilities = ["read"] }  # optional: the max_versions check
 
-Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 429, 5xx and other
-unexpected statuses become TransientError; 403 and other 4xx become PermanentError whose
-hint names the path and capability; no message carries an SDK text or a token value.
+Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 412, 429, 5xx and
+other unexpected statuses become TransientError; TLS failures, 403 (the hint names the path
+and capability) and other 4xx become PermanentError. Messages name the location, operation,
+path and status plus Vault's own error strings (redacted); never the SDK's text or a token.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC
@@ -62,9 +64,10 @@ MANAGED_BY = "rotator"
 _MIN_VERSIONS = 3
 _DEFAULT_MAX_VERSIONS = 10  # a mount's max_versions of 0 means 10
 _CAS_MISMATCH = "check-and-set parameter did not match"
+_MULTIERROR_HEAD = re.compile(r"^\s*\d+ errors? occurred:")
 
 _ERR_UNREACHABLE = "{where}: cannot reach Vault at {url} ({cause})"
-_ERR_TLS = "{where}: TLS verification of {url} failed"
+_ERR_TLS = "{where}: TLS handshake with {url} failed (untrusted certificate, or not a TLS endpoint)"
 _ERR_HTTP = "{where}: Vault refused to {operation} {path}: HTTP {status}{detail}"
 _ERR_CONFLICT = "{where}: compare-and-set lost: expected version {expected}, Vault is at version {actual}"
 _ERR_NOT_KV2 = "{where}: Vault's answer to the write has no version: is mount {mount!r} a KV version 2 engine?"
@@ -415,7 +418,7 @@ class VaultKV2Store:
         status = _STATUS.get(type(exc), "with an unexpected status")
         # Vault's own error strings name the problem ("permission denied", "invalid role or
         # secret ID"); a proxy's HTML body is left out. Known secret values are redacted anyway.
-        detail = REDACTOR.redact("; ".join(str(e) for e in exc.errors or ()))[:300]
+        detail = REDACTOR.redact(_vault_errors(exc.errors))[:300]
         message = _ERR_HTTP.format(where=self._location, operation=op.name, path=op.path, status=status,
                                    detail=f" ({detail})" if detail else "")
         if isinstance(exc, _TRANSIENT_STATUS):
@@ -423,6 +426,15 @@ class VaultKV2Store:
         if isinstance(exc, hvac.exceptions.Forbidden) or op.auth:
             return PermanentError(message, hint=op.refused_hint)
         return PermanentError(message, hint=_HINT_VAULT)
+
+
+def _vault_errors(errors: object) -> str:
+    """Vault's ``errors`` list as one line; its multierror text ("1 error occurred:\\n\\t* x") unwrapped."""
+    items: list[str] = []
+    for error in errors if isinstance(errors, list) else ():
+        text = _MULTIERROR_HEAD.sub("", str(error))
+        items += [" ".join(item.split()) for item in text.split("\n\t* ") if item.strip()]
+    return "; ".join(items)
 
 
 def _is_managed(meta: Mapping[str, Any]) -> bool:

@@ -242,7 +242,7 @@ def _for_each(args: argparse.Namespace, action: Callable[[Engine], list[str]]) -
             _print_error(exc)
             worst = max(worst, _exit_code(exc))
             out[policy.name] = [f"error: {REDACTOR.redact(str(exc))}"]
-        if any("failed" in line for line in out[policy.name]):
+        if any(": revocation failed" in line or line.startswith("error:") for line in out[policy.name]):
             worst = max(worst, EXIT_ATTENTION)
     text = "\n".join(f"{name}: {line}" for name, lines in out.items() for line in (lines or ["nothing to do"]))
     _emit(args, out, text)

@@ -211,12 +211,14 @@ class Engine:
         self._renew_lease()
         self.journal.update_run(run, state=RunState.PUBLISHING)
         self._checkpoint("publishing")
-        self._publish_all(run, minted, states)
+        self._publish_all(run, minted, states, credential)
         return RunResult(self.policy.name, run.state, run.run_id, run.old_token_id, run.new_token_id,
                          "rotated" + (f"; token {run.old_token_id} will be revoked after the grace period"
                                       if run.old_token_id else ""))
 
-    def _publish_all(self, run: RunRecord, record: TokenRecord, states: dict[str, StoreState]) -> None:
+    def _publish_all(
+        self, run: RunRecord, record: TokenRecord, states: dict[str, StoreState], credential: Secret | None
+    ) -> None:
         for name, store in self.stores:
             if name in run.published_versions:
                 continue
@@ -224,7 +226,7 @@ class Engine:
             try:
                 version = self._call(partial(store.publish, record, states[name].version), f"publish {name}")
             except Exception as exc:
-                self._publish_failed(run, name, exc)
+                self._publish_failed(run, name, exc, credential)
                 raise
             run.published_versions[name] = version
             self.journal.update_run(run)
@@ -240,9 +242,14 @@ class Engine:
         self._event("published", "ok", run.run_id, token_id=run.new_token_id, revoke_old_at=rev.due_at if rev else None)
         self._checkpoint("published")
 
-    def _publish_failed(self, run: RunRecord, store_name: str, exc: Exception) -> None:
+    def _publish_failed(self, run: RunRecord, store_name: str, exc: Exception, credential: Secret | None) -> None:
+        # ``credential`` is the one PLAN read: a store overwritten meanwhile may hold a useless one.
         message = _describe(exc)
-        # A write may have landed even though its answer was lost: ask the stores, not our memory.
+        if not run.published_versions and isinstance(exc, PermanentError):
+            # A definite refusal (CAS lost, 403, not ours): the write did not land anywhere.
+            self._discard(run, credential, exc)
+            return
+        # A transient failure may hide a write that landed with its answer lost: ask the stores.
         try:
             states = self._read_stores()
         except RotatorError:
@@ -250,7 +257,7 @@ class Engine:
         holders = [n for n, s in states.items() if s.token_id == run.new_token_id]
         if states and not holders:
             # No store holds the candidate: discard it, the previous token stays current.
-            self._discard(run, self._credential_from(states), exc)
+            self._discard(run, credential, exc)
             return
         # Some stores may hold the new token and others the old one: both stay valid, and
         # recovery (before the next run, or `rotator recover`) finishes publishing.
@@ -320,8 +327,7 @@ class Engine:
                     f"({run.old_token_id}) nor the new ({run.new_token_id}) one",
                     hint="someone else wrote the store; decide which token is current, then `rotator bootstrap`",
                 )
-        # Re-read states as the CAS base for the stores that still hold the old token.
-        self._publish_all(run, source, states)
+        self._publish_all(run, source, states, source.value)
 
     # ------------------------------------------------------------------ revocation
     def _revoke_due_locked(self) -> list[str]:

@@ -111,7 +111,8 @@ def test_cas_conflict_overwrites_nothing(tmp_path: Path, openbao: Any, fake_infl
     marker = tmp_path / "verify-started"
     sc.fake.add_fault("management list", "pause", seconds=0, marker=tmp_path / "plan-check")
     sc.fake.add_fault("management list", "pause", seconds=2, marker=marker)
-    intruder = {"token": "written-by-someone-else", "token_id": "other"}
+    intruder = {"token": "written-by-someone-else", "token_id": "other", "issuer": "human", "policy": "mgmt",
+                "created_at": "2026-01-01T00:00:00Z", "expires_at": None}
 
     def write_meanwhile() -> None:
         while not marker.exists():
@@ -124,7 +125,7 @@ def test_cas_conflict_overwrites_nothing(tmp_path: Path, openbao: Any, fake_infl
     proc = sc.cli("rotate", sc.policy)
     thread.join()
     assert proc.returncode == 1, proc.stderr
-    assert "check-and-set" in proc.stderr or "conflict" in proc.stderr.lower()
+    assert "compare-and-set lost" in proc.stderr, proc.stderr[-700:]
     assert sc.current()["token_id"] == "other", "the other writer's version is kept"
     tagged = [t for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:")]
     assert tagged and all(t["revoked_at"] for t in tagged), "the unpublished candidate is revoked"

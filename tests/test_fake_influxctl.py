@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,8 +20,7 @@ from tests.fakes.influxctl_state import hash_token, write_profile
 TOKEN_RE = re.compile(r"M\.V1\.[A-Za-z0-9+/]{43}")
 UNAUTHENTICATED = "Error: rpc error: code = Unauthenticated desc = unauthorized\n"
 WARNINGS = (
-    "warn\tplease copy the token and store in a safe place\n"
-    "warn\tthis is the *only time* you will see the token\n"
+    "warn\tplease copy the token and store in a safe place\nwarn\tthis is the *only time* you will see the token\n"
 )
 
 
@@ -83,9 +84,7 @@ def test_version_command_and_flag(fake_influxctl: FakeInfluxctlFixture) -> None:
         (["management", "get"], "No help topic for 'get'"),
     ],
 )
-def test_usage_errors_exit_1_on_stderr(
-    fake_influxctl: FakeInfluxctlFixture, args: list[str], message: str
-) -> None:
+def test_usage_errors_exit_1_on_stderr(fake_influxctl: FakeInfluxctlFixture, args: list[str], message: str) -> None:
     done = fake_influxctl.run(*args)
     assert (done.returncode, done.stdout) == (1, "")
     assert message in done.stderr
@@ -93,12 +92,31 @@ def test_usage_errors_exit_1_on_stderr(
 
 def test_global_flags_are_accepted(booted: Booted) -> None:
     done = booted.fake.run(
-        "--config", str(booted.config), "--timeout", "1m0s", "--debug", "--trace",
-        "--account", "a", "--cluster", "c", "management", "list",
+        "--config",
+        str(booted.config),
+        "--timeout",
+        "1m0s",
+        "--debug",
+        "--trace",
+        "--account",
+        "a",
+        "--cluster",
+        "c",
+        "management",
+        "list",
     )
     assert done.returncode == 0, done.stderr
     assert "debug\t" in done.stderr
     assert booted.token not in done.stdout + done.stderr
+
+
+def test_runs_on_the_standard_library_alone(booted: Booted) -> None:
+    # -I -S: no site-packages, no user site, no PYTHON* variables; the whole create path.
+    python = os.path.realpath(sys.executable)
+    argv = [python, "-I", "-S", str(booted.fake.binary), "--config", str(booted.config), "management", "create"]
+    done = subprocess.run(argv, env=booted.fake.env, capture_output=True, text=True, timeout=10, check=False)
+    assert done.returncode == 0, done.stderr
+    assert TOKEN_RE.fullmatch(last_line(done.stdout))
 
 
 def test_calls_are_recorded(booted: Booted) -> None:
@@ -192,7 +210,13 @@ def test_list_json_has_the_documented_shape(booted: Booted) -> None:
     bootstrap, revoked = listed[booted.token_id], listed[expiring]
     assert list(bootstrap) == ["id", "account_id", "token_prefix", "created_at", "description", "created_by"]
     assert list(revoked) == [
-        "id", "account_id", "token_prefix", "expires_at", "revoked_at", "created_at", "description",
+        "id",
+        "account_id",
+        "token_prefix",
+        "expires_at",
+        "revoked_at",
+        "created_at",
+        "description",
         "created_by",
     ]
     assert revoked["expires_at"] == {"seconds": 4070908800}  # nanos omitted when 0
@@ -299,7 +323,7 @@ def test_unknown_config_keys_are_fatal(booted: Booted, extra: str, key: str) -> 
 
 def test_top_level_unknown_key_and_wrong_type_are_fatal(booted: Booted) -> None:
     text = booted.config.read_text()
-    booted.config.write_text('debug = true\n' + text)
+    booted.config.write_text("debug = true\n" + text)
     assert 'option "debug"' in booted.run("management", "list").stderr
     booted.config.write_text(text.replace('port = "443"', "port = 443"))
     assert 'key "profile.port": incompatible types' in booted.run("management", "list").stderr
@@ -310,9 +334,7 @@ def test_profile_selection(booted: Booted) -> None:
     env = {**booted.fake.env, "INFLUXCTL_PROFILE": "other"}
     by_env = booted.fake.run("--config", str(booted.config), "management", "list", env=env)
     assert by_env.stderr == UNAUTHENTICATED
-    by_flag = booted.fake.run(
-        "--config", str(booted.config), "--profile", "default", "management", "list", env=env
-    )
+    by_flag = booted.fake.run("--config", str(booted.config), "--profile", "default", "management", "list", env=env)
     assert by_flag.returncode == 0
     missing = booted.run("--profile", "nope", "management", "list")
     assert 'profile "nope" not found' in missing.stderr
@@ -445,7 +467,10 @@ def test_fault_pause_lets_a_test_kill_the_caller(booted: Booted, mode: str, mint
     booted.fake.state.add_fault("management create", mode, marker=marker, seconds=30)
     proc = subprocess.Popen(
         [str(booted.fake.binary), "--config", str(booted.config), "management", "create"],
-        env=booted.fake.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=booted.fake.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     wait_for(marker)
     assert marker.read_text() == str(proc.pid)

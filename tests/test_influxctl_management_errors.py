@@ -121,7 +121,11 @@ def make(
 ) -> tuple[InfluxctlManagementIssuer, FakeRun]:
     run = FakeRun(list(answers))
     model = InfluxctlManagementSettings.model_validate(
-        {"profile": {"product": "clustered", "host": "influx.example.test"}, "auth": auth or {"method": "self"}, **settings}
+        {
+            "profile": {"product": "clustered", "host": "influx.example.test"},
+            "auth": auth or {"method": "self"},
+            **settings,
+        }
     )
     return InfluxctlManagementIssuer(model, base_dir=base_dir, run=run), run
 
@@ -179,6 +183,13 @@ def test_mint_legacy_output_finds_the_id_by_description() -> None:
     assert minted.token_id == TOKEN_ID
     assert [call.command[:2] for call in run.calls] == [["management", "create"], ["management", "list"]]
     assert run.calls[1].config["profile"][0]["mgmt_token"] == CURRENT.reveal()  # same credential
+
+
+def test_mint_legacy_output_tells_same_description_tokens_apart_by_prefix() -> None:
+    earlier = token_json("22222222-2222-4222-8222-222222222222", token_prefix="M.V1.zzzz")
+    ours = token_json(token_prefix=TOKEN[:9])
+    issuer, _ = make(done(stdout=f"{TOKEN}\n"), listing(earlier, ours))
+    assert issuer.mint(request(), CURRENT).token_id == TOKEN_ID
 
 
 @pytest.mark.parametrize(
@@ -336,7 +347,13 @@ def test_list_tokens_null_is_empty_and_description_may_be_absent() -> None:
 @pytest.mark.parametrize(
     ("reason", "stderr", "verifying", "error", "hint"),
     [
-        ("unauthenticated on mint", "rpc error: code = Unauthenticated desc = bad token", False, PermanentError, "not accepted"),
+        (
+            "unauthenticated on mint",
+            "rpc error: code = Unauthenticated desc = bad token",
+            False,
+            PermanentError,
+            "not accepted",
+        ),
         ("unauthorized on mint", "error: unauthorized", False, PermanentError, "not accepted"),
         ("unauthenticated on verify", "rpc error: code = Unauthenticated desc = x", True, TransientError, "active"),
         ("permission denied", "rpc error: code = PermissionDenied desc = no", False, PermanentError, "token_file"),
@@ -505,9 +522,7 @@ def test_self_auth_without_a_current_token_is_a_config_error() -> None:
 
 def test_token_file_auth_writes_profile_auth_token(tmp_path: Path) -> None:
     (tmp_path / "admin.json").write_text("{}")
-    issuer, run = make(
-        done(stdout=TABLE), auth={"method": "token_file", "token_file": "admin.json"}, base_dir=tmp_path
-    )
+    issuer, run = make(done(stdout=TABLE), auth={"method": "token_file", "token_file": "admin.json"}, base_dir=tmp_path)
     issuer.mint(request(), CURRENT)
     profile = run.calls[0].config["profile"][0]
     assert profile["auth"] == {"token": {"token_file": str(tmp_path / "admin.json")}}
@@ -682,7 +697,9 @@ def test_settings_are_validated(reason: str, settings: dict[str, Any], problem: 
 
 
 def test_settings_defaults() -> None:
-    model = InfluxctlManagementSettings.model_validate({"profile": {"product": "clustered", "host": "h", "port": "443"}})
+    model = InfluxctlManagementSettings.model_validate(
+        {"profile": {"product": "clustered", "host": "h", "port": "443"}}
+    )
     assert (model.influxctl, model.auth.method, model.timeout_s, model.profile.port) == ("influxctl", "self", 60, 443)
 
 

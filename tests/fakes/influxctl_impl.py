@@ -108,8 +108,7 @@ COMMANDS:
    revoke   Revoke a management token by ID
    help, h  Shows a list of commands or help for one command"""
 COMMAND_HELP = {
-    "create": "USAGE:\n   influxctl management create [--description D] [--expires-at RFC3339]"
-    " [--format table|json]",
+    "create": "USAGE:\n   influxctl management create [--description D] [--expires-at RFC3339] [--format table|json]",
     "list": "USAGE:\n   influxctl management list [--format table|json]"
     " [--sort created|id|description|prefix|expires|revoked]",
     "revoke": "USAGE:\n   influxctl management revoke [--force] <TOKEN_ID>[ ... TOKEN_ID_N]",
@@ -228,7 +227,12 @@ def parse_rfc3339(text: str) -> datetime:
     second, _, fraction = seconds.partition(".")
     try:
         parsed = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second),
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
             int(fraction[:6].ljust(6, "0")),
         )
         offset = datetime.fromisoformat(f"2000-01-01T00:00:00{zone.replace('Z', '+00:00')}").utcoffset()
@@ -491,7 +495,9 @@ def render_table(rows: list[list[str]], header: list[str] | None = None, right_f
     border = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
     def line(cells: list[str], right: bool) -> str:
-        padded = [c.rjust(w) if right and i == 0 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=True)]
+        if right:
+            padded[0] = cells[0].rjust(widths[0])
         return "| " + " | ".join(padded) + " |"
 
     out = [border]
