@@ -447,8 +447,8 @@ def parse_json_array(stdout: str, command: str) -> list[Mapping[str, Any]]:
     """The JSON array of objects a ``list --format json`` command printed (``null`` = empty)."""
     try:
         data = json.loads(stdout)
-    except ValueError as exc:
-        raise output_error(command, f"stdout is not JSON ({type(exc).__name__} at line {_lineno(exc)})") from None
+    except json.JSONDecodeError as exc:
+        raise output_error(command, f"stdout is not JSON (error at line {exc.lineno} column {exc.colno})") from None
     if data is None:
         return []
     if not isinstance(data, list):
@@ -457,10 +457,6 @@ def parse_json_array(stdout: str, command: str) -> list[Mapping[str, Any]]:
         if not isinstance(item, dict):
             raise output_error(command, f"item {index} is a JSON {type(item).__name__}, expected an object")
     return data
-
-
-def _lineno(exc: ValueError) -> int:
-    return exc.lineno if isinstance(exc, json.JSONDecodeError) else 0
 
 
 def parse_timestamp(value: object, where: str, command: str) -> datetime | None:

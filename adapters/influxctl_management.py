@@ -4,20 +4,21 @@ Management tokens have no HTTP API; they are created, listed and revoked only th
 ``influxctl management create|list|revoke`` (influxctl >= 2.9.7 for ``--timeout``). Each call
 runs with a private one-profile config (see :mod:`adapters.influxctl_common`).
 
-Policy settings (``[policies.<name>.issuer]``)::
+Policy settings::
 
-    kind = "influxctl-management"
+    [policy.issuer]
+    type = "influxctl-management"
     influxctl = "/usr/local/bin/influxctl"       # default: "influxctl" on PATH
     timeout_s = 60                               # per influxctl call
-    [policies.<name>.issuer.profile]
+    [policy.issuer.profile]
     product = "clustered"                        # or "dedicated" (then account_id + cluster_id)
     host = "influxdb.example.com"
     port = 443
-    tls = { ca = "ca.pem" }
-    [policies.<name>.issuer.auth]
+    tls = { ca = "ca.pem" }                      # also insecure, disable, cert, key
+    [policy.issuer.auth]
     method = "self"                              # default: the token the store holds now
-    # method = "token_file", token_file = "/etc/influxdb/admin-token.json"   (Clustered admin token)
-    # method = "mgmt_token", token = { env = "INFLUX_MGMT_TOKEN" }           (a separate token)
+    # method = "token_file", token_file = "/etc/influxdb/token.json"   (Clustered admin token)
+    # method = "mgmt_token", token = { env = "INFLUX_MGMT_TOKEN" }     (a separate token; or file = ...)
 """
 
 from __future__ import annotations
@@ -69,7 +70,6 @@ ERR_ID_NOT_FOUND = (
     "printed no token id, and `influxctl management list` shows {count} tokens with description {description!r} "
     "and the new token's prefix"
 )
-HINT_ID_NOT_FOUND = "revoke any token with that description by hand: `influxctl management revoke --force ID`"
 ERR_NOT_REVOKED = "influxctl management revoke {token_id} succeeded but the token is not listed as revoked"
 
 

@@ -104,15 +104,15 @@ def run_demo(keep: bool = False) -> int:
             ]
             for title, argv in steps:
                 print(f"== {title}: rotator {' '.join(argv[:2])}")
-                code = main(argv)
+                code = main([*argv, "--log-level", "warning"])
                 if code != 0:
                     print(f"demo stopped: exit code {code}", file=sys.stderr)
                     return code
             print(f"== waiting {GRACE_S}s for the grace period, then revoke-expired")
             time.sleep(GRACE_S + 0.5)
-            main(["revoke-expired", "-c", config])
+            main(["revoke-expired", "-c", config, "--log-level", "warning"])
             print("\n== status")
-            main(["status", "-c", config])
+            main(["status", "-c", config, "--log-level", "warning"])
             print("\n== tokens at the (simulated) issuer")
             for t in fake.tokens():
                 state = "revoked" if t.get("revoked_at") else "active"

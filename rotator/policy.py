@@ -239,27 +239,59 @@ def load_config(path: str | Path) -> Config:
     return parse_config(data, path)
 
 
+class _RawConfigFile(BaseModel):
+    """The file's top level, with policies left raw so each is validated (and reported) on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    rotator: GlobalSettings = Field(default_factory=GlobalSettings)  # type: ignore[arg-type]
+    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    policy: list[dict[str, Any]] = Field(default_factory=list)
+
+
 def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     problems: list[Problem] = []
     try:
-        spec = ConfigFile.model_validate(data)
+        top = _RawConfigFile.model_validate(data)
     except ValidationError as exc:
         problems.extend(_problems(exc, data))
-        raise PolicyFileError(path, problems) from None
+        top = _RawConfigFile.model_validate({"policy": _raw_policies(data)})
 
     policies: list[Policy] = []
     seen: set[str] = set()
-    for index, pspec in enumerate(spec.policy):
-        where = f"policy[{index}] {pspec.name!r}"
-        if pspec.name in seen:
+    for index, raw in enumerate(top.policy):
+        name = raw.get("name")
+        where = f"policy[{index}]" + (f" {name!r}" if isinstance(name, str) else "")
+        if isinstance(name, str) and name in seen:
             problems.append(Problem(where, "duplicate policy name", "give every policy a unique name"))
-        seen.add(pspec.name)
-        policy = _build_policy(pspec, spec.defaults, where, path.parent.resolve(), problems)
+        seen.add(str(name))
+        try:
+            spec = PolicySpec.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_problems(exc, raw, prefix=where))
+            _check_raw_adapters(raw, where, problems)
+            continue
+        policy = _build_policy(spec, top.defaults, where, path.parent.resolve(), problems)
         if policy is not None:
             policies.append(policy)
     if problems:
         raise PolicyFileError(path, problems)
-    return Config(path=path, settings=spec.rotator, policies=tuple(policies))
+    return Config(path=path, settings=top.rotator, policies=tuple(policies))
+
+
+def _raw_policies(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    raw = data.get("policy")
+    return [p for p in raw if isinstance(p, dict)] if isinstance(raw, list) else []
+
+
+def _check_raw_adapters(raw: Mapping[str, Any], where: str, problems: list[Problem]) -> None:
+    """Validate a policy's adapter tables even when the policy itself has other problems."""
+    issuer = raw.get("issuer")
+    if isinstance(issuer, dict) and isinstance(issuer.get("type"), str):
+        _adapter_settings("issuer", AdapterSpec.model_validate(issuer), f"{where}.issuer", problems)
+    stores = raw.get("store")
+    for i, store in enumerate(stores if isinstance(stores, list) else []):
+        if isinstance(store, dict) and isinstance(store.get("type"), str):
+            _adapter_settings("store", AdapterSpec.model_validate(store), f"{where}.store[{i}]", problems)
 
 
 def _build_policy(

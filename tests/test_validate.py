@@ -1,0 +1,118 @@
+"""`rotator validate`: a table of broken policy files and the message each must produce."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO
+
+GOOD_ISSUER = """
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "h.example"
+"""
+GOOD_STORE = """
+[[policy.store]]
+type = "vault-kv2"
+url = "https://vault.example:8200"
+path = "influx/mgmt"
+[policy.store.auth]
+method = "token"
+token = { env = "VAULT_TOKEN" }
+"""
+
+
+def _policy(head: str = 'name = "p1"\nschedule = "30d"', issuer: str = GOOD_ISSUER, store: str = GOOD_STORE,
+            top: str = "") -> str:
+    return f"{top}\n[[policy]]\n{head}\n{issuer}\n{store}"
+
+
+CASES = [
+    ("not toml", "[[policy]\nname=", ["not valid TOML"]),
+    ("unknown top-level key", _policy(top="[rotatr]\njournal='x'"), ["rotatr", "Extra inputs are not permitted"]),
+    ("bad schedule", _policy(head='name = "p1"\nschedule = "every month"'),
+     ["policy[0] 'p1'.schedule", "'every month' is not a schedule", "rate(30 days)"]),
+    ("no schedule anywhere", _policy(head='name = "p1"'), ["policy[0] 'p1'.schedule", "no schedule"]),
+    ("bad cron", _policy(head='name = "p1"\nschedule = "61 * * * *"'), ["not a valid 5-field cron"]),
+    ("bad grace", _policy(head='name = "p1"\nschedule = "30d"\ngrace = "two days"'),
+     ["grace", "'two days' is not a duration"]),
+    ("lifetime too short", _policy(head='name = "p1"\nschedule = "30d"\ngrace = "1d"\nlifetime = "20d"'),
+     ["lifetime", "tokens would expire while still in use"]),
+    ("description without tag", _policy(head='name = "p1"\nschedule = "30d"\ndescription = "mine"'),
+     ["description", "must contain {tag}"]),
+    ("unknown issuer type", _policy(issuer='[policy.issuer]\ntype = "influxctl-magic"'),
+     ["issuer.type", "no issuer adapter named 'influxctl-magic'", "influxctl-management"]),
+    ("no store", _policy(store=""), ["store", "Field required"]),
+    ("inline vault token",
+     _policy(store=GOOD_STORE.replace('token = { env = "VAULT_TOKEN" }', 'token = "hvs.abcdefghijkl"')),
+     ["store[0].auth.token", "inline secrets are refused", '{ file = "/path/to/file" }']),
+    ("inline mgmt token in the issuer", _policy(issuer=GOOD_ISSUER + 'mgmt_token = "M.V1.abcdefghijklmnop"'),
+     ["issuer.profile.mgmt_token", "inline secrets are refused"]),
+    ("clustered without host", _policy(issuer=GOOD_ISSUER.replace('host = "h.example"', "")),
+     ["issuer.profile", "host"]),
+    ("misspelled store key", _policy(store=GOOD_STORE.replace("path =", "pth =")), ["store[0]", "pth"]),
+    ("duplicate policy names", _policy() + "\n" + _policy(), ["duplicate policy name"]),
+    ("bad policy name", _policy(head='name = "has space"\nschedule = "30d"'), ["name", "pattern"]),
+]
+
+
+def _validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "policies.toml"
+    path.write_text(text)
+    return subprocess.run([sys.executable, "-m", "rotator.cli", "validate", str(path)], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+
+
+@pytest.mark.parametrize(("reason", "text", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_broken_policy_file(reason: str, text: str, expected: list[str], tmp_path: Path) -> None:
+    proc = _validate(tmp_path, text)
+    assert proc.returncode == 2, f"{reason}: {proc.stdout}{proc.stderr}"
+    for fragment in expected:
+        assert fragment in proc.stderr, f"{reason}: {fragment!r} not in:\n{proc.stderr}"
+    assert "hvs.abcdefghijkl" not in proc.stderr and "M.V1.abcdefghijklmnop" not in proc.stderr
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = _policy(head='name = "p1"\nschedule = "whenever"\ngrace = "x"',
+                   store=GOOD_STORE.replace('token = { env = "VAULT_TOKEN" }', 'token = "inline-secret-value"'))
+    proc = _validate(tmp_path, text)
+    assert proc.returncode == 2
+    assert "problem(s)" in proc.stderr
+    assert "grace" in proc.stderr and "inline secrets are refused" in proc.stderr
+
+
+def test_valid_file(tmp_path: Path) -> None:
+    proc = _validate(tmp_path, _policy())
+    assert proc.returncode == 0, proc.stderr
+    assert "valid, 1 policy: p1" in proc.stdout
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "rotator.cli", "validate", str(tmp_path / "nope.toml")],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2 and "cannot read policy file" in proc.stderr
+
+
+def test_bad_cli_argument_exits_2() -> None:
+    proc = subprocess.run([sys.executable, "-m", "rotator.cli", "rotate", "--bogus"], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+
+
+def test_schema_is_published_and_matches_docs() -> None:
+    proc = subprocess.run([sys.executable, "-m", "rotator.cli", "schema"], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    schema = json.loads(proc.stdout)
+    titles = {v["title"] for v in schema["$defs"]["StoreAdapter"]["oneOf"]}
+    assert "store vault-kv2" in titles
+    assert {v["title"] for v in schema["$defs"]["IssuerAdapter"]["oneOf"]} >= {"issuer influxctl-management"}
+    published = json.loads((REPO / "docs" / "policy.schema.json").read_text())
+    assert published == schema, "docs/policy.schema.json is stale: run `rotator schema > docs/policy.schema.json`"
