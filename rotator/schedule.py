@@ -88,11 +88,30 @@ def parse_schedule(text: str) -> Schedule:
     return Schedule(text, interval)
 
 
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _cron_dow_to_names(field_text: str) -> str:
+    """Standard cron counts weekdays from Sunday = 0 (or 7); APScheduler 3 from Monday = 0.
+
+    Numbers are rewritten as names, which both read the same way; a step (``*/2``) is kept.
+    """
+
+    def convert(part: str) -> str:
+        base, slash, step = part.partition("/")
+        base = re.sub(r"\d+", lambda m: _DAY_NAMES[int(m.group()) % 7], base)
+        return base + slash + step
+
+    return ",".join(convert(part) for part in field_text.split(","))
+
+
 def _trigger(expr: str) -> Any:
     from apscheduler.triggers.cron import CronTrigger
 
+    minute, hour, day, month, dow = expr.split()
     try:
-        return CronTrigger.from_crontab(expr, timezone=UTC)
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_cron_dow_to_names(dow),
+                           timezone=UTC)
     except ValueError as exc:
         raise ValueError(f"{expr!r} is not a valid 5-field cron expression: {exc}") from None
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ class Booted:
     def create(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run("management", "create", *args)
 
-    def list_json(self) -> list[dict[str, object]]:
+    def list_json(self) -> list[dict[str, Any]]:
         done = self.run("management", "list", "--format", "json")
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout) or []
@@ -53,6 +54,12 @@ def booted(fake_influxctl: FakeInfluxctlFixture) -> Booted:
 
 def last_line(text: str) -> str:
     return text.rstrip("\n").rsplit("\n", 1)[-1]
+
+
+def revoked_at(booted: Booted, token_id: str) -> str | None:
+    record = booted.fake.state.token_by_id(token_id)
+    assert record is not None
+    return record["revoked_at"]
 
 
 def wait_for(path: Path, timeout: float = 5.0) -> None:
@@ -220,7 +227,7 @@ def test_list_json_has_the_documented_shape(booted: Booted) -> None:
         "created_by",
     ]
     assert revoked["expires_at"] == {"seconds": 4070908800}  # nanos omitted when 0
-    assert set(revoked["created_at"]) <= {"seconds", "nanos"}  # type: ignore[arg-type]
+    assert set(revoked["created_at"]) <= {"seconds", "nanos"}
     assert bootstrap["account_id"] == state.account_id
 
 
@@ -269,9 +276,9 @@ def test_revoke_prompts_and_fails_without_an_answer(booted: Booted) -> None:
     assert done.returncode == 1
     assert "Confirm that you want to delete the token" in done.stdout
     assert "EOF" in done.stderr
-    assert booted.fake.state.token_by_id(other)["revoked_at"] is None  # type: ignore[index]
+    assert revoked_at(booted, other) is None
     assert booted.run("management", "revoke", other, input="y\n").returncode == 0
-    assert booted.fake.state.token_by_id(other)["revoked_at"] is not None  # type: ignore[index]
+    assert revoked_at(booted, other) is not None
 
 
 def test_revoke_continues_past_unknown_ids(booted: Booted) -> None:
@@ -280,7 +287,7 @@ def test_revoke_continues_past_unknown_ids(booted: Booted) -> None:
     done = booted.run("management", "revoke", "--force", unknown, other)
     assert done.returncode == 1
     assert f'"{unknown}": rpc error: code = NotFound' in done.stderr
-    assert booted.fake.state.token_by_id(other)["revoked_at"] is not None  # type: ignore[index]
+    assert revoked_at(booted, other) is not None
 
 
 def test_revoke_twice_is_idempotent(booted: Booted) -> None:

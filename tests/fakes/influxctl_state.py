@@ -59,6 +59,7 @@ __all__ = [
     "STATE_ENV",
     "FakeInfluxctl",
     "State",
+    "find_token",
     "format_time",
     "hash_token",
     "mint_token",
@@ -290,14 +291,14 @@ class FakeInfluxctl:
         Returns ``(value, id)``.
         """
         with transaction(self.path) as state:
-            now = server_now(state)
+            created = created_at or server_now(state)
             value, record = mint_token(
                 state,
                 description=description,
                 expires_at=expires_at,
                 created_by=state["user_id"],
-                created_at=created_at or now,
-                active_at=min(created_at or now, now),
+                created_at=created,
+                active_at=created,
             )
         return value, str(record["id"])
 
