@@ -223,8 +223,12 @@ class VaultKV2Store:
         payload = self._read_version(current)
         record = self._parse(payload, current, strict=managed) if payload is not None else None
         logger.debug(
-            "%s: version %d, managed=%s, token_id=%s%s", self._location, current, managed,
-            record.token_id if record else None, "" if payload is not None else " (deleted or destroyed)",
+            "%s: version %d, managed=%s, token_id=%s%s",
+            self._location,
+            current,
+            managed,
+            record.token_id if record else None,
+            "" if payload is not None else " (deleted or destroyed)",
         )
         return StoreState(version=str(current), managed=managed, record=record)
 
@@ -284,8 +288,9 @@ class VaultKV2Store:
         payload = self._read_version(actual) if actual else None
         there = self._parse(payload, actual, strict=False) if payload is not None else None
         if there is not None and there.token_id == record.token_id and there.value == record.value:
-            logger.info("%s: version %d already holds token %s; completing the publish",
-                        self._location, actual, record.token_id)
+            logger.info(
+                "%s: version %d already holds token %s; completing the publish", self._location, actual, record.token_id
+            )
             self._mark_managed(record, actual, meta.get("custom_metadata"))
             return str(actual)
         expected = expected_version or "none (create only)"
@@ -306,8 +311,12 @@ class VaultKV2Store:
         try:
             self._call(self._write_meta, lambda api: api.write_custom_metadata(mount, path, custom))
         except RotatorError:
-            logger.warning("%s: version %d is written but not marked managed yet; publishing it again "
-                           "with the same expected version completes it", self._location, version)
+            logger.warning(
+                "%s: version %d is written but not marked managed yet; publishing it again "
+                "with the same expected version completes it",
+                self._location,
+                version,
+            )
             raise
 
     def _read_metadata(self) -> Mapping[str, Any] | None:
@@ -355,7 +364,11 @@ class VaultKV2Store:
         if kept < _MIN_VERSIONS:
             logger.warning(
                 "%s keeps only %d versions (%s max_versions): the previous token can be evicted during "
-                "its grace period; set max_versions to %d or more", self._location, kept, source, _MIN_VERSIONS,
+                "its grace period; set max_versions to %d or more",
+                self._location,
+                kept,
+                source,
+                _MIN_VERSIONS,
             )
 
     def _mount_config(self, api: VaultAPI) -> Mapping[str, Any]:
@@ -363,8 +376,12 @@ class VaultKV2Store:
             data: Mapping[str, Any] = api.read_mount_config(self._settings.mount)["data"]
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath) as exc:
             # Optional: many policies do not grant it. Unknown counts as Vault's default (10).
-            logger.debug("%s: cannot read %s (%s); max_versions not checked",
-                         self._location, self._read_config.path, type(exc).__name__)
+            logger.debug(
+                "%s: cannot read %s (%s); max_versions not checked",
+                self._location,
+                self._read_config.path,
+                type(exc).__name__,
+            )
             return {}
         return data
 
@@ -419,8 +436,13 @@ class VaultKV2Store:
         # Vault's own error strings name the problem ("permission denied", "invalid role or
         # secret ID"); a proxy's HTML body is left out. Known secret values are redacted anyway.
         detail = REDACTOR.redact(_vault_errors(exc.errors))[:300]
-        message = _ERR_HTTP.format(where=self._location, operation=op.name, path=op.path, status=status,
-                                   detail=f" ({detail})" if detail else "")
+        message = _ERR_HTTP.format(
+            where=self._location,
+            operation=op.name,
+            path=op.path,
+            status=status,
+            detail=f" ({detail})" if detail else "",
+        )
         if isinstance(exc, _TRANSIENT_STATUS):
             return TransientError(message, hint=_HINT_RETRY)
         if isinstance(exc, hvac.exceptions.Forbidden) or op.auth:

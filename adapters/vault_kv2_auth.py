@@ -87,8 +87,10 @@ class VaultLogin:
     def endpoint(self) -> tuple[str, str]:
         """The auth path Vault is asked, and the hint when it refuses."""
         if isinstance(self._auth, AppRoleAuth):
-            return (f"auth/{self._auth.mount_path}/login",
-                    "check the AppRole role_id, secret_id (it can expire or run out of uses) and mount_path")
+            return (
+                f"auth/{self._auth.mount_path}/login",
+                "check the AppRole role_id, secret_id (it can expire or run out of uses) and mount_path",
+            )
         return "auth/token/lookup-self", f"check the token in {self._auth.token.describe()}: expired or revoked?"
 
     def ensure(self, api: AuthAPI) -> None:
@@ -136,8 +138,12 @@ class VaultLogin:
             self._schedule(0, 0, False)
             return
         self._schedule(int(data.get("ttl") or 0), int(data.get("creation_ttl") or 0), bool(data.get("renewable")))
-        logger.debug("Vault token: ttl %ss of %ss, renewable=%s", data.get("ttl"), data.get("creation_ttl"),
-                     data.get("renewable"))
+        logger.debug(
+            "Vault token: ttl %ss of %ss, renewable=%s",
+            data.get("ttl"),
+            data.get("creation_ttl"),
+            data.get("renewable"),
+        )
 
     def _refresh(self, api: AuthAPI) -> None:
         if self._renewable:

@@ -59,7 +59,7 @@ def last_line(text: str) -> str:
 def revoked_at(booted: Booted, token_id: str) -> str | None:
     record = booted.fake.state.token_by_id(token_id)
     assert record is not None
-    return record["revoked_at"]
+    return str(record["revoked_at"]) if record["revoked_at"] else None
 
 
 def wait_for(path: Path, timeout: float = 5.0) -> None:

@@ -347,7 +347,7 @@ def test_token_for_another_path_gets_a_403_naming_path_and_capability(openbao, k
 
     assert not isinstance(caught.value, TransientError)
     assert f"read secret/metadata/{kv_path}: HTTP 403 (permission denied)" in str(caught.value)
-    assert f'["read"] on path \'secret/metadata/{kv_path}\'' in caught.value.hint
+    assert f"[\"read\"] on path 'secret/metadata/{kv_path}'" in caught.value.hint
 
 
 def test_read_only_token_cannot_publish_and_is_told_which_capability(openbao, vault, kv_path, tmp_path):
@@ -371,21 +371,14 @@ def test_a_missing_mount_is_permanent(openbao, kv_path, tmp_path):
 
 
 def test_server_not_listening_is_transient(openbao, kv_path, tmp_path):
-    (tmp_path / "vault-token").write_text(openbao.root_token)
-    closed = VaultKV2Settings.model_validate(
-        {"url": f"http://127.0.0.1:{free_port()}", "path": kv_path,
-         "auth": {"method": "token", "token": {"file": "vault-token"}}, "timeout_s": 2}
-    )
-    store = VaultKV2Store.from_config(closed, AdapterContext(policy=POLICY, base_dir=tmp_path))
+    store = make_store(openbao, kv_path, tmp_path, url=f"http://127.0.0.1:{free_port()}", timeout_s=2)
 
     with pytest.raises(TransientError, match=r"cannot reach Vault at http://127\.0\.0\.1:\d+ \(ConnectionError\)"):
         store.read_current()
 
 
 def test_https_to_a_plain_http_server_is_a_tls_error(openbao, kv_path, tmp_path):
-    store = make_store(openbao, kv_path, tmp_path)
-    https = store._settings.model_copy(update={"url": openbao.url.replace("http://", "https://")})
-    store = VaultKV2Store.from_config(https, AdapterContext(policy=POLICY, base_dir=tmp_path))
+    store = make_store(openbao, kv_path, tmp_path, url=openbao.url.replace("http://", "https://"))
 
     with pytest.raises(PermanentError, match="TLS") as caught:
         store.read_current()
@@ -429,9 +422,12 @@ def test_no_token_value_in_any_log_record_or_error(openbao, vault, kv_path, tmp_
     approle.read_current()
     by_token.publish(second, "1")
     by_token.read_previous()
-    for attempt in (lambda: approle.publish(token_record("tok-3"), "1"),  # conflict
-                    lambda: make_store(openbao, "elsewhere/x", tmp_path,
-                                       token=openbao.create_token("default")).read_current()):  # 403
+    (tmp_path / "other").mkdir()
+    denied = make_store(openbao, "elsewhere/x", tmp_path / "other", token=openbao.create_token("default"))
+    for attempt in (
+        lambda: approle.publish(token_record("tok-3"), "1"),  # a conflict
+        denied.read_current,  # a 403
+    ):
         with pytest.raises(PermanentError) as caught:
             attempt()
         errors.append(caught.value)
@@ -466,8 +462,11 @@ def test_settings_refuse_inline_secrets_and_unknown_keys():
 
 def test_settings_defaults_and_normalisation():
     settings = VaultKV2Settings.model_validate(
-        {"url": "https://vault.example:8200/", "path": "/influx/mgmt/", "auth": {"method": "approle",
-         "role_id": {"env": "ROLE"}, "secret_id": {"env": "SECRET"}}}
+        {
+            "url": "https://vault.example:8200/",
+            "path": "/influx/mgmt/",
+            "auth": {"method": "approle", "role_id": {"env": "ROLE"}, "secret_id": {"env": "SECRET"}},
+        }
     )
     assert (settings.url, settings.mount, settings.path) == ("https://vault.example:8200", "secret", "influx/mgmt")
     assert (settings.tls_verify, settings.ca_bundle, settings.timeout_s, settings.namespace) == (True, None, 10, None)
@@ -479,18 +478,25 @@ def test_from_config_contacts_nothing_and_resolves_ca_bundle_against_the_policy_
 
     def factory(settings: VaultKV2Settings) -> Any:
         built.append(settings)
-        raise AssertionError("not expected to be called")
+        raise RuntimeError("first use")
 
     settings = VaultKV2Settings.model_validate(
-        {"url": "https://vault.invalid", "path": "p", "ca_bundle": "ca.pem",
-         "auth": {"method": "token", "token": {"env": "UNSET_VARIABLE"}}}
+        {
+            "url": "https://vault.invalid",
+            "path": "p",
+            "ca_bundle": "ca.pem",
+            "auth": {"method": "token", "token": {"env": "UNSET_VARIABLE"}},
+        }
     )
-    store = VaultKV2Store.from_config(settings, AdapterContext(policy=POLICY, base_dir=tmp_path),
-                                      client_factory=factory)
-
+    store = VaultKV2Store.from_config(
+        settings, AdapterContext(policy=POLICY, base_dir=tmp_path), client_factory=factory
+    )
     assert built == []
     assert store.location == "vault:https://vault.invalid/secret/data/p"
-    assert store._settings.ca_bundle == tmp_path / "ca.pem"
+
+    with pytest.raises(RuntimeError, match="first use"):
+        store.read_current()
+    assert built[0].ca_bundle == tmp_path / "ca.pem"
 
 
 def test_a_missing_ca_bundle_is_a_config_error(openbao, kv_path, tmp_path):

@@ -74,8 +74,14 @@ class FakeVault:
         if not self.versions:
             raise hvac.exceptions.InvalidPath(errors=[])
         versions = {str(n): {"destroyed": False} for n in range(1, len(self.versions) + 1)}
-        return {"data": {"current_version": len(self.versions), "versions": versions,
-                         "custom_metadata": self.custom_metadata, "max_versions": 0}}
+        return {
+            "data": {
+                "current_version": len(self.versions),
+                "versions": versions,
+                "custom_metadata": self.custom_metadata,
+                "max_versions": 0,
+            }
+        }
 
     def read_version(self, mount: str, path: str, version: int) -> Mapping[str, Any]:
         self._enter("read_version")
@@ -102,11 +108,13 @@ def make_store(
 ) -> VaultKV2Store:
     (tmp_path / "token").write_text(VAULT_TOKEN)
     (tmp_path / "secret-id").write_text(SECRET_ID)
-    settings = VaultKV2Settings.model_validate({
-        "url": "https://vault.example:8200",
-        "path": "influx/mgmt",
-        "auth": auth or {"method": "token", "token": {"file": "token"}},
-    })
+    settings = VaultKV2Settings.model_validate(
+        {
+            "url": "https://vault.example:8200",
+            "path": "influx/mgmt",
+            "auth": auth or {"method": "token", "token": {"file": "token"}},
+        }
+    )
     ctx = AdapterContext(policy="influx-mgmt", base_dir=tmp_path, clock=clock or FakeClock(NOW))
     factory: Callable[[VaultKV2Settings], Any] = lambda _settings: fake  # noqa: E731
     return VaultKV2Store.from_config(settings, ctx, client_factory=factory)
@@ -150,7 +158,7 @@ def test_a_403_names_the_path_and_capability_and_is_not_retried_with_the_same_to
     with pytest.raises(PermanentError) as caught:
         make_store(fake, tmp_path).publish(RECORD, None)
     assert "write secret/data/influx/mgmt: HTTP 403 (permission denied)" in str(caught.value)
-    assert "[\"create\", \"update\"] on path 'secret/data/influx/mgmt'" in caught.value.hint
+    assert '["create", "update"] on path \'secret/data/influx/mgmt\'' in caught.value.hint
     assert fake.calls.count("write_version") == 1
 
 

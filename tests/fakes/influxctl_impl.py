@@ -54,7 +54,7 @@ from typing import Any, NoReturn
 try:  # imported as tests.fakes.influxctl_impl
     from . import influxctl_state as store
 except ImportError:  # run by the executable, which puts this directory on sys.path
-    import influxctl_state as store  # type: ignore[no-redef]
+    import influxctl_state as store  # type: ignore[no-redef,import-not-found]
 
 __all__ = ["main"]
 
