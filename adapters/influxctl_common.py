@@ -245,10 +245,39 @@ def _toml_str(key: str, value: str) -> str:
     return "".join(out)
 
 
+_CONFIG_PREFIX = "rotator-influxctl-"
+
+
+def _remove_stale_configs() -> None:
+    """Remove private configs left by rotator processes that died (kill -9) mid-call.
+
+    They hold a token, so they must not outlive their process: each directory name carries
+    its creator's pid, and a directory whose pid no longer exists is deleted.
+    """
+    for directory in Path(tempfile.gettempdir()).glob(f"{_CONFIG_PREFIX}*-*"):
+        pid_text = directory.name[len(_CONFIG_PREFIX) :].partition("-")[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or directory.owner() != _current_user():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(directory, ignore_errors=True)
+            logger.warning("removed a private influxctl config left by dead process %s", pid_text)
+        except PermissionError:
+            continue
+
+
+def _current_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
 @contextmanager
 def private_config(text: str) -> Iterator[Path]:
     """Write ``text`` to a fresh 0600 file in a fresh 0700 directory; remove both afterwards."""
-    directory = Path(tempfile.mkdtemp(prefix="rotator-influxctl-"))  # mode 0700
+    _remove_stale_configs()
+    directory = Path(tempfile.mkdtemp(prefix=f"{_CONFIG_PREFIX}{os.getpid()}-"))  # mode 0700
     try:
         path = directory / "config.toml"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
@@ -363,6 +392,8 @@ class InfluxctlCLI:
         self.binary = str(_resolve(Path(binary), base_dir)) if os.sep in binary else binary
         self.profile = profile.resolved(base_dir)
         self.timeout_s = timeout_s
+        # A process killed inside an influxctl call left its private config (with a token) behind.
+        _remove_stale_configs()
         self._run = run
 
     def run(self, command: Sequence[str], auth: ProfileAuth, *, unauthenticated_is_transient: bool = False) -> str:

@@ -158,6 +158,17 @@ def make_scenario(tmp: Path, openbao: Any, fake: FakeInfluxctl, *, grace_s: int 
     return sc
 
 
+def _alive(config_dir: Path) -> bool:
+    pid = config_dir.name.removeprefix("rotator-influxctl-").partition("-")[0]
+    if not pid.isdigit():
+        return True  # not a name this version writes: some other process's, leave it be
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _ts(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -210,7 +221,13 @@ def check_invariants(sc: Scenario, *, settled: bool = False, after_crash: bool =
             f"({published_at} + {sc.grace_s}s)"
         )
 
-    # 4. No token value in anything rotator wrote: stdout, stderr, log file, journal files.
+    # 4. No token value in anything rotator wrote: stdout, stderr, log file, journal files, and
+    # no private influxctl config (it holds a token) outlives a finished command.
+    if not after_crash:
+        import tempfile
+
+        leftovers = [d for d in Path(tempfile.gettempdir()).glob("rotator-influxctl-*") if not _alive(d)]
+        assert not leftovers, f"private influxctl configs left behind: {leftovers}"
     values = {v["token"] for v in versions}
     if sc.bootstrap_value:
         values.add(sc.bootstrap_value)
