@@ -52,7 +52,19 @@ class Scenario:
         return self.dir / "journal.db"
 
     def write_policy(self, *, issuer_extra: str = "", store_extra: str = "", policy_extra: str = "",
-                     verify_timeout: str = "20s", attempts: int = 3, timeout_s: float = 10) -> None:
+                     verify_timeout: str = "20s", attempts: int = 3, timeout_s: float = 10,
+                     second_store: str = "") -> None:
+        """Write the policy file; ``second_store`` adds a second vault-kv2 store at that KV path."""
+        extra_store = f"""
+[[policy.store]]
+type = "vault-kv2"
+name = "mirror"
+url = "{self.vault_url}"
+path = "{second_store}"
+[policy.store.auth]
+method = "token"
+token = {{ file = "vault-token" }}
+""" if second_store else ""
         self.config.write_text(f"""
 [rotator]
 journal = "journal.db"
@@ -81,13 +93,14 @@ port = 443
 
 [[policy.store]]
 type = "vault-kv2"
+name = "primary"
 url = "{self.vault_url}"
 path = "{self.kv_path}"
 {store_extra}
 [policy.store.auth]
 method = "token"
 token = {{ file = "vault-token" }}
-""", encoding="utf-8")
+{extra_store}""", encoding="utf-8")
 
     def env(self, crash_at: str | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "ROTATOR_"))}

@@ -20,7 +20,7 @@ from tests.harness import Scenario, check_invariants, make_scenario
 
 STEP_BOUNDARIES = [
     "planned", "minting", "minted", "verified", "publishing",
-    "publish:vault-kv2", "published:vault-kv2", "published",
+    "publish:primary", "published:primary", "published",
 ]  # fmt: skip
 
 
@@ -103,3 +103,25 @@ def test_kill_inside_revoke_call(tmp_path: Path, openbao: Any, fake_influxctl: A
     assert proc.returncode == 0, proc.stderr
     assert sc.journal_rows("SELECT state FROM revocations") == [("done",)]
     check_invariants(sc, settled=True)
+
+
+def test_kill_between_two_stores_rolls_forward(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """Killed after the first of two stores: recovery copies the new token to the second."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, second_store=f"mirror/{tmp_path.name}")
+    mirror = sc.vault().secrets.kv.v2.read_secret_version(path=f"mirror/{tmp_path.name}", mount_point="secret",
+                                                          raise_on_deleted_version=True)["data"]["data"]
+    assert mirror["token_id"] == sc.bootstrap_id
+    proc = sc.cli("rotate", sc.policy, crash_at="published:primary")
+    assert proc.returncode == -signal.SIGKILL
+    new_id = sc.current()["token_id"]
+    assert new_id != sc.bootstrap_id
+    # Both tokens are valid: the primary holds the new one, the mirror still the old one.
+    check_invariants(sc, after_crash=True)
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None
+    proc = sc.cli("recover")
+    assert proc.returncode == 0, proc.stderr
+    assert "rolled forward" in proc.stdout
+    mirror = sc.vault().secrets.kv.v2.read_secret_version(path=f"mirror/{tmp_path.name}", mount_point="secret",
+                                                          raise_on_deleted_version=True)["data"]["data"]
+    assert mirror["token_id"] == new_id
+    _finish_and_settle(sc)
