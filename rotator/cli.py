@@ -30,7 +30,7 @@ from rotator.logs import setup_logging
 from rotator.policy import Config, Policy, PolicyFileError, config_json_schema, load_config
 from rotator.retry import RetryPolicy
 from rotator.secret import REDACTOR, Secret
-from rotator.status import policy_status, render_table
+from rotator.status import PolicyStatus, policy_status, render_table
 
 __all__ = ["main"]
 
@@ -181,11 +181,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def _statuses(args: argparse.Namespace) -> tuple[list[PolicyStatus], datetime]:
     config = _config(args)
     journal = _journal(config)
     now = SystemClock().now()
-    rows = [policy_status(p, journal, now) for p in _selected(config, args.policy, all_enabled=False)]
+    return [policy_status(p, journal, now) for p in _selected(config, args.policy, all_enabled=False)], now
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    rows, now = _statuses(args)
     text = "\n".join(
         f"{s.policy}: {s.reason()}; next rotation {_when(s.next_due, now)}"
         + (f"; {s.pending_revocations} revocation(s) pending" if s.pending_revocations else "")
@@ -222,10 +226,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config = _config(args)
-    journal = _journal(config)
-    now = SystemClock().now()
-    rows = [policy_status(p, journal, now) for p in _selected(config, args.policy, all_enabled=False)]
+    rows, _ = _statuses(args)
     _emit(args, [s.to_json() for s in rows], render_table(rows))
     return EXIT_ATTENTION if any(s.needs_attention for s in rows) else EXIT_OK
 
