@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import pytest
 
 from tests.harness import Scenario, check_invariants, make_scenario
 
@@ -154,3 +155,36 @@ def test_bootstrap_with_wrong_token_id_is_refused(tmp_path: Path, openbao: Any, 
     assert proc.returncode == 1 and "not an active token" in proc.stderr
     assert sc.versions() == []
     assert value not in proc.stdout + proc.stderr
+
+
+LIST_AND_REVOKE_FAULTS = [
+    ("management list", "exit"), ("management list", "garbage"), ("management list", "hang"),
+    ("management revoke", "exit"), ("management revoke", "garbage"), ("management revoke", "hang"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "mode"), LIST_AND_REVOKE_FAULTS, ids=lambda v: v.replace(" ", "-"))
+def test_list_and_revoke_faults_keep_every_invariant(command: str, mode: str, tmp_path: Path, openbao: Any,
+                                                     fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, attempts=1, timeout_s=1.5)
+    if command == "management list":
+        # The first list is PLAN's issuer check: the run must stop before minting anything.
+        sc.fake.add_fault(command, mode, times=-1, seconds=30)
+        tokens = len(sc.fake.tokens())
+        proc = sc.cli("rotate", sc.policy)
+        assert proc.returncode == 1 and "influxctl management list" in proc.stderr, proc.stderr
+        assert len(sc.fake.tokens()) == tokens
+        sc.fake.clear_faults()
+        check_invariants(sc, settled=True)
+        return
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    time.sleep(1.2)
+    sc.fake.add_fault(command, mode, times=-1, seconds=30)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0 and "postponed" in proc.stdout, proc.stdout + proc.stderr
+    sc.fake.clear_faults()
+    check_invariants(sc)  # the old token is still pending revocation, not an orphan
+    time.sleep(2.2)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0 and "revoked" in proc.stdout, proc.stdout + proc.stderr
+    check_invariants(sc, settled=True)
