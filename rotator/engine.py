@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -89,6 +89,7 @@ class Engine:
         lease_ttl: timedelta = timedelta(minutes=15),
         holder: str | None = None,
         checkpoint: Callable[[str], None] | None = None,
+        listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
     ) -> None:
         self.policy = policy
         self.journal = journal
@@ -99,6 +100,9 @@ class Engine:
         self.lease_ttl = lease_ttl
         self.holder = holder or default_holder()
         self._checkpoint = checkpoint or (lambda _name: None)
+        #: Called with every audit event (audit files, webhooks, post-publish hooks); a failing
+        #: listener is logged and never stops a run.
+        self.listeners = list(listeners)
         self.log = logging.LoggerAdapter(logger, {"policy": policy.name})
 
     # ------------------------------------------------------------------ public operations
@@ -463,7 +467,14 @@ class Engine:
 
     def _event(self, step: str, result: str, run_id: str | None, **detail: Any) -> None:
         detail = {k: v for k, v in detail.items() if v is not None}
-        self.journal.record_event(self.clock.now(), self.policy.name, run_id, step, result, detail)
+        now = self.clock.now()
+        self.journal.record_event(now, self.policy.name, run_id, step, result, detail)
+        event = {"at": now, "policy": self.policy.name, "run_id": run_id, "step": step, "result": result, **detail}
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception as exc:  # a notification must never break a rotation
+                self.log.error("event listener %r failed: %s", listener, _describe(exc))
         audit_logger.info("%s %s", step, result,
                           extra={"policy": self.policy.name, "run_id": run_id, "step": step, "result": result,
                                  **{f"detail_{k}": v for k, v in detail.items()}})

@@ -1,0 +1,1 @@
+"""moto server-mode fixture for AWS Secrets Manager (filled in by the AWS work)."""

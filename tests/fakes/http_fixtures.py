@@ -1,0 +1,1 @@
+"""Fixtures for the OpenAPI-validated HTTP fakes (filled in by the HTTP issuer work)."""
