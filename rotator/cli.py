@@ -103,6 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_code(exc)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # an adapter bug: no traceback to the user, but keep it in the debug log
+        logger.debug("internal error", exc_info=True)
+        print(f"rotator: internal error: {type(exc).__name__}: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+        print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _print_error(exc: BaseException) -> None:
@@ -210,8 +216,16 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     results: list[RunResult] = []
     worst = EXIT_OK
     for policy in _selected(config, args.policy):
-        if args.if_due and not policy_status(policy, journal, now).due:
-            results.append(RunResult(policy.name, "nothing-to-do", message="not due"))
+        status = policy_status(policy, journal, now) if args.if_due else None
+        if status is not None and not status.due:
+            message = "not due"
+            if status.open_runs:  # an interrupted run must not wait a whole interval for its recovery
+                try:
+                    message += "; " + "; ".join(_engine(config, policy, journal).recover() or ["recovered"])
+                except RotatorError as exc:
+                    _print_error(exc)
+                    worst = max(worst, _exit_code(exc))
+            results.append(RunResult(policy.name, "nothing-to-do", message=message))
             continue
         try:
             results.append(_engine(config, policy, journal).rotate(dry_run=args.dry_run))
@@ -243,7 +257,7 @@ def _for_each(args: argparse.Namespace, action: Callable[[Engine], list[str]]) -
             _print_error(exc)
             worst = max(worst, _exit_code(exc))
             out[policy.name] = [f"error: {REDACTOR.redact(str(exc))}"]
-        if any(": revocation failed" in line or line.startswith("error:") for line in out[policy.name]):
+        if any(": revocation failed" in line for line in out[policy.name]):
             worst = max(worst, EXIT_ATTENTION)
     text = "\n".join(f"{name}: {line}" for name, lines in out.items() for line in (lines or ["nothing to do"]))
     _emit(args, out, text)

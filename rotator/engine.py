@@ -329,7 +329,8 @@ class Engine:
                 raise NeedsAttention(
                     f"run {run.run_id}: store {name!r} holds token {state.token_id}, neither the old "
                     f"({run.old_token_id}) nor the new ({run.new_token_id}) one",
-                    hint="someone else wrote the store; decide which token is current, then `rotator bootstrap`",
+                    hint="someone else wrote the store: restore the old or the new token there (e.g. `bao kv "
+                    "rollback`), then `rotator recover`",
                 )
         self._publish_all(run, source, states, source.value)
 
@@ -385,6 +386,7 @@ class Engine:
             if tag in info.description and info.token_id != keep and info.is_active(now):
                 self.log.warning("revoking token %s left by run %s", info.token_id, run.run_id)
                 self._safe_revoke(info.token_id, credential)
+                self._event("revoke_orphan", "ok", run.run_id, token_id=info.token_id)
 
     # ------------------------------------------------------------------ helpers
     def _plan_only(self) -> RunResult:
@@ -411,7 +413,8 @@ class Engine:
             detail = ", ".join(f"{n}={s.token_id}" for n, s in states.items())
             raise NeedsAttention(
                 f"stores disagree on the current token ({detail})",
-                hint="run `rotator recover`; if they still disagree, `rotator bootstrap` the right token",
+                hint="run `rotator recover`; if they still disagree, make every store hold the same token "
+                "(restore the newest version in the lagging store), then `rotator recover` again",
             )
         return next((s.record for s in states.values() if s.record is not None), None)
 

@@ -38,7 +38,6 @@ class RunState:
     REVOKING_NEW = "revoking_new"  # failed before publish; discarding the candidate
     FAILED = "failed"  # ended without publishing; nothing left behind
     ABORTED = "aborted"  # ended before anything was minted
-    NEEDS_ATTENTION = "needs_attention"  # could not finish safely; a human must look
 
     OPEN = (PLANNED, MINTING, MINTED, VERIFIED, PUBLISHING, REVOKING_NEW)
     SUCCESS = (PUBLISHED, DONE)

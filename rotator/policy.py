@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -28,7 +29,7 @@ from rotator import registry
 from rotator.contracts import AdapterContext, Issuer, Store
 from rotator.credentials import SECRET_LOOKING_KEYS
 from rotator.errors import ConfigError
-from rotator.schedule import Schedule, parse_duration, parse_schedule
+from rotator.schedule import Schedule, format_duration, parse_duration, parse_schedule
 
 __all__ = [
     "Config",
@@ -45,25 +46,28 @@ DEFAULT_DESCRIPTION = "{tag}"
 
 
 def _duration(value: Any) -> Any:
-    if isinstance(value, str):
-        return parse_duration(value)
-    return value
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("write a duration as a quoted string such as '30d', '12h' or '90s'")
+    return parse_duration(value)
 
 
 Duration = Annotated[
     timedelta,
     BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": r"^(\d+[smhdw])+$", "examples": ["30d", "12h", "90s"]}),
 ]
 
 
 class RetrySettings(BaseModel):
-    """Bounded exponential backoff with full jitter for transient errors."""
+    """Bounded exponential backoff with equal jitter for transient errors (see rotator/retry.py)."""
 
     model_config = ConfigDict(extra="forbid")
     attempts: int = Field(5, ge=1, le=20, description="tries per step, the first included")
-    base_delay: Duration = Field(timedelta(seconds=1), description="delay before the second try")
-    max_delay: Duration = Field(timedelta(seconds=60), description="cap of one delay")
+    base_delay: Duration = Field("1s", validate_default=True, description="delay before the second try")
+    max_delay: Duration = Field("60s", validate_default=True, description="cap of one delay")
 
 
 class GlobalSettings(BaseModel):
@@ -72,7 +76,7 @@ class GlobalSettings(BaseModel):
         "rotator-journal.db",
         description="SQLite path (relative to the policy file) or URL: sqlite:///path, postgresql://...",
     )
-    lease_ttl: Duration = Field(timedelta(minutes=15), description="how long a run may hold a policy")
+    lease_ttl: Duration = Field("15m", validate_default=True, description="how long a run may hold a policy")
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
 
 
@@ -81,10 +85,10 @@ class Defaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     schedule: str | None = None
-    grace: Duration = Field(timedelta(hours=24), description="how long the previous token stays valid")
-    margin: Duration = Field(timedelta(days=1), description="extra lifetime beyond interval + grace")
+    grace: Duration = Field("24h", validate_default=True, description="how long the previous token stays valid")
+    margin: Duration = Field("1d", validate_default=True, description="extra lifetime beyond interval + grace")
     verify_timeout: Duration = Field(
-        timedelta(minutes=5), description="how long a new token may take to start working"
+        "5m", validate_default=True, description="how long a new token may take to start working"
     )
 
 
@@ -254,7 +258,14 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         top = _RawConfigFile.model_validate(data)
     except ValidationError as exc:
         problems.extend(_problems(exc, data))
-        top = _RawConfigFile.model_validate({"policy": _raw_policies(data)})
+        # Keep what did validate, so one bad key does not add false problems to every policy.
+        salvage: dict[str, Any] = {"policy": _raw_policies(data)}
+        for key, model in (("defaults", Defaults), ("rotator", GlobalSettings)):
+            try:
+                salvage[key] = model.model_validate(data.get(key, {}))
+            except ValidationError:
+                pass
+        top = _RawConfigFile.model_validate(salvage)
 
     policies: list[Policy] = []
     seen: set[str] = set()
@@ -325,6 +336,8 @@ def _build_policy(
                 )
             )
 
+    if spec.issuer.name is not None:
+        problems.append(Problem(f"{where}.issuer.name", "an issuer has no name", "remove the key (stores have names)"))
     issuer_settings = _adapter_settings("issuer", spec.issuer, f"{where}.issuer", problems)
     stores: list[StoreBinding] = []
     names: set[str] = set()

@@ -29,7 +29,16 @@ _forced: dict[tuple[Kind, str], type] = {}
 
 
 def _entry_points(kind: Kind) -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=_GROUPS[kind])}
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=_GROUPS[kind]):
+        if ep.name in found and found[ep.name].value != ep.value:
+            raise ConfigError(
+                f"two installed packages register the {kind} adapter {ep.name!r}: "
+                f"{found[ep.name].value} and {ep.value}",
+                hint="uninstall one of them; rotator will not guess which one you meant",
+            )
+        found[ep.name] = ep
+    return found
 
 
 def available(kind: Kind) -> list[str]:

@@ -106,7 +106,12 @@ def _cron_dow_to_names(field_text: str) -> str:
 
 
 def _trigger(expr: str) -> Any:
-    from apscheduler.triggers.cron import CronTrigger
+    try:
+        from apscheduler.triggers.cron import CronTrigger
+    except ImportError:
+        raise ValueError(
+            f"{expr!r}: cron schedules need APScheduler; install it with pip install 'rotator[daemon]'"
+        ) from None
 
     minute, hour, day, month, dow = expr.split()
     try:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rotator.journal import Journal, RunState
+from rotator.journal import Journal
 from rotator.policy import Policy
 from rotator.schedule import format_duration
 
@@ -27,15 +27,17 @@ class PolicyStatus:
     pending_revocations: int
     failed_revocations: int
     open_runs: int
+    #: unfinished runs that recovery tried and could not finish (they carry an error)
+    stuck_runs: int
     now: datetime
 
     @property
     def needs_attention(self) -> bool:
-        return self.failed_revocations > 0 or self.last_run_state == RunState.NEEDS_ATTENTION
+        return self.failed_revocations > 0 or self.stuck_runs > 0
 
     def reason(self) -> str:
         if self.rotated_at is None:
-            return "never rotated: bootstrap it, then it is due at once"
+            return "no token yet: run `rotator bootstrap` with the first, human-created token"
         if self.due:
             return f"due: last rotation {format_duration(self.now - self.rotated_at)} ago"
         return f"not due for {format_duration(self.next_due - self.now)}"
@@ -51,7 +53,8 @@ class PolicyStatus:
             "expires_at": iso(self.expires_at), "next_due": iso(self.next_due), "due": self.due,
             "last_run_state": self.last_run_state, "last_run_error": self.last_run_error,
             "pending_revocations": self.pending_revocations, "failed_revocations": self.failed_revocations,
-            "open_runs": self.open_runs, "needs_attention": self.needs_attention, "reason": self.reason(),
+            "open_runs": self.open_runs, "stuck_runs": self.stuck_runs,
+            "needs_attention": self.needs_attention, "reason": self.reason(),
         }  # fmt: skip
 
 
@@ -60,6 +63,7 @@ def policy_status(policy: Policy, journal: Journal, now: datetime) -> PolicyStat
     runs = journal.runs(policy.name, limit=1)
     latest = runs[0] if runs else None
     revs = journal.revocations(policy.name)
+    open_runs = journal.open_runs(policy.name)
     rotated_at = last.published_at if last else None
     next_due = policy.schedule.next_due(rotated_at, now)
     return PolicyStatus(
@@ -74,7 +78,8 @@ def policy_status(policy: Policy, journal: Journal, now: datetime) -> PolicyStat
         last_run_error=latest.error if latest else None,
         pending_revocations=sum(1 for r in revs if r.state == "pending"),
         failed_revocations=sum(1 for r in revs if r.state == "failed"),
-        open_runs=len(journal.open_runs(policy.name)),
+        open_runs=len(open_runs),
+        stuck_runs=sum(1 for r in open_runs if r.error and "recovery failed" in r.error),
         now=now,
     )
 
