@@ -4,8 +4,10 @@ The journal never holds a token value: only token ids, store version ids, states
 Every state change is committed (SQLite ``synchronous=FULL``) before the side effect it
 announces, so a process killed at any instant leaves enough behind to roll forward or back.
 
-SQLite is the embedded default. The SQL is kept to what PostgreSQL also runs (``ON CONFLICT``,
-ISO-8601 text timestamps that sort as times), so a PostgreSQL backend only swaps the connection.
+SQLite is the embedded default; PostgreSQL (``postgresql://...``, psycopg 3) lets several
+replicas share one journal and coordinate through its lease rows. The SQL is kept to what both
+run (``ON CONFLICT``, ISO-8601 text timestamps that sort as times); a :class:`_Backend` holds
+the few differences (placeholders, how a locking transaction starts, which errors mean what).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -149,42 +151,100 @@ _REV_COLUMNS = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Backend:
+    """What differs between SQLite and PostgreSQL."""
+
+    name: str
+    connect: Callable[[], Any]
+    errors: tuple[type[BaseException], ...]
+    #: errors after which the connection is dropped and made anew on next use
+    connection_errors: tuple[type[BaseException], ...] = ()
+    paramstyle_percent: bool = False
+    begin: str = "BEGIN"
+    begin_locked: str = "BEGIN IMMEDIATE"
+    #: run first inside the migration transaction, so concurrent replicas migrate one at a time
+    migration_lock: str | None = None
+
+
+class _Cursor:
+    """A DB-API cursor that takes ``?`` placeholders on every backend."""
+
+    def __init__(self, cur: Any, percent: bool) -> None:
+        self._cur = cur
+        self._percent = percent
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        self._cur.execute(sql.replace("?", "%s") if self._percent else sql, tuple(params))
+        return self
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return list(self._cur.fetchall())
+
+    def close(self) -> None:
+        self._cur.close()
+
+
 class Journal:
     """A small API over the journal tables. Thread-safe; one connection per instance."""
 
-    def __init__(self, conn: sqlite3.Connection, location: str) -> None:
-        self._conn = conn
+    def __init__(self, backend: _Backend, location: str) -> None:
+        self._backend = backend
+        self._conn: Any = None
         self._lock = threading.RLock()
         self.location = location
+        self.backend = backend.name
         self._migrate()
 
     # -- plumbing -----------------------------------------------------------------------
     @contextmanager
-    def _tx(self, immediate: bool = False) -> Iterator[sqlite3.Cursor]:
+    def _tx(self, immediate: bool = False) -> Iterator[_Cursor]:
         with self._lock:
-            cur = self._conn.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                if self._conn is None:
+                    self._conn = self._backend.connect()
+                cur = _Cursor(self._conn.cursor(), self._backend.paramstyle_percent)
+            except self._backend.errors as exc:
+                self._conn = None
+                raise JournalError(f"journal {self.location}: cannot connect: {exc}", hint=_JOURNAL_HINT) from None
+            try:
+                cur.execute(self._backend.begin_locked if immediate else self._backend.begin)
                 yield cur
                 cur.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback(cur)
+            except self._backend.errors as exc:
+                self._rollback(cur, exc)
                 raise JournalError(f"journal {self.location}: {exc}", hint=_JOURNAL_HINT) from None
-            except BaseException:
-                self._rollback(cur)
+            except BaseException as exc:
+                self._rollback(cur, exc)
                 raise
             finally:
-                cur.close()
+                try:
+                    cur.close()
+                except self._backend.errors:
+                    pass
 
-    @staticmethod
-    def _rollback(cur: sqlite3.Cursor) -> None:
+    def _rollback(self, cur: _Cursor, exc: BaseException) -> None:
         try:
             cur.execute("ROLLBACK")
-        except sqlite3.Error:
+        except self._backend.errors:
             pass
+        if isinstance(exc, self._backend.connection_errors):
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        try:
+            self._conn.close()
+        except Exception:  # already broken: nothing more to release
+            pass
+        self._conn = None
 
     def _migrate(self) -> None:
         with self._tx(immediate=True) as cur:
+            if self._backend.migration_lock:
+                cur.execute(self._backend.migration_lock)
             cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] or 0
@@ -202,7 +262,9 @@ class Journal:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # -- runs ---------------------------------------------------------------------------
     def begin_run(self, run: RunRecord) -> None:
@@ -368,30 +430,72 @@ _JOURNAL_HINT = "check the journal path/URL, its permissions and free disk space
 
 
 def open_journal(url: str) -> Journal:
-    """Open the journal at ``url`` (``sqlite:///path``)."""
+    """Open the journal at ``url``: ``sqlite:///path`` or ``postgresql://user@host/db``."""
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
+        return Journal(_sqlite_backend(Path(url[len("sqlite:///") :])), url[len("sqlite:///") :])
+    if url.startswith(("postgresql://", "postgres://")):
+        return Journal(_postgres_backend(url), _redact_url(url))
+    raise ConfigError(
+        f"unsupported journal URL {url!r}",
+        hint="use a path, sqlite:///absolute/path or postgresql://user@host/database",
+    )
+
+
+def _sqlite_backend(path: Path) -> _Backend:
+    def connect() -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-        except (OSError, sqlite3.Error) as exc:
-            raise JournalError(f"cannot open journal {path}: {exc}", hint=_JOURNAL_HINT) from None
+        except OSError as exc:
+            raise sqlite3.OperationalError(str(exc)) from None
         try:
             path.chmod(0o600)
         except OSError:
             pass
-        return Journal(conn, str(path))
-    if url.startswith(("postgresql://", "postgres://")):
+        return conn
+
+    return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,))
+
+
+def _postgres_backend(url: str) -> _Backend:
+    try:
+        import psycopg
+    except ImportError:
         raise ConfigError(
-            "the PostgreSQL journal backend is not available in this version",
-            hint="use a SQLite path for now (journal = 'rotator-journal.db')",
-        )
-    raise ConfigError(f"unsupported journal URL {url!r}", hint="use a path or sqlite:///absolute/path")
+            "a postgresql:// journal needs psycopg", hint="install it with pip install 'rotator[postgres]'"
+        ) from None
+
+    def connect() -> Any:
+        # autocommit: every transaction is an explicit BEGIN ... COMMIT, as on SQLite.
+        return psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="rotator")
+
+    return _Backend(
+        name="postgresql",
+        connect=connect,
+        errors=(psycopg.Error,),
+        connection_errors=(psycopg.OperationalError, psycopg.InterfaceError),
+        paramstyle_percent=True,
+        begin="BEGIN",
+        # Row locks taken by the lease upsert serialise replicas; nothing more is needed.
+        begin_locked="BEGIN",
+        migration_lock="SELECT pg_advisory_xact_lock(7306180)",  # one arbitrary key for rotator migrations
+    )
 
 
-def _write_run(cur: sqlite3.Cursor, run: RunRecord) -> None:
+def _redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+def _write_run(cur: _Cursor, run: RunRecord) -> None:
     row = dict(zip(_RUN_COLUMNS, _run_row(run), strict=True))
     keys = [k for k in _RUN_COLUMNS if k != "run_id"]
     cur.execute(
@@ -400,7 +504,7 @@ def _write_run(cur: sqlite3.Cursor, run: RunRecord) -> None:
     )
 
 
-def _insert_revocation(cur: sqlite3.Cursor, rev: Revocation) -> None:
+def _insert_revocation(cur: _Cursor, rev: Revocation) -> None:
     values = _rev_row(rev)
     cur.execute(
         f"INSERT INTO revocations ({', '.join(_REV_COLUMNS)}) VALUES ({', '.join('?' * len(values))}) "

@@ -1,4 +1,4 @@
 """Shared fixtures: real servers (tests/servers.py, tests/aws_server.py), the fake influxctl
 (tests/fakes/fixtures.py) and the OpenAPI-validated HTTP fakes (tests/fakes/http_fixtures.py)."""
 
-pytest_plugins = ["tests.servers", "tests.aws_server", "tests.fakes.fixtures", "tests.fakes.http_fixtures"]
+pytest_plugins = ["tests.servers", "tests.pg", "tests.aws_server", "tests.fakes.fixtures", "tests.fakes.http_fixtures"]

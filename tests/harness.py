@@ -38,6 +38,8 @@ class Scenario:
     outputs: list[str] = field(default_factory=list)
     bootstrap_value: str = ""
     bootstrap_id: str = ""
+    #: a postgresql:// journal instead of the default SQLite file
+    journal_url: str | None = None
 
     @property
     def config(self) -> Path:
@@ -67,7 +69,7 @@ token = {{ file = "vault-token" }}
 """ if second_store else ""
         self.config.write_text(f"""
 [rotator]
-journal = "journal.db"
+journal = "{self.journal_url or 'journal.db'}"
 lease_ttl = "30s"
 [rotator.retry]
 attempts = {attempts}
@@ -145,6 +147,11 @@ token = {{ file = "vault-token" }}
         return versions[-1]
 
     def journal_rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.journal_url:
+            import psycopg
+
+            with psycopg.connect(self.journal_url) as pg:
+                return [tuple(row) for row in pg.execute(sql).fetchall()]
         conn = sqlite3.connect(self.journal_path)
         try:
             return conn.execute(sql).fetchall()
@@ -153,13 +160,14 @@ token = {{ file = "vault-token" }}
 
 
 def make_scenario(tmp: Path, openbao: Any, fake: FakeInfluxctl, *, grace_s: int = 2,
-                  activation_delay_s: float = 0.0, bootstrap: bool = True, **policy: Any) -> Scenario:
+                  activation_delay_s: float = 0.0, bootstrap: bool = True, journal_url: str | None = None,
+                  **policy: Any) -> Scenario:
     fake.init(activation_delay_s=activation_delay_s)
     token_file = tmp / "vault-token"
     token_file.write_text(openbao.root_token)
     token_file.chmod(0o600)
     sc = Scenario(dir=tmp, vault_url=openbao.url, vault_token=openbao.root_token, fake=fake,
-                  kv_path=f"influx/{uuid.uuid4().hex[:10]}", grace_s=grace_s)
+                  kv_path=f"influx/{uuid.uuid4().hex[:10]}", grace_s=grace_s, journal_url=journal_url)
     sc.write_policy(**policy)
     if bootstrap:
         sc.bootstrap_value, sc.bootstrap_id = fake.add_token("created by a human for bootstrap")
