@@ -8,6 +8,9 @@ after the call): never on a command line, never in the child's environment.
 
 The seam for tests is :data:`Runner`, the subprocess equivalent of an HTTP transport: the CLI
 wrapper receives it and calls ``run(argv, timeout_s)``.
+
+Used by ``influxctl-management`` (management tokens) and ``influxctl-database`` (database
+tokens, verified with ``influxctl query`` and the new token as the profile's ``token``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ __all__ = [
     "default_run",
     "error_for_exit",
     "go_duration",
+    "is_permission_denied",
     "output_error",
     "parse_json_array",
     "parse_timestamp",
@@ -179,14 +183,20 @@ class MgmtTokenAuth(BaseModel):
 
 @dataclass(frozen=True)
 class ProfileAuth:
-    """The credential one influxctl call runs with: a management token or an admin token file."""
+    """The credential one influxctl call runs with.
+
+    A management token or an admin token file for management and ``token`` commands, or a
+    database token (the profile's ``token`` key) for the data commands ``query`` and ``write``.
+    """
 
     mgmt_token: Secret | None = None
     token_file: Path | None = None
+    db_token: Secret | None = None
 
     def __post_init__(self) -> None:
-        if (self.mgmt_token is None) == (self.token_file is None):
-            raise ValueError("ProfileAuth needs exactly one of mgmt_token or token_file")
+        given = [name for name in ("mgmt_token", "token_file", "db_token") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("ProfileAuth needs exactly one of mgmt_token, token_file or db_token")
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +221,8 @@ def render_profile(profile: ProfileSettings, auth: ProfileAuth) -> str:
         lines.append(f"port = {_toml_str('port', str(profile.port))}")  # a string in influxctl's config
     if auth.mgmt_token is not None:
         lines.append(f"mgmt_token = {_toml_str('mgmt_token', auth.mgmt_token.reveal())}")
+    if auth.db_token is not None:
+        lines.append(f"token = {_toml_str('token', auth.db_token.reveal())}")
     tls = profile.tls
     tls_lines = [f"{key} = true" for key in ("insecure", "disable") if getattr(tls, key)]
     tls_lines += [
@@ -368,6 +380,15 @@ def error_for_exit(
     return PermanentError(message, hint=HINT_OTHER)
 
 
+def is_permission_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` is :func:`error_for_exit`'s answer to PermissionDenied.
+
+    The credential was accepted but may not do this; an issuer can give its own hint (the
+    default one is about management tokens).
+    """
+    return isinstance(exc, PermanentError) and exc.hint == HINT_PERMISSION_DENIED
+
+
 def _last_stderr_line(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     if not lines:
@@ -398,7 +419,7 @@ class InfluxctlCLI:
 
     def run(self, command: Sequence[str], auth: ProfileAuth, *, unauthenticated_is_transient: bool = False) -> str:
         """Run ``influxctl <command>`` with ``auth``; return stdout, or raise a rotator error."""
-        display = "influxctl " + " ".join(command[:2])
+        display = "influxctl " + " ".join(_command_words(command))
         text = render_profile(self.profile, auth)
         with private_config(text) as config:
             argv = [
@@ -422,6 +443,26 @@ class InfluxctlCLI:
         if proc.returncode != 0:
             raise error_for_exit(display, proc, unauthenticated_is_transient=unauthenticated_is_transient)
         return proc.stdout or ""
+
+
+def _command_words(command: Sequence[str]) -> list[str]:
+    """The command's name for messages: up to two leading words, never a flag or an argument.
+
+    ``management create ...`` and ``token list ...`` give two words, ``query --database d ...``
+    one (a query's text is an argument, not a name).
+    """
+    words: list[str] = []
+    for item in command[:2]:
+        if item.startswith("-"):
+            break
+        words.append(item)
+        if item in _SINGLE_WORD_COMMANDS:
+            break
+    return words
+
+
+#: Commands without subcommands: what follows is an argument, not part of the name.
+_SINGLE_WORD_COMMANDS = frozenset({"query", "write"})
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:

@@ -1,4 +1,8 @@
-"""A fake ``influxctl`` (InfluxDB Clustered / Cloud Dedicated CLI): ``management create|list|revoke``.
+"""A fake ``influxctl`` (InfluxDB Clustered / Cloud Dedicated CLI).
+
+Commands: ``management create|list|revoke``, ``token create|list|get|revoke|update`` (database
+tokens; ``delete`` is an alias of ``revoke``) and ``query`` (only ``SELECT <integer>``: enough
+to prove that a database token works).
 
 It reproduces influxctl >= 2.11 as documented (facts file, section 1): global flags before the
 command, the TOML profile (unknown keys are fatal), authentication from the profile, the table
@@ -34,6 +38,39 @@ Where the docs are silent, the fake decides (so a test can rely on it):
   and the fake's ``hang``/``pause`` faults sleep for their own ``seconds`` regardless.
 - Faults fire only once a command would reach the server (after argument, config and credential
   checks, and after the revoke confirmation).
+
+Database tokens (facts file 2.1; where the docs are silent, the fake decides):
+
+- ``token ...`` commands authenticate like ``management ...`` (``mgmt_token`` or the Clustered
+  admin token); any valid management token may manage database tokens
+  (``mgmt_token_can_manage`` only concerns management tokens). A database token is not a
+  management credential: used as ``mgmt_token`` it is Unauthenticated.
+- ``token create [--read-database D]... [--write-database D]... [--expires-at T] [--format F]
+  DESCRIPTION``: the description is the one positional argument (required, not blank; a second
+  positional is a usage error, so an unquoted description with spaces fails loudly). Database
+  names are 1-64 characters or ``*``; repeated flags accumulate (no comma splitting); duplicate
+  grants are dropped; no permission at all is allowed. Output as ``management create`` (table
+  with id, description, expires at, revoked at; the token string last on stdout; JSON = the
+  list's item shape without the token, then the token). Values are ``apiv1_`` + 86 base64
+  characters. A new token is Unauthenticated for ``db_activation_delay_s``.
+- ``token list``: revoked tokens hidden unless ``--include-revoked``; ``--sort id`` (default) or
+  ``description``; the table has the documented ``ID | DESCRIPTION`` columns; JSON items are the
+  documented ``account_id, cluster_id, id, description, permissions`` plus ``created_at``,
+  ``expires_at``, ``revoked_at`` as ``{seconds, nanos}`` (empty fields omitted, ``null`` for none).
+- ``token get [--format F] [--include-revoked] ID``: a revoked token is NotFound without
+  ``--include-revoked``. The table is a key/value table.
+- ``token revoke|delete [--force] ID...``: like ``management revoke`` (prompt without
+  ``--force``, idempotent, continues past bad ids, exit 1 if any failed).
+- ``token update [--read-database D]... [--write-database D]... [--description D] ID``: permission
+  flags replace every permission; ``--description`` (used by the admin how-to, missing from the
+  reference) changes the description; neither is a usage error. A revoked token is NotFound.
+- ``query [--database D] [--token T] [--format table|json] [--language sql|influxql] QUERY``:
+  ``--token``/``--database`` override the profile's ``token``/``database`` keys (docs). QUERY is a
+  string, a file path, or ``-`` for stdin. Authentication: an unknown, revoked, expired or not
+  yet active token is ``Unauthenticated``; a token without read permission on the database is
+  ``PermissionDenied``; a database the cluster does not have is ``NotFound``. Only
+  ``SELECT <integer>`` (SQL) is evaluated, giving one row ``{"Int64(N)": N}``; any other query
+  exits 2 (not implemented). The table output has no ``TOTAL`` row.
 """
 
 from __future__ import annotations
@@ -73,7 +110,9 @@ DEFAULT_FAULT_MESSAGES = {
 }
 DEFAULT_GARBAGE = "<html><body><h1>502 Bad Gateway</h1></body></html>\n"
 EPOCH_TEXT = "1970-01-01T00:00:00Z"
-OTHER_COMMANDS = ("auth", "cluster", "database", "query", "table", "token", "user", "write")
+OTHER_COMMANDS = ("auth", "cluster", "database", "table", "user", "write")
+NOT_FOUND_DB_TOKEN = "rpc error: code = NotFound desc = database token not found"
+INVALID_DB_TOKEN_ID = "rpc error: code = InvalidArgument desc = invalid database token id"
 
 APP_HELP = """NAME:
    influxctl - a CLI for managing InfluxDB Clustered and Cloud Dedicated (fake)
@@ -83,6 +122,8 @@ USAGE:
 
 COMMANDS:
    management  Manage management tokens
+   token       Manage database tokens
+   query       Query data with SQL or InfluxQL
    version     Print the version
    help, h     Shows a list of commands or help for one command
 
@@ -107,6 +148,32 @@ COMMANDS:
    list     List all management tokens
    revoke   Revoke a management token by ID
    help, h  Shows a list of commands or help for one command"""
+TOKEN_HELP = """NAME:
+   influxctl token - Manage database tokens
+
+USAGE:
+   influxctl token command [command options]
+
+COMMANDS:
+   create          Create a database token
+   revoke, delete  Revoke a database token
+   get             Get information about a token
+   list            List database tokens
+   update          Update a database token
+   help, h         Shows a list of commands or help for one command"""
+TOKEN_COMMAND_HELP = {
+    "create": "USAGE:\n   influxctl token create [--read-database=<DATABASE_NAME>] [--write-database=<DATABASE_NAME>]"
+    " [--expires-at=<RFC3339_DATE>] [--format table|json] <TOKEN_DESCRIPTION>",
+    "list": "USAGE:\n   influxctl token list [--format=table|json] [--sort id|description] [--include-revoked]",
+    "get": "USAGE:\n   influxctl token get [--format table|json] [--include-revoked] <TOKEN_ID>",
+    "revoke": "USAGE:\n   influxctl token revoke [--force] <TOKEN_ID> [<TOKEN_ID_N>...]",
+    "update": "USAGE:\n   influxctl token update [--read-database=<DATABASE_NAME>]"
+    " [--write-database=<DATABASE_NAME>] [--description D] <TOKEN_ID>",
+}
+QUERY_HELP = (
+    "USAGE:\n   influxctl query [--database D] [--token T] [--format table|json] [--language sql|influxql]"
+    " [--time-format rfc3339nano|unixnano] [--enable-system-tables] <QUERY>"
+)
 COMMAND_HELP = {
     "create": "USAGE:\n   influxctl management create [--description D] [--expires-at RFC3339] [--format table|json]",
     "list": "USAGE:\n   influxctl management list [--format table|json]"
@@ -148,7 +215,7 @@ def debug(enabled: bool, message: str) -> None:
 
 # --- flags (Go's flag package, as urfave/cli v2 uses it) ----------------------------------------
 
-BOOL, STRING, DURATION = "bool", "string", "duration"
+BOOL, STRING, DURATION, LIST = "bool", "string", "duration", "list"  # LIST: repeatable string
 _GO_DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+)")
 _GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
@@ -182,7 +249,10 @@ def parse_flags(args: list[str], spec: dict[str, str], help_text: str) -> tuple[
                 value = args[i]
             if kind == DURATION and not _GO_DURATION.fullmatch(value):
                 usage(f'invalid value "{value}" for flag -{name}: parse error', help_text)
-            values[name] = value
+            if kind == LIST:
+                values.setdefault(name, []).append(value)
+            else:
+                values[name] = value
         i += 1
     return values, args[i:]
 
@@ -264,11 +334,14 @@ class Profile:
     mgmt_token: str | None
     token_file: str | None
     oauth2: bool
+    #: The database token and database ``query`` and ``write`` use by default.
+    token: str | None = None
+    database: str | None = None
 
 
 @dataclass(frozen=True)
 class Credential:
-    kind: str  # "mgmt_token" | "admin_token"
+    kind: str  # "mgmt_token" | "admin_token" | "db_token"
     secret: str
 
 
@@ -339,6 +412,8 @@ def _validated_profile(name: str, entry: dict[str, Any], flags: dict[str, Any]) 
         mgmt_token=entry.get("mgmt_token") or None,
         token_file=auth.get("token", {}).get("token_file") or None,
         oauth2="oauth2" in auth,
+        token=entry.get("token") or None,
+        database=entry.get("database") or None,
     )
 
 
@@ -371,9 +446,14 @@ class Session:
     debug: bool
 
 
-def connect(argv: list[str], flags: dict[str, Any]) -> Session:
+def connect(argv: list[str], flags: dict[str, Any], credential: Credential | None = None) -> Session:
+    """Load the profile and the credential (default: the management one the profile selects)."""
     profile = load_profile(flags)
-    credential = load_credential(profile)
+    credential = credential or load_credential(profile)
+    return _session(argv, flags, profile, credential)
+
+
+def _session(argv: list[str], flags: dict[str, Any], profile: Profile, credential: Credential) -> Session:
     path = os.environ.get(store.STATE_ENV)
     if not path:
         fail(f"fake influxctl: ${store.STATE_ENV} is not set", code=2)
@@ -508,13 +588,19 @@ def render_table(rows: list[list[str]], header: list[str] | None = None, right_f
     return "\n".join(out)
 
 
-def print_created(record: dict[str, Any], value: str, fmt: str, create_output: str) -> None:
+def print_created(
+    record: dict[str, Any],
+    value: str,
+    fmt: str,
+    create_output: str,
+    to_json: Callable[[dict[str, Any]], dict[str, Any]] = token_json,
+) -> None:
     if fmt == "json":
         # GAP: `management create --format json` is undocumented. The fake prints the new
         # token's record in the list's JSON shape WITHOUT the token string, and then the token
         # string alone as the last stdout line, so "the token is the last stdout line" holds in
         # every format. Capture the real output before relying on anything else.
-        print(json.dumps(token_json(record), indent=2), flush=True)
+        print(json.dumps(to_json(record), indent=2), flush=True)
     elif create_output == "table":
         rows = [
             ["id", record["id"]],
@@ -645,8 +731,282 @@ def cmd_revoke(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
     return 1 if any(errors.values()) else 0
 
 
+# --- database tokens: token create|list|get|revoke|update -----------------------------------------
+
+_DB_SORT_KEYS = {"id": "id", "description": "description"}
+_DB_NAME_MAX = 64  # ClusterDatabaseName: 1-64 characters (Management API spec)
+
+
+def db_token_json(record: dict[str, Any]) -> dict[str, Any]:
+    """The docs' ``token list --format json`` item, plus the times (``{seconds, nanos}``), empty fields omitted."""
+    out: dict[str, Any] = {key: record[key] for key in ("account_id", "cluster_id", "id", "description") if record[key]}
+    if record["permissions"]:
+        out["permissions"] = [
+            {"id": p["id"], "action": p["action"], "resource": p["resource"]} for p in record["permissions"]
+        ]
+    for key in ("created_at", "expires_at", "revoked_at"):
+        if record.get(key):
+            out[key] = timestamp_json(record[key])
+    return out
+
+
+def db_token_table(record: dict[str, Any]) -> str:
+    permissions = ", ".join(f"{p['action']}:{p['resource']}" for p in record["permissions"])
+    rows = [
+        ["id", record["id"]],
+        ["description", record["description"]],
+        ["permissions", permissions],
+        ["created at", table_time(record["created_at"], "")],
+        ["expires at", table_time(record["expires_at"], "")],
+        ["revoked at", table_time(record["revoked_at"], "")],
+    ]
+    return render_table(rows, right_first=True)
+
+
+def _grants(own: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``(action, database)`` pairs of ``--read-database``/``--write-database``, checked."""
+    grants = [(action, db) for action in store.DB_ACTIONS for db in own.get(f"{action}-database", [])]
+    for _, database in grants:
+        if database != store.ALL_DATABASES and not 1 <= len(database) <= _DB_NAME_MAX:
+            fail(
+                f"rpc error: code = InvalidArgument desc = invalid database name {database!r}: "
+                f"must be 1-{_DB_NAME_MAX} characters or '*'"
+            )
+    return grants
+
+
+def _one_id(ids: list[str], help_text: str) -> str:
+    if len(ids) != 1:
+        usage(f"expected exactly one TOKEN_ID argument, got {len(ids)}", help_text)
+    return ids[0]
+
+
+def _live_db_token(state: store.State, token_id: str, include_revoked: bool) -> dict[str, Any]:
+    """The database token ``token_id`` of this cluster, or fail as the server would."""
+    try:
+        uuid.UUID(token_id)
+    except ValueError:
+        fail(INVALID_DB_TOKEN_ID)
+    record = store.find_db_token(state, token_id)
+    if record is None or record["cluster_id"] != store.cluster_id(state):
+        fail(NOT_FOUND_DB_TOKEN)
+    if record["revoked_at"] and not include_revoked:
+        fail(NOT_FOUND_DB_TOKEN)
+    return record
+
+
+def cmd_token_create(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
+    help_text = TOKEN_COMMAND_HELP["create"]
+    spec = {"read-database": LIST, "write-database": LIST, "expires-at": STRING, "format": STRING}
+    own, positional = parse_flags(args, spec, help_text)
+    fmt = _output_format(own)
+    if not positional:
+        usage("a TOKEN_DESCRIPTION argument is required", help_text)
+    if len(positional) > 1:
+        usage(
+            f"expected one TOKEN_DESCRIPTION argument, got {len(positional)} (quote a description with spaces)",
+            help_text,
+        )
+    description = positional[0]
+    if not description.strip():
+        fail("database token description must be a non-empty string")
+    grants = _grants(own)
+    expires = parse_rfc3339(own["expires-at"]) if "expires-at" in own else None
+    session = connect(argv, flags)
+    fault = take_fault(session, "token create")
+    before_effect(fault)
+    with store.transaction(session.state_path) as state:
+        created_by = authorize(session, state, manage=False)
+        if expires is not None and expires <= store.server_now(state):
+            fail("rpc error: code = InvalidArgument desc = expires_at must be in the future")
+        value, record = store.mint_db_token(
+            state, description=description, permissions=grants, expires_at=expires, created_by=created_by
+        )
+        create_output = state["options"]["create_output"]
+    after_effect(fault)
+    print_created(record, value, fmt, create_output, to_json=db_token_json)
+    return 0
+
+
+def cmd_token_list(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
+    spec = {"format": STRING, "sort": STRING, "include-revoked": BOOL}
+    own, _ = parse_flags(args, spec, TOKEN_COMMAND_HELP["list"])
+    fmt = _output_format(own)
+    sort = str(own.get("sort", "id"))
+    if sort not in _DB_SORT_KEYS:
+        fail(f'invalid sort column "{sort}": must be one of {", ".join(_DB_SORT_KEYS)}')
+    session = connect(argv, flags)
+    fault = take_fault(session, "token list")
+    before_effect(fault)
+    state = store.read_state(session.state_path)
+    authorize(session, state, manage=False)
+    tokens = [
+        t
+        for t in store.db_tokens(state)
+        if t["cluster_id"] == store.cluster_id(state) and (own.get("include-revoked") or not t["revoked_at"])
+    ]
+    tokens.sort(key=lambda t: t[_DB_SORT_KEYS[sort]])
+    after_effect(fault)
+    if fmt == "json":
+        print(json.dumps([db_token_json(t) for t in tokens] or None, indent=2))
+        return 0
+    print(render_table([[t["id"], t["description"]] for t in tokens], ["ID", "DESCRIPTION"]))
+    return 0
+
+
+def cmd_token_get(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
+    help_text = TOKEN_COMMAND_HELP["get"]
+    own, ids = parse_flags(args, {"format": STRING, "include-revoked": BOOL}, help_text)
+    fmt = _output_format(own)
+    token_id = _one_id(ids, help_text)
+    session = connect(argv, flags)
+    fault = take_fault(session, "token get")
+    before_effect(fault)
+    state = store.read_state(session.state_path)
+    authorize(session, state, manage=False)
+    record = _live_db_token(state, token_id, bool(own.get("include-revoked")))
+    after_effect(fault)
+    print(json.dumps(db_token_json(record), indent=2) if fmt == "json" else db_token_table(record))
+    return 0
+
+
+def revoke_db_one(state: store.State, token_id: str) -> str | None:
+    """Revoke database token ``token_id``; return the gRPC error text, or ``None`` on success."""
+    try:
+        uuid.UUID(token_id)
+    except ValueError:
+        return INVALID_DB_TOKEN_ID
+    record = store.find_db_token(state, token_id)
+    if record is None or record["cluster_id"] != store.cluster_id(state):
+        return NOT_FOUND_DB_TOKEN
+    record["revoked_at"] = record["revoked_at"] or store.format_time(store.server_now(state))
+    return None
+
+
+def cmd_token_revoke(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
+    own, ids = parse_flags(args, {"force": BOOL}, TOKEN_COMMAND_HELP["revoke"])
+    if not ids:
+        usage("at least one token ID is required", TOKEN_COMMAND_HELP["revoke"])
+    session = connect(argv, flags)
+    if not own.get("force"):
+        confirm_revoke()
+    fault = take_fault(session, "token revoke")
+    before_effect(fault)
+    with store.transaction(session.state_path) as state:
+        authorize(session, state, manage=False)
+        errors = {token_id: revoke_db_one(state, token_id) for token_id in ids}
+    after_effect(fault)
+    for token_id, error in errors.items():
+        if error is None:
+            print(f"revoked database token {token_id}")
+        else:
+            print(f'Error: failed to revoke database token "{token_id}": {error}', file=sys.stderr)
+    return 1 if any(errors.values()) else 0
+
+
+def cmd_token_update(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
+    help_text = TOKEN_COMMAND_HELP["update"]
+    spec = {"read-database": LIST, "write-database": LIST, "description": STRING}
+    own, ids = parse_flags(args, spec, help_text)
+    token_id = _one_id(ids, help_text)
+    replace = "read-database" in own or "write-database" in own
+    if not replace and "description" not in own:
+        usage("nothing to update: pass --read-database, --write-database or --description", help_text)
+    if "description" in own and not own["description"].strip():
+        fail("database token description must be a non-empty string")
+    grants = _grants(own)
+    session = connect(argv, flags)
+    fault = take_fault(session, "token update")
+    before_effect(fault)
+    with store.transaction(session.state_path) as state:
+        authorize(session, state, manage=False)
+        record = _live_db_token(state, token_id, include_revoked=False)
+        if replace:  # "the existing permissions are replaced by the new permissions"
+            record["permissions"] = store.make_permissions(grants)
+        if "description" in own:
+            record["description"] = own["description"]
+    after_effect(fault)
+    print(db_token_table(record))
+    return 0
+
+
+# --- query ---------------------------------------------------------------------------------------
+
+_SELECT_INTEGER = re.compile(r"\s*select\s+(-?\d{1,18})\s*;?\s*", re.IGNORECASE)
+
+
+def _query_text(argument: str) -> str:
+    """QUERY is a string, a path to a file that holds the query, or ``-`` for stdin (docs)."""
+    if argument == "-":
+        return sys.stdin.read() if sys.stdin else ""
+    path = Path(argument)
+    try:
+        if path.is_file():
+            return path.read_text()
+    except OSError:
+        pass
+    return argument
+
+
+def cmd_query(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
+    spec = {
+        **{name: STRING for name in ("database", "token", "format", "language", "time-format")},
+        "enable-system-tables": BOOL,
+    }
+    own, positional = parse_flags(args, spec, QUERY_HELP)
+    fmt = _output_format(own)
+    language = str(own.get("language", "sql"))
+    if language not in ("sql", "influxql"):
+        fail(f'invalid query language "{language}": must be "sql" or "influxql"')
+    if str(own.get("time-format", "rfc3339nano")) not in ("rfc3339nano", "unixnano"):
+        fail(f'invalid time format "{own["time-format"]}": must be "rfc3339nano" or "unixnano"')
+    if len(positional) != 1:
+        usage(f"expected exactly one QUERY argument, got {len(positional)}", QUERY_HELP)
+    profile = load_profile(flags)
+    # Command line flags override settings in the connection profile (docs).
+    token = own.get("token") or profile.token
+    database = own.get("database") or profile.database
+    if not token:
+        fail('a database token is required: set "token" in the connection profile or pass --token')
+    if not database:
+        fail('a database is required: set "database" in the connection profile or pass --database')
+    text = _query_text(positional[0])
+    session = _session(argv, flags, profile, Credential("db_token", token))
+    fault = take_fault(session, "query")
+    before_effect(fault)
+    state = store.read_state(session.state_path)
+    _, problem = store.db_token_problem(state, token, store.server_now(state), database, "read")
+    if problem is not None:
+        debug(session.debug, f"query refused: {problem}")
+    if problem == "permission denied":
+        fail(PERMISSION_DENIED)
+    if problem == "database not found":
+        fail(f'rpc error: code = NotFound desc = database "{database}" not found')
+    if problem is not None:
+        fail(UNAUTHENTICATED)
+    match = _SELECT_INTEGER.fullmatch(text) if language == "sql" else None
+    if match is None:
+        fail('fake influxctl: only the SQL query "SELECT <integer>" is implemented', code=2)
+    after_effect(fault)
+    value = int(match.group(1))
+    column = f"Int64({value})"
+    if fmt == "json":
+        print(json.dumps([{column: value}], indent=2))
+    else:
+        print(render_table([[str(value).rjust(len(column))]], [column]))
+    return 0
+
+
 Handler = Callable[[list[str], dict[str, Any], list[str]], int]
 MANAGEMENT_COMMANDS: dict[str, Handler] = {"create": cmd_create, "list": cmd_list, "revoke": cmd_revoke}
+TOKEN_COMMANDS: dict[str, Handler] = {
+    "create": cmd_token_create,
+    "list": cmd_token_list,
+    "get": cmd_token_get,
+    "revoke": cmd_token_revoke,
+    "delete": cmd_token_revoke,  # alias (renamed in v2.10.0)
+    "update": cmd_token_update,
+}
 GLOBAL_FLAGS = {
     **{name: STRING for name in ("config", "profile", "account", "cluster")},
     "timeout": DURATION,
@@ -663,11 +1023,15 @@ def run(argv: list[str]) -> int:
         show_help(APP_HELP)
     if rest[0] in OTHER_COMMANDS:
         fail(f'fake influxctl: command "{rest[0]}" is not implemented', code=2)
-    if rest[0] != "management":
+    if rest[0] == "query":
+        return cmd_query(argv, flags, rest[1:])
+    groups = {"management": (MANAGEMENT_HELP, MANAGEMENT_COMMANDS), "token": (TOKEN_HELP, TOKEN_COMMANDS)}
+    if rest[0] not in groups:
         raise Exit(1, f"No help topic for '{rest[0]}'")
+    help_text, commands = groups[rest[0]]
     if len(rest) == 1 or rest[1] in ("help", "h", "-h", "--help"):
-        show_help(MANAGEMENT_HELP)
-    handler = MANAGEMENT_COMMANDS.get(rest[1])
+        show_help(help_text)
+    handler = commands.get(rest[1])
     if handler is None:
         raise Exit(1, f"No help topic for '{rest[1]}'")
     return handler(argv, flags, rest[2:])

@@ -10,9 +10,11 @@ every read and every read-modify-write, and the file is replaced atomically)::
     {
       "schema": 1,
       "account_id": "<uuid>",            # every token belongs to this account
+      "cluster_id": "<uuid>",            # every database token belongs to this cluster
       "user_id": "<uuid>",               # the human (OAuth) user: created_by of add_token() tokens
       "options": {
         "activation_delay_s": 0.0,       # a new token is unauthorized until created_at + delay
+        "db_activation_delay_s": 0.0,    # the same for new database tokens ("seconds to minutes")
         "create_output": "table",        # "table" (influxctl >= 2.11) | "legacy" (<= 2.10)
         "mgmt_token_can_manage": true,   # false: a mgmt_token may list but not create/revoke
         "admin_token_sha256": null,      # hash of the Clustered admin token ([profile.auth.token])
@@ -25,6 +27,14 @@ every read and every read-modify-write, and the file is replaced atomically)::
         "created_at": "2026-01-01T00:00:00.123456Z",
         "active_at": "...",               # created_at + activation delay at mint time
         "expires_at": "..." | null, "revoked_at": "..." | null
+      }],
+      "databases": ["db1", "db2"],       # the cluster's databases (a query elsewhere is NotFound)
+      "db_tokens": [{                    # database tokens (``influxctl token ...``), a separate kind
+        "id": "<uuid4>", "description": "...",
+        "token_sha256": "<hex>",          # values look like "apiv1_" + 86 base64 characters
+        "account_id": "<uuid>", "cluster_id": "<uuid>", "created_by": "<uuid>",
+        "permissions": [{"id": "<uuid4>", "action": "read" | "write", "resource": "db1" | "*"}],
+        "created_at": "...", "active_at": "...", "expires_at": "..." | null, "revoked_at": "..." | null
       }],
       "faults": [{"command": "management create", "mode": "exit", "times": 1, ...}],
       "calls": [{"argv": [...], "command": "management list", "profile": "default",
@@ -54,14 +64,24 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ALL_DATABASES",
     "COMMANDS",
+    "DB_TOKEN_PREFIX",
     "FAULT_MODES",
     "STATE_ENV",
     "FakeInfluxctl",
     "State",
+    "cluster_id",
+    "databases",
+    "db_token_problem",
+    "db_tokens",
+    "find_db_token",
     "find_token",
     "format_time",
     "hash_token",
+    "make_permissions",
+    "may",
+    "mint_db_token",
     "mint_token",
     "parse_time",
     "read_state",
@@ -73,11 +93,22 @@ __all__ = [
 
 STATE_ENV = "FAKE_INFLUXCTL_STATE"
 SCHEMA_VERSION = 1
-COMMANDS = ("management create", "management list", "management revoke")
+COMMANDS = (
+    "management create",
+    "management list",
+    "management revoke",
+    "token create",
+    "token list",
+    "token get",
+    "token revoke",  # also reached through its alias ``token delete``
+    "token update",
+    "query",
+)
 FAULT_MODES = ("exit", "garbage", "hang", "after_effect_exit", "pause", "pause_after_effect")
 CREATE_OUTPUTS = ("table", "legacy")
 DEFAULT_OPTIONS: dict[str, Any] = {
     "activation_delay_s": 0.0,
+    "db_activation_delay_s": 0.0,
     "create_output": "table",
     "mgmt_token_can_manage": True,
     "admin_token_sha256": None,
@@ -86,6 +117,12 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 TOKEN_PREFIX = "M.V1."
 # The list's PREFIX column shows 9 characters, e.g. "M.V1.+5Jk" (facts file 1.5).
 PREFIX_LENGTH = 9
+# Database tokens: "apiv<N>_<base64-encoded 512-bit random string>" (facts file 2.2).
+DB_TOKEN_PREFIX = "apiv1_"
+DEFAULT_DATABASES = ("db1", "db2")
+DB_ACTIONS = ("read", "write")
+#: The ``*`` resource: every database (facts file 2.1).
+ALL_DATABASES = "*"
 
 State = dict[str, Any]
 
@@ -221,6 +258,119 @@ def token_problem(state: State, value: str, now: datetime) -> tuple[State | None
     return record, None
 
 
+# --- database tokens ----------------------------------------------------------------------------
+
+
+def _new_db_token_value() -> str:
+    # 64 random bytes = 86 base64 characters once the "==" padding is dropped.
+    return DB_TOKEN_PREFIX + base64.b64encode(secrets.token_bytes(64)).decode().rstrip("=")
+
+
+def db_tokens(state: State) -> list[State]:
+    """The database token records (a state file written before they existed has none)."""
+    tokens: list[State] = state.setdefault("db_tokens", [])
+    return tokens
+
+
+def databases(state: State) -> list[str]:
+    names: list[str] = state.setdefault("databases", list(DEFAULT_DATABASES))
+    return names
+
+
+def cluster_id(state: State) -> str:
+    return str(state.setdefault("cluster_id", str(uuid.uuid4())))
+
+
+def make_permissions(grants: list[tuple[str, str]]) -> list[State]:
+    """``[(action, resource), ...]`` as permission records, duplicates dropped, order kept."""
+    out: list[State] = []
+    seen: set[tuple[str, str]] = set()
+    for action, resource in grants:
+        if action not in DB_ACTIONS:
+            raise ValueError(f"action must be one of {DB_ACTIONS}, not {action!r}")
+        if (action, resource) not in seen:
+            seen.add((action, resource))
+            out.append({"id": str(uuid.uuid4()), "action": action, "resource": resource})
+    return out
+
+
+def mint_db_token(
+    state: State,
+    *,
+    description: str,
+    permissions: list[tuple[str, str]],
+    expires_at: datetime | None,
+    created_by: str,
+    created_at: datetime | None = None,
+    active_at: datetime | None = None,
+) -> tuple[str, State]:
+    """Add a database token to ``state``; return its value (only the caller sees it) and record."""
+    value = _new_db_token_value()
+    created = created_at or server_now(state)
+    delay = timedelta(seconds=float(state["options"].get("db_activation_delay_s", 0.0)))
+    record: State = {
+        "id": str(uuid.uuid4()),
+        "description": description,
+        "token_sha256": hash_token(value),
+        "account_id": state["account_id"],
+        "cluster_id": cluster_id(state),
+        "created_by": created_by,
+        "permissions": make_permissions(permissions),
+        "created_at": format_time(created),
+        "active_at": format_time(active_at or created + delay),
+        "expires_at": format_time(expires_at) if expires_at else None,
+        "revoked_at": None,
+    }
+    db_tokens(state).append(record)
+    return value, record
+
+
+def find_db_token(state: State, token_id: str) -> State | None:
+    return next((t for t in db_tokens(state) if t["id"] == token_id), None)
+
+
+def may(record: State, action: str, database: str) -> bool:
+    """Whether the database token ``record`` grants ``action`` on ``database``."""
+    return any(p["action"] == action and p["resource"] in (database, ALL_DATABASES) for p in record["permissions"])
+
+
+def db_token_problem(
+    state: State, value: str, now: datetime, database: str | None = None, action: str = "read"
+) -> tuple[State | None, str | None]:
+    """Return the record for the database token ``value`` and why it cannot do ``action``.
+
+    The problem is ``None`` (it can), one of the authentication problems of
+    :func:`token_problem`, ``"permission denied"`` or ``"database not found"`` (checked in that
+    order, like an authorizer in front of the query engine).
+    """
+    digest = hash_token(value)
+    record = next((t for t in db_tokens(state) if t["token_sha256"] == digest), None)
+    if record is None:
+        return None, "unknown token"
+    if record["revoked_at"]:
+        return record, "token revoked"
+    expires = _optional_time(record["expires_at"])
+    if expires is not None and expires <= now:
+        return record, "token expired"
+    if parse_time(record["active_at"]) > now:
+        return record, "token not active yet"
+    if database is not None:
+        if not may(record, action, database):
+            return record, "permission denied"
+        if database not in databases(state):
+            return record, "database not found"
+    return record, None
+
+
+def _grants(permissions: dict[str, list[str]] | list[tuple[str, str]]) -> list[tuple[str, str]]:
+    if isinstance(permissions, dict):
+        unknown = set(permissions) - set(DB_ACTIONS)
+        if unknown:
+            raise ValueError(f"unknown action(s) {sorted(unknown)}: use {DB_ACTIONS}")
+        return [(action, db) for action in DB_ACTIONS for db in permissions.get(action, [])]
+    return list(permissions)
+
+
 # --- the API tests use --------------------------------------------------------------------------
 
 
@@ -237,14 +387,19 @@ class FakeInfluxctl:
         mgmt_token_can_manage: bool = True,
         admin_token: str | None = None,
         clock_offset_s: float = 0.0,
+        db_activation_delay_s: float = 0.0,
+        databases: tuple[str, ...] | list[str] = DEFAULT_DATABASES,
     ) -> None:
-        """Start from an empty server (no tokens, faults or calls)."""
+        """Start from an empty server (no tokens, faults or calls; the databases ``databases``)."""
         state: State = {
             "schema": SCHEMA_VERSION,
             "account_id": str(uuid.uuid4()),
+            "cluster_id": str(uuid.uuid4()),
             "user_id": str(uuid.uuid4()),
             "options": dict(DEFAULT_OPTIONS),
             "tokens": [],
+            "databases": list(databases),
+            "db_tokens": [],
             "faults": [],
             "calls": [],
         }
@@ -257,6 +412,7 @@ class FakeInfluxctl:
             mgmt_token_can_manage=mgmt_token_can_manage,
             admin_token=admin_token,
             clock_offset_s=clock_offset_s,
+            db_activation_delay_s=db_activation_delay_s,
         )
 
     def set(self, **options: Any) -> None:
@@ -278,6 +434,10 @@ class FakeInfluxctl:
     @property
     def account_id(self) -> str:
         return str(read_state(self.path)["account_id"])
+
+    @property
+    def cluster_id(self) -> str:
+        return cluster_id(read_state(self.path))
 
     def add_token(
         self,
@@ -352,8 +512,71 @@ class FakeInfluxctl:
             state["faults"] = []
 
     def calls(self) -> list[dict[str, Any]]:
-        """Every management command that reached the fake server, oldest first."""
+        """Every command that reached the fake server, oldest first."""
         return [dict(c) for c in read_state(self.path)["calls"]]
+
+    # -- databases and database tokens ------------------------------------------------------
+
+    def add_database(self, name: str) -> None:
+        with transaction(self.path) as state:
+            if name not in databases(state):
+                databases(state).append(name)
+
+    def databases(self) -> list[str]:
+        return list(databases(read_state(self.path)))
+
+    def add_db_token(
+        self,
+        description: str,
+        permissions: dict[str, list[str]] | list[tuple[str, str]],
+        expires_at: datetime | None = None,
+        created_at: datetime | None = None,
+    ) -> tuple[str, str]:
+        """A database token a human created (Admin UI or influxctl), e.g. for bootstrap.
+
+        ``permissions``: ``{"read": ["db1"], "write": ["*"]}`` or ``[("read", "db1"), ...]``.
+        Active at once, whatever the activation delay. Returns ``(value, id)``.
+        """
+        grants = _grants(permissions)
+        with transaction(self.path) as state:
+            created = created_at or server_now(state)
+            value, record = mint_db_token(
+                state,
+                description=description,
+                permissions=grants,
+                expires_at=expires_at,
+                created_by=state["user_id"],
+                created_at=created,
+                active_at=created,
+            )
+        return value, str(record["id"])
+
+    def revoke_db_token(self, token_id: str) -> None:
+        """Revoke a database token as a human would in the Admin UI (no CLI, no faults)."""
+        with transaction(self.path) as state:
+            record = find_db_token(state, token_id)
+            if record is None:
+                raise KeyError(token_id)
+            record["revoked_at"] = record["revoked_at"] or format_time(server_now(state))
+
+    def db_tokens(self) -> list[dict[str, Any]]:
+        """Every database token record (hashes, never values), revoked ones included, in creation order."""
+        return [dict(t) for t in db_tokens(read_state(self.path))]
+
+    def db_token_by_id(self, token_id: str) -> dict[str, Any] | None:
+        record = find_db_token(read_state(self.path), token_id)
+        return dict(record) if record else None
+
+    def db_problem(self, value: str, database: str | None = None, action: str = "read") -> str | None:
+        """Why the database token ``value`` cannot ``action`` on ``database`` now, or ``None``.
+
+        Without ``database`` only authentication is checked ("token revoked", ...).
+        """
+        state = read_state(self.path)
+        return db_token_problem(state, value, server_now(state), database, action)[1]
+
+    def db_is_active(self, value: str) -> bool:
+        return self.db_problem(value) is None
 
 
 def _toml_string(value: str) -> str:

@@ -1,0 +1,389 @@
+"""Issuer ``influxctl-database``: InfluxDB Clustered / Cloud Dedicated database tokens via influxctl.
+
+Database tokens grant read and/or write on databases (``*``: all). They are created, listed and
+revoked with ``influxctl token create|list|revoke`` authenticated by a *management* credential,
+and used with the data commands: a new token is verified with ``influxctl query`` against one
+database, the token in the private profile's ``token`` key (never on the command line). Each call
+runs with a private one-profile config (see :mod:`adapters.influxctl_common`).
+
+A database token cannot mint database tokens, so ``auth.method = "self"`` is refused: the minting
+credential is a management token (``mgmt_token``, from a file or an environment variable, e.g.
+one that an ``influxctl-management`` policy keeps current in a file) or, on Clustered, the admin
+token file (``token_file``).
+
+Policy settings::
+
+    [policy.issuer]
+    type = "influxctl-database"
+    influxctl = "/usr/local/bin/influxctl"       # default: "influxctl" on PATH
+    timeout_s = 60                               # per influxctl call
+    permissions = { read = ["db1", "*"], write = ["db1"] }   # at least one; "*" = every database
+    database = "db1"                             # default: the first read database that is not "*"
+    verify_query = "SELECT 1"                    # run as the new token to verify it
+    [policy.issuer.profile]
+    product = "clustered"                        # or "dedicated" (then account_id + cluster_id)
+    host = "influxdb.example.com"
+    [policy.issuer.auth]
+    method = "mgmt_token"                        # a management token: token = { env = ... } / { file = ... }
+    token = { file = "/run/secrets/influx-mgmt-token" }
+    # method = "token_file", token_file = "/etc/influxdb/token.json"   (Clustered admin token)
+
+Verification: new database tokens answer 401 (Unauthenticated) for "a few seconds to a few
+minutes"; that is a TransientError, retried by the engine until ``verify_timeout``. A token that
+may read ``database`` must answer the query (PermissionDenied is retried too: its permissions
+may still be synchronising; a database that does not exist is a PermanentError). A write-only
+token (no read permission on ``database``) cannot query; for it, PermissionDenied proves that
+the server knows and accepts the token, which is what verification needs (INFER: the server
+tells an unknown token, Unauthenticated, from a known one without the permission,
+PermissionDenied).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from adapters.influxctl_common import (
+    InfluxctlCLI,
+    MgmtTokenAuth,
+    ProfileAuth,
+    ProfileSettings,
+    Runner,
+    TokenFileAuth,
+    default_run,
+    is_permission_denied,
+    output_error,
+    parse_json_array,
+    parse_timestamp,
+    rfc3339,
+    table_value,
+    token_from_output,
+)
+from rotator.contracts import AdapterContext, MintedToken, MintRequest, TokenInfo
+from rotator.errors import ConfigError, PermanentError, RotatorError, TransientError
+from rotator.secret import Secret
+
+__all__ = ["DatabasePermissions", "InfluxctlDatabaseIssuer", "InfluxctlDatabaseSettings"]
+
+logger = logging.getLogger("rotator.adapters.influxctl")
+
+CREATE = ("token", "create")
+LIST = ("token", "list", "--include-revoked", "--format", "json")
+LIVE_LIST = ("token", "list", "--format", "json")
+REVOKE = ("token", "revoke", "--force")
+QUERY = ("query",)
+CREATE_CMD = "influxctl token create"
+LIST_CMD = "influxctl token list"
+QUERY_CMD = "influxctl query"
+
+#: "apiv<N>_<base64-encoded 512-bit random string>"; the Management API spec says minLength 64.
+MIN_TOKEN_LENGTH = 64
+#: A permission on every database.
+ALL_DATABASES = "*"
+#: ClusterDatabaseName in the Management API spec: 1-64 characters.
+MAX_DATABASE_NAME = 64
+
+ERR_SELF_AUTH = (
+    "auth.method = 'self' cannot work for database tokens: a database token may not create, list or "
+    "revoke database tokens"
+)
+HINT_SELF_AUTH = (
+    "set auth.method = 'mgmt_token' with token = { file = ... } or { env = ... } (a management token), "
+    "or auth.method = 'token_file' (the Clustered admin token file)"
+)
+ERR_NO_AUTH = "`auth` is required: database tokens are minted with a management credential"
+ERR_TOKEN_FILE = "auth.token_file {path} is not a readable file"
+ERR_ID_NOT_FOUND = (
+    "printed no token id, and `influxctl token list` shows {count} live tokens with description {description!r}"
+)
+ERR_NOT_REVOKED = "influxctl token revoke {token_id} succeeded but the token is not listed as revoked"
+HINT_MANAGE_DENIED = (
+    "the management credential may not manage database tokens; on Cloud Dedicated use a management "
+    "token an Admin created, on Clustered the admin token file or such a management token"
+)
+HINT_NOT_YET_READABLE = (
+    "the new token has read permission on {database} but was refused (PermissionDenied); permissions can "
+    "take a while to synchronise: raise `verify_timeout` if this keeps happening"
+)
+
+
+def _check_database_name(name: str, where: str) -> str:
+    if name == ALL_DATABASES:
+        return name
+    if not name.strip() or len(name) > MAX_DATABASE_NAME:
+        raise ValueError(f"{where}: {name!r} is not a database name (1-{MAX_DATABASE_NAME} characters) or '*'")
+    if "," in name or not name.isprintable() or name != name.strip():
+        raise ValueError(f"{where}: {name!r} has a comma, a control character or surrounding spaces")
+    return name
+
+
+class DatabasePermissions(BaseModel):
+    """``{read = ["db1", "*"], write = ["db1"]}``: ``--read-database`` / ``--write-database``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+
+    @field_validator("read", "write")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        checked = [_check_database_name(name, "database") for name in value]
+        return tuple(dict.fromkeys(checked))  # duplicates dropped, order kept
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> DatabasePermissions:
+        if not self.read and not self.write:
+            raise ValueError('grant at least one permission, e.g. permissions = { read = ["db1"] }')
+        return self
+
+    def may_read(self, database: str) -> bool:
+        return database in self.read or ALL_DATABASES in self.read
+
+    def covers(self, database: str) -> bool:
+        return self.may_read(database) or database in self.write or ALL_DATABASES in self.write
+
+    def flags(self) -> list[str]:
+        return [f"--read-database={db}" for db in self.read] + [f"--write-database={db}" for db in self.write]
+
+
+class InfluxctlDatabaseSettings(BaseModel):
+    """Settings of the ``influxctl-database`` issuer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The influxctl binary: a name looked up on PATH or a path (relative to the policy file).
+    influxctl: str = Field(default="influxctl", min_length=1)
+    profile: ProfileSettings
+    #: The management credential that mints, lists and revokes database tokens (never "self").
+    auth: Annotated[TokenFileAuth | MgmtTokenAuth, Field(discriminator="method")]
+    #: Limit for each influxctl call, also passed as influxctl's ``--timeout``.
+    timeout_s: float = Field(default=60, gt=0, le=3600)
+    permissions: DatabasePermissions
+    #: The database the verification query runs against (default: see :attr:`verify_database`).
+    database: str | None = None
+    verify_query: str = Field(default="SELECT 1", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auth_given(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "auth" not in data:
+            raise ValueError(f"{ERR_NO_AUTH} ({HINT_SELF_AUTH})")
+        return data
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _not_self(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) and value.get("method", "self") == "self":
+            raise ValueError(f"{ERR_SELF_AUTH} ({HINT_SELF_AUTH})")
+        return value
+
+    @field_validator("database")
+    @classmethod
+    def _database_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_database_name(value, "database")
+            if value == ALL_DATABASES:
+                raise ValueError("name one database to query, not '*'")
+        return value
+
+    @field_validator("verify_query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        if not value.strip() or value.lstrip().startswith("-"):
+            raise ValueError("must be a query such as 'SELECT 1' (not blank, not starting with '-')")
+        return value
+
+    @model_validator(mode="after")
+    def _verifiable(self) -> InfluxctlDatabaseSettings:
+        if self.database is None and self._default_database() is None:
+            raise ValueError(
+                "`database` is required when `permissions` names no database but '*': "
+                "set the database that verification queries"
+            )
+        if self.database is not None and not self.permissions.covers(self.database):
+            raise ValueError(
+                f"`database` {self.database!r} is in neither permissions.read nor permissions.write: "
+                "verification would prove nothing; pick a database the token may use"
+            )
+        return self
+
+    def _default_database(self) -> str | None:
+        named = [db for db in (*self.permissions.read, *self.permissions.write) if db != ALL_DATABASES]
+        return named[0] if named else None
+
+    @property
+    def verify_database(self) -> str:
+        """``database``, else the first read permission that is not ``*``, else the first write one."""
+        database = self.database or self._default_database()
+        assert database is not None  # guaranteed by _verifiable
+        return database
+
+
+class InfluxctlDatabaseIssuer:
+    """Mints, verifies, lists and revokes database tokens with ``influxctl token`` and ``query``."""
+
+    kind: ClassVar[str] = "influxctl-database"
+    settings_model: ClassVar[type[BaseModel]] = InfluxctlDatabaseSettings
+
+    def __init__(
+        self,
+        settings: InfluxctlDatabaseSettings,
+        *,
+        base_dir: Path = Path("."),
+        run: Runner = default_run,
+    ) -> None:
+        self.settings = settings
+        self._base_dir = base_dir
+        self._cli = InfluxctlCLI(
+            binary=settings.influxctl,
+            profile=settings.profile,
+            timeout_s=settings.timeout_s,
+            base_dir=base_dir,
+            run=run,
+        )
+
+    @classmethod
+    def from_config(cls, settings: BaseModel, ctx: AdapterContext) -> InfluxctlDatabaseIssuer:
+        if not isinstance(settings, InfluxctlDatabaseSettings):
+            raise TypeError(f"{cls.kind} needs InfluxctlDatabaseSettings, got {type(settings).__name__}")
+        return cls(settings, base_dir=ctx.base_dir)
+
+    # -- the Issuer protocol -------------------------------------------------------------------
+
+    def mint(self, request: MintRequest, credential: Secret | None) -> MintedToken:
+        """``influxctl token create`` with the policy's permissions; the token is the last stdout line.
+
+        ``credential`` (the current database token) is not used: the management credential
+        of ``auth`` mints. The id comes from the table influxctl >= 2.11 prints, else from
+        ``token list`` (see :meth:`_created_id`).
+        """
+        auth = self._auth()
+        expires = rfc3339(request.expires_at)  # refuses a naive datetime
+        command = [*CREATE, *self.settings.permissions.flags(), f"--expires-at={expires}"]
+        if request.description.startswith("-"):
+            command.append("--")  # the description is positional: never let it read as a flag
+        command.append(request.description)
+        stdout = self._run(command, auth)
+        token_id = table_value(stdout, "id")
+        value = Secret(token_from_output(stdout, CREATE_CMD, token_id=token_id, min_length=MIN_TOKEN_LENGTH))
+        if token_id is None:
+            token_id = self._created_id(request.description, auth)
+        expires_at = request.expires_at.astimezone(UTC).replace(microsecond=0)  # what influxctl was given
+        return MintedToken(value=value, token_id=token_id, expires_at=expires_at)
+
+    def verify(self, token: Secret) -> None:
+        """``influxctl query --database D`` as ``token``; TransientError while it is not active yet.
+
+        A token that may not read D (write-only) passes on PermissionDenied, which a server
+        answers only to a token it knows (see the module docstring).
+        """
+        database = self.settings.verify_database
+        command = [*QUERY, f"--database={database}", "--format=json", self.settings.verify_query]
+        try:
+            stdout = self._cli.run(command, ProfileAuth(db_token=token), unauthenticated_is_transient=True)
+        except PermanentError as exc:
+            if not is_permission_denied(exc):
+                raise
+            if not self.settings.permissions.may_read(database):
+                logger.info("new database token is accepted (PermissionDenied on %s: it may not read it)", database)
+                return
+            raise TransientError(str(exc), hint=HINT_NOT_YET_READABLE.format(database=database)) from None
+        parse_json_array(stdout, QUERY_CMD)
+
+    def revoke(self, token_id: str, credential: Secret | None) -> None:
+        """``influxctl token revoke --force``, confirmed by ``revoked_at`` in ``token list --include-revoked``.
+
+        A token that is already revoked, or not listed at all, counts as revoked.
+        """
+        auth = self._auth()
+        failure: RotatorError | None = None
+        try:
+            self._run([*REVOKE, token_id], auth)
+        except RotatorError as exc:
+            failure = exc
+        try:
+            tokens = self._list_tokens(auth)
+        except RotatorError:
+            if failure is not None:
+                raise failure from None
+            raise
+        match = next((token for token in tokens if token.token_id == token_id), None)
+        if match is None:
+            logger.warning("database token %s is not listed by influxctl; treating it as revoked", token_id)
+            return
+        if match.revoked_at is not None:
+            if failure is not None:
+                logger.info("database token %s is revoked although the revoke command failed", token_id)
+            return
+        if failure is not None:
+            raise failure
+        raise TransientError(ERR_NOT_REVOKED.format(token_id=token_id))
+
+    def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
+        """Every database token of the cluster, revoked ones included (``--include-revoked``)."""
+        return self._list_tokens(self._auth())
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _auth(self) -> ProfileAuth:
+        auth = self.settings.auth
+        if isinstance(auth, TokenFileAuth):
+            path = auth.token_file if auth.token_file.is_absolute() else self._base_dir / auth.token_file
+            if not path.is_file():
+                raise ConfigError(ERR_TOKEN_FILE.format(path=path), hint="check the path in `auth.token_file`")
+            return ProfileAuth(token_file=path.absolute())
+        return ProfileAuth(mgmt_token=auth.token.resolve(self._base_dir))
+
+    def _run(self, command: list[str] | tuple[str, ...], auth: ProfileAuth) -> str:
+        """A ``token`` command; PermissionDenied gets a hint about database tokens."""
+        try:
+            return self._cli.run(command, auth)
+        except PermanentError as exc:
+            if is_permission_denied(exc):
+                raise PermanentError(str(exc), hint=HINT_MANAGE_DENIED) from None
+            raise
+
+    def _list(self, command: tuple[str, ...], auth: ProfileAuth) -> list[Mapping[str, Any]]:
+        return parse_json_array(self._run(command, auth), LIST_CMD)
+
+    def _list_tokens(self, auth: ProfileAuth) -> list[TokenInfo]:
+        return [_token_info(index, item) for index, item in enumerate(self._list(LIST, auth))]
+
+    def _created_id(self, description: str, auth: ProfileAuth) -> str:
+        """The id of the token just created, when influxctl (<= 2.10) printed no table.
+
+        It is the one live (not revoked) token with the run's description. Database tokens have
+        no value prefix to tell two apart, but the engine revokes a lost attempt's token before it
+        mints again, and ``token list`` hides revoked tokens.
+        """
+        matches = [
+            info.token_id
+            for index, item in enumerate(self._list(LIVE_LIST, auth))
+            if (info := _token_info(index, item)).description == description and info.revoked_at is None
+        ]
+        if len(matches) != 1:
+            raise output_error(CREATE_CMD, ERR_ID_NOT_FOUND.format(count=len(matches), description=description))
+        return matches[0]
+
+
+def _token_info(index: int, item: Mapping[str, Any]) -> TokenInfo:
+    """One item of ``token list --format json`` (protobuf field names, snake_case)."""
+    token_id = item.get("id")
+    if not isinstance(token_id, str) or not token_id:
+        raise output_error(LIST_CMD, f"item {index} has no string `id`")
+    description = item.get("description", "")
+    if not isinstance(description, str):
+        raise output_error(LIST_CMD, f"item {index} has a `description` that is not a string")
+    return TokenInfo(
+        token_id=token_id,
+        description=description,
+        created_at=parse_timestamp(item.get("created_at"), f"item {index} `created_at`", LIST_CMD),
+        expires_at=parse_timestamp(item.get("expires_at"), f"item {index} `expires_at`", LIST_CMD),
+        revoked_at=parse_timestamp(item.get("revoked_at"), f"item {index} `revoked_at`", LIST_CMD),
+    )
