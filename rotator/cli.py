@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rotator import __version__
+from rotator import sync as sync_cmd
 from rotator.clock import SystemClock
 from rotator.engine import Engine, NeedsAttention, RunResult
 from rotator.errors import ConfigError, LeaseBusy, RotatorError
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--token-file", required=True, help="file holding the token value (read, never printed)")
     p.add_argument("--token-id", required=True, help="the token's id at the issuer")
     p.add_argument("--expires-at", help="RFC 3339 expiry, if the issuer does not report one")
+    sync_cmd.add_parser(sub, common)
     p = sub.add_parser("demo", parents=[common], help="rotate a simulated management token into OpenBao")
     p.add_argument("--keep", action="store_true", help="keep the demo directory")
     return parser
@@ -308,7 +310,7 @@ def _when(moment: datetime, now: datetime) -> str:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate, "schema": cmd_schema, "plan": cmd_plan, "rotate": cmd_rotate,
     "status": cmd_status, "recover": cmd_recover, "revoke-expired": cmd_revoke_expired,
-    "bootstrap": cmd_bootstrap, "demo": cmd_demo,
+    "bootstrap": cmd_bootstrap, "demo": cmd_demo, "sync": sync_cmd.cmd_sync,
 }  # fmt: skip
 
 if __name__ == "__main__":

@@ -1,0 +1,626 @@
+"""The influxctl-profile store on real files, the fake influxctl reading what it wrote, and a
+policy with two stores (vault-kv2 + influxctl-profile) rotated end to end through the CLI.
+
+Error paths a file system will not produce on demand (a failed rename, a non-root writer) go
+through the store's ``replace`` seam or a patched ``os.geteuid``; everything else is real.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.influxctl_profile import (
+    SIDECAR_SUFFIX,
+    InfluxctlProfileSettings,
+    InfluxctlProfileStore,
+    default_config_path,
+    value_version,
+)
+from rotator.clock import FakeClock
+from rotator.contracts import AdapterContext, TokenRecord
+from rotator.errors import ConfigError, ConflictError, PermanentError, TransientError
+from rotator.policy import PolicyFileError, parse_config
+from rotator.secret import Secret
+from tests.harness import INFLUXCTL, Scenario, check_invariants, make_scenario
+
+POLICY = "mgmt"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+#: influxctl's documented sample, trimmed: comments, blank lines, sub-tables, two profiles,
+#: a trailing comment, a literal string with its own trailing comment, no final newline.
+CONFIG = """\
+## influxctl - example configuration
+[[profile]]
+    ## Profile name ... By default, the profile named "default" is loaded and used.
+    name = "default"
+    ## Product type
+    product = "clustered"   # or "dedicated"
+    host = "influxdb.example.test"
+    port = "443"
+    ## Database and token
+    # database = ""
+    # token = ""
+    [profile.tls]
+        insecure = false
+    [profile.auth.oauth2]
+        client_id = "OAUTH_CLIENT_ID"
+        scopes = [""]
+        parameters = { audience = "" }
+
+[[profile]]
+  name = "other"
+  product = "dedicated"
+  account_id = "00000000-0000-4000-8000-00000000acc1"
+  cluster_id = "00000000-0000-4000-8000-00000000c1a5"
+  mgmt_token = 'hand-placed-value-0123456789' # put here by hand"""
+
+
+def value() -> str:
+    return f"test-mgmt-token-{uuid.uuid4().hex}"
+
+
+def record(token_id: str, token: str | None = None, *, created: datetime = NOW, policy: str = POLICY) -> TokenRecord:
+    return TokenRecord(Secret(token or value()), token_id, "influxctl-management", policy, created,
+                       created + timedelta(days=30))  # fmt: skip
+
+
+def write_config(tmp_path: Path, text: str = CONFIG, name: str = "config.toml") -> Path:
+    path = tmp_path / "influxctl" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode())
+    path.chmod(0o644)
+    return path
+
+
+def make_store(path: Path, profile: str = "default", **kw: Any) -> InfluxctlProfileStore:
+    settings = InfluxctlProfileSettings(config=path, profile=profile)
+    ctx = AdapterContext(policy=POLICY, base_dir=path.parent, clock=kw.pop("clock", FakeClock(NOW)))
+    return InfluxctlProfileStore.from_config(settings, ctx, **kw)
+
+
+def fingerprint(path: Path) -> tuple[int, int, bytes]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, path.read_bytes()
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def test_first_publish_adds_one_indented_line_and_keeps_every_other_byte(config: Path) -> None:
+    store = make_store(config)
+    state = store.read_current()
+    assert (state.version, state.managed, state.record) == (None, False, None)
+    token = record("id-1")
+    version = store.publish(token, None)
+    assert version == value_version(token.value.reveal())
+    line = f'    mgmt_token = "{token.value.reveal()}"\n'
+    assert config.read_text() == CONFIG.replace('    port = "443"\n', '    port = "443"\n' + line, 1)
+    assert config.stat().st_mode & 0o777 == 0o600
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    assert sidecar.stat().st_mode & 0o777 == 0o600
+    assert token.value.reveal() not in sidecar.read_text(), "the sidecar holds a salted hash, never the value"
+    again = store.read_current()
+    assert again.managed and again.version == version and again.record == token
+    assert leftovers(config.parent) == []
+
+
+def test_a_rotation_changes_only_the_value(config: Path) -> None:
+    store = make_store(config)
+    first = record("id-1")
+    v1 = store.publish(first, None)
+    before = config.read_text()
+    second = record("id-2", created=NOW + timedelta(days=1))
+    v2 = store.publish(second, v1)
+    assert config.read_text() == before.replace(first.value.reveal(), second.value.reveal())
+    assert store.read_current().record == second and v2 != v1
+
+
+def test_a_literal_string_and_its_trailing_comment_are_kept(config: Path) -> None:
+    store = make_store(config, profile="other")
+    state = store.read_current()
+    assert state.version == value_version("hand-placed-value-0123456789")
+    assert not state.managed and state.record is None  # rotator did not write it: adopting is the engine's call
+    token = record("id-1")
+    store.publish(token, state.version)
+    assert config.read_text() == CONFIG.replace("hand-placed-value-0123456789", token.value.reveal())
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\n"])
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_line_endings_are_kept_when_the_line_is_added_last(tmp_path: Path, newline: str, final_newline: bool) -> None:
+    text = '[[profile]]\n  name = "default"\n  product = "clustered"\n  host = "h.test"'
+    text = text.replace("\n", newline) + (newline if final_newline else "")
+    config = write_config(tmp_path, text)
+    token = record("id-1")
+    make_store(config).publish(token, None)
+    line = f'  mgmt_token = "{token.value.reveal()}"'
+    expected = text.rstrip("\r\n") + newline + line + newline  # a missing final newline is added with the line
+    assert config.read_bytes() == expected.encode()
+
+
+def test_publishing_the_current_record_again_writes_nothing(config: Path) -> None:
+    store = make_store(config)
+    token = record("id-1")
+    version = store.publish(token, None)
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    before = fingerprint(config), fingerprint(sidecar)
+    time.sleep(0.01)
+    assert store.publish(token, None) == version  # a retry after a write that landed: no conflict
+    assert store.publish(token, version) == version
+    assert (fingerprint(config), fingerprint(sidecar)) == before
+
+
+def test_adopting_the_value_already_in_the_profile_writes_only_the_sidecar(config: Path) -> None:
+    store = make_store(config, profile="other")
+    state = store.read_current()
+    before = fingerprint(config)
+    token = record("id-1", "hand-placed-value-0123456789")
+    assert store.publish(token, state.version) == state.version
+    assert fingerprint(config) == before
+    assert store.read_current().record == token
+
+
+def test_the_sidecar_keeps_the_current_and_the_previous_entry(config: Path) -> None:
+    store = make_store(config)
+    version = None
+    for n in range(4):
+        version = store.publish(record(f"id-{n}"), version)
+    sidecar = json.loads(Path(str(config) + SIDECAR_SUFFIX).read_text())
+    assert [e["token_id"] for e in sidecar["profiles"]["default"]] == ["id-3", "id-2"]
+    assert sidecar["managed-by"] == "rotator" and sidecar["schema"] == 1
+
+
+def test_two_profiles_of_one_file_are_managed_independently(config: Path) -> None:
+    default, other = make_store(config), make_store(config, profile="other")
+    a, b = record("id-a"), record("id-b", policy="other-policy")
+    default.publish(a, None)
+    other.publish(b, other.read_current().version)
+    assert default.read_current().record == a
+    assert other.read_current().record == b
+
+
+def test_fake_influxctl_accepts_the_written_config(config: Path, fake_influxctl: Any) -> None:
+    """influxctl refuses unknown keys: the fake does too, and authenticates with mgmt_token."""
+    token, token_id = fake_influxctl.state.add_token("for the profile test")
+    args = ("--config", str(config), "--profile", "default", "management", "list", "--format", "json")
+    before = fake_influxctl.run(*args)
+    assert before.returncode == 1 and "login required" in before.stderr
+    make_store(config).publish(record(token_id, token), None)
+    done = fake_influxctl.run(*args)
+    assert done.returncode == 0, done.stderr
+    assert token_id in [t["id"] for t in json.loads(done.stdout)]
+    other = make_store(config, profile="other")
+    other.publish(record(token_id, token), other.read_current().version)
+    done = fake_influxctl.run("--config", str(config), "--profile", "other", "management", "list")
+    assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------------------------ managed or not
+
+
+def test_a_value_changed_by_hand_reads_as_unmanaged_with_a_warning(config: Path, caplog: Any) -> None:
+    store = make_store(config)
+    token = record("id-1")
+    store.publish(token, None)
+    config.write_text(config.read_text().replace(token.value.reveal(), "edited-by-hand-0123456789"))
+    with caplog.at_level(logging.WARNING, logger="rotator.adapters.influxctl_profile"):
+        state = store.read_current()
+    assert not state.managed and state.record is None
+    assert state.version == value_version("edited-by-hand-0123456789")
+    assert "changed by hand" in caplog.text and "id-1" in caplog.text
+    assert "edited-by-hand" not in caplog.text
+
+
+def test_an_empty_or_removed_mgmt_token_is_absent(config: Path) -> None:
+    store = make_store(config)
+    store.publish(record("id-1"), None)
+    text = config.read_text()
+    line = next(x for x in text.splitlines() if "mgmt_token" in x and "'" not in x)
+    config.write_text(text.replace(line, '    mgmt_token = ""'))
+    state = store.read_current()
+    assert state.version is None and state.record is None
+    assert state.managed, "the sidecar still says rotator manages this profile"
+    token = record("id-2")
+    store.publish(token, None)
+    assert f'    mgmt_token = "{token.value.reveal()}"' in config.read_text().splitlines()
+
+
+# ------------------------------------------------------------------------------ compare-and-set
+
+
+def test_publish_refuses_when_the_value_changed_since_read(config: Path) -> None:
+    store = make_store(config)
+    v1 = store.publish(record("id-1"), None)
+    planned = store.read_current()
+    assert planned.record is not None
+    config.write_text(config.read_text().replace(planned.record.value.reveal(), "someone-else-0123456789"))
+    before = fingerprint(config)
+    with pytest.raises(ConflictError) as info:
+        store.publish(record("id-2"), v1)
+    assert v1 in str(info.value) and "someone-else" not in str(info.value)
+    assert fingerprint(config) == before
+    with pytest.raises(ConflictError):
+        make_store(config, profile="other").publish(record("id-3"), None)  # expected absent, holds a value
+
+
+def test_edits_elsewhere_in_the_file_between_read_and_publish_are_kept(config: Path) -> None:
+    store = make_store(config)
+    planned = store.read_current()
+    config.write_text(config.read_text().replace("influxdb.example.test", "influxdb2.example.test"))
+    token = record("id-1")
+    store.publish(token, planned.version)
+    text = config.read_text()
+    assert "influxdb2.example.test" in text and token.value.reveal() in text
+
+
+# ------------------------------------------------------------------------------ refusals
+
+
+def test_an_unparsable_file_is_left_untouched_and_the_error_names_no_content(config: Path) -> None:
+    secret = "M.V1.zq-secret-value-0123"
+    config.write_text(f'[[profile]]\n  name = "default"\n  product = "clustered"\n  mgmt_token = {secret}\n')
+    before = fingerprint(config)
+    store = make_store(config)
+    for call in (store.read_current, lambda: store.publish(record("id-1"), None)):
+        with pytest.raises(ConfigError) as info:
+            call()
+        message = f"{info.value} {info.value.hint}"
+        assert str(config) in message and "line 4" in message and "left untouched" in message
+        assert "zq-secret" not in message and "M.V1" not in message
+    assert fingerprint(config) == before
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.toml"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (b'[[profile]]\nname = "default"\nproduct = "clustered"\n[[profile]]\nname = "default"\n', "2 profiles"),
+        (b'profile = [{ name = "default", product = "clustered" }]\n', "inline array"),
+        (b'[profile]\nname = "default"\n', "not an array"),
+        (b'[[profile]]\nname = "default"\nmgmt_token = 42\n', "not a string"),
+        (b"[[profile]]\nname = 'default'\nhost = '\xff'\n", "not UTF-8"),
+    ],
+)
+def test_shapes_rotator_does_not_edit_are_refused(tmp_path: Path, text: bytes, words: str) -> None:
+    config = write_config(tmp_path)
+    config.write_bytes(text)
+    before = fingerprint(config)
+    with pytest.raises(ConfigError, match=words):
+        make_store(config).publish(record("id-1"), None)
+    assert fingerprint(config) == before
+
+
+def test_an_unknown_profile_is_refused_and_never_created(config: Path) -> None:
+    before = fingerprint(config)
+    store = make_store(config, profile="automation")
+    with pytest.raises(ConfigError) as info:
+        store.publish(record("id-1"), None)
+    assert "no [[profile]] named 'automation'" in str(info.value) and "'default', 'other'" in str(info.value)
+    assert "never creates" in info.value.hint
+    assert fingerprint(config) == before and not Path(str(config) + SIDECAR_SUFFIX).exists()
+
+
+def test_a_missing_file_is_refused(tmp_path: Path) -> None:
+    for path in (tmp_path / "config.toml", tmp_path / "no-dir" / "config.toml"):
+        with pytest.raises(ConfigError, match="does not exist"):
+            make_store(path).read_current()
+        assert not path.exists()
+
+
+def test_a_malformed_sidecar_is_a_permanent_error(config: Path) -> None:
+    Path(str(config) + SIDECAR_SUFFIX).write_text("{not json")
+    with pytest.raises(PermanentError, match="sidecar .* malformed: not JSON") as info:
+        make_store(config).read_current()
+    assert "delete it" in info.value.hint
+
+
+def test_a_token_with_a_newline_is_refused(config: Path) -> None:
+    with pytest.raises(PermanentError, match="control characters"):
+        make_store(config).publish(record("id-1", "two\nlines-0123456789"), None)
+
+
+def test_a_non_root_writer_that_does_not_own_the_file_is_refused(config: Path, monkeypatch: Any) -> None:
+    os.chown(config, 4321, 4321)
+    before = fingerprint(config)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(PermanentError, match="belongs to uid 4321, rotator runs as uid 1000"):
+        make_store(config).publish(record("id-1"), None)
+    assert fingerprint(config) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_root_keeps_owner_and_group_of_the_file(config: Path) -> None:
+    os.chown(config, 4321, 4322)
+    make_store(config).publish(record("id-1"), None)
+    for path in (config, Path(str(config) + SIDECAR_SUFFIX)):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4321, 4322, 0o600)
+
+
+def test_a_symlinked_config_is_written_through(config: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link.toml"
+    link.symlink_to(config)
+    token = record("id-1")
+    make_store(link).publish(token, None)
+    assert link.is_symlink() and token.value.reveal() in config.read_text()
+    assert Path(str(config) + SIDECAR_SUFFIX).exists()
+    assert make_store(link).read_current().record == token
+
+
+# ------------------------------------------------------------------------------ atomicity
+
+
+class FailingReplace:
+    """The store's rename seam: fails the ``nth`` call (1-based) with ``errno``, as a crash would stop it."""
+
+    def __init__(self, nth: int, err: int = errno.EIO) -> None:
+        self.nth, self.err, self.calls = nth, err, 0
+
+    def __call__(self, src: str, dst: str) -> None:
+        self.calls += 1
+        if self.calls == self.nth:
+            raise OSError(self.err, os.strerror(self.err))
+        os.replace(src, dst)
+
+
+def test_a_failed_rename_of_the_config_leaves_it_and_no_temp_file(config: Path) -> None:
+    """Killed between the sidecar and the config: the store still reads its old, consistent self."""
+    store = make_store(config)
+    first = record("id-1")
+    v1 = store.publish(first, None)
+    before = fingerprint(config)
+    failing = make_store(config, replace=FailingReplace(2))  # 1 = the sidecar, 2 = the config
+    with pytest.raises(TransientError, match="cannot write"):
+        failing.publish(record("id-2"), v1)
+    assert fingerprint(config) == before
+    assert leftovers(config.parent) == []
+    state = store.read_current()
+    assert state.managed and state.record == first and state.version == v1
+    second = record("id-2")
+    assert store.publish(second, v1) == value_version(second.value.reveal())
+
+
+def test_a_permission_refused_rename_is_a_permanent_error(config: Path) -> None:
+    before = fingerprint(config)
+    with pytest.raises(PermanentError, match="Permission denied") as info:
+        make_store(config, replace=FailingReplace(1, errno.EACCES)).publish(record("id-1"), None)
+    assert not isinstance(info.value, TransientError)
+    assert fingerprint(config) == before and leftovers(config.parent) == []
+
+
+def test_temp_files_of_a_killed_writer_are_removed(config: Path) -> None:
+    dead = _dead_pid()
+    stale = config.parent / f".config.toml.rotator-{dead}-abc123.tmp"
+    stale_sidecar = config.parent / f".config.toml{SIDECAR_SUFFIX}.rotator-{dead}-xyz_89.tmp"
+    alive = config.parent / f".config.toml.rotator-{os.getpid()}-live42.tmp"
+    for path in (stale, stale_sidecar, alive):
+        path.write_text("a token would be here")
+    make_store(config).publish(record("id-1"), None)
+    assert not stale.exists() and not stale_sidecar.exists()
+    assert alive.exists(), "a live writer's temp file is not ours to remove"
+
+
+def test_a_writer_holding_the_directory_lock_makes_publish_wait_then_give_up(config: Path) -> None:
+    fd = os.open(config.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        clock = FakeClock(NOW)
+        with pytest.raises(TransientError, match="another process has been writing"):
+            make_store(config, clock=clock).publish(record("id-1"), None)
+        assert clock.now() >= NOW + timedelta(seconds=10)
+    finally:
+        os.close(fd)
+    make_store(config).publish(record("id-1"), None)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+def test_settings_default_path_and_relative_paths(tmp_path: Path) -> None:
+    assert default_config_path({"HOME": "/home/u"}, "linux") == Path("/home/u/.config/influxctl/config.toml")
+    assert default_config_path({"HOME": "/home/u", "XDG_CONFIG_HOME": "/x"}, "linux") == Path(
+        "/x/influxctl/config.toml"
+    )
+    assert default_config_path({"HOME": "/Users/u"}, "darwin") == Path(
+        "/Users/u/Library/Application Support/influxctl/config.toml"
+    )
+    settings = InfluxctlProfileSettings.model_validate({"config": "influxctl/config.toml"})
+    store = InfluxctlProfileStore.from_config(settings, AdapterContext(policy=POLICY, base_dir=tmp_path))
+    assert store.path == tmp_path / "influxctl" / "config.toml"
+    assert store.location == f"influxctl-profile:{tmp_path}/influxctl/config.toml#default"
+
+
+def test_policy_validation_of_the_store_settings(tmp_path: Path) -> None:
+    def policy(store: str) -> dict[str, Any]:
+        return {"policy": [{
+            "name": "p", "schedule": "30d",
+            "issuer": {"type": "influxctl-management", "profile": {"product": "clustered", "host": "h"}},
+            "store": [{"type": "influxctl-profile", **json.loads(store)}],
+        }]}  # fmt: skip
+
+    config = parse_config(policy('{"config": "c.toml", "profile": "automation"}'), tmp_path / "rotator.toml")
+    assert config.policies[0].stores[0].settings == InfluxctlProfileSettings(
+        config=Path("c.toml"), profile="automation"
+    )
+    with pytest.raises(PolicyFileError) as info:
+        parse_config(policy('{"create": true, "profile": ""}'), tmp_path / "rotator.toml")
+    text = str(info.value)
+    assert "store[0].create: Extra inputs are not permitted" in text
+    assert "store[0].profile" in text
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def two_store_scenario(
+    tmp_path: Path, openbao: Any, fake: Any, *, profile_text: str = CONFIG, bootstrap: bool = True, grace_s: int = 2
+) -> tuple[Scenario, Path]:
+    """The influxctl-management policy publishing to Vault ("primary") and to profile "default"
+    of ``influxctl/config.toml`` ("profile"); modelled on tests/harness.py."""
+    sc = make_scenario(tmp_path, openbao, fake, grace_s=grace_s, bootstrap=False)
+    config = write_config(tmp_path, profile_text)
+    sc.config.write_text(f"""
+[rotator]
+journal = "journal.db"
+lease_ttl = "30s"
+[rotator.retry]
+attempts = 3
+base_delay = "1s"
+max_delay = "2s"
+
+[[policy]]
+name = "{sc.policy}"
+schedule = "1h"
+grace = "{grace_s}s"
+verify_timeout = "20s"
+
+[policy.issuer]
+type = "influxctl-management"
+influxctl = {json.dumps(str(INFLUXCTL))}
+timeout_s = 10
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+port = 443
+
+[[policy.store]]
+type = "vault-kv2"
+name = "primary"
+url = "{sc.vault_url}"
+path = "{sc.kv_path}"
+[policy.store.auth]
+method = "token"
+token = {{ file = "vault-token" }}
+
+[[policy.store]]
+type = "influxctl-profile"
+name = "profile"
+config = "influxctl/config.toml"
+profile = "default"
+""")
+    if bootstrap:
+        sc.bootstrap_value, sc.bootstrap_id = fake.add_token("created by a human for bootstrap")
+        first = tmp_path / "first-token"
+        first.write_text(sc.bootstrap_value)
+        proc = sc.cli("bootstrap", sc.policy, "--token-file", str(first), "--token-id", sc.bootstrap_id)
+        assert proc.returncode == 0, proc.stderr
+        first.unlink()
+    return sc, config
+
+
+def profile_value(config: Path, profile: str = "default") -> str | None:
+    import tomllib
+
+    entry = next(p for p in tomllib.loads(config.read_text())["profile"] if p["name"] == profile)
+    return entry.get("mgmt_token")
+
+
+def check_profile(sc: Scenario, config: Path, fake_influxctl: Any) -> None:
+    """The profile holds Vault's current token, influxctl accepts it, nothing else changed,
+    and no token value is in the sidecar."""
+    current = sc.current()
+    assert profile_value(config) == current["token"]
+    state = make_store(config).read_current()
+    assert state.managed and state.token_id == current["token_id"]
+    assert config.read_text() == CONFIG.replace(
+        '    port = "443"\n', f'    port = "443"\n    mgmt_token = "{current["token"]}"\n', 1
+    )
+    done = fake_influxctl.run("--config", str(config), "--profile", "default", "management", "list", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    sidecar = Path(str(config) + SIDECAR_SUFFIX).read_text()
+    for version in sc.versions():
+        assert version["token"] not in sidecar
+    assert config.stat().st_mode & 0o777 == 0o600
+
+
+def test_two_stores_vault_and_profile_rotated_through_the_cli(tmp_path: Path, openbao: Any,
+                                                             fake_influxctl: Any) -> None:  # fmt: skip
+    sc, config = two_store_scenario(tmp_path, openbao, fake_influxctl.state)
+    check_profile(sc, config, fake_influxctl)
+    ids = [sc.bootstrap_id]
+    for _ in range(2):
+        proc = sc.cli("rotate", sc.policy, "--output", "json")
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)[0]
+        assert result["ok"] and result["old_token_id"] == ids[-1]
+        ids.append(result["new_token_id"])
+        check_profile(sc, config, fake_influxctl)
+        check_invariants(sc)
+    time.sleep(sc.grace_s + 0.3)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0, proc.stderr
+    assert all(sc.fake.token_by_id(old)["revoked_at"] for old in ids[:-1])
+    check_profile(sc, config, fake_influxctl)
+    check_invariants(sc, settled=True)
+    status = json.loads(sc.cli("status", "--output", "json").stdout)[0]
+    assert status["current_token_id"] == ids[-1]
+
+
+def test_killed_between_vault_and_the_profile_recovery_rolls_the_profile_forward(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any
+) -> None:
+    sc, config = two_store_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    proc = sc.cli("rotate", sc.policy, crash_at="published:primary")
+    assert proc.returncode == -signal.SIGKILL
+    new_id = sc.current()["token_id"]
+    assert new_id != sc.bootstrap_id
+    assert make_store(config).read_current().token_id == sc.bootstrap_id  # the old, valid token
+    check_invariants(sc, after_crash=True)
+    proc = sc.cli("recover")
+    assert proc.returncode == 0, proc.stderr
+    assert "rolled forward" in proc.stdout
+    check_profile(sc, config, fake_influxctl)
+    time.sleep(sc.grace_s + 0.3)
+    assert sc.cli("revoke-expired").returncode == 0
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None
+    check_invariants(sc, settled=True)
+
+
+def test_bootstrap_over_a_hand_placed_mgmt_token_needs_adopt(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    text = CONFIG.replace('    port = "443"\n', '    port = "443"\n    mgmt_token = "hand-placed-0123456789"\n', 1)
+    sc, config = two_store_scenario(tmp_path, openbao, fake_influxctl.state, profile_text=text, bootstrap=False)
+    before = fingerprint(config)
+    value_, token_id = fake_influxctl.state.add_token("first")
+    first = tmp_path / "first-token"
+    first.write_text(value_)
+    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(first), "--token-id", token_id)
+    assert proc.returncode == 1
+    assert "store 'profile' holds a secret that rotator does not manage" in proc.stderr and "adopt" in proc.stderr
+    assert fingerprint(config) == before and sc.versions() == []
+    sc.config.write_text(
+        sc.config.read_text().replace('verify_timeout = "20s"', 'verify_timeout = "20s"\nadopt = true')
+    )
+    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(first), "--token-id", token_id)
+    assert proc.returncode == 0, proc.stderr
+    assert profile_value(config) == value_ and sc.current()["token_id"] == token_id
+    sc.bootstrap_value, sc.bootstrap_id = value_, token_id
+    check_invariants(sc)
