@@ -378,7 +378,7 @@ def _adapter_settings(
         problems.append(Problem(f"{where}.type", str(exc), exc.hint))
         return None
     settings = dict(spec.model_extra or {})
-    inline = list(_inline_secrets(settings, where))
+    inline = list(_inline_secrets(settings, where, plain=_plain_string_fields(cls.settings_model)))
     problems.extend(inline)
     if inline:
         return None
@@ -389,11 +389,18 @@ def _adapter_settings(
         return None
 
 
-def _inline_secrets(settings: Mapping[str, Any], where: str) -> Iterable[Problem]:
+def _plain_string_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Top-level fields an adapter declares as plain strings: an AWS ``secret_id`` is a name."""
+    return frozenset(name for name, f in model.model_fields.items() if f.annotation in (str, str | None))
+
+
+def _inline_secrets(
+    settings: Mapping[str, Any], where: str, plain: frozenset[str] = frozenset()
+) -> Iterable[Problem]:
     for key, value in settings.items():
         if isinstance(value, Mapping):
             yield from _inline_secrets(value, f"{where}.{key}")
-        elif key in SECRET_LOOKING_KEYS and isinstance(value, str):
+        elif key in SECRET_LOOKING_KEYS and isinstance(value, str) and key not in plain:
             yield Problem(
                 f"{where}.{key}",
                 "inline secrets are refused: a policy file is not a safe place for a credential",
