@@ -15,11 +15,17 @@ lower version Vault still serves (neither deleted nor destroyed). KV v2 keeps ``
 (0 on the mount means 10); fewer than 3 can evict the previous token during its grace
 period, so the store warns once.
 
-The Vault policy rotator's token needs (relative to the namespace, if any)::
+The Vault policy rotator's token needs (relative to the namespace, if any) is
+deploy/vault/rotator-policy.hcl (tested against OpenBao in tests/test_deploy_daemon.py)::
 
     path "<mount>/data/<path>"     { capabilities = ["create", "read", "update"] }
-    path "<mount>/metadata/<path>" { capabilities = ["create", "read", "update"] }
-    path "<mount>/config"          { capabilities = ["read"] }  # optional: the max_versions check
+    path "<mount>/metadata/<path>" { capabilities = ["read", "update"] }
+    path "auth/token/lookup-self"  { capabilities = ["read"] }    # in Vault's `default` policy too
+    path "auth/token/renew-self"   { capabilities = ["update"] }  # idem
+    path "<mount>/config"          { capabilities = ["read"] }    # optional: the max_versions check
+
+Authentication (``auth``): a token from a file or variable, AppRole, or Kubernetes (the pod's
+service account JWT); see adapters/vault_kv2_auth.py.
 
 Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 412, 429, 5xx and
 other unexpected statuses become TransientError; TLS failures, 403 (the hint names the path
@@ -43,7 +49,15 @@ import hvac.exceptions
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapters.vault_kv2_auth import AppRoleAuth, HvacAPI, TokenAuth, VaultAPI, VaultAuth, VaultLogin
+from adapters.vault_kv2_auth import (
+    AppRoleAuth,
+    HvacAPI,
+    KubernetesAuth,
+    TokenAuth,
+    VaultAPI,
+    VaultAuth,
+    VaultLogin,
+)
 from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord
 from rotator.errors import ConfigError, ConflictError, PermanentError, RotatorError, TransientError
 from rotator.secret import REDACTOR
@@ -51,6 +65,7 @@ from rotator.secret import REDACTOR
 __all__ = [
     "AppRoleAuth",
     "ClientFactory",
+    "KubernetesAuth",
     "TokenAuth",
     "VaultAPI",
     "VaultKV2Settings",

@@ -9,7 +9,9 @@
   renews it (``renew-self``) once less than 1/3 of its creation TTL is left; a token it cannot
   renew is re-read from its file/variable, so a token rotated by Vault Agent is picked up;
 - AppRole logs in with role_id + secret_id, renews the same way, and logs in again when the
-  token cannot be renewed any further (max TTL) or after Vault refused it.
+  token cannot be renewed any further (max TTL) or after Vault refused it;
+- Kubernetes logs in with the pod's service account JWT, read from ``jwt_file`` at every login
+  (the kubelet refreshes a projected token in place), and otherwise behaves like AppRole.
 
 It raises hvac's exceptions as they are: the store maps them with its ``_map_errors()``.
 """
@@ -28,11 +30,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rotator.clock import Clock
 from rotator.credentials import CredentialRef
+from rotator.errors import ConfigError
 from rotator.secret import Secret
 
-__all__ = ["AppRoleAuth", "AuthAPI", "HvacAPI", "TokenAuth", "VaultAPI", "VaultAuth", "VaultLogin"]
+__all__ = [
+    "DEFAULT_K8S_JWT_FILE",
+    "AppRoleAuth",
+    "AuthAPI",
+    "HvacAPI",
+    "KubernetesAuth",
+    "TokenAuth",
+    "VaultAPI",
+    "VaultAuth",
+    "VaultLogin",
+]
 
 logger = logging.getLogger("rotator.adapters.vault_kv2")
+
+#: Where Kubernetes mounts a pod's service account token (automountServiceAccountToken).
+DEFAULT_K8S_JWT_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 class TokenAuth(BaseModel):
@@ -56,7 +72,25 @@ class AppRoleAuth(BaseModel):
     mount_path: str = Field(default="approle", min_length=1)
 
 
-VaultAuth = Annotated[TokenAuth | AppRoleAuth, Field(discriminator="method")]
+class KubernetesAuth(BaseModel):
+    """``auth = {method = "kubernetes", role = "rotator"}``: log in as the pod's service account.
+
+    ``jwt_file`` (relative to the policy file if not absolute) is read at every login, so a
+    projected token the kubelet refreshed is picked up; it is never written anywhere.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["kubernetes"]
+    role: str = Field(min_length=1, description="the Kubernetes auth role in Vault")
+    jwt_file: Path = Field(default=DEFAULT_K8S_JWT_FILE, description="the service account token (a JWT)")
+    mount_path: str = Field(default="kubernetes", min_length=1)
+
+
+#: The methods that log in and get a token of their own (as opposed to a given token).
+LoginAuth = AppRoleAuth | KubernetesAuth
+
+VaultAuth = Annotated[TokenAuth | AppRoleAuth | KubernetesAuth, Field(discriminator="method")]
 
 
 class AuthAPI(Protocol):
@@ -70,11 +104,13 @@ class AuthAPI(Protocol):
 
     def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Mapping[str, Any]: ...
 
+    def kubernetes_login(self, mount_path: str, role: str, jwt: Secret) -> Mapping[str, Any]: ...
+
 
 class VaultLogin:
     """Keeps a valid token on one client. Not thread-safe: one store, one caller at a time."""
 
-    def __init__(self, auth: TokenAuth | AppRoleAuth, base_dir: Path, clock: Clock) -> None:
+    def __init__(self, auth: TokenAuth | AppRoleAuth | KubernetesAuth, base_dir: Path, clock: Clock) -> None:
         self._auth = auth
         self._base_dir = base_dir
         self._clock = clock
@@ -91,6 +127,13 @@ class VaultLogin:
                 f"auth/{self._auth.mount_path}/login",
                 "check the AppRole role_id, secret_id (it can expire or run out of uses) and mount_path",
             )
+        if isinstance(self._auth, KubernetesAuth):
+            return (
+                f"auth/{self._auth.mount_path}/login",
+                f"check that Vault's Kubernetes auth role {self._auth.role!r} binds this service account and "
+                f"namespace (and its audience, if set), that Vault can reach the Kubernetes TokenReview API, "
+                f"and that {self._jwt_path()} holds this pod's current service account token",
+            )
         return "auth/token/lookup-self", f"check the token in {self._auth.token.describe()}: expired or revoked?"
 
     def ensure(self, api: AuthAPI) -> None:
@@ -102,7 +145,7 @@ class VaultLogin:
 
     def forget(self, api: AuthAPI) -> bool:
         """After Vault refused the token (403): drop it. True if a new login may help."""
-        if isinstance(self._auth, AppRoleAuth):
+        if isinstance(self._auth, LoginAuth):
             self._token = None
             api.set_token(None)
             return True
@@ -118,15 +161,40 @@ class VaultLogin:
             api.set_token(self._token)
             self._lookup(api)
             return
-        role_id = self._auth.role_id
-        role = role_id if isinstance(role_id, str) else role_id.resolve(self._base_dir).reveal()
-        answer = api.approle_login(self._auth.mount_path, role, self._auth.secret_id.resolve(self._base_dir))
+        if isinstance(self._auth, KubernetesAuth):
+            answer = api.kubernetes_login(self._auth.mount_path, self._auth.role, self._read_jwt())
+            method = "Kubernetes auth"
+        else:
+            role_id = self._auth.role_id
+            role = role_id if isinstance(role_id, str) else role_id.resolve(self._base_dir).reveal()
+            answer = api.approle_login(self._auth.mount_path, role, self._auth.secret_id.resolve(self._base_dir))
+            method = "AppRole"
         auth = answer["auth"]
         self._token = Secret(auth["client_token"])
         api.set_token(self._token)
         ttl = int(auth.get("lease_duration") or 0)
         self._schedule(ttl, ttl, bool(auth.get("renewable")))
-        logger.debug("logged in to Vault with AppRole at auth/%s (ttl %ss)", self._auth.mount_path, ttl)
+        logger.debug("logged in to Vault with %s at auth/%s (ttl %ss)", method, self._auth.mount_path, ttl)
+
+    def _jwt_path(self) -> Path:
+        assert isinstance(self._auth, KubernetesAuth)
+        path = self._auth.jwt_file
+        return path if path.is_absolute() else self._base_dir / path
+
+    def _read_jwt(self) -> Secret:
+        """The service account token, read now: the kubelet replaces a projected one before it expires."""
+        path = self._jwt_path()
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the Kubernetes service account token {path}: {exc.strerror}",
+                hint="mount the pod's service account token there (automountServiceAccountToken or a projected "
+                "serviceAccountToken volume) or set `jwt_file` in the store's auth settings",
+            ) from None
+        if not value:
+            raise ConfigError(f"the Kubernetes service account token {path} is empty", hint="check the volume mount")
+        return Secret(value)
 
     def _lookup(self, api: AuthAPI) -> None:
         try:
@@ -206,6 +274,12 @@ class HvacAPI:
     def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Mapping[str, Any]:
         answer: Mapping[str, Any] = self._client.auth.approle.login(
             role_id=role_id, secret_id=secret_id.reveal(), mount_point=mount_path, use_token=False
+        )
+        return answer
+
+    def kubernetes_login(self, mount_path: str, role: str, jwt: Secret) -> Mapping[str, Any]:
+        answer: Mapping[str, Any] = self._client.auth.kubernetes.login(
+            role=role, jwt=jwt.reveal(), use_token=False, mount_point=mount_path
         )
         return answer
 

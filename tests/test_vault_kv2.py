@@ -453,7 +453,7 @@ def test_settings_refuse_inline_secrets_and_unknown_keys():
         ({"auth": by_env, "token": {"env": "X"}}, "Extra inputs are not permitted"),
         ({"auth": by_env, "url": "https://user:pw@vault.example"}, "must not carry credentials"),
         ({"auth": by_env, "tls_verify": False, "ca_bundle": "ca.pem"}, "ca_bundle"),
-        ({"auth": {"method": "kubernetes", "role": "r"}}, "method"),
+        ({"auth": {"method": "aws", "role": "r"}}, "method"),
     ]
     for extra, reason in refused:
         with pytest.raises(ValidationError, match=reason):
