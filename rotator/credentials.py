@@ -19,7 +19,10 @@ __all__ = ["SECRET_LOOKING_KEYS", "CredentialRef"]
 #: Keys that, written inline in a policy, would hold a secret. The validator refuses them with
 #: a message that points at the ``*_file`` / ``*_env`` form instead.
 SECRET_LOOKING_KEYS = frozenset(
-    {"token", "mgmt_token", "password", "secret", "secret_id", "client_secret", "api_key", "access_key"}
+    {
+        "token", "mgmt_token", "management_token", "password", "secret", "secret_id", "client_secret",
+        "api_key", "access_key",
+    }
 )
 
 

@@ -345,7 +345,7 @@ class Engine:
         credential = self._credential_or_none()
         try:
             self._safe_revoke(rev.token_id, credential)
-        except (TransientError, NeedsAttention) as exc:
+        except RotatorError as exc:  # a permanent error counts rounds too: a human may fix it meanwhile
             rounds = rev.attempts + 1
             failed = rounds >= MAX_REVOCATION_ROUNDS or isinstance(exc, NeedsAttention)
             delay = min(self.retry.max_delay, self.retry.base_delay * 2**rounds)

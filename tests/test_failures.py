@@ -55,11 +55,13 @@ def test_mint_lost_after_server_acted_is_swept_on_retry(tmp_path: Path, openbao:
     check_invariants(sc)
 
 
-def test_revoke_fails_then_succeeds_later(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+@pytest.mark.parametrize("code", ["Unavailable", "PermissionDenied"])
+def test_revoke_fails_then_succeeds_later(code: str, tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """Transient or permanent, a failed revocation is postponed (never blocks rotations) and retried."""
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, attempts=1)
     assert sc.cli("rotate", sc.policy).returncode == 0
     time.sleep(1.3)
-    sc.fake.add_fault("management revoke", "exit", times=-1, message="Error: rpc error: code = Unavailable")
+    sc.fake.add_fault("management revoke", "exit", times=-1, message=f"Error: rpc error: code = {code}")
     proc = sc.cli("revoke-expired")
     assert proc.returncode == 0 and "postponed" in proc.stdout, proc.stdout + proc.stderr
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None
