@@ -24,8 +24,8 @@ from typing import Any
 from rotator import __version__
 from rotator import sync as sync_cmd
 from rotator.clock import SystemClock
-from rotator.engine import Engine, NeedsAttention, RunResult
-from rotator.errors import ConfigError, LeaseBusy, RotatorError
+from rotator.engine import Engine, RunResult
+from rotator.errors import ConfigError, LeaseBusy, NeedsAttention, RotatorError
 from rotator.journal import Journal, open_journal
 from rotator.logs import setup_logging
 from rotator.policy import Config, Policy, PolicyFileError, config_json_schema, load_config

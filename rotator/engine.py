@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from rotator.clock import Clock, SystemClock
 from rotator.contracts import Issuer, MintRequest, Store, StoreState, TokenInfo, TokenRecord
-from rotator.errors import LeaseBusy, OwnershipError, PermanentError, RotatorError, TransientError
+from rotator.errors import LeaseBusy, NeedsAttention, OwnershipError, PermanentError, RotatorError, TransientError
 from rotator.journal import Journal, Revocation, RunRecord, RunState
 from rotator.policy import Policy
 from rotator.retry import RetryPolicy, call_with_retry
@@ -41,10 +41,6 @@ audit_logger = logging.getLogger("rotator.audit")
 
 #: A revocation that still fails after this many rounds is marked failed and alerts.
 MAX_REVOCATION_ROUNDS = 10
-
-
-class NeedsAttention(PermanentError):
-    """The engine stopped where going on could break an invariant; a human must decide."""
 
 
 @dataclass

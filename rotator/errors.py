@@ -8,6 +8,7 @@
       |   + OwnershipError    a store holds a secret rotator does not manage
       |   + ConflictError     compare-and-set lost: someone else wrote the store
       |   + IssuerOutputError the issuer answered something we cannot parse safely
+      |   + NeedsAttention    going on could break an invariant: a human must decide
       + JournalError          the journal cannot be read or written
 
 No message may contain a token value: adapters build messages from token ids, commands and
@@ -22,6 +23,7 @@ __all__ = [
     "IssuerOutputError",
     "JournalError",
     "LeaseBusy",
+    "NeedsAttention",
     "OwnershipError",
     "PermanentError",
     "RotatorError",
@@ -75,6 +77,10 @@ class ConflictError(PermanentError):
 
 class IssuerOutputError(PermanentError):
     """The issuer printed or returned something that cannot be parsed safely."""
+
+
+class NeedsAttention(PermanentError):
+    """The engine stopped where going on could break an invariant; a human must decide."""
 
 
 class JournalError(RotatorError):

@@ -1,0 +1,399 @@
+"""What the HTTP issuers (``influxdb3``, ``influxdb2``) share: settings, the client, error mapping.
+
+- :class:`HttpSettings` holds the connection part of an issuer's settings (``base_url``,
+  ``tls_verify``, ``ca_bundle``, ``timeout_s``: named as in the vault-kv2 store and the
+  management-api issuer) and :func:`build_client` turns it into an ``httpx.Client`` that reads
+  nothing from the environment (no proxy variables, no ``SSL_CERT_FILE``, no ``.netrc``): what
+  ``rotator validate`` checked is what runs. Tests inject a transport (``httpx.MockTransport``)
+  through the ``transport`` argument, the seam for failures a fake server cannot produce.
+- :func:`map_http_errors` is the one place where httpx exceptions and unexpected HTTP statuses
+  become rotator errors::
+
+      timeouts, connection failures, 408/425/429, 5xx    -> TransientError
+      TLS verification failure                           -> PermanentError (hint: ca_bundle)
+      400/401/403/404/409/422 and any other status       -> PermanentError with a hint
+      401 while verifying a fresh token                  -> TransientError (unauthenticated_is_transient)
+
+  Inside the block, :func:`expect` raises for a status that is not one of the expected ones.
+  Messages name the operation, method, path and status plus the server's own error text
+  (redacted, truncated); never a header, a request body or a token.
+- :data:`CredentialSetting` is ``credential = { file = ... } | { env = ... } | "self"``: the token
+  an issuer authenticates with to mint, list and revoke. :func:`resolve_credential` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import ssl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import httpx
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from rotator.credentials import CredentialRef
+from rotator.errors import ConfigError, IssuerOutputError, PermanentError, TransientError
+from rotator.schedule import format_duration, parse_duration
+from rotator.secret import REDACTOR, Secret
+
+__all__ = [
+    "CredentialSetting",
+    "DurationSetting",
+    "HttpSettings",
+    "SelfCredential",
+    "UnexpectedStatus",
+    "auth_header",
+    "build_client",
+    "expect",
+    "is_self",
+    "json_body",
+    "map_http_errors",
+    "parse_time",
+    "redact_detail",
+    "resolve_credential",
+]
+
+logger = logging.getLogger("rotator.adapters.http")
+
+# Error texts: {what} is the operation ("create named admin token"), {call} is "POST /path".
+ERR_TIMEOUT = "{what}: {call} timed out after {timeout:g}s"
+ERR_UNREACHABLE = "{what}: cannot reach {url} ({cause})"
+ERR_TLS = "{what}: TLS handshake with {url} failed (untrusted certificate, or not a TLS endpoint)"
+ERR_STATUS = "{what}: {call} answered HTTP {status}{detail}"
+ERR_BAD_URL = "{what}: {url} is not a usable URL ({cause})"
+HINT_RETRY = "rotator retries; check that the server is up and reachable from here"
+HINT_TLS = "set ca_bundle to the CA that signed the server's certificate (tls_verify = false only for tests)"
+HINT_UNAUTHENTICATED = "the credential is not accepted (expired, deleted or inactive?); check `credential`"
+HINT_FRESH_TOKEN = "a new token may take a moment to be accepted; rotator retries until verify_timeout"
+HINT_FORBIDDEN = "the credential lacks a permission this call needs (see docs/issuers.md)"
+HINT_NOT_FOUND = "check base_url (scheme, host, port, no path) and that the server is the product this issuer is for"
+HINT_CONFLICT = "the resource exists already"
+HINT_BAD_REQUEST = "the server refused the request; check the issuer settings against docs/issuers.md"
+HINT_OTHER = "check the server's log for this request"
+_DEFAULT_HINTS = {
+    400: HINT_BAD_REQUEST,
+    401: HINT_UNAUTHENTICATED,
+    403: HINT_FORBIDDEN,
+    404: HINT_NOT_FOUND,
+    409: HINT_CONFLICT,
+    422: HINT_BAD_REQUEST,
+}
+_TRANSIENT_STATUS = frozenset({408, 425, 429})
+#: Token-shaped strings redacted from server error text even when the REDACTOR does not know them:
+#: InfluxDB 3 tokens (``apiv3_`` + base64) and long base64/hex runs such as v2 tokens.
+_TOKEN_SHAPES = re.compile(r"apiv[0-9]_[A-Za-z0-9+/=_-]{8,}|[A-Za-z0-9+/_-]{40,}={0,2}")
+_MAX_DETAIL = 200
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("write a duration as a quoted string such as '7d', '12h' or '90s'")
+    return parse_duration(value)
+
+
+#: A duration written as ``"7d"``, ``"12h"``, ``"90s"`` (the policy file's own format).
+DurationSetting = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+[smhdw])+$", "examples": ["7d", "12h"]}),
+]
+
+
+class HttpSettings(BaseModel):
+    """The connection part of an HTTP issuer's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(description="the server, e.g. https://influxdb.example.com:8181 (no path)")
+    tls_verify: bool = Field(default=True, description="verify the server's certificate (false: tests only)")
+    ca_bundle: Path | None = Field(default=None, description="PEM CA bundle; relative to the policy file")
+    timeout_s: float = Field(default=10, gt=0, le=600, description="limit of each HTTP call")
+
+    @model_validator(mode="after")
+    def _one_tls_choice(self) -> HttpSettings:
+        if self.ca_bundle is not None and not self.tls_verify:
+            raise ValueError("`ca_bundle` has no effect with `tls_verify = false`; drop one")
+        return self
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_http_url(cls, value: str) -> str:
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL:
+            raise ValueError("is not a URL; write e.g. https://influxdb.example.com:8181") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// address with a host")
+        if url.userinfo:
+            raise ValueError("must not carry credentials; use `credential`")
+        if url.query or url.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+
+class SelfCredential(BaseModel):
+    """Authenticate with the token the policy's stores hold now (self-rotation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["self"] = "self"
+
+
+#: ``credential = "self"`` (or ``{ method = "self" }``), ``{ file = "..." }`` or ``{ env = "VAR" }``.
+CredentialSetting = Literal["self"] | SelfCredential | CredentialRef
+
+
+def is_self(setting: CredentialSetting) -> bool:
+    """Whether ``setting`` means "the token the stores hold now"."""
+    return not isinstance(setting, CredentialRef)
+
+
+def resolve_credential(setting: CredentialSetting, current: Secret | None, base_dir: Path, *, hint_self: str) -> Secret:
+    """The token to authenticate with: the store's current one for ``self``, else the reference's."""
+    if isinstance(setting, CredentialRef):
+        return setting.resolve(base_dir)
+    if current is None:
+        raise ConfigError(
+            "credential = 'self' needs the token the stores hold now, but no token is published yet",
+            hint=hint_self,
+        )
+    return current
+
+
+def build_client(
+    settings: HttpSettings, base_dir: Path, *, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
+    """An ``httpx.Client`` for ``settings``: explicit TLS, no environment, no redirects."""
+    verify: bool | ssl.SSLContext = settings.tls_verify
+    if settings.ca_bundle is not None:
+        path = settings.ca_bundle if settings.ca_bundle.is_absolute() else base_dir / settings.ca_bundle
+        try:
+            verify = ssl.create_default_context(cafile=str(path))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"ca_bundle {path} cannot be loaded ({type(exc).__name__})",
+                hint="point ca_bundle at a readable PEM file",
+            ) from None
+    return httpx.Client(
+        base_url=settings.base_url,
+        verify=verify,
+        timeout=settings.timeout_s,
+        trust_env=False,
+        follow_redirects=False,
+        transport=transport,
+        headers={"User-Agent": "rotator"},
+    )
+
+
+def auth_header(scheme: str, token: Secret) -> dict[str, str]:
+    """``{"Authorization": "<scheme> <token>"}``: one of the few places a token is revealed."""
+    return {"Authorization": f"{scheme} {token.reveal()}"}
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class UnexpectedStatus(Exception):
+    """Raised by :func:`expect` inside :func:`map_http_errors`; never leaves it."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def expect(response: httpx.Response, *statuses: int) -> httpx.Response:
+    """Return ``response`` if its status is one of ``statuses`` (default 200), else raise UnexpectedStatus."""
+    if response.status_code not in (statuses or (200,)):
+        raise UnexpectedStatus(response)
+    return response
+
+
+@contextmanager
+def map_http_errors(
+    what: str,
+    *,
+    hints: Mapping[int, str] | None = None,
+    unauthenticated_is_transient: bool = False,
+) -> Iterator[None]:
+    """Translate httpx failures and unexpected statuses raised in the block into rotator errors.
+
+    ``hints`` replaces the default hint per status. ``unauthenticated_is_transient``: a 401 means
+    "not active yet" (verifying a token minted a moment ago), so it is retried.
+    """
+    try:
+        yield
+    except UnexpectedStatus as exc:
+        raise _status_error(what, exc.response, hints or {}, unauthenticated_is_transient) from None
+    except httpx.TimeoutException as exc:
+        raise TransientError(
+            ERR_TIMEOUT.format(what=what, call=_call(exc.request), timeout=_timeout_of(exc.request)),
+            hint=HINT_RETRY,
+        ) from None
+    except httpx.ConnectError as exc:
+        url = _origin(exc.request)
+        if _is_tls_failure(exc):
+            raise PermanentError(ERR_TLS.format(what=what, url=url), hint=HINT_TLS) from None
+        raise TransientError(ERR_UNREACHABLE.format(what=what, url=url, cause=_cause(exc)), hint=HINT_RETRY) from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise ConfigError(
+            ERR_BAD_URL.format(what=what, url=_origin(exc), cause=type(exc).__name__), hint="check base_url"
+        ) from None
+    except httpx.TransportError as exc:  # read/write errors, a dropped connection, protocol errors
+        raise TransientError(
+            ERR_UNREACHABLE.format(what=what, url=_origin(exc), cause=_cause(exc)), hint=HINT_RETRY
+        ) from None
+
+
+def _status_error(
+    what: str, response: httpx.Response, hints: Mapping[int, str], fresh: bool
+) -> TransientError | PermanentError:
+    status = response.status_code
+    detail = redact_detail(_error_text(response))
+    message = ERR_STATUS.format(
+        what=what, call=_call(response.request), status=status, detail=f": {detail}" if detail else ""
+    )
+    if status == 401 and fresh:
+        return TransientError(message, hint=HINT_FRESH_TOKEN)
+    if status in _TRANSIENT_STATUS or status >= 500:
+        return TransientError(message, hint=HINT_RETRY)
+    return PermanentError(message, hint=hints.get(status) or _DEFAULT_HINTS.get(status, HINT_OTHER))
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The server's own error message: ``{"error": ...}`` (InfluxDB 3), ``{"message": ...}`` (v2) or text."""
+    try:
+        raw = response.read()
+    except httpx.HTTPError:
+        return ""
+    if not raw:
+        return ""
+    text = raw[:4096].decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return " ".join(text.split())
+    if isinstance(data, dict):
+        for key in ("error", "message"):
+            if isinstance(data.get(key), str) and data[key]:
+                return str(data[key])
+    return ""
+
+
+def redact_detail(text: str) -> str:
+    """Server text fit for a message: known secrets and token-shaped words removed, truncated."""
+    text = _TOKEN_SHAPES.sub("***", REDACTOR.redact(text.strip()))
+    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."
+
+
+def _call(request: httpx.Request | None) -> str:
+    return f"{request.method} {request.url.path}" if request is not None else "the request"
+
+
+def _origin(exc: httpx.HTTPError | httpx.InvalidURL | httpx.Request | None) -> str:
+    request = exc if isinstance(exc, httpx.Request) else _request_of(exc)
+    if request is None:
+        return "the server"
+    url = request.url
+    return f"{url.scheme}://{url.netloc.decode('ascii', errors='replace')}"
+
+
+def _request_of(exc: object) -> httpx.Request | None:
+    try:
+        request = exc.request  # type: ignore[attr-defined]  # raises RuntimeError when unset
+    except (AttributeError, RuntimeError):
+        return None
+    return request if isinstance(request, httpx.Request) else None
+
+
+def _timeout_of(request: httpx.Request | None) -> float:
+    if request is None:
+        return 0.0
+    timeouts = request.extensions.get("timeout") or {}
+    values = [v for v in timeouts.values() if isinstance(v, int | float)]
+    return float(max(values)) if values else 0.0
+
+
+def _cause(exc: BaseException) -> str:
+    """A short, secret-free cause: the innermost OS error name, else the exception class."""
+    inner: BaseException | None = exc
+    while inner is not None:
+        if isinstance(inner, OSError) and inner.strerror:
+            return inner.strerror.lower()
+        inner = inner.__cause__ or inner.__context__
+    return type(exc).__name__
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    inner: BaseException | None = exc
+    while inner is not None:
+        if isinstance(inner, ssl.SSLError):
+            return True
+        inner = inner.__cause__ or inner.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)
+
+
+# --------------------------------------------------------------------------------------------
+# Answers
+
+
+def json_body(response: httpx.Response, what: str, *, created: str = "") -> Any:
+    """The JSON body of ``response`` (any content type: InfluxDB 3 sends ``Content-Type: json``).
+
+    ``created`` names a resource that exists now although its answer is unreadable, for the message.
+    """
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        prefix = f"{created} was created, but " if created else ""
+        raise IssuerOutputError(
+            f"{what}: {prefix}the answer ({response.status_code}, {len(response.content)} bytes) is not JSON",
+            hint="check that base_url points at the server itself, not at a proxy or login page",
+        ) from None
+
+
+def parse_time(value: object, where: str) -> datetime | None:
+    """An RFC 3339 / ISO 8601 time (a naive one is UTC) or epoch milliseconds, as aware UTC; None stays None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise IssuerOutputError(f"{where} is a boolean, expected a time")
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise IssuerOutputError(f"{where} is out of range") from None
+    if not isinstance(value, str):
+        raise IssuerOutputError(f"{where} is a JSON {type(value).__name__}, expected a time")
+    text = value.strip().replace(" ", "T", 1)
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # nanoseconds: Python keeps microseconds
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise IssuerOutputError(f"{where} is not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
