@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     sync_cmd.add_parser(sub, common)
     p = sub.add_parser("demo", parents=[common], help="rotate a simulated management token into OpenBao")
     p.add_argument("--keep", action="store_true", help="keep the demo directory")
+    from rotator.daemon import add_parser as add_daemon_parser  # no scheduler/metrics imports
+
+    add_daemon_parser(sub, common)
     return parser
 
 
@@ -297,6 +300,12 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from rotator.daemon import cmd_daemon as run_daemon
+
+    return run_daemon(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rotator.demo import run_demo
 
@@ -310,7 +319,7 @@ def _when(moment: datetime, now: datetime) -> str:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate, "schema": cmd_schema, "plan": cmd_plan, "rotate": cmd_rotate,
     "status": cmd_status, "recover": cmd_recover, "revoke-expired": cmd_revoke_expired,
-    "bootstrap": cmd_bootstrap, "demo": cmd_demo, "sync": sync_cmd.cmd_sync,
+    "bootstrap": cmd_bootstrap, "demo": cmd_demo, "daemon": cmd_daemon, "sync": sync_cmd.cmd_sync,
 }  # fmt: skip
 
 if __name__ == "__main__":

@@ -276,6 +276,7 @@ class Engine:
         except Exception as revoke_exc:  # keep the run open: recovery retries the revocation
             self.log.error("could not revoke discarded token of run %s: %s", run.run_id, _describe(revoke_exc))
             self.journal.update_run(run, error=f"{message}; revoking the candidate failed: {_describe(revoke_exc)}")
+            self._event("revoke_new", "failed", run.run_id, token_id=run.new_token_id, error=_describe(revoke_exc))
             return
         now = self.clock.now()
         state = RunState.FAILED if run.new_token_id or run.state != RunState.PLANNED else RunState.ABORTED

@@ -28,8 +28,9 @@ from pydantic import (
 from rotator import registry
 from rotator.contracts import AdapterContext, Issuer, Store
 from rotator.credentials import SECRET_LOOKING_KEYS
+from rotator.daemon_config import DaemonSettings
 from rotator.errors import ConfigError
-from rotator.schedule import Schedule, format_duration, parse_duration, parse_schedule
+from rotator.schedule import Schedule, format_duration, parse_duration, parse_schedule, parse_window
 
 __all__ = [
     "Config",
@@ -106,7 +107,12 @@ class PolicySpec(BaseModel):
     enabled: bool = True
     issuer: AdapterSpec
     store: list[AdapterSpec] = Field(min_length=1, description="one or more [[policy.store]] tables")
-    schedule: str | None = Field(None, description="'30d', 'rate(30 days)' or 5-field UTC cron")
+    schedule: str | None = Field(
+        None, description="'30d', 'rate(30 days)', 5-field UTC cron or AWS 'cron(0 3 ? * MON *)'"
+    )
+    window: str | None = Field(
+        None, description="UTC window 'HH:MM-HH:MM' rotations must fall in; a random moment inside it"
+    )
     grace: Duration | None = None
     margin: Duration | None = None
     lifetime: Duration | None = Field(None, description="token lifetime; default interval + grace + margin")
@@ -132,6 +138,7 @@ class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rotator: GlobalSettings = Field(default_factory=GlobalSettings)  # type: ignore[arg-type]
     defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
     policy: list[PolicySpec] = Field(default_factory=list)
 
 
@@ -213,6 +220,7 @@ class Config:
     path: Path
     settings: GlobalSettings
     policies: tuple[Policy, ...] = field(default_factory=tuple)
+    daemon: DaemonSettings = field(default_factory=lambda: DaemonSettings.model_validate({}))
 
     def policy(self, name: str) -> Policy:
         for policy in self.policies:
@@ -249,6 +257,7 @@ class _RawConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rotator: GlobalSettings = Field(default_factory=GlobalSettings)  # type: ignore[arg-type]
     defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
     policy: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -286,7 +295,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
             policies.append(policy)
     if problems:
         raise PolicyFileError(path, problems)
-    return Config(path=path, settings=top.rotator, policies=tuple(policies))
+    return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon=top.daemon)
 
 
 def _raw_policies(data: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -318,13 +327,20 @@ def _build_policy(
             schedule = parse_schedule(schedule_text)
         except ValueError as exc:
             problems.append(Problem(f"{where}.schedule", str(exc)))
+    if spec.window is not None:
+        try:
+            window = parse_window(spec.window)
+        except ValueError as exc:
+            problems.append(Problem(f"{where}.window", str(exc)))
+        else:
+            schedule = schedule.with_window(window) if schedule is not None else None
 
     grace = spec.grace if spec.grace is not None else defaults.grace
     margin = spec.margin if spec.margin is not None else defaults.margin
     verify_timeout = spec.verify_timeout if spec.verify_timeout is not None else defaults.verify_timeout
     lifetime = spec.lifetime
     if schedule is not None:
-        needed = schedule.interval + grace
+        needed = schedule.longest_gap + grace  # the interval + the longest wait for the window
         if lifetime is None:
             lifetime = needed + margin
         elif lifetime <= needed:

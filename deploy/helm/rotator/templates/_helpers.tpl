@@ -1,0 +1,71 @@
+{{/* Names, labels and the checks that refuse a configuration that cannot work. */}}
+
+{{- define "rotator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "rotator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "rotator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rotator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "rotator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "rotator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: daemon
+{{- end }}
+
+{{- define "rotator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "rotator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "rotator.configMapName" -}}
+{{- default (printf "%s-config" (include "rotator.fullname" .)) .Values.config.existingConfigMap }}
+{{- end }}
+
+{{- define "rotator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+Refuse what cannot work, at render time, with the fix in the message:
+- a SQLite journal is one file on one volume: exactly one replica;
+- an inline policy file must use a PostgreSQL journal when kind is postgresql.
+*/}}
+{{- define "rotator.validate" -}}
+{{- $kind := .Values.journal.kind }}
+{{- if not (has $kind (list "postgresql" "sqlite")) }}
+{{- fail (printf "journal.kind must be postgresql or sqlite, not %q" $kind) }}
+{{- end }}
+{{- if and (eq $kind "sqlite") (ne (int .Values.replicaCount) 1) }}
+{{- fail "journal.kind=sqlite allows exactly 1 replica (replicaCount=1); use a PostgreSQL journal to run several" }}
+{{- end }}
+{{- if not .Values.config.existingConfigMap }}
+{{- $policies := required "config.policies (the policy file) or config.existingConfigMap is required" .Values.config.policies }}
+{{- if and (eq $kind "postgresql") (not (regexMatch "(?m)^\\s*journal\\s*=\\s*\"postgres(ql)?://" $policies)) }}
+{{- fail "journal.kind=postgresql but config.policies has no [rotator] journal = \"postgresql://...\": replicas must share one PostgreSQL journal (or set journal.kind=sqlite and replicaCount=1)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.journal.caSecret .Values.journal.caConfigMap }}
+{{- fail "set journal.caSecret or journal.caConfigMap, not both" }}
+{{- end }}
+{{- end }}

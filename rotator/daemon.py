@@ -1,0 +1,805 @@
+"""`rotator daemon`: rotate every policy on its schedule, revoke previous tokens when their grace
+ends, serve /healthz, /readyz and /metrics, and tell the outside world (docs/daemon.md).
+
+The daemon is a pure-ish :meth:`Daemon.tick` — one pass over the journal that starts whatever is
+due and returns the seconds until something else will be — and a tiny driver that sleeps on an
+event that signals and finished runs set. Runs happen on a thread pool, one at a time per policy.
+
+What decides when:
+
+- **Rotations** are due at ``Schedule.next_due(last successful publication, now)``, read from the
+  journal (cached between sweeps, and read again whenever a policy looks due), so a restart never
+  resets a clock and every replica agrees. Interval,
+  ``rate()``, 5-field and AWS ``cron(...)`` schedules (cron maths by APScheduler's CronTrigger)
+  and windows with jitter are all in rotator.schedule. APScheduler's job options map to: coalesce
+  (however many fire times were missed, a policy rotates once), max_instances=1 (one run per
+  policy at a time, in this process by the busy set and across replicas by the journal lease),
+  misfire grace (a run starting later than ``misfire_grace`` is counted and logged as a misfire —
+  it still runs: skipping it would let a token outlive its schedule).
+- **Revocations** wake the loop at their exact due time (from the journal's pending revocations);
+  a sweep every ``sweep_interval`` also recovers runs that another process abandoned.
+- **Failures** back off per policy (``failure_backoff``, doubling to ``failure_backoff_max``);
+  the previous token stays current meanwhile. ``LeaseBusy`` means another rotator has the policy:
+  skipped quietly and looked at again a second or two later.
+
+Before a rotation the daemon takes the policy's lease itself and checks that the last successful
+run is still the one it planned from, so two replicas never rotate one due time twice.
+
+Signals: SIGHUP reloads the policy file (an invalid file is rejected and the running configuration
+kept); SIGTERM/SIGINT stop taking runs, give the runs in progress ``shutdown_timeout`` to finish,
+then exit 0. A run still going at the deadline is parked: its journal entry makes it recoverable,
+and the next start (or another replica once the lease expires) recovers it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import logging
+import os
+import random
+import select
+import signal
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import ValidationError
+
+from rotator.clock import Clock, SystemClock
+from rotator.daemon_config import DaemonSettings, parse_listen
+from rotator.engine import Engine, NeedsAttention, RunResult
+from rotator.errors import ConfigError, LeaseBusy, RotatorError
+from rotator.journal import Journal, RunState, open_journal
+from rotator.policy import Config, Policy, PolicyFileError, Problem, parse_config
+from rotator.retry import RetryPolicy
+from rotator.schedule import Window, format_duration, parse_window
+from rotator.secret import REDACTOR
+
+if TYPE_CHECKING:
+    from rotator.metrics import Metrics, StateSnapshot
+    from rotator.notify import Notifier
+
+__all__ = ["Daemon", "DaemonConfig", "add_parser", "cmd_daemon", "load_daemon_config", "main"]
+
+logger = logging.getLogger("rotator.daemon")
+
+#: After LeaseBusy, look at the policy again after a random wait in this range (seconds).
+BUSY_RETRY = (1.0, 2.0)
+#: After an unexpected error in a tick (journal unreachable...), try again after this long.
+TICK_RETRY = 5.0
+MIN_WAIT = 0.01
+
+
+class EngineLike(Protocol):
+    """What the daemon needs of an engine (rotator.engine.Engine; a fake in unit tests)."""
+
+    holder: str
+    lease_ttl: timedelta
+
+    def rotate(self) -> RunResult: ...
+
+    def recover(self) -> list[str]: ...
+
+    def revoke_due(self) -> list[str]: ...
+
+
+EngineFactory = Callable[[Policy, Config, Journal, Callable[[Mapping[str, Any]], None]], EngineLike]
+
+
+def default_engine(
+    policy: Policy, config: Config, journal: Journal, listener: Callable[[Mapping[str, Any]], None]
+) -> EngineLike:
+    r = config.settings.retry
+    return Engine(policy, journal, retry=RetryPolicy(r.attempts, r.base_delay.total_seconds(),
+                                                     r.max_delay.total_seconds()),
+                  lease_ttl=config.settings.lease_ttl, listeners=[listener])
+
+
+# ---------------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class DaemonConfig:
+    """A validated policy file: the policies (with their windows) and the ``[daemon]`` table."""
+
+    config: Config
+    daemon: DaemonSettings
+
+
+def load_daemon_config(path: str | Path) -> DaemonConfig:
+    """Read and validate a policy file with its ``[daemon]`` table; PolicyFileError lists every problem.
+
+    Where rotator/policy.py does not know ``[daemon]`` or the policy key ``window`` yet, they are
+    taken out of the TOML here, validated, and put back on the result; where it does, it is used.
+    """
+    from rotator.policy import ConfigFile, PolicySpec
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}", hint="check the path") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyFileError(path, [Problem("<file>", f"not valid TOML: {exc}", "fix the syntax")]) from None
+    problems: list[Problem] = []
+    native_daemon = "daemon" in ConfigFile.model_fields
+    settings = None if native_daemon else _daemon_settings(data.pop("daemon", {}), problems)
+    windows = {} if "window" in PolicySpec.model_fields else _take_windows(data, problems)
+    try:
+        config = parse_config(data, path)
+    except PolicyFileError as exc:
+        raise PolicyFileError(path, [*exc.problems, *problems]) from None
+    if native_daemon:
+        settings = getattr(config, "daemon", None)
+    policies = []
+    for policy in config.policies:
+        window = windows.get(policy.name)
+        if window is not None:
+            policy = replace(policy, schedule=policy.schedule.with_window(window))
+            needed = policy.schedule.longest_gap + policy.grace
+            if policy.lifetime <= needed:
+                problems.append(Problem(
+                    f"policy {policy.name!r}.lifetime",
+                    "is not longer than interval + the longest wait for the window "
+                    f"({format_duration(window.max_delay)}) + grace: tokens could expire while still in use",
+                    f"raise lifetime (or margin) above {needed}, or widen the window"))
+        policies.append(policy)
+    if problems:
+        raise PolicyFileError(path, problems)
+    if not isinstance(settings, DaemonSettings):
+        settings = DaemonSettings.model_validate({})
+    return DaemonConfig(replace(config, policies=tuple(policies)), settings)
+
+
+def _daemon_settings(raw: Any, problems: list[Problem]) -> DaemonSettings | None:
+    if not isinstance(raw, dict):
+        problems.append(Problem("daemon", "must be a table", "write [daemon] followed by its keys"))
+        return None
+    try:
+        return DaemonSettings.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False):
+            where = ".".join(["daemon", *(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"])])
+            message = err["msg"].removeprefix("Value error, ")
+            hint = "remove it or check its spelling (see docs/daemon.md)" if err["type"] == "extra_forbidden" else ""
+            problems.append(Problem(where.replace(".[", "["), message, hint))
+        return None
+
+
+def _take_windows(data: dict[str, Any], problems: list[Problem]) -> dict[str, Window]:
+    windows: dict[str, Window] = {}
+    raw_policies = data.get("policy")
+    for index, raw in enumerate(raw_policies if isinstance(raw_policies, list) else []):
+        if not isinstance(raw, dict) or "window" not in raw:
+            continue
+        text = raw.pop("window")
+        name = raw.get("name")
+        where = f"policy[{index}]" + (f" {name!r}" if isinstance(name, str) else "") + ".window"
+        try:
+            windows[str(name)] = parse_window(text)
+        except ValueError as exc:
+            problems.append(Problem(where, str(exc)))
+    return windows
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+# ---------------------------------------------------------------------------------- the daemon
+@dataclass
+class _Track:
+    """What this process remembers about a policy between ticks."""
+
+    failures: int = 0
+    #: failure backoff: no rotation before this
+    retry_at: datetime | None = None
+    #: LeaseBusy: nothing at all for this policy before this
+    busy_until: datetime | None = None
+
+
+class Daemon:
+    """One scheduler over one policy file and one journal."""
+
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        clock: Clock | None = None,
+        listen: str | None = None,
+        serve_http: bool = True,
+        engine_factory: EngineFactory = default_engine,
+        executor: concurrent.futures.Executor | None = None,
+        loader: Callable[[Path], DaemonConfig] = load_daemon_config,
+        stdout: Any = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.path = Path(config_path).resolve()
+        self.clock = clock or SystemClock()
+        self._listen_override = listen
+        self._serve_http = serve_http
+        self._engine_factory = engine_factory
+        self._executor_given = executor
+        self._loader = loader
+        self._stdout = stdout
+        self._handle_signals = handle_signals
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        # Signal handlers only set these flags and write to the wake-up pipe: they take no lock
+        # (a handler runs in the main thread, which may hold any lock at that moment).
+        self._stopping = False
+        self._forced = False
+        self._reload_wanted = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._busy: dict[str, tuple[str, concurrent.futures.Future[None]]] = {}
+        self._tracks: dict[str, _Track] = {}
+        self._planned: dict[str, datetime] = {}
+        #: policy -> (run id, published at) of its last successful run, as last read
+        self._last: dict[str, tuple[str | None, datetime | None]] = {}
+        self._orphans_reported: set[str] = set()
+        self._heartbeat = time.monotonic()
+        self._recovered = False
+        self._last_failed_fp: tuple[int, int, int] | None = None
+        self._warned_unknown: set[str] = set()
+        self._unschedulable: set[str] = set()
+
+    # -- start and stop ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Load and validate everything, open the journal, start the HTTP server. Raises on bad input."""
+        from rotator.metrics import Metrics
+        from rotator.notify import Notifier
+
+        self._install_signals()
+        self.loaded = self._loader(self.path)
+        self._fp = _fingerprint(self.path)
+        self._journal_url = self.loaded.config.journal_url()
+        self.journal: Journal = open_journal(self._journal_url)
+        self.metrics: Metrics = Metrics()
+        self.metrics.watch_state(self.snapshot)
+        self.notifier: Notifier = Notifier(self.settings, self.path.parent, on_result=self.metrics.notification,
+                                           stdout=self._stdout)
+        self._engines = self._build_engines(self.loaded.config)
+        self._note_loaded()
+        self._next_sweep = self.clock.now()
+        self._next_watch = self.clock.now() + self.settings.watch_interval
+        self._executor = self._executor_given or concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.settings.workers, thread_name_prefix="rotator-run")
+        self.health = None
+        if self._serve_http:
+            from rotator.health import HealthServer
+
+            host, port = parse_listen(self._listen_override or self.settings.listen)
+            self.health = HealthServer(host, port, alive=self.liveness, ready=self.readiness,
+                                       registry=self.metrics.registry)
+            self.health.start()
+        names = ", ".join(p.name for p in self.policies) or "(none)"
+        logger.info("daemon started: %d policies (%s), journal %s, sweep every %s", len(self.policies), names,
+                    self.journal.location, format_duration(self.settings.sweep_interval))
+
+    @property
+    def settings(self) -> DaemonSettings:
+        return self.loaded.daemon
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        return self.loaded.config.policies
+
+    def serve(self) -> bool:
+        """The driver: tick, sleep until woken or due, until stopped. Returns True if runs were parked."""
+        while not self._stopping:
+            try:
+                wait = self.tick(self.clock.now())
+            except Exception as exc:  # journal unreachable, a bug: log, retry, never die
+                logger.error("scheduler pass failed, retrying in %.0fs: %s", TICK_RETRY, REDACTOR.redact(str(exc)),
+                             exc_info=not isinstance(exc, RotatorError))
+                wait = TICK_RETRY
+            self._sleep(wait)
+        return self.shutdown()
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait until ``seconds`` pass or someone calls :meth:`wakeup` (a thread or a signal)."""
+        if not self._stopping and not self._reload_wanted:
+            select.select([self._wake_r], [], [], seconds)
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wakeup(self) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake-up is pending anyway) or closed (shut down)
+
+    def request_reload(self) -> None:
+        self._reload_wanted = True
+        self.wakeup()
+
+    def request_stop(self) -> None:
+        if self._stopping:
+            self._forced = True  # a second signal: stop waiting for runs
+        self._stopping = True
+        self.wakeup()
+
+    def _install_signals(self) -> None:
+        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
+            return
+        # A signal may be delivered to any thread; the C-level handler then writes to this pipe,
+        # which wakes the main thread from select() so that the Python handler runs at once.
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    def shutdown(self) -> bool:
+        """Take no new runs; let the runs in progress finish within ``shutdown_timeout``.
+
+        Returns True when some run was still going at the deadline (parked): the caller must then
+        end the process (its thread cannot be stopped); the journal keeps that run recoverable.
+        """
+        self._stopping = True
+        with self._lock:
+            running = {name: fut for name, (_, fut) in self._busy.items() if not fut.done()}
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        timeout = self.settings.shutdown_timeout.total_seconds()
+        if running:
+            logger.info("stopping: no new runs; waiting up to %.0fs for %s", timeout, ", ".join(sorted(running)))
+        deadline = time.monotonic() + timeout
+        while running and time.monotonic() < deadline and not self._forced:
+            concurrent.futures.wait(running.values(), timeout=min(0.2, max(deadline - time.monotonic(), 0)))
+            running = {name: fut for name, fut in running.items() if not fut.done()}
+        if running:
+            logger.warning(
+                "shutdown timeout: parking the run(s) of %s mid-step; the journal keeps them recoverable and the "
+                "next start (or another replica once the lease expires) finishes or undoes them",
+                ", ".join(sorted(running)))
+            _terminate_children()
+        self.notifier.close(timeout=min(5.0, max(deadline - time.monotonic(), 1.0)))
+        if self.health is not None:
+            self.health.stop()
+        if not running:
+            self.journal.close()
+        logger.info("daemon stopped%s", " (runs parked)" if running else "")
+        return bool(running)
+
+    # -- the pass ---------------------------------------------------------------------------
+    def tick(self, now: datetime) -> float:
+        """One pass: reload if asked, start what is due; return the seconds until the next thing."""
+        self._heartbeat = time.monotonic()
+        settings = self.settings
+        if self._reload_wanted:
+            self._reload_wanted = False
+            self.notifier.audit.reopen()  # after logrotate moved the audit file, whatever the reload gives
+            self.reload("SIGHUP")
+        elif settings.watch and now >= self._next_watch:
+            self._next_watch = now + settings.watch_interval
+            fp = _fingerprint(self.path)
+            if fp != self._fp and fp != self._last_failed_fp:
+                self.reload("the file changed")
+        settings = self.settings
+        if not self._recovered:  # on start: recover every policy before anything else
+            self._recovered = True
+            for policy in self.policies:
+                self._submit(policy.name, "recover")
+        if now >= self._next_sweep:
+            self._next_sweep = now + settings.sweep_interval
+            self._last.clear()  # other rotators' runs show up at least this often
+            self._sweep(now)
+        wake = [self._next_sweep]
+        if settings.watch:
+            wake.append(self._next_watch)
+
+        # Revocations whose grace has ended (or whose retry time has come).
+        due_revocations: dict[str, datetime] = {}
+        for rev in self.journal.revocations(state="pending"):
+            when = max(rev.due_at, rev.next_try_at or rev.due_at)
+            due_revocations[rev.policy] = min(when, due_revocations.get(rev.policy, when))
+        for name, when in due_revocations.items():
+            if name not in self._engines or not self._idle(name, now, wake):
+                continue
+            if when <= now:
+                self._submit(name, "revoke")
+            else:
+                wake.append(when)
+
+        # Rotations.
+        for policy in self.policies:
+            if not policy.enabled or not self._idle(policy.name, now, wake):
+                continue
+            cached = self._last.get(policy.name)
+            last = cached if cached is not None else self._read_last(policy.name)
+            self._last[policy.name] = last
+            try:
+                target = self._target(policy, last[1], now)
+                if target <= now and cached is not None:  # looks due: did another rotator serve it meanwhile?
+                    last = self._last[policy.name] = self._read_last(policy.name)
+                    target = self._target(policy, last[1], now)
+            except ValueError as exc:  # a cron schedule that never fires again
+                if policy.name not in self._unschedulable:
+                    self._unschedulable.add(policy.name)
+                    logger.error("policy %s: no next rotation: %s", policy.name, exc)
+                continue
+            self._planned[policy.name] = target
+            if target <= now:
+                self._submit(policy.name, "rotate", planned_from=last[0], target=target)
+            else:
+                wake.append(target)
+        return min(max((min(wake) - now).total_seconds(), MIN_WAIT), settings.sweep_interval.total_seconds())
+
+    def _idle(self, name: str, now: datetime, wake: list[datetime]) -> bool:
+        """Nothing running for the policy here, and no recent LeaseBusy from it."""
+        with self._lock:
+            if name in self._busy:
+                return False
+        track = self._tracks.setdefault(name, _Track())
+        if track.busy_until is not None and track.busy_until > now:
+            wake.append(track.busy_until)
+            return False
+        return True
+
+    def _read_last(self, name: str) -> tuple[str | None, datetime | None]:
+        """(run id, publication time) of the policy's last successful run, from the journal."""
+        run = self.journal.last_success(name)
+        return (run.run_id, run.published_at) if run is not None else (None, None)
+
+    def _target(self, policy: Policy, last: datetime | None, now: datetime) -> datetime:
+        due = policy.schedule.next_due(last, now)
+        retry_at = self._tracks.setdefault(policy.name, _Track()).retry_at
+        return max(due, retry_at) if retry_at is not None else due
+
+    def _sweep(self, now: datetime) -> None:
+        """Recover runs left open by a dead process; warn about revocations of unknown policies."""
+        names = {p.name for p in self.policies}
+        for policy in self.policies:
+            if not self._idle(policy.name, now, []):
+                continue
+            if self.journal.open_runs(policy.name):
+                self._submit(policy.name, "recover")
+        unknown = {r.policy for r in self.journal.revocations(state="pending")} - names
+        for name in sorted(unknown - self._warned_unknown):
+            logger.warning("the journal holds pending revocations of policy %r, which is not in %s: they wait "
+                           "until it is back (or run `rotator revoke-expired` with a file that has it)",
+                           name, self.path)
+        self._warned_unknown = unknown
+
+    # -- jobs -------------------------------------------------------------------------------
+    def _submit(self, name: str, kind: str, **kwargs: Any) -> None:
+        engine = self._engines[name]
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            if name in self._busy or self._stopping:
+                return
+            self._busy[name] = (kind, future)
+        try:
+            future = self._executor.submit(self._job, name, engine, kind, kwargs)
+        except RuntimeError:  # the executor is shutting down
+            with self._lock:
+                self._busy.pop(name, None)
+            return
+        with self._lock:
+            if name in self._busy:
+                self._busy[name] = (kind, future)
+        future.add_done_callback(lambda _f: self._done(name))
+
+    def _done(self, name: str) -> None:
+        with self._lock:
+            self._busy.pop(name, None)
+            self._last.pop(name, None)
+        self.wakeup()
+
+    def _job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
+        log = logging.LoggerAdapter(logger, {"policy": name})
+        try:
+            if kind == "rotate":
+                self._rotate(name, engine, **kwargs)
+            elif kind == "recover":
+                for action in engine.recover():
+                    log.info("recovery: %s", action)
+            elif kind == "revoke":
+                for action in engine.revoke_due():
+                    log.info("%s", action)
+        except LeaseBusy as busy:
+            log.debug("%s: skipped, %s", kind, busy)
+            self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(
+                seconds=self._rng.uniform(*BUSY_RETRY))
+        except RotatorError as exc:
+            log.error("%s failed: %s", kind, _describe(exc))
+            if kind == "recover":
+                self._emit({"policy": name, "run_id": None, "step": "recover", "result": "failed",
+                            "error": _describe(exc)})
+        except Exception:
+            log.exception("%s failed unexpectedly", kind)
+
+    def _rotate(self, name: str, engine: EngineLike, *, planned_from: str | None, target: datetime) -> None:
+        log = logging.LoggerAdapter(logger, {"policy": name})
+        now = self.clock.now()
+        late = (now - target).total_seconds()
+        self.metrics.schedule_delay.observe(max(late, 0.0))
+        if late > self.settings.misfire_grace.total_seconds():
+            self.metrics.misfires.labels(name).inc()
+            log.warning("rotation was due at %s and starts %s late (misfire); rotating once now",
+                        target.isoformat(timespec="seconds"), format_duration(timedelta(seconds=late)))
+        # Our own hold on the lease, so that "still due?" and the run are one decision.
+        try:
+            self.journal.acquire_lease(name, engine.holder, engine.lease_ttl, now)
+        except LeaseBusy:
+            engine.recover()  # takes over from a dead process on this host; else LeaseBusy again
+            return
+        started = time.monotonic()
+        try:
+            last = self.journal.last_success(name)
+            if (last.run_id if last else None) != planned_from:
+                log.info("rotated by another rotator meanwhile; nothing to do")
+                return
+            log.info("rotating (due %s)", target.isoformat(timespec="seconds"))
+            result = engine.rotate()
+        except LeaseBusy:
+            raise
+        except RotatorError as exc:
+            self._failed(name, exc, started, now)
+            return
+        finally:
+            self.journal.release_lease(name, engine.holder)
+        elapsed = time.monotonic() - started
+        self.metrics.run_duration.labels(name).observe(elapsed)
+        self.metrics.rotations.labels(name, "success").inc()
+        self.metrics.consecutive_failures.labels(name).set(0)
+        self._tracks[name] = _Track()
+        log.info("rotated in %.1fs: %s", elapsed, result.message)
+        self._emit({"policy": name, "run_id": result.run_id, "step": "rotate", "result": "ok",
+                    "token_id": result.new_token_id, "old_token_id": result.old_token_id,
+                    "duration_s": round(elapsed, 3)})
+
+    def _failed(self, name: str, exc: RotatorError, started: float, began: datetime) -> None:
+        elapsed = time.monotonic() - started
+        outcome = "needs_attention" if isinstance(exc, NeedsAttention) else "failure"
+        track = self._tracks.setdefault(name, _Track())
+        track.failures += 1
+        base, cap = self.settings.failure_backoff, self.settings.failure_backoff_max
+        delay = min(cap, base * 2 ** (track.failures - 1)) * self._rng.uniform(0.75, 1.0)
+        track.retry_at = self.clock.now() + delay
+        self.metrics.run_duration.labels(name).observe(elapsed)
+        self.metrics.rotations.labels(name, outcome).inc()
+        self.metrics.consecutive_failures.labels(name).set(track.failures)
+        try:
+            runs = self.journal.runs(name, limit=1)
+        except RotatorError:
+            runs = []
+        run = runs[0] if runs and runs[0].started_at >= began - timedelta(seconds=1) else None
+        message = _describe(exc)
+        logger.error("policy %s: rotation failed (%d in a row), retrying at %s: %s", name, track.failures,
+                     track.retry_at.isoformat(timespec="seconds"), message)
+        if run is not None and run.state == RunState.REVOKING_NEW and run.run_id not in self._orphans_reported:
+            # The candidate could not be revoked: it is valid and nobody holds it until recovery.
+            self._emit({"policy": name, "run_id": run.run_id, "step": "revoke_new", "result": "failed",
+                        "token_id": run.new_token_id, "error": run.error or message})
+        self._emit({"policy": name, "run_id": run.run_id if run else None, "step": "rotate",
+                    "result": "needs_attention" if outcome == "needs_attention" else "failed",
+                    "error": message, "failures": track.failures, "retry_at": track.retry_at,
+                    "duration_s": round(elapsed, 3)})
+
+    # -- events -----------------------------------------------------------------------------
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        """The engines' listener: metrics, then audit/webhooks/hooks."""
+        if (event.get("step"), event.get("result")) == ("revoke_new", "failed") and event.get("run_id"):
+            self._orphans_reported.add(str(event["run_id"]))
+        self.metrics.on_event(event)
+        self.notifier(event)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self.on_event({"at": self.clock.now(), **event})
+
+    # -- configuration ----------------------------------------------------------------------
+    def _build_engines(self, config: Config) -> dict[str, EngineLike]:
+        engines = {}
+        for policy in config.policies:
+            try:
+                engines[policy.name] = self._engine_factory(policy, config, self.journal, self.on_event)
+            except RotatorError:
+                raise
+            except Exception as exc:
+                raise ConfigError(f"policy {policy.name!r}: cannot set up its adapters: {exc}",
+                                  hint="check the issuer and store settings of this policy") from None
+        return engines
+
+    def reload(self, reason: str) -> bool:
+        """Load the policy file again; keep the running configuration if the new one is invalid."""
+        fp = _fingerprint(self.path)
+        try:
+            loaded = self._loader(self.path)
+            url = loaded.config.journal_url()
+            if url != self._journal_url:
+                raise ConfigError("the journal setting changed: a reload cannot move the journal",
+                                  hint="restart the daemon to use another journal")
+            engines = self._build_engines(loaded.config)
+        except RotatorError as exc:
+            self._last_failed_fp = fp
+            self.metrics.reload_failures.inc()
+            self.metrics.reload_ok.set(0)
+            message = REDACTOR.redact(str(exc))
+            logger.error("reload (%s) rejected, the running configuration is kept: %s", reason, message)
+            self._emit({"policy": None, "run_id": None, "step": "reload", "result": "failed", "error": message})
+            return False
+        old = self.loaded
+        if (loaded.daemon.listen, loaded.daemon.workers) != (old.daemon.listen, old.daemon.workers):
+            logger.warning("listen and workers changes take effect at the next restart")
+        removed = {p.name for p in old.config.policies} - {p.name for p in loaded.config.policies}
+        self.loaded, self._engines, self._fp, self._last_failed_fp = loaded, engines, fp, None
+        self._last.clear()
+        if not self.notifier.same_settings(loaded.daemon):
+            from rotator.notify import Notifier
+
+            previous = self.notifier
+            self.notifier = Notifier(loaded.daemon, self.path.parent, on_result=self.metrics.notification,
+                                     stdout=self._stdout)
+            threading.Thread(target=previous.close, args=(10.0,), name="rotator-notify-close", daemon=True).start()
+        for name in removed:
+            self._tracks.pop(name, None)
+            self._planned.pop(name, None)
+            self.metrics.forget(name)
+        self._note_loaded()
+        logger.info("reloaded %s (%s): %d policies", self.path, reason, len(self.policies))
+        self._emit({"policy": None, "run_id": None, "step": "reload", "result": "ok", "policies": len(self.policies)})
+        return True
+
+    def _note_loaded(self) -> None:
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(time.time())
+        self.metrics.policies.set(len(self.policies))
+
+    # -- health -----------------------------------------------------------------------------
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        stalled = time.monotonic() - self._heartbeat
+        limit = max(60.0, 3 * self.settings.sweep_interval.total_seconds())
+        return stalled < limit, {"last_pass_s_ago": round(stalled, 1)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, Any] = {"config_loaded": True, "policies": len(self.policies),
+                                  "stopping": self._stopping}
+        try:
+            self.journal.lease_holder("rotator-readiness-probe", self.clock.now())
+            checks["journal"] = "ok"
+        except Exception as exc:
+            checks["journal"] = REDACTOR.redact(str(exc))
+        return checks["journal"] == "ok" and not checks["stopping"], checks
+
+    def snapshot(self) -> StateSnapshot:
+        """The journal's view of every policy, for the state metrics (called at each scrape)."""
+        from rotator.metrics import PolicyState, StateSnapshot
+        from rotator.status import policy_status
+
+        now = self.clock.now()
+        overdue_before = now - self.settings.sweep_interval
+        with self._lock:
+            busy = set(self._busy)
+        states = []
+        try:
+            for policy in self.policies:
+                status = policy_status(policy, self.journal, now)
+                pending = self.journal.revocations(policy.name, "pending")
+                states.append(PolicyState(
+                    policy=policy.name, enabled=policy.enabled, rotated_at=status.rotated_at,
+                    expires_at=status.expires_at, next_rotation=status.next_due,
+                    pending_revocations=len(pending),
+                    overdue_revocations=sum(1 for r in pending if r.due_at < overdue_before),
+                    failed_revocations=status.failed_revocations, open_runs=status.open_runs,
+                    needs_attention=status.needs_attention,
+                    lease_active=self.journal.lease_holder(policy.name, now) is not None,
+                    lease_held_here=policy.name in busy,
+                ))
+        except Exception as exc:
+            logger.error("metrics: cannot read the journal: %s", REDACTOR.redact(str(exc)))
+            return StateSnapshot(now, journal_up=False)
+        return StateSnapshot(now, journal_up=True, policies=states)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    hint = getattr(exc, "hint", "")
+    return REDACTOR.redact(text + (f" (fix: {hint})" if hint else ""))
+
+
+def _terminate_children() -> None:
+    """SIGTERM the processes this one started (influxctl calls, hooks) before a parked exit.
+
+    A child left running could still mint a token after the journal was last written; the tag in
+    its description lets recovery find it, but a call that never lands is simpler. Linux only
+    (reads /proc); elsewhere the children finish or time out on their own.
+    """
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and fields[1] == str(me):
+            pid = int(entry)
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGTERM)
+                else:
+                    os.kill(pid, signal.SIGTERM)
+                logger.warning("terminated child process %d", pid)
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------------------- command line
+def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``rotator daemon`` to the CLI's subparsers (``common_parent`` holds -c, --log-*)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "daemon", parents=[common_parent],
+        help="run continuously: rotate on schedule, revoke after grace, serve /healthz /readyz /metrics")
+    parser.add_argument("--listen", metavar="HOST:PORT",
+                        help="address of /healthz, /readyz and /metrics (default: [daemon] listen or 127.0.0.1:9464)")
+    return parser
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM/SIGINT; 0 on a clean stop. Bad input raises (exit 2 from the CLI)."""
+    if args.listen is not None:
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            raise ConfigError(f"--listen: {exc}", hint="e.g. --listen 127.0.0.1:9464") from None
+    daemon = Daemon(args.config, listen=args.listen)
+    daemon.start()
+    if daemon.serve():
+        # Parked: a worker thread is still inside a run and cannot be stopped; the journal makes
+        # the run recoverable, so end the process here without waiting for it.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rotator.daemon -c FILE``: the daemon command on its own."""
+    from rotator.logs import setup_logging
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=os.environ.get("ROTATOR_CONFIG", "rotator.toml"))
+    common.add_argument("--log-level", default=os.environ.get("ROTATOR_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"])
+    common.add_argument("--log-format", default="text", choices=["text", "json"])
+    common.add_argument("--log-file")
+    parser = argparse.ArgumentParser(prog="rotator")
+    add_parser(parser.add_subparsers(dest="command"), common)
+    args = parser.parse_args(["daemon", *(argv if argv is not None else sys.argv[1:])])
+    setup_logging(args.log_level, args.log_format, file=args.log_file)
+    try:
+        return cmd_daemon(args)
+    except PolicyFileError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except RotatorError as exc:
+        print(f"rotator: error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+        if exc.hint:
+            print(f"fix: {exc.hint}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

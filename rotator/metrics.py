@@ -1,0 +1,163 @@
+"""Prometheus metrics of the daemon (prometheus-client; imported only by the daemon).
+
+Two kinds: *event* metrics the daemon updates as things happen (runs, revocations, reloads,
+notifications), and *state* metrics read from the journal at scrape time (token age and expiry,
+next rotation, pending and overdue revocations, leases), so a scrape always shows the journal's
+truth, including what other replicas did. Labels are policy names and fixed words only: never a
+token, a token id, a URL or a lease holder. docs/daemon.md lists every metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rotator import __version__
+
+__all__ = ["Metrics", "PolicyState", "StateSnapshot"]
+
+RUN_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400)
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the journal says about one policy, for the state metrics."""
+
+    policy: str
+    enabled: bool
+    rotated_at: datetime | None
+    expires_at: datetime | None
+    next_rotation: datetime | None
+    pending_revocations: int
+    overdue_revocations: int
+    failed_revocations: int
+    open_runs: int
+    needs_attention: bool
+    lease_active: bool
+    lease_held_here: bool
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    now: datetime
+    journal_up: bool
+    policies: list[PolicyState] = field(default_factory=list)
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+class _StateCollector(Collector):
+    """Reads a :class:`StateSnapshot` at every scrape."""
+
+    def __init__(self, source: Callable[[], StateSnapshot]) -> None:
+        self._source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # no collect() at registration time: the journal may not be open yet
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._source()
+        yield GaugeMetricFamily("rotator_journal_up", "1 if the journal answered the last scrape",
+                                value=int(snap.journal_up))
+        specs: list[tuple[str, str, Callable[[PolicyState], float | None]]] = [
+            ("rotator_token_age_seconds", "Age of the current token (since its publication)",
+             lambda s: (snap.now - s.rotated_at).total_seconds() if s.rotated_at else None),
+            ("rotator_token_expiry_timestamp_seconds", "When the current token expires (Unix time)",
+             lambda s: _ts(s.expires_at) if s.expires_at else None),
+            ("rotator_last_success_timestamp_seconds", "When the last successful rotation or bootstrap published",
+             lambda s: _ts(s.rotated_at) if s.rotated_at else None),
+            ("rotator_next_rotation_timestamp_seconds", "When the next rotation is due by the schedule (Unix time); "
+             "in the past while a rotation is overdue",
+             lambda s: _ts(s.next_rotation) if s.next_rotation and s.enabled else None),
+            ("rotator_revocations_pending", "Previous tokens waiting for their grace period to end",
+             lambda s: s.pending_revocations),
+            ("rotator_revocations_overdue", "Pending revocations whose due time passed more than a sweep ago",
+             lambda s: s.overdue_revocations),
+            ("rotator_revocations_failed", "Revocations that gave up: the token is still valid, act on it",
+             lambda s: s.failed_revocations),
+            ("rotator_open_runs", "Runs not finished (in progress, or interrupted and waiting for recovery)",
+             lambda s: s.open_runs),
+            ("rotator_needs_attention", "1 when the policy stopped where only a human can decide",
+             lambda s: int(s.needs_attention)),
+            ("rotator_policy_enabled", "1 when the policy rotates on its schedule", lambda s: int(s.enabled)),
+            ("rotator_lease_active", "1 while any rotator holds the policy's lease", lambda s: int(s.lease_active)),
+            ("rotator_lease_held", "1 while this replica holds the policy's lease", lambda s: int(s.lease_held_here)),
+        ]
+        for name, doc, value in specs:
+            family = GaugeMetricFamily(name, doc, labels=["policy"])
+            for state in snap.policies:
+                v = value(state)
+                if v is not None:
+                    family.add_metric([state.policy], float(v))
+            yield family
+
+
+class Metrics:
+    """Every metric of one daemon, in its own registry (so tests can run several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.rotations = Counter("rotator_rotations", "Rotation runs by policy and result "
+                                 "(success, failure, needs_attention)", ["policy", "result"], registry=r)
+        self.run_duration = Histogram("rotator_run_duration_seconds", "Duration of rotation runs",
+                                      ["policy"], buckets=RUN_BUCKETS, registry=r)
+        self.schedule_delay = Histogram("rotator_schedule_delay_seconds",
+                                        "How long after its planned time a rotation started",
+                                        buckets=DELAY_BUCKETS, registry=r)
+        self.misfires = Counter("rotator_schedule_misfires", "Rotations that started later than misfire_grace "
+                                "(they still run, once)", ["policy"], registry=r)
+        self.consecutive_failures = Gauge("rotator_consecutive_failures",
+                                          "Failed rotation runs in a row (0 after a success)", ["policy"], registry=r)
+        self.revocations = Counter("rotator_revocations", "Revocations of previous tokens by result "
+                                   "(ok, retry, failed)", ["policy", "result"], registry=r)
+        self.orphans = Counter("rotator_orphans", "Tokens left valid that should have been revoked "
+                               "(a revocation gave up, or a discarded candidate could not be revoked)",
+                               ["policy"], registry=r)
+        self.notifications = Counter("rotator_notifications", "Webhook and hook deliveries by channel and result",
+                                     ["channel", "result"], registry=r)
+        self.reload_failures = Counter("rotator_config_reload_failures", "Reloads rejected because the new "
+                                       "policy file was invalid; the running configuration was kept", registry=r)
+        self.reload_ok = Gauge("rotator_config_last_reload_successful",
+                               "1 if the last (re)load of the policy file succeeded", registry=r)
+        self.reload_time = Gauge("rotator_config_last_reload_success_timestamp_seconds",
+                                 "When the policy file was last loaded successfully", registry=r)
+        self.policies = Gauge("rotator_policies", "Policies in the running configuration", registry=r)
+        Info("rotator_build", "rotator's version", registry=r).info({"version": __version__})
+
+    def watch_state(self, source: Callable[[], StateSnapshot]) -> None:
+        self.registry.register(_StateCollector(source))
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        """Count what the engine reports (an engine listener)."""
+        step, result, policy = event.get("step"), event.get("result"), str(event.get("policy"))
+        if step == "revoke_old" and result in ("ok", "retry", "failed"):
+            self.revocations.labels(policy, str(result)).inc()
+        if (step, result) in (("revoke_old", "failed"), ("revoke_new", "failed")):
+            self.orphans.labels(policy).inc()
+
+    def notification(self, channel: str, result: str) -> None:
+        self.notifications.labels(channel, result).inc()
+
+    def forget(self, policy: str) -> None:
+        """Drop the series of a policy that left the configuration."""
+        for metric, extra in ((self.rotations, ("success", "failure", "needs_attention")),
+                              (self.revocations, ("ok", "retry", "failed"))):
+            for result in extra:
+                try:
+                    metric.remove(policy, result)
+                except KeyError:
+                    pass
+        for single in (self.run_duration, self.misfires, self.consecutive_failures, self.orphans):
+            try:
+                single.remove(policy)
+            except KeyError:
+                pass

@@ -1,0 +1,84 @@
+"""A local HTTP server that records webhook POSTs and answers with scripted statuses (tests only)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["Delivery", "Receiver", "receiver"]
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.body)
+        return data
+
+    def signature_ok(self, key: str) -> bool:
+        expected = "sha256=" + hmac.new(key.encode(), self.body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(self.headers.get("X-Rotator-Signature", ""), expected)
+
+
+@dataclass
+class Receiver:
+    url: str
+    #: statuses to answer, in order; the last one repeats
+    statuses: list[int] = field(default_factory=lambda: [200])
+    delay_s: float = 0.0
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        while len(self.deliveries) < count:
+            assert time.monotonic() < deadline, f"only {len(self.deliveries)} of {count} webhook(s) arrived"
+            time.sleep(0.02)
+        return list(self.deliveries)
+
+
+@contextmanager
+def receiver(statuses: list[int] | None = None, delay_s: float = 0.0) -> Iterator[Receiver]:
+    state = Receiver(url="", statuses=list(statuses or [200]), delay_s=delay_s)
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with lock:
+                state.deliveries.append(Delivery(self.path, dict(self.headers.items()), body, time.monotonic()))
+                status = state.statuses.pop(0) if len(state.statuses) > 1 else state.statuses[0]
+            if state.delay_s:
+                time.sleep(state.delay_s)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            except OSError:
+                pass  # the client gave up (timeout test)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/rotator"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
