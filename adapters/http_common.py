@@ -1,13 +1,16 @@
-"""What the HTTP issuers (``influxdb3``, ``influxdb2``) share: settings, the client, error mapping.
+"""What the HTTP issuers (``influxdb3``, ``influxdb2``, ``management-api``) share: settings, the client, error mapping.
 
 - :class:`HttpSettings` holds the connection part of an issuer's settings (``base_url``,
   ``tls_verify``, ``ca_bundle``, ``timeout_s``: named as in the vault-kv2 store and the
-  management-api issuer) and :func:`build_client` turns it into an ``httpx.Client`` that reads
+  management-api issuer) and :func:`new_client` turns those into an ``httpx.Client`` that reads
   nothing from the environment (no proxy variables, no ``SSL_CERT_FILE``, no ``.netrc``): what
   ``rotator validate`` checked is what runs. Tests inject a transport (``httpx.MockTransport``)
   through the ``transport`` argument, the seam for failures a fake server cannot produce.
-- :func:`map_http_errors` is the one place where httpx exceptions and unexpected HTTP statuses
-  become rotator errors::
+- :class:`HttpIssuer` is what ``influxdb3`` and ``influxdb2`` share: construction, the client
+  built on first use, the minting credential.
+- :func:`on_http_failure` is the one place where httpx exceptions and unexpected HTTP statuses
+  are told apart (:class:`HttpFailure`: a status, a timeout, a TLS failure, no connection...);
+  each issuer words them. :func:`map_http_errors` is the wording of ``influxdb3`` and ``influxdb2``::
 
       timeouts, connection failures, 408/425/429, 5xx    -> TransientError
       TLS verification failure                           -> PermanentError (hint: ca_bundle)
@@ -16,7 +19,8 @@
 
   Inside the block, :func:`expect` raises for a status that is not one of the expected ones.
   Messages name the operation, method, path and status plus the server's own error text
-  (redacted, truncated); never a header, a request body or a token.
+  (:func:`error_text`, through :func:`redact_detail`: redacted, truncated); never a header, a
+  request body or a token.
 - :data:`CredentialSetting` is ``credential = { file = ... } | { env = ... } | "self"``: the token
   an issuer authenticates with to mint, list and revoke. :func:`resolve_credential` reads it.
 """
@@ -27,11 +31,12 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, cast
 
 import httpx
 from pydantic import (
@@ -45,26 +50,34 @@ from pydantic import (
     model_validator,
 )
 
+from rotator.contracts import AdapterContext
 from rotator.credentials import CredentialRef
-from rotator.errors import ConfigError, IssuerOutputError, PermanentError, TransientError
+from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
 from rotator.schedule import format_duration, parse_duration
 from rotator.secret import REDACTOR, Secret
 
 __all__ = [
     "CredentialSetting",
     "DurationSetting",
+    "HttpFailure",
+    "HttpIssuer",
     "HttpSettings",
+    "IssuerSettings",
     "SelfCredential",
     "UnexpectedStatus",
     "auth_header",
-    "build_client",
+    "check_tls_choice",
+    "error_text",
     "expect",
     "is_self",
     "json_body",
     "map_http_errors",
+    "new_client",
+    "on_http_failure",
     "parse_time",
     "redact_detail",
     "resolve_credential",
+    "token_value",
 ]
 
 logger = logging.getLogger("rotator.adapters.http")
@@ -75,6 +88,7 @@ ERR_UNREACHABLE = "{what}: cannot reach {url} ({cause})"
 ERR_TLS = "{what}: TLS handshake with {url} failed (untrusted certificate, or not a TLS endpoint)"
 ERR_STATUS = "{what}: {call} answered HTTP {status}{detail}"
 ERR_BAD_URL = "{what}: {url} is not a usable URL ({cause})"
+ERR_OTHER = "{what}: {call} failed ({cause})"
 HINT_RETRY = "rotator retries; check that the server is up and reachable from here"
 HINT_TLS = "set ca_bundle to the CA that signed the server's certificate (tls_verify = false only for tests)"
 HINT_UNAUTHENTICATED = "the credential is not accepted (expired, deleted or inactive?); check `credential`"
@@ -84,6 +98,7 @@ HINT_NOT_FOUND = "check base_url (scheme, host, port, no path) and that the serv
 HINT_CONFLICT = "the resource exists already"
 HINT_BAD_REQUEST = "the server refused the request; check the issuer settings against docs/issuers.md"
 HINT_OTHER = "check the server's log for this request"
+HINT_SELF = "store the first token with `rotator bootstrap`, or set credential = { file = ... } / { env = ... }"
 _DEFAULT_HINTS = {
     400: HINT_BAD_REQUEST,
     401: HINT_UNAUTHENTICATED,
@@ -132,8 +147,7 @@ class HttpSettings(BaseModel):
 
     @model_validator(mode="after")
     def _one_tls_choice(self) -> HttpSettings:
-        if self.ca_bundle is not None and not self.tls_verify:
-            raise ValueError("`ca_bundle` has no effect with `tls_verify = false`; drop one")
+        check_tls_choice(self.tls_verify, self.ca_bundle)
         return self
 
     @field_validator("base_url")
@@ -181,13 +195,25 @@ def resolve_credential(setting: CredentialSetting, current: Secret | None, base_
     return current
 
 
-def build_client(
-    settings: HttpSettings, base_dir: Path, *, transport: httpx.BaseTransport | None = None
+def check_tls_choice(tls_verify: bool, ca_bundle: Path | None) -> None:
+    """Refuse (ValueError) a ``ca_bundle`` that ``tls_verify = false`` would ignore."""
+    if ca_bundle is not None and not tls_verify:
+        raise ValueError("`ca_bundle` has no effect with `tls_verify = false`; drop one")
+
+
+def new_client(
+    *,
+    tls_verify: bool,
+    ca_bundle: Path | None,
+    timeout_s: float,
+    base_dir: Path,
+    base_url: str = "",
+    transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
-    """An ``httpx.Client`` for ``settings``: explicit TLS, no environment, no redirects."""
-    verify: bool | ssl.SSLContext = settings.tls_verify
-    if settings.ca_bundle is not None:
-        path = settings.ca_bundle if settings.ca_bundle.is_absolute() else base_dir / settings.ca_bundle
+    """An ``httpx.Client``: explicit TLS (``ca_bundle`` relative to ``base_dir``), no environment, no redirects."""
+    verify: bool | ssl.SSLContext = tls_verify
+    if ca_bundle is not None:
+        path = ca_bundle if ca_bundle.is_absolute() else base_dir / ca_bundle
         try:
             verify = ssl.create_default_context(cafile=str(path))
         except (OSError, ssl.SSLError) as exc:
@@ -196,9 +222,9 @@ def build_client(
                 hint="point ca_bundle at a readable PEM file",
             ) from None
     return httpx.Client(
-        base_url=settings.base_url,
+        base_url=base_url,
         verify=verify,
-        timeout=settings.timeout_s,
+        timeout=timeout_s,
         trust_env=False,
         follow_redirects=False,
         transport=transport,
@@ -209,6 +235,75 @@ def build_client(
 def auth_header(scheme: str, token: Secret) -> dict[str, str]:
     """``{"Authorization": "<scheme> <token>"}``: one of the few places a token is revealed."""
     return {"Authorization": f"{scheme} {token.reveal()}"}
+
+
+class IssuerSettings(Protocol):
+    """What :class:`HttpIssuer` reads: the fields of :class:`HttpSettings` and ``credential``."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def tls_verify(self) -> bool: ...
+
+    @property
+    def ca_bundle(self) -> Path | None: ...
+
+    @property
+    def timeout_s(self) -> float: ...
+
+    @property
+    def credential(self) -> CredentialSetting: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=IssuerSettings)
+
+
+class HttpIssuer(Generic[SettingsT]):
+    """What ``influxdb3`` and ``influxdb2`` share: construction, the client, the minting credential.
+
+    Nothing is contacted when the issuer is made: the client is built on first use
+    (:meth:`_http`), with ``transport`` in it if one is given (tests).
+    """
+
+    kind: ClassVar[str]
+    settings_model: ClassVar[type[BaseModel]]
+
+    def __init__(
+        self, settings: SettingsT, ctx: AdapterContext, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.settings = settings
+        self._policy = ctx.policy
+        self._base_dir: Path = ctx.base_dir
+        self._clock = ctx.clock
+        self._transport = transport
+        self._client: httpx.Client | None = None
+
+    @classmethod
+    def from_config(
+        cls, settings: BaseModel, ctx: AdapterContext, *, transport: httpx.BaseTransport | None = None
+    ) -> Self:
+        """Nothing is contacted here; the HTTP client is built on first use."""
+        if not isinstance(settings, cls.settings_model):
+            raise TypeError(f"{cls.kind} needs {cls.settings_model.__name__}, got {type(settings).__name__}")
+        return cls(cast(Any, settings), ctx, transport=transport)  # an instance of settings_model, i.e. SettingsT
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            settings = self.settings
+            self._client = new_client(
+                tls_verify=settings.tls_verify,
+                ca_bundle=settings.ca_bundle,
+                timeout_s=settings.timeout_s,
+                base_dir=self._base_dir,
+                base_url=settings.base_url,
+                transport=self._transport,
+            )
+        return self._client
+
+    def _credential(self, current: Secret | None) -> Secret:
+        """The token that mints, lists and revokes (``current``: the one the stores hold now)."""
+        return resolve_credential(self.settings.credential, current, self._base_dir, hint_self=HINT_SELF)
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,6 +325,44 @@ def expect(response: httpx.Response, *statuses: int) -> httpx.Response:
     return response
 
 
+@dataclass(frozen=True)
+class HttpFailure:
+    """One failed HTTP call, told apart by :func:`on_http_failure`; the issuer words the error.
+
+    ``kind``: ``status`` (an answer with a status the caller did not expect: ``response``),
+    ``timeout``, ``tls`` (the TLS handshake failed), ``unreachable`` (no connection, or it
+    broke), ``bad_url`` (httpx cannot use the URL) or ``other`` (any other httpx error).
+    ``exc`` is what was raised; its text may hold a URL, never a header or a body.
+    """
+
+    kind: Literal["status", "timeout", "tls", "unreachable", "bad_url", "other"]
+    exc: Exception
+    response: httpx.Response | None = None
+
+
+@contextmanager
+def on_http_failure(to_error: Callable[[HttpFailure], RotatorError]) -> Iterator[None]:
+    """Raise ``to_error(failure)`` (``from None``) for each httpx failure and unexpected status in the block.
+
+    An unexpected status is :class:`UnexpectedStatus` (from :func:`expect`) or httpx's own
+    ``HTTPStatusError`` (from ``raise_for_status``). A rotator error raised in the block passes.
+    """
+    try:
+        yield
+    except (UnexpectedStatus, httpx.HTTPStatusError) as exc:
+        raise to_error(HttpFailure("status", exc, exc.response)) from None
+    except httpx.TimeoutException as exc:
+        raise to_error(HttpFailure("timeout", exc)) from None
+    except httpx.ConnectError as exc:
+        raise to_error(HttpFailure("tls" if _is_tls_failure(exc) else "unreachable", exc)) from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise to_error(HttpFailure("bad_url", exc)) from None
+    except httpx.TransportError as exc:  # read/write errors, a dropped connection, protocol errors
+        raise to_error(HttpFailure("unreachable", exc)) from None
+    except httpx.HTTPError as exc:  # e.g. an answer that cannot be decoded
+        raise to_error(HttpFailure("other", exc)) from None
+
+
 @contextmanager
 def map_http_errors(
     what: str,
@@ -242,35 +375,36 @@ def map_http_errors(
     ``hints`` replaces the default hint per status. ``unauthenticated_is_transient``: a 401 means
     "not active yet" (verifying a token minted a moment ago), so it is retried.
     """
-    try:
+
+    def to_error(failure: HttpFailure) -> RotatorError:
+        exc = failure.exc
+        if failure.response is not None:
+            return _status_error(what, failure.response, hints or {}, unauthenticated_is_transient)
+        if failure.kind == "timeout":
+            request = _request_of(exc)
+            message = ERR_TIMEOUT.format(what=what, call=_call(request), timeout=_timeout_of(request))
+            return TransientError(message, hint=HINT_RETRY)
+        if failure.kind == "tls":
+            return PermanentError(ERR_TLS.format(what=what, url=_origin(exc)), hint=HINT_TLS)
+        if failure.kind == "bad_url":
+            message = ERR_BAD_URL.format(what=what, url=_origin(exc), cause=type(exc).__name__)
+            return ConfigError(message, hint="check base_url")
+        if failure.kind == "unreachable":
+            return TransientError(
+                ERR_UNREACHABLE.format(what=what, url=_origin(exc), cause=_cause(exc)), hint=HINT_RETRY
+            )
+        message = ERR_OTHER.format(what=what, call=_call(_request_of(exc)), cause=type(exc).__name__)
+        return PermanentError(message, hint=HINT_OTHER)
+
+    with on_http_failure(to_error):
         yield
-    except UnexpectedStatus as exc:
-        raise _status_error(what, exc.response, hints or {}, unauthenticated_is_transient) from None
-    except httpx.TimeoutException as exc:
-        raise TransientError(
-            ERR_TIMEOUT.format(what=what, call=_call(exc.request), timeout=_timeout_of(exc.request)),
-            hint=HINT_RETRY,
-        ) from None
-    except httpx.ConnectError as exc:
-        url = _origin(exc.request)
-        if _is_tls_failure(exc):
-            raise PermanentError(ERR_TLS.format(what=what, url=url), hint=HINT_TLS) from None
-        raise TransientError(ERR_UNREACHABLE.format(what=what, url=url, cause=_cause(exc)), hint=HINT_RETRY) from None
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise ConfigError(
-            ERR_BAD_URL.format(what=what, url=_origin(exc), cause=type(exc).__name__), hint="check base_url"
-        ) from None
-    except httpx.TransportError as exc:  # read/write errors, a dropped connection, protocol errors
-        raise TransientError(
-            ERR_UNREACHABLE.format(what=what, url=_origin(exc), cause=_cause(exc)), hint=HINT_RETRY
-        ) from None
 
 
 def _status_error(
     what: str, response: httpx.Response, hints: Mapping[int, str], fresh: bool
 ) -> TransientError | PermanentError:
     status = response.status_code
-    detail = redact_detail(_error_text(response))
+    detail = redact_detail(error_text(response))
     message = ERR_STATUS.format(
         what=what, call=_call(response.request), status=status, detail=f": {detail}" if detail else ""
     )
@@ -281,8 +415,15 @@ def _status_error(
     return PermanentError(message, hint=hints.get(status) or _DEFAULT_HINTS.get(status, HINT_OTHER))
 
 
-def _error_text(response: httpx.Response) -> str:
-    """The server's own error message: ``{"error": ...}`` (InfluxDB 3), ``{"message": ...}`` (v2) or text."""
+def error_text(
+    response: httpx.Response, keys: tuple[str, ...] = ("error", "message"), *, plain_text: bool = True
+) -> str:
+    """The server's own error message, not yet redacted (see :func:`redact_detail`).
+
+    The first of ``keys`` with a non-blank string in a JSON object (InfluxDB 3 writes
+    ``{"error": ...}``, v2 and the Management API ``{"code", "message"}``); a body that is not
+    JSON as one line if ``plain_text``; else "".
+    """
     try:
         raw = response.read()
     except httpx.HTTPError:
@@ -293,25 +434,26 @@ def _error_text(response: httpx.Response) -> str:
     try:
         data = json.loads(text)
     except ValueError:
-        return " ".join(text.split())
+        return " ".join(text.split()) if plain_text else ""
     if isinstance(data, dict):
-        for key in ("error", "message"):
-            if isinstance(data.get(key), str) and data[key]:
-                return str(data[key])
+        for key in keys:
+            value = data.get(key)
+            if isinstance(value, str) and value.strip():
+                return value
     return ""
 
 
-def redact_detail(text: str) -> str:
-    """Server text fit for a message: known secrets and token-shaped words removed, truncated."""
-    text = _TOKEN_SHAPES.sub("***", REDACTOR.redact(text.strip()))
-    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."
+def redact_detail(text: str, *, shapes: re.Pattern[str] = _TOKEN_SHAPES, limit: int = _MAX_DETAIL) -> str:
+    """Server text fit for a message: known secrets and words of the token ``shapes`` removed, cut at ``limit``."""
+    text = shapes.sub("***", REDACTOR.redact(text.strip()))
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _call(request: httpx.Request | None) -> str:
     return f"{request.method} {request.url.path}" if request is not None else "the request"
 
 
-def _origin(exc: httpx.HTTPError | httpx.InvalidURL | httpx.Request | None) -> str:
+def _origin(exc: object) -> str:
     request = exc if isinstance(exc, httpx.Request) else _request_of(exc)
     if request is None:
         return "the server"
@@ -335,22 +477,28 @@ def _timeout_of(request: httpx.Request | None) -> float:
     return float(max(values)) if values else 0.0
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it, innermost last (each once: a chain can loop)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def _cause(exc: BaseException) -> str:
     """A short, secret-free cause: the innermost OS error name, else the exception class."""
-    inner: BaseException | None = exc
-    while inner is not None:
+    for inner in _chain(exc):
         if isinstance(inner, OSError) and inner.strerror:
             return inner.strerror.lower()
-        inner = inner.__cause__ or inner.__context__
     return type(exc).__name__
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
-    inner: BaseException | None = exc
-    while inner is not None:
-        if isinstance(inner, ssl.SSLError):
-            return True
-        inner = inner.__cause__ or inner.__context__
+    """Whether a connection failed in the TLS handshake (an ``ssl.SSLError`` in its chain, or its text says so)."""
+    if any(isinstance(inner, ssl.SSLError) for inner in _chain(exc)):
+        return True
     return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)
 
 
@@ -371,6 +519,13 @@ def json_body(response: httpx.Response, what: str, *, created: str = "") -> Any:
             f"{what}: {prefix}the answer ({response.status_code}, {len(response.content)} bytes) is not JSON",
             hint="check that base_url points at the server itself, not at a proxy or login page",
         ) from None
+
+
+def token_value(value: object) -> Secret | None:
+    """The token in an answer's ``token`` field: one word (surrounding white space dropped), else None."""
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+        return None
+    return Secret(value.strip())
 
 
 def parse_time(value: object, where: str) -> datetime | None:

@@ -10,7 +10,10 @@ The seam for tests is :data:`Runner`, the subprocess equivalent of an HTTP trans
 wrapper receives it and calls ``run(argv, timeout_s)``.
 
 Used by ``influxctl-management`` (management tokens) and ``influxctl-database`` (database
-tokens, verified with ``influxctl query`` and the new token as the profile's ``token``).
+tokens, verified with ``influxctl query`` and the new token as the profile's ``token``). Both
+are :class:`InfluxctlIssuer` subclasses: they name their commands, say how they authenticate
+and write ``mint`` and ``verify``; construction, ``revoke`` (confirmed by the list) and
+``list_tokens`` are written once, here.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rotator.contracts import AdapterContext, MintedToken, TokenInfo
 from rotator.credentials import CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
 from rotator.secret import REDACTOR, Secret
@@ -40,6 +44,8 @@ from rotator.secret import REDACTOR, Secret
 __all__ = [
     "PROFILE_NAME",
     "InfluxctlCLI",
+    "InfluxctlIssuer",
+    "InfluxctlSettings",
     "MgmtTokenAuth",
     "ProfileAuth",
     "ProfileSettings",
@@ -48,10 +54,12 @@ __all__ = [
     "TLSSettings",
     "TokenFileAuth",
     "child_environment",
+    "command_name",
     "default_run",
     "error_for_exit",
     "go_duration",
     "is_permission_denied",
+    "minted_token",
     "output_error",
     "parse_json_array",
     "parse_timestamp",
@@ -60,6 +68,7 @@ __all__ = [
     "rfc3339",
     "table_value",
     "token_from_output",
+    "token_info",
 ]
 
 logger = logging.getLogger("rotator.adapters.influxctl")
@@ -87,6 +96,12 @@ HINT_PERMISSION_DENIED = (
 HINT_OTHER = "run the same influxctl command by hand to see the full output"
 ERR_OUTPUT = "{command}: {problem}"
 HINT_OUTPUT = "check the influxctl version (rotator reads the output of influxctl 2.9.7 and later)"
+ERR_TOKEN_FILE = "auth.token_file {path} is not a readable file"
+ERR_NO_CREDENTIAL = "auth.method = 'self' needs the current management token, but no token is published yet"
+HINT_NO_CREDENTIAL = (
+    "store the first token with `rotator bootstrap`, or authenticate with auth.method = 'token_file' or 'mgmt_token'"
+)
+ERR_NOT_REVOKED = "{command} {token_id} succeeded but the token is not listed as revoked"
 
 # Markers in influxctl's stderr (gRPC status codes as printed by Go, plus common transport text).
 _UNAUTHENTICATED = ("unauthenticated", "unauthorized")
@@ -179,6 +194,19 @@ class MgmtTokenAuth(BaseModel):
 
     method: Literal["mgmt_token"]
     token: CredentialRef
+
+
+class InfluxctlSettings(BaseModel):
+    """The settings every influxctl issuer has; an issuer adds its own and may narrow ``auth``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The influxctl binary: a name looked up on PATH or a path (relative to the policy file).
+    influxctl: str = Field(default="influxctl", min_length=1)
+    profile: ProfileSettings
+    auth: Annotated[SelfAuth | TokenFileAuth | MgmtTokenAuth, Field(discriminator="method")] = SelfAuth()
+    #: Limit for each influxctl call, also passed as influxctl's ``--timeout``.
+    timeout_s: float = Field(default=60, gt=0, le=3600)
 
 
 @dataclass(frozen=True)
@@ -419,7 +447,7 @@ class InfluxctlCLI:
 
     def run(self, command: Sequence[str], auth: ProfileAuth, *, unauthenticated_is_transient: bool = False) -> str:
         """Run ``influxctl <command>`` with ``auth``; return stdout, or raise a rotator error."""
-        display = "influxctl " + " ".join(_command_words(command))
+        display = command_name(command)
         text = render_profile(self.profile, auth)
         with private_config(text) as config:
             argv = [
@@ -445,8 +473,8 @@ class InfluxctlCLI:
         return proc.stdout or ""
 
 
-def _command_words(command: Sequence[str]) -> list[str]:
-    """The command's name for messages: up to two leading words, never a flag or an argument.
+def command_name(command: Sequence[str]) -> str:
+    """The command's name for messages: ``influxctl`` and up to two leading words, never a flag or an argument.
 
     ``management create ...`` and ``token list ...`` give two words, ``query --database d ...``
     one (a query's text is an argument, not a name).
@@ -458,7 +486,7 @@ def _command_words(command: Sequence[str]) -> list[str]:
         words.append(item)
         if item in _SINGLE_WORD_COMMANDS:
             break
-    return words
+    return "influxctl " + " ".join(words)
 
 
 #: Commands without subcommands: what follows is an argument, not part of the name.
@@ -513,6 +541,37 @@ def table_value(stdout: str, key: str) -> str | None:
         if match and match["key"].lower() == key.lower() and match["value"]:
             return match["value"]
     return None
+
+
+def minted_token(
+    stdout: str, command: str, expires_at: datetime, find_id: Callable[[Secret], str], *, min_length: int = 20
+) -> MintedToken:
+    """The token a ``create`` command printed: the value from the last stdout line, the id from
+    the table influxctl >= 2.11 prints or else from ``find_id(value)``, the expiry as influxctl
+    was given it (``--expires-at``: UTC, whole seconds).
+    """
+    token_id = table_value(stdout, "id")
+    value = Secret(token_from_output(stdout, command, token_id=token_id, min_length=min_length))
+    if token_id is None:
+        token_id = find_id(value)
+    return MintedToken(value=value, token_id=token_id, expires_at=expires_at.astimezone(UTC).replace(microsecond=0))
+
+
+def token_info(index: int, item: Mapping[str, Any], command: str) -> TokenInfo:
+    """Item ``index`` of a ``management list`` or ``token list --format json`` (protobuf field names, snake_case)."""
+    token_id = item.get("id")
+    if not isinstance(token_id, str) or not token_id:
+        raise output_error(command, f"item {index} has no string `id`")
+    description = item.get("description", "")
+    if not isinstance(description, str):
+        raise output_error(command, f"item {index} has a `description` that is not a string")
+    return TokenInfo(
+        token_id=token_id,
+        description=description,
+        created_at=parse_timestamp(item.get("created_at"), f"item {index} `created_at`", command),
+        expires_at=parse_timestamp(item.get("expires_at"), f"item {index} `expires_at`", command),
+        revoked_at=parse_timestamp(item.get("revoked_at"), f"item {index} `revoked_at`", command),
+    )
 
 
 def parse_json_array(stdout: str, command: str) -> list[Mapping[str, Any]]:
@@ -575,3 +634,105 @@ def rfc3339(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("a naive datetime has no defined UTC time")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------------------------
+# What the influxctl issuers share
+
+
+SettingsT = TypeVar("SettingsT", bound=InfluxctlSettings)
+
+
+class InfluxctlIssuer(Generic[SettingsT]):
+    """An issuer whose tokens influxctl creates, lists (with ``revoked_at``) and revokes.
+
+    A subclass sets the class attributes below and writes ``mint`` (see :func:`minted_token`)
+    and ``verify``; it may give its own hints in :meth:`_run`.
+    """
+
+    kind: ClassVar[str]
+    settings_model: ClassVar[type[BaseModel]]
+    #: What the tokens are called in log lines ("management token").
+    token_noun: ClassVar[str]
+    #: The list command, revoked tokens included (``management list --format json``).
+    list_args: ClassVar[tuple[str, ...]]
+    #: The revoke command without its token id (``management revoke --force``).
+    revoke_args: ClassVar[tuple[str, ...]]
+
+    def __init__(self, settings: SettingsT, *, base_dir: Path = Path("."), run: Runner = default_run) -> None:
+        self.settings = settings
+        self._base_dir = base_dir
+        self._cli = InfluxctlCLI(
+            binary=settings.influxctl,
+            profile=settings.profile,
+            timeout_s=settings.timeout_s,
+            base_dir=base_dir,
+            run=run,
+        )
+
+    @classmethod
+    def from_config(cls, settings: BaseModel, ctx: AdapterContext) -> Self:
+        if not isinstance(settings, cls.settings_model):
+            raise TypeError(f"{cls.kind} needs {cls.settings_model.__name__}, got {type(settings).__name__}")
+        return cls(cast(Any, settings), base_dir=ctx.base_dir)  # an instance of settings_model, i.e. SettingsT
+
+    def revoke(self, token_id: str, credential: Secret | None) -> None:
+        """The revoke command, confirmed by ``revoked_at`` in the list.
+
+        A token that is already revoked, or not listed at all, counts as revoked; so does one
+        the list shows revoked although the command failed. Otherwise the command's error wins.
+        """
+        auth = self._auth(credential)
+        failure: RotatorError | None = None
+        try:
+            self._run([*self.revoke_args, token_id], auth)
+        except RotatorError as exc:
+            failure = exc
+        try:
+            tokens = self._list_tokens(auth)
+        except RotatorError:
+            if failure is not None:
+                raise failure from None
+            raise
+        match = next((token for token in tokens if token.token_id == token_id), None)
+        if match is None:
+            logger.warning("%s %s is not listed by influxctl; treating it as revoked", self.token_noun, token_id)
+            return
+        if match.revoked_at is not None:
+            if failure is not None:
+                logger.info("%s %s is revoked although the revoke command failed", self.token_noun, token_id)
+            return
+        if failure is not None:
+            raise failure
+        raise TransientError(ERR_NOT_REVOKED.format(command=command_name(self.revoke_args), token_id=token_id))
+
+    def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
+        """Every token the list command shows, revoked ones included."""
+        return self._list_tokens(self._auth(credential))
+
+    def _auth(self, credential: Secret | None) -> ProfileAuth:
+        """The credential of ``auth``, read now (never cached); ``self`` is ``credential``, what the stores hold."""
+        auth = self.settings.auth
+        if isinstance(auth, TokenFileAuth):
+            path = auth.token_file if auth.token_file.is_absolute() else self._base_dir / auth.token_file
+            if not path.is_file():
+                raise ConfigError(ERR_TOKEN_FILE.format(path=path), hint="check the path in `auth.token_file`")
+            return ProfileAuth(token_file=path.absolute())
+        if isinstance(auth, MgmtTokenAuth):
+            return ProfileAuth(mgmt_token=auth.token.resolve(self._base_dir))
+        if credential is None:
+            raise ConfigError(ERR_NO_CREDENTIAL, hint=HINT_NO_CREDENTIAL)
+        return ProfileAuth(mgmt_token=credential)
+
+    def _run(self, command: Sequence[str], auth: ProfileAuth) -> str:
+        """A command that creates, lists or revokes; a subclass may give its own hints."""
+        return self._cli.run(command, auth)
+
+    def _list(self, auth: ProfileAuth, args: Sequence[str] | None = None) -> list[Mapping[str, Any]]:
+        """The items a list command (default :attr:`list_args`) printed."""
+        args = self.list_args if args is None else args
+        return parse_json_array(self._run(args, auth), command_name(args))
+
+    def _list_tokens(self, auth: ProfileAuth) -> list[TokenInfo]:
+        name = command_name(self.list_args)
+        return [token_info(index, item, name) for index, item in enumerate(self._list(auth))]

@@ -41,31 +41,26 @@ PermissionDenied).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from datetime import UTC
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.influxctl_common import (
-    InfluxctlCLI,
+    InfluxctlIssuer,
+    InfluxctlSettings,
     MgmtTokenAuth,
     ProfileAuth,
-    ProfileSettings,
-    Runner,
     TokenFileAuth,
-    default_run,
     is_permission_denied,
+    minted_token,
     output_error,
     parse_json_array,
-    parse_timestamp,
     rfc3339,
-    table_value,
-    token_from_output,
+    token_info,
 )
-from rotator.contracts import AdapterContext, MintedToken, MintRequest, TokenInfo
-from rotator.errors import ConfigError, PermanentError, RotatorError, TransientError
+from rotator.contracts import MintedToken, MintRequest
+from rotator.errors import PermanentError, TransientError
 from rotator.secret import Secret
 
 __all__ = ["DatabasePermissions", "InfluxctlDatabaseIssuer", "InfluxctlDatabaseSettings"]
@@ -97,11 +92,9 @@ HINT_SELF_AUTH = (
     "or auth.method = 'token_file' (the Clustered admin token file)"
 )
 ERR_NO_AUTH = "`auth` is required: database tokens are minted with a management credential"
-ERR_TOKEN_FILE = "auth.token_file {path} is not a readable file"
 ERR_ID_NOT_FOUND = (
     "printed no token id, and `influxctl token list` shows {count} live tokens with description {description!r}"
 )
-ERR_NOT_REVOKED = "influxctl token revoke {token_id} succeeded but the token is not listed as revoked"
 HINT_MANAGE_DENIED = (
     "the management credential may not manage database tokens; on Cloud Dedicated use a management "
     "token an Admin created, on Clustered the admin token file or such a management token"
@@ -152,18 +145,12 @@ class DatabasePermissions(BaseModel):
         return [f"--read-database={db}" for db in self.read] + [f"--write-database={db}" for db in self.write]
 
 
-class InfluxctlDatabaseSettings(BaseModel):
+# influxctl, profile and timeout_s as every influxctl issuer has them; auth narrowed (never "self").
+class InfluxctlDatabaseSettings(InfluxctlSettings):
     """Settings of the ``influxctl-database`` issuer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: The influxctl binary: a name looked up on PATH or a path (relative to the policy file).
-    influxctl: str = Field(default="influxctl", min_length=1)
-    profile: ProfileSettings
     #: The management credential that mints, lists and revokes database tokens (never "self").
     auth: Annotated[TokenFileAuth | MgmtTokenAuth, Field(discriminator="method")]
-    #: Limit for each influxctl call, also passed as influxctl's ``--timeout``.
-    timeout_s: float = Field(default=60, gt=0, le=3600)
     permissions: DatabasePermissions
     #: The database the verification query runs against (default: see :attr:`verify_database`).
     database: str | None = None
@@ -225,36 +212,19 @@ class InfluxctlDatabaseSettings(BaseModel):
         return database
 
 
-class InfluxctlDatabaseIssuer:
-    """Mints, verifies, lists and revokes database tokens with ``influxctl token`` and ``query``."""
+class InfluxctlDatabaseIssuer(InfluxctlIssuer[InfluxctlDatabaseSettings]):
+    """Mints, verifies, lists and revokes database tokens with ``influxctl token`` and ``query``.
+
+    ``revoke`` (``token revoke --force``, confirmed by ``revoked_at`` in ``token list
+    --include-revoked``) and ``list_tokens`` (every database token of the cluster, revoked ones
+    included) come from :class:`~adapters.influxctl_common.InfluxctlIssuer`.
+    """
 
     kind: ClassVar[str] = "influxctl-database"
     settings_model: ClassVar[type[BaseModel]] = InfluxctlDatabaseSettings
-
-    def __init__(
-        self,
-        settings: InfluxctlDatabaseSettings,
-        *,
-        base_dir: Path = Path("."),
-        run: Runner = default_run,
-    ) -> None:
-        self.settings = settings
-        self._base_dir = base_dir
-        self._cli = InfluxctlCLI(
-            binary=settings.influxctl,
-            profile=settings.profile,
-            timeout_s=settings.timeout_s,
-            base_dir=base_dir,
-            run=run,
-        )
-
-    @classmethod
-    def from_config(cls, settings: BaseModel, ctx: AdapterContext) -> InfluxctlDatabaseIssuer:
-        if not isinstance(settings, InfluxctlDatabaseSettings):
-            raise TypeError(f"{cls.kind} needs InfluxctlDatabaseSettings, got {type(settings).__name__}")
-        return cls(settings, base_dir=ctx.base_dir)
-
-    # -- the Issuer protocol -------------------------------------------------------------------
+    token_noun: ClassVar[str] = "database token"
+    list_args: ClassVar[tuple[str, ...]] = LIST
+    revoke_args: ClassVar[tuple[str, ...]] = REVOKE
 
     def mint(self, request: MintRequest, credential: Secret | None) -> MintedToken:
         """``influxctl token create`` with the policy's permissions; the token is the last stdout line.
@@ -263,19 +233,20 @@ class InfluxctlDatabaseIssuer:
         of ``auth`` mints. The id comes from the table influxctl >= 2.11 prints, else from
         ``token list`` (see :meth:`_created_id`).
         """
-        auth = self._auth()
+        auth = self._auth(credential)
         expires = rfc3339(request.expires_at)  # refuses a naive datetime
         command = [*CREATE, *self.settings.permissions.flags(), f"--expires-at={expires}"]
         if request.description.startswith("-"):
             command.append("--")  # the description is positional: never let it read as a flag
         command.append(request.description)
         stdout = self._run(command, auth)
-        token_id = table_value(stdout, "id")
-        value = Secret(token_from_output(stdout, CREATE_CMD, token_id=token_id, min_length=MIN_TOKEN_LENGTH))
-        if token_id is None:
-            token_id = self._created_id(request.description, auth)
-        expires_at = request.expires_at.astimezone(UTC).replace(microsecond=0)  # what influxctl was given
-        return MintedToken(value=value, token_id=token_id, expires_at=expires_at)
+        return minted_token(
+            stdout,
+            CREATE_CMD,
+            request.expires_at,
+            lambda _value: self._created_id(request.description, auth),
+            min_length=MIN_TOKEN_LENGTH,
+        )
 
     def verify(self, token: Secret) -> None:
         """``influxctl query --database D`` as ``token``; TransientError while it is not active yet.
@@ -296,51 +267,9 @@ class InfluxctlDatabaseIssuer:
             raise TransientError(str(exc), hint=HINT_NOT_YET_READABLE.format(database=database)) from None
         parse_json_array(stdout, QUERY_CMD)
 
-    def revoke(self, token_id: str, credential: Secret | None) -> None:
-        """``influxctl token revoke --force``, confirmed by ``revoked_at`` in ``token list --include-revoked``.
-
-        A token that is already revoked, or not listed at all, counts as revoked.
-        """
-        auth = self._auth()
-        failure: RotatorError | None = None
-        try:
-            self._run([*REVOKE, token_id], auth)
-        except RotatorError as exc:
-            failure = exc
-        try:
-            tokens = self._list_tokens(auth)
-        except RotatorError:
-            if failure is not None:
-                raise failure from None
-            raise
-        match = next((token for token in tokens if token.token_id == token_id), None)
-        if match is None:
-            logger.warning("database token %s is not listed by influxctl; treating it as revoked", token_id)
-            return
-        if match.revoked_at is not None:
-            if failure is not None:
-                logger.info("database token %s is revoked although the revoke command failed", token_id)
-            return
-        if failure is not None:
-            raise failure
-        raise TransientError(ERR_NOT_REVOKED.format(token_id=token_id))
-
-    def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
-        """Every database token of the cluster, revoked ones included (``--include-revoked``)."""
-        return self._list_tokens(self._auth())
-
     # -- helpers --------------------------------------------------------------------------------
 
-    def _auth(self) -> ProfileAuth:
-        auth = self.settings.auth
-        if isinstance(auth, TokenFileAuth):
-            path = auth.token_file if auth.token_file.is_absolute() else self._base_dir / auth.token_file
-            if not path.is_file():
-                raise ConfigError(ERR_TOKEN_FILE.format(path=path), hint="check the path in `auth.token_file`")
-            return ProfileAuth(token_file=path.absolute())
-        return ProfileAuth(mgmt_token=auth.token.resolve(self._base_dir))
-
-    def _run(self, command: list[str] | tuple[str, ...], auth: ProfileAuth) -> str:
+    def _run(self, command: Sequence[str], auth: ProfileAuth) -> str:
         """A ``token`` command; PermissionDenied gets a hint about database tokens."""
         try:
             return self._cli.run(command, auth)
@@ -348,12 +277,6 @@ class InfluxctlDatabaseIssuer:
             if is_permission_denied(exc):
                 raise PermanentError(str(exc), hint=HINT_MANAGE_DENIED) from None
             raise
-
-    def _list(self, command: tuple[str, ...], auth: ProfileAuth) -> list[Mapping[str, Any]]:
-        return parse_json_array(self._run(command, auth), LIST_CMD)
-
-    def _list_tokens(self, auth: ProfileAuth) -> list[TokenInfo]:
-        return [_token_info(index, item) for index, item in enumerate(self._list(LIST, auth))]
 
     def _created_id(self, description: str, auth: ProfileAuth) -> str:
         """The id of the token just created, when influxctl (<= 2.10) printed no table.
@@ -364,26 +287,9 @@ class InfluxctlDatabaseIssuer:
         """
         matches = [
             info.token_id
-            for index, item in enumerate(self._list(LIVE_LIST, auth))
-            if (info := _token_info(index, item)).description == description and info.revoked_at is None
+            for index, item in enumerate(self._list(auth, LIVE_LIST))
+            if (info := token_info(index, item, LIST_CMD)).description == description and info.revoked_at is None
         ]
         if len(matches) != 1:
             raise output_error(CREATE_CMD, ERR_ID_NOT_FOUND.format(count=len(matches), description=description))
         return matches[0]
-
-
-def _token_info(index: int, item: Mapping[str, Any]) -> TokenInfo:
-    """One item of ``token list --format json`` (protobuf field names, snake_case)."""
-    token_id = item.get("id")
-    if not isinstance(token_id, str) or not token_id:
-        raise output_error(LIST_CMD, f"item {index} has no string `id`")
-    description = item.get("description", "")
-    if not isinstance(description, str):
-        raise output_error(LIST_CMD, f"item {index} has a `description` that is not a string")
-    return TokenInfo(
-        token_id=token_id,
-        description=description,
-        created_at=parse_timestamp(item.get("created_at"), f"item {index} `created_at`", LIST_CMD),
-        expires_at=parse_timestamp(item.get("expires_at"), f"item {index} `expires_at`", LIST_CMD),
-        revoked_at=parse_timestamp(item.get("revoked_at"), f"item {index} `revoked_at`", LIST_CMD),
-    )

@@ -46,25 +46,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.http_common import (
     CredentialSetting,
     DurationSetting,
+    HttpIssuer,
     HttpSettings,
     auth_header,
-    build_client,
     expect,
     json_body,
     map_http_errors,
     parse_time,
-    resolve_credential,
+    token_value,
 )
-from rotator.contracts import AdapterContext, MintedToken, MintRequest, TokenInfo
+from rotator.contracts import MintedToken, MintRequest, TokenInfo
 from rotator.errors import IssuerOutputError, RotatorError, TransientError
 from rotator.schedule import format_duration
 from rotator.secret import Secret
@@ -88,7 +86,6 @@ RESOURCE_TYPES = (
 ERR_NO_VALUE = "{what}: authorization {auth_id} was created, but the answer has no `token` string"
 ERR_NO_ID = "{what}: the answer has no authorization `id`"
 ERR_NOT_INACTIVE = "authorization {auth_id} was updated but its status is {status!r}, not 'inactive'"
-HINT_SELF = "store the first token with `rotator bootstrap`, or set credential = { file = ... } / { env = ... }"
 HINT_401 = (
     "the credential is not accepted, or lacks a permission (InfluxDB v2 answers 401 for both): it needs "
     "read and write on authorizations (and write on the user new tokens belong to); see docs/issuers.md#influxdb2"
@@ -149,32 +146,16 @@ class InfluxDB2Settings(HttpSettings):
         return self
 
 
-class InfluxDB2Issuer:
+class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
     """Mints, verifies, lists and retires InfluxDB v2 authorizations."""
 
     kind: ClassVar[str] = "influxdb2"
     settings_model: ClassVar[type[BaseModel]] = InfluxDB2Settings
 
-    def __init__(
-        self, settings: InfluxDB2Settings, ctx: AdapterContext, *, transport: httpx.BaseTransport | None = None
-    ) -> None:
-        self.settings = settings
-        self._policy = ctx.policy
-        self._base_dir: Path = ctx.base_dir
-        self._clock = ctx.clock
-        self._transport = transport
-        self._client: httpx.Client | None = None
-        #: Appended to the description by stage 1; stage 2 deletes only what carries it.
-        self.marker = f"[rotator-revoked:{ctx.policy}]"
-
-    @classmethod
-    def from_config(
-        cls, settings: BaseModel, ctx: AdapterContext, *, transport: httpx.BaseTransport | None = None
-    ) -> InfluxDB2Issuer:
-        """Nothing is contacted here; the HTTP client is built on first use."""
-        if not isinstance(settings, InfluxDB2Settings):
-            raise TypeError(f"{cls.kind} needs InfluxDB2Settings, got {type(settings).__name__}")
-        return cls(settings, ctx, transport=transport)
+    @property
+    def marker(self) -> str:
+        """Appended to the description by stage 1; stage 2 deletes only what carries it."""
+        return f"[rotator-revoked:{self._policy}]"
 
     # -- the Issuer protocol -------------------------------------------------------------------
 
@@ -198,13 +179,14 @@ class InfluxDB2Issuer:
             raise IssuerOutputError(
                 ERR_NO_ID.format(what=what), hint=f"look for an authorization with description {request.description!r}"
             )
-        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+        secret = token_value(value)
+        if secret is None:
             raise IssuerOutputError(
                 ERR_NO_VALUE.format(what=what, auth_id=auth_id),
                 hint="rotator revokes it by its id; check the server version",
             )
         logger.info("created authorization %s", auth_id)
-        return MintedToken(value=Secret(value.strip()), token_id=auth_id, expires_at=None)
+        return MintedToken(value=secret, token_id=auth_id, expires_at=None)
 
     def verify(self, token: Secret) -> None:
         """``GET /api/v2/buckets?limit=1`` as ``token``: 200 if the server accepts it, 401 is retried."""
@@ -238,14 +220,6 @@ class InfluxDB2Issuer:
         return [self._info(a) for a in self._authorizations(self._credential(credential))]
 
     # -- helpers --------------------------------------------------------------------------------
-
-    def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._client = build_client(self.settings, self._base_dir, transport=self._transport)
-        return self._client
-
-    def _credential(self, current: Secret | None) -> Secret:
-        return resolve_credential(self.settings.credential, current, self._base_dir, hint_self=HINT_SELF)
 
     def _permissions(self, auth: Secret) -> list[dict[str, Any]]:
         if self.settings.permissions:

@@ -55,7 +55,6 @@ import logging
 import math
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -63,17 +62,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from adapters.http_common import (
     CredentialSetting,
+    HttpIssuer,
     HttpSettings,
     auth_header,
-    build_client,
     expect,
     is_self,
     json_body,
     map_http_errors,
     parse_time,
-    resolve_credential,
+    token_value,
 )
-from rotator.contracts import AdapterContext, MintedToken, MintRequest, TokenInfo
+from rotator.contracts import MintedToken, MintRequest, TokenInfo
 from rotator.errors import IssuerOutputError, NeedsAttention, TransientError
 from rotator.secret import Secret
 
@@ -110,7 +109,6 @@ HINT_OPERATOR_NOT_OURS = (
     "bootstrap this policy with a named admin token instead of _admin; the operator token stays valid "
     "until you regenerate it (`influxdb3 create token --admin --regenerate`)"
 )
-HINT_SELF = "store the first token with `rotator bootstrap`, or set credential = { file = ... } / { env = ... }"
 HINT_OPERATOR_401 = (
     "with kind = 'operator' the credential must be the current _admin value; if a run regenerated _admin and "
     "did not publish it, the stores hold a dead value: see docs/issuers.md#influxdb3 'Recovering the operator token'"
@@ -200,32 +198,20 @@ def operator_token_id(hash_hex: str) -> str:
     return f"{OPERATOR}@{hash_hex[:16].lower()}"
 
 
-class InfluxDB3Issuer:
+class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
     """Mints, verifies, lists and revokes InfluxDB 3 tokens over the v3 HTTP API."""
 
     kind: ClassVar[str] = "influxdb3"
     settings_model: ClassVar[type[BaseModel]] = InfluxDB3Settings
 
-    def __init__(
-        self, settings: InfluxDB3Settings, ctx: AdapterContext, *, transport: httpx.BaseTransport | None = None
-    ) -> None:
-        self.settings = settings
-        self._policy = ctx.policy
-        self._base_dir: Path = ctx.base_dir
-        self._clock = ctx.clock
-        self._transport = transport
-        self._client: httpx.Client | None = None
-        self.prefix = settings.token_name_prefix or f"rotator-{ctx.policy}"
-        self._hints = {401: HINT_OPERATOR_401} if settings.kind == "operator" else {}
+    @property
+    def prefix(self) -> str:
+        """New tokens are named ``<prefix>-<run id>``."""
+        return self.settings.token_name_prefix or f"rotator-{self._policy}"
 
-    @classmethod
-    def from_config(
-        cls, settings: BaseModel, ctx: AdapterContext, *, transport: httpx.BaseTransport | None = None
-    ) -> InfluxDB3Issuer:
-        """Nothing is contacted here; the HTTP client is built on first use."""
-        if not isinstance(settings, InfluxDB3Settings):
-            raise TypeError(f"{cls.kind} needs InfluxDB3Settings, got {type(settings).__name__}")
-        return cls(settings, ctx, transport=transport)
+    @property
+    def _hints(self) -> dict[int, str]:
+        return {401: HINT_OPERATOR_401} if self.settings.kind == "operator" else {}
 
     # -- the Issuer protocol -------------------------------------------------------------------
 
@@ -328,14 +314,6 @@ class InfluxDB3Issuer:
             return f"rotator:{self._policy}:{run_id}"
         return None
 
-    def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._client = build_client(self.settings, self._base_dir, transport=self._transport)
-        return self._client
-
-    def _credential(self, current: Secret | None) -> Secret:
-        return resolve_credential(self.settings.credential, current, self._base_dir, hint_self=HINT_SELF)
-
     def _query(self, token: Secret, database: str = "_internal", sql: str = LIST_SQL) -> httpx.Response:
         body = {"db": database, "q": sql, "format": "jsonl"}
         headers = {**auth_header("Bearer", token), "Accept": "application/jsonl"}
@@ -400,13 +378,13 @@ class InfluxDB3Issuer:
         return answer
 
     def _value(self, answer: Mapping[str, Any], what: str, name: str) -> Secret:
-        value = answer.get("token")
-        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+        value = token_value(answer.get("token"))
+        if value is None:
             raise IssuerOutputError(
                 ERR_NO_VALUE.format(what=what, name=name),
                 hint="rotator deletes the token by its name; check the server version",
             )
-        return Secret(value.strip())
+        return value
 
     def _regenerate(self, auth: Secret) -> MintedToken:
         what = "regenerate the operator token _admin"

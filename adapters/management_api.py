@@ -39,8 +39,10 @@ Policy settings::
     path = "influxdb/management-token"
     auth = {method = "token", token = {file = "/run/secrets/vault-token"}}
 
-Errors go through one ``_map_errors()``. Management API: 400/403/404/409 and 401 are
-PermanentErrors with a hint; 429, 5xx, timeouts and connection failures are TransientErrors.
+Errors go through ``http_common.on_http_failure`` (which tells the failures apart, as for the
+other HTTP issuers) and ``_error()`` (which words them). Management API: 400/403/404/409 and
+401 are PermanentErrors with a hint; 429, 5xx, timeouts and connection failures are
+TransientErrors.
 Data plane (verify): 401 is a TransientError (not active yet); 400/403/404 are permanent.
 Messages carry the operation, the URL (which never holds a secret: credentials travel only
 in the Authorization header) and the server's ``message``, redacted; never a token or a body.
@@ -51,13 +53,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import ssl
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -65,11 +66,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from adapters.http_common import HttpFailure, check_tls_choice, error_text, new_client, on_http_failure, redact_detail
 from rotator import registry
 from rotator.contracts import AdapterContext, Issuer, MintedToken, MintRequest, Store, TokenInfo
 from rotator.credentials import CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
-from rotator.secret import REDACTOR, Secret
+from rotator.secret import Secret
 
 __all__ = [
     "DEDICATED_BASE_URL",
@@ -269,8 +271,7 @@ class ManagementApiSettings(BaseModel):
                 f"verify.database {database!r} is not readable with `permissions`: add "
                 f'{{action = "read", resource = "{database}"}}, or verify with a database the token may read'
             )
-        if self.ca_bundle is not None and not self.tls_verify:
-            raise ValueError("`ca_bundle` has no effect with `tls_verify = false`; drop one")
+        check_tls_choice(self.tls_verify, self.ca_bundle)
         return self
 
     @property
@@ -491,7 +492,7 @@ class ManagementApiIssuer:
         started = time.monotonic()
         outcome = "no answer"
         try:
-            with self._map_errors(op):
+            with on_http_failure(partial(self._error, op)):
                 response = self._http().request(method, url, headers=headers, json=body, params=params)
                 outcome = f"HTTP {response.status_code}"
                 if response.status_code in allow:
@@ -508,42 +509,36 @@ class ManagementApiIssuer:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            verify: bool | ssl.SSLContext = self.settings.tls_verify
             bundle = self.settings.ca_bundle
-            if bundle is not None:
-                if not bundle.is_file():
-                    raise ConfigError(f"{self._where}: ca_bundle {bundle} is not a readable file", hint=_HINT_TLS)
-                verify = ssl.create_default_context(cafile=str(bundle))
-            # trust_env=False: no proxy, CA or netrc settings from the environment; only the policy counts.
-            self._client = httpx.Client(
-                verify=verify, timeout=self.settings.timeout_s, trust_env=False, follow_redirects=False
+            if bundle is not None and not bundle.is_file():
+                raise ConfigError(f"{self._where}: ca_bundle {bundle} is not a readable file", hint=_HINT_TLS)
+            # Absolute URLs (two planes); ca_bundle was made absolute by from_config.
+            self._client = new_client(
+                tls_verify=self.settings.tls_verify,
+                ca_bundle=bundle,
+                timeout_s=self.settings.timeout_s,
+                base_dir=Path("."),
             )
         return self._client
 
-    @contextmanager
-    def _map_errors(self, op: _Op) -> Iterator[None]:
-        """httpx exceptions and error statuses -> rotator errors (``from None``: httpx text holds URLs and bodies)."""
-        try:
-            yield
-        except RotatorError:
-            raise
-        except httpx.HTTPStatusError as exc:
-            raise self._status_error(op, exc.response) from None
-        except httpx.TimeoutException:
+    def _error(self, op: _Op, failure: HttpFailure) -> RotatorError:
+        """The rotator error for a failed call (see :func:`adapters.http_common.on_http_failure`)."""
+        if failure.response is not None:
+            return self._status_error(op, failure.response)
+        url = _origin(op.url)
+        if failure.kind == "timeout":
             message = _ERR_TIMEOUT.format(
-                where=self._where, operation=op.name, url=_origin(op.url), timeout=self.settings.timeout_s
+                where=self._where, operation=op.name, url=url, timeout=self.settings.timeout_s
             )
-            raise TransientError(message, hint=_HINT_RETRY) from None
-        except httpx.TransportError as exc:
-            if _is_tls_failure(exc):
-                message = _ERR_TLS.format(where=self._where, operation=op.name, url=_origin(op.url))
-                raise PermanentError(message, hint=_HINT_TLS) from None
-            message = _ERR_UNREACHABLE.format(
-                where=self._where, operation=op.name, url=_origin(op.url), cause=type(exc).__name__
-            )
-            raise TransientError(message, hint=_HINT_RETRY) from None
-        except httpx.HTTPError as exc:  # e.g. an invalid URL: will not get better by itself
-            raise PermanentError(f"{self._where}: {op.name} failed: {type(exc).__name__}", hint=_HINT_OTHER) from None
+            return TransientError(message, hint=_HINT_RETRY)
+        if failure.kind == "tls":
+            return PermanentError(_ERR_TLS.format(where=self._where, operation=op.name, url=url), hint=_HINT_TLS)
+        if failure.kind == "unreachable":
+            cause = type(failure.exc).__name__
+            message = _ERR_UNREACHABLE.format(where=self._where, operation=op.name, url=url, cause=cause)
+            return TransientError(message, hint=_HINT_RETRY)
+        # A URL httpx cannot use, or an answer it cannot decode: will not get better by itself.
+        return PermanentError(f"{self._where}: {op.name} failed: {type(failure.exc).__name__}", hint=_HINT_OTHER)
 
     def _status_error(self, op: _Op, response: httpx.Response) -> RotatorError:
         status = response.status_code
@@ -638,34 +633,13 @@ def _origin(url: str) -> str:
 
 
 def _clean(text: str) -> str:
-    text = _TOKEN_SHAPES.sub("***", REDACTOR.redact(" ".join(text.split())))
-    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."
+    """Server text on one line, redacted (Cloud Dedicated / Clustered token shapes too) and cut."""
+    return redact_detail(" ".join(text.split()), shapes=_TOKEN_SHAPES, limit=_MAX_DETAIL)
 
 
 def _server_message(response: httpx.Response) -> str:
-    """The error's own words: ``message`` of ``{code, message}`` (or ``error`` of ``{error, data}``)."""
-    try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return ""
-    if not isinstance(data, Mapping):
-        return ""
-    for key in ("message", "error"):
-        value = data.get(key)
-        if isinstance(value, str) and value.strip():
-            return _clean(value)
-    return ""
-
-
-def _is_tls_failure(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLError):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    """The error's own words: ``message`` of ``{code, message}`` (or ``error`` of ``{error, data}``); JSON only."""
+    return _clean(error_text(response, ("message", "error"), plain_text=False))
 
 
 def _conforms(issuer: ManagementApiIssuer) -> Issuer:
