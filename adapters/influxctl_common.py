@@ -296,21 +296,19 @@ def _remove_stale_configs() -> None:
     """
     for directory in Path(tempfile.gettempdir()).glob(f"{_CONFIG_PREFIX}*-*"):
         pid_text = directory.name[len(_CONFIG_PREFIX) :].partition("-")[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid() or directory.owner() != _current_user():
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
             continue
         try:
+            if directory.stat().st_uid != os.getuid():
+                continue
             os.kill(int(pid_text), 0)
+        except FileNotFoundError:  # its own process removed it meanwhile
+            continue
         except ProcessLookupError:
             shutil.rmtree(directory, ignore_errors=True)
             logger.warning("removed a private influxctl config left by dead process %s", pid_text)
         except PermissionError:
             continue
-
-
-def _current_user() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_name
 
 
 @contextmanager

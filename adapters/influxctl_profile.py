@@ -1,4 +1,4 @@
-"""influxctl-profile: publish the current management token as ``mgmt_token`` of an influxctl profile.
+"""influxctl-profile: publish the current token as ``mgmt_token`` (or ``token``) of an influxctl profile.
 
 Policy settings::
 
@@ -6,27 +6,44 @@ Policy settings::
     type = "influxctl-profile"
     config = "/var/lib/influxctl/.config/influxctl/config.toml"  # default: influxctl's own default
     profile = "default"                                          # the [[profile]] to write; must exist
+    key = "mgmt_token"                                           # or "token"
+
+``key`` is the profile key written. ``mgmt_token`` (the default) is the management token
+influxctl's ``management``/``token``/``database``... commands authenticate with: only tokens of
+the ``influxctl-management`` issuer go there. ``token`` is the database token influxctl's
+``query`` and ``write`` commands use (with the profile's ``database``): tokens of every other
+issuer go there (``influxctl-database``, ``management-api``; an ``influxdb3``/``influxdb2``
+token too, for which the profile is just a file that holds the token). :func:`key_problem`
+states the rule; ``publish`` refuses a record of the wrong issuer before it writes anything.
+The settings cannot see the policy's issuer, so the rule is checked at publish (the first
+``rotator bootstrap`` meets it), not by ``rotator validate``.
 
 What rotator keeps where::
 
     <config>               the influxctl config.toml: rotator changes only the one line
-                           ``mgmt_token = "..."`` of the named profile (or adds that one line)
-    <config>.rotator.json  the sidecar (mode 0600): per profile, the token id, issuer, policy,
-                           created/expires times and a salted SHA-256 of the value it wrote
+                           ``<key> = "..."`` of the named profile (or adds that one line)
+    <config>.rotator.json  the sidecar (mode 0600): per profile, entries naming the key they
+                           describe, the token id, issuer, policy, created/expires times and a
+                           salted SHA-256 of the value written there
 
-Why a sidecar and not a marker comment on the ``mgmt_token`` line: influxctl refuses unknown
+One sidecar serves every store writing the file: a ``mgmt_token`` store and a ``token`` store
+of the same profile (a management policy and a database policy for one automation host) keep
+their own entries, and each publish keeps the other key's entries as they are. An entry
+without ``key`` (written before the setting existed) describes ``mgmt_token``.
+
+Why a sidecar and not a marker comment on the ``<key>`` line: influxctl refuses unknown
 keys, so metadata cannot be a key; a trailing comment would work for influxctl, but it puts
 rotator's bookkeeping into a file that people and configuration management own and diff.
 With the sidecar the config file differs from the operator's version by the token value only.
 
-Managed, record, version. ``read_current`` looks up the profile's ``mgmt_token`` in the
+Managed, record, version. ``read_current`` looks up the profile's ``<key>`` value in the
 sidecar by its salted hash: found, the profile is managed and the record is the sidecar entry
 plus the value; not found (someone edited the value by hand, or never rotated it), the value
 is unmanaged (``managed=False``, ``record=None``, a warning when the sidecar knew an older
 value). ``version`` is a fingerprint of the value (16 hex digits of a domain-separated SHA-256;
 not reversible, safe for the journal), so compare-and-set protects the one value rotator owns:
 edits elsewhere in the file (other profiles, comments) between PLAN and PUBLISH do not
-conflict, and are kept. A profile without ``mgmt_token`` (or with ``mgmt_token = ""``) is
+conflict, and are kept. A profile without ``<key>`` (or with ``<key> = ""``) is
 "absent": version ``None``.
 
 Crash safety. ``publish`` holds an exclusive ``flock`` on the config's directory (``read_current``
@@ -44,9 +61,9 @@ The profile is never created: influxctl needs ``product``, ``host``/``account_id
 rotator does not know, so a missing file or profile is a ConfigError.
 
 A file rotator cannot parse (TOML syntax, or ``profile`` that is not an array of tables, a
-duplicate profile name, a ``mgmt_token`` that is not a string) is left untouched: ConfigError
+duplicate profile name, a ``<key>`` value that is not a string) is left untouched: ConfigError
 naming the file and the line and column, never the content. Every edit is checked before it is
-written: the new file must parse to exactly the old data with only that ``mgmt_token`` changed,
+written: the new file must parse to exactly the old data with only that ``<key>`` changed,
 and differ from the old text in that one line only; otherwise nothing is written.
 """
 
@@ -72,7 +89,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import tomlkit
 import tomlkit.exceptions
@@ -84,11 +101,15 @@ from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord
 from rotator.errors import ConfigError, ConflictError, PermanentError, TransientError
 
 __all__ = [
+    "DEFAULT_KEY",
+    "MANAGEMENT_TOKEN_ISSUERS",
     "SIDECAR_SUFFIX",
     "InfluxctlProfileSettings",
     "InfluxctlProfileStore",
+    "ProfileKey",
     "Replace",
     "default_config_path",
+    "key_problem",
     "value_version",
 ]
 
@@ -97,20 +118,24 @@ logger = logging.getLogger("rotator.adapters.influxctl_profile")
 MANAGED_BY = "rotator"
 SIDECAR_SUFFIX = ".rotator.json"
 SIDECAR_SCHEMA = 1
-KEY = "mgmt_token"
-#: Entries kept per profile in the sidecar: the value just written and the one it replaced.
+#: The profile keys a store may write: influxctl's management token, or its data-plane token.
+ProfileKey = Literal["mgmt_token", "token"]
+DEFAULT_KEY: ProfileKey = "mgmt_token"
+#: Issuers whose tokens are management tokens: they go to ``mgmt_token``, and only they do.
+MANAGEMENT_TOKEN_ISSUERS = frozenset({"influxctl-management"})
+#: Entries kept per profile and key in the sidecar: the value just written and the one it replaced.
 _KEEP = 2
 _LOCK_TIMEOUT = timedelta(seconds=10)
 _LOCK_POLL_S = 0.05
 _VERSION_DOMAIN = b"rotator influxctl-profile version\0"
 _TOMLLIB_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-_MGMT_LINE = re.compile(r"""^[ \t]*(mgmt_token|"mgmt_token"|'mgmt_token')[ \t]*=""")
+_KEY_LINES = {key: re.compile(rf"""^[ \t]*({key}|"{key}"|'{key}')[ \t]*=""") for key in get_args(ProfileKey)}
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.rotator-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
 
 _ERR_MISSING = "{where}: the config file does not exist"
 _HINT_MISSING = (
     "create it with the [[profile]] (name, product, host or account_id/cluster_id) influxctl needs; "
-    "rotator only writes mgmt_token into an existing profile"
+    "rotator only writes mgmt_token or token into an existing profile"
 )
 _ERR_READ = "{where}: cannot read {path}: {reason}"
 _ERR_ENCODING = "{where}: {path} is not UTF-8 text (byte {offset}); the file was left untouched"
@@ -130,7 +155,7 @@ _HINT_SIDECAR = (
 )
 _ERR_CONFLICT = "{where}: compare-and-set lost: expected {expected}, the profile now holds {actual}"
 _HINT_CONFLICT = (
-    "someone changed mgmt_token of this profile after rotator read it (a hand edit, or another rotator "
+    "someone changed {key} of this profile after rotator read it (a hand edit, or another rotator "
     "writing the same profile); check who writes it, then rotate again"
 )
 _ERR_OWNER = (
@@ -140,12 +165,17 @@ _HINT_OWNER = "run rotator as the file's owner (the user that runs influxctl), o
 _ERR_WRITE = "{where}: cannot write {path}: {reason}"
 _HINT_WRITE = "rotator needs write access to the directory {directory} (temporary file + rename)"
 _ERR_EDIT = (
-    "{where}: editing {path} would change more than the mgmt_token line of profile {profile!r} "
+    "{where}: editing {path} would change more than the {key} line of profile {profile!r} "
     "({problem}); nothing was written"
 )
-_HINT_EDIT = 'add the line `mgmt_token = ""` to the profile by hand, then publish again'
+_HINT_EDIT = 'add the line `{key} = ""` to the profile by hand, then publish again'
 _ERR_BUSY = "{where}: another process has been writing {directory} for {seconds:g}s"
 _HINT_BUSY = "rotator retries; check for a hung `rotator sync` or rotation writing the same file"
+_ERR_ISSUER = "{where}: token {token_id} of issuer {issuer!r} is not written to {key}: {problem}"
+_HINT_ISSUER = (
+    'set key = "mgmt_token" for the management token of an influxctl-management policy and key = "token" for '
+    "every other issuer's token (docs/sync.md#the-stores-settings)"
+)
 
 #: ``replace(src, dst)``: the rename step of an atomic write; the seam where tests inject a crash.
 Replace = Callable[[str, str], None]
@@ -162,7 +192,12 @@ class InfluxctlProfileSettings(BaseModel):
         "default path ($XDG_CONFIG_HOME/influxctl/config.toml or ~/.config/influxctl/config.toml on Linux)",
     )
     profile: str = Field(
-        default="default", min_length=1, description="name of the existing [[profile]] whose mgmt_token is written"
+        default="default", min_length=1, description="name of the existing [[profile]] whose key is written"
+    )
+    key: ProfileKey = Field(
+        default=DEFAULT_KEY,
+        description='the profile key written: "mgmt_token" (a management token, influxctl-management policies '
+        'only) or "token" (the database token of influxctl query/write; any other issuer\'s token)',
     )
 
     @field_validator("profile")
@@ -171,6 +206,36 @@ class InfluxctlProfileSettings(BaseModel):
         if value != value.strip() or any(ord(c) < 0x20 for c in value):
             raise ValueError("must not have surrounding spaces or control characters")
         return value
+
+    def issuer_problem(self, issuer_type: str) -> str | None:
+        """Why this store cannot hold the tokens of ``issuer_type`` (None: it can); see :func:`key_problem`."""
+        return key_problem(self.key, issuer_type)
+
+
+def key_problem(key: str, issuer_type: str) -> str | None:
+    """Why tokens of ``issuer_type`` may not be written to profile key ``key`` (None: they may).
+
+    ``mgmt_token`` holds management tokens (the ``influxctl-management`` issuer), which influxctl's
+    administrative commands authenticate with; ``token`` holds the token of ``query``/``write``,
+    which a management token cannot be. An empty ``issuer_type`` (a payload that does not name
+    its issuer) is not checked.
+    """
+    if key not in get_args(ProfileKey):
+        return f"{key!r} is not a profile key rotator writes (mgmt_token, token)"
+    if not issuer_type:
+        return None
+    management = issuer_type in MANAGEMENT_TOKEN_ISSUERS
+    if key == "mgmt_token" and not management:
+        return (
+            f"mgmt_token holds a management token, and {issuer_type} tokens are not management tokens: "
+            'use key = "token"'
+        )
+    if key == "token" and management:
+        return (
+            "token holds the database token of influxctl query/write, and a management token grants no "
+            'access to data: use key = "mgmt_token"'
+        )
+    return None
 
 
 def default_config_path(env: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
@@ -203,23 +268,27 @@ class _Snapshot:
     data: dict[str, Any]
     index: int  # of the profile in the `profile` array
     table: Table
-    value: str | None  # None: no mgmt_token or an empty one
+    value: str | None  # None: no value under the key, or an empty one
     sidecar: dict[str, Any]
-    entries: list[dict[str, Any]]  # the sidecar's entries for this profile
+    entries: list[dict[str, Any]]  # the sidecar's entries for this profile and key
 
 
 class InfluxctlProfileStore:
-    """The current token as ``mgmt_token`` of one profile in an influxctl config file."""
+    """The current token as ``mgmt_token`` (or ``token``) of one profile in an influxctl config file."""
 
     kind: ClassVar[str] = "influxctl-profile"
     settings_model: ClassVar[type[BaseModel]] = InfluxctlProfileSettings
 
-    def __init__(self, path: Path, profile: str, clock: Clock, replace: Replace = os.replace) -> None:
+    def __init__(
+        self, path: Path, profile: str, clock: Clock, replace: Replace = os.replace, key: ProfileKey = DEFAULT_KEY
+    ) -> None:
         self._path = path
         self._profile = profile
         self._clock = clock
         self._replace = replace
-        self._location = f"influxctl-profile:{path}#{profile}"
+        self._key = key
+        suffix = "" if key == DEFAULT_KEY else f".{key}"
+        self._location = f"influxctl-profile:{path}#{profile}{suffix}"
 
     @classmethod
     def from_config(
@@ -231,7 +300,7 @@ class InfluxctlProfileStore:
         path = settings.config.expanduser() if settings.config is not None else default_config_path()
         if not path.is_absolute():
             path = ctx.base_dir / path
-        return cls(Path(os.path.abspath(path)), settings.profile, ctx.clock, replace or os.replace)
+        return cls(Path(os.path.abspath(path)), settings.profile, ctx.clock, replace or os.replace, settings.key)
 
     @property
     def location(self) -> str:
@@ -242,11 +311,15 @@ class InfluxctlProfileStore:
         return self._path
 
     @property
+    def key(self) -> ProfileKey:
+        return self._key
+
+    @property
     def sidecar_path(self) -> Path:
         return _sidecar(Path(os.path.realpath(self._path)))
 
     def read_current(self) -> StoreState:
-        """The profile's mgmt_token and, if the sidecar knows that value, its record.
+        """The profile's value under ``key`` and, if the sidecar knows that value, its record.
 
         ConfigError if the file or profile is missing or the file cannot be parsed;
         PermanentError if the sidecar is malformed.
@@ -260,11 +333,20 @@ class InfluxctlProfileStore:
         return state
 
     def publish(self, record: TokenRecord, expected_version: str | None) -> str:
-        """Write ``record`` as the profile's mgmt_token, compare-and-set on ``expected_version``.
+        """Write ``record`` as the profile's value under ``key``, compare-and-set on ``expected_version``.
 
         ConflictError if the profile's value changed since; a record that already is the
-        current value returns its version without writing anything.
+        current value returns its version without writing anything. PermanentError, before
+        anything is read or written, for a record whose issuer does not belong under ``key``.
         """
+        problem = key_problem(self._key, record.issuer)
+        if problem is not None:
+            raise PermanentError(
+                _ERR_ISSUER.format(
+                    where=self._location, token_id=record.token_id, issuer=record.issuer, key=self._key, problem=problem
+                ),
+                hint=_HINT_ISSUER,
+            )
         value = record.value.reveal()
         if not value or value != value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
             raise PermanentError(
@@ -283,28 +365,29 @@ class InfluxctlProfileStore:
                 raise ConflictError(
                     _ERR_CONFLICT.format(
                         where=self._location,
-                        expected=_describe_version(expected_version),
-                        actual=_describe_version(state.version),
+                        expected=_describe_version(expected_version, self._key),
+                        actual=_describe_version(state.version, self._key),
                     ),
-                    hint=_HINT_CONFLICT,
+                    hint=_HINT_CONFLICT.format(key=self._key),
                 )
             owner = self._owner(snap)
             self._remove_stale_temp_files(snap.path)
             text = snap.text if snap.value == value else self._edit(snap, value)
-            entry = _entry(record, value, self._clock)
+            entry = _entry(record, value, self._key, self._clock)
             kept = [e for e in snap.entries if _matches(e, snap.value)]
-            sidecar = _with_entry(snap.sidecar, self._profile, entry, keep=kept)
+            sidecar = _with_entry(snap.sidecar, self._profile, self._key, entry, keep=kept)
             # 1. The sidecar first: until the config is replaced, it still describes the old value.
             self._write(_sidecar(snap.path), _dump_sidecar(sidecar), owner, dir_fd)
             # 2. The config: readers see the old or the new file, never a mix.
             if text != snap.text:
                 self._write(snap.path, text.encode("utf-8"), owner, dir_fd)
         logger.info(
-            "published token %s to profile %r of %s (was %s)",
+            "published token %s to %s of profile %r of %s (was %s)",
             record.token_id,
+            self._key,
             self._profile,
             self._path,
-            state.token_id or ("an unmanaged value" if state.version else "no mgmt_token"),
+            state.token_id or ("an unmanaged value" if state.version else f"no {self._key}"),
         )
         return new_version
 
@@ -327,12 +410,12 @@ class InfluxctlProfileStore:
             ) from None
         data, doc = self._parse(path, text)
         index, table = self._find_profile(path, data, doc)
-        value = data["profile"][index].get(KEY)
+        value = data["profile"][index].get(self._key)
         if value is not None and not isinstance(value, str):
-            problem = f"{KEY} of profile {self._profile!r} is not a string"
+            problem = f"{self._key} of profile {self._profile!r} is not a string"
             raise ConfigError(_ERR_SHAPE.format(where=self._location, path=path, problem=problem), hint=_HINT_SHAPE)
         sidecar = self._read_sidecar(_sidecar(path))
-        entries = sidecar["profiles"].get(self._profile, [])
+        entries = [e for e in sidecar["profiles"].get(self._profile, []) if _entry_key(e) == self._key]
         return _Snapshot(path, stat, text, doc, data, index, table, value or None, sidecar, entries)
 
     def _parse(self, path: Path, text: str) -> tuple[dict[str, Any], tomlkit.TOMLDocument]:
@@ -418,26 +501,27 @@ class InfluxctlProfileStore:
         if entry is None:
             if warn and snap.entries:
                 logger.warning(
-                    "%s: mgmt_token is not the value rotator wrote (token %s): changed by hand? "
+                    "%s: %s is not the value rotator wrote (token %s): changed by hand? "
                     "It reads as not managed by rotator",
                     self._location,
+                    self._key,
                     snap.entries[0].get("token_id"),
                 )
             return StoreState(version=value_version(snap.value), managed=False, record=None)
-        payload = {k: v for k, v in entry.items() if k not in ("salt", "sha256", "written_at")}
+        payload = {k: v for k, v in entry.items() if k not in ("key", "salt", "sha256", "written_at")}
         record = TokenRecord.from_payload({**payload, "token": snap.value}, f"{self._location} ({_sidecar(snap.path)})")
         return StoreState(version=value_version(snap.value), managed=True, record=record)
 
     # -- writing -------------------------------------------------------------------------
 
     def _edit(self, snap: _Snapshot, value: str) -> str:
-        """The config text with only the profile's mgmt_token set to ``value``, checked."""
-        doc, table = snap.doc, snap.table  # a snapshot is used once: edit it in place
+        """The config text with only the profile's ``key`` set to ``value``, checked."""
+        doc, table, key = snap.doc, snap.table, self._key  # a snapshot is used once: edit it in place
         newline = "\r\n" if "\r\n" in snap.text.split("\n", 1)[0] + "\n" else "\n"
-        if KEY in table:
-            old = table.value.item(KEY)
+        if key in table:
+            old = table.value.item(key)
             literal = isinstance(old, String) and old.type == StringType.SLL and "'" not in value
-            table[KEY] = tomlkit.string(value, literal=literal)
+            table[key] = tomlkit.string(value, literal=literal)
         else:
             # After the profile's last plain key, indented like it (tomlkit's own append would
             # put it unindented before the sub-tables and add a blank line).
@@ -449,15 +533,15 @@ class InfluxctlProfileStore:
                 if "\n" not in previous.trivia.trail:
                     previous.trivia.trail += newline
                 item.trivia.trail = newline
-                table.value._insert_after(last_key, KEY, item)
+                table.value._insert_after(last_key, key, item)
             else:
-                table.add(KEY, item)
+                table.add(key, item)
         text = doc.as_string()
-        problem = _edit_problem(snap.text, text, snap.data, snap.index, value, newline)
+        problem = _edit_problem(snap.text, text, snap.data, snap.index, key, value, newline)
         if problem:
             raise PermanentError(
-                _ERR_EDIT.format(where=self._location, path=snap.path, profile=self._profile, problem=problem),
-                hint=_HINT_EDIT,
+                _ERR_EDIT.format(where=self._location, path=snap.path, key=key, profile=self._profile, problem=problem),
+                hint=_HINT_EDIT.format(key=key),
             )
         return text
 
@@ -566,16 +650,21 @@ def _sidecar(config: Path) -> Path:
     return config.with_name(config.name + SIDECAR_SUFFIX)
 
 
-def _describe_version(version: str | None) -> str:
-    return f"version {version}" if version is not None else "no mgmt_token"
+def _describe_version(version: str | None, key: str) -> str:
+    return f"version {version}" if version is not None else f"no {key}"
 
 
-def _entry(record: TokenRecord, value: str, clock: Clock) -> dict[str, Any]:
+def _entry(record: TokenRecord, value: str, key: str, clock: Clock) -> dict[str, Any]:
     payload = record.payload()
     del payload["token"]
     salt = secrets.token_hex(16)
     written = clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {**payload, "salt": salt, "sha256": _salted(salt, value), "written_at": written}
+    return {**payload, "key": key, "salt": salt, "sha256": _salted(salt, value), "written_at": written}
+
+
+def _entry_key(entry: Mapping[str, Any]) -> object:
+    """The profile key an entry describes; entries from before ``key`` existed describe mgmt_token."""
+    return entry.get("key", DEFAULT_KEY)
 
 
 def _salted(salt: str, value: str) -> str:
@@ -590,10 +679,12 @@ def _matches(entry: Mapping[str, Any], value: str | None) -> bool:
 
 
 def _with_entry(
-    sidecar: dict[str, Any], profile: str, entry: dict[str, Any], keep: list[dict[str, Any]]
+    sidecar: dict[str, Any], profile: str, key: str, entry: dict[str, Any], keep: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    """The sidecar with ``profile``'s entries for ``key`` replaced; its other keys' entries as they were."""
     profiles = dict(sidecar["profiles"])
-    profiles[profile] = [entry, *keep][:_KEEP]
+    others = [e for e in profiles.get(profile, []) if _entry_key(e) != key]
+    profiles[profile] = [entry, *keep][:_KEEP] + others
     return {"managed-by": MANAGED_BY, "schema": SIDECAR_SCHEMA, "profiles": profiles}
 
 
@@ -633,14 +724,16 @@ def _lines(text: str, newline: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def _edit_problem(old: str, new: str, old_data: dict[str, Any], index: int, value: str, newline: str) -> str | None:
-    """Why ``new`` is not ``old`` with just the profile's mgmt_token set (None: it is)."""
+def _edit_problem(
+    old: str, new: str, old_data: dict[str, Any], index: int, key: str, value: str, newline: str
+) -> str | None:
+    """Why ``new`` is not ``old`` with just the profile's ``key`` set (None: it is)."""
     try:
         new_data = tomllib.loads(new)
     except tomllib.TOMLDecodeError:
         return "the result would not parse"
     expected = copy.deepcopy(old_data)
-    expected["profile"][index][KEY] = value
+    expected["profile"][index][key] = value
     if new_data != expected:
         return "the result would hold other data"
     a, b = _lines(old, newline), _lines(new, newline)
@@ -648,10 +741,11 @@ def _edit_problem(old: str, new: str, old_data: dict[str, Any], index: int, valu
     if len(changes) != 1:
         return f"{len(changes)} places would change"
     tag, i1, i2, j1, j2 = changes[0]
-    if tag not in ("insert", "replace") or j2 - j1 != 1 or not _MGMT_LINE.match(b[j1]):
-        return "a line other than mgmt_token would change"
-    if tag == "replace" and not _MGMT_LINE.match(a[i1]):
-        return "a line other than mgmt_token would change"
+    line = _KEY_LINES[key]
+    if tag not in ("insert", "replace") or j2 - j1 != 1 or not line.match(b[j1]):
+        return f"a line other than {key} would change"
+    if tag == "replace" and not line.match(a[i1]):
+        return f"a line other than {key} would change"
     return None
 
 

@@ -366,6 +366,11 @@ def _build_policy(
         settings = _adapter_settings("store", store_spec, swhere, problems)
         if settings is not None:
             stores.append(StoreBinding(name, store_spec.type, settings))
+            # A store may refuse some issuers (an influxctl profile's mgmt_token holds management tokens only).
+            check = getattr(settings, "issuer_problem", None)
+            problem = check(spec.issuer.type) if callable(check) else None
+            if problem:
+                problems.append(Problem(swhere, problem, "see docs/issuers.md#publishing-to-an-influxctl-profile"))
 
     if len(problems) > before or schedule is None or issuer_settings is None or lifetime is None:
         return None

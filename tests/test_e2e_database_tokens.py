@@ -38,6 +38,9 @@ class DbScenario(Scenario):
 
     mgmt_value: str = ""  # the management token the policy mints with (test-side only)
     auth: str = "mgmt_token"
+    #: More ``[[policy.store]]`` tables (TOML text) after the Vault store "primary", e.g. an
+    #: influxctl profile (tests/test_issuer_matrix.py).
+    extra_stores: str = ""
 
     def write_policy(
         self,
@@ -88,7 +91,7 @@ path = "{self.kv_path}"
 [policy.store.auth]
 method = "token"
 token = {{ file = "vault-token" }}
-""",
+{self.extra_stores}""",
             encoding="utf-8",
         )
 
@@ -119,6 +122,7 @@ def make_db_scenario(
     auth: str = "mgmt_token",
     db_activation_delay_s: float = 0.0,
     bootstrap: bool = True,
+    extra_stores: str = "",
     **policy: Any,
 ) -> DbScenario:
     fake.init(db_activation_delay_s=db_activation_delay_s)
@@ -134,6 +138,7 @@ def make_db_scenario(
         kv_path=f"influx-db/{uuid.uuid4().hex[:10]}",
         grace_s=grace_s,
         auth=auth,
+        extra_stores=extra_stores,
     )
     # The minting credential: a management token created by a human (or kept current by an
     # influxctl-management policy), in a file the policy names.

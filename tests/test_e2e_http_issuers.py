@@ -60,6 +60,9 @@ class HttpScenario:
     #: Every token value this scenario handled outside rotator: none may appear in any output.
     secrets: set[str] = field(default_factory=set)
     bootstrap_id: str = ""
+    #: More ``[[policy.store]]`` tables (TOML text) after the Vault store "primary", e.g. an
+    #: influxctl profile (tests/test_issuer_matrix.py).
+    extra_stores: str = ""
 
     @property
     def config(self) -> Path:
@@ -118,7 +121,7 @@ path = "{self.kv_path}"
 [policy.store.auth]
 method = "token"
 token = {{ file = "vault-token" }}
-""",
+{self.extra_stores}""",
             encoding="utf-8",
         )
 
@@ -258,7 +261,7 @@ def check_no_leak(sc: HttpScenario) -> None:
         assert all(value not in text for text in texts), "invariant 4: a token value leaked"
 
 
-def scenario(variant: str, tmp_path: Path, openbao: Any, fake: Any) -> HttpScenario:
+def scenario(variant: str, tmp_path: Path, openbao: Any, fake: Any, *, extra_stores: str = "") -> HttpScenario:
     (tmp_path / "vault-token").write_text(openbao.root_token)
     sc = HttpScenario(
         dir=tmp_path,
@@ -267,6 +270,7 @@ def scenario(variant: str, tmp_path: Path, openbao: Any, fake: Any) -> HttpScena
         variant=variant,
         fake=fake,
         kv_path=f"influx/{uuid.uuid4().hex[:10]}",
+        extra_stores=extra_stores,
     )
     if variant == "influxdb3":
         first, sc.bootstrap_id = fake.add_named_admin("human-made-admin"), "human-made-admin"

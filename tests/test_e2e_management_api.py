@@ -43,6 +43,11 @@ class Pair:
     #: Every token value the test saw (test-side only), for the leak check.
     values: set[str] = field(default_factory=set)
     db_bootstrap_id: str = ""
+    #: More ``[[policy.store]]`` tables (TOML text) after each policy's Vault store "vault", e.g.
+    #: an influxctl profile (tests/test_issuer_matrix.py).
+    mgmt_extra_stores: str = ""
+    db_extra_stores: str = ""
+    grace_s: int = GRACE_S
 
     @property
     def mgmt_path(self) -> str:
@@ -66,7 +71,7 @@ max_delay = "2s"
 [[policy]]
 name = "mgmt"
 schedule = "1h"
-grace = "{GRACE_S}s"
+grace = "{self.grace_s}s"
 verify_timeout = "20s"
 [policy.issuer]
 type = "influxctl-management"
@@ -82,11 +87,11 @@ name = "vault"
 {vault}
 path = "{self.mgmt_path}"
 auth = {{ method = "token", token = {{ file = "vault-token" }} }}
-
+{self.mgmt_extra_stores}
 [[policy]]
 name = "db"
 schedule = "1h"
-grace = "{GRACE_S}s"
+grace = "{self.grace_s}s"
 verify_timeout = "{verify_timeout}"
 [policy.issuer]
 type = "management-api"
@@ -108,7 +113,7 @@ name = "vault"
 {vault}
 path = "{self.db_path}"
 auth = {{ method = "token", token = {{ file = "vault-token" }} }}
-""", encoding="utf-8")
+{self.db_extra_stores}""", encoding="utf-8")
 
     def _ids(self) -> str:
         if self.cluster.product != "dedicated":
@@ -190,7 +195,8 @@ auth = {{ method = "token", token = {{ file = "vault-token" }} }}
         ):
             revoked_at = tokens.get(old_id, {}).get("revokedAt")
             if revoked_at:
-                assert _ts(revoked_at) >= _ts(published_at) + GRACE_S - 0.05, f"invariant 3: {old_id} revoked early"
+                earliest = _ts(published_at) + self.grace_s - 0.05
+                assert _ts(revoked_at) >= earliest, f"invariant 3: {old_id} revoked early"
         # 4. No token value (management or database) in any output, log or journal file.
         texts = list(self.mgmt.outputs)
         if self.mgmt.log_file.exists():
@@ -215,14 +221,19 @@ def _ts(value: str) -> float:
 @pytest.fixture
 def pair(tmp_path, openbao, fake_influxctl, management_api_fake) -> Pair:
     """Both policies bootstrapped with human-made tokens (``mgmt``: M0 in X; ``db``: D0 in Y)."""
-    influx = fake_influxctl.state
-    cluster = management_api_fake
+    return make_pair(tmp_path, openbao, fake_influxctl.state, management_api_fake)
+
+
+def make_pair(tmp_path: Path, openbao: Any, influx: Any, cluster: ManagementApiFake, *, grace_s: int = GRACE_S,
+              mgmt_extra_stores: str = "", db_extra_stores: str = "") -> Pair:  # fmt: skip
+    """The world of :func:`pair`; ``*_extra_stores`` add stores to a policy (written before bootstrap)."""
     cluster.management_auth = influxctl_management_auth(influx)  # one cluster: same management tokens
     (tmp_path / "vault-token").write_text(openbao.root_token)
     suffix = uuid.uuid4().hex[:10]
     mgmt = Scenario(dir=tmp_path, vault_url=openbao.url, vault_token=openbao.root_token, fake=influx,
-                    policy="mgmt", kv_path=f"influx/mgmt-{suffix}", grace_s=GRACE_S)
-    sc = Pair(dir=tmp_path, openbao=openbao, cluster=cluster, mgmt=mgmt, db_path=f"influx/db-{suffix}")
+                    policy="mgmt", kv_path=f"influx/mgmt-{suffix}", grace_s=grace_s)
+    sc = Pair(dir=tmp_path, openbao=openbao, cluster=cluster, mgmt=mgmt, db_path=f"influx/db-{suffix}",
+              mgmt_extra_stores=mgmt_extra_stores, db_extra_stores=db_extra_stores, grace_s=grace_s)
     sc.write_policies()
     mgmt.bootstrap_value, mgmt.bootstrap_id = influx.add_token("created by a human for bootstrap")
     sc.bootstrap("mgmt", mgmt.bootstrap_value, mgmt.bootstrap_id)

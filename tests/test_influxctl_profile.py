@@ -26,6 +26,7 @@ from adapters.influxctl_profile import (
     InfluxctlProfileSettings,
     InfluxctlProfileStore,
     default_config_path,
+    key_problem,
     value_version,
 )
 from rotator.clock import FakeClock
@@ -71,8 +72,9 @@ def value() -> str:
     return f"test-mgmt-token-{uuid.uuid4().hex}"
 
 
-def record(token_id: str, token: str | None = None, *, created: datetime = NOW, policy: str = POLICY) -> TokenRecord:
-    return TokenRecord(Secret(token or value()), token_id, "influxctl-management", policy, created,
+def record(token_id: str, token: str | None = None, *, created: datetime = NOW, policy: str = POLICY,
+           issuer: str = "influxctl-management") -> TokenRecord:  # fmt: skip
+    return TokenRecord(Secret(token or value()), token_id, issuer, policy, created,
                        created + timedelta(days=30))  # fmt: skip
 
 
@@ -84,8 +86,8 @@ def write_config(tmp_path: Path, text: str = CONFIG, name: str = "config.toml") 
     return path
 
 
-def make_store(path: Path, profile: str = "default", **kw: Any) -> InfluxctlProfileStore:
-    settings = InfluxctlProfileSettings(config=path, profile=profile)
+def make_store(path: Path, profile: str = "default", key: str = "mgmt_token", **kw: Any) -> InfluxctlProfileStore:
+    settings = InfluxctlProfileSettings.model_validate({"config": path, "profile": profile, "key": key})
     ctx = AdapterContext(policy=POLICY, base_dir=path.parent, clock=kw.pop("clock", FakeClock(NOW)))
     return InfluxctlProfileStore.from_config(settings, ctx, **kw)
 
@@ -442,6 +444,176 @@ def _dead_pid() -> int:
     return int(proc.stdout)
 
 
+# ------------------------------------------------------------------------------ key = "token"
+
+DB_ISSUER = "influxctl-database"
+
+
+def db_record(token_id: str, token: str | None = None, **kw: Any) -> TokenRecord:
+    return record(token_id, token or f"test-db-token-{uuid.uuid4().hex}", issuer=DB_ISSUER, **kw)
+
+
+def test_a_database_token_goes_to_the_token_key_and_influxctl_query_uses_it(config: Path, fake_influxctl: Any) -> None:
+    """key = "token": the line influxctl's query/write read (with the profile's database), nothing else."""
+    value_, token_id = fake_influxctl.state.add_db_token("for the profile test", {"read": ["db1"]})
+    text = CONFIG.replace('    port = "443"\n', '    port = "443"\n    database = "db1"\n', 1)
+    config.write_text(text)
+    store = make_store(config, key="token")
+    assert store.location.endswith("config.toml#default.token") and store.key == "token"
+    assert store.read_current().version is None, "the commented-out `# token` line is no value"
+    token = db_record(token_id, value_)
+    store.publish(token, None)
+    line = f'    token = "{value_}"\n'
+    assert config.read_text() == text.replace('    database = "db1"\n', '    database = "db1"\n' + line, 1)
+    assert store.read_current().record == token
+    assert make_store(config).read_current().version is None, "mgmt_token is another key: untouched, absent"
+    done = fake_influxctl.run("--config", str(config), "query", "--format", "json", "SELECT 1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"Int64(1)": 1}]
+
+
+def test_mgmt_token_and_token_of_one_profile_share_the_sidecar_without_touching_each_other(config: Path) -> None:
+    mgmt, db = make_store(config), make_store(config, key="token")
+    m1, d1 = record("m-1"), db_record("d-1")
+    vm = mgmt.publish(m1, None)
+    vd = db.publish(d1, None)
+    for n in range(2, 5):  # a few rotations of each, interleaved
+        vm = mgmt.publish(record(f"m-{n}"), vm)
+        vd = db.publish(db_record(f"d-{n}"), vd)
+    assert mgmt.read_current().token_id == "m-4" and db.read_current().token_id == "d-4"
+    sidecar = json.loads(Path(str(config) + SIDECAR_SUFFIX).read_text())
+    entries = sidecar["profiles"]["default"]
+    assert [(e["key"], e["token_id"]) for e in entries] == [
+        ("token", "d-4"), ("token", "d-3"), ("mgmt_token", "m-4"), ("mgmt_token", "m-3"),
+    ]  # fmt: skip
+    assert sidecar["schema"] == 1
+    # The two lines are the only change from the operator's file.
+    text = config.read_text()
+    assert [line for line in text.splitlines() if line not in CONFIG.splitlines()] == [
+        f'    mgmt_token = "{mgmt.read_current().record.value.reveal()}"',  # type: ignore[union-attr]
+        f'    token = "{db.read_current().record.value.reveal()}"',  # type: ignore[union-attr]
+    ]
+
+
+def test_a_sidecar_entry_without_key_describes_mgmt_token(config: Path) -> None:
+    """Sidecars written before the `key` setting existed keep working."""
+    store = make_store(config)
+    token = record("id-1")
+    version = store.publish(token, None)
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    doc = json.loads(sidecar.read_text())
+    for entry in doc["profiles"]["default"]:
+        del entry["key"]
+    sidecar.write_text(json.dumps(doc))
+    state = store.read_current()
+    assert state.managed and state.record == token
+    assert make_store(config, key="token").read_current().version is None
+    store.publish(record("id-2"), version)
+    assert [e.get("key") for e in json.loads(sidecar.read_text())["profiles"]["default"]] == ["mgmt_token", None]
+
+
+def test_the_token_key_keeps_a_literal_string_and_its_comment(config: Path) -> None:
+    text = CONFIG.replace(
+        "  mgmt_token = 'hand-placed", "  token = 'hand-placed-db-0123456789' # by hand\n  mgmt_token = 'hand-placed"
+    )
+    config.write_text(text)
+    store = make_store(config, profile="other", key="token")
+    state = store.read_current()
+    assert state.version == value_version("hand-placed-db-0123456789") and not state.managed
+    token = db_record("d-1")
+    store.publish(token, state.version)
+    assert config.read_text() == text.replace("hand-placed-db-0123456789", token.value.reveal())
+    assert make_store(config, profile="other").read_current().version == value_version("hand-placed-value-0123456789")
+
+
+@pytest.mark.parametrize(
+    ("key", "issuer", "allowed"),
+    [
+        ("mgmt_token", "influxctl-management", True),
+        ("mgmt_token", "influxctl-database", False),
+        ("mgmt_token", "management-api", False),
+        ("mgmt_token", "influxdb3", False),
+        ("token", "influxctl-database", True),
+        ("token", "management-api", True),
+        ("token", "influxdb3", True),
+        ("token", "influxdb2", True),
+        ("token", "influxctl-management", False),
+        ("mgmt_token", "", True),  # a payload that does not name its issuer: not checked
+    ],
+)
+def test_which_issuer_may_publish_to_which_key(config: Path, key: str, issuer: str, allowed: bool) -> None:
+    problem = key_problem(key, issuer)
+    assert (problem is None) == allowed
+    assert InfluxctlProfileSettings.model_validate({"key": key}).issuer_problem(issuer) == problem
+    before = fingerprint(config)
+    store = make_store(config, key=key)
+    token = record("id-1", issuer=issuer)
+    if allowed:
+        store.publish(token, None)
+        assert store.read_current().record == token
+        return
+    with pytest.raises(PermanentError) as info:
+        store.publish(token, None)
+    assert f"token id-1 of issuer {issuer!r} is not written to {key}" in str(info.value)
+    assert 'key = "token"' in info.value.hint and token.value.reveal() not in str(info.value)
+    assert fingerprint(config) == before and not Path(str(config) + SIDECAR_SUFFIX).exists()
+
+
+def test_conflict_and_edit_messages_name_the_key(config: Path) -> None:
+    store = make_store(config, key="token")
+    store.publish(db_record("d-1"), None)
+    with pytest.raises(ConflictError) as info:
+        store.publish(db_record("d-2"), None)
+    assert "expected no token, the profile now holds version" in str(info.value)
+    assert "someone changed token of this profile" in info.value.hint
+
+
+def test_rotator_sync_refuses_a_database_token_for_mgmt_token(tmp_path: Path, openbao: Any) -> None:
+    """sync writes mgmt_token: the store's key rule keeps a database policy's token out of it."""
+    import subprocess
+    import sys
+
+    from adapters.vault_kv2 import VaultKV2Settings, VaultKV2Store
+    from tests.harness import REPO
+
+    kv = f"sync-db/{uuid.uuid4().hex[:10]}"
+    (tmp_path / "vault-token").write_text(openbao.root_token)
+    (tmp_path / "mgmt-token").write_text("not used by sync\n")
+    (tmp_path / "rotator.toml").write_text(f"""
+[[policy]]
+name = "dbtok"
+schedule = "7d"
+[policy.issuer]
+type = "influxctl-database"
+permissions = {{ read = ["db1"] }}
+profile = {{ product = "clustered", host = "cluster.test.invalid" }}
+auth = {{ method = "mgmt_token", token = {{ file = "mgmt-token" }} }}
+[[policy.store]]
+type = "vault-kv2"
+url = "{openbao.url}"
+path = "{kv}"
+auth = {{ method = "token", token = {{ file = "vault-token" }} }}
+""")
+    settings = VaultKV2Settings.model_validate(
+        {"url": openbao.url, "path": kv, "auth": {"method": "token", "token": {"file": "vault-token"}}}
+    )
+    vault = VaultKV2Store.from_config(settings, AdapterContext(policy="dbtok", base_dir=tmp_path))
+    token = db_record("d-1", policy="dbtok")
+    vault.publish(token, None)
+    config = write_config(tmp_path)
+    before = fingerprint(config)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rotator.sync", "--from", f"{tmp_path / 'rotator.toml'}:dbtok", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "ROTATOR_"))},
+             "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "token d-1 of issuer 'influxctl-database' is not written to mgmt_token" in proc.stderr
+    assert 'key = "token"' in proc.stderr and token.value.reveal() not in proc.stdout + proc.stderr
+    assert fingerprint(config) == before and not Path(str(config) + SIDECAR_SUFFIX).exists()
+
+
 # ------------------------------------------------------------------------------ settings
 
 
@@ -476,6 +648,24 @@ def test_policy_validation_of_the_store_settings(tmp_path: Path) -> None:
     text = str(info.value)
     assert "store[0].create: Extra inputs are not permitted" in text
     assert "store[0].profile" in text
+
+
+def test_policy_validation_of_key(tmp_path: Path) -> None:
+    def policy(key: str) -> dict[str, Any]:
+        return {"policy": [{
+            "name": "p", "schedule": "30d",
+            "issuer": {"type": "influxctl-database", "permissions": {"read": ["db1"]},
+                       "profile": {"product": "clustered", "host": "h"},
+                       "auth": {"method": "mgmt_token", "token": {"file": "m"}}},
+            "store": [{"type": "influxctl-profile", "key": key}],
+        }]}  # fmt: skip
+
+    settings = parse_config(policy("token"), tmp_path / "rotator.toml").policies[0].stores[0].settings
+    assert isinstance(settings, InfluxctlProfileSettings) and settings.key == "token"
+    assert InfluxctlProfileSettings().key == "mgmt_token"
+    with pytest.raises(PolicyFileError) as info:
+        parse_config(policy("database_token"), tmp_path / "rotator.toml")
+    assert "store[0].key" in str(info.value) and "'mgmt_token' or 'token'" in str(info.value)
 
 
 # ------------------------------------------------------------------------------ end to end

@@ -116,3 +116,16 @@ def test_schema_is_published_and_matches_docs() -> None:
     assert {v["title"] for v in schema["$defs"]["IssuerAdapter"]["oneOf"]} >= {"issuer influxctl-management"}
     published = json.loads((REPO / "docs" / "policy.schema.json").read_text())
     assert published == schema, "docs/policy.schema.json is stale: run `rotator schema > docs/policy.schema.json`"
+
+
+def test_a_profile_key_that_does_not_fit_the_issuer_is_refused(tmp_path: Path) -> None:
+    store = """
+[[policy.store]]
+type = "influxctl-profile"
+config = "influxctl.toml"
+profile = "default"
+key = "token"
+"""
+    proc = _validate(tmp_path, _policy(store=store))
+    assert proc.returncode == 2, proc.stderr
+    assert "store[0]" in proc.stderr and "mgmt_token" in proc.stderr
