@@ -9,7 +9,7 @@ Two HTTP servers share one state:
   It authenticates ``Authorization: Bearer <management token>`` with :attr:`management_auth`.
 - :attr:`ManagementApiFake.data`: the cluster's **data plane**, where a *database* token is used.
   Only the InfluxDB v1-compatible ``GET /query`` (what the ``management-api`` issuer's ``verify``
-  calls). No Dedicated/Clustered data-plane spec is in ../shared/specs, so it is validated
+  calls). No Dedicated/Clustered data-plane spec is in tests/specs, so it is validated
   against the InfluxDB 3 Core spec's ``GET /query`` (operationId ``GetV1ExecuteQuery``,
   ``influxdb3-core-influxdb3-core-openapi.yaml``): the same v1-compatible endpoint (``db``,
   ``q``, ``Authorization: Bearer``), but its error bodies are Core's (``{error, data}``), not

@@ -117,7 +117,7 @@ __all__ = [
 ]
 
 #: The official specs (../shared/specs from the repository root; ``ROTATOR_SPECS_DIR`` overrides).
-SPECS_DIR = Path(os.environ.get("ROTATOR_SPECS_DIR", Path(__file__).resolve().parents[3] / "shared" / "specs"))
+SPECS_DIR = Path(os.environ.get("ROTATOR_SPECS_DIR", Path(__file__).resolve().parents[1] / "specs"))
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _SPEC_URI = "urn:rotator-test:spec"
