@@ -116,7 +116,7 @@ __all__ = [
     "text_response",
 ]
 
-#: The official specs (../shared/specs from the repository root; ``ROTATOR_SPECS_DIR`` overrides).
+#: The official InfluxDB specs vendored in tests/specs (``ROTATOR_SPECS_DIR`` overrides).
 SPECS_DIR = Path(os.environ.get("ROTATOR_SPECS_DIR", Path(__file__).resolve().parents[1] / "specs"))
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
