@@ -308,7 +308,9 @@ def test_a_new_rotation_token_while_awspending_is_elsewhere_is_refused_by_the_pr
 
 def test_a_policy_file_that_names_no_policy_for_the_secret(stub, tmp_path, aws_env, monkeypatch):
     monkeypatch.delenv("ROTATOR_POLICY", raising=False)
-    stub.add_response("describe_secret", described({V_CUR: ["AWSCURRENT"]}, rotation=True), {"SecretId": ARN})
+    untagged = [{"Key": "managed-by", "Value": "rotator"}]  # no rotator:policy, no policy tag
+    stub.add_response("describe_secret", described({V_CUR: ["AWSCURRENT"]}, rotation=True, tags=untagged),
+                      {"SecretId": ARN})
     with pytest.raises(ConfigError, match="names no policy"):
         handle({"Step": "setSecret", "SecretId": ARN, "ClientRequestToken": str(uuid.uuid4())},
                None, client=stub.client, config_path=_config(tmp_path))  # fmt: skip
