@@ -55,7 +55,7 @@ from pydantic import ValidationError
 from rotator.clock import Clock, SystemClock
 from rotator.daemon_config import DaemonSettings, parse_listen
 from rotator.engine import Engine, NeedsAttention, RunResult
-from rotator.errors import ConfigError, LeaseBusy, RotatorError
+from rotator.errors import ConfigError, LeaseBusy, PermanentError, RotatorError
 from rotator.journal import Journal, RunState, open_journal
 from rotator.policy import Config, Policy, PolicyFileError, Problem, parse_config
 from rotator.retry import RetryPolicy
@@ -551,6 +551,10 @@ class Daemon:
             raise
         except RotatorError as exc:
             self._failed(name, exc, started, now)
+            return
+        except Exception as exc:  # an adapter bug: back off like any failure instead of looping
+            log.exception("rotation failed unexpectedly")
+            self._failed(name, PermanentError(f"internal error: {type(exc).__name__}: {exc}"), started, now)
             return
         finally:
             self.journal.release_lease(name, engine.holder)

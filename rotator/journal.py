@@ -165,6 +165,8 @@ class _Backend:
     begin_locked: str = "BEGIN IMMEDIATE"
     #: run first inside the migration transaction, so concurrent replicas migrate one at a time
     migration_lock: str | None = None
+    #: a query returning a row when the table named by its one parameter exists
+    table_exists: str = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?"
 
 
 class _Cursor:
@@ -245,7 +247,10 @@ class Journal:
         with self._tx(immediate=True) as cur:
             if self._backend.migration_lock:
                 cur.execute(self._backend.migration_lock)
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            # Only DDL when something is missing: a role with read/write rights alone can start.
+            probe = ("schema_version",) * self._backend.table_exists.count("?")
+            if cur.execute(self._backend.table_exists, probe).fetchone() is None:
+                cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
             row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] or 0
             if current > len(_MIGRATIONS):
@@ -481,6 +486,7 @@ def _postgres_backend(url: str) -> _Backend:
         # Row locks taken by the lease upsert serialise replicas; nothing more is needed.
         begin_locked="BEGIN",
         migration_lock="SELECT pg_advisory_xact_lock(7306180)",  # one arbitrary key for rotator migrations
+        table_exists="SELECT to_regclass(?) WHERE to_regclass(?) IS NOT NULL",
     )
 
 

@@ -410,6 +410,17 @@ def _adapter_settings(
         return None
 
 
+def _nested_store_plain(table: Mapping[str, Any]) -> frozenset[str]:
+    """A nested store table (e.g. ``management_token_from``) exempts its own plain-string names."""
+    kind = table.get("type")
+    if not isinstance(kind, str):
+        return frozenset()
+    try:
+        return _plain_string_fields(registry.load("store", kind).settings_model)
+    except ConfigError:
+        return frozenset()
+
+
 def _plain_string_fields(model: type[BaseModel]) -> frozenset[str]:
     """Top-level fields an adapter declares as plain strings: an AWS ``secret_id`` is a name."""
     return frozenset(name for name, f in model.model_fields.items() if f.annotation in (str, str | None))
@@ -420,7 +431,7 @@ def _inline_secrets(
 ) -> Iterable[Problem]:
     for key, value in settings.items():
         if isinstance(value, Mapping):
-            yield from _inline_secrets(value, f"{where}.{key}")
+            yield from _inline_secrets(value, f"{where}.{key}", plain=_nested_store_plain(value))
         elif key in SECRET_LOOKING_KEYS and isinstance(value, str) and key not in plain:
             yield Problem(
                 f"{where}.{key}",

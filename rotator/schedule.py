@@ -267,7 +267,12 @@ def _aws_cron_fields(expr: str) -> dict[str, str]:
 
 
 def _trigger(expr: str) -> Any:
-    from apscheduler.triggers.cron import CronTrigger
+    try:
+        from apscheduler.triggers.cron import CronTrigger
+    except ImportError:
+        raise ValueError(
+            f"{expr!r}: cron schedules need APScheduler; install it with pip install 'rotator[daemon]'"
+        ) from None
 
     if _AWS_CRON.match(expr):
         fields = _aws_cron_fields(expr)

@@ -129,3 +129,21 @@ key = "token"
     proc = _validate(tmp_path, _policy(store=store))
     assert proc.returncode == 2, proc.stderr
     assert "store[0]" in proc.stderr and "mgmt_token" in proc.stderr
+
+
+def test_a_nested_store_reference_may_name_an_aws_secret(tmp_path: Path) -> None:
+    """`secret_id` of an aws-secretsmanager table is a secret's name, even nested in an issuer."""
+    issuer = """
+[policy.issuer]
+type = "management-api"
+product = "clustered"
+cluster_host = "https://cluster.example"
+permissions = [{action = "read", resource = "db1"}]
+verify = {database = "db1"}
+[policy.issuer.management_token_from]
+type = "aws-secretsmanager"
+secret_id = "prod/influx-mgmt"
+region = "eu-west-1"
+"""
+    proc = _validate(tmp_path, _policy(issuer=issuer))
+    assert proc.returncode == 0, proc.stderr
