@@ -108,9 +108,17 @@ token = {{ file = "vault-token" }}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "ROTATOR_"))}
         env["FAKE_INFLUXCTL_STATE"] = str(self.fake.path)
         env["PYTHONPATH"] = str(REPO)
+        # A private temp dir per scenario: the leftover-config check below sees only this
+        # scenario's processes, also when tests run in parallel.
+        self.tmpdir.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(self.tmpdir)
         if crash_at:
             env["ROTATOR_TEST_CRASH_AT"] = crash_at
         return env
+
+    @property
+    def tmpdir(self) -> Path:
+        return self.dir / "tmp"
 
     def cli(self, *args: str, crash_at: str | None = None, timeout: float = 90,
             log_level: str = "debug") -> subprocess.CompletedProcess[str]:
@@ -245,9 +253,8 @@ def check_invariants(sc: Scenario, *, settled: bool = False, after_crash: bool =
     # 4. No token value in anything rotator wrote: stdout, stderr, log file, journal files, and
     # no private influxctl config (it holds a token) outlives a finished command.
     if not after_crash:
-        import tempfile
 
-        leftovers = [d for d in Path(tempfile.gettempdir()).glob("rotator-influxctl-*") if not _alive(d)]
+        leftovers = [d for d in sc.tmpdir.glob("rotator-influxctl-*") if not _alive(d)]
         assert not leftovers, f"private influxctl configs left behind: {leftovers}"
     values = {v["token"] for v in versions}
     if sc.bootstrap_value:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -221,7 +220,7 @@ def check_db_invariants(sc: DbScenario, *, settled: bool = False, after_crash: b
     # 4. No token value (database tokens, the management token) in anything rotator wrote, and no
     # private influxctl config (it holds a token) outlives a finished command.
     if not after_crash:
-        leftovers = [d for d in Path(tempfile.gettempdir()).glob("rotator-influxctl-*") if not _pid_alive(d)]
+        leftovers = [d for d in sc.tmpdir.glob("rotator-influxctl-*") if not _pid_alive(d)]
         assert not leftovers, f"private influxctl configs left behind: {leftovers}"
     values = {v["token"] for v in versions} | {sc.mgmt_value}
     if sc.bootstrap_value:
