@@ -2,16 +2,26 @@
 
 `check_invariants` asserts DESIGN.md's invariants 1-4 from the outside: what the issuer (fake
 influxctl state), the store (OpenBao) and the journal say, plus every byte rotator printed.
+
+:class:`CliScenario` is what every end-to-end scenario shares (this file's :class:`Scenario`,
+tests/test_e2e_database_tokens.py's ``DbScenario``, tests/test_e2e_http_issuers.py's
+``HttpScenario``, and through ``Scenario`` tests/test_e2e_management_api.py's ``Pair``): the
+``rotator`` subprocess with its environment, every byte it printed, the KV versions in OpenBao,
+the journal (SQLite or PostgreSQL), and the pieces of the invariant checks that do not depend on
+the issuer (orphans, grace, leaked values, leftover private influxctl configs).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,170 +31,36 @@ import hvac
 
 from tests.fakes.influxctl_state import FakeInfluxctl
 
+__all__ = [
+    "FAKES", "INFLUXCTL", "REPO", "CliScenario", "Scenario", "make_scenario", "check_invariants",
+    "finish_and_settle", "settle", "ts", "read_kv_versions", "live_tagged", "revoked_at",
+]  # fmt: skip
+
 FAKES = Path(__file__).parent / "fakes"
 INFLUXCTL = FAKES / "influxctl"
 REPO = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class Scenario:
-    dir: Path
-    vault_url: str
-    vault_token: str
-    fake: FakeInfluxctl
-    policy: str = "mgmt"
-    kv_path: str = ""
-    grace_s: int = 2
-    outputs: list[str] = field(default_factory=list)
-    bootstrap_value: str = ""
-    bootstrap_id: str = ""
-    #: a postgresql:// journal instead of the default SQLite file
-    journal_url: str | None = None
-
-    @property
-    def config(self) -> Path:
-        return self.dir / "rotator.toml"
-
-    @property
-    def log_file(self) -> Path:
-        return self.dir / "rotator.log"
-
-    @property
-    def journal_path(self) -> Path:
-        return self.dir / "journal.db"
-
-    def write_policy(self, *, issuer_extra: str = "", store_extra: str = "", policy_extra: str = "",
-                     verify_timeout: str = "20s", attempts: int = 3, timeout_s: float = 10,
-                     second_store: str = "") -> None:
-        """Write the policy file; ``second_store`` adds a second vault-kv2 store at that KV path."""
-        extra_store = f"""
-[[policy.store]]
-type = "vault-kv2"
-name = "mirror"
-url = "{self.vault_url}"
-path = "{second_store}"
-[policy.store.auth]
-method = "token"
-token = {{ file = "vault-token" }}
-""" if second_store else ""
-        self.config.write_text(f"""
-[rotator]
-journal = "{self.journal_url or 'journal.db'}"
-lease_ttl = "30s"
-[rotator.retry]
-attempts = {attempts}
-base_delay = "1s"
-max_delay = "2s"
-
-[[policy]]
-name = "{self.policy}"
-schedule = "1h"
-grace = "{self.grace_s}s"
-verify_timeout = "{verify_timeout}"
-{policy_extra}
-
-[policy.issuer]
-type = "influxctl-management"
-influxctl = {json.dumps(str(INFLUXCTL))}
-timeout_s = {timeout_s}
-{issuer_extra}
-[policy.issuer.profile]
-product = "clustered"
-host = "cluster.test.invalid"
-port = 443
-
-[[policy.store]]
-type = "vault-kv2"
-name = "primary"
-url = "{self.vault_url}"
-path = "{self.kv_path}"
-{store_extra}
-[policy.store.auth]
-method = "token"
-token = {{ file = "vault-token" }}
-{extra_store}""", encoding="utf-8")
-
-    def env(self, crash_at: str | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "ROTATOR_"))}
-        env["FAKE_INFLUXCTL_STATE"] = str(self.fake.path)
-        env["PYTHONPATH"] = str(REPO)
-        # A private temp dir per scenario: the leftover-config check below sees only this
-        # scenario's processes, also when tests run in parallel.
-        self.tmpdir.mkdir(exist_ok=True)
-        env["TMPDIR"] = str(self.tmpdir)
-        if crash_at:
-            env["ROTATOR_TEST_CRASH_AT"] = crash_at
-        return env
-
-    @property
-    def tmpdir(self) -> Path:
-        return self.dir / "tmp"
-
-    def cli(self, *args: str, crash_at: str | None = None, timeout: float = 90,
-            log_level: str = "debug") -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "rotator.cli", *args]
-        if args and args[0] not in ("schema",) and "-c" not in args:
-            argv += ["-c", str(self.config)]
-        argv += ["--log-level", log_level, "--log-file", str(self.log_file)]
-        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env(crash_at), timeout=timeout,
-                              cwd=self.dir, stdin=subprocess.DEVNULL)
-        self.outputs += [proc.stdout, proc.stderr]
-        return proc
-
-    # -- inspection -------------------------------------------------------------------------
-    def vault(self) -> hvac.Client:
-        return hvac.Client(url=self.vault_url, token=self.vault_token)
-
-    def versions(self) -> list[dict[str, Any]]:
-        """Every KV version's payload, oldest first (values included: test-side only)."""
-        client = self.vault()
-        try:
-            meta = client.secrets.kv.v2.read_secret_metadata(path=self.kv_path, mount_point="secret")["data"]
-        except hvac.exceptions.InvalidPath:
-            return []
-        out = []
-        for version in sorted(int(v) for v in meta["versions"]):
-            data = client.secrets.kv.v2.read_secret_version(
-                path=self.kv_path, version=version, mount_point="secret", raise_on_deleted_version=True)
-            out.append({"version": version, **data["data"]["data"]})
-        return out
-
-    def current(self) -> dict[str, Any]:
-        versions = self.versions()
-        assert versions, "the store holds no version"
-        return versions[-1]
-
-    def journal_rows(self, sql: str) -> list[tuple[Any, ...]]:
-        if self.journal_url:
-            import psycopg
-
-            with psycopg.connect(self.journal_url) as pg:
-                return [tuple(row) for row in pg.execute(sql).fetchall()]
-        conn = sqlite3.connect(self.journal_path)
-        try:
-            return conn.execute(sql).fetchall()
-        finally:
-            conn.close()
+def ts(value: str | None) -> datetime | None:
+    """A journal or fake timestamp (ISO 8601, ``Z`` or offset) as an aware UTC datetime."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def make_scenario(tmp: Path, openbao: Any, fake: FakeInfluxctl, *, grace_s: int = 2,
-                  activation_delay_s: float = 0.0, bootstrap: bool = True, journal_url: str | None = None,
-                  **policy: Any) -> Scenario:
-    fake.init(activation_delay_s=activation_delay_s)
-    token_file = tmp / "vault-token"
-    token_file.write_text(openbao.root_token)
-    token_file.chmod(0o600)
-    sc = Scenario(dir=tmp, vault_url=openbao.url, vault_token=openbao.root_token, fake=fake,
-                  kv_path=f"influx/{uuid.uuid4().hex[:10]}", grace_s=grace_s, journal_url=journal_url)
-    sc.write_policy(**policy)
-    if bootstrap:
-        sc.bootstrap_value, sc.bootstrap_id = fake.add_token("created by a human for bootstrap")
-        first = tmp / "first-token"
-        first.write_text(sc.bootstrap_value)
-        proc = sc.cli("bootstrap", sc.policy, "--token-file", str(first), "--token-id", sc.bootstrap_id)
-        assert proc.returncode == 0, proc.stderr
-        first.unlink()
-    return sc
+def read_kv_versions(url: str, token: str, path: str) -> list[dict[str, Any]]:
+    """Every KV version's payload at ``path``, oldest first (values included: test-side only)."""
+    client = hvac.Client(url=url, token=token)
+    try:
+        meta = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point="secret")["data"]
+    except hvac.exceptions.InvalidPath:
+        return []
+    out = []
+    for version in sorted(int(v) for v in meta["versions"]):
+        data = client.secrets.kv.v2.read_secret_version(
+            path=path, version=version, mount_point="secret", raise_on_deleted_version=True)
+        out.append({"version": version, **data["data"]["data"]})
+    return out
 
 
 def _alive(config_dir: Path) -> bool:
@@ -198,10 +74,251 @@ def _alive(config_dir: Path) -> bool:
     return True
 
 
-def _ts(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+@dataclass(kw_only=True)
+class CliScenario:
+    """A directory with a policy file and journal, a KV path in OpenBao, and ``rotator`` run as a subprocess."""
+
+    dir: Path
+    vault_url: str
+    vault_token: str
+    policy: str = "mgmt"
+    kv_path: str = ""
+    grace_s: int = 2
+    outputs: list[str] = field(default_factory=list)
+    bootstrap_id: str = ""
+    #: a postgresql:// journal instead of the default SQLite file
+    journal_url: str | None = None
+    #: More ``[[policy.store]]`` tables (TOML text) after the Vault store "primary", e.g. an
+    #: influxctl profile (tests/test_issuer_matrix.py).
+    extra_stores: str = ""
+    #: Environment variables (by prefix) a rotator subprocess must not inherit.
+    env_drop = ("VAULT_", "ROTATOR_")
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "rotator.toml"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "rotator.log"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.dir / "journal.db"
+
+    @property
+    def tmpdir(self) -> Path:
+        return self.dir / "tmp"
+
+    # -- policy text ------------------------------------------------------------------------
+    def rotator_toml(self, *, attempts: int = 3) -> str:
+        """The ``[rotator]`` table: this scenario's journal, fast retries."""
+        return f"""
+[rotator]
+journal = "{self.journal_url or 'journal.db'}"
+lease_ttl = "30s"
+[rotator.retry]
+attempts = {attempts}
+base_delay = "1s"
+max_delay = "2s"
+"""
+
+    def policy_toml(self, *, verify_timeout: str = "20s", extra: str = "") -> str:
+        """The ``[[policy]]`` table's head (name, schedule, grace, verify_timeout)."""
+        return f"""
+[[policy]]
+name = "{self.policy}"
+schedule = "1h"
+grace = "{self.grace_s}s"
+verify_timeout = "{verify_timeout}"
+{extra}
+"""
+
+    def vault_store_toml(self, *, name: str = "primary", path: str = "", extra: str = "") -> str:
+        """A ``[[policy.store]]`` table of type vault-kv2 (default: "primary" at this scenario's KV path)."""
+        return f"""
+[[policy.store]]
+type = "vault-kv2"
+name = "{name}"
+url = "{self.vault_url}"
+path = "{path or self.kv_path}"
+{extra}
+[policy.store.auth]
+method = "token"
+token = {{ file = "vault-token" }}
+"""
+
+    # -- running rotator ----------------------------------------------------------------------
+    def extra_env(self) -> dict[str, str]:
+        """What a subclass adds to the subprocess environment (e.g. the fake influxctl's state)."""
+        return {}
+
+    def env(self, crash_at: str | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(self.env_drop)}
+        env.update(self.extra_env())
+        env["PYTHONPATH"] = str(REPO)
+        # A private temp dir per scenario: the leftover-config check sees only this
+        # scenario's processes, also when tests run in parallel.
+        self.tmpdir.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(self.tmpdir)
+        if crash_at:
+            env["ROTATOR_TEST_CRASH_AT"] = crash_at
+        return env
+
+    def argv(self, *args: str, log_level: str = "debug") -> list[str]:
+        argv = [sys.executable, "-m", "rotator.cli", *args]
+        if args and args[0] not in ("schema",) and "-c" not in args:
+            argv += ["-c", str(self.config)]
+        return argv + ["--log-level", log_level, "--log-file", str(self.log_file)]
+
+    def cli(self, *args: str, crash_at: str | None = None, timeout: float = 90,
+            log_level: str = "debug") -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self.argv(*args, log_level=log_level), capture_output=True, text=True,
+                              env=self.env(crash_at), timeout=timeout, cwd=self.dir, stdin=subprocess.DEVNULL)
+        self.outputs += [proc.stdout, proc.stderr]
+        return proc
+
+    def kill_when(self, args: tuple[str, ...], ready: Callable[[], bool], *, ended: str, never: str) -> None:
+        """Run ``rotator *args`` and SIGKILL it (with its children, as a node crash would) once
+        ``ready()``; ``ended``/``never`` name what it waits for in the failure messages."""
+        proc = subprocess.Popen(self.argv(*args), env=self.env(), cwd=self.dir, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not ready():
+            assert proc.poll() is None, f"rotator ended before {ended}: {proc.communicate()}"
+            assert time.monotonic() < deadline, never
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # rotator and its child processes, as a node crash would
+        out, err = proc.communicate(timeout=10)
+        self.outputs += [out, err]
+
+    def bootstrap_with(self, value: str, token_id: str, *, policy: str = "", file: str = "first-token") -> None:
+        """``rotator bootstrap`` from a token file that is removed afterwards."""
+        first = self.dir / file
+        first.write_text(value)
+        proc = self.cli("bootstrap", policy or self.policy, "--token-file", str(first), "--token-id", token_id)
+        first.unlink()
+        assert proc.returncode == 0, proc.stderr
+
+    # -- inspection -------------------------------------------------------------------------
+    def vault(self) -> hvac.Client:
+        return hvac.Client(url=self.vault_url, token=self.vault_token)
+
+    def versions(self, path: str = "") -> list[dict[str, Any]]:
+        """Every KV version's payload, oldest first (values included: test-side only)."""
+        return read_kv_versions(self.vault_url, self.vault_token, path or self.kv_path)
+
+    def current(self) -> dict[str, Any]:
+        versions = self.versions()
+        assert versions, "the store holds no version"
+        return versions[-1]
+
+    def journal_rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if self.journal_url:
+            import psycopg
+
+            with psycopg.connect(self.journal_url) as pg:
+                return [tuple(row) for row in pg.execute(sql, params or None).fetchall()]
+        conn = sqlite3.connect(self.journal_path)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def written(self) -> dict[str, str]:
+        """Everything rotator wrote: each stdout/stderr, the log file, the SQLite journal files."""
+        texts = {f"output {i}": text for i, text in enumerate(self.outputs)}
+        if self.log_file.exists():
+            texts["log"] = self.log_file.read_text(errors="replace")
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(str(self.journal_path) + suffix)
+            if path.exists():
+                texts[path.name] = path.read_bytes().decode("latin-1")
+        return texts
+
+    # -- the issuer-independent invariant checks ----------------------------------------------
+    def assert_no_leak(self, values: Iterable[str],
+                       message: str = "invariant 4: a token value leaked into output, logs or the journal") -> None:
+        texts = list(self.written().values())
+        for value in values:
+            for text in texts:
+                assert value not in text, message
+
+    def assert_no_leftover_configs(self) -> None:
+        """No private influxctl config (it holds a token) outlives a finished command."""
+        leftovers = [d for d in self.tmpdir.glob("rotator-influxctl-*") if not _alive(d)]
+        assert not leftovers, f"private influxctl configs left behind: {leftovers}"
+
+    def assert_no_orphans(self, live: Mapping[str, str], current_id: str | None, *, settled: bool,
+                          what: str = "token") -> None:
+        """Invariant 2: every working token of this policy's runs (``live``: ``{id: description}``) is
+        current, or published and pending revocation within grace."""
+        pending = {row[0] for row in self.journal_rows("SELECT token_id FROM revocations WHERE state = 'pending'")}
+        published_ids = {v["token_id"] for v in self.versions()}
+        for token_id, description in live.items():
+            if token_id == current_id:
+                continue
+            assert token_id in published_ids and token_id in pending and not settled, (
+                f"invariant 2: orphan {what} {token_id} ({description}) is active, "
+                f"neither current nor pending revocation"
+            )
+
+    def assert_revoked_after_grace(self, revoked_at: Callable[[str], datetime | None]) -> None:
+        """Invariant 3: a superseded token is revoked no sooner than grace after its successor was published."""
+        published = {row[0]: ts(row[1]) for row in self.journal_rows(
+            "SELECT old_token_id, published_at FROM runs WHERE old_token_id IS NOT NULL AND published_at IS NOT NULL")}
+        for old_id, published_at in published.items():
+            revoked = revoked_at(old_id)
+            if revoked is None or published_at is None:
+                continue
+            assert revoked >= published_at + timedelta(seconds=self.grace_s) - timedelta(milliseconds=50), (
+                f"invariant 3: token {old_id} revoked at {revoked}, before grace ended "
+                f"({published_at} + {self.grace_s}s)"
+            )
+
+
+@dataclass(kw_only=True)
+class Scenario(CliScenario):
+    fake: FakeInfluxctl
+    bootstrap_value: str = ""
+
+    def write_policy(self, *, issuer_extra: str = "", store_extra: str = "", policy_extra: str = "",
+                     verify_timeout: str = "20s", attempts: int = 3, timeout_s: float = 10,
+                     second_store: str = "") -> None:
+        """Write the policy file; ``second_store`` adds a second vault-kv2 store at that KV path."""
+        extra_store = self.vault_store_toml(name="mirror", path=second_store) if second_store else ""
+        self.config.write_text(f"""{self.rotator_toml(attempts=attempts)}
+{self.policy_toml(verify_timeout=verify_timeout, extra=policy_extra)}
+[policy.issuer]
+type = "influxctl-management"
+influxctl = {json.dumps(str(INFLUXCTL))}
+timeout_s = {timeout_s}
+{issuer_extra}
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+port = 443
+{self.vault_store_toml(extra=store_extra)}{extra_store}{self.extra_stores}""", encoding="utf-8")
+
+    def extra_env(self) -> dict[str, str]:
+        return {"FAKE_INFLUXCTL_STATE": str(self.fake.path)}
+
+
+def make_scenario(tmp: Path, openbao: Any, fake: FakeInfluxctl, *, grace_s: int = 2,
+                  activation_delay_s: float = 0.0, bootstrap: bool = True, journal_url: str | None = None,
+                  extra_stores: str = "", **policy: Any) -> Scenario:
+    fake.init(activation_delay_s=activation_delay_s)
+    token_file = tmp / "vault-token"
+    token_file.write_text(openbao.root_token)
+    token_file.chmod(0o600)
+    sc = Scenario(dir=tmp, vault_url=openbao.url, vault_token=openbao.root_token, fake=fake,
+                  kv_path=f"influx/{uuid.uuid4().hex[:10]}", grace_s=grace_s, journal_url=journal_url,
+                  extra_stores=extra_stores)
+    sc.write_policy(**policy)
+    if bootstrap:
+        sc.bootstrap_value, sc.bootstrap_id = fake.add_token("created by a human for bootstrap")
+        sc.bootstrap_with(sc.bootstrap_value, sc.bootstrap_id)
+    return sc
 
 
 def check_invariants(sc: Scenario, *, settled: bool = False, after_crash: bool = False) -> None:
@@ -223,49 +340,50 @@ def check_invariants(sc: Scenario, *, settled: bool = False, after_crash: bool =
     current_id = versions[-1]["token_id"] if versions else None
 
     # 2. No orphans: every rotator-minted token is current, pending revocation in grace, or revoked.
-    pending = {row[0]: _ts(row[1]) for row in sc.journal_rows(
-        "SELECT token_id, due_at FROM revocations WHERE state = 'pending'")}
-    published_ids = {v["token_id"] for v in versions}
-    for token in tokens.values():
-        if not token["description"].startswith(f"rotator:{sc.policy}:") or token["revoked_at"]:
-            continue
-        if token["id"] == current_id or after_crash:
-            continue
-        assert token["id"] in published_ids and token["id"] in pending and not settled, (
-            f"invariant 2: orphan token {token['id']} ({token['description']}) is active, "
-            f"neither current nor pending revocation"
-        )
+    if not after_crash:
+        sc.assert_no_orphans(live_tagged(tokens.values(), sc.policy), current_id, settled=settled)
 
     # 3. Superseded tokens are revoked no sooner than grace after their successor was published.
-    published = {row[0]: _ts(row[1]) for row in sc.journal_rows(
-        "SELECT old_token_id, published_at FROM runs WHERE old_token_id IS NOT NULL AND published_at IS NOT NULL")}
-    for old_id, published_at in published.items():
-        token = tokens.get(old_id)
-        if token is None or not token["revoked_at"] or published_at is None:
-            continue
-        revoked_at = _ts(token["revoked_at"])
-        assert revoked_at is not None
-        assert revoked_at >= published_at + timedelta(seconds=sc.grace_s) - timedelta(milliseconds=50), (
-            f"invariant 3: token {old_id} revoked at {revoked_at}, before grace ended "
-            f"({published_at} + {sc.grace_s}s)"
-        )
+    sc.assert_revoked_after_grace(lambda token_id: revoked_at(tokens, token_id))
 
     # 4. No token value in anything rotator wrote: stdout, stderr, log file, journal files, and
     # no private influxctl config (it holds a token) outlives a finished command.
     if not after_crash:
-
-        leftovers = [d for d in sc.tmpdir.glob("rotator-influxctl-*") if not _alive(d)]
-        assert not leftovers, f"private influxctl configs left behind: {leftovers}"
+        sc.assert_no_leftover_configs()
     values = {v["token"] for v in versions}
     if sc.bootstrap_value:
         values.add(sc.bootstrap_value)
-    texts = list(sc.outputs)
-    if sc.log_file.exists():
-        texts.append(sc.log_file.read_text(errors="replace"))
-    for suffix in ("", "-wal", "-shm"):
-        path = Path(str(sc.journal_path) + suffix)
-        if path.exists():
-            texts.append(path.read_bytes().decode("latin-1"))
-    for value in values:
-        for text in texts:
-            assert value not in text, "invariant 4: a token value leaked into output, logs or the journal"
+    sc.assert_no_leak(values)
+
+
+def live_tagged(tokens: Iterable[Mapping[str, Any]], policy: str) -> dict[str, str]:
+    """The fake influxctl's tokens (management or database) of ``policy``'s runs that are not revoked."""
+    return {t["id"]: t["description"] for t in tokens
+            if t["description"].startswith(f"rotator:{policy}:") and not t["revoked_at"]}
+
+
+def revoked_at(tokens: Mapping[str, Mapping[str, Any]], token_id: str) -> datetime | None:
+    """When the fake influxctl revoked ``token_id`` (None: unknown or not revoked)."""
+    token = tokens.get(token_id)
+    return ts(token["revoked_at"]) if token is not None else None
+
+
+def settle(sc: CliScenario, check: Callable[..., None]) -> None:
+    """Let the grace pass, revoke, and check that everything is settled (no run left open)."""
+    time.sleep(sc.grace_s + 0.3)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0, proc.stderr
+    check(sc, settled=True)
+    assert not sc.journal_rows("SELECT run_id FROM runs WHERE state NOT IN ('done', 'failed', 'aborted')")
+
+
+def finish_and_settle(sc: CliScenario, check: Callable[..., None]) -> None:
+    """After a crash: recover, check, rotate once more (a new token), then :func:`settle`."""
+    proc = sc.cli("recover")
+    assert proc.returncode == 0, proc.stderr
+    check(sc)
+    current = sc.current()["token_id"]
+    proc = sc.cli("rotate", sc.policy)
+    assert proc.returncode == 0, proc.stderr
+    assert sc.current()["token_id"] != current
+    settle(sc, check)

@@ -6,17 +6,14 @@ After each kill: invariants 1, 3, 4 hold at once; `rotator recover` then restore
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Scenario, check_invariants, make_scenario
+from tests.harness import Scenario, check_invariants, finish_and_settle, make_scenario
 
 STEP_BOUNDARIES = [
     "planned", "minting", "minted", "verified", "publishing",
@@ -25,18 +22,7 @@ STEP_BOUNDARIES = [
 
 
 def _finish_and_settle(sc: Scenario) -> None:
-    proc = sc.cli("recover")
-    assert proc.returncode == 0, proc.stderr
-    check_invariants(sc)
-    current = sc.current()["token_id"]
-    proc = sc.cli("rotate", sc.policy)
-    assert proc.returncode == 0, proc.stderr
-    assert sc.current()["token_id"] != current
-    time.sleep(sc.grace_s + 0.3)
-    proc = sc.cli("revoke-expired")
-    assert proc.returncode == 0, proc.stderr
-    check_invariants(sc, settled=True)
-    assert not sc.journal_rows("SELECT run_id FROM runs WHERE state NOT IN ('done', 'failed', 'aborted')")
+    finish_and_settle(sc, check_invariants)
 
 
 @pytest.mark.parametrize("checkpoint", STEP_BOUNDARIES)
@@ -52,18 +38,7 @@ def test_kill_at_step_boundary(checkpoint: str, tmp_path: Path, openbao: Any, fa
 
 
 def _rotate_killed_inside_call(sc: Scenario, marker: Path, args: tuple[str, ...]) -> None:
-    argv = [sys.executable, "-m", "rotator.cli", *args, "-c", str(sc.config), "--log-level", "debug",
-            "--log-file", str(sc.log_file)]
-    proc = subprocess.Popen(argv, env=sc.env(), cwd=sc.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        assert proc.poll() is None, f"rotator ended before the influxctl call: {proc.communicate()}"
-        assert time.monotonic() < deadline, "the paused influxctl call never started"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # rotator and its influxctl child, as a node crash would
-    out, err = proc.communicate(timeout=10)
-    sc.outputs += [out, err]
+    sc.kill_when(args, marker.exists, ended="the influxctl call", never="the paused influxctl call never started")
 
 
 # (influxctl command, fault mode, nth call of that command in one rotation)

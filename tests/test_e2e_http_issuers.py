@@ -6,9 +6,10 @@ minting app tokens, retired in two stages) — is bootstrapped, rotated and revo
 ``rotator`` processes. The fakes run in this test process and validate every request and answer
 against the official specs (a mismatch fails the test at teardown).
 
-:class:`HttpScenario` is modelled on tests/harness.py (which is built around the fake influxctl)
-and :func:`check` asserts DESIGN.md's invariants 1-4 from the outside, through the fake's state,
-OpenBao and the journal, plus every byte rotator printed or logged (the leak check). Crashes:
+:class:`HttpScenario` is tests/harness.py's ``CliScenario`` (the CLI runner, the store, the journal
+and the issuer-independent checks) with an HTTP fake as the issuer, and :func:`check` asserts
+DESIGN.md's invariants 1-4 from the outside, through the fake's state, OpenBao and the journal,
+plus every byte rotator printed or logged (the leak check). Crashes:
 ``ROTATOR_TEST_CRASH_AT`` kills ``rotator rotate`` with SIGKILL at ``minted`` and ``published``
 (tests/test_crash_matrix.py has every boundary for the influxctl issuer), and once inside the
 mint call, after the server created the token and before its answer arrived.
@@ -17,26 +18,21 @@ mint call, after the server created the token and before its answer arrived.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import hvac
 import pytest
 
 from adapters.influxdb3 import operator_token_id
 from tests.fakes.influxdb2_fake import BUCKET_ID, ORG_ID, InfluxDB2Fake
 from tests.fakes.influxdb3_fake import InfluxDB3Fake, token_hash
+from tests.harness import CliScenario
+from tests.harness import settle as harness_settle
 
-REPO = Path(__file__).resolve().parents[1]
 ISSUERS = ["influxdb3", "influxdb3-operator", "influxdb2"]
 APP_PERMISSIONS = [
     {"action": "read", "resource": {"type": "buckets", "id": BUCKET_ID, "orgID": ORG_ID}},
@@ -44,37 +40,17 @@ APP_PERMISSIONS = [
 ]
 
 
-@dataclass
-class HttpScenario:
+@dataclass(kw_only=True)
+class HttpScenario(CliScenario):
     """One policy on one HTTP fake, a KV path in OpenBao, a directory with the policy file and journal."""
 
-    dir: Path
-    vault_url: str
-    vault_token: str
     variant: str  # one of ISSUERS
     fake: Any  # InfluxDB3Fake | InfluxDB2Fake
     policy: str = "app"
-    kv_path: str = ""
     grace_s: int = 1
-    outputs: list[str] = field(default_factory=list)
     #: Every token value this scenario handled outside rotator: none may appear in any output.
     secrets: set[str] = field(default_factory=set)
-    bootstrap_id: str = ""
-    #: More ``[[policy.store]]`` tables (TOML text) after the Vault store "primary", e.g. an
-    #: influxctl profile (tests/test_issuer_matrix.py).
-    extra_stores: str = ""
-
-    @property
-    def config(self) -> Path:
-        return self.dir / "rotator.toml"
-
-    @property
-    def log_file(self) -> Path:
-        return self.dir / "rotator.log"
-
-    @property
-    def journal_path(self) -> Path:
-        return self.dir / "journal.db"
+    env_drop = ("VAULT_", "ROTATOR_", "INFLUX")
 
     def issuer_table(self) -> str:
         url = self.fake.url
@@ -96,96 +72,12 @@ class HttpScenario:
 
     def write_policy(self) -> None:
         self.config.write_text(
-            f"""
-[rotator]
-journal = "journal.db"
-lease_ttl = "30s"
-[rotator.retry]
-attempts = 3
-base_delay = "1s"
-max_delay = "2s"
-
-[[policy]]
-name = "{self.policy}"
-schedule = "1h"
-grace = "{self.grace_s}s"
-verify_timeout = "10s"
-
+            f"""{self.rotator_toml()}
+{self.policy_toml(verify_timeout="10s")}
 [policy.issuer]
-{self.issuer_table()}
-[[policy.store]]
-type = "vault-kv2"
-name = "primary"
-url = "{self.vault_url}"
-path = "{self.kv_path}"
-[policy.store.auth]
-method = "token"
-token = {{ file = "vault-token" }}
-{self.extra_stores}""",
+{self.issuer_table()}{self.vault_store_toml()}{self.extra_stores}""",
             encoding="utf-8",
         )
-
-    def env(self, crash_at: str | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "ROTATOR_", "INFLUX"))}
-        env["PYTHONPATH"] = str(REPO)
-        if crash_at:
-            env["ROTATOR_TEST_CRASH_AT"] = crash_at
-        return env
-
-    def argv(self, *args: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "rotator.cli",
-            *args,
-            "-c",
-            str(self.config),
-            "--log-level",
-            "debug",
-            "--log-file",
-            str(self.log_file),
-        ]
-
-    def cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            self.argv(*args),
-            capture_output=True,
-            text=True,
-            env=self.env(crash_at),
-            timeout=90,
-            cwd=self.dir,
-            stdin=subprocess.DEVNULL,
-        )
-        self.outputs += [proc.stdout, proc.stderr]
-        return proc
-
-    # -- the store and the journal -------------------------------------------------------------
-
-    def versions(self) -> list[dict[str, Any]]:
-        client = hvac.Client(url=self.vault_url, token=self.vault_token)
-        try:
-            meta = client.secrets.kv.v2.read_secret_metadata(path=self.kv_path, mount_point="secret")["data"]
-        except hvac.exceptions.InvalidPath:
-            return []
-        out = []
-        for version in sorted(int(v) for v in meta["versions"]):
-            data = client.secrets.kv.v2.read_secret_version(
-                path=self.kv_path, version=version, mount_point="secret", raise_on_deleted_version=True
-            )
-            out.append({"version": version, **data["data"]["data"]})
-        return out
-
-    def current(self) -> dict[str, Any]:
-        versions = self.versions()
-        assert versions, "the store holds no version"
-        return versions[-1]
-
-    def journal_rows(self, sql: str) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.journal_path)
-        try:
-            return conn.execute(sql).fetchall()
-        finally:
-            conn.close()
 
     # -- the issuer, whatever its API --------------------------------------------------------------
 
@@ -211,10 +103,6 @@ token = {{ file = "vault-token" }}
         return self.fake.deleted_at.get(token_id)  # type: ignore[no-any-return]
 
 
-def _ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC) if value else None
-
-
 def check(sc: HttpScenario, *, settled: bool = False, after_crash: bool = False) -> None:
     """DESIGN.md invariants 1-4 (3 not for the operator token, which has no grace by definition)."""
     versions = sc.versions()
@@ -226,39 +114,17 @@ def check(sc: HttpScenario, *, settled: bool = False, after_crash: bool = False)
         )
     # 2. No orphans: every working token of this policy's runs is current or pending revocation.
     if not after_crash:
-        pending = {row[0] for row in sc.journal_rows("SELECT token_id FROM revocations WHERE state = 'pending'")}
-        published = {v["token_id"] for v in versions}
-        for token_id, description in sc.live_tagged().items():
-            if current is not None and token_id == current["token_id"]:
-                continue
-            assert token_id in published and token_id in pending and not settled, (
-                f"invariant 2: orphan token {token_id} ({description}) works, neither current nor pending"
-            )
+        sc.assert_no_orphans(sc.live_tagged(), current["token_id"] if current is not None else None, settled=settled)
     # 3. A superseded token is revoked no sooner than grace after its successor's publication.
     if sc.variant != "influxdb3-operator":
-        for old_id, published_at in sc.journal_rows(
-            "SELECT old_token_id, published_at FROM runs WHERE old_token_id IS NOT NULL AND published_at IS NOT NULL"
-        ):
-            revoked, published = sc.revoked_at(old_id), _ts(published_at)
-            if revoked is not None and published is not None:
-                earliest = published + timedelta(seconds=sc.grace_s) - timedelta(milliseconds=50)
-                assert revoked >= earliest, f"invariant 3: {old_id} revoked at {revoked}, before {earliest}"
+        sc.assert_revoked_after_grace(sc.revoked_at)
     # 4. No token value in anything rotator wrote.
     check_no_leak(sc)
 
 
 def check_no_leak(sc: HttpScenario) -> None:
     """Invariant 4: no token value in stdout, stderr, the log file or the journal files."""
-    values = {v["token"] for v in sc.versions()} | sc.secrets
-    texts = list(sc.outputs)
-    if sc.log_file.exists():
-        texts.append(sc.log_file.read_text(errors="replace"))
-    for suffix in ("", "-wal", "-shm"):
-        path = Path(str(sc.journal_path) + suffix)
-        if path.exists():
-            texts.append(path.read_bytes().decode("latin-1"))
-    for value in values:
-        assert all(value not in text for text in texts), "invariant 4: a token value leaked"
+    sc.assert_no_leak({v["token"] for v in sc.versions()} | sc.secrets, "invariant 4: a token value leaked")
 
 
 def scenario(variant: str, tmp_path: Path, openbao: Any, fake: Any, *, extra_stores: str = "") -> HttpScenario:
@@ -282,10 +148,7 @@ def scenario(variant: str, tmp_path: Path, openbao: Any, fake: Any, *, extra_sto
         first, sc.bootstrap_id = fake.add_authorization("app token made by a human", APP_PERMISSIONS)
     sc.secrets.add(first)
     sc.write_policy()
-    (tmp_path / "first-token").write_text(first)
-    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(tmp_path / "first-token"), "--token-id", sc.bootstrap_id)
-    assert proc.returncode == 0, proc.stderr
-    (tmp_path / "first-token").unlink()
+    sc.bootstrap_with(first, sc.bootstrap_id)
     return sc
 
 
@@ -298,11 +161,7 @@ def sc(request: pytest.FixtureRequest, tmp_path: Path, openbao: Any) -> Any:
 
 
 def settle(sc: HttpScenario) -> None:
-    time.sleep(sc.grace_s + 0.3)
-    proc = sc.cli("revoke-expired")
-    assert proc.returncode == 0, proc.stderr
-    check(sc, settled=True)
-    assert not sc.journal_rows("SELECT run_id FROM runs WHERE state NOT IN ('done', 'failed', 'aborted')")
+    harness_settle(sc, check)
 
 
 # ---------------------------------------------------------------------------------- rotation
@@ -427,7 +286,7 @@ def test_operator_token_regenerated_but_never_published_is_loud(tmp_path: Path, 
             "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "expires_at": None,
         }
-        hvac.Client(url=sc.vault_url, token=sc.vault_token).secrets.kv.v2.create_or_update_secret(
+        sc.vault().secrets.kv.v2.create_or_update_secret(
             path=sc.kv_path, mount_point="secret", secret=payload
         )
         proc = sc.cli("recover")
@@ -448,23 +307,8 @@ def test_kill_inside_mint_after_the_server_created_the_token(variant: str, tmp_p
         operation = "create" if variant == "influxdb2" else "named_admin"
         before = set(sc.live_tagged())
         fake.delay_next(operation, 30, after_handler=True)
-        child = subprocess.Popen(
-            sc.argv("rotate", sc.policy),
-            env=sc.env(),
-            cwd=sc.dir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while set(sc.live_tagged()) == before:
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "the mint never reached the server"
-            time.sleep(0.05)
-        os.killpg(child.pid, signal.SIGKILL)
-        out, err = child.communicate(timeout=10)
-        sc.outputs += [out, err]
+        sc.kill_when(("rotate", sc.policy), lambda: set(sc.live_tagged()) != before, ended="the mint",
+                     never="the mint never reached the server")
         fake.api.clear_faults()
         [orphan] = set(sc.live_tagged()) - before
         check(sc, after_crash=True)

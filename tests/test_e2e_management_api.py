@@ -11,11 +11,7 @@ one cluster; each Management API call records which management token authenticat
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -58,15 +54,7 @@ class Pair:
 
     def write_policies(self, *, dependency_token: str = "vault-token", verify_timeout: str = "20s") -> None:
         vault = f'url = "{self.openbao.url}"'
-        self.mgmt.config.write_text(f"""
-[rotator]
-journal = "journal.db"
-lease_ttl = "30s"
-[rotator.retry]
-attempts = 3
-base_delay = "1s"
-max_delay = "2s"
-
+        self.mgmt.config.write_text(f"""{self.mgmt.rotator_toml()}
 # Policy order matters for `rotate --all`: the management token first (docs/issuers.md).
 [[policy]]
 name = "mgmt"
@@ -123,28 +111,15 @@ auth = {{ method = "token", token = {{ file = "vault-token" }} }}
     # -- set-up ------------------------------------------------------------------------------
 
     def bootstrap(self, policy: str, value: str, token_id: str) -> None:
-        first = self.dir / f"first-{policy}"
-        first.write_text(value)
-        proc = self.cli("bootstrap", policy, "--token-file", str(first), "--token-id", token_id)
-        first.unlink()
-        assert proc.returncode == 0, proc.stderr
+        self.mgmt.bootstrap_with(value, token_id, policy=policy, file=f"first-{policy}")
 
     # -- inspection --------------------------------------------------------------------------
 
     def vault(self) -> hvac.Client:
-        return hvac.Client(url=self.openbao.url, token=self.openbao.root_token)
+        return self.mgmt.vault()
 
     def versions(self, path: str) -> list[dict[str, Any]]:
-        client = self.vault()
-        try:
-            meta = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point="secret")["data"]
-        except hvac.exceptions.InvalidPath:
-            return []
-        out = []
-        for number in sorted(int(v) for v in meta["versions"]):
-            data = client.secrets.kv.v2.read_secret_version(path=path, version=number, mount_point="secret",
-                                                            raise_on_deleted_version=True)
-            out.append({"version": number, **data["data"]["data"]})
+        out = self.mgmt.versions(path)
         self.values |= {v["token"] for v in out}
         return out
 
@@ -157,11 +132,7 @@ auth = {{ method = "token", token = {{ file = "vault-token" }} }}
         return {call.principal for call in self.cluster.calls()[index:]}
 
     def journal(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.mgmt.journal_path)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
+        return self.mgmt.journal_rows(sql, *args)
 
     def check(self, *, settled: bool = False, mgmt: bool = True, after_crash: bool = False) -> None:
         """Invariants 1-4 for both policies, from the fakes, OpenBao, the journal and all output.
@@ -198,18 +169,9 @@ auth = {{ method = "token", token = {{ file = "vault-token" }} }}
                 earliest = _ts(published_at) + self.grace_s - 0.05
                 assert _ts(revoked_at) >= earliest, f"invariant 3: {old_id} revoked early"
         # 4. No token value (management or database) in any output, log or journal file.
-        texts = list(self.mgmt.outputs)
-        if self.mgmt.log_file.exists():
-            texts.append(self.mgmt.log_file.read_text(errors="replace"))
-        for suffix in ("", "-wal", "-shm"):
-            path = Path(str(self.mgmt.journal_path) + suffix)
-            if path.exists():
-                texts.append(path.read_bytes().decode("latin-1"))
         self.versions(self.mgmt_path)
         assert self.values, "the leak check needs the values"
-        for value in self.values:
-            for text in texts:
-                assert value not in text, "invariant 4: a token value leaked into output, logs or the journal"
+        self.mgmt.assert_no_leak(self.values)
 
 
 def _ts(value: str) -> float:
@@ -398,18 +360,8 @@ def test_kill_while_the_create_answer_is_in_flight(pair):
     """The cluster created the token, rotator died before reading the answer: found by its tag and revoked."""
     sc = pair
     sc.cluster.delay_next("create", 60, after_effect=True)
-    argv = [sys.executable, "-m", "rotator.cli", "rotate", "db", "-c", str(sc.mgmt.config), "--log-level", "debug",
-            "--log-file", str(sc.mgmt.log_file)]
-    proc = subprocess.Popen(argv, env=sc.mgmt.env(), cwd=sc.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while not sc.cluster.calls("create"):
-        assert proc.poll() is None, f"rotator ended before the create call: {proc.communicate()}"
-        assert time.monotonic() < deadline, "the create call never arrived"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    out, err = proc.communicate(timeout=10)
-    sc.mgmt.outputs += [out, err]
+    sc.mgmt.kill_when(("rotate", "db"), lambda: bool(sc.cluster.calls("create")), ended="the create call",
+                      never="the create call never arrived")
     lost = [t for t in sc.cluster.tokens() if t["description"].startswith("rotator:db:")]
     assert len(lost) == 1 and lost[0]["revokedAt"] is None, "created, value never seen by rotator"
     sc.check(after_crash=True)

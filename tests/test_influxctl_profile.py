@@ -34,7 +34,7 @@ from rotator.contracts import AdapterContext, TokenRecord
 from rotator.errors import ConfigError, ConflictError, PermanentError, TransientError
 from rotator.policy import PolicyFileError, parse_config
 from rotator.secret import Secret
-from tests.harness import INFLUXCTL, Scenario, check_invariants, make_scenario
+from tests.harness import Scenario, check_invariants, make_scenario
 
 POLICY = "mgmt"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -675,55 +675,15 @@ def two_store_scenario(
     tmp_path: Path, openbao: Any, fake: Any, *, profile_text: str = CONFIG, bootstrap: bool = True, grace_s: int = 2
 ) -> tuple[Scenario, Path]:
     """The influxctl-management policy publishing to Vault ("primary") and to profile "default"
-    of ``influxctl/config.toml`` ("profile"); modelled on tests/harness.py."""
-    sc = make_scenario(tmp_path, openbao, fake, grace_s=grace_s, bootstrap=False)
+    of ``influxctl/config.toml`` ("profile"): tests/harness.py's scenario with one more store."""
     config = write_config(tmp_path, profile_text)
-    sc.config.write_text(f"""
-[rotator]
-journal = "journal.db"
-lease_ttl = "30s"
-[rotator.retry]
-attempts = 3
-base_delay = "1s"
-max_delay = "2s"
-
-[[policy]]
-name = "{sc.policy}"
-schedule = "1h"
-grace = "{grace_s}s"
-verify_timeout = "20s"
-
-[policy.issuer]
-type = "influxctl-management"
-influxctl = {json.dumps(str(INFLUXCTL))}
-timeout_s = 10
-[policy.issuer.profile]
-product = "clustered"
-host = "cluster.test.invalid"
-port = 443
-
-[[policy.store]]
-type = "vault-kv2"
-name = "primary"
-url = "{sc.vault_url}"
-path = "{sc.kv_path}"
-[policy.store.auth]
-method = "token"
-token = {{ file = "vault-token" }}
-
+    sc = make_scenario(tmp_path, openbao, fake, grace_s=grace_s, bootstrap=bootstrap, extra_stores="""
 [[policy.store]]
 type = "influxctl-profile"
 name = "profile"
 config = "influxctl/config.toml"
 profile = "default"
 """)
-    if bootstrap:
-        sc.bootstrap_value, sc.bootstrap_id = fake.add_token("created by a human for bootstrap")
-        first = tmp_path / "first-token"
-        first.write_text(sc.bootstrap_value)
-        proc = sc.cli("bootstrap", sc.policy, "--token-file", str(first), "--token-id", sc.bootstrap_id)
-        assert proc.returncode == 0, proc.stderr
-        first.unlink()
     return sc, config
 
 

@@ -60,7 +60,7 @@ from tests.fakes.fixtures import FakeInfluxctlFixture
 from tests.fakes.influxdb2_fake import InfluxDB2Fake
 from tests.fakes.influxdb3_fake import InfluxDB3Fake
 from tests.fakes.management_api_fake import ManagementApiFake
-from tests.harness import check_invariants, make_scenario
+from tests.harness import CliScenario, check_invariants, make_scenario
 from tests.test_e2e_database_tokens import check_db_invariants, make_db_scenario
 from tests.test_e2e_http_issuers import check as check_http
 from tests.test_e2e_http_issuers import scenario as http_scenario
@@ -138,8 +138,8 @@ class Subject:
     problem: Callable[[str], str | None]
     is_revoked: Callable[[str], bool]
     journal_rows: Callable[[str], list[tuple[Any, ...]]]
-    #: Where rotator wrote: ``outputs``, ``log_file``, ``journal_path`` (a harness-like scenario).
-    run: Any
+    #: Where rotator wrote (a tests/harness.py ``CliScenario``: ``written()``).
+    run: CliScenario
     keys: list[ProfileKey]
     influxctl: FakeInfluxctlFixture
     #: The policies one rotation runs, in order (management-api: its management policy first).
@@ -213,14 +213,7 @@ def check_profile(sub: Subject, *, after_crash: bool = False, where: str = "") -
 def check_shapes(sub: Subject, where: str = "") -> None:
     """No token-shaped string in anything rotator wrote, the sidecar included: this catches the
     values of candidates that were minted and discarded, which the test never saw."""
-    run = sub.run
-    texts = {f"output {i}": text for i, text in enumerate(run.outputs)}
-    if run.log_file.exists():
-        texts["log"] = run.log_file.read_text(errors="replace")
-    for suffix in ("", "-wal", "-shm"):
-        path = Path(str(run.journal_path) + suffix)
-        if path.exists():
-            texts[path.name] = path.read_bytes().decode("latin-1")
+    texts = sub.run.written()
     texts["sidecar"] = Path(str(sub.profile) + SIDECAR_SUFFIX).read_text()
     found = sorted(name for name, text in texts.items() if TOKEN_SHAPES.search(text))
     assert not found, f"{where}: invariant 4: a token-shaped string in {found}"
@@ -246,14 +239,7 @@ def _write_profile(tmp_path: Path) -> Path:
 def management_subject(tmp_path: Path, openbao: Any, influxctl: FakeInfluxctlFixture) -> Subject:
     """tests/harness.py's scenario (Vault store "primary"), the profile store appended to its policy."""
     config = _write_profile(tmp_path)
-    sc = make_scenario(tmp_path, openbao, influxctl.state, grace_s=GRACE_S, bootstrap=False)
-    sc.config.write_text(sc.config.read_text() + profile_store("mgmt_token"))
-    sc.bootstrap_value, sc.bootstrap_id = influxctl.state.add_token("created by a human for bootstrap")
-    first = tmp_path / "first-token"
-    first.write_text(sc.bootstrap_value)
-    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(first), "--token-id", sc.bootstrap_id)
-    assert proc.returncode == 0, proc.stderr
-    first.unlink()
+    sc = make_scenario(tmp_path, openbao, influxctl.state, grace_s=GRACE_S, extra_stores=profile_store("mgmt_token"))
     fake = sc.fake
     return Subject(
         issuer="influxctl-management", policy=sc.policy, vault_store="primary", profile=config, cli=sc.cli,
