@@ -710,24 +710,33 @@ def revoke_one(state: store.State, token_id: str) -> str | None:
 
 
 def cmd_revoke(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
-    own, ids = parse_flags(args, {"force": BOOL}, COMMAND_HELP["revoke"])
+    # v2.9.8: "Continue revoking tokens on error."
+    return revoke_command(argv, flags, args, help_text=COMMAND_HELP["revoke"], command="management revoke",
+                          manage=True, revoke=revoke_one, noun="management token")
+
+
+def revoke_command(
+    argv: list[str], flags: dict[str, Any], args: list[str], *, help_text: str, command: str, manage: bool,
+    revoke: Any, noun: str,
+) -> int:
+    """`management revoke` and `token revoke`: confirm, revoke every id, report each."""
+    own, ids = parse_flags(args, {"force": BOOL}, help_text)
     if not ids:
-        usage("at least one token ID is required", COMMAND_HELP["revoke"])
+        usage("at least one token ID is required", help_text)
     session = connect(argv, flags)
     if not own.get("force"):
         confirm_revoke()
-    fault = take_fault(session, "management revoke")
+    fault = take_fault(session, command)
     before_effect(fault)
     with store.transaction(session.state_path) as state:
-        authorize(session, state, manage=True)
-        # v2.9.8: "Continue revoking tokens on error."
-        errors = {token_id: revoke_one(state, token_id) for token_id in ids}
+        authorize(session, state, manage=manage)
+        errors = {token_id: revoke(state, token_id) for token_id in ids}
     after_effect(fault)
     for token_id, error in errors.items():
         if error is None:
-            print(f"revoked management token {token_id}")
+            print(f"revoked {noun} {token_id}")
         else:
-            print(f'Error: failed to revoke management token "{token_id}": {error}', file=sys.stderr)
+            print(f'Error: failed to revoke {noun} "{token_id}": {error}', file=sys.stderr)
     return 1 if any(errors.values()) else 0
 
 
@@ -884,24 +893,8 @@ def revoke_db_one(state: store.State, token_id: str) -> str | None:
 
 
 def cmd_token_revoke(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
-    own, ids = parse_flags(args, {"force": BOOL}, TOKEN_COMMAND_HELP["revoke"])
-    if not ids:
-        usage("at least one token ID is required", TOKEN_COMMAND_HELP["revoke"])
-    session = connect(argv, flags)
-    if not own.get("force"):
-        confirm_revoke()
-    fault = take_fault(session, "token revoke")
-    before_effect(fault)
-    with store.transaction(session.state_path) as state:
-        authorize(session, state, manage=False)
-        errors = {token_id: revoke_db_one(state, token_id) for token_id in ids}
-    after_effect(fault)
-    for token_id, error in errors.items():
-        if error is None:
-            print(f"revoked database token {token_id}")
-        else:
-            print(f'Error: failed to revoke database token "{token_id}": {error}', file=sys.stderr)
-    return 1 if any(errors.values()) else 0
+    return revoke_command(argv, flags, args, help_text=TOKEN_COMMAND_HELP["revoke"], command="token revoke",
+                          manage=False, revoke=revoke_db_one, noun="database token")
 
 
 def cmd_token_update(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:

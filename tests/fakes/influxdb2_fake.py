@@ -300,29 +300,31 @@ class InfluxDB2Fake:
         return json_response(200, {"authorizations": items, "links": {"self": "/api/v2/authorizations"}})
 
     def _get(self, req: FakeRequest) -> FakeResponse:
-        caller, refusal = self._authenticate(req)
+        target, refusal = self._authorized_target(req, "read")
         if refusal:
             return refusal
-        assert caller is not None
-        target, missing = self._target(req)
-        if missing:
-            return missing
         assert target is not None
-        if not caller.may("read", "authorizations", target.org_id):
-            return _error(401, f"read:orgs/{target.org_id}/authorizations is unauthorized")
         return json_response(200, self._view(target, with_value=True))
 
-    def _patch(self, req: FakeRequest) -> FakeResponse:
+    def _authorized_target(self, req: FakeRequest, action: str) -> tuple[Any, FakeResponse | None]:
+        """The authorization the path names, if the caller may ``action`` it (else the refusal)."""
         caller, refusal = self._authenticate(req)
         if refusal:
-            return refusal
+            return None, refusal
         assert caller is not None
         target, missing = self._target(req)
         if missing:
-            return missing
+            return None, missing
         assert target is not None
-        if not caller.may("write", "authorizations", target.org_id):
-            return _error(401, f"write:orgs/{target.org_id}/authorizations is unauthorized")
+        if not caller.may(action, "authorizations", target.org_id):
+            return None, _error(401, f"{action}:orgs/{target.org_id}/authorizations is unauthorized")
+        return target, None
+
+    def _patch(self, req: FakeRequest) -> FakeResponse:
+        target, refusal = self._authorized_target(req, "write")
+        if refusal:
+            return refusal
+        assert target is not None
         body = req.json()
         if "status" in body:
             target.status = body["status"]
@@ -334,16 +336,10 @@ class InfluxDB2Fake:
         return json_response(200, self._view(target, with_value=True))
 
     def _delete(self, req: FakeRequest) -> FakeResponse:
-        caller, refusal = self._authenticate(req)
+        target, refusal = self._authorized_target(req, "write")
         if refusal:
             return refusal
-        assert caller is not None
-        target, missing = self._target(req)
-        if missing:
-            return missing
         assert target is not None
-        if not caller.may("write", "authorizations", target.org_id):
-            return _error(401, f"write:orgs/{target.org_id}/authorizations is unauthorized")
         del self._auths[target.id]
         self.deleted.append(target.id)
         return empty_response(204)
