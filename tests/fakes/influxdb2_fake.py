@@ -34,8 +34,6 @@ import base64
 import hashlib
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +43,7 @@ from tests.fakes.openapi_fake import (
     FakeResponse,
     Fault,
     OpenApiFake,
+    ServedFake,
     empty_response,
     json_response,
     load_spec,
@@ -115,7 +114,7 @@ class _Auth:
         return False
 
 
-class InfluxDB2Fake:
+class InfluxDB2Fake(ServedFake):
     """One InfluxDB OSS v2 server; see the module docstring."""
 
     def __init__(self, *, hashed_tokens: bool = True) -> None:
@@ -133,18 +132,6 @@ class InfluxDB2Fake:
             self.api.add_route(method, path, getattr(self, f"_{operation}"))
 
     # -- lifecycle and inspection ----------------------------------------------------------------
-
-    @contextmanager
-    def running(self) -> Iterator[InfluxDB2Fake]:
-        with self.api.running():
-            yield self
-
-    @property
-    def url(self) -> str:
-        return self.api.url
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
     def add_authorization(
         self, description: str, permissions: list[dict[str, Any]], *, status: str = "active"

@@ -55,8 +55,6 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -69,6 +67,7 @@ from tests.fakes.openapi_fake import (
     FakeResponse,
     Fault,
     OpenApiFake,
+    ServedFake,
     Spec,
     empty_response,
     json_response,
@@ -162,7 +161,7 @@ class _Token:
         return False
 
 
-class InfluxDB3Fake:
+class InfluxDB3Fake(ServedFake):
     """One InfluxDB 3 server of ``edition``; see the module docstring."""
 
     def __init__(self, edition: Edition = "core") -> None:
@@ -187,19 +186,6 @@ class InfluxDB3Fake:
             api.add_route(*OPERATIONS["resource"], self._resource)
 
     # -- lifecycle and inspection ----------------------------------------------------------------
-
-    @contextmanager
-    def running(self) -> Iterator[InfluxDB3Fake]:
-        """Serve while the block runs; fail with SpecMismatchError at exit if anything did not match."""
-        with self.api.running():
-            yield self
-
-    @property
-    def url(self) -> str:
-        return self.api.url
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
     def add_named_admin(self, name: str, expiry_s: float | None = None) -> str:
         """A named admin token as a human would make it (active at once); returns its value."""

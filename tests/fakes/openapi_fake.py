@@ -82,9 +82,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
@@ -107,6 +108,7 @@ __all__ = [
     "Handler",
     "Mismatch",
     "OpenApiFake",
+    "ServedFake",
     "Spec",
     "SpecMismatchError",
     "SpecPatch",
@@ -802,3 +804,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client gave up (e.g. its timeout was shorter than a fault's delay)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+
+class ServedFake:
+    """Base of a product fake served by one :class:`OpenApiFake` (``self.api``)."""
+
+    api: OpenApiFake
+
+    @contextmanager
+    def running(self) -> Iterator[Self]:
+        """Serve while the block runs; fail with SpecMismatchError at exit if anything did not match."""
+        with self.api.running():
+            yield self
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
