@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pytest
 
 from adapters.openbao_dev import free_port
@@ -162,3 +163,32 @@ def aws(moto_server: MotoServer, aws_env: None) -> MotoServer:
     """The session's moto server, empty, with this process's AWS environment pinned (``aws_env``)."""
     moto_server.reset()
     return moto_server
+
+
+class FailingClient:
+    """Wraps a real client; the named operation raises ``error`` the next ``times`` calls.
+
+    The seam for failures moto cannot produce on demand (a 5xx between two writes)."""
+
+    def __init__(self, real: Any, operation: str, error: Exception, times: int = 1) -> None:
+        self._real, self._operation, self._error, self.times = real, operation, error, times
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._real, name)
+
+        def call(**kwargs: Any) -> Any:
+            self.calls.append((name, kwargs))
+            if name == self._operation and self.times > 0:
+                self.times -= 1
+                raise self._error
+            return method(**kwargs)
+
+        return call
+
+
+def client_error(code: str, status: int, operation: str = "UpdateSecretVersionStage") -> Exception:
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": f"simulated {code}"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
+    )

@@ -32,7 +32,7 @@ from rotator.clock import FakeClock, SystemClock
 from rotator.contracts import AdapterContext, TokenRecord
 from rotator.errors import ConfigError, OwnershipError, PermanentError, RotatorError, TransientError
 from rotator.secret import Secret
-from tests.aws_server import MotoServer
+from tests.aws_server import FailingClient, MotoServer, client_error
 from tests.fakes.fixtures import BINARY as FAKE_INFLUXCTL
 
 POLICY = "mgmt"
@@ -68,32 +68,8 @@ class Context:
         return self.remaining_ms
 
 
-class FailingClient:
-    """A real client whose ``operation`` raises ``error`` the next ``times`` calls (a 5xx on demand)."""
-
-    def __init__(self, real: Any, operation: str, error: Exception, times: int = 1) -> None:
-        self._real, self._operation, self._error, self.times = real, operation, error, times
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._real, name)
-
-        def call(**kwargs: Any) -> Any:
-            self.calls.append((name, kwargs))
-            if name == self._operation and self.times > 0:
-                self.times -= 1
-                raise self._error
-            return method(**kwargs)
-
-        return call
-
-
 def server_error(operation: str) -> botocore.exceptions.ClientError:
-    return botocore.exceptions.ClientError(
-        {"Error": {"Code": "InternalServiceError", "Message": "simulated"},
-         "ResponseMetadata": {"HTTPStatusCode": 500}},
-        operation,
-    )
+    return client_error("InternalServiceError", 500, operation)
 
 
 @dataclass

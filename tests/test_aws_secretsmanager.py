@@ -40,7 +40,7 @@ from rotator.journal import open_journal
 from rotator.policy import parse_config
 from rotator.retry import RetryPolicy
 from rotator.secret import Secret
-from tests.aws_server import MotoServer
+from tests.aws_server import FailingClient, MotoServer, client_error
 from tests.fakes.fixtures import BINARY as FAKE_INFLUXCTL
 
 POLICY = "influx-mgmt"
@@ -89,35 +89,6 @@ def value_at(aws: MotoServer, name: str, stage: str) -> dict[str, Any]:
 
 def tags(aws: MotoServer, name: str) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in aws.client().describe_secret(SecretId=name).get("Tags", [])}
-
-
-class FailingClient:
-    """Wraps a real client; the named operation raises ``error`` the next ``times`` calls.
-
-    The seam for failures moto cannot produce on demand (a 5xx between two writes)."""
-
-    def __init__(self, real: Any, operation: str, error: Exception, times: int = 1) -> None:
-        self._real, self._operation, self._error, self.times = real, operation, error, times
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._real, name)
-
-        def call(**kwargs: Any) -> Any:
-            self.calls.append((name, kwargs))
-            if name == self._operation and self.times > 0:
-                self.times -= 1
-                raise self._error
-            return method(**kwargs)
-
-        return call
-
-
-def client_error(code: str, status: int, operation: str = "UpdateSecretVersionStage") -> Exception:
-    return botocore.exceptions.ClientError(
-        {"Error": {"Code": code, "Message": f"simulated {code}"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        operation,
-    )
 
 
 # -- publish and read ------------------------------------------------------------------------------
