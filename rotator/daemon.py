@@ -43,23 +43,20 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-
-from pydantic import ValidationError
 
 from rotator.clock import Clock, SystemClock
 from rotator.daemon_config import DaemonSettings, parse_listen
 from rotator.engine import Engine, NeedsAttention, RunResult
 from rotator.errors import ConfigError, LeaseBusy, PermanentError, RotatorError
 from rotator.journal import Journal, RunState, open_journal
-from rotator.policy import Config, Policy, PolicyFileError, Problem, parse_config
+from rotator.policy import Config, Policy, PolicyFileError, load_config
 from rotator.retry import RetryPolicy
-from rotator.schedule import Window, format_duration, parse_window
+from rotator.schedule import format_duration
 from rotator.secret import REDACTOR
 
 if TYPE_CHECKING:
@@ -112,81 +109,9 @@ class DaemonConfig:
 
 
 def load_daemon_config(path: str | Path) -> DaemonConfig:
-    """Read and validate a policy file with its ``[daemon]`` table; PolicyFileError lists every problem.
-
-    Where rotator/policy.py does not know ``[daemon]`` or the policy key ``window`` yet, they are
-    taken out of the TOML here, validated, and put back on the result; where it does, it is used.
-    """
-    from rotator.policy import ConfigFile, PolicySpec
-
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}", hint="check the path") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyFileError(path, [Problem("<file>", f"not valid TOML: {exc}", "fix the syntax")]) from None
-    problems: list[Problem] = []
-    native_daemon = "daemon" in ConfigFile.model_fields
-    settings = None if native_daemon else _daemon_settings(data.pop("daemon", {}), problems)
-    windows = {} if "window" in PolicySpec.model_fields else _take_windows(data, problems)
-    try:
-        config = parse_config(data, path)
-    except PolicyFileError as exc:
-        raise PolicyFileError(path, [*exc.problems, *problems]) from None
-    if native_daemon:
-        settings = getattr(config, "daemon", None)
-    policies = []
-    for policy in config.policies:
-        window = windows.get(policy.name)
-        if window is not None:
-            policy = replace(policy, schedule=policy.schedule.with_window(window))
-            needed = policy.schedule.longest_gap + policy.grace
-            if policy.lifetime <= needed:
-                problems.append(Problem(
-                    f"policy {policy.name!r}.lifetime",
-                    "is not longer than interval + the longest wait for the window "
-                    f"({format_duration(window.max_delay)}) + grace: tokens could expire while still in use",
-                    f"raise lifetime (or margin) above {needed}, or widen the window"))
-        policies.append(policy)
-    if problems:
-        raise PolicyFileError(path, problems)
-    if not isinstance(settings, DaemonSettings):
-        settings = DaemonSettings.model_validate({})
-    return DaemonConfig(replace(config, policies=tuple(policies)), settings)
-
-
-def _daemon_settings(raw: Any, problems: list[Problem]) -> DaemonSettings | None:
-    if not isinstance(raw, dict):
-        problems.append(Problem("daemon", "must be a table", "write [daemon] followed by its keys"))
-        return None
-    try:
-        return DaemonSettings.model_validate(raw)
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False, include_input=False):
-            where = ".".join(["daemon", *(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"])])
-            message = err["msg"].removeprefix("Value error, ")
-            hint = "remove it or check its spelling (see docs/daemon.md)" if err["type"] == "extra_forbidden" else ""
-            problems.append(Problem(where.replace(".[", "["), message, hint))
-        return None
-
-
-def _take_windows(data: dict[str, Any], problems: list[Problem]) -> dict[str, Window]:
-    windows: dict[str, Window] = {}
-    raw_policies = data.get("policy")
-    for index, raw in enumerate(raw_policies if isinstance(raw_policies, list) else []):
-        if not isinstance(raw, dict) or "window" not in raw:
-            continue
-        text = raw.pop("window")
-        name = raw.get("name")
-        where = f"policy[{index}]" + (f" {name!r}" if isinstance(name, str) else "") + ".window"
-        try:
-            windows[str(name)] = parse_window(text)
-        except ValueError as exc:
-            problems.append(Problem(where, str(exc)))
-    return windows
+    """Read and validate a policy file with its ``[daemon]`` table; PolicyFileError lists every problem."""
+    config = load_config(path)
+    return DaemonConfig(config, config.daemon)
 
 
 def _fingerprint(path: Path) -> tuple[int, int, int] | None:
