@@ -33,7 +33,7 @@ def test_influxctl_create_prints_garbage(tmp_path: Path, openbao: Any, fake_infl
     sc.fake.add_fault("management create", "garbage", output="<html>502 Bad Gateway</html> oops")
     proc = sc.cli("rotate", sc.policy)
     _assert_unchanged(sc, proc)
-    assert "502" not in proc.stderr, "unexpected output is never echoed (it could hold a token)"
+    assert "Bad Gateway" not in proc.stderr, "unexpected output is never echoed (it could hold a token)"
 
 
 def test_influxctl_create_hangs(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
