@@ -470,6 +470,16 @@ class Daemon:
             if (last.run_id if last else None) != planned_from:
                 log.info("rotated by another rotator meanwhile; nothing to do")
                 return
+            if self.journal.open_runs(name):
+                # An interrupted run of this due time (a replica died mid-publish) may be rolled
+                # forward by recovery: then this due time is served, and rotating again would
+                # rotate it twice. Recovery releases the lease, so take it back and look again.
+                engine.recover()
+                self.journal.acquire_lease(name, engine.holder, engine.lease_ttl, self.clock.now())
+                last = self.journal.last_success(name)
+                if (last.run_id if last else None) != planned_from:
+                    log.info("recovery finished an interrupted rotation; nothing more to do")
+                    return
             log.info("rotating (due %s)", target.isoformat(timespec="seconds"))
             result = engine.rotate()
         except LeaseBusy:
