@@ -68,6 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from adapters.http_common import HttpFailure, check_tls_choice, error_text, new_client, on_http_failure, redact_detail
 from rotator import registry
+from rotator.adapter_settings import validate_settings
 from rotator.contracts import AdapterContext, Issuer, MintedToken, MintRequest, Store, TokenInfo
 from rotator.credentials import CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
@@ -160,7 +161,7 @@ class StoreRef(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     type: str = Field(min_length=1, description="a store adapter, e.g. vault-kv2")
-    _settings: BaseModel = PrivateAttr()
+    _settings: Any = PrivateAttr()
 
     @model_validator(mode="after")
     def _store_settings(self) -> StoreRef:
@@ -169,7 +170,7 @@ class StoreRef(BaseModel):
         except ConfigError as exc:
             raise ValueError(f"{exc} ({exc.hint})" if exc.hint else str(exc)) from None
         try:
-            self._settings = cls.settings_model.model_validate(dict(self.model_extra or {}))
+            self._settings = validate_settings(cls.settings_model, dict(self.model_extra or {}))
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '<table>'}: {err['msg']}"

@@ -18,8 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel
-
 from rotator.clock import Clock, SystemClock
 from rotator.secret import Secret
 
@@ -87,11 +85,12 @@ class Issuer(Protocol):
 
     #: The entry-point name, e.g. ``influxctl-management``.
     kind: ClassVar[str]
-    settings_model: ClassVar[type[BaseModel]]
+    #: A pydantic model or a standard-library dataclass; see rotator/adapter_settings.py.
+    settings_model: ClassVar[type[Any]]
 
     @classmethod
-    def from_config(cls, settings: BaseModel, ctx: AdapterContext) -> Issuer:
-        """Build the adapter from its validated settings model."""
+    def from_config(cls, settings: Any, ctx: AdapterContext) -> Issuer:
+        """Build the adapter from its validated settings (an instance of ``settings_model``)."""
         ...
 
     def mint(self, request: MintRequest, credential: Secret | None) -> MintedToken:
@@ -194,11 +193,12 @@ class Store(Protocol):
     """Where the current token is published for consumers."""
 
     kind: ClassVar[str]
-    settings_model: ClassVar[type[BaseModel]]
+    #: A pydantic model or a standard-library dataclass; see rotator/adapter_settings.py.
+    settings_model: ClassVar[type[Any]]
 
     @classmethod
-    def from_config(cls, settings: BaseModel, ctx: AdapterContext) -> Store:
-        """Build the adapter from its validated settings model."""
+    def from_config(cls, settings: Any, ctx: AdapterContext) -> Store:
+        """Build the adapter from its validated settings (an instance of ``settings_model``)."""
         ...
 
     @property

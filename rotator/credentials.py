@@ -7,14 +7,14 @@ value is read when the adapter needs it (so a file rotated by another tool is pi
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, model_validator
+from typing import Any, ClassVar
 
 from rotator.errors import ConfigError
 from rotator.secret import Secret
 
-__all__ = ["SECRET_LOOKING_KEYS", "CredentialRef"]
+__all__ = ["SECRET_LOOKING_KEYS", "SETTINGS_CONFIG", "CredentialRef"]
 
 #: Keys that, written inline in a policy, would hold a secret. The validator refuses them with
 #: a message that points at the ``*_file`` / ``*_env`` form instead.
@@ -26,19 +26,29 @@ SECRET_LOOKING_KEYS = frozenset(
 )
 
 
-class CredentialRef(BaseModel):
-    """``{file = "/run/secrets/vault-token"}`` or ``{env = "VAULT_TOKEN"}``."""
+#: ``__pydantic_config__`` of a settings dataclass (see rotator/adapter_settings.py): unknown keys
+#: are errors, and an attribute's docstring is its description in the JSON schema.
+SETTINGS_CONFIG: dict[str, Any] = {"extra": "forbid", "use_attribute_docstrings": True}
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+@dataclass(frozen=True)
+class CredentialRef:
+    """``{file = "/run/secrets/vault-token"}`` or ``{env = "VAULT_TOKEN"}``.
+
+    A dataclass, not a pydantic model: the influxctl issuers and the AWS Lambda function use it
+    on a cold path that does not import pydantic. pydantic models validate it as a field.
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
 
     file: Path | None = None
     env: str | None = None
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> CredentialRef:
+    def __post_init__(self) -> None:
         if (self.file is None) == (self.env is None):
             raise ValueError("give exactly one of `file` or `env`")
-        return self
+        if self.env is not None and not self.env:
+            raise ValueError("`env` must name an environment variable")
 
     def describe(self) -> str:
         return f"file {self.file}" if self.file is not None else f"environment variable {self.env}"

@@ -29,7 +29,7 @@ from rotator.clock import Clock, SystemClock
 from rotator.contracts import Issuer, MintRequest, Store, StoreState, TokenInfo, TokenRecord
 from rotator.errors import LeaseBusy, NeedsAttention, OwnershipError, PermanentError, RotatorError, TransientError
 from rotator.journal import Journal, Revocation, RunRecord, RunState
-from rotator.policy import Policy
+from rotator.policy_types import Policy
 from rotator.retry import RetryPolicy, call_with_retry
 from rotator.secret import REDACTOR, Secret
 

@@ -26,10 +26,11 @@ from pydantic import (
 )
 
 from rotator import registry
-from rotator.contracts import AdapterContext, Issuer, Store
+from rotator.adapter_settings import plain_string_fields, settings_json_schema, validate_settings
 from rotator.credentials import SECRET_LOOKING_KEYS
 from rotator.daemon_config import DaemonSettings
 from rotator.errors import ConfigError
+from rotator.policy_types import Policy, StoreBinding
 from rotator.schedule import Schedule, format_duration, parse_duration, parse_schedule, parse_window
 
 __all__ = [
@@ -165,54 +166,6 @@ class PolicyFileError(ConfigError):
             f"{self.path}: {len(self.problems)} problem(s)\n{lines}",
             hint=f"edit {self.path} and run `rotator validate {self.path}` again",
         )
-
-
-@dataclass(frozen=True)
-class StoreBinding:
-    name: str
-    type: str
-    settings: BaseModel
-
-
-@dataclass(frozen=True)
-class Policy:
-    """One validated policy, with defaults applied."""
-
-    name: str
-    enabled: bool
-    issuer_type: str
-    issuer_settings: BaseModel
-    stores: tuple[StoreBinding, ...]
-    schedule: Schedule
-    grace: timedelta
-    lifetime: timedelta
-    verify_timeout: timedelta
-    adopt: bool
-    description: str
-    base_dir: Path
-
-    def tag(self, run_id: str) -> str:
-        return f"rotator:{self.name}:{run_id}"
-
-    def tag_prefix(self) -> str:
-        return f"rotator:{self.name}:"
-
-    def token_description(self, run_id: str) -> str:
-        return self.description.format(tag=self.tag(run_id), policy=self.name)
-
-    def context(self) -> AdapterContext:
-        return AdapterContext(policy=self.name, base_dir=self.base_dir)
-
-    def build_issuer(self) -> Issuer:
-        cls = registry.load("issuer", self.issuer_type)
-        return cls.from_config(self.issuer_settings, self.context())  # type: ignore[return-value]
-
-    def build_stores(self) -> list[tuple[str, Store]]:
-        built = []
-        for binding in self.stores:
-            cls = registry.load("store", binding.type)
-            built.append((binding.name, cls.from_config(binding.settings, self.context())))
-        return built  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -390,21 +343,19 @@ def _build_policy(
     )
 
 
-def _adapter_settings(
-    kind: registry.Kind, spec: AdapterSpec, where: str, problems: list[Problem]
-) -> BaseModel | None:
+def _adapter_settings(kind: registry.Kind, spec: AdapterSpec, where: str, problems: list[Problem]) -> Any:
     try:
         cls = registry.load(kind, spec.type)
     except ConfigError as exc:
         problems.append(Problem(f"{where}.type", str(exc), exc.hint))
         return None
     settings = dict(spec.model_extra or {})
-    inline = list(_inline_secrets(settings, where, plain=_plain_string_fields(cls.settings_model)))
+    inline = list(_inline_secrets(settings, where, plain=plain_string_fields(cls.settings_model)))
     problems.extend(inline)
     if inline:
         return None
     try:
-        return cls.settings_model.model_validate(settings)
+        return validate_settings(cls.settings_model, settings)
     except ValidationError as exc:
         problems.extend(_problems(exc, settings, prefix=where))
         return None
@@ -416,14 +367,9 @@ def _nested_store_plain(table: Mapping[str, Any]) -> frozenset[str]:
     if not isinstance(kind, str):
         return frozenset()
     try:
-        return _plain_string_fields(registry.load("store", kind).settings_model)
+        return plain_string_fields(registry.load("store", kind).settings_model)
     except ConfigError:
         return frozenset()
-
-
-def _plain_string_fields(model: type[BaseModel]) -> frozenset[str]:
-    """Top-level fields an adapter declares as plain strings: an AWS ``secret_id`` is a name."""
-    return frozenset(name for name, f in model.model_fields.items() if f.annotation in (str, str | None))
 
 
 def _inline_secrets(
@@ -443,6 +389,7 @@ def _inline_secrets(
 _HINTS = {
     "missing": "add this key",
     "extra_forbidden": "remove it or check its spelling (see docs/policy.md)",
+    "unexpected_keyword_argument": "remove it or check its spelling (see docs/policy.md)",
     "string_type": "write a quoted string",
     "bool_type": "write true or false",
     "int_type": "write a whole number",
@@ -497,7 +444,7 @@ def config_json_schema() -> dict[str, Any]:
                 cls = registry.load(kind, name)
             except ConfigError:
                 continue
-            sub = cls.settings_model.model_json_schema(ref_template="#/$defs/{model}")
+            sub = settings_json_schema(cls.settings_model, ref_template="#/$defs/{model}")
             defs.update(sub.pop("$defs", {}))
             sub.setdefault("properties", {})["type"] = {"const": name}
             if kind == "store":

@@ -6,16 +6,15 @@ loaded lazily, cached, and checked against the contract.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from importlib.metadata import EntryPoint, entry_points
 from typing import Literal
 
-from pydantic import BaseModel
-
 from rotator.contracts import Issuer, Store
 from rotator.errors import ConfigError
 
-__all__ = ["Kind", "available", "force_register", "load"]
+__all__ = ["Kind", "available", "force_register", "load", "load_resolved", "target"]
 
 Kind = Literal["issuer", "store"]
 _GROUPS: dict[Kind, str] = {"issuer": "rotator.issuers", "store": "rotator.stores"}
@@ -73,6 +72,39 @@ def load(kind: Kind, name: str) -> type[Issuer] | type[Store]:
     return cls  # type: ignore[no-any-return]
 
 
+def target(kind: Kind, name: str) -> str:
+    """The ``module:attribute`` the entry point ``name`` points at (for a policy bundle)."""
+    eps = _entry_points(kind)
+    if name not in eps:
+        raise ConfigError(f"no {kind} adapter named {name!r}", hint="install the distribution that provides it")
+    return eps[name].value
+
+
+def load_resolved(kind: Kind, name: str, value: str) -> type[Issuer] | type[Store]:
+    """The adapter ``name`` from an entry-point value resolved earlier (``module:attribute``).
+
+    A policy bundle records the values when it is built, so the Lambda function's cold start
+    imports its two adapters without scanning every installed distribution's metadata.
+    """
+    key = (kind, name)
+    with _lock:
+        if key in _forced:
+            return _forced[key]
+        if key in _cache:
+            return _cache[key]
+    try:
+        cls = EntryPoint(name=name, value=value, group=_GROUPS[kind]).load()
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"{kind} adapter {name!r} ({value}) cannot be imported: {exc}",
+            hint="rebuild the policy bundle with the adapters installed (see docs/aws-lambda.md)",
+        ) from None
+    _check(kind, name, cls)
+    with _lock:
+        _cache[key] = cls
+    return cls  # type: ignore[no-any-return]
+
+
 def force_register(kind: Kind, name: str, cls: type) -> None:
     """Register or replace an adapter without an entry point. For tests only."""
     _check(kind, name, cls)
@@ -83,8 +115,10 @@ def force_register(kind: Kind, name: str, cls: type) -> None:
 def _check(kind: Kind, name: str, cls: object) -> None:
     missing = [attr for attr in _REQUIRED[kind] if not hasattr(cls, attr)]
     model = getattr(cls, "settings_model", None)
-    if missing or not (isinstance(model, type) and issubclass(model, BaseModel)):
+    # A pydantic model (has model_validate) or a dataclass; checked without importing pydantic.
+    settings_type = isinstance(model, type) and (hasattr(model, "model_validate") or dataclasses.is_dataclass(model))
+    if missing or not settings_type:
         raise TypeError(
             f"{kind} adapter {name!r} ({cls!r}) does not implement the contract: "
-            f"missing {missing or ['settings_model (a pydantic model)']}"
+            f"missing {missing or ['settings_model (a pydantic model or a dataclass)']}"
         )

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from rotator.journal import Journal
-from rotator.policy import Policy
+from rotator.policy_types import Policy
 from rotator.schedule import format_duration
 
 __all__ = ["PolicyStatus", "policy_status", "render_table"]

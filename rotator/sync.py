@@ -44,6 +44,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rotator import registry
+from rotator.adapter_settings import validate_settings
 from rotator.clock import SystemClock
 from rotator.contracts import AdapterContext, Store, StoreState
 from rotator.errors import ConfigError, OwnershipError, PermanentError, RotatorError
@@ -305,7 +306,7 @@ def _profile_store(args: argparse.Namespace, policy: Policy) -> Store:
     if args.influxctl_config:
         raw["config"] = args.influxctl_config
     try:
-        settings = cls.settings_model.model_validate(raw)
+        settings = validate_settings(cls.settings_model, raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"--{'config' if e['loc'][0] == 'config' else e['loc'][0]}: {e['msg']}"
