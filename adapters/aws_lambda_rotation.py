@@ -52,7 +52,6 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -81,7 +80,8 @@ from adapters.aws_secretsmanager import (
 from rotator.clock import Clock, SystemClock
 from rotator.contracts import Issuer, MintRequest, TokenRecord
 from rotator.errors import ConfigError, OwnershipError, PermanentError, RotatorError, TransientError
-from rotator.policy import Config, Policy, load_config
+from rotator.policy_bundle import BundleError, PolicyBundle, bundle_path, read_bundle
+from rotator.policy_types import Policy
 from rotator.retry import RetryPolicy, call_with_retry
 from rotator.secret import REDACTOR, Secret
 
@@ -131,7 +131,7 @@ class LambdaContext(Protocol):
 #: ``revoked``); the crash tests kill the process there.
 Checkpoint = Callable[[str], None]
 
-_configs: dict[Path, tuple[int, Config]] = {}
+_configs: dict[Path, tuple[tuple[int | None, int | None], PolicyBundle]] = {}
 _clients: dict[tuple[AwsSecretsManagerSettings, str], SecretsManagerAPI] = {}
 _logging_ready = False
 
@@ -187,25 +187,26 @@ def handle(
 
 
 # -- plumbing -----------------------------------------------------------------------------------
+# Plain classes, not dataclasses: creating a dataclass costs ~0.5 ms of every cold start (its
+# methods are compiled then), and these records need no generated methods.
 
 
-@dataclass
 class _Env:
-    context: LambdaContext | None
-    client: SecretsManagerAPI | None
-    clock: Clock
-    checkpoint: Checkpoint
+    __slots__ = ("checkpoint", "client", "clock", "context")
+
+    def __init__(self, context: LambdaContext | None, client: SecretsManagerAPI | None, clock: Clock,
+                 checkpoint: Checkpoint) -> None:  # fmt: skip
+        self.context, self.client, self.clock, self.checkpoint = context, client, clock, checkpoint
 
 
-@dataclass
 class _Target:
     """One secret, its policy, and a client for it."""
 
-    config: Config
-    policy: Policy
-    settings: AwsSecretsManagerSettings
-    api: SecretsManagerAPI
-    view: SecretView
+    __slots__ = ("api", "config", "policy", "settings", "view")
+
+    def __init__(self, config: PolicyBundle, policy: Policy, settings: AwsSecretsManagerSettings,
+                 api: SecretsManagerAPI, view: SecretView) -> None:  # fmt: skip
+        self.config, self.policy, self.settings, self.api, self.view = config, policy, settings, api, view
 
     @property
     def where(self) -> str:
@@ -213,25 +214,46 @@ class _Target:
 
     @property
     def retry(self) -> RetryPolicy:
-        r = self.config.settings.retry
-        return RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds())
+        return self.config.retry
 
 
-def _load_config(path: Path | None) -> Config:
+def _load_config(path: Path | None) -> PolicyBundle:
+    """The policies, from the bundle beside the policy file when it matches the file (no pydantic
+    on the cold path, see rotator/policy_bundle.py), else from the policy file itself."""
     path = path or Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
-    try:
-        stamp = path.stat().st_mtime_ns
-    except OSError as exc:
+    bundle = bundle_path(path)
+    stamp = (_mtime(path), _mtime(bundle))
+    if stamp == (None, None):
         raise ConfigError(
-            f"cannot read policy file {path}: {exc.strerror}",
-            hint=f"put rotator.toml at the deployment package's root, or set {CONFIG_ENV}",
-        ) from None
+            f"cannot read policy file {path} (nor its bundle {bundle.name})",
+            hint=f"put rotator.toml (and rotator.bundle.json) at the deployment package's root, or set {CONFIG_ENV}",
+        )
     cached = _configs.get(path)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    config = load_config(path)
+    config: PolicyBundle | None = None
+    if stamp[1] is not None:
+        try:
+            config = read_bundle(bundle, policy_file=path)
+        except BundleError as exc:
+            if stamp[0] is None:
+                raise
+            logger.warning("%s; validating %s instead (a slower cold start). Fix: %s", exc, path.name, exc.hint)
+    if config is None:
+        from rotator.policy import load_config  # pydantic and every adapter's settings model
+
+        config = PolicyBundle.from_config(load_config(path))
     _configs[path] = (stamp, config)
     return config
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", hint="check the function's files") from None
 
 
 def _client(settings: AwsSecretsManagerSettings, policy: str) -> SecretsManagerAPI:
@@ -261,7 +283,7 @@ def _names_offline(settings: AwsSecretsManagerSettings, secret_id: str) -> bool:
     return settings.is_arn and settings.matches(settings.secret_id, secret_id)
 
 
-def _resolve(config: Config, secret_id: str, env: _Env, policy: Policy | None = None) -> _Target:
+def _resolve(config: PolicyBundle, secret_id: str, env: _Env, policy: Policy | None = None) -> _Target:
     """The policy and client for ``secret_id``; ConfigError says what to change if there is none."""
     policies = [policy] if policy else list(config.policies)
     candidates = [(p, s) for p in policies for s in _aws_stores(p) if _names_offline(s, secret_id)]
@@ -319,7 +341,7 @@ def _required(event: Mapping[str, Any], key: str) -> str:
 # -- the rotation steps -------------------------------------------------------------------------
 
 
-def _rotation_step(event: Mapping[str, Any], config: Config, env: _Env) -> None:
+def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) -> None:
     raw_step = _required(event, "Step")
     step = _STEPS.get(raw_step)
     if step is None:
@@ -367,12 +389,14 @@ def _rotation_step(event: Mapping[str, Any], config: Config, env: _Env) -> None:
     }[step]()
 
 
-@dataclass
 class _RevokeReport:
-    revoked: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    waiting: int = 0
+    __slots__ = ("failed", "revoked", "skipped", "waiting")
+
+    def __init__(self) -> None:
+        self.revoked: list[str] = []
+        self.skipped: list[str] = []
+        self.failed: list[str] = []
+        self.waiting = 0
 
 
 class _Rotation:
@@ -658,7 +682,7 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     return report
 
 
-def _revoke_expired_action(event: Mapping[str, Any], config: Config, env: _Env) -> dict[str, Any]:
+def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: _Env) -> dict[str, Any]:
     """``{"action": "revoke-expired"[, "SecretId": ...]}``: one secret, or every one in the file."""
     secret_id = event.get("SecretId")
     if secret_id is not None and not isinstance(secret_id, str):

@@ -65,9 +65,9 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import botocore.exceptions
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord
+from rotator.credentials import SETTINGS_CONFIG
 from rotator.errors import ConfigError, ConflictError, PermanentError, RotatorError, TransientError
 from rotator.secret import REDACTOR
 
@@ -155,58 +155,68 @@ _HINT_NOT_FOUND = "check secret_id and region (the secret may also be scheduled 
 _HINT_AWS = "check the store settings (secret_id, region, endpoint_url) and AWS's message"
 
 
-class AwsSecretsManagerSettings(BaseModel):
+# A dataclass, not a pydantic model: the AWS Lambda function's cold start imports this module and
+# must not import pydantic. The policy loader validates it through pydantic all the same
+# (rotator/adapter_settings.py): field types first, then the checks in __post_init__. The class
+# docstring is the description in the policy file's JSON schema.
+@dataclass(frozen=True)
+class AwsSecretsManagerSettings:
     """``[[policy.store]] type = "aws-secretsmanager"`` settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
+
     #: A plain string: the policy loader's inline-secret check leaves `secret_id` alone here.
-    secret_id: str = Field(description="the secret's name or ARN (a name is created if absent)")
-    region: str | None = Field(default=None, description="AWS region; default: the one in secret_id's ARN")
-    endpoint_url: str | None = Field(default=None, description="Secrets Manager endpoint, e.g. a VPC endpoint")
-    sts_endpoint_url: str | None = Field(default=None, description="STS endpoint for role_arn (default: AWS's)")
-    profile: str | None = Field(default=None, min_length=1, description="named profile in ~/.aws/config")
-    role_arn: str | None = Field(default=None, description="IAM role to assume for every call")
-    external_id: str | None = Field(default=None, min_length=2, max_length=1224, description="for role_arn")
-    kms_key_id: str | None = Field(default=None, min_length=1, description="KMS key for a secret rotator creates")
-    retry_mode: Literal["standard", "adaptive"] = Field(default="standard", description="botocore retry mode")
-    max_attempts: int | None = Field(default=None, ge=1, le=20, description="tries per call, the first included")
-    timeout_s: float = Field(default=10, gt=0, le=300, description="connect and read timeout of each call")
+    secret_id: str
+    """the secret's name or ARN (a name is created if absent)"""
+    region: str | None = None
+    """AWS region; default: the one in secret_id's ARN"""
+    endpoint_url: str | None = None
+    """Secrets Manager endpoint, e.g. a VPC endpoint"""
+    sts_endpoint_url: str | None = None
+    """STS endpoint for role_arn (default: AWS's)"""
+    profile: str | None = None
+    """named profile in ~/.aws/config"""
+    role_arn: str | None = None
+    """IAM role to assume for every call"""
+    external_id: str | None = None
+    """for role_arn"""
+    kms_key_id: str | None = None
+    """KMS key for a secret rotator creates"""
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    """botocore retry mode"""
+    max_attempts: int | None = None
+    """tries per call, the first included"""
+    timeout_s: float = 10.0
+    """connect and read timeout of each call"""
 
-    @field_validator("secret_id")
-    @classmethod
-    def _secret_id(cls, value: str) -> str:
-        if _ARN.match(value) or _NAME.match(value):
-            return value
-        raise ValueError("must be a secret name (letters, digits and /_+=.@-, at most 512) or a Secrets Manager ARN")
+    def __post_init__(self) -> None:
+        if not (_ARN.match(self.secret_id) or _NAME.match(self.secret_id)):
+            raise ValueError(
+                "`secret_id` must be a secret name (letters, digits and /_+=.@-, at most 512) or a Secrets Manager ARN"
+            )
+        if self.region is not None and not _REGION.match(self.region):
+            raise ValueError("`region` must be an AWS region name such as eu-west-1")
+        for key in ("endpoint_url", "sts_endpoint_url"):
+            url = getattr(self, key)
+            if url is not None:
+                object.__setattr__(self, key, _http_url(key, url))
+        if self.profile is not None and not self.profile:
+            raise ValueError("`profile` must name a profile (it is empty)")
+        if self.role_arn is not None and not _ROLE_ARN.match(self.role_arn):
+            raise ValueError("`role_arn` must be an IAM role ARN: arn:aws:iam::<account>:role/<name>")
+        if self.external_id is not None and not 2 <= len(self.external_id) <= 1224:
+            raise ValueError("`external_id` must be 2 to 1224 characters long")
+        if self.kms_key_id is not None and not self.kms_key_id:
+            raise ValueError("`kms_key_id` must name a KMS key (it is empty)")
+        if self.retry_mode not in ("standard", "adaptive"):
+            raise ValueError("`retry_mode` must be 'standard' or 'adaptive'")
+        if self.max_attempts is not None and not 1 <= self.max_attempts <= 20:
+            raise ValueError("`max_attempts` must be between 1 and 20")
+        if not 0 < self.timeout_s <= 300:  # False for NaN too
+            raise ValueError("`timeout_s` must be more than 0 and at most 300 (seconds)")
+        self._consistent()
 
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str | None) -> str | None:
-        if value is not None and not _REGION.match(value):
-            raise ValueError("must be an AWS region name such as eu-west-1")
-        return value
-
-    @field_validator("endpoint_url", "sts_endpoint_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// address")
-        if parts.username or parts.password:
-            raise ValueError("must not carry credentials")
-        return value.rstrip("/")
-
-    @field_validator("role_arn")
-    @classmethod
-    def _role(cls, value: str | None) -> str | None:
-        if value is not None and not _ROLE_ARN.match(value):
-            raise ValueError("must be an IAM role ARN: arn:aws:iam::<account>:role/<name>")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AwsSecretsManagerSettings:
+    def _consistent(self) -> None:
         arn = _ARN.match(self.secret_id)
         if arn is None and self.region is None:
             raise ValueError("set `region`, or give `secret_id` as the secret's ARN")
@@ -216,13 +226,12 @@ class AwsSecretsManagerSettings(BaseModel):
             raise ValueError("`external_id` needs `role_arn`")
         if self.sts_endpoint_url is not None and self.role_arn is None:
             raise ValueError("`sts_endpoint_url` needs `role_arn`")
-        return self
 
     @property
     def region_name(self) -> str:
         arn = _ARN.match(self.secret_id)
         region = self.region or (arn["region"] if arn else None)
-        assert region is not None  # the model validator guarantees it
+        assert region is not None  # __post_init__ guarantees it
         return region
 
     @property
@@ -236,6 +245,16 @@ class AwsSecretsManagerSettings(BaseModel):
             return True
         # A partial ARN (without the 6-character suffix AWS appends) also names it.
         return self.is_arn and arn.startswith(sid + "-") and len(arn) == len(sid) + 7
+
+
+def _http_url(key: str, value: str) -> str:
+    """``value`` without its trailing slashes; ValueError naming ``key`` unless it is a plain http(s) address."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"`{key}` must be an http:// or https:// address")
+    if parts.username or parts.password:
+        raise ValueError(f"`{key}` must not carry credentials")
+    return value.rstrip("/")
 
 
 class SecretsManagerAPI(Protocol):
@@ -340,16 +359,21 @@ def _assumed_role_session(base: Any, settings: AwsSecretsManagerSettings, config
 # -- reading a secret -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class SecretView:
-    """What DescribeSecret says: identity, tags, rotation, and the labelled versions."""
+    """What DescribeSecret says: identity, tags, rotation, and the labelled versions.
 
-    arn: str
-    name: str
-    rotation_enabled: bool
-    tags: Mapping[str, str]
-    #: VersionId -> its staging labels; versions without a label are left out (as AWS does).
-    stages: Mapping[str, tuple[str, ...]]
+    A plain class: it holds dicts (neither hashable nor compared), and a dataclass would cost
+    the Lambda function's every cold start ~0.5 ms to create.
+    """
+
+    __slots__ = ("arn", "name", "rotation_enabled", "stages", "tags")
+
+    def __init__(self, *, arn: str, name: str, rotation_enabled: bool, tags: Mapping[str, str],
+                 stages: Mapping[str, tuple[str, ...]]) -> None:  # fmt: skip
+        self.arn, self.name, self.rotation_enabled = arn, name, rotation_enabled
+        self.tags = tags
+        #: VersionId -> its staging labels; versions without a label are left out (as AWS does).
+        self.stages = stages
 
     @classmethod
     def from_answer(cls, answer: Mapping[str, Any]) -> SecretView:
@@ -432,7 +456,7 @@ class AwsSecretsManagerStore:
     """The current token as the AWSCURRENT version of one secret. One caller at a time."""
 
     kind: ClassVar[str] = "aws-secretsmanager"
-    settings_model: ClassVar[type[BaseModel]] = AwsSecretsManagerSettings
+    settings_model: ClassVar[type[Any]] = AwsSecretsManagerSettings
 
     def __init__(self, settings: AwsSecretsManagerSettings, ctx: AdapterContext, client_factory: ClientFactory) -> None:
         quiet_sdk_wire_logs()
@@ -445,7 +469,7 @@ class AwsSecretsManagerStore:
 
     @classmethod
     def from_config(
-        cls, settings: BaseModel, ctx: AdapterContext, client_factory: ClientFactory | None = None
+        cls, settings: Any, ctx: AdapterContext, client_factory: ClientFactory | None = None
     ) -> AwsSecretsManagerStore:
         """Nothing is contacted here; the client is built on first use."""
         if not isinstance(settings, AwsSecretsManagerSettings):

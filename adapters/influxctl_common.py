@@ -18,6 +18,7 @@ and write ``mint`` and ``verify``; construction, ``revoke`` (confirmed by the li
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -29,19 +30,19 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar, cast
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from types import MappingProxyType
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar, cast
 
 from rotator.contracts import AdapterContext, MintedToken, TokenInfo
-from rotator.credentials import CredentialRef
+from rotator.credentials import SETTINGS_CONFIG, CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
 from rotator.secret import REDACTOR, Secret
 
 __all__ = [
+    "AUTH_BY_METHOD",
     "PROFILE_NAME",
     "InfluxctlCLI",
     "InfluxctlIssuer",
@@ -126,10 +127,11 @@ _MAX_DETAIL = 300
 # Settings shared by influxctl-based issuers
 
 
-class TLSSettings(BaseModel):
+@dataclass(frozen=True)
+class TLSSettings:
     """``[profile.tls]``; relative paths are resolved against the policy file's directory."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
 
     insecure: bool = False
     disable: bool = False
@@ -138,75 +140,99 @@ class TLSSettings(BaseModel):
     ca: Path | None = None
 
 
-class ProfileSettings(BaseModel):
+@dataclass(frozen=True)
+class ProfileSettings:
     """The connection part of an influxctl profile (no credential: rotator adds that per call)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
 
     product: Literal["clustered", "dedicated"]
-    host: str | None = Field(default=None, min_length=1)
-    port: int | None = Field(default=None, ge=1, le=65535)
-    account_id: str | None = Field(default=None, min_length=1)
-    cluster_id: str | None = Field(default=None, min_length=1)
+    host: str | None = None
+    port: int | None = None
+    account_id: str | None = None
+    cluster_id: str | None = None
     tls: TLSSettings = TLSSettings()
 
-    @model_validator(mode="after")
-    def _product_needs(self) -> ProfileSettings:
+    def __post_init__(self) -> None:
+        for key in ("host", "account_id", "cluster_id"):
+            if getattr(self, key) == "":
+                raise ValueError(f"`{key}` must not be empty")
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise ValueError("`port` must be between 1 and 65535")
+        self._product_needs()
+
+    def _product_needs(self) -> None:
         if self.product == "clustered" and self.host is None:
             raise ValueError("product 'clustered' needs `host`")
         if self.product == "dedicated" and (self.account_id is None or self.cluster_id is None):
             raise ValueError("product 'dedicated' needs `account_id` and `cluster_id`")
-        return self
 
     def resolved(self, base_dir: Path) -> ProfileSettings:
         """A copy whose TLS file paths are absolute."""
-        tls = self.tls.model_copy(
-            update={
-                name: _resolve(path, base_dir)
-                for name in ("cert", "key", "ca")
-                if (path := getattr(self.tls, name)) is not None
-            }
+
+        def absolute(path: Path | None) -> Path | None:
+            return None if path is None else _resolve(path, base_dir)
+
+        tls = dataclasses.replace(
+            self.tls, cert=absolute(self.tls.cert), key=absolute(self.tls.key), ca=absolute(self.tls.ca)
         )
-        return self.model_copy(update={"tls": tls})
+        return dataclasses.replace(self, tls=tls)
 
 
-class SelfAuth(BaseModel):
+@dataclass(frozen=True)
+class SelfAuth:
     """Authenticate with the token currently published in the store (self-rotation)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
 
     method: Literal["self"] = "self"
 
 
-class TokenFileAuth(BaseModel):
+@dataclass(frozen=True)
+class TokenFileAuth:
     """Authenticate with a Clustered admin token file (``[profile.auth.token] token_file``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
 
     method: Literal["token_file"]
     token_file: Path
 
 
-class MgmtTokenAuth(BaseModel):
+@dataclass(frozen=True)
+class MgmtTokenAuth:
     """Authenticate with a separate management token read from a file or environment variable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
 
     method: Literal["mgmt_token"]
     token: CredentialRef
 
 
-class InfluxctlSettings(BaseModel):
+#: ``dataclasses.field`` metadata of an ``auth`` union: pydantic passes a field's metadata on to
+#: its ``Field`` (a standard-library way to say ``Field(discriminator="method")``), so a policy
+#: table is validated as the member its ``method`` names. Without it pydantic would try every
+#: member and report every member's errors ("auth.SelfAuth.method: Input should be 'self'", ...).
+AUTH_BY_METHOD: Mapping[str, Any] = MappingProxyType({"discriminator": "method"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class InfluxctlSettings:
     """The settings every influxctl issuer has; an issuer adds its own and may narrow ``auth``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
 
     #: The influxctl binary: a name looked up on PATH or a path (relative to the policy file).
-    influxctl: str = Field(default="influxctl", min_length=1)
+    influxctl: str = "influxctl"
     profile: ProfileSettings
-    auth: Annotated[SelfAuth | TokenFileAuth | MgmtTokenAuth, Field(discriminator="method")] = SelfAuth()
+    auth: SelfAuth | TokenFileAuth | MgmtTokenAuth = field(default=SelfAuth(), metadata=AUTH_BY_METHOD)
     #: Limit for each influxctl call, also passed as influxctl's ``--timeout``.
-    timeout_s: float = Field(default=60, gt=0, le=3600)
+    timeout_s: float = 60
+
+    def __post_init__(self) -> None:
+        if not self.influxctl:
+            raise ValueError("`influxctl` must name the influxctl binary (a name on PATH or a path)")
+        if not 0 < self.timeout_s <= 3600:
+            raise ValueError("`timeout_s` must be more than 0 and at most 3600 (seconds)")
 
 
 @dataclass(frozen=True)
@@ -649,7 +675,8 @@ class InfluxctlIssuer(Generic[SettingsT]):
     """
 
     kind: ClassVar[str]
-    settings_model: ClassVar[type[BaseModel]]
+    #: A standard-library dataclass (this module's cold path imports no pydantic).
+    settings_model: ClassVar[type[Any]]
     #: What the tokens are called in log lines ("management token").
     token_noun: ClassVar[str]
     #: The list command, revoked tokens included (``management list --format json``).
@@ -669,7 +696,7 @@ class InfluxctlIssuer(Generic[SettingsT]):
         )
 
     @classmethod
-    def from_config(cls, settings: BaseModel, ctx: AdapterContext) -> Self:
+    def from_config(cls, settings: Any, ctx: AdapterContext) -> Self:
         if not isinstance(settings, cls.settings_model):
             raise TypeError(f"{cls.kind} needs {cls.settings_model.__name__}, got {type(settings).__name__}")
         return cls(cast(Any, settings), base_dir=ctx.base_dir)  # an instance of settings_model, i.e. SettingsT

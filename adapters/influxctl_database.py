@@ -41,12 +41,12 @@ PermissionDenied).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from adapters.influxctl_common import (
+    AUTH_BY_METHOD,
     InfluxctlIssuer,
     InfluxctlSettings,
     MgmtTokenAuth,
@@ -60,6 +60,7 @@ from adapters.influxctl_common import (
     token_info,
 )
 from rotator.contracts import MintedToken, MintRequest
+from rotator.credentials import SETTINGS_CONFIG
 from rotator.errors import PermanentError, TransientError
 from rotator.secret import Secret
 
@@ -105,35 +106,64 @@ HINT_NOT_YET_READABLE = (
 )
 
 
-def _check_database_name(name: str, where: str) -> str:
+def _check_database_name(name: str, key: str) -> str:
     if name == ALL_DATABASES:
         return name
     if not name.strip() or len(name) > MAX_DATABASE_NAME:
-        raise ValueError(f"{where}: {name!r} is not a database name (1-{MAX_DATABASE_NAME} characters) or '*'")
+        raise ValueError(f"`{key}`: {name!r} is not a database name (1-{MAX_DATABASE_NAME} characters) or '*'")
     if "," in name or not name.isprintable() or name != name.strip():
-        raise ValueError(f"{where}: {name!r} has a comma, a control character or surrounding spaces")
+        raise ValueError(f"`{key}`: {name!r} has a comma, a control character or surrounding spaces")
     return name
 
 
-class DatabasePermissions(BaseModel):
+class _BeforeCheck:
+    """Run ``check`` on the raw policy value before pydantic validates it, as ``BeforeValidator`` would.
+
+    ``Annotated`` metadata of a field, or returned by a settings class's own hook. pydantic calls
+    ``__get_pydantic_core_schema__`` only when it validates a policy table, so this module still
+    imports no pydantic (the AWS Lambda function's cold start); the schema is pydantic-core's
+    ``function-before`` schema around the one pydantic would have built. ``check`` raises
+    ValueError, which the policy loader reports at the field (or the table).
+    """
+
+    def __init__(self, check: Callable[[Any], Any]) -> None:
+        self.check = check
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> dict[str, Any]:
+        return {
+            "type": "function-before",
+            "function": {"type": "no-info", "function": self.check},
+            "schema": handler(source),
+        }
+
+
+def _auth_given(data: Any) -> Any:
+    if isinstance(data, Mapping) and "auth" not in data:
+        raise ValueError(f"{ERR_NO_AUTH} ({HINT_SELF_AUTH})")
+    return data
+
+
+def _not_self(value: Any) -> Any:
+    if isinstance(value, Mapping) and value.get("method", "self") == "self":
+        raise ValueError(f"{ERR_SELF_AUTH} ({HINT_SELF_AUTH})")
+    return value
+
+
+@dataclass(frozen=True)
+class DatabasePermissions:
     """``{read = ["db1", "*"], write = ["db1"]}``: ``--read-database`` / ``--write-database``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
 
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
 
-    @field_validator("read", "write")
-    @classmethod
-    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        checked = [_check_database_name(name, "database") for name in value]
-        return tuple(dict.fromkeys(checked))  # duplicates dropped, order kept
-
-    @model_validator(mode="after")
-    def _at_least_one(self) -> DatabasePermissions:
+    def __post_init__(self) -> None:
+        for key in ("read", "write"):
+            checked = [_check_database_name(name, key) for name in getattr(self, key)]
+            object.__setattr__(self, key, tuple(dict.fromkeys(checked)))  # duplicates dropped, order kept
         if not self.read and not self.write:
             raise ValueError('grant at least one permission, e.g. permissions = { read = ["db1"] }')
-        return self
 
     def may_read(self, database: str) -> bool:
         return database in self.read or ALL_DATABASES in self.read
@@ -146,48 +176,36 @@ class DatabasePermissions(BaseModel):
 
 
 # influxctl, profile and timeout_s as every influxctl issuer has them; auth narrowed (never "self").
+@dataclass(frozen=True, kw_only=True)
 class InfluxctlDatabaseSettings(InfluxctlSettings):
     """Settings of the ``influxctl-database`` issuer."""
 
-    #: The management credential that mints, lists and revokes database tokens (never "self").
-    auth: Annotated[TokenFileAuth | MgmtTokenAuth, Field(discriminator="method")]
+    #: The management credential that mints, lists and revokes database tokens (never "self": a
+    #: table whose ``method`` is "self" or missing gets ERR_SELF_AUTH from ``_not_self``).
+    auth: Annotated[TokenFileAuth | MgmtTokenAuth, _BeforeCheck(_not_self)] = field(metadata=AUTH_BY_METHOD)
     permissions: DatabasePermissions
     #: The database the verification query runs against (default: see :attr:`verify_database`).
     database: str | None = None
-    verify_query: str = Field(default="SELECT 1", min_length=1)
+    verify_query: str = "SELECT 1"
 
-    @model_validator(mode="before")
     @classmethod
-    def _auth_given(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and "auth" not in data:
-            raise ValueError(f"{ERR_NO_AUTH} ({HINT_SELF_AUTH})")
-        return data
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Callable[[Any], Any]) -> dict[str, Any]:
+        """A policy table without ``auth`` gets ERR_NO_AUTH, not pydantic's "Field required"."""
+        return _BeforeCheck(_auth_given).__get_pydantic_core_schema__(source, handler)
 
-    @field_validator("auth", mode="before")
-    @classmethod
-    def _not_self(cls, value: Any) -> Any:
-        if isinstance(value, Mapping) and value.get("method", "self") == "self":
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.auth, TokenFileAuth | MgmtTokenAuth):  # built in code, not from a policy table
             raise ValueError(f"{ERR_SELF_AUTH} ({HINT_SELF_AUTH})")
-        return value
+        if self.database is not None:
+            _check_database_name(self.database, "database")
+            if self.database == ALL_DATABASES:
+                raise ValueError("`database` must name one database to query, not '*'")
+        if not self.verify_query.strip() or self.verify_query.lstrip().startswith("-"):
+            raise ValueError("`verify_query` must be a query such as 'SELECT 1' (not blank, not starting with '-')")
+        self._verifiable()
 
-    @field_validator("database")
-    @classmethod
-    def _database_name(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_database_name(value, "database")
-            if value == ALL_DATABASES:
-                raise ValueError("name one database to query, not '*'")
-        return value
-
-    @field_validator("verify_query")
-    @classmethod
-    def _query(cls, value: str) -> str:
-        if not value.strip() or value.lstrip().startswith("-"):
-            raise ValueError("must be a query such as 'SELECT 1' (not blank, not starting with '-')")
-        return value
-
-    @model_validator(mode="after")
-    def _verifiable(self) -> InfluxctlDatabaseSettings:
+    def _verifiable(self) -> None:
         if self.database is None and self._default_database() is None:
             raise ValueError(
                 "`database` is required when `permissions` names no database but '*': "
@@ -198,7 +216,6 @@ class InfluxctlDatabaseSettings(InfluxctlSettings):
                 f"`database` {self.database!r} is in neither permissions.read nor permissions.write: "
                 "verification would prove nothing; pick a database the token may use"
             )
-        return self
 
     def _default_database(self) -> str | None:
         named = [db for db in (*self.permissions.read, *self.permissions.write) if db != ALL_DATABASES]
@@ -221,7 +238,7 @@ class InfluxctlDatabaseIssuer(InfluxctlIssuer[InfluxctlDatabaseSettings]):
     """
 
     kind: ClassVar[str] = "influxctl-database"
-    settings_model: ClassVar[type[BaseModel]] = InfluxctlDatabaseSettings
+    settings_model: ClassVar[type[Any]] = InfluxctlDatabaseSettings
     token_noun: ClassVar[str] = "database token"
     list_args: ClassVar[tuple[str, ...]] = LIST
     revoke_args: ClassVar[tuple[str, ...]] = REVOKE

@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[common], help="check a policy file and report every problem")
     p.add_argument("file", nargs="?", help="policy file (default: --config)")
     sub.add_parser("schema", parents=[common], help="print the JSON Schema of the policy file")
+    p = sub.add_parser("bundle", parents=[common],
+                       help="validate a policy file and compile it for the AWS Lambda function's cold start")
+    p.add_argument("file", nargs="?", help="policy file (default: --config)")
+    p.add_argument("-o", "--bundle", dest="bundle_file", help="where to write it (default: beside the file)")
     p = sub.add_parser("plan", parents=[common], help="say what would rotate when, and why")
     p.add_argument("policy", nargs="*")
     p = sub.add_parser("rotate", parents=[common], help="rotate policies now")
@@ -189,6 +193,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(config_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from rotator.policy_bundle import write_bundle
+
+    path, bundle = write_bundle(Path(args.file or args.config), Path(args.bundle_file) if args.bundle_file else None)
+    _emit(args, {"bundle": str(path), "policies": [p.name for p in bundle.policies]},
+          f"{path}: {len(bundle.policies)} policy(ies) compiled from {bundle.path.name}")  # fmt: skip
     return EXIT_OK
 
 
@@ -317,7 +330,7 @@ def _when(moment: datetime, now: datetime) -> str:
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "validate": cmd_validate, "schema": cmd_schema, "plan": cmd_plan, "rotate": cmd_rotate,
+    "validate": cmd_validate, "schema": cmd_schema, "bundle": cmd_bundle, "plan": cmd_plan, "rotate": cmd_rotate,
     "status": cmd_status, "recover": cmd_recover, "revoke-expired": cmd_revoke_expired,
     "bootstrap": cmd_bootstrap, "demo": cmd_demo, "daemon": cmd_daemon, "sync": sync_cmd.cmd_sync,
 }  # fmt: skip

@@ -45,6 +45,8 @@ class AdapterContext:
 
 @dataclass(frozen=True)
 class MintRequest:
+    """What an issuer is asked to mint."""
+
     policy: str
     run_id: str
     #: Carries the tag ``rotator:<policy>:<run-id>`` so a token whose value was lost is findable.
@@ -54,6 +56,8 @@ class MintRequest:
 
 @dataclass(frozen=True)
 class MintedToken:
+    """What an issuer minted: the value, its id, and the expiry it set (if it says)."""
+
     value: Secret
     token_id: str
     expires_at: datetime | None

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rotator import registry
 from rotator.contracts import AdapterContext, Issuer, Store
-from rotator.schedule import Schedule
+
+if TYPE_CHECKING:
+    from rotator.schedule import Schedule
 
 __all__ = ["Policy", "StoreBinding"]
 
 
 @dataclass(frozen=True)
 class StoreBinding:
+    """One of a policy's stores: its name, adapter type and validated settings."""
+
     name: str
     type: str
     #: An instance of the store adapter's ``settings_model``.
@@ -37,13 +42,22 @@ class Policy:
     #: An instance of the issuer adapter's ``settings_model``.
     issuer_settings: Any
     stores: tuple[StoreBinding, ...]
-    schedule: Schedule
+    #: The schedule and window as written (validated); :attr:`schedule` parses them on first use,
+    #: which the Lambda function never makes (Secrets Manager schedules its rotations).
+    schedule_text: str
+    window_text: str | None
     grace: timedelta
     lifetime: timedelta
     verify_timeout: timedelta
     adopt: bool
     description: str
     base_dir: Path
+
+    @cached_property
+    def schedule(self) -> Schedule:
+        from rotator.schedule import parse_schedule  # its regexes and classes stay off the Lambda's cold path
+
+        return parse_schedule(self.schedule_text, self.window_text)
 
     def tag(self, run_id: str) -> str:
         return f"rotator:{self.name}:{run_id}"

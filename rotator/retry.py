@@ -20,6 +20,8 @@ logger = logging.getLogger("rotator.retry")
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How often and how far apart a step is tried again after a TransientError."""
+
     attempts: int = 5
     base_delay: float = 1.0
     max_delay: float = 60.0

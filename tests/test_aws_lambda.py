@@ -31,6 +31,7 @@ from adapters.aws_secretsmanager import AwsSecretsManagerSettings, AwsSecretsMan
 from rotator.clock import FakeClock, SystemClock
 from rotator.contracts import AdapterContext, TokenRecord
 from rotator.errors import ConfigError, OwnershipError, PermanentError, RotatorError, TransientError
+from rotator.policy_bundle import write_bundle
 from rotator.secret import Secret
 from tests.aws_server import FailingClient, MotoServer, client_error
 from tests.fakes.fixtures import BINARY as FAKE_INFLUXCTL
@@ -130,13 +131,14 @@ endpoint_url = "{self.aws.url}"
 max_attempts = 1
 {extra_store}
 {more}""")
+        # What build_zip.py packages: the function reads the bundle, not the file (rotator/policy_bundle.py).
+        write_bundle(self.config)
 
     def bootstrap(self, *, tag_policy: bool = True) -> None:
         value, self.bootstrap_id = self.fake.state.add_token("created by a human for bootstrap")
         self.values.add(value)
         record = TokenRecord(Secret(value), self.bootstrap_id, "influxctl-management", POLICY, self.clock.now(), None)
-        settings = AwsSecretsManagerSettings.model_validate(
-            {"secret_id": self.name, "region": self.aws.region, "endpoint_url": self.aws.url})
+        settings = AwsSecretsManagerSettings(secret_id=self.name, region=self.aws.region, endpoint_url=self.aws.url)
         store = AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=POLICY),
                                                    client_factory=lambda s, p: self.client())  # fmt: skip
         store.publish(record, None)
@@ -506,8 +508,7 @@ def test_awspending_stuck_from_a_failed_rotation_is_finished_by_the_services_rea
             scene.rotate(token)
     scene.fake.state.clear_faults()
     store = AwsSecretsManagerStore.from_config(
-        AwsSecretsManagerSettings.model_validate({"secret_id": scene.name, "region": "us-east-1",
-                                                  "endpoint_url": scene.aws.url}),
+        AwsSecretsManagerSettings(secret_id=scene.name, region="us-east-1", endpoint_url=scene.aws.url),
         AdapterContext(policy=POLICY))  # fmt: skip
     with pytest.raises(PermanentError, match="a previous rotation isn't complete"):
         store.read_current()  # the CLI's store refuses meanwhile

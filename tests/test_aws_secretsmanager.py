@@ -33,6 +33,7 @@ from adapters.aws_secretsmanager import (
     boto3_client,
 )
 from rotator import registry
+from rotator.adapter_settings import validate_settings
 from rotator.contracts import AdapterContext, StoreState, TokenRecord
 from rotator.engine import Engine
 from rotator.errors import ConfigError, ConflictError, OwnershipError, PermanentError, TransientError
@@ -67,8 +68,8 @@ def make_store(aws: MotoServer, name: str, *, policy: str = POLICY, client_facto
                own_client: bool = False, **settings: Any) -> AwsSecretsManagerStore:  # fmt: skip
     """A store on moto. With ``own_client`` it builds its client from the settings (boto3_client);
     otherwise it gets the test's (building one costs ~100 ms)."""
-    model = AwsSecretsManagerSettings.model_validate(
-        {"secret_id": name, "region": aws.region, "endpoint_url": aws.url, "max_attempts": 1, **settings}
+    model = AwsSecretsManagerSettings(
+        **{"secret_id": name, "region": aws.region, "endpoint_url": aws.url, "max_attempts": 1, **settings}
     )
     if client_factory is None and not own_client:
         client_factory = lambda s, p: aws.client()  # noqa: E731
@@ -301,7 +302,7 @@ def _start_moto_rotation(aws: MotoServer, name: str, token: str) -> None:
 def test_an_endpoint_that_does_not_listen_is_transient(aws):
     from adapters.openbao_dev import free_port
 
-    store = make_store(aws, secret_name(), endpoint_url=f"http://127.0.0.1:{free_port()}", timeout_s=2,
+    store = make_store(aws, secret_name(), endpoint_url=f"http://127.0.0.1:{free_port()}", timeout_s=2.0,
                        own_client=True)
     with pytest.raises(TransientError, match="cannot reach Secrets Manager for DescribeSecret") as caught:
         store.read_current()
@@ -324,15 +325,18 @@ def test_a_secret_arn_that_does_not_exist_is_not_created(aws):
 
 
 def test_role_arn_is_assumed_through_sts(aws):
-    settings = AwsSecretsManagerSettings.model_validate({
-        "secret_id": "tests/x", "region": aws.region, "endpoint_url": aws.url, "sts_endpoint_url": aws.url,
-        "role_arn": f"arn:aws:iam::{aws.account}:role/rotator", "external_id": "rotator-ext",
-    })  # fmt: skip
+    settings = AwsSecretsManagerSettings(
+        secret_id="tests/x", region=aws.region, endpoint_url=aws.url, sts_endpoint_url=aws.url,
+        role_arn=f"arn:aws:iam::{aws.account}:role/rotator", external_id="rotator-ext",
+    )  # fmt: skip
     client = boto3_client(settings, POLICY)
     client.create_secret(Name="tests/x", SecretString="{}")  # a call, so the role is assumed
     frozen = client._request_signer._credentials.get_frozen_credentials()  # type: ignore[attr-defined]
     assert frozen.access_key != "testing", "the assumed role's keys, not the environment's"
     assert frozen.token
+
+
+ROLE = "arn:aws:iam::123456789012:role/rotator"
 
 
 @pytest.mark.parametrize(
@@ -341,30 +345,63 @@ def test_role_arn_is_assumed_through_sts(aws):
         ({"secret_id": "x"}, "set `region`, or give `secret_id` as the secret's ARN"),
         ({"secret_id": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf", "region": "us-east-1"},
          "differs from the region"),
-        ({"secret_id": "has spaces", "region": "us-east-1"}, "must be a secret name"),
-        ({"secret_id": "x", "region": "Mars"}, "must be an AWS region"),
-        ({"secret_id": "x", "region": "us-east-1", "endpoint_url": "ftp://x"}, "http:// or https://"),
-        ({"secret_id": "x", "region": "us-east-1", "endpoint_url": "https://u:p@x"}, "must not carry credentials"),
-        ({"secret_id": "x", "region": "us-east-1", "role_arn": "rotator"}, "IAM role ARN"),
+        ({"secret_id": "has spaces", "region": "us-east-1"}, "`secret_id` must be a secret name"),
+        ({"secret_id": "x" * 513, "region": "us-east-1"}, "`secret_id` must be a secret name"),
+        ({"secret_id": "x", "region": "Mars"}, "`region` must be an AWS region"),
+        ({"secret_id": "x", "region": "us-east-1", "endpoint_url": "ftp://x"}, "`endpoint_url` must be an http://"),
+        ({"secret_id": "x", "region": "us-east-1", "endpoint_url": "https://u:p@x"},
+         "`endpoint_url` must not carry credentials"),
+        ({"secret_id": "x", "region": "us-east-1", "role_arn": ROLE, "sts_endpoint_url": "sts.example"},
+         "`sts_endpoint_url` must be an http://"),
+        ({"secret_id": "x", "region": "us-east-1", "sts_endpoint_url": "https://sts.example"},
+         "`sts_endpoint_url` needs `role_arn`"),
+        ({"secret_id": "x", "region": "us-east-1", "profile": ""}, "`profile` must name a profile"),
+        ({"secret_id": "x", "region": "us-east-1", "role_arn": "rotator"}, "`role_arn` must be an IAM role ARN"),
         ({"secret_id": "x", "region": "us-east-1", "external_id": "abc"}, "`external_id` needs `role_arn`"),
-        ({"secret_id": "x", "region": "us-east-1", "retry_mode": "legacy"}, "retry_mode"),
-        ({"secret_id": "x", "region": "us-east-1", "max_attempts": 0}, "max_attempts"),
-        ({"secret_id": "x", "region": "us-east-1", "access_key": "inline"}, "Extra inputs are not permitted"),
+        ({"secret_id": "x", "region": "us-east-1", "role_arn": ROLE, "external_id": "a"},
+         "`external_id` must be 2 to 1224 characters"),
+        ({"secret_id": "x", "region": "us-east-1", "role_arn": ROLE, "external_id": "a" * 1225},
+         "`external_id` must be 2 to 1224 characters"),
+        ({"secret_id": "x", "region": "us-east-1", "kms_key_id": ""}, "`kms_key_id` must name a KMS key"),
+        ({"secret_id": "x", "region": "us-east-1", "retry_mode": "legacy"}, "retry_mode\n.*'standard' or 'adaptive'"),
+        ({"secret_id": "x", "region": "us-east-1", "max_attempts": 0}, "`max_attempts` must be between 1 and 20"),
+        ({"secret_id": "x", "region": "us-east-1", "max_attempts": 21}, "`max_attempts` must be between 1 and 20"),
+        ({"secret_id": "x", "region": "us-east-1", "timeout_s": 0}, "`timeout_s` must be more than 0"),
+        ({"secret_id": "x", "region": "us-east-1", "timeout_s": 301}, "`timeout_s` must be more than 0"),
+        ({"secret_id": "x", "region": "us-east-1", "access_key": "inline"}, "access_key\n.*Unexpected keyword"),
     ],
 )  # fmt: skip
 def test_settings_are_validated(settings, reason):
     with pytest.raises(ValidationError, match=reason):
-        AwsSecretsManagerSettings.model_validate(settings)
+        validate_settings(AwsSecretsManagerSettings, settings)
+
+
+def test_settings_built_directly_are_checked_normalised_and_hashable():
+    with pytest.raises(ValueError, match="`max_attempts` must be between 1 and 20"):
+        AwsSecretsManagerSettings(secret_id="x", region="us-east-1", max_attempts=0)
+    with pytest.raises(ValueError, match="`retry_mode` must be 'standard' or 'adaptive'"):
+        AwsSecretsManagerSettings(secret_id="x", region="us-east-1", retry_mode="legacy")  # type: ignore[arg-type]
+    built = AwsSecretsManagerSettings(
+        secret_id="x", region="us-east-1", endpoint_url="http://localhost:4566//", role_arn=ROLE,
+        sts_endpoint_url="https://sts.example/", timeout_s=5.0,
+    )  # fmt: skip
+    assert (built.endpoint_url, built.sts_endpoint_url) == ("http://localhost:4566", "https://sts.example")
+    loaded = validate_settings(AwsSecretsManagerSettings, {
+        "secret_id": "x", "region": "us-east-1", "endpoint_url": "http://localhost:4566/", "role_arn": ROLE,
+        "sts_endpoint_url": "https://sts.example", "timeout_s": 5,
+    })  # fmt: skip
+    assert isinstance(loaded, AwsSecretsManagerSettings) and isinstance(loaded.timeout_s, float)
+    assert loaded == built and {built: 1}[loaded] == 1
 
 
 def test_settings_defaults_region_from_the_arn_and_match_names_and_arns():
     arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/influx-AbCdEf"
-    settings = AwsSecretsManagerSettings.model_validate({"secret_id": arn})
+    settings = AwsSecretsManagerSettings(secret_id=arn)
     assert settings.region_name == "eu-west-1" and settings.retry_mode == "standard"
     assert settings.matches(arn, "prod/influx")
-    by_name = AwsSecretsManagerSettings.model_validate({"secret_id": "prod/influx", "region": "eu-west-1"})
+    by_name = AwsSecretsManagerSettings(secret_id="prod/influx", region="eu-west-1")
     assert by_name.matches(arn, "prod/influx") and not by_name.matches(arn, "prod/other")
-    partial = AwsSecretsManagerSettings.model_validate({"secret_id": arn[:-7]})
+    partial = AwsSecretsManagerSettings(secret_id=arn[:-7])
     assert partial.matches(arn, "prod/influx")
 
 

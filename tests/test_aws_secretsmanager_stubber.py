@@ -53,7 +53,7 @@ def stub() -> Any:
 
 
 def store_on(stub: Any) -> AwsSecretsManagerStore:
-    settings = AwsSecretsManagerSettings.model_validate({"secret_id": NAME, "region": "us-east-1"})
+    settings = AwsSecretsManagerSettings(secret_id=NAME, region="us-east-1")
     return AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=POLICY),
                                               client_factory=lambda s, p: stub.client)  # fmt: skip
 

@@ -298,14 +298,55 @@ def test_zip_with_compile_holds_reproducible_unchecked_bytecode(tmp_path: Path) 
     assert f"--compile needs the function's Python: this is {running}, the target is {other}" in refused.stderr
 
 
-def test_zip_stores_the_policy_file_as_rotator_toml(tmp_path: Path) -> None:
-    policy = tmp_path / "lambda.toml"
-    policy.write_text('[[policy]]\nname = "mgmt"\nschedule = "rate(30 days)"\n', encoding="utf-8")
-    output = tmp_path / "with-policy.zip"
+LAMBDA_POLICY = """
+[[policy]]
+name = "mgmt"
+schedule = "rate(30 days)"
+[policy.issuer]
+type = "influxctl-management"
+influxctl = "bin/influxctl"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.example.com"
+[[policy.store]]
+type = "aws-secretsmanager"
+secret_id = "influx/management-token"
+region = "eu-west-1"
+"""
+
+
+@pytest.fixture(scope="module")
+def policy_zip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A zip with a policy file, and that file."""
+    work = tmp_path_factory.mktemp("policy-zip")
+    policy = work / "lambda.toml"
+    policy.write_text(LAMBDA_POLICY, encoding="utf-8")
+    output = work / "with-policy.zip"
     result = _build_zip(output, "--policy-file", str(policy))
     assert result.returncode == 0, result.stderr
+    return output, policy
+
+
+def test_zip_stores_the_policy_file_and_its_bundle(policy_zip: tuple[Path, Path]) -> None:
+    output, policy = policy_zip
     with zipfile.ZipFile(output) as archive:
         assert archive.read("rotator.toml") == policy.read_bytes()
+        bundle = json.loads(archive.read("rotator.bundle.json"))
+    assert bundle["source"] == {"name": "rotator.toml", "sha256": hashlib.sha256(policy.read_bytes()).hexdigest()}
+    assert [p["name"] for p in bundle["policies"]] == ["mgmt"]
+    issuer = "adapters.influxctl_management:InfluxctlManagementIssuer"
+    assert bundle["adapters"]["issuer"] == {"influxctl-management": issuer}
+
+
+def test_zip_refuses_an_invalid_policy_file_naming_it(tmp_path: Path) -> None:
+    policy = tmp_path / "lambda.toml"
+    policy.write_text(LAMBDA_POLICY.replace('region = "eu-west-1"', ""), encoding="utf-8")
+    output = tmp_path / "never.zip"
+    result = _build_zip(output, "--policy-file", str(policy))
+    assert result.returncode == 2
+    assert f"{policy}: 1 problem(s)" in result.stderr and "set `region`" in result.stderr
+    assert "rotator-bundle-" not in result.stderr  # the temporary copy is not named
+    assert not output.exists()
 
 
 @pytest.mark.parametrize(
@@ -328,10 +369,12 @@ def test_zip_refuses_a_policy_file_the_lambda_cannot_load(tmp_path: Path, text: 
     assert not output.exists()
 
 
-def test_handler_path_imports_in_a_lambda_like_interpreter(lambda_zip: Path, tmp_path: Path) -> None:
-    """Only the zip and what the runtime provides on sys.path: no apscheduler, hvac or httpx imported."""
+def test_handler_path_imports_in_a_lambda_like_interpreter(policy_zip: tuple[Path, Path], tmp_path: Path) -> None:
+    """Only the zip and what the runtime provides on sys.path: the first invocation's work before
+    it calls AWS (policy bundle read, issuer and store built) imports no pydantic, apscheduler,
+    hvac or httpx."""
     task, runtime = tmp_path / "task", tmp_path / "runtime"
-    with zipfile.ZipFile(lambda_zip) as archive:
+    with zipfile.ZipFile(policy_zip[0]) as archive:
         archive.extractall(task)
     runtime.mkdir()
     for module in RUNTIME_MODULES:
@@ -344,12 +387,15 @@ def test_handler_path_imports_in_a_lambda_like_interpreter(lambda_zip: Path, tmp
         "import json, sys\n"
         f"sys.path[:0] = [{str(task)!r}]\n"
         f"sys.path.append({str(runtime)!r})\n"
-        "import rotator.aws_lambda, adapters.aws_lambda_rotation, adapters.aws_secretsmanager\n"
-        "from rotator import registry\n"
-        "store = registry.load('store', 'aws-secretsmanager')\n"
-        "vendor = ('apscheduler', 'hvac', 'httpx', 'tomlkit', 'psycopg')\n"
-        "print(json.dumps({'handler': callable(rotator.aws_lambda.handler), 'store': store.__module__,\n"
-        "    'file': rotator.aws_lambda.__file__, 'loaded': sorted(m for m in vendor if m in sys.modules)}))\n"
+        "import rotator.aws_lambda, adapters.aws_lambda_rotation\n"
+        "from adapters.aws_lambda_rotation import DEFAULT_CONFIG, _load_config\n"
+        "policy = _load_config(DEFAULT_CONFIG).policy('mgmt')\n"
+        "(name, store), = policy.build_stores()\n"
+        "issuer = policy.build_issuer()\n"
+        "vendor = ('pydantic', 'apscheduler', 'hvac', 'httpx', 'tomlkit', 'psycopg')\n"
+        "print(json.dumps({'handler': callable(rotator.aws_lambda.handler), 'store': type(store).__module__,\n"
+        "    'issuer': type(issuer).__module__, 'file': rotator.aws_lambda.__file__,\n"
+        "    'loaded': sorted(m for m in vendor if m in sys.modules)}))\n"
     )
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-B", "-c", probe], capture_output=True, text=True, cwd=task, timeout=60
@@ -359,6 +405,7 @@ def test_handler_path_imports_in_a_lambda_like_interpreter(lambda_zip: Path, tmp
     assert report == {
         "handler": True,
         "store": "adapters.aws_secretsmanager",
+        "issuer": "adapters.influxctl_management",
         "file": str(task / "rotator" / "aws_lambda.py"),
         "loaded": [],
     }

@@ -6,6 +6,7 @@ executable and reads what it prints, as it would with the real influxctl.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import stat
@@ -15,14 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import ValidationError
 
-from adapters.influxctl_common import ProfileSettings, default_run
-from adapters.influxctl_database import InfluxctlDatabaseIssuer, InfluxctlDatabaseSettings
+from adapters.influxctl_common import MgmtTokenAuth, ProfileSettings, SelfAuth, default_run
+from adapters.influxctl_database import DatabasePermissions, InfluxctlDatabaseIssuer, InfluxctlDatabaseSettings
+from rotator.adapter_settings import validate_settings
 from rotator.contracts import AdapterContext, Issuer, MintedToken, MintRequest
+from rotator.credentials import CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, TransientError
 from rotator.policy import PolicyFileError, parse_config
 from rotator.secret import Secret
@@ -68,7 +71,7 @@ class Setup:
             "permissions": {"read": ["db1"], "write": ["db1"]},
             **settings,
         }
-        model = InfluxctlDatabaseSettings.model_validate(data)
+        model = validate_settings(InfluxctlDatabaseSettings, data)
         return InfluxctlDatabaseIssuer(model, base_dir=self.fake.workdir, run=self.recorder)
 
     def record(self, token_id: str) -> dict[str, Any]:
@@ -124,9 +127,11 @@ def settings(**changes: Any) -> dict[str, Any]:
         ({"auth": {"method": "self"}}, "auth.method = 'self' cannot work for database tokens"),
         ({"auth": {}}, "auth.method = 'self' cannot work"),
         ({"auth": None}, "`auth` is required"),
+        ({"auth": {"method": "nope"}}, "does not match any of the expected tags: 'token_file', 'mgmt_token'"),
+        ({"auth": {"method": "token_file"}}, "Field required"),
         ({"permissions": {}}, "grant at least one permission"),
         ({"permissions": {"read": [], "write": []}}, "grant at least one permission"),
-        ({"permissions": {"admin": ["db1"]}}, "Extra inputs are not permitted"),
+        ({"permissions": {"admin": ["db1"]}}, "Unexpected keyword argument"),
         ({"permissions": {"read": ["x" * 65]}}, "is not a database name"),
         ({"permissions": {"read": ["a,b"]}}, "has a comma"),
         ({"permissions": {"read": ["*"]}}, "`database` is required"),
@@ -138,19 +143,30 @@ def settings(**changes: Any) -> dict[str, Any]:
 )
 def test_invalid_settings_are_refused_with_a_clear_message(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
-        InfluxctlDatabaseSettings.model_validate(settings(**changes))
+        validate_settings(InfluxctlDatabaseSettings, settings(**changes))
 
 
 def test_verify_database_defaults() -> None:
     def database(**changes: Any) -> str:
-        return InfluxctlDatabaseSettings.model_validate(settings(**changes)).verify_database
+        return validate_settings(InfluxctlDatabaseSettings, settings(**changes)).verify_database
 
     assert database(permissions={"read": ["*", "db2", "db1"], "write": ["db1"]}) == "db2"
     assert database(permissions={"read": ["*"], "write": ["*", "db3"]}) == "db3"  # write-only on db3
     assert database(permissions={"read": ["*"]}, database="anything") == "anything"
-    model = InfluxctlDatabaseSettings.model_validate(settings(permissions={"read": ["db1", "db1"], "write": ["*"]}))
+    model = validate_settings(InfluxctlDatabaseSettings, settings(permissions={"read": ["db1", "db1"], "write": ["*"]}))
     assert model.permissions.read == ("db1",)
     assert model.verify_query == "SELECT 1" and model.timeout_s == 60
+
+
+def test_settings_built_in_code_are_checked_like_a_policy_table() -> None:
+    profile, auth = ProfileSettings(**PROFILE), MgmtTokenAuth(method="mgmt_token", token=CredentialRef(env="X"))
+    built = InfluxctlDatabaseSettings(profile=profile, auth=auth, permissions=DatabasePermissions(read=("db1", "db1")))
+    assert built == validate_settings(InfluxctlDatabaseSettings, settings(permissions={"read": ["db1"]}))
+    assert hash(built) == hash(dataclasses.replace(built)) and built.permissions.read == ("db1",)
+    with pytest.raises(ValueError, match="'self' cannot work"):
+        InfluxctlDatabaseSettings(profile=profile, auth=cast(Any, SelfAuth()), permissions=built.permissions)
+    with pytest.raises(ValueError, match="`database` must name one database"):
+        dataclasses.replace(built, database="*")
 
 
 def test_a_policy_file_with_self_auth_is_invalid(tmp_path: Path) -> None:
@@ -187,7 +203,7 @@ def test_issuer_satisfies_the_protocol(setup: Setup) -> None:
     )
     assert isinstance(built, InfluxctlDatabaseIssuer)
     with pytest.raises(TypeError):
-        InfluxctlDatabaseIssuer.from_config(ProfileSettings.model_validate(PROFILE), AdapterContext(policy="p"))
+        InfluxctlDatabaseIssuer.from_config(ProfileSettings(**PROFILE), AdapterContext(policy="p"))
 
 
 # --- mint ----------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from adapters.influxctl_common import default_run
+from adapters.influxctl_common import ProfileSettings, default_run
 from adapters.influxctl_management import InfluxctlManagementIssuer, InfluxctlManagementSettings
+from rotator.adapter_settings import validate_settings
 from rotator.contracts import AdapterContext, MintedToken, MintRequest
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
 from rotator.secret import Secret
@@ -63,7 +64,7 @@ class Setup:
             "profile": {"product": "clustered", "host": "influxdb.example.test", "port": 443},
             **settings,
         }
-        model = InfluxctlManagementSettings.model_validate(data)
+        model = validate_settings(InfluxctlManagementSettings, data)
         return InfluxctlManagementIssuer(model, base_dir=self.fake.workdir, run=self.recorder)
 
     def record(self, token_id: str) -> dict[str, Any]:
@@ -273,7 +274,8 @@ def test_separate_mgmt_token_from_a_file(setup: Setup) -> None:
 
 
 def test_dedicated_profile_with_tls_is_accepted_by_influxctl(setup: Setup) -> None:
-    model = InfluxctlManagementSettings.model_validate(
+    model = validate_settings(
+        InfluxctlManagementSettings,
         {
             "influxctl": str(setup.fake.binary),
             "profile": {
@@ -282,14 +284,14 @@ def test_dedicated_profile_with_tls_is_accepted_by_influxctl(setup: Setup) -> No
                 "cluster_id": "00000000-0000-4000-8000-00000000c1a5",
                 "tls": {"insecure": True, "ca": "ca.pem"},
             },
-        }
+        },
     )
     issuer = InfluxctlManagementIssuer.from_config(model, AdapterContext(policy="p1", base_dir=setup.fake.workdir))
     assert [t.token_id for t in issuer.list_tokens(setup.current)] == [setup.current_id]
 
 
 def test_a_bare_binary_name_is_found_on_path(setup: Setup) -> None:
-    model = InfluxctlManagementSettings.model_validate({"profile": {"product": "clustered", "host": "h"}})
+    model = InfluxctlManagementSettings(profile=ProfileSettings(product="clustered", host="h"))
     assert model.influxctl == "influxctl"  # the fixture put the fake first on PATH
     issuer = InfluxctlManagementIssuer.from_config(model, AdapterContext(policy="p1"))
     issuer.verify(setup.current)

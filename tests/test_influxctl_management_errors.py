@@ -11,6 +11,7 @@ import logging
 import os
 import stat
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +34,11 @@ from adapters.influxctl_common import (
     token_from_output,
 )
 from adapters.influxctl_management import InfluxctlManagementIssuer, InfluxctlManagementSettings
+from rotator.adapter_settings import validate_settings
 from rotator.contracts import AdapterContext, MintRequest
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
 from rotator.secret import Secret
+from tests.harness import REPO
 
 TOKEN = "M.V1.unitTestTokenValue+abcdefghijklmnopqrstuvwxyz0123"
 CURRENT = Secret("M.V1.currentTokenValue+abcdefghijklmnopqrstuvwxyz01")
@@ -120,12 +123,13 @@ def make(
     *answers: Answer, auth: dict[str, Any] | None = None, base_dir: Path = Path("."), **settings: Any
 ) -> tuple[InfluxctlManagementIssuer, FakeRun]:
     run = FakeRun(list(answers))
-    model = InfluxctlManagementSettings.model_validate(
+    model = validate_settings(
+        InfluxctlManagementSettings,
         {
             "profile": {"product": "clustered", "host": "influx.example.test"},
             "auth": auth or {"method": "self"},
             **settings,
-        }
+        },
     )
     return InfluxctlManagementIssuer(model, base_dir=base_dir, run=run), run
 
@@ -434,8 +438,8 @@ def test_binary_that_cannot_start(reason: str, exc: OSError, error: type[Rotator
 
 
 def test_real_missing_binary_is_a_config_error_naming_it(tmp_path: Path) -> None:
-    model = InfluxctlManagementSettings.model_validate(
-        {"influxctl": "bin/influxctl", "profile": {"product": "clustered", "host": "h"}}
+    model = InfluxctlManagementSettings(
+        influxctl="bin/influxctl", profile=ProfileSettings(product="clustered", host="h")
     )
     issuer = InfluxctlManagementIssuer.from_config(model, AdapterContext(policy="p1", base_dir=tmp_path))
     with pytest.raises(ConfigError, match=f"cannot run influxctl binary '{tmp_path}/bin/influxctl'"):
@@ -580,7 +584,8 @@ def test_the_token_is_never_on_the_command_line() -> None:
 
 
 def test_rendered_profile_is_valid_toml_with_only_known_keys(tmp_path: Path) -> None:
-    model = InfluxctlManagementSettings.model_validate(
+    model = validate_settings(
+        InfluxctlManagementSettings,
         {
             "profile": {
                 "product": "dedicated",
@@ -590,7 +595,7 @@ def test_rendered_profile_is_valid_toml_with_only_known_keys(tmp_path: Path) -> 
                 "port": 8443,
                 "tls": {"insecure": True, "ca": "certs/ca.pem", "cert": "/abs/c.pem"},
             }
-        }
+        },
     )
     profile = model.profile.resolved(tmp_path)
     weird = Secret('M.V1.q"uote\\back\nslash\u007f-tail-0123456789')
@@ -669,36 +674,66 @@ def test_one_info_line_per_call(caplog: pytest.LogCaptureFixture) -> None:
             "needs `account_id` and `cluster_id`",
         ),
         ("unknown product", {"profile": {"product": "serverless", "host": "h"}}, "literal_error"),
-        ("unknown key", {"profile": {"product": "clustered", "host": "h"}, "tokne": 1}, "extra_forbidden"),
+        ("unknown key", {"profile": {"product": "clustered", "host": "h"}, "tokne": 1}, "unexpected_keyword_argument"),
         (
             "inline mgmt_token in the profile",
             {"profile": {"product": "clustered", "host": "h", "mgmt_token": "M.V1.x"}},
-            "extra_forbidden",
+            "unexpected_keyword_argument",
         ),
         (
             "inline token string",
             {"profile": {"product": "clustered", "host": "h"}, "auth": {"method": "mgmt_token", "token": "M.V1.x"}},
-            "model_type",
+            "dataclass_type",
         ),
         (
             "unknown auth method",
             {"profile": {"product": "clustered", "host": "h"}, "auth": {"method": "oauth2"}},
             "union_tag_invalid",
         ),
-        ("port out of range", {"profile": {"product": "clustered", "host": "h", "port": 0}}, "greater_than_equal"),
-        ("zero timeout", {"profile": {"product": "clustered", "host": "h"}, "timeout_s": 0}, "greater_than"),
+        ("port out of range", {"profile": {"product": "clustered", "host": "h", "port": 0}}, "`port` must be between"),
+        ("empty host", {"profile": {"product": "clustered", "host": ""}}, "`host` must not be empty"),
+        ("zero timeout", {"profile": {"product": "clustered", "host": "h"}, "timeout_s": 0}, "more than 0"),
+        ("long timeout", {"profile": {"product": "clustered", "host": "h"}, "timeout_s": 3601}, "at most 3600"),
+        ("empty binary", {"profile": {"product": "clustered", "host": "h"}, "influxctl": ""}, "`influxctl` must name"),
     ],
 )
 def test_settings_are_validated(reason: str, settings: dict[str, Any], problem: str) -> None:
     with pytest.raises(ValidationError) as info:
-        InfluxctlManagementSettings.model_validate(settings)
+        validate_settings(InfluxctlManagementSettings, settings)
     errors = info.value.errors()
     assert any(problem in (e["type"], e["msg"]) or problem in e["msg"] for e in errors), errors
 
 
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [
+        ({"method": "token_file"}, [(("auth", "token_file", "token_file"), "missing")]),
+        ({"method": "mgmt_token"}, [(("auth", "mgmt_token", "token"), "missing")]),
+        ({"method": "nope"}, [(("auth",), "union_tag_invalid")]),
+        ({"method": "self", "token_file": "t"}, [(("auth", "self", "token_file"), "unexpected_keyword_argument")]),
+    ],
+)
+def test_a_bad_auth_table_reports_the_problems_of_its_method_only(
+    auth: dict[str, Any], expected: list[tuple[tuple[str, ...], str]]
+) -> None:
+    """``method`` picks the member (a discriminated union): not one error per auth method."""
+    with pytest.raises(ValidationError) as info:
+        validate_settings(InfluxctlManagementSettings, {"profile": {"product": "clustered", "host": "h"}, "auth": auth})
+    assert [(e["loc"], e["type"]) for e in info.value.errors()] == expected
+
+
+def test_the_influxctl_issuers_import_without_pydantic() -> None:
+    """The AWS Lambda function's cold start imports them (settings are dataclasses, see rotator/adapter_settings.py)."""
+    code = "import sys, adapters.influxctl_management, adapters.influxctl_database; print('pydantic' in sys.modules)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "False"
+
+
 def test_settings_defaults() -> None:
-    model = InfluxctlManagementSettings.model_validate(
-        {"profile": {"product": "clustered", "host": "h", "port": "443"}}
+    model = validate_settings(
+        InfluxctlManagementSettings, {"profile": {"product": "clustered", "host": "h", "port": "443"}}
     )
     assert (model.influxctl, model.auth.method, model.timeout_s, model.profile.port) == ("influxctl", "self", 60, 443)
 

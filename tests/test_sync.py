@@ -322,7 +322,7 @@ type = "aws-secretsmanager"
 """)
     token, token_id = fake_influxctl.state.add_token("published to AWS by the rotating host")
     publisher = AwsSecretsManagerStore.from_config(
-        AwsSecretsManagerSettings.model_validate(store), AdapterContext(policy=POLICY, base_dir=tmp_path)
+        AwsSecretsManagerSettings(**store), AdapterContext(policy=POLICY, base_dir=tmp_path)
     )
     publisher.publish(TokenRecord(Secret(token), token_id, "influxctl-management", POLICY, NOW, None), None)
     config = tmp_path / "config.toml"

@@ -12,7 +12,9 @@ What goes in:
   whole closure), installed by pip for the Lambda's Python version and architecture
   (``--no-compile``); boto3 is left to the Lambda runtime unless ``--with-boto3``;
 - optionally a policy file, stored as ``rotator.toml`` at the zip root (the handler's default
-  ``ROTATOR_CONFIG``);
+  ``ROTATOR_CONFIG``), and its bundle ``rotator.bundle.json``: the policy file validated by the
+  full loader and compiled so that a cold start needs no pydantic (rotator/policy_bundle.py;
+  this needs rotator installed in the Python that runs this script: pip install -e '.[aws]');
 - with ``--compile`` only, bytecode: hash-based unchecked ``.pyc`` files (PEP 552, no timestamp),
   made by the target Python itself. Without it no ``__pycache__``/``*.pyc`` goes in, and as
   ``/var/task`` is read-only, every cold start compiles rotator and pydantic from source.
@@ -79,6 +81,7 @@ EXCLUDED = frozenset(
 PACKAGE_DATA = frozenset({"py.typed"})
 ENTRY_POINT_GROUPS = ("rotator.issuers", "rotator.stores")
 POLICY_ARCNAME = "rotator.toml"
+BUNDLE_ARCNAME = "rotator.bundle.json"
 LAMBDA_TASK_ROOT = "/var/task"  # where Lambda unpacks the zip
 
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
@@ -245,6 +248,30 @@ def policy_entry(path: Path) -> Entry:
     return Entry(POLICY_ARCNAME, raw)
 
 
+def bundle_entry(policy: Entry, path: Path, source_root: Path) -> Entry:
+    """The policy file's bundle, written by the rotator that goes into the zip."""
+    sys.path.insert(0, str(source_root))
+    try:
+        from rotator.errors import ConfigError
+        from rotator.policy_bundle import write_bundle
+    except ImportError as exc:
+        raise BuildError(
+            f"validating policy file {path} needs rotator and its dependencies in this Python ({exc}); "
+            "install them with pip install -e '.[aws]' (add '[http]' for the HTTP issuers)"
+        ) from None
+    finally:
+        sys.path.remove(str(source_root))
+    with tempfile.TemporaryDirectory(prefix="rotator-bundle-") as tmp:
+        copy = Path(tmp) / POLICY_ARCNAME  # the name and bytes it has in the zip
+        copy.write_bytes(policy.data)
+        try:
+            written, _ = write_bundle(copy)
+        except ConfigError as exc:
+            text = str(exc).replace(str(copy), str(path))
+            raise BuildError(f"{text}\nfix: {exc.hint.replace(str(copy), str(path))}") from None
+        return Entry(BUNDLE_ARCNAME, written.read_bytes())
+
+
 def _is_cron(schedule: str) -> bool:
     """A 5-field cron or an AWS ``cron(...)``: the forms rotator.schedule hands to APScheduler."""
     text = schedule.strip()
@@ -317,7 +344,7 @@ def staged_entries(staging: Path) -> list[Entry]:
             continue
         if path.is_file():
             entries.append(Entry(relative.as_posix(), path.read_bytes()))
-    clashes = sorted({e.arcname.split("/")[0] for e in entries} & {*PACKAGES, POLICY_ARCNAME})
+    clashes = sorted({e.arcname.split("/")[0] for e in entries} & {*PACKAGES, POLICY_ARCNAME, BUNDLE_ARCNAME})
     if clashes:
         raise BuildError(f"a third-party package installs top-level {clashes}, which would shadow rotator's own")
     return entries
@@ -373,7 +400,8 @@ def build(options: BuildOptions) -> Path:
     entries = source_entries(options.source_root)
     entries += dist_info_entries(options.source_root, (e.arcname for e in entries))
     if options.policy_file is not None:
-        entries.append(policy_entry(options.policy_file))
+        policy = policy_entry(options.policy_file)
+        entries += [policy, bundle_entry(policy, options.policy_file, options.source_root)]
     with tempfile.TemporaryDirectory(prefix="rotator-lambda-") as tmp:
         if options.install_deps:
             staging = Path(tmp) / "staging"
