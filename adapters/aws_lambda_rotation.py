@@ -33,7 +33,10 @@ run minted and where it stands; here Secrets Manager already keeps that, durably
 
 Configuration (documented in docs/aws-lambda.md):
 
-- ``ROTATOR_CONFIG``: the policy file (default: ``rotator.toml`` at the deployment zip's root);
+- ``ROTATOR_CONFIG``: the policy file (default: ``rotator.toml`` at the deployment zip's root).
+  The function reads its bundle beside it (``rotator.bundle.json``, written by build_zip.py or
+  ``rotator bundle``; see rotator/policy_bundle.py), which needs no pydantic; without a bundle
+  that matches the file it validates the file itself and logs why;
 - the policy: the secret's tag ``rotator:policy``, else ``ROTATOR_POLICY``. It must have exactly
   one store, of type ``aws-secretsmanager``, whose ``secret_id`` names this secret (name or ARN):
   the function publishes only to the secret it rotates, so other stores would fall behind;

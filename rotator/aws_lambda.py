@@ -2,8 +2,8 @@
 
 Deliberately thin: importing this module imports nothing but the standard library, so the core
 keeps its rule of no vendor SDK at import time. The first invocation imports
-:mod:`adapters.aws_lambda_rotation` (boto3, the policy model, the adapters), which holds the
-protocol and documents it; a warm Lambda reuses what that import loaded.
+:mod:`adapters.aws_lambda_rotation` (boto3, the policy bundle reader, the adapters), which holds
+the protocol and documents it; a warm Lambda reuses what that import loaded.
 """
 
 from __future__ import annotations
