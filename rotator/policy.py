@@ -30,7 +30,7 @@ from rotator.adapter_settings import plain_string_fields, settings_json_schema, 
 from rotator.credentials import SECRET_LOOKING_KEYS
 from rotator.daemon_config import DaemonSettings
 from rotator.errors import ConfigError
-from rotator.policy_types import Policy, StoreBinding
+from rotator.policy_types import Policy, StoreBinding, find_policy
 from rotator.schedule import Schedule, format_duration, parse_duration, parse_schedule, parse_window
 
 __all__ = [
@@ -176,11 +176,7 @@ class Config:
     daemon: DaemonSettings = field(default_factory=lambda: DaemonSettings.model_validate({}))
 
     def policy(self, name: str) -> Policy:
-        for policy in self.policies:
-            if policy.name == name:
-                return policy
-        known = ", ".join(p.name for p in self.policies) or "(none)"
-        raise ConfigError(f"{self.path}: no policy named {name!r}", hint=f"known policies: {known}")
+        return find_policy(self.policies, name, self.path)
 
     def journal_url(self) -> str:
         url = self.settings.journal

@@ -40,7 +40,7 @@ from typing import Any, Literal, Union
 import rotator
 from rotator import registry
 from rotator.errors import ConfigError
-from rotator.policy_types import Policy, StoreBinding
+from rotator.policy_types import Policy, StoreBinding, find_policy
 from rotator.retry import RetryPolicy
 
 if typing.TYPE_CHECKING:
@@ -72,11 +72,7 @@ class PolicyBundle:
         return cls(config.path, config.policies, retry)
 
     def policy(self, name: str) -> Policy:
-        for policy in self.policies:
-            if policy.name == name:
-                return policy
-        known = ", ".join(p.name for p in self.policies) or "(none)"
-        raise ConfigError(f"{self.path}: no policy named {name!r}", hint=f"known policies: {known}")
+        return find_policy(self.policies, name, self.path)
 
 
 def bundle_path(policy_file: Path) -> Path:

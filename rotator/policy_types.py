@@ -7,6 +7,7 @@ policy file into these.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -15,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from rotator import registry
 from rotator.contracts import AdapterContext, Issuer, Store
+from rotator.errors import ConfigError
 
 if TYPE_CHECKING:
     from rotator.schedule import Schedule
 
-__all__ = ["Policy", "StoreBinding"]
+__all__ = ["Policy", "StoreBinding", "find_policy"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,12 @@ class Policy:
             cls = registry.load("store", binding.type)
             built.append((binding.name, cls.from_config(binding.settings, self.context())))
         return built  # type: ignore[return-value]
+
+
+def find_policy(policies: Sequence[Policy], name: str, path: Path) -> Policy:
+    """The policy ``name`` of the file at ``path``; ConfigError listing the known ones."""
+    for policy in policies:
+        if policy.name == name:
+            return policy
+    known = ", ".join(p.name for p in policies) or "(none)"
+    raise ConfigError(f"{path}: no policy named {name!r}", hint=f"known policies: {known}")

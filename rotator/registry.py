@@ -46,12 +46,9 @@ def available(kind: Kind) -> list[str]:
 
 def load(kind: Kind, name: str) -> type[Issuer] | type[Store]:
     """The adapter class registered as ``name``; ConfigError (a LookupError) if there is none."""
-    key = (kind, name)
-    with _lock:
-        if key in _forced:
-            return _forced[key]
-        if key in _cache:
-            return _cache[key]
+    known = _known(kind, name)
+    if known is not None:
+        return known
     eps = _entry_points(kind)
     if name not in eps:
         raise ConfigError(
@@ -66,10 +63,7 @@ def load(kind: Kind, name: str) -> type[Issuer] | type[Store]:
             f"{kind} adapter {name!r} cannot be imported: {exc}",
             hint="install the extra it needs, e.g. pip install 'rotator[all]'",
         ) from None
-    _check(kind, name, cls)
-    with _lock:
-        _cache[key] = cls
-    return cls  # type: ignore[no-any-return]
+    return _remember(kind, name, cls)
 
 
 def target(kind: Kind, name: str) -> str:
@@ -86,12 +80,9 @@ def load_resolved(kind: Kind, name: str, value: str) -> type[Issuer] | type[Stor
     A policy bundle records the values when it is built, so the Lambda function's cold start
     imports its two adapters without scanning every installed distribution's metadata.
     """
-    key = (kind, name)
-    with _lock:
-        if key in _forced:
-            return _forced[key]
-        if key in _cache:
-            return _cache[key]
+    known = _known(kind, name)
+    if known is not None:
+        return known
     try:
         cls = EntryPoint(name=name, value=value, group=_GROUPS[kind]).load()
     except (ImportError, AttributeError) as exc:
@@ -99,10 +90,19 @@ def load_resolved(kind: Kind, name: str, value: str) -> type[Issuer] | type[Stor
             f"{kind} adapter {name!r} ({value}) cannot be imported: {exc}",
             hint="rebuild the policy bundle with the adapters installed (see docs/aws-lambda.md)",
         ) from None
+    return _remember(kind, name, cls)
+
+
+def _known(kind: Kind, name: str) -> type[Issuer] | type[Store] | None:
+    with _lock:
+        return _forced.get((kind, name)) or _cache.get((kind, name))
+
+
+def _remember(kind: Kind, name: str, cls: object) -> type[Issuer] | type[Store]:
     _check(kind, name, cls)
     with _lock:
-        _cache[key] = cls
-    return cls  # type: ignore[no-any-return]
+        _cache[(kind, name)] = cls  # type: ignore[assignment]
+    return cls  # type: ignore[return-value]
 
 
 def force_register(kind: Kind, name: str, cls: type) -> None:
