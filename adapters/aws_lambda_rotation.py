@@ -116,7 +116,7 @@ _STEPS = {
     "finishSecret": "finishSecret", "finish_secret": "finishSecret",
 }  # fmt: skip
 _RUN_ID = r"[A-Za-z0-9-]{32,64}"  # a ClientRequestToken; the engine's run ids are 16 characters
-_TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+_TAG_KEY = r"^[\w .:/=+\-@]{1,128}$"  # compiled on first use (finishSecret), not at cold start
 _SAFETY_MS = 10_000  # stop retrying this long before the Lambda's timeout
 
 _HINT_CLEAR = (
@@ -474,7 +474,7 @@ class _Rotation:
         due: datetime | None = None
         if previous is not None and previous.token_id != pending.token_id:
             key = REVOKE_TAG_PREFIX + previous.token_id
-            if not _TAG_KEY.match(key):
+            if not re.match(_TAG_KEY, key):
                 raise PermanentError(
                     f"finishSecret: token id {previous.token_id!r} cannot be written as a secret tag key",
                     hint="this issuer's token ids need another revocation record; report it as a rotator bug",

@@ -101,7 +101,7 @@ MANAGED_BY_KEY, MANAGED_BY, POLICY_KEY = "managed-by", "rotator", "policy"
 _ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:(?P<region>[a-z0-9-]+):\d{12}:secret:(?P<name>.+)$")
 _NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 _REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
-_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$"  # compiled on first use: rarely set
 
 _THROTTLING = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
@@ -202,7 +202,7 @@ class AwsSecretsManagerSettings:
                 object.__setattr__(self, key, _http_url(key, url))
         if self.profile is not None and not self.profile:
             raise ValueError("`profile` must name a profile (it is empty)")
-        if self.role_arn is not None and not _ROLE_ARN.match(self.role_arn):
+        if self.role_arn is not None and not re.match(_ROLE_ARN, self.role_arn):
             raise ValueError("`role_arn` must be an IAM role ARN: arn:aws:iam::<account>:role/<name>")
         if self.external_id is not None and not 2 <= len(self.external_id) <= 1224:
             raise ValueError("`external_id` must be 2 to 1224 characters long")

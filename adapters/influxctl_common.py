@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Generic, Literal, Self, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar, cast
 
 from rotator.contracts import AdapterContext, MintedToken, TokenInfo
 from rotator.credentials import SETTINGS_CONFIG, CredentialRef
@@ -119,7 +119,9 @@ _TRANSIENT = (
 #: OS errors when starting the binary that may go away by themselves.
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR})
 #: Values shaped like InfluxDB tokens, redacted from stderr even when the REDACTOR does not know them.
-_TOKEN_SHAPES = re.compile(r"M\.V1\.[A-Za-z0-9+/=_.-]{8,}|apiv[0-9]_[A-Za-z0-9+/=_-]{16,}")
+#: Compiled on first use (by re's cache): only failures need it, and the Lambda's cold start pays for
+#: every pattern compiled at import.
+_TOKEN_SHAPES = r"M\.V1\.[A-Za-z0-9+/=_.-]{8,}|apiv[0-9]_[A-Za-z0-9+/=_-]{16,}"
 _MAX_DETAIL = 300
 
 
@@ -235,22 +237,17 @@ class InfluxctlSettings:
             raise ValueError("`timeout_s` must be more than 0 and at most 3600 (seconds)")
 
 
-@dataclass(frozen=True)
-class ProfileAuth:
-    """The credential one influxctl call runs with.
+class ProfileAuth(NamedTuple):
+    """The credential one influxctl call runs with: exactly one of the three (render_profile checks).
 
     A management token or an admin token file for management and ``token`` commands, or a
     database token (the profile's ``token`` key) for the data commands ``query`` and ``write``.
+    A NamedTuple, as the contract types are (rotator/contracts.py: cheap to create at cold start).
     """
 
     mgmt_token: Secret | None = None
     token_file: Path | None = None
     db_token: Secret | None = None
-
-    def __post_init__(self) -> None:
-        given = [name for name in ("mgmt_token", "token_file", "db_token") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError("ProfileAuth needs exactly one of mgmt_token, token_file or db_token")
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,6 +259,8 @@ def render_profile(profile: ProfileSettings, auth: ProfileAuth) -> str:
 
     influxctl refuses unknown keys (since v2.0.1), so nothing else is ever written.
     """
+    if sum(value is not None for value in auth) != 1:
+        raise ValueError("ProfileAuth needs exactly one of mgmt_token, token_file or db_token")
     lines = [
         "[[profile]]",
         f"name = {_toml_str('name', PROFILE_NAME)}",
@@ -445,7 +444,7 @@ def _last_stderr_line(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     if not lines:
         return ""
-    line = _TOKEN_SHAPES.sub("***", REDACTOR.redact(lines[-1]))
+    line = re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(lines[-1]))
     return line if len(line) <= _MAX_DETAIL else line[:_MAX_DETAIL] + "..."
 
 

@@ -13,10 +13,9 @@ an exception message.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from rotator.clock import Clock, SystemClock
 from rotator.secret import Secret
@@ -33,18 +32,24 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class AdapterContext:
+# The data types are NamedTuples: immutable records compared by value, like frozen dataclasses,
+# but created ~8 times faster (~0.07 ms against ~0.5 ms each on CPython 3.11), which the AWS
+# Lambda function's cold start, importing them all, measures (bench/lambda_cold_import.py).
+
+_SYSTEM_CLOCK = SystemClock()
+
+
+class AdapterContext(NamedTuple):
     """What the core hands an adapter factory besides its settings."""
 
     policy: str
     #: Directory of the policy file; relative paths in settings are resolved against it.
     base_dir: Path = Path(".")
-    clock: Clock = field(default_factory=SystemClock)
+    #: The system clock unless a test gives a FakeClock (SystemClock holds no state to share).
+    clock: Clock = _SYSTEM_CLOCK
 
 
-@dataclass(frozen=True)
-class MintRequest:
+class MintRequest(NamedTuple):
     """What an issuer is asked to mint."""
 
     policy: str
@@ -54,8 +59,7 @@ class MintRequest:
     expires_at: datetime
 
 
-@dataclass(frozen=True)
-class MintedToken:
+class MintedToken(NamedTuple):
     """What an issuer minted: the value, its id, and the expiry it set (if it says)."""
 
     value: Secret
@@ -63,8 +67,7 @@ class MintedToken:
     expires_at: datetime | None
 
 
-@dataclass(frozen=True)
-class TokenInfo:
+class TokenInfo(NamedTuple):
     """What an issuer says about a token, never its value."""
 
     token_id: str
@@ -117,8 +120,7 @@ class Issuer(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class TokenRecord:
+class TokenRecord(NamedTuple):
     """One published token: the value and what a consumer or auditor needs to know of it."""
 
     value: Secret
@@ -175,8 +177,7 @@ class TokenRecord:
         )
 
 
-@dataclass(frozen=True)
-class StoreState:
+class StoreState(NamedTuple):
     """What a store holds now.
 
     ``version`` is the store's version id used for compare-and-set (``None``: the secret does not

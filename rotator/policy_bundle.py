@@ -28,14 +28,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import rotator
 from rotator import registry
@@ -56,8 +56,7 @@ class BundleError(ConfigError):
     """The bundle is unusable (absent, unreadable, another format, stale); the policy file is not."""
 
 
-@dataclass(frozen=True)
-class PolicyBundle:
+class PolicyBundle(NamedTuple):
     """The policies and retry settings the Lambda function needs, from a bundle or a policy file."""
 
     #: The policy file these came from (for messages).
@@ -164,8 +163,20 @@ class _Undecodable(TypeError):
 
 
 @cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _field_types(cls: type) -> dict[str, Any]:
+    """The types of a dataclass's init fields. Annotations are strings here (``from __future__
+    import annotations``): each is evaluated once, in the module of the class that declares it."""
+    types = {}
+    for f in dataclasses.fields(cls):
+        if f.init:
+            owner = next(c for c in cls.__mro__ if f.name in vars(c).get("__annotations__", {}))
+            types[f.name] = _annotation(f.type, owner.__module__) if isinstance(f.type, str) else f.type
+    return types
+
+
+@cache
+def _annotation(text: str, module: str) -> Any:
+    return eval(text, vars(sys.modules[module]))  # the adapter's own source code, not bundle data
 
 
 def decode(tp: Any, value: Any) -> Any:
@@ -175,6 +186,8 @@ def decode(tp: Any, value: Any) -> Any:
     a dataclass's ``__post_init__`` checks run all the same. TypeError if it does not fit.
     """
     origin = typing.get_origin(tp)
+    if origin is Annotated:  # metadata for pydantic's validation, which this checks not
+        return decode(typing.get_args(tp)[0], value)
     if tp is Any:
         return value
     if tp is type(None):
@@ -213,8 +226,8 @@ def decode(tp: Any, value: Any) -> Any:
         names = {f.name for f in dataclasses.fields(tp) if f.init}
         if not set(value) <= names:
             raise _Undecodable(f"{tp.__name__} has no {sorted(set(value) - names)}")
-        hints = _hints(tp)
-        return tp(**{k: decode(hints[k], v) for k, v in value.items()})
+        field_types = _field_types(tp)
+        return tp(**{k: decode(field_types[k], v) for k, v in value.items()})
     return _scalar(tp, value)
 
 

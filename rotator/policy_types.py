@@ -1,18 +1,17 @@
 """The validated policy as the engine, the daemon and the Lambda function use it.
 
-Plain dataclasses: this module imports no pydantic, so the Lambda function's cold path can build
-policies from a bundle (rotator/policy_bundle.py) without it. rotator/policy.py validates a
-policy file into these.
+NamedTuples (immutable records, cheap to create; see rotator/contracts.py): this module imports
+no pydantic, so the Lambda function's cold path can build policies from a bundle
+(rotator/policy_bundle.py) without it. rotator/policy.py validates a policy file into these.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rotator import registry
 from rotator.contracts import AdapterContext, Issuer, Store
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["Policy", "StoreBinding", "find_policy"]
 
 
-@dataclass(frozen=True)
-class StoreBinding:
+class StoreBinding(NamedTuple):
     """One of a policy's stores: its name, adapter type and validated settings."""
 
     name: str
@@ -34,8 +32,7 @@ class StoreBinding:
     settings: Any
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """One validated policy, with defaults applied."""
 
     name: str
@@ -55,11 +52,9 @@ class Policy:
     description: str
     base_dir: Path
 
-    @cached_property
+    @property
     def schedule(self) -> Schedule:
-        from rotator.schedule import parse_schedule  # its regexes and classes stay off the Lambda's cold path
-
-        return parse_schedule(self.schedule_text, self.window_text)
+        return _parsed_schedule(self.schedule_text, self.window_text)
 
     def tag(self, run_id: str) -> str:
         return f"rotator:{self.name}:{run_id}"
@@ -83,6 +78,13 @@ class Policy:
             cls = registry.load("store", binding.type)
             built.append((binding.name, cls.from_config(binding.settings, self.context())))
         return built  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=256)
+def _parsed_schedule(text: str, window: str | None) -> Schedule:
+    from rotator.schedule import parse_schedule  # its regexes and classes stay off the Lambda's cold path
+
+    return parse_schedule(text, window)
 
 
 def find_policy(policies: Sequence[Policy], name: str, path: Path) -> Policy:

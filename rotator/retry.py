@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from rotator.clock import Clock
 from rotator.errors import TransientError
@@ -18,8 +17,7 @@ T = TypeVar("T")
 logger = logging.getLogger("rotator.retry")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(NamedTuple):
     """How often and how far apart a step is tried again after a TransientError."""
 
     attempts: int = 5

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 
@@ -238,7 +238,7 @@ class _Other:
 
 @dataclass(frozen=True)
 class _Outer:
-    name: str
+    name: Annotated[str, "metadata for pydantic"]
     ratio: float
     flag: bool
     choice: _Inner | _Other
