@@ -147,3 +147,15 @@ region = "eu-west-1"
 """
     proc = _validate(tmp_path, _policy(issuer=issuer))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_cron_schedule_without_apscheduler_is_a_validation_problem(tmp_path: Path) -> None:
+    """The Lambda zip has no APScheduler; a cron schedule there is a problem with a fix, not a crash."""
+    path = tmp_path / "rotator.toml"
+    path.write_text(_policy(head='name = "p1"\nschedule = "0 3 * * 1"'))
+    probe = ("import sys; sys.modules['apscheduler'] = None\n"
+             f"from rotator.cli import main; raise SystemExit(main(['validate', {str(path)!r}]))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "policy[0] 'p1'.schedule" in result.stderr and "cron schedules need APScheduler" in result.stderr
+    assert "rotator[daemon]" in result.stderr and "internal error" not in result.stderr
