@@ -122,19 +122,17 @@ class _BeforeCheck:
     ``Annotated`` metadata of a field, or returned by a settings class's own hook. pydantic calls
     ``__get_pydantic_core_schema__`` only when it validates a policy table, so this module still
     imports no pydantic (the AWS Lambda function's cold start); the schema is pydantic-core's
-    ``function-before`` schema around the one pydantic would have built. ``check`` raises
+    before-validator around the one pydantic would have built. ``check`` raises
     ValueError, which the policy loader reports at the field (or the table).
     """
 
     def __init__(self, check: Callable[[Any], Any]) -> None:
         self.check = check
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> dict[str, Any]:
-        return {
-            "type": "function-before",
-            "function": {"type": "no-info", "function": self.check},
-            "schema": handler(source),
-        }
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        from pydantic_core import core_schema  # only while pydantic validates, never at import
+
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
 
 
 def _auth_given(data: Any) -> Any:
@@ -189,7 +187,7 @@ class InfluxctlDatabaseSettings(InfluxctlSettings):
     verify_query: str = "SELECT 1"
 
     @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: Callable[[Any], Any]) -> dict[str, Any]:
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Callable[[Any], Any]) -> Any:
         """A policy table without ``auth`` gets ERR_NO_AUTH, not pydantic's "Field required"."""
         return _BeforeCheck(_auth_given).__get_pydantic_core_schema__(source, handler)
 
