@@ -57,7 +57,7 @@ import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -464,11 +464,7 @@ class FakeInfluxctl:
 
     def revoke(self, token_id: str) -> None:
         """Revoke as a human would in the Admin UI (no CLI, no faults)."""
-        with transaction(self.path) as state:
-            record = find_token(state, token_id)
-            if record is None:
-                raise KeyError(token_id)
-            record["revoked_at"] = record["revoked_at"] or format_time(server_now(state))
+        self._revoke_as_human(find_token, token_id)
 
     def tokens(self) -> list[dict[str, Any]]:
         """Every management token record (hashes, never values), in creation order."""
@@ -553,8 +549,11 @@ class FakeInfluxctl:
 
     def revoke_db_token(self, token_id: str) -> None:
         """Revoke a database token as a human would in the Admin UI (no CLI, no faults)."""
+        self._revoke_as_human(find_db_token, token_id)
+
+    def _revoke_as_human(self, find: Callable[[State, str], State | None], token_id: str) -> None:
         with transaction(self.path) as state:
-            record = find_db_token(state, token_id)
+            record = find(state, token_id)
             if record is None:
                 raise KeyError(token_id)
             record["revoked_at"] = record["revoked_at"] or format_time(server_now(state))

@@ -117,6 +117,8 @@ class _Auth:
 class InfluxDB2Fake(ServedFake):
     """One InfluxDB OSS v2 server; see the module docstring."""
 
+    operations = OPERATIONS
+
     def __init__(self, *, hashed_tokens: bool = True) -> None:
         self.api = OpenApiFake(load_spec(SPEC), name="influxdb2")
         self.hashed_tokens = hashed_tokens
@@ -180,14 +182,6 @@ class InfluxDB2Fake(ServedFake):
         method, path = OPERATIONS[operation]
         response = empty_response(status) if status == 204 else _error(status, message)
         self.api.inject(method, path, Fault(response=response), times=times)
-
-    def delay_next(self, operation: str, seconds: float, *, after_handler: bool = False, times: int = 1) -> None:
-        method, path = OPERATIONS[operation]
-        self.api.inject(method, path, Fault(delay_s=seconds, after_handler=after_handler), times=times)
-
-    def drop_next(self, operation: str, *, after_handler: bool = False, times: int = 1) -> None:
-        method, path = OPERATIONS[operation]
-        self.api.inject(method, path, Fault(drop=True, after_handler=after_handler), times=times)
 
     # -- state -------------------------------------------------------------------------------------
 

@@ -164,6 +164,8 @@ class _Token:
 class InfluxDB3Fake(ServedFake):
     """One InfluxDB 3 server of ``edition``; see the module docstring."""
 
+    operations = OPERATIONS
+
     def __init__(self, edition: Edition = "core") -> None:
         self.edition = edition
         self.api = OpenApiFake(_spec(SPECS[edition]), name=f"influxdb3-{edition}")
@@ -252,14 +254,6 @@ class InfluxDB3Fake(ServedFake):
         else:
             body = empty_response(status)
         self.api.inject(method, path, Fault(response=body), times=times)
-
-    def delay_next(self, operation: str, seconds: float, *, after_handler: bool = False, times: int = 1) -> None:
-        method, path = OPERATIONS[operation]
-        self.api.inject(method, path, Fault(delay_s=seconds, after_handler=after_handler), times=times)
-
-    def drop_next(self, operation: str, *, after_handler: bool = False, times: int = 1) -> None:
-        method, path = OPERATIONS[operation]
-        self.api.inject(method, path, Fault(drop=True, after_handler=after_handler), times=times)
 
     # -- state -------------------------------------------------------------------------------------
 

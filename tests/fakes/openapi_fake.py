@@ -85,7 +85,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
@@ -810,6 +810,16 @@ class ServedFake:
     """Base of a product fake served by one :class:`OpenApiFake` (``self.api``)."""
 
     api: OpenApiFake
+    #: Operation name -> (method, path template), for the fault helpers below.
+    operations: ClassVar[Mapping[str, tuple[str, str]]] = {}
+
+    def delay_next(self, operation: str, seconds: float, *, after_handler: bool = False, times: int = 1) -> None:
+        method, path = self.operations[operation]
+        self.api.inject(method, path, Fault(delay_s=seconds, after_handler=after_handler), times=times)
+
+    def drop_next(self, operation: str, *, after_handler: bool = False, times: int = 1) -> None:
+        method, path = self.operations[operation]
+        self.api.inject(method, path, Fault(drop=True, after_handler=after_handler), times=times)
 
     @contextmanager
     def running(self) -> Iterator[Self]:
