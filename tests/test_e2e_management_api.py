@@ -338,11 +338,19 @@ def test_kill_at_every_step_boundary_then_recover(pair):
         proc = sc.cli("recover", "db")
         assert proc.returncode == 0, (checkpoint, proc.stderr)
         sc.check()
-        state, new_id = sc.journal(
-            "SELECT state, new_token_id FROM runs WHERE policy = 'db' AND kind = 'rotate' ORDER BY started_at DESC"
+        state, new_id, published_at = sc.journal(
+            "SELECT state, new_token_id, published_at FROM runs WHERE policy = 'db' AND kind = 'rotate' "
+            "ORDER BY started_at DESC"
         )[0]
         if checkpoint.startswith("published"):
-            assert state == "published" and sc.current(sc.db_path)["token_id"] == new_id != before, checkpoint
+            assert sc.current(sc.db_path)["token_id"] == new_id != before, checkpoint
+            # `recover` also revokes what is due: on a loaded machine the 2 s grace can pass between the
+            # kill and the end of recovery, and the run is then rightly `done` (sc.check() has verified
+            # that the old token was not revoked before its grace).
+            if state == "done":
+                assert time.time() >= _ts(published_at) + GRACE_S, (checkpoint, "done before grace passed")
+            else:
+                assert state == "published", (checkpoint, state)
         else:
             assert state == ("aborted" if checkpoint == "planned" else "failed"), (checkpoint, state)
             assert sc.current(sc.db_path)["token_id"] == before, checkpoint
