@@ -31,7 +31,7 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from adapters.openbao_dev import free_port
+from rotator.sandbox.openbao_dev import free_port
 
 __all__ = ["CORE_PRELUDE", "MotoServer", "aws", "aws_env", "moto_server"]
 

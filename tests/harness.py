@@ -29,7 +29,7 @@ from typing import Any
 
 import hvac
 
-from tests.fakes.influxctl_state import FakeInfluxctl
+from rotator.sandbox.influxctl_state import FakeInfluxctl
 
 __all__ = [
     "FAKES", "INFLUXCTL", "REPO", "CliScenario", "Scenario", "make_scenario", "check_invariants",

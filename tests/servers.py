@@ -1,6 +1,6 @@
 """Real servers for the tests, started once per session on loopback.
 
-``openbao``: an OpenBao dev server (adapters/openbao_dev.py) and helpers to make what a test
+``openbao``: an OpenBao dev server (rotator/sandbox/openbao_dev.py) and helpers to make what a test
 needs on it: ACL policies, child tokens, AppRole roles, namespaces. Every hvac client made
 here gets its url and token explicitly, never from VAULT_* or ~/.vault-token.
 ``kv_path``: a secret path of its own for each test, so tests never see each other's data.
@@ -17,7 +17,7 @@ from typing import Any
 import hvac
 import pytest
 
-from adapters.openbao_dev import openbao_dev_server
+from rotator.sandbox.openbao_dev import openbao_dev_server
 
 __all__ = ["OpenBao", "kv_path", "openbao"]
 

@@ -300,7 +300,7 @@ def _start_moto_rotation(aws: MotoServer, name: str, token: str) -> None:
 
 
 def test_an_endpoint_that_does_not_listen_is_transient(aws):
-    from adapters.openbao_dev import free_port
+    from rotator.sandbox.openbao_dev import free_port
 
     store = make_store(aws, secret_name(), endpoint_url=f"http://127.0.0.1:{free_port()}", timeout_s=2.0,
                        own_client=True)

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from rotator.sandbox.influxctl_state import FakeInfluxctl, write_profile
 from tests.fakes.fixtures import FakeInfluxctlFixture
-from tests.fakes.influxctl_state import FakeInfluxctl, write_profile
 from tests.harness import INFLUXCTL, Scenario, finish_and_settle, live_tagged, revoked_at, ts
 
 POLICY = "dbtok"

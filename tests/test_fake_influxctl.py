@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from rotator.sandbox.influxctl_state import hash_token, write_profile
 from tests.fakes.fixtures import FakeInfluxctlFixture
-from tests.fakes.influxctl_state import hash_token, write_profile
 
 TOKEN_RE = re.compile(r"M\.V1\.[A-Za-z0-9+/]{43}")
 UNAUTHENTICATED = "Error: rpc error: code = Unauthenticated desc = unauthorized\n"
@@ -77,6 +77,13 @@ def test_version_command_and_flag(fake_influxctl: FakeInfluxctlFixture) -> None:
         done = fake_influxctl.run(*args)
         assert done.returncode == 0
         assert done.stdout.startswith("influxctl 2.12.1 ")
+        assert "SIMULATOR from rotator.sandbox, not the real CLI" in done.stdout  # never mistaken for influxctl
+
+
+def test_help_says_it_is_a_simulator(fake_influxctl: FakeInfluxctlFixture) -> None:
+    done = fake_influxctl.run("--help")
+    assert done.returncode == 0
+    assert "(SIMULATOR: rotator.sandbox," in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from rotator.sandbox.influxctl_state import hash_token
 from tests.fakes.fixtures import FakeInfluxctlFixture
-from tests.fakes.influxctl_state import hash_token
 
 DB_TOKEN_RE = re.compile(r"apiv1_[A-Za-z0-9+/]{86}")
 UNAUTHENTICATED = "Error: rpc error: code = Unauthenticated desc = unauthorized\n"

@@ -28,9 +28,9 @@ from rotator.contracts import AdapterContext, Issuer, MintedToken, MintRequest
 from rotator.credentials import CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, TransientError
 from rotator.policy import PolicyFileError, parse_config
+from rotator.sandbox.influxctl_state import parse_time
 from rotator.secret import Secret
 from tests.fakes.fixtures import FakeInfluxctlFixture
-from tests.fakes.influxctl_state import parse_time
 
 ADMIN_TOKEN = "clustered-admin-token-0123456789abcdef"  # the Clustered admin token (token.json)
 PROFILE = {"product": "clustered", "host": "influxdb.example.test", "port": 443}

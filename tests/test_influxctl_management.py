@@ -24,9 +24,9 @@ from adapters.influxctl_management import InfluxctlManagementIssuer, InfluxctlMa
 from rotator.adapter_settings import validate_settings
 from rotator.contracts import AdapterContext, MintedToken, MintRequest
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
+from rotator.sandbox.influxctl_state import parse_time
 from rotator.secret import Secret
 from tests.fakes.fixtures import FakeInfluxctlFixture
-from tests.fakes.influxctl_state import parse_time
 
 ADMIN_TOKEN = "clustered-admin-token-0123456789abcdef"  # the Clustered admin token (token.json)
 

@@ -236,7 +236,7 @@ def test_an_empty_source_fails_without_writing(host: Host) -> None:
 
 
 def test_an_unreachable_source_fails_with_exit_1(host: Host, tmp_path: Path) -> None:
-    from adapters.openbao_dev import free_port
+    from rotator.sandbox.openbao_dev import free_port
 
     write_policy(host.policy_file, f"http://127.0.0.1:{free_port()}", "x", attempts=1)
     proc = host.sync()

@@ -17,11 +17,11 @@ import hvac
 import pytest
 from pydantic import ValidationError
 
-from adapters.openbao_dev import OpenBaoStartError, free_port, openbao_dev_server
 from adapters.vault_kv2 import VaultKV2Settings, VaultKV2Store
 from rotator.clock import FakeClock
 from rotator.contracts import AdapterContext, StoreState, TokenRecord
 from rotator.errors import ConfigError, ConflictError, PermanentError, TransientError
+from rotator.sandbox.openbao_dev import OpenBaoStartError, free_port, openbao_dev_server
 from rotator.secret import Secret
 from tests.servers import OpenBao
 

@@ -72,12 +72,13 @@ REQUIRED = ("rotator/aws_lambda.py", "adapters/aws_secretsmanager.py")
 EXCLUDED = frozenset(
     {
         "rotator/demo.py",
-        "adapters/openbao_dev.py",
         "adapters/vault_kv2.py",
         "adapters/vault_kv2_auth.py",
         "adapters/influxctl_profile.py",
     }
 )
+#: The demo's influxctl simulator and OpenBao helper: never on a production path.
+EXCLUDED_DIRS = ("rotator/sandbox/",)
 PACKAGE_DATA = frozenset({"py.typed"})
 ENTRY_POINT_GROUPS = ("rotator.issuers", "rotator.stores")
 POLICY_ARCNAME = "rotator.toml"
@@ -185,7 +186,8 @@ def source_entries(root: Path) -> list[Entry]:
         for path in sorted((root / package).rglob("*")):
             relative = path.relative_to(root)
             arcname = relative.as_posix()
-            if "__pycache__" in relative.parts or not path.is_file() or arcname in EXCLUDED:
+            skipped = arcname in EXCLUDED or arcname.startswith(EXCLUDED_DIRS)
+            if "__pycache__" in relative.parts or not path.is_file() or skipped:
                 continue
             if path.suffix == ".py" or path.name in PACKAGE_DATA:
                 entries.append(Entry(arcname, path.read_bytes()))

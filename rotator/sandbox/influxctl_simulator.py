@@ -1,4 +1,10 @@
-"""A fake ``influxctl`` (InfluxDB Clustered / Cloud Dedicated CLI).
+"""A SIMULATED ``influxctl`` (InfluxDB Clustered / Cloud Dedicated CLI) for ``rotator demo`` and tests.
+
+Not the real CLI and never used in production: it talks to no cluster, only to a local JSON state
+file (``$FAKE_INFLUXCTL_STATE``, see :mod:`rotator.sandbox.influxctl_state`). Its ``--version``
+and help say so. Nothing puts it on ``PATH``: it runs only through a launcher that a policy names
+explicitly (``rotator demo`` writes one that runs ``python -m rotator.sandbox.influxctl_simulator``;
+the tests have their own). The fault injection (``faults`` in the state file) is for tests only.
 
 Commands: ``management create|list|revoke``, ``token create|list|get|revoke|update`` (database
 tokens; ``delete`` is an alias of ``revoke``) and ``query`` (only ``SELECT <integer>``: enough
@@ -88,14 +94,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-try:  # imported as tests.fakes.influxctl_impl
-    from . import influxctl_state as store
-except ImportError:  # run by the executable, which puts this directory on sys.path
-    import influxctl_state as store  # type: ignore[no-redef,import-not-found]
+from rotator.sandbox import influxctl_state as store
 
 __all__ = ["main"]
 
-VERSION_LINE = "influxctl 2.12.1 (fake) built 2025-12-09T00:00:00Z"
+VERSION_LINE = "influxctl 2.12.1 (SIMULATOR from rotator.sandbox, not the real CLI) built 2025-12-09T00:00:00Z"
 WARN_LINES = (
     "warn\tplease copy the token and store in a safe place",
     "warn\tthis is the *only time* you will see the token",
@@ -115,7 +118,8 @@ NOT_FOUND_DB_TOKEN = "rpc error: code = NotFound desc = database token not found
 INVALID_DB_TOKEN_ID = "rpc error: code = InvalidArgument desc = invalid database token id"
 
 APP_HELP = """NAME:
-   influxctl - a CLI for managing InfluxDB Clustered and Cloud Dedicated (fake)
+   influxctl - a CLI for managing InfluxDB Clustered and Cloud Dedicated (SIMULATOR: rotator.sandbox,
+   talks to a local state file, not to a cluster)
 
 USAGE:
    influxctl [global options] command [command options]
@@ -456,7 +460,7 @@ def connect(argv: list[str], flags: dict[str, Any], credential: Credential | Non
 def _session(argv: list[str], flags: dict[str, Any], profile: Profile, credential: Credential) -> Session:
     path = os.environ.get(store.STATE_ENV)
     if not path:
-        fail(f"fake influxctl: ${store.STATE_ENV} is not set", code=2)
+        fail(f"simulated influxctl (rotator.sandbox): ${store.STATE_ENV} is not set", code=2)
     return Session(Path(path), profile, credential, argv, _debugging(flags))
 
 
@@ -979,7 +983,7 @@ def cmd_query(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
         fail(UNAUTHENTICATED)
     match = _SELECT_INTEGER.fullmatch(text) if language == "sql" else None
     if match is None:
-        fail('fake influxctl: only the SQL query "SELECT <integer>" is implemented', code=2)
+        fail('simulated influxctl (rotator.sandbox): only the SQL query "SELECT <integer>" is implemented', code=2)
     after_effect(fault)
     value = int(match.group(1))
     column = f"Int64({value})"
@@ -1015,7 +1019,7 @@ def run(argv: list[str]) -> int:
     if not rest or rest[0] in ("help", "h"):
         show_help(APP_HELP)
     if rest[0] in OTHER_COMMANDS:
-        fail(f'fake influxctl: command "{rest[0]}" is not implemented', code=2)
+        fail(f'simulated influxctl (rotator.sandbox): command "{rest[0]}" is not implemented', code=2)
     if rest[0] == "query":
         return cmd_query(argv, flags, rest[1:])
     groups = {"management": (MANAGEMENT_HELP, MANAGEMENT_COMMANDS), "token": (TOKEN_HELP, TOKEN_COMMANDS)}
@@ -1037,3 +1041,7 @@ def main(argv: list[str]) -> int:
         if stop.message:
             print(stop.message, file=sys.stderr)
         return stop.code
+
+
+if __name__ == "__main__":  # python -m rotator.sandbox.influxctl_simulator (the demo's launcher)
+    sys.exit(main(sys.argv[1:]))

@@ -1,8 +1,11 @@
-"""The fake influxctl's server side: one JSON state file shared by every process, and its test API.
+"""The SIMULATED influxctl's server side: one JSON state file shared by every process, and its API.
 
-The fake ``influxctl`` executable and the tests both go through this module, so the file format
-lives in one place. It is stdlib-only because the executable runs under any ``python3 >= 3.11``
-without the project's venv (it imports this file as a sibling module).
+A simulator for ``rotator demo`` and the tests, never used in production: the "server" is this
+file, not an InfluxDB cluster. The simulator executable (:mod:`rotator.sandbox.influxctl_simulator`),
+the demo and the tests all go through this module, so the file format lives in one place. It is
+stdlib-only because the tests run the simulator under a bare ``python3 >= 3.11`` without the
+project's venv. ``faults`` and ``calls`` (and :meth:`FakeInfluxctl.add_fault`) are test-only fault
+injection and call recording; the demo uses neither.
 
 State file (JSON, path in ``$FAKE_INFLUXCTL_STATE``; a sidecar ``<path>.lock`` is flock'ed around
 every read and every read-modify-write, and the file is replaced atomically)::

@@ -1,4 +1,6 @@
-"""Start a throw-away OpenBao dev server on loopback (tests, the CLI demo, crash tests).
+"""Start a throw-away OpenBao dev server on loopback (``rotator demo`` and the tests only).
+
+Sandbox only: no store uses it (the ``vault-kv2`` store talks to whatever Vault its policy names).
 
 Only the standard library: a subprocess and a urllib health check, no hvac. The server is
 in-memory, so stopping it loses everything; it is killed, not shut down gracefully.

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.influxctl_state import STATE_ENV, FakeInfluxctl, write_profile
+from rotator.sandbox.influxctl_state import STATE_ENV, FakeInfluxctl, write_profile
 
 __all__ = ["FakeInfluxctlFixture", "fake_influxctl"]
 

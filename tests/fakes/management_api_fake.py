@@ -120,7 +120,7 @@ def influxctl_management_auth(state: Any) -> ManagementAuth:
     So a management token minted by the ``influxctl-management`` issuer (fake influxctl) works
     against this Management API, as one cluster's tokens do.
     """
-    from tests.fakes.influxctl_state import read_state, server_now, token_problem
+    from rotator.sandbox.influxctl_state import read_state, server_now, token_problem
 
     def authenticate(value: str) -> tuple[str | None, str | None]:
         snapshot = read_state(state.path)
