@@ -2,8 +2,8 @@
 
 Accepted schedules: an interval (``30d``, ``12h``, ``90m``, ``45s``, ``1w``), an AWS-style
 ``rate(30 days)``, a 5-field cron expression (``0 3 * * 1``) or an AWS-style 6-field
-``cron(0 3 ? * MON *)``. Cron maths is delegated to APScheduler's CronTrigger, imported only when
-a cron schedule is used.
+``cron(0 3 ? * MON *)``. A 5-field expression follows crontab (Vixie cron / cronie) rules; the
+fire-time maths is delegated to APScheduler's CronTrigger, imported only when a cron schedule is used.
 
 A schedule may carry a *window* (``02:00-04:00`` UTC): a rotation that falls due outside it waits
 for the next occurrence of the window, and lands at a random moment inside it. The randomness is
@@ -12,11 +12,14 @@ seeded by the last rotation, so every replica and every restart computes the sam
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from rotator.extras import install_hint
 
 __all__ = [
     "Schedule",
@@ -190,18 +193,76 @@ _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _ORDINALS = {1: "1st", 2: "2nd", 3: "3rd", 4: "4th", 5: "5th"}
 
 
-def _cron_dow_to_names(field_text: str) -> str:
-    """Standard cron counts weekdays from Sunday = 0 (or 7); APScheduler 3 from Monday = 0.
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+#: (name, lowest, highest, names) of the five crontab fields; day of week 7 is Sunday, like 0
+_CRONTAB_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTH_NAMES),
+    ("day of week", 0, 7, _DAY_NAMES),
+)
+_CRONTAB_USAGE = (
+    "fields are minute hour day-of-month month day-of-week, each '*', a number, a range 'a-b', a list "
+    "'a,b' or a step '*/n', 'a-b/n'; months may be jan-dec, days of the week 0-7 (0 and 7 are Sunday) "
+    "or sun-sat"
+)
 
-    Numbers are rewritten as names, which both read the same way; a step (``*/2``) is kept.
+
+def _crontab_value(text: str, field: str, low: int, high: int, names: tuple[str, ...], expr: str) -> int:
+    if text.lower() in names:
+        return names.index(text.lower()) + low  # jan = 1; sun = 0
+    if not text.isdigit() or not low <= int(text) <= high:
+        accepted = f"{low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else "")
+        raise ValueError(f"{expr!r} is not a valid 5-field cron expression: {field} {text!r} is not "
+                         f"{accepted}; {_CRONTAB_USAGE}")
+    return int(text)
+
+
+def _crontab_field(text: str, field: str, low: int, high: int, names: tuple[str, ...], expr: str) -> list[int]:
+    """One crontab field -> the sorted values it matches (day of week: 0 = Sunday ... 6)."""
+    values: set[int] = set()
+    for part in text.split(","):
+        base, slash, step_text = part.partition("/")
+        step = 1
+        if slash:
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise ValueError(f"{expr!r} is not a valid 5-field cron expression: {field} {part!r}: the step "
+                                 f"after '/' must be a positive number; {_CRONTAB_USAGE}")
+            step = int(step_text)
+        if base == "*":
+            first, last = low, high
+        else:
+            first_text, dash, last_text = base.partition("-")
+            first = _crontab_value(first_text, field, low, high, names, expr)
+            # "5/15" is "5-59/15", as in cronie and AWS
+            last = _crontab_value(last_text, field, low, high, names, expr) if dash else (high if slash else first)
+            if last < first:
+                raise ValueError(f"{expr!r} is not a valid 5-field cron expression: {field} range {part!r} runs "
+                                 f"backwards; write it as a list instead, e.g. '5,6,0' or 'fri,sat,sun'")
+        values.update(range(first, last + 1, step))
+    if names is _DAY_NAMES:
+        values = {v % 7 for v in values}
+    return sorted(values)
+
+
+def _crontab_trigger(expr: str, cron_trigger: Any, or_trigger: Any) -> Any:
+    """A standard (Vixie/cronie) crontab expression as an APScheduler trigger.
+
+    Each field is expanded here, so APScheduler only sees explicit lists and none of its own
+    conventions (weeks from Monday, steps, names) apply. When both day fields are restricted
+    (neither starts with ``*``), a day matching either fires, as in crontab; otherwise both must.
     """
-
-    def convert(part: str) -> str:
-        base, slash, step = part.partition("/")
-        base = re.sub(r"\d+", lambda m: _DAY_NAMES[int(m.group()) % 7], base)
-        return base + slash + step
-
-    return ",".join(convert(part) for part in field_text.split(","))
+    fields = expr.split()
+    expanded = [_crontab_field(text, *spec, expr) for text, spec in zip(fields, _CRONTAB_FIELDS, strict=True)]
+    minute, hour, day, month = (",".join(map(str, values)) for values in expanded[:4])
+    weekdays = ",".join(_DAY_NAMES[d] for d in expanded[4])
+    if fields[2].startswith("*") or fields[4].startswith("*"):
+        return cron_trigger(minute=minute, hour=hour, day=day, month=month, day_of_week=weekdays, timezone=UTC)
+    return or_trigger([
+        cron_trigger(minute=minute, hour=hour, day=day, month=month, timezone=UTC),
+        cron_trigger(minute=minute, hour=hour, month=month, day_of_week=weekdays, timezone=UTC),
+    ])  # fmt: skip
 
 
 def _aws_day_index(token: str, expr: str) -> int:
@@ -266,13 +327,16 @@ def _aws_cron_fields(expr: str) -> dict[str, str]:
     return {"minute": minute, "hour": hour, "day": day, "month": month, "day_of_week": weekdays, "year": year}
 
 
+@functools.lru_cache(maxsize=256)
 def _trigger(expr: str) -> Any:
+    if not _AWS_CRON.match(expr) and len(expr.split()) == 5:
+        for text, spec in zip(expr.split(), _CRONTAB_FIELDS, strict=True):
+            _crontab_field(text, *spec, expr)  # syntax errors first, with or without APScheduler
     try:
+        from apscheduler.triggers.combining import OrTrigger
         from apscheduler.triggers.cron import CronTrigger
-    except ImportError:
-        raise ValueError(
-            f"{expr!r}: cron schedules need APScheduler; install it with pip install 'rotator[daemon]'"
-        ) from None
+    except ImportError as exc:
+        raise ValueError(f"{expr!r}: cron schedules need APScheduler; {install_hint(exc)}") from None
 
     if _AWS_CRON.match(expr):
         fields = _aws_cron_fields(expr)
@@ -280,12 +344,7 @@ def _trigger(expr: str) -> Any:
             return CronTrigger(**fields, timezone=UTC)
         except ValueError as exc:
             raise ValueError(f"{expr!r} is not a valid AWS cron expression: {exc}") from None
-    minute, hour, day, month, dow = expr.split()
-    try:
-        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_cron_dow_to_names(dow),
-                           timezone=UTC)
-    except ValueError as exc:
-        raise ValueError(f"{expr!r} is not a valid 5-field cron expression: {exc}") from None
+    return _crontab_trigger(expr, CronTrigger, OrTrigger)
 
 
 def _cron_next(expr: str, after: datetime) -> datetime:
