@@ -26,6 +26,7 @@ from rotator import sync as sync_cmd
 from rotator.clock import SystemClock
 from rotator.engine import Engine, RunResult
 from rotator.errors import ConfigError, LeaseBusy, NeedsAttention, RotatorError
+from rotator.extras import install_line, missing_extra
 from rotator.journal import Journal, open_journal
 from rotator.logs import setup_logging
 from rotator.policy import Config, Policy, PolicyFileError, config_json_schema, load_config
@@ -44,62 +45,118 @@ CRASH_ENV = "ROTATOR_TEST_CRASH_AT"
 
 
 class _Parser(argparse.ArgumentParser):
+    #: the subcommands' parsers by name (the top-level parser only)
+    commands: dict[str, argparse.ArgumentParser] = {}
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        print(f"rotator: error: {message}\nfix: see `rotator {self.prog.split()[-1]} --help`", file=sys.stderr)
+        # self.prog is "rotator" or "rotator SUBCOMMAND": the hint names a command that exists
+        print(f"rotator: error: {message}\nfix: see `{self.prog} --help`", file=sys.stderr)
         raise SystemExit(EXIT_INVALID)
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument("-c", "--config", default=os.environ.get("ROTATOR_CONFIG", "rotator.toml"),
-                        help="policy file (default: $ROTATOR_CONFIG or ./rotator.toml)")
-    common.add_argument("--log-level", default=os.environ.get("ROTATOR_LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"])
-    common.add_argument("--log-format", default="text", choices=["text", "json"])
-    common.add_argument("--log-file", help="also write logs to this file")
-    common.add_argument("--output", default="text", choices=["text", "json"], help="result format on stdout")
+def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command takes, before the command name (``defaults``) or after it.
 
-    parser = _Parser(prog="rotator", description="Rotate InfluxDB tokens into secret stores, crash-safely.")
+    After it they default to argparse.SUPPRESS, so an option given before the command name
+    (``rotator -c FILE status``) is not overwritten by the subcommand's default.
+    """
+
+    def default(value: str | None) -> str | None:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("-c", "--config", default=default(os.environ.get("ROTATOR_CONFIG", "rotator.toml")),
+                        help="policy file (default: $ROTATOR_CONFIG or ./rotator.toml)")
+    parser.add_argument("--log-level", default=default(os.environ.get("ROTATOR_LOG_LEVEL", "info")),
+                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default=default("text"), choices=["text", "json"])
+    parser.add_argument("--log-file", default=default(None), help="also write logs to this file")
+    parser.add_argument("--output", default=default("text"), choices=["text", "json"], help="result format on stdout")
+
+
+#: name -> (one-line description, example) of each subcommand; tests/test_cli_usability.py checks
+#: that every subcommand's --help shows both and that each example parses
+_COMMAND_HELP: dict[str, tuple[str, str]] = {
+    "validate": ("check a policy file and report every problem", "rotator validate /etc/rotator/rotator.toml"),
+    "schema": ("print the JSON Schema of the policy file", "rotator schema > policy.schema.json"),
+    "bundle": ("validate a policy file and compile it for the AWS Lambda function's cold start",
+               "rotator bundle /etc/rotator/rotator.toml -o build/rotator.bundle.json"),
+    "plan": ("say what would rotate when, and why", "rotator -c /etc/rotator/rotator.toml plan"),
+    "rotate": ("rotate policies now", "rotator rotate --all --if-due    # from cron or a systemd timer"),
+    "status": ("current token, age, expiry, next due, last result",
+               "rotator status -c /etc/rotator/rotator.toml --output json"),
+    "recover": ("finish or undo interrupted runs", "rotator recover mgmt-prod"),
+    "revoke-expired": ("revoke tokens whose grace period has passed", "rotator revoke-expired"),
+    "bootstrap": ("publish a first, human-created token",
+                  "rotator bootstrap mgmt-prod --token-file ./first-token --token-id 0f1e2d3c4b5a"),
+    "demo": ("rotate a simulated management token into OpenBao", "rotator demo --keep"),
+    "daemon": ("run continuously: rotate on schedule, revoke after grace, serve /healthz /readyz /metrics",
+               "rotator daemon -c /etc/rotator/rotator.toml --listen 0.0.0.0:9464"),
+}  # fmt: skip
+
+
+def _describe(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    summary, example = _COMMAND_HELP[name]
+    parser.description = summary[0].upper() + summary[1:] + "."
+    parser.epilog = f"example:\n  {example}"
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
+
+
+def _parser() -> _Parser:
+    common = _Parser(add_help=False)
+    _common_options(common, defaults=False)
+
+    parser = _Parser(prog="rotator", description="Rotate InfluxDB tokens into secret stores, crash-safely.",
+                     epilog="example:\n  rotator -c /etc/rotator/rotator.toml status\n"
+                     "Every command explains itself: rotator COMMAND --help",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common_options(parser, defaults=True)
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("validate", parents=[common], help="check a policy file and report every problem")
+    def add(name: str) -> argparse.ArgumentParser:
+        return _describe(sub.add_parser(name, parents=[common], help=_COMMAND_HELP[name][0]), name)
+
+    p = add("validate")
     p.add_argument("file", nargs="?", help="policy file (default: --config)")
-    sub.add_parser("schema", parents=[common], help="print the JSON Schema of the policy file")
-    p = sub.add_parser("bundle", parents=[common],
-                       help="validate a policy file and compile it for the AWS Lambda function's cold start")
+    add("schema")
+    p = add("bundle")
     p.add_argument("file", nargs="?", help="policy file (default: --config)")
     p.add_argument("-o", "--bundle", dest="bundle_file", help="where to write it (default: beside the file)")
-    p = sub.add_parser("plan", parents=[common], help="say what would rotate when, and why")
+    p = add("plan")
     p.add_argument("policy", nargs="*")
-    p = sub.add_parser("rotate", parents=[common], help="rotate policies now")
+    p = add("rotate")
     p.add_argument("policy", nargs="*", help="policy names (default with --all: every enabled policy)")
     p.add_argument("--all", action="store_true", help="every enabled policy")
     p.add_argument("--if-due", action="store_true", help="skip policies that are not due (for cron jobs)")
     p.add_argument("--dry-run", action="store_true", help="check preconditions, change nothing")
-    p = sub.add_parser("status", parents=[common], help="current token, age, expiry, next due, last result")
+    p = add("status")
     p.add_argument("policy", nargs="*")
-    p = sub.add_parser("recover", parents=[common], help="finish or undo interrupted runs")
+    p = add("recover")
     p.add_argument("policy", nargs="*")
-    p = sub.add_parser("revoke-expired", parents=[common], help="revoke tokens whose grace period has passed")
+    p = add("revoke-expired")
     p.add_argument("policy", nargs="*")
-    p = sub.add_parser("bootstrap", parents=[common], help="publish a first, human-created token")
+    p = add("bootstrap")
     p.add_argument("policy")
     p.add_argument("--token-file", required=True, help="file holding the token value (read, never printed)")
     p.add_argument("--token-id", required=True, help="the token's id at the issuer")
     p.add_argument("--expires-at", help="RFC 3339 expiry, if the issuer does not report one")
-    sync_cmd.add_parser(sub, common)
-    p = sub.add_parser("demo", parents=[common], help="rotate a simulated management token into OpenBao")
+    sync_cmd.add_parser(sub, common)  # its own description and examples
+    p = add("demo")
     p.add_argument("--keep", action="store_true", help="keep the demo directory")
     from rotator.daemon import add_parser as add_daemon_parser  # no scheduler/metrics imports
 
-    add_daemon_parser(sub, common)
+    _describe(add_daemon_parser(sub, common), "daemon")
+    parser.commands = dict(sub.choices)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's own parser, so the hint names `rotator COMMAND --help`
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     setup_logging(args.log_level, args.log_format, file=args.log_file)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     try:
@@ -112,7 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_code(exc)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # an adapter bug: no traceback to the user, but keep it in the debug log
+    except Exception as exc:
+        extra = missing_extra(exc)
+        if extra is not None:  # an optional dependency is not installed: invalid input, not a bug
+            module = getattr(exc, "name", None)
+            print(f"rotator: error: `rotator {args.command}` needs the Python module {module!r} of the {extra!r} "
+                  "extra, which is not installed", file=sys.stderr)
+            print(f"fix: {install_line(extra)}", file=sys.stderr)
+            return EXIT_INVALID
+        # an adapter bug: no traceback to the user, but keep it in the debug log
         logger.debug("internal error", exc_info=True)
         print(f"rotator: internal error: {type(exc).__name__}: {REDACTOR.redact(str(exc))}", file=sys.stderr)
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
@@ -148,8 +213,9 @@ def _selected(config: Config, names: Sequence[str], all_enabled: bool = True) ->
     return [p for p in config.policies if p.enabled or not all_enabled]
 
 
-def _journal(config: Config) -> Journal:
-    return open_journal(config.journal_url())
+def _journal(config: Config, *, create: bool = True) -> Journal:
+    """The policy file's journal; ``create=False`` for commands that only read (status, plan, dry runs)."""
+    return open_journal(config.journal_url(), create=create)
 
 
 def _engine(config: Config, policy: Policy, journal: Journal) -> Engine:
@@ -207,7 +273,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 def _statuses(args: argparse.Namespace) -> tuple[list[PolicyStatus], datetime]:
     config = _config(args)
-    journal = _journal(config)
+    journal = _journal(config, create=False)
     now = SystemClock().now()
     return [policy_status(p, journal, now) for p in _selected(config, args.policy, all_enabled=False)], now
 
@@ -229,7 +295,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     config = _config(args)
     if not args.policy and not args.all:
         raise ConfigError("name the policies to rotate, or pass --all", hint="rotator rotate POLICY [POLICY...]")
-    journal = _journal(config)
+    journal = _journal(config, create=not args.dry_run)
     now = SystemClock().now()
     results: list[RunResult] = []
     worst = EXIT_OK

@@ -31,6 +31,7 @@ from rotator.errors import LeaseBusy, NeedsAttention, OwnershipError, PermanentE
 from rotator.journal import Journal, Revocation, RunRecord, RunState
 from rotator.policy_types import Policy
 from rotator.retry import RetryPolicy, call_with_retry
+from rotator.schedule import format_duration
 from rotator.secret import REDACTOR, Secret
 
 __all__ = ["Engine", "NeedsAttention", "RunResult", "default_holder"]
@@ -398,9 +399,10 @@ class Engine:
             self._check_ownership(name, state)
         self._call(lambda: self.issuer.list_tokens(current.value if current else None), "check issuer")
         pending = self.journal.open_runs(self.policy.name)
-        message = (f"would mint a token expiring in {self.policy.lifetime}, publish it to "
+        message = (f"would mint a token expiring in {format_duration(self.policy.lifetime)}, publish it to "
                    f"{', '.join(n for n, _ in self.stores)}, and revoke "
-                   f"{current.token_id if current else '(no current token)'} after {self.policy.grace}")
+                   f"{current.token_id if current else '(no current token)'} after "
+                   f"{format_duration(self.policy.grace)}")
         if pending:
             message += f"; would first recover {len(pending)} unfinished run(s)"
         return RunResult(self.policy.name, "dry-run", None, current.token_id if current else None, None,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rotator.errors import ConfigError, JournalError, LeaseBusy
+from rotator.extras import install_hint
 
 __all__ = ["Journal", "Revocation", "RunRecord", "RunState", "open_journal", "ts"]
 
@@ -193,7 +194,8 @@ class _Cursor:
 class Journal:
     """A small API over the journal tables. Thread-safe; one connection per instance."""
 
-    def __init__(self, backend: _Backend, location: str) -> None:
+    def __init__(self, backend: _Backend, location: str, create: bool = True) -> None:
+        self._create = create
         self._backend = backend
         self._conn: Any = None
         self._lock = threading.RLock()
@@ -250,6 +252,8 @@ class Journal:
             # Only DDL when something is missing: a role with read/write rights alone can start.
             probe = ("schema_version",) * self._backend.table_exists.count("?")
             if cur.execute(self._backend.table_exists, probe).fetchone() is None:
+                if not self._create:
+                    raise _no_journal(self.location)
                 cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
             row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] or 0
@@ -434,15 +438,30 @@ class Journal:
 _JOURNAL_HINT = "check the journal path/URL, its permissions and free disk space"
 
 
-def open_journal(url: str) -> Journal:
-    """Open the journal at ``url``: ``sqlite:///path`` or ``postgresql://user@host/db``."""
+def open_journal(url: str, create: bool = True) -> Journal:
+    """Open the journal at ``url``: ``sqlite:///path`` or ``postgresql://user@host/db``.
+
+    ``create=False`` (read-only commands): a journal that does not exist yet is a ConfigError,
+    and no file, directory or table is made.
+    """
     if url.startswith("sqlite:///"):
-        return Journal(_sqlite_backend(Path(url[len("sqlite:///") :])), url[len("sqlite:///") :])
+        path = url[len("sqlite:///") :]
+        if not create and not Path(path).is_file():
+            raise _no_journal(path)
+        return Journal(_sqlite_backend(Path(path)), path, create)
     if url.startswith(("postgresql://", "postgres://")):
-        return Journal(_postgres_backend(url), _redact_url(url))
+        return Journal(_postgres_backend(url), _redact_url(url), create)
     raise ConfigError(
         f"unsupported journal URL {url!r}",
         hint="use a path, sqlite:///absolute/path or postgresql://user@host/database",
+    )
+
+
+def _no_journal(location: str) -> ConfigError:
+    return ConfigError(
+        f"there is no journal at {location}; this command only reads one and does not create it",
+        hint="check `journal` under [rotator] in the policy file (a relative path is relative to the policy file) "
+        "and -c/--config; a new journal is made by the first `rotator bootstrap` or `rotator rotate`",
     )
 
 
@@ -467,10 +486,8 @@ def _sqlite_backend(path: Path) -> _Backend:
 def _postgres_backend(url: str) -> _Backend:
     try:
         import psycopg
-    except ImportError:
-        raise ConfigError(
-            "a postgresql:// journal needs psycopg", hint="install it with pip install 'rotator[postgres]'"
-        ) from None
+    except ImportError as exc:
+        raise ConfigError("a postgresql:// journal needs psycopg", hint=install_hint(exc)) from None
 
     def connect() -> Any:
         # autocommit: every transaction is an explicit BEGIN ... COMMIT, as on SQLite.

@@ -297,7 +297,7 @@ def _build_policy(
                 Problem(
                     f"{where}.lifetime",
                     "is not longer than schedule interval + grace: tokens would expire while still in use",
-                    f"raise lifetime above {needed} or shorten schedule/grace",
+                    f"raise lifetime above {format_duration(needed)} or shorten schedule/grace",
                 )
             )
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 from rotator.contracts import Issuer, Store
 from rotator.errors import ConfigError
+from rotator.extras import install_hint
 
 __all__ = ["Kind", "available", "force_register", "load", "load_resolved", "target"]
 
@@ -61,7 +62,7 @@ def load(kind: Kind, name: str) -> type[Issuer] | type[Store]:
     except ImportError as exc:
         raise ConfigError(
             f"{kind} adapter {name!r} cannot be imported: {exc}",
-            hint="install the extra it needs, e.g. pip install 'rotator[all]'",
+            hint=install_hint(exc),
         ) from None
     return _remember(kind, name, cls)
 

@@ -49,7 +49,13 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def format_duration(delta: timedelta) -> str:
+def format_duration(delta: timedelta, units: int | None = None) -> str:
+    """A duration as a policy file writes it: ``39d``, ``2d12h``, ``90s`` -> ``1m30s``, ``-5m``.
+
+    The one formatter for every duration rotator prints (status, plan, errors, daemon logs), so
+    what is printed can be pasted back into a policy file. Whole seconds; ``units`` keeps only
+    the largest units (``units=2``: ``2d12h`` for 2d12h5m3s), for tables of ages.
+    """
     seconds = int(delta.total_seconds())
     if seconds == 0:
         return "0s"
@@ -60,7 +66,7 @@ def format_duration(delta: timedelta) -> str:
         if seconds >= size:
             parts.append(f"{seconds // size}{unit}")
             seconds %= size
-    return sign + "".join(parts[:2])
+    return sign + "".join(parts[:units])
 
 
 @dataclass(frozen=True)

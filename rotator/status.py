@@ -39,8 +39,8 @@ class PolicyStatus:
         if self.rotated_at is None:
             return "no token yet: run `rotator bootstrap` with the first, human-created token"
         if self.due:
-            return f"due: last rotation {format_duration(self.now - self.rotated_at)} ago"
-        return f"not due for {format_duration(self.next_due - self.now)}"
+            return f"due: last rotation {format_duration(self.now - self.rotated_at, units=2)} ago"
+        return f"not due for {format_duration(self.next_due - self.now, units=2)}"
 
     def to_json(self) -> dict[str, Any]:
         def iso(d: datetime | None) -> str | None:
@@ -91,9 +91,9 @@ def render_table(rows: list[PolicyStatus]) -> str:
         lines.append((
             s.policy + ("" if s.enabled else " (disabled)"),
             s.current_token_id or "-",
-            format_duration(s.now - s.rotated_at) if s.rotated_at else "-",
-            format_duration(s.expires_at - s.now) if s.expires_at else "-",
-            "now" if s.due else format_duration(s.next_due - s.now),
+            format_duration(s.now - s.rotated_at, units=2) if s.rotated_at else "-",
+            format_duration(s.expires_at - s.now, units=2) if s.expires_at else "-",
+            "now" if s.due else format_duration(s.next_due - s.now, units=2),
             (s.last_run_state or "-") + (" !" if s.needs_attention else ""),
             f"{s.pending_revocations} pending" + (f", {s.failed_revocations} FAILED" if s.failed_revocations else ""),
         ))

@@ -205,7 +205,7 @@ def sync(args: argparse.Namespace) -> SyncResult:
             "rotator sync takes no -c: the policy file is part of --from, and --config is influxctl's config file",
             hint=_HINT_REFERENCE,
         )
-    path, name = parse_reference(args.source)
+    path, name = parse_reference(args.source, getattr(args, "config", None))  # `rotator -c FILE sync`
     config = load_config(path)
     policy = config.policy(name)
     binding = _source_binding(policy, args.store)
