@@ -54,19 +54,24 @@ def format_duration(delta: timedelta, units: int | None = None) -> str:
 
     The one formatter for every duration rotator prints (status, plan, errors, daemon logs), so
     what is printed can be pasted back into a policy file. Whole seconds; ``units`` keeps only
-    the largest units (``units=2``: ``2d12h`` for 2d12h5m3s), for tables of ages.
+    the largest unit and the next ones (``units=2``: ``2d12h`` for 2d12h5m3s, ``39d`` for
+    39d0h7m), for tables of ages.
     """
     seconds = int(delta.total_seconds())
     if seconds == 0:
         return "0s"
     sign = "-" if seconds < 0 else ""
     seconds = abs(seconds)
+    sizes: tuple[tuple[str, int], ...] = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    if units is not None:  # keep the largest unit and the next units - 1 (39d0h7m -> 39d)
+        largest = next(i for i, (_, size) in enumerate(sizes) if seconds >= size)
+        sizes = sizes[largest : largest + units]
     parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in sizes:
         if seconds >= size:
             parts.append(f"{seconds // size}{unit}")
             seconds %= size
-    return sign + "".join(parts[:units])
+    return sign + "".join(parts)
 
 
 @dataclass(frozen=True)
