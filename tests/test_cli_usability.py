@@ -19,6 +19,7 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from rotator import cli
@@ -202,6 +203,19 @@ def test_an_empty_file_is_not_a_journal_either(tmp_path: Path) -> None:
     assert proc.returncode == 2 and f"there is no journal at {journal}" in proc.stderr, proc.stderr
     with sqlite3.connect(journal) as conn:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [], "no table may be created"
+
+
+def test_a_postgresql_journal_is_not_created_by_a_reader(pg_url: str) -> None:
+    from rotator.errors import ConfigError
+    from rotator.journal import open_journal
+
+    with pytest.raises(ConfigError, match="there is no journal at postgresql://"):
+        open_journal(pg_url, create=False)
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                            "current_schema()").fetchall() == [], "no table may be created"  # fmt: skip
+    open_journal(pg_url).close()
+    open_journal(pg_url, create=False).close()
 
 
 def test_writing_commands_still_create_the_journal(tmp_path: Path) -> None:
