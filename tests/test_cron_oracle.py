@@ -106,11 +106,14 @@ def test_generated_expressions_fire_when_crontab_would() -> None:
     assert sum("7" in e.split()[4] for e in expressions) > CASES // 20, "day of week 7 must be covered"
     mismatches = []
     compared = 0
-    for expr in expressions:
-        try:
-            parse_schedule(expr)  # accepted as a policy's schedule, unless it hardly ever fires
-        except ValueError as exc:
-            assert "fires too rarely" in str(exc), exc
+    for index, expr in enumerate(expressions):
+        # _ours() fails on an expression rotator refuses; parse_schedule() also computes the
+        # interval (14 fires, the costly part), so one in five is enough for it
+        if index % 5 == 0:
+            try:
+                parse_schedule(expr)
+            except ValueError as exc:
+                assert "fires too rarely" in str(exc), exc
         for start in STARTS:
             ours, theirs = _ours(expr, start, 2), _oracle(expr, start, 2)
             compared += 1
