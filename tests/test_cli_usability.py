@@ -93,7 +93,8 @@ def test_config_before_the_command_end_to_end(tmp_path: Path) -> None:
     assert f"{path}: valid, 1 policy: p1" in proc.stdout
     # sync takes the policy file from --from FILE:POLICY, or from -c before the command name
     proc = _rotator("-c", str(path), "sync", "--from", "nosuch", cwd=tmp_path)
-    assert proc.returncode == 2 and "nosuch" in proc.stderr and "cannot read policy file" not in proc.stderr
+    assert proc.returncode == 2 and f"{path}: no policy named 'nosuch'" in proc.stderr, proc.stderr
+    assert "known policies: p1" in proc.stderr
 
 
 def _argparse_error_cases() -> list[list[str]]:
