@@ -83,7 +83,7 @@ _COMMAND_HELP: dict[str, tuple[str, str]] = {
                "rotator bundle /etc/rotator/rotator.toml -o build/rotator.bundle.json"),
     "plan": ("say what would rotate when, and why", "rotator -c /etc/rotator/rotator.toml plan"),
     "rotate": ("rotate policies now", "rotator rotate --all --if-due    # from cron or a systemd timer"),
-    "status": ("current token, age, expiry, next due, last result",
+    "status": ("show each policy's current token, age, expiry, next due and last result",
                "rotator status -c /etc/rotator/rotator.toml --output json"),
     "recover": ("finish or undo interrupted runs", "rotator recover mgmt-prod"),
     "revoke-expired": ("revoke tokens whose grace period has passed", "rotator revoke-expired"),
