@@ -128,7 +128,7 @@ def test_every_argparse_hint_names_a_real_command(capsys: pytest.CaptureFixture[
 def test_every_rotator_command_named_in_a_message_exists() -> None:
     """Hints and messages in the code quote commands as `rotator NAME ...`: NAME must exist."""
     named: dict[str, str] = {}
-    for source in [*(REPO / "rotator").glob("*.py"), *(REPO / "adapters").glob("*.py")]:
+    for source in [*(REPO / "rotator").rglob("*.py"), *(REPO / "adapters").rglob("*.py")]:
         for quoted in re.findall(r"`(rotator [^`]*)`", source.read_text()):
             words = quoted.split()[1:]
             while words and words[0].startswith("-"):  # `rotator -c FILE status`
