@@ -39,7 +39,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import urlsplit
@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from adapters.vault_kv2_auth import (
     AppRoleAuth,
+    CredentialStatus,
     HvacAPI,
     KubernetesAuth,
     TokenAuth,
@@ -222,6 +223,18 @@ class VaultKV2Store:
     @property
     def location(self) -> str:
         return self._location
+
+    # -- the token between runs (the daemon calls these; see VaultLogin.due/status) -------
+    def credential_due(self) -> datetime | None:
+        return self._login.due()
+
+    def keep_alive(self) -> None:
+        """Log in, look the token up or renew it now if it is time; errors as for any call."""
+        with self._map_errors(_Op("log in to", *self._login.endpoint, auth=True)):
+            self._login.ensure(self._client())
+
+    def credential_status(self) -> CredentialStatus:
+        return self._login.status()
 
     def read_current(self) -> StoreState:
         """The current version. PermanentError if the secret is managed but its payload is not

@@ -13,6 +13,12 @@
 - Kubernetes logs in with the pod's service account JWT, read from ``jwt_file`` at every login
   (the kubelet refreshes a projected token in place), and otherwise behaves like AppRole.
 
+Renewal is scheduled from whatever is known, and retried: a failed login, lookup or renewal
+(Vault down, 503...) is tried again after a short backoff (1 s doubling to 30 s, and never later
+than a quarter of what is left of the token's TTL), not only when the next rotation needs Vault.
+:meth:`VaultLogin.due` tells the daemon when to call :meth:`VaultLogin.ensure` between runs, and
+:meth:`VaultLogin.status` reports a token close to expiry (for ``/readyz`` and a metric).
+
 It raises hvac's exceptions as they are: the store maps them with its ``_map_errors()``.
 """
 
@@ -22,7 +28,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, TypedDict
 
 import hvac.exceptions
 import hvac.utils
@@ -43,9 +49,40 @@ __all__ = [
     "VaultAPI",
     "VaultAuth",
     "VaultLogin",
+    "CredentialStatus",
 ]
 
 logger = logging.getLogger("rotator.adapters.vault_kv2")
+
+#: Backoff of a failed login, lookup or renewal (seconds): doubles from the first to the second.
+RETRY_DELAYS = (1.0, 30.0)
+#: Statuses worth retrying as they are (a new login would not help and, for AppRole, would only
+#: leave tokens behind): Vault sealed, standby behind, rate limited, 5xx.
+_TRANSIENT = (
+    hvac.exceptions.PreconditionFailed,
+    hvac.exceptions.RateLimitExceeded,
+    hvac.exceptions.InternalServerError,
+    hvac.exceptions.BadGateway,
+    hvac.exceptions.VaultDown,
+    hvac.exceptions.UnexpectedError,
+)
+
+
+class CredentialStatus(TypedDict):
+    """What the daemon shows of a store's Vault token (no value, no accessor)."""
+
+    logged_in: bool
+    #: None: the token does not expire, or its expiry is not known yet
+    expires_at: datetime | None
+    renewable: bool | None
+    #: failed logins/lookups/renewals in a row
+    failures: int
+    #: the last failure, as an exception class name
+    error: str | None
+    #: False when the token is expired, close to expiry (less than 1/6 of its TTL left, or 1/3
+    #: after a failed renewal), or when nothing is known about it after a failure
+    ok: bool
+
 
 #: Where Kubernetes mounts a pod's service account token (automountServiceAccountToken).
 DEFAULT_K8S_JWT_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -115,9 +152,13 @@ class VaultLogin:
         self._base_dir = base_dir
         self._clock = clock
         self._token: Secret | None = None
-        self._renewable = False
+        self._renewable: bool | None = None  # None: not known (never looked up)
         self._creation_ttl = 0
+        self._expires_at: datetime | None = None
         self._check_at: datetime | None = None  # None: the token does not expire
+        self._failures = 0
+        self._error: str | None = None
+        self._retry_at: datetime | None = None  # after a failed login: when to try again
 
     @property
     def endpoint(self) -> tuple[str, str]:
@@ -139,9 +180,54 @@ class VaultLogin:
     def ensure(self, api: AuthAPI) -> None:
         """Make sure ``api`` carries a token that is not about to expire."""
         if self._token is None:
-            self._login(api)
+            self._attempt(api, self._login)
         elif self._check_at is not None and self._clock.now() >= self._check_at:
-            self._refresh(api)
+            self._attempt(api, self._refresh)
+
+    def due(self) -> datetime | None:
+        """When :meth:`ensure` has work to do (log in, look up, renew, retry); None: nothing planned."""
+        if self._token is None:
+            return self._retry_at or self._clock.now()
+        return self._check_at
+
+    def status(self) -> CredentialStatus:
+        now = self._clock.now()
+        ok = True
+        if self._expires_at is not None:
+            left = (self._expires_at - now).total_seconds()
+            ttl = max(self._creation_ttl, 1)
+            ok = left > ttl / 6 and not (self._failures and left < ttl / 3)
+        elif self._failures and (self._token is None or self._renewable is None):
+            ok = False  # nothing known about a token we could not log in with or look up
+        return CredentialStatus(logged_in=self._token is not None, expires_at=self._expires_at,
+                                renewable=self._renewable, failures=self._failures, error=self._error, ok=ok)
+
+    def _attempt(self, api: AuthAPI, step: Any) -> None:
+        try:
+            step(api)
+        except Exception as exc:
+            self._failed(exc)
+            raise
+        if self._failures:
+            logger.info("Vault token: %s again after %d failure(s)", "renewed" if self._token else "ok", self._failures)
+        self._failures, self._error, self._retry_at = 0, None, None
+
+    def _failed(self, exc: Exception) -> None:
+        """Try again soon: a renewal that waits for the next rotation may come after the token expired."""
+        self._failures += 1
+        self._error = type(exc).__name__
+        first, cap = RETRY_DELAYS
+        delay = min(cap, first * 2 ** (self._failures - 1))
+        now = self._clock.now()
+        if self._expires_at is not None:
+            left = (self._expires_at - now).total_seconds()
+            if left > 0:
+                delay = min(delay, max(left / 4, 0.5))
+        self._retry_at = now + timedelta(seconds=delay)
+        if self._token is not None:
+            self._check_at = self._retry_at
+        logger.warning("Vault token: %s failed (%s, %d in a row); trying again in %.1fs",
+                       "login" if self._token is None else "lookup or renewal", self._error, self._failures, delay)
 
     def forget(self, api: AuthAPI) -> bool:
         """After Vault refused the token (403): drop it. True if a new login may help."""
@@ -159,6 +245,9 @@ class VaultLogin:
         if isinstance(self._auth, TokenAuth):
             self._token = self._auth.token.resolve(self._base_dir)
             api.set_token(self._token)
+            # Until the lookup answers nothing is known: if it fails, _failed() schedules a new
+            # one soon (before, the renewal stayed unset and a renewable token ran out).
+            self._renewable, self._expires_at, self._check_at = None, None, self._clock.now()
             self._lookup(api)
             return
         if isinstance(self._auth, KubernetesAuth):
@@ -214,9 +303,14 @@ class VaultLogin:
         )
 
     def _refresh(self, api: AuthAPI) -> None:
+        if self._renewable is None:  # the lookup after the login failed: learn the token's TTL first
+            self._lookup(api)
+            return
         if self._renewable:
             try:
                 ttl = int(api.renew_self()["auth"].get("lease_duration") or 0)
+            except _TRANSIENT:
+                raise  # Vault is unwell: retry the renewal (_failed), a new login would not help
             except hvac.exceptions.VaultError as exc:
                 logger.debug("Vault token renewal failed (%s); logging in again", type(exc).__name__)
                 ttl = 0
@@ -233,11 +327,13 @@ class VaultLogin:
         half its remaining TTL, so the checks do not run on every call.
         """
         self._renewable, self._creation_ttl = renewable, creation_ttl
+        now = self._clock.now()
         if ttl <= 0:
-            self._check_at = None
+            self._check_at = self._expires_at = None
             return
+        self._expires_at = now + timedelta(seconds=ttl)
         wait = max(ttl - creation_ttl / 3, ttl / 2)
-        self._check_at = self._clock.now() + timedelta(seconds=wait)
+        self._check_at = now + timedelta(seconds=wait)
 
 
 class VaultAPI(AuthAPI, Protocol):

@@ -25,6 +25,17 @@ What decides when:
 Before a rotation the daemon takes the policy's lease itself and checks that the last successful
 run is still the one it planned from, so two replicas never rotate one due time twice.
 
+Liveness means progress. A watchdog thread knows when the scheduler last finished a pass and
+how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` or a run older than
+``max(2 x lease_ttl, 10 s)`` (a run past its lease cannot legitimately go on) makes ``/healthz``
+and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged
+daemon; on the way into a stall it dumps every thread's stack to stderr (faulthandler: no lock,
+no logging, works when logging itself is wedged). SIGUSR1 dumps them on demand.
+
+Stores with a credential of their own that expires (a Vault token) are kept alive between runs:
+the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, and shows their
+``credential_status()`` in ``/readyz`` and the ``rotator_credential_*`` metrics.
+
 Signals: SIGHUP reloads the policy file (an invalid file is rejected and the running configuration
 kept); SIGTERM/SIGINT stop taking runs, give the runs in progress ``shutdown_timeout`` to finish,
 then exit 0. A run still going at the deadline is parked: its journal entry makes it recoverable,
@@ -35,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import faulthandler
 import logging
 import os
 import random
@@ -60,7 +72,7 @@ from rotator.schedule import format_duration
 from rotator.secret import REDACTOR
 
 if TYPE_CHECKING:
-    from rotator.metrics import Metrics, StateSnapshot
+    from rotator.metrics import LiveSnapshot, Metrics, StateSnapshot
     from rotator.notify import Notifier
 
 __all__ = ["Daemon", "DaemonConfig", "add_parser", "cmd_daemon", "load_daemon_config", "main"]
@@ -72,6 +84,12 @@ BUSY_RETRY = (1.0, 2.0)
 #: After an unexpected error in a tick (journal unreachable...), try again after this long.
 TICK_RETRY = 5.0
 MIN_WAIT = 0.01
+#: The watchdog looks this often (seconds); the readiness probe of the journal runs as often.
+WATCHDOG_EVERY = 1.0
+#: A journal check older than this (it hangs) makes /readyz fail.
+JOURNAL_CHECK_STALE_S = 10.0
+#: Between two keep-alive calls of a policy's stores: after a success, after an error (seconds).
+CREDENTIAL_PAUSE = (1.0, 5.0)
 
 
 class EngineLike(Protocol):
@@ -180,6 +198,14 @@ class Daemon:
         self._last_failed_fp: tuple[int, int, int] | None = None
         self._warned_unknown: set[str] = set()
         self._unschedulable: set[str] = set()
+        #: policy -> when its job started (time.monotonic), for the watchdog
+        self._job_started: dict[str, float] = {}
+        self._stalled = False
+        #: (ok, detail, time.monotonic of the answer) of the last journal check
+        self._journal_check: tuple[bool, str, float] = (True, "not checked yet", time.monotonic())
+        #: policy -> no keep-alive of its stores' credentials before this
+        self._credential_pause: dict[str, datetime] = {}
+        self._watchdog_stop = threading.Event()
 
     # -- start and stop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -194,6 +220,7 @@ class Daemon:
         self.journal: Journal = open_journal(self._journal_url)
         self.metrics: Metrics = Metrics()
         self.metrics.watch_state(self.snapshot)
+        self.metrics.watch_live(self.live_snapshot)
         self.notifier: Notifier = Notifier(self.settings, self.path.parent, on_result=self.metrics.notification,
                                            stdout=self._stdout)
         self._engines = self._build_engines(self.loaded.config)
@@ -210,6 +237,9 @@ class Daemon:
             self.health = HealthServer(host, port, alive=self.liveness, ready=self.readiness,
                                        registry=self.metrics.registry)
             self.health.start()
+        for target, thread_name in ((self._watchdog_loop, "rotator-watchdog"),
+                                    (self._journal_probe_loop, "rotator-journal-probe")):
+            threading.Thread(target=target, name=thread_name, daemon=True).start()
         names = ", ".join(p.name for p in self.policies) or "(none)"
         logger.info("daemon started: %d policies (%s), journal %s, sweep every %s", len(self.policies), names,
                     self.journal.location, format_duration(self.settings.sweep_interval))
@@ -294,6 +324,7 @@ class Daemon:
                 ", ".join(sorted(running)))
             _terminate_children()
         self.notifier.close(timeout=min(5.0, max(deadline - time.monotonic(), 1.0)))
+        self._watchdog_stop.set()
         if self.health is not None:
             self.health.stop()
         if not running:
@@ -340,6 +371,17 @@ class Daemon:
                 self._submit(name, "revoke")
             else:
                 wake.append(when)
+
+        # Stores' own credentials (a Vault token to renew) between runs.
+        for name, engine in self._engines.items():
+            due = self._credentials_due(engine)
+            if due is None:
+                continue
+            due = max(due, self._credential_pause.get(name, due))
+            if due > now:
+                wake.append(due)
+            elif self._idle(name, now, wake):
+                self._submit(name, "credentials")
 
         # Rotations.
         for policy in self.policies:
@@ -409,11 +451,13 @@ class Daemon:
             if name in self._busy or self._stopping:
                 return
             self._busy[name] = (kind, future)
+            self._job_started[name] = time.monotonic()
         try:
             future = self._executor.submit(self._job, name, engine, kind, kwargs)
         except RuntimeError:  # the executor is shutting down
             with self._lock:
                 self._busy.pop(name, None)
+                self._job_started.pop(name, None)
             return
         with self._lock:
             if name in self._busy:
@@ -423,6 +467,7 @@ class Daemon:
     def _done(self, name: str) -> None:
         with self._lock:
             self._busy.pop(name, None)
+            self._job_started.pop(name, None)
             self._last.pop(name, None)
         self.wakeup()
 
@@ -437,6 +482,8 @@ class Daemon:
             elif kind == "revoke":
                 for action in engine.revoke_due():
                     log.info("%s", action)
+            elif kind == "credentials":
+                self._keep_alive(name, engine)
         except LeaseBusy as busy:
             log.debug("%s: skipped, %s", kind, busy)
             self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(
@@ -531,6 +578,100 @@ class Daemon:
                     "error": message, "failures": track.failures, "retry_at": track.retry_at,
                     "duration_s": round(elapsed, 3)})
 
+    # -- stores' credentials ----------------------------------------------------------------
+    @staticmethod
+    def _credential_stores(engine: EngineLike) -> list[tuple[str, Any]]:
+        """The engine's stores that keep a credential alive (duck-typed: ``credential_due()``...)."""
+        stores = getattr(engine, "stores", None) or ()
+        return [(n, s) for n, s in stores if callable(getattr(s, "credential_due", None))]
+
+    def _credentials_due(self, engine: EngineLike) -> datetime | None:
+        dues = [due for _, store in self._credential_stores(engine) if (due := store.credential_due()) is not None]
+        return min(dues) if dues else None
+
+    def _keep_alive(self, name: str, engine: EngineLike) -> None:
+        ok = True
+        try:
+            for store_name, store in self._credential_stores(engine):
+                due = store.credential_due()
+                if due is None or due > self.clock.now():
+                    continue
+                try:
+                    store.keep_alive()
+                except RotatorError as exc:
+                    ok = False
+                    logger.warning("policy %s: store %s: keeping its credential alive failed: %s", name, store_name,
+                                   _describe(exc))
+        finally:
+            # Whatever the store planned, never call it in a loop.
+            pause = CREDENTIAL_PAUSE[0 if ok else 1]
+            self._credential_pause[name] = self.clock.now() + timedelta(seconds=pause)
+
+    def credentials(self) -> list[tuple[str, str, Mapping[str, Any]]]:
+        """``(policy, store, status)`` of every store that reports its credential."""
+        out = []
+        for name, engine in list(self._engines.items()):
+            for store_name, store in self._credential_stores(engine):
+                status = getattr(store, "credential_status", None)
+                if callable(status):
+                    out.append((name, store_name, status()))
+        return out
+
+    # -- watchdog ---------------------------------------------------------------------------
+    def progress(self) -> tuple[bool, dict[str, Any]]:
+        """``(stalled, detail)``: has the scheduler, and every run, made progress recently?"""
+        now = time.monotonic()
+        pass_age = now - self._heartbeat
+        pass_limit = max(60.0, 3 * self.settings.sweep_interval.total_seconds())
+        run_limit = max(10.0, 2 * self.loaded.config.settings.lease_ttl.total_seconds())
+        with self._lock:
+            runs = {name: (self._busy[name][0], now - started) for name, started in self._job_started.items()
+                    if name in self._busy}
+        stuck = {name: {"job": kind, "running_s": round(age, 1)} for name, (kind, age) in runs.items()
+                 if age > run_limit}
+        oldest = max((age for _, age in runs.values()), default=0.0)
+        stalled = pass_age > pass_limit or bool(stuck)
+        detail: dict[str, Any] = {"last_pass_s_ago": round(pass_age, 1),
+                                  "progress_s_ago": round(max(pass_age, oldest), 1), "stalled": stalled}
+        if stuck:
+            detail["stuck"] = stuck
+        return stalled, detail
+
+    def _watchdog_loop(self) -> None:
+        """Notice a stall and say where: every thread's stack to stderr, once per stall."""
+        while not self._watchdog_stop.wait(WATCHDOG_EVERY):
+            stalled, detail = self.progress()
+            if stalled and not self._stalled:
+                # faulthandler first: it takes no lock, so it works even when logging is wedged.
+                print(f"rotator watchdog: no progress ({detail}); stacks of every thread follow",
+                      file=sys.stderr, flush=True)
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                logger.error("watchdog: the daemon made no progress (%s): /healthz fails until it does", detail)
+            elif self._stalled and not stalled:
+                logger.warning("watchdog: progress again")
+            self._stalled = stalled
+
+    def _journal_probe_loop(self) -> None:
+        """Check the journal off the HTTP thread: a hanging journal must not hang /readyz."""
+        while not self._watchdog_stop.wait(WATCHDOG_EVERY):
+            try:
+                ping = getattr(self.journal, "ping", None)
+                if callable(ping):
+                    ping()
+                else:
+                    self.journal.lease_holder("rotator-readiness-probe", self.clock.now())
+                self._journal_check = (True, "ok", time.monotonic())
+            except Exception as exc:
+                self._journal_check = (False, REDACTOR.redact(str(exc)) or type(exc).__name__, time.monotonic())
+
+    def live_snapshot(self) -> LiveSnapshot:
+        from rotator.metrics import CredentialState, LiveSnapshot
+
+        stalled, detail = self.progress()
+        creds = [CredentialState(policy, store, bool(st.get("ok", True)), int(st.get("failures") or 0),
+                                 st.get("expires_at")) for policy, store, st in self.credentials()]
+        return LiveSnapshot(stalled, time.time() - float(detail["progress_s_ago"]), creds)
+
     # -- events -----------------------------------------------------------------------------
     def on_event(self, event: Mapping[str, Any]) -> None:
         """The engines' listener: metrics, then audit/webhooks/hooks."""
@@ -602,19 +743,29 @@ class Daemon:
 
     # -- health -----------------------------------------------------------------------------
     def liveness(self) -> tuple[bool, dict[str, Any]]:
-        stalled = time.monotonic() - self._heartbeat
-        limit = max(60.0, 3 * self.settings.sweep_interval.total_seconds())
-        return stalled < limit, {"last_pass_s_ago": round(stalled, 1)}
+        stalled, detail = self.progress()
+        return not stalled, detail
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        stalled, progress = self.progress()
         checks: dict[str, Any] = {"config_loaded": True, "policies": len(self.policies),
-                                  "stopping": self._stopping}
-        try:
-            self.journal.lease_holder("rotator-readiness-probe", self.clock.now())
-            checks["journal"] = "ok"
-        except Exception as exc:
-            checks["journal"] = REDACTOR.redact(str(exc))
-        return checks["journal"] == "ok" and not checks["stopping"], checks
+                                  "stopping": self._stopping, "watchdog": progress}
+        ok, detail, at = self._journal_check
+        age = time.monotonic() - at
+        if age > JOURNAL_CHECK_STALE_S:
+            ok, detail = False, f"no answer from the journal for {age:.0f}s"
+        checks["journal"] = detail
+        credentials = {}
+        for policy, store, status in self.credentials():
+            expires = status.get("expires_at")
+            credentials[f"{policy}/{store}"] = {
+                "ok": bool(status.get("ok", True)), "failures": status.get("failures", 0),
+                "error": status.get("error"),
+                "expires_in_s": round((expires - self.clock.now()).total_seconds(), 1) if expires else None}
+        if credentials:
+            checks["credentials"] = credentials
+        creds_ok = all(c["ok"] for c in credentials.values())
+        return ok and not self._stopping and not stalled and creds_ok, checks
 
     def snapshot(self) -> StateSnapshot:
         """The journal's view of every policy, for the state metrics (called at each scrape)."""
@@ -703,6 +854,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"--listen: {exc}", hint="e.g. --listen 127.0.0.1:9464") from None
     daemon = Daemon(args.config, listen=args.listen)
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)  # stacks on demand
     daemon.start()
     if daemon.serve():
         # Parked: a worker thread is still inside a run and cannot be stopped; the journal makes

@@ -245,6 +245,7 @@ class Engine:
                              due_at=now + self.policy.grace, state="pending")
         self.journal.publish_and_schedule(run, rev, state=RunState.PUBLISHED if rev else RunState.DONE,
                                           published_at=now, finished_at=None if rev else now, error=None)
+        REDACTOR.pin(record.token_id, record.value)  # known to the redactor until revoked (hook output...)
         self._event("published", "ok", run.run_id, token_id=run.new_token_id, revoke_old_at=rev.due_at if rev else None)
         self._checkpoint("published")
 
@@ -365,6 +366,7 @@ class Engine:
         run = self.journal.get_run(rev.run_id)
         if run is not None and run.state == RunState.PUBLISHED:
             self.journal.update_run(run, state=RunState.DONE, finished_at=now)
+        REDACTOR.unpin(rev.token_id)
         self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id)
         self.log.info("revoked token %s (%s)", rev.token_id, rev.reason)
         return f"token {rev.token_id}: revoked"

@@ -1,14 +1,24 @@
 """The daemon's HTTP endpoints: ``/healthz`` (alive), ``/readyz`` (journal reachable, configuration
 loaded) and ``/metrics`` (Prometheus text format). Read-only, no authentication, nothing secret:
 bind it to loopback or a pod network, not to the internet.
+
+It cannot be starved by idle or slow clients: every connection has a read timeout
+(:data:`READ_TIMEOUT_S`) and a total deadline (:data:`CONNECTION_DEADLINE_S`), and at most
+:func:`connection_cap` connections are open at once (a small share of the open-file limit, so a
+flood of connections never takes the descriptors a rotation needs). When the cap is reached the
+oldest connection is closed to make room: a half-sent request from a flood goes, a probe that
+answers in milliseconds gets through.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import resource
 import socket
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from rotator.errors import RotatorError
 
-__all__ = ["HealthServer"]
+__all__ = ["CONNECTION_DEADLINE_S", "READ_TIMEOUT_S", "HealthServer", "connection_cap"]
 
 logger = logging.getLogger("rotator.health")
 
@@ -25,9 +35,65 @@ logger = logging.getLogger("rotator.health")
 Check = Callable[[], tuple[bool, dict[str, Any]]]
 
 
+#: A client that sends nothing for this long is disconnected.
+READ_TIMEOUT_S = 5.0
+#: No connection lives longer than this, however it trickles its request in.
+CONNECTION_DEADLINE_S = 10.0
+
+
+def connection_cap() -> int:
+    """Concurrent connections allowed: 1/16 of the soft open-file limit, between 4 and 64."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 64
+    return max(4, min(64, soft // 16))
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64  # the kernel's accept backlog: costs the process no descriptor
+
+    def server_activate(self) -> None:
+        self.cap = connection_cap()
+        self._open: OrderedDict[socket.socket, float] = OrderedDict()
+        self._open_lock = threading.Lock()
+        super().server_activate()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        now = time.monotonic()
+        with self._open_lock:
+            self._expire_locked(now)
+            while len(self._open) >= self.cap:
+                oldest, _ = self._open.popitem(last=False)
+                _hang_up(oldest)
+            self._open[request] = now
+        return True
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def service_actions(self) -> None:  # every poll of serve_forever (0.5 s)
+        with self._open_lock:
+            self._expire_locked(time.monotonic())
+
+    def _expire_locked(self, now: float) -> None:
+        while self._open:
+            sock, since = next(iter(self._open.items()))
+            if now - since < CONNECTION_DEADLINE_S:
+                return
+            del self._open[sock]
+            _hang_up(sock)
+
+
+def _hang_up(sock: socket.socket) -> None:
+    """Wake the connection's thread (its read returns at once); the thread closes the socket."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class _Server6(_Server):
@@ -71,6 +137,7 @@ class HealthServer:
         class Handler(BaseHTTPRequestHandler):
             server_version = "rotator"
             sys_version = ""
+            timeout = READ_TIMEOUT_S  # socket timeout of each read and write
 
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 path = self.path.split("?", 1)[0]

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from rotator import __version__
 
-__all__ = ["Metrics", "PolicyState", "StateSnapshot"]
+__all__ = ["CredentialState", "LiveSnapshot", "Metrics", "PolicyState", "StateSnapshot"]
 
 RUN_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400)
@@ -49,6 +49,27 @@ class StateSnapshot:
     now: datetime
     journal_up: bool
     policies: list[PolicyState] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CredentialState:
+    """A store's own credential (e.g. its Vault token), as the store reports it."""
+
+    policy: str
+    store: str
+    ok: bool
+    failures: int
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    """What this process knows in memory: the watchdog and the stores' credentials."""
+
+    stalled: bool
+    #: Unix time up to which every pass and run has finished
+    last_progress: float
+    credentials: list[CredentialState] = field(default_factory=list)
 
 
 def _ts(value: datetime) -> float:
@@ -101,6 +122,35 @@ class _StateCollector(Collector):
             yield family
 
 
+class _LiveCollector(Collector):
+    def __init__(self, source: Callable[[], LiveSnapshot]) -> None:
+        self._source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._source()
+        yield GaugeMetricFamily("rotator_watchdog_stalled", "1 when the scheduler or a run made no progress for "
+                                "longer than its bound (liveness fails: the daemon is wedged)", value=int(snap.stalled))
+        yield GaugeMetricFamily("rotator_watchdog_last_progress_timestamp_seconds", "Unix time up to which every "
+                                "scheduler pass and every run has finished", value=snap.last_progress)
+        expiry = GaugeMetricFamily("rotator_credential_expiry_timestamp_seconds",
+                                   "When a store's own credential (e.g. its Vault token) expires unless renewed "
+                                   "(Unix time)", labels=["policy", "store"])
+        ok = GaugeMetricFamily("rotator_credential_ok", "0 when a store's credential is expired, close to expiry, "
+                               "or unknown after a failed login/renewal", labels=["policy", "store"])
+        failures = GaugeMetricFamily("rotator_credential_renewal_failures", "Failed logins/lookups/renewals of a "
+                                     "store's credential in a row", labels=["policy", "store"])
+        for cred in snap.credentials:
+            labels = [cred.policy, cred.store]
+            if cred.expires_at is not None:
+                expiry.add_metric(labels, _ts(cred.expires_at))
+            ok.add_metric(labels, int(cred.ok))
+            failures.add_metric(labels, cred.failures)
+        yield from (expiry, ok, failures)
+
+
 class Metrics:
     """Every metric of one daemon, in its own registry (so tests can run several)."""
 
@@ -135,6 +185,9 @@ class Metrics:
 
     def watch_state(self, source: Callable[[], StateSnapshot]) -> None:
         self.registry.register(_StateCollector(source))
+
+    def watch_live(self, source: Callable[[], LiveSnapshot]) -> None:
+        self.registry.register(_LiveCollector(source))
 
     def on_event(self, event: Mapping[str, Any]) -> None:
         """Count what the engine reports (an engine listener)."""

@@ -5,12 +5,15 @@ such as ``token_id`` or ``error``), or one the daemon adds (``rotate``: how a ru
 how a command hook ended). :class:`Notifier` is an engine listener that fans each event out:
 
 - **audit**: one JSON line per event, written at once (a file, appended to, or stdout);
-- **webhooks**: a JSON POST on ``failure`` / ``orphan`` / ``success``, signed with HMAC-SHA256
-  (``X-Rotator-Signature: sha256=<hex>`` over the exact body), retried with exponential backoff,
-  on one background thread per webhook;
+- **webhooks**: a JSON POST on ``failure`` / ``orphan`` / ``success``, signed the Standard Webhooks
+  way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256 of
+  id.timestamp.body>``, so a receiver can refuse a replayed delivery), retried with exponential
+  backoff, on one background thread per webhook;
 - **hooks**: a command (argv list, no shell) after each publication, on a background thread,
   killed with its process group after its timeout. Its environment names the policy and the new
-  token id, never a token value, and none of rotator's own credentials.
+  token id, never a token value, and none of rotator's own credentials. Its output is never
+  copied anywhere (it may print anything, a token included): events carry its exit code and the
+  length of its output.
 
 Only the audit write happens on the caller's thread: a slow or dead receiver never holds a
 rotation up. Events hold token ids, never values; every line and body also passes the redactor.
@@ -18,6 +21,7 @@ rotation up. Events hold token ids, never values; every line and body also passe
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -53,13 +57,18 @@ __all__ = [
     "event_kinds",
     "hook_environment",
     "sign",
+    "signing_key",
+    "verify_signature",
 ]
 
 logger = logging.getLogger("rotator.notify")
 
 #: Events waiting for one webhook or hook; past this, new ones are dropped (and counted).
 QUEUE_MAX = 1000
-SIGNATURE_HEADER = "X-Rotator-Signature"
+#: Standard Webhooks (https://www.standardwebhooks.com) headers.
+ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = "webhook-id", "webhook-timestamp", "webhook-signature"
+#: How far a delivery's timestamp may be from the receiver's clock (the Standard Webhooks default).
+TOLERANCE_S = 300
 #: Variables a hook inherits from rotator's environment; everything else (VAULT_TOKEN,
 #: AWS_*, credential env refs) stays behind.
 HOOK_ENV_KEEP = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "USER", "LOGNAME", "TMPDIR", "XDG_RUNTIME_DIR")
@@ -124,9 +133,46 @@ def event_kinds(record: Mapping[str, Any]) -> set[str]:
     return kinds
 
 
-def sign(key: bytes, body: bytes) -> str:
-    """The signature header's value: ``sha256=`` + hex HMAC-SHA256 of the exact body."""
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a webhook secret: a ``whsec_<base64>`` secret (what Standard Webhooks
+    libraries generate and expect) is decoded; any other string is used as its UTF-8 bytes."""
+    secret = secret.strip()
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            raise RotatorError("the webhook secret starts with whsec_ but the rest is not base64",
+                               hint="use a secret as Standard Webhooks libraries make it, or drop the prefix") from None
+    return secret.encode("utf-8")
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def verify_signature(key: bytes, headers: Mapping[str, str], body: bytes, *, now: float | None = None,
+                     tolerance_s: float = TOLERANCE_S) -> None:
+    """What a receiver does before trusting a delivery; ValueError says why it is refused.
+
+    ``headers`` keys are matched case-insensitively. A timestamp further than ``tolerance_s`` from
+    ``now`` is refused (a replay of a captured delivery); a receiver that also remembers the
+    ``webhook-id`` values it accepted within the window refuses a replay inside it too.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    msg_id, stamp, signatures = (lower.get(ID_HEADER), lower.get(TIMESTAMP_HEADER), lower.get(SIGNATURE_HEADER))
+    if not msg_id or not stamp or not signatures:
+        raise ValueError("missing webhook-id, webhook-timestamp or webhook-signature")
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        raise ValueError("webhook-timestamp is not an integer") from None
+    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
+        raise ValueError("webhook-timestamp is outside the tolerance window (a replayed or delayed delivery)")
+    expected = sign(key, msg_id, timestamp, body)
+    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures.split()):
+        raise ValueError("no valid signature")
 
 
 def _dumps(record: Mapping[str, Any]) -> str:
@@ -137,6 +183,12 @@ def _target(url: str) -> str:
     """What logs may say about a URL: scheme and host (paths and queries may carry secrets)."""
     parts = urllib.parse.urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+
+
+def open_private(path: Path) -> TextIO:
+    """Open ``path`` for appending; create it 0600 (audit lines name policies, runs and token ids)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return open(fd, "a", encoding="utf-8")
 
 
 class AuditSink:
@@ -152,7 +204,7 @@ class AuditSink:
         path = settings.file if settings.file.is_absolute() else base_dir / settings.file
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._stream = open(path, "a", encoding="utf-8")  # closed in close()
+            self._stream = open_private(path)  # closed in close()
         except OSError as exc:
             raise RotatorError(f"cannot open audit file {path}: {exc.strerror}",
                                hint="check [daemon.audit] file and that rotator's user may write there") from None
@@ -165,7 +217,7 @@ class AuditSink:
             return
         with self._lock:
             try:
-                stream = open(self.where, "a", encoding="utf-8")  # closed in close()
+                stream = open_private(Path(self.where))  # closed in close()
             except OSError as exc:
                 logger.error("cannot reopen audit file %s, still writing to the old one: %s", self.where, exc)
                 return
@@ -264,7 +316,7 @@ class WebhookSender(_Worker):
         return kind in self.settings.on and (policies is None or record.get("policy") in policies)
 
     def submit(self, kind: str, record: Mapping[str, Any]) -> None:
-        delivery = uuid.uuid4().hex
+        delivery = "msg_" + uuid.uuid4().hex
         body = _dumps({"event": kind, "delivery": delivery, **record, "rotator_version": __version__})
         self._put((kind, body.encode("utf-8"), delivery))
 
@@ -292,15 +344,19 @@ class WebhookSender(_Worker):
     def _attempt(self, kind: str, body: bytes, delivery: str) -> tuple[bool, str]:
         """One POST: ``(worth retrying, error)``; no error means delivered."""
         try:
-            key = self.settings.secret.resolve(self.base_dir).reveal().encode("utf-8")
+            key = signing_key(self.settings.secret.resolve(self.base_dir).reveal())
         except RotatorError as exc:
             return True, f"no signing key: {exc}"
+        # Signed at each attempt: a retry carries a fresh timestamp, and the same webhook-id (a
+        # receiver de-duplicates on it).
+        timestamp = int(time.time())
         request = urllib.request.Request(self.settings.url, data=body, method="POST", headers={
             "Content-Type": "application/json",
             "User-Agent": f"rotator/{__version__}",
             "X-Rotator-Event": kind,
-            "X-Rotator-Delivery": delivery,
-            SIGNATURE_HEADER: sign(key, body),
+            ID_HEADER: delivery,
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(key, delivery, timestamp, body),
         })
         try:
             with self._opener.open(request, timeout=self.settings.timeout.total_seconds()) as response:
@@ -354,7 +410,7 @@ class CommandHook(_Worker):
         argv = self.settings.command
         timeout = self.settings.timeout.total_seconds()
         started = time.monotonic()
-        result, code, error = "ok", None, None
+        result, code, error, output = "ok", None, None, 0
         try:
             proc = subprocess.Popen(argv, env=hook_environment(self.settings, record), cwd=self.base_dir,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -362,26 +418,29 @@ class CommandHook(_Worker):
         except OSError as exc:
             result, error = "failed", f"cannot start {argv[0]}: {exc.strerror}"
         else:
+            # The output is read (so the hook never blocks on a full pipe) and only measured: a
+            # hook may print anything, the token it just received included, so none of it is
+            # copied into logs, audit lines or webhooks.
             try:
-                _, stderr = proc.communicate(timeout=timeout)
+                stdout, stderr = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
-                proc.communicate()
+                stdout, stderr = proc.communicate()
                 result, error = "timeout", f"{argv[0]} did not finish within {timeout:g}s and was killed"
             else:
                 code = proc.returncode
                 if code != 0:
-                    last = (stderr.strip().splitlines() or [""])[-1][:300]
-                    result, error = "failed", f"{argv[0]} exited with status {code}" + (f": {last}" if last else "")
+                    result, error = "failed", f"{argv[0]} exited with status {code}"
+            output = len(stdout or "") + len(stderr or "")
         elapsed = time.monotonic() - started
         log = logger.info if result == "ok" else logger.error
-        log("hook %s for policy %s: %s in %.1fs%s", argv[0], record.get("policy"), result, elapsed,
-            f": {REDACTOR.redact(error)}" if error else "")
+        log("hook %s for policy %s: %s in %.1fs (output: %d characters, not logged)%s", argv[0],
+            record.get("policy"), result, elapsed, output, f": {REDACTOR.redact(error)}" if error else "")
         self._report(result)
         if self._emit is not None:
             event = {"at": datetime.now(UTC), "policy": record.get("policy"), "run_id": record.get("run_id"),
                      "step": "hook", "result": result, "command": argv[0], "token_id": record.get("token_id"),
-                     "exit_code": code, "duration_s": round(elapsed, 3)}
+                     "exit_code": code, "output_chars": output, "duration_s": round(elapsed, 3)}
             if error:
                 event["error"] = REDACTOR.redact(error)
             self._emit(event)

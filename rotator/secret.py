@@ -5,10 +5,22 @@ redacted; only :meth:`Secret.reveal` returns the value, and each call site of ``
 place where the value legitimately leaves the process (an issuer call, a store write).
 Each Secret also registers its value with :data:`REDACTOR`, which the log handlers use as a
 second line of defence for values that reached a message some other way (e.g. an SDK error).
+
+The redactor counts references per value: a value is known while any :class:`Secret` holding it
+is alive, or while it is *pinned* (the engine pins a token it published until that token is
+revoked, so that output produced after the run ended, such as a post-publish hook's, is still
+redacted).
+
+Deadlock-freedom: a ``Secret`` is freed by the garbage collector, which may run inside any
+allocation, including one made while the redactor's lock is held by the same thread. So the
+finalizer never takes the lock: it only appends the value to a queue (``deque.append`` is atomic),
+and ordinary code drains the queue under the lock. :meth:`Redactor.redact` takes no lock at all;
+it reads an immutable snapshot.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import weakref
 
@@ -21,27 +33,99 @@ class Redactor:
     """Replaces every known secret value in a text by ``***``."""
 
     _MIN_LEN = 8  # shorter strings would redact ordinary words
+    #: Pinned values kept at most; past this the oldest pin is dropped (a daemon that never
+    #: revokes its tokens itself, because another replica does, must not grow without bound).
+    MAX_PINS = 1000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: set[str] = set()
+        self._counts: dict[str, int] = {}
+        #: key (e.g. a token id) -> value, oldest first
+        self._pins: collections.OrderedDict[str, str] = collections.OrderedDict()
+        #: values whose Secret was freed; appended by finalizers without any lock
+        self._released: collections.deque[str] = collections.deque()
+        #: what redact() reads, longest first (so that a value containing another one goes first)
+        self._snapshot: tuple[str, ...] = ()
 
     def add(self, value: str) -> None:
         if len(value) >= self._MIN_LEN:
             with self._lock:
-                self._values.add(value)
+                self._counts[value] = self._counts.get(value, 0) + 1
+                self._drain_locked()
+                self._publish_locked()
+
+    def release(self, value: str) -> None:
+        """Drop one reference to ``value`` later. Safe in a finalizer: takes no lock, never blocks."""
+        if len(value) >= self._MIN_LEN:
+            self._released.append(value)
 
     def discard(self, value: str) -> None:
+        """Drop one reference to ``value`` now (ordinary code only, never a finalizer)."""
+        self.release(value)
         with self._lock:
-            self._values.discard(value)
+            self._drain_locked()
+            self._publish_locked()
+
+    def pin(self, key: str, secret: Secret) -> None:
+        """Keep ``secret``'s value known under ``key`` (a published token's id) until :meth:`unpin`,
+        even after every :class:`Secret` holding it was freed."""
+        value = secret.reveal()
+        if len(value) < self._MIN_LEN:
+            return
+        with self._lock:
+            if key in self._pins:
+                self._pins.move_to_end(key)
+                if self._pins[key] == value:
+                    return
+                self._released.append(self._pins[key])
+            self._pins[key] = value
+            self._counts[value] = self._counts.get(value, 0) + 1
+            while len(self._pins) > self.MAX_PINS:
+                _, oldest = self._pins.popitem(last=False)
+                self._released.append(oldest)
+            self._drain_locked()
+            self._publish_locked()
+
+    def unpin(self, key: str) -> None:
+        """Forget the pin ``key`` (its token was revoked); other references to the value stay."""
+        with self._lock:
+            value = self._pins.pop(key, None)
+            if value is not None:
+                self._released.append(value)
+            self._drain_locked()
+            self._publish_locked()
+
+    def knows(self, value: str) -> bool:
+        self._drain()
+        return value in self._snapshot
 
     def redact(self, text: str) -> str:
-        with self._lock:
-            values = list(self._values)
-        for value in values:
+        if self._released:
+            self._drain()
+        for value in self._snapshot:  # an immutable tuple: no lock, nothing a finalizer can block
             if value in text:
                 text = text.replace(value, REDACTED)
         return text
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._drain_locked()
+            self._publish_locked()
+
+    def _drain_locked(self) -> None:
+        while True:
+            try:
+                value = self._released.popleft()
+            except IndexError:
+                return
+            left = self._counts.get(value, 0) - 1
+            if left > 0:
+                self._counts[value] = left
+            else:
+                self._counts.pop(value, None)
+
+    def _publish_locked(self) -> None:
+        self._snapshot = tuple(sorted(self._counts, key=len, reverse=True))
 
 
 REDACTOR = Redactor()
@@ -57,7 +141,9 @@ class Secret:
             raise TypeError("Secret needs a non-empty string")
         self._value = value
         REDACTOR.add(value)
-        weakref.finalize(self, REDACTOR.discard, value)
+        # release(), not discard(): this runs inside the garbage collector, maybe while this very
+        # thread holds the redactor's lock.
+        weakref.finalize(self, REDACTOR.release, value)
 
     def reveal(self) -> str:
         return self._value
