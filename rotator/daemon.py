@@ -237,6 +237,7 @@ class Daemon:
             self.health = HealthServer(host, port, alive=self.liveness, ready=self.readiness,
                                        registry=self.metrics.registry)
             self.health.start()
+        self._check_journal()  # /readyz answers from the first probe on
         for target, thread_name in ((self._watchdog_loop, "rotator-watchdog"),
                                     (self._journal_probe_loop, "rotator-journal-probe")):
             threading.Thread(target=target, name=thread_name, daemon=True).start()
@@ -654,15 +655,18 @@ class Daemon:
     def _journal_probe_loop(self) -> None:
         """Check the journal off the HTTP thread: a hanging journal must not hang /readyz."""
         while not self._watchdog_stop.wait(WATCHDOG_EVERY):
-            try:
-                ping = getattr(self.journal, "ping", None)
-                if callable(ping):
-                    ping()
-                else:
-                    self.journal.lease_holder("rotator-readiness-probe", self.clock.now())
-                self._journal_check = (True, "ok", time.monotonic())
-            except Exception as exc:
-                self._journal_check = (False, REDACTOR.redact(str(exc)) or type(exc).__name__, time.monotonic())
+            self._check_journal()
+
+    def _check_journal(self) -> None:
+        try:
+            ping = getattr(self.journal, "ping", None)  # Journal.ping() where the journal has it
+            if callable(ping):
+                ping()
+            else:
+                self.journal.lease_holder("rotator-readiness-probe", self.clock.now())
+            self._journal_check = (True, "ok", time.monotonic())
+        except Exception as exc:
+            self._journal_check = (False, REDACTOR.redact(str(exc)) or type(exc).__name__, time.monotonic())
 
     def live_snapshot(self) -> LiveSnapshot:
         from rotator.metrics import CredentialState, LiveSnapshot

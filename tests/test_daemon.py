@@ -208,6 +208,10 @@ timeout = "10s"
         wait_until("three rotations and two revocations", lambda: sum(
             1 for r in rotate_runs(sc) if r["published_at"]) >= 3 and all(
             t["revoked_at"] for t in sc.fake.tokens() if t["id"] == rotate_runs(sc)[1]["old_token_id"]), timeout=30)
+        # The journal shows a publication before the run returns and the daemon counts it.
+        wait_until("the second daemon's counts", lambda: (second.metric(
+            "rotator_rotations_total", policy="mgmt", result="success") or 0) >= 2 and (second.metric(
+            "rotator_revocations_total", policy="mgmt", result="ok") or 0) >= 2, timeout=10)
         metrics = second.metrics()
         assert second.stop() == 0
         rx.wait_for(2)  # the first daemon's may have died with it (kill -9 right after publishing)
@@ -294,7 +298,9 @@ def test_sighup_with_a_broken_file_keeps_the_running_configuration(
     assert m[("rotator_lease_active", (("policy", "mgmt"),))] == 0
     assert m[("rotator_build_info", (("version", "0.1.0"),))] == 1
     labels = {label for (_, labels) in m for label in labels}
-    assert {name for name, _ in labels} <= {"policy", "result", "channel", "version", "le"}
+    assert {name for name, _ in labels} <= {"policy", "store", "result", "channel", "version", "le"}
+    assert m[("rotator_watchdog_stalled", ())] == 0
+    assert m[("rotator_credential_ok", (("policy", "mgmt"), ("store", "primary")))] == 1, "the root token never expires"
     assert not any(sc.bootstrap_id in value for _, value in labels), "no token id in labels"
 
     # 1. Not TOML at all, 2. TOML with an invalid policy: both rejected, the old configuration runs on.
@@ -669,3 +675,159 @@ def test_reload_from_a_tick_keeps_the_old_config_when_invalid(harness: Callable[
     h.tick()
     assert h.daemon.policies[0].schedule.text == "2h" and sample(h, "rotator_config_last_reload_successful") == 1
     assert re.search(r'"step":"reload","result":"failed"', (h.daemon.path.parent / "audit.jsonl").read_text())
+
+
+# ---------------------------------------------------------------------------------- leaks, starvation, wedges
+LEAKY_HOOK = """import json, os, sys, time, urllib.request
+time.sleep(0.5)  # after the run ended: nothing of the run keeps the value alive any more
+cfg = json.load(open("leaky-hook.json"))
+req = urllib.request.Request(cfg["url"] + "/v1/secret/data/" + cfg["path"], headers={"X-Vault-Token": cfg["token"]})
+token = json.load(urllib.request.urlopen(req))["data"]["data"]["token"]
+print("reloaded with", token)
+print("error: consumer rejected", token, file=sys.stderr)
+sys.exit(3)
+"""
+
+
+def test_hook_output_holding_the_published_token_never_leaks(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    """Issue 11.1: a post-publish hook prints the token it was told about; neither the daemon's log
+    and stderr, nor the audit file, nor the failure webhook's body carry it."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=60)
+    (tmp_path / "hmac-key").write_text(KEY)
+    (tmp_path / "leaky-hook.py").write_text(LEAKY_HOOK)
+    (tmp_path / "leaky-hook.json").write_text(json.dumps({"url": openbao.url, "path": sc.kv_path,
+                                                          "token": openbao.root_token}))
+    port = _free_port()
+    with receiver() as rx:
+        configure(sc, schedule="2s", port=port, daemon=f"""
+[daemon.audit]
+file = "audit.jsonl"
+[[daemon.webhooks]]
+url = "{rx.url}"
+on = ["failure"]
+secret = {{ file = "hmac-key" }}
+backoff = "0s"
+[[daemon.hooks]]
+command = [{json.dumps(sys.executable)}, "leaky-hook.py"]
+timeout = "10s"
+""")
+        d = start_daemon(sc, port)
+        daemons.append(d)
+        wait_until("the hook's failure", lambda: [r for r in audit(sc) if r["step"] == "hook"], timeout=30)
+        got = rx.wait_for(1)
+        published = sc.current()["token"]
+        assert d.stop() == 0
+    hook = next(r for r in audit(sc) if r["step"] == "hook")
+    assert hook["result"] == "failed" and hook["exit_code"] == 3 and hook["output_chars"] > len(published)
+    assert hook["token_id"] in {v["token_id"] for v in sc.versions()}
+    bodies = [delivery.body.decode() for delivery in got]
+    assert any('"step":"hook"' in body for body in bodies)
+    audit_text = (tmp_path / "audit.jsonl").read_text()
+    for name, text in [("audit", audit_text), *((f"webhook {i}", b) for i, b in enumerate(bodies)),
+                       *sc.written().items()]:
+        assert published not in text, f"the published token leaked into {name}"
+    check_invariants(sc)
+
+
+def _half_sent(port: int) -> socket.socket | None:
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def test_idle_connections_cannot_starve_the_endpoint_or_the_rotation(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    """Issue 11.2: with a 256 open-file limit, 400 half-sent requests neither take /healthz down nor
+    make the next rotation fail with "Too many open files"; idle connections are closed."""
+    import resource
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=60)
+    port = _free_port()
+    configure(sc, schedule="6s", port=port, daemon="")
+    out, err = sc.dir / "daemon.out", sc.dir / "daemon.err"
+    argv = [sys.executable, "-m", "rotator.daemon", "-c", str(sc.config), "--log-file", str(sc.log_file)]
+    limit = 256
+
+    def lower_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen(argv, env=sc.env(), cwd=sc.dir, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=lower_limit)
+    d = DaemonProc(sc, port, proc, out, err)
+    daemons.append(d)
+    d.wait_ready()
+    before = sum(1 for r in rotate_runs(sc) if r["published_at"])
+    flood = [s for s in (_half_sent(port) for _ in range(400)) if s is not None]
+    assert len(flood) >= 300, "the flood itself could not connect"
+    status, body = d.get("/healthz")
+    assert status == 200 and json.loads(body)["alive"] is True, "a probe gets through during the flood"
+    open_fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+    assert open_fds < limit // 2, f"the daemon holds {open_fds} descriptors during the flood"
+    wait_until("a rotation after the flood", lambda: sum(1 for r in rotate_runs(sc) if r["published_at"]) > before,
+               timeout=20)
+    assert all(r["state"] in ("published", "done") for r in rotate_runs(sc))
+    # Every idle connection is closed within the deadline (10 s), evicted ones at once.
+    deadline = time.monotonic() + 15
+    for s in flood:
+        s.settimeout(max(deadline - time.monotonic(), 0.1))
+        try:
+            data = s.recv(100)
+        except TimeoutError:
+            pytest.fail("an idle connection outlived the connection deadline")
+        except OSError:
+            data = b""  # reset: closed too
+        finally:
+            s.close()
+        assert data == b"", "a half-sent request gets no answer, only a close"
+    assert d.get("/healthz")[0] == 200
+    assert d.stop() == 0
+    assert "Too many open files" not in sc.log_file.read_text() + err.read_text()
+    check_invariants(sc)
+
+
+def test_a_wedged_run_fails_liveness_and_dumps_every_thread(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    """Issue 15.5: a run stuck on a Vault that accepts and never answers (a blackhole) turns
+    /healthz and /readyz to 503 and rotator_watchdog_stalled to 1 once it outlives twice the lease
+    TTL, with every thread's stack on stderr; once Vault answers again, all is well again."""
+    from tests.faultproxy import fault_proxy
+
+    host, vault_port = openbao.url.removeprefix("http://").split(":")
+    with fault_proxy(host, int(vault_port)) as proxy:
+        sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=60)
+        port = _free_port()
+        configure(sc, schedule="2s", port=port, daemon="")
+        text = sc.config.read_text().replace('lease_ttl = "30s"', 'lease_ttl = "5s"')
+        sc.config.write_text(text.replace(f'url = "{openbao.url}"', f'url = "{proxy.url}"\ntimeout_s = 60'))
+        d = start_daemon(sc, port)
+        daemons.append(d)
+        assert json.loads(d.get("/healthz")[1])["stalled"] is False
+        proxy.mode = "blackhole"
+        stalled_at = wait_until("the watchdog", lambda: d.get("/healthz")[0] == 503 and time.monotonic(),
+                                timeout=30, every=0.2)
+        status, body = d.get("/healthz")
+        detail = json.loads(body)
+        assert status == 503 and detail["stalled"] is True and detail["stuck"]["mgmt"]["running_s"] >= 10
+        assert d.get("/readyz")[0] == 503
+        assert d.metric("rotator_watchdog_stalled") == 1
+        dump = wait_until("the thread dump", lambda: "most recent call first" in d.err.read_text() and
+                          d.err.read_text(), timeout=5)
+        assert "rotator watchdog: no progress" in dump and "vault_kv2" in dump, "the stacks say where it hangs"
+        proxy.mode = "reset"  # the hung call fails (connection reset): the run retries
+        proxy.mode = "pass"
+        wait_until("progress again", lambda: d.get("/healthz")[0] == 200, timeout=30, every=0.2)
+        assert time.monotonic() - stalled_at < 30
+        assert d.metric("rotator_watchdog_stalled") == 0
+        assert d.stop() == 0
+    check_invariants(sc)

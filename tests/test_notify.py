@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from rotator.daemon_config import DaemonSettings
-from rotator.notify import Notifier, event_kinds, sign
+from rotator.notify import Notifier, event_kinds, sign, signing_key, verify_signature
 from rotator.secret import Secret
 from tests.webhook_receiver import receiver
 
@@ -101,9 +101,10 @@ def test_webhook_is_signed_retried_and_filtered(tmp_path: Path) -> None:
         assert notifier.close(10)
         got = rx.wait_for(3)
     assert len(got) == 3, "two failures, then delivered: three attempts"
-    assert len({d.headers["X-Rotator-Delivery"] for d in got}) == 1, "retries keep the delivery id"
+    assert len({d.header("webhook-id") for d in got}) == 1, "retries keep the delivery id"
+    assert got[0].header("webhook-id") == got[0].json["delivery"]
     for delivery in got:
-        assert delivery.signature_ok(KEY), "X-Rotator-Signature is HMAC-SHA256 of the exact body"
+        assert delivery.signature_ok(KEY), "webhook-signature is Standard Webhooks' HMAC-SHA256 of id.timestamp.body"
         assert not delivery.signature_ok("another-key")
         assert delivery.headers["Content-Type"] == "application/json"
         assert delivery.headers["X-Rotator-Event"] == "failure"
@@ -218,15 +219,27 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_failing_hook_reports_its_last_stderr_line(tmp_path: Path) -> None:
-    command = _script(tmp_path, "print('reloading', file=sys.stderr)\nprint('app: no such unit', file=sys.stderr)\n"
-                                "sys.exit(3)\n")
-    notifier = Notifier(_settings(tmp_path, hooks=[{"command": command}]), tmp_path)
-    notifier(_event("published", "ok", token_id="t-new"))
-    assert notifier.close(10)
+def test_failing_hook_reports_exit_code_and_output_length_never_its_output(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A value the redactor does not know (a hook may print anything, e.g. a token it fetched
+    # itself): only the exit code and the output's length leave the hook.
+    unknown = "hook-printed-" + "k" * 30
+    command = _script(tmp_path, f"print('reloading {unknown}')\nprint('app: no such unit {unknown}', "
+                                "file=sys.stderr)\nsys.exit(3)\n")
+    with receiver() as rx:
+        notifier = Notifier(_settings(tmp_path, hooks=[{"command": command}], webhooks=[_webhook(rx.url)]), tmp_path)
+        with caplog.at_level("DEBUG"):
+            notifier(_event("published", "ok", token_id="t-new"))
+            assert notifier.close(10)
+        got = rx.wait_for(1)
     line = next(r for r in _audit(tmp_path) if r["step"] == "hook")
     assert line["result"] == "failed" and line["exit_code"] == 3
-    assert line["error"].endswith("exited with status 3: app: no such unit")
+    assert line["error"].endswith("exited with status 3")
+    assert line["output_chars"] == len(f"reloading {unknown}\napp: no such unit {unknown}\n")
+    assert got[0].json["step"] == "hook" and got[0].json["exit_code"] == 3
+    for text in ((tmp_path / "audit.jsonl").read_text(), got[0].body.decode(), caplog.text):
+        assert unknown not in text and "no such unit" not in text
 
 
 def test_missing_hook_program_is_a_failure_not_a_crash(tmp_path: Path) -> None:
@@ -237,10 +250,54 @@ def test_missing_hook_program_is_a_failure_not_a_crash(tmp_path: Path) -> None:
     assert line["result"] == "failed" and "cannot start /nonexistent/reload-app" in line["error"]
 
 
-def test_signature_is_hmac_sha256_hex() -> None:
-    # RFC 4231, test case 2
-    assert sign(b"Jefe", b"what do ya want for nothing?") == (
-        "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+def test_signature_follows_standard_webhooks() -> None:
+    # The specification's example (standard-webhooks, also in its reference libraries' tests).
+    key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    assert sign(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}') == (
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+    assert signing_key("plain-key") == b"plain-key"
+
+
+def test_a_replayed_or_tampered_delivery_is_refused(tmp_path: Path) -> None:
+    """The receiver's verifier (tests/webhook_receiver.py, from the specification) and rotator's own
+    verify_signature() accept a fresh delivery once, refuse it replayed later or with another body."""
+    with receiver() as rx:
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(rx.url)]), tmp_path)
+        notifier(_event("rotate", "failed", error="x"))
+        assert notifier.close(5)
+        delivery = rx.wait_for(1)[0]
+    stamp = int(delivery.header("webhook-timestamp"))
+    assert abs(stamp - time.time()) < 10
+    seen: set[str] = set()
+    assert delivery.verify(KEY, seen=seen) == "ok"
+    assert delivery.verify(KEY, seen=seen) == "webhook-id seen before", "a replay inside the window"
+    assert delivery.verify(KEY, now=stamp + 301) == "timestamp outside the tolerance window", "a replay later"
+    assert delivery.verify("another-key") == "bad signature"
+    tampered = type(delivery)(delivery.path, delivery.headers, delivery.body.replace(b'"x"', b'"y"'), delivery.at)
+    assert tampered.body != delivery.body and tampered.verify(KEY) == "bad signature"
+    # An attacker who re-stamps a captured body cannot sign the new timestamp.
+    headers = {k: v for k, v in delivery.headers.items() if k.lower() != "webhook-timestamp"}
+    restamped = type(delivery)(delivery.path, {**headers, "webhook-timestamp": str(stamp + 400)},
+                               delivery.body, delivery.at)
+    assert restamped.verify(KEY, now=stamp + 400) == "bad signature"
+    key = KEY.encode()
+    verify_signature(key, delivery.headers, delivery.body, now=stamp)
+    for headers, body, now, why in [
+        (delivery.headers, delivery.body, stamp + 301, "tolerance"),
+        (delivery.headers, tampered.body, stamp, "no valid signature"),
+        ({k: v for k, v in delivery.headers.items() if k.lower() != "webhook-id"}, delivery.body, stamp, "missing"),
+        ({**{k: v for k, v in delivery.headers.items() if k.lower() != "webhook-id"}, "webhook-id": "msg_other"},
+         delivery.body, stamp, "no valid signature"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            verify_signature(key, headers, body, now=now)
+
+
+def test_audit_file_is_created_0600(tmp_path: Path) -> None:
+    notifier = Notifier(_settings(tmp_path), tmp_path)
+    notifier(_event("plan", "ok"))
+    notifier.close(1)
+    assert (tmp_path / "audit.jsonl").stat().st_mode & 0o777 == 0o600
 
 
 # -- settings -----------------------------------------------------------------------------------

@@ -1,7 +1,14 @@
-"""A local HTTP server that records webhook POSTs and answers with scripted statuses (tests only)."""
+"""A local HTTP server that records webhook POSTs and answers with scripted statuses (tests only).
+
+:meth:`Delivery.verify` is a receiver's check of the Standard Webhooks signature, written from the
+specification (https://www.standardwebhooks.com), not from rotator's code: HMAC-SHA256 over
+``webhook-id.webhook-timestamp.body``, base64, ``v1,`` prefix; a timestamp outside the tolerance
+window and a ``webhook-id`` seen before are refused (replays), as is any change to the body.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -28,9 +35,29 @@ class Delivery:
         data: dict[str, Any] = json.loads(self.body)
         return data
 
+    def header(self, name: str) -> str:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), "")
+
+    def verify(self, key: str, *, now: float | None = None, tolerance_s: float = 300,
+               seen: set[str] | None = None) -> str:
+        """``"ok"`` or why a receiver refuses this delivery; ``seen`` holds the ids accepted before."""
+        msg_id, stamp = self.header("webhook-id"), self.header("webhook-timestamp")
+        if not msg_id or not stamp.isdigit():
+            return "missing webhook-id or webhook-timestamp"
+        if abs((time.time() if now is None else now) - int(stamp)) > tolerance_s:
+            return "timestamp outside the tolerance window"
+        signed = f"{msg_id}.{stamp}.".encode() + self.body
+        expected = "v1," + base64.b64encode(hmac.new(key.encode(), signed, hashlib.sha256).digest()).decode()
+        if not any(hmac.compare_digest(expected, s) for s in self.header("webhook-signature").split()):
+            return "bad signature"
+        if seen is not None:
+            if msg_id in seen:
+                return "webhook-id seen before"
+            seen.add(msg_id)
+        return "ok"
+
     def signature_ok(self, key: str) -> bool:
-        expected = "sha256=" + hmac.new(key.encode(), self.body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(self.headers.get("X-Rotator-Signature", ""), expected)
+        return self.verify(key) == "ok"
 
 
 @dataclass
