@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, TypedDict
 
@@ -54,6 +54,7 @@ __all__ = [
 
 logger = logging.getLogger("rotator.adapters.vault_kv2")
 
+_DUE_NOW = datetime(1970, 1, 1, tzinfo=UTC)
 #: Backoff of a failed login, lookup or renewal (seconds): doubles from the first to the second.
 RETRY_DELAYS = (1.0, 30.0)
 #: Statuses worth retrying as they are (a new login would not help and, for AppRole, would only
@@ -187,7 +188,7 @@ class VaultLogin:
     def due(self) -> datetime | None:
         """When :meth:`ensure` has work to do (log in, look up, renew, retry); None: nothing planned."""
         if self._token is None:
-            return self._retry_at or self._clock.now()
+            return self._retry_at or _DUE_NOW  # a fixed time: "now" would move on with every call
         return self._check_at
 
     def status(self) -> CredentialStatus:
