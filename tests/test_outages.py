@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -96,103 +97,111 @@ def _clean_up(sc: Scenario) -> None:
 
 
 # ---------------------------------------------------------------------------------- the CLI matrix
-@pytest.mark.parametrize("fault", VAULT_FAULTS)
-def test_cli_with_vault_failing_at_each_step(
-    tmp_path: Path, openbao: Any, fake_influxctl: Any, vault_proxy: FaultProxy, fault: str
-) -> None:
-    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
-    _fast(sc, vault_proxy.url)
-    timings = {}
-    for step in STEPS:
-        what = f"vault {fault} at {step}"
-        if step == "revoke":
-            # A superseded token whose grace has ended, and Vault failing when it is revoked.
-            proc = sc.cli("rotate", sc.policy)
-            assert proc.returncode == 0, proc.stderr
-            time.sleep(sc.grace_s + 0.2)
-        marker = tmp_path / f"minted-{step}"
-        if step == "publish":
-            # Fail Vault once the token is minted: the mint call pauses until the fault is set.
-            sc.fake.add_fault("management create", "pause_after_effect", seconds=1, marker=marker)
-        else:
-            _set(vault_proxy, fault)
-        started = time.monotonic()
-        args = ("revoke-expired",) if step == "revoke" else ("rotate", sc.policy)
-        proc_handle = _run_async(sc, args)
-        if step == "publish":
-            wait_until("the mint", marker.exists, timeout=CLI_BOUND_S)
-            _set(vault_proxy, fault)
-        proc = _finish(sc, proc_handle)
-        took = timings[step] = time.monotonic() - started
-        _heal(vault_proxy)
-        if step == "revoke" and proc.returncode == 0:
-            # After #15.2 a failed revocation is postponed with a backoff instead of failing the command.
-            assert "postponed" in proc.stdout, f"{what}: {proc.stdout}"
-        else:
-            _assert_failed_cleanly(proc, took, what)
-        check_invariants(sc)
-        healed = time.monotonic()
-        _clean_up(sc)
-        timings[f"{step} clean-up"] = time.monotonic() - healed
-    print(f"\n{fault}: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-
-
-def _run_async(sc: Scenario, args: tuple[str, ...]) -> Any:
-    import subprocess
-
+def _run_async(sc: Scenario, args: tuple[str, ...]) -> subprocess.Popen[str]:
     return subprocess.Popen(sc.argv(*args), env=sc.env(), cwd=sc.dir, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
-def _finish(sc: Scenario, proc: Any) -> Any:
-    import subprocess
-
+def _finish(sc: Scenario, proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
     out, err = proc.communicate(timeout=60)
     sc.outputs += [out, err]
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-PG_FAULTS = [
-    pytest.param("down", STEPS, id="down"),
-    pytest.param("reset", STEPS, id="reset"),
-    pytest.param("blackhole", ("plan",), id="blackhole", marks=pytest.mark.xfail(
-        not HAS_JOURNAL_TIMEOUTS, reason="needs journal timeouts (#15.4) from the fencing branch", run=False)),
-    pytest.param("latency", ("plan",), id="latency", marks=pytest.mark.xfail(
-        not HAS_JOURNAL_TIMEOUTS, reason="needs journal timeouts (#15.4) from the fencing branch", run=False)),
-]
+def _faulted(sc: Scenario, proxy: FaultProxy, fault: str, step: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run the command of ``step`` with ``fault`` injected at that step; heal the proxy afterwards."""
+    marker = sc.dir / f"minted-{fault}"
+    marker.unlink(missing_ok=True)
+    if step == "publish":
+        # The mint call pauses (after minting) until the fault is set: the next Vault call is PUBLISH.
+        sc.fake.add_fault("management create", "pause_after_effect", seconds=1, marker=marker)
+    else:
+        _set(proxy, fault)
+    started = time.monotonic()
+    handle = _run_async(sc, ("revoke-expired",) if step == "revoke" else ("rotate", sc.policy))
+    try:
+        if step == "publish":
+            wait_until("the mint", marker.exists, timeout=CLI_BOUND_S)
+            _set(proxy, fault)
+        proc = _finish(sc, handle)
+    finally:
+        _heal(proxy)
+        if handle.poll() is None:
+            handle.kill()
+    return proc, time.monotonic() - started
 
 
-@pytest.mark.parametrize(("fault", "steps"), PG_FAULTS)
-def test_cli_with_the_journal_failing(
-    tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, fault: str, steps: tuple[str, ...]
-) -> None:
-    host_port = PG_BASE.split("@", 1)[1].split("/", 1)[0]
-    host, port = host_port.rsplit(":", 1)
-    with fault_proxy(host, int(port)) as pg_proxy:
-        journal = pg_url.replace(host_port, f"127.0.0.1:{pg_proxy.port}")
-        sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, journal_url=journal)
-        _fast(sc, sc.vault_url, journal=journal)
-        for step in steps:
-            what = f"journal {fault} at {step}"
+def _matrix(sc: Scenario, proxy: FaultProxy, what: str, faults: tuple[str, ...]) -> dict[str, float]:
+    """For each fault: PLAN, then PUBLISH, fail (exit 1, a fix line, invariants hold); `rotate`
+    then recovers the cut run and rotates; REVOKE fails; `recover` then revokes. Returns timings."""
+    timings: dict[str, float] = {}
+    for fault in faults:
+        for step in STEPS:
             if step == "revoke":
-                assert sc.cli("rotate", sc.policy).returncode == 0
-                time.sleep(sc.grace_s + 0.2)
-            marker = tmp_path / f"minted-{step}"
-            if step == "publish":
-                sc.fake.add_fault("management create", "pause_after_effect", seconds=1, marker=marker)
+                time.sleep(sc.grace_s + 0.1)  # the previous token's grace has ended
+            proc, took = _faulted(sc, proxy, fault, step)
+            timings[f"{fault}@{step}"] = took
+            if step == "revoke" and proc.returncode == 0:
+                # After #15.2 a failed revocation is postponed with a backoff, not a failed command.
+                assert "postponed" in proc.stdout, f"{what} {fault} at revoke: {proc.stdout}"
             else:
-                _set(pg_proxy, fault)
-            started = time.monotonic()
-            handle = _run_async(sc, ("revoke-expired",) if step == "revoke" else ("rotate", sc.policy))
-            if step == "publish":
-                wait_until("the mint", marker.exists, timeout=CLI_BOUND_S)
-                _set(pg_proxy, fault)
-            proc = _finish(sc, handle)
-            took = time.monotonic() - started
-            _heal(pg_proxy)
-            _assert_failed_cleanly(proc, took, what)
-            check_invariants(sc, after_crash=step == "publish")  # a run cut mid-way is open until recovery
-            _clean_up(sc)
+                _assert_failed_cleanly(proc, took, f"{what} {fault} at {step}")
+            # A publish cut mid-way leaves its run open (the candidate may have landed): recovery decides.
+            check_invariants(sc, after_crash=step == "publish")
+            if step in ("publish", "revoke"):
+                started = time.monotonic()
+                args = ("rotate", sc.policy) if step == "publish" else ("recover",)
+                healed = sc.cli(*args)
+                timings[f"{fault}@{step} clean-up"] = time.monotonic() - started
+                assert healed.returncode == 0, f"{what} {fault}: {args} after the fault: {healed.stderr[-1500:]}"
+                check_invariants(sc)
+    assert not sc.journal_rows("SELECT run_id FROM runs WHERE state NOT IN ('done', 'failed', 'aborted', "
+                               "'published')"), "every run finished"
+    return timings
+
+
+def _report(timings: dict[str, float]) -> None:
+    print("\n" + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+
+
+def test_cli_with_vault_failing_at_each_step(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, vault_proxy: FaultProxy
+) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    _fast(sc, vault_proxy.url)
+    _report(_matrix(sc, vault_proxy, "vault", VAULT_FAULTS))
+
+
+@pytest.fixture
+def pg_proxy() -> Iterator[FaultProxy]:
+    host, port = PG_BASE.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    with fault_proxy(host, int(port)) as proxy:
+        yield proxy
+
+
+def _via(pg_url: str, proxy: FaultProxy) -> str:
+    return pg_url.replace(PG_BASE.split("@", 1)[1].split("/", 1)[0], f"127.0.0.1:{proxy.port}")
+
+
+def test_cli_with_the_journal_failing_at_each_step(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, pg_proxy: FaultProxy
+) -> None:
+    journal = _via(pg_url, pg_proxy)
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, journal_url=journal)
+    _fast(sc, sc.vault_url, journal=journal)
+    _report(_matrix(sc, pg_proxy, "journal", ("down", "reset")))
+
+
+@pytest.mark.xfail(not HAS_JOURNAL_TIMEOUTS, reason="needs journal timeouts (#15.4) from the fencing branch",
+                   run=False)
+def test_cli_with_the_journal_hanging_at_each_step(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, pg_proxy: FaultProxy
+) -> None:
+    """Blackhole and 3 s latency need statement/connect timeouts in the journal (#15.4)."""
+    journal = _via(pg_url, pg_proxy)
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, journal_url=journal)
+    _fast(sc, sc.vault_url, journal=journal)
+    _report(_matrix(sc, pg_proxy, "journal", ("blackhole", "latency")))
 
 
 # ---------------------------------------------------------------------------------- under the daemon
@@ -253,32 +262,29 @@ def test_daemon_backs_off_and_readyz_reflects_a_vault_outage(
 
 
 def test_daemon_survives_a_journal_outage_without_a_hot_loop(
-    tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, daemons: list[DaemonProc]
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, pg_proxy: FaultProxy, daemons: list[DaemonProc]
 ) -> None:
-    host_port = PG_BASE.split("@", 1)[1].split("/", 1)[0]
-    host, pg_port = host_port.rsplit(":", 1)
-    with fault_proxy(host, int(pg_port)) as pg_proxy:
-        journal = pg_url.replace(host_port, f"127.0.0.1:{pg_proxy.port}")
-        sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=30, journal_url=journal)
-        port = _free_port()
-        configure(sc, schedule="1h", port=port, daemon='sweep_interval = "1s"')
-        _fast(sc, sc.vault_url, journal=journal)
-        d = start_daemon(sc, port)
-        daemons.append(d)
-        pg_proxy.mode = "down"
-        status, body = wait_until("readyz to report the journal",
-                                  lambda: (r := _readyz_or_none(d)) and r[0] == 503 and r,
-                                  timeout=15, every=0.2)
-        assert body["journal"] != "ok"
-        mark = len(sc.log_file.read_text().splitlines())
-        time.sleep(6)
-        passes = [line for line in sc.log_file.read_text().splitlines()[mark:] if "scheduler pass failed" in line]
-        assert len(passes) <= 3, f"{len(passes)} failed scheduler passes in 6 s: a hot loop"
-        assert d.get("/healthz")[0] == 200, "a journal outage is not a wedge: no restart wanted"
-        _heal(pg_proxy)
-        wait_until("ready again", lambda: _readyz(d)[0] == 200, timeout=15, every=0.2)
-        assert d.stop() == 0
-        check_invariants(sc)
+    journal = _via(pg_url, pg_proxy)
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=30, journal_url=journal)
+    port = _free_port()
+    configure(sc, schedule="1h", port=port, daemon='sweep_interval = "1s"')
+    _fast(sc, sc.vault_url, journal=journal)
+    d = start_daemon(sc, port)
+    daemons.append(d)
+    pg_proxy.mode = "down"
+    status, body = wait_until("readyz to report the journal",
+                              lambda: (r := _readyz_or_none(d)) and r[0] == 503 and r,
+                              timeout=15, every=0.2)
+    assert body["journal"] != "ok"
+    mark = len(sc.log_file.read_text().splitlines())
+    time.sleep(6)
+    passes = [line for line in sc.log_file.read_text().splitlines()[mark:] if "scheduler pass failed" in line]
+    assert len(passes) <= 3, f"{len(passes)} failed scheduler passes in 6 s: a hot loop"
+    assert d.get("/healthz")[0] == 200, "a journal outage is not a wedge: no restart wanted"
+    _heal(pg_proxy)
+    wait_until("ready again", lambda: _readyz(d)[0] == 200, timeout=15, every=0.2)
+    assert d.stop() == 0
+    check_invariants(sc)
 
 
 def _readyz(d: DaemonProc) -> tuple[int, dict[str, Any]]:
