@@ -788,6 +788,31 @@ def test_helm_probes_and_port_match_the_daemon_listen_address():
     assert args.config == f"{mounts['config']}/policies.toml" and "policies.toml" in docs["ConfigMap"]["data"]
 
 
+def test_helm_network_policy_is_on_by_default():
+    """The daemon listens on every interface of the pod with an unauthenticated endpoint (issue 11.2):
+    by default nothing may connect to it (the kubelet's probes are not subject to NetworkPolicy)."""
+    docs = manifests()
+    policy = docs["NetworkPolicy"]
+    pod_labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and policy["spec"]["ingress"] == []
+    scraped = manifests({"networkPolicy": {"metricsFrom": ALL_FEATURES["networkPolicy"]["metricsFrom"]}})
+    rule = scraped["NetworkPolicy"]["spec"]["ingress"]
+    assert rule == [{"from": ALL_FEATURES["networkPolicy"]["metricsFrom"], "ports": [{"port": "metrics",
+                                                                                       "protocol": "TCP"}]}]
+    assert "NetworkPolicy" not in manifests({"networkPolicy": {"enabled": False}}), "it can still be turned off"
+
+
+def test_helm_liveness_probe_is_the_progress_watchdog():
+    """/healthz fails when the scheduler or a run stops making progress (rotator.daemon's watchdog),
+    so the liveness probe restarts a wedged daemon; readiness also covers the journal and credentials."""
+    container = manifests()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    live = container["livenessProbe"]
+    assert live["httpGet"]["path"] == "/healthz" and live["failureThreshold"] >= 2
+    # A probe must outlast a busy moment of the HTTP server (its read timeout is 5 s), not a wedge.
+    assert live["timeoutSeconds"] >= 2 and live["periodSeconds"] * live["failureThreshold"] >= 20
+
+
 def test_helm_default_policy_file_is_valid_for_rotator(tmp_path):
     docs = manifests()
     text = docs["ConfigMap"]["data"]["policies.toml"]
