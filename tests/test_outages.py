@@ -19,7 +19,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +167,13 @@ def _report(timings: dict[str, float]) -> None:
     print("\n" + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
 
 
+@pytest.mark.parametrize("fault", VAULT_FAULTS)
 def test_cli_with_vault_failing_at_each_step(
-    tmp_path: Path, openbao: Any, fake_influxctl: Any, vault_proxy: FaultProxy
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, vault_proxy: FaultProxy, fault: str
 ) -> None:
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
     _fast(sc, vault_proxy.url)
-    _report(_matrix(sc, vault_proxy, "vault", VAULT_FAULTS))
+    _report(_matrix(sc, vault_proxy, "vault", (fault,)))
 
 
 @pytest.fixture
@@ -347,3 +348,97 @@ def _readyz_or_none(d: DaemonProc) -> tuple[int, dict[str, Any]] | None:
         return _readyz(d)
     except OSError:
         return None
+
+
+# ---------------------------------------------------------------------------------- VaultLogin, unit
+class _Auth:
+    """The AuthAPI calls VaultLogin makes, scripted: a list of answers or exceptions per call."""
+
+    def __init__(self, **script: list[Any]) -> None:
+        self.script = script
+        self.calls: list[str] = []
+
+    def set_token(self, token: Any) -> None:
+        pass
+
+    def _answer(self, name: str) -> Any:
+        self.calls.append(name)
+        item = self.script[name].pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def lookup_self(self) -> Any:
+        return self._answer("lookup_self")
+
+    def renew_self(self) -> Any:
+        return self._answer("renew_self")
+
+
+def _login(tmp_path: Path) -> Any:
+    from adapters.vault_kv2_auth import TokenAuth, VaultLogin
+    from rotator.clock import FakeClock
+
+    (tmp_path / "token").write_text("s.renewable-token-for-the-unit-test")
+    clock = FakeClock()
+    auth = TokenAuth.model_validate({"method": "token", "token": {"file": "token"}})
+    return VaultLogin(auth, tmp_path, clock), clock
+
+
+def test_a_failed_first_lookup_is_retried_and_renewal_scheduled(tmp_path: Path) -> None:
+    import requests
+
+    from rotator.clock import FakeClock
+
+    login, clock = _login(tmp_path)
+    assert isinstance(clock, FakeClock)
+    api = _Auth(lookup_self=[requests.exceptions.ConnectionError(), requests.exceptions.ConnectionError(),
+                             {"data": {"ttl": 30, "creation_ttl": 30, "renewable": True}}],
+                renew_self=[hvac.exceptions.VaultDown(), {"auth": {"lease_duration": 30}}])
+    with pytest.raises(requests.exceptions.ConnectionError):
+        login.ensure(api)
+    status = login.status()
+    assert status["ok"] is False and status["failures"] == 1 and status["renewable"] is None
+    first = login.due()
+    assert first is not None and first == clock.now() + timedelta(seconds=1), "retried in 1 s, not never"
+    login.ensure(api)  # not due yet: nothing happens
+    assert api.calls == ["lookup_self"]
+    clock.advance(timedelta(seconds=1))
+    with pytest.raises(requests.exceptions.ConnectionError):
+        login.ensure(api)
+    assert login.due() == clock.now() + timedelta(seconds=2), "the backoff doubles"
+    clock.advance(timedelta(seconds=2))
+    login.ensure(api)  # the lookup answers: the renewal is planned from the TTL
+    status = login.status()
+    assert status["ok"] is True and status["failures"] == 0 and status["renewable"] is True
+    assert login.due() == clock.now() + timedelta(seconds=20), "renew once less than a third of the TTL is left"
+    clock.advance(timedelta(seconds=21))
+    with pytest.raises(hvac.exceptions.VaultDown):
+        login.ensure(api)  # a 503 on renewal: retried, not a new login
+    assert login.status()["ok"] is False, "9 s left of 30 after a failed renewal: close to expiry"
+    assert login.due() == clock.now() + timedelta(seconds=1)
+    clock.advance(timedelta(seconds=1))
+    login.ensure(api)
+    assert api.calls == ["lookup_self"] * 3 + ["renew_self"] * 2
+    assert login.status()["ok"] is True and login.status()["expires_at"] == clock.now() + timedelta(seconds=30)
+
+
+def test_the_retry_never_waits_past_a_quarter_of_what_is_left(tmp_path: Path) -> None:
+    import requests
+
+    login, clock = _login(tmp_path)
+    api = _Auth(lookup_self=[{"data": {"ttl": 8, "creation_ttl": 300, "renewable": True}}],
+                renew_self=[requests.exceptions.ConnectionError()] * 6)
+    login.ensure(api)
+    assert login.due() == clock.now() + timedelta(seconds=4), "past the renewal point: check at half the TTL"
+    clock.advance(timedelta(seconds=4))
+    waits = []
+    for _ in range(4):
+        with pytest.raises(requests.exceptions.ConnectionError):
+            login.ensure(api)
+        due = login.due()
+        assert due is not None
+        waits.append((due - clock.now()).total_seconds())
+        clock.advance(due - clock.now())
+    assert waits == [1.0, 0.75, 0.5625, 0.5], waits
+    assert login.status()["ok"] is False
