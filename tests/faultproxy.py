@@ -27,7 +27,9 @@ MODES = ("pass", "down", "reset", "blackhole", "http503", "http429")
 
 
 class FaultProxy:
-    def __init__(self, target: tuple[str, int]) -> None:
+    """Listens on 127.0.0.1:<port>; forwards to ``target``, a ``(host, port)`` or a unix socket path."""
+
+    def __init__(self, target: tuple[str, int] | str) -> None:
         self.target = target
         self.latency = 0.0
         self._mode = "pass"
@@ -94,7 +96,7 @@ class FaultProxy:
             client.close()
         else:
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = _connect(self.target)
             except OSError:
                 _abort(client)
                 return
@@ -120,6 +122,18 @@ class FaultProxy:
             self._conns.add(sock)
 
 
+def _connect(target: tuple[str, int] | str) -> socket.socket:
+    if isinstance(target, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(target)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    return socket.create_connection(target, timeout=5)
+
+
 def _abort(sock: socket.socket) -> None:
     """Close with SO_LINGER 0: the peer gets a RST (connection reset), not a FIN."""
     with contextlib.suppress(OSError):
@@ -129,8 +143,8 @@ def _abort(sock: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def fault_proxy(host: str, port: int) -> Iterator[FaultProxy]:
-    proxy = FaultProxy((host, port))
+def fault_proxy(target: tuple[str, int] | str) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(target)
     try:
         yield proxy
     finally:

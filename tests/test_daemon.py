@@ -804,7 +804,7 @@ def test_a_wedged_run_fails_liveness_and_dumps_every_thread(
     from tests.faultproxy import fault_proxy
 
     host, vault_port = openbao.url.removeprefix("http://").split(":")
-    with fault_proxy(host, int(vault_port)) as proxy:
+    with fault_proxy((host, int(vault_port))) as proxy:
         sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=60)
         port = _free_port()
         configure(sc, schedule="2s", port=port, daemon="")

@@ -22,14 +22,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hvac
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from rotator.journal import Journal
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.harness import Scenario, check_invariants, make_scenario
-from tests.pg import PG_BASE
 from tests.test_daemon import DaemonProc, _free_port, configure, start_daemon, wait_until
 
 #: The longest a failing CLI command may take: at most two Vault calls fail in a row (the publish,
@@ -68,7 +69,7 @@ def daemons() -> Iterator[list[DaemonProc]]:
 @pytest.fixture
 def vault_proxy(openbao: Any) -> Iterator[FaultProxy]:
     host, port = openbao.url.removeprefix("http://").rsplit(":", 1)
-    with fault_proxy(host, int(port)) as proxy:
+    with fault_proxy((host, int(port))) as proxy:
         yield proxy
 
 
@@ -177,14 +178,21 @@ def test_cli_with_vault_failing_at_each_step(
 
 
 @pytest.fixture
-def pg_proxy() -> Iterator[FaultProxy]:
-    host, port = PG_BASE.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    with fault_proxy(host, int(port)) as proxy:
+def pg_proxy(pg_url: str) -> Iterator[FaultProxy]:
+    """A proxy in front of the test PostgreSQL (TCP, or the embedded server's unix socket)."""
+    info = conninfo_to_dict(pg_url)
+    host, port = str(info.get("host") or "/tmp"), int(info.get("port") or 5432)
+    target: tuple[str, int] | str = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+    with fault_proxy(target) as proxy:
         yield proxy
 
 
 def _via(pg_url: str, proxy: FaultProxy) -> str:
-    return pg_url.replace(PG_BASE.split("@", 1)[1].split("/", 1)[0], f"127.0.0.1:{proxy.port}")
+    """``pg_url`` (its user, database and options) through the proxy on 127.0.0.1."""
+    parts = urlsplit(pg_url)
+    user = (parts.username or "postgres") + (f":{parts.password}" if parts.password else "")
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
+    return urlunsplit((parts.scheme, f"{user}@127.0.0.1:{proxy.port}", parts.path, query, ""))
 
 
 def test_cli_with_the_journal_failing_at_each_step(
