@@ -894,7 +894,7 @@ def exported_metric_names() -> set[str]:
     """Every series name rotator/metrics.py exports, from a real scrape of its registry."""
     from prometheus_client import generate_latest
 
-    from rotator.metrics import Metrics, PolicyState, StateSnapshot
+    from rotator.metrics import CredentialState, LiveSnapshot, Metrics, PolicyState, StateSnapshot
 
     metrics = Metrics()
     state = PolicyState(
@@ -903,6 +903,8 @@ def exported_metric_names() -> set[str]:
         lease_held_here=False,
     )  # fmt: skip
     metrics.watch_state(lambda: StateSnapshot(now=NOW, journal_up=True, policies=[state]))
+    credential = CredentialState(policy="p", store="vault", ok=True, failures=0, expires_at=NOW)
+    metrics.watch_live(lambda: LiveSnapshot(stalled=False, last_progress=0.0, credentials=[credential]))
     for name in ("rotations", "revocations"):
         getattr(metrics, name).labels("p", "failure").inc()
     metrics.consecutive_failures.labels("p").set(1)
@@ -953,7 +955,7 @@ def test_prometheus_rules_pass_promtool_check(tmp_path):
     result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 def _series(name: str, values: str, **labels: str) -> dict[str, str]:
@@ -987,6 +989,11 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         _series("rotator_revocations_overdue", "1x90", policy="p3", **a),
         _series("rotator_revocations_overdue", "1x90", policy="p3", **b),
         _series("up", "1x90", job="rel-rotator", **a),
+        # Replica b is wedged from 30m on; p3's Vault token cannot be renewed from 40m on.
+        _series("rotator_watchdog_stalled", "0x30 1x60", **b),
+        _series("rotator_watchdog_stalled", "0x90", **a),
+        _series("rotator_credential_ok", "1x40 0x50", policy="p3", store="vault", **a),
+        _series("rotator_credential_ok", "1x90", policy="p2", store="vault", **a),
     ]
     expected = {
         "RotatorRotationFailing": [{"policy": "p1", "severity": "warning"}],
@@ -996,6 +1003,8 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         "RotatorRevocationFailed": [],
         "RotatorNeedsAttention": [],
         "RotatorDown": [],
+        "RotatorWedged": [{"pod": "rel-rotator-b", "severity": "critical"}],
+        "RotatorStoreCredentialExpiring": [{"policy": "p3", "store": "vault", "severity": "warning"}],
     }
     tests = {
         "rule_files": [str(rules)],
@@ -1029,6 +1038,8 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
                 policy = alert["exp_labels"].get("policy", "")
                 alert["exp_annotations"] = {
                     k: v.replace("{{ $labels.policy }}", policy)
+                    .replace("{{ $labels.pod }}", alert["exp_labels"].get("pod", ""))
+                    .replace("{{ $labels.store }}", alert["exp_labels"].get("store", ""))
                     .replace("{{ $value | humanizeDuration }}", values.get(case["alertname"], ""))
                     .replace("{{ $value }}", values.get(case["alertname"], ""))
                     for k, v in annotations[case["alertname"]].items()
