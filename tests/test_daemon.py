@@ -123,12 +123,28 @@ def start_daemon(sc: Scenario, port: int, tag: str = "", wait: bool = True) -> D
     return d
 
 
+def dump_threads(d: DaemonProc) -> None:
+    """A daemon still running at the end of a test (it failed, or hangs): print where every thread is
+    (SIGUSR1 makes the daemon write its stacks to stderr, rotator.daemon.cmd_daemon)."""
+    before = d.err.stat().st_size
+    try:
+        os.kill(d.proc.pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return
+    time.sleep(0.5)
+    with open(d.err, "rb") as err:
+        err.seek(before)
+        dump = err.read().decode(errors="replace")
+    print(f"\n--- threads of the daemon (pid {d.proc.pid}) at teardown ---\n{dump[-8000:]}")
+
+
 @pytest.fixture
 def daemons() -> Iterator[list[DaemonProc]]:
     started: list[DaemonProc] = []
     yield started
     for d in started:  # never leave a daemon behind, even when a test fails
         if d.proc.poll() is None:
+            dump_threads(d)
             os.killpg(d.proc.pid, signal.SIGKILL)
             d.proc.wait(timeout=10)
 

@@ -31,7 +31,7 @@ from psycopg.conninfo import conninfo_to_dict
 from rotator.journal import Journal
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.harness import Scenario, check_invariants, make_scenario
-from tests.test_daemon import DaemonProc, _free_port, configure, start_daemon, wait_until
+from tests.test_daemon import DaemonProc, _free_port, configure, dump_threads, start_daemon, wait_until
 
 #: The longest a failing CLI command may take: at most two Vault calls fail in a row (the publish,
 #: then the read that looks for a write whose answer was lost), each 2 attempts x 2 s timeout +
@@ -62,6 +62,7 @@ def daemons() -> Iterator[list[DaemonProc]]:
     yield started
     for d in started:  # never leave a daemon behind, even when a test fails
         if d.proc.poll() is None:
+            dump_threads(d)
             os.killpg(d.proc.pid, signal.SIGKILL)
             d.proc.wait(timeout=10)
 
