@@ -685,6 +685,37 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     return report
 
 
+#: Set to 1 to also print CloudWatch Embedded Metric Format lines (docs/aws-lambda.md#compliance).
+EMF_ENV = "ROTATOR_EMF"
+#: A recorded revocation this long past its time (the schedule's tick and retries) is overdue.
+OVERDUE_SLACK_S = 3600
+
+
+def _log_compliance(target: _Target, current: TokenRecord | None, records: Mapping[str, str],
+                    report: _RevokeReport, now: datetime) -> None:
+    """One JSON compliance line per secret on stdout (age against max_age, overdue revocations), and
+    with ``ROTATOR_EMF=1`` an Embedded Metric Format line, so CloudWatch alarms need no code."""
+    policy = target.policy
+    max_age = policy.max_age if policy.max_age is not None else policy.lifetime
+    age = (now - current.created_at).total_seconds() if current is not None else None
+    overdue = [t for t, text in records.items() if t not in report.revoked
+               and ((when := _parse_time(text)) is None or when.timestamp() + OVERDUE_SLACK_S < now.timestamp())]
+    compliant = age is not None and age <= max_age.total_seconds() and not overdue
+    line = {"rotator_compliance": {
+        "policy": policy.name, "secret": target.view.arn, "token_id": current.token_id if current else None,
+        "age_s": int(age) if age is not None else None, "max_age_s": int(max_age.total_seconds()),
+        "overdue_revocations": len(overdue), "overdue_token_ids": overdue, "compliant": compliant}}
+    print(json.dumps(line), flush=True)
+    if os.environ.get(EMF_ENV, "").strip().lower() in ("1", "true", "yes"):
+        metrics = [("TokenAgeSeconds", "Seconds", age), ("TokenMaxAgeSeconds", "Seconds", max_age.total_seconds()),
+                   ("OverdueRevocations", "Count", len(overdue)), ("Compliant", "None", int(compliant))]
+        emf: dict[str, Any] = {"_aws": {"Timestamp": int(now.timestamp() * 1000), "CloudWatchMetrics": [{
+            "Namespace": "rotator", "Dimensions": [["Policy"]],
+            "Metrics": [{"Name": n, "Unit": u} for n, u, v in metrics if v is not None]}]}, "Policy": policy.name}
+        emf.update({n: v for n, _, v in metrics if v is not None})
+        print(json.dumps(emf), flush=True)
+
+
 def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: _Env) -> dict[str, Any]:
     """``{"action": "revoke-expired"[, "SecretId": ...]}``: one secret, or every one in the file."""
     secret_id = event.get("SecretId")
@@ -702,9 +733,12 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
             target = _resolve(config, sid, env, policy)
             records = _revocation_records(target.view.tags)
             if not records:
+                _log_compliance(target, _lenient(read_stage(target.api, target.view.arn, CURRENT, target.where)),
+                                records, _RevokeReport(), env.clock.now())
                 continue
             current = TokenRecord.from_payload(*_current_payload(target))
             report = _revoke_due(target, target.policy.build_issuer(), current, env)
+            _log_compliance(target, current, records, report, env.clock.now())
         except RotatorError as exc:
             logger.error("revoke-expired: secret %s: %s", sid, REDACTOR.redact(str(exc)))
             errors.append(f"{sid}: {REDACTOR.redact(str(exc))}")

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_INVALID)
 
 
-def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+def _common_options(parser: argparse.ArgumentParser, *, defaults: bool,
+                    outputs: Sequence[str] = ("text", "json")) -> None:
     """The options every command takes, before the command name (``defaults``) or after it.
 
     After it they default to argparse.SUPPRESS, so an option given before the command name
@@ -71,7 +72,8 @@ def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default=default("text"), choices=["text", "json"])
     parser.add_argument("--log-file", default=default(None), help="also write logs to this file")
-    parser.add_argument("--output", default=default("text"), choices=["text", "json"], help="result format on stdout")
+    # `inventory` adds table and csv after its name ("text", the default before any name, is its table)
+    parser.add_argument("--output", default=default("text"), choices=list(outputs), help="result format on stdout")
 
 
 #: name -> (one-line description, example) of each subcommand; tests/test_cli_usability.py checks
@@ -90,6 +92,8 @@ _COMMAND_HELP: dict[str, tuple[str, str]] = {
     "bootstrap": ("publish a first, human-created token",
                   "rotator bootstrap mgmt-prod --token-file ./first-token --token-id 0f1e2d3c4b5a"),
     "demo": ("rotate a simulated management token into OpenBao", "rotator demo --keep"),
+    "inventory": ("list every token of the policies' issuers (and of bare targets) and say whose it is",
+                  "rotator inventory --output csv > tokens.csv"),
     "daemon": ("run continuously: rotate on schedule, revoke after grace, serve /healthz /readyz /metrics",
                "rotator daemon -c /etc/rotator/rotator.toml --listen 0.0.0.0:9464"),
 }  # fmt: skip
@@ -133,6 +137,15 @@ def _parser() -> _Parser:
     p.add_argument("--dry-run", action="store_true", help="check preconditions, change nothing")
     p = add("status")
     p.add_argument("policy", nargs="*")
+    p.add_argument("--check", action="store_true",
+                   help="exit 4 when a policy is out of compliance: no token, a token older than max_age, "
+                   "or an overdue or failed revocation (docs/compliance.md)")
+    p.add_argument("--revocation-slack", default="1h", metavar="DURATION",
+                   help="how long past its due time a pending revocation may wait before it is overdue (default 1h)")
+    inventory_common = _Parser(add_help=False)
+    _common_options(inventory_common, defaults=False, outputs=("table", "json", "csv"))
+    _add_inventory_parser(_describe(sub.add_parser("inventory", parents=[inventory_common],
+                                                   help=_COMMAND_HELP["inventory"][0]), "inventory"))
     p = add("recover")
     p.add_argument("policy", nargs="*")
     p = add("revoke-expired")
@@ -150,6 +163,35 @@ def _parser() -> _Parser:
     _describe(add_daemon_parser(sub, common), "daemon")
     parser.commands = dict(sub.choices)
     return parser
+
+
+def _add_inventory_parser(p: argparse.ArgumentParser) -> None:
+    p.description = (f"{p.description} Classes: managed, orphan, suspicious (orphan?), unmanaged, retired; "
+                     "flags: no-expiry, expired-not-revoked, older-than-max-age. Never prints a token value. "
+                     "See docs/compliance.md.")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME",
+                   help="only the issuers of these policies (repeatable; default: every policy)")
+    p.add_argument("--no-policies", action="store_true", help="only the bare targets given below")
+    p.add_argument("--influxctl-profile", action="append", default=[], metavar="PATH[:NAME]",
+                   help="also list a bare influxctl profile's tokens (management; database too with --token-file)")
+    p.add_argument("--influxctl", default="influxctl", help="influxctl binary for --influxctl-profile")
+    p.add_argument("--url", help="also list a bare instance: InfluxDB 3 / v2 URL, or a Management API base URL")
+    p.add_argument("--kind", choices=["influxdb3", "influxdb2", "management-api"], help="what --url is")
+    p.add_argument("--token-file", help="file holding the admin/management token --url (or the profile) lists with")
+    p.add_argument("--org-id", help="--kind influxdb2: the organization")
+    p.add_argument("--product", choices=["clustered", "dedicated"], help="--kind management-api")
+    p.add_argument("--account-id", help="--kind management-api, dedicated")
+    p.add_argument("--cluster-id", help="--kind management-api, dedicated")
+    p.add_argument("--insecure", action="store_true", help="--url: do not verify TLS certificates (tests only)")
+    p.add_argument("--max-age", default="90d", metavar="DURATION",
+                   help="flag tokens of no policy older than this (default 90d); a policy's own max_age applies to it")
+    p.add_argument("--include-revoked", action="store_true", help="also show revoked tokens")
+    p.add_argument("--suggest", action="store_true",
+                   help="print the [[policy]] TOML that would bring each unmanaged token under rotation")
+    p.add_argument("--revoke-orphans", action="store_true",
+                   help="revoke the orphans (never a suspicious or unmanaged token); asks, or needs --yes "
+                   "off a terminal")
+    p.add_argument("--yes", action="store_true", help="with --revoke-orphans: do not ask")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -271,11 +313,13 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _statuses(args: argparse.Namespace) -> tuple[list[PolicyStatus], datetime]:
+def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple[list[PolicyStatus], datetime]:
     config = _config(args)
     journal = _journal(config, create=False)
     now = SystemClock().now()
-    return [policy_status(p, journal, now) for p in _selected(config, args.policy, all_enabled=False)], now
+    rows = [policy_status(p, journal, now, **({"slack": slack} if slack is not None else {}))
+            for p in _selected(config, args.policy, all_enabled=False)]
+    return rows, now
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -324,9 +368,150 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rows, _ = _statuses(args)
+    rows, _ = _statuses(args, _duration_arg("--revocation-slack", args.revocation_slack))
     _emit(args, [s.to_json() for s in rows], render_table(rows))
-    return EXIT_ATTENTION if any(s.needs_attention for s in rows) else EXIT_OK
+    worst = EXIT_ATTENTION if any(s.needs_attention for s in rows) else EXIT_OK
+    if args.check:
+        failing = [s for s in rows if s.compliance is not None and not s.compliance.compliant]
+        for s in failing:
+            assert s.compliance is not None
+            for problem in s.compliance.problems():
+                print(f"rotator: out of compliance: {s.policy}: {problem}", file=sys.stderr)
+        if failing:
+            worst = EXIT_ATTENTION
+    return worst
+
+
+def _duration_arg(flag: str, text: str) -> timedelta:
+    from rotator.schedule import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}", hint=f"e.g. {flag} 1h") from None
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from rotator import inventory as inv_mod
+
+    max_age = _duration_arg("--max-age", args.max_age)
+    if args.url and not (args.kind and args.token_file):
+        raise ConfigError("--url needs --kind and --token-file", hint="e.g. --url URL --kind influxdb3 --token-file F")
+    if args.kind == "influxdb2" and args.url and not args.org_id:
+        raise ConfigError("--kind influxdb2 needs --org-id", hint="the organization whose authorizations to list")
+    bare = bool(args.url or args.influxctl_profile)
+    config: Config | None = None
+    if not args.no_policies and (not bare or Path(args.config).exists()):
+        config = _config(args)
+    if config is None and not bare:
+        raise ConfigError("nothing to list", hint="give a policy file (-c) or --url / --influxctl-profile")
+    known = list(config.policies) if config is not None else []
+    selected = [config.policy(n) for n in args.policy] if config is not None and args.policy else known
+    targets = inv_mod.policy_targets(selected) if config is not None else []
+    for spec in args.influxctl_profile:
+        targets += inv_mod.influxctl_profile_targets(spec, args.token_file, args.influxctl)
+    if args.url:
+        targets.append(inv_mod.url_target(args.url, args.kind, args.token_file, org_id=args.org_id,
+                                          product=args.product, account_id=args.account_id,
+                                          cluster_id=args.cluster_id, tls_verify=not args.insecure))
+    # Only --revoke-orphans writes (audit events); a listing never creates a journal, as `status`.
+    journal = _journal(config, create=args.revoke_orphans) if config is not None else None
+    now = SystemClock().now()
+    result = inv_mod.take_inventory(targets, journal, known, now, unmanaged_max_age=max_age,
+                                    include_revoked=args.include_revoked)
+    for target, message in result.errors:
+        print(f"rotator: error: {target}: {message}", file=sys.stderr)
+    worst = EXIT_FAILED if result.errors else EXIT_OK
+    _print_inventory(args.output, result, now)
+    if args.suggest:
+        _print_suggestions(result, config, targets)
+    if args.revoke_orphans:
+        orphans = [e for e in result.entries if e.cls == inv_mod.ORPHAN]
+        if not orphans:
+            print("no orphan to revoke", file=sys.stderr)
+        elif config is None or journal is None:
+            raise ConfigError("--revoke-orphans needs the policy file whose journal minted them", hint="pass -c FILE")
+        elif _confirmed(args, f"revoke {len(orphans)} orphan token(s): {', '.join(e.token_id for e in orphans)}?"):
+            r = config.settings.retry
+            options = {"retry": RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds()),
+                       "lease_ttl": config.settings.lease_ttl}
+            for entry, outcome in inv_mod.revoke_orphans(result, journal, known, options):
+                print(f"{entry.policy}: orphan {entry.token_id}: {outcome}", file=sys.stderr)
+                if outcome != "revoked":
+                    worst = max(worst, EXIT_FAILED)
+        else:
+            print("nothing revoked", file=sys.stderr)
+            worst = max(worst, EXIT_FAILED)
+    return worst
+
+
+def _confirmed(args: argparse.Namespace, question: str) -> bool:
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise ConfigError("--revoke-orphans asks before revoking, and stdin is not a terminal",
+                          hint="add --yes to revoke without asking (a script, a cron job)")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def _print_inventory(output: str, result: Any, now: datetime) -> None:
+    import csv
+    import io
+
+    from rotator.schedule import format_duration
+
+    rows = [e.to_json() for e in result.entries]
+    if output == "json":
+        print(json.dumps({"tokens": rows, "counts": [
+            {"issuer": t, "class": c, "count": n} for (t, c), n in sorted(result.counts().items())],
+            "errors": [{"issuer": t, "error": m} for t, m in result.errors]}, indent=2))
+        return
+    if output == "csv":
+        buffer = io.StringIO()
+        columns = ["issuer", "kind", "token_id", "class", "state", "flags", "policy", "run_id", "created_at",
+                   "expires_at", "revoked_at", "age_s", "reason", "description"]
+        writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "flags": ";".join(row["flags"])})
+        print(buffer.getvalue(), end="")
+        return
+    header = ("ISSUER", "TOKEN ID", "CLASS", "STATE", "POLICY", "AGE", "EXPIRES", "FLAGS", "WHY")
+    lines = [header]
+    for e in result.entries:
+        lines.append((
+            e.target, e.token_id, "orphan?" if e.cls == "suspicious" else e.cls, e.state, e.policy or "-",
+            format_duration(e.age) if e.age is not None else "-",
+            "never" if e.expires_at is None else ("passed" if e.expires_at <= now else
+                                                  "in " + format_duration(e.expires_at - now)),
+            ",".join(e.flags) or "-", e.reason + (f" [{e.description}]" if e.description else ""),
+        ))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]
+    for row in lines:
+        print("  ".join([c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)] + [row[-1]]).rstrip())
+    counts = result.counts()
+    summary = {c: sum(n for (_, cls), n in counts.items() if cls == c) for c in ("managed", "orphan", "suspicious",
+                                                                              "unmanaged", "retired")}
+    print(f"{len(result.entries)} token(s): " + ", ".join(f"{n} {c}" for c, n in summary.items()))
+
+
+def _print_suggestions(result: Any, config: Config | None, targets: list[Any]) -> None:
+    from rotator import inventory as inv_mod
+
+    raw = inv_mod.read_raw_config(config.path) if config is not None else {}
+    raw_policies = {str(p.get("name")): p for p in raw.get("policy", []) if isinstance(p, dict)}
+    taken = set(raw_policies)
+    sources = {t.name: (t.policies[0].name if t.policies else None) for t in targets}
+    for entry in result.entries:
+        if entry.cls != inv_mod.UNMANAGED or entry.state != "active":
+            continue
+        source = raw_policies.get(sources.get(entry.target) or "")
+        text = inv_mod.suggest_policy(entry, source, None, taken)
+        taken.add(text.split('name = "', 1)[1].split('"', 1)[0])
+        print("\n" + text, end="")
+
+
 
 
 def _for_each(args: argparse.Namespace, action: Callable[[Engine], list[str]]) -> int:
@@ -398,7 +583,8 @@ def _when(moment: datetime, now: datetime) -> str:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate, "schema": cmd_schema, "bundle": cmd_bundle, "plan": cmd_plan, "rotate": cmd_rotate,
     "status": cmd_status, "recover": cmd_recover, "revoke-expired": cmd_revoke_expired,
-    "bootstrap": cmd_bootstrap, "demo": cmd_demo, "daemon": cmd_daemon, "sync": sync_cmd.cmd_sync,
+    "bootstrap": cmd_bootstrap, "demo": cmd_demo, "inventory": cmd_inventory, "daemon": cmd_daemon,
+    "sync": sync_cmd.cmd_sync,
 }  # fmt: skip
 
 if __name__ == "__main__":

@@ -206,6 +206,8 @@ class Daemon:
         #: policy -> no keep-alive of its stores' credentials before this
         self._credential_pause: dict[str, datetime] = {}
         self._watchdog_stop = threading.Event()
+        self._next_inventory: datetime | None = None
+        self._inventory_thread: threading.Thread | None = None
 
     # -- start and stop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -359,6 +361,8 @@ class Daemon:
         wake = [self._next_sweep]
         if settings.watch:
             wake.append(self._next_watch)
+        if settings.inventory_interval is not None:
+            wake.append(self._maybe_inventory(now, settings.inventory_interval))
 
         # Revocations whose grace has ended (or whose retry time has come).
         due_revocations: dict[str, datetime] = {}
@@ -407,6 +411,30 @@ class Daemon:
             else:
                 wake.append(target)
         return min(max((min(wake) - now).total_seconds(), MIN_WAIT), settings.sweep_interval.total_seconds())
+
+    def _maybe_inventory(self, now: datetime, interval: timedelta) -> datetime:
+        """Start an inventory (rotator_tokens) on a thread of its own when due; return the next due time."""
+        due = self._next_inventory or now
+        running = self._inventory_thread is not None and self._inventory_thread.is_alive()
+        if now >= due and not running and not self._stopping:
+            due = self._next_inventory = now + interval
+            self._inventory_thread = threading.Thread(target=self._run_inventory, name="rotator-inventory",
+                                                      daemon=True)
+            self._inventory_thread.start()
+        return due
+
+    def _run_inventory(self) -> None:
+        from rotator.inventory import policy_targets, take_inventory
+
+        try:
+            policies = list(self.policies)
+            result = take_inventory(policy_targets(policies), self.journal, policies, self.clock.now())
+        except Exception as exc:  # an adapter bug or the journal: logged, tried again next interval
+            logger.error("inventory failed: %s", _describe(exc))
+            return
+        for target, message in result.errors:
+            logger.warning("inventory: %s: %s", target, message)
+        self.metrics.inventory(result)
 
     def _idle(self, name: str, now: datetime, wake: list[datetime]) -> bool:
         """Nothing running for the policy here, and no recent LeaseBusy from it."""
@@ -794,6 +822,8 @@ class Daemon:
                     needs_attention=status.needs_attention,
                     lease_active=self.journal.lease_holder(policy.name, now) is not None,
                     lease_held_here=policy.name in busy,
+                    max_age_s=status.compliance.max_age.total_seconds() if status.compliance else None,
+                    compliant=status.compliance.compliant if status.compliance else None,
                 ))
         except Exception as exc:
             logger.error("metrics: cannot read the journal: %s", REDACTOR.redact(str(exc)))

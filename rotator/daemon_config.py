@@ -182,6 +182,9 @@ class DaemonSettings(BaseModel):
     watch_interval: Duration = Field(timedelta(seconds=5), description="how often a watched file is checked")
     failure_backoff: Duration = Field(timedelta(minutes=1), description="wait before retrying a failed rotation")
     failure_backoff_max: Duration = Field(timedelta(hours=1), description="cap of that wait (it doubles)")
+    inventory_interval: Duration | None = Field(
+        None, description="list every issuer's tokens this often and export rotator_tokens (default: off)"
+    )
     audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     hooks: list[HookSettings] = Field(default_factory=list)
@@ -197,4 +200,11 @@ class DaemonSettings(BaseModel):
     def _at_least_a_second(cls, value: timedelta) -> timedelta:
         if value < timedelta(seconds=1):
             raise ValueError("must be at least 1s")
+        return value
+
+    @field_validator("inventory_interval")
+    @classmethod
+    def _at_least_a_minute(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(minutes=1):
+            raise ValueError("must be at least 1m: every inventory lists every issuer's tokens")
         return value

@@ -42,6 +42,9 @@ class PolicyState:
     needs_attention: bool
     lease_active: bool
     lease_held_here: bool
+    #: the policy's max_age in seconds, and whether it is compliant (rotator/compliance.py)
+    max_age_s: float | None = None
+    compliant: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,10 @@ class _StateCollector(Collector):
             ("rotator_policy_enabled", "1 when the policy rotates on its schedule", lambda s: int(s.enabled)),
             ("rotator_lease_active", "1 while any rotator holds the policy's lease", lambda s: int(s.lease_active)),
             ("rotator_lease_held", "1 while this replica holds the policy's lease", lambda s: int(s.lease_held_here)),
+            ("rotator_token_max_age_seconds", "The policy's max_age: a current token older than this is out "
+             "of compliance (compare rotator_token_age_seconds)", lambda s: s.max_age_s),
+            ("rotator_policy_compliant", "1 when a token is published, younger than max_age, and no revocation "
+             "is overdue or failed", lambda s: None if s.compliant is None else int(s.compliant)),
         ]
         for name, doc, value in specs:
             family = GaugeMetricFamily(name, doc, labels=["policy"])
@@ -182,6 +189,17 @@ class Metrics:
                                  "When the policy file was last loaded successfully", registry=r)
         self.policies = Gauge("rotator_policies", "Policies in the running configuration", registry=r)
         Info("rotator_build", "rotator's version", registry=r).info({"version": __version__})
+        # [daemon] inventory_interval (rotator/inventory.py): labels are adapter type + policy names.
+        self.tokens = Gauge("rotator_tokens", "Tokens the issuer holds by class (managed, orphan, suspicious, "
+                            "unmanaged, retired), revoked ones excluded, at the last inventory",
+                            ["issuer", "class"], registry=r)
+        self.tokens_flagged = Gauge("rotator_tokens_flagged", "Tokens by class and flag (no-expiry, "
+                                    "expired-not-revoked, older-than-max-age) at the last inventory",
+                                    ["issuer", "class", "flag"], registry=r)
+        self.inventory_errors = Gauge("rotator_inventory_errors", "Issuers the last inventory could not list",
+                                      registry=r)
+        self.inventory_time = Gauge("rotator_inventory_last_run_timestamp_seconds",
+                                    "When the last inventory finished", registry=r)
 
     def watch_state(self, source: Callable[[], StateSnapshot]) -> None:
         self.registry.register(_StateCollector(source))
@@ -196,6 +214,17 @@ class Metrics:
             self.revocations.labels(policy, str(result)).inc()
         if (step, result) in (("revoke_old", "failed"), ("revoke_new", "failed")):
             self.orphans.labels(policy).inc()
+
+    def inventory(self, result: Any) -> None:
+        """Export an :class:`rotator.inventory.Inventory` (the last one replaces every series)."""
+        self.tokens.clear()
+        self.tokens_flagged.clear()
+        for (issuer, cls), count in result.counts().items():
+            self.tokens.labels(issuer, cls).set(count)
+        for (issuer, cls, flag), count in result.flag_counts().items():
+            self.tokens_flagged.labels(issuer, cls, flag).set(count)
+        self.inventory_errors.set(len(result.errors))
+        self.inventory_time.set_to_current_time()
 
     def notification(self, channel: str, result: str) -> None:
         self.notifications.labels(channel, result).inc()

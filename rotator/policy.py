@@ -117,6 +117,10 @@ class PolicySpec(BaseModel):
     grace: Duration | None = None
     margin: Duration | None = None
     lifetime: Duration | None = Field(None, description="token lifetime; default interval + grace + margin")
+    max_age: Duration | None = Field(
+        None, description="the cryptoperiod: a current token older than this is out of compliance; "
+        "default longest schedule gap + grace + margin (docs/compliance.md)"
+    )
     verify_timeout: Duration | None = None
     adopt: bool = Field(False, description="allow overwriting a store secret rotator does not manage yet")
     description: str = Field(DEFAULT_DESCRIPTION, description="token description; must contain {tag}")
@@ -301,6 +305,19 @@ def _build_policy(
                 )
             )
 
+    max_age = spec.max_age
+    if schedule is not None:
+        if max_age is None:
+            max_age = schedule.longest_gap + grace + margin
+        elif max_age <= schedule.longest_gap:
+            gap = format_duration(schedule.longest_gap)
+            problems.append(Problem(
+                f"{where}.max_age",
+                f"is not longer than the schedule's longest gap ({gap}): every token would be out of compliance "
+                "before its rotation",
+                f"raise max_age above {gap} or rotate more often",
+            ))
+
     if spec.issuer.name is not None:
         problems.append(Problem(f"{where}.issuer.name", "an issuer has no name", "remove the key (stores have names)"))
     issuer_settings = _adapter_settings("issuer", spec.issuer, f"{where}.issuer", problems)
@@ -337,6 +354,7 @@ def _build_policy(
         adopt=spec.adopt,
         description=spec.description,
         base_dir=base_dir,
+        max_age=max_age,
     )
 
 

@@ -147,6 +147,7 @@ def _parse(path: Path, data: Mapping[str, Any]) -> PolicyBundle:
                 adopt=p["adopt"],
                 description=p["description"],
                 base_dir=base_dir,
+                max_age=timedelta(seconds=p["max_age_s"]) if p.get("max_age_s") is not None else None,
             )
         )
     r = data["retry"]
@@ -285,6 +286,7 @@ def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, P
             "name": p.name, "enabled": p.enabled, "adopt": p.adopt, "description": p.description,
             "grace_s": p.grace.total_seconds(), "lifetime_s": p.lifetime.total_seconds(),
             "verify_timeout_s": p.verify_timeout.total_seconds(),
+            "max_age_s": p.max_age.total_seconds() if p.max_age is not None else None,
             "schedule": p.schedule_text, "window": p.window_text,
             "issuer": issuer, "stores": stores,
         })  # fmt: skip

@@ -51,6 +51,9 @@ class Policy(NamedTuple):
     adopt: bool
     description: str
     base_dir: Path
+    #: The declared cryptoperiod: a published token older than this is out of compliance
+    #: (rotator/compliance.py). None only where a policy was built without it (an old bundle).
+    max_age: timedelta | None = None
 
     @property
     def schedule(self) -> Schedule:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from rotator.compliance import DEFAULT_SLACK, Compliance, policy_compliance
 from rotator.journal import Journal
 from rotator.policy_types import Policy
 from rotator.schedule import format_duration
@@ -30,6 +31,8 @@ class PolicyStatus:
     #: unfinished runs that recovery tried and could not finish (they carry an error)
     stuck_runs: int
     now: datetime
+    #: max_age and overdue revocations (rotator/compliance.py)
+    compliance: Compliance | None = None
 
     @property
     def needs_attention(self) -> bool:
@@ -55,10 +58,11 @@ class PolicyStatus:
             "pending_revocations": self.pending_revocations, "failed_revocations": self.failed_revocations,
             "open_runs": self.open_runs, "stuck_runs": self.stuck_runs,
             "needs_attention": self.needs_attention, "reason": self.reason(),
+            "compliance": self.compliance.to_json() if self.compliance is not None else None,
         }  # fmt: skip
 
 
-def policy_status(policy: Policy, journal: Journal, now: datetime) -> PolicyStatus:
+def policy_status(policy: Policy, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> PolicyStatus:
     last = journal.last_success(policy.name)
     runs = journal.runs(policy.name, limit=1)
     latest = runs[0] if runs else None
@@ -81,11 +85,27 @@ def policy_status(policy: Policy, journal: Journal, now: datetime) -> PolicyStat
         open_runs=len(open_runs),
         stuck_runs=sum(1 for r in open_runs if r.error and "recovery failed" in r.error),
         now=now,
+        compliance=policy_compliance(policy, journal, now, slack),
     )
 
 
+def _compliance_cell(c: Compliance | None) -> str:
+    if c is None:
+        return "-"
+    if c.compliant:
+        return f"ok (max {format_duration(c.max_age)})"
+    words = []
+    if c.published_at is None:
+        words.append("NO TOKEN")
+    if c.too_old:
+        words.append(f"OLDER THAN {format_duration(c.max_age)}")
+    if c.overdue:
+        words.append(f"{len(c.overdue)} REVOCATION(S) OVERDUE")
+    return ", ".join(words)
+
+
 def render_table(rows: list[PolicyStatus]) -> str:
-    header = ("POLICY", "CURRENT TOKEN", "AGE", "EXPIRES IN", "NEXT DUE", "LAST RUN", "REVOCATIONS")
+    header = ("POLICY", "CURRENT TOKEN", "AGE", "EXPIRES IN", "NEXT DUE", "LAST RUN", "REVOCATIONS", "COMPLIANCE")
     lines = [header]
     for s in rows:
         lines.append((
@@ -96,6 +116,7 @@ def render_table(rows: list[PolicyStatus]) -> str:
             "now" if s.due else format_duration(s.next_due - s.now, units=2),
             (s.last_run_state or "-") + (" !" if s.needs_attention else ""),
             f"{s.pending_revocations} pending" + (f", {s.failed_revocations} FAILED" if s.failed_revocations else ""),
+            _compliance_cell(s.compliance),
         ))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)

@@ -900,11 +900,15 @@ def exported_metric_names() -> set[str]:
     state = PolicyState(
         policy="p", enabled=True, rotated_at=NOW, expires_at=NOW, next_rotation=NOW, pending_revocations=1,
         overdue_revocations=1, failed_revocations=0, open_runs=0, needs_attention=False, lease_active=False,
-        lease_held_here=False,
+        lease_held_here=False, max_age_s=86400.0, compliant=True,
     )  # fmt: skip
     metrics.watch_state(lambda: StateSnapshot(now=NOW, journal_up=True, policies=[state]))
     credential = CredentialState(policy="p", store="vault", ok=True, failures=0, expires_at=NOW)
     metrics.watch_live(lambda: LiveSnapshot(stalled=False, last_progress=0.0, credentials=[credential]))
+    from rotator.inventory import Entry, Inventory
+
+    metrics.inventory(Inventory(targets=["influxdb3:p"], entries=[
+        Entry("influxdb3:p", "influxdb3", "t1", "", "active", "unmanaged", ("no-expiry",), "no tag")]))
     for name in ("rotations", "revocations"):
         getattr(metrics, name).labels("p", "failure").inc()
     metrics.consecutive_failures.labels("p").set(1)
@@ -955,7 +959,7 @@ def test_prometheus_rules_pass_promtool_check(tmp_path):
     result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout
+    assert "SUCCESS: 14 rules found" in result.stdout
 
 
 def _series(name: str, values: str, **labels: str) -> dict[str, str]:
@@ -994,6 +998,19 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         _series("rotator_watchdog_stalled", "0x90", **a),
         _series("rotator_credential_ok", "1x40 0x50", policy="p3", store="vault", **a),
         _series("rotator_credential_ok", "1x90", policy="p2", store="vault", **a),
+        # Compliance: p3's token is too old on both replicas' view; p2 is compliant.
+        _series("rotator_policy_compliant", "0x90", policy="p3", **a),
+        _series("rotator_policy_compliant", "0x90", policy="p3", **b),
+        _series("rotator_policy_compliant", "1x90", policy="p2", **a),
+        # Inventory: two orphans and an unmanaged never-expiring token on one issuer; the other is clean.
+        _series("rotator_tokens", "2x90", issuer="influxctl-management:p1", **{"class": "orphan"}, **a),
+        _series("rotator_tokens", "3x90", issuer="influxctl-management:p1", **{"class": "unmanaged"}, **a),
+        _series("rotator_tokens_flagged", "1x90", issuer="influxctl-management:p1", flag="no-expiry",
+                **{"class": "unmanaged"}, **a),
+        _series("rotator_tokens_flagged", "4x90", issuer="influxctl-management:p1", flag="no-expiry",
+                **{"class": "managed"}, **a),
+        _series("rotator_tokens", "0x90", issuer="influxdb3:p2", **{"class": "orphan"}, **a),
+        _series("rotator_tokens", "1x90", issuer="influxdb3:p2", **{"class": "managed"}, **a),
     ]
     expected = {
         "RotatorRotationFailing": [{"policy": "p1", "severity": "warning"}],
@@ -1005,6 +1022,9 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         "RotatorDown": [],
         "RotatorWedged": [{"pod": "rel-rotator-b", "severity": "critical"}],
         "RotatorStoreCredentialExpiring": [{"policy": "p3", "store": "vault", "severity": "warning"}],
+        "RotatorPolicyOutOfCompliance": [{"policy": "p3", "severity": "warning"}],
+        "RotatorOrphanTokens": [{"issuer": "influxctl-management:p1", "severity": "warning"}],
+        "RotatorUnmanagedTokenWithoutExpiry": [{"issuer": "influxctl-management:p1", "severity": "info"}],
     }
     tests = {
         "rule_files": [str(rules)],
@@ -1031,7 +1051,8 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
     }  # fmt: skip
     # promtool compares annotations too: fill in the ones these alerts render.
     annotations = {r["alert"]: r["annotations"] for r in prometheus_rules()["groups"][0]["rules"]}
-    values = {"RotatorTokenTooOld": "1h 20m 0s", "RotatorTokenExpiringSoon": "40m 0s", "RotatorRevocationOverdue": "1"}
+    values = {"RotatorTokenTooOld": "1h 20m 0s", "RotatorTokenExpiringSoon": "40m 0s", "RotatorRevocationOverdue": "1",
+              "RotatorOrphanTokens": "2", "RotatorUnmanagedTokenWithoutExpiry": "1"}
     for test in tests["tests"]:
         for case in test["alert_rule_test"]:
             for alert in case["exp_alerts"]:
@@ -1040,6 +1061,7 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
                     k: v.replace("{{ $labels.policy }}", policy)
                     .replace("{{ $labels.pod }}", alert["exp_labels"].get("pod", ""))
                     .replace("{{ $labels.store }}", alert["exp_labels"].get("store", ""))
+                    .replace("{{ $labels.issuer }}", alert["exp_labels"].get("issuer", ""))
                     .replace("{{ $value | humanizeDuration }}", values.get(case["alertname"], ""))
                     .replace("{{ $value }}", values.get(case["alertname"], ""))
                     for k, v in annotations[case["alertname"]].items()
