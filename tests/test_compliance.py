@@ -167,3 +167,12 @@ def test_lambda_revoke_expired_logs_one_compliance_line_per_secret(scene, capsys
                                                     "Compliant"}
     assert emf["Policy"] == POLICY and emf["OverdueRevocations"] == 1 and emf["Compliant"] == 0
     assert emf["TokenMaxAgeSeconds"] == line["max_age_s"]
+
+
+def test_inventory_interval_is_off_by_default_and_at_least_a_minute(tmp_path):
+    from rotator.daemon_config import DaemonSettings
+
+    assert DaemonSettings.model_validate({}).inventory_interval is None
+    assert DaemonSettings.model_validate({"inventory_interval": "1h"}).inventory_interval == timedelta(hours=1)
+    with pytest.raises(ValueError, match="must be at least 1m"):
+        DaemonSettings.model_validate({"inventory_interval": "10s"})

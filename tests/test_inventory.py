@@ -296,3 +296,66 @@ def test_daemon_inventory_interval_exports_rotator_tokens(tmp_path, openbao, fak
         assert daemon._inventory_thread is first
     finally:
         daemon.shutdown()
+
+
+def test_classification_rules_on_journal_records(tmp_path):
+    """Unit test of the rules the end-to-end tests do not reach: a published run's extra token, a run in
+    progress, a token the journal says it revoked but the issuer lists active, several tags."""
+    import tomllib
+
+    from rotator.contracts import TokenInfo
+    from rotator.inventory import Target, take_inventory
+    from rotator.journal import Revocation, RunRecord, RunState, open_journal
+    from rotator.policy import parse_config
+
+    policy = parse_config(tomllib.loads("""
+[[policy]]
+name = "p"
+schedule = "30d"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "h.invalid"
+[[policy.store]]
+type = "vault-kv2"
+url = "http://127.0.0.1:1"
+path = "x"
+[policy.store.auth]
+method = "token"
+token = { file = "t" }
+"""), tmp_path / "rotator.toml").policies[0]
+    now = datetime.now(UTC)
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+
+    def run(run_id: str, state: str, token: str | None, published: bool) -> None:
+        journal.begin_run(RunRecord(run_id=run_id, policy="p", state=state, kind="rotate", started_at=now,
+                                    updated_at=now, new_token_id=token, published_at=now if published else None))
+
+    run("aaaa", RunState.DONE, "t-current", True)
+    run("bbbb", RunState.DONE, "t-old", True)
+    run("cccc", RunState.MINTED, "t-inflight", False)
+    journal.schedule_revocation(Revocation("p", "t-old", "aaaa", "superseded", due_at=now, state="done"))
+    listed = [
+        TokenInfo("t-current", "rotator:p:aaaa"),
+        TokenInfo("t-extra", "rotator:p:aaaa"),  # a retried mint of the published run: never published itself
+        TokenInfo("t-old", "rotator:p:bbbb"),  # revoked per the journal, active per the issuer
+        TokenInfo("t-inflight", "rotator:p:cccc"),
+        TokenInfo("t-two", "rotator:p:aaaa rotator:p:bbbb"),
+        TokenInfo("t-gone", "rotator:p:bbbb", revoked_at=now),
+    ]
+
+    class Lister:
+        def list_tokens(self, credential: Any) -> list[TokenInfo]:
+            return listed
+
+    target = Target("influxctl-management:p", "influxctl-management", [(policy, Lister(), lambda: None)])  # type: ignore[list-item]
+    inv = take_inventory([target], journal, [policy], now, include_revoked=True)
+    got = {e.token_id: (e.cls, e.sweep) for e in inv.entries}
+    assert got["t-current"] == ("managed", None)
+    assert got["t-extra"] == ("orphan", ("aaaa", "t-current"))  # the sweep keeps the published token
+    assert got["t-old"][0] == "suspicious"
+    assert got["t-inflight"][0] == "managed"
+    assert got["t-two"][0] == "suspicious"
+    assert got["t-gone"][0] == "retired"
+    assert inv.counts()[("influxctl-management:p", "retired")] == 0  # revoked: not counted
