@@ -106,6 +106,12 @@ def test_inventory_table_and_csv_outputs(seeded):
     assert by_id[ids["ancient"]]["flags"] == "no-expiry;older-than-max-age"
     assert by_id[ids["orphan"]]["class"] == "orphan"
     assert {r["issuer"] for r in rows} == {f"influxctl-management:{POLICY}"}
+    # An issuer that cannot be listed: said on stderr, exit 1, the other targets (none here) still listed.
+    sc.fake.add_fault("management list", "exit", times=-1, code=1, message="Error: service unavailable")
+    down = sc.cli("inventory", "--output", "json")
+    assert down.returncode == 1
+    assert f"rotator: error: influxctl-management:{POLICY}:" in down.stderr
+    assert json.loads(down.stdout)["errors"][0]["issuer"] == f"influxctl-management:{POLICY}"
     sc.assert_no_leak(seeded["values"].values())
 
 
