@@ -365,3 +365,30 @@ token = { file = "t" }
     assert got["t-two"][0] == "suspicious"
     assert got["t-gone"][0] == "retired"
     assert inv.counts()[("influxctl-management:p", "retired")] == 0  # revoked: not counted
+
+
+def test_influxdb3_orphan_named_by_a_failed_run_is_found_and_revoked(tmp_path, openbao):
+    """InfluxDB 3 tokens have no description: the tag is the name <prefix>-<run id>, which only the
+    policy's own issuer maps back to its tag; the orphan is revoked over HTTP through the engine's sweep."""
+    from tests.fakes.influxdb3_fake import InfluxDB3Fake
+    from tests.test_e2e_http_issuers import scenario
+
+    fake = InfluxDB3Fake("core")
+    with fake.running():
+        sc = scenario("influxdb3", tmp_path, openbao, fake)
+        assert sc.cli("rotate", sc.policy).returncode == 0
+        fake.fail_next("named_admin", 409)  # refused: the run fails without a token
+        assert sc.cli("rotate", sc.policy).returncode == 1
+        (failed_run,) = [r[0] for r in sc.journal_rows("SELECT run_id FROM runs WHERE state = 'failed'")]
+        orphan = f"rotator-{sc.policy}-{failed_run}"
+        sc.secrets.add(fake.add_named_admin(orphan))  # the request that outlived its rotator
+        sc.secrets.add(fake.add_named_admin("rotator-app-0123abcd0123abcd"))  # a run the journal never had
+        classes = _classes(_json(sc))
+        assert classes[orphan][0] == "orphan"
+        assert classes["rotator-app-0123abcd0123abcd"][0] == "suspicious"
+        proc = sc.cli("inventory", "--revoke-orphans", "--yes")
+        assert proc.returncode == 0, proc.stderr
+        assert orphan in fake.deleted
+        assert "rotator-app-0123abcd0123abcd" not in fake.deleted
+        assert fake.token(sc.current()["token_id"]) is not None
+        sc.assert_no_leak(sc.secrets | {v["token"] for v in sc.versions()})
