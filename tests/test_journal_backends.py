@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rotator.errors import JournalError, LeaseBusy
-from rotator.journal import Journal, Revocation, RunRecord, RunState, open_journal
+from rotator.journal import _MIGRATIONS, Journal, Revocation, RunRecord, RunState, open_journal
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -107,7 +107,7 @@ def test_concurrent_first_start_migrates_once(pg_url: str) -> None:
     import psycopg
 
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (1,)
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (len(_MIGRATIONS),)
     for j in opened:
         j.close()
 
