@@ -424,6 +424,7 @@ class Engine:
 
     def _revoke_one(self, rev: Revocation) -> str:
         credential = self._credential_or_none()
+        self._checkpoint("revoking")
         try:
             self._safe_revoke(rev.token_id, credential)
         except LeaseLost:
