@@ -22,7 +22,27 @@ STEP_BOUNDARIES = [
 
 
 def _finish_and_settle(sc: Scenario) -> None:
+    _mint_window_passed(sc)
     finish_and_settle(sc, check_invariants)
+
+
+def _mint_window_passed(sc: Scenario) -> None:
+    """A run killed inside (or just before) a mint stays open until no child of it can still mint
+    (issue 10 §1b): check that a first recovery keeps it open, then let that window pass by moving
+    the journaled mint start back an hour (the window is the issuer's call timeout + a margin)."""
+    rows = sc.journal_rows("SELECT run_id FROM runs WHERE state = 'minting' AND new_token_id IS NULL")
+    if not rows:
+        return
+    proc = sc.cli("recover")
+    assert proc.returncode == 0, proc.stderr
+    assert "died inside a mint" in proc.stdout and "none found" not in proc.stdout, proc.stdout
+    assert sc.journal_rows("SELECT state FROM runs WHERE run_id = ?", rows[0][0]) == [("revoking_new",)]
+    import sqlite3
+
+    conn = sqlite3.connect(sc.journal_path)
+    with conn:
+        conn.execute("UPDATE runs SET mint_started_at = '2000-01-01T00:00:00.000000Z' WHERE run_id = ?", rows[0])
+    conn.close()
 
 
 @pytest.mark.parametrize("checkpoint", STEP_BOUNDARIES)
