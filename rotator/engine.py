@@ -304,8 +304,9 @@ class Engine:
         self._event("publish", "partial", run.run_id, store=store_name, error=message)
 
     def _discard(self, run: RunRecord, credential: Secret | None, exc: BaseException,
-                 search_until: datetime | None = None) -> None:  # fmt: skip
-        """REVOKE_NEW: a run failed before publishing; revoke whatever it minted.
+                 search_until: datetime | None = None) -> str:  # fmt: skip
+        """REVOKE_NEW: a run failed before publishing; revoke whatever it minted. Returns "closed";
+        "stuck" (a revocation failed, the run stays open) or "waiting" (for ``search_until``).
 
         ``search_until``: a child process of the (dead) run may still mint until then, so the run
         stays open (``revoking_new``) and its tag is searched again by every later recovery.
@@ -324,7 +325,7 @@ class Engine:
             self.journal.update_run(run, fence=self._fence,
                                     error=f"{message}; revoking the candidate failed: {_describe(revoke_exc)}")
             self._event("revoke_new", "failed", run.run_id, token_id=run.new_token_id, error=_describe(revoke_exc))
-            return
+            return "stuck"
         now = self.clock.now()
         if search_until is not None and now < search_until:
             self.journal.update_run(
@@ -334,10 +335,11 @@ class Engine:
                 "recover / revoke-expired / daemon pass searches again",
             )  # fmt: skip
             self._event("revoke_new", "waiting", run.run_id, search_until=search_until.isoformat())
-            return
+            return "waiting"
         state = RunState.FAILED if run.new_token_id or run.state != RunState.PLANNED else RunState.ABORTED
         self.journal.update_run(run, fence=self._fence, state=state, finished_at=now)
         self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
+        return "closed"
 
     # ------------------------------------------------------------------ recovery
     def _recover_locked(self) -> list[str]:
@@ -377,14 +379,12 @@ class Engine:
         # inside a mint may have left a child process that still mints: search its tag until that
         # child must have ended.
         search_until = self._mint_settles_at(run)
-        self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"), search_until)
-        refreshed = self.journal.get_run(run.run_id)
-        if refreshed is not None and refreshed.state in RunState.OPEN:
-            if search_until is not None and self.clock.now() < search_until and "died inside a mint" in (
-                    refreshed.error or ""):
-                return (f"run {run.run_id}: died inside a mint; no token tagged {self.policy.tag(run.run_id)} "
-                        f"found yet; its tag is searched again until {search_until.isoformat(timespec='seconds')} "
-                        "(a child process may still be minting)")
+        outcome = self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"), search_until)
+        if outcome != "closed":
+            if outcome == "waiting" and search_until is not None:
+                return (f"run {run.run_id}: died inside a mint; live tokens tagged {self.policy.tag(run.run_id)} "
+                        f"revoked; the tag is searched again until {search_until.isoformat(timespec='seconds')} "
+                        "(a child process may still be minting), so the run stays open")
             raise TransientError(f"run {run.run_id}: the unpublished token could not be revoked yet",
                                  hint="rotator retries on the next run; check the issuer is reachable")
         return f"run {run.run_id}: rolled back, unpublished token {run.new_token_id or '(none found)'} revoked"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Scenario, check_invariants, finish_and_settle, make_scenario
+from tests.harness import Scenario, check_invariants, finish_and_settle, let_mint_window_pass, make_scenario
 
 STEP_BOUNDARIES = [
     "planned", "minting", "minted", "verified", "publishing",
@@ -28,8 +28,7 @@ def _finish_and_settle(sc: Scenario) -> None:
 
 def _mint_window_passed(sc: Scenario) -> None:
     """A run killed inside (or just before) a mint stays open until no child of it can still mint
-    (issue 10 §1b): check that a first recovery keeps it open, then let that window pass by moving
-    the journaled mint start back an hour (the window is the issuer's call timeout + a margin)."""
+    (issue 10 §1b): check that a first recovery keeps it open, then let that window pass."""
     rows = sc.journal_rows("SELECT run_id FROM runs WHERE state = 'minting' AND new_token_id IS NULL")
     if not rows:
         return
@@ -37,12 +36,7 @@ def _mint_window_passed(sc: Scenario) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "died inside a mint" in proc.stdout and "none found" not in proc.stdout, proc.stdout
     assert sc.journal_rows("SELECT state FROM runs WHERE run_id = ?", rows[0][0]) == [("revoking_new",)]
-    import sqlite3
-
-    conn = sqlite3.connect(sc.journal_path)
-    with conn:
-        conn.execute("UPDATE runs SET mint_started_at = '2000-01-01T00:00:00.000000Z' WHERE run_id = ?", rows[0])
-    conn.close()
+    let_mint_window_pass(sc)
 
 
 @pytest.mark.parametrize("checkpoint", STEP_BOUNDARIES)

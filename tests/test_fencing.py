@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from rotator.errors import LeaseLost
-from rotator.journal import Revocation, RevocationState, RunRecord, RunState, open_journal, ts
-from tests.harness import Scenario, check_invariants, make_scenario, settle
+from rotator.journal import Revocation, RevocationState, RunRecord, RunState, open_journal
+from tests.harness import Scenario, check_invariants, let_mint_window_pass, make_scenario, settle
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE_TTL_S = 2
@@ -76,25 +76,6 @@ def _resume(sc: Scenario, proc: subprocess.Popen[str]) -> tuple[int, str]:
 def _aborted_events(sc: Scenario) -> list[tuple[Any, ...]]:
     return sc.journal_rows("SELECT step, detail FROM events WHERE result = 'aborted' AND step IN "
                            "('rotate', 'recover', 'revoke', 'bootstrap')")
-
-
-def _window_passed(sc: Scenario) -> None:
-    """Let the mint window of every open run pass, by moving its journaled mint start back an hour
-    (the window is the issuer's call timeout + a margin: minutes with the default)."""
-    long_ago = ts(datetime.now(UTC) - timedelta(hours=1))
-    sql = "UPDATE runs SET mint_started_at = {p} WHERE mint_started_at IS NOT NULL AND state = 'revoking_new'"
-    if sc.journal_url:
-        import psycopg
-
-        with psycopg.connect(sc.journal_url, autocommit=True) as pg:
-            pg.execute(sql.format(p="%s"), (long_ago,))
-    else:
-        import sqlite3
-
-        conn = sqlite3.connect(sc.journal_path)
-        with conn:
-            conn.execute(sql.format(p="?"), (long_ago,))
-        conn.close()
 
 
 # ------------------------------------------------------------------------------ the reproduction
@@ -162,7 +143,7 @@ def test_pause_at_step_boundary_while_another_process_acts(
     # A wrote nothing to any store after B: what B left current is still current.
     assert sc.current()["token_id"] == current_after_b, (boundary, other)
     check_invariants(sc)  # 1: nothing revoked is current; 2-4
-    _window_passed(sc)  # A paused before its mint: recovery keeps that run open for the mint window
+    let_mint_window_pass(sc)  # A paused before its mint: recovery keeps that run open for the mint window
     proc = _run(sc, "b", "recover")
     assert proc.returncode == 0, proc.stderr
     check_invariants(sc)
@@ -208,7 +189,7 @@ def test_child_that_mints_after_rotator_died_is_found_by_later_recoveries(tmp_pa
     assert revoke.returncode == 0, revoke.stderr
     assert tagged_live() == [], "the child's token must be revoked by the next pass"
     assert sc.journal_rows("SELECT state FROM runs WHERE kind = 'rotate'") == [("revoking_new",)]
-    _window_passed(sc)
+    let_mint_window_pass(sc)
     last = _run(sc, "a", "recover")
     assert last.returncode == 0, last.stderr
     assert sc.journal_rows("SELECT state FROM runs WHERE kind = 'rotate'") == [("failed",)]
