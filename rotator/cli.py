@@ -42,6 +42,8 @@ logger = logging.getLogger("rotator.cli")
 #: Test-only: the name of an engine checkpoint at which the process kills itself with SIGKILL,
 #: so crash tests can stop a real `rotator rotate` at every step boundary.
 CRASH_ENV = "ROTATOR_TEST_CRASH_AT"
+#: Test-only: the checkpoint at which the process stops itself with SIGSTOP (a pause; SIGCONT resumes).
+STOP_ENV = "ROTATOR_TEST_STOP_AT"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -271,13 +273,15 @@ def _engine(config: Config, policy: Policy, journal: Journal) -> Engine:
 
 
 def _crash_hook() -> Callable[[str], None] | None:
-    target = os.environ.get(CRASH_ENV)
-    if not target:
+    target, pause = os.environ.get(CRASH_ENV), os.environ.get(STOP_ENV)
+    if not target and not pause:
         return None
 
     def hook(name: str) -> None:
         if name == target:
             os.kill(os.getpid(), signal.SIGKILL)
+        if name == pause:
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     return hook
 

@@ -21,6 +21,7 @@ from rotator.clock import Clock, SystemClock
 from rotator.secret import Secret
 
 __all__ = [
+    "DEFAULT_CALL_TIMEOUT_S",
     "AdapterContext",
     "Issuer",
     "MintRequest",
@@ -29,6 +30,7 @@ __all__ = [
     "StoreState",
     "TokenInfo",
     "TokenRecord",
+    "call_timeout_of",
 ]
 
 
@@ -88,6 +90,11 @@ class Issuer(Protocol):
 
     ``credential`` is the token currently published in the policy's stores. An issuer that
     authenticates with it (self-rotation) uses it; one with its own credential ignores it.
+
+    Optional (not part of the structural check, read with :func:`call_timeout_of`):
+    ``call_timeout_seconds: float``, the longest one call (``mint``, ``revoke`` ...) may take,
+    child processes included. Recovery waits that long after a dead run's last mint started
+    before it decides that no token with the run's tag can still appear.
     """
 
     #: The entry-point name, e.g. ``influxctl-management``.
@@ -118,6 +125,18 @@ class Issuer(Protocol):
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
         """Every token the issuer knows, revoked ones included."""
         ...
+
+
+#: What :func:`call_timeout_of` assumes for an issuer that does not say (seconds).
+DEFAULT_CALL_TIMEOUT_S = 300.0
+
+
+def call_timeout_of(issuer: object) -> float:
+    """The issuer's ``call_timeout_seconds`` (see :class:`Issuer`), or a safe default."""
+    value = getattr(issuer, "call_timeout_seconds", None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf"):
+        return float(value)
+    return DEFAULT_CALL_TIMEOUT_S
 
 
 class TokenRecord(NamedTuple):

@@ -10,6 +10,13 @@ killed at any instant can be resumed by :meth:`Engine.recover`:
 
 A token that any store still holds as current is never revoked (:meth:`Engine._safe_revoke`).
 The engine never touches a scheduler: callers (CLI, daemon, Lambda) decide when to call it.
+
+Fencing (DESIGN invariant 7): every operation runs under the policy's lease, whose fencing number
+(``self._fence``) only grows. Every journal write of a run passes it (the journal checks it in the
+same transaction, and moves run states only forward, compare-and-set), and every side effect
+(mint, publish, revoke) is preceded by :meth:`Engine._fenced`. A process that was paused past its
+lease and finds a newer fencing number stops with LeaseLost: no side effect, no journal state
+written, an audit event ``<operation>/aborted``.
 """
 
 from __future__ import annotations
@@ -26,8 +33,16 @@ from functools import partial
 from typing import Any, TypeVar
 
 from rotator.clock import Clock, SystemClock
-from rotator.contracts import Issuer, MintRequest, Store, StoreState, TokenInfo, TokenRecord
-from rotator.errors import LeaseBusy, NeedsAttention, OwnershipError, PermanentError, RotatorError, TransientError
+from rotator.contracts import Issuer, MintRequest, Store, StoreState, TokenInfo, TokenRecord, call_timeout_of
+from rotator.errors import (
+    LeaseBusy,
+    LeaseLost,
+    NeedsAttention,
+    OwnershipError,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
 from rotator.journal import Journal, Revocation, RunRecord, RunState
 from rotator.policy_types import Policy
 from rotator.retry import RetryPolicy, call_with_retry
@@ -42,6 +57,9 @@ audit_logger = logging.getLogger("rotator.audit")
 
 #: A revocation that still fails after this many rounds is marked failed and alerts.
 MAX_REVOCATION_ROUNDS = 10
+#: Added to a dead run's last mint start + the issuer's call timeout before its tag search is final
+#: (clock differences between replicas, process start-up).
+MINT_SETTLE_MARGIN = timedelta(seconds=10)
 
 
 @dataclass
@@ -106,13 +124,15 @@ class Engine:
         #: listener is logged and never stops a run.
         self.listeners = list(listeners)
         self.log = logging.LoggerAdapter(logger, {"policy": policy.name})
+        #: the fencing number of the lease this engine holds now (None: no lease held)
+        self._fence: int | None = None
 
     # ------------------------------------------------------------------ public operations
     def rotate(self, *, dry_run: bool = False) -> RunResult:
         """Rotate now. Recovers unfinished runs and revokes due tokens first."""
         if dry_run:
             return self._plan_only()
-        with self._lease():
+        with self._lease("rotate"):
             actions = self._recover_locked()
             result = self._rotate_locked()
             result.actions = actions + result.actions
@@ -125,19 +145,19 @@ class Engine:
 
     def recover(self) -> list[str]:
         """Finish or undo unfinished runs, then revoke tokens whose grace has passed."""
-        with self._lease():
+        with self._lease("recover"):
             return self._recover_locked() + self._revoke_due_locked()
 
     def revoke_due(self) -> list[str]:
         """Revoke the tokens of this policy whose grace period has passed."""
         if not self.journal.due_revocations(self.clock.now(), self.policy.name):
             return []
-        with self._lease():
+        with self._lease("revoke"):
             return self._revoke_due_locked()
 
     def bootstrap(self, value: Secret, token_id: str, expires_at: datetime | None) -> RunResult:
         """Publish a first, human-created token to every store, after checking it with the issuer."""
-        with self._lease():
+        with self._lease("bootstrap"):
             self._recover_locked()
             states = self._read_stores()
             for name, state in states.items():
@@ -157,17 +177,17 @@ class Engine:
                 )
             now = self.clock.now()
             run = self._new_run("bootstrap", old_token_id=None, planned={n: s.version for n, s in states.items()})
-            self.journal.update_run(run, state=RunState.PUBLISHING, new_token_id=token_id,
+            self.journal.update_run(run, fence=self._fence, state=RunState.PUBLISHING, new_token_id=token_id,
                                     new_expires_at=expires_at or info.expires_at)
             record = TokenRecord(value, token_id, self.policy.issuer_type, self.policy.name, now,
                                  expires_at or info.expires_at)
             for name, store in self.stores:
                 if states[name].token_id == token_id:
                     continue
-                version = self._call(partial(store.publish, record, states[name].version), f"publish {name}")
-                run.published_versions[name] = version
-                self.journal.update_run(run)
-            self.journal.update_run(run, state=RunState.DONE, published_at=now, finished_at=now)
+                version = self._fenced_call(partial(store.publish, record, states[name].version), f"publish {name}")
+                self.journal.update_run(run, fence=self._fence,
+                                        published_versions={**run.published_versions, name: version})
+            self.journal.update_run(run, fence=self._fence, state=RunState.DONE, published_at=now, finished_at=now)
             self._event("bootstrap", "ok", run.run_id, token_id=token_id)
             return RunResult(self.policy.name, RunState.DONE, run.run_id, None, token_id, "bootstrapped")
 
@@ -189,15 +209,20 @@ class Engine:
             # 1. MINT: journal the intent, then mint with the run's tag in the description.
             now = self.clock.now()
             expires_at = now + self.policy.lifetime
-            self.journal.update_run(run, state=RunState.MINTING, new_expires_at=expires_at)
+            self.journal.update_run(run, fence=self._fence, state=RunState.MINTING, new_expires_at=expires_at,
+                                    mint_started_at=now)
             self._checkpoint("minting")
             request = MintRequest(self.policy.name, run.run_id, self.policy.token_description(run.run_id), expires_at)
-            token = self._call(
-                lambda: self.issuer.mint(request, credential), "mint",
-                before_retry=lambda: self._sweep_tag(run, credential, keep=None),
-            )
+
+            def before_retry() -> None:
+                self._sweep_tag(run, credential, keep=None)
+                # The next try starts a new child: recovery must wait for that one.
+                self.journal.update_run(run, fence=self._fence, mint_started_at=self.clock.now())
+
+            token = self._fenced_call(lambda: self.issuer.mint(request, credential), "mint",
+                                      before_retry=before_retry)
             # 2. Journal the id (never the value) before anything else can fail.
-            self.journal.update_run(run, state=RunState.MINTED, new_token_id=token.token_id,
+            self.journal.update_run(run, fence=self._fence, state=RunState.MINTED, new_token_id=token.token_id,
                                     new_expires_at=token.expires_at or expires_at)
             self._event("mint", "ok", run.run_id, token_id=token.token_id)
             log.info("minted token %s", token.token_id)
@@ -206,16 +231,20 @@ class Engine:
                                  now, token.expires_at or expires_at)
             # 3. VERIFY: new tokens may answer 401 for a while; retry until verify_timeout.
             deadline = self.clock.now() + self.policy.verify_timeout
-            self._call(lambda: self.issuer.verify(token.value), "verify", deadline=deadline)
-            self.journal.update_run(run, state=RunState.VERIFIED)
+            # Between tries, confirm (and renew) the lease: a long activation wait must not outlive it.
+            self._call(lambda: self.issuer.verify(token.value), "verify", deadline=deadline,
+                       before_retry=lambda: self._fenced("verifying"))
+            self.journal.update_run(run, fence=self._fence, state=RunState.VERIFIED)
             self._event("verify", "ok", run.run_id, token_id=token.token_id)
             self._checkpoint("verified")
+        except LeaseLost:
+            raise  # the run is someone else's now: no discard, no journal write
         except Exception as exc:
             self._discard(run, credential, exc)
             raise
         # 4. PUBLISH to every store with compare-and-set against what PLAN read.
-        self._renew_lease()
-        self.journal.update_run(run, state=RunState.PUBLISHING)
+        self._fenced("publishing")
+        self.journal.update_run(run, fence=self._fence, state=RunState.PUBLISHING)
         self._checkpoint("publishing")
         self._publish_all(run, minted, states, credential)
         return RunResult(self.policy.name, run.state, run.run_id, run.old_token_id, run.new_token_id,
@@ -230,12 +259,14 @@ class Engine:
                 continue
             self._checkpoint(f"publish:{name}")
             try:
-                version = self._call(partial(store.publish, record, states[name].version), f"publish {name}")
+                version = self._fenced_call(partial(store.publish, record, states[name].version), f"publish {name}")
+            except LeaseLost:
+                raise
             except Exception as exc:
                 self._publish_failed(run, name, exc, credential)
                 raise
-            run.published_versions[name] = version
-            self.journal.update_run(run)
+            self.journal.update_run(run, fence=self._fence,
+                                    published_versions={**run.published_versions, name: version})
             self._event("publish", "ok", run.run_id, store=name, version=version, token_id=record.token_id)
             self._checkpoint(f"published:{name}")
         now = self.clock.now()
@@ -243,7 +274,8 @@ class Engine:
         if run.old_token_id and run.old_token_id != run.new_token_id:
             rev = Revocation(self.policy.name, run.old_token_id, run.run_id, "superseded",
                              due_at=now + self.policy.grace, state="pending")
-        self.journal.publish_and_schedule(run, rev, state=RunState.PUBLISHED if rev else RunState.DONE,
+        self.journal.publish_and_schedule(run, rev, fence=self._fence,
+                                          state=RunState.PUBLISHED if rev else RunState.DONE,
                                           published_at=now, finished_at=None if rev else now, error=None)
         REDACTOR.pin(record.token_id, record.value)  # known to the redactor until revoked (hook output...)
         self._event("published", "ok", run.run_id, token_id=run.new_token_id, revoke_old_at=rev.due_at if rev else None)
@@ -268,27 +300,46 @@ class Engine:
             return
         # Some stores may hold the new token and others the old one: both stay valid, and
         # recovery (before the next run, or `rotator recover`) finishes publishing.
-        self.journal.update_run(run, error=f"publish to {store_name} failed: {message}")
+        self.journal.update_run(run, fence=self._fence, error=f"publish to {store_name} failed: {message}")
         self._event("publish", "partial", run.run_id, store=store_name, error=message)
 
-    def _discard(self, run: RunRecord, credential: Secret | None, exc: BaseException) -> None:
-        """REVOKE_NEW: a run failed before publishing; revoke whatever it minted."""
+    def _discard(self, run: RunRecord, credential: Secret | None, exc: BaseException,
+                 search_until: datetime | None = None) -> str:  # fmt: skip
+        """REVOKE_NEW: a run failed before publishing; revoke whatever it minted. Returns "closed";
+        "stuck" (a revocation failed, the run stays open) or "waiting" (for ``search_until``).
+
+        ``search_until``: a child process of the (dead) run may still mint until then, so the run
+        stays open (``revoking_new``) and its tag is searched again by every later recovery.
+        """
         message = _describe(exc)
-        self.journal.update_run(run, state=RunState.REVOKING_NEW, error=message)
+        self.journal.update_run(run, fence=self._fence, state=RunState.REVOKING_NEW, error=message)
         self._event("revoke_new", "start", run.run_id, token_id=run.new_token_id, error=message)
         try:
             if run.new_token_id:
                 self._safe_revoke(run.new_token_id, credential)
             self._sweep_tag(run, credential, keep=None)
+        except LeaseLost:
+            raise
         except Exception as revoke_exc:  # keep the run open: recovery retries the revocation
             self.log.error("could not revoke discarded token of run %s: %s", run.run_id, _describe(revoke_exc))
-            self.journal.update_run(run, error=f"{message}; revoking the candidate failed: {_describe(revoke_exc)}")
+            self.journal.update_run(run, fence=self._fence,
+                                    error=f"{message}; revoking the candidate failed: {_describe(revoke_exc)}")
             self._event("revoke_new", "failed", run.run_id, token_id=run.new_token_id, error=_describe(revoke_exc))
-            return
+            return "stuck"
         now = self.clock.now()
+        if search_until is not None and now < search_until:
+            self.journal.update_run(
+                run, fence=self._fence,
+                error=f"{message}; died inside a mint: no token tagged {self.policy.tag(run.run_id)} yet, but a "
+                f"child process may still create one until {search_until.isoformat(timespec='seconds')}; every "
+                "recover / revoke-expired / daemon pass searches again",
+            )  # fmt: skip
+            self._event("revoke_new", "waiting", run.run_id, search_until=search_until.isoformat())
+            return "waiting"
         state = RunState.FAILED if run.new_token_id or run.state != RunState.PLANNED else RunState.ABORTED
-        self.journal.update_run(run, state=state, finished_at=now)
+        self.journal.update_run(run, fence=self._fence, state=state, finished_at=now)
         self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
+        return "closed"
 
     # ------------------------------------------------------------------ recovery
     def _recover_locked(self) -> list[str]:
@@ -297,8 +348,10 @@ class Engine:
             self.log.warning("recovering run %s left in state %s", run.run_id, run.state)
             try:
                 actions.append(self._recover_run(run))
+            except LeaseLost:
+                raise
             except RotatorError as exc:
-                self.journal.update_run(run, error=f"recovery failed: {_describe(exc)}")
+                self.journal.update_run(run, fence=self._fence, error=f"recovery failed: {_describe(exc)}")
                 self._event("recover", "error", run.run_id, error=_describe(exc))
                 raise
         return actions
@@ -307,21 +360,45 @@ class Engine:
         states = self._read_stores()
         credential = self._credential_from(states)
         if run.state == RunState.PLANNED:
-            self.journal.update_run(run, state=RunState.ABORTED, finished_at=self.clock.now(),
+            self.journal.update_run(run, fence=self._fence, state=RunState.ABORTED, finished_at=self.clock.now(),
                                     error="interrupted before minting")
             self._event("recover", "aborted", run.run_id)
             return f"run {run.run_id}: interrupted before minting, nothing to undo"
         holders = [n for n, s in states.items() if run.new_token_id and s.token_id == run.new_token_id]
         if holders:
+            if run.state == RunState.REVOKING_NEW:  # runs never move back; its token may be revoked already
+                raise NeedsAttention(
+                    f"run {run.run_id} was being discarded, yet store(s) {', '.join(holders)} hold its token "
+                    f"{run.new_token_id}",
+                    hint="check the token with the issuer; restore the previous token in those stores (e.g. "
+                    "`bao kv rollback`) or publish a fresh one with `rotator bootstrap`, then `rotator recover`",
+                )
             self._roll_forward(run, states, holders[0])
             return f"run {run.run_id}: rolled forward, token {run.new_token_id} published to every store"
-        # Minted (or maybe minted) but never published: discard the candidate.
-        self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"))
-        refreshed = self.journal.get_run(run.run_id)
-        if refreshed is not None and refreshed.state in RunState.OPEN:
+        # Minted (or maybe minted) but never published: discard the candidate. A run that died
+        # inside a mint may have left a child process that still mints: search its tag until that
+        # child must have ended.
+        search_until = self._mint_settles_at(run)
+        outcome = self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"), search_until)
+        if outcome != "closed":
+            if outcome == "waiting" and search_until is not None:
+                return (f"run {run.run_id}: died inside a mint; live tokens tagged {self.policy.tag(run.run_id)} "
+                        f"revoked; the tag is searched again until {search_until.isoformat(timespec='seconds')} "
+                        "(a child process may still be minting), so the run stays open")
             raise TransientError(f"run {run.run_id}: the unpublished token could not be revoked yet",
                                  hint="rotator retries on the next run; check the issuer is reachable")
         return f"run {run.run_id}: rolled back, unpublished token {run.new_token_id or '(none found)'} revoked"
+
+    def _mint_settles_at(self, run: RunRecord) -> datetime | None:
+        """When no child of ``run``'s last mint call can still be running (None: no mint without an id)."""
+        if run.new_token_id is not None or run.state not in (RunState.MINTING, RunState.REVOKING_NEW):
+            return None
+        started = run.mint_started_at
+        if started is None:
+            if run.state != RunState.MINTING:
+                return None  # discarded before minting (a journal from before mint start times: minting only)
+            started = run.started_at
+        return started + timedelta(seconds=call_timeout_of(self.issuer)) + MINT_SETTLE_MARGIN
 
     def _roll_forward(self, run: RunRecord, states: dict[str, StoreState], holder: str) -> None:
         source = states[holder].record
@@ -347,13 +424,16 @@ class Engine:
 
     def _revoke_one(self, rev: Revocation) -> str:
         credential = self._credential_or_none()
+        self._checkpoint("revoking")
         try:
             self._safe_revoke(rev.token_id, credential)
+        except LeaseLost:
+            raise
         except RotatorError as exc:  # a permanent error counts rounds too: a human may fix it meanwhile
             rounds = rev.attempts + 1
             failed = rounds >= MAX_REVOCATION_ROUNDS or isinstance(exc, NeedsAttention)
             delay = min(self.retry.max_delay, self.retry.base_delay * 2**rounds)
-            self.journal.update_revocation(rev, attempts=rounds, last_error=_describe(exc),
+            self.journal.update_revocation(rev, fence=self._fence, attempts=rounds, last_error=_describe(exc),
                                            state="failed" if failed else "pending",
                                            next_try_at=self.clock.now() + timedelta(seconds=delay))
             self._event("revoke_old", "failed" if failed else "retry", rev.run_id, token_id=rev.token_id,
@@ -362,10 +442,11 @@ class Engine:
                            "FAILED, needs attention" if failed else "postponed", _describe(exc))
             return f"token {rev.token_id}: revocation {'failed' if failed else 'postponed'}: {_describe(exc)}"
         now = self.clock.now()
-        self.journal.update_revocation(rev, state="done", done_at=now, attempts=rev.attempts + 1, last_error=None)
+        self.journal.update_revocation(rev, fence=self._fence, state="done", done_at=now, attempts=rev.attempts + 1,
+                                       last_error=None)
         run = self.journal.get_run(rev.run_id)
         if run is not None and run.state == RunState.PUBLISHED:
-            self.journal.update_run(run, state=RunState.DONE, finished_at=now)
+            self.journal.update_run(run, fence=self._fence, state=RunState.DONE, finished_at=now)
         REDACTOR.unpin(rev.token_id)
         self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id)
         self.log.info("revoked token %s (%s)", rev.token_id, rev.reason)
@@ -380,7 +461,7 @@ class Engine:
                 f"token {token_id} is still current in store(s) {', '.join(holders)}; refusing to revoke it",
                 hint="finish publishing the new token (`rotator recover`) or bootstrap the stores again",
             )
-        self._call(lambda: self.issuer.revoke(token_id, credential), f"revoke {token_id}")
+        self._fenced_call(lambda: self.issuer.revoke(token_id, credential), f"revoke {token_id}")
 
     def _sweep_tag(self, run: RunRecord, credential: Secret | None, keep: str | None) -> None:
         """Revoke every live token carrying this run's tag (a lost value, or a retried mint)."""
@@ -442,7 +523,7 @@ class Engine:
         now = self.clock.now()
         run = RunRecord(run_id=uuid.uuid4().hex[:16], policy=self.policy.name, state=RunState.PLANNED, kind=kind,
                         started_at=now, updated_at=now, old_token_id=old_token_id, planned_versions=planned)
-        self.journal.begin_run(run)
+        self.journal.begin_run(run, fence=self._fence)
         self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
         return run
 
@@ -453,8 +534,27 @@ class Engine:
         return call_with_retry(fn, what=f"{self.policy.name}: {what}", policy=self.retry, clock=self.clock,
                                deadline=deadline, before_retry=before_retry)
 
+    def _fenced(self, what: str) -> None:
+        """Before a side effect: LeaseLost unless this engine still holds the lease with its fencing
+        number (renewing it when half of lease_ttl is gone)."""
+        if self._fence is None:
+            raise RuntimeError(f"{self.policy.name}: {what} outside of a lease")
+        self.journal.confirm_lease(self.policy.name, self.holder, self._fence, self.lease_ttl, self.clock.now(), what)
+
+    def _fenced_call(
+        self, fn: Callable[[], T], what: str, before_retry: Callable[[], None] | None = None
+    ) -> T:
+        """:meth:`_call` for a side effect: every try first confirms the lease (:meth:`_fenced`)."""
+
+        def fenced() -> T:
+            self._fenced(what)
+            return fn()
+
+        return self._call(fenced, what, before_retry=before_retry)
+
     @contextmanager
-    def _lease(self) -> Iterator[int]:
+    def _lease(self, operation: str) -> Iterator[int]:
+        """Hold the policy's lease for ``operation``; a LeaseLost inside is audited as ``<operation>/aborted``."""
         try:
             fence = self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
         except LeaseBusy as busy:
@@ -465,14 +565,17 @@ class Engine:
             fence = self.journal.take_over_lease(
                 self.policy.name, busy.holder, self.holder, self.lease_ttl, self.clock.now()
             )
+        outer, self._fence = self._fence, fence
         try:
             yield fence
+        except LeaseLost as lost:
+            self.log.error("%s aborted: %s", operation, lost)
+            self._event(operation, "aborted", None, reason=str(lost), fence=fence, current_fence=lost.current)
+            raise
         finally:
-            self.journal.release_lease(self.policy.name, self.holder)
-
-    def _renew_lease(self) -> None:
-        # Raises LeaseBusy if the lease expired and someone else took the policy: never publish then.
-        self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
+            self._fence = outer
+            if outer is None:
+                self.journal.release_lease(self.policy.name, self.holder, fence)
 
     def _event(self, step: str, result: str, run_id: str | None, **detail: Any) -> None:
         detail = {k: v for k, v in detail.items() if v is not None}

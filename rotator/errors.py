@@ -3,6 +3,8 @@
     RotatorError
       + TransientError        retried with backoff (timeouts, 5xx, throttling, not yet active)
       |   + LeaseBusy         another process holds the policy's lease
+      |   + JournalUnavailable the journal timed out or its connection broke (also a JournalError)
+      + LeaseLost             this run's lease (fencing number) was taken over: the run stops
       + PermanentError        not retried (auth, bad output, not found, misconfiguration)
       |   + ConfigError       bad policy file or CLI argument (also a LookupError for registry misses)
       |   + OwnershipError    a store holds a secret rotator does not manage
@@ -22,7 +24,9 @@ __all__ = [
     "ConflictError",
     "IssuerOutputError",
     "JournalError",
+    "JournalUnavailable",
     "LeaseBusy",
+    "LeaseLost",
     "NeedsAttention",
     "OwnershipError",
     "PermanentError",
@@ -59,6 +63,29 @@ class LeaseBusy(TransientError):
         self.holder = holder
 
 
+class LeaseLost(RotatorError):
+    """This process no longer holds the policy's lease: another run took over (fencing number moved).
+
+    Neither transient (retrying the same step would act on a run someone else now owns) nor a
+    problem to fix: the run stops before its next side effect and writes nothing over the newer
+    run's state. The CLI exits 1; the daemon counts a failure.
+    """
+
+    def __init__(self, policy: str, fence: int | None, current: int | None, what: str) -> None:
+        now = "" if current is None else f"; the policy's lease now has fencing number {current}"
+        super().__init__(
+            f"policy {policy!r}: this run (lease fencing number {fence}) was overtaken by another rotator "
+            f"and stopped before {what}{now}",
+            hint="another rotator took the policy over (this process was paused or slow past lease_ttl); "
+            "nothing to undo here: `rotator status` shows what the other run did. Raise lease_ttl if "
+            "this happens without a pause",
+        )
+        self.policy = policy
+        self.fence = fence
+        self.current = current
+        self.what = what
+
+
 class PermanentError(RotatorError):
     """Will fail again until someone changes something."""
 
@@ -85,3 +112,7 @@ class NeedsAttention(PermanentError):
 
 class JournalError(RotatorError):
     """The journal could not be read or written."""
+
+
+class JournalUnavailable(JournalError, TransientError):
+    """The journal did not answer in time (connect, statement or lock timeout) or its connection broke."""

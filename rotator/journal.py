@@ -17,19 +17,23 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rotator.errors import ConfigError, JournalError, LeaseBusy
+from rotator.errors import ConfigError, JournalError, JournalUnavailable, LeaseBusy, LeaseLost
 from rotator.extras import install_hint
 
 __all__ = ["Journal", "Revocation", "RunRecord", "RunState", "open_journal", "ts"]
 
 
 class RunState:
-    """Run states, in the order a successful run passes them."""
+    """Run states, in the order a successful run passes them.
+
+    A run only moves forward (:meth:`can_move`): the journal refuses any other transition, so a
+    paused process that wakes up cannot drag a run back (e.g. from ``revoking_new`` to ``verified``).
+    """
 
     PLANNED = "planned"
     MINTING = "minting"  # mint intent journaled; a token with the run's tag may exist
@@ -44,6 +48,38 @@ class RunState:
 
     OPEN = (PLANNED, MINTING, MINTED, VERIFIED, PUBLISHING, REVOKING_NEW)
     SUCCESS = (PUBLISHED, DONE)
+    FINAL = (DONE, FAILED, ABORTED)
+
+    #: the success path, in order: a run moves along it only forward (steps may be skipped, e.g.
+    #: bootstrap goes from planned to publishing)
+    PATH = (PLANNED, MINTING, MINTED, VERIFIED, PUBLISHING, PUBLISHED, DONE)
+    #: where a run that never published ends: from any unpublished step, and from revoking_new
+    DISCARD = (REVOKING_NEW, FAILED, ABORTED)
+
+    @classmethod
+    def can_move(cls, old: str, new: str) -> bool:
+        """True when a run in ``old`` may be written as ``new`` (same state: only while not final).
+
+        Never backwards: not from revoking_new to verified, not from published to publishing.
+        """
+        if old == new:
+            return old not in cls.FINAL
+        if old in cls.PATH and new in cls.PATH:
+            return cls.PATH.index(new) > cls.PATH.index(old)
+        if old in cls.PATH[: cls.PATH.index(cls.PUBLISHING) + 1]:
+            return new in cls.DISCARD
+        return old == cls.REVOKING_NEW and new in (cls.FAILED, cls.ABORTED)
+
+
+class RevocationState:
+    """A revocation is ``pending`` until it is ``done`` or ``failed``; a failed one may still be done
+    (a later manual try worked), never pending again."""
+
+    NEXT: dict[str, tuple[str, ...]] = {"pending": ("pending", "done", "failed"), "failed": ("done",), "done": ()}
+
+    @classmethod
+    def can_move(cls, old: str, new: str) -> bool:
+        return new in cls.NEXT.get(old, ())
 
 
 def ts(value: datetime) -> str:
@@ -75,6 +111,11 @@ class RunRecord:
     #: store name -> version id the new token was published as
     published_versions: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    #: the fencing number of the lease under which the run was last written
+    fence: int | None = None
+    #: when the (last) mint call started: a child process of a dead rotator may still mint until
+    #: this plus the issuer's call timeout (see Engine._recover_run)
+    mint_started_at: datetime | None = None
 
 
 @dataclass
@@ -140,11 +181,18 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_policy_at ON events (policy, at);
     """,
+    # 2: fencing numbers on runs (the lease row is kept on release, so its fence only grows) and
+    # the start of the last mint call
+    """
+    ALTER TABLE runs ADD COLUMN fence INTEGER;
+    ALTER TABLE runs ADD COLUMN mint_started_at TEXT
+    """,
 )
 
 _RUN_COLUMNS = (
     "run_id", "policy", "kind", "state", "started_at", "updated_at", "old_token_id", "new_token_id",
     "new_expires_at", "published_at", "finished_at", "planned_versions", "published_versions", "error",
+    "fence", "mint_started_at",
 )  # fmt: skip
 _REV_COLUMNS = (
     "policy", "token_id", "run_id", "reason", "due_at", "state", "attempts", "next_try_at",
@@ -168,6 +216,12 @@ class _Backend:
     migration_lock: str | None = None
     #: a query returning a row when the table named by its one parameter exists
     table_exists: str = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?"
+    #: appended to the SELECT of a lease row that a fenced write checks (PostgreSQL: lock it, so
+    #: no take-over commits between the check and the write; SQLite's BEGIN IMMEDIATE already does)
+    lock_row: str = ""
+    #: true for an error that means "did not answer in time / connection broke": transient
+    #: (JournalUnavailable), unlike e.g. a permission or schema problem
+    unavailable: Callable[[BaseException], bool] = lambda _exc: False
 
 
 class _Cursor:
@@ -186,6 +240,10 @@ class _Cursor:
 
     def fetchall(self) -> list[Any]:
         return list(self._cur.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
 
     def close(self) -> None:
         self._cur.close()
@@ -213,14 +271,14 @@ class Journal:
                 cur = _Cursor(self._conn.cursor(), self._backend.paramstyle_percent)
             except self._backend.errors as exc:
                 self._conn = None
-                raise JournalError(f"journal {self.location}: cannot connect: {exc}", hint=_JOURNAL_HINT) from None
+                raise self._error(exc, "cannot connect: ") from None
             try:
                 cur.execute(self._backend.begin_locked if immediate else self._backend.begin)
                 yield cur
                 cur.execute("COMMIT")
             except self._backend.errors as exc:
                 self._rollback(cur, exc)
-                raise JournalError(f"journal {self.location}: {exc}", hint=_JOURNAL_HINT) from None
+                raise self._error(exc) from None
             except BaseException as exc:
                 self._rollback(cur, exc)
                 raise
@@ -229,6 +287,32 @@ class Journal:
                     cur.close()
                 except self._backend.errors:
                     pass
+
+    def _error(self, exc: BaseException, prefix: str = "") -> JournalError:
+        if self._backend.unavailable(exc):
+            return JournalUnavailable(
+                f"journal {self.location}: {prefix}{exc}",
+                hint="the journal did not answer in time or its connection broke; rotator retries on the next "
+                "run. Check the database server, the network to it and long-running locks",
+            )
+        return JournalError(f"journal {self.location}: {prefix}{exc}", hint=_JOURNAL_HINT)
+
+    def ping(self) -> None:
+        """Raise JournalUnavailable (a TransientError) or JournalError unless the journal answers now.
+
+        For readiness probes: one short read, bounded by the backend's connect and statement timeouts.
+        """
+        with self._tx() as cur:
+            cur.execute("SELECT 1").fetchone()
+
+    def _check_fence(self, cur: _Cursor, policy: str, fence: int | None, what: str) -> None:
+        """Inside a write transaction: LeaseLost unless ``fence`` is still the policy's fencing number."""
+        if fence is None:  # an unfenced write (tests, tools): no lease to check
+            return
+        row = cur.execute(f"SELECT fence FROM leases WHERE policy = ?{self._backend.lock_row}", (policy,)).fetchone()
+        current = None if row is None else int(row[0])
+        if current != fence:
+            raise LeaseLost(policy, fence, current, what)
 
     def _rollback(self, cur: _Cursor, exc: BaseException) -> None:
         try:
@@ -276,22 +360,47 @@ class Journal:
                 self._conn = None
 
     # -- runs ---------------------------------------------------------------------------
-    def begin_run(self, run: RunRecord) -> None:
+    def begin_run(self, run: RunRecord, *, fence: int | None = None) -> None:
+        """Insert ``run``; with ``fence``, only while that is still the policy's fencing number."""
+        run.fence = fence if fence is not None else run.fence
         values = _run_row(run)
-        with self._tx() as cur:
+        with self._tx(immediate=fence is not None) as cur:
+            self._check_fence(cur, run.policy, fence, f"journaling run {run.run_id}")
             cur.execute(
                 f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
 
-    def update_run(self, run: RunRecord, **changes: Any) -> None:
-        """Apply ``changes`` to ``run`` and commit them before returning."""
-        for key, value in changes.items():
-            if not hasattr(run, key):
-                raise TypeError(f"RunRecord has no field {key!r}")
-            setattr(run, key, value)
-        with self._tx() as cur:
-            _write_run(cur, run)
+    def update_run(self, run: RunRecord, *, fence: int | None = None, **changes: Any) -> None:
+        """Apply ``changes`` to ``run`` and commit them before returning.
+
+        Compare-and-set: the row must still be in the state ``run`` was in before ``changes``, the
+        move must go forward (:meth:`RunState.can_move`), and with ``fence`` the policy's lease must
+        still carry that fencing number; otherwise LeaseLost and neither the row nor ``run`` change.
+        """
+        self._write_run(run, fence, changes, None)
+
+    def _write_run(self, run: RunRecord, fence: int | None, changes: Mapping[str, Any],
+                   rev: Revocation | None) -> None:  # fmt: skip
+        for key in changes:
+            if not hasattr(run, key) or key in ("run_id", "policy"):
+                raise TypeError(f"RunRecord has no writable field {key!r}")
+        new = replace(run, **changes)
+        if fence is not None:
+            new.fence = fence
+        if not RunState.can_move(run.state, new.state):
+            raise ValueError(f"run {run.run_id}: a run never moves from {run.state!r} to {new.state!r}")
+        with self._tx(immediate=fence is not None) as cur:
+            self._check_fence(cur, run.policy, fence, f"moving run {run.run_id} to {new.state}")
+            if not _write_run(cur, new, expected_state=run.state):
+                row = cur.execute("SELECT state, fence FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+                raise LeaseLost(run.policy, fence, None if row is None else row[1],
+                                f"moving run {run.run_id} from {run.state} to {new.state} (the journal has it in "
+                                f"{row[0] if row else 'no'} state, written by another process)")
+            if rev is not None:
+                _insert_revocation(cur, rev)
+        for key in (*changes, "fence"):
+            setattr(run, key, getattr(new, key))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._runs("run_id = ?", (run_id,), limit=1)
@@ -323,30 +432,39 @@ class Journal:
         return [_run_from_row(row) for row in rows]
 
     # -- revocations --------------------------------------------------------------------
-    def schedule_revocation(self, rev: Revocation) -> None:
+    def schedule_revocation(self, rev: Revocation, *, fence: int | None = None) -> None:
         """Record that ``rev.token_id`` must be revoked at ``rev.due_at`` (idempotent)."""
-        with self._tx() as cur:
+        with self._tx(immediate=fence is not None) as cur:
+            self._check_fence(cur, rev.policy, fence, f"scheduling the revocation of token {rev.token_id}")
             _insert_revocation(cur, rev)
 
-    def publish_and_schedule(self, run: RunRecord, rev: Revocation | None, **changes: Any) -> None:
-        """Mark a run published and schedule the old token's revocation in one transaction."""
-        for key, value in changes.items():
-            setattr(run, key, value)
-        with self._tx() as cur:
-            _write_run(cur, run)
-            if rev is not None:
-                _insert_revocation(cur, rev)
+    def publish_and_schedule(
+        self, run: RunRecord, rev: Revocation | None, *, fence: int | None = None, **changes: Any
+    ) -> None:
+        """Mark a run published and schedule the old token's revocation in one transaction
+        (compare-and-set and fenced like :meth:`update_run`)."""
+        self._write_run(run, fence, changes, rev)
 
-    def update_revocation(self, rev: Revocation, **changes: Any) -> None:
-        for key, value in changes.items():
-            setattr(rev, key, value)
-        row = dict(zip(_REV_COLUMNS, _rev_row(rev), strict=True))
+    def update_revocation(self, rev: Revocation, *, fence: int | None = None, **changes: Any) -> None:
+        """Compare-and-set like :meth:`update_run`: the row must still be in ``rev``'s state, the move
+        forward (:class:`RevocationState`), and ``fence`` current; otherwise LeaseLost."""
+        new = replace(rev, **changes)
+        if not RevocationState.can_move(rev.state, new.state):
+            raise ValueError(f"revocation of token {rev.token_id}: never moves from {rev.state!r} to {new.state!r}")
+        row = dict(zip(_REV_COLUMNS, _rev_row(new), strict=True))
         keys = [k for k in _REV_COLUMNS if k not in ("policy", "token_id")]
-        with self._tx() as cur:
+        what = f"recording the revocation of token {rev.token_id} as {new.state}"
+        with self._tx(immediate=fence is not None) as cur:
+            self._check_fence(cur, rev.policy, fence, what)
             cur.execute(
-                f"UPDATE revocations SET {', '.join(f'{k} = ?' for k in keys)} WHERE policy = ? AND token_id = ?",
-                [row[k] for k in keys] + [rev.policy, rev.token_id],
+                f"UPDATE revocations SET {', '.join(f'{k} = ?' for k in keys)} "
+                "WHERE policy = ? AND token_id = ? AND state = ?",
+                [row[k] for k in keys] + [rev.policy, rev.token_id, rev.state],
             )
+            if cur.rowcount != 1:
+                raise LeaseLost(rev.policy, fence, None, f"{what} (another process changed it)")
+        for key in changes:
+            setattr(rev, key, getattr(new, key))
 
     def revocations(self, policy: str | None = None, state: str | None = None) -> list[Revocation]:
         clauses, params = [], []
@@ -373,16 +491,19 @@ class Journal:
     def acquire_lease(self, policy: str, holder: str, ttl: timedelta, now: datetime) -> int:
         """Take (or extend) the policy's lease; LeaseBusy if someone else holds a live one.
 
-        Returns the fencing token, which grows with every change of holder.
+        Returns the fencing number, which grows with every change of holder and never goes back:
+        a released lease keeps its row (holder ``''``), and a policy's first lease starts above any
+        fencing number its runs were written with.
         """
         expires = ts(now + ttl)
         with self._tx(immediate=True) as cur:
             cur.execute(
-                "INSERT INTO leases (policy, holder, fence, expires_at) VALUES (?, ?, 1, ?) "
+                "INSERT INTO leases (policy, holder, fence, expires_at) "
+                "VALUES (?, ?, (SELECT COALESCE(MAX(fence), 0) + 1 FROM runs WHERE policy = ?), ?) "
                 "ON CONFLICT (policy) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, "
                 "fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE leases.fence + 1 END "
                 "WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
-                (policy, holder, expires, ts(now)),
+                (policy, holder, policy, expires, ts(now)),
             )
             row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
         if row is None or row[0] != holder:
@@ -401,9 +522,39 @@ class Journal:
             raise LeaseBusy(policy, row[0] if row else "unknown")
         return int(row[1])
 
-    def release_lease(self, policy: str, holder: str) -> None:
+    def confirm_lease(self, policy: str, holder: str, fence: int, ttl: timedelta, now: datetime, what: str) -> None:
+        """Before a side effect: LeaseLost unless ``holder`` still holds the lease with ``fence``.
+
+        Renews the lease when less than half of ``ttl`` is left, so that the side effect that
+        follows has at least ``ttl / 2`` before anyone may take the policy over. An expired lease
+        that nobody took is still ours: its fencing number shows that no other run acted meanwhile.
+        """
+        with self._tx(immediate=True) as cur:
+            row = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?", (policy,)).fetchone()
+            if row is None or row[0] != holder or int(row[1]) != fence:
+                raise LeaseLost(policy, fence, None if row is None else int(row[1]), what)
+            if row[2] < ts(now + ttl / 2):
+                cur.execute("UPDATE leases SET expires_at = ? WHERE policy = ? AND holder = ? AND fence = ?",
+                            (ts(now + ttl), policy, holder, fence))
+                if cur.rowcount != 1:
+                    raise LeaseLost(policy, fence, None, what)
+
+    def release_lease(self, policy: str, holder: str, fence: int | None = None) -> None:
+        """Give the lease up (only if ``holder`` still has it, with ``fence`` when given). The row
+        stays, expired, so that the next holder's fencing number is higher."""
+        sql = "UPDATE leases SET holder = '', expires_at = ? WHERE policy = ? AND holder = ?"
+        params: list[Any] = [ts(datetime(1970, 1, 1, tzinfo=UTC)), policy, holder]
+        if fence is not None:
+            sql += " AND fence = ?"
+            params.append(fence)
         with self._tx() as cur:
-            cur.execute("DELETE FROM leases WHERE policy = ? AND holder = ?", (policy, holder))
+            cur.execute(sql, params)
+
+    def lease_fence(self, policy: str) -> int | None:
+        """The policy's current fencing number (None: never leased)."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT fence FROM leases WHERE policy = ?", (policy,)).fetchone()
+        return None if row is None else int(row[0])
 
     def lease_holder(self, policy: str, now: datetime) -> str | None:
         with self._tx() as cur:
@@ -480,7 +631,40 @@ def _sqlite_backend(path: Path) -> _Backend:
             pass
         return conn
 
-    return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,))
+    # sqlite3.connect(timeout=30) is SQLite's busy timeout: a writer waits up to 30 s for another's
+    # lock, then "database is locked" (OperationalError), which is transient.
+    return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy)
+
+
+def _sqlite_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+#: PostgreSQL time limits (seconds unless said otherwise), each used unless the URL sets its own:
+#: a server that accepts and never answers, a query stuck behind a lock, or a dead peer must
+#: end in a transient error, never hang a worker.
+PG_DEFAULTS: dict[str, str] = {
+    "connect_timeout": "10",  # whole connection set-up, including a server that never answers
+    "keepalives": "1", "keepalives_idle": "15", "keepalives_interval": "5", "keepalives_count": "3",
+    "tcp_user_timeout": "30000",  # ms: sent data unacknowledged this long -> the connection is dead
+}  # fmt: skip
+PG_STATEMENT_TIMEOUT_MS = 30_000
+PG_LOCK_TIMEOUT_MS = 10_000
+
+
+def postgres_conninfo(url: str) -> str:
+    """``url`` with rotator's connect/keepalive defaults and statement/lock timeouts added where unset."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    extra: dict[str, Any] = {k: v for k, v in PG_DEFAULTS.items() if k not in params}
+    options = str(params.get("options") or "")
+    for name, value in (("statement_timeout", PG_STATEMENT_TIMEOUT_MS), ("lock_timeout", PG_LOCK_TIMEOUT_MS)):
+        if name not in options:
+            options = f"{options} -c {name}={value}".strip()
+    extra["options"] = options
+    extra["application_name"] = params.get("application_name") or "rotator"
+    return make_conninfo(url, **extra)
 
 
 def _postgres_backend(url: str) -> _Backend:
@@ -488,16 +672,22 @@ def _postgres_backend(url: str) -> _Backend:
         import psycopg
     except ImportError as exc:
         raise ConfigError("a postgresql:// journal needs psycopg", hint=install_hint(exc)) from None
+    conninfo = postgres_conninfo(url)
 
     def connect() -> Any:
         # autocommit: every transaction is an explicit BEGIN ... COMMIT, as on SQLite.
-        return psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="rotator")
+        return psycopg.connect(conninfo, autocommit=True)
 
     return _Backend(
         name="postgresql",
         connect=connect,
         errors=(psycopg.Error,),
         connection_errors=(psycopg.OperationalError, psycopg.InterfaceError),
+        # QueryCanceled: statement_timeout; LockNotAvailable: lock_timeout; OperationalError: connect
+        # timeout, reset, server gone.
+        unavailable=lambda exc: isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError,
+                                                 psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)),
+        lock_row=" FOR UPDATE",
         paramstyle_percent=True,
         begin="BEGIN",
         # Row locks taken by the lease upsert serialise replicas; nothing more is needed.
@@ -518,13 +708,15 @@ def _redact_url(url: str) -> str:
     return urlunsplit(parts)
 
 
-def _write_run(cur: _Cursor, run: RunRecord) -> None:
+def _write_run(cur: _Cursor, run: RunRecord, expected_state: str) -> bool:
+    """Write ``run`` over its row if the row is still in ``expected_state``; False if it is not."""
     row = dict(zip(_RUN_COLUMNS, _run_row(run), strict=True))
     keys = [k for k in _RUN_COLUMNS if k != "run_id"]
     cur.execute(
-        f"UPDATE runs SET {', '.join(f'{k} = ?' for k in keys)} WHERE run_id = ?",
-        [row[k] for k in keys] + [run.run_id],
+        f"UPDATE runs SET {', '.join(f'{k} = ?' for k in keys)} WHERE run_id = ? AND state = ?",
+        [row[k] for k in keys] + [run.run_id, expected_state],
     )
+    return cur.rowcount == 1
 
 
 def _insert_revocation(cur: _Cursor, rev: Revocation) -> None:
@@ -541,7 +733,8 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
         run.run_id, run.policy, run.kind, run.state, ts(run.started_at), ts(run.updated_at),
         run.old_token_id, run.new_token_id, _ts_or_none(run.new_expires_at), _ts_or_none(run.published_at),
         _ts_or_none(run.finished_at), json.dumps(run.planned_versions, sort_keys=True),
-        json.dumps(run.published_versions, sort_keys=True), run.error,
+        json.dumps(run.published_versions, sort_keys=True), run.error, run.fence,
+        _ts_or_none(run.mint_started_at),
     )  # fmt: skip
 
 
@@ -554,6 +747,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         new_expires_at=_dt(d["new_expires_at"]), published_at=_dt(d["published_at"]),
         finished_at=_dt(d["finished_at"]), planned_versions=json.loads(d["planned_versions"]),
         published_versions=json.loads(d["published_versions"]), error=d["error"],
+        fence=d["fence"], mint_started_at=_dt(d["mint_started_at"]),
     )  # fmt: skip
 
 

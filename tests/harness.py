@@ -33,7 +33,7 @@ from rotator.sandbox.influxctl_state import FakeInfluxctl
 
 __all__ = [
     "FAKES", "INFLUXCTL", "REPO", "CliScenario", "Scenario", "make_scenario", "check_invariants",
-    "finish_and_settle", "settle", "ts", "read_kv_versions", "live_tagged", "revoked_at",
+    "finish_and_settle", "settle", "ts", "read_kv_versions", "live_tagged", "revoked_at", "let_mint_window_pass",
 ]  # fmt: skip
 
 FAKES = Path(__file__).parent / "fakes"
@@ -387,3 +387,23 @@ def finish_and_settle(sc: CliScenario, check: Callable[..., None]) -> None:
     assert proc.returncode == 0, proc.stderr
     assert sc.current()["token_id"] != current
     settle(sc, check)
+
+
+def let_mint_window_pass(sc: CliScenario) -> None:
+    """A run killed inside (or just before) a mint stays open until no child of it can still mint:
+    its journaled mint start + the issuer's call timeout + a margin (issue 10 §1b). Let that time
+    pass by moving every open run's mint start back an hour."""
+    sql = ("UPDATE runs SET mint_started_at = '2000-01-01T00:00:00.000000Z' "
+           "WHERE mint_started_at IS NOT NULL AND new_token_id IS NULL AND state IN ('minting', 'revoking_new')")
+    if sc.journal_url:
+        import psycopg
+
+        with psycopg.connect(sc.journal_url, autocommit=True) as pg:
+            pg.execute(sql)
+        return
+    conn = sqlite3.connect(sc.journal_path)
+    try:
+        with conn:
+            conn.execute(sql)
+    finally:
+        conn.close()

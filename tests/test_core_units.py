@@ -90,7 +90,9 @@ def test_journal_migrates_once_and_refuses_a_newer_schema(tmp_path: Path) -> Non
     import sqlite3
 
     conn = sqlite3.connect(tmp_path / "j.db")
-    assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+    from rotator.journal import _MIGRATIONS
+
+    assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == len(_MIGRATIONS)  # one row each
     conn.execute("INSERT INTO schema_version VALUES (99)")
     conn.commit()
     conn.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Scenario, check_invariants, finish_and_settle, make_scenario
+from tests.harness import Scenario, check_invariants, finish_and_settle, let_mint_window_pass, make_scenario
 
 STEP_BOUNDARIES = [
     "planned", "minting", "minted", "verified", "publishing",
@@ -22,7 +22,21 @@ STEP_BOUNDARIES = [
 
 
 def _finish_and_settle(sc: Scenario) -> None:
+    _mint_window_passed(sc)
     finish_and_settle(sc, check_invariants)
+
+
+def _mint_window_passed(sc: Scenario) -> None:
+    """A run killed inside (or just before) a mint stays open until no child of it can still mint
+    (issue 10 §1b): check that a first recovery keeps it open, then let that window pass."""
+    rows = sc.journal_rows("SELECT run_id FROM runs WHERE state = 'minting' AND new_token_id IS NULL")
+    if not rows:
+        return
+    proc = sc.cli("recover")
+    assert proc.returncode == 0, proc.stderr
+    assert "died inside a mint" in proc.stdout and "none found" not in proc.stdout, proc.stdout
+    assert sc.journal_rows("SELECT state FROM runs WHERE run_id = ?", rows[0][0]) == [("revoking_new",)]
+    let_mint_window_pass(sc)
 
 
 @pytest.mark.parametrize("checkpoint", STEP_BOUNDARIES)

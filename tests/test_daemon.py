@@ -32,7 +32,7 @@ from rotator.daemon import Daemon
 from rotator.engine import RunResult
 from rotator.errors import TransientError
 from rotator.journal import Revocation, RunRecord, open_journal
-from tests.harness import REPO, Scenario, check_invariants, make_scenario
+from tests.harness import REPO, Scenario, check_invariants, let_mint_window_pass, make_scenario
 from tests.webhook_receiver import receiver
 
 TIMING_BOUND_S = 1.5  # the largest lateness accepted for a rotation start or a revocation
@@ -407,6 +407,7 @@ def test_sigterm_parks_a_run_that_outlives_the_timeout_and_restart_recovers_it(
     check_invariants(sc, after_crash=True)
 
     configure(sc, schedule="1h", port=port, daemon="")
+    let_mint_window_pass(sc)  # the child was terminated: none can still mint (issue 10 §1b)
     d2 = start_daemon(sc, port, "-2")
     daemons.append(d2)
     wait_until("recovery", lambda: rotate_runs(sc)[0]["state"] == "failed")

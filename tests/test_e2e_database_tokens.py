@@ -23,7 +23,7 @@ import pytest
 
 from rotator.sandbox.influxctl_state import FakeInfluxctl, write_profile
 from tests.fakes.fixtures import FakeInfluxctlFixture
-from tests.harness import INFLUXCTL, Scenario, finish_and_settle, live_tagged, revoked_at, ts
+from tests.harness import INFLUXCTL, Scenario, finish_and_settle, let_mint_window_pass, live_tagged, revoked_at, ts
 
 POLICY = "dbtok"
 ADMIN_TOKEN = "clustered-admin-token-for-e2e-0123456789"
@@ -335,5 +335,6 @@ def test_kill_inside_token_create_after_the_server_minted(db: DbScenario, tmp_pa
     [lost] = [t for t in db.fake.db_tokens() if t["description"].startswith(f"rotator:{db.policy}:")]
     assert lost["revoked_at"] is None
     check_db_invariants(db, after_crash=True)
+    let_mint_window_pass(db)  # killed with its child: none can still mint (issue 10 §1b)
     _finish_and_settle(db)
     assert db.db_token(lost["id"])["revoked_at"] is not None

@@ -60,7 +60,7 @@ from tests.fakes.fixtures import FakeInfluxctlFixture
 from tests.fakes.influxdb2_fake import InfluxDB2Fake
 from tests.fakes.influxdb3_fake import InfluxDB3Fake
 from tests.fakes.management_api_fake import ManagementApiFake
-from tests.harness import CliScenario, check_invariants, make_scenario
+from tests.harness import CliScenario, check_invariants, let_mint_window_pass, make_scenario
 from tests.test_e2e_database_tokens import check_db_invariants, make_db_scenario
 from tests.test_e2e_http_issuers import check as check_http
 from tests.test_e2e_http_issuers import scenario as http_scenario
@@ -385,6 +385,7 @@ def test_kill_at_every_step_boundary_then_recover(subject: Subject) -> None:
         held = _profile_state(sub.profile, sub.keys[-1].key).read_current().token_id
         assert held == (new_id if checkpoint in in_profile else before), (checkpoint, held)
 
+        let_mint_window_pass(sub.run)  # killed at "minting": no child can still mint (issue 10 §1b)
         proc = sub.cli("recover", sub.policy)
         assert proc.returncode == 0, (checkpoint, proc.stderr)
         check_all(sub, where=f"{checkpoint}: after recover")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rotator.errors import JournalError, LeaseBusy
-from rotator.journal import Journal, Revocation, RunRecord, RunState, open_journal
+from rotator.journal import _MIGRATIONS, Journal, Revocation, RunRecord, RunState, open_journal
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -107,7 +107,7 @@ def test_concurrent_first_start_migrates_once(pg_url: str) -> None:
     import psycopg
 
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (1,)
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (len(_MIGRATIONS),)
     for j in opened:
         j.close()
 
@@ -160,3 +160,60 @@ def test_postgres_journal_starts_with_a_role_that_cannot_create(pg_url: str) -> 
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+# -- timeouts (issue 15 item 4): a journal that does not answer is a transient error, never a hang
+def test_connect_to_a_server_that_accepts_and_never_answers_times_out() -> None:
+    import socket
+    import time
+
+    from rotator.errors import JournalUnavailable, TransientError
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the TCP handshake; nobody ever answers
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(JournalUnavailable) as info:
+            open_journal(f"postgresql://rotator@127.0.0.1:{port}/journal?connect_timeout=1")
+        assert time.monotonic() - started < 10
+    assert isinstance(info.value, TransientError) and info.value.hint
+
+
+def test_postgres_defaults_keep_what_the_url_sets() -> None:
+    from rotator.journal import postgres_conninfo
+
+    info = postgres_conninfo("postgresql://u@h/db?connect_timeout=3&options=-c%20lock_timeout%3D1s")
+    assert "connect_timeout=3" in info and "connect_timeout=10" not in info
+    assert "lock_timeout=1s" in info and "lock_timeout=10000" not in info
+    assert "statement_timeout=30000" in info and "tcp_user_timeout=30000" in info
+
+
+def test_statement_and_lock_timeouts_are_transient(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    import rotator.journal as journal_module
+    from rotator.errors import JournalUnavailable
+
+    monkeypatch.setattr(journal_module, "PG_STATEMENT_TIMEOUT_MS", 300)
+    monkeypatch.setattr(journal_module, "PG_LOCK_TIMEOUT_MS", 300)
+    journal = open_journal(pg_url)
+    journal.ping()
+    with pytest.raises(JournalUnavailable), journal._tx() as cur:  # a query the server works on too long
+        cur.execute("SELECT pg_sleep(5)")
+    journal.acquire_lease("p", "A", timedelta(seconds=30), T0)
+    with psycopg.connect(pg_url, autocommit=True) as other:  # a stuck peer holds the lease row
+        other.execute("BEGIN")
+        other.execute("SELECT * FROM leases WHERE policy = 'p' FOR UPDATE")
+        with pytest.raises(JournalUnavailable):
+            journal.acquire_lease("p", "B", timedelta(seconds=30), T0 + timedelta(minutes=5))
+        other.execute("ROLLBACK")
+    assert journal.acquire_lease("p", "B", timedelta(seconds=30), T0 + timedelta(minutes=5)) == 2
+    journal.ping()  # the connection is replaced after the timeout
+    journal.close()
+
+
+def test_ping_answers_on_both_backends(journal_url: str) -> None:
+    journal = open_journal(journal_url)
+    journal.ping()
+    journal.close()
