@@ -367,15 +367,8 @@ def _list_target(target: Target, inv: Inventory) -> dict[str, TokenInfo] | None:
 class _OrphanSweeper(Engine):
     """The engine's own tag sweep, run for one orphan's run: the same rules as recovery."""
 
-    def _policy_lease(self) -> Any:
-        # With fencing the lease names its operation (a lost lease is audited as <operation>/aborted).
-        try:
-            return self._lease("revoke")  # type: ignore[call-arg,unused-ignore]
-        except TypeError:
-            return self._lease()  # type: ignore[call-arg,unused-ignore]
-
     def sweep_run(self, run: RunRecord, keep: str | None, token_ids: Sequence[str]) -> None:
-        with self._policy_lease():
+        with self._lease("revoke_orphans"):
             self._event("inventory", "revoke_orphans", run.run_id, token_ids=list(token_ids), kept=keep)
             self._sweep_tag(run, self._credential_from(self._read_stores()), keep=keep)
 
