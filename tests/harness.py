@@ -301,7 +301,8 @@ port = 443
 {self.vault_store_toml(extra=store_extra)}{extra_store}{self.extra_stores}""", encoding="utf-8")
 
     def extra_env(self) -> dict[str, str]:
-        return {"FAKE_INFLUXCTL_STATE": str(self.fake.path)}
+        # influxctl children get an allow-listed environment: name the fake's variable.
+        return {"FAKE_INFLUXCTL_STATE": str(self.fake.path), "ROTATOR_INFLUXCTL_ENV": "FAKE_INFLUXCTL_STATE"}
 
 
 def make_scenario(tmp: Path, openbao: Any, fake: FakeInfluxctl, *, grace_s: int = 2,

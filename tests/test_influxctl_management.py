@@ -191,7 +191,7 @@ def test_self_rotation_mint_verify_revoke_old(setup: Setup) -> None:
     [old] = [t for t in issuer.list_tokens(minted.value) if t.token_id == setup.current_id]
     assert old.revoked_at == parse_time(setup.record(setup.current_id)["revoked_at"])
     assert [c["argv"][7:] for c in setup.recorder.calls[-3:-1]] == [
-        ["management", "revoke", "--force", setup.current_id],
+        ["management", "revoke", "--force", "--", setup.current_id],
         ["management", "list", "--format", "json"],
     ]
 
@@ -402,7 +402,7 @@ def test_each_call_has_its_own_private_config_removed_afterwards(setup: Setup) -
     assert len({call["config"] for call in calls}) == 5
     for call in calls:
         assert (call["file_mode"], call["dir_mode"]) == (0o600, 0o700)
-        assert call["files"] == ["config.toml"]
+        assert call["files"] == ["config.toml", "lock"]  # the lock says "my process is alive"
         assert not call["config"].parent.exists()
 
 

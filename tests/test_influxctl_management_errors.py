@@ -476,7 +476,7 @@ def revoked(token_id: str = TOKEN_ID) -> dict[str, Any]:
 def test_revoke_runs_force_then_confirms() -> None:
     issuer, run = make(done(), listing(revoked()))
     issuer.revoke(TOKEN_ID, CURRENT)
-    assert run.calls[0].command == ["management", "revoke", "--force", TOKEN_ID]
+    assert run.calls[0].command == ["management", "revoke", "--force", "--", TOKEN_ID]
     assert run.calls[1].command == ["management", "list", "--format", "json"]
 
 
@@ -633,14 +633,39 @@ def test_private_config_is_removed_when_the_block_raises() -> None:
     assert not path.parent.exists()
 
 
-def test_child_environment_drops_influxctl_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_child_environment_is_an_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "VAULT_TOKEN": "hvs.planted",
+        "AWS_SECRET_ACCESS_KEY": "planted",
+        "AWS_SESSION_TOKEN": "planted",
+        "PGPASSWORD": "planted",
+        "BAO_TOKEN": "planted",
+        "INFLUX_MGMT_TOKEN": "M.V1.planted-0123456789",
+    }
+    for key, value in secrets.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("INFLUXCTL_PROFILE", "default")
     monkeypatch.setenv("influxctl_mgmt_token", "M.V1.fromTheEnvironment-0123456789")
     monkeypatch.setenv("FAKE_INFLUXCTL_STATE", "/tmp/state.json")
+    monkeypatch.setenv("LC_TIME", "C")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/ca.pem")
+    monkeypatch.delenv("ROTATOR_INFLUXCTL_ENV", raising=False)
     env = child_environment()
+    assert not set(secrets) & set(env)
     assert "INFLUXCTL_PROFILE" not in env and "influxctl_mgmt_token" not in env
-    assert env["FAKE_INFLUXCTL_STATE"] == "/tmp/state.json"
+    assert "FAKE_INFLUXCTL_STATE" not in env  # not on the list unless named
     assert env["PATH"] == os.environ["PATH"]
+    assert (env["LC_TIME"], env["HTTPS_PROXY"], env["SSL_CERT_FILE"]) == (
+        "C",
+        "http://proxy.example:3128",
+        "/etc/ssl/ca.pem",
+    )
+    # A site names further variables; influxctl's own stay out even when named.
+    monkeypatch.setenv("ROTATOR_INFLUXCTL_ENV", " FAKE_INFLUXCTL_STATE , INFLUXCTL_PROFILE")
+    env = child_environment()
+    assert env["FAKE_INFLUXCTL_STATE"] == "/tmp/state.json"
+    assert "INFLUXCTL_PROFILE" not in env and not set(secrets) & set(env)
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(60, "60s"), (0.5, "500ms"), (1.25, "1250ms"), (0.0001, "1ms")])
