@@ -1,4 +1,4 @@
-"""influxctl children never outlive rotator (issue 10 §1b), and private configs never outlive their process (issue 11.3).
+"""influxctl children never outlive rotator (issue 10 §1b); private configs never outlive their process (11.3).
 
 A supervisor or the OOM killer kills rotator's process alone (``kill -9 PID``, not the group):
 its influxctl child must die with it, before it can complete a ``create`` that recovery has
@@ -256,8 +256,8 @@ def test_a_live_processs_config_is_kept(private_tmp: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import fcntl, sys, time; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True);"
-            " time.sleep(60)",
+            "import fcntl, sys, time; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX);"
+            " print('locked', flush=True); time.sleep(60)",
             str(other / "lock"),
         ],
         stdout=subprocess.PIPE,
