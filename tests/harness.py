@@ -13,6 +13,7 @@ the issuer (orphans, grace, leaked values, leftover private influxctl configs).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -64,14 +65,18 @@ def read_kv_versions(url: str, token: str, path: str) -> list[dict[str, Any]]:
 
 
 def _alive(config_dir: Path) -> bool:
-    pid = config_dir.name.removeprefix("rotator-influxctl-").partition("-")[0]
-    if not pid.isdigit():
-        return True  # not a name this version writes: some other process's, leave it be
+    """Whether the process that made ``config_dir`` still runs: it holds the flock() on its lock file."""
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+        fd = os.open(config_dir / "lock", os.O_RDONLY)
+    except FileNotFoundError:
         return False
-    return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 @dataclass(kw_only=True)
