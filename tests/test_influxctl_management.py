@@ -428,6 +428,14 @@ def test_no_token_in_the_childs_argv_or_environment(
     manager, _ = setup.fake.state.add_token("automation manager")
     monkeypatch.setenv("ROTATOR_TEST_MGMT", manager)  # rotator's own environment holds this one
     monkeypatch.setenv("INFLUXCTL_PROFILE", "default")  # would redirect influxctl to another profile
+    planted = {  # credentials of rotator's other duties (issue 11.4): influxctl has no use for them
+        "VAULT_TOKEN": "hvs.planted-vault-token",
+        "AWS_SECRET_ACCESS_KEY": "planted-aws-secret",
+        "AWS_SESSION_TOKEN": "planted-aws-session",
+        "PGPASSWORD": "planted-pg-password",
+    }
+    for key, value in planted.items():
+        monkeypatch.setenv(key, value)
     spy, log_dir = child_spy(tmp_path, setup.fake)
     self_auth = setup.issuer(binary=str(spy))
     minted = self_auth.mint(request(), setup.current)
@@ -444,8 +452,12 @@ def test_no_token_in_the_childs_argv_or_environment(
             assert secret.reveal().encode() not in content, path.name
     for path in envs:
         names = {item.split(b"=", 1)[0] for item in path.read_bytes().split(b"\0") if item}
-        assert b"FAKE_INFLUXCTL_STATE" in names  # the environment is inherited...
-        assert b"INFLUXCTL_PROFILE" not in names  # ...minus influxctl's own variables
+        assert b"FAKE_INFLUXCTL_STATE" in names  # named in $ROTATOR_INFLUXCTL_ENV (the fixture sets it)
+        assert b"PATH" in names and b"INFLUXCTL_PROFILE" not in names  # the allow-list, no influxctl variable
+        assert not {key.encode() for key in planted} & names, "a credential reached influxctl's environment"
+        assert b"ROTATOR_TEST_MGMT" not in names
+        for value in planted.values():
+            assert value.encode() not in path.read_bytes()
     for call in setup.fake.state.calls():  # the argv influxctl itself parsed
         assert setup.current.reveal() not in " ".join(call["argv"])
         assert minted.value.reveal() not in " ".join(call["argv"])
