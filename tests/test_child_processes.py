@@ -35,6 +35,7 @@ from adapters.influxctl_database import InfluxctlDatabaseIssuer, InfluxctlDataba
 from adapters.influxctl_management import InfluxctlManagementIssuer, InfluxctlManagementSettings
 from rotator.adapter_settings import validate_settings
 from rotator.errors import TransientError
+from rotator.journal import open_journal
 from tests.fakes.fixtures import FakeInfluxctlFixture
 from tests.harness import REPO
 
@@ -338,6 +339,7 @@ def test_every_command_that_loads_a_policy_file_sweeps(tmp_path: Path, command: 
     tmp.mkdir()
     leftover = _leftover(tmp, "rotator-influxctl-1-deadbeef")
     (tmp_path / "rotator.toml").write_text(POLICY)
+    open_journal(f"sqlite:///{tmp_path / 'journal.db'}").close()  # status and plan read an existing journal
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-m", "rotator.cli", *command, "-c", str(tmp_path / "rotator.toml")],
