@@ -768,3 +768,52 @@ def test_from_config_refuses_foreign_settings() -> None:
         InfluxctlManagementIssuer.from_config(
             ProfileSettings(product="clustered", host="h"), AdapterContext(policy="p1")
         )
+
+
+# --- hardening: ids on the command line, deep JSON (issues 10 §2(c) and 11.10) ------------------
+
+
+@pytest.mark.parametrize(
+    "token_id",
+    ["--force", "-h", "--config=/tmp/evil.toml", "not-a-uuid", "", f"{TOKEN_ID} extra", f"{TOKEN_ID}\n", TOKEN],
+)
+@pytest.mark.parametrize("kind", ["management", "database"])
+def test_a_token_id_that_is_not_a_uuid_never_reaches_influxctl(kind: str, token_id: str) -> None:
+    """An id comes from the journal or a store payload: a claim. Only a UUID is passed, after ``--``."""
+    if kind == "management":
+        issuer, run = make()
+    else:
+        from adapters.influxctl_database import InfluxctlDatabaseIssuer, InfluxctlDatabaseSettings
+
+        run = FakeRun([])
+        settings = validate_settings(
+            InfluxctlDatabaseSettings,
+            {
+                "profile": {"product": "clustered", "host": "influx.example.test"},
+                "auth": {"method": "mgmt_token", "token": {"env": "UNUSED"}},
+                "permissions": {"read": ["db1"]},
+            },
+        )
+        issuer = InfluxctlDatabaseIssuer(settings, run=run)  # type: ignore[assignment]
+    with pytest.raises(PermanentError, match="is not a UUID") as err:
+        issuer.revoke(token_id, CURRENT)
+    assert "correct the record" in err.value.hint
+    assert run.calls == []
+    assert_clean(err.value)  # an id that is really a token value is not echoed
+
+
+def test_a_created_token_whose_id_is_not_a_uuid_is_an_output_error() -> None:
+    table = TABLE.replace(TOKEN_ID, "--not-a-uuid--")
+    issuer, _ = make(done(stdout=table))
+    with pytest.raises(IssuerOutputError, match="token was created, but its id '--not-a-uuid--' is not a UUID") as err:
+        issuer.mint(request(), CURRENT)
+    assert_clean(err.value)
+
+
+@pytest.mark.parametrize("nested", ["[" * 3000 + "]" * 3000, "[" + '{"a": ' * 3000 + "1" + "}" * 3000 + "]"])
+def test_json_nested_thousands_deep_is_a_clear_output_error(nested: str) -> None:
+    """Python's JSON decoder raises RecursionError there: it must not escape as a traceback."""
+    issuer, _ = make(done(stdout=nested))
+    with pytest.raises(IssuerOutputError, match="nested too deeply") as err:
+        issuer.list_tokens(CURRENT)
+    assert "check the influxctl version" in err.value.hint
