@@ -227,6 +227,15 @@ class AwsSecretsManagerSettings:
         if self.sts_endpoint_url is not None and self.role_arn is None:
             raise ValueError("`sts_endpoint_url` needs `role_arn`")
 
+    def transport_warnings(self) -> list[str]:
+        """Plain http:// endpoints to another host expose the token (see adapters/transport.py)."""
+        from adapters.transport import plain_http_warning
+
+        return [
+            *plain_http_warning(self.endpoint_url, "endpoint_url"),
+            *plain_http_warning(self.sts_endpoint_url, "sts_endpoint_url"),
+        ]
+
     @property
     def region_name(self) -> str:
         arn = _ARN.match(self.secret_id)

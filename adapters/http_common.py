@@ -50,6 +50,7 @@ from pydantic import (
     model_validator,
 )
 
+from adapters.transport import plain_http_warning, tls_verify_warning
 from rotator.contracts import AdapterContext
 from rotator.credentials import CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
@@ -66,6 +67,9 @@ __all__ = [
     "SelfCredential",
     "UnexpectedStatus",
     "auth_header",
+    "CALL_MARGIN_S",
+    "bad_token_id",
+    "call_timeout",
     "check_tls_choice",
     "error_text",
     "expect",
@@ -75,6 +79,7 @@ __all__ = [
     "new_client",
     "on_http_failure",
     "parse_time",
+    "path_segment",
     "redact_detail",
     "resolve_credential",
     "token_value",
@@ -165,6 +170,10 @@ class HttpSettings(BaseModel):
             raise ValueError("must not have a query or fragment")
         return value.rstrip("/")
 
+    def transport_warnings(self) -> list[str]:
+        """Settings that expose the tokens on the wire (see adapters/transport.py)."""
+        return [*plain_http_warning(self.base_url, "base_url"), *tls_verify_warning(self.tls_verify, self.base_url)]
+
 
 class SelfCredential(BaseModel):
     """Authenticate with the token the policy's stores hold now (self-rotation)."""
@@ -232,6 +241,38 @@ def new_client(
     )
 
 
+#: Seconds on top of the timeouts: building the client, TLS set-up, the issuer's own work.
+CALL_MARGIN_S = 5.0
+
+
+def call_timeout(requests: int, timeout_s: float) -> float:
+    """An upper bound of ``requests`` sequential HTTP requests with httpx's ``timeout_s``.
+
+    httpx's timeout bounds each phase, not the request: connect, write and read may each take
+    ``timeout_s`` (a read is one socket read; an answer that trickles in slower than that is cut
+    off). rotator retries between issuer calls (the engine), never inside one.
+    """
+    return requests * 3 * timeout_s + CALL_MARGIN_S
+
+
+def bad_token_id(token_id: str, issuer: str, expected: str) -> PermanentError:
+    """The error for a token id that does not have ``issuer``'s id format (``expected`` says which)."""
+    shown = repr(_TOKEN_SHAPES.sub("***", REDACTOR.redact(str(token_id)))[:80])
+    return PermanentError(
+        f"{issuer}: token id {shown} is not {expected}; rotator sends no such id to the server",
+        hint="the id came from rotator's journal or a store payload: check it (`rotator status`, the store's "
+        "token_id) and correct the record",
+    )
+
+
+def path_segment(value: str) -> str:
+    """``value`` percent-encoded as one URL path segment (``/``, ``..``, ``?`` and ``%`` included)."""
+    from urllib.parse import quote
+
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
 def auth_header(scheme: str, token: Secret) -> dict[str, str]:
     """``{"Authorization": "<scheme> <token>"}``: one of the few places a token is revealed."""
     return {"Authorization": f"{scheme} {token.reveal()}"}
@@ -287,6 +328,14 @@ class HttpIssuer(Generic[SettingsT]):
         if not isinstance(settings, cls.settings_model):
             raise TypeError(f"{cls.kind} needs {cls.settings_model.__name__}, got {type(settings).__name__}")
         return cls(cast(Any, settings), ctx, transport=transport)  # an instance of settings_model, i.e. SettingsT
+
+    #: HTTP requests in the longest issuer call (a subclass with longer calls raises it).
+    requests_per_call: ClassVar[int] = 2
+
+    @property
+    def call_timeout_seconds(self) -> float:
+        """The longest one issuer call (``mint``, ``revoke``...) can take: see :func:`call_timeout`."""
+        return call_timeout(self.requests_per_call, self.settings.timeout_s)
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -435,6 +484,8 @@ def error_text(
         data = json.loads(text)
     except ValueError:
         return " ".join(text.split()) if plain_text else ""
+    except RecursionError:  # nested thousands deep: no server's error message
+        return ""
     if isinstance(data, dict):
         for key in keys:
             value = data.get(key)
@@ -511,14 +562,17 @@ def json_body(response: httpx.Response, what: str, *, created: str = "") -> Any:
 
     ``created`` names a resource that exists now although its answer is unreadable, for the message.
     """
+    prefix = f"{created} was created, but " if created else ""
     try:
         return json.loads(response.content)
     except ValueError:
-        prefix = f"{created} was created, but " if created else ""
-        raise IssuerOutputError(
-            f"{what}: {prefix}the answer ({response.status_code}, {len(response.content)} bytes) is not JSON",
-            hint="check that base_url points at the server itself, not at a proxy or login page",
-        ) from None
+        problem = "is not JSON"
+    except RecursionError:
+        problem = "is JSON nested too deeply to be an answer of this API"
+    raise IssuerOutputError(
+        f"{what}: {prefix}the answer ({response.status_code}, {len(response.content)} bytes) {problem}",
+        hint="check that base_url points at the server itself, not at a proxy or login page",
+    )
 
 
 def token_value(value: object) -> Secret | None:

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,6 +39,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar, cast
 
+from adapters.transport import is_loopback_host
 from rotator.contracts import AdapterContext, MintedToken, TokenInfo
 from rotator.credentials import SETTINGS_CONFIG, CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
@@ -54,6 +58,9 @@ __all__ = [
     "SelfAuth",
     "TLSSettings",
     "TokenFileAuth",
+    "CHILD_ENV_NAMES",
+    "EXTRA_ENV_VARIABLE",
+    "check_token_id",
     "child_environment",
     "command_name",
     "default_run",
@@ -67,6 +74,7 @@ __all__ = [
     "private_config",
     "render_profile",
     "rfc3339",
+    "sweep_stale_configs",
     "table_value",
     "token_from_output",
     "token_info",
@@ -236,6 +244,23 @@ class InfluxctlSettings:
         if not 0 < self.timeout_s <= 3600:
             raise ValueError("`timeout_s` must be more than 0 and at most 3600 (seconds)")
 
+    def transport_warnings(self) -> list[str]:
+        """Profile TLS settings that expose the tokens influxctl sends (see adapters/transport.py)."""
+        tls, host = self.profile.tls, self.profile.host
+        target = host or "the Cloud Dedicated API"
+        warnings = []
+        if tls.insecure and not tls.disable:
+            warnings.append(
+                f"`profile.tls.insecure = true`: influxctl does not check the certificate of {target}, so anyone "
+                "on the path can read the tokens; set `profile.tls.ca` instead (insecure is meant for tests)"
+            )
+        if tls.disable and not is_loopback_host(host):
+            warnings.append(
+                f"`profile.tls.disable = true`: influxctl talks to {target} without TLS: tokens travel "
+                "unencrypted (meant for loopback only)"
+            )
+        return warnings
+
 
 class ProfileAuth(NamedTuple):
     """The credential one influxctl call runs with: exactly one of the three (render_profile checks).
@@ -311,37 +336,87 @@ def _toml_str(key: str, value: str) -> str:
 
 
 _CONFIG_PREFIX = "rotator-influxctl-"
+#: The file in each private config directory whose flock() says "my process is alive".
+_LOCK_NAME = "lock"
+#: A directory without a lock file is left alone this long (seconds): its creator may be between
+#: ``mkdtemp`` and placing the lock (microseconds), or it is a leftover of a rotator before
+#: version 0.x that had no lock file (removed once it is this old).
+_UNLOCKED_GRACE_S = 60.0
 
 
-def _remove_stale_configs() -> None:
-    """Remove private configs left by rotator processes that died (kill -9) mid-call.
+def sweep_stale_configs() -> None:
+    """Remove the private configs (each holds a token) left by rotator processes that died mid-call.
 
-    They hold a token, so they must not outlive their process: each directory name carries
-    its creator's pid, and a directory whose pid no longer exists is deleted.
+    Whether a directory's owner is alive is asked of the kernel, not of a process id: each
+    directory holds a lock file that its owner keeps ``flock()``-ed for as long as the
+    directory exists, and the kernel drops that lock when the owner dies, whatever killed it.
+    A directory whose lock can be taken is a dead process's and is removed. Process ids would
+    lie: rotator runs as PID 1 in a container (``kill(1, 0)`` always succeeds, and its own pid
+    is skipped), and a Lambda sandbox or a restarted pod reuses pids.
+
+    Called before every influxctl call and, through :meth:`InfluxctlIssuer.remove_leftovers`,
+    by every command that loads a policy file with an influxctl issuer (rotator/registry.py).
+    Never raises: a sweep that cannot look is retried by the next one.
     """
-    for directory in Path(tempfile.gettempdir()).glob(f"{_CONFIG_PREFIX}*-*"):
-        pid_text = directory.name[len(_CONFIG_PREFIX) :].partition("-")[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid():
-            continue
+    try:
+        candidates = list(Path(tempfile.gettempdir()).glob(f"{_CONFIG_PREFIX}*"))
+    except OSError:
+        return
+    for directory in candidates:
         try:
-            if directory.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(pid_text), 0)
-        except FileNotFoundError:  # its own process removed it meanwhile
-            continue
-        except ProcessLookupError:
+            _remove_if_dead(directory)
+        except OSError as exc:
+            logger.debug("cannot check private influxctl config %s: %s", directory, exc.strerror)
+
+
+def _remove_if_dead(directory: Path) -> None:
+    info = directory.lstat()
+    if not directory.is_dir() or directory.is_symlink() or info.st_uid != os.getuid():
+        return
+    try:
+        fd = os.open(directory / _LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        if time.time() - info.st_mtime > _UNLOCKED_GRACE_S:
             shutil.rmtree(directory, ignore_errors=True)
-            logger.warning("removed a private influxctl config left by dead process %s", pid_text)
-        except PermissionError:
-            continue
+            logger.warning("removed a private influxctl config without an owner: %s", directory.name)
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its owner is alive (maybe another thread of this very process)
+        shutil.rmtree(directory, ignore_errors=True)  # while holding the lock: no one else is in it
+        logger.warning("removed a private influxctl config left by a process that died: %s", directory.name)
+    finally:
+        os.close(fd)
+
+
+def _lock_directory(directory: Path) -> int:
+    """Create ``directory/lock`` already flock()-ed and return its fd (held until the directory is gone).
+
+    The lock is taken on a file under a temporary name and then renamed: a sweep never sees a
+    lock file that is not locked yet.
+    """
+    staging = directory / f".{_LOCK_NAME}.new"
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(staging, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        staging.rename(directory / _LOCK_NAME)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @contextmanager
 def private_config(text: str) -> Iterator[Path]:
-    """Write ``text`` to a fresh 0600 file in a fresh 0700 directory; remove both afterwards."""
-    _remove_stale_configs()
-    directory = Path(tempfile.mkdtemp(prefix=f"{_CONFIG_PREFIX}{os.getpid()}-"))  # mode 0700
+    """Write ``text`` to a fresh 0600 file in a fresh, locked 0700 directory; remove both afterwards."""
+    sweep_stale_configs()
+    directory = Path(tempfile.mkdtemp(prefix=_CONFIG_PREFIX))  # mode 0700
+    lock_fd: int | None = None
     try:
+        lock_fd = _lock_directory(directory)
         path = directory / "config.toml"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(path, flags, 0o600)
@@ -353,35 +428,131 @@ def private_config(text: str) -> Iterator[Path]:
             shutil.rmtree(directory)
         except OSError as exc:
             logger.warning("could not remove private influxctl config %s: %s", directory, exc.strerror)
+        if lock_fd is not None:
+            os.close(lock_fd)  # only now: a sweep must not find the directory unlocked while it exists
 
 
 # --------------------------------------------------------------------------------------------
 # Running influxctl
 
+#: What influxctl gets of rotator's environment: what a Go program needs to find CAs, proxies,
+#: its home, time zone and locale. Nothing else: rotator's environment can hold VAULT_TOKEN,
+#: AWS_SECRET_ACCESS_KEY, PGPASSWORD... that influxctl has no use for. No ``INFLUXCTL_*``
+#: either: influxctl reads a profile name and a management token from such variables (the
+#: token variable's name is undocumented), and either would silently replace the profile
+#: rotator wrote (e.g. make ``verify`` test an operator's token instead of the new one).
+CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+        "SSL_CERT_FILE", "SSL_CERT_DIR",
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    }
+)  # fmt: skip
+#: ``LC_ALL``, ``LC_CTYPE``...: the locale.
+_CHILD_ENV_PREFIXES = ("LC_",)
+#: Names (comma-separated) of further variables influxctl should get, for a site that needs
+#: one (say, ``GODEBUG``); an ``INFLUXCTL_*`` name here is still dropped.
+EXTRA_ENV_VARIABLE = "ROTATOR_INFLUXCTL_ENV"
+
 
 def child_environment() -> dict[str, str]:
-    """rotator's environment minus ``INFLUXCTL_*``.
+    """What influxctl gets: :data:`CHILD_ENV_NAMES`, ``LC_*`` and the names in :data:`EXTRA_ENV_VARIABLE`."""
+    extra = {name.strip() for name in os.environ.get(EXTRA_ENV_VARIABLE, "").split(",") if name.strip()}
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if (key in CHILD_ENV_NAMES or key.startswith(_CHILD_ENV_PREFIXES) or key in extra)
+        and not key.upper().startswith("INFLUXCTL_")
+    }
 
-    influxctl reads a profile name and a management token from environment variables (the
-    token variable's name is undocumented); either could silently replace the profile rotator
-    wrote, e.g. make ``verify`` test an operator's token instead of the new one.
+
+#: ``prctl(2)`` option: the signal a process gets when the thread that created it exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux, resolved once in the parent (the child must not ``dlopen`` after fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+_prctl: Callable[..., int] | None = None
+_prctl_loaded = False
+
+
+def _die_with(parent_pid: int, prctl: Callable[..., int]) -> Callable[[], None]:
+    """The ``preexec_fn`` of an influxctl child: SIGKILL when its parent dies, even by kill -9.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process.
+    That is safe here: the thread that starts influxctl is the one that waits for it
+    (:func:`default_run` returns only once the child is gone), so that thread cannot exit while
+    the child runs unless the whole process dies, which is the case we want. The setting
+    survives ``execve`` (influxctl is not set-uid). If the parent died between ``fork`` and
+    ``prctl``, the child was re-parented already: it exits at once.
     """
-    return {key: value for key, value in os.environ.items() if not key.upper().startswith("INFLUXCTL_")}
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(137)
+
+    return preexec
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    """SIGKILL the child's process group (influxctl and anything it started); SIGTERM could be ignored."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone already
 
 
 def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
-    """The real :data:`Runner`: ``subprocess.run`` with output captured and no stdin."""
-    return subprocess.run(
+    """The real :data:`Runner`: influxctl with output captured, no stdin, a minimal environment.
+
+    The child cannot outlive this call, nor rotator: it leads its own process group, which is
+    killed (SIGKILL) when the call times out, fails or returns, and on Linux it gets SIGKILL
+    when rotator dies, even by ``kill -9`` of rotator's process alone (a supervisor, the OOM
+    killer), so a killed rotator's ``management create`` cannot complete after recovery looked.
+    """
+    global _prctl, _prctl_loaded
+    if not _prctl_loaded:
+        _prctl, _prctl_loaded = _load_prctl(), True
+    preexec = _die_with(os.getpid(), _prctl) if _prctl is not None else None
+    process = subprocess.Popen(
         list(argv),
-        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         encoding="utf-8",
         errors="replace",
-        timeout=timeout_s,
-        stdin=subprocess.DEVNULL,
         env=child_environment(),
-        start_new_session=False,
-        check=False,
+        process_group=0,  # its own group, so that the group can be killed as a whole
+        preexec_fn=preexec,  # noqa: PLW1509  (see _die_with: resolved before fork, no locks taken)
     )
+    try:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.communicate()
+            raise
+    finally:
+        # Also on success (a grandchild may linger) and on any exception (KeyboardInterrupt,
+        # SystemExit from a signal handler): nothing of this call keeps running.
+        _kill_group(process)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def go_duration(seconds: float) -> str:
@@ -465,7 +636,7 @@ class InfluxctlCLI:
         self.profile = profile.resolved(base_dir)
         self.timeout_s = timeout_s
         # A process killed inside an influxctl call left its private config (with a token) behind.
-        _remove_stale_configs()
+        sweep_stale_configs()
         self._run = run
 
     def run(self, command: Sequence[str], auth: ProfileAuth, *, unauthenticated_is_transient: bool = False) -> str:
@@ -519,6 +690,29 @@ _SINGLE_WORD_COMMANDS = frozenset({"query", "write"})
 def _resolve(path: Path, base_dir: Path) -> Path:
     path = path.expanduser()
     return path if path.is_absolute() else (base_dir / path).absolute()
+
+
+# --------------------------------------------------------------------------------------------
+# Token ids
+
+#: Management and database token ids are UUIDs (facts file 1.5; the fake refuses anything else).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+ERR_BAD_ID = "{noun} id {token_id} is not a UUID; rotator passes only UUIDs to influxctl"
+HINT_BAD_ID = (
+    "influxctl token ids look like 11111111-1111-4111-8111-111111111111; the id came from rotator's journal or "
+    "a store payload: check it (`rotator status`, the store's token_id) and correct the record"
+)
+
+
+def check_token_id(token_id: str, noun: str = "token") -> str:
+    """``token_id`` if it is a UUID, else PermanentError: an id never reaches influxctl's argv unchecked.
+
+    Passed after ``--`` anyway (an id starting with ``-`` would otherwise be read as a flag).
+    """
+    if not isinstance(token_id, str) or not _UUID.fullmatch(token_id):
+        shown = repr(re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(str(token_id)))[:80])
+        raise PermanentError(ERR_BAD_ID.format(noun=noun, token_id=shown), hint=HINT_BAD_ID)
+    return token_id
 
 
 # --------------------------------------------------------------------------------------------
@@ -577,6 +771,9 @@ def minted_token(
     value = Secret(token_from_output(stdout, command, token_id=token_id, min_length=min_length))
     if token_id is None:
         token_id = find_id(value)
+    if not _UUID.fullmatch(token_id):
+        shown = repr(re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(token_id))[:80])
+        raise output_error(command, f"a token was created, but its id {shown} is not a UUID")
     return MintedToken(value=value, token_id=token_id, expires_at=expires_at.astimezone(UTC).replace(microsecond=0))
 
 
@@ -603,6 +800,8 @@ def parse_json_array(stdout: str, command: str) -> list[Mapping[str, Any]]:
         data = json.loads(stdout)
     except json.JSONDecodeError as exc:
         raise output_error(command, f"stdout is not JSON (error at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:  # arrays or objects nested thousands deep: no influxctl output is
+        raise output_error(command, "stdout is JSON nested too deeply to be an influxctl answer") from None
     if data is None:
         return []
     if not isinstance(data, list):
@@ -665,6 +864,11 @@ def rfc3339(moment: datetime) -> str:
 
 SettingsT = TypeVar("SettingsT", bound=InfluxctlSettings)
 
+#: influxctl commands in the longest issuer call (see InfluxctlIssuer.call_timeout_seconds).
+_COMMANDS_PER_CALL = 2
+#: Seconds to start one child and to kill its process group, on top of ``timeout_s``.
+_CHILD_MARGIN_S = 5.0
+
 
 class InfluxctlIssuer(Generic[SettingsT]):
     """An issuer whose tokens influxctl creates, lists (with ``revoked_at``) and revokes.
@@ -700,16 +904,35 @@ class InfluxctlIssuer(Generic[SettingsT]):
             raise TypeError(f"{cls.kind} needs {cls.settings_model.__name__}, got {type(settings).__name__}")
         return cls(cast(Any, settings), base_dir=ctx.base_dir)  # an instance of settings_model, i.e. SettingsT
 
+    @classmethod
+    def remove_leftovers(cls) -> None:
+        """Called by the registry when it loads the adapter (every command that loads a policy file
+        with an influxctl issuer): remove the private configs dead rotator processes left."""
+        sweep_stale_configs()
+
+    @property
+    def call_timeout_seconds(self) -> float:
+        """The longest one issuer call (``mint``, ``revoke``...) can take, its children included.
+
+        The longest calls run two influxctl commands (``create`` then, for influxctl <= 2.10, a
+        ``list`` for the id; ``revoke`` then ``list``), each bounded by ``timeout_s`` (the child is
+        killed then) plus a margin to start it and kill its process group. A child never outlives
+        rotator (see :func:`default_run`), so a dead run's mint cannot complete after this.
+        """
+        return _COMMANDS_PER_CALL * (self.settings.timeout_s + _CHILD_MARGIN_S)
+
     def revoke(self, token_id: str, credential: Secret | None) -> None:
         """The revoke command, confirmed by ``revoked_at`` in the list.
 
         A token that is already revoked, or not listed at all, counts as revoked; so does one
         the list shows revoked although the command failed. Otherwise the command's error wins.
+        The id must be a UUID (:func:`check_token_id`) and goes after ``--``.
         """
+        check_token_id(token_id, self.token_noun)
         auth = self._auth(credential)
         failure: RotatorError | None = None
         try:
-            self._run([*self.revoke_args, token_id], auth)
+            self._run([*self.revoke_args, "--", token_id], auth)
         except RotatorError as exc:
             failure = exc
         try:

@@ -45,6 +45,7 @@ Policy settings::
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -56,10 +57,12 @@ from adapters.http_common import (
     HttpIssuer,
     HttpSettings,
     auth_header,
+    bad_token_id,
     expect,
     json_body,
     map_http_errors,
     parse_time,
+    path_segment,
     token_value,
 )
 from rotator.contracts import MintedToken, MintRequest, TokenInfo
@@ -74,6 +77,8 @@ logger = logging.getLogger("rotator.adapters.influxdb2")
 AUTHORIZATIONS = "/api/v2/authorizations"
 BUCKETS = "/api/v2/buckets"
 _ID = r"^[0-9a-f]{16}$"
+#: An authorization id as the v2 API writes it (platform.ID: 16 lowercase hex digits).
+_AUTH_ID = re.compile(_ID)
 
 #: Resource types of the OSS v2 spec (``components.schemas.Resource.properties.type``).
 RESOURCE_TYPES = (
@@ -151,6 +156,9 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
 
     kind: ClassVar[str] = "influxdb2"
     settings_model: ClassVar[type[BaseModel]] = InfluxDB2Settings
+    #: ``revoke``: GET, PATCH, then the list of stage 2 (its deletes are best effort and touch
+    #: only tokens inactive for ``delete_after``); ``mint``: the template's GET and the POST.
+    requests_per_call: ClassVar[int] = 3
 
     @property
     def marker(self) -> str:
@@ -198,12 +206,11 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
 
         An authorization that is gone, or already made inactive by rotator, counts as revoked.
         """
+        _check_id(token_id)
         auth = self._credential(credential)
         what = f"revoke authorization {token_id}"
         with map_http_errors(what, hints={401: HINT_401}):
-            response = expect(
-                self._http().get(f"{AUTHORIZATIONS}/{token_id}", headers=auth_header("Token", auth)), 200, 404
-            )
+            response = expect(self._http().get(_authorization(token_id), headers=auth_header("Token", auth)), 200, 404)
         if response.status_code == 404:
             logger.warning("authorization %s was not found; treating it as revoked", token_id)
         else:
@@ -224,10 +231,10 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
     def _permissions(self, auth: Secret) -> list[dict[str, Any]]:
         if self.settings.permissions:
             return [p.body() for p in self.settings.permissions]
-        template = self.settings.copy_from_authorization_id
+        template = _check_id(self.settings.copy_from_authorization_id or "")
         what = f"read template authorization {template}"
         with map_http_errors(what, hints={401: HINT_401, 404: HINT_TEMPLATE, 400: HINT_TEMPLATE}):
-            response = expect(self._http().get(f"{AUTHORIZATIONS}/{template}", headers=auth_header("Token", auth)))
+            response = expect(self._http().get(_authorization(template), headers=auth_header("Token", auth)))
         answer = _split(json_body(response, what), what)[0]
         permissions = answer.get("permissions")
         if not isinstance(permissions, list) or not permissions:
@@ -248,7 +255,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         what = f"revoke authorization {token_id}"
         body = {"status": "inactive", "description": f"{description} {self.marker}".strip()}
         with map_http_errors(what, hints={401: HINT_401}):
-            response = self._http().patch(f"{AUTHORIZATIONS}/{token_id}", json=body, headers=auth_header("Token", auth))
+            response = self._http().patch(_authorization(token_id), json=body, headers=auth_header("Token", auth))
             if response.status_code == 404:
                 logger.warning("authorization %s disappeared while being revoked; treating it as revoked", token_id)
                 return
@@ -272,8 +279,11 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
                     continue
                 if info.revoked_at is None or info.revoked_at > cutoff:
                     continue
+                if not _AUTH_ID.fullmatch(info.token_id):
+                    logger.warning("authorization %r has no v2 id; not deleting it", info.token_id[:40])
+                    continue
                 with map_http_errors(f"delete authorization {info.token_id}", hints={401: HINT_401}):
-                    path = f"{AUTHORIZATIONS}/{info.token_id}"
+                    path = _authorization(info.token_id)
                     expect(self._http().delete(path, headers=auth_header("Token", auth)), 204, 404)
                 logger.info(
                     "deleted authorization %s, inactive since %s (stage 2)", info.token_id, info.revoked_at.isoformat()
@@ -318,6 +328,18 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             # Inactive is v2's (reversible) revocation; updatedAt is when it happened, or later.
             revoked_at=(updated or created or self._clock.now()) if inactive else None,
         )
+
+
+def _check_id(token_id: str) -> str:
+    """``token_id`` if it is a v2 authorization id (16 hex digits), else PermanentError: it goes into a URL path."""
+    if not isinstance(token_id, str) or not _AUTH_ID.fullmatch(token_id):
+        raise bad_token_id(token_id, "influxdb2", "an authorization id (16 lowercase hex digits)")
+    return token_id
+
+
+def _authorization(token_id: str) -> str:
+    """``/api/v2/authorizations/<id>``, the id percent-encoded (it was checked already)."""
+    return f"{AUTHORIZATIONS}/{path_segment(token_id)}"
 
 
 def _split(answer: object, what: str) -> tuple[dict[str, Any], object]:

@@ -65,6 +65,7 @@ from adapters.http_common import (
     HttpIssuer,
     HttpSettings,
     auth_header,
+    bad_token_id,
     expect,
     is_self,
     json_body,
@@ -193,6 +194,25 @@ class InfluxDB3Settings(HttpSettings):
         return self
 
 
+#: Longest token name rotator sends: its own are ``<prefix up to 100>-<run id>``; a bootstrapped
+#: human token may be named otherwise (the API takes any string), within reason.
+_MAX_NAME = 256
+
+
+def _check_name(token_id: str) -> str:
+    """``token_id`` if it can be a token name, else PermanentError (it goes into the ``token_name`` query)."""
+    if (
+        not isinstance(token_id, str)
+        or not 0 < len(token_id) <= _MAX_NAME
+        or not token_id.isprintable()
+        or token_id != token_id.strip()
+    ):
+        raise bad_token_id(
+            token_id, "influxdb3", f"a token name (1-{_MAX_NAME} printable characters, no surrounding spaces)"
+        )
+    return token_id
+
+
 def operator_token_id(hash_hex: str) -> str:
     """The id of one generation of the operator token, from the server's hex SHA-512 of its value."""
     return f"{OPERATOR}@{hash_hex[:16].lower()}"
@@ -279,7 +299,8 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         against the live hash); the live one raises NeedsAttention (see ERR_OPERATOR_LIVE).
         """
         auth = self._credential(credential)
-        if token_id == OPERATOR or _OPERATOR_ID.match(token_id):
+        _check_name(token_id)
+        if token_id == OPERATOR or _OPERATOR_ID.fullmatch(token_id):
             self._retire_operator(token_id, auth)
             return
         what = f"delete token {token_id}"
@@ -331,7 +352,7 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         if text.startswith("["):
             try:
                 rows = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested thousands deep
                 raise IssuerOutputError(f"{what}: the answer is not a JSON array of rows") from None
         else:
             rows = []
@@ -342,6 +363,8 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
                     rows.append(json.loads(line))
                 except ValueError:
                     raise IssuerOutputError(f"{what}: line {number} of the answer is not JSON") from None
+                except RecursionError:
+                    raise IssuerOutputError(f"{what}: line {number} of the answer is JSON nested too deeply") from None
         for index, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise IssuerOutputError(f"{what}: row {index} is a JSON {type(row).__name__}, expected an object")

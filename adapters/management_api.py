@@ -66,7 +66,18 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from adapters.http_common import HttpFailure, check_tls_choice, error_text, new_client, on_http_failure, redact_detail
+from adapters.http_common import (
+    HttpFailure,
+    bad_token_id,
+    call_timeout,
+    check_tls_choice,
+    error_text,
+    new_client,
+    on_http_failure,
+    path_segment,
+    redact_detail,
+)
+from adapters.transport import plain_http_warning, tls_verify_warning
 from rotator import registry
 from rotator.adapter_settings import validate_settings
 from rotator.contracts import AdapterContext, Issuer, MintedToken, MintRequest, Store, TokenInfo
@@ -130,6 +141,8 @@ _HINT_NOT_ACTIVE = "a new database token can take a few seconds to a few minutes
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TOKEN_SHAPES = re.compile(r"M\.V1\.[A-Za-z0-9+/=_.-]{8,}|apiv[0-9]_[A-Za-z0-9+/=_-]{16,}")
 _MAX_DETAIL = 300
+#: Token ids are UUIDs (the spec's ``UuidV4``; any version is accepted).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UUID_HINT = "a UUID such as 11111111-1111-4111-8111-111111111111 (the Admin UI or `influxctl cluster list` shows it)"
 
 
@@ -275,6 +288,19 @@ class ManagementApiSettings(BaseModel):
         check_tls_choice(self.tls_verify, self.ca_bundle)
         return self
 
+    def transport_warnings(self) -> list[str]:
+        """Settings that expose the tokens on the wire, the management token's store included."""
+        warnings = [
+            *plain_http_warning(self.management_base, "base_url"),
+            *plain_http_warning(self.cluster_host, "cluster_host"),
+            *tls_verify_warning(self.tls_verify, self.management_base),
+        ]
+        source = self.management_token_from
+        check = getattr(source._settings if source is not None else None, "transport_warnings", None)
+        if callable(check):
+            warnings += [f"management_token_from: {warning}" for warning in check()]
+        return warnings
+
     @property
     def management_base(self) -> str:
         if self.base_url is not None:
@@ -393,6 +419,14 @@ class ManagementApiIssuer:
             settings = settings.model_copy(update={"ca_bundle": ctx.base_dir / settings.ca_bundle})
         return cls(settings, ctx, client=client, token_store=token_store)
 
+    @property
+    def call_timeout_seconds(self) -> float:
+        """The longest one issuer call can take (``revoke``: DELETE and GET, each after reading the
+        management token, which from a store is up to three requests of that store's ``timeout_s``)."""
+        store = self.settings.management_token_from
+        read_token = 0.0 if store is None else call_timeout(3, float(getattr(store._settings, "timeout_s", 10.0)))
+        return 2 * (call_timeout(1, self.settings.timeout_s) + read_token)
+
     # -- the Issuer protocol -------------------------------------------------------------------
 
     def mint(self, request: MintRequest, credential: Secret | None) -> MintedToken:
@@ -438,7 +472,9 @@ class ManagementApiIssuer:
 
     def revoke(self, token_id: str, credential: Secret | None) -> None:
         """``DELETE .../tokens/{id}``, confirmed by ``GET`` (404 or ``revokedAt``). Unknown ids count as revoked."""
-        url = f"{self._tokens_url}/{_path_segment(token_id)}"
+        if not isinstance(token_id, str) or not _UUID.fullmatch(token_id):
+            raise bad_token_id(token_id, self._where, "a database token id (a UUID, as the Management API writes it)")
+        url = f"{self._tokens_url}/{path_segment(token_id)}"
         delete = _Op(f"revoke database token {token_id}", "management", url)
         failure: RotatorError | None = None
         try:
@@ -507,6 +543,10 @@ class ManagementApiIssuer:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise self._output_error(op, f"the answer (HTTP {response.status_code}) is not JSON") from None
+        except RecursionError:
+            raise self._output_error(
+                op, f"the answer (HTTP {response.status_code}) is JSON nested too deeply"
+            ) from None
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -620,12 +660,6 @@ def _rfc3339(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("a naive datetime has no defined UTC time")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _path_segment(token_id: str) -> str:
-    from urllib.parse import quote
-
-    return quote(token_id, safe="")
 
 
 def _origin(url: str) -> str:

@@ -297,6 +297,8 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     path = args.file or args.config
     config = load_config(path)
+    for warning in (w for p in config.policies for w in p.transport_warnings()):
+        print(f"rotator: warning: {warning}", file=sys.stderr)  # valid all the same: exit 0
     _emit(args, {"valid": True, "policies": [p.name for p in config.policies]},
           f"{path}: valid, {len(config.policies)} polic{'y' if len(config.policies) == 1 else 'ies'}: "
           + ", ".join(p.name for p in config.policies))

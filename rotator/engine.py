@@ -193,6 +193,8 @@ class Engine:
 
     # ------------------------------------------------------------------ the rotation run
     def _rotate_locked(self) -> RunResult:
+        for warning in self.policy.transport_warnings():  # tls_verify = false, plain http://... (adapters/transport.py)
+            self.log.warning("insecure transport: %s", warning)
         # PLAN: read every store, check preconditions before any side effect.
         states = self._read_stores()
         current = self._current(states)

@@ -68,6 +68,16 @@ class Policy(NamedTuple):
     def token_description(self, run_id: str) -> str:
         return self.description.format(tag=self.tag(run_id), policy=self.name)
 
+    def transport_warnings(self) -> list[str]:
+        """What the adapters' settings say about insecure transport: ``transport_warnings()`` of each
+        settings object that has one (see adapters/transport.py), prefixed with where it is."""
+        parts = [("issuer", self.issuer_settings), *((f"store {b.name!r}", b.settings) for b in self.stores)]
+        found = []
+        for where, settings in parts:
+            check = getattr(settings, "transport_warnings", None)
+            found += [f"policy {self.name!r} {where}: {warning}" for warning in (check() if callable(check) else ())]
+        return found
+
     def context(self) -> AdapterContext:
         return AdapterContext(policy=self.name, base_dir=self.base_dir)
 

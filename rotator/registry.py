@@ -103,6 +103,11 @@ def _remember(kind: Kind, name: str, cls: object) -> type[Issuer] | type[Store]:
     _check(kind, name, cls)
     with _lock:
         _cache[(kind, name)] = cls  # type: ignore[assignment]
+    # An adapter may clean up what a dead rotator process left (influxctl: private configs that
+    # hold a token): every command that loads a policy file loads its adapters here, once.
+    remove_leftovers = getattr(cls, "remove_leftovers", None)
+    if callable(remove_leftovers):
+        remove_leftovers()
     return cls  # type: ignore[return-value]
 
 

@@ -13,6 +13,7 @@ the issuer (orphans, grace, leaked values, leftover private influxctl configs).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -64,14 +65,18 @@ def read_kv_versions(url: str, token: str, path: str) -> list[dict[str, Any]]:
 
 
 def _alive(config_dir: Path) -> bool:
-    pid = config_dir.name.removeprefix("rotator-influxctl-").partition("-")[0]
-    if not pid.isdigit():
-        return True  # not a name this version writes: some other process's, leave it be
+    """Whether the process that made ``config_dir`` still runs: it holds the flock() on its lock file."""
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+        fd = os.open(config_dir / "lock", os.O_RDONLY)
+    except FileNotFoundError:
         return False
-    return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 @dataclass(kw_only=True)
@@ -301,7 +306,8 @@ port = 443
 {self.vault_store_toml(extra=store_extra)}{extra_store}{self.extra_stores}""", encoding="utf-8")
 
     def extra_env(self) -> dict[str, str]:
-        return {"FAKE_INFLUXCTL_STATE": str(self.fake.path)}
+        # influxctl children get an allow-listed environment: name the fake's variable.
+        return {"FAKE_INFLUXCTL_STATE": str(self.fake.path), "ROTATOR_INFLUXCTL_ENV": "FAKE_INFLUXCTL_STATE"}
 
 
 def make_scenario(tmp: Path, openbao: Any, fake: FakeInfluxctl, *, grace_s: int = 2,

@@ -379,9 +379,9 @@ def test_revoke_is_confirmed_and_visible_only_with_include_revoked(setup: Setup)
     assert setup.cli("token", "get", setup.current_id).returncode == 1
     got = setup.cli("token", "get", "--include-revoked", "--format", "json", setup.current_id)
     assert json.loads(got.stdout)["revoked_at"]["seconds"] > 0
-    assert [c["argv"][-4:-1] for c in setup.recorder.calls[-2:]] == [
-        ["token", "revoke", "--force"],
-        ["list", "--include-revoked", "--format"],
+    assert [c["argv"][-5:-1] for c in setup.recorder.calls[-2:]] == [
+        ["token", "revoke", "--force", "--"],
+        ["token", "list", "--include-revoked", "--format"],
     ]
 
 

@@ -191,7 +191,7 @@ def test_self_rotation_mint_verify_revoke_old(setup: Setup) -> None:
     [old] = [t for t in issuer.list_tokens(minted.value) if t.token_id == setup.current_id]
     assert old.revoked_at == parse_time(setup.record(setup.current_id)["revoked_at"])
     assert [c["argv"][7:] for c in setup.recorder.calls[-3:-1]] == [
-        ["management", "revoke", "--force", setup.current_id],
+        ["management", "revoke", "--force", "--", setup.current_id],
         ["management", "list", "--format", "json"],
     ]
 
@@ -402,7 +402,7 @@ def test_each_call_has_its_own_private_config_removed_afterwards(setup: Setup) -
     assert len({call["config"] for call in calls}) == 5
     for call in calls:
         assert (call["file_mode"], call["dir_mode"]) == (0o600, 0o700)
-        assert call["files"] == ["config.toml"]
+        assert call["files"] == ["config.toml", "lock"]  # the lock says "my process is alive"
         assert not call["config"].parent.exists()
 
 
@@ -428,6 +428,14 @@ def test_no_token_in_the_childs_argv_or_environment(
     manager, _ = setup.fake.state.add_token("automation manager")
     monkeypatch.setenv("ROTATOR_TEST_MGMT", manager)  # rotator's own environment holds this one
     monkeypatch.setenv("INFLUXCTL_PROFILE", "default")  # would redirect influxctl to another profile
+    planted = {  # credentials of rotator's other duties (issue 11.4): influxctl has no use for them
+        "VAULT_TOKEN": "hvs.planted-vault-token",
+        "AWS_SECRET_ACCESS_KEY": "planted-aws-secret",
+        "AWS_SESSION_TOKEN": "planted-aws-session",
+        "PGPASSWORD": "planted-pg-password",
+    }
+    for key, value in planted.items():
+        monkeypatch.setenv(key, value)
     spy, log_dir = child_spy(tmp_path, setup.fake)
     self_auth = setup.issuer(binary=str(spy))
     minted = self_auth.mint(request(), setup.current)
@@ -444,8 +452,12 @@ def test_no_token_in_the_childs_argv_or_environment(
             assert secret.reveal().encode() not in content, path.name
     for path in envs:
         names = {item.split(b"=", 1)[0] for item in path.read_bytes().split(b"\0") if item}
-        assert b"FAKE_INFLUXCTL_STATE" in names  # the environment is inherited...
-        assert b"INFLUXCTL_PROFILE" not in names  # ...minus influxctl's own variables
+        assert b"FAKE_INFLUXCTL_STATE" in names  # named in $ROTATOR_INFLUXCTL_ENV (the fixture sets it)
+        assert b"PATH" in names and b"INFLUXCTL_PROFILE" not in names  # the allow-list, no influxctl variable
+        assert not {key.encode() for key in planted} & names, "a credential reached influxctl's environment"
+        assert b"ROTATOR_TEST_MGMT" not in names
+        for value in planted.values():
+            assert value.encode() not in path.read_bytes()
     for call in setup.fake.state.calls():  # the argv influxctl itself parsed
         assert setup.current.reveal() not in " ".join(call["argv"])
         assert minted.value.reveal() not in " ".join(call["argv"])

@@ -476,7 +476,7 @@ def revoked(token_id: str = TOKEN_ID) -> dict[str, Any]:
 def test_revoke_runs_force_then_confirms() -> None:
     issuer, run = make(done(), listing(revoked()))
     issuer.revoke(TOKEN_ID, CURRENT)
-    assert run.calls[0].command == ["management", "revoke", "--force", TOKEN_ID]
+    assert run.calls[0].command == ["management", "revoke", "--force", "--", TOKEN_ID]
     assert run.calls[1].command == ["management", "list", "--format", "json"]
 
 
@@ -633,14 +633,39 @@ def test_private_config_is_removed_when_the_block_raises() -> None:
     assert not path.parent.exists()
 
 
-def test_child_environment_drops_influxctl_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_child_environment_is_an_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "VAULT_TOKEN": "hvs.planted",
+        "AWS_SECRET_ACCESS_KEY": "planted",
+        "AWS_SESSION_TOKEN": "planted",
+        "PGPASSWORD": "planted",
+        "BAO_TOKEN": "planted",
+        "INFLUX_MGMT_TOKEN": "M.V1.planted-0123456789",
+    }
+    for key, value in secrets.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("INFLUXCTL_PROFILE", "default")
     monkeypatch.setenv("influxctl_mgmt_token", "M.V1.fromTheEnvironment-0123456789")
     monkeypatch.setenv("FAKE_INFLUXCTL_STATE", "/tmp/state.json")
+    monkeypatch.setenv("LC_TIME", "C")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/ca.pem")
+    monkeypatch.delenv("ROTATOR_INFLUXCTL_ENV", raising=False)
     env = child_environment()
+    assert not set(secrets) & set(env)
     assert "INFLUXCTL_PROFILE" not in env and "influxctl_mgmt_token" not in env
-    assert env["FAKE_INFLUXCTL_STATE"] == "/tmp/state.json"
+    assert "FAKE_INFLUXCTL_STATE" not in env  # not on the list unless named
     assert env["PATH"] == os.environ["PATH"]
+    assert (env["LC_TIME"], env["HTTPS_PROXY"], env["SSL_CERT_FILE"]) == (
+        "C",
+        "http://proxy.example:3128",
+        "/etc/ssl/ca.pem",
+    )
+    # A site names further variables; influxctl's own stay out even when named.
+    monkeypatch.setenv("ROTATOR_INFLUXCTL_ENV", " FAKE_INFLUXCTL_STATE , INFLUXCTL_PROFILE")
+    env = child_environment()
+    assert env["FAKE_INFLUXCTL_STATE"] == "/tmp/state.json"
+    assert "INFLUXCTL_PROFILE" not in env and not set(secrets) & set(env)
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(60, "60s"), (0.5, "500ms"), (1.25, "1250ms"), (0.0001, "1ms")])
@@ -743,3 +768,52 @@ def test_from_config_refuses_foreign_settings() -> None:
         InfluxctlManagementIssuer.from_config(
             ProfileSettings(product="clustered", host="h"), AdapterContext(policy="p1")
         )
+
+
+# --- hardening: ids on the command line, deep JSON (issues 10 §2(c) and 11.10) ------------------
+
+
+@pytest.mark.parametrize(
+    "token_id",
+    ["--force", "-h", "--config=/tmp/evil.toml", "not-a-uuid", "", f"{TOKEN_ID} extra", f"{TOKEN_ID}\n", TOKEN],
+)
+@pytest.mark.parametrize("kind", ["management", "database"])
+def test_a_token_id_that_is_not_a_uuid_never_reaches_influxctl(kind: str, token_id: str) -> None:
+    """An id comes from the journal or a store payload: a claim. Only a UUID is passed, after ``--``."""
+    if kind == "management":
+        issuer, run = make()
+    else:
+        from adapters.influxctl_database import InfluxctlDatabaseIssuer, InfluxctlDatabaseSettings
+
+        run = FakeRun([])
+        settings = validate_settings(
+            InfluxctlDatabaseSettings,
+            {
+                "profile": {"product": "clustered", "host": "influx.example.test"},
+                "auth": {"method": "mgmt_token", "token": {"env": "UNUSED"}},
+                "permissions": {"read": ["db1"]},
+            },
+        )
+        issuer = InfluxctlDatabaseIssuer(settings, run=run)  # type: ignore[assignment]
+    with pytest.raises(PermanentError, match="is not a UUID") as err:
+        issuer.revoke(token_id, CURRENT)
+    assert "correct the record" in err.value.hint
+    assert run.calls == []
+    assert_clean(err.value)  # an id that is really a token value is not echoed
+
+
+def test_a_created_token_whose_id_is_not_a_uuid_is_an_output_error() -> None:
+    table = TABLE.replace(TOKEN_ID, "--not-a-uuid--")
+    issuer, _ = make(done(stdout=table))
+    with pytest.raises(IssuerOutputError, match="token was created, but its id '--not-a-uuid--' is not a UUID") as err:
+        issuer.mint(request(), CURRENT)
+    assert_clean(err.value)
+
+
+@pytest.mark.parametrize("nested", ["[" * 3000 + "]" * 3000, "[" + '{"a": ' * 3000 + "1" + "}" * 3000 + "]"])
+def test_json_nested_thousands_deep_is_a_clear_output_error(nested: str) -> None:
+    """Python's JSON decoder raises RecursionError there: it must not escape as a traceback."""
+    issuer, _ = make(done(stdout=nested))
+    with pytest.raises(IssuerOutputError, match="nested too deeply") as err:
+        issuer.list_tokens(CURRENT)
+    assert "check the influxctl version" in err.value.hint

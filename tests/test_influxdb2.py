@@ -333,11 +333,28 @@ def test_error_statuses(
         assert value not in str(err.value) + err.value.hint  # type: ignore[attr-defined]
 
 
-def test_invalid_id_and_permission_for_another_org_are_refused_by_the_server(
-    influxdb2_fake: InfluxDB2Fake, admin: Secret
+@pytest.mark.parametrize(
+    "token_id",
+    [
+        "not-an-id",
+        "-0123456789abcde",
+        "0123456789abcdef/..",
+        "../../api/v2/me00",
+        "0123456789ABCDEF",
+        "0123456789abcdef\n",
+    ],
+)
+def test_a_token_id_that_is_not_a_v2_id_is_refused_before_any_request(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret, token_id: str
 ) -> None:
-    with pytest.raises(PermanentError, match="id must have a length of 16 bytes"):
-        make(influxdb2_fake.url).revoke("not-an-id", None)
+    """Issue 10 §2(c): ids go into URL paths; only 16 lowercase hex digits do."""
+    with pytest.raises(PermanentError, match="is not an authorization id") as err:
+        make(influxdb2_fake.url).revoke(token_id, None)
+    assert "correct the record" in err.value.hint
+    assert influxdb2_fake.api.calls == []
+
+
+def test_permission_for_another_org_is_refused_by_the_server(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
     other_org = [{"action": "read", "resource": {"type": "buckets", "orgID": "ffffffffffffffff"}}]
     with pytest.raises(PermanentError) as err:
         make(influxdb2_fake.url, permissions=other_org).mint(request(), None)
@@ -440,3 +457,25 @@ def test_no_token_value_in_logs_or_errors(
     for value in (admin.reveal(), minted.value.reveal()):
         assert all(value not in text for text in texts)
     assert "created authorization" in caplog.text and "HTTP Request: PATCH" in caplog.text
+
+
+def test_an_answer_nested_thousands_deep_is_an_output_error(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    """Issue 11.10: a RecursionError inside json.loads is a clear IssuerOutputError, not a traceback."""
+    deep = "[" * 3000 + "]" * 3000
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=deep.encode())
+
+    issuer = make("https://influxdb.example.test", transport=mock(handler))
+    with pytest.raises(IssuerOutputError, match="nested too deeply"):
+        issuer.list_tokens(None)
+    failing = make(
+        "https://influxdb.example.test", transport=mock(lambda _r: httpx.Response(500, content=deep.encode()))
+    )
+    with pytest.raises(TransientError, match="HTTP 500$"):  # the error text is dropped, nothing escapes
+        failing.list_tokens(None)
+
+
+def test_call_timeout_seconds(influxdb2_fake: InfluxDB2Fake) -> None:
+    # revoke: GET, PATCH, list (3 requests), each connect + write + read, plus a margin.
+    assert make(influxdb2_fake.url, timeout_s=2).call_timeout_seconds == 3 * 3 * 2 + 5

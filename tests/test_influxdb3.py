@@ -566,3 +566,43 @@ def test_no_token_value_in_logs_or_errors(influxdb3_fake: InfluxDB3Fake, caplog:
         assert all(value not in text for text in texts)
     assert "HTTP Request: POST" in caplog.text  # the logs were captured at all
     assert "rotator-app-0123456789abcdef" in caplog.text
+
+
+# ---------------------------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize("token_id", ["", " padded ", "line\nbreak", "tab\there", "x" * 257, "nul\x00"])
+def test_a_token_name_that_cannot_be_one_is_refused_before_any_request(
+    influxdb3_fake: InfluxDB3Fake, token_id: str
+) -> None:
+    """Issue 10 §2(c): a token id (a name here) is checked before it reaches the ``token_name`` query."""
+    with pytest.raises(PermanentError, match="is not a token name") as err:
+        make(influxdb3_fake.url).revoke(token_id, Secret(influxdb3_fake.operator_value))
+    assert "correct the record" in err.value.hint
+    assert influxdb3_fake.api.calls == []
+
+
+def test_a_name_with_url_syntax_is_sent_as_a_query_value(influxdb3_fake: InfluxDB3Fake) -> None:
+    """``&``, ``/``, ``..`` and ``%`` stay inside the ``token_name`` value: nothing else is deleted."""
+    admin = Secret(influxdb3_fake.operator_value)
+    issuer = make(influxdb3_fake.url)
+    kept = issuer.mint(request("0000000000000001"), admin)
+    issuer.revoke(f"../{kept.token_id}&token_name=x%2F..", admin)  # unknown: counts as revoked
+    assert kept.token_id in {t.token_id for t in issuer.list_tokens(admin)}
+
+
+def test_query_answers_nested_thousands_deep_are_output_errors() -> None:
+    """Issue 11.10: RecursionError inside json.loads is a clear IssuerOutputError (array and JSON-lines answers)."""
+    deep = "[" * 3000 + "]" * 3000
+    for body in (deep, '{"a": ' * 3000 + "1" + "}" * 3000):
+        issuer = make("https://influxdb3.example.test", transport=mock(lambda _r, b=body: httpx.Response(200, text=b)))
+        with pytest.raises(IssuerOutputError, match="not a JSON array|nested too deeply"):
+            issuer.list_tokens(Secret("apiv3_admin-0123456789abcdef"))
+    created = make("https://influxdb3.example.test", transport=mock(lambda _r: httpx.Response(201, text=deep)))
+    with pytest.raises(IssuerOutputError, match="was created, but the answer .* nested too deeply"):
+        created.mint(request(), Secret("apiv3_admin-0123456789abcdef"))
+
+
+def test_call_timeout_seconds() -> None:
+    # DELETE then the system.tokens query, each connect + write + read, plus a margin.
+    assert make("https://influxdb3.example.test", timeout_s=4).call_timeout_seconds == 2 * 3 * 4 + 5

@@ -575,3 +575,54 @@ def test_missing_credential_file_is_a_config_error(management_api_fake, tmp_path
     with pytest.raises(ConfigError, match="cannot read credential file"):
         issuer.list_tokens(None)
     assert fake.calls() == []
+
+
+# --------------------------------------------------------------------------------------------
+# hardening
+
+
+@pytest.mark.parametrize("token_id", [
+    "--force", "not-a-uuid", "55555555-5555-4555-8555-555555555555/..", "../../accounts",
+    "55555555-5555-4555-8555-55555555555%2F", "55555555-5555-4555-8555-555555555555\n",
+])
+def test_a_token_id_that_is_not_a_uuid_is_refused_before_any_request(management_api_fake, tmp_path, token_id):
+    """Issue 10 §2(c): ids go into the URL path; only UUIDs do (percent-encoded anyway)."""
+    issuer, _, _ = make_issuer(management_api_fake, tmp_path)
+    before = len(management_api_fake.api.calls)
+    with pytest.raises(PermanentError, match="is not a database token id") as err:
+        issuer.revoke(token_id, None)
+    assert "correct the record" in err.value.hint
+    assert len(management_api_fake.api.calls) == before
+
+
+def test_answers_nested_thousands_deep_are_issuer_output_errors(tmp_path):
+    """Issue 11.10: a RecursionError inside the JSON decoder is a clear error, also in an error answer."""
+    deep = ("[" * 3000 + "]" * 3000).encode()
+    (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
+    settings = ManagementApiSettings.model_validate({
+        "product": "clustered", "cluster_host": "https://cluster.example.test",
+        "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
+        "management_token": {"file": str(tmp_path / "t")},
+    })
+
+    def issuer_answering(statuses: dict[str, int]) -> ManagementApiIssuer:
+        def answer(request: httpx.Request) -> httpx.Response:
+            status = statuses[request.method]
+            return httpx.Response(status, content=b"" if status == 204 else deep)
+
+        client = httpx.Client(transport=httpx.MockTransport(answer))
+        return ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+
+    issuer = issuer_answering({"GET": 200, "DELETE": 204})
+    with pytest.raises(IssuerOutputError, match="nested too deeply"):
+        issuer.list_tokens(None)
+    with pytest.raises(IssuerOutputError, match="nested too deeply"):  # the GET that confirms the DELETE
+        issuer.revoke("55555555-5555-4555-8555-555555555555", None)
+    with pytest.raises(TransientError, match=r"HTTP 500$"):  # an error answer's text is dropped, nothing escapes
+        issuer_answering({"GET": 500}).list_tokens(None)
+
+
+def test_call_timeout_seconds(management_api_fake, tmp_path):
+    issuer, _, _ = make_issuer(management_api_fake, tmp_path)  # timeout_s = 2, the token from a file
+    # revoke: DELETE and GET, each connect + write + read plus a margin.
+    assert issuer.call_timeout_seconds == 2 * (3 * 2 + 5)

@@ -464,7 +464,8 @@ def test_settings_defaults_and_normalisation():
     settings = VaultKV2Settings.model_validate(
         {
             "url": "https://vault.example:8200/",
-            "path": "/influx/mgmt/",
+            "mount": "/secret/",
+            "path": "influx/mgmt",  # a path with outer slashes is refused (tests/test_vault_kv2_errors.py)
             "auth": {"method": "approle", "role_id": {"env": "ROLE"}, "secret_id": {"env": "SECRET"}},
         }
     )

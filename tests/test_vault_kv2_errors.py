@@ -8,6 +8,8 @@ The behaviour against a real server is in tests/test_vault_kv2.py.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,12 +19,14 @@ from typing import Any
 import hvac.exceptions
 import pytest
 import requests
+from pydantic import ValidationError
 
 from adapters.vault_kv2 import VaultKV2Settings, VaultKV2Store
 from rotator.clock import FakeClock
 from rotator.contracts import AdapterContext, TokenRecord
 from rotator.errors import ConflictError, PermanentError, RotatorError, TransientError
 from rotator.secret import Secret
+from tests.harness import REPO
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 VAULT_TOKEN = "s.unit-test-vault-token-0123456789"
@@ -104,14 +108,19 @@ class FakeVault:
 
 
 def make_store(
-    fake: FakeVault, tmp_path: Path, *, auth: dict[str, Any] | None = None, clock: FakeClock | None = None
+    fake: FakeVault,
+    tmp_path: Path,
+    *,
+    auth: dict[str, Any] | None = None,
+    clock: FakeClock | None = None,
+    path: str = "influx/mgmt",
 ) -> VaultKV2Store:
     (tmp_path / "token").write_text(VAULT_TOKEN)
     (tmp_path / "secret-id").write_text(SECRET_ID)
     settings = VaultKV2Settings.model_validate(
         {
             "url": "https://vault.example:8200",
-            "path": "influx/mgmt",
+            "path": path,
             "auth": auth or {"method": "token", "token": {"file": "token"}},
         }
     )
@@ -261,3 +270,72 @@ def test_secret_values_in_vault_error_text_are_redacted(call, auth, leaked, tmp_
     text = f"{caught.value} {caught.value.hint}"
     assert leaked not in text
     assert "(bad credential ***)" in text
+
+
+# --- the secret's path (issue 11.11) -----------------------------------------------------------
+
+#: Paths the HTTP client (or Vault) would resolve to another place than <mount>/data/<path>.
+ESCAPING_PATHS = [
+    "x/../../../sys/policy/evil",
+    "..",
+    "influx/../mgmt",
+    "./influx",
+    "influx/./mgmt",
+    "influx//mgmt",
+    "/influx/mgmt",
+    "influx/mgmt/",
+    "influx/%2e%2e/sys",
+    "influx/%2E%2E/sys",
+    "influx\\..\\sys",
+    "influx/mgmt?version=1",
+    "influx/mgmt#x",
+    "influx/\nmgmt",
+]
+
+
+@pytest.mark.parametrize("path", ESCAPING_PATHS)
+def test_a_path_that_could_leave_its_place_is_refused_by_the_settings(path: str, tmp_path: Path) -> None:
+    fake = FakeVault()
+    with pytest.raises(ValidationError, match="write segments joined by single slashes") as err:
+        make_store(fake, tmp_path, path=path)
+    assert [e["loc"] for e in err.value.errors()] == [("path",)]
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("key", ["mount", "namespace"])
+def test_mount_and_namespace_refuse_dot_segments_too(key: str) -> None:
+    settings = {"url": "https://vault.example:8200", "path": "p", "auth": {"method": "token", "token": {"env": "T"}}}
+    with pytest.raises(ValidationError, match="'.' or '..' segment"):
+        VaultKV2Settings.model_validate({**settings, key: "kv/../sys"})
+    assert getattr(VaultKV2Settings.model_validate({**settings, key: "/team/kv/"}), key) == "team/kv"
+
+
+def test_rotator_validate_refuses_an_escaping_path_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "rotator.toml").write_text(
+        """
+[[policy]]
+name = "mgmt"
+schedule = "30d"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.example.test"
+[[policy.store]]
+type = "vault-kv2"
+url = "https://vault.example.test:8200"
+path = "x/../../../sys/policy/evil"
+auth = { method = "token", token = { env = "VAULT_TOKEN" } }
+"""
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "rotator.cli", "validate", str(tmp_path / "rotator.toml")],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "policy[0] 'mgmt'.store[0].path" in done.stderr
+    assert "has a '.' or '..' segment" in done.stderr

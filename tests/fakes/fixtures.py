@@ -87,6 +87,7 @@ def fake_influxctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeInflu
     state.init()
     path = os.pathsep.join([str(FAKES_DIR), str(_base_python_dir(tmp_path)), os.environ.get("PATH", "")])
     monkeypatch.setenv(STATE_ENV, str(state.path))
+    monkeypatch.setenv("ROTATOR_INFLUXCTL_ENV", STATE_ENV)  # rotator passes influxctl an allow-listed env
     monkeypatch.setenv("PATH", path)
     monkeypatch.delenv("INFLUXCTL_PROFILE", raising=False)
     env = {**os.environ, "XDG_CONFIG_HOME": str(workdir / "xdg-config")}
