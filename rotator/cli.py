@@ -556,8 +556,6 @@ def _for_each(args: argparse.Namespace, action: Callable[[Engine], list[str]]) -
             out[policy.name] = [f"error: {REDACTOR.redact(str(exc))}"]
         if any(": revocation failed" in line for line in out[policy.name]):
             worst = max(worst, EXIT_ATTENTION)
-        elif any(": revocation postponed" in line for line in out[policy.name]):
-            worst = max(worst, EXIT_FAILED)  # retried after its backoff; the token is still valid
     text = "\n".join(f"{name}: {line}" for name, lines in out.items() for line in (lines or ["nothing to do"]))
     _emit(args, out, text)
     return worst

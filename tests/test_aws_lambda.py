@@ -280,7 +280,7 @@ def test_a_rotation_in_service_order_then_revocation_after_grace(scene, caplog):
     scene.check_invariants()
 
     early = scene.invoke({"action": "revoke-expired"}, own_client=True)
-    assert early == {"revoked": [], "skipped": [], "failed": [], "waiting": 1}
+    assert early == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1}
     scene.clock.advance(GRACE + timedelta(seconds=1))
     done = scene.invoke({"action": "revoke-expired", "SecretId": scene.arn})
     assert done["revoked"] == [scene.bootstrap_id]
@@ -678,4 +678,4 @@ def test_the_entry_point_imports_no_sdk_and_runs_the_handler(scene):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert json.loads(lines[0]) == [], "importing the entry module loads no SDK and not the adapter"
-    assert json.loads(lines[-1]) == {"revoked": [], "skipped": [], "failed": [], "waiting": 1}
+    assert json.loads(lines[-1]) == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1}

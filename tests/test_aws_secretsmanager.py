@@ -507,8 +507,9 @@ def _bootstrap(aws: MotoServer, fake: Any, name: str) -> tuple[str, str]:
 
 def test_engine_rotates_through_the_store_and_revokes_the_old_token_after_grace(aws, fake_influxctl, tmp_path):
     name = secret_name()
-    _, old_id = _bootstrap(aws, fake_influxctl, name)
+    value, old_id = fake_influxctl.state.add_token("created by a human for bootstrap")
     engine = _engine(tmp_path, _policy_toml(name, aws.url, grace="1s"))
+    engine.bootstrap(Secret(value), old_id, None)  # journaled: what lets rotator revoke it later (invariant 8)
     result = engine.rotate()
     assert result.ok and result.old_token_id == old_id
     current = value_at(aws, name, "AWSCURRENT")
