@@ -202,8 +202,8 @@ class Engine:
                 )
             now = self.clock.now()
             replaced = sorted({s.token_id for s in states.values() if s.token_id and s.token_id != token_id})
-            run = self._new_run("bootstrap", old_token_id=replaced[0] if replace and replaced else None,
-                                planned={n: s.version for n, s in states.items()})
+            # old_token_id stays empty: what a repair replaced is in its audit event and revocations.
+            run = self._new_run("bootstrap", old_token_id=None, planned={n: s.version for n, s in states.items()})
             # The id recorded here is what lets rotator revoke this human-made token later (invariant 8).
             self.journal.update_run(run, state=RunState.PUBLISHING, new_token_id=token_id,
                                     new_expires_at=expires_at or info.expires_at)
@@ -239,7 +239,8 @@ class Engine:
             self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None)
             message = "bootstrapped" if not replace else (
                 f"replaced {', '.join(replaced) or '(nothing)'} with {token_id}; reason: {reason or '(none given)'}")
-            return RunResult(self.policy.name, RunState.DONE, run.run_id, run.old_token_id, token_id, message)
+            return RunResult(self.policy.name, RunState.DONE, run.run_id, ",".join(replaced) if replace else None,
+                             token_id, message)
 
     # ------------------------------------------------------------------ the rotation run
     def _rotate_locked(self) -> RunResult:

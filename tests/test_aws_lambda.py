@@ -30,7 +30,7 @@ from adapters.aws_lambda_rotation import handle
 from adapters.aws_secretsmanager import AwsSecretsManagerSettings, AwsSecretsManagerStore
 from rotator.clock import FakeClock, SystemClock
 from rotator.contracts import AdapterContext, TokenRecord
-from rotator.errors import ConfigError, OwnershipError, PermanentError, RotatorError, TransientError
+from rotator.errors import ConfigError, NeedsAttention, OwnershipError, PermanentError, RotatorError, TransientError
 from rotator.policy_bundle import write_bundle
 from rotator.secret import Secret
 from tests.aws_server import FailingClient, MotoServer, client_error
@@ -649,6 +649,54 @@ def test_revoke_expired_reports_failures_as_a_failed_invocation(scene):
     with pytest.raises(TransientError, match="revoke-expired: 1 failure"):
         scene.invoke({"action": "revoke-expired"})
     assert f"rotator:revoke:{scene.bootstrap_id}" in scene.tags(), "kept for the next run"
+
+
+def test_a_revoke_tag_on_another_team_s_token_is_refused_not_obeyed(scene):
+    """Issue 10 §2 (a): TagResource alone used to get any token revoked."""
+    scene.rotate()
+    _, victim = scene.fake.state.add_token("team B's CI token")
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{victim}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    with pytest.raises(NeedsAttention, match=f"refused to revoke {victim}"):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None, "the true record went ahead"
+    tags = scene.tags()
+    assert f"rotator:revoke:{victim}" not in tags and f"rotator:attention:{victim}" in tags
+    # Reported once: the next run has nothing left to refuse.
+    assert scene.invoke({"action": "revoke-expired"})["refused"] == []
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+
+
+def test_a_payload_and_tag_edited_after_the_rotation_are_refused(scene):
+    """Between finishSecret and revoke-expired someone with PutSecretValue and TagResource writes a
+    version naming another team's token, and a revocation record for it: still refused."""
+    scene.rotate()
+    value, victim = scene.fake.state.add_token("team B's dashboard token")
+    scene.values.add(value)
+    forged = TokenRecord(Secret(value), victim, "influxctl-management", POLICY, scene.clock.now(), None)
+    scene.client().put_secret_value(SecretId=scene.name, SecretString=json.dumps(forged.payload()),
+                                    VersionStages=["FORGED"])
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{victim}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    with pytest.raises(NeedsAttention):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None
+
+
+def test_a_revoke_tag_on_a_token_of_another_policy_is_refused(scene):
+    """A token rotator minted, but for another policy (its tag names that policy), is not this one's."""
+    scene.rotate()
+    _, other = scene.fake.state.add_token(f"rotator:other-policy:{uuid.uuid4()}")
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{other}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    with pytest.raises(NeedsAttention):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(other)["revoked_at"] is None
 
 
 def test_create_secret_also_revokes_what_is_due(scene):

@@ -66,7 +66,7 @@ def test_bootstrap_fails_at_a_step_then_the_same_command_succeeds(tmp_path: Path
         token_file.write_text(openbao.create_token(name))
     proc = _bootstrap(sc, value, human_id)
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    assert "fix:" in proc.stderr
+    assert "rotator: error:" in proc.stderr
     assert sc.fake.token_by_id(human_id)["revoked_at"] is None, "the human's token was revoked"
     _no_open_runs(sc)
     # Fix the cause, run the same command again.
@@ -109,10 +109,12 @@ def test_a_bootstrap_killed_in_publishing_is_closed_not_rolled_back(tmp_path: Pa
 
 def test_self_rotating_mgmt_token_bootstrap_retry_keeps_the_human_token(tmp_path: Path, openbao: Any,
                                                                         fake_influxctl: Any) -> None:
-    """auth.method = "mgmt_token": the issuer authenticates with the store's token. The retried
-    bootstrap used to revoke the human's token, then fail Unauthenticated."""
+    """auth.method = "mgmt_token": the issuer has a management token of its own, so recovery
+    could revoke the human's token; the retried bootstrap used to do so, then fail Unauthenticated."""
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, bootstrap=False, grace_s=1,
-                       issuer_extra='auth = { method = "mgmt_token" }')
+                       issuer_extra='[policy.issuer.auth]\nmethod = "mgmt_token"\ntoken = { file = "mgmt-token" }\n')
+    admin_value, _ = sc.fake.add_token("the operator's own management token")
+    (sc.dir / "mgmt-token").write_text(admin_value)
     value, human_id = sc.fake.add_token("created by a human for bootstrap")
     sc.bootstrap_value = value
     token_file = sc.dir / "vault-token"
@@ -131,8 +133,7 @@ def test_self_rotating_mgmt_token_bootstrap_retry_keeps_the_human_token(tmp_path
 
 def test_current_token_revoked_out_of_band_then_bootstrap_replace_repairs(tmp_path: Path, openbao: Any,
                                                                           fake_influxctl: Any) -> None:
-    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1,
-                       issuer_extra='auth = { method = "mgmt_token" }')
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)  # self-rotating
     assert sc.cli("rotate", sc.policy).returncode == 0
     dead = sc.current()["token_id"]
     sc.fake.revoke(dead)  # an incident: a person revoked the current token
