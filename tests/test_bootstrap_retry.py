@@ -152,3 +152,75 @@ def test_current_token_revoked_out_of_band_then_bootstrap_replace_repairs(tmp_pa
     # The schedule resumes: rotate works again, and everything settles.
     sc.bootstrap_value = value
     _rotate_and_settle(sc, human_id)
+
+
+# -- AWS Secrets Manager (moto server), following docs/aws-lambda.md ---------------------------------
+
+
+def _aws_scene(aws: Any, fake: Any, tmp_path: Path, secret_id: str) -> Any:
+    from tests.test_aws_secretsmanager import CliScenario, _policy_toml
+
+    sc = CliScenario(tmp_path, aws, fake, secret_id, grace_s=1)
+    sc.config.write_text(_policy_toml(secret_id, aws.url, grace="1s"))
+    return sc
+
+
+def _aws_bootstrap(sc: Any, value: str, token_id: str) -> Any:
+    from tests.test_aws_secretsmanager import POLICY
+
+    token_file = sc.dir / "human-token"
+    token_file.write_text(value)
+    try:
+        return sc.cli("bootstrap", POLICY, "--token-file", str(token_file), "--token-id", token_id)
+    finally:
+        token_file.unlink()
+
+
+def _aws_open_runs(sc: Any) -> list[Any]:
+    return sc.journal_rows("SELECT run_id, state FROM runs WHERE state NOT IN ('done', 'failed', 'aborted')")
+
+
+def test_aws_full_arn_of_a_missing_secret_then_created_then_the_bootstrap_succeeds(aws: Any, fake_influxctl: Any,
+                                                                                  tmp_path: Path) -> None:
+    """Issue 10 §3 (AWS) and §4: the ARN form of docs/aws-lambda.md's example, secret not created yet."""
+    from tests.test_aws_secretsmanager import POLICY, secret_name, value_at
+
+    name = secret_name()
+    sc = _aws_scene(aws, fake_influxctl, tmp_path, aws.arn(f"{name}-AbCdEf"))
+    value, human_id = fake_influxctl.state.add_token("created by a human for bootstrap")
+    sc.values.add(value)
+    proc = _aws_bootstrap(sc, value, human_id)
+    assert proc.returncode == 1, proc.stderr
+    assert f"aws secretsmanager create-secret --region {aws.region} --name {name}" in proc.stderr
+    assert fake_influxctl.state.token_by_id(human_id)["revoked_at"] is None
+    assert not _aws_open_runs(sc)
+    # The user does what the message says, and puts the ARN it printed into the policy.
+    arn = aws.client().create_secret(Name=name)["ARN"]
+    sc.name = arn
+    sc.config.write_text(sc.config.read_text().replace(aws.arn(f"{name}-AbCdEf"), arn))
+    proc = _aws_bootstrap(sc, value, human_id)
+    assert proc.returncode == 0, proc.stderr
+    assert value_at(aws, name, "AWSCURRENT")["token_id"] == human_id
+    assert fake_influxctl.state.token_by_id(human_id)["revoked_at"] is None
+    assert sc.cli("rotate", POLICY).returncode == 0
+    time.sleep(1.3)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert fake_influxctl.state.token_by_id(human_id)["revoked_at"] is not None, "recorded at bootstrap: revoked"
+    sc.check_invariants(settled=True)
+
+
+def test_aws_a_name_or_an_arn_without_suffix_is_created_by_bootstrap(aws: Any, fake_influxctl: Any,
+                                                                     tmp_path: Path) -> None:
+    from tests.test_aws_secretsmanager import secret_name, value_at
+
+    for secret_id in (secret_name(), aws.arn(secret_name())):
+        sc = _aws_scene(aws, fake_influxctl, tmp_path, secret_id)
+        value, human_id = fake_influxctl.state.add_token("created by a human for bootstrap")
+        proc = _aws_bootstrap(sc, value, human_id)
+        assert proc.returncode == 0, proc.stderr
+        name = secret_id.rpartition(":secret:")[2]
+        assert value_at(aws, name, "AWSCURRENT")["token_id"] == human_id
+        described = aws.client().describe_secret(SecretId=name)
+        assert described["ARN"].startswith(aws.arn(name) + "-")
+        (tmp_path / "journal.db").unlink()
