@@ -759,8 +759,9 @@ class _VersionRecords:
     - The version ids: each rotation's ClientRequestToken is the VersionId of its AWSPENDING
       version and the run id in its token's description (``rotator:<policy>:<version id>``); the
       rule accepts a token whose issuer description carries one of them.
-    - The oldest version's token: the one ``rotator bootstrap`` published before any rotation (no
-      later write can precede it). It is the only human-made token this function revokes.
+    - The oldest version holding a rotator payload: the token ``rotator bootstrap`` published
+      before any rotation (no later write can precede it). It is the only human-made token this
+      function revokes.
     """
 
     def __init__(self, target: _Target) -> None:
@@ -780,11 +781,13 @@ class _VersionRecords:
         return Claim(token_id, self.t.policy.name, bootstrapped=token_id == self.bootstrap_id(), source=source)
 
     def bootstrap_id(self) -> str | None:
-        if not self._bootstrap_read and self.version_ids:
+        if not self._bootstrap_read:
             self._bootstrap_read = True
-            answer = read_stage(self.t.api, self.t.view.arn, None, self.t.where, version_id=self.version_ids[0])
-            oldest = _lenient(answer)
-            self._bootstrap_id = oldest.token_id if oldest else None
+            for version in self.version_ids:  # oldest first; skip a placeholder (Terraform's, say)
+                oldest = _lenient(read_stage(self.t.api, self.t.view.arn, None, self.t.where, version_id=version))
+                if oldest is not None:
+                    self._bootstrap_id = oldest.token_id
+                    break
         return self._bootstrap_id
 
 
