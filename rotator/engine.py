@@ -31,8 +31,8 @@ from rotator.errors import LeaseBusy, NeedsAttention, OwnershipError, PermanentE
 from rotator.journal import Journal, Revocation, RunRecord, RunState
 from rotator.policy_types import Policy
 from rotator.retry import RetryPolicy, call_with_retry
-from rotator.schedule import format_duration
 from rotator.revocation_rule import Claim, check_revocable
+from rotator.schedule import format_duration
 from rotator.secret import REDACTOR, Secret
 
 __all__ = ["Engine", "NeedsAttention", "RunResult", "default_holder"]
