@@ -56,6 +56,9 @@ def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence
     """True: revoke ``claim.token_id``. False: the issuer lists it no more or not as active (nothing
     to do). Raises NeedsAttention when the records do not prove it is rotator's token to revoke."""
     check_not_current(claim.token_id, holders)
+    info = next((t for t in tokens if t.token_id == claim.token_id), None)
+    if info is None or not info.is_active(now):
+        return False  # revoked, expired or deleted already (e.g. a regenerated operator token): nothing to do
     source = f" (claimed by {claim.source})" if claim.source else ""
     if not claim.minted_by and not claim.bootstrapped:
         raise NeedsAttention(
@@ -64,9 +67,6 @@ def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence
             hint="a token id read from a store or a tag is never trusted; if this token must go, revoke it "
             "yourself with the issuer's own tool",
         )
-    info = next((t for t in tokens if t.token_id == claim.token_id), None)
-    if info is None or not info.is_active(now):
-        return False  # revoked, expired or deleted already: nothing left to do
     if claim.bootstrapped:
         return True
     tags = [f"rotator:{claim.policy}:{run}" for run in claim.minted_by]

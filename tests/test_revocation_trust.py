@@ -55,6 +55,7 @@ def test_the_rule_needs_the_record_and_the_issuer_s_tag() -> None:
         check_revocable(Claim("t1", "p", minted_by=["run1"]), tokens, ["primary"], now)
     assert check_revocable(Claim("t2", "p", bootstrapped=True), tokens, [], now)
     assert not check_revocable(Claim("gone", "p", minted_by=["run1"]), tokens, [], now)
+    assert not check_revocable(Claim("gone", "p"), tokens, [], now), "nothing to revoke: no refusal needed"
 
 
 # -- (b) a store payload's token_id is a claim, never an order ------------------------------------
@@ -138,8 +139,11 @@ def _engine(sc: Scenario, clock: FakeClock) -> Engine:
 @pytest.mark.parametrize("outage", ["forbidden", "down"])
 def test_a_revocation_whose_store_read_fails_backs_off_and_finally_fails(
         tmp_path: Path, openbao: Any, fake_influxctl: Any, outage: str) -> None:
-    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, attempts=1)
     assert sc.cli("rotate", sc.policy).returncode == 0
+    # Rounds a minute apart, so that the second run below comes before the next one even on a slow machine.
+    sc.config.write_text(sc.config.read_text().replace('base_delay = "1s"', 'base_delay = "30s"')
+                         .replace('max_delay = "2s"', 'max_delay = "60s"'))
     time.sleep(sc.grace_s + 0.3)
     if outage == "forbidden":  # Vault answers 403: the rotator's token was revoked
         limited = openbao.create_token("default", ttl="1h")
