@@ -30,6 +30,11 @@ run minted and where it stands; here Secrets Manager already keeps that, durably
 - the revocations due after grace are tags of the secret, ``rotator:revoke:<token id>`` =
   ``<RFC 3339 time>`` (a Lambda has no disk that outlives it). A tag is removed once the issuer
   confirmed the revocation. A token that is AWSCURRENT or AWSPENDING is never revoked.
+- a tag says *when*, never *what*: anyone with TagResource can write one. Before revoking, the
+  token must pass rotator/revocation_rule.py against records no tag or PutSecretValue can forge
+  (:class:`_VersionRecords`): its issuer description carries ``rotator:<policy>:<version id>``
+  for a version of this secret, or it is the token of the secret's oldest version (the one
+  ``rotator bootstrap`` published). Anything else is refused and left as ``rotator:attention:<id>``.
 
 Configuration (documented in docs/aws-lambda.md):
 
@@ -81,11 +86,12 @@ from adapters.aws_secretsmanager import (
     read_stage,
 )
 from rotator.clock import Clock, SystemClock
-from rotator.contracts import Issuer, MintRequest, TokenRecord
-from rotator.errors import ConfigError, OwnershipError, PermanentError, RotatorError, TransientError
+from rotator.contracts import Issuer, MintRequest, TokenInfo, TokenRecord
+from rotator.errors import ConfigError, NeedsAttention, OwnershipError, PermanentError, RotatorError, TransientError
 from rotator.policy_bundle import BundleError, PolicyBundle, bundle_path, read_bundle
 from rotator.policy_types import Policy
 from rotator.retry import RetryPolicy, call_with_retry
+from rotator.revocation_rule import Claim, check_revocable
 from rotator.secret import REDACTOR, Secret
 
 __all__ = [
@@ -106,6 +112,8 @@ T = TypeVar("T")
 CONFIG_ENV, POLICY_ENV, LOG_LEVEL_ENV = "ROTATOR_CONFIG", "ROTATOR_POLICY", "ROTATOR_LOG_LEVEL"
 POLICY_TAG = "rotator:policy"
 REVOKE_TAG_PREFIX = "rotator:revoke:"
+#: A revocation claim the records did not prove (rotator/revocation_rule.py): left for a person.
+ATTENTION_TAG_PREFIX = "rotator:attention:"
 #: The zip root: the directory that holds the ``rotator`` package.
 DEFAULT_CONFIG = Path(rotator.__file__).resolve().parent.parent / "rotator.toml"
 
@@ -393,9 +401,10 @@ def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) ->
 
 
 class _RevokeReport:
-    __slots__ = ("failed", "revoked", "skipped", "waiting")
+    __slots__ = ("failed", "refused", "revoked", "skipped", "waiting")
 
     def __init__(self) -> None:
+        self.refused: list[str] = []
         self.revoked: list[str] = []
         self.skipped: list[str] = []
         self.failed: list[str] = []
@@ -549,6 +558,9 @@ class _Rotation:
                 continue
             if only_run is not None and found.group(1) != only_run:
                 continue
+            claim = Claim(info.token_id, self.t.policy.name, minted_by=[found.group(1)], source="the tag search")
+            if not check_revocable(claim, tokens, [], now):  # the rule, here only for its tag check
+                continue
             logger.warning("createSecret: revoking token %s, minted for version %s and never stored or made current",
                            info.token_id, found.group(1))  # fmt: skip
             self._call(partial(self.issuer.revoke, info.token_id, credential), f"revoke {info.token_id}")
@@ -633,8 +645,13 @@ def _revocation_records(tags: Mapping[str, str]) -> dict[str, str]:
 
 def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env) -> _RevokeReport:
     """Revoke every recorded token whose grace has passed, confirmed by the issuer (its
-    ``revoke`` confirms, see contracts.Issuer), then drop its record. Never a token that is
-    AWSCURRENT or AWSPENDING. Failures are logged and reported, not raised."""
+    ``revoke`` confirms, see contracts.Issuer), then drop its record. Failures are logged and
+    reported, not raised.
+
+    A tag is only a claim (anyone with TagResource writes one): each token goes through
+    rotator/revocation_rule.py with the records this function can trust (see _trusted_claim).
+    A token that is AWSCURRENT or AWSPENDING is skipped; one the records do not prove to be this
+    policy's is refused: its tag becomes ``rotator:attention:<id>`` and a person looks."""
     report = _RevokeReport()
     now = env.clock.now()
     due: list[str] = []
@@ -650,37 +667,56 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
             report.waiting += 1
     if not due:
         return report
-    protected = {current.token_id}
+    holders = {current.token_id: CURRENT}
     pending_version = target.view.version_with(PENDING)
     if pending_version is not None:
         pending = _lenient(read_stage(target.api, target.view.arn, PENDING, target.where, version_id=pending_version))
         if pending is not None:
-            protected.add(pending.token_id)
+            holders.setdefault(pending.token_id, PENDING)
+    try:
+        tokens = call_with_retry(partial(issuer.list_tokens, current.value),
+                                 what=f"{target.policy.name}: list tokens", policy=target.retry, clock=env.clock)
+        records = _VersionRecords(target)
+    except RotatorError as exc:
+        logger.error("revoke-expired: %s: cannot read the records to check the claims, retried next time: %s",
+                     target.view.arn, exc)  # fmt: skip
+        report.failed += due
+        return report
     for token_id in due:
-        if token_id in protected:
-            logger.warning("revoke-expired: token %s is AWSCURRENT or AWSPENDING of %s; not revoking it",
-                           token_id, target.view.arn)  # fmt: skip
-            report.skipped.append(token_id)
-            continue
+        claim = records.claim(token_id, tokens)
         try:
-            call_with_retry(
-                partial(issuer.revoke, token_id, current.value),
-                what=f"{target.policy.name}: revoke {token_id}",
-                policy=target.retry,
-                clock=env.clock,
-            )
-        except RotatorError as exc:
-            logger.error("revoke-expired: token %s of %s: revocation failed, retried next time: %s",
-                         token_id, target.view.arn, exc)  # fmt: skip
-            report.failed.append(token_id)
+            revocable = check_revocable(claim, tokens, [holders[token_id]] if token_id in holders else [], now)
+        except NeedsAttention as exc:
+            if token_id in holders:
+                logger.warning("revoke-expired: token %s is AWSCURRENT or AWSPENDING of %s; not revoking it",
+                               token_id, target.view.arn)  # fmt: skip
+                report.skipped.append(token_id)
+            else:
+                logger.error("revoke-expired: NEEDS ATTENTION: %s (fix: %s)", exc, exc.hint)
+                _mark_refused(target, token_id)
+                report.refused.append(token_id)
             continue
+        if revocable:
+            try:
+                call_with_retry(
+                    partial(issuer.revoke, token_id, current.value),
+                    what=f"{target.policy.name}: revoke {token_id}",
+                    policy=target.retry,
+                    clock=env.clock,
+                )
+            except RotatorError as exc:
+                logger.error("revoke-expired: token %s of %s: revocation failed, retried next time: %s",
+                             token_id, target.view.arn, exc)  # fmt: skip
+                report.failed.append(token_id)
+                continue
         env.checkpoint("revoked")
         try:
             with map_errors(target.where, "UntagResource"):
                 target.api.untag_resource(SecretId=target.view.arn, TagKeys=[REVOKE_TAG_PREFIX + token_id])
         except RotatorError as exc:  # revoked all the same; revoking again next time is harmless
             logger.warning("revoke-expired: token %s is revoked but its record stays: %s", token_id, exc)
-        logger.info("revoke-expired: revoked token %s of %s (grace over)", token_id, target.view.arn)
+        logger.info("revoke-expired: revoked token %s of %s (grace over)%s", token_id, target.view.arn,
+                    "" if revocable else "; the issuer had revoked it already")  # fmt: skip
         report.revoked.append(token_id)
     return report
 
@@ -716,6 +752,57 @@ def _log_compliance(target: _Target, current: TokenRecord | None, records: Mappi
         print(json.dumps(emf), flush=True)
 
 
+class _VersionRecords:
+    """What this function trusts, having no journal: the secret's version history, which Secrets
+    Manager keeps and no TagResource or PutSecretValue can rewrite.
+
+    - The version ids: each rotation's ClientRequestToken is the VersionId of its AWSPENDING
+      version and the run id in its token's description (``rotator:<policy>:<version id>``); the
+      rule accepts a token whose issuer description carries one of them.
+    - The oldest version holding a rotator payload: the token ``rotator bootstrap`` published
+      before any rotation (no later write can precede it). It is the only human-made token this
+      function revokes.
+    """
+
+    def __init__(self, target: _Target) -> None:
+        self.t = target
+        with map_errors(target.where, "ListSecretVersionIds"):
+            answer = target.api.list_secret_version_ids(SecretId=target.view.arn, IncludeDeprecated=True)
+        versions = sorted(answer.get("Versions", []), key=lambda v: v.get("CreatedDate") or datetime.min)
+        self.version_ids = [str(v["VersionId"]) for v in versions]
+        self._bootstrap_id: str | None = None
+        self._bootstrap_read = False
+
+    def claim(self, token_id: str, tokens: list[TokenInfo]) -> Claim:
+        source = f"tag {REVOKE_TAG_PREFIX}{token_id} of {self.t.view.arn}"
+        info = next((t for t in tokens if t.token_id == token_id), None)
+        if info is not None and self.t.policy.tag_prefix() in info.description:
+            return Claim(token_id, self.t.policy.name, minted_by=self.version_ids, source=source)
+        return Claim(token_id, self.t.policy.name, bootstrapped=token_id == self.bootstrap_id(), source=source)
+
+    def bootstrap_id(self) -> str | None:
+        if not self._bootstrap_read:
+            self._bootstrap_read = True
+            for version in self.version_ids:  # oldest first; skip a placeholder (Terraform's, say)
+                oldest = _lenient(read_stage(self.t.api, self.t.view.arn, None, self.t.where, version_id=version))
+                if oldest is not None:
+                    self._bootstrap_id = oldest.token_id
+                    break
+        return self._bootstrap_id
+
+
+def _mark_refused(target: _Target, token_id: str) -> None:
+    """Swap the claim for a visible ``rotator:attention:<id>`` tag: reported once, never retried."""
+    try:
+        with map_errors(target.where, "TagResource"):
+            target.api.tag_resource(SecretId=target.view.arn, Tags=[
+                {"Key": ATTENTION_TAG_PREFIX + token_id, "Value": "refused: not provably this policy's token"}])
+        with map_errors(target.where, "UntagResource"):
+            target.api.untag_resource(SecretId=target.view.arn, TagKeys=[REVOKE_TAG_PREFIX + token_id])
+    except RotatorError as exc:
+        logger.warning("revoke-expired: could not mark the refused claim on token %s: %s", token_id, exc)
+
+
 def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: _Env) -> dict[str, Any]:
     """``{"action": "revoke-expired"[, "SecretId": ...]}``: one secret, or every one in the file."""
     secret_id = event.get("SecretId")
@@ -746,9 +833,19 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
         total.revoked += report.revoked
         total.skipped += report.skipped
         total.failed += report.failed
+        total.refused += report.refused
         total.waiting += report.waiting
-    summary = {"revoked": total.revoked, "skipped": total.skipped, "failed": total.failed, "waiting": total.waiting}
+    summary = {"revoked": total.revoked, "skipped": total.skipped, "failed": total.failed,
+               "refused": total.refused, "waiting": total.waiting}
     logger.info("revoke-expired: %s", json.dumps(summary))
+    if total.refused:
+        raise NeedsAttention(
+            f"revoke-expired: refused to revoke {', '.join(total.refused)}: not provably a token this function "
+            "minted for the policy, nor the bootstrapped one"
+            + (f"; also {len(total.failed) + len(errors)} failure(s)" if total.failed or errors else ""),
+            hint=f"see the function's log; the claims are now tags {ATTENTION_TAG_PREFIX}<id> on the secret: "
+            "check who wrote them, revoke a token yourself only if it must go, then remove the tag",
+        )
     if total.failed or errors:
         detail = "; ".join(errors + [f"token {t}" for t in total.failed])
         raise TransientError(

@@ -22,8 +22,11 @@ Publish, with ``StoreState.version`` = the VersionId that carries AWSCURRENT::
     5. TagResource                     only when managed-by/policy are not set yet (adopt)
 
 A secret that does not exist is created by one CreateSecret with the payload, the tags and
-``kms_key_id``; one that exists with no value yet (made by Terraform, say) gets its first value
-through steps 2-4. Every read names its stage (``VersionStage=AWSCURRENT``), never the default.
+``kms_key_id`` when ``secret_id`` is a name or an ARN without its 6-character suffix (a full
+ARN names a secret AWS created with that random suffix, which a new secret never gets: rotator
+refuses and prints the create-secret command); one that exists with no value yet (made by
+Terraform, say) gets its first value through steps 2-4. Every read names its stage
+(``VersionStage=AWSCURRENT``), never the default.
 
 AWSPENDING on a version other than AWSCURRENT's means a rotation is unfinished. On a managed
 secret without rotation enabled, a version holding a rotator payload of this same policy can
@@ -256,6 +259,21 @@ class AwsSecretsManagerSettings:
         return self.is_arn and arn.startswith(sid + "-") and len(arn) == len(sid) + 7
 
 
+_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
+
+
+def _name_to_create(settings: AwsSecretsManagerSettings) -> str | None:
+    """The Name a CreateSecret for ``secret_id`` takes: the name itself, or the name in an ARN
+    given without its suffix (a partial ARN, which names the created secret). ``None`` for a full
+    ARN: what follows its last hyphen is the suffix AWS drew at creation, never drawn again."""
+    arn = _ARN.match(settings.secret_id)
+    if arn is None:
+        return settings.secret_id
+    if _ARN_SUFFIX.search(arn["name"]):
+        return None
+    return str(arn["name"])
+
+
 def _http_url(key: str, value: str) -> str:
     """``value`` without its trailing slashes; ValueError naming ``key`` unless it is a plain http(s) address."""
     parts = urlsplit(value)
@@ -282,6 +300,8 @@ class SecretsManagerAPI(Protocol):
     def tag_resource(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
     def untag_resource(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def list_secret_version_ids(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
 
 #: botocore loggers that print request and response bodies at DEBUG: SecretString included.
@@ -417,15 +437,18 @@ def describe(api: SecretsManagerAPI, secret_id: str, where: str) -> SecretView |
 
 
 def read_stage(
-    api: SecretsManagerAPI, secret_id: str, stage: str, where: str, version_id: str | None = None
+    api: SecretsManagerAPI, secret_id: str, stage: str | None, where: str, version_id: str | None = None
 ) -> tuple[str, Mapping[str, Any] | None] | None:
-    """GetSecretValue of ``stage`` (and ``version_id``, if given).
+    """GetSecretValue of ``stage`` (and ``version_id``, if given; ``stage`` None: that version
+    whatever its labels, e.g. a deprecated one).
 
     ``None`` when that version holds no value (Secrets Manager creates a rotation's AWSPENDING
     version before its function puts a value). Otherwise ``(VersionId, payload)``, the payload
     being ``None`` when the value is not a JSON object (binary, plain text).
     """
-    request: dict[str, str] = {"SecretId": secret_id, "VersionStage": stage}
+    request: dict[str, str] = {"SecretId": secret_id}
+    if stage is not None:
+        request["VersionStage"] = stage
     if version_id is not None:
         request["VersionId"] = version_id
     with map_errors(where, "GetSecretValue"):
@@ -547,13 +570,22 @@ class AwsSecretsManagerStore:
     # -- internals -------------------------------------------------------------------------------
 
     def _create(self, record: TokenRecord) -> str:
-        if self._settings.is_arn:
+        name = _name_to_create(self._settings)
+        if name is None:
+            # A full ARN ends in the 6 random characters AWS chose when it created that secret: a
+            # secret made now would get other ones, and this secret_id would never name it.
+            arn = _ARN.match(self._settings.secret_id)
+            assert arn is not None
+            bare = arn["name"][:-7]
             raise PermanentError(
-                f"{self._location}: the secret does not exist",
-                hint="create it first, or give secret_id as a name so that rotator creates it",
+                f"{self._location}: the secret does not exist, and a full ARN (ending in its random "
+                "6-character suffix) cannot be created",
+                hint=f"create it: aws secretsmanager create-secret --region {self._settings.region_name} --name "
+                f"{bare}, then set secret_id to the ARN it prints (or to the name {bare!r}, or the ARN without "
+                "its suffix, and rotator creates it) and run the same command again",
             )
         request: dict[str, Any] = {
-            "Name": self._settings.secret_id,
+            "Name": name,
             "ClientRequestToken": str(uuid.uuid4()),
             "SecretString": json.dumps(record.payload()),
             "Description": f"InfluxDB token rotated by rotator (policy {self._policy})",
@@ -574,6 +606,12 @@ class AwsSecretsManagerStore:
         if version is None:
             view = self._describe()
             return self._settle(record, None, view.version_with(CURRENT) if view else None, view)
+        if self._describe() is None:  # e.g. a partial ARN of another account: the secret went elsewhere
+            raise PermanentError(
+                f"{self._location}: created secret {name!r}, but secret_id does not name it",
+                hint="give secret_id as the secret's name or full ARN (aws secretsmanager describe-secret "
+                f"--secret-id {name})",
+            )
         logger.info("created %s with token %s as version %s", self._location, record.token_id, version)
         return version
 

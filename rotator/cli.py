@@ -137,6 +137,11 @@ def _parser() -> _Parser:
     p.add_argument("--all", action="store_true", help="every enabled policy")
     p.add_argument("--if-due", action="store_true", help="skip policies that are not due (for cron jobs)")
     p.add_argument("--dry-run", action="store_true", help="check preconditions, change nothing")
+    p.add_argument("--revoke-previous-now", action="store_true",
+                   help="compromise response: revoke the previous token as soon as the new one is published, "
+                   "skipping grace (consumers still holding it fail at once)")
+    p.add_argument("--reason", default="", help="why (audited), with --revoke-previous-now")
+    p.add_argument("--yes", action="store_true", help="confirm --revoke-previous-now without a prompt")
     p = add("status")
     p.add_argument("policy", nargs="*")
     p.add_argument("--check", action="store_true",
@@ -157,6 +162,10 @@ def _parser() -> _Parser:
     p.add_argument("--token-file", required=True, help="file holding the token value (read, never printed)")
     p.add_argument("--token-id", required=True, help="the token's id at the issuer")
     p.add_argument("--expires-at", help="RFC 3339 expiry, if the issuer does not report one")
+    p.add_argument("--replace", action="store_true",
+                   help="repair: publish this token over stores that hold a managed token that no longer works "
+                   "(needs --reason; docs/operations.md)")
+    p.add_argument("--reason", default="", help="why the token is replaced (audited), with --replace")
     sync_cmd.add_parser(sub, common)  # its own description and examples
     p = add("demo")
     p.add_argument("--keep", action="store_true", help="keep the demo directory")
@@ -345,11 +354,14 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     config = _config(args)
     if not args.policy and not args.all:
         raise ConfigError("name the policies to rotate, or pass --all", hint="rotator rotate POLICY [POLICY...]")
+    selected = _selected(config, args.policy)
+    if args.revoke_previous_now:
+        _confirm_emergency(args, [p.name for p in selected])
     journal = _journal(config, create=not args.dry_run)
     now = SystemClock().now()
     results: list[RunResult] = []
     worst = EXIT_OK
-    for policy in _selected(config, args.policy):
+    for policy in selected:
         status = policy_status(policy, journal, now) if args.if_due else None
         if status is not None and not status.due:
             message = "not due"
@@ -362,7 +374,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             results.append(RunResult(policy.name, "nothing-to-do", message=message))
             continue
         try:
-            results.append(_engine(config, policy, journal).rotate(dry_run=args.dry_run))
+            results.append(_engine(config, policy, journal).rotate(
+                dry_run=args.dry_run, revoke_previous_now=args.revoke_previous_now, reason=args.reason))
         except RotatorError as exc:
             _print_error(exc)
             worst = max(worst, _exit_code(exc))
@@ -371,6 +384,21 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                      + (f" - {r.message}" if r.message else "") for r in results)
     _emit(args, [r.to_json() for r in results], text)
     return worst
+
+
+def _confirm_emergency(args: argparse.Namespace, names: list[str]) -> None:
+    """--revoke-previous-now breaks every consumer still holding the previous token: confirm it."""
+    if args.dry_run:
+        raise ConfigError("--revoke-previous-now and --dry-run exclude each other", hint="drop one of them")
+    if args.yes:
+        return
+    what = f"revoke the previous token of {', '.join(names) or '(no policy)'} at once, skipping grace"
+    if not sys.stdin.isatty():
+        raise ConfigError(f"--revoke-previous-now would {what}; confirm with --yes",
+                          hint="rotator rotate POLICY --revoke-previous-now --yes --reason TEXT")
+    answer = input(f"This will {what}; consumers still holding it fail at once. Type yes to go on: ")
+    if answer.strip().lower() != "yes":
+        raise ConfigError("emergency rotation not confirmed", hint="answer yes, or pass --yes")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -564,9 +592,13 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--expires-at {args.expires_at!r} is not RFC 3339",
                               hint="e.g. 2027-01-01T00:00:00Z") from None
-    result = _engine(config, policy, _journal(config)).bootstrap(Secret(value), args.token_id, expires)
-    _emit(args, result.to_json(), f"{policy.name}: bootstrapped token {args.token_id} into "
-          + ", ".join(b.name for b in policy.stores))
+    if args.replace and not args.reason.strip():
+        raise ConfigError("--replace needs --reason", hint='e.g. --reason "current token revoked by incident 42"')
+    result = _engine(config, policy, _journal(config)).bootstrap(
+        Secret(value), args.token_id, expires, replace=args.replace, reason=args.reason.strip())
+    _emit(args, result.to_json(), f"{policy.name}: " + (
+        result.message if args.replace else f"bootstrapped token {args.token_id} into "
+        + ", ".join(b.name for b in policy.stores)))
     return EXIT_OK
 
 

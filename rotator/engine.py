@@ -46,6 +46,7 @@ from rotator.errors import (
 from rotator.journal import Journal, Revocation, RunRecord, RunState
 from rotator.policy_types import Policy
 from rotator.retry import RetryPolicy, call_with_retry
+from rotator.revocation_rule import Claim, check_revocable
 from rotator.schedule import format_duration
 from rotator.secret import REDACTOR, Secret
 
@@ -128,19 +129,47 @@ class Engine:
         self._fence: int | None = None
 
     # ------------------------------------------------------------------ public operations
-    def rotate(self, *, dry_run: bool = False) -> RunResult:
-        """Rotate now. Recovers unfinished runs and revokes due tokens first."""
+    def rotate(self, *, dry_run: bool = False, revoke_previous_now: bool = False, reason: str = "") -> RunResult:
+        """Rotate now. Recovers unfinished runs and revokes due tokens first.
+
+        ``revoke_previous_now``: the compromise response. The previous token is revoked as soon as
+        every store holds the new one, skipping grace (still only if rotator's records prove it is
+        this policy's token, rotator/revocation_rule.py); audited as an emergency rotation.
+        """
         if dry_run:
             return self._plan_only()
         with self._lease("rotate"):
             actions = self._recover_locked()
+            if revoke_previous_now:
+                self._event("emergency", "start", None, reason=reason or "(none given)")
             result = self._rotate_locked()
             result.actions = actions + result.actions
+            if result.state in RunState.SUCCESS and revoke_previous_now and result.old_token_id:
+                now = self.clock.now()
+                for rev in self.journal.revocations(self.policy.name, "pending"):
+                    if rev.token_id == result.old_token_id and rev.run_id == result.run_id:
+                        self.journal.update_revocation(rev, fence=self._fence, due_at=now, next_try_at=None)
+                self._event("emergency", "revoke_now", result.run_id, token_id=result.old_token_id)
             if result.state in RunState.SUCCESS:
                 result.actions += self._revoke_due_locked()
                 refreshed = self.journal.get_run(result.run_id or "")
                 if refreshed is not None:
                     result.state = refreshed.state
+                if revoke_previous_now and result.old_token_id:
+                    failed = [a for a in result.actions if a.startswith(f"token {result.old_token_id}:")
+                              and "revocation" in a]
+                    if failed:
+                        self._event("emergency", "failed", result.run_id, token_id=result.old_token_id,
+                                    error=failed[0])
+                        raise NeedsAttention(
+                            f"emergency rotation: the new token {result.new_token_id} is published, but the "
+                            f"previous token {result.old_token_id} is NOT revoked: {failed[0]}",
+                            hint="revoke it with the issuer's own tool now, or fix the cause and run "
+                            "`rotator revoke-expired`",
+                        )
+                    self._event("emergency", "ok", result.run_id, token_id=result.old_token_id)
+                    result.message = (f"emergency rotation: published {result.new_token_id}, revoked "
+                                      f"{result.old_token_id} at once (grace skipped)")
             return result
 
     def recover(self) -> list[str]:
@@ -155,16 +184,32 @@ class Engine:
         with self._lease("revoke"):
             return self._revoke_due_locked()
 
-    def bootstrap(self, value: Secret, token_id: str, expires_at: datetime | None) -> RunResult:
-        """Publish a first, human-created token to every store, after checking it with the issuer."""
+    def bootstrap(self, value: Secret, token_id: str, expires_at: datetime | None, *,
+                  replace: bool = False, reason: str = "") -> RunResult:
+        """Publish a human-created token to every store, after checking it with the issuer.
+
+        Re-runnable (invariant 9): a failure at any step leaves nothing a later command must undo
+        (a bootstrap run is never rolled back: the token is a human's, rotator never revokes it
+        there), and the same command run again skips the stores that hold the token already.
+        ``replace``: the repair path, publish it over stores that hold a managed token (the
+        current one revoked out of band, lost, or compromised); ``reason`` is audited.
+        """
         with self._lease("bootstrap"):
-            self._recover_locked()
+            if replace:
+                # The stores may hold a dead token: recovery may fail until this publish is done.
+                try:
+                    self._recover_locked()
+                except RotatorError as exc:
+                    self.log.warning("recovery before the repair failed (retried after it): %s", _describe(exc))
+            else:
+                self._recover_locked()
             states = self._read_stores()
             for name, state in states.items():
-                if state.record is not None and state.managed and state.token_id != token_id:
+                if state.record is not None and state.managed and state.token_id != token_id and not replace:
                     raise PermanentError(
                         f"store {name!r} already holds token {state.token_id} managed by rotator",
-                        hint="bootstrap is for the first token; use `rotator rotate` to replace it",
+                        hint="bootstrap is for the first token; use `rotator rotate` to replace it, or, when "
+                        "that token no longer works, `rotator bootstrap --replace --reason TEXT` (docs/operations.md)",
                     )
                 self._check_ownership(name, state)
             self._call(lambda: self.issuer.verify(value), "verify bootstrap token")
@@ -176,20 +221,49 @@ class Engine:
                     hint="pass the id printed by `influxctl management create` / shown by `management list`",
                 )
             now = self.clock.now()
+            replaced = sorted({s.token_id for s in states.values() if s.token_id and s.token_id != token_id})
+            # old_token_id stays empty: what a repair replaced is in its audit event and revocations.
             run = self._new_run("bootstrap", old_token_id=None, planned={n: s.version for n, s in states.items()})
+            # The id recorded here is what lets rotator revoke this human-made token later (invariant 8).
             self.journal.update_run(run, fence=self._fence, state=RunState.PUBLISHING, new_token_id=token_id,
                                     new_expires_at=expires_at or info.expires_at)
+            if replace:
+                self._event("bootstrap", "replace", run.run_id, token_id=token_id, replaced=",".join(replaced),
+                            reason=reason or "(none given)")
             record = TokenRecord(value, token_id, self.policy.issuer_type, self.policy.name, now,
                                  expires_at or info.expires_at)
-            for name, store in self.stores:
-                if states[name].token_id == token_id:
-                    continue
-                version = self._fenced_call(partial(store.publish, record, states[name].version), f"publish {name}")
-                self.journal.update_run(run, fence=self._fence,
-                                        published_versions={**run.published_versions, name: version})
-            self.journal.update_run(run, fence=self._fence, state=RunState.DONE, published_at=now, finished_at=now)
-            self._event("bootstrap", "ok", run.run_id, token_id=token_id)
-            return RunResult(self.policy.name, RunState.DONE, run.run_id, None, token_id, "bootstrapped")
+            try:
+                for name, store in self.stores:
+                    if states[name].token_id == token_id:
+                        continue
+                    version = self._fenced_call(partial(store.publish, record, states[name].version),
+                                                f"publish {name}")
+                    self.journal.update_run(run, fence=self._fence,
+                                            published_versions={**run.published_versions, name: version})
+            except LeaseLost:
+                raise  # another process holds the policy now: this one changes no journal state
+            except Exception as exc:
+                # Close the run: nothing here is rotator's to undo, and the same command finishes it.
+                self.journal.update_run(run, fence=self._fence, state=RunState.FAILED, finished_at=self.clock.now(),
+                                        error=f"bootstrap failed: {_describe(exc)}")
+                self._event("bootstrap", "failed", run.run_id, token_id=token_id, error=_describe(exc))
+                raise
+            revocations = []
+            if replace:
+                # A replaced token that rotator minted is revoked after grace, through the rule
+                # (a dead or unknown one is simply found gone); a human's is left to its owner.
+                for old in replaced:
+                    revocations.append(Revocation(self.policy.name, old, run.run_id, "replaced",
+                                                  due_at=now + self.policy.grace, state="pending"))
+            self.journal.publish_and_schedule(run, revocations[0] if revocations else None, fence=self._fence,
+                                              state=RunState.DONE, published_at=now, finished_at=now)
+            for extra in revocations[1:]:
+                self.journal.schedule_revocation(extra, fence=self._fence)
+            self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None)
+            message = "bootstrapped" if not replace else (
+                f"replaced {', '.join(replaced) or '(nothing)'} with {token_id}; reason: {reason or '(none given)'}")
+            return RunResult(self.policy.name, RunState.DONE, run.run_id, ",".join(replaced) if replace else None,
+                             token_id, message)
 
     # ------------------------------------------------------------------ the rotation run
     def _rotate_locked(self) -> RunResult:
@@ -318,7 +392,8 @@ class Engine:
         self._event("revoke_new", "start", run.run_id, token_id=run.new_token_id, error=message)
         try:
             if run.new_token_id:
-                self._safe_revoke(run.new_token_id, credential)
+                self._safe_revoke(Claim(run.new_token_id, self.policy.name, minted_by=[run.run_id],
+                                        source=f"run {run.run_id}, discarding its candidate"), credential)
             self._sweep_tag(run, credential, keep=None)
         except LeaseLost:
             raise
@@ -359,6 +434,14 @@ class Engine:
         return actions
 
     def _recover_run(self, run: RunRecord) -> str:
+        if run.kind == "bootstrap":
+            # A human's token: never revoked here (invariant 9). Close the run; `rotator bootstrap`
+            # run again publishes to the stores that lack it.
+            self.journal.update_run(run, fence=self._fence, state=RunState.FAILED, finished_at=self.clock.now(),
+                                    error=f"bootstrap interrupted in state {run.state}; run it again")
+            self._event("recover", "bootstrap_closed", run.run_id, token_id=run.new_token_id)
+            return (f"run {run.run_id}: interrupted bootstrap closed, token {run.new_token_id} left as it is; "
+                    "run the same `rotator bootstrap` again")
         states = self._read_stores()
         credential = self._credential_from(states)
         if run.state == RunState.PLANNED:
@@ -425,13 +508,15 @@ class Engine:
         return actions
 
     def _revoke_one(self, rev: Revocation) -> str:
-        credential = self._credential_or_none()
-        self._checkpoint("revoking")
+        # Everything that can fail is inside the try: a failure anywhere (a store read, the
+        # issuer, the rule) counts a round and sets next_try_at, so nobody resubmits at once.
         try:
-            self._safe_revoke(rev.token_id, credential)
+            claim = self._journal_claim(rev.token_id, f"the revocation scheduled by run {rev.run_id}")
+            self._checkpoint("revoking")
+            revoked = self._safe_revoke(claim, None)
         except LeaseLost:
             raise
-        except RotatorError as exc:  # a permanent error counts rounds too: a human may fix it meanwhile
+        except Exception as exc:  # a permanent error counts rounds too: a human may fix it meanwhile
             rounds = rev.attempts + 1
             failed = rounds >= MAX_REVOCATION_ROUNDS or isinstance(exc, NeedsAttention)
             delay = min(self.retry.max_delay, self.retry.base_delay * 2**rounds)
@@ -439,9 +524,11 @@ class Engine:
                                            state="failed" if failed else "pending",
                                            next_try_at=self.clock.now() + timedelta(seconds=delay))
             self._event("revoke_old", "failed" if failed else "retry", rev.run_id, token_id=rev.token_id,
-                        error=_describe(exc))
+                        error=_describe(exc), needs_attention=True if isinstance(exc, NeedsAttention) else None)
             self.log.error("revocation of token %s %s: %s", rev.token_id,
                            "FAILED, needs attention" if failed else "postponed", _describe(exc))
+            if not isinstance(exc, RotatorError):
+                self.log.debug("unexpected error revoking %s", rev.token_id, exc_info=True)
             return f"token {rev.token_id}: revocation {'failed' if failed else 'postponed'}: {_describe(exc)}"
         now = self.clock.now()
         self.journal.update_revocation(rev, fence=self._fence, state="done", done_at=now, attempts=rev.attempts + 1,
@@ -450,20 +537,30 @@ class Engine:
         if run is not None and run.state == RunState.PUBLISHED:
             self.journal.update_run(run, fence=self._fence, state=RunState.DONE, finished_at=now)
         REDACTOR.unpin(rev.token_id)
-        self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id)
+        self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id,
+                    note=None if revoked else "already revoked or expired at the issuer")
         self.log.info("revoked token %s (%s)", rev.token_id, rev.reason)
-        return f"token {rev.token_id}: revoked"
+        return f"token {rev.token_id}: revoked" + ("" if revoked else " (already gone at the issuer)")
 
-    def _safe_revoke(self, token_id: str, credential: Secret | None) -> None:
-        """Revoke ``token_id`` unless a store still holds it as current (invariant 1)."""
+    def _journal_claim(self, token_id: str, source: str) -> Claim:
+        """What the journal says about ``token_id``: the runs of this policy that minted it, or the
+        bootstrap that recorded it. A token the journal does not know gets an empty claim (refused)."""
+        runs = [r for r in self.journal.runs(self.policy.name, limit=0) if r.new_token_id == token_id]
+        return Claim(token_id, self.policy.name, minted_by=[r.run_id for r in runs if r.kind != "bootstrap"],
+                     bootstrapped=any(r.kind == "bootstrap" for r in runs), source=source)
+
+    def _safe_revoke(self, claim: Claim, credential: Secret | None) -> bool:
+        """Revoke ``claim.token_id`` if rotator's records prove it is this policy's own token and no
+        store holds it as current (rotator/revocation_rule.py). False: the issuer had revoked it already."""
         states = self._read_stores()
-        holders = [name for name, state in states.items() if state.token_id == token_id]
-        if holders:
-            raise NeedsAttention(
-                f"token {token_id} is still current in store(s) {', '.join(holders)}; refusing to revoke it",
-                hint="finish publishing the new token (`rotator recover`) or bootstrap the stores again",
-            )
-        self._fenced_call(lambda: self.issuer.revoke(token_id, credential), f"revoke {token_id}")
+        holders = [name for name, state in states.items() if state.token_id == claim.token_id]
+        if credential is None:
+            credential = self._credential_from(states)
+        tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
+        if not check_revocable(claim, tokens, holders, self.clock.now()):
+            return False
+        self._fenced_call(lambda: self.issuer.revoke(claim.token_id, credential), f"revoke {claim.token_id}")
+        return True
 
     def _sweep_tag(self, run: RunRecord, credential: Secret | None, keep: str | None) -> None:
         """Revoke every live token carrying this run's tag (a lost value, or a retried mint)."""
@@ -473,7 +570,9 @@ class Engine:
         for info in tokens:
             if tag in info.description and info.token_id != keep and info.is_active(now):
                 self.log.warning("revoking token %s left by run %s", info.token_id, run.run_id)
-                self._safe_revoke(info.token_id, credential)
+                claim = Claim(info.token_id, self.policy.name, minted_by=[run.run_id],
+                              source=f"the tag search of run {run.run_id}")
+                self._safe_revoke(claim, credential)
                 self._event("revoke_orphan", "ok", run.run_id, token_id=info.token_id)
 
     # ------------------------------------------------------------------ helpers
@@ -510,9 +609,6 @@ class Engine:
     def _credential_from(self, states: dict[str, StoreState]) -> Secret | None:
         # During a half-finished publish stores may disagree; any current token authenticates.
         return next((s.record.value for s in states.values() if s.record is not None), None)
-
-    def _credential_or_none(self) -> Secret | None:
-        return self._credential_from(self._read_stores())
 
     def _check_ownership(self, name: str, state: StoreState) -> None:
         if state.version is not None and not state.managed and not self.policy.adopt:

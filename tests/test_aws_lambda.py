@@ -30,7 +30,7 @@ from adapters.aws_lambda_rotation import handle
 from adapters.aws_secretsmanager import AwsSecretsManagerSettings, AwsSecretsManagerStore
 from rotator.clock import FakeClock, SystemClock
 from rotator.contracts import AdapterContext, TokenRecord
-from rotator.errors import ConfigError, OwnershipError, PermanentError, RotatorError, TransientError
+from rotator.errors import ConfigError, NeedsAttention, OwnershipError, PermanentError, RotatorError, TransientError
 from rotator.policy_bundle import write_bundle
 from rotator.secret import Secret
 from tests.aws_server import FailingClient, MotoServer, client_error
@@ -280,7 +280,7 @@ def test_a_rotation_in_service_order_then_revocation_after_grace(scene, caplog):
     scene.check_invariants()
 
     early = scene.invoke({"action": "revoke-expired"}, own_client=True)
-    assert early == {"revoked": [], "skipped": [], "failed": [], "waiting": 1}
+    assert early == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1}
     scene.clock.advance(GRACE + timedelta(seconds=1))
     done = scene.invoke({"action": "revoke-expired", "SecretId": scene.arn})
     assert done["revoked"] == [scene.bootstrap_id]
@@ -651,6 +651,54 @@ def test_revoke_expired_reports_failures_as_a_failed_invocation(scene):
     assert f"rotator:revoke:{scene.bootstrap_id}" in scene.tags(), "kept for the next run"
 
 
+def test_a_revoke_tag_on_another_team_s_token_is_refused_not_obeyed(scene):
+    """Issue 10 §2 (a): TagResource alone used to get any token revoked."""
+    scene.rotate()
+    _, victim = scene.fake.state.add_token("team B's CI token")
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{victim}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    with pytest.raises(NeedsAttention, match=f"refused to revoke {victim}"):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None, "the true record went ahead"
+    tags = scene.tags()
+    assert f"rotator:revoke:{victim}" not in tags and f"rotator:attention:{victim}" in tags
+    # Reported once: the next run has nothing left to refuse.
+    assert scene.invoke({"action": "revoke-expired"})["refused"] == []
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+
+
+def test_a_payload_and_tag_edited_after_the_rotation_are_refused(scene):
+    """Between finishSecret and revoke-expired someone with PutSecretValue and TagResource writes a
+    version naming another team's token, and a revocation record for it: still refused."""
+    scene.rotate()
+    value, victim = scene.fake.state.add_token("team B's dashboard token")
+    scene.values.add(value)
+    forged = TokenRecord(Secret(value), victim, "influxctl-management", POLICY, scene.clock.now(), None)
+    scene.client().put_secret_value(SecretId=scene.name, SecretString=json.dumps(forged.payload()),
+                                    VersionStages=["FORGED"])
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{victim}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    with pytest.raises(NeedsAttention):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None
+
+
+def test_a_revoke_tag_on_a_token_of_another_policy_is_refused(scene):
+    """A token rotator minted, but for another policy (its tag names that policy), is not this one's."""
+    scene.rotate()
+    _, other = scene.fake.state.add_token(f"rotator:other-policy:{uuid.uuid4()}")
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{other}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    with pytest.raises(NeedsAttention):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(other)["revoked_at"] is None
+
+
 def test_create_secret_also_revokes_what_is_due(scene):
     scene.rotate()
     scene.clock.advance(GRACE + timedelta(seconds=1))
@@ -678,4 +726,4 @@ def test_the_entry_point_imports_no_sdk_and_runs_the_handler(scene):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert json.loads(lines[0]) == [], "importing the entry module loads no SDK and not the adapter"
-    assert json.loads(lines[-1]) == {"revoked": [], "skipped": [], "failed": [], "waiting": 1}
+    assert json.loads(lines[-1]) == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1}

@@ -319,9 +319,18 @@ def test_a_secret_arn_that_does_not_exist_is_not_created(aws):
     arn = aws.arn("tests/absent-AbCdEf")
     store = make_store(aws, arn, region=None)
     assert store.read_current().version is None
-    with pytest.raises(PermanentError, match="does not exist") as caught:
+    with pytest.raises(PermanentError, match="does not exist, and a full ARN") as caught:
         store.publish(token_record("tok-1"), None)
-    assert "give secret_id as a name" in caught.value.hint
+    assert f"aws secretsmanager create-secret --region {aws.region} --name tests/absent," in caught.value.hint
+    assert not any(s["Name"].startswith("tests/absent") for s in aws.client().list_secrets()["SecretList"])
+
+
+def test_a_secret_arn_without_suffix_is_created_and_then_named_by_it(aws):
+    name = secret_name()
+    store = make_store(aws, aws.arn(name), region=None)
+    version = store.publish(token_record("tok-1"), None)
+    assert store.read_current().version == version
+    assert aws.client().describe_secret(SecretId=name)["ARN"].startswith(aws.arn(name) + "-")
 
 
 def test_role_arn_is_assumed_through_sts(aws):
@@ -507,8 +516,9 @@ def _bootstrap(aws: MotoServer, fake: Any, name: str) -> tuple[str, str]:
 
 def test_engine_rotates_through_the_store_and_revokes_the_old_token_after_grace(aws, fake_influxctl, tmp_path):
     name = secret_name()
-    _, old_id = _bootstrap(aws, fake_influxctl, name)
+    value, old_id = fake_influxctl.state.add_token("created by a human for bootstrap")
     engine = _engine(tmp_path, _policy_toml(name, aws.url, grace="1s"))
+    engine.bootstrap(Secret(value), old_id, None)  # journaled: what lets rotator revoke it later (invariant 8)
     result = engine.rotate()
     assert result.ok and result.old_token_id == old_id
     current = value_at(aws, name, "AWSCURRENT")

@@ -35,10 +35,11 @@ SECRET_ACTIONS = {
     "secretsmanager:GetSecretValue",
     "secretsmanager:PutSecretValue",
     "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:ListSecretVersionIds",
 }
 #: The revocation records (rotator:revoke:<token id> tags) and the managed-by tag, nothing else.
 TAG_ACTIONS = {"secretsmanager:TagResource", "secretsmanager:UntagResource"}
-TAG_KEYS = {"ForAllValues:StringLike": {"aws:TagKeys": ["managed-by", "rotator:revoke:*"]}}
+TAG_KEYS = {"ForAllValues:StringLike": {"aws:TagKeys": ["managed-by", "rotator:revoke:*", "rotator:attention:*"]}}
 ROTATED = {"Ref": "RotatedSecretArns"}
 READ_ONLY = {"Ref": "ReadOnlySecretArns"}
 VIA_SECRETS_MANAGER = {"kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}

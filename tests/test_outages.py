@@ -218,7 +218,6 @@ def test_cli_with_the_journal_hanging_at_each_step(
 
 
 # ---------------------------------------------------------------------------------- under the daemon
-@pytest.mark.xfail(reason="needs #15.2 from trust branch", strict=False)
 def test_daemon_does_not_hot_loop_a_revocation_while_vault_answers_503(
     tmp_path: Path, openbao: Any, fake_influxctl: Any, vault_proxy: FaultProxy, daemons: list[DaemonProc]
 ) -> None:
