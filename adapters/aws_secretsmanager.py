@@ -341,7 +341,7 @@ def _assumed_role_session(base: Any, settings: AwsSecretsManagerSettings, config
     """A session whose credentials come from sts:AssumeRole, refreshed before they expire."""
     import boto3.session
     import botocore.session
-    from botocore.credentials import DeferredRefreshableCredentials
+    from botocore.credentials import CredentialProvider, CredentialResolver, DeferredRefreshableCredentials
 
     sts = base.client("sts", endpoint_url=settings.sts_endpoint_url, config=config)
     request: dict[str, str] = {"RoleArn": str(settings.role_arn), "RoleSessionName": session_name}
@@ -358,10 +358,16 @@ def _assumed_role_session(base: Any, settings: AwsSecretsManagerSettings, config
             "expiry_time": answer["Expiration"].isoformat(),
         }
 
+    class AssumedRole(CredentialProvider):  # type: ignore[misc]
+        METHOD = "assume-role"
+        CANONICAL_NAME = "custom-rotator-assume-role"  # botocore: names of providers outside it start "custom"
+
+        def load(self) -> Any:
+            return DeferredRefreshableCredentials(refresh_using=refresh, method=self.METHOD)
+
     core = botocore.session.Session()
-    # botocore has no public setter for refreshable credentials (set_credentials() takes static
-    # keys only); setting the session's attribute is the usual way.
-    setattr(core, "_credentials", DeferredRefreshableCredentials(refresh_using=refresh, method="assume-role"))  # noqa: B010
+    # The session's credential chain is a public component: this provider is its only link.
+    core.register_component("credential_provider", CredentialResolver(providers=[AssumedRole()]))
     return boto3.session.Session(botocore_session=core, region_name=settings.region_name)
 
 
