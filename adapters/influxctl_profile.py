@@ -726,6 +726,7 @@ def _add_after_last_plain_key(table: Table, key: str, value: str, newline: str) 
     trail = previous.trail if "\n" in previous.trail else previous.trail + newline  # the file's last line
     previous.trail = f"{trail}{indent}{key} = {tomlkit.string(value).as_string()}{newline}"
 
+
 def _lines(text: str, newline: str) -> list[str]:
     if text and not text.endswith("\n"):
         text += newline
