@@ -216,6 +216,75 @@ def test_function_rotation_schedules_and_revoke_expired_run(template: dict[str, 
 
 
 # --------------------------------------------------------------------------------------------
+# The Lambda's lock file (deploy/aws/requirements.txt, made by `python deploy/lock.py`)
+
+
+def _load(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses of the module look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lambda_lock_sections_pin_every_dependency_with_hashes() -> None:
+    lock = _load(REPO / "deploy" / "lock.py", "rotator_deploy_lock")
+    build_zip = _load(BUILD_ZIP, "rotator_build_zip")
+    project = lock.load_project()
+    text = (DEPLOY / "requirements.txt").read_text(encoding="utf-8")
+    sections = build_zip.requirement_sections(text)
+    # what the Lambda runtime (python3.11-3.13, Amazon Linux) evaluates markers with
+    environment = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
+                   "platform_system": "Linux", "platform_machine": "x86_64"}  # fmt: skip
+
+    assert list(sections) == list(lock.LAMBDA_SECTIONS) == ["core", "http", "boto3"]
+    assert "python deploy/lock.py" in text
+    owner: dict[str, str] = {}
+    for section, body in sections.items():
+        lines = lock.requirement_lines(body)
+        pins = lock.pins(body)
+        assert lines and all(line.endswith("\\") and "==" in line for line in lines), (section, lines)
+        assert len(pins) == len(lines) and all(hashes for _, hashes in pins.values()), section
+        for name in pins:
+            assert name not in owner, f"{name} is in both [{owner.get(name)}] and [{section}]: installed twice"
+            owner[name] = section
+        extra = lock.LAMBDA_SECTIONS[section]
+        for requirement in lock.requirements(project, [extra] if extra else [], core=extra is None):
+            if requirement.marker is None or requirement.marker.evaluate(environment):
+                name = lock.canonicalize_name(requirement.name)
+                assert name in pins, f"[{section}] lacks {requirement}: run `python deploy/lock.py`"
+                assert requirement.specifier.contains(pins[name][0], prereleases=True), (requirement, pins[name])
+    assert owner["pydantic"] == "core" and owner["httpx"] == "http" and owner["boto3"] == "boto3"
+    assert owner["pydantic-core"] == "core" and owner["botocore"] == "boto3" and owner["httpcore"] == "http"
+
+
+def test_zip_installs_the_chosen_sections_with_hashes_for_the_lambda_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pip command build_zip.py runs (captured: the real one needs an index): hash-checked,
+    no dependency of its own, wheels for the Lambda's manylinux2014 platform and Python only."""
+    build_zip = _load(BUILD_ZIP, "rotator_build_zip")
+    ran: list[tuple[list[str], str]] = []
+
+    def pip(command: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+        ran.append((command, Path(command[command.index("--requirement") + 1]).read_text()))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(build_zip.subprocess, "run", pip)
+    staging = tmp_path / "staging"
+    build_zip.install_dependencies(DEPLOY / "requirements.txt", ("core", "boto3"), "3.13", "arm64", staging)
+
+    [(command, requirements)] = ran
+    for flag in ("--no-deps", "--require-hashes", "--only-binary=:all:", "--no-compile"):
+        assert flag in command
+    assert command[command.index("--python-version") + 1] == "3.13"
+    assert "manylinux2014_aarch64" in command and command[command.index("--target") + 1] == str(staging)
+    assert "pydantic==" in requirements and "boto3==" in requirements and "httpx==" not in requirements
+    assert requirements.count("--hash=sha256:") >= requirements.count("==")
+
+
+# --------------------------------------------------------------------------------------------
 # The Lambda zip
 
 
