@@ -94,7 +94,7 @@ from typing import Any, ClassVar, Literal, get_args
 import tomlkit
 import tomlkit.exceptions
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from tomlkit.items import AoT, String, StringType, Table
+from tomlkit.items import AoT, String, Table
 
 from rotator.clock import Clock
 from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord
@@ -520,7 +520,9 @@ class InfluxctlProfileStore:
         newline = "\r\n" if "\r\n" in snap.text.split("\n", 1)[0] + "\n" else "\n"
         if key in table:
             old = table.value.item(key)
-            literal = isinstance(old, String) and old.type == StringType.SLL and "'" not in value
+            # A single-line literal string stays literal (as_string(): String.type is tomlkit >= 0.14).
+            written = old.as_string() if isinstance(old, String) else ""
+            literal = written.startswith("'") and not written.startswith("'''") and "'" not in value
             table[key] = tomlkit.string(value, literal=literal)
         else:
             _add_after_last_plain_key(table, key, value, newline)
