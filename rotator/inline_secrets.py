@@ -42,10 +42,10 @@ _SECRET_WORDS = re.compile(
     r"|SESSION_?KEY|SIGNATURE"
 )
 #: Names that end like this hold a secret (``*_KEY``, ``KEY``, ``SIG``, ``PASS``).
-_SECRET_ENDINGS = re.compile(r"(?:^|_)(?:KEY|SIG|PASS|PWD|AUTH)$")
+_SECRET_ENDINGS = re.compile(r"(?:^|_)(?:KEY|SIG|PASS|AUTH)$|_PWD$")
 #: ... unless they name where a secret is or identify one (``VAULT_TOKEN_FILE``, ``AWS_ACCESS_KEY_ID``,
 #: ``ROTATOR_TOKEN_ID``): those hold no secret.
-_REFERENCE_ENDINGS = re.compile(r"_(?:FILE|PATH|DIR|ENV|VAR|NAME|URL|ADDR|HOST|KEY_ID|TOKEN_ID|ID_FILE)$")
+_REFERENCE_ENDINGS = re.compile(r"(?:^|_)(?:FILE|PATH|DIR|ENV|VAR|NAME|URL|ADDR|HOST|KEY_ID|TOKEN_ID|ID_FILE)$")
 _SECRET_ID = re.compile(r"(?:^|_)SECRET_ID$")  # an AppRole secret id is a secret, unlike other *_ID
 
 #: Token shapes, searched anywhere in a value (``--token=M.V1.x``, ``Bearer eyJ...``).
