@@ -295,7 +295,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         raise PolicyFileError(path, [_too_deep(deep[:_QUOTE_LIMIT])])
     if not isinstance(data, Mapping):
         raise PolicyFileError(path, [Problem("<file>", "is not a table of settings", "see docs/policy.md")])
-    problems: list[Problem] = []
+    problems: list[Problem] = list(_tokens_outside_checked_tables(data))
     try:
         top = _RawConfigFile.model_validate(data)
     except ValidationError as exc:
@@ -329,6 +329,32 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     if problems:
         raise PolicyFileError(path, problems)
     return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon=top.daemon)
+
+
+def _tokens_outside_checked_tables(data: Mapping[str, Any]) -> Iterable[Problem]:
+    """A token-looking value anywhere else in the file (a description, a schedule, a store name, the
+    audit file, ...). Adapter tables and hooks/webhooks have their own checks, with specific fixes."""
+    hint = ('no setting of the policy file holds a credential; reference one with { file = "/path/to/file" } or '
+            '{ env = "VAR" } where a setting accepts it (see docs/policy.md)')
+    for key, value in data.items():
+        sections: list[tuple[str, Any]] = []
+        if key == "policy" and isinstance(value, list):
+            for i, raw in enumerate(value):
+                if isinstance(raw, Mapping):
+                    name = raw.get("name")
+                    where = f"policy[{i}]" + (f" {name!r}" if isinstance(name, str) and not find_token(name) else "")
+                    sections += [(f"{where}.{k}", v) for k, v in raw.items() if k not in ("issuer", "store")]
+                else:
+                    sections.append((f"policy[{i}]", raw))
+        elif key == "daemon" and isinstance(value, Mapping):
+            sections += [(f"daemon.{k}", v) for k, v in value.items() if k not in ("hooks", "webhooks")]
+        else:
+            sections.append((str(key), value))
+        for where, node in sections:
+            for at, text in string_values(node):
+                if find_token(text):
+                    path = where + ("" if not at else at if at.startswith("[") else "." + at)
+                    yield Problem(path, "inline secrets are refused: the value looks like a token", hint)
 
 
 def _raw_policies(data: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -47,7 +47,8 @@ _MAX_SECONDS = _MAX_DAYS * 86400
 def parse_duration(text: str) -> timedelta:
     """``"30d"``, ``"1d12h"``, ``"90s"`` -> timedelta. ValueError says what is accepted."""
     if not isinstance(text, str) or not _DURATION.match(text):
-        raise ValueError(f"{_short(text) if isinstance(text, str) else repr(text)} is not a duration; write e.g. '30d', '12h', '90m', '45s' or '1d12h'")
+        shown = _short(text) if isinstance(text, str) else repr(text)
+        raise ValueError(f"{shown} is not a duration; write e.g. '30d', '12h', '90m', '45s' or '1d12h'")
     parts = _PART.findall(text)
     # Bounded before int(): a 5,000-digit number or 10**20 days would escape as ValueError/OverflowError
     # with Python's wording instead of this one.

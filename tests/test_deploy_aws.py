@@ -212,10 +212,13 @@ def test_a_stack_with_a_wildcard_or_partial_secret_arn_is_refused(template: dict
 
 
 def test_a_stack_naming_whole_secret_arns_is_accepted(template: dict[str, Any]) -> None:
-    rotated = ACCOUNT_ARN + "prod/influx-mgmt-AbCdEf," + "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:a.b_c+d=e@f-123456"
+    gov = "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:a.b_c+d=e@f-123456"
+    rotated = ACCOUNT_ARN + "prod/influx-mgmt-AbCdEf," + gov
     values = instantiate(template, RotatedSecretArns=rotated)
     assert len(values["RotatedSecretArns"]) == 2 and values["ReadOnlySecretArns"] == [""]
-    assert instantiate(template, RotatedSecretArns=ACCOUNT_ARN + "a-AbCdEf", ReadOnlySecretArns=ACCOUNT_ARN + "m-123456")
+    read_only = instantiate(template, RotatedSecretArns=ACCOUNT_ARN + "a-AbCdEf",
+                            ReadOnlySecretArns=ACCOUNT_ARN + "m-1a2b3c")
+    assert read_only["ReadOnlySecretArns"] == [ACCOUNT_ARN + "m-1a2b3c"]
 
 
 def _condition_holds(operator: str, condition: dict[str, Any], request: dict[str, Any]) -> bool:

@@ -96,7 +96,8 @@ def test_hook_arguments_carrying_a_secret_are_refused(argv: list[str], index: in
 
 def test_ordinary_hook_arguments_pass() -> None:
     assert argv_problems(["systemctl", "reload", "app"]) == []
-    assert argv_problems(["/usr/bin/reload", "--token-file", "/run/secrets/t", "--timeout=30", "https://h.example/"]) == []
+    argv = ["/usr/bin/reload", "--token-file", "/run/secrets/t", "--timeout=30", "https://h.example/"]
+    assert argv_problems(argv) == []
 
 
 @pytest.mark.parametrize("url", [
