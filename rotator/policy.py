@@ -352,9 +352,13 @@ def _tokens_outside_checked_tables(data: Mapping[str, Any]) -> Iterable[Problem]
             sections.append((str(key), value))
         for where, node in sections:
             for at, text in string_values(node):
+                path = where + ("" if not at else at if at.startswith("[") else "." + at)
                 if find_token(text):
-                    path = where + ("" if not at else at if at.startswith("[") else "." + at)
                     yield Problem(path, "inline secrets are refused: the value looks like a token", hint)
+                elif "://" in text and not path.startswith("rotator.journal"):  # the journal has its own check
+                    problem = url_problem(text, "remove the credential from the URL")
+                    if problem:
+                        yield Problem(path, f"inline secrets are refused: {problem}", hint)
 
 
 def _raw_policies(data: Mapping[str, Any]) -> list[dict[str, Any]]:
