@@ -100,8 +100,19 @@ def mask_tokens(text: str) -> str:
     return _TOKEN.sub("***", text)
 
 
+_EMBEDDED_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
 def url_problem(url: str, fix: str) -> str | None:
-    """Why ``url`` may not be written in a policy file (credentials in it), or None."""
+    """Why ``url`` may not be written in a policy file (credentials in it), or None.
+
+    A text that does not start with a URL is searched for URLs (``"see https://u:p@h/"``)."""
+    if not _looks_like_url(url):
+        for found in _EMBEDDED_URL.findall(url)[:20]:
+            problem = url_problem(found, fix) if _looks_like_url(found) else None
+            if problem:
+                return problem
+        return None
     try:
         parts = urlsplit(url.strip())
         user, password = parts.username, parts.password
@@ -135,7 +146,7 @@ def env_problems(env: Mapping[str, str]) -> list[str]:
             problems.append(f"variable {name} would hold a secret inline; {_HOOK_FIX}")
         elif isinstance(value, str) and find_token(value):
             problems.append(f"the value of {name} looks like a token; {_HOOK_FIX}")
-        elif isinstance(value, str) and _looks_like_url(value):
+        elif isinstance(value, str) and "://" in value:
             problem = url_problem(value, _HOOK_FIX)
             if problem:
                 problems.append(f"variable {name}: {problem}")
@@ -158,7 +169,7 @@ def argv_problems(argv: Sequence[str]) -> list[str]:
             problems.append(f"{where} sets {name.strip()} inline; {fix}")
         elif _HEADER.search(arg):
             problems.append(f"{where} is a credential header; {fix}")
-        elif _looks_like_url(arg):
+        elif "://" in arg:
             problem = url_problem(arg, fix)
             if problem:
                 problems.append(f"{where}: {problem}")
