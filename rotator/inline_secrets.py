@@ -118,7 +118,7 @@ def url_problem(url: str, fix: str) -> str | None:
         user, password = parts.username, parts.password
     except ValueError:
         return None  # not a URL this check can read; the field's own validator reports it
-    if password is not None or (user and "@" in parts.netloc and find_token(user)):
+    if password or (user and "@" in parts.netloc and find_token(user)):  # "user:@host": no password
         return f"the URL carries a password in its user-info; {fix}"
     if user and is_secret_name(user):
         return f"the URL's user-info looks like a credential; {fix}"
@@ -143,13 +143,13 @@ def env_problems(env: Mapping[str, str]) -> list[str]:
     problems = []
     for name, value in env.items():
         if is_secret_name(name) and value:
-            problems.append(f"variable {name} would hold a secret inline; {_HOOK_FIX}")
+            problems.append(f"refused variable {name}: its name says it holds a secret; {_HOOK_FIX}")
         elif isinstance(value, str) and find_token(value):
-            problems.append(f"the value of {name} looks like a token; {_HOOK_FIX}")
+            problems.append(f"refused variable {name}: its value looks like a token; {_HOOK_FIX}")
         elif isinstance(value, str) and "://" in value:
             problem = url_problem(value, _HOOK_FIX)
             if problem:
-                problems.append(f"variable {name}: {problem}")
+                problems.append(f"refused variable {name}: {problem}")
     return problems
 
 
