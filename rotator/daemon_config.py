@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from rotator.credentials import CredentialRef
-from rotator.inline_secrets import InlineSecretError, argv_problems, env_problems, url_problem
+from rotator.inline_secrets import InlineSecretError, argv_problems, env_problems, find_token, url_problem
 from rotator.schedule import parse_duration
 
 __all__ = [
@@ -133,6 +133,18 @@ class WebhookSettings(BaseModel):
             raise ValueError("must be longer than 0s")
         return value
 
+    @field_validator("policies")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        return _policy_names(value)
+
+
+def _policy_names(value: list[str] | None) -> list[str] | None:
+    """Policy names, never a token pasted into the list by mistake."""
+    if value is not None and any(find_token(name) for name in value):
+        raise InlineSecretError("inline secrets are refused: an item looks like a token, not a policy name")
+    return value
+
 
 class HookSettings(BaseModel):
     """A command run after every publication (argv list, no shell), e.g. to reload a consumer.
@@ -169,6 +181,11 @@ class HookSettings(BaseModel):
         if problems:
             raise InlineSecretError("inline secrets are refused: " + "; ".join(problems))
         return value
+
+    @field_validator("policies")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        return _policy_names(value)
 
     @field_validator("timeout")
     @classmethod

@@ -560,5 +560,5 @@ def test_fuzz_lambda_events(event: Any, text: str, revoke_tag: str | None) -> No
             stored = json.loads(text).get("token")
         except (ValueError, RecursionError, AttributeError):
             stored = None
-        if isinstance(stored, str) and len(stored) >= 8:
+        if isinstance(stored, str) and len(stored) >= 8 and stored not in repr(event):  # event text may be named
             assert stored not in str(exc) + exc.hint, "a Lambda error repeats the stored token"
