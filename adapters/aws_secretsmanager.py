@@ -446,7 +446,7 @@ def read_stage(
     if isinstance(text, str):
         try:
             parsed = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested thousands deep: not a rotator payload
             parsed = None
         payload = parsed if isinstance(parsed, Mapping) else None
     return str(answer.get("VersionId", version_id or "")), payload
@@ -727,7 +727,8 @@ class AwsSecretsManagerStore:
         if payload is None:
             if strict:
                 raise PermanentError(
-                    f"{where}: the value is not a JSON object",
+                    f"{where}: the value is not a JSON object rotator can read (not JSON, not an object, or "
+                    "nested thousands of levels deep)",
                     hint="re-publish a valid token with `rotator bootstrap` (see docs/operations.md)",
                 )
             return None
