@@ -361,7 +361,7 @@ def _assumed_role_session(base: Any, settings: AwsSecretsManagerSettings, config
     """A session whose credentials come from sts:AssumeRole, refreshed before they expire."""
     import boto3.session
     import botocore.session
-    from botocore.credentials import DeferredRefreshableCredentials
+    from botocore.credentials import CredentialProvider, CredentialResolver, DeferredRefreshableCredentials
 
     sts = base.client("sts", endpoint_url=settings.sts_endpoint_url, config=config)
     request: dict[str, str] = {"RoleArn": str(settings.role_arn), "RoleSessionName": session_name}
@@ -378,10 +378,16 @@ def _assumed_role_session(base: Any, settings: AwsSecretsManagerSettings, config
             "expiry_time": answer["Expiration"].isoformat(),
         }
 
+    class AssumedRole(CredentialProvider):  # type: ignore[misc]
+        METHOD = "assume-role"
+        CANONICAL_NAME = "custom-rotator-assume-role"  # botocore: names of providers outside it start "custom"
+
+        def load(self) -> Any:
+            return DeferredRefreshableCredentials(refresh_using=refresh, method=self.METHOD)
+
     core = botocore.session.Session()
-    # botocore has no public setter for refreshable credentials (set_credentials() takes static
-    # keys only); setting the session's attribute is the usual way.
-    setattr(core, "_credentials", DeferredRefreshableCredentials(refresh_using=refresh, method="assume-role"))  # noqa: B010
+    # The session's credential chain is a public component: this provider is its only link.
+    core.register_component("credential_provider", CredentialResolver(providers=[AssumedRole()]))
     return boto3.session.Session(botocore_session=core, region_name=settings.region_name)
 
 
@@ -463,7 +469,7 @@ def read_stage(
     if isinstance(text, str):
         try:
             parsed = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested thousands deep: not a rotator payload
             parsed = None
         payload = parsed if isinstance(parsed, Mapping) else None
     return str(answer.get("VersionId", version_id or "")), payload
@@ -759,7 +765,8 @@ class AwsSecretsManagerStore:
         if payload is None:
             if strict:
                 raise PermanentError(
-                    f"{where}: the value is not a JSON object",
+                    f"{where}: the value is not a JSON object rotator can read (not JSON, not an object, or "
+                    "nested thousands of levels deep)",
                     hint="re-publish a valid token with `rotator bootstrap` (see docs/operations.md)",
                 )
             return None

@@ -94,7 +94,7 @@ from typing import Any, ClassVar, Literal, get_args
 import tomlkit
 import tomlkit.exceptions
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from tomlkit.items import AoT, String, StringType, Table
+from tomlkit.items import AoT, String, Table
 
 from rotator.clock import Clock
 from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord
@@ -520,22 +520,12 @@ class InfluxctlProfileStore:
         newline = "\r\n" if "\r\n" in snap.text.split("\n", 1)[0] + "\n" else "\n"
         if key in table:
             old = table.value.item(key)
-            literal = isinstance(old, String) and old.type == StringType.SLL and "'" not in value
+            # A single-line literal string stays literal (as_string(): String.type is tomlkit >= 0.14).
+            written = old.as_string() if isinstance(old, String) else ""
+            literal = written.startswith("'") and not written.startswith("'''") and "'" not in value
             table[key] = tomlkit.string(value, literal=literal)
         else:
-            # After the profile's last plain key, indented like it (tomlkit's own append would
-            # put it unindented before the sub-tables and add a blank line).
-            plain = [(k, v) for k, v in table.value.body if k is not None and not isinstance(v, (Table, AoT))]
-            item = tomlkit.string(value)
-            if plain:
-                last_key, previous = plain[-1]
-                item.trivia.indent = previous.trivia.indent.rpartition("\n")[2]
-                if "\n" not in previous.trivia.trail:
-                    previous.trivia.trail += newline
-                item.trivia.trail = newline
-                table.value._insert_after(last_key, key, item)
-            else:
-                table.add(key, item)
+            _add_after_last_plain_key(table, key, value, newline)
         text = doc.as_string()
         problem = _edit_problem(snap.text, text, snap.data, snap.index, key, value, newline)
         if problem:
@@ -716,6 +706,27 @@ def _os_error(exc: OSError, message: str) -> PermanentError | TransientError:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return PermanentError(message, hint="check that rotator's user may read the file and its directory")
     return TransientError(message, hint="rotator retries; check the file system")
+
+
+def _add_after_last_plain_key(table: Table, key: str, value: str, newline: str) -> None:
+    """Add the line ``key = "value"`` to the profile right after its last plain key, indented like it.
+
+    tomlkit's public API has no "insert after this key": ``Table.add`` puts a new key after the
+    last item before the sub-tables, i.e. after the comments that follow the plain keys, and may
+    add a blank line before the next sub-table header. What ends a key's line is public, though:
+    the item's trivia (indent, comment, trail), whose ``trail`` holds the line break. So the new
+    line is rendered there. ``_edit`` then checks the result (tomllib reads exactly the old data
+    plus this key; the text differs from the old by this one line), so tomlkit's rendering can
+    never slip anything else into the file.
+    """
+    plain = [item for k, item in table.value.body if k is not None and not isinstance(item, (Table, AoT))]
+    if not plain:  # not reached while profiles are found by their plain `name` key
+        table.add(key, tomlkit.string(value))
+        return
+    previous = plain[-1].trivia
+    indent = previous.indent.rpartition("\n")[2]  # its line's indent, without the blank lines before it
+    trail = previous.trail if "\n" in previous.trail else previous.trail + newline  # the file's last line
+    previous.trail = f"{trail}{indent}{key} = {tomlkit.string(value).as_string()}{newline}"
 
 
 def _lines(text: str, newline: str) -> list[str]:

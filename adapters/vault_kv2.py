@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
@@ -404,14 +405,23 @@ class VaultKV2Store:
                 answer = api.read_version(self._settings.mount, self._settings.path, version)
             except hvac.exceptions.InvalidPath:
                 return None
+            except RecursionError:  # the SDK's JSON decoder met a payload nested thousands deep
+                return _TOO_DEEP
             data: Mapping[str, Any] | None = answer["data"]["data"]
             return data
 
         return self._call(self._read_data._replace(name=f"read version {version} of"), read)
 
     def _parse(self, payload: Mapping[str, Any], version: int, *, strict: bool) -> TokenRecord | None:
+        where = f"{self._location} version {version}"
         try:
-            return TokenRecord.from_payload(payload, where=f"{self._location} version {version}")
+            if payload is _TOO_DEEP or not isinstance(payload, Mapping):
+                raise PermanentError(
+                    f"{where}: the payload is not a JSON object rotator can read (not an object, or nested "
+                    "thousands of levels deep)",
+                    hint="re-publish a valid token with `rotator bootstrap` (see docs/operations.md)",
+                )
+            return TokenRecord.from_payload(payload, where=where)
         except PermanentError:
             if strict:
                 raise
@@ -522,6 +532,10 @@ def _vault_errors(errors: object) -> str:
         text = _MULTIERROR_HEAD.sub("", str(error))
         items += [" ".join(item.split()) for item in text.split("\n\t* ") if item.strip()]
     return "; ".join(items)
+
+
+#: What :meth:`VaultKV2Store._read_version` returns for a payload too deeply nested to decode.
+_TOO_DEEP: Mapping[str, Any] = MappingProxyType({})
 
 
 def _is_managed(meta: Mapping[str, Any]) -> bool:

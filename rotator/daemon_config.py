@@ -32,7 +32,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from rotator.credentials import SECRET_LOOKING_KEYS, CredentialRef
+from rotator.credentials import CredentialRef
+from rotator.inline_secrets import InlineSecretError, argv_problems, env_problems, find_token, url_problem
 from rotator.schedule import parse_duration
 
 __all__ = [
@@ -58,6 +59,11 @@ Duration = Annotated[
 #: What a webhook can be told about: a run failed; a token was left valid that should not be
 #: (revocation gave up, an unpublished candidate could not be revoked); a rotation published.
 NotifyOn = Literal["failure", "orphan", "success"]
+
+_WEBHOOK_FIX = (
+    "remove it from the URL: the receiver authenticates each delivery by its HMAC signature, whose key "
+    'is referenced with secret = { file = "/path/to/file" } or secret = { env = "VAR" }'
+)
 
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]*)):(?P<port>\d{1,5})$")
 
@@ -115,6 +121,9 @@ class WebhookSettings(BaseModel):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
+        problem = url_problem(value, _WEBHOOK_FIX)
+        if problem:
+            raise InlineSecretError(f"inline secrets are refused: {problem}")
         return value
 
     @field_validator("timeout")
@@ -123,6 +132,18 @@ class WebhookSettings(BaseModel):
         if value <= timedelta(0):
             raise ValueError("must be longer than 0s")
         return value
+
+    @field_validator("policies")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        return _policy_names(value)
+
+
+def _policy_names(value: list[str] | None) -> list[str] | None:
+    """Policy names, never a token pasted into the list by mistake."""
+    if value is not None and any(find_token(name) for name in value):
+        raise InlineSecretError("inline secrets are refused: an item looks like a token, not a policy name")
+    return value
 
 
 class HookSettings(BaseModel):
@@ -144,16 +165,27 @@ class HookSettings(BaseModel):
     def _non_empty(cls, value: list[str]) -> list[str]:
         if not value[0].strip():
             raise ValueError("the program (first item) is empty")
+        problems = argv_problems(value)
+        if problems:
+            raise InlineSecretError("inline secrets are refused: " + "; ".join(problems))
         return value
 
     @field_validator("env")
     @classmethod
     def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if k.lower() in SECRET_LOOKING_KEYS or k.upper().startswith("ROTATOR_")]
-        if bad:
-            raise ValueError(f"refused variable(s) {', '.join(sorted(bad))}: no secrets inline, and ROTATOR_* "
-                             "are set by rotator")
+        reserved = sorted(k for k in value if k.upper().startswith("ROTATOR_"))
+        if reserved:
+            raise ValueError(f"refused variable(s) {', '.join(reserved)}: rotator sets the ROTATOR_* variables itself; "
+                             "rename them")
+        problems = env_problems(value)
+        if problems:
+            raise InlineSecretError("inline secrets are refused: " + "; ".join(problems))
         return value
+
+    @field_validator("policies")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        return _policy_names(value)
 
     @field_validator("timeout")
     @classmethod

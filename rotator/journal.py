@@ -13,6 +13,7 @@ the few differences (placeholders, how a locking transaction starts, which error
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -657,13 +658,17 @@ def postgres_conninfo(url: str) -> str:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     params = conninfo_to_dict(url)
-    extra: dict[str, Any] = {k: v for k, v in PG_DEFAULTS.items() if k not in params}
-    options = str(params.get("options") or "")
+    # A parameter in the conninfo hides libpq's environment variable for it (PGOPTIONS, PGAPPNAME,
+    # PGCONNECT_TIMEOUT: the Helm chart's envFrom Secret sets them), so start from those.
+    env = {"options": "PGOPTIONS", "application_name": "PGAPPNAME", "connect_timeout": "PGCONNECT_TIMEOUT"}
+    given = {k: os.environ[var] for k, var in env.items() if k not in params and os.environ.get(var)}
+    extra: dict[str, Any] = {k: v for k, v in PG_DEFAULTS.items() if k not in params and k not in given}
+    options = str(params.get("options") or given.get("options") or "")
     for name, value in (("statement_timeout", PG_STATEMENT_TIMEOUT_MS), ("lock_timeout", PG_LOCK_TIMEOUT_MS)):
         if name not in options:
             options = f"{options} -c {name}={value}".strip()
     extra["options"] = options
-    extra["application_name"] = params.get("application_name") or "rotator"
+    extra["application_name"] = params.get("application_name") or given.get("application_name") or "rotator"
     return make_conninfo(url, **extra)
 
 

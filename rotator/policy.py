@@ -30,6 +30,7 @@ from rotator.adapter_settings import plain_string_fields, settings_json_schema, 
 from rotator.credentials import SECRET_LOOKING_KEYS
 from rotator.daemon_config import DaemonSettings
 from rotator.errors import ConfigError
+from rotator.inline_secrets import InlineSecretError, find_token, mask_tokens, string_values, url_problem
 from rotator.policy_types import Policy, StoreBinding, find_policy
 from rotator.schedule import Schedule, format_duration, parse_duration, parse_schedule, parse_window
 
@@ -45,6 +46,11 @@ __all__ = [
 ]
 
 DEFAULT_DESCRIPTION = "{tag}"
+#: Tables and lists nest at most this deep: a policy file needs 4 levels; anything deeper is refused
+#: before validation, so no later step (pydantic, the inline-secret scan) meets a RecursionError.
+MAX_NESTING = 32
+#: Characters of input a message may quote.
+_QUOTE_LIMIT = 80
 
 
 def _duration(value: Any) -> Any:
@@ -72,14 +78,51 @@ class RetrySettings(BaseModel):
     max_delay: Duration = Field("60s", validate_default=True, description="cap of one delay")
 
 
+_JOURNAL_FIX = (
+    "remove it from the URL: libpq reads the password from PGPASSWORD or from a password file "
+    "(PGPASSFILE, default ~/.pgpass)"
+)
+
+
 class GlobalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     journal: str = Field(
         "rotator-journal.db",
-        description="SQLite path (relative to the policy file) or URL: sqlite:///path, postgresql://...",
+        description="SQLite path (relative to the policy file) or URL: sqlite:///path, postgresql://... "
+        "(no password: PGPASSWORD or ~/.pgpass)",
     )
     lease_ttl: Duration = Field("15m", validate_default=True, description="how long a run may hold a policy")
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
+
+    @field_validator("journal")
+    @classmethod
+    def _journal_url(cls, value: str) -> str:
+        """Refuse at validate what would fail (or echo a password) when the journal is opened."""
+        if "://" not in value:
+            if not value.strip() or "\x00" in value:
+                raise ValueError("is empty; write a path or a URL")
+            return value
+        scheme = value.split("://", 1)[0].lower()
+        if scheme == "sqlite":
+            if not value.startswith("sqlite:///") or len(value) == len("sqlite:///"):
+                raise ValueError("write sqlite:///absolute/path (three slashes)")
+            return value
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"unsupported scheme {scheme[:20]!r}; use a path, sqlite:///absolute/path or "
+                             "postgresql://user@host/database")
+        problem = url_problem(value, _JOURNAL_FIX)
+        if problem:
+            raise InlineSecretError(f"inline secrets are refused: {problem}")
+        from urllib.parse import urlsplit
+
+        try:
+            port = urlsplit(value).port
+        except ValueError:
+            raise ValueError("the port is not a number from 1 to 65535; write postgresql://user@host:5432/database"
+                             ) from None
+        if port == 0:
+            raise ValueError("the port is not a number from 1 to 65535; write postgresql://user@host:5432/database")
+        return value
 
 
 class Defaults(BaseModel):
@@ -155,6 +198,12 @@ class Problem:
     message: str
     hint: str = ""
 
+    def __post_init__(self) -> None:
+        # A message may quote input: never a token (invariant 4), never pages of it.
+        for name in ("where", "message"):
+            text = mask_tokens(getattr(self, name))
+            object.__setattr__(self, name, text if len(text) <= 2000 else text[:2000] + "...")
+
     def __str__(self) -> str:
         return f"{self.where}: {self.message}" + (f" (fix: {self.hint})" if self.hint else "")
 
@@ -199,9 +248,35 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"cannot read policy file {path}: {exc.strerror}", hint="check the path") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyFileError(path, [Problem("<file>", f"not valid TOML: {exc}", "fix the syntax")]) from None
+    except RecursionError:
+        raise PolicyFileError(path, [_too_deep("<file>")]) from None
+    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an integer of thousands of digits
+        message = str(exc)
+        if "integer string conversion" in message:
+            problem = Problem("<file>", "a number has thousands of digits", "write a number of sensible size")
+        else:
+            problem = Problem("<file>", f"not valid TOML: {message}", "fix the syntax")
+        raise PolicyFileError(path, [problem]) from None
     return parse_config(data, path)
+
+
+def _too_deep(where: str) -> Problem:
+    return Problem(where, f"tables or lists are nested more than {MAX_NESTING} levels deep",
+                   "a policy file needs a few levels; see docs/policy.md")
+
+
+def _deepest(data: Any, limit: int) -> str | None:
+    """Where ``data`` nests deeper than ``limit`` (iteratively: a deep input cannot overflow this check)."""
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    while stack:
+        node, depth, where = stack.pop()
+        if depth > limit:
+            return where or "<file>"
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1, f"{where}.{k}" if where else str(k)) for k, v in node.items())
+        elif isinstance(node, list | tuple):
+            stack.extend((v, depth + 1, where) for v in node)
+    return None
 
 
 class _RawConfigFile(BaseModel):
@@ -215,7 +290,12 @@ class _RawConfigFile(BaseModel):
 
 
 def parse_config(data: Mapping[str, Any], path: Path) -> Config:
-    problems: list[Problem] = []
+    deep = _deepest(data, MAX_NESTING)
+    if deep is not None:
+        raise PolicyFileError(path, [_too_deep(deep[:_QUOTE_LIMIT])])
+    if not isinstance(data, Mapping):
+        raise PolicyFileError(path, [Problem("<file>", "is not a table of settings", "see docs/policy.md")])
+    problems: list[Problem] = list(_tokens_outside_checked_tables(data))
     try:
         top = _RawConfigFile.model_validate(data)
     except ValidationError as exc:
@@ -251,6 +331,36 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon=top.daemon)
 
 
+def _tokens_outside_checked_tables(data: Mapping[str, Any]) -> Iterable[Problem]:
+    """A token-looking value anywhere else in the file (a description, a schedule, a store name, the
+    audit file, ...). Adapter tables and hooks/webhooks have their own checks, with specific fixes."""
+    hint = ('no setting of the policy file holds a credential; reference one with { file = "/path/to/file" } or '
+            '{ env = "VAR" } where a setting accepts it (see docs/policy.md)')
+    for key, value in data.items():
+        sections: list[tuple[str, Any]] = []
+        if key == "policy" and isinstance(value, list):
+            for i, raw in enumerate(value):
+                if isinstance(raw, Mapping):
+                    name = raw.get("name")
+                    where = f"policy[{i}]" + (f" {name!r}" if isinstance(name, str) and not find_token(name) else "")
+                    sections += [(f"{where}.{k}", v) for k, v in raw.items() if k not in ("issuer", "store")]
+                else:
+                    sections.append((f"policy[{i}]", raw))
+        elif key == "daemon" and isinstance(value, Mapping):
+            sections += [(f"daemon.{k}", v) for k, v in value.items() if k not in ("hooks", "webhooks")]
+        else:
+            sections.append((str(key), value))
+        for where, node in sections:
+            for at, text in string_values(node):
+                path = where + ("" if not at else at if at.startswith("[") else "." + at)
+                if find_token(text):
+                    yield Problem(path, "inline secrets are refused: the value looks like a token", hint)
+                elif "://" in text and not path.startswith("rotator.journal"):  # the journal has its own check
+                    problem = url_problem(text, "remove the credential from the URL")
+                    if problem:
+                        yield Problem(path, f"inline secrets are refused: {problem}", hint)
+
+
 def _raw_policies(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     raw = data.get("policy")
     return [p for p in raw if isinstance(p, dict)] if isinstance(raw, list) else []
@@ -258,13 +368,17 @@ def _raw_policies(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _check_raw_adapters(raw: Mapping[str, Any], where: str, problems: list[Problem]) -> None:
     """Validate a policy's adapter tables even when the policy itself has other problems."""
-    issuer = raw.get("issuer")
-    if isinstance(issuer, dict) and isinstance(issuer.get("type"), str):
-        _adapter_settings("issuer", AdapterSpec.model_validate(issuer), f"{where}.issuer", problems)
+    tables = [("issuer", f"{where}.issuer", raw.get("issuer"))]
     stores = raw.get("store")
-    for i, store in enumerate(stores if isinstance(stores, list) else []):
-        if isinstance(store, dict) and isinstance(store.get("type"), str):
-            _adapter_settings("store", AdapterSpec.model_validate(store), f"{where}.store[{i}]", problems)
+    tables += [("store", f"{where}.store[{i}]", s) for i, s in enumerate(stores if isinstance(stores, list) else [])]
+    for kind, at, table in tables:
+        if not (isinstance(table, dict) and isinstance(table.get("type"), str)):
+            continue  # PolicySpec's own problems already say what is wrong with it
+        try:
+            spec = AdapterSpec.model_validate(table)
+        except ValidationError:
+            continue  # e.g. a non-string `name`: reported by PolicySpec already, with its location
+        _adapter_settings(kind, spec, at, problems)  # type: ignore[arg-type]
 
 
 def _build_policy(
@@ -390,15 +504,31 @@ def _nested_store_plain(table: Mapping[str, Any]) -> frozenset[str]:
 def _inline_secrets(
     settings: Mapping[str, Any], where: str, plain: frozenset[str] = frozenset()
 ) -> Iterable[Problem]:
+    """Credentials written into an adapter's table: a secret-named key, a token-looking value, a URL with
+    credentials. The table's depth is bounded by :data:`MAX_NESTING` (checked before), so recursion is safe."""
     for key, value in settings.items():
         if isinstance(value, Mapping):
             yield from _inline_secrets(value, f"{where}.{key}", plain=_nested_store_plain(value))
         elif key in SECRET_LOOKING_KEYS and isinstance(value, str) and key not in plain:
-            yield Problem(
-                f"{where}.{key}",
-                "inline secrets are refused: a policy file is not a safe place for a credential",
-                f'reference it instead: {key} = {{ file = "/path/to/file" }} or {key} = {{ env = "VAR" }}',
-            )
+            yield Problem(f"{where}.{key}", _INLINE, _reference_hint(key))
+        else:
+            for at, text in string_values(value):
+                full = f"{where}.{key}{'.' + at if at and not at.startswith('[') else at}"
+                if find_token(text):
+                    yield Problem(full, f"{_INLINE} (the value looks like a token)", _reference_hint(key))
+                elif "://" in text:
+                    problem = url_problem(text, "remove it from the URL and reference the credential with "
+                                                '{ file = "/path/to/file" } or { env = "VAR" } where this '
+                                                "adapter has such a setting (see docs/policy.md)")
+                    if problem:
+                        yield Problem(full, f"inline secrets are refused: {problem}")
+
+
+_INLINE = "inline secrets are refused: a policy file is not a safe place for a credential"
+
+
+def _reference_hint(key: str) -> str:
+    return f'reference it instead: {key} = {{ file = "/path/to/file" }} or {key} = {{ env = "VAR" }}'
 
 
 _HINTS = {

@@ -39,14 +39,26 @@ _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 _AWS_CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE)
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _DAY = timedelta(days=1)
+#: The longest duration or schedule interval accepted: sums of a few stay far from datetime's limits.
+_MAX_DAYS = 36525
+_MAX_SECONDS = _MAX_DAYS * 86400
 
 
 def parse_duration(text: str) -> timedelta:
     """``"30d"``, ``"1d12h"``, ``"90s"`` -> timedelta. ValueError says what is accepted."""
     if not isinstance(text, str) or not _DURATION.match(text):
-        raise ValueError(f"{text!r} is not a duration; write e.g. '30d', '12h', '90m', '45s' or '1d12h'")
-    seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(text))
-    return timedelta(seconds=seconds)
+        shown = _short(text) if isinstance(text, str) else repr(text)
+        raise ValueError(f"{shown} is not a duration; write e.g. '30d', '12h', '90m', '45s' or '1d12h'")
+    parts = _PART.findall(text)
+    # Bounded before int(): a 5,000-digit number or 10**20 days would escape as ValueError/OverflowError
+    # with Python's wording instead of this one.
+    if any(len(n.lstrip("0")) > 12 for n, _ in parts) or sum(int(n) * _UNITS[u] for n, u in parts) > _MAX_SECONDS:
+        raise ValueError(f"{_short(text)} is longer than {_MAX_DAYS} days (100 years); write a shorter duration")
+    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:20] + "..." + text[-8:])
 
 
 def format_duration(delta: timedelta, units: int | None = None) -> str:
@@ -182,15 +194,20 @@ def parse_schedule(text: str, window: str | None = None) -> Schedule:
     text = text.strip()
     rate = _RATE.match(text)
     if rate:
-        count, unit = int(rate.group(1)), rate.group(2).rstrip("s")
+        digits, unit = rate.group(1), rate.group(2).rstrip("s")
+        count = int(digits) if len(digits.lstrip("0")) <= 12 else _MAX_SECONDS
         if count <= 0:
             raise ValueError(f"{text!r}: the rate must be positive")
+        if count * _RATE_UNITS[unit] > _MAX_SECONDS:
+            raise ValueError(f"{_short(text)} is longer than {_MAX_DAYS} days (100 years); write a shorter rate")
         return Schedule(text, timedelta(seconds=count * _RATE_UNITS[unit]), window=parsed_window)
     if _AWS_CRON.match(text) or len(text.split()) == 5:
         return Schedule(text, _cron_interval(text), cron=text, window=parsed_window)
     try:
         interval = parse_duration(text)
-    except ValueError:
+    except ValueError as exc:
+        if _DURATION.match(text):  # an interval, too long: say that
+            raise ValueError(str(exc).replace("duration", "schedule")) from None
         raise ValueError(
             f"{text!r} is not a schedule; write an interval ('30d', '12h'), 'rate(30 days)', "
             "a 5-field cron expression in UTC ('0 3 * * 1') or an AWS one ('cron(0 3 ? * MON *)')"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -339,10 +340,12 @@ def test_role_arn_is_assumed_through_sts(aws):
         role_arn=f"arn:aws:iam::{aws.account}:role/rotator", external_id="rotator-ext",
     )  # fmt: skip
     client = boto3_client(settings, POLICY)
+    signed: list[Any] = []
+    client.meta.events.register("before-send.secrets-manager.*", lambda request, **_: signed.append(request.headers))
     client.create_secret(Name="tests/x", SecretString="{}")  # a call, so the role is assumed
-    frozen = client._request_signer._credentials.get_frozen_credentials()  # type: ignore[attr-defined]
-    assert frozen.access_key != "testing", "the assumed role's keys, not the environment's"
-    assert frozen.token
+    access_key = re.search(r"Credential=([^/]+)/", signed[0]["Authorization"].decode())
+    assert access_key and access_key[1] != "testing", "signed with the assumed role's keys, not the environment's"
+    assert signed[0]["X-Amz-Security-Token"], "and with its session token"
 
 
 ROLE = "arn:aws:iam::123456789012:role/rotator"

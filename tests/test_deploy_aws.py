@@ -7,10 +7,12 @@ supplies pydantic and boto3 from this venv, as the Lambda runtime supplies boto3
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -39,7 +41,13 @@ SECRET_ACTIONS = {
 }
 #: The revocation records (rotator:revoke:<token id> tags) and the managed-by tag, nothing else.
 TAG_ACTIONS = {"secretsmanager:TagResource", "secretsmanager:UntagResource"}
-TAG_KEYS = {"ForAllValues:StringLike": {"aws:TagKeys": ["managed-by", "rotator:revoke:*", "rotator:attention:*"]}}
+TAG_CONDITIONS = {
+    "secretsmanager:TagResource": {
+        "ForAllValues:StringLike": {"aws:TagKeys": ["managed-by", "rotator:revoke:*", "rotator:attention:*"]},
+        "StringEqualsIfExists": {"aws:RequestTag/managed-by": "rotator"},
+    },
+    "secretsmanager:UntagResource": {"ForAllValues:StringLike": {"aws:TagKeys": ["rotator:revoke:*"]}},
+}
 ROTATED = {"Ref": "RotatedSecretArns"}
 READ_ONLY = {"Ref": "ReadOnlySecretArns"}
 VIA_SECRETS_MANAGER = {"kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}
@@ -126,8 +134,8 @@ def test_secretsmanager_actions_reach_only_the_named_secrets(template: dict[str,
             assert condition is None
             assert statement["Resource"] == ROTATED, f"secretsmanager actions on {statement['Resource']!r}"
             if secret_actions & TAG_ACTIONS:
-                assert secret_actions == TAG_ACTIONS
-                assert statement["Condition"] == TAG_KEYS
+                (action,) = secret_actions  # one tag action a statement: each has its own condition
+                assert statement["Condition"] == TAG_CONDITIONS[action]
             granted |= secret_actions
     assert granted == SECRET_ACTIONS | TAG_ACTIONS
     # A literal "*" among the ARNs is refused before anything is created.
@@ -135,6 +143,124 @@ def test_secretsmanager_actions_reach_only_the_named_secrets(template: dict[str,
     assert rules == [{"Fn::Not": [{"Fn::Contains": [arns, "*"]}]} for arns in (ROTATED, READ_ONLY)]
     assert template["Parameters"]["RotatedSecretArns"]["Type"] == "CommaDelimitedList"
     assert "Default" not in template["Parameters"]["RotatedSecretArns"]
+
+
+# -- what CloudFormation and IAM do with the template, evaluated here (no AWS account in the tests) ----------
+# CloudFormation checks a CommaDelimitedList's AllowedPattern against *each* element (AWS docs,
+# "Parameters" section) and then every Rules assertion; IAM evaluates the role's statements.
+
+ACCOUNT_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:"
+
+
+def _parameter_values(template: dict[str, Any], given: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, spec in template["Parameters"].items():
+        raw = given.get(name, spec.get("Default"))
+        if raw is None:
+            raise ValueError(f"{name}: no value")
+        items = raw.split(",") if spec["Type"] == "CommaDelimitedList" else [raw]
+        pattern = spec.get("AllowedPattern")
+        for item in items:
+            if pattern is not None and not re.fullmatch(pattern, item):
+                raise ValueError(f"{name}: {spec['ConstraintDescription']}")
+        values[name] = items if spec["Type"] == "CommaDelimitedList" else raw
+    return values
+
+
+def _evaluate(node: Any, values: dict[str, Any]) -> Any:
+    if isinstance(node, dict) and len(node) == 1:
+        (function, args), = node.items()
+        if function == "Ref":
+            return values[args]
+        if function == "Fn::Not":
+            return not _evaluate(args[0], values)
+        if function == "Fn::Contains":
+            return _evaluate(args[1], values) in _evaluate(args[0], values)
+        if function == "Fn::EachMemberEquals":
+            return all(v == _evaluate(args[1], values) for v in _evaluate(args[0], values))
+        raise AssertionError(f"rule function {function} not evaluated by this test")
+    return node
+
+
+def instantiate(template: dict[str, Any], **given: str) -> dict[str, Any]:
+    """CloudFormation's checks before it creates anything; ValueError names the refused parameter."""
+    values = _parameter_values(template, given)
+    for rule in template["Rules"].values():
+        if "RuleCondition" in rule and not _evaluate(rule["RuleCondition"], values):
+            continue
+        for assertion in rule["Assertions"]:
+            if not _evaluate(assertion["Assert"], values):
+                raise ValueError(assertion["AssertDescription"])
+    return values
+
+
+@pytest.mark.parametrize("arns", [
+    "*",
+    ACCOUNT_ARN + "prod/*",
+    ACCOUNT_ARN + "prod/influx-AbCdEf," + ACCOUNT_ARN + "prod/*",
+    ACCOUNT_ARN + "prod/influx-??????",
+    ACCOUNT_ARN + "*-AbCdEf",
+    "arn:aws:secretsmanager:*:123456789012:secret:prod/influx-AbCdEf",
+    "arn:aws:secretsmanager:eu-west-1:*:secret:prod/influx-AbCdEf",
+    ACCOUNT_ARN + "prod/influx",  # no suffix: would match no secret, or (with a wildcard added) several
+    "",
+])  # fmt: skip
+def test_a_stack_with_a_wildcard_or_partial_secret_arn_is_refused(template: dict[str, Any], arns: str) -> None:
+    with pytest.raises(ValueError, match="RotatedSecretArns"):
+        instantiate(template, RotatedSecretArns=arns)
+    with pytest.raises(ValueError, match="ReadOnlySecretArns"):
+        instantiate(template, RotatedSecretArns=ACCOUNT_ARN + "a-AbCdEf", ReadOnlySecretArns=arns or "*")
+
+
+def test_a_stack_naming_whole_secret_arns_is_accepted(template: dict[str, Any]) -> None:
+    gov = "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:a.b_c+d=e@f-123456"
+    rotated = ACCOUNT_ARN + "prod/influx-mgmt-AbCdEf," + gov
+    values = instantiate(template, RotatedSecretArns=rotated)
+    assert len(values["RotatedSecretArns"]) == 2 and values["ReadOnlySecretArns"] == [""]
+    read_only = instantiate(template, RotatedSecretArns=ACCOUNT_ARN + "a-AbCdEf",
+                            ReadOnlySecretArns=ACCOUNT_ARN + "m-1a2b3c")
+    assert read_only["ReadOnlySecretArns"] == [ACCOUNT_ARN + "m-1a2b3c"]
+
+
+def _condition_holds(operator: str, condition: dict[str, Any], request: dict[str, Any]) -> bool:
+    for key, wanted in condition.items():
+        patterns = wanted if isinstance(wanted, list) else [wanted]
+        if operator == "ForAllValues:StringLike":
+            if not all(any(fnmatch.fnmatchcase(v, p) for p in patterns) for v in request.get(key, [])):
+                return False
+        elif operator == "StringEqualsIfExists":
+            if key in request and request[key] not in patterns:
+                return False
+        else:
+            raise AssertionError(f"condition operator {operator} not evaluated by this test")
+    return True
+
+
+def _allowed(template: dict[str, Any], action: str, tags: dict[str, str] | list[str]) -> bool:
+    """Whether the role may make this TagResource (tags: key -> value) or UntagResource (tag keys) call."""
+    request: dict[str, Any] = {"aws:TagKeys": list(tags)}
+    if isinstance(tags, dict):
+        request.update({f"aws:RequestTag/{k}": v for k, v in tags.items()})
+    for _, statement in _statements(template):
+        if action in _actions(statement) and statement["Resource"] == ROTATED and all(
+            _condition_holds(op, cond, request) for op, cond in statement.get("Condition", {}).items()
+        ):
+            return True
+    return False
+
+
+def test_the_function_may_record_revocations_but_never_remove_or_change_managed_by(template: dict[str, Any]) -> None:
+    """Issue 11 item 12: Tag/Untag rights limited to the keys and values the function writes."""
+    tag, untag = "secretsmanager:TagResource", "secretsmanager:UntagResource"
+    # What finishSecret and revoke-expired do (adapters/aws_lambda_rotation.py).
+    assert _allowed(template, tag, {"managed-by": "rotator", "rotator:revoke:tok-1": "2026-01-01T00:00:00Z"})
+    assert _allowed(template, untag, ["rotator:revoke:tok-1"])
+    # What it must not be able to do.
+    assert not _allowed(template, tag, {"managed-by": "someone-else"})
+    assert not _allowed(template, tag, {"rotator:revoke:tok-1": "x", "managed-by": ""})
+    assert not _allowed(template, untag, ["managed-by"])
+    assert not _allowed(template, untag, ["rotator:revoke:tok-1", "managed-by"])
+    assert not _allowed(template, tag, {"owner": "x"}) and not _allowed(template, untag, ["owner"])
 
 
 def test_kms_access_exists_only_with_a_cmk_and_only_for_these_secrets(template: dict[str, Any]) -> None:
@@ -214,6 +340,75 @@ def test_function_rotation_schedules_and_revoke_expired_run(template: dict[str, 
         "ScheduleExpression": {"Ref": "RotationScheduleExpression"},
         "Duration": {"Ref": "RotationWindow"},
     }
+
+
+# --------------------------------------------------------------------------------------------
+# The Lambda's lock file (deploy/aws/requirements.txt, made by `python deploy/lock.py`)
+
+
+def _load(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses of the module look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lambda_lock_sections_pin_every_dependency_with_hashes() -> None:
+    lock = _load(REPO / "deploy" / "lock.py", "rotator_deploy_lock")
+    build_zip = _load(BUILD_ZIP, "rotator_build_zip")
+    project = lock.load_project()
+    text = (DEPLOY / "requirements.txt").read_text(encoding="utf-8")
+    sections = build_zip.requirement_sections(text)
+    # what the Lambda runtime (python3.11-3.13, Amazon Linux) evaluates markers with
+    environment = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
+                   "platform_system": "Linux", "platform_machine": "x86_64"}  # fmt: skip
+
+    assert list(sections) == list(lock.LAMBDA_SECTIONS) == ["core", "http", "boto3"]
+    assert "python deploy/lock.py" in text
+    owner: dict[str, str] = {}
+    for section, body in sections.items():
+        lines = lock.requirement_lines(body)
+        pins = lock.pins(body)
+        assert lines and all(line.endswith("\\") and "==" in line for line in lines), (section, lines)
+        assert len(pins) == len(lines) and all(hashes for _, hashes in pins.values()), section
+        for name in pins:
+            assert name not in owner, f"{name} is in both [{owner.get(name)}] and [{section}]: installed twice"
+            owner[name] = section
+        extra = lock.LAMBDA_SECTIONS[section]
+        for requirement in lock.requirements(project, [extra] if extra else [], core=extra is None):
+            if requirement.marker is None or requirement.marker.evaluate(environment):
+                name = lock.canonicalize_name(requirement.name)
+                assert name in pins, f"[{section}] lacks {requirement}: run `python deploy/lock.py`"
+                assert requirement.specifier.contains(pins[name][0], prereleases=True), (requirement, pins[name])
+    assert owner["pydantic"] == "core" and owner["httpx"] == "http" and owner["boto3"] == "boto3"
+    assert owner["pydantic-core"] == "core" and owner["botocore"] == "boto3" and owner["httpcore"] == "http"
+
+
+def test_zip_installs_the_chosen_sections_with_hashes_for_the_lambda_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pip command build_zip.py runs (captured: the real one needs an index): hash-checked,
+    no dependency of its own, wheels for the Lambda's manylinux2014 platform and Python only."""
+    build_zip = _load(BUILD_ZIP, "rotator_build_zip")
+    ran: list[tuple[list[str], str]] = []
+
+    def pip(command: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+        ran.append((command, Path(command[command.index("--requirement") + 1]).read_text()))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(build_zip.subprocess, "run", pip)
+    staging = tmp_path / "staging"
+    build_zip.install_dependencies(DEPLOY / "requirements.txt", ("core", "boto3"), "3.13", "arm64", staging)
+
+    [(command, requirements)] = ran
+    for flag in ("--no-deps", "--require-hashes", "--only-binary=:all:", "--no-compile"):
+        assert flag in command
+    assert command[command.index("--python-version") + 1] == "3.13"
+    assert "manylinux2014_aarch64" in command and command[command.index("--target") + 1] == str(staging)
+    assert "pydantic==" in requirements and "boto3==" in requirements and "httpx==" not in requirements
+    assert requirements.count("--hash=sha256:") >= requirements.count("==")
 
 
 # --------------------------------------------------------------------------------------------

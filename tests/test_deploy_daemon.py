@@ -21,6 +21,7 @@ import argparse
 import base64
 import datetime as dt
 import http.server
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -1094,7 +1095,7 @@ def test_dockerfile_runs_rotator_daemon_as_a_non_root_user():
 
     user = last["USER"].split(":")[0]
     assert user.isdigit() and int(user) != 0, "a numeric non-root USER (Kubernetes checks runAsNonRoot with it)"
-    assert json.loads(last["ENTRYPOINT"]) == ["rotator", "daemon"]
+    assert json.loads(last["ENTRYPOINT"]) == ["/usr/bin/tini", "--", "rotator", "daemon"]
     args = daemon_args(json.loads(last["CMD"]))
     assert (args.config, args.listen) == ("/etc/rotator/policies.toml", None)  # [daemon] listen applies
     assert last["EXPOSE"] == str(parse_listen(DaemonSettings().listen)[1])
@@ -1179,6 +1180,105 @@ def test_dockerfile_passes_hadolint():
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
+def deploy_lock_module() -> Any:
+    """deploy/lock.py, the one command that makes the lock files (loaded from its path: not a package)."""
+    spec = importlib.util.spec_from_file_location("rotator_deploy_lock", DEPLOY / "lock.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dockerfile_runs_rotator_under_tini_not_as_pid_1():
+    text = DOCKERFILE.read_text()
+    stage = final_stage(dockerfile())
+    entrypoint = json.loads(next(i["value"] for i in reversed(stage) if i["instruction"] == "ENTRYPOINT"))
+
+    assert entrypoint[:2] == ["/usr/bin/tini", "--"], "tini is PID 1 (Debian's package installs /usr/bin/tini)"
+    assert entrypoint[2:] == ["rotator", "daemon"]
+    assert "-g" not in entrypoint, "a SIGTERM to the whole group would kill an influxctl child mid-call"
+    installs = [i["value"] for i in stage if i["instruction"] == "RUN" and "apt-get install" in i["value"]]
+    assert len(installs) == 1 and '"tini=${TINI_VERSION}"' in installs[0] and "--no-install-recommends" in installs[0]
+    assert "rm -rf /var/lib/apt/lists/*" in installs[0]
+    version = re.search(r"^ARG TINI_VERSION=(\S+)$", text, re.M)
+    assert version, "tini's Debian version is pinned in an ARG"
+    base = re.search(r"^ARG PYTHON_IMAGE=\S+-(\w+)$", text, re.M)
+    assert base and base[1] == "bookworm", "the pinned tini version is bookworm's: change both together"
+
+
+def test_dockerfile_tini_version_exists_in_bookworm():
+    """The pinned version is the one Debian bookworm (the base image's release) ships; checked
+    with apt on a bookworm machine (this one, and CI's), skipped elsewhere."""
+    version = re.search(r"^ARG TINI_VERSION=(\S+)$", DOCKERFILE.read_text(), re.M)
+    release = Path("/etc/os-release").read_text() if Path("/etc/os-release").exists() else ""
+    if "VERSION_CODENAME=bookworm" not in release or not shutil.which("apt-cache"):
+        pytest.skip("needs Debian bookworm's apt-cache (the image's release) to look tini's version up")
+    known = subprocess.run(["apt-cache", "madison", "tini"], capture_output=True, text=True, timeout=60).stdout
+    if not known.strip():
+        pytest.skip("apt-cache knows no tini package: run `apt-get update` first")
+    assert version and version[1] in [line.split("|")[1].strip() for line in known.splitlines()], known
+
+
+def test_dockerfile_installs_third_party_packages_only_from_the_hashed_lock():
+    structure = dockerfile().structure
+    copies = [i["value"] for i in structure if i["instruction"] == "COPY"]
+    assert "deploy/docker/requirements.lock ./" in copies
+    runs = [i["value"] for i in structure if i["instruction"] == "RUN"]
+    pip_installs = [part for run in runs for part in run.split("&&") if "pip install" in part]
+    dependencies, project = pip_installs  # exactly two: the lock's wheels, then rotator itself
+    for flag in ("--require-hashes", "--no-deps", "--only-binary=:all:", "--requirement requirements.lock"):
+        assert flag in dependencies, f"the lock's install lacks {flag}"
+    for flag in ("--no-deps", "--no-build-isolation", "--no-index"):
+        assert flag in project, f"rotator's own install lacks {flag} (it would fetch unpinned packages)"
+    assert project.split()[-1] == ".", project
+    assert any("pip check" in run for run in runs), "pip check: the lock holds every dependency"
+
+
+def test_docker_lock_pins_every_runtime_dependency_with_hashes():
+    lock = deploy_lock_module()
+    project = lock.load_project()
+    text = (DEPLOY / "docker" / "requirements.lock").read_text()
+    pins = lock.pins(text)
+    production = set(project["optional-dependencies"]) - {"all", "dev", "demo"}
+    build_requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    environment = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
+                   "platform_system": "Linux", "platform_machine": "x86_64"}  # fmt: skip
+
+    assert set(lock.DOCKER_EXTRAS) == production, "the image holds every production extra, not the demo"
+    assert "python deploy/lock.py" in text
+    lines = lock.requirement_lines(text)
+    assert lines and all(re.fullmatch(r"[a-z0-9][a-z0-9._-]*==\S+ \\", line) for line in lines), lines
+    assert all(hashes for _, hashes in pins.values()), "every pinned package has its sha256"
+    assert len(pins) == len(lines)
+    wanted = [*lock.requirements(project, lock.DOCKER_EXTRAS), *map(lock.Requirement, build_requires)]
+    for requirement in wanted:
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+            continue
+        name = lock.canonicalize_name(requirement.name)
+        assert name in pins, f"{name} ({requirement}) is not in the lock: run `python deploy/lock.py`"
+        version = pins[name][0]
+        assert requirement.specifier.contains(version, prereleases=True), f"{name}=={version} breaks {requirement}"
+
+
+def test_lowest_constraints_pin_each_direct_dependency_at_its_lower_bound():
+    lock = deploy_lock_module()
+    project = {
+        "name": "demo-project",
+        "dependencies": ["a>=1.2,<2", "b"],
+        "optional-dependencies": {"x": ["a>=1.3", "c[extra]>=0.5 ; python_version >= '3.11'"], "y": ["demo-project[x]"],
+                                  "z": ["d~=2.1", "e==3.0.1", "f<4"]},
+    }  # fmt: skip
+
+    assert lock.lowest_constraints(project) == ["a==1.3", "c==0.5", "d==2.1", "e==3.0.1"]
+    real = lock.lowest_constraints(lock.load_project())
+    bounded = {
+        lock.canonicalize_name(r.name)
+        for r in lock.requirements(lock.load_project(), lock.load_project()["optional-dependencies"])
+        if any(s.operator == ">=" for s in r.specifier)
+    }
+    assert {line.partition("==")[0] for line in real} == bounded
+
+
 def dockerignore_excludes(patterns: list[str], path: str) -> bool:
     """Docker's rule: the last matching pattern wins; a pattern matching a parent matches too."""
     excluded = False
@@ -1208,7 +1308,8 @@ def test_dockerfile_build_context_holds_what_copy_needs_and_no_more():
     for src in sources:
         assert any(p == src or p.startswith(src.rstrip("/") + "/") for p in context), f"COPY {src}: not in the context"
     assert "rotator/engine.py" in context and "adapters/vault_kv2.py" in context
-    assert not [p for p in context if p.startswith(("tests/", "deploy/", "docs/", ".ci/", "bench/"))]
+    assert not [p for p in context if p.startswith(("tests/", "docs/", ".ci/", "bench/"))]
+    assert [p for p in context if p.startswith("deploy/")] == ["deploy/docker/requirements.lock"]
     assert not dockerignore_excludes(patterns, "rotator/__init__.py")
     assert dockerignore_excludes(patterns, "rotator/__pycache__/x.pyc")
 

@@ -12,8 +12,10 @@ import fcntl
 import json
 import logging
 import os
+import re
 import signal
 import time
+import tomllib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,6 +161,149 @@ def test_line_endings_are_kept_when_the_line_is_added_last(tmp_path: Path, newli
     line = f'  mgmt_token = "{token.value.reveal()}"'
     expected = text.rstrip("\r\n") + newline + line + newline  # a missing final newline is added with the line
     assert config.read_bytes() == expected.encode()
+
+
+#: Profile layouts the store adds a missing key to. ``<<NEW>>`` marks where the new line must
+#: appear (its own line, after the indent it must have); the file as written has no such line.
+#: The profile written is always "target"; ``{other}`` is the other profile key, already there.
+MISSING_KEY_LAYOUTS = {
+    "first of three profiles": """\
+[[profile]]
+  name = "target"
+  product = "clustered"
+  host = "a.test"
+  <<NEW>>
+
+[[profile]]
+  name = "middle"
+  product = "dedicated"
+
+[[profile]]
+  name = "last"
+  product = "dedicated"
+""",
+    "middle of three, no blank lines": """\
+[[profile]]
+name = "first"
+product = "dedicated"
+[[profile]]
+name = "target"
+product = "clustered"
+<<NEW>>
+[[profile]]
+name = "last"
+product = "dedicated"
+""",
+    "last of three, the other key present": """\
+[[profile]]
+name = "first"
+[[profile]]
+name = "middle"
+[[profile]]
+name = "target"
+{other} = "present-0123456789"
+host = "c.test"
+<<NEW>>
+""",
+    "trailing comments on its keys": """\
+# influxctl configuration
+[[profile]]  # production
+    name = "target"   # the profile rotator writes
+    host = "a.test"   # the cluster
+    <<NEW>>
+""",
+    "comment lines and sub-tables after its keys": """\
+[[profile]]
+    ## Profile name
+    name = "target"
+    product = "clustered"
+    port = "443"
+    <<NEW>>
+    ## Database and token
+    # database = ""
+    # {other} = ""
+    [profile.tls]
+        insecure = false
+    [profile.auth.oauth2]
+        client_id = "OAUTH_CLIENT_ID"
+        parameters = {{ audience = "" }}
+
+[[profile]]
+  name = "after"
+""",
+    "dotted keys after its plain keys": """\
+[[profile]]
+name = "target"
+host = "a.test"
+<<NEW>>
+tls.insecure = false
+auth.oauth2.client_id = "x"
+""",
+    "an inline table last": """\
+[[profile]]
+  name = "target"
+  auth = {{ oauth2 = {{ client_id = "x", scopes = ["a", "b"] }} }}
+  <<NEW>>
+""",
+    "a multi-line array last": """\
+[[profile]]
+  name = "target"
+  scopes = [
+    "a",  # first
+    "b",
+  ]
+  <<NEW>>
+[[profile]]
+  name = "after"
+""",
+    "a multi-line string last": "[[profile]]\nname = \"target\"\nnote = '''\none\ntwo'''\n<<NEW>>\n",
+    "quoted keys, tab indent": """\
+[[profile]]
+\t"name" = "target"
+\t'product' = "dedicated"
+\t<<NEW>>
+""",
+    "only its name": """\
+[[profile]]
+name = "target"
+<<NEW>>
+""",
+    "blank lines, then another table": """\
+[[profile]]
+name = "target"
+
+product = "clustered"
+<<NEW>>
+
+
+[[profile]]
+name = "after"
+
+[extra]
+x = 1
+""",
+}
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("key", ["mgmt_token", "token"])
+@pytest.mark.parametrize("layout", sorted(MISSING_KEY_LAYOUTS))
+def test_a_missing_key_is_added_as_one_line_after_the_profiles_last_plain_key(
+    tmp_path: Path, layout: str, key: str, newline: str
+) -> None:
+    template = MISSING_KEY_LAYOUTS[layout].format(other="token" if key == "mgmt_token" else "mgmt_token")
+    text = re.sub(r"^[ \t]*<<NEW>>\n", "", template, flags=re.M).replace("\n", newline)
+    config = write_config(tmp_path, text)
+    store = make_store(config, profile="target", key=key)
+    assert store.read_current().version is None
+    token = db_record("id-1") if key == "token" else record("id-1")
+    store.publish(token, None)
+    expected = template.replace("<<NEW>>", f'{key} = "{token.value.reveal()}"').replace("\n", newline)
+    assert config.read_bytes() == expected.encode()
+    data = tomllib.loads(text)
+    next(p for p in data["profile"] if p["name"] == "target")[key] = token.value.reveal()
+    assert tomllib.loads(config.read_text()) == data
+    assert store.read_current().record == token
 
 
 def test_publishing_the_current_record_again_writes_nothing(config: Path) -> None:

@@ -159,3 +159,83 @@ def test_a_cron_schedule_without_apscheduler_is_a_validation_problem(tmp_path: P
     assert result.returncode == 2, result.stderr
     assert "policy[0] 'p1'.schedule" in result.stderr and "cron schedules need APScheduler" in result.stderr
     assert "rotator[daemon]" in result.stderr and "internal error" not in result.stderr
+
+
+# -- issue 11 items 5 and 10: inline secrets by pattern, and bad input that escaped as "internal error" ---------
+
+_HOOK = '[[daemon.hooks]]\ncommand = ["systemctl", "reload", "app"]\n'
+_HOOK_FIX = 'VAULT_TOKEN_FILE = "/run/secrets/vault-token"'
+_WEBHOOK = '[[daemon.webhooks]]\nsecret = { file = "/run/secrets/k" }\n'
+HARDENING_CASES = [
+    # (reason, text, fragments expected in stderr, a value that must not be echoed)
+    ("hook env VAULT_TOKEN", _policy(top=_HOOK + 'env = { VAULT_TOKEN = "q1w2e3r4t5" }'),
+     ["daemon.hooks[0].env", "VAULT_TOKEN", "inline secrets are refused", _HOOK_FIX], "q1w2e3r4t5"),
+    ("hook env BAO_TOKEN", _policy(top=_HOOK + 'env = { BAO_TOKEN = "q1w2e3r4t5" }'),
+     ["BAO_TOKEN", "inline secrets are refused"], "q1w2e3r4t5"),
+    ("hook env AWS_SECRET_ACCESS_KEY", _policy(top=_HOOK + 'env = { AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI" }'),
+     ["AWS_SECRET_ACCESS_KEY", "inline secrets are refused"], "wJalrXUtnFEMI"),
+    ("hook env value that is a token", _policy(top=_HOOK + 'env = { MODE = "M.V1.abcdefghijklmnopqrst" }'),
+     ["MODE", "looks like a token"], "M.V1.abcdefghijklmnopqrst"),
+    ("hook argument --token=", _policy(top='[[daemon.hooks]]\ncommand = ["curl", "--token=q1w2e3r4t5"]'),
+     ["daemon.hooks[0].command", "argument 1", _HOOK_FIX], "q1w2e3r4t5"),
+    ("hook argument after --password", _policy(top='[[daemon.hooks]]\ncommand = ["app", "--password", "q1w2e3"]'),
+     ["argument 2 follows --password"], "q1w2e3"),
+    ("hook argument that is a token", _policy(top='[[daemon.hooks]]\ncommand = ["app", "apiv3_q1w2e3r4t5y6u7"]'),
+     ["argument 1 looks like a token"], "apiv3_q1w2e3r4t5y6u7"),
+    ("webhook URL user-info", _policy(top=_WEBHOOK + 'url = "https://bot:q1w2e3r4@hooks.example/x"'),
+     ["daemon.webhooks[0].url", "user-info", "HMAC signature", "secret = { file ="], "q1w2e3r4"),
+    ("webhook URL query", _policy(top=_WEBHOOK + 'url = "https://hooks.example/x?sig=q1w2e3r4"'),
+     ["daemon.webhooks[0].url", "query key 'sig'"], "q1w2e3r4"),
+    ("journal URL password", _policy(top='[rotator]\njournal = "postgresql://rotator:q1w2%zz@db/rotator"'),
+     ["rotator.journal", "inline secrets are refused", "PGPASSWORD", ".pgpass"], "q1w2"),
+    ("journal URL port abc", _policy(top='[rotator]\njournal = "postgresql://rotator@db:abc/rotator"'),
+     ["rotator.journal", "port is not a number", "postgresql://user@host:5432/database"], None),
+    ("journal URL scheme", _policy(top='[rotator]\njournal = "mysql://db/rotator"'),
+     ["rotator.journal", "unsupported scheme 'mysql'"], None),
+    ("token in a hook's policies", _policy(top=_HOOK + 'policies = ["apiv3_q1w2e3r4t5y6u7"]'),
+     ["daemon.hooks[0].policies", "looks like a token"], "apiv3_q1w2e3r4t5y6u7"),
+    ("token in a policy description",
+     _policy(head='name = "p1"\nschedule = "30d"\ndescription = "{tag} hvs.q1w2e3r4t5y6"'),
+     ["policy[0] 'p1'.description", "looks like a token"], "hvs.q1w2e3r4t5y6"),
+    ("token in an adapter value", _policy(issuer=GOOD_ISSUER.replace('"h.example"', '"M.V1.q1w2e3r4t5y6u7i8"')),
+     ["issuer.profile.host", "looks like a token"], "M.V1.q1w2e3r4t5y6u7i8"),
+    ("huge grace", _policy(head='name = "p1"\nschedule = "30d"\ngrace = "99999999999999999d"'),
+     ["policy[0] 'p1'.grace", "longer than 36525 days"], None),
+    ("huge schedule", _policy(head='name = "p1"\nschedule = "rate(99999999999999999 days)"'),
+     ["policy[0] 'p1'.schedule", "longer than 36525 days"], None),
+    ("huge hook timeout", _policy(top=_HOOK + 'timeout = "9999999999999999999d"'),
+     ["daemon.hooks[0].timeout", "longer than 36525 days"], None),
+    ("a seconds value of 5,000 digits", _policy(head='name = "p1"\nschedule = "30d"\ngrace = "' + "7" * 5000 + 's"'),
+     ["policy[0] 'p1'.grace", "longer than 36525 days"], "7" * 100),
+    ("an integer of 5,000 digits", _policy(top="[rotator.retry]\nattempts = " + "7" * 5000),
+     ["<file>", "a number has thousands of digits"], "7" * 100),
+    ("TOML nested 3,000 deep", "x = " + "[" * 3000 + "]" * 3000,
+     ["<file>", "nested more than 32 levels deep"], None),
+    ("TOML tables nested 3,000 deep", "x = " + "{a = " * 3000 + "1" + "}" * 3000,
+     ["<file>", "nested more than 32 levels deep"], None),
+    ("a non-string issuer name", _policy(issuer=GOOD_ISSUER.replace("[policy.issuer]", "[policy.issuer]\nname = 5")),
+     ["policy[0] 'p1'.issuer.name", "valid string", "write a quoted string"], "input_value"),
+    ("a non-string store name", _policy(store=GOOD_STORE.replace("[[policy.store]]", "[[policy.store]]\nname = 5")),
+     ["policy[0] 'p1'.store[0].name", "valid string"], "input_value"),
+]
+
+
+@pytest.mark.parametrize(("reason", "text", "expected", "secret"), HARDENING_CASES, ids=[c[0] for c in HARDENING_CASES])
+def test_bad_input_is_a_clear_problem_never_an_internal_error(reason: str, text: str, expected: list[str],
+                                                             secret: str | None, tmp_path: Path) -> None:
+    proc = _validate(tmp_path, text)
+    assert proc.returncode == 2, f"{reason}: {proc.stdout}{proc.stderr}"
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    for fragment in expected:
+        assert fragment in proc.stderr, f"{reason}: {fragment!r} not in:\n{proc.stderr}"
+    if secret is not None:
+        assert secret not in proc.stderr, f"{reason}: the input was echoed"
+
+
+def test_references_and_ordinary_hooks_and_webhooks_stay_valid(tmp_path: Path) -> None:
+    top = ('[rotator]\njournal = "postgresql://rotator@db.example:5432/rotator?sslmode=verify-full"\n'
+           '[[daemon.hooks]]\ncommand = ["/usr/local/bin/reload", "--token-file", "/run/secrets/t"]\n'
+           'env = { VAULT_TOKEN_FILE = "/run/secrets/vault-token", AWS_ACCESS_KEY_ID = "x", MODE = "fast" }\n'
+           '[[daemon.webhooks]]\nurl = "https://hooks.example/rotator?policy=p1"\nsecret = { env = "HOOK_KEY" }\n')
+    proc = _validate(tmp_path, _policy(top=top))
+    assert proc.returncode == 0, proc.stderr

@@ -8,9 +8,10 @@ What goes in:
 - ``rotator-<version>.dist-info/`` with the ``rotator.issuers`` / ``rotator.stores`` entry
   points of ``pyproject.toml`` (only those whose module is in the zip): the registry finds
   adapters through entry points, and the Lambda has no installed ``rotator`` distribution;
-- the third-party packages of ``requirements.txt`` next to this script (pinned, hashed, the
-  whole closure), installed by pip for the Lambda's Python version and architecture
-  (``--no-compile``); boto3 is left to the Lambda runtime unless ``--with-boto3``;
+- the third-party packages of ``requirements.txt`` next to this script (the lock file that
+  ``python deploy/lock.py`` makes with uv from pyproject.toml: pinned, hashed, the whole closure),
+  installed by pip with ``--require-hashes --no-deps`` for the Lambda's Python version and
+  architecture (``--no-compile``); boto3 is left to the Lambda runtime unless ``--with-boto3``;
 - optionally a policy file, stored as ``rotator.toml`` at the zip root (the handler's default
   ``ROTATOR_CONFIG``), and its bundle ``rotator.bundle.json``: the policy file validated by the
   full loader and compiled so that a cold start needs no pydantic (rotator/policy_bundle.py;
@@ -473,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except subprocess.CalledProcessError as exc:
         print(
             f"build_zip: error: pip failed (exit {exc.returncode}); it needs a package index "
-            "(PyPI or a mirror in pip.conf/PIP_INDEX_URL) and every wheel's hash in requirements.txt",
+            "(PyPI or a mirror in pip.conf/PIP_INDEX_URL) and every wheel's hash in requirements.txt "
+            "(refresh it with `python deploy/lock.py`)",
             file=sys.stderr,
         )
         return 1

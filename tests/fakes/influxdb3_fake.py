@@ -60,7 +60,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from openapi_core import Config, OpenAPI
-from openapi_core.deserializing.media_types.util import plain_loads
 
 from tests.fakes.openapi_fake import (
     FakeRequest,
@@ -94,12 +93,17 @@ ADMIN = "*:*:*"
 _SPACES = re.compile(r"\s+")
 
 
+def _as_text(value: bytes | str, **parameters: str) -> str:
+    """A request body as text: a media type deserializer (openapi-core's public Config hook)."""
+    return value if isinstance(value, str) else value.decode(parameters.get("charset", "utf-8"), "surrogateescape")
+
+
 @functools.cache
 def _spec(name: str) -> Spec:
     """The loaded spec ``name``, validated by an openapi-core object that reads JSON lines as text."""
     base = load_spec(name)
     spec = copy.copy(base)  # a shallow copy: the cached Spec other fakes use stays as it is
-    text = {"application/jsonl": plain_loads, "text/csv": plain_loads}
+    text = {"application/jsonl": _as_text, "text/csv": _as_text}
     spec.openapi = OpenAPI(base.openapi.spec, config=Config(extra_media_type_deserializers=text))
     return spec
 
