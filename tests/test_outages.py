@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from rotator.journal import Journal
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.harness import Scenario, check_invariants, make_scenario
+from tests.harness import Scenario, check_invariants, let_mint_window_pass, make_scenario
 from tests.test_daemon import DaemonProc, _free_port, configure, dump_threads, start_daemon, wait_until
 
 #: The longest a failing CLI command may take: at most two Vault calls fail in a row (the publish,
@@ -160,6 +160,9 @@ def _matrix(sc: Scenario, proxy: FaultProxy, what: str, faults: tuple[str, ...])
                 timings[f"{fault}@{step} clean-up"] = time.monotonic() - started
                 assert healed.returncode == 0, f"{what} {fault}: {args} after the fault: {healed.stderr[-1500:]}"
                 check_invariants(sc)
+    # A run cut inside its mint stays open until no call of it can still mint (issue 10 §1b).
+    let_mint_window_pass(sc)
+    assert sc.cli("recover").returncode == 0
     assert not sc.journal_rows("SELECT run_id FROM runs WHERE state NOT IN ('done', 'failed', 'aborted', "
                                "'published')"), "every run finished"
     return timings
@@ -210,8 +213,11 @@ def test_cli_with_the_journal_failing_at_each_step(
 def test_cli_with_the_journal_hanging_at_each_step(
     tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, pg_proxy: FaultProxy
 ) -> None:
-    """Blackhole and 3 s latency need statement/connect timeouts in the journal (#15.4)."""
+    """Blackhole and 3 s latency need statement/connect timeouts in the journal (#15.4): a server that
+    never answers a connection (connect_timeout), nor a query on an established one (the journal's
+    transaction deadline, derived from the statement timeout, cuts the connection)."""
     journal = _via(pg_url, pg_proxy)
+    journal = journal.replace("options=", "connect_timeout=2&options=-c%20statement_timeout%3D2000%20", 1)
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, journal_url=journal)
     _fast(sc, sc.vault_url, journal=journal)
     _report(_matrix(sc, pg_proxy, "journal", ("blackhole", "latency")))
