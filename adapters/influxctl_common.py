@@ -831,7 +831,8 @@ def parse_timestamp(value: object, where: str, command: str) -> datetime | None:
     if isinstance(value, dict):
         seconds, nanos = value.get("seconds", 0), value.get("nanos", 0)
         # protojson writes int64 as a string; accept both, never a bool.
-        if isinstance(seconds, str) and seconds.lstrip("-").isdigit():
+        # A real int64 has at most 19 digits; int() of thousands of digits raises ValueError (and costs).
+        if isinstance(seconds, str) and seconds.lstrip("-").isdigit() and len(seconds) <= 20:
             seconds = int(seconds)
         if not _is_int(seconds) or not _is_int(nanos) or not 0 <= nanos < 1_000_000_000:
             raise output_error(command, f"{where} is not a {{seconds, nanos}} timestamp")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -220,6 +222,12 @@ class _Backend:
     #: appended to the SELECT of a lease row that a fenced write checks (PostgreSQL: lock it, so
     #: no take-over commits between the check and the write; SQLite's BEGIN IMMEDIATE already does)
     lock_row: str = ""
+    #: the longest one transaction may wait on the server before ``abort`` cuts its connection: a
+    #: statement_timeout is enforced by the server, so a peer that went silent mid-query (a dead
+    #: network path, a proxy that swallows bytes) would otherwise hang the worker for good
+    tx_deadline_s: float | None = None
+    #: cut a connection from another thread, so that a call blocked on it fails at once
+    abort: Callable[[Any], None] | None = None
     #: true for an error that means "did not answer in time / connection broke": transient
     #: (JournalUnavailable), unlike e.g. a permission or schema problem
     unavailable: Callable[[BaseException], bool] = lambda _exc: False
@@ -273,6 +281,7 @@ class Journal:
             except self._backend.errors as exc:
                 self._conn = None
                 raise self._error(exc, "cannot connect: ") from None
+            watchdog = self._watchdog(self._conn)
             try:
                 cur.execute(self._backend.begin_locked if immediate else self._backend.begin)
                 yield cur
@@ -284,10 +293,21 @@ class Journal:
                 self._rollback(cur, exc)
                 raise
             finally:
+                if watchdog is not None:
+                    watchdog.cancel()
                 try:
                     cur.close()
                 except self._backend.errors:
                     pass
+
+    def _watchdog(self, conn: Any) -> threading.Timer | None:
+        deadline, abort = self._backend.tx_deadline_s, self._backend.abort
+        if deadline is None or abort is None:
+            return None
+        timer = threading.Timer(deadline, abort, args=(conn,))
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def _error(self, exc: BaseException, prefix: str = "") -> JournalError:
         if self._backend.unavailable(exc):
@@ -672,12 +692,32 @@ def postgres_conninfo(url: str) -> str:
     return make_conninfo(url, **extra)
 
 
+def _statement_timeout_s(conninfo: str) -> float:
+    from psycopg.conninfo import conninfo_to_dict
+
+    found = re.search(r"statement_timeout\s*=\s*(\d+)", str(conninfo_to_dict(conninfo).get("options") or ""))
+    return int(found.group(1)) / 1000 if found and len(found.group(1)) < 10 else PG_STATEMENT_TIMEOUT_MS / 1000
+
+
+def _cut_connection(conn: Any) -> None:
+    # shutdown() acts on the socket itself, not on the duplicated descriptor: libpq's pending
+    # recv() ends at once, psycopg raises OperationalError, and the journal drops the connection.
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing is blocked on it
+
+
 def _postgres_backend(url: str) -> _Backend:
     try:
         import psycopg
     except ImportError as exc:
         raise ConfigError("a postgresql:// journal needs psycopg", hint=install_hint(exc)) from None
     conninfo = postgres_conninfo(url)
+    # A transaction is a few short statements: twice the statement timeout plus a margin is never
+    # reached by one that the server is answering.
+    tx_deadline_s = 2 * _statement_timeout_s(conninfo) + 5
 
     def connect() -> Any:
         # autocommit: every transaction is an explicit BEGIN ... COMMIT, as on SQLite.
@@ -693,6 +733,8 @@ def _postgres_backend(url: str) -> _Backend:
         unavailable=lambda exc: isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError,
                                                  psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)),
         lock_row=" FOR UPDATE",
+        tx_deadline_s=tx_deadline_s,
+        abort=_cut_connection,
         paramstyle_percent=True,
         begin="BEGIN",
         # Row locks taken by the lease upsert serialise replicas; nothing more is needed.

@@ -371,11 +371,6 @@ influxctl_stdout = st.one_of(
 )
 
 
-@pytest.mark.xfail(
-    raises=ValueError, strict=False,
-    reason="a `seconds` string of 5,000 digits escapes token_info/parse_timestamp as ValueError (int() of more than "
-           "4,300 digits) in adapters/influxctl_common.py, which this branch may not edit (issue 11 item 10)",
-)  # fmt: skip
 @FUZZ
 @given(stdout=influxctl_stdout, key=st.sampled_from(["id", "ID", "token", ""]))
 def test_fuzz_influxctl_output_parsers(stdout: str, key: str) -> None:
@@ -397,11 +392,6 @@ def test_fuzz_influxctl_output_parsers(stdout: str, key: str) -> None:
     _count("influxctl output", "/".join(outcomes))
 
 
-@pytest.mark.xfail(
-    raises=ValueError, strict=False,
-    reason="a 5,000-digit `seconds` string escapes parse_timestamp as ValueError (adapters/influxctl_common.py, "
-           "issue 11 item 10)",
-)
 @FUZZ
 @given(value=_timestamp_values())
 def test_fuzz_influxctl_timestamps(value: Any) -> None:

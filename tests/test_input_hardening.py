@@ -172,3 +172,15 @@ def test_the_lambda_answers_a_deep_pending_payload_with_an_error_and_the_current
     current = scene.payload("AWSCURRENT")
     assert current == current_before and scene.fake.state.problem(current["token"]) is None
     assert scene.active_minted() == [], "a token was minted and left behind"
+
+
+# -- influxctl output -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", ["9" * 5000, "-" + "9" * 5000, 10**30])
+def test_an_influxctl_timestamp_of_thousands_of_digits_is_an_output_error(seconds: object) -> None:
+    """int() of more than 4,300 digits raises ValueError: the parser must refuse it as bad output first."""
+    from adapters.influxctl_common import parse_timestamp
+
+    with pytest.raises(RotatorError, match="created_at"):
+        parse_timestamp({"seconds": seconds, "nanos": 0}, "item 0 `created_at`", "management list")

@@ -364,6 +364,7 @@ def test_bootstrap_two_rotations_and_revocation_after_grace(subject: Subject) ->
     check_all(sub, settled=True, where="status")  # the leak check covers status' output too
 
 
+@pytest.mark.timeout(300)  # ten kill/recover cycles of real subprocesses: ~60-160 s on a loaded 2-core machine
 def test_kill_at_every_step_boundary_then_recover(subject: Subject) -> None:
     sub = subject
     vault = sub.vault_store

@@ -28,9 +28,8 @@ import hvac
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from rotator.journal import Journal
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.harness import Scenario, check_invariants, make_scenario
+from tests.harness import Scenario, check_invariants, let_mint_window_pass, make_scenario
 from tests.test_daemon import DaemonProc, _free_port, configure, dump_threads, start_daemon, wait_until
 
 #: The longest a failing CLI command may take: at most two Vault calls fail in a row (the publish,
@@ -39,7 +38,6 @@ from tests.test_daemon import DaemonProc, _free_port, configure, dump_threads, s
 CLI_BOUND_S = 25.0
 VAULT_FAULTS = ("down", "reset", "blackhole", "http503", "http429", "latency")
 STEPS = ("plan", "publish", "revoke")
-HAS_JOURNAL_TIMEOUTS = hasattr(Journal, "ping")
 
 
 def _set(proxy: FaultProxy, fault: str) -> None:
@@ -160,6 +158,9 @@ def _matrix(sc: Scenario, proxy: FaultProxy, what: str, faults: tuple[str, ...])
                 timings[f"{fault}@{step} clean-up"] = time.monotonic() - started
                 assert healed.returncode == 0, f"{what} {fault}: {args} after the fault: {healed.stderr[-1500:]}"
                 check_invariants(sc)
+    # A run cut inside its mint stays open until no call of it can still mint (issue 10 §1b).
+    let_mint_window_pass(sc)
+    assert sc.cli("recover").returncode == 0
     unfinished = sc.journal_rows("SELECT run_id, state, error FROM runs WHERE state NOT IN ('done', 'failed', "
                                  "'aborted', 'published')")
     assert not unfinished, f"every run finished: {unfinished}"
@@ -206,25 +207,15 @@ def test_cli_with_the_journal_failing_at_each_step(
     _report(_matrix(sc, pg_proxy, "journal", ("down", "reset")))
 
 
-@pytest.mark.parametrize("fault", [
-    # Every step fails cleanly and recovers; only the final "every run finished" fails: the mint cut
-    # by the blackhole leaves its run revoking_new, by design (fencing), until mint start + the
-    # issuer's call timeout + margin. Needs a decision (wait that long, or accept a waiting run).
-    pytest.param("blackhole", marks=pytest.mark.xfail(reason="a run cut inside a mint stays open (waiting) "
-                                                       "past the matrix's end", run=False)),
-    # 3 s a round trip stays below every journal timeout (statement 30 s, tcp_user_timeout 30 s): the
-    # command does not fail, it is slow (a rotate under it took > 60 s), so "exit 1 within
-    # CLI_BOUND_S" cannot hold. Needs a decision (a bound on the whole command, or another expectation).
-    pytest.param("latency", marks=pytest.mark.xfail(reason="journal latency below its timeouts: slow, not failed",
-                                                     run=False)),
-])
-@pytest.mark.xfail(not HAS_JOURNAL_TIMEOUTS, reason="needs journal timeouts (#15.4) from the fencing branch",
-                   run=False)
+@pytest.mark.parametrize("fault", ["blackhole", "latency"])
 def test_cli_with_the_journal_hanging_at_each_step(
     tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, pg_proxy: FaultProxy, fault: str
 ) -> None:
-    """A journal that accepts and never answers needs its connect/statement timeouts (#15.4)."""
+    """A journal that never answers (blackhole) or answers 3 s late needs its timeouts (#15.4): a
+    connection the server never accepts ends at connect_timeout, a query on an established one at the
+    journal's transaction deadline (twice the statement timeout + 5 s), which cuts the connection."""
     journal = _via(pg_url, pg_proxy)
+    journal = journal.replace("options=", "connect_timeout=2&options=-c%20statement_timeout%3D2000%20", 1)
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, journal_url=journal)
     _fast(sc, sc.vault_url, journal=journal)
     _report(_matrix(sc, pg_proxy, "journal", (fault,)))
