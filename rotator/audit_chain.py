@@ -225,12 +225,14 @@ def _verify(cur: Cursor) -> ChainReport:
         named = any(
             r["step"] == "prune" and json.loads(r["detail"]).get("last_pruned_hash") == checkpoint.hash
             and json.loads(r["detail"]).get("last_pruned_seq") == checkpoint.seq
+            and json.loads(r["detail"]).get("checkpoint_sha256") == _digest(checkpoint.detail)
             for r in rows
         )  # fmt: skip
         if not named:
             report.ok = False
             report.problem = (f"the pruning checkpoint at seq {checkpoint.seq} is not the one the chain recorded "
-                              "(its `prune` event names another last link): checkpoint replaced or altered")
+                              "(its `prune` event names another last link or summary): checkpoint replaced or "
+                              "altered")
             report.broken = {"checkpoint_seq": checkpoint.seq, "checkpoint_hash": checkpoint.hash}
     return report
 
@@ -337,6 +339,7 @@ def prune(journal: _JournalLike, cutoff: str, now: str) -> PruneResult:
             append_event(cur, lock_head, {
                 "at": now, "policy": "(journal)", "run_id": None, "step": "prune", "result": "ok",
                 "detail": json.dumps({"last_pruned_seq": checkpoint.seq, "last_pruned_hash": checkpoint.hash,
+                                      "checkpoint_sha256": _digest(checkpoint.detail),
                                       "events": pruned_events, "runs": len(old_runs), "revocations": revs,
                                       "cutoff": cutoff}, sort_keys=True),
             })  # fmt: skip
@@ -376,6 +379,11 @@ def _summary(rows: Sequence[Mapping[str, Any]], previous: Checkpoint | None) -> 
         "first_seq": rows[0]["seq"] if rows else None,
         "policies": policies,
     }
+
+
+def _digest(detail: Mapping[str, Any]) -> str:
+    """SHA-256 of a checkpoint's detail (summaries included), recorded in the chained ``prune`` event."""
+    return hashlib.sha256(json.dumps(detail, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _parse(text: str) -> datetime:

@@ -239,10 +239,13 @@ class Daemon:
         self.health = None
         if self._serve_http:
             from rotator.health import HealthServer
+            from rotator.status_page import StatusPage
 
             host, port = parse_listen(self._listen_override or self.settings.listen)
+            self.status_page = StatusPage(lambda: self.policies, lambda: self.journal, self.clock.now,
+                                          lambda: self.last_inventory)
             self.health = HealthServer(host, port, alive=self.liveness, ready=self.readiness,
-                                       registry=self.metrics.registry)
+                                       registry=self.metrics.registry, status=self.status_page)
             self.health.start()
         self._check_journal()  # /readyz answers from the first probe on
         for target, thread_name in ((self._watchdog_loop, "rotator-watchdog"),
