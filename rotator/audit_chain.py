@@ -319,7 +319,8 @@ def prune(journal: _JournalLike, cutoff: str, now: str) -> PruneResult:
         newest = {
             str(r[0]) for r in cur.execute(
                 "SELECT r.run_id FROM runs r WHERE r.state IN ('published', 'done') AND r.published_at = "
-                "(SELECT MAX(o.published_at) FROM runs o WHERE o.policy = r.policy AND o.state IN ('published', 'done'))"
+                "(SELECT MAX(o.published_at) FROM runs o "
+                "WHERE o.policy = r.policy AND o.state IN ('published', 'done'))"
             ).fetchall()
         }  # fmt: skip
         old_runs = [

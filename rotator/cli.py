@@ -640,7 +640,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     config = _config(args)
     start, end = report_mod.parse_date("--from", args.start), report_mod.parse_date("--to", args.end)
     if end <= start:
-        raise ConfigError(f"--to {args.end} is not after --from {args.start}", hint="e.g. --from 2026-01-01 --to 2026-04-01")
+        raise ConfigError(f"--to {args.end} is not after --from {args.start}",
+                          hint="e.g. --from 2026-01-01 --to 2026-04-01")
     policies = _selected(config, args.policy, all_enabled=False)
     evidence = report_mod.build(_journal(config, create=False), policies, start, end, SystemClock().now())
     text = report_mod.render(evidence, args.report_format)

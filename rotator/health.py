@@ -166,7 +166,8 @@ class HealthServer:
                     elif path == "/status.json" and outer._status is not None:
                         self._send(200, "application/json", outer._status.json_bytes())
                     else:
-                        self._send(404, "text/plain; charset=utf-8", b"not found: try /, /status.json, /healthz, /readyz, /metrics\n")
+                        self._send(404, "text/plain; charset=utf-8",
+                                   b"not found: try /, /status.json, /healthz, /readyz, /metrics\n")
                 except Exception:  # a broken check answers 500, never kills the server
                     logger.exception("error serving %s", path)
                     self._send(500, "text/plain; charset=utf-8", b"internal error, see the daemon's log\n")

@@ -90,7 +90,7 @@ class StatusPage:
                 "problems": comp.problems() if comp else [],
                 "next_due": _iso(status.next_due), "due": status.due,
                 "last_result": status.last_run_state, "last_error": status.last_run_error,
-                "needs_attention": status.needs_attention, "reason": status.reason,
+                "needs_attention": status.needs_attention, "reason": status.reason(),
                 "pending_revocations": [
                     {"token_id": r.token_id, "due_at": _iso(r.due_at), "attempts": r.attempts,
                      "last_error": r.last_error} for r in pending
@@ -118,7 +118,8 @@ def _inventory(result: Any) -> dict[str, Any] | None:
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1f24;background:#f6f8fa;margin:0}
-header{background:#1b1f24;color:#fff;padding:.8rem 1.5rem;display:flex;justify-content:space-between;align-items:baseline}
+header{background:#1b1f24;color:#fff;padding:.8rem 1.5rem;display:flex;justify-content:space-between;
+ align-items:baseline}
 header h1{font-size:1.2rem;margin:0}header span{color:#c9d1d9;font-size:12px}
 main{padding:1rem 1.5rem;max-width:1200px}
 .card{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:.8rem 1rem;margin:0 0 1rem}
@@ -129,7 +130,8 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:0}dt
 .mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
 .bar{position:relative;height:14px;background:#eaeef2;border-radius:7px;overflow:hidden;max-width:420px}
 .bar>div{height:100%}.bar-label{font-size:12px;color:#57606a}
-table{border-collapse:collapse;font-size:12.5px;margin:.3rem 0}th,td{border:1px solid #d0d7de;padding:2px 6px;text-align:left}
+table{border-collapse:collapse;font-size:12.5px;margin:.3rem 0}
+th,td{border:1px solid #d0d7de;padding:2px 6px;text-align:left}
 th{background:#f6f8fa}.muted{color:#57606a}
 @media print{header{background:none;color:#000}body{background:#fff}}
 """
@@ -142,7 +144,7 @@ def render_html(data: dict[str, Any]) -> str:
         f'<meta http-equiv="refresh" content="{REFRESH_S}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>rotator status</title><style>{_CSS}</style></head><body>",
-        f"<header><h1>rotator status</h1><span>{e(str(data['generated_at']))} UTC &middot; refreshes every "
+        f"<header><h1>rotator status</h1><span>{e(_short(data['generated_at']))} &middot; refreshes every "
         f"{REFRESH_S}s &middot; <a style=\"color:#c9d1d9\" href=\"status.json\">status.json</a></span></header><main>",
     ]  # fmt: skip
     if not data["policies"]:
@@ -167,14 +169,14 @@ def _policy_card(p: dict[str, Any]) -> str:
     rows = [
         ("current token id", f'<span class="mono">{e(p["current_token_id"] or "none")}</span>'),
         ("age / max_age", _bar(p)),
-        ("next due", e(p["next_due"] or "-") + (" (due now)" if p["due"] else "")),
+        ("next due", e(_short(p["next_due"])) + (" (due now)" if p["due"] else "")),
         ("last result", e(p["last_result"] or "-") + (f' <span class="muted">{e(p["last_error"])}</span>'
                                                      if p["last_error"] else "")),
         ("pending revocations", _table(("token id", "due", "attempts", "last error"),
-                                       [(r["token_id"], r["due_at"], r["attempts"], r["last_error"])
+                                       [(r["token_id"], _short(r["due_at"]), r["attempts"], r["last_error"])
                                         for r in p["pending_revocations"]])),
         ("recent failures", _table(("time", "run", "step", "result", "error"),
-                                   [(f["at"], f["run_id"], f["step"], f["result"], f["error"])
+                                   [(_short(f["at"]), f["run_id"], f["step"], f["result"], f["error"])
                                     for f in p["recent_failures"]])),
     ]  # fmt: skip
     if p["problems"]:
@@ -182,6 +184,11 @@ def _policy_card(p: dict[str, Any]) -> str:
     body = "".join(f"<dt>{e(k)}</dt><dd>{v}</dd>" for k, v in rows)
     return (f'<section class="card" id="policy-{e(p["policy"])}"><h2>{e(p["policy"])} '
             f'<span class="pill {pill[0]}">{e(pill[1])}</span></h2><dl>{body}</dl></section>')  # fmt: skip
+
+
+def _short(stamp: str | None) -> str:
+    """``2026-03-01T12:00:00.123456Z`` as ``2026-03-01 12:00:00Z`` (the JSON keeps the full time)."""
+    return "-" if not stamp else f"{stamp[:10]} {stamp[11:19]}Z"
 
 
 def _bar(p: dict[str, Any]) -> str:
@@ -204,7 +211,8 @@ def _inventory_card(inv: dict[str, Any] | None) -> str:
     classes = sorted({c for counts in inv["targets"].values() for c in counts})
     rows = [(t, *[counts.get(c, 0) for c in classes]) for t, counts in inv["targets"].items()]
     errors = "".join(f'<p class="muted">{html.escape(x)}</p>' for x in inv["errors"])
-    return f'<section class="card" id="inventory"><h2>Inventory</h2>{_table(("issuer", *classes), rows)}{errors}</section>'
+    table = _table(("issuer", *classes), rows)
+    return f'<section class="card" id="inventory"><h2>Inventory</h2>{table}{errors}</section>'
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

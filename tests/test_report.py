@@ -20,7 +20,8 @@ from rotator.report import parse_date
 from tests.harness import Scenario, check_invariants, make_scenario
 
 
-def _rotated(tmp_path: Path, openbao: Any, fake_influxctl: Any, rotations: int = 3, **kw: Any) -> tuple[Scenario, list[str]]:
+def _rotated(tmp_path: Path, openbao: Any, fake_influxctl: Any, rotations: int = 3,
+             **kw: Any) -> tuple[Scenario, list[str]]:
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, **kw)
     ids = [sc.bootstrap_id]
     for _ in range(rotations):
