@@ -164,13 +164,15 @@ def _parser() -> _Parser:
     p.add_argument("--token-id", required=True, help="the token's id at the issuer")
     p.add_argument("--expires-at", help="RFC 3339 expiry, if the issuer does not report one")
     p = add("audit")
-    p.add_argument("action", choices=["verify"], help="verify: walk the hash chain from the last checkpoint")
+    p.add_argument("action", nargs="?", choices=["verify"], default="verify",
+                   help="verify (the default): walk the hash chain from the last checkpoint")
     p = add("prune")
     p.add_argument("--keep-history", metavar="DURATION", help="override [rotator] keep_history (default 400d)")
     p = add("report")
-    p.add_argument("--from", dest="start", required=True, metavar="DATE", help="start (YYYY-MM-DD or RFC 3339, UTC)")
-    p.add_argument("--to", dest="end", required=True, metavar="DATE",
-                   help="end, exclusive (YYYY-MM-DD or RFC 3339, UTC)")
+    p.add_argument("--from", dest="start", metavar="DATE",
+                   help="start (YYYY-MM-DD or RFC 3339, UTC; default: 90 days before --to)")
+    p.add_argument("--to", dest="end", metavar="DATE",
+                   help="end, exclusive (YYYY-MM-DD or RFC 3339, UTC; default: now)")
     p.add_argument("--format", dest="report_format", choices=["json", "csv", "html"], default="html")
     p.add_argument("--output-file", metavar="FILE", help="write there instead of stdout")
     p.add_argument("policy", nargs="*", help="policy names (default: every policy)")
@@ -638,7 +640,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rotator import report as report_mod
 
     config = _config(args)
-    start, end = report_mod.parse_date("--from", args.start), report_mod.parse_date("--to", args.end)
+    end = report_mod.parse_date("--to", args.end) if args.end else SystemClock().now()
+    start = report_mod.parse_date("--from", args.start) if args.start else end - timedelta(days=90)
     if end <= start:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}",
                           hint="e.g. --from 2026-01-01 --to 2026-04-01")
