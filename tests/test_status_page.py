@@ -49,6 +49,7 @@ def _browser(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_status_page_in_headless_chromium(tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: Any) -> None:
+    _chromium()  # skip (or fail, when required) before starting anything
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=3600)
     proc = sc.cli("rotate", sc.policy, "--output", "json")
     assert proc.returncode == 0, proc.stderr
