@@ -17,6 +17,7 @@ import pytest
 
 from rotator import audit_chain
 from rotator.journal import Journal, Revocation, RunRecord, RunState, open_journal, ts
+from tests.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -248,3 +249,24 @@ def test_events_written_before_the_chain_existed_are_counted_not_forged(tmp_path
     with raw(f"sqlite:///{path}") as sql:
         sql("INSERT INTO events (at, policy, step, result, detail) VALUES (?, 'p', 'plan', 'ok', '{}')", ts(T0))
     assert not audit_chain.verify(journal).ok
+
+
+def test_the_daemon_prunes_once_a_day(harness: Callable[..., Any]) -> None:
+    """rotator/daemon.py's hook: history older than keep_history (default 400d) goes at the first
+    pass and then once a day, into a checkpoint; the chain stays verifiable."""
+    h = harness([("a", "1h", "")])
+    journal = h.daemon.journal
+    now = h.clock.now()
+    _history(journal, 4, now - timedelta(days=500))
+    _history(journal, 2, now - timedelta(days=399, hours=12))  # older than 400d in 12 h
+    h.tick()
+    [first] = audit_chain.checkpoints(journal)
+    assert first.seq == 4 and first.detail["events"] == 4
+    assert audit_chain.verify(journal).ok
+    h.clock.advance(timedelta(hours=23))  # the second batch is old enough now, but a day has not passed
+    h.tick()
+    assert len(audit_chain.checkpoints(journal)) == 1, "not again within the day"
+    h.clock.advance(timedelta(hours=2))
+    h.tick()
+    assert len(audit_chain.checkpoints(journal)) == 2, "a day later, it prunes again"
+    assert audit_chain.verify(journal).ok
