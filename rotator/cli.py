@@ -96,6 +96,12 @@ _COMMAND_HELP: dict[str, tuple[str, str]] = {
     "demo": ("rotate a simulated management token into OpenBao", "rotator demo --keep"),
     "inventory": ("list every token of the policies' issuers (and of bare targets) and say whose it is",
                   "rotator inventory --output csv > tokens.csv"),
+    "audit": ("check the journal's tamper-evident hash chain; exit 4 and name the first broken link",
+              "rotator -c /etc/rotator/rotator.toml audit verify"),
+    "prune": ("delete history older than keep_history, keeping the audit chain verifiable (a checkpoint)",
+              "rotator prune --keep-history 400d"),
+    "report": ("write the rotation evidence of a period (runs, revocations, failures, max age, chain check)",
+               "rotator report --from 2026-01-01 --to 2026-04-01 --format html --output-file q1.html"),
     "daemon": ("run continuously: rotate on schedule, revoke after grace, serve /healthz /readyz /metrics",
                "rotator daemon -c /etc/rotator/rotator.toml --listen 0.0.0.0:9464"),
 }  # fmt: skip
@@ -166,6 +172,19 @@ def _parser() -> _Parser:
                    help="repair: publish this token over stores that hold a managed token that no longer works "
                    "(needs --reason; docs/operations.md)")
     p.add_argument("--reason", default="", help="why the token is replaced (audited), with --replace")
+    p = add("audit")
+    p.add_argument("action", nargs="?", choices=["verify"], default="verify",
+                   help="verify (the default): walk the hash chain from the last checkpoint")
+    p = add("prune")
+    p.add_argument("--keep-history", metavar="DURATION", help="override [rotator] keep_history (default 400d)")
+    p = add("report")
+    p.add_argument("--from", dest="start", metavar="DATE",
+                   help="start (YYYY-MM-DD or RFC 3339, UTC; default: 90 days before --to)")
+    p.add_argument("--to", dest="end", metavar="DATE",
+                   help="end, exclusive (YYYY-MM-DD or RFC 3339, UTC; default: now)")
+    p.add_argument("--format", dest="report_format", choices=["json", "csv", "html"], default="html")
+    p.add_argument("--output-file", metavar="FILE", help="write there instead of stdout")
+    p.add_argument("policy", nargs="*", help="policy names (default: every policy)")
     sync_cmd.add_parser(sub, common)  # its own description and examples
     p = add("demo")
     p.add_argument("--keep", action="store_true", help="keep the demo directory")
@@ -618,11 +637,63 @@ def _when(moment: datetime, now: datetime) -> str:
     return "now" if moment <= now else moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from rotator import audit_chain
+
+    journal = _journal(_config(args), create=False)
+    report = audit_chain.verify(journal)
+    _emit(args, report.as_dict(), report.text())
+    if not report.ok:
+        print(f"rotator: audit chain broken at {json.dumps(report.broken, default=str)}", file=sys.stderr)
+        print("fix: compare with a backup or an earlier report's head hash; the events from that link on cannot "
+              "be trusted (docs/compliance.md)", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_ATTENTION
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from rotator import audit_chain
+    from rotator.journal import ts
+
+    config = _config(args)
+    keep = (_duration_arg("--keep-history", args.keep_history) if args.keep_history
+            else config.settings.keep_history)  # fmt: skip
+    now = SystemClock().now()
+    try:
+        result = audit_chain.prune(_journal(config, create=False), ts(now - keep), ts(now))
+    except ValueError as exc:
+        raise NeedsAttention(str(exc), hint="run `rotator audit verify`; keep the journal as it is for "
+                             "investigation") from None
+    _emit(args, {"events": result.events, "runs": result.runs, "revocations": result.revocations,
+                 "checkpoint_seq": result.checkpoint.seq if result.checkpoint else None}, result.text())
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rotator import report as report_mod
+
+    config = _config(args)
+    end = report_mod.parse_date("--to", args.end) if args.end else SystemClock().now()
+    start = report_mod.parse_date("--from", args.start) if args.start else end - timedelta(days=90)
+    if end <= start:
+        raise ConfigError(f"--to {args.end} is not after --from {args.start}",
+                          hint="e.g. --from 2026-01-01 --to 2026-04-01")
+    policies = _selected(config, args.policy, all_enabled=False)
+    evidence = report_mod.build(_journal(config, create=False), policies, start, end, SystemClock().now())
+    text = report_mod.render(evidence, args.report_format)
+    if args.output_file:
+        Path(args.output_file).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output_file}: {len(evidence.policies)} policies, chain "
+              f"{'verified' if evidence.chain.ok else 'BROKEN'}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK if evidence.chain.ok else EXIT_ATTENTION
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate, "schema": cmd_schema, "bundle": cmd_bundle, "plan": cmd_plan, "rotate": cmd_rotate,
     "status": cmd_status, "recover": cmd_recover, "revoke-expired": cmd_revoke_expired,
     "bootstrap": cmd_bootstrap, "demo": cmd_demo, "inventory": cmd_inventory, "daemon": cmd_daemon,
-    "sync": sync_cmd.cmd_sync,
+    "sync": sync_cmd.cmd_sync, "audit": cmd_audit, "prune": cmd_prune, "report": cmd_report,
 }  # fmt: skip
 
 if __name__ == "__main__":

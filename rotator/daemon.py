@@ -84,6 +84,8 @@ BUSY_RETRY = (1.0, 2.0)
 #: After an unexpected error in a tick (journal unreachable...), try again after this long.
 TICK_RETRY = 5.0
 MIN_WAIT = 0.01
+#: how often the daemon prunes history older than keep_history
+PRUNE_EVERY = timedelta(days=1)
 #: The watchdog looks this often (seconds); the readiness probe of the journal runs as often.
 WATCHDOG_EVERY = 1.0
 #: A journal check older than this (it hangs) makes /readyz fail.
@@ -208,6 +210,9 @@ class Daemon:
         self._watchdog_stop = threading.Event()
         self._next_inventory: datetime | None = None
         self._inventory_thread: threading.Thread | None = None
+        #: the last inventory's result (for the status page); None until one ran
+        self.last_inventory: Any = None
+        self._next_prune: datetime | None = None
 
     # -- start and stop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -234,10 +239,13 @@ class Daemon:
         self.health = None
         if self._serve_http:
             from rotator.health import HealthServer
+            from rotator.status_page import StatusPage
 
             host, port = parse_listen(self._listen_override or self.settings.listen)
+            self.status_page = StatusPage(lambda: self.policies, lambda: self.journal, self.clock.now,
+                                          lambda: self.last_inventory)
             self.health = HealthServer(host, port, alive=self.liveness, ready=self.readiness,
-                                       registry=self.metrics.registry)
+                                       registry=self.metrics.registry, status=self.status_page)
             self.health.start()
         self._check_journal()  # /readyz answers from the first probe on
         for target, thread_name in ((self._watchdog_loop, "rotator-watchdog"),
@@ -358,6 +366,9 @@ class Daemon:
             self._next_sweep = now + settings.sweep_interval
             self._last.clear()  # other rotators' runs show up at least this often
             self._sweep(now)
+        if self._next_prune is None or now >= self._next_prune:  # history retention, once a day
+            self._next_prune = now + PRUNE_EVERY
+            self._prune(now)
         wake = [self._next_sweep]
         if settings.watch:
             wake.append(self._next_watch)
@@ -435,6 +446,20 @@ class Daemon:
         for target, message in result.errors:
             logger.warning("inventory: %s: %s", target, message)
         self.metrics.inventory(result)
+        self.last_inventory = result
+
+    def _prune(self, now: datetime) -> None:
+        """Delete history older than [rotator] keep_history into a checkpoint (rotator/audit_chain.py)."""
+        from rotator import audit_chain
+        from rotator.journal import ts
+
+        try:
+            result = audit_chain.prune(self.journal, ts(now - self.loaded.config.settings.keep_history), ts(now))
+        except Exception as exc:  # a broken chain (ValueError) or the journal: logged, tried again tomorrow
+            logger.error("pruning the journal's history failed: %s", _describe(exc))
+            return
+        if result.checkpoint is not None:
+            logger.info("journal history: %s", result.text())
 
     def _idle(self, name: str, now: datetime, wake: list[datetime]) -> bool:
         """Nothing running for the policy here, and no recent LeaseBusy from it."""

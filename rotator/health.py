@@ -1,5 +1,6 @@
 """The daemon's HTTP endpoints: ``/healthz`` (alive), ``/readyz`` (journal reachable, configuration
-loaded) and ``/metrics`` (Prometheus text format). Read-only, no authentication, nothing secret:
+loaded), ``/metrics`` (Prometheus text format), and the status page ``/`` and ``/status.json``
+(rotator/status_page.py). Read-only, no authentication, nothing secret:
 bind it to loopback or a pod network, not to the internet.
 
 It cannot be starved by idle or slow clients: every connection has a read timeout
@@ -21,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -33,6 +34,13 @@ logger = logging.getLogger("rotator.health")
 
 #: ``() -> (ok, detail)``
 Check = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+class StatusSource(Protocol):
+    """What serves ``/`` and ``/status.json`` (rotator.status_page.StatusPage)."""
+
+    def html_bytes(self) -> bytes: ...
+    def json_bytes(self) -> bytes: ...
 
 
 #: A client that sends nothing for this long is disconnected.
@@ -103,7 +111,9 @@ class _Server6(_Server):
 class HealthServer:
     """Serves the three endpoints on a background thread."""
 
-    def __init__(self, host: str, port: int, *, alive: Check, ready: Check, registry: CollectorRegistry) -> None:
+    def __init__(self, host: str, port: int, *, alive: Check, ready: Check, registry: CollectorRegistry,
+                 status: StatusSource | None = None) -> None:
+        self._status = status
         self._alive = alive
         self._ready = ready
         self._registry = registry
@@ -124,7 +134,8 @@ class HealthServer:
     def start(self) -> None:
         self._thread.start()
         host, port = self.address
-        logger.info("serving /healthz, /readyz and /metrics on http://%s:%d",
+        logger.info("serving /healthz, /readyz, /metrics%s on http://%s:%d",
+                    " and the status page / /status.json" if self._status is not None else "",
                     f"[{host}]" if ":" in host else host, port)
 
     def stop(self) -> None:
@@ -150,8 +161,13 @@ class HealthServer:
                         self._send(200 if ok else 503, "application/json", _json({"ready": ok, **detail}))
                     elif path == "/metrics":
                         self._send(200, CONTENT_TYPE_LATEST, generate_latest(outer._registry))
+                    elif path == "/" and outer._status is not None:
+                        self._send(200, "text/html; charset=utf-8", outer._status.html_bytes())
+                    elif path == "/status.json" and outer._status is not None:
+                        self._send(200, "application/json", outer._status.json_bytes())
                     else:
-                        self._send(404, "text/plain; charset=utf-8", b"not found: try /healthz, /readyz, /metrics\n")
+                        self._send(404, "text/plain; charset=utf-8",
+                                   b"not found: try /, /status.json, /healthz, /readyz, /metrics\n")
                 except Exception:  # a broken check answers 500, never kills the server
                     logger.exception("error serving %s", path)
                     self._send(500, "text/plain; charset=utf-8", b"internal error, see the daemon's log\n")

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rotator import audit_chain
 from rotator.errors import ConfigError, JournalError, JournalUnavailable, LeaseBusy, LeaseLost
 from rotator.extras import install_hint
 
@@ -190,6 +191,8 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN fence INTEGER;
     ALTER TABLE runs ADD COLUMN mint_started_at TEXT
     """,
+    # 3: the audit events' hash chain (rotator/audit_chain.py)
+    audit_chain.MIGRATION,
 )
 
 _RUN_COLUMNS = (
@@ -588,11 +591,16 @@ class Journal:
     def record_event(
         self, at: datetime, policy: str, run_id: str | None, step: str, result: str, detail: Mapping[str, Any]
     ) -> None:
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO events (at, policy, run_id, step, result, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                (ts(at), policy, run_id, step, result, json.dumps(dict(detail), sort_keys=True, default=str)),
-            )
+        event = {"at": ts(at), "policy": policy, "run_id": run_id, "step": step, "result": result,
+                 "detail": json.dumps(dict(detail), sort_keys=True, default=str)}  # fmt: skip
+        with self.audit_transaction() as (cur, lock_head):  # one chain: the head row is locked until commit
+            audit_chain.append_event(cur, lock_head, event)
+
+    @contextmanager
+    def audit_transaction(self) -> Iterator[tuple[_Cursor, str]]:
+        """A write transaction for the audit chain, and the suffix that locks its head row when selected."""
+        with self._tx(immediate=True) as cur:
+            yield cur, self._backend.lock_row
 
     def events(self, policy: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         where, params = ("WHERE policy = ?", (policy,)) if policy else ("", ())

@@ -92,6 +92,11 @@ class GlobalSettings(BaseModel):
         "(no password: PGPASSWORD or ~/.pgpass)",
     )
     lease_ttl: Duration = Field("15m", validate_default=True, description="how long a run may hold a policy")
+    keep_history: Duration = Field(
+        "400d", validate_default=True,
+        description="journal history kept (events, finished runs, done revocations); older is pruned into a "
+        "checkpoint by `rotator prune` and the daemon (docs/compliance.md)",
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
 
     @field_validator("journal")
