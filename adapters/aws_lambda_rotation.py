@@ -59,6 +59,7 @@ import json
 import logging
 import os
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -186,7 +187,10 @@ def handle(
         action = event.get("action")
         if action is not None:
             if action != "revoke-expired":
-                raise PermanentError(f"unknown action {action!r}", hint='the only action is "revoke-expired"')
+                # reprlib: bounded in depth and length (a nested or huge event field must not crash the
+                # function or fill its log).
+                raise PermanentError(f"unknown action {reprlib.repr(action)}",
+                                     hint='the only action is "revoke-expired"')
             return _revoke_expired_action(event, config, env)
         _rotation_step(event, config, env)
         return None
@@ -356,7 +360,7 @@ def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) ->
     raw_step = _required(event, "Step")
     step = _STEPS.get(raw_step)
     if step is None:
-        raise PermanentError(f"unknown Step {raw_step!r}", hint=f"one of {', '.join(sorted(set(_STEPS)))}")
+        raise PermanentError(f"unknown Step {reprlib.repr(raw_step)}", hint=f"one of {', '.join(sorted(set(_STEPS)))}")
     secret_id = _required(event, "SecretId")
     token = _required(event, "ClientRequestToken")
     rotation_token = event.get("RotationToken")

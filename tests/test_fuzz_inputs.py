@@ -565,12 +565,6 @@ def test_fuzz_lambda_events(event: Any, depth: int, as_list: bool, text: str, re
             assert stored not in str(exc) + exc.hint, "a Lambda error repeats the stored token"
 
 
-@pytest.mark.xfail(
-    raises=RecursionError, strict=False,
-    reason="found by the long fuzz run: handle() formats an unknown action with repr(), which overflows on an "
-           "`action` nested ~2,000 deep and escapes the Lambda uncaught; adapters/aws_lambda_rotation.py belongs to "
-           "helper trust (a bounded repr fixes it); remove this marker with that fix",
-)  # fmt: skip
 def test_a_deep_lambda_action_is_an_error_not_a_crash() -> None:
     event = {"action": _nest("revoke-expired", 3000, False)}
     with pytest.raises(RotatorError):
