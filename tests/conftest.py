@@ -1,4 +1,37 @@
 """Shared fixtures: real servers (tests/servers.py, tests/aws_server.py), the fake influxctl
-(tests/fakes/fixtures.py) and the OpenAPI-validated HTTP fakes (tests/fakes/http_fixtures.py)."""
+(tests/fakes/fixtures.py) and the OpenAPI-validated HTTP fakes (tests/fakes/http_fixtures.py).
+
+The exhaustive matrices are marked ``slow`` here, in one place: the default run (the README's test
+command) keeps a sample of each that covers every mechanism, so it stays within about ten minutes
+on two cores; ``pytest -m slow`` runs the rest, and .ci/run runs both.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
 
 pytest_plugins = ["tests.servers", "tests.pg", "tests.aws_server", "tests.fakes.fixtures", "tests.fakes.http_fixtures"]
+
+#: Node ids (regular expressions matched from the start of the test name) that only ``-m slow`` runs.
+SLOW = [
+    # Pause (SIGSTOP) at every boundary x recover/rotate x SQLite/PostgreSQL: 36 cases of ~15 s. The
+    # default run keeps the reported reproduction (paused after VERIFY) on both backends and both
+    # actions, a paused mint, a paused publish and a paused revocation.
+    r"test_pause_at_step_boundary_while_another_process_acts\[(?!"
+    r"verified-|minting-rotate-sqlite|publishing-recover-sqlite|revoking-rotate-postgresql)",
+    # The Vault outage matrix: every fault at every step; the default run keeps "down" and "http503".
+    r"test_cli_with_vault_failing_at_each_step\[(reset|blackhole|http429|latency)\]",
+    r"test_cli_with_the_journal_hanging_at_each_step\[latency\]",
+    # Kill -9 at every step boundary for every issuer; the default run keeps the influxctl
+    # management and the InfluxDB 3 issuer (one subprocess issuer, one HTTP issuer).
+    r"test_kill_at_every_step_boundary_then_recover\[(influxctl-database|management-api|influxdb2)\]",
+]
+_SLOW = re.compile("|".join(f"(?:{pattern})" for pattern in SLOW))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _SLOW.match(item.name):
+            item.add_marker(pytest.mark.slow)
