@@ -178,7 +178,13 @@ class Engine:
             return self._recover_locked() + self._revoke_due_locked()
 
     def revoke_due(self) -> list[str]:
-        """Revoke the tokens of this policy whose grace period has passed."""
+        """Revoke the tokens of this policy whose grace period has passed.
+
+        An open run (one that died, e.g. inside a mint whose child may still create a token) is
+        recovered first: every pass searches its tag again until its mint window has passed.
+        """
+        if self.journal.open_runs(self.policy.name):
+            return self.recover()
         if not self.journal.due_revocations(self.clock.now(), self.policy.name):
             return []
         with self._lease("revoke"):
