@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from adapters.transport import plain_http_warning, tls_verify_warning
 from adapters.vault_kv2_auth import (
+    TRANSIENT_STATUS,
     AppRoleAuth,
     CredentialStatus,
     HvacAPI,
@@ -111,15 +112,6 @@ _STATUS: dict[type[hvac.exceptions.VaultError], str] = {
     hvac.exceptions.BadGateway: "502",
     hvac.exceptions.VaultDown: "503",
 }
-#: UnexpectedError is any other status: in practice 412 (a standby behind) or 504.
-_TRANSIENT_STATUS: tuple[type[hvac.exceptions.VaultError], ...] = (
-    hvac.exceptions.PreconditionFailed,
-    hvac.exceptions.RateLimitExceeded,
-    hvac.exceptions.InternalServerError,
-    hvac.exceptions.BadGateway,
-    hvac.exceptions.VaultDown,
-    hvac.exceptions.UnexpectedError,
-)
 
 T = TypeVar("T")
 
@@ -518,7 +510,7 @@ class VaultKV2Store:
             status=status,
             detail=f" ({detail})" if detail else "",
         )
-        if isinstance(exc, _TRANSIENT_STATUS):
+        if isinstance(exc, TRANSIENT_STATUS):
             return TransientError(message, hint=_HINT_RETRY)
         if isinstance(exc, hvac.exceptions.Forbidden) or op.auth:
             return PermanentError(message, hint=op.refused_hint)

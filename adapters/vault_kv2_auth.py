@@ -58,8 +58,9 @@ _DUE_NOW = datetime(1970, 1, 1, tzinfo=UTC)
 #: Backoff of a failed login, lookup or renewal (seconds): doubles from the first to the second.
 RETRY_DELAYS = (1.0, 30.0)
 #: Statuses worth retrying as they are (a new login would not help and, for AppRole, would only
-#: leave tokens behind): Vault sealed, standby behind, rate limited, 5xx.
-_TRANSIENT = (
+#: leave tokens behind): Vault sealed, standby behind, rate limited, 5xx. UnexpectedError is any
+#: other status: in practice 412 (a standby behind) or 504. The store's error mapping uses it too.
+TRANSIENT_STATUS: tuple[type[hvac.exceptions.VaultError], ...] = (
     hvac.exceptions.PreconditionFailed,
     hvac.exceptions.RateLimitExceeded,
     hvac.exceptions.InternalServerError,
@@ -310,7 +311,7 @@ class VaultLogin:
         if self._renewable:
             try:
                 ttl = int(api.renew_self()["auth"].get("lease_duration") or 0)
-            except _TRANSIENT:
+            except TRANSIENT_STATUS:
                 raise  # Vault is unwell: retry the renewal (_failed), a new login would not help
             except hvac.exceptions.VaultError as exc:
                 logger.debug("Vault token renewal failed (%s); logging in again", type(exc).__name__)
