@@ -5,13 +5,32 @@ setting that lets a token travel unprotected (certificate checks off, TLS off, p
 to a host that is not this machine). ``rotator validate`` prints them and the engine logs them
 as WARNING when a run starts (rotator/policy_types.py: ``Policy.transport_warnings``). They
 are warnings, not errors: tests and a sidecar proxy on loopback legitimately use these settings.
+
+:class:`RequestCounter` counts the HTTP requests an adapter's client sends (each attempt, retries
+included), so that tests can assert exact request budgets and benchmarks can report them.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-__all__ = ["is_loopback_host", "plain_http_warning", "tls_verify_warning"]
+__all__ = ["RequestCounter", "is_loopback_host", "plain_http_warning", "tls_verify_warning"]
+
+
+class RequestCounter:
+    """HTTP requests sent, in total and per method. Fed by the client's own hook (a
+    ``requests.Session`` subclass, a botocore event handler); read, never reset, by callers."""
+
+    __slots__ = ("by_method", "total")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_method: dict[str, int] = {}
+
+    def add(self, method: str) -> None:
+        """One request about to be sent (``method``: the HTTP verb, or the API operation)."""
+        self.total += 1
+        self.by_method[method] = self.by_method.get(method, 0) + 1
 
 
 def is_loopback_host(host: str | None) -> bool:

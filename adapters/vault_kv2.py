@@ -27,6 +27,14 @@ deploy/vault/rotator-policy.hcl (tested against OpenBao in tests/test_deploy_dae
 Authentication (``auth``): a token from a file or variable, AppRole, or Kubernetes (the pod's
 service account JWT); see adapters/vault_kv2_auth.py.
 
+Requests. ``read_current`` is one GET of ``<mount>/data/<path>``, whose answer carries the
+version, its payload and the secret's custom_metadata; ``publish`` is the ``cas`` write and the
+custom_metadata write. A store's first read also reads the secret's metadata and, unless the
+secret sets max_versions, the mount's config (the max_versions check), and the login adds its
+own (token auth: one lookup-self). The HTTP client takes nothing from the environment (proxy
+variables, ``REQUESTS_CA_BUNDLE``, ``~/.netrc``): the settings alone decide. ``request_count``
+is the number of HTTP requests the store sent (tests/test_store_requests.py asserts them).
+
 Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 412, 429, 5xx and
 other unexpected statuses become TransientError; TLS failures, 403 (the hint names the path
 and capability) and other 4xx become PermanentError. Messages name the location, operation,
@@ -50,7 +58,7 @@ import hvac.exceptions
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapters.transport import plain_http_warning, tls_verify_warning
+from adapters.transport import RequestCounter, plain_http_warning, tls_verify_warning
 from adapters.vault_kv2_auth import (
     TRANSIENT_STATUS,
     AppRoleAuth,
@@ -204,18 +212,49 @@ def _plain_segments(value: str) -> str:
 ClientFactory = Callable[[VaultKV2Settings], VaultAPI]
 
 
+class _Session(requests.Session):
+    """Counts every request it sends; takes nothing from the environment (``trust_env`` off: no
+    proxy variables, no REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE, no ~/.netrc lookup per request)."""
+
+    def __init__(self, counter: RequestCounter, verify: bool | str) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.verify = verify  # hvac prefers the session's own verify over its argument
+        self.counter = counter
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.counter.add(request.method or "")
+        return super().send(request, **kwargs)
+
+
 def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
-    """The real client. Url and token are always explicit: hvac would otherwise fall back to
-    VAULT_ADDR / VAULT_TOKEN / ~/.vault-token."""
+    """The real client. Url, token and TLS are always explicit: hvac would otherwise fall back to
+    VAULT_ADDR / VAULT_TOKEN / ~/.vault-token, and requests to proxy and CA variables and ~/.netrc."""
     verify: bool | str = settings.tls_verify
     if settings.ca_bundle is not None:
         if not settings.ca_bundle.is_file():
             raise ConfigError(f"ca_bundle {settings.ca_bundle} is not a readable file", hint=_HINT_TLS)
         verify = str(settings.ca_bundle)
+    counter = RequestCounter()
     client = hvac.Client(
-        url=settings.url, token="", verify=verify, timeout=settings.timeout_s, namespace=settings.namespace
+        url=settings.url,
+        token="",
+        verify=verify,
+        timeout=settings.timeout_s,
+        namespace=settings.namespace,
+        session=_Session(counter, verify),
     )
-    return HvacAPI(client)
+    return HvacAPI(client, counter)
+
+
+class _Latest(NamedTuple):
+    """What one GET of the data endpoint says about the current version."""
+
+    version: int
+    #: None: deleted or destroyed (or too deep to decode: :data:`_TOO_DEEP`)
+    payload: Mapping[str, Any] | None
+    #: None: Vault's answer has no custom_metadata key (Vault before 1.9), so it is not known
+    custom_metadata: Mapping[str, Any] | None
 
 
 class VaultKV2Store:
@@ -266,19 +305,25 @@ class VaultKV2Store:
     def credential_status(self) -> CredentialStatus:
         return self._login.status()
 
+    @property
+    def request_count(self) -> int:
+        """HTTP requests this store has sent to Vault (logins included); 0 with a client that does
+        not count (a fake given as ``client_factory``)."""
+        counter = getattr(self._api, "counter", None)
+        return counter.total if isinstance(counter, RequestCounter) else 0
+
     def read_current(self) -> StoreState:
         """The current version. PermanentError if the secret is managed but its payload is not
         a rotator payload; a deleted or destroyed current version reads as ``record=None``."""
-        meta = self._read_metadata()
-        self._check_max_versions(meta)
-        if meta is None:
+        meta = self._check_max_versions()
+        latest = self._read_latest()
+        if latest is None:  # also a secret whose metadata exists without a version: cas=0 creates it
             logger.debug("%s: absent", self._location)
             return StoreState(version=None, managed=False, record=None)
-        managed = _is_managed(meta)
-        current = int(meta.get("current_version") or 0)
-        if current == 0:  # metadata written, no version yet: a create (cas=0) is still expected
-            return StoreState(version=None, managed=managed, record=None)
-        payload = self._read_version(current)
+        current, payload, custom = latest
+        if custom is None:  # an old Vault that does not send custom_metadata with the data
+            custom = (meta if meta is not None else self._read_metadata() or {}).get("custom_metadata") or {}
+        managed = _is_managed(custom)
         record = self._parse(payload, current, strict=managed) if payload is not None else None
         logger.debug(
             "%s: version %d, managed=%s, token_id=%s%s",
@@ -299,7 +344,7 @@ class VaultKV2Store:
         meta = self._read_metadata()
         if meta is None:
             return StoreState(version=None, managed=False, record=None)
-        managed = _is_managed(meta)
+        managed = _is_managed(meta.get("custom_metadata") or {})
         current = int(meta.get("current_version") or 0)
         versions: Mapping[str, Mapping[str, Any]] = meta.get("versions") or {}
         # Vault decides what is deleted (by its clock, not ours): try the candidates newest first.
@@ -341,15 +386,16 @@ class VaultKV2Store:
     # -- internals -------------------------------------------------------------------------
 
     def _settle_conflict(self, record: TokenRecord, expected_version: str | None) -> str:
-        meta = self._read_metadata() or {}
-        actual = int(meta.get("current_version") or 0)
-        payload = self._read_version(actual) if actual else None
+        latest = self._read_latest()
+        actual, payload, custom = latest if latest is not None else (0, None, None)
         there = self._parse(payload, actual, strict=False) if payload is not None else None
         if there is not None and there.token_id == record.token_id and there.value == record.value:
             logger.info(
                 "%s: version %d already holds token %s; completing the publish", self._location, actual, record.token_id
             )
-            self._mark_managed(record, actual, meta.get("custom_metadata"))
+            if custom is None:  # an old Vault: keep the operator's keys all the same
+                custom = (self._read_metadata() or {}).get("custom_metadata")
+            self._mark_managed(record, actual, custom)
             return str(actual)
         expected = expected_version or "none (create only)"
         raise ConflictError(
@@ -389,6 +435,33 @@ class VaultKV2Store:
 
         return self._call(self._read_meta, read)
 
+    def _read_latest(self) -> _Latest | None:
+        """The current version in one GET; None if the secret has no version (or does not exist)."""
+
+        def read(api: VaultAPI) -> _Latest | None:
+            try:
+                answer = api.read_latest(self._settings.mount, self._settings.path)
+            except hvac.exceptions.InvalidPath as exc:
+                if exc.errors:  # "no handler for route ...": no such mount
+                    raise
+                return None
+            except RecursionError:  # the SDK's JSON decoder met a payload nested thousands deep
+                return _Latest(0, _TOO_DEEP, None)
+            data: Mapping[str, Any] = answer["data"]
+            meta: Mapping[str, Any] = data.get("metadata") or {}
+            payload = data.get("data")
+            if meta.get("deletion_time") or meta.get("destroyed"):
+                payload = None
+            custom = (meta.get("custom_metadata") or {}) if "custom_metadata" in meta else None
+            return _Latest(int(meta.get("version") or 0), payload, custom)
+
+        latest = self._call(self._read_data, read)
+        if latest is not None and latest.payload is _TOO_DEEP:  # the version is in the body that could not be decoded
+            meta = self._read_metadata() or {}
+            current = int(meta.get("current_version") or 0)
+            return _Latest(current, _TOO_DEEP, meta.get("custom_metadata") or {}) if current else None
+        return latest
+
     def _read_version(self, version: int) -> Mapping[str, Any] | None:
         """The payload of ``version``; None once Vault no longer serves it (deleted, destroyed, evicted)."""
 
@@ -419,15 +492,21 @@ class VaultKV2Store:
                 raise
             return None
 
-    def _check_max_versions(self, meta: Mapping[str, Any] | None) -> None:
-        """Warn once if Vault keeps fewer than 3 versions: the previous token could be evicted."""
+    def _check_max_versions(self) -> Mapping[str, Any] | None:
+        """Warn once if Vault keeps fewer than 3 versions: the previous token could be evicted.
+
+        On the store's first read only (the answers are kept for the store's life): the secret's
+        metadata, and the mount's config if the secret sets no max_versions. Returns the metadata
+        it read (None: checked already, or no such secret).
+        """
         if self._versions_checked:
-            return
-        self._versions_checked = True
+            return None
+        meta = self._read_metadata()
         kept, source = int((meta or {}).get("max_versions") or 0), "the secret's"
         if not kept:
             config = self._call(self._read_config, self._mount_config)
             kept, source = int(config.get("max_versions") or 0) or _DEFAULT_MAX_VERSIONS, "the mount's"
+        self._versions_checked = True  # not before: a failed read is tried again by the next one
         if kept < _MIN_VERSIONS:
             logger.warning(
                 "%s keeps only %d versions (%s max_versions): the previous token can be evicted during "
@@ -437,6 +516,7 @@ class VaultKV2Store:
                 source,
                 _MIN_VERSIONS,
             )
+        return meta
 
     def _mount_config(self, api: VaultAPI) -> Mapping[str, Any]:
         try:
@@ -530,9 +610,8 @@ def _vault_errors(errors: object) -> str:
 _TOO_DEEP: Mapping[str, Any] = MappingProxyType({})
 
 
-def _is_managed(meta: Mapping[str, Any]) -> bool:
-    custom = meta.get("custom_metadata") or {}
-    return bool(custom.get("managed-by") == MANAGED_BY)
+def _is_managed(custom_metadata: Mapping[str, Any]) -> bool:
+    return bool(custom_metadata.get("managed-by") == MANAGED_BY)
 
 
 def _cas(expected_version: str | None, location: str) -> int:

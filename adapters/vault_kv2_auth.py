@@ -7,7 +7,8 @@
 
 - token auth reads the token from its CredentialRef, looks it up (``lookup-self``) and
   renews it (``renew-self``) once less than 1/3 of its creation TTL is left; a token it cannot
-  renew is re-read from its file/variable, so a token rotated by Vault Agent is picked up;
+  renew is re-read from its file/variable, so a token rotated by Vault Agent is picked up (only a
+  new token is looked up again: the expiry of the same one is known);
 - AppRole logs in with role_id + secret_id, renews the same way, and logs in again when the
   token cannot be renewed any further (max TTL) or after Vault refused it;
 - Kubernetes logs in with the pod's service account JWT, read from ``jwt_file`` at every login
@@ -34,6 +35,7 @@ import hvac.exceptions
 import hvac.utils
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.transport import RequestCounter
 from rotator.clock import Clock
 from rotator.credentials import CredentialRef
 from rotator.errors import ConfigError
@@ -245,7 +247,14 @@ class VaultLogin:
 
     def _login(self, api: AuthAPI) -> None:
         if isinstance(self._auth, TokenAuth):
-            self._token = self._auth.token.resolve(self._base_dir)
+            token = self._auth.token.resolve(self._base_dir)
+            left = (self._expires_at - self._clock.now()).total_seconds() if self._expires_at else 0
+            if token == self._token and self._renewable is not None and left >= 1:
+                # The same token again (not replaced in its file) whose expiry is known: a lookup
+                # would only count down the same TTL. Check again at half of what is left.
+                self._schedule(int(left), self._creation_ttl, self._renewable)
+                return
+            self._token = token
             api.set_token(self._token)
             # Until the lookup answers nothing is known: if it fails, _failed() schedules a new
             # one soon (before, the renewal stayed unset and a renewable token ran out).
@@ -341,6 +350,13 @@ class VaultLogin:
 class VaultAPI(AuthAPI, Protocol):
     """The hvac calls the store makes; answers are Vault's JSON bodies."""
 
+    def read_latest(self, mount: str, path: str) -> Mapping[str, Any]:
+        """GET ``<mount>/data/<path>``: the current version's ``data`` and ``metadata`` (version,
+        custom_metadata, deletion_time, destroyed). A deleted or destroyed current version answers
+        404 with that body, which is returned (``data.data`` null); a secret that does not exist
+        raises InvalidPath with no errors, a path without a mount InvalidPath with errors."""
+        ...
+
     def read_metadata(self, mount: str, path: str) -> Mapping[str, Any]: ...
 
     def read_version(self, mount: str, path: str, version: int) -> Mapping[str, Any]: ...
@@ -353,10 +369,11 @@ class VaultAPI(AuthAPI, Protocol):
 
 
 class HvacAPI:
-    """:class:`VaultAPI` over an ``hvac.Client``."""
+    """:class:`VaultAPI` over an ``hvac.Client``; ``counter``: what its session counts (if it does)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, counter: RequestCounter | None = None) -> None:
         self._client = client
+        self.counter = counter
 
     def set_token(self, token: Secret | None) -> None:
         self._client.token = token.reveal() if token is not None else ""  # sent only as X-Vault-Token
@@ -379,6 +396,21 @@ class HvacAPI:
         answer: Mapping[str, Any] = self._client.auth.kubernetes.login(
             role=role, jwt=jwt.reveal(), use_token=False, mount_point=mount_path
         )
+        return answer
+
+    def read_latest(self, mount: str, path: str) -> Mapping[str, Any]:
+        try:
+            answer: Mapping[str, Any] = self._client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=mount, raise_on_deleted_version=True
+            )
+        except hvac.exceptions.InvalidPath as exc:
+            # Not hvac's raise_on_deleted_version=False: it re-raises for a version destroyed
+            # without being deleted first (deletion_time ""), whose 404 carries the metadata too.
+            body = exc.json if isinstance(exc.json, Mapping) else {}
+            data = body.get("data")
+            if isinstance(data, Mapping) and isinstance(data.get("metadata"), Mapping):
+                return body
+            raise
         return answer
 
     def read_metadata(self, mount: str, path: str) -> Mapping[str, Any]:

@@ -73,6 +73,13 @@ class FakeVault:
         self._enter("approle_login")
         return {"auth": {"client_token": VAULT_TOKEN, "lease_duration": self.ttl, "renewable": self.renewable}}
 
+    def read_latest(self, mount: str, path: str) -> Mapping[str, Any]:
+        self._enter("read_latest")
+        if not self.versions:
+            raise hvac.exceptions.InvalidPath(errors=[])
+        metadata = {"version": len(self.versions), "custom_metadata": self.custom_metadata or None}
+        return {"data": {"data": self.versions[-1], "metadata": metadata}}
+
     def read_metadata(self, mount: str, path: str) -> Mapping[str, Any]:
         self._enter("read_metadata")
         if not self.versions:
@@ -175,7 +182,7 @@ def test_a_403_with_a_token_file_rotated_meanwhile_retries_with_the_new_token(tm
     fake = FakeVault()
     store = make_store(fake, tmp_path)
     store.read_current()
-    fake.fail["read_metadata"] = [vault_error(hvac.exceptions.Forbidden, "permission denied")]
+    fake.fail["read_latest"] = [vault_error(hvac.exceptions.Forbidden, "permission denied")]
     (tmp_path / "token").write_text("s.rotated-by-vault-agent-0123456789")
 
     store.read_current()
