@@ -502,6 +502,7 @@ class AwsSecretsManagerStore:
         self._policy = ctx.policy
         self._factory = client_factory
         self._api: SecretsManagerAPI | None = None
+        self._sent = 0
         sid = settings.secret_id
         self._location = f"aws-secretsmanager:{sid if settings.is_arn else f'{settings.region_name}/{sid}'}"
 
@@ -521,6 +522,12 @@ class AwsSecretsManagerStore:
     @property
     def settings(self) -> AwsSecretsManagerSettings:
         return self._settings
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests to Secrets Manager this store's own client sent (botocore's retries
+        included; STS calls for ``role_arn`` not); 0 with a client given as ``client_factory``."""
+        return self._sent
 
     def read_current(self) -> StoreState:
         """The AWSCURRENT version. PermanentError if a managed payload is malformed, or if
@@ -780,7 +787,13 @@ class AwsSecretsManagerStore:
     def _client(self) -> SecretsManagerAPI:
         if self._api is None:
             self._api = self._factory(self._settings, self._policy)
+            if self._factory is boto3_client:  # a client of its own: count what it sends (each attempt)
+                client: Any = self._api
+                client.meta.events.register("before-send.secrets-manager", self._count_request)
         return self._api
+
+    def _count_request(self, **_event: Any) -> None:
+        self._sent += 1  # returns None: botocore sends the request
 
     def _call(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
         api = self._client()
