@@ -69,6 +69,11 @@ class TestInfluxctlManagementIssuer(IssuerContract):
     def credential(self, fake_influxctl: FakeInfluxctlFixture) -> Secret:
         return Secret(fake_influxctl.state.add_token("bootstrap")[0])
 
+    @pytest.fixture
+    def unreachable_issuer(self, issuer: Issuer, fake_influxctl: FakeInfluxctlFixture) -> Issuer:
+        fake_influxctl.state.add_fault("management list", "exit")  # influxctl: "connection refused"
+        return issuer
+
 
 class TestInfluxctlDatabaseIssuer(IssuerContract):
     """Database tokens, minted with a management token of its own (from a file)."""
@@ -86,6 +91,11 @@ class TestInfluxctlDatabaseIssuer(IssuerContract):
             "permissions": {"read": ["db1"], "write": ["db1"]},
         })  # fmt: skip
         return InfluxctlDatabaseIssuer.from_config(model, AdapterContext(POLICY, base_dir=fake_influxctl.workdir))
+
+    @pytest.fixture
+    def unreachable_issuer(self, issuer: Issuer, fake_influxctl: FakeInfluxctlFixture) -> Issuer:
+        fake_influxctl.state.add_fault("token list", "exit")  # influxctl: "connection refused"
+        return issuer
 
 
 @pytest.mark.parametrize("management_api_fake", ["clustered"], indirect=True)
