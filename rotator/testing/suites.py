@@ -225,7 +225,7 @@ class StoreContract:
         with pytest.raises(RotatorError) as caught:
             unreachable_store.read_current()
         assert isinstance(caught.value, TransientError | PermanentError), type(caught.value)
-        assert str(caught.value), "the error says what failed"
+        assert str(caught.value) and caught.value.hint, "the error says what failed and what to do"
 
 
 class IssuerContract:
@@ -243,13 +243,15 @@ class IssuerContract:
     Class attributes: ``policy``; ``unknown_token_id``, a well-formed id the issuer does not know
     (None: that test is skipped); ``malformed_token_id``, an id the issuer must refuse before
     calling its backend (None: the issuer accepts any id); ``activation_timeout_s``, how long a
-    fresh token may answer TransientError to ``verify`` on the test backend.
+    fresh token may answer TransientError to ``verify`` on the test backend; ``errors_have_hints``.
     """
 
     policy: ClassVar[str] = "contract"
     unknown_token_id: ClassVar[str | None] = None
     malformed_token_id: ClassVar[str | None] = None
     activation_timeout_s: ClassVar[float] = 10.0
+    #: False only to record a known gap: the issuer's errors do not all carry a ``hint`` yet
+    errors_have_hints: ClassVar[bool] = True
 
     # -- fixtures ---------------------------------------------------------------------------------
 
@@ -365,4 +367,6 @@ class IssuerContract:
             pytest.skip("no `unreachable_issuer` fixture")
         with pytest.raises(TransientError) as caught:
             unreachable_issuer.list_tokens(credential)
-        assert str(caught.value)
+        assert str(caught.value), "the error says what failed"
+        if self.errors_have_hints:
+            assert caught.value.hint, "the error says what to do"
