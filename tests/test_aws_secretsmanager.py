@@ -1,7 +1,8 @@
 """The aws-secretsmanager store against moto in server mode (its own process, tests/aws_server.py).
 
-Store contract (publish, compare-and-set, idempotence, ownership, AWSPENDING left by others),
-the engine driving it (conflict, unmanaged, adopt), error mapping that needs no stub, and one
+What Secrets Manager adds to the store contract (the contract itself runs over every store in
+tests/contract/test_stores.py): staging labels, idempotence by version, ownership tags, AWSPENDING
+left by others; the engine driving it (conflict, unmanaged, adopt), error mapping that needs no stub, and one
 end-to-end rotation through the CLI. AWS behaviour moto gets wrong is pinned with botocore's
 Stubber in tests/test_aws_secretsmanager_stubber.py.
 """
@@ -136,13 +137,6 @@ def test_compare_and_set_conflict_when_someone_else_moved_awscurrent(aws):
     assert stages(aws, name) == {first: ["AWSPREVIOUS"], other: ["AWSCURRENT"]}, "nothing written, no AWSPENDING"
 
 
-def test_create_only_conflicts_with_an_existing_secret(aws):
-    name = secret_name()
-    aws.client().create_secret(Name=name, SecretString='{"a": 1}')
-    with pytest.raises(ConflictError, match="no version \\(create only\\)"):
-        make_store(aws, name).publish(token_record("tok-1"), None)
-
-
 def test_publishing_the_same_record_again_returns_the_same_version(aws):
     name = secret_name()
     store = make_store(aws, name)
@@ -196,12 +190,6 @@ def test_an_empty_secret_reads_as_no_version_and_gets_its_first_value(aws):
 
 
 # -- ownership and malformed values --------------------------------------------------------------
-
-
-def test_an_unmanaged_secret_reads_as_not_managed(aws):
-    name = secret_name()
-    version = aws.client().create_secret(Name=name, SecretString="plain text, not JSON")["VersionId"]
-    assert make_store(aws, name).read_current() == StoreState(version=version, managed=False, record=None)
 
 
 def test_an_unmanaged_rotator_payload_is_parsed_but_not_managed(aws):

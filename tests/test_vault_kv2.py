@@ -2,7 +2,7 @@
 
 Each test has its own secret path (``kv_path``); the store reads its token from a file in
 ``tmp_path`` unless a test says otherwise. Error mapping without a server is in
-tests/test_vault_kv2_errors.py.
+tests/test_vault_kv2_errors.py; the store contract every store passes is in tests/contract/test_stores.py.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def latest(vault: hvac.Client, path: str) -> dict[str, Any]:
 
 
 def test_publish_to_an_absent_path_creates_version_1_marked_managed(store, vault, kv_path):
+    """The Vault side of the store contract (tests/contract/test_stores.py): custom metadata."""
     assert store.read_current() == StoreState(version=None, managed=False, record=None)
     record = token_record("tok-1")
 
@@ -101,15 +102,7 @@ def test_publish_to_an_absent_path_creates_version_1_marked_managed(store, vault
     }
     state = store.read_current()
     assert (state.version, state.managed, state.record) == ("1", True, record)
-
-
-def test_second_publish_with_the_current_version_as_cas(store, vault, kv_path):
-    store.publish(token_record("tok-1"), None)
-    second = token_record("tok-2")
-
-    assert store.publish(second, "1") == "2"
-
-    assert store.read_current() == StoreState(version="2", managed=True, record=second)
+    assert store.publish(token_record("tok-2"), "1") == "2"
     assert metadata(vault, kv_path)["custom_metadata"]["token_id"] == "tok-2"
 
 
@@ -142,15 +135,6 @@ def test_cas_conflict_when_someone_else_wrote_overwrites_nothing(store, vault, k
     assert meta["custom_metadata"]["token_id"] == "tok-1"
 
 
-def test_create_only_conflicts_with_an_existing_secret(store, vault, kv_path):
-    vault.secrets.kv.v2.create_or_update_secret(path=kv_path, secret={"password": "x"}, mount_point="secret")
-
-    with pytest.raises(ConflictError, match="expected version none"):
-        store.publish(token_record("tok-1"), None)
-
-    assert metadata(vault, kv_path)["current_version"] == 1
-
-
 def test_publishing_the_same_record_again_completes_instead_of_conflicting(store, vault, kv_path):
     """A crash after the data write and before the metadata write: the retry finishes the job."""
     record = token_record("tok-1")
@@ -162,12 +146,6 @@ def test_publishing_the_same_record_again_completes_instead_of_conflicting(store
 
     assert store.read_current() == StoreState(version="1", managed=True, record=record)
     assert metadata(vault, kv_path)["current_version"] == 1
-
-
-def test_unmanaged_secret_reads_as_not_managed(store, vault, kv_path):
-    vault.secrets.kv.v2.create_or_update_secret(path=kv_path, secret={"password": "hunter2"}, mount_point="secret")
-
-    assert store.read_current() == StoreState(version="1", managed=False, record=None)
 
 
 def test_unmanaged_rotator_payload_is_parsed_but_not_managed(store, vault, kv_path):

@@ -1,0 +1,321 @@
+"""The engine's state machine in process: rotator.testing's in-memory issuer and stores, a
+FakeClock (no test sleeps: retries and grace periods move the fake clock) and a SQLite journal in
+tmp_path. Subprocess and kill -9 behaviour stays in tests/test_crash_matrix.py and test_e2e*.py;
+here every step's outcome is checked directly on the journal, the issuer and the stores.
+
+A crash is simulated by a checkpoint that raises :class:`Crash` (a BaseException, which the engine
+does not catch: the run is left in the journal exactly at that step, as kill -9 leaves it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from rotator.contracts import TokenRecord
+from rotator.engine import Engine, RunResult
+from rotator.errors import ConflictError, LeaseLost, PermanentError, TransientError
+from rotator.journal import Journal, RunState, open_journal
+from rotator.policy_types import Policy, StoreBinding
+from rotator.retry import RetryPolicy
+from rotator.secret import Secret
+from rotator.testing import FakeClock, MemoryIssuer, MemoryIssuerSettings, MemoryStore, MemoryStoreSettings
+
+POLICY = "p"
+GRACE = timedelta(hours=1)
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Crash(BaseException):
+    """The process dies here (not an Exception: the engine's handlers do not see it)."""
+
+
+@dataclass
+class World:
+    """One policy with an in-memory issuer and stores ``a`` and ``b``, a journal and a fake clock."""
+
+    tmp_path: Path
+    clock: FakeClock = field(default_factory=lambda: FakeClock(START))
+    issuer: MemoryIssuer = field(init=False)
+    stores: dict[str, MemoryStore] = field(init=False)
+    journal: Journal = field(init=False)
+    bootstrap_id: str = ""
+    bootstrap_value: str = ""
+    crash_at: str | None = None
+    on_checkpoint: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.issuer = MemoryIssuer(clock=self.clock, check_credential=True)
+        self.stores = {name: MemoryStore(name) for name in ("a", "b")}
+        self.journal = open_journal(f"sqlite:///{self.tmp_path / 'journal.db'}")
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            name=POLICY, enabled=True, issuer_type="memory", issuer_settings=MemoryIssuerSettings(),
+            stores=tuple(StoreBinding(n, "memory", MemoryStoreSettings(n)) for n in self.stores),
+            schedule_text="1d", window_text=None, grace=GRACE, lifetime=timedelta(days=3),
+            verify_timeout=timedelta(seconds=30), adopt=False, description="{tag}", base_dir=self.tmp_path,
+        )  # fmt: skip
+
+    def engine(self, holder: str = "engine-1") -> Engine:
+        return Engine(self.policy, self.journal, issuer=self.issuer, stores=list(self.stores.items()),
+                      clock=self.clock, retry=RetryPolicy(3, 1.0, 4.0), holder=holder,
+                      checkpoint=self._checkpoint)  # fmt: skip
+
+    def _checkpoint(self, name: str) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(name)
+        if name == self.crash_at:
+            self.crash_at = None
+            raise Crash(name)
+
+    def bootstrap(self) -> str:
+        self.bootstrap_value, self.bootstrap_id = self.issuer.tokens.create("made by a human")
+        assert self.engine().bootstrap(Secret(self.bootstrap_value), self.bootstrap_id, None).ok
+        return self.bootstrap_id
+
+    def held(self) -> dict[str, str | None]:
+        return {name: store.read_current().token_id for name, store in self.stores.items()}
+
+    def active_ids(self) -> set[str]:
+        return {t.token_id for t in self.issuer.tokens.active()}
+
+    def minted_ids(self) -> set[str]:
+        return {t.token_id for t in self.issuer.tokens.all() if t.description.startswith(f"rotator:{POLICY}:")}
+
+    def check_invariants(self, *, settled: bool = False) -> None:
+        """DESIGN.md invariants 1 and 2 from the outside: the stores agree on an active token, and every
+        token rotator minted is current, pending revocation (unless ``settled``) or revoked; once
+        ``settled``, no run is open."""
+        held = set(self.held().values())
+        assert len(held) == 1, f"stores disagree: {self.held()}"
+        (current,) = held
+        assert current in self.active_ids(), "invariant 1: the published token is not active"
+        pending = {r.token_id for r in self.journal.revocations(POLICY, "pending")}
+        for token_id in self.minted_ids() & self.active_ids():
+            assert token_id == current or (token_id in pending and not settled), f"invariant 2: orphan {token_id}"
+        if settled:  # a run that died inside a mint stays open until its mint window has passed
+            assert not self.journal.open_runs(POLICY), "every run is finished"
+
+    def settle(self) -> None:
+        """Let grace pass and revoke what is due: only the current token stays active."""
+        self.clock.advance(GRACE + timedelta(seconds=1))
+        self.engine().revoke_due()
+        self.check_invariants(settled=True)
+        assert self.active_ids() == set(self.held().values())
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def rotate(world: World) -> RunResult:
+    result = world.engine().rotate()
+    assert result.ok, result.message
+    return result
+
+
+# --------------------------------------------------------------------------------- the success path
+
+
+def test_happy_path_mints_verifies_publishes_everywhere_and_schedules_the_old_token(world: World) -> None:
+    old = world.bootstrap()
+    result = rotate(world)
+    assert result.state == RunState.PUBLISHED and result.old_token_id == old
+    new = result.new_token_id
+    assert new is not None and world.held() == {"a": new, "b": new}
+    assert world.active_ids() == {old, new}, "the old token lives on for the grace period"
+    (rev,) = world.journal.revocations(POLICY, "pending")
+    assert (rev.token_id, rev.due_at) == (old, START + GRACE)
+    info = world.issuer.tokens.info(new)
+    assert info is not None and info.description == f"rotator:{POLICY}:{result.run_id}"
+    assert info.expires_at == START + timedelta(days=3)
+    run = world.journal.get_run(result.run_id or "")
+    assert run is not None and set(run.published_versions) == {"a", "b"}
+    world.check_invariants()
+
+
+def test_revoke_after_grace_and_not_before(world: World) -> None:
+    old = world.bootstrap()
+    result = rotate(world)
+    world.clock.advance(GRACE - timedelta(seconds=1))
+    assert world.engine().revoke_due() == []
+    assert old in world.active_ids()
+    world.clock.advance(timedelta(seconds=2))
+    assert world.engine().revoke_due() == [f"token {old}: revoked"]
+    assert world.active_ids() == {result.new_token_id}
+    run = world.journal.get_run(result.run_id or "")
+    assert run is not None and run.state == RunState.DONE
+    world.check_invariants(settled=True)
+
+
+def test_dry_run_changes_nothing(world: World) -> None:
+    old = world.bootstrap()
+    calls = len(world.issuer.calls)
+    runs = world.journal.runs(POLICY, limit=0)
+    result = world.engine().rotate(dry_run=True)
+    assert (result.state, result.ok, result.dry_run, result.old_token_id) == ("dry-run", True, True, old)
+    assert "would mint" in result.message
+    assert world.issuer.calls[calls:] == ["list_tokens"], "the issuer is asked, nothing is minted"
+    assert world.held() == {"a": old, "b": old} and world.journal.runs(POLICY, limit=0) == runs
+    assert all(s.calls.count("publish") == 1 for s in world.stores.values()), "only bootstrap's publish"
+
+
+# --------------------------------------------------------------------------------- failures
+
+
+def test_verify_fails_the_candidate_is_discarded(world: World) -> None:
+    old = world.bootstrap()
+    world.issuer.fail_next("verify", PermanentError("memory issuer: verification refused"))
+    with pytest.raises(PermanentError, match="verification refused"):
+        world.engine().rotate()
+    (run,) = [r for r in world.journal.runs(POLICY) if r.kind == "rotate"]
+    assert run.state == RunState.FAILED and run.new_token_id is not None
+    assert run.new_token_id not in world.active_ids(), "REVOKE_NEW: the candidate is revoked"
+    assert world.held() == {"a": old, "b": old} and world.active_ids() == {old}
+    world.check_invariants(settled=True)
+
+
+def test_verify_that_stays_transient_until_the_deadline_discards_too(world: World) -> None:
+    world.bootstrap()
+    world.issuer.fail_next("verify", TransientError("memory issuer: not active yet"), times=100)
+    with pytest.raises(TransientError):
+        world.engine().rotate()
+    assert world.clock.now() - START >= timedelta(seconds=25), "retried on the fake clock until verify_timeout"
+    assert world.active_ids() == {world.bootstrap_id}
+
+
+def test_publish_refused_by_store_2_of_2_leaves_both_tokens_valid_and_recover_finishes(world: World) -> None:
+    old = world.bootstrap()
+    world.stores["b"].fail_next("publish", PermanentError("memory store: 403 forbidden"))
+    with pytest.raises(PermanentError, match="403"):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs(POLICY)
+    new = run.new_token_id
+    assert run.state == RunState.PUBLISHING and world.held() == {"a": new, "b": old}
+    assert {old, new} <= world.active_ids(), "invariant 1: each store's token is still accepted"
+    actions = world.engine().recover()
+    assert any("rolled forward" in a for a in actions)
+    assert world.held() == {"a": new, "b": new}
+    world.check_invariants()
+    world.settle()
+
+
+def test_publish_conflict_on_store_1_discards_the_candidate(world: World) -> None:
+    old = world.bootstrap()
+    world.stores["a"].fail_next("publish", ConflictError("memory store: compare-and-set lost"))
+    with pytest.raises(ConflictError):
+        world.engine().rotate()
+    assert world.held() == {"a": old, "b": old} and world.active_ids() == {old}
+    world.check_invariants(settled=True)
+
+
+def test_a_publish_that_landed_with_its_answer_lost_is_retried_without_conflict(world: World) -> None:
+    world.bootstrap()
+    world.stores["b"].fail_next("publish", TransientError("memory store: timeout"), after=True)
+    result = rotate(world)
+    assert world.held() == {"a": result.new_token_id, "b": result.new_token_id}
+    assert world.stores["b"].versions() == 2, "the retry wrote nothing new"
+    world.check_invariants()
+
+
+def test_revocation_is_refused_while_a_store_still_holds_the_old_token(world: World) -> None:
+    old = world.bootstrap()
+    result = rotate(world)
+    restored = world.stores["b"]  # someone restores the previous token in b
+    previous = TokenRecord(Secret(world.bootstrap_value), old, "memory", POLICY, START, None)
+    restored.publish(previous, restored.read_current().version)
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    (action,) = world.engine().revoke_due()
+    assert "revocation failed" in action and "still current in store(s) b" in action
+    assert old in world.active_ids(), "invariant 1: never revoke a token a store holds"
+    (rev,) = world.journal.revocations(POLICY, "failed")
+    assert rev.token_id == old and "refusing to revoke" in (rev.last_error or "")
+    assert result.new_token_id in world.active_ids()
+
+
+def test_a_run_that_lost_its_lease_stops_before_its_next_side_effect(world: World) -> None:
+    old = world.bootstrap()
+    taken: list[int] = []
+
+    def another_rotator_takes_over(step: str) -> None:
+        if step == "verified":  # this process was paused past its lease; another one took the policy
+            taken.append(world.journal.take_over_lease(POLICY, "engine-1", "engine-2", timedelta(minutes=15),
+                                                       world.clock.now()))  # fmt: skip
+
+    world.on_checkpoint = another_rotator_takes_over
+    with pytest.raises(LeaseLost):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs(POLICY)
+    assert run.state == RunState.VERIFIED, "no journal state written after the lease was lost"
+    assert world.held() == {"a": old, "b": old}, "nothing published"
+    assert run.new_token_id in world.active_ids(), "nothing discarded either: the run is the other's now"
+    events = [(e["step"], e["result"]) for e in world.journal.events(POLICY)]
+    assert ("rotate", "aborted") in events
+    # The new holder recovers the run: the unpublished candidate is revoked.
+    world.on_checkpoint = None
+    world.journal.release_lease(POLICY, "engine-2", taken[0])
+    world.engine("engine-2").recover()
+    assert run.new_token_id not in world.active_ids()
+    world.check_invariants(settled=True)
+
+
+# --------------------------------------------------------------------------------- re-runs (invariant 9)
+
+STEPS = ["planned", "minting", "minted", "verified", "publishing", "publish:a", "published:a", "publish:b",
+         "published:b", "published"]  # fmt: skip
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_rotation_that_died_at_each_step_is_finished_by_the_next_run(world: World, step: str) -> None:
+    old = world.bootstrap()
+    world.crash_at = step
+    with pytest.raises(Crash):
+        world.engine().rotate()
+    result = rotate(world)  # the same command again: recovers, then rotates
+    assert world.held() == {"a": result.new_token_id, "b": result.new_token_id}
+    world.check_invariants()
+    world.settle()
+    assert old not in world.active_ids()
+
+
+FAILURES = {
+    "list": ("issuer", "list_tokens", PermanentError("memory issuer: 503, giving up")),
+    "mint": ("issuer", "mint", PermanentError("memory issuer: mint refused")),
+    "verify": ("issuer", "verify", PermanentError("memory issuer: verify refused")),
+    "publish-a": ("a", "publish", PermanentError("memory store a: 403")),
+    "publish-b": ("b", "publish", PermanentError("memory store b: 403")),
+    "read-b": ("b", "read_current", TransientError("memory store b: timeout")),
+}
+
+
+@pytest.mark.parametrize("where", sorted(FAILURES))
+def test_after_a_failure_at_each_step_the_same_command_succeeds(world: World, where: str) -> None:
+    world.bootstrap()
+    target, operation, error = FAILURES[where]
+    adapter = world.issuer if target == "issuer" else world.stores[target]
+    # A permanent error fails the run at once; a transient one after every retry (RetryPolicy(3, ...)).
+    adapter.fail_next(operation, error, times=3 if isinstance(error, TransientError) else 1)
+    with pytest.raises(type(error)):
+        world.engine().rotate()
+    rotate(world)
+    world.check_invariants()
+    world.settle()
+
+
+def test_a_failed_revocation_is_retried_by_the_next_pass(world: World) -> None:
+    old = world.bootstrap()
+    rotate(world)
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    world.issuer.fail_next("revoke", TransientError("memory issuer: timeout"), times=3)
+    (action,) = world.engine().revoke_due()
+    assert "revocation postponed" in action and old in world.active_ids()
+    world.clock.advance(timedelta(minutes=5))
+    assert world.engine().revoke_due() == [f"token {old}: revoked"]
+    world.check_invariants(settled=True)
