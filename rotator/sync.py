@@ -39,19 +39,21 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from rotator import registry
-from rotator.adapter_settings import validate_settings
-from rotator.clock import SystemClock
-from rotator.contracts import AdapterContext, Store, StoreState
+from rotator.cli_options import common_parent
 from rotator.errors import ConfigError, OwnershipError, PermanentError, RotatorError
 from rotator.logs import setup_logging
-from rotator.policy import Config, Policy, PolicyFileError, StoreBinding, load_config
-from rotator.retry import RetryPolicy, call_with_retry
 from rotator.secret import REDACTOR
+
+if TYPE_CHECKING:
+    from rotator.contracts import AdapterContext, Store, StoreState
+    from rotator.policy import Config, Policy, StoreBinding
+    from rotator.retry import RetryPolicy
+
+# The policy model (pydantic), the registry and the retry helper are imported by the functions
+# that use them: rotator.cli imports this module to build its parser, and `rotator --help` (or
+# any other command) must not pay for them (tests/test_cli_startup.py).
 
 __all__ = ["PROFILE_STORE", "SyncResult", "add_parser", "cmd_sync", "main", "parse_reference"]
 
@@ -136,16 +138,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _common_parent() -> argparse.ArgumentParser:
     """The options rotator.cli gives every command (minus -c/--config), for ``python -m rotator.sync``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--log-level",
-        default=os.environ.get("ROTATOR_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-    )
-    common.add_argument("--log-format", default="text", choices=["text", "json"])
-    common.add_argument("--log-file", help="also write logs to this file")
-    common.add_argument("--output", default="text", choices=["text", "json"], help="result format on stdout")
-    return common
+    return common_parent(config=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run the sync; print the result (stdout) or the error and its fix (stderr); return the exit code."""
+    from rotator.policy import PolicyFileError
+
     try:
         result = sync(args)
     except PolicyFileError as exc:
@@ -205,6 +200,10 @@ def sync(args: argparse.Namespace) -> SyncResult:
             "rotator sync takes no -c: the policy file is part of --from, and --config is influxctl's config file",
             hint=_HINT_REFERENCE,
         )
+    from rotator.clock import SystemClock
+    from rotator.policy import load_config
+    from rotator.retry import call_with_retry
+
     path, name = parse_reference(args.source, getattr(args, "config", None))  # `rotator -c FILE sync`
     config = load_config(path)
     policy = config.policy(name)
@@ -301,6 +300,12 @@ def _source_binding(policy: Policy, wanted: str | None) -> StoreBinding:
 
 
 def _profile_store(args: argparse.Namespace, policy: Policy) -> Store:
+    from pydantic import ValidationError
+
+    from rotator import registry
+    from rotator.adapter_settings import validate_settings
+    from rotator.contracts import AdapterContext
+
     cls = registry.load("store", PROFILE_STORE)  # the core imports no adapter (nor tomlkit) itself
     raw = {"profile": args.profile}
     if args.influxctl_config:
@@ -318,12 +323,16 @@ def _profile_store(args: argparse.Namespace, policy: Policy) -> Store:
 
 
 def _build(kind: str, settings: Any, ctx: AdapterContext) -> Store:
+    from rotator import registry
+
     cls = registry.load("store", kind)
     store: Store = cls.from_config(settings, ctx)  # type: ignore[assignment]
     return store
 
 
 def _retry(config: Config) -> RetryPolicy:
+    from rotator.retry import RetryPolicy
+
     r = config.settings.retry
     return RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds())
 
