@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -27,7 +26,6 @@ from rotator.cli_options import add_common, add_daemon_parser
 from rotator.clock import SystemClock
 from rotator.errors import ConfigError, LeaseBusy, NeedsAttention, RotatorError
 from rotator.extras import install_line, missing_extra
-from rotator.logs import setup_logging
 from rotator.secret import REDACTOR
 
 if TYPE_CHECKING:
@@ -43,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_BUSY, EXIT_ATTENTION = 0, 1, 2, 3, 4
-logger = logging.getLogger("rotator.cli")
 
 #: Test-only: the name of an engine checkpoint at which the process kills itself with SIGKILL,
 #: so crash tests can stop a real `rotator rotate` at every step boundary.
@@ -212,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's own parser, so the hint names `rotator COMMAND --help`
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    from rotator.logs import setup_logging  # logging is imported here, after --help has been served
+
     setup_logging(args.log_level, args.log_format, file=args.log_file)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     try:
@@ -233,7 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"fix: {install_line(extra)}", file=sys.stderr)
             return EXIT_INVALID
         # an adapter bug: no traceback to the user, but keep it in the debug log
-        logger.debug("internal error", exc_info=True)
+        import logging
+
+        logging.getLogger("rotator.cli").debug("internal error", exc_info=True)
         print(f"rotator: internal error: {type(exc).__name__}: {REDACTOR.redact(str(exc))}", file=sys.stderr)
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
               file=sys.stderr)

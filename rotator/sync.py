@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -43,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 
 from rotator.cli_options import common_parent
 from rotator.errors import ConfigError, OwnershipError, PermanentError, RotatorError
-from rotator.logs import setup_logging
 from rotator.secret import REDACTOR
 
 if TYPE_CHECKING:
@@ -56,8 +54,6 @@ if TYPE_CHECKING:
 # any other command) must not pay for them (tests/test_cli_startup.py).
 
 __all__ = ["PROFILE_STORE", "SyncResult", "add_parser", "cmd_sync", "main", "parse_reference"]
-
-logger = logging.getLogger("rotator.sync")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 #: The store type that writes influxctl profiles (the target; never a default source).
@@ -152,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _add_arguments(parser)
     args = parser.parse_args(argv)  # bad arguments: exit 2, like rotator's own parser
+    from rotator.logs import setup_logging
+
     setup_logging(args.log_level, args.log_format, file=args.log_file)
     try:
         return cmd_sync(args)
@@ -200,10 +198,13 @@ def sync(args: argparse.Namespace) -> SyncResult:
             "rotator sync takes no -c: the policy file is part of --from, and --config is influxctl's config file",
             hint=_HINT_REFERENCE,
         )
+    import logging
+
     from rotator.clock import SystemClock
     from rotator.policy import load_config
     from rotator.retry import call_with_retry
 
+    logger = logging.getLogger("rotator.sync")
     path, name = parse_reference(args.source, getattr(args, "config", None))  # `rotator -c FILE sync`
     config = load_config(path)
     policy = config.policy(name)
