@@ -12,32 +12,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rotator import __version__
 from rotator import sync as sync_cmd
+from rotator.cli_options import add_common, add_daemon_parser
 from rotator.clock import SystemClock
-from rotator.engine import Engine, RunResult
 from rotator.errors import ConfigError, LeaseBusy, NeedsAttention, RotatorError
 from rotator.extras import install_line, missing_extra
-from rotator.journal import Journal, open_journal
-from rotator.logs import setup_logging
-from rotator.policy import Config, Policy, PolicyFileError, config_json_schema, load_config
-from rotator.retry import RetryPolicy
-from rotator.secret import REDACTOR, Secret
-from rotator.status import PolicyStatus, policy_status, render_table
+from rotator.secret import REDACTOR
+
+if TYPE_CHECKING:
+    from rotator.engine import Engine
+    from rotator.journal import Journal
+    from rotator.policy import Config, Policy
+    from rotator.status import PolicyStatus
+
+# Each command imports what it uses (the policy model and pydantic, the journal, the engine) in
+# its own function: `rotator --help` imports none of them, `rotator status` no engine or daemon
+# (tests/test_cli_startup.py; bench/cli_startup.py measures both against `python -c pass`).
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_BUSY, EXIT_ATTENTION = 0, 1, 2, 3, 4
-logger = logging.getLogger("rotator.cli")
 
 #: Test-only: the name of an engine checkpoint at which the process kills itself with SIGKILL,
 #: so crash tests can stop a real `rotator rotate` at every step boundary.
@@ -55,27 +58,6 @@ class _Parser(argparse.ArgumentParser):
         # self.prog is "rotator" or "rotator SUBCOMMAND": the hint names a command that exists
         print(f"rotator: error: {message}\nfix: see `{self.prog} --help`", file=sys.stderr)
         raise SystemExit(EXIT_INVALID)
-
-
-def _common_options(parser: argparse.ArgumentParser, *, defaults: bool,
-                    outputs: Sequence[str] = ("text", "json")) -> None:
-    """The options every command takes, before the command name (``defaults``) or after it.
-
-    After it they default to argparse.SUPPRESS, so an option given before the command name
-    (``rotator -c FILE status``) is not overwritten by the subcommand's default.
-    """
-
-    def default(value: str | None) -> str | None:
-        return value if defaults else argparse.SUPPRESS
-
-    parser.add_argument("-c", "--config", default=default(os.environ.get("ROTATOR_CONFIG", "rotator.toml")),
-                        help="policy file (default: $ROTATOR_CONFIG or ./rotator.toml)")
-    parser.add_argument("--log-level", default=default(os.environ.get("ROTATOR_LOG_LEVEL", "info")),
-                        choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default=default("text"), choices=["text", "json"])
-    parser.add_argument("--log-file", default=default(None), help="also write logs to this file")
-    # `inventory` adds table and csv after its name ("text", the default before any name, is its table)
-    parser.add_argument("--output", default=default("text"), choices=list(outputs), help="result format on stdout")
 
 
 #: name -> (one-line description, example) of each subcommand; tests/test_cli_usability.py checks
@@ -117,13 +99,13 @@ def _describe(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentPa
 
 def _parser() -> _Parser:
     common = _Parser(add_help=False)
-    _common_options(common, defaults=False)
+    add_common(common, defaults=False)
 
     parser = _Parser(prog="rotator", description="Rotate InfluxDB tokens into secret stores, crash-safely.",
                      epilog="example:\n  rotator -c /etc/rotator/rotator.toml status\n"
                      "Every command explains itself: rotator COMMAND --help",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    _common_options(parser, defaults=True)
+    add_common(parser, defaults=True)
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -156,7 +138,7 @@ def _parser() -> _Parser:
     p.add_argument("--revocation-slack", default="1h", metavar="DURATION",
                    help="how long past its due time a pending revocation may wait before it is overdue (default 1h)")
     inventory_common = _Parser(add_help=False)
-    _common_options(inventory_common, defaults=False, outputs=("table", "json", "csv"))
+    add_common(inventory_common, defaults=False, outputs=("table", "json", "csv"))
     _add_inventory_parser(_describe(sub.add_parser("inventory", parents=[inventory_common],
                                                    help=_COMMAND_HELP["inventory"][0]), "inventory"))
     p = add("recover")
@@ -188,8 +170,6 @@ def _parser() -> _Parser:
     sync_cmd.add_parser(sub, common)  # its own description and examples
     p = add("demo")
     p.add_argument("--keep", action="store_true", help="keep the demo directory")
-    from rotator.daemon import add_parser as add_daemon_parser  # no scheduler/metrics imports
-
     _describe(add_daemon_parser(sub, common), "daemon")
     parser.commands = dict(sub.choices)
     return parser
@@ -229,14 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's own parser, so the hint names `rotator COMMAND --help`
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    from rotator.logs import setup_logging  # logging is imported here, after --help has been served
+
     setup_logging(args.log_level, args.log_format, file=args.log_file)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     try:
         return handler(args)
-    except PolicyFileError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_INVALID
     except RotatorError as exc:
+        if _is_policy_file_error(exc):  # its text lists every problem of the file, each with its fix
+            print(str(exc), file=sys.stderr)
+            return EXIT_INVALID
         _print_error(exc)
         return _exit_code(exc)
     except KeyboardInterrupt:
@@ -250,11 +232,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"fix: {install_line(extra)}", file=sys.stderr)
             return EXIT_INVALID
         # an adapter bug: no traceback to the user, but keep it in the debug log
-        logger.debug("internal error", exc_info=True)
+        import logging
+
+        logging.getLogger("rotator.cli").debug("internal error", exc_info=True)
         print(f"rotator: internal error: {type(exc).__name__}: {REDACTOR.redact(str(exc))}", file=sys.stderr)
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
               file=sys.stderr)
         return EXIT_FAILED
+
+
+def _is_policy_file_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a rotator.policy.PolicyFileError, without importing that module (pydantic):
+    only rotator.policy raises one, so it is loaded whenever one was raised."""
+    policy = sys.modules.get("rotator.policy")
+    return policy is not None and isinstance(exc, policy.PolicyFileError)
 
 
 def _print_error(exc: BaseException) -> None:
@@ -276,6 +267,8 @@ def _exit_code(exc: BaseException) -> int:
 
 # ------------------------------------------------------------------------------ plumbing
 def _config(args: argparse.Namespace) -> Config:
+    from rotator.policy import load_config
+
     return load_config(args.config)
 
 
@@ -287,10 +280,15 @@ def _selected(config: Config, names: Sequence[str], all_enabled: bool = True) ->
 
 def _journal(config: Config, *, create: bool = True) -> Journal:
     """The policy file's journal; ``create=False`` for commands that only read (status, plan, dry runs)."""
+    from rotator.journal import open_journal
+
     return open_journal(config.journal_url(), create=create)
 
 
 def _engine(config: Config, policy: Policy, journal: Journal) -> Engine:
+    from rotator.engine import Engine
+    from rotator.retry import RetryPolicy
+
     r = config.settings.retry
     return Engine(
         policy, journal,
@@ -323,6 +321,8 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 # ------------------------------------------------------------------------------ commands
 def cmd_validate(args: argparse.Namespace) -> int:
+    from rotator.policy import load_config
+
     path = args.file or args.config
     config = load_config(path)
     for warning in (w for p in config.policies for w in p.transport_warnings()):
@@ -334,6 +334,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from rotator.policy import config_json_schema
+
     print(json.dumps(config_json_schema(), indent=2))
     return EXIT_OK
 
@@ -348,6 +350,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple[list[PolicyStatus], datetime]:
+    from rotator.status import policy_status
+
     config = _config(args)
     journal = _journal(config, create=False)
     now = SystemClock().now()
@@ -370,6 +374,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
+    """Load the policy file, open the journal, and per policy: the due decision (with --if-due), then the engine."""
+    from rotator.due import due_now
+    from rotator.engine import RunResult
+
     config = _config(args)
     if not args.policy and not args.all:
         raise ConfigError("name the policies to rotate, or pass --all", hint="rotator rotate POLICY [POLICY...]")
@@ -377,14 +385,14 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     if args.revoke_previous_now:
         _confirm_emergency(args, [p.name for p in selected])
     journal = _journal(config, create=not args.dry_run)
-    now = SystemClock().now()
+    clock = SystemClock()
     results: list[RunResult] = []
     worst = EXIT_OK
     for policy in selected:
-        status = policy_status(policy, journal, now) if args.if_due else None
-        if status is not None and not status.due:
+        due = due_now(policy, journal, clock) if args.if_due else None
+        if due is not None and not due.due:
             message = "not due"
-            if status.open_runs:  # an interrupted run must not wait a whole interval for its recovery
+            if due.recover_first:  # an interrupted run must not wait a whole interval for its recovery
                 try:
                     message += "; " + "; ".join(_engine(config, policy, journal).recover() or ["recovered"])
                 except RotatorError as exc:
@@ -422,6 +430,8 @@ def _confirm_emergency(args: argparse.Namespace, names: list[str]) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     rows, _ = _statuses(args, _duration_arg("--revocation-slack", args.revocation_slack))
+    from rotator.status import render_table
+
     _emit(args, [s.to_json() for s in rows], render_table(rows))
     worst = EXIT_ATTENTION if any(s.needs_attention for s in rows) else EXIT_OK
     if args.check:
@@ -486,6 +496,8 @@ def cmd_inventory(args: argparse.Namespace) -> int:
             raise ConfigError("--revoke-orphans needs the policy file whose journal minted them", hint="pass -c FILE")
         elif _confirmed(args, f"revoke {len(orphans)} orphan token(s): {', '.join(e.token_id for e in orphans)}?"):
             r = config.settings.retry
+            from rotator.retry import RetryPolicy
+
             options = {"retry": RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds()),
                        "lease_ttl": config.settings.lease_ttl}
             for entry, outcome in inv_mod.revoke_orphans(result, journal, known, options):
@@ -613,6 +625,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
                               hint="e.g. 2027-01-01T00:00:00Z") from None
     if args.replace and not args.reason.strip():
         raise ConfigError("--replace needs --reason", hint='e.g. --reason "current token revoked by incident 42"')
+    from rotator.secret import Secret
+
     result = _engine(config, policy, _journal(config)).bootstrap(
         Secret(value), args.token_id, expires, replace=args.replace, reason=args.reason.strip())
     _emit(args, result.to_json(), f"{policy.name}: " + (

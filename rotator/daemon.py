@@ -896,13 +896,12 @@ def _terminate_children() -> None:
 
 # ---------------------------------------------------------------------------------- command line
 def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``rotator daemon`` to the CLI's subparsers (``common_parent`` holds -c, --log-*)."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "daemon", parents=[common_parent],
-        help="run continuously: rotate on schedule, revoke after grace, serve /healthz /readyz /metrics")
-    parser.add_argument("--listen", metavar="HOST:PORT",
-                        help="address of /healthz, /readyz and /metrics (default: [daemon] listen or 127.0.0.1:9464)")
-    return parser
+    """Add ``rotator daemon`` to the CLI's subparsers (``common_parent`` holds -c, --log-*).
+
+    Defined in rotator/cli_options.py, with the options every command shares."""
+    from rotator.cli_options import add_daemon_parser
+
+    return add_daemon_parser(subparsers, common_parent)
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -928,16 +927,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m rotator.daemon -c FILE``: the daemon command on its own."""
+    from rotator.cli_options import common_parent
     from rotator.logs import setup_logging
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", default=os.environ.get("ROTATOR_CONFIG", "rotator.toml"))
-    common.add_argument("--log-level", default=os.environ.get("ROTATOR_LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"])
-    common.add_argument("--log-format", default="text", choices=["text", "json"])
-    common.add_argument("--log-file")
     parser = argparse.ArgumentParser(prog="rotator")
-    add_parser(parser.add_subparsers(dest="command"), common)
+    add_parser(parser.add_subparsers(dest="command"), common_parent(outputs=()))
     args = parser.parse_args(["daemon", *(argv if argv is not None else sys.argv[1:])])
     setup_logging(args.log_level, args.log_format, file=args.log_file)
     try:

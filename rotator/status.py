@@ -1,4 +1,9 @@
-"""What `rotator status` and `rotator plan` show, computed from the journal alone (no store reads)."""
+"""What `rotator status` and `rotator plan` show, computed from the journal alone (no store reads).
+
+Each row reads only what is current, so its cost does not grow with history: the last successful
+run, the latest run, the unfinished runs, and the pending and failed revocations (finished runs
+and done revocations are never loaded). Whether a rotation is due is rotator/due.py's decision.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from rotator.compliance import DEFAULT_SLACK, Compliance, policy_compliance
+from rotator.compliance import DEFAULT_SLACK, Compliance, revocations_overdue
+from rotator.due import decide, explain
 from rotator.journal import Journal
 from rotator.policy_types import Policy
 from rotator.schedule import format_duration
@@ -39,11 +45,8 @@ class PolicyStatus:
         return self.failed_revocations > 0 or self.stuck_runs > 0
 
     def reason(self) -> str:
-        if self.rotated_at is None:
-            return "no token yet: run `rotator bootstrap` with the first, human-created token"
-        if self.due:
-            return f"due: last rotation {format_duration(self.now - self.rotated_at, units=2)} ago"
-        return f"not due for {format_duration(self.next_due - self.now, units=2)}"
+        """Why the rotation is due or not (rotator/due.py)."""
+        return explain(self.due, self.next_due, self.rotated_at, self.now)
 
     def to_json(self) -> dict[str, Any]:
         def iso(d: datetime | None) -> str | None:
@@ -63,30 +66,36 @@ class PolicyStatus:
 
 
 def policy_status(policy: Policy, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> PolicyStatus:
+    """The status row of ``policy`` at ``now``, from five queries bounded by what is current."""
     last = journal.last_success(policy.name)
     runs = journal.runs(policy.name, limit=1)
     latest = runs[0] if runs else None
-    revs = journal.revocations(policy.name)
     open_runs = journal.open_runs(policy.name)
-    rotated_at = last.published_at if last else None
-    next_due = policy.schedule.next_due(rotated_at, now)
+    pending = journal.revocations(policy.name, "pending")
+    failed = journal.revocations(policy.name, "failed")
+    due = decide(policy, last.published_at if last else None, now, len(open_runs))
+    unfinished = sorted(pending + failed, key=lambda r: (r.due_at, r.token_id))  # as the journal lists them
     return PolicyStatus(
         policy=policy.name,
         enabled=policy.enabled,
         current_token_id=last.new_token_id if last else None,
-        rotated_at=rotated_at,
+        rotated_at=due.rotated_at,
         expires_at=last.new_expires_at if last else None,
-        next_due=next_due,
-        due=next_due <= now,
+        next_due=due.next_due,
+        due=due.due,
         last_run_state=latest.state if latest else None,
         last_run_error=latest.error if latest else None,
-        pending_revocations=sum(1 for r in revs if r.state == "pending"),
-        failed_revocations=sum(1 for r in revs if r.state == "failed"),
+        pending_revocations=len(pending),
+        failed_revocations=len(failed),
         open_runs=len(open_runs),
         stuck_runs=sum(1 for r in open_runs if r.error and "recovery failed" in r.error),
         now=now,
-        compliance=policy_compliance(policy, journal, now, slack),
-    )
+        compliance=Compliance(
+            policy=policy.name, max_age=due.max_age, published_at=due.rotated_at,
+            current_token_id=last.new_token_id if last else None,
+            overdue=tuple(revocations_overdue(unfinished, now, slack)), now=now,
+        ),
+    )  # fmt: skip
 
 
 def _compliance_cell(c: Compliance | None) -> str:

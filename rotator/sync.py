@@ -32,30 +32,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from rotator import registry
-from rotator.adapter_settings import validate_settings
-from rotator.clock import SystemClock
-from rotator.contracts import AdapterContext, Store, StoreState
+from rotator.cli_options import common_parent
 from rotator.errors import ConfigError, OwnershipError, PermanentError, RotatorError
-from rotator.logs import setup_logging
-from rotator.policy import Config, Policy, PolicyFileError, StoreBinding, load_config
-from rotator.retry import RetryPolicy, call_with_retry
 from rotator.secret import REDACTOR
 
-__all__ = ["PROFILE_STORE", "SyncResult", "add_parser", "cmd_sync", "main", "parse_reference"]
+if TYPE_CHECKING:
+    from rotator.contracts import AdapterContext, Store, StoreState
+    from rotator.policy import Config, Policy, StoreBinding
+    from rotator.retry import RetryPolicy
 
-logger = logging.getLogger("rotator.sync")
+# The policy model (pydantic), the registry and the retry helper are imported by the functions
+# that use them: rotator.cli imports this module to build its parser, and `rotator --help` (or
+# any other command) must not pay for them (tests/test_cli_startup.py).
+
+__all__ = ["PROFILE_STORE", "SyncResult", "add_parser", "cmd_sync", "main", "parse_reference"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 #: The store type that writes influxctl profiles (the target; never a default source).
@@ -136,16 +134,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _common_parent() -> argparse.ArgumentParser:
     """The options rotator.cli gives every command (minus -c/--config), for ``python -m rotator.sync``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--log-level",
-        default=os.environ.get("ROTATOR_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-    )
-    common.add_argument("--log-format", default="text", choices=["text", "json"])
-    common.add_argument("--log-file", help="also write logs to this file")
-    common.add_argument("--output", default="text", choices=["text", "json"], help="result format on stdout")
-    return common
+    return common_parent(config=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _add_arguments(parser)
     args = parser.parse_args(argv)  # bad arguments: exit 2, like rotator's own parser
+    from rotator.logs import setup_logging
+
     setup_logging(args.log_level, args.log_format, file=args.log_file)
     try:
         return cmd_sync(args)
@@ -168,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run the sync; print the result (stdout) or the error and its fix (stderr); return the exit code."""
+    from rotator.policy import PolicyFileError
+
     try:
         result = sync(args)
     except PolicyFileError as exc:
@@ -205,6 +198,13 @@ def sync(args: argparse.Namespace) -> SyncResult:
             "rotator sync takes no -c: the policy file is part of --from, and --config is influxctl's config file",
             hint=_HINT_REFERENCE,
         )
+    import logging
+
+    from rotator.clock import SystemClock
+    from rotator.policy import load_config
+    from rotator.retry import call_with_retry
+
+    logger = logging.getLogger("rotator.sync")
     path, name = parse_reference(args.source, getattr(args, "config", None))  # `rotator -c FILE sync`
     config = load_config(path)
     policy = config.policy(name)
@@ -301,6 +301,12 @@ def _source_binding(policy: Policy, wanted: str | None) -> StoreBinding:
 
 
 def _profile_store(args: argparse.Namespace, policy: Policy) -> Store:
+    from pydantic import ValidationError
+
+    from rotator import registry
+    from rotator.adapter_settings import validate_settings
+    from rotator.contracts import AdapterContext
+
     cls = registry.load("store", PROFILE_STORE)  # the core imports no adapter (nor tomlkit) itself
     raw = {"profile": args.profile}
     if args.influxctl_config:
@@ -318,12 +324,16 @@ def _profile_store(args: argparse.Namespace, policy: Policy) -> Store:
 
 
 def _build(kind: str, settings: Any, ctx: AdapterContext) -> Store:
+    from rotator import registry
+
     cls = registry.load("store", kind)
     store: Store = cls.from_config(settings, ctx)  # type: ignore[assignment]
     return store
 
 
 def _retry(config: Config) -> RetryPolicy:
+    from rotator.retry import RetryPolicy
+
     r = config.settings.retry
     return RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds())
 

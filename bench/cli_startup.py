@@ -1,0 +1,154 @@
+"""Start-up of the `rotator` command line against `python -c pass`, and `rotator status` on a long history.
+
+Every figure is the wall time of a fresh process (the venv's ``rotator`` console script, as a
+user runs it), the median of N, with all variants interleaved round by round so that machine
+load hits them alike; each ratio divides two medians of the same run:
+
+- help:     ``rotator --help`` / ``python -c pass`` (the floor: the same interpreter and site)
+- status:   ``rotator -c FILE status`` with 10 policies (Vault stores, influxctl issuers) and a
+            fresh journal / ``python -c pass``
+- history:  the same ``rotator status`` on a journal holding 100,000 finished runs (10,000 per
+            policy, each with its done revocation, written by direct SQL inserts) / the fresh journal
+
+Goals (issue 12): help <= 3x, status <= 4x, history <= 1.25x. Not a test: it prints figures and exits 0.
+
+    .venv/bin/python bench/cli_startup.py [-n 7] [--runs 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POLICIES = 10
+POLICY = """
+[[policy]]
+name = "mgmt-{i}"
+schedule = "30d"
+grace = "1h"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster-{i}.example.com"
+[[policy.store]]
+type = "vault-kv2"
+url = "https://vault.example.com:8200"
+path = "influx/mgmt-{i}"
+[policy.store.auth]
+method = "token"
+token = {{ file = "vault-token" }}
+"""
+GOALS = {"help": 3.0, "status": 4.0, "history": 1.25}
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _setup(work: Path, runs: int) -> dict[str, list[str]]:
+    """Two policy files (fresh journal, long history) and the command of each variant."""
+    sys.path.insert(0, str(REPO))
+    from rotator.journal import open_journal
+
+    body = "".join(POLICY.format(i=i) for i in range(POLICIES))
+    for name in ("fresh", "history"):
+        folder = work / name
+        folder.mkdir()
+        (folder / "vault-token").write_text("s.bench\n")
+        (folder / "rotator.toml").write_text(f'[rotator]\njournal = "journal.db"\n{body}')
+        open_journal(f"sqlite:///{folder / 'journal.db'}").close()
+    _fill(work / "history" / "journal.db", runs)
+    rotator = str(BIN / "rotator")
+    return {
+        "floor": [sys.executable, "-c", "pass"],
+        "help": [rotator, "--help"],
+        "fresh": [rotator, "-c", str(work / "fresh" / "rotator.toml"), "status"],
+        "history": [rotator, "-c", str(work / "history" / "rotator.toml"), "status"],
+    }
+
+
+def _fill(path: Path, runs: int) -> None:
+    """``runs`` finished rotations spread over the policies, the newest 30 minutes ago, each with its
+    done revocation of the token it replaced; the last one's revocation is still pending."""
+    now = datetime.now(UTC)
+    per_policy = runs // POLICIES
+    step = timedelta(hours=1)
+    run_rows, rev_rows = [], []
+    for p in range(POLICIES):
+        policy = f"mgmt-{p}"
+        for k in range(per_policy):
+            started = now - timedelta(minutes=30) - step * (per_policy - 1 - k)
+            published = started + timedelta(seconds=20)
+            old, new = f"tok-{p}-{k - 1}" if k else None, f"tok-{p}-{k}"
+            run_rows.append((f"run-{p}-{k}", policy, "rotate", "done", _ts(started), _ts(published), old, new,
+                             _ts(started + timedelta(days=31)), _ts(published), _ts(published + step),
+                             "{}", json.dumps({"primary": str(k + 1)}), None, 1, _ts(started)))
+            if old is not None:
+                last = k == per_policy - 1
+                rev_rows.append((policy, old, f"run-{p}-{k}", "superseded", _ts(published + step),
+                                 "pending" if last else "done", 0 if last else 1, None, None,
+                                 None if last else _ts(published + step)))
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * 16)})", run_rows)
+        conn.executemany(f"INSERT INTO revocations VALUES ({', '.join('?' * 10)})", rev_rows)
+    conn.close()
+
+
+def _time(command: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)}: exit {done.returncode}: {done.stderr.decode()[-500:]}")
+    return elapsed * 1000
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "ROTATOR_CONFIG")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=7, help="processes per variant (default 7)")
+    parser.add_argument("--runs", type=int, default=100_000, help="runs of history (default 100000)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="rotator-bench-cli-"))
+    try:
+        commands = _setup(work, args.runs)
+        for command in commands.values():  # warm-up: bytecode written, files in the page cache
+            _time(command)
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.n):
+            for name, command in commands.items():
+                times[name].append(_time(command))
+        med = {name: statistics.median(values) for name, values in times.items()}
+        ratios = {"help": med["help"] / med["floor"], "status": med["fresh"] / med["floor"],
+                  "history": med["history"] / med["fresh"]}
+        print(f"medians of {args.n} interleaved processes (ms): "
+              + ", ".join(f"{name} {value:.1f}" for name, value in med.items()))
+        for name, ratio in ratios.items():
+            verdict = "meets" if ratio <= GOALS[name] else "misses"
+            print(f"{name:8} {ratio:6.2f}x   {verdict} <= {GOALS[name]}x")
+        print(json.dumps({"medians_ms": {k: round(v, 1) for k, v in med.items()},
+                          "ratios": {k: round(v, 3) for k, v in ratios.items()}}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
