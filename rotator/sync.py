@@ -319,7 +319,7 @@ def _profile_store(args: argparse.Namespace, policy: Policy) -> Store:
 
 def _build(kind: str, settings: Any, ctx: AdapterContext) -> Store:
     cls = registry.load("store", kind)
-    store: Store = cls.from_config(settings, ctx)  # type: ignore[assignment]
+    store: Store = cls.from_config(settings, ctx)
     return store
 
 
