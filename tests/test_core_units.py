@@ -166,6 +166,47 @@ def test_checked_settings_names_the_adapter_and_both_types() -> None:
         checked_settings(Adapter, {}, Settings)
 
 
+# -- notifications read the time from the clock they are given (rotator/notify.py) ---------------
+def test_notifications_take_their_times_from_the_given_clock(tmp_path: Path) -> None:
+    from rotator.daemon_config import HookSettings, WebhookSettings
+    from rotator.notify import CommandHook, WebhookSender, audit_record, signing_key, verify_signature
+
+    fake = FakeClock(T0)
+    assert audit_record({"step": "plan", "result": "ok"}, fake)["time"] == "2026-03-01T12:00:00Z"
+    sent: list[Any] = []
+
+    class Answer:
+        status = 204
+
+        def __enter__(self) -> Answer:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    class Opener:
+        def open(self, request: Any, timeout: float) -> Answer:
+            sent.append(request)
+            return Answer()
+
+    (tmp_path / "key").write_text("k")
+    webhook = WebhookSender(
+        WebhookSettings.model_validate({"url": "https://hooks.example/r", "secret": {"file": "key"}}), tmp_path,
+        opener=Opener(), clock=fake)  # type: ignore[arg-type]
+    webhook.submit("failure", {"policy": "p"})
+    assert webhook.close(10)
+    (request,) = sent
+    headers = dict(request.header_items())
+    assert headers["Webhook-timestamp"] == str(int(T0.timestamp()))
+    verify_signature(signing_key("k"), headers, request.data, now=T0.timestamp())  # signed with that time
+
+    events: list[Any] = []
+    hook = CommandHook(HookSettings.model_validate({"command": ["true"]}), tmp_path, emit=events.append, clock=fake)
+    hook.submit({"policy": "p", "step": "published", "result": "ok"})
+    assert hook.close(10)
+    assert [(e["step"], e["result"], e["at"]) for e in events] == [("hook", "ok", T0)]
+
+
 # -- journal -------------------------------------------------------------------------------------
 @pytest.fixture
 def journal(tmp_path: Path) -> Journal:
