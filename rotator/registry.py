@@ -156,12 +156,12 @@ def build_issuer(policy: Policy, ctx: AdapterContext | None = None) -> Issuer:
     ``ctx`` defaults to :meth:`Policy.context` (the system clock); the engine passes its own clock.
     """
     cls = load("issuer", policy.issuer_type)
-    return cls.from_config(policy.issuer_settings, ctx or policy.context())
+    return cls.from_config(policy.issuer_settings, ctx if ctx is not None else policy.context())
 
 
 def build_stores(policy: Policy, ctx: AdapterContext | None = None) -> list[tuple[str, Store]]:
     """The policy's stores as ``(name, store)`` in the policy's order; nothing is contacted yet."""
-    ctx = ctx or policy.context()
+    ctx = ctx if ctx is not None else policy.context()
     return [(b.name, load("store", b.type).from_config(b.settings, ctx)) for b in policy.stores]
 
 
@@ -199,7 +199,9 @@ class _LazySDK:
             module = self._module = importlib.import_module(self._name)
         try:
             return getattr(module, attr)
-        except AttributeError:  # a submodule its package does not import itself (hvac.utils)
+        except AttributeError:  # a submodule its package does not import itself (hvac.utils)?
+            if importlib.util.find_spec(f"{self._name}.{attr}") is None:
+                raise
             return importlib.import_module(f"{self._name}.{attr}")
 
     def __repr__(self) -> str:

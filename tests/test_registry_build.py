@@ -121,6 +121,8 @@ def test_a_missing_sdk_is_refused_when_the_adapter_loads() -> None:
     json_sdk = registry.lazy_sdk("json")
     assert json_sdk.dumps([1]) == "[1]"
     assert json_sdk.decoder.JSONDecodeError is json.decoder.JSONDecodeError
+    with pytest.raises(AttributeError):
+        json_sdk.no_such_attribute  # noqa: B018
 
 
 POLICY = """
