@@ -86,6 +86,7 @@ from adapters.aws_secretsmanager import (
     quiet_sdk_wire_logs,
     read_stage,
 )
+from rotator import registry
 from rotator.clock import Clock, SystemClock
 from rotator.contracts import Issuer, MintRequest, TokenInfo, TokenRecord
 from rotator.errors import ConfigError, NeedsAttention, OwnershipError, PermanentError, RotatorError, TransientError
@@ -424,7 +425,7 @@ class _Rotation:
         self.rotation_token = rotation_token
         self.env = env
         self.clock = env.clock
-        self.issuer: Issuer = target.policy.build_issuer()
+        self.issuer: Issuer = registry.build_issuer(target.policy, target.policy.context(env.clock))
 
     # -- the four steps ------------------------------------------------------------------------
 
@@ -828,7 +829,8 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
                                 records, _RevokeReport(), env.clock.now())
                 continue
             current = TokenRecord.from_payload(*_current_payload(target))
-            report = _revoke_due(target, target.policy.build_issuer(), current, env)
+            report = _revoke_due(target, registry.build_issuer(target.policy, target.policy.context(env.clock)),
+                                 current, env)
             _log_compliance(target, current, records, report, env.clock.now())
         except RotatorError as exc:
             logger.error("revoke-expired: secret %s: %s", sid, REDACTOR.redact(str(exc)))

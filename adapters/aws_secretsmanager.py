@@ -64,15 +64,19 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-import botocore.exceptions
-
-from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord
+from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord, checked_settings
 from rotator.credentials import SETTINGS_CONFIG
 from rotator.errors import ConfigError, ConflictError, PermanentError, RotatorError, TransientError
+from rotator.registry import lazy_sdk
 from rotator.secret import REDACTOR
+
+if TYPE_CHECKING:
+    import botocore.exceptions
+else:  # imported on first use: loading a policy file needs the settings model only (issue 12)
+    botocore = lazy_sdk("botocore")
 
 __all__ = [
     "CURRENT",
@@ -511,9 +515,7 @@ class AwsSecretsManagerStore:
         cls, settings: Any, ctx: AdapterContext, client_factory: ClientFactory | None = None
     ) -> AwsSecretsManagerStore:
         """Nothing is contacted here; the client is built on first use."""
-        if not isinstance(settings, AwsSecretsManagerSettings):
-            raise TypeError(f"expected AwsSecretsManagerSettings, got {type(settings).__name__}")
-        return cls(settings, ctx, client_factory or boto3_client)
+        return cls(checked_settings(cls, settings, AwsSecretsManagerSettings), ctx, client_factory or boto3_client)
 
     @property
     def location(self) -> str:
@@ -801,6 +803,10 @@ class AwsSecretsManagerStore:
             return fn(api)
 
 
+if TYPE_CHECKING:  # static conformance: mypy checks AwsSecretsManagerStore against the Store Protocol
+    _conforms: type[Store] = AwsSecretsManagerStore
+
+
 # -- errors -----------------------------------------------------------------------------------------
 
 
@@ -879,7 +885,3 @@ def _client_error(
     if code == "ResourceNotFoundException":
         return PermanentError(message, hint=_HINT_NOT_FOUND)
     return PermanentError(message, hint=_HINT_AWS)
-
-
-def _conforms(store: AwsSecretsManagerStore) -> Store:
-    return store  # mypy checks here that AwsSecretsManagerStore implements the Store Protocol

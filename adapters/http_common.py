@@ -34,32 +34,27 @@ import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, cast
 
 import httpx
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from adapters.transport import plain_http_warning, tls_verify_warning
-from rotator.contracts import AdapterContext
+from rotator.contracts import AdapterContext, checked_settings
 from rotator.credentials import CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
-from rotator.schedule import format_duration, parse_duration
 from rotator.secret import REDACTOR, Secret
 
 __all__ = [
     "CredentialSetting",
-    "DurationSetting",
     "HttpFailure",
     "HttpIssuer",
     "HttpSettings",
@@ -121,23 +116,6 @@ _MAX_DETAIL = 200
 
 # --------------------------------------------------------------------------------------------
 # Settings
-
-
-def _duration(value: Any) -> Any:
-    if isinstance(value, timedelta):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("write a duration as a quoted string such as '7d', '12h' or '90s'")
-    return parse_duration(value)
-
-
-#: A duration written as ``"7d"``, ``"12h"``, ``"90s"`` (the policy file's own format).
-DurationSetting = Annotated[
-    timedelta,
-    BeforeValidator(_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": r"^(\d+[smhdw])+$", "examples": ["7d", "12h"]}),
-]
 
 
 class HttpSettings(BaseModel):
@@ -325,9 +303,8 @@ class HttpIssuer(Generic[SettingsT]):
         cls, settings: BaseModel, ctx: AdapterContext, *, transport: httpx.BaseTransport | None = None
     ) -> Self:
         """Nothing is contacted here; the HTTP client is built on first use."""
-        if not isinstance(settings, cls.settings_model):
-            raise TypeError(f"{cls.kind} needs {cls.settings_model.__name__}, got {type(settings).__name__}")
-        return cls(cast(Any, settings), ctx, transport=transport)  # an instance of settings_model, i.e. SettingsT
+        checked = checked_settings(cls, settings, cls.settings_model)
+        return cls(cast(Any, checked), ctx, transport=transport)  # an instance of settings_model, i.e. SettingsT
 
     #: HTTP requests in the longest issuer call (a subclass with longer calls raises it).
     requests_per_call: ClassVar[int] = 2

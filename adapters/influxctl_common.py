@@ -37,13 +37,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar
 
 from adapters.transport import is_loopback_host
-from rotator.contracts import AdapterContext, MintedToken, TokenInfo
+from rotator.clock import SYSTEM_CLOCK
+from rotator.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings
 from rotator.credentials import SETTINGS_CONFIG, CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
 from rotator.secret import REDACTOR, Secret
+from rotator.timefmt import rfc3339_seconds
 
 __all__ = [
     "AUTH_BY_METHOD",
@@ -376,7 +378,8 @@ def _remove_if_dead(directory: Path) -> None:
     try:
         fd = os.open(directory / _LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
-        if time.time() - info.st_mtime > _UNLOCKED_GRACE_S:
+        # Compared with a file's mtime, which the OS stamps from the system clock: never a FakeClock.
+        if SYSTEM_CLOCK.now().timestamp() - info.st_mtime > _UNLOCKED_GRACE_S:
             shutil.rmtree(directory, ignore_errors=True)
             logger.warning("removed a private influxctl config without an owner: %s", directory.name)
         return
@@ -654,7 +657,7 @@ class InfluxctlCLI:
                 go_duration(self.timeout_s),
                 *command,
             ]
-            started = time.monotonic()
+            started = time.monotonic()  # the call's duration for the log line, not a time of day
             outcome = "did not finish"
             try:
                 with _map_errors(display, self.binary, self.timeout_s):
@@ -854,9 +857,7 @@ def _is_int(value: object) -> bool:
 
 def rfc3339(moment: datetime) -> str:
     """``2026-01-31T12:00:00Z``: UTC, whole seconds, as influxctl's ``--expires-at`` expects."""
-    if moment.tzinfo is None:
-        raise ValueError("a naive datetime has no defined UTC time")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339_seconds(moment)
 
 
 # --------------------------------------------------------------------------------------------
@@ -901,9 +902,7 @@ class InfluxctlIssuer(Generic[SettingsT]):
 
     @classmethod
     def from_config(cls, settings: Any, ctx: AdapterContext) -> Self:
-        if not isinstance(settings, cls.settings_model):
-            raise TypeError(f"{cls.kind} needs {cls.settings_model.__name__}, got {type(settings).__name__}")
-        return cls(cast(Any, settings), base_dir=ctx.base_dir)  # an instance of settings_model, i.e. SettingsT
+        return cls(checked_settings(cls, settings, cls.settings_model), base_dir=ctx.base_dir)
 
     @classmethod
     def remove_leftovers(cls) -> None:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from adapters.influxctl_common import (
     AUTH_BY_METHOD,
@@ -59,7 +59,7 @@ from adapters.influxctl_common import (
     rfc3339,
     token_info,
 )
-from rotator.contracts import MintedToken, MintRequest
+from rotator.contracts import Issuer, MintedToken, MintRequest
 from rotator.credentials import SETTINGS_CONFIG
 from rotator.errors import PermanentError, TransientError
 from rotator.secret import Secret
@@ -308,3 +308,7 @@ class InfluxctlDatabaseIssuer(InfluxctlIssuer[InfluxctlDatabaseSettings]):
         if len(matches) != 1:
             raise output_error(CREATE_CMD, ERR_ID_NOT_FOUND.format(count=len(matches), description=description))
         return matches[0]
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks InfluxctlDatabaseIssuer against the Issuer Protocol
+    _conforms: type[Issuer] = InfluxctlDatabaseIssuer

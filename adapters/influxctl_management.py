@@ -23,7 +23,7 @@ Policy settings::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from adapters.influxctl_common import (
     InfluxctlIssuer,
@@ -35,7 +35,7 @@ from adapters.influxctl_common import (
     rfc3339,
     token_info,
 )
-from rotator.contracts import MintedToken, MintRequest
+from rotator.contracts import Issuer, MintedToken, MintRequest
 from rotator.secret import Secret
 
 __all__ = ["InfluxctlManagementIssuer", "InfluxctlManagementSettings"]
@@ -107,3 +107,7 @@ class InfluxctlManagementIssuer(InfluxctlIssuer[InfluxctlManagementSettings]):
         if len(matches) != 1:
             raise output_error(CREATE_CMD, ERR_ID_NOT_FOUND.format(count=len(matches), description=description))
         return matches[0]
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks InfluxctlManagementIssuer against the Issuer Protocol
+    _conforms: type[Issuer] = InfluxctlManagementIssuer

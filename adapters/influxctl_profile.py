@@ -87,9 +87,9 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import tomlkit
 import tomlkit.exceptions
@@ -97,8 +97,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tomlkit.items import AoT, String, Table
 
 from rotator.clock import Clock
-from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord
+from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord, checked_settings
 from rotator.errors import ConfigError, ConflictError, PermanentError, TransientError
+from rotator.timefmt import rfc3339_seconds
 
 __all__ = [
     "DEFAULT_KEY",
@@ -295,8 +296,7 @@ class InfluxctlProfileStore:
         cls, settings: BaseModel, ctx: AdapterContext, replace: Replace | None = None
     ) -> InfluxctlProfileStore:
         """Nothing is read here; the file is read on each call."""
-        if not isinstance(settings, InfluxctlProfileSettings):
-            raise TypeError(f"expected InfluxctlProfileSettings, got {type(settings).__name__}")
+        settings = checked_settings(cls, settings, InfluxctlProfileSettings)
         path = settings.config.expanduser() if settings.config is not None else default_config_path()
         if not path.is_absolute():
             path = ctx.base_dir / path
@@ -633,6 +633,10 @@ class InfluxctlProfileStore:
             os.close(fd)
 
 
+if TYPE_CHECKING:  # static conformance: mypy checks InfluxctlProfileStore against the Store Protocol
+    _conforms: type[Store] = InfluxctlProfileStore
+
+
 # -- helpers ------------------------------------------------------------------------------
 
 
@@ -648,7 +652,7 @@ def _entry(record: TokenRecord, value: str, key: str, clock: Clock) -> dict[str,
     payload = record.payload()
     del payload["token"]
     salt = secrets.token_hex(16)
-    written = clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    written = rfc3339_seconds(clock.now())
     return {**payload, "key": key, "salt": salt, "sha256": _salted(salt, value), "written_at": written}
 
 
@@ -758,7 +762,3 @@ def _edit_problem(
     if tag == "replace" and not line.match(a[i1]):
         return f"a line other than {key} would change"
     return None
-
-
-def _conforms(store: InfluxctlProfileStore) -> Store:
-    return store  # mypy checks here that InfluxctlProfileStore implements the Store Protocol

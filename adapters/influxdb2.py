@@ -47,13 +47,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.http_common import (
     CredentialSetting,
-    DurationSetting,
     HttpIssuer,
     HttpSettings,
     auth_header,
@@ -65,7 +64,8 @@ from adapters.http_common import (
     path_segment,
     token_value,
 )
-from rotator.contracts import MintedToken, MintRequest, TokenInfo
+from rotator.contracts import Issuer, MintedToken, MintRequest, TokenInfo
+from rotator.durations import Duration
 from rotator.errors import IssuerOutputError, RotatorError, TransientError
 from rotator.schedule import format_duration
 from rotator.secret import Secret
@@ -140,7 +140,7 @@ class InfluxDB2Settings(HttpSettings):
         default=None, pattern=_ID, description="copy the permissions of this authorization instead"
     )
     user_id: str | None = Field(default=None, pattern=_ID, description="scope new tokens to this user")
-    delete_after: DurationSetting = Field(
+    delete_after: Duration = Field(
         default="7d", validate_default=True, description="delete a token this long after rotator made it inactive"
     )
 
@@ -328,6 +328,10 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             # Inactive is v2's (reversible) revocation; updatedAt is when it happened, or later.
             revoked_at=(updated or created or self._clock.now()) if inactive else None,
         )
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks InfluxDB2Issuer against the Issuer Protocol
+    _conforms: type[Issuer] = InfluxDB2Issuer
 
 
 def _check_id(token_id: str) -> str:

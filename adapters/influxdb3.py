@@ -55,7 +55,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -73,7 +73,7 @@ from adapters.http_common import (
     parse_time,
     token_value,
 )
-from rotator.contracts import MintedToken, MintRequest, TokenInfo
+from rotator.contracts import Issuer, MintedToken, MintRequest, TokenInfo
 from rotator.errors import IssuerOutputError, NeedsAttention, TransientError
 from rotator.secret import Secret
 
@@ -432,3 +432,7 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         if token_id == OPERATOR or token_id == live:
             raise NeedsAttention(ERR_OPERATOR_LIVE.format(token_id=token_id), hint=HINT_OPERATOR_LIVE)
         logger.info("operator token generation %s was revoked when %s replaced it", token_id, live)
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks InfluxDB3Issuer against the Issuer Protocol
+    _conforms: type[Issuer] = InfluxDB3Issuer

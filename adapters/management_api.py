@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -80,10 +80,11 @@ from adapters.http_common import (
 from adapters.transport import plain_http_warning, tls_verify_warning
 from rotator import registry
 from rotator.adapter_settings import validate_settings
-from rotator.contracts import AdapterContext, Issuer, MintedToken, MintRequest, Store, TokenInfo
+from rotator.contracts import AdapterContext, Issuer, MintedToken, MintRequest, Store, TokenInfo, checked_settings
 from rotator.credentials import CredentialRef
 from rotator.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
 from rotator.secret import Secret
+from rotator.timefmt import rfc3339_seconds
 
 __all__ = [
     "DEDICATED_BASE_URL",
@@ -194,7 +195,7 @@ class StoreRef(BaseModel):
 
     def build(self, ctx: AdapterContext) -> Store:
         cls = registry.load("store", self.type)
-        return cls.from_config(self._settings, ctx)  # type: ignore[return-value]
+        return cls.from_config(self._settings, ctx)
 
 
 def _url(value: str, what: str) -> str:
@@ -413,8 +414,7 @@ class ManagementApiIssuer:
         token_store: Store | None = None,
     ) -> ManagementApiIssuer:
         """Contacts nothing: the HTTP client is built on first use (``client`` replaces it, for tests)."""
-        if not isinstance(settings, ManagementApiSettings):
-            raise TypeError(f"{cls.kind} needs ManagementApiSettings, got {type(settings).__name__}")
+        settings = checked_settings(cls, settings, ManagementApiSettings)
         if settings.ca_bundle is not None and not settings.ca_bundle.is_absolute():
             settings = settings.model_copy(update={"ca_bundle": ctx.base_dir / settings.ca_bundle})
         return cls(settings, ctx, client=client, token_store=token_store)
@@ -438,7 +438,7 @@ class ManagementApiIssuer:
         body = {
             "description": request.description,
             "permissions": [{"action": p.action, "resource": p.resource} for p in self.settings.permissions],
-            "expiresAt": _rfc3339(request.expires_at),
+            "expiresAt": rfc3339_seconds(request.expires_at),
         }
         data = self._management(op, "POST", self._tokens_url, body=body)
         if not isinstance(data, Mapping):
@@ -526,7 +526,7 @@ class ManagementApiIssuer:
     ) -> Any:
         """One call; returns the JSON answer (None for an empty body or an allowed error status)."""
         headers = {"Authorization": f"Bearer {token.reveal()}", "Accept": "application/json"}
-        started = time.monotonic()
+        started = time.monotonic()  # the request's duration for the log line, not a time of day
         outcome = "no answer"
         try:
             with on_http_failure(partial(self._error, op)):
@@ -656,10 +656,8 @@ class ManagementApiIssuer:
         return parsed.astimezone(UTC)
 
 
-def _rfc3339(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise ValueError("a naive datetime has no defined UTC time")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+if TYPE_CHECKING:  # static conformance: mypy checks ManagementApiIssuer against the Issuer Protocol
+    _conforms: type[Issuer] = ManagementApiIssuer
 
 
 def _origin(url: str) -> str:
@@ -675,7 +673,3 @@ def _clean(text: str) -> str:
 def _server_message(response: httpx.Response) -> str:
     """The error's own words: ``message`` of ``{code, message}`` (or ``error`` of ``{error, data}``); JSON only."""
     return _clean(error_text(response, ("message", "error"), plain_text=False))
-
-
-def _conforms(issuer: ManagementApiIssuer) -> Issuer:
-    return issuer  # mypy checks here that ManagementApiIssuer implements the Issuer Protocol

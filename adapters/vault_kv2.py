@@ -43,6 +43,7 @@ path and status plus Vault's own error strings (redacted); never the SDK's text 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -50,17 +51,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
-import hvac
-import hvac.exceptions
-import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.transport import RequestCounter, plain_http_warning, tls_verify_warning
 from adapters.vault_kv2_auth import (
-    TRANSIENT_STATUS,
     AppRoleAuth,
     CredentialStatus,
     HvacAPI,
@@ -69,10 +66,20 @@ from adapters.vault_kv2_auth import (
     VaultAPI,
     VaultAuth,
     VaultLogin,
+    transient_status,
 )
-from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord
+from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord, checked_settings
 from rotator.errors import ConfigError, ConflictError, PermanentError, RotatorError, TransientError
+from rotator.registry import lazy_sdk
 from rotator.secret import REDACTOR
+
+if TYPE_CHECKING:
+    import hvac
+    import hvac.exceptions
+    import requests
+else:  # imported on first use: loading a policy file needs the settings models only (issue 12)
+    hvac = lazy_sdk("hvac")
+    requests = lazy_sdk("requests")
 
 __all__ = [
     "AppRoleAuth",
@@ -108,18 +115,20 @@ _HINT_CONFLICT = (
 _HINT_VAULT = "check the store settings (url, namespace, mount, path) and the Vault server's log"
 
 #: The status behind each hvac exception (hvac keeps only the class).
-_STATUS: dict[type[hvac.exceptions.VaultError], str] = {
-    hvac.exceptions.InvalidRequest: "400",
-    hvac.exceptions.Unauthorized: "401",
-    hvac.exceptions.Forbidden: "403",
-    hvac.exceptions.InvalidPath: "404",
-    hvac.exceptions.PreconditionFailed: "412",
-    hvac.exceptions.RateLimitExceeded: "429",
-    hvac.exceptions.InternalServerError: "500",
-    hvac.exceptions.VaultNotInitialized: "501",
-    hvac.exceptions.BadGateway: "502",
-    hvac.exceptions.VaultDown: "503",
-}
+@functools.cache
+def _status() -> dict[type[hvac.exceptions.VaultError], str]:
+    return {
+        hvac.exceptions.InvalidRequest: "400",
+        hvac.exceptions.Unauthorized: "401",
+        hvac.exceptions.Forbidden: "403",
+        hvac.exceptions.InvalidPath: "404",
+        hvac.exceptions.PreconditionFailed: "412",
+        hvac.exceptions.RateLimitExceeded: "429",
+        hvac.exceptions.InternalServerError: "500",
+        hvac.exceptions.VaultNotInitialized: "501",
+        hvac.exceptions.BadGateway: "502",
+        hvac.exceptions.VaultDown: "503",
+    }
 
 T = TypeVar("T")
 
@@ -283,8 +292,7 @@ class VaultKV2Store:
         cls, settings: BaseModel, ctx: AdapterContext, client_factory: ClientFactory | None = None
     ) -> VaultKV2Store:
         """Nothing is contacted here; the client is built and logged in on first use."""
-        if not isinstance(settings, VaultKV2Settings):
-            raise TypeError(f"expected VaultKV2Settings, got {type(settings).__name__}")
+        settings = checked_settings(cls, settings, VaultKV2Settings)
         if settings.ca_bundle is not None and not settings.ca_bundle.is_absolute():
             settings = settings.model_copy(update={"ca_bundle": ctx.base_dir / settings.ca_bundle})
         return cls(settings, ctx, client_factory or hvac_client)
@@ -579,7 +587,7 @@ class VaultKV2Store:
             raise self._vault_error(exc, op) from None
 
     def _vault_error(self, exc: hvac.exceptions.VaultError, op: _Op) -> RotatorError:
-        status = _STATUS.get(type(exc), "with an unexpected status")
+        status = _status().get(type(exc), "with an unexpected status")
         # Vault's own error strings name the problem ("permission denied", "invalid role or
         # secret ID"); a proxy's HTML body is left out. Known secret values are redacted anyway.
         detail = REDACTOR.redact(_vault_errors(exc.errors))[:300]
@@ -590,11 +598,15 @@ class VaultKV2Store:
             status=status,
             detail=f" ({detail})" if detail else "",
         )
-        if isinstance(exc, TRANSIENT_STATUS):
+        if isinstance(exc, transient_status()):
             return TransientError(message, hint=_HINT_RETRY)
         if isinstance(exc, hvac.exceptions.Forbidden) or op.auth:
             return PermanentError(message, hint=op.refused_hint)
         return PermanentError(message, hint=_HINT_VAULT)
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks VaultKV2Store against the Store Protocol
+    _conforms: type[Store] = VaultKV2Store
 
 
 def _vault_errors(errors: object) -> str:
@@ -620,7 +632,3 @@ def _cas(expected_version: str | None, location: str) -> int:
     if not expected_version.isdigit():
         raise PermanentError(f"{location}: expected version {expected_version!r} is not a KV v2 version number")
     return int(expected_version)
-
-
-def _conforms(store: VaultKV2Store) -> Store:
-    return store  # mypy checks here that VaultKV2Store implements the Store Protocol

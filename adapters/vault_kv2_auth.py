@@ -25,21 +25,28 @@ It raises hvac's exceptions as they are: the store maps them with its ``_map_err
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
 
-import hvac.exceptions
-import hvac.utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.transport import RequestCounter
 from rotator.clock import Clock
 from rotator.credentials import CredentialRef
 from rotator.errors import ConfigError
+from rotator.registry import lazy_sdk
 from rotator.secret import Secret
+
+if TYPE_CHECKING:
+    import hvac
+    import hvac.exceptions
+    import hvac.utils
+else:  # imported on first use: loading a policy file needs the settings models only (issue 12)
+    hvac = lazy_sdk("hvac")
 
 __all__ = [
     "DEFAULT_K8S_JWT_FILE",
@@ -52,6 +59,7 @@ __all__ = [
     "VaultAuth",
     "VaultLogin",
     "CredentialStatus",
+    "transient_status",
 ]
 
 logger = logging.getLogger("rotator.adapters.vault_kv2")
@@ -62,14 +70,17 @@ RETRY_DELAYS = (1.0, 30.0)
 #: Statuses worth retrying as they are (a new login would not help and, for AppRole, would only
 #: leave tokens behind): Vault sealed, standby behind, rate limited, 5xx. UnexpectedError is any
 #: other status: in practice 412 (a standby behind) or 504. The store's error mapping uses it too.
-TRANSIENT_STATUS: tuple[type[hvac.exceptions.VaultError], ...] = (
-    hvac.exceptions.PreconditionFailed,
-    hvac.exceptions.RateLimitExceeded,
-    hvac.exceptions.InternalServerError,
-    hvac.exceptions.BadGateway,
-    hvac.exceptions.VaultDown,
-    hvac.exceptions.UnexpectedError,
-)
+@functools.cache
+def transient_status() -> tuple[type[hvac.exceptions.VaultError], ...]:
+    """The statuses above as hvac's exception classes (a function: hvac is imported on first use)."""
+    return (
+        hvac.exceptions.PreconditionFailed,
+        hvac.exceptions.RateLimitExceeded,
+        hvac.exceptions.InternalServerError,
+        hvac.exceptions.BadGateway,
+        hvac.exceptions.VaultDown,
+        hvac.exceptions.UnexpectedError,
+    )
 
 
 class CredentialStatus(TypedDict):
@@ -320,7 +331,7 @@ class VaultLogin:
         if self._renewable:
             try:
                 ttl = int(api.renew_self()["auth"].get("lease_duration") or 0)
-            except TRANSIENT_STATUS:
+            except transient_status():
                 raise  # Vault is unwell: retry the renewal (_failed), a new login would not help
             except hvac.exceptions.VaultError as exc:
                 logger.debug("Vault token renewal failed (%s); logging in again", type(exc).__name__)

@@ -53,7 +53,8 @@ _FIRST_INVOCATION = (
     "import rotator.aws_lambda\n"
     "from pathlib import Path\n"
     "from adapters import aws_lambda_rotation\n"
-    "aws_lambda_rotation._load_config(Path({path!r})).policy('bench').build_issuer()\n"
+    "from rotator import registry\n"
+    "registry.build_issuer(aws_lambda_rotation._load_config(Path({path!r})).policy('bench'))\n"
 )
 VARIANTS = {
     "imports": _IMPORTS,

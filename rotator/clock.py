@@ -1,4 +1,10 @@
-"""The only place rotator reads the wall clock; tests inject a FakeClock."""
+"""The only place rotator reads the wall clock; tests inject a FakeClock.
+
+Everything that needs the time of day takes a :class:`Clock` (the engine, the daemon, the Lambda
+runner, adapters through their ``AdapterContext``, notifications) and falls back to
+:data:`SYSTEM_CLOCK`. ``time.monotonic()`` may be read elsewhere: it measures how long something
+took or bounds a wait, never says what time it is, and a FakeClock has nothing to say about it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "utcnow"]
+__all__ = ["SYSTEM_CLOCK", "Clock", "FakeClock", "SystemClock", "utcnow"]
 
 
 class Clock(Protocol):
@@ -40,5 +46,10 @@ class FakeClock:
         self._now += delta
 
 
+#: The one system clock everything defaults to (it holds no state, so one is shared).
+SYSTEM_CLOCK = SystemClock()
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """The system clock's time; for code that takes no Clock (prefer taking one)."""
+    return SYSTEM_CLOCK.now()

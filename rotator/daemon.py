@@ -65,6 +65,7 @@ from rotator.clock import Clock, SystemClock
 from rotator.daemon_config import DaemonSettings, parse_listen
 from rotator.engine import Engine, NeedsAttention, RunResult
 from rotator.errors import ConfigError, LeaseBusy, PermanentError, RotatorError
+from rotator.errors import describe as _describe
 from rotator.journal import Journal, RunState, open_journal
 from rotator.policy import Config, Policy, PolicyFileError, load_config
 from rotator.retry import RetryPolicy
@@ -229,7 +230,7 @@ class Daemon:
         self.metrics.watch_state(self.snapshot)
         self.metrics.watch_live(self.live_snapshot)
         self.notifier: Notifier = Notifier(self.settings, self.path.parent, on_result=self.metrics.notification,
-                                           stdout=self._stdout)
+                                           stdout=self._stdout, clock=self.clock)
         self._engines = self._build_engines(self.loaded.config)
         self._note_loaded()
         self._next_sweep = self.clock.now()
@@ -439,7 +440,7 @@ class Daemon:
 
         try:
             policies = list(self.policies)
-            result = take_inventory(policy_targets(policies), self.journal, policies, self.clock.now())
+            result = take_inventory(policy_targets(policies, self.clock), self.journal, policies, self.clock.now())
         except Exception as exc:  # an adapter bug or the journal: logged, tried again next interval
             logger.error("inventory failed: %s", _describe(exc))
             return
@@ -782,7 +783,7 @@ class Daemon:
 
             previous = self.notifier
             self.notifier = Notifier(loaded.daemon, self.path.parent, on_result=self.metrics.notification,
-                                     stdout=self._stdout)
+                                     stdout=self._stdout, clock=self.clock)
             threading.Thread(target=previous.close, args=(10.0,), name="rotator-notify-close", daemon=True).start()
         for name in removed:
             self._tracks.pop(name, None)
@@ -854,12 +855,6 @@ class Daemon:
             logger.error("metrics: cannot read the journal: %s", REDACTOR.redact(str(exc)))
             return StateSnapshot(now, journal_up=False)
         return StateSnapshot(now, journal_up=True, policies=states)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    hint = getattr(exc, "hint", "")
-    return REDACTOR.redact(text + (f" (fix: {hint})" if hint else ""))
 
 
 def _terminate_children() -> None:

@@ -28,13 +28,13 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rotator.credentials import CredentialRef
+from rotator.durations import Duration
 from rotator.inline_secrets import InlineSecretError, argv_problems, env_problems, find_token, url_problem
-from rotator.schedule import parse_duration
 
 __all__ = [
     "AuditSettings",
@@ -45,16 +45,6 @@ __all__ = [
     "parse_listen",
 ]
 
-
-def _duration(value: Any) -> Any:
-    return parse_duration(value) if isinstance(value, str) else value
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_duration),
-    WithJsonSchema({"type": "string", "pattern": r"^(\d+[smhdw])+$", "examples": ["60s", "5m", "1h"]}),
-]
 
 #: What a webhook can be told about: a run failed; a token was left valid that should not be
 #: (revocation gave up, an unpublished candidate could not be revoked); a rotation published.
@@ -102,10 +92,10 @@ class WebhookSettings(BaseModel):
     url: str = Field(description="http:// or https:// URL; never logged beyond scheme and host")
     on: list[NotifyOn] = Field(["failure", "orphan"], min_length=1, description="events that trigger a POST")
     secret: CredentialRef = Field(description="HMAC key: { file = ... } or { env = ... }")
-    timeout: Duration = Field(timedelta(seconds=5), description="per attempt")
+    timeout: Duration = Field("5s", validate_default=True, description="per attempt")
     attempts: int = Field(5, ge=1, le=20, description="tries, the first included")
-    backoff: Duration = Field(timedelta(seconds=1), description="wait before the second try; doubles each time")
-    max_backoff: Duration = Field(timedelta(seconds=60), description="cap of one wait")
+    backoff: Duration = Field("1s", validate_default=True, description="wait before the second try; doubles each time")
+    max_backoff: Duration = Field("60s", validate_default=True, description="cap of one wait")
     policies: list[str] | None = Field(None, description="only these policies (default: all)")
 
     @field_validator("secret", mode="before")
@@ -156,7 +146,7 @@ class HookSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     command: list[str] = Field(min_length=1, description='argv, e.g. ["systemctl", "reload", "app"]')
-    timeout: Duration = Field(timedelta(seconds=30), description="killed (with its process group) after this")
+    timeout: Duration = Field("30s", validate_default=True, description="killed (with its process group) after this")
     policies: list[str] | None = Field(None, description="only after these policies publish (default: all)")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables (no secrets)")
 
@@ -201,19 +191,20 @@ class DaemonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listen: str = Field("127.0.0.1:9464", description="HOST:PORT of /healthz, /readyz and /metrics")
     sweep_interval: Duration = Field(
-        timedelta(seconds=60), description="how often due revocations and abandoned runs are looked for"
+        "60s", validate_default=True, description="how often due revocations and abandoned runs are looked for"
     )
     misfire_grace: Duration = Field(
-        timedelta(minutes=5), description="a rotation starting later than this after its due time counts as misfired"
+        "5m", validate_default=True,
+        description="a rotation starting later than this after its due time counts as misfired",
     )
     shutdown_timeout: Duration = Field(
-        timedelta(seconds=20), description="on SIGTERM, how long a run in progress may take to finish"
+        "20s", validate_default=True, description="on SIGTERM, how long a run in progress may take to finish"
     )
     workers: int = Field(4, ge=1, le=64, description="runs in parallel (each of a different policy)")
     watch: bool = Field(False, description="reload the policy file when it changes")
-    watch_interval: Duration = Field(timedelta(seconds=5), description="how often a watched file is checked")
-    failure_backoff: Duration = Field(timedelta(minutes=1), description="wait before retrying a failed rotation")
-    failure_backoff_max: Duration = Field(timedelta(hours=1), description="cap of that wait (it doubles)")
+    watch_interval: Duration = Field("5s", validate_default=True, description="how often a watched file is checked")
+    failure_backoff: Duration = Field("1m", validate_default=True, description="wait before retrying a failed rotation")
+    failure_backoff_max: Duration = Field("1h", validate_default=True, description="cap of that wait (it doubles)")
     inventory_interval: Duration | None = Field(
         None, description="list every issuer's tokens this often and export rotator_tokens (default: off)"
     )

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+from rotator import registry
 from rotator.clock import Clock, SystemClock
 from rotator.contracts import Issuer, MintRequest, Store, StoreState, TokenInfo, TokenRecord, call_timeout_of
 from rotator.errors import (
@@ -43,6 +44,7 @@ from rotator.errors import (
     RotatorError,
     TransientError,
 )
+from rotator.errors import describe as _describe
 from rotator.journal import Journal, Revocation, RunRecord, RunState
 from rotator.policy_types import Policy
 from rotator.retry import RetryPolicy, call_with_retry
@@ -114,8 +116,8 @@ class Engine:
     ) -> None:
         self.policy = policy
         self.journal = journal
-        self.issuer = issuer if issuer is not None else policy.build_issuer()
-        self.stores = stores if stores is not None else policy.build_stores()
+        self.issuer = issuer if issuer is not None else registry.build_issuer(policy, policy.context(clock))
+        self.stores = stores if stores is not None else registry.build_stores(policy, policy.context(clock))
         self.clock = clock or SystemClock()
         self.retry = retry or RetryPolicy()
         self.lease_ttl = lease_ttl
@@ -709,11 +711,3 @@ def _holder_is_dead(holder: str) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    hint = getattr(exc, "hint", "")
-    if hint:
-        text += f" (fix: {hint})"
-    return REDACTOR.redact(text)

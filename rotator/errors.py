@@ -14,10 +14,13 @@
       + JournalError          the journal cannot be read or written
 
 No message may contain a token value: adapters build messages from token ids, commands and
-status codes only.
+status codes only. :func:`describe` is the one way an error becomes a line of a log, the journal
+or an event (the engine's and the daemon's), redacted once more on the way.
 """
 
 from __future__ import annotations
+
+from rotator.secret import REDACTOR
 
 __all__ = [
     "ConfigError",
@@ -32,6 +35,7 @@ __all__ = [
     "PermanentError",
     "RotatorError",
     "TransientError",
+    "describe",
 ]
 
 
@@ -116,3 +120,13 @@ class JournalError(RotatorError):
 
 class JournalUnavailable(JournalError, TransientError):
     """The journal did not answer in time (connect, statement or lock timeout) or its connection broke."""
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` as one line for logs, the journal and events: its message (or its type's name when
+    it has none) and ``(fix: <hint>)`` when it carries a hint, passed through the redactor."""
+    text = str(exc) or type(exc).__name__
+    hint = getattr(exc, "hint", "")
+    if hint:
+        text += f" (fix: {hint})"
+    return REDACTOR.redact(text)

@@ -37,9 +37,11 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from rotator import registry
+from rotator.clock import Clock
 from rotator.compliance import max_age_of
 from rotator.contracts import Issuer, TokenInfo
 from rotator.engine import Engine
@@ -47,6 +49,7 @@ from rotator.errors import RotatorError
 from rotator.journal import Journal, Revocation, RunRecord, RunState
 from rotator.policy_types import Policy
 from rotator.secret import REDACTOR, Secret
+from rotator.timefmt import rfc3339_or_none
 
 __all__ = [
     "CLASSES",
@@ -110,8 +113,8 @@ class Entry:
         return {
             "issuer": self.target, "kind": self.kind, "token_id": self.token_id, "description": self.description,
             "state": self.state, "class": self.cls, "flags": list(self.flags), "reason": self.reason,
-            "policy": self.policy, "run_id": self.run_id, "created_at": _iso(self.created_at),
-            "expires_at": _iso(self.expires_at), "revoked_at": _iso(self.revoked_at),
+            "policy": self.policy, "run_id": self.run_id, "created_at": rfc3339_or_none(self.created_at),
+            "expires_at": rfc3339_or_none(self.expires_at), "revoked_at": rfc3339_or_none(self.revoked_at),
             "age_s": int(self.age.total_seconds()) if self.age is not None else None,
         }  # fmt: skip
 
@@ -154,11 +157,11 @@ def _where(policy: Policy) -> str:
     return "|".join(parts)
 
 
-def store_credential(policy: Policy) -> Callable[[], Secret | None]:
+def store_credential(policy: Policy, clock: Clock | None = None) -> Callable[[], Secret | None]:
     """The token the policy's stores hold now (what a self-authenticating issuer lists with)."""
 
     def read() -> Secret | None:
-        for _, store in policy.build_stores():
+        for _, store in registry.build_stores(policy, policy.context(clock)):
             state = store.read_current()
             if state.record is not None:
                 return state.record.value
@@ -167,8 +170,9 @@ def store_credential(policy: Policy) -> Callable[[], Secret | None]:
     return read
 
 
-def policy_targets(policies: Sequence[Policy]) -> list[Target]:
-    """One target per cluster or instance the policies' issuers talk to."""
+def policy_targets(policies: Sequence[Policy], clock: Clock | None = None) -> list[Target]:
+    """One target per cluster or instance the policies' issuers talk to, built with ``clock``
+    (the system clock unless given)."""
     groups: dict[str, list[Policy]] = {}
     for policy in policies:
         groups.setdefault(_where(policy), []).append(policy)
@@ -176,7 +180,9 @@ def policy_targets(policies: Sequence[Policy]) -> list[Target]:
     for members in groups.values():
         kind = members[0].issuer_type
         name = f"{kind}:{','.join(sorted(p.name for p in members))}"
-        targets.append(Target(name, kind, [(p, p.build_issuer(), store_credential(p)) for p in members]))
+        targets.append(Target(name, kind, [
+            (p, registry.build_issuer(p, p.context(clock)), store_credential(p, clock)) for p in members
+        ]))
     return targets
 
 
@@ -225,14 +231,15 @@ def _classify(
         return MANAGED, "current token", facts.current[token_id], None, None
     rev = facts.revocations.get(token_id)
     if rev is not None:
+        due, done = rfc3339_or_none(rev.due_at), rfc3339_or_none(rev.done_at)
         if rev.state == "pending":
-            return MANAGED, f"previous token, revocation due {_iso(rev.due_at)}", rev.policy, rev.run_id, None
+            return MANAGED, f"previous token, revocation due {due}", rev.policy, rev.run_id, None
         if rev.state == "failed":
             return MANAGED, "previous token, revocation FAILED: revoke it by hand", rev.policy, rev.run_id, None
         if live:
-            return (SUSPICIOUS, f"the journal says rotator revoked it at {_iso(rev.done_at)}, the issuer lists it "
+            return (SUSPICIOUS, f"the journal says rotator revoked it at {done}, the issuer lists it "
                     "active", rev.policy, rev.run_id, None)  # fmt: skip
-        return RETIRED, f"revoked by rotator {_iso(rev.done_at)}", rev.policy, rev.run_id, None
+        return RETIRED, f"revoked by rotator {done}", rev.policy, rev.run_id, None
     run = facts.minted.get(token_id)
     if run is not None:
         if run.state in RunState.OPEN:
@@ -487,10 +494,6 @@ def read_raw_config(path: Any) -> dict[str, Any]:
         return tomllib.load(fh)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
-
-
 # ---------------------------------------------------------------------------------- bare targets
 def _bare_issuer(kind: str, settings: Mapping[str, Any]) -> Issuer:
     from pathlib import Path
@@ -505,7 +508,7 @@ def _bare_issuer(kind: str, settings: Mapping[str, Any]) -> Issuer:
         validated = validate_settings(cls.settings_model, dict(settings))
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise ConfigError(f"inventory target {kind}: {exc}", hint="check the command-line flags") from None
-    return cls.from_config(validated, AdapterContext(policy="inventory", base_dir=Path.cwd()))  # type: ignore[return-value]
+    return cls.from_config(validated, AdapterContext(policy="inventory", base_dir=Path.cwd()))
 
 
 #: Settings a bare target needs only to satisfy an issuer's model: they serve minting, which the

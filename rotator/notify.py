@@ -39,14 +39,16 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from rotator import __version__
+from rotator.clock import SYSTEM_CLOCK, Clock
 from rotator.daemon_config import AuditSettings, DaemonSettings, HookSettings, WebhookSettings
 from rotator.errors import RotatorError
 from rotator.secret import REDACTOR
+from rotator.timefmt import rfc3339
 
 __all__ = [
     "AuditSink",
@@ -86,13 +88,9 @@ _SUCCESS = {("published", "ok")}
 ResultCallback = Callable[[str, str], None]
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
-        return _iso(value)
+        return rfc3339(value)
     if isinstance(value, date | timedelta | Path):
         return str(value)
     if isinstance(value, Mapping):
@@ -104,11 +102,14 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def audit_record(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON form of an event: ``time``, ``policy``, ``run_id``, ``step``, ``result``, then details."""
+def audit_record(event: Mapping[str, Any], clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """The JSON form of an event: ``time``, ``policy``, ``run_id``, ``step``, ``result``, then details.
+
+    ``time`` is the event's ``at``, or ``clock``'s time for an event that carries none.
+    """
     at = event.get("at")
     record: dict[str, Any] = {
-        "time": _iso(at) if isinstance(at, datetime) else _iso(datetime.now(UTC)),
+        "time": rfc3339(at if isinstance(at, datetime) else clock.now()),
         "policy": event.get("policy"),
         "run_id": event.get("run_id"),
         "step": event.get("step"),
@@ -157,8 +158,9 @@ def verify_signature(key: bytes, headers: Mapping[str, str], body: bytes, *, now
     """What a receiver does before trusting a delivery; ValueError says why it is refused.
 
     ``headers`` keys are matched case-insensitively. A timestamp further than ``tolerance_s`` from
-    ``now`` is refused (a replay of a captured delivery); a receiver that also remembers the
-    ``webhook-id`` values it accepted within the window refuses a replay inside it too.
+    ``now`` (Unix seconds; the system clock's by default) is refused (a replay of a captured
+    delivery); a receiver that also remembers the ``webhook-id`` values it accepted within the
+    window refuses a replay inside it too.
     """
     lower = {k.lower(): v for k, v in headers.items()}
     msg_id, stamp, signatures = (lower.get(ID_HEADER), lower.get(TIMESTAMP_HEADER), lower.get(SIGNATURE_HEADER))
@@ -168,7 +170,7 @@ def verify_signature(key: bytes, headers: Mapping[str, str], body: bytes, *, now
         timestamp = int(stamp)
     except ValueError:
         raise ValueError("webhook-timestamp is not an integer") from None
-    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
+    if abs((SYSTEM_CLOCK.now().timestamp() if now is None else now) - timestamp) > tolerance_s:
         raise ValueError("webhook-timestamp is outside the tolerance window (a replayed or delayed delivery)")
     expected = sign(key, msg_id, timestamp, body)
     if not any(hmac.compare_digest(expected, candidate) for candidate in signatures.split()):
@@ -284,7 +286,7 @@ class _Worker:
 
     def close(self, timeout: float) -> bool:
         """Deliver what is queued within ``timeout`` seconds; True when everything went out."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout  # a bound on the wait, not a time of day: no Clock needed
         try:
             self._queue.put(None, timeout=max(timeout, 0.01))
         except queue.Full:
@@ -302,10 +304,11 @@ class WebhookSender(_Worker):
 
     def __init__(
         self, settings: WebhookSettings, base_dir: Path, *, index: int = 0, on_result: ResultCallback | None = None,
-        opener: urllib.request.OpenerDirector | None = None,
+        opener: urllib.request.OpenerDirector | None = None, clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
         self.base_dir = base_dir
+        self.clock = clock
         self.target = _target(settings.url)
         self._opener = opener or urllib.request.build_opener(_NoRedirect())
         self._rng = random.Random()
@@ -349,7 +352,7 @@ class WebhookSender(_Worker):
             return True, f"no signing key: {exc}"
         # Signed at each attempt: a retry carries a fresh timestamp, and the same webhook-id (a
         # receiver de-duplicates on it).
-        timestamp = int(time.time())
+        timestamp = int(self.clock.now().timestamp())
         request = urllib.request.Request(self.settings.url, data=body, method="POST", headers={
             "Content-Type": "application/json",
             "User-Agent": f"rotator/{__version__}",
@@ -391,9 +394,11 @@ class CommandHook(_Worker):
     def __init__(
         self, settings: HookSettings, base_dir: Path, *, index: int = 0,
         emit: Callable[[Mapping[str, Any]], None] | None = None, on_result: ResultCallback | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
         self.base_dir = base_dir
+        self.clock = clock
         self._emit = emit
         super().__init__(f"rotator-hook-{index}", on_result, "hook")
 
@@ -409,7 +414,7 @@ class CommandHook(_Worker):
     def _handle(self, record: dict[str, Any]) -> None:
         argv = self.settings.command
         timeout = self.settings.timeout.total_seconds()
-        started = time.monotonic()
+        started = time.monotonic()  # how long the hook ran, not a time of day: no Clock needed
         result, code, error, output = "ok", None, None, 0
         try:
             proc = subprocess.Popen(argv, env=hook_environment(self.settings, record), cwd=self.base_dir,
@@ -438,7 +443,7 @@ class CommandHook(_Worker):
             record.get("policy"), result, elapsed, output, f": {REDACTOR.redact(error)}" if error else "")
         self._report(result)
         if self._emit is not None:
-            event = {"at": datetime.now(UTC), "policy": record.get("policy"), "run_id": record.get("run_id"),
+            event = {"at": self.clock.now(), "policy": record.get("policy"), "run_id": record.get("run_id"),
                      "step": "hook", "result": result, "command": argv[0], "token_id": record.get("token_id"),
                      "exit_code": code, "output_chars": output, "duration_s": round(elapsed, 3)}
             if error:
@@ -458,13 +463,14 @@ class Notifier:
 
     def __init__(
         self, settings: DaemonSettings, base_dir: Path, *, on_result: ResultCallback | None = None,
-        stdout: TextIO | None = None,
+        stdout: TextIO | None = None, clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.audit = AuditSink(settings.audit, base_dir, stdout)
-        self.webhooks = [WebhookSender(w, base_dir, index=i, on_result=on_result)
+        self.webhooks = [WebhookSender(w, base_dir, index=i, on_result=on_result, clock=clock)
                          for i, w in enumerate(settings.webhooks)]
-        self.hooks = [CommandHook(h, base_dir, index=i, emit=self, on_result=on_result)
+        self.hooks = [CommandHook(h, base_dir, index=i, emit=self, on_result=on_result, clock=clock)
                       for i, h in enumerate(settings.hooks)]
 
     def same_settings(self, settings: DaemonSettings) -> bool:
@@ -472,7 +478,7 @@ class Notifier:
             settings.audit, settings.webhooks, settings.hooks)
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        record = audit_record(event)
+        record = audit_record(event, self.clock)
         self.audit.write(record)
         for kind in sorted(event_kinds(record)):
             for webhook in self.webhooks:

@@ -10,29 +10,20 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    ValidationError,
-    WithJsonSchema,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rotator import registry
 from rotator.adapter_settings import plain_string_fields, settings_json_schema, validate_settings
 from rotator.credentials import SECRET_LOOKING_KEYS
 from rotator.daemon_config import DaemonSettings
+from rotator.durations import Duration
 from rotator.errors import ConfigError
 from rotator.inline_secrets import InlineSecretError, find_token, mask_tokens, string_values, url_problem
 from rotator.policy_types import Policy, StoreBinding, find_policy
-from rotator.schedule import Schedule, format_duration, parse_duration, parse_schedule, parse_window
+from rotator.schedule import Schedule, format_duration, parse_schedule, parse_window
 
 __all__ = [
     "Config",
@@ -51,22 +42,6 @@ DEFAULT_DESCRIPTION = "{tag}"
 MAX_NESTING = 32
 #: Characters of input a message may quote.
 _QUOTE_LIMIT = 80
-
-
-def _duration(value: Any) -> Any:
-    if isinstance(value, timedelta):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("write a duration as a quoted string such as '30d', '12h' or '90s'")
-    return parse_duration(value)
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": r"^(\d+[smhdw])+$", "examples": ["30d", "12h", "90s"]}),
-]
 
 
 class RetrySettings(BaseModel):

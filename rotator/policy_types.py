@@ -13,11 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rotator import registry
-from rotator.contracts import AdapterContext, Issuer, Store
+from rotator.contracts import AdapterContext
 from rotator.errors import ConfigError
 
 if TYPE_CHECKING:
+    from rotator.clock import Clock
     from rotator.schedule import Schedule
 
 __all__ = ["Policy", "StoreBinding", "find_policy"]
@@ -78,19 +78,12 @@ class Policy(NamedTuple):
             found += [f"policy {self.name!r} {where}: {warning}" for warning in (check() if callable(check) else ())]
         return found
 
-    def context(self) -> AdapterContext:
-        return AdapterContext(policy=self.name, base_dir=self.base_dir)
-
-    def build_issuer(self) -> Issuer:
-        cls = registry.load("issuer", self.issuer_type)
-        return cls.from_config(self.issuer_settings, self.context())  # type: ignore[return-value]
-
-    def build_stores(self) -> list[tuple[str, Store]]:
-        built = []
-        for binding in self.stores:
-            cls = registry.load("store", binding.type)
-            built.append((binding.name, cls.from_config(binding.settings, self.context())))
-        return built  # type: ignore[return-value]
+    def context(self, clock: Clock | None = None) -> AdapterContext:
+        """What the policy's adapters are built with (rotator/registry.py): its name, the policy
+        file's directory, and the caller's clock (the system clock unless one is given)."""
+        if clock is None:
+            return AdapterContext(policy=self.name, base_dir=self.base_dir)
+        return AdapterContext(policy=self.name, base_dir=self.base_dir, clock=clock)
 
 
 @lru_cache(maxsize=256)

@@ -20,10 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rotator.compliance import DEFAULT_SLACK
-from rotator.journal import Journal, ts
+from rotator.journal import Journal
 from rotator.policy_types import Policy
 from rotator.schedule import format_duration
 from rotator.status import policy_status
+from rotator.timefmt import rfc3339_micro
 
 __all__ = ["CACHE_S", "REFRESH_S", "StatusPage"]
 
@@ -104,7 +105,7 @@ class StatusPage:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else ts(value)
+    return None if value is None else rfc3339_micro(value)
 
 
 def _inventory(result: Any) -> dict[str, Any] | None:

@@ -327,7 +327,7 @@ def _build(kind: str, settings: Any, ctx: AdapterContext) -> Store:
     from rotator import registry
 
     cls = registry.load("store", kind)
-    store: Store = cls.from_config(settings, ctx)  # type: ignore[assignment]
+    store: Store = cls.from_config(settings, ctx)
     return store
 
 

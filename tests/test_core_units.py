@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rotator import registry
 from rotator.clock import FakeClock
-from rotator.errors import ConfigError, JournalError, LeaseBusy, PermanentError, TransientError
+from rotator.contracts import checked_settings
+from rotator.errors import ConfigError, JournalError, LeaseBusy, PermanentError, TransientError, describe
 from rotator.journal import Journal, Revocation, RunRecord, RunState, open_journal
 from rotator.logs import JsonFormatter, RedactingFilter
 from rotator.retry import RetryPolicy, call_with_retry
 from rotator.schedule import parse_duration, parse_schedule
-from rotator.secret import Secret
+from rotator.secret import REDACTOR, Secret
+from rotator.timefmt import parse_rfc3339, rfc3339, rfc3339_micro, rfc3339_or_none, rfc3339_seconds
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -56,6 +59,152 @@ def test_bad_schedules(bad: str) -> None:
 def test_duration_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("3 days")
+
+
+# -- durations (one type for the policy file, [daemon] and adapters: rotator/durations.py) -----------
+def _duration_models() -> list[tuple[str, Any]]:
+    """A model per place that declares duration settings, each validating one field."""
+    from adapters.influxdb2 import InfluxDB2Settings
+    from rotator.daemon_config import DaemonSettings
+    from rotator.policy import Defaults
+
+    def policy_grace(value: object) -> timedelta:
+        return Defaults.model_validate({"grace": value}).grace  # type: ignore[no-any-return]
+
+    def daemon_sweep(value: object) -> timedelta:
+        return DaemonSettings.model_validate({"sweep_interval": value}).sweep_interval  # type: ignore[no-any-return]
+
+    def influxdb2_delete_after(value: object) -> timedelta:
+        settings = InfluxDB2Settings.model_validate(
+            {"base_url": "https://influx.example:8086", "org_id": "0123456789abcdef", "credential": {"env": "T"},
+             "permissions": [{"action": "read", "resource": {"type": "buckets"}}], "delete_after": value})
+        return settings.delete_after  # type: ignore[no-any-return]
+
+    return [("policy", policy_grace), ("daemon", daemon_sweep), ("influxdb2", influxdb2_delete_after)]
+
+
+#: What docs/policy.md (Value types) accepts: a string of <number><unit> parts, units s m h d w.
+ACCEPTED_DURATIONS = [
+    ("90s", timedelta(seconds=90)), ("15m", timedelta(minutes=15)), ("12h", timedelta(hours=12)),
+    ("30d", timedelta(days=30)), ("2w", timedelta(weeks=2)), ("1d12h", timedelta(days=1, hours=12)),
+    ("36525d", timedelta(days=36525)),
+]
+#: ... and what it refuses: numbers (seconds? minutes?), ISO 8601, words, unknown units, > 100 years.
+REFUSED_DURATIONS: list[object] = [5, 5.0, True, "PT5S", "P1D", "3 days", "30", "1y", "1ms", "-5m", "36526d", "", None]
+
+
+@pytest.mark.parametrize(("text", "expected"), ACCEPTED_DURATIONS)
+def test_every_duration_setting_accepts_the_documented_forms(text: str, expected: timedelta) -> None:
+    for where, validate in _duration_models():
+        assert validate(text) == expected, where
+
+
+@pytest.mark.parametrize("bad", REFUSED_DURATIONS, ids=repr)
+def test_every_duration_setting_refuses_the_same_forms(bad: object) -> None:
+    """The three copies differed: [daemon] took a number as seconds; now every setting refuses one."""
+    from pydantic import ValidationError
+
+    for where, validate in _duration_models():
+        with pytest.raises(ValidationError, match="duration") as caught:
+            validate(bad)
+        assert caught.value.error_count() == 1, where
+
+
+def test_a_duration_is_written_back_in_the_policy_file_form() -> None:
+    """JSON (a policy bundle, `rotator schema` defaults) writes durations as the file does, [daemon] too."""
+    from rotator.daemon_config import DaemonSettings
+    from rotator.policy import Defaults
+
+    assert Defaults.model_validate({"grace": "1d12h"}).model_dump(mode="json")["grace"] == "1d12h"
+    daemon = DaemonSettings.model_validate({"sweep_interval": "90s"}).model_dump(mode="json")
+    assert (daemon["sweep_interval"], daemon["failure_backoff_max"]) == ("1m30s", "1h")
+    schema = DaemonSettings.model_json_schema()["properties"]["misfire_grace"]
+    assert schema["default"] == "5m" and schema["type"] == "string"
+
+
+# -- time formats (rotator/timefmt.py) -----------------------------------------------------------
+def test_rfc3339_forms() -> None:
+    plus2 = timezone(timedelta(hours=2))
+    at = datetime(2026, 3, 1, 14, 0, 5, tzinfo=plus2)
+    assert rfc3339(at) == "2026-03-01T12:00:05Z"
+    assert rfc3339(at.replace(microsecond=120)) == "2026-03-01T12:00:05.000120Z"
+    assert rfc3339(datetime(2026, 3, 1, 12, 0, 5)) == "2026-03-01T12:00:05Z", "naive is UTC"
+    assert rfc3339_or_none(None) is None and rfc3339_or_none(at) == rfc3339(at)
+    assert rfc3339_seconds(at.replace(microsecond=999999)) == "2026-03-01T12:00:05Z"
+    with pytest.raises(ValueError, match="naive"):
+        rfc3339_seconds(datetime(2026, 3, 1))  # sent to an issuer: never guessed
+    assert rfc3339_micro(at) == "2026-03-01T12:00:05.000000Z"
+    for text in ("2026-03-01T12:00:05Z", "2026-03-01T14:00:05+02:00", "2026-03-01T12:00:05"):
+        parsed = parse_rfc3339(text)
+        assert parsed == datetime(2026, 3, 1, 12, 0, 5, tzinfo=UTC) and parsed.tzinfo == UTC
+    with pytest.raises(ValueError):
+        parse_rfc3339("yesterday")
+
+
+# -- error messages and adapter settings ---------------------------------------------------------
+def test_describe_adds_the_hint_and_redacts() -> None:
+    value = "s3cr3t-token-value-0123456789"
+    REDACTOR.pin("t-1", Secret(value))
+    try:
+        assert describe(PermanentError(f"bad {value}", hint="do x")) == "bad *** (fix: do x)"
+    finally:
+        REDACTOR.unpin("t-1")
+    assert describe(TimeoutError()) == "TimeoutError"
+    assert describe(ValueError("plain")) == "plain"
+
+
+def test_checked_settings_names_the_adapter_and_both_types() -> None:
+    class Settings:
+        pass
+
+    class Adapter:
+        kind = "my-store"
+
+    settings = Settings()
+    assert checked_settings(Adapter, settings, Settings) is settings
+    with pytest.raises(TypeError, match="^my-store needs Settings, got dict$"):
+        checked_settings(Adapter, {}, Settings)
+
+
+# -- notifications read the time from the clock they are given (rotator/notify.py) ---------------
+def test_notifications_take_their_times_from_the_given_clock(tmp_path: Path) -> None:
+    from rotator.daemon_config import HookSettings, WebhookSettings
+    from rotator.notify import CommandHook, WebhookSender, audit_record, signing_key, verify_signature
+
+    fake = FakeClock(T0)
+    assert audit_record({"step": "plan", "result": "ok"}, fake)["time"] == "2026-03-01T12:00:00Z"
+    sent: list[Any] = []
+
+    class Answer:
+        status = 204
+
+        def __enter__(self) -> Answer:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    class Opener:
+        def open(self, request: Any, timeout: float) -> Answer:
+            sent.append(request)
+            return Answer()
+
+    (tmp_path / "key").write_text("k")
+    webhook = WebhookSender(
+        WebhookSettings.model_validate({"url": "https://hooks.example/r", "secret": {"file": "key"}}), tmp_path,
+        opener=Opener(), clock=fake)  # type: ignore[arg-type]
+    webhook.submit("failure", {"policy": "p"})
+    assert webhook.close(10)
+    (request,) = sent
+    headers = dict(request.header_items())
+    assert headers["Webhook-timestamp"] == str(int(T0.timestamp()))
+    verify_signature(signing_key("k"), headers, request.data, now=T0.timestamp())  # signed with that time
+
+    events: list[Any] = []
+    hook = CommandHook(HookSettings.model_validate({"command": ["true"]}), tmp_path, emit=events.append, clock=fake)
+    hook.submit({"policy": "p", "step": "published", "result": "ok"})
+    assert hook.close(10)
+    assert [(e["step"], e["result"], e["at"]) for e in events] == [("hook", "ok", T0)]
 
 
 # -- journal -------------------------------------------------------------------------------------

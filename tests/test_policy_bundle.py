@@ -193,8 +193,9 @@ import rotator.aws_lambda
 from adapters import aws_lambda_rotation
 bundle = aws_lambda_rotation._load_config(Path({str(policy_file)!r}))
 policy = bundle.policy("mgmt")
-policy.build_issuer()
-policy.build_stores()
+from rotator import registry
+registry.build_issuer(policy)
+registry.build_stores(policy)
 heavy = sorted(m for m in ("pydantic", "pydantic_core", "annotated_types", "httpx", "hvac", "apscheduler")
                if m in sys.modules)
 print(",".join(heavy) or "none")
