@@ -221,19 +221,29 @@ def _plain_segments(value: str) -> str:
 ClientFactory = Callable[[VaultKV2Settings], VaultAPI]
 
 
-class _Session(requests.Session):
-    """Counts every request it sends; takes nothing from the environment (``trust_env`` off: no
-    proxy variables, no REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE, no ~/.netrc lookup per request)."""
+def _session(counter: RequestCounter, verify: bool | str) -> requests.Session:
+    """A session that counts every request it sends and takes nothing from the environment
+    (``trust_env`` off: no proxy variables, no REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE, no ~/.netrc lookup
+    per request). Its class is made on first use: a module-level subclass of ``requests.Session``
+    would import requests whenever a policy file naming this store is loaded."""
+    session = _session_class()(counter)
+    session.trust_env = False
+    session.verify = verify  # hvac prefers the session's own verify over its argument
+    return session
 
-    def __init__(self, counter: RequestCounter, verify: bool | str) -> None:
-        super().__init__()
-        self.trust_env = False
-        self.verify = verify  # hvac prefers the session's own verify over its argument
-        self.counter = counter
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        self.counter.add(request.method or "")
-        return super().send(request, **kwargs)
+@functools.cache
+def _session_class() -> Callable[[RequestCounter], requests.Session]:
+    class CountingSession(requests.Session):
+        def __init__(self, counter: RequestCounter) -> None:
+            super().__init__()
+            self.counter = counter
+
+        def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            self.counter.add(request.method or "")
+            return super().send(request, **kwargs)
+
+    return CountingSession
 
 
 def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
@@ -251,7 +261,7 @@ def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
         verify=verify,
         timeout=settings.timeout_s,
         namespace=settings.namespace,
-        session=_Session(counter, verify),
+        session=_session(counter, verify),
     )
     return HvacAPI(client, counter)
 

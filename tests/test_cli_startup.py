@@ -28,8 +28,7 @@ HEAVY_MODULES = frozenset({"rotator.policy", "rotator.registry", "rotator.journa
 #: the journal and the status model; never the engine, the daemon, or an SDK of AWS.
 STATUS_LOADS = frozenset({"pydantic", "adapters", "rotator.policy", "rotator.registry", "rotator.journal",
                           "rotator.daemon_config", "rotator.status", "rotator.schedule"})  # fmt: skip
-#: Imported today by `rotator status` through the vault-kv2 store's settings model; goes with the
-#: registry change that keeps adapter SDKs out of validate/status (issue 12): then drop the xfail below.
+#: The vault-kv2 store's SDK: its settings model must not import it (registry.lazy_sdk).
 VAULT_SDK = frozenset({"hvac", "requests"})
 POLICY = """
 [[policy]]
@@ -95,10 +94,9 @@ def test_a_command_s_help_imports_nothing_heavy(tmp_path: Path) -> None:
 def test_status_imports_the_policy_model_and_the_journal_only(policy_file: Path, tmp_path: Path) -> None:
     code, out, heavy = _heavy_after(tmp_path, "-c", str(policy_file), "status")
     assert code == 0 and "tok-1" in out
-    assert heavy - VAULT_SDK == STATUS_LOADS
+    assert heavy == STATUS_LOADS
 
 
-@pytest.mark.xfail(strict=True, reason="the vault-kv2 settings model imports hvac until the registry change lands")
 def test_status_imports_no_store_sdk(policy_file: Path, tmp_path: Path) -> None:
     _, _, heavy = _heavy_after(tmp_path, "-c", str(policy_file), "status")
     assert heavy & VAULT_SDK == frozenset()
