@@ -95,6 +95,10 @@ ERR_NOT_STARTED = "cannot run influxctl binary {binary!r}: {reason}"
 HINT_NOT_STARTED = 'install influxctl or set `influxctl = "/path/to/influxctl"` in the issuer settings'
 ERR_TIMEOUT = "{command} did not finish within {timeout:g}s"
 HINT_TIMEOUT = "the cluster may be slow or unreachable; raise `timeout_s` if this keeps happening"
+HINT_UNREACHABLE = ("the cluster did not answer: check the profile's host and port and the network path to it; "
+                    "rotator retries this call and a later run retries the rotation")
+HINT_KILLED = "influxctl was killed by a signal (out of memory? a timeout of the host?); the call is retried"
+HINT_NOT_STARTED_TRANSIENT = "the machine is short of processes or memory; the call is retried"
 ERR_EXIT = "{command} failed (exit {code})"
 ERR_SIGNAL = "{command} was killed by signal {signal}"
 HINT_UNAUTHENTICATED = (
@@ -575,7 +579,7 @@ def _map_errors(command: str, binary: str, timeout_s: float) -> Iterator[None]:
     except OSError as exc:
         message = ERR_NOT_STARTED.format(binary=binary, reason=exc.strerror or type(exc).__name__)
         if exc.errno in _TRANSIENT_ERRNOS:
-            raise TransientError(message) from exc
+            raise TransientError(message, hint=HINT_NOT_STARTED_TRANSIENT) from exc
         raise ConfigError(message, hint=HINT_NOT_STARTED) from exc
 
 
@@ -588,7 +592,7 @@ def error_for_exit(
     never stdout (which may hold a token).
     """
     if proc.returncode < 0:
-        return TransientError(ERR_SIGNAL.format(command=command, signal=-proc.returncode))
+        return TransientError(ERR_SIGNAL.format(command=command, signal=-proc.returncode), hint=HINT_KILLED)
     message = ERR_EXIT.format(command=command, code=proc.returncode)
     detail = _last_stderr_line(proc.stderr or "")
     if detail:
@@ -601,7 +605,7 @@ def error_for_exit(
     if any(marker in text for marker in _PERMISSION_DENIED):
         return PermanentError(message, hint=HINT_PERMISSION_DENIED)
     if any(marker in text for marker in _TRANSIENT):
-        return TransientError(message)
+        return TransientError(message, hint=HINT_UNREACHABLE)
     return PermanentError(message, hint=HINT_OTHER)
 
 

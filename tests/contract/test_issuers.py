@@ -56,8 +56,6 @@ class TestMemoryIssuer(IssuerContract):
 class TestInfluxctlManagementIssuer(IssuerContract):
     """Self-rotating: authenticates with the management token the stores hold."""
 
-    #: known gap (adapters/influxctl_common.py): "connection refused" is a TransientError without a hint
-    errors_have_hints = False
     unknown_token_id = UNKNOWN_UUID
     malformed_token_id = "not-a-uuid"
 
@@ -80,8 +78,6 @@ class TestInfluxctlManagementIssuer(IssuerContract):
 class TestInfluxctlDatabaseIssuer(IssuerContract):
     """Database tokens, minted with a management token of its own (from a file)."""
 
-    #: known gap (adapters/influxctl_common.py): "connection refused" is a TransientError without a hint
-    errors_have_hints = False
     unknown_token_id = UNKNOWN_UUID
     malformed_token_id = "-rf"
 
