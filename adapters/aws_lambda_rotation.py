@@ -61,7 +61,7 @@ import os
 import re
 import reprlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -95,6 +95,7 @@ from rotator.policy_types import Policy
 from rotator.retry import RetryPolicy, call_with_retry
 from rotator.revocation_rule import Claim, check_revocable
 from rotator.secret import REDACTOR, Secret
+from rotator.timefmt import parse_rfc3339, rfc3339_seconds
 
 __all__ = [
     "CONFIG_ENV",
@@ -881,12 +882,16 @@ def _rfc3339(moment: datetime) -> str:
     """Whole seconds, rounded up: a due time is never earlier than the grace allows."""
     if moment.microsecond:
         moment = moment.replace(microsecond=0) + timedelta(seconds=1)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339_seconds(moment)
 
 
 def _parse_time(text: str) -> datetime | None:
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_rfc3339(text) if _has_offset(text) else None
     except ValueError:
         return None
-    return value if value.tzinfo is not None else None
+
+
+def _has_offset(text: str) -> bool:
+    """A payload time without an offset is refused here rather than taken as UTC."""
+    return text.endswith(("Z", "z")) or (len(text) > 6 and text[-6] in "+-" and text[-3] == ":")

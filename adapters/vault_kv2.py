@@ -48,7 +48,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
@@ -72,6 +72,7 @@ from rotator.contracts import AdapterContext, Store, StoreState, TokenRecord, ch
 from rotator.errors import ConfigError, ConflictError, PermanentError, RotatorError, TransientError
 from rotator.registry import lazy_sdk
 from rotator.secret import REDACTOR
+from rotator.timefmt import rfc3339_seconds
 
 if TYPE_CHECKING:
     import hvac
@@ -427,7 +428,7 @@ class VaultKV2Store:
             "managed-by": MANAGED_BY,
             "policy": record.policy,
             "token_id": record.token_id,
-            "rotated_at": self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "rotated_at": rfc3339_seconds(self._clock.now()),
         }
         mount, path = self._settings.mount, self._settings.path
         try:

@@ -27,6 +27,7 @@ from rotator.clock import SystemClock
 from rotator.errors import ConfigError, LeaseBusy, NeedsAttention, RotatorError
 from rotator.extras import install_line, missing_extra
 from rotator.secret import REDACTOR
+from rotator.timefmt import parse_rfc3339, rfc3339_seconds
 
 if TYPE_CHECKING:
     from rotator.engine import Engine
@@ -619,7 +620,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     expires = None
     if args.expires_at:
         try:
-            expires = datetime.fromisoformat(args.expires_at.replace("Z", "+00:00"))
+            expires = parse_rfc3339(args.expires_at)
         except ValueError:
             raise ConfigError(f"--expires-at {args.expires_at!r} is not RFC 3339",
                               hint="e.g. 2027-01-01T00:00:00Z") from None
@@ -648,7 +649,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _when(moment: datetime, now: datetime) -> str:
-    return "now" if moment <= now else moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return "now" if moment <= now else rfc3339_seconds(moment)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from rotator import audit_chain
@@ -27,6 +27,7 @@ from rotator.errors import ConfigError
 from rotator.journal import Journal, RunRecord, RunState, ts
 from rotator.policy_types import Policy
 from rotator.schedule import format_duration
+from rotator.timefmt import parse_rfc3339
 
 __all__ = ["DISCLAIMER", "Evidence", "build", "parse_date", "render"]
 
@@ -51,11 +52,10 @@ _FAILED_RESULTS = ("failed", "error", "partial", "retry")
 def parse_date(flag: str, text: str) -> datetime:
     """``YYYY-MM-DD`` (midnight UTC) or an RFC 3339 time; ConfigError otherwise."""
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_rfc3339(text)
     except ValueError:
         raise ConfigError(f"{flag} {text!r} is not a date",
                           hint=f"use YYYY-MM-DD (UTC) or an RFC 3339 time, e.g. {flag} 2026-01-01") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass

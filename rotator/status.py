@@ -16,6 +16,7 @@ from rotator.due import decide, explain
 from rotator.journal import Journal
 from rotator.policy_types import Policy
 from rotator.schedule import format_duration
+from rotator.timefmt import rfc3339_or_none
 
 __all__ = ["PolicyStatus", "policy_status", "render_table"]
 
@@ -49,14 +50,11 @@ class PolicyStatus:
         return explain(self.due, self.next_due, self.rotated_at, self.now)
 
     def to_json(self) -> dict[str, Any]:
-        def iso(d: datetime | None) -> str | None:
-            return d.isoformat().replace("+00:00", "Z") if d else None
-
         return {
             "policy": self.policy, "enabled": self.enabled, "current_token_id": self.current_token_id,
-            "rotated_at": iso(self.rotated_at),
+            "rotated_at": rfc3339_or_none(self.rotated_at),
             "age_s": int((self.now - self.rotated_at).total_seconds()) if self.rotated_at else None,
-            "expires_at": iso(self.expires_at), "next_due": iso(self.next_due), "due": self.due,
+            "expires_at": rfc3339_or_none(self.expires_at), "next_due": rfc3339_or_none(self.next_due), "due": self.due,
             "last_run_state": self.last_run_state, "last_run_error": self.last_run_error,
             "pending_revocations": self.pending_revocations, "failed_revocations": self.failed_revocations,
             "open_runs": self.open_runs, "stuck_runs": self.stuck_runs,

@@ -212,7 +212,7 @@ def sync(args: argparse.Namespace) -> SyncResult:
     retry = _retry(config)
     clock = SystemClock()
 
-    source = _build(binding.type, binding.settings, policy.context())
+    source = _build(binding.type, binding.settings, policy.context(clock))
     src_state: StoreState = call_with_retry(
         source.read_current, what=f"{policy.name}: read {binding.name}", policy=retry, clock=clock
     )
