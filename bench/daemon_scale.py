@@ -76,13 +76,15 @@ def build(directory: Path, n: int, workers: int, published: datetime) -> Path:
     config.write_text(HEADER.format(workers=workers) + "".join(
         POLICY.format(name=f"p{i:05d}", influxctl=FAKE_INFLUXCTL, dir=directory) for i in range(n)))
     open_journal(f"sqlite:///{directory / 'journal.db'}").close()  # the schema
-    at = ts(published)
+    rows = []
+    for i in range(n):  # publications 4 minutes apart, the newest at ``published``
+        at = ts(published - timedelta(minutes=4 * i))
+        rows.append((f"boot-p{i:05d}", f"p{i:05d}", at, at, f"tok-p{i:05d}", ts(published + timedelta(days=60)),
+                     at, at))
     with sqlite3.connect(directory / "journal.db") as db:
         db.executemany(
             "INSERT INTO runs (run_id, policy, kind, state, started_at, updated_at, new_token_id, new_expires_at, "
-            "published_at, finished_at) VALUES (?, ?, 'bootstrap', 'done', ?, ?, ?, ?, ?, ?)",
-            [(f"boot-p{i:05d}", f"p{i:05d}", at, at, f"tok-p{i:05d}", ts(published + timedelta(days=60)), at, at)
-             for i in range(n)])
+            "published_at, finished_at) VALUES (?, ?, 'bootstrap', 'done', ?, ?, ?, ?, ?, ?)", rows)
     return config
 
 

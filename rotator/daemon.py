@@ -58,7 +58,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -1048,7 +1048,7 @@ class Overview:
 
 def _dt(text: str | None) -> datetime | None:
     """The journal's time text (rotator.journal.ts) as a datetime."""
-    return None if text is None else datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return None if text is None else datetime.fromisoformat(text)  # "...Z": UTC (Python >= 3.11)
 
 
 _SUCCESS = tuple(RunState.SUCCESS)
