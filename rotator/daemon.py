@@ -790,7 +790,7 @@ class Daemon:
     def credentials(self) -> list[tuple[str, str, Mapping[str, Any]]]:
         """``(policy, store, status)`` of every store that reports its credential."""
         out = []
-        for name, engine in list(self._engines.items()):
+        for name, engine in list(self._credential_engines.items()):
             for store_name, store in self._credential_stores(engine):
                 status = getattr(store, "credential_status", None)
                 if callable(status):

@@ -148,6 +148,16 @@ def _num(value: float) -> str:
     return text
 
 
+def _seconds(value: float) -> str:
+    """:func:`_num` of a finite value (an age), without its checks: what it costs matters at every scrape."""
+    text = repr(value)
+    dot = text.find(".")
+    if value > 0 and dot > 6:  # Go (and prometheus_client) switch to an exponent sooner than Python
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
+        return f"{mantissa}e+0{dot - 1}"
+    return text
+
+
 def _header(name: str, doc: str) -> str:
     doc = doc.replace("\\", "\\\\").replace("\n", "\\n")
     return f"# HELP {name} {doc}\n# TYPE {name} gauge\n"
@@ -165,30 +175,51 @@ class StateText:
         self._lock = threading.Lock()
         #: policy -> (the state the lines were made from, its label text, a line per STATE_SPECS[1:])
         self._lines: dict[str, tuple[PolicyState, str, tuple[str, ...]]] = {}
+        #: the states of the last render and its text of STATE_SPECS[1:], kept while they are the same
+        self._last: tuple[list[PolicyState], bytes] = ([], b"")
+        #: policy -> the start of its age line
+        self._prefixes: dict[str, str] = {}
 
     def render(self, snap: StateSnapshot) -> bytes:
         now = snap.now
         out = [_header("rotator_journal_up", JOURNAL_UP_HELP), f"rotator_journal_up {_num(int(snap.journal_up))}\n"]
-        with self._lock:
-            rows = []
-            lines = self._lines
-            for state in snap.policies:
-                kept = lines.get(state.policy)
-                if kept is None or kept[0] is not state:
-                    kept = lines[state.policy] = self._make(state, now)
-                rows.append(kept)
-            if len(lines) > 2 * len(rows) + 16:  # policies that left the configuration
-                names = {s.policy for s in snap.policies}
-                for name in [n for n in lines if n not in names]:
-                    del lines[name]
         name, doc, _ = STATE_SPECS[0]
         out.append(_header(name, doc))
-        out.extend(f"{name}{{{label}}} {_num((now - st.rotated_at).total_seconds())}\n"
-                   for st, label, _ in rows if st.rotated_at is not None)
+        with self._lock:
+            # The age: "now - publication" for each policy, the one value that moves at every scrape.
+            prefixes = self._prefixes
+            for st in snap.policies:
+                if st.rotated_at is not None:
+                    prefix = prefixes.get(st.policy)
+                    if prefix is None:
+                        prefix = prefixes[st.policy] = f'{name}{{policy="{_escape(st.policy)}"}} '
+                    out.append(f"{prefix}{_seconds((now - st.rotated_at).total_seconds())}\n")
+            last_states, rest = self._last
+            if len(last_states) != len(snap.policies) or any(
+                    a is not b for a, b in zip(last_states, snap.policies, strict=True)):
+                rest = self._rest(snap).encode("utf-8")
+                self._last = (list(snap.policies), rest)
+        return "".join(out).encode("utf-8") + rest
+
+    def _rest(self, snap: StateSnapshot) -> str:
+        """Every family but the age, from each policy's kept lines (made again for a new state)."""
+        rows = []
+        lines = self._lines
+        for state in snap.policies:
+            kept = lines.get(state.policy)
+            if kept is None or kept[0] is not state:
+                kept = lines[state.policy] = self._make(state, snap.now)
+            rows.append(kept[2])
+        if len(lines) > 2 * len(rows) + 16:  # policies that left the configuration
+            names = {s.policy for s in snap.policies}
+            for name in [n for n in lines if n not in names]:
+                del lines[name]
+                self._prefixes.pop(name, None)
+        out = []
         for i, (name, doc, _) in enumerate(STATE_SPECS[1:]):
             out.append(_header(name, doc))
-            out.extend(kept[2][i] for kept in rows)
-        return "".join(out).encode("utf-8")
+            out.extend(row[i] for row in rows)
+        return "".join(out)
 
     @staticmethod
     def _make(state: PolicyState, now: datetime) -> tuple[PolicyState, str, tuple[str, ...]]:
