@@ -8,7 +8,7 @@ event that signals and finished runs set. Runs happen on a thread pool, one at a
 What decides when:
 
 - **Rotations** are due at ``Schedule.next_due(last successful publication, now)``, read from the
-  journal (cached between sweeps, and read again whenever a policy looks due), so a restart never
+  journal (kept in memory, and read again whenever a policy looks due), so a restart never
   resets a clock and every replica agrees. Interval,
   ``rate()``, 5-field and AWS ``cron(...)`` schedules (cron maths by APScheduler's CronTrigger)
   and windows with jitter are all in rotator.schedule. APScheduler's job options map to: coalesce
@@ -18,6 +18,14 @@ What decides when:
   it still runs: skipping it would let a token outlive its schedule).
 - **Revocations** wake the loop at their exact due time (from the journal's pending revocations);
   a sweep every ``sweep_interval`` also recovers runs that another process abandoned.
+
+What it costs (issue 12): a pass costs what is due, not what is configured. Each policy's journal
+state (last publication, open runs, pending and failed revocations, lease) is kept in memory
+(``_View``): read for every policy at start in a few queries (:func:`read_overview`), again for
+one policy after each job of this process, and by each sweep for what other processes changed
+(bounded by what is current). The next due times wait in a heap; a pass pops what is due, and
+plans again only the policies whose job ended. The start recovers only policies with open runs.
+``/metrics`` is made from the views without a journal query (Daemon.snapshot, metrics.StateText).
 - **Failures** back off per policy (``failure_backoff``, doubling to ``failure_backoff_max``);
   the previous token stays current meanwhile. ``LeaseBusy`` means another rotator has the policy:
   skipped quietly and looked at again a second or two later.
@@ -490,12 +498,13 @@ class Daemon:
         try:
             policies = list(self.policies)
             result = take_inventory(policy_targets(policies), self.journal, policies, self.clock.now())
+            at = self.clock.now()
         except Exception as exc:  # an adapter bug or the journal: logged, tried again next interval
             logger.error("inventory failed: %s", _describe(exc))
             return
         for target, message in result.errors:
             logger.warning("inventory: %s: %s", target, message)
-        self.metrics.inventory(result)
+        self.metrics.inventory(result, at)
         self.last_inventory = result
 
     def _prune(self, now: datetime) -> None:

@@ -1,9 +1,10 @@
 """Prometheus metrics of the daemon (prometheus-client; imported only by the daemon).
 
 Two kinds: *event* metrics the daemon updates as things happen (runs, revocations, reloads,
-notifications), and *state* metrics read from the journal at scrape time (token age and expiry,
-next rotation, pending and overdue revocations, leases), so a scrape always shows the journal's
-truth, including what other replicas did. Labels are policy names and fixed words only: never a
+notifications), and *state* metrics (token age and expiry, next rotation, pending and overdue
+revocations, leases) from the daemon's in-memory view of the journal, which its own jobs keep
+current and each sweep refreshes with what other replicas did: a scrape makes no journal query,
+and its cost (:class:`StateText`) grows only with what changed. Labels are policy names and fixed words only: never a
 token, a token id, a URL or a lease holder. docs/daemon.md lists every metric.
 """
 
@@ -21,6 +22,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from rotator import __version__
+from rotator.clock import utcnow
 
 __all__ = ["STATE_SPECS", "CredentialState", "LiveSnapshot", "Metrics", "PolicyState", "StateSnapshot", "StateText"]
 
@@ -334,8 +336,9 @@ class Metrics:
         if (step, result) == ("rotate", "aborted"):  # the engine lost the lease (Engine._lease)
             self.rotations.labels(policy, "aborted").inc()
 
-    def inventory(self, result: Any) -> None:
-        """Export an :class:`rotator.inventory.Inventory` (the last one replaces every series)."""
+    def inventory(self, result: Any, at: datetime | None = None) -> None:
+        """Export an :class:`rotator.inventory.Inventory` (the last one replaces every series),
+        taken at ``at`` (the daemon's clock; default: now)."""
         self.tokens.clear()
         self.tokens_flagged.clear()
         for (issuer, cls), count in result.counts().items():
@@ -343,7 +346,7 @@ class Metrics:
         for (issuer, cls, flag), count in result.flag_counts().items():
             self.tokens_flagged.labels(issuer, cls, flag).set(count)
         self.inventory_errors.set(len(result.errors))
-        self.inventory_time.set_to_current_time()
+        self.inventory_time.set((at or utcnow()).timestamp())
 
     def notification(self, channel: str, result: str) -> None:
         self.notifications.labels(channel, result).inc()
