@@ -218,6 +218,8 @@ class Daemon:
         #: policies whose view holds an open run, a revocation or a lease (what a sweep compares)
         self._eventful: set[str] = set()
         self._journal_up = True
+        #: read every policy's journal state at the next sweep (a reload or a refresh failed)
+        self._full_load_wanted = False
         self._orphans_reported: set[str] = set()
         self._heartbeat = time.monotonic()
         self._recovered = False
@@ -435,7 +437,12 @@ class Daemon:
             policy = self._policy(name)
             view = self._views.setdefault(name, _View())
             # Looks due: did another rotator serve it meanwhile? (one read, of this policy only)
-            self._set_last(name, view, self.journal.last_success(name))
+            try:
+                last = self.journal.last_success(name)
+            except RotatorError:
+                self._push(kind, name, now + timedelta(seconds=TICK_RETRY))  # not lost from the queue
+                raise
+            self._set_last(name, view, last)
             target = self._plan(name)
             if policy is None or target is None or target > now:
                 continue
@@ -543,7 +550,7 @@ class Daemon:
         """Read what other processes changed; recover runs left open by a dead process (at start:
         only policies with open runs, so a start costs nothing per idle policy); warn about
         revocations of unknown policies."""
-        overview = self._load_views(full=False)
+        overview = self._load_views(full=self._full_load_wanted)
         for name in sorted(overview.open_runs):
             if name in self._engines and self._idle(name, now, []):
                 self._submit(name, "recover")
@@ -578,6 +585,9 @@ class Daemon:
             raise
         self._journal_up = True
         if full:
+            self._full_load_wanted = False
+            self._queue.clear()
+            self._queued.clear()
             self._views = {p.name: _View() for p in self.policies}
             self._by_name = {p.name: p for p in self.policies}
         views = self._views
@@ -615,8 +625,10 @@ class Daemon:
             runs = self.journal.open_runs(name)
             pending = self.journal.revocations(name, "pending")
             failed = self.journal.revocations(name, "failed")
-        except RotatorError as exc:  # the next sweep reads it
+        except RotatorError as exc:  # the next sweep reads it; meanwhile nothing for this policy
             logger.warning("policy %s: cannot read its journal state: %s", name, _describe(exc))
+            self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(seconds=TICK_RETRY)
+            self._full_load_wanted = True
             return
         self._set_last(name, view, last)
         view.open_runs, view.stuck_runs = len(runs), sum(1 for r in runs if r.error and "recovery failed" in r.error)
@@ -912,12 +924,12 @@ class Daemon:
             logger.warning("listen and workers changes take effect at the next restart")
         removed = {p.name for p in old.config.policies} - {p.name for p in loaded.config.policies}
         self.loaded, self._engines, self._fp, self._last_failed_fp = loaded, engines, fp, None
-        self._queue.clear()
-        self._queued.clear()
         try:
             self._load_views(full=True)  # schedules may have changed: plan every policy again
-        except RotatorError as exc:  # the journal: the next sweep plans them
+        except RotatorError as exc:  # the journal: the next pass tries again
             logger.error("reload: cannot read the journal: %s", _describe(exc))
+            self._full_load_wanted = True
+            self._next_sweep = self.clock.now()
         if not self.notifier.same_settings(loaded.daemon):
             from rotator.notify import Notifier
 

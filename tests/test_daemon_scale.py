@@ -174,3 +174,24 @@ def test_a_lost_lease_is_counted_as_an_aborted_rotation() -> None:
     metrics = Metrics()
     metrics.on_event({"policy": "p", "step": "rotate", "result": "aborted"})
     assert metrics.registry.get_sample_value("rotator_rotations_total", {"policy": "p", "result": "aborted"}) == 1
+
+
+def test_a_journal_error_on_the_due_reread_keeps_the_policy_queued(harness: Callable[..., Harness],  # noqa: F811
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from rotator.errors import JournalError
+
+    h = harness([("a", "1h", "")])
+    h.tick()
+    h.clock.advance(timedelta(hours=1))
+
+    def down(name: str) -> Any:
+        raise JournalError("journal down")
+
+    monkeypatch.setattr(h.daemon.journal, "last_success", down)
+    with pytest.raises(JournalError):
+        h.tick()
+    monkeypatch.undo()
+    assert h.tick() == pytest.approx(5) and h.calls == [], "tried again after TICK_RETRY"
+    h.clock.advance(timedelta(seconds=5))
+    h.tick()
+    assert h.calls == ["rotate a"]
