@@ -16,7 +16,7 @@ the variants are interleaved and each figure is the median of ``--repeat`` runs.
   ``--engine sleep`` replaces the Engine by a job that sleeps ``issuer_ms`` and journals one run,
   which isolates what the daemon's dispatch costs.
 
-    .venv/bin/python bench/daemon_scale.py            # --quick: 2,000 idle, 200 due (< 2 min)
+    .venv/bin/python bench/daemon_scale.py            # --quick: 1,000 idle, 100 due (< 2 min)
     .venv/bin/python bench/daemon_scale.py --full     # 10,000 idle, 1,000 due, workers 4/16/32
 """
 
@@ -322,7 +322,7 @@ def run_child(args: list[str]) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="2,000 idle policies, 200 due (default)")
+    mode.add_argument("--quick", action="store_true", help="1,000 idle policies, 100 due (default)")
     mode.add_argument("--full", action="store_true", help="10,000 idle policies, 1,000 due")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--idle", type=int, help="idle policies (overrides the mode)")
@@ -349,8 +349,8 @@ def main() -> int:
             out = child_batch(args.n, directory, args.w, args.issuer_ms, args.kind)
         print(json.dumps(out))
         return 0
-    idle_n = args.idle or (10_000 if args.full else 2_000)
-    batch_n = args.batch or (1_000 if args.full else 200)
+    idle_n = args.idle or (10_000 if args.full else 1_000)
+    batch_n = args.batch or (1_000 if args.full else 100)
     workers = [int(w) for w in (args.workers or ("4,16,32" if args.full else "4,32")).split(",")]
     engines = args.engine.split(",")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; idle {idle_n}, batch {batch_n} "
