@@ -195,3 +195,12 @@ def test_a_journal_error_on_the_due_reread_keeps_the_policy_queued(harness: Call
     h.clock.advance(timedelta(seconds=5))
     h.tick()
     assert h.calls == ["rotate a"]
+
+
+def test_the_daemon_reads_time_from_its_clock(harness: Callable[..., Harness]) -> None:  # noqa: F811
+    h = harness([("a", "1h", "")])
+    h.tick()
+    value = h.daemon.metrics.registry.get_sample_value
+    assert value("rotator_config_last_reload_success_timestamp_seconds") == T0.timestamp()
+    got = samples(h.daemon.metrics.exposition().decode())
+    assert abs(got[("rotator_watchdog_last_progress_timestamp_seconds", ())] - T0.timestamp()) < 5
