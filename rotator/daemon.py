@@ -424,6 +424,7 @@ class Daemon:
 
         # Rotations and revocations whose time has come.
         queue = self._queue
+        to_rotate: list[str] = []
         while queue and queue[0][0] <= now:
             when, _, kind, name = heapq.heappop(queue)
             if self._queued.get((kind, name)) != when:
@@ -433,21 +434,24 @@ class Daemon:
                 continue  # running: planned again when its job ends; LeaseBusy: queued again
             if kind == "revoke":
                 self._submit(name, "revoke")
-                continue
-            policy = self._policy(name)
-            view = self._views.setdefault(name, _View())
-            # Looks due: did another rotator serve it meanwhile? (one read, of this policy only)
+            else:
+                to_rotate.append(name)
+        if to_rotate:
+            # Looks due: did another rotator serve them meanwhile? One read for all of them.
             try:
-                last = self.journal.last_success(name)
+                last = read_last_success(self.journal, to_rotate, now)
             except RotatorError:
-                self._push(kind, name, now + timedelta(seconds=TICK_RETRY))  # not lost from the queue
+                for name in to_rotate:  # not lost from the queue
+                    self._push("rotate", name, now + timedelta(seconds=TICK_RETRY))
                 raise
-            self._set_last(name, view, last)
-            target = self._plan(name)
-            if policy is None or target is None or target > now:
-                continue
-            self._queued.pop(("rotate", name), None)
-            self._submit(name, "rotate", planned_from=view.run_id, target=target)
+            for name in to_rotate:
+                view = self._views.setdefault(name, _View())
+                self._set_last(name, view, last.get(name))
+                target = self._plan(name)
+                if target is None or target > now:
+                    continue
+                self._queued.pop(("rotate", name), None)
+                self._submit(name, "rotate", planned_from=view.run_id, target=target)
         if queue:
             wake.append(queue[0][0])
         return min(max((min(wake) - now).total_seconds(), MIN_WAIT), settings.sweep_interval.total_seconds())
@@ -1076,6 +1080,36 @@ _SUCCESS = tuple(RunState.SUCCESS)
 _OPEN = tuple(RunState.OPEN)
 
 
+_LAST_SQL = (
+    "SELECT r.policy, r.run_id, r.published_at, r.new_token_id, r.new_expires_at FROM runs r JOIN "
+    "(SELECT policy, MAX(published_at) AS m FROM runs WHERE state IN ({ok}){where} GROUP BY policy) x "
+    "ON r.policy = x.policy AND r.published_at = x.m WHERE r.state IN ({ok})"
+)
+
+
+def _last_rows(cur: Any, where: str, params: Sequence[Any], now: datetime) -> dict[str, RunRecord]:
+    """The last successful run of each policy that ``where`` selects (a tie: any one of them)."""
+    ok = ", ".join("?" * len(_SUCCESS))
+    rows = cur.execute(_LAST_SQL.format(ok=ok, where=where), (*_SUCCESS, *params, *_SUCCESS)).fetchall()
+    last = {}
+    for policy, run_id, published, token_id, expires in rows:
+        at = _dt(published)
+        last[policy] = RunRecord(run_id, policy, RunState.DONE, "rotate", at or now, at or now,
+                                 new_token_id=token_id, new_expires_at=_dt(expires), published_at=at)
+    return last
+
+
+def read_last_success(journal: Journal, policies: Sequence[str], now: datetime) -> dict[str, RunRecord]:
+    """:meth:`Journal.last_success` of many policies in one transaction (run id, publication, token
+    id and expiry are read; the other fields of each RunRecord are not)."""
+    out: dict[str, RunRecord] = {}
+    with journal.audit_transaction() as (cur, _):
+        for i in range(0, len(policies), 400):  # within SQLite's limit of bound variables
+            chunk = policies[i : i + 400]
+            out.update(_last_rows(cur, f" AND policy IN ({', '.join('?' * len(chunk))})", chunk, now))
+    return out
+
+
 def read_overview(journal: Journal, now: datetime, published_since: datetime | None) -> Overview:
     """Every policy's state in one transaction of four queries, each bounded by what is current
     (open runs, pending/failed revocations, live leases) or by ``published_since`` (the last
@@ -1085,26 +1119,16 @@ def read_overview(journal: Journal, now: datetime, published_since: datetime | N
     milliseconds, at start and once per sweep); a bounded read method in rotator/journal.py
     should replace it.
     """
-    ok = ", ".join("?" * len(_SUCCESS))
     since = "" if published_since is None else " AND published_at >= ?"
     since_params: tuple[Any, ...] = () if published_since is None else (ts(published_since),)
     with journal.audit_transaction() as (cur, _):
-        rows = cur.execute(
-            "SELECT r.policy, r.run_id, r.published_at, r.new_token_id, r.new_expires_at FROM runs r JOIN "
-            f"(SELECT policy, MAX(published_at) AS m FROM runs WHERE state IN ({ok}){since} GROUP BY policy) x "
-            f"ON r.policy = x.policy AND r.published_at = x.m WHERE r.state IN ({ok})",
-            (*_SUCCESS, *since_params, *_SUCCESS)).fetchall()
+        last = _last_rows(cur, since, since_params, now)
         marks = ", ".join("?" * len(_OPEN))
         open_rows = cur.execute(f"SELECT policy, error FROM runs WHERE state IN ({marks})", _OPEN).fetchall()
         rev_rows = cur.execute("SELECT policy, state, due_at, next_try_at FROM revocations "
                                "WHERE state IN ('pending', 'failed')").fetchall()
         lease_rows = cur.execute("SELECT policy, expires_at FROM leases WHERE holder <> '' AND expires_at >= ?",
                                  (ts(now),)).fetchall()
-    last = {}
-    for policy, run_id, published, token_id, expires in rows:
-        at = _dt(published)
-        last[policy] = RunRecord(run_id, policy, RunState.DONE, "rotate", at or now, at or now,
-                                 new_token_id=token_id, new_expires_at=_dt(expires), published_at=at)
     open_runs: dict[str, tuple[int, int]] = {}
     for policy, error in open_rows:
         count, stuck = open_runs.get(policy, (0, 0))

@@ -184,10 +184,10 @@ def test_a_journal_error_on_the_due_reread_keeps_the_policy_queued(harness: Call
     h.tick()
     h.clock.advance(timedelta(hours=1))
 
-    def down(name: str) -> Any:
+    def down(*args: Any) -> Any:
         raise JournalError("journal down")
 
-    monkeypatch.setattr(h.daemon.journal, "last_success", down)
+    monkeypatch.setattr("rotator.daemon.read_last_success", down)
     with pytest.raises(JournalError):
         h.tick()
     monkeypatch.undo()
@@ -204,3 +204,23 @@ def test_the_daemon_reads_time_from_its_clock(harness: Callable[..., Harness]) -
     assert value("rotator_config_last_reload_success_timestamp_seconds") == T0.timestamp()
     got = samples(h.daemon.metrics.exposition().decode())
     assert abs(got[("rotator_watchdog_last_progress_timestamp_seconds", ())] - T0.timestamp()) < 5
+
+
+def test_the_bulk_reads_agree_with_the_journal(tmp_path: Any) -> None:
+    from rotator.daemon import read_last_success, read_overview
+    from rotator.journal import open_journal
+
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    for i, (policy, state, published) in enumerate([("a", "done", 1), ("a", "published", 3), ("a", "failed", None),
+                                                    ("b", "done", 2), ("c", "minted", None)]):
+        at = T0 + timedelta(minutes=published) if published is not None else None
+        journal.begin_run(RunRecord(f"r{i}", policy, state, "rotate", T0, T0, new_token_id=f"t{i}", published_at=at))
+    bulk = read_last_success(journal, ["a", "b", "c"], T0)
+    for policy in "abc":
+        one = journal.last_success(policy)
+        assert (bulk[policy].run_id, bulk[policy].published_at) == (one.run_id, one.published_at) if one else \
+            policy not in bulk
+    overview = read_overview(journal, T0, None)
+    assert {p: r.run_id for p, r in overview.last.items()} == {"a": "r1", "b": "r3"}
+    assert overview.open_runs == {"c": (1, 0)}
+    journal.close()
