@@ -63,6 +63,11 @@ def plain_string_fields(model: type) -> frozenset[str]:
     if _is_model(model):
         return frozenset(name for name, f in model.model_fields.items() if f.annotation in plain)
     if dataclasses.is_dataclass(model):
-        hints = typing.get_type_hints(model)
+        hints = _type_hints(model)
         return frozenset(f.name for f in dataclasses.fields(model) if hints.get(f.name) in plain)
     return frozenset()
+
+
+@cache  # once per class: per adapter, get_type_hints was a quarter of a 10,000-policy daemon's start
+def _type_hints(model: type) -> dict[str, Any]:
+    return typing.get_type_hints(model)

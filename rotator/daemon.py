@@ -8,7 +8,7 @@ event that signals and finished runs set. Runs happen on a thread pool, one at a
 What decides when:
 
 - **Rotations** are due at ``Schedule.next_due(last successful publication, now)``, read from the
-  journal (cached between sweeps, and read again whenever a policy looks due), so a restart never
+  journal (kept in memory, and read again whenever a policy looks due), so a restart never
   resets a clock and every replica agrees. Interval,
   ``rate()``, 5-field and AWS ``cron(...)`` schedules (cron maths by APScheduler's CronTrigger)
   and windows with jitter are all in rotator.schedule. APScheduler's job options map to: coalesce
@@ -18,6 +18,14 @@ What decides when:
   it still runs: skipping it would let a token outlive its schedule).
 - **Revocations** wake the loop at their exact due time (from the journal's pending revocations);
   a sweep every ``sweep_interval`` also recovers runs that another process abandoned.
+
+What it costs (issue 12): a pass costs what is due, not what is configured. Each policy's journal
+state (last publication, open runs, pending and failed revocations, lease) is kept in memory
+(``_View``): read for every policy at start in a few queries (:func:`read_overview`), again for
+one policy after each job of this process, and by each sweep for what other processes changed
+(bounded by what is current). The next due times wait in a heap; a pass pops what is due, and
+plans again only the policies whose job ended. The start recovers only policies with open runs.
+``/metrics`` is made from the views without a journal query (Daemon.snapshot, metrics.StateText).
 - **Failures** back off per policy (``failure_backoff``, doubling to ``failure_backoff_max``);
   the previous token stays current meanwhile. ``LeaseBusy`` means another rotator has the policy:
   skipped quietly and looked at again a second or two later.
@@ -47,6 +55,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import faulthandler
+import heapq
 import logging
 import os
 import random
@@ -64,9 +73,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from rotator.clock import Clock, SystemClock
 from rotator.daemon_config import DaemonSettings, parse_listen
 from rotator.engine import Engine, NeedsAttention, RunResult
-from rotator.errors import ConfigError, LeaseBusy, PermanentError, RotatorError
+from rotator.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
 from rotator.errors import describe as _describe
-from rotator.journal import Journal, RunState, open_journal
+from rotator.journal import Journal, RunRecord, RunState, open_journal, ts
 from rotator.policy import Config, Policy, PolicyFileError, load_config
 from rotator.retry import RetryPolicy
 from rotator.schedule import format_duration
@@ -193,14 +202,33 @@ class Daemon:
         self._busy: dict[str, tuple[str, concurrent.futures.Future[None]]] = {}
         self._tracks: dict[str, _Track] = {}
         self._planned: dict[str, datetime] = {}
-        #: policy -> (run id, published at) of its last successful run, as last read
-        self._last: dict[str, tuple[str | None, datetime | None]] = {}
+        #: policy -> what the journal says of it, in memory (the scheduler's and the metrics' source)
+        self._views: dict[str, _View] = {}
+        #: the scheduler's queue: (when, seq, kind, policy), kind "rotate" or "revoke"; an entry is
+        #: current only while ``_queued[(kind, policy)]`` is its time (older ones are skipped)
+        self._queue: list[tuple[datetime, int, str, str]] = []
+        self._queued: dict[tuple[str, str], datetime] = {}
+        self._seq = 0
+        #: policies whose job ended since the last pass: planned again (only they) by the next pass
+        self._replan: set[str] = set()
+        #: the journal's newest publication seen, for the sweep's incremental read
+        self._watermark: datetime | None = None
+        #: stores that keep a credential alive, per policy (only policies that have one)
+        self._credential_engines: dict[str, EngineLike] = {}
+        self._by_name: dict[str, Policy] = {}
+        #: policies whose view holds an open run, a revocation or a lease (what a sweep compares)
+        self._eventful: set[str] = set()
+        self._journal_up = True
+        #: read every policy's journal state at the next sweep (a reload or a refresh failed)
+        self._full_load_wanted = False
         self._orphans_reported: set[str] = set()
         self._heartbeat = time.monotonic()
         self._recovered = False
         self._last_failed_fp: tuple[int, int, int] | None = None
         self._warned_unknown: set[str] = set()
         self._unschedulable: set[str] = set()
+        # time.monotonic() (not the Clock) for the watchdog and durations: they measure elapsed
+        # time in this process, which must not jump with the wall clock or stop with a FakeClock.
         #: policy -> when its job started (time.monotonic), for the watchdog
         self._job_started: dict[str, float] = {}
         self._stalled = False
@@ -227,11 +255,12 @@ class Daemon:
         self._journal_url = self.loaded.config.journal_url()
         self.journal: Journal = open_journal(self._journal_url)
         self.metrics: Metrics = Metrics()
-        self.metrics.watch_state(self.snapshot)
+        self.metrics.watch_state_text(self.snapshot)
         self.metrics.watch_live(self.live_snapshot)
         self.notifier: Notifier = Notifier(self.settings, self.path.parent, on_result=self.metrics.notification,
                                            stdout=self._stdout, clock=self.clock)
         self._engines = self._build_engines(self.loaded.config)
+        self._load_views(full=True)
         self._note_loaded()
         self._next_sweep = self.clock.now()
         self._next_watch = self.clock.now() + self.settings.watch_interval
@@ -246,7 +275,8 @@ class Daemon:
             self.status_page = StatusPage(lambda: self.policies, lambda: self.journal, self.clock.now,
                                           lambda: self.last_inventory)
             self.health = HealthServer(host, port, alive=self.liveness, ready=self.readiness,
-                                       registry=self.metrics.registry, status=self.status_page)
+                                       registry=self.metrics.registry, status=self.status_page,
+                                       exposition=self.metrics.exposition)
             self.health.start()
         self._check_journal()  # /readyz answers from the first probe on
         for target, thread_name in ((self._watchdog_loop, "rotator-watchdog"),
@@ -346,7 +376,13 @@ class Daemon:
 
     # -- the pass ---------------------------------------------------------------------------
     def tick(self, now: datetime) -> float:
-        """One pass: reload if asked, start what is due; return the seconds until the next thing."""
+        """One pass: reload if asked, start what is due; return the seconds until the next thing.
+
+        Costs what is due, not what is configured: the policies wait in a queue ordered by their
+        next due time (rotation, or revocation of a previous token), and only the policies whose
+        job ended since the last pass are planned again. The sweep (every ``sweep_interval``)
+        reads what other processes changed, bounded by what is current.
+        """
         self._heartbeat = time.monotonic()
         settings = self.settings
         if self._reload_wanted:
@@ -359,14 +395,14 @@ class Daemon:
             if fp != self._fp and fp != self._last_failed_fp:
                 self.reload("the file changed")
         settings = self.settings
-        if not self._recovered:  # on start: recover every policy before anything else
-            self._recovered = True
-            for policy in self.policies:
-                self._submit(policy.name, "recover")
+        with self._lock:
+            replan, self._replan = self._replan, set()
+        for name in replan:
+            self._plan(name)
         if now >= self._next_sweep:
             self._next_sweep = now + settings.sweep_interval
-            self._last.clear()  # other rotators' runs show up at least this often
             self._sweep(now)
+        self._recovered = True
         if self._next_prune is None or now >= self._next_prune:  # history retention, once a day
             self._next_prune = now + PRUNE_EVERY
             self._prune(now)
@@ -376,21 +412,8 @@ class Daemon:
         if settings.inventory_interval is not None:
             wake.append(self._maybe_inventory(now, settings.inventory_interval))
 
-        # Revocations whose grace has ended (or whose retry time has come).
-        due_revocations: dict[str, datetime] = {}
-        for rev in self.journal.revocations(state="pending"):
-            when = max(rev.due_at, rev.next_try_at or rev.due_at)
-            due_revocations[rev.policy] = min(when, due_revocations.get(rev.policy, when))
-        for name, when in due_revocations.items():
-            if name not in self._engines or not self._idle(name, now, wake):
-                continue
-            if when <= now:
-                self._submit(name, "revoke")
-            else:
-                wake.append(when)
-
         # Stores' own credentials (a Vault token to renew) between runs.
-        for name, engine in self._engines.items():
+        for name, engine in self._credential_engines.items():
             due = self._credentials_due(engine)
             if due is None:
                 continue
@@ -400,29 +423,75 @@ class Daemon:
             elif self._idle(name, now, wake):
                 self._submit(name, "credentials")
 
-        # Rotations.
-        for policy in self.policies:
-            if not policy.enabled or not self._idle(policy.name, now, wake):
-                continue
-            cached = self._last.get(policy.name)
-            last = cached if cached is not None else self._read_last(policy.name)
-            self._last[policy.name] = last
-            try:
-                target = self._target(policy, last[1], now)
-                if target <= now and cached is not None:  # looks due: did another rotator serve it meanwhile?
-                    last = self._last[policy.name] = self._read_last(policy.name)
-                    target = self._target(policy, last[1], now)
-            except ValueError as exc:  # a cron schedule that never fires again
-                if policy.name not in self._unschedulable:
-                    self._unschedulable.add(policy.name)
-                    logger.error("policy %s: no next rotation: %s", policy.name, exc)
-                continue
-            self._planned[policy.name] = target
-            if target <= now:
-                self._submit(policy.name, "rotate", planned_from=last[0], target=target)
+        # Rotations and revocations whose time has come.
+        queue = self._queue
+        to_rotate: list[str] = []
+        while queue and queue[0][0] <= now:
+            when, _, kind, name = heapq.heappop(queue)
+            if self._queued.get((kind, name)) != when:
+                continue  # planned again since
+            del self._queued[(kind, name)]
+            if name not in self._engines or not self._idle(name, now, wake):
+                continue  # running: planned again when its job ends; LeaseBusy: queued again
+            if kind == "revoke":
+                self._submit(name, "revoke")
             else:
-                wake.append(target)
+                to_rotate.append(name)
+        if to_rotate:
+            # Looks due: did another rotator serve them meanwhile? One read for all of them.
+            try:
+                last = read_last_success(self.journal, to_rotate, now)
+            except RotatorError:
+                for name in to_rotate:  # not lost from the queue
+                    self._push("rotate", name, now + timedelta(seconds=TICK_RETRY))
+                raise
+            for name in to_rotate:
+                view = self._views.setdefault(name, _View())
+                self._set_last(name, view, last.get(name))
+                target = self._plan(name)
+                if target is None or target > now:
+                    continue
+                self._queued.pop(("rotate", name), None)
+                self._submit(name, "rotate", planned_from=view.run_id, target=target)
+        if queue:
+            wake.append(queue[0][0])
         return min(max((min(wake) - now).total_seconds(), MIN_WAIT), settings.sweep_interval.total_seconds())
+
+    def _push(self, kind: str, name: str, when: datetime) -> None:
+        if self._queued.get((kind, name)) == when:
+            return
+        self._queued[(kind, name)] = when
+        self._seq += 1
+        heapq.heappush(self._queue, (when, self._seq, kind, name))
+
+    def _policy(self, name: str) -> Policy | None:
+        return self._by_name.get(name)
+
+    def _plan(self, name: str) -> datetime | None:
+        """Queue the policy's next rotation and next revocation from its view; the rotation's time."""
+        policy = self._policy(name)
+        self._queued.pop(("rotate", name), None)
+        self._queued.pop(("revoke", name), None)
+        if policy is None or name not in self._engines:
+            return None
+        view = self._views.setdefault(name, _View())
+        track = self._tracks.get(name)
+        busy_until = track.busy_until if track is not None else None
+        if view.pending:
+            when = min(max(due, retry or due) for due, retry in view.pending)
+            self._push("revoke", name, max(when, busy_until) if busy_until is not None else when)
+        if not policy.enabled:
+            return None
+        try:
+            target = self._target(policy, view.published_at, self.clock.now())
+        except ValueError as exc:  # a cron schedule that never fires again
+            if name not in self._unschedulable:
+                self._unschedulable.add(name)
+                logger.error("policy %s: no next rotation: %s", name, exc)
+            return None
+        self._planned[name] = target
+        self._push("rotate", name, max(target, busy_until) if busy_until is not None else target)
+        return target
 
     def _maybe_inventory(self, now: datetime, interval: timedelta) -> datetime:
         """Start an inventory (rotator_tokens) on a thread of its own when due; return the next due time."""
@@ -441,12 +510,13 @@ class Daemon:
         try:
             policies = list(self.policies)
             result = take_inventory(policy_targets(policies, self.clock), self.journal, policies, self.clock.now())
+            at = self.clock.now()
         except Exception as exc:  # an adapter bug or the journal: logged, tried again next interval
             logger.error("inventory failed: %s", _describe(exc))
             return
         for target, message in result.errors:
             logger.warning("inventory: %s: %s", target, message)
-        self.metrics.inventory(result)
+        self.metrics.inventory(result, at)
         self.last_inventory = result
 
     def _prune(self, now: datetime) -> None:
@@ -467,36 +537,110 @@ class Daemon:
         with self._lock:
             if name in self._busy:
                 return False
-        track = self._tracks.setdefault(name, _Track())
-        if track.busy_until is not None and track.busy_until > now:
+        track = self._tracks.get(name)
+        if track is not None and track.busy_until is not None and track.busy_until > now:
             wake.append(track.busy_until)
+            self._plan(name)  # queued again at busy_until
             return False
         return True
 
-    def _read_last(self, name: str) -> tuple[str | None, datetime | None]:
-        """(run id, publication time) of the policy's last successful run, from the journal."""
-        run = self.journal.last_success(name)
-        return (run.run_id, run.published_at) if run is not None else (None, None)
-
     def _target(self, policy: Policy, last: datetime | None, now: datetime) -> datetime:
+        """The one place the daemon decides when a policy is due (to move to rotator/due.py)."""
         due = policy.schedule.next_due(last, now)
-        retry_at = self._tracks.setdefault(policy.name, _Track()).retry_at
+        track = self._tracks.get(policy.name)
+        retry_at = track.retry_at if track is not None else None
         return max(due, retry_at) if retry_at is not None else due
 
     def _sweep(self, now: datetime) -> None:
-        """Recover runs left open by a dead process; warn about revocations of unknown policies."""
-        names = {p.name for p in self.policies}
-        for policy in self.policies:
-            if not self._idle(policy.name, now, []):
-                continue
-            if self.journal.open_runs(policy.name):
-                self._submit(policy.name, "recover")
-        unknown = {r.policy for r in self.journal.revocations(state="pending")} - names
+        """Read what other processes changed; recover runs left open by a dead process (at start:
+        only policies with open runs, so a start costs nothing per idle policy); warn about
+        revocations of unknown policies."""
+        overview = self._load_views(full=self._full_load_wanted)
+        for name in sorted(overview.open_runs):
+            if name in self._engines and self._idle(name, now, []):
+                self._submit(name, "recover")
+        unknown = set(overview.pending) - set(self._views)
         for name in sorted(unknown - self._warned_unknown):
             logger.warning("the journal holds pending revocations of policy %r, which is not in %s: they wait "
                            "until it is back (or run `rotator revoke-expired` with a file that has it)",
                            name, self.path)
         self._warned_unknown = unknown
+
+    def _set_last(self, name: str, view: _View, run: RunRecord | None) -> None:
+        if run is None:
+            changed = view.run_id is not None
+            view.run_id = view.published_at = view.token_id = view.expires_at = None
+        else:
+            changed = view.run_id != run.run_id
+            view.run_id, view.published_at = run.run_id, run.published_at
+            view.token_id, view.expires_at = run.new_token_id, run.new_expires_at
+        if changed:
+            view.state = None
+
+    def _load_views(self, full: bool) -> Overview:
+        """Read the journal's current state into the views, in a few queries whatever the number of
+        policies: every open run, pending or failed revocation and live lease, and the last
+        publication of each policy (``full``) or the publications since the last read (a sweep).
+        Plans again the policies whose view changed."""
+        since = None if full or self._watermark is None else self._watermark - WATERMARK_MARGIN
+        try:
+            overview = read_overview(self.journal, self.clock.now(), since)
+        except RotatorError:
+            self._journal_up = False
+            raise
+        self._journal_up = True
+        if full:
+            self._full_load_wanted = False
+            self._queue.clear()
+            self._queued.clear()
+            self._views = {p.name: _View() for p in self.policies}
+            self._by_name = {p.name: p for p in self.policies}
+        views = self._views
+        touched: set[str] = set()
+        for name, run in overview.last.items():
+            view = views.get(name)
+            if view is not None and (full or view.run_id != run.run_id):
+                self._set_last(name, view, run)
+                touched.add(name)
+            if run.published_at is not None and (self._watermark is None or run.published_at > self._watermark):
+                self._watermark = run.published_at
+        current = {*overview.open_runs, *overview.pending, *overview.failed, *overview.leases}
+        for name in (views.keys() if full else self._eventful | current):
+            view = views.get(name)
+            if view is None:
+                continue
+            fresh = (overview.open_runs.get(name, (0, 0)), overview.pending.get(name, ()),
+                     overview.failed.get(name, 0), overview.leases.get(name))
+            if fresh != ((view.open_runs, view.stuck_runs), view.pending, view.failed_revocations, view.lease_until):
+                (view.open_runs, view.stuck_runs), view.pending, view.failed_revocations, view.lease_until = fresh
+                view.state = None
+                touched.add(name)
+        self._eventful = current
+        for name in (views.keys() if full else touched):
+            self._plan(name)
+        return overview
+
+    def _refresh(self, name: str) -> None:
+        """Read one policy's journal state again (after its job ended, in the job's thread)."""
+        view = self._views.get(name)
+        if view is None:
+            return
+        try:
+            last = self.journal.last_success(name)
+            runs = self.journal.open_runs(name)
+            pending = self.journal.revocations(name, "pending")
+            failed = self.journal.revocations(name, "failed")
+        except RotatorError as exc:  # the next sweep reads it; meanwhile nothing for this policy
+            logger.warning("policy %s: cannot read its journal state: %s", name, _describe(exc))
+            self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(seconds=TICK_RETRY)
+            self._full_load_wanted = True
+            return
+        self._set_last(name, view, last)
+        view.open_runs, view.stuck_runs = len(runs), sum(1 for r in runs if r.error and "recovery failed" in r.error)
+        view.pending = tuple(sorted((r.due_at, r.next_try_at) for r in pending))
+        view.failed_revocations = len(failed)
+        view.lease_until = None  # the job released it
+        view.state = None
 
     # -- jobs -------------------------------------------------------------------------------
     def _submit(self, name: str, kind: str, **kwargs: Any) -> None:
@@ -523,7 +667,10 @@ class Daemon:
         with self._lock:
             self._busy.pop(name, None)
             self._job_started.pop(name, None)
-            self._last.pop(name, None)
+            self._replan.add(name)
+        state = self._views.get(name)
+        if state is not None:
+            state.state = None  # lease_held_here changed
         self.wakeup()
 
     def _job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
@@ -550,6 +697,9 @@ class Daemon:
                             "error": _describe(exc)})
         except Exception:
             log.exception("%s failed unexpectedly", kind)
+        finally:
+            if kind != "credentials":
+                self._refresh(name)
 
     def _rotate(self, name: str, engine: EngineLike, *, planned_from: str | None, target: datetime) -> None:
         log = logging.LoggerAdapter(logger, {"policy": name})
@@ -614,7 +764,8 @@ class Daemon:
         delay = min(cap, base * 2 ** (track.failures - 1)) * self._rng.uniform(0.75, 1.0)
         track.retry_at = self.clock.now() + delay
         self.metrics.run_duration.labels(name).observe(elapsed)
-        self.metrics.rotations.labels(name, outcome).inc()
+        if not isinstance(exc, LeaseLost):  # counted as "aborted" from the engine's rotate/aborted event
+            self.metrics.rotations.labels(name, outcome).inc()
         self.metrics.consecutive_failures.labels(name).set(track.failures)
         try:
             runs = self.journal.runs(name, limit=1)
@@ -665,7 +816,7 @@ class Daemon:
     def credentials(self) -> list[tuple[str, str, Mapping[str, Any]]]:
         """``(policy, store, status)`` of every store that reports its credential."""
         out = []
-        for name, engine in list(self._engines.items()):
+        for name, engine in list(self._credential_engines.items()):
             for store_name, store in self._credential_stores(engine):
                 status = getattr(store, "credential_status", None)
                 if callable(status):
@@ -728,7 +879,7 @@ class Daemon:
         stalled, detail = self.progress()
         creds = [CredentialState(policy, store, bool(st.get("ok", True)), int(st.get("failures") or 0),
                                  st.get("expires_at")) for policy, store, st in self.credentials()]
-        return LiveSnapshot(stalled, time.time() - float(detail["progress_s_ago"]), creds)
+        return LiveSnapshot(stalled, self.clock.now().timestamp() - float(detail["progress_s_ago"]), creds)
 
     # -- events -----------------------------------------------------------------------------
     def on_event(self, event: Mapping[str, Any]) -> None:
@@ -743,7 +894,7 @@ class Daemon:
 
     # -- configuration ----------------------------------------------------------------------
     def _build_engines(self, config: Config) -> dict[str, EngineLike]:
-        engines = {}
+        engines: dict[str, EngineLike] = {}
         for policy in config.policies:
             try:
                 engines[policy.name] = self._engine_factory(policy, config, self.journal, self.on_event)
@@ -752,6 +903,7 @@ class Daemon:
             except Exception as exc:
                 raise ConfigError(f"policy {policy.name!r}: cannot set up its adapters: {exc}",
                                   hint="check the issuer and store settings of this policy") from None
+        self._credential_engines = {name: e for name, e in engines.items() if self._credential_stores(e)}
         return engines
 
     def reload(self, reason: str) -> bool:
@@ -777,7 +929,12 @@ class Daemon:
             logger.warning("listen and workers changes take effect at the next restart")
         removed = {p.name for p in old.config.policies} - {p.name for p in loaded.config.policies}
         self.loaded, self._engines, self._fp, self._last_failed_fp = loaded, engines, fp, None
-        self._last.clear()
+        try:
+            self._load_views(full=True)  # schedules may have changed: plan every policy again
+        except RotatorError as exc:  # the journal: the next pass tries again
+            logger.error("reload: cannot read the journal: %s", _describe(exc))
+            self._full_load_wanted = True
+            self._next_sweep = self.clock.now()
         if not self.notifier.same_settings(loaded.daemon):
             from rotator.notify import Notifier
 
@@ -796,7 +953,7 @@ class Daemon:
 
     def _note_loaded(self) -> None:
         self.metrics.reload_ok.set(1)
-        self.metrics.reload_time.set(time.time())
+        self.metrics.reload_time.set(self.clock.now().timestamp())
         self.metrics.policies.set(len(self.policies))
 
     # -- health -----------------------------------------------------------------------------
@@ -826,35 +983,166 @@ class Daemon:
         return ok and not self._stopping and not stalled and creds_ok, checks
 
     def snapshot(self) -> StateSnapshot:
-        """The journal's view of every policy, for the state metrics (called at each scrape)."""
+        """Every policy's state for the state metrics (at each scrape), from memory: no journal query.
+
+        The views are read from the journal at start, after each job of this process (its policy
+        only) and by every sweep (what other processes changed); a policy's PolicyState is made
+        again only when its view changed or a threshold in it passed (age past max_age, a
+        revocation overdue), so that StateText writes only those lines again.
+        """
+        from rotator.compliance import DEFAULT_SLACK, max_age_of
         from rotator.metrics import PolicyState, StateSnapshot
-        from rotator.status import policy_status
 
         now = self.clock.now()
-        overdue_before = now - self.settings.sweep_interval
+        overdue_after = self.settings.sweep_interval
         with self._lock:
             busy = set(self._busy)
         states = []
-        try:
-            for policy in self.policies:
-                status = policy_status(policy, self.journal, now)
-                pending = self.journal.revocations(policy.name, "pending")
-                states.append(PolicyState(
-                    policy=policy.name, enabled=policy.enabled, rotated_at=status.rotated_at,
-                    expires_at=status.expires_at, next_rotation=status.next_due,
-                    pending_revocations=len(pending),
-                    overdue_revocations=sum(1 for r in pending if r.due_at < overdue_before),
-                    failed_revocations=status.failed_revocations, open_runs=status.open_runs,
-                    needs_attention=status.needs_attention,
-                    lease_active=self.journal.lease_holder(policy.name, now) is not None,
-                    lease_held_here=policy.name in busy,
-                    max_age_s=status.compliance.max_age.total_seconds() if status.compliance else None,
-                    compliant=status.compliance.compliant if status.compliance else None,
-                ))
-        except Exception as exc:
-            logger.error("metrics: cannot read the journal: %s", REDACTOR.redact(str(exc)))
-            return StateSnapshot(now, journal_up=False)
-        return StateSnapshot(now, journal_up=True, policies=states)
+        views = self._views
+        for policy in self.policies:
+            view = views.get(policy.name)
+            if view is None:
+                continue
+            state = view.state
+            held = policy.name in busy
+            if state is None or (view.state_until is not None and now >= view.state_until) \
+                    or state.lease_held_here != held or state.enabled != policy.enabled:
+                max_age = max_age_of(policy)
+                pending = [due for due, _ in view.pending]
+                overdue = sum(1 for due in pending if due + overdue_after < now)
+                late = any(due + DEFAULT_SLACK < now for due in pending) or view.failed_revocations > 0
+                published = view.published_at
+                compliant = published is not None and now - published <= max_age and not late
+                lease_active = held or (view.lease_until is not None and view.lease_until >= now)
+                state = view.state = PolicyState(
+                    policy=policy.name, enabled=policy.enabled, rotated_at=published, expires_at=view.expires_at,
+                    next_rotation=policy.schedule.next_due(published, now), pending_revocations=len(pending),
+                    overdue_revocations=overdue, failed_revocations=view.failed_revocations,
+                    open_runs=view.open_runs, needs_attention=view.failed_revocations > 0 or view.stuck_runs > 0,
+                    lease_active=lease_active, lease_held_here=held, max_age_s=max_age.total_seconds(),
+                    compliant=compliant)
+                # the first moment one of these answers changes with time alone
+                moments = [due + d for due in pending for d in (overdue_after, DEFAULT_SLACK) if due + d >= now]
+                if published is not None and published + max_age >= now:
+                    moments.append(published + max_age)
+                if view.lease_until is not None and view.lease_until >= now:
+                    moments.append(view.lease_until)
+                view.state_until = now if published is None else min(moments, default=None)
+            states.append(state)
+        return StateSnapshot(now, journal_up=self._journal_check[0] and self._journal_up, policies=states)
+
+
+# ---------------------------------------------------------------------------------- journal state
+#: A sweep reads the publications since the newest it saw minus this (a replica's run that
+#: committed late, or a replica whose clock is behind).
+WATERMARK_MARGIN = timedelta(hours=1)
+
+
+@dataclass
+class _View:
+    """What the journal says of one policy, in memory."""
+
+    #: the last successful run: its id, publication, token id and the token's expiry
+    run_id: str | None = None
+    published_at: datetime | None = None
+    token_id: str | None = None
+    expires_at: datetime | None = None
+    open_runs: int = 0
+    #: open runs that recovery tried and could not finish
+    stuck_runs: int = 0
+    #: pending revocations: (due at, next try at), sorted
+    pending: tuple[tuple[datetime, datetime | None], ...] = ()
+    failed_revocations: int = 0
+    #: until when another process (or this one) holds the lease, as last read
+    lease_until: datetime | None = None
+    #: the metrics' state made from this view, and until when it holds
+    state: Any = None
+    state_until: datetime | None = None
+
+
+@dataclass
+class Overview:
+    """The journal's current state, in a few queries (:func:`read_overview`)."""
+
+    last: dict[str, RunRecord]
+    #: policy -> (open runs, stuck runs)
+    open_runs: dict[str, tuple[int, int]]
+    pending: dict[str, tuple[tuple[datetime, datetime | None], ...]]
+    failed: dict[str, int]
+    leases: dict[str, datetime]
+
+
+def _dt(text: str | None) -> datetime | None:
+    """The journal's time text (rotator.journal.ts) as a datetime."""
+    return None if text is None else datetime.fromisoformat(text)  # "...Z": UTC (Python >= 3.11)
+
+
+_SUCCESS = tuple(RunState.SUCCESS)
+_OPEN = tuple(RunState.OPEN)
+
+
+_LAST_SQL = (
+    "SELECT r.policy, r.run_id, r.published_at, r.new_token_id, r.new_expires_at FROM runs r JOIN "
+    "(SELECT policy, MAX(published_at) AS m FROM runs WHERE state IN ({ok}){where} GROUP BY policy) x "
+    "ON r.policy = x.policy AND r.published_at = x.m WHERE r.state IN ({ok})"
+)
+
+
+def _last_rows(cur: Any, where: str, params: Sequence[Any], now: datetime) -> dict[str, RunRecord]:
+    """The last successful run of each policy that ``where`` selects (a tie: any one of them)."""
+    ok = ", ".join("?" * len(_SUCCESS))
+    rows = cur.execute(_LAST_SQL.format(ok=ok, where=where), (*_SUCCESS, *params, *_SUCCESS)).fetchall()
+    last = {}
+    for policy, run_id, published, token_id, expires in rows:
+        at = _dt(published)
+        last[policy] = RunRecord(run_id, policy, RunState.DONE, "rotate", at or now, at or now,
+                                 new_token_id=token_id, new_expires_at=_dt(expires), published_at=at)
+    return last
+
+
+def read_last_success(journal: Journal, policies: Sequence[str], now: datetime) -> dict[str, RunRecord]:
+    """:meth:`Journal.last_success` of many policies in one transaction (run id, publication, token
+    id and expiry are read; the other fields of each RunRecord are not)."""
+    out: dict[str, RunRecord] = {}
+    with journal.audit_transaction() as (cur, _):
+        for i in range(0, len(policies), 400):  # within SQLite's limit of bound variables
+            chunk = policies[i : i + 400]
+            out.update(_last_rows(cur, f" AND policy IN ({', '.join('?' * len(chunk))})", chunk, now))
+    return out
+
+
+def read_overview(journal: Journal, now: datetime, published_since: datetime | None) -> Overview:
+    """Every policy's state in one transaction of four queries, each bounded by what is current
+    (open runs, pending/failed revocations, live leases) or by ``published_since`` (the last
+    publication of each policy; every policy when None).
+
+    Written with the journal's public transaction (it takes the write lock for these reads:
+    milliseconds, at start and once per sweep); a bounded read method in rotator/journal.py
+    should replace it.
+    """
+    since = "" if published_since is None else " AND published_at >= ?"
+    since_params: tuple[Any, ...] = () if published_since is None else (ts(published_since),)
+    with journal.audit_transaction() as (cur, _):
+        last = _last_rows(cur, since, since_params, now)
+        marks = ", ".join("?" * len(_OPEN))
+        open_rows = cur.execute(f"SELECT policy, error FROM runs WHERE state IN ({marks})", _OPEN).fetchall()
+        rev_rows = cur.execute("SELECT policy, state, due_at, next_try_at FROM revocations "
+                               "WHERE state IN ('pending', 'failed')").fetchall()
+        lease_rows = cur.execute("SELECT policy, expires_at FROM leases WHERE holder <> '' AND expires_at >= ?",
+                                 (ts(now),)).fetchall()
+    open_runs: dict[str, tuple[int, int]] = {}
+    for policy, error in open_rows:
+        count, stuck = open_runs.get(policy, (0, 0))
+        open_runs[policy] = (count + 1, stuck + int(bool(error) and "recovery failed" in error))
+    pending: dict[str, list[tuple[datetime, datetime | None]]] = {}
+    failed: dict[str, int] = {}
+    for policy, state, due, retry in rev_rows:
+        if state == "pending":
+            pending.setdefault(policy, []).append((_dt(due) or now, _dt(retry)))
+        else:
+            failed[policy] = failed.get(policy, 0) + 1
+    leases = {policy: _dt(expires) or now for policy, expires in lease_rows}
+    return Overview(last, open_runs, {p: tuple(sorted(v)) for p, v in pending.items()}, failed, leases)
 
 
 def _terminate_children() -> None:

@@ -112,8 +112,10 @@ class HealthServer:
     """Serves the three endpoints on a background thread."""
 
     def __init__(self, host: str, port: int, *, alive: Check, ready: Check, registry: CollectorRegistry,
-                 status: StatusSource | None = None) -> None:
+                 status: StatusSource | None = None, exposition: Callable[[], bytes] | None = None) -> None:
+        """``exposition``: the /metrics body (rotator.metrics.Metrics.exposition); default: the registry's."""
         self._status = status
+        self._exposition = exposition or (lambda: bytes(generate_latest(registry)))
         self._alive = alive
         self._ready = ready
         self._registry = registry
@@ -160,7 +162,7 @@ class HealthServer:
                         ok, detail = outer._ready()
                         self._send(200 if ok else 503, "application/json", _json({"ready": ok, **detail}))
                     elif path == "/metrics":
-                        self._send(200, CONTENT_TYPE_LATEST, generate_latest(outer._registry))
+                        self._send(200, CONTENT_TYPE_LATEST, outer._exposition())
                     elif path == "/" and outer._status is not None:
                         self._send(200, "text/html; charset=utf-8", outer._status.html_bytes())
                     elif path == "/status.json" and outer._status is not None:

@@ -563,7 +563,7 @@ def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
 def test_tick_recovers_first_then_rotates_once_when_due(harness: Callable[..., Harness]) -> None:
     h = harness([("a", "1h", ""), ("b", "2h", "")])
     assert h.tick() == pytest.approx(60), "nothing due: sleep until the sweep"
-    assert h.calls == ["recover a", "recover b"], "on start: recovery of every policy, before anything else"
+    assert h.calls == [], "on start: recovery only of policies with open runs (none here)"
     wait = h.tick()
     assert h.calls == [] and wait == pytest.approx(60), "nothing due: sleep until the sweep (1h is later)"
     h.clock.advance(timedelta(hours=1))
@@ -580,10 +580,9 @@ def test_tick_recovers_first_then_rotates_once_when_due(harness: Callable[..., H
 
 def test_tick_wakes_exactly_when_a_revocation_is_due(harness: Callable[..., Harness]) -> None:
     h = harness([("a", "1h", "")], daemon='sweep_interval = "2h"\n')
-    h.tick()
     h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", T0 + timedelta(seconds=7.5),
                                                     "pending"))
-    assert h.tick() == pytest.approx(7.5)
+    assert h.tick() == pytest.approx(7.5), "the first pass's sweep reads it"
     h.clock.advance(timedelta(seconds=7.5))
     h.tick()
     assert h.calls == ["revoke a"]
@@ -594,7 +593,7 @@ def test_tick_backs_off_after_failures(harness: Callable[..., Harness]) -> None:
     h = harness([("a", "1h", "")], daemon='failure_backoff = "10s"\n', last=None)  # never rotated: due now
     h.engines["a"].fail += [TransientError("issuer down"), TransientError("issuer down")]
     h.tick()
-    assert h.calls == ["recover a", "rotate a"]
+    assert h.calls == ["rotate a"]
     wait = h.tick()
     assert h.calls == [] and 7.5 <= wait <= 10, "first retry after 75-100% of failure_backoff"
     h.clock.advance(timedelta(seconds=10))

@@ -1,0 +1,394 @@
+"""The daemon at scale: ready time, RSS, start-up storm, one /metrics scrape, one scheduler pass,
+and a batch of policies due at once against its ideal wall time (issue 12's daemon rows).
+
+Each repeat runs in a fresh interpreter (``--child``), so RSS and start-up are a new process's;
+the variants are interleaved and each figure is the median of ``--repeat`` runs.
+
+- **idle** (N idle policies: a bootstrap run each, next due in 30 days; the influxctl-management
+  issuer on the fake influxctl and the influxctl-profile store, both built as the daemon builds
+  them, never called): ``ready`` = from ``Daemon.start()`` until ``/readyz`` answers 200;
+  ``storm`` = until the start-up work (recovery jobs) is over; ``rss`` after that; ``scrape`` =
+  one ``GET /metrics`` (wall ms, and the journal transactions it made); ``pass`` = one
+  ``Daemon.tick`` with nothing due, and one with the sweep due, with the transactions each made.
+- **batch** (B policies due at once, an in-process issuer whose mint takes ``--issuer-ms``, an
+  in-memory store, the real Engine and journal): wall from the pass that starts them until the
+  last run ended, against ``ideal = ceil(B / workers) * issuer_ms`` measured in the same run;
+  ``--engine sleep`` replaces the Engine by a job that sleeps ``issuer_ms`` and journals one run,
+  which isolates what the daemon's dispatch costs.
+
+    .venv/bin/python bench/daemon_scale.py            # --quick: 1,000 idle, 100 due (< 2 min)
+    .venv/bin/python bench/daemon_scale.py --full     # 10,000 idle, 1,000 due, workers 4/16/32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_INFLUXCTL = REPO / "tests" / "fakes" / "influxctl"
+
+HEADER = """[rotator]
+journal = "journal.db"
+[daemon]
+listen = "127.0.0.1:0"
+audit = {{ file = "audit.jsonl" }}
+workers = {workers}
+"""
+POLICY = """
+[[policy]]
+name = "{name}"
+schedule = "30d"
+grace = "1h"
+[policy.issuer]
+type = "influxctl-management"
+influxctl = "{influxctl}"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+[[policy.store]]
+type = "influxctl-profile"
+config = "{dir}/influxctl/config.toml"
+"""
+
+
+def build(directory: Path, n: int, workers: int, published: datetime) -> Path:
+    """A policy file of ``n`` policies and a journal with one bootstrap run each (one transaction)."""
+    from rotator.journal import open_journal, ts
+
+    (directory / "influxctl").mkdir(parents=True, exist_ok=True)
+    (directory / "influxctl" / "config.toml").write_text('[[profile]]\nname = "default"\nproduct = "clustered"\n')
+    config = directory / "rotator.toml"
+    config.write_text(HEADER.format(workers=workers) + "".join(
+        POLICY.format(name=f"p{i:05d}", influxctl=FAKE_INFLUXCTL, dir=directory) for i in range(n)))
+    open_journal(f"sqlite:///{directory / 'journal.db'}").close()  # the schema
+    rows = []
+    for i in range(n):  # publications 4 minutes apart, the newest at ``published``
+        at = ts(published - timedelta(minutes=4 * i))
+        rows.append((f"boot-p{i:05d}", f"p{i:05d}", at, at, f"tok-p{i:05d}", ts(published + timedelta(days=60)),
+                     at, at))
+    with sqlite3.connect(directory / "journal.db") as db:
+        db.executemany(
+            "INSERT INTO runs (run_id, policy, kind, state, started_at, updated_at, new_token_id, new_expires_at, "
+            "published_at, finished_at) VALUES (?, ?, 'bootstrap', 'done', ?, ?, ?, ?, ?, ?)", rows)
+    return config
+
+
+@contextmanager
+def count_transactions(journal: Any) -> Any:
+    """Count the journal's transactions (every query and write is one) while the block runs."""
+    counter = {"n": 0}
+    original = journal._tx
+    me = threading.get_ident()  # not the readiness probe's pings on its own thread
+
+    @contextmanager
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        counter["n"] += threading.get_ident() == me
+        with original(*args, **kwargs) as cur:
+            yield cur
+
+    journal._tx = counted
+    try:
+        yield counter
+    finally:
+        del journal._tx
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---------------------------------------------------------------------------------- children
+def child_idle(n: int, directory: Path) -> dict[str, Any]:
+    from rotator.daemon import Daemon
+
+    config = build(directory, n, 4, datetime.now(UTC) - timedelta(days=1))
+    t0 = time.perf_counter()
+    d = Daemon(config, handle_signals=False)
+    d.start()
+    assert d.health is not None
+    port = d.health.address[1]
+    server = threading.Thread(target=d.serve, daemon=True)
+    server.start()
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=30) as resp:
+                if resp.status == 200:
+                    break
+        except (OSError, ValueError):  # not listening yet, 503, or cut off
+            pass
+        time.sleep(0.005)
+    ready = time.perf_counter() - t0
+    while True:  # the start-up storm: every job submitted by the first pass has ended
+        with d._lock:
+            busy = len(d._busy)
+        if busy == 0 and d._recovered:
+            break
+        time.sleep(0.01)
+    storm = time.perf_counter() - t0
+    rss = rss_mib()
+    # The body of one /metrics answer, made in this thread (what the HTTP handler calls): over
+    # HTTP, a scrape longer than the server's connection deadline (10 s) is cut off.
+    from prometheus_client import generate_latest
+
+    exposition = getattr(d.metrics, "exposition", None) or (lambda: generate_latest(d.metrics.registry))
+    scrapes, scrape_tx, cpu = [], [], []
+    for _ in range(3):
+        with count_transactions(d.journal) as counter:
+            c0, w0 = time.process_time(), time.perf_counter()
+            body = exposition()
+            scrapes.append(time.perf_counter() - w0)
+            cpu.append(time.process_time() - c0)
+        scrape_tx.append(counter["n"])
+    assert b"rotator_token_age_seconds" in body
+    # Passes driven from here while the serve thread sleeps (nothing is due, no job wakes it).
+    passes, pass_tx, sweeps, sweep_tx = [], [], [], []
+    for _ in range(3):
+        now = d.clock.now()
+        with count_transactions(d.journal) as counter:
+            w0 = time.perf_counter()
+            d.tick(now)
+            passes.append(time.perf_counter() - w0)
+        pass_tx.append(counter["n"])
+        d._next_sweep = now  # the same pass with the sweep due
+        with count_transactions(d.journal) as counter:
+            w0 = time.perf_counter()
+            d.tick(now)
+            sweeps.append(time.perf_counter() - w0)
+        sweep_tx.append(counter["n"])
+    d.request_stop()
+    server.join(timeout=60)
+    return {"ready_s": ready, "storm_s": storm, "rss_mib": rss, "scrape_ms": 1000 * statistics.median(scrapes),
+            "scrape_cpu_ms": 1000 * statistics.median(cpu), "scrape_tx": max(scrape_tx),
+            "pass_ms": 1000 * statistics.median(passes), "pass_tx": max(pass_tx),
+            "sweep_ms": 1000 * statistics.median(sweeps), "sweep_tx": max(sweep_tx)}
+
+
+class SleepIssuer:
+    """In-process issuer: mint takes ``delay`` seconds; every other call is instant."""
+
+    kind = "bench-sleep"
+    settings_model = dict
+    call_timeout_seconds = 5.0
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.tokens: dict[str, Any] = {}
+
+    def mint(self, request: Any, credential: Any) -> Any:
+        from rotator.contracts import MintedToken
+        from rotator.secret import Secret
+
+        time.sleep(self.delay)
+        token_id = f"t{len(self.tokens)}-{threading.get_ident()}-{time.perf_counter_ns()}"
+        self.tokens[token_id] = request.description
+        return MintedToken(Secret("v-" + token_id), token_id, request.expires_at)
+
+    def verify(self, token: Any) -> None:
+        return None
+
+    def revoke(self, token_id: str, credential: Any) -> None:
+        return None
+
+    def list_tokens(self, credential: Any) -> list[Any]:
+        return []
+
+
+class MemoryStore:
+    kind = "bench-memory"
+    settings_model = dict
+
+    def __init__(self, record: Any) -> None:
+        self.record = record
+        self.version = 1
+
+    @property
+    def location(self) -> str:
+        return "memory"
+
+    def read_current(self) -> Any:
+        from rotator.contracts import StoreState
+
+        return StoreState(str(self.version), True, self.record)
+
+    def publish(self, record: Any, expected_version: str | None) -> str:
+        self.version += 1
+        self.record = record
+        return str(self.version)
+
+
+def child_batch(n: int, directory: Path, workers: int, issuer_ms: float, engine_kind: str) -> dict[str, Any]:
+    from rotator.contracts import TokenRecord
+    from rotator.daemon import Daemon, default_engine
+    from rotator.engine import Engine, RunResult
+    from rotator.journal import RunRecord
+    from rotator.retry import RetryPolicy
+    from rotator.secret import Secret
+
+    published = datetime.now(UTC) - timedelta(days=31)  # every policy is due now
+    config = build(directory, n, workers, published)
+    delay = issuer_ms / 1000
+    runs = {"n": 0}
+    lock = threading.Lock()
+
+    class SleepEngine:
+        holder = "bench"
+        lease_ttl = timedelta(minutes=15)
+
+        def __init__(self, name: str, journal: Any) -> None:
+            self.name, self.journal = name, journal
+
+        def rotate(self) -> Any:
+            time.sleep(delay)
+            now = datetime.now(UTC)
+            with lock:
+                runs["n"] += 1
+                run_id = f"r{runs['n']}"
+            self.journal.begin_run(RunRecord(run_id, self.name, "done", "rotate", now, now, published_at=now))
+            return RunResult(self.name, "done", run_id, None, "t", "rotated")
+
+        def recover(self) -> list[str]:
+            return []
+
+        def revoke_due(self) -> list[str]:
+            return []
+
+    def factory(policy: Any, cfg: Any, journal: Any, listener: Any) -> Any:
+        if engine_kind == "sleep":
+            return SleepEngine(policy.name, journal)
+        record = TokenRecord(Secret(f"boot-{policy.name}"), f"tok-{policy.name}", "influxctl-management",
+                             policy.name, published, published + timedelta(days=60))
+        r = cfg.settings.retry
+        return Engine(policy, journal, issuer=SleepIssuer(delay), stores=[("mem", MemoryStore(record))],
+                      retry=RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds()),
+                      lease_ttl=cfg.settings.lease_ttl, listeners=[listener])
+
+    assert default_engine is not None
+    d = Daemon(config, handle_signals=False, serve_http=False, engine_factory=factory)
+    d.start()
+    d._recovered = True  # the start-up pass is the idle variant's business: here only the due batch
+    served = {"n": 0}
+    original = d.on_event
+
+    def on_event(event: Any) -> None:
+        original(event)
+        if event.get("step") == "rotate" and event.get("result") in ("ok", "failed", "needs_attention"):
+            served["n"] += 1
+
+    d.on_event = on_event  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    server = threading.Thread(target=d.serve, daemon=True)
+    server.start()
+    while served["n"] < n:
+        if time.perf_counter() - t0 > 600:
+            raise SystemExit(f"only {served['n']} of {n} rotations ended in 600 s")
+        time.sleep(0.002)
+    wall = time.perf_counter() - t0
+    d.request_stop()
+    server.join(timeout=60)
+    ideal = math.ceil(n / workers) * delay
+    return {"wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal, "served": served["n"]}
+
+
+# ---------------------------------------------------------------------------------- driver
+def run_child(args: list[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="daemon-scale-") as tmp:
+        proc = subprocess.run([sys.executable, __file__, "--child", *args, "--dir", tmp], capture_output=True,
+                              text=True, cwd=REPO, timeout=900)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="1,000 idle policies, 100 due (default)")
+    mode.add_argument("--full", action="store_true", help="10,000 idle policies, 1,000 due")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--idle", type=int, help="idle policies (overrides the mode)")
+    parser.add_argument("--batch", type=int, help="policies due at once (overrides the mode)")
+    parser.add_argument("--workers", default=None, help="comma-separated worker counts of the batch")
+    parser.add_argument("--issuer-ms", type=float, default=100.0)
+    parser.add_argument("--engine", default="real,sleep", help="batch engines: real, sleep or both")
+    parser.add_argument("--only", choices=["idle", "batch"])
+    parser.add_argument("--child", choices=["idle", "batch"], help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--w", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--kind", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        sys.path.insert(0, str(REPO))
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        directory = Path(args.dir)
+        if args.child == "idle":
+            out = child_idle(args.n, directory)
+        else:
+            out = child_batch(args.n, directory, args.w, args.issuer_ms, args.kind)
+        print(json.dumps(out))
+        return 0
+    idle_n = args.idle or (10_000 if args.full else 1_000)
+    batch_n = args.batch or (1_000 if args.full else 100)
+    workers = [int(w) for w in (args.workers or ("4,16,32" if args.full else "4,32")).split(",")]
+    engines = args.engine.split(",")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; idle {idle_n}, batch {batch_n} "
+          f"x {args.issuer_ms:.0f} ms issuer, workers {workers}, {args.repeat} repeats (interleaved)")
+    idle: list[dict[str, Any]] = []
+    batches: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for _ in range(args.repeat):
+        if args.only in (None, "idle"):
+            idle.append(run_child(["idle", "--n", str(idle_n)]))
+        if args.only in (None, "batch"):
+            for kind in engines:
+                for w in workers:
+                    batches.setdefault((kind, w), []).append(run_child(
+                        ["batch", "--n", str(batch_n), "--w", str(w), "--kind", kind,
+                         "--issuer-ms", str(args.issuer_ms)]))
+    if idle:
+        def med(key: str) -> float:
+            return statistics.median(r[key] for r in idle)
+
+        print(f"\nidle daemon, {idle_n} policies (median of {len(idle)})")
+        print(f"  ready                 {med('ready_s'):8.2f} s")
+        print(f"  start-up work ended   {med('storm_s'):8.2f} s")
+        print(f"  RSS                   {med('rss_mib'):8.1f} MiB")
+        print(f"  /metrics scrape       {med('scrape_ms'):8.1f} ms wall, {med('scrape_cpu_ms'):.1f} ms CPU, "
+              f"{max(r['scrape_tx'] for r in idle)} journal transactions")
+        print(f"  pass, nothing due     {med('pass_ms'):8.2f} ms, {max(r['pass_tx'] for r in idle)} journal "
+              "transactions")
+        print(f"  pass with the sweep   {med('sweep_ms'):8.2f} ms, {max(r['sweep_tx'] for r in idle)} journal "
+              "transactions")
+    if batches:
+        print(f"\n{batch_n} policies due at once, {args.issuer_ms:.0f} ms issuer (median of {args.repeat})")
+        for (kind, w), rs in batches.items():
+            ratio = statistics.median(r["ratio"] for r in rs)
+            print(f"  engine {kind:5} workers {w:2}: wall {statistics.median(r['wall_s'] for r in rs):6.2f} s, "
+                  f"ideal {rs[0]['ideal_s']:5.2f} s, ratio {ratio:.2f}x "
+                  f"(min-max {min(r['ratio'] for r in rs):.2f}-{max(r['ratio'] for r in rs):.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
