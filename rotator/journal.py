@@ -641,7 +641,10 @@ class Journal:
 
     def runs_with_token(self, policy: str, token_id: str) -> list[RunRecord]:
         """The policy's runs that minted (or bootstrapped) ``token_id`` (indexed, oldest first)."""
-        return self._runs("policy = ? AND new_token_id = ?", (policy, token_id), oldest_first=True)
+        with self._tx() as cur:  # no ORDER BY: SQLite would pick the (policy, started_at) index for it
+            rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND new_token_id = ?",
+                               (policy, token_id)).fetchall()
+        return sorted((_run_from_row(row) for row in rows), key=lambda r: r.started_at)
 
     def last_success(self, policy: str) -> RunRecord | None:
         marks = ", ".join("?" * len(RunState.SUCCESS))
