@@ -17,8 +17,9 @@ Both sides run in this process, interleaved, on the same issuer and store:
 
 Commits are counted exactly: ``Journal.stats`` when the journal has it, else (a journal from
 before it) by wrapping ``Journal._tx`` and comparing SQLite's ``total_changes``. A *commit* is a
-transaction that wrote at least one row (on SQLite in WAL mode with synchronous=FULL each one is
-one fdatasync of the WAL file; a transaction that only read writes nothing and syncs nothing);
+transaction that wrote at least one row; *synced* the commits that were fdatasync'd (on SQLite in
+WAL mode with synchronous=FULL, every commit but those of ``Journal.transaction(durable=False)``,
+which run with synchronous=NORMAL; a transaction that only read writes and syncs nothing);
 *transactions* counts reads too.
 
     .venv/bin/python bench/rotation_io.py [-n 30] [-r 5] [--journal URL]
@@ -106,12 +107,12 @@ class CountingStore:
 
 
 @contextmanager
-def counting(journal: Journal) -> Iterator[Callable[[], tuple[int, int]]]:
-    """Count (commits, transactions) of ``journal`` from here on."""
+def counting(journal: Journal) -> Iterator[Callable[[], tuple[int, int, int]]]:
+    """Count (commits, synced commits, transactions) of ``journal`` from here on."""
     stats = getattr(journal, "stats", None)
     if stats is not None:
-        start = (stats.commits, stats.transactions)
-        yield lambda: (stats.commits - start[0], stats.transactions - start[1])
+        start = (stats.commits, stats.synced, stats.transactions)
+        yield lambda: (stats.commits - start[0], stats.synced - start[1], stats.transactions - start[2])
         return
     counts = [0, 0]
     original = journal._tx
@@ -129,7 +130,7 @@ def counting(journal: Journal) -> Iterator[Callable[[], tuple[int, int]]]:
 
     journal._tx = tx  # type: ignore[method-assign]
     try:
-        yield lambda: (counts[0], counts[1])
+        yield lambda: (counts[0], counts[0], counts[1])  # before Journal.stats every commit was synced
     finally:
         del journal._tx
 
@@ -256,7 +257,7 @@ def main() -> None:
         setup.store.calls.clear()
         with counting(setup.journal) as counted:
             setup.rotate()
-            commits, transactions = counted()
+            commits, synced, transactions = counted()
         calls = setup.issuer.calls + setup.store.calls
         engine_ms: list[float] = []
         floor_ms: list[float] = []
@@ -275,6 +276,7 @@ def main() -> None:
     print(f"calls per rotation: {dict(sorted(calls.items()))}")
     print(f"{'measure':<34}{'value':>12}")
     print(f"{'journal commits per rotation':<34}{commits:>12}")
+    print(f"{'  of which synced (fdatasync)':<34}{synced:>12}")
     print(f"{'journal transactions per rotation':<34}{transactions:>12}")
     print(f"{'engine ms per rotation (median)':<34}{statistics.median(engine_ms):>12.2f}")
     print(f"{'floor ms per rotation (median)':<34}{statistics.median(floor_ms):>12.2f}")

@@ -683,18 +683,20 @@ class Engine:
         now = self.clock.now()
         run = RunRecord(run_id=self.run_id_factory(), policy=self.policy.name, state=RunState.PLANNED, kind=kind,
                         started_at=now, updated_at=now, old_token_id=old_token_id, planned_versions=planned)
-        with self._step():  # one commit: the run, its audit event (and what was deferred before it)
+        # One commit: the run, its audit event (and what was deferred before it). Not synced on its
+        # own: no side effect waits on a planned run; MINTING's commit, before the mint, syncs it.
+        with self._step(durable=False):
             self.journal.begin_run(run, fence=self._fence)
             self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
         return run
 
     @contextmanager
-    def _step(self, renew: bool = False) -> Iterator[None]:
+    def _step(self, renew: bool = False, durable: bool = True) -> Iterator[None]:
         """One journal transaction for a step: its state change and audit events commit together
         (listeners hear the events after the commit). ``renew``: confirm the lease in it too (and
         renew it when half of lease_ttl is gone), so that the check before the side effect that
-        follows is a read."""
-        with self.journal.transaction():
+        follows is a read. ``durable=False``: see Journal.transaction."""
+        with self.journal.transaction(durable=durable):
             if renew and self._fence is not None:
                 self.journal.confirm_lease(self.policy.name, self.holder, self._fence, self.lease_ttl,
                                            self.clock.now(), "journaling a step")
@@ -743,8 +745,10 @@ class Engine:
         try:
             yield fence
             if outer is None:
-                # The deferred writes of the operation (e.g. the run published) commit with the release.
-                self.journal.release_lease(self.policy.name, self.holder, fence)
+                # The deferred writes of the operation (the run published, revocations done) commit
+                # with the release, not synced on its own: recovery finds both again from the stores
+                # and the issuer, and the next synced commit makes it durable.
+                self.journal.release_lease(self.policy.name, self.holder, fence, durable=False)
                 released = True
         except LeaseLost as lost:
             self.journal.drop_deferred()  # written under the lost fence: refused anyway

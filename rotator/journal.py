@@ -236,6 +236,11 @@ class _Backend:
     paramstyle_percent: bool = False
     begin: str = "BEGIN"
     begin_locked: str = "BEGIN IMMEDIATE"
+    #: a transaction that need not be durable on its own (Journal.transaction(durable=False)):
+    #: statements run before its BEGIN, after its end, and inside it
+    relaxed_before: str | None = None
+    relaxed_after: str | None = None
+    relaxed_inside: str | None = None
     #: run first inside the migration transaction, so concurrent replicas migrate one at a time
     migration_lock: str | None = None
     #: a query returning a row when the table named by its one parameter exists
@@ -302,6 +307,9 @@ class JournalStats:
 
     transactions: int = 0
     commits: int = 0
+    #: the commits that were synced (all but those of ``transaction(durable=False)``): on SQLite
+    #: the number of fdatasyncs of the WAL file
+    synced: int = 0
     rollbacks: int = 0
 
     def snapshot(self) -> JournalStats:
@@ -407,7 +415,7 @@ class Journal:
         return local.conn
 
     @contextmanager
-    def _tx(self, immediate: bool = False) -> Iterator[_Cursor]:
+    def _tx(self, immediate: bool = False, durable: bool = True) -> Iterator[_Cursor]:
         local = self._local
         if local.cur is not None:  # inside this thread's open transaction: join it
             yield local.cur
@@ -422,8 +430,13 @@ class Journal:
         key = self._watch.arm(conn) if self._watch is not None else None
         local.cur, local.undo, local.after = cur, [], []
         committed = False
+        relaxed = not durable and self._backend.relaxed_before is not None
         try:
+            if relaxed:
+                cur.execute(self._backend.relaxed_before or "")
             cur.execute(self._backend.begin_locked if immediate or pending else self._backend.begin)
+            if not durable and self._backend.relaxed_inside is not None:
+                cur.execute(self._backend.relaxed_inside)
             for write in pending:
                 write()
             yield cur
@@ -438,6 +451,11 @@ class Journal:
         finally:
             if key is not None and self._watch is not None:
                 self._watch.disarm(key)
+            if relaxed and local.conn is not None:
+                try:
+                    cur.execute(self._backend.relaxed_after or "")
+                except self._backend.errors:
+                    self._drop_connection()  # never leave a connection in the relaxed mode
             local.cur = None
             after = local.after
             local.undo, local.after = [], []
@@ -445,6 +463,8 @@ class Journal:
                 self.stats.transactions += 1
                 if committed and cur.wrote:
                     self.stats.commits += 1
+                    if durable:
+                        self.stats.synced += 1
                 elif not committed:
                     self.stats.rollbacks += 1
             try:
@@ -455,11 +475,17 @@ class Journal:
             callback()
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, durable: bool = True) -> Iterator[None]:
         """One write transaction for several journal calls of this thread (they join it), committed
         at the end of the block or rolled back as a whole; records changed in memory by calls
-        inside it (``update_run``...) are restored on rollback."""
-        with self._tx(immediate=True):
+        inside it (``update_run``...) are restored on rollback.
+
+        ``durable=False``: for what no side effect waits on (a run planned, a lease released). Its
+        commit is not synced on its own (SQLite ``synchronous=NORMAL`` in WAL mode, PostgreSQL
+        ``synchronous_commit = off``): a crash of the process loses nothing; a power loss may lose
+        it unless a later durable commit came first (both logs are written in order, so a synced
+        commit makes every earlier one durable)."""
+        with self._tx(immediate=True, durable=durable):
             yield
 
     def defer(self, write: Callable[[], None]) -> None:
@@ -817,7 +843,7 @@ class Journal:
                 if cur.rowcount != 1:
                     raise LeaseLost(policy, fence, None, what)
 
-    def release_lease(self, policy: str, holder: str, fence: int | None = None) -> None:
+    def release_lease(self, policy: str, holder: str, fence: int | None = None, *, durable: bool = True) -> None:
         """Give the lease up (only if ``holder`` still has it, with ``fence`` when given). The row
         stays, expired, so that the next holder's fencing number is higher."""
         sql = "UPDATE leases SET holder = '', expires_at = ? WHERE policy = ? AND holder = ?"
@@ -825,7 +851,7 @@ class Journal:
         if fence is not None:
             sql += " AND fence = ?"
             params.append(fence)
-        with self._tx() as cur:
+        with self._tx(immediate=self.has_deferred(), durable=durable) as cur:
             cur.execute(sql, params)
 
     def lease_fence(self, policy: str) -> int | None:
@@ -916,7 +942,8 @@ def _sqlite_backend(path: Path) -> _Backend:
 
     # sqlite3.connect(timeout=30) is SQLite's busy timeout: a writer waits up to 30 s for another's
     # lock, then "database is locked" (OperationalError), which is transient.
-    return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy)
+    return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy,
+                    relaxed_before="PRAGMA synchronous=NORMAL", relaxed_after="PRAGMA synchronous=FULL")
 
 
 def _sqlite_busy(exc: BaseException) -> bool:
@@ -1001,6 +1028,7 @@ def _postgres_backend(url: str) -> _Backend:
         begin="BEGIN",
         # Row locks taken by the lease upsert serialise replicas; nothing more is needed.
         begin_locked="BEGIN",
+        relaxed_inside="SET LOCAL synchronous_commit TO OFF",
         migration_lock="SELECT pg_advisory_xact_lock(7306180)",  # one arbitrary key for rotator migrations
         table_exists="SELECT to_regclass(?) WHERE to_regclass(?) IS NOT NULL",
     )

@@ -12,6 +12,9 @@ SQLite); the figure below is the whole operation, lease included:
 4. MINTED (the token id, before verify);
 5. VERIFIED (before the first store write);
 6. the run published, the old token's revocation scheduled, and the lease released.
+
+2 and 6 are not synced on their own (``Journal.transaction(durable=False)``): no side effect waits
+on them, and the next synced commit makes them durable.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from tests.harness import INFLUXCTL
 
 #: commits of one steady rotation (see the module docstring)
 STEADY_ROTATION_COMMITS = 6
+#: of which synced (fdatasync on SQLite): 2 and 6 are not, nothing waits on them (Journal.transaction)
+STEADY_ROTATION_SYNCED = 4
 #: and all its transactions, reads included
 STEADY_ROTATION_TRANSACTIONS = 12
 
@@ -106,14 +111,17 @@ def _rotate(engine: Engine, clock: FakeClock) -> Any:
     return result
 
 
-def test_a_steady_rotation_commits_six_times(tmp_path: Path, journal_url: str, fake_influxctl: Any) -> None:
+def test_a_steady_rotation_commits_six_times_and_syncs_four(
+        tmp_path: Path, journal_url: str, fake_influxctl: Any) -> None:
     engine, journal, clock, store = _engine(tmp_path, journal_url, fake_influxctl)
     first = _rotate(engine, clock)  # replaces the bootstrap token; its revocation is due at the next one
     before, reads = journal.stats.snapshot(), store.reads
     second = _rotate(engine, clock)
     commits = journal.stats.commits - before.commits
+    synced = journal.stats.synced - before.synced
     transactions = journal.stats.transactions - before.transactions
-    assert (commits, transactions) == (STEADY_ROTATION_COMMITS, STEADY_ROTATION_TRANSACTIONS)
+    assert (commits, synced, transactions) == (
+        STEADY_ROTATION_COMMITS, STEADY_ROTATION_SYNCED, STEADY_ROTATION_TRANSACTIONS)
     assert journal.stats.rollbacks == before.rollbacks
     assert store.reads - reads == 1, "PLAN's read serves the revocation too"
     assert f"token {first.old_token_id}: revoked" in second.actions
