@@ -19,6 +19,7 @@ on them, and the next synced commit makes them durable.
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,7 +99,9 @@ def _engine(tmp_path: Path, journal_url: str, fake: Any) -> tuple[Engine, Journa
     journal = open_journal(config.journal_url())
     clock = FakeClock(datetime.now(UTC))
     store = _CountingStore(policy.build_stores()[0][1])
-    engine = Engine(policy, journal, stores=[("profile", store)], clock=clock, retry=RetryPolicy(1, 0.01, 0.02))
+    ids = (f"run{n:04d}" for n in itertools.count(1))
+    engine = Engine(policy, journal, stores=[("profile", store)], clock=clock, retry=RetryPolicy(1, 0.01, 0.02),
+                    run_id_factory=lambda: next(ids))
     value, token_id = fake.state.add_token("created by a human for bootstrap")
     engine.bootstrap(Secret(value), token_id, None)
     return engine, journal, clock, store
@@ -125,6 +128,7 @@ def test_a_steady_rotation_commits_six_times_and_syncs_four(
     assert journal.stats.rollbacks == before.rollbacks
     assert store.reads - reads == 1, "PLAN's read serves the revocation too"
     assert f"token {first.old_token_id}: revoked" in second.actions
+    assert (first.run_id, second.run_id) == ("run0002", "run0003"), "the injected run-id factory (run0001: bootstrap)"
     # Everything the steps wrote is there: runs, revocations, and a valid audit chain.
     runs = {r.run_id: r for r in journal.runs("mgmt", limit=0)}
     assert runs[first.run_id].state == RunState.DONE and runs[second.run_id].state == RunState.PUBLISHED
