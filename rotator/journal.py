@@ -103,6 +103,8 @@ def ts(value: datetime) -> str:
 def _dt(value: str | None) -> datetime | None:
     if value is None:
         return None
+    if len(value) == 27 and value[-1] == "Z":  # ts()'s own form: the fast parser (strptime is ~10x slower)
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
@@ -654,8 +656,13 @@ class Journal:
         return rows[0] if rows else None
 
     def open_runs(self, policy: str) -> list[RunRecord]:
+        """The policy's unfinished runs, oldest first (indexed on (policy, state): no ORDER BY in SQL,
+        for which SQLite would walk every run of the policy in start order)."""
         marks = ", ".join("?" * len(RunState.OPEN))
-        return self._runs(f"policy = ? AND state IN ({marks})", (policy, *RunState.OPEN), oldest_first=True)
+        with self._tx() as cur:
+            rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND state IN ({marks})",
+                               (policy, *RunState.OPEN)).fetchall()
+        return sorted((_run_from_row(row) for row in rows), key=lambda r: (r.started_at, r.run_id))
 
     def runs(self, policy: str, limit: int = 20) -> list[RunRecord]:
         return self._runs("policy = ?", (policy,), limit=limit)
