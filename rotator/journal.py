@@ -4,6 +4,10 @@ The journal never holds a token value: only token ids, store version ids, states
 Every state change is committed (SQLite ``synchronous=FULL``) before the side effect it
 announces, so a process killed at any instant leaves enough behind to roll forward or back.
 
+Each thread has its own connection (SQLite in WAL mode: readers never wait, writers queue on
+the database lock; PostgreSQL: one session per thread, as a pool would give), and one watchdog
+thread per journal cuts a PostgreSQL transaction that outlives its deadline.
+
 SQLite is the embedded default; PostgreSQL (``postgresql://...``, psycopg 3) lets several
 replicas share one journal and coordinate through its lease rows. The SQL is kept to what both
 run (``ON CONFLICT``, ISO-8601 text timestamps that sort as times); a :class:`_Backend` holds
@@ -397,7 +401,8 @@ class Journal:
         self._backend = backend
         self._local = _Local()
         self._conns_lock = threading.Lock()
-        self._conns: list[Any] = []
+        #: every thread's connection, with its thread (a dead thread's is closed at the next connect)
+        self._conns: list[tuple[threading.Thread, Any]] = []
         self._watch = (
             _Watchdog(backend.tx_deadline_s, backend.abort)
             if backend.tx_deadline_s is not None and backend.abort is not None else None
@@ -413,7 +418,11 @@ class Journal:
         if local.conn is None:
             local.conn = self._backend.connect()
             with self._conns_lock:
-                self._conns.append(local.conn)
+                dead = [entry for entry in self._conns if not entry[0].is_alive()]
+                self._conns = [entry for entry in self._conns if entry[0].is_alive()]
+                self._conns.append((threading.current_thread(), local.conn))
+            for _thread, conn in dead:  # e.g. an HTTP server's thread per request that pinged the journal
+                _close_quietly(conn)
         return local.conn
 
     @contextmanager
@@ -560,12 +569,8 @@ class Journal:
         if conn is None:
             return
         with self._conns_lock:
-            if conn in self._conns:
-                self._conns.remove(conn)
-        try:
-            conn.close()
-        except Exception:  # already broken: nothing more to release
-            pass
+            self._conns = [entry for entry in self._conns if entry[1] is not conn]
+        _close_quietly(conn)
 
     def _migrate(self) -> None:
         with self._tx(immediate=True) as cur:
@@ -595,11 +600,8 @@ class Journal:
         """Close every thread's connection (call when no thread uses the journal any more)."""
         with self._conns_lock:
             conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.close()
-            except Exception:  # already broken: nothing more to release
-                pass
+        for _thread, conn in conns:
+            _close_quietly(conn)
         self._local.conn = None
         if self._watch is not None:
             self._watch.stop()
@@ -1109,6 +1111,13 @@ def _rev_from_row(row: Sequence[Any]) -> Revocation:
         due_at=_dt(d["due_at"]) or datetime.min, state=d["state"], attempts=d["attempts"],
         next_try_at=_dt(d["next_try_at"]), last_error=d["last_error"], done_at=_dt(d["done_at"]),
     )  # fmt: skip
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # already broken: nothing more to release
+        pass
 
 
 def _restore(record: object, values: Mapping[str, Any]) -> None:
