@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rotator.clock import Clock, SystemClock
 from rotator.daemon_config import DaemonSettings, parse_listen
+from rotator.due import decide
 from rotator.engine import Engine, NeedsAttention, RunResult
 from rotator.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
 from rotator.errors import describe as _describe
@@ -545,8 +546,9 @@ class Daemon:
         return True
 
     def _target(self, policy: Policy, last: datetime | None, now: datetime) -> datetime:
-        """The one place the daemon decides when a policy is due (to move to rotator/due.py)."""
-        due = policy.schedule.next_due(last, now)
+        """When the daemon runs a policy: when rotator/due.py says it is due, or after a failed
+        run's retry time."""
+        due = decide(policy, last, now).next_due
         track = self._tracks.get(policy.name)
         retry_at = track.retry_at if track is not None else None
         return max(due, retry_at) if retry_at is not None else due
@@ -1016,7 +1018,7 @@ class Daemon:
                 lease_active = held or (view.lease_until is not None and view.lease_until >= now)
                 state = view.state = PolicyState(
                     policy=policy.name, enabled=policy.enabled, rotated_at=published, expires_at=view.expires_at,
-                    next_rotation=policy.schedule.next_due(published, now), pending_revocations=len(pending),
+                    next_rotation=decide(policy, published, now).next_due, pending_revocations=len(pending),
                     overdue_revocations=overdue, failed_revocations=view.failed_revocations,
                     open_runs=view.open_runs, needs_attention=view.failed_revocations > 0 or view.stuck_runs > 0,
                     lease_active=lease_active, lease_held_here=held, max_age_s=max_age.total_seconds(),

@@ -45,14 +45,14 @@ from rotator.errors import (
     TransientError,
 )
 from rotator.errors import describe as _describe
-from rotator.journal import Journal, Revocation, RunRecord, RunState
+from rotator.journal import Journal, Revocation, RevocationState, RunRecord, RunState
 from rotator.policy_types import Policy
 from rotator.retry import RetryPolicy, call_with_retry
 from rotator.revocation_rule import Claim, check_revocable
 from rotator.schedule import format_duration
 from rotator.secret import REDACTOR, Secret
 
-__all__ = ["Engine", "NeedsAttention", "RunResult", "default_holder"]
+__all__ = ["DRY_RUN", "NOTHING_TO_DO", "Engine", "NeedsAttention", "RunResult", "default_holder", "new_run_id"]
 
 T = TypeVar("T")
 logger = logging.getLogger("rotator.engine")
@@ -63,6 +63,14 @@ MAX_REVOCATION_ROUNDS = 10
 #: Added to a dead run's last mint start + the issuer's call timeout before its tag search is final
 #: (clock differences between replicas, process start-up).
 MINT_SETTLE_MARGIN = timedelta(seconds=10)
+#: RunResult states that are not run states: a dry run's plan, and a run that was not due
+DRY_RUN = "dry-run"
+NOTHING_TO_DO = "nothing-to-do"
+
+
+def new_run_id() -> str:
+    """The default run id: 16 random hex digits."""
+    return uuid.uuid4().hex[:16]
 
 
 @dataclass
@@ -78,7 +86,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.state in (*RunState.SUCCESS, "dry-run", "nothing-to-do")
+        return self.state in (*RunState.SUCCESS, DRY_RUN, NOTHING_TO_DO)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +121,7 @@ class Engine:
         holder: str | None = None,
         checkpoint: Callable[[str], None] | None = None,
         listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
+        run_id_factory: Callable[[], str] = new_run_id,
     ) -> None:
         self.policy = policy
         self.journal = journal
@@ -127,6 +136,8 @@ class Engine:
         #: listener is logged and never stops a run.
         self.listeners = list(listeners)
         self.log = logging.LoggerAdapter(logger, {"policy": policy.name})
+        #: makes the id of every new run (tests inject a predictable one)
+        self.run_id_factory = run_id_factory
         #: the fencing number of the lease this engine holds now (None: no lease held)
         self._fence: int | None = None
 
@@ -152,7 +163,9 @@ class Engine:
                     if rev.token_id == result.old_token_id and rev.run_id == result.run_id:
                         self.journal.update_revocation(rev, fence=self._fence, due_at=now, next_try_at=None)
                 self._event("emergency", "revoke_now", result.run_id, token_id=result.old_token_id)
-            if result.state in RunState.SUCCESS:
+            # Due revocations were done before the mint (_rotate_locked); one is due now only when the
+            # token just replaced is (no grace, or the emergency).
+            if result.state in RunState.SUCCESS and (revoke_previous_now or self.policy.grace <= timedelta(0)):
                 result.actions += self._revoke_due_locked()
                 refreshed = self.journal.get_run(result.run_id or "")
                 if refreshed is not None:
@@ -284,6 +297,9 @@ class Engine:
         for name, state in states.items():
             self._check_ownership(name, state)
         self._call(lambda: self.issuer.list_tokens(credential), "check issuer")
+        # Tokens whose grace has passed are revoked now, with the stores PLAN read (no second read);
+        # their records ride on the run's first commit (Journal.defer).
+        revoked = self._revoke_due_locked(states)
         run = self._new_run("rotate", old_token_id=current.token_id if current else None,
                             planned={n: s.version for n, s in states.items()})
         log = logging.LoggerAdapter(logger, {"policy": self.policy.name, "run_id": run.run_id})
@@ -293,8 +309,9 @@ class Engine:
             # 1. MINT: journal the intent, then mint with the run's tag in the description.
             now = self.clock.now()
             expires_at = now + self.policy.lifetime
-            self.journal.update_run(run, fence=self._fence, state=RunState.MINTING, new_expires_at=expires_at,
-                                    mint_started_at=now)
+            with self._step(renew=True):
+                self.journal.update_run(run, fence=self._fence, state=RunState.MINTING, new_expires_at=expires_at,
+                                        mint_started_at=now)
             self._checkpoint("minting")
             request = MintRequest(self.policy.name, run.run_id, self.policy.token_description(run.run_id), expires_at)
 
@@ -306,9 +323,10 @@ class Engine:
             token = self._fenced_call(lambda: self.issuer.mint(request, credential), "mint",
                                       before_retry=before_retry)
             # 2. Journal the id (never the value) before anything else can fail.
-            self.journal.update_run(run, fence=self._fence, state=RunState.MINTED, new_token_id=token.token_id,
-                                    new_expires_at=token.expires_at or expires_at)
-            self._event("mint", "ok", run.run_id, token_id=token.token_id)
+            with self._step():
+                self.journal.update_run(run, fence=self._fence, state=RunState.MINTED, new_token_id=token.token_id,
+                                        new_expires_at=token.expires_at or expires_at)
+                self._event("mint", "ok", run.run_id, token_id=token.token_id)
             log.info("minted token %s", token.token_id)
             self._checkpoint("minted")
             minted = TokenRecord(token.value, token.token_id, self.policy.issuer_type, self.policy.name,
@@ -318,26 +336,33 @@ class Engine:
             # Between tries, confirm (and renew) the lease: a long activation wait must not outlive it.
             self._call(lambda: self.issuer.verify(token.value), "verify", deadline=deadline,
                        before_retry=lambda: self._fenced("verifying"))
-            self.journal.update_run(run, fence=self._fence, state=RunState.VERIFIED)
-            self._event("verify", "ok", run.run_id, token_id=token.token_id)
+            # VERIFIED is the state stores may be written from: recovery finds the token id here
+            # and asks every store whether it holds it (roll forward) or not (roll back).
+            with self._step(renew=True):
+                self.journal.update_run(run, fence=self._fence, state=RunState.VERIFIED)
+                self._event("verify", "ok", run.run_id, token_id=token.token_id)
             self._checkpoint("verified")
         except LeaseLost:
             raise  # the run is someone else's now: no discard, no journal write
         except Exception as exc:
             self._discard(run, credential, exc)
             raise
-        # 4. PUBLISH to every store with compare-and-set against what PLAN read.
-        self._fenced("publishing")
-        self.journal.update_run(run, fence=self._fence, state=RunState.PUBLISHING)
+        # 4. PUBLISH to every store with compare-and-set against what PLAN read (each write is
+        # preceded by a lease check, _fenced_call).
         self._checkpoint("publishing")
-        self._publish_all(run, minted, states, credential)
-        return RunResult(self.policy.name, run.state, run.run_id, run.old_token_id, run.new_token_id,
+        final = self._publish_all(run, minted, states, credential)
+        return RunResult(self.policy.name, final, run.run_id, run.old_token_id, run.new_token_id,
                          "rotated" + (f"; token {run.old_token_id} will be revoked after the grace period"
-                                      if run.old_token_id else ""))
+                                      if run.old_token_id else ""), actions=revoked)
 
     def _publish_all(
         self, run: RunRecord, record: TokenRecord, states: dict[str, StoreState], credential: Secret | None
-    ) -> None:
+    ) -> RunState:
+        """Write ``record`` to every store that lacks it, then mark the run published and schedule the
+        old token's revocation. That record is deferred to the operation's next commit (at the
+        latest the lease's release): the stores hold the token, so recovery would roll the run
+        forward, and nothing is revoked before it is durable (a revocation is due after grace)."""
+        written: list[tuple[str, str]] = []
         for name, store in self.stores:
             if name in run.published_versions:
                 continue
@@ -349,21 +374,29 @@ class Engine:
             except Exception as exc:
                 self._publish_failed(run, name, exc, credential)
                 raise
-            self.journal.update_run(run, fence=self._fence,
-                                    published_versions={**run.published_versions, name: version})
-            self._event("publish", "ok", run.run_id, store=name, version=version, token_id=record.token_id)
+            # In memory until the run's next commit (the run's record, or an error of a later store).
+            run.published_versions = {**run.published_versions, name: version}
+            written.append((name, version))
             self._checkpoint(f"published:{name}")
         now = self.clock.now()
         rev = None
         if run.old_token_id and run.old_token_id != run.new_token_id:
             rev = Revocation(self.policy.name, run.old_token_id, run.run_id, "superseded",
-                             due_at=now + self.policy.grace, state="pending")
-        self.journal.publish_and_schedule(run, rev, fence=self._fence,
-                                          state=RunState.PUBLISHED if rev else RunState.DONE,
-                                          published_at=now, finished_at=None if rev else now, error=None)
+                             due_at=now + self.policy.grace, state=RevocationState.PENDING)
+        state = RunState.PUBLISHED if rev else RunState.DONE
         REDACTOR.pin(record.token_id, record.value)  # known to the redactor until revoked (hook output...)
-        self._event("published", "ok", run.run_id, token_id=run.new_token_id, revoke_old_at=rev.due_at if rev else None)
+
+        def journal_published() -> None:
+            for name, version in written:
+                self._event("publish", "ok", run.run_id, store=name, version=version, token_id=record.token_id)
+            self.journal.publish_and_schedule(run, rev, fence=self._fence, state=state, published_at=now,
+                                              finished_at=None if rev else now, error=None)
+            self._event("published", "ok", run.run_id, token_id=run.new_token_id,
+                        revoke_old_at=rev.due_at if rev else None)
+
+        self.journal.defer(journal_published)
         self._checkpoint("published")
+        return state  # what the deferred record writes (``run`` changes when it is written)
 
     def _publish_failed(self, run: RunRecord, store_name: str, exc: Exception, credential: Secret | None) -> None:
         # ``credential`` is the one PLAN read: a store overwritten meanwhile may hold a useless one.
@@ -509,58 +542,81 @@ class Engine:
         self._publish_all(run, source, states, source.value)
 
     # ------------------------------------------------------------------ revocation
-    def _revoke_due_locked(self) -> list[str]:
+    def _revoke_due_locked(self, states: dict[str, StoreState] | None = None) -> list[str]:
+        """Revoke this policy's due tokens. ``states``: what every store holds, read just before
+        (PLAN); otherwise the stores are read once for all of them, on the first."""
         actions = []
         for rev in self.journal.due_revocations(self.clock.now(), self.policy.name):
-            actions.append(self._revoke_one(rev))
+            message, states = self._revoke_one(rev, states)
+            actions.append(message)
         return actions
 
-    def _revoke_one(self, rev: Revocation) -> str:
+    def _revoke_one(
+        self, rev: Revocation, states: dict[str, StoreState] | None = None
+    ) -> tuple[str, dict[str, StoreState] | None]:
+        """Revoke one due token; returns the message and the store states read (for the next one).
+
+        A revocation that worked is recorded with its run (done) and its audit event in one write,
+        deferred to the operation's next commit: a crash before it leaves the revocation pending,
+        and the next pass finds the token revoked already and records it then.
+        """
         # Everything that can fail is inside the try: a failure anywhere (a store read, the
         # issuer, the rule) counts a round and sets next_try_at, so nobody resubmits at once.
         try:
             claim = self._journal_claim(rev.token_id, f"the revocation scheduled by run {rev.run_id}")
             self._checkpoint("revoking")
-            revoked = self._safe_revoke(claim, None)
+            if states is None:
+                states = self._read_stores()
+            revoked = self._safe_revoke(claim, None, states)
         except LeaseLost:
             raise
         except Exception as exc:  # a permanent error counts rounds too: a human may fix it meanwhile
             rounds = rev.attempts + 1
             failed = rounds >= MAX_REVOCATION_ROUNDS or isinstance(exc, NeedsAttention)
             delay = min(self.retry.max_delay, self.retry.base_delay * 2**rounds)
-            self.journal.update_revocation(rev, fence=self._fence, attempts=rounds, last_error=_describe(exc),
-                                           state="failed" if failed else "pending",
-                                           next_try_at=self.clock.now() + timedelta(seconds=delay))
-            self._event("revoke_old", "failed" if failed else "retry", rev.run_id, token_id=rev.token_id,
-                        error=_describe(exc), needs_attention=True if isinstance(exc, NeedsAttention) else None)
+            with self._step():
+                self.journal.update_revocation(
+                    rev, fence=self._fence, attempts=rounds, last_error=_describe(exc),
+                    state=RevocationState.FAILED if failed else RevocationState.PENDING,
+                    next_try_at=self.clock.now() + timedelta(seconds=delay))
+                self._event("revoke_old", "failed" if failed else "retry", rev.run_id, token_id=rev.token_id,
+                            error=_describe(exc), needs_attention=True if isinstance(exc, NeedsAttention) else None)
             self.log.error("revocation of token %s %s: %s", rev.token_id,
                            "FAILED, needs attention" if failed else "postponed", _describe(exc))
             if not isinstance(exc, RotatorError):
                 self.log.debug("unexpected error revoking %s", rev.token_id, exc_info=True)
-            return f"token {rev.token_id}: revocation {'failed' if failed else 'postponed'}: {_describe(exc)}"
+            return f"token {rev.token_id}: revocation {'failed' if failed else 'postponed'}: {_describe(exc)}", states
         now = self.clock.now()
-        self.journal.update_revocation(rev, fence=self._fence, state="done", done_at=now, attempts=rev.attempts + 1,
-                                       last_error=None)
-        run = self.journal.get_run(rev.run_id)
-        if run is not None and run.state == RunState.PUBLISHED:
-            self.journal.update_run(run, fence=self._fence, state=RunState.DONE, finished_at=now)
+
+        def journal_revoked() -> None:
+            self.journal.update_revocation(rev, fence=self._fence, state=RevocationState.DONE, done_at=now,
+                                           attempts=rev.attempts + 1, last_error=None)
+            run = self.journal.get_run(rev.run_id)
+            if run is not None and run.state == RunState.PUBLISHED:
+                self.journal.update_run(run, fence=self._fence, state=RunState.DONE, finished_at=now)
+            self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id,
+                        note=None if revoked else "already revoked or expired at the issuer")
+
+        self.journal.defer(journal_revoked)
         REDACTOR.unpin(rev.token_id)
-        self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id,
-                    note=None if revoked else "already revoked or expired at the issuer")
         self.log.info("revoked token %s (%s)", rev.token_id, rev.reason)
-        return f"token {rev.token_id}: revoked" + ("" if revoked else " (already gone at the issuer)")
+        return f"token {rev.token_id}: revoked" + ("" if revoked else " (already gone at the issuer)"), states
 
     def _journal_claim(self, token_id: str, source: str) -> Claim:
         """What the journal says about ``token_id``: the runs of this policy that minted it, or the
         bootstrap that recorded it. A token the journal does not know gets an empty claim (refused)."""
-        runs = [r for r in self.journal.runs(self.policy.name, limit=0) if r.new_token_id == token_id]
+        runs = self.journal.runs_with_token(self.policy.name, token_id)
         return Claim(token_id, self.policy.name, minted_by=[r.run_id for r in runs if r.kind != "bootstrap"],
                      bootstrapped=any(r.kind == "bootstrap" for r in runs), source=source)
 
-    def _safe_revoke(self, claim: Claim, credential: Secret | None) -> bool:
+    def _safe_revoke(self, claim: Claim, credential: Secret | None,
+                     states: dict[str, StoreState] | None = None) -> bool:  # fmt: skip
         """Revoke ``claim.token_id`` if rotator's records prove it is this policy's own token and no
-        store holds it as current (rotator/revocation_rule.py). False: the issuer had revoked it already."""
-        states = self._read_stores()
+        store holds it as current (rotator/revocation_rule.py). False: the issuer had revoked it already.
+
+        ``states``: what the stores hold, read by the caller just before (else read here)."""
+        if states is None:
+            states = self._read_stores()
         holders = [name for name, state in states.items() if state.token_id == claim.token_id]
         if credential is None:
             credential = self._credential_from(states)
@@ -597,7 +653,7 @@ class Engine:
                    f"{format_duration(self.policy.grace)}")
         if pending:
             message += f"; would first recover {len(pending)} unfinished run(s)"
-        return RunResult(self.policy.name, "dry-run", None, current.token_id if current else None, None,
+        return RunResult(self.policy.name, DRY_RUN, None, current.token_id if current else None, None,
                          message, dry_run=True)
 
     def _read_stores(self) -> dict[str, StoreState]:
@@ -627,11 +683,26 @@ class Engine:
 
     def _new_run(self, kind: str, old_token_id: str | None, planned: dict[str, str | None]) -> RunRecord:
         now = self.clock.now()
-        run = RunRecord(run_id=uuid.uuid4().hex[:16], policy=self.policy.name, state=RunState.PLANNED, kind=kind,
+        run = RunRecord(run_id=self.run_id_factory(), policy=self.policy.name, state=RunState.PLANNED, kind=kind,
                         started_at=now, updated_at=now, old_token_id=old_token_id, planned_versions=planned)
-        self.journal.begin_run(run, fence=self._fence)
-        self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
+        # One commit: the run, its audit event (and what was deferred before it). Not synced on its
+        # own: no side effect waits on a planned run; MINTING's commit, before the mint, syncs it.
+        with self._step(durable=False):
+            self.journal.begin_run(run, fence=self._fence)
+            self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
         return run
+
+    @contextmanager
+    def _step(self, renew: bool = False, durable: bool = True) -> Iterator[None]:
+        """One journal transaction for a step: its state change and audit events commit together
+        (listeners hear the events after the commit). ``renew``: confirm the lease in it too (and
+        renew it when half of lease_ttl is gone), so that the check before the side effect that
+        follows is a read. ``durable=False``: see Journal.transaction."""
+        with self.journal.transaction(durable=durable):
+            if renew and self._fence is not None:
+                self.journal.confirm_lease(self.policy.name, self.holder, self._fence, self.lease_ttl,
+                                           self.clock.now(), "journaling a step")
+            yield
 
     def _call(
         self, fn: Callable[[], T], what: str, deadline: datetime | None = None,
@@ -672,21 +743,38 @@ class Engine:
                 self.policy.name, busy.holder, self.holder, self.lease_ttl, self.clock.now()
             )
         outer, self._fence = self._fence, fence
+        released = False
         try:
             yield fence
+            if outer is None:
+                # The deferred writes of the operation (the run published, revocations done) commit
+                # with the release, not synced on its own: recovery finds both again from the stores
+                # and the issuer, and the next synced commit makes it durable.
+                self.journal.release_lease(self.policy.name, self.holder, fence, durable=False)
+                released = True
         except LeaseLost as lost:
+            self.journal.drop_deferred()  # written under the lost fence: refused anyway
             self.log.error("%s aborted: %s", operation, lost)
             self._event(operation, "aborted", None, reason=str(lost), fence=fence, current_fence=lost.current)
             raise
         finally:
             self._fence = outer
-            if outer is None:
-                self.journal.release_lease(self.policy.name, self.holder, fence)
+            if outer is None and not released:
+                try:
+                    self.journal.release_lease(self.policy.name, self.holder, fence)
+                except LeaseLost:  # a deferred write found the lease gone: give up only the lease
+                    self.journal.drop_deferred()
+                    self.journal.release_lease(self.policy.name, self.holder, fence)
 
     def _event(self, step: str, result: str, run_id: str | None, **detail: Any) -> None:
+        """Journal an audit event (in the open step's transaction, if any); once it is committed,
+        tell the listeners and the audit log."""
         detail = {k: v for k, v in detail.items() if v is not None}
         now = self.clock.now()
         self.journal.record_event(now, self.policy.name, run_id, step, result, detail)
+        self.journal.after_commit(partial(self._announce, now, step, result, run_id, detail))
+
+    def _announce(self, now: datetime, step: str, result: str, run_id: str | None, detail: dict[str, Any]) -> None:
         event = {"at": now, "policy": self.policy.name, "run_id": run_id, "step": step, "result": result, **detail}
         for listener in self.listeners:
             try:

@@ -4,6 +4,10 @@ The journal never holds a token value: only token ids, store version ids, states
 Every state change is committed (SQLite ``synchronous=FULL``) before the side effect it
 announces, so a process killed at any instant leaves enough behind to roll forward or back.
 
+Each thread has its own connection (SQLite in WAL mode: readers never wait, writers queue on
+the database lock; PostgreSQL: one session per thread, as a pool would give), and one watchdog
+thread per journal cuts a PostgreSQL transaction that outlives its deadline.
+
 SQLite is the embedded default; PostgreSQL (``postgresql://...``, psycopg 3) lets several
 replicas share one journal and coordinate through its lease rows. The SQL is kept to what both
 run (``ON CONFLICT``, ISO-8601 text timestamps that sort as times); a :class:`_Backend` holds
@@ -18,10 +22,13 @@ import re
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from enum import Enum, StrEnum, nonmember
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +36,11 @@ from rotator import audit_chain
 from rotator.errors import ConfigError, JournalError, JournalUnavailable, LeaseBusy, LeaseLost
 from rotator.extras import install_hint
 
-__all__ = ["Journal", "Revocation", "RunRecord", "RunState", "open_journal", "ts"]
+__all__ = ["Journal", "JournalStats", "RevocationState", "Revocation", "RunRecord", "RunState", "open_journal", "ts"]
 
 
-class RunState:
-    """Run states, in the order a successful run passes them.
+class RunState(StrEnum):
+    """Run states, in the order a successful run passes them (the values are what the journal stores).
 
     A run only moves forward (:meth:`can_move`): the journal refuses any other transition, so a
     paused process that wakes up cannot drag a run back (e.g. from ``revoking_new`` to ``verified``).
@@ -42,23 +49,23 @@ class RunState:
     PLANNED = "planned"
     MINTING = "minting"  # mint intent journaled; a token with the run's tag may exist
     MINTED = "minted"  # token id known, value only in the process's memory
-    VERIFIED = "verified"
-    PUBLISHING = "publishing"  # some stores may hold the new token
+    VERIFIED = "verified"  # a rotation publishes from here: stores may hold the new token
+    PUBLISHING = "publishing"  # some stores may hold the new token (bootstrap)
     PUBLISHED = "published"  # every store holds it; old token revocation scheduled
     DONE = "done"  # old token revoked (or there was none)
     REVOKING_NEW = "revoking_new"  # failed before publish; discarding the candidate
     FAILED = "failed"  # ended without publishing; nothing left behind
     ABORTED = "aborted"  # ended before anything was minted
 
-    OPEN = (PLANNED, MINTING, MINTED, VERIFIED, PUBLISHING, REVOKING_NEW)
-    SUCCESS = (PUBLISHED, DONE)
-    FINAL = (DONE, FAILED, ABORTED)
+    OPEN = nonmember((PLANNED, MINTING, MINTED, VERIFIED, PUBLISHING, REVOKING_NEW))
+    SUCCESS = nonmember((PUBLISHED, DONE))
+    FINAL = nonmember((DONE, FAILED, ABORTED))
 
     #: the success path, in order: a run moves along it only forward (steps may be skipped, e.g.
-    #: bootstrap goes from planned to publishing)
-    PATH = (PLANNED, MINTING, MINTED, VERIFIED, PUBLISHING, PUBLISHED, DONE)
+    #: bootstrap goes from planned to publishing, a rotation from verified to published)
+    PATH = nonmember((PLANNED, MINTING, MINTED, VERIFIED, PUBLISHING, PUBLISHED, DONE))
     #: where a run that never published ends: from any unpublished step, and from revoking_new
-    DISCARD = (REVOKING_NEW, FAILED, ABORTED)
+    DISCARD = nonmember((REVOKING_NEW, FAILED, ABORTED))
 
     @classmethod
     def can_move(cls, old: str, new: str) -> bool:
@@ -66,24 +73,30 @@ class RunState:
 
         Never backwards: not from revoking_new to verified, not from published to publishing.
         """
+        path: tuple[str, ...] = cls.PATH
         if old == new:
             return old not in cls.FINAL
-        if old in cls.PATH and new in cls.PATH:
-            return cls.PATH.index(new) > cls.PATH.index(old)
-        if old in cls.PATH[: cls.PATH.index(cls.PUBLISHING) + 1]:
+        if old in path and new in path:
+            return path.index(new) > path.index(old)
+        if old in path[: path.index(cls.PUBLISHING) + 1]:
             return new in cls.DISCARD
         return old == cls.REVOKING_NEW and new in (cls.FAILED, cls.ABORTED)
 
 
-class RevocationState:
+class RevocationState(StrEnum):
     """A revocation is ``pending`` until it is ``done`` or ``failed``; a failed one may still be done
     (a later manual try worked), never pending again."""
 
-    NEXT: dict[str, tuple[str, ...]] = {"pending": ("pending", "done", "failed"), "failed": ("done",), "done": ()}
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+    NEXT = nonmember({"pending": ("pending", "done", "failed"), "failed": ("done",), "done": ()})
 
     @classmethod
     def can_move(cls, old: str, new: str) -> bool:
-        return new in cls.NEXT.get(old, ())
+        nxt: dict[str, tuple[str, ...]] = cls.NEXT
+        return new in nxt.get(old, ())
 
 
 def ts(value: datetime) -> str:
@@ -94,6 +107,8 @@ def ts(value: datetime) -> str:
 def _dt(value: str | None) -> datetime | None:
     if value is None:
         return None
+    if len(value) == 27 and value[-1] == "Z":  # ts()'s own form: the fast parser (strptime is ~10x slower)
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
@@ -193,6 +208,15 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: the audit events' hash chain (rotator/audit_chain.py)
     audit_chain.MIGRATION,
+    # 4: indexes for the queries that status, the daemon and every rotation make, so that their
+    # cost follows what is current, not the journal's history (issue 12)
+    """
+    CREATE INDEX runs_policy_state ON runs (policy, state);
+    CREATE INDEX runs_policy_published ON runs (policy, published_at);
+    CREATE INDEX runs_policy_token ON runs (policy, new_token_id);
+    CREATE INDEX revocations_state_due ON revocations (state, due_at);
+    CREATE INDEX revocations_policy_state ON revocations (policy, state)
+    """,
 )
 
 _RUN_COLUMNS = (
@@ -218,6 +242,11 @@ class _Backend:
     paramstyle_percent: bool = False
     begin: str = "BEGIN"
     begin_locked: str = "BEGIN IMMEDIATE"
+    #: a transaction that need not be durable on its own (Journal.transaction(durable=False)):
+    #: statements run before its BEGIN, after its end, and inside it
+    relaxed_before: str | None = None
+    relaxed_after: str | None = None
+    relaxed_inside: str | None = None
     #: run first inside the migration transaction, so concurrent replicas migrate one at a time
     migration_lock: str | None = None
     #: a query returning a row when the table named by its one parameter exists
@@ -236,15 +265,23 @@ class _Backend:
     unavailable: Callable[[BaseException], bool] = lambda _exc: False
 
 
+_WRITES = ("INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP")
+
+
 class _Cursor:
-    """A DB-API cursor that takes ``?`` placeholders on every backend."""
+    """A DB-API cursor that takes ``?`` placeholders on every backend, and notes whether it wrote."""
 
     def __init__(self, cur: Any, percent: bool) -> None:
         self._cur = cur
         self._percent = percent
+        #: a statement of this transaction changed a row or the schema (its commit writes, and syncs)
+        self.wrote = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
-        self._cur.execute(sql.replace("?", "%s") if self._percent else sql, tuple(params))
+        values = tuple(p.value if isinstance(p, Enum) else p for p in params)
+        self._cur.execute(sql.replace("?", "%s") if self._percent else sql, values)
+        if not self.wrote and sql.lstrip()[:6].upper() in _WRITES and self._cur.rowcount != 0:
+            self.wrote = True
         return self
 
     def fetchone(self) -> Any:
@@ -261,56 +298,235 @@ class _Cursor:
         self._cur.close()
 
 
+@dataclass
+class JournalStats:
+    """Exact counters of one :class:`Journal` (every thread), for tests and benchmarks.
+
+    ``transactions``: every transaction that ended (committed or rolled back), reads included.
+    ``commits``: committed transactions that changed at least one row (or the schema). On SQLite
+    (WAL, ``synchronous=FULL``) each of these is exactly one fdatasync of the WAL file at COMMIT
+    (plus, rarely, the fsyncs of an automatic checkpoint, every ~1000 pages); a transaction that only
+    read, or whose writes matched no row, writes and syncs nothing. On PostgreSQL each one is one WAL
+    flush on the server (``synchronous_commit`` on).
+    ``rollbacks``: transactions rolled back (a refused compare-and-set, a lost lease, an error).
+    """
+
+    transactions: int = 0
+    commits: int = 0
+    #: the commits that were synced (all but those of ``transaction(durable=False)``): on SQLite
+    #: the number of fdatasyncs of the WAL file
+    synced: int = 0
+    rollbacks: int = 0
+
+    def snapshot(self) -> JournalStats:
+        return replace(self)
+
+
+class _Watchdog:
+    """One thread per journal that cuts a transaction's connection when it outlives its deadline.
+
+    Replaces a ``threading.Timer`` (a new thread) per transaction: :meth:`arm` and :meth:`disarm`
+    are a dictionary operation under a lock; the thread sleeps until the earliest deadline.
+    """
+
+    def __init__(self, deadline_s: float, abort: Callable[[Any], None]) -> None:
+        self._deadline_s = deadline_s
+        self._abort = abort
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, Any]] = {}
+        self._next_key = 0
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def arm(self, conn: Any) -> int:
+        with self._cond:
+            self._next_key += 1
+            key = self._next_key
+            self._armed[key] = (time.monotonic() + self._deadline_s, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="rotator-journal-watchdog", daemon=True)
+                self._thread.start()
+            elif len(self._armed) == 1:
+                self._cond.notify()
+            return key
+
+    def disarm(self, key: int) -> None:
+        with self._cond:
+            self._armed.pop(key, None)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if not self._armed:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                key, (deadline, conn) = min(self._armed.items(), key=lambda item: item[1][0])
+                if deadline > now:
+                    self._cond.wait(deadline - now)
+                    continue
+                del self._armed[key]
+                # Under the lock: a transaction that ends now waits in disarm() until the cut is done.
+                self._abort(conn)
+
+
+class _Local(threading.local):
+    """What one thread has of a journal: its connection and its open transaction."""
+
+    conn: Any = None
+    cur: _Cursor | None = None
+    undo: list[Callable[[], None]]
+    after: list[Callable[[], None]]
+    #: writes that wait for this thread's next transaction (:meth:`Journal.defer`)
+    pending: list[Callable[[], None]]
+
+    def __init__(self) -> None:
+        self.undo, self.after, self.pending = [], [], []
+
+
 class Journal:
-    """A small API over the journal tables. Thread-safe; one connection per instance."""
+    """A small API over the journal tables. Thread-safe: each thread has its own connection.
+
+    Every method is one transaction; inside :meth:`transaction` the calls of the same thread join
+    that one transaction (one commit for a step's state change and its audit events).
+    """
 
     def __init__(self, backend: _Backend, location: str, create: bool = True) -> None:
         self._create = create
         self._backend = backend
-        self._conn: Any = None
-        self._lock = threading.RLock()
+        self._local = _Local()
+        self._conns_lock = threading.Lock()
+        #: every thread's connection, with its thread (a dead thread's is closed at the next connect)
+        self._conns: list[tuple[threading.Thread, Any]] = []
+        self._watch = (
+            _Watchdog(backend.tx_deadline_s, backend.abort)
+            if backend.tx_deadline_s is not None and backend.abort is not None else None
+        )  # fmt: skip
+        self.stats = JournalStats()
         self.location = location
         self.backend = backend.name
         self._migrate()
 
     # -- plumbing -----------------------------------------------------------------------
-    @contextmanager
-    def _tx(self, immediate: bool = False) -> Iterator[_Cursor]:
-        with self._lock:
-            try:
-                if self._conn is None:
-                    self._conn = self._backend.connect()
-                cur = _Cursor(self._conn.cursor(), self._backend.paramstyle_percent)
-            except self._backend.errors as exc:
-                self._conn = None
-                raise self._error(exc, "cannot connect: ") from None
-            watchdog = self._watchdog(self._conn)
-            try:
-                cur.execute(self._backend.begin_locked if immediate else self._backend.begin)
-                yield cur
-                cur.execute("COMMIT")
-            except self._backend.errors as exc:
-                self._rollback(cur, exc)
-                raise self._error(exc) from None
-            except BaseException as exc:
-                self._rollback(cur, exc)
-                raise
-            finally:
-                if watchdog is not None:
-                    watchdog.cancel()
-                try:
-                    cur.close()
-                except self._backend.errors:
-                    pass
+    def _connection(self) -> Any:
+        local = self._local
+        if local.conn is None:
+            local.conn = self._backend.connect()
+            with self._conns_lock:
+                dead = [entry for entry in self._conns if not entry[0].is_alive()]
+                self._conns = [entry for entry in self._conns if entry[0].is_alive()]
+                self._conns.append((threading.current_thread(), local.conn))
+            for _thread, conn in dead:  # e.g. an HTTP server's thread per request that pinged the journal
+                _close_quietly(conn)
+        return local.conn
 
-    def _watchdog(self, conn: Any) -> threading.Timer | None:
-        deadline, abort = self._backend.tx_deadline_s, self._backend.abort
-        if deadline is None or abort is None:
-            return None
-        timer = threading.Timer(deadline, abort, args=(conn,))
-        timer.daemon = True
-        timer.start()
-        return timer
+    @contextmanager
+    def _tx(self, immediate: bool = False, durable: bool = True) -> Iterator[_Cursor]:
+        local = self._local
+        if local.cur is not None:  # inside this thread's open transaction: join it
+            yield local.cur
+            return
+        pending, local.pending = local.pending, []
+        try:
+            conn = self._connection()
+            cur = _Cursor(conn.cursor(), self._backend.paramstyle_percent)
+        except self._backend.errors as exc:
+            self._drop_connection()
+            raise self._error(exc, "cannot connect: ") from None
+        key = self._watch.arm(conn) if self._watch is not None else None
+        local.cur, local.undo, local.after = cur, [], []
+        committed = False
+        relaxed = not durable and self._backend.relaxed_before is not None
+        try:
+            if relaxed:
+                cur.execute(self._backend.relaxed_before or "")
+            cur.execute(self._backend.begin_locked if immediate or pending else self._backend.begin)
+            if not durable and self._backend.relaxed_inside is not None:
+                cur.execute(self._backend.relaxed_inside)
+            for write in pending:
+                write()
+            yield cur
+            cur.execute("COMMIT")
+            committed = True
+        except self._backend.errors as exc:
+            self._rollback(cur, exc)
+            raise self._error(exc) from None
+        except BaseException as exc:
+            self._rollback(cur, exc)
+            raise
+        finally:
+            if key is not None and self._watch is not None:
+                self._watch.disarm(key)
+            if relaxed and local.conn is not None:
+                try:
+                    cur.execute(self._backend.relaxed_after or "")
+                except self._backend.errors:
+                    self._drop_connection()  # never leave a connection in the relaxed mode
+            local.cur = None
+            after = local.after
+            local.undo, local.after = [], []
+            with self._conns_lock:
+                self.stats.transactions += 1
+                if committed and cur.wrote:
+                    self.stats.commits += 1
+                    if durable:
+                        self.stats.synced += 1
+                elif not committed:
+                    self.stats.rollbacks += 1
+            try:
+                cur.close()
+            except self._backend.errors:
+                pass
+        for callback in after:
+            callback()
+
+    @contextmanager
+    def transaction(self, durable: bool = True) -> Iterator[None]:
+        """One write transaction for several journal calls of this thread (they join it), committed
+        at the end of the block or rolled back as a whole; records changed in memory by calls
+        inside it (``update_run``...) are restored on rollback.
+
+        ``durable=False``: for what no side effect waits on (a run planned, a lease released). Its
+        commit is not synced on its own (SQLite ``synchronous=NORMAL`` in WAL mode, PostgreSQL
+        ``synchronous_commit = off``): a crash of the process loses nothing; a power loss may lose
+        it unless a later durable commit came first (both logs are written in order, so a synced
+        commit makes every earlier one durable)."""
+        with self._tx(immediate=True, durable=durable):
+            yield
+
+    def defer(self, write: Callable[[], None]) -> None:
+        """Run ``write`` (journal calls) inside this thread's next transaction, whatever it is.
+
+        For a record that need not be durable before any further side effect (a revocation done,
+        a run published whose stores already hold its token: recovery finds both again), so it
+        rides on the next commit instead of making its own. A read that follows sees it. If that
+        transaction rolls back, the deferred write is gone with it (as after a crash).
+        """
+        self._local.pending.append(write)
+
+    def drop_deferred(self) -> None:
+        """Forget this thread's deferred writes (e.g. the lease that fenced them is lost)."""
+        self._local.pending = []
+
+    def has_deferred(self) -> bool:
+        return bool(self._local.pending)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this thread's open transaction commits (never if it rolls back);
+        outside a transaction, at once."""
+        if self._local.cur is None:
+            callback()
+        else:
+            self._local.after.append(callback)
+
+    def _on_rollback(self, undo: Callable[[], None]) -> None:
+        if self._local.cur is not None:
+            self._local.undo.append(undo)
 
     def _error(self, exc: BaseException, prefix: str = "") -> JournalError:
         if self._backend.unavailable(exc):
@@ -339,6 +555,8 @@ class Journal:
             raise LeaseLost(policy, fence, current, what)
 
     def _rollback(self, cur: _Cursor, exc: BaseException) -> None:
+        for undo in reversed(self._local.undo):
+            undo()
         try:
             cur.execute("ROLLBACK")
         except self._backend.errors:
@@ -347,11 +565,12 @@ class Journal:
             self._drop_connection()
 
     def _drop_connection(self) -> None:
-        try:
-            self._conn.close()
-        except Exception:  # already broken: nothing more to release
-            pass
-        self._conn = None
+        conn, self._local.conn = self._local.conn, None
+        if conn is None:
+            return
+        with self._conns_lock:
+            self._conns = [entry for entry in self._conns if entry[1] is not conn]
+        _close_quietly(conn)
 
     def _migrate(self) -> None:
         with self._tx(immediate=True) as cur:
@@ -378,10 +597,15 @@ class Journal:
                 cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        """Close every thread's connection (call when no thread uses the journal any more)."""
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for _thread, conn in conns:
+            _close_quietly(conn)
+        self._local.conn = None
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = _Watchdog(self._watch._deadline_s, self._watch._abort)
 
     # -- runs ---------------------------------------------------------------------------
     def begin_run(self, run: RunRecord, *, fence: int | None = None) -> None:
@@ -423,19 +647,39 @@ class Journal:
                                 f"{row[0] if row else 'no'} state, written by another process)")
             if rev is not None:
                 _insert_revocation(cur, rev)
-        for key in (*changes, "fence"):
+        keys = (*changes, "fence")
+        before = {key: getattr(run, key) for key in keys}
+        for key in keys:
             setattr(run, key, getattr(new, key))
+        self._on_rollback(partial(_restore, run, before))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._runs("run_id = ?", (run_id,), limit=1)
         return rows[0] if rows else None
 
     def open_runs(self, policy: str) -> list[RunRecord]:
+        """The policy's unfinished runs, oldest first (indexed on (policy, state): no ORDER BY in SQL,
+        for which SQLite would walk every run of the policy in start order)."""
         marks = ", ".join("?" * len(RunState.OPEN))
-        return self._runs(f"policy = ? AND state IN ({marks})", (policy, *RunState.OPEN), oldest_first=True)
+        with self._tx() as cur:
+            rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND state IN ({marks})",
+                               (policy, *RunState.OPEN)).fetchall()
+        return sorted((_run_from_row(row) for row in rows), key=lambda r: (r.started_at, r.run_id))
 
     def runs(self, policy: str, limit: int = 20) -> list[RunRecord]:
         return self._runs("policy = ?", (policy,), limit=limit)
+
+    def latest_run(self, policy: str) -> RunRecord | None:
+        """The policy's most recently started run (one indexed row)."""
+        rows = self._runs("policy = ?", (policy,), limit=1)
+        return rows[0] if rows else None
+
+    def runs_with_token(self, policy: str, token_id: str) -> list[RunRecord]:
+        """The policy's runs that minted (or bootstrapped) ``token_id`` (indexed, oldest first)."""
+        with self._tx() as cur:  # no ORDER BY: SQLite would pick the (policy, started_at) index for it
+            rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND new_token_id = ?",
+                               (policy, token_id)).fetchall()
+        return sorted((_run_from_row(row) for row in rows), key=lambda r: r.started_at)
 
     def last_success(self, policy: str) -> RunRecord | None:
         marks = ", ".join("?" * len(RunState.SUCCESS))
@@ -487,8 +731,10 @@ class Journal:
             )
             if cur.rowcount != 1:
                 raise LeaseLost(rev.policy, fence, None, f"{what} (another process changed it)")
+        before = {key: getattr(rev, key) for key in changes}
         for key in changes:
             setattr(rev, key, getattr(new, key))
+        self._on_rollback(partial(_restore, rev, before))
 
     def revocations(self, policy: str | None = None, state: str | None = None) -> list[Revocation]:
         clauses, params = [], []
@@ -506,10 +752,53 @@ class Journal:
         return [_rev_from_row(row) for row in rows]
 
     def due_revocations(self, now: datetime, policy: str | None = None) -> list[Revocation]:
-        return [
-            r for r in self.revocations(policy, "pending")
-            if r.due_at <= now and (r.next_try_at is None or r.next_try_at <= now)
-        ]  # fmt: skip
+        """Pending revocations whose due time (and retry time) has come, oldest due first."""
+        sql = (f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE state = ? AND due_at <= ? "
+               "AND (next_try_at IS NULL OR next_try_at <= ?)")
+        params: list[Any] = [RevocationState.PENDING, ts(now), ts(now)]
+        if policy is not None:
+            sql += " AND policy = ?"
+            params.append(policy)
+        with self._tx() as cur:
+            rows = cur.execute(sql + " ORDER BY due_at", params).fetchall()
+        return [_rev_from_row(row) for row in rows]
+
+    def pending_revocations(self, policy: str | None = None) -> list[Revocation]:
+        """Pending revocations (of one policy), by due time: bounded by what is current."""
+        return self.revocations(policy, RevocationState.PENDING)
+
+    def unfinished_revocations(self, policy: str | None = None) -> list[Revocation]:
+        """Pending and failed revocations (what compliance and status look at), by due time."""
+        clauses, params = ["state IN (?, ?)"], [str(RevocationState.PENDING), str(RevocationState.FAILED)]
+        if policy is not None:
+            clauses.append("policy = ?")
+            params.append(policy)
+        with self._tx() as cur:
+            rows = cur.execute(
+                f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE {' AND '.join(clauses)} ORDER BY due_at",
+                params,
+            ).fetchall()
+        return [_rev_from_row(row) for row in rows]
+
+    def revocation_counts(self, policy: str | None = None) -> dict[str, int]:
+        """How many revocations are pending and failed: ``{"pending": n, "failed": m}`` (indexed)."""
+        where, params = ("AND policy = ?", [policy]) if policy is not None else ("", [])
+        with self._tx() as cur:
+            rows = cur.execute(
+                f"SELECT state, COUNT(*) FROM revocations WHERE state IN (?, ?) {where} GROUP BY state",
+                [RevocationState.PENDING, RevocationState.FAILED, *params],
+            ).fetchall()
+        counts = {RevocationState.PENDING.value: 0, RevocationState.FAILED.value: 0}
+        counts.update({str(state): int(n) for state, n in rows})
+        return counts
+
+    def open_run_count(self, policy: str) -> int:
+        """How many runs of the policy are unfinished (indexed)."""
+        marks = ", ".join("?" * len(RunState.OPEN))
+        with self._tx() as cur:
+            row = cur.execute(f"SELECT COUNT(*) FROM runs WHERE policy = ? AND state IN ({marks})",
+                              (policy, *RunState.OPEN)).fetchone()
+        return int(row[0])
 
     # -- leases -------------------------------------------------------------------------
     def acquire_lease(self, policy: str, holder: str, ttl: timedelta, now: datetime) -> int:
@@ -563,7 +852,7 @@ class Journal:
                 if cur.rowcount != 1:
                     raise LeaseLost(policy, fence, None, what)
 
-    def release_lease(self, policy: str, holder: str, fence: int | None = None) -> None:
+    def release_lease(self, policy: str, holder: str, fence: int | None = None, *, durable: bool = True) -> None:
         """Give the lease up (only if ``holder`` still has it, with ``fence`` when given). The row
         stays, expired, so that the next holder's fencing number is higher."""
         sql = "UPDATE leases SET holder = '', expires_at = ? WHERE policy = ? AND holder = ?"
@@ -571,7 +860,7 @@ class Journal:
         if fence is not None:
             sql += " AND fence = ?"
             params.append(fence)
-        with self._tx() as cur:
+        with self._tx(immediate=self.has_deferred(), durable=durable) as cur:
             cur.execute(sql, params)
 
     def lease_fence(self, policy: str) -> int | None:
@@ -662,7 +951,8 @@ def _sqlite_backend(path: Path) -> _Backend:
 
     # sqlite3.connect(timeout=30) is SQLite's busy timeout: a writer waits up to 30 s for another's
     # lock, then "database is locked" (OperationalError), which is transient.
-    return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy)
+    return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy,
+                    relaxed_before="PRAGMA synchronous=NORMAL", relaxed_after="PRAGMA synchronous=FULL")
 
 
 def _sqlite_busy(exc: BaseException) -> bool:
@@ -747,6 +1037,7 @@ def _postgres_backend(url: str) -> _Backend:
         begin="BEGIN",
         # Row locks taken by the lease upsert serialise replicas; nothing more is needed.
         begin_locked="BEGIN",
+        relaxed_inside="SET LOCAL synchronous_commit TO OFF",
         migration_lock="SELECT pg_advisory_xact_lock(7306180)",  # one arbitrary key for rotator migrations
         table_exists="SELECT to_regclass(?) WHERE to_regclass(?) IS NOT NULL",
     )
@@ -820,6 +1111,18 @@ def _rev_from_row(row: Sequence[Any]) -> Revocation:
         due_at=_dt(d["due_at"]) or datetime.min, state=d["state"], attempts=d["attempts"],
         next_try_at=_dt(d["next_try_at"]), last_error=d["last_error"], done_at=_dt(d["done_at"]),
     )  # fmt: skip
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # already broken: nothing more to release
+        pass
+
+
+def _restore(record: object, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        setattr(record, key, value)
 
 
 def _ts_or_none(value: datetime | None) -> str | None:

@@ -1,0 +1,288 @@
+"""Per steady rotation: journal commits, and the engine's wall time against its minimal I/O floor.
+
+A *steady rotation* is ``Engine.rotate`` on a policy that has a current token and whose previous
+rotation's revocation is due (the clock moves one hour per rotation, grace is ten minutes): it
+mints, verifies, publishes to the store, schedules the revocation of the token it replaced, and
+revokes the token the rotation before replaced.
+
+Both sides run in this process, interleaved, on the same issuer and store:
+
+- engine: ``Engine.rotate()`` with an in-memory issuer (no I/O of its own, so the figure is
+  rotator's cost, not a fake server's start-up) and the real influxctl-profile store (a
+  ``config.toml`` rewritten atomically, fsync'd), with the SQLite journal (WAL, synchronous=FULL)
+  or, with ``--journal postgresql://...``, a PostgreSQL one;
+- floor: the same number of issuer calls (list/mint/verify/revoke) and store calls
+  (read/publish) made directly, plus ``--floor-commits`` (default 5, the goal) single-row
+  commits to a SQLite file with the journal's pragmas (or to the same PostgreSQL server).
+
+Commits are counted exactly: ``Journal.stats`` when the journal has it, else (a journal from
+before it) by wrapping ``Journal._tx`` and comparing SQLite's ``total_changes``. A *commit* is a
+transaction that wrote at least one row; *synced* the commits that were fdatasync'd (on SQLite in
+WAL mode with synchronous=FULL, every commit but those of ``Journal.transaction(durable=False)``,
+which run with synchronous=NORMAL; a transaction that only read writes and syncs nothing);
+*transactions* counts reads too.
+
+    .venv/bin/python bench/rotation_io.py [-n 30] [-r 5] [--journal URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rotator.clock import FakeClock  # noqa: E402
+from rotator.contracts import MintedToken, MintRequest, TokenInfo, TokenRecord  # noqa: E402
+from rotator.engine import Engine  # noqa: E402
+from rotator.journal import Journal, open_journal  # noqa: E402
+from rotator.policy import load_config  # noqa: E402
+from rotator.retry import RetryPolicy  # noqa: E402
+from rotator.sandbox.influxctl_state import write_profile  # noqa: E402
+from rotator.secret import Secret  # noqa: E402
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class MemoryIssuer:
+    """An issuer whose tokens live in a dict: every call is a few dictionary operations."""
+
+    call_timeout_seconds = 5.0
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.tokens: dict[str, dict[str, Any]] = {}
+        self.calls: Counter[str] = Counter()
+
+    def add(self, description: str) -> tuple[str, str]:
+        token_id, value = uuid.uuid4().hex[:12], f"bench-{uuid.uuid4().hex}"
+        self.tokens[token_id] = {"value": value, "description": description, "revoked": False}
+        return value, token_id
+
+    def mint(self, request: MintRequest, credential: Secret | None) -> MintedToken:
+        self.calls["mint"] += 1
+        value, token_id = self.add(request.description)
+        return MintedToken(Secret(value), token_id, request.expires_at)
+
+    def verify(self, token: Secret) -> None:
+        self.calls["verify"] += 1
+        if not any(t["value"] == token.reveal() and not t["revoked"] for t in self.tokens.values()):
+            raise RuntimeError("not a live token")
+
+    def revoke(self, token_id: str, credential: Secret | None) -> None:
+        self.calls["revoke"] += 1
+        self.tokens[token_id]["revoked"] = True
+
+    def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
+        self.calls["list"] += 1
+        return [TokenInfo(token_id, t["description"], None, None, self.clock.now() if t["revoked"] else None)
+                for token_id, t in self.tokens.items()]
+
+
+class CountingStore:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.calls: Counter[str] = Counter()
+        self.location = store.location
+
+    def read_current(self) -> Any:
+        self.calls["read"] += 1
+        return self.store.read_current()
+
+    def publish(self, record: TokenRecord, expected_version: str | None) -> str:
+        self.calls["publish"] += 1
+        return str(self.store.publish(record, expected_version))
+
+
+@contextmanager
+def counting(journal: Journal) -> Iterator[Callable[[], tuple[int, int, int]]]:
+    """Count (commits, synced commits, transactions) of ``journal`` from here on."""
+    stats = getattr(journal, "stats", None)
+    if stats is not None:
+        start = (stats.commits, stats.synced, stats.transactions)
+        yield lambda: (stats.commits - start[0], stats.synced - start[1], stats.transactions - start[2])
+        return
+    counts = [0, 0]
+    original = journal._tx
+
+    @contextmanager
+    def tx(immediate: bool = False) -> Iterator[Any]:
+        conn = journal._conn
+        before = conn.total_changes if conn is not None else None
+        with original(immediate) as cur:
+            yield cur
+        after = journal._conn.total_changes if journal._conn is not None else None
+        counts[1] += 1
+        if before is None or after != before:
+            counts[0] += 1
+
+    journal._tx = tx  # type: ignore[method-assign]
+    try:
+        yield lambda: (counts[0], counts[0], counts[1])  # before Journal.stats every commit was synced
+    finally:
+        del journal._tx
+
+
+POLICY = """
+[rotator]
+journal = "{journal}"
+[[policy]]
+name = "bench"
+schedule = "1h"
+grace = "10m"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+port = 443
+[[policy.store]]
+type = "influxctl-profile"
+name = "profile"
+config = "influxctl/config.toml"
+profile = "default"
+"""
+
+
+class Setup:
+    def __init__(self, root: Path, journal_url: str | None) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "influxctl").mkdir()
+        write_profile(root / "influxctl" / "config.toml")
+        (root / "rotator.toml").write_text(POLICY.format(journal=journal_url or "journal.db"))
+        config = load_config(root / "rotator.toml")
+        self.policy = config.policies[0]
+        self.clock = FakeClock(T0)
+        self.issuer = MemoryIssuer(self.clock)
+        self.store = CountingStore(self.policy.build_stores()[0][1])
+        self.journal = open_journal(config.journal_url())
+        self.engine = Engine(self.policy, self.journal, issuer=self.issuer, stores=[("profile", self.store)],
+                             clock=self.clock, retry=RetryPolicy(1, 0.01, 0.02))
+        value, token_id = self.issuer.add("created by a human")
+        self.engine.bootstrap(Secret(value), token_id, None)
+        # Two rotations: from here on each one revokes the token the one before replaced.
+        for _ in range(2):
+            self.rotate()
+
+    def rotate(self) -> None:
+        self.clock.advance(timedelta(hours=1))
+        result = self.engine.rotate()
+        assert result.ok, result
+
+
+def floor_once(setup: Setup, calls: Counter[str], commit: Callable[[int], None], commits: int) -> None:
+    """The I/O a rotation cannot avoid: the same issuer and store calls, and ``commits`` commits."""
+    issuer, store, clock = setup.issuer, setup.store.store, setup.clock
+    clock.advance(timedelta(hours=1))
+    state = None
+    for _ in range(calls["read"]):
+        state = store.read_current()
+    assert state is not None and state.record is not None
+    credential = state.record.value
+    old = state.record.token_id
+    for _ in range(calls["list"]):
+        issuer.list_tokens(credential)
+    token = issuer.mint(MintRequest("bench", "floor", "rotator:bench:floor", clock.now() + timedelta(days=1)),
+                        credential)
+    for _ in range(calls["verify"]):
+        issuer.verify(token.value)
+    record = TokenRecord(token.value, token.token_id, "influxctl-management", "bench", clock.now(),
+                         token.expires_at)
+    for _ in range(calls["publish"]):
+        state = store.read_current() if calls["publish"] > 1 else state
+        store.publish(record, state.version if state else None)
+    for _ in range(calls["revoke"]):
+        issuer.revoke(old, credential)
+    for i in range(commits):
+        commit(i)
+
+
+def sqlite_floor_committer(path: Path) -> Callable[[int], None]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)")
+
+    def commit(i: int) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (v) VALUES (?)", (f"row {i}",))
+        conn.execute("COMMIT")
+
+    return commit
+
+
+def pg_floor_committer(url: str) -> Callable[[int], None]:
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (k SERIAL PRIMARY KEY, v TEXT)")
+
+    def commit(i: int) -> None:
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO bench_floor (v) VALUES (%s)", (f"row {i}",))
+        conn.execute("COMMIT")
+
+    return commit
+
+
+def main() -> None:
+    logging.disable(logging.ERROR)  # the engine's INFO lines would be part of the figure
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=30, help="rotations per repeat (default 30)")
+    parser.add_argument("-r", "--repeats", type=int, default=5, help="interleaved repeats (default 5)")
+    parser.add_argument("--journal", help="a postgresql:// URL (default: a SQLite file in a temp dir)")
+    parser.add_argument("--floor-commits", type=int, default=5)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="rotator-bench-") as tmp:
+        setup = Setup(Path(tmp) / "engine", args.journal)
+        # The floor's own issuer and store (same classes), so that neither side sees the other's tokens.
+        floor = Setup(Path(tmp) / "floor", None)
+        commit = (pg_floor_committer(args.journal) if args.journal
+                  else sqlite_floor_committer(Path(tmp) / "floor.db"))
+        # One counted rotation: the journal's commits and the calls the floor repeats.
+        setup.issuer.calls.clear()
+        setup.store.calls.clear()
+        with counting(setup.journal) as counted:
+            setup.rotate()
+            commits, synced, transactions = counted()
+        calls = setup.issuer.calls + setup.store.calls
+        engine_ms: list[float] = []
+        floor_ms: list[float] = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            for _ in range(args.n):
+                setup.rotate()
+            engine_ms.append((time.perf_counter() - start) * 1000 / args.n)
+            start = time.perf_counter()
+            for _ in range(args.n):
+                floor_once(floor, calls, commit, args.floor_commits)
+            floor_ms.append((time.perf_counter() - start) * 1000 / args.n)
+        ratios = [e / f for e, f in zip(engine_ms, floor_ms, strict=True)]
+    backend = "postgresql" if args.journal else "sqlite"
+    print(f"steady rotation, {backend} journal, {args.n} rotations x {args.repeats} interleaved repeats")
+    print(f"calls per rotation: {dict(sorted(calls.items()))}")
+    print(f"{'measure':<34}{'value':>12}")
+    print(f"{'journal commits per rotation':<34}{commits:>12}")
+    print(f"{'  of which synced (fdatasync)':<34}{synced:>12}")
+    print(f"{'journal transactions per rotation':<34}{transactions:>12}")
+    print(f"{'engine ms per rotation (median)':<34}{statistics.median(engine_ms):>12.2f}")
+    print(f"{'floor ms per rotation (median)':<34}{statistics.median(floor_ms):>12.2f}")
+    print(f"{'engine / floor (median of ratios)':<34}{statistics.median(ratios):>11.2f}x"
+          f"   min-max {min(ratios):.2f}-{max(ratios):.2f}   goal <= 1.30x")
+
+
+if __name__ == "__main__":
+    main()
