@@ -44,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rotator import registry
 from rotator.clock import FakeClock  # noqa: E402
 from rotator.contracts import MintedToken, MintRequest, TokenInfo, TokenRecord  # noqa: E402
 from rotator.engine import Engine  # noqa: E402
@@ -166,7 +167,7 @@ class Setup:
         self.policy = config.policies[0]
         self.clock = FakeClock(T0)
         self.issuer = MemoryIssuer(self.clock)
-        self.store = CountingStore(self.policy.build_stores()[0][1])
+        self.store = CountingStore(registry.build_stores(self.policy)[0][1])
         self.journal = open_journal(config.journal_url())
         self.engine = Engine(self.policy, self.journal, issuer=self.issuer, stores=[("profile", self.store)],
                              clock=self.clock, retry=RetryPolicy(1, 0.01, 0.02))

@@ -93,6 +93,6 @@ def policy_compliance(policy: Policy, journal: Journal, now: datetime, slack: ti
         max_age=max_age_of(policy),
         published_at=last.published_at if last else None,
         current_token_id=last.new_token_id if last else None,
-        overdue=tuple(revocations_overdue(journal.revocations(policy.name), now, slack)),
+        overdue=tuple(revocations_overdue(journal.unfinished_revocations(policy.name), now, slack)),
         now=now,
     )

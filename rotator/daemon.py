@@ -997,8 +997,8 @@ class Daemon:
 
         now = self.clock.now()
         overdue_after = self.settings.sweep_interval
-        with self._lock:
-            busy = set(self._busy)
+        with self._lock:  # a store-credential renewal takes no policy lease
+            busy = {name for name, (kind, _) in self._busy.items() if kind != "credentials"}
         states = []
         views = self._views
         for policy in self.policies:

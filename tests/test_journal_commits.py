@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from rotator import audit_chain
+from rotator import audit_chain, registry
 from rotator.clock import FakeClock
 from rotator.engine import Engine
 from rotator.errors import LeaseLost
@@ -98,7 +98,7 @@ def _engine(tmp_path: Path, journal_url: str, fake: Any) -> tuple[Engine, Journa
     policy = config.policies[0]
     journal = open_journal(config.journal_url())
     clock = FakeClock(datetime.now(UTC))
-    store = _CountingStore(policy.build_stores()[0][1])
+    store = _CountingStore(registry.build_stores(policy)[0][1])
     ids = (f"run{n:04d}" for n in itertools.count(1))
     engine = Engine(policy, journal, stores=[("profile", store)], clock=clock, retry=RetryPolicy(1, 0.01, 0.02),
                     run_id_factory=lambda: next(ids))

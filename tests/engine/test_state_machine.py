@@ -198,7 +198,8 @@ def test_publish_refused_by_store_2_of_2_leaves_both_tokens_valid_and_recover_fi
         world.engine().rotate()
     (run,) = world.journal.open_runs(POLICY)
     new = run.new_token_id
-    assert run.state == RunState.PUBLISHING and world.held() == {"a": new, "b": old}
+    # a rotation publishes from VERIFIED (no separate PUBLISHING commit); recovery asks the stores
+    assert run.state == RunState.VERIFIED and world.held() == {"a": new, "b": old}
     assert {old, new} <= world.active_ids(), "invariant 1: each store's token is still accepted"
     actions = world.engine().recover()
     assert any("rolled forward" in a for a in actions)
