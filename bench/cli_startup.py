@@ -61,7 +61,7 @@ def _ts(value: datetime) -> str:
 def _setup(work: Path, runs: int) -> dict[str, list[str]]:
     """Two policy files (fresh journal, long history) and the command of each variant."""
     sys.path.insert(0, str(REPO))
-    from rotator.journal import open_journal
+    from rotator.core.journal import open_journal
 
     body = "".join(POLICY.format(i=i) for i in range(POLICIES))
     for name in ("fresh", "history"):

@@ -68,7 +68,7 @@ config = "{dir}/influxctl/config.toml"
 
 def build(directory: Path, n: int, workers: int, published: datetime) -> Path:
     """A policy file of ``n`` policies and a journal with one bootstrap run each (one transaction)."""
-    from rotator.journal import open_journal, ts
+    from rotator.core.journal import open_journal, ts
 
     (directory / "influxctl").mkdir(parents=True, exist_ok=True)
     (directory / "influxctl" / "config.toml").write_text('[[profile]]\nname = "default"\nproduct = "clustered"\n')
@@ -118,7 +118,7 @@ def rss_mib() -> float:
 
 # ---------------------------------------------------------------------------------- children
 def child_idle(n: int, directory: Path) -> dict[str, Any]:
-    from rotator.daemon import Daemon
+    from rotator.runners.daemon import Daemon
 
     config = build(directory, n, 4, datetime.now(UTC) - timedelta(days=1))
     t0 = time.perf_counter()
@@ -194,8 +194,8 @@ class SleepIssuer:
         self.tokens: dict[str, Any] = {}
 
     def mint(self, request: Any, credential: Any) -> Any:
-        from rotator.contracts import MintedToken
-        from rotator.secret import Secret
+        from rotator.core.contracts import MintedToken
+        from rotator.core.secret import Secret
 
         time.sleep(self.delay)
         token_id = f"t{len(self.tokens)}-{threading.get_ident()}-{time.perf_counter_ns()}"
@@ -225,7 +225,7 @@ class MemoryStore:
         return "memory"
 
     def read_current(self) -> Any:
-        from rotator.contracts import StoreState
+        from rotator.core.contracts import StoreState
 
         return StoreState(str(self.version), True, self.record)
 
@@ -236,12 +236,12 @@ class MemoryStore:
 
 
 def child_batch(n: int, directory: Path, workers: int, issuer_ms: float, engine_kind: str) -> dict[str, Any]:
-    from rotator.contracts import TokenRecord
-    from rotator.daemon import Daemon, default_engine
-    from rotator.engine import Engine, RunResult
-    from rotator.journal import RunRecord
-    from rotator.retry import RetryPolicy
-    from rotator.secret import Secret
+    from rotator.core.contracts import TokenRecord
+    from rotator.core.engine import Engine, RunResult
+    from rotator.core.journal import RunRecord
+    from rotator.core.retry import RetryPolicy
+    from rotator.core.secret import Secret
+    from rotator.runners.daemon import Daemon, default_engine
 
     published = datetime.now(UTC) - timedelta(days=31)  # every policy is due now
     config = build(directory, n, workers, published)

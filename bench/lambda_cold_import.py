@@ -6,11 +6,11 @@ then what the handler adds, so every process gives its own ratio ``(boto3 + adde
 both parts share that process's share of the machine, which makes the ratio steadier than
 figures of separate processes on a shared machine. The variants:
 
-- imports:   what the handler imports: ``rotator.aws_lambda`` (what the Lambda runtime imports
-             at init), ``adapters.aws_lambda_rotation`` and the issuer adapter a policy names
+- imports:   what the handler imports: ``rotator.runners.aws_lambda`` (what the Lambda runtime imports
+             at init), ``rotator.runners.lambda_rotation`` and the issuer adapter a policy names
              (``influxctl-management``) with everything they import;
 - handler:   the first invocation's work before it calls AWS: those imports, then reading the
-             policy bundle (``rotator.bundle.json``, see rotator/policy_bundle.py) and building
+             policy bundle (``rotator.bundle.json``, see rotator/config/policy_bundle.py) and building
              the policy's issuer;
 - no-bundle: the same with the policy file alone (the fallback, validated with pydantic).
 
@@ -48,12 +48,15 @@ type = "aws-secretsmanager"
 secret_id = "influx/management-token"
 region = "eu-west-1"
 """
-_IMPORTS = "import rotator.aws_lambda\nimport adapters.aws_lambda_rotation\nimport adapters.influxctl_management\n"
+_IMPORTS = (
+    "import rotator.runners.aws_lambda\nimport rotator.runners.lambda_rotation\n"
+    "import rotator.adapters.influxctl.management\n"
+)
 _FIRST_INVOCATION = (
-    "import rotator.aws_lambda\n"
+    "import rotator.runners.aws_lambda\n"
     "from pathlib import Path\n"
-    "from adapters import aws_lambda_rotation\n"
-    "from rotator import registry\n"
+    "from rotator.runners import lambda_rotation as aws_lambda_rotation\n"
+    "from rotator.config import registry\n"
     "registry.build_issuer(aws_lambda_rotation._load_config(Path({path!r})).policy('bench'))\n"
 )
 VARIANTS = {
@@ -107,7 +110,7 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=15, help="fresh processes per variant (>= 5)")
     args = parser.parse_args()
     runs = max(5, args.n)
-    from rotator.policy_bundle import write_bundle
+    from rotator.config.policy_bundle import write_bundle
 
     for name in ("bundled", "plain"):
         (WORK / name).mkdir()

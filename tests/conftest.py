@@ -26,7 +26,7 @@ SLOW = [
     r"test_cli_with_the_journal_hanging_at_each_step\[latency\]",
     # Kill -9 at every step boundary for every issuer; the default run keeps the InfluxDB 3 issuer
     # (an HTTP issuer). The influxctl management issuer's boundaries are in the default run already,
-    # one test each, as tests/test_crash_matrix.py::test_kill_at_step_boundary.
+    # one test each, as tests/e2e/test_crash_matrix.py::test_kill_at_step_boundary.
     r"test_kill_at_every_step_boundary_then_recover\[(influxctl-management|influxctl-database|management-api|influxdb2)\]",
 ]
 _SLOW = re.compile("|".join(f"(?:{pattern})" for pattern in SLOW))

@@ -4,8 +4,8 @@
 influxctl state), the store (OpenBao) and the journal say, plus every byte rotator printed.
 
 :class:`CliScenario` is what every end-to-end scenario shares (this file's :class:`Scenario`,
-tests/test_e2e_database_tokens.py's ``DbScenario``, tests/test_e2e_http_issuers.py's
-``HttpScenario``, and through ``Scenario`` tests/test_e2e_management_api.py's ``Pair``): the
+tests/e2e/test_e2e_database_tokens.py's ``DbScenario``, tests/e2e/test_e2e_http_issuers.py's
+``HttpScenario``, and through ``Scenario`` tests/e2e/test_e2e_management_api.py's ``Pair``): the
 ``rotator`` subprocess with its environment, every byte it printed, the KV versions in OpenBao,
 the journal (SQLite or PostgreSQL), and the pieces of the invariant checks that do not depend on
 the issuer (orphans, grace, leaked values, leftover private influxctl configs).
@@ -94,7 +94,7 @@ class CliScenario:
     #: a postgresql:// journal instead of the default SQLite file
     journal_url: str | None = None
     #: More ``[[policy.store]]`` tables (TOML text) after the Vault store "primary", e.g. an
-    #: influxctl profile (tests/test_issuer_matrix.py).
+    #: influxctl profile (tests/e2e/test_issuer_matrix.py).
     extra_stores: str = ""
     #: Environment variables (by prefix) a rotator subprocess must not inherit.
     env_drop = ("VAULT_", "ROTATOR_")
@@ -171,7 +171,7 @@ token = {{ file = "vault-token" }}
         return env
 
     def argv(self, *args: str, log_level: str = "debug") -> list[str]:
-        argv = [sys.executable, "-m", "rotator.cli", *args]
+        argv = [sys.executable, "-m", "rotator.runners.cli", *args]
         if args and args[0] not in ("schema",) and "-c" not in args:
             argv += ["-c", str(self.config)]
         return argv + ["--log-level", log_level, "--log-file", str(self.log_file)]

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 import psycopg
 from pydantic import BaseModel, ConfigDict
 
-from rotator.contracts import AdapterContext, MintedToken, MintRequest, TokenInfo
-from rotator.errors import PermanentError, TransientError
-from rotator.secret import Secret
+from rotator.core.contracts import AdapterContext, MintedToken, MintRequest, TokenInfo
+from rotator.core.errors import PermanentError, TransientError
+from rotator.core.secret import Secret
 
 DDL = """
 CREATE TABLE IF NOT EXISTS test_tokens (
@@ -107,8 +107,8 @@ def setup(dsn: str, policies: list[str]) -> dict[str, tuple[str, str]]:
 
 
 def run_daemon(argv: list[str]) -> int:
-    from rotator import registry
-    from rotator.daemon import main
+    from rotator.config import registry
+    from rotator.runners.daemon import main
 
     registry.force_register("issuer", "test-pg", PgIssuer)
     return main(argv)

@@ -3,7 +3,7 @@
 
 What goes in:
 
-- ``rotator/`` (the core) and ``adapters/`` minus the modules that are not on the Lambda path
+- ``rotator/`` (the core and ``rotator/adapters/``) minus the modules that are not on the Lambda path
   (the Vault store, the OpenBao dev helper, the influxctl-profile store, the demo);
 - ``rotator-<version>.dist-info/`` with the ``rotator.issuers`` / ``rotator.stores`` entry
   points of ``pyproject.toml`` (only those whose module is in the zip): the registry finds
@@ -14,7 +14,7 @@ What goes in:
   architecture (``--no-compile``); boto3 is left to the Lambda runtime unless ``--with-boto3``;
 - optionally a policy file, stored as ``rotator.toml`` at the zip root (the handler's default
   ``ROTATOR_CONFIG``), and its bundle ``rotator.bundle.json``: the policy file validated by the
-  full loader and compiled so that a cold start needs no pydantic (rotator/policy_bundle.py;
+  full loader and compiled so that a cold start needs no pydantic (rotator/config/policy_bundle.py;
   this needs rotator installed in the Python that runs this script: pip install -e '.[aws]');
 - with ``--compile`` only, bytecode: hash-based unchecked ``.pyc`` files (PEP 552, no timestamp),
   made by the target Python itself. Without it no ``__pycache__``/``*.pyc`` goes in, and as
@@ -66,16 +66,16 @@ DEFAULT_ROOT = HERE.parents[1]
 DEFAULT_OUTPUT = HERE / "build" / "rotator-lambda.zip"
 REQUIREMENTS = HERE / "requirements.txt"
 
-PACKAGES = ("rotator", "adapters")
+PACKAGES = ("rotator",)
 #: The handler and the store: a zip without them is not a rotation function.
-REQUIRED = ("rotator/aws_lambda.py", "adapters/aws_secretsmanager.py")
+REQUIRED = ("rotator/runners/aws_lambda.py", "rotator/adapters/aws/secretsmanager.py")
 #: Off the Lambda path: they only add weight, and the Vault store would fail to import (no hvac).
 EXCLUDED = frozenset(
     {
-        "rotator/demo.py",
-        "adapters/vault_kv2.py",
-        "adapters/vault_kv2_auth.py",
-        "adapters/influxctl_profile.py",
+        "rotator/runners/demo.py",
+        "rotator/adapters/vault/kv2.py",
+        "rotator/adapters/vault/auth.py",
+        "rotator/adapters/influxctl/profile.py",
     }
 )
 #: The demo's influxctl simulator and OpenBao helper: never on a production path.
@@ -175,7 +175,7 @@ def describe(path: Path) -> str:
 
 
 def source_entries(root: Path) -> list[Entry]:
-    """The ``*.py`` and package data of rotator/ and adapters/, minus :data:`EXCLUDED`."""
+    """The ``*.py`` and package data of rotator/, minus :data:`EXCLUDED`."""
     missing = [name for name in REQUIRED if not (root / name).is_file()]
     if missing:
         raise BuildError(
@@ -255,8 +255,8 @@ def bundle_entry(policy: Entry, path: Path, source_root: Path) -> Entry:
     """The policy file's bundle, written by the rotator that goes into the zip."""
     sys.path.insert(0, str(source_root))
     try:
-        from rotator.errors import ConfigError
-        from rotator.policy_bundle import write_bundle
+        from rotator.config.policy_bundle import write_bundle
+        from rotator.core.errors import ConfigError
     except ImportError as exc:
         raise BuildError(
             f"validating policy file {path} needs rotator and its dependencies in this Python ({exc}); "
@@ -276,7 +276,7 @@ def bundle_entry(policy: Entry, path: Path, source_root: Path) -> Entry:
 
 
 def _is_cron(schedule: str) -> bool:
-    """A 5-field cron or an AWS ``cron(...)``: the forms rotator.schedule hands to APScheduler."""
+    """A 5-field cron or an AWS ``cron(...)``: the forms rotator.config.schedule hands to APScheduler."""
     text = schedule.strip()
     return text.startswith("cron(") or len(text.split()) == _CRON_FIELDS
 

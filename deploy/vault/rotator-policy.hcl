@@ -13,7 +13,7 @@
 # In a namespace (Vault Enterprise / OpenBao), write the policy in that namespace; the paths
 # stay relative to it.
 #
-# tests/test_deploy_daemon.py proves it against OpenBao: a token holding only this policy
+# tests/deploy/test_deploy_daemon.py proves it against OpenBao: a token holding only this policy
 # (no `default` policy) reads, publishes twice with compare-and-set, renews itself, and is
 # refused (403) on a neighbouring secret.
 

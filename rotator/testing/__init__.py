@@ -5,14 +5,14 @@
   one of them is first used, so ``import rotator.testing`` works without it);
 - :class:`MemoryIssuer`, :class:`MemoryStore` (and their shared states :class:`MemoryTokens`,
   :class:`MemorySecrets`): in-memory adapters that pass the same suites, with failure injection;
-- :class:`FakeClock`: a clock that moves only when told to (re-exported from rotator.clock).
+- :class:`FakeClock`: a clock that moves only when told to (re-exported from rotator.core.clock).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rotator.clock import FakeClock
+from rotator.core.clock import FakeClock
 from rotator.testing.memory import (
     MemoryIssuer,
     MemoryIssuerSettings,

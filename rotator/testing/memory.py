@@ -1,8 +1,8 @@
 """An issuer and a store that live in memory, for tests of the engine and of code built on it.
 
-Both implement the Protocols of :mod:`rotator.contracts` fully, pass the same contract suites as
+Both implement the Protocols of :mod:`rotator.core.contracts` fully, pass the same contract suites as
 the built-in adapters (:mod:`rotator.testing.suites`), and take a clock, so that a test moves
-time with a :class:`~rotator.clock.FakeClock` instead of sleeping. Failures are injected with
+time with a :class:`~rotator.core.clock.FakeClock` instead of sleeping. Failures are injected with
 ``fail_next(operation, error)``: the next call of ``operation`` raises ``error`` (a store's
 publish may raise it *after* its write landed, as a lost answer does).
 
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from rotator.clock import Clock, SystemClock
-from rotator.contracts import AdapterContext, MintedToken, MintRequest, StoreState, TokenInfo, TokenRecord
-from rotator.errors import ConflictError, PermanentError
-from rotator.secret import Secret
+from rotator.core.clock import Clock, SystemClock
+from rotator.core.contracts import AdapterContext, MintedToken, MintRequest, StoreState, TokenInfo, TokenRecord
+from rotator.core.errors import ConflictError, PermanentError
+from rotator.core.secret import Secret
 
 __all__ = [
     "MemoryIssuer",
@@ -154,7 +154,7 @@ class MemoryIssuerSettings:
 
 
 class MemoryIssuer:
-    """An :class:`~rotator.contracts.Issuer` whose tokens live in a :class:`MemoryTokens`.
+    """An :class:`~rotator.core.contracts.Issuer` whose tokens live in a :class:`MemoryTokens`.
 
     ``verify`` accepts an active token and refuses any other with a PermanentError;
     ``revoke`` of a revoked or unknown id succeeds; ids look like ``mem-0001``, and a
@@ -271,7 +271,7 @@ class MemoryStoreSettings:
 
 
 class MemoryStore:
-    """A :class:`~rotator.contracts.Store` keeping numbered versions of one secret in memory.
+    """A :class:`~rotator.core.contracts.Store` keeping numbered versions of one secret in memory.
 
     Versions are ``"1"``, ``"2"`` ...; ``publish`` is compare-and-set against the current
     version and marks the secret managed; publishing the current record again returns its

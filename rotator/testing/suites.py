@@ -12,9 +12,9 @@ skipped with the reason. docs/adapters.md lists what each test checks::
         def make_store(self, tmp_path):
             return lambda: MyStore.from_config(MySettings(path=tmp_path / "s"), AdapterContext("contract"))
 
-What the engine relies on, and so what is checked here: rotator/contracts.py (the Protocols and
-their docstrings), rotator/engine.py (PLAN reads ``read_current``, PUBLISH is compare-and-set,
-a retried publish whose answer was lost, the revocation rule of rotator/revocation_rule.py asks
+What the engine relies on, and so what is checked here: rotator/core/contracts.py (the Protocols and
+their docstrings), rotator/core/engine.py (PLAN reads ``read_current``, PUBLISH is compare-and-set,
+a retried publish whose answer was lost, the revocation rule of rotator/core/revocation_rule.py asks
 the stores which token they *hold* and the issuer which tokens carry the run's tag) and DESIGN.md
 invariant 4 (no token value in logs, errors or reprs).
 """
@@ -31,9 +31,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from rotator.contracts import Issuer, MintedToken, MintRequest, Store, StoreState, TokenRecord
-from rotator.errors import ConflictError, PermanentError, RotatorError, TransientError
-from rotator.secret import Secret
+from rotator.core.contracts import Issuer, MintedToken, MintRequest, Store, StoreState, TokenRecord
+from rotator.core.errors import ConflictError, PermanentError, RotatorError, TransientError
+from rotator.core.secret import Secret
 
 __all__ = ["IssuerContract", "StoreContract"]
 
@@ -64,7 +64,7 @@ def _assert_no_value(values: Iterable[str], texts: Iterable[str], what: str) -> 
 
 
 class StoreContract:
-    """The contract of a :class:`~rotator.contracts.Store`. Subclass it and provide ``make_store``.
+    """The contract of a :class:`~rotator.core.contracts.Store`. Subclass it and provide ``make_store``.
 
     Fixtures a subclass provides:
 
@@ -127,7 +127,7 @@ class StoreContract:
 
     def test_publish_creates_the_secret_then_replaces_it_with_compare_and_set(self, store: Store) -> None:
         """Each publish returns a new version id; the read returns the record managed, and the store
-        holds exactly the current token: what the revocation rule (rotator/revocation_rule.py) asks
+        holds exactly the current token: what the revocation rule (rotator/core/revocation_rule.py) asks
         the stores, and the value that authenticates the next run."""
         first, second = self.record(), self.record()
         v1 = store.publish(first, None)
@@ -229,7 +229,7 @@ class StoreContract:
 
 
 class IssuerContract:
-    """The contract of an :class:`~rotator.contracts.Issuer`. Subclass it and provide ``issuer``.
+    """The contract of an :class:`~rotator.core.contracts.Issuer`. Subclass it and provide ``issuer``.
 
     Fixtures a subclass provides:
 

@@ -2,7 +2,7 @@
 
 Each class provides ``issuer`` (built for the policy ``contract`` on a fake of its own: the fake
 influxctl of tests/fakes/ run as a subprocess, or the OpenAPI-validated HTTP fakes over loopback,
-set up as tests/test_influxctl_management.py, test_influxctl_database.py, test_management_api.py,
+set up as tests/adapters/test_influxctl_management.py, test_influxctl_database.py, test_management_api.py,
 test_influxdb3.py and test_influxdb2.py do), ``credential`` where the issuer authenticates with
 the published token, and the ids its checks need; the tests are in rotator/testing/suites.py.
 """
@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from adapters.influxctl_database import InfluxctlDatabaseIssuer, InfluxctlDatabaseSettings
-from adapters.influxctl_management import InfluxctlManagementIssuer, InfluxctlManagementSettings
-from adapters.influxdb2 import InfluxDB2Issuer, InfluxDB2Settings
-from adapters.influxdb3 import InfluxDB3Issuer, InfluxDB3Settings
-from adapters.management_api import ManagementApiIssuer, ManagementApiSettings
-from rotator.adapter_settings import validate_settings
-from rotator.contracts import AdapterContext, Issuer
-from rotator.errors import TransientError
+from rotator.adapters.http.influxdb2 import InfluxDB2Issuer, InfluxDB2Settings
+from rotator.adapters.http.influxdb3 import InfluxDB3Issuer, InfluxDB3Settings
+from rotator.adapters.http.management_api import ManagementApiIssuer, ManagementApiSettings
+from rotator.adapters.influxctl.database import InfluxctlDatabaseIssuer, InfluxctlDatabaseSettings
+from rotator.adapters.influxctl.management import InfluxctlManagementIssuer, InfluxctlManagementSettings
+from rotator.config.adapter_settings import validate_settings
+from rotator.core.contracts import AdapterContext, Issuer
+from rotator.core.errors import TransientError
+from rotator.core.secret import Secret
 from rotator.sandbox.openbao_dev import free_port
-from rotator.secret import Secret
 from rotator.testing import IssuerContract, MemoryIssuer
 from tests.fakes.fixtures import FakeInfluxctlFixture
 from tests.fakes.influxdb2_fake import BUCKET_ID, ORG_ID, InfluxDB2Fake

@@ -2,8 +2,8 @@
 
 Each class provides ``make_store`` (a new adapter on a fresh secret), ``write_foreign`` (a value
 written around the adapter, as a person would) and ``unreachable_store``; the tests are in
-rotator/testing/suites.py. Store-specific behaviour stays in tests/test_vault_kv2.py,
-tests/test_aws_secretsmanager.py and tests/test_influxctl_profile.py.
+rotator/testing/suites.py. Store-specific behaviour stays in tests/adapters/test_vault_kv2.py,
+tests/adapters/test_aws_secretsmanager.py and tests/adapters/test_influxctl_profile.py.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from adapters.aws_secretsmanager import AwsSecretsManagerSettings, AwsSecretsManagerStore
-from adapters.influxctl_profile import InfluxctlProfileSettings, InfluxctlProfileStore
-from adapters.vault_kv2 import VaultKV2Settings, VaultKV2Store
-from rotator.clock import FakeClock
-from rotator.contracts import AdapterContext, Store
-from rotator.errors import TransientError
+from rotator.adapters.aws.secretsmanager import AwsSecretsManagerSettings, AwsSecretsManagerStore
+from rotator.adapters.influxctl.profile import InfluxctlProfileSettings, InfluxctlProfileStore
+from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
+from rotator.core.clock import FakeClock
+from rotator.core.contracts import AdapterContext, Store
+from rotator.core.errors import TransientError
 from rotator.sandbox.openbao_dev import free_port
 from rotator.testing import MemorySecrets, MemoryStore, StoreContract
 from tests.aws_server import MotoServer

@@ -1,6 +1,6 @@
 """The engine's state machine in process: rotator.testing's in-memory issuer and stores, a
 FakeClock (no test sleeps: retries and grace periods move the fake clock) and a SQLite journal in
-tmp_path. Subprocess and kill -9 behaviour stays in tests/test_crash_matrix.py and test_e2e*.py;
+tmp_path. Subprocess and kill -9 behaviour stays in tests/e2e/test_crash_matrix.py and test_e2e*.py;
 here every step's outcome is checked directly on the journal, the issuer and the stores.
 
 A crash is simulated by a checkpoint that raises :class:`Crash` (a BaseException, which the engine
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from rotator.contracts import TokenRecord
-from rotator.engine import Engine, RunResult
-from rotator.errors import ConflictError, LeaseLost, PermanentError, TransientError
-from rotator.journal import Journal, RunState, open_journal
-from rotator.policy_types import Policy, StoreBinding
-from rotator.retry import RetryPolicy
-from rotator.secret import Secret
+from rotator.config.policy_types import Policy, StoreBinding
+from rotator.core.contracts import TokenRecord
+from rotator.core.engine import Engine, RunResult
+from rotator.core.errors import ConflictError, LeaseLost, PermanentError, TransientError
+from rotator.core.journal import Journal, RunState, open_journal
+from rotator.core.retry import RetryPolicy
+from rotator.core.secret import Secret
 from rotator.testing import FakeClock, MemoryIssuer, MemoryIssuerSettings, MemoryStore, MemoryStoreSettings
 
 POLICY = "p"

@@ -96,7 +96,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-from rotator.secret import REDACTOR
+from rotator.core.secret import REDACTOR
 
 __all__ = [
     "SPECS_DIR",

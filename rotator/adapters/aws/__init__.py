@@ -1,0 +1,1 @@
+"""The AWS Secrets Manager store."""

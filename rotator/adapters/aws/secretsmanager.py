@@ -1,0 +1,887 @@
+"""aws-secretsmanager: publish the current token into an AWS Secrets Manager secret.
+
+What rotator keeps in Secrets Manager::
+
+    the secret            one version per publish, holding TokenRecord.payload() as SecretString
+    staging labels        AWSCURRENT = the token consumers use, AWSPREVIOUS = the one before
+                          (AWS moves it), AWSPENDING = only while a publish is under way
+    tags                  managed-by=rotator, policy=<policy name>
+
+Publish, with ``StoreState.version`` = the VersionId that carries AWSCURRENT::
+
+    1. DescribeSecret                  AWSCURRENT must still be on the version PLAN read
+                                       (else ConflictError); AWSPENDING must not sit on
+                                       another version (an unfinished rotation, see below)
+    2. PutSecretValue                  a fresh ClientRequestToken, VersionStages=[AWSPENDING]
+    3. UpdateSecretVersionStage        AWSCURRENT -> the new version, RemoveFromVersionId = the
+                                       version PLAN read: Secrets Manager refuses the move if
+                                       AWSCURRENT left that version, so the move itself is the
+                                       compare-and-set; the old version becomes AWSPREVIOUS
+    4. UpdateSecretVersionStage        remove AWSPENDING (left on AWSCURRENT's version it is
+                                       harmless, so a failure here only warns)
+    5. TagResource                     only when managed-by/policy are not set yet (adopt)
+
+A secret that does not exist is created by one CreateSecret with the payload, the tags and
+``kms_key_id`` when ``secret_id`` is a name or an ARN without its 6-character suffix (a full
+ARN names a secret AWS created with that random suffix, which a new secret never gets: rotator
+refuses and prints the create-secret command); one that exists with no value yet (made by
+Terraform, say) gets its first value through steps 2-4. Every read names its stage
+(``VersionStage=AWSCURRENT``), never the default.
+
+AWSPENDING on a version other than AWSCURRENT's means a rotation is unfinished. On a managed
+secret without rotation enabled, a version holding a rotator payload of this same policy can
+only be rotator's own publish, interrupted between steps 2 and 3 (the engine has rolled its
+token back): it is ignored, and the next PutSecretValue moves the label. Anything else (a
+rotation function's version, with or without a value; someone else's value) stops the run with
+the message AWS users know, "a previous rotation isn't complete", and the command that clears
+the label.
+
+Credentials come from the standard AWS chain (environment, ``~/.aws``, container or instance
+role), from ``profile``, or by assuming ``role_arn`` (refreshed before it expires). The region
+is explicit (``region``, or the secret's ARN), and ``endpoint_url`` is the only endpoint used:
+``AWS_ENDPOINT_URL*`` variables and profile endpoints are ignored (``ignore_configured_endpoint_urls``).
+
+The IAM permissions rotator's identity needs on the secret::
+
+    secretsmanager:DescribeSecret, GetSecretValue, PutSecretValue, UpdateSecretVersionStage
+    secretsmanager:CreateSecret, TagResource     (creating the secret / adopting one)
+    kms:Decrypt, kms:GenerateDataKey             (on kms_key_id, when the secret uses a CMK)
+    sts:AssumeRole                               (on role_arn, when set)
+
+Every call goes through :func:`map_errors`: throttling, 5xx, timeouts and connection failures
+become TransientError (after botocore's own retries, ``retry_mode``/``max_attempts``);
+AccessDenied (the hint names the IAM action), KMS refusals, bad credentials, a missing secret
+and other 4xx become PermanentError. Messages carry the operation, the error code and AWS's own
+message (redacted); never the SDK's exception text, never a token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from rotator.config.registry import lazy_sdk
+from rotator.core.contracts import AdapterContext, Store, StoreState, TokenRecord, checked_settings
+from rotator.core.credentials import SETTINGS_CONFIG
+from rotator.core.errors import ConfigError, ConflictError, PermanentError, RotatorError, TransientError
+from rotator.core.secret import REDACTOR
+
+if TYPE_CHECKING:
+    import botocore.exceptions
+else:  # imported on first use: loading a policy file needs the settings model only (issue 12)
+    botocore = lazy_sdk("botocore")
+
+__all__ = [
+    "CURRENT",
+    "MANAGED_BY",
+    "MANAGED_BY_KEY",
+    "PENDING",
+    "POLICY_KEY",
+    "PREVIOUS",
+    "AwsSecretsManagerSettings",
+    "AwsSecretsManagerStore",
+    "ClientFactory",
+    "PendingRotationError",
+    "SecretView",
+    "SecretsManagerAPI",
+    "boto3_client",
+    "client_error_code",
+    "describe",
+    "map_errors",
+    "quiet_sdk_wire_logs",
+    "read_stage",
+]
+
+logger = logging.getLogger("rotator.adapters.aws_secretsmanager")
+T = TypeVar("T")
+
+CURRENT, PENDING, PREVIOUS = "AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"
+MANAGED_BY_KEY, MANAGED_BY, POLICY_KEY = "managed-by", "rotator", "policy"
+
+_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:(?P<region>[a-z0-9-]+):\d{12}:secret:(?P<name>.+)$")
+_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+_REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
+_ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$"  # compiled on first use: rarely set
+
+_THROTTLING = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "RequestLimitExceeded", "SlowDown", "RequestThrottled",
+    "PriorRequestNotComplete", "EC2ThrottledException", "ProvisionedThroughputExceededException",
+})  # fmt: skip
+_BAD_CREDENTIALS = frozenset({
+    "UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
+    "SignatureDoesNotMatch", "IncompleteSignature", "ExpiredToken", "ExpiredTokenException",
+    "MissingAuthenticationToken", "AuthFailure",
+})  # fmt: skip
+_KMS_CODES = frozenset(
+    {
+        "DecryptionFailure",
+        "EncryptionFailure",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+    }
+)
+_CAS_CODES = frozenset({"InvalidParameterException", "InvalidRequestException"})
+
+_ERR_CALL = "{where}: {operation} failed: {code}{detail}"
+_ERR_UNREACHABLE = "{where}: cannot reach Secrets Manager for {operation} ({cause})"
+_ERR_TLS = "{where}: TLS handshake for {operation} failed (untrusted certificate, or not a TLS endpoint)"
+_ERR_CONFLICT = "{where}: compare-and-set lost: expected AWSCURRENT on {expected}, it is on {actual}"
+_ERR_PENDING = (
+    "{where}: a previous rotation isn't complete: AWSPENDING is on version {pending}, AWSCURRENT on {current}"
+)
+_HINT_PENDING = (
+    "finish or cancel that rotation (Secrets Manager retries a failed rotation itself); if none is running, "
+    "remove the label: aws secretsmanager update-secret-version-stage --secret-id {secret} "
+    "--version-stage AWSPENDING --remove-from-version-id {pending} --region {region}"
+)
+_HINT_CONFLICT = (
+    "another writer moved AWSCURRENT after rotator read it: inspect it with "
+    "`aws secretsmanager describe-secret --secret-id {secret} --region {region}`, then rotate again"
+)
+_HINT_RETRY = "rotator retries; check that Secrets Manager (or endpoint_url) is reachable from here"
+_HINT_DENIED = "rotator's AWS identity needs {action} on {resource} (IAM policy, and the secret's resource policy)"
+_HINT_KMS = (
+    "rotator's AWS identity needs kms:Decrypt (reads) and kms:GenerateDataKey (writes) on the secret's KMS key{key}, "
+    "allowed by the key policy; the key must be enabled"
+)
+_HINT_CREDENTIALS = (
+    "give rotator valid AWS credentials: the standard chain (environment, ~/.aws, instance/task/Lambda role), "
+    "`profile`, or `role_arn`"
+)
+_HINT_NOT_FOUND = "check secret_id and region (the secret may also be scheduled for deletion: restore-secret)"
+_HINT_AWS = "check the store settings (secret_id, region, endpoint_url) and AWS's message"
+
+
+# A dataclass, not a pydantic model: the AWS Lambda function's cold start imports this module and
+# must not import pydantic. The policy loader validates it through pydantic all the same
+# (rotator/config/adapter_settings.py): field types first, then the checks in __post_init__. The class
+# docstring is the description in the policy file's JSON schema.
+@dataclass(frozen=True)
+class AwsSecretsManagerSettings:
+    """``[[policy.store]] type = "aws-secretsmanager"`` settings."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
+
+    #: A plain string: the policy loader's inline-secret check leaves `secret_id` alone here.
+    secret_id: str
+    """the secret's name or ARN (a name is created if absent)"""
+    region: str | None = None
+    """AWS region; default: the one in secret_id's ARN"""
+    endpoint_url: str | None = None
+    """Secrets Manager endpoint, e.g. a VPC endpoint"""
+    sts_endpoint_url: str | None = None
+    """STS endpoint for role_arn (default: AWS's)"""
+    profile: str | None = None
+    """named profile in ~/.aws/config"""
+    role_arn: str | None = None
+    """IAM role to assume for every call"""
+    external_id: str | None = None
+    """for role_arn"""
+    kms_key_id: str | None = None
+    """KMS key for a secret rotator creates"""
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    """botocore retry mode"""
+    max_attempts: int | None = None
+    """tries per call, the first included"""
+    timeout_s: float = 10.0
+    """connect and read timeout of each call"""
+
+    def __post_init__(self) -> None:
+        if not (_ARN.match(self.secret_id) or _NAME.match(self.secret_id)):
+            raise ValueError(
+                "`secret_id` must be a secret name (letters, digits and /_+=.@-, at most 512) or a Secrets Manager ARN"
+            )
+        if self.region is not None and not _REGION.match(self.region):
+            raise ValueError("`region` must be an AWS region name such as eu-west-1")
+        for key in ("endpoint_url", "sts_endpoint_url"):
+            url = getattr(self, key)
+            if url is not None:
+                object.__setattr__(self, key, _http_url(key, url))
+        if self.profile is not None and not self.profile:
+            raise ValueError("`profile` must name a profile (it is empty)")
+        if self.role_arn is not None and not re.match(_ROLE_ARN, self.role_arn):
+            raise ValueError("`role_arn` must be an IAM role ARN: arn:aws:iam::<account>:role/<name>")
+        if self.external_id is not None and not 2 <= len(self.external_id) <= 1224:
+            raise ValueError("`external_id` must be 2 to 1224 characters long")
+        if self.kms_key_id is not None and not self.kms_key_id:
+            raise ValueError("`kms_key_id` must name a KMS key (it is empty)")
+        if self.retry_mode not in ("standard", "adaptive"):
+            raise ValueError("`retry_mode` must be 'standard' or 'adaptive'")
+        if self.max_attempts is not None and not 1 <= self.max_attempts <= 20:
+            raise ValueError("`max_attempts` must be between 1 and 20")
+        if not 0 < self.timeout_s <= 300:  # False for NaN too
+            raise ValueError("`timeout_s` must be more than 0 and at most 300 (seconds)")
+        self._consistent()
+
+    def _consistent(self) -> None:
+        arn = _ARN.match(self.secret_id)
+        if arn is None and self.region is None:
+            raise ValueError("set `region`, or give `secret_id` as the secret's ARN")
+        if arn is not None and self.region is not None and self.region != arn["region"]:
+            raise ValueError(f"region {self.region!r} differs from the region in secret_id's ARN ({arn['region']!r})")
+        if self.external_id is not None and self.role_arn is None:
+            raise ValueError("`external_id` needs `role_arn`")
+        if self.sts_endpoint_url is not None and self.role_arn is None:
+            raise ValueError("`sts_endpoint_url` needs `role_arn`")
+
+    def transport_warnings(self) -> list[str]:
+        """Plain http:// endpoints to another host expose the token (see rotator/adapters/transport.py)."""
+        from rotator.adapters.transport import plain_http_warning
+
+        return [
+            *plain_http_warning(self.endpoint_url, "endpoint_url"),
+            *plain_http_warning(self.sts_endpoint_url, "sts_endpoint_url"),
+        ]
+
+    @property
+    def region_name(self) -> str:
+        arn = _ARN.match(self.secret_id)
+        region = self.region or (arn["region"] if arn else None)
+        assert region is not None  # __post_init__ guarantees it
+        return region
+
+    @property
+    def is_arn(self) -> bool:
+        return _ARN.match(self.secret_id) is not None
+
+    def matches(self, arn: str, name: str) -> bool:
+        """Does ``secret_id`` name the secret whose full ARN and name are given?"""
+        sid = self.secret_id
+        if sid in (arn, name):
+            return True
+        # A partial ARN (without the 6-character suffix AWS appends) also names it.
+        return self.is_arn and arn.startswith(sid + "-") and len(arn) == len(sid) + 7
+
+
+_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
+
+
+def _name_to_create(settings: AwsSecretsManagerSettings) -> str | None:
+    """The Name a CreateSecret for ``secret_id`` takes: the name itself, or the name in an ARN
+    given without its suffix (a partial ARN, which names the created secret). ``None`` for a full
+    ARN: what follows its last hyphen is the suffix AWS drew at creation, never drawn again."""
+    arn = _ARN.match(settings.secret_id)
+    if arn is None:
+        return settings.secret_id
+    if _ARN_SUFFIX.search(arn["name"]):
+        return None
+    return str(arn["name"])
+
+
+def _http_url(key: str, value: str) -> str:
+    """``value`` without its trailing slashes; ValueError naming ``key`` unless it is a plain http(s) address."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"`{key}` must be an http:// or https:// address")
+    if parts.username or parts.password:
+        raise ValueError(f"`{key}` must not carry credentials")
+    return value.rstrip("/")
+
+
+class SecretsManagerAPI(Protocol):
+    """The boto3 ``secretsmanager`` calls rotator makes (keyword arguments as in boto3)."""
+
+    def describe_secret(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def get_secret_value(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def put_secret_value(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def create_secret(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def update_secret_version_stage(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def tag_resource(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def untag_resource(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def list_secret_version_ids(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+
+#: botocore loggers that print request and response bodies at DEBUG: SecretString included.
+_WIRE_LOGGERS = ("botocore.endpoint", "botocore.parsers")
+
+
+def quiet_sdk_wire_logs() -> None:
+    """Keep botocore's body dumps out of every log, even at ``--log-level debug``.
+
+    botocore logs each request's parameters and each response body at DEBUG, which for Secrets
+    Manager means the token. Loggers someone configured explicitly are left alone.
+    """
+    for name in _WIRE_LOGGERS:
+        wire = logging.getLogger(name)
+        if wire.level == logging.NOTSET:
+            wire.setLevel(logging.INFO)
+
+
+#: Builds the client from the settings and the policy name; the seam where tests inject one.
+ClientFactory = Callable[[AwsSecretsManagerSettings, str], SecretsManagerAPI]
+
+
+def boto3_client(settings: AwsSecretsManagerSettings, policy: str) -> SecretsManagerAPI:
+    """The real client: explicit region and endpoint, botocore retries, optional assumed role.
+
+    boto3 is imported here, not at module level, so `rotator validate` stays fast.
+    """
+    import boto3.session
+    from botocore.config import Config
+
+    where = f"aws-secretsmanager:{settings.secret_id}"
+    retries: dict[str, Any] = {"mode": settings.retry_mode}
+    if settings.max_attempts is not None:
+        retries["total_max_attempts"] = settings.max_attempts
+    options: dict[str, Any] = {
+        "retries": retries,
+        "connect_timeout": settings.timeout_s,
+        "read_timeout": settings.timeout_s,
+        # Only endpoint_url counts: no AWS_ENDPOINT_URL* variable or profile endpoint.
+        "ignore_configured_endpoint_urls": True,
+        "user_agent_extra": "rotator",
+    }
+    config = Config(**options)
+    with map_errors(where, "create a client"):
+        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region_name)
+        if settings.role_arn is not None:
+            session = _assumed_role_session(session, settings, config, _session_name(policy))
+        client: SecretsManagerAPI = session.client("secretsmanager", endpoint_url=settings.endpoint_url, config=config)
+    return client
+
+
+def _session_name(policy: str) -> str:
+    return re.sub(r"[^\w+=,.@-]", "-", f"rotator-{policy}")[:64]
+
+
+def _assumed_role_session(base: Any, settings: AwsSecretsManagerSettings, config: Any, session_name: str) -> Any:
+    """A session whose credentials come from sts:AssumeRole, refreshed before they expire."""
+    import boto3.session
+    import botocore.session
+    from botocore.credentials import CredentialProvider, CredentialResolver, DeferredRefreshableCredentials
+
+    sts = base.client("sts", endpoint_url=settings.sts_endpoint_url, config=config)
+    request: dict[str, str] = {"RoleArn": str(settings.role_arn), "RoleSessionName": session_name}
+    if settings.external_id is not None:
+        request["ExternalId"] = settings.external_id
+
+    def refresh() -> dict[str, str]:
+        answer = sts.assume_role(**request)["Credentials"]
+        logger.debug("assumed role %s (session %s) until %s", settings.role_arn, session_name, answer["Expiration"])
+        return {
+            "access_key": answer["AccessKeyId"],
+            "secret_key": answer["SecretAccessKey"],
+            "token": answer["SessionToken"],
+            "expiry_time": answer["Expiration"].isoformat(),
+        }
+
+    class AssumedRole(CredentialProvider):  # type: ignore[misc]
+        METHOD = "assume-role"
+        CANONICAL_NAME = "custom-rotator-assume-role"  # botocore: names of providers outside it start "custom"
+
+        def load(self) -> Any:
+            return DeferredRefreshableCredentials(refresh_using=refresh, method=self.METHOD)
+
+    core = botocore.session.Session()
+    # The session's credential chain is a public component: this provider is its only link.
+    core.register_component("credential_provider", CredentialResolver(providers=[AssumedRole()]))
+    return boto3.session.Session(botocore_session=core, region_name=settings.region_name)
+
+
+# -- reading a secret -----------------------------------------------------------------------------
+
+
+class SecretView:
+    """What DescribeSecret says: identity, tags, rotation, and the labelled versions.
+
+    A plain class: it holds dicts (neither hashable nor compared), and a dataclass would cost
+    the Lambda function's every cold start ~0.5 ms to create.
+    """
+
+    __slots__ = ("arn", "name", "rotation_enabled", "stages", "tags")
+
+    def __init__(self, *, arn: str, name: str, rotation_enabled: bool, tags: Mapping[str, str],
+                 stages: Mapping[str, tuple[str, ...]]) -> None:  # fmt: skip
+        self.arn, self.name, self.rotation_enabled = arn, name, rotation_enabled
+        self.tags = tags
+        #: VersionId -> its staging labels; versions without a label are left out (as AWS does).
+        self.stages = stages
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> SecretView:
+        tags = {str(t.get("Key")): str(t.get("Value", "")) for t in answer.get("Tags") or ()}
+        stages = {str(v): tuple(s) for v, s in (answer.get("VersionIdsToStages") or {}).items() if s}
+        return cls(
+            arn=str(answer.get("ARN", "")),
+            name=str(answer.get("Name", "")),
+            rotation_enabled=bool(answer.get("RotationEnabled")),
+            tags=tags,
+            stages=stages,
+        )
+
+    def version_with(self, stage: str) -> str | None:
+        return next((version for version, labels in self.stages.items() if stage in labels), None)
+
+    @property
+    def managed(self) -> bool:
+        return self.tags.get(MANAGED_BY_KEY) == MANAGED_BY
+
+
+def describe(api: SecretsManagerAPI, secret_id: str, where: str) -> SecretView | None:
+    """DescribeSecret; ``None`` if the secret does not exist."""
+    with map_errors(where, "DescribeSecret"):
+        try:
+            answer = api.describe_secret(SecretId=secret_id)
+        except botocore.exceptions.ClientError as exc:
+            if client_error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+    return SecretView.from_answer(answer)
+
+
+def read_stage(
+    api: SecretsManagerAPI, secret_id: str, stage: str | None, where: str, version_id: str | None = None
+) -> tuple[str, Mapping[str, Any] | None] | None:
+    """GetSecretValue of ``stage`` (and ``version_id``, if given; ``stage`` None: that version
+    whatever its labels, e.g. a deprecated one).
+
+    ``None`` when that version holds no value (Secrets Manager creates a rotation's AWSPENDING
+    version before its function puts a value). Otherwise ``(VersionId, payload)``, the payload
+    being ``None`` when the value is not a JSON object (binary, plain text).
+    """
+    request: dict[str, str] = {"SecretId": secret_id}
+    if stage is not None:
+        request["VersionStage"] = stage
+    if version_id is not None:
+        request["VersionId"] = version_id
+    with map_errors(where, "GetSecretValue"):
+        try:
+            answer = api.get_secret_value(**request)
+        except botocore.exceptions.ClientError as exc:
+            if client_error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+    text = answer.get("SecretString")
+    payload: Mapping[str, Any] | None = None
+    if isinstance(text, str):
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):  # not JSON, or nested thousands deep: not a rotator payload
+            parsed = None
+        payload = parsed if isinstance(parsed, Mapping) else None
+    return str(answer.get("VersionId", version_id or "")), payload
+
+
+class PendingRotationError(PermanentError):
+    """AWSPENDING sits on a version other than AWSCURRENT's: a rotation is unfinished."""
+
+    def __init__(self, where: str, secret: str, region: str, pending: str, current: str | None) -> None:
+        super().__init__(
+            _ERR_PENDING.format(where=where, pending=pending, current=current or "no version"),
+            hint=_HINT_PENDING.format(secret=secret, pending=pending, region=region),
+        )
+        self.pending = pending
+        self.current = current
+
+
+# -- the store --------------------------------------------------------------------------------------
+
+
+class AwsSecretsManagerStore:
+    """The current token as the AWSCURRENT version of one secret. One caller at a time."""
+
+    kind: ClassVar[str] = "aws-secretsmanager"
+    settings_model: ClassVar[type[Any]] = AwsSecretsManagerSettings
+
+    def __init__(self, settings: AwsSecretsManagerSettings, ctx: AdapterContext, client_factory: ClientFactory) -> None:
+        quiet_sdk_wire_logs()
+        self._settings = settings
+        self._policy = ctx.policy
+        self._factory = client_factory
+        self._api: SecretsManagerAPI | None = None
+        self._sent = 0
+        sid = settings.secret_id
+        self._location = f"aws-secretsmanager:{sid if settings.is_arn else f'{settings.region_name}/{sid}'}"
+
+    @classmethod
+    def from_config(
+        cls, settings: Any, ctx: AdapterContext, client_factory: ClientFactory | None = None
+    ) -> AwsSecretsManagerStore:
+        """Nothing is contacted here; the client is built on first use."""
+        return cls(checked_settings(cls, settings, AwsSecretsManagerSettings), ctx, client_factory or boto3_client)
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    @property
+    def settings(self) -> AwsSecretsManagerSettings:
+        return self._settings
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests to Secrets Manager this store's own client sent (botocore's retries
+        included; STS calls for ``role_arn`` not); 0 with a client given as ``client_factory``."""
+        return self._sent
+
+    def read_current(self) -> StoreState:
+        """The AWSCURRENT version. PermanentError if a managed payload is malformed, or if
+        AWSPENDING sits on another version that is not rotator's own interrupted publish."""
+        view = self._describe()
+        if view is None:
+            logger.debug("%s: absent", self._location)
+            return StoreState(version=None, managed=False, record=None)
+        current = view.version_with(CURRENT)
+        if current is None:
+            logger.debug("%s: exists with no AWSCURRENT value", self._location)
+            return StoreState(version=None, managed=view.managed, record=None)
+        self._check_pending(view, current)
+        answer = self._read(CURRENT)
+        if answer is None:  # AWSCURRENT moved between the two calls: the next read sees it
+            raise TransientError(f"{self._location}: AWSCURRENT changed while reading it", hint=_HINT_RETRY)
+        version, payload = answer
+        record = self._parse(payload, version, strict=view.managed)
+        logger.debug(
+            "%s: AWSCURRENT on version %s, managed=%s, token_id=%s",
+            self._location, version, view.managed, record.token_id if record else None,
+        )  # fmt: skip
+        return StoreState(version=version, managed=view.managed, record=record)
+
+    def publish(self, record: TokenRecord, expected_version: str | None) -> str:
+        """Put ``record`` as AWSPENDING, move AWSCURRENT to it from ``expected_version``, drop
+        AWSPENDING. Publishing the record AWSCURRENT already holds completes instead of conflicting."""
+        view = self._describe()
+        if view is None:
+            if expected_version is not None:
+                return self._settle(record, expected_version, None)
+            return self._create(record)
+        current = view.version_with(CURRENT)
+        if current != expected_version:
+            return self._settle(record, expected_version, current, view)
+        self._check_pending(view, current)
+        pending = view.version_with(PENDING)
+        new: str | None = None
+        if pending is not None and pending != current and self._holds(pending, PENDING, record):
+            new = pending  # an earlier attempt put it and lost the move: finish that one
+            logger.info("%s: version %s already holds token %s as AWSPENDING", self._location, new, record.token_id)
+        if new is None:
+            new = self._put_pending(record)
+        if current is not None:
+            self._move_current(new, current)
+        else:
+            self._first_current(new)
+        self._drop_pending(new)
+        self._ensure_tags(view.tags)
+        logger.info("published token %s to %s as version %s", record.token_id, self._location, new)
+        return new
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _create(self, record: TokenRecord) -> str:
+        name = _name_to_create(self._settings)
+        if name is None:
+            # A full ARN ends in the 6 random characters AWS chose when it created that secret: a
+            # secret made now would get other ones, and this secret_id would never name it.
+            arn = _ARN.match(self._settings.secret_id)
+            assert arn is not None
+            bare = arn["name"][:-7]
+            raise PermanentError(
+                f"{self._location}: the secret does not exist, and a full ARN (ending in its random "
+                "6-character suffix) cannot be created",
+                hint=f"create it: aws secretsmanager create-secret --region {self._settings.region_name} --name "
+                f"{bare}, then set secret_id to the ARN it prints (or to the name {bare!r}, or the ARN without "
+                "its suffix, and rotator creates it) and run the same command again",
+            )
+        request: dict[str, Any] = {
+            "Name": name,
+            "ClientRequestToken": str(uuid.uuid4()),
+            "SecretString": json.dumps(record.payload()),
+            "Description": f"InfluxDB token rotated by rotator (policy {self._policy})",
+            "Tags": [{"Key": k, "Value": v} for k, v in self._wanted_tags().items()],
+        }
+        if self._settings.kms_key_id is not None:
+            request["KmsKeyId"] = self._settings.kms_key_id
+
+        def create(api: SecretsManagerAPI) -> str | None:
+            try:
+                return str(api.create_secret(**request)["VersionId"])
+            except botocore.exceptions.ClientError as exc:
+                if client_error_code(exc) == "ResourceExistsException":
+                    return None  # created by someone else meanwhile
+                raise
+
+        version = self._call("CreateSecret", create)
+        if version is None:
+            view = self._describe()
+            return self._settle(record, None, view.version_with(CURRENT) if view else None, view)
+        if self._describe() is None:  # e.g. a partial ARN of another account: the secret went elsewhere
+            raise PermanentError(
+                f"{self._location}: created secret {name!r}, but secret_id does not name it",
+                hint="give secret_id as the secret's name or full ARN (aws secretsmanager describe-secret "
+                f"--secret-id {name})",
+            )
+        logger.info("created %s with token %s as version %s", self._location, record.token_id, version)
+        return version
+
+    def _put_pending(self, record: TokenRecord) -> str:
+        token = str(uuid.uuid4())
+        answer = self._call("PutSecretValue", lambda api: api.put_secret_value(
+            SecretId=self._settings.secret_id, ClientRequestToken=token,
+            SecretString=json.dumps(record.payload()), VersionStages=[PENDING]))  # fmt: skip
+        return str(answer.get("VersionId") or token)
+
+    def _move_current(self, new: str, current: str) -> None:
+        def move(api: SecretsManagerAPI) -> bool:
+            try:
+                api.update_secret_version_stage(
+                    SecretId=self._settings.secret_id, VersionStage=CURRENT, MoveToVersionId=new,
+                    RemoveFromVersionId=current,
+                )  # fmt: skip
+            except botocore.exceptions.ClientError as exc:
+                if client_error_code(exc) in _CAS_CODES:
+                    return False  # AWSCURRENT is no longer on `current`
+                raise
+            return True
+
+        if self._call("UpdateSecretVersionStage", move):
+            return
+        view = self._describe()
+        actual = view.version_with(CURRENT) if view else None
+        if actual == new:
+            return  # an earlier attempt moved it
+        if actual != current:
+            self._drop_pending(new)  # leave no AWSPENDING behind: it would block every rotation
+            raise self._conflict(current, actual)
+        raise PermanentError(
+            f"{self._location}: Secrets Manager refused to move AWSCURRENT from version {current} to {new}",
+            hint=_HINT_AWS,
+        )
+
+    def _first_current(self, new: str) -> None:
+        """An empty secret: PutSecretValue gave its first version AWSCURRENT by itself, unless
+        someone else's first value came first (a conflict)."""
+        view = self._describe()
+        actual = view.version_with(CURRENT) if view else None
+        if actual == new:
+            return
+        if actual is not None:
+            self._drop_pending(new)
+            raise self._conflict(None, actual)
+        self._call(
+            "UpdateSecretVersionStage",
+            lambda api: api.update_secret_version_stage(
+                SecretId=self._settings.secret_id, VersionStage=CURRENT, MoveToVersionId=new
+            ),
+        )
+
+    def _drop_pending(self, version: str) -> None:
+        try:
+            self._call(
+                "UpdateSecretVersionStage",
+                lambda api: api.update_secret_version_stage(
+                    SecretId=self._settings.secret_id, VersionStage=PENDING, RemoveFromVersionId=version
+                ),
+            )
+        except RotatorError as exc:
+            logger.warning(
+                "%s: could not remove AWSPENDING from version %s (harmless while it is AWSCURRENT's): %s",
+                self._location, version, exc,
+            )  # fmt: skip
+
+    def _ensure_tags(self, tags: Mapping[str, str]) -> None:
+        wanted = self._wanted_tags()
+        missing = {k: v for k, v in wanted.items() if tags.get(k) != v}
+        if not missing:
+            return
+        try:
+            self._call(
+                "TagResource",
+                lambda api: api.tag_resource(
+                    SecretId=self._settings.secret_id, Tags=[{"Key": k, "Value": v} for k, v in missing.items()]
+                ),
+            )
+        except RotatorError as exc:
+            # The value is published: say so, and let the engine retry (publishing again completes).
+            raise TransientError(
+                f"{self._location}: the token is published but the secret is not tagged managed-by=rotator yet: {exc}",
+                hint="grant secretsmanager:TagResource on the secret; the next attempt completes the publish",
+            ) from None
+
+    def _wanted_tags(self) -> dict[str, str]:
+        return {MANAGED_BY_KEY: MANAGED_BY, POLICY_KEY: self._policy}
+
+    def _settle(
+        self, record: TokenRecord, expected: str | None, actual: str | None, view: SecretView | None = None
+    ) -> str:
+        """AWSCURRENT is not where PLAN saw it: done already (the same record), or a conflict."""
+        if actual is not None and self._holds(actual, CURRENT, record):
+            logger.info(
+                "%s: version %s already holds token %s; completing the publish", self._location, actual, record.token_id
+            )
+            if view is not None and view.version_with(PENDING) == actual:
+                self._drop_pending(actual)
+            self._ensure_tags(view.tags if view is not None else {})
+            return actual
+        raise self._conflict(expected, actual)
+
+    def _conflict(self, expected: str | None, actual: str | None) -> ConflictError:
+        return ConflictError(
+            _ERR_CONFLICT.format(
+                where=self._location, expected=expected or "no version (create only)", actual=actual or "no version"
+            ),
+            hint=_HINT_CONFLICT.format(secret=self._settings.secret_id, region=self._settings.region_name),
+        )
+
+    def _holds(self, version: str, stage: str, record: TokenRecord) -> bool:
+        answer = read_stage(self._client(), self._settings.secret_id, stage, self._location, version_id=version)
+        if answer is None or answer[1] is None:
+            return False
+        there = self._parse(answer[1], version, strict=False)
+        return there is not None and there.token_id == record.token_id and there.value == record.value
+
+    def _check_pending(self, view: SecretView, current: str | None) -> None:
+        pending = view.version_with(PENDING)
+        if pending is None or pending == current:
+            return
+        answer = read_stage(self._client(), self._settings.secret_id, PENDING, self._location, version_id=pending)
+        leftover = self._parse(answer[1], pending, strict=False) if answer and answer[1] is not None else None
+        own = view.managed and not view.rotation_enabled  # no rotation function: it can only be rotator's
+        if own and leftover is not None and leftover.policy == self._policy:
+            logger.warning(
+                "%s: AWSPENDING on version %s holds token %s from an interrupted publish by this policy; "
+                "the next publish replaces it", self._location, pending, leftover.token_id,
+            )  # fmt: skip
+            return
+        raise PendingRotationError(
+            self._location, view.arn or self._settings.secret_id, self._settings.region_name, pending, current
+        )
+
+    def _describe(self) -> SecretView | None:
+        return describe(self._client(), self._settings.secret_id, self._location)
+
+    def _read(self, stage: str) -> tuple[str, Mapping[str, Any] | None] | None:
+        return read_stage(self._client(), self._settings.secret_id, stage, self._location)
+
+    def _parse(self, payload: Mapping[str, Any] | None, version: str, *, strict: bool) -> TokenRecord | None:
+        where = f"{self._location} version {version}"
+        if payload is None:
+            if strict:
+                raise PermanentError(
+                    f"{where}: the value is not a JSON object rotator can read (not JSON, not an object, or "
+                    "nested thousands of levels deep)",
+                    hint="re-publish a valid token with `rotator bootstrap` (see docs/operations.md)",
+                )
+            return None
+        try:
+            return TokenRecord.from_payload(payload, where=where)
+        except PermanentError:
+            if strict:
+                raise
+            return None
+
+    def _client(self) -> SecretsManagerAPI:
+        if self._api is None:
+            self._api = self._factory(self._settings, self._policy)
+            if self._factory is boto3_client:  # a client of its own: count what it sends (each attempt)
+                client: Any = self._api
+                client.meta.events.register("before-send.secrets-manager", self._count_request)
+        return self._api
+
+    def _count_request(self, **_event: Any) -> None:
+        self._sent += 1  # returns None: botocore sends the request
+
+    def _call(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
+        api = self._client()
+        with map_errors(self._location, operation, kms_key_id=self._settings.kms_key_id):
+            return fn(api)
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks AwsSecretsManagerStore against the Store Protocol
+    _conforms: type[Store] = AwsSecretsManagerStore
+
+
+# -- errors -----------------------------------------------------------------------------------------
+
+
+def client_error_code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def map_errors(where: str, operation: str, *, kms_key_id: str | None = None) -> Iterator[None]:
+    """botocore exceptions -> rotator errors, without the SDK's text (``from None``)."""
+    try:
+        yield
+    except RotatorError:
+        raise
+    except botocore.exceptions.ClientError as exc:
+        raise _client_error(exc, where, operation, kms_key_id) from None
+    except botocore.exceptions.SSLError:
+        raise PermanentError(
+            _ERR_TLS.format(where=where, operation=operation), hint="fix endpoint_url, or the CA bundle (AWS_CA_BUNDLE)"
+        ) from None
+    except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
+        cause = type(exc).__name__
+        raise TransientError(
+            _ERR_UNREACHABLE.format(where=where, operation=operation, cause=cause), hint=_HINT_RETRY
+        ) from None
+    except botocore.exceptions.ProfileNotFound:
+        raise ConfigError(
+            f"{where}: the AWS profile in `profile` does not exist", hint="check ~/.aws/config (or AWS_CONFIG_FILE)"
+        ) from None
+    except (
+        botocore.exceptions.NoCredentialsError,
+        botocore.exceptions.PartialCredentialsError,
+        botocore.exceptions.CredentialRetrievalError,
+    ) as exc:
+        raise ConfigError(
+            f"{where}: no usable AWS credentials for {operation} ({type(exc).__name__})", hint=_HINT_CREDENTIALS
+        ) from None
+    except botocore.exceptions.ParamValidationError:
+        # Its text can quote a parameter's value: never shown.
+        raise PermanentError(
+            f"{where}: {operation}: botocore refused the request parameters",
+            hint="check the store settings (secret_id, kms_key_id)",
+        ) from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise PermanentError(
+            f"{where}: {operation} failed in botocore ({type(exc).__name__})", hint=_HINT_AWS
+        ) from None
+
+
+def _client_error(
+    exc: botocore.exceptions.ClientError, where: str, operation: str, kms_key_id: str | None
+) -> RotatorError:
+    code = client_error_code(exc) or "an unknown error"
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    aws_message = str(exc.response.get("Error", {}).get("Message", ""))
+    actual_operation = getattr(exc, "operation_name", None) or operation
+    detail = REDACTOR.redact(" ".join(aws_message.split()))[:300]
+    if detail.lstrip().startswith("<"):
+        detail = ""  # an HTML error page (a proxy, a load balancer): nothing useful to show
+    message = _ERR_CALL.format(
+        where=where, operation=actual_operation, code=code, detail=f" ({detail})" if detail else ""
+    )
+    if code in _THROTTLING or status == 429 or status >= 500:
+        return TransientError(message, hint=_HINT_RETRY)
+    key = f" ({kms_key_id})" if kms_key_id else ""
+    if code in _KMS_CODES or (code == "AccessDeniedException" and "kms" in aws_message.lower()):
+        return PermanentError(message, hint=_HINT_KMS.format(key=key))
+    if code in ("AccessDeniedException", "AccessDenied"):
+        service = "sts" if actual_operation == "AssumeRole" else "secretsmanager"
+        resource = "the role to assume" if service == "sts" else "the secret"
+        return PermanentError(
+            message, hint=_HINT_DENIED.format(action=f"{service}:{actual_operation}", resource=resource)
+        )
+    if code in _BAD_CREDENTIALS:
+        return PermanentError(message, hint=_HINT_CREDENTIALS)
+    if code == "ResourceNotFoundException":
+        return PermanentError(message, hint=_HINT_NOT_FOUND)
+    return PermanentError(message, hint=_HINT_AWS)

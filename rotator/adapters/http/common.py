@@ -1,0 +1,585 @@
+"""What the HTTP issuers (``influxdb3``, ``influxdb2``, ``management-api``) share: settings, the client, error mapping.
+
+- :class:`HttpSettings` holds the connection part of an issuer's settings (``base_url``,
+  ``tls_verify``, ``ca_bundle``, ``timeout_s``: named as in the vault-kv2 store and the
+  management-api issuer) and :func:`new_client` turns those into an ``httpx.Client`` that reads
+  nothing from the environment (no proxy variables, no ``SSL_CERT_FILE``, no ``.netrc``): what
+  ``rotator validate`` checked is what runs. Tests inject a transport (``httpx.MockTransport``)
+  through the ``transport`` argument, the seam for failures a fake server cannot produce.
+- :class:`HttpIssuer` is what ``influxdb3`` and ``influxdb2`` share: construction, the client
+  built on first use, the minting credential.
+- :func:`on_http_failure` is the one place where httpx exceptions and unexpected HTTP statuses
+  are told apart (:class:`HttpFailure`: a status, a timeout, a TLS failure, no connection...);
+  each issuer words them. :func:`map_http_errors` is the wording of ``influxdb3`` and ``influxdb2``::
+
+      timeouts, connection failures, 408/425/429, 5xx    -> TransientError
+      TLS verification failure                           -> PermanentError (hint: ca_bundle)
+      400/401/403/404/409/422 and any other status       -> PermanentError with a hint
+      401 while verifying a fresh token                  -> TransientError (unauthenticated_is_transient)
+
+  Inside the block, :func:`expect` raises for a status that is not one of the expected ones.
+  Messages name the operation, method, path and status plus the server's own error text
+  (:func:`error_text`, through :func:`redact_detail`: redacted, truncated); never a header, a
+  request body or a token.
+- :data:`CredentialSetting` is ``credential = { file = ... } | { env = ... } | "self"``: the token
+  an issuer authenticates with to mint, list and revoke. :func:`resolve_credential` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import ssl
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, cast
+
+import httpx
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from rotator.adapters.transport import plain_http_warning, tls_verify_warning
+from rotator.core.contracts import AdapterContext, checked_settings
+from rotator.core.credentials import CredentialRef
+from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
+from rotator.core.secret import REDACTOR, Secret
+
+__all__ = [
+    "CredentialSetting",
+    "HttpFailure",
+    "HttpIssuer",
+    "HttpSettings",
+    "IssuerSettings",
+    "SelfCredential",
+    "UnexpectedStatus",
+    "auth_header",
+    "CALL_MARGIN_S",
+    "bad_token_id",
+    "call_timeout",
+    "check_tls_choice",
+    "error_text",
+    "expect",
+    "is_self",
+    "json_body",
+    "map_http_errors",
+    "new_client",
+    "on_http_failure",
+    "parse_time",
+    "path_segment",
+    "redact_detail",
+    "resolve_credential",
+    "token_value",
+]
+
+logger = logging.getLogger("rotator.adapters.http")
+
+# Error texts: {what} is the operation ("create named admin token"), {call} is "POST /path".
+ERR_TIMEOUT = "{what}: {call} timed out after {timeout:g}s"
+ERR_UNREACHABLE = "{what}: cannot reach {url} ({cause})"
+ERR_TLS = "{what}: TLS handshake with {url} failed (untrusted certificate, or not a TLS endpoint)"
+ERR_STATUS = "{what}: {call} answered HTTP {status}{detail}"
+ERR_BAD_URL = "{what}: {url} is not a usable URL ({cause})"
+ERR_OTHER = "{what}: {call} failed ({cause})"
+HINT_RETRY = "rotator retries; check that the server is up and reachable from here"
+HINT_TLS = "set ca_bundle to the CA that signed the server's certificate (tls_verify = false only for tests)"
+HINT_UNAUTHENTICATED = "the credential is not accepted (expired, deleted or inactive?); check `credential`"
+HINT_FRESH_TOKEN = "a new token may take a moment to be accepted; rotator retries until verify_timeout"
+HINT_FORBIDDEN = "the credential lacks a permission this call needs (see docs/issuers.md)"
+HINT_NOT_FOUND = "check base_url (scheme, host, port, no path) and that the server is the product this issuer is for"
+HINT_CONFLICT = "the resource exists already"
+HINT_BAD_REQUEST = "the server refused the request; check the issuer settings against docs/issuers.md"
+HINT_OTHER = "check the server's log for this request"
+HINT_SELF = "store the first token with `rotator bootstrap`, or set credential = { file = ... } / { env = ... }"
+_DEFAULT_HINTS = {
+    400: HINT_BAD_REQUEST,
+    401: HINT_UNAUTHENTICATED,
+    403: HINT_FORBIDDEN,
+    404: HINT_NOT_FOUND,
+    409: HINT_CONFLICT,
+    422: HINT_BAD_REQUEST,
+}
+_TRANSIENT_STATUS = frozenset({408, 425, 429})
+#: Token-shaped strings redacted from server error text even when the REDACTOR does not know them:
+#: InfluxDB 3 tokens (``apiv3_`` + base64) and long base64/hex runs such as v2 tokens.
+_TOKEN_SHAPES = re.compile(r"apiv[0-9]_[A-Za-z0-9+/=_-]{8,}|[A-Za-z0-9+/_-]{40,}={0,2}")
+_MAX_DETAIL = 200
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+class HttpSettings(BaseModel):
+    """The connection part of an HTTP issuer's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(description="the server, e.g. https://influxdb.example.com:8181 (no path)")
+    tls_verify: bool = Field(default=True, description="verify the server's certificate (false: tests only)")
+    ca_bundle: Path | None = Field(default=None, description="PEM CA bundle; relative to the policy file")
+    timeout_s: float = Field(default=10, gt=0, le=600, description="limit of each HTTP call")
+
+    @model_validator(mode="after")
+    def _one_tls_choice(self) -> HttpSettings:
+        check_tls_choice(self.tls_verify, self.ca_bundle)
+        return self
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_http_url(cls, value: str) -> str:
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL:
+            raise ValueError("is not a URL; write e.g. https://influxdb.example.com:8181") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// address with a host")
+        if url.userinfo:
+            raise ValueError("must not carry credentials; use `credential`")
+        if url.query or url.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+    def transport_warnings(self) -> list[str]:
+        """Settings that expose the tokens on the wire (see rotator/adapters/transport.py)."""
+        return [*plain_http_warning(self.base_url, "base_url"), *tls_verify_warning(self.tls_verify, self.base_url)]
+
+
+class SelfCredential(BaseModel):
+    """Authenticate with the token the policy's stores hold now (self-rotation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["self"] = "self"
+
+
+#: ``credential = "self"`` (or ``{ method = "self" }``), ``{ file = "..." }`` or ``{ env = "VAR" }``.
+CredentialSetting = Literal["self"] | SelfCredential | CredentialRef
+
+
+def is_self(setting: CredentialSetting) -> bool:
+    """Whether ``setting`` means "the token the stores hold now"."""
+    return not isinstance(setting, CredentialRef)
+
+
+def resolve_credential(setting: CredentialSetting, current: Secret | None, base_dir: Path, *, hint_self: str) -> Secret:
+    """The token to authenticate with: the store's current one for ``self``, else the reference's."""
+    if isinstance(setting, CredentialRef):
+        return setting.resolve(base_dir)
+    if current is None:
+        raise ConfigError(
+            "credential = 'self' needs the token the stores hold now, but no token is published yet",
+            hint=hint_self,
+        )
+    return current
+
+
+def check_tls_choice(tls_verify: bool, ca_bundle: Path | None) -> None:
+    """Refuse (ValueError) a ``ca_bundle`` that ``tls_verify = false`` would ignore."""
+    if ca_bundle is not None and not tls_verify:
+        raise ValueError("`ca_bundle` has no effect with `tls_verify = false`; drop one")
+
+
+def new_client(
+    *,
+    tls_verify: bool,
+    ca_bundle: Path | None,
+    timeout_s: float,
+    base_dir: Path,
+    base_url: str = "",
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
+    """An ``httpx.Client``: explicit TLS (``ca_bundle`` relative to ``base_dir``), no environment, no redirects."""
+    verify: bool | ssl.SSLContext = tls_verify
+    if ca_bundle is not None:
+        path = ca_bundle if ca_bundle.is_absolute() else base_dir / ca_bundle
+        try:
+            verify = ssl.create_default_context(cafile=str(path))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"ca_bundle {path} cannot be loaded ({type(exc).__name__})",
+                hint="point ca_bundle at a readable PEM file",
+            ) from None
+    return httpx.Client(
+        base_url=base_url,
+        verify=verify,
+        timeout=timeout_s,
+        trust_env=False,
+        follow_redirects=False,
+        transport=transport,
+        headers={"User-Agent": "rotator"},
+    )
+
+
+#: Seconds on top of the timeouts: building the client, TLS set-up, the issuer's own work.
+CALL_MARGIN_S = 5.0
+
+
+def call_timeout(requests: int, timeout_s: float) -> float:
+    """An upper bound of ``requests`` sequential HTTP requests with httpx's ``timeout_s``.
+
+    httpx's timeout bounds each phase, not the request: connect, write and read may each take
+    ``timeout_s`` (a read is one socket read; an answer that trickles in slower than that is cut
+    off). rotator retries between issuer calls (the engine), never inside one.
+    """
+    return requests * 3 * timeout_s + CALL_MARGIN_S
+
+
+def bad_token_id(token_id: str, issuer: str, expected: str) -> PermanentError:
+    """The error for a token id that does not have ``issuer``'s id format (``expected`` says which)."""
+    shown = repr(_TOKEN_SHAPES.sub("***", REDACTOR.redact(str(token_id)))[:80])
+    return PermanentError(
+        f"{issuer}: token id {shown} is not {expected}; rotator sends no such id to the server",
+        hint="the id came from rotator's journal or a store payload: check it (`rotator status`, the store's "
+        "token_id) and correct the record",
+    )
+
+
+def path_segment(value: str) -> str:
+    """``value`` percent-encoded as one URL path segment (``/``, ``..``, ``?`` and ``%`` included)."""
+    from urllib.parse import quote
+
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
+def auth_header(scheme: str, token: Secret) -> dict[str, str]:
+    """``{"Authorization": "<scheme> <token>"}``: one of the few places a token is revealed."""
+    return {"Authorization": f"{scheme} {token.reveal()}"}
+
+
+class IssuerSettings(Protocol):
+    """What :class:`HttpIssuer` reads: the fields of :class:`HttpSettings` and ``credential``."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def tls_verify(self) -> bool: ...
+
+    @property
+    def ca_bundle(self) -> Path | None: ...
+
+    @property
+    def timeout_s(self) -> float: ...
+
+    @property
+    def credential(self) -> CredentialSetting: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=IssuerSettings)
+
+
+class HttpIssuer(Generic[SettingsT]):
+    """What ``influxdb3`` and ``influxdb2`` share: construction, the client, the minting credential.
+
+    Nothing is contacted when the issuer is made: the client is built on first use
+    (:meth:`_http`), with ``transport`` in it if one is given (tests).
+    """
+
+    kind: ClassVar[str]
+    settings_model: ClassVar[type[BaseModel]]
+
+    def __init__(
+        self, settings: SettingsT, ctx: AdapterContext, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.settings = settings
+        self._policy = ctx.policy
+        self._base_dir: Path = ctx.base_dir
+        self._clock = ctx.clock
+        self._transport = transport
+        self._client: httpx.Client | None = None
+
+    @classmethod
+    def from_config(
+        cls, settings: BaseModel, ctx: AdapterContext, *, transport: httpx.BaseTransport | None = None
+    ) -> Self:
+        """Nothing is contacted here; the HTTP client is built on first use."""
+        checked = checked_settings(cls, settings, cls.settings_model)
+        return cls(cast(Any, checked), ctx, transport=transport)  # an instance of settings_model, i.e. SettingsT
+
+    #: HTTP requests in the longest issuer call (a subclass with longer calls raises it).
+    requests_per_call: ClassVar[int] = 2
+
+    @property
+    def call_timeout_seconds(self) -> float:
+        """The longest one issuer call (``mint``, ``revoke``...) can take: see :func:`call_timeout`."""
+        return call_timeout(self.requests_per_call, self.settings.timeout_s)
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            settings = self.settings
+            self._client = new_client(
+                tls_verify=settings.tls_verify,
+                ca_bundle=settings.ca_bundle,
+                timeout_s=settings.timeout_s,
+                base_dir=self._base_dir,
+                base_url=settings.base_url,
+                transport=self._transport,
+            )
+        return self._client
+
+    def _credential(self, current: Secret | None) -> Secret:
+        """The token that mints, lists and revokes (``current``: the one the stores hold now)."""
+        return resolve_credential(self.settings.credential, current, self._base_dir, hint_self=HINT_SELF)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class UnexpectedStatus(Exception):
+    """Raised by :func:`expect` inside :func:`map_http_errors`; never leaves it."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def expect(response: httpx.Response, *statuses: int) -> httpx.Response:
+    """Return ``response`` if its status is one of ``statuses`` (default 200), else raise UnexpectedStatus."""
+    if response.status_code not in (statuses or (200,)):
+        raise UnexpectedStatus(response)
+    return response
+
+
+@dataclass(frozen=True)
+class HttpFailure:
+    """One failed HTTP call, told apart by :func:`on_http_failure`; the issuer words the error.
+
+    ``kind``: ``status`` (an answer with a status the caller did not expect: ``response``),
+    ``timeout``, ``tls`` (the TLS handshake failed), ``unreachable`` (no connection, or it
+    broke), ``bad_url`` (httpx cannot use the URL) or ``other`` (any other httpx error).
+    ``exc`` is what was raised; its text may hold a URL, never a header or a body.
+    """
+
+    kind: Literal["status", "timeout", "tls", "unreachable", "bad_url", "other"]
+    exc: Exception
+    response: httpx.Response | None = None
+
+
+@contextmanager
+def on_http_failure(to_error: Callable[[HttpFailure], RotatorError]) -> Iterator[None]:
+    """Raise ``to_error(failure)`` (``from None``) for each httpx failure and unexpected status in the block.
+
+    An unexpected status is :class:`UnexpectedStatus` (from :func:`expect`) or httpx's own
+    ``HTTPStatusError`` (from ``raise_for_status``). A rotator error raised in the block passes.
+    """
+    try:
+        yield
+    except (UnexpectedStatus, httpx.HTTPStatusError) as exc:
+        raise to_error(HttpFailure("status", exc, exc.response)) from None
+    except httpx.TimeoutException as exc:
+        raise to_error(HttpFailure("timeout", exc)) from None
+    except httpx.ConnectError as exc:
+        raise to_error(HttpFailure("tls" if _is_tls_failure(exc) else "unreachable", exc)) from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise to_error(HttpFailure("bad_url", exc)) from None
+    except httpx.TransportError as exc:  # read/write errors, a dropped connection, protocol errors
+        raise to_error(HttpFailure("unreachable", exc)) from None
+    except httpx.HTTPError as exc:  # e.g. an answer that cannot be decoded
+        raise to_error(HttpFailure("other", exc)) from None
+
+
+@contextmanager
+def map_http_errors(
+    what: str,
+    *,
+    hints: Mapping[int, str] | None = None,
+    unauthenticated_is_transient: bool = False,
+) -> Iterator[None]:
+    """Translate httpx failures and unexpected statuses raised in the block into rotator errors.
+
+    ``hints`` replaces the default hint per status. ``unauthenticated_is_transient``: a 401 means
+    "not active yet" (verifying a token minted a moment ago), so it is retried.
+    """
+
+    def to_error(failure: HttpFailure) -> RotatorError:
+        exc = failure.exc
+        if failure.response is not None:
+            return _status_error(what, failure.response, hints or {}, unauthenticated_is_transient)
+        if failure.kind == "timeout":
+            request = _request_of(exc)
+            message = ERR_TIMEOUT.format(what=what, call=_call(request), timeout=_timeout_of(request))
+            return TransientError(message, hint=HINT_RETRY)
+        if failure.kind == "tls":
+            return PermanentError(ERR_TLS.format(what=what, url=_origin(exc)), hint=HINT_TLS)
+        if failure.kind == "bad_url":
+            message = ERR_BAD_URL.format(what=what, url=_origin(exc), cause=type(exc).__name__)
+            return ConfigError(message, hint="check base_url")
+        if failure.kind == "unreachable":
+            return TransientError(
+                ERR_UNREACHABLE.format(what=what, url=_origin(exc), cause=_cause(exc)), hint=HINT_RETRY
+            )
+        message = ERR_OTHER.format(what=what, call=_call(_request_of(exc)), cause=type(exc).__name__)
+        return PermanentError(message, hint=HINT_OTHER)
+
+    with on_http_failure(to_error):
+        yield
+
+
+def _status_error(
+    what: str, response: httpx.Response, hints: Mapping[int, str], fresh: bool
+) -> TransientError | PermanentError:
+    status = response.status_code
+    detail = redact_detail(error_text(response))
+    message = ERR_STATUS.format(
+        what=what, call=_call(response.request), status=status, detail=f": {detail}" if detail else ""
+    )
+    if status == 401 and fresh:
+        return TransientError(message, hint=HINT_FRESH_TOKEN)
+    if status in _TRANSIENT_STATUS or status >= 500:
+        return TransientError(message, hint=HINT_RETRY)
+    return PermanentError(message, hint=hints.get(status) or _DEFAULT_HINTS.get(status, HINT_OTHER))
+
+
+def error_text(
+    response: httpx.Response, keys: tuple[str, ...] = ("error", "message"), *, plain_text: bool = True
+) -> str:
+    """The server's own error message, not yet redacted (see :func:`redact_detail`).
+
+    The first of ``keys`` with a non-blank string in a JSON object (InfluxDB 3 writes
+    ``{"error": ...}``, v2 and the Management API ``{"code", "message"}``); a body that is not
+    JSON as one line if ``plain_text``; else "".
+    """
+    try:
+        raw = response.read()
+    except httpx.HTTPError:
+        return ""
+    if not raw:
+        return ""
+    text = raw[:4096].decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return " ".join(text.split()) if plain_text else ""
+    except RecursionError:  # nested thousands deep: no server's error message
+        return ""
+    if isinstance(data, dict):
+        for key in keys:
+            value = data.get(key)
+            if isinstance(value, str) and value.strip():
+                return value
+    return ""
+
+
+def redact_detail(text: str, *, shapes: re.Pattern[str] = _TOKEN_SHAPES, limit: int = _MAX_DETAIL) -> str:
+    """Server text fit for a message: known secrets and words of the token ``shapes`` removed, cut at ``limit``."""
+    text = shapes.sub("***", REDACTOR.redact(text.strip()))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _call(request: httpx.Request | None) -> str:
+    return f"{request.method} {request.url.path}" if request is not None else "the request"
+
+
+def _origin(exc: object) -> str:
+    request = exc if isinstance(exc, httpx.Request) else _request_of(exc)
+    if request is None:
+        return "the server"
+    url = request.url
+    return f"{url.scheme}://{url.netloc.decode('ascii', errors='replace')}"
+
+
+def _request_of(exc: object) -> httpx.Request | None:
+    try:
+        request = exc.request  # type: ignore[attr-defined]  # raises RuntimeError when unset
+    except (AttributeError, RuntimeError):
+        return None
+    return request if isinstance(request, httpx.Request) else None
+
+
+def _timeout_of(request: httpx.Request | None) -> float:
+    if request is None:
+        return 0.0
+    timeouts = request.extensions.get("timeout") or {}
+    values = [v for v in timeouts.values() if isinstance(v, int | float)]
+    return float(max(values)) if values else 0.0
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it, innermost last (each once: a chain can loop)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _cause(exc: BaseException) -> str:
+    """A short, secret-free cause: the innermost OS error name, else the exception class."""
+    for inner in _chain(exc):
+        if isinstance(inner, OSError) and inner.strerror:
+            return inner.strerror.lower()
+    return type(exc).__name__
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    """Whether a connection failed in the TLS handshake (an ``ssl.SSLError`` in its chain, or its text says so)."""
+    if any(isinstance(inner, ssl.SSLError) for inner in _chain(exc)):
+        return True
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)
+
+
+# --------------------------------------------------------------------------------------------
+# Answers
+
+
+def json_body(response: httpx.Response, what: str, *, created: str = "") -> Any:
+    """The JSON body of ``response`` (any content type: InfluxDB 3 sends ``Content-Type: json``).
+
+    ``created`` names a resource that exists now although its answer is unreadable, for the message.
+    """
+    prefix = f"{created} was created, but " if created else ""
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        problem = "is not JSON"
+    except RecursionError:
+        problem = "is JSON nested too deeply to be an answer of this API"
+    raise IssuerOutputError(
+        f"{what}: {prefix}the answer ({response.status_code}, {len(response.content)} bytes) {problem}",
+        hint="check that base_url points at the server itself, not at a proxy or login page",
+    )
+
+
+def token_value(value: object) -> Secret | None:
+    """The token in an answer's ``token`` field: one word (surrounding white space dropped), else None."""
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+        return None
+    return Secret(value.strip())
+
+
+def parse_time(value: object, where: str) -> datetime | None:
+    """An RFC 3339 / ISO 8601 time (a naive one is UTC) or epoch milliseconds, as aware UTC; None stays None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise IssuerOutputError(f"{where} is a boolean, expected a time")
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise IssuerOutputError(f"{where} is out of range") from None
+    if not isinstance(value, str):
+        raise IssuerOutputError(f"{where} is a JSON {type(value).__name__}, expected a time")
+    text = value.strip().replace(" ", "T", 1)
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # nanoseconds: Python keeps microseconds
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise IssuerOutputError(f"{where} is not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

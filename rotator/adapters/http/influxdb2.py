@@ -1,0 +1,353 @@
+"""Issuer ``influxdb2``: InfluxDB v2 (OSS 2.x, Cloud TSM) authorizations over ``/api/v2/authorizations``.
+
+- **mint**: ``POST /api/v2/authorizations`` -> 201 with ``orgID``, the run's description (which
+  carries the tag ``rotator:<policy>:<run id>``) and the permissions from the policy, or copied
+  from a template authorization (``copy_from_authorization_id``). v2 authorizations have no
+  expiry: a token lives until it is made inactive or deleted, so rotator's revocation is its end.
+- **verify**: ``GET /api/v2/buckets?limit=1`` with ``Authorization: Token <new token>``. Any
+  token the server accepts gets 200 (the list is filtered to what the token may read, possibly
+  empty); an unknown or inactive one gets 401, retried until ``verify_timeout``.
+- **revoke** in two stages, because the engine calls ``revoke`` once:
+
+  1. ``PATCH {status: "inactive"}``: the server rejects the token from then on, and an operator
+     can undo it (``influx auth active --id ID``). rotator appends the marker
+     ``[rotator-revoked:<policy>]`` to the description in the same PATCH, so that stage 2 only
+     ever deletes what rotator itself deactivated (not a token a human set inactive).
+  2. ``DELETE``: at every later ``revoke`` of the policy, inactive authorizations carrying the
+     marker whose ``updatedAt`` (the time of the PATCH; the server sets it on every update) is
+     older than ``delete_after`` (default 7 days) are deleted. So an inactive token is deleted
+     at the first revocation after ``delete_after`` has passed: at most ``delete_after`` plus one
+     schedule interval after it became inactive. A failure here is logged and retried at the
+     next revocation; it never fails the revocation that has just succeeded.
+
+  ``list_tokens`` changes nothing (``rotate --dry-run`` calls it).
+- **Never match by value**: OSS 2.9+ stores only hashes of tokens, and Cloud answers
+  ``token: redacted``; rotator identifies authorizations by id alone. Older OSS servers return
+  every token value in ``GET /api/v2/authorizations``: rotator drops them as it parses, and
+  never logs a body.
+
+Policy settings::
+
+    [policy.issuer]
+    type = "influxdb2"
+    base_url = "https://influxdb.example.com:8086"
+    org_id = "0123456789abcdef"
+    credential = { file = "/run/secrets/influxdb2-admin" }   # or { env = "VAR" } or "self"
+    delete_after = "7d"                  # stage 2: delete this long after deactivation
+    # user_id = "..."                    # scope new tokens to this user (default: the credential's user)
+    permissions = [
+      { action = "read",  resource = { type = "buckets", id = "fedcba9876543210" } },
+      { action = "write", resource = { type = "buckets", id = "fedcba9876543210" } },
+    ]
+    # or: copy_from_authorization_id = "0a1b2c3d4e5f6a7b"
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rotator.adapters.http.common import (
+    CredentialSetting,
+    HttpIssuer,
+    HttpSettings,
+    auth_header,
+    bad_token_id,
+    expect,
+    json_body,
+    map_http_errors,
+    parse_time,
+    path_segment,
+    token_value,
+)
+from rotator.config.durations import Duration
+from rotator.config.schedule import format_duration
+from rotator.core.contracts import Issuer, MintedToken, MintRequest, TokenInfo
+from rotator.core.errors import IssuerOutputError, RotatorError, TransientError
+from rotator.core.secret import Secret
+
+__all__ = ["InfluxDB2Issuer", "InfluxDB2Settings", "V2Permission", "V2Resource"]
+
+logger = logging.getLogger("rotator.adapters.influxdb2")
+
+AUTHORIZATIONS = "/api/v2/authorizations"
+BUCKETS = "/api/v2/buckets"
+_ID = r"^[0-9a-f]{16}$"
+#: An authorization id as the v2 API writes it (platform.ID: 16 lowercase hex digits).
+_AUTH_ID = re.compile(_ID)
+
+#: Resource types of the OSS v2 spec (``components.schemas.Resource.properties.type``).
+RESOURCE_TYPES = (
+    "authorizations", "buckets", "dashboards", "orgs", "tasks", "telegrafs", "users", "variables",
+    "secrets", "labels", "views", "documents", "notificationRules", "notificationEndpoints", "checks",
+    "dbrp", "annotations", "sources", "scrapers", "notebooks", "remotes", "replications", "instance",
+    "flows", "functions", "subscriptions",
+)  # fmt: skip
+
+ERR_NO_VALUE = "{what}: authorization {auth_id} was created, but the answer has no `token` string"
+ERR_NO_ID = "{what}: the answer has no authorization `id`"
+ERR_NOT_INACTIVE = "authorization {auth_id} was updated but its status is {status!r}, not 'inactive'"
+HINT_401 = (
+    "the credential is not accepted, or lacks a permission (InfluxDB v2 answers 401 for both): it needs "
+    "read and write on authorizations (and write on the user new tokens belong to); see docs/issuers.md#influxdb2"
+)
+HINT_TEMPLATE = "check copy_from_authorization_id: the template authorization must exist and be readable"
+HINT_INVALID = "the server refused the request; check org_id, user_id and the permissions against docs/issuers.md"
+
+
+class V2Resource(BaseModel):
+    """``resource = { type = "buckets", id = "...", orgID = "..." }``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(description="a resource type of the v2 API, e.g. buckets")
+    id: str | None = Field(default=None, pattern=_ID, description="one resource; default: every one of the type")
+    orgID: str | None = Field(default=None, pattern=_ID, description="the owning organization")
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in RESOURCE_TYPES:
+            raise ValueError(f"unknown resource type {value!r}; one of: {', '.join(RESOURCE_TYPES)}")
+        return value
+
+
+class V2Permission(BaseModel):
+    """``{ action = "read" | "write", resource = {...} }``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Literal["read", "write"]
+    resource: V2Resource
+
+    def body(self) -> dict[str, Any]:
+        return {"action": self.action, "resource": self.resource.model_dump(exclude_none=True)}
+
+
+class InfluxDB2Settings(HttpSettings):
+    """Settings of the ``influxdb2`` issuer."""
+
+    org_id: str = Field(pattern=_ID, description="the organization new authorizations belong to (16 hex digits)")
+    credential: CredentialSetting = Field(
+        description="the token that mints: {file=...}/{env=...}, or 'self' (the token the stores hold now)"
+    )
+    permissions: list[V2Permission] = Field(default_factory=list, description="what new tokens may do")
+    copy_from_authorization_id: str | None = Field(
+        default=None, pattern=_ID, description="copy the permissions of this authorization instead"
+    )
+    user_id: str | None = Field(default=None, pattern=_ID, description="scope new tokens to this user")
+    delete_after: Duration = Field(
+        default="7d", validate_default=True, description="delete a token this long after rotator made it inactive"
+    )
+
+    @model_validator(mode="after")
+    def _one_source_of_permissions(self) -> InfluxDB2Settings:
+        if bool(self.permissions) == (self.copy_from_authorization_id is not None):
+            raise ValueError("give exactly one of `permissions` (at least one) or `copy_from_authorization_id`")
+        return self
+
+
+class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
+    """Mints, verifies, lists and retires InfluxDB v2 authorizations."""
+
+    kind: ClassVar[str] = "influxdb2"
+    settings_model: ClassVar[type[BaseModel]] = InfluxDB2Settings
+    #: ``revoke``: GET, PATCH, then the list of stage 2 (its deletes are best effort and touch
+    #: only tokens inactive for ``delete_after``); ``mint``: the template's GET and the POST.
+    requests_per_call: ClassVar[int] = 3
+
+    @property
+    def marker(self) -> str:
+        """Appended to the description by stage 1; stage 2 deletes only what carries it."""
+        return f"[rotator-revoked:{self._policy}]"
+
+    # -- the Issuer protocol -------------------------------------------------------------------
+
+    def mint(self, request: MintRequest, credential: Secret | None) -> MintedToken:
+        """``POST /api/v2/authorizations`` with the run's description; v2 tokens do not expire."""
+        auth = self._credential(credential)
+        body: dict[str, Any] = {
+            "orgID": self.settings.org_id,
+            "description": request.description,
+            "status": "active",
+            "permissions": self._permissions(auth),
+        }
+        if self.settings.user_id is not None:
+            body["userID"] = self.settings.user_id
+        what = "create authorization"
+        with map_http_errors(what, hints={401: HINT_401, 400: HINT_INVALID}):
+            response = expect(self._http().post(AUTHORIZATIONS, json=body, headers=auth_header("Token", auth)), 201)
+        answer, value = _split(json_body(response, what, created="an authorization"), what)
+        auth_id = answer.get("id")
+        if not isinstance(auth_id, str) or not auth_id:
+            raise IssuerOutputError(
+                ERR_NO_ID.format(what=what), hint=f"look for an authorization with description {request.description!r}"
+            )
+        secret = token_value(value)
+        if secret is None:
+            raise IssuerOutputError(
+                ERR_NO_VALUE.format(what=what, auth_id=auth_id),
+                hint="rotator revokes it by its id; check the server version",
+            )
+        logger.info("created authorization %s", auth_id)
+        return MintedToken(value=secret, token_id=auth_id, expires_at=None)
+
+    def verify(self, token: Secret) -> None:
+        """``GET /api/v2/buckets?limit=1`` as ``token``: 200 if the server accepts it, 401 is retried."""
+        with map_http_errors("verify the new token", unauthenticated_is_transient=True):
+            expect(self._http().get(BUCKETS, params={"limit": 1}, headers=auth_header("Token", token)), 200)
+
+    def revoke(self, token_id: str, credential: Secret | None) -> None:
+        """Stage 1: make ``token_id`` inactive (confirmed by the answer); then stage 2 for older ones.
+
+        An authorization that is gone, or already made inactive by rotator, counts as revoked.
+        """
+        _check_id(token_id)
+        auth = self._credential(credential)
+        what = f"revoke authorization {token_id}"
+        with map_http_errors(what, hints={401: HINT_401}):
+            response = expect(self._http().get(_authorization(token_id), headers=auth_header("Token", auth)), 200, 404)
+        if response.status_code == 404:
+            logger.warning("authorization %s was not found; treating it as revoked", token_id)
+        else:
+            current = _split(json_body(response, what), what)[0]
+            description = current.get("description") if isinstance(current.get("description"), str) else ""
+            if current.get("status") == "inactive" and self.marker in str(description):
+                logger.info("authorization %s is inactive already", token_id)
+            else:
+                self._deactivate(token_id, str(description), auth)
+        self._purge(auth)
+
+    def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
+        """Every authorization of ``org_id``; inactive ones have ``revoked_at`` = their ``updatedAt``."""
+        return [self._info(a) for a in self._authorizations(self._credential(credential))]
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _permissions(self, auth: Secret) -> list[dict[str, Any]]:
+        if self.settings.permissions:
+            return [p.body() for p in self.settings.permissions]
+        template = _check_id(self.settings.copy_from_authorization_id or "")
+        what = f"read template authorization {template}"
+        with map_http_errors(what, hints={401: HINT_401, 404: HINT_TEMPLATE, 400: HINT_TEMPLATE}):
+            response = expect(self._http().get(_authorization(template), headers=auth_header("Token", auth)))
+        answer = _split(json_body(response, what), what)[0]
+        permissions = answer.get("permissions")
+        if not isinstance(permissions, list) or not permissions:
+            raise IssuerOutputError(f"{what}: the answer has no `permissions` list", hint=HINT_TEMPLATE)
+        out = []
+        for index, item in enumerate(permissions):
+            resource = item.get("resource") if isinstance(item, dict) else None
+            if not isinstance(resource, dict) or item.get("action") not in ("read", "write"):
+                raise IssuerOutputError(f"{what}: permission {index} is not {{action, resource}}")
+            # name and org are derived by the server from id and orgID: send only what defines access.
+            kept = {k: resource[k] for k in ("type", "id", "orgID") if isinstance(resource.get(k), str)}
+            if "type" not in kept:
+                raise IssuerOutputError(f"{what}: permission {index} has no resource `type`")
+            out.append({"action": item["action"], "resource": kept})
+        return out
+
+    def _deactivate(self, token_id: str, description: str, auth: Secret) -> None:
+        what = f"revoke authorization {token_id}"
+        body = {"status": "inactive", "description": f"{description} {self.marker}".strip()}
+        with map_http_errors(what, hints={401: HINT_401}):
+            response = self._http().patch(_authorization(token_id), json=body, headers=auth_header("Token", auth))
+            if response.status_code == 404:
+                logger.warning("authorization %s disappeared while being revoked; treating it as revoked", token_id)
+                return
+            expect(response, 200)
+        status = _split(json_body(response, what), what)[0].get("status")
+        if status != "inactive":
+            raise TransientError(ERR_NOT_INACTIVE.format(auth_id=token_id, status=status))
+        logger.info(
+            "authorization %s is inactive (stage 1; deleted after %s)",
+            token_id,
+            format_duration(self.settings.delete_after),
+        )
+
+    def _purge(self, auth: Secret) -> None:
+        """Stage 2: delete what rotator made inactive at least ``delete_after`` ago."""
+        cutoff = self._clock.now() - self.settings.delete_after
+        try:
+            for item in self._authorizations(auth):
+                info = self._info(item)
+                if item.get("status") != "inactive" or self.marker not in info.description:
+                    continue
+                if info.revoked_at is None or info.revoked_at > cutoff:
+                    continue
+                if not _AUTH_ID.fullmatch(info.token_id):
+                    logger.warning("authorization %r has no v2 id; not deleting it", info.token_id[:40])
+                    continue
+                with map_http_errors(f"delete authorization {info.token_id}", hints={401: HINT_401}):
+                    path = _authorization(info.token_id)
+                    expect(self._http().delete(path, headers=auth_header("Token", auth)), 204, 404)
+                logger.info(
+                    "deleted authorization %s, inactive since %s (stage 2)", info.token_id, info.revoked_at.isoformat()
+                )
+        except RotatorError as exc:
+            logger.warning("deleting old inactive authorizations failed, retried at the next revocation: %s", exc)
+
+    def _authorizations(self, auth: Secret) -> list[Mapping[str, Any]]:
+        what = "list authorizations"
+        with map_http_errors(what, hints={401: HINT_401}):
+            response = expect(
+                self._http().get(
+                    AUTHORIZATIONS, params={"orgID": self.settings.org_id}, headers=auth_header("Token", auth)
+                )
+            )
+        answer = json_body(response, what)
+        items = answer.get("authorizations") if isinstance(answer, dict) else None
+        if not isinstance(items, list):
+            raise IssuerOutputError(f"{what}: the answer has no `authorizations` list")
+        out: list[Mapping[str, Any]] = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise IssuerOutputError(f"{what}: item {index} is not an object")
+            item.pop("token", None)  # a value in clear text (OSS before hashed tokens): never kept
+            if not isinstance(item.get("id"), str) or not item["id"]:
+                raise IssuerOutputError(f"{what}: item {index} has no string `id`")
+            out.append(item)
+        return out
+
+    def _info(self, item: Mapping[str, Any]) -> TokenInfo:
+        auth_id = str(item["id"])
+        where = f"authorization {auth_id}"
+        description = item.get("description")
+        inactive = item.get("status") == "inactive"
+        updated = parse_time(item.get("updatedAt"), f"{where} `updatedAt`")
+        created = parse_time(item.get("createdAt"), f"{where} `createdAt`")
+        return TokenInfo(
+            token_id=auth_id,
+            description=description if isinstance(description, str) else "",
+            created_at=created,
+            expires_at=None,
+            # Inactive is v2's (reversible) revocation; updatedAt is when it happened, or later.
+            revoked_at=(updated or created or self._clock.now()) if inactive else None,
+        )
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks InfluxDB2Issuer against the Issuer Protocol
+    _conforms: type[Issuer] = InfluxDB2Issuer
+
+
+def _check_id(token_id: str) -> str:
+    """``token_id`` if it is a v2 authorization id (16 hex digits), else PermanentError: it goes into a URL path."""
+    if not isinstance(token_id, str) or not _AUTH_ID.fullmatch(token_id):
+        raise bad_token_id(token_id, "influxdb2", "an authorization id (16 lowercase hex digits)")
+    return token_id
+
+
+def _authorization(token_id: str) -> str:
+    """``/api/v2/authorizations/<id>``, the id percent-encoded (it was checked already)."""
+    return f"{AUTHORIZATIONS}/{path_segment(token_id)}"
+
+
+def _split(answer: object, what: str) -> tuple[dict[str, Any], object]:
+    """The answer object without its ``token``, and the token apart (only mint keeps it; nothing logs it)."""
+    if not isinstance(answer, dict):
+        raise IssuerOutputError(f"{what}: the answer is a JSON {type(answer).__name__}, expected an object")
+    return answer, answer.pop("token", None)

@@ -1,0 +1,438 @@
+"""Issuer ``influxdb3``: InfluxDB 3 Core / Enterprise admin and resource tokens over HTTP.
+
+Three kinds of token (setting ``kind``):
+
+``named_admin`` (default)
+    ``POST /api/v3/configure/token/named_admin {token_name, expiry_secs}`` -> 201. Each rotation
+    uses a new name, ``<token_name_prefix>-<run id>``, so the name carries the run tag: InfluxDB 3
+    tokens have no description, and the engine finds a token whose value was lost by its tag.
+``resource`` (Enterprise)
+    ``POST /api/v3/enterprise/configure/token {token_name, permissions, expiry_secs}`` -> 201,
+    named the same way. Needs an admin token as ``credential`` (a resource token cannot mint).
+``operator``
+    ``POST /api/v3/configure/token/admin/regenerate`` -> 201: a new value for ``_admin``. The
+    server revokes the previous value **at once**, so there is no grace period: consumers of the
+    old value fail until they read the new one. Allowed only with ``allow_no_grace = true``.
+
+The token id rotator journals and publishes is the token **name** (DELETE takes a name; names
+are unique on the server, and rotator's carry the run id, so none is reused). The operator
+token keeps its name and numeric id across regenerations, so its generations are told apart by
+the server's hash of the value: ``_admin@<first 16 hex digits of the SHA-512>`` (the ``hash``
+of the 201 answer and of ``system.tokens``; not secret, ``influxdb3 show tokens`` prints it).
+
+Listing is SQL: ``SELECT * FROM system.tokens`` on database ``_internal`` through
+``POST /api/v3/query_sql`` with ``format = "jsonl"`` (the spec's JSON schema for ``format=json``
+does not describe what servers send; JSON lines is a plain string in the spec and one object per
+row on the server). A name ``<prefix>-<run id>`` is reported with the description
+``rotator:<policy>:<run id>``, the tag the engine searches for. Deleted tokens disappear; there
+is no revoked state.
+
+Verification uses the new token (see :meth:`InfluxDB3Issuer.verify`): the ``system.tokens``
+query for admin tokens, ``SELECT 1`` on its database for a resource token; 401 is retried
+until ``verify_timeout``.
+
+Policy settings::
+
+    [policy.issuer]
+    type = "influxdb3"
+    base_url = "https://influxdb3.example.com:8181"
+    kind = "named_admin"                  # or "resource" (Enterprise) or "operator"
+    credential = "self"                   # or { file = "/run/secrets/influxdb3-admin" } / { env = "VAR" }
+    token_name_prefix = "rotator-app"     # default "rotator-<policy>"
+    timeout_s = 10
+    ca_bundle = "ca.pem"                  # PEM CA bundle (relative to the policy file); tls_verify = true
+    # kind = "resource":
+    # permissions = [{ resource_type = "db", resource_names = ["sensors"], actions = ["read", "write"] }]
+    # kind = "operator":
+    # allow_no_grace = true
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rotator.adapters.http.common import (
+    CredentialSetting,
+    HttpIssuer,
+    HttpSettings,
+    auth_header,
+    bad_token_id,
+    expect,
+    is_self,
+    json_body,
+    map_http_errors,
+    parse_time,
+    token_value,
+)
+from rotator.core.contracts import Issuer, MintedToken, MintRequest, TokenInfo
+from rotator.core.errors import IssuerOutputError, NeedsAttention, TransientError
+from rotator.core.secret import Secret
+
+__all__ = ["InfluxDB3Issuer", "InfluxDB3Settings", "ResourcePermission", "operator_token_id"]
+
+logger = logging.getLogger("rotator.adapters.influxdb3")
+
+NAMED_ADMIN = "/api/v3/configure/token/named_admin"
+RESOURCE = "/api/v3/enterprise/configure/token"
+REGENERATE = "/api/v3/configure/token/admin/regenerate"
+DELETE = "/api/v3/configure/token"
+QUERY = "/api/v3/query_sql"
+HEALTH = "/health"
+LIST_SQL = "SELECT * FROM system.tokens"
+OPERATOR = "_admin"
+_OPERATOR_ID = re.compile(r"^_admin@(?P<hash>[0-9a-f]{16})$")
+_NAME_PREFIX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+_RUN_ID = re.compile(r"^[A-Za-z0-9]+$")
+
+ERR_NO_VALUE = "{what}: token {name} was created, but the answer has no `token` string"
+ERR_NOT_DELETED = "token {name} was deleted (HTTP {status}) but system.tokens still lists it"
+ERR_OPERATOR_LIVE = (
+    "token {token_id} is (or may be) the operator token's current value: revoking it means regenerating _admin, "
+    "which would leave no one holding a working operator token"
+)
+HINT_OPERATOR_LIVE = (
+    "this happens when a run regenerated _admin and could not publish the new value; see "
+    "docs/issuers.md#influxdb3 'Recovering the operator token'"
+)
+ERR_OPERATOR_NOT_OURS = (
+    "token {token_id} is the operator token (_admin), which kind = '{kind}' never deletes or regenerates"
+)
+HINT_OPERATOR_NOT_OURS = (
+    "bootstrap this policy with a named admin token instead of _admin; the operator token stays valid "
+    "until you regenerate it (`influxdb3 create token --admin --regenerate`)"
+)
+HINT_OPERATOR_401 = (
+    "with kind = 'operator' the credential must be the current _admin value; if a run regenerated _admin and "
+    "did not publish it, the stores hold a dead value: see docs/issuers.md#influxdb3 'Recovering the operator token'"
+)
+HINT_DUPLICATE = (
+    "a token with this name exists already: delete it (`influxdb3 delete token --token-name NAME`) "
+    "or change token_name_prefix"
+)
+HINT_NO_ENTERPRISE = "resource tokens need InfluxDB 3 Enterprise (Core answers 404); use kind = 'named_admin' on Core"
+HINT_NOT_ADMIN = "the credential must be an admin token (operator or named admin) to mint and list tokens"
+
+
+class ResourcePermission(BaseModel):
+    """One permission of an Enterprise resource token (``PermissionDetailsApi`` in the spec)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resource_type: Literal["db", "system"]
+    resource_names: list[str] = Field(min_length=1, description='database names, or "*" for all')
+    actions: list[Literal["read", "write"]] = Field(min_length=1)
+
+    @field_validator("resource_names")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        if any(not name.strip() for name in value):
+            raise ValueError("resource names must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _system_is_read_only(self) -> ResourcePermission:
+        if self.resource_type == "system":
+            if set(self.actions) != {"read"}:
+                raise ValueError("system resources (health, metrics, ping, *) only have the action 'read'")
+            unknown = sorted(set(self.resource_names) - {"health", "metrics", "ping", "*"})
+            if unknown:
+                raise ValueError(f"unknown system resource(s) {unknown}; use health, metrics, ping or *")
+        return self
+
+
+class InfluxDB3Settings(HttpSettings):
+    """Settings of the ``influxdb3`` issuer."""
+
+    kind: Literal["named_admin", "resource", "operator"] = Field(
+        default="named_admin", description="named_admin, resource (Enterprise) or operator (_admin, no grace)"
+    )
+    credential: CredentialSetting = Field(
+        description="the admin token that mints: 'self' (the token the stores hold now) or {file=...}/{env=...}"
+    )
+    token_name_prefix: str | None = Field(
+        default=None,
+        pattern=_NAME_PREFIX,
+        description="new tokens are named <prefix>-<run id>; default rotator-<policy>",
+    )
+    permissions: list[ResourcePermission] = Field(default_factory=list, description="kind = 'resource' only")
+    allow_no_grace: bool = Field(
+        default=False, description="kind = 'operator' only: accept that regenerating _admin kills the old value at once"
+    )
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> InfluxDB3Settings:
+        if self.kind == "resource":
+            if not self.permissions:
+                raise ValueError("kind = 'resource' needs `permissions` (at least one)")
+            if is_self(self.credential):
+                raise ValueError(
+                    "kind = 'resource' cannot use credential = 'self': a resource token cannot mint tokens; "
+                    "give an admin token as credential = { file = ... } or { env = ... }"
+                )
+        elif self.permissions:
+            raise ValueError("`permissions` is only for kind = 'resource'")
+        if self.kind == "operator":
+            if not self.allow_no_grace:
+                raise ValueError(
+                    "kind = 'operator' regenerates _admin, and InfluxDB revokes the previous value at that very "
+                    "moment: there is no grace period, every consumer of the old value fails until it reads the "
+                    "new one. Prefer kind = 'named_admin'; if you accept this, set allow_no_grace = true"
+                )
+            if self.token_name_prefix is not None:
+                raise ValueError("`token_name_prefix` has no effect with kind = 'operator' (the name is _admin)")
+        elif self.allow_no_grace:
+            raise ValueError("`allow_no_grace` is only for kind = 'operator'; every other kind keeps the grace period")
+        return self
+
+
+#: Longest token name rotator sends: its own are ``<prefix up to 100>-<run id>``; a bootstrapped
+#: human token may be named otherwise (the API takes any string), within reason.
+_MAX_NAME = 256
+
+
+def _check_name(token_id: str) -> str:
+    """``token_id`` if it can be a token name, else PermanentError (it goes into the ``token_name`` query)."""
+    if (
+        not isinstance(token_id, str)
+        or not 0 < len(token_id) <= _MAX_NAME
+        or not token_id.isprintable()
+        or token_id != token_id.strip()
+    ):
+        raise bad_token_id(
+            token_id, "influxdb3", f"a token name (1-{_MAX_NAME} printable characters, no surrounding spaces)"
+        )
+    return token_id
+
+
+def operator_token_id(hash_hex: str) -> str:
+    """The id of one generation of the operator token, from the server's hex SHA-512 of its value."""
+    return f"{OPERATOR}@{hash_hex[:16].lower()}"
+
+
+class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
+    """Mints, verifies, lists and revokes InfluxDB 3 tokens over the v3 HTTP API."""
+
+    kind: ClassVar[str] = "influxdb3"
+    settings_model: ClassVar[type[BaseModel]] = InfluxDB3Settings
+
+    @property
+    def prefix(self) -> str:
+        """New tokens are named ``<prefix>-<run id>``."""
+        return self.settings.token_name_prefix or f"rotator-{self._policy}"
+
+    @property
+    def _hints(self) -> dict[int, str]:
+        return {401: HINT_OPERATOR_401} if self.settings.kind == "operator" else {}
+
+    # -- the Issuer protocol -------------------------------------------------------------------
+
+    def mint(self, request: MintRequest, credential: Secret | None) -> MintedToken:
+        """Create a token named ``<prefix>-<run id>`` expiring at ``request.expires_at`` (or regenerate _admin)."""
+        auth = self._credential(credential)
+        if self.settings.kind == "operator":
+            return self._regenerate(auth)
+        name = self.token_name(request.run_id)
+        # InfluxDB 3 takes a lifetime, not a time: round up so the token never ends early.
+        expiry_secs = max(1, math.ceil((request.expires_at - self._clock.now()).total_seconds()))
+        body: dict[str, Any] = {"token_name": name, "expiry_secs": expiry_secs}
+        if self.settings.kind == "resource":
+            what, path = f"create resource token {name}", RESOURCE
+            body = {
+                "token_name": name,
+                "permissions": [p.model_dump() for p in self.settings.permissions],
+                "expiry_secs": expiry_secs,
+            }
+            hints = {404: HINT_NO_ENTERPRISE, 409: HINT_DUPLICATE, 403: HINT_NOT_ADMIN}
+        else:
+            what, path = f"create named admin token {name}", NAMED_ADMIN
+            hints = {409: HINT_DUPLICATE, 403: HINT_NOT_ADMIN}
+        with map_http_errors(what, hints=hints):
+            response = expect(self._http().post(path, json=body, headers=auth_header("Bearer", auth)), 201)
+        answer = self._object(json_body(response, what, created=f"token {name}"), what, name)
+        value = self._value(answer, what, name)
+        expires_at = parse_time(answer.get("expiry"), f"{what}: `expiry`")
+        if expires_at is None:  # the server did not say: what we asked for, to the second
+            expires_at = request.expires_at.replace(microsecond=0)
+        logger.info("created %s token %s, expires %s", self.settings.kind, name, expires_at.isoformat())
+        return MintedToken(value=value, token_id=name, expires_at=expires_at)
+
+    def verify(self, token: Secret) -> None:
+        """Use ``token`` as its kind allows; 401 means "not accepted yet" and is retried.
+
+        Admin kinds: the system.tokens query (what the next self-rotation needs). Resource
+        tokens: ``SELECT 1`` on the first database they name (``*``: ``_internal``), where 403
+        ("accepted, but may not read": a write-only token) counts as accepted too; a token with
+        only system permissions: ``GET /health``, ``/ping`` or ``/metrics``, whichever it may read.
+        """
+        what = "verify the new token"
+        if self.settings.kind != "resource":
+            hints = {403: "the new token cannot query _internal; is it an admin token?"}
+            with map_http_errors(what, unauthenticated_is_transient=True, hints=hints):
+                response = expect(self._query(token), 200)
+            list(self._rows(response, what))
+            return
+        database = next((p.resource_names[0] for p in self.settings.permissions if p.resource_type == "db"), None)
+        if database is not None:
+            database = "_internal" if database == "*" else database
+            hints = {404: f"database {database!r} does not exist; create it, or list an existing one first"}
+            with map_http_errors(what, unauthenticated_is_transient=True, hints=hints):
+                expect(self._query(token, database, "SELECT 1"), 200, 403)
+            return
+        names = {n for p in self.settings.permissions for n in p.resource_names}
+        path = next((f"/{n}" for n in ("health", "ping", "metrics") if n in names), HEALTH)
+        with map_http_errors(what, unauthenticated_is_transient=True):
+            expect(self._http().get(path, headers=auth_header("Bearer", token)), 200)
+
+    def revoke(self, token_id: str, credential: Secret | None) -> None:
+        """Delete the token named ``token_id`` and confirm it is gone; unknown names count as revoked.
+
+        An operator-token generation is not deleted: a past one is dead already (confirmed
+        against the live hash); the live one raises NeedsAttention (see ERR_OPERATOR_LIVE).
+        """
+        auth = self._credential(credential)
+        _check_name(token_id)
+        if token_id == OPERATOR or _OPERATOR_ID.fullmatch(token_id):
+            self._retire_operator(token_id, auth)
+            return
+        what = f"delete token {token_id}"
+        with map_http_errors(what, hints={403: HINT_NOT_ADMIN}):
+            response = expect(
+                self._http().delete(DELETE, params={"token_name": token_id}, headers=auth_header("Bearer", auth)),
+                200,
+                404,
+            )
+        if any(info.token_id == token_id for info in self._list(auth)):
+            raise TransientError(ERR_NOT_DELETED.format(name=token_id, status=response.status_code))
+        if response.status_code == 404:
+            logger.warning("token %s was not found; treating it as revoked", token_id)
+        else:
+            logger.info("deleted token %s", token_id)
+
+    def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
+        """Every token in system.tokens; names ``<prefix>-<run id>`` carry the run tag as description."""
+        return self._list(self._credential(credential))
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def token_name(self, run_id: str) -> str:
+        if not _RUN_ID.match(run_id):
+            raise ValueError(f"run id {run_id!r} cannot be part of a token name")
+        return f"{self.prefix}-{run_id}"
+
+    def _tag_of(self, name: str) -> str | None:
+        """The run tag a name ``<prefix>-<run id>`` stands for, else None."""
+        head, sep, run_id = name.rpartition("-")
+        if sep and head == self.prefix and _RUN_ID.match(run_id):
+            return f"rotator:{self._policy}:{run_id}"
+        return None
+
+    def _query(self, token: Secret, database: str = "_internal", sql: str = LIST_SQL) -> httpx.Response:
+        body = {"db": database, "q": sql, "format": "jsonl"}
+        headers = {**auth_header("Bearer", token), "Accept": "application/jsonl"}
+        return self._http().post(QUERY, json=body, headers=headers)
+
+    def _list(self, auth: Secret) -> list[TokenInfo]:
+        what = "list tokens (system.tokens)"
+        with map_http_errors(what, hints={403: HINT_NOT_ADMIN, **self._hints}):
+            response = expect(self._query(auth), 200)
+        return [self._info(index, row, what) for index, row in enumerate(self._rows(response, what))]
+
+    def _rows(self, response: httpx.Response, what: str) -> Iterator[Mapping[str, Any]]:
+        """The rows of a query answer: JSON lines, or a JSON array (``format=json`` servers)."""
+        text = response.text.strip()
+        if text.startswith("["):
+            try:
+                rows = json.loads(text)
+            except (ValueError, RecursionError):  # RecursionError: nested thousands deep
+                raise IssuerOutputError(f"{what}: the answer is not a JSON array of rows") from None
+        else:
+            rows = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    raise IssuerOutputError(f"{what}: line {number} of the answer is not JSON") from None
+                except RecursionError:
+                    raise IssuerOutputError(f"{what}: line {number} of the answer is JSON nested too deeply") from None
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise IssuerOutputError(f"{what}: row {index} is a JSON {type(row).__name__}, expected an object")
+            yield row
+
+    def _info(self, index: int, row: Mapping[str, Any], what: str) -> TokenInfo:
+        name = row.get("name")
+        if not isinstance(name, str) or not name:
+            raise IssuerOutputError(f"{what}: row {index} has no string `name`")
+        description = row.get("description")
+        description = description if isinstance(description, str) else ""
+        token_id = name
+        if name == OPERATOR:
+            digest = row.get("hash")
+            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{16,}", digest):
+                raise IssuerOutputError(f"{what}: the _admin row has no hex `hash`")
+            token_id = operator_token_id(digest)
+        tag = self._tag_of(name)
+        if tag is not None and tag not in description:
+            description = f"{tag} {description}".strip()
+        return TokenInfo(
+            token_id=token_id,
+            description=description,
+            created_at=parse_time(row.get("created_at"), f"{what}: row {index} `created_at`"),
+            expires_at=parse_time(row.get("expiry"), f"{what}: row {index} `expiry`"),
+        )
+
+    def _object(self, answer: object, what: str, name: str) -> Mapping[str, Any]:
+        if not isinstance(answer, dict):
+            raise IssuerOutputError(
+                f"{what}: token {name} was created, but the answer is a JSON {type(answer).__name__}, "
+                "expected an object"
+            )
+        return answer
+
+    def _value(self, answer: Mapping[str, Any], what: str, name: str) -> Secret:
+        value = token_value(answer.get("token"))
+        if value is None:
+            raise IssuerOutputError(
+                ERR_NO_VALUE.format(what=what, name=name),
+                hint="rotator deletes the token by its name; check the server version",
+            )
+        return value
+
+    def _regenerate(self, auth: Secret) -> MintedToken:
+        what = "regenerate the operator token _admin"
+        with map_http_errors(what, hints={**self._hints, 403: "only the operator token can regenerate _admin"}):
+            response = expect(self._http().post(REGENERATE, headers=auth_header("Bearer", auth)), 201)
+        answer = self._object(json_body(response, what, created="a new _admin value"), what, OPERATOR)
+        value = self._value(answer, what, OPERATOR)
+        digest = answer.get("hash")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{16,}", digest):
+            digest = hashlib.sha512(value.reveal().encode()).hexdigest()  # how the server hashes tokens
+        token_id = operator_token_id(digest)
+        logger.warning("regenerated the operator token: %s is now _admin and the previous value is revoked", token_id)
+        expires_at = parse_time(answer.get("expiry"), f"{what}: `expiry`")
+        return MintedToken(value=value, token_id=token_id, expires_at=expires_at)
+
+    def _retire_operator(self, token_id: str, auth: Secret) -> None:
+        if self.settings.kind != "operator":
+            raise NeedsAttention(
+                ERR_OPERATOR_NOT_OURS.format(token_id=token_id, kind=self.settings.kind), hint=HINT_OPERATOR_NOT_OURS
+            )
+        live = next((t.token_id for t in self._list(auth) if t.token_id.startswith(OPERATOR + "@")), None)
+        if token_id == OPERATOR or token_id == live:
+            raise NeedsAttention(ERR_OPERATOR_LIVE.format(token_id=token_id), hint=HINT_OPERATOR_LIVE)
+        logger.info("operator token generation %s was revoked when %s replaced it", token_id, live)
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks InfluxDB3Issuer against the Issuer Protocol
+    _conforms: type[Issuer] = InfluxDB3Issuer

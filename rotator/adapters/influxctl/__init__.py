@@ -1,0 +1,1 @@
+"""The influxctl issuers (management and database tokens) and the influxctl profile store."""

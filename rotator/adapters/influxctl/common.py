@@ -1,0 +1,989 @@
+"""What every issuer that drives the closed-source ``influxctl`` CLI shares.
+
+influxctl has no API we could call in-process: management tokens exist only behind its gRPC
+client. So an issuer writes a private, single-profile ``config.toml`` for each call, runs
+``influxctl --config <file> --profile rotator --timeout <d> <command...>`` as a subprocess and
+reads stdout. The token in use goes into that file only (mode 0600 in a 0700 directory, removed
+after the call): never on a command line, never in the child's environment.
+
+The seam for tests is :data:`Runner`, the subprocess equivalent of an HTTP transport: the CLI
+wrapper receives it and calls ``run(argv, timeout_s)``.
+
+Used by ``influxctl-management`` (management tokens) and ``influxctl-database`` (database
+tokens, verified with ``influxctl query`` and the new token as the profile's ``token``). Both
+are :class:`InfluxctlIssuer` subclasses: they name their commands, say how they authenticate
+and write ``mint`` and ``verify``; construction, ``revoke`` (confirmed by the list) and
+``list_tokens`` are written once, here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar
+
+from rotator.adapters.transport import is_loopback_host
+from rotator.config.timefmt import rfc3339_seconds
+from rotator.core.clock import SYSTEM_CLOCK
+from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings
+from rotator.core.credentials import SETTINGS_CONFIG, CredentialRef
+from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
+from rotator.core.secret import REDACTOR, Secret
+
+__all__ = [
+    "AUTH_BY_METHOD",
+    "PROFILE_NAME",
+    "InfluxctlCLI",
+    "InfluxctlIssuer",
+    "InfluxctlSettings",
+    "MgmtTokenAuth",
+    "ProfileAuth",
+    "ProfileSettings",
+    "Runner",
+    "SelfAuth",
+    "TLSSettings",
+    "TokenFileAuth",
+    "CHILD_ENV_NAMES",
+    "EXTRA_ENV_VARIABLE",
+    "check_token_id",
+    "child_environment",
+    "command_name",
+    "default_run",
+    "error_for_exit",
+    "go_duration",
+    "is_permission_denied",
+    "minted_token",
+    "output_error",
+    "parse_json_array",
+    "parse_timestamp",
+    "private_config",
+    "render_profile",
+    "rfc3339",
+    "sweep_stale_configs",
+    "table_value",
+    "token_from_output",
+    "token_info",
+]
+
+logger = logging.getLogger("rotator.adapters.influxctl")
+
+#: ``run(argv, timeout_s)``: run influxctl and return what it printed (stdout, stderr as text).
+Runner = Callable[[Sequence[str], float], subprocess.CompletedProcess[str]]
+
+#: The only profile in the private config file.
+PROFILE_NAME = "rotator"
+
+# Error texts (the command is always e.g. "influxctl management create"; never stdout or a token).
+ERR_NOT_STARTED = "cannot run influxctl binary {binary!r}: {reason}"
+HINT_NOT_STARTED = 'install influxctl or set `influxctl = "/path/to/influxctl"` in the issuer settings'
+ERR_TIMEOUT = "{command} did not finish within {timeout:g}s"
+HINT_TIMEOUT = "the cluster may be slow or unreachable; raise `timeout_s` if this keeps happening"
+HINT_UNREACHABLE = ("the cluster did not answer: check the profile's host and port and the network path to it; "
+                    "rotator retries this call and a later run retries the rotation")
+HINT_KILLED = "influxctl was killed by a signal (out of memory? a timeout of the host?); the call is retried"
+HINT_NOT_STARTED_TRANSIENT = "the machine is short of processes or memory; the call is retried"
+ERR_EXIT = "{command} failed (exit {code})"
+ERR_SIGNAL = "{command} was killed by signal {signal}"
+HINT_UNAUTHENTICATED = (
+    "the minting credential is not accepted (expired or revoked?); check the token or token file that `auth` points at"
+)
+HINT_PERMISSION_DENIED = (
+    "the credential may not manage management tokens; use auth.method = 'token_file' (a Clustered "
+    "admin token) or 'mgmt_token' (a token that may)"
+)
+HINT_OTHER = "run the same influxctl command by hand to see the full output"
+ERR_OUTPUT = "{command}: {problem}"
+HINT_OUTPUT = "check the influxctl version (rotator reads the output of influxctl 2.9.7 and later)"
+ERR_TOKEN_FILE = "auth.token_file {path} is not a readable file"
+ERR_NO_CREDENTIAL = "auth.method = 'self' needs the current management token, but no token is published yet"
+HINT_NO_CREDENTIAL = (
+    "store the first token with `rotator bootstrap`, or authenticate with auth.method = 'token_file' or 'mgmt_token'"
+)
+ERR_NOT_REVOKED = "{command} {token_id} succeeded but the token is not listed as revoked"
+
+# Markers in influxctl's stderr (gRPC status codes as printed by Go, plus common transport text).
+_UNAUTHENTICATED = ("unauthenticated", "unauthorized")
+_PERMISSION_DENIED = ("permissiondenied", "permission denied", "forbidden")
+_TRANSIENT = (
+    "unavailable",
+    "deadlineexceeded",
+    "deadline exceeded",
+    "resourceexhausted",
+    "connection refused",
+    "connection reset",
+    "i/o timeout",
+)
+#: OS errors when starting the binary that may go away by themselves.
+_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR})
+#: Values shaped like InfluxDB tokens, redacted from stderr even when the REDACTOR does not know them.
+#: Compiled on first use (by re's cache): only failures need it, and the Lambda's cold start pays for
+#: every pattern compiled at import.
+_TOKEN_SHAPES = r"M\.V1\.[A-Za-z0-9+/=_.-]{8,}|apiv[0-9]_[A-Za-z0-9+/=_-]{16,}"
+_MAX_DETAIL = 300
+
+
+# --------------------------------------------------------------------------------------------
+# Settings shared by influxctl-based issuers
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """``[profile.tls]``; relative paths are resolved against the policy file's directory."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
+
+    insecure: bool = False
+    disable: bool = False
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """The connection part of an influxctl profile (no credential: rotator adds that per call)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
+
+    product: Literal["clustered", "dedicated"]
+    host: str | None = None
+    port: int | None = None
+    account_id: str | None = None
+    cluster_id: str | None = None
+    tls: TLSSettings = TLSSettings()
+
+    def __post_init__(self) -> None:
+        for key in ("host", "account_id", "cluster_id"):
+            if getattr(self, key) == "":
+                raise ValueError(f"`{key}` must not be empty")
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise ValueError("`port` must be between 1 and 65535")
+        self._product_needs()
+
+    def _product_needs(self) -> None:
+        if self.product == "clustered" and self.host is None:
+            raise ValueError("product 'clustered' needs `host`")
+        if self.product == "dedicated" and (self.account_id is None or self.cluster_id is None):
+            raise ValueError("product 'dedicated' needs `account_id` and `cluster_id`")
+
+    def resolved(self, base_dir: Path) -> ProfileSettings:
+        """A copy whose TLS file paths are absolute."""
+
+        def absolute(path: Path | None) -> Path | None:
+            return None if path is None else _resolve(path, base_dir)
+
+        tls = dataclasses.replace(
+            self.tls, cert=absolute(self.tls.cert), key=absolute(self.tls.key), ca=absolute(self.tls.ca)
+        )
+        return dataclasses.replace(self, tls=tls)
+
+
+@dataclass(frozen=True)
+class SelfAuth:
+    """Authenticate with the token currently published in the store (self-rotation)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
+
+    method: Literal["self"] = "self"
+
+
+@dataclass(frozen=True)
+class TokenFileAuth:
+    """Authenticate with a Clustered admin token file (``[profile.auth.token] token_file``)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
+
+    method: Literal["token_file"]
+    token_file: Path
+
+
+@dataclass(frozen=True)
+class MgmtTokenAuth:
+    """Authenticate with a separate management token read from a file or environment variable."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
+
+    method: Literal["mgmt_token"]
+    token: CredentialRef
+
+
+#: ``dataclasses.field`` metadata of an ``auth`` union: pydantic passes a field's metadata on to
+#: its ``Field`` (a standard-library way to say ``Field(discriminator="method")``), so a policy
+#: table is validated as the member its ``method`` names. Without it pydantic would try every
+#: member and report every member's errors ("auth.SelfAuth.method: Input should be 'self'", ...).
+AUTH_BY_METHOD: Mapping[str, Any] = MappingProxyType({"discriminator": "method"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class InfluxctlSettings:
+    """The settings every influxctl issuer has; an issuer adds its own and may narrow ``auth``."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
+
+    #: The influxctl binary: a name looked up on PATH or a path (relative to the policy file).
+    influxctl: str = "influxctl"
+    profile: ProfileSettings
+    auth: SelfAuth | TokenFileAuth | MgmtTokenAuth = field(default=SelfAuth(), metadata=AUTH_BY_METHOD)
+    #: Limit for each influxctl call, also passed as influxctl's ``--timeout``.
+    timeout_s: float = 60
+
+    def __post_init__(self) -> None:
+        if not self.influxctl:
+            raise ValueError("`influxctl` must name the influxctl binary (a name on PATH or a path)")
+        if not 0 < self.timeout_s <= 3600:
+            raise ValueError("`timeout_s` must be more than 0 and at most 3600 (seconds)")
+
+    def transport_warnings(self) -> list[str]:
+        """Profile TLS settings that expose the tokens influxctl sends (see rotator/adapters/transport.py)."""
+        tls, host = self.profile.tls, self.profile.host
+        target = host or "the Cloud Dedicated API"
+        warnings = []
+        if tls.insecure and not tls.disable:
+            warnings.append(
+                f"`profile.tls.insecure = true`: influxctl does not check the certificate of {target}, so anyone "
+                "on the path can read the tokens; set `profile.tls.ca` instead (insecure is meant for tests)"
+            )
+        if tls.disable and not is_loopback_host(host):
+            warnings.append(
+                f"`profile.tls.disable = true`: influxctl talks to {target} without TLS: tokens travel "
+                "unencrypted (meant for loopback only)"
+            )
+        return warnings
+
+
+class ProfileAuth(NamedTuple):
+    """The credential one influxctl call runs with: exactly one of the three (render_profile checks).
+
+    A management token or an admin token file for management and ``token`` commands, or a
+    database token (the profile's ``token`` key) for the data commands ``query`` and ``write``.
+    A NamedTuple, as the contract types are (rotator/core/contracts.py: cheap to create at cold start).
+    """
+
+    mgmt_token: Secret | None = None
+    token_file: Path | None = None
+    db_token: Secret | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# The private config file
+
+
+def render_profile(profile: ProfileSettings, auth: ProfileAuth) -> str:
+    """One ``[[profile]]`` named :data:`PROFILE_NAME`, with only keys influxctl knows.
+
+    influxctl refuses unknown keys (since v2.0.1), so nothing else is ever written.
+    """
+    if sum(value is not None for value in auth) != 1:
+        raise ValueError("ProfileAuth needs exactly one of mgmt_token, token_file or db_token")
+    lines = [
+        "[[profile]]",
+        f"name = {_toml_str('name', PROFILE_NAME)}",
+        f"product = {_toml_str('product', profile.product)}",
+    ]
+    for key in ("host", "account_id", "cluster_id"):
+        value = getattr(profile, key)
+        if value is not None:
+            lines.append(f"{key} = {_toml_str(key, value)}")
+    if profile.port is not None:
+        lines.append(f"port = {_toml_str('port', str(profile.port))}")  # a string in influxctl's config
+    if auth.mgmt_token is not None:
+        lines.append(f"mgmt_token = {_toml_str('mgmt_token', auth.mgmt_token.reveal())}")
+    if auth.db_token is not None:
+        lines.append(f"token = {_toml_str('token', auth.db_token.reveal())}")
+    tls = profile.tls
+    tls_lines = [f"{key} = true" for key in ("insecure", "disable") if getattr(tls, key)]
+    tls_lines += [
+        f"{key} = {_toml_str(key, str(path))}"
+        for key in ("cert", "key", "ca")
+        if (path := getattr(tls, key)) is not None
+    ]
+    if tls_lines:
+        lines += ["", "[profile.tls]", *tls_lines]
+    if auth.token_file is not None:
+        lines += ["", "[profile.auth.token]", f"token_file = {_toml_str('token_file', str(auth.token_file))}"]
+    return "\n".join(lines) + "\n"
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_str(key: str, value: str) -> str:
+    """A TOML basic string. Raises ConfigError naming ``key`` (never the value) if TOML cannot hold it."""
+    out = ['"']
+    for ch in value:
+        code = ord(ch)
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        elif 0xD800 <= code <= 0xDFFF:  # a lone surrogate (undecodable bytes): not valid UTF-8
+            raise ConfigError(f"the value of `{key}` for influxctl contains bytes that are not UTF-8")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+_CONFIG_PREFIX = "rotator-influxctl-"
+#: The file in each private config directory whose flock() says "my process is alive".
+_LOCK_NAME = "lock"
+#: A directory without a lock file is left alone this long (seconds): its creator may be between
+#: ``mkdtemp`` and placing the lock (microseconds), or it is a leftover of a rotator before
+#: version 0.x that had no lock file (removed once it is this old).
+_UNLOCKED_GRACE_S = 60.0
+
+
+def sweep_stale_configs() -> None:
+    """Remove the private configs (each holds a token) left by rotator processes that died mid-call.
+
+    Whether a directory's owner is alive is asked of the kernel, not of a process id: each
+    directory holds a lock file that its owner keeps ``flock()``-ed for as long as the
+    directory exists, and the kernel drops that lock when the owner dies, whatever killed it.
+    A directory whose lock can be taken is a dead process's and is removed. Process ids would
+    lie: rotator runs as PID 1 in a container (``kill(1, 0)`` always succeeds, and its own pid
+    is skipped), and a Lambda sandbox or a restarted pod reuses pids.
+
+    Called before every influxctl call and, through :meth:`InfluxctlIssuer.remove_leftovers`,
+    by every command that loads a policy file with an influxctl issuer (rotator/config/registry.py).
+    Never raises: a sweep that cannot look is retried by the next one.
+    """
+    try:
+        candidates = list(Path(tempfile.gettempdir()).glob(f"{_CONFIG_PREFIX}*"))
+    except OSError:
+        return
+    for directory in candidates:
+        try:
+            _remove_if_dead(directory)
+        except OSError as exc:
+            logger.debug("cannot check private influxctl config %s: %s", directory, exc.strerror)
+
+
+def _remove_if_dead(directory: Path) -> None:
+    info = directory.lstat()
+    if not directory.is_dir() or directory.is_symlink() or info.st_uid != os.getuid():
+        return
+    try:
+        fd = os.open(directory / _LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        # Compared with a file's mtime, which the OS stamps from the system clock: never a FakeClock.
+        if SYSTEM_CLOCK.now().timestamp() - info.st_mtime > _UNLOCKED_GRACE_S:
+            shutil.rmtree(directory, ignore_errors=True)
+            logger.warning("removed a private influxctl config without an owner: %s", directory.name)
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its owner is alive (maybe another thread of this very process)
+        shutil.rmtree(directory, ignore_errors=True)  # while holding the lock: no one else is in it
+        logger.warning("removed a private influxctl config left by a process that died: %s", directory.name)
+    finally:
+        os.close(fd)
+
+
+def _lock_directory(directory: Path) -> int:
+    """Create ``directory/lock`` already flock()-ed and return its fd (held until the directory is gone).
+
+    The lock is taken on a file under a temporary name and then renamed: a sweep never sees a
+    lock file that is not locked yet.
+    """
+    staging = directory / f".{_LOCK_NAME}.new"
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(staging, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        staging.rename(directory / _LOCK_NAME)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def private_config(text: str) -> Iterator[Path]:
+    """Write ``text`` to a fresh 0600 file in a fresh, locked 0700 directory; remove both afterwards."""
+    sweep_stale_configs()
+    directory = Path(tempfile.mkdtemp(prefix=_CONFIG_PREFIX))  # mode 0700
+    lock_fd: int | None = None
+    try:
+        lock_fd = _lock_directory(directory)
+        path = directory / "config.toml"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        yield path
+    finally:
+        try:
+            shutil.rmtree(directory)
+        except OSError as exc:
+            logger.warning("could not remove private influxctl config %s: %s", directory, exc.strerror)
+        if lock_fd is not None:
+            os.close(lock_fd)  # only now: a sweep must not find the directory unlocked while it exists
+
+
+# --------------------------------------------------------------------------------------------
+# Running influxctl
+
+#: What influxctl gets of rotator's environment: what a Go program needs to find CAs, proxies,
+#: its home, time zone and locale. Nothing else: rotator's environment can hold VAULT_TOKEN,
+#: AWS_SECRET_ACCESS_KEY, PGPASSWORD... that influxctl has no use for. No ``INFLUXCTL_*``
+#: either: influxctl reads a profile name and a management token from such variables (the
+#: token variable's name is undocumented), and either would silently replace the profile
+#: rotator wrote (e.g. make ``verify`` test an operator's token instead of the new one).
+CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+        "SSL_CERT_FILE", "SSL_CERT_DIR",
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    }
+)  # fmt: skip
+#: ``LC_ALL``, ``LC_CTYPE``...: the locale.
+_CHILD_ENV_PREFIXES = ("LC_",)
+#: Names (comma-separated) of further variables influxctl should get, for a site that needs
+#: one (say, ``GODEBUG``); an ``INFLUXCTL_*`` name here is still dropped.
+EXTRA_ENV_VARIABLE = "ROTATOR_INFLUXCTL_ENV"
+
+
+def child_environment() -> dict[str, str]:
+    """What influxctl gets: :data:`CHILD_ENV_NAMES`, ``LC_*`` and the names in :data:`EXTRA_ENV_VARIABLE`."""
+    extra = {name.strip() for name in os.environ.get(EXTRA_ENV_VARIABLE, "").split(",") if name.strip()}
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if (key in CHILD_ENV_NAMES or key.startswith(_CHILD_ENV_PREFIXES) or key in extra)
+        and not key.upper().startswith("INFLUXCTL_")
+    }
+
+
+#: ``prctl(2)`` option: the signal a process gets when the thread that created it exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux, resolved once in the parent (the child must not ``dlopen`` after fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+_prctl: Callable[..., int] | None = None
+_prctl_loaded = False
+
+
+def _die_with(parent_pid: int, prctl: Callable[..., int]) -> Callable[[], None]:
+    """The ``preexec_fn`` of an influxctl child: SIGKILL when its parent dies, even by kill -9.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process.
+    That is safe here: the thread that starts influxctl is the one that waits for it
+    (:func:`default_run` returns only once the child is gone), so that thread cannot exit while
+    the child runs unless the whole process dies, which is the case we want. The setting
+    survives ``execve`` (influxctl is not set-uid). If the parent died between ``fork`` and
+    ``prctl``, the child was re-parented already: it exits at once.
+    """
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(137)
+
+    return preexec
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    """SIGKILL the child's process group (influxctl and anything it started); SIGTERM could be ignored."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone already
+
+
+def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """The real :data:`Runner`: influxctl with output captured, no stdin, a minimal environment.
+
+    The child cannot outlive this call, nor rotator: it leads its own process group, which is
+    killed (SIGKILL) when the call times out, fails or returns, and on Linux it gets SIGKILL
+    when rotator dies, even by ``kill -9`` of rotator's process alone (a supervisor, the OOM
+    killer), so a killed rotator's ``management create`` cannot complete after recovery looked.
+    """
+    global _prctl, _prctl_loaded
+    if not _prctl_loaded:
+        _prctl, _prctl_loaded = _load_prctl(), True
+    preexec = _die_with(os.getpid(), _prctl) if _prctl is not None else None
+    process = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        encoding="utf-8",
+        errors="replace",
+        env=child_environment(),
+        process_group=0,  # its own group, so that the group can be killed as a whole
+        preexec_fn=preexec,  # noqa: PLW1509  (see _die_with: resolved before fork, no locks taken)
+    )
+    try:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.communicate()
+            raise
+    finally:
+        # Also on success (a grandchild may linger) and on any exception (KeyboardInterrupt,
+        # SystemExit from a signal handler): nothing of this call keeps running.
+        _kill_group(process)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def go_duration(seconds: float) -> str:
+    """A Go ``time.Duration`` string for influxctl's ``--timeout`` (``60s``, ``1500ms``)."""
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+@contextmanager
+def _map_errors(command: str, binary: str, timeout_s: float) -> Iterator[None]:
+    """Translate failures to start or finish the subprocess into rotator errors."""
+    try:
+        yield
+    except subprocess.TimeoutExpired:
+        raise TransientError(ERR_TIMEOUT.format(command=command, timeout=timeout_s), hint=HINT_TIMEOUT) from None
+    except OSError as exc:
+        message = ERR_NOT_STARTED.format(binary=binary, reason=exc.strerror or type(exc).__name__)
+        if exc.errno in _TRANSIENT_ERRNOS:
+            raise TransientError(message, hint=HINT_NOT_STARTED_TRANSIENT) from exc
+        raise ConfigError(message, hint=HINT_NOT_STARTED) from exc
+
+
+def error_for_exit(
+    command: str, proc: subprocess.CompletedProcess[str], *, unauthenticated_is_transient: bool = False
+) -> RotatorError:
+    """The rotator error for a failed influxctl run.
+
+    The message names the command and exit code and may quote the last stderr line, redacted;
+    never stdout (which may hold a token).
+    """
+    if proc.returncode < 0:
+        return TransientError(ERR_SIGNAL.format(command=command, signal=-proc.returncode), hint=HINT_KILLED)
+    message = ERR_EXIT.format(command=command, code=proc.returncode)
+    detail = _last_stderr_line(proc.stderr or "")
+    if detail:
+        message = f"{message}: {detail}"
+    text = (proc.stderr or "").lower()
+    if any(marker in text for marker in _UNAUTHENTICATED):
+        if unauthenticated_is_transient:
+            return TransientError(message, hint="a new token can take a while to become active")
+        return PermanentError(message, hint=HINT_UNAUTHENTICATED)
+    if any(marker in text for marker in _PERMISSION_DENIED):
+        return PermanentError(message, hint=HINT_PERMISSION_DENIED)
+    if any(marker in text for marker in _TRANSIENT):
+        return TransientError(message, hint=HINT_UNREACHABLE)
+    return PermanentError(message, hint=HINT_OTHER)
+
+
+def is_permission_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` is :func:`error_for_exit`'s answer to PermissionDenied.
+
+    The credential was accepted but may not do this; an issuer can give its own hint (the
+    default one is about management tokens).
+    """
+    return isinstance(exc, PermanentError) and exc.hint == HINT_PERMISSION_DENIED
+
+
+def _last_stderr_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(lines[-1]))
+    return line if len(line) <= _MAX_DETAIL else line[:_MAX_DETAIL] + "..."
+
+
+class InfluxctlCLI:
+    """One influxctl binary and base profile; :meth:`run` is the only place influxctl is started."""
+
+    def __init__(
+        self,
+        *,
+        binary: str,
+        profile: ProfileSettings,
+        timeout_s: float,
+        base_dir: Path = Path("."),
+        run: Runner = default_run,
+    ) -> None:
+        # A bare name is looked up on PATH; a relative path is relative to the policy file.
+        self.binary = str(_resolve(Path(binary), base_dir)) if os.sep in binary else binary
+        self.profile = profile.resolved(base_dir)
+        self.timeout_s = timeout_s
+        # A process killed inside an influxctl call left its private config (with a token) behind.
+        sweep_stale_configs()
+        self._run = run
+
+    def run(self, command: Sequence[str], auth: ProfileAuth, *, unauthenticated_is_transient: bool = False) -> str:
+        """Run ``influxctl <command>`` with ``auth``; return stdout, or raise a rotator error."""
+        display = command_name(command)
+        text = render_profile(self.profile, auth)
+        with private_config(text) as config:
+            argv = [
+                self.binary,
+                "--config",
+                str(config),
+                "--profile",
+                PROFILE_NAME,
+                "--timeout",
+                go_duration(self.timeout_s),
+                *command,
+            ]
+            started = time.monotonic()  # the call's duration for the log line, not a time of day
+            outcome = "did not finish"
+            try:
+                with _map_errors(display, self.binary, self.timeout_s):
+                    proc = self._run(argv, self.timeout_s)
+                outcome = f"exit {proc.returncode}"
+            finally:
+                logger.info("%s: %s in %.2fs", display, outcome, time.monotonic() - started)
+        if proc.returncode != 0:
+            raise error_for_exit(display, proc, unauthenticated_is_transient=unauthenticated_is_transient)
+        return proc.stdout or ""
+
+
+def command_name(command: Sequence[str]) -> str:
+    """The command's name for messages: ``influxctl`` and up to two leading words, never a flag or an argument.
+
+    ``management create ...`` and ``token list ...`` give two words, ``query --database d ...``
+    one (a query's text is an argument, not a name).
+    """
+    words: list[str] = []
+    for item in command[:2]:
+        if item.startswith("-"):
+            break
+        words.append(item)
+        if item in _SINGLE_WORD_COMMANDS:
+            break
+    return "influxctl " + " ".join(words)
+
+
+#: Commands without subcommands: what follows is an argument, not part of the name.
+_SINGLE_WORD_COMMANDS = frozenset({"query", "write"})
+
+
+def _resolve(path: Path, base_dir: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base_dir / path).absolute()
+
+
+# --------------------------------------------------------------------------------------------
+# Token ids
+
+#: Management and database token ids are UUIDs (facts file 1.5; the fake refuses anything else).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+ERR_BAD_ID = "{noun} id {token_id} is not a UUID; rotator passes only UUIDs to influxctl"
+HINT_BAD_ID = (
+    "influxctl token ids look like 11111111-1111-4111-8111-111111111111; the id came from rotator's journal or "
+    "a store payload: check it (`rotator status`, the store's token_id) and correct the record"
+)
+
+
+def check_token_id(token_id: str, noun: str = "token") -> str:
+    """``token_id`` if it is a UUID, else PermanentError: an id never reaches influxctl's argv unchecked.
+
+    Passed after ``--`` anyway (an id starting with ``-`` would otherwise be read as a flag).
+    """
+    if not isinstance(token_id, str) or not _UUID.fullmatch(token_id):
+        shown = repr(re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(str(token_id)))[:80])
+        raise PermanentError(ERR_BAD_ID.format(noun=noun, token_id=shown), hint=HINT_BAD_ID)
+    return token_id
+
+
+# --------------------------------------------------------------------------------------------
+# Reading influxctl's output
+
+
+def output_error(command: str, problem: str) -> IssuerOutputError:
+    return IssuerOutputError(ERR_OUTPUT.format(command=command, problem=problem), hint=HINT_OUTPUT)
+
+
+def token_from_output(stdout: str, command: str, *, token_id: str | None = None, min_length: int = 20) -> str:
+    """The token string of a ``create`` command: its last non-empty stdout line.
+
+    Raises IssuerOutputError describing the line's shape (never its content) if it is not a
+    single token-like word; it names ``token_id`` if the output had one (that token exists now).
+    """
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    problem = ""
+    if not lines:
+        problem = "is missing (stdout is empty)"
+    elif last.startswith("+-") or "|" in last:
+        problem = "is a table line"
+    elif len(last.split()) > 1:
+        problem = f"has {len(last.split())} words"
+    elif len(last) < min_length:
+        problem = f"is {len(last)} characters long (a token has at least {min_length})"
+    elif not last.isprintable() or not last.isascii():
+        problem = "contains characters a token never has"
+    if problem:
+        created = f"token {token_id} was created, but " if token_id else ""
+        raise output_error(command, f"{created}the last non-empty stdout line {problem}, expected a single token")
+    return last
+
+
+_TABLE_ROW = re.compile(r"^\|\s*(?P<key>[^|]*?)\s*\|\s*(?P<value>[^|]*?)\s*\|$")
+
+
+def table_value(stdout: str, key: str) -> str | None:
+    """The value of row ``key`` in a two-column ``| key | value |`` table (influxctl >= 2.11)."""
+    for line in stdout.splitlines():
+        match = _TABLE_ROW.match(line.strip())
+        if match and match["key"].lower() == key.lower() and match["value"]:
+            return match["value"]
+    return None
+
+
+def minted_token(
+    stdout: str, command: str, expires_at: datetime, find_id: Callable[[Secret], str], *, min_length: int = 20
+) -> MintedToken:
+    """The token a ``create`` command printed: the value from the last stdout line, the id from
+    the table influxctl >= 2.11 prints or else from ``find_id(value)``, the expiry as influxctl
+    was given it (``--expires-at``: UTC, whole seconds).
+    """
+    token_id = table_value(stdout, "id")
+    value = Secret(token_from_output(stdout, command, token_id=token_id, min_length=min_length))
+    if token_id is None:
+        token_id = find_id(value)
+    if not _UUID.fullmatch(token_id):
+        shown = repr(re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(token_id))[:80])
+        raise output_error(command, f"a token was created, but its id {shown} is not a UUID")
+    return MintedToken(value=value, token_id=token_id, expires_at=expires_at.astimezone(UTC).replace(microsecond=0))
+
+
+def token_info(index: int, item: Mapping[str, Any], command: str) -> TokenInfo:
+    """Item ``index`` of a ``management list`` or ``token list --format json`` (protobuf field names, snake_case)."""
+    token_id = item.get("id")
+    if not isinstance(token_id, str) or not token_id:
+        raise output_error(command, f"item {index} has no string `id`")
+    description = item.get("description", "")
+    if not isinstance(description, str):
+        raise output_error(command, f"item {index} has a `description` that is not a string")
+    return TokenInfo(
+        token_id=token_id,
+        description=description,
+        created_at=parse_timestamp(item.get("created_at"), f"item {index} `created_at`", command),
+        expires_at=parse_timestamp(item.get("expires_at"), f"item {index} `expires_at`", command),
+        revoked_at=parse_timestamp(item.get("revoked_at"), f"item {index} `revoked_at`", command),
+    )
+
+
+def parse_json_array(stdout: str, command: str) -> list[Mapping[str, Any]]:
+    """The JSON array of objects a ``list --format json`` command printed (``null`` = empty)."""
+    try:
+        data = json.loads(stdout)
+    except json.JSONDecodeError as exc:
+        raise output_error(command, f"stdout is not JSON (error at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:  # arrays or objects nested thousands deep: no influxctl output is
+        raise output_error(command, "stdout is JSON nested too deeply to be an influxctl answer") from None
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise output_error(command, f"stdout is a JSON {type(data).__name__}, expected an array")
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise output_error(command, f"item {index} is a JSON {type(item).__name__}, expected an object")
+    return data
+
+
+def parse_timestamp(value: object, where: str, command: str) -> datetime | None:
+    """A protobuf Timestamp ``{"seconds": s, "nanos": n}`` (or an RFC 3339 string) as UTC.
+
+    ``None`` and epoch zero (how influxctl shows "unset") give ``None``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise output_error(command, f"{where} is not an RFC 3339 time") from None
+        if parsed.tzinfo is None:
+            raise output_error(command, f"{where} has no time zone")
+        parsed = parsed.astimezone(UTC)
+        return None if parsed == _EPOCH else parsed
+    if isinstance(value, dict):
+        seconds, nanos = value.get("seconds", 0), value.get("nanos", 0)
+        # protojson writes int64 as a string; accept both, never a bool.
+        # A real int64 has at most 19 digits; int() of thousands of digits raises ValueError (and costs).
+        if isinstance(seconds, str) and seconds.lstrip("-").isdigit() and len(seconds) <= 20:
+            seconds = int(seconds)
+        if not _is_int(seconds) or not _is_int(nanos) or not 0 <= nanos < 1_000_000_000:
+            raise output_error(command, f"{where} is not a {{seconds, nanos}} timestamp")
+        if seconds == 0 and nanos == 0:
+            return None
+        try:
+            return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+        except OverflowError:
+            raise output_error(command, f"{where} is out of range") from None
+    raise output_error(command, f"{where} is a JSON {type(value).__name__}, expected a timestamp")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2026-01-31T12:00:00Z``: UTC, whole seconds, as influxctl's ``--expires-at`` expects."""
+    return rfc3339_seconds(moment)
+
+
+# --------------------------------------------------------------------------------------------
+# What the influxctl issuers share
+
+
+SettingsT = TypeVar("SettingsT", bound=InfluxctlSettings)
+
+#: influxctl commands in the longest issuer call (see InfluxctlIssuer.call_timeout_seconds).
+_COMMANDS_PER_CALL = 2
+#: Seconds to start one child and to kill its process group, on top of ``timeout_s``.
+_CHILD_MARGIN_S = 5.0
+
+
+class InfluxctlIssuer(Generic[SettingsT]):
+    """An issuer whose tokens influxctl creates, lists (with ``revoked_at``) and revokes.
+
+    A subclass sets the class attributes below and writes ``mint`` (see :func:`minted_token`)
+    and ``verify``; it may give its own hints in :meth:`_run`.
+    """
+
+    kind: ClassVar[str]
+    #: A standard-library dataclass (this module's cold path imports no pydantic).
+    settings_model: ClassVar[type[Any]]
+    #: What the tokens are called in log lines ("management token").
+    token_noun: ClassVar[str]
+    #: The list command, revoked tokens included (``management list --format json``).
+    list_args: ClassVar[tuple[str, ...]]
+    #: The revoke command without its token id (``management revoke --force``).
+    revoke_args: ClassVar[tuple[str, ...]]
+
+    def __init__(self, settings: SettingsT, *, base_dir: Path = Path("."), run: Runner = default_run) -> None:
+        self.settings = settings
+        self._base_dir = base_dir
+        self._cli = InfluxctlCLI(
+            binary=settings.influxctl,
+            profile=settings.profile,
+            timeout_s=settings.timeout_s,
+            base_dir=base_dir,
+            run=run,
+        )
+
+    @classmethod
+    def from_config(cls, settings: Any, ctx: AdapterContext) -> Self:
+        return cls(checked_settings(cls, settings, cls.settings_model), base_dir=ctx.base_dir)
+
+    @classmethod
+    def remove_leftovers(cls) -> None:
+        """Called by the registry when it loads the adapter (every command that loads a policy file
+        with an influxctl issuer): remove the private configs dead rotator processes left."""
+        sweep_stale_configs()
+
+    @property
+    def call_timeout_seconds(self) -> float:
+        """The longest one issuer call (``mint``, ``revoke``...) can take, its children included.
+
+        The longest calls run two influxctl commands (``create`` then, for influxctl <= 2.10, a
+        ``list`` for the id; ``revoke`` then ``list``), each bounded by ``timeout_s`` (the child is
+        killed then) plus a margin to start it and kill its process group. A child never outlives
+        rotator (see :func:`default_run`), so a dead run's mint cannot complete after this.
+        """
+        return _COMMANDS_PER_CALL * (self.settings.timeout_s + _CHILD_MARGIN_S)
+
+    def revoke(self, token_id: str, credential: Secret | None) -> None:
+        """The revoke command, confirmed by ``revoked_at`` in the list.
+
+        A token that is already revoked, or not listed at all, counts as revoked; so does one
+        the list shows revoked although the command failed. Otherwise the command's error wins.
+        The id must be a UUID (:func:`check_token_id`) and goes after ``--``.
+        """
+        check_token_id(token_id, self.token_noun)
+        auth = self._auth(credential)
+        failure: RotatorError | None = None
+        try:
+            self._run([*self.revoke_args, "--", token_id], auth)
+        except RotatorError as exc:
+            failure = exc
+        try:
+            tokens = self._list_tokens(auth)
+        except RotatorError:
+            if failure is not None:
+                raise failure from None
+            raise
+        match = next((token for token in tokens if token.token_id == token_id), None)
+        if match is None:
+            logger.warning("%s %s is not listed by influxctl; treating it as revoked", self.token_noun, token_id)
+            return
+        if match.revoked_at is not None:
+            if failure is not None:
+                logger.info("%s %s is revoked although the revoke command failed", self.token_noun, token_id)
+            return
+        if failure is not None:
+            raise failure
+        raise TransientError(ERR_NOT_REVOKED.format(command=command_name(self.revoke_args), token_id=token_id))
+
+    def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
+        """Every token the list command shows, revoked ones included."""
+        return self._list_tokens(self._auth(credential))
+
+    def _auth(self, credential: Secret | None) -> ProfileAuth:
+        """The credential of ``auth``, read now (never cached); ``self`` is ``credential``, what the stores hold."""
+        auth = self.settings.auth
+        if isinstance(auth, TokenFileAuth):
+            path = auth.token_file if auth.token_file.is_absolute() else self._base_dir / auth.token_file
+            if not path.is_file():
+                raise ConfigError(ERR_TOKEN_FILE.format(path=path), hint="check the path in `auth.token_file`")
+            return ProfileAuth(token_file=path.absolute())
+        if isinstance(auth, MgmtTokenAuth):
+            return ProfileAuth(mgmt_token=auth.token.resolve(self._base_dir))
+        if credential is None:
+            raise ConfigError(ERR_NO_CREDENTIAL, hint=HINT_NO_CREDENTIAL)
+        return ProfileAuth(mgmt_token=credential)
+
+    def _run(self, command: Sequence[str], auth: ProfileAuth) -> str:
+        """A command that creates, lists or revokes; a subclass may give its own hints."""
+        return self._cli.run(command, auth)
+
+    def _list(self, auth: ProfileAuth, args: Sequence[str] | None = None) -> list[Mapping[str, Any]]:
+        """The items a list command (default :attr:`list_args`) printed."""
+        args = self.list_args if args is None else args
+        return parse_json_array(self._run(args, auth), command_name(args))
+
+    def _list_tokens(self, auth: ProfileAuth) -> list[TokenInfo]:
+        name = command_name(self.list_args)
+        return [token_info(index, item, name) for index, item in enumerate(self._list(auth))]

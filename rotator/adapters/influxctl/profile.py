@@ -1,0 +1,764 @@
+"""influxctl-profile: publish the current token as ``mgmt_token`` (or ``token``) of an influxctl profile.
+
+Policy settings::
+
+    [[policy.store]]
+    type = "influxctl-profile"
+    config = "/var/lib/influxctl/.config/influxctl/config.toml"  # default: influxctl's own default
+    profile = "default"                                          # the [[profile]] to write; must exist
+    key = "mgmt_token"                                           # or "token"
+
+``key`` is the profile key written. ``mgmt_token`` (the default) is the management token
+influxctl's ``management``/``token``/``database``... commands authenticate with: only tokens of
+the ``influxctl-management`` issuer go there. ``token`` is the database token influxctl's
+``query`` and ``write`` commands use (with the profile's ``database``): tokens of every other
+issuer go there (``influxctl-database``, ``management-api``; an ``influxdb3``/``influxdb2``
+token too, for which the profile is just a file that holds the token). :func:`key_problem`
+states the rule; ``publish`` refuses a record of the wrong issuer before it writes anything.
+The settings cannot see the policy's issuer, so the rule is checked at publish (the first
+``rotator bootstrap`` meets it), not by ``rotator validate``.
+
+What rotator keeps where::
+
+    <config>               the influxctl config.toml: rotator changes only the one line
+                           ``<key> = "..."`` of the named profile (or adds that one line)
+    <config>.rotator.json  the sidecar (mode 0600): per profile, entries naming the key they
+                           describe, the token id, issuer, policy, created/expires times and a
+                           salted SHA-256 of the value written there
+
+One sidecar serves every store writing the file: a ``mgmt_token`` store and a ``token`` store
+of the same profile (a management policy and a database policy for one automation host) keep
+their own entries, and each publish keeps the other key's entries as they are. An entry
+without ``key`` (written before the setting existed) describes ``mgmt_token``.
+
+Why a sidecar and not a marker comment on the ``<key>`` line: influxctl refuses unknown
+keys, so metadata cannot be a key; a trailing comment would work for influxctl, but it puts
+rotator's bookkeeping into a file that people and configuration management own and diff.
+With the sidecar the config file differs from the operator's version by the token value only.
+
+Managed, record, version. ``read_current`` looks up the profile's ``<key>`` value in the
+sidecar by its salted hash: found, the profile is managed and the record is the sidecar entry
+plus the value; not found (someone edited the value by hand, or never rotated it), the value
+is unmanaged (``managed=False``, ``record=None``, a warning when the sidecar knew an older
+value). ``version`` is a fingerprint of the value (16 hex digits of a domain-separated SHA-256;
+not reversible, safe for the journal), so compare-and-set protects the one value rotator owns:
+edits elsewhere in the file (other profiles, comments) between PLAN and PUBLISH do not
+conflict, and are kept. A profile without ``<key>`` (or with ``<key> = ""``) is
+"absent": version ``None``.
+
+Crash safety. ``publish`` holds an exclusive ``flock`` on the config's directory (``read_current``
+a shared one), then writes the sidecar with the new entry added (the entry of the value still
+in the config is kept), then the config. Each file is replaced atomically: a temporary file in
+the same directory, written, fsync'ed, renamed over the original, and the directory fsync'ed.
+A crash between the two renames leaves the old value in the config, which the sidecar still
+describes, so the store reads as its old, consistent self. Temporary files left by a killed
+writer (they may hold a token) are removed by the next write.
+
+File properties. Both files are written with mode 0600 and keep the config file's owner and
+group (``chown`` when running as root; otherwise rotator must be the owner, and is refused
+before anything is written if it is not). A symlinked config is written through to its target.
+The profile is never created: influxctl needs ``product``, ``host``/``account_id``... that
+rotator does not know, so a missing file or profile is a ConfigError.
+
+A file rotator cannot parse (TOML syntax, or ``profile`` that is not an array of tables, a
+duplicate profile name, a ``<key>`` value that is not a string) is left untouched: ConfigError
+naming the file and the line and column, never the content. Every edit is checked before it is
+written: the new file must parse to exactly the old data with only that ``<key>`` changed,
+and differ from the old text in that one line only; otherwise nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import difflib
+import errno
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+
+import tomlkit
+import tomlkit.exceptions
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tomlkit.items import AoT, String, Table
+
+from rotator.config.timefmt import rfc3339_seconds
+from rotator.core.clock import Clock
+from rotator.core.contracts import AdapterContext, Store, StoreState, TokenRecord, checked_settings
+from rotator.core.errors import ConfigError, ConflictError, PermanentError, TransientError
+
+__all__ = [
+    "DEFAULT_KEY",
+    "MANAGEMENT_TOKEN_ISSUERS",
+    "SIDECAR_SUFFIX",
+    "InfluxctlProfileSettings",
+    "InfluxctlProfileStore",
+    "ProfileKey",
+    "Replace",
+    "default_config_path",
+    "key_problem",
+    "value_version",
+]
+
+logger = logging.getLogger("rotator.adapters.influxctl_profile")
+
+MANAGED_BY = "rotator"
+SIDECAR_SUFFIX = ".rotator.json"
+SIDECAR_SCHEMA = 1
+#: The profile keys a store may write: influxctl's management token, or its data-plane token.
+ProfileKey = Literal["mgmt_token", "token"]
+DEFAULT_KEY: ProfileKey = "mgmt_token"
+#: Issuers whose tokens are management tokens: they go to ``mgmt_token``, and only they do.
+MANAGEMENT_TOKEN_ISSUERS = frozenset({"influxctl-management"})
+#: Entries kept per profile and key in the sidecar: the value just written and the one it replaced.
+_KEEP = 2
+_LOCK_TIMEOUT = timedelta(seconds=10)
+_LOCK_POLL_S = 0.05
+_VERSION_DOMAIN = b"rotator influxctl-profile version\0"
+_TOMLLIB_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_KEY_LINES = {key: re.compile(rf"""^[ \t]*({key}|"{key}"|'{key}')[ \t]*=""") for key in get_args(ProfileKey)}
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.rotator-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
+
+_ERR_MISSING = "{where}: the config file does not exist"
+_HINT_MISSING = (
+    "create it with the [[profile]] (name, product, host or account_id/cluster_id) influxctl needs; "
+    "rotator only writes mgmt_token or token into an existing profile"
+)
+_ERR_READ = "{where}: cannot read {path}: {reason}"
+_ERR_ENCODING = "{where}: {path} is not UTF-8 text (byte {offset}); the file was left untouched"
+_ERR_SYNTAX = "{where}: {path} is not valid TOML: syntax error at {position}; the file was left untouched"
+_HINT_SYNTAX = "fix the TOML at that position by hand (an unquoted value? a missing quote?), then run again"
+_ERR_SHAPE = "{where}: {path}: {problem}; the file was left untouched"
+_HINT_SHAPE = "edit the file so that every profile is a [[profile]] table with a unique name"
+_ERR_NO_PROFILE = "{where}: {path} has no [[profile]] named {profile!r} (profiles: {known})"
+_HINT_NO_PROFILE = (
+    "add the profile with its product and host/account settings first (rotator never creates one), "
+    "or set `profile` to one of the existing names"
+)
+_ERR_SIDECAR = "{where}: the sidecar {path} is malformed: {problem}"
+_HINT_SIDECAR = (
+    "restore it from a backup, or delete it: the profile then reads as not managed by rotator, and the next "
+    "publish needs `adopt = true` (rotator sync: --adopt)"
+)
+_ERR_CONFLICT = "{where}: compare-and-set lost: expected {expected}, the profile now holds {actual}"
+_HINT_CONFLICT = (
+    "someone changed {key} of this profile after rotator read it (a hand edit, or another rotator "
+    "writing the same profile); check who writes it, then rotate again"
+)
+_ERR_OWNER = (
+    "{where}: {path} belongs to uid {uid}, rotator runs as uid {euid} and is not root: it cannot keep the owner"
+)
+_HINT_OWNER = "run rotator as the file's owner (the user that runs influxctl), or as root"
+_ERR_WRITE = "{where}: cannot write {path}: {reason}"
+_HINT_WRITE = "rotator needs write access to the directory {directory} (temporary file + rename)"
+_ERR_EDIT = (
+    "{where}: editing {path} would change more than the {key} line of profile {profile!r} "
+    "({problem}); nothing was written"
+)
+_HINT_EDIT = 'add the line `{key} = ""` to the profile by hand, then publish again'
+_ERR_BUSY = "{where}: another process has been writing {directory} for {seconds:g}s"
+_HINT_BUSY = "rotator retries; check for a hung `rotator sync` or rotation writing the same file"
+_ERR_ISSUER = "{where}: token {token_id} of issuer {issuer!r} is not written to {key}: {problem}"
+_HINT_ISSUER = (
+    'set key = "mgmt_token" for the management token of an influxctl-management policy and key = "token" for '
+    "every other issuer's token (docs/sync.md#the-stores-settings)"
+)
+
+#: ``replace(src, dst)``: the rename step of an atomic write; the seam where tests inject a crash.
+Replace = Callable[[str, str], None]
+
+
+class InfluxctlProfileSettings(BaseModel):
+    """``[[policy.store]] type = "influxctl-profile"`` settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: Path | None = Field(
+        default=None,
+        description="influxctl config.toml; relative to the policy file, ~ expanded; default: influxctl's own "
+        "default path ($XDG_CONFIG_HOME/influxctl/config.toml or ~/.config/influxctl/config.toml on Linux)",
+    )
+    profile: str = Field(
+        default="default", min_length=1, description="name of the existing [[profile]] whose key is written"
+    )
+    key: ProfileKey = Field(
+        default=DEFAULT_KEY,
+        description='the profile key written: "mgmt_token" (a management token, influxctl-management policies '
+        'only) or "token" (the database token of influxctl query/write; any other issuer\'s token)',
+    )
+
+    @field_validator("profile")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if value != value.strip() or any(ord(c) < 0x20 for c in value):
+            raise ValueError("must not have surrounding spaces or control characters")
+        return value
+
+    def issuer_problem(self, issuer_type: str) -> str | None:
+        """Why this store cannot hold the tokens of ``issuer_type`` (None: it can); see :func:`key_problem`."""
+        return key_problem(self.key, issuer_type)
+
+
+def key_problem(key: str, issuer_type: str) -> str | None:
+    """Why tokens of ``issuer_type`` may not be written to profile key ``key`` (None: they may).
+
+    ``mgmt_token`` holds management tokens (the ``influxctl-management`` issuer), which influxctl's
+    administrative commands authenticate with; ``token`` holds the token of ``query``/``write``,
+    which a management token cannot be. An empty ``issuer_type`` (a payload that does not name
+    its issuer) is not checked.
+    """
+    if key not in get_args(ProfileKey):
+        return f"{key!r} is not a profile key rotator writes (mgmt_token, token)"
+    if not issuer_type:
+        return None
+    management = issuer_type in MANAGEMENT_TOKEN_ISSUERS
+    if key == "mgmt_token" and not management:
+        return (
+            f"mgmt_token holds a management token, and {issuer_type} tokens are not management tokens: "
+            'use key = "token"'
+        )
+    if key == "token" and management:
+        return (
+            "token holds the database token of influxctl query/write, and a management token grants no "
+            'access to data: use key = "mgmt_token"'
+        )
+    return None
+
+
+def default_config_path(env: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
+    """influxctl's default config file: Go's ``os.UserConfigDir()`` + ``influxctl/config.toml``."""
+    env = os.environ if env is None else env
+    platform = platform or sys.platform
+    home = env.get("HOME") or str(Path.home())
+    if platform == "darwin":
+        base = Path(home, "Library", "Application Support")
+    elif platform.startswith("win"):
+        base = Path(env.get("APPDATA") or Path(home, "AppData", "Roaming"))
+    else:
+        base = Path(env.get("XDG_CONFIG_HOME") or Path(home, ".config"))
+    return base / "influxctl" / "config.toml"
+
+
+def value_version(value: str) -> str:
+    """The version id of a profile holding ``value``: a fingerprint, not the value."""
+    return hashlib.sha256(_VERSION_DOMAIN + value.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class _Snapshot:
+    """The config file and its sidecar as read under the directory lock."""
+
+    path: Path  # the real file (symlinks resolved)
+    stat: os.stat_result
+    text: str
+    doc: tomlkit.TOMLDocument
+    data: dict[str, Any]
+    index: int  # of the profile in the `profile` array
+    table: Table
+    value: str | None  # None: no value under the key, or an empty one
+    sidecar: dict[str, Any]
+    entries: list[dict[str, Any]]  # the sidecar's entries for this profile and key
+
+
+class InfluxctlProfileStore:
+    """The current token as ``mgmt_token`` (or ``token``) of one profile in an influxctl config file."""
+
+    kind: ClassVar[str] = "influxctl-profile"
+    settings_model: ClassVar[type[BaseModel]] = InfluxctlProfileSettings
+
+    def __init__(
+        self, path: Path, profile: str, clock: Clock, replace: Replace = os.replace, key: ProfileKey = DEFAULT_KEY
+    ) -> None:
+        self._path = path
+        self._profile = profile
+        self._clock = clock
+        self._replace = replace
+        self._key = key
+        suffix = "" if key == DEFAULT_KEY else f".{key}"
+        self._location = f"influxctl-profile:{path}#{profile}{suffix}"
+
+    @classmethod
+    def from_config(
+        cls, settings: BaseModel, ctx: AdapterContext, replace: Replace | None = None
+    ) -> InfluxctlProfileStore:
+        """Nothing is read here; the file is read on each call."""
+        settings = checked_settings(cls, settings, InfluxctlProfileSettings)
+        path = settings.config.expanduser() if settings.config is not None else default_config_path()
+        if not path.is_absolute():
+            path = ctx.base_dir / path
+        return cls(Path(os.path.abspath(path)), settings.profile, ctx.clock, replace or os.replace, settings.key)
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def key(self) -> ProfileKey:
+        return self._key
+
+    @property
+    def sidecar_path(self) -> Path:
+        return _sidecar(Path(os.path.realpath(self._path)))
+
+    def read_current(self) -> StoreState:
+        """The profile's value under ``key`` and, if the sidecar knows that value, its record.
+
+        ConfigError if the file or profile is missing or the file cannot be parsed;
+        PermanentError if the sidecar is malformed.
+        """
+        with self._locked(exclusive=False):
+            snap = self._read()
+        state = self._state(snap, warn=True)
+        logger.debug(
+            "%s: version %s, managed=%s, token_id=%s", self._location, state.version, state.managed, state.token_id
+        )
+        return state
+
+    def publish(self, record: TokenRecord, expected_version: str | None) -> str:
+        """Write ``record`` as the profile's value under ``key``, compare-and-set on ``expected_version``.
+
+        ConflictError if the profile's value changed since; a record that already is the
+        current value returns its version without writing anything. PermanentError, before
+        anything is read or written, for a record whose issuer does not belong under ``key``.
+        """
+        problem = key_problem(self._key, record.issuer)
+        if problem is not None:
+            raise PermanentError(
+                _ERR_ISSUER.format(
+                    where=self._location, token_id=record.token_id, issuer=record.issuer, key=self._key, problem=problem
+                ),
+                hint=_HINT_ISSUER,
+            )
+        value = record.value.reveal()
+        if not value or value != value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise PermanentError(
+                f"{self._location}: token {record.token_id} has surrounding spaces or control characters; not written",
+                hint="check the issuer's output for this token",
+            )
+        new_version = value_version(value)
+        with self._locked(exclusive=True) as dir_fd:
+            snap = self._read()
+            state = self._state(snap, warn=False)
+            current = state.record
+            if current is not None and current.token_id == record.token_id and current.value == record.value:
+                logger.info("%s already holds token %s; nothing to write", self._location, record.token_id)
+                return new_version
+            if state.version != expected_version:
+                raise ConflictError(
+                    _ERR_CONFLICT.format(
+                        where=self._location,
+                        expected=_describe_version(expected_version, self._key),
+                        actual=_describe_version(state.version, self._key),
+                    ),
+                    hint=_HINT_CONFLICT.format(key=self._key),
+                )
+            owner = self._owner(snap)
+            self._remove_stale_temp_files(snap.path)
+            text = snap.text if snap.value == value else self._edit(snap, value)
+            entry = _entry(record, value, self._key, self._clock)
+            kept = [e for e in snap.entries if _matches(e, snap.value)]
+            sidecar = _with_entry(snap.sidecar, self._profile, self._key, entry, keep=kept)
+            # 1. The sidecar first: until the config is replaced, it still describes the old value.
+            self._write(_sidecar(snap.path), _dump_sidecar(sidecar), owner, dir_fd)
+            # 2. The config: readers see the old or the new file, never a mix.
+            if text != snap.text:
+                self._write(snap.path, text.encode("utf-8"), owner, dir_fd)
+        logger.info(
+            "published token %s to %s of profile %r of %s (was %s)",
+            record.token_id,
+            self._key,
+            self._profile,
+            self._path,
+            state.token_id or ("an unmanaged value" if state.version else f"no {self._key}"),
+        )
+        return new_version
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _read(self) -> _Snapshot:
+        path = Path(os.path.realpath(self._path))
+        try:
+            raw = path.read_bytes()
+            stat = os.stat(path)
+        except FileNotFoundError:
+            raise ConfigError(_ERR_MISSING.format(where=self._location), hint=_HINT_MISSING) from None
+        except OSError as exc:
+            raise _os_error(exc, _ERR_READ.format(where=self._location, path=path, reason=exc.strerror)) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                _ERR_ENCODING.format(where=self._location, path=path, offset=exc.start), hint="save the file as UTF-8"
+            ) from None
+        data, doc = self._parse(path, text)
+        index, table = self._find_profile(path, data, doc)
+        value = data["profile"][index].get(self._key)
+        if value is not None and not isinstance(value, str):
+            problem = f"{self._key} of profile {self._profile!r} is not a string"
+            raise ConfigError(_ERR_SHAPE.format(where=self._location, path=path, problem=problem), hint=_HINT_SHAPE)
+        sidecar = self._read_sidecar(_sidecar(path))
+        entries = [e for e in sidecar["profiles"].get(self._profile, []) if _entry_key(e) == self._key]
+        return _Snapshot(path, stat, text, doc, data, index, table, value or None, sidecar, entries)
+
+    def _parse(self, path: Path, text: str) -> tuple[dict[str, Any], tomlkit.TOMLDocument]:
+        # tomllib is the reference parser; tomlkit edits. Both must accept the file.
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            match = _TOMLLIB_POSITION.search(str(exc))
+            position = f"line {match[1]}, column {match[2]}" if match else "the end of the file"
+            raise self._syntax_error(path, position) from None
+        try:
+            doc = tomlkit.parse(text)
+        except tomlkit.exceptions.ParseError as exc:
+            raise self._syntax_error(path, f"line {exc.line}, column {exc.col + 1}") from None
+        except tomlkit.exceptions.TOMLKitError:
+            raise self._syntax_error(path, "an unknown position (tomlkit refused it)") from None
+        return data, doc
+
+    def _syntax_error(self, path: Path, position: str) -> ConfigError:
+        # Never the parser's own text: it may quote the file, and the file holds tokens.
+        return ConfigError(
+            _ERR_SYNTAX.format(where=self._location, path=path, position=position),
+            hint=_HINT_SYNTAX,
+        )
+
+    def _find_profile(self, path: Path, data: dict[str, Any], doc: tomlkit.TOMLDocument) -> tuple[int, Table]:
+        def shape(problem: str) -> ConfigError:
+            return ConfigError(_ERR_SHAPE.format(where=self._location, path=path, problem=problem), hint=_HINT_SHAPE)
+
+        profiles = data.get("profile", [])
+        if not isinstance(profiles, list) or not all(isinstance(p, dict) for p in profiles):
+            raise shape("`profile` is not an array of [[profile]] tables")
+        names = [p.get("name") for p in profiles]
+        matches = [i for i, n in enumerate(names) if n == self._profile]
+        if not matches:
+            known = ", ".join(repr(n) for n in names if isinstance(n, str)) or "none"
+            raise ConfigError(
+                _ERR_NO_PROFILE.format(where=self._location, path=path, profile=self._profile, known=known),
+                hint=_HINT_NO_PROFILE,
+            )
+        if len(matches) > 1:
+            raise shape(f"{len(matches)} profiles are named {self._profile!r}")
+        container = doc.get("profile")
+        if not isinstance(container, AoT):
+            raise shape("`profile` is written as an inline array; rotator edits [[profile]] tables only")
+        tables = [t for t in container.body if t.get("name") == self._profile]
+        if len(tables) != 1:
+            raise shape(f"profile {self._profile!r} could not be located for editing")
+        return matches[0], tables[0]
+
+    def _read_sidecar(self, path: Path) -> dict[str, Any]:
+        empty: dict[str, Any] = {"managed-by": MANAGED_BY, "schema": SIDECAR_SCHEMA, "profiles": {}}
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return empty
+        except OSError as exc:
+            raise _os_error(exc, _ERR_READ.format(where=self._location, path=path, reason=exc.strerror)) from None
+        except UnicodeDecodeError:
+            raise self._bad_sidecar(path, "not UTF-8 text") from None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise self._bad_sidecar(path, "not JSON") from None
+        if not isinstance(doc, dict) or doc.get("managed-by") != MANAGED_BY:
+            raise self._bad_sidecar(path, 'not a JSON object with "managed-by": "rotator"')
+        if doc.get("schema") != SIDECAR_SCHEMA:
+            raise self._bad_sidecar(path, f"schema {doc.get('schema')!r}, this rotator reads schema {SIDECAR_SCHEMA}")
+        profiles = doc.get("profiles")
+        if not isinstance(profiles, dict) or not all(
+            isinstance(v, list) and all(isinstance(e, dict) for e in v) for v in profiles.values()
+        ):
+            raise self._bad_sidecar(path, '"profiles" is not an object of lists of entries')
+        return doc
+
+    def _bad_sidecar(self, path: Path, problem: str) -> PermanentError:
+        return PermanentError(_ERR_SIDECAR.format(where=self._location, path=path, problem=problem), hint=_HINT_SIDECAR)
+
+    def _state(self, snap: _Snapshot, *, warn: bool) -> StoreState:
+        if snap.value is None:
+            return StoreState(version=None, managed=bool(snap.entries), record=None)
+        entry = next((e for e in snap.entries if _matches(e, snap.value)), None)
+        if entry is None:
+            if warn and snap.entries:
+                logger.warning(
+                    "%s: %s is not the value rotator wrote (token %s): changed by hand? "
+                    "It reads as not managed by rotator",
+                    self._location,
+                    self._key,
+                    snap.entries[0].get("token_id"),
+                )
+            return StoreState(version=value_version(snap.value), managed=False, record=None)
+        payload = {k: v for k, v in entry.items() if k not in ("key", "salt", "sha256", "written_at")}
+        record = TokenRecord.from_payload({**payload, "token": snap.value}, f"{self._location} ({_sidecar(snap.path)})")
+        return StoreState(version=value_version(snap.value), managed=True, record=record)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _edit(self, snap: _Snapshot, value: str) -> str:
+        """The config text with only the profile's ``key`` set to ``value``, checked."""
+        doc, table, key = snap.doc, snap.table, self._key  # a snapshot is used once: edit it in place
+        newline = "\r\n" if "\r\n" in snap.text.split("\n", 1)[0] + "\n" else "\n"
+        if key in table:
+            old = table.value.item(key)
+            # A single-line literal string stays literal (as_string(): String.type is tomlkit >= 0.14).
+            written = old.as_string() if isinstance(old, String) else ""
+            literal = written.startswith("'") and not written.startswith("'''") and "'" not in value
+            table[key] = tomlkit.string(value, literal=literal)
+        else:
+            _add_after_last_plain_key(table, key, value, newline)
+        text = doc.as_string()
+        problem = _edit_problem(snap.text, text, snap.data, snap.index, key, value, newline)
+        if problem:
+            raise PermanentError(
+                _ERR_EDIT.format(where=self._location, path=snap.path, key=key, profile=self._profile, problem=problem),
+                hint=_HINT_EDIT.format(key=key),
+            )
+        return text
+
+    def _owner(self, snap: _Snapshot) -> tuple[int, int]:
+        uid, gid = snap.stat.st_uid, snap.stat.st_gid
+        euid = os.geteuid()
+        if euid != 0 and uid != euid:
+            raise PermanentError(
+                _ERR_OWNER.format(where=self._location, path=snap.path, uid=uid, euid=euid), hint=_HINT_OWNER
+            )
+        return uid, gid
+
+    def _write(self, path: Path, data: bytes, owner: tuple[int, int], dir_fd: int) -> None:
+        """Replace ``path`` atomically: temp file in the same directory, fsync, rename, fsync the
+        directory (each rename is durable before the next file is written: the order matters)."""
+        directory = path.parent
+        try:
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.rotator-{os.getpid()}-", suffix=".tmp")
+        except OSError as exc:
+            raise self._write_error(path, exc) from None
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fchmod(fh.fileno(), 0o600)
+                _chown(fh.fileno(), owner)
+                os.fsync(fh.fileno())
+            self._replace(tmp, str(path))
+        except OSError as exc:
+            # Nothing was replaced: the file is as it was (the rename is all or nothing).
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise self._write_error(path, exc) from None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._sync_dir(dir_fd, path)
+
+    def _write_error(self, path: Path, exc: OSError) -> PermanentError | TransientError:
+        message = _ERR_WRITE.format(where=self._location, path=path, reason=exc.strerror or type(exc).__name__)
+        hint = _HINT_WRITE.format(directory=path.parent)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR):
+            return PermanentError(message, hint=hint)
+        return TransientError(message, hint=hint)
+
+    def _sync_dir(self, dir_fd: int, path: Path) -> None:
+        try:
+            os.fsync(dir_fd)
+        except OSError as exc:
+            # The rename happened; only its durability is in doubt: a retry finds the record there.
+            raise TransientError(
+                f"{self._location}: wrote {path} but could not fsync its directory: {exc.strerror}",
+                hint="check the file system's health",
+            ) from None
+
+    def _remove_stale_temp_files(self, path: Path) -> None:
+        """Temp files of a writer killed between write and rename (they may hold a token)."""
+        wanted = {path.name, _sidecar(path).name}
+        with contextlib.suppress(OSError):
+            for candidate in path.parent.iterdir():
+                match = _TEMP_NAME.match(candidate.name)
+                if match and match["name"] in wanted and not _pid_alive(int(match["pid"])):
+                    with contextlib.suppress(OSError):
+                        candidate.unlink()
+                        logger.warning("%s: removed %s, left by a writer that was killed", self._location, candidate)
+
+    @contextmanager
+    def _locked(self, *, exclusive: bool) -> Iterator[int]:
+        """flock on the config's directory (the files themselves are replaced, so cannot carry a lock)."""
+        directory = Path(os.path.realpath(self._path)).parent
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise ConfigError(_ERR_MISSING.format(where=self._location), hint=_HINT_MISSING) from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise _os_error(exc, _ERR_READ.format(where=self._location, path=directory, reason=reason)) from None
+        try:
+            deadline = self._clock.now() + _LOCK_TIMEOUT
+            operation = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+            while True:
+                try:
+                    fcntl.flock(fd, operation)
+                    break
+                except BlockingIOError:
+                    if self._clock.now() >= deadline:
+                        seconds = _LOCK_TIMEOUT.total_seconds()
+                        message = _ERR_BUSY.format(where=self._location, directory=directory, seconds=seconds)
+                        raise TransientError(message, hint=_HINT_BUSY) from None
+                    self._clock.sleep(_LOCK_POLL_S)
+                except OSError as exc:  # e.g. ENOLCK on a network file system: go on without
+                    logger.warning(
+                        "%s: cannot lock %s (%s); writing without a lock", self._location, directory, exc.strerror
+                    )
+                    break
+            yield fd
+        finally:
+            os.close(fd)
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks InfluxctlProfileStore against the Store Protocol
+    _conforms: type[Store] = InfluxctlProfileStore
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _sidecar(config: Path) -> Path:
+    return config.with_name(config.name + SIDECAR_SUFFIX)
+
+
+def _describe_version(version: str | None, key: str) -> str:
+    return f"version {version}" if version is not None else f"no {key}"
+
+
+def _entry(record: TokenRecord, value: str, key: str, clock: Clock) -> dict[str, Any]:
+    payload = record.payload()
+    del payload["token"]
+    salt = secrets.token_hex(16)
+    written = rfc3339_seconds(clock.now())
+    return {**payload, "key": key, "salt": salt, "sha256": _salted(salt, value), "written_at": written}
+
+
+def _entry_key(entry: Mapping[str, Any]) -> object:
+    """The profile key an entry describes; entries from before ``key`` existed describe mgmt_token."""
+    return entry.get("key", DEFAULT_KEY)
+
+
+def _salted(salt: str, value: str) -> str:
+    return hmac.new(salt.encode("ascii"), value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _matches(entry: Mapping[str, Any], value: str | None) -> bool:
+    salt, digest = entry.get("salt"), entry.get("sha256")
+    if value is None or not isinstance(salt, str) or not isinstance(digest, str) or not salt.isascii():
+        return False
+    return hmac.compare_digest(_salted(salt, value), digest)
+
+
+def _with_entry(
+    sidecar: dict[str, Any], profile: str, key: str, entry: dict[str, Any], keep: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The sidecar with ``profile``'s entries for ``key`` replaced; its other keys' entries as they were."""
+    profiles = dict(sidecar["profiles"])
+    others = [e for e in profiles.get(profile, []) if _entry_key(e) != key]
+    profiles[profile] = [entry, *keep][:_KEEP] + others
+    return {"managed-by": MANAGED_BY, "schema": SIDECAR_SCHEMA, "profiles": profiles}
+
+
+def _dump_sidecar(sidecar: Mapping[str, Any]) -> bytes:
+    return (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _chown(fd: int, owner: tuple[int, int]) -> None:
+    uid, gid = owner
+    if os.geteuid() == 0:
+        os.fchown(fd, uid, gid)
+    elif gid != os.getegid():
+        # A non-root owner may give the file any group it belongs to; mode 0600 makes it moot.
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, gid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != 0
+
+
+def _os_error(exc: OSError, message: str) -> PermanentError | TransientError:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermanentError(message, hint="check that rotator's user may read the file and its directory")
+    return TransientError(message, hint="rotator retries; check the file system")
+
+
+def _add_after_last_plain_key(table: Table, key: str, value: str, newline: str) -> None:
+    """Add the line ``key = "value"`` to the profile right after its last plain key, indented like it.
+
+    tomlkit's public API has no "insert after this key": ``Table.add`` puts a new key after the
+    last item before the sub-tables, i.e. after the comments that follow the plain keys, and may
+    add a blank line before the next sub-table header. What ends a key's line is public, though:
+    the item's trivia (indent, comment, trail), whose ``trail`` holds the line break. So the new
+    line is rendered there. ``_edit`` then checks the result (tomllib reads exactly the old data
+    plus this key; the text differs from the old by this one line), so tomlkit's rendering can
+    never slip anything else into the file.
+    """
+    plain = [item for k, item in table.value.body if k is not None and not isinstance(item, (Table, AoT))]
+    if not plain:  # not reached while profiles are found by their plain `name` key
+        table.add(key, tomlkit.string(value))
+        return
+    previous = plain[-1].trivia
+    indent = previous.indent.rpartition("\n")[2]  # its line's indent, without the blank lines before it
+    trail = previous.trail if "\n" in previous.trail else previous.trail + newline  # the file's last line
+    previous.trail = f"{trail}{indent}{key} = {tomlkit.string(value).as_string()}{newline}"
+
+
+def _lines(text: str, newline: str) -> list[str]:
+    if text and not text.endswith("\n"):
+        text += newline
+    return text.splitlines(keepends=True)
+
+
+def _edit_problem(
+    old: str, new: str, old_data: dict[str, Any], index: int, key: str, value: str, newline: str
+) -> str | None:
+    """Why ``new`` is not ``old`` with just the profile's ``key`` set (None: it is)."""
+    try:
+        new_data = tomllib.loads(new)
+    except tomllib.TOMLDecodeError:
+        return "the result would not parse"
+    expected = copy.deepcopy(old_data)
+    expected["profile"][index][key] = value
+    if new_data != expected:
+        return "the result would hold other data"
+    a, b = _lines(old, newline), _lines(new, newline)
+    changes = [op for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if len(changes) != 1:
+        return f"{len(changes)} places would change"
+    tag, i1, i2, j1, j2 = changes[0]
+    line = _KEY_LINES[key]
+    if tag not in ("insert", "replace") or j2 - j1 != 1 or not line.match(b[j1]):
+        return f"a line other than {key} would change"
+    if tag == "replace" and not line.match(a[i1]):
+        return f"a line other than {key} would change"
+    return None

@@ -1,0 +1,645 @@
+"""vault-kv2: publish the current token into a HashiCorp Vault (or OpenBao) KV v2 secret.
+
+What rotator keeps in Vault::
+
+    <mount>/data/<path>       one version per publish, holding TokenRecord.payload()
+    <mount>/metadata/<path>   custom_metadata {managed-by: rotator, policy, token_id, rotated_at}
+
+Versions. The *current* version is the secret's ``current_version`` and
+``StoreState.version`` is that number: the compare-and-set id ``publish`` sends as ``cas``.
+A current version that was soft-deleted or destroyed holds no token, so ``read_current``
+returns its number with ``record=None`` (and ``managed`` from custom_metadata, which survives
+deletion): a managed secret is re-published over it with ``cas`` = that number, which is what
+Vault expects; an unmanaged one still needs ``adopt``. The *previous* version is the highest
+lower version Vault still serves (neither deleted nor destroyed). KV v2 keeps ``max_versions``
+(0 on the mount means 10); fewer than 3 can evict the previous token during its grace
+period, so the store warns once.
+
+The Vault policy rotator's token needs (relative to the namespace, if any) is
+deploy/vault/rotator-policy.hcl (tested against OpenBao in tests/deploy/test_deploy_daemon.py)::
+
+    path "<mount>/data/<path>"     { capabilities = ["create", "read", "update"] }
+    path "<mount>/metadata/<path>" { capabilities = ["read", "update"] }
+    path "auth/token/lookup-self"  { capabilities = ["read"] }    # in Vault's `default` policy too
+    path "auth/token/renew-self"   { capabilities = ["update"] }  # idem
+    path "<mount>/config"          { capabilities = ["read"] }    # optional: the max_versions check
+
+Authentication (``auth``): a token from a file or variable, AppRole, or Kubernetes (the pod's
+service account JWT); see rotator/adapters/vault/auth.py.
+
+Requests. ``read_current`` is one GET of ``<mount>/data/<path>``, whose answer carries the
+version, its payload and the secret's custom_metadata; ``publish`` is the ``cas`` write and the
+custom_metadata write. A store's first read also reads the secret's metadata and, unless the
+secret sets max_versions, the mount's config (the max_versions check), and the login adds its
+own (token auth: one lookup-self). The HTTP client takes nothing from the environment (proxy
+variables, ``REQUESTS_CA_BUNDLE``, ``~/.netrc``): the settings alone decide. ``request_count``
+is the number of HTTP requests the store sent (tests/adapters/test_store_requests.py asserts them).
+
+Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 412, 429, 5xx and
+other unexpected statuses become TransientError; TLS failures, 403 (the hint names the path
+and capability) and other 4xx become PermanentError. Messages name the location, operation,
+path and status plus Vault's own error strings (redacted); never the SDK's text or a token.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rotator.adapters.transport import RequestCounter, plain_http_warning, tls_verify_warning
+from rotator.adapters.vault.auth import (
+    AppRoleAuth,
+    CredentialStatus,
+    HvacAPI,
+    KubernetesAuth,
+    TokenAuth,
+    VaultAPI,
+    VaultAuth,
+    VaultLogin,
+    transient_status,
+)
+from rotator.config.registry import lazy_sdk
+from rotator.config.timefmt import rfc3339_seconds
+from rotator.core.contracts import AdapterContext, Store, StoreState, TokenRecord, checked_settings
+from rotator.core.errors import ConfigError, ConflictError, PermanentError, RotatorError, TransientError
+from rotator.core.secret import REDACTOR
+
+if TYPE_CHECKING:
+    import hvac
+    import hvac.exceptions
+    import requests
+else:  # imported on first use: loading a policy file needs the settings models only (issue 12)
+    hvac = lazy_sdk("hvac")
+    requests = lazy_sdk("requests")
+
+__all__ = [
+    "AppRoleAuth",
+    "ClientFactory",
+    "KubernetesAuth",
+    "TokenAuth",
+    "VaultAPI",
+    "VaultKV2Settings",
+    "VaultKV2Store",
+    "hvac_client",
+]
+
+logger = logging.getLogger("rotator.adapters.vault_kv2")
+
+MANAGED_BY = "rotator"
+_MIN_VERSIONS = 3
+_DEFAULT_MAX_VERSIONS = 10  # a mount's max_versions of 0 means 10
+_CAS_MISMATCH = "check-and-set parameter did not match"
+_MULTIERROR_HEAD = re.compile(r"^\s*\d+ errors? occurred:")
+
+_ERR_UNREACHABLE = "{where}: cannot reach Vault at {url} ({cause})"
+_ERR_TLS = "{where}: TLS handshake with {url} failed (untrusted certificate, or not a TLS endpoint)"
+_ERR_HTTP = "{where}: Vault refused to {operation} {path}: HTTP {status}{detail}"
+_ERR_CONFLICT = "{where}: compare-and-set lost: expected version {expected}, Vault is at version {actual}"
+_ERR_NOT_KV2 = "{where}: Vault's answer to the write has no version: is mount {mount!r} a KV version 2 engine?"
+_HINT_RETRY = "rotator retries; check that Vault is up, unsealed and reachable from here"
+_HINT_TLS = "set `ca_bundle` to the CA that signed Vault's certificate"
+_HINT_FORBIDDEN = "rotator's Vault token needs {caps} on path {path!r}{namespace}; or it expired or was revoked"
+_HINT_CONFLICT = (
+    "another writer changed the secret after rotator read it: inspect it with "
+    "`bao kv metadata get -mount={mount} {path}` (or `vault kv ...`), then rotate again"
+)
+_HINT_VAULT = "check the store settings (url, namespace, mount, path) and the Vault server's log"
+
+#: The status behind each hvac exception (hvac keeps only the class).
+@functools.cache
+def _status() -> dict[type[hvac.exceptions.VaultError], str]:
+    return {
+        hvac.exceptions.InvalidRequest: "400",
+        hvac.exceptions.Unauthorized: "401",
+        hvac.exceptions.Forbidden: "403",
+        hvac.exceptions.InvalidPath: "404",
+        hvac.exceptions.PreconditionFailed: "412",
+        hvac.exceptions.RateLimitExceeded: "429",
+        hvac.exceptions.InternalServerError: "500",
+        hvac.exceptions.VaultNotInitialized: "501",
+        hvac.exceptions.BadGateway: "502",
+        hvac.exceptions.VaultDown: "503",
+    }
+
+T = TypeVar("T")
+
+
+class _Op(NamedTuple):
+    """A kind of Vault call, for messages: what it does, on which path, the hint if refused."""
+
+    name: str
+    path: str
+    refused_hint: str
+    #: A login: any 4xx means the credentials are wrong, not the settings.
+    auth: bool = False
+
+
+class VaultKV2Settings(BaseModel):
+    """``[[policy.stores]] kind = "vault-kv2"`` settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="Vault address, e.g. https://vault.example:8200")
+    mount: str = Field(default="secret", min_length=1, description="KV v2 mount path")
+    path: str = Field(min_length=1, description="secret path inside the mount")
+    namespace: str | None = Field(default=None, description="Vault Enterprise / OpenBao namespace")
+    tls_verify: bool = True
+    ca_bundle: Path | None = Field(default=None, description="PEM CA bundle; relative to the policy file")
+    timeout_s: float = Field(default=10, gt=0)
+    auth: VaultAuth
+
+    @field_validator("url")
+    @classmethod
+    def _plain_http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// address")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; use `auth`")
+        return value.rstrip("/")
+
+    @field_validator("mount", "namespace")
+    @classmethod
+    def _no_outer_slashes(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip("/"):
+            raise ValueError("must not be empty")
+        return _plain_segments(value.strip("/")) if value is not None else None
+
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        return _plain_segments(value)
+
+    @model_validator(mode="after")
+    def _one_tls_choice(self) -> VaultKV2Settings:
+        if self.ca_bundle is not None and not self.tls_verify:
+            raise ValueError("`ca_bundle` has no effect with `tls_verify = false`; drop one")
+        return self
+
+    def transport_warnings(self) -> list[str]:
+        """Settings that expose the tokens on their way to Vault (see rotator/adapters/transport.py)."""
+        return [*plain_http_warning(self.url, "url"), *tls_verify_warning(self.tls_verify, self.url)]
+
+
+#: Characters that would let a path leave its place in ``/v1/<mount>/data/<path>``: the HTTP
+#: client sends the path as it is, and the client or Vault decodes ``%2e%2e`` and resolves ``..``
+#: (``x/../../../sys/policy/evil`` becomes ``/v1/sys/policy/evil``); ``?`` and ``#`` end the path.
+_PATH_BREAKERS = frozenset("%\\?#")
+_ERR_PATH = (
+    "{problem}: write segments joined by single slashes, e.g. influx/mgmt (no '.' or '..' segment, no empty "
+    "segment, no leading or trailing '/', none of % \\ ? # or control characters)"
+)
+
+
+def _plain_segments(value: str) -> str:
+    """``value`` if it is ``seg/seg/...`` with plain segments, else ValueError (see :data:`_PATH_BREAKERS`)."""
+    if value.startswith("/"):
+        raise ValueError(_ERR_PATH.format(problem="starts with '/'"))
+    segments = value.split("/")
+    if "" in segments:
+        raise ValueError(_ERR_PATH.format(problem="has an empty segment ('//' or a trailing '/')"))
+    if any(segment in (".", "..") for segment in segments):
+        raise ValueError(_ERR_PATH.format(problem="has a '.' or '..' segment"))
+    breakers = sorted(_PATH_BREAKERS.intersection(value))
+    if breakers:
+        raise ValueError(_ERR_PATH.format(problem=f"contains {' '.join(repr(c) for c in breakers)}"))
+    if not value.isprintable():
+        raise ValueError(_ERR_PATH.format(problem="contains a control character"))
+    return value
+
+
+#: Builds the client from the settings; the seam where tests inject a fake.
+ClientFactory = Callable[[VaultKV2Settings], VaultAPI]
+
+
+def _session(counter: RequestCounter, verify: bool | str) -> requests.Session:
+    """A session that counts every request it sends and takes nothing from the environment
+    (``trust_env`` off: no proxy variables, no REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE, no ~/.netrc lookup
+    per request). Its class is made on first use: a module-level subclass of ``requests.Session``
+    would import requests whenever a policy file naming this store is loaded."""
+    session = _session_class()(counter)
+    session.trust_env = False
+    session.verify = verify  # hvac prefers the session's own verify over its argument
+    return session
+
+
+@functools.cache
+def _session_class() -> Callable[[RequestCounter], requests.Session]:
+    class CountingSession(requests.Session):
+        def __init__(self, counter: RequestCounter) -> None:
+            super().__init__()
+            self.counter = counter
+
+        def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            self.counter.add(request.method or "")
+            return super().send(request, **kwargs)
+
+    return CountingSession
+
+
+def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
+    """The real client. Url, token and TLS are always explicit: hvac would otherwise fall back to
+    VAULT_ADDR / VAULT_TOKEN / ~/.vault-token, and requests to proxy and CA variables and ~/.netrc."""
+    verify: bool | str = settings.tls_verify
+    if settings.ca_bundle is not None:
+        if not settings.ca_bundle.is_file():
+            raise ConfigError(f"ca_bundle {settings.ca_bundle} is not a readable file", hint=_HINT_TLS)
+        verify = str(settings.ca_bundle)
+    counter = RequestCounter()
+    client = hvac.Client(
+        url=settings.url,
+        token="",
+        verify=verify,
+        timeout=settings.timeout_s,
+        namespace=settings.namespace,
+        session=_session(counter, verify),
+    )
+    return HvacAPI(client, counter)
+
+
+class _Latest(NamedTuple):
+    """What one GET of the data endpoint says about the current version."""
+
+    version: int
+    #: None: deleted or destroyed (or too deep to decode: :data:`_TOO_DEEP`)
+    payload: Mapping[str, Any] | None
+    #: None: Vault's answer has no custom_metadata key (Vault before 1.9), so it is not known
+    custom_metadata: Mapping[str, Any] | None
+
+
+class VaultKV2Store:
+    """The current token as the latest version of one KV v2 secret. One caller at a time."""
+
+    kind: ClassVar[str] = "vault-kv2"
+    settings_model: ClassVar[type[BaseModel]] = VaultKV2Settings
+
+    def __init__(self, settings: VaultKV2Settings, ctx: AdapterContext, client_factory: ClientFactory) -> None:
+        self._settings = settings
+        self._clock = ctx.clock
+        self._factory = client_factory
+        self._api: VaultAPI | None = None
+        self._login = VaultLogin(settings.auth, ctx.base_dir, ctx.clock)
+        self._versions_checked = False
+        namespace = f"{settings.namespace}/" if settings.namespace else ""
+        self._location = f"vault:{settings.url}/{namespace}{settings.mount}/data/{settings.path}"
+        self._read_meta = self._op("read", "metadata", "read")
+        self._write_meta = self._op("update custom_metadata of", "metadata", "create", "update")
+        self._read_data = self._op("read", "data", "read")
+        self._write_data = self._op("write", "data", "create", "update")
+        self._read_config = self._op("read", "config", "read")
+
+    @classmethod
+    def from_config(
+        cls, settings: BaseModel, ctx: AdapterContext, client_factory: ClientFactory | None = None
+    ) -> VaultKV2Store:
+        """Nothing is contacted here; the client is built and logged in on first use."""
+        settings = checked_settings(cls, settings, VaultKV2Settings)
+        if settings.ca_bundle is not None and not settings.ca_bundle.is_absolute():
+            settings = settings.model_copy(update={"ca_bundle": ctx.base_dir / settings.ca_bundle})
+        return cls(settings, ctx, client_factory or hvac_client)
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    # -- the token between runs (the daemon calls these; see VaultLogin.due/status) -------
+    def credential_due(self) -> datetime | None:
+        return self._login.due()
+
+    def keep_alive(self) -> None:
+        """Log in, look the token up or renew it now if it is time; errors as for any call."""
+        with self._map_errors(_Op("log in to", *self._login.endpoint, auth=True)):
+            self._login.ensure(self._client())
+
+    def credential_status(self) -> CredentialStatus:
+        return self._login.status()
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests this store has sent to Vault (logins included); 0 with a client that does
+        not count (a fake given as ``client_factory``)."""
+        counter = getattr(self._api, "counter", None)
+        return counter.total if isinstance(counter, RequestCounter) else 0
+
+    def read_current(self) -> StoreState:
+        """The current version. PermanentError if the secret is managed but its payload is not
+        a rotator payload; a deleted or destroyed current version reads as ``record=None``."""
+        meta = self._check_max_versions()
+        latest = self._read_latest()
+        if latest is None:  # also a secret whose metadata exists without a version: cas=0 creates it
+            logger.debug("%s: absent", self._location)
+            return StoreState(version=None, managed=False, record=None)
+        current, payload, custom = latest
+        if custom is None:  # an old Vault that does not send custom_metadata with the data
+            custom = (meta if meta is not None else self._read_metadata() or {}).get("custom_metadata") or {}
+        managed = _is_managed(custom)
+        record = self._parse(payload, current, strict=managed) if payload is not None else None
+        logger.debug(
+            "%s: version %d, managed=%s, token_id=%s%s",
+            self._location,
+            current,
+            managed,
+            record.token_id if record else None,
+            "" if payload is not None else " (deleted or destroyed)",
+        )
+        return StoreState(version=str(current), managed=managed, record=record)
+
+    def read_previous(self) -> StoreState:
+        """The highest version below the current one that Vault still serves.
+
+        Its payload is parsed leniently (``record=None`` if it is not a rotator payload):
+        the version before an adoption legitimately holds something else.
+        """
+        meta = self._read_metadata()
+        if meta is None:
+            return StoreState(version=None, managed=False, record=None)
+        managed = _is_managed(meta.get("custom_metadata") or {})
+        current = int(meta.get("current_version") or 0)
+        versions: Mapping[str, Mapping[str, Any]] = meta.get("versions") or {}
+        # Vault decides what is deleted (by its clock, not ours): try the candidates newest first.
+        lower = [int(n) for n, v in versions.items() if int(n) < current and not v.get("destroyed")]
+        for number in sorted(lower, reverse=True):
+            payload = self._read_version(number)
+            if payload is not None:
+                logger.debug("%s: previous version %d", self._location, number)
+                record = self._parse(payload, number, strict=False)
+                return StoreState(version=str(number), managed=managed, record=record)
+        return StoreState(version=None, managed=managed, record=None)
+
+    def publish(self, record: TokenRecord, expected_version: str | None) -> str:
+        """Write ``record`` as a new version with ``cas`` = ``expected_version`` (0: create only),
+        then mark the secret managed. Publishing a record that already is the current version
+        (a retry after a crash or a failed metadata write) completes it instead of conflicting."""
+        cas = _cas(expected_version, self._location)
+
+        def write(api: VaultAPI) -> Mapping[str, Any] | None:
+            try:
+                return api.write_version(self._settings.mount, self._settings.path, record.payload(), cas)
+            except hvac.exceptions.InvalidRequest as exc:
+                if any(_CAS_MISMATCH in str(e) for e in exc.errors or ()):
+                    return None
+                raise
+
+        answer = self._call(self._write_data, write)
+        if answer is None:
+            return self._settle_conflict(record, expected_version)
+        data = answer.get("data")
+        if not isinstance(data, Mapping) or not isinstance(data.get("version"), int):
+            message = _ERR_NOT_KV2.format(where=self._location, mount=self._settings.mount)
+            raise PermanentError(message, hint=_HINT_VAULT)
+        version: int = data["version"]
+        self._mark_managed(record, version, data.get("custom_metadata"))
+        logger.info("published token %s to %s as version %d", record.token_id, self._location, version)
+        return str(version)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _settle_conflict(self, record: TokenRecord, expected_version: str | None) -> str:
+        latest = self._read_latest()
+        actual, payload, custom = latest if latest is not None else (0, None, None)
+        there = self._parse(payload, actual, strict=False) if payload is not None else None
+        if there is not None and there.token_id == record.token_id and there.value == record.value:
+            logger.info(
+                "%s: version %d already holds token %s; completing the publish", self._location, actual, record.token_id
+            )
+            if custom is None:  # an old Vault: keep the operator's keys all the same
+                custom = (self._read_metadata() or {}).get("custom_metadata")
+            self._mark_managed(record, actual, custom)
+            return str(actual)
+        expected = expected_version or "none (create only)"
+        raise ConflictError(
+            _ERR_CONFLICT.format(where=self._location, expected=expected, actual=actual or "none"),
+            hint=_HINT_CONFLICT.format(mount=self._settings.mount, path=self._settings.path),
+        )
+
+    def _mark_managed(self, record: TokenRecord, version: int, existing: Mapping[str, str] | None) -> None:
+        custom = {
+            **(existing or {}),  # an operator's own keys stay
+            "managed-by": MANAGED_BY,
+            "policy": record.policy,
+            "token_id": record.token_id,
+            "rotated_at": rfc3339_seconds(self._clock.now()),
+        }
+        mount, path = self._settings.mount, self._settings.path
+        try:
+            self._call(self._write_meta, lambda api: api.write_custom_metadata(mount, path, custom))
+        except RotatorError:
+            logger.warning(
+                "%s: version %d is written but not marked managed yet; publishing it again "
+                "with the same expected version completes it",
+                self._location,
+                version,
+            )
+            raise
+
+    def _read_metadata(self) -> Mapping[str, Any] | None:
+        def read(api: VaultAPI) -> Mapping[str, Any] | None:
+            try:
+                data: Mapping[str, Any] = api.read_metadata(self._settings.mount, self._settings.path)["data"]
+            except hvac.exceptions.InvalidPath as exc:
+                if exc.errors:  # "no handler for route ...": no such mount
+                    raise
+                return None
+            return data
+
+        return self._call(self._read_meta, read)
+
+    def _read_latest(self) -> _Latest | None:
+        """The current version in one GET; None if the secret has no version (or does not exist)."""
+
+        def read(api: VaultAPI) -> _Latest | None:
+            try:
+                answer = api.read_latest(self._settings.mount, self._settings.path)
+            except hvac.exceptions.InvalidPath as exc:
+                if exc.errors:  # "no handler for route ...": no such mount
+                    raise
+                return None
+            except RecursionError:  # the SDK's JSON decoder met a payload nested thousands deep
+                return _Latest(0, _TOO_DEEP, None)
+            data: Mapping[str, Any] = answer["data"]
+            meta: Mapping[str, Any] = data.get("metadata") or {}
+            payload = data.get("data")
+            if meta.get("deletion_time") or meta.get("destroyed"):
+                payload = None
+            custom = (meta.get("custom_metadata") or {}) if "custom_metadata" in meta else None
+            return _Latest(int(meta.get("version") or 0), payload, custom)
+
+        latest = self._call(self._read_data, read)
+        if latest is not None and latest.payload is _TOO_DEEP:  # the version is in the body that could not be decoded
+            meta = self._read_metadata() or {}
+            current = int(meta.get("current_version") or 0)
+            return _Latest(current, _TOO_DEEP, meta.get("custom_metadata") or {}) if current else None
+        return latest
+
+    def _read_version(self, version: int) -> Mapping[str, Any] | None:
+        """The payload of ``version``; None once Vault no longer serves it (deleted, destroyed, evicted)."""
+
+        def read(api: VaultAPI) -> Mapping[str, Any] | None:
+            try:
+                answer = api.read_version(self._settings.mount, self._settings.path, version)
+            except hvac.exceptions.InvalidPath:
+                return None
+            except RecursionError:  # the SDK's JSON decoder met a payload nested thousands deep
+                return _TOO_DEEP
+            data: Mapping[str, Any] | None = answer["data"]["data"]
+            return data
+
+        return self._call(self._read_data._replace(name=f"read version {version} of"), read)
+
+    def _parse(self, payload: Mapping[str, Any], version: int, *, strict: bool) -> TokenRecord | None:
+        where = f"{self._location} version {version}"
+        try:
+            if payload is _TOO_DEEP or not isinstance(payload, Mapping):
+                raise PermanentError(
+                    f"{where}: the payload is not a JSON object rotator can read (not an object, or nested "
+                    "thousands of levels deep)",
+                    hint="re-publish a valid token with `rotator bootstrap` (see docs/operations.md)",
+                )
+            return TokenRecord.from_payload(payload, where=where)
+        except PermanentError:
+            if strict:
+                raise
+            return None
+
+    def _check_max_versions(self) -> Mapping[str, Any] | None:
+        """Warn once if Vault keeps fewer than 3 versions: the previous token could be evicted.
+
+        On the store's first read only (the answers are kept for the store's life): the secret's
+        metadata, and the mount's config if the secret sets no max_versions. Returns the metadata
+        it read (None: checked already, or no such secret).
+        """
+        if self._versions_checked:
+            return None
+        meta = self._read_metadata()
+        kept, source = int((meta or {}).get("max_versions") or 0), "the secret's"
+        if not kept:
+            config = self._call(self._read_config, self._mount_config)
+            kept, source = int(config.get("max_versions") or 0) or _DEFAULT_MAX_VERSIONS, "the mount's"
+        self._versions_checked = True  # not before: a failed read is tried again by the next one
+        if kept < _MIN_VERSIONS:
+            logger.warning(
+                "%s keeps only %d versions (%s max_versions): the previous token can be evicted during "
+                "its grace period; set max_versions to %d or more",
+                self._location,
+                kept,
+                source,
+                _MIN_VERSIONS,
+            )
+        return meta
+
+    def _mount_config(self, api: VaultAPI) -> Mapping[str, Any]:
+        try:
+            data: Mapping[str, Any] = api.read_mount_config(self._settings.mount)["data"]
+        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath) as exc:
+            # Optional: many policies do not grant it. Unknown counts as Vault's default (10).
+            logger.debug(
+                "%s: cannot read %s (%s); max_versions not checked",
+                self._location,
+                self._read_config.path,
+                type(exc).__name__,
+            )
+            return {}
+        return data
+
+    def _op(self, name: str, kind: str, *capabilities: str) -> _Op:
+        s = self._settings
+        path = f"{s.mount}/config" if kind == "config" else f"{s.mount}/{kind}/{s.path}"
+        caps = "[" + ", ".join(f'"{c}"' for c in capabilities) + "]"
+        namespace = f" in namespace {s.namespace!r}" if s.namespace else ""
+        return _Op(name, path, _HINT_FORBIDDEN.format(caps=caps, path=path, namespace=namespace))
+
+    def _client(self) -> VaultAPI:
+        if self._api is None:
+            self._api = self._factory(self._settings)
+        return self._api
+
+    def _call(self, op: _Op, fn: Callable[[VaultAPI], T]) -> T:
+        """One Vault call with a valid token; after a 403, once, a new login if that may help."""
+        api = self._client()
+        login = _Op("log in to", *self._login.endpoint, auth=True)
+        retried = False
+        while True:
+            with self._map_errors(login):
+                self._login.ensure(api)
+            with self._map_errors(op):
+                try:
+                    return fn(api)
+                except hvac.exceptions.Forbidden:
+                    if retried or not self._login.forget(api):
+                        raise
+                    retried = True
+            logger.debug("%s: Vault refused the token; logging in again", self._location)
+
+    @contextmanager
+    def _map_errors(self, op: _Op) -> Iterator[None]:
+        """hvac and requests exceptions -> rotator errors, without the SDK's text (``from None``)."""
+        url = self._settings.url
+        try:
+            yield
+        except RotatorError:
+            raise
+        except requests.exceptions.SSLError:
+            raise PermanentError(_ERR_TLS.format(where=self._location, url=url), hint=_HINT_TLS) from None
+        except requests.exceptions.RequestException as exc:  # refused, reset, timeouts, ...
+            cause = type(exc).__name__
+            message = _ERR_UNREACHABLE.format(where=self._location, url=url, cause=cause)
+            raise TransientError(message, hint=_HINT_RETRY) from None
+        except hvac.exceptions.VaultError as exc:
+            raise self._vault_error(exc, op) from None
+
+    def _vault_error(self, exc: hvac.exceptions.VaultError, op: _Op) -> RotatorError:
+        status = _status().get(type(exc), "with an unexpected status")
+        # Vault's own error strings name the problem ("permission denied", "invalid role or
+        # secret ID"); a proxy's HTML body is left out. Known secret values are redacted anyway.
+        detail = REDACTOR.redact(_vault_errors(exc.errors))[:300]
+        message = _ERR_HTTP.format(
+            where=self._location,
+            operation=op.name,
+            path=op.path,
+            status=status,
+            detail=f" ({detail})" if detail else "",
+        )
+        if isinstance(exc, transient_status()):
+            return TransientError(message, hint=_HINT_RETRY)
+        if isinstance(exc, hvac.exceptions.Forbidden) or op.auth:
+            return PermanentError(message, hint=op.refused_hint)
+        return PermanentError(message, hint=_HINT_VAULT)
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks VaultKV2Store against the Store Protocol
+    _conforms: type[Store] = VaultKV2Store
+
+
+def _vault_errors(errors: object) -> str:
+    """Vault's ``errors`` list as one line; its multierror text ("1 error occurred:\\n\\t* x") unwrapped."""
+    items: list[str] = []
+    for error in errors if isinstance(errors, list) else ():
+        text = _MULTIERROR_HEAD.sub("", str(error))
+        items += [" ".join(item.split()) for item in text.split("\n\t* ") if item.strip()]
+    return "; ".join(items)
+
+
+#: What :meth:`VaultKV2Store._read_version` returns for a payload too deeply nested to decode.
+_TOO_DEEP: Mapping[str, Any] = MappingProxyType({})
+
+
+def _is_managed(custom_metadata: Mapping[str, Any]) -> bool:
+    return bool(custom_metadata.get("managed-by") == MANAGED_BY)
+
+
+def _cas(expected_version: str | None, location: str) -> int:
+    if expected_version is None:
+        return 0
+    if not expected_version.isdigit():
+        raise PermanentError(f"{location}: expected version {expected_version!r} is not a KV v2 version number")
+    return int(expected_version)

@@ -1,0 +1,588 @@
+"""The policy file: its model, loading, and validation that reports every problem at once.
+
+A file holds global settings (``[rotator]``), defaults (``[defaults]``) and any number of
+``[[policy]]`` entries. Each policy names an issuer and one or more stores by adapter type; the
+adapter's own pydantic settings model validates the rest of its table. See docs/policy.md.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rotator.config import registry
+from rotator.config.adapter_settings import plain_string_fields, settings_json_schema, validate_settings
+from rotator.config.daemon_config import DaemonSettings
+from rotator.config.durations import Duration
+from rotator.config.inline_secrets import InlineSecretError, find_token, mask_tokens, string_values, url_problem
+from rotator.config.policy_types import Policy, StoreBinding, find_policy
+from rotator.config.schedule import Schedule, format_duration, parse_schedule, parse_window
+from rotator.core.credentials import SECRET_LOOKING_KEYS
+from rotator.core.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "Policy",
+    "PolicyFileError",
+    "Problem",
+    "StoreBinding",
+    "config_json_schema",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_DESCRIPTION = "{tag}"
+#: Tables and lists nest at most this deep: a policy file needs 4 levels; anything deeper is refused
+#: before validation, so no later step (pydantic, the inline-secret scan) meets a RecursionError.
+MAX_NESTING = 32
+#: Characters of input a message may quote.
+_QUOTE_LIMIT = 80
+
+
+class RetrySettings(BaseModel):
+    """Bounded exponential backoff with equal jitter for transient errors (see rotator/core/retry.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    attempts: int = Field(5, ge=1, le=20, description="tries per step, the first included")
+    base_delay: Duration = Field("1s", validate_default=True, description="delay before the second try")
+    max_delay: Duration = Field("60s", validate_default=True, description="cap of one delay")
+
+
+_JOURNAL_FIX = (
+    "remove it from the URL: libpq reads the password from PGPASSWORD or from a password file "
+    "(PGPASSFILE, default ~/.pgpass)"
+)
+
+
+class GlobalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    journal: str = Field(
+        "rotator-journal.db",
+        description="SQLite path (relative to the policy file) or URL: sqlite:///path, postgresql://... "
+        "(no password: PGPASSWORD or ~/.pgpass)",
+    )
+    lease_ttl: Duration = Field("15m", validate_default=True, description="how long a run may hold a policy")
+    keep_history: Duration = Field(
+        "400d", validate_default=True,
+        description="journal history kept (events, finished runs, done revocations); older is pruned into a "
+        "checkpoint by `rotator prune` and the daemon (docs/compliance.md)",
+    )
+    retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
+
+    @field_validator("journal")
+    @classmethod
+    def _journal_url(cls, value: str) -> str:
+        """Refuse at validate what would fail (or echo a password) when the journal is opened."""
+        if "://" not in value:
+            if not value.strip() or "\x00" in value:
+                raise ValueError("is empty; write a path or a URL")
+            return value
+        scheme = value.split("://", 1)[0].lower()
+        if scheme == "sqlite":
+            if not value.startswith("sqlite:///") or len(value) == len("sqlite:///"):
+                raise ValueError("write sqlite:///absolute/path (three slashes)")
+            return value
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"unsupported scheme {scheme[:20]!r}; use a path, sqlite:///absolute/path or "
+                             "postgresql://user@host/database")
+        problem = url_problem(value, _JOURNAL_FIX)
+        if problem:
+            raise InlineSecretError(f"inline secrets are refused: {problem}")
+        from urllib.parse import urlsplit
+
+        try:
+            port = urlsplit(value).port
+        except ValueError:
+            raise ValueError("the port is not a number from 1 to 65535; write postgresql://user@host:5432/database"
+                             ) from None
+        if port == 0:
+            raise ValueError("the port is not a number from 1 to 65535; write postgresql://user@host:5432/database")
+        return value
+
+
+class Defaults(BaseModel):
+    """Values every policy inherits unless it sets its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    schedule: str | None = None
+    grace: Duration = Field("24h", validate_default=True, description="how long the previous token stays valid")
+    margin: Duration = Field("1d", validate_default=True, description="extra lifetime beyond interval + grace")
+    verify_timeout: Duration = Field(
+        "5m", validate_default=True, description="how long a new token may take to start working"
+    )
+
+
+class AdapterSpec(BaseModel):
+    """``type`` picks the adapter; every other key is the adapter's own setting."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description="adapter name, e.g. influxctl-management or vault-kv2")
+    name: str | None = Field(None, description="stores only: a name for messages and status (default: type)")
+
+
+class PolicySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="unique policy name")
+    enabled: bool = True
+    issuer: AdapterSpec
+    store: list[AdapterSpec] = Field(min_length=1, description="one or more [[policy.store]] tables")
+    schedule: str | None = Field(
+        None, description="'30d', 'rate(30 days)', 5-field UTC cron or AWS 'cron(0 3 ? * MON *)'"
+    )
+    window: str | None = Field(
+        None, description="UTC window 'HH:MM-HH:MM' rotations must fall in; a random moment inside it"
+    )
+    grace: Duration | None = None
+    margin: Duration | None = None
+    lifetime: Duration | None = Field(None, description="token lifetime; default interval + grace + margin")
+    max_age: Duration | None = Field(
+        None, description="the cryptoperiod: a current token older than this is out of compliance; "
+        "default longest schedule gap + grace + margin (docs/compliance.md)"
+    )
+    verify_timeout: Duration | None = None
+    adopt: bool = Field(False, description="allow overwriting a store secret rotator does not manage yet")
+    description: str = Field(DEFAULT_DESCRIPTION, description="token description; must contain {tag}")
+
+    @field_validator("description")
+    @classmethod
+    def _has_tag(cls, value: str) -> str:
+        if "{tag}" not in value:
+            raise ValueError("must contain {tag} so a token whose value was lost can be found and revoked")
+        try:
+            value.format(tag="t", policy="p")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may only use the fields {tag} and {policy}") from None
+        return value
+
+
+class ConfigFile(BaseModel):
+    """The whole policy file."""
+
+    model_config = ConfigDict(extra="forbid")
+    rotator: GlobalSettings = Field(default_factory=GlobalSettings)  # type: ignore[arg-type]
+    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
+    policy: list[PolicySpec] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a policy file: where, what, and how to fix it."""
+
+    where: str
+    message: str
+    hint: str = ""
+
+    def __post_init__(self) -> None:
+        # A message may quote input: never a token (invariant 4), never pages of it.
+        for name in ("where", "message"):
+            text = mask_tokens(getattr(self, name))
+            object.__setattr__(self, name, text if len(text) <= 2000 else text[:2000] + "...")
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" + (f" (fix: {self.hint})" if self.hint else "")
+
+
+class PolicyFileError(ConfigError):
+    """The policy file is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, path: Path | str, problems: Sequence[Problem]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"{self.path}: {len(self.problems)} problem(s)\n{lines}",
+            hint=f"edit {self.path} and run `rotator validate {self.path}` again",
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    settings: GlobalSettings
+    policies: tuple[Policy, ...] = field(default_factory=tuple)
+    daemon: DaemonSettings = field(default_factory=lambda: DaemonSettings.model_validate({}))
+
+    def policy(self, name: str) -> Policy:
+        return find_policy(self.policies, name, self.path)
+
+    def journal_url(self) -> str:
+        url = self.settings.journal
+        if "://" in url:
+            return url
+        path = Path(url)
+        return "sqlite:///" + str(path if path.is_absolute() else (self.path.parent / path).resolve())
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a policy file; PolicyFileError lists every problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}", hint="check the path") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise PolicyFileError(path, [_too_deep("<file>")]) from None
+    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an integer of thousands of digits
+        message = str(exc)
+        if "integer string conversion" in message:
+            problem = Problem("<file>", "a number has thousands of digits", "write a number of sensible size")
+        else:
+            problem = Problem("<file>", f"not valid TOML: {message}", "fix the syntax")
+        raise PolicyFileError(path, [problem]) from None
+    return parse_config(data, path)
+
+
+def _too_deep(where: str) -> Problem:
+    return Problem(where, f"tables or lists are nested more than {MAX_NESTING} levels deep",
+                   "a policy file needs a few levels; see docs/policy.md")
+
+
+def _deepest(data: Any, limit: int) -> str | None:
+    """Where ``data`` nests deeper than ``limit`` (iteratively: a deep input cannot overflow this check)."""
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    while stack:
+        node, depth, where = stack.pop()
+        if depth > limit:
+            return where or "<file>"
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1, f"{where}.{k}" if where else str(k)) for k, v in node.items())
+        elif isinstance(node, list | tuple):
+            stack.extend((v, depth + 1, where) for v in node)
+    return None
+
+
+class _RawConfigFile(BaseModel):
+    """The file's top level, with policies left raw so each is validated (and reported) on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    rotator: GlobalSettings = Field(default_factory=GlobalSettings)  # type: ignore[arg-type]
+    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
+    policy: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def parse_config(data: Mapping[str, Any], path: Path) -> Config:
+    deep = _deepest(data, MAX_NESTING)
+    if deep is not None:
+        raise PolicyFileError(path, [_too_deep(deep[:_QUOTE_LIMIT])])
+    if not isinstance(data, Mapping):
+        raise PolicyFileError(path, [Problem("<file>", "is not a table of settings", "see docs/policy.md")])
+    problems: list[Problem] = list(_tokens_outside_checked_tables(data))
+    try:
+        top = _RawConfigFile.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems(exc, data))
+        # Keep what did validate, so one bad key does not add false problems to every policy.
+        salvage: dict[str, Any] = {"policy": _raw_policies(data)}
+        for key, model in (("defaults", Defaults), ("rotator", GlobalSettings)):
+            try:
+                salvage[key] = model.model_validate(data.get(key, {}))
+            except ValidationError:
+                pass
+        top = _RawConfigFile.model_validate(salvage)
+
+    policies: list[Policy] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(top.policy):
+        name = raw.get("name")
+        where = f"policy[{index}]" + (f" {name!r}" if isinstance(name, str) else "")
+        if isinstance(name, str) and name in seen:
+            problems.append(Problem(where, "duplicate policy name", "give every policy a unique name"))
+        seen.add(str(name))
+        try:
+            spec = PolicySpec.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_problems(exc, raw, prefix=where))
+            _check_raw_adapters(raw, where, problems)
+            continue
+        policy = _build_policy(spec, top.defaults, where, path.parent.resolve(), problems)
+        if policy is not None:
+            policies.append(policy)
+    if problems:
+        raise PolicyFileError(path, problems)
+    return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon=top.daemon)
+
+
+def _tokens_outside_checked_tables(data: Mapping[str, Any]) -> Iterable[Problem]:
+    """A token-looking value anywhere else in the file (a description, a schedule, a store name, the
+    audit file, ...). Adapter tables and hooks/webhooks have their own checks, with specific fixes."""
+    hint = ('no setting of the policy file holds a credential; reference one with { file = "/path/to/file" } or '
+            '{ env = "VAR" } where a setting accepts it (see docs/policy.md)')
+    for key, value in data.items():
+        sections: list[tuple[str, Any]] = []
+        if key == "policy" and isinstance(value, list):
+            for i, raw in enumerate(value):
+                if isinstance(raw, Mapping):
+                    name = raw.get("name")
+                    where = f"policy[{i}]" + (f" {name!r}" if isinstance(name, str) and not find_token(name) else "")
+                    sections += [(f"{where}.{k}", v) for k, v in raw.items() if k not in ("issuer", "store")]
+                else:
+                    sections.append((f"policy[{i}]", raw))
+        elif key == "daemon" and isinstance(value, Mapping):
+            sections += [(f"daemon.{k}", v) for k, v in value.items() if k not in ("hooks", "webhooks")]
+        else:
+            sections.append((str(key), value))
+        for where, node in sections:
+            for at, text in string_values(node):
+                path = where + ("" if not at else at if at.startswith("[") else "." + at)
+                if find_token(text):
+                    yield Problem(path, "inline secrets are refused: the value looks like a token", hint)
+                elif "://" in text and not path.startswith("rotator.journal"):  # the journal has its own check
+                    problem = url_problem(text, "remove the credential from the URL")
+                    if problem:
+                        yield Problem(path, f"inline secrets are refused: {problem}", hint)
+
+
+def _raw_policies(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    raw = data.get("policy")
+    return [p for p in raw if isinstance(p, dict)] if isinstance(raw, list) else []
+
+
+def _check_raw_adapters(raw: Mapping[str, Any], where: str, problems: list[Problem]) -> None:
+    """Validate a policy's adapter tables even when the policy itself has other problems."""
+    tables = [("issuer", f"{where}.issuer", raw.get("issuer"))]
+    stores = raw.get("store")
+    tables += [("store", f"{where}.store[{i}]", s) for i, s in enumerate(stores if isinstance(stores, list) else [])]
+    for kind, at, table in tables:
+        if not (isinstance(table, dict) and isinstance(table.get("type"), str)):
+            continue  # PolicySpec's own problems already say what is wrong with it
+        try:
+            spec = AdapterSpec.model_validate(table)
+        except ValidationError:
+            continue  # e.g. a non-string `name`: reported by PolicySpec already, with its location
+        _adapter_settings(kind, spec, at, problems)  # type: ignore[arg-type]
+
+
+def _build_policy(
+    spec: PolicySpec, defaults: Defaults, where: str, base_dir: Path, problems: list[Problem]
+) -> Policy | None:
+    before = len(problems)
+    schedule_text = spec.schedule or defaults.schedule
+    schedule: Schedule | None = None
+    if schedule_text is None:
+        problems.append(Problem(f"{where}.schedule", "no schedule", "set schedule = '30d' or in [defaults]"))
+    else:
+        try:
+            schedule = parse_schedule(schedule_text)
+        except ValueError as exc:
+            problems.append(Problem(f"{where}.schedule", str(exc)))
+    if spec.window is not None:
+        try:
+            window = parse_window(spec.window)
+        except ValueError as exc:
+            problems.append(Problem(f"{where}.window", str(exc)))
+        else:
+            schedule = schedule.with_window(window) if schedule is not None else None
+
+    grace = spec.grace if spec.grace is not None else defaults.grace
+    margin = spec.margin if spec.margin is not None else defaults.margin
+    verify_timeout = spec.verify_timeout if spec.verify_timeout is not None else defaults.verify_timeout
+    lifetime = spec.lifetime
+    if schedule is not None:
+        needed = schedule.longest_gap + grace  # the interval + the longest wait for the window
+        if lifetime is None:
+            lifetime = needed + margin
+        elif lifetime <= needed:
+            problems.append(
+                Problem(
+                    f"{where}.lifetime",
+                    "is not longer than schedule interval + grace: tokens would expire while still in use",
+                    f"raise lifetime above {format_duration(needed)} or shorten schedule/grace",
+                )
+            )
+
+    max_age = spec.max_age
+    if schedule is not None:
+        if max_age is None:
+            max_age = schedule.longest_gap + grace + margin
+        elif max_age <= schedule.longest_gap:
+            gap = format_duration(schedule.longest_gap)
+            problems.append(Problem(
+                f"{where}.max_age",
+                f"is not longer than the schedule's longest gap ({gap}): every token would be out of compliance "
+                "before its rotation",
+                f"raise max_age above {gap} or rotate more often",
+            ))
+
+    if spec.issuer.name is not None:
+        problems.append(Problem(f"{where}.issuer.name", "an issuer has no name", "remove the key (stores have names)"))
+    issuer_settings = _adapter_settings("issuer", spec.issuer, f"{where}.issuer", problems)
+    stores: list[StoreBinding] = []
+    names: set[str] = set()
+    for i, store_spec in enumerate(spec.store):
+        swhere = f"{where}.store[{i}]"
+        name = store_spec.name or (store_spec.type if len(spec.store) == 1 else f"{store_spec.type}-{i}")
+        if name in names:
+            problems.append(Problem(f"{swhere}.name", f"duplicate store name {name!r}", "set distinct names"))
+        names.add(name)
+        settings = _adapter_settings("store", store_spec, swhere, problems)
+        if settings is not None:
+            stores.append(StoreBinding(name, store_spec.type, settings))
+            # A store may refuse some issuers (an influxctl profile's mgmt_token holds management tokens only).
+            check = getattr(settings, "issuer_problem", None)
+            problem = check(spec.issuer.type) if callable(check) else None
+            if problem:
+                problems.append(Problem(swhere, problem, "see docs/issuers.md#publishing-to-an-influxctl-profile"))
+
+    if len(problems) > before or schedule is None or issuer_settings is None or lifetime is None:
+        return None
+    return Policy(
+        name=spec.name,
+        enabled=spec.enabled,
+        issuer_type=spec.issuer.type,
+        issuer_settings=issuer_settings,
+        stores=tuple(stores),
+        schedule_text=schedule.text,
+        window_text=spec.window,
+        grace=grace,
+        lifetime=lifetime,
+        verify_timeout=verify_timeout,
+        adopt=spec.adopt,
+        description=spec.description,
+        base_dir=base_dir,
+        max_age=max_age,
+    )
+
+
+def _adapter_settings(kind: registry.Kind, spec: AdapterSpec, where: str, problems: list[Problem]) -> Any:
+    try:
+        cls = registry.load(kind, spec.type)
+    except ConfigError as exc:
+        problems.append(Problem(f"{where}.type", str(exc), exc.hint))
+        return None
+    settings = dict(spec.model_extra or {})
+    inline = list(_inline_secrets(settings, where, plain=plain_string_fields(cls.settings_model)))
+    problems.extend(inline)
+    if inline:
+        return None
+    try:
+        return validate_settings(cls.settings_model, settings)
+    except ValidationError as exc:
+        problems.extend(_problems(exc, settings, prefix=where))
+        return None
+
+
+def _nested_store_plain(table: Mapping[str, Any]) -> frozenset[str]:
+    """A nested store table (e.g. ``management_token_from``) exempts its own plain-string names."""
+    kind = table.get("type")
+    if not isinstance(kind, str):
+        return frozenset()
+    try:
+        return plain_string_fields(registry.load("store", kind).settings_model)
+    except ConfigError:
+        return frozenset()
+
+
+def _inline_secrets(
+    settings: Mapping[str, Any], where: str, plain: frozenset[str] = frozenset()
+) -> Iterable[Problem]:
+    """Credentials written into an adapter's table: a secret-named key, a token-looking value, a URL with
+    credentials. The table's depth is bounded by :data:`MAX_NESTING` (checked before), so recursion is safe."""
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            yield from _inline_secrets(value, f"{where}.{key}", plain=_nested_store_plain(value))
+        elif key in SECRET_LOOKING_KEYS and isinstance(value, str) and key not in plain:
+            yield Problem(f"{where}.{key}", _INLINE, _reference_hint(key))
+        else:
+            for at, text in string_values(value):
+                full = f"{where}.{key}{'.' + at if at and not at.startswith('[') else at}"
+                if find_token(text):
+                    yield Problem(full, f"{_INLINE} (the value looks like a token)", _reference_hint(key))
+                elif "://" in text:
+                    problem = url_problem(text, "remove it from the URL and reference the credential with "
+                                                '{ file = "/path/to/file" } or { env = "VAR" } where this '
+                                                "adapter has such a setting (see docs/policy.md)")
+                    if problem:
+                        yield Problem(full, f"inline secrets are refused: {problem}")
+
+
+_INLINE = "inline secrets are refused: a policy file is not a safe place for a credential"
+
+
+def _reference_hint(key: str) -> str:
+    return f'reference it instead: {key} = {{ file = "/path/to/file" }} or {key} = {{ env = "VAR" }}'
+
+
+_HINTS = {
+    "missing": "add this key",
+    "extra_forbidden": "remove it or check its spelling (see docs/policy.md)",
+    "unexpected_keyword_argument": "remove it or check its spelling (see docs/policy.md)",
+    "string_type": "write a quoted string",
+    "bool_type": "write true or false",
+    "int_type": "write a whole number",
+    "literal_error": "use one of the allowed values",
+    "union_tag_invalid": "use one of the allowed values",
+}
+
+
+def _problems(exc: ValidationError, data: Any, prefix: str = "") -> list[Problem]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = _loc(err["loc"], data)
+        where = ".".join(p for p in (prefix, loc) if p) or "<file>"
+        message = err["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        out.append(Problem(where, message, _HINTS.get(err["type"], "")))
+    return out
+
+
+def _loc(loc: Sequence[int | str], data: Any) -> str:
+    """Render a pydantic location, naming list items by their ``name`` key where they have one."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            entry = node[item] if isinstance(node, list) and item < len(node) else None
+            if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+                label += f" {entry['name']!r}"
+            if parts:
+                parts[-1] += label
+            else:
+                parts.append(label)
+        else:
+            parts.append(str(item))
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts)
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of the policy file, including every installed adapter's settings."""
+    schema = ConfigFile.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    for kind in ("issuer", "store"):
+        variants = []
+        for name in registry.available(kind):
+            try:
+                cls = registry.load(kind, name)
+            except ConfigError:
+                continue
+            sub = settings_json_schema(cls.settings_model, ref_template="#/$defs/{model}")
+            defs.update(sub.pop("$defs", {}))
+            sub.setdefault("properties", {})["type"] = {"const": name}
+            if kind == "store":
+                sub["properties"]["name"] = {"type": "string"}
+            sub.setdefault("required", []).append("type")
+            sub["title"] = f"{kind} {name}"
+            variants.append(sub)
+        if variants:
+            defs[f"{kind.capitalize()}Adapter"] = {"oneOf": variants}
+    policy = defs["PolicySpec"]["properties"]
+    policy["issuer"] = {"$ref": "#/$defs/IssuerAdapter"} if "IssuerAdapter" in defs else policy["issuer"]
+    if "StoreAdapter" in defs:
+        policy["store"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/StoreAdapter"}}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "rotator policy file"
+    return schema

@@ -1,0 +1,314 @@
+"""A policy file compiled for the AWS Lambda function's cold start: ``rotator.bundle.json``.
+
+Validating a policy file takes pydantic and the adapters' settings models, about 100 ms of a
+Lambda cold start. ``rotator bundle rotator.toml`` (and deploy/aws/build_zip.py) validate the file
+with the full loader once, at build time, and write what came out as JSON next to it:
+
+- every policy with its defaults applied (durations in seconds, the schedule as written);
+- each adapter's settings, dumped as JSON; a settings dataclass is decoded back at cold start
+  by :func:`decode` (no pydantic), a pydantic settings model is validated again (pydantic is
+  then imported: the HTTP issuers' settings are such models);
+- the entry-point value (``module:Class``) of each adapter used, so that cold start imports the
+  adapters without scanning every installed distribution's metadata;
+- the SHA-256 of the policy file it came from.
+
+The writer reads the bundle back and compares it with what the loader built, so a bundle that
+would not reproduce the validated policies is never written. At cold start the Lambda function
+uses the bundle only if the policy file beside it still has that digest; otherwise it logs why
+and validates the policy file itself (slower, never wrong).
+
+The bundle is as trusted as the code it is packaged with: it holds no secrets (a policy file
+cannot), and decoding builds only the settings dataclasses the adapters declare.
+
+This module imports no pydantic; :func:`write_bundle` imports the loader when it is called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple, Union
+
+import rotator
+from rotator.config import registry
+from rotator.config.policy_types import Policy, StoreBinding, find_policy
+from rotator.core.errors import ConfigError
+from rotator.core.retry import RetryPolicy
+
+if typing.TYPE_CHECKING:
+    from rotator.config.policy import Config
+
+__all__ = ["FORMAT", "BundleError", "PolicyBundle", "bundle_path", "decode", "read_bundle", "write_bundle"]
+
+FORMAT = "rotator-policy-bundle/1"
+_HINT_REBUILD = "rebuild it: rotator bundle <policy file> (deploy/aws/build_zip.py does this)"
+
+
+class BundleError(ConfigError):
+    """The bundle is unusable (absent, unreadable, another format, stale); the policy file is not."""
+
+
+class PolicyBundle(NamedTuple):
+    """The policies and retry settings the Lambda function needs, from a bundle or a policy file."""
+
+    #: The policy file these came from (for messages).
+    path: Path
+    policies: tuple[Policy, ...]
+    retry: RetryPolicy
+
+    @classmethod
+    def from_config(cls, config: Config) -> PolicyBundle:
+        r = config.settings.retry
+        retry = RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds())
+        return cls(config.path, config.policies, retry)
+
+    def policy(self, name: str) -> Policy:
+        return find_policy(self.policies, name, self.path)
+
+
+def bundle_path(policy_file: Path) -> Path:
+    """Where the bundle of ``policy_file`` lives: ``rotator.toml`` -> ``rotator.bundle.json``."""
+    return policy_file.with_suffix(".bundle.json")
+
+
+# -- reading (the cold path) --------------------------------------------------------------------
+
+
+def read_bundle(path: Path, policy_file: Path | None = None) -> PolicyBundle:
+    """The bundle at ``path``; BundleError if it is unusable or ``policy_file`` changed since.
+
+    Relative paths in the adapters' settings resolve against the bundle's directory, as they
+    do against the policy file's: keep the two side by side.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read policy bundle {path}: {exc.strerror}", hint=_HINT_REBUILD) from None
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise BundleError(f"{path} is not a {FORMAT} bundle", hint=_HINT_REBUILD)
+        if policy_file is not None:
+            _check_source(path, data, policy_file)
+        return _parse(path, data)
+    except BundleError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BundleError(f"policy bundle {path} is malformed ({type(exc).__name__}: {exc})",
+                          hint=_HINT_REBUILD) from None  # fmt: skip
+
+
+def _check_source(path: Path, data: Mapping[str, Any], policy_file: Path) -> None:
+    try:
+        digest = hashlib.sha256(policy_file.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return  # a package may carry the bundle alone
+    except OSError as exc:
+        raise BundleError(f"cannot read policy file {policy_file}: {exc.strerror}", hint="check the path") from None
+    if data["source"]["sha256"] != digest:
+        raise BundleError(f"policy bundle {path} is stale: {policy_file} changed after it was built",
+                          hint=_HINT_REBUILD)  # fmt: skip
+
+
+def _parse(path: Path, data: Mapping[str, Any]) -> PolicyBundle:
+    base_dir = path.parent.resolve()
+    targets: Mapping[str, Mapping[str, str]] = data["adapters"]
+
+    def settings(kind: registry.Kind, entry: Mapping[str, Any]) -> Any:
+        cls = registry.load_resolved(kind, entry["type"], targets[kind][entry["type"]])
+        if entry["form"] == "dataclass":
+            return decode(cls.settings_model, entry["settings"])
+        from rotator.config.adapter_settings import validate_settings  # a pydantic model: validate it again
+
+        return validate_settings(cls.settings_model, entry["settings"])
+
+    policies = []
+    for p in data["policies"]:
+        policies.append(
+            Policy(
+                name=p["name"],
+                enabled=p["enabled"],
+                issuer_type=p["issuer"]["type"],
+                issuer_settings=settings("issuer", p["issuer"]),
+                stores=tuple(StoreBinding(b["name"], b["type"], settings("store", b)) for b in p["stores"]),
+                schedule_text=p["schedule"],
+                window_text=p["window"],
+                grace=timedelta(seconds=p["grace_s"]),
+                lifetime=timedelta(seconds=p["lifetime_s"]),
+                verify_timeout=timedelta(seconds=p["verify_timeout_s"]),
+                adopt=p["adopt"],
+                description=p["description"],
+                base_dir=base_dir,
+                max_age=timedelta(seconds=p["max_age_s"]) if p.get("max_age_s") is not None else None,
+            )
+        )
+    r = data["retry"]
+    source = Path(data["source"]["name"])
+    return PolicyBundle(path.parent / source, tuple(policies), RetryPolicy(r["attempts"], r["base_delay_s"],
+                                                                          r["max_delay_s"]))  # fmt: skip
+
+
+# -- decoding settings dataclasses without pydantic ---------------------------------------------
+
+
+class _Undecodable(TypeError):
+    pass
+
+
+@cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """The types of a dataclass's init fields. Annotations are strings here (``from __future__
+    import annotations``): each is evaluated once, in the module of the class that declares it."""
+    types = {}
+    for f in dataclasses.fields(cls):
+        if f.init:
+            owner = next(c for c in cls.__mro__ if f.name in vars(c).get("__annotations__", {}))
+            types[f.name] = _annotation(f.type, owner.__module__) if isinstance(f.type, str) else f.type
+    return types
+
+
+@cache
+def _annotation(text: str, module: str) -> Any:
+    return eval(text, vars(sys.modules[module]))  # the adapter's own source code, not bundle data
+
+
+def decode(tp: Any, value: Any) -> Any:
+    """``value`` (JSON data) as an instance of ``tp``: a settings dataclass, its field types.
+
+    For data the writer produced from a validated instance, so it checks types, not meaning;
+    a dataclass's ``__post_init__`` checks run all the same. TypeError if it does not fit.
+    """
+    origin = typing.get_origin(tp)
+    if origin is Annotated:  # metadata for pydantic's validation, which this checks not
+        return decode(typing.get_args(tp)[0], value)
+    if tp is Any:
+        return value
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Undecodable("expected null")
+    if origin in (Union, types.UnionType):
+        for member in typing.get_args(tp):
+            try:
+                return decode(member, value)
+            except (TypeError, ValueError):
+                continue
+        raise _Undecodable(f"{value!r} fits no member of {tp}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise _Undecodable(f"{value!r} is not one of {typing.get_args(tp)}")
+    if origin in (tuple, list):
+        if not isinstance(value, list):
+            raise _Undecodable("expected an array")
+        args = typing.get_args(tp)
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(args) != len(value):
+                raise _Undecodable("wrong tuple length")
+            return tuple(decode(a, v) for a, v in zip(args, value, strict=True))
+        items = [decode(args[0] if args else Any, v) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp) or (Any, Any)
+        if not isinstance(value, dict) or key_type not in (str, Any):
+            raise _Undecodable("expected an object with string keys")
+        return {k: decode(value_type, v) for k, v in value.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _Undecodable(f"expected an object for {tp.__name__}")
+        names = {f.name for f in dataclasses.fields(tp) if f.init}
+        if not set(value) <= names:
+            raise _Undecodable(f"{tp.__name__} has no {sorted(set(value) - names)}")
+        field_types = _field_types(tp)
+        return tp(**{k: decode(field_types[k], v) for k, v in value.items()})
+    return _scalar(tp, value)
+
+
+def _scalar(tp: Any, value: Any) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(tp, type) and issubclass(tp, Path):
+        if isinstance(value, str):
+            return Path(value)
+    else:
+        raise _Undecodable(f"cannot decode {tp!r} without pydantic")
+    raise _Undecodable(f"{value!r} is not a {tp.__name__}")
+
+
+# -- writing (build time) -----------------------------------------------------------------------
+
+
+def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, PolicyBundle]:
+    """Validate ``policy_file`` and write its bundle (default: beside it); PolicyFileError if invalid."""
+    from rotator.config.adapter_settings import dump_settings
+    from rotator.config.policy import load_config
+
+    source = policy_file.read_bytes()
+    config = load_config(policy_file)
+    output = output or bundle_path(policy_file)
+    targets: dict[str, dict[str, str]] = {"issuer": {}, "store": {}}
+
+    def entry(kind: registry.Kind, type_: str, value: Any) -> dict[str, Any]:
+        targets[kind][type_] = registry.target(kind, type_)
+        model = registry.load(kind, type_).settings_model
+        dumped = dump_settings(model, value)
+        form = "pydantic"
+        if dataclasses.is_dataclass(model):
+            try:
+                form = "dataclass" if decode(model, json.loads(json.dumps(dumped))) == value else "pydantic"
+            except (TypeError, ValueError):
+                pass
+        return {"type": type_, "form": form, "settings": dumped}
+
+    policies = []
+    for p in config.policies:
+        issuer = entry("issuer", p.issuer_type, p.issuer_settings)
+        stores = [{"name": b.name, **entry("store", b.type, b.settings)} for b in p.stores]
+        policies.append({
+            "name": p.name, "enabled": p.enabled, "adopt": p.adopt, "description": p.description,
+            "grace_s": p.grace.total_seconds(), "lifetime_s": p.lifetime.total_seconds(),
+            "verify_timeout_s": p.verify_timeout.total_seconds(),
+            "max_age_s": p.max_age.total_seconds() if p.max_age is not None else None,
+            "schedule": p.schedule_text, "window": p.window_text,
+            "issuer": issuer, "stores": stores,
+        })  # fmt: skip
+    expected = PolicyBundle.from_config(config)
+    data = {
+        "format": FORMAT,
+        "rotator_version": rotator.__version__,
+        "source": {"name": policy_file.name, "sha256": hashlib.sha256(source).hexdigest()},
+        "retry": {"attempts": expected.retry.attempts, "base_delay_s": expected.retry.base_delay,
+                  "max_delay_s": expected.retry.max_delay},
+        "adapters": targets,
+        "policies": policies,
+    }  # fmt: skip
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    back = _parse(output, json.loads(text))
+    moved = output.parent.resolve() != policy_file.parent.resolve()
+    if back.retry != expected.retry or (not moved and back.policies != expected.policies):
+        raise ConfigError(
+            f"the bundle of {policy_file} would not reproduce its validated policies",
+            hint="this is a rotator bug: report it with the policy file (it holds no secrets)",
+        )
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)
+    return output, back

@@ -1,0 +1,400 @@
+"""Durations, rotation schedules and rotation windows, as pure functions of ``now`` (all UTC).
+
+Accepted schedules: an interval (``30d``, ``12h``, ``90m``, ``45s``, ``1w``), an AWS-style
+``rate(30 days)``, a 5-field cron expression (``0 3 * * 1``) or an AWS-style 6-field
+``cron(0 3 ? * MON *)``. A 5-field expression follows crontab (Vixie cron / cronie) rules; the
+fire-time maths is delegated to APScheduler's CronTrigger, imported only when a cron schedule is used.
+
+A schedule may carry a *window* (``02:00-04:00`` UTC): a rotation that falls due outside it waits
+for the next occurrence of the window, and lands at a random moment inside it. The randomness is
+seeded by the last rotation, so every replica and every restart computes the same moment.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rotator.config.extras import install_hint
+
+__all__ = [
+    "Schedule",
+    "Window",
+    "format_duration",
+    "parse_duration",
+    "parse_schedule",
+    "parse_window",
+    "window_time",
+]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(?:(\d+)\s*([smhdw])\s*)+$")
+_PART = re.compile(r"(\d+)\s*([smhdw])")
+_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
+_AWS_CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE)
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+_DAY = timedelta(days=1)
+#: The longest duration or schedule interval accepted: sums of a few stay far from datetime's limits.
+_MAX_DAYS = 36525
+_MAX_SECONDS = _MAX_DAYS * 86400
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"30d"``, ``"1d12h"``, ``"90s"`` -> timedelta. ValueError says what is accepted."""
+    if not isinstance(text, str) or not _DURATION.match(text):
+        shown = _short(text) if isinstance(text, str) else repr(text)
+        raise ValueError(f"{shown} is not a duration; write e.g. '30d', '12h', '90m', '45s' or '1d12h'")
+    parts = _PART.findall(text)
+    # Bounded before int(): a 5,000-digit number or 10**20 days would escape as ValueError/OverflowError
+    # with Python's wording instead of this one.
+    if any(len(n.lstrip("0")) > 12 for n, _ in parts) or sum(int(n) * _UNITS[u] for n, u in parts) > _MAX_SECONDS:
+        raise ValueError(f"{_short(text)} is longer than {_MAX_DAYS} days (100 years); write a shorter duration")
+    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:20] + "..." + text[-8:])
+
+
+def format_duration(delta: timedelta, units: int | None = None) -> str:
+    """A duration as a policy file writes it: ``39d``, ``2d12h``, ``90s`` -> ``1m30s``, ``-5m``.
+
+    The one formatter for every duration rotator prints (status, plan, errors, daemon logs), so
+    what is printed can be pasted back into a policy file. Whole seconds; ``units`` keeps only
+    the largest unit and the next ones (``units=2``: ``2d12h`` for 2d12h5m3s, ``39d`` for
+    39d0h7m), for tables of ages.
+    """
+    seconds = int(delta.total_seconds())
+    if seconds == 0:
+        return "0s"
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    sizes: tuple[tuple[str, int], ...] = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    if units is not None:  # keep the largest unit and the next units - 1 (39d0h7m -> 39d)
+        largest = next(i for i, (_, size) in enumerate(sizes) if seconds >= size)
+        sizes = sizes[largest : largest + units]
+    parts = []
+    for unit, size in sizes:
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return sign + "".join(parts)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A daily UTC time window ``HH:MM-HH:MM``; an end at or before the start wraps past midnight."""
+
+    text: str
+    #: offsets from midnight UTC; ``end`` may be ``24:00``
+    start: timedelta
+    end: timedelta
+
+    @property
+    def length(self) -> timedelta:
+        length = self.end - self.start
+        return length if length > timedelta(0) else length + _DAY
+
+    @property
+    def max_delay(self) -> timedelta:
+        """The longest a rotation that fell due can wait for the window to open."""
+        return _DAY - self.length
+
+    def occurrence(self, moment: datetime) -> tuple[datetime, datetime]:
+        """The first occurrence ``[begin, end)`` of the window that ends after ``moment``."""
+        midnight = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        for days in (-1, 0):
+            begin = midnight + timedelta(days=days) + self.start
+            if begin + self.length > moment:
+                return begin, begin + self.length
+        begin = midnight + _DAY + self.start  # starts after midnight, so it ends after ``moment``
+        return begin, begin + self.length
+
+    def contains(self, moment: datetime) -> bool:
+        begin, _ = self.occurrence(moment)
+        return begin <= moment
+
+
+def parse_window(text: str) -> Window:
+    """``"02:00-04:00"`` (UTC; ``"22:00-02:00"`` wraps past midnight) -> Window. ValueError explains."""
+    usage = "write 'HH:MM-HH:MM' in UTC, e.g. '02:00-04:00' (it may wrap past midnight: '22:00-02:00')"
+    match = _WINDOW.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{text!r} is not a window; {usage}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2 != 0):
+        raise ValueError(f"{text!r} is not a window: hours go from 00 to 23 (24:00 only as an end), minutes "
+                         f"from 00 to 59; {usage}")
+    start, end = timedelta(hours=h1, minutes=m1), timedelta(hours=h2, minutes=m2)
+    if start == end:
+        raise ValueError(f"{text!r} is an empty window: its start and end are the same; {usage}")
+    return Window(text.strip(), start, end)
+
+
+def window_time(due: datetime, window: Window, seed: str) -> datetime:
+    """When a rotation nominally ``due`` happens: at or after ``due``, inside ``window``.
+
+    It lands at a random moment between ``max(due, window opens)`` and the window's end, in the
+    first occurrence of the window that ends after ``due``. The randomness comes from ``seed``
+    alone, so the same inputs always give the same moment (replicas and restarts agree).
+    """
+    begin, end = window.occurrence(due)
+    start = max(begin, due)
+    span_us = (end - start) // timedelta(microseconds=1)
+    offset_us = int(random.Random(seed).random() * span_us)
+    return start + timedelta(microseconds=offset_us)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A parsed schedule. ``interval`` is the (longest) gap between two nominal due times."""
+
+    text: str
+    interval: timedelta
+    cron: str | None = None
+    window: Window | None = None
+
+    @property
+    def longest_gap(self) -> timedelta:
+        """The longest a token can stay current: the interval plus the longest wait for the window."""
+        return self.interval + (self.window.max_delay if self.window is not None else timedelta(0))
+
+    def next_due(self, last_rotation: datetime | None, now: datetime) -> datetime:
+        """When the next rotation is due: ``now`` when never rotated.
+
+        With a window, the nominal due time moves into the window (see :func:`window_time`),
+        seeded by the last rotation's time so that every caller computes the same moment.
+        """
+        if last_rotation is None:
+            return now
+        due = last_rotation + self.interval if self.cron is None else _cron_next(self.cron, last_rotation)
+        if self.window is None:
+            return due
+        seed = f"{self.text}|{self.window.text}|{last_rotation.astimezone(UTC).isoformat()}"
+        return window_time(due, self.window, seed)
+
+    def with_window(self, window: Window | None) -> Schedule:
+        return Schedule(self.text, self.interval, self.cron, window)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "interval_s": int(self.interval.total_seconds()), "cron": self.cron,
+                "window": self.window.text if self.window is not None else None}
+
+
+def parse_schedule(text: str, window: str | None = None) -> Schedule:
+    """Parse a schedule (and its optional window); ValueError explains the accepted forms."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("schedule is empty; write e.g. '30d', 'rate(30 days)' or '0 3 * * 1'")
+    parsed_window = parse_window(window) if window is not None else None
+    text = text.strip()
+    rate = _RATE.match(text)
+    if rate:
+        digits, unit = rate.group(1), rate.group(2).rstrip("s")
+        count = int(digits) if len(digits.lstrip("0")) <= 12 else _MAX_SECONDS
+        if count <= 0:
+            raise ValueError(f"{text!r}: the rate must be positive")
+        if count * _RATE_UNITS[unit] > _MAX_SECONDS:
+            raise ValueError(f"{_short(text)} is longer than {_MAX_DAYS} days (100 years); write a shorter rate")
+        return Schedule(text, timedelta(seconds=count * _RATE_UNITS[unit]), window=parsed_window)
+    if _AWS_CRON.match(text) or len(text.split()) == 5:
+        return Schedule(text, _cron_interval(text), cron=text, window=parsed_window)
+    try:
+        interval = parse_duration(text)
+    except ValueError as exc:
+        if _DURATION.match(text):  # an interval, too long: say that
+            raise ValueError(str(exc).replace("duration", "schedule")) from None
+        raise ValueError(
+            f"{text!r} is not a schedule; write an interval ('30d', '12h'), 'rate(30 days)', "
+            "a 5-field cron expression in UTC ('0 3 * * 1') or an AWS one ('cron(0 3 ? * MON *)')"
+        ) from None
+    if interval.total_seconds() <= 0:
+        raise ValueError(f"{text!r}: the interval must be positive")
+    return Schedule(text, interval, window=parsed_window)
+
+
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_ORDINALS = {1: "1st", 2: "2nd", 3: "3rd", 4: "4th", 5: "5th"}
+
+
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+#: (name, lowest, highest, names) of the five crontab fields; day of week 7 is Sunday, like 0
+_CRONTAB_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTH_NAMES),
+    ("day of week", 0, 7, _DAY_NAMES),
+)
+_CRONTAB_USAGE = (
+    "fields are minute hour day-of-month month day-of-week, each '*', a number, a range 'a-b', a list "
+    "'a,b' or a step '*/n', 'a-b/n'; months may be jan-dec, days of the week 0-7 (0 and 7 are Sunday) "
+    "or sun-sat"
+)
+
+
+def _crontab_value(text: str, field: str, low: int, high: int, names: tuple[str, ...], expr: str) -> int:
+    if text.lower() in names:
+        return names.index(text.lower()) + low  # jan = 1; sun = 0
+    if not text.isdigit() or not low <= int(text) <= high:
+        accepted = f"{low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else "")
+        raise ValueError(f"{expr!r} is not a valid 5-field cron expression: {field} {text!r} is not "
+                         f"{accepted}; {_CRONTAB_USAGE}")
+    return int(text)
+
+
+def _crontab_field(text: str, field: str, low: int, high: int, names: tuple[str, ...], expr: str) -> list[int]:
+    """One crontab field -> the sorted values it matches (day of week: 0 = Sunday ... 6)."""
+    values: set[int] = set()
+    for part in text.split(","):
+        base, slash, step_text = part.partition("/")
+        step = 1
+        if slash:
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise ValueError(f"{expr!r} is not a valid 5-field cron expression: {field} {part!r}: the step "
+                                 f"after '/' must be a positive number; {_CRONTAB_USAGE}")
+            step = int(step_text)
+        if base == "*":
+            first, last = low, high
+        else:
+            first_text, dash, last_text = base.partition("-")
+            first = _crontab_value(first_text, field, low, high, names, expr)
+            # "5/15" is "5-59/15", as in cronie and AWS
+            last = _crontab_value(last_text, field, low, high, names, expr) if dash else (high if slash else first)
+            if last < first:
+                raise ValueError(f"{expr!r} is not a valid 5-field cron expression: {field} range {part!r} runs "
+                                 f"backwards; write it as a list instead, e.g. '5,6,0' or 'fri,sat,sun'")
+        values.update(range(first, last + 1, step))
+    if names is _DAY_NAMES:
+        values = {v % 7 for v in values}
+    return sorted(values)
+
+
+def _crontab_trigger(expr: str, cron_trigger: Any, or_trigger: Any) -> Any:
+    """A standard (Vixie/cronie) crontab expression as an APScheduler trigger.
+
+    Each field is expanded here, so APScheduler only sees explicit lists and none of its own
+    conventions (weeks from Monday, steps, names) apply. When both day fields are restricted
+    (neither starts with ``*``), a day matching either fires, as in crontab; otherwise both must.
+    """
+    fields = expr.split()
+    expanded = [_crontab_field(text, *spec, expr) for text, spec in zip(fields, _CRONTAB_FIELDS, strict=True)]
+    minute, hour, day, month = (",".join(map(str, values)) for values in expanded[:4])
+    weekdays = ",".join(_DAY_NAMES[d] for d in expanded[4])
+    if fields[2].startswith("*") or fields[4].startswith("*"):
+        return cron_trigger(minute=minute, hour=hour, day=day, month=month, day_of_week=weekdays, timezone=UTC)
+    return or_trigger([
+        cron_trigger(minute=minute, hour=hour, day=day, month=month, timezone=UTC),
+        cron_trigger(minute=minute, hour=hour, month=month, day_of_week=weekdays, timezone=UTC),
+    ])  # fmt: skip
+
+
+def _aws_day_index(token: str, expr: str) -> int:
+    """An AWS day-of-week (``1``-``7`` with Sunday = 1, or ``SUN``-``SAT``) -> 0 (Sunday) .. 6."""
+    if token.isdigit() and 1 <= int(token) <= 7:
+        return int(token) - 1
+    if token.lower() in _DAY_NAMES:
+        return _DAY_NAMES.index(token.lower())
+    raise ValueError(f"{expr!r}: {token!r} is not a day of the week; AWS counts 1 (SUN) to 7 (SAT)")
+
+
+def _aws_cron_fields(expr: str) -> dict[str, str]:
+    """Translate AWS ``cron(min hour day-of-month month day-of-week year)`` into CronTrigger fields.
+
+    AWS rules kept: exactly one of day-of-month and day-of-week is ``?``; day-of-week counts
+    1 (SUN) to 7 (SAT); ``L`` is the last day of the month, ``5L`` the last Thursday and ``5#2``
+    the second Thursday. ``W`` (nearest weekday) has no CronTrigger equivalent and is refused.
+    """
+    match = _AWS_CRON.match(expr.strip())
+    fields = match.group(1).split() if match else []
+    if len(fields) != 6:
+        raise ValueError(f"{expr!r}: an AWS cron expression has 6 fields (minutes hours day-of-month month "
+                         "day-of-week year), e.g. 'cron(0 3 ? * MON *)'")
+    minute, hour, dom, month, dow, year = fields
+    if (dom == "?") == (dow == "?"):
+        raise ValueError(f"{expr!r}: exactly one of day-of-month and day-of-week must be '?' (an AWS rule), "
+                         "e.g. 'cron(0 3 1 * ? *)' or 'cron(0 3 ? * MON *)'")
+    day, weekdays = "*", "*"
+    if dom != "?":
+        if "W" in dom.upper():
+            raise ValueError(f"{expr!r}: 'W' (nearest weekday) is not supported; name the days instead")
+        day = ",".join("last" if part.upper() == "L" else part for part in dom.split(","))
+    else:
+        day_parts: list[str] = []
+        names: list[str] = []
+        for part in dow.split(","):
+            nth = re.fullmatch(r"(\w+)#(\d)", part)
+            last = re.fullmatch(r"(\w+)L", part, re.IGNORECASE)
+            if part == "*":
+                names.append("*")
+            elif part.upper() == "L":
+                names.append("sat")  # "the last day of the week"
+            elif nth:
+                if int(nth.group(2)) not in _ORDINALS:
+                    raise ValueError(f"{expr!r}: {part!r}: the week number after '#' goes from 1 to 5")
+                day_parts.append(f"{_ORDINALS[int(nth.group(2))]} {_DAY_NAMES[_aws_day_index(nth.group(1), expr)]}")
+            elif last:
+                day_parts.append(f"last {_DAY_NAMES[_aws_day_index(last.group(1), expr)]}")
+            else:
+                first, dash, end = part.partition("-")
+                lo = _aws_day_index(first, expr)
+                hi = _aws_day_index(end, expr) if dash else lo
+                if hi < lo:
+                    raise ValueError(f"{expr!r}: the day range {part!r} runs backwards (SUN = 1 ... SAT = 7)")
+                names.extend(_DAY_NAMES[lo : hi + 1])  # listed: CronTrigger's weeks start on Monday
+        if day_parts and names:
+            raise ValueError(f"{expr!r}: do not mix '#'/'L' days with plain days in day-of-week")
+        if day_parts:
+            day = ",".join(day_parts)
+        else:
+            weekdays = "*" if "*" in names else ",".join(dict.fromkeys(names))
+    return {"minute": minute, "hour": hour, "day": day, "month": month, "day_of_week": weekdays, "year": year}
+
+
+@functools.lru_cache(maxsize=256)
+def _trigger(expr: str) -> Any:
+    if not _AWS_CRON.match(expr) and len(expr.split()) == 5:
+        for text, spec in zip(expr.split(), _CRONTAB_FIELDS, strict=True):
+            _crontab_field(text, *spec, expr)  # syntax errors first, with or without APScheduler
+    try:
+        from apscheduler.triggers.combining import OrTrigger
+        from apscheduler.triggers.cron import CronTrigger
+    except ImportError as exc:
+        raise ValueError(f"{expr!r}: cron schedules need APScheduler; {install_hint(exc)}") from None
+
+    if _AWS_CRON.match(expr):
+        fields = _aws_cron_fields(expr)
+        try:
+            return CronTrigger(**fields, timezone=UTC)
+        except ValueError as exc:
+            raise ValueError(f"{expr!r} is not a valid AWS cron expression: {exc}") from None
+    return _crontab_trigger(expr, CronTrigger, OrTrigger)
+
+
+def _cron_next(expr: str, after: datetime) -> datetime:
+    fire: datetime | None = _trigger(expr).get_next_fire_time(None, after + timedelta(seconds=1))
+    if fire is None:
+        raise ValueError(f"cron expression {expr!r} never fires again")
+    return fire.astimezone(UTC)
+
+
+def _cron_interval(expr: str) -> timedelta:
+    """The longest gap among the next fires, so token lifetimes cover the slowest period."""
+    trigger = _trigger(expr)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    fires: list[datetime] = []
+    previous: datetime | None = None
+    now = start
+    while len(fires) < 14:
+        fire = trigger.get_next_fire_time(previous, now)
+        if fire is None:
+            break
+        fires.append(fire)
+        previous, now = fire, fire + timedelta(seconds=1)
+    if len(fires) < 2:
+        raise ValueError(f"cron expression {expr!r} fires too rarely to rotate on")
+    return max(b - a for a, b in zip(fires, fires[1:], strict=False))

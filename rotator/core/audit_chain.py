@@ -1,0 +1,391 @@
+"""A hash chain over the journal's audit events, so that history edited after the fact shows.
+
+Every event gets a sequence number ``seq`` and ``hash = SHA-256(prev_hash + "\\n" + canonical)``,
+where *canonical* is the event's fields (seq, time, policy, run, step, result, detail, instance)
+as JSON with sorted keys and UTC timestamps. One head row (``audit_head``) holds the last link; an
+event is appended in the same transaction that locks that row (PostgreSQL: ``SELECT ... FOR
+UPDATE``; SQLite: the writer's ``BEGIN IMMEDIATE``), so concurrent writers never fork the chain.
+
+:func:`verify` walks the chain from the latest pruning checkpoint (or the start) and names the
+first link that differs: an edited event (its hash no longer matches), a deleted one (a gap in
+``seq``), reordered or inserted ones (``prev_hash`` no longer the previous link, or an unchained
+row), a truncated head (the head row is ahead of the last event).
+
+What a hash chain cannot show alone: someone with write access who rewrites *every* link after
+an edit, and the head. Keep the head hash that ``rotator audit verify`` prints (e.g. in each
+report handed to an auditor): a later chain must still pass through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+__all__ = [
+    "GENESIS",
+    "ChainReport",
+    "Checkpoint",
+    "append_event",
+    "canonical",
+    "instance_name",
+    "link",
+    "verify_rows",
+]
+
+#: prev_hash of the first link
+GENESIS = "0" * 64
+CHAIN = "journal"
+
+#: the migration that adds the chain (appended to rotator.core.journal._MIGRATIONS)
+MIGRATION = f"""
+    ALTER TABLE events ADD COLUMN seq INTEGER;
+    ALTER TABLE events ADD COLUMN instance TEXT;
+    ALTER TABLE events ADD COLUMN prev_hash TEXT;
+    ALTER TABLE events ADD COLUMN hash TEXT;
+    CREATE UNIQUE INDEX events_seq ON events (seq);
+    CREATE TABLE audit_head (
+        chain TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        unchained INTEGER NOT NULL
+    );
+    INSERT INTO audit_head (chain, seq, hash, unchained) SELECT '{CHAIN}', 0, '{GENESIS}', COUNT(*) FROM events;
+    CREATE TABLE audit_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL,
+        at TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )
+"""
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+def instance_name() -> str:
+    """The instance writing an event: $ROTATOR_INSTANCE (e.g. a pod name) or the host name."""
+    return os.environ.get("ROTATOR_INSTANCE") or socket.gethostname()
+
+
+def canonical(event: Mapping[str, Any]) -> str:
+    """The event's canonical JSON: sorted keys, no spaces, times as the journal's UTC text."""
+    fields = {k: event[k] for k in ("seq", "at", "policy", "run_id", "step", "result", "instance")}
+    detail = event["detail"]
+    fields["detail"] = json.loads(detail) if isinstance(detail, str) else dict(detail)
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def link(prev_hash: str, event: Mapping[str, Any]) -> str:
+    return hashlib.sha256(f"{prev_hash}\n{canonical(event)}".encode()).hexdigest()
+
+
+def append_event(cur: Cursor, lock_head: str, event: dict[str, Any]) -> None:
+    """Inside the caller's write transaction: take the chain head (locked), insert ``event`` as the
+    next link, move the head. ``event`` holds at (text), policy, run_id, step, result, detail (JSON text)."""
+    row = cur.execute(f"SELECT seq, hash FROM audit_head WHERE chain = ?{lock_head}", (CHAIN,)).fetchone()
+    seq, prev = int(row[0]) + 1, str(row[1])
+    event = {**event, "seq": seq, "instance": event.get("instance") or instance_name()}
+    digest = link(prev, event)
+    cur.execute(
+        "INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (seq, event["at"], event["policy"], event["run_id"], event["step"], event["result"], event["detail"],
+         event["instance"], prev, digest),
+    )  # fmt: skip
+    cur.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE chain = ?", (seq, digest, CHAIN))
+
+
+EVENT_COLUMNS = ("seq", "at", "policy", "run_id", "step", "result", "detail", "instance", "prev_hash", "hash")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What pruning left: the last pruned link, and a summary of the pruned events."""
+
+    seq: int
+    hash: str
+    at: str
+    detail: dict[str, Any]
+
+
+@dataclass
+class ChainReport:
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    #: where verification started (0: the start; else the last pruned link's seq)
+    start_seq: int
+    problem: str | None = None
+    #: the first broken link: seq, time, what differs
+    broken: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "checked": self.checked, "head_seq": self.head_seq, "head_hash": self.head_hash,
+            "start_seq": self.start_seq, "problem": self.problem, "broken": self.broken,
+        }  # fmt: skip
+
+    def text(self) -> str:
+        if self.ok:
+            since = f" after checkpoint at seq {self.start_seq}" if self.start_seq else ""
+            return f"audit chain OK: {self.checked} events{since}, head seq {self.head_seq} hash {self.head_hash}"
+        return f"audit chain BROKEN: {self.problem}"
+
+
+def verify_rows(
+    rows: Sequence[Mapping[str, Any]], head: tuple[int, str, int], unchained: int, checkpoint: Checkpoint | None
+) -> ChainReport:
+    """Check ``rows`` (chained events ordered by seq) against the head (seq, hash, unchained count at
+    migration), the number of rows without a link, and the latest pruning checkpoint."""
+    head_seq, head_hash, expected_unchained = head
+    start_seq, prev = (checkpoint.seq, checkpoint.hash) if checkpoint else (0, GENESIS)
+    report = ChainReport(ok=True, checked=0, head_seq=head_seq, head_hash=head_hash, start_seq=start_seq)
+
+    def broken(row: Mapping[str, Any] | None, problem: str, **what: Any) -> ChainReport:
+        report.ok = False
+        report.problem = problem
+        report.broken = {"seq": row["seq"], "at": row["at"], "policy": row["policy"], "step": row["step"],
+                         **what} if row is not None else dict(what)  # fmt: skip
+        return report
+
+    if checkpoint is not None and checkpoint.detail.get("last_pruned_hash") != checkpoint.hash:
+        return broken(None, f"checkpoint at seq {checkpoint.seq} was altered: its recorded last link differs",
+                      checkpoint_seq=checkpoint.seq)  # fmt: skip
+    if unchained > expected_unchained:
+        return broken(None, f"{unchained - expected_unchained} event(s) without a chain link were inserted "
+                      "(rows with no seq/hash)", unchained=unchained)  # fmt: skip
+    expected_seq = start_seq + 1
+    for row in rows:
+        seq = int(row["seq"])
+        if seq <= start_seq:
+            return broken(row, f"event seq {seq} at {row['at']} lies before the pruning checkpoint (seq "
+                          f"{start_seq}): inserted after pruning", expected_seq=expected_seq)  # fmt: skip
+        if seq != expected_seq:
+            return broken(row, f"event(s) seq {expected_seq}..{seq - 1} are missing before event seq {seq} at "
+                          f"{row['at']} (deleted)", expected_seq=expected_seq)  # fmt: skip
+        if row["prev_hash"] != prev:
+            return broken(row, f"event seq {seq} at {row['at']} does not follow the previous link (reordered, "
+                          "inserted or the previous event was replaced)", expected_prev_hash=prev,
+                          found_prev_hash=row["prev_hash"])  # fmt: skip
+        digest = link(prev, row)
+        if row["hash"] != digest:
+            return broken(row, f"event seq {seq} at {row['at']} ({row['policy']} {row['step']} "
+                          f"{row['result']}) was edited: its content no longer matches its hash",
+                          expected_hash=digest, found_hash=row["hash"])  # fmt: skip
+        prev = digest
+        expected_seq += 1
+        report.checked += 1
+    last_seq = expected_seq - 1
+    if last_seq != head_seq or prev != head_hash:
+        last = rows[-1] if rows else None
+        if last_seq < head_seq:
+            return broken(last, f"the chain ends at seq {last_seq} but its head is seq {head_seq}: the newest "
+                          f"{head_seq - last_seq} event(s) were removed (truncated head)",
+                          last_seq=last_seq)  # fmt: skip
+        return broken(last, f"the last event (seq {last_seq}) does not match the chain head (seq {head_seq}): the "
+                      "head row or the newest events were altered", last_seq=last_seq)  # fmt: skip
+    return report
+
+
+class _JournalLike(Protocol):
+    def audit_transaction(self) -> AbstractContextManager[tuple[Any, str]]: ...
+
+
+def verify(journal: _JournalLike) -> ChainReport:
+    """Check the journal's whole chain (from its latest pruning checkpoint)."""
+    with journal.audit_transaction() as (cur, _lock):
+        return _verify(cur)
+
+
+def _verify(cur: Cursor) -> ChainReport:
+    head_row = cur.execute("SELECT seq, hash, unchained FROM audit_head WHERE chain = ?", (CHAIN,)).fetchone()
+    head = (int(head_row[0]), str(head_row[1]), int(head_row[2]))
+    unchained = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
+    checkpoint = latest_checkpoint(cur)
+    rows = [
+        dict(zip(EVENT_COLUMNS, r, strict=True))
+        for r in cur.execute(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq IS NOT NULL ORDER BY seq"
+        ).fetchall()
+    ]
+    report = verify_rows(rows, head, unchained, checkpoint)
+    if report.ok and checkpoint is not None:
+        # The checkpoint row sits outside the chain: it counts only if a chained `prune` event names it.
+        named = any(
+            r["step"] == "prune" and json.loads(r["detail"]).get("last_pruned_hash") == checkpoint.hash
+            and json.loads(r["detail"]).get("last_pruned_seq") == checkpoint.seq
+            and json.loads(r["detail"]).get("checkpoint_sha256") == _digest(checkpoint.detail)
+            for r in rows
+        )  # fmt: skip
+        if not named:
+            report.ok = False
+            report.problem = (f"the pruning checkpoint at seq {checkpoint.seq} is not the one the chain recorded "
+                              "(its `prune` event names another last link or summary): checkpoint replaced or "
+                              "altered")
+            report.broken = {"checkpoint_seq": checkpoint.seq, "checkpoint_hash": checkpoint.hash}
+    return report
+
+
+def latest_checkpoint(cur: Cursor) -> Checkpoint | None:
+    row = cur.execute("SELECT seq, hash, at, detail FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else Checkpoint(int(row[0]), str(row[1]), str(row[2]), json.loads(row[3]))
+
+
+def checkpoints(journal: _JournalLike) -> list[Checkpoint]:
+    with journal.audit_transaction() as (cur, _lock):
+        rows = cur.execute("SELECT seq, hash, at, detail FROM audit_checkpoints ORDER BY seq").fetchall()
+    return [Checkpoint(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3])) for r in rows]
+
+
+def chained_events(journal: _JournalLike, start: str, end: str) -> list[dict[str, Any]]:
+    """Events with ``start <= at < end`` (journal time text), oldest first, detail parsed."""
+    with journal.audit_transaction() as (cur, _lock):
+        rows = cur.execute(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE at >= ? AND at < ? ORDER BY at, seq", (start, end)
+        ).fetchall()
+    events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
+    for event in events:
+        event["detail"] = json.loads(event["detail"])
+    return events
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    events: int
+    runs: int
+    revocations: int
+    checkpoint: Checkpoint | None
+
+    def text(self) -> str:
+        if self.checkpoint is None and not (self.events or self.runs or self.revocations):
+            return "nothing older than the retention period"
+        where = f"; checkpoint at seq {self.checkpoint.seq}" if self.checkpoint else ""
+        return f"pruned {self.events} events, {self.runs} runs, {self.revocations} revocations{where}"
+
+
+FINAL_RUN_STATES = ("done", "failed", "aborted")
+
+
+def prune(journal: _JournalLike, cutoff: str, now: str) -> PruneResult:
+    """Delete events, finished runs and done revocations older than ``cutoff`` (journal time text).
+
+    Events go as a prefix of the chain; a checkpoint records the last pruned link and per-policy
+    summaries, and a chained ``prune`` event names the checkpoint, so the chain stays verifiable.
+    A broken chain is never pruned (that would erase the evidence of tampering): ValueError.
+    The newest successful run of each policy is kept (it names the current token).
+    """
+    with journal.audit_transaction() as (cur, lock_head):
+        cur.execute(f"SELECT seq FROM audit_head WHERE chain = ?{lock_head}", (CHAIN,)).fetchone()
+        state = _verify(cur)
+        if not state.ok:
+            raise ValueError(f"the audit chain is broken, not pruning: {state.problem}")
+        previous = latest_checkpoint(cur)
+        start_seq = previous.seq if previous else 0
+        first_kept = cur.execute("SELECT MIN(seq) FROM events WHERE seq IS NOT NULL AND at >= ?",
+                                 (cutoff,)).fetchone()[0]  # fmt: skip
+        last_pruned = (int(first_kept) - 1) if first_kept is not None else state.head_seq
+        checkpoint = None
+        pruned_events = 0
+        if last_pruned > start_seq:
+            rows = [
+                dict(zip(EVENT_COLUMNS, r, strict=True))
+                for r in cur.execute(
+                    f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+                    (start_seq, last_pruned),
+                ).fetchall()
+            ]
+            detail = _summary(rows, previous)
+            detail.update(last_pruned_seq=last_pruned, last_pruned_hash=rows[-1]["hash"])
+            checkpoint = Checkpoint(last_pruned, str(rows[-1]["hash"]), now, detail)
+            cur.execute("INSERT INTO audit_checkpoints (seq, hash, at, detail) VALUES (?, ?, ?, ?)",
+                        (checkpoint.seq, checkpoint.hash, now, json.dumps(detail, sort_keys=True)))  # fmt: skip
+            cur.execute("DELETE FROM events WHERE seq IS NOT NULL AND seq <= ?", (last_pruned,))
+            pruned_events = len(rows)
+        legacy = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL AND at < ?", (cutoff,)).fetchone()[0])
+        if legacy:
+            cur.execute("DELETE FROM events WHERE seq IS NULL AND at < ?", (cutoff,))
+            cur.execute("UPDATE audit_head SET unchained = unchained - ? WHERE chain = ?", (legacy, CHAIN))
+        newest = {
+            str(r[0]) for r in cur.execute(
+                "SELECT r.run_id FROM runs r WHERE r.state IN ('published', 'done') AND r.published_at = "
+                "(SELECT MAX(o.published_at) FROM runs o "
+                "WHERE o.policy = r.policy AND o.state IN ('published', 'done'))"
+            ).fetchall()
+        }  # fmt: skip
+        old_runs = [
+            str(r[0]) for r in cur.execute(
+                f"SELECT run_id FROM runs WHERE state IN ({', '.join('?' * len(FINAL_RUN_STATES))}) "
+                "AND COALESCE(finished_at, updated_at) < ?", (*FINAL_RUN_STATES, cutoff),
+            ).fetchall() if str(r[0]) not in newest
+        ]  # fmt: skip
+        pending = {str(r[0]) for r in cur.execute("SELECT run_id FROM revocations WHERE state <> 'done'").fetchall()}
+        old_runs = [r for r in old_runs if r not in pending]
+        for run_id in old_runs:
+            cur.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        revs = int(cur.execute("SELECT COUNT(*) FROM revocations WHERE state = 'done' AND done_at < ?",
+                               (cutoff,)).fetchone()[0])  # fmt: skip
+        cur.execute("DELETE FROM revocations WHERE state = 'done' AND done_at < ?", (cutoff,))
+        if checkpoint is not None:
+            append_event(cur, lock_head, {
+                "at": now, "policy": "(journal)", "run_id": None, "step": "prune", "result": "ok",
+                "detail": json.dumps({"last_pruned_seq": checkpoint.seq, "last_pruned_hash": checkpoint.hash,
+                                      "checkpoint_sha256": _digest(checkpoint.detail),
+                                      "events": pruned_events, "runs": len(old_runs), "revocations": revs,
+                                      "cutoff": cutoff}, sort_keys=True),
+            })  # fmt: skip
+    return PruneResult(pruned_events, len(old_runs), revs, checkpoint)
+
+
+_FAILED_RESULTS = ("failed", "error", "partial")
+
+
+def _summary(rows: Sequence[Mapping[str, Any]], previous: Checkpoint | None) -> dict[str, Any]:
+    """Per policy over the pruned events: rotations, revocations, failures, the longest a published
+    token lived before the next one (max token age, seconds), and the last publish time (carried on)."""
+    carried = previous.detail.get("policies", {}) if previous else {}
+    policies: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["step"] == "prune":
+            continue
+        entry = policies.setdefault(str(row["policy"]), {
+            "rotations": 0, "revocations": 0, "failures": 0, "max_token_age_seconds": 0,
+            "last_published_at": carried.get(row["policy"], {}).get("last_published_at"),
+        })  # fmt: skip
+        step, result = row["step"], row["result"]
+        if step in ("published", "bootstrap") and result == "ok":
+            entry["rotations"] += 1
+            if entry["last_published_at"]:
+                age = (_parse(row["at"]) - _parse(entry["last_published_at"])).total_seconds()
+                entry["max_token_age_seconds"] = max(entry["max_token_age_seconds"], int(age))
+            entry["last_published_at"] = row["at"]
+        elif step == "revoke_old" and result == "ok":
+            entry["revocations"] += 1
+        elif result in _FAILED_RESULTS:
+            entry["failures"] += 1
+    return {
+        "events": len(rows),
+        "from": rows[0]["at"] if rows else None,
+        "to": rows[-1]["at"] if rows else None,
+        "first_seq": rows[0]["seq"] if rows else None,
+        "policies": policies,
+    }
+
+
+def _digest(detail: Mapping[str, Any]) -> str:
+    """SHA-256 of a checkpoint's detail (summaries included), recorded in the chained ``prune`` event."""
+    return hashlib.sha256(json.dumps(detail, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _parse(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

@@ -1,0 +1,77 @@
+"""References to credentials (Vault tokens, AppRole secret ids, ...) held outside the policy file.
+
+A policy never holds a secret inline: it names a file or an environment variable, and the
+value is read when the adapter needs it (so a file rotated by another tool is picked up).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rotator.core.errors import ConfigError
+from rotator.core.secret import Secret
+
+__all__ = ["SECRET_LOOKING_KEYS", "SETTINGS_CONFIG", "CredentialRef"]
+
+#: Keys that, written inline in a policy, would hold a secret. The validator refuses them with
+#: a message that points at the ``*_file`` / ``*_env`` form instead.
+SECRET_LOOKING_KEYS = frozenset(
+    {
+        "token", "mgmt_token", "management_token", "password", "secret", "secret_id", "client_secret",
+        "api_key", "access_key",
+    }
+)
+
+
+#: ``__pydantic_config__`` of a settings dataclass (see rotator/config/adapter_settings.py): unknown keys
+#: are errors, and an attribute's docstring is its description in the JSON schema.
+SETTINGS_CONFIG: dict[str, Any] = {"extra": "forbid", "use_attribute_docstrings": True}
+
+
+@dataclass(frozen=True)
+class CredentialRef:
+    """``{file = "/run/secrets/vault-token"}`` or ``{env = "VAULT_TOKEN"}``.
+
+    A dataclass, not a pydantic model: the influxctl issuers and the AWS Lambda function use it
+    on a cold path that does not import pydantic. pydantic models validate it as a field.
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
+
+    file: Path | None = None
+    env: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of `file` or `env`")
+        if self.env is not None and not self.env:
+            raise ValueError("`env` must name an environment variable")
+
+    def describe(self) -> str:
+        return f"file {self.file}" if self.file is not None else f"environment variable {self.env}"
+
+    def resolve(self, base_dir: Path = Path(".")) -> Secret:
+        """Read the credential now; ConfigError names where it looked, never the value."""
+        if self.env is not None:
+            value = os.environ.get(self.env, "").strip()
+            if not value:
+                raise ConfigError(
+                    f"environment variable {self.env} is unset or empty",
+                    hint=f"export {self.env} before starting rotator",
+                )
+            return Secret(value)
+        assert self.file is not None
+        path = self.file if self.file.is_absolute() else base_dir / self.file
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read credential file {path}: {exc.strerror}",
+                hint="check the path and that rotator's user may read it",
+            ) from None
+        if not value:
+            raise ConfigError(f"credential file {path} is empty", hint="write the credential into it")
+        return Secret(value)

@@ -1,0 +1,83 @@
+"""Is a policy's rotation due, and why: the one place that decides (issue 14 §6).
+
+Used by ``rotator status`` and ``rotator plan`` (rotator/observe/status.py, which show the decision),
+``rotator rotate --if-due`` (rotator/runners/cli.py, which acts on it) and the daemon. The decision:
+
+- a policy with no successful rotation yet is due now (its first token comes from ``rotator
+  bootstrap``; a rotation run says so);
+- otherwise it is due at ``policy.schedule.next_due(last publication, now)``: the interval or
+  cron schedule from the last successful publication, moved into the policy's window if it has
+  one (rotator/config/schedule.py);
+- an unfinished run of the policy does not make it due, but it must not wait a whole interval
+  either: :attr:`Due.recover_first` tells a caller that is not going to rotate to recover it.
+
+:func:`decide` is a pure function of its inputs; :func:`due_now` reads them from the journal with
+two queries bounded by what is current (the last successful run, the unfinished runs), never the
+history. A ValueError from a cron schedule that never fires again propagates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, NamedTuple
+
+from rotator.config.schedule import format_duration
+from rotator.observe.compliance import max_age_of
+
+if TYPE_CHECKING:
+    from rotator.config.policy_types import Policy
+    from rotator.core.clock import Clock
+    from rotator.core.journal import Journal
+
+__all__ = ["Due", "decide", "due_now", "explain"]
+
+
+class Due(NamedTuple):
+    """The decision for one policy at ``now``."""
+
+    due: bool
+    #: when the next rotation is due (``now`` when never rotated)
+    next_due: datetime
+    #: publication time of the last successful rotation; None: never rotated
+    rotated_at: datetime | None
+    #: unfinished runs of the policy (crashed or in progress)
+    open_runs: int
+    now: datetime
+    #: the policy's max_age (rotator/observe/compliance.py: max_age_of)
+    max_age: timedelta
+
+    @property
+    def recover_first(self) -> bool:
+        """Not due, but an unfinished run waits: recover it now rather than at the next due time."""
+        return not self.due and self.open_runs > 0
+
+    @property
+    def too_old(self) -> bool:
+        """The current token is older than max_age: the rotation is due and late (see rotator/observe/compliance.py)."""
+        return self.rotated_at is not None and self.now - self.rotated_at > self.max_age
+
+    def reason(self) -> str:
+        """Why, in one line (shown by ``rotator status --output json`` and ``rotator plan``)."""
+        return explain(self.due, self.next_due, self.rotated_at, self.now)
+
+
+def explain(due: bool, next_due: datetime, rotated_at: datetime | None, now: datetime) -> str:
+    """The one-line reason of a decision (:meth:`Due.reason`)."""
+    if rotated_at is None:
+        return "no token yet: run `rotator bootstrap` with the first, human-created token"
+    if due:
+        return f"due: last rotation {format_duration(now - rotated_at, units=2)} ago"
+    return f"not due for {format_duration(next_due - now, units=2)}"
+
+
+def decide(policy: Policy, rotated_at: datetime | None, now: datetime, open_runs: int = 0) -> Due:
+    """The decision from its inputs: the policy (schedule, window, max_age), the publication time of
+    its last successful rotation (None: never), the number of its unfinished runs, and ``now``."""
+    next_due = policy.schedule.next_due(rotated_at, now)
+    return Due(next_due <= now, next_due, rotated_at, open_runs, now, max_age_of(policy))
+
+
+def due_now(policy: Policy, journal: Journal, clock: Clock) -> Due:
+    """:func:`decide` with its inputs read from ``journal`` at ``clock.now()``."""
+    last = journal.last_success(policy.name)
+    return decide(policy, last.published_at if last else None, clock.now(), len(journal.open_runs(policy.name)))

@@ -1,0 +1,802 @@
+"""The rotation state machine: PLAN -> MINT -> VERIFY -> PUBLISH -> (grace) -> REVOKE_OLD.
+
+Every step is journaled *before* its side effect (numbered comments below), so that a process
+killed at any instant can be resumed by :meth:`Engine.recover`:
+
+- a run that published (to some or all stores) is rolled forward, reading the new value back
+  from a store that holds it;
+- a run that minted but never published is rolled back: the candidate is revoked, found by its
+  id or, when the process died inside the mint call, by the ``rotator:<policy>:<run-id>`` tag.
+
+A token that any store still holds as current is never revoked (:meth:`Engine._safe_revoke`).
+The engine never touches a scheduler: callers (CLI, daemon, Lambda) decide when to call it.
+
+Fencing (DESIGN invariant 7): every operation runs under the policy's lease, whose fencing number
+(``self._fence``) only grows. Every journal write of a run passes it (the journal checks it in the
+same transaction, and moves run states only forward, compare-and-set), and every side effect
+(mint, publish, revoke) is preceded by :meth:`Engine._fenced`. A process that was paused past its
+lease and finds a newer fencing number stops with LeaseLost: no side effect, no journal state
+written, an audit event ``<operation>/aborted``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from rotator.config import registry
+from rotator.config.policy_types import Policy
+from rotator.config.schedule import format_duration
+from rotator.core.clock import Clock, SystemClock
+from rotator.core.contracts import Issuer, MintRequest, Store, StoreState, TokenInfo, TokenRecord, call_timeout_of
+from rotator.core.errors import (
+    LeaseBusy,
+    LeaseLost,
+    NeedsAttention,
+    OwnershipError,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
+from rotator.core.errors import describe as _describe
+from rotator.core.journal import Journal, Revocation, RevocationState, RunRecord, RunState
+from rotator.core.retry import RetryPolicy, call_with_retry
+from rotator.core.revocation_rule import Claim, check_revocable
+from rotator.core.secret import REDACTOR, Secret
+
+__all__ = ["DRY_RUN", "NOTHING_TO_DO", "Engine", "NeedsAttention", "RunResult", "default_holder", "new_run_id"]
+
+T = TypeVar("T")
+logger = logging.getLogger("rotator.engine")
+audit_logger = logging.getLogger("rotator.audit")
+
+#: A revocation that still fails after this many rounds is marked failed and alerts.
+MAX_REVOCATION_ROUNDS = 10
+#: Added to a dead run's last mint start + the issuer's call timeout before its tag search is final
+#: (clock differences between replicas, process start-up).
+MINT_SETTLE_MARGIN = timedelta(seconds=10)
+#: RunResult states that are not run states: a dry run's plan, and a run that was not due
+DRY_RUN = "dry-run"
+NOTHING_TO_DO = "nothing-to-do"
+
+
+def new_run_id() -> str:
+    """The default run id: 16 random hex digits."""
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass
+class RunResult:
+    policy: str
+    state: str
+    run_id: str | None = None
+    old_token_id: str | None = None
+    new_token_id: str | None = None
+    message: str = ""
+    dry_run: bool = False
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.state in (*RunState.SUCCESS, DRY_RUN, NOTHING_TO_DO)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy, "state": self.state, "run_id": self.run_id, "ok": self.ok,
+            "old_token_id": self.old_token_id, "new_token_id": self.new_token_id,
+            "message": self.message, "dry_run": self.dry_run, "actions": self.actions,
+        }  # fmt: skip
+
+
+def default_holder() -> str:
+    """``instance:pid:nonce``. The instance is $ROTATOR_INSTANCE (e.g. a pod name) or the host name."""
+    return f"{_instance()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _instance() -> str:
+    return os.environ.get("ROTATOR_INSTANCE") or socket.gethostname()
+
+
+class Engine:
+    """Rotates one policy. Not thread-safe: one run of a policy at a time (the lease ensures it)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        journal: Journal,
+        *,
+        issuer: Issuer | None = None,
+        stores: list[tuple[str, Store]] | None = None,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+        lease_ttl: timedelta = timedelta(minutes=15),
+        holder: str | None = None,
+        checkpoint: Callable[[str], None] | None = None,
+        listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
+        run_id_factory: Callable[[], str] = new_run_id,
+    ) -> None:
+        self.policy = policy
+        self.journal = journal
+        self.issuer = issuer if issuer is not None else registry.build_issuer(policy, policy.context(clock))
+        self.stores = stores if stores is not None else registry.build_stores(policy, policy.context(clock))
+        self.clock = clock or SystemClock()
+        self.retry = retry or RetryPolicy()
+        self.lease_ttl = lease_ttl
+        self.holder = holder or default_holder()
+        self._checkpoint = checkpoint or (lambda _name: None)
+        #: Called with every audit event (audit files, webhooks, post-publish hooks); a failing
+        #: listener is logged and never stops a run.
+        self.listeners = list(listeners)
+        self.log = logging.LoggerAdapter(logger, {"policy": policy.name})
+        #: makes the id of every new run (tests inject a predictable one)
+        self.run_id_factory = run_id_factory
+        #: the fencing number of the lease this engine holds now (None: no lease held)
+        self._fence: int | None = None
+
+    # ------------------------------------------------------------------ public operations
+    def rotate(self, *, dry_run: bool = False, revoke_previous_now: bool = False, reason: str = "") -> RunResult:
+        """Rotate now. Recovers unfinished runs and revokes due tokens first.
+
+        ``revoke_previous_now``: the compromise response. The previous token is revoked as soon as
+        every store holds the new one, skipping grace (still only if rotator's records prove it is
+        this policy's token, rotator/core/revocation_rule.py); audited as an emergency rotation.
+        """
+        if dry_run:
+            return self._plan_only()
+        with self._lease("rotate"):
+            actions = self._recover_locked()
+            if revoke_previous_now:
+                self._event("emergency", "start", None, reason=reason or "(none given)")
+            result = self._rotate_locked()
+            result.actions = actions + result.actions
+            if result.state in RunState.SUCCESS and revoke_previous_now and result.old_token_id:
+                now = self.clock.now()
+                for rev in self.journal.revocations(self.policy.name, "pending"):
+                    if rev.token_id == result.old_token_id and rev.run_id == result.run_id:
+                        self.journal.update_revocation(rev, fence=self._fence, due_at=now, next_try_at=None)
+                self._event("emergency", "revoke_now", result.run_id, token_id=result.old_token_id)
+            # Due revocations were done before the mint (_rotate_locked); one is due now only when the
+            # token just replaced is (no grace, or the emergency).
+            if result.state in RunState.SUCCESS and (revoke_previous_now or self.policy.grace <= timedelta(0)):
+                result.actions += self._revoke_due_locked()
+                refreshed = self.journal.get_run(result.run_id or "")
+                if refreshed is not None:
+                    result.state = refreshed.state
+                if revoke_previous_now and result.old_token_id:
+                    failed = [a for a in result.actions if a.startswith(f"token {result.old_token_id}:")
+                              and "revocation" in a]
+                    if failed:
+                        self._event("emergency", "failed", result.run_id, token_id=result.old_token_id,
+                                    error=failed[0])
+                        raise NeedsAttention(
+                            f"emergency rotation: the new token {result.new_token_id} is published, but the "
+                            f"previous token {result.old_token_id} is NOT revoked: {failed[0]}",
+                            hint="revoke it with the issuer's own tool now, or fix the cause and run "
+                            "`rotator revoke-expired`",
+                        )
+                    self._event("emergency", "ok", result.run_id, token_id=result.old_token_id)
+                    result.message = (f"emergency rotation: published {result.new_token_id}, revoked "
+                                      f"{result.old_token_id} at once (grace skipped)")
+            return result
+
+    def recover(self) -> list[str]:
+        """Finish or undo unfinished runs, then revoke tokens whose grace has passed."""
+        with self._lease("recover"):
+            return self._recover_locked() + self._revoke_due_locked()
+
+    def revoke_due(self) -> list[str]:
+        """Revoke the tokens of this policy whose grace period has passed.
+
+        An open run (one that died, e.g. inside a mint whose child may still create a token) is
+        recovered first: every pass searches its tag again until its mint window has passed.
+        """
+        if self.journal.open_runs(self.policy.name):
+            return self.recover()
+        if not self.journal.due_revocations(self.clock.now(), self.policy.name):
+            return []
+        with self._lease("revoke"):
+            return self._revoke_due_locked()
+
+    def bootstrap(self, value: Secret, token_id: str, expires_at: datetime | None, *,
+                  replace: bool = False, reason: str = "") -> RunResult:
+        """Publish a human-created token to every store, after checking it with the issuer.
+
+        Re-runnable (invariant 9): a failure at any step leaves nothing a later command must undo
+        (a bootstrap run is never rolled back: the token is a human's, rotator never revokes it
+        there), and the same command run again skips the stores that hold the token already.
+        ``replace``: the repair path, publish it over stores that hold a managed token (the
+        current one revoked out of band, lost, or compromised); ``reason`` is audited.
+        """
+        with self._lease("bootstrap"):
+            if replace:
+                # The stores may hold a dead token: recovery may fail until this publish is done.
+                try:
+                    self._recover_locked()
+                except RotatorError as exc:
+                    self.log.warning("recovery before the repair failed (retried after it): %s", _describe(exc))
+            else:
+                self._recover_locked()
+            states = self._read_stores()
+            for name, state in states.items():
+                if state.record is not None and state.managed and state.token_id != token_id and not replace:
+                    raise PermanentError(
+                        f"store {name!r} already holds token {state.token_id} managed by rotator",
+                        hint="bootstrap is for the first token; use `rotator rotate` to replace it, or, when "
+                        "that token no longer works, `rotator bootstrap --replace --reason TEXT` (docs/operations.md)",
+                    )
+                self._check_ownership(name, state)
+            self._call(lambda: self.issuer.verify(value), "verify bootstrap token")
+            tokens = self._call(lambda: self.issuer.list_tokens(value), "list tokens")
+            info = next((t for t in tokens if t.token_id == token_id), None)
+            if info is None or not info.is_active(self.clock.now()):
+                raise PermanentError(
+                    f"token id {token_id} is not an active token of the issuer",
+                    hint="pass the id printed by `influxctl management create` / shown by `management list`",
+                )
+            now = self.clock.now()
+            replaced = sorted({s.token_id for s in states.values() if s.token_id and s.token_id != token_id})
+            # old_token_id stays empty: what a repair replaced is in its audit event and revocations.
+            run = self._new_run("bootstrap", old_token_id=None, planned={n: s.version for n, s in states.items()})
+            # The id recorded here is what lets rotator revoke this human-made token later (invariant 8).
+            self.journal.update_run(run, fence=self._fence, state=RunState.PUBLISHING, new_token_id=token_id,
+                                    new_expires_at=expires_at or info.expires_at)
+            if replace:
+                self._event("bootstrap", "replace", run.run_id, token_id=token_id, replaced=",".join(replaced),
+                            reason=reason or "(none given)")
+            record = TokenRecord(value, token_id, self.policy.issuer_type, self.policy.name, now,
+                                 expires_at or info.expires_at)
+            try:
+                for name, store in self.stores:
+                    if states[name].token_id == token_id:
+                        continue
+                    version = self._fenced_call(partial(store.publish, record, states[name].version),
+                                                f"publish {name}")
+                    self.journal.update_run(run, fence=self._fence,
+                                            published_versions={**run.published_versions, name: version})
+            except LeaseLost:
+                raise  # another process holds the policy now: this one changes no journal state
+            except Exception as exc:
+                # Close the run: nothing here is rotator's to undo, and the same command finishes it.
+                self.journal.update_run(run, fence=self._fence, state=RunState.FAILED, finished_at=self.clock.now(),
+                                        error=f"bootstrap failed: {_describe(exc)}")
+                self._event("bootstrap", "failed", run.run_id, token_id=token_id, error=_describe(exc))
+                raise
+            revocations = []
+            if replace:
+                # A replaced token that rotator minted is revoked after grace, through the rule
+                # (a dead or unknown one is simply found gone); a human's is left to its owner.
+                for old in replaced:
+                    revocations.append(Revocation(self.policy.name, old, run.run_id, "replaced",
+                                                  due_at=now + self.policy.grace, state="pending"))
+            self.journal.publish_and_schedule(run, revocations[0] if revocations else None, fence=self._fence,
+                                              state=RunState.DONE, published_at=now, finished_at=now)
+            for extra in revocations[1:]:
+                self.journal.schedule_revocation(extra, fence=self._fence)
+            self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None)
+            message = "bootstrapped" if not replace else (
+                f"replaced {', '.join(replaced) or '(nothing)'} with {token_id}; reason: {reason or '(none given)'}")
+            return RunResult(self.policy.name, RunState.DONE, run.run_id, ",".join(replaced) if replace else None,
+                             token_id, message)
+
+    # ------------------------------------------------------------------ the rotation run
+    def _rotate_locked(self) -> RunResult:
+        # tls_verify = false, plain http://... (rotator/adapters/transport.py)
+        for warning in self.policy.transport_warnings():
+            self.log.warning("insecure transport: %s", warning)
+        # PLAN: read every store, check preconditions before any side effect.
+        states = self._read_stores()
+        current = self._current(states)
+        credential = current.value if current else None
+        for name, state in states.items():
+            self._check_ownership(name, state)
+        self._call(lambda: self.issuer.list_tokens(credential), "check issuer")
+        # Tokens whose grace has passed are revoked now, with the stores PLAN read (no second read);
+        # their records ride on the run's first commit (Journal.defer).
+        revoked = self._revoke_due_locked(states)
+        run = self._new_run("rotate", old_token_id=current.token_id if current else None,
+                            planned={n: s.version for n, s in states.items()})
+        log = logging.LoggerAdapter(logger, {"policy": self.policy.name, "run_id": run.run_id})
+        self._checkpoint("planned")
+        minted: TokenRecord | None = None
+        try:
+            # 1. MINT: journal the intent, then mint with the run's tag in the description.
+            now = self.clock.now()
+            expires_at = now + self.policy.lifetime
+            with self._step(renew=True):
+                self.journal.update_run(run, fence=self._fence, state=RunState.MINTING, new_expires_at=expires_at,
+                                        mint_started_at=now)
+            self._checkpoint("minting")
+            request = MintRequest(self.policy.name, run.run_id, self.policy.token_description(run.run_id), expires_at)
+
+            def before_retry() -> None:
+                self._sweep_tag(run, credential, keep=None)
+                # The next try starts a new child: recovery must wait for that one.
+                self.journal.update_run(run, fence=self._fence, mint_started_at=self.clock.now())
+
+            token = self._fenced_call(lambda: self.issuer.mint(request, credential), "mint",
+                                      before_retry=before_retry)
+            # 2. Journal the id (never the value) before anything else can fail.
+            with self._step():
+                self.journal.update_run(run, fence=self._fence, state=RunState.MINTED, new_token_id=token.token_id,
+                                        new_expires_at=token.expires_at or expires_at)
+                self._event("mint", "ok", run.run_id, token_id=token.token_id)
+            log.info("minted token %s", token.token_id)
+            self._checkpoint("minted")
+            minted = TokenRecord(token.value, token.token_id, self.policy.issuer_type, self.policy.name,
+                                 now, token.expires_at or expires_at)
+            # 3. VERIFY: new tokens may answer 401 for a while; retry until verify_timeout.
+            deadline = self.clock.now() + self.policy.verify_timeout
+            # Between tries, confirm (and renew) the lease: a long activation wait must not outlive it.
+            self._call(lambda: self.issuer.verify(token.value), "verify", deadline=deadline,
+                       before_retry=lambda: self._fenced("verifying"))
+            # VERIFIED is the state stores may be written from: recovery finds the token id here
+            # and asks every store whether it holds it (roll forward) or not (roll back).
+            with self._step(renew=True):
+                self.journal.update_run(run, fence=self._fence, state=RunState.VERIFIED)
+                self._event("verify", "ok", run.run_id, token_id=token.token_id)
+            self._checkpoint("verified")
+        except LeaseLost:
+            raise  # the run is someone else's now: no discard, no journal write
+        except Exception as exc:
+            self._discard(run, credential, exc)
+            raise
+        # 4. PUBLISH to every store with compare-and-set against what PLAN read (each write is
+        # preceded by a lease check, _fenced_call).
+        self._checkpoint("publishing")
+        final = self._publish_all(run, minted, states, credential)
+        return RunResult(self.policy.name, final, run.run_id, run.old_token_id, run.new_token_id,
+                         "rotated" + (f"; token {run.old_token_id} will be revoked after the grace period"
+                                      if run.old_token_id else ""), actions=revoked)
+
+    def _publish_all(
+        self, run: RunRecord, record: TokenRecord, states: dict[str, StoreState], credential: Secret | None
+    ) -> RunState:
+        """Write ``record`` to every store that lacks it, then mark the run published and schedule the
+        old token's revocation. That record is deferred to the operation's next commit (at the
+        latest the lease's release): the stores hold the token, so recovery would roll the run
+        forward, and nothing is revoked before it is durable (a revocation is due after grace)."""
+        written: list[tuple[str, str]] = []
+        for name, store in self.stores:
+            if name in run.published_versions:
+                continue
+            self._checkpoint(f"publish:{name}")
+            try:
+                version = self._fenced_call(partial(store.publish, record, states[name].version), f"publish {name}")
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                self._publish_failed(run, name, exc, credential)
+                raise
+            # In memory until the run's next commit (the run's record, or an error of a later store).
+            run.published_versions = {**run.published_versions, name: version}
+            written.append((name, version))
+            self._checkpoint(f"published:{name}")
+        now = self.clock.now()
+        rev = None
+        if run.old_token_id and run.old_token_id != run.new_token_id:
+            rev = Revocation(self.policy.name, run.old_token_id, run.run_id, "superseded",
+                             due_at=now + self.policy.grace, state=RevocationState.PENDING)
+        state = RunState.PUBLISHED if rev else RunState.DONE
+        REDACTOR.pin(record.token_id, record.value)  # known to the redactor until revoked (hook output...)
+
+        def journal_published() -> None:
+            for name, version in written:
+                self._event("publish", "ok", run.run_id, store=name, version=version, token_id=record.token_id)
+            self.journal.publish_and_schedule(run, rev, fence=self._fence, state=state, published_at=now,
+                                              finished_at=None if rev else now, error=None)
+            self._event("published", "ok", run.run_id, token_id=run.new_token_id,
+                        revoke_old_at=rev.due_at if rev else None)
+
+        self.journal.defer(journal_published)
+        self._checkpoint("published")
+        return state  # what the deferred record writes (``run`` changes when it is written)
+
+    def _publish_failed(self, run: RunRecord, store_name: str, exc: Exception, credential: Secret | None) -> None:
+        # ``credential`` is the one PLAN read: a store overwritten meanwhile may hold a useless one.
+        message = _describe(exc)
+        if not run.published_versions and isinstance(exc, PermanentError):
+            # A definite refusal (CAS lost, 403, not ours): the write did not land anywhere.
+            self._discard(run, credential, exc)
+            return
+        # A transient failure may hide a write that landed with its answer lost: ask the stores.
+        try:
+            states = self._read_stores()
+        except RotatorError:
+            states = {}
+        holders = [n for n, s in states.items() if s.token_id == run.new_token_id]
+        if states and not holders:
+            # No store holds the candidate: discard it, the previous token stays current.
+            self._discard(run, credential, exc)
+            return
+        # Some stores may hold the new token and others the old one: both stay valid, and
+        # recovery (before the next run, or `rotator recover`) finishes publishing.
+        self.journal.update_run(run, fence=self._fence, error=f"publish to {store_name} failed: {message}")
+        self._event("publish", "partial", run.run_id, store=store_name, error=message)
+
+    def _discard(self, run: RunRecord, credential: Secret | None, exc: BaseException,
+                 search_until: datetime | None = None) -> str:  # fmt: skip
+        """REVOKE_NEW: a run failed before publishing; revoke whatever it minted. Returns "closed";
+        "stuck" (a revocation failed, the run stays open) or "waiting" (for ``search_until``).
+
+        ``search_until``: a child process of the (dead) run may still mint until then, so the run
+        stays open (``revoking_new``) and its tag is searched again by every later recovery.
+        """
+        message = _describe(exc)
+        self.journal.update_run(run, fence=self._fence, state=RunState.REVOKING_NEW, error=message)
+        self._event("revoke_new", "start", run.run_id, token_id=run.new_token_id, error=message)
+        try:
+            if run.new_token_id:
+                self._safe_revoke(Claim(run.new_token_id, self.policy.name, minted_by=[run.run_id],
+                                        source=f"run {run.run_id}, discarding its candidate"), credential)
+            self._sweep_tag(run, credential, keep=None)
+        except LeaseLost:
+            raise
+        except Exception as revoke_exc:  # keep the run open: recovery retries the revocation
+            self.log.error("could not revoke discarded token of run %s: %s", run.run_id, _describe(revoke_exc))
+            self.journal.update_run(run, fence=self._fence,
+                                    error=f"{message}; revoking the candidate failed: {_describe(revoke_exc)}")
+            self._event("revoke_new", "failed", run.run_id, token_id=run.new_token_id, error=_describe(revoke_exc))
+            return "stuck"
+        now = self.clock.now()
+        if search_until is not None and now < search_until:
+            self.journal.update_run(
+                run, fence=self._fence,
+                error=f"{message}; died inside a mint: no token tagged {self.policy.tag(run.run_id)} yet, but a "
+                f"child process may still create one until {search_until.isoformat(timespec='seconds')}; every "
+                "recover / revoke-expired / daemon pass searches again",
+            )  # fmt: skip
+            self._event("revoke_new", "waiting", run.run_id, search_until=search_until.isoformat())
+            return "waiting"
+        state = RunState.FAILED if run.new_token_id or run.state != RunState.PLANNED else RunState.ABORTED
+        self.journal.update_run(run, fence=self._fence, state=state, finished_at=now)
+        self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
+        return "closed"
+
+    # ------------------------------------------------------------------ recovery
+    def _recover_locked(self) -> list[str]:
+        actions: list[str] = []
+        for run in self.journal.open_runs(self.policy.name):
+            self.log.warning("recovering run %s left in state %s", run.run_id, run.state)
+            try:
+                actions.append(self._recover_run(run))
+            except LeaseLost:
+                raise
+            except RotatorError as exc:
+                self.journal.update_run(run, fence=self._fence, error=f"recovery failed: {_describe(exc)}")
+                self._event("recover", "error", run.run_id, error=_describe(exc))
+                raise
+        return actions
+
+    def _recover_run(self, run: RunRecord) -> str:
+        if run.kind == "bootstrap":
+            # A human's token: never revoked here (invariant 9). Close the run; `rotator bootstrap`
+            # run again publishes to the stores that lack it.
+            self.journal.update_run(run, fence=self._fence, state=RunState.FAILED, finished_at=self.clock.now(),
+                                    error=f"bootstrap interrupted in state {run.state}; run it again")
+            self._event("recover", "bootstrap_closed", run.run_id, token_id=run.new_token_id)
+            return (f"run {run.run_id}: interrupted bootstrap closed, token {run.new_token_id} left as it is; "
+                    "run the same `rotator bootstrap` again")
+        states = self._read_stores()
+        credential = self._credential_from(states)
+        if run.state == RunState.PLANNED:
+            self.journal.update_run(run, fence=self._fence, state=RunState.ABORTED, finished_at=self.clock.now(),
+                                    error="interrupted before minting")
+            self._event("recover", "aborted", run.run_id)
+            return f"run {run.run_id}: interrupted before minting, nothing to undo"
+        holders = [n for n, s in states.items() if run.new_token_id and s.token_id == run.new_token_id]
+        if holders:
+            if run.state == RunState.REVOKING_NEW:  # runs never move back; its token may be revoked already
+                raise NeedsAttention(
+                    f"run {run.run_id} was being discarded, yet store(s) {', '.join(holders)} hold its token "
+                    f"{run.new_token_id}",
+                    hint="check the token with the issuer; restore the previous token in those stores (e.g. "
+                    "`bao kv rollback`) or publish a fresh one with `rotator bootstrap`, then `rotator recover`",
+                )
+            self._roll_forward(run, states, holders[0])
+            return f"run {run.run_id}: rolled forward, token {run.new_token_id} published to every store"
+        # Minted (or maybe minted) but never published: discard the candidate. A run that died
+        # inside a mint may have left a child process that still mints: search its tag until that
+        # child must have ended.
+        search_until = self._mint_settles_at(run)
+        outcome = self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"), search_until)
+        if outcome != "closed":
+            if outcome == "waiting" and search_until is not None:
+                return (f"run {run.run_id}: died inside a mint; live tokens tagged {self.policy.tag(run.run_id)} "
+                        f"revoked; the tag is searched again until {search_until.isoformat(timespec='seconds')} "
+                        "(a child process may still be minting), so the run stays open")
+            raise TransientError(f"run {run.run_id}: the unpublished token could not be revoked yet",
+                                 hint="rotator retries on the next run; check the issuer is reachable")
+        return f"run {run.run_id}: rolled back, unpublished token {run.new_token_id or '(none found)'} revoked"
+
+    def _mint_settles_at(self, run: RunRecord) -> datetime | None:
+        """When no child of ``run``'s last mint call can still be running (None: no mint without an id)."""
+        if run.new_token_id is not None or run.state not in (RunState.MINTING, RunState.REVOKING_NEW):
+            return None
+        started = run.mint_started_at
+        if started is None:
+            if run.state != RunState.MINTING:
+                return None  # discarded before minting (a journal from before mint start times: minting only)
+            started = run.started_at
+        return started + timedelta(seconds=call_timeout_of(self.issuer)) + MINT_SETTLE_MARGIN
+
+    def _roll_forward(self, run: RunRecord, states: dict[str, StoreState], holder: str) -> None:
+        source = states[holder].record
+        assert source is not None
+        for name, state in states.items():
+            if state.token_id == run.new_token_id:
+                run.published_versions.setdefault(name, state.version or "")
+            elif state.token_id != run.old_token_id:
+                raise NeedsAttention(
+                    f"run {run.run_id}: store {name!r} holds token {state.token_id}, neither the old "
+                    f"({run.old_token_id}) nor the new ({run.new_token_id}) one",
+                    hint="someone else wrote the store: restore the old or the new token there (e.g. `bao kv "
+                    "rollback`), then `rotator recover`",
+                )
+        self._publish_all(run, source, states, source.value)
+
+    # ------------------------------------------------------------------ revocation
+    def _revoke_due_locked(self, states: dict[str, StoreState] | None = None) -> list[str]:
+        """Revoke this policy's due tokens. ``states``: what every store holds, read just before
+        (PLAN); otherwise the stores are read once for all of them, on the first."""
+        actions = []
+        for rev in self.journal.due_revocations(self.clock.now(), self.policy.name):
+            message, states = self._revoke_one(rev, states)
+            actions.append(message)
+        return actions
+
+    def _revoke_one(
+        self, rev: Revocation, states: dict[str, StoreState] | None = None
+    ) -> tuple[str, dict[str, StoreState] | None]:
+        """Revoke one due token; returns the message and the store states read (for the next one).
+
+        A revocation that worked is recorded with its run (done) and its audit event in one write,
+        deferred to the operation's next commit: a crash before it leaves the revocation pending,
+        and the next pass finds the token revoked already and records it then.
+        """
+        # Everything that can fail is inside the try: a failure anywhere (a store read, the
+        # issuer, the rule) counts a round and sets next_try_at, so nobody resubmits at once.
+        try:
+            claim = self._journal_claim(rev.token_id, f"the revocation scheduled by run {rev.run_id}")
+            self._checkpoint("revoking")
+            if states is None:
+                states = self._read_stores()
+            revoked = self._safe_revoke(claim, None, states)
+        except LeaseLost:
+            raise
+        except Exception as exc:  # a permanent error counts rounds too: a human may fix it meanwhile
+            rounds = rev.attempts + 1
+            failed = rounds >= MAX_REVOCATION_ROUNDS or isinstance(exc, NeedsAttention)
+            delay = min(self.retry.max_delay, self.retry.base_delay * 2**rounds)
+            with self._step():
+                self.journal.update_revocation(
+                    rev, fence=self._fence, attempts=rounds, last_error=_describe(exc),
+                    state=RevocationState.FAILED if failed else RevocationState.PENDING,
+                    next_try_at=self.clock.now() + timedelta(seconds=delay))
+                self._event("revoke_old", "failed" if failed else "retry", rev.run_id, token_id=rev.token_id,
+                            error=_describe(exc), needs_attention=True if isinstance(exc, NeedsAttention) else None)
+            self.log.error("revocation of token %s %s: %s", rev.token_id,
+                           "FAILED, needs attention" if failed else "postponed", _describe(exc))
+            if not isinstance(exc, RotatorError):
+                self.log.debug("unexpected error revoking %s", rev.token_id, exc_info=True)
+            return f"token {rev.token_id}: revocation {'failed' if failed else 'postponed'}: {_describe(exc)}", states
+        now = self.clock.now()
+
+        def journal_revoked() -> None:
+            self.journal.update_revocation(rev, fence=self._fence, state=RevocationState.DONE, done_at=now,
+                                           attempts=rev.attempts + 1, last_error=None)
+            run = self.journal.get_run(rev.run_id)
+            if run is not None and run.state == RunState.PUBLISHED:
+                self.journal.update_run(run, fence=self._fence, state=RunState.DONE, finished_at=now)
+            self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id,
+                        note=None if revoked else "already revoked or expired at the issuer")
+
+        self.journal.defer(journal_revoked)
+        REDACTOR.unpin(rev.token_id)
+        self.log.info("revoked token %s (%s)", rev.token_id, rev.reason)
+        return f"token {rev.token_id}: revoked" + ("" if revoked else " (already gone at the issuer)"), states
+
+    def _journal_claim(self, token_id: str, source: str) -> Claim:
+        """What the journal says about ``token_id``: the runs of this policy that minted it, or the
+        bootstrap that recorded it. A token the journal does not know gets an empty claim (refused)."""
+        runs = self.journal.runs_with_token(self.policy.name, token_id)
+        return Claim(token_id, self.policy.name, minted_by=[r.run_id for r in runs if r.kind != "bootstrap"],
+                     bootstrapped=any(r.kind == "bootstrap" for r in runs), source=source)
+
+    def _safe_revoke(self, claim: Claim, credential: Secret | None,
+                     states: dict[str, StoreState] | None = None) -> bool:  # fmt: skip
+        """Revoke ``claim.token_id`` if rotator's records prove it is this policy's own token and no
+        store holds it as current (rotator/core/revocation_rule.py). False: the issuer had revoked it already.
+
+        ``states``: what the stores hold, read by the caller just before (else read here)."""
+        if states is None:
+            states = self._read_stores()
+        holders = [name for name, state in states.items() if state.token_id == claim.token_id]
+        if credential is None:
+            credential = self._credential_from(states)
+        tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
+        if not check_revocable(claim, tokens, holders, self.clock.now()):
+            return False
+        self._fenced_call(lambda: self.issuer.revoke(claim.token_id, credential), f"revoke {claim.token_id}")
+        return True
+
+    def _sweep_tag(self, run: RunRecord, credential: Secret | None, keep: str | None) -> None:
+        """Revoke every live token carrying this run's tag (a lost value, or a retried mint)."""
+        tag = self.policy.tag(run.run_id)
+        tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
+        now = self.clock.now()
+        for info in tokens:
+            if tag in info.description and info.token_id != keep and info.is_active(now):
+                self.log.warning("revoking token %s left by run %s", info.token_id, run.run_id)
+                claim = Claim(info.token_id, self.policy.name, minted_by=[run.run_id],
+                              source=f"the tag search of run {run.run_id}")
+                self._safe_revoke(claim, credential)
+                self._event("revoke_orphan", "ok", run.run_id, token_id=info.token_id)
+
+    # ------------------------------------------------------------------ helpers
+    def _plan_only(self) -> RunResult:
+        states = self._read_stores()
+        current = self._current(states)
+        for name, state in states.items():
+            self._check_ownership(name, state)
+        self._call(lambda: self.issuer.list_tokens(current.value if current else None), "check issuer")
+        pending = self.journal.open_runs(self.policy.name)
+        message = (f"would mint a token expiring in {format_duration(self.policy.lifetime)}, publish it to "
+                   f"{', '.join(n for n, _ in self.stores)}, and revoke "
+                   f"{current.token_id if current else '(no current token)'} after "
+                   f"{format_duration(self.policy.grace)}")
+        if pending:
+            message += f"; would first recover {len(pending)} unfinished run(s)"
+        return RunResult(self.policy.name, DRY_RUN, None, current.token_id if current else None, None,
+                         message, dry_run=True)
+
+    def _read_stores(self) -> dict[str, StoreState]:
+        return {name: self._call(store.read_current, f"read {name}") for name, store in self.stores}
+
+    def _current(self, states: dict[str, StoreState]) -> TokenRecord | None:
+        ids = {s.token_id for s in states.values() if s.record is not None}
+        if len(ids) > 1:
+            detail = ", ".join(f"{n}={s.token_id}" for n, s in states.items())
+            raise NeedsAttention(
+                f"stores disagree on the current token ({detail})",
+                hint="run `rotator recover`; if they still disagree, make every store hold the same token "
+                "(restore the newest version in the lagging store), then `rotator recover` again",
+            )
+        return next((s.record for s in states.values() if s.record is not None), None)
+
+    def _credential_from(self, states: dict[str, StoreState]) -> Secret | None:
+        # During a half-finished publish stores may disagree; any current token authenticates.
+        return next((s.record.value for s in states.values() if s.record is not None), None)
+
+    def _check_ownership(self, name: str, state: StoreState) -> None:
+        if state.version is not None and not state.managed and not self.policy.adopt:
+            raise OwnershipError(
+                f"store {name!r} holds a secret that rotator does not manage (no managed-by=rotator marker)",
+                hint="set `adopt = true` in the policy to take it over, or point the store at another path",
+            )
+
+    def _new_run(self, kind: str, old_token_id: str | None, planned: dict[str, str | None]) -> RunRecord:
+        now = self.clock.now()
+        run = RunRecord(run_id=self.run_id_factory(), policy=self.policy.name, state=RunState.PLANNED, kind=kind,
+                        started_at=now, updated_at=now, old_token_id=old_token_id, planned_versions=planned)
+        # One commit: the run, its audit event (and what was deferred before it). Not synced on its
+        # own: no side effect waits on a planned run; MINTING's commit, before the mint, syncs it.
+        with self._step(durable=False):
+            self.journal.begin_run(run, fence=self._fence)
+            self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
+        return run
+
+    @contextmanager
+    def _step(self, renew: bool = False, durable: bool = True) -> Iterator[None]:
+        """One journal transaction for a step: its state change and audit events commit together
+        (listeners hear the events after the commit). ``renew``: confirm the lease in it too (and
+        renew it when half of lease_ttl is gone), so that the check before the side effect that
+        follows is a read. ``durable=False``: see Journal.transaction."""
+        with self.journal.transaction(durable=durable):
+            if renew and self._fence is not None:
+                self.journal.confirm_lease(self.policy.name, self.holder, self._fence, self.lease_ttl,
+                                           self.clock.now(), "journaling a step")
+            yield
+
+    def _call(
+        self, fn: Callable[[], T], what: str, deadline: datetime | None = None,
+        before_retry: Callable[[], None] | None = None,
+    ) -> T:
+        return call_with_retry(fn, what=f"{self.policy.name}: {what}", policy=self.retry, clock=self.clock,
+                               deadline=deadline, before_retry=before_retry)
+
+    def _fenced(self, what: str) -> None:
+        """Before a side effect: LeaseLost unless this engine still holds the lease with its fencing
+        number (renewing it when half of lease_ttl is gone)."""
+        if self._fence is None:
+            raise RuntimeError(f"{self.policy.name}: {what} outside of a lease")
+        self.journal.confirm_lease(self.policy.name, self.holder, self._fence, self.lease_ttl, self.clock.now(), what)
+
+    def _fenced_call(
+        self, fn: Callable[[], T], what: str, before_retry: Callable[[], None] | None = None
+    ) -> T:
+        """:meth:`_call` for a side effect: every try first confirms the lease (:meth:`_fenced`)."""
+
+        def fenced() -> T:
+            self._fenced(what)
+            return fn()
+
+        return self._call(fenced, what, before_retry=before_retry)
+
+    @contextmanager
+    def _lease(self, operation: str) -> Iterator[int]:
+        """Hold the policy's lease for ``operation``; a LeaseLost inside is audited as ``<operation>/aborted``."""
+        try:
+            fence = self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
+        except LeaseBusy as busy:
+            if not _holder_is_dead(busy.holder):
+                raise
+            # A process on this host died holding the lease (kill -9, OOM): no need to wait the TTL.
+            self.log.warning("taking over the lease of dead process %s", busy.holder)
+            fence = self.journal.take_over_lease(
+                self.policy.name, busy.holder, self.holder, self.lease_ttl, self.clock.now()
+            )
+        outer, self._fence = self._fence, fence
+        released = False
+        try:
+            yield fence
+            if outer is None:
+                # The deferred writes of the operation (the run published, revocations done) commit
+                # with the release, not synced on its own: recovery finds both again from the stores
+                # and the issuer, and the next synced commit makes it durable.
+                self.journal.release_lease(self.policy.name, self.holder, fence, durable=False)
+                released = True
+        except LeaseLost as lost:
+            self.journal.drop_deferred()  # written under the lost fence: refused anyway
+            self.log.error("%s aborted: %s", operation, lost)
+            self._event(operation, "aborted", None, reason=str(lost), fence=fence, current_fence=lost.current)
+            raise
+        finally:
+            self._fence = outer
+            if outer is None and not released:
+                try:
+                    self.journal.release_lease(self.policy.name, self.holder, fence)
+                except LeaseLost:  # a deferred write found the lease gone: give up only the lease
+                    self.journal.drop_deferred()
+                    self.journal.release_lease(self.policy.name, self.holder, fence)
+
+    def _event(self, step: str, result: str, run_id: str | None, **detail: Any) -> None:
+        """Journal an audit event (in the open step's transaction, if any); once it is committed,
+        tell the listeners and the audit log."""
+        detail = {k: v for k, v in detail.items() if v is not None}
+        now = self.clock.now()
+        self.journal.record_event(now, self.policy.name, run_id, step, result, detail)
+        self.journal.after_commit(partial(self._announce, now, step, result, run_id, detail))
+
+    def _announce(self, now: datetime, step: str, result: str, run_id: str | None, detail: dict[str, Any]) -> None:
+        event = {"at": now, "policy": self.policy.name, "run_id": run_id, "step": step, "result": result, **detail}
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception as exc:  # a notification must never break a rotation
+                self.log.error("event listener %r failed: %s", listener, _describe(exc))
+        audit_logger.info("%s %s", step, result,
+                          extra={"policy": self.policy.name, "run_id": run_id, "step": step, "result": result,
+                                 **{f"detail_{k}": v for k, v in detail.items()}})
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when ``holder`` (host:pid:nonce) names a process on this host that no longer exists."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != _instance() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -1,0 +1,132 @@
+"""Errors rotator raises, and how the engine reacts to each.
+
+    RotatorError
+      + TransientError        retried with backoff (timeouts, 5xx, throttling, not yet active)
+      |   + LeaseBusy         another process holds the policy's lease
+      |   + JournalUnavailable the journal timed out or its connection broke (also a JournalError)
+      + LeaseLost             this run's lease (fencing number) was taken over: the run stops
+      + PermanentError        not retried (auth, bad output, not found, misconfiguration)
+      |   + ConfigError       bad policy file or CLI argument (also a LookupError for registry misses)
+      |   + OwnershipError    a store holds a secret rotator does not manage
+      |   + ConflictError     compare-and-set lost: someone else wrote the store
+      |   + IssuerOutputError the issuer answered something we cannot parse safely
+      |   + NeedsAttention    going on could break an invariant: a human must decide
+      + JournalError          the journal cannot be read or written
+
+No message may contain a token value: adapters build messages from token ids, commands and
+status codes only. :func:`describe` is the one way an error becomes a line of a log, the journal
+or an event (the engine's and the daemon's), redacted once more on the way.
+"""
+
+from __future__ import annotations
+
+from rotator.core.secret import REDACTOR
+
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "IssuerOutputError",
+    "JournalError",
+    "JournalUnavailable",
+    "LeaseBusy",
+    "LeaseLost",
+    "NeedsAttention",
+    "OwnershipError",
+    "PermanentError",
+    "RotatorError",
+    "TransientError",
+    "describe",
+]
+
+
+class RotatorError(Exception):
+    """Root of every error rotator raises on purpose."""
+
+    #: What an operator should do about it; shown by the CLI under the message.
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        if hint:
+            self.hint = hint
+
+
+class TransientError(RotatorError):
+    """May succeed when tried again later."""
+
+
+class LeaseBusy(TransientError):
+    """Another rotator holds the lease of this policy."""
+
+    def __init__(self, policy: str, holder: str) -> None:
+        super().__init__(
+            f"policy {policy!r} is being rotated by {holder}",
+            hint="wait for that run to finish or for its lease to expire",
+        )
+        self.policy = policy
+        self.holder = holder
+
+
+class LeaseLost(RotatorError):
+    """This process no longer holds the policy's lease: another run took over (fencing number moved).
+
+    Neither transient (retrying the same step would act on a run someone else now owns) nor a
+    problem to fix: the run stops before its next side effect and writes nothing over the newer
+    run's state. The CLI exits 1; the daemon counts a failure.
+    """
+
+    def __init__(self, policy: str, fence: int | None, current: int | None, what: str) -> None:
+        now = "" if current is None else f"; the policy's lease now has fencing number {current}"
+        super().__init__(
+            f"policy {policy!r}: this run (lease fencing number {fence}) was overtaken by another rotator "
+            f"and stopped before {what}{now}",
+            hint="another rotator took the policy over (this process was paused or slow past lease_ttl); "
+            "nothing to undo here: `rotator status` shows what the other run did. Raise lease_ttl if "
+            "this happens without a pause",
+        )
+        self.policy = policy
+        self.fence = fence
+        self.current = current
+        self.what = what
+
+
+class PermanentError(RotatorError):
+    """Will fail again until someone changes something."""
+
+
+class ConfigError(PermanentError, LookupError):
+    """A policy file, CLI argument or adapter name is wrong."""
+
+
+class OwnershipError(PermanentError):
+    """The store holds a secret without rotator's managed-by marker."""
+
+
+class ConflictError(PermanentError):
+    """A compare-and-set write lost: the store changed since PLAN read it."""
+
+
+class IssuerOutputError(PermanentError):
+    """The issuer printed or returned something that cannot be parsed safely."""
+
+
+class NeedsAttention(PermanentError):
+    """The engine stopped where going on could break an invariant; a human must decide."""
+
+
+class JournalError(RotatorError):
+    """The journal could not be read or written."""
+
+
+class JournalUnavailable(JournalError, TransientError):
+    """The journal did not answer in time (connect, statement or lock timeout) or its connection broke."""
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` as one line for logs, the journal and events: its message (or its type's name when
+    it has none) and ``(fix: <hint>)`` when it carries a hint, passed through the redactor."""
+    text = str(exc) or type(exc).__name__
+    hint = getattr(exc, "hint", "")
+    if hint:
+        text += f" (fix: {hint})"
+    return REDACTOR.redact(text)

@@ -1,0 +1,1129 @@
+"""The durable record of runs, pending revocations, leases and audit events.
+
+The journal never holds a token value: only token ids, store version ids, states and times.
+Every state change is committed (SQLite ``synchronous=FULL``) before the side effect it
+announces, so a process killed at any instant leaves enough behind to roll forward or back.
+
+Each thread has its own connection (SQLite in WAL mode: readers never wait, writers queue on
+the database lock; PostgreSQL: one session per thread, as a pool would give), and one watchdog
+thread per journal cuts a PostgreSQL transaction that outlives its deadline.
+
+SQLite is the embedded default; PostgreSQL (``postgresql://...``, psycopg 3) lets several
+replicas share one journal and coordinate through its lease rows. The SQL is kept to what both
+run (``ON CONFLICT``, ISO-8601 text timestamps that sort as times); a :class:`_Backend` holds
+the few differences (placeholders, how a locking transaction starts, which errors mean what).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import Enum, StrEnum, nonmember
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rotator.config.extras import install_hint
+from rotator.core import audit_chain
+from rotator.core.errors import ConfigError, JournalError, JournalUnavailable, LeaseBusy, LeaseLost
+
+__all__ = ["Journal", "JournalStats", "RevocationState", "Revocation", "RunRecord", "RunState", "open_journal", "ts"]
+
+
+class RunState(StrEnum):
+    """Run states, in the order a successful run passes them (the values are what the journal stores).
+
+    A run only moves forward (:meth:`can_move`): the journal refuses any other transition, so a
+    paused process that wakes up cannot drag a run back (e.g. from ``revoking_new`` to ``verified``).
+    """
+
+    PLANNED = "planned"
+    MINTING = "minting"  # mint intent journaled; a token with the run's tag may exist
+    MINTED = "minted"  # token id known, value only in the process's memory
+    VERIFIED = "verified"  # a rotation publishes from here: stores may hold the new token
+    PUBLISHING = "publishing"  # some stores may hold the new token (bootstrap)
+    PUBLISHED = "published"  # every store holds it; old token revocation scheduled
+    DONE = "done"  # old token revoked (or there was none)
+    REVOKING_NEW = "revoking_new"  # failed before publish; discarding the candidate
+    FAILED = "failed"  # ended without publishing; nothing left behind
+    ABORTED = "aborted"  # ended before anything was minted
+
+    OPEN = nonmember((PLANNED, MINTING, MINTED, VERIFIED, PUBLISHING, REVOKING_NEW))
+    SUCCESS = nonmember((PUBLISHED, DONE))
+    FINAL = nonmember((DONE, FAILED, ABORTED))
+
+    #: the success path, in order: a run moves along it only forward (steps may be skipped, e.g.
+    #: bootstrap goes from planned to publishing, a rotation from verified to published)
+    PATH = nonmember((PLANNED, MINTING, MINTED, VERIFIED, PUBLISHING, PUBLISHED, DONE))
+    #: where a run that never published ends: from any unpublished step, and from revoking_new
+    DISCARD = nonmember((REVOKING_NEW, FAILED, ABORTED))
+
+    @classmethod
+    def can_move(cls, old: str, new: str) -> bool:
+        """True when a run in ``old`` may be written as ``new`` (same state: only while not final).
+
+        Never backwards: not from revoking_new to verified, not from published to publishing.
+        """
+        path: tuple[str, ...] = cls.PATH
+        if old == new:
+            return old not in cls.FINAL
+        if old in path and new in path:
+            return path.index(new) > path.index(old)
+        if old in path[: path.index(cls.PUBLISHING) + 1]:
+            return new in cls.DISCARD
+        return old == cls.REVOKING_NEW and new in (cls.FAILED, cls.ABORTED)
+
+
+class RevocationState(StrEnum):
+    """A revocation is ``pending`` until it is ``done`` or ``failed``; a failed one may still be done
+    (a later manual try worked), never pending again."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+    NEXT = nonmember({"pending": ("pending", "done", "failed"), "failed": ("done",), "done": ()})
+
+    @classmethod
+    def can_move(cls, old: str, new: str) -> bool:
+        nxt: dict[str, tuple[str, ...]] = cls.NEXT
+        return new in nxt.get(old, ())
+
+
+def ts(value: datetime) -> str:
+    """Fixed-width UTC text that sorts like the time it stands for."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dt(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    if len(value) == 27 and value[-1] == "Z":  # ts()'s own form: the fast parser (strptime is ~10x slower)
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    policy: str
+    state: str
+    kind: str  # rotate | bootstrap
+    started_at: datetime
+    updated_at: datetime
+    old_token_id: str | None = None
+    new_token_id: str | None = None
+    new_expires_at: datetime | None = None
+    published_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: store name -> version id PLAN read (compare-and-set base); None = absent
+    planned_versions: dict[str, str | None] = field(default_factory=dict)
+    #: store name -> version id the new token was published as
+    published_versions: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    #: the fencing number of the lease under which the run was last written
+    fence: int | None = None
+    #: when the (last) mint call started: a child process of a dead rotator may still mint until
+    #: this plus the issuer's call timeout (see Engine._recover_run)
+    mint_started_at: datetime | None = None
+
+
+@dataclass
+class Revocation:
+    policy: str
+    token_id: str
+    run_id: str
+    reason: str  # superseded | discarded
+    due_at: datetime
+    state: str  # pending | done | failed
+    attempts: int = 0
+    next_try_at: datetime | None = None
+    last_error: str | None = None
+    done_at: datetime | None = None
+
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        policy TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        old_token_id TEXT,
+        new_token_id TEXT,
+        new_expires_at TEXT,
+        published_at TEXT,
+        finished_at TEXT,
+        planned_versions TEXT NOT NULL DEFAULT '{}',
+        published_versions TEXT NOT NULL DEFAULT '{}',
+        error TEXT
+    );
+    CREATE INDEX runs_policy_started ON runs (policy, started_at);
+    CREATE TABLE revocations (
+        policy TEXT NOT NULL,
+        token_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try_at TEXT,
+        last_error TEXT,
+        done_at TEXT,
+        PRIMARY KEY (policy, token_id)
+    );
+    CREATE TABLE leases (
+        policy TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        fence INTEGER NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        at TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        run_id TEXT,
+        step TEXT NOT NULL,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_policy_at ON events (policy, at);
+    """,
+    # 2: fencing numbers on runs (the lease row is kept on release, so its fence only grows) and
+    # the start of the last mint call
+    """
+    ALTER TABLE runs ADD COLUMN fence INTEGER;
+    ALTER TABLE runs ADD COLUMN mint_started_at TEXT
+    """,
+    # 3: the audit events' hash chain (rotator/core/audit_chain.py)
+    audit_chain.MIGRATION,
+    # 4: indexes for the queries that status, the daemon and every rotation make, so that their
+    # cost follows what is current, not the journal's history (issue 12)
+    """
+    CREATE INDEX runs_policy_state ON runs (policy, state);
+    CREATE INDEX runs_policy_published ON runs (policy, published_at);
+    CREATE INDEX runs_policy_token ON runs (policy, new_token_id);
+    CREATE INDEX revocations_state_due ON revocations (state, due_at);
+    CREATE INDEX revocations_policy_state ON revocations (policy, state)
+    """,
+)
+
+_RUN_COLUMNS = (
+    "run_id", "policy", "kind", "state", "started_at", "updated_at", "old_token_id", "new_token_id",
+    "new_expires_at", "published_at", "finished_at", "planned_versions", "published_versions", "error",
+    "fence", "mint_started_at",
+)  # fmt: skip
+_REV_COLUMNS = (
+    "policy", "token_id", "run_id", "reason", "due_at", "state", "attempts", "next_try_at",
+    "last_error", "done_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Backend:
+    """What differs between SQLite and PostgreSQL."""
+
+    name: str
+    connect: Callable[[], Any]
+    errors: tuple[type[BaseException], ...]
+    #: errors after which the connection is dropped and made anew on next use
+    connection_errors: tuple[type[BaseException], ...] = ()
+    paramstyle_percent: bool = False
+    begin: str = "BEGIN"
+    begin_locked: str = "BEGIN IMMEDIATE"
+    #: a transaction that need not be durable on its own (Journal.transaction(durable=False)):
+    #: statements run before its BEGIN, after its end, and inside it
+    relaxed_before: str | None = None
+    relaxed_after: str | None = None
+    relaxed_inside: str | None = None
+    #: run first inside the migration transaction, so concurrent replicas migrate one at a time
+    migration_lock: str | None = None
+    #: a query returning a row when the table named by its one parameter exists
+    table_exists: str = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?"
+    #: appended to the SELECT of a lease row that a fenced write checks (PostgreSQL: lock it, so
+    #: no take-over commits between the check and the write; SQLite's BEGIN IMMEDIATE already does)
+    lock_row: str = ""
+    #: the longest one transaction may wait on the server before ``abort`` cuts its connection: a
+    #: statement_timeout is enforced by the server, so a peer that went silent mid-query (a dead
+    #: network path, a proxy that swallows bytes) would otherwise hang the worker for good
+    tx_deadline_s: float | None = None
+    #: cut a connection from another thread, so that a call blocked on it fails at once
+    abort: Callable[[Any], None] | None = None
+    #: true for an error that means "did not answer in time / connection broke": transient
+    #: (JournalUnavailable), unlike e.g. a permission or schema problem
+    unavailable: Callable[[BaseException], bool] = lambda _exc: False
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP")
+
+
+class _Cursor:
+    """A DB-API cursor that takes ``?`` placeholders on every backend, and notes whether it wrote."""
+
+    def __init__(self, cur: Any, percent: bool) -> None:
+        self._cur = cur
+        self._percent = percent
+        #: a statement of this transaction changed a row or the schema (its commit writes, and syncs)
+        self.wrote = False
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        values = tuple(p.value if isinstance(p, Enum) else p for p in params)
+        self._cur.execute(sql.replace("?", "%s") if self._percent else sql, values)
+        if not self.wrote and sql.lstrip()[:6].upper() in _WRITES and self._cur.rowcount != 0:
+            self.wrote = True
+        return self
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return list(self._cur.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+    def close(self) -> None:
+        self._cur.close()
+
+
+@dataclass
+class JournalStats:
+    """Exact counters of one :class:`Journal` (every thread), for tests and benchmarks.
+
+    ``transactions``: every transaction that ended (committed or rolled back), reads included.
+    ``commits``: committed transactions that changed at least one row (or the schema). On SQLite
+    (WAL, ``synchronous=FULL``) each of these is exactly one fdatasync of the WAL file at COMMIT
+    (plus, rarely, the fsyncs of an automatic checkpoint, every ~1000 pages); a transaction that only
+    read, or whose writes matched no row, writes and syncs nothing. On PostgreSQL each one is one WAL
+    flush on the server (``synchronous_commit`` on).
+    ``rollbacks``: transactions rolled back (a refused compare-and-set, a lost lease, an error).
+    """
+
+    transactions: int = 0
+    commits: int = 0
+    #: the commits that were synced (all but those of ``transaction(durable=False)``): on SQLite
+    #: the number of fdatasyncs of the WAL file
+    synced: int = 0
+    rollbacks: int = 0
+
+    def snapshot(self) -> JournalStats:
+        return replace(self)
+
+
+class _Watchdog:
+    """One thread per journal that cuts a transaction's connection when it outlives its deadline.
+
+    Replaces a ``threading.Timer`` (a new thread) per transaction: :meth:`arm` and :meth:`disarm`
+    are a dictionary operation under a lock; the thread sleeps until the earliest deadline.
+    """
+
+    def __init__(self, deadline_s: float, abort: Callable[[Any], None]) -> None:
+        self._deadline_s = deadline_s
+        self._abort = abort
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, Any]] = {}
+        self._next_key = 0
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def arm(self, conn: Any) -> int:
+        with self._cond:
+            self._next_key += 1
+            key = self._next_key
+            self._armed[key] = (time.monotonic() + self._deadline_s, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="rotator-journal-watchdog", daemon=True)
+                self._thread.start()
+            elif len(self._armed) == 1:
+                self._cond.notify()
+            return key
+
+    def disarm(self, key: int) -> None:
+        with self._cond:
+            self._armed.pop(key, None)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if not self._armed:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                key, (deadline, conn) = min(self._armed.items(), key=lambda item: item[1][0])
+                if deadline > now:
+                    self._cond.wait(deadline - now)
+                    continue
+                del self._armed[key]
+                # Under the lock: a transaction that ends now waits in disarm() until the cut is done.
+                self._abort(conn)
+
+
+class _Local(threading.local):
+    """What one thread has of a journal: its connection and its open transaction."""
+
+    conn: Any = None
+    cur: _Cursor | None = None
+    undo: list[Callable[[], None]]
+    after: list[Callable[[], None]]
+    #: writes that wait for this thread's next transaction (:meth:`Journal.defer`)
+    pending: list[Callable[[], None]]
+
+    def __init__(self) -> None:
+        self.undo, self.after, self.pending = [], [], []
+
+
+class Journal:
+    """A small API over the journal tables. Thread-safe: each thread has its own connection.
+
+    Every method is one transaction; inside :meth:`transaction` the calls of the same thread join
+    that one transaction (one commit for a step's state change and its audit events).
+    """
+
+    def __init__(self, backend: _Backend, location: str, create: bool = True) -> None:
+        self._create = create
+        self._backend = backend
+        self._local = _Local()
+        self._conns_lock = threading.Lock()
+        #: every thread's connection, with its thread (a dead thread's is closed at the next connect)
+        self._conns: list[tuple[threading.Thread, Any]] = []
+        self._watch = (
+            _Watchdog(backend.tx_deadline_s, backend.abort)
+            if backend.tx_deadline_s is not None and backend.abort is not None else None
+        )  # fmt: skip
+        self.stats = JournalStats()
+        self.location = location
+        self.backend = backend.name
+        self._migrate()
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _connection(self) -> Any:
+        local = self._local
+        if local.conn is None:
+            local.conn = self._backend.connect()
+            with self._conns_lock:
+                dead = [entry for entry in self._conns if not entry[0].is_alive()]
+                self._conns = [entry for entry in self._conns if entry[0].is_alive()]
+                self._conns.append((threading.current_thread(), local.conn))
+            for _thread, conn in dead:  # e.g. an HTTP server's thread per request that pinged the journal
+                _close_quietly(conn)
+        return local.conn
+
+    @contextmanager
+    def _tx(self, immediate: bool = False, durable: bool = True) -> Iterator[_Cursor]:
+        local = self._local
+        if local.cur is not None:  # inside this thread's open transaction: join it
+            yield local.cur
+            return
+        pending, local.pending = local.pending, []
+        try:
+            conn = self._connection()
+            cur = _Cursor(conn.cursor(), self._backend.paramstyle_percent)
+        except self._backend.errors as exc:
+            self._drop_connection()
+            raise self._error(exc, "cannot connect: ") from None
+        key = self._watch.arm(conn) if self._watch is not None else None
+        local.cur, local.undo, local.after = cur, [], []
+        committed = False
+        relaxed = not durable and self._backend.relaxed_before is not None
+        try:
+            if relaxed:
+                cur.execute(self._backend.relaxed_before or "")
+            cur.execute(self._backend.begin_locked if immediate or pending else self._backend.begin)
+            if not durable and self._backend.relaxed_inside is not None:
+                cur.execute(self._backend.relaxed_inside)
+            for write in pending:
+                write()
+            yield cur
+            cur.execute("COMMIT")
+            committed = True
+        except self._backend.errors as exc:
+            self._rollback(cur, exc)
+            raise self._error(exc) from None
+        except BaseException as exc:
+            self._rollback(cur, exc)
+            raise
+        finally:
+            if key is not None and self._watch is not None:
+                self._watch.disarm(key)
+            if relaxed and local.conn is not None:
+                try:
+                    cur.execute(self._backend.relaxed_after or "")
+                except self._backend.errors:
+                    self._drop_connection()  # never leave a connection in the relaxed mode
+            local.cur = None
+            after = local.after
+            local.undo, local.after = [], []
+            with self._conns_lock:
+                self.stats.transactions += 1
+                if committed and cur.wrote:
+                    self.stats.commits += 1
+                    if durable:
+                        self.stats.synced += 1
+                elif not committed:
+                    self.stats.rollbacks += 1
+            try:
+                cur.close()
+            except self._backend.errors:
+                pass
+        for callback in after:
+            callback()
+
+    @contextmanager
+    def transaction(self, durable: bool = True) -> Iterator[None]:
+        """One write transaction for several journal calls of this thread (they join it), committed
+        at the end of the block or rolled back as a whole; records changed in memory by calls
+        inside it (``update_run``...) are restored on rollback.
+
+        ``durable=False``: for what no side effect waits on (a run planned, a lease released). Its
+        commit is not synced on its own (SQLite ``synchronous=NORMAL`` in WAL mode, PostgreSQL
+        ``synchronous_commit = off``): a crash of the process loses nothing; a power loss may lose
+        it unless a later durable commit came first (both logs are written in order, so a synced
+        commit makes every earlier one durable)."""
+        with self._tx(immediate=True, durable=durable):
+            yield
+
+    def defer(self, write: Callable[[], None]) -> None:
+        """Run ``write`` (journal calls) inside this thread's next transaction, whatever it is.
+
+        For a record that need not be durable before any further side effect (a revocation done,
+        a run published whose stores already hold its token: recovery finds both again), so it
+        rides on the next commit instead of making its own. A read that follows sees it. If that
+        transaction rolls back, the deferred write is gone with it (as after a crash).
+        """
+        self._local.pending.append(write)
+
+    def drop_deferred(self) -> None:
+        """Forget this thread's deferred writes (e.g. the lease that fenced them is lost)."""
+        self._local.pending = []
+
+    def has_deferred(self) -> bool:
+        return bool(self._local.pending)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this thread's open transaction commits (never if it rolls back);
+        outside a transaction, at once."""
+        if self._local.cur is None:
+            callback()
+        else:
+            self._local.after.append(callback)
+
+    def _on_rollback(self, undo: Callable[[], None]) -> None:
+        if self._local.cur is not None:
+            self._local.undo.append(undo)
+
+    def _error(self, exc: BaseException, prefix: str = "") -> JournalError:
+        if self._backend.unavailable(exc):
+            return JournalUnavailable(
+                f"journal {self.location}: {prefix}{exc}",
+                hint="the journal did not answer in time or its connection broke; rotator retries on the next "
+                "run. Check the database server, the network to it and long-running locks",
+            )
+        return JournalError(f"journal {self.location}: {prefix}{exc}", hint=_JOURNAL_HINT)
+
+    def ping(self) -> None:
+        """Raise JournalUnavailable (a TransientError) or JournalError unless the journal answers now.
+
+        For readiness probes: one short read, bounded by the backend's connect and statement timeouts.
+        """
+        with self._tx() as cur:
+            cur.execute("SELECT 1").fetchone()
+
+    def _check_fence(self, cur: _Cursor, policy: str, fence: int | None, what: str) -> None:
+        """Inside a write transaction: LeaseLost unless ``fence`` is still the policy's fencing number."""
+        if fence is None:  # an unfenced write (tests, tools): no lease to check
+            return
+        row = cur.execute(f"SELECT fence FROM leases WHERE policy = ?{self._backend.lock_row}", (policy,)).fetchone()
+        current = None if row is None else int(row[0])
+        if current != fence:
+            raise LeaseLost(policy, fence, current, what)
+
+    def _rollback(self, cur: _Cursor, exc: BaseException) -> None:
+        for undo in reversed(self._local.undo):
+            undo()
+        try:
+            cur.execute("ROLLBACK")
+        except self._backend.errors:
+            pass
+        if isinstance(exc, self._backend.connection_errors):
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        conn, self._local.conn = self._local.conn, None
+        if conn is None:
+            return
+        with self._conns_lock:
+            self._conns = [entry for entry in self._conns if entry[1] is not conn]
+        _close_quietly(conn)
+
+    def _migrate(self) -> None:
+        with self._tx(immediate=True) as cur:
+            if self._backend.migration_lock:
+                cur.execute(self._backend.migration_lock)
+            # Only DDL when something is missing: a role with read/write rights alone can start.
+            probe = ("schema_version",) * self._backend.table_exists.count("?")
+            if cur.execute(self._backend.table_exists, probe).fetchone() is None:
+                if not self._create:
+                    raise _no_journal(self.location)
+                cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > len(_MIGRATIONS):
+                raise JournalError(
+                    f"journal {self.location} has schema version {current}, newer than this rotator "
+                    f"({len(_MIGRATIONS)})",
+                    hint="upgrade rotator; never point an older rotator at a newer journal",
+                )
+            for version in range(current + 1, len(_MIGRATIONS) + 1):
+                for statement in _MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def close(self) -> None:
+        """Close every thread's connection (call when no thread uses the journal any more)."""
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for _thread, conn in conns:
+            _close_quietly(conn)
+        self._local.conn = None
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = _Watchdog(self._watch._deadline_s, self._watch._abort)
+
+    # -- runs ---------------------------------------------------------------------------
+    def begin_run(self, run: RunRecord, *, fence: int | None = None) -> None:
+        """Insert ``run``; with ``fence``, only while that is still the policy's fencing number."""
+        run.fence = fence if fence is not None else run.fence
+        values = _run_row(run)
+        with self._tx(immediate=fence is not None) as cur:
+            self._check_fence(cur, run.policy, fence, f"journaling run {run.run_id}")
+            cur.execute(
+                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(values))})",
+                values,
+            )
+
+    def update_run(self, run: RunRecord, *, fence: int | None = None, **changes: Any) -> None:
+        """Apply ``changes`` to ``run`` and commit them before returning.
+
+        Compare-and-set: the row must still be in the state ``run`` was in before ``changes``, the
+        move must go forward (:meth:`RunState.can_move`), and with ``fence`` the policy's lease must
+        still carry that fencing number; otherwise LeaseLost and neither the row nor ``run`` change.
+        """
+        self._write_run(run, fence, changes, None)
+
+    def _write_run(self, run: RunRecord, fence: int | None, changes: Mapping[str, Any],
+                   rev: Revocation | None) -> None:  # fmt: skip
+        for key in changes:
+            if not hasattr(run, key) or key in ("run_id", "policy"):
+                raise TypeError(f"RunRecord has no writable field {key!r}")
+        new = replace(run, **changes)
+        if fence is not None:
+            new.fence = fence
+        if not RunState.can_move(run.state, new.state):
+            raise ValueError(f"run {run.run_id}: a run never moves from {run.state!r} to {new.state!r}")
+        with self._tx(immediate=fence is not None) as cur:
+            self._check_fence(cur, run.policy, fence, f"moving run {run.run_id} to {new.state}")
+            if not _write_run(cur, new, expected_state=run.state):
+                row = cur.execute("SELECT state, fence FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+                raise LeaseLost(run.policy, fence, None if row is None else row[1],
+                                f"moving run {run.run_id} from {run.state} to {new.state} (the journal has it in "
+                                f"{row[0] if row else 'no'} state, written by another process)")
+            if rev is not None:
+                _insert_revocation(cur, rev)
+        keys = (*changes, "fence")
+        before = {key: getattr(run, key) for key in keys}
+        for key in keys:
+            setattr(run, key, getattr(new, key))
+        self._on_rollback(partial(_restore, run, before))
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        rows = self._runs("run_id = ?", (run_id,), limit=1)
+        return rows[0] if rows else None
+
+    def open_runs(self, policy: str) -> list[RunRecord]:
+        """The policy's unfinished runs, oldest first (indexed on (policy, state): no ORDER BY in SQL,
+        for which SQLite would walk every run of the policy in start order)."""
+        marks = ", ".join("?" * len(RunState.OPEN))
+        with self._tx() as cur:
+            rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND state IN ({marks})",
+                               (policy, *RunState.OPEN)).fetchall()
+        return sorted((_run_from_row(row) for row in rows), key=lambda r: (r.started_at, r.run_id))
+
+    def runs(self, policy: str, limit: int = 20) -> list[RunRecord]:
+        return self._runs("policy = ?", (policy,), limit=limit)
+
+    def latest_run(self, policy: str) -> RunRecord | None:
+        """The policy's most recently started run (one indexed row)."""
+        rows = self._runs("policy = ?", (policy,), limit=1)
+        return rows[0] if rows else None
+
+    def runs_with_token(self, policy: str, token_id: str) -> list[RunRecord]:
+        """The policy's runs that minted (or bootstrapped) ``token_id`` (indexed, oldest first)."""
+        with self._tx() as cur:  # no ORDER BY: SQLite would pick the (policy, started_at) index for it
+            rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND new_token_id = ?",
+                               (policy, token_id)).fetchall()
+        return sorted((_run_from_row(row) for row in rows), key=lambda r: r.started_at)
+
+    def last_success(self, policy: str) -> RunRecord | None:
+        marks = ", ".join("?" * len(RunState.SUCCESS))
+        rows = self._runs(f"policy = ? AND state IN ({marks})", (policy, *RunState.SUCCESS), limit=1,
+                          order="published_at")
+        return rows[0] if rows else None
+
+    def _runs(
+        self, where: str, params: Sequence[Any], limit: int | None = None, oldest_first: bool = False,
+        order: str = "started_at",
+    ) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE {where} ORDER BY {order} "
+        sql += "ASC" if oldest_first else "DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._tx() as cur:
+            rows = cur.execute(sql, params).fetchall()
+        return [_run_from_row(row) for row in rows]
+
+    # -- revocations --------------------------------------------------------------------
+    def schedule_revocation(self, rev: Revocation, *, fence: int | None = None) -> None:
+        """Record that ``rev.token_id`` must be revoked at ``rev.due_at`` (idempotent)."""
+        with self._tx(immediate=fence is not None) as cur:
+            self._check_fence(cur, rev.policy, fence, f"scheduling the revocation of token {rev.token_id}")
+            _insert_revocation(cur, rev)
+
+    def publish_and_schedule(
+        self, run: RunRecord, rev: Revocation | None, *, fence: int | None = None, **changes: Any
+    ) -> None:
+        """Mark a run published and schedule the old token's revocation in one transaction
+        (compare-and-set and fenced like :meth:`update_run`)."""
+        self._write_run(run, fence, changes, rev)
+
+    def update_revocation(self, rev: Revocation, *, fence: int | None = None, **changes: Any) -> None:
+        """Compare-and-set like :meth:`update_run`: the row must still be in ``rev``'s state, the move
+        forward (:class:`RevocationState`), and ``fence`` current; otherwise LeaseLost."""
+        new = replace(rev, **changes)
+        if not RevocationState.can_move(rev.state, new.state):
+            raise ValueError(f"revocation of token {rev.token_id}: never moves from {rev.state!r} to {new.state!r}")
+        row = dict(zip(_REV_COLUMNS, _rev_row(new), strict=True))
+        keys = [k for k in _REV_COLUMNS if k not in ("policy", "token_id")]
+        what = f"recording the revocation of token {rev.token_id} as {new.state}"
+        with self._tx(immediate=fence is not None) as cur:
+            self._check_fence(cur, rev.policy, fence, what)
+            cur.execute(
+                f"UPDATE revocations SET {', '.join(f'{k} = ?' for k in keys)} "
+                "WHERE policy = ? AND token_id = ? AND state = ?",
+                [row[k] for k in keys] + [rev.policy, rev.token_id, rev.state],
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost(rev.policy, fence, None, f"{what} (another process changed it)")
+        before = {key: getattr(rev, key) for key in changes}
+        for key in changes:
+            setattr(rev, key, getattr(new, key))
+        self._on_rollback(partial(_restore, rev, before))
+
+    def revocations(self, policy: str | None = None, state: str | None = None) -> list[Revocation]:
+        clauses, params = [], []
+        if policy is not None:
+            clauses.append("policy = ?")
+            params.append(policy)
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(state)
+        where = " AND ".join(clauses) or "1 = 1"
+        with self._tx() as cur:
+            rows = cur.execute(
+                f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE {where} ORDER BY due_at", params
+            ).fetchall()
+        return [_rev_from_row(row) for row in rows]
+
+    def due_revocations(self, now: datetime, policy: str | None = None) -> list[Revocation]:
+        """Pending revocations whose due time (and retry time) has come, oldest due first."""
+        sql = (f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE state = ? AND due_at <= ? "
+               "AND (next_try_at IS NULL OR next_try_at <= ?)")
+        params: list[Any] = [RevocationState.PENDING, ts(now), ts(now)]
+        if policy is not None:
+            sql += " AND policy = ?"
+            params.append(policy)
+        with self._tx() as cur:
+            rows = cur.execute(sql + " ORDER BY due_at", params).fetchall()
+        return [_rev_from_row(row) for row in rows]
+
+    def pending_revocations(self, policy: str | None = None) -> list[Revocation]:
+        """Pending revocations (of one policy), by due time: bounded by what is current."""
+        return self.revocations(policy, RevocationState.PENDING)
+
+    def unfinished_revocations(self, policy: str | None = None) -> list[Revocation]:
+        """Pending and failed revocations (what compliance and status look at), by due time."""
+        clauses, params = ["state IN (?, ?)"], [str(RevocationState.PENDING), str(RevocationState.FAILED)]
+        if policy is not None:
+            clauses.append("policy = ?")
+            params.append(policy)
+        with self._tx() as cur:
+            rows = cur.execute(
+                f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE {' AND '.join(clauses)} ORDER BY due_at",
+                params,
+            ).fetchall()
+        return [_rev_from_row(row) for row in rows]
+
+    def revocation_counts(self, policy: str | None = None) -> dict[str, int]:
+        """How many revocations are pending and failed: ``{"pending": n, "failed": m}`` (indexed)."""
+        where, params = ("AND policy = ?", [policy]) if policy is not None else ("", [])
+        with self._tx() as cur:
+            rows = cur.execute(
+                f"SELECT state, COUNT(*) FROM revocations WHERE state IN (?, ?) {where} GROUP BY state",
+                [RevocationState.PENDING, RevocationState.FAILED, *params],
+            ).fetchall()
+        counts = {RevocationState.PENDING.value: 0, RevocationState.FAILED.value: 0}
+        counts.update({str(state): int(n) for state, n in rows})
+        return counts
+
+    def open_run_count(self, policy: str) -> int:
+        """How many runs of the policy are unfinished (indexed)."""
+        marks = ", ".join("?" * len(RunState.OPEN))
+        with self._tx() as cur:
+            row = cur.execute(f"SELECT COUNT(*) FROM runs WHERE policy = ? AND state IN ({marks})",
+                              (policy, *RunState.OPEN)).fetchone()
+        return int(row[0])
+
+    # -- leases -------------------------------------------------------------------------
+    def acquire_lease(self, policy: str, holder: str, ttl: timedelta, now: datetime) -> int:
+        """Take (or extend) the policy's lease; LeaseBusy if someone else holds a live one.
+
+        Returns the fencing number, which grows with every change of holder and never goes back:
+        a released lease keeps its row (holder ``''``), and a policy's first lease starts above any
+        fencing number its runs were written with.
+        """
+        expires = ts(now + ttl)
+        with self._tx(immediate=True) as cur:
+            cur.execute(
+                "INSERT INTO leases (policy, holder, fence, expires_at) "
+                "VALUES (?, ?, (SELECT COALESCE(MAX(fence), 0) + 1 FROM runs WHERE policy = ?), ?) "
+                "ON CONFLICT (policy) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, "
+                "fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE leases.fence + 1 END "
+                "WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
+                (policy, holder, policy, expires, ts(now)),
+            )
+            row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
+        if row is None or row[0] != holder:
+            raise LeaseBusy(policy, row[0] if row else "unknown")
+        return int(row[1])
+
+    def take_over_lease(self, policy: str, dead_holder: str, holder: str, ttl: timedelta, now: datetime) -> int:
+        """Take a lease whose holder is known to be dead; LeaseBusy if it changed meanwhile."""
+        with self._tx(immediate=True) as cur:
+            cur.execute(
+                "UPDATE leases SET holder = ?, fence = fence + 1, expires_at = ? WHERE policy = ? AND holder = ?",
+                (holder, ts(now + ttl), policy, dead_holder),
+            )
+            row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
+        if row is None or row[0] != holder:
+            raise LeaseBusy(policy, row[0] if row else "unknown")
+        return int(row[1])
+
+    def confirm_lease(self, policy: str, holder: str, fence: int, ttl: timedelta, now: datetime, what: str) -> None:
+        """Before a side effect: LeaseLost unless ``holder`` still holds the lease with ``fence``.
+
+        Renews the lease when less than half of ``ttl`` is left, so that the side effect that
+        follows has at least ``ttl / 2`` before anyone may take the policy over. An expired lease
+        that nobody took is still ours: its fencing number shows that no other run acted meanwhile.
+        """
+        with self._tx(immediate=True) as cur:
+            row = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?", (policy,)).fetchone()
+            if row is None or row[0] != holder or int(row[1]) != fence:
+                raise LeaseLost(policy, fence, None if row is None else int(row[1]), what)
+            if row[2] < ts(now + ttl / 2):
+                cur.execute("UPDATE leases SET expires_at = ? WHERE policy = ? AND holder = ? AND fence = ?",
+                            (ts(now + ttl), policy, holder, fence))
+                if cur.rowcount != 1:
+                    raise LeaseLost(policy, fence, None, what)
+
+    def release_lease(self, policy: str, holder: str, fence: int | None = None, *, durable: bool = True) -> None:
+        """Give the lease up (only if ``holder`` still has it, with ``fence`` when given). The row
+        stays, expired, so that the next holder's fencing number is higher."""
+        sql = "UPDATE leases SET holder = '', expires_at = ? WHERE policy = ? AND holder = ?"
+        params: list[Any] = [ts(datetime(1970, 1, 1, tzinfo=UTC)), policy, holder]
+        if fence is not None:
+            sql += " AND fence = ?"
+            params.append(fence)
+        with self._tx(immediate=self.has_deferred(), durable=durable) as cur:
+            cur.execute(sql, params)
+
+    def lease_fence(self, policy: str) -> int | None:
+        """The policy's current fencing number (None: never leased)."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT fence FROM leases WHERE policy = ?", (policy,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def lease_holder(self, policy: str, now: datetime) -> str | None:
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT holder FROM leases WHERE policy = ? AND expires_at >= ?", (policy, ts(now))
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- audit events -------------------------------------------------------------------
+    def record_event(
+        self, at: datetime, policy: str, run_id: str | None, step: str, result: str, detail: Mapping[str, Any]
+    ) -> None:
+        event = {"at": ts(at), "policy": policy, "run_id": run_id, "step": step, "result": result,
+                 "detail": json.dumps(dict(detail), sort_keys=True, default=str)}  # fmt: skip
+        with self.audit_transaction() as (cur, lock_head):  # one chain: the head row is locked until commit
+            audit_chain.append_event(cur, lock_head, event)
+
+    @contextmanager
+    def audit_transaction(self) -> Iterator[tuple[_Cursor, str]]:
+        """A write transaction for the audit chain, and the suffix that locks its head row when selected."""
+        with self._tx(immediate=True) as cur:
+            yield cur, self._backend.lock_row
+
+    def events(self, policy: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        where, params = ("WHERE policy = ?", (policy,)) if policy else ("", ())
+        with self._tx() as cur:
+            rows = cur.execute(
+                f"SELECT at, policy, run_id, step, result, detail FROM events {where} ORDER BY at DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [
+            {"at": r[0], "policy": r[1], "run_id": r[2], "step": r[3], "result": r[4], **json.loads(r[5])}
+            for r in rows
+        ]
+
+
+_JOURNAL_HINT = "check the journal path/URL, its permissions and free disk space"
+
+
+def open_journal(url: str, create: bool = True) -> Journal:
+    """Open the journal at ``url``: ``sqlite:///path`` or ``postgresql://user@host/db``.
+
+    ``create=False`` (read-only commands): a journal that does not exist yet is a ConfigError,
+    and no file, directory or table is made.
+    """
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if not create and not Path(path).is_file():
+            raise _no_journal(path)
+        return Journal(_sqlite_backend(Path(path)), path, create)
+    if url.startswith(("postgresql://", "postgres://")):
+        return Journal(_postgres_backend(url), _redact_url(url), create)
+    raise ConfigError(
+        f"unsupported journal URL {url!r}",
+        hint="use a path, sqlite:///absolute/path or postgresql://user@host/database",
+    )
+
+
+def _no_journal(location: str) -> ConfigError:
+    return ConfigError(
+        f"there is no journal at {location}; this command only reads one and does not create it",
+        hint="check `journal` under [rotator] in the policy file (a relative path is relative to the policy file) "
+        "and -c/--config; a new journal is made by the first `rotator bootstrap` or `rotator rotate`",
+    )
+
+
+def _sqlite_backend(path: Path) -> _Backend:
+    def connect() -> sqlite3.Connection:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        except OSError as exc:
+            raise sqlite3.OperationalError(str(exc)) from None
+        try:
+            path.chmod(0o600)
+        except OSError:
+            pass
+        return conn
+
+    # sqlite3.connect(timeout=30) is SQLite's busy timeout: a writer waits up to 30 s for another's
+    # lock, then "database is locked" (OperationalError), which is transient.
+    return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy,
+                    relaxed_before="PRAGMA synchronous=NORMAL", relaxed_after="PRAGMA synchronous=FULL")
+
+
+def _sqlite_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+#: PostgreSQL time limits (seconds unless said otherwise), each used unless the URL sets its own:
+#: a server that accepts and never answers, a query stuck behind a lock, or a dead peer must
+#: end in a transient error, never hang a worker.
+PG_DEFAULTS: dict[str, str] = {
+    "connect_timeout": "10",  # whole connection set-up, including a server that never answers
+    "keepalives": "1", "keepalives_idle": "15", "keepalives_interval": "5", "keepalives_count": "3",
+    "tcp_user_timeout": "30000",  # ms: sent data unacknowledged this long -> the connection is dead
+}  # fmt: skip
+PG_STATEMENT_TIMEOUT_MS = 30_000
+PG_LOCK_TIMEOUT_MS = 10_000
+
+
+def postgres_conninfo(url: str) -> str:
+    """``url`` with rotator's connect/keepalive defaults and statement/lock timeouts added where unset."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    # A parameter in the conninfo hides libpq's environment variable for it (PGOPTIONS, PGAPPNAME,
+    # PGCONNECT_TIMEOUT: the Helm chart's envFrom Secret sets them), so start from those.
+    env = {"options": "PGOPTIONS", "application_name": "PGAPPNAME", "connect_timeout": "PGCONNECT_TIMEOUT"}
+    given = {k: os.environ[var] for k, var in env.items() if k not in params and os.environ.get(var)}
+    extra: dict[str, Any] = {k: v for k, v in PG_DEFAULTS.items() if k not in params and k not in given}
+    options = str(params.get("options") or given.get("options") or "")
+    for name, value in (("statement_timeout", PG_STATEMENT_TIMEOUT_MS), ("lock_timeout", PG_LOCK_TIMEOUT_MS)):
+        if name not in options:
+            options = f"{options} -c {name}={value}".strip()
+    extra["options"] = options
+    extra["application_name"] = params.get("application_name") or given.get("application_name") or "rotator"
+    return make_conninfo(url, **extra)
+
+
+def _statement_timeout_s(conninfo: str) -> float:
+    from psycopg.conninfo import conninfo_to_dict
+
+    found = re.search(r"statement_timeout\s*=\s*(\d+)", str(conninfo_to_dict(conninfo).get("options") or ""))
+    return int(found.group(1)) / 1000 if found and len(found.group(1)) < 10 else PG_STATEMENT_TIMEOUT_MS / 1000
+
+
+def _cut_connection(conn: Any) -> None:
+    # shutdown() acts on the socket itself, not on the duplicated descriptor: libpq's pending
+    # recv() ends at once, psycopg raises OperationalError, and the journal drops the connection.
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing is blocked on it
+
+
+def _postgres_backend(url: str) -> _Backend:
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise ConfigError("a postgresql:// journal needs psycopg", hint=install_hint(exc)) from None
+    conninfo = postgres_conninfo(url)
+    # A transaction is a few short statements: twice the statement timeout plus a margin is never
+    # reached by one that the server is answering.
+    tx_deadline_s = 2 * _statement_timeout_s(conninfo) + 5
+
+    def connect() -> Any:
+        # autocommit: every transaction is an explicit BEGIN ... COMMIT, as on SQLite.
+        return psycopg.connect(conninfo, autocommit=True)
+
+    return _Backend(
+        name="postgresql",
+        connect=connect,
+        errors=(psycopg.Error,),
+        connection_errors=(psycopg.OperationalError, psycopg.InterfaceError),
+        # QueryCanceled: statement_timeout; LockNotAvailable: lock_timeout; OperationalError: connect
+        # timeout, reset, server gone.
+        unavailable=lambda exc: isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError,
+                                                 psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)),
+        lock_row=" FOR UPDATE",
+        tx_deadline_s=tx_deadline_s,
+        abort=_cut_connection,
+        paramstyle_percent=True,
+        begin="BEGIN",
+        # Row locks taken by the lease upsert serialise replicas; nothing more is needed.
+        begin_locked="BEGIN",
+        relaxed_inside="SET LOCAL synchronous_commit TO OFF",
+        migration_lock="SELECT pg_advisory_xact_lock(7306180)",  # one arbitrary key for rotator migrations
+        table_exists="SELECT to_regclass(?) WHERE to_regclass(?) IS NOT NULL",
+    )
+
+
+def _redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+def _write_run(cur: _Cursor, run: RunRecord, expected_state: str) -> bool:
+    """Write ``run`` over its row if the row is still in ``expected_state``; False if it is not."""
+    row = dict(zip(_RUN_COLUMNS, _run_row(run), strict=True))
+    keys = [k for k in _RUN_COLUMNS if k != "run_id"]
+    cur.execute(
+        f"UPDATE runs SET {', '.join(f'{k} = ?' for k in keys)} WHERE run_id = ? AND state = ?",
+        [row[k] for k in keys] + [run.run_id, expected_state],
+    )
+    return cur.rowcount == 1
+
+
+def _insert_revocation(cur: _Cursor, rev: Revocation) -> None:
+    values = _rev_row(rev)
+    cur.execute(
+        f"INSERT INTO revocations ({', '.join(_REV_COLUMNS)}) VALUES ({', '.join('?' * len(values))}) "
+        "ON CONFLICT (policy, token_id) DO NOTHING",
+        values,
+    )
+
+
+def _run_row(run: RunRecord) -> tuple[Any, ...]:
+    return (
+        run.run_id, run.policy, run.kind, run.state, ts(run.started_at), ts(run.updated_at),
+        run.old_token_id, run.new_token_id, _ts_or_none(run.new_expires_at), _ts_or_none(run.published_at),
+        _ts_or_none(run.finished_at), json.dumps(run.planned_versions, sort_keys=True),
+        json.dumps(run.published_versions, sort_keys=True), run.error, run.fence,
+        _ts_or_none(run.mint_started_at),
+    )  # fmt: skip
+
+
+def _run_from_row(row: Sequence[Any]) -> RunRecord:
+    d = dict(zip(_RUN_COLUMNS, row, strict=True))
+    return RunRecord(
+        run_id=d["run_id"], policy=d["policy"], kind=d["kind"], state=d["state"],
+        started_at=_dt(d["started_at"]) or datetime.min, updated_at=_dt(d["updated_at"]) or datetime.min,
+        old_token_id=d["old_token_id"], new_token_id=d["new_token_id"],
+        new_expires_at=_dt(d["new_expires_at"]), published_at=_dt(d["published_at"]),
+        finished_at=_dt(d["finished_at"]), planned_versions=json.loads(d["planned_versions"]),
+        published_versions=json.loads(d["published_versions"]), error=d["error"],
+        fence=d["fence"], mint_started_at=_dt(d["mint_started_at"]),
+    )  # fmt: skip
+
+
+def _rev_row(rev: Revocation) -> tuple[Any, ...]:
+    return (
+        rev.policy, rev.token_id, rev.run_id, rev.reason, ts(rev.due_at), rev.state, rev.attempts,
+        _ts_or_none(rev.next_try_at), rev.last_error, _ts_or_none(rev.done_at),
+    )  # fmt: skip
+
+
+def _rev_from_row(row: Sequence[Any]) -> Revocation:
+    d = dict(zip(_REV_COLUMNS, row, strict=True))
+    return Revocation(
+        policy=d["policy"], token_id=d["token_id"], run_id=d["run_id"], reason=d["reason"],
+        due_at=_dt(d["due_at"]) or datetime.min, state=d["state"], attempts=d["attempts"],
+        next_try_at=_dt(d["next_try_at"]), last_error=d["last_error"], done_at=_dt(d["done_at"]),
+    )  # fmt: skip
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # already broken: nothing more to release
+        pass
+
+
+def _restore(record: object, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        setattr(record, key, value)
+
+
+def _ts_or_none(value: datetime | None) -> str | None:
+    return None if value is None else ts(value)

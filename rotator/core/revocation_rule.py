@@ -1,0 +1,91 @@
+"""Which token rotator may revoke: DESIGN.md invariants 1 and 8, written once.
+
+The engine (CLI, daemon) and the AWS Lambda rotation function both ask :func:`check_revocable`
+before every revocation. A token id that comes from a store payload, a secret tag or a file is a
+*claim*; the rule turns it into an order only when two independent records agree:
+
+1. rotator's own record names the token: the journal's run that minted it (the engine), or the
+   secret's version history kept by Secrets Manager (the Lambda function, which has no journal;
+   see rotator/runners/lambda_rotation.py), or the id recorded when a human's token was bootstrapped;
+2. the issuer's listing shows the token, and its description carries this policy's tag
+   ``rotator:<policy>:<run-id>`` for one of the run ids of that record. Only a holder of the
+   issuer's credential writes descriptions, so a person who can edit a store cannot forge this.
+   A bootstrapped human token carries no tag; for it the id recorded at bootstrap is the record.
+
+And never a token that a store still holds as current (invariant 1), whatever the records say.
+
+A refused claim raises :class:`NeedsAttention` (exit 4 in the CLI, a failed revocation and an
+alert in the daemon): nothing is revoked, a person looks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+from rotator.core.contracts import TokenInfo
+from rotator.core.errors import NeedsAttention
+
+__all__ = ["Claim", "check_not_current", "check_revocable"]
+
+
+class Claim(NamedTuple):
+    """What rotator's own record says about a token it is about to revoke."""
+
+    token_id: str
+    policy: str
+    #: the run ids that may have minted it (their tag must be in the issuer's description)
+    minted_by: Collection[str] = ()
+    #: the id was recorded at bootstrap (a human-made token, no tag in its description)
+    bootstrapped: bool = False
+    #: what the claim came from, for the message (e.g. "journal run 1a2b", "tag rotator:revoke:X")
+    source: str = ""
+
+
+def check_not_current(token_id: str, holders: Sequence[str]) -> None:
+    """Invariant 1: never revoke a token a store still holds as current."""
+    if holders:
+        raise NeedsAttention(
+            f"token {token_id} is still current in store(s) {', '.join(holders)}; refusing to revoke it",
+            hint="finish publishing the new token (`rotator recover`) or bootstrap the stores again",
+        )
+
+
+def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence[str], now: datetime) -> bool:
+    """True: revoke ``claim.token_id``. False: the issuer lists it no more or not as active (nothing
+    to do). Raises NeedsAttention when the records do not prove it is rotator's token to revoke."""
+    check_not_current(claim.token_id, holders)
+    info = next((t for t in tokens if t.token_id == claim.token_id), None)
+    if info is None or not info.is_active(now):
+        return False  # revoked, expired or deleted already (e.g. a regenerated operator token): nothing to do
+    source = f" (claimed by {claim.source})" if claim.source else ""
+    if not claim.minted_by and not claim.bootstrapped:
+        raise NeedsAttention(
+            f"token {claim.token_id}{source} is not in rotator's record of tokens minted for policy "
+            f"{claim.policy!r}; refusing to revoke it",
+            hint="a token id read from a store or a tag is never trusted; if this token must go, revoke it "
+            "yourself with the issuer's own tool",
+        )
+    if claim.bootstrapped:
+        return True
+    tags = [f"rotator:{claim.policy}:{run}" for run in claim.minted_by]
+    if not any(_carries(info.description, tag) for tag in tags):
+        raise NeedsAttention(
+            f"token {claim.token_id}{source}: the issuer's description of it does not carry "
+            f"{' or '.join(tags[:3])}{' ...' if len(tags) > 3 else ''}; refusing to revoke it",
+            hint="rotator revokes only tokens it minted for this policy; check who changed the store or the "
+            "record, and revoke the token yourself if it must go",
+        )
+    return True
+
+
+def _carries(description: str, tag: str) -> bool:
+    """``tag`` appears in ``description`` as a whole word (``rotator:p:ab`` is not in ``rotator:p:abc``)."""
+    start = description.find(tag)
+    while start != -1:
+        end = start + len(tag)
+        if end == len(description) or not (description[end].isalnum() or description[end] in "-_"):
+            return True
+        start = description.find(tag, start + 1)
+    return False

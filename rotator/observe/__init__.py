@@ -1,0 +1,2 @@
+"""What operators and auditors see: logs, metrics, health and the status page, notifications,
+status, reports, compliance and the token inventory."""

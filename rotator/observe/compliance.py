@@ -1,0 +1,98 @@
+"""Compliance state of a policy: is its published token within ``max_age``, and is no revocation overdue?
+
+``max_age`` is the policy's declared cryptoperiod (PCI DSS 4.0.1 req. 3.7.4, NIST SP 800-57): by
+default the schedule's longest gap (cron: the longest gap between fires; plus the longest wait for
+a window) + grace + margin, the longest a token may live when everything works. A policy is
+*compliant* when a token is published, it is younger than ``max_age``, and no previous token
+outlived its revocation time by more than ``slack`` (the tick at which revocations run) or gave up.
+
+Computed from the journal alone, like rotator/observe/status.py, so `rotator status --check`, the daemon's
+metrics and the AWS Lambda function (from its secret's versions) say the same thing.
+docs/compliance.md explains how a team uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from rotator.config.policy_types import Policy
+from rotator.config.schedule import format_duration
+from rotator.core.journal import Journal, Revocation
+
+__all__ = ["DEFAULT_SLACK", "Compliance", "max_age_of", "policy_compliance", "revocations_overdue"]
+
+#: How long after its due time a pending revocation may wait (for the next revoke-expired tick or
+#: daemon sweep, and its retries) before it counts as overdue.
+DEFAULT_SLACK = timedelta(hours=1)
+
+
+def max_age_of(policy: Policy) -> timedelta:
+    """The policy's ``max_age``; a policy built without one (an old bundle) falls back to its lifetime."""
+    return policy.max_age if policy.max_age is not None else policy.lifetime
+
+
+def revocations_overdue(revocations: Sequence[Revocation], now: datetime, slack: timedelta) -> list[Revocation]:
+    """Pending revocations whose due time passed more than ``slack`` ago, and failed ones."""
+    return [r for r in revocations if r.state == "failed" or (r.state == "pending" and r.due_at + slack < now)]
+
+
+@dataclass(frozen=True)
+class Compliance:
+    policy: str
+    max_age: timedelta
+    #: when the current token was published (None: no token yet)
+    published_at: datetime | None
+    current_token_id: str | None
+    overdue: tuple[Revocation, ...]
+    now: datetime
+
+    @property
+    def age(self) -> timedelta | None:
+        return self.now - self.published_at if self.published_at is not None else None
+
+    @property
+    def too_old(self) -> bool:
+        age = self.age
+        return age is not None and age > self.max_age
+
+    @property
+    def compliant(self) -> bool:
+        return self.published_at is not None and not self.too_old and not self.overdue
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.published_at is None:
+            out.append("no token published yet (run `rotator bootstrap`)")
+        elif self.too_old:
+            out.append(f"token {self.current_token_id} is {format_duration(self.age or timedelta(0))} old, "
+                       f"older than max_age {format_duration(self.max_age)}")
+        for rev in self.overdue:
+            if rev.state == "failed":
+                out.append(f"revocation of token {rev.token_id} failed: it is still valid")
+            else:
+                out.append(f"revocation of token {rev.token_id} is {format_duration(self.now - rev.due_at)} overdue")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        age = self.age
+        return {
+            "policy": self.policy, "compliant": self.compliant, "max_age_s": int(self.max_age.total_seconds()),
+            "age_s": int(age.total_seconds()) if age is not None else None, "too_old": self.too_old,
+            "current_token_id": self.current_token_id, "overdue_revocations": len(self.overdue),
+            "problems": self.problems(),
+        }  # fmt: skip
+
+
+def policy_compliance(policy: Policy, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> Compliance:
+    last = journal.last_success(policy.name)
+    return Compliance(
+        policy=policy.name,
+        max_age=max_age_of(policy),
+        published_at=last.published_at if last else None,
+        current_token_id=last.new_token_id if last else None,
+        overdue=tuple(revocations_overdue(journal.unfinished_revocations(policy.name), now, slack)),
+        now=now,
+    )

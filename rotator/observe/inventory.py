@@ -1,0 +1,593 @@
+"""`rotator inventory`: every token an issuer holds, and whose it is (docs/compliance.md).
+
+For each issuer the policy file uses (policies on the same cluster or instance are listed once,
+as one *target*) and for bare targets given on the command line, list every token
+(:meth:`Issuer.list_tokens`) and classify it against rotator's **journal** (not the stores):
+
+``managed``
+    the current token of a policy, a previous one waiting for (or failing) its revocation, or the
+    candidate of a run still in progress.
+``orphan``
+    a live token that carries the tag ``rotator:<policy>:<run-id>`` of a run the journal knows, of
+    that policy, that never published it (the run failed or aborted, or published another token).
+    Only these are revoked by ``--revoke-orphans``: the engine's own tag sweep revokes them, under
+    the policy's lease, after checking no store holds them (DESIGN invariants 1 and 8).
+``suspicious`` (``orphan?``)
+    a live token whose tag rotator cannot confirm: the run id is unknown to the journal, the tag
+    names a policy that does not use this issuer or is not in the file, the description carries
+    several tags, or the journal says rotator revoked it and the issuer lists it active. A tag is a
+    claim anyone able to create tokens can write; rotator never revokes on a claim alone.
+``unmanaged``
+    no tag and unknown to the journal: a token nothing rotates. ``--suggest`` prints the policy
+    that would bring it under rotation (then ``rotator bootstrap``).
+``retired``
+    rotator's own token, no longer valid (revoked or expired): history.
+
+Flags: ``no-expiry`` (live, never expires), ``expired-not-revoked`` (past its expiry, never
+revoked: it lingers in the issuer's list), ``older-than-max-age`` (live and older than its
+policy's ``max_age``, or than ``--max-age`` for a token of no policy).
+
+No token value is ever read here: issuers list ids, descriptions and times only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from rotator.config import registry
+from rotator.config.policy_types import Policy
+from rotator.config.timefmt import rfc3339_or_none
+from rotator.core.clock import Clock
+from rotator.core.contracts import Issuer, TokenInfo
+from rotator.core.engine import Engine
+from rotator.core.errors import RotatorError
+from rotator.core.journal import Journal, Revocation, RunRecord, RunState
+from rotator.core.secret import REDACTOR, Secret
+from rotator.observe.compliance import max_age_of
+
+__all__ = [
+    "CLASSES",
+    "Entry",
+    "Inventory",
+    "Target",
+    "policy_targets",
+    "revoke_orphans",
+    "suggest_policy",
+    "take_inventory",
+]
+
+MANAGED, ORPHAN, SUSPICIOUS, UNMANAGED, RETIRED = "managed", "orphan", "suspicious", "unmanaged", "retired"
+CLASSES = (MANAGED, ORPHAN, SUSPICIOUS, UNMANAGED, RETIRED)
+NO_EXPIRY, EXPIRED_NOT_REVOKED, TOO_OLD = "no-expiry", "expired-not-revoked", "older-than-max-age"
+#: The age above which a token of no policy is flagged (CIS: rotate access keys every 90 days).
+DEFAULT_UNMANAGED_MAX_AGE = timedelta(days=90)
+
+_TAG = re.compile(r"rotator:([A-Za-z0-9][A-Za-z0-9._-]{0,62}):([A-Za-z0-9]+)(?![A-Za-z0-9_-])")
+#: Settings that name the cluster or instance an issuer talks to: policies whose issuers agree on
+#: these (and on the type) see the same tokens, so the target is listed once.
+_WHERE_ATTRS = ("profile", "base_url", "org_id", "product", "account_id", "cluster_id", "cluster_host")
+
+
+@dataclass
+class Target:
+    """One cluster or instance to list: an issuer, how to get its credential, the policies on it."""
+
+    name: str
+    kind: str
+    #: (policy, issuer, credential reader); a bare target has one entry with policy None
+    listers: list[tuple[Policy | None, Issuer, Callable[[], Secret | None]]]
+
+    @property
+    def policies(self) -> list[Policy]:
+        return [p for p, _, _ in self.listers if p is not None]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One token of one target, classified. Never a value."""
+
+    target: str
+    kind: str
+    token_id: str
+    description: str
+    state: str  # active | expired | revoked
+    cls: str
+    flags: tuple[str, ...]
+    reason: str
+    policy: str | None = None
+    run_id: str | None = None
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    age: timedelta | None = None
+    #: the run whose tag sweep revokes this orphan, and the token that run published (kept)
+    sweep: tuple[str, str | None] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "issuer": self.target, "kind": self.kind, "token_id": self.token_id, "description": self.description,
+            "state": self.state, "class": self.cls, "flags": list(self.flags), "reason": self.reason,
+            "policy": self.policy, "run_id": self.run_id, "created_at": rfc3339_or_none(self.created_at),
+            "expires_at": rfc3339_or_none(self.expires_at), "revoked_at": rfc3339_or_none(self.revoked_at),
+            "age_s": int(self.age.total_seconds()) if self.age is not None else None,
+        }  # fmt: skip
+
+
+@dataclass
+class Inventory:
+    entries: list[Entry] = field(default_factory=list)
+    #: (target, message): a target that could not be listed (the others still are)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """``(target, class) -> count`` of the tokens that are not revoked (every class, zeros included)."""
+        out = {(t, c): 0 for t in self.targets for c in CLASSES}
+        for e in self.entries:
+            if e.state != "revoked":
+                out[(e.target, e.cls)] = out.get((e.target, e.cls), 0) + 1
+        return out
+
+    def flag_counts(self) -> dict[tuple[str, str, str], int]:
+        """``(target, class, flag) -> count`` of live tokens carrying ``flag``."""
+        out: dict[tuple[str, str, str], int] = {}
+        for e in self.entries:
+            for flag in e.flags:
+                key = (e.target, e.cls, flag)
+                out[key] = out.get(key, 0) + 1
+        return out
+
+
+# ---------------------------------------------------------------------------------- targets
+def _where(policy: Policy) -> str:
+    settings = policy.issuer_settings
+    parts = [policy.issuer_type]
+    for attr in _WHERE_ATTRS:
+        value = getattr(settings, attr, None)
+        if value is not None:
+            parts.append(f"{attr}={value!r}")
+    if len(parts) == 1:  # an adapter that names its target otherwise: no merging
+        parts.append(f"policy={policy.name}")
+    return "|".join(parts)
+
+
+def store_credential(policy: Policy, clock: Clock | None = None) -> Callable[[], Secret | None]:
+    """The token the policy's stores hold now (what a self-authenticating issuer lists with)."""
+
+    def read() -> Secret | None:
+        for _, store in registry.build_stores(policy, policy.context(clock)):
+            state = store.read_current()
+            if state.record is not None:
+                return state.record.value
+        return None
+
+    return read
+
+
+def policy_targets(policies: Sequence[Policy], clock: Clock | None = None) -> list[Target]:
+    """One target per cluster or instance the policies' issuers talk to, built with ``clock``
+    (the system clock unless given)."""
+    groups: dict[str, list[Policy]] = {}
+    for policy in policies:
+        groups.setdefault(_where(policy), []).append(policy)
+    targets = []
+    for members in groups.values():
+        kind = members[0].issuer_type
+        name = f"{kind}:{','.join(sorted(p.name for p in members))}"
+        targets.append(Target(name, kind, [
+            (p, registry.build_issuer(p, p.context(clock)), store_credential(p, clock)) for p in members
+        ]))
+    return targets
+
+
+# ---------------------------------------------------------------------------------- classification
+@dataclass
+class _Facts:
+    """What the journal says about the policies of one target."""
+
+    current: dict[str, str] = field(default_factory=dict)  # token id -> policy
+    revocations: dict[str, Revocation] = field(default_factory=dict)  # token id -> its revocation
+    minted: dict[str, RunRecord] = field(default_factory=dict)  # token id -> the (latest) run that minted it
+    published_at: dict[str, datetime] = field(default_factory=dict)  # token id -> when it was published
+
+
+def _facts(journal: Journal, policies: Iterable[Policy]) -> _Facts:
+    facts = _Facts()
+    for policy in policies:
+        last = journal.last_success(policy.name)
+        if last is not None and last.new_token_id:
+            facts.current[last.new_token_id] = policy.name
+        for rev in journal.revocations(policy.name):
+            facts.revocations[rev.token_id] = rev
+        for run in reversed(journal.runs(policy.name, limit=0)):  # oldest first: the latest run wins
+            if run.new_token_id:
+                facts.minted[run.new_token_id] = run
+                if run.published_at is not None:
+                    facts.published_at[run.new_token_id] = run.published_at
+    return facts
+
+
+def _state(info: TokenInfo, now: datetime) -> str:
+    if info.revoked_at is not None:
+        return "revoked"
+    if info.expires_at is not None and info.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _classify(
+    info: TokenInfo, state: str, facts: _Facts, journal: Journal, target: Target, known: Mapping[str, Policy]
+) -> tuple[str, str, str | None, str | None, tuple[str, str | None] | None]:
+    """(class, reason, policy, run id, sweep) of one token."""
+    live = state == "active"
+    token_id = info.token_id
+    if token_id in facts.current:
+        return MANAGED, "current token", facts.current[token_id], None, None
+    rev = facts.revocations.get(token_id)
+    if rev is not None:
+        due, done = rfc3339_or_none(rev.due_at), rfc3339_or_none(rev.done_at)
+        if rev.state == "pending":
+            return MANAGED, f"previous token, revocation due {due}", rev.policy, rev.run_id, None
+        if rev.state == "failed":
+            return MANAGED, "previous token, revocation FAILED: revoke it by hand", rev.policy, rev.run_id, None
+        if live:
+            return (SUSPICIOUS, f"the journal says rotator revoked it at {done}, the issuer lists it "
+                    "active", rev.policy, rev.run_id, None)  # fmt: skip
+        return RETIRED, f"revoked by rotator {done}", rev.policy, rev.run_id, None
+    run = facts.minted.get(token_id)
+    if run is not None:
+        if run.state in RunState.OPEN:
+            why = f"candidate of run {run.run_id}, still in progress ({run.state})"
+            return MANAGED, why, run.policy, run.run_id, None
+        if not live:
+            return RETIRED, f"minted by run {run.run_id} ({run.state})", run.policy, run.run_id, None
+        if run.published_at is None:
+            return (ORPHAN, f"minted by run {run.run_id}, which {run.state} without publishing it", run.policy,
+                    run.run_id, (run.run_id, None))  # fmt: skip
+        return (SUSPICIOUS, f"published by run {run.run_id}, superseded, and no revocation recorded", run.policy,
+                run.run_id, None)  # fmt: skip
+    tags = sorted(set(_TAG.findall(info.description)))
+    if not tags:
+        return UNMANAGED, "no rotator tag, unknown to the journal", None, None, None
+    if len(tags) > 1:
+        return SUSPICIOUS, "the description carries several rotator tags", None, None, None
+    policy_name, run_id = tags[0]
+    on_target = {p.name for p in target.policies}
+    if policy_name not in known:
+        why = f"tag names policy {policy_name!r}, which is not in this policy file"
+        return SUSPICIOUS, why, policy_name, run_id, None
+    if on_target and policy_name not in on_target:
+        return (SUSPICIOUS, f"tag names policy {policy_name!r}, which does not use this issuer", policy_name, run_id,
+                None)  # fmt: skip
+    tagged = journal.get_run(run_id)
+    if tagged is None or tagged.policy != policy_name:
+        return (SUSPICIOUS, f"tag names run {run_id}, which the journal does not know for policy {policy_name!r}",
+                policy_name, run_id, None)  # fmt: skip
+    if tagged.state in RunState.OPEN:
+        return MANAGED, f"candidate of run {run_id}, still in progress ({tagged.state})", policy_name, run_id, None
+    if not live:
+        return RETIRED, f"tagged by run {run_id} ({tagged.state})", policy_name, run_id, None
+    what = "published another token" if tagged.published_at is not None else f"{tagged.state} without publishing"
+    keep = tagged.new_token_id if tagged.published_at is not None else None
+    return ORPHAN, f"tagged by run {run_id}, which {what}", policy_name, run_id, (run_id, keep)
+
+
+def _flags(
+    info: TokenInfo, state: str, cls: str, policy: Policy | None, facts: _Facts, now: datetime,
+    unmanaged_max_age: timedelta,
+) -> tuple[tuple[str, ...], timedelta | None]:
+    flags = []
+    if state == "active" and info.expires_at is None:
+        flags.append(NO_EXPIRY)
+    if state == "expired":
+        flags.append(EXPIRED_NOT_REVOKED)
+    # Age since publication for a published token (what max_age bounds), else since creation.
+    born = facts.published_at.get(info.token_id) or info.created_at
+    age = now - born if born is not None else None
+    limit = max_age_of(policy) if policy is not None and cls == MANAGED else unmanaged_max_age
+    if state == "active" and age is not None and age > limit:
+        flags.append(TOO_OLD)
+    return tuple(flags), age
+
+
+def take_inventory(
+    targets: Sequence[Target],
+    journal: Journal | None,
+    known: Sequence[Policy],
+    now: datetime,
+    *,
+    unmanaged_max_age: timedelta = DEFAULT_UNMANAGED_MAX_AGE,
+    include_revoked: bool = False,
+) -> Inventory:
+    """List and classify every target's tokens; a target that fails is reported in ``errors``."""
+    by_name = {p.name: p for p in known}
+    inv = Inventory(targets=[t.name for t in targets])
+    for target in targets:
+        tokens = _list_target(target, inv)
+        if tokens is None:
+            continue
+        facts = _facts(journal, target.policies or known) if journal is not None else _Facts()
+        for info in tokens.values():
+            state = _state(info, now)
+            if state == "revoked" and not include_revoked:
+                continue
+            if journal is None:
+                cls, reason, pname, run_id, sweep = _classify_without_journal(info, state)
+            else:
+                cls, reason, pname, run_id, sweep = _classify(info, state, facts, journal, target, by_name)
+            policy = by_name.get(pname) if pname else None
+            flags, age = _flags(info, state, cls, policy, facts, now, unmanaged_max_age)
+            inv.entries.append(Entry(
+                target=target.name, kind=target.kind, token_id=info.token_id,
+                description=REDACTOR.redact(info.description), state=state, cls=cls, flags=flags, reason=reason,
+                policy=pname, run_id=run_id, created_at=info.created_at, expires_at=info.expires_at,
+                revoked_at=info.revoked_at, age=age, sweep=sweep,
+            ))  # fmt: skip
+    return inv
+
+
+def _classify_without_journal(
+    info: TokenInfo, state: str
+) -> tuple[str, str, str | None, str | None, tuple[str, str | None] | None]:
+    tags = sorted(set(_TAG.findall(info.description)))
+    if not tags:
+        return UNMANAGED, "no rotator tag (no journal to compare with)", None, None, None
+    if state != "active":
+        return RETIRED, "rotator tag, no longer valid (no journal to compare with)", tags[0][0], tags[0][1], None
+    return SUSPICIOUS, "rotator tag, but no journal to confirm it", tags[0][0], tags[0][1], None
+
+
+def _list_target(target: Target, inv: Inventory) -> dict[str, TokenInfo] | None:
+    """Every token of the target, listed through each of its policies' issuers and merged by id.
+
+    Listing per policy matters where an issuer derives the tag from the policy (InfluxDB 3 names
+    ``<prefix>-<run id>``): the description that carries a tag wins.
+    """
+    merged: dict[str, TokenInfo] = {}
+    errors = []
+    for policy, issuer, credential in target.listers:
+        try:
+            tokens = issuer.list_tokens(credential())
+        except RotatorError as exc:
+            where = f" (through policy {policy.name})" if policy is not None else ""
+            errors.append(f"{REDACTOR.redact(str(exc))}{where}" + (f" (fix: {exc.hint})" if exc.hint else ""))
+            continue
+        for info in tokens:
+            seen = merged.get(info.token_id)
+            if seen is None or (_TAG.search(info.description) and not _TAG.search(seen.description)):
+                merged[info.token_id] = info
+    if errors and not merged:
+        inv.errors.append((target.name, "; ".join(errors)))
+        return None
+    if errors:
+        inv.errors.append((target.name, "listed only partly: " + "; ".join(errors)))
+    return merged
+
+
+# ---------------------------------------------------------------------------------- revoking orphans
+class _OrphanSweeper(Engine):
+    """The engine's own tag sweep, run for one orphan's run: the same rules as recovery."""
+
+    def sweep_run(self, run: RunRecord, keep: str | None, token_ids: Sequence[str]) -> None:
+        with self._lease("revoke_orphans"):
+            self._event("inventory", "revoke_orphans", run.run_id, token_ids=list(token_ids), kept=keep)
+            self._sweep_tag(run, self._credential_from(self._read_stores()), keep=keep)
+
+
+def revoke_orphans(
+    inv: Inventory, journal: Journal, known: Sequence[Policy], engine_options: Mapping[str, Any] | None = None
+) -> list[tuple[Entry, str]]:
+    """Revoke every ``orphan`` entry through its policy's engine; returns (entry, outcome) pairs.
+
+    The engine's sweep revokes the live tokens that carry the run's tag, except the token that
+    run published, and never one a store holds as current; every revocation is a journal event.
+    """
+    by_name = {p.name: p for p in known}
+    grouped: dict[tuple[str, str, str | None], list[Entry]] = {}
+    for entry in inv.entries:
+        if entry.cls == ORPHAN and entry.sweep is not None and entry.policy in by_name:
+            grouped.setdefault((entry.policy, *entry.sweep), []).append(entry)
+    results: list[tuple[Entry, str]] = []
+    for (policy_name, run_id, keep), entries in grouped.items():
+        policy = by_name[policy_name]
+        run = journal.get_run(run_id)
+        if run is None or run.policy != policy_name or run.state in RunState.OPEN:
+            results += [(e, "skipped: the run changed since the listing") for e in entries]
+            continue
+        sweeper = _OrphanSweeper(policy, journal, **(engine_options or {}))
+        try:
+            sweeper.sweep_run(run, keep, [e.token_id for e in entries])
+        except RotatorError as exc:
+            results += [(e, f"not revoked: {REDACTOR.redact(str(exc))}") for e in entries]
+            continue
+        listed = {t.token_id: t for t in sweeper.issuer.list_tokens(sweeper._credential_from(sweeper._read_stores()))}
+        now = sweeper.clock.now()
+        for e in entries:
+            info = listed.get(e.token_id)
+            gone = info is None or not info.is_active(now)
+            results.append((e, "revoked" if gone else "still active (not found by the run's tag sweep)"))
+    return results
+
+
+# ---------------------------------------------------------------------------------- suggestions
+def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table: Mapping[str, Any] | None,
+                   taken: Iterable[str]) -> str:
+    """The ``[[policy]]`` TOML that would rotate ``entry`` (an unmanaged token), to append to the file.
+
+    ``source`` is the raw ``[[policy]]`` table of a policy on the same target: its issuer table
+    (or ``issuer_table``, a bare target's) is reused, and its stores are copied with their secret
+    path changed, so the suggestion validates as it is.
+    """
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", (entry.description or entry.token_id).strip()).strip("-._")
+    name = ("adopt-" + (base or entry.token_id))[:60].rstrip("-._")
+    names = set(taken)
+    candidate, n = name, 2
+    while candidate in names:
+        candidate, n = f"{name[:56]}-{n}", n + 1
+    policy_raw = source
+    issuer = dict(issuer_table or (policy_raw or {}).get("issuer", {}))
+    if "token_name_prefix" in issuer:
+        issuer["token_name_prefix"] = f"rotator-{candidate}"[:100]
+    stores = [dict(s) for s in (policy_raw or {}).get("store", [])]
+    for store in stores:
+        for key in ("path", "secret_id"):
+            if isinstance(store.get(key), str):
+                store[key] = f"{store[key].rstrip('/')}-{candidate}"
+    lines = [
+        f"# Brings token {entry.token_id} ({entry.description or 'no description'}) of {entry.target} under rotation.",
+        "# Check the schedule, the grace period and the store path, append this to the policy file, then:",
+        "#   rotator validate",
+        f"#   rotator bootstrap {candidate} --token-file FILE-HOLDING-THE-TOKEN --token-id {entry.token_id}",
+        "[[policy]]",
+        f"name = {_toml(candidate)}",
+        'schedule = "30d"',
+        'grace = "24h"',
+        "",
+        "[policy.issuer]",
+        *(f"{k} = {_toml(v)}" for k, v in issuer.items() if not isinstance(v, Mapping)),
+    ]
+    for key, table in issuer.items():
+        if isinstance(table, Mapping):
+            lines += ["", f"[policy.issuer.{key}]", *(f"{k} = {_toml(v)}" for k, v in table.items())]
+    if not stores:
+        stores = [{"type": "vault-kv2", "url": "https://vault.example.com:8200", "path": f"influx/{candidate}",
+                   "auth": {"method": "token", "token": {"file": "/run/secrets/vault-token"}}}]
+        lines.insert(2, "# CHANGE the store below: it is an example.")
+    for store in stores:
+        scalars = [f"{k} = {_toml(v)}" for k, v in store.items() if not isinstance(v, Mapping)]
+        lines += ["", "[[policy.store]]", *scalars]
+        for key, table in store.items():
+            if isinstance(table, Mapping):
+                lines += [f"[policy.store.{key}]", *(f"{k} = {_toml(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: Any) -> str:
+    """A TOML value: strings (JSON escapes are TOML escapes), numbers, booleans, arrays, inline tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def read_raw_config(path: Any) -> dict[str, Any]:
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+# ---------------------------------------------------------------------------------- bare targets
+def _bare_issuer(kind: str, settings: Mapping[str, Any]) -> Issuer:
+    from pathlib import Path
+
+    from rotator.config import registry
+    from rotator.config.adapter_settings import validate_settings
+    from rotator.core.contracts import AdapterContext
+    from rotator.core.errors import ConfigError
+
+    cls = registry.load("issuer", kind)
+    try:
+        validated = validate_settings(cls.settings_model, dict(settings))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"inventory target {kind}: {exc}", hint="check the command-line flags") from None
+    return cls.from_config(validated, AdapterContext(policy="inventory", base_dir=Path.cwd()))
+
+
+#: Settings a bare target needs only to satisfy an issuer's model: they serve minting, which the
+#: inventory never does (it only lists).
+_LIST_ONLY: dict[str, dict[str, Any]] = {
+    "influxdb2": {"permissions": [{"action": "read", "resource": {"type": "buckets"}}]},
+    "management-api": {"permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "unused"}},
+    "influxctl-database": {"permissions": {"read": ["*"]}},
+}
+
+
+def url_target(url: str, kind: str, token_file: str, *, org_id: str | None = None, product: str | None = None,
+               account_id: str | None = None, cluster_id: str | None = None, tls_verify: bool = True) -> Target:
+    """A bare InfluxDB 3 / v2 instance or Management API given on the command line."""
+    ref = {"file": token_file}
+    settings: dict[str, Any]
+    if kind == "influxdb3":
+        settings = {"base_url": url, "credential": ref, "tls_verify": tls_verify}
+    elif kind == "influxdb2":
+        settings = {"base_url": url, "credential": ref, "org_id": org_id, "tls_verify": tls_verify,
+                    **_LIST_ONLY[kind]}
+    else:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)  # the data plane is never called when listing: any address without a path
+        settings = {"product": product or "clustered", "base_url": url,
+                    "cluster_host": f"{parts.scheme}://{parts.netloc}",
+                    "management_token": ref, "tls_verify": tls_verify, **_LIST_ONLY[kind]}
+        if account_id:
+            settings.update(account_id=account_id, cluster_id=cluster_id)
+    settings = {k: v for k, v in settings.items() if v is not None}
+    issuer = _bare_issuer(kind, settings)
+    return Target(f"{kind}:{url}", kind, [(None, issuer, lambda: None)])
+
+
+def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str = "influxctl") -> list[Target]:
+    """``PATH[:NAME]``: an influxctl config file's profile; its management tokens, and its database
+    tokens when a management token is in a file (``token_file``) or the profile names an admin token file."""
+    from pathlib import Path
+
+    from rotator.core.errors import ConfigError
+
+    path_text, _, name = spec.partition(":")
+    path = Path(path_text).expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--influxctl-profile {path}: cannot read it as an influxctl config ({type(exc).__name__})",
+                          hint="give PATH[:PROFILE] of an influxctl config.toml") from None
+    profiles = [p for p in data.get("profile", []) if isinstance(p, dict)]
+    chosen = next((p for p in profiles if p.get("name") == (name or "default")), None)
+    if chosen is None and not name and profiles:
+        chosen = profiles[0]
+    if chosen is None:
+        known = ", ".join(str(p.get("name")) for p in profiles) or "(none)"
+        raise ConfigError(f"--influxctl-profile {spec}: no profile {name or 'default'!r}", hint=f"profiles: {known}")
+    profile = {k: chosen[k] for k in ("product", "host", "account_id", "cluster_id") if k in chosen}
+    if "port" in chosen:
+        profile["port"] = int(chosen["port"])
+    admin_file = ((chosen.get("auth") or {}).get("token") or {}).get("token_file")
+    mgmt_value = chosen.get("mgmt_token")
+    label = f"{path}:{chosen.get('name', 'default')}"
+    targets = []
+    auth: dict[str, Any] | None = None
+    if token_file:
+        auth = {"method": "mgmt_token", "token": {"file": token_file}}
+    elif admin_file:
+        auth = {"method": "token_file", "token_file": admin_file}
+    common = {"influxctl": influxctl, "profile": profile}
+    if auth is not None:
+        mgmt = _bare_issuer("influxctl-management", {**common, "auth": auth})
+        targets.append(Target(f"influxctl-management:{label}", "influxctl-management", [(None, mgmt, lambda: None)]))
+        db = _bare_issuer("influxctl-database", {**common, "auth": auth, **_LIST_ONLY["influxctl-database"]})
+        targets.append(Target(f"influxctl-database:{label}", "influxctl-database", [(None, db, lambda: None)]))
+    elif isinstance(mgmt_value, str) and mgmt_value:
+        secret = Secret(mgmt_value)
+        mgmt = _bare_issuer("influxctl-management", {**common, "auth": {"method": "self"}})
+        targets.append(Target(f"influxctl-management:{label}", "influxctl-management", [(None, mgmt, lambda: secret)]))
+    else:
+        raise ConfigError(f"--influxctl-profile {spec}: the profile has no mgmt_token and no admin token file",
+                          hint="pass --token-file FILE holding a management token")
+    return targets

@@ -1,0 +1,101 @@
+"""Logging set-up: text or JSON lines, with every known secret value redacted.
+
+Redaction is the second line of defence (the first is that no code formats a token value into
+a message): the filter runs on every record that reaches rotator's handlers, including records
+from SDKs, and rewrites any registered secret value to ``***``.
+
+Some SDK loggers print credentials that rotator never held as a :class:`~rotator.core.secret.Secret`
+(botocore's DEBUG canonical request carries the STS session token, urllib3/requests/httpx log
+headers and URLs): :data:`QUIET_LOGGERS` stay at WARNING whatever ``--log-level`` says.
+The ``--log-file`` is created 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from rotator.core.secret import REDACTOR
+
+__all__ = ["QUIET_LOGGERS", "JsonFormatter", "PrivateFileHandler", "RedactingFilter", "setup_logging"]
+
+#: SDK loggers that can print credentials at DEBUG/INFO (request headers, signed canonical
+#: requests, bodies); kept at WARNING. Children (botocore.auth, httpcore.http11...) follow.
+QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "requests", "httpx", "httpcore", "hvac",
+                 "psycopg", "hpack", "h2")
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = REDACTOR.redact(message)
+        if record.exc_info and record.exc_info[1] is not None:
+            # Render the traceback now so it passes the redactor too.
+            record.exc_text = REDACTOR.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        record.msg, record.args = redacted, None
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD and isinstance(value, str):
+                record.__dict__[key] = REDACTOR.redact(value)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, default=str)
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+        if extras:
+            base += " " + " ".join(f"{k}={v}" for k, v in sorted(extras.items()))
+        return base
+
+
+class PrivateFileHandler(logging.FileHandler):
+    """A FileHandler whose file, when it creates it, is readable by its owner only (0600)."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)  # noqa: SIM115 - the handler closes it
+
+
+def setup_logging(
+    level: str = "info", fmt: str = "text", stream: TextIO | None = None, file: str | None = None
+) -> None:
+    """Configure the ``rotator`` logger tree (and the root for SDK records) once per process."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    if file:
+        handlers.append(PrivateFileHandler(file, encoding="utf-8"))
+    formatter: logging.Formatter = (
+        JsonFormatter() if fmt == "json" else _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(RedactingFilter())
+        root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

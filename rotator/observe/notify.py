@@ -1,0 +1,497 @@
+"""Audit events, webhooks and post-publish command hooks: what the daemon tells the outside world.
+
+An *event* is the engine's dict (``at``, ``policy``, ``run_id``, ``step``, ``result`` and details
+such as ``token_id`` or ``error``), or one the daemon adds (``rotate``: how a run ended; ``hook``:
+how a command hook ended). :class:`Notifier` is an engine listener that fans each event out:
+
+- **audit**: one JSON line per event, written at once (a file, appended to, or stdout);
+- **webhooks**: a JSON POST on ``failure`` / ``orphan`` / ``success``, signed the Standard Webhooks
+  way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256 of
+  id.timestamp.body>``, so a receiver can refuse a replayed delivery), retried with exponential
+  backoff, on one background thread per webhook;
+- **hooks**: a command (argv list, no shell) after each publication, on a background thread,
+  killed with its process group after its timeout. Its environment names the policy and the new
+  token id, never a token value, and none of rotator's own credentials. Its output is never
+  copied anywhere (it may print anything, a token included): events carry its exit code and the
+  length of its output.
+
+Only the audit write happens on the caller's thread: a slow or dead receiver never holds a
+rotation up. Events hold token ids, never values; every line and body also passes the redactor.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from rotator import __version__
+from rotator.config.daemon_config import AuditSettings, DaemonSettings, HookSettings, WebhookSettings
+from rotator.config.timefmt import rfc3339
+from rotator.core.clock import SYSTEM_CLOCK, Clock
+from rotator.core.errors import RotatorError
+from rotator.core.secret import REDACTOR
+
+__all__ = [
+    "AuditSink",
+    "CommandHook",
+    "Notifier",
+    "WebhookSender",
+    "audit_record",
+    "event_kinds",
+    "hook_environment",
+    "sign",
+    "signing_key",
+    "verify_signature",
+]
+
+logger = logging.getLogger("rotator.notify")
+
+#: Events waiting for one webhook or hook; past this, new ones are dropped (and counted).
+QUEUE_MAX = 1000
+#: Standard Webhooks (https://www.standardwebhooks.com) headers.
+ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = "webhook-id", "webhook-timestamp", "webhook-signature"
+#: How far a delivery's timestamp may be from the receiver's clock (the Standard Webhooks default).
+TOLERANCE_S = 300
+#: Variables a hook inherits from rotator's environment; everything else (VAULT_TOKEN,
+#: AWS_*, credential env refs) stays behind.
+HOOK_ENV_KEEP = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "USER", "LOGNAME", "TMPDIR", "XDG_RUNTIME_DIR")
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: ``(step, result)`` pairs and the webhook events they raise.
+#: Failures are the daemon's own summaries (one per failed run, recovery, hook or reload), not the
+#: engine's step events, so that one failure raises one webhook.
+_FAILURE = {("rotate", "failed"), ("rotate", "needs_attention"), ("recover", "failed"), ("hook", "failed"),
+            ("hook", "timeout"), ("reload", "failed")}
+_ORPHAN = {("revoke_old", "failed"), ("revoke_new", "failed")}
+_SUCCESS = {("published", "ok")}
+
+#: Reports ``(channel, result)`` of each delivery, e.g. ``("webhook", "ok")``; the daemon counts them.
+ResultCallback = Callable[[str, str], None]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, date | timedelta | Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def audit_record(event: Mapping[str, Any], clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """The JSON form of an event: ``time``, ``policy``, ``run_id``, ``step``, ``result``, then details.
+
+    ``time`` is the event's ``at``, or ``clock``'s time for an event that carries none.
+    """
+    at = event.get("at")
+    record: dict[str, Any] = {
+        "time": rfc3339(at if isinstance(at, datetime) else clock.now()),
+        "policy": event.get("policy"),
+        "run_id": event.get("run_id"),
+        "step": event.get("step"),
+        "result": event.get("result"),
+    }
+    for key, value in event.items():
+        if key != "at" and key not in record:
+            record[key] = _jsonable(value)
+    return record
+
+
+def event_kinds(record: Mapping[str, Any]) -> set[str]:
+    """The webhook events (``failure``, ``orphan``, ``success``) an audit record raises."""
+    pair = (record.get("step"), record.get("result"))
+    kinds = set()
+    if pair in _FAILURE:
+        kinds.add("failure")
+    if pair in _ORPHAN:
+        kinds.add("orphan")
+    if pair in _SUCCESS:
+        kinds.add("success")
+    return kinds
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a webhook secret: a ``whsec_<base64>`` secret (what Standard Webhooks
+    libraries generate and expect) is decoded; any other string is used as its UTF-8 bytes."""
+    secret = secret.strip()
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            raise RotatorError("the webhook secret starts with whsec_ but the rest is not base64",
+                               hint="use a secret as Standard Webhooks libraries make it, or drop the prefix") from None
+    return secret.encode("utf-8")
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def verify_signature(key: bytes, headers: Mapping[str, str], body: bytes, *, now: float | None = None,
+                     tolerance_s: float = TOLERANCE_S) -> None:
+    """What a receiver does before trusting a delivery; ValueError says why it is refused.
+
+    ``headers`` keys are matched case-insensitively. A timestamp further than ``tolerance_s`` from
+    ``now`` (Unix seconds; the system clock's by default) is refused (a replay of a captured
+    delivery); a receiver that also remembers the ``webhook-id`` values it accepted within the
+    window refuses a replay inside it too.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    msg_id, stamp, signatures = (lower.get(ID_HEADER), lower.get(TIMESTAMP_HEADER), lower.get(SIGNATURE_HEADER))
+    if not msg_id or not stamp or not signatures:
+        raise ValueError("missing webhook-id, webhook-timestamp or webhook-signature")
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        raise ValueError("webhook-timestamp is not an integer") from None
+    if abs((SYSTEM_CLOCK.now().timestamp() if now is None else now) - timestamp) > tolerance_s:
+        raise ValueError("webhook-timestamp is outside the tolerance window (a replayed or delayed delivery)")
+    expected = sign(key, msg_id, timestamp, body)
+    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures.split()):
+        raise ValueError("no valid signature")
+
+
+def _dumps(record: Mapping[str, Any]) -> str:
+    return REDACTOR.redact(json.dumps(record, separators=(",", ":"), default=str))
+
+
+def _target(url: str) -> str:
+    """What logs may say about a URL: scheme and host (paths and queries may carry secrets)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+
+
+def open_private(path: Path) -> TextIO:
+    """Open ``path`` for appending; create it 0600 (audit lines name policies, runs and token ids)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return open(fd, "a", encoding="utf-8")
+
+
+class AuditSink:
+    """Writes audit records as JSON lines; thread-safe; a write error is logged, never raised."""
+
+    def __init__(self, settings: AuditSettings, base_dir: Path, stdout: TextIO | None = None) -> None:
+        self._lock = threading.Lock()
+        self._owned = False
+        self.where = "stdout"
+        if settings.file is None:
+            self._stream: TextIO = stdout or sys.stdout
+            return
+        path = settings.file if settings.file.is_absolute() else base_dir / settings.file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream = open_private(path)  # closed in close()
+        except OSError as exc:
+            raise RotatorError(f"cannot open audit file {path}: {exc.strerror}",
+                               hint="check [daemon.audit] file and that rotator's user may write there") from None
+        self._owned = True
+        self.where = str(path)
+
+    def reopen(self) -> None:
+        """Open the audit file again (after logrotate moved it); stdout is left alone."""
+        if not self._owned:
+            return
+        with self._lock:
+            try:
+                stream = open_private(Path(self.where))  # closed in close()
+            except OSError as exc:
+                logger.error("cannot reopen audit file %s, still writing to the old one: %s", self.where, exc)
+                return
+            self._stream.close()
+            self._stream = stream
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        line = _dumps(record) + "\n"
+        with self._lock:
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (OSError, ValueError) as exc:
+                logger.error("cannot write audit event to %s: %s", self.where, exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._owned:
+                self._stream.close()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A webhook answering with a redirect fails: following it would re-send a signed body elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class _Worker:
+    """A daemon thread draining a bounded queue; ``close`` lets it finish, then abandons it."""
+
+    def __init__(self, name: str, on_result: ResultCallback | None, channel: str) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX)
+        self._abort = threading.Event()
+        self._on_result = on_result
+        self._channel = channel
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            logger.error("%s: %d notifications already queued, dropping one", self._thread.name, QUEUE_MAX)
+            self._report("dropped")
+
+    def _report(self, result: str) -> None:
+        if self._on_result is not None:
+            self._on_result(self._channel, result)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._handle(item)
+            except Exception:  # a bug here must not kill the thread and silence later events
+                logger.exception("%s: unexpected error", self._thread.name)
+                self._report("failed")
+
+    def _handle(self, item: Any) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def close(self, timeout: float) -> bool:
+        """Deliver what is queued within ``timeout`` seconds; True when everything went out."""
+        deadline = time.monotonic() + timeout  # a bound on the wait, not a time of day: no Clock needed
+        try:
+            self._queue.put(None, timeout=max(timeout, 0.01))
+        except queue.Full:
+            pass
+        self._thread.join(max(deadline - time.monotonic(), 0))
+        if self._thread.is_alive():
+            self._abort.set()  # stop waiting between retries
+            logger.warning("%s: undelivered notifications abandoned at shutdown", self._thread.name)
+            return False
+        return True
+
+
+class WebhookSender(_Worker):
+    """POSTs signed JSON to one URL, retrying with exponential backoff and jitter."""
+
+    def __init__(
+        self, settings: WebhookSettings, base_dir: Path, *, index: int = 0, on_result: ResultCallback | None = None,
+        opener: urllib.request.OpenerDirector | None = None, clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.settings = settings
+        self.base_dir = base_dir
+        self.clock = clock
+        self.target = _target(settings.url)
+        self._opener = opener or urllib.request.build_opener(_NoRedirect())
+        self._rng = random.Random()
+        super().__init__(f"rotator-webhook-{index}", on_result, "webhook")
+
+    def wants(self, kind: str, record: Mapping[str, Any]) -> bool:
+        policies = self.settings.policies
+        return kind in self.settings.on and (policies is None or record.get("policy") in policies)
+
+    def submit(self, kind: str, record: Mapping[str, Any]) -> None:
+        delivery = "msg_" + uuid.uuid4().hex
+        body = _dumps({"event": kind, "delivery": delivery, **record, "rotator_version": __version__})
+        self._put((kind, body.encode("utf-8"), delivery))
+
+    def _handle(self, item: tuple[str, bytes, str]) -> None:
+        kind, body, delivery = item
+        s = self.settings
+        error = ""
+        for attempt in range(1, s.attempts + 1):
+            retry, error = self._attempt(kind, body, delivery)
+            if not error:
+                logger.info("webhook %s: delivered %s event %s", self.target, kind, delivery)
+                self._report("ok")
+                return
+            if not retry or attempt == s.attempts:
+                break
+            cap = min(s.max_backoff, s.backoff * 2 ** (attempt - 1)).total_seconds()
+            wait = self._rng.uniform(cap / 2, cap)
+            logger.warning("webhook %s: %s event %s failed (attempt %d), retrying in %.1fs: %s",
+                           self.target, kind, delivery, attempt, wait, error)
+            if self._abort.wait(wait):
+                break
+        logger.error("webhook %s: giving up on %s event %s: %s", self.target, kind, delivery, error)
+        self._report("failed")
+
+    def _attempt(self, kind: str, body: bytes, delivery: str) -> tuple[bool, str]:
+        """One POST: ``(worth retrying, error)``; no error means delivered."""
+        try:
+            key = signing_key(self.settings.secret.resolve(self.base_dir).reveal())
+        except RotatorError as exc:
+            return True, f"no signing key: {exc}"
+        # Signed at each attempt: a retry carries a fresh timestamp, and the same webhook-id (a
+        # receiver de-duplicates on it).
+        timestamp = int(self.clock.now().timestamp())
+        request = urllib.request.Request(self.settings.url, data=body, method="POST", headers={
+            "Content-Type": "application/json",
+            "User-Agent": f"rotator/{__version__}",
+            "X-Rotator-Event": kind,
+            ID_HEADER: delivery,
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(key, delivery, timestamp, body),
+        })
+        try:
+            with self._opener.open(request, timeout=self.settings.timeout.total_seconds()) as response:
+                status = int(response.status)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (OSError, ValueError) as exc:  # refused, reset, timed out, DNS, bad URL
+            reason = getattr(exc, "reason", None) or exc
+            return True, REDACTOR.redact(f"{type(exc).__name__}: {reason}")
+        if 200 <= status < 300:
+            return False, ""
+        return status in (408, 425, 429) or status >= 500, f"HTTP {status}"
+
+
+def hook_environment(settings: HookSettings, record: Mapping[str, Any]) -> dict[str, str]:
+    """A hook's whole environment: a few harmless variables of ours, its ``env``, and ROTATOR_*."""
+    env = {k: v for k, v in os.environ.items() if k in HOOK_ENV_KEEP or k.startswith("LC_")}
+    env.setdefault("PATH", _DEFAULT_PATH)
+    env.update(settings.env)
+    env.update({
+        "ROTATOR_EVENT": str(record.get("step") or ""),
+        "ROTATOR_POLICY": str(record.get("policy") or ""),
+        "ROTATOR_RUN_ID": str(record.get("run_id") or ""),
+        "ROTATOR_TOKEN_ID": str(record.get("token_id") or ""),
+    })
+    return env
+
+
+class CommandHook(_Worker):
+    """Runs one command after each publication; reports how it ended as a ``hook`` event."""
+
+    def __init__(
+        self, settings: HookSettings, base_dir: Path, *, index: int = 0,
+        emit: Callable[[Mapping[str, Any]], None] | None = None, on_result: ResultCallback | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.settings = settings
+        self.base_dir = base_dir
+        self.clock = clock
+        self._emit = emit
+        super().__init__(f"rotator-hook-{index}", on_result, "hook")
+
+    def wants(self, record: Mapping[str, Any]) -> bool:
+        policies = self.settings.policies
+        return (record.get("step"), record.get("result")) in _SUCCESS and (
+            policies is None or record.get("policy") in policies
+        )
+
+    def submit(self, record: Mapping[str, Any]) -> None:
+        self._put(dict(record))
+
+    def _handle(self, record: dict[str, Any]) -> None:
+        argv = self.settings.command
+        timeout = self.settings.timeout.total_seconds()
+        started = time.monotonic()  # how long the hook ran, not a time of day: no Clock needed
+        result, code, error, output = "ok", None, None, 0
+        try:
+            proc = subprocess.Popen(argv, env=hook_environment(self.settings, record), cwd=self.base_dir,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, errors="replace", start_new_session=True)
+        except OSError as exc:
+            result, error = "failed", f"cannot start {argv[0]}: {exc.strerror}"
+        else:
+            # The output is read (so the hook never blocks on a full pipe) and only measured: a
+            # hook may print anything, the token it just received included, so none of it is
+            # copied into logs, audit lines or webhooks.
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                stdout, stderr = proc.communicate()
+                result, error = "timeout", f"{argv[0]} did not finish within {timeout:g}s and was killed"
+            else:
+                code = proc.returncode
+                if code != 0:
+                    result, error = "failed", f"{argv[0]} exited with status {code}"
+            output = len(stdout or "") + len(stderr or "")
+        elapsed = time.monotonic() - started
+        log = logger.info if result == "ok" else logger.error
+        log("hook %s for policy %s: %s in %.1fs (output: %d characters, not logged)%s", argv[0],
+            record.get("policy"), result, elapsed, output, f": {REDACTOR.redact(error)}" if error else "")
+        self._report(result)
+        if self._emit is not None:
+            event = {"at": self.clock.now(), "policy": record.get("policy"), "run_id": record.get("run_id"),
+                     "step": "hook", "result": result, "command": argv[0], "token_id": record.get("token_id"),
+                     "exit_code": code, "output_chars": output, "duration_s": round(elapsed, 3)}
+            if error:
+                event["error"] = REDACTOR.redact(error)
+            self._emit(event)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+class Notifier:
+    """The engine listener: audit line now, webhooks and hooks queued for their threads."""
+
+    def __init__(
+        self, settings: DaemonSettings, base_dir: Path, *, on_result: ResultCallback | None = None,
+        stdout: TextIO | None = None, clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.audit = AuditSink(settings.audit, base_dir, stdout)
+        self.webhooks = [WebhookSender(w, base_dir, index=i, on_result=on_result, clock=clock)
+                         for i, w in enumerate(settings.webhooks)]
+        self.hooks = [CommandHook(h, base_dir, index=i, emit=self, on_result=on_result, clock=clock)
+                      for i, h in enumerate(settings.hooks)]
+
+    def same_settings(self, settings: DaemonSettings) -> bool:
+        return (self.settings.audit, self.settings.webhooks, self.settings.hooks) == (
+            settings.audit, settings.webhooks, settings.hooks)
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        record = audit_record(event, self.clock)
+        self.audit.write(record)
+        for kind in sorted(event_kinds(record)):
+            for webhook in self.webhooks:
+                if webhook.wants(kind, record):
+                    webhook.submit(kind, record)
+        for hook in self.hooks:
+            if hook.wants(record):
+                hook.submit(record)
+
+    def close(self, timeout: float) -> bool:
+        """Finish queued hooks, then webhooks (hooks may add failure events), within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        done = all([hook.close(max(deadline - time.monotonic(), 0)) for hook in self.hooks])
+        done = all([w.close(max(deadline - time.monotonic(), 0)) for w in self.webhooks]) and done
+        self.audit.close()
+        return done

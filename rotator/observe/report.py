@@ -1,0 +1,408 @@
+"""``rotator report``: the rotation evidence of a period, as JSON, CSV or one self-contained HTML file.
+
+Per policy: every rotation (run id, started / verified / published times, old and new token ids,
+the instance that ran it), every revocation (due, done, confirmed by the issuer), failures and how
+they ended, and a summary (maximum observed token age against ``max_age`` and a 90-day line), with
+the audit chain's verification result. Built from the journal alone; never a token value (the
+journal holds none). Pruned periods appear as the checkpoint's per-policy summaries.
+
+Columns carry the control they serve as evidence (PCI DSS 4.0.1 8.6.3 / 3.7.4, CIS 90-day): this is
+evidence for an assessor, not a claim of compliance.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from rotator.config.policy_types import Policy
+from rotator.config.schedule import format_duration
+from rotator.config.timefmt import parse_rfc3339
+from rotator.core import audit_chain
+from rotator.core.errors import ConfigError
+from rotator.core.journal import Journal, RunRecord, RunState, ts
+from rotator.observe.compliance import max_age_of
+
+__all__ = ["DISCLAIMER", "Evidence", "build", "parse_date", "render"]
+
+DISCLAIMER = (
+    "This report is evidence drawn from rotator's journal for an assessor to examine. It is not a legal "
+    "claim or an attestation of compliance with PCI DSS, CIS or any other standard; control labels only say "
+    "which requirement a column is meant to support."
+)
+#: the control labels columns carry
+CONTROLS = {
+    "rotations": "PCI DSS 8.6.3",
+    "max_age": "PCI DSS 3.7.4 (cryptoperiod)",
+    "within_max_age": "PCI DSS 8.6.3 / 3.7.4",
+    "within_90d": "CIS 90-day",
+    "revocations": "CIS 90-day (deactivate, delete)",
+    "chain": "audit trail integrity",
+}
+CIS_LIMIT = timedelta(days=90)
+_FAILED_RESULTS = ("failed", "error", "partial", "retry")
+
+
+def parse_date(flag: str, text: str) -> datetime:
+    """``YYYY-MM-DD`` (midnight UTC) or an RFC 3339 time; ConfigError otherwise."""
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not a date",
+                          hint=f"use YYYY-MM-DD (UTC) or an RFC 3339 time, e.g. {flag} 2026-01-01") from None
+
+
+@dataclass
+class Rotation:
+    run_id: str
+    kind: str
+    state: str
+    started_at: str
+    verified_at: str | None
+    published_at: str | None
+    old_token_id: str | None
+    new_token_id: str | None
+    instance: str | None
+
+
+@dataclass
+class RevocationRow:
+    token_id: str
+    run_id: str
+    reason: str
+    due_at: str
+    state: str
+    done_at: str | None
+    confirmed_by_issuer: bool
+    attempts: int
+    last_error: str | None
+
+
+@dataclass
+class Failure:
+    at: str
+    run_id: str | None
+    step: str
+    result: str
+    error: str | None
+    #: how it ended: the run's final state, or "revocation retried, then done" ...
+    ended: str
+    instance: str | None
+
+
+@dataclass
+class PolicyEvidence:
+    policy: str
+    max_age_s: int
+    schedule: str
+    rotations: list[Rotation] = field(default_factory=list)
+    revocations: list[RevocationRow] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    max_observed_age_s: int | None = None
+    #: the token that lived longest in the period
+    oldest_token_id: str | None = None
+    pruned: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def within_max_age(self) -> bool | None:
+        return None if self.max_observed_age_s is None else self.max_observed_age_s <= self.max_age_s
+
+    @property
+    def within_90d(self) -> bool | None:
+        return None if self.max_observed_age_s is None else self.max_observed_age_s <= CIS_LIMIT.total_seconds()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rotations": sum(1 for r in self.rotations if r.published_at),
+            "revocations_done": sum(1 for r in self.revocations if r.state == "done"),
+            "revocations_pending": sum(1 for r in self.revocations if r.state == "pending"),
+            "revocations_failed": sum(1 for r in self.revocations if r.state == "failed"),
+            "failures": len(self.failures),
+            "max_age_s": self.max_age_s,
+            "max_observed_age_s": self.max_observed_age_s,
+            "oldest_token_id": self.oldest_token_id,
+            "within_max_age": self.within_max_age,
+            "within_90d": self.within_90d,
+        }
+
+
+@dataclass
+class Evidence:
+    start: datetime
+    end: datetime
+    generated_at: datetime
+    journal: str
+    chain: audit_chain.ChainReport
+    policies: list[PolicyEvidence]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "disclaimer": DISCLAIMER,
+            "controls": CONTROLS,
+            "from": ts(self.start), "to": ts(self.end), "generated_at": ts(self.generated_at),
+            "journal": self.journal,
+            "chain": self.chain.as_dict(),
+            "policies": [
+                {"policy": p.policy, "schedule": p.schedule, "summary": p.summary(),
+                 "rotations": [asdict(r) for r in p.rotations], "revocations": [asdict(r) for r in p.revocations],
+                 "failures": [asdict(f) for f in p.failures], "pruned": p.pruned}
+                for p in self.policies
+            ],
+        }  # fmt: skip
+
+
+def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: datetime, now: datetime) -> Evidence:
+    chain = audit_chain.verify(journal)
+    events = audit_chain.chained_events(journal, ts(start), ts(end))
+    checkpoints = audit_chain.checkpoints(journal)
+    out = []
+    for policy in policies:
+        out.append(_policy_evidence(journal, policy, start, end, now, events, checkpoints))
+    return Evidence(start, end, now, journal.location, chain, out)
+
+
+def _policy_evidence(
+    journal: Journal, policy: Policy, start: datetime, end: datetime, now: datetime,
+    events: list[dict[str, Any]], checkpoints: list[audit_chain.Checkpoint],
+) -> PolicyEvidence:  # fmt: skip
+    ev = PolicyEvidence(policy.name, int(max_age_of(policy).total_seconds()), policy.schedule_text)
+    mine = [e for e in events if e["policy"] == policy.name]
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for e in mine:
+        if e["run_id"]:
+            by_run.setdefault(e["run_id"], []).append(e)
+    runs = journal.runs(policy.name, limit=1_000_000)
+    runs_by_id = {r.run_id: r for r in runs}
+    lo, hi = ts(start), ts(end)
+    for run in sorted(runs, key=lambda r: r.started_at):
+        if not (lo <= ts(run.started_at) < hi):
+            continue
+        run_events = by_run.get(run.run_id, [])
+        verified = next((e["at"] for e in run_events if e["step"] == "verify" and e["result"] == "ok"), None)
+        instance = next((e["instance"] for e in run_events if e.get("instance")), None)
+        ev.rotations.append(Rotation(
+            run.run_id, run.kind, run.state, ts(run.started_at), verified,
+            ts(run.published_at) if run.published_at else None, run.old_token_id, run.new_token_id, instance,
+        ))  # fmt: skip
+    confirmed = {e["detail"].get("token_id") for e in mine if e["step"] == "revoke_old" and e["result"] == "ok"}
+    for rev in journal.revocations(policy.name):
+        in_period = lo <= ts(rev.due_at) < hi or (rev.done_at is not None and lo <= ts(rev.done_at) < hi)
+        if in_period or (rev.state != "done" and rev.due_at < end):
+            ev.revocations.append(RevocationRow(
+                rev.token_id, rev.run_id, rev.reason, ts(rev.due_at), rev.state,
+                ts(rev.done_at) if rev.done_at else None,
+                rev.state == "done" and rev.token_id in confirmed, rev.attempts, rev.last_error,
+            ))  # fmt: skip
+    for e in mine:
+        if e["result"] in _FAILED_RESULTS or (e["step"] == "recover" and e["result"] != "ok"):
+            ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], e["detail"].get("error"),
+                                       _ended(e, runs_by_id, journal, policy.name), e.get("instance")))  # fmt: skip
+    ev.max_observed_age_s, ev.oldest_token_id = _max_age(runs, start, end, now)
+    for cp in checkpoints:
+        summary = cp.detail.get("policies", {}).get(policy.name)
+        if summary is None or not cp.detail.get("from") or cp.detail["from"] >= hi or cp.detail["to"] < lo:
+            continue
+        ev.pruned.append({"from": cp.detail["from"], "to": cp.detail["to"], "checkpoint_seq": cp.seq, **summary})
+        pruned_age = int(summary.get("max_token_age_seconds") or 0)
+        if pruned_age and pruned_age > (ev.max_observed_age_s or 0):
+            ev.max_observed_age_s, ev.oldest_token_id = pruned_age, "(pruned)"
+    return ev
+
+
+def _ended(event: dict[str, Any], runs: dict[str, RunRecord], journal: Journal, policy: str) -> str:
+    if event["step"] == "revoke_old":
+        token = event["detail"].get("token_id")
+        for rev in journal.revocations(policy):
+            if rev.token_id == token:
+                return f"revocation {rev.state}" + (f" at {ts(rev.done_at)}" if rev.done_at else "")
+        return "revocation record pruned"
+    run = runs.get(event["run_id"] or "")
+    if run is None:
+        return "run record pruned" if event["run_id"] else "-"
+    if run.state in RunState.SUCCESS:
+        return f"recovered: run {run.state}"
+    if run.state in RunState.OPEN:
+        return f"still open ({run.state})"
+    return f"run {run.state}" + (" (new token discarded, old kept)" if run.state == RunState.FAILED else "")
+
+
+def _max_age(runs: list[RunRecord], start: datetime, end: datetime, now: datetime) -> tuple[int | None, str | None]:
+    """The longest any published token of the policy was the current one within [start, end)."""
+    published = sorted((r for r in runs if r.state in RunState.SUCCESS and r.published_at is not None),
+                       key=lambda r: r.published_at or now)  # fmt: skip
+    stop = min(end, now)
+    best: tuple[int | None, str | None] = (None, None)
+    for i, run in enumerate(published):
+        born = run.published_at
+        assert born is not None
+        until = published[i + 1].published_at if i + 1 < len(published) else stop
+        assert until is not None
+        until = min(until, stop)
+        if until <= start or born >= stop:
+            continue
+        age = int((until - born).total_seconds())  # its age when replaced (or at the period's end)
+        if best[0] is None or age > best[0]:
+            best = (age, run.new_token_id)
+    return best
+
+
+# ------------------------------------------------------------------------------ rendering
+def render(evidence: Evidence, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(evidence.as_dict(), indent=2, default=str) + "\n"
+    if fmt == "csv":
+        return _csv(evidence)
+    return _html(evidence)
+
+
+_CSV_COLUMNS = (
+    "record", "policy", "run_id", "kind", "state", "started_at", "verified_at", "published_at", "old_token_id",
+    "new_token_id", "instance", "token_id", "reason", "due_at", "done_at", "confirmed_by_issuer", "at", "step",
+    "result", "error", "ended",
+    f"rotations [{CONTROLS['rotations']}]", f"max_age [{CONTROLS['max_age']}]", "max_observed_age",
+    f"within_max_age [{CONTROLS['within_max_age']}]", f"within_90d [{CONTROLS['within_90d']}]",
+    f"revocations_done [{CONTROLS['revocations']}]", "failures", f"chain_ok [{CONTROLS['chain']}]", "note",
+)  # fmt: skip
+
+
+def _csv(evidence: Evidence) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="raise")
+    writer.writeheader()
+    for p in evidence.policies:
+        s = p.summary()
+        writer.writerow({
+            "record": "summary", "policy": p.policy, _CSV_COLUMNS[21]: s["rotations"],
+            _CSV_COLUMNS[22]: format_duration(timedelta(seconds=p.max_age_s)),
+            "max_observed_age": _age(p.max_observed_age_s), _CSV_COLUMNS[24]: _yn(s["within_max_age"]),
+            _CSV_COLUMNS[25]: _yn(s["within_90d"]), _CSV_COLUMNS[26]: s["revocations_done"],
+            "failures": s["failures"], _CSV_COLUMNS[28]: _yn(evidence.chain.ok),
+            "note": f"{ts(evidence.start)} to {ts(evidence.end)}; evidence, not a legal claim",
+        })  # fmt: skip
+        for r in p.rotations:
+            writer.writerow({"record": "rotation", "policy": p.policy, **{k: v for k, v in asdict(r).items()}})
+        for v in p.revocations:
+            row = asdict(v)
+            row["confirmed_by_issuer"] = _yn(v.confirmed_by_issuer)
+            row.pop("attempts"), row.pop("last_error")
+            writer.writerow({"record": "revocation", "policy": p.policy, **row})
+        for f in p.failures:
+            writer.writerow({"record": "failure", "policy": p.policy, **asdict(f)})
+        for pr in p.pruned:
+            writer.writerow({"record": "pruned", "policy": p.policy, _CSV_COLUMNS[21]: pr.get("rotations"),
+                             "max_observed_age": _age(pr.get("max_token_age_seconds")),
+                             _CSV_COLUMNS[26]: pr.get("revocations"), "failures": pr.get("failures"),
+                             "note": f"pruned {pr['from']} to {pr['to']} (checkpoint seq {pr['checkpoint_seq']})"})
+    return buf.getvalue()
+
+
+def _yn(value: bool | None) -> str:
+    return "n/a" if value is None else ("yes" if value else "NO")
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds / 86400:.1f}d" if seconds >= 86400 else format_duration(timedelta(seconds=seconds))
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1f24;margin:2rem;max-width:1200px}
+h1{font-size:1.5rem;margin:0 0 .2rem}h2{font-size:1.2rem;margin:2rem 0 .4rem;border-bottom:2px solid #1b1f24}
+h3{font-size:1rem;margin:1.2rem 0 .3rem}
+table{border-collapse:collapse;width:100%;margin:.3rem 0 1rem;font-size:12.5px}
+th,td{border:1px solid #c9ced6;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#eef1f5}td.mono,span.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+.ok{color:#116329;font-weight:600}.bad{color:#a40e26;font-weight:600}.muted{color:#57606a}
+.control{display:block;font-weight:400;font-size:11px;color:#57606a}
+.note{border-left:4px solid #9a6700;background:#fff8c5;padding:.5rem .8rem;margin:1rem 0}
+@media print{body{margin:0;max-width:none;font-size:11px}h2{break-before:auto;break-after:avoid}
+ table{font-size:10px}tr{break-inside:avoid}.note{background:none}a{color:inherit;text-decoration:none}}
+"""
+
+
+def _html(evidence: Evidence) -> str:
+    e = html.escape
+    chain = evidence.chain
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>rotator evidence {e(ts(evidence.start)[:10])} to {e(ts(evidence.end)[:10])}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Token rotation evidence</h1>",
+        f'<p class="muted">Period {e(ts(evidence.start))} to {e(ts(evidence.end))} (UTC, end exclusive) &middot; '
+        f"generated {e(ts(evidence.generated_at))} &middot; journal {e(evidence.journal)}</p>",
+        f'<p class="note">{e(DISCLAIMER)}</p>',
+        "<h2>Audit chain</h2>",
+        f'<p><span class="{"ok" if chain.ok else "bad"}">{e(chain.text())}</span>'
+        f'<span class="control">{e(CONTROLS["chain"])}: SHA-256 hash chain over every journal event; '
+        "check it yourself with <code>rotator audit verify</code></span></p>",
+        "<h2>Summary</h2>", "<table><tr><th>policy</th><th>schedule</th>",
+        _th("rotations", "rotations"), _th("max_age", "max_age (declared)"), "<th>max observed token age</th>",
+        _th("within_max_age", "within max_age"), _th("within_90d", "within 90 days"),
+        _th("revocations", "revocations done / pending / failed"), "<th>failures</th></tr>",
+    ]  # fmt: skip
+    for p in evidence.policies:
+        s = p.summary()
+        parts.append(
+            f"<tr><td>{e(p.policy)}</td><td class=mono>{e(p.schedule)}</td><td>{s['rotations']}</td>"
+            f"<td>{e(format_duration(timedelta(seconds=p.max_age_s)))}</td>"
+            f"<td>{e(_age(p.max_observed_age_s))}</td>{_flag(s['within_max_age'])}{_flag(s['within_90d'])}"
+            f"<td>{s['revocations_done']} / {s['revocations_pending']} / {s['revocations_failed']}</td>"
+            f"<td>{s['failures']}</td></tr>"
+        )
+    parts.append("</table>")
+    for p in evidence.policies:
+        parts.append(f"<h2>Policy {e(p.policy)}</h2>")
+        parts.append(f"<h3>Rotations {_ctl('rotations')}</h3>")
+        parts.append(_table(("run id", "kind", "state", "started", "verified", "published", "old token id",
+                             "new token id", "instance"),
+                            [(r.run_id, r.kind, r.state, r.started_at, r.verified_at, r.published_at,
+                              r.old_token_id, r.new_token_id, r.instance) for r in p.rotations]))  # fmt: skip
+        parts.append(f"<h3>Revocations {_ctl('revocations')}</h3>")
+        parts.append(_table(("token id", "run id", "reason", "due", "state", "done", "confirmed by issuer"),
+                            [(v.token_id, v.run_id, v.reason, v.due_at, v.state, v.done_at,
+                              _yn(v.confirmed_by_issuer)) for v in p.revocations]))  # fmt: skip
+        parts.append("<h3>Failures and how they ended</h3>")
+        parts.append(_table(("time", "run id", "step", "result", "error", "ended", "instance"),
+                            [(f.at, f.run_id, f.step, f.result, f.error, f.ended, f.instance)
+                             for f in p.failures]))  # fmt: skip
+        if p.pruned:
+            parts.append("<h3>Pruned history (checkpoint summaries)</h3>")
+            parts.append(_table(("from", "to", "checkpoint seq", "rotations", "revocations", "failures",
+                                 "max token age"),
+                                [(pr["from"], pr["to"], pr["checkpoint_seq"], pr.get("rotations"),
+                                  pr.get("revocations"), pr.get("failures"),
+                                  _age(pr.get("max_token_age_seconds"))) for pr in p.pruned]))  # fmt: skip
+    parts.append('<p class="muted">Token ids only: rotator never records a token value. Times are UTC.</p>')
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _th(control: str, label: str) -> str:
+    return f'<th>{html.escape(label)}<span class="control">{html.escape(CONTROLS[control])}</span></th>'
+
+
+def _ctl(control: str) -> str:
+    return f'<span class="control">{html.escape(CONTROLS[control])}</span>'
+
+
+def _flag(value: bool | None) -> str:
+    cls = "muted" if value is None else ("ok" if value else "bad")
+    return f'<td class="{cls}">{_yn(value)}</td>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    if not rows:
+        return '<p class="muted">none in this period</p>'
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td class=mono>{html.escape('-' if c is None else str(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"

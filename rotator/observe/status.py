@@ -1,0 +1,129 @@
+"""What `rotator status` and `rotator plan` show, computed from the journal alone (no store reads).
+
+Each row reads only what is current, so its cost does not grow with history: the last successful
+run, the latest run, the unfinished runs, and the pending and failed revocations (finished runs
+and done revocations are never loaded). Whether a rotation is due is rotator/core/due.py's decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from rotator.config.policy_types import Policy
+from rotator.config.schedule import format_duration
+from rotator.config.timefmt import rfc3339_or_none
+from rotator.core.due import decide, explain
+from rotator.core.journal import Journal
+from rotator.observe.compliance import DEFAULT_SLACK, Compliance, revocations_overdue
+
+__all__ = ["PolicyStatus", "policy_status", "render_table"]
+
+
+@dataclass(frozen=True)
+class PolicyStatus:
+    policy: str
+    enabled: bool
+    current_token_id: str | None
+    rotated_at: datetime | None
+    expires_at: datetime | None
+    next_due: datetime
+    due: bool
+    last_run_state: str | None
+    last_run_error: str | None
+    pending_revocations: int
+    failed_revocations: int
+    open_runs: int
+    #: unfinished runs that recovery tried and could not finish (they carry an error)
+    stuck_runs: int
+    now: datetime
+    #: max_age and overdue revocations (rotator/observe/compliance.py)
+    compliance: Compliance | None = None
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.failed_revocations > 0 or self.stuck_runs > 0
+
+    def reason(self) -> str:
+        """Why the rotation is due or not (rotator/core/due.py)."""
+        return explain(self.due, self.next_due, self.rotated_at, self.now)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy, "enabled": self.enabled, "current_token_id": self.current_token_id,
+            "rotated_at": rfc3339_or_none(self.rotated_at),
+            "age_s": int((self.now - self.rotated_at).total_seconds()) if self.rotated_at else None,
+            "expires_at": rfc3339_or_none(self.expires_at), "next_due": rfc3339_or_none(self.next_due), "due": self.due,
+            "last_run_state": self.last_run_state, "last_run_error": self.last_run_error,
+            "pending_revocations": self.pending_revocations, "failed_revocations": self.failed_revocations,
+            "open_runs": self.open_runs, "stuck_runs": self.stuck_runs,
+            "needs_attention": self.needs_attention, "reason": self.reason(),
+            "compliance": self.compliance.to_json() if self.compliance is not None else None,
+        }  # fmt: skip
+
+
+def policy_status(policy: Policy, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> PolicyStatus:
+    """The status row of ``policy`` at ``now``, from five queries bounded by what is current."""
+    last = journal.last_success(policy.name)
+    runs = journal.runs(policy.name, limit=1)
+    latest = runs[0] if runs else None
+    open_runs = journal.open_runs(policy.name)
+    pending = journal.revocations(policy.name, "pending")
+    failed = journal.revocations(policy.name, "failed")
+    due = decide(policy, last.published_at if last else None, now, len(open_runs))
+    unfinished = sorted(pending + failed, key=lambda r: (r.due_at, r.token_id))  # as the journal lists them
+    return PolicyStatus(
+        policy=policy.name,
+        enabled=policy.enabled,
+        current_token_id=last.new_token_id if last else None,
+        rotated_at=due.rotated_at,
+        expires_at=last.new_expires_at if last else None,
+        next_due=due.next_due,
+        due=due.due,
+        last_run_state=latest.state if latest else None,
+        last_run_error=latest.error if latest else None,
+        pending_revocations=len(pending),
+        failed_revocations=len(failed),
+        open_runs=len(open_runs),
+        stuck_runs=sum(1 for r in open_runs if r.error and "recovery failed" in r.error),
+        now=now,
+        compliance=Compliance(
+            policy=policy.name, max_age=due.max_age, published_at=due.rotated_at,
+            current_token_id=last.new_token_id if last else None,
+            overdue=tuple(revocations_overdue(unfinished, now, slack)), now=now,
+        ),
+    )  # fmt: skip
+
+
+def _compliance_cell(c: Compliance | None) -> str:
+    if c is None:
+        return "-"
+    if c.compliant:
+        return f"ok (max {format_duration(c.max_age)})"
+    words = []
+    if c.published_at is None:
+        words.append("NO TOKEN")
+    if c.too_old:
+        words.append(f"OLDER THAN {format_duration(c.max_age)}")
+    if c.overdue:
+        words.append(f"{len(c.overdue)} REVOCATION(S) OVERDUE")
+    return ", ".join(words)
+
+
+def render_table(rows: list[PolicyStatus]) -> str:
+    header = ("POLICY", "CURRENT TOKEN", "AGE", "EXPIRES IN", "NEXT DUE", "LAST RUN", "REVOCATIONS", "COMPLIANCE")
+    lines = [header]
+    for s in rows:
+        lines.append((
+            s.policy + ("" if s.enabled else " (disabled)"),
+            s.current_token_id or "-",
+            format_duration(s.now - s.rotated_at, units=2) if s.rotated_at else "-",
+            format_duration(s.expires_at - s.now, units=2) if s.expires_at else "-",
+            "now" if s.due else format_duration(s.next_due - s.now, units=2),
+            (s.last_run_state or "-") + (" !" if s.needs_attention else ""),
+            f"{s.pending_revocations} pending" + (f", {s.failed_revocations} FAILED" if s.failed_revocations else ""),
+            _compliance_cell(s.compliance),
+        ))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)

@@ -1,0 +1,227 @@
+"""The daemon's status page: ``/`` (HTML) and ``/status.json``, on the /metrics listener.
+
+Per policy: the current token id, its age against ``max_age`` (a bar), the next due time, the last
+result, pending revocations and recent failures; the last inventory's counts when the daemon runs
+one. Server-rendered, one self-contained page (inline CSS, no script, no external asset) that
+reloads itself (meta refresh). Never a token value: the journal holds none.
+
+The journal is read at most once per :data:`CACHE_S` whatever the request rate: every request
+within that time gets the same snapshot.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from rotator.config.policy_types import Policy
+from rotator.config.schedule import format_duration
+from rotator.config.timefmt import rfc3339_micro
+from rotator.core.journal import Journal
+from rotator.observe.compliance import DEFAULT_SLACK
+from rotator.observe.status import policy_status
+
+__all__ = ["CACHE_S", "REFRESH_S", "StatusPage"]
+
+#: seconds one journal snapshot serves every request
+CACHE_S = 5.0
+#: the page reloads itself this often (seconds)
+REFRESH_S = 30
+#: failures shown per policy
+RECENT_FAILURES = 5
+_FAILED = ("failed", "error", "partial", "retry")
+
+
+class StatusPage:
+    def __init__(
+        self,
+        policies: Callable[[], Sequence[Policy]],
+        journal: Callable[[], Journal],
+        now: Callable[[], datetime],
+        inventory: Callable[[], Any] = lambda: None,
+        cache_s: float = CACHE_S,
+    ) -> None:
+        self._policies = policies
+        self._journal = journal
+        self._now = now
+        self._inventory = inventory
+        self._cache_s = cache_s
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, Any]] | None = None
+        #: how many times the journal was read (tests check the cache bounds it)
+        self.reads = 0
+
+    def data(self) -> dict[str, Any]:
+        with self._lock:  # concurrent requests wait for one read instead of each reading
+            if self._cached is None or time.monotonic() - self._cached[0] >= self._cache_s:
+                self._cached = (time.monotonic(), self._read())
+            return self._cached[1]
+
+    def json_bytes(self) -> bytes:
+        return (json.dumps(self.data(), indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+    def html_bytes(self) -> bytes:
+        return render_html(self.data()).encode("utf-8")
+
+    def _read(self) -> dict[str, Any]:
+        self.reads += 1
+        now = self._now()
+        journal = self._journal()
+        policies = []
+        for policy in self._policies():
+            status = policy_status(policy, journal, now, DEFAULT_SLACK)
+            comp = status.compliance
+            pending = journal.revocations(policy.name, "pending")
+            failures = [e for e in journal.events(policy.name, limit=200) if e.get("result") in _FAILED]
+            age = (now - status.rotated_at).total_seconds() if status.rotated_at else None
+            max_age = comp.max_age.total_seconds() if comp else None
+            policies.append({
+                "policy": policy.name, "enabled": policy.enabled,
+                "current_token_id": status.current_token_id,
+                "rotated_at": _iso(status.rotated_at), "expires_at": _iso(status.expires_at),
+                "age_s": int(age) if age is not None else None,
+                "max_age_s": int(max_age) if max_age is not None else None,
+                "age_ratio": round(age / max_age, 4) if age is not None and max_age else None,
+                "compliant": comp.compliant if comp else None,
+                "problems": comp.problems() if comp else [],
+                "next_due": _iso(status.next_due), "due": status.due,
+                "last_result": status.last_run_state, "last_error": status.last_run_error,
+                "needs_attention": status.needs_attention, "reason": status.reason(),
+                "pending_revocations": [
+                    {"token_id": r.token_id, "due_at": _iso(r.due_at), "attempts": r.attempts,
+                     "last_error": r.last_error} for r in pending
+                ],
+                "recent_failures": [
+                    {"at": e["at"], "run_id": e.get("run_id"), "step": e["step"], "result": e["result"],
+                     "error": e.get("error")} for e in failures[:RECENT_FAILURES]
+                ],
+            })  # fmt: skip
+        return {"generated_at": _iso(now), "policies": policies, "inventory": _inventory(self._inventory())}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else rfc3339_micro(value)
+
+
+def _inventory(result: Any) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    counts: dict[str, dict[str, int]] = {}
+    for (target, cls), count in sorted(result.counts().items()):
+        counts.setdefault(target, {})[cls] = count
+    return {"targets": counts, "errors": [f"{t}: {m}" for t, m in result.errors]}
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1f24;background:#f6f8fa;margin:0}
+header{background:#1b1f24;color:#fff;padding:.8rem 1.5rem;display:flex;justify-content:space-between;
+ align-items:baseline}
+header h1{font-size:1.2rem;margin:0}header span{color:#c9d1d9;font-size:12px}
+main{padding:1rem 1.5rem;max-width:1200px}
+.card{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:.8rem 1rem;margin:0 0 1rem}
+.card h2{font-size:1.05rem;margin:0 0 .5rem;display:flex;gap:.6rem;align-items:center}
+.pill{font-size:11px;font-weight:600;border-radius:10px;padding:1px 8px;color:#fff}
+.ok{background:#1a7f37}.warn{background:#9a6700}.bad{background:#cf222e}.off{background:#6e7781}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:0}dt{color:#57606a}dd{margin:0}
+.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
+.bar{position:relative;height:14px;background:#eaeef2;border-radius:7px;overflow:hidden;max-width:420px}
+.bar>div{height:100%}.bar-label{font-size:12px;color:#57606a}
+table{border-collapse:collapse;font-size:12.5px;margin:.3rem 0}
+th,td{border:1px solid #d0d7de;padding:2px 6px;text-align:left}
+th{background:#f6f8fa}.muted{color:#57606a}
+@media print{header{background:none;color:#000}body{background:#fff}}
+"""
+
+
+def render_html(data: dict[str, Any]) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="refresh" content="{REFRESH_S}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>rotator status</title><style>{_CSS}</style></head><body>",
+        f"<header><h1>rotator status</h1><span>{e(_short(data['generated_at']))} &middot; refreshes every "
+        f"{REFRESH_S}s &middot; <a style=\"color:#c9d1d9\" href=\"status.json\">status.json</a></span></header><main>",
+    ]  # fmt: skip
+    if not data["policies"]:
+        parts.append('<div class="card muted">no policies configured</div>')
+    for p in data["policies"]:
+        parts.append(_policy_card(p))
+    parts.append(_inventory_card(data.get("inventory")))
+    parts.append('<p class="muted">Token ids only: rotator never shows a token value.</p></main></body></html>\n')
+    return "\n".join(parts)
+
+
+def _policy_card(p: dict[str, Any]) -> str:
+    e = html.escape
+    if not p["enabled"]:
+        pill = ("off", "disabled")
+    elif p["needs_attention"] or p["compliant"] is False:
+        pill = ("bad", "needs attention" if p["needs_attention"] else "out of compliance")
+    elif p["pending_revocations"] or p["due"]:
+        pill = ("warn", "revocation pending" if p["pending_revocations"] else "due")
+    else:
+        pill = ("ok", "ok")
+    rows = [
+        ("current token id", f'<span class="mono">{e(p["current_token_id"] or "none")}</span>'),
+        ("age / max_age", _bar(p)),
+        ("next due", e(_short(p["next_due"])) + (" (due now)" if p["due"] else "")),
+        ("last result", e(p["last_result"] or "-") + (f' <span class="muted">{e(p["last_error"])}</span>'
+                                                     if p["last_error"] else "")),
+        ("pending revocations", _table(("token id", "due", "attempts", "last error"),
+                                       [(r["token_id"], _short(r["due_at"]), r["attempts"], r["last_error"])
+                                        for r in p["pending_revocations"]])),
+        ("recent failures", _table(("time", "run", "step", "result", "error"),
+                                   [(_short(f["at"]), f["run_id"], f["step"], f["result"], f["error"])
+                                    for f in p["recent_failures"]])),
+    ]  # fmt: skip
+    if p["problems"]:
+        rows.append(("problems", "<br>".join(e(x) for x in p["problems"])))
+    body = "".join(f"<dt>{e(k)}</dt><dd>{v}</dd>" for k, v in rows)
+    return (f'<section class="card" id="policy-{e(p["policy"])}"><h2>{e(p["policy"])} '
+            f'<span class="pill {pill[0]}">{e(pill[1])}</span></h2><dl>{body}</dl></section>')  # fmt: skip
+
+
+def _short(stamp: str | None) -> str:
+    """``2026-03-01T12:00:00.123456Z`` as ``2026-03-01 12:00:00Z`` (the JSON keeps the full time)."""
+    return "-" if not stamp else f"{stamp[:10]} {stamp[11:19]}Z"
+
+
+def _bar(p: dict[str, Any]) -> str:
+    ratio = p["age_ratio"]
+    if ratio is None or p["age_s"] is None or p["max_age_s"] is None:
+        return '<span class="muted">no token published</span>'
+    width = max(1.0, min(100.0, ratio * 100))
+    colour = "#1a7f37" if ratio < 0.75 else ("#bf8700" if ratio <= 1 else "#cf222e")
+    label = (f"{format_duration(timedelta(seconds=p['age_s']))} of "
+             f"{format_duration(timedelta(seconds=p['max_age_s']))} ({ratio * 100:.0f}%)")  # fmt: skip
+    return (f'<div class="bar" role="meter" aria-valuenow="{ratio * 100:.0f}" aria-valuemin="0" aria-valuemax="100">'
+            f'<div style="width:{width:.1f}%;background:{colour}"></div></div>'
+            f'<span class="bar-label">{html.escape(label)}</span>')  # fmt: skip
+
+
+def _inventory_card(inv: dict[str, Any] | None) -> str:
+    if inv is None:
+        return ('<section class="card" id="inventory"><h2>Inventory</h2><p class="muted">no inventory yet (set '
+                "[daemon] inventory_interval to list every issuer's tokens)</p></section>")
+    classes = sorted({c for counts in inv["targets"].values() for c in counts})
+    rows = [(t, *[counts.get(c, 0) for c in classes]) for t, counts in inv["targets"].items()]
+    errors = "".join(f'<p class="muted">{html.escape(x)}</p>' for x in inv["errors"])
+    table = _table(("issuer", *classes), rows)
+    return f'<section class="card" id="inventory"><h2>Inventory</h2>{table}{errors}</section>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    if not rows:
+        return '<span class="muted">none</span>'
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape('-' if c is None else str(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"

@@ -1,0 +1,715 @@
+"""The `rotator` command line.
+
+Exit codes (docs/operations.md):
+  0  success
+  1  a run or command failed; the previous token is still current and valid
+  2  invalid input: policy file, store payload, or CLI argument
+  3  busy: another rotator holds the policy's lease; try again later
+  4  needs attention: rotator stopped where going on could break an invariant
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rotator import __version__
+from rotator.config.extras import install_line, missing_extra
+from rotator.config.timefmt import parse_rfc3339, rfc3339_seconds
+from rotator.core.clock import SystemClock
+from rotator.core.errors import ConfigError, LeaseBusy, NeedsAttention, RotatorError
+from rotator.core.secret import REDACTOR
+from rotator.runners import sync as sync_cmd
+from rotator.runners.cli_options import add_common, add_daemon_parser
+
+if TYPE_CHECKING:
+    from rotator.config.policy import Config, Policy
+    from rotator.core.engine import Engine
+    from rotator.core.journal import Journal
+    from rotator.observe.status import PolicyStatus
+
+# Each command imports what it uses (the policy model and pydantic, the journal, the engine) in
+# its own function: `rotator --help` imports none of them, `rotator status` no engine or daemon
+# (tests/runners/test_cli_startup.py; bench/cli_startup.py measures both against `python -c pass`).
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_BUSY, EXIT_ATTENTION = 0, 1, 2, 3, 4
+
+#: Test-only: the name of an engine checkpoint at which the process kills itself with SIGKILL,
+#: so crash tests can stop a real `rotator rotate` at every step boundary.
+CRASH_ENV = "ROTATOR_TEST_CRASH_AT"
+#: Test-only: the checkpoint at which the process stops itself with SIGSTOP (a pause; SIGCONT resumes).
+STOP_ENV = "ROTATOR_TEST_STOP_AT"
+
+
+class _Parser(argparse.ArgumentParser):
+    #: the subcommands' parsers by name (the top-level parser only)
+    commands: dict[str, argparse.ArgumentParser] = {}
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        # self.prog is "rotator" or "rotator SUBCOMMAND": the hint names a command that exists
+        print(f"rotator: error: {message}\nfix: see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID)
+
+
+#: name -> (one-line description, example) of each subcommand; tests/runners/test_cli_usability.py checks
+#: that every subcommand's --help shows both and that each example parses
+_COMMAND_HELP: dict[str, tuple[str, str]] = {
+    "validate": ("check a policy file and report every problem", "rotator validate /etc/rotator/rotator.toml"),
+    "schema": ("print the JSON Schema of the policy file", "rotator schema > policy.schema.json"),
+    "bundle": ("validate a policy file and compile it for the AWS Lambda function's cold start",
+               "rotator bundle /etc/rotator/rotator.toml -o build/rotator.bundle.json"),
+    "plan": ("say what would rotate when, and why", "rotator -c /etc/rotator/rotator.toml plan"),
+    "rotate": ("rotate policies now", "rotator rotate --all --if-due    # from cron or a systemd timer"),
+    "status": ("show each policy's current token, age, expiry, next due and last result",
+               "rotator status -c /etc/rotator/rotator.toml --output json"),
+    "recover": ("finish or undo interrupted runs", "rotator recover mgmt-prod"),
+    "revoke-expired": ("revoke tokens whose grace period has passed", "rotator revoke-expired"),
+    "bootstrap": ("publish a first, human-created token",
+                  "rotator bootstrap mgmt-prod --token-file ./first-token --token-id 0f1e2d3c4b5a"),
+    "demo": ("rotate a simulated management token into OpenBao", "rotator demo --keep"),
+    "inventory": ("list every token of the policies' issuers (and of bare targets) and say whose it is",
+                  "rotator inventory --output csv > tokens.csv"),
+    "audit": ("check the journal's tamper-evident hash chain; exit 4 and name the first broken link",
+              "rotator -c /etc/rotator/rotator.toml audit verify"),
+    "prune": ("delete history older than keep_history, keeping the audit chain verifiable (a checkpoint)",
+              "rotator prune --keep-history 400d"),
+    "report": ("write the rotation evidence of a period (runs, revocations, failures, max age, chain check)",
+               "rotator report --from 2026-01-01 --to 2026-04-01 --format html --output-file q1.html"),
+    "daemon": ("run continuously: rotate on schedule, revoke after grace, serve /healthz /readyz /metrics",
+               "rotator daemon -c /etc/rotator/rotator.toml --listen 0.0.0.0:9464"),
+}  # fmt: skip
+
+
+def _describe(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    summary, example = _COMMAND_HELP[name]
+    parser.description = summary[0].upper() + summary[1:] + "."
+    parser.epilog = f"example:\n  {example}"
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
+
+
+def _parser() -> _Parser:
+    common = _Parser(add_help=False)
+    add_common(common, defaults=False)
+
+    parser = _Parser(prog="rotator", description="Rotate InfluxDB tokens into secret stores, crash-safely.",
+                     epilog="example:\n  rotator -c /etc/rotator/rotator.toml status\n"
+                     "Every command explains itself: rotator COMMAND --help",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(parser, defaults=True)
+    parser.add_argument("--version", action="version", version=f"rotator {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add(name: str) -> argparse.ArgumentParser:
+        return _describe(sub.add_parser(name, parents=[common], help=_COMMAND_HELP[name][0]), name)
+
+    p = add("validate")
+    p.add_argument("file", nargs="?", help="policy file (default: --config)")
+    add("schema")
+    p = add("bundle")
+    p.add_argument("file", nargs="?", help="policy file (default: --config)")
+    p.add_argument("-o", "--bundle", dest="bundle_file", help="where to write it (default: beside the file)")
+    p = add("plan")
+    p.add_argument("policy", nargs="*")
+    p = add("rotate")
+    p.add_argument("policy", nargs="*", help="policy names (default with --all: every enabled policy)")
+    p.add_argument("--all", action="store_true", help="every enabled policy")
+    p.add_argument("--if-due", action="store_true", help="skip policies that are not due (for cron jobs)")
+    p.add_argument("--dry-run", action="store_true", help="check preconditions, change nothing")
+    p.add_argument("--revoke-previous-now", action="store_true",
+                   help="compromise response: revoke the previous token as soon as the new one is published, "
+                   "skipping grace (consumers still holding it fail at once)")
+    p.add_argument("--reason", default="", help="why (audited), with --revoke-previous-now")
+    p.add_argument("--yes", action="store_true", help="confirm --revoke-previous-now without a prompt")
+    p = add("status")
+    p.add_argument("policy", nargs="*")
+    p.add_argument("--check", action="store_true",
+                   help="exit 4 when a policy is out of compliance: no token, a token older than max_age, "
+                   "or an overdue or failed revocation (docs/compliance.md)")
+    p.add_argument("--revocation-slack", default="1h", metavar="DURATION",
+                   help="how long past its due time a pending revocation may wait before it is overdue (default 1h)")
+    inventory_common = _Parser(add_help=False)
+    add_common(inventory_common, defaults=False, outputs=("table", "json", "csv"))
+    _add_inventory_parser(_describe(sub.add_parser("inventory", parents=[inventory_common],
+                                                   help=_COMMAND_HELP["inventory"][0]), "inventory"))
+    p = add("recover")
+    p.add_argument("policy", nargs="*")
+    p = add("revoke-expired")
+    p.add_argument("policy", nargs="*")
+    p = add("bootstrap")
+    p.add_argument("policy")
+    p.add_argument("--token-file", required=True, help="file holding the token value (read, never printed)")
+    p.add_argument("--token-id", required=True, help="the token's id at the issuer")
+    p.add_argument("--expires-at", help="RFC 3339 expiry, if the issuer does not report one")
+    p.add_argument("--replace", action="store_true",
+                   help="repair: publish this token over stores that hold a managed token that no longer works "
+                   "(needs --reason; docs/operations.md)")
+    p.add_argument("--reason", default="", help="why the token is replaced (audited), with --replace")
+    p = add("audit")
+    p.add_argument("action", nargs="?", choices=["verify"], default="verify",
+                   help="verify (the default): walk the hash chain from the last checkpoint")
+    p = add("prune")
+    p.add_argument("--keep-history", metavar="DURATION", help="override [rotator] keep_history (default 400d)")
+    p = add("report")
+    p.add_argument("--from", dest="start", metavar="DATE",
+                   help="start (YYYY-MM-DD or RFC 3339, UTC; default: 90 days before --to)")
+    p.add_argument("--to", dest="end", metavar="DATE",
+                   help="end, exclusive (YYYY-MM-DD or RFC 3339, UTC; default: now)")
+    p.add_argument("--format", dest="report_format", choices=["json", "csv", "html"], default="html")
+    p.add_argument("--output-file", metavar="FILE", help="write there instead of stdout")
+    p.add_argument("policy", nargs="*", help="policy names (default: every policy)")
+    sync_cmd.add_parser(sub, common)  # its own description and examples
+    p = add("demo")
+    p.add_argument("--keep", action="store_true", help="keep the demo directory")
+    _describe(add_daemon_parser(sub, common), "daemon")
+    parser.commands = dict(sub.choices)
+    return parser
+
+
+def _add_inventory_parser(p: argparse.ArgumentParser) -> None:
+    p.description = (f"{p.description} Classes: managed, orphan, suspicious (orphan?), unmanaged, retired; "
+                     "flags: no-expiry, expired-not-revoked, older-than-max-age. Never prints a token value. "
+                     "See docs/compliance.md.")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME",
+                   help="only the issuers of these policies (repeatable; default: every policy)")
+    p.add_argument("--no-policies", action="store_true", help="only the bare targets given below")
+    p.add_argument("--influxctl-profile", action="append", default=[], metavar="PATH[:NAME]",
+                   help="also list a bare influxctl profile's tokens (management; database too with --token-file)")
+    p.add_argument("--influxctl", default="influxctl", help="influxctl binary for --influxctl-profile")
+    p.add_argument("--url", help="also list a bare instance: InfluxDB 3 / v2 URL, or a Management API base URL")
+    p.add_argument("--kind", choices=["influxdb3", "influxdb2", "management-api"], help="what --url is")
+    p.add_argument("--token-file", help="file holding the admin/management token --url (or the profile) lists with")
+    p.add_argument("--org-id", help="--kind influxdb2: the organization")
+    p.add_argument("--product", choices=["clustered", "dedicated"], help="--kind management-api")
+    p.add_argument("--account-id", help="--kind management-api, dedicated")
+    p.add_argument("--cluster-id", help="--kind management-api, dedicated")
+    p.add_argument("--insecure", action="store_true", help="--url: do not verify TLS certificates (tests only)")
+    p.add_argument("--max-age", default="90d", metavar="DURATION",
+                   help="flag tokens of no policy older than this (default 90d); a policy's own max_age applies to it")
+    p.add_argument("--include-revoked", action="store_true", help="also show revoked tokens")
+    p.add_argument("--suggest", action="store_true",
+                   help="print the [[policy]] TOML that would bring each unmanaged token under rotation")
+    p.add_argument("--revoke-orphans", action="store_true",
+                   help="revoke the orphans (never a suspicious or unmanaged token); asks, or needs --yes "
+                   "off a terminal")
+    p.add_argument("--yes", action="store_true", help="with --revoke-orphans: do not ask")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's own parser, so the hint names `rotator COMMAND --help`
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    from rotator.observe.logs import setup_logging  # logging is imported here, after --help has been served
+
+    setup_logging(args.log_level, args.log_format, file=args.log_file)
+    handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except RotatorError as exc:
+        if _is_policy_file_error(exc):  # its text lists every problem of the file, each with its fix
+            print(str(exc), file=sys.stderr)
+            return EXIT_INVALID
+        _print_error(exc)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        extra = missing_extra(exc)
+        if extra is not None:  # an optional dependency is not installed: invalid input, not a bug
+            module = getattr(exc, "name", None)
+            print(f"rotator: error: `rotator {args.command}` needs the Python module {module!r} of the {extra!r} "
+                  "extra, which is not installed", file=sys.stderr)
+            print(f"fix: {install_line(extra)}", file=sys.stderr)
+            return EXIT_INVALID
+        # an adapter bug: no traceback to the user, but keep it in the debug log
+        import logging
+
+        logging.getLogger("rotator.cli").debug("internal error", exc_info=True)
+        print(f"rotator: internal error: {type(exc).__name__}: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+        print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _is_policy_file_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a rotator.config.policy.PolicyFileError, without importing that module (pydantic):
+    only rotator.config.policy raises one, so it is loaded whenever one was raised."""
+    policy = sys.modules.get("rotator.config.policy")
+    return policy is not None and isinstance(exc, policy.PolicyFileError)
+
+
+def _print_error(exc: BaseException) -> None:
+    print(f"rotator: error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+    hint = getattr(exc, "hint", "")
+    if hint:
+        print(f"fix: {hint}", file=sys.stderr)
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, LeaseBusy):
+        return EXIT_BUSY
+    if isinstance(exc, NeedsAttention):
+        return EXIT_ATTENTION
+    if isinstance(exc, ConfigError):
+        return EXIT_INVALID
+    return EXIT_FAILED
+
+
+# ------------------------------------------------------------------------------ plumbing
+def _config(args: argparse.Namespace) -> Config:
+    from rotator.config.policy import load_config
+
+    return load_config(args.config)
+
+
+def _selected(config: Config, names: Sequence[str], all_enabled: bool = True) -> list[Policy]:
+    if names:
+        return [config.policy(n) for n in names]
+    return [p for p in config.policies if p.enabled or not all_enabled]
+
+
+def _journal(config: Config, *, create: bool = True) -> Journal:
+    """The policy file's journal; ``create=False`` for commands that only read (status, plan, dry runs)."""
+    from rotator.core.journal import open_journal
+
+    return open_journal(config.journal_url(), create=create)
+
+
+def _engine(config: Config, policy: Policy, journal: Journal) -> Engine:
+    from rotator.core.engine import Engine
+    from rotator.core.retry import RetryPolicy
+
+    r = config.settings.retry
+    return Engine(
+        policy, journal,
+        retry=RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds()),
+        lease_ttl=config.settings.lease_ttl,
+        checkpoint=_crash_hook(),
+    )  # fmt: skip
+
+
+def _crash_hook() -> Callable[[str], None] | None:
+    target, pause = os.environ.get(CRASH_ENV), os.environ.get(STOP_ENV)
+    if not target and not pause:
+        return None
+
+    def hook(name: str) -> None:
+        if name == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if name == pause:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    return hook
+
+
+def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    if args.output == "json":
+        print(json.dumps(payload, indent=2, default=str))
+    elif text:
+        print(text)
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_validate(args: argparse.Namespace) -> int:
+    from rotator.config.policy import load_config
+
+    path = args.file or args.config
+    config = load_config(path)
+    for warning in (w for p in config.policies for w in p.transport_warnings()):
+        print(f"rotator: warning: {warning}", file=sys.stderr)  # valid all the same: exit 0
+    _emit(args, {"valid": True, "policies": [p.name for p in config.policies]},
+          f"{path}: valid, {len(config.policies)} polic{'y' if len(config.policies) == 1 else 'ies'}: "
+          + ", ".join(p.name for p in config.policies))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from rotator.config.policy import config_json_schema
+
+    print(json.dumps(config_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from rotator.config.policy_bundle import write_bundle
+
+    path, bundle = write_bundle(Path(args.file or args.config), Path(args.bundle_file) if args.bundle_file else None)
+    _emit(args, {"bundle": str(path), "policies": [p.name for p in bundle.policies]},
+          f"{path}: {len(bundle.policies)} policy(ies) compiled from {bundle.path.name}")  # fmt: skip
+    return EXIT_OK
+
+
+def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple[list[PolicyStatus], datetime]:
+    from rotator.observe.status import policy_status
+
+    config = _config(args)
+    journal = _journal(config, create=False)
+    now = SystemClock().now()
+    rows = [policy_status(p, journal, now, **({"slack": slack} if slack is not None else {}))
+            for p in _selected(config, args.policy, all_enabled=False)]
+    return rows, now
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    rows, now = _statuses(args)
+    text = "\n".join(
+        f"{s.policy}: {s.reason()}; next rotation {_when(s.next_due, now)}"
+        + (f"; {s.pending_revocations} revocation(s) pending" if s.pending_revocations else "")
+        + (f"; {s.open_runs} unfinished run(s) will be recovered first" if s.open_runs else "")
+        + ("" if s.enabled else " (disabled: only an explicit `rotator rotate NAME` rotates it)")
+        for s in rows
+    )
+    _emit(args, [s.to_json() for s in rows], text)
+    return EXIT_OK
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    """Load the policy file, open the journal, and per policy: the due decision (with --if-due), then the engine."""
+    from rotator.core.due import due_now
+    from rotator.core.engine import RunResult
+
+    config = _config(args)
+    if not args.policy and not args.all:
+        raise ConfigError("name the policies to rotate, or pass --all", hint="rotator rotate POLICY [POLICY...]")
+    selected = _selected(config, args.policy)
+    if args.revoke_previous_now:
+        _confirm_emergency(args, [p.name for p in selected])
+    journal = _journal(config, create=not args.dry_run)
+    clock = SystemClock()
+    results: list[RunResult] = []
+    worst = EXIT_OK
+    for policy in selected:
+        due = due_now(policy, journal, clock) if args.if_due else None
+        if due is not None and not due.due:
+            message = "not due"
+            if due.recover_first:  # an interrupted run must not wait a whole interval for its recovery
+                try:
+                    message += "; " + "; ".join(_engine(config, policy, journal).recover() or ["recovered"])
+                except RotatorError as exc:
+                    _print_error(exc)
+                    worst = max(worst, _exit_code(exc))
+            results.append(RunResult(policy.name, "nothing-to-do", message=message))
+            continue
+        try:
+            results.append(_engine(config, policy, journal).rotate(
+                dry_run=args.dry_run, revoke_previous_now=args.revoke_previous_now, reason=args.reason))
+        except RotatorError as exc:
+            _print_error(exc)
+            worst = max(worst, _exit_code(exc))
+            results.append(RunResult(policy.name, "failed", message=REDACTOR.redact(str(exc))))
+    text = "\n".join(f"{r.policy}: {r.state}" + (f" {r.new_token_id}" if r.new_token_id else "")
+                     + (f" - {r.message}" if r.message else "") for r in results)
+    _emit(args, [r.to_json() for r in results], text)
+    return worst
+
+
+def _confirm_emergency(args: argparse.Namespace, names: list[str]) -> None:
+    """--revoke-previous-now breaks every consumer still holding the previous token: confirm it."""
+    if args.dry_run:
+        raise ConfigError("--revoke-previous-now and --dry-run exclude each other", hint="drop one of them")
+    if args.yes:
+        return
+    what = f"revoke the previous token of {', '.join(names) or '(no policy)'} at once, skipping grace"
+    if not sys.stdin.isatty():
+        raise ConfigError(f"--revoke-previous-now would {what}; confirm with --yes",
+                          hint="rotator rotate POLICY --revoke-previous-now --yes --reason TEXT")
+    answer = input(f"This will {what}; consumers still holding it fail at once. Type yes to go on: ")
+    if answer.strip().lower() != "yes":
+        raise ConfigError("emergency rotation not confirmed", hint="answer yes, or pass --yes")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows, _ = _statuses(args, _duration_arg("--revocation-slack", args.revocation_slack))
+    from rotator.observe.status import render_table
+
+    _emit(args, [s.to_json() for s in rows], render_table(rows))
+    worst = EXIT_ATTENTION if any(s.needs_attention for s in rows) else EXIT_OK
+    if args.check:
+        failing = [s for s in rows if s.compliance is not None and not s.compliance.compliant]
+        for s in failing:
+            assert s.compliance is not None
+            for problem in s.compliance.problems():
+                print(f"rotator: out of compliance: {s.policy}: {problem}", file=sys.stderr)
+        if failing:
+            worst = EXIT_ATTENTION
+    return worst
+
+
+def _duration_arg(flag: str, text: str) -> timedelta:
+    from rotator.config.schedule import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}", hint=f"e.g. {flag} 1h") from None
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from rotator.observe import inventory as inv_mod
+
+    max_age = _duration_arg("--max-age", args.max_age)
+    if args.url and not (args.kind and args.token_file):
+        raise ConfigError("--url needs --kind and --token-file", hint="e.g. --url URL --kind influxdb3 --token-file F")
+    if args.kind == "influxdb2" and args.url and not args.org_id:
+        raise ConfigError("--kind influxdb2 needs --org-id", hint="the organization whose authorizations to list")
+    bare = bool(args.url or args.influxctl_profile)
+    config: Config | None = None
+    if not args.no_policies and (not bare or Path(args.config).exists()):
+        config = _config(args)
+    if config is None and not bare:
+        raise ConfigError("nothing to list", hint="give a policy file (-c) or --url / --influxctl-profile")
+    known = list(config.policies) if config is not None else []
+    selected = [config.policy(n) for n in args.policy] if config is not None and args.policy else known
+    targets = inv_mod.policy_targets(selected) if config is not None else []
+    for spec in args.influxctl_profile:
+        targets += inv_mod.influxctl_profile_targets(spec, args.token_file, args.influxctl)
+    if args.url:
+        targets.append(inv_mod.url_target(args.url, args.kind, args.token_file, org_id=args.org_id,
+                                          product=args.product, account_id=args.account_id,
+                                          cluster_id=args.cluster_id, tls_verify=not args.insecure))
+    # Only --revoke-orphans writes (audit events); a listing never creates a journal, as `status`.
+    journal = _journal(config, create=args.revoke_orphans) if config is not None else None
+    now = SystemClock().now()
+    result = inv_mod.take_inventory(targets, journal, known, now, unmanaged_max_age=max_age,
+                                    include_revoked=args.include_revoked)
+    for target, message in result.errors:
+        print(f"rotator: error: {target}: {message}", file=sys.stderr)
+    worst = EXIT_FAILED if result.errors else EXIT_OK
+    _print_inventory(args.output, result, now)
+    if args.suggest:
+        _print_suggestions(result, config, targets)
+    if args.revoke_orphans:
+        orphans = [e for e in result.entries if e.cls == inv_mod.ORPHAN]
+        if not orphans:
+            print("no orphan to revoke", file=sys.stderr)
+        elif config is None or journal is None:
+            raise ConfigError("--revoke-orphans needs the policy file whose journal minted them", hint="pass -c FILE")
+        elif _confirmed(args, f"revoke {len(orphans)} orphan token(s): {', '.join(e.token_id for e in orphans)}?"):
+            r = config.settings.retry
+            from rotator.core.retry import RetryPolicy
+
+            options = {"retry": RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds()),
+                       "lease_ttl": config.settings.lease_ttl}
+            for entry, outcome in inv_mod.revoke_orphans(result, journal, known, options):
+                print(f"{entry.policy}: orphan {entry.token_id}: {outcome}", file=sys.stderr)
+                if outcome != "revoked":
+                    worst = max(worst, EXIT_FAILED)
+        else:
+            print("nothing revoked", file=sys.stderr)
+            worst = max(worst, EXIT_FAILED)
+    return worst
+
+
+def _confirmed(args: argparse.Namespace, question: str) -> bool:
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise ConfigError("--revoke-orphans asks before revoking, and stdin is not a terminal",
+                          hint="add --yes to revoke without asking (a script, a cron job)")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def _print_inventory(output: str, result: Any, now: datetime) -> None:
+    import csv
+    import io
+
+    from rotator.config.schedule import format_duration
+
+    rows = [e.to_json() for e in result.entries]
+    if output == "json":
+        print(json.dumps({"tokens": rows, "counts": [
+            {"issuer": t, "class": c, "count": n} for (t, c), n in sorted(result.counts().items())],
+            "errors": [{"issuer": t, "error": m} for t, m in result.errors]}, indent=2))
+        return
+    if output == "csv":
+        buffer = io.StringIO()
+        columns = ["issuer", "kind", "token_id", "class", "state", "flags", "policy", "run_id", "created_at",
+                   "expires_at", "revoked_at", "age_s", "reason", "description"]
+        writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "flags": ";".join(row["flags"])})
+        print(buffer.getvalue(), end="")
+        return
+    header = ("ISSUER", "TOKEN ID", "CLASS", "STATE", "POLICY", "AGE", "EXPIRES", "FLAGS", "WHY")
+    lines = [header]
+    for e in result.entries:
+        lines.append((
+            e.target, e.token_id, "orphan?" if e.cls == "suspicious" else e.cls, e.state, e.policy or "-",
+            format_duration(e.age) if e.age is not None else "-",
+            "never" if e.expires_at is None else ("passed" if e.expires_at <= now else
+                                                  "in " + format_duration(e.expires_at - now)),
+            ",".join(e.flags) or "-", e.reason + (f" [{e.description}]" if e.description else ""),
+        ))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]
+    for row in lines:
+        print("  ".join([c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)] + [row[-1]]).rstrip())
+    counts = result.counts()
+    summary = {c: sum(n for (_, cls), n in counts.items() if cls == c) for c in ("managed", "orphan", "suspicious",
+                                                                              "unmanaged", "retired")}
+    print(f"{len(result.entries)} token(s): " + ", ".join(f"{n} {c}" for c, n in summary.items()))
+
+
+def _print_suggestions(result: Any, config: Config | None, targets: list[Any]) -> None:
+    from rotator.observe import inventory as inv_mod
+
+    raw = inv_mod.read_raw_config(config.path) if config is not None else {}
+    raw_policies = {str(p.get("name")): p for p in raw.get("policy", []) if isinstance(p, dict)}
+    taken = set(raw_policies)
+    sources = {t.name: (t.policies[0].name if t.policies else None) for t in targets}
+    for entry in result.entries:
+        if entry.cls != inv_mod.UNMANAGED or entry.state != "active":
+            continue
+        source = raw_policies.get(sources.get(entry.target) or "")
+        text = inv_mod.suggest_policy(entry, source, None, taken)
+        taken.add(text.split('name = "', 1)[1].split('"', 1)[0])
+        print("\n" + text, end="")
+
+
+
+
+def _for_each(args: argparse.Namespace, action: Callable[[Engine], list[str]]) -> int:
+    config = _config(args)
+    journal = _journal(config)
+    worst = EXIT_OK
+    out: dict[str, list[str]] = {}
+    for policy in _selected(config, args.policy, all_enabled=False):
+        try:
+            out[policy.name] = action(_engine(config, policy, journal))
+        except RotatorError as exc:
+            _print_error(exc)
+            worst = max(worst, _exit_code(exc))
+            out[policy.name] = [f"error: {REDACTOR.redact(str(exc))}"]
+        if any(": revocation failed" in line for line in out[policy.name]):
+            worst = max(worst, EXIT_ATTENTION)
+    text = "\n".join(f"{name}: {line}" for name, lines in out.items() for line in (lines or ["nothing to do"]))
+    _emit(args, out, text)
+    return worst
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    return _for_each(args, lambda engine: engine.recover())
+
+
+def cmd_revoke_expired(args: argparse.Namespace) -> int:
+    return _for_each(args, lambda engine: engine.revoke_due())
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    config = _config(args)
+    policy = config.policy(args.policy)
+    try:
+        value = Path(args.token_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --token-file {args.token_file}: {exc.strerror}",
+                          hint="pass the file holding the token created with influxctl") from None
+    if not value:
+        raise ConfigError(f"--token-file {args.token_file} is empty", hint="write the token value into it")
+    expires = None
+    if args.expires_at:
+        try:
+            expires = parse_rfc3339(args.expires_at)
+        except ValueError:
+            raise ConfigError(f"--expires-at {args.expires_at!r} is not RFC 3339",
+                              hint="e.g. 2027-01-01T00:00:00Z") from None
+    if args.replace and not args.reason.strip():
+        raise ConfigError("--replace needs --reason", hint='e.g. --reason "current token revoked by incident 42"')
+    from rotator.core.secret import Secret
+
+    result = _engine(config, policy, _journal(config)).bootstrap(
+        Secret(value), args.token_id, expires, replace=args.replace, reason=args.reason.strip())
+    _emit(args, result.to_json(), f"{policy.name}: " + (
+        result.message if args.replace else f"bootstrapped token {args.token_id} into "
+        + ", ".join(b.name for b in policy.stores)))
+    return EXIT_OK
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from rotator.runners.daemon import cmd_daemon as run_daemon
+
+    return run_daemon(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rotator.runners.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+def _when(moment: datetime, now: datetime) -> str:
+    return "now" if moment <= now else rfc3339_seconds(moment)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from rotator.core import audit_chain
+
+    journal = _journal(_config(args), create=False)
+    report = audit_chain.verify(journal)
+    _emit(args, report.as_dict(), report.text())
+    if not report.ok:
+        print(f"rotator: audit chain broken at {json.dumps(report.broken, default=str)}", file=sys.stderr)
+        print("fix: compare with a backup or an earlier report's head hash; the events from that link on cannot "
+              "be trusted (docs/compliance.md)", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_ATTENTION
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from rotator.core import audit_chain
+    from rotator.core.journal import ts
+
+    config = _config(args)
+    keep = (_duration_arg("--keep-history", args.keep_history) if args.keep_history
+            else config.settings.keep_history)  # fmt: skip
+    now = SystemClock().now()
+    try:
+        result = audit_chain.prune(_journal(config, create=False), ts(now - keep), ts(now))
+    except ValueError as exc:
+        raise NeedsAttention(str(exc), hint="run `rotator audit verify`; keep the journal as it is for "
+                             "investigation") from None
+    _emit(args, {"events": result.events, "runs": result.runs, "revocations": result.revocations,
+                 "checkpoint_seq": result.checkpoint.seq if result.checkpoint else None}, result.text())
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rotator.observe import report as report_mod
+
+    config = _config(args)
+    end = report_mod.parse_date("--to", args.end) if args.end else SystemClock().now()
+    start = report_mod.parse_date("--from", args.start) if args.start else end - timedelta(days=90)
+    if end <= start:
+        raise ConfigError(f"--to {args.end} is not after --from {args.start}",
+                          hint="e.g. --from 2026-01-01 --to 2026-04-01")
+    policies = _selected(config, args.policy, all_enabled=False)
+    evidence = report_mod.build(_journal(config, create=False), policies, start, end, SystemClock().now())
+    text = report_mod.render(evidence, args.report_format)
+    if args.output_file:
+        Path(args.output_file).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output_file}: {len(evidence.policies)} policies, chain "
+              f"{'verified' if evidence.chain.ok else 'BROKEN'}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK if evidence.chain.ok else EXIT_ATTENTION
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": cmd_validate, "schema": cmd_schema, "bundle": cmd_bundle, "plan": cmd_plan, "rotate": cmd_rotate,
+    "status": cmd_status, "recover": cmd_recover, "revoke-expired": cmd_revoke_expired,
+    "bootstrap": cmd_bootstrap, "demo": cmd_demo, "inventory": cmd_inventory, "daemon": cmd_daemon,
+    "sync": sync_cmd.cmd_sync, "audit": cmd_audit, "prune": cmd_prune, "report": cmd_report,
+}  # fmt: skip
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The options every ``rotator`` command takes, defined once (issue 14 §2).
+
+One home for ``-c/--config``, ``--log-level``, ``--log-format``, ``--log-file`` and ``--output``,
+used by the three command lines that take them: ``rotator`` (rotator/runners/cli.py),
+``python -m rotator.runners.sync`` (rotator/runners/sync.py) and ``python -m rotator.runners.daemon``
+(rotator/runners/daemon.py). The
+daemon's own option (``--listen``) is here too, so that building ``rotator``'s whole parser
+(``rotator --help``) imports nothing but argparse: the daemon module imports the engine, the
+policy model and pydantic.
+
+Options given before the command name (``rotator -c FILE status``) and after it (``rotator
+status -c FILE``) are the same options: the top-level parser has the defaults, and the
+subcommands' copies default to ``argparse.SUPPRESS`` so that they never overwrite a value given
+before the name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["LOG_LEVELS", "OUTPUTS", "add_common", "add_daemon_parser", "common_parent"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: ``--output`` of most commands (``inventory`` adds table and csv)
+OUTPUTS = ("text", "json")
+DAEMON_HELP = "run continuously: rotate on schedule, revoke after grace, serve /healthz /readyz /metrics"
+
+
+def add_common(parser: argparse.ArgumentParser, *, defaults: bool = True, config: bool = True,
+               outputs: Sequence[str] = OUTPUTS) -> None:  # fmt: skip
+    """Add the common options to ``parser``.
+
+    Args:
+        defaults: False for a subcommand's copy: every default is ``argparse.SUPPRESS``, so an
+            option given before the command name is not overwritten by the subcommand's default.
+        config: False leaves out ``-c/--config`` (``rotator sync``, whose ``--config`` is
+            influxctl's config file and whose policy file is part of ``--from``).
+        outputs: the choices of ``--output`` (default ``text``); empty: no ``--output``.
+    """
+
+    def default(value: str | None) -> str | None:
+        return value if defaults else argparse.SUPPRESS
+
+    if config:
+        parser.add_argument("-c", "--config", default=default(os.environ.get("ROTATOR_CONFIG", "rotator.toml")),
+                            help="policy file (default: $ROTATOR_CONFIG or ./rotator.toml)")
+    parser.add_argument("--log-level", default=default(os.environ.get("ROTATOR_LOG_LEVEL", "info")),
+                        choices=list(LOG_LEVELS))
+    parser.add_argument("--log-format", default=default("text"), choices=["text", "json"])
+    parser.add_argument("--log-file", default=default(None), help="also write logs to this file")
+    if outputs:
+        parser.add_argument("--output", default=default("text"), choices=list(outputs),
+                            help="result format on stdout")
+
+
+def common_parent(**options: Any) -> argparse.ArgumentParser:
+    """A parent parser (``parents=[...]``) holding the common options; ``options`` as :func:`add_common`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    add_common(parent, **options)
+    return parent
+
+
+def add_daemon_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``daemon`` to ``subparsers``: the common options of ``common`` and ``--listen``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser("daemon", parents=[common], help=DAEMON_HELP)
+    parser.add_argument("--listen", metavar="HOST:PORT",
+                        help="address of /healthz, /readyz and /metrics (default: [daemon] listen or 127.0.0.1:9464)")
+    return parser

@@ -1,0 +1,1235 @@
+"""`rotator daemon`: rotate every policy on its schedule, revoke previous tokens when their grace
+ends, serve /healthz, /readyz and /metrics, and tell the outside world (docs/daemon.md).
+
+The daemon is a pure-ish :meth:`Daemon.tick` — one pass over the journal that starts whatever is
+due and returns the seconds until something else will be — and a tiny driver that sleeps on an
+event that signals and finished runs set. Runs happen on a thread pool, one at a time per policy.
+
+What decides when:
+
+- **Rotations** are due at ``Schedule.next_due(last successful publication, now)``, read from the
+  journal (kept in memory, and read again whenever a policy looks due), so a restart never
+  resets a clock and every replica agrees. Interval,
+  ``rate()``, 5-field and AWS ``cron(...)`` schedules (cron maths by APScheduler's CronTrigger)
+  and windows with jitter are all in rotator.config.schedule. APScheduler's job options map to: coalesce
+  (however many fire times were missed, a policy rotates once), max_instances=1 (one run per
+  policy at a time, in this process by the busy set and across replicas by the journal lease),
+  misfire grace (a run starting later than ``misfire_grace`` is counted and logged as a misfire —
+  it still runs: skipping it would let a token outlive its schedule).
+- **Revocations** wake the loop at their exact due time (from the journal's pending revocations);
+  a sweep every ``sweep_interval`` also recovers runs that another process abandoned.
+
+What it costs (issue 12): a pass costs what is due, not what is configured. Each policy's journal
+state (last publication, open runs, pending and failed revocations, lease) is kept in memory
+(``_View``): read for every policy at start in a few queries (:func:`read_overview`), again for
+one policy after each job of this process, and by each sweep for what other processes changed
+(bounded by what is current). The next due times wait in a heap; a pass pops what is due, and
+plans again only the policies whose job ended. The start recovers only policies with open runs.
+``/metrics`` is made from the views without a journal query (Daemon.snapshot, metrics.StateText).
+- **Failures** back off per policy (``failure_backoff``, doubling to ``failure_backoff_max``);
+  the previous token stays current meanwhile. ``LeaseBusy`` means another rotator has the policy:
+  skipped quietly and looked at again a second or two later.
+
+Before a rotation the daemon takes the policy's lease itself and checks that the last successful
+run is still the one it planned from, so two replicas never rotate one due time twice.
+
+Liveness means progress. A watchdog thread knows when the scheduler last finished a pass and
+how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` or a run older than
+``max(2 x lease_ttl, 10 s)`` (a run past its lease cannot legitimately go on) makes ``/healthz``
+and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged
+daemon; on the way into a stall it dumps every thread's stack to stderr (faulthandler: no lock,
+no logging, works when logging itself is wedged). SIGUSR1 dumps them on demand.
+
+Stores with a credential of their own that expires (a Vault token) are kept alive between runs:
+the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, and shows their
+``credential_status()`` in ``/readyz`` and the ``rotator_credential_*`` metrics.
+
+Signals: SIGHUP reloads the policy file (an invalid file is rejected and the running configuration
+kept); SIGTERM/SIGINT stop taking runs, give the runs in progress ``shutdown_timeout`` to finish,
+then exit 0. A run still going at the deadline is parked: its journal entry makes it recoverable,
+and the next start (or another replica once the lease expires) recovers it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import faulthandler
+import heapq
+import logging
+import os
+import random
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rotator.config.daemon_config import DaemonSettings, parse_listen
+from rotator.config.policy import Config, Policy, PolicyFileError, load_config
+from rotator.config.schedule import format_duration
+from rotator.core.clock import Clock, SystemClock
+from rotator.core.due import decide
+from rotator.core.engine import Engine, NeedsAttention, RunResult
+from rotator.core.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
+from rotator.core.errors import describe as _describe
+from rotator.core.journal import Journal, RunRecord, RunState, open_journal, ts
+from rotator.core.retry import RetryPolicy
+from rotator.core.secret import REDACTOR
+
+if TYPE_CHECKING:
+    from rotator.observe.metrics import LiveSnapshot, Metrics, StateSnapshot
+    from rotator.observe.notify import Notifier
+
+__all__ = ["Daemon", "DaemonConfig", "add_parser", "cmd_daemon", "load_daemon_config", "main"]
+
+logger = logging.getLogger("rotator.daemon")
+
+#: After LeaseBusy, look at the policy again after a random wait in this range (seconds).
+BUSY_RETRY = (1.0, 2.0)
+#: After an unexpected error in a tick (journal unreachable...), try again after this long.
+TICK_RETRY = 5.0
+MIN_WAIT = 0.01
+#: how often the daemon prunes history older than keep_history
+PRUNE_EVERY = timedelta(days=1)
+#: The watchdog looks this often (seconds); the readiness probe of the journal runs as often.
+WATCHDOG_EVERY = 1.0
+#: A journal check older than this (it hangs) makes /readyz fail.
+JOURNAL_CHECK_STALE_S = 10.0
+#: Between two keep-alive calls of a policy's stores: after a success, after an error (seconds).
+CREDENTIAL_PAUSE = (1.0, 5.0)
+
+
+class EngineLike(Protocol):
+    """What the daemon needs of an engine (rotator.core.engine.Engine; a fake in unit tests)."""
+
+    holder: str
+    lease_ttl: timedelta
+
+    def rotate(self) -> RunResult: ...
+
+    def recover(self) -> list[str]: ...
+
+    def revoke_due(self) -> list[str]: ...
+
+
+EngineFactory = Callable[[Policy, Config, Journal, Callable[[Mapping[str, Any]], None]], EngineLike]
+
+
+def default_engine(
+    policy: Policy, config: Config, journal: Journal, listener: Callable[[Mapping[str, Any]], None]
+) -> EngineLike:
+    r = config.settings.retry
+    return Engine(policy, journal, retry=RetryPolicy(r.attempts, r.base_delay.total_seconds(),
+                                                     r.max_delay.total_seconds()),
+                  lease_ttl=config.settings.lease_ttl, listeners=[listener])
+
+
+# ---------------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class DaemonConfig:
+    """A validated policy file: the policies (with their windows) and the ``[daemon]`` table."""
+
+    config: Config
+    daemon: DaemonSettings
+
+
+def load_daemon_config(path: str | Path) -> DaemonConfig:
+    """Read and validate a policy file with its ``[daemon]`` table; PolicyFileError lists every problem."""
+    config = load_config(path)
+    return DaemonConfig(config, config.daemon)
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+# ---------------------------------------------------------------------------------- the daemon
+@dataclass
+class _Track:
+    """What this process remembers about a policy between ticks."""
+
+    failures: int = 0
+    #: failure backoff: no rotation before this
+    retry_at: datetime | None = None
+    #: LeaseBusy: nothing at all for this policy before this
+    busy_until: datetime | None = None
+
+
+class Daemon:
+    """One scheduler over one policy file and one journal."""
+
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        clock: Clock | None = None,
+        listen: str | None = None,
+        serve_http: bool = True,
+        engine_factory: EngineFactory = default_engine,
+        executor: concurrent.futures.Executor | None = None,
+        loader: Callable[[Path], DaemonConfig] = load_daemon_config,
+        stdout: Any = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.path = Path(config_path).resolve()
+        self.clock = clock or SystemClock()
+        self._listen_override = listen
+        self._serve_http = serve_http
+        self._engine_factory = engine_factory
+        self._executor_given = executor
+        self._loader = loader
+        self._stdout = stdout
+        self._handle_signals = handle_signals
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        # Signal handlers only set these flags and write to the wake-up pipe: they take no lock
+        # (a handler runs in the main thread, which may hold any lock at that moment).
+        self._stopping = False
+        self._forced = False
+        self._reload_wanted = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._busy: dict[str, tuple[str, concurrent.futures.Future[None]]] = {}
+        self._tracks: dict[str, _Track] = {}
+        self._planned: dict[str, datetime] = {}
+        #: policy -> what the journal says of it, in memory (the scheduler's and the metrics' source)
+        self._views: dict[str, _View] = {}
+        #: the scheduler's queue: (when, seq, kind, policy), kind "rotate" or "revoke"; an entry is
+        #: current only while ``_queued[(kind, policy)]`` is its time (older ones are skipped)
+        self._queue: list[tuple[datetime, int, str, str]] = []
+        self._queued: dict[tuple[str, str], datetime] = {}
+        self._seq = 0
+        #: policies whose job ended since the last pass: planned again (only they) by the next pass
+        self._replan: set[str] = set()
+        #: the journal's newest publication seen, for the sweep's incremental read
+        self._watermark: datetime | None = None
+        #: stores that keep a credential alive, per policy (only policies that have one)
+        self._credential_engines: dict[str, EngineLike] = {}
+        self._by_name: dict[str, Policy] = {}
+        #: policies whose view holds an open run, a revocation or a lease (what a sweep compares)
+        self._eventful: set[str] = set()
+        self._journal_up = True
+        #: read every policy's journal state at the next sweep (a reload or a refresh failed)
+        self._full_load_wanted = False
+        self._orphans_reported: set[str] = set()
+        self._heartbeat = time.monotonic()
+        self._recovered = False
+        self._last_failed_fp: tuple[int, int, int] | None = None
+        self._warned_unknown: set[str] = set()
+        self._unschedulable: set[str] = set()
+        # time.monotonic() (not the Clock) for the watchdog and durations: they measure elapsed
+        # time in this process, which must not jump with the wall clock or stop with a FakeClock.
+        #: policy -> when its job started (time.monotonic), for the watchdog
+        self._job_started: dict[str, float] = {}
+        self._stalled = False
+        #: (ok, detail, time.monotonic of the answer) of the last journal check
+        self._journal_check: tuple[bool, str, float] = (True, "not checked yet", time.monotonic())
+        #: policy -> no keep-alive of its stores' credentials before this
+        self._credential_pause: dict[str, datetime] = {}
+        self._watchdog_stop = threading.Event()
+        self._next_inventory: datetime | None = None
+        self._inventory_thread: threading.Thread | None = None
+        #: the last inventory's result (for the status page); None until one ran
+        self.last_inventory: Any = None
+        self._next_prune: datetime | None = None
+
+    # -- start and stop ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Load and validate everything, open the journal, start the HTTP server. Raises on bad input."""
+        from rotator.observe.metrics import Metrics
+        from rotator.observe.notify import Notifier
+
+        self._install_signals()
+        self.loaded = self._loader(self.path)
+        self._fp = _fingerprint(self.path)
+        self._journal_url = self.loaded.config.journal_url()
+        self.journal: Journal = open_journal(self._journal_url)
+        self.metrics: Metrics = Metrics()
+        self.metrics.watch_state_text(self.snapshot)
+        self.metrics.watch_live(self.live_snapshot)
+        self.notifier: Notifier = Notifier(self.settings, self.path.parent, on_result=self.metrics.notification,
+                                           stdout=self._stdout, clock=self.clock)
+        self._engines = self._build_engines(self.loaded.config)
+        self._load_views(full=True)
+        self._note_loaded()
+        self._next_sweep = self.clock.now()
+        self._next_watch = self.clock.now() + self.settings.watch_interval
+        self._executor = self._executor_given or concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.settings.workers, thread_name_prefix="rotator-run")
+        self.health = None
+        if self._serve_http:
+            from rotator.observe.health import HealthServer
+            from rotator.observe.status_page import StatusPage
+
+            host, port = parse_listen(self._listen_override or self.settings.listen)
+            self.status_page = StatusPage(lambda: self.policies, lambda: self.journal, self.clock.now,
+                                          lambda: self.last_inventory)
+            self.health = HealthServer(host, port, alive=self.liveness, ready=self.readiness,
+                                       registry=self.metrics.registry, status=self.status_page,
+                                       exposition=self.metrics.exposition)
+            self.health.start()
+        self._check_journal()  # /readyz answers from the first probe on
+        for target, thread_name in ((self._watchdog_loop, "rotator-watchdog"),
+                                    (self._journal_probe_loop, "rotator-journal-probe")):
+            threading.Thread(target=target, name=thread_name, daemon=True).start()
+        names = ", ".join(p.name for p in self.policies) or "(none)"
+        logger.info("daemon started: %d policies (%s), journal %s, sweep every %s", len(self.policies), names,
+                    self.journal.location, format_duration(self.settings.sweep_interval))
+
+    @property
+    def settings(self) -> DaemonSettings:
+        return self.loaded.daemon
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        return self.loaded.config.policies
+
+    def serve(self) -> bool:
+        """The driver: tick, sleep until woken or due, until stopped. Returns True if runs were parked."""
+        while not self._stopping:
+            try:
+                wait = self.tick(self.clock.now())
+            except Exception as exc:  # journal unreachable, a bug: log, retry, never die
+                logger.error("scheduler pass failed, retrying in %.0fs: %s", TICK_RETRY, REDACTOR.redact(str(exc)),
+                             exc_info=not isinstance(exc, RotatorError))
+                wait = TICK_RETRY
+            self._sleep(wait)
+        return self.shutdown()
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait until ``seconds`` pass or someone calls :meth:`wakeup` (a thread or a signal)."""
+        if not self._stopping and not self._reload_wanted:
+            select.select([self._wake_r], [], [], seconds)
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wakeup(self) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake-up is pending anyway) or closed (shut down)
+
+    def request_reload(self) -> None:
+        self._reload_wanted = True
+        self.wakeup()
+
+    def request_stop(self) -> None:
+        if self._stopping:
+            self._forced = True  # a second signal: stop waiting for runs
+        self._stopping = True
+        self.wakeup()
+
+    def _install_signals(self) -> None:
+        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
+            return
+        # A signal may be delivered to any thread; the C-level handler then writes to this pipe,
+        # which wakes the main thread from select() so that the Python handler runs at once.
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    def shutdown(self) -> bool:
+        """Take no new runs; let the runs in progress finish within ``shutdown_timeout``.
+
+        Returns True when some run was still going at the deadline (parked): the caller must then
+        end the process (its thread cannot be stopped); the journal keeps that run recoverable.
+        """
+        self._stopping = True
+        with self._lock:
+            running = {name: fut for name, (_, fut) in self._busy.items() if not fut.done()}
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        timeout = self.settings.shutdown_timeout.total_seconds()
+        if running:
+            logger.info("stopping: no new runs; waiting up to %.0fs for %s", timeout, ", ".join(sorted(running)))
+        deadline = time.monotonic() + timeout
+        while running and time.monotonic() < deadline and not self._forced:
+            concurrent.futures.wait(running.values(), timeout=min(0.2, max(deadline - time.monotonic(), 0)))
+            running = {name: fut for name, fut in running.items() if not fut.done()}
+        if running:
+            logger.warning(
+                "shutdown timeout: parking the run(s) of %s mid-step; the journal keeps them recoverable and the "
+                "next start (or another replica once the lease expires) finishes or undoes them",
+                ", ".join(sorted(running)))
+            _terminate_children()
+        self.notifier.close(timeout=min(5.0, max(deadline - time.monotonic(), 1.0)))
+        self._watchdog_stop.set()
+        if self.health is not None:
+            self.health.stop()
+        if not running:
+            self.journal.close()
+        logger.info("daemon stopped%s", " (runs parked)" if running else "")
+        return bool(running)
+
+    # -- the pass ---------------------------------------------------------------------------
+    def tick(self, now: datetime) -> float:
+        """One pass: reload if asked, start what is due; return the seconds until the next thing.
+
+        Costs what is due, not what is configured: the policies wait in a queue ordered by their
+        next due time (rotation, or revocation of a previous token), and only the policies whose
+        job ended since the last pass are planned again. The sweep (every ``sweep_interval``)
+        reads what other processes changed, bounded by what is current.
+        """
+        self._heartbeat = time.monotonic()
+        settings = self.settings
+        if self._reload_wanted:
+            self._reload_wanted = False
+            self.notifier.audit.reopen()  # after logrotate moved the audit file, whatever the reload gives
+            self.reload("SIGHUP")
+        elif settings.watch and now >= self._next_watch:
+            self._next_watch = now + settings.watch_interval
+            fp = _fingerprint(self.path)
+            if fp != self._fp and fp != self._last_failed_fp:
+                self.reload("the file changed")
+        settings = self.settings
+        with self._lock:
+            replan, self._replan = self._replan, set()
+        for name in replan:
+            self._plan(name)
+        if now >= self._next_sweep:
+            self._next_sweep = now + settings.sweep_interval
+            self._sweep(now)
+        self._recovered = True
+        if self._next_prune is None or now >= self._next_prune:  # history retention, once a day
+            self._next_prune = now + PRUNE_EVERY
+            self._prune(now)
+        wake = [self._next_sweep]
+        if settings.watch:
+            wake.append(self._next_watch)
+        if settings.inventory_interval is not None:
+            wake.append(self._maybe_inventory(now, settings.inventory_interval))
+
+        # Stores' own credentials (a Vault token to renew) between runs.
+        for name, engine in self._credential_engines.items():
+            due = self._credentials_due(engine)
+            if due is None:
+                continue
+            due = max(due, self._credential_pause.get(name, due))
+            if due > now:
+                wake.append(due)
+            elif self._idle(name, now, wake):
+                self._submit(name, "credentials")
+
+        # Rotations and revocations whose time has come.
+        queue = self._queue
+        to_rotate: list[str] = []
+        while queue and queue[0][0] <= now:
+            when, _, kind, name = heapq.heappop(queue)
+            if self._queued.get((kind, name)) != when:
+                continue  # planned again since
+            del self._queued[(kind, name)]
+            if name not in self._engines or not self._idle(name, now, wake):
+                continue  # running: planned again when its job ends; LeaseBusy: queued again
+            if kind == "revoke":
+                self._submit(name, "revoke")
+            else:
+                to_rotate.append(name)
+        if to_rotate:
+            # Looks due: did another rotator serve them meanwhile? One read for all of them.
+            try:
+                last = read_last_success(self.journal, to_rotate, now)
+            except RotatorError:
+                for name in to_rotate:  # not lost from the queue
+                    self._push("rotate", name, now + timedelta(seconds=TICK_RETRY))
+                raise
+            for name in to_rotate:
+                view = self._views.setdefault(name, _View())
+                self._set_last(name, view, last.get(name))
+                target = self._plan(name)
+                if target is None or target > now:
+                    continue
+                self._queued.pop(("rotate", name), None)
+                self._submit(name, "rotate", planned_from=view.run_id, target=target)
+        if queue:
+            wake.append(queue[0][0])
+        return min(max((min(wake) - now).total_seconds(), MIN_WAIT), settings.sweep_interval.total_seconds())
+
+    def _push(self, kind: str, name: str, when: datetime) -> None:
+        if self._queued.get((kind, name)) == when:
+            return
+        self._queued[(kind, name)] = when
+        self._seq += 1
+        heapq.heappush(self._queue, (when, self._seq, kind, name))
+
+    def _policy(self, name: str) -> Policy | None:
+        return self._by_name.get(name)
+
+    def _plan(self, name: str) -> datetime | None:
+        """Queue the policy's next rotation and next revocation from its view; the rotation's time."""
+        policy = self._policy(name)
+        self._queued.pop(("rotate", name), None)
+        self._queued.pop(("revoke", name), None)
+        if policy is None or name not in self._engines:
+            return None
+        view = self._views.setdefault(name, _View())
+        track = self._tracks.get(name)
+        busy_until = track.busy_until if track is not None else None
+        if view.pending:
+            when = min(max(due, retry or due) for due, retry in view.pending)
+            self._push("revoke", name, max(when, busy_until) if busy_until is not None else when)
+        if not policy.enabled:
+            return None
+        try:
+            target = self._target(policy, view.published_at, self.clock.now())
+        except ValueError as exc:  # a cron schedule that never fires again
+            if name not in self._unschedulable:
+                self._unschedulable.add(name)
+                logger.error("policy %s: no next rotation: %s", name, exc)
+            return None
+        self._planned[name] = target
+        self._push("rotate", name, max(target, busy_until) if busy_until is not None else target)
+        return target
+
+    def _maybe_inventory(self, now: datetime, interval: timedelta) -> datetime:
+        """Start an inventory (rotator_tokens) on a thread of its own when due; return the next due time."""
+        due = self._next_inventory or now
+        running = self._inventory_thread is not None and self._inventory_thread.is_alive()
+        if now >= due and not running and not self._stopping:
+            due = self._next_inventory = now + interval
+            self._inventory_thread = threading.Thread(target=self._run_inventory, name="rotator-inventory",
+                                                      daemon=True)
+            self._inventory_thread.start()
+        return due
+
+    def _run_inventory(self) -> None:
+        from rotator.observe.inventory import policy_targets, take_inventory
+
+        try:
+            policies = list(self.policies)
+            result = take_inventory(policy_targets(policies, self.clock), self.journal, policies, self.clock.now())
+            at = self.clock.now()
+        except Exception as exc:  # an adapter bug or the journal: logged, tried again next interval
+            logger.error("inventory failed: %s", _describe(exc))
+            return
+        for target, message in result.errors:
+            logger.warning("inventory: %s: %s", target, message)
+        self.metrics.inventory(result, at)
+        self.last_inventory = result
+
+    def _prune(self, now: datetime) -> None:
+        """Delete history older than [rotator] keep_history into a checkpoint (rotator/core/audit_chain.py)."""
+        from rotator.core import audit_chain
+        from rotator.core.journal import ts
+
+        try:
+            result = audit_chain.prune(self.journal, ts(now - self.loaded.config.settings.keep_history), ts(now))
+        except Exception as exc:  # a broken chain (ValueError) or the journal: logged, tried again tomorrow
+            logger.error("pruning the journal's history failed: %s", _describe(exc))
+            return
+        if result.checkpoint is not None:
+            logger.info("journal history: %s", result.text())
+
+    def _idle(self, name: str, now: datetime, wake: list[datetime]) -> bool:
+        """Nothing running for the policy here, and no recent LeaseBusy from it."""
+        with self._lock:
+            if name in self._busy:
+                return False
+        track = self._tracks.get(name)
+        if track is not None and track.busy_until is not None and track.busy_until > now:
+            wake.append(track.busy_until)
+            self._plan(name)  # queued again at busy_until
+            return False
+        return True
+
+    def _target(self, policy: Policy, last: datetime | None, now: datetime) -> datetime:
+        """When the daemon runs a policy: when rotator/core/due.py says it is due, or after a failed
+        run's retry time."""
+        due = decide(policy, last, now).next_due
+        track = self._tracks.get(policy.name)
+        retry_at = track.retry_at if track is not None else None
+        return max(due, retry_at) if retry_at is not None else due
+
+    def _sweep(self, now: datetime) -> None:
+        """Read what other processes changed; recover runs left open by a dead process (at start:
+        only policies with open runs, so a start costs nothing per idle policy); warn about
+        revocations of unknown policies."""
+        overview = self._load_views(full=self._full_load_wanted)
+        for name in sorted(overview.open_runs):
+            if name in self._engines and self._idle(name, now, []):
+                self._submit(name, "recover")
+        unknown = set(overview.pending) - set(self._views)
+        for name in sorted(unknown - self._warned_unknown):
+            logger.warning("the journal holds pending revocations of policy %r, which is not in %s: they wait "
+                           "until it is back (or run `rotator revoke-expired` with a file that has it)",
+                           name, self.path)
+        self._warned_unknown = unknown
+
+    def _set_last(self, name: str, view: _View, run: RunRecord | None) -> None:
+        if run is None:
+            changed = view.run_id is not None
+            view.run_id = view.published_at = view.token_id = view.expires_at = None
+        else:
+            changed = view.run_id != run.run_id
+            view.run_id, view.published_at = run.run_id, run.published_at
+            view.token_id, view.expires_at = run.new_token_id, run.new_expires_at
+        if changed:
+            view.state = None
+
+    def _load_views(self, full: bool) -> Overview:
+        """Read the journal's current state into the views, in a few queries whatever the number of
+        policies: every open run, pending or failed revocation and live lease, and the last
+        publication of each policy (``full``) or the publications since the last read (a sweep).
+        Plans again the policies whose view changed."""
+        since = None if full or self._watermark is None else self._watermark - WATERMARK_MARGIN
+        try:
+            overview = read_overview(self.journal, self.clock.now(), since)
+        except RotatorError:
+            self._journal_up = False
+            raise
+        self._journal_up = True
+        if full:
+            self._full_load_wanted = False
+            self._queue.clear()
+            self._queued.clear()
+            self._views = {p.name: _View() for p in self.policies}
+            self._by_name = {p.name: p for p in self.policies}
+        views = self._views
+        touched: set[str] = set()
+        for name, run in overview.last.items():
+            view = views.get(name)
+            if view is not None and (full or view.run_id != run.run_id):
+                self._set_last(name, view, run)
+                touched.add(name)
+            if run.published_at is not None and (self._watermark is None or run.published_at > self._watermark):
+                self._watermark = run.published_at
+        current = {*overview.open_runs, *overview.pending, *overview.failed, *overview.leases}
+        for name in (views.keys() if full else self._eventful | current):
+            view = views.get(name)
+            if view is None:
+                continue
+            fresh = (overview.open_runs.get(name, (0, 0)), overview.pending.get(name, ()),
+                     overview.failed.get(name, 0), overview.leases.get(name))
+            if fresh != ((view.open_runs, view.stuck_runs), view.pending, view.failed_revocations, view.lease_until):
+                (view.open_runs, view.stuck_runs), view.pending, view.failed_revocations, view.lease_until = fresh
+                view.state = None
+                touched.add(name)
+        self._eventful = current
+        for name in (views.keys() if full else touched):
+            self._plan(name)
+        return overview
+
+    def _refresh(self, name: str) -> None:
+        """Read one policy's journal state again (after its job ended, in the job's thread)."""
+        view = self._views.get(name)
+        if view is None:
+            return
+        try:
+            last = self.journal.last_success(name)
+            runs = self.journal.open_runs(name)
+            pending = self.journal.revocations(name, "pending")
+            failed = self.journal.revocations(name, "failed")
+        except RotatorError as exc:  # the next sweep reads it; meanwhile nothing for this policy
+            logger.warning("policy %s: cannot read its journal state: %s", name, _describe(exc))
+            self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(seconds=TICK_RETRY)
+            self._full_load_wanted = True
+            return
+        self._set_last(name, view, last)
+        view.open_runs, view.stuck_runs = len(runs), sum(1 for r in runs if r.error and "recovery failed" in r.error)
+        view.pending = tuple(sorted((r.due_at, r.next_try_at) for r in pending))
+        view.failed_revocations = len(failed)
+        view.lease_until = None  # the job released it
+        view.state = None
+
+    # -- jobs -------------------------------------------------------------------------------
+    def _submit(self, name: str, kind: str, **kwargs: Any) -> None:
+        engine = self._engines[name]
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            if name in self._busy or self._stopping:
+                return
+            self._busy[name] = (kind, future)
+            self._job_started[name] = time.monotonic()
+        try:
+            future = self._executor.submit(self._job, name, engine, kind, kwargs)
+        except RuntimeError:  # the executor is shutting down
+            with self._lock:
+                self._busy.pop(name, None)
+                self._job_started.pop(name, None)
+            return
+        with self._lock:
+            if name in self._busy:
+                self._busy[name] = (kind, future)
+        future.add_done_callback(lambda _f: self._done(name))
+
+    def _done(self, name: str) -> None:
+        with self._lock:
+            self._busy.pop(name, None)
+            self._job_started.pop(name, None)
+            self._replan.add(name)
+        state = self._views.get(name)
+        if state is not None:
+            state.state = None  # lease_held_here changed
+        self.wakeup()
+
+    def _job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
+        log = logging.LoggerAdapter(logger, {"policy": name})
+        try:
+            if kind == "rotate":
+                self._rotate(name, engine, **kwargs)
+            elif kind == "recover":
+                for action in engine.recover():
+                    log.info("recovery: %s", action)
+            elif kind == "revoke":
+                for action in engine.revoke_due():
+                    log.info("%s", action)
+            elif kind == "credentials":
+                self._keep_alive(name, engine)
+        except LeaseBusy as busy:
+            log.debug("%s: skipped, %s", kind, busy)
+            self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(
+                seconds=self._rng.uniform(*BUSY_RETRY))
+        except RotatorError as exc:
+            log.error("%s failed: %s", kind, _describe(exc))
+            if kind == "recover":
+                self._emit({"policy": name, "run_id": None, "step": "recover", "result": "failed",
+                            "error": _describe(exc)})
+        except Exception:
+            log.exception("%s failed unexpectedly", kind)
+        finally:
+            if kind != "credentials":
+                self._refresh(name)
+
+    def _rotate(self, name: str, engine: EngineLike, *, planned_from: str | None, target: datetime) -> None:
+        log = logging.LoggerAdapter(logger, {"policy": name})
+        now = self.clock.now()
+        late = (now - target).total_seconds()
+        self.metrics.schedule_delay.observe(max(late, 0.0))
+        if late > self.settings.misfire_grace.total_seconds():
+            self.metrics.misfires.labels(name).inc()
+            log.warning("rotation was due at %s and starts %s late (misfire); rotating once now",
+                        target.isoformat(timespec="seconds"), format_duration(timedelta(seconds=late)))
+        # Our own hold on the lease, so that "still due?" and the run are one decision.
+        try:
+            self.journal.acquire_lease(name, engine.holder, engine.lease_ttl, now)
+        except LeaseBusy:
+            engine.recover()  # takes over from a dead process on this host; else LeaseBusy again
+            return
+        started = time.monotonic()
+        try:
+            last = self.journal.last_success(name)
+            if (last.run_id if last else None) != planned_from:
+                log.info("rotated by another rotator meanwhile; nothing to do")
+                return
+            if self.journal.open_runs(name):
+                # An interrupted run of this due time (a replica died mid-publish) may be rolled
+                # forward by recovery: then this due time is served, and rotating again would
+                # rotate it twice. Recovery releases the lease, so take it back and look again.
+                engine.recover()
+                self.journal.acquire_lease(name, engine.holder, engine.lease_ttl, self.clock.now())
+                last = self.journal.last_success(name)
+                if (last.run_id if last else None) != planned_from:
+                    log.info("recovery finished an interrupted rotation; nothing more to do")
+                    return
+            log.info("rotating (due %s)", target.isoformat(timespec="seconds"))
+            result = engine.rotate()
+        except LeaseBusy:
+            raise
+        except RotatorError as exc:
+            self._failed(name, exc, started, now)
+            return
+        except Exception as exc:  # an adapter bug: back off like any failure instead of looping
+            log.exception("rotation failed unexpectedly")
+            self._failed(name, PermanentError(f"internal error: {type(exc).__name__}: {exc}"), started, now)
+            return
+        finally:
+            self.journal.release_lease(name, engine.holder)
+        elapsed = time.monotonic() - started
+        self.metrics.run_duration.labels(name).observe(elapsed)
+        self.metrics.rotations.labels(name, "success").inc()
+        self.metrics.consecutive_failures.labels(name).set(0)
+        self._tracks[name] = _Track()
+        log.info("rotated in %.1fs: %s", elapsed, result.message)
+        self._emit({"policy": name, "run_id": result.run_id, "step": "rotate", "result": "ok",
+                    "token_id": result.new_token_id, "old_token_id": result.old_token_id,
+                    "duration_s": round(elapsed, 3)})
+
+    def _failed(self, name: str, exc: RotatorError, started: float, began: datetime) -> None:
+        elapsed = time.monotonic() - started
+        outcome = "needs_attention" if isinstance(exc, NeedsAttention) else "failure"
+        track = self._tracks.setdefault(name, _Track())
+        track.failures += 1
+        base, cap = self.settings.failure_backoff, self.settings.failure_backoff_max
+        delay = min(cap, base * 2 ** (track.failures - 1)) * self._rng.uniform(0.75, 1.0)
+        track.retry_at = self.clock.now() + delay
+        self.metrics.run_duration.labels(name).observe(elapsed)
+        if not isinstance(exc, LeaseLost):  # counted as "aborted" from the engine's rotate/aborted event
+            self.metrics.rotations.labels(name, outcome).inc()
+        self.metrics.consecutive_failures.labels(name).set(track.failures)
+        try:
+            runs = self.journal.runs(name, limit=1)
+        except RotatorError:
+            runs = []
+        run = runs[0] if runs and runs[0].started_at >= began - timedelta(seconds=1) else None
+        message = _describe(exc)
+        logger.error("policy %s: rotation failed (%d in a row), retrying at %s: %s", name, track.failures,
+                     track.retry_at.isoformat(timespec="seconds"), message)
+        if run is not None and run.state == RunState.REVOKING_NEW and run.run_id not in self._orphans_reported:
+            # The candidate could not be revoked: it is valid and nobody holds it until recovery.
+            self._emit({"policy": name, "run_id": run.run_id, "step": "revoke_new", "result": "failed",
+                        "token_id": run.new_token_id, "error": run.error or message})
+        self._emit({"policy": name, "run_id": run.run_id if run else None, "step": "rotate",
+                    "result": "needs_attention" if outcome == "needs_attention" else "failed",
+                    "error": message, "failures": track.failures, "retry_at": track.retry_at,
+                    "duration_s": round(elapsed, 3)})
+
+    # -- stores' credentials ----------------------------------------------------------------
+    @staticmethod
+    def _credential_stores(engine: EngineLike) -> list[tuple[str, Any]]:
+        """The engine's stores that keep a credential alive (duck-typed: ``credential_due()``...)."""
+        stores = getattr(engine, "stores", None) or ()
+        return [(n, s) for n, s in stores if callable(getattr(s, "credential_due", None))]
+
+    def _credentials_due(self, engine: EngineLike) -> datetime | None:
+        dues = [due for _, store in self._credential_stores(engine) if (due := store.credential_due()) is not None]
+        return min(dues) if dues else None
+
+    def _keep_alive(self, name: str, engine: EngineLike) -> None:
+        ok = True
+        try:
+            for store_name, store in self._credential_stores(engine):
+                due = store.credential_due()
+                if due is None or due > self.clock.now():
+                    continue
+                try:
+                    store.keep_alive()
+                except RotatorError as exc:
+                    ok = False
+                    logger.warning("policy %s: store %s: keeping its credential alive failed: %s", name, store_name,
+                                   _describe(exc))
+        finally:
+            # Whatever the store planned, never call it in a loop.
+            pause = CREDENTIAL_PAUSE[0 if ok else 1]
+            self._credential_pause[name] = self.clock.now() + timedelta(seconds=pause)
+
+    def credentials(self) -> list[tuple[str, str, Mapping[str, Any]]]:
+        """``(policy, store, status)`` of every store that reports its credential."""
+        out = []
+        for name, engine in list(self._credential_engines.items()):
+            for store_name, store in self._credential_stores(engine):
+                status = getattr(store, "credential_status", None)
+                if callable(status):
+                    out.append((name, store_name, status()))
+        return out
+
+    # -- watchdog ---------------------------------------------------------------------------
+    def progress(self) -> tuple[bool, dict[str, Any]]:
+        """``(stalled, detail)``: has the scheduler, and every run, made progress recently?"""
+        now = time.monotonic()
+        pass_age = now - self._heartbeat
+        pass_limit = max(60.0, 3 * self.settings.sweep_interval.total_seconds())
+        run_limit = max(10.0, 2 * self.loaded.config.settings.lease_ttl.total_seconds())
+        with self._lock:
+            runs = {name: (self._busy[name][0], now - started) for name, started in self._job_started.items()
+                    if name in self._busy}
+        stuck = {name: {"job": kind, "running_s": round(age, 1)} for name, (kind, age) in runs.items()
+                 if age > run_limit}
+        oldest = max((age for _, age in runs.values()), default=0.0)
+        stalled = pass_age > pass_limit or bool(stuck)
+        detail: dict[str, Any] = {"last_pass_s_ago": round(pass_age, 1),
+                                  "progress_s_ago": round(max(pass_age, oldest), 1), "stalled": stalled}
+        if stuck:
+            detail["stuck"] = stuck
+        return stalled, detail
+
+    def _watchdog_loop(self) -> None:
+        """Notice a stall and say where: every thread's stack to stderr, once per stall."""
+        while not self._watchdog_stop.wait(WATCHDOG_EVERY):
+            stalled, detail = self.progress()
+            if stalled and not self._stalled:
+                # faulthandler first: it takes no lock, so it works even when logging is wedged.
+                print(f"rotator watchdog: no progress ({detail}); stacks of every thread follow",
+                      file=sys.stderr, flush=True)
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                logger.error("watchdog: the daemon made no progress (%s): /healthz fails until it does", detail)
+            elif self._stalled and not stalled:
+                logger.warning("watchdog: progress again")
+            self._stalled = stalled
+
+    def _journal_probe_loop(self) -> None:
+        """Check the journal off the HTTP thread: a hanging journal must not hang /readyz."""
+        while not self._watchdog_stop.wait(WATCHDOG_EVERY):
+            self._check_journal()
+
+    def _check_journal(self) -> None:
+        try:
+            ping = getattr(self.journal, "ping", None)  # Journal.ping() where the journal has it
+            if callable(ping):
+                ping()
+            else:
+                self.journal.lease_holder("rotator-readiness-probe", self.clock.now())
+            self._journal_check = (True, "ok", time.monotonic())
+        except Exception as exc:
+            self._journal_check = (False, REDACTOR.redact(str(exc)) or type(exc).__name__, time.monotonic())
+
+    def live_snapshot(self) -> LiveSnapshot:
+        from rotator.observe.metrics import CredentialState, LiveSnapshot
+
+        stalled, detail = self.progress()
+        creds = [CredentialState(policy, store, bool(st.get("ok", True)), int(st.get("failures") or 0),
+                                 st.get("expires_at")) for policy, store, st in self.credentials()]
+        return LiveSnapshot(stalled, self.clock.now().timestamp() - float(detail["progress_s_ago"]), creds)
+
+    # -- events -----------------------------------------------------------------------------
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        """The engines' listener: metrics, then audit/webhooks/hooks."""
+        if (event.get("step"), event.get("result")) == ("revoke_new", "failed") and event.get("run_id"):
+            self._orphans_reported.add(str(event["run_id"]))
+        self.metrics.on_event(event)
+        self.notifier(event)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self.on_event({"at": self.clock.now(), **event})
+
+    # -- configuration ----------------------------------------------------------------------
+    def _build_engines(self, config: Config) -> dict[str, EngineLike]:
+        engines: dict[str, EngineLike] = {}
+        for policy in config.policies:
+            try:
+                engines[policy.name] = self._engine_factory(policy, config, self.journal, self.on_event)
+            except RotatorError:
+                raise
+            except Exception as exc:
+                raise ConfigError(f"policy {policy.name!r}: cannot set up its adapters: {exc}",
+                                  hint="check the issuer and store settings of this policy") from None
+        self._credential_engines = {name: e for name, e in engines.items() if self._credential_stores(e)}
+        return engines
+
+    def reload(self, reason: str) -> bool:
+        """Load the policy file again; keep the running configuration if the new one is invalid."""
+        fp = _fingerprint(self.path)
+        try:
+            loaded = self._loader(self.path)
+            url = loaded.config.journal_url()
+            if url != self._journal_url:
+                raise ConfigError("the journal setting changed: a reload cannot move the journal",
+                                  hint="restart the daemon to use another journal")
+            engines = self._build_engines(loaded.config)
+        except RotatorError as exc:
+            self._last_failed_fp = fp
+            self.metrics.reload_failures.inc()
+            self.metrics.reload_ok.set(0)
+            message = REDACTOR.redact(str(exc))
+            logger.error("reload (%s) rejected, the running configuration is kept: %s", reason, message)
+            self._emit({"policy": None, "run_id": None, "step": "reload", "result": "failed", "error": message})
+            return False
+        old = self.loaded
+        if (loaded.daemon.listen, loaded.daemon.workers) != (old.daemon.listen, old.daemon.workers):
+            logger.warning("listen and workers changes take effect at the next restart")
+        removed = {p.name for p in old.config.policies} - {p.name for p in loaded.config.policies}
+        self.loaded, self._engines, self._fp, self._last_failed_fp = loaded, engines, fp, None
+        try:
+            self._load_views(full=True)  # schedules may have changed: plan every policy again
+        except RotatorError as exc:  # the journal: the next pass tries again
+            logger.error("reload: cannot read the journal: %s", _describe(exc))
+            self._full_load_wanted = True
+            self._next_sweep = self.clock.now()
+        if not self.notifier.same_settings(loaded.daemon):
+            from rotator.observe.notify import Notifier
+
+            previous = self.notifier
+            self.notifier = Notifier(loaded.daemon, self.path.parent, on_result=self.metrics.notification,
+                                     stdout=self._stdout, clock=self.clock)
+            threading.Thread(target=previous.close, args=(10.0,), name="rotator-notify-close", daemon=True).start()
+        for name in removed:
+            self._tracks.pop(name, None)
+            self._planned.pop(name, None)
+            self.metrics.forget(name)
+        self._note_loaded()
+        logger.info("reloaded %s (%s): %d policies", self.path, reason, len(self.policies))
+        self._emit({"policy": None, "run_id": None, "step": "reload", "result": "ok", "policies": len(self.policies)})
+        return True
+
+    def _note_loaded(self) -> None:
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(self.clock.now().timestamp())
+        self.metrics.policies.set(len(self.policies))
+
+    # -- health -----------------------------------------------------------------------------
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        stalled, detail = self.progress()
+        return not stalled, detail
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        stalled, progress = self.progress()
+        checks: dict[str, Any] = {"config_loaded": True, "policies": len(self.policies),
+                                  "stopping": self._stopping, "watchdog": progress}
+        ok, detail, at = self._journal_check
+        age = time.monotonic() - at
+        if age > JOURNAL_CHECK_STALE_S:
+            ok, detail = False, f"no answer from the journal for {age:.0f}s"
+        checks["journal"] = detail
+        credentials = {}
+        for policy, store, status in self.credentials():
+            expires = status.get("expires_at")
+            credentials[f"{policy}/{store}"] = {
+                "ok": bool(status.get("ok", True)), "failures": status.get("failures", 0),
+                "error": status.get("error"),
+                "expires_in_s": round((expires - self.clock.now()).total_seconds(), 1) if expires else None}
+        if credentials:
+            checks["credentials"] = credentials
+        creds_ok = all(c["ok"] for c in credentials.values())
+        return ok and not self._stopping and not stalled and creds_ok, checks
+
+    def snapshot(self) -> StateSnapshot:
+        """Every policy's state for the state metrics (at each scrape), from memory: no journal query.
+
+        The views are read from the journal at start, after each job of this process (its policy
+        only) and by every sweep (what other processes changed); a policy's PolicyState is made
+        again only when its view changed or a threshold in it passed (age past max_age, a
+        revocation overdue), so that StateText writes only those lines again.
+        """
+        from rotator.observe.compliance import DEFAULT_SLACK, max_age_of
+        from rotator.observe.metrics import PolicyState, StateSnapshot
+
+        now = self.clock.now()
+        overdue_after = self.settings.sweep_interval
+        with self._lock:  # a store-credential renewal takes no policy lease
+            busy = {name for name, (kind, _) in self._busy.items() if kind != "credentials"}
+        states = []
+        views = self._views
+        for policy in self.policies:
+            view = views.get(policy.name)
+            if view is None:
+                continue
+            state = view.state
+            held = policy.name in busy
+            if state is None or (view.state_until is not None and now >= view.state_until) \
+                    or state.lease_held_here != held or state.enabled != policy.enabled:
+                max_age = max_age_of(policy)
+                pending = [due for due, _ in view.pending]
+                overdue = sum(1 for due in pending if due + overdue_after < now)
+                late = any(due + DEFAULT_SLACK < now for due in pending) or view.failed_revocations > 0
+                published = view.published_at
+                compliant = published is not None and now - published <= max_age and not late
+                lease_active = held or (view.lease_until is not None and view.lease_until >= now)
+                state = view.state = PolicyState(
+                    policy=policy.name, enabled=policy.enabled, rotated_at=published, expires_at=view.expires_at,
+                    next_rotation=decide(policy, published, now).next_due, pending_revocations=len(pending),
+                    overdue_revocations=overdue, failed_revocations=view.failed_revocations,
+                    open_runs=view.open_runs, needs_attention=view.failed_revocations > 0 or view.stuck_runs > 0,
+                    lease_active=lease_active, lease_held_here=held, max_age_s=max_age.total_seconds(),
+                    compliant=compliant)
+                # the first moment one of these answers changes with time alone
+                moments = [due + d for due in pending for d in (overdue_after, DEFAULT_SLACK) if due + d >= now]
+                if published is not None and published + max_age >= now:
+                    moments.append(published + max_age)
+                if view.lease_until is not None and view.lease_until >= now:
+                    moments.append(view.lease_until)
+                view.state_until = now if published is None else min(moments, default=None)
+            states.append(state)
+        return StateSnapshot(now, journal_up=self._journal_check[0] and self._journal_up, policies=states)
+
+
+# ---------------------------------------------------------------------------------- journal state
+#: A sweep reads the publications since the newest it saw minus this (a replica's run that
+#: committed late, or a replica whose clock is behind).
+WATERMARK_MARGIN = timedelta(hours=1)
+
+
+@dataclass
+class _View:
+    """What the journal says of one policy, in memory."""
+
+    #: the last successful run: its id, publication, token id and the token's expiry
+    run_id: str | None = None
+    published_at: datetime | None = None
+    token_id: str | None = None
+    expires_at: datetime | None = None
+    open_runs: int = 0
+    #: open runs that recovery tried and could not finish
+    stuck_runs: int = 0
+    #: pending revocations: (due at, next try at), sorted
+    pending: tuple[tuple[datetime, datetime | None], ...] = ()
+    failed_revocations: int = 0
+    #: until when another process (or this one) holds the lease, as last read
+    lease_until: datetime | None = None
+    #: the metrics' state made from this view, and until when it holds
+    state: Any = None
+    state_until: datetime | None = None
+
+
+@dataclass
+class Overview:
+    """The journal's current state, in a few queries (:func:`read_overview`)."""
+
+    last: dict[str, RunRecord]
+    #: policy -> (open runs, stuck runs)
+    open_runs: dict[str, tuple[int, int]]
+    pending: dict[str, tuple[tuple[datetime, datetime | None], ...]]
+    failed: dict[str, int]
+    leases: dict[str, datetime]
+
+
+def _dt(text: str | None) -> datetime | None:
+    """The journal's time text (rotator.core.journal.ts) as a datetime."""
+    return None if text is None else datetime.fromisoformat(text)  # "...Z": UTC (Python >= 3.11)
+
+
+_SUCCESS = tuple(RunState.SUCCESS)
+_OPEN = tuple(RunState.OPEN)
+
+
+_LAST_SQL = (
+    "SELECT r.policy, r.run_id, r.published_at, r.new_token_id, r.new_expires_at FROM runs r JOIN "
+    "(SELECT policy, MAX(published_at) AS m FROM runs WHERE state IN ({ok}){where} GROUP BY policy) x "
+    "ON r.policy = x.policy AND r.published_at = x.m WHERE r.state IN ({ok})"
+)
+
+
+def _last_rows(cur: Any, where: str, params: Sequence[Any], now: datetime) -> dict[str, RunRecord]:
+    """The last successful run of each policy that ``where`` selects (a tie: any one of them)."""
+    ok = ", ".join("?" * len(_SUCCESS))
+    rows = cur.execute(_LAST_SQL.format(ok=ok, where=where), (*_SUCCESS, *params, *_SUCCESS)).fetchall()
+    last = {}
+    for policy, run_id, published, token_id, expires in rows:
+        at = _dt(published)
+        last[policy] = RunRecord(run_id, policy, RunState.DONE, "rotate", at or now, at or now,
+                                 new_token_id=token_id, new_expires_at=_dt(expires), published_at=at)
+    return last
+
+
+def read_last_success(journal: Journal, policies: Sequence[str], now: datetime) -> dict[str, RunRecord]:
+    """:meth:`Journal.last_success` of many policies in one transaction (run id, publication, token
+    id and expiry are read; the other fields of each RunRecord are not)."""
+    out: dict[str, RunRecord] = {}
+    with journal.audit_transaction() as (cur, _):
+        for i in range(0, len(policies), 400):  # within SQLite's limit of bound variables
+            chunk = policies[i : i + 400]
+            out.update(_last_rows(cur, f" AND policy IN ({', '.join('?' * len(chunk))})", chunk, now))
+    return out
+
+
+def read_overview(journal: Journal, now: datetime, published_since: datetime | None) -> Overview:
+    """Every policy's state in one transaction of four queries, each bounded by what is current
+    (open runs, pending/failed revocations, live leases) or by ``published_since`` (the last
+    publication of each policy; every policy when None).
+
+    Written with the journal's public transaction (it takes the write lock for these reads:
+    milliseconds, at start and once per sweep); a bounded read method in rotator/core/journal.py
+    should replace it.
+    """
+    since = "" if published_since is None else " AND published_at >= ?"
+    since_params: tuple[Any, ...] = () if published_since is None else (ts(published_since),)
+    with journal.audit_transaction() as (cur, _):
+        last = _last_rows(cur, since, since_params, now)
+        marks = ", ".join("?" * len(_OPEN))
+        open_rows = cur.execute(f"SELECT policy, error FROM runs WHERE state IN ({marks})", _OPEN).fetchall()
+        rev_rows = cur.execute("SELECT policy, state, due_at, next_try_at FROM revocations "
+                               "WHERE state IN ('pending', 'failed')").fetchall()
+        lease_rows = cur.execute("SELECT policy, expires_at FROM leases WHERE holder <> '' AND expires_at >= ?",
+                                 (ts(now),)).fetchall()
+    open_runs: dict[str, tuple[int, int]] = {}
+    for policy, error in open_rows:
+        count, stuck = open_runs.get(policy, (0, 0))
+        open_runs[policy] = (count + 1, stuck + int(bool(error) and "recovery failed" in error))
+    pending: dict[str, list[tuple[datetime, datetime | None]]] = {}
+    failed: dict[str, int] = {}
+    for policy, state, due, retry in rev_rows:
+        if state == "pending":
+            pending.setdefault(policy, []).append((_dt(due) or now, _dt(retry)))
+        else:
+            failed[policy] = failed.get(policy, 0) + 1
+    leases = {policy: _dt(expires) or now for policy, expires in lease_rows}
+    return Overview(last, open_runs, {p: tuple(sorted(v)) for p, v in pending.items()}, failed, leases)
+
+
+def _terminate_children() -> None:
+    """SIGTERM the processes this one started (influxctl calls, hooks) before a parked exit.
+
+    A child left running could still mint a token after the journal was last written; the tag in
+    its description lets recovery find it, but a call that never lands is simpler. Linux only
+    (reads /proc); elsewhere the children finish or time out on their own.
+    """
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and fields[1] == str(me):
+            pid = int(entry)
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGTERM)
+                else:
+                    os.kill(pid, signal.SIGTERM)
+                logger.warning("terminated child process %d", pid)
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------------------- command line
+def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``rotator daemon`` to the CLI's subparsers (``common_parent`` holds -c, --log-*).
+
+    Defined in rotator/runners/cli_options.py, with the options every command shares."""
+    from rotator.runners.cli_options import add_daemon_parser
+
+    return add_daemon_parser(subparsers, common_parent)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM/SIGINT; 0 on a clean stop. Bad input raises (exit 2 from the CLI)."""
+    if args.listen is not None:
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            raise ConfigError(f"--listen: {exc}", hint="e.g. --listen 127.0.0.1:9464") from None
+    daemon = Daemon(args.config, listen=args.listen)
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)  # stacks on demand
+    daemon.start()
+    if daemon.serve():
+        # Parked: a worker thread is still inside a run and cannot be stopped; the journal makes
+        # the run recoverable, so end the process here without waiting for it.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rotator.runners.daemon -c FILE``: the daemon command on its own."""
+    from rotator.observe.logs import setup_logging
+    from rotator.runners.cli_options import common_parent
+
+    parser = argparse.ArgumentParser(prog="rotator")
+    add_parser(parser.add_subparsers(dest="command"), common_parent(outputs=()))
+    args = parser.parse_args(["daemon", *(argv if argv is not None else sys.argv[1:])])
+    setup_logging(args.log_level, args.log_format, file=args.log_file)
+    try:
+        return cmd_daemon(args)
+    except PolicyFileError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except RotatorError as exc:
+        print(f"rotator: error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+        if exc.hint:
+            print(f"fix: {exc.hint}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

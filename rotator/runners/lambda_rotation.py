@@ -1,0 +1,904 @@
+"""The AWS Secrets Manager rotation function. ``rotator.runners.aws_lambda.handler`` calls :func:`handle`.
+
+Secrets Manager invokes the function with ``{Step, SecretId, ClientRequestToken[, RotationToken]}``
+four times per rotation, in this order, and repeats the whole sequence when a step fails:
+
+    createSecret   revoke the tokens whose grace has passed; if the AWSPENDING version (the one
+                   whose VersionId is the ClientRequestToken) has a value, stop. Otherwise revoke
+                   any token an earlier attempt minted and never stored, mint a token whose
+                   description carries ``rotator:<policy>:<ClientRequestToken>``, and
+                   PutSecretValue it as that AWSPENDING version (with RotationToken, if given)
+    setSecret      nothing to set (the issuer minted the token); check the issuer knows it active
+    testSecret     verify the pending token with the issuer, retrying while the Lambda has time
+    finishSecret   record when the superseded token may be revoked, move AWSCURRENT to the new
+                   version (the old one becomes AWSPREVIOUS), drop AWSPENDING
+
+Each step first checks (DescribeSecret) that rotation is enabled and the ClientRequestToken is a
+version of the secret; it returns at once if that version is AWSCURRENT already and fails if it
+is not AWSPENDING. Both spellings of the steps are accepted (``createSecret``, ``create_secret``).
+A second event, ``{"action": "revoke-expired"[, "SecretId": ...]}`` from an EventBridge schedule,
+revokes the tokens whose grace has passed (every secret of the policy file without ``SecretId``).
+
+No journal: the secret is the state. The engine's journal exists to find, after a crash, what a
+run minted and where it stands; here Secrets Manager already keeps that, durably and per secret:
+
+- the staging labels are the run's state (AWSPENDING = candidate, AWSCURRENT = published);
+- the ClientRequestToken is the run id and the idempotency key: it is the pending VersionId and
+  sits in the minted token's description, so a token whose PutSecretValue never happened is
+  found with ``list_tokens`` and revoked on the retry;
+- Secrets Manager runs one rotation of a secret at a time (AWSPENDING), which is the lease;
+- the revocations due after grace are tags of the secret, ``rotator:revoke:<token id>`` =
+  ``<RFC 3339 time>`` (a Lambda has no disk that outlives it). A tag is removed once the issuer
+  confirmed the revocation. A token that is AWSCURRENT or AWSPENDING is never revoked.
+- a tag says *when*, never *what*: anyone with TagResource can write one. Before revoking, the
+  token must pass rotator/core/revocation_rule.py against records no tag or PutSecretValue can forge
+  (:class:`_VersionRecords`): its issuer description carries ``rotator:<policy>:<version id>``
+  for a version of this secret, or it is the token of the secret's oldest version (the one
+  ``rotator bootstrap`` published). Anything else is refused and left as ``rotator:attention:<id>``.
+
+Configuration (documented in docs/aws-lambda.md):
+
+- ``ROTATOR_CONFIG``: the policy file (default: ``rotator.toml`` at the deployment zip's root).
+  The function reads its bundle beside it (``rotator.bundle.json``, written by build_zip.py or
+  ``rotator bundle``; see rotator/config/policy_bundle.py), which needs no pydantic; without a bundle
+  that matches the file it validates the file itself and logs why;
+- the policy: the secret's tag ``rotator:policy``, else ``ROTATOR_POLICY``. It must have exactly
+  one store, of type ``aws-secretsmanager``, whose ``secret_id`` names this secret (name or ARN):
+  the function publishes only to the secret it rotates, so other stores would fall behind;
+- ``ROTATOR_LOG_LEVEL`` (default INFO).
+
+The Secrets Manager client is built from that store's settings (region, endpoint_url, role_arn,
+retries) unless one is injected (the seam the tests use). The tokens the function mints carry
+a 32-64 character run id (the ClientRequestToken); tokens minted by the CLI or daemon (16
+characters) are never touched by its clean-up, but one policy must not be rotated both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import reprlib
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import botocore.exceptions
+
+import rotator
+from rotator.adapters.aws.secretsmanager import (
+    CURRENT,
+    MANAGED_BY,
+    MANAGED_BY_KEY,
+    PENDING,
+    PREVIOUS,
+    AwsSecretsManagerSettings,
+    AwsSecretsManagerStore,
+    SecretsManagerAPI,
+    SecretView,
+    boto3_client,
+    client_error_code,
+    describe,
+    map_errors,
+    quiet_sdk_wire_logs,
+    read_stage,
+)
+from rotator.config import registry
+from rotator.config.policy_bundle import BundleError, PolicyBundle, bundle_path, read_bundle
+from rotator.config.policy_types import Policy
+from rotator.config.timefmt import parse_rfc3339, rfc3339_seconds
+from rotator.core.clock import Clock, SystemClock
+from rotator.core.contracts import Issuer, MintRequest, TokenInfo, TokenRecord
+from rotator.core.errors import (
+    ConfigError,
+    NeedsAttention,
+    OwnershipError,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
+from rotator.core.retry import RetryPolicy, call_with_retry
+from rotator.core.revocation_rule import Claim, check_revocable
+from rotator.core.secret import REDACTOR, Secret
+
+__all__ = [
+    "CONFIG_ENV",
+    "LOG_LEVEL_ENV",
+    "POLICY_ENV",
+    "POLICY_TAG",
+    "REVOKE_TAG_PREFIX",
+    "Checkpoint",
+    "LambdaContext",
+    "handle",
+    "setup_lambda_logging",
+]
+
+logger = logging.getLogger("rotator.lambda")
+T = TypeVar("T")
+
+CONFIG_ENV, POLICY_ENV, LOG_LEVEL_ENV = "ROTATOR_CONFIG", "ROTATOR_POLICY", "ROTATOR_LOG_LEVEL"
+POLICY_TAG = "rotator:policy"
+REVOKE_TAG_PREFIX = "rotator:revoke:"
+#: A revocation claim the records did not prove (rotator/core/revocation_rule.py): left for a person.
+ATTENTION_TAG_PREFIX = "rotator:attention:"
+#: The zip root: the directory that holds the ``rotator`` package.
+DEFAULT_CONFIG = Path(rotator.__file__).resolve().parent.parent / "rotator.toml"
+
+_STEPS = {
+    "createSecret": "createSecret", "create_secret": "createSecret",
+    "setSecret": "setSecret", "set_secret": "setSecret",
+    "testSecret": "testSecret", "test_secret": "testSecret",
+    "finishSecret": "finishSecret", "finish_secret": "finishSecret",
+}  # fmt: skip
+_RUN_ID = r"[A-Za-z0-9-]{32,64}"  # a ClientRequestToken; the engine's run ids are 16 characters
+_TAG_KEY = r"^[\w .:/=+\-@]{1,128}$"  # compiled on first use (finishSecret), not at cold start
+_SAFETY_MS = 10_000  # stop retrying this long before the Lambda's timeout
+
+_HINT_CLEAR = (
+    "remove the label and let Secrets Manager start over: aws secretsmanager update-secret-version-stage "
+    "--secret-id {secret} --version-stage AWSPENDING --remove-from-version-id {version}"
+)
+_HINT_BOOTSTRAP = "publish the first token with `rotator bootstrap` (a policy with this secret as its store)"
+
+
+class LambdaContext(Protocol):
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+#: Called with a step boundary name (``swept``, ``minted``, ``put``, ``recorded``, ``moved``,
+#: ``revoked``); the crash tests kill the process there.
+Checkpoint = Callable[[str], None]
+
+_configs: dict[Path, tuple[tuple[int | None, int | None], PolicyBundle]] = {}
+_clients: dict[tuple[AwsSecretsManagerSettings, str], SecretsManagerAPI] = {}
+_logging_ready = False
+
+
+def setup_lambda_logging() -> None:
+    """Once per process: the ``rotator`` loggers' level, and the redactor on every root handler
+    (the Lambda runtime installs its own handler before the function is imported)."""
+    global _logging_ready
+    if _logging_ready:
+        return
+    from rotator.observe.logs import RedactingFilter
+
+    level = os.environ.get(LOG_LEVEL_ENV, "INFO").upper()
+    logging.getLogger("rotator").setLevel(getattr(logging, level, logging.INFO))
+    root = logging.getLogger()
+    if not root.handlers:  # outside Lambda (a local run): print somewhere
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+    _logging_ready = True
+
+
+def handle(
+    event: Mapping[str, Any],
+    context: LambdaContext | None = None,
+    *,
+    client: SecretsManagerAPI | None = None,
+    config_path: Path | None = None,
+    clock: Clock | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> dict[str, Any] | None:
+    """Run one rotation step, or the revoke-expired action. Raises RotatorError on failure
+    (Secrets Manager then retries the rotation; a scheduled action shows as a failed invocation)."""
+    quiet_sdk_wire_logs()
+    try:
+        if not isinstance(event, Mapping):
+            raise PermanentError("the event is not a JSON object")
+        env = _Env(context, client, clock or SystemClock(), checkpoint or (lambda _name: None))
+        config = _load_config(config_path)
+        action = event.get("action")
+        if action is not None:
+            if action != "revoke-expired":
+                # reprlib: bounded in depth and length (a nested or huge event field must not crash the
+                # function or fill its log).
+                raise PermanentError(f"unknown action {reprlib.repr(action)}",
+                                     hint='the only action is "revoke-expired"')
+            return _revoke_expired_action(event, config, env)
+        _rotation_step(event, config, env)
+        return None
+    except RotatorError as exc:
+        text = REDACTOR.redact(str(exc))
+        hint = REDACTOR.redact(getattr(exc, "hint", ""))
+        logger.error("%s%s", text, f" (fix: {hint})" if hint else "")
+        raise
+
+
+# -- plumbing -----------------------------------------------------------------------------------
+# Plain classes, not dataclasses: creating a dataclass costs ~0.5 ms of every cold start (its
+# methods are compiled then), and these records need no generated methods.
+
+
+class _Env:
+    __slots__ = ("checkpoint", "client", "clock", "context")
+
+    def __init__(self, context: LambdaContext | None, client: SecretsManagerAPI | None, clock: Clock,
+                 checkpoint: Checkpoint) -> None:  # fmt: skip
+        self.context, self.client, self.clock, self.checkpoint = context, client, clock, checkpoint
+
+
+class _Target:
+    """One secret, its policy, and a client for it."""
+
+    __slots__ = ("api", "config", "policy", "settings", "view")
+
+    def __init__(self, config: PolicyBundle, policy: Policy, settings: AwsSecretsManagerSettings,
+                 api: SecretsManagerAPI, view: SecretView) -> None:  # fmt: skip
+        self.config, self.policy, self.settings, self.api, self.view = config, policy, settings, api, view
+
+    @property
+    def where(self) -> str:
+        return f"aws-secretsmanager:{self.view.arn}"
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.config.retry
+
+
+def _load_config(path: Path | None) -> PolicyBundle:
+    """The policies, from the bundle beside the policy file when it matches the file (no pydantic
+    on the cold path, see rotator/config/policy_bundle.py), else from the policy file itself."""
+    path = path or Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    bundle = bundle_path(path)
+    stamp = (_mtime(path), _mtime(bundle))
+    if stamp == (None, None):
+        raise ConfigError(
+            f"cannot read policy file {path} (nor its bundle {bundle.name})",
+            hint=f"put rotator.toml (and rotator.bundle.json) at the deployment package's root, or set {CONFIG_ENV}",
+        )
+    cached = _configs.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    config: PolicyBundle | None = None
+    if stamp[1] is not None:
+        try:
+            config = read_bundle(bundle, policy_file=path)
+        except BundleError as exc:
+            if stamp[0] is None:
+                raise
+            logger.warning("%s; validating %s instead (a slower cold start). Fix: %s", exc, path.name, exc.hint)
+    if config is None:
+        from rotator.config.policy import load_config  # pydantic and every adapter's settings model
+
+        config = PolicyBundle.from_config(load_config(path))
+    _configs[path] = (stamp, config)
+    return config
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", hint="check the function's files") from None
+
+
+def _client(settings: AwsSecretsManagerSettings, policy: str) -> SecretsManagerAPI:
+    """Built once per process and settings: a warm Lambda reuses it."""
+    key = (settings, policy)
+    if key not in _clients:
+        _clients[key] = boto3_client(settings, policy)
+    return _clients[key]
+
+
+def _aws_stores(policy: Policy) -> list[AwsSecretsManagerSettings]:
+    return [
+        b.settings for b in policy.stores
+        if b.type == AwsSecretsManagerStore.kind and isinstance(b.settings, AwsSecretsManagerSettings)
+    ]  # fmt: skip
+
+
+def _names_offline(settings: AwsSecretsManagerSettings, secret_id: str) -> bool:
+    """Does the store's secret_id name ``secret_id``, judged from the strings alone?"""
+    if settings.secret_id == secret_id:
+        return True
+    arn = re.match(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)$", secret_id)
+    if arn is not None:
+        full = arn.group(1)
+        name = full[:-7] if len(full) > 7 and full[-7] == "-" else full
+        return settings.matches(secret_id, name)
+    return settings.is_arn and settings.matches(settings.secret_id, secret_id)
+
+
+def _resolve(config: PolicyBundle, secret_id: str, env: _Env, policy: Policy | None = None) -> _Target:
+    """The policy and client for ``secret_id``; ConfigError says what to change if there is none."""
+    policies = [policy] if policy else list(config.policies)
+    candidates = [(p, s) for p in policies for s in _aws_stores(p) if _names_offline(s, secret_id)]
+    if not candidates:
+        raise ConfigError(
+            f"{config.path}: no policy has an aws-secretsmanager store for secret {secret_id}",
+            hint='add a [[policy.store]] with type = "aws-secretsmanager" and secret_id = the secret\'s name or ARN',
+        )
+    first_policy, first_settings = candidates[0]
+    api = env.client or _client(first_settings, first_policy.name)
+    view = describe(api, secret_id, f"aws-secretsmanager:{secret_id}")
+    if view is None:
+        raise PermanentError(f"secret {secret_id} does not exist", hint="check the SecretId and the region")
+    if policy is None:
+        name, source = view.tags.get(POLICY_TAG), f"its tag {POLICY_TAG}"
+        if not name and view.tags.get("managed-by") == "rotator":
+            # The store tags the secrets it creates or adopts with `policy` (rotator bootstrap/rotate).
+            name, source = view.tags.get("policy"), "its tag policy (set by rotator's store)"
+        if not name:
+            name, source = os.environ.get(POLICY_ENV, ""), f"the environment variable {POLICY_ENV}"
+        if not name:
+            raise ConfigError(
+                f"secret {view.arn} names no policy",
+                hint=f"tag the secret {POLICY_TAG}=<policy name>, or set {POLICY_ENV} on the function",
+            )
+        try:
+            policy = config.policy(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (named by {source} of secret {view.arn})", hint=exc.hint) from None
+    stores = _aws_stores(policy)
+    if len(policy.stores) != 1 or len(stores) != 1:
+        raise ConfigError(
+            f"policy {policy.name!r} has {len(policy.stores)} store(s); the rotation function needs exactly one, "
+            "of type aws-secretsmanager",
+            hint="the function publishes only to the secret it rotates: give it a policy of its own, with that store",
+        )
+    settings = stores[0]
+    if not settings.matches(view.arn, view.name):
+        raise ConfigError(
+            f"policy {policy.name!r} publishes to secret {settings.secret_id}, not to {view.arn}",
+            hint=f"point the policy's store at this secret, or tag the secret {POLICY_TAG} with the right policy",
+        )
+    if env.client is None and (settings, policy.name) != (first_settings, first_policy.name):
+        api = _client(settings, policy.name)
+    return _Target(config, policy, settings, api, view)
+
+
+def _required(event: Mapping[str, Any], key: str) -> str:
+    value = event.get(key)
+    if not isinstance(value, str) or not value:
+        raise PermanentError(f"the event has no {key}", hint="Secrets Manager sends Step, SecretId, ClientRequestToken")
+    return value
+
+
+# -- the rotation steps -------------------------------------------------------------------------
+
+
+def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) -> None:
+    raw_step = _required(event, "Step")
+    step = _STEPS.get(raw_step)
+    if step is None:
+        raise PermanentError(f"unknown Step {reprlib.repr(raw_step)}", hint=f"one of {', '.join(sorted(set(_STEPS)))}")
+    secret_id = _required(event, "SecretId")
+    token = _required(event, "ClientRequestToken")
+    rotation_token = event.get("RotationToken")
+    target = _resolve(config, secret_id, env)
+    view = target.view
+    # The preamble every step shares.
+    if not view.rotation_enabled:
+        raise PermanentError(
+            f"{step}: rotation is not enabled for secret {view.arn}",
+            hint="enable it with `aws secretsmanager rotate-secret` (see docs/aws-lambda.md)",
+        )
+    if token not in view.stages:
+        raise PermanentError(
+            f"{step}: version {token} is not a version of secret {view.arn} (or has no label)",
+            hint="Secrets Manager sends the ClientRequestToken of the rotation it started",
+        )
+    if CURRENT in view.stages[token]:
+        logger.info("%s: version %s is already AWSCURRENT of %s; nothing to do", step, token, view.arn)
+        return
+    if PENDING not in view.stages[token]:
+        raise PermanentError(
+            f"{step}: version {token} of secret {view.arn} is not AWSPENDING",
+            hint="only the rotation Secrets Manager started may run",
+        )
+    if not target.policy.enabled:
+        raise PermanentError(
+            f"{step}: policy {target.policy.name!r} is disabled (enabled = false)",
+            hint="enable it in the policy file, or turn off rotation of the secret",
+        )
+    if not view.managed and not target.policy.adopt:
+        raise OwnershipError(
+            f"{step}: secret {view.arn} is not tagged {MANAGED_BY_KEY}={MANAGED_BY}",
+            hint="publish the first token with `rotator bootstrap`, or set `adopt = true` in the policy",
+        )
+    rotation = _Rotation(target, token, rotation_token if isinstance(rotation_token, str) else None, env)
+    {
+        "createSecret": rotation.create_secret,
+        "setSecret": rotation.set_secret,
+        "testSecret": rotation.test_secret,
+        "finishSecret": rotation.finish_secret,
+    }[step]()
+
+
+class _RevokeReport:
+    __slots__ = ("failed", "refused", "revoked", "skipped", "waiting")
+
+    def __init__(self) -> None:
+        self.refused: list[str] = []
+        self.revoked: list[str] = []
+        self.skipped: list[str] = []
+        self.failed: list[str] = []
+        self.waiting = 0
+
+
+class _Rotation:
+    """One step of one rotation of one secret."""
+
+    def __init__(self, target: _Target, token: str, rotation_token: str | None, env: _Env) -> None:
+        self.t = target
+        self.token = token
+        self.rotation_token = rotation_token
+        self.env = env
+        self.clock = env.clock
+        self.issuer: Issuer = registry.build_issuer(target.policy, target.policy.context(env.clock))
+
+    # -- the four steps ------------------------------------------------------------------------
+
+    def create_secret(self) -> None:
+        current = self._current()
+        try:  # revocations after grace: failures are logged, they never stop a rotation
+            _revoke_due(self.t, self.issuer, current, self.env)
+        except RotatorError as exc:
+            logger.error("createSecret: revoke-expired failed, retried next time: %s", exc)
+        if self._pending() is not None:
+            logger.info("createSecret: version %s already holds a token; nothing to do", self.token)
+            return
+        keep = {current.token_id, *self._previous_ids(), *_revocation_records(self.t.view.tags)}
+        self._sweep(current.value, keep)
+        self.env.checkpoint("swept")
+        now = self.clock.now()
+        expires_at = now + self.t.policy.lifetime
+        request = MintRequest(self.t.policy.name, self.token, self.t.policy.token_description(self.token), expires_at)
+        minted = self._call(
+            lambda: self.issuer.mint(request, current.value), "createSecret: mint",
+            before_retry=lambda: self._sweep(current.value, keep, only_run=self.token),
+        )  # fmt: skip
+        logger.info("createSecret: minted token %s for version %s", minted.token_id, self.token)
+        self.env.checkpoint("minted")
+        record = TokenRecord(minted.value, minted.token_id, self.t.policy.issuer_type, self.t.policy.name, now,
+                             minted.expires_at or expires_at)  # fmt: skip
+        self._put_pending(record, current.value)
+        self.env.checkpoint("put")
+
+    def set_secret(self) -> None:
+        current = self._current()
+        pending = self._pending_required("setSecret")
+        tokens = self._call(lambda: self.issuer.list_tokens(current.value), "setSecret: list tokens")
+        info = next((t for t in tokens if t.token_id == pending.token_id), None)
+        if info is None or not info.is_active(self.clock.now()):
+            state = "unknown to" if info is None else "revoked or expired at"
+            raise PermanentError(
+                f"setSecret: token {pending.token_id} in AWSPENDING version {self.token} is {state} the issuer",
+                hint=_HINT_CLEAR.format(secret=self.t.view.arn, version=self.token),
+            )
+        logger.info("setSecret: token %s is active at the issuer, which minted it: nothing to set", info.token_id)
+
+    def test_secret(self) -> None:
+        current = self._current()
+        pending = self._pending_required("testSecret")
+        if pending.token_id == current.token_id:
+            logger.info("testSecret: AWSPENDING holds the current token (a RotateImmediately=false test); verifying it")
+        deadline = self._deadline(self.t.policy.verify_timeout)
+        self._call(lambda: self.issuer.verify(pending.value), f"testSecret: verify token {pending.token_id}",
+                   deadline=deadline)  # fmt: skip
+        logger.info("testSecret: token %s works", pending.token_id)
+
+    def finish_secret(self) -> None:
+        view = self.t.view
+        pending = self._pending_required("finishSecret")
+        current_version = view.version_with(CURRENT)
+        answer = read_stage(self.t.api, view.arn, CURRENT, self.t.where) if current_version else None
+        previous = _lenient(answer)
+        tags = {MANAGED_BY_KEY: MANAGED_BY}
+        due: datetime | None = None
+        if previous is not None and previous.token_id != pending.token_id:
+            key = REVOKE_TAG_PREFIX + previous.token_id
+            if not re.match(_TAG_KEY, key):
+                raise PermanentError(
+                    f"finishSecret: token id {previous.token_id!r} cannot be written as a secret tag key",
+                    hint="this issuer's token ids need another revocation record; report it as a rotator bug",
+                )
+            due = self.clock.now() + self.t.policy.grace
+            tags[key] = _rfc3339(due)
+        # 1. Record the revocation before the move: a crash in between leaves a record of the
+        #    still-current token, which revoke-expired skips and the retried finishSecret rewrites.
+        self._aws("TagResource", lambda api: api.tag_resource(
+            SecretId=view.arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()]))  # fmt: skip
+        self.env.checkpoint("recorded")
+        # 2. Move AWSCURRENT; RemoveFromVersionId makes it a compare-and-set.
+        move: dict[str, str] = {"SecretId": view.arn, "VersionStage": CURRENT, "MoveToVersionId": self.token}
+        if current_version is not None:
+            move["RemoveFromVersionId"] = current_version
+        self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(**move))
+        self.env.checkpoint("moved")
+        # 3. Drop AWSPENDING (left on AWSCURRENT's version it is harmless: only warn).
+        try:
+            self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
+                SecretId=view.arn, VersionStage=PENDING, RemoveFromVersionId=self.token))  # fmt: skip
+        except RotatorError as exc:
+            logger.warning("finishSecret: could not remove AWSPENDING from version %s: %s", self.token, exc)
+        logger.info(
+            "finishSecret: version %s (token %s) is AWSCURRENT of %s%s", self.token, pending.token_id, view.arn,
+            f"; token {previous.token_id} will be revoked after {_rfc3339(due)}" if previous and due else "",
+        )  # fmt: skip
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _current(self) -> TokenRecord:
+        """The AWSCURRENT token: the issuer's credential (self-rotation) and what is superseded."""
+        answer = read_stage(self.t.api, self.t.view.arn, CURRENT, self.t.where)
+        if answer is None or answer[1] is None:
+            raise PermanentError(f"secret {self.t.view.arn} holds no rotator token as AWSCURRENT",
+                                 hint=_HINT_BOOTSTRAP)  # fmt: skip
+        return TokenRecord.from_payload(answer[1], where=f"{self.t.where} version {answer[0]}")
+
+    def _pending(self) -> TokenRecord | None:
+        answer = read_stage(self.t.api, self.t.view.arn, PENDING, self.t.where, version_id=self.token)
+        if answer is None:
+            return None
+        if answer[1] is None:
+            raise PermanentError(f"AWSPENDING version {self.token} of {self.t.view.arn} holds no rotator payload",
+                                 hint=_HINT_CLEAR.format(secret=self.t.view.arn, version=self.token))  # fmt: skip
+        return TokenRecord.from_payload(answer[1], where=f"{self.t.where} version {self.token}")
+
+    def _pending_required(self, step: str) -> TokenRecord:
+        pending = self._pending()
+        if pending is None:
+            raise PermanentError(
+                f"{step}: AWSPENDING version {self.token} of {self.t.view.arn} holds no value yet",
+                hint="createSecret runs first; Secrets Manager retries the whole rotation",
+            )
+        return pending
+
+    def _previous_ids(self) -> set[str]:
+        if self.t.view.version_with(PREVIOUS) is None:
+            return set()
+        previous = _lenient(read_stage(self.t.api, self.t.view.arn, PREVIOUS, self.t.where))
+        return {previous.token_id} if previous else set()
+
+    def _sweep(self, credential: Secret, keep: set[str], only_run: str | None = None) -> None:
+        """Revoke the live tokens this function minted that no version holds and no record names:
+        the orphans of attempts that failed between mint and PutSecretValue."""
+        pattern = re.compile(re.escape(self.t.policy.tag_prefix()) + f"({_RUN_ID})(?![A-Za-z0-9-])")
+        tokens = self._call(lambda: self.issuer.list_tokens(credential), "createSecret: list tokens")
+        now = self.clock.now()
+        for info in tokens:
+            found = pattern.search(info.description)
+            if found is None or not info.is_active(now) or info.token_id in keep:
+                continue
+            if only_run is not None and found.group(1) != only_run:
+                continue
+            claim = Claim(info.token_id, self.t.policy.name, minted_by=[found.group(1)], source="the tag search")
+            if not check_revocable(claim, tokens, [], now):  # the rule, here only for its tag check
+                continue
+            logger.warning("createSecret: revoking token %s, minted for version %s and never stored or made current",
+                           info.token_id, found.group(1))  # fmt: skip
+            self._call(partial(self.issuer.revoke, info.token_id, credential), f"revoke {info.token_id}")
+
+    def _put_pending(self, record: TokenRecord, credential: Secret) -> None:
+        request: dict[str, Any] = {
+            "SecretId": self.t.view.arn,
+            "ClientRequestToken": self.token,
+            "SecretString": json.dumps(record.payload()),
+            "VersionStages": [PENDING],
+        }
+        if self.rotation_token:
+            request["RotationToken"] = self.rotation_token
+
+        def put(api: SecretsManagerAPI) -> bool:
+            try:
+                api.put_secret_value(**request)
+            except botocore.exceptions.ClientError as exc:
+                if client_error_code(exc) == "ResourceExistsException":
+                    return False  # this version got another value meanwhile (AWS refuses to change it)
+                raise
+            return True
+
+        try:
+            stored = self._aws("PutSecretValue", put)
+        except RotatorError:
+            if self._stored_after_failure(record, credential):
+                return
+            raise
+        if not stored:
+            logger.warning("createSecret: version %s already holds another token; revoking %s",
+                           self.token, record.token_id)  # fmt: skip
+            self._revoke_quietly(record.token_id, credential)
+            return
+        logger.info("createSecret: stored token %s as AWSPENDING version %s", record.token_id, self.token)
+
+    def _stored_after_failure(self, record: TokenRecord, credential: Secret) -> bool:
+        """After a failed PutSecretValue: did it land anyway? If not, revoke the token now (the
+        retry's sweep does it if this fails too)."""
+        try:
+            there = self._pending()
+        except RotatorError:
+            return False
+        if there is not None and there.token_id == record.token_id:
+            logger.info("createSecret: the failed PutSecretValue did store token %s", record.token_id)
+            return True
+        self._revoke_quietly(record.token_id, credential)
+        return there is not None  # another value is there: this rotation can go on with it
+
+    def _revoke_quietly(self, token_id: str, credential: Secret) -> None:
+        try:
+            self._call(lambda: self.issuer.revoke(token_id, credential), f"revoke {token_id}")
+        except RotatorError as exc:
+            logger.error("createSecret: could not revoke unused token %s (the next createSecret retries): %s",
+                         token_id, exc)  # fmt: skip
+
+    def _deadline(self, limit: timedelta) -> datetime:
+        now = self.clock.now()
+        context = self.env.context
+        if context is None:
+            return now + limit
+        left = max(0, context.get_remaining_time_in_millis() - _SAFETY_MS)
+        return now + min(limit, timedelta(milliseconds=left))
+
+    def _call(self, fn: Callable[[], T], what: str, deadline: datetime | None = None,
+              before_retry: Callable[[], None] | None = None) -> T:  # fmt: skip
+        return call_with_retry(fn, what=f"{self.t.policy.name}: {what}", policy=self.t.retry, clock=self.clock,
+                               deadline=deadline, before_retry=before_retry)  # fmt: skip
+
+    def _aws(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
+        with map_errors(self.t.where, operation, kms_key_id=self.t.settings.kms_key_id):
+            return fn(self.t.api)
+
+
+# -- revocation after grace ---------------------------------------------------------------------
+
+
+def _revocation_records(tags: Mapping[str, str]) -> dict[str, str]:
+    """token id -> the RFC 3339 time after which it may be revoked."""
+    return {k[len(REVOKE_TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(REVOKE_TAG_PREFIX)}
+
+
+def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env) -> _RevokeReport:
+    """Revoke every recorded token whose grace has passed, confirmed by the issuer (its
+    ``revoke`` confirms, see contracts.Issuer), then drop its record. Failures are logged and
+    reported, not raised.
+
+    A tag is only a claim (anyone with TagResource writes one): each token goes through
+    rotator/core/revocation_rule.py with the records this function can trust (see _trusted_claim).
+    A token that is AWSCURRENT or AWSPENDING is skipped; one the records do not prove to be this
+    policy's is refused: its tag becomes ``rotator:attention:<id>`` and a person looks."""
+    report = _RevokeReport()
+    now = env.clock.now()
+    due: list[str] = []
+    for token_id, text in _revocation_records(target.view.tags).items():
+        when = _parse_time(text)
+        if when is None:
+            logger.error("revoke-expired: tag %s%s of %s holds %r, not an RFC 3339 time; not revoking it",
+                         REVOKE_TAG_PREFIX, token_id, target.view.arn, text)  # fmt: skip
+            report.failed.append(token_id)
+        elif when <= now:
+            due.append(token_id)
+        else:
+            report.waiting += 1
+    if not due:
+        return report
+    holders = {current.token_id: CURRENT}
+    pending_version = target.view.version_with(PENDING)
+    if pending_version is not None:
+        pending = _lenient(read_stage(target.api, target.view.arn, PENDING, target.where, version_id=pending_version))
+        if pending is not None:
+            holders.setdefault(pending.token_id, PENDING)
+    try:
+        tokens = call_with_retry(partial(issuer.list_tokens, current.value),
+                                 what=f"{target.policy.name}: list tokens", policy=target.retry, clock=env.clock)
+        records = _VersionRecords(target)
+    except RotatorError as exc:
+        logger.error("revoke-expired: %s: cannot read the records to check the claims, retried next time: %s",
+                     target.view.arn, exc)  # fmt: skip
+        report.failed += due
+        return report
+    for token_id in due:
+        claim = records.claim(token_id, tokens)
+        try:
+            revocable = check_revocable(claim, tokens, [holders[token_id]] if token_id in holders else [], now)
+        except NeedsAttention as exc:
+            if token_id in holders:
+                logger.warning("revoke-expired: token %s is AWSCURRENT or AWSPENDING of %s; not revoking it",
+                               token_id, target.view.arn)  # fmt: skip
+                report.skipped.append(token_id)
+            else:
+                logger.error("revoke-expired: NEEDS ATTENTION: %s (fix: %s)", exc, exc.hint)
+                _mark_refused(target, token_id)
+                report.refused.append(token_id)
+            continue
+        if revocable:
+            try:
+                call_with_retry(
+                    partial(issuer.revoke, token_id, current.value),
+                    what=f"{target.policy.name}: revoke {token_id}",
+                    policy=target.retry,
+                    clock=env.clock,
+                )
+            except RotatorError as exc:
+                logger.error("revoke-expired: token %s of %s: revocation failed, retried next time: %s",
+                             token_id, target.view.arn, exc)  # fmt: skip
+                report.failed.append(token_id)
+                continue
+        env.checkpoint("revoked")
+        try:
+            with map_errors(target.where, "UntagResource"):
+                target.api.untag_resource(SecretId=target.view.arn, TagKeys=[REVOKE_TAG_PREFIX + token_id])
+        except RotatorError as exc:  # revoked all the same; revoking again next time is harmless
+            logger.warning("revoke-expired: token %s is revoked but its record stays: %s", token_id, exc)
+        logger.info("revoke-expired: revoked token %s of %s (grace over)%s", token_id, target.view.arn,
+                    "" if revocable else "; the issuer had revoked it already")  # fmt: skip
+        report.revoked.append(token_id)
+    return report
+
+
+#: Set to 1 to also print CloudWatch Embedded Metric Format lines (docs/aws-lambda.md#compliance).
+EMF_ENV = "ROTATOR_EMF"
+#: A recorded revocation this long past its time (the schedule's tick and retries) is overdue.
+OVERDUE_SLACK_S = 3600
+
+
+def _log_compliance(target: _Target, current: TokenRecord | None, records: Mapping[str, str],
+                    report: _RevokeReport, now: datetime) -> None:
+    """One JSON compliance line per secret on stdout (age against max_age, overdue revocations), and
+    with ``ROTATOR_EMF=1`` an Embedded Metric Format line, so CloudWatch alarms need no code."""
+    policy = target.policy
+    max_age = policy.max_age if policy.max_age is not None else policy.lifetime
+    age = (now - current.created_at).total_seconds() if current is not None else None
+    overdue = [t for t, text in records.items() if t not in report.revoked
+               and ((when := _parse_time(text)) is None or when.timestamp() + OVERDUE_SLACK_S < now.timestamp())]
+    compliant = age is not None and age <= max_age.total_seconds() and not overdue
+    line = {"rotator_compliance": {
+        "policy": policy.name, "secret": target.view.arn, "token_id": current.token_id if current else None,
+        "age_s": int(age) if age is not None else None, "max_age_s": int(max_age.total_seconds()),
+        "overdue_revocations": len(overdue), "overdue_token_ids": overdue, "compliant": compliant}}
+    print(json.dumps(line), flush=True)
+    if os.environ.get(EMF_ENV, "").strip().lower() in ("1", "true", "yes"):
+        metrics = [("TokenAgeSeconds", "Seconds", age), ("TokenMaxAgeSeconds", "Seconds", max_age.total_seconds()),
+                   ("OverdueRevocations", "Count", len(overdue)), ("Compliant", "None", int(compliant))]
+        emf: dict[str, Any] = {"_aws": {"Timestamp": int(now.timestamp() * 1000), "CloudWatchMetrics": [{
+            "Namespace": "rotator", "Dimensions": [["Policy"]],
+            "Metrics": [{"Name": n, "Unit": u} for n, u, v in metrics if v is not None]}]}, "Policy": policy.name}
+        emf.update({n: v for n, _, v in metrics if v is not None})
+        print(json.dumps(emf), flush=True)
+
+
+class _VersionRecords:
+    """What this function trusts, having no journal: the secret's version history, which Secrets
+    Manager keeps and no TagResource or PutSecretValue can rewrite.
+
+    - The version ids: each rotation's ClientRequestToken is the VersionId of its AWSPENDING
+      version and the run id in its token's description (``rotator:<policy>:<version id>``); the
+      rule accepts a token whose issuer description carries one of them.
+    - The oldest version holding a rotator payload: the token ``rotator bootstrap`` published
+      before any rotation (no later write can precede it). It is the only human-made token this
+      function revokes.
+    """
+
+    def __init__(self, target: _Target) -> None:
+        self.t = target
+        with map_errors(target.where, "ListSecretVersionIds"):
+            answer = target.api.list_secret_version_ids(SecretId=target.view.arn, IncludeDeprecated=True)
+        versions = sorted(answer.get("Versions", []), key=lambda v: v.get("CreatedDate") or datetime.min)
+        self.version_ids = [str(v["VersionId"]) for v in versions]
+        self._bootstrap_id: str | None = None
+        self._bootstrap_read = False
+
+    def claim(self, token_id: str, tokens: list[TokenInfo]) -> Claim:
+        source = f"tag {REVOKE_TAG_PREFIX}{token_id} of {self.t.view.arn}"
+        info = next((t for t in tokens if t.token_id == token_id), None)
+        if info is not None and self.t.policy.tag_prefix() in info.description:
+            return Claim(token_id, self.t.policy.name, minted_by=self.version_ids, source=source)
+        return Claim(token_id, self.t.policy.name, bootstrapped=token_id == self.bootstrap_id(), source=source)
+
+    def bootstrap_id(self) -> str | None:
+        if not self._bootstrap_read:
+            self._bootstrap_read = True
+            for version in self.version_ids:  # oldest first; skip a placeholder (Terraform's, say)
+                oldest = _lenient(read_stage(self.t.api, self.t.view.arn, None, self.t.where, version_id=version))
+                if oldest is not None:
+                    self._bootstrap_id = oldest.token_id
+                    break
+        return self._bootstrap_id
+
+
+def _mark_refused(target: _Target, token_id: str) -> None:
+    """Swap the claim for a visible ``rotator:attention:<id>`` tag: reported once, never retried."""
+    try:
+        with map_errors(target.where, "TagResource"):
+            target.api.tag_resource(SecretId=target.view.arn, Tags=[
+                {"Key": ATTENTION_TAG_PREFIX + token_id, "Value": "refused: not provably this policy's token"}])
+        with map_errors(target.where, "UntagResource"):
+            target.api.untag_resource(SecretId=target.view.arn, TagKeys=[REVOKE_TAG_PREFIX + token_id])
+    except RotatorError as exc:
+        logger.warning("revoke-expired: could not mark the refused claim on token %s: %s", token_id, exc)
+
+
+def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: _Env) -> dict[str, Any]:
+    """``{"action": "revoke-expired"[, "SecretId": ...]}``: one secret, or every one in the file."""
+    secret_id = event.get("SecretId")
+    if secret_id is not None and not isinstance(secret_id, str):
+        raise PermanentError("revoke-expired: SecretId must be a string")
+    work: list[tuple[str, Policy | None]]
+    if secret_id:
+        work = [(secret_id, None)]
+    else:
+        work = [(s.secret_id, p) for p in config.policies if len(p.stores) == 1 for s in _aws_stores(p)]
+    total = _RevokeReport()
+    errors: list[str] = []
+    for sid, policy in work:
+        try:
+            target = _resolve(config, sid, env, policy)
+            records = _revocation_records(target.view.tags)
+            if not records:
+                _log_compliance(target, _lenient(read_stage(target.api, target.view.arn, CURRENT, target.where)),
+                                records, _RevokeReport(), env.clock.now())
+                continue
+            current = TokenRecord.from_payload(*_current_payload(target))
+            report = _revoke_due(target, registry.build_issuer(target.policy, target.policy.context(env.clock)),
+                                 current, env)
+            _log_compliance(target, current, records, report, env.clock.now())
+        except RotatorError as exc:
+            logger.error("revoke-expired: secret %s: %s", sid, REDACTOR.redact(str(exc)))
+            errors.append(f"{sid}: {REDACTOR.redact(str(exc))}")
+            continue
+        total.revoked += report.revoked
+        total.skipped += report.skipped
+        total.failed += report.failed
+        total.refused += report.refused
+        total.waiting += report.waiting
+    summary = {"revoked": total.revoked, "skipped": total.skipped, "failed": total.failed,
+               "refused": total.refused, "waiting": total.waiting}
+    logger.info("revoke-expired: %s", json.dumps(summary))
+    if total.refused:
+        raise NeedsAttention(
+            f"revoke-expired: refused to revoke {', '.join(total.refused)}: not provably a token this function "
+            "minted for the policy, nor the bootstrapped one"
+            + (f"; also {len(total.failed) + len(errors)} failure(s)" if total.failed or errors else ""),
+            hint=f"see the function's log; the claims are now tags {ATTENTION_TAG_PREFIX}<id> on the secret: "
+            "check who wrote them, revoke a token yourself only if it must go, then remove the tag",
+        )
+    if total.failed or errors:
+        detail = "; ".join(errors + [f"token {t}" for t in total.failed])
+        raise TransientError(
+            f"revoke-expired: {len(total.failed) + len(errors)} failure(s): {detail}",
+            hint="the next scheduled run retries; check the issuer and the function's log",
+        )
+    return summary
+
+
+def _current_payload(target: _Target) -> tuple[Mapping[str, Any], str]:
+    answer = read_stage(target.api, target.view.arn, CURRENT, target.where)
+    if answer is None or answer[1] is None:
+        raise PermanentError(f"secret {target.view.arn} holds no rotator token as AWSCURRENT", hint=_HINT_BOOTSTRAP)
+    return answer[1], f"{target.where} version {answer[0]}"
+
+
+def _lenient(answer: tuple[str, Mapping[str, Any] | None] | None) -> TokenRecord | None:
+    if answer is None or answer[1] is None:
+        return None
+    try:
+        return TokenRecord.from_payload(answer[1], where=answer[0])
+    except PermanentError:
+        return None
+
+
+def _rfc3339(moment: datetime) -> str:
+    """Whole seconds, rounded up: a due time is never earlier than the grace allows."""
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+    return rfc3339_seconds(moment)
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return parse_rfc3339(text) if _has_offset(text) else None
+    except ValueError:
+        return None
+
+
+def _has_offset(text: str) -> bool:
+    """A payload time without an offset is refused here rather than taken as UTC."""
+    return text.endswith(("Z", "z")) or (len(text) > 6 and text[-6] in "+-" and text[-3] == ":")

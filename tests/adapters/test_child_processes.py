@@ -1,0 +1,364 @@
+"""influxctl children never outlive rotator (issue 10 §1b); private configs never outlive their process (11.3).
+
+A supervisor or the OOM killer kills rotator's process alone (``kill -9 PID``, not the group):
+its influxctl child must die with it, before it can complete a ``create`` that recovery has
+already looked for. The fake influxctl's ``pause`` fault stands for a slow RPC: it writes its
+pid to a marker, sleeps, and then creates the token (the side effect happens *after* the pause).
+
+The private config directories (each holds a token) are swept by lock, not by pid: rotator runs
+as PID 1 in containers and pids are reused (a Lambda sandbox, a restarted pod).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rotator.adapters.influxctl import common as influxctl_common
+from rotator.adapters.influxctl.common import (
+    InfluxctlIssuer,
+    default_run,
+    private_config,
+    sweep_stale_configs,
+)
+from rotator.adapters.influxctl.database import InfluxctlDatabaseIssuer, InfluxctlDatabaseSettings
+from rotator.adapters.influxctl.management import InfluxctlManagementIssuer, InfluxctlManagementSettings
+from rotator.config.adapter_settings import validate_settings
+from rotator.core.errors import TransientError
+from rotator.core.journal import open_journal
+from tests.fakes.fixtures import FakeInfluxctlFixture
+from tests.harness import REPO
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal and /proc: Linux")
+
+DESCRIPTION = "rotator:slow:run-killed"
+PAUSE_S = 2.5
+
+#: A stand-in for ``rotator rotate``: the issuer's mint, in a process of its own that the test kills.
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    from datetime import UTC, datetime, timedelta
+    from pathlib import Path
+
+    from rotator.adapters.influxctl.database import InfluxctlDatabaseIssuer, InfluxctlDatabaseSettings
+    from rotator.adapters.influxctl.management import InfluxctlManagementIssuer, InfluxctlManagementSettings
+    from rotator.config.adapter_settings import validate_settings
+    from rotator.core.contracts import MintRequest
+
+    kind, binary, description = sys.argv[1:4]
+    common = {
+        "influxctl": binary,
+        "timeout_s": 60,
+        "profile": {"product": "clustered", "host": "influxdb.example.test"},
+        "auth": {"method": "mgmt_token", "token": {"env": "DRIVER_MGMT_TOKEN"}},
+    }
+    if kind == "management":
+        issuer = InfluxctlManagementIssuer(validate_settings(InfluxctlManagementSettings, common))
+    else:
+        settings = validate_settings(InfluxctlDatabaseSettings, {**common, "permissions": {"read": ["db1"]}})
+        issuer = InfluxctlDatabaseIssuer(settings)
+    expires = datetime.now(UTC) + timedelta(days=1)
+    issuer.mint(MintRequest("slow", "killed", description, expires), None)
+    print("minted: the test should have killed this process")
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie does not: it can do nothing more)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _wait_dead(pid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.02)
+    return not _alive(pid)
+
+
+def _wait_for(path: Path, within_s: float = 20) -> str:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not appear within {within_s}s")
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def _term_ignoring_wrapper(tmp_path: Path, fake: FakeInfluxctlFixture) -> Path:
+    """An influxctl that ignores SIGTERM (``trap '' TERM`` survives ``exec``)."""
+    wrapper = tmp_path / "influxctl-ignores-term"
+    wrapper.write_text(f'#!/bin/sh\ntrap \'\' TERM\nexec "{fake.binary}" "$@"\n')
+    wrapper.chmod(0o700)
+    return wrapper
+
+
+@pytest.mark.parametrize("ignore_term", [False, True], ids=["plain", "ignores-SIGTERM"])
+@pytest.mark.parametrize("kind", ["management", "database"])
+def test_kill_9_of_rotator_alone_kills_the_influxctl_child_before_it_creates(
+    fake_influxctl: FakeInfluxctlFixture, tmp_path: Path, kind: str, ignore_term: bool
+) -> None:
+    state = fake_influxctl.state
+    manager, _ = state.add_token("automation manager")
+    state.add_database("db1")
+    marker = tmp_path / "create-started"
+    command = "management create" if kind == "management" else "token create"
+    state.add_fault(command, "pause", seconds=PAUSE_S, marker=marker)
+    binary = _term_ignoring_wrapper(tmp_path, fake_influxctl) if ignore_term else fake_influxctl.binary
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {**fake_influxctl.env, "DRIVER_MGMT_TOKEN": manager, "PYTHONPATH": str(REPO)}
+    before = {t["id"] for t in state.tokens()} | {t["id"] for t in state.db_tokens()}
+
+    driver = subprocess.Popen(
+        [sys.executable, str(script), kind, str(binary), DESCRIPTION],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # the driver's own group: the test's kill must not reach the child by group
+    )
+    try:
+        child = int(_wait_for(marker))
+        assert _alive(child)
+        group, driver_group = os.getpgid(child), os.getpgid(driver.pid)
+        if ignore_term:
+            assert _ignores_sigterm(child)
+        started = time.monotonic()
+        os.kill(driver.pid, signal.SIGKILL)  # the rotator process only, as a supervisor or the OOM killer does
+        driver.wait(timeout=10)
+        assert _wait_dead(child, within_s=1.0), "the influxctl child outlived the killed rotator"
+        died_after = time.monotonic() - started
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    # Past the moment the paused create would have completed: nothing was created.
+    time.sleep(PAUSE_S + 0.5)
+    after = {t["id"]: t for t in state.tokens()} | {t["id"]: t for t in state.db_tokens()}
+    assert set(after) == before, "the killed rotator's influxctl child created a token after all"
+    assert not [t for t in after.values() if t.get("description") == DESCRIPTION]
+    assert died_after < 1.0
+    assert group == child != driver_group, "influxctl leads its own process group (killed as a whole)"
+
+
+def test_a_timed_out_call_kills_the_whole_process_group(fake_influxctl: FakeInfluxctlFixture, tmp_path: Path) -> None:
+    """A child that hangs is killed with everything it started (SIGKILL: SIGTERM could be ignored)."""
+    grandchild_pid = tmp_path / "grandchild.pid"
+    wrapper = tmp_path / "influxctl-with-grandchild"
+    wrapper.write_text(
+        f'#!/bin/sh\ntrap \'\' TERM\nsleep 60 & echo $! > "{grandchild_pid}"\nexec "{fake_influxctl.binary}" "$@"\n'
+    )
+    wrapper.chmod(0o700)
+    manager, _ = fake_influxctl.state.add_token("automation manager")
+    fake_influxctl.state.add_fault("management list", "hang", seconds=60)
+    settings = validate_settings(
+        InfluxctlManagementSettings,
+        {"influxctl": str(wrapper), "timeout_s": 1, "profile": {"product": "clustered", "host": "h.example.test"}},
+    )
+    issuer = InfluxctlManagementIssuer(settings)
+    from rotator.core.secret import Secret
+
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="did not finish within 1s"):
+        issuer.list_tokens(Secret(manager))
+    assert time.monotonic() - started < 5
+    grandchild = int(_wait_for(grandchild_pid))
+    assert _wait_dead(grandchild, within_s=1.0), "a process the influxctl child started outlived the call"
+
+
+def test_a_finished_call_leaves_no_process_of_its_group(fake_influxctl: FakeInfluxctlFixture, tmp_path: Path) -> None:
+    grandchild_pid = tmp_path / "grandchild.pid"
+    wrapper = tmp_path / "influxctl-leaves-a-grandchild"
+    wrapper.write_text(f'#!/bin/sh\nsleep 60 >/dev/null 2>&1 & echo $! > "{grandchild_pid}"\nexit 0\n')
+    wrapper.chmod(0o700)
+    done = default_run([str(wrapper)], 10)
+    assert done.returncode == 0
+    assert _wait_dead(int(_wait_for(grandchild_pid)), within_s=1.0)
+
+
+@pytest.mark.parametrize(
+    ("issuer", "timeout_s", "expected"),
+    [(InfluxctlManagementIssuer, 60, 130.0), (InfluxctlDatabaseIssuer, 7.5, 25.0)],
+)
+def test_call_timeout_seconds_bounds_an_issuer_call(
+    issuer: type[InfluxctlIssuer], timeout_s: float, expected: float
+) -> None:  # type: ignore[type-arg]
+    common = {
+        "timeout_s": timeout_s,
+        "profile": {"product": "clustered", "host": "h.example.test"},
+        "auth": {"method": "mgmt_token", "token": {"env": "UNUSED"}},
+    }
+    if issuer is InfluxctlDatabaseIssuer:
+        built = issuer(validate_settings(InfluxctlDatabaseSettings, {**common, "permissions": {"read": ["db1"]}}))
+    else:
+        built = issuer(validate_settings(InfluxctlManagementSettings, common))
+    # Two influxctl commands (create + list for the id; revoke + list), each timeout_s + 5 s to start and kill.
+    assert built.call_timeout_seconds == expected
+    assert getattr(built, "call_timeout_seconds", 300.0) == expected  # how the engine reads it
+
+
+# --- private configs: swept by lock, not by pid (issue 11.3) ----------------------------------
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    yield directory
+
+
+def _leftover(tmp: Path, name: str, *, lock: bool = True) -> Path:
+    """A private config as a process killed mid-call leaves it: the token file and its (now free) lock."""
+    directory = tmp / name
+    directory.mkdir(mode=0o700)
+    (directory / "config.toml").write_text('[[profile]]\nmgmt_token = "M.V1.leftover-0123456789"\n')
+    if lock:
+        (directory / "lock").write_text("")
+    return directory
+
+
+def test_a_dead_processs_config_is_removed_even_when_its_pid_is_ours_or_1(private_tmp: Path) -> None:
+    # The names the pid-based sweep trusted: our own pid (a reused pid; PID 1 in a container) and pid 1.
+    reused = _leftover(private_tmp, f"rotator-influxctl-{os.getpid()}-abcd1234")
+    init = _leftover(private_tmp, "rotator-influxctl-1-efgh5678")
+    plain = _leftover(private_tmp, "rotator-influxctl-zz9x")
+    sweep_stale_configs()
+    assert not reused.exists() and not init.exists() and not plain.exists()
+
+
+def test_a_live_processs_config_is_kept(private_tmp: Path) -> None:
+    other = _leftover(private_tmp, "rotator-influxctl-held-by-another")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX);"
+            " print('locked', flush=True); time.sleep(60)",
+            str(other / "lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        sweep_stale_configs()
+        assert (other / "config.toml").exists()
+        with private_config("x = 1\n") as mine:  # this process's own, in use: a sweep meanwhile keeps it
+            sweep_stale_configs()
+            assert mine.exists()
+            assert (mine.parent / "lock").exists()
+        assert not mine.parent.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    sweep_stale_configs()  # the holder died (SIGKILL): its lock went with it
+    assert not other.exists()
+
+
+def test_a_directory_without_a_lock_is_kept_while_young(private_tmp: Path) -> None:
+    young = _leftover(private_tmp, "rotator-influxctl-young", lock=False)
+    old = _leftover(private_tmp, "rotator-influxctl-1234-old", lock=False)  # an older rotator's leftover
+    long_ago = time.time() - 3600
+    os.utime(old, (long_ago, long_ago))
+    sweep_stale_configs()
+    assert young.exists() and not old.exists()
+
+
+def test_symlinks_and_files_are_left_alone(private_tmp: Path, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "lock").write_text("")
+    (private_tmp / "rotator-influxctl-link").symlink_to(target)
+    (private_tmp / "rotator-influxctl-file").write_text("")
+    sweep_stale_configs()
+    assert target.exists() and (private_tmp / "rotator-influxctl-file").exists()
+
+
+def test_a_lock_held_by_this_process_through_another_descriptor_counts_as_alive(private_tmp: Path) -> None:
+    directory = _leftover(private_tmp, "rotator-influxctl-other-thread")
+    fd = os.open(directory / "lock", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        sweep_stale_configs()
+        assert directory.exists()
+    finally:
+        os.close(fd)
+
+
+POLICY = """\
+[rotator]
+journal = "journal.db"
+
+[[policy]]
+name = "mgmt"
+schedule = "30d"
+
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.example.test"
+
+[[policy.store]]
+type = "vault-kv2"
+url = "https://vault.example.test:8200"
+path = "influx/mgmt"
+auth = { method = "token", token = { env = "VAULT_TOKEN" } }
+"""
+
+
+@pytest.mark.parametrize("command", [["status"], ["plan"], ["validate"]])
+def test_every_command_that_loads_a_policy_file_sweeps(tmp_path: Path, command: list[str]) -> None:
+    """docs/policy.md: the file is "deleted by the next rotator process", whatever it does."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    leftover = _leftover(tmp, "rotator-influxctl-1-deadbeef")
+    (tmp_path / "rotator.toml").write_text(POLICY)
+    open_journal(f"sqlite:///{tmp_path / 'journal.db'}").close()  # status and plan read an existing journal
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "rotator.runners.cli", *command, "-c", str(tmp_path / "rotator.toml")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not leftover.exists()
+
+
+def test_the_sweep_never_raises(private_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _leftover(private_tmp, "rotator-influxctl-x")
+
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(influxctl_common.os, "open", refuse)
+    sweep_stale_configs()  # logs at debug, raises nothing

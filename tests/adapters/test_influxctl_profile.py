@@ -1,0 +1,922 @@
+"""The influxctl-profile store on real files, the fake influxctl reading what it wrote, and a
+policy with two stores (vault-kv2 + influxctl-profile) rotated end to end through the CLI.
+
+Error paths a file system will not produce on demand (a failed rename, a non-root writer) go
+through the store's ``replace`` seam or a patched ``os.geteuid``; everything else is real.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import signal
+import time
+import tomllib
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotator.adapters.influxctl.profile import (
+    SIDECAR_SUFFIX,
+    InfluxctlProfileSettings,
+    InfluxctlProfileStore,
+    default_config_path,
+    key_problem,
+    value_version,
+)
+from rotator.config.policy import PolicyFileError, parse_config
+from rotator.core.clock import FakeClock
+from rotator.core.contracts import AdapterContext, TokenRecord
+from rotator.core.errors import ConfigError, ConflictError, PermanentError, TransientError
+from rotator.core.secret import Secret
+from tests.harness import Scenario, check_invariants, make_scenario
+
+POLICY = "mgmt"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+#: influxctl's documented sample, trimmed: comments, blank lines, sub-tables, two profiles,
+#: a trailing comment, a literal string with its own trailing comment, no final newline.
+CONFIG = """\
+## influxctl - example configuration
+[[profile]]
+    ## Profile name ... By default, the profile named "default" is loaded and used.
+    name = "default"
+    ## Product type
+    product = "clustered"   # or "dedicated"
+    host = "influxdb.example.test"
+    port = "443"
+    ## Database and token
+    # database = ""
+    # token = ""
+    [profile.tls]
+        insecure = false
+    [profile.auth.oauth2]
+        client_id = "OAUTH_CLIENT_ID"
+        scopes = [""]
+        parameters = { audience = "" }
+
+[[profile]]
+  name = "other"
+  product = "dedicated"
+  account_id = "00000000-0000-4000-8000-00000000acc1"
+  cluster_id = "00000000-0000-4000-8000-00000000c1a5"
+  mgmt_token = 'hand-placed-value-0123456789' # put here by hand"""
+
+
+def value() -> str:
+    return f"test-mgmt-token-{uuid.uuid4().hex}"
+
+
+def record(token_id: str, token: str | None = None, *, created: datetime = NOW, policy: str = POLICY,
+           issuer: str = "influxctl-management") -> TokenRecord:  # fmt: skip
+    return TokenRecord(Secret(token or value()), token_id, issuer, policy, created,
+                       created + timedelta(days=30))  # fmt: skip
+
+
+def write_config(tmp_path: Path, text: str = CONFIG, name: str = "config.toml") -> Path:
+    path = tmp_path / "influxctl" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode())
+    path.chmod(0o644)
+    return path
+
+
+def make_store(path: Path, profile: str = "default", key: str = "mgmt_token", **kw: Any) -> InfluxctlProfileStore:
+    settings = InfluxctlProfileSettings.model_validate({"config": path, "profile": profile, "key": key})
+    ctx = AdapterContext(policy=POLICY, base_dir=path.parent, clock=kw.pop("clock", FakeClock(NOW)))
+    return InfluxctlProfileStore.from_config(settings, ctx, **kw)
+
+
+def fingerprint(path: Path) -> tuple[int, int, bytes]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, path.read_bytes()
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def test_first_publish_adds_one_indented_line_and_keeps_every_other_byte(config: Path) -> None:
+    store = make_store(config)
+    state = store.read_current()
+    assert (state.version, state.managed, state.record) == (None, False, None)
+    token = record("id-1")
+    version = store.publish(token, None)
+    assert version == value_version(token.value.reveal())
+    line = f'    mgmt_token = "{token.value.reveal()}"\n'
+    assert config.read_text() == CONFIG.replace('    port = "443"\n', '    port = "443"\n' + line, 1)
+    assert config.stat().st_mode & 0o777 == 0o600
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    assert sidecar.stat().st_mode & 0o777 == 0o600
+    assert token.value.reveal() not in sidecar.read_text(), "the sidecar holds a salted hash, never the value"
+    again = store.read_current()
+    assert again.managed and again.version == version and again.record == token
+    assert leftovers(config.parent) == []
+
+
+def test_a_rotation_changes_only_the_value(config: Path) -> None:
+    store = make_store(config)
+    first = record("id-1")
+    v1 = store.publish(first, None)
+    before = config.read_text()
+    second = record("id-2", created=NOW + timedelta(days=1))
+    v2 = store.publish(second, v1)
+    assert config.read_text() == before.replace(first.value.reveal(), second.value.reveal())
+    assert store.read_current().record == second and v2 != v1
+
+
+def test_a_literal_string_and_its_trailing_comment_are_kept(config: Path) -> None:
+    store = make_store(config, profile="other")
+    state = store.read_current()
+    assert state.version == value_version("hand-placed-value-0123456789")
+    assert not state.managed and state.record is None  # rotator did not write it: adopting is the engine's call
+    token = record("id-1")
+    store.publish(token, state.version)
+    assert config.read_text() == CONFIG.replace("hand-placed-value-0123456789", token.value.reveal())
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\n"])
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_line_endings_are_kept_when_the_line_is_added_last(tmp_path: Path, newline: str, final_newline: bool) -> None:
+    text = '[[profile]]\n  name = "default"\n  product = "clustered"\n  host = "h.test"'
+    text = text.replace("\n", newline) + (newline if final_newline else "")
+    config = write_config(tmp_path, text)
+    token = record("id-1")
+    make_store(config).publish(token, None)
+    line = f'  mgmt_token = "{token.value.reveal()}"'
+    expected = text.rstrip("\r\n") + newline + line + newline  # a missing final newline is added with the line
+    assert config.read_bytes() == expected.encode()
+
+
+#: Profile layouts the store adds a missing key to. ``<<NEW>>`` marks where the new line must
+#: appear (its own line, after the indent it must have); the file as written has no such line.
+#: The profile written is always "target"; ``{other}`` is the other profile key, already there.
+MISSING_KEY_LAYOUTS = {
+    "first of three profiles": """\
+[[profile]]
+  name = "target"
+  product = "clustered"
+  host = "a.test"
+  <<NEW>>
+
+[[profile]]
+  name = "middle"
+  product = "dedicated"
+
+[[profile]]
+  name = "last"
+  product = "dedicated"
+""",
+    "middle of three, no blank lines": """\
+[[profile]]
+name = "first"
+product = "dedicated"
+[[profile]]
+name = "target"
+product = "clustered"
+<<NEW>>
+[[profile]]
+name = "last"
+product = "dedicated"
+""",
+    "last of three, the other key present": """\
+[[profile]]
+name = "first"
+[[profile]]
+name = "middle"
+[[profile]]
+name = "target"
+{other} = "present-0123456789"
+host = "c.test"
+<<NEW>>
+""",
+    "trailing comments on its keys": """\
+# influxctl configuration
+[[profile]]  # production
+    name = "target"   # the profile rotator writes
+    host = "a.test"   # the cluster
+    <<NEW>>
+""",
+    "comment lines and sub-tables after its keys": """\
+[[profile]]
+    ## Profile name
+    name = "target"
+    product = "clustered"
+    port = "443"
+    <<NEW>>
+    ## Database and token
+    # database = ""
+    # {other} = ""
+    [profile.tls]
+        insecure = false
+    [profile.auth.oauth2]
+        client_id = "OAUTH_CLIENT_ID"
+        parameters = {{ audience = "" }}
+
+[[profile]]
+  name = "after"
+""",
+    "dotted keys after its plain keys": """\
+[[profile]]
+name = "target"
+host = "a.test"
+<<NEW>>
+tls.insecure = false
+auth.oauth2.client_id = "x"
+""",
+    "an inline table last": """\
+[[profile]]
+  name = "target"
+  auth = {{ oauth2 = {{ client_id = "x", scopes = ["a", "b"] }} }}
+  <<NEW>>
+""",
+    "a multi-line array last": """\
+[[profile]]
+  name = "target"
+  scopes = [
+    "a",  # first
+    "b",
+  ]
+  <<NEW>>
+[[profile]]
+  name = "after"
+""",
+    "a multi-line string last": "[[profile]]\nname = \"target\"\nnote = '''\none\ntwo'''\n<<NEW>>\n",
+    "quoted keys, tab indent": """\
+[[profile]]
+\t"name" = "target"
+\t'product' = "dedicated"
+\t<<NEW>>
+""",
+    "only its name": """\
+[[profile]]
+name = "target"
+<<NEW>>
+""",
+    "blank lines, then another table": """\
+[[profile]]
+name = "target"
+
+product = "clustered"
+<<NEW>>
+
+
+[[profile]]
+name = "after"
+
+[extra]
+x = 1
+""",
+}
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("key", ["mgmt_token", "token"])
+@pytest.mark.parametrize("layout", sorted(MISSING_KEY_LAYOUTS))
+def test_a_missing_key_is_added_as_one_line_after_the_profiles_last_plain_key(
+    tmp_path: Path, layout: str, key: str, newline: str
+) -> None:
+    template = MISSING_KEY_LAYOUTS[layout].format(other="token" if key == "mgmt_token" else "mgmt_token")
+    text = re.sub(r"^[ \t]*<<NEW>>\n", "", template, flags=re.M).replace("\n", newline)
+    config = write_config(tmp_path, text)
+    store = make_store(config, profile="target", key=key)
+    assert store.read_current().version is None
+    token = db_record("id-1") if key == "token" else record("id-1")
+    store.publish(token, None)
+    expected = template.replace("<<NEW>>", f'{key} = "{token.value.reveal()}"').replace("\n", newline)
+    assert config.read_bytes() == expected.encode()
+    data = tomllib.loads(text)
+    next(p for p in data["profile"] if p["name"] == "target")[key] = token.value.reveal()
+    assert tomllib.loads(config.read_text()) == data
+    assert store.read_current().record == token
+
+
+def test_publishing_the_current_record_again_writes_nothing(config: Path) -> None:
+    store = make_store(config)
+    token = record("id-1")
+    version = store.publish(token, None)
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    before = fingerprint(config), fingerprint(sidecar)
+    time.sleep(0.01)
+    assert store.publish(token, None) == version  # a retry after a write that landed: no conflict
+    assert store.publish(token, version) == version
+    assert (fingerprint(config), fingerprint(sidecar)) == before
+
+
+def test_adopting_the_value_already_in_the_profile_writes_only_the_sidecar(config: Path) -> None:
+    store = make_store(config, profile="other")
+    state = store.read_current()
+    before = fingerprint(config)
+    token = record("id-1", "hand-placed-value-0123456789")
+    assert store.publish(token, state.version) == state.version
+    assert fingerprint(config) == before
+    assert store.read_current().record == token
+
+
+def test_the_sidecar_keeps_the_current_and_the_previous_entry(config: Path) -> None:
+    store = make_store(config)
+    version = None
+    for n in range(4):
+        version = store.publish(record(f"id-{n}"), version)
+    sidecar = json.loads(Path(str(config) + SIDECAR_SUFFIX).read_text())
+    assert [e["token_id"] for e in sidecar["profiles"]["default"]] == ["id-3", "id-2"]
+    assert sidecar["managed-by"] == "rotator" and sidecar["schema"] == 1
+
+
+def test_two_profiles_of_one_file_are_managed_independently(config: Path) -> None:
+    default, other = make_store(config), make_store(config, profile="other")
+    a, b = record("id-a"), record("id-b", policy="other-policy")
+    default.publish(a, None)
+    other.publish(b, other.read_current().version)
+    assert default.read_current().record == a
+    assert other.read_current().record == b
+
+
+def test_fake_influxctl_accepts_the_written_config(config: Path, fake_influxctl: Any) -> None:
+    """influxctl refuses unknown keys: the fake does too, and authenticates with mgmt_token."""
+    token, token_id = fake_influxctl.state.add_token("for the profile test")
+    args = ("--config", str(config), "--profile", "default", "management", "list", "--format", "json")
+    before = fake_influxctl.run(*args)
+    assert before.returncode == 1 and "login required" in before.stderr
+    make_store(config).publish(record(token_id, token), None)
+    done = fake_influxctl.run(*args)
+    assert done.returncode == 0, done.stderr
+    assert token_id in [t["id"] for t in json.loads(done.stdout)]
+    other = make_store(config, profile="other")
+    other.publish(record(token_id, token), other.read_current().version)
+    done = fake_influxctl.run("--config", str(config), "--profile", "other", "management", "list")
+    assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------------------------ managed or not
+
+
+def test_a_value_changed_by_hand_reads_as_unmanaged_with_a_warning(config: Path, caplog: Any) -> None:
+    store = make_store(config)
+    token = record("id-1")
+    store.publish(token, None)
+    config.write_text(config.read_text().replace(token.value.reveal(), "edited-by-hand-0123456789"))
+    with caplog.at_level(logging.WARNING, logger="rotator.adapters.influxctl_profile"):
+        state = store.read_current()
+    assert not state.managed and state.record is None
+    assert state.version == value_version("edited-by-hand-0123456789")
+    assert "changed by hand" in caplog.text and "id-1" in caplog.text
+    assert "edited-by-hand" not in caplog.text
+
+
+def test_an_empty_or_removed_mgmt_token_is_absent(config: Path) -> None:
+    store = make_store(config)
+    store.publish(record("id-1"), None)
+    text = config.read_text()
+    line = next(x for x in text.splitlines() if "mgmt_token" in x and "'" not in x)
+    config.write_text(text.replace(line, '    mgmt_token = ""'))
+    state = store.read_current()
+    assert state.version is None and state.record is None
+    assert state.managed, "the sidecar still says rotator manages this profile"
+    token = record("id-2")
+    store.publish(token, None)
+    assert f'    mgmt_token = "{token.value.reveal()}"' in config.read_text().splitlines()
+
+
+# ------------------------------------------------------------------------------ compare-and-set
+
+
+def test_publish_refuses_when_the_value_changed_since_read(config: Path) -> None:
+    store = make_store(config)
+    v1 = store.publish(record("id-1"), None)
+    planned = store.read_current()
+    assert planned.record is not None
+    config.write_text(config.read_text().replace(planned.record.value.reveal(), "someone-else-0123456789"))
+    before = fingerprint(config)
+    with pytest.raises(ConflictError) as info:
+        store.publish(record("id-2"), v1)
+    assert v1 in str(info.value) and "someone-else" not in str(info.value)
+    assert fingerprint(config) == before
+    with pytest.raises(ConflictError):
+        make_store(config, profile="other").publish(record("id-3"), None)  # expected absent, holds a value
+
+
+def test_edits_elsewhere_in_the_file_between_read_and_publish_are_kept(config: Path) -> None:
+    store = make_store(config)
+    planned = store.read_current()
+    config.write_text(config.read_text().replace("influxdb.example.test", "influxdb2.example.test"))
+    token = record("id-1")
+    store.publish(token, planned.version)
+    text = config.read_text()
+    assert "influxdb2.example.test" in text and token.value.reveal() in text
+
+
+# ------------------------------------------------------------------------------ refusals
+
+
+def test_an_unparsable_file_is_left_untouched_and_the_error_names_no_content(config: Path) -> None:
+    secret = "M.V1.zq-secret-value-0123"
+    config.write_text(f'[[profile]]\n  name = "default"\n  product = "clustered"\n  mgmt_token = {secret}\n')
+    before = fingerprint(config)
+    store = make_store(config)
+    for call in (store.read_current, lambda: store.publish(record("id-1"), None)):
+        with pytest.raises(ConfigError) as info:
+            call()
+        message = f"{info.value} {info.value.hint}"
+        assert str(config) in message and "line 4" in message and "left untouched" in message
+        assert "zq-secret" not in message and "M.V1" not in message
+    assert fingerprint(config) == before
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.toml"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (b'[[profile]]\nname = "default"\nproduct = "clustered"\n[[profile]]\nname = "default"\n', "2 profiles"),
+        (b'profile = [{ name = "default", product = "clustered" }]\n', "inline array"),
+        (b'[profile]\nname = "default"\n', "not an array"),
+        (b'[[profile]]\nname = "default"\nmgmt_token = 42\n', "not a string"),
+        (b"[[profile]]\nname = 'default'\nhost = '\xff'\n", "not UTF-8"),
+    ],
+)
+def test_shapes_rotator_does_not_edit_are_refused(tmp_path: Path, text: bytes, words: str) -> None:
+    config = write_config(tmp_path)
+    config.write_bytes(text)
+    before = fingerprint(config)
+    with pytest.raises(ConfigError, match=words):
+        make_store(config).publish(record("id-1"), None)
+    assert fingerprint(config) == before
+
+
+def test_an_unknown_profile_is_refused_and_never_created(config: Path) -> None:
+    before = fingerprint(config)
+    store = make_store(config, profile="automation")
+    with pytest.raises(ConfigError) as info:
+        store.publish(record("id-1"), None)
+    assert "no [[profile]] named 'automation'" in str(info.value) and "'default', 'other'" in str(info.value)
+    assert "never creates" in info.value.hint
+    assert fingerprint(config) == before and not Path(str(config) + SIDECAR_SUFFIX).exists()
+
+
+def test_a_missing_file_is_refused(tmp_path: Path) -> None:
+    for path in (tmp_path / "config.toml", tmp_path / "no-dir" / "config.toml"):
+        with pytest.raises(ConfigError, match="does not exist"):
+            make_store(path).read_current()
+        assert not path.exists()
+
+
+def test_a_malformed_sidecar_is_a_permanent_error(config: Path) -> None:
+    Path(str(config) + SIDECAR_SUFFIX).write_text("{not json")
+    with pytest.raises(PermanentError, match="sidecar .* malformed: not JSON") as info:
+        make_store(config).read_current()
+    assert "delete it" in info.value.hint
+
+
+def test_a_token_with_a_newline_is_refused(config: Path) -> None:
+    with pytest.raises(PermanentError, match="control characters"):
+        make_store(config).publish(record("id-1", "two\nlines-0123456789"), None)
+
+
+def test_a_non_root_writer_that_does_not_own_the_file_is_refused(config: Path, monkeypatch: Any) -> None:
+    os.chown(config, 4321, 4321)
+    before = fingerprint(config)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(PermanentError, match="belongs to uid 4321, rotator runs as uid 1000"):
+        make_store(config).publish(record("id-1"), None)
+    assert fingerprint(config) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_root_keeps_owner_and_group_of_the_file(config: Path) -> None:
+    os.chown(config, 4321, 4322)
+    make_store(config).publish(record("id-1"), None)
+    for path in (config, Path(str(config) + SIDECAR_SUFFIX)):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4321, 4322, 0o600)
+
+
+def test_a_symlinked_config_is_written_through(config: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link.toml"
+    link.symlink_to(config)
+    token = record("id-1")
+    make_store(link).publish(token, None)
+    assert link.is_symlink() and token.value.reveal() in config.read_text()
+    assert Path(str(config) + SIDECAR_SUFFIX).exists()
+    assert make_store(link).read_current().record == token
+
+
+# ------------------------------------------------------------------------------ atomicity
+
+
+class FailingReplace:
+    """The store's rename seam: fails the ``nth`` call (1-based) with ``errno``, as a crash would stop it."""
+
+    def __init__(self, nth: int, err: int = errno.EIO) -> None:
+        self.nth, self.err, self.calls = nth, err, 0
+
+    def __call__(self, src: str, dst: str) -> None:
+        self.calls += 1
+        if self.calls == self.nth:
+            raise OSError(self.err, os.strerror(self.err))
+        os.replace(src, dst)
+
+
+def test_a_failed_rename_of_the_config_leaves_it_and_no_temp_file(config: Path) -> None:
+    """Killed between the sidecar and the config: the store still reads its old, consistent self."""
+    store = make_store(config)
+    first = record("id-1")
+    v1 = store.publish(first, None)
+    before = fingerprint(config)
+    failing = make_store(config, replace=FailingReplace(2))  # 1 = the sidecar, 2 = the config
+    with pytest.raises(TransientError, match="cannot write"):
+        failing.publish(record("id-2"), v1)
+    assert fingerprint(config) == before
+    assert leftovers(config.parent) == []
+    state = store.read_current()
+    assert state.managed and state.record == first and state.version == v1
+    second = record("id-2")
+    assert store.publish(second, v1) == value_version(second.value.reveal())
+
+
+def test_a_permission_refused_rename_is_a_permanent_error(config: Path) -> None:
+    before = fingerprint(config)
+    with pytest.raises(PermanentError, match="Permission denied") as info:
+        make_store(config, replace=FailingReplace(1, errno.EACCES)).publish(record("id-1"), None)
+    assert not isinstance(info.value, TransientError)
+    assert fingerprint(config) == before and leftovers(config.parent) == []
+
+
+def test_temp_files_of_a_killed_writer_are_removed(config: Path) -> None:
+    dead = _dead_pid()
+    stale = config.parent / f".config.toml.rotator-{dead}-abc123.tmp"
+    stale_sidecar = config.parent / f".config.toml{SIDECAR_SUFFIX}.rotator-{dead}-xyz_89.tmp"
+    alive = config.parent / f".config.toml.rotator-{os.getpid()}-live42.tmp"
+    for path in (stale, stale_sidecar, alive):
+        path.write_text("a token would be here")
+    make_store(config).publish(record("id-1"), None)
+    assert not stale.exists() and not stale_sidecar.exists()
+    assert alive.exists(), "a live writer's temp file is not ours to remove"
+
+
+def test_a_writer_holding_the_directory_lock_makes_publish_wait_then_give_up(config: Path) -> None:
+    fd = os.open(config.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        clock = FakeClock(NOW)
+        with pytest.raises(TransientError, match="another process has been writing"):
+            make_store(config, clock=clock).publish(record("id-1"), None)
+        assert clock.now() >= NOW + timedelta(seconds=10)
+    finally:
+        os.close(fd)
+    make_store(config).publish(record("id-1"), None)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+# ------------------------------------------------------------------------------ key = "token"
+
+DB_ISSUER = "influxctl-database"
+
+
+def db_record(token_id: str, token: str | None = None, **kw: Any) -> TokenRecord:
+    return record(token_id, token or f"test-db-token-{uuid.uuid4().hex}", issuer=DB_ISSUER, **kw)
+
+
+def test_a_database_token_goes_to_the_token_key_and_influxctl_query_uses_it(config: Path, fake_influxctl: Any) -> None:
+    """key = "token": the line influxctl's query/write read (with the profile's database), nothing else."""
+    value_, token_id = fake_influxctl.state.add_db_token("for the profile test", {"read": ["db1"]})
+    text = CONFIG.replace('    port = "443"\n', '    port = "443"\n    database = "db1"\n', 1)
+    config.write_text(text)
+    store = make_store(config, key="token")
+    assert store.location.endswith("config.toml#default.token") and store.key == "token"
+    assert store.read_current().version is None, "the commented-out `# token` line is no value"
+    token = db_record(token_id, value_)
+    store.publish(token, None)
+    line = f'    token = "{value_}"\n'
+    assert config.read_text() == text.replace('    database = "db1"\n', '    database = "db1"\n' + line, 1)
+    assert store.read_current().record == token
+    assert make_store(config).read_current().version is None, "mgmt_token is another key: untouched, absent"
+    done = fake_influxctl.run("--config", str(config), "query", "--format", "json", "SELECT 1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"Int64(1)": 1}]
+
+
+def test_mgmt_token_and_token_of_one_profile_share_the_sidecar_without_touching_each_other(config: Path) -> None:
+    mgmt, db = make_store(config), make_store(config, key="token")
+    m1, d1 = record("m-1"), db_record("d-1")
+    vm = mgmt.publish(m1, None)
+    vd = db.publish(d1, None)
+    for n in range(2, 5):  # a few rotations of each, interleaved
+        vm = mgmt.publish(record(f"m-{n}"), vm)
+        vd = db.publish(db_record(f"d-{n}"), vd)
+    assert mgmt.read_current().token_id == "m-4" and db.read_current().token_id == "d-4"
+    sidecar = json.loads(Path(str(config) + SIDECAR_SUFFIX).read_text())
+    entries = sidecar["profiles"]["default"]
+    assert [(e["key"], e["token_id"]) for e in entries] == [
+        ("token", "d-4"), ("token", "d-3"), ("mgmt_token", "m-4"), ("mgmt_token", "m-3"),
+    ]  # fmt: skip
+    assert sidecar["schema"] == 1
+    # The two lines are the only change from the operator's file.
+    text = config.read_text()
+    assert [line for line in text.splitlines() if line not in CONFIG.splitlines()] == [
+        f'    mgmt_token = "{mgmt.read_current().record.value.reveal()}"',  # type: ignore[union-attr]
+        f'    token = "{db.read_current().record.value.reveal()}"',  # type: ignore[union-attr]
+    ]
+
+
+def test_a_sidecar_entry_without_key_describes_mgmt_token(config: Path) -> None:
+    """Sidecars written before the `key` setting existed keep working."""
+    store = make_store(config)
+    token = record("id-1")
+    version = store.publish(token, None)
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    doc = json.loads(sidecar.read_text())
+    for entry in doc["profiles"]["default"]:
+        del entry["key"]
+    sidecar.write_text(json.dumps(doc))
+    state = store.read_current()
+    assert state.managed and state.record == token
+    assert make_store(config, key="token").read_current().version is None
+    store.publish(record("id-2"), version)
+    assert [e.get("key") for e in json.loads(sidecar.read_text())["profiles"]["default"]] == ["mgmt_token", None]
+
+
+def test_the_token_key_keeps_a_literal_string_and_its_comment(config: Path) -> None:
+    text = CONFIG.replace(
+        "  mgmt_token = 'hand-placed", "  token = 'hand-placed-db-0123456789' # by hand\n  mgmt_token = 'hand-placed"
+    )
+    config.write_text(text)
+    store = make_store(config, profile="other", key="token")
+    state = store.read_current()
+    assert state.version == value_version("hand-placed-db-0123456789") and not state.managed
+    token = db_record("d-1")
+    store.publish(token, state.version)
+    assert config.read_text() == text.replace("hand-placed-db-0123456789", token.value.reveal())
+    assert make_store(config, profile="other").read_current().version == value_version("hand-placed-value-0123456789")
+
+
+@pytest.mark.parametrize(
+    ("key", "issuer", "allowed"),
+    [
+        ("mgmt_token", "influxctl-management", True),
+        ("mgmt_token", "influxctl-database", False),
+        ("mgmt_token", "management-api", False),
+        ("mgmt_token", "influxdb3", False),
+        ("token", "influxctl-database", True),
+        ("token", "management-api", True),
+        ("token", "influxdb3", True),
+        ("token", "influxdb2", True),
+        ("token", "influxctl-management", False),
+        ("mgmt_token", "", True),  # a payload that does not name its issuer: not checked
+    ],
+)
+def test_which_issuer_may_publish_to_which_key(config: Path, key: str, issuer: str, allowed: bool) -> None:
+    problem = key_problem(key, issuer)
+    assert (problem is None) == allowed
+    assert InfluxctlProfileSettings.model_validate({"key": key}).issuer_problem(issuer) == problem
+    before = fingerprint(config)
+    store = make_store(config, key=key)
+    token = record("id-1", issuer=issuer)
+    if allowed:
+        store.publish(token, None)
+        assert store.read_current().record == token
+        return
+    with pytest.raises(PermanentError) as info:
+        store.publish(token, None)
+    assert f"token id-1 of issuer {issuer!r} is not written to {key}" in str(info.value)
+    assert 'key = "token"' in info.value.hint and token.value.reveal() not in str(info.value)
+    assert fingerprint(config) == before and not Path(str(config) + SIDECAR_SUFFIX).exists()
+
+
+def test_conflict_and_edit_messages_name_the_key(config: Path) -> None:
+    store = make_store(config, key="token")
+    store.publish(db_record("d-1"), None)
+    with pytest.raises(ConflictError) as info:
+        store.publish(db_record("d-2"), None)
+    assert "expected no token, the profile now holds version" in str(info.value)
+    assert "someone changed token of this profile" in info.value.hint
+
+
+def test_rotator_sync_refuses_a_database_token_for_mgmt_token(tmp_path: Path, openbao: Any) -> None:
+    """sync writes mgmt_token: the store's key rule keeps a database policy's token out of it."""
+    import subprocess
+    import sys
+
+    from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
+    from tests.harness import REPO
+
+    kv = f"sync-db/{uuid.uuid4().hex[:10]}"
+    (tmp_path / "vault-token").write_text(openbao.root_token)
+    (tmp_path / "mgmt-token").write_text("not used by sync\n")
+    (tmp_path / "rotator.toml").write_text(f"""
+[[policy]]
+name = "dbtok"
+schedule = "7d"
+[policy.issuer]
+type = "influxctl-database"
+permissions = {{ read = ["db1"] }}
+profile = {{ product = "clustered", host = "cluster.test.invalid" }}
+auth = {{ method = "mgmt_token", token = {{ file = "mgmt-token" }} }}
+[[policy.store]]
+type = "vault-kv2"
+url = "{openbao.url}"
+path = "{kv}"
+auth = {{ method = "token", token = {{ file = "vault-token" }} }}
+""")
+    settings = VaultKV2Settings.model_validate(
+        {"url": openbao.url, "path": kv, "auth": {"method": "token", "token": {"file": "vault-token"}}}
+    )
+    vault = VaultKV2Store.from_config(settings, AdapterContext(policy="dbtok", base_dir=tmp_path))
+    token = db_record("d-1", policy="dbtok")
+    vault.publish(token, None)
+    config = write_config(tmp_path)
+    before = fingerprint(config)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rotator.runners.sync", "--from", f"{tmp_path / 'rotator.toml'}:dbtok",
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "ROTATOR_"))},
+             "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "token d-1 of issuer 'influxctl-database' is not written to mgmt_token" in proc.stderr
+    assert 'key = "token"' in proc.stderr and token.value.reveal() not in proc.stdout + proc.stderr
+    assert fingerprint(config) == before and not Path(str(config) + SIDECAR_SUFFIX).exists()
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+def test_settings_default_path_and_relative_paths(tmp_path: Path) -> None:
+    assert default_config_path({"HOME": "/home/u"}, "linux") == Path("/home/u/.config/influxctl/config.toml")
+    assert default_config_path({"HOME": "/home/u", "XDG_CONFIG_HOME": "/x"}, "linux") == Path(
+        "/x/influxctl/config.toml"
+    )
+    assert default_config_path({"HOME": "/Users/u"}, "darwin") == Path(
+        "/Users/u/Library/Application Support/influxctl/config.toml"
+    )
+    settings = InfluxctlProfileSettings.model_validate({"config": "influxctl/config.toml"})
+    store = InfluxctlProfileStore.from_config(settings, AdapterContext(policy=POLICY, base_dir=tmp_path))
+    assert store.path == tmp_path / "influxctl" / "config.toml"
+    assert store.location == f"influxctl-profile:{tmp_path}/influxctl/config.toml#default"
+
+
+def test_policy_validation_of_the_store_settings(tmp_path: Path) -> None:
+    def policy(store: str) -> dict[str, Any]:
+        return {"policy": [{
+            "name": "p", "schedule": "30d",
+            "issuer": {"type": "influxctl-management", "profile": {"product": "clustered", "host": "h"}},
+            "store": [{"type": "influxctl-profile", **json.loads(store)}],
+        }]}  # fmt: skip
+
+    config = parse_config(policy('{"config": "c.toml", "profile": "automation"}'), tmp_path / "rotator.toml")
+    assert config.policies[0].stores[0].settings == InfluxctlProfileSettings(
+        config=Path("c.toml"), profile="automation"
+    )
+    with pytest.raises(PolicyFileError) as info:
+        parse_config(policy('{"create": true, "profile": ""}'), tmp_path / "rotator.toml")
+    text = str(info.value)
+    assert "store[0].create: Extra inputs are not permitted" in text
+    assert "store[0].profile" in text
+
+
+def test_policy_validation_of_key(tmp_path: Path) -> None:
+    def policy(key: str) -> dict[str, Any]:
+        return {"policy": [{
+            "name": "p", "schedule": "30d",
+            "issuer": {"type": "influxctl-database", "permissions": {"read": ["db1"]},
+                       "profile": {"product": "clustered", "host": "h"},
+                       "auth": {"method": "mgmt_token", "token": {"file": "m"}}},
+            "store": [{"type": "influxctl-profile", "key": key}],
+        }]}  # fmt: skip
+
+    settings = parse_config(policy("token"), tmp_path / "rotator.toml").policies[0].stores[0].settings
+    assert isinstance(settings, InfluxctlProfileSettings) and settings.key == "token"
+    assert InfluxctlProfileSettings().key == "mgmt_token"
+    with pytest.raises(PolicyFileError) as info:
+        parse_config(policy("database_token"), tmp_path / "rotator.toml")
+    assert "store[0].key" in str(info.value) and "'mgmt_token' or 'token'" in str(info.value)
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def two_store_scenario(
+    tmp_path: Path, openbao: Any, fake: Any, *, profile_text: str = CONFIG, bootstrap: bool = True, grace_s: int = 2
+) -> tuple[Scenario, Path]:
+    """The influxctl-management policy publishing to Vault ("primary") and to profile "default"
+    of ``influxctl/config.toml`` ("profile"): tests/harness.py's scenario with one more store."""
+    config = write_config(tmp_path, profile_text)
+    sc = make_scenario(tmp_path, openbao, fake, grace_s=grace_s, bootstrap=bootstrap, extra_stores="""
+[[policy.store]]
+type = "influxctl-profile"
+name = "profile"
+config = "influxctl/config.toml"
+profile = "default"
+""")
+    return sc, config
+
+
+def profile_value(config: Path, profile: str = "default") -> str | None:
+    import tomllib
+
+    entry = next(p for p in tomllib.loads(config.read_text())["profile"] if p["name"] == profile)
+    return entry.get("mgmt_token")
+
+
+def check_profile(sc: Scenario, config: Path, fake_influxctl: Any) -> None:
+    """The profile holds Vault's current token, influxctl accepts it, nothing else changed,
+    and no token value is in the sidecar."""
+    current = sc.current()
+    assert profile_value(config) == current["token"]
+    state = make_store(config).read_current()
+    assert state.managed and state.token_id == current["token_id"]
+    assert config.read_text() == CONFIG.replace(
+        '    port = "443"\n', f'    port = "443"\n    mgmt_token = "{current["token"]}"\n', 1
+    )
+    done = fake_influxctl.run("--config", str(config), "--profile", "default", "management", "list", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    sidecar = Path(str(config) + SIDECAR_SUFFIX).read_text()
+    for version in sc.versions():
+        assert version["token"] not in sidecar
+    assert config.stat().st_mode & 0o777 == 0o600
+
+
+def test_two_stores_vault_and_profile_rotated_through_the_cli(tmp_path: Path, openbao: Any,
+                                                             fake_influxctl: Any) -> None:  # fmt: skip
+    sc, config = two_store_scenario(tmp_path, openbao, fake_influxctl.state)
+    check_profile(sc, config, fake_influxctl)
+    ids = [sc.bootstrap_id]
+    for _ in range(2):
+        proc = sc.cli("rotate", sc.policy, "--output", "json")
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)[0]
+        assert result["ok"] and result["old_token_id"] == ids[-1]
+        ids.append(result["new_token_id"])
+        check_profile(sc, config, fake_influxctl)
+        check_invariants(sc)
+    time.sleep(sc.grace_s + 0.3)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0, proc.stderr
+    assert all(sc.fake.token_by_id(old)["revoked_at"] for old in ids[:-1])
+    check_profile(sc, config, fake_influxctl)
+    check_invariants(sc, settled=True)
+    status = json.loads(sc.cli("status", "--output", "json").stdout)[0]
+    assert status["current_token_id"] == ids[-1]
+
+
+def test_killed_between_vault_and_the_profile_recovery_rolls_the_profile_forward(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any
+) -> None:
+    sc, config = two_store_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    proc = sc.cli("rotate", sc.policy, crash_at="published:primary")
+    assert proc.returncode == -signal.SIGKILL
+    new_id = sc.current()["token_id"]
+    assert new_id != sc.bootstrap_id
+    assert make_store(config).read_current().token_id == sc.bootstrap_id  # the old, valid token
+    check_invariants(sc, after_crash=True)
+    proc = sc.cli("recover")
+    assert proc.returncode == 0, proc.stderr
+    assert "rolled forward" in proc.stdout
+    check_profile(sc, config, fake_influxctl)
+    time.sleep(sc.grace_s + 0.3)
+    assert sc.cli("revoke-expired").returncode == 0
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None
+    check_invariants(sc, settled=True)
+
+
+def test_bootstrap_over_a_hand_placed_mgmt_token_needs_adopt(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    text = CONFIG.replace('    port = "443"\n', '    port = "443"\n    mgmt_token = "hand-placed-0123456789"\n', 1)
+    sc, config = two_store_scenario(tmp_path, openbao, fake_influxctl.state, profile_text=text, bootstrap=False)
+    before = fingerprint(config)
+    value_, token_id = fake_influxctl.state.add_token("first")
+    first = tmp_path / "first-token"
+    first.write_text(value_)
+    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(first), "--token-id", token_id)
+    assert proc.returncode == 1
+    assert "store 'profile' holds a secret that rotator does not manage" in proc.stderr and "adopt" in proc.stderr
+    assert fingerprint(config) == before and sc.versions() == []
+    sc.config.write_text(
+        sc.config.read_text().replace('verify_timeout = "20s"', 'verify_timeout = "20s"\nadopt = true')
+    )
+    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(first), "--token-id", token_id)
+    assert proc.returncode == 0, proc.stderr
+    assert profile_value(config) == value_ and sc.current()["token_id"] == token_id
+    sc.bootstrap_value, sc.bootstrap_id = value_, token_id
+    check_invariants(sc)

@@ -1,0 +1,481 @@
+"""The influxdb2 issuer against the spec-validated InfluxDB OSS v2 fake, over real HTTP on loopback.
+
+Every request and answer is validated against the official OSS v2 spec by the fake; the fixture
+fails a test with any mismatch left. Statuses no spec-valid answer can carry go through the
+issuer's transport seam (``httpx.MockTransport``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from rotator.adapters.http.influxdb2 import InfluxDB2Issuer, InfluxDB2Settings
+from rotator.core.clock import SystemClock
+from rotator.core.contracts import AdapterContext, MintRequest
+from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, TransientError
+from rotator.core.retry import RetryPolicy, call_with_retry
+from rotator.core.secret import Secret
+from tests.fakes.influxdb2_fake import BUCKET_ID, ORG_ID, InfluxDB2Fake
+
+POLICY = "ingest"
+READ_WRITE_BUCKET = [
+    {"action": "read", "resource": {"type": "buckets", "id": BUCKET_ID, "orgID": ORG_ID}},
+    {"action": "write", "resource": {"type": "buckets", "id": BUCKET_ID, "orgID": ORG_ID}},
+]
+ADMIN_ENV = "INFLUXDB2_ADMIN_FOR_TEST"
+
+
+def make(
+    url: str, transport: httpx.BaseTransport | None = None, policy: str = POLICY, **settings: Any
+) -> InfluxDB2Issuer:
+    settings.setdefault("credential", {"env": ADMIN_ENV})
+    if "copy_from_authorization_id" not in settings:
+        settings.setdefault("permissions", READ_WRITE_BUCKET)
+    model = InfluxDB2Settings.model_validate({"base_url": url, "org_id": ORG_ID, **settings})
+    return InfluxDB2Issuer.from_config(model, AdapterContext(policy=policy), transport=transport)
+
+
+def request(run_id: str = "0123456789abcdef", policy: str = POLICY) -> MintRequest:
+    return MintRequest(policy, run_id, f"rotator:{policy}:{run_id}", datetime.now(UTC) + timedelta(days=30))
+
+
+@pytest.fixture
+def admin(influxdb2_fake: InfluxDB2Fake, monkeypatch: pytest.MonkeyPatch) -> Secret:
+    """The operator token, as the credential the issuer reads from $INFLUXDB2_ADMIN_FOR_TEST."""
+    monkeypatch.setenv(ADMIN_ENV, influxdb2_fake.operator_value)
+    return Secret(influxdb2_fake.operator_value)
+
+
+def mock(handler: Any) -> httpx.MockTransport:
+    return httpx.MockTransport(handler)
+
+
+# ---------------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"permissions": []}, "exactly one of `permissions`"),
+        ({"copy_from_authorization_id": "0123456789abcdef"}, "exactly one of `permissions`"),
+        ({"org_id": "my-org"}, "should match pattern"),
+        ({"permissions": [{"action": "read", "resource": {"type": "bucket"}}]}, "unknown resource type 'bucket'"),
+        ({"permissions": [{"action": "delete", "resource": {"type": "buckets"}}]}, "'read' or 'write'"),
+        ({"permissions": [{"action": "read", "resource": {"type": "buckets", "id": "short"}}]}, "pattern"),
+        ({"delete_after": "a week"}, "is not a duration"),
+        ({"credential": {"file": "a", "env": "B"}}, "exactly one of `file` or `env`"),
+    ],
+)
+def test_settings_refuse_what_cannot_work(settings: dict[str, Any], message: str) -> None:
+    data = {
+        "base_url": "https://influx.example:8086",
+        "org_id": ORG_ID,
+        "credential": {"env": "X"},
+        "permissions": READ_WRITE_BUCKET,
+        **settings,
+    }
+    with pytest.raises(ValidationError) as err:
+        InfluxDB2Settings.model_validate(data)
+    assert message in str(err.value)
+
+
+def test_settings_defaults() -> None:
+    model = InfluxDB2Settings.model_validate(
+        {
+            "base_url": "http://influx:8086",
+            "org_id": ORG_ID,
+            "credential": "self",
+            "copy_from_authorization_id": BUCKET_ID,
+        }
+    )
+    assert model.delete_after == timedelta(days=7) and model.permissions == []
+
+
+# ---------------------------------------------------------------------------------- the cycle
+
+
+def test_mint_verify_list_and_revoke_in_two_stages(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    fake = influxdb2_fake
+    issuer = make(fake.url)
+    minted = issuer.mint(request(), None)
+    assert minted.expires_at is None  # v2 authorizations do not expire
+    stored = fake.authorization(minted.token_id)
+    assert stored is not None and stored["description"] == "rotator:ingest:0123456789abcdef"
+    assert [p["action"] for p in stored["permissions"]] == ["read", "write"]
+    assert stored["status"] == "active" and stored["userID"]
+    issuer.verify(minted.value)
+
+    infos = {t.token_id: t for t in issuer.list_tokens(None)}
+    assert infos[minted.token_id].revoked_at is None and infos[minted.token_id].is_active(datetime.now(UTC))
+
+    # Stage 1: inactive (reversible), marked, confirmed; the token stops working at once.
+    issuer.revoke(minted.token_id, None)
+    stored = fake.authorization(minted.token_id)
+    assert stored is not None and stored["status"] == "inactive"
+    assert stored["description"] == "rotator:ingest:0123456789abcdef [rotator-revoked:ingest]"
+    assert fake.problem(minted.value.reveal()) == "inactive"
+    info = next(t for t in issuer.list_tokens(None) if t.token_id == minted.token_id)
+    assert info.revoked_at is not None and not info.is_active(datetime.now(UTC))
+    assert "rotator:ingest:0123456789abcdef" in info.description  # the tag survives the marker
+    assert fake.deleted == []  # deleted only after delete_after
+
+    # Reversible: an operator can bring it back (influx auth active).
+    fake.set_status(minted.token_id, "active")
+    assert fake.problem(minted.value.reveal()) is None
+
+
+def test_revoking_twice_does_not_restart_the_inactive_clock(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    issuer = make(influxdb2_fake.url)
+    minted = issuer.mint(request(), None)
+    issuer.revoke(minted.token_id, None)
+    first = influxdb2_fake.authorization(minted.token_id)
+    issuer.revoke(minted.token_id, None)
+    assert influxdb2_fake.authorization(minted.token_id) == first
+    assert len(influxdb2_fake.api.calls_to("PATCH", "/api/v2/authorizations/{authID}")) == 1
+    issuer.revoke("00000000000000ff", None)  # unknown: revoked
+
+
+def test_stage_two_deletes_only_what_rotator_retired_long_enough_ago(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret
+) -> None:
+    fake = influxdb2_fake
+    issuer = make(fake.url)
+    old = issuer.mint(request("0000000000000001"), None)
+    issuer.revoke(old.token_id, None)
+    fake.age(old.token_id, 8 * 86400)  # inactive for 8 days
+    recent = issuer.mint(request("0000000000000002"), None)
+    issuer.revoke(recent.token_id, None)
+    # Inactive, tagged, old, but deactivated by a human (no marker): kept.
+    human_value, human_id = fake.add_authorization("rotator:ingest:0000000000000003", READ_WRITE_BUCKET)
+    fake.set_status(human_id, "inactive")
+    fake.age(human_id, 30 * 86400)
+    # Retired by another policy: that policy's business.
+    other = make(fake.url, policy="other")
+    foreign = other.mint(request("0000000000000004", policy="other"), None)
+    other.revoke(foreign.token_id, None)
+    fake.age(foreign.token_id, 30 * 86400)
+    # Active and old: never deleted.
+    active = issuer.mint(request("0000000000000005"), None)
+    fake.age(active.token_id, 30 * 86400)
+
+    third = issuer.mint(request("0000000000000006"), None)
+    issuer.revoke(third.token_id, None)  # the revocation that runs stage 2
+    assert fake.deleted == [old.token_id]
+    assert fake.authorization(old.token_id) is None
+    for kept in (recent.token_id, human_id, foreign.token_id, active.token_id, third.token_id):
+        assert fake.authorization(kept) is not None
+    assert human_value  # made by the fake for the human
+
+
+def test_delete_after_zero_deletes_at_the_revocation(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    issuer = make(influxdb2_fake.url, delete_after="0s")
+    minted = issuer.mint(request(), None)
+    issuer.revoke(minted.token_id, None)
+    assert influxdb2_fake.deleted == [minted.token_id]
+    issuer.revoke(minted.token_id, None)  # gone: still revoked
+
+
+def test_a_failing_stage_two_does_not_fail_the_revocation(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret, caplog: pytest.LogCaptureFixture
+) -> None:
+    issuer = make(influxdb2_fake.url, delete_after="0s")
+    minted = issuer.mint(request(), None)
+    influxdb2_fake.fail_next("delete", 500)
+    issuer.revoke(minted.token_id, None)
+    assert influxdb2_fake.authorization(minted.token_id)["status"] == "inactive"  # type: ignore[index]
+    assert "retried at the next revocation" in caplog.text and "HTTP 500" in caplog.text
+    issuer.revoke(minted.token_id, None)  # the next revocation deletes it
+    assert influxdb2_fake.deleted == [minted.token_id]
+
+
+def test_permissions_copied_from_a_template(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    _, template_id = influxdb2_fake.add_authorization("template", READ_WRITE_BUCKET[:1])
+    issuer = make(influxdb2_fake.url, copy_from_authorization_id=template_id)
+    minted = issuer.mint(request(), None)
+    stored = influxdb2_fake.authorization(minted.token_id)
+    template = influxdb2_fake.authorization(template_id)
+    assert stored is not None and template is not None
+    assert stored["permissions"] == template["permissions"]  # name/org re-derived by the server
+    missing = make(influxdb2_fake.url, copy_from_authorization_id="00000000000000aa")
+    with pytest.raises(PermanentError) as err:
+        missing.mint(request("1"), None)
+    assert "HTTP 404" in str(err.value) and "copy_from_authorization_id" in err.value.hint
+
+
+def test_self_credential(influxdb2_fake: InfluxDB2Fake) -> None:
+    everything = [
+        {"action": a, "resource": {"type": t}} for t in ("authorizations", "buckets") for a in ("read", "write")
+    ]
+    current_value, _ = influxdb2_fake.add_authorization("bootstrap", everything)
+    issuer = make(influxdb2_fake.url, credential="self", permissions=everything)
+    minted = issuer.mint(request(), Secret(current_value))
+    issuer.verify(minted.value)
+    assert minted.token_id in {t.token_id for t in issuer.list_tokens(minted.value)}
+    with pytest.raises(ConfigError, match="no token is published yet"):
+        issuer.list_tokens(None)
+
+
+# ---------------------------------------------------------------------------------- values
+
+
+def test_the_token_string_is_shown_once(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    minted = make(influxdb2_fake.url).mint(request(), None)
+    again = httpx.get(
+        f"{influxdb2_fake.url}/api/v2/authorizations/{minted.token_id}",
+        headers={"Authorization": f"Token {admin.reveal()}"},
+    )
+    listing = httpx.get(
+        f"{influxdb2_fake.url}/api/v2/authorizations", headers={"Authorization": f"Token {admin.reveal()}"}
+    )
+    assert again.status_code == listing.status_code == 200
+    assert "token" not in again.json()
+    assert minted.value.reveal() not in again.text + listing.text
+
+
+def test_never_by_value_even_when_the_server_returns_values(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OSS before hashed tokens lists every value in clear text: rotator keeps none, sends none."""
+    caplog.set_level(logging.DEBUG)
+    with InfluxDB2Fake(hashed_tokens=False).running() as fake:
+        monkeypatch.setenv(ADMIN_ENV, fake.operator_value)
+        issuer = make(fake.url)
+        minted = issuer.mint(request(), None)
+        raw = httpx.get(
+            f"{fake.url}/api/v2/authorizations", headers={"Authorization": f"Token {fake.operator_value}"}
+        ).text
+        assert minted.value.reveal() in raw  # this server does show values
+        infos = issuer.list_tokens(None)
+        issuer.revoke(minted.token_id, None)
+        assert minted.value.reveal() not in repr(infos) + caplog.text
+        assert fake.operator_value not in repr(infos) + caplog.text
+        assert all("token" not in call.query for call in fake.api.calls)  # never ?token=
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+def test_new_token_answers_401_until_active_and_verify_is_retried(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    influxdb2_fake.activation_delay_s = 1.0
+    issuer = make(influxdb2_fake.url)
+    minted = issuer.mint(request(), None)
+    with pytest.raises(TransientError) as err:
+        issuer.verify(minted.value)
+    assert "HTTP 401" in str(err.value) and "unauthorized access" in str(err.value)
+    started = time.monotonic()
+    call_with_retry(
+        lambda: issuer.verify(minted.value),
+        what="verify",
+        policy=RetryPolicy(20, 0.2, 0.4),
+        clock=SystemClock(),
+        deadline=datetime.now(UTC) + timedelta(seconds=10),
+    )
+    assert time.monotonic() - started < 5
+
+
+def test_a_credential_without_authorization_permissions(
+    influxdb2_fake: InfluxDB2Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weak_value, _ = influxdb2_fake.add_authorization("reads a bucket", READ_WRITE_BUCKET[:1])
+    monkeypatch.setenv(ADMIN_ENV, weak_value)
+    with pytest.raises(PermanentError) as err:
+        make(influxdb2_fake.url).mint(request(), None)
+    assert "HTTP 401" in str(err.value) and "authorizations is unauthorized" in str(err.value)
+    assert "read and write on authorizations" in err.value.hint
+    assert not isinstance(err.value, TransientError)
+
+
+@pytest.mark.parametrize(
+    ("operation", "status", "call", "error"),
+    [
+        ("create", 400, "mint", PermanentError),
+        ("create", 401, "mint", PermanentError),
+        ("create", 500, "mint", TransientError),
+        ("list", 400, "list", PermanentError),
+        ("list", 500, "list", TransientError),
+        ("get", 400, "revoke", PermanentError),
+        ("get", 401, "revoke", PermanentError),
+        ("get", 500, "revoke", TransientError),
+        ("patch", 429, "revoke", TransientError),
+        ("patch", 409, "revoke", PermanentError),
+        ("patch", 503, "revoke", TransientError),
+        ("buckets", 401, "verify", TransientError),
+        ("buckets", 500, "verify", TransientError),
+    ],
+)
+def test_error_statuses(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret, operation: str, status: int, call: str, error: type[Exception]
+) -> None:
+    issuer = make(influxdb2_fake.url)
+    target = issuer.mint(request(), None)
+    influxdb2_fake.fail_next(operation, status, message="refused by the test")
+    with pytest.raises(error) as err:
+        if call == "mint":
+            issuer.mint(request("2"), None)
+        elif call == "list":
+            issuer.list_tokens(None)
+        elif call == "verify":
+            issuer.verify(target.value)
+        else:
+            issuer.revoke(target.token_id, None)
+    assert f"HTTP {status}" in str(err.value) and "refused by the test" in str(err.value)
+    assert isinstance(err.value, TransientError) is (error is TransientError)
+    assert err.value.hint  # type: ignore[attr-defined]
+    for value in (admin.reveal(), target.value.reveal()):
+        assert value not in str(err.value) + err.value.hint  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "token_id",
+    [
+        "not-an-id",
+        "-0123456789abcde",
+        "0123456789abcdef/..",
+        "../../api/v2/me00",
+        "0123456789ABCDEF",
+        "0123456789abcdef\n",
+    ],
+)
+def test_a_token_id_that_is_not_a_v2_id_is_refused_before_any_request(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret, token_id: str
+) -> None:
+    """Issue 10 §2(c): ids go into URL paths; only 16 lowercase hex digits do."""
+    with pytest.raises(PermanentError, match="is not an authorization id") as err:
+        make(influxdb2_fake.url).revoke(token_id, None)
+    assert "correct the record" in err.value.hint
+    assert influxdb2_fake.api.calls == []
+
+
+def test_permission_for_another_org_is_refused_by_the_server(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    other_org = [{"action": "read", "resource": {"type": "buckets", "orgID": "ffffffffffffffff"}}]
+    with pytest.raises(PermanentError) as err:
+        make(influxdb2_fake.url, permissions=other_org).mint(request(), None)
+    assert "HTTP 400" in str(err.value) and "is not for org id" in str(err.value)
+    assert "org_id, user_id and the permissions" in err.value.hint
+
+
+def test_timeouts_and_lost_answers_are_transient(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    issuer = make(influxdb2_fake.url, timeout_s=0.3)
+    influxdb2_fake.delay_next("create", 1.0, after_handler=True)
+    with pytest.raises(TransientError, match="timed out"):
+        issuer.mint(request("00000000000000a1"), None)
+    # The server created it: the engine finds it by the run tag and revokes it.
+    [lost] = [t for t in issuer.list_tokens(None) if "rotator:ingest:00000000000000a1" in t.description]
+    issuer.revoke(lost.token_id, None)
+    influxdb2_fake.drop_next("list")
+    with pytest.raises(TransientError, match="cannot reach"):
+        issuer.list_tokens(None)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"id": "0123456789abcdef"}, "authorization 0123456789abcdef was created, but the answer has no `token`"),
+        ({"token": "value-without-id"}, "has no authorization `id`"),
+        ("just text", "expected an object"),
+    ],
+)
+def test_unreadable_mint_answers(body: Any, problem: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ADMIN_ENV, "admin-token-for-a-mock-server")
+    issuer = make("http://influx.invalid", transport=mock(lambda req: httpx.Response(201, json=body)))
+    with pytest.raises(IssuerOutputError, match=problem):
+        issuer.mint(request(), None)
+
+
+def test_a_patch_that_leaves_the_token_active_is_not_a_revocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ADMIN_ENV, "admin-token-for-a-mock-server")
+    body = {"id": "0123456789abcdef", "status": "active", "description": "d"}
+    transport = mock(
+        lambda req: (
+            httpx.Response(200, json=body)
+            if req.method != "GET" or req.url.path.endswith("cdef")
+            else httpx.Response(200, json={"authorizations": []})
+        )
+    )
+    issuer = make("http://influx.invalid", transport=transport)
+    with pytest.raises(TransientError, match="not 'inactive'"):
+        issuer.revoke("0123456789abcdef", None)
+
+
+# ---------------------------------------------------------------------------------- the spec bites
+
+
+def test_spec_validation_catches_a_malformed_request(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    headers = {"Authorization": f"Token {admin.reveal()}"}
+    empty = httpx.post(
+        f"{influxdb2_fake.url}/api/v2/authorizations", headers=headers, json={"orgID": ORG_ID, "permissions": []}
+    )
+    bad_status = httpx.patch(
+        f"{influxdb2_fake.url}/api/v2/authorizations/{influxdb2_fake.operator_id}",
+        headers=headers,
+        json={"status": "revoked"},
+    )
+    assert empty.status_code == bad_status.status_code == 500
+    details = [m.detail for m in influxdb2_fake.api.take_mismatches()]
+    assert len(details) == 2
+    assert "should be non-empty" in details[0] or "too short" in details[0]
+    assert "'revoked' is not one of ['active', 'inactive']" in details[1]
+    assert influxdb2_fake.authorization(influxdb2_fake.operator_id)["status"] == "active"  # type: ignore[index]
+
+
+def test_every_request_of_a_rotation_matches_the_spec(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    issuer = make(influxdb2_fake.url, delete_after="0s")
+    first = issuer.mint(request("0000000000000001"), None)
+    issuer.verify(first.value)
+    second = issuer.mint(request("0000000000000002"), None)
+    issuer.verify(second.value)
+    issuer.revoke(first.token_id, None)
+    assert {c.operation_id for c in influxdb2_fake.api.calls} == {
+        "PostAuthorizations", "GetBuckets", "GetAuthorizationsID", "PatchAuthorizationsID", "GetAuthorizations",
+        "DeleteAuthorizationsID",
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- no token in logs
+
+
+def test_no_token_value_in_logs_or_errors(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    issuer = make(influxdb2_fake.url, delete_after="0s")
+    minted = issuer.mint(request(), None)
+    issuer.verify(minted.value)
+    influxdb2_fake.fail_next("list", 500, message=f"echo {minted.value.reveal()}")
+    with pytest.raises(TransientError) as err:
+        issuer.list_tokens(None)
+    issuer.revoke(minted.token_id, None)
+    texts = [caplog.text, str(err.value), err.value.hint, json.dumps([repr(t) for t in issuer.list_tokens(None)])]
+    for value in (admin.reveal(), minted.value.reveal()):
+        assert all(value not in text for text in texts)
+    assert "created authorization" in caplog.text and "HTTP Request: PATCH" in caplog.text
+
+
+def test_an_answer_nested_thousands_deep_is_an_output_error(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    """Issue 11.10: a RecursionError inside json.loads is a clear IssuerOutputError, not a traceback."""
+    deep = "[" * 3000 + "]" * 3000
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=deep.encode())
+
+    issuer = make("https://influxdb.example.test", transport=mock(handler))
+    with pytest.raises(IssuerOutputError, match="nested too deeply"):
+        issuer.list_tokens(None)
+    failing = make(
+        "https://influxdb.example.test", transport=mock(lambda _r: httpx.Response(500, content=deep.encode()))
+    )
+    with pytest.raises(TransientError, match="HTTP 500$"):  # the error text is dropped, nothing escapes
+        failing.list_tokens(None)
+
+
+def test_call_timeout_seconds(influxdb2_fake: InfluxDB2Fake) -> None:
+    # revoke: GET, PATCH, list (3 requests), each connect + write + read, plus a margin.
+    assert make(influxdb2_fake.url, timeout_s=2).call_timeout_seconds == 3 * 3 * 2 + 5

@@ -1,0 +1,609 @@
+"""The influxdb3 issuer against the spec-validated InfluxDB 3 fake, over real HTTP on loopback.
+
+Every request the issuer sends and every answer it gets is validated against the official Core
+(or Enterprise) spec by the fake; the fixture fails a test with any mismatch left. Failures a
+spec-valid server cannot send (statuses the spec does not document, TLS errors) go through the
+issuer's transport seam (``httpx.MockTransport``) instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from rotator.adapters.http.common import map_http_errors
+from rotator.adapters.http.influxdb3 import InfluxDB3Issuer, InfluxDB3Settings, operator_token_id
+from rotator.core.clock import SystemClock
+from rotator.core.contracts import AdapterContext, MintRequest
+from rotator.core.errors import ConfigError, IssuerOutputError, NeedsAttention, PermanentError, TransientError
+from rotator.core.retry import RetryPolicy, call_with_retry
+from rotator.core.secret import Secret
+from tests.fakes.influxdb3_fake import InfluxDB3Fake, token_hash
+from tests.fakes.openapi_fake import Fault, json_response
+
+POLICY = "app"
+DB_WRITE = [{"resource_type": "db", "resource_names": ["sensors"], "actions": ["write"]}]
+
+
+def make(
+    url: str, tmp_path: Path | None = None, transport: httpx.BaseTransport | None = None, **settings: Any
+) -> InfluxDB3Issuer:
+    settings.setdefault("credential", "self")
+    model = InfluxDB3Settings.model_validate({"base_url": url, **settings})
+    ctx = AdapterContext(policy=POLICY, base_dir=tmp_path or Path("."))
+    return InfluxDB3Issuer.from_config(model, ctx, transport=transport)
+
+
+def request(run_id: str = "0123456789abcdef", days: float = 30) -> MintRequest:
+    return MintRequest(POLICY, run_id, f"rotator:{POLICY}:{run_id}", datetime.now(UTC) + timedelta(days=days))
+
+
+def mock(handler: Any) -> httpx.MockTransport:
+    return httpx.MockTransport(handler)
+
+
+# ---------------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"kind": "operator"}, "no grace period"),
+        ({"kind": "named_admin", "allow_no_grace": True}, "only for kind = 'operator'"),
+        ({"kind": "operator", "allow_no_grace": True, "token_name_prefix": "x"}, "no effect with kind = 'operator'"),
+        ({"kind": "resource", "credential": {"env": "T"}}, "needs `permissions`"),
+        ({"kind": "resource", "permissions": DB_WRITE}, "cannot use credential = 'self'"),
+        ({"permissions": DB_WRITE}, "only for kind = 'resource'"),
+        ({"token_name_prefix": "bad name"}, "should match pattern"),
+        (
+            {
+                "kind": "resource",
+                "credential": {"env": "T"},
+                "permissions": [{"resource_type": "system", "resource_names": ["health"], "actions": ["write"]}],
+            },
+            "only have the action 'read'",
+        ),
+        ({"base_url": "https://user:pw@influx.example"}, "must not carry credentials"),
+        ({"base_url": "ftp://influx.example"}, "http:// or https://"),
+        ({"credential": "the-token-itself"}, "Input should be"),
+    ],
+)
+def test_settings_refuse_what_cannot_work(settings: dict[str, Any], message: str) -> None:
+    data = {"base_url": "https://influx.example:8181", "credential": "self", **settings}
+    with pytest.raises(ValidationError) as err:
+        InfluxDB3Settings.model_validate(data)
+    assert message in str(err.value)
+
+
+def test_settings_accept_each_kind() -> None:
+    base = {"base_url": "https://influx.example:8181/"}
+    named = InfluxDB3Settings.model_validate({**base, "credential": {"method": "self"}})
+    assert named.kind == "named_admin" and named.base_url == "https://influx.example:8181"
+    InfluxDB3Settings.model_validate(
+        {**base, "credential": {"file": "admin"}, "kind": "resource", "permissions": DB_WRITE}
+    )
+    InfluxDB3Settings.model_validate({**base, "credential": "self", "kind": "operator", "allow_no_grace": True})
+
+
+def test_cli_validate_explains_why_operator_needs_allow_no_grace(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "rotator.toml"
+    config.write_text("""
+[[policy]]
+name = "ops"
+schedule = "30d"
+[policy.issuer]
+type = "influxdb3"
+base_url = "https://influx.example:8181"
+kind = "operator"
+credential = "self"
+[[policy.store]]
+type = "vault-kv2"
+url = "https://vault.example"
+path = "influx/ops"
+auth = { method = "token", token = { env = "VAULT_TOKEN" } }
+""")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rotator.runners.cli", "validate", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "policy[0] 'ops'.issuer" in proc.stderr
+    assert "revokes the previous value at that very moment" in proc.stderr
+    assert "allow_no_grace = true" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------- named admin
+
+
+def test_mint_verify_list_revoke_named_admin(influxdb3_fake: InfluxDB3Fake) -> None:
+    fake = influxdb3_fake
+    current = Secret(fake.add_named_admin("human-bootstrap"))
+    issuer = make(fake.url)
+    req = request("aaaabbbbccccdddd", days=30)
+    minted = issuer.mint(req, current)
+
+    assert minted.token_id == "rotator-app-aaaabbbbccccdddd"
+    row = fake.token(minted.token_id)
+    assert row is not None and row["permissions"] == "*:*:*"
+    # The expiry was explicit: the server's expiry is the one asked for (to the second).
+    assert minted.expires_at is not None
+    assert abs((minted.expires_at - req.expires_at).total_seconds()) < 2
+    assert fake.problem(minted.value.reveal()) is None
+    issuer.verify(minted.value)
+
+    infos = {t.token_id: t for t in issuer.list_tokens(current)}
+    assert infos[minted.token_id].description == "rotator:app:aaaabbbbccccdddd"  # the engine's tag
+    assert infos[minted.token_id].expires_at == minted.expires_at
+    assert infos["human-bootstrap"].description == ""  # not ours: no tag
+    assert operator_token_id(fake.hash_of("_admin")) in infos
+
+    # Self-rotation: the new named admin token mints and revokes (here: the bootstrap token).
+    issuer.revoke("human-bootstrap", minted.value)
+    assert "human-bootstrap" not in fake.names()
+    assert fake.problem(current.reveal()) == "unknown token"
+    issuer.revoke("human-bootstrap", minted.value)  # twice: not an error
+    issuer.revoke("never-existed", minted.value)  # unknown: revoked
+    assert fake.deleted == ["human-bootstrap"]
+    sent = [c for c in fake.api.calls if c.template == "/api/v3/configure/token/named_admin"]
+    assert [c.principal for c in sent] == ["human-bootstrap"]
+
+
+def test_mint_sends_expiry_secs_rounded_up(influxdb3_fake: InfluxDB3Fake) -> None:
+    seen: list[dict[str, Any]] = []
+    real = httpx.HTTPTransport()
+
+    def spy(req: httpx.Request) -> httpx.Response:
+        if req.url.path.endswith("/named_admin"):
+            seen.append(json.loads(req.content))
+        return real.handle_request(req)
+
+    issuer = make(influxdb3_fake.url, transport=mock(spy))
+    issuer.mint(request(days=1), Secret(influxdb3_fake.operator_value))
+    assert len(seen) == 1 and seen[0]["token_name"] == "rotator-app-0123456789abcdef"
+    assert 86390 <= seen[0]["expiry_secs"] <= 86400
+
+
+def test_token_prefix_setting_and_tags_of_other_prefixes(influxdb3_fake: InfluxDB3Fake) -> None:
+    admin = Secret(influxdb3_fake.operator_value)
+    issuer = make(influxdb3_fake.url, token_name_prefix="svc-ingest")
+    minted = issuer.mint(request("feedfacefeedface"), admin)
+    assert minted.token_id == "svc-ingest-feedfacefeedface"
+    influxdb3_fake.add_named_admin("rotator-app-feedfacefeedface")  # another prefix: not this policy's
+    influxdb3_fake.add_named_admin("svc-ingest-x-y")  # not <prefix>-<run id>
+    tags = {t.token_id: t.description for t in issuer.list_tokens(admin)}
+    assert tags["svc-ingest-feedfacefeedface"] == "rotator:app:feedfacefeedface"
+    assert tags["rotator-app-feedfacefeedface"] == "" and tags["svc-ingest-x-y"] == ""
+
+
+def test_duplicate_name_is_a_permanent_error_with_a_hint(influxdb3_fake: InfluxDB3Fake) -> None:
+    influxdb3_fake.add_named_admin("rotator-app-0123456789abcdef")
+    with pytest.raises(PermanentError) as err:
+        make(influxdb3_fake.url).mint(request(), Secret(influxdb3_fake.operator_value))
+    assert not isinstance(err.value, TransientError)
+    assert "HTTP 409" in str(err.value) and "token name already exists" in str(err.value)
+    assert "influxdb3 delete token --token-name" in err.value.hint
+
+
+def test_new_token_answers_401_until_active_and_verify_is_retried(influxdb3_fake: InfluxDB3Fake) -> None:
+    influxdb3_fake.activation_delay_s = 1.0
+    issuer = make(influxdb3_fake.url)
+    minted = issuer.mint(request(), Secret(influxdb3_fake.operator_value))
+    with pytest.raises(TransientError) as err:
+        issuer.verify(minted.value)
+    assert "HTTP 401" in str(err.value) and "verify_timeout" in err.value.hint
+    started = time.monotonic()
+    call_with_retry(
+        lambda: issuer.verify(minted.value),
+        what="verify",
+        policy=RetryPolicy(20, 0.2, 0.4),
+        clock=SystemClock(),
+        deadline=datetime.now(UTC) + timedelta(seconds=10),
+    )
+    assert time.monotonic() - started < 5
+
+
+def test_the_token_string_is_shown_once(influxdb3_fake: InfluxDB3Fake) -> None:
+    issuer = make(influxdb3_fake.url)
+    admin = Secret(influxdb3_fake.operator_value)
+    minted = issuer.mint(request(), admin)
+    value = minted.value.reveal()
+    # The listing (what a second look at the server gives) holds the hash, never the value.
+    listing = httpx.post(
+        f"{influxdb3_fake.url}/api/v3/query_sql",
+        json={"db": "_internal", "q": "SELECT * FROM system.tokens", "format": "jsonl"},
+        headers={"Authorization": f"Bearer {admin.reveal()}", "Accept": "application/jsonl"},
+    )
+    assert listing.status_code == 200
+    assert value not in listing.text and token_hash(value) in listing.text
+    assert all(value not in json.dumps(row) for row in influxdb3_fake.tokens())
+
+
+def test_self_credential_without_a_current_token_is_a_config_error(influxdb3_fake: InfluxDB3Fake) -> None:
+    with pytest.raises(ConfigError) as err:
+        make(influxdb3_fake.url).list_tokens(None)
+    assert "no token is published yet" in str(err.value) and "rotator bootstrap" in err.value.hint
+    assert influxdb3_fake.api.calls == []
+
+
+def test_credential_from_a_file(influxdb3_fake: InfluxDB3Fake, tmp_path: Path) -> None:
+    (tmp_path / "admin-token").write_text(influxdb3_fake.operator_value + "\n")
+    issuer = make(influxdb3_fake.url, tmp_path, credential={"file": "admin-token"})
+    minted = issuer.mint(request(), Secret("ignored-current-token-value"))
+    assert influxdb3_fake.api.calls[-1].principal == "_admin"
+    issuer.revoke(minted.token_id, None)
+    assert minted.token_id not in influxdb3_fake.names()
+
+
+def test_named_admin_mode_never_touches_the_operator_token(influxdb3_fake: InfluxDB3Fake) -> None:
+    admin = Secret(influxdb3_fake.operator_value)
+    operator_id = operator_token_id(influxdb3_fake.hash_of("_admin"))
+    with pytest.raises(NeedsAttention) as err:
+        make(influxdb3_fake.url).revoke(operator_id, admin)
+    assert "never deletes or regenerates" in str(err.value) and "named admin token" in err.value.hint
+    assert influxdb3_fake.problem(admin.reveal()) is None
+    assert not influxdb3_fake.api.calls_to("DELETE", "/api/v3/configure/token")
+
+
+# ---------------------------------------------------------------------------------- operator
+
+
+def test_operator_mode_regenerates_and_the_old_value_dies_at_once(influxdb3_fake: InfluxDB3Fake) -> None:
+    old = Secret(influxdb3_fake.operator_value)
+    old_id = operator_token_id(influxdb3_fake.hash_of("_admin"))
+    issuer = make(influxdb3_fake.url, kind="operator", allow_no_grace=True)
+    assert any(t.token_id == old_id for t in issuer.list_tokens(old))  # what bootstrap looks for
+
+    minted = issuer.mint(request(), old)
+    assert minted.token_id == operator_token_id(token_hash(minted.value.reveal())) != old_id
+    assert influxdb3_fake.problem(old.reveal()) == "unknown token"  # no grace at all
+    issuer.verify(minted.value)
+    issuer.revoke(old_id, minted.value)  # a past generation: confirmed dead, nothing sent
+    assert not influxdb3_fake.api.calls_to("DELETE", "/api/v3/configure/token")
+    assert len(influxdb3_fake.api.calls_to("POST", "/api/v3/configure/token/admin/regenerate")) == 1
+
+    # Revoking the live generation would need another regeneration: refused, loudly.
+    with pytest.raises(NeedsAttention) as err:
+        issuer.revoke(minted.token_id, minted.value)
+    assert "current value" in str(err.value) and "Recovering the operator token" in err.value.hint
+    # With the dead value as credential (a run that died before publishing), the hint says why.
+    with pytest.raises(PermanentError) as dead:
+        issuer.revoke(minted.token_id, old)
+    assert "HTTP 401" in str(dead.value) and "stores hold a dead value" in dead.value.hint
+    assert influxdb3_fake.problem(minted.value.reveal()) is None
+
+
+def test_only_the_operator_token_may_regenerate(influxdb3_fake: InfluxDB3Fake) -> None:
+    named = Secret(influxdb3_fake.add_named_admin("not-the-operator"))
+    issuer = make(influxdb3_fake.url, kind="operator", allow_no_grace=True)
+    with pytest.raises(PermanentError) as err:
+        issuer.mint(request(), named)
+    assert "HTTP 401" in str(err.value) and "current _admin value" in err.value.hint
+
+
+# ---------------------------------------------------------------------------------- resource tokens
+
+
+def test_resource_token_on_enterprise(influxdb3_enterprise_fake: InfluxDB3Fake, monkeypatch: Any) -> None:
+    fake = influxdb3_enterprise_fake
+    monkeypatch.setenv("INFLUXDB3_ADMIN_FOR_TEST", fake.operator_value)
+    issuer = make(fake.url, kind="resource", credential={"env": "INFLUXDB3_ADMIN_FOR_TEST"}, permissions=DB_WRITE)
+    minted = issuer.mint(request(), None)
+    assert fake.token(minted.token_id)["permissions"] == "db:sensors:write"  # type: ignore[index]
+    issuer.verify(minted.value)  # SELECT 1 on sensors: 403 for a write-only token = accepted
+    assert fake.api.calls[-1].status == 403
+    assert any(t.description == "rotator:app:0123456789abcdef" for t in issuer.list_tokens(None))
+    issuer.revoke(minted.token_id, None)
+    assert minted.token_id not in fake.names()
+
+
+def test_resource_token_with_system_permission_is_verified_on_health(
+    influxdb3_enterprise_fake: InfluxDB3Fake, tmp_path: Path
+) -> None:
+    (tmp_path / "admin").write_text(influxdb3_enterprise_fake.operator_value)
+    perms = [{"resource_type": "system", "resource_names": ["health"], "actions": ["read"]}]
+    issuer = make(
+        influxdb3_enterprise_fake.url, tmp_path, kind="resource", credential={"file": "admin"}, permissions=perms
+    )
+    minted = issuer.mint(request(), None)
+    issuer.verify(minted.value)
+    assert influxdb3_enterprise_fake.api.calls[-1].template == "/health"
+    assert influxdb3_enterprise_fake.api.calls[-1].status == 200
+
+
+def test_resource_tokens_on_core_say_enterprise_is_needed(tmp_path: Path) -> None:
+    (tmp_path / "admin").write_text("admin-token-for-this-test")
+    transport = mock(lambda req: httpx.Response(404, json={"error": "not found", "data": None}))
+    issuer = make(
+        "http://core.invalid:8181",
+        tmp_path,
+        transport,
+        kind="resource",
+        credential={"file": "admin"},
+        permissions=DB_WRITE,
+    )
+    with pytest.raises(PermanentError) as err:
+        issuer.mint(request(), None)
+    assert "HTTP 404" in str(err.value) and "Enterprise" in err.value.hint
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("operation", "status", "call", "error", "hint"),
+    [
+        ("named_admin", 401, "mint", PermanentError, "credential is not accepted"),
+        ("named_admin", 409, "mint", PermanentError, "exists already"),
+        ("query", 400, "list", PermanentError, "refused the request"),
+        ("query", 403, "list", PermanentError, "must be an admin token"),
+        ("query", 404, "list", PermanentError, "check base_url"),
+        ("query", 422, "list", PermanentError, "refused the request"),
+        ("query", 401, "verify", TransientError, "verify_timeout"),
+        ("delete", 401, "revoke", PermanentError, "credential is not accepted"),
+    ],
+)
+def test_documented_error_statuses(
+    influxdb3_fake: InfluxDB3Fake, operation: str, status: int, call: str, error: type[Exception], hint: str
+) -> None:
+    admin = Secret(influxdb3_fake.operator_value)
+    issuer = make(influxdb3_fake.url)
+    influxdb3_fake.fail_next(operation, status)
+    with pytest.raises(error) as err:
+        if call == "mint":
+            issuer.mint(request(), admin)
+        elif call == "list":
+            issuer.list_tokens(admin)
+        elif call == "verify":
+            issuer.verify(admin)
+        else:
+            issuer.revoke("someone", admin)
+    assert f"HTTP {status}" in str(err.value)
+    assert hint in err.value.hint  # type: ignore[attr-defined]
+    if error is PermanentError:
+        assert not isinstance(err.value, TransientError)
+    assert admin.reveal() not in str(err.value) + err.value.hint  # type: ignore[attr-defined]
+
+
+def test_health_500_is_transient(influxdb3_enterprise_fake: InfluxDB3Fake, tmp_path: Path) -> None:
+    (tmp_path / "admin").write_text(influxdb3_enterprise_fake.operator_value)
+    perms = [{"resource_type": "system", "resource_names": ["*"], "actions": ["read"]}]
+    issuer = make(
+        influxdb3_enterprise_fake.url, tmp_path, kind="resource", credential={"file": "admin"}, permissions=perms
+    )
+    minted = issuer.mint(request(), None)
+    influxdb3_enterprise_fake.fail_next("health", 500)
+    with pytest.raises(TransientError, match="HTTP 500"):
+        issuer.verify(minted.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "transient"),
+    [(400, False), (403, False), (404, False), (409, False), (429, True), (500, True), (502, True), (503, True)],
+)
+def test_statuses_no_fake_can_send_are_mapped(status: int, transient: bool) -> None:
+    """Statuses the spec does not document for these operations: through the transport seam."""
+    secret = "apiv3_" + "S" * 60  # a token-shaped value the server echoes in its error text
+    body = {"error": f"bad token {secret} for request", "data": None}
+    issuer = make("http://influx.invalid:8181", transport=mock(lambda req: httpx.Response(status, json=body)))
+    with pytest.raises(TransientError if transient else PermanentError) as err:
+        issuer.mint(request(), Secret("apiv3_the-current-admin-token-value"))
+    assert isinstance(err.value, TransientError) is transient
+    assert f"HTTP {status}" in str(err.value) and "bad token *** for request" in str(err.value)
+    assert secret not in str(err.value) and "the-current-admin-token-value" not in str(err.value)
+
+
+def test_timeout_dropped_connection_and_refused_are_transient(influxdb3_fake: InfluxDB3Fake) -> None:
+    admin = Secret(influxdb3_fake.operator_value)
+    issuer = make(influxdb3_fake.url, timeout_s=0.3)
+    influxdb3_fake.delay_next("query", 1.0)
+    with pytest.raises(TransientError, match=r"timed out after 0\.3s"):
+        issuer.list_tokens(admin)
+    influxdb3_fake.drop_next("query")
+    with pytest.raises(TransientError, match="cannot reach"):
+        make(influxdb3_fake.url).list_tokens(admin)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(TransientError, match="cannot reach http://127.0.0.1"):
+        make(f"http://127.0.0.1:{port}").list_tokens(admin)
+
+
+def test_a_mint_whose_answer_is_lost_leaves_a_token_the_tag_finds(influxdb3_fake: InfluxDB3Fake) -> None:
+    admin = Secret(influxdb3_fake.operator_value)
+    issuer = make(influxdb3_fake.url)
+    influxdb3_fake.drop_next("named_admin", after_handler=True)
+    with pytest.raises(TransientError):
+        issuer.mint(request("1111222233334444"), admin)
+    tagged = [t for t in issuer.list_tokens(admin) if "rotator:app:1111222233334444" in t.description]
+    assert [t.token_id for t in tagged] == ["rotator-app-1111222233334444"]  # the engine sweeps it
+
+
+def test_tls_failure_is_permanent_with_a_ca_hint() -> None:
+    import ssl
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("handshake", request=req) from ssl.SSLCertVerificationError(
+            "certificate verify failed"
+        )
+
+    with pytest.raises(PermanentError) as err:
+        make("https://influx.invalid:8181", transport=mock(handler)).list_tokens(Secret("x" * 20))
+    assert "TLS handshake" in str(err.value) and "ca_bundle" in err.value.hint
+    assert not isinstance(err.value, TransientError)
+
+
+def test_ca_bundle_that_cannot_be_loaded_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="ca_bundle .*ca.pem cannot be loaded"):
+        make("https://influx.example", tmp_path, ca_bundle="ca.pem").list_tokens(Secret("x" * 20))
+    with pytest.raises(ValidationError, match="no effect with `tls_verify = false`"):
+        make("https://influx.example", tmp_path, ca_bundle="ca.pem", tls_verify=False)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"id": 1, "name": "rotator-app-0123456789abcdef"}, "has no `token` string"),
+        ({"id": 1, "token": "two words"}, "has no `token` string"),
+        (["not", "an", "object"], "expected an object"),
+    ],
+)
+def test_unreadable_mint_answers_name_the_created_token(body: Any, problem: str) -> None:
+    issuer = make("http://influx.invalid", transport=mock(lambda req: httpx.Response(201, json=body)))
+    with pytest.raises(IssuerOutputError) as err:
+        issuer.mint(request(), Secret("y" * 20))
+    assert problem in str(err.value) and "rotator-app-0123456789abcdef" in str(err.value)
+
+
+def test_listing_accepts_a_json_array_and_refuses_garbage() -> None:
+    rows = [
+        {
+            "token_id": 3,
+            "name": "rotator-app-abc",
+            "hash": "ab" * 32,
+            "created_at": "2026-01-02T03:04:05.678",
+            "expiry": 1767323045678,
+            "description": None,
+            "permissions": "*:*:*",
+        }
+    ]
+    issuer = make("http://influx.invalid", transport=mock(lambda req: httpx.Response(200, json=rows)))
+    [info] = issuer.list_tokens(Secret("z" * 20))
+    assert info.token_id == "rotator-app-abc" and info.description == "rotator:app:abc"
+    assert info.created_at == datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    assert info.expires_at == datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    garbage = make("http://influx.invalid", transport=mock(lambda req: httpx.Response(200, text="{oops\n")))
+    with pytest.raises(IssuerOutputError, match="line 1 of the answer is not JSON"):
+        garbage.list_tokens(Secret("z" * 20))
+
+
+def test_a_delete_the_listing_contradicts_is_transient() -> None:
+    rows = '{"token_id":1,"name":"stuck","hash":"00","created_at":"2026-01-01T00:00:00"}\n'
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200) if req.method == "DELETE" else httpx.Response(200, text=rows)
+
+    with pytest.raises(TransientError, match="still lists it"):
+        make("http://influx.invalid", transport=mock(handler)).revoke("stuck", Secret("w" * 20))
+
+
+def test_map_http_errors_flags_401_as_transient_only_for_fresh_tokens() -> None:
+    response = httpx.Response(401, request=httpx.Request("GET", "http://x/health"))
+    from rotator.adapters.http.common import expect
+
+    with pytest.raises(TransientError), map_http_errors("verify", unauthenticated_is_transient=True):
+        expect(response)
+    with pytest.raises(PermanentError) as err, map_http_errors("list"):
+        expect(response)
+    assert not isinstance(err.value, TransientError)
+
+
+# ---------------------------------------------------------------------------------- the spec bites
+
+
+def test_spec_validation_catches_a_malformed_request(influxdb3_fake: InfluxDB3Fake) -> None:
+    admin = influxdb3_fake.operator_value
+    url = f"{influxdb3_fake.url}/api/v3/configure/token/named_admin"
+    bad_body = httpx.post(url, json={"token_name": 42}, headers={"Authorization": f"Bearer {admin}"})
+    no_auth = httpx.post(url, json={"token_name": "x", "expiry_secs": 60})
+    assert bad_body.status_code == no_auth.status_code == 500
+    mismatches = influxdb3_fake.api.take_mismatches()
+    assert [m.kind for m in mismatches] == ["request", "request"]
+    assert "42 is not of type 'string'" in mismatches[0].detail
+    assert "Security not found" in mismatches[1].detail
+    assert "rotator-" not in influxdb3_fake.names()  # neither reached the handler
+
+
+def test_spec_validation_catches_a_malformed_answer(influxdb3_fake: InfluxDB3Fake) -> None:
+    bad = json_response(201, {"id": "seven", "name": "x", "token": "apiv3_x", "expiry": "tomorrow"})
+    influxdb3_fake.api.inject("POST", "/api/v3/configure/token/named_admin", Fault(response=bad))
+    with pytest.raises(TransientError, match="HTTP 500"):  # the client never sees the bad answer
+        make(influxdb3_fake.url).mint(request(), Secret(influxdb3_fake.operator_value))
+    [mismatch] = influxdb3_fake.api.take_mismatches()
+    assert mismatch.kind == "response" and "'tomorrow' is not a 'date-time'" in mismatch.detail
+
+
+def test_every_request_of_a_rotation_matches_the_spec(influxdb3_fake: InfluxDB3Fake) -> None:
+    """A whole cycle; the fixture fails the test at teardown if any request or answer did not match."""
+    issuer = make(influxdb3_fake.url)
+    first = issuer.mint(request("aaaa000000000001"), Secret(influxdb3_fake.operator_value))
+    issuer.verify(first.value)
+    second = issuer.mint(request("aaaa000000000002"), first.value)
+    issuer.verify(second.value)
+    issuer.revoke(first.token_id, second.value)
+    operations = {c.operation_id for c in influxdb3_fake.api.calls}
+    assert operations == {"PostCreateNamedAdminToken", "PostExecuteQuerySQL", "DeleteToken"}
+    assert all(c.status in (200, 201) for c in influxdb3_fake.api.calls)
+
+
+# ---------------------------------------------------------------------------------- no token in logs
+
+
+def test_no_token_value_in_logs_or_errors(influxdb3_fake: InfluxDB3Fake, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # httpx and httpcore included
+    admin = Secret(influxdb3_fake.operator_value)
+    issuer = make(influxdb3_fake.url)
+    minted = issuer.mint(request(), admin)
+    issuer.verify(minted.value)
+    issuer.list_tokens(minted.value)
+    influxdb3_fake.fail_next("query", 401, message=f"echo {minted.value.reveal()}")
+    with pytest.raises(PermanentError) as err:
+        issuer.list_tokens(minted.value)
+    issuer.revoke(minted.token_id, admin)
+    texts = [caplog.text, str(err.value), err.value.hint, repr(minted)]
+    for value in (admin.reveal(), minted.value.reveal()):
+        assert all(value not in text for text in texts)
+    assert "HTTP Request: POST" in caplog.text  # the logs were captured at all
+    assert "rotator-app-0123456789abcdef" in caplog.text
+
+
+# ---------------------------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize("token_id", ["", " padded ", "line\nbreak", "tab\there", "x" * 257, "nul\x00"])
+def test_a_token_name_that_cannot_be_one_is_refused_before_any_request(
+    influxdb3_fake: InfluxDB3Fake, token_id: str
+) -> None:
+    """Issue 10 §2(c): a token id (a name here) is checked before it reaches the ``token_name`` query."""
+    with pytest.raises(PermanentError, match="is not a token name") as err:
+        make(influxdb3_fake.url).revoke(token_id, Secret(influxdb3_fake.operator_value))
+    assert "correct the record" in err.value.hint
+    assert influxdb3_fake.api.calls == []
+
+
+def test_a_name_with_url_syntax_is_sent_as_a_query_value(influxdb3_fake: InfluxDB3Fake) -> None:
+    """``&``, ``/``, ``..`` and ``%`` stay inside the ``token_name`` value: nothing else is deleted."""
+    admin = Secret(influxdb3_fake.operator_value)
+    issuer = make(influxdb3_fake.url)
+    kept = issuer.mint(request("0000000000000001"), admin)
+    issuer.revoke(f"../{kept.token_id}&token_name=x%2F..", admin)  # unknown: counts as revoked
+    assert kept.token_id in {t.token_id for t in issuer.list_tokens(admin)}
+
+
+def test_query_answers_nested_thousands_deep_are_output_errors() -> None:
+    """Issue 11.10: RecursionError inside json.loads is a clear IssuerOutputError (array and JSON-lines answers)."""
+    deep = "[" * 3000 + "]" * 3000
+    for body in (deep, '{"a": ' * 3000 + "1" + "}" * 3000):
+        issuer = make("https://influxdb3.example.test", transport=mock(lambda _r, b=body: httpx.Response(200, text=b)))
+        with pytest.raises(IssuerOutputError, match="not a JSON array|nested too deeply"):
+            issuer.list_tokens(Secret("apiv3_admin-0123456789abcdef"))
+    created = make("https://influxdb3.example.test", transport=mock(lambda _r: httpx.Response(201, text=deep)))
+    with pytest.raises(IssuerOutputError, match="was created, but the answer .* nested too deeply"):
+        created.mint(request(), Secret("apiv3_admin-0123456789abcdef"))
+
+
+def test_call_timeout_seconds() -> None:
+    # DELETE then the system.tokens query, each connect + write + read, plus a margin.
+    assert make("https://influxdb3.example.test", timeout_s=4).call_timeout_seconds == 2 * 3 * 4 + 5

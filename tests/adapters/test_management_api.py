@@ -1,0 +1,628 @@
+"""The ``management-api`` issuer against the OpenAPI-validated fake cluster, over real HTTP.
+
+Every test runs for Cloud Dedicated and for Clustered (the ``management_api_fake`` fixture is
+parametrised), and the fixture fails the test if any request or answer broke the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from rotator.adapters.http.management_api import ManagementApiIssuer, ManagementApiSettings
+from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
+from rotator.config.policy import PolicyFileError, parse_config
+from rotator.core.contracts import AdapterContext, MintRequest, TokenRecord
+from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
+from rotator.core.secret import Secret
+from tests.fakes.management_api_fake import ManagementApiFake
+from tests.fakes.openapi_fake import Fault, SpecMismatchError, json_response
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def settings_for(fake: ManagementApiFake, token_file: Path | None = None, **overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "product": fake.product,
+        "base_url": fake.base_url,
+        "cluster_host": fake.cluster_url,
+        "permissions": [{"action": "read", "resource": "telemetry"}, {"action": "write", "resource": "telemetry"}],
+        "verify": {"database": "telemetry"},
+        "timeout_s": 2,
+    }
+    if token_file is not None:
+        raw["management_token"] = {"file": str(token_file)}
+    if fake.product == "dedicated":
+        raw |= {"account_id": fake.account_id, "cluster_id": fake.cluster_id}
+    raw.update(overrides)
+    return raw
+
+
+def make_issuer(fake: ManagementApiFake, tmp_path: Path, **overrides: Any) -> tuple[ManagementApiIssuer, str, str]:
+    """An issuer authenticating with a fresh management token in a file; returns (issuer, value, id)."""
+    value, token_id = fake.add_management_token()
+    token_file = tmp_path / "mgmt-token"
+    token_file.write_text(value + "\n")
+    settings = ManagementApiSettings.model_validate(settings_for(fake, token_file, **overrides))
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path))
+    return issuer, value, token_id
+
+
+def mint_request(run_id: str = "run1", days: int = 30) -> MintRequest:
+    return MintRequest("db", run_id, f"rotator:db:{run_id}", NOW + timedelta(days=days))
+
+
+def assert_clean_message(exc: BaseException, *values: str) -> None:
+    text = f"{exc} {getattr(exc, 'hint', '')}"
+    for value in values:
+        assert value not in text, "a token value leaked into an error message"
+
+
+# --------------------------------------------------------------------------------------------
+# the contract, end to end over HTTP
+
+
+def test_mint_verify_list_revoke_round_trip(management_api_fake, tmp_path):
+    fake = management_api_fake
+    issuer, mgmt_value, mgmt_id = make_issuer(fake, tmp_path)
+
+    minted = issuer.mint(mint_request(), credential=None)
+    record = fake.token_by_id(minted.token_id)
+    assert record is not None
+    assert record["description"] == "rotator:db:run1"
+    assert record["permissions"] == [{"action": "read", "resource": "telemetry"},
+                                     {"action": "write", "resource": "telemetry"}]
+    assert minted.expires_at == NOW + timedelta(days=30)
+    assert datetime.fromisoformat(record["expiresAt"]) == NOW + timedelta(days=30)
+    assert fake.is_active(minted.value.reveal())
+    assert all(call.principal == mgmt_id for call in fake.calls()), "every call used the management token"
+
+    issuer.verify(minted.value)
+    query = fake.calls("query")[-1]
+    assert query.status == 200 and query.principal == minted.token_id
+    assert query.query == {"db": ["telemetry"], "q": ["SHOW MEASUREMENTS LIMIT 1"]}
+
+    listed = {info.token_id: info for info in issuer.list_tokens(credential=None)}
+    assert listed[minted.token_id].description == "rotator:db:run1"
+    assert listed[minted.token_id].is_active(datetime.now(UTC))
+    assert listed[minted.token_id].created_at is not None
+
+    issuer.revoke(minted.token_id, credential=None)
+    assert not fake.is_active(minted.value.reveal())
+    assert fake.token_by_id(minted.token_id)["revokedAt"] is not None
+    info = {i.token_id: i for i in issuer.list_tokens(None)}[minted.token_id]
+    assert info.revoked_at is not None and not info.is_active(datetime.now(UTC))
+    issuer.revoke(minted.token_id, credential=None)  # idempotent
+    issuer.revoke("99999999-9999-4999-8999-999999999999", credential=None)  # unknown: counts as revoked
+    assert [c.status for c in fake.calls("delete")] == [204, 204, 404]
+
+
+def test_revoke_when_delete_removes_the_token(management_api_fake, tmp_path):
+    fake = management_api_fake
+    fake.delete_mode = "remove"
+    issuer, _, _ = make_issuer(fake, tmp_path)
+    minted = issuer.mint(mint_request(), None)
+    issuer.revoke(minted.token_id, None)
+    assert minted.token_id not in {i.token_id for i in issuer.list_tokens(None)}
+    assert [c.status for c in fake.calls("get")] == [404]
+    assert not fake.is_active(minted.value.reveal())
+
+
+def test_new_token_answers_401_until_active(management_api_fake, tmp_path):
+    fake = management_api_fake
+    fake.activation_delay_s = 1.0
+    issuer, _, _ = make_issuer(fake, tmp_path)
+    minted = issuer.mint(mint_request(), None)
+    with pytest.raises(TransientError) as caught:
+        issuer.verify(minted.value)
+    assert "HTTP 401" in str(caught.value) and "few seconds to a few minutes" in caught.value.hint
+    assert_clean_message(caught.value, minted.value.reveal())
+    time.sleep(1.1)
+    issuer.verify(minted.value)
+    assert [c.status for c in fake.calls("query")] == [401, 200]
+
+
+def test_a_management_token_rotated_in_the_file_is_picked_up_by_the_next_call(management_api_fake, tmp_path):
+    fake = management_api_fake
+    issuer, _, first_id = make_issuer(fake, tmp_path)
+    issuer.list_tokens(None)
+    second, second_id = fake.add_management_token("rotated")
+    (tmp_path / "mgmt-token").write_text(second)
+    issuer.list_tokens(None)
+    assert [c.principal for c in fake.calls("list")] == [first_id, second_id]
+
+
+# --------------------------------------------------------------------------------------------
+# error statuses
+
+
+MANAGEMENT_ERRORS = [
+    # (operation, status, error class, words in the message or hint)
+    ("create", 400, PermanentError, "permissions"),
+    ("create", 401, PermanentError, "not accepted"),
+    ("create", 403, PermanentError, "may not manage database tokens"),
+    ("create", 404, PermanentError, "base_url"),
+    ("create", 409, PermanentError, "conflict"),
+    ("create", 500, TransientError, "rotator retries"),
+    ("list", 400, PermanentError, "permissions"),
+    ("list", 401, PermanentError, "not accepted"),
+    ("list", 403, PermanentError, "may not manage"),
+    ("list", 404, PermanentError, "base_url"),
+    ("list", 500, TransientError, "rotator retries"),
+]
+
+
+@pytest.mark.parametrize(("operation", "status", "error", "words"), MANAGEMENT_ERRORS)
+def test_management_api_error_statuses(management_api_fake, tmp_path, operation, status, error, words):
+    fake = management_api_fake
+    issuer, mgmt_value, _ = make_issuer(fake, tmp_path)
+    fake.fail_next(operation, status, message=f"the server says {status}")
+    with pytest.raises(RotatorError) as caught:
+        if operation == "create":
+            issuer.mint(mint_request(), None)
+        else:
+            issuer.list_tokens(None)
+    exc = caught.value
+    assert type(exc) is error
+    text = f"{exc} {exc.hint}"
+    assert f"HTTP {status}" in str(exc) and f"the server says {status}" in str(exc)
+    assert words in text
+    if status == 404 and fake.product == "dedicated":
+        assert "account_id" in exc.hint
+    if status == 401:
+        assert "file" in exc.hint and str(tmp_path / "mgmt-token") in exc.hint
+    assert_clean_message(exc, mgmt_value)
+    assert fake.tokens() == [], "nothing was created"
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 500])
+def test_revoke_errors_keep_the_delete_failure_when_the_token_is_still_live(management_api_fake, tmp_path, status):
+    fake = management_api_fake
+    issuer, mgmt_value, _ = make_issuer(fake, tmp_path)
+    minted = issuer.mint(mint_request(), None)
+    fake.fail_next("delete", status)
+    with pytest.raises(RotatorError) as caught:
+        issuer.revoke(minted.token_id, None)
+    assert f"HTTP {status}" in str(caught.value)
+    assert isinstance(caught.value, TransientError) == (status == 500)
+    assert fake.is_active(minted.value.reveal())
+    assert_clean_message(caught.value, mgmt_value, minted.value.reveal())
+    issuer.revoke(minted.token_id, None)  # the next try revokes it
+    assert not fake.is_active(minted.value.reveal())
+
+
+def test_revoke_confirms_through_get_when_the_delete_answer_is_lost(management_api_fake, tmp_path):
+    fake = management_api_fake
+    issuer, _, _ = make_issuer(fake, tmp_path)
+    minted = issuer.mint(mint_request(), None)
+    fake.drop_next("delete", after_effect=True)
+    issuer.revoke(minted.token_id, None)  # DELETE's connection dropped, GET shows revokedAt: done
+    assert not fake.is_active(minted.value.reveal())
+
+
+def test_verify_error_statuses(management_api_fake, tmp_path):
+    fake = management_api_fake
+    issuer, _, _ = make_issuer(fake, tmp_path)
+    minted = issuer.mint(mint_request(), None)
+
+    fake.fail_next("query", 400)
+    with pytest.raises(PermanentError) as bad:
+        issuer.verify(minted.value)
+    assert "HTTP 400" in str(bad.value) and "verify.query" in bad.value.hint
+
+    fake.databases = {"other"}
+    with pytest.raises(PermanentError) as missing:
+        issuer.verify(minted.value)
+    assert "HTTP 404" in str(missing.value) and "'telemetry'" in missing.value.hint
+    fake.databases = None
+
+    write_only, _ = fake.add_token("write only", [{"action": "write", "resource": "telemetry"}])
+    with pytest.raises(PermanentError) as forbidden:
+        issuer.verify(Secret(write_only))
+    assert "HTTP 403" in str(forbidden.value) and "may not read" in forbidden.value.hint
+
+    with pytest.raises(TransientError):
+        issuer.verify(Secret("apiv1_" + "0" * 80))  # unknown: 401, which is "not active yet" until verify_timeout
+    for exc in (bad.value, missing.value, forbidden.value):
+        assert_clean_message(exc, minted.value.reveal(), write_only)
+
+
+def test_timeouts_and_lost_connections_are_transient(management_api_fake, tmp_path):
+    fake = management_api_fake
+    issuer, _, _ = make_issuer(fake, tmp_path, timeout_s=0.5)
+    fake.delay_next("list", 2.0)
+    with pytest.raises(TransientError) as slow:
+        issuer.list_tokens(None)
+    assert "within 0.5s" in str(slow.value)
+
+    fake.drop_next("create", after_effect=True)  # created, but the answer is lost
+    with pytest.raises(TransientError) as dropped:
+        issuer.mint(mint_request("lost"), None)
+    assert "cannot reach" in str(dropped.value)
+    # The engine sweeps the run's tag before retrying: the token is findable by its description.
+    assert [i.description for i in issuer.list_tokens(None)] == ["rotator:db:lost"]
+
+
+def test_unreachable_cluster_is_transient(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
+    settings = ManagementApiSettings.model_validate({
+        "product": "clustered", "cluster_host": f"http://127.0.0.1:{port}",
+        "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
+        "management_token": {"file": str(tmp_path / "t")}, "timeout_s": 1,
+    })
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path))
+    with pytest.raises(TransientError) as caught:
+        issuer.list_tokens(None)
+    assert f"cannot reach http://127.0.0.1:{port}" in str(caught.value)
+
+
+def test_answers_that_cannot_be_read_are_issuer_output_errors(tmp_path):
+    """Through the transport seam: a 200 whose body is not what the spec says (the fake cannot send that)."""
+    answers = {
+        "POST": httpx.Response(200, json={"id": "55555555-5555-4555-8555-555555555555"}),
+        "GET": httpx.Response(200, text="<html>proxy login</html>"),
+    }
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: answers[request.method]))
+    (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
+    settings = ManagementApiSettings.model_validate({
+        "product": "clustered", "cluster_host": "https://cluster.example.test",
+        "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
+        "management_token": {"file": str(tmp_path / "t")},
+    })
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+    with pytest.raises(IssuerOutputError, match="token 55555555-5555-4555-8555-555555555555 was created"):
+        issuer.mint(mint_request(), None)
+    with pytest.raises(IssuerOutputError, match="is not JSON"):
+        issuer.list_tokens(None)
+
+
+def test_redirects_and_tls_failures_are_permanent(tmp_path):
+    """Through the transport seam: what the fake cannot produce (a redirect, a TLS handshake failure)."""
+    import ssl
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/query":
+            try:
+                raise ssl.SSLCertVerificationError("certificate verify failed")
+            except ssl.SSLError as exc:
+                raise httpx.ConnectError("tls", request=request) from exc
+        return httpx.Response(301, headers={"Location": "https://elsewhere.example.test/api/v0/tokens"})
+
+    (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
+    settings = ManagementApiSettings.model_validate({
+        "product": "clustered", "cluster_host": "https://cluster.example.test",
+        "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
+        "management_token": {"file": str(tmp_path / "t")},
+    })
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+    with pytest.raises(PermanentError) as redirect:
+        issuer.list_tokens(None)
+    assert "HTTP 301" in str(redirect.value) and "`base_url`" in redirect.value.hint
+    with pytest.raises(PermanentError) as tls:
+        issuer.verify(Secret("apiv1_" + "1" * 80))
+    assert "TLS handshake with https://cluster.example.test failed" in str(tls.value)
+    assert "ca_bundle" in tls.value.hint
+    assert_clean_message(tls.value, "apiv1_" + "1" * 80)
+
+
+# --------------------------------------------------------------------------------------------
+# the fake's validation bites
+
+
+def test_the_fake_refuses_a_request_that_breaks_the_spec(management_api_fake, tmp_path):
+    """A deliberately malformed request: caught by the spec, answered 500, failed at teardown."""
+    fake = management_api_fake
+    issuer, mgmt_value, _ = make_issuer(fake, tmp_path)
+    # An issuer whose settings skipped validation sends a 65-character database name: the spec's
+    # ClusterDatabaseName allows 64. The fake answers 500, which the issuer reports as transient.
+    bad = issuer.settings.model_copy(update={"permissions": [
+        issuer.settings.permissions[0].model_copy(update={"resource": "x" * 65})]})
+    broken = ManagementApiIssuer(bad, AdapterContext(policy="db", base_dir=tmp_path))
+    with pytest.raises(TransientError, match="HTTP 500"):
+        broken.mint(mint_request(), None)
+    # Raw requests: one without the required `description`, one without a bearer token.
+    create_url = fake.base_url + fake.templates["create"][1].format(accountId=fake.account_id,
+                                                                     clusterId=fake.cluster_id)
+    no_description = httpx.post(create_url, json={"permissions": []}, headers={"Authorization": f"Bearer {mgmt_value}"})
+    no_bearer = httpx.post(create_url, json={"description": "x"})
+    assert no_description.status_code == no_bearer.status_code == 500
+    found = fake.take_mismatches()
+    assert [m.kind for m in found] == ["request", "request", "request"]
+    too_long = repr("x" * 65)
+    assert f"permissions/0/resource: {too_long} is not valid under any of the given schemas" in found[0].detail
+    assert "'description' is a required property" in found[1].detail
+    assert "SecurityValidationError" in found[2].detail
+    assert fake.tokens() == [], "the handler never ran"
+    for mismatch in found:
+        assert mgmt_value not in str(mismatch)
+
+
+def test_the_fake_refuses_an_answer_that_breaks_the_spec(management_api_fake, tmp_path):
+    fake = management_api_fake
+    issuer, _, _ = make_issuer(fake, tmp_path)
+    method, template = fake.templates["list"]
+    # 409 is not documented for GET .../tokens; a 401 body with code 403 breaks the response's
+    # `code: {enum: [401]}` beside `$ref: Error` (checked by the framework's 3.1 second pass).
+    fake.api.inject(method, template, Fault(response=json_response(409, {"code": 409, "message": "conflict"})))
+    fake.api.inject(method, template, Fault(response=json_response(401, {"code": 403, "message": "x"})))
+    fake.api.inject(method, template, Fault(response=json_response(200, [{"id": "not-a-uuid"}])))
+    for _ in range(3):
+        with pytest.raises(TransientError, match="HTTP 500"):
+            issuer.list_tokens(None)
+    found = fake.take_mismatches()
+    assert [m.kind for m in found] == ["response"] * 3
+    assert "ResponseNotFound" in found[0].detail
+    assert "403 is not one of [401]" in found[1].detail
+    assert "uuid" in found[2].detail and "required" in found[2].detail
+
+
+def test_mismatches_fail_the_test_at_teardown():
+    fake = ManagementApiFake("clustered")
+    with pytest.raises(SpecMismatchError, match="did not match the spec"):
+        with fake.running():
+            httpx.get(f"{fake.base_url}/tokens")  # no Authorization header: the spec requires a bearer
+
+
+# --------------------------------------------------------------------------------------------
+# no token in logs
+
+
+def test_no_token_value_in_logs_or_urls(management_api_fake, tmp_path, caplog):
+    fake = management_api_fake
+    caplog.set_level(logging.DEBUG)
+    issuer, mgmt_value, _ = make_issuer(fake, tmp_path)
+    fake.activation_delay_s = 0.3
+    minted = issuer.mint(mint_request(), None)
+    with pytest.raises(TransientError):
+        issuer.verify(minted.value)
+    time.sleep(0.35)
+    issuer.verify(minted.value)
+    issuer.list_tokens(None)
+    fake.fail_next("delete", 403)
+    with pytest.raises(PermanentError):
+        issuer.revoke(minted.token_id, None)
+    issuer.revoke(minted.token_id, None)
+    text = caplog.text
+    assert "HTTP Request: POST" in text and "HTTP Request: GET" in text, "httpx's request lines were captured"
+    for value in (mgmt_value, minted.value.reveal()):
+        assert value not in text
+        assert all(value not in call.path and value not in json.dumps(call.query) for call in fake.api.calls)
+        assert all(value not in json.dumps(call.query) for call in fake.data.calls)
+
+
+# --------------------------------------------------------------------------------------------
+# the management token read from another policy's store
+
+
+def _vault_settings(openbao, path: str, token_file: Path) -> dict[str, Any]:
+    return {"type": "vault-kv2", "url": openbao.url, "path": path,
+            "auth": {"method": "token", "token": {"file": str(token_file)}}}
+
+
+def _publish(openbao, path: str, token_file: Path, value: str, token_id: str, version: str | None,
+             expires_at: datetime | None = None) -> str:
+    raw = dict(_vault_settings(openbao, path, token_file))
+    raw.pop("type")
+    store = VaultKV2Store.from_config(VaultKV2Settings.model_validate(raw), AdapterContext(policy="mgmt"))
+    record = TokenRecord(Secret(value), token_id, "influxctl-management", "mgmt", NOW, expires_at)
+    return store.publish(record, version)
+
+
+@pytest.mark.parametrize("management_api_fake", ["clustered"], indirect=True)
+def test_management_token_from_a_store_follows_each_rotation(management_api_fake, openbao, kv_path, tmp_path):
+    fake = management_api_fake
+    vault_token = tmp_path / "vault-token"
+    vault_token.write_text(openbao.root_token)
+    first, first_id = fake.add_management_token("first")
+    version = _publish(openbao, kv_path, vault_token, first, first_id, None)
+    settings = ManagementApiSettings.model_validate(
+        settings_for(fake, management_token_from=_vault_settings(openbao, kv_path, vault_token)))
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path))
+    issuer.list_tokens(None)
+    second, second_id = fake.add_management_token("second")
+    _publish(openbao, kv_path, vault_token, second, second_id, version)
+    issuer.mint(mint_request(), None)
+    assert [c.principal for c in fake.calls()] == [first_id, second_id]
+
+    fake.revoke_management_token(second_id)  # revoked behind rotator's back
+    with pytest.raises(PermanentError) as revoked:
+        issuer.list_tokens(None)
+    assert "HTTP 401" in str(revoked.value)
+    assert f"token {second_id}, published by policy 'mgmt'" in revoked.value.hint
+    assert f"vault:{openbao.url}/secret/data/{kv_path}" in revoked.value.hint
+    assert_clean_message(revoked.value, first, second)
+
+
+@pytest.mark.parametrize("management_api_fake", ["dedicated"], indirect=True)
+def test_management_token_store_problems_are_named(management_api_fake, openbao, kv_path, tmp_path):
+    fake = management_api_fake
+    root = tmp_path / "root-token"
+    root.write_text(openbao.root_token)
+    settings = ManagementApiSettings.model_validate(
+        settings_for(fake, management_token_from=_vault_settings(openbao, kv_path, root)))
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path))
+    location = f"vault:{openbao.url}/secret/data/{kv_path}"
+
+    with pytest.raises(PermanentError) as empty:
+        issuer.list_tokens(None)
+    assert str(empty.value) == f"{location} holds no management token"
+    assert "rotate or bootstrap that policy first" in empty.value.hint
+
+    value, token_id = fake.add_management_token()
+    _publish(openbao, kv_path, root, value, token_id, None, expires_at=NOW - timedelta(minutes=1))
+    with pytest.raises(PermanentError, match=f"token {token_id}, policy 'mgmt'.*expired"):
+        issuer.list_tokens(None)
+
+    denied = tmp_path / "denied-token"
+    denied.write_text(openbao.create_token(openbao.policy_for("other-path", f"{kv_path}-other", "read")))
+    settings = ManagementApiSettings.model_validate(
+        settings_for(fake, management_token_from=_vault_settings(openbao, kv_path, denied)))
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path))
+    with pytest.raises(PermanentError) as unreadable:
+        issuer.list_tokens(None)
+    assert str(unreadable.value).startswith(f"cannot read the management token from {location}: ")
+    assert "HTTP 403" in str(unreadable.value)
+    assert "another policy rotates" in unreadable.value.hint
+    assert fake.calls() == [], "no Management API call without a management token"
+
+
+# --------------------------------------------------------------------------------------------
+# settings
+
+
+BASE = {
+    "product": "clustered",
+    "cluster_host": "https://cluster.example.test",
+    "permissions": [{"action": "read", "resource": "telemetry"}],
+    "verify": {"database": "telemetry"},
+    "management_token": {"env": "MGMT_TOKEN"},
+}
+DEDICATED = {**BASE, "product": "dedicated", "account_id": "11111111-1111-4111-8111-111111111111",
+             "cluster_id": "33333333-3333-4333-8333-333333333333"}
+
+
+def test_settings_defaults():
+    clustered = ManagementApiSettings.model_validate({**BASE, "cluster_host": "cluster.example.test:8443/"})
+    assert clustered.cluster_host == "https://cluster.example.test:8443"
+    assert clustered.management_base == "https://cluster.example.test:8443/api/v0"
+    assert clustered.verify.query == "SHOW MEASUREMENTS LIMIT 1"
+    dedicated = ManagementApiSettings.model_validate(DEDICATED)
+    assert dedicated.management_base == "https://console.influxdata.com/api/v0"
+    assert ManagementApiSettings.model_json_schema()["title"] == "ManagementApiSettings"
+
+
+BAD_SETTINGS = [
+    ("dedicated without ids", {**BASE, "product": "dedicated"}, "needs account_id and cluster_id"),
+    ("ids on clustered", {**BASE, "account_id": DEDICATED["account_id"]}, "are for product 'dedicated'"),
+    ("id not a uuid", {**DEDICATED, "cluster_id": "my-cluster"}, "must be a UUID"),
+    ("inline token", {**BASE, "management_token": "M.V1.abc"}, "inline secrets are refused"),
+    ("no token", {k: v for k, v in BASE.items() if k != "management_token"}, "give exactly one of"),
+    ("two tokens", {**BASE, "management_token_from": {"type": "vault-kv2"}}, ""),
+    ("unreadable verify db", {**BASE, "verify": {"database": "other"}}, "is not readable with `permissions`"),
+    ("write only", {**BASE, "permissions": [{"action": "write", "resource": "*"}]}, "is not readable"),
+    ("bad action", {**BASE, "permissions": [{"action": "admin", "resource": "x"}]}, "'read' or 'write'"),
+    ("long resource", {**BASE, "permissions": [{"action": "read", "resource": "x" * 65}]}, "at most 64"),
+    ("no permissions", {**BASE, "permissions": []}, "at least 1"),
+    ("host with path", {**BASE, "cluster_host": "https://h.example/api/v0"}, "without a path"),
+    ("base url creds", {**BASE, "base_url": "https://u:p@h.example/api/v0"}, "must not carry credentials"),
+    ("ftp", {**BASE, "base_url": "ftp://h.example"}, "https:// address"),
+    ("unknown store", {**{k: v for k, v in BASE.items() if k != "management_token"},
+                       "management_token_from": {"type": "no-such-store"}}, "no store adapter named 'no-such-store'"),
+    ("bad store settings", {**{k: v for k, v in BASE.items() if k != "management_token"},
+                            "management_token_from": {"type": "vault-kv2", "url": "https://v.example"}},
+     "settings of store 'vault-kv2' are invalid: path: Field required; auth: Field required"),
+    ("ca without verify", {**BASE, "tls_verify": False, "ca_bundle": "ca.pem"}, "has no effect"),
+]
+
+
+@pytest.mark.parametrize(("raw", "words"), [pytest.param(raw, words, id=name) for name, raw, words in BAD_SETTINGS])
+def test_bad_settings_are_refused_with_a_clear_message(raw, words):
+    with pytest.raises(ValidationError) as caught:
+        ManagementApiSettings.model_validate(raw)
+    messages = " | ".join(f"{e['loc']}: {e['msg']}" for e in caught.value.errors(include_input=False))
+    assert words in messages
+    assert "M.V1.abc" not in messages
+
+
+def test_policy_file_problems_name_the_place(tmp_path):
+    data = {"policy": [{
+        "name": "db", "schedule": "30d",
+        "issuer": {**{k: v for k, v in BASE.items() if k != "management_token"}, "type": "management-api",
+                   "management_token_from": {"type": "vault-kv2", "url": "https://v.example", "path": "p",
+                                             "auth": {"method": "token", "token": "s.inline"}}},
+        "store": [{"type": "vault-kv2", "url": "https://v.example", "path": "db",
+                   "auth": {"method": "token", "token": {"file": "t"}}}],
+    }]}
+    with pytest.raises(PolicyFileError) as caught:
+        parse_config(data, tmp_path / "rotator.toml")
+    assert "policy[0] 'db'.issuer.management_token_from.auth.token: inline secrets are refused" in str(caught.value)
+    assert "s.inline" not in str(caught.value)
+
+
+def test_an_inline_management_token_is_not_echoed_by_the_policy_loader(tmp_path):
+    data = {"policy": [{
+        "name": "db", "schedule": "30d", "issuer": {**BASE, "type": "management-api", "management_token": "M.V1.abc"},
+        "store": [{"type": "vault-kv2", "url": "https://v.example", "path": "db",
+                   "auth": {"method": "token", "token": {"file": "t"}}}],
+    }]}
+    with pytest.raises(PolicyFileError) as caught:
+        parse_config(data, tmp_path / "rotator.toml")
+    assert "issuer.management_token: inline secrets are refused" in str(caught.value)
+    assert "M.V1.abc" not in str(caught.value)
+
+
+def test_missing_credential_file_is_a_config_error(management_api_fake, tmp_path):
+    fake = management_api_fake
+    settings = ManagementApiSettings.model_validate(settings_for(fake, tmp_path / "absent"))
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path))
+    with pytest.raises(ConfigError, match="cannot read credential file"):
+        issuer.list_tokens(None)
+    assert fake.calls() == []
+
+
+# --------------------------------------------------------------------------------------------
+# hardening
+
+
+@pytest.mark.parametrize("token_id", [
+    "--force", "not-a-uuid", "55555555-5555-4555-8555-555555555555/..", "../../accounts",
+    "55555555-5555-4555-8555-55555555555%2F", "55555555-5555-4555-8555-555555555555\n",
+])
+def test_a_token_id_that_is_not_a_uuid_is_refused_before_any_request(management_api_fake, tmp_path, token_id):
+    """Issue 10 §2(c): ids go into the URL path; only UUIDs do (percent-encoded anyway)."""
+    issuer, _, _ = make_issuer(management_api_fake, tmp_path)
+    before = len(management_api_fake.api.calls)
+    with pytest.raises(PermanentError, match="is not a database token id") as err:
+        issuer.revoke(token_id, None)
+    assert "correct the record" in err.value.hint
+    assert len(management_api_fake.api.calls) == before
+
+
+def test_answers_nested_thousands_deep_are_issuer_output_errors(tmp_path):
+    """Issue 11.10: a RecursionError inside the JSON decoder is a clear error, also in an error answer."""
+    deep = ("[" * 3000 + "]" * 3000).encode()
+    (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
+    settings = ManagementApiSettings.model_validate({
+        "product": "clustered", "cluster_host": "https://cluster.example.test",
+        "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
+        "management_token": {"file": str(tmp_path / "t")},
+    })
+
+    def issuer_answering(statuses: dict[str, int]) -> ManagementApiIssuer:
+        def answer(request: httpx.Request) -> httpx.Response:
+            status = statuses[request.method]
+            return httpx.Response(status, content=b"" if status == 204 else deep)
+
+        client = httpx.Client(transport=httpx.MockTransport(answer))
+        return ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+
+    issuer = issuer_answering({"GET": 200, "DELETE": 204})
+    with pytest.raises(IssuerOutputError, match="nested too deeply"):
+        issuer.list_tokens(None)
+    with pytest.raises(IssuerOutputError, match="nested too deeply"):  # the GET that confirms the DELETE
+        issuer.revoke("55555555-5555-4555-8555-555555555555", None)
+    with pytest.raises(TransientError, match=r"HTTP 500$"):  # an error answer's text is dropped, nothing escapes
+        issuer_answering({"GET": 500}).list_tokens(None)
+
+
+def test_call_timeout_seconds(management_api_fake, tmp_path):
+    issuer, _, _ = make_issuer(management_api_fake, tmp_path)  # timeout_s = 2, the token from a file
+    # revoke: DELETE and GET, each connect + write + read plus a margin.
+    assert issuer.call_timeout_seconds == 2 * (3 * 2 + 5)

@@ -1,0 +1,225 @@
+"""Exact HTTP request budgets of the stores (issue 12), against the real servers.
+
+One rotation as rotator/core/engine.py runs it reads every store once (PLAN: ``read_current``) and
+publishes with the version read (``publish``); a revocation pass reads every store before it
+revokes (``Engine._safe_revoke``). For vault-kv2 a steady rotation is 3 requests: GET of the
+data endpoint (version, payload and custom_metadata in one answer), the ``cas`` write, the
+custom_metadata write. A store's first read adds its one-off calls: the token's lookup-self
+(or the AppRole login), the secret's metadata and the mount's config (the max_versions check).
+The counts come from the store's own ``request_count`` (every HTTP request its client sent).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotator.adapters.aws.secretsmanager import AwsSecretsManagerSettings, AwsSecretsManagerStore
+from rotator.adapters.vault.auth import TokenAuth, VaultLogin
+from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
+from rotator.config.policy import load_config
+from rotator.core.clock import FakeClock
+from rotator.core.contracts import AdapterContext, TokenRecord
+from rotator.core.engine import Engine
+from rotator.core.journal import open_journal
+from rotator.core.retry import RetryPolicy
+from rotator.core.secret import Secret
+from tests.aws_server import MotoServer
+from tests.harness import Scenario, make_scenario
+from tests.servers import OpenBao
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _record(token_id: str, policy: str = "bench") -> TokenRecord:
+    return TokenRecord(Secret(f"requests-test-{uuid.uuid4().hex}"), token_id, "influxctl-management", policy,
+                       NOW, NOW + timedelta(days=30))  # fmt: skip
+
+
+def _vault_store(openbao: OpenBao, kv_path: str, tmp_path: Path, auth: dict[str, Any] | None = None) -> VaultKV2Store:
+    if auth is None:
+        (tmp_path / "vault-token").write_text(openbao.create_token("root", ttl="1h"))
+        auth = {"method": "token", "token": {"file": "vault-token"}}
+    settings = VaultKV2Settings.model_validate({"url": openbao.url, "path": kv_path, "auth": auth})
+    return VaultKV2Store.from_config(settings, AdapterContext(policy="bench", base_dir=tmp_path, clock=FakeClock(NOW)))
+
+
+class _Delta:
+    """Requests a store sends from now on."""
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.start = store, store.request_count
+
+    def __call__(self) -> int:
+        sent: int = self.store.request_count - self.start
+        self.start = self.store.request_count
+        return sent
+
+
+# -- vault-kv2, driven by the engine ----------------------------------------------------------------
+
+
+def _engine(sc: Scenario, clock: FakeClock) -> Engine:
+    config = load_config(sc.config)
+    return Engine(config.policies[0], open_journal(config.journal_url()), clock=clock,
+                  retry=RetryPolicy(1, 0.01, 0.02))  # fmt: skip
+
+
+def test_an_engine_rotation_costs_vault_3_requests_once_the_store_is_warm(
+    tmp_path: Path, openbao: OpenBao, fake_influxctl: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=60)
+    clock = FakeClock(datetime.now(UTC))
+    engine = _engine(sc, clock)
+    [(_, store)] = engine.stores
+    assert isinstance(store, VaultKV2Store)
+    reads = 0
+    read_current = store.read_current
+
+    def counted_read() -> Any:
+        nonlocal reads
+        reads += 1
+        return read_current()
+
+    monkeypatch.setattr(store, "read_current", counted_read)
+    sent = _Delta(store)
+
+    assert engine.rotate().state == "published"
+    # A fresh process: lookup-self, the secret's metadata, the mount's config (max_versions),
+    # GET data; then PUT data (cas) and POST metadata (custom_metadata).
+    assert (reads, sent()) == (1, 6)
+
+    assert engine.rotate().state == "published"
+    assert (reads, sent()) == (2, 3), "steady: GET data, PUT data with cas, POST custom_metadata"
+
+    clock.advance(timedelta(seconds=61))  # both superseded tokens are due
+    reads = 0
+    actions = engine.revoke_due()
+    assert len(actions) == 2 and all(a.endswith(": revoked") for a in actions), actions
+    assert reads >= 2 and sent() == reads, "each read of the store by a revocation pass is one GET"
+
+
+# -- vault-kv2, store calls ------------------------------------------------------------------------
+
+
+def test_vault_store_calls_each_cost_a_known_number_of_requests(openbao: OpenBao, kv_path: str,
+                                                                tmp_path: Path) -> None:
+    store = _vault_store(openbao, kv_path, tmp_path)
+    sent = _Delta(store)
+    state = store.read_current()  # absent secret: lookup-self, metadata (404), mount config, GET data (404)
+    assert (state.version, sent()) == (None, 4)
+    assert store.publish(_record("tok-1"), None) == "1"
+    assert sent() == 2
+    for n in range(2, 5):
+        state = store.read_current()
+        assert sent() == 1
+        assert store.publish(_record(f"tok-{n}"), state.version) == str(n)
+        assert sent() == 2
+    # A conflict is settled with one more GET (who is there now), never by overwriting.
+    openbao.client().secrets.kv.v2.create_or_update_secret(path=kv_path, secret={"other": "writer"})
+    with pytest.raises(Exception, match="compare-and-set lost"):
+        store.publish(_record("tok-5"), "4")
+    assert sent() == 2
+
+
+def test_a_fresh_vault_store_skips_the_mount_config_when_the_secret_sets_max_versions(
+    openbao: OpenBao, kv_path: str, tmp_path: Path
+) -> None:
+    openbao.client().secrets.kv.v2.update_metadata(path=kv_path, max_versions=5)
+    _vault_store(openbao, kv_path, tmp_path).publish(_record("tok-1"), None)
+    store = _vault_store(openbao, kv_path, tmp_path)
+    sent = _Delta(store)
+    assert store.read_current().version == "1"
+    assert sent() == 3, "lookup-self, metadata, GET data"
+
+
+def test_a_fresh_vault_store_with_approle_logs_in_instead_of_looking_up(openbao: OpenBao, kv_path: str,
+                                                                         tmp_path: Path) -> None:
+    name = f"req-{uuid.uuid4().hex[:8]}"
+    role_id, secret_id = openbao.approle(name, openbao.policy_for(name, kv_path, "create", "read", "update"))
+    (tmp_path / "secret-id").write_text(secret_id)
+    auth = {"method": "approle", "role_id": role_id, "secret_id": {"file": "secret-id"}}
+    store = _vault_store(openbao, kv_path, tmp_path, auth)
+    sent = _Delta(store)
+    store.read_current()
+    assert sent() == 4, "login, metadata, mount config (refused: not in this policy), GET data"
+    store.publish(_record("tok-1"), None)
+    store.read_current()
+    assert sent() == 3
+
+
+def test_vault_ignores_proxy_variables(openbao: OpenBao, kv_path: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """trust_env is off: a proxy variable (here a closed port) does not reroute the store."""
+    store = _vault_store(openbao, kv_path, tmp_path)
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert store.publish(_record("tok-1"), None) == "1"
+    assert store.read_current().version == "1"
+
+
+# -- the token's lookup-self ------------------------------------------------------------------------
+
+
+class _Auth:
+    """A token that Vault says expires ``ttl`` seconds after the lookup; not renewable."""
+
+    def __init__(self, ttl: int) -> None:
+        self.ttl, self.calls = ttl, 0
+
+    def set_token(self, token: Secret | None) -> None:
+        pass
+
+    def lookup_self(self) -> dict[str, Any]:
+        self.calls += 1
+        return {"data": {"ttl": self.ttl, "creation_ttl": self.ttl, "renewable": False}}
+
+
+def test_the_same_token_is_not_looked_up_again_and_still_shows_close_to_expiry(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s.not-renewable-0123456789")
+    clock = FakeClock(NOW)
+    login = VaultLogin(TokenAuth.model_validate({"method": "token", "token": {"file": "token"}}), tmp_path, clock)
+    api = _Auth(ttl=60)
+    login.ensure(api)
+    assert api.calls == 1 and login.due() == NOW + timedelta(seconds=40)
+    clock.advance(timedelta(seconds=40))
+    login.ensure(api)  # the file still holds the same token: its expiry is known
+    assert api.calls == 1 and login.due() == clock.now() + timedelta(seconds=10)
+    assert login.status()["ok"] is True and login.status()["expires_at"] == NOW + timedelta(seconds=60)
+    clock.advance(timedelta(seconds=10))
+    login.ensure(api)
+    assert api.calls == 1
+    assert login.status()["ok"] is False, "10 s of 60 left: close to expiry (/readyz)"
+    (tmp_path / "token").write_text("s.replaced-by-vault-agent-0123456789")
+    clock.advance(timedelta(seconds=5))
+    login.ensure(api)  # a new token: looked up
+    assert api.calls == 2 and login.status()["ok"] is True
+
+
+# -- aws-secretsmanager ------------------------------------------------------------------------------
+
+
+def _aws_store(aws: MotoServer, name: str) -> AwsSecretsManagerStore:
+    settings = AwsSecretsManagerSettings(secret_id=name, region=aws.region, endpoint_url=aws.url, max_attempts=1)
+    return AwsSecretsManagerStore.from_config(settings, AdapterContext(policy="bench"))
+
+
+def test_aws_store_calls_each_cost_a_known_number_of_requests(aws: MotoServer) -> None:
+    name = f"tests/requests-{uuid.uuid4().hex[:10]}"
+    store = _aws_store(aws, name)
+    sent = _Delta(store)
+    assert store.read_current().version is None
+    assert sent() == 1, "DescribeSecret (not found)"
+    store.publish(_record("tok-1"), None)
+    assert sent() == 3, "DescribeSecret, CreateSecret, DescribeSecret (the secret_id names it)"
+    for n in range(2, 4):
+        state = store.read_current()
+        assert sent() == 2, "DescribeSecret, GetSecretValue"
+        store.publish(_record(f"tok-{n}"), state.version)
+        assert sent() == 4, "DescribeSecret, PutSecretValue (AWSPENDING), move AWSCURRENT, drop AWSPENDING"

@@ -1,0 +1,494 @@
+"""The vault-kv2 store against a real OpenBao dev server (one per session, see tests/servers.py).
+
+Each test has its own secret path (``kv_path``); the store reads its token from a file in
+``tmp_path`` unless a test says otherwise. Error mapping without a server is in
+tests/adapters/test_vault_kv2_errors.py; the store contract every store passes is in tests/contract/test_stores.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+from pydantic import ValidationError
+
+from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
+from rotator.core.clock import FakeClock
+from rotator.core.contracts import AdapterContext, StoreState, TokenRecord
+from rotator.core.errors import ConfigError, ConflictError, PermanentError, TransientError
+from rotator.core.secret import Secret
+from rotator.sandbox.openbao_dev import OpenBaoStartError, free_port, openbao_dev_server
+from tests.servers import OpenBao
+
+POLICY = "influx-mgmt"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def token_record(token_id: str) -> TokenRecord:
+    return TokenRecord(
+        value=Secret(f"test-token-value-{uuid.uuid4().hex}"),
+        token_id=token_id,
+        issuer="influxctl-management",
+        policy=POLICY,
+        created_at=NOW,
+        expires_at=NOW + timedelta(days=30),
+    )
+
+
+def make_store(
+    openbao: OpenBao,
+    kv_path: str,
+    tmp_path: Path,
+    *,
+    token: str | None = None,
+    auth: dict[str, Any] | None = None,
+    clock: FakeClock | None = None,
+    **settings: Any,
+) -> VaultKV2Store:
+    """A store whose token is read from ``tmp_path/vault-token`` (root unless ``token``)."""
+    if auth is None:
+        (tmp_path / "vault-token").write_text(token or openbao.root_token)
+        auth = {"method": "token", "token": {"file": "vault-token"}}
+    model = VaultKV2Settings.model_validate({"url": openbao.url, "path": kv_path, "auth": auth, **settings})
+    ctx = AdapterContext(policy=POLICY, base_dir=tmp_path, clock=clock or FakeClock(NOW))
+    return VaultKV2Store.from_config(model, ctx)
+
+
+@pytest.fixture
+def store(openbao: OpenBao, kv_path: str, tmp_path: Path) -> VaultKV2Store:
+    return make_store(openbao, kv_path, tmp_path)
+
+
+@pytest.fixture
+def vault(openbao: OpenBao) -> hvac.Client:
+    """Root, for setting the scene and checking what the store did."""
+    return openbao.client()
+
+
+def metadata(vault: hvac.Client, path: str, mount: str = "secret") -> dict[str, Any]:
+    data: dict[str, Any] = vault.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)["data"]
+    return data
+
+
+def latest(vault: hvac.Client, path: str) -> dict[str, Any]:
+    data: dict[str, Any] = vault.secrets.kv.v2.read_secret_version(
+        path=path, mount_point="secret", raise_on_deleted_version=True
+    )["data"]["data"]
+    return data
+
+
+# -- publish and read ------------------------------------------------------------------------
+
+
+def test_publish_to_an_absent_path_creates_version_1_marked_managed(store, vault, kv_path):
+    """The Vault side of the store contract (tests/contract/test_stores.py): custom metadata."""
+    assert store.read_current() == StoreState(version=None, managed=False, record=None)
+    record = token_record("tok-1")
+
+    assert store.publish(record, expected_version=None) == "1"
+
+    assert latest(vault, kv_path) == record.payload()
+    meta = metadata(vault, kv_path)
+    assert meta["custom_metadata"] == {
+        "managed-by": "rotator",
+        "policy": POLICY,
+        "token_id": "tok-1",
+        "rotated_at": "2026-03-01T12:00:00Z",
+    }
+    state = store.read_current()
+    assert (state.version, state.managed, state.record) == ("1", True, record)
+    assert store.publish(token_record("tok-2"), "1") == "2"
+    assert metadata(vault, kv_path)["custom_metadata"]["token_id"] == "tok-2"
+
+
+def test_publish_keeps_the_operators_own_metadata_and_settings(store, vault, kv_path):
+    vault.secrets.kv.v2.update_metadata(
+        path=kv_path, mount_point="secret", delete_version_after="720h", custom_metadata={"owner": "team-a"}
+    )
+    store.publish(token_record("tok-1"), None)
+
+    meta = metadata(vault, kv_path)
+    assert meta["custom_metadata"]["owner"] == "team-a"
+    assert meta["custom_metadata"]["managed-by"] == "rotator"
+    assert meta["delete_version_after"] == "720h0m0s"  # hvac's update_metadata would reset it to 0s
+
+
+def test_cas_conflict_when_someone_else_wrote_overwrites_nothing(store, vault, kv_path):
+    store.publish(token_record("tok-1"), None)
+    vault.secrets.kv.v2.create_or_update_secret(path=kv_path, secret={"other": "writer"}, mount_point="secret")
+
+    with pytest.raises(ConflictError) as caught:
+        store.publish(token_record("tok-2"), "1")
+
+    message = str(caught.value)
+    assert store.location in message
+    assert "expected version 1" in message and "version 2" in message
+    assert "kv metadata get" in caught.value.hint
+    meta = metadata(vault, kv_path)
+    assert meta["current_version"] == 2 and len(meta["versions"]) == 2
+    assert latest(vault, kv_path) == {"other": "writer"}
+    assert meta["custom_metadata"]["token_id"] == "tok-1"
+
+
+def test_publishing_the_same_record_again_completes_instead_of_conflicting(store, vault, kv_path):
+    """A crash after the data write and before the metadata write: the retry finishes the job."""
+    record = token_record("tok-1")
+    vault.secrets.kv.v2.create_or_update_secret(path=kv_path, secret=record.payload(), mount_point="secret", cas=0)
+    assert store.read_current().managed is False
+
+    assert store.publish(record, None) == "1"
+    assert store.publish(record, None) == "1"
+
+    assert store.read_current() == StoreState(version="1", managed=True, record=record)
+    assert metadata(vault, kv_path)["current_version"] == 1
+
+
+def test_unmanaged_rotator_payload_is_parsed_but_not_managed(store, vault, kv_path):
+    record = token_record("tok-9")
+    vault.secrets.kv.v2.create_or_update_secret(path=kv_path, secret=record.payload(), mount_point="secret")
+
+    assert store.read_current() == StoreState(version="1", managed=False, record=record)
+
+
+def test_managed_but_malformed_payload_is_a_permanent_error_naming_the_key(store, vault, kv_path):
+    store.publish(token_record("tok-1"), None)
+    broken = {**token_record("tok-2").payload(), "token_id": ""}
+    vault.secrets.kv.v2.create_or_update_secret(path=kv_path, secret=broken, mount_point="secret")
+
+    with pytest.raises(PermanentError, match=r"version 2: payload key 'token_id' is missing"):
+        store.read_current()
+
+
+def test_deleted_current_version_is_no_token_and_can_be_published_over(store, vault, kv_path):
+    store.publish(token_record("tok-1"), None)
+    store.publish(token_record("tok-2"), "1")
+    vault.secrets.kv.v2.delete_latest_version_of_secret(path=kv_path, mount_point="secret")
+
+    assert store.read_current() == StoreState(version="2", managed=True, record=None)
+    third = token_record("tok-3")
+    assert store.publish(third, "2") == "3"
+    assert store.read_current().record == third
+
+
+def test_destroyed_current_version_is_no_token(store, vault, kv_path):
+    store.publish(token_record("tok-1"), None)
+    vault.secrets.kv.v2.destroy_secret_versions(path=kv_path, versions=[1], mount_point="secret")
+
+    assert store.read_current() == StoreState(version="1", managed=True, record=None)
+
+
+def test_read_previous_skips_deleted_and_destroyed_versions(store, vault, kv_path):
+    assert store.read_previous() == StoreState(version=None, managed=False, record=None)
+    first, second, third = token_record("tok-1"), token_record("tok-2"), token_record("tok-3")
+    store.publish(first, None)
+    assert store.read_previous() == StoreState(version=None, managed=True, record=None)
+    store.publish(second, "1")
+    store.publish(third, "2")
+
+    assert store.read_previous() == StoreState(version="2", managed=True, record=second)
+    vault.secrets.kv.v2.delete_secret_versions(path=kv_path, versions=[2], mount_point="secret")
+    assert store.read_previous() == StoreState(version="1", managed=True, record=first)
+    vault.secrets.kv.v2.destroy_secret_versions(path=kv_path, versions=[1], mount_point="secret")
+    assert store.read_previous() == StoreState(version=None, managed=True, record=None)
+
+
+# -- max_versions ----------------------------------------------------------------------------
+
+
+def test_warns_once_when_the_secret_keeps_fewer_than_3_versions(store, vault, kv_path, caplog):
+    vault.secrets.kv.v2.update_metadata(path=kv_path, mount_point="secret", max_versions=2)
+    caplog.set_level(logging.WARNING, logger="rotator.adapters.vault_kv2")
+
+    store.read_current()
+    store.read_current()
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "keeps only 2 versions (the secret's max_versions)" in warnings[0]
+
+
+def test_warns_when_the_mount_keeps_fewer_than_3_versions(openbao, vault, kv_path, tmp_path, caplog):
+    mount = f"kv-{uuid.uuid4().hex[:8]}"
+    vault.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
+    vault.secrets.kv.v2.configure(max_versions=1, mount_point=mount)
+    caplog.set_level(logging.WARNING, logger="rotator.adapters.vault_kv2")
+
+    make_store(openbao, kv_path, tmp_path, mount=mount).read_current()
+
+    assert "keeps only 1 versions (the mount's max_versions)" in caplog.text
+
+
+def test_no_warning_with_the_default_of_10_versions(store, caplog):
+    caplog.set_level(logging.WARNING, logger="rotator.adapters.vault_kv2")
+    store.read_current()
+    assert caplog.records == []
+
+
+# -- auth ------------------------------------------------------------------------------------
+
+
+def test_token_auth_from_an_environment_variable(openbao, kv_path, tmp_path, monkeypatch):
+    token = openbao.create_token(openbao.policy_for("kv-rw-env", kv_path, "create", "read", "update"))
+    monkeypatch.setenv("ROTATOR_TEST_VAULT_TOKEN", token)
+    auth = {"method": "token", "token": {"env": "ROTATOR_TEST_VAULT_TOKEN"}}
+    store = make_store(openbao, kv_path, tmp_path, auth=auth)
+
+    assert store.publish(token_record("tok-1"), None) == "1"
+    assert store.read_current().version == "1"
+
+
+def test_token_auth_from_a_file_with_a_least_privilege_token(openbao, kv_path, tmp_path):
+    token = openbao.create_token(openbao.policy_for("kv-rw-file", kv_path, "create", "read", "update"))
+    store = make_store(openbao, kv_path, tmp_path, token=token)
+
+    assert store.publish(token_record("tok-1"), None) == "1"
+    assert store.read_current().record is not None
+
+
+def test_token_is_renewed_once_less_than_a_third_of_its_ttl_is_left(openbao, kv_path, tmp_path, caplog):
+    token = openbao.create_token(openbao.policy_for("kv-rw-renew", kv_path, "create", "read", "update"), ttl="1h")
+    clock = FakeClock(NOW)
+    store = make_store(openbao, kv_path, tmp_path, token=token, clock=clock)
+    caplog.set_level(logging.DEBUG, logger="rotator.adapters.vault_kv2")
+    store.read_current()
+    assert "renewed the Vault token" not in caplog.text
+
+    clock.advance(timedelta(minutes=41))
+    store.read_current()
+
+    assert "renewed the Vault token" in caplog.text
+
+
+def test_missing_token_file_is_a_config_error(openbao, kv_path, tmp_path):
+    store = make_store(openbao, kv_path, tmp_path, auth={"method": "token", "token": {"file": "absent"}})
+    with pytest.raises(ConfigError, match="cannot read credential file"):
+        store.read_current()
+
+
+def test_approle_login(openbao, kv_path, tmp_path):
+    role_id, secret_id = openbao.approle(
+        "rotator-ok", openbao.policy_for("kv-rw-approle", kv_path, "create", "read", "update")
+    )
+    (tmp_path / "secret-id").write_text(secret_id)
+    auth = {"method": "approle", "role_id": role_id, "secret_id": {"file": "secret-id"}}
+    store = make_store(openbao, kv_path, tmp_path, auth=auth)
+
+    assert store.publish(token_record("tok-1"), None) == "1"
+    assert store.read_current().version == "1"
+
+
+def test_approle_logs_in_again_after_its_token_was_revoked(openbao, vault, kv_path, tmp_path, caplog):
+    role_id, secret_id = openbao.approle(
+        "rotator-relogin", openbao.policy_for("kv-rw-relogin", kv_path, "create", "read", "update")
+    )
+    (tmp_path / "secret-id").write_text(secret_id)
+    (tmp_path / "role-id").write_text(role_id)
+    auth = {"method": "approle", "role_id": {"file": "role-id"}, "secret_id": {"file": "secret-id"}}
+    store = make_store(openbao, kv_path, tmp_path, auth=auth)
+    store.read_current()
+    for accessor in vault.list("auth/token/accessors")["data"]["keys"]:
+        info = vault.auth.token.lookup_accessor(accessor)["data"]
+        if (info.get("meta") or {}).get("role_name") == "rotator-relogin":
+            vault.auth.token.revoke_accessor(accessor)
+    caplog.set_level(logging.DEBUG, logger="rotator.adapters.vault_kv2")
+
+    assert store.publish(token_record("tok-1"), None) == "1"
+    assert "logging in again" in caplog.text
+
+
+def test_approle_with_a_wrong_secret_id_is_permanent(openbao, kv_path, tmp_path):
+    role_id, _ = openbao.approle("rotator-wrong", "default")
+    (tmp_path / "secret-id").write_text("not-the-secret-id")
+    auth = {"method": "approle", "role_id": role_id, "secret_id": {"file": "secret-id"}}
+    store = make_store(openbao, kv_path, tmp_path, auth=auth)
+
+    with pytest.raises(PermanentError) as caught:
+        store.read_current()
+    assert "auth/approle/login: HTTP 400 (invalid role or secret ID)" in str(caught.value)
+    assert "secret_id" in caught.value.hint
+
+
+# -- refusals and outages ------------------------------------------------------------------
+
+
+def test_token_for_another_path_gets_a_403_naming_path_and_capability(openbao, kv_path, tmp_path):
+    token = openbao.create_token(openbao.policy_for("kv-elsewhere", "elsewhere/*", "create", "read", "update"))
+    store = make_store(openbao, kv_path, tmp_path, token=token)
+
+    with pytest.raises(PermanentError) as caught:
+        store.read_current()
+
+    assert not isinstance(caught.value, TransientError)
+    assert f"read secret/metadata/{kv_path}: HTTP 403 (permission denied)" in str(caught.value)
+    assert f"[\"read\"] on path 'secret/metadata/{kv_path}'" in caught.value.hint
+
+
+def test_read_only_token_cannot_publish_and_is_told_which_capability(openbao, vault, kv_path, tmp_path):
+    vault.secrets.kv.v2.create_or_update_secret(path=kv_path, secret={"a": "b"}, mount_point="secret")
+    token = openbao.create_token(openbao.policy_for("kv-read-only", kv_path, "read"))
+    store = make_store(openbao, kv_path, tmp_path, token=token)
+    assert store.read_current().version == "1"
+
+    with pytest.raises(PermanentError) as caught:
+        store.publish(token_record("tok-1"), "1")
+
+    assert f"write secret/data/{kv_path}: HTTP 403" in str(caught.value)
+    assert '["create", "update"]' in caught.value.hint
+    assert metadata(vault, kv_path)["current_version"] == 1
+
+
+def test_a_missing_mount_is_permanent(openbao, kv_path, tmp_path):
+    store = make_store(openbao, kv_path, tmp_path, mount="no-such-mount")
+    with pytest.raises(PermanentError, match="HTTP 404 .no handler for route"):
+        store.read_current()
+
+
+def test_server_not_listening_is_transient(openbao, kv_path, tmp_path):
+    store = make_store(openbao, kv_path, tmp_path, url=f"http://127.0.0.1:{free_port()}", timeout_s=2)
+
+    with pytest.raises(TransientError, match=r"cannot reach Vault at http://127\.0\.0\.1:\d+ \(ConnectionError\)"):
+        store.read_current()
+
+
+def test_https_to_a_plain_http_server_is_a_tls_error(openbao, kv_path, tmp_path):
+    store = make_store(openbao, kv_path, tmp_path, url=openbao.url.replace("http://", "https://"))
+
+    with pytest.raises(PermanentError, match="TLS") as caught:
+        store.read_current()
+    assert "ca_bundle" in caught.value.hint
+
+
+# -- namespaces ----------------------------------------------------------------------------
+
+
+def test_namespace_is_used_for_login_reads_and_writes(openbao, kv_path, tmp_path):
+    namespace = openbao.namespace(f"team-{uuid.uuid4().hex[:6]}")
+    store = make_store(openbao, kv_path, tmp_path, namespace=namespace)
+    assert store.location == f"vault:{openbao.url}/{namespace}/secret/data/{kv_path}"
+
+    assert store.publish(token_record("tok-1"), None) == "1"
+
+    in_namespace = openbao.client(namespace=namespace)
+    assert metadata(in_namespace, kv_path)["custom_metadata"]["token_id"] == "tok-1"
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        metadata(openbao.client(), kv_path)
+
+
+# -- secrecy -------------------------------------------------------------------------------
+
+
+def test_no_token_value_in_any_log_record_or_error(openbao, vault, kv_path, tmp_path, caplog):
+    """Vault token, AppRole secret_id and the published token: none may reach a log or an error."""
+    caplog.set_level(logging.DEBUG)
+    role_id, secret_id = openbao.approle(
+        "rotator-leak", openbao.policy_for("kv-rw-leak", kv_path, "create", "read", "update")
+    )
+    (tmp_path / "secret-id").write_text(secret_id)
+    approle = make_store(
+        openbao, kv_path, tmp_path, auth={"method": "approle", "role_id": role_id, "secret_id": {"file": "secret-id"}}
+    )
+    by_token = make_store(openbao, kv_path, tmp_path)  # root, from the file
+    first, second = token_record("tok-1"), token_record("tok-2")
+    errors: list[BaseException] = []
+
+    approle.publish(first, None)
+    approle.read_current()
+    by_token.publish(second, "1")
+    by_token.read_previous()
+    (tmp_path / "other").mkdir()
+    denied = make_store(openbao, "elsewhere/x", tmp_path / "other", token=openbao.create_token("default"))
+    for attempt in (
+        lambda: approle.publish(token_record("tok-3"), "1"),  # a conflict
+        denied.read_current,  # a 403
+    ):
+        with pytest.raises(PermanentError) as caught:
+            attempt()
+        errors.append(caught.value)
+
+    secrets = [openbao.root_token, secret_id, first.value.reveal(), second.value.reveal()]
+    texts = [r.getMessage() for r in caplog.records] + [f"{e} {getattr(e, 'hint', '')}" for e in errors]
+    assert caplog.records, "expected DEBUG/INFO records to check"
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+    assert all(e.__cause__ is None for e in errors)
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def test_settings_refuse_inline_secrets_and_unknown_keys():
+    base = {"url": "https://vault.example:8200", "path": "influx/mgmt"}
+    by_env = {"method": "token", "token": {"env": "X"}}
+    refused = [
+        ({"auth": {"method": "token", "token": "s.inline"}}, "token"),
+        ({"auth": {"method": "approle", "role_id": "r", "secret_id": "inline-secret-id"}}, "secret_id"),
+        ({"auth": by_env, "token": {"env": "X"}}, "Extra inputs are not permitted"),
+        ({"auth": by_env, "url": "https://user:pw@vault.example"}, "must not carry credentials"),
+        ({"auth": by_env, "tls_verify": False, "ca_bundle": "ca.pem"}, "ca_bundle"),
+        ({"auth": {"method": "aws", "role": "r"}}, "method"),
+    ]
+    for extra, reason in refused:
+        with pytest.raises(ValidationError, match=reason):
+            VaultKV2Settings.model_validate({**base, **extra})
+
+
+def test_settings_defaults_and_normalisation():
+    settings = VaultKV2Settings.model_validate(
+        {
+            "url": "https://vault.example:8200/",
+            "mount": "/secret/",
+            "path": "influx/mgmt",  # a path with outer slashes is refused (tests/adapters/test_vault_kv2_errors.py)
+            "auth": {"method": "approle", "role_id": {"env": "ROLE"}, "secret_id": {"env": "SECRET"}},
+        }
+    )
+    assert (settings.url, settings.mount, settings.path) == ("https://vault.example:8200", "secret", "influx/mgmt")
+    assert (settings.tls_verify, settings.ca_bundle, settings.timeout_s, settings.namespace) == (True, None, 10, None)
+    assert settings.auth.method == "approle" and settings.auth.mount_path == "approle"
+
+
+def test_from_config_contacts_nothing_and_resolves_ca_bundle_against_the_policy_dir(tmp_path):
+    built: list[VaultKV2Settings] = []
+
+    def factory(settings: VaultKV2Settings) -> Any:
+        built.append(settings)
+        raise RuntimeError("first use")
+
+    settings = VaultKV2Settings.model_validate(
+        {
+            "url": "https://vault.invalid",
+            "path": "p",
+            "ca_bundle": "ca.pem",
+            "auth": {"method": "token", "token": {"env": "UNSET_VARIABLE"}},
+        }
+    )
+    store = VaultKV2Store.from_config(
+        settings, AdapterContext(policy=POLICY, base_dir=tmp_path), client_factory=factory
+    )
+    assert built == []
+    assert store.location == "vault:https://vault.invalid/secret/data/p"
+
+    with pytest.raises(RuntimeError, match="first use"):
+        store.read_current()
+    assert built[0].ca_bundle == tmp_path / "ca.pem"
+
+
+def test_a_missing_ca_bundle_is_a_config_error(openbao, kv_path, tmp_path):
+    store = make_store(openbao, kv_path, tmp_path, ca_bundle="missing.pem")
+    with pytest.raises(ConfigError, match="missing.pem"):
+        store.read_current()
+
+
+# -- the dev server launcher ---------------------------------------------------------------
+
+
+def test_dev_server_on_a_taken_port_fails_with_its_log(openbao):
+    taken = int(openbao.url.rsplit(":", 1)[1])
+    with pytest.raises(OpenBaoStartError, match="address already in use"):
+        with openbao_dev_server(port=taken):
+            pass

@@ -1,0 +1,241 @@
+"""`rotator validate`: a table of broken policy files and the message each must produce."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO
+
+GOOD_ISSUER = """
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "h.example"
+"""
+GOOD_STORE = """
+[[policy.store]]
+type = "vault-kv2"
+url = "https://vault.example:8200"
+path = "influx/mgmt"
+[policy.store.auth]
+method = "token"
+token = { env = "VAULT_TOKEN" }
+"""
+
+
+def _policy(head: str = 'name = "p1"\nschedule = "30d"', issuer: str = GOOD_ISSUER, store: str = GOOD_STORE,
+            top: str = "") -> str:
+    return f"{top}\n[[policy]]\n{head}\n{issuer}\n{store}"
+
+
+CASES = [
+    ("not toml", "[[policy]\nname=", ["not valid TOML"]),
+    ("unknown top-level key", _policy(top="[rotatr]\njournal='x'"), ["rotatr", "Extra inputs are not permitted"]),
+    ("bad schedule", _policy(head='name = "p1"\nschedule = "every month"'),
+     ["policy[0] 'p1'.schedule", "'every month' is not a schedule", "rate(30 days)"]),
+    ("no schedule anywhere", _policy(head='name = "p1"'), ["policy[0] 'p1'.schedule", "no schedule"]),
+    ("bad cron", _policy(head='name = "p1"\nschedule = "61 * * * *"'), ["not a valid 5-field cron"]),
+    ("bad grace", _policy(head='name = "p1"\nschedule = "30d"\ngrace = "two days"'),
+     ["grace", "'two days' is not a duration"]),
+    ("lifetime too short", _policy(head='name = "p1"\nschedule = "30d"\ngrace = "1d"\nlifetime = "20d"'),
+     ["lifetime", "tokens would expire while still in use"]),
+    ("description without tag", _policy(head='name = "p1"\nschedule = "30d"\ndescription = "mine"'),
+     ["description", "must contain {tag}"]),
+    ("unknown issuer type", _policy(issuer='[policy.issuer]\ntype = "influxctl-magic"'),
+     ["issuer.type", "no issuer adapter named 'influxctl-magic'", "influxctl-management"]),
+    ("no store", _policy(store=""), ["store", "Field required"]),
+    ("inline vault token",
+     _policy(store=GOOD_STORE.replace('token = { env = "VAULT_TOKEN" }', 'token = "hvs.abcdefghijkl"')),
+     ["store[0].auth.token", "inline secrets are refused", '{ file = "/path/to/file" }']),
+    ("inline mgmt token in the issuer", _policy(issuer=GOOD_ISSUER + 'mgmt_token = "M.V1.abcdefghijklmnop"'),
+     ["issuer.profile.mgmt_token", "inline secrets are refused"]),
+    ("clustered without host", _policy(issuer=GOOD_ISSUER.replace('host = "h.example"', "")),
+     ["issuer.profile", "host"]),
+    ("misspelled store key", _policy(store=GOOD_STORE.replace("path =", "pth =")), ["store[0]", "pth"]),
+    ("duplicate policy names", _policy() + "\n" + _policy(), ["duplicate policy name"]),
+    ("bad policy name", _policy(head='name = "has space"\nschedule = "30d"'), ["name", "pattern"]),
+]
+
+
+def _validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "policies.toml"
+    path.write_text(text)
+    return subprocess.run([sys.executable, "-m", "rotator.runners.cli", "validate", str(path)], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+
+
+@pytest.mark.parametrize(("reason", "text", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_broken_policy_file(reason: str, text: str, expected: list[str], tmp_path: Path) -> None:
+    proc = _validate(tmp_path, text)
+    assert proc.returncode == 2, f"{reason}: {proc.stdout}{proc.stderr}"
+    for fragment in expected:
+        assert fragment in proc.stderr, f"{reason}: {fragment!r} not in:\n{proc.stderr}"
+    assert "hvs.abcdefghijkl" not in proc.stderr and "M.V1.abcdefghijklmnop" not in proc.stderr
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = _policy(head='name = "p1"\nschedule = "whenever"\ngrace = "x"',
+                   store=GOOD_STORE.replace('token = { env = "VAULT_TOKEN" }', 'token = "inline-secret-value"'))
+    proc = _validate(tmp_path, text)
+    assert proc.returncode == 2
+    assert "problem(s)" in proc.stderr
+    assert "grace" in proc.stderr and "inline secrets are refused" in proc.stderr
+
+
+def test_valid_file(tmp_path: Path) -> None:
+    proc = _validate(tmp_path, _policy())
+    assert proc.returncode == 0, proc.stderr
+    assert "valid, 1 policy: p1" in proc.stdout
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "validate", str(tmp_path / "nope.toml")],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2 and "cannot read policy file" in proc.stderr
+
+
+def test_bad_cli_argument_exits_2() -> None:
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "rotate", "--bogus"], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+
+
+def test_schema_is_published_and_matches_docs() -> None:
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "schema"], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    schema = json.loads(proc.stdout)
+    titles = {v["title"] for v in schema["$defs"]["StoreAdapter"]["oneOf"]}
+    assert "store vault-kv2" in titles
+    assert {v["title"] for v in schema["$defs"]["IssuerAdapter"]["oneOf"]} >= {"issuer influxctl-management"}
+    published = json.loads((REPO / "docs" / "policy.schema.json").read_text())
+    assert published == schema, "docs/policy.schema.json is stale: run `rotator schema > docs/policy.schema.json`"
+
+
+def test_a_profile_key_that_does_not_fit_the_issuer_is_refused(tmp_path: Path) -> None:
+    store = """
+[[policy.store]]
+type = "influxctl-profile"
+config = "influxctl.toml"
+profile = "default"
+key = "token"
+"""
+    proc = _validate(tmp_path, _policy(store=store))
+    assert proc.returncode == 2, proc.stderr
+    assert "store[0]" in proc.stderr and "mgmt_token" in proc.stderr
+
+
+def test_a_nested_store_reference_may_name_an_aws_secret(tmp_path: Path) -> None:
+    """`secret_id` of an aws-secretsmanager table is a secret's name, even nested in an issuer."""
+    issuer = """
+[policy.issuer]
+type = "management-api"
+product = "clustered"
+cluster_host = "https://cluster.example"
+permissions = [{action = "read", resource = "db1"}]
+verify = {database = "db1"}
+[policy.issuer.management_token_from]
+type = "aws-secretsmanager"
+secret_id = "prod/influx-mgmt"
+region = "eu-west-1"
+"""
+    proc = _validate(tmp_path, _policy(issuer=issuer))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_cron_schedule_without_apscheduler_is_a_validation_problem(tmp_path: Path) -> None:
+    """The Lambda zip has no APScheduler; a cron schedule there is a problem with a fix, not a crash."""
+    path = tmp_path / "rotator.toml"
+    path.write_text(_policy(head='name = "p1"\nschedule = "0 3 * * 1"'))
+    probe = ("import sys; sys.modules['apscheduler'] = None\n"
+             f"from rotator.runners.cli import main; raise SystemExit(main(['validate', {str(path)!r}]))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "policy[0] 'p1'.schedule" in result.stderr and "cron schedules need APScheduler" in result.stderr
+    assert "rotator[daemon]" in result.stderr and "internal error" not in result.stderr
+
+
+# -- issue 11 items 5 and 10: inline secrets by pattern, and bad input that escaped as "internal error" ---------
+
+_HOOK = '[[daemon.hooks]]\ncommand = ["systemctl", "reload", "app"]\n'
+_HOOK_FIX = 'VAULT_TOKEN_FILE = "/run/secrets/vault-token"'
+_WEBHOOK = '[[daemon.webhooks]]\nsecret = { file = "/run/secrets/k" }\n'
+HARDENING_CASES = [
+    # (reason, text, fragments expected in stderr, a value that must not be echoed)
+    ("hook env VAULT_TOKEN", _policy(top=_HOOK + 'env = { VAULT_TOKEN = "q1w2e3r4t5" }'),
+     ["daemon.hooks[0].env", "VAULT_TOKEN", "inline secrets are refused", _HOOK_FIX], "q1w2e3r4t5"),
+    ("hook env BAO_TOKEN", _policy(top=_HOOK + 'env = { BAO_TOKEN = "q1w2e3r4t5" }'),
+     ["BAO_TOKEN", "inline secrets are refused"], "q1w2e3r4t5"),
+    ("hook env AWS_SECRET_ACCESS_KEY", _policy(top=_HOOK + 'env = { AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI" }'),
+     ["AWS_SECRET_ACCESS_KEY", "inline secrets are refused"], "wJalrXUtnFEMI"),
+    ("hook env value that is a token", _policy(top=_HOOK + 'env = { MODE = "M.V1.abcdefghijklmnopqrst" }'),
+     ["MODE", "looks like a token"], "M.V1.abcdefghijklmnopqrst"),
+    ("hook argument --token=", _policy(top='[[daemon.hooks]]\ncommand = ["curl", "--token=q1w2e3r4t5"]'),
+     ["daemon.hooks[0].command", "argument 1", _HOOK_FIX], "q1w2e3r4t5"),
+    ("hook argument after --password", _policy(top='[[daemon.hooks]]\ncommand = ["app", "--password", "q1w2e3"]'),
+     ["argument 2 follows --password"], "q1w2e3"),
+    ("hook argument that is a token", _policy(top='[[daemon.hooks]]\ncommand = ["app", "apiv3_q1w2e3r4t5y6u7"]'),
+     ["argument 1 looks like a token"], "apiv3_q1w2e3r4t5y6u7"),
+    ("webhook URL user-info", _policy(top=_WEBHOOK + 'url = "https://bot:q1w2e3r4@hooks.example/x"'),
+     ["daemon.webhooks[0].url", "user-info", "HMAC signature", "secret = { file ="], "q1w2e3r4"),
+    ("webhook URL query", _policy(top=_WEBHOOK + 'url = "https://hooks.example/x?sig=q1w2e3r4"'),
+     ["daemon.webhooks[0].url", "query key 'sig'"], "q1w2e3r4"),
+    ("journal URL password", _policy(top='[rotator]\njournal = "postgresql://rotator:q1w2%zz@db/rotator"'),
+     ["rotator.journal", "inline secrets are refused", "PGPASSWORD", ".pgpass"], "q1w2"),
+    ("journal URL port abc", _policy(top='[rotator]\njournal = "postgresql://rotator@db:abc/rotator"'),
+     ["rotator.journal", "port is not a number", "postgresql://user@host:5432/database"], None),
+    ("journal URL scheme", _policy(top='[rotator]\njournal = "mysql://db/rotator"'),
+     ["rotator.journal", "unsupported scheme 'mysql'"], None),
+    ("token in a hook's policies", _policy(top=_HOOK + 'policies = ["apiv3_q1w2e3r4t5y6u7"]'),
+     ["daemon.hooks[0].policies", "looks like a token"], "apiv3_q1w2e3r4t5y6u7"),
+    ("token in a policy description",
+     _policy(head='name = "p1"\nschedule = "30d"\ndescription = "{tag} hvs.q1w2e3r4t5y6"'),
+     ["policy[0] 'p1'.description", "looks like a token"], "hvs.q1w2e3r4t5y6"),
+    ("token in an adapter value", _policy(issuer=GOOD_ISSUER.replace('"h.example"', '"M.V1.q1w2e3r4t5y6u7i8"')),
+     ["issuer.profile.host", "looks like a token"], "M.V1.q1w2e3r4t5y6u7i8"),
+    ("huge grace", _policy(head='name = "p1"\nschedule = "30d"\ngrace = "99999999999999999d"'),
+     ["policy[0] 'p1'.grace", "longer than 36525 days"], None),
+    ("huge schedule", _policy(head='name = "p1"\nschedule = "rate(99999999999999999 days)"'),
+     ["policy[0] 'p1'.schedule", "longer than 36525 days"], None),
+    ("huge hook timeout", _policy(top=_HOOK + 'timeout = "9999999999999999999d"'),
+     ["daemon.hooks[0].timeout", "longer than 36525 days"], None),
+    ("a seconds value of 5,000 digits", _policy(head='name = "p1"\nschedule = "30d"\ngrace = "' + "7" * 5000 + 's"'),
+     ["policy[0] 'p1'.grace", "longer than 36525 days"], "7" * 100),
+    ("an integer of 5,000 digits", _policy(top="[rotator.retry]\nattempts = " + "7" * 5000),
+     ["<file>", "a number has thousands of digits"], "7" * 100),
+    ("TOML nested 3,000 deep", "x = " + "[" * 3000 + "]" * 3000,
+     ["<file>", "nested more than 32 levels deep"], None),
+    ("TOML tables nested 3,000 deep", "x = " + "{a = " * 3000 + "1" + "}" * 3000,
+     ["<file>", "nested more than 32 levels deep"], None),
+    ("a non-string issuer name", _policy(issuer=GOOD_ISSUER.replace("[policy.issuer]", "[policy.issuer]\nname = 5")),
+     ["policy[0] 'p1'.issuer.name", "valid string", "write a quoted string"], "input_value"),
+    ("a non-string store name", _policy(store=GOOD_STORE.replace("[[policy.store]]", "[[policy.store]]\nname = 5")),
+     ["policy[0] 'p1'.store[0].name", "valid string"], "input_value"),
+]
+
+
+@pytest.mark.parametrize(("reason", "text", "expected", "secret"), HARDENING_CASES, ids=[c[0] for c in HARDENING_CASES])
+def test_bad_input_is_a_clear_problem_never_an_internal_error(reason: str, text: str, expected: list[str],
+                                                             secret: str | None, tmp_path: Path) -> None:
+    proc = _validate(tmp_path, text)
+    assert proc.returncode == 2, f"{reason}: {proc.stdout}{proc.stderr}"
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    for fragment in expected:
+        assert fragment in proc.stderr, f"{reason}: {fragment!r} not in:\n{proc.stderr}"
+    if secret is not None:
+        assert secret not in proc.stderr, f"{reason}: the input was echoed"
+
+
+def test_references_and_ordinary_hooks_and_webhooks_stay_valid(tmp_path: Path) -> None:
+    top = ('[rotator]\njournal = "postgresql://rotator@db.example:5432/rotator?sslmode=verify-full"\n'
+           '[[daemon.hooks]]\ncommand = ["/usr/local/bin/reload", "--token-file", "/run/secrets/t"]\n'
+           'env = { VAULT_TOKEN_FILE = "/run/secrets/vault-token", AWS_ACCESS_KEY_ID = "x", MODE = "fast" }\n'
+           '[[daemon.webhooks]]\nurl = "https://hooks.example/rotator?policy=p1"\nsecret = { env = "HOOK_KEY" }\n')
+    proc = _validate(tmp_path, _policy(top=top))
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,272 @@
+"""The journal's audit hash chain (rotator/core/audit_chain.py) on SQLite and PostgreSQL: every way of
+tampering with history is caught and named; concurrent writers never fork the chain; pruning keeps
+it verifiable."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotator.core import audit_chain
+from rotator.core.journal import Journal, Revocation, RunRecord, RunState, open_journal, ts
+from tests.runners.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'j.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@contextmanager
+def raw(url: str) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+    """Direct SQL on the journal, bypassing rotator: what an attacker with database access does."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+
+        def run_sqlite(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, params).fetchall()
+
+        try:
+            yield run_sqlite
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+
+        def run_pg(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+            cur = pg.execute(sql.replace("?", "%s"), params or None)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+        yield run_pg
+
+
+def _history(journal: Journal, n: int = 8, start: datetime = T0) -> None:
+    for i in range(n):
+        journal.record_event(start + timedelta(minutes=i), "mgmt", f"run-{i // 2}", "published" if i % 2 else "plan",
+                             "ok", {"token_id": f"tok-{i}"})
+
+
+def test_an_untouched_chain_verifies_and_every_event_is_linked(journal_url: str) -> None:
+    journal = open_journal(journal_url)
+    _history(journal)
+    report = audit_chain.verify(journal)
+    assert report.ok, report.problem
+    assert report.checked == 8 and report.head_seq == 8
+    with raw(journal_url) as sql:
+        rows = sql("SELECT seq, prev_hash, hash, instance FROM events ORDER BY seq")
+    assert [r[0] for r in rows] == list(range(1, 9))
+    assert rows[0][1] == audit_chain.GENESIS
+    assert all(rows[i][1] == rows[i - 1][2] for i in range(1, 8)), "each link names the previous one"
+    assert all(r[3] for r in rows), "each event names the instance that wrote it"
+    assert report.head_hash == rows[-1][2]
+
+
+def _swap(sql: Callable[..., Any]) -> None:
+    sql("UPDATE events SET seq = -1 WHERE seq = 3")
+    sql("UPDATE events SET seq = 3 WHERE seq = 4")
+    sql("UPDATE events SET seq = 4 WHERE seq = -1")
+
+
+def _forge_insert(sql: Callable[..., Any]) -> None:
+    """Insert a well-formed link (the algorithm is public) after seq 2, renumbering what follows."""
+    prev = sql("SELECT hash FROM events WHERE seq = 2")[0][0]
+    for seq in range(8, 2, -1):
+        sql("UPDATE events SET seq = ? WHERE seq = ?", seq + 1, seq)
+    forged = {"seq": 3, "at": ts(T0 + timedelta(minutes=2, seconds=30)), "policy": "mgmt", "run_id": "run-x",
+              "step": "published", "result": "ok", "detail": json.dumps({"token_id": "forged"}), "instance": "evil"}
+    sql("INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", forged["seq"], forged["at"], forged["policy"], forged["run_id"],
+        forged["step"], forged["result"], forged["detail"], forged["instance"], prev, audit_chain.link(prev, forged))
+
+
+TAMPERING: dict[str, tuple[Callable[[Callable[..., Any]], None], int | None, str]] = {
+    # name: (what the attacker does, the seq the verifier must name, words of its message)
+    "edited event": (lambda sql: sql("UPDATE events SET detail = ? WHERE seq = 3", '{"token_id": "tok-other"}'),
+                     3, "was edited"),
+    "edited time": (lambda sql: sql("UPDATE events SET at = ? WHERE seq = 5", ts(T0 + timedelta(days=1))),
+                    5, "was edited"),
+    "deleted event": (lambda sql: sql("DELETE FROM events WHERE seq = 3"), 4, "missing"),
+    "reordered events": (_swap, 3, "does not follow"),
+    "inserted well-formed link": (_forge_insert, 4, "does not follow"),
+    "inserted unchained row": (
+        lambda sql: sql("INSERT INTO events (at, policy, run_id, step, result, detail) VALUES (?, 'mgmt', 'r', "
+                        "'published', 'ok', '{}')", ts(T0)), None, "without a chain link"),
+    "truncated head": (lambda sql: sql("DELETE FROM events WHERE seq >= 7"), 6, "truncated head"),
+    "head rewritten": (lambda sql: sql("UPDATE audit_head SET hash = ?", "f" * 64), 8, "does not match the chain head"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_each_kind_of_tampering_is_caught_and_the_first_broken_link_named(journal_url: str, case: str) -> None:
+    tamper, seq, words = TAMPERING[case]
+    journal = open_journal(journal_url)
+    _history(journal)
+    assert audit_chain.verify(journal).ok
+    with raw(journal_url) as sql:
+        tamper(sql)
+    report = audit_chain.verify(journal)
+    assert not report.ok, f"{case} went unnoticed"
+    assert words in (report.problem or ""), report.problem
+    if seq is not None:
+        assert report.broken["seq"] == seq, report.broken
+        assert report.broken["at"], "the broken link's time is named"
+
+
+def test_concurrent_writers_never_fork_the_chain(journal_url: str) -> None:
+    """Four connections (replicas) append at once; the chain stays one line with no gap or fork."""
+    open_journal(journal_url).close()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        journal = open_journal(journal_url)
+        try:
+            for i in range(15):
+                journal.record_event(T0 + timedelta(seconds=i), f"p{n}", None, "plan", "ok", {"i": i})
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            journal.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    report = audit_chain.verify(open_journal(journal_url))
+    assert report.ok, report.problem
+    assert report.checked == 60 and report.head_seq == 60
+
+
+def _finished_run(journal: Journal, run_id: str, at: datetime, old: str | None, new: str) -> None:
+    journal.begin_run(RunRecord(run_id=run_id, policy="mgmt", state=RunState.PLANNED, kind="rotate",
+                                started_at=at, updated_at=at))
+    run = journal.get_run(run_id)
+    assert run is not None
+    journal.update_run(run, state=RunState.DONE, old_token_id=old, new_token_id=new, published_at=at,
+                       finished_at=at, updated_at=at)
+    if old:
+        journal.schedule_revocation(Revocation(policy="mgmt", token_id=old, run_id=run_id, reason="superseded",
+                                               due_at=at, state="done", done_at=at))
+    journal.record_event(at, "mgmt", run_id, "published", "ok", {"token_id": new})
+    if old:
+        journal.record_event(at + timedelta(minutes=1), "mgmt", run_id, "revoke_old", "ok", {"token_id": old})
+
+
+def test_prune_writes_a_checkpoint_the_verifier_starts_from(journal_url: str) -> None:
+    journal = open_journal(journal_url)
+    ids = [f"tok-{i}" for i in range(5)]
+    for i in range(1, 5):  # rotations 30 days apart; the last one recent
+        if i == 4:
+            journal.record_event(T0 + timedelta(days=95), "mgmt", "run-x", "mint", "failed", {"error": "issuer down"})
+        _finished_run(journal, f"run-{i}", T0 + timedelta(days=30 * i), ids[i - 1], ids[i])
+    cutoff = T0 + timedelta(days=100)  # prunes runs 1-3 and their events
+    result = audit_chain.prune(journal, ts(cutoff), ts(T0 + timedelta(days=130)))
+    assert result.events == 7 and result.checkpoint is not None
+    assert result.runs == 3 and result.revocations == 3
+    report = audit_chain.verify(journal)
+    assert report.ok, report.problem
+    assert report.start_seq == result.checkpoint.seq
+    summary = result.checkpoint.detail["policies"]["mgmt"]
+    assert summary["rotations"] == 3 and summary["revocations"] == 3 and summary["failures"] == 1
+    assert summary["max_token_age_seconds"] == 30 * 86400
+    with raw(journal_url) as sql:
+        assert [r[0] for r in sql("SELECT run_id FROM runs ORDER BY run_id")] == ["run-4"]
+        steps = [r[0] for r in sql("SELECT step FROM events ORDER BY seq")]
+    assert steps == ["published", "revoke_old", "prune"], "the prune itself is a chained event"
+    assert journal.last_success("mgmt") is not None, "the current token's run is never pruned"
+
+    # The newest successful run is kept even when older than the cutoff: it names the current token.
+    audit_chain.prune(journal, ts(T0 + timedelta(days=200)), ts(T0 + timedelta(days=200)))
+    assert journal.last_success("mgmt") is not None and journal.last_success("mgmt").new_token_id == ids[4]
+    assert audit_chain.verify(journal).ok
+
+    # Pruning again with nothing older: no new checkpoint, still verifiable.
+    assert audit_chain.prune(journal, ts(cutoff), ts(T0 + timedelta(days=201))).events == 0
+    assert audit_chain.verify(journal).ok
+
+
+@pytest.mark.parametrize("tamper", ["edit kept event", "replace checkpoint", "insert before checkpoint"])
+def test_tampering_after_prune_is_caught(journal_url: str, tamper: str) -> None:
+    journal = open_journal(journal_url)
+    _history(journal, 8, T0)
+    _history(journal, 4, T0 + timedelta(days=500))
+    result = audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)))
+    assert result.checkpoint is not None and result.checkpoint.seq == 8
+    with raw(journal_url) as sql:
+        if tamper == "edit kept event":
+            sql("UPDATE events SET result = 'failed' WHERE seq = 10")
+        elif tamper == "replace checkpoint":  # hide the pruned range's real last link
+            sql("UPDATE audit_checkpoints SET hash = ?, detail = ?", "a" * 64,
+                json.dumps({"last_pruned_hash": "a" * 64, "last_pruned_seq": 8}))
+        else:
+            sql("INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, hash) "
+                "VALUES (2, ?, 'mgmt', 'r', 'plan', 'ok', '{}', 'x', ?, ?)", ts(T0), "0" * 64, "1" * 64)
+    report = audit_chain.verify(journal)
+    assert not report.ok, f"{tamper} after pruning went unnoticed"
+
+
+def test_a_broken_chain_is_not_pruned(journal_url: str) -> None:
+    journal = open_journal(journal_url)
+    _history(journal)
+    with raw(journal_url) as sql:
+        sql("DELETE FROM events WHERE seq = 2")
+    with pytest.raises(ValueError, match="broken"):
+        audit_chain.prune(journal, ts(T0 + timedelta(days=1)), ts(T0 + timedelta(days=2)))
+    with raw(journal_url) as sql:
+        assert sql("SELECT COUNT(*) FROM events")[0][0] == 7, "the evidence of tampering is kept"
+
+
+def test_events_written_before_the_chain_existed_are_counted_not_forged(tmp_path: Path) -> None:
+    """A journal from before migration 2: its old events stay unlinked; one more such row is an insertion."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    from rotator.core.journal import _MIGRATIONS
+
+    conn.executescript(_MIGRATIONS[0] + "; CREATE TABLE schema_version (version INTEGER NOT NULL);"
+                       "INSERT INTO schema_version VALUES (1);")
+    conn.execute("INSERT INTO events (at, policy, run_id, step, result, detail) VALUES (?, 'p', NULL, 'plan', 'ok', "
+                 "'{}')", (ts(T0),))
+    conn.commit()
+    conn.close()
+    journal = open_journal(f"sqlite:///{path}")
+    _history(journal, 3)
+    assert audit_chain.verify(journal).ok
+    with raw(f"sqlite:///{path}") as sql:
+        sql("INSERT INTO events (at, policy, step, result, detail) VALUES (?, 'p', 'plan', 'ok', '{}')", ts(T0))
+    assert not audit_chain.verify(journal).ok
+
+
+def test_the_daemon_prunes_once_a_day(harness: Callable[..., Any]) -> None:
+    """rotator/runners/daemon.py's hook: history older than keep_history (default 400d) goes at the first
+    pass and then once a day, into a checkpoint; the chain stays verifiable."""
+    h = harness([("a", "1h", "")])
+    journal = h.daemon.journal
+    now = h.clock.now()
+    _history(journal, 4, now - timedelta(days=500))
+    _history(journal, 2, now - timedelta(days=399, hours=12))  # older than 400d in 12 h
+    h.tick()
+    [first] = audit_chain.checkpoints(journal)
+    assert first.seq == 4 and first.detail["events"] == 4
+    assert audit_chain.verify(journal).ok
+    h.clock.advance(timedelta(hours=23))  # the second batch is old enough now, but a day has not passed
+    h.tick()
+    assert len(audit_chain.checkpoints(journal)) == 1, "not again within the day"
+    h.clock.advance(timedelta(hours=2))
+    h.tick()
+    assert len(audit_chain.checkpoints(journal)) == 2, "a day later, it prunes again"
+    assert audit_chain.verify(journal).ok

@@ -1,0 +1,291 @@
+"""Fencing (DESIGN invariant 7, issue 10 §1/§1b): a run that lost its lease causes no side effect
+and writes no journal state; a run that died inside a mint stays open until its child must be gone.
+
+Real processes: ``rotator`` subprocesses against OpenBao and the fake influxctl, with the journal
+on SQLite and on PostgreSQL. A process is paused with SIGSTOP at an engine checkpoint
+(``ROTATOR_TEST_STOP_AT``), its 2 s lease expires, another process (another ``ROTATOR_INSTANCE``)
+recovers or rotates the same policy, then the paused one gets SIGCONT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotator.core.errors import LeaseLost
+from rotator.core.journal import Revocation, RevocationState, RunRecord, RunState, open_journal
+from tests.harness import Scenario, check_invariants, let_mint_window_pass, make_scenario, settle
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LEASE_TTL_S = 2
+
+
+# ------------------------------------------------------------------------------ helpers
+def _scenario(tmp_path: Path, openbao: Any, fake: Any, journal_url: str | None = None, **kw: Any) -> Scenario:
+    sc = make_scenario(tmp_path, openbao, fake.state, grace_s=1, journal_url=journal_url, **kw)
+    sc.config.write_text(sc.config.read_text().replace('lease_ttl = "30s"', f'lease_ttl = "{LEASE_TTL_S}s"'))
+    return sc
+
+
+def _env(sc: Scenario, instance: str, stop_at: str | None = None) -> dict[str, str]:
+    env = sc.env()
+    env["ROTATOR_INSTANCE"] = instance
+    if stop_at:
+        env["ROTATOR_TEST_STOP_AT"] = stop_at
+    return env
+
+
+def _start(sc: Scenario, instance: str, stop_at: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(sc.argv(*args), env=_env(sc, instance, stop_at), cwd=sc.dir, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
+def _run(sc: Scenario, instance: str, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(sc.argv(*args), env=_env(sc, instance), cwd=sc.dir, text=True, capture_output=True,
+                          timeout=90, stdin=subprocess.DEVNULL)
+    sc.outputs += [proc.stdout, proc.stderr]
+    return proc
+
+
+def _wait_stopped(proc: subprocess.Popen[str], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"rotator ended before {what}: {proc.communicate()}"
+        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"rotator never stopped at {what}")
+
+
+def _resume(sc: Scenario, proc: subprocess.Popen[str]) -> tuple[int, str]:
+    os.kill(proc.pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=90)
+    sc.outputs += [out, err]
+    return proc.returncode, err
+
+
+def _aborted_events(sc: Scenario) -> list[tuple[Any, ...]]:
+    return sc.journal_rows("SELECT step, detail FROM events WHERE result = 'aborted' AND step IN "
+                           "('rotate', 'recover', 'revoke', 'bootstrap')")
+
+
+# ------------------------------------------------------------------------------ the reproduction
+def test_paused_after_verify_never_publishes_a_token_recovery_revoked(tmp_path: Path, openbao: Any,
+                                                                      fake_influxctl: Any) -> None:
+    """Issue 10 §1, as reported: A paused after VERIFY past its lease; B recovers (revokes A's
+    candidate X); A resumes. Before fencing A printed "published X" and exited 0, leaving the
+    revoked X current in Vault."""
+    sc = _scenario(tmp_path, openbao, fake_influxctl)
+    a = _start(sc, "a", "verified", "rotate", sc.policy)
+    _wait_stopped(a, "the verified checkpoint")
+    candidate = sc.journal_rows("SELECT new_token_id FROM runs WHERE state = 'verified'")[0][0]
+    time.sleep(LEASE_TTL_S + 1)
+    b = _run(sc, "b", "recover")
+    assert b.returncode == 0, b.stderr
+    assert f"rolled back, unpublished token {candidate} revoked" in b.stdout
+    code, err = _resume(sc, a)
+    assert code == 1, err
+    assert "overtaken by another rotator" in err
+    assert sc.current()["token_id"] == sc.bootstrap_id, "A published after losing its lease"
+    assert [v["token_id"] for v in sc.versions()].count(candidate) == 0
+    assert any(step == "rotate" for step, _ in _aborted_events(sc)), "no rotate/aborted audit event"
+    assert sc.journal_rows("SELECT state FROM runs WHERE new_token_id = ?" if not sc.journal_url else
+                           "SELECT state FROM runs WHERE new_token_id = %s", candidate) == [("failed",)]
+    check_invariants(sc)
+    settle(sc, check_invariants)
+
+
+# ------------------------------------------------------------------------------ the stall matrix
+BOUNDARIES = [
+    "planned", "minting", "minted", "verified", "publishing", "publish:primary", "published:primary",
+    "published", "revoking",
+]  # fmt: skip
+#: A paused here has a side effect or a journal write left when it resumes: it must stop (exit 1).
+MUST_ABORT = set(BOUNDARIES) - {"published"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("other", ["recover", "rotate"])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_pause_at_step_boundary_while_another_process_acts(
+    boundary: str, other: str, backend: str, tmp_path: Path, openbao: Any, fake_influxctl: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    journal_url = str(request.getfixturevalue("pg_url")) if backend == "postgresql" else None
+    sc = _scenario(tmp_path, openbao, fake_influxctl, journal_url=journal_url)
+    if boundary == "revoking":  # a pending revocation, due: A pauses just before revoking it
+        assert _run(sc, "a", "rotate", sc.policy).returncode == 0
+        time.sleep(sc.grace_s + 0.2)
+        a = _start(sc, "a", boundary, "revoke-expired")
+    else:
+        a = _start(sc, "a", boundary, "rotate", sc.policy)
+    _wait_stopped(a, boundary)
+    time.sleep(LEASE_TTL_S + 0.5)
+    b = _run(sc, "b", other, *([sc.policy] if other == "rotate" else []))
+    assert b.returncode == 0, (boundary, other, b.stdout, b.stderr)
+    current_after_b = sc.current()["token_id"]
+    code, err = _resume(sc, a)
+    if boundary in MUST_ABORT:
+        assert code == 1, (boundary, other, code, err)
+        assert "overtaken by another rotator" in err, err
+        assert _aborted_events(sc), "a lost lease must be an audit event"
+    else:
+        assert code in (0, 1), (code, err)
+    # A wrote nothing to any store after B: what B left current is still current.
+    assert sc.current()["token_id"] == current_after_b, (boundary, other)
+    check_invariants(sc)  # 1: nothing revoked is current; 2-4
+    let_mint_window_pass(sc)  # A paused before its mint: recovery keeps that run open for the mint window
+    proc = _run(sc, "b", "recover")
+    assert proc.returncode == 0, proc.stderr
+    check_invariants(sc)
+    settle(sc, check_invariants)
+
+
+# ------------------------------------------------------------------------------ §1b: a child that outlives rotator
+def test_child_that_mints_after_rotator_died_is_found_by_later_recoveries(tmp_path: Path, openbao: Any,
+                                                                         fake_influxctl: Any) -> None:
+    """Issue 10 §1b: `management create` takes 2 s; the rotator process alone is SIGKILLed 1.5 s in;
+    an immediate recover must not close the run as "none found"; the child then mints; later
+    recoveries find and revoke the tagged token; once the window passed the run is closed."""
+    sc = _scenario(tmp_path, openbao, fake_influxctl)
+    marker = tmp_path / "create-started"
+    sc.fake.add_fault("management create", "pause", seconds=2, marker=marker)
+    proc = subprocess.Popen(sc.argv("rotate", sc.policy), env=_env(sc, "a"), cwd=sc.dir, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    time.sleep(1.5)
+    os.kill(proc.pid, signal.SIGKILL)  # the rotator process only: its influxctl child lives on
+    proc.communicate(timeout=10)
+
+    first = _run(sc, "a", "recover")
+    assert first.returncode == 0, first.stderr
+    assert "none found" not in first.stdout
+    assert "died inside a mint" in first.stdout, first.stdout
+    status = json.loads(_run(sc, "a", "status", "--output", "json").stdout)
+    assert status[0]["open_runs"] == 1, status
+
+    def tagged_live() -> list[str]:
+        return [t["id"] for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:")
+                and not t["revoked_at"]]
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(
+            t["description"].startswith(f"rotator:{sc.policy}:") for t in sc.fake.tokens()):
+        time.sleep(0.1)
+    # If the child was killed with rotator (parent-death signal), nothing was minted: also fine.
+    # A child that escaped that (another OS, a wrapper that detaches) mints late: stand in for it.
+    (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
+    _value, late_id = sc.fake.add_token(description=f"rotator:{sc.policy}:{run_id}")
+    revoke = _run(sc, "a", "revoke-expired")  # searches the tag again while the window is open
+    assert revoke.returncode == 0, revoke.stderr
+    assert tagged_live() == [], "the child's token must be revoked by the next pass"
+    assert sc.fake.token_by_id(late_id)["revoked_at"], "revoke-expired found the late token by its tag"
+    assert sc.journal_rows("SELECT state FROM runs WHERE kind = 'rotate'") == [("revoking_new",)]
+    let_mint_window_pass(sc)
+    last = _run(sc, "a", "recover")
+    assert last.returncode == 0, last.stderr
+    assert sc.journal_rows("SELECT state FROM runs WHERE kind = 'rotate'") == [("failed",)]
+    check_invariants(sc)
+    assert sc.current()["token_id"] == sc.bootstrap_id
+
+
+# ------------------------------------------------------------------------------ unit: CAS and fences
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'j.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_run_states_only_move_forward() -> None:
+    path = RunState.PATH
+    for i, old in enumerate(path):
+        for new in path[i + 1:]:
+            assert RunState.can_move(old, new)
+        for new in path[:i]:
+            assert not RunState.can_move(old, new), (old, new)
+    assert not RunState.can_move(RunState.REVOKING_NEW, RunState.VERIFIED)
+    assert not RunState.can_move(RunState.REVOKING_NEW, RunState.PUBLISHED)
+    assert not RunState.can_move(RunState.PUBLISHED, RunState.REVOKING_NEW)
+    assert RunState.can_move(RunState.PUBLISHING, RunState.REVOKING_NEW)
+    for final in RunState.FINAL:
+        assert not any(RunState.can_move(final, s) for s in (*RunState.PATH, *RunState.DISCARD))
+    assert not RevocationState.can_move("done", "pending")
+    assert not RevocationState.can_move("failed", "pending")
+    assert RevocationState.can_move("pending", "done")
+
+
+def test_fenced_writes_refuse_a_stale_fence_and_change_nothing(journal_url: str) -> None:
+    a, b = open_journal(journal_url), open_journal(journal_url)
+    fence_a = a.acquire_lease("p", "A", timedelta(seconds=2), T0)
+    run = RunRecord("r1", "p", RunState.PLANNED, "rotate", T0, T0)
+    a.begin_run(run, fence=fence_a)
+    a.update_run(run, fence=fence_a, state=RunState.MINTED, new_token_id="x")
+    fence_b = b.acquire_lease("p", "B", timedelta(seconds=30), T0 + timedelta(seconds=3))  # A's expired
+    assert fence_b == fence_a + 1
+    theirs = b.get_run("r1")
+    assert theirs is not None
+    b.update_run(theirs, fence=fence_b, state=RunState.REVOKING_NEW, error="recovered")
+    with pytest.raises(LeaseLost):
+        a.update_run(run, fence=fence_a, state=RunState.VERIFIED)
+    assert run.state == RunState.MINTED, "a refused write leaves the caller's record alone"
+    with pytest.raises(LeaseLost):
+        a.confirm_lease("p", "A", fence_a, timedelta(seconds=2), T0 + timedelta(seconds=4), "publish")
+    with pytest.raises(LeaseLost):
+        a.begin_run(RunRecord("r2", "p", RunState.PLANNED, "rotate", T0, T0), fence=fence_a)
+    with pytest.raises(LeaseLost):
+        a.schedule_revocation(Revocation("p", "old", "r1", "superseded", T0, "pending"), fence=fence_a)
+    stored = b.get_run("r1")
+    assert stored is not None and stored.state == RunState.REVOKING_NEW and stored.fence == fence_b
+    assert b.get_run("r2") is None and b.revocations("p") == []
+    # Compare-and-set even without a lease change: B's copy is stale once B itself moved it on.
+    b.update_run(theirs, fence=fence_b, state=RunState.FAILED)
+    stale = RunRecord(**{**vars(theirs), "state": RunState.REVOKING_NEW})
+    with pytest.raises(LeaseLost):
+        b.update_run(stale, fence=fence_b, error="late")
+    with pytest.raises(ValueError, match="never moves"):
+        b.update_run(theirs, fence=fence_b, state=RunState.VERIFIED)
+    a.close()
+    b.close()
+
+
+def test_fencing_number_survives_release_and_only_grows(journal_url: str) -> None:
+    j = open_journal(journal_url)
+    first = j.acquire_lease("p", "A", timedelta(seconds=30), T0)
+    j.release_lease("p", "A", first)
+    assert j.lease_holder("p", T0) is None
+    second = j.acquire_lease("p", "B", timedelta(seconds=30), T0)
+    assert second > first
+    j.release_lease("p", "A", first)  # a stale release changes nothing
+    assert j.lease_holder("p", T0) == "B"
+    with pytest.raises(LeaseLost):
+        j.confirm_lease("p", "A", first, timedelta(seconds=30), T0, "revoke")
+    j.confirm_lease("p", "B", second, timedelta(seconds=30), T0 + timedelta(seconds=20), "revoke")  # renews
+    assert j.lease_holder("p", T0 + timedelta(seconds=45)) == "B"
+    j.close()
+
+
+def test_revocation_rows_are_compare_and_set(journal_url: str) -> None:
+    j = open_journal(journal_url)
+    fence = j.acquire_lease("p", "A", timedelta(seconds=30), T0)
+    j.schedule_revocation(Revocation("p", "old", "r1", "superseded", T0, "pending"), fence=fence)
+    mine, theirs = j.revocations("p")[0], j.revocations("p")[0]
+    j.update_revocation(theirs, fence=fence, state="done", done_at=T0)
+    with pytest.raises(LeaseLost):
+        j.update_revocation(mine, fence=fence, attempts=1, last_error="late")
+    with pytest.raises(ValueError, match="never moves"):
+        j.update_revocation(theirs, fence=fence, state="pending")
+    assert j.revocations("p")[0].state == "done"
+    j.close()

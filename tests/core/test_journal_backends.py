@@ -1,0 +1,219 @@
+"""The journal API on both backends: SQLite (embedded) and PostgreSQL (shared by replicas)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from rotator.core.errors import JournalError, LeaseBusy
+from rotator.core.journal import _MIGRATIONS, Journal, Revocation, RunRecord, RunState, open_journal
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'j.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def _run(run_id: str = "r1", policy: str = "p") -> RunRecord:
+    return RunRecord(run_id=run_id, policy=policy, state=RunState.PLANNED, kind="rotate", started_at=T0,
+                     updated_at=T0)
+
+
+def test_runs_revocations_events_round_trip(journal_url: str) -> None:
+    journal = open_journal(journal_url)
+    run = _run()
+    journal.begin_run(run)
+    journal.update_run(run, state=RunState.MINTED, new_token_id="new", planned_versions={"vault": "3"})
+    journal.publish_and_schedule(run, Revocation("p", "old", "r1", "superseded", T0 + timedelta(hours=1), "pending"),
+                                 state=RunState.PUBLISHED, published_at=T0 + timedelta(minutes=1),
+                                 published_versions={"vault": "4"})
+    got = journal.get_run("r1")
+    assert got is not None and got.state == RunState.PUBLISHED and got.published_versions == {"vault": "4"}
+    assert got.published_at == T0 + timedelta(minutes=1)
+    assert journal.last_success("p").run_id == "r1"  # type: ignore[union-attr]
+    assert journal.open_runs("p") == []
+    due = journal.due_revocations(T0 + timedelta(hours=2), "p")
+    assert [r.token_id for r in due] == ["old"]
+    journal.update_revocation(due[0], state="done", done_at=T0)
+    assert journal.revocations("p", "done")[0].token_id == "old"
+    journal.record_event(T0, "p", "r1", "mint", "ok", {"token_id": "new"})
+    assert journal.events("p")[0]["token_id"] == "new"
+    journal.close()
+    reopened = open_journal(journal_url)  # migrations are idempotent; data survives
+    assert reopened.get_run("r1") is not None
+    reopened.close()
+
+
+def test_lease_is_exclusive_across_connections(journal_url: str) -> None:
+    a, b = open_journal(journal_url), open_journal(journal_url)
+    fence = a.acquire_lease("p", "A", timedelta(seconds=30), T0)
+    with pytest.raises(LeaseBusy):
+        b.acquire_lease("p", "B", timedelta(seconds=30), T0 + timedelta(seconds=1))
+    assert b.acquire_lease("p", "B", timedelta(seconds=30), T0 + timedelta(seconds=31)) == fence + 1
+    with pytest.raises(LeaseBusy):
+        a.take_over_lease("p", "A", "A2", timedelta(seconds=30), T0 + timedelta(seconds=32))
+    a.close()
+    b.close()
+
+
+def test_racing_replicas_get_exactly_one_lease(journal_url: str) -> None:
+    open_journal(journal_url).close()  # migrate once, outside the race
+    journals = [open_journal(journal_url) for _ in range(8)]
+    winners: list[str] = []
+    barrier = threading.Barrier(len(journals))
+
+    def contend(i: int) -> None:
+        barrier.wait()
+        try:
+            journals[i].acquire_lease("p", f"h{i}", timedelta(seconds=30), T0)
+            winners.append(f"h{i}")
+        except LeaseBusy:
+            pass
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(len(journals))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    assert journals[0].lease_holder("p", T0) == winners[0]
+    for j in journals:
+        j.close()
+
+
+def test_concurrent_first_start_migrates_once(pg_url: str) -> None:
+    errors: list[BaseException] = []
+    opened: list[Journal] = []
+
+    def start() -> None:
+        try:
+            opened.append(open_journal(pg_url))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (len(_MIGRATIONS),)
+    for j in opened:
+        j.close()
+
+
+def test_postgres_url_password_is_not_in_messages() -> None:
+    journal_error = None
+    try:
+        open_journal("postgresql://rotator:hunter2secret@127.0.0.1:1/none")
+    except JournalError as exc:
+        journal_error = exc
+    assert journal_error is not None
+    assert "hunter2secret" not in str(journal_error)
+
+
+def test_rotation_end_to_end_on_a_postgres_journal(pg_url: str, tmp_path: Path, openbao, fake_influxctl) -> None:
+    import time
+
+    from tests.harness import check_invariants, make_scenario
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, journal_url=pg_url)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    proc = sc.cli("rotate", sc.policy, crash_at="published")
+    assert proc.returncode == -9
+    assert sc.cli("recover").returncode == 0
+    time.sleep(1.2)
+    assert sc.cli("revoke-expired").returncode == 0
+    check_invariants(sc, settled=True)
+    assert sc.journal_rows("SELECT COUNT(*) FROM runs WHERE state = 'done'") == [(3,)]  # bootstrap + 2
+
+
+def test_postgres_journal_starts_with_a_role_that_cannot_create(pg_url: str) -> None:
+    """After the first migration, a read/write role without CREATE privilege can run rotator."""
+    import uuid
+
+    import psycopg
+
+    open_journal(pg_url).close()  # migrated by the owner
+    role = f"rw_{uuid.uuid4().hex[:8]}"
+    schema = pg_url.rsplit("%3D", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    try:
+        limited = pg_url.replace("postgres@", f"{role}@", 1)
+        journal = open_journal(limited)
+        journal.acquire_lease("p", "A", timedelta(seconds=5), T0)
+        journal.close()
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+# -- timeouts (issue 15 item 4): a journal that does not answer is a transient error, never a hang
+def test_connect_to_a_server_that_accepts_and_never_answers_times_out() -> None:
+    import socket
+    import time
+
+    from rotator.core.errors import JournalUnavailable, TransientError
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the TCP handshake; nobody ever answers
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(JournalUnavailable) as info:
+            open_journal(f"postgresql://rotator@127.0.0.1:{port}/journal?connect_timeout=1")
+        assert time.monotonic() - started < 10
+    assert isinstance(info.value, TransientError) and info.value.hint
+
+
+def test_postgres_defaults_keep_what_the_url_sets() -> None:
+    from rotator.core.journal import postgres_conninfo
+
+    info = postgres_conninfo("postgresql://u@h/db?connect_timeout=3&options=-c%20lock_timeout%3D1s")
+    assert "connect_timeout=3" in info and "connect_timeout=10" not in info
+    assert "lock_timeout=1s" in info and "lock_timeout=10000" not in info
+    assert "statement_timeout=30000" in info and "tcp_user_timeout=30000" in info
+
+
+def test_statement_and_lock_timeouts_are_transient(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    import rotator.core.journal as journal_module
+    from rotator.core.errors import JournalUnavailable
+
+    monkeypatch.setattr(journal_module, "PG_STATEMENT_TIMEOUT_MS", 300)
+    monkeypatch.setattr(journal_module, "PG_LOCK_TIMEOUT_MS", 300)
+    journal = open_journal(pg_url)
+    journal.ping()
+    with pytest.raises(JournalUnavailable), journal._tx() as cur:  # a query the server works on too long
+        cur.execute("SELECT pg_sleep(5)")
+    journal.acquire_lease("p", "A", timedelta(seconds=30), T0)
+    with psycopg.connect(pg_url, autocommit=True) as other:  # a stuck peer holds the lease row
+        other.execute("BEGIN")
+        other.execute("SELECT * FROM leases WHERE policy = 'p' FOR UPDATE")
+        with pytest.raises(JournalUnavailable):
+            journal.acquire_lease("p", "B", timedelta(seconds=30), T0 + timedelta(minutes=5))
+        other.execute("ROLLBACK")
+    assert journal.acquire_lease("p", "B", timedelta(seconds=30), T0 + timedelta(minutes=5)) == 2
+    journal.ping()  # the connection is replaced after the timeout
+    journal.close()
+
+
+def test_ping_answers_on_both_backends(journal_url: str) -> None:
+    journal = open_journal(journal_url)
+    journal.ping()
+    journal.close()

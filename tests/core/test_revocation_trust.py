@@ -1,0 +1,174 @@
+"""Invariant 8: store contents never decide what is revoked; a failed revocation backs off (issue 10 §2, 15.2).
+
+Each scenario runs the real `rotator` CLI against OpenBao and the fake influxctl. "Another team's
+token" is a live token the issuer knows, created by a human, that no rotator run minted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+
+from rotator.config.policy import load_config
+from rotator.core.clock import FakeClock
+from rotator.core.contracts import TokenInfo
+from rotator.core.engine import MAX_REVOCATION_ROUNDS, Engine
+from rotator.core.errors import NeedsAttention
+from rotator.core.journal import open_journal
+from rotator.core.retry import RetryPolicy
+from rotator.core.revocation_rule import Claim, check_revocable
+from tests.harness import Scenario, check_invariants, make_scenario
+
+
+def _edit_payload(sc: Scenario, **changes: Any) -> None:
+    """What a person with write access to the KV path can do: a new version with edited fields."""
+    client = hvac.Client(url=sc.vault_url, token=sc.vault_token)
+    payload = {k: v for k, v in sc.current().items() if k != "version"}
+    payload.update(changes)
+    client.secrets.kv.v2.create_or_update_secret(path=sc.kv_path, secret=payload, mount_point="secret")
+
+
+def _revocations(sc: Scenario) -> dict[str, tuple[str, int]]:
+    return {r[0]: (r[1], r[2]) for r in sc.journal_rows("SELECT token_id, state, attempts FROM revocations")}
+
+
+# -- the rule itself -------------------------------------------------------------------------------
+
+
+def test_the_rule_needs_the_record_and_the_issuer_s_tag() -> None:
+    now = datetime.now(UTC)
+    tokens = [TokenInfo("t1", "rotator:p:run1"), TokenInfo("t2", "team B's token"), TokenInfo("t3", "rotator:p:run10")]
+    assert check_revocable(Claim("t1", "p", minted_by=["run1"]), tokens, [], now)
+    with pytest.raises(NeedsAttention, match="not in rotator's record"):
+        check_revocable(Claim("t2", "p"), tokens, [], now)
+    with pytest.raises(NeedsAttention, match="does not carry"):
+        check_revocable(Claim("t2", "p", minted_by=["run1"]), tokens, [], now)
+    with pytest.raises(NeedsAttention, match="does not carry"):  # run1 is a prefix of run10, not its tag
+        check_revocable(Claim("t3", "p", minted_by=["run1"]), tokens, [], now)
+    with pytest.raises(NeedsAttention, match="still current"):
+        check_revocable(Claim("t1", "p", minted_by=["run1"]), tokens, ["primary"], now)
+    assert check_revocable(Claim("t2", "p", bootstrapped=True), tokens, [], now)
+    assert not check_revocable(Claim("gone", "p", minted_by=["run1"]), tokens, [], now)
+    assert not check_revocable(Claim("gone", "p"), tokens, [], now), "nothing to revoke: no refusal needed"
+
+
+# -- (b) a store payload's token_id is a claim, never an order ------------------------------------
+
+
+def test_an_edited_payload_token_id_never_gets_another_team_s_token_revoked(tmp_path: Path, openbao: Any,
+                                                                          fake_influxctl: Any) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    _, victim = sc.fake.add_token("team B's CI token")
+    _edit_payload(sc, token_id=victim)  # the value is still the bootstrap token's
+    proc = sc.cli("rotate", sc.policy)
+    assert proc.returncode == 0, proc.stderr
+    time.sleep(sc.grace_s + 0.3)
+    proc = sc.cli("revoke-expired")
+    assert sc.fake.token_by_id(victim)["revoked_at"] is None, "another team's token was revoked"
+    assert proc.returncode == 4, (proc.returncode, proc.stdout, proc.stderr)
+    assert "not in rotator's record" in proc.stdout
+    assert _revocations(sc)[victim][0] == "failed"
+    events = sc.journal_rows("SELECT detail FROM events WHERE step = 'revoke_old' AND result = 'failed'")
+    assert events and json.loads(events[0][0]).get("needs_attention") is True
+    # The next run does not retry it: a refused claim waits for a person.
+    assert sc.cli("revoke-expired").returncode == 0
+    assert sc.fake.token_by_id(victim)["revoked_at"] is None
+
+
+def test_a_payload_edited_between_plan_and_revoke_changes_nothing_that_is_revoked(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """Run 1 publishes A and schedules the bootstrap token; the payload is then edited to name a
+    victim. The journal's revocation (the bootstrap token) goes ahead; the victim, which the
+    next run reads as "old", is refused."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    minted = sc.current()["token_id"]
+    _, victim = sc.fake.add_token("team B's dashboard token")
+    _edit_payload(sc, token_id=victim)
+    time.sleep(sc.grace_s + 0.3)
+    assert sc.cli("revoke-expired").returncode == 0
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None, "the journal's own revocation"
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    time.sleep(sc.grace_s + 0.3)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 4, proc.stderr
+    assert sc.fake.token_by_id(victim)["revoked_at"] is None
+    assert sc.fake.token_by_id(minted)["revoked_at"] is None, "A is left for a person, not guessed at"
+
+
+def test_a_journal_revocation_of_a_token_without_the_run_s_tag_is_refused(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """The journal alone is not enough: the issuer must show the run's tag in the token's description."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    _, victim = sc.fake.add_token("team B's token")
+    # A journal whose run claims to have minted the victim (a restored backup, a bug, a hand edit).
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    run_id = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0][0]
+    import sqlite3
+
+    with sqlite3.connect(sc.journal_path) as db:
+        db.execute("INSERT INTO runs (run_id, policy, kind, state, started_at, updated_at, new_token_id) "
+                   "VALUES ('forged00', ?, 'rotate', 'done', '2026-01-01T00:00:00.000000Z', "
+                   "'2026-01-01T00:00:00.000000Z', ?)", (sc.policy, victim))
+        db.execute("INSERT INTO revocations (policy, token_id, run_id, reason, due_at, state) "
+                   "VALUES (?, ?, ?, 'superseded', '2026-01-01T00:00:00.000000Z', 'pending')",
+                   (sc.policy, victim, run_id))
+    time.sleep(sc.grace_s + 0.3)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 4
+    assert "does not carry rotator:mgmt:forged00" in proc.stdout
+    assert sc.fake.token_by_id(victim)["revoked_at"] is None
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None, "the true revocation went ahead"
+
+
+# -- issue 15 item 2: a failing revocation backs off, counts rounds, then fails and alerts ----------
+
+
+def _engine(sc: Scenario, clock: FakeClock) -> Engine:
+    config = load_config(sc.config)
+    return Engine(config.policies[0], open_journal(config.journal_url()), clock=clock,
+                  retry=RetryPolicy(1, 0.01, 0.02))
+
+
+@pytest.mark.parametrize("outage", ["forbidden", "down"])
+def test_a_revocation_whose_store_read_fails_backs_off_and_finally_fails(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any, outage: str) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, attempts=1)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    # Rounds a minute apart, so that the second run below comes before the next one even on a slow machine.
+    sc.config.write_text(sc.config.read_text().replace('base_delay = "1s"', 'base_delay = "30s"')
+                         .replace('max_delay = "2s"', 'max_delay = "60s"'))
+    time.sleep(sc.grace_s + 0.3)
+    if outage == "forbidden":  # Vault answers 403: the rotator's token was revoked
+        limited = openbao.create_token("default", ttl="1h")
+        (sc.dir / "vault-token").write_text(limited)
+    else:  # Vault down: nothing listens at the address any more
+        sc.config.write_text(sc.config.read_text().replace(sc.vault_url, "http://127.0.0.1:9"))
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0 and "postponed" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr)
+    assert _revocations(sc)[sc.bootstrap_id] == ("pending", 1), "the failed store read counts a round"
+    next_try = sc.journal_rows("SELECT next_try_at FROM revocations")[0][0]
+    assert next_try is not None
+    # Run again at once: not due yet (this was the hot loop: 153 tries a second with a 403).
+    proc = sc.cli("revoke-expired")
+    assert _revocations(sc)[sc.bootstrap_id] == ("pending", 1), proc.stdout
+    retries = sc.journal_rows("SELECT COUNT(*) FROM events WHERE step = 'revoke_old' AND result = 'retry'")
+    assert retries[0][0] == 1
+    # Rounds go on with the clock; past the bound the revocation fails and alerts.
+    events: list[dict[str, Any]] = []
+    clock = FakeClock(datetime.now(UTC))
+    engine = _engine(sc, clock)
+    engine.listeners.append(events.append)
+    for _ in range(MAX_REVOCATION_ROUNDS + 3):
+        clock.advance(timedelta(minutes=10))
+        engine.revoke_due()
+    assert _revocations(sc)[sc.bootstrap_id] == ("failed", MAX_REVOCATION_ROUNDS)
+    assert [e["result"] for e in events if e["step"] == "revoke_old"][-1] == "failed"
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None
+    check_invariants(sc, settled=False)

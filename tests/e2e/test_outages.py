@@ -1,0 +1,456 @@
+"""Outages: Vault (OpenBao) and PostgreSQL behind a fault proxy (tests/faultproxy.py).
+
+- The CLI matrix: each fault (down, reset, blackhole, HTTP 503/429, 3 s latency) at PLAN, PUBLISH
+  and REVOKE makes `rotator` exit 1 within a bound with a "fix:" line; the invariants hold; once
+  the fault is gone, `recover` + `rotate` leave everything clean.
+- Under the daemon: no hot loop while Vault or the journal is away, /readyz says so, and it
+  carries on afterwards.
+- Vault token renewal that survives a failed first lookup (issue 15.3).
+
+Policies use short timeouts (Vault timeout_s = 2, two attempts 1 s apart) to keep this quick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import hvac
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.faultproxy import FaultProxy, fault_proxy
+from tests.harness import Scenario, check_invariants, let_mint_window_pass, make_scenario
+from tests.runners.test_daemon import DaemonProc, _free_port, configure, dump_threads, start_daemon, wait_until
+
+#: The longest a failing CLI command may take: at most two Vault calls fail in a row (the publish,
+#: then the read that looks for a write whose answer was lost), each 2 attempts x 2 s timeout +
+#: 1 s between them, plus the start-up of a Python process on a loaded CI machine.
+CLI_BOUND_S = 25.0
+VAULT_FAULTS = ("down", "reset", "blackhole", "http503", "http429", "latency")
+STEPS = ("plan", "publish", "revoke")
+
+
+def _set(proxy: FaultProxy, fault: str) -> None:
+    if fault == "latency":
+        proxy.latency = 3.0
+        proxy.mode = "pass"
+    else:
+        proxy.latency = 0.0
+        proxy.mode = fault
+
+
+def _heal(proxy: FaultProxy) -> None:
+    proxy.latency = 0.0
+    proxy.mode = "pass"
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProc]]:
+    started: list[DaemonProc] = []
+    yield started
+    for d in started:  # never leave a daemon behind, even when a test fails
+        if d.proc.poll() is None:
+            dump_threads(d)
+            os.killpg(d.proc.pid, signal.SIGKILL)
+            d.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def vault_proxy(openbao: Any) -> Iterator[FaultProxy]:
+    host, port = openbao.url.removeprefix("http://").rsplit(":", 1)
+    with fault_proxy((host, int(port))) as proxy:
+        yield proxy
+
+
+def _fast(sc: Scenario, proxy_url: str, *, journal: str | None = None) -> None:
+    """Short timeouts and retries; the Vault store behind the proxy (and the journal, if given)."""
+    text = sc.config.read_text()
+    text = re.sub(r"attempts = \d+", "attempts = 2", text, count=1)
+    text = text.replace('max_delay = "2s"', 'max_delay = "1s"')
+    text = text.replace(f'url = "{sc.vault_url}"', f'url = "{proxy_url}"\ntimeout_s = 2')
+    if journal:
+        text = re.sub(r'journal = "[^"]*"', f'journal = "{journal}"', text, count=1)
+    sc.config.write_text(text)
+
+
+def _assert_failed_cleanly(proc: Any, took: float, what: str) -> None:
+    assert proc.returncode == 1, f"{what}: exit {proc.returncode}: {proc.stderr[-1500:]}"
+    assert "fix:" in proc.stderr, f"{what}: no fix line: {proc.stderr[-1500:]}"
+    assert "Traceback" not in proc.stderr
+    assert took < CLI_BOUND_S, f"{what}: took {took:.1f}s"
+
+
+def _clean_up(sc: Scenario) -> None:
+    """After the fault: `recover` then `rotate` succeed and every invariant holds."""
+    for args in (("recover",), ("rotate", sc.policy)):
+        proc = sc.cli(*args)
+        assert proc.returncode == 0, f"{args}: {proc.stderr[-1500:]}"
+    check_invariants(sc)
+
+
+# ---------------------------------------------------------------------------------- the CLI matrix
+def _run_async(sc: Scenario, args: tuple[str, ...]) -> subprocess.Popen[str]:
+    return subprocess.Popen(sc.argv(*args), env=sc.env(), cwd=sc.dir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def _finish(sc: Scenario, proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    out, err = proc.communicate(timeout=60)
+    sc.outputs += [out, err]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _faulted(sc: Scenario, proxy: FaultProxy, fault: str, step: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run the command of ``step`` with ``fault`` injected at that step; heal the proxy afterwards."""
+    marker = sc.dir / f"minted-{fault}"
+    marker.unlink(missing_ok=True)
+    if step == "publish":
+        # The mint call pauses (after minting) until the fault is set: the next Vault call is PUBLISH.
+        sc.fake.add_fault("management create", "pause_after_effect", seconds=1, marker=marker)
+    else:
+        _set(proxy, fault)
+    started = time.monotonic()
+    handle = _run_async(sc, ("revoke-expired",) if step == "revoke" else ("rotate", sc.policy))
+    try:
+        if step == "publish":
+            wait_until("the mint", marker.exists, timeout=CLI_BOUND_S)
+            _set(proxy, fault)
+        proc = _finish(sc, handle)
+    finally:
+        _heal(proxy)
+        if handle.poll() is None:
+            handle.kill()
+    return proc, time.monotonic() - started
+
+
+def _matrix(sc: Scenario, proxy: FaultProxy, what: str, faults: tuple[str, ...]) -> dict[str, float]:
+    """For each fault: PLAN, then PUBLISH, fail (exit 1, a fix line, invariants hold); `rotate`
+    then recovers the cut run and rotates; REVOKE fails (the next fault's PUBLISH step revokes it
+    first, `recover` after the last one). Returns timings."""
+    timings: dict[str, float] = {}
+    for fault in faults:
+        for step in STEPS:
+            if step == "revoke":
+                time.sleep(sc.grace_s + 0.1)  # the previous token's grace has ended
+            proc, took = _faulted(sc, proxy, fault, step)
+            timings[f"{fault}@{step}"] = took
+            if step == "revoke" and proc.returncode == 0:
+                # After #15.2 a failed revocation is postponed with a backoff, not a failed command.
+                assert "postponed" in proc.stdout, f"{what} {fault} at revoke: {proc.stdout}"
+            else:
+                _assert_failed_cleanly(proc, took, f"{what} {fault} at {step}")
+            # A publish cut mid-way leaves its run open (the candidate may have landed): recovery decides.
+            check_invariants(sc, after_crash=step == "publish")
+            if step == "publish" or (step == "revoke" and fault == faults[-1]):
+                started = time.monotonic()
+                args = ("rotate", sc.policy) if step == "publish" else ("recover",)
+                healed = sc.cli(*args)
+                timings[f"{fault}@{step} clean-up"] = time.monotonic() - started
+                assert healed.returncode == 0, f"{what} {fault}: {args} after the fault: {healed.stderr[-1500:]}"
+                check_invariants(sc)
+    # A run cut inside its mint stays open until no call of it can still mint (issue 10 §1b).
+    let_mint_window_pass(sc)
+    assert sc.cli("recover").returncode == 0
+    unfinished = sc.journal_rows("SELECT run_id, state, error FROM runs WHERE state NOT IN ('done', 'failed', "
+                                 "'aborted', 'published')")
+    assert not unfinished, f"every run finished: {unfinished}"
+    return timings
+
+
+def _report(timings: dict[str, float]) -> None:
+    print("\n" + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+
+
+@pytest.mark.parametrize("fault", VAULT_FAULTS)
+def test_cli_with_vault_failing_at_each_step(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, vault_proxy: FaultProxy, fault: str
+) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    _fast(sc, vault_proxy.url)
+    _report(_matrix(sc, vault_proxy, "vault", (fault,)))
+
+
+@pytest.fixture
+def pg_proxy(pg_url: str) -> Iterator[FaultProxy]:
+    """A proxy in front of the test PostgreSQL (TCP, or the embedded server's unix socket)."""
+    info = conninfo_to_dict(pg_url)
+    host, port = str(info.get("host") or "/tmp"), int(info.get("port") or 5432)
+    target: tuple[str, int] | str = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+    with fault_proxy(target) as proxy:
+        yield proxy
+
+
+def _via(pg_url: str, proxy: FaultProxy) -> str:
+    """``pg_url`` (its user, database and options) through the proxy on 127.0.0.1."""
+    parts = urlsplit(pg_url)
+    user = (parts.username or "postgres") + (f":{parts.password}" if parts.password else "")
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
+    return urlunsplit((parts.scheme, f"{user}@127.0.0.1:{proxy.port}", parts.path, query, ""))
+
+
+def test_cli_with_the_journal_failing_at_each_step(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, pg_proxy: FaultProxy
+) -> None:
+    journal = _via(pg_url, pg_proxy)
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, journal_url=journal)
+    _fast(sc, sc.vault_url, journal=journal)
+    _report(_matrix(sc, pg_proxy, "journal", ("down", "reset")))
+
+
+@pytest.mark.parametrize("fault", ["blackhole", "latency"])
+def test_cli_with_the_journal_hanging_at_each_step(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, pg_proxy: FaultProxy, fault: str
+) -> None:
+    """A journal that never answers (blackhole) or answers 3 s late needs its timeouts (#15.4): a
+    connection the server never accepts ends at connect_timeout, a query on an established one at the
+    journal's transaction deadline (twice the statement timeout + 5 s), which cuts the connection."""
+    journal = _via(pg_url, pg_proxy)
+    journal = journal.replace("options=", "connect_timeout=2&options=-c%20statement_timeout%3D2000%20", 1)
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, journal_url=journal)
+    _fast(sc, sc.vault_url, journal=journal)
+    _report(_matrix(sc, pg_proxy, "journal", (fault,)))
+
+
+# ---------------------------------------------------------------------------------- under the daemon
+def test_daemon_does_not_hot_loop_a_revocation_while_vault_answers_503(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, vault_proxy: FaultProxy, daemons: list[DaemonProc]
+) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    port = _free_port()
+    configure(sc, schedule="1h", port=port, daemon='sweep_interval = "1s"')
+    _fast(sc, vault_proxy.url)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    time.sleep(1.2)
+    vault_proxy.mode = "http503"
+    d = start_daemon(sc, port, wait=False)
+    daemons.append(d)
+    before = vault_proxy.connections
+    time.sleep(6)
+    attempts = vault_proxy.connections - before
+    assert attempts < 20, f"{attempts} Vault connections in 6 s: the revocation is retried in a loop"
+    # Every failure counts a round and sets a later try (before #15.2 a store read that failed did neither).
+    rounds, next_try = sc.journal_rows("SELECT attempts, next_try_at FROM revocations WHERE state = 'pending'")[0]
+    assert rounds >= 1 and next_try, "the failed revocation counted no round"
+    assert any(r["step"] == "revoke_old" and r["result"] == "retry" for r in _audit_events(sc))
+    _heal(vault_proxy)
+    wait_until("the revocation", lambda: not sc.journal_rows("SELECT 1 FROM revocations WHERE state = 'pending'"),
+               timeout=30)
+    assert d.stop() == 0
+    check_invariants(sc, settled=True)
+
+
+def test_daemon_backs_off_and_readyz_reflects_a_vault_outage(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, vault_proxy: FaultProxy, daemons: list[DaemonProc]
+) -> None:
+    """A rotation due while Vault is down fails, backs off (no hot loop: a handful of attempts),
+    /readyz says what is wrong; once Vault is back the rotation succeeds and /readyz is 200."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=30)
+    port = _free_port()
+    configure(sc, schedule="2s", port=port, daemon='failure_backoff = "1s"\nfailure_backoff_max = "2s"')
+    _fast(sc, vault_proxy.url)
+    vault_proxy.mode = "http503"
+    d = start_daemon(sc, port, wait=False)
+    daemons.append(d)
+    status, body = wait_until("readyz to report Vault", lambda: (r := _readyz_or_none(d)) and r[0] == 503 and
+                              "credentials" in r[1] and r, timeout=20, every=0.2)
+    cred = body["credentials"]["mgmt/primary"]
+    assert cred["ok"] is False and cred["failures"] >= 1 and cred["error"]
+    before = vault_proxy.connections
+    time.sleep(6)
+    attempts = vault_proxy.connections - before
+    assert 1 <= attempts <= 30, f"{attempts} Vault connections in 6 s"
+    failures = d.metric("rotator_rotations_total", policy="mgmt", result="failure") or 0
+    assert 1 <= failures <= 6, f"{failures} failed rotations in ~8 s with a 1-2 s backoff"
+    _heal(vault_proxy)
+    wait_until("a rotation", lambda: d.metric("rotator_rotations_total", policy="mgmt", result="success"),
+               timeout=30, every=0.2)
+    wait_until("ready again", lambda: _readyz(d)[0] == 200, timeout=10, every=0.2)
+    log = sc.log_file.read_text()
+    assert "rotation failed" in log and "HTTP 503" in log and "fix:" in log, "what failed, how to fix it"
+    assert d.stop() == 0
+    check_invariants(sc)
+
+
+def test_daemon_survives_a_journal_outage_without_a_hot_loop(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, pg_proxy: FaultProxy, daemons: list[DaemonProc]
+) -> None:
+    journal = _via(pg_url, pg_proxy)
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=30, journal_url=journal)
+    port = _free_port()
+    configure(sc, schedule="1h", port=port, daemon='sweep_interval = "1s"')
+    _fast(sc, sc.vault_url, journal=journal)
+    d = start_daemon(sc, port)
+    daemons.append(d)
+    pg_proxy.mode = "down"
+    status, body = wait_until("readyz to report the journal",
+                              lambda: (r := _readyz_or_none(d)) and r[0] == 503 and r,
+                              timeout=15, every=0.2)
+    assert body["journal"] != "ok"
+    mark = len(sc.log_file.read_text().splitlines())
+    time.sleep(6)
+    passes = [line for line in sc.log_file.read_text().splitlines()[mark:] if "scheduler pass failed" in line]
+    assert len(passes) <= 3, f"{len(passes)} failed scheduler passes in 6 s: a hot loop"
+    assert d.get("/healthz")[0] == 200, "a journal outage is not a wedge: no restart wanted"
+    _heal(pg_proxy)
+    wait_until("ready again", lambda: _readyz(d)[0] == 200, timeout=15, every=0.2)
+    assert d.stop() == 0
+    check_invariants(sc)
+
+
+def _audit_events(sc: Scenario) -> list[dict[str, Any]]:
+    rows = sc.journal_rows("SELECT step, result FROM events ORDER BY at")
+    return [{"step": step, "result": result} for step, result in rows]
+
+
+def _readyz(d: DaemonProc) -> tuple[int, dict[str, Any]]:
+    status, body = d.get("/readyz")
+    return status, json.loads(body)
+
+
+# ---------------------------------------------------------------------------------- Vault token renewal
+def test_vault_token_renewal_survives_a_failed_first_lookup(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, vault_proxy: FaultProxy, daemons: list[DaemonProc]
+) -> None:
+    """Issue 15.3: the daemon's first lookup of a renewable 15 s token fails (Vault down); it retries,
+    learns the TTL, and keeps renewing the token between runs, far past its first TTL. /readyz and
+    rotator_credential_* show the state meanwhile."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=30)
+    root = hvac.Client(url=openbao.url, token=openbao.root_token)
+    token = root.auth.token.create(policies=["root"], ttl="15s", renewable=True, explicit_max_ttl="10m")["auth"]
+    created = time.monotonic()
+    (tmp_path / "vault-token").write_text(token["client_token"])
+    port = _free_port()
+    configure(sc, schedule="1h", port=port, daemon="")
+    _fast(sc, vault_proxy.url)
+    vault_proxy.mode = "down"
+    d = start_daemon(sc, port, wait=False)
+    daemons.append(d)
+    status, body = wait_until("a failed first lookup in /readyz", lambda: (r := _readyz_or_none(d)) and r[0] == 503
+                              and r[1].get("credentials", {}).get("mgmt/primary", {}).get("failures") and r,
+                              timeout=15, every=0.1)
+    assert body["credentials"]["mgmt/primary"]["ok"] is False
+    assert d.metric("rotator_credential_ok", policy="mgmt", store="primary") == 0
+    _heal(vault_proxy)
+    wait_until("ready", lambda: _readyz(d)[0] == 200, timeout=10, every=0.1)
+    expiry = d.metric("rotator_credential_expiry_timestamp_seconds", policy="mgmt", store="primary")
+    assert expiry is not None and 0 < expiry - datetime.now(UTC).timestamp() <= 15
+    # Well past the first TTL, the token is still valid: it was renewed between runs.
+    time.sleep(max(0.0, created + 22 - time.monotonic()))
+    looked_up = root.auth.token.lookup(token["client_token"])["data"]
+    assert looked_up["ttl"] > 0, "the token expired: nobody renewed it"
+    assert _readyz(d)[0] == 200
+    assert d.metric("rotator_credential_renewal_failures", policy="mgmt", store="primary") == 0
+    assert d.stop() == 0
+    check_invariants(sc)
+
+
+def _readyz_or_none(d: DaemonProc) -> tuple[int, dict[str, Any]] | None:
+    assert d.proc.poll() is None, f"the daemon exited: {d.err.read_text()[-2000:]}"
+    try:
+        return _readyz(d)
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------------- VaultLogin, unit
+class _Auth:
+    """The AuthAPI calls VaultLogin makes, scripted: a list of answers or exceptions per call."""
+
+    def __init__(self, **script: list[Any]) -> None:
+        self.script = script
+        self.calls: list[str] = []
+
+    def set_token(self, token: Any) -> None:
+        pass
+
+    def _answer(self, name: str) -> Any:
+        self.calls.append(name)
+        item = self.script[name].pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def lookup_self(self) -> Any:
+        return self._answer("lookup_self")
+
+    def renew_self(self) -> Any:
+        return self._answer("renew_self")
+
+
+def _login(tmp_path: Path) -> Any:
+    from rotator.adapters.vault.auth import TokenAuth, VaultLogin
+    from rotator.core.clock import FakeClock
+
+    (tmp_path / "token").write_text("s.renewable-token-for-the-unit-test")
+    clock = FakeClock()
+    auth = TokenAuth.model_validate({"method": "token", "token": {"file": "token"}})
+    return VaultLogin(auth, tmp_path, clock), clock
+
+
+def test_a_failed_first_lookup_is_retried_and_renewal_scheduled(tmp_path: Path) -> None:
+    import requests
+
+    from rotator.core.clock import FakeClock
+
+    login, clock = _login(tmp_path)
+    assert isinstance(clock, FakeClock)
+    api = _Auth(lookup_self=[requests.exceptions.ConnectionError(), requests.exceptions.ConnectionError(),
+                             {"data": {"ttl": 30, "creation_ttl": 30, "renewable": True}}],
+                renew_self=[hvac.exceptions.VaultDown(), {"auth": {"lease_duration": 30}}])
+    with pytest.raises(requests.exceptions.ConnectionError):
+        login.ensure(api)
+    status = login.status()
+    assert status["ok"] is False and status["failures"] == 1 and status["renewable"] is None
+    first = login.due()
+    assert first is not None and first == clock.now() + timedelta(seconds=1), "retried in 1 s, not never"
+    login.ensure(api)  # not due yet: nothing happens
+    assert api.calls == ["lookup_self"]
+    clock.advance(timedelta(seconds=1))
+    with pytest.raises(requests.exceptions.ConnectionError):
+        login.ensure(api)
+    assert login.due() == clock.now() + timedelta(seconds=2), "the backoff doubles"
+    clock.advance(timedelta(seconds=2))
+    login.ensure(api)  # the lookup answers: the renewal is planned from the TTL
+    status = login.status()
+    assert status["ok"] is True and status["failures"] == 0 and status["renewable"] is True
+    assert login.due() == clock.now() + timedelta(seconds=20), "renew once less than a third of the TTL is left"
+    clock.advance(timedelta(seconds=21))
+    with pytest.raises(hvac.exceptions.VaultDown):
+        login.ensure(api)  # a 503 on renewal: retried, not a new login
+    assert login.status()["ok"] is False, "9 s left of 30 after a failed renewal: close to expiry"
+    assert login.due() == clock.now() + timedelta(seconds=1)
+    clock.advance(timedelta(seconds=1))
+    login.ensure(api)
+    assert api.calls == ["lookup_self"] * 3 + ["renew_self"] * 2
+    assert login.status()["ok"] is True and login.status()["expires_at"] == clock.now() + timedelta(seconds=30)
+
+
+def test_the_retry_never_waits_past_a_quarter_of_what_is_left(tmp_path: Path) -> None:
+    import requests
+
+    login, clock = _login(tmp_path)
+    api = _Auth(lookup_self=[{"data": {"ttl": 8, "creation_ttl": 300, "renewable": True}}],
+                renew_self=[requests.exceptions.ConnectionError()] * 6)
+    login.ensure(api)
+    assert login.due() == clock.now() + timedelta(seconds=4), "past the renewal point: check at half the TTL"
+    clock.advance(timedelta(seconds=4))
+    waits = []
+    for _ in range(4):
+        with pytest.raises(requests.exceptions.ConnectionError):
+            login.ensure(api)
+        due = login.due()
+        assert due is not None
+        waits.append((due - clock.now()).total_seconds())
+        clock.advance(due - clock.now())
+    assert waits == [1.0, 0.75, 0.5625, 0.5], waits
+    assert login.status()["ok"] is False

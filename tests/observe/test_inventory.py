@@ -1,0 +1,394 @@
+"""`rotator inventory` end to end: the fake influxctl (management tokens) and a real OpenBao store,
+with managed, orphaned, suspicious, unmanaged, never-expiring and expired tokens seeded.
+
+The orphan is made the way one happens: a run fails (every mint attempt refused), and a token
+with that run's tag turns up afterwards (an influxctl child that outlived its rotator). A token
+whose tag names a run the journal does not know is only *suspicious*: never revoked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.harness import Scenario, make_scenario
+
+POLICY = "mgmt"
+
+
+@pytest.fixture
+def seeded(tmp_path: Any, openbao: Any, fake_influxctl: Any) -> dict[str, Any]:
+    fake = fake_influxctl.state
+    sc = make_scenario(tmp_path, openbao, fake, grace_s=3600)
+    assert sc.cli("rotate", POLICY).returncode == 0
+    current = sc.current()["token_id"]
+    # A failed run: every mint attempt refused, so the run ends FAILED with nothing minted...
+    fake.add_fault("management create", "exit", times=10, code=1, message="Unavailable")
+    failed = sc.cli("rotate", POLICY)
+    assert failed.returncode == 1, failed.stderr
+    fake.clear_faults()
+    (failed_run,) = [r[0] for r in sc.journal_rows("SELECT run_id FROM runs WHERE state = 'failed'")]
+    # ... and then its child's token appears: the orphan.
+    now = datetime.now(UTC)
+    values: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    for key, description, kw in [
+        ("orphan", f"rotator:{POLICY}:{failed_run}", {}),
+        ("suspicious", f"rotator:{POLICY}:0123abcd0123abcd", {}),
+        ("foreign", "rotator:nosuchpolicy:0123abcd0123abcd", {}),
+        ("ci", "ci pipeline token", {}),
+        ("expired", "last year's token", {"expires_at": now - timedelta(days=3),
+                                          "created_at": now - timedelta(days=400)}),
+        ("ancient", "grafana (2019)", {"created_at": now - timedelta(days=200)}),
+        ("revoked", "revoked by a human", {}),
+    ]:
+        values[key], ids[key] = fake.add_token(description, **kw)
+    fake.revoke(ids["revoked"])
+    return {"sc": sc, "ids": ids, "values": values, "current": current, "failed_run": failed_run}
+
+
+def _json(sc: Scenario, *args: str) -> dict[str, Any]:
+    proc = sc.cli("inventory", "--output", "json", *args)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _by_id(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["token_id"]: t for t in report["tokens"]}
+
+
+def test_inventory_classifies_every_token_against_the_journal(seeded):
+    sc, ids = seeded["sc"], seeded["ids"]
+    tokens = _by_id(_json(sc))
+    assert tokens[seeded["current"]]["class"] == "managed"
+    assert tokens[seeded["current"]]["reason"] == "current token"
+    assert tokens[sc.bootstrap_id]["class"] == "managed"  # the human's token, recorded at bootstrap
+    assert tokens[sc.bootstrap_id]["reason"].startswith("previous token, revocation due")
+    assert tokens[ids["orphan"]]["class"] == "orphan"
+    assert tokens[ids["orphan"]]["run_id"] == seeded["failed_run"]
+    assert tokens[ids["suspicious"]]["class"] == "suspicious"
+    assert "does not know" in tokens[ids["suspicious"]]["reason"]
+    assert tokens[ids["foreign"]]["class"] == "suspicious"
+    assert "not in this policy file" in tokens[ids["foreign"]]["reason"]
+    assert tokens[ids["ci"]]["class"] == "unmanaged"
+    assert tokens[ids["ci"]]["flags"] == ["no-expiry"]
+    assert tokens[ids["expired"]]["state"] == "expired"
+    assert tokens[ids["expired"]]["flags"] == ["expired-not-revoked"]
+    assert tokens[ids["ancient"]]["flags"] == ["no-expiry", "older-than-max-age"]
+    assert "older-than-max-age" not in tokens[seeded["current"]]["flags"]
+    assert ids["revoked"] not in tokens  # revoked tokens only with --include-revoked
+    assert _by_id(_json(sc, "--include-revoked"))[ids["revoked"]]["state"] == "revoked"
+    # --max-age applies to tokens of no policy, and only live tokens are flagged.
+    strict = _by_id(_json(sc, "--max-age", "1s"))
+    assert "older-than-max-age" in strict[ids["ci"]]["flags"]
+    assert "older-than-max-age" not in strict[ids["expired"]]["flags"]
+    sc.assert_no_leak(seeded["values"].values())
+
+
+def test_inventory_table_and_csv_outputs(seeded):
+    sc, ids = seeded["sc"], seeded["ids"]
+    table = sc.cli("inventory")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ISSUER", "TOKEN", "ID", "CLASS"]
+    row = next(line for line in lines if ids["suspicious"] in line)
+    assert "orphan?" in row
+    assert lines[-1].startswith("8 token(s): 2 managed, 1 orphan, 2 suspicious, 3 unmanaged")
+    proc = sc.cli("inventory", "--output", "csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    by_id = {r["token_id"]: r for r in rows}
+    assert by_id[ids["ancient"]]["flags"] == "no-expiry;older-than-max-age"
+    assert by_id[ids["orphan"]]["class"] == "orphan"
+    assert {r["issuer"] for r in rows} == {f"influxctl-management:{POLICY}"}
+    # An issuer that cannot be listed: said on stderr, exit 1, the other targets (none here) still listed.
+    sc.fake.add_fault("management list", "exit", times=-1, code=1, message="Error: service unavailable")
+    down = sc.cli("inventory", "--output", "json")
+    assert down.returncode == 1
+    assert f"rotator: error: influxctl-management:{POLICY}:" in down.stderr
+    assert json.loads(down.stdout)["errors"][0]["issuer"] == f"influxctl-management:{POLICY}"
+    sc.assert_no_leak(seeded["values"].values())
+
+
+def test_revoke_orphans_refuses_without_yes_off_a_terminal(seeded):
+    sc, ids = seeded["sc"], seeded["ids"]
+    proc = sc.cli("inventory", "--revoke-orphans")
+    assert proc.returncode == 2
+    assert "--yes" in proc.stderr
+    assert sc.fake.token_by_id(ids["orphan"])["revoked_at"] is None
+
+
+def test_revoke_orphans_revokes_only_confirmed_orphans_and_audits_it(seeded):
+    sc, ids = seeded["sc"], seeded["ids"]
+    proc = sc.cli("inventory", "--revoke-orphans", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert f"orphan {ids['orphan']}: revoked" in proc.stderr
+    assert sc.fake.token_by_id(ids["orphan"])["revoked_at"] is not None
+    for key in ("suspicious", "foreign", "ci", "ancient"):
+        assert sc.fake.token_by_id(ids[key])["revoked_at"] is None, f"{key} must never be revoked"
+    assert sc.fake.token_by_id(seeded["current"])["revoked_at"] is None
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None  # still within its grace
+    events = sc.journal_rows("SELECT step, result, run_id, detail FROM events WHERE step IN "
+                             "('inventory', 'revoke_orphan') ORDER BY at")
+    assert [(e[0], e[1], e[2]) for e in events] == [("inventory", "revoke_orphans", seeded["failed_run"]),
+                                                    ("revoke_orphan", "ok", seeded["failed_run"])]
+    assert ids["orphan"] in events[1][3]
+    after = _by_id(_json(sc))
+    assert ids["orphan"] not in after
+    assert sc.cli("inventory", "--revoke-orphans", "--yes").stderr.count("no orphan to revoke") == 1
+    sc.assert_no_leak(seeded["values"].values())
+
+
+def test_suggest_prints_a_policy_that_validates_and_bootstraps(seeded):
+    sc, ids, values = seeded["sc"], seeded["ids"], seeded["values"]
+    proc = sc.cli("inventory", "--suggest")
+    assert proc.returncode == 0, proc.stderr
+    blocks = proc.stdout.split("\n# Brings token ")[1:]
+    assert len(blocks) == 2  # "ci" and "ancient": the live unmanaged tokens (not the expired one)
+    block = next("# Brings token " + b for b in blocks if b.startswith(ids["ci"]))
+    assert 'name = "adopt-ci-pipeline-token"' in block
+    with sc.config.open("a") as fh:
+        fh.write("\n" + block)
+    assert sc.cli("validate").returncode == 0
+    token_file = sc.dir / "ci-token"
+    token_file.write_text(values["ci"])
+    boot = sc.cli("bootstrap", "adopt-ci-pipeline-token", "--token-file", str(token_file), "--token-id", ids["ci"])
+    token_file.unlink()
+    assert boot.returncode == 0, boot.stderr
+    assert _by_id(_json(sc))[ids["ci"]]["class"] == "managed"
+    sc.assert_no_leak(values.values())
+
+
+def test_bare_influxctl_profile_without_a_policy_file(seeded, tmp_path):
+    sc, ids, values = seeded["sc"], seeded["ids"], seeded["values"]
+    profile = sc.fake.path.parent / "human.toml"
+    from rotator.sandbox.influxctl_state import write_profile
+
+    write_profile(profile, mgmt_token=values["ci"], host="cluster.test.invalid")
+    proc = sc.cli("inventory", "-c", str(tmp_path / "absent.toml"), "--output", "json",
+                  "--influxctl-profile", f"{profile}:default", "--influxctl", str(_fake_binary()))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    tokens = _by_id(report)
+    # Without a journal a tag is only a claim: nothing is an orphan, tagged tokens are suspicious.
+    assert tokens[ids["orphan"]]["class"] == "suspicious"
+    assert tokens[ids["ci"]]["class"] == "unmanaged"
+    assert {t["issuer"] for t in report["tokens"]} == {f"influxctl-management:{profile}:default"}
+    sc.assert_no_leak(values.values())
+
+
+def _fake_binary() -> Any:
+    from tests.harness import INFLUXCTL
+
+    return INFLUXCTL
+
+
+# ---------------------------------------------------------------------------------- the other issuers
+def _classes(report: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
+    return {t["token_id"]: (t["class"], t["flags"]) for t in report["tokens"]}
+
+
+def test_database_tokens_of_an_influxctl_database_policy(tmp_path, openbao, fake_influxctl):
+    from tests.e2e.test_e2e_database_tokens import make_db_scenario
+
+    sc = make_db_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=3600)
+    assert sc.cli("rotate", "dbtok").returncode == 0
+    legacy_value, legacy = sc.fake.add_db_token("legacy dashboards", {"read": ["db1"]})
+    _, tagged = sc.fake.add_db_token("rotator:dbtok:feedfacefeedface", {"read": ["db1"]})
+    report = _json(sc)
+    classes = _classes(report)
+    assert classes[sc.current()["token_id"]] == ("managed", [])
+    assert classes[sc.bootstrap_id][0] == "managed"
+    assert classes[legacy] == ("unmanaged", ["no-expiry"])
+    assert classes[tagged][0] == "suspicious"
+    assert {t["issuer"] for t in report["tokens"]} == {"influxctl-database:dbtok"}
+    sc.assert_no_leak([legacy_value, sc.mgmt_value, *(v["token"] for v in sc.versions())])
+
+
+@pytest.mark.parametrize("variant", ["influxdb3", "influxdb2"])
+def test_http_issuer_policy_and_the_same_server_as_a_bare_url(variant, tmp_path, openbao):
+    from tests.e2e.test_e2e_http_issuers import APP_PERMISSIONS, scenario
+    from tests.fakes.influxdb2_fake import InfluxDB2Fake
+    from tests.fakes.influxdb3_fake import InfluxDB3Fake
+
+    fake = InfluxDB2Fake() if variant == "influxdb2" else InfluxDB3Fake("core")
+    with fake.running():
+        sc = scenario(variant, tmp_path, openbao, fake)
+        sc.grace_s = 3600
+        assert sc.cli("rotate", sc.policy).returncode == 0
+        if variant == "influxdb3":
+            values = [fake.add_named_admin("grafana-admin"), fake.add_named_admin("rotator-app-0123abcd0123abcd")]
+            unmanaged, suspicious = "grafana-admin", "rotator-app-0123abcd0123abcd"
+        else:
+            v1, unmanaged = fake.add_authorization("telegraf", APP_PERMISSIONS)
+            v2, suspicious = fake.add_authorization("rotator:app:0123abcd0123abcd", APP_PERMISSIONS)
+            values = [v1, v2]
+        sc.secrets.update(values)
+        report = _json(sc)
+        classes = _classes(report)
+        assert classes[sc.current()["token_id"]][0] == "managed"
+        assert classes[unmanaged] == ("unmanaged", ["no-expiry"])
+        assert classes[suspicious][0] == "suspicious"
+        # The same server as a bare --url, listed with an admin token from a file, without the policy file.
+        admin = tmp_path / "bare-admin"
+        admin.write_text(fake.operator_value)
+        sc.secrets.add(fake.operator_value)
+        extra: list[str] = []
+        if variant == "influxdb2":
+            from tests.fakes.influxdb2_fake import ORG_ID
+
+            extra = ["--org-id", ORG_ID]
+        bare = sc.cli("inventory", "--no-policies", "--output", "json", "--url", fake.url, "--kind", variant,
+                      "--token-file", str(admin), *extra)
+        assert bare.returncode == 0, bare.stderr
+        bare_classes = _classes(json.loads(bare.stdout))
+        assert bare_classes[unmanaged] == ("unmanaged", ["no-expiry"])
+        assert {t["issuer"] for t in json.loads(bare.stdout)["tokens"]} == {f"{variant}:{fake.url}"}
+        sc.assert_no_leak(sc.secrets | {v["token"] for v in sc.versions()})
+
+
+def test_management_api_database_tokens_as_a_bare_url(management_api_fake, tmp_path):
+    fake = management_api_fake
+    value, _ = fake.add_management_token()
+    token_file = tmp_path / "mgmt-token"
+    token_file.write_text(value + "\n")
+    db_value, db_id = fake.add_token("dashboards", expires_at=datetime.now(UTC) - timedelta(days=1))
+    _, live_id = fake.add_token("ingest")
+    extra = ["--account-id", fake.account_id, "--cluster-id", fake.cluster_id] if fake.product == "dedicated" else []
+    from rotator.runners.cli import main
+
+    out = tmp_path / "out.json"
+    import contextlib
+
+    with out.open("w") as fh, contextlib.redirect_stdout(fh):
+        code = main(["inventory", "-c", str(tmp_path / "none.toml"), "--output", "json", "--url", fake.base_url,
+                     "--kind", "management-api", "--product", fake.product, "--token-file", str(token_file), *extra])
+    assert code == 0
+    text = out.read_text()
+    classes = _classes(json.loads(text))
+    assert classes[db_id] == ("unmanaged", ["expired-not-revoked"])
+    assert classes[live_id] == ("unmanaged", ["no-expiry"])
+    assert value not in text and db_value not in text
+
+
+def test_daemon_inventory_interval_exports_rotator_tokens(tmp_path, openbao, fake_influxctl, monkeypatch):
+    from rotator.runners.daemon import Daemon
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state)
+    fake_influxctl.state.add_token("ci pipeline token")
+    with sc.config.open("a") as fh:
+        fh.write('\n[daemon]\ninventory_interval = "1m"\n')
+    for key, value in sc.env().items():
+        monkeypatch.setenv(key, value)
+    daemon = Daemon(sc.config, serve_http=False, handle_signals=False)
+    daemon.start()
+    try:
+        daemon.tick(datetime.now(UTC))
+        assert daemon._inventory_thread is not None
+        daemon._inventory_thread.join(timeout=60)
+        value = daemon.metrics.registry.get_sample_value
+        issuer = f"influxctl-management:{POLICY}"
+        assert value("rotator_tokens", {"issuer": issuer, "class": "managed"}) == 1
+        assert value("rotator_tokens", {"issuer": issuer, "class": "unmanaged"}) == 1
+        assert value("rotator_tokens_flagged", {"issuer": issuer, "class": "unmanaged", "flag": "no-expiry"}) == 1
+        assert value("rotator_inventory_errors") == 0
+        first = daemon._inventory_thread
+        daemon.tick(datetime.now(UTC))  # not due again for a minute
+        assert daemon._inventory_thread is first
+    finally:
+        daemon.shutdown()
+
+
+def test_classification_rules_on_journal_records(tmp_path):
+    """Unit test of the rules the end-to-end tests do not reach: a published run's extra token, a run in
+    progress, a token the journal says it revoked but the issuer lists active, several tags."""
+    import tomllib
+
+    from rotator.config.policy import parse_config
+    from rotator.core.contracts import TokenInfo
+    from rotator.core.journal import Revocation, RunRecord, RunState, open_journal
+    from rotator.observe.inventory import Target, take_inventory
+
+    policy = parse_config(tomllib.loads("""
+[[policy]]
+name = "p"
+schedule = "30d"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "h.invalid"
+[[policy.store]]
+type = "vault-kv2"
+url = "http://127.0.0.1:1"
+path = "x"
+[policy.store.auth]
+method = "token"
+token = { file = "t" }
+"""), tmp_path / "rotator.toml").policies[0]
+    now = datetime.now(UTC)
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+
+    def run(run_id: str, state: str, token: str | None, published: bool) -> None:
+        journal.begin_run(RunRecord(run_id=run_id, policy="p", state=state, kind="rotate", started_at=now,
+                                    updated_at=now, new_token_id=token, published_at=now if published else None))
+
+    run("aaaa", RunState.DONE, "t-current", True)
+    run("bbbb", RunState.DONE, "t-old", True)
+    run("cccc", RunState.MINTED, "t-inflight", False)
+    journal.schedule_revocation(Revocation("p", "t-old", "aaaa", "superseded", due_at=now, state="done"))
+    listed = [
+        TokenInfo("t-current", "rotator:p:aaaa"),
+        TokenInfo("t-extra", "rotator:p:aaaa"),  # a retried mint of the published run: never published itself
+        TokenInfo("t-old", "rotator:p:bbbb"),  # revoked per the journal, active per the issuer
+        TokenInfo("t-inflight", "rotator:p:cccc"),
+        TokenInfo("t-two", "rotator:p:aaaa rotator:p:bbbb"),
+        TokenInfo("t-gone", "rotator:p:bbbb", revoked_at=now),
+    ]
+
+    class Lister:
+        def list_tokens(self, credential: Any) -> list[TokenInfo]:
+            return listed
+
+    target = Target("influxctl-management:p", "influxctl-management", [(policy, Lister(), lambda: None)])  # type: ignore[list-item]
+    inv = take_inventory([target], journal, [policy], now, include_revoked=True)
+    got = {e.token_id: (e.cls, e.sweep) for e in inv.entries}
+    assert got["t-current"] == ("managed", None)
+    assert got["t-extra"] == ("orphan", ("aaaa", "t-current"))  # the sweep keeps the published token
+    assert got["t-old"][0] == "suspicious"
+    assert got["t-inflight"][0] == "managed"
+    assert got["t-two"][0] == "suspicious"
+    assert got["t-gone"][0] == "retired"
+    assert inv.counts()[("influxctl-management:p", "retired")] == 0  # revoked: not counted
+
+
+def test_influxdb3_orphan_named_by_a_failed_run_is_found_and_revoked(tmp_path, openbao):
+    """InfluxDB 3 tokens have no description: the tag is the name <prefix>-<run id>, which only the
+    policy's own issuer maps back to its tag; the orphan is revoked over HTTP through the engine's sweep."""
+    from tests.e2e.test_e2e_http_issuers import scenario
+    from tests.fakes.influxdb3_fake import InfluxDB3Fake
+
+    fake = InfluxDB3Fake("core")
+    with fake.running():
+        sc = scenario("influxdb3", tmp_path, openbao, fake)
+        assert sc.cli("rotate", sc.policy).returncode == 0
+        fake.fail_next("named_admin", 409)  # refused: the run fails without a token
+        assert sc.cli("rotate", sc.policy).returncode == 1
+        (failed_run,) = [r[0] for r in sc.journal_rows("SELECT run_id FROM runs WHERE state = 'failed'")]
+        orphan = f"rotator-{sc.policy}-{failed_run}"
+        sc.secrets.add(fake.add_named_admin(orphan))  # the request that outlived its rotator
+        sc.secrets.add(fake.add_named_admin("rotator-app-0123abcd0123abcd"))  # a run the journal never had
+        classes = _classes(_json(sc))
+        assert classes[orphan][0] == "orphan"
+        assert classes["rotator-app-0123abcd0123abcd"][0] == "suspicious"
+        proc = sc.cli("inventory", "--revoke-orphans", "--yes")
+        assert proc.returncode == 0, proc.stderr
+        assert orphan in fake.deleted
+        assert "rotator-app-0123abcd0123abcd" not in fake.deleted
+        assert fake.token(sc.current()["token_id"]) is not None
+        sc.assert_no_leak(sc.secrets | {v["token"] for v in sc.versions()})

@@ -1,0 +1,317 @@
+"""Audit lines, signed webhooks (against a real local HTTP server) and command hooks (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from rotator.config.daemon_config import DaemonSettings
+from rotator.core.secret import Secret
+from rotator.observe.notify import Notifier, event_kinds, sign, signing_key, verify_signature
+from tests.webhook_receiver import receiver
+
+KEY = "webhook-signing-key-for-tests"
+AT = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def _settings(tmp_path: Path, **daemon: Any) -> DaemonSettings:
+    (tmp_path / "hmac-key").write_text(KEY + "\n")
+    return DaemonSettings.model_validate({"audit": {"file": "audit.jsonl"}, **daemon})
+
+
+def _webhook(url: str, **extra: Any) -> dict[str, Any]:
+    return {"url": url, "secret": {"file": "hmac-key"}, "backoff": "0s", **extra}
+
+
+def _audit(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+def _event(step: str, result: str, **detail: Any) -> dict[str, Any]:
+    return {"at": AT, "policy": "mgmt", "run_id": "r1", "step": step, "result": result, **detail}
+
+
+def test_audit_lines_carry_time_policy_run_step_ids_result_error(tmp_path: Path) -> None:
+    notifier = Notifier(_settings(tmp_path), tmp_path)
+    notifier(_event("mint", "ok", token_id="t-new"))
+    notifier(_event("published", "ok", token_id="t-new", revoke_old_at=AT))
+    notifier(_event("revoke_new", "start", token_id="t-new", error="verify failed"))
+    notifier.close(1)
+    lines = _audit(tmp_path)
+    assert [(r["step"], r["result"]) for r in lines] == [("mint", "ok"), ("published", "ok"), ("revoke_new", "start")]
+    first = lines[0]
+    assert list(first)[:5] == ["time", "policy", "run_id", "step", "result"]
+    assert first["time"] == "2026-03-01T12:00:00.123456Z" and first["token_id"] == "t-new"
+    assert lines[1]["revoke_old_at"] == "2026-03-01T12:00:00.123456Z"
+    assert lines[2]["error"] == "verify failed"
+
+
+def test_audit_file_is_reopened_after_logrotate_moved_it(tmp_path: Path) -> None:
+    notifier = Notifier(_settings(tmp_path), tmp_path)
+    notifier(_event("plan", "ok"))
+    (tmp_path / "audit.jsonl").rename(tmp_path / "audit.jsonl.1")
+    notifier.audit.reopen()  # what SIGHUP does
+    notifier(_event("mint", "ok", token_id="t-new"))
+    notifier.close(1)
+    assert [r["step"] for r in _audit(tmp_path)] == ["mint"]
+    assert json.loads((tmp_path / "audit.jsonl.1").read_text())["step"] == "plan"
+
+
+def test_audit_to_stdout_is_the_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notifier = Notifier(DaemonSettings.model_validate({}), tmp_path)
+    notifier(_event("plan", "ok"))
+    notifier.close(1)
+    assert json.loads(capsys.readouterr().out)["step"] == "plan"
+
+
+def test_a_token_value_that_reaches_an_event_is_redacted(tmp_path: Path) -> None:
+    value = Secret("tok-" + "q" * 40)  # registered with the redactor, as every token value is
+    notifier = Notifier(_settings(tmp_path), tmp_path)
+    notifier(_event("rotate", "failed", error=f"server echoed {value.reveal()}"))
+    notifier.close(1)
+    text = (tmp_path / "audit.jsonl").read_text()
+    assert value.reveal() not in text and "server echoed ***" in text
+
+
+@pytest.mark.parametrize(("step", "result", "kinds"), [
+    ("published", "ok", {"success"}), ("rotate", "failed", {"failure"}), ("rotate", "needs_attention", {"failure"}),
+    ("recover", "failed", {"failure"}), ("recover", "error", set()), ("publish", "partial", set()),
+    ("hook", "timeout", {"failure"}),
+    ("reload", "failed", {"failure"}), ("revoke_old", "failed", {"orphan"}), ("revoke_new", "failed", {"orphan"}),
+    ("revoke_old", "retry", set()), ("mint", "ok", set()), ("rotate", "ok", set()),
+])  # fmt: skip
+def test_event_kinds(step: str, result: str, kinds: set[str]) -> None:
+    assert event_kinds({"step": step, "result": result}) == kinds
+
+
+def test_webhook_is_signed_retried_and_filtered(tmp_path: Path) -> None:
+    with receiver(statuses=[503, 500, 200]) as rx:
+        settings = _settings(tmp_path, webhooks=[_webhook(rx.url, on=["failure", "orphan"])])
+        notifier = Notifier(settings, tmp_path)
+        notifier(_event("published", "ok", token_id="t-new"))  # success: not subscribed
+        notifier(_event("rotate", "failed", error="influxctl management create failed"))
+        assert notifier.close(10)
+        got = rx.wait_for(3)
+    assert len(got) == 3, "two failures, then delivered: three attempts"
+    assert len({d.header("webhook-id") for d in got}) == 1, "retries keep the delivery id"
+    assert got[0].header("webhook-id") == got[0].json["delivery"]
+    for delivery in got:
+        assert delivery.signature_ok(KEY), "webhook-signature is Standard Webhooks' HMAC-SHA256 of id.timestamp.body"
+        assert not delivery.signature_ok("another-key")
+        assert delivery.headers["Content-Type"] == "application/json"
+        assert delivery.headers["X-Rotator-Event"] == "failure"
+        assert delivery.path == "/hooks/rotator"
+    body = got[-1].json
+    assert body["event"] == "failure" and body["policy"] == "mgmt" and body["run_id"] == "r1"
+    assert body["error"] == "influxctl management create failed" and body["time"] == "2026-03-01T12:00:00.123456Z"
+
+
+def test_webhook_policy_filter_and_env_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROTATOR_TEST_HMAC", "key-from-the-environment")
+    with receiver() as rx:
+        hook = {"url": rx.url, "secret": {"env": "ROTATOR_TEST_HMAC"}, "on": ["success"], "policies": ["other"]}
+        notifier = Notifier(_settings(tmp_path, webhooks=[hook]), tmp_path)
+        notifier(_event("published", "ok", token_id="t1"))  # policy mgmt: filtered out
+        notifier({**_event("published", "ok", token_id="t2"), "policy": "other"})
+        assert notifier.close(5)
+        got = rx.wait_for(1)
+    assert len(got) == 1 and got[0].json["token_id"] == "t2" and got[0].json["event"] == "success"
+    assert got[0].signature_ok("key-from-the-environment")
+
+
+def test_webhook_client_error_is_not_retried(tmp_path: Path) -> None:
+    results: list[tuple[str, str]] = []
+    with receiver(statuses=[400]) as rx:
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(rx.url, attempts=5)]), tmp_path,
+                            on_result=lambda *r: results.append(r))
+        notifier(_event("revoke_old", "failed", token_id="t-old", error="unreachable"))
+        assert notifier.close(5)
+        assert len(rx.deliveries) == 1
+    assert results == [("webhook", "failed")]
+
+
+def test_a_slow_receiver_never_holds_the_caller(tmp_path: Path) -> None:
+    results: list[tuple[str, str]] = []
+    with receiver(delay_s=3) as rx:
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(rx.url, timeout="1s", attempts=1)]), tmp_path,
+                            on_result=lambda *r: results.append(r))
+        started = time.monotonic()
+        for _ in range(20):
+            notifier(_event("rotate", "failed", error="x"))
+        assert time.monotonic() - started < 0.5, "the listener only queues the POST"
+        notifier.close(1.5)  # shutdown: gives up on the rest
+    assert results and results[0] == ("webhook", "failed")
+
+
+def test_unreachable_webhook_gives_up_after_its_attempts(tmp_path: Path) -> None:
+    results: list[tuple[str, str]] = []
+    notifier = Notifier(_settings(tmp_path, webhooks=[_webhook("http://127.0.0.1:9/x", attempts=3)]), tmp_path,
+                        on_result=lambda *r: results.append(r))
+    notifier(_event("rotate", "failed", error="x"))
+    assert notifier.close(5)
+    assert results == [("webhook", "failed")]
+
+
+# -- command hooks ------------------------------------------------------------------------------
+def _script(tmp_path: Path, body: str) -> list[str]:
+    path = tmp_path / "hook.py"
+    path.write_text("import json, os, sys, subprocess, time\n" + body)
+    return [sys.executable, str(path)]
+
+
+def test_hook_runs_after_publish_with_ids_and_no_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    value = Secret("tok-" + "z" * 40)
+    monkeypatch.setenv("VAULT_TOKEN", "root-credential-of-rotator")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-credential-of-rotator")
+    command = _script(tmp_path, "json.dump({'env': dict(os.environ), 'argv': sys.argv}, open('hook-out.json', 'w'))\n")
+    settings = _settings(tmp_path, hooks=[{"command": command, "timeout": "10s", "env": {"APP": "billing"}}])
+    notifier = Notifier(settings, tmp_path)
+    notifier(_event("mint", "ok", token_id="t-new"))  # not a publication: no hook
+    notifier(_event("published", "ok", token_id="t-new"))
+    assert notifier.close(10)
+    out = json.loads((tmp_path / "hook-out.json").read_text())
+    env = out["env"]
+    assert env["ROTATOR_POLICY"] == "mgmt" and env["ROTATOR_TOKEN_ID"] == "t-new"
+    assert env["ROTATOR_RUN_ID"] == "r1" and env["ROTATOR_EVENT"] == "published" and env["APP"] == "billing"
+    assert "VAULT_TOKEN" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    everything = json.dumps(out)
+    assert value.reveal() not in everything and "root-credential-of-rotator" not in everything
+    hook_lines = [r for r in _audit(tmp_path) if r["step"] == "hook"]
+    assert len(hook_lines) == 1 and hook_lines[0]["result"] == "ok" and hook_lines[0]["token_id"] == "t-new"
+
+
+def test_hook_timeout_kills_its_process_group(tmp_path: Path) -> None:
+    command = _script(tmp_path, "child = subprocess.Popen(['sleep', '30'])\n"
+                                "open('grandchild.pid', 'w').write(str(child.pid))\ntime.sleep(30)\n")
+    with receiver() as rx:
+        settings = _settings(tmp_path, hooks=[{"command": command, "timeout": "1s"}],
+                             webhooks=[_webhook(rx.url, on=["failure"])])
+        notifier = Notifier(settings, tmp_path)
+        started = time.monotonic()
+        notifier(_event("published", "ok", token_id="t-new"))
+        assert notifier.close(10)
+        assert time.monotonic() - started < 5
+        got = rx.wait_for(1)
+    hook_lines = [r for r in _audit(tmp_path) if r["step"] == "hook"]
+    assert hook_lines[0]["result"] == "timeout" and "killed" in hook_lines[0]["error"]
+    assert got[0].json["step"] == "hook" and got[0].json["event"] == "failure", "a failed hook raises a failure"
+    pid = int((tmp_path / "grandchild.pid").read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid):
+        assert time.monotonic() < deadline, "the hook's own child outlived the timeout"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if Path(f"/proc/{pid}").exists() else ""
+    return state != "Z"
+
+
+def test_failing_hook_reports_exit_code_and_output_length_never_its_output(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A value the redactor does not know (a hook may print anything, e.g. a token it fetched
+    # itself): only the exit code and the output's length leave the hook.
+    unknown = "hook-printed-" + "k" * 30
+    command = _script(tmp_path, f"print('reloading {unknown}')\nprint('app: no such unit {unknown}', "
+                                "file=sys.stderr)\nsys.exit(3)\n")
+    with receiver() as rx:
+        notifier = Notifier(_settings(tmp_path, hooks=[{"command": command}], webhooks=[_webhook(rx.url)]), tmp_path)
+        with caplog.at_level("DEBUG"):
+            notifier(_event("published", "ok", token_id="t-new"))
+            assert notifier.close(10)
+        got = rx.wait_for(1)
+    line = next(r for r in _audit(tmp_path) if r["step"] == "hook")
+    assert line["result"] == "failed" and line["exit_code"] == 3
+    assert line["error"].endswith("exited with status 3")
+    assert line["output_chars"] == len(f"reloading {unknown}\napp: no such unit {unknown}\n")
+    assert got[0].json["step"] == "hook" and got[0].json["exit_code"] == 3
+    for text in ((tmp_path / "audit.jsonl").read_text(), got[0].body.decode(), caplog.text):
+        assert unknown not in text and "no such unit" not in text
+
+
+def test_missing_hook_program_is_a_failure_not_a_crash(tmp_path: Path) -> None:
+    notifier = Notifier(_settings(tmp_path, hooks=[{"command": ["/nonexistent/reload-app"]}]), tmp_path)
+    notifier(_event("published", "ok", token_id="t-new"))
+    assert notifier.close(5)
+    line = next(r for r in _audit(tmp_path) if r["step"] == "hook")
+    assert line["result"] == "failed" and "cannot start /nonexistent/reload-app" in line["error"]
+
+
+def test_signature_follows_standard_webhooks() -> None:
+    # The specification's example (standard-webhooks, also in its reference libraries' tests).
+    key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    assert sign(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}') == (
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+    assert signing_key("plain-key") == b"plain-key"
+
+
+def test_a_replayed_or_tampered_delivery_is_refused(tmp_path: Path) -> None:
+    """The receiver's verifier (tests/webhook_receiver.py, from the specification) and rotator's own
+    verify_signature() accept a fresh delivery once, refuse it replayed later or with another body."""
+    with receiver() as rx:
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(rx.url)]), tmp_path)
+        notifier(_event("rotate", "failed", error="x"))
+        assert notifier.close(5)
+        delivery = rx.wait_for(1)[0]
+    stamp = int(delivery.header("webhook-timestamp"))
+    assert abs(stamp - time.time()) < 10
+    seen: set[str] = set()
+    assert delivery.verify(KEY, seen=seen) == "ok"
+    assert delivery.verify(KEY, seen=seen) == "webhook-id seen before", "a replay inside the window"
+    assert delivery.verify(KEY, now=stamp + 301) == "timestamp outside the tolerance window", "a replay later"
+    assert delivery.verify("another-key") == "bad signature"
+    tampered = type(delivery)(delivery.path, delivery.headers, delivery.body.replace(b'"x"', b'"y"'), delivery.at)
+    assert tampered.body != delivery.body and tampered.verify(KEY) == "bad signature"
+    # An attacker who re-stamps a captured body cannot sign the new timestamp.
+    headers = {k: v for k, v in delivery.headers.items() if k.lower() != "webhook-timestamp"}
+    restamped = type(delivery)(delivery.path, {**headers, "webhook-timestamp": str(stamp + 400)},
+                               delivery.body, delivery.at)
+    assert restamped.verify(KEY, now=stamp + 400) == "bad signature"
+    key = KEY.encode()
+    verify_signature(key, delivery.headers, delivery.body, now=stamp)
+    for headers, body, now, why in [
+        (delivery.headers, delivery.body, stamp + 301, "tolerance"),
+        (delivery.headers, tampered.body, stamp, "no valid signature"),
+        ({k: v for k, v in delivery.headers.items() if k.lower() != "webhook-id"}, delivery.body, stamp, "missing"),
+        ({**{k: v for k, v in delivery.headers.items() if k.lower() != "webhook-id"}, "webhook-id": "msg_other"},
+         delivery.body, stamp, "no valid signature"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            verify_signature(key, headers, body, now=now)
+
+
+def test_audit_file_is_created_0600(tmp_path: Path) -> None:
+    notifier = Notifier(_settings(tmp_path), tmp_path)
+    notifier(_event("plan", "ok"))
+    notifier.close(1)
+    assert (tmp_path / "audit.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+# -- settings -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("daemon", "message"), [
+    ({"webhooks": [{"url": "https://x.example", "secret": "s3cret"}]}, "inline secrets are refused"),
+    ({"webhooks": [{"url": "ftp://x.example", "secret": {"file": "k"}}]}, "http:// or https://"),
+    ({"webhooks": [{"url": "https://x.example", "secret": {"file": "k"}, "on": ["sometimes"]}]}, "'failure'"),
+    ({"hooks": [{"command": []}]}, "at least 1 item"),
+    ({"hooks": [{"command": ["x"], "env": {"TOKEN": "v"}}]}, "refused variable"),
+    ({"listen": "9464"}, "not an address"),
+    ({"sweep_interval": "0s"}, "at least 1s"),
+    ({"audit": {"file": "a.jsonl", "stdout": True}}, "not both"),
+    ({"sweep": "60s"}, "Extra inputs are not permitted"),
+])  # fmt: skip
+def test_bad_daemon_settings(daemon: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        DaemonSettings.model_validate(daemon)

@@ -1,0 +1,164 @@
+"""`rotator report`, `rotator audit verify` and `rotator prune` through the CLI, on a journal with real
+rotations (fake influxctl + real OpenBao): every format, no token value anywhere, a self-contained
+HTML file, tampering caught, pruning summarised and still verifiable."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotator.observe.report import parse_date
+from tests.harness import Scenario, check_invariants, make_scenario
+
+
+def _rotated(tmp_path: Path, openbao: Any, fake_influxctl: Any, rotations: int = 3,
+             **kw: Any) -> tuple[Scenario, list[str]]:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, **kw)
+    ids = [sc.bootstrap_id]
+    for _ in range(rotations):
+        proc = sc.cli("rotate", sc.policy, "--output", "json")
+        assert proc.returncode == 0, proc.stderr
+        ids.append(json.loads(proc.stdout)[0]["new_token_id"])
+    time.sleep(1.5)
+    assert sc.cli("revoke-expired").returncode == 0
+    check_invariants(sc, settled=True)
+    return sc, ids
+
+
+def _period() -> tuple[str, str]:
+    today = datetime.now(UTC).date()
+    return str(today - timedelta(days=1)), str(today + timedelta(days=1))
+
+
+def _values(sc: Scenario) -> set[str]:
+    values = {v["token"] for v in sc.versions()} | {sc.bootstrap_value}
+    assert len(values) >= 3
+    return values
+
+
+def _report(sc: Scenario, fmt: str, *extra: str) -> Any:
+    start, end = _period()
+    proc = sc.cli("report", "--from", start, "--to", end, "--format", fmt, *extra)
+    return proc
+
+
+def test_json_report_lists_every_rotation_revocation_and_the_chain(tmp_path, openbao, fake_influxctl) -> None:
+    sc, ids = _rotated(tmp_path, openbao, fake_influxctl)
+    proc = _report(sc, "json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["chain"]["ok"] is True and report["chain"]["checked"] > 10
+    assert "not a legal claim" in report["disclaimer"]
+    [mgmt] = report["policies"]
+    rotations = mgmt["rotations"]
+    assert [r["new_token_id"] for r in rotations] == ids
+    assert [r["old_token_id"] for r in rotations[1:]] == ids[:-1]
+    for r in rotations[1:]:
+        assert r["kind"] == "rotate" and r["state"] == "done"
+        assert r["started_at"] <= r["verified_at"] <= r["published_at"], r
+        assert r["instance"], "the instance that ran it is named"
+    revs = mgmt["revocations"]
+    assert sorted(r["token_id"] for r in revs) == sorted(ids[:-1])
+    assert all(r["state"] == "done" and r["confirmed_by_issuer"] and r["done_at"] >= r["due_at"] for r in revs)
+    summary = mgmt["summary"]
+    assert summary["rotations"] == 4 and summary["revocations_done"] == 3
+    assert summary["within_max_age"] is True and summary["within_90d"] is True
+    assert 0 < summary["max_observed_age_s"] < 600
+    assert report["controls"]["within_90d"] == "CIS 90-day"
+    for value in _values(sc):
+        assert value not in proc.stdout
+
+
+def test_csv_and_html_reports_hold_no_token_value_and_html_is_self_contained(
+    tmp_path, openbao, fake_influxctl
+) -> None:
+    sc, ids = _rotated(tmp_path, openbao, fake_influxctl, rotations=2)
+    proc = _report(sc, "csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [r["new_token_id"] for r in rows if r["record"] == "rotation"] == ids
+    [summary] = [r for r in rows if r["record"] == "summary"]
+    labelled = [c for c in rows[0] if "PCI DSS 8.6.3" in c or "CIS 90-day" in c]
+    assert len(labelled) >= 3, f"columns carry their controls: {list(rows[0])}"
+    assert summary["chain_ok [audit trail integrity]"] == "yes"
+
+    out = tmp_path / "evidence.html"
+    proc = _report(sc, "html", "--output-file", str(out))
+    assert proc.returncode == 0, proc.stderr
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "@media print" in page
+    assert not re.search(r"https?://", page), "no external asset (or any URL) in the HTML report"
+    assert not re.search(r"<(script|link|img|iframe)\b", page, re.I)
+    assert "not a legal claim" in page and "PCI DSS 8.6.3" in page and "CIS 90-day" in page
+    for token_id in ids:
+        assert token_id in page
+    for value in _values(sc):
+        assert value not in page
+        assert value not in proc.stdout + proc.stderr
+
+
+def test_audit_verify_passes_then_names_the_tampered_event(tmp_path, openbao, fake_influxctl) -> None:
+    sc, _ = _rotated(tmp_path, openbao, fake_influxctl, rotations=1)
+    ok = sc.cli("audit", "verify")
+    assert ok.returncode == 0, ok.stderr
+    assert "audit chain OK" in ok.stdout
+    conn = sqlite3.connect(sc.journal_path)
+    seq, at = conn.execute("SELECT seq, at FROM events WHERE step = 'published' ORDER BY seq DESC").fetchone()
+    conn.execute("UPDATE events SET detail = '{\"token_id\": \"someone-elses\"}' WHERE seq = ?", (seq,))
+    conn.commit()
+    conn.close()
+    bad = sc.cli("audit", "verify", "--output", "json")
+    assert bad.returncode == 4, bad.stderr
+    result = json.loads(bad.stdout)
+    assert result["ok"] is False and result["broken"]["seq"] == seq and result["broken"]["at"] == at
+    assert "edited" in result["problem"]
+    report = _report(sc, "json")
+    assert report.returncode == 4 and json.loads(report.stdout)["chain"]["ok"] is False
+
+
+def test_prune_keeps_the_chain_verifiable_and_the_report_shows_pruned_summaries(
+    tmp_path, openbao, fake_influxctl
+) -> None:
+    sc, ids = _rotated(tmp_path, openbao, fake_influxctl, rotations=2)
+    time.sleep(1.1)
+    proc = sc.cli("prune", "--keep-history", "1s", "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    pruned = json.loads(proc.stdout)
+    assert pruned["events"] > 5 and pruned["checkpoint_seq"] == pruned["events"]
+    assert sc.cli("audit", "verify").returncode == 0
+    status = json.loads(sc.cli("status", "--output", "json").stdout)[0]
+    assert status["current_token_id"] == ids[-1], "the current token's run survives pruning"
+
+    report = json.loads(_report(sc, "json").stdout)
+    [mgmt] = report["policies"]
+    [summary] = mgmt["pruned"]
+    assert summary["rotations"] == 3 and summary["revocations"] == 2 and summary["failures"] == 0
+    assert summary["max_token_age_seconds"] >= 0
+
+    conn = sqlite3.connect(sc.journal_path)
+    conn.execute("UPDATE audit_checkpoints SET detail = replace(detail, '\"rotations\": 3', '\"rotations\": 9')")
+    conn.commit()
+    conn.close()
+    bad = sc.cli("audit", "verify")
+    assert bad.returncode == 4, "a checkpoint summary edited after pruning is caught"
+    assert "checkpoint" in bad.stdout
+
+
+def test_report_rejects_bad_dates(tmp_path, openbao, fake_influxctl) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state)
+    proc = sc.cli("report", "--from", "last tuesday", "--to", "2026-01-01")
+    assert proc.returncode == 2 and "--from" in proc.stderr and "YYYY-MM-DD" in proc.stderr
+    proc = sc.cli("report", "--from", "2026-02-01", "--to", "2026-01-01")
+    assert proc.returncode == 2 and "not after" in proc.stderr
+    assert parse_date("--to", "2026-01-01T05:00:00+02:00") == datetime(2026, 1, 1, 3, tzinfo=UTC)
+    with pytest.raises(Exception, match="not a date"):
+        parse_date("--from", "yesterday")

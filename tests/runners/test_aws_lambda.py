@@ -1,0 +1,736 @@
+"""The Secrets Manager rotation function against moto (server mode) and the fake influxctl.
+
+moto cannot run a rotation function (that needs Docker), so the tests do what Secrets Manager
+does: ``rotate_secret`` sets RotationEnabled and creates the AWSPENDING version without a value
+(moto then fails to find the dummy function ARN, which is fine), and the tests invoke the handler
+with the exact events the service sends, in its order, with its retries: a failed step makes it
+run the whole sequence again with the same ClientRequestToken.
+
+Crashes are real: the handler runs in a subprocess that SIGKILLs itself at a step boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from rotator.adapters.aws.secretsmanager import AwsSecretsManagerSettings, AwsSecretsManagerStore
+from rotator.config.policy_bundle import write_bundle
+from rotator.core.clock import FakeClock, SystemClock
+from rotator.core.contracts import AdapterContext, TokenRecord
+from rotator.core.errors import (
+    ConfigError,
+    NeedsAttention,
+    OwnershipError,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
+from rotator.core.secret import Secret
+from rotator.runners.lambda_rotation import handle
+from tests.aws_server import FailingClient, MotoServer, client_error
+from tests.fakes.fixtures import BINARY as FAKE_INFLUXCTL
+
+POLICY = "mgmt"
+GRACE = timedelta(hours=1)
+REPO = Path(__file__).resolve().parents[2]
+STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+
+CRASH_RUNNER = """
+import json, os, signal, sys
+from datetime import datetime
+from pathlib import Path
+from rotator.runners.lambda_rotation import handle
+from rotator.core.clock import FakeClock, SystemClock
+event, config, at, now = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+class Context:
+    def get_remaining_time_in_millis(self):
+        return 300_000
+def checkpoint(name):
+    if name == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+clock = FakeClock(datetime.fromisoformat(now)) if now else SystemClock()
+print(json.dumps(handle(event, Context(), config_path=config, clock=clock, checkpoint=checkpoint)))
+"""
+
+
+class Context:
+    """The part of the Lambda context the function uses."""
+
+    def __init__(self, remaining_ms: int = 300_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def server_error(operation: str) -> botocore.exceptions.ClientError:
+    return client_error("InternalServiceError", 500, operation)
+
+
+@dataclass
+class Scene:
+    """One secret bootstrapped with a human-made token, a policy file, and the handler's seams."""
+
+    aws: MotoServer
+    fake: Any
+    dir: Path
+    name: str
+    arn: str = ""
+    bootstrap_id: str = ""
+    clock: FakeClock = field(default_factory=lambda: FakeClock(datetime.now(UTC)))
+    texts: list[str] = field(default_factory=list)  # exception texts and subprocess output, for the leak check
+    values: set[str] = field(default_factory=set)
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "rotator.toml"
+
+    def write_policy(self, *, extra_policy: str = "", extra_store: str = "", second_store: bool = False,
+                     secret_id: str | None = None, name: str = POLICY) -> None:  # fmt: skip
+        more = f"""
+[[policy.store]]
+type = "aws-secretsmanager"
+name = "mirror"
+secret_id = "{self.name}-mirror"
+region = "us-east-1"
+endpoint_url = "{self.aws.url}"
+""" if second_store else ""
+        self.config.write_text(f"""
+[rotator.retry]
+attempts = 2
+base_delay = "1s"
+max_delay = "1s"
+
+[[policy]]
+name = "{name}"
+schedule = "30d"
+grace = "1h"
+verify_timeout = "30s"
+{extra_policy}
+[policy.issuer]
+type = "influxctl-management"
+influxctl = {json.dumps(str(FAKE_INFLUXCTL))}
+timeout_s = 10
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+port = 443
+
+[[policy.store]]
+type = "aws-secretsmanager"
+name = "aws"
+secret_id = "{secret_id or self.name}"
+region = "us-east-1"
+endpoint_url = "{self.aws.url}"
+max_attempts = 1
+{extra_store}
+{more}""")
+        # What build_zip.py packages: the function reads the bundle, not the file (rotator/config/policy_bundle.py).
+        write_bundle(self.config)
+
+    def bootstrap(self, *, tag_policy: bool = True) -> None:
+        value, self.bootstrap_id = self.fake.state.add_token("created by a human for bootstrap")
+        self.values.add(value)
+        record = TokenRecord(Secret(value), self.bootstrap_id, "influxctl-management", POLICY, self.clock.now(), None)
+        settings = AwsSecretsManagerSettings(secret_id=self.name, region=self.aws.region, endpoint_url=self.aws.url)
+        store = AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=POLICY),
+                                                   client_factory=lambda s, p: self.client())  # fmt: skip
+        store.publish(record, None)
+        self.arn = self.client().describe_secret(SecretId=self.name)["ARN"]
+        if tag_policy:
+            self.client().tag_resource(SecretId=self.name, Tags=[{"Key": "rotator:policy", "Value": POLICY}])
+
+    def client(self) -> Any:
+        return self.aws.client()
+
+    def start(self, *, rotate_immediately: bool = True) -> str:
+        """What Secrets Manager does before the first createSecret of a rotation."""
+        token = str(uuid.uuid4())
+        with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
+            self.client().rotate_secret(
+                SecretId=self.name, ClientRequestToken=token, RotationRules={"AutomaticallyAfterDays": 30},
+                RotationLambdaARN=f"arn:aws:lambda:{self.aws.region}:{self.aws.account}:function:rotator-dummy",
+                RotateImmediately=rotate_immediately,
+            )  # fmt: skip
+        assert self.stages().get(token) == ["AWSPENDING"], "moto no longer sets up a rotation as AWS does"
+        assert self.client().describe_secret(SecretId=self.name)["RotationEnabled"]
+        return token
+
+    def event(self, step: str, token: str, **extra: Any) -> dict[str, Any]:
+        return {"Step": step, "SecretId": self.arn, "ClientRequestToken": token, **extra}
+
+    def invoke(self, event: dict[str, Any], *, remaining_ms: int = 300_000, own_client: bool = False,
+               **kw: Any) -> Any:  # fmt: skip
+        """The handler in this process. It builds its client from the store settings with
+        ``own_client`` (as in Lambda); otherwise it gets the test's (building one costs ~100 ms)."""
+        kw.setdefault("clock", self.clock)
+        if not own_client:
+            kw.setdefault("client", self.client())
+        try:
+            return handle(event, Context(remaining_ms), config_path=self.config, **kw)
+        except RotatorError as exc:
+            self.texts.append(f"{exc} {exc.hint}")
+            raise
+
+    def step(self, step: str, token: str, **kw: Any) -> Any:
+        return self.invoke(self.event(step, token), **kw)
+
+    def rotate(self, token: str | None = None) -> str:
+        token = token or self.start()
+        for step in STEPS:
+            self.step(step, token)
+        return token
+
+    def crash(self, event: dict[str, Any], at: str, *, now: datetime | None = None) -> None:
+        now = now or self.clock.now()
+        """The handler in its own process, SIGKILLed at checkpoint ``at``."""
+        argv = [sys.executable, "-c", CRASH_RUNNER, json.dumps(event), str(self.config), at,
+                now.isoformat() if now else ""]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        self.texts += [proc.stdout, proc.stderr]
+        assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+
+    # -- inspection (values allowed: test side only) ------------------------------------------
+
+    def stages(self) -> dict[str, list[str]]:
+        answer = self.client().describe_secret(SecretId=self.name)
+        return {v: s for v, s in answer.get("VersionIdsToStages", {}).items() if s}
+
+    def tags(self) -> dict[str, str]:
+        return {t["Key"]: t["Value"] for t in self.client().describe_secret(SecretId=self.name).get("Tags", [])}
+
+    def payload(self, stage: str, version: str | None = None) -> dict[str, Any]:
+        request = {"SecretId": self.name, "VersionStage": stage, **({"VersionId": version} if version else {})}
+        data: dict[str, Any] = json.loads(self.client().get_secret_value(**request)["SecretString"])
+        self.values.add(data["token"])
+        return data
+
+    def minted(self) -> list[dict[str, Any]]:
+        return [t for t in self.fake.state.tokens() if t["description"].startswith(f"rotator:{POLICY}:")]
+
+    def active_minted(self) -> list[dict[str, Any]]:
+        return [t for t in self.minted() if not t["revoked_at"]]
+
+    def check_invariants(self, *, settled: bool = False) -> None:
+        """Invariants 1-2 from the outside, plus: AWSPENDING only on AWSCURRENT's version or on
+        this rotation's version; with ``settled``, the previous tokens' grace has passed."""
+        current = self.payload("AWSCURRENT")
+        assert self.fake.state.problem(current["token"]) is None, "invariant 1: AWSCURRENT is not accepted"
+        allowed = {current["token_id"]}
+        pending = [v for v, s in self.stages().items() if "AWSPENDING" in s and "AWSCURRENT" not in s]
+        for version in pending:
+            try:
+                allowed.add(self.payload("AWSPENDING", version)["token_id"])
+            except botocore.exceptions.ClientError:
+                pass  # no value yet
+        if not settled:
+            allowed |= {k.removeprefix("rotator:revoke:") for k in self.tags() if k.startswith("rotator:revoke:")}
+        for token in self.active_minted():
+            assert token["id"] in allowed, f"invariant 2: orphan token {token['id']} ({token['description']})"
+        if settled:
+            assert not [k for k in self.tags() if k.startswith("rotator:revoke:")], "records left after grace"
+            bootstrap = self.fake.state.token_by_id(self.bootstrap_id)
+            assert bootstrap["revoked_at"] or self.bootstrap_id == current["token_id"]
+
+    def check_no_leak(self, caplog: pytest.LogCaptureFixture) -> None:
+        for version in self.client().list_secret_version_ids(SecretId=self.name, IncludeDeprecated=True)["Versions"]:
+            answer = self.client().get_secret_value(SecretId=self.name, VersionId=version["VersionId"])
+            self.values.add(json.loads(answer["SecretString"])["token"])
+        texts = [r.getMessage() for r in caplog.records] + self.texts
+        for value in self.values:
+            assert not any(value in text for text in texts), "invariant 4: a token value leaked"
+
+
+@pytest.fixture
+def scene(aws: MotoServer, fake_influxctl: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Scene:
+    caplog.set_level(logging.DEBUG)
+    # botocore's own DEBUG chatter (hooks, signing) is slow to capture and holds no body: the
+    # product keeps its body-dumping loggers at INFO itself (quiet_sdk_wire_logs).
+    caplog.set_level(logging.INFO, logger="botocore")
+    sc = Scene(aws, fake_influxctl, tmp_path, f"tests/lambda-{uuid.uuid4().hex[:10]}")
+    sc.write_policy()
+    sc.bootstrap()
+    return sc
+
+
+# -- the happy path --------------------------------------------------------------------------------
+
+
+def test_a_rotation_in_service_order_then_revocation_after_grace(scene, caplog):
+    token = scene.start()
+    for step in STEPS:
+        assert scene.step(step, token, own_client=True) is None
+    current = scene.payload("AWSCURRENT")
+    (minted,) = scene.minted()
+    assert current["token_id"] == minted["id"] and minted["description"] == f"rotator:{POLICY}:{token}"
+    assert current["issuer"] == "influxctl-management" and current["policy"] == POLICY
+    assert minted["expires_at"] and current["expires_at"], "a minted token always expires"
+    assert scene.stages()[token] == ["AWSCURRENT"], "AWSPENDING removed"
+    assert scene.payload("AWSPREVIOUS")["token_id"] == scene.bootstrap_id
+    due = scene.tags()[f"rotator:revoke:{scene.bootstrap_id}"]
+    assert datetime.fromisoformat(due.replace("Z", "+00:00")) >= scene.clock.now() + GRACE
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is None, "not before grace"
+    scene.check_invariants()
+
+    early = scene.invoke({"action": "revoke-expired"}, own_client=True)
+    assert early == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1}
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    done = scene.invoke({"action": "revoke-expired", "SecretId": scene.arn})
+    assert done["revoked"] == [scene.bootstrap_id]
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None
+    scene.check_invariants(settled=True)
+
+    second = scene.rotate()  # the next rotation starts cleanly
+    assert scene.payload("AWSCURRENT")["token_id"] != minted["id"]
+    assert scene.stages()[second] == ["AWSCURRENT"]
+    scene.check_invariants()
+    scene.check_no_leak(caplog)
+
+
+def test_each_step_repeated_by_the_service_does_its_work_once(scene, caplog):
+    token = scene.start()
+    for step in STEPS:
+        scene.step(step, token)
+        scene.step(step, token)
+    assert len(scene.minted()) == 1
+    assert scene.payload("AWSCURRENT")["token_id"] == scene.minted()[0]["id"]
+    scene.check_invariants()
+    scene.check_no_leak(caplog)
+
+
+def test_the_snake_case_spelling_of_the_steps_is_accepted(scene):
+    token = scene.start()
+    for step in ("create_secret", "set_secret", "test_secret", "finish_secret"):
+        scene.step(step, token)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+
+
+def test_a_whole_rotation_repeated_after_success_does_nothing(scene):
+    token = scene.rotate()
+    calls = len(scene.fake.state.calls())
+    for step in STEPS:
+        scene.step(step, token)  # already AWSCURRENT: return at once
+    assert len(scene.fake.state.calls()) == calls, "no issuer call"
+    assert len(scene.minted()) == 1
+
+
+# -- a failure at each step, then Secrets Manager's full retry --------------------------------------
+
+
+def _retry_all(scene: Scene, token: str) -> None:
+    scene.rotate(token)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    assert [t["id"] for t in scene.active_minted()] == [scene.payload("AWSCURRENT")["token_id"]]
+    scene.check_invariants()
+
+
+def test_create_secret_fails_to_mint_then_the_retry_rotates(scene, caplog):
+    token = scene.start()
+    scene.fake.state.add_fault("management create", "exit", times=2, message="Error: service unavailable")
+    with pytest.raises(RotatorError):
+        scene.step("createSecret", token)
+    assert scene.minted() == []
+    _retry_all(scene, token)
+    scene.check_no_leak(caplog)
+
+
+def test_a_mint_whose_answer_was_lost_leaves_no_orphan(scene, caplog):
+    token = scene.start()
+    scene.fake.state.add_fault("management create", "after_effect_exit", times=2)
+    with pytest.raises(RotatorError):
+        scene.step("createSecret", token)
+    assert len(scene.minted()) == 2, "both attempts created a token the function never saw"
+    assert [t for t in scene.minted() if not t["revoked_at"]] == [scene.minted()[-1]], "the first one was swept"
+    _retry_all(scene, token)
+    assert len(scene.minted()) == 3
+    scene.check_no_leak(caplog)
+
+
+def test_put_secret_value_fails_then_the_minted_token_is_revoked_and_the_retry_rotates(scene, caplog):
+    token = scene.start()
+    failing = FailingClient(scene.client(), "put_secret_value", server_error("PutSecretValue"))
+    with pytest.raises(TransientError, match="PutSecretValue failed: InternalServiceError"):
+        scene.step("createSecret", token, client=failing)
+    (lost,) = scene.minted()
+    assert lost["revoked_at"] is not None, "revoked at once: it was never stored"
+    _retry_all(scene, token)
+    scene.check_no_leak(caplog)
+
+
+@pytest.mark.parametrize("failing_step", ["setSecret", "testSecret"])
+def test_the_issuer_failing_at_set_or_test_then_the_retry_rotates(scene, failing_step):
+    token = scene.start()
+    for step in STEPS[: STEPS.index(failing_step)]:
+        scene.step(step, token)
+    scene.fake.state.add_fault("management list", "exit", times=-1, message="Error: service unavailable")
+    with pytest.raises(RotatorError):
+        scene.step(failing_step, token, remaining_ms=14_000)  # testSecret retries until its deadline (4 s)
+    scene.fake.state.clear_faults()
+    assert scene.payload("AWSCURRENT")["token_id"] == scene.bootstrap_id
+    _retry_all(scene, token)
+    assert len(scene.minted()) == 1, "the pending token is reused, not minted again"
+
+
+def test_finish_secret_fails_to_move_then_revoke_expired_spares_the_still_current_token(scene, caplog):
+    token = scene.start()
+    for step in STEPS[:3]:
+        scene.step(step, token)
+    failing = FailingClient(scene.client(), "update_secret_version_stage", server_error("UpdateSecretVersionStage"))
+    with pytest.raises(TransientError):
+        scene.step("finishSecret", token, client=failing)
+    record = f"rotator:revoke:{scene.bootstrap_id}"
+    first_due = scene.tags()[record]
+    assert scene.payload("AWSCURRENT")["token_id"] == scene.bootstrap_id, "recorded, not moved"
+
+    scene.clock.advance(GRACE + timedelta(minutes=1))
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["skipped"] == [scene.bootstrap_id] and report["revoked"] == []
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is None
+    assert record in scene.tags()
+
+    _retry_all(scene, token)
+    assert scene.tags()[record] > first_due, "the retried finishSecret restarts the grace period"
+    scene.check_no_leak(caplog)
+
+
+def test_test_secret_waits_for_a_token_to_become_active_within_the_lambda_time(scene):
+    scene.fake.state.set(activation_delay_s=1.0)
+    token = scene.start()
+    scene.step("createSecret", token)
+    scene.step("setSecret", token)
+    scene.step("testSecret", token, clock=SystemClock(), remaining_ms=60_000)
+    scene.step("finishSecret", token)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+
+
+def test_test_secret_gives_up_when_the_lambda_is_out_of_time(scene):
+    scene.fake.state.set(activation_delay_s=30)
+    token = scene.start()
+    scene.step("createSecret", token)
+    with pytest.raises(TransientError, match="not active yet|unauthorized|Unauthenticated"):
+        scene.step("testSecret", token, clock=SystemClock(), remaining_ms=11_000)
+    assert scene.payload("AWSCURRENT")["token_id"] == scene.bootstrap_id
+
+
+# -- crashes (SIGKILL in a subprocess), then the service's retry ------------------------------------
+
+
+@pytest.mark.parametrize("at", ["swept", "minted", "put"])
+def test_crash_in_create_secret_then_the_retry_leaves_no_orphan(scene, caplog, at):
+    token = scene.start()
+    scene.crash(scene.event("createSecret", token), at)
+    if at == "minted":
+        (orphan,) = scene.minted()
+        assert orphan["revoked_at"] is None and orphan["description"] == f"rotator:{POLICY}:{token}"
+    scene.rotate(token)
+    if at == "minted":
+        assert scene.fake.state.token_by_id(orphan["id"])["revoked_at"] is not None, "the orphan is revoked"
+        assert scene.payload("AWSCURRENT")["token_id"] != orphan["id"]
+    assert len(scene.active_minted()) == 1
+    scene.check_invariants()
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    scene.invoke({"action": "revoke-expired"})
+    scene.check_invariants(settled=True)
+    scene.check_no_leak(caplog)
+
+
+@pytest.mark.parametrize("at", ["recorded", "moved"])
+def test_crash_in_finish_secret_then_the_retry_completes(scene, caplog, at):
+    token = scene.start()
+    for step in STEPS[:3]:
+        scene.step(step, token)
+    scene.crash(scene.event("finishSecret", token), at)
+    scene.rotate(token)
+    assert scene.payload("AWSCURRENT")["token_id"] == scene.minted()[0]["id"]
+    assert "AWSCURRENT" in scene.stages()[token]
+    scene.check_invariants()
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    scene.invoke({"action": "revoke-expired"})
+    scene.check_invariants(settled=True)
+    scene.check_no_leak(caplog)
+
+
+def test_crash_in_revoke_expired_after_the_revocation_then_the_next_run_drops_the_record(scene, caplog):
+    scene.rotate()
+    later = scene.clock.now() + GRACE + timedelta(seconds=1)
+    scene.crash({"action": "revoke-expired"}, "revoked", now=later)
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None
+    assert f"rotator:revoke:{scene.bootstrap_id}" in scene.tags(), "killed before the record went"
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    assert scene.invoke({"action": "revoke-expired"})["revoked"] == [scene.bootstrap_id]
+    scene.check_invariants(settled=True)
+    scene.check_no_leak(caplog)
+
+
+# -- what the preamble refuses ---------------------------------------------------------------------
+
+
+def test_rotation_not_enabled_is_refused_before_anything_happens(scene):
+    token = str(uuid.uuid4())
+    scene.client().put_secret_value(SecretId=scene.name, ClientRequestToken=token, SecretString="{}",
+                                    VersionStages=["AWSPENDING"])  # fmt: skip
+    with pytest.raises(PermanentError, match="rotation is not enabled"):
+        scene.step("createSecret", token)
+    assert scene.minted() == [] and scene.fake.state.calls() == []
+
+
+def test_a_token_that_is_not_a_version_of_the_secret_is_refused(scene):
+    scene.start()
+    with pytest.raises(PermanentError, match="is not a version of secret"):
+        scene.step("createSecret", str(uuid.uuid4()))
+    assert scene.minted() == []
+
+
+def test_a_version_that_is_not_awspending_is_refused(scene):
+    scene.rotate()
+    previous = next(v for v, s in scene.stages().items() if "AWSPREVIOUS" in s)
+    scene.start()
+    with pytest.raises(PermanentError, match="is not AWSPENDING"):
+        scene.step("createSecret", previous)
+    assert len(scene.minted()) == 1
+
+
+def test_awspending_stuck_from_a_failed_rotation_is_finished_by_the_services_reattempt(scene, caplog):
+    """AWS: "A previous rotation isn't complete. That rotation will be reattempted." - with its token."""
+    token = scene.start()
+    scene.step("createSecret", token)
+    scene.step("setSecret", token)
+    scene.fake.state.add_fault("management list", "exit", times=-1, message="Error: service unavailable")
+    for _ in range(3):  # the service's own retries, all failing
+        with pytest.raises(RotatorError):
+            scene.rotate(token)
+    scene.fake.state.clear_faults()
+    store = AwsSecretsManagerStore.from_config(
+        AwsSecretsManagerSettings(secret_id=scene.name, region="us-east-1", endpoint_url=scene.aws.url),
+        AdapterContext(policy=POLICY))  # fmt: skip
+    with pytest.raises(PermanentError, match="a previous rotation isn't complete"):
+        store.read_current()  # the CLI's store refuses meanwhile
+    scene.rotate(token)  # the reattempt
+    _done(scene, token)
+    scene.check_no_leak(caplog)
+
+
+def test_awspending_cleared_by_hand_then_a_new_rotation_revokes_the_abandoned_token(scene, caplog):
+    """The operator ran the command the error gives; the next rotation's createSecret finds the
+    token the abandoned rotation minted and revokes it."""
+    stuck = scene.start()
+    scene.step("createSecret", stuck)
+    (abandoned,) = scene.minted()
+    scene.client().update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPENDING",
+                                               RemoveFromVersionId=stuck)  # fmt: skip
+    token = scene.rotate()
+    assert scene.fake.state.token_by_id(abandoned["id"])["revoked_at"] is not None
+    _done(scene, token)
+    scene.check_no_leak(caplog)
+
+
+def _done(scene: Scene, token: str) -> None:
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    assert [t["id"] for t in scene.active_minted()] == [scene.payload("AWSCURRENT")["token_id"]]
+    scene.check_invariants()
+
+
+def test_rotate_immediately_false_tests_the_current_token_and_mints_nothing(scene):
+    """AWS runs only testSecret, on an AWSPENDING version holding the current value."""
+    token = scene.start(rotate_immediately=False)
+    assert scene.payload("AWSPENDING", token)["token_id"] == scene.bootstrap_id
+    scene.step("testSecret", token)
+    assert scene.minted() == []
+
+
+def test_an_unmanaged_secret_is_refused_without_adopt(scene):
+    scene.client().untag_resource(SecretId=scene.name, TagKeys=["managed-by"])
+    token = scene.start()
+    with pytest.raises(OwnershipError, match="not tagged managed-by=rotator"):
+        scene.step("createSecret", token)
+    assert scene.minted() == []
+
+
+def test_a_disabled_policy_is_refused(scene):
+    scene.write_policy(extra_policy="enabled = false")
+    token = scene.start()
+    with pytest.raises(PermanentError, match="is disabled"):
+        scene.step("createSecret", token)
+
+
+# -- configuration ----------------------------------------------------------------------------------
+
+
+def test_the_store_s_own_policy_tag_names_the_policy(scene):
+    """A secret that `rotator bootstrap` created carries managed-by=rotator and policy=<name>."""
+    scene.client().untag_resource(SecretId=scene.name, TagKeys=["rotator:policy"])
+    token = scene.start()
+    scene.rotate(token)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+
+
+def test_the_policy_comes_from_rotator_policy_env_when_the_secret_has_no_tag(scene, monkeypatch):
+    scene.client().untag_resource(SecretId=scene.name, TagKeys=["rotator:policy", "policy"])
+    token = scene.start()
+    with pytest.raises(ConfigError, match="names no policy") as caught:
+        scene.step("createSecret", token)
+    assert "ROTATOR_POLICY" in caught.value.hint and "rotator:policy" in caught.value.hint
+    monkeypatch.setenv("ROTATOR_POLICY", POLICY)
+    scene.rotate(token)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"second_store": True}, "needs exactly one, of type aws-secretsmanager"),
+        ({"secret_id": "tests/elsewhere"}, "no policy has an aws-secretsmanager store for secret"),
+        ({"name": "other"}, "no policy named 'mgmt'"),
+    ],
+)
+def test_a_policy_that_does_not_fit_the_secret_is_a_clear_config_error(scene, policy, message):
+    scene.write_policy(**policy)
+    token = scene.start()
+    with pytest.raises(ConfigError, match=message):
+        scene.step("createSecret", token)
+    assert scene.minted() == []
+
+
+def test_a_store_named_by_arn_matches_the_secret(scene):
+    scene.write_policy(secret_id=scene.arn)
+    token = scene.start()
+    for step in STEPS:
+        scene.step(step, token, own_client=True)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+
+
+def test_a_missing_policy_file_and_bad_events_are_clear_errors(scene, tmp_path):
+    with pytest.raises(ConfigError, match="cannot read policy file") as caught:
+        handle({"action": "revoke-expired"}, Context(), config_path=tmp_path / "absent.toml")
+    assert "ROTATOR_CONFIG" in caught.value.hint
+    token = scene.start()
+    for event, message in [
+        ({"SecretId": scene.arn, "ClientRequestToken": token}, "the event has no Step"),
+        ({"Step": "rotateSecret", "SecretId": scene.arn, "ClientRequestToken": token}, "unknown Step"),
+        ({"Step": "createSecret", "SecretId": scene.arn}, "the event has no ClientRequestToken"),
+        ({"action": "revoke-everything"}, "unknown action"),
+    ]:
+        with pytest.raises(PermanentError, match=message):
+            scene.invoke(event)
+
+
+# -- revoke-expired --------------------------------------------------------------------------------
+
+
+def test_revoke_expired_never_revokes_awscurrent_or_awspending(scene):
+    scene.rotate()
+    current = scene.payload("AWSCURRENT")["token_id"]
+    token = scene.start()
+    scene.step("createSecret", token)
+    pending = scene.payload("AWSPENDING", token)["token_id"]
+    past = "2020-01-01T00:00:00Z"
+    scene.client().tag_resource(SecretId=scene.name, Tags=[
+        {"Key": f"rotator:revoke:{current}", "Value": past}, {"Key": f"rotator:revoke:{pending}", "Value": past}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    report = scene.invoke({"action": "revoke-expired"})
+    assert sorted(report["skipped"]) == sorted([current, pending])
+    assert report["revoked"] == [scene.bootstrap_id]
+    for token_id in (current, pending):
+        assert scene.fake.state.token_by_id(token_id)["revoked_at"] is None
+
+
+def test_revoke_expired_reports_failures_as_a_failed_invocation(scene):
+    scene.rotate()
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    scene.fake.state.add_fault("management revoke", "exit", times=-1, message="Error: service unavailable")
+    scene.fake.state.add_fault("management list", "exit", times=-1, message="Error: service unavailable")
+    with pytest.raises(TransientError, match="revoke-expired: 1 failure"):
+        scene.invoke({"action": "revoke-expired"})
+    assert f"rotator:revoke:{scene.bootstrap_id}" in scene.tags(), "kept for the next run"
+
+
+def test_a_revoke_tag_on_another_team_s_token_is_refused_not_obeyed(scene):
+    """Issue 10 §2 (a): TagResource alone used to get any token revoked."""
+    scene.rotate()
+    _, victim = scene.fake.state.add_token("team B's CI token")
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{victim}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    with pytest.raises(NeedsAttention, match=f"refused to revoke {victim}"):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None, "the true record went ahead"
+    tags = scene.tags()
+    assert f"rotator:revoke:{victim}" not in tags and f"rotator:attention:{victim}" in tags
+    # Reported once: the next run has nothing left to refuse.
+    assert scene.invoke({"action": "revoke-expired"})["refused"] == []
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+
+
+def test_a_payload_and_tag_edited_after_the_rotation_are_refused(scene):
+    """Between finishSecret and revoke-expired someone with PutSecretValue and TagResource writes a
+    version naming another team's token, and a revocation record for it: still refused."""
+    scene.rotate()
+    value, victim = scene.fake.state.add_token("team B's dashboard token")
+    scene.values.add(value)
+    forged = TokenRecord(Secret(value), victim, "influxctl-management", POLICY, scene.clock.now(), None)
+    scene.client().put_secret_value(SecretId=scene.name, SecretString=json.dumps(forged.payload()),
+                                    VersionStages=["FORGED"])
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{victim}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    with pytest.raises(NeedsAttention):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None
+
+
+def test_a_revoke_tag_on_a_token_of_another_policy_is_refused(scene):
+    """A token rotator minted, but for another policy (its tag names that policy), is not this one's."""
+    scene.rotate()
+    _, other = scene.fake.state.add_token(f"rotator:other-policy:{uuid.uuid4()}")
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{other}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    with pytest.raises(NeedsAttention):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(other)["revoked_at"] is None
+
+
+def test_create_secret_also_revokes_what_is_due(scene):
+    scene.rotate()
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    token = scene.start()
+    scene.step("createSecret", token)
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None
+
+
+# -- the thin entry point --------------------------------------------------------------------------
+
+
+def test_the_entry_point_imports_no_sdk_and_runs_the_handler(scene):
+    scene.rotate()
+    code = (
+        "import sys, json\n"
+        "import rotator.runners.aws_lambda as entry\n"
+        "heavy = ('boto3', 'botocore', 'pydantic', 'rotator.runners.lambda_rotation')\n"
+        "loaded = sorted(m for m in heavy if m in sys.modules)\n"
+        "print(json.dumps(loaded))\n"
+        "print(json.dumps(entry.handler({'action': 'revoke-expired'}, None)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ROTATOR_CONFIG": str(scene.config)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    scene.texts += [proc.stdout, proc.stderr]
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert json.loads(lines[0]) == [], "importing the entry module loads no SDK and not the adapter"
+    assert json.loads(lines[-1]) == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1}

@@ -1,0 +1,279 @@
+"""What a new user meets first on the command line (issue 9, section 4).
+
+- ``-c/--config`` (and the other common options) work before the command name as well as after;
+- every hint the CLI prints names a command that exists;
+- a missing optional dependency is invalid input (exit 2) with the exact ``pip install`` line;
+- read-only commands never create a journal: they say there is none, where, and how to fix it;
+- durations are printed as a policy file writes them;
+- every command's ``--help`` has a one-line description and an example that parses.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sqlite3
+import subprocess
+import sys
+import tomllib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from rotator.config.extras import EXTRA_OF_MODULE
+from rotator.config.schedule import format_duration, parse_duration
+from rotator.observe.status import PolicyStatus, render_table
+from rotator.runners import cli
+from tests.harness import REPO
+
+ISSUER = """
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "h.example"
+"""
+STORE = """
+[[policy.store]]
+type = "vault-kv2"
+url = "https://vault.example:8200"
+path = "influx/mgmt"
+[policy.store.auth]
+method = "token"
+token = { env = "VAULT_TOKEN" }
+"""
+COMMANDS = sorted(cli._COMMANDS)  # the handlers; the last test checks each has a parser
+
+
+def _policy_file(tmp_path: Path, *, head: str = 'name = "p1"\nschedule = "30d"', issuer: str = ISSUER,
+                 store: str = STORE, top: str = "") -> Path:
+    path = tmp_path / "rotator.toml"
+    path.write_text(f"{top}\n[[policy]]\n{head}\n{issuer}\n{store}")
+    return path
+
+
+def _rotator(*args: str, cwd: Path = REPO, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``rotator ARGS`` in a new interpreter in which the modules ``blocked`` cannot be imported."""
+    probe = (f"import sys\nfor name in {list(blocked)!r}:\n    sys.modules[name] = None  # import raises\n"
+             f"from rotator.runners.cli import main\nraise SystemExit(main({list(args)!r}))")  # fmt: skip
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=cwd, check=False,
+                          timeout=60)  # fmt: skip
+
+
+def _exit_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    out, err = capsys.readouterr()
+    return int(stopped.value.code or 0), out, err
+
+
+# -- 1. -c before or after the command; hints name real commands ---------------------------------
+#: the arguments each command needs besides the common options, so that it parses
+REQUIRED = {"bootstrap": ["p1", "--token-file", "f", "--token-id", "t"], "sync": ["--from", "p1"]}
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "sync"])
+def test_config_goes_before_or_after_the_command(command: str) -> None:
+    parser = cli._parser()
+    rest = REQUIRED.get(command, [])
+    assert parser.parse_args(["-c", "before.toml", command, *rest]).config == "before.toml"
+    assert parser.parse_args([command, *rest, "--config", "after.toml"]).config == "after.toml"
+    assert parser.parse_args(["--config", "before.toml", command, *rest, "-c", "after.toml"]).config == "after.toml"
+    args = parser.parse_args(["--log-level", "debug", "--output", "json", command, *rest])
+    assert (args.log_level, args.output) == ("debug", "json")
+    assert parser.parse_args([command, *rest]).output == "text", "defaults still apply"
+
+
+def test_config_before_the_command_end_to_end(tmp_path: Path) -> None:
+    path = _policy_file(tmp_path)
+    proc = _rotator("-c", str(path), "validate", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{path}: valid, 1 policy: p1" in proc.stdout
+    # sync takes the policy file from --from FILE:POLICY, or from -c before the command name
+    proc = _rotator("-c", str(path), "sync", "--from", "nosuch", cwd=tmp_path)
+    assert proc.returncode == 2 and f"{path}: no policy named 'nosuch'" in proc.stderr, proc.stderr
+    assert "known policies: p1" in proc.stderr
+
+
+def _argparse_error_cases() -> list[list[str]]:
+    cases = [[], ["stauts"], ["-c"], ["--log-level", "loud", "status"], ["--bogus"], ["--bogus", "status"]]
+    for command in COMMANDS:
+        rest = REQUIRED.get(command, [])
+        cases += [[command, *rest, "--no-such-option"], [command, *rest, "--output", "yaml"], ["-c", "x", command,
+                                                                                                 *rest, "extra", "-Z"]]
+        if rest:
+            cases.append([command])  # a required argument missing
+    return cases
+
+
+def test_every_argparse_hint_names_a_real_command(capsys: pytest.CaptureFixture[str]) -> None:
+    hints: set[str] = set()
+    for argv in _argparse_error_cases():
+        code, _, err = _exit_of(argv, capsys)
+        assert code == 2, (argv, err)
+        found = re.findall(r"^fix: see `([^`]*)`$", err, re.MULTILINE)
+        assert len(found) == 1, (argv, err)
+        hints.add(found[0])
+    assert len(hints) > len(COMMANDS), hints  # per-command hints, not one generic line
+    for hint in sorted(hints):
+        words = shlex.split(hint)
+        assert words[0] == "rotator" and words[-1] == "--help", hint
+        assert len(words) == 2 or (len(words) == 3 and words[1] in COMMANDS), hint
+        code, out, _ = _exit_of(words[1:], capsys)
+        assert code == 0 and "usage: rotator" in out, hint
+
+
+def test_every_rotator_command_named_in_a_message_exists() -> None:
+    """Hints and messages in the code quote commands as `rotator NAME ...`: NAME must exist."""
+    named: dict[str, str] = {}
+    for source in (REPO / "rotator").rglob("*.py"):
+        for quoted in re.findall(r"`(rotator [^`]*)`", source.read_text()):
+            words = quoted.split()[1:]
+            while words and words[0].startswith("-"):  # `rotator -c FILE status`
+                words = words[2:] if words[0] in ("-c", "--config") else words[1:]
+            if words and not re.search(r"[A-Z{]", words[0]):  # COMMAND, {args.command}: placeholders
+                named[quoted] = words[0]
+    assert len(named) > 10
+    unknown = {quoted: name for quoted, name in named.items() if name not in COMMANDS}
+    assert not unknown, unknown
+
+
+# -- 2. a missing extra ----------------------------------------------------------------------------
+def test_extra_table_matches_pyproject() -> None:
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in ("vault", "aws", "http", "postgres", "daemon", "profile"):
+        for requirement in extras[extra]:
+            module = re.split(r"[^A-Za-z0-9_.-]", requirement)[0].lower().replace("-", "_")
+            assert EXTRA_OF_MODULE.get(module) == extra, f"{requirement} of [{extra}]: add {module!r} to the table"
+    assert set(EXTRA_OF_MODULE.values()) == {"vault", "aws", "http", "postgres", "daemon", "profile"}
+
+
+AWS_STORE = '\n[[policy.store]]\ntype = "aws-secretsmanager"\nsecret_id = "prod/influx"\nregion = "eu-west-1"\n'
+
+
+@pytest.mark.parametrize(
+    ("extra", "blocked", "policy", "command"),
+    [
+        ("daemon", ("prometheus_client",), {}, ["daemon"]),
+        ("daemon", ("apscheduler",), {"head": 'name = "p1"\nschedule = "0 3 * * 0-5"'}, ["validate"]),
+        ("vault", ("hvac",), {}, ["validate"]),
+        ("aws", ("boto3", "botocore"), {"store": AWS_STORE}, ["validate"]),
+        ("http", ("httpx",), {"issuer": '\n[policy.issuer]\ntype = "management-api"\n'}, ["validate"]),
+        ("profile", ("tomlkit",), {"store": '\n[[policy.store]]\ntype = "influxctl-profile"\n'}, ["validate"]),
+        ("postgres", ("psycopg",), {"top": '[rotator]\njournal = "postgresql://rotator@127.0.0.1:1/none"'},
+         ["status"]),
+    ],
+)
+def test_a_missing_extra_is_invalid_input_with_its_install_line(
+    tmp_path: Path, extra: str, blocked: tuple[str, ...], policy: dict[str, str], command: list[str]
+) -> None:
+    path = _policy_file(tmp_path, **policy)
+    proc = _rotator(*command, "-c", str(path), cwd=tmp_path, blocked=blocked)
+    assert proc.returncode == 2, proc.stderr
+    assert f"pip install 'rotator[{extra}]'" in proc.stderr, proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_import_error_that_is_no_extra_is_still_a_bug(tmp_path: Path) -> None:
+    proc = _rotator("daemon", "-c", str(_policy_file(tmp_path)), cwd=tmp_path, blocked=("rotator.observe.metrics",))
+    assert proc.returncode == 1 and "internal error" in proc.stderr and "pip install" not in proc.stderr
+
+
+# -- 4. read-only commands never create a journal ------------------------------------------------
+@pytest.mark.parametrize("command", [["status"], ["plan"], ["status", "--output", "json"],
+                                     ["rotate", "p1", "--dry-run"]])  # fmt: skip
+def test_read_only_commands_never_create_a_journal(tmp_path: Path, command: list[str]) -> None:
+    path = _policy_file(tmp_path, top='[rotator]\njournal = "var/lib/rotatr/journal.db"')  # a typo
+    proc = _rotator(*command, "-c", str(path), cwd=tmp_path)
+    journal = tmp_path / "var" / "lib" / "rotatr" / "journal.db"
+    assert proc.returncode == 2, proc.stderr
+    assert f"there is no journal at {journal}" in proc.stderr
+    assert "fix: check `journal` under [rotator]" in proc.stderr and "rotator bootstrap" in proc.stderr
+    assert not (tmp_path / "var").exists(), "no directory may be created"
+    assert "no token yet" not in proc.stdout
+
+
+def test_an_empty_file_is_not_a_journal_either(tmp_path: Path) -> None:
+    """An existing file without journal tables (also how a PostgreSQL database without them is seen)."""
+    journal = tmp_path / "journal.db"
+    journal.touch()
+    path = _policy_file(tmp_path, top='[rotator]\njournal = "journal.db"')
+    proc = _rotator("status", "-c", str(path), cwd=tmp_path)
+    assert proc.returncode == 2 and f"there is no journal at {journal}" in proc.stderr, proc.stderr
+    with sqlite3.connect(journal) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [], "no table may be created"
+
+
+def test_a_postgresql_journal_is_not_created_by_a_reader(pg_url: str) -> None:
+    from rotator.core.errors import ConfigError
+    from rotator.core.journal import open_journal
+
+    with pytest.raises(ConfigError, match="there is no journal at postgresql://"):
+        open_journal(pg_url, create=False)
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                            "current_schema()").fetchall() == [], "no table may be created"  # fmt: skip
+    open_journal(pg_url).close()
+    open_journal(pg_url, create=False).close()
+
+
+def test_writing_commands_still_create_the_journal(tmp_path: Path) -> None:
+    from rotator.core.journal import open_journal
+
+    url = f"sqlite:///{tmp_path / 'new' / 'journal.db'}"
+    open_journal(url).close()
+    assert (tmp_path / "new" / "journal.db").is_file()
+    open_journal(url, create=False).close()  # now there is one to read
+
+
+# -- 5. durations as the policy file writes them -------------------------------------------------
+@pytest.mark.parametrize(
+    ("delta", "text"),
+    [
+        (timedelta(days=39), "39d"), (timedelta(days=2, hours=12), "2d12h"), (timedelta(minutes=90), "1h30m"),
+        (timedelta(days=1, hours=2, minutes=3, seconds=4), "1d2h3m4s"), (timedelta(0), "0s"),
+        (timedelta(minutes=-5), "-5m"), (timedelta(seconds=59.9), "59s"),
+    ],
+)  # fmt: skip
+def test_format_duration_is_exact_and_parses_back(delta: timedelta, text: str) -> None:
+    assert format_duration(delta) == text
+    if delta > timedelta(0):
+        assert parse_duration(text) == timedelta(seconds=int(delta.total_seconds()))
+
+
+def test_a_lifetime_error_names_the_duration_as_the_file_writes_it(tmp_path: Path) -> None:
+    path = _policy_file(tmp_path, head='name = "p1"\nschedule = "38d"\ngrace = "1d"\nlifetime = "2d12h"')
+    proc = _rotator("validate", "-c", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "raise lifetime above 39d " in proc.stderr, proc.stderr
+    assert "days," not in proc.stderr
+
+
+def test_status_and_plan_durations() -> None:
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    row = PolicyStatus("p1", True, "tok-1", now - timedelta(days=39, minutes=7), now + timedelta(days=2, hours=12),
+                       now + timedelta(hours=36, seconds=5), False, "done", None, 0, 0, 0, 0, now)  # fmt: skip
+    table = render_table([row])
+    assert "39d " in table and "2d12h" in table and "1d12h" in table and "days," not in table
+    assert row.reason() == "not due for 1d12h"
+
+
+# -- 6. --help of every command ------------------------------------------------------------------
+def test_every_command_has_a_description_and_an_example_that_parses() -> None:
+    parser = cli._parser()
+    assert sorted(parser.commands) == COMMANDS and len(COMMANDS) >= 12
+    for name in COMMANDS:
+        sub = parser.commands[name]
+        assert sub.description and "\n" not in sub.description.strip(), name
+        help_text = sub.format_help()
+        assert sub.description.strip() in help_text
+        assert re.search(r"^examples?:$", help_text, re.MULTILINE), f"rotator {name} --help shows no example"
+        examples = re.findall(rf"^  (rotator {re.escape(name)}\b.*)$", help_text, re.MULTILINE) + re.findall(
+            rf"^  (rotator -c \S+ {re.escape(name)}\b.*)$", help_text, re.MULTILINE)
+        assert examples, f"rotator {name} --help: no example of the command itself"
+        for example in examples:
+            words = shlex.split(example.split("#")[0].split(">")[0])
+            args = parser.parse_args(words[1:])  # an example that does not parse exits 2 here
+            assert args.command == name

@@ -1,0 +1,849 @@
+"""`rotator daemon` as a real subprocess against OpenBao and the fake influxctl, with second-scale
+schedules: on-time rotations and revocations (timing errors measured), a kill -9 restart between
+publication and the end of grace, SIGHUP and file-watch reloads, SIGTERM in the middle of a run,
+/healthz, /readyz, /metrics, a signed webhook and a command hook. Then the scheduler's pass
+(`Daemon.tick`) in-process on a fake clock, for the decisions that need no real time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator.core.clock import FakeClock
+from rotator.core.engine import RunResult
+from rotator.core.errors import TransientError
+from rotator.core.journal import Revocation, RunRecord, open_journal
+from rotator.runners.daemon import Daemon
+from tests.harness import REPO, Scenario, check_invariants, let_mint_window_pass, make_scenario
+from tests.webhook_receiver import receiver
+
+TIMING_BOUND_S = 1.5  # the largest lateness accepted for a rotation start or a revocation
+KEY = "daemon-webhook-key"
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ts(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def configure(sc: Scenario, *, schedule: str, daemon: str, port: int) -> None:
+    """The harness's policy file with another schedule, plus a [daemon] table."""
+    sc.write_policy()
+    text = sc.config.read_text()
+    text = text.replace('schedule = "1h"', f'schedule = "{schedule}"', 1)
+    assert f'schedule = "{schedule}"' in text
+    sc.config.write_text(text + f'\n[daemon]\nlisten = "127.0.0.1:{port}"\n{daemon}\n')
+
+
+@dataclass
+class DaemonProc:
+    sc: Scenario
+    port: int
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+    started: float = field(default_factory=time.monotonic)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        status, text = self.get("/metrics")
+        assert status == 200
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return samples
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.metrics().get((name, tuple(sorted(labels.items()))))
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"the daemon exited: {self.err.read_text()[-2000:]}"
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the daemon never became ready"
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            if sig == signal.SIGKILL:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the daemon and its influxctl children
+            else:
+                self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        self.sc.outputs += [self.out.read_text(errors="replace"), self.err.read_text(errors="replace")]
+        return code
+
+
+def start_daemon(sc: Scenario, port: int, tag: str = "", wait: bool = True) -> DaemonProc:
+    out, err = sc.dir / f"daemon{tag}.out", sc.dir / f"daemon{tag}.err"
+    argv = [sys.executable, "-m", "rotator.runners.daemon", "-c", str(sc.config), "--log-level", "debug",
+            "--log-file", str(sc.log_file)]
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen(argv, env=sc.env(), cwd=sc.dir, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    d = DaemonProc(sc, port, proc, out, err)
+    if wait:
+        d.wait_ready()
+    return d
+
+
+def dump_threads(d: DaemonProc) -> None:
+    """A daemon still running at the end of a test (it failed, or hangs): print where every thread is
+    (SIGUSR1 makes the daemon write its stacks to stderr, rotator.runners.daemon.cmd_daemon)."""
+    before = d.err.stat().st_size
+    try:
+        os.kill(d.proc.pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return
+    time.sleep(0.5)
+    with open(d.err, "rb") as err:
+        err.seek(before)
+        dump = err.read().decode(errors="replace")
+    print(f"\n--- threads of the daemon (pid {d.proc.pid}) at teardown ---\n{dump[-8000:]}")
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProc]]:
+    started: list[DaemonProc] = []
+    yield started
+    for d in started:  # never leave a daemon behind, even when a test fails
+        if d.proc.poll() is None:
+            dump_threads(d)
+            os.killpg(d.proc.pid, signal.SIGKILL)
+            d.proc.wait(timeout=10)
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float = 20, every: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def rotate_runs(sc: Scenario) -> list[dict[str, Any]]:
+    rows = sc.journal_rows("SELECT run_id, state, started_at, published_at, old_token_id, new_token_id FROM runs "
+                           "WHERE kind = 'rotate' ORDER BY started_at")
+    keys = ("run_id", "state", "started_at", "published_at", "old_token_id", "new_token_id")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def bootstrap_published(sc: Scenario) -> datetime:
+    rows = sc.journal_rows("SELECT published_at FROM runs WHERE kind = 'bootstrap'")
+    value = _ts(rows[0][0])
+    assert value is not None
+    return value
+
+
+def audit(sc: Scenario) -> list[dict[str, Any]]:
+    path = sc.dir / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+HOOK = """import json, os, sys
+with open(os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "hook-calls.jsonl"), "a") as fh:
+    fh.write(json.dumps({"env": dict(os.environ), "argv": sys.argv}) + "\\n")
+"""
+
+
+# ---------------------------------------------------------------------------------- subprocess tests
+def test_rotates_and_revokes_on_time_across_a_kill_and_restart(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=3)
+    (tmp_path / "hmac-key").write_text(KEY)
+    (tmp_path / "hook.py").write_text(HOOK)
+    port = _free_port()
+    with receiver() as rx:
+        configure(sc, schedule="5s", port=port, daemon=f"""
+[daemon.audit]
+file = "audit.jsonl"
+[[daemon.webhooks]]
+url = "{rx.url}"
+on = ["success", "failure", "orphan"]
+secret = {{ file = "hmac-key" }}
+[[daemon.hooks]]
+command = [{json.dumps(sys.executable)}, "hook.py"]
+timeout = "10s"
+""")
+        first = start_daemon(sc, port, "-a")
+        daemons.append(first)
+        ready_at = datetime.now(UTC)
+        status, body = first.get("/healthz")
+        assert status == 200 and json.loads(body)["alive"] is True
+        run1 = wait_until("the first rotation", lambda: [r for r in rotate_runs(sc) if r["published_at"]])[0]
+        # kill -9 between publication and the end of the grace period
+        assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+        published1 = _ts(run1["published_at"])
+        assert published1 is not None and datetime.now(UTC) < published1 + timedelta(seconds=3), "killed too late"
+        assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None
+        check_invariants(sc, after_crash=True)
+
+        second = start_daemon(sc, port, "-b")
+        daemons.append(second)
+        # The revocation the first daemon scheduled happens on time, done by the second one.
+        wait_until("the bootstrap token's revocation", lambda: sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"])
+        wait_until("three rotations and two revocations", lambda: sum(
+            1 for r in rotate_runs(sc) if r["published_at"]) >= 3 and all(
+            t["revoked_at"] for t in sc.fake.tokens() if t["id"] == rotate_runs(sc)[1]["old_token_id"]), timeout=30)
+        # The journal shows a publication before the run returns and the daemon counts it.
+        wait_until("the second daemon's counts", lambda: (second.metric(
+            "rotator_rotations_total", policy="mgmt", result="success") or 0) >= 2 and (second.metric(
+            "rotator_revocations_total", policy="mgmt", result="ok") or 0) >= 2, timeout=10)
+        metrics = second.metrics()
+        assert second.stop() == 0
+        rx.wait_for(2)  # the first daemon's may have died with it (kill -9 right after publishing)
+        deliveries = list(rx.deliveries)
+
+    runs = rotate_runs(sc)
+    assert all(r["state"] in ("published", "done") for r in runs)
+    # -- timing: rotations start at last publication + 5s, revocations at publication + grace.
+    lateness = []
+    previous = bootstrap_published(sc)
+    for run in runs:
+        due = previous + timedelta(seconds=5)
+        started = _ts(run["started_at"])
+        assert started is not None
+        if run is not runs[0] or due > ready_at:  # the first is on time only if the daemon was up by then
+            lateness.append((started - due).total_seconds())
+        published = _ts(run["published_at"])
+        assert published is not None
+        previous = published
+    revocations = sc.journal_rows("SELECT token_id, due_at, done_at FROM revocations WHERE state = 'done'")
+    rev_lateness = []
+    for token_id, due_at, _done_at in revocations:
+        revoked = _ts(sc.fake.token_by_id(token_id)["revoked_at"])
+        due = _ts(due_at)
+        assert revoked is not None and due is not None
+        rev_lateness.append((revoked - due).total_seconds())
+    print(f"\nrotation start lateness (s): {[round(x, 3) for x in lateness]}")
+    print(f"revocation lateness (s): {[round(x, 3) for x in rev_lateness]}")
+    assert len(lateness) >= 2 and len(rev_lateness) >= 2
+    assert all(0 <= x < TIMING_BOUND_S for x in lateness), lateness
+    assert all(0 <= x < TIMING_BOUND_S for x in rev_lateness), rev_lateness
+    delay_count = metrics[("rotator_schedule_delay_seconds_count", ())]
+    delay_sum = metrics[("rotator_schedule_delay_seconds_sum", ())]
+    print(f"scheduler wake-up lateness (metric): {delay_sum / delay_count * 1000:.1f} ms on average")
+    assert delay_count >= 2 and delay_sum / delay_count < 0.5
+    assert metrics[("rotator_rotations_total", (("policy", "mgmt"), ("result", "success")))] >= 2
+    assert metrics[("rotator_revocations_total", (("policy", "mgmt"), ("result", "ok")))] >= 2
+
+    # -- audit: every step, with run ids and token ids; no token value anywhere.
+    lines = audit(sc)
+    steps = [(line["step"], line["result"]) for line in lines if line["run_id"] == runs[-1]["run_id"]]
+    assert ("plan", "ok") in steps and ("mint", "ok") in steps and ("published", "ok") in steps
+    assert all({"time", "policy", "run_id", "step", "result"} <= set(line) for line in lines)
+    sc.outputs.append((tmp_path / "audit.jsonl").read_text())
+    # -- webhooks: one signed "success" per publication (the second daemon's, at least).
+    assert all(d.signature_ok(KEY) for d in deliveries)
+    published_ids = {r["new_token_id"] for r in runs}
+    by_second = {r["new_token_id"] for r in runs[1:]}
+    successes = [d.json["token_id"] for d in deliveries if d.json["event"] == "success"]
+    assert by_second <= set(successes) <= published_ids and len(successes) == len(set(successes))
+    # -- the command hook: once per publication, ids in its environment, never a value.
+    calls = [json.loads(line) for line in (tmp_path / "hook-calls.jsonl").read_text().splitlines()]
+    hooked = [c["env"]["ROTATOR_TOKEN_ID"] for c in calls]
+    assert by_second <= set(hooked) <= published_ids and len(hooked) == len(set(hooked))
+    assert all(c["env"]["ROTATOR_POLICY"] == "mgmt" and c["env"]["ROTATOR_EVENT"] == "published" for c in calls)
+    sc.outputs.append((tmp_path / "hook-calls.jsonl").read_text())
+    assert "FAKE_INFLUXCTL_STATE" not in calls[0]["env"], "a hook gets a minimal environment"
+    check_invariants(sc)
+
+
+def test_sighup_with_a_broken_file_keeps_the_running_configuration(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state)
+    port = _free_port()
+    configure(sc, schedule="1h", port=port, daemon='[daemon.audit]\nfile = "audit.jsonl"')
+    good = sc.config.read_text()
+    d = start_daemon(sc, port)
+    daemons.append(d)
+    assert d.get("/healthz")[0] == 200
+    status, body = d.get("/readyz")
+    assert status == 200 and json.loads(body)["journal"] == "ok"
+    assert d.get("/nope")[0] == 404
+    boot = bootstrap_published(sc)
+    m = d.metrics()
+    assert m[("rotator_policies", ())] == 1 and m[("rotator_config_last_reload_successful", ())] == 1
+    assert m[("rotator_journal_up", ())] == 1
+    assert m[("rotator_next_rotation_timestamp_seconds", (("policy", "mgmt"),))] == pytest.approx(
+        (boot + timedelta(hours=1)).timestamp(), abs=0.01)
+    assert m[("rotator_last_success_timestamp_seconds", (("policy", "mgmt"),))] == pytest.approx(
+        boot.timestamp(), abs=0.01)
+    assert 0 <= m[("rotator_token_age_seconds", (("policy", "mgmt"),))] < 60
+    assert m[("rotator_revocations_pending", (("policy", "mgmt"),))] == 0
+    assert m[("rotator_lease_active", (("policy", "mgmt"),))] == 0
+    assert m[("rotator_build_info", (("version", "0.1.0"),))] == 1
+    labels = {label for (_, labels) in m for label in labels}
+    assert {name for name, _ in labels} <= {"policy", "store", "result", "channel", "version", "le"}
+    assert m[("rotator_watchdog_stalled", ())] == 0
+    assert m[("rotator_credential_ok", (("policy", "mgmt"), ("store", "primary")))] == 1, "the root token never expires"
+    assert not any(sc.bootstrap_id in value for _, value in labels), "no token id in labels"
+
+    # 1. Not TOML at all, 2. TOML with an invalid policy: both rejected, the old configuration runs on.
+    for n, broken in enumerate([good.replace("[[policy]]", "[[policy"),
+                                good.replace('schedule = "1h"', 'schedule = "soon"')], start=1):
+        sc.config.write_text(broken)
+        d.proc.send_signal(signal.SIGHUP)
+        wait_until(f"reload failure {n}", lambda n=n: d.metric("rotator_config_reload_failures_total") == n)
+        assert d.metric("rotator_config_last_reload_successful") == 0
+        assert d.proc.poll() is None and d.get("/readyz")[0] == 200
+        assert d.metric("rotator_policies") == 1
+    log = sc.log_file.read_text()
+    assert "reload (SIGHUP) rejected, the running configuration is kept" in log
+    assert "not valid TOML" in log and "'soon' is not a schedule" in log
+    assert [r["result"] for r in audit(sc) if r["step"] == "reload"] == ["failed", "failed"]
+
+    # 3. A valid file (now with watch = true) is taken.
+    sc.config.write_text(good.replace('schedule = "1h"', 'schedule = "2h"')
+                         .replace("[daemon]\n", '[daemon]\nwatch = true\nwatch_interval = "1s"\n'))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_until("the reload", lambda: d.metric("rotator_config_last_reload_successful") == 1)
+    assert d.metric("rotator_next_rotation_timestamp_seconds", policy="mgmt") == pytest.approx(
+        (boot + timedelta(hours=2)).timestamp(), abs=0.01)
+    assert d.metric("rotator_config_reload_failures_total") == 2
+
+    # 4. watch: an edit without SIGHUP is picked up by mtime polling.
+    sc.config.write_text(sc.config.read_text().replace('schedule = "2h"', 'schedule = "3h"'))
+    wait_until("the watched reload", lambda: d.metric("rotator_next_rotation_timestamp_seconds", policy="mgmt")
+               == pytest.approx((boot + timedelta(hours=3)).timestamp(), abs=0.01), timeout=10)
+    assert d.stop() == 0
+    assert not rotate_runs(sc), "nothing was due"
+    check_invariants(sc, settled=True)
+
+
+def test_sigterm_lets_the_current_run_finish(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
+    marker = tmp_path / "paused"
+    sc.fake.add_fault("management create", "pause", seconds=2, marker=marker)
+    port = _free_port()
+    configure(sc, schedule="1s", port=port, daemon='shutdown_timeout = "15s"')
+    d = start_daemon(sc, port)
+    daemons.append(d)
+    wait_until("the paused mint", marker.exists)
+    signalled = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.stop() == 0
+    took = time.monotonic() - signalled
+    runs = rotate_runs(sc)
+    assert len(runs) == 1 and runs[0]["state"] == "published", "the run finished, no new run started"
+    assert 1.0 < took < 10, f"exit {took:.1f}s after SIGTERM: it waited for the paused mint, not the timeout"
+    assert "waiting up to 15s for mgmt" in sc.log_file.read_text()
+    check_invariants(sc)
+    # Restart with a long schedule: the old token's revocation is still carried out.
+    configure(sc, schedule="1h", port=port, daemon="")
+    d2 = start_daemon(sc, port, "-2")
+    daemons.append(d2)
+    wait_until("the revocation", lambda: sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"])
+    assert d2.stop() == 0
+    assert len(rotate_runs(sc)) == 1
+    check_invariants(sc, settled=True)
+
+
+def test_sigterm_parks_a_run_that_outlives_the_timeout_and_restart_recovers_it(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
+    marker = tmp_path / "paused"
+    # The server mints, then the call hangs before printing the token: only the tag can find it.
+    sc.fake.add_fault("management create", "pause_after_effect", seconds=60, marker=marker)
+    port = _free_port()
+    configure(sc, schedule="1s", port=port, daemon='shutdown_timeout = "1s"')
+    d = start_daemon(sc, port)
+    daemons.append(d)
+    wait_until("the paused mint", marker.exists)
+    child = int(marker.read_text())
+    signalled = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.stop() == 0, "a parked run is a clean, planned exit"
+    assert time.monotonic() - signalled < 5
+    assert "parking the run(s) of mgmt" in sc.log_file.read_text()
+    wait_until("the influxctl child to be terminated", lambda: not _alive(child), timeout=5)
+    runs = rotate_runs(sc)
+    assert len(runs) == 1 and runs[0]["state"] == "minting", "parked in the journal"
+    tagged = [t for t in sc.fake.tokens() if t["description"].startswith("rotator:mgmt:")]
+    assert len(tagged) == 1 and tagged[0]["revoked_at"] is None
+    check_invariants(sc, after_crash=True)
+
+    configure(sc, schedule="1h", port=port, daemon="")
+    let_mint_window_pass(sc)  # the child was terminated: none can still mint (issue 10 §1b)
+    d2 = start_daemon(sc, port, "-2")
+    daemons.append(d2)
+    wait_until("recovery", lambda: rotate_runs(sc)[0]["state"] == "failed")
+    assert d2.stop() == 0
+    assert sc.fake.token_by_id(tagged[0]["id"])["revoked_at"], "the candidate found by its tag is revoked"
+    assert sc.current()["token_id"] == sc.bootstrap_id
+    assert "rolled back" in sc.log_file.read_text()
+    check_invariants(sc, settled=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_invalid_files_are_refused_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "rotator.toml"
+    config.write_text('[daemon]\nlisten = "nowhere"\nsweep = "1m"\n'
+                      + POLICY.format(name="p", schedule="soon", extra='window = "2am"'))
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.daemon", "-c", str(config)], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2
+    assert "daemon.listen: 'nowhere' is not an address" in proc.stderr
+    assert "daemon.sweep: Extra inputs are not permitted" in proc.stderr
+    assert "policy[0] 'p'.window: '2am' is not a window" in proc.stderr
+    assert "policy[0] 'p'.schedule: 'soon' is not a schedule" in proc.stderr, "every problem in one pass"
+
+
+# ---------------------------------------------------------------------------------- the pass, in-process
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs each job at submit time, so a test sees its effect right after tick()."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+@dataclass
+class FakeEngine:
+    """Stands in for Engine: records calls; rotate() journals a published run like the real one."""
+
+    name: str
+    journal: Any
+    clock: FakeClock
+    calls: list[str]
+    fail: list[Exception] = field(default_factory=list)
+    holder: str = "here:1:x"
+    lease_ttl: timedelta = timedelta(minutes=15)
+
+    def rotate(self) -> RunResult:
+        self.calls.append(f"rotate {self.name}")
+        if self.fail:
+            raise self.fail.pop(0)
+        now = self.clock.now()
+        run = RunRecord(f"r{len(self.calls)}", self.name, "done", "rotate", now, now, published_at=now,
+                        finished_at=now)
+        self.journal.begin_run(run)
+        return RunResult(self.name, "done", run.run_id, None, "t", "rotated")
+
+    def recover(self) -> list[str]:
+        self.calls.append(f"recover {self.name}")
+        self.journal.acquire_lease(self.name, self.holder, self.lease_ttl, self.clock.now())
+        self.journal.release_lease(self.name, self.holder)
+        return []
+
+    def revoke_due(self) -> list[str]:
+        self.calls.append(f"revoke {self.name}")
+        for rev in self.journal.due_revocations(self.clock.now(), self.name):
+            self.journal.update_revocation(rev, state="done", done_at=self.clock.now())
+        return []
+
+
+POLICY = """
+[[policy]]
+name = "{name}"
+schedule = "{schedule}"
+grace = "10s"
+{extra}
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+[[policy.store]]
+type = "vault-kv2"
+url = "http://127.0.0.1:1"
+path = "x/{name}"
+[policy.store.auth]
+method = "token"
+token = {{ file = "vault-token" }}
+"""
+
+
+@dataclass
+class Harness:
+    daemon: Daemon
+    clock: FakeClock
+    calls: list[str]
+    engines: dict[str, FakeEngine]
+
+    def tick(self) -> float:
+        self.calls.clear()
+        return self.daemon.tick(self.clock.now())
+
+
+def sample(h: Harness, name: str, **labels: str) -> float | None:
+    value: float | None = h.daemon.metrics.registry.get_sample_value(name, labels)
+    return value
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    made: list[Daemon] = []
+
+    def make(policies: list[tuple[str, str, str]], daemon: str = "", last: datetime | None = T0) -> Harness:
+        config = tmp_path / "rotator.toml"
+        config.write_text('[rotator]\njournal = "journal.db"\n[daemon]\naudit = { file = "audit.jsonl" }\n'
+                          + daemon + "".join(POLICY.format(name=n, schedule=s, extra=e) for n, s, e in policies))
+        journal = open_journal("sqlite:///" + str(tmp_path / "journal.db"))
+        for name, _, _ in policies:
+            if last is not None:
+                journal.begin_run(RunRecord(f"boot-{name}", name, "done", "bootstrap", last, last, published_at=last))
+        clock = FakeClock(T0)
+        calls: list[str] = []
+        engines: dict[str, FakeEngine] = {}
+
+        def factory(policy: Any, cfg: Any, jr: Any, listener: Any) -> FakeEngine:
+            engines[policy.name] = FakeEngine(policy.name, jr, clock, calls)
+            return engines[policy.name]
+
+        d = Daemon(config, clock=clock, serve_http=False, engine_factory=factory, executor=InlineExecutor(),
+                   handle_signals=False)
+        d.start()
+        made.append(d)
+        return Harness(d, clock, calls, engines)
+
+    yield make
+    for d in made:
+        d.shutdown()
+
+
+def test_tick_recovers_first_then_rotates_once_when_due(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", ""), ("b", "2h", "")])
+    assert h.tick() == pytest.approx(60), "nothing due: sleep until the sweep"
+    assert h.calls == [], "on start: recovery only of policies with open runs (none here)"
+    wait = h.tick()
+    assert h.calls == [] and wait == pytest.approx(60), "nothing due: sleep until the sweep (1h is later)"
+    h.clock.advance(timedelta(hours=1))
+    h.tick()
+    assert h.calls == ["rotate a"]
+    assert h.tick() == pytest.approx(60) and h.calls == [], "rotated: due again in an hour, not twice"
+    h.clock.advance(timedelta(hours=5))  # b missed several due times: coalesced into one run
+    h.tick()
+    assert sorted(h.calls) == ["rotate a", "rotate b"]
+    assert sample(h, "rotator_schedule_misfires_total", policy="b") == 1, "3h late is past the misfire grace"
+    h.tick()
+    assert h.calls == []
+
+
+def test_tick_wakes_exactly_when_a_revocation_is_due(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", "")], daemon='sweep_interval = "2h"\n')
+    h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", T0 + timedelta(seconds=7.5),
+                                                    "pending"))
+    assert h.tick() == pytest.approx(7.5), "the first pass's sweep reads it"
+    h.clock.advance(timedelta(seconds=7.5))
+    h.tick()
+    assert h.calls == ["revoke a"]
+    assert h.tick() == pytest.approx(3600 - 7.5) and h.calls == []
+
+
+def test_tick_backs_off_after_failures(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", "")], daemon='failure_backoff = "10s"\n', last=None)  # never rotated: due now
+    h.engines["a"].fail += [TransientError("issuer down"), TransientError("issuer down")]
+    h.tick()
+    assert h.calls == ["rotate a"]
+    wait = h.tick()
+    assert h.calls == [] and 7.5 <= wait <= 10, "first retry after 75-100% of failure_backoff"
+    h.clock.advance(timedelta(seconds=10))
+    h.tick()
+    assert h.calls == ["rotate a"]
+    wait = h.tick()
+    assert h.calls == [] and 15 <= wait <= 20, "then it doubles"
+    assert sample(h, "rotator_consecutive_failures", policy="a") == 2
+    h.clock.advance(timedelta(seconds=20))
+    h.tick()
+    assert h.calls == ["rotate a"] and sample(h, "rotator_consecutive_failures", policy="a") == 0
+    events = [json.loads(line) for line in (h.daemon.path.parent / "audit.jsonl").read_text().splitlines()]
+    rotations = [(e["result"], e.get("error")) for e in events if e["step"] == "rotate"]
+    assert rotations == [("failed", "issuer down"), ("failed", "issuer down"), ("ok", None)]
+
+
+def test_tick_skips_a_policy_another_rotator_holds(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", "")])
+    h.tick()
+    h.daemon.journal.acquire_lease("a", "elsewhere:1:y", timedelta(hours=2), T0)
+    h.clock.advance(timedelta(hours=1))
+    h.tick()
+    assert h.calls == ["recover a"], "LeaseBusy: no rotation; recovery only asks for the lease"
+    wait = h.tick()
+    assert h.calls == [] and 1 <= wait <= 2, "looked at again a second or two later"
+    h.daemon.journal.release_lease("a", "elsewhere:1:y")
+    h.clock.advance(timedelta(seconds=2))
+    h.tick()
+    assert h.calls == ["rotate a"]
+
+
+def test_tick_skips_a_due_time_another_replica_already_served(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", "")])
+    h.tick()
+    h.clock.advance(timedelta(hours=1))
+    # The planned run was based on the bootstrap; another replica rotates first.
+    planned = h.daemon.journal.last_success("a")
+    now = h.clock.now()
+    h.daemon.journal.begin_run(RunRecord("other", "a", "done", "rotate", now, now, published_at=now))
+    h.calls.clear()
+    h.daemon._rotate("a", h.engines["a"], planned_from=planned.run_id if planned else None, target=now)
+    assert h.calls == [], "re-checked under the lease: not rotated twice"
+
+
+def test_tick_rereads_the_journal_before_a_due_rotation(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", "")], daemon='sweep_interval = "2h"\n')
+    h.tick()
+    # Another replica rotates after 30 minutes; this daemon's cached plan still says T0 + 1h.
+    at = T0 + timedelta(minutes=30)
+    h.daemon.journal.begin_run(RunRecord("other", "a", "done", "rotate", at, at, published_at=at))
+    h.clock.advance(timedelta(hours=1))
+    assert h.tick() == pytest.approx(1800) and h.calls == [], "due again at 13:30, not now"
+    h.clock.advance(timedelta(minutes=30))
+    h.tick()
+    assert h.calls == ["rotate a"]
+
+
+def test_tick_rotates_inside_the_window(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", 'window = "14:00-14:30"')])  # nominal due 13:00, waits for 14:00-14:30
+    h.tick()
+    wait = h.tick()
+    planned = h.daemon._planned["a"]
+    assert datetime(2026, 3, 2, 14, 0, tzinfo=UTC) <= planned < datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+    assert wait == pytest.approx(60)
+    h.clock.advance(planned - h.clock.now() - timedelta(seconds=1))
+    h.tick()
+    assert h.calls == []
+    h.clock.advance(timedelta(seconds=1))
+    h.tick()
+    assert h.calls == ["rotate a"]
+
+
+def test_sweep_recovers_runs_left_open(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", "")], daemon='sweep_interval = "30s"\n')
+    h.tick()
+    h.daemon.journal.begin_run(RunRecord("dead", "a", "minted", "rotate", T0, T0))
+    h.tick()
+    assert h.calls == [], "not before the sweep"
+    h.clock.advance(timedelta(seconds=30))
+    h.tick()
+    assert h.calls == ["recover a"]
+
+
+def test_reload_from_a_tick_keeps_the_old_config_when_invalid(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", "")])
+    h.tick()
+    good = h.daemon.path.read_text()
+    h.daemon.path.write_text(good.replace('"1h"', '"whenever"'))
+    h.daemon.request_reload()
+    h.tick()
+    assert sample(h, "rotator_config_reload_failures_total") == 1
+    assert h.daemon.policies[0].schedule.text == "1h"
+    h.daemon.path.write_text(good.replace('"1h"', '"2h"'))
+    h.daemon.request_reload()
+    h.tick()
+    assert h.daemon.policies[0].schedule.text == "2h" and sample(h, "rotator_config_last_reload_successful") == 1
+    assert re.search(r'"step":"reload","result":"failed"', (h.daemon.path.parent / "audit.jsonl").read_text())
+
+
+# ---------------------------------------------------------------------------------- leaks, starvation, wedges
+LEAKY_HOOK = """import json, os, sys, time, urllib.request
+time.sleep(0.5)  # after the run ended: nothing of the run keeps the value alive any more
+cfg = json.load(open("leaky-hook.json"))
+req = urllib.request.Request(cfg["url"] + "/v1/secret/data/" + cfg["path"], headers={"X-Vault-Token": cfg["token"]})
+token = json.load(urllib.request.urlopen(req))["data"]["data"]["token"]
+print("reloaded with", token)
+print("error: consumer rejected", token, file=sys.stderr)
+sys.exit(3)
+"""
+
+
+def test_hook_output_holding_the_published_token_never_leaks(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    """Issue 11.1: a post-publish hook prints the token it was told about; neither the daemon's log
+    and stderr, nor the audit file, nor the failure webhook's body carry it."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=60)
+    (tmp_path / "hmac-key").write_text(KEY)
+    (tmp_path / "leaky-hook.py").write_text(LEAKY_HOOK)
+    (tmp_path / "leaky-hook.json").write_text(json.dumps({"url": openbao.url, "path": sc.kv_path,
+                                                          "token": openbao.root_token}))
+    port = _free_port()
+    with receiver() as rx:
+        configure(sc, schedule="2s", port=port, daemon=f"""
+[daemon.audit]
+file = "audit.jsonl"
+[[daemon.webhooks]]
+url = "{rx.url}"
+on = ["failure"]
+secret = {{ file = "hmac-key" }}
+backoff = "0s"
+[[daemon.hooks]]
+command = [{json.dumps(sys.executable)}, "leaky-hook.py"]
+timeout = "10s"
+""")
+        d = start_daemon(sc, port)
+        daemons.append(d)
+        wait_until("the hook's failure", lambda: [r for r in audit(sc) if r["step"] == "hook"], timeout=30)
+        got = rx.wait_for(1)
+        published = sc.current()["token"]
+        assert d.stop() == 0
+    hook = next(r for r in audit(sc) if r["step"] == "hook")
+    assert hook["result"] == "failed" and hook["exit_code"] == 3 and hook["output_chars"] > len(published)
+    assert hook["token_id"] in {v["token_id"] for v in sc.versions()}
+    bodies = [delivery.body.decode() for delivery in got]
+    assert any('"step":"hook"' in body for body in bodies)
+    audit_text = (tmp_path / "audit.jsonl").read_text()
+    for name, text in [("audit", audit_text), *((f"webhook {i}", b) for i, b in enumerate(bodies)),
+                       *sc.written().items()]:
+        assert published not in text, f"the published token leaked into {name}"
+    check_invariants(sc)
+
+
+def _half_sent(port: int) -> socket.socket | None:
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def test_idle_connections_cannot_starve_the_endpoint_or_the_rotation(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    """Issue 11.2: with a 256 open-file limit, 400 half-sent requests neither take /healthz down nor
+    make the next rotation fail with "Too many open files"; idle connections are closed."""
+    import resource
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=60)
+    port = _free_port()
+    configure(sc, schedule="6s", port=port, daemon="")
+    out, err = sc.dir / "daemon.out", sc.dir / "daemon.err"
+    argv = [sys.executable, "-m", "rotator.runners.daemon", "-c", str(sc.config), "--log-file", str(sc.log_file)]
+    limit = 256
+
+    def lower_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen(argv, env=sc.env(), cwd=sc.dir, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=lower_limit)
+    d = DaemonProc(sc, port, proc, out, err)
+    daemons.append(d)
+    d.wait_ready()
+    before = sum(1 for r in rotate_runs(sc) if r["published_at"])
+    flood = [s for s in (_half_sent(port) for _ in range(400)) if s is not None]
+    assert len(flood) >= 300, "the flood itself could not connect"
+    status, body = d.get("/healthz")
+    assert status == 200 and json.loads(body)["alive"] is True, "a probe gets through during the flood"
+    open_fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+    assert open_fds < limit // 2, f"the daemon holds {open_fds} descriptors during the flood"
+    wait_until("a rotation after the flood", lambda: sum(1 for r in rotate_runs(sc) if r["published_at"]) > before,
+               timeout=20)
+    assert all(r["state"] in ("published", "done") for r in rotate_runs(sc))
+    # Every idle connection is closed within the deadline (10 s), evicted ones at once.
+    deadline = time.monotonic() + 15
+    for s in flood:
+        s.settimeout(max(deadline - time.monotonic(), 0.1))
+        try:
+            data = s.recv(100)
+        except TimeoutError:
+            pytest.fail("an idle connection outlived the connection deadline")
+        except OSError:
+            data = b""  # reset: closed too
+        finally:
+            s.close()
+        assert data == b"", "a half-sent request gets no answer, only a close"
+    assert d.get("/healthz")[0] == 200
+    assert d.stop() == 0
+    assert "Too many open files" not in sc.log_file.read_text() + err.read_text()
+    check_invariants(sc)
+
+
+def test_a_wedged_run_fails_liveness_and_dumps_every_thread(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    """Issue 15.5: a run stuck on a Vault that accepts and never answers (a blackhole) turns
+    /healthz and /readyz to 503 and rotator_watchdog_stalled to 1 once it outlives twice the lease
+    TTL, with every thread's stack on stderr; once Vault answers again, all is well again."""
+    from tests.faultproxy import fault_proxy
+
+    host, vault_port = openbao.url.removeprefix("http://").split(":")
+    with fault_proxy((host, int(vault_port))) as proxy:
+        sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=60)
+        port = _free_port()
+        configure(sc, schedule="2s", port=port, daemon="")
+        text = sc.config.read_text().replace('lease_ttl = "30s"', 'lease_ttl = "5s"')
+        sc.config.write_text(text.replace(f'url = "{openbao.url}"', f'url = "{proxy.url}"\ntimeout_s = 60'))
+        d = start_daemon(sc, port)
+        daemons.append(d)
+        assert json.loads(d.get("/healthz")[1])["stalled"] is False
+        proxy.mode = "blackhole"
+        stalled_at = wait_until("the watchdog", lambda: d.get("/healthz")[0] == 503 and time.monotonic(),
+                                timeout=30, every=0.2)
+        status, body = d.get("/healthz")
+        detail = json.loads(body)
+        assert status == 503 and detail["stalled"] is True and detail["stuck"]["mgmt"]["running_s"] >= 10
+        assert d.get("/readyz")[0] == 503
+        assert d.metric("rotator_watchdog_stalled") == 1
+        dump = wait_until("the thread dump", lambda: "most recent call first" in d.err.read_text() and
+                          d.err.read_text(), timeout=5)
+        assert "rotator watchdog: no progress" in dump and "vault_kv2" in dump, "the stacks say where it hangs"
+        proxy.mode = "reset"  # the hung call fails (connection reset): the run retries
+        proxy.mode = "pass"
+        wait_until("progress again", lambda: d.get("/healthz")[0] == 200, timeout=30, every=0.2)
+        assert time.monotonic() - stalled_at < 30
+        assert d.metric("rotator_watchdog_stalled") == 0
+        assert d.stop() == 0
+    check_invariants(sc)

@@ -1,0 +1,426 @@
+"""``rotator sync`` against a real OpenBao (the source store) and real influxctl config files,
+run as a process (``python -m rotator.runners.sync``) and through ``add_parser`` in a CLI shaped like
+rotator's; plus the systemd units in deploy/systemd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotator.adapters.influxctl.profile import SIDECAR_SUFFIX, InfluxctlProfileSettings, InfluxctlProfileStore
+from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
+from rotator.core.contracts import AdapterContext, TokenRecord
+from rotator.core.secret import Secret
+from rotator.runners.sync import add_parser, cmd_sync, main, parse_reference
+from tests.harness import REPO
+
+POLICY = "mgmt-prod"
+NOW = datetime.now(UTC).replace(microsecond=0)
+PROFILE = """\
+# automation host: influxctl runs as this user with this file
+[[profile]]
+  name = "default"
+  product = "clustered"
+  host = "cluster.test.invalid"
+  port = "443"
+
+[[profile]]
+  name = "staging"   # another cluster, never touched
+  product = "clustered"
+  host = "staging.test.invalid"
+"""
+UNITS = REPO / "deploy" / "systemd"
+
+
+@dataclass
+class Host:
+    """An automation host: a policy file naming a Vault store, and an influxctl config."""
+
+    dir: Path
+    policy_file: Path
+    config: Path
+    vault: VaultKV2Store
+    values: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    def publish(self, token_id: str, token: str | None = None, created: datetime = NOW) -> TokenRecord:
+        """What the rotating host does: a new version in Vault."""
+        record = TokenRecord(Secret(token or f"test-mgmt-token-{uuid.uuid4().hex}"), token_id,
+                             "influxctl-management", POLICY, created, created + timedelta(days=30))  # fmt: skip
+        self.values.append(record.value.reveal())
+        self.vault.publish(record, self.vault.read_current().version)
+        return record
+
+    def sync(self, *args: str, reference: str | None = None, env: dict[str, str] | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        argv = [sys.executable, "-m", "rotator.runners.sync", "--from", reference or f"{self.policy_file}:{POLICY}",
+                "--config", str(self.config), "--log-file", str(self.dir / "sync.log"), *args]  # fmt: skip
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "ROTATOR_"))}
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                              env={**base, "PYTHONPATH": str(REPO), **(env or {})}, cwd=cwd or self.dir)  # fmt: skip
+        self.outputs += [proc.stdout, proc.stderr]
+        return proc
+
+    def profile_token(self, profile: str = "default") -> str | None:
+        import tomllib
+
+        entries = tomllib.loads(self.config.read_text())["profile"]
+        return next(p for p in entries if p["name"] == profile).get("mgmt_token")
+
+    def check_no_leak(self) -> None:
+        texts = [*self.outputs, (self.dir / "sync.log").read_text() if (self.dir / "sync.log").exists() else ""]
+        sidecar = Path(str(self.config) + SIDECAR_SUFFIX)
+        if sidecar.exists():
+            texts.append(sidecar.read_text())
+        for token in self.values:
+            for text in texts:
+                assert token not in text, "a token value leaked into output, logs or the sidecar"
+
+
+def write_policy(path: Path, vault_url: str, kv_path: str, *, attempts: int = 2, extra_store: str = "") -> None:
+    path.write_text(f"""
+[rotator.retry]
+attempts = {attempts}
+base_delay = "1s"
+max_delay = "1s"
+
+[[policy]]
+name = "{POLICY}"
+schedule = "30d"
+
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+{extra_store}
+[[policy.store]]
+type = "vault-kv2"
+name = "vault"
+url = "{vault_url}"
+path = "{kv_path}"
+[policy.store.auth]
+method = "token"
+token = {{ file = "sync-vault-token" }}
+""")
+
+
+@pytest.fixture
+def host(tmp_path: Path, openbao: Any, kv_path: str) -> Host:
+    """A read-only Vault token for the sync host; the root token for the test's own writes."""
+    reader = openbao.policy_for(f"sync-{uuid.uuid4().hex[:8]}", kv_path, "read")
+    (tmp_path / "sync-vault-token").write_text(openbao.create_token(reader))
+    write_policy(tmp_path / "sync.toml", openbao.url, kv_path)
+    (tmp_path / "root-token").write_text(openbao.root_token)
+    settings = VaultKV2Settings.model_validate(
+        {"url": openbao.url, "path": kv_path, "auth": {"method": "token", "token": {"file": "root-token"}}}
+    )
+    vault = VaultKV2Store.from_config(settings, AdapterContext(policy=POLICY, base_dir=tmp_path))
+    config = tmp_path / "home" / ".config" / "influxctl" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(PROFILE)
+    return Host(tmp_path, tmp_path / "sync.toml", config, vault)
+
+
+def stat_of(path: Path) -> tuple[int, int, bytes]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, path.read_bytes()
+
+
+# ------------------------------------------------------------------------------ syncing
+
+
+def test_sync_writes_the_profile_then_is_idempotent(host: Host, fake_influxctl: Any) -> None:
+    token, token_id = fake_influxctl.state.add_token("published by the rotating host")
+    host.publish(token_id, token)
+    proc = host.sync("--profile", "default")
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote token {token_id}" in proc.stdout and "was no mgmt_token" in proc.stdout
+    assert host.profile_token() == token
+    assert host.config.read_text() == PROFILE.replace('  port = "443"\n', f'  port = "443"\n  mgmt_token = "{token}"\n')
+    assert host.config.stat().st_mode & 0o777 == 0o600
+    done = fake_influxctl.run("--config", str(host.config), "management", "list", "--format", "json")
+    assert done.returncode == 0, done.stderr  # influxctl accepts the file and the token
+
+    sidecar = Path(str(host.config) + SIDECAR_SUFFIX)
+    before = stat_of(host.config), stat_of(sidecar)
+    again = host.sync("--profile", "default")
+    assert again.returncode == 0, again.stderr
+    assert f"already current (token {token_id})" in again.stdout
+    quiet = host.sync("--quiet")
+    assert quiet.returncode == 0 and quiet.stdout == ""
+    assert (stat_of(host.config), stat_of(sidecar)) == before, "an up-to-date profile is not rewritten"
+    host.check_no_leak()
+
+
+def test_sync_follows_each_rotation(host: Host) -> None:
+    first = host.publish("id-1")
+    assert host.sync("--output", "json").returncode == 0
+    second = host.publish("id-2", created=NOW + timedelta(days=1))
+    proc = host.sync("--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["changed"] and result["ok"] and not result["dry_run"]
+    assert (result["token_id"], result["previous_token_id"]) == ("id-2", "id-1")
+    assert result["policy"] == POLICY and result["source"].startswith("vault:")
+    assert host.profile_token() == second.value.reveal() != first.value.reveal()
+    assert host.profile_token("staging") is None
+    host.check_no_leak()
+
+
+def test_a_hand_placed_token_is_replaced_only_with_adopt(host: Host) -> None:
+    host.config.write_text(PROFILE.replace('  port = "443"\n', '  port = "443"\n  mgmt_token = "by-hand-0123456789"\n'))
+    host.publish("id-1")
+    before = stat_of(host.config)
+    proc = host.sync()
+    assert proc.returncode == 1
+    assert "holds a mgmt_token that rotator did not write" in proc.stderr and "--adopt" in proc.stderr
+    assert stat_of(host.config) == before
+    dry = host.sync("--adopt", "--dry-run")
+    assert dry.returncode == 0 and "would write token id-1 (holds an unmanaged value)" in dry.stdout
+    assert stat_of(host.config) == before
+    proc = host.sync("--adopt")
+    assert proc.returncode == 0, proc.stderr
+    assert host.profile_token() == host.values[-1]
+    host.check_no_leak()
+
+
+def test_a_stale_source_does_not_roll_the_profile_back(host: Host) -> None:
+    """The profile holds a newer token than the store: a lagging replica must not win."""
+    newer = TokenRecord(Secret(f"test-newer-{uuid.uuid4().hex}"), "id-new", "influxctl-management", POLICY,
+                        NOW + timedelta(hours=1), None)  # fmt: skip
+    profile = InfluxctlProfileStore.from_config(
+        InfluxctlProfileSettings(config=host.config), AdapterContext(policy=POLICY, base_dir=host.dir)
+    )
+    profile.publish(newer, None)
+    host.publish("id-old", created=NOW)
+    proc = host.sync()
+    assert proc.returncode == 1 and "stale replica" in proc.stderr
+    assert host.profile_token() == newer.value.reveal()
+
+
+def test_a_profile_of_another_policy_is_not_taken_over(host: Host) -> None:
+    other = TokenRecord(Secret(f"test-other-{uuid.uuid4().hex}"), "id-x", "influxctl-management", "other-policy",
+                        NOW - timedelta(days=1), None)  # fmt: skip
+    profile = InfluxctlProfileStore.from_config(
+        InfluxctlProfileSettings(config=host.config), AdapterContext(policy=POLICY, base_dir=host.dir)
+    )
+    profile.publish(other, None)
+    host.publish("id-1")
+    proc = host.sync()
+    assert proc.returncode == 1 and "of policy 'other-policy', not of 'mgmt-prod'" in proc.stderr
+    assert host.sync("--adopt").returncode == 0
+    assert host.profile_token() == host.values[-1]
+
+
+def test_an_empty_source_fails_without_writing(host: Host) -> None:
+    before = stat_of(host.config)
+    proc = host.sync()
+    assert proc.returncode == 1
+    assert "holds no secret; nothing to sync" in proc.stderr and f"rotator bootstrap {POLICY}" in proc.stderr
+    assert stat_of(host.config) == before
+
+
+def test_an_unreachable_source_fails_with_exit_1(host: Host, tmp_path: Path) -> None:
+    from rotator.sandbox.openbao_dev import free_port
+
+    write_policy(host.policy_file, f"http://127.0.0.1:{free_port()}", "x", attempts=1)
+    proc = host.sync()
+    assert proc.returncode == 1 and "cannot reach Vault" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "reference", "words"),
+    [
+        ((), "{file}:no-such-policy", "no policy named 'no-such-policy'"),
+        ((), "{file}:", "is not [POLICY_FILE:]POLICY"),
+        ((), "{dir}/missing.toml:mgmt-prod", "cannot read policy file"),
+        (("--store", "nope"), None, "has no store named 'nope'"),
+        (("--profile", "automation"), None, "no [[profile]] named 'automation'"),
+        (("--profile", ""), None, "--profile: String should have at least 1 character"),
+        (("-c", "rotator.toml"), None, "rotator sync takes no -c"),
+    ],
+)
+def test_invalid_input_exits_2_and_writes_nothing(host: Host, args: tuple[str, ...], reference: str | None,
+                                                  words: str) -> None:  # fmt: skip
+    host.publish("id-1")
+    before = stat_of(host.config)
+    ref = reference.format(file=host.policy_file, dir=host.dir) if reference else None
+    proc = host.sync(*args, reference=ref)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr and "fix:" in proc.stderr
+    assert stat_of(host.config) == before
+
+
+def test_an_unparsable_influxctl_config_is_left_untouched(host: Host) -> None:
+    host.publish("id-1")
+    host.config.write_text(PROFILE.replace('port = "443"', "port = 443 443"))
+    before = stat_of(host.config)
+    proc = host.sync()
+    assert proc.returncode == 2
+    assert f"{host.config} is not valid TOML: syntax error at line 6" in proc.stderr
+    assert stat_of(host.config) == before
+
+
+def test_missing_policy_file_part_uses_rotator_config(host: Host) -> None:
+    host.publish("id-1")
+    proc = host.sync(reference=POLICY, env={"ROTATOR_CONFIG": str(host.policy_file)})
+    assert proc.returncode == 0, proc.stderr
+    assert parse_reference("a:b:c") == (Path("a:b"), "c")
+    assert parse_reference("p", default_file="x.toml") == (Path("x.toml"), "p")
+
+
+def test_the_source_is_the_first_store_that_is_not_a_profile(host: Host, openbao: Any, kv_path: str) -> None:
+    profile_store = """
+[[policy.store]]
+type = "influxctl-profile"
+name = "local"
+config = "elsewhere.toml"
+"""
+    write_policy(host.policy_file, openbao.url, kv_path, extra_store=profile_store)
+    host.publish("id-1")
+    proc = host.sync()
+    assert proc.returncode == 0, proc.stderr
+    assert host.profile_token() == host.values[-1]
+    named = host.sync("--store", "local")
+    assert named.returncode == 2 and "elsewhere.toml" in named.stderr and "does not exist" in named.stderr
+
+
+def test_sync_from_aws_secrets_manager(tmp_path: Path, aws: Any, fake_influxctl: Any) -> None:
+    """The same command with an aws-secretsmanager store (moto server on loopback)."""
+    from rotator.adapters.aws.secretsmanager import AwsSecretsManagerSettings, AwsSecretsManagerStore
+    from tests.aws_server import CORE_PRELUDE
+
+    store = {"secret_id": f"influx/{uuid.uuid4().hex[:8]}", "region": aws.region, "endpoint_url": aws.url}
+    policy_file = tmp_path / "sync.toml"
+    policy_file.write_text(f"""
+[[policy]]
+name = "{POLICY}"
+schedule = "30d"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+[[policy.store]]
+type = "aws-secretsmanager"
+{chr(10).join(f'{k} = "{v}"' for k, v in store.items())}
+""")
+    token, token_id = fake_influxctl.state.add_token("published to AWS by the rotating host")
+    publisher = AwsSecretsManagerStore.from_config(
+        AwsSecretsManagerSettings(**store), AdapterContext(policy=POLICY, base_dir=tmp_path)
+    )
+    publisher.publish(TokenRecord(Secret(token), token_id, "influxctl-management", POLICY, NOW, None), None)
+    config = tmp_path / "config.toml"
+    config.write_text(PROFILE)
+    code = CORE_PRELUDE + "import sys\nfrom rotator.runners.sync import main\nsys.exit(main(sys.argv[1:]))\n"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ROTATOR_"))}, **aws.env(),
+           "PYTHONPATH": str(REPO)}  # fmt: skip
+    argv = [sys.executable, "-c", code, "--from", f"{policy_file}:{POLICY}", "--config", str(config)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote token {token_id} from aws-secretsmanager:{aws.region}/{store['secret_id']}" in proc.stdout
+    assert token not in proc.stdout + proc.stderr
+    done = fake_influxctl.run("--config", str(config), "management", "list")
+    assert done.returncode == 0, done.stderr
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "already current" in again.stdout
+
+
+# ------------------------------------------------------------------------------ wiring into rotator's CLI
+
+
+def rotator_like_parser() -> argparse.ArgumentParser:
+    """The shape of rotator.runners.cli's parser: a common parent whose -c/--config is the policy file."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default="rotator.toml")
+    common.add_argument("--log-level", default="info")
+    common.add_argument("--log-format", default="text")
+    common.add_argument("--log-file")
+    common.add_argument("--output", default="text", choices=["text", "json"])
+    parser = argparse.ArgumentParser(prog="rotator")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", parents=[common])
+    add_parser(sub, common)
+    return parser
+
+
+def test_add_parser_and_cmd_sync_in_a_rotator_shaped_cli(host: Host, capsys: Any) -> None:
+    parser = rotator_like_parser()
+    status = parser.parse_args(["status", "-c", "policies.toml"])
+    assert status.config == "policies.toml", "the common parent's -c/--config is left alone"
+    host.publish("id-1")
+    args = parser.parse_args(["sync", "--from", f"{host.policy_file}:{POLICY}", "--config", str(host.config),
+                              "--output", "json", "--log-level", "debug"])  # fmt: skip
+    assert args.influxctl_config == str(host.config) and args.log_level == "debug"
+    assert cmd_sync(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["token_id"] == "id-1" and out["changed"]
+    assert cmd_sync(args) == 0 and not json.loads(capsys.readouterr().out)["changed"]
+    assert main(["--from", f"{host.policy_file}:{POLICY}", "--config", str(host.config), "-q"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+# ------------------------------------------------------------------------------ systemd units
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    text = (UNITS / name).read_text().replace("\\\n", " ")
+    parser.read_string(text)
+    return parser
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed; test_systemd_units_say_what_they_must parses the units")
+    rotator = shutil.which("rotator", path=str(Path(sys.executable).parent)) or sys.executable
+    for name in ("rotator-sync.service", "rotator-sync.timer"):
+        text = (UNITS / name).read_text().replace("/opt/rotator/bin/rotator", rotator)  # verify wants a real binary
+        (tmp_path / name).write_text(text)
+    proc = subprocess.run(["systemd-analyze", "verify", "rotator-sync.service", "rotator-sync.timer"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "" and proc.stderr.strip() == "", "no unknown keys, no warnings"
+
+
+def test_systemd_units_say_what_they_must() -> None:
+    service = unit("rotator-sync.service")["Service"]
+    assert service["Type"] == "oneshot"
+    assert service["User"] not in ("root", "nobody", "0")
+    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
+                       "ProtectHome": "yes", "CapabilityBoundingSet": "", "UMask": "0077"}.items():  # fmt: skip
+        assert service[key] == value, key
+    argv = shlex.split(service["ExecStart"])
+    assert argv[1] == "sync"
+    args = argparse.ArgumentParser()
+    args.add_argument("--config")
+    config = Path(args.parse_known_args(argv[2:])[0].config)
+    assert service["ReadWritePaths"] == str(config.parent), "the one writable place is the influxctl config dir"
+    # The command line is valid for `rotator sync` (its own parser; exits 2 if not).
+    from rotator.runners import sync
+
+    parser = argparse.ArgumentParser(parents=[sync._common_parent()])
+    sync._add_arguments(parser)
+    parsed = parser.parse_args(argv[2:])
+    assert parsed.source.endswith(":mgmt-prod") and parsed.profile == "default" and parsed.quiet
+
+    timer = unit("rotator-sync.timer")
+    assert timer["Timer"]["Unit"] == "rotator-sync.service"
+    assert timer["Timer"]["OnUnitActiveSec"] == "5min" and timer["Timer"]["RandomizedDelaySec"]
+    assert timer["Install"]["WantedBy"] == "timers.target"
