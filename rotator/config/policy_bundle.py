@@ -46,9 +46,15 @@ from rotator.core.retry import RetryPolicy
 if typing.TYPE_CHECKING:
     from rotator.config.policy import Config
 
-__all__ = ["FORMAT", "BundleError", "PolicyBundle", "bundle_path", "decode", "read_bundle", "write_bundle"]
+__all__ = [
+    "FORMAT", "READABLE_FORMATS", "BundleError", "PolicyBundle", "bundle_path", "decode", "read_bundle", "write_bundle",
+]
 
-FORMAT = "rotator-policy-bundle/1"
+#: /2: the adapters' targets name rotator.adapters.* (the layout by role, issue 14).
+FORMAT = "rotator-policy-bundle/2"
+#: Read for one release: the same content, with the built-in adapters' targets in the old top-level
+#: ``adapters`` package, which :func:`rotator.config.registry.load_resolved` maps to the new modules.
+READABLE_FORMATS = (FORMAT, "rotator-policy-bundle/1")
 _HINT_REBUILD = "rebuild it: rotator bundle <policy file> (deploy/aws/build_zip.py does this)"
 
 
@@ -94,7 +100,7 @@ def read_bundle(path: Path, policy_file: Path | None = None) -> PolicyBundle:
         raise BundleError(f"cannot read policy bundle {path}: {exc.strerror}", hint=_HINT_REBUILD) from None
     try:
         data = json.loads(raw)
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
             raise BundleError(f"{path} is not a {FORMAT} bundle", hint=_HINT_REBUILD)
         if policy_file is not None:
             _check_source(path, data, policy_file)

@@ -26,10 +26,12 @@ if TYPE_CHECKING:
     from rotator.config.policy_types import Policy
 
 __all__ = [
+    "MOVED_MODULES",
     "Kind",
     "available",
     "build_issuer",
     "build_stores",
+    "current_target",
     "force_register",
     "lazy_sdk",
     "load",
@@ -42,6 +44,18 @@ _GROUPS: dict[Kind, str] = {"issuer": "rotator.issuers", "store": "rotator.store
 _REQUIRED: dict[Kind, tuple[str, ...]] = {
     "issuer": ("mint", "verify", "revoke", "list_tokens", "from_config"),
     "store": ("read_current", "publish", "from_config"),
+}
+#: The built-in adapters' modules before the layout by role (issue 14): the top-level ``adapters``
+#: package. A policy bundle built by an older rotator records these; they load for one release.
+MOVED_MODULES: dict[str, str] = {
+    "adapters.influxctl_management": "rotator.adapters.influxctl.management",
+    "adapters.influxctl_database": "rotator.adapters.influxctl.database",
+    "adapters.influxctl_profile": "rotator.adapters.influxctl.profile",
+    "adapters.management_api": "rotator.adapters.http.management_api",
+    "adapters.influxdb3": "rotator.adapters.http.influxdb3",
+    "adapters.influxdb2": "rotator.adapters.http.influxdb2",
+    "adapters.vault_kv2": "rotator.adapters.vault.kv2",
+    "adapters.aws_secretsmanager": "rotator.adapters.aws.secretsmanager",
 }
 _lock = threading.Lock()
 _cache: dict[tuple[Kind, str], type] = {}
@@ -103,6 +117,12 @@ def target(kind: Kind, name: str) -> str:
     return eps[name].value
 
 
+def current_target(value: str) -> str:
+    """``value`` (``module:attribute``) with a built-in adapter's old module replaced by its new one."""
+    module, sep, attribute = value.partition(":")
+    return f"{MOVED_MODULES.get(module.strip(), module)}{sep}{attribute}"
+
+
 @overload
 def load_resolved(kind: Literal["issuer"], name: str, value: str) -> type[Issuer]: ...
 @overload
@@ -115,11 +135,13 @@ def load_resolved(kind: Kind, name: str, value: str) -> type[Issuer] | type[Stor
     """The adapter ``name`` from an entry-point value resolved earlier (``module:attribute``).
 
     A policy bundle records the values when it is built, so the Lambda function's cold start
-    imports its two adapters without scanning every installed distribution's metadata.
+    imports its two adapters without scanning every installed distribution's metadata. A value
+    naming a built-in adapter's old module (:data:`MOVED_MODULES`) loads the adapter from its new one.
     """
     known = _known(kind, name)
     if known is not None:
         return known
+    value = current_target(value)
     try:
         cls = EntryPoint(name=name, value=value, group=_GROUPS[kind]).load()
     except (ImportError, AttributeError) as exc:

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import pytest
 
+from rotator.adapters.influxctl.management import InfluxctlManagementIssuer
+from rotator.config import registry
 from rotator.config.policy import PolicyFileError, load_config
 from rotator.config.policy_bundle import (
     FORMAT,
@@ -148,8 +150,8 @@ def test_a_bundle_alone_is_used_without_its_policy_file(policy_file: Path) -> No
     ("content", "message"),
     [
         ("{not json", "malformed"),
-        ('{"format": "rotator-policy-bundle/0"}', "is not a rotator-policy-bundle/1 bundle"),
-        ("[]", "is not a rotator-policy-bundle/1 bundle"),
+        ('{"format": "rotator-policy-bundle/0"}', "is not a rotator-policy-bundle/2 bundle"),
+        ("[]", "is not a rotator-policy-bundle/2 bundle"),
         (json.dumps({"format": FORMAT, "policies": []}), "malformed.*KeyError"),
     ],
 )
@@ -158,6 +160,34 @@ def test_an_unusable_bundle_says_so(tmp_path: Path, content: str, message: str) 
     path.write_text(content)
     with pytest.raises(BundleError, match=message):
         read_bundle(path)
+
+
+def test_a_bundle_of_format_1_still_loads(policy_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For one release: format 1 named the built-in adapters in the old top-level ``adapters``
+    package, which no longer exists; the reader loads them from their new modules."""
+    written, bundle = write_bundle(policy_file)
+    data = json.loads(written.read_text())
+    old_module = {new: old for old, new in registry.MOVED_MODULES.items()}
+    for targets in data["adapters"].values():
+        for name, value in targets.items():
+            module, _, attribute = value.partition(":")
+            targets[name] = f"{old_module[module]}:{attribute}"
+    assert data["adapters"]["store"] == {"aws-secretsmanager": "adapters.aws_secretsmanager:AwsSecretsManagerStore"}
+    data["format"] = "rotator-policy-bundle/1"
+    written.write_text(json.dumps(data))
+    monkeypatch.setattr(registry, "_cache", {})  # load from the recorded targets, not from this process's cache
+    assert read_bundle(written) == bundle
+    assert registry._known("issuer", "influxctl-management") is InfluxctlManagementIssuer
+
+
+def test_the_old_targets_of_every_built_in_adapter_are_mapped() -> None:
+    """Each built-in entry point has its old module in MOVED_MODULES, and nothing else is mapped."""
+    built_in = {registry.target(kind, name).partition(":")[0]
+                for kind in ("issuer", "store") for name in registry.available(kind)
+                if registry.target(kind, name).startswith("rotator.adapters.")}  # fmt: skip
+    assert built_in == set(registry.MOVED_MODULES.values())
+    assert registry.current_target("adapters.vault_kv2:VaultKV2Store") == "rotator.adapters.vault.kv2:VaultKV2Store"
+    assert registry.current_target("acme_adapters.store:Store") == "acme_adapters.store:Store"
 
 
 def test_a_tampered_setting_fails_its_own_checks(policy_file: Path) -> None:
