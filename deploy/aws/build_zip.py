@@ -78,8 +78,9 @@ EXCLUDED = frozenset(
         "rotator/adapters/influxctl/profile.py",
     }
 )
-#: The demo's influxctl simulator and OpenBao helper: never on a production path.
-EXCLUDED_DIRS = ("rotator/sandbox/",)
+#: The demo's influxctl simulator and OpenBao helper, and the adapter authors' contract-test kit:
+#: never on a production path.
+EXCLUDED_DIRS = ("rotator/sandbox/", "rotator/testing/")
 PACKAGE_DATA = frozenset({"py.typed"})
 ENTRY_POINT_GROUPS = ("rotator.issuers", "rotator.stores")
 POLICY_ARCNAME = "rotator.toml"

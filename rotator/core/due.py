@@ -22,14 +22,18 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 from rotator.config.schedule import format_duration
-from rotator.observe.compliance import max_age_of
 
 if TYPE_CHECKING:
     from rotator.config.policy_types import Policy
     from rotator.core.clock import Clock
     from rotator.core.journal import Journal
 
-__all__ = ["Due", "decide", "due_now", "explain"]
+__all__ = ["Due", "decide", "due_now", "explain", "max_age_of"]
+
+
+def max_age_of(policy: Policy) -> timedelta:
+    """The policy's ``max_age``; a policy built without one (an old bundle) falls back to its lifetime."""
+    return policy.max_age if policy.max_age is not None else policy.lifetime
 
 
 class Due(NamedTuple):

@@ -20,6 +20,7 @@ from typing import Any
 
 from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
+from rotator.core.due import max_age_of
 from rotator.core.journal import Journal, Revocation
 
 __all__ = ["DEFAULT_SLACK", "Compliance", "max_age_of", "policy_compliance", "revocations_overdue"]
@@ -27,11 +28,6 @@ __all__ = ["DEFAULT_SLACK", "Compliance", "max_age_of", "policy_compliance", "re
 #: How long after its due time a pending revocation may wait (for the next revoke-expired tick or
 #: daemon sweep, and its retries) before it counts as overdue.
 DEFAULT_SLACK = timedelta(hours=1)
-
-
-def max_age_of(policy: Policy) -> timedelta:
-    """The policy's ``max_age``; a policy built without one (an old bundle) falls back to its lifetime."""
-    return policy.max_age if policy.max_age is not None else policy.lifetime
 
 
 def revocations_overdue(revocations: Sequence[Revocation], now: datetime, slack: timedelta) -> list[Revocation]:

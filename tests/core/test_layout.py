@@ -47,8 +47,12 @@ def _modules(role: str) -> list[Path]:
     return sorted((ROTATOR / role).rglob("*.py"))
 
 
+#: Old import paths kept for one release, each only forwarding to its new home.
+FORWARDERS = {"aws_lambda.py"}  # the Lambda Handler of deployed templates: rotator.aws_lambda.handler
+
+
 def test_every_module_of_rotator_has_a_role() -> None:
-    flat = sorted(p.name for p in ROTATOR.glob("*.py") if p.name != "__init__.py")
+    flat = sorted(p.name for p in ROTATOR.glob("*.py") if p.name not in {"__init__.py", *FORWARDERS})
     assert flat == [], "a module at the top of rotator/: put it in the folder of its role"
     assert not (ROTATOR.parent / "adapters").exists(), "the adapters live in rotator/adapters/"
     assert FAMILIES == ["aws", "http", "influxctl", "vault"]
@@ -77,3 +81,10 @@ def test_an_adapter_family_imports_no_other_family(family: str) -> None:
              for path in _modules(f"adapters/{family}") for module, _ in _imports(path)
              if module.startswith(others)]  # fmt: skip
     assert _modules(f"adapters/{family}") and wrong == []
+
+
+def test_the_old_lambda_handler_path_forwards_to_the_new_one() -> None:
+    from rotator import aws_lambda
+    from rotator.runners import aws_lambda as runner
+
+    assert aws_lambda.handler is runner.handler
