@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rotator.config.extras import install_hint
+from rotator.config.timefmt import rfc3339_micro
 from rotator.core import audit_chain
 from rotator.core.errors import ConfigError, JournalError, JournalUnavailable, LeaseBusy, LeaseLost
 
@@ -100,8 +101,8 @@ class RevocationState(StrEnum):
 
 
 def ts(value: datetime) -> str:
-    """Fixed-width UTC text that sorts like the time it stands for."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC text that sorts like the time it stands for (rotator.config.timefmt)."""
+    return rfc3339_micro(value)
 
 
 def _dt(value: str | None) -> datetime | None:

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import Issuer, MintedToken, MintRequest, Store, StoreState, TokenRecord
 from rotator.core.errors import ConflictError, PermanentError, RotatorError, TransientError
 from rotator.core.secret import Secret
@@ -270,7 +271,7 @@ class IssuerContract:
     def request(self, run_id: str | None = None, *, days: float = 2) -> MintRequest:
         """A mint request for a new run: description = the run's tag, as the engine's default."""
         run_id = run_id or uuid.uuid4().hex[:16]
-        expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=days)
+        expires = SYSTEM_CLOCK.now().replace(microsecond=0) + timedelta(days=days)
         return MintRequest(self.policy, run_id, self.tag(run_id), expires)
 
     def tag(self, run_id: str) -> str:
@@ -312,7 +313,7 @@ class IssuerContract:
         assert minted.token_id in listed
         info = listed[minted.token_id]
         assert request.description in info.description, "the description carries rotator:<policy>:<run id>"
-        assert info.is_active(datetime.now(UTC))
+        assert info.is_active(SYSTEM_CLOCK.now())
 
     def test_a_token_verifies_until_revoked_and_revoking_again_is_fine(
         self, issuer: Issuer, credential: Secret | None, caplog: pytest.LogCaptureFixture
@@ -326,7 +327,7 @@ class IssuerContract:
         issuer.revoke(minted.token_id, credential)
         listed = issuer.list_tokens(credential)
         info = next((t for t in listed if t.token_id == minted.token_id), None)
-        assert info is None or not info.is_active(datetime.now(UTC)), "listed as revoked or not at all"
+        assert info is None or not info.is_active(SYSTEM_CLOCK.now()), "listed as revoked or not at all"
         with pytest.raises(RotatorError) as caught:  # Transient (a 401 may mean "not active yet") or Permanent
             issuer.verify(minted.value)
         issuer.revoke(minted.token_id, credential)
@@ -358,7 +359,7 @@ class IssuerContract:
         issuer.revoke(gone.token_id, credential)
         self.verify_fresh(issuer, kept.value)
         listed = {t.token_id: t for t in issuer.list_tokens(credential)}
-        assert listed[kept.token_id].is_active(datetime.now(UTC))
+        assert listed[kept.token_id].is_active(SYSTEM_CLOCK.now())
         if credential is not None:
             issuer.verify(credential)
 

@@ -334,12 +334,13 @@ token = { file = "t" }
     now = datetime.now(UTC)
     journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
 
-    def run(run_id: str, state: str, token: str | None, published: bool) -> None:
-        journal.begin_run(RunRecord(run_id=run_id, policy="p", state=state, kind="rotate", started_at=now,
-                                    updated_at=now, new_token_id=token, published_at=now if published else None))
+    def run(run_id: str, state: str, token: str | None, published: bool, ago: timedelta = timedelta(0)) -> None:
+        at = now - ago
+        journal.begin_run(RunRecord(run_id=run_id, policy="p", state=state, kind="rotate", started_at=at,
+                                    updated_at=at, new_token_id=token, published_at=at if published else None))
 
     run("aaaa", RunState.DONE, "t-current", True)
-    run("bbbb", RunState.DONE, "t-old", True)
+    run("bbbb", RunState.DONE, "t-old", True, ago=timedelta(days=30))  # the run aaaa superseded
     run("cccc", RunState.MINTED, "t-inflight", False)
     journal.schedule_revocation(Revocation("p", "t-old", "aaaa", "superseded", due_at=now, state="done"))
     listed = [
