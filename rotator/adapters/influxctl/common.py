@@ -642,8 +642,8 @@ class InfluxctlCLI:
         self.binary = str(_resolve(Path(binary), base_dir)) if os.sep in binary else binary
         self.profile = profile.resolved(base_dir)
         self.timeout_s = timeout_s
-        # A process killed inside an influxctl call left its private config (with a token) behind.
-        sweep_stale_configs()
+        # No sweep of dead processes' private configs here: loading the adapter (the registry, once
+        # per process) and every call (private_config) sweep, and a daemon builds one per policy.
         self._run = run
 
     def run(self, command: Sequence[str], auth: ProfileAuth, *, unauthenticated_is_transient: bool = False) -> str:
