@@ -50,11 +50,11 @@ def _validator(model: type) -> TypeAdapter[Any]:
                    if cls.__dict__.get("__pydantic_config__", {}).get("use_attribute_docstrings")]  # fmt: skip
         try:
             for cls, config in swapped:
-                cls.__pydantic_config__ = {**config, "use_attribute_docstrings": False}
+                setattr(cls, "__pydantic_config__", {**config, "use_attribute_docstrings": False})  # noqa: B010
             return TypeAdapter(model)
         finally:
             for cls, config in swapped:
-                cls.__pydantic_config__ = config
+                setattr(cls, "__pydantic_config__", config)  # noqa: B010
 
 
 def _dataclasses_in(model: type) -> Iterator[type]:
