@@ -26,10 +26,11 @@ HEAVY_MODULES = frozenset({"rotator.config.policy", "rotator.config.registry", "
                            "rotator.core.engine", "rotator.runners.daemon", "rotator.config.daemon_config",
                            "rotator.observe.status", "rotator.config.schedule", "rotator.observe.metrics",
                            "rotator.observe.notify", "rotator.config.policy_bundle"})  # fmt: skip
-#: What `rotator status` needs: the validated policy file (pydantic, the adapters' settings models),
+#: What `rotator status` needs: the validated policy file (pydantic, the adapters' settings models; the [daemon]
+#: models only when the file has that table),
 #: the journal and the status model; never the engine, the daemon, or an SDK of AWS.
 STATUS_LOADS = frozenset({"pydantic", "rotator.adapters", "rotator.config.policy", "rotator.config.registry",
-                          "rotator.core.journal", "rotator.config.daemon_config", "rotator.observe.status",
+                          "rotator.core.journal", "rotator.observe.status",
                           "rotator.config.schedule"})  # fmt: skip
 #: The vault-kv2 store's SDK: its settings model must not import it (registry.lazy_sdk).
 VAULT_SDK = frozenset({"hvac", "requests"})
