@@ -317,21 +317,22 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
 
     policies: list[Policy] = []
     seen: set[str] = set()
-    for index, raw in enumerate(top.policy):
-        name = raw.get("name")
-        where = f"policy[{index}]" + (f" {name!r}" if isinstance(name, str) else "")
-        if isinstance(name, str) and name in seen:
-            problems.append(Problem(where, "duplicate policy name", "give every policy a unique name"))
-        seen.add(str(name))
-        try:
-            spec = PolicySpec.model_validate(raw)
-        except ValidationError as exc:
-            problems.extend(_problems(exc, raw, prefix=where))
-            _check_raw_adapters(raw, where, problems)
-            continue
-        policy = _build_policy(spec, top.defaults, where, path.parent.resolve(), problems)
-        if policy is not None:
-            policies.append(policy)
+    with registry.one_scan():  # the adapters' entry points are read once for the whole file
+        for index, raw in enumerate(top.policy):
+            name = raw.get("name")
+            where = f"policy[{index}]" + (f" {name!r}" if isinstance(name, str) else "")
+            if isinstance(name, str) and name in seen:
+                problems.append(Problem(where, "duplicate policy name", "give every policy a unique name"))
+            seen.add(str(name))
+            try:
+                spec = PolicySpec.model_validate(raw)
+            except ValidationError as exc:
+                problems.extend(_problems(exc, raw, prefix=where))
+                _check_raw_adapters(raw, where, problems)
+                continue
+            policy = _build_policy(spec, top.defaults, where, path.parent.resolve(), problems)
+            if policy is not None:
+                policies.append(policy)
     if problems:
         raise PolicyFileError(path, problems)
     return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon_table=daemon)
