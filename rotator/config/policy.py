@@ -11,19 +11,21 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rotator.config import registry
 from rotator.config.adapter_settings import plain_string_fields, settings_json_schema, validate_settings
-from rotator.config.daemon_config import DaemonSettings
 from rotator.config.durations import Duration
 from rotator.config.inline_secrets import InlineSecretError, find_token, mask_tokens, string_values, url_problem
 from rotator.config.policy_types import Policy, StoreBinding, find_policy
 from rotator.config.schedule import Schedule, format_duration, parse_schedule, parse_window
 from rotator.core.credentials import SECRET_LOOKING_KEYS
 from rotator.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rotator.config.daemon_config import DaemonSettings
 
 __all__ = [
     "Config",
@@ -160,14 +162,21 @@ class PolicySpec(BaseModel):
         return value
 
 
-class ConfigFile(BaseModel):
-    """The whole policy file."""
+def _config_file_model() -> type[BaseModel]:
+    """The whole policy file, for its JSON schema. Built on demand: it names the ``[daemon]`` models,
+    which only the daemon and ``rotator schema`` need (issue 12: `rotator status` start-up)."""
+    from rotator.config.daemon_config import DaemonSettings
 
-    model_config = ConfigDict(extra="forbid")
-    rotator: GlobalSettings = Field(default_factory=GlobalSettings)  # type: ignore[arg-type]
-    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
-    policy: list[PolicySpec] = Field(default_factory=list)
+    class ConfigFile(BaseModel):
+        """The whole policy file."""
+
+        model_config = ConfigDict(extra="forbid")
+        rotator: GlobalSettings = Field(default_factory=GlobalSettings)  # type: ignore[arg-type]
+        defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+        daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
+        policy: list[PolicySpec] = Field(default_factory=list)
+
+    return ConfigFile
 
 
 @dataclass(frozen=True)
@@ -206,7 +215,17 @@ class Config:
     path: Path
     settings: GlobalSettings
     policies: tuple[Policy, ...] = field(default_factory=tuple)
-    daemon: DaemonSettings = field(default_factory=lambda: DaemonSettings.model_validate({}))
+    #: the validated ``[daemon]`` table; None when the file has none (:attr:`daemon` is then the defaults)
+    daemon_table: DaemonSettings | None = None
+
+    @property
+    def daemon(self) -> DaemonSettings:
+        """``[daemon]``: the file's table, or the defaults (imported only by what runs the daemon)."""
+        if self.daemon_table is not None:
+            return self.daemon_table
+        from rotator.config.daemon_config import DaemonSettings
+
+        return DaemonSettings.model_validate({})
 
     def policy(self, name: str) -> Policy:
         return find_policy(self.policies, name, self.path)
@@ -265,7 +284,8 @@ class _RawConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rotator: GlobalSettings = Field(default_factory=GlobalSettings)  # type: ignore[arg-type]
     defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
+    #: validated by DaemonSettings in :func:`parse_config`, and only when the file has the table
+    daemon: Any = None
     policy: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -276,10 +296,15 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     if not isinstance(data, Mapping):
         raise PolicyFileError(path, [Problem("<file>", "is not a table of settings", "see docs/policy.md")])
     problems: list[Problem] = list(_tokens_outside_checked_tables(data))
+    daemon, daemon_problems = _daemon_table(data)
     try:
         top = _RawConfigFile.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_problems(exc, data))
+        # the problems in the order of the file model's fields: rotator, defaults, daemon, policy, others
+        early = sum(1 for err in exc.errors() if err["loc"] and err["loc"][0] in ("rotator", "defaults"))
+        top_problems = _problems(exc, data)
+        problems.extend(top_problems[:early] + daemon_problems + top_problems[early:])
+        daemon_problems = []
         # Keep what did validate, so one bad key does not add false problems to every policy.
         salvage: dict[str, Any] = {"policy": _raw_policies(data)}
         for key, model in (("defaults", Defaults), ("rotator", GlobalSettings)):
@@ -288,27 +313,42 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
             except ValidationError:
                 pass
         top = _RawConfigFile.model_validate(salvage)
+    problems.extend(daemon_problems)
 
     policies: list[Policy] = []
     seen: set[str] = set()
-    for index, raw in enumerate(top.policy):
-        name = raw.get("name")
-        where = f"policy[{index}]" + (f" {name!r}" if isinstance(name, str) else "")
-        if isinstance(name, str) and name in seen:
-            problems.append(Problem(where, "duplicate policy name", "give every policy a unique name"))
-        seen.add(str(name))
-        try:
-            spec = PolicySpec.model_validate(raw)
-        except ValidationError as exc:
-            problems.extend(_problems(exc, raw, prefix=where))
-            _check_raw_adapters(raw, where, problems)
-            continue
-        policy = _build_policy(spec, top.defaults, where, path.parent.resolve(), problems)
-        if policy is not None:
-            policies.append(policy)
+    with registry.one_scan():  # the adapters' entry points are read once for the whole file
+        for index, raw in enumerate(top.policy):
+            name = raw.get("name")
+            where = f"policy[{index}]" + (f" {name!r}" if isinstance(name, str) else "")
+            if isinstance(name, str) and name in seen:
+                problems.append(Problem(where, "duplicate policy name", "give every policy a unique name"))
+            seen.add(str(name))
+            try:
+                spec = PolicySpec.model_validate(raw)
+            except ValidationError as exc:
+                problems.extend(_problems(exc, raw, prefix=where))
+                _check_raw_adapters(raw, where, problems)
+                continue
+            policy = _build_policy(spec, top.defaults, where, path.parent.resolve(), problems)
+            if policy is not None:
+                policies.append(policy)
     if problems:
         raise PolicyFileError(path, problems)
-    return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon=top.daemon)
+    return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon_table=daemon)
+
+
+def _daemon_table(data: Mapping[str, Any]) -> tuple[DaemonSettings | None, list[Problem]]:
+    """The file's ``[daemon]`` table validated, or its problems; (None, []) when there is none, without
+    importing the daemon's models (`rotator status` and `validate` of a file without the table)."""
+    if "daemon" not in data:
+        return None, []
+    from rotator.config.daemon_config import DaemonSettings
+
+    try:
+        return DaemonSettings.model_validate(data["daemon"]), []
+    except ValidationError as exc:
+        return None, _problems(exc, data["daemon"], prefix="daemon")
 
 
 def _tokens_outside_checked_tables(data: Mapping[str, Any]) -> Iterable[Problem]:
@@ -560,7 +600,7 @@ def _loc(loc: Sequence[int | str], data: Any) -> str:
 
 def config_json_schema() -> dict[str, Any]:
     """JSON Schema of the policy file, including every installed adapter's settings."""
-    schema = ConfigFile.model_json_schema()
+    schema = _config_file_model().model_json_schema()
     defs = schema.setdefault("$defs", {})
     for kind in ("issuer", "store"):
         variants = []

@@ -14,6 +14,8 @@ import dataclasses
 import importlib
 import importlib.util
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
@@ -36,6 +38,7 @@ __all__ = [
     "lazy_sdk",
     "load",
     "load_resolved",
+    "one_scan",
     "target",
 ]
 
@@ -62,9 +65,49 @@ _cache: dict[tuple[Kind, str], type] = {}
 _forced: dict[tuple[Kind, str], type] = {}
 
 
+#: per thread, inside :func:`one_scan`: each kind's entry points (or the error of reading them)
+_scan = threading.local()
+
+
+@contextmanager
+def one_scan() -> Iterator[None]:
+    """Inside this block, the installed distributions' entry points are read once for both kinds.
+
+    Reading them walks every distribution's metadata (hundreds in a typical environment); loading a
+    policy file used to do it once for its first issuer type and again for its first store type.
+    Outside the block (and after it) every lookup reads them afresh, as before, so a long-running
+    process sees adapters installed since its last policy file load.
+    """
+    outer = getattr(_scan, "found", None)
+    if outer is None:
+        _scan.found = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _scan.found = None
+
+
 def _entry_points(kind: Kind) -> dict[str, EntryPoint]:
+    memo: dict[Kind, dict[str, EntryPoint] | ConfigError] | None = getattr(_scan, "found", None)
+    if memo is None:
+        return _named(kind, entry_points(group=_GROUPS[kind]))
+    if not memo:
+        everything = entry_points()
+        for k, group in _GROUPS.items():
+            try:
+                memo[k] = _named(k, everything.select(group=group))
+            except ConfigError as exc:  # raised when that kind is asked for, as without the block
+                memo[k] = exc
+    found = memo[kind]
+    if isinstance(found, ConfigError):
+        raise ConfigError(str(found), hint=found.hint)
+    return found
+
+
+def _named(kind: Kind, eps: Iterable[EntryPoint]) -> dict[str, EntryPoint]:
     found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=_GROUPS[kind]):
+    for ep in eps:
         if ep.name in found and found[ep.name].value != ep.value:
             raise ConfigError(
                 f"two installed packages register the {kind} adapter {ep.name!r}: "

@@ -26,10 +26,11 @@ HEAVY_MODULES = frozenset({"rotator.config.policy", "rotator.config.registry", "
                            "rotator.core.engine", "rotator.runners.daemon", "rotator.config.daemon_config",
                            "rotator.observe.status", "rotator.config.schedule", "rotator.observe.metrics",
                            "rotator.observe.notify", "rotator.config.policy_bundle"})  # fmt: skip
-#: What `rotator status` needs: the validated policy file (pydantic, the adapters' settings models),
+#: What `rotator status` needs: the validated policy file (pydantic, the adapters' settings models; the [daemon]
+#: models only when the file has that table),
 #: the journal and the status model; never the engine, the daemon, or an SDK of AWS.
 STATUS_LOADS = frozenset({"pydantic", "rotator.adapters", "rotator.config.policy", "rotator.config.registry",
-                          "rotator.core.journal", "rotator.config.daemon_config", "rotator.observe.status",
+                          "rotator.core.journal", "rotator.observe.status",
                           "rotator.config.schedule"})  # fmt: skip
 #: The vault-kv2 store's SDK: its settings model must not import it (registry.lazy_sdk).
 VAULT_SDK = frozenset({"hvac", "requests"})
@@ -114,3 +115,23 @@ def test_rotate_if_due_decides_without_the_status_model(policy_file: Path, tmp_p
     assert out.splitlines() == ["p0: nothing-to-do - not due", "p1: nothing-to-do - not due"]
     assert "rotator.observe.status" not in heavy
     assert {"rotator.config.policy", "rotator.core.journal", "rotator.config.schedule"} <= heavy
+
+
+def test_loading_a_policy_file_reads_the_entry_points_once(policy_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issuers and stores come from one walk of the installed distributions' metadata per policy file
+    (registry.one_scan); outside a load, each lookup walks it afresh."""
+    from rotator.config import registry
+    from rotator.config.policy import load_config
+
+    calls: list[dict[str, str]] = []
+    real = registry.entry_points
+
+    def counting(**params: str) -> object:
+        calls.append(params)
+        return real(**params)
+
+    monkeypatch.setattr(registry, "_cache", {})  # the adapters are looked up again
+    monkeypatch.setattr(registry, "entry_points", counting)
+    assert len(load_config(policy_file).policies) == 2
+    assert calls == [{}]
+    assert registry.available("store") and calls == [{}, {"group": "rotator.stores"}]
