@@ -47,7 +47,12 @@ def rfc3339_seconds(value: datetime) -> str:
 
 def rfc3339_micro(value: datetime) -> str:
     """``2026-01-01T03:00:00.000000Z``: fixed width, so that the text sorts as the times compare."""
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not UTC:
+        value = as_utc(value)
+    if value.year < 1000:  # strftime does not pad the year (datetime.min gives "1-01-01..."): kept as it was
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime (the journal formats ~45 of these per rotation)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_rfc3339(text: str) -> datetime:

@@ -267,6 +267,17 @@ class _Backend:
 
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP")
+#: statement text -> whether it writes; the journal's statements are a small fixed set (bounded anyway)
+_WRITE_SQL: dict[str, bool] = {}
+
+
+def _is_write(sql: str) -> bool:
+    known = _WRITE_SQL.get(sql)
+    if known is None:
+        known = sql.lstrip()[:6].upper() in _WRITES
+        if len(_WRITE_SQL) < 1024:
+            _WRITE_SQL[sql] = known
+    return known
 
 
 class _Cursor:
@@ -279,9 +290,9 @@ class _Cursor:
         self.wrote = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
-        values = tuple(p.value if isinstance(p, Enum) else p for p in params)
+        values = tuple([p.value if isinstance(p, Enum) else p for p in params])
         self._cur.execute(sql.replace("?", "%s") if self._percent else sql, values)
-        if not self.wrote and sql.lstrip()[:6].upper() in _WRITES and self._cur.rowcount != 0:
+        if not self.wrote and _is_write(sql) and self._cur.rowcount != 0:
             self.wrote = True
         return self
 

@@ -49,13 +49,14 @@ def call_with_retry(
     With a ``deadline`` the tries go on until the next wait would pass it, however many that is
     (used for waiting on token activation). The last error is re-raised unchanged.
     """
-    rng = rng or random.Random()
     attempt = 0
     while True:
         attempt += 1
         try:
             return fn()
         except TransientError as exc:
+            if rng is None:  # made on the first failure only: seeding costs ~15 us per call
+                rng = random.Random()
             wait = policy.delay(attempt, rng)
             if deadline is not None:
                 out_of_time = clock.now() + timedelta(seconds=wait) > deadline
