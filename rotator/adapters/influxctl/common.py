@@ -39,7 +39,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar
 
-from rotator.adapters.transport import is_loopback_host
 from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings
@@ -252,6 +251,8 @@ class InfluxctlSettings:
 
     def transport_warnings(self) -> list[str]:
         """Profile TLS settings that expose the tokens influxctl sends (see rotator/adapters/transport.py)."""
+        from rotator.adapters.transport import is_loopback_host  # the CLI and the engine ask; the Lambda does not
+
         tls, host = self.profile.tls, self.profile.host
         target = host or "the Cloud Dedicated API"
         warnings = []
