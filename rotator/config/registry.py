@@ -20,7 +20,6 @@ from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-from rotator.config.extras import install_hint
 from rotator.core.contracts import AdapterContext, Issuer, Store
 from rotator.core.errors import ConfigError
 
@@ -145,6 +144,8 @@ def load(kind: Kind, name: str) -> type[Issuer] | type[Store]:
     try:
         cls = eps[name].load()
     except ImportError as exc:
+        from rotator.config.extras import install_hint  # only this failure needs it: off the cold path
+
         raise ConfigError(
             f"{kind} adapter {name!r} cannot be imported: {exc}",
             hint=install_hint(exc),

@@ -64,7 +64,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import botocore.exceptions
 
@@ -101,8 +101,11 @@ from rotator.core.errors import (
     TransientError,
 )
 from rotator.core.retry import RetryPolicy, call_with_retry
-from rotator.core.revocation_rule import Claim, check_revocable
 from rotator.core.secret import REDACTOR, Secret
+
+if TYPE_CHECKING:
+    # Imported where a revocation is decided (finishSecret, orphans of createSecret): not at cold start.
+    from rotator.core.revocation_rule import Claim
 
 __all__ = [
     "CONFIG_ENV",
@@ -571,6 +574,8 @@ class _Rotation:
                 continue
             if only_run is not None and found.group(1) != only_run:
                 continue
+            from rotator.core.revocation_rule import Claim, check_revocable
+
             claim = Claim(info.token_id, self.t.policy.name, minted_by=[found.group(1)], source="the tag search")
             if not check_revocable(claim, tokens, [], now):  # the rule, here only for its tag check
                 continue
@@ -695,6 +700,8 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
                      target.view.arn, exc)  # fmt: skip
         report.failed += due
         return report
+    from rotator.core.revocation_rule import check_revocable
+
     for token_id in due:
         claim = records.claim(token_id, tokens)
         try:
@@ -787,6 +794,8 @@ class _VersionRecords:
         self._bootstrap_read = False
 
     def claim(self, token_id: str, tokens: list[TokenInfo]) -> Claim:
+        from rotator.core.revocation_rule import Claim
+
         source = f"tag {REVOKE_TAG_PREFIX}{token_id} of {self.t.view.arn}"
         info = next((t for t in tokens if t.token_id == token_id), None)
         if info is not None and self.t.policy.tag_prefix() in info.description:

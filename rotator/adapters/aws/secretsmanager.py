@@ -263,7 +263,7 @@ class AwsSecretsManagerSettings:
         return self.is_arn and arn.startswith(sid + "-") and len(arn) == len(sid) + 7
 
 
-_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
+_ARN_SUFFIX = r"-[A-Za-z0-9]{6}$"  # compiled on first use: only a publish to a missing secret asks
 
 
 def _name_to_create(settings: AwsSecretsManagerSettings) -> str | None:
@@ -273,7 +273,7 @@ def _name_to_create(settings: AwsSecretsManagerSettings) -> str | None:
     arn = _ARN.match(settings.secret_id)
     if arn is None:
         return settings.secret_id
-    if _ARN_SUFFIX.search(arn["name"]):
+    if re.search(_ARN_SUFFIX, arn["name"]):
         return None
     return str(arn["name"])
 

@@ -39,7 +39,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar
 
-from rotator.adapters.transport import is_loopback_host
 from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings
@@ -252,6 +251,8 @@ class InfluxctlSettings:
 
     def transport_warnings(self) -> list[str]:
         """Profile TLS settings that expose the tokens influxctl sends (see rotator/adapters/transport.py)."""
+        from rotator.adapters.transport import is_loopback_host  # the CLI and the engine ask; the Lambda does not
+
         tls, host = self.profile.tls, self.profile.host
         target = host or "the Cloud Dedicated API"
         warnings = []
@@ -703,7 +704,8 @@ def _resolve(path: Path, base_dir: Path) -> Path:
 # Token ids
 
 #: Management and database token ids are UUIDs (facts file 1.5; the fake refuses anything else).
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: A pattern string, compiled (and cached by ``re``) on first use: not at the Lambda's cold start.
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ERR_BAD_ID = "{noun} id {token_id} is not a UUID; rotator passes only UUIDs to influxctl"
 HINT_BAD_ID = (
     "influxctl token ids look like 11111111-1111-4111-8111-111111111111; the id came from rotator's journal or "
@@ -716,7 +718,7 @@ def check_token_id(token_id: str, noun: str = "token") -> str:
 
     Passed after ``--`` anyway (an id starting with ``-`` would otherwise be read as a flag).
     """
-    if not isinstance(token_id, str) or not _UUID.fullmatch(token_id):
+    if not isinstance(token_id, str) or not re.fullmatch(_UUID, token_id):
         shown = repr(re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(str(token_id)))[:80])
         raise PermanentError(ERR_BAD_ID.format(noun=noun, token_id=shown), hint=HINT_BAD_ID)
     return token_id
@@ -755,13 +757,13 @@ def token_from_output(stdout: str, command: str, *, token_id: str | None = None,
     return last
 
 
-_TABLE_ROW = re.compile(r"^\|\s*(?P<key>[^|]*?)\s*\|\s*(?P<value>[^|]*?)\s*\|$")
+_TABLE_ROW = r"^\|\s*(?P<key>[^|]*?)\s*\|\s*(?P<value>[^|]*?)\s*\|$"  # compiled on first use, as _UUID
 
 
 def table_value(stdout: str, key: str) -> str | None:
     """The value of row ``key`` in a two-column ``| key | value |`` table (influxctl >= 2.11)."""
     for line in stdout.splitlines():
-        match = _TABLE_ROW.match(line.strip())
+        match = re.match(_TABLE_ROW, line.strip())
         if match and match["key"].lower() == key.lower() and match["value"]:
             return match["value"]
     return None
@@ -778,7 +780,7 @@ def minted_token(
     value = Secret(token_from_output(stdout, command, token_id=token_id, min_length=min_length))
     if token_id is None:
         token_id = find_id(value)
-    if not _UUID.fullmatch(token_id):
+    if not re.fullmatch(_UUID, token_id):
         shown = repr(re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(token_id))[:80])
         raise output_error(command, f"a token was created, but its id {shown} is not a UUID")
     return MintedToken(value=value, token_id=token_id, expires_at=expires_at.astimezone(UTC).replace(microsecond=0))
