@@ -804,6 +804,46 @@ class Journal:
         counts.update({str(state): int(n) for state, n in rows})
         return counts
 
+    def last_successes(self, policies: Sequence[str], now: datetime) -> dict[str, RunRecord]:
+        """:meth:`last_success` of many policies in one transaction (run id, publication, token id
+        and expiry are read; the other fields of each RunRecord are not)."""
+        out: dict[str, RunRecord] = {}
+        with self._tx() as cur:
+            for i in range(0, len(policies), 400):  # within SQLite's limit of bound variables
+                chunk = policies[i : i + 400]
+                out.update(_last_rows(cur, f" AND policy IN ({', '.join('?' * len(chunk))})", chunk, now))
+        return out
+
+    def overview(self, now: datetime, published_since: datetime | None) -> Overview:
+        """Every policy's state in one transaction of four queries, each bounded by what is current
+        (open runs, pending/failed revocations, live leases) or by ``published_since`` (the last
+        publication of each policy; every policy when None). What the daemon keeps in memory."""
+        since = "" if published_since is None else " AND published_at >= ?"
+        since_params: tuple[Any, ...] = () if published_since is None else (ts(published_since),)
+        open_states = tuple(RunState.OPEN)
+        with self._tx() as cur:
+            last = _last_rows(cur, since, since_params, now)
+            marks = ", ".join("?" * len(open_states))
+            open_rows = cur.execute(f"SELECT policy, error FROM runs WHERE state IN ({marks})",
+                                    open_states).fetchall()
+            rev_rows = cur.execute("SELECT policy, state, due_at, next_try_at FROM revocations "
+                                   "WHERE state IN ('pending', 'failed')").fetchall()
+            lease_rows = cur.execute("SELECT policy, expires_at FROM leases WHERE holder <> '' AND expires_at >= ?",
+                                     (ts(now),)).fetchall()
+        open_runs: dict[str, tuple[int, int]] = {}
+        for policy, error in open_rows:
+            count, stuck = open_runs.get(policy, (0, 0))
+            open_runs[policy] = (count + 1, stuck + int(bool(error) and "recovery failed" in error))
+        pending: dict[str, list[tuple[datetime, datetime | None]]] = {}
+        failed: dict[str, int] = {}
+        for policy, state, due, retry in rev_rows:
+            if state == "pending":
+                pending.setdefault(policy, []).append((_dt(due) or now, _dt(retry)))
+            else:
+                failed[policy] = failed.get(policy, 0) + 1
+        leases = {policy: _dt(expires) or now for policy, expires in lease_rows}
+        return Overview(last, open_runs, {p: tuple(sorted(v)) for p, v in pending.items()}, failed, leases)
+
     def open_run_count(self, policy: str) -> int:
         """How many runs of the policy are unfinished (indexed)."""
         marks = ", ".join("?" * len(RunState.OPEN))
@@ -917,6 +957,39 @@ class Journal:
 
 
 _JOURNAL_HINT = "check the journal path/URL, its permissions and free disk space"
+
+
+
+@dataclass
+class Overview:
+    """The journal's current state, in a few queries (:meth:`Journal.overview`)."""
+
+    last: dict[str, RunRecord]
+    #: policy -> (open runs, stuck runs)
+    open_runs: dict[str, tuple[int, int]]
+    pending: dict[str, tuple[tuple[datetime, datetime | None], ...]]
+    failed: dict[str, int]
+    leases: dict[str, datetime]
+
+
+_LAST_SQL = (
+    "SELECT r.policy, r.run_id, r.published_at, r.new_token_id, r.new_expires_at FROM runs r JOIN "
+    "(SELECT policy, MAX(published_at) AS m FROM runs WHERE state IN ({ok}){where} GROUP BY policy) x "
+    "ON r.policy = x.policy AND r.published_at = x.m WHERE r.state IN ({ok})"
+)
+
+
+def _last_rows(cur: _Cursor, where: str, params: Sequence[Any], now: datetime) -> dict[str, RunRecord]:
+    """The last successful run of each policy that ``where`` selects (a tie: any one of them)."""
+    success = tuple(RunState.SUCCESS)
+    ok = ", ".join("?" * len(success))
+    rows = cur.execute(_LAST_SQL.format(ok=ok, where=where), (*success, *params, *success)).fetchall()
+    last = {}
+    for policy, run_id, published, token_id, expires in rows:
+        at = _dt(published)
+        last[policy] = RunRecord(run_id, policy, RunState.DONE, "rotate", at or now, at or now,
+                                 new_token_id=token_id, new_expires_at=_dt(expires), published_at=at)
+    return last
 
 
 def open_journal(url: str, create: bool = True) -> Journal:

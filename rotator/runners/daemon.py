@@ -21,7 +21,7 @@ What decides when:
 
 What it costs (issue 12): a pass costs what is due, not what is configured. Each policy's journal
 state (last publication, open runs, pending and failed revocations, lease) is kept in memory
-(``_View``): read for every policy at start in a few queries (:func:`read_overview`), again for
+(``_View``): read for every policy at start in a few queries (:meth:`Journal.overview`), again for
 one policy after each job of this process, and by each sweep for what other processes changed
 (bounded by what is current). The next due times wait in a heap; a pass pops what is due, and
 plans again only the policies whose job ended. The start recovers only policies with open runs.
@@ -78,7 +78,7 @@ from rotator.core.due import decide
 from rotator.core.engine import Engine, NeedsAttention, RunResult
 from rotator.core.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
 from rotator.core.errors import describe as _describe
-from rotator.core.journal import Journal, RunRecord, RunState, open_journal, ts
+from rotator.core.journal import Journal, Overview, RunRecord, RunState, open_journal, ts
 from rotator.core.retry import RetryPolicy
 from rotator.core.secret import REDACTOR
 
@@ -441,7 +441,7 @@ class Daemon:
         if to_rotate:
             # Looks due: did another rotator serve them meanwhile? One read for all of them.
             try:
-                last = read_last_success(self.journal, to_rotate, now)
+                last = self.journal.last_successes(to_rotate, now)
             except RotatorError:
                 for name in to_rotate:  # not lost from the queue
                     self._push("rotate", name, now + timedelta(seconds=TICK_RETRY))
@@ -523,7 +523,6 @@ class Daemon:
     def _prune(self, now: datetime) -> None:
         """Delete history older than [rotator] keep_history into a checkpoint (rotator/core/audit_chain.py)."""
         from rotator.core import audit_chain
-        from rotator.core.journal import ts
 
         try:
             result = audit_chain.prune(self.journal, ts(now - self.loaded.config.settings.keep_history), ts(now))
@@ -586,7 +585,7 @@ class Daemon:
         Plans again the policies whose view changed."""
         since = None if full or self._watermark is None else self._watermark - WATERMARK_MARGIN
         try:
-            overview = read_overview(self.journal, self.clock.now(), since)
+            overview = self.journal.overview(self.clock.now(), since)
         except RotatorError:
             self._journal_up = False
             raise
@@ -1060,91 +1059,6 @@ class _View:
     #: the metrics' state made from this view, and until when it holds
     state: Any = None
     state_until: datetime | None = None
-
-
-@dataclass
-class Overview:
-    """The journal's current state, in a few queries (:func:`read_overview`)."""
-
-    last: dict[str, RunRecord]
-    #: policy -> (open runs, stuck runs)
-    open_runs: dict[str, tuple[int, int]]
-    pending: dict[str, tuple[tuple[datetime, datetime | None], ...]]
-    failed: dict[str, int]
-    leases: dict[str, datetime]
-
-
-def _dt(text: str | None) -> datetime | None:
-    """The journal's time text (rotator.core.journal.ts) as a datetime."""
-    return None if text is None else datetime.fromisoformat(text)  # "...Z": UTC (Python >= 3.11)
-
-
-_SUCCESS = tuple(RunState.SUCCESS)
-_OPEN = tuple(RunState.OPEN)
-
-
-_LAST_SQL = (
-    "SELECT r.policy, r.run_id, r.published_at, r.new_token_id, r.new_expires_at FROM runs r JOIN "
-    "(SELECT policy, MAX(published_at) AS m FROM runs WHERE state IN ({ok}){where} GROUP BY policy) x "
-    "ON r.policy = x.policy AND r.published_at = x.m WHERE r.state IN ({ok})"
-)
-
-
-def _last_rows(cur: Any, where: str, params: Sequence[Any], now: datetime) -> dict[str, RunRecord]:
-    """The last successful run of each policy that ``where`` selects (a tie: any one of them)."""
-    ok = ", ".join("?" * len(_SUCCESS))
-    rows = cur.execute(_LAST_SQL.format(ok=ok, where=where), (*_SUCCESS, *params, *_SUCCESS)).fetchall()
-    last = {}
-    for policy, run_id, published, token_id, expires in rows:
-        at = _dt(published)
-        last[policy] = RunRecord(run_id, policy, RunState.DONE, "rotate", at or now, at or now,
-                                 new_token_id=token_id, new_expires_at=_dt(expires), published_at=at)
-    return last
-
-
-def read_last_success(journal: Journal, policies: Sequence[str], now: datetime) -> dict[str, RunRecord]:
-    """:meth:`Journal.last_success` of many policies in one transaction (run id, publication, token
-    id and expiry are read; the other fields of each RunRecord are not)."""
-    out: dict[str, RunRecord] = {}
-    with journal.audit_transaction() as (cur, _):
-        for i in range(0, len(policies), 400):  # within SQLite's limit of bound variables
-            chunk = policies[i : i + 400]
-            out.update(_last_rows(cur, f" AND policy IN ({', '.join('?' * len(chunk))})", chunk, now))
-    return out
-
-
-def read_overview(journal: Journal, now: datetime, published_since: datetime | None) -> Overview:
-    """Every policy's state in one transaction of four queries, each bounded by what is current
-    (open runs, pending/failed revocations, live leases) or by ``published_since`` (the last
-    publication of each policy; every policy when None).
-
-    Written with the journal's public transaction (it takes the write lock for these reads:
-    milliseconds, at start and once per sweep); a bounded read method in rotator/core/journal.py
-    should replace it.
-    """
-    since = "" if published_since is None else " AND published_at >= ?"
-    since_params: tuple[Any, ...] = () if published_since is None else (ts(published_since),)
-    with journal.audit_transaction() as (cur, _):
-        last = _last_rows(cur, since, since_params, now)
-        marks = ", ".join("?" * len(_OPEN))
-        open_rows = cur.execute(f"SELECT policy, error FROM runs WHERE state IN ({marks})", _OPEN).fetchall()
-        rev_rows = cur.execute("SELECT policy, state, due_at, next_try_at FROM revocations "
-                               "WHERE state IN ('pending', 'failed')").fetchall()
-        lease_rows = cur.execute("SELECT policy, expires_at FROM leases WHERE holder <> '' AND expires_at >= ?",
-                                 (ts(now),)).fetchall()
-    open_runs: dict[str, tuple[int, int]] = {}
-    for policy, error in open_rows:
-        count, stuck = open_runs.get(policy, (0, 0))
-        open_runs[policy] = (count + 1, stuck + int(bool(error) and "recovery failed" in error))
-    pending: dict[str, list[tuple[datetime, datetime | None]]] = {}
-    failed: dict[str, int] = {}
-    for policy, state, due, retry in rev_rows:
-        if state == "pending":
-            pending.setdefault(policy, []).append((_dt(due) or now, _dt(retry)))
-        else:
-            failed[policy] = failed.get(policy, 0) + 1
-    leases = {policy: _dt(expires) or now for policy, expires in lease_rows}
-    return Overview(last, open_runs, {p: tuple(sorted(v)) for p, v in pending.items()}, failed, leases)
 
 
 def _terminate_children() -> None:

@@ -187,7 +187,7 @@ def test_a_journal_error_on_the_due_reread_keeps_the_policy_queued(harness: Call
     def down(*args: Any) -> Any:
         raise JournalError("journal down")
 
-    monkeypatch.setattr("rotator.runners.daemon.read_last_success", down)
+    monkeypatch.setattr(h.daemon.journal, "last_successes", down)
     with pytest.raises(JournalError):
         h.tick()
     monkeypatch.undo()
@@ -208,19 +208,18 @@ def test_the_daemon_reads_time_from_its_clock(harness: Callable[..., Harness]) -
 
 def test_the_bulk_reads_agree_with_the_journal(tmp_path: Any) -> None:
     from rotator.core.journal import open_journal
-    from rotator.runners.daemon import read_last_success, read_overview
 
     journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
     for i, (policy, state, published) in enumerate([("a", "done", 1), ("a", "published", 3), ("a", "failed", None),
                                                     ("b", "done", 2), ("c", "minted", None)]):
         at = T0 + timedelta(minutes=published) if published is not None else None
         journal.begin_run(RunRecord(f"r{i}", policy, state, "rotate", T0, T0, new_token_id=f"t{i}", published_at=at))
-    bulk = read_last_success(journal, ["a", "b", "c"], T0)
+    bulk = journal.last_successes(["a", "b", "c"], T0)
     for policy in "abc":
         one = journal.last_success(policy)
         assert (bulk[policy].run_id, bulk[policy].published_at) == (one.run_id, one.published_at) if one else \
             policy not in bulk
-    overview = read_overview(journal, T0, None)
+    overview = journal.overview(T0, None)
     assert {p: r.run_id for p, r in overview.last.items()} == {"a": "r1", "b": "r3"}
     assert overview.open_runs == {"c": (1, 0)}
     journal.close()
