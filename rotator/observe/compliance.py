@@ -23,7 +23,7 @@ from rotator.config.schedule import format_duration
 from rotator.core.due import max_age_of
 from rotator.core.journal import Journal, Revocation
 
-__all__ = ["DEFAULT_SLACK", "Compliance", "max_age_of", "policy_compliance", "revocations_overdue"]
+__all__ = ["DEFAULT_SLACK", "Compliance", "is_compliant", "max_age_of", "policy_compliance", "revocations_overdue"]
 
 #: How long after its due time a pending revocation may wait (for the next revoke-expired tick or
 #: daemon sweep, and its retries) before it counts as overdue.
@@ -33,6 +33,13 @@ DEFAULT_SLACK = timedelta(hours=1)
 def revocations_overdue(revocations: Sequence[Revocation], now: datetime, slack: timedelta) -> list[Revocation]:
     """Pending revocations whose due time passed more than ``slack`` ago, and failed ones."""
     return [r for r in revocations if r.state == "failed" or (r.state == "pending" and r.due_at + slack < now)]
+
+
+def is_compliant(published_at: datetime | None, max_age: timedelta, overdue: bool, now: datetime) -> bool:
+    """The compliance rule: a token is published, no older than ``max_age``, and no revocation is
+    overdue (pending past the slack, or failed). Used by :class:`Compliance` and by the daemon's
+    in-memory metrics."""
+    return published_at is not None and now - published_at <= max_age and not overdue
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class Compliance:
 
     @property
     def compliant(self) -> bool:
-        return self.published_at is not None and not self.too_old and not self.overdue
+        return is_compliant(self.published_at, self.max_age, bool(self.overdue), self.now)
 
     def problems(self) -> list[str]:
         out = []

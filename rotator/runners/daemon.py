@@ -991,7 +991,7 @@ class Daemon:
         again only when its view changed or a threshold in it passed (age past max_age, a
         revocation overdue), so that StateText writes only those lines again.
         """
-        from rotator.observe.compliance import DEFAULT_SLACK, max_age_of
+        from rotator.observe.compliance import DEFAULT_SLACK, is_compliant, max_age_of
         from rotator.observe.metrics import PolicyState, StateSnapshot
 
         now = self.clock.now()
@@ -1013,7 +1013,6 @@ class Daemon:
                 overdue = sum(1 for due in pending if due + overdue_after < now)
                 late = any(due + DEFAULT_SLACK < now for due in pending) or view.failed_revocations > 0
                 published = view.published_at
-                compliant = published is not None and now - published <= max_age and not late
                 lease_active = held or (view.lease_until is not None and view.lease_until >= now)
                 state = view.state = PolicyState(
                     policy=policy.name, enabled=policy.enabled, rotated_at=published, expires_at=view.expires_at,
@@ -1021,7 +1020,7 @@ class Daemon:
                     overdue_revocations=overdue, failed_revocations=view.failed_revocations,
                     open_runs=view.open_runs, needs_attention=view.failed_revocations > 0 or view.stuck_runs > 0,
                     lease_active=lease_active, lease_held_here=held, max_age_s=max_age.total_seconds(),
-                    compliant=compliant)
+                    compliant=is_compliant(published, max_age, late, now))
                 # the first moment one of these answers changes with time alone
                 moments = [due + d for due in pending for d in (overdue_after, DEFAULT_SLACK) if due + d >= now]
                 if published is not None and published + max_age >= now:
