@@ -89,7 +89,7 @@ from rotator.adapters.aws.secretsmanager import (
 from rotator.config import registry
 from rotator.config.policy_bundle import BundleError, PolicyBundle, bundle_path, read_bundle
 from rotator.config.policy_types import Policy
-from rotator.config.timefmt import parse_rfc3339, rfc3339_seconds
+from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.contracts import Issuer, MintRequest, TokenInfo, TokenRecord
 from rotator.core.errors import (
@@ -902,12 +902,9 @@ def _rfc3339(moment: datetime) -> str:
 
 
 def _parse_time(text: str) -> datetime | None:
+    """An RFC 3339 time of a payload; None when it is not one, or has no offset (not taken as UTC)."""
     try:
-        return parse_rfc3339(text) if _has_offset(text) else None
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-
-
-def _has_offset(text: str) -> bool:
-    """A payload time without an offset is refused here rather than taken as UTC."""
-    return text.endswith(("Z", "z")) or (len(text) > 6 and text[-6] in "+-" and text[-3] == ":")
+    return value if value.tzinfo is not None else None
