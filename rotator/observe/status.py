@@ -64,15 +64,14 @@ class PolicyStatus:
 
 
 def policy_status(policy: Policy, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> PolicyStatus:
-    """The status row of ``policy`` at ``now``, from five queries bounded by what is current."""
+    """The status row of ``policy`` at ``now``, from four queries bounded by what is current."""
     last = journal.last_success(policy.name)
-    runs = journal.runs(policy.name, limit=1)
-    latest = runs[0] if runs else None
+    latest = journal.latest_run(policy.name)
     open_runs = journal.open_runs(policy.name)
-    pending = journal.revocations(policy.name, "pending")
-    failed = journal.revocations(policy.name, "failed")
+    unfinished = sorted(journal.unfinished_revocations(policy.name), key=lambda r: (r.due_at, r.token_id))
+    pending = [r for r in unfinished if r.state == "pending"]
+    failed = [r for r in unfinished if r.state == "failed"]
     due = decide(policy, last.published_at if last else None, now, len(open_runs))
-    unfinished = sorted(pending + failed, key=lambda r: (r.due_at, r.token_id))  # as the journal lists them
     return PolicyStatus(
         policy=policy.name,
         enabled=policy.enabled,
