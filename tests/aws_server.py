@@ -31,6 +31,7 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
+from rotator.core.child_process import die_with_parent
 from rotator.sandbox.openbao_dev import free_port
 
 __all__ = ["CORE_PRELUDE", "MotoServer", "aws", "aws_env", "moto_server"]
@@ -132,6 +133,7 @@ def moto_server() -> Iterator[MotoServer]:
                     [exe, "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(),  # noqa: PLW1509  (not left behind by a killed test run)
                 )  # fmt: skip
             try:
                 _wait_ready(proc, url, log)

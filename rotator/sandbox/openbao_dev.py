@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rotator.core.child_process import die_with_parent
+
 __all__ = ["OpenBaoStartError", "find_bao", "free_port", "openbao_dev_server"]
 
 _STARTUP_TIMEOUT_S = 20.0
@@ -112,6 +114,9 @@ def _launch(exe: str, url: str, root_token: str, log_path: Path, home: str) -> s
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # a Ctrl-C in the terminal is the caller's to handle
+            # Killed with its parent, even by kill -9 (a killed test run or demo): else the dev
+            # server keeps its port and its root token alive for as long as the machine runs.
+            preexec_fn=die_with_parent(),  # noqa: PLW1509  (resolved before fork, takes no lock)
         )
 
 

@@ -8,6 +8,9 @@ tests/adapters/test_vault_kv2_errors.py; the store contract every store passes i
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -492,3 +495,40 @@ def test_dev_server_on_a_taken_port_fails_with_its_log(openbao):
     with pytest.raises(OpenBaoStartError, match="address already in use"):
         with openbao_dev_server(port=taken):
             pass
+
+
+def test_kill_9_of_the_process_running_a_dev_server_kills_the_server(tmp_path):
+    """A killed test run or demo must not leave `bao server -dev` behind, holding its port."""
+    ready = tmp_path / "ready"
+    script = (
+        "import pathlib, sys, time\n"
+        "from rotator.sandbox.openbao_dev import openbao_dev_server\n"
+        "with openbao_dev_server() as (url, _):\n"
+        f"    pathlib.Path({str(ready)!r}).write_text(url)\n"
+        "    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline and holder.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), "the dev server did not start"
+        children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
+        assert len(children) == 1
+        server = int(children[0])
+        assert "bao" in Path(f"/proc/{server}/cmdline").read_bytes().decode(errors="replace")
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(server), "bao server -dev outlived the process that started it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

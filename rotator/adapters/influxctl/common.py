@@ -28,7 +28,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -474,47 +473,6 @@ def child_environment() -> dict[str, str]:
     }
 
 
-#: ``prctl(2)`` option: the signal a process gets when the thread that created it exits.
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    """libc's ``prctl`` on Linux, resolved once in the parent (the child must not ``dlopen`` after fork)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    return function
-
-
-_prctl: Callable[..., int] | None = None
-_prctl_loaded = False
-
-
-def _die_with(parent_pid: int, prctl: Callable[..., int]) -> Callable[[], None]:
-    """The ``preexec_fn`` of an influxctl child: SIGKILL when its parent dies, even by kill -9.
-
-    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process.
-    That is safe here: the thread that starts influxctl is the one that waits for it
-    (:func:`default_run` returns only once the child is gone), so that thread cannot exit while
-    the child runs unless the whole process dies, which is the case we want. The setting
-    survives ``execve`` (influxctl is not set-uid). If the parent died between ``fork`` and
-    ``prctl``, the child was re-parented already: it exits at once.
-    """
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(137)
-
-    return preexec
-
-
 def _kill_group(process: subprocess.Popen[str]) -> None:
     """SIGKILL the child's process group (influxctl and anything it started); SIGTERM could be ignored."""
     try:
@@ -531,10 +489,8 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     when rotator dies, even by ``kill -9`` of rotator's process alone (a supervisor, the OOM
     killer), so a killed rotator's ``management create`` cannot complete after recovery looked.
     """
-    global _prctl, _prctl_loaded
-    if not _prctl_loaded:
-        _prctl, _prctl_loaded = _load_prctl(), True
-    preexec = _die_with(os.getpid(), _prctl) if _prctl is not None else None
+    from rotator.core.child_process import die_with_parent
+
     process = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -544,7 +500,9 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
         errors="replace",
         env=child_environment(),
         process_group=0,  # its own group, so that the group can be killed as a whole
-        preexec_fn=preexec,  # noqa: PLW1509  (see _die_with: resolved before fork, no locks taken)
+        # The thread that starts influxctl is the one that waits for it (this call returns only once
+        # the child is gone), so PR_SET_PDEATHSIG fires only when rotator itself dies.
+        preexec_fn=die_with_parent(),  # noqa: PLW1509  (resolved before fork, takes no lock)
     )
     try:
         try:
