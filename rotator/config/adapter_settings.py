@@ -103,6 +103,16 @@ def settings_json_schema(model: type, ref_template: str) -> dict[str, Any]:
 
 def plain_string_fields(model: type) -> frozenset[str]:
     """Top-level fields declared as plain strings (an AWS ``secret_id`` is a name, not a secret)."""
+    found = _plain_fields.get(model)
+    if found is None:  # once per class: the loader asks for every adapter table of the file
+        found = _plain_fields[model] = _plain_string_fields(model)
+    return found
+
+
+_plain_fields: dict[type, frozenset[str]] = {}
+
+
+def _plain_string_fields(model: type) -> frozenset[str]:
     plain = (str, str | None)
     if _is_model(model):
         return frozenset(name for name, f in model.model_fields.items() if f.annotation in plain)

@@ -183,14 +183,15 @@ class ProfileSettings:
             raise ValueError("product 'dedicated' needs `account_id` and `cluster_id`")
 
     def resolved(self, base_dir: Path) -> ProfileSettings:
-        """A copy whose TLS file paths are absolute."""
+        """A copy whose TLS file paths are absolute (``self`` when it names no TLS file)."""
+        tls = self.tls
+        if tls.cert is None and tls.key is None and tls.ca is None:
+            return self  # frozen: nothing to resolve (a daemon builds one issuer per policy)
 
         def absolute(path: Path | None) -> Path | None:
             return None if path is None else _resolve(path, base_dir)
 
-        tls = dataclasses.replace(
-            self.tls, cert=absolute(self.tls.cert), key=absolute(self.tls.key), ca=absolute(self.tls.ca)
-        )
+        tls = dataclasses.replace(tls, cert=absolute(tls.cert), key=absolute(tls.key), ca=absolute(tls.ca))
         return dataclasses.replace(self, tls=tls)
 
 
