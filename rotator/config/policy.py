@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -296,7 +297,7 @@ def _nests_deeper(data: Any, limit: int) -> bool:
     stack: list[tuple[Any, int]] = [(data, 0)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, Mapping):
+        if type(node) is dict or isinstance(node, Mapping):
             items: Any = node.values()
         elif isinstance(node, list | tuple):
             items = node
@@ -307,12 +308,17 @@ def _nests_deeper(data: Any, limit: int) -> bool:
                 return True
             continue
         depth += 1
-        for value in items:  # a plain loop: this runs for every value of the file
-            if isinstance(value, dict | list | tuple) or (
-                not isinstance(value, str | int | float) and isinstance(value, Mapping)
-            ):
+        for value in items:  # a plain loop, a type test first: this runs for every value of the file
+            kind = type(value)
+            if kind is dict or kind is list:
+                stack.append((value, depth))
+            elif kind not in _TOML_SCALARS and isinstance(value, Mapping | list | tuple):
                 stack.append((value, depth))
     return False
+
+
+#: What tomllib gives besides tables and lists.
+_TOML_SCALARS = frozenset({str, int, float, bool, datetime, date, time})
 
 
 def _deepest(data: Any, limit: int) -> str | None:

@@ -1,0 +1,118 @@
+"""The policy loader's shortcuts for large files (issue 12: a daemon of 10,000 policies) give the same
+answers as the general code they stand in for."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotator.adapters.influxctl.common import ProfileSettings, TLSSettings
+from rotator.config.policy import MAX_NESTING, PolicyFileError, _deepest, _nests_deeper, load_config
+
+POLICY = """
+[[policy]]
+name = "{name}"
+schedule = "{schedule}"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "h.example"
+[[policy.store]]
+type = "influxctl-profile"
+config = "influxctl/config.toml"
+"""
+
+scalars = st.one_of(st.text(max_size=3), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none())
+
+
+def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(st.text(max_size=2), children, max_size=3),
+        st.lists(children, max_size=3).map(tuple),
+        st.dictionaries(st.text(max_size=2), children, max_size=3).map(MappingProxyType),  # a Mapping, not a dict
+    )
+
+
+nested = st.recursive(scalars, _containers, max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nested, st.integers(0, 6))
+def test_the_nesting_check_agrees_with_the_walk_that_names_the_place(data: Any, limit: int) -> None:
+    assert _nests_deeper(data, limit) == (_deepest(data, limit) is not None)
+
+
+def _deep(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING - 1, MAX_NESTING, MAX_NESTING + 1, 3 * MAX_NESTING])
+def test_the_nesting_check_at_the_limit(depth: int) -> None:
+    data = {"policy": [{"x": _deep(depth)}]}  # the string sits at depth + 3
+    assert _nests_deeper(data, MAX_NESTING) == (depth + 3 > MAX_NESTING) == (_deepest(data, MAX_NESTING) is not None)
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Iterator[Any]:
+    def make(*policies: tuple[str, str]) -> Path:
+        path = tmp_path / "rotator.toml"
+        path.write_text("".join(POLICY.format(name=n, schedule=s) for n, s in policies))
+        return path
+
+    yield make
+
+
+def test_a_bad_schedule_is_reported_for_every_policy_that_has_it(write: Any) -> None:
+    """Schedules are parsed once per text; an error is not remembered in place of a problem."""
+    path = write(("a", "every month"), ("b", "30d"), ("c", "every month"))
+    with pytest.raises(PolicyFileError) as info:
+        load_config(path)
+    assert [p.where for p in info.value.problems] == ["policy[0] 'a'.schedule", "policy[2] 'c'.schedule"]
+    assert len({p.message for p in info.value.problems}) == 1
+
+
+def test_policies_sharing_a_schedule_get_equal_schedules(write: Any) -> None:
+    config = load_config(write(("a", "30d"), ("b", "30d"), ("c", "7d")))
+    a, b, c = (p.schedule for p in config.policies)
+    assert a == b and a.interval.days == 30 and c.interval.days == 7
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("valid", [True, False])
+def test_the_garbage_collector_is_left_as_it_was(write: Any, enabled: bool, valid: bool) -> None:
+    path = write(("a", "30d" if valid else "every month"))
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        if valid:
+            assert load_config(path).policies[0].name == "a"
+        else:
+            with pytest.raises(PolicyFileError):
+                load_config(path)
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_a_profile_without_tls_files_is_its_own_resolved_form(tmp_path: Path) -> None:
+    profile = ProfileSettings(product="clustered", host="h.example", tls=TLSSettings(insecure=True))
+    assert profile.resolved(tmp_path) is profile
+
+
+def test_a_profile_with_tls_files_resolves_them_against_the_policy_directory(tmp_path: Path) -> None:
+    profile = ProfileSettings(product="clustered", host="h.example", tls=TLSSettings(ca=Path("ca.pem")))
+    resolved = profile.resolved(tmp_path)
+    assert resolved.tls.ca == tmp_path / "ca.pem" and resolved.tls.cert is None
+    assert profile.tls.ca == Path("ca.pem")  # the validated settings are not changed
