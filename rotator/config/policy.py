@@ -375,6 +375,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     policies: list[Policy] = []
     seen: set[str] = set()
     base_dir = path.parent.resolve()  # once: resolving is a syscall per path component
+    valid: dict[Any, Any] = {}  # adapter tables already validated in this file (see _adapter_settings)
     with registry.one_scan():  # the adapters' entry points are read once for the whole file
         for index, raw in enumerate(top.policy):
             name = raw.get("name")
@@ -388,7 +389,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
                 problems.extend(_problems(exc, raw, prefix=where))
                 _check_raw_adapters(raw, where, problems)
                 continue
-            policy = _build_policy(spec, top.defaults, where, base_dir, problems)
+            policy = _build_policy(spec, top.defaults, where, base_dir, problems, valid)
             if policy is not None:
                 policies.append(policy)
     if problems:
@@ -460,7 +461,8 @@ def _check_raw_adapters(raw: Mapping[str, Any], where: str, problems: list[Probl
 
 
 def _build_policy(
-    spec: PolicySpec, defaults: Defaults, where: str, base_dir: Path, problems: list[Problem]
+    spec: PolicySpec, defaults: Defaults, where: str, base_dir: Path, problems: list[Problem],
+    valid: dict[Any, Any] | None = None,
 ) -> Policy | None:
     before = len(problems)
     schedule_text = spec.schedule or defaults.schedule
@@ -512,7 +514,7 @@ def _build_policy(
 
     if spec.issuer.name is not None:
         problems.append(Problem(f"{where}.issuer.name", "an issuer has no name", "remove the key (stores have names)"))
-    issuer_settings = _adapter_settings("issuer", spec.issuer, f"{where}.issuer", problems)
+    issuer_settings = _adapter_settings("issuer", spec.issuer, f"{where}.issuer", problems, valid)
     stores: list[StoreBinding] = []
     names: set[str] = set()
     for i, store_spec in enumerate(spec.store):
@@ -521,7 +523,7 @@ def _build_policy(
         if name in names:
             problems.append(Problem(f"{swhere}.name", f"duplicate store name {name!r}", "set distinct names"))
         names.add(name)
-        settings = _adapter_settings("store", store_spec, swhere, problems)
+        settings = _adapter_settings("store", store_spec, swhere, problems, valid)
         if settings is not None:
             stores.append(StoreBinding(name, store_spec.type, settings))
             # A store may refuse some issuers (an influxctl profile's mgmt_token holds management tokens only).
@@ -556,22 +558,71 @@ _schedule = lru_cache(maxsize=1024)(parse_schedule)
 _window = lru_cache(maxsize=1024)(parse_window)
 
 
-def _adapter_settings(kind: registry.Kind, spec: AdapterSpec, where: str, problems: list[Problem]) -> Any:
+def _adapter_settings(
+    kind: registry.Kind, spec: AdapterSpec, where: str, problems: list[Problem], valid: dict[Any, Any] | None = None
+) -> Any:
+    """The table's settings validated by its adapter's model, or None with its problems added.
+
+    ``valid`` remembers the tables of one file that passed, by content: policies often share an
+    issuer table (one cluster, one influxctl), and a table equal to one that passed passes again
+    with an equal result, which is shared when the settings type is immutable (frozen).
+    """
+    settings = dict(spec.model_extra or {})
+    key = _table_key(kind, spec.type, settings) if valid is not None else None
+    if key is not None and valid is not None:
+        known = valid.get(key)
+        if known is not None:
+            return known
     try:
         cls = registry.load(kind, spec.type)
     except ConfigError as exc:
         problems.append(Problem(f"{where}.type", str(exc), exc.hint))
         return None
-    settings = dict(spec.model_extra or {})
     inline = list(_inline_secrets(settings, where, plain=plain_string_fields(cls.settings_model)))
     problems.extend(inline)
     if inline:
         return None
     try:
-        return validate_settings(cls.settings_model, settings)
+        result = validate_settings(cls.settings_model, settings)
     except ValidationError as exc:
         problems.extend(_problems(exc, settings, prefix=where))
         return None
+    if key is not None and valid is not None and _is_frozen(cls.settings_model):
+        valid[key] = result
+    return result
+
+
+class _Unhashable(Exception):
+    pass
+
+
+def _table_key(kind: str, adapter: str, table: Mapping[str, Any]) -> Any:
+    """A hashable form of an adapter table that tells apart what validation could (``1``, ``1.0``
+    and ``true`` included); None for a value that is not TOML's."""
+    try:
+        return kind, adapter, _frozen(table)
+    except _Unhashable:
+        return None
+
+
+def _frozen(value: Any) -> Any:
+    cls = type(value)
+    if cls is dict:
+        return dict, tuple((k, _frozen(v)) for k, v in value.items())
+    if cls is list:
+        return list, tuple(_frozen(v) for v in value)
+    if cls in _TOML_SCALARS:
+        return cls, value
+    raise _Unhashable
+
+
+def _is_frozen(model: type) -> bool:
+    """Whether instances of a settings type are immutable (a frozen pydantic model or dataclass)."""
+    config = getattr(model, "model_config", None)
+    if isinstance(config, Mapping):
+        return bool(config.get("frozen"))
+    params = getattr(model, "__dataclass_params__", None)
+    return bool(getattr(params, "frozen", False))
 
 
 def _nested_store_plain(table: Mapping[str, Any]) -> frozenset[str]:

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
 
 from rotator.adapters.influxctl.common import ProfileSettings, TLSSettings
+from rotator.config import registry
 from rotator.config.policy import MAX_NESTING, PolicyFileError, _deepest, _nests_deeper, load_config
 
 POLICY = """
@@ -116,3 +118,99 @@ def test_a_profile_with_tls_files_resolves_them_against_the_policy_directory(tmp
     resolved = profile.resolved(tmp_path)
     assert resolved.tls.ca == tmp_path / "ca.pem" and resolved.tls.cert is None
     assert profile.tls.ca == Path("ca.pem")  # the validated settings are not changed
+
+
+# -- adapter tables validated once per file -------------------------------------------------------
+
+ISSUER = """
+[[policy]]
+name = "{name}"
+schedule = "30d"
+[policy.issuer]
+type = "influxctl-management"
+{extra}
+[policy.issuer.profile]
+product = "clustered"
+host = "h.example"
+[[policy.store]]
+type = "{store}"
+"""
+
+
+def _file(tmp_path: Path, *policies: tuple[str, str], store: str = "influxctl-profile") -> Path:
+    path = tmp_path / "rotator.toml"
+    path.write_text("".join(ISSUER.format(name=n, extra=e, store=store) for n, e in policies))
+    return path
+
+
+def test_equal_adapter_tables_share_their_frozen_settings(tmp_path: Path) -> None:
+    config = load_config(_file(tmp_path, ("a", "timeout_s = 30"), ("b", "timeout_s = 30"), ("c", "timeout_s = 31")))
+    a, b, c = config.policies
+    assert a.issuer_settings is b.issuer_settings and a.issuer_settings.timeout_s == 30
+    assert c.issuer_settings.timeout_s == 31 and a.stores[0].settings is c.stores[0].settings
+
+
+def test_an_invalid_table_is_reported_for_every_policy_that_has_it(tmp_path: Path) -> None:
+    path = _file(tmp_path, ("a", "timeout_s = 0"), ("b", "timeout_s = 0"), ("c", 'mgmt_token = "M.V1.abcdefghijklmn"'),
+                 ("d", 'mgmt_token = "M.V1.abcdefghijklmn"'))
+    with pytest.raises(PolicyFileError) as info:
+        load_config(path)
+    assert [p.where for p in info.value.problems] == [
+        "policy[0] 'a'.issuer", "policy[1] 'b'.issuer", "policy[2] 'c'.issuer.mgmt_token",
+        "policy[3] 'd'.issuer.mgmt_token"]  # fmt: skip
+
+
+class _MutableSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # not frozen: each policy must get its own
+    value: Any = "x"
+
+
+class _FrozenSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    value: Any = "x"
+
+
+class _MutableStore:
+    kind = "test-mutable-settings"
+    settings_model: type[BaseModel] = _MutableSettings
+
+    @classmethod
+    def from_config(cls, settings: Any, ctx: Any) -> Any:
+        raise AssertionError("not built")
+
+    def read_current(self) -> Any:
+        raise AssertionError("not called")
+
+    def publish(self, *args: Any) -> str:
+        raise AssertionError("not called")
+
+
+def test_settings_that_can_change_are_never_shared(tmp_path: Path) -> None:
+    registry.force_register("store", _MutableStore.kind, _MutableStore)
+    try:
+        config = load_config(_file(tmp_path, ("a", ""), ("b", ""), store=_MutableStore.kind))
+    finally:
+        registry._forced.pop(("store", _MutableStore.kind), None)
+    a, b = (p.stores[0].settings for p in config.policies)
+    assert a == b and a is not b
+    assert config.policies[0].issuer_settings is config.policies[1].issuer_settings  # frozen: shared
+
+
+class _FrozenStore(_MutableStore):
+    kind = "test-frozen-settings"
+    settings_model = _FrozenSettings
+
+
+def test_a_table_equal_but_for_a_value_type_is_validated_on_its_own(tmp_path: Path) -> None:
+    """``1``, ``1.0`` and ``true`` compare equal in Python: the remembered tables must not."""
+    path = tmp_path / "rotator.toml"
+    path.write_text("".join(ISSUER.format(name=n, extra="", store=_FrozenStore.kind) + f"value = {v}\n"
+                            for n, v in (("a", "1"), ("b", "1.0"), ("c", "true"), ("d", "1"))))
+    registry.force_register("store", _FrozenStore.kind, _FrozenStore)
+    try:
+        config = load_config(path)
+    finally:
+        registry._forced.pop(("store", _FrozenStore.kind), None)
+    values = [p.stores[0].settings.value for p in config.policies]
+    assert [(type(v), v) for v in values] == [(int, 1), (float, 1.0), (bool, True), (int, 1)]
+    assert config.policies[0].stores[0].settings is config.policies[3].stores[0].settings
