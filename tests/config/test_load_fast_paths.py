@@ -214,3 +214,43 @@ def test_a_table_equal_but_for_a_value_type_is_validated_on_its_own(tmp_path: Pa
     values = [p.stores[0].settings.value for p in config.policies]
     assert [(type(v), v) for v in values] == [(int, 1), (float, 1.0), (bool, True), (int, 1)]
     assert config.policies[0].stores[0].settings is config.policies[3].stores[0].settings
+
+
+# -- influxctl adapters built once per policy: the paths they resolve are remembered -------------
+
+
+def _issuer_binary(binary: str, base_dir: Path) -> str:
+    from rotator.adapters.influxctl.management import InfluxctlManagementIssuer, InfluxctlManagementSettings
+
+    settings = InfluxctlManagementSettings(influxctl=binary, profile=ProfileSettings(product="clustered", host="h"))
+    return InfluxctlManagementIssuer(settings, base_dir=base_dir)._cli.binary
+
+
+def _store_path(config: str, base_dir: Path) -> Path:
+    from rotator.adapters.influxctl.profile import InfluxctlProfileSettings, InfluxctlProfileStore
+    from rotator.core.contracts import AdapterContext
+
+    settings = InfluxctlProfileSettings(config=Path(config))
+    return InfluxctlProfileStore.from_config(settings, AdapterContext(policy="p", base_dir=base_dir)).path
+
+
+@pytest.mark.parametrize("resolve", [_issuer_binary, lambda v, b: str(_store_path(v, b))])
+def test_remembered_paths_follow_home_and_the_policy_directory(
+    resolve: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "one"))
+    assert resolve("~/bin/x", tmp_path) == str(tmp_path / "one" / "bin" / "x")
+    monkeypatch.setenv("HOME", str(tmp_path / "two"))
+    assert resolve("~/bin/x", tmp_path) == str(tmp_path / "two" / "bin" / "x")
+    assert resolve("bin/x", tmp_path / "a") == str(tmp_path / "a" / "bin" / "x")
+    assert resolve("bin/x", tmp_path / "b") == str(tmp_path / "b" / "bin" / "x")
+
+
+@pytest.mark.parametrize("resolve", [_issuer_binary, lambda v, b: str(_store_path(v, b))])
+def test_a_relative_policy_directory_follows_the_working_directory(
+    resolve: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for sub in ("one", "two"):
+        (tmp_path / sub).mkdir()
+        monkeypatch.chdir(tmp_path / sub)
+        assert resolve("bin/x", Path(".")) == str(tmp_path / sub / "bin" / "x")
