@@ -268,7 +268,7 @@ def load_config(path: str | Path) -> Config:
 def _collector_paused() -> Iterator[None]:
     """No cyclic garbage collection while a policy file is parsed and validated.
 
-    The load allocates some 30 objects per policy and frees none until it ends; on a file of
+    The load allocates dozens of objects per policy and frees few until it ends; on a file of
     10,000 policies the collector's passes over that growing heap (five full ones) were a sixth of
     a daemon's start (issue 12). What the load leaves unreachable is collected after it, as usual.
     The switch is the process's: another thread that allocates meanwhile waits for its collection
