@@ -14,9 +14,8 @@ never the Lambda's cold path.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import cache
 from typing import Any, TypeGuard
 
@@ -27,50 +26,8 @@ __all__ = ["dump_settings", "plain_string_fields", "settings_json_schema", "vali
 
 @cache
 def _adapter(model: type) -> TypeAdapter[Any]:
-    """The adapter for dumping and the JSON schema: attribute docstrings become descriptions."""
-    with _config_lock:
-        return TypeAdapter(model)
-
-
-#: Serialises building adapters while :func:`_validator` swaps the dataclasses' ``__pydantic_config__``.
-_config_lock = threading.Lock()
-
-
-@cache
-def _validator(model: type) -> TypeAdapter[Any]:
-    """The adapter for validation: the same types and checks, without reading attribute docstrings.
-
-    ``use_attribute_docstrings`` (rotator.core.credentials.SETTINGS_CONFIG) makes pydantic read and
-    parse the adapter module's source once per dataclass, only to fill the JSON schema's
-    descriptions; that was most of a `rotator status` run's validation (issue 12). Validation does
-    not use descriptions, so the option is off while this adapter is built, and back on after.
-    """
-    with _config_lock:
-        swapped = [(cls, cls.__dict__["__pydantic_config__"]) for cls in _dataclasses_in(model)
-                   if cls.__dict__.get("__pydantic_config__", {}).get("use_attribute_docstrings")]  # fmt: skip
-        try:
-            for cls, config in swapped:
-                setattr(cls, "__pydantic_config__", {**config, "use_attribute_docstrings": False})  # noqa: B010
-            return TypeAdapter(model)
-        finally:
-            for cls, config in swapped:
-                setattr(cls, "__pydantic_config__", config)  # noqa: B010
-
-
-def _dataclasses_in(model: type) -> Iterator[type]:
-    """``model`` and every dataclass its fields' types name, however nested (each once)."""
-    seen: set[type] = set()
-    stack: list[Any] = [model]
-    while stack:
-        tp = stack.pop()
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            if tp in seen:
-                continue
-            seen.add(tp)
-            yield tp
-            stack.extend(_type_hints(tp).values())
-        else:
-            stack.extend(typing.get_args(tp))
+    """The adapter of a settings dataclass, for validating, dumping and the JSON schema (one per class)."""
+    return TypeAdapter(model)
 
 
 def _is_model(model: type) -> TypeGuard[type[BaseModel]]:
@@ -81,7 +38,7 @@ def validate_settings(model: type, data: Mapping[str, Any]) -> Any:
     """An instance of ``model`` from a policy table; raises pydantic's ValidationError."""
     if _is_model(model):
         return model.model_validate(dict(data))
-    return _validator(model).validate_python(dict(data))
+    return _adapter(model).validate_python(dict(data))
 
 
 def dump_settings(model: type, value: Any) -> dict[str, Any]:
@@ -103,6 +60,16 @@ def settings_json_schema(model: type, ref_template: str) -> dict[str, Any]:
 
 def plain_string_fields(model: type) -> frozenset[str]:
     """Top-level fields declared as plain strings (an AWS ``secret_id`` is a name, not a secret)."""
+    found = _plain_fields.get(model)
+    if found is None:  # once per class: the loader asks for every adapter table of the file
+        found = _plain_fields[model] = _plain_string_fields(model)
+    return found
+
+
+_plain_fields: dict[type, frozenset[str]] = {}
+
+
+def _plain_string_fields(model: type) -> frozenset[str]:
     plain = (str, str | None)
     if _is_model(model):
         return frozenset(name for name, f in model.model_fields.items() if f.annotation in plain)

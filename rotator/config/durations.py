@@ -14,6 +14,7 @@ This module imports pydantic: it is for settings models, never the Lambda functi
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -32,7 +33,11 @@ def validate_duration(value: Any) -> timedelta:
         return value
     if not isinstance(value, str):
         raise ValueError("write a duration as a quoted string such as '30d', '12h' or '90s'")
-    return parse_duration(value)
+    return _parsed(value)
+
+
+#: A policy file writes the same few durations again and again (``grace = "1h"`` in each policy).
+_parsed = lru_cache(maxsize=1024)(parse_duration)
 
 
 #: A duration setting: ``"30d"``, ``"12h"``, ``"90s"``, ``"1d12h"`` (see the module docstring).

@@ -7,9 +7,13 @@ adapter's own pydantic settings model validates the rest of its table. See docs/
 
 from __future__ import annotations
 
+import gc
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -245,23 +249,76 @@ def load_config(path: str | Path) -> Config:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read policy file {path}: {exc.strerror}", hint="check the path") from None
+    with _collector_paused():
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise PolicyFileError(path, [_too_deep("<file>")]) from None
+        except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an integer of thousands of digits
+            message = str(exc)
+            if "integer string conversion" in message:
+                problem = Problem("<file>", "a number has thousands of digits", "write a number of sensible size")
+            else:
+                problem = Problem("<file>", f"not valid TOML: {message}", "fix the syntax")
+            raise PolicyFileError(path, [problem]) from None
+        return parse_config(data, path)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a policy file is parsed and validated.
+
+    The load allocates dozens of objects per policy and frees few until it ends; on a file of
+    10,000 policies the collector's passes over that growing heap (five full ones) were a sixth of
+    a daemon's start (issue 12). What the load leaves unreachable is collected after it, as usual.
+    The switch is the process's: another thread that allocates meanwhile waits for its collection
+    until the load ends; a process that turned the collector off itself keeps it off.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except RecursionError:
-        raise PolicyFileError(path, [_too_deep("<file>")]) from None
-    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an integer of thousands of digits
-        message = str(exc)
-        if "integer string conversion" in message:
-            problem = Problem("<file>", "a number has thousands of digits", "write a number of sensible size")
-        else:
-            problem = Problem("<file>", f"not valid TOML: {message}", "fix the syntax")
-        raise PolicyFileError(path, [problem]) from None
-    return parse_config(data, path)
+        yield
+    finally:
+        gc.enable()
 
 
 def _too_deep(where: str) -> Problem:
     return Problem(where, f"tables or lists are nested more than {MAX_NESTING} levels deep",
                    "a policy file needs a few levels; see docs/policy.md")
+
+
+def _nests_deeper(data: Any, limit: int) -> bool:
+    """Whether :func:`_deepest` finds a place (it names it); without making a name for every node.
+
+    A node is deeper than ``limit`` exactly when a table or list at depth ``limit`` or more has an
+    item, so only tables and lists are walked (a 10,000-policy file has ~150,000 values)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if type(node) is dict or isinstance(node, Mapping):
+            items: Any = node.values()
+        elif isinstance(node, list | tuple):
+            items = node
+        else:
+            continue
+        if depth >= limit:
+            if len(items):
+                return True
+            continue
+        depth += 1
+        for value in items:  # a plain loop, a type test first: this runs for every value of the file
+            kind = type(value)
+            if kind is dict or kind is list:
+                stack.append((value, depth))
+            elif kind not in _TOML_SCALARS and isinstance(value, Mapping | list | tuple):
+                stack.append((value, depth))
+    return False
+
+
+#: What tomllib gives besides tables and lists.
+_TOML_SCALARS = frozenset({str, int, float, bool, datetime, date, time})
 
 
 def _deepest(data: Any, limit: int) -> str | None:
@@ -290,8 +347,8 @@ class _RawConfigFile(BaseModel):
 
 
 def parse_config(data: Mapping[str, Any], path: Path) -> Config:
-    deep = _deepest(data, MAX_NESTING)
-    if deep is not None:
+    if _nests_deeper(data, MAX_NESTING):
+        deep = _deepest(data, MAX_NESTING) or "<file>"
         raise PolicyFileError(path, [_too_deep(deep[:_QUOTE_LIMIT])])
     if not isinstance(data, Mapping):
         raise PolicyFileError(path, [Problem("<file>", "is not a table of settings", "see docs/policy.md")])
@@ -317,6 +374,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
 
     policies: list[Policy] = []
     seen: set[str] = set()
+    base_dir = path.parent.resolve()  # once: resolving is a syscall per path component
+    valid: dict[Any, Any] = {}  # adapter tables already validated in this file (see _adapter_settings)
     with registry.one_scan():  # the adapters' entry points are read once for the whole file
         for index, raw in enumerate(top.policy):
             name = raw.get("name")
@@ -330,7 +389,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
                 problems.extend(_problems(exc, raw, prefix=where))
                 _check_raw_adapters(raw, where, problems)
                 continue
-            policy = _build_policy(spec, top.defaults, where, path.parent.resolve(), problems)
+            policy = _build_policy(spec, top.defaults, where, base_dir, problems, valid)
             if policy is not None:
                 policies.append(policy)
     if problems:
@@ -402,7 +461,8 @@ def _check_raw_adapters(raw: Mapping[str, Any], where: str, problems: list[Probl
 
 
 def _build_policy(
-    spec: PolicySpec, defaults: Defaults, where: str, base_dir: Path, problems: list[Problem]
+    spec: PolicySpec, defaults: Defaults, where: str, base_dir: Path, problems: list[Problem],
+    valid: dict[Any, Any] | None = None,
 ) -> Policy | None:
     before = len(problems)
     schedule_text = spec.schedule or defaults.schedule
@@ -411,12 +471,12 @@ def _build_policy(
         problems.append(Problem(f"{where}.schedule", "no schedule", "set schedule = '30d' or in [defaults]"))
     else:
         try:
-            schedule = parse_schedule(schedule_text)
+            schedule = _schedule(schedule_text)
         except ValueError as exc:
             problems.append(Problem(f"{where}.schedule", str(exc)))
     if spec.window is not None:
         try:
-            window = parse_window(spec.window)
+            window = _window(spec.window)
         except ValueError as exc:
             problems.append(Problem(f"{where}.window", str(exc)))
         else:
@@ -454,7 +514,7 @@ def _build_policy(
 
     if spec.issuer.name is not None:
         problems.append(Problem(f"{where}.issuer.name", "an issuer has no name", "remove the key (stores have names)"))
-    issuer_settings = _adapter_settings("issuer", spec.issuer, f"{where}.issuer", problems)
+    issuer_settings = _adapter_settings("issuer", spec.issuer, f"{where}.issuer", problems, valid)
     stores: list[StoreBinding] = []
     names: set[str] = set()
     for i, store_spec in enumerate(spec.store):
@@ -463,7 +523,7 @@ def _build_policy(
         if name in names:
             problems.append(Problem(f"{swhere}.name", f"duplicate store name {name!r}", "set distinct names"))
         names.add(name)
-        settings = _adapter_settings("store", store_spec, swhere, problems)
+        settings = _adapter_settings("store", store_spec, swhere, problems, valid)
         if settings is not None:
             stores.append(StoreBinding(name, store_spec.type, settings))
             # A store may refuse some issuers (an influxctl profile's mgmt_token holds management tokens only).
@@ -492,22 +552,77 @@ def _build_policy(
     )
 
 
-def _adapter_settings(kind: registry.Kind, spec: AdapterSpec, where: str, problems: list[Problem]) -> Any:
+# Schedules and windows are immutable and policies of one file mostly share a few: parsed once
+# each (a ValueError is not cached: it is raised again for every policy that has it).
+_schedule = lru_cache(maxsize=1024)(parse_schedule)
+_window = lru_cache(maxsize=1024)(parse_window)
+
+
+def _adapter_settings(
+    kind: registry.Kind, spec: AdapterSpec, where: str, problems: list[Problem], valid: dict[Any, Any] | None = None
+) -> Any:
+    """The table's settings validated by its adapter's model, or None with its problems added.
+
+    ``valid`` remembers the tables of one file that passed, by content: policies often share an
+    issuer table (one cluster, one influxctl), and a table equal to one that passed passes again
+    with an equal result, which is shared when the settings type is immutable (frozen).
+    """
+    settings = dict(spec.model_extra or {})
+    key = _table_key(kind, spec.type, settings) if valid is not None else None
+    if key is not None and valid is not None:
+        known = valid.get(key)
+        if known is not None:
+            return known
     try:
         cls = registry.load(kind, spec.type)
     except ConfigError as exc:
         problems.append(Problem(f"{where}.type", str(exc), exc.hint))
         return None
-    settings = dict(spec.model_extra or {})
     inline = list(_inline_secrets(settings, where, plain=plain_string_fields(cls.settings_model)))
     problems.extend(inline)
     if inline:
         return None
     try:
-        return validate_settings(cls.settings_model, settings)
+        result = validate_settings(cls.settings_model, settings)
     except ValidationError as exc:
         problems.extend(_problems(exc, settings, prefix=where))
         return None
+    if key is not None and valid is not None and _is_frozen(cls.settings_model):
+        valid[key] = result
+    return result
+
+
+class _Unhashable(Exception):
+    pass
+
+
+def _table_key(kind: str, adapter: str, table: Mapping[str, Any]) -> Any:
+    """A hashable form of an adapter table that tells apart what validation could (``1``, ``1.0``
+    and ``true`` included); None for a value that is not TOML's."""
+    try:
+        return kind, adapter, _frozen(table)
+    except _Unhashable:
+        return None
+
+
+def _frozen(value: Any) -> Any:
+    cls = type(value)
+    if cls is dict:
+        return dict, tuple((k, _frozen(v)) for k, v in value.items())
+    if cls is list:
+        return list, tuple(_frozen(v) for v in value)
+    if cls in _TOML_SCALARS:
+        return cls, value
+    raise _Unhashable
+
+
+def _is_frozen(model: type) -> bool:
+    """Whether instances of a settings type are immutable (a frozen pydantic model or dataclass)."""
+    config = getattr(model, "model_config", None)
+    if isinstance(config, Mapping):
+        return bool(config.get("frozen"))
+    params = getattr(model, "__dataclass_params__", None)
+    return bool(getattr(params, "frozen", False))
 
 
 def _nested_store_plain(table: Mapping[str, Any]) -> frozenset[str]:
@@ -531,20 +646,27 @@ def _inline_secrets(
             yield from _inline_secrets(value, f"{where}.{key}", plain=_nested_store_plain(value))
         elif key in SECRET_LOOKING_KEYS and isinstance(value, str) and key not in plain:
             yield Problem(f"{where}.{key}", _INLINE, _reference_hint(key))
+        elif isinstance(value, str):  # most values: what string_values would yield, without its walk
+            if find_token(value):
+                yield Problem(f"{where}.{key}", f"{_INLINE} (the value looks like a token)", _reference_hint(key))
+            elif "://" in value:
+                problem = url_problem(value, _URL_FIX)
+                if problem:
+                    yield Problem(f"{where}.{key}", f"inline secrets are refused: {problem}")
         else:
             for at, text in string_values(value):
                 full = f"{where}.{key}{'.' + at if at and not at.startswith('[') else at}"
                 if find_token(text):
                     yield Problem(full, f"{_INLINE} (the value looks like a token)", _reference_hint(key))
                 elif "://" in text:
-                    problem = url_problem(text, "remove it from the URL and reference the credential with "
-                                                '{ file = "/path/to/file" } or { env = "VAR" } where this '
-                                                "adapter has such a setting (see docs/policy.md)")
+                    problem = url_problem(text, _URL_FIX)
                     if problem:
                         yield Problem(full, f"inline secrets are refused: {problem}")
 
 
 _INLINE = "inline secrets are refused: a policy file is not a safe place for a credential"
+_URL_FIX = ('remove it from the URL and reference the credential with { file = "/path/to/file" } or '
+            '{ env = "VAR" } where this adapter has such a setting (see docs/policy.md)')
 
 
 def _reference_hint(key: str) -> str:

@@ -197,8 +197,8 @@ def load_resolved(kind: Kind, name: str, value: str) -> type[Issuer] | type[Stor
 
 
 def _known(kind: Kind, name: str) -> type[Issuer] | type[Store] | None:
-    with _lock:
-        return _forced.get((kind, name)) or _cache.get((kind, name))
+    # No lock: a dict lookup is atomic, and the loader asks twice per policy.
+    return _forced.get((kind, name)) or _cache.get((kind, name))
 
 
 def _remember(kind: Kind, name: str, found: object) -> type[Issuer] | type[Store]:

@@ -27,8 +27,10 @@ SECRET_LOOKING_KEYS = frozenset(
 
 
 #: ``__pydantic_config__`` of a settings dataclass (see rotator/config/adapter_settings.py): unknown keys
-#: are errors, and an attribute's docstring is its description in the JSON schema.
-SETTINGS_CONFIG: dict[str, Any] = {"extra": "forbid", "use_attribute_docstrings": True}
+#: are errors. A field's description in the JSON schema is its metadata's ``"description"``
+#: (``field(default=None, metadata={"description": "..."})``): pydantic passes a dataclass field's
+#: metadata on to its ``Field``, without reading the module's source as attribute docstrings would need.
+SETTINGS_CONFIG: dict[str, Any] = {"extra": "forbid"}
 
 
 @dataclass(frozen=True)

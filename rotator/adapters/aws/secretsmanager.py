@@ -63,7 +63,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -165,7 +165,7 @@ _HINT_AWS = "check the store settings (secret_id, region, endpoint_url) and AWS'
 # A dataclass, not a pydantic model: the AWS Lambda function's cold start imports this module and
 # must not import pydantic. The policy loader validates it through pydantic all the same
 # (rotator/config/adapter_settings.py): field types first, then the checks in __post_init__. The class
-# docstring is the description in the policy file's JSON schema.
+# docstring and each field's metadata "description" are the descriptions in the policy file's JSON schema.
 @dataclass(frozen=True)
 class AwsSecretsManagerSettings:
     """``[[policy.store]] type = "aws-secretsmanager"`` settings."""
@@ -173,28 +173,25 @@ class AwsSecretsManagerSettings:
     __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
 
     #: A plain string: the policy loader's inline-secret check leaves `secret_id` alone here.
-    secret_id: str
-    """the secret's name or ARN (a name is created if absent)"""
-    region: str | None = None
-    """AWS region; default: the one in secret_id's ARN"""
-    endpoint_url: str | None = None
-    """Secrets Manager endpoint, e.g. a VPC endpoint"""
-    sts_endpoint_url: str | None = None
-    """STS endpoint for role_arn (default: AWS's)"""
-    profile: str | None = None
-    """named profile in ~/.aws/config"""
-    role_arn: str | None = None
-    """IAM role to assume for every call"""
-    external_id: str | None = None
-    """for role_arn"""
-    kms_key_id: str | None = None
-    """KMS key for a secret rotator creates"""
-    retry_mode: Literal["standard", "adaptive"] = "standard"
-    """botocore retry mode"""
-    max_attempts: int | None = None
-    """tries per call, the first included"""
-    timeout_s: float = 10.0
-    """connect and read timeout of each call"""
+    secret_id: str = field(metadata={"description": "the secret's name or ARN (a name is created if absent)"})
+    region: str | None = field(
+        default=None, metadata={"description": "AWS region; default: the one in secret_id's ARN"}
+    )
+    endpoint_url: str | None = field(
+        default=None, metadata={"description": "Secrets Manager endpoint, e.g. a VPC endpoint"}
+    )
+    sts_endpoint_url: str | None = field(
+        default=None, metadata={"description": "STS endpoint for role_arn (default: AWS's)"}
+    )
+    profile: str | None = field(default=None, metadata={"description": "named profile in ~/.aws/config"})
+    role_arn: str | None = field(default=None, metadata={"description": "IAM role to assume for every call"})
+    external_id: str | None = field(default=None, metadata={"description": "for role_arn"})
+    kms_key_id: str | None = field(default=None, metadata={"description": "KMS key for a secret rotator creates"})
+    retry_mode: Literal["standard", "adaptive"] = field(
+        default="standard", metadata={"description": "botocore retry mode"}
+    )
+    max_attempts: int | None = field(default=None, metadata={"description": "tries per call, the first included"})
+    timeout_s: float = field(default=10.0, metadata={"description": "connect and read timeout of each call"})
 
     def __post_init__(self) -> None:
         if not (_ARN.match(self.secret_id) or _NAME.match(self.secret_id)):

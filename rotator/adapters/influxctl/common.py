@@ -182,14 +182,15 @@ class ProfileSettings:
             raise ValueError("product 'dedicated' needs `account_id` and `cluster_id`")
 
     def resolved(self, base_dir: Path) -> ProfileSettings:
-        """A copy whose TLS file paths are absolute."""
+        """A copy whose TLS file paths are absolute (``self`` when it names no TLS file)."""
+        tls = self.tls
+        if tls.cert is None and tls.key is None and tls.ca is None:
+            return self  # frozen: nothing to resolve (a daemon builds one issuer per policy)
 
         def absolute(path: Path | None) -> Path | None:
             return None if path is None else _resolve(path, base_dir)
 
-        tls = dataclasses.replace(
-            self.tls, cert=absolute(self.tls.cert), key=absolute(self.tls.key), ca=absolute(self.tls.ca)
-        )
+        tls = dataclasses.replace(tls, cert=absolute(tls.cert), key=absolute(tls.key), ca=absolute(tls.ca))
         return dataclasses.replace(self, tls=tls)
 
 
@@ -598,7 +599,7 @@ class InfluxctlCLI:
         run: Runner = default_run,
     ) -> None:
         # A bare name is looked up on PATH; a relative path is relative to the policy file.
-        self.binary = str(_resolve(Path(binary), base_dir)) if os.sep in binary else binary
+        self.binary = _binary_path(binary, base_dir) if os.sep in binary else binary
         self.profile = profile.resolved(base_dir)
         self.timeout_s = timeout_s
         # No sweep of dead processes' private configs here: loading the adapter (the registry, once
@@ -656,6 +657,23 @@ _SINGLE_WORD_COMMANDS = frozenset({"query", "write"})
 def _resolve(path: Path, base_dir: Path) -> Path:
     path = path.expanduser()
     return path if path.is_absolute() else (base_dir / path).absolute()
+
+
+def _binary_path(binary: str, base_dir: Path) -> str:
+    """``binary`` (a path) made absolute against ``base_dir``; remembered for an absolute ``base_dir``
+    (a daemon builds one issuer per policy, mostly with the same binary). ``~`` depends on $HOME."""
+    if not base_dir.is_absolute():  # relative to the working directory, which may change
+        return str(_resolve(Path(binary), base_dir))
+    key = (binary, base_dir, os.environ.get("HOME"))
+    found = _BINARY_PATHS.get(key)
+    if found is None:
+        found = str(_resolve(Path(binary), base_dir))
+        if len(_BINARY_PATHS) < 1024:
+            _BINARY_PATHS[key] = found
+    return found
+
+
+_BINARY_PATHS: dict[tuple[str, Path, str | None], str] = {}
 
 
 # --------------------------------------------------------------------------------------------

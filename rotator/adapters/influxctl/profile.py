@@ -239,6 +239,15 @@ def key_problem(key: str, issuer_type: str) -> str | None:
     return None
 
 
+def _absolute(path: Path, base_dir: Path) -> Path:
+    """``path`` (``~`` expanded) against the policy file's directory, normalised."""
+    return Path(os.path.abspath(path if path.is_absolute() else base_dir / path))
+
+
+#: (config, base_dir, $HOME) -> the absolute config path, for :meth:`InfluxctlProfileStore.from_config`.
+_CONFIG_PATHS: dict[tuple[Path, Path, str | None], Path] = {}
+
+
 def default_config_path(env: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
     """influxctl's default config file: Go's ``os.UserConfigDir()`` + ``influxctl/config.toml``."""
     env = os.environ if env is None else env
@@ -297,10 +306,16 @@ class InfluxctlProfileStore:
     ) -> InfluxctlProfileStore:
         """Nothing is read here; the file is read on each call."""
         settings = checked_settings(cls, settings, InfluxctlProfileSettings)
-        path = settings.config.expanduser() if settings.config is not None else default_config_path()
-        if not path.is_absolute():
-            path = ctx.base_dir / path
-        return cls(Path(os.path.abspath(path)), settings.profile, ctx.clock, replace or os.replace, settings.key)
+        if settings.config is None:
+            path = _absolute(default_config_path(), ctx.base_dir)
+        elif ctx.base_dir.is_absolute():  # remembered: a daemon builds one store per policy
+            key = (settings.config, ctx.base_dir, os.environ.get("HOME"))
+            path = _CONFIG_PATHS.get(key) or _absolute(settings.config.expanduser(), ctx.base_dir)
+            if key not in _CONFIG_PATHS and len(_CONFIG_PATHS) < 1024:
+                _CONFIG_PATHS[key] = path
+        else:  # relative to the working directory, which may change
+            path = _absolute(settings.config.expanduser(), ctx.base_dir)
+        return cls(path, settings.profile, ctx.clock, replace or os.replace, settings.key)
 
     @property
     def location(self) -> str:
