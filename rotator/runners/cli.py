@@ -31,6 +31,7 @@ from rotator.runners.cli_options import add_common, add_daemon_parser
 
 if TYPE_CHECKING:
     from rotator.config.policy import Config, Policy
+    from rotator.config.policy_summary import ConfigSummary
     from rotator.core.engine import Engine
     from rotator.core.journal import Journal
     from rotator.observe.status import PolicyStatus
@@ -279,7 +280,32 @@ def _selected(config: Config, names: Sequence[str], all_enabled: bool = True) ->
     return [p for p in config.policies if p.enabled or not all_enabled]
 
 
-def _journal(config: Config, *, create: bool = True) -> Journal:
+def _validated(path: Path) -> Config:
+    """The policy file at ``path`` validated in full (PolicyFileError lists its problems); its summary
+    is then cached for `status` and `plan` (rotator/config/policy_summary.py)."""
+    from rotator.config.policy import load_config
+    from rotator.config.policy_summary import write_cache
+
+    try:
+        raw: bytes | None = path.read_bytes()
+    except OSError:
+        raw = None  # load_config reports it
+    config = load_config(path)
+    if raw is not None:
+        write_cache(path, raw, config)
+    return config
+
+
+def _summary(args: argparse.Namespace) -> ConfigSummary:
+    """What `status` and `plan` show of the policy file: its cached summary when one matches the file's
+    bytes (no pydantic is imported), otherwise the summary of a full validation, which refreshes the cache."""
+    from rotator.config.policy_summary import read_cache, summarize
+
+    path = Path(args.config)
+    return read_cache(path) or summarize(_validated(path))
+
+
+def _journal(config: Config | ConfigSummary, *, create: bool = True) -> Journal:
     """The policy file's journal; ``create=False`` for commands that only read (status, plan, dry runs)."""
     from rotator.core.journal import open_journal
 
@@ -322,10 +348,8 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 # ------------------------------------------------------------------------------ commands
 def cmd_validate(args: argparse.Namespace) -> int:
-    from rotator.config.policy import load_config
-
     path = args.file or args.config
-    config = load_config(path)
+    config = _validated(Path(path))
     for warning in (w for p in config.policies for w in p.transport_warnings()):
         print(f"rotator: warning: {warning}", file=sys.stderr)  # valid all the same: exit 0
     _emit(args, {"valid": True, "policies": [p.name for p in config.policies]},
@@ -353,11 +377,11 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple[list[PolicyStatus], datetime]:
     from rotator.observe.status import policy_status
 
-    config = _config(args)
+    config = _summary(args)
     journal = _journal(config, create=False)
     now = SystemClock().now()
-    rows = [policy_status(p, journal, now, **({"slack": slack} if slack is not None else {}))
-            for p in _selected(config, args.policy, all_enabled=False)]
+    policies = [config.policy(n) for n in args.policy] if args.policy else list(config.policies)
+    rows = [policy_status(p, journal, now, **({"slack": slack} if slack is not None else {})) for p in policies]
     return rows, now
 
 
