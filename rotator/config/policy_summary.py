@@ -229,7 +229,10 @@ def _read_own(target: Path) -> str | None:
             return None
         if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
             return None
-        return f.read(_MAX_BYTES + 1).decode("utf-8")
+        try:
+            return f.read(_MAX_BYTES + 1).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
 
 
 def _delta(value: Any) -> timedelta:
