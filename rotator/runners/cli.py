@@ -54,6 +54,16 @@ STOP_ENV = "ROTATOR_TEST_STOP_AT"
 class _Parser(argparse.ArgumentParser):
     #: the subcommands' parsers by name (the top-level parser only)
     commands: dict[str, argparse.ArgumentParser] = {}
+    #: True while :func:`_parser` builds the parsers. Each add_argument asks a formatter only to check
+    #: a metavar; a formatter of a fixed width answers that without asking the terminal's size each
+    #: time (about 90 times) and without importing shutil: `rotator status` prints no help.
+    building = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if _Parser.building:
+            formatter: Any = self.formatter_class
+            return formatter(prog=self.prog, width=80)  # type: ignore[no-any-return]
+        return super()._get_formatter()
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -100,6 +110,14 @@ def _describe(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentPa
 
 
 def _parser() -> _Parser:
+    _Parser.building = True
+    try:
+        return _build_parser()
+    finally:
+        _Parser.building = False
+
+
+def _build_parser() -> _Parser:
     common = _Parser(add_help=False)
     add_common(common, defaults=False)
 
@@ -211,9 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's own parser, so the hint names `rotator COMMAND --help`
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    from rotator.observe.logs import setup_logging  # logging is imported here, after --help has been served
-
-    setup_logging(args.log_level, args.log_format, file=args.log_file)
+    if args.command not in _LATE_LOGGING or args.log_file or args.log_level == "debug":
+        _setup_logging(args)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     try:
         return handler(args)
@@ -234,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"fix: {install_line(extra)}", file=sys.stderr)
             return EXIT_INVALID
         # an adapter bug: no traceback to the user, but keep it in the debug log
+        _setup_logging(args)
         import logging
 
         logging.getLogger("rotator.cli").debug("internal error", exc_info=True)
@@ -241,6 +259,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
               file=sys.stderr)
         return EXIT_FAILED
+
+
+#: Commands that configure logging only when they import something that logs: `status` and `plan` from
+#: the cached summary import no module that logs (not even logging: tests/runners/test_cli_startup.py),
+#: and a full validation configures it first (:func:`_summary`).
+_LATE_LOGGING = frozenset({"status", "plan"})
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """Configure logging from the common options, once per parsed command line."""
+    if getattr(args, "logging_configured", False):
+        return
+    from rotator.observe.logs import setup_logging  # logging is imported here, after --help has been served
+
+    setup_logging(args.log_level, args.log_format, file=args.log_file)
+    args.logging_configured = True
 
 
 def _is_policy_file_error(exc: BaseException) -> bool:
@@ -302,7 +336,11 @@ def _summary(args: argparse.Namespace) -> ConfigSummary:
     from rotator.config.policy_summary import read_cache, summarize
 
     path = Path(args.config)
-    return read_cache(path) or summarize(_validated(path))
+    cached = read_cache(path)
+    if cached is not None:
+        return cached
+    _setup_logging(args)  # validation imports the adapters, which may log
+    return summarize(_validated(path))
 
 
 def _journal(config: Config | ConfigSummary, *, create: bool = True) -> Journal:

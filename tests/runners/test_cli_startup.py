@@ -27,14 +27,17 @@ HEAVY_MODULES = frozenset({"rotator.config.policy", "rotator.config.registry", "
                            "rotator.core.engine", "rotator.runners.daemon", "rotator.config.daemon_config",
                            "rotator.observe.status", "rotator.config.schedule", "rotator.observe.metrics",
                            "rotator.observe.notify", "rotator.config.policy_bundle"})  # fmt: skip
+#: standard-library modules that cost milliseconds and that `status` from its cache does without
+HEAVY_STDLIB = frozenset({"logging"})
 #: What `rotator status` needs the first time it meets a policy file (or after an edit): the validated policy
 #: file (pydantic, the adapters' settings models; the [daemon] models only when the file has that table),
 #: the journal and the status model; never the engine, the daemon, or an SDK of AWS.
 STATUS_LOADS = frozenset({"pydantic", "rotator.adapters", "rotator.config.policy", "rotator.config.registry",
                           "rotator.core.journal", "rotator.observe.status",
-                          "rotator.config.schedule"})  # fmt: skip
+                          "rotator.config.schedule", "logging"})  # fmt: skip
 #: ... and every later time, from the policy file's cached summary (rotator/config/policy_summary.py): the
-#: journal, the status model and the schedule; no pydantic, no policy model, no adapter.
+#: journal, the status model and the schedule; no pydantic, no policy model, no adapter, and no logging (no
+#: module on that path logs: rotator/runners/cli.py configures logging only before a full validation).
 STATUS_CACHED_LOADS = frozenset({"rotator.core.journal", "rotator.observe.status", "rotator.config.schedule"})
 #: The vault-kv2 store's SDK: its settings model must not import it (registry.lazy_sdk).
 VAULT_SDK = frozenset({"hvac", "requests"})
@@ -70,7 +73,7 @@ def _heavy_after(tmp_path: Path, *args: str) -> tuple[int, str, frozenset[str]]:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=False,
                           timeout=60, env=env)  # fmt: skip
     modules = set(json.loads(report.read_text()))
-    heavy = {m for m in modules if m.split(".")[0] in HEAVY_PACKAGES} | (modules & HEAVY_MODULES)
+    heavy = {m for m in modules if m.split(".")[0] in HEAVY_PACKAGES} | (modules & (HEAVY_MODULES | HEAVY_STDLIB))
     heavy |= {"rotator.adapters"} if any(m.startswith("rotator.adapters.") for m in modules) else set()
     return done.returncode, done.stdout, frozenset(m if m.startswith("rotator.") else m.split(".")[0] for m in heavy)
 
