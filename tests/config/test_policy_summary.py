@@ -182,6 +182,16 @@ def test_the_output_is_the_same_with_and_without_the_cache(
     assert len(validations) == 2  # without the cache, then the miss; the hit validated nothing
 
 
+def test_a_missing_policy_file_is_reported_as_without_the_cache(
+    tmp_path: Path, validations: list[Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "nowhere.toml")
+    result = _run(capsys, "-c", missing, "status")
+    assert result[0] == 2 and "cannot read policy file" in result[2]
+    assert result == _uncached(monkeypatch, capsys, "-c", missing, "status")
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
 def test_the_rows_are_the_same_as_from_the_validated_file(policy_file: Path, validations: list[Path]) -> None:
     """What the rows are made of: status of the summary == status of the validated policies, field by field."""
     from rotator.observe.status import policy_status
