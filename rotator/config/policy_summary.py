@@ -97,13 +97,19 @@ class PolicySummary(NamedTuple):
 class ConfigSummary(NamedTuple):
     """What status needs of a policy file: its policies and its journal."""
 
+    #: the policy file, as given (relative paths in it resolve against its directory)
     path: Path
-    #: :meth:`rotator.config.policy.Config.journal_url` of the validated file
+    #: the ``[rotator] journal`` setting as validated: a path or a URL
     journal: str
     policies: tuple[PolicySummary, ...]
 
     def journal_url(self) -> str:
-        return self.journal
+        """As :meth:`rotator.config.policy.Config.journal_url`: resolved now, as every command resolves
+        it (a symlinked journal that was pointed elsewhere since the summary was written is followed)."""
+        if "://" in self.journal:
+            return self.journal
+        path = Path(self.journal)
+        return "sqlite:///" + str(path if path.is_absolute() else (self.path.parent / path).resolve())
 
     def policy(self, name: str) -> PolicySummary:
         """The policy ``name``; the same ConfigError as :meth:`rotator.config.policy.Config.policy`."""
@@ -125,7 +131,7 @@ def summarize(config: Config) -> ConfigSummary:
     """The summary of a validated policy file."""
     policies = tuple(PolicySummary(p.name, p.enabled, p.schedule_text, p.window_text, p.lifetime, p.max_age)
                      for p in config.policies)  # fmt: skip
-    return ConfigSummary(config.path, config.journal_url(), policies)
+    return ConfigSummary(config.path, config.settings.journal, policies)
 
 
 # -- the key ----------------------------------------------------------------------------------------
@@ -247,6 +253,8 @@ def _delta(value: Any) -> timedelta:
 
 def _decode(policy_file: Path, config: Any) -> ConfigSummary | None:
     if not isinstance(config, dict) or not isinstance(config.get("journal"), str):
+        return None
+    if not config["journal"].strip() or "\x00" in config["journal"]:  # what validation refuses
         return None
     raw_policies = config.get("policies")
     if not isinstance(raw_policies, list):

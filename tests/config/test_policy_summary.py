@@ -269,6 +269,7 @@ def _corrupt(kind: str, cache: Path, data: dict[str, Any]) -> None:
         "extra-field": lambda: policies[0].update(token="s.abc"),
         "duplicate-name": lambda: policies.append(dict(policies[0])),
         "not-a-list": lambda: data["config"].update(policies={"interval": {}}),
+        "empty-journal": lambda: data["config"].update(journal=" "),
     }
     changes[kind]()
     cache.write_text(json.dumps(data))
@@ -277,7 +278,7 @@ def _corrupt(kind: str, cache: Path, data: dict[str, Any]) -> None:
 @pytest.mark.parametrize("kind", [
     "garbage", "empty", "directory", "symlink", "group-writable", "other-format", "other-digest", "other-location",
     "no-config", "bad-enabled", "bad-schedule", "bad-duration", "negative-duration", "extra-field", "duplicate-name",
-    "not-a-list",
+    "not-a-list", "empty-journal",
 ])  # fmt: skip
 def test_a_corrupt_or_foreign_cache_is_a_miss_never_an_error(
     kind: str, policy_file: Path, validations: list[Path], capsys: pytest.CaptureFixture[str]
@@ -326,6 +327,27 @@ def test_the_key_holds_the_location_the_version_and_the_installed_packages(
     (packages / "plugin-1.0.dist-info").mkdir()
     os.utime(packages, ns=(1, packages.stat().st_mtime_ns + 10**9))
     assert policy_summary.read_cache(policy_file) is None
+
+
+def test_the_journal_is_resolved_when_status_runs(
+    policy_file: Path, validations: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The cache holds the journal setting, not its resolved path: a symlinked journal pointed at another
+    database since the summary was written is followed, as without the cache."""
+    folder = policy_file.parent
+    (folder / "journal.db").rename(folder / "a.db")
+    (folder / "journal.db").symlink_to(folder / "a.db")
+    assert "tok-interval" in _run(capsys, "-c", str(policy_file), "status")[1]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _journal(elsewhere, token_prefix="moved")
+    (folder / "journal.db").unlink()
+    (folder / "journal.db").symlink_to(elsewhere / "journal.db")
+    hit = _run(capsys, "-c", str(policy_file), "status")
+    assert "moved-interval" in hit[1] and "tok-interval" not in hit[1]
+    assert hit == _uncached(monkeypatch, capsys, "-c", str(policy_file), "status")
+    assert len(validations) == 2  # the first status, and the uncached one
 
 
 def test_credential_references_are_neither_resolved_nor_cached(
