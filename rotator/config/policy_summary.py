@@ -3,15 +3,17 @@
 Validating a policy file imports pydantic and every adapter's settings model: most of the start-up
 of `rotator status` (issue 12). Status shows per policy only its name, whether it is enabled, its
 schedule and window, its max age (or lifetime), and it reads the journal the file names. After a
-full validation the command line writes those values (never an adapter setting, a credential
-reference or any other value of the file) to a small JSON file; the next `status` or `plan` on the
-same file reads them back with the standard library only. The cache is a cache:
+full validation (`status`, `plan`, `validate`) the command line writes those values and the
+``journal`` setting (never an adapter setting, a credential reference or any other value of the
+file) to a small JSON file; the next `status` or `plan` on the same file reads them back with the
+standard library only. The cache is a cache:
 
 - **Keyed by everything the validated values depend on**: the SHA-256 of the policy file's bytes,
-  its location (the directory, symlinks resolved: a relative journal path resolves against it),
-  rotator's version, the Python version, the size and modification time of rotator's validation
-  modules, and the modification time of the installed-packages directories (installing,
-  upgrading or removing a distribution, and so an adapter, changes them). Validation reads no
+  its location (its directory with symlinks resolved; the journal setting is resolved against it
+  when status runs, as without the cache), rotator's version, the Python version, the size and
+  modification time of rotator's validation modules, and the modification time of the
+  installed-packages directories (installing, upgrading or removing a distribution, and so an
+  adapter, changes them). Validation reads no
   environment variable and no file but the policy file (``{ env = ... }`` and ``{ file = ... }``
   references are resolved when an adapter uses them, never by validation or by status), so
   nothing else enters the key. Any difference is a miss.
