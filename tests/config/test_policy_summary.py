@@ -390,3 +390,14 @@ def test_nothing_is_cached_while_an_adapter_is_registered_in_process(
     monkeypatch.setattr(registry, "_forced", {("store", "memory"): object})
     _run(capsys, "-c", str(policy_file), "status")
     assert not _cache_file(policy_file).exists()
+
+
+def test_a_status_from_the_cache_still_honours_log_file(
+    policy_file: Path, validations: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status` from the cache configures no logging, unless the user asked for a log file or debug logs."""
+    _run(capsys, "-c", str(policy_file), "status")
+    log = tmp_path / "rotator.log"
+    assert _run(capsys, "-c", str(policy_file), "--log-file", str(log), "status")[0] == 0
+    assert log.exists() and stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert validations == [policy_file]
