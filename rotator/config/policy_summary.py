@@ -53,6 +53,7 @@ __all__ = [
     "CACHE_ENV",
     "FORMAT",
     "ConfigSummary",
+    "STALE_AFTER_S",
     "PolicySummary",
     "cache_dir",
     "cache_file",
@@ -318,6 +319,7 @@ def write_cache(policy_file: Path, raw: bytes, config: Config) -> Path | None:
         import tempfile  # only when writing: it imports shutil and random
 
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _prune(target.parent, keep=target)
         fd, tmp = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=target.parent)  # mode 0600
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -329,6 +331,30 @@ def write_cache(policy_file: Path, raw: bytes, config: Config) -> Path | None:
         return target
     except (OSError, ValueError, UnicodeError):
         return None
+
+
+#: A summary not rewritten for this long is deleted when another one is written (a policy file that
+#: was removed, a test's temporary one); one still in use costs one validation to write again.
+STALE_AFTER_S = 30 * 86400
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Delete the summaries (and leftover temporary files) of ``folder`` older than :data:`STALE_AFTER_S`."""
+    import time
+
+    horizon = time.time() - STALE_AFTER_S
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith("status-") and name.endswith(".json")) and not (
+                    name.startswith(".status-") and name.endswith(".tmp")):  # fmt: skip
+                continue
+            try:
+                if entry.path != str(keep) and entry.is_file(follow_symlinks=False) and (
+                        entry.stat(follow_symlinks=False).st_mtime < horizon):  # fmt: skip
+                    os.unlink(entry.path)
+            except OSError:
+                continue
 
 
 def _forced_adapters() -> bool:

@@ -401,3 +401,19 @@ def test_a_status_from_the_cache_still_honours_log_file(
     assert _run(capsys, "-c", str(policy_file), "--log-file", str(log), "status")[0] == 0
     assert log.exists() and stat.S_IMODE(log.stat().st_mode) == 0o600
     assert validations == [policy_file]
+
+
+def test_writing_a_summary_deletes_the_ones_not_rewritten_for_a_month(
+    policy_file: Path, validations: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    old, recent, other = cache / "status-0123.json", cache / "status-4567.json", cache / "notes.txt"
+    leftover = cache / ".status-abc.tmp"
+    for path in (old, recent, other, leftover):
+        path.write_text("{}")
+    month = policy_summary.STALE_AFTER_S + 60
+    for path in (old, other, leftover):
+        os.utime(path, (NOW.timestamp(), datetime.now(UTC).timestamp() - month))
+    _run(capsys, "-c", str(policy_file), "status")
+    assert sorted(p.name for p in cache.iterdir()) == sorted([recent.name, other.name, _cache_file(policy_file).name])
