@@ -9,6 +9,7 @@ on two cores; ``pytest -m slow`` runs the rest, and .ci/run runs both.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -30,6 +31,15 @@ SLOW = [
     r"test_kill_at_every_step_boundary_then_recover\[(influxctl-management|influxctl-database|management-api|influxdb2)\]",
 ]
 _SLOW = re.compile("|".join(f"(?:{pattern})" for pattern in SLOW))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _status_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`rotator status` caches each policy file's summary (rotator/config/policy_summary.py): in the
+    session's temporary directory, never the user's ~/.cache (subprocesses inherit the variable)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROTATOR_CACHE_DIR", str(tmp_path_factory.mktemp("rotator-cache")))
+        yield
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

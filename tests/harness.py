@@ -166,6 +166,7 @@ token = {{ file = "vault-token" }}
         # scenario's processes, also when tests run in parallel.
         self.tmpdir.mkdir(exist_ok=True)
         env["TMPDIR"] = str(self.tmpdir)
+        env["ROTATOR_CACHE_DIR"] = str(self.tmpdir / "rotator-cache")  # the status cache, not ~/.cache
         if crash_at:
             env["ROTATOR_TEST_CRASH_AT"] = crash_at
         return env

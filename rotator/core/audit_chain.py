@@ -18,10 +18,8 @@ report handed to an auditor): a later chain must still pass through it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import socket
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -72,8 +70,16 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
+def _sha256(data: bytes) -> str:
+    from hashlib import sha256  # imported by the first writer: a reader (`rotator status`) does not load OpenSSL
+
+    return sha256(data).hexdigest()
+
+
 def instance_name() -> str:
     """The instance writing an event: $ROTATOR_INSTANCE (e.g. a pod name) or the host name."""
+    import socket  # only a writer names itself: a reader (`rotator status`) does not import socket
+
     return os.environ.get("ROTATOR_INSTANCE") or socket.gethostname()
 
 
@@ -86,7 +92,7 @@ def canonical(event: Mapping[str, Any]) -> str:
 
 
 def link(prev_hash: str, event: Mapping[str, Any]) -> str:
-    return hashlib.sha256(f"{prev_hash}\n{canonical(event)}".encode()).hexdigest()
+    return _sha256(f"{prev_hash}\n{canonical(event)}".encode())
 
 
 def append_event(cur: Cursor, lock_head: str, event: dict[str, Any]) -> None:
@@ -384,7 +390,7 @@ def _summary(rows: Sequence[Mapping[str, Any]], previous: Checkpoint | None) -> 
 
 def _digest(detail: Mapping[str, Any]) -> str:
     """SHA-256 of a checkpoint's detail (summaries included), recorded in the chained ``prune`` event."""
-    return hashlib.sha256(json.dumps(detail, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return _sha256(json.dumps(detail, sort_keys=True, separators=(",", ":")).encode())
 
 
 def _parse(text: str) -> datetime:

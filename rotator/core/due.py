@@ -19,19 +19,33 @@ history. A ValueError from a cron schedule that never fires again propagates.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from rotator.config.schedule import format_duration
 
 if TYPE_CHECKING:
-    from rotator.config.policy_types import Policy
+    from rotator.config.schedule import Schedule
     from rotator.core.clock import Clock
     from rotator.core.journal import Journal
 
-__all__ = ["Due", "decide", "due_now", "explain", "max_age_of"]
+__all__ = ["Due", "Scheduled", "decide", "due_now", "explain", "max_age_of"]
 
 
-def max_age_of(policy: Policy) -> timedelta:
+class Scheduled(Protocol):
+    """What the decision reads of a policy: a validated :class:`rotator.config.policy_types.Policy`, or
+    the summary `rotator status` reads from its cache (rotator/config/policy_summary.py)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def schedule(self) -> Schedule: ...
+    @property
+    def lifetime(self) -> timedelta: ...
+    @property
+    def max_age(self) -> timedelta | None: ...
+
+
+def max_age_of(policy: Scheduled) -> timedelta:
     """The policy's ``max_age``; a policy built without one (an old bundle) falls back to its lifetime."""
     return policy.max_age if policy.max_age is not None else policy.lifetime
 
@@ -74,14 +88,14 @@ def explain(due: bool, next_due: datetime, rotated_at: datetime | None, now: dat
     return f"not due for {format_duration(next_due - now, units=2)}"
 
 
-def decide(policy: Policy, rotated_at: datetime | None, now: datetime, open_runs: int = 0) -> Due:
+def decide(policy: Scheduled, rotated_at: datetime | None, now: datetime, open_runs: int = 0) -> Due:
     """The decision from its inputs: the policy (schedule, window, max_age), the publication time of
     its last successful rotation (None: never), the number of its unfinished runs, and ``now``."""
     next_due = policy.schedule.next_due(rotated_at, now)
     return Due(next_due <= now, next_due, rotated_at, open_runs, now, max_age_of(policy))
 
 
-def due_now(policy: Policy, journal: Journal, clock: Clock) -> Due:
+def due_now(policy: Scheduled, journal: Journal, clock: Clock) -> Due:
     """:func:`decide` with its inputs read from ``journal`` at ``clock.now()``."""
     last = journal.last_success(policy.name)
     return decide(policy, last.published_at if last else None, clock.now(), len(journal.open_runs(policy.name)))

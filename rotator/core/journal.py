@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sqlite3
 import threading
 import time
@@ -1085,6 +1084,8 @@ def _statement_timeout_s(conninfo: str) -> float:
 def _cut_connection(conn: Any) -> None:
     # shutdown() acts on the socket itself, not on the duplicated descriptor: libpq's pending
     # recv() ends at once, psycopg raises OperationalError, and the journal drops the connection.
+    import socket  # PostgreSQL only: a reader of a SQLite journal (`rotator status`) does not import it
+
     try:
         with socket.socket(fileno=os.dup(conn.fileno())) as sock:
             sock.shutdown(socket.SHUT_RDWR)

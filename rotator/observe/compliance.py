@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
 from rotator.core.due import max_age_of
-from rotator.core.journal import Journal, Revocation
+
+if TYPE_CHECKING:  # annotations only: `rotator status` imports neither the policy model nor, here, the journal
+    from rotator.config.policy_types import Policy
+    from rotator.core.journal import Journal, Revocation
 
 __all__ = ["DEFAULT_SLACK", "Compliance", "is_compliant", "max_age_of", "policy_compliance", "revocations_overdue"]
 

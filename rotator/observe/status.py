@@ -9,16 +9,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
 from rotator.config.timefmt import rfc3339_or_none
-from rotator.core.due import decide, explain
-from rotator.core.journal import Journal
+from rotator.core.due import Scheduled, decide, explain
 from rotator.observe.compliance import DEFAULT_SLACK, Compliance, revocations_overdue
 
-__all__ = ["PolicyStatus", "policy_status", "render_table"]
+if TYPE_CHECKING:
+    from rotator.core.journal import Journal
+
+__all__ = ["PolicyStatus", "Shown", "policy_status", "render_table"]
+
+
+class Shown(Scheduled, Protocol):
+    """What a status row reads of a policy: a validated :class:`rotator.config.policy_types.Policy`, or
+    the cached summary of `rotator status` (rotator/config/policy_summary.py)."""
+
+    @property
+    def enabled(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ class PolicyStatus:
         }  # fmt: skip
 
 
-def policy_status(policy: Policy, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> PolicyStatus:
+def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> PolicyStatus:
     """The status row of ``policy`` at ``now``, from four queries bounded by what is current."""
     last = journal.last_success(policy.name)
     latest = journal.latest_run(policy.name)

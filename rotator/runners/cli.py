@@ -31,6 +31,7 @@ from rotator.runners.cli_options import add_common, add_daemon_parser
 
 if TYPE_CHECKING:
     from rotator.config.policy import Config, Policy
+    from rotator.config.policy_summary import ConfigSummary
     from rotator.core.engine import Engine
     from rotator.core.journal import Journal
     from rotator.observe.status import PolicyStatus
@@ -53,6 +54,16 @@ STOP_ENV = "ROTATOR_TEST_STOP_AT"
 class _Parser(argparse.ArgumentParser):
     #: the subcommands' parsers by name (the top-level parser only)
     commands: dict[str, argparse.ArgumentParser] = {}
+    #: True while :func:`_parser` builds the parsers. Each add_argument asks a formatter only to check
+    #: a metavar; a formatter of a fixed width answers that without asking the terminal's size each
+    #: time (about 90 times) and without importing shutil: `rotator status` prints no help.
+    building = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if _Parser.building:
+            formatter: Any = self.formatter_class
+            return formatter(prog=self.prog, width=80)  # type: ignore[no-any-return]
+        return super()._get_formatter()
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -99,6 +110,14 @@ def _describe(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentPa
 
 
 def _parser() -> _Parser:
+    _Parser.building = True
+    try:
+        return _build_parser()
+    finally:
+        _Parser.building = False
+
+
+def _build_parser() -> _Parser:
     common = _Parser(add_help=False)
     add_common(common, defaults=False)
 
@@ -210,9 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's own parser, so the hint names `rotator COMMAND --help`
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    from rotator.observe.logs import setup_logging  # logging is imported here, after --help has been served
-
-    setup_logging(args.log_level, args.log_format, file=args.log_file)
+    if args.command not in _LATE_LOGGING or args.log_file or args.log_level == "debug":
+        _setup_logging(args)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     try:
         return handler(args)
@@ -233,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"fix: {install_line(extra)}", file=sys.stderr)
             return EXIT_INVALID
         # an adapter bug: no traceback to the user, but keep it in the debug log
+        _setup_logging(args)
         import logging
 
         logging.getLogger("rotator.cli").debug("internal error", exc_info=True)
@@ -240,6 +259,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
               file=sys.stderr)
         return EXIT_FAILED
+
+
+#: Commands that configure logging only when they import something that logs: `status` and `plan` from
+#: the cached summary import no module that logs (not even logging: tests/runners/test_cli_startup.py),
+#: and a full validation configures it first (:func:`_summary`).
+_LATE_LOGGING = frozenset({"status", "plan"})
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """Configure logging from the common options, once per parsed command line."""
+    if getattr(args, "logging_configured", False):
+        return
+    from rotator.observe.logs import setup_logging  # logging is imported here, after --help has been served
+
+    setup_logging(args.log_level, args.log_format, file=args.log_file)
+    args.logging_configured = True
 
 
 def _is_policy_file_error(exc: BaseException) -> bool:
@@ -279,7 +314,36 @@ def _selected(config: Config, names: Sequence[str], all_enabled: bool = True) ->
     return [p for p in config.policies if p.enabled or not all_enabled]
 
 
-def _journal(config: Config, *, create: bool = True) -> Journal:
+def _validated(path: Path) -> Config:
+    """The policy file at ``path`` validated in full (PolicyFileError lists its problems); its summary
+    is then cached for `status` and `plan` (rotator/config/policy_summary.py)."""
+    from rotator.config.policy import load_config
+    from rotator.config.policy_summary import write_cache
+
+    try:
+        raw: bytes | None = path.read_bytes()
+    except OSError:
+        raw = None  # load_config reports it
+    config = load_config(path)
+    if raw is not None:
+        write_cache(path, raw, config)
+    return config
+
+
+def _summary(args: argparse.Namespace) -> ConfigSummary:
+    """What `status` and `plan` show of the policy file: its cached summary when one matches the file's
+    bytes (no pydantic is imported), otherwise the summary of a full validation, which refreshes the cache."""
+    from rotator.config.policy_summary import read_cache, summarize
+
+    path = Path(args.config)
+    cached = read_cache(path)
+    if cached is not None:
+        return cached
+    _setup_logging(args)  # validation imports the adapters, which may log
+    return summarize(_validated(path))
+
+
+def _journal(config: Config | ConfigSummary, *, create: bool = True) -> Journal:
     """The policy file's journal; ``create=False`` for commands that only read (status, plan, dry runs)."""
     from rotator.core.journal import open_journal
 
@@ -322,10 +386,8 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 # ------------------------------------------------------------------------------ commands
 def cmd_validate(args: argparse.Namespace) -> int:
-    from rotator.config.policy import load_config
-
     path = args.file or args.config
-    config = load_config(path)
+    config = _validated(Path(path))
     for warning in (w for p in config.policies for w in p.transport_warnings()):
         print(f"rotator: warning: {warning}", file=sys.stderr)  # valid all the same: exit 0
     _emit(args, {"valid": True, "policies": [p.name for p in config.policies]},
@@ -353,11 +415,11 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple[list[PolicyStatus], datetime]:
     from rotator.observe.status import policy_status
 
-    config = _config(args)
+    config = _summary(args)
     journal = _journal(config, create=False)
     now = SystemClock().now()
-    rows = [policy_status(p, journal, now, **({"slack": slack} if slack is not None else {}))
-            for p in _selected(config, args.policy, all_enabled=False)]
+    policies = [config.policy(n) for n in args.policy] if args.policy else list(config.policies)
+    rows = [policy_status(p, journal, now, **({"slack": slack} if slack is not None else {})) for p in policies]
     return rows, now
 
 
