@@ -38,6 +38,7 @@ import os
 import sys
 from datetime import timedelta
 from functools import lru_cache
+from hashlib import sha256
 from pathlib import Path
 from stat import S_ISREG
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -62,14 +63,6 @@ __all__ = [
     "summarize",
     "write_cache",
 ]
-
-try:  # CPython's built-in SHA-256: hashlib would load OpenSSL (~2.5 ms of a ~70 ms `rotator status`)
-    from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]  # Python 3.11
-except ImportError:  # pragma: no cover - 3.12 renamed it; other interpreters
-    try:
-        from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
-    except ImportError:
-        from hashlib import sha256  # type: ignore[assignment,unused-ignore]
 
 FORMAT = "rotator-status-cache/1"
 #: A directory for the cache; the empty string turns it off.
