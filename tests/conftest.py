@@ -8,10 +8,13 @@ on two cores; ``pytest -m slow`` runs the rest, and .ci/run runs both.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 
 import pytest
+
+from rotator.observe.logs import QUIET_LOGGERS
 
 pytest_plugins = ["tests.servers", "tests.pg", "tests.aws_server", "tests.fakes.fixtures", "tests.fakes.http_fixtures"]
 
@@ -46,3 +49,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _SLOW.match(item.name):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Undo what an in-process CLI run's ``setup_logging`` did to the process-wide logging tree.
+
+    It replaces the root's handlers (with one bound to the test's captured stderr, closed after
+    the test) and quiets the SDK loggers (httpx, ...); left as they are, a later test in the same
+    worker would log into a closed stream and miss the SDK records it asserts on.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    yield
+    # pytest's own capture handlers come and go by phase: leave them to pytest.
+    for handler in [h for h in root.handlers if h not in handlers and not type(h).__module__.startswith("_pytest")]:
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        if handler not in root.handlers and not type(handler).__module__.startswith("_pytest"):
+            root.addHandler(handler)
+    root.setLevel(level)
+    for name, old in quiet.items():
+        logging.getLogger(name).setLevel(old)
