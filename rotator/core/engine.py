@@ -172,12 +172,13 @@ class Engine:
         rotator served it meanwhile, or recovery finished an interrupted rotation) a NOTHING_TO_DO
         result, without a run. Checked before anything else, and made to hold at the lease (below).
 
-        The steady case costs one read and five commits: a preflight read (lease row, open runs,
-        due revocations, last success); PLAN's store and issuer reads, without the lease (no side
-        effect); then the lease is taken in the run's PLANNED transaction, on condition that its
-        fencing number shows nobody held the policy since the preflight (else that transaction
-        rolls back and the rotation starts again lease first, as it does when there are open runs
-        to recover, the lease is held elsewhere, or for an emergency rotation).
+        The steady case costs five commits (the lease has none of its own): a preflight read (lease
+        row, open runs, due revocations and their claims, last success); PLAN's store and issuer
+        reads, without the lease (no side effect); then the lease is taken in the run's PLANNED
+        transaction, on condition that the lease row is still the one the preflight read (nobody
+        took, renewed or released it since; else that transaction rolls back and the rotation
+        starts again lease first, as it does when there are open runs to recover, the lease is held
+        elsewhere, or for an emergency rotation).
         """
         if dry_run:
             return self._plan_only()
@@ -754,8 +755,9 @@ class Engine:
         its own (no side effect waits on a planned run; the next synced commit makes it durable).
 
         ``seen``: the lease is not held yet; it is taken in this transaction, which is then synced
-        (the lease must be durable before the side effects it fences), on condition that its fencing
-        number is the one ``seen`` predicts (nobody held the policy since the preflight read) and,
+        (the lease must be durable before the side effects it fences), on condition that the lease
+        row is still the one the preflight read (nobody took, renewed or released it since), that
+        the fencing number is the one ``seen`` predicts, and,
         with ``expect_last_run``, that the last successful run is still that one; otherwise
         _Replan (the transaction rolls back).
         """
@@ -769,7 +771,8 @@ class Engine:
             return run
         with self._step():
             try:
-                fence = self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, now)
+                fence = self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, now,
+                                                   unchanged=seen.lease)
             except LeaseBusy as busy:
                 raise _Replan(str(busy)) from None
             if fence != seen.fence_after(self.holder, now):

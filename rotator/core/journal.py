@@ -825,9 +825,10 @@ class Journal:
         """What a rotation reads before it takes the policy's lease, in one read transaction: the
         lease row, the open runs, the due revocations with the runs that minted their tokens, and
         (``last_success``) the id of the last successful run. The rotation takes its lease in the
-        transaction that journals its run (Engine._new_run) only if the lease's fencing number is
-        then the one read here plus the change of holder: no other process held the policy between,
-        so nothing read here changed (every write of a run or a revocation is fenced)."""
+        transaction that journals its run (Engine._new_run) only if the lease row is then still the
+        one read here (``acquire_lease(unchanged=...)``): no other process took, renewed or released
+        the policy's lease between, so nothing read here changed (every write of a run or a
+        revocation is fenced, and a step or a side effect confirms or renews the lease first)."""
         success = tuple(RunState.SUCCESS)
         with self._tx() as cur:
             lease = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?", (policy,)).fetchone()
@@ -850,7 +851,7 @@ class Journal:
                     "ORDER BY published_at DESC LIMIT 1", (policy, *success)).fetchone()
         return Preflight(
             policy=policy,
-            lease=None if lease is None else (str(lease[0]), int(lease[1]), _dt(lease[2]) or now),
+            lease=None if lease is None else (str(lease[0]), int(lease[1]), str(lease[2])),
             open_runs=sorted((_run_from_row(row) for row in open_rows), key=lambda r: (r.started_at, r.run_id)),
             due=due,
             claims={token: sorted(runs, key=lambda r: r.started_at) for token, runs in claims.items()},
@@ -944,22 +945,32 @@ class Journal:
         return int(row[0])
 
     # -- leases -------------------------------------------------------------------------
-    def acquire_lease(self, policy: str, holder: str, ttl: timedelta, now: datetime) -> int:
+    def acquire_lease(self, policy: str, holder: str, ttl: timedelta, now: datetime, *,
+                      unchanged: tuple[str, int, str] | None = None) -> int:  # fmt: skip
         """Take (or extend) the policy's lease; LeaseBusy if someone else holds a live one.
 
         Returns the fencing number, which grows with every change of holder and never goes back:
         a released lease keeps its row (holder ``''``), and a policy's first lease starts above any
         fencing number its runs were written with.
+
+        ``unchanged``: the lease row (holder, fence, expiry text) as read before (Preflight.lease);
+        the lease is taken only if the row is still exactly that (nobody took, renewed or released
+        it since), else LeaseBusy.
         """
         expires = ts(now + ttl)
+        where = "WHERE (leases.holder = excluded.holder OR leases.expires_at < ?)"
+        params: list[Any] = [policy, holder, policy, expires, ts(now)]
+        if unchanged is not None:
+            where += " AND leases.holder = ? AND leases.fence = ? AND leases.expires_at = ?"
+            params += list(unchanged)
         with self._tx(immediate=True) as cur:
             cur.execute(
                 "INSERT INTO leases (policy, holder, fence, expires_at) "
                 "VALUES (?, ?, (SELECT COALESCE(MAX(fence), 0) + 1 FROM runs WHERE policy = ?), ?) "
                 "ON CONFLICT (policy) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, "
                 "fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE leases.fence + 1 END "
-                "WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
-                (policy, holder, policy, expires, ts(now)),
+                + where,
+                params,
             )
             row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
             if row is not None and row[0] == holder:
@@ -1079,8 +1090,8 @@ class Preflight:
     """What a rotation reads before taking its lease (:meth:`Journal.preflight`)."""
 
     policy: str
-    #: the lease row: (holder, fencing number, expiry); None: the policy was never leased
-    lease: tuple[str, int, datetime] | None
+    #: the lease row: (holder, fencing number, expiry as the journal's time text); None: never leased
+    lease: tuple[str, int, str] | None
     open_runs: list[RunRecord]
     due: list[Revocation]
     #: token id of each due revocation -> the policy's runs that minted (or bootstrapped) it, oldest first
@@ -1097,7 +1108,7 @@ class Preflight:
         lease_holder, fence, expires = self.lease
         if lease_holder == holder:
             return fence
-        return fence + 1 if expires < now else None
+        return fence + 1 if expires < ts(now) else None
 
 
 
