@@ -670,6 +670,8 @@ class Journal:
                 f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
+        _set_stored_row(run, dict(zip(_RUN_COLUMNS, values, strict=True)))
+        self._on_rollback(partial(_set_stored_row, run, None))
 
     def update_run(self, run: RunRecord, *, fence: int | None = None, **changes: Any) -> None:
         """Apply ``changes`` to ``run`` and commit them before returning.
@@ -692,7 +694,7 @@ class Journal:
             raise ValueError(f"run {run.run_id}: a run never moves from {run.state!r} to {new.state!r}")
         with self._tx(immediate=fence is not None) as cur:
             self._check_fence(cur, run.policy, fence, f"moving run {run.run_id} to {new.state}")
-            if not _write_run(cur, new, expected_state=run.state):
+            if not _write_run(cur, new, expected_state=run.state, stored=_stored_row(run)):
                 row = cur.execute("SELECT state, fence FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
                 raise LeaseLost(run.policy, fence, None if row is None else row[1],
                                 f"moving run {run.run_id} from {run.state} to {new.state} (the journal has it in "
@@ -701,9 +703,12 @@ class Journal:
                 _insert_revocation(cur, rev)
         keys = (*changes, "fence")
         before = {key: getattr(run, key) for key in keys}
+        before_row = _stored_row(run)
         for key in keys:
             setattr(run, key, getattr(new, key))
+        _set_stored_row(run, _stored_row(new))
         self._on_rollback(partial(_restore, run, before))
+        self._on_rollback(partial(_set_stored_row, run, before_row))
 
     def finish_published_run(self, policy: str, run_id: str, finished_at: datetime, *,
                              fence: int | None = None) -> bool:
@@ -1011,14 +1016,19 @@ class Journal:
                 raise LeaseLost(policy, fence, None if row is None else int(row[1]), what)
             if row[2] >= ts(now + ttl / 2):
                 return
-        # Inside a write transaction (a step's, Engine._step(renew=True)), or to renew: one UPDATE
-        # confirms the lease, renews it to a full ``ttl`` and locks its row until the commit.
+        # Inside a write transaction (a step's, Engine._step(renew=True)), or to renew: the row is
+        # read locked until the commit, and written only when half of ``ttl`` is gone (a write of
+        # the lease row in every step would add a page to every commit's WAL frames).
         with self._tx(immediate=True) as cur:
-            cur.execute("UPDATE leases SET expires_at = ? WHERE policy = ? AND holder = ? AND fence = ?",
-                        (ts(now + ttl), policy, holder, fence))
-            if cur.rowcount != 1:
-                row = cur.execute("SELECT fence FROM leases WHERE policy = ?", (policy,)).fetchone()
-                raise LeaseLost(policy, fence, None if row is None else int(row[0]), what)
+            row = cur.execute(f"SELECT holder, fence, expires_at FROM leases WHERE policy = ?{self._backend.lock_row}",
+                              (policy,)).fetchone()
+            if row is None or row[0] != holder or int(row[1]) != fence:
+                raise LeaseLost(policy, fence, None if row is None else int(row[1]), what)
+            if row[2] < ts(now + ttl / 2):
+                cur.execute("UPDATE leases SET expires_at = ? WHERE policy = ? AND holder = ? AND fence = ?",
+                            (ts(now + ttl), policy, holder, fence))
+                if cur.rowcount != 1:
+                    raise LeaseLost(policy, fence, None, what)
             local.fences[policy] = fence  # checked (and locked) for the rest of this transaction
 
     def release_lease(self, policy: str, holder: str, fence: int | None = None, *, durable: bool = True) -> None:
@@ -1302,15 +1312,36 @@ def _due_sql(now: datetime, policy: str | None) -> tuple[str, list[Any]]:
     return sql + " ORDER BY due_at", params
 
 
-def _write_run(cur: _Cursor, run: RunRecord, expected_state: str) -> bool:
-    """Write ``run`` over its row if the row is still in ``expected_state``; False if it is not."""
+#: the attribute of a RunRecord holding its row as this process last read or wrote it (not a
+#: dataclass field: replace(), asdict() and == ignore it)
+_STORED = "_journal_row"
+
+
+def _stored_row(run: RunRecord) -> dict[str, Any] | None:
+    stored: dict[str, Any] | None = run.__dict__.get(_STORED)
+    return stored
+
+
+def _set_stored_row(run: RunRecord, row: dict[str, Any] | None) -> None:
+    run.__dict__[_STORED] = row
+
+
+def _write_run(cur: _Cursor, run: RunRecord, expected_state: str, stored: dict[str, Any] | None) -> bool:
+    """Write ``run`` over its row if the row is still in ``expected_state``; False if it is not.
+
+    Only the columns that differ from ``stored`` (the row as this process last read or wrote it;
+    None: every column) are set: SQLite rewrites the entry of every index on a column named in
+    SET, changed or not, and each page that touches is one more WAL frame in the commit."""
     row = dict(zip(_RUN_COLUMNS, _run_row(run), strict=True))
-    keys = [k for k in _RUN_COLUMNS if k != "run_id"]
+    keys = [k for k in _RUN_COLUMNS if k != "run_id" and (stored is None or stored.get(k) != row[k])] or ["state"]
     cur.execute(
         f"UPDATE runs SET {', '.join(f'{k} = ?' for k in keys)} WHERE run_id = ? AND state = ?",
         [row[k] for k in keys] + [run.run_id, expected_state],
     )
-    return cur.rowcount == 1
+    if cur.rowcount != 1:
+        return False
+    _set_stored_row(run, row)
+    return True
 
 
 def _insert_revocation(cur: _Cursor, rev: Revocation) -> None:
@@ -1334,7 +1365,7 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
     d = dict(zip(_RUN_COLUMNS, row, strict=True))
-    return RunRecord(
+    run = RunRecord(
         run_id=d["run_id"], policy=d["policy"], kind=d["kind"], state=d["state"],
         started_at=_dt(d["started_at"]) or datetime.min, updated_at=_dt(d["updated_at"]) or datetime.min,
         old_token_id=d["old_token_id"], new_token_id=d["new_token_id"],
@@ -1343,6 +1374,8 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         published_versions=json.loads(d["published_versions"]), error=d["error"],
         fence=d["fence"], mint_started_at=_dt(d["mint_started_at"]),
     )  # fmt: skip
+    _set_stored_row(run, d)
+    return run
 
 
 def _rev_row(rev: Revocation) -> tuple[Any, ...]:

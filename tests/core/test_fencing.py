@@ -9,6 +9,7 @@ recovers or rotates the same policy, then the paused one gets SIGCONT.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -252,7 +253,7 @@ def test_fenced_writes_refuse_a_stale_fence_and_change_nothing(journal_url: str)
     assert b.get_run("r2") is None and b.revocations("p") == []
     # Compare-and-set even without a lease change: B's copy is stale once B itself moved it on.
     b.update_run(theirs, fence=fence_b, state=RunState.FAILED)
-    stale = RunRecord(**{**vars(theirs), "state": RunState.REVOKING_NEW})
+    stale = dataclasses.replace(theirs, state=RunState.REVOKING_NEW)
     with pytest.raises(LeaseLost):
         b.update_run(stale, fence=fence_b, error="late")
     with pytest.raises(ValueError, match="never moves"):
