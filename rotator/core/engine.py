@@ -386,8 +386,11 @@ class Engine:
 
             token = self._fenced_call(lambda: self.issuer.mint(request, credential), "mint",
                                       before_retry=before_retry)
-            # 2. Journal the id (never the value) before anything else can fail.
-            with self._step():
+            # 2. Journal the id (never the value) before anything else can fail. Not synced on its
+            # own: verify changes nothing anywhere, and the id is found again without it (a run in
+            # MINTING is searched by its tag, and a lost MINTED fails VERIFIED's compare-and-set);
+            # VERIFIED's synced commit, before the first store write, makes it durable.
+            with self._step(durable=False):
                 self.journal.update_run(run, fence=self._fence, state=RunState.MINTED, new_token_id=token.token_id,
                                         new_expires_at=token.expires_at or expires_at)
                 self._event("mint", "ok", run.run_id, token_id=token.token_id)
