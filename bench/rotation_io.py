@@ -20,7 +20,8 @@ before it) by wrapping ``Journal._tx`` and comparing SQLite's ``total_changes``.
 transaction that wrote at least one row; *synced* the commits that were fdatasync'd (on SQLite in
 WAL mode with synchronous=FULL, every commit but those of ``Journal.transaction(durable=False)``,
 which run with synchronous=NORMAL; a transaction that only read writes and syncs nothing);
-*transactions* counts reads too.
+*transactions* counts reads too; *statements* every SQL statement of those transactions, BEGIN
+and COMMIT included (``Journal.stats.statements``; "n/a" for a journal from before it).
 
     .venv/bin/python bench/rotation_io.py [-n 30] [-r 5] [--journal URL]
 """
@@ -108,12 +109,18 @@ class CountingStore:
 
 
 @contextmanager
-def counting(journal: Journal) -> Iterator[Callable[[], tuple[int, int, int]]]:
-    """Count (commits, synced commits, transactions) of ``journal`` from here on."""
+def counting(journal: Journal) -> Iterator[Callable[[], tuple[int, int, int, int | None]]]:
+    """Count (commits, synced commits, transactions, statements) of ``journal`` from here on."""
     stats = getattr(journal, "stats", None)
     if stats is not None:
-        start = (stats.commits, stats.synced, stats.transactions)
-        yield lambda: (stats.commits - start[0], stats.synced - start[1], stats.transactions - start[2])
+        start = (stats.commits, stats.synced, stats.transactions, getattr(stats, "statements", None))
+
+        def counted() -> tuple[int, int, int, int | None]:
+            statements = getattr(stats, "statements", None)
+            return (stats.commits - start[0], stats.synced - start[1], stats.transactions - start[2],
+                    None if statements is None or start[3] is None else statements - start[3])
+
+        yield counted
         return
     counts = [0, 0]
     original = journal._tx
@@ -131,7 +138,7 @@ def counting(journal: Journal) -> Iterator[Callable[[], tuple[int, int, int]]]:
 
     journal._tx = tx  # type: ignore[method-assign]
     try:
-        yield lambda: (counts[0], counts[0], counts[1])  # before Journal.stats every commit was synced
+        yield lambda: (counts[0], counts[0], counts[1], None)  # before Journal.stats every commit was synced
     finally:
         del journal._tx
 
@@ -258,7 +265,7 @@ def main() -> None:
         setup.store.calls.clear()
         with counting(setup.journal) as counted:
             setup.rotate()
-            commits, synced, transactions = counted()
+            commits, synced, transactions, statements = counted()
         calls = setup.issuer.calls + setup.store.calls
         engine_ms: list[float] = []
         floor_ms: list[float] = []
@@ -279,6 +286,7 @@ def main() -> None:
     print(f"{'journal commits per rotation':<34}{commits:>12}")
     print(f"{'  of which synced (fdatasync)':<34}{synced:>12}")
     print(f"{'journal transactions per rotation':<34}{transactions:>12}")
+    print(f"{'journal statements per rotation':<34}{'n/a' if statements is None else statements:>12}")
     print(f"{'engine ms per rotation (median)':<34}{statistics.median(engine_ms):>12.2f}")
     print(f"{'floor ms per rotation (median)':<34}{statistics.median(floor_ms):>12.2f}")
     print(f"{'engine / floor (median of ratios)':<34}{statistics.median(ratios):>11.2f}x"

@@ -31,6 +31,9 @@ __all__ = [
     "ChainReport",
     "Checkpoint",
     "append_event",
+    "insert_link",
+    "read_head",
+    "write_head",
     "canonical",
     "instance_name",
     "link",
@@ -98,8 +101,21 @@ def link(prev_hash: str, event: Mapping[str, Any]) -> str:
 def append_event(cur: Cursor, lock_head: str, event: dict[str, Any]) -> None:
     """Inside the caller's write transaction: take the chain head (locked), insert ``event`` as the
     next link, move the head. ``event`` holds at (text), policy, run_id, step, result, detail (JSON text)."""
+    head = insert_link(cur, read_head(cur, lock_head), event)
+    write_head(cur, head)
+
+
+def read_head(cur: Cursor, lock_head: str) -> tuple[int, str]:
+    """The chain head (seq, hash), locked until the transaction ends (``lock_head``: the backend's
+    row-lock suffix; SQLite's ``BEGIN IMMEDIATE`` already holds the database's write lock)."""
     row = cur.execute(f"SELECT seq, hash FROM audit_head WHERE chain = ?{lock_head}", (CHAIN,)).fetchone()
-    seq, prev = int(row[0]) + 1, str(row[1])
+    return int(row[0]), str(row[1])
+
+
+def insert_link(cur: Cursor, head: tuple[int, str], event: dict[str, Any]) -> tuple[int, str]:
+    """Insert ``event`` as the link after ``head``; returns the new head (seq, hash), which the caller
+    writes with :func:`write_head` before its transaction commits (once for several links)."""
+    seq, prev = head[0] + 1, head[1]
     event = {**event, "seq": seq, "instance": event.get("instance") or instance_name()}
     digest = link(prev, event)
     cur.execute(
@@ -108,7 +124,11 @@ def append_event(cur: Cursor, lock_head: str, event: dict[str, Any]) -> None:
         (seq, event["at"], event["policy"], event["run_id"], event["step"], event["result"], event["detail"],
          event["instance"], prev, digest),
     )  # fmt: skip
-    cur.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE chain = ?", (seq, digest, CHAIN))
+    return seq, digest
+
+
+def write_head(cur: Cursor, head: tuple[int, str]) -> None:
+    cur.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE chain = ?", (head[0], head[1], CHAIN))
 
 
 EVENT_COLUMNS = ("seq", "at", "policy", "run_id", "step", "result", "detail", "instance", "prev_hash", "hash")

@@ -47,12 +47,13 @@ from rotator.core.errors import (
     TransientError,
 )
 from rotator.core.errors import describe as _describe
-from rotator.core.journal import Journal, Revocation, RevocationState, RunRecord, RunState
+from rotator.core.journal import Journal, Preflight, Revocation, RevocationState, RunRecord, RunState
 from rotator.core.retry import RetryPolicy, call_with_retry
 from rotator.core.revocation_rule import Claim, check_revocable
 from rotator.core.secret import REDACTOR, Secret
 
-__all__ = ["DRY_RUN", "NOTHING_TO_DO", "Engine", "NeedsAttention", "RunResult", "default_holder", "new_run_id"]
+__all__ = ["ANY_RUN", "DRY_RUN", "NOTHING_TO_DO", "Engine", "NeedsAttention", "RunResult", "default_holder",
+           "new_run_id"]
 
 T = TypeVar("T")
 logger = logging.getLogger("rotator.engine")
@@ -66,6 +67,22 @@ MINT_SETTLE_MARGIN = timedelta(seconds=10)
 #: RunResult states that are not run states: a dry run's plan, and a run that was not due
 DRY_RUN = "dry-run"
 NOTHING_TO_DO = "nothing-to-do"
+
+
+class _AnyRun:
+    """``Engine.rotate(expect_last_run=ANY_RUN)``: rotate whatever the last successful run is."""
+
+    def __repr__(self) -> str:
+        return "ANY_RUN"
+
+
+ANY_RUN = _AnyRun()
+
+
+class _Replan(Exception):
+    """Raised inside the transaction that would take the lease with the run (Engine._new_run) when
+    the lease changed hands since the preflight read: that transaction rolls back (nothing written,
+    no side effect made yet) and the rotation starts again the long way, lease first."""
 
 
 def new_run_id() -> str:
@@ -142,17 +159,49 @@ class Engine:
         self._fence: int | None = None
 
     # ------------------------------------------------------------------ public operations
-    def rotate(self, *, dry_run: bool = False, revoke_previous_now: bool = False, reason: str = "") -> RunResult:
+    def rotate(self, *, dry_run: bool = False, revoke_previous_now: bool = False, reason: str = "",
+               expect_last_run: str | None | _AnyRun = ANY_RUN) -> RunResult:
         """Rotate now. Recovers unfinished runs and revokes due tokens first.
 
         ``revoke_previous_now``: the compromise response. The previous token is revoked as soon as
         every store holds the new one, skipping grace (still only if rotator's records prove it is
         this policy's token, rotator/core/revocation_rule.py); audited as an emergency rotation.
+
+        ``expect_last_run``: rotate only if the policy's last successful run is still this one (None:
+        there is none), e.g. the run a scheduler planned this due time from; otherwise (another
+        rotator served it meanwhile, or recovery finished an interrupted rotation) a NOTHING_TO_DO
+        result, without a run. Checked before anything else, and made to hold at the lease (below).
+
+        The steady case costs five commits (the lease has none of its own): a preflight read (lease
+        row, open runs, due revocations and their claims, last success); PLAN's store and issuer
+        reads, without the lease (no side effect); then the lease is taken in the run's PLANNED
+        transaction, on condition that the lease row is still the one the preflight read (nobody
+        took, renewed or released it since; else that transaction rolls back and the rotation
+        starts again lease first, as it does when there are open runs to recover, the lease is held
+        elsewhere, or for an emergency rotation).
         """
         if dry_run:
             return self._plan_only()
+        expect = not isinstance(expect_last_run, _AnyRun)
+        if not revoke_previous_now:
+            now = self.clock.now()
+            seen = self.journal.preflight(self.policy.name, now, last_success=expect)
+            if expect and seen.last_success != expect_last_run:
+                return self._nothing_to_do("rotated by another rotator meanwhile; nothing to do")
+            if not seen.open_runs and seen.fence_after(self.holder, now) is not None:
+                try:
+                    with self._lease("rotate", take=False):
+                        result = self._rotate_locked(seen, expect_last_run)
+                        if result.state in RunState.SUCCESS and self.policy.grace <= timedelta(0):
+                            self._revoke_replaced_now(result)
+                        return result
+                except _Replan:
+                    self.log.info("the policy's lease changed hands since the preflight read; planning again")
         with self._lease("rotate"):
             actions = self._recover_locked()
+            if expect and self.journal.last_success_id(self.policy.name) != expect_last_run:
+                return self._nothing_to_do("recovery finished an interrupted rotation or another rotator rotated; "
+                                           "nothing more to do", actions)
             if revoke_previous_now:
                 self._event("emergency", "start", None, reason=reason or "(none given)")
             result = self._rotate_locked()
@@ -166,10 +215,7 @@ class Engine:
             # Due revocations were done before the mint (_rotate_locked); one is due now only when the
             # token just replaced is (no grace, or the emergency).
             if result.state in RunState.SUCCESS and (revoke_previous_now or self.policy.grace <= timedelta(0)):
-                result.actions += self._revoke_due_locked()
-                refreshed = self.journal.get_run(result.run_id or "")
-                if refreshed is not None:
-                    result.state = refreshed.state
+                self._revoke_replaced_now(result)
                 if revoke_previous_now and result.old_token_id:
                     failed = [a for a in result.actions if a.startswith(f"token {result.old_token_id}:")
                               and "revocation" in a]
@@ -186,6 +232,14 @@ class Engine:
                     result.message = (f"emergency rotation: published {result.new_token_id}, revoked "
                                       f"{result.old_token_id} at once (grace skipped)")
             return result
+
+    def _revoke_replaced_now(self, result: RunResult) -> None:
+        """After a run that published: revoke what is due now (the token it replaced, with no grace
+        or in an emergency), and take the run's state from the journal."""
+        result.actions += self._revoke_due_locked()
+        refreshed = self.journal.get_run(result.run_id or "")
+        if refreshed is not None:
+            result.state = refreshed.state
 
     def recover(self) -> list[str]:
         """Finish or undo unfinished runs, then revoke tokens whose grace has passed."""
@@ -286,8 +340,14 @@ class Engine:
             return RunResult(self.policy.name, RunState.DONE, run.run_id, ",".join(replaced) if replace else None,
                              token_id, message)
 
+    def _nothing_to_do(self, message: str, actions: list[str] | None = None) -> RunResult:
+        return RunResult(self.policy.name, NOTHING_TO_DO, message=message, actions=list(actions or ()))
+
     # ------------------------------------------------------------------ the rotation run
-    def _rotate_locked(self) -> RunResult:
+    def _rotate_locked(self, seen: Preflight | None = None,
+                       expect_last_run: str | None | _AnyRun = ANY_RUN) -> RunResult:  # fmt: skip
+        """The run. With ``seen`` (Engine.rotate's preflight read) the lease is not held yet: PLAN's
+        reads come first and the lease is taken with the run (:meth:`_new_run`)."""
         # tls_verify = false, plain http://... (rotator/adapters/transport.py)
         for warning in self.policy.transport_warnings():
             self.log.warning("insecure transport: %s", warning)
@@ -298,13 +358,16 @@ class Engine:
         for name, state in states.items():
             self._check_ownership(name, state)
         self._call(lambda: self.issuer.list_tokens(credential), "check issuer")
-        # Tokens whose grace has passed are revoked now, with the stores PLAN read (no second read);
-        # their records ride on the run's first commit (Journal.defer).
-        revoked = self._revoke_due_locked(states)
         run = self._new_run("rotate", old_token_id=current.token_id if current else None,
-                            planned={n: s.version for n, s in states.items()})
+                            planned={n: s.version for n, s in states.items()}, seen=seen,
+                            expect_last_run=expect_last_run)
         log = logging.LoggerAdapter(logger, {"policy": self.policy.name, "run_id": run.run_id})
         self._checkpoint("planned")
+        # Tokens whose grace has passed are revoked now, under the lease, with the stores PLAN read
+        # (no second read); their records ride on MINTING's commit (Journal.defer). A process that
+        # dies here leaves a planned run (aborted by recovery) and the revocation pending (the next
+        # pass finds the token revoked and records it).
+        revoked = self._revoke_due_locked(states, seen)
         minted: TokenRecord | None = None
         try:
             # 1. MINT: journal the intent, then mint with the run's tag in the description.
@@ -323,8 +386,11 @@ class Engine:
 
             token = self._fenced_call(lambda: self.issuer.mint(request, credential), "mint",
                                       before_retry=before_retry)
-            # 2. Journal the id (never the value) before anything else can fail.
-            with self._step():
+            # 2. Journal the id (never the value) before anything else can fail. Not synced on its
+            # own: verify changes nothing anywhere, and the id is found again without it (a run in
+            # MINTING is searched by its tag, and a lost MINTED fails VERIFIED's compare-and-set);
+            # VERIFIED's synced commit, before the first store write, makes it durable.
+            with self._step(durable=False):
                 self.journal.update_run(run, fence=self._fence, state=RunState.MINTED, new_token_id=token.token_id,
                                         new_expires_at=token.expires_at or expires_at)
                 self._event("mint", "ok", run.run_id, token_id=token.token_id)
@@ -543,17 +609,21 @@ class Engine:
         self._publish_all(run, source, states, source.value)
 
     # ------------------------------------------------------------------ revocation
-    def _revoke_due_locked(self, states: dict[str, StoreState] | None = None) -> list[str]:
+    def _revoke_due_locked(self, states: dict[str, StoreState] | None = None,
+                           seen: Preflight | None = None) -> list[str]:  # fmt: skip
         """Revoke this policy's due tokens. ``states``: what every store holds, read just before
-        (PLAN); otherwise the stores are read once for all of them, on the first."""
+        (PLAN); otherwise the stores are read once for all of them, on the first. ``seen``: the due
+        revocations and their claims as the preflight read them (still so: the lease was taken on
+        condition that nobody held it since)."""
         actions = []
-        for rev in self.journal.due_revocations(self.clock.now(), self.policy.name):
-            message, states = self._revoke_one(rev, states)
+        due = seen.due if seen is not None else self.journal.due_revocations(self.clock.now(), self.policy.name)
+        for rev in due:
+            message, states = self._revoke_one(rev, states, None if seen is None else seen.claims.get(rev.token_id))
             actions.append(message)
         return actions
 
     def _revoke_one(
-        self, rev: Revocation, states: dict[str, StoreState] | None = None
+        self, rev: Revocation, states: dict[str, StoreState] | None = None, minted_by: list[RunRecord] | None = None
     ) -> tuple[str, dict[str, StoreState] | None]:
         """Revoke one due token; returns the message and the store states read (for the next one).
 
@@ -564,7 +634,7 @@ class Engine:
         # Everything that can fail is inside the try: a failure anywhere (a store read, the
         # issuer, the rule) counts a round and sets next_try_at, so nobody resubmits at once.
         try:
-            claim = self._journal_claim(rev.token_id, f"the revocation scheduled by run {rev.run_id}")
+            claim = self._journal_claim(rev.token_id, f"the revocation scheduled by run {rev.run_id}", minted_by)
             self._checkpoint("revoking")
             if states is None:
                 states = self._read_stores()
@@ -592,9 +662,7 @@ class Engine:
         def journal_revoked() -> None:
             self.journal.update_revocation(rev, fence=self._fence, state=RevocationState.DONE, done_at=now,
                                            attempts=rev.attempts + 1, last_error=None)
-            run = self.journal.get_run(rev.run_id)
-            if run is not None and run.state == RunState.PUBLISHED:
-                self.journal.update_run(run, fence=self._fence, state=RunState.DONE, finished_at=now)
+            self.journal.finish_published_run(self.policy.name, rev.run_id, now, fence=self._fence)
             self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id,
                         note=None if revoked else "already revoked or expired at the issuer")
 
@@ -603,10 +671,12 @@ class Engine:
         self.log.info("revoked token %s (%s)", rev.token_id, rev.reason)
         return f"token {rev.token_id}: revoked" + ("" if revoked else " (already gone at the issuer)"), states
 
-    def _journal_claim(self, token_id: str, source: str) -> Claim:
+    def _journal_claim(self, token_id: str, source: str, runs: list[RunRecord] | None = None) -> Claim:
         """What the journal says about ``token_id``: the runs of this policy that minted it, or the
-        bootstrap that recorded it. A token the journal does not know gets an empty claim (refused)."""
-        runs = self.journal.runs_with_token(self.policy.name, token_id)
+        bootstrap that recorded it (``runs``: as read already). A token the journal does not know
+        gets an empty claim (refused)."""
+        if runs is None:
+            runs = self.journal.runs_with_token(self.policy.name, token_id)
         return Claim(token_id, self.policy.name, minted_by=[r.run_id for r in runs if r.kind != "bootstrap"],
                      bootstrapped=any(r.kind == "bootstrap" for r in runs), source=source)
 
@@ -682,15 +752,40 @@ class Engine:
                 hint="set `adopt = true` in the policy to take it over, or point the store at another path",
             )
 
-    def _new_run(self, kind: str, old_token_id: str | None, planned: dict[str, str | None]) -> RunRecord:
+    def _new_run(self, kind: str, old_token_id: str | None, planned: dict[str, str | None],
+                 seen: Preflight | None = None, expect_last_run: str | None | _AnyRun = ANY_RUN) -> RunRecord:
+        """Journal a planned run. Under the lease already (``seen`` None): one commit, not synced on
+        its own (no side effect waits on a planned run; the next synced commit makes it durable).
+
+        ``seen``: the lease is not held yet; it is taken in this transaction, which is then synced
+        (the lease must be durable before the side effects it fences), on condition that the lease
+        row is still the one the preflight read (nobody took, renewed or released it since), that
+        the fencing number is the one ``seen`` predicts, and,
+        with ``expect_last_run``, that the last successful run is still that one; otherwise
+        _Replan (the transaction rolls back).
+        """
         now = self.clock.now()
         run = RunRecord(run_id=self.run_id_factory(), policy=self.policy.name, state=RunState.PLANNED, kind=kind,
                         started_at=now, updated_at=now, old_token_id=old_token_id, planned_versions=planned)
-        # One commit: the run, its audit event (and what was deferred before it). Not synced on its
-        # own: no side effect waits on a planned run; MINTING's commit, before the mint, syncs it.
-        with self._step(durable=False):
-            self.journal.begin_run(run, fence=self._fence)
+        if seen is None:
+            with self._step(durable=False):
+                self.journal.begin_run(run, fence=self._fence)
+                self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
+            return run
+        with self._step():
+            try:
+                fence = self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, now,
+                                                   unchanged=seen.lease)
+            except LeaseBusy as busy:
+                raise _Replan(str(busy)) from None
+            if fence != seen.fence_after(self.holder, now):
+                raise _Replan(f"fencing number {fence}, expected {seen.fence_after(self.holder, now)}")
+            if (not isinstance(expect_last_run, _AnyRun)
+                    and self.journal.last_success_id(self.policy.name) != expect_last_run):
+                raise _Replan("the last successful run changed")
+            self.journal.begin_run(run, fence=fence)
             self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
+        self._fence = fence
         return run
 
     @contextmanager
@@ -731,41 +826,50 @@ class Engine:
         return self._call(fenced, what, before_retry=before_retry)
 
     @contextmanager
-    def _lease(self, operation: str) -> Iterator[int]:
-        """Hold the policy's lease for ``operation``; a LeaseLost inside is audited as ``<operation>/aborted``."""
-        try:
-            fence = self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
-        except LeaseBusy as busy:
-            if not _holder_is_dead(busy.holder):
-                raise
-            # A process on this host died holding the lease (kill -9, OOM): no need to wait the TTL.
-            self.log.warning("taking over the lease of dead process %s", busy.holder)
-            fence = self.journal.take_over_lease(
-                self.policy.name, busy.holder, self.holder, self.lease_ttl, self.clock.now()
-            )
-        outer, self._fence = self._fence, fence
+    def _lease(self, operation: str, take: bool = True) -> Iterator[None]:
+        """Hold the policy's lease for ``operation``; a LeaseLost inside is audited as ``<operation>/aborted``.
+
+        ``take=False``: the lease is taken inside the block (Engine._new_run sets ``self._fence``);
+        it is released at the end only if it was taken."""
+        outer = self._fence
+        if take:
+            self._fence = self._take_lease()
+        elif outer is not None:
+            raise RuntimeError(f"{self.policy.name}: {operation}: the lease is held already")
         released = False
         try:
-            yield fence
-            if outer is None:
+            yield
+            if outer is None and self._fence is not None:
                 # The deferred writes of the operation (the run published, revocations done) commit
                 # with the release, not synced on its own: recovery finds both again from the stores
                 # and the issuer, and the next synced commit makes it durable.
-                self.journal.release_lease(self.policy.name, self.holder, fence, durable=False)
+                self.journal.release_lease(self.policy.name, self.holder, self._fence, durable=False)
                 released = True
         except LeaseLost as lost:
             self.journal.drop_deferred()  # written under the lost fence: refused anyway
             self.log.error("%s aborted: %s", operation, lost)
-            self._event(operation, "aborted", None, reason=str(lost), fence=fence, current_fence=lost.current)
+            self._event(operation, "aborted", None, reason=str(lost), fence=self._fence, current_fence=lost.current)
             raise
         finally:
-            self._fence = outer
-            if outer is None and not released:
+            fence, self._fence = self._fence, outer
+            if outer is None and not released and fence is not None:
                 try:
                     self.journal.release_lease(self.policy.name, self.holder, fence)
                 except LeaseLost:  # a deferred write found the lease gone: give up only the lease
                     self.journal.drop_deferred()
                     self.journal.release_lease(self.policy.name, self.holder, fence)
+
+    def _take_lease(self) -> int:
+        try:
+            return self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
+        except LeaseBusy as busy:
+            if not _holder_is_dead(busy.holder):
+                raise
+            # A process on this host died holding the lease (kill -9, OOM): no need to wait the TTL.
+            self.log.warning("taking over the lease of dead process %s", busy.holder)
+            return self.journal.take_over_lease(
+                self.policy.name, busy.holder, self.holder, self.lease_ttl, self.clock.now()
+            )
 
     def _event(self, step: str, result: str, run_id: str | None, **detail: Any) -> None:
         """Journal an audit event (in the open step's transaction, if any); once it is committed,

@@ -36,7 +36,8 @@ from rotator.config.timefmt import rfc3339_micro
 from rotator.core import audit_chain
 from rotator.core.errors import ConfigError, JournalError, JournalUnavailable, LeaseBusy, LeaseLost
 
-__all__ = ["Journal", "JournalStats", "RevocationState", "Revocation", "RunRecord", "RunState", "open_journal", "ts"]
+__all__ = ["Journal", "JournalStats", "Preflight", "RevocationState", "Revocation", "RunRecord", "RunState",
+           "open_journal", "ts"]
 
 
 class RunState(StrEnum):
@@ -287,8 +288,11 @@ class _Cursor:
         self._percent = percent
         #: a statement of this transaction changed a row or the schema (its commit writes, and syncs)
         self.wrote = False
+        #: statements executed (BEGIN and COMMIT included)
+        self.statements = 0
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        self.statements += 1
         values = tuple([p.value if isinstance(p, Enum) else p for p in params])
         self._cur.execute(sql.replace("?", "%s") if self._percent else sql, values)
         if not self.wrote and _is_write(sql) and self._cur.rowcount != 0:
@@ -328,6 +332,8 @@ class JournalStats:
     #: the number of fdatasyncs of the WAL file
     synced: int = 0
     rollbacks: int = 0
+    #: SQL statements executed, BEGIN and COMMIT included (connection pragmas and migrations aside)
+    statements: int = 0
 
     def snapshot(self) -> JournalStats:
         return replace(self)
@@ -395,9 +401,16 @@ class _Local(threading.local):
     after: list[Callable[[], None]]
     #: writes that wait for this thread's next transaction (:meth:`Journal.defer`)
     pending: list[Callable[[], None]]
+    #: in the open transaction: policy -> the fencing number already checked (the lease row is
+    #: locked until the transaction ends, so one check per transaction is enough)
+    fences: dict[str, int]
+    #: in the open transaction: the audit chain's head (seq, hash) as this transaction moved it,
+    #: read (locked) once and written once, just before COMMIT
+    head: tuple[int, str] | None = None
+    head_dirty: bool = False
 
     def __init__(self) -> None:
-        self.undo, self.after, self.pending = [], [], []
+        self.undo, self.after, self.pending, self.fences = [], [], [], {}
 
 
 class Journal:
@@ -437,12 +450,17 @@ class Journal:
         return local.conn
 
     @contextmanager
-    def _tx(self, immediate: bool = False, durable: bool = True) -> Iterator[_Cursor]:
+    def _tx(self, immediate: bool = False, durable: bool = True, single: bool = False) -> Iterator[_Cursor]:
+        """This thread's transaction (joined when one is open). ``single``: the caller runs exactly one
+        statement that only reads; it runs without BEGIN/COMMIT (one statement is a transaction of
+        its own on both backends: SQLite in autocommit mode, psycopg with autocommit), unless
+        deferred writes wait for this transaction."""
         local = self._local
         if local.cur is not None:  # inside this thread's open transaction: join it
             yield local.cur
             return
         pending, local.pending = local.pending, []
+        single = single and not pending and durable
         try:
             conn = self._connection()
             cur = _Cursor(conn.cursor(), self._backend.paramstyle_percent)
@@ -450,25 +468,29 @@ class Journal:
             self._drop_connection()
             raise self._error(exc, "cannot connect: ") from None
         key = self._watch.arm(conn) if self._watch is not None else None
-        local.cur, local.undo, local.after = cur, [], []
+        local.cur, local.undo, local.after, local.fences = cur, [], [], {}
+        local.head, local.head_dirty = None, False
         committed = False
         relaxed = not durable and self._backend.relaxed_before is not None
         try:
             if relaxed:
                 cur.execute(self._backend.relaxed_before or "")
-            cur.execute(self._backend.begin_locked if immediate or pending else self._backend.begin)
+            if not single:
+                cur.execute(self._backend.begin_locked if immediate or pending else self._backend.begin)
             if not durable and self._backend.relaxed_inside is not None:
                 cur.execute(self._backend.relaxed_inside)
             for write in pending:
                 write()
             yield cur
-            cur.execute("COMMIT")
+            if not single:
+                self._flush_head(cur)
+                cur.execute("COMMIT")
             committed = True
         except self._backend.errors as exc:
-            self._rollback(cur, exc)
+            self._rollback(cur, exc, single)
             raise self._error(exc) from None
         except BaseException as exc:
-            self._rollback(cur, exc)
+            self._rollback(cur, exc, single)
             raise
         finally:
             if key is not None and self._watch is not None:
@@ -480,9 +502,11 @@ class Journal:
                     self._drop_connection()  # never leave a connection in the relaxed mode
             local.cur = None
             after = local.after
-            local.undo, local.after = [], []
+            local.undo, local.after, local.fences = [], [], {}
+            local.head, local.head_dirty = None, False
             with self._conns_lock:
                 self.stats.transactions += 1
+                self.stats.statements += cur.statements
                 if committed and cur.wrote:
                     self.stats.commits += 1
                     if durable:
@@ -553,23 +577,39 @@ class Journal:
 
         For readiness probes: one short read, bounded by the backend's connect and statement timeouts.
         """
-        with self._tx() as cur:
+        with self._tx(single=True) as cur:
             cur.execute("SELECT 1").fetchone()
 
     def _check_fence(self, cur: _Cursor, policy: str, fence: int | None, what: str) -> None:
-        """Inside a write transaction: LeaseLost unless ``fence`` is still the policy's fencing number."""
+        """Inside a write transaction: LeaseLost unless ``fence`` is still the policy's fencing number.
+
+        Read once per transaction: the first check locks the lease row until the transaction ends
+        (PostgreSQL ``FOR UPDATE``; SQLite: the writer's ``BEGIN IMMEDIATE`` holds the database), so
+        no take-over can commit between it and the transaction's later writes."""
         if fence is None:  # an unfenced write (tests, tools): no lease to check
+            return
+        fences = self._local.fences
+        if fences.get(policy) == fence:
             return
         row = cur.execute(f"SELECT fence FROM leases WHERE policy = ?{self._backend.lock_row}", (policy,)).fetchone()
         current = None if row is None else int(row[0])
         if current != fence:
             raise LeaseLost(policy, fence, current, what)
+        fences[policy] = fence
 
-    def _rollback(self, cur: _Cursor, exc: BaseException) -> None:
+    def _flush_head(self, cur: _Cursor) -> None:
+        """Write the audit chain's head as this transaction moved it, and forget it."""
+        local = self._local
+        if local.head_dirty and local.head is not None:
+            audit_chain.write_head(cur, local.head)
+        local.head, local.head_dirty = None, False
+
+    def _rollback(self, cur: _Cursor, exc: BaseException, single: bool = False) -> None:
         for undo in reversed(self._local.undo):
             undo()
         try:
-            cur.execute("ROLLBACK")
+            if not single:
+                cur.execute("ROLLBACK")
         except self._backend.errors:
             pass
         if isinstance(exc, self._backend.connection_errors):
@@ -629,6 +669,8 @@ class Journal:
                 f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
+        _set_stored_row(run, dict(zip(_RUN_COLUMNS, values, strict=True)))
+        self._on_rollback(partial(_set_stored_row, run, None))
 
     def update_run(self, run: RunRecord, *, fence: int | None = None, **changes: Any) -> None:
         """Apply ``changes`` to ``run`` and commit them before returning.
@@ -651,7 +693,7 @@ class Journal:
             raise ValueError(f"run {run.run_id}: a run never moves from {run.state!r} to {new.state!r}")
         with self._tx(immediate=fence is not None) as cur:
             self._check_fence(cur, run.policy, fence, f"moving run {run.run_id} to {new.state}")
-            if not _write_run(cur, new, expected_state=run.state):
+            if not _write_run(cur, new, expected_state=run.state, stored=_stored_row(run)):
                 row = cur.execute("SELECT state, fence FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
                 raise LeaseLost(run.policy, fence, None if row is None else row[1],
                                 f"moving run {run.run_id} from {run.state} to {new.state} (the journal has it in "
@@ -660,9 +702,24 @@ class Journal:
                 _insert_revocation(cur, rev)
         keys = (*changes, "fence")
         before = {key: getattr(run, key) for key in keys}
+        before_row = _stored_row(run)
         for key in keys:
             setattr(run, key, getattr(new, key))
+        _set_stored_row(run, _stored_row(new))
         self._on_rollback(partial(_restore, run, before))
+        self._on_rollback(partial(_set_stored_row, run, before_row))
+
+    def finish_published_run(self, policy: str, run_id: str, finished_at: datetime, *,
+                             fence: int | None = None) -> bool:
+        """Move run ``run_id`` from published to done (its replaced token is revoked), in one
+        statement; False when it is not published (done already, or a bootstrap's). Fenced like
+        :meth:`update_run`."""
+        with self._tx(immediate=fence is not None) as cur:
+            self._check_fence(cur, policy, fence, f"moving run {run_id} to done")
+            cur.execute("UPDATE runs SET state = ?, finished_at = ?, fence = COALESCE(?, fence) "
+                        "WHERE run_id = ? AND policy = ? AND state = ?",
+                        (RunState.DONE, ts(finished_at), fence, run_id, policy, RunState.PUBLISHED))
+            return cur.rowcount == 1
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._runs("run_id = ?", (run_id,), limit=1)
@@ -672,7 +729,7 @@ class Journal:
         """The policy's unfinished runs, oldest first (indexed on (policy, state): no ORDER BY in SQL,
         for which SQLite would walk every run of the policy in start order)."""
         marks = ", ".join("?" * len(RunState.OPEN))
-        with self._tx() as cur:
+        with self._tx(single=True) as cur:
             rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND state IN ({marks})",
                                (policy, *RunState.OPEN)).fetchall()
         return sorted((_run_from_row(row) for row in rows), key=lambda r: (r.started_at, r.run_id))
@@ -687,7 +744,7 @@ class Journal:
 
     def runs_with_token(self, policy: str, token_id: str) -> list[RunRecord]:
         """The policy's runs that minted (or bootstrapped) ``token_id`` (indexed, oldest first)."""
-        with self._tx() as cur:  # no ORDER BY: SQLite would pick the (policy, started_at) index for it
+        with self._tx(single=True) as cur:  # no ORDER BY: SQLite would pick the (policy, started_at) index for it
             rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND new_token_id = ?",
                                (policy, token_id)).fetchall()
         return sorted((_run_from_row(row) for row in rows), key=lambda r: r.started_at)
@@ -706,7 +763,7 @@ class Journal:
         sql += "ASC" if oldest_first else "DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        with self._tx() as cur:
+        with self._tx(single=True) as cur:
             rows = cur.execute(sql, params).fetchall()
         return [_run_from_row(row) for row in rows]
 
@@ -756,7 +813,7 @@ class Journal:
             clauses.append("state = ?")
             params.append(state)
         where = " AND ".join(clauses) or "1 = 1"
-        with self._tx() as cur:
+        with self._tx(single=True) as cur:
             rows = cur.execute(
                 f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE {where} ORDER BY due_at", params
             ).fetchall()
@@ -764,15 +821,55 @@ class Journal:
 
     def due_revocations(self, now: datetime, policy: str | None = None) -> list[Revocation]:
         """Pending revocations whose due time (and retry time) has come, oldest due first."""
-        sql = (f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE state = ? AND due_at <= ? "
-               "AND (next_try_at IS NULL OR next_try_at <= ?)")
-        params: list[Any] = [RevocationState.PENDING, ts(now), ts(now)]
-        if policy is not None:
-            sql += " AND policy = ?"
-            params.append(policy)
-        with self._tx() as cur:
-            rows = cur.execute(sql + " ORDER BY due_at", params).fetchall()
+        with self._tx(single=True) as cur:
+            rows = cur.execute(*_due_sql(now, policy)).fetchall()
         return [_rev_from_row(row) for row in rows]
+
+    def preflight(self, policy: str, now: datetime, *, last_success: bool = False) -> Preflight:
+        """What a rotation reads before it takes the policy's lease, in one read transaction: the
+        lease row, the open runs, the due revocations with the runs that minted their tokens, and
+        (``last_success``) the id of the last successful run. The rotation takes its lease in the
+        transaction that journals its run (Engine._new_run) only if the lease row is then still the
+        one read here (``acquire_lease(unchanged=...)``): no other process took, renewed or released
+        the policy's lease between, so nothing read here changed (every write of a run or a
+        revocation is fenced, and a step or a side effect confirms or renews the lease first)."""
+        success = tuple(RunState.SUCCESS)
+        with self._tx() as cur:
+            lease = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?", (policy,)).fetchone()
+            marks = ", ".join("?" * len(RunState.OPEN))
+            open_rows = cur.execute(
+                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND state IN ({marks})",
+                (policy, *RunState.OPEN)).fetchall()
+            due = [_rev_from_row(row) for row in cur.execute(*_due_sql(now, policy)).fetchall()]
+            claims: dict[str, list[RunRecord]] = {rev.token_id: [] for rev in due}
+            if claims:
+                for row in cur.execute(
+                        f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND new_token_id IN "
+                        f"({', '.join('?' * len(claims))})", (policy, *claims)).fetchall():
+                    run = _run_from_row(row)
+                    claims[run.new_token_id or ""].append(run)
+            last = None
+            if last_success:
+                last = cur.execute(
+                    f"SELECT run_id FROM runs WHERE policy = ? AND state IN ({', '.join('?' * len(success))}) "
+                    "ORDER BY published_at DESC LIMIT 1", (policy, *success)).fetchone()
+        return Preflight(
+            policy=policy,
+            lease=None if lease is None else (str(lease[0]), int(lease[1]), str(lease[2])),
+            open_runs=sorted((_run_from_row(row) for row in open_rows), key=lambda r: (r.started_at, r.run_id)),
+            due=due,
+            claims={token: sorted(runs, key=lambda r: r.started_at) for token, runs in claims.items()},
+            last_success=None if last is None else str(last[0]),
+        )
+
+    def last_success_id(self, policy: str) -> str | None:
+        """The run id of the policy's last successful run (one indexed row)."""
+        success = tuple(RunState.SUCCESS)
+        with self._tx(single=True) as cur:
+            row = cur.execute(
+                f"SELECT run_id FROM runs WHERE policy = ? AND state IN ({', '.join('?' * len(success))}) "
+                "ORDER BY published_at DESC LIMIT 1", (policy, *success)).fetchone()
+        return None if row is None else str(row[0])
 
     def pending_revocations(self, policy: str | None = None) -> list[Revocation]:
         """Pending revocations (of one policy), by due time: bounded by what is current."""
@@ -784,7 +881,7 @@ class Journal:
         if policy is not None:
             clauses.append("policy = ?")
             params.append(policy)
-        with self._tx() as cur:
+        with self._tx(single=True) as cur:
             rows = cur.execute(
                 f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE {' AND '.join(clauses)} ORDER BY due_at",
                 params,
@@ -794,7 +891,7 @@ class Journal:
     def revocation_counts(self, policy: str | None = None) -> dict[str, int]:
         """How many revocations are pending and failed: ``{"pending": n, "failed": m}`` (indexed)."""
         where, params = ("AND policy = ?", [policy]) if policy is not None else ("", [])
-        with self._tx() as cur:
+        with self._tx(single=True) as cur:
             rows = cur.execute(
                 f"SELECT state, COUNT(*) FROM revocations WHERE state IN (?, ?) {where} GROUP BY state",
                 [RevocationState.PENDING, RevocationState.FAILED, *params],
@@ -846,30 +943,42 @@ class Journal:
     def open_run_count(self, policy: str) -> int:
         """How many runs of the policy are unfinished (indexed)."""
         marks = ", ".join("?" * len(RunState.OPEN))
-        with self._tx() as cur:
+        with self._tx(single=True) as cur:
             row = cur.execute(f"SELECT COUNT(*) FROM runs WHERE policy = ? AND state IN ({marks})",
                               (policy, *RunState.OPEN)).fetchone()
         return int(row[0])
 
     # -- leases -------------------------------------------------------------------------
-    def acquire_lease(self, policy: str, holder: str, ttl: timedelta, now: datetime) -> int:
+    def acquire_lease(self, policy: str, holder: str, ttl: timedelta, now: datetime, *,
+                      unchanged: tuple[str, int, str] | None = None) -> int:  # fmt: skip
         """Take (or extend) the policy's lease; LeaseBusy if someone else holds a live one.
 
         Returns the fencing number, which grows with every change of holder and never goes back:
         a released lease keeps its row (holder ``''``), and a policy's first lease starts above any
         fencing number its runs were written with.
+
+        ``unchanged``: the lease row (holder, fence, expiry text) as read before (Preflight.lease);
+        the lease is taken only if the row is still exactly that (nobody took, renewed or released
+        it since), else LeaseBusy.
         """
         expires = ts(now + ttl)
+        where = "WHERE (leases.holder = excluded.holder OR leases.expires_at < ?)"
+        params: list[Any] = [policy, holder, policy, expires, ts(now)]
+        if unchanged is not None:
+            where += " AND leases.holder = ? AND leases.fence = ? AND leases.expires_at = ?"
+            params += list(unchanged)
         with self._tx(immediate=True) as cur:
             cur.execute(
                 "INSERT INTO leases (policy, holder, fence, expires_at) "
                 "VALUES (?, ?, (SELECT COALESCE(MAX(fence), 0) + 1 FROM runs WHERE policy = ?), ?) "
                 "ON CONFLICT (policy) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, "
                 "fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE leases.fence + 1 END "
-                "WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
-                (policy, holder, policy, expires, ts(now)),
+                + where,
+                params,
             )
             row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
+            if row is not None and row[0] == holder:
+                self._local.fences[policy] = int(row[1])  # the row is ours (and locked) until the commit
         if row is None or row[0] != holder:
             raise LeaseBusy(policy, row[0] if row else "unknown")
         return int(row[1])
@@ -882,6 +991,8 @@ class Journal:
                 (holder, ts(now + ttl), policy, dead_holder),
             )
             row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
+            if row is not None and row[0] == holder:
+                self._local.fences[policy] = int(row[1])
         if row is None or row[0] != holder:
             raise LeaseBusy(policy, row[0] if row else "unknown")
         return int(row[1])
@@ -893,8 +1004,23 @@ class Journal:
         follows has at least ``ttl / 2`` before anyone may take the policy over. An expired lease
         that nobody took is still ours: its fencing number shows that no other run acted meanwhile.
         """
+        local = self._local
+        if local.cur is None and not local.pending:
+            # Outside a transaction: a lease with time left is confirmed by one read (what a side
+            # effect needs); only a renewal takes the write lock.
+            with self._tx(single=True) as cur:
+                row = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?",
+                                  (policy,)).fetchone()
+            if row is None or row[0] != holder or int(row[1]) != fence:
+                raise LeaseLost(policy, fence, None if row is None else int(row[1]), what)
+            if row[2] >= ts(now + ttl / 2):
+                return
+        # Inside a write transaction (a step's, Engine._step(renew=True)), or to renew: the row is
+        # read locked until the commit, and written only when half of ``ttl`` is gone (a write of
+        # the lease row in every step would add a page to every commit's WAL frames).
         with self._tx(immediate=True) as cur:
-            row = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?", (policy,)).fetchone()
+            row = cur.execute(f"SELECT holder, fence, expires_at FROM leases WHERE policy = ?{self._backend.lock_row}",
+                              (policy,)).fetchone()
             if row is None or row[0] != holder or int(row[1]) != fence:
                 raise LeaseLost(policy, fence, None if row is None else int(row[1]), what)
             if row[2] < ts(now + ttl / 2):
@@ -902,6 +1028,7 @@ class Journal:
                             (ts(now + ttl), policy, holder, fence))
                 if cur.rowcount != 1:
                     raise LeaseLost(policy, fence, None, what)
+            local.fences[policy] = fence  # checked (and locked) for the rest of this transaction
 
     def release_lease(self, policy: str, holder: str, fence: int | None = None, *, durable: bool = True) -> None:
         """Give the lease up (only if ``holder`` still has it, with ``fence`` when given). The row
@@ -916,12 +1043,12 @@ class Journal:
 
     def lease_fence(self, policy: str) -> int | None:
         """The policy's current fencing number (None: never leased)."""
-        with self._tx() as cur:
+        with self._tx(single=True) as cur:
             row = cur.execute("SELECT fence FROM leases WHERE policy = ?", (policy,)).fetchone()
         return None if row is None else int(row[0])
 
     def lease_holder(self, policy: str, now: datetime) -> str | None:
-        with self._tx() as cur:
+        with self._tx(single=True) as cur:
             row = cur.execute(
                 "SELECT holder FROM leases WHERE policy = ? AND expires_at >= ?", (policy, ts(now))
             ).fetchone()
@@ -933,18 +1060,27 @@ class Journal:
     ) -> None:
         event = {"at": ts(at), "policy": policy, "run_id": run_id, "step": step, "result": result,
                  "detail": json.dumps(dict(detail), sort_keys=True, default=str)}  # fmt: skip
-        with self.audit_transaction() as (cur, lock_head):  # one chain: the head row is locked until commit
-            audit_chain.append_event(cur, lock_head, event)
+        # One chain: the head row is read (and locked) by the transaction's first event, moved in
+        # memory by each event, and written once just before COMMIT (Journal._tx).
+        with self._tx(immediate=True) as cur:
+            local = self._local
+            if local.head is None:
+                local.head = audit_chain.read_head(cur, self._backend.lock_row)
+            local.head = audit_chain.insert_link(cur, local.head, event)
+            local.head_dirty = True
 
     @contextmanager
     def audit_transaction(self) -> Iterator[tuple[_Cursor, str]]:
-        """A write transaction for the audit chain, and the suffix that locks its head row when selected."""
+        """A write transaction for the audit chain, and the suffix that locks its head row when selected.
+        The head as this transaction's events moved it is written first, so the block reads the chain
+        as it is."""
         with self._tx(immediate=True) as cur:
+            self._flush_head(cur)
             yield cur, self._backend.lock_row
 
     def events(self, policy: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         where, params = ("WHERE policy = ?", (policy,)) if policy else ("", ())
-        with self._tx() as cur:
+        with self._tx(single=True) as cur:
             rows = cur.execute(
                 f"SELECT at, policy, run_id, step, result, detail FROM events {where} ORDER BY at DESC LIMIT ?",
                 (*params, limit),
@@ -956,6 +1092,32 @@ class Journal:
 
 
 _JOURNAL_HINT = "check the journal path/URL, its permissions and free disk space"
+
+
+@dataclass
+class Preflight:
+    """What a rotation reads before taking its lease (:meth:`Journal.preflight`)."""
+
+    policy: str
+    #: the lease row: (holder, fencing number, expiry as the journal's time text); None: never leased
+    lease: tuple[str, int, str] | None
+    open_runs: list[RunRecord]
+    due: list[Revocation]
+    #: token id of each due revocation -> the policy's runs that minted (or bootstrapped) it, oldest first
+    claims: dict[str, list[RunRecord]]
+    #: the id of the last successful run (when asked for; None: none)
+    last_success: str | None
+
+    def fence_after(self, holder: str, now: datetime) -> int | None:
+        """The fencing number ``holder`` gets by taking the lease at ``now`` if nobody takes it
+        between (Journal.acquire_lease); None when it cannot take it (another holder's live lease)
+        or cannot know it (a policy never leased)."""
+        if self.lease is None:
+            return None
+        lease_holder, fence, expires = self.lease
+        if lease_holder == holder:
+            return fence
+        return fence + 1 if expires < ts(now) else None
 
 
 
@@ -1140,15 +1302,47 @@ def _redact_url(url: str) -> str:
     return urlunsplit(parts)
 
 
-def _write_run(cur: _Cursor, run: RunRecord, expected_state: str) -> bool:
-    """Write ``run`` over its row if the row is still in ``expected_state``; False if it is not."""
+def _due_sql(now: datetime, policy: str | None) -> tuple[str, list[Any]]:
+    """Pending revocations (of ``policy``) whose due time and retry time have come, oldest due first."""
+    sql = (f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE state = ? AND due_at <= ? "
+           "AND (next_try_at IS NULL OR next_try_at <= ?)")
+    params: list[Any] = [RevocationState.PENDING, ts(now), ts(now)]
+    if policy is not None:
+        sql += " AND policy = ?"
+        params.append(policy)
+    return sql + " ORDER BY due_at", params
+
+
+#: the attribute of a RunRecord holding its row as this process last read or wrote it (not a
+#: dataclass field: replace(), asdict() and == ignore it)
+_STORED = "_journal_row"
+
+
+def _stored_row(run: RunRecord) -> dict[str, Any] | None:
+    stored: dict[str, Any] | None = run.__dict__.get(_STORED)
+    return stored
+
+
+def _set_stored_row(run: RunRecord, row: dict[str, Any] | None) -> None:
+    run.__dict__[_STORED] = row
+
+
+def _write_run(cur: _Cursor, run: RunRecord, expected_state: str, stored: dict[str, Any] | None) -> bool:
+    """Write ``run`` over its row if the row is still in ``expected_state``; False if it is not.
+
+    Only the columns that differ from ``stored`` (the row as this process last read or wrote it;
+    None: every column) are set: SQLite rewrites the entry of every index on a column named in
+    SET, changed or not, and each page that touches is one more WAL frame in the commit."""
     row = dict(zip(_RUN_COLUMNS, _run_row(run), strict=True))
-    keys = [k for k in _RUN_COLUMNS if k != "run_id"]
+    keys = [k for k in _RUN_COLUMNS if k != "run_id" and (stored is None or stored.get(k) != row[k])] or ["state"]
     cur.execute(
         f"UPDATE runs SET {', '.join(f'{k} = ?' for k in keys)} WHERE run_id = ? AND state = ?",
         [row[k] for k in keys] + [run.run_id, expected_state],
     )
-    return cur.rowcount == 1
+    if cur.rowcount != 1:
+        return False
+    _set_stored_row(run, row)
+    return True
 
 
 def _insert_revocation(cur: _Cursor, rev: Revocation) -> None:
@@ -1172,7 +1366,7 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
     d = dict(zip(_RUN_COLUMNS, row, strict=True))
-    return RunRecord(
+    run = RunRecord(
         run_id=d["run_id"], policy=d["policy"], kind=d["kind"], state=d["state"],
         started_at=_dt(d["started_at"]) or datetime.min, updated_at=_dt(d["updated_at"]) or datetime.min,
         old_token_id=d["old_token_id"], new_token_id=d["new_token_id"],
@@ -1181,6 +1375,8 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         published_versions=json.loads(d["published_versions"]), error=d["error"],
         fence=d["fence"], mint_started_at=_dt(d["mint_started_at"]),
     )  # fmt: skip
+    _set_stored_row(run, d)
+    return run
 
 
 def _rev_row(rev: Revocation) -> tuple[Any, ...]:

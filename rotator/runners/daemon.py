@@ -75,7 +75,7 @@ from rotator.config.policy import Config, Policy, PolicyFileError, load_config
 from rotator.config.schedule import format_duration
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.due import decide
-from rotator.core.engine import Engine, NeedsAttention, RunResult
+from rotator.core.engine import NOTHING_TO_DO, Engine, NeedsAttention, RunResult
 from rotator.core.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
 from rotator.core.errors import describe as _describe
 from rotator.core.journal import Journal, Overview, RunRecord, RunState, open_journal, ts
@@ -111,7 +111,7 @@ class EngineLike(Protocol):
     holder: str
     lease_ttl: timedelta
 
-    def rotate(self) -> RunResult: ...
+    def rotate(self, *, expect_last_run: str | None) -> RunResult: ...
 
     def recover(self) -> list[str]: ...
 
@@ -711,30 +711,15 @@ class Daemon:
             self.metrics.misfires.labels(name).inc()
             log.warning("rotation was due at %s and starts %s late (misfire); rotating once now",
                         target.isoformat(timespec="seconds"), format_duration(timedelta(seconds=late)))
-        # Our own hold on the lease, so that "still due?" and the run are one decision.
-        try:
-            self.journal.acquire_lease(name, engine.holder, engine.lease_ttl, now)
-        except LeaseBusy:
-            engine.recover()  # takes over from a dead process on this host; else LeaseBusy again
-            return
         started = time.monotonic()
         try:
-            last = self.journal.last_success(name)
-            if (last.run_id if last else None) != planned_from:
-                log.info("rotated by another rotator meanwhile; nothing to do")
-                return
-            if self.journal.open_runs(name):
-                # An interrupted run of this due time (a replica died mid-publish) may be rolled
-                # forward by recovery: then this due time is served, and rotating again would
-                # rotate it twice. Recovery releases the lease, so take it back and look again.
-                engine.recover()
-                self.journal.acquire_lease(name, engine.holder, engine.lease_ttl, self.clock.now())
-                last = self.journal.last_success(name)
-                if (last.run_id if last else None) != planned_from:
-                    log.info("recovery finished an interrupted rotation; nothing more to do")
-                    return
+            # "Still due?" and the run are one decision, made by the engine under its lease: it rotates
+            # only while the last successful run is still the one this due time was planned from
+            # (another replica may have served it; recovery of an interrupted run, which comes first,
+            # may have finished it), else NOTHING_TO_DO. The lease costs no commit of its own (it is
+            # taken with the planned run), and a dead process's lease on this host is taken over.
             log.info("rotating (due %s)", target.isoformat(timespec="seconds"))
-            result = engine.rotate()
+            result = engine.rotate(expect_last_run=planned_from)
         except LeaseBusy:
             raise
         except RotatorError as exc:
@@ -744,8 +729,9 @@ class Daemon:
             log.exception("rotation failed unexpectedly")
             self._failed(name, PermanentError(f"internal error: {type(exc).__name__}: {exc}"), started, now)
             return
-        finally:
-            self.journal.release_lease(name, engine.holder)
+        if result.state == NOTHING_TO_DO:
+            log.info("%s", result.message)
+            return
         elapsed = time.monotonic() - started
         self.metrics.run_duration.labels(name).observe(elapsed)
         self.metrics.rotations.labels(name, "success").inc()

@@ -9,6 +9,7 @@ recovers or rotates the same policy, then the paused one gets SIGCONT.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from rotator.core.errors import LeaseLost
+from rotator.core.errors import LeaseBusy, LeaseLost
 from rotator.core.journal import Revocation, RevocationState, RunRecord, RunState, open_journal
 from tests.harness import Scenario, check_invariants, let_mint_window_pass, make_scenario, settle
 
@@ -252,7 +253,7 @@ def test_fenced_writes_refuse_a_stale_fence_and_change_nothing(journal_url: str)
     assert b.get_run("r2") is None and b.revocations("p") == []
     # Compare-and-set even without a lease change: B's copy is stale once B itself moved it on.
     b.update_run(theirs, fence=fence_b, state=RunState.FAILED)
-    stale = RunRecord(**{**vars(theirs), "state": RunState.REVOKING_NEW})
+    stale = dataclasses.replace(theirs, state=RunState.REVOKING_NEW)
     with pytest.raises(LeaseLost):
         b.update_run(stale, fence=fence_b, error="late")
     with pytest.raises(ValueError, match="never moves"):
@@ -289,3 +290,25 @@ def test_revocation_rows_are_compare_and_set(journal_url: str) -> None:
         j.update_revocation(theirs, fence=fence, state="pending")
     assert j.revocations("p")[0].state == "done"
     j.close()
+
+
+def test_a_lease_taken_on_condition_is_refused_once_its_row_changed(journal_url: str) -> None:
+    """Engine.rotate takes the lease with its planned run only if the lease row is still the one its
+    preflight read: a renewal, a release or a take-over since then refuses it (LeaseBusy)."""
+    journal = open_journal(journal_url)
+    ttl = timedelta(seconds=1)
+    fence_x = journal.acquire_lease("p", "X", ttl, T0)
+    later = T0 + timedelta(seconds=2)  # X's lease has expired: free to take
+    seen = journal.preflight("p", later)
+    assert seen.lease is not None and seen.fence_after("A", later) == fence_x + 1
+    assert seen.fence_after("B", T0) is None, "a live lease of another holder cannot be taken"
+    journal.confirm_lease("p", "X", fence_x, ttl, later, "a slow holder renews its expired lease")
+    with pytest.raises(LeaseBusy):
+        journal.acquire_lease("p", "A", ttl, later + ttl * 2, unchanged=seen.lease)
+    journal.release_lease("p", "X", fence_x)
+    with pytest.raises(LeaseBusy):
+        journal.acquire_lease("p", "A", ttl, later, unchanged=seen.lease)
+    assert journal.lease_fence("p") == fence_x, "refused: nothing changed"
+    seen = journal.preflight("p", later)
+    assert journal.acquire_lease("p", "A", ttl, later, unchanged=seen.lease) == seen.fence_after("A", later)
+    journal.close()

@@ -6,15 +6,20 @@ per rotation past a one-minute grace, so that each rotation also revokes the tok
 before replaced. ``Journal.stats.commits`` counts transactions that wrote (each one fdatasync on
 SQLite); the figure below is the whole operation, lease included:
 
-1. the lease taken;
-2. the run planned (plus the revocation done just before, deferred into it);
-3. MINTING (the mint's intent, before the mint);
-4. MINTED (the token id, before verify);
-5. VERIFIED (before the first store write);
-6. the run published, the old token's revocation scheduled, and the lease released.
+1. the lease taken with the run planned (Engine._new_run: on condition that nobody held the
+   policy since the preflight read);
+2. MINTING (the mint's intent, before the mint; plus the revocation done just before, deferred into it);
+3. MINTED (the token id, before verify);
+4. VERIFIED (before the first store write);
+5. the run published, the old token's revocation scheduled, and the lease released.
 
-2 and 6 are not synced on their own (``Journal.transaction(durable=False)``): no side effect waits
-on them, and the next synced commit makes them durable.
+3 and 5 are not synced on their own (``Journal.transaction(durable=False)``): no side effect
+waits on them (verify changes nothing; a run whose MINTED was lost is in MINTING, searched by its
+tag, and VERIFIED's compare-and-set refuses to go on from it), and the next synced commit makes
+them durable. 1, 2 and 4 are synced: the lease and the run before the revocation and the mint,
+the mint's intent before the mint, the verified candidate before the first store write.
+The read-only transactions: the preflight (lease, open runs, due revocations and their claims)
+and the lease confirmations just before the revocation, the mint and the store write.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from rotator.config import registry
 from rotator.config.policy import load_config
 from rotator.core import audit_chain
 from rotator.core.clock import FakeClock
-from rotator.core.engine import Engine
+from rotator.core.engine import NOTHING_TO_DO, Engine
 from rotator.core.errors import LeaseLost
 from rotator.core.journal import Journal, RevocationState, RunRecord, RunState, open_journal
 from rotator.core.retry import RetryPolicy
@@ -40,11 +45,15 @@ from rotator.sandbox.influxctl_state import write_profile
 from tests.harness import INFLUXCTL
 
 #: commits of one steady rotation (see the module docstring)
-STEADY_ROTATION_COMMITS = 6
-#: of which synced (fdatasync on SQLite): 2 and 6 are not, nothing waits on them (Journal.transaction)
-STEADY_ROTATION_SYNCED = 4
-#: and all its transactions, reads included
-STEADY_ROTATION_TRANSACTIONS = 12
+STEADY_ROTATION_COMMITS = 5
+#: of which synced (fdatasync on SQLite): 3 and 5 are not, nothing waits on them (Journal.transaction)
+STEADY_ROTATION_SYNCED = 3
+#: and all its transactions, reads included: the preflight and 3 lease confirmations
+STEADY_ROTATION_TRANSACTIONS = 9
+#: and the SQL statements of all of them, BEGIN and COMMIT included (one fence check and one audit
+#: chain head read and write per transaction; a lone read runs without BEGIN/COMMIT; SQLite relaxes
+#: an unsynced commit with a PRAGMA before and after it, PostgreSQL with one SET LOCAL). Was 73.
+STEADY_ROTATION_STATEMENTS = {"sqlite": 55, "postgresql": 53}
 
 
 def _policy_file(tmp_path: Path, journal_url: str) -> Path:
@@ -115,17 +124,24 @@ def _rotate(engine: Engine, clock: FakeClock) -> Any:
     return result
 
 
-def test_a_steady_rotation_commits_six_times_and_syncs_four(
+def _rotate_counted(engine: Engine, journal: Journal, clock: FakeClock, **kwargs: Any) -> tuple[Any, tuple[int, ...]]:
+    clock.advance(timedelta(hours=2))
+    before = journal.stats.snapshot()
+    result = engine.rotate(**kwargs)
+    after = journal.stats
+    return result, (after.commits - before.commits, after.synced - before.synced,
+                    after.transactions - before.transactions, after.statements - before.statements)
+
+
+def test_a_steady_rotation_commits_five_times_and_syncs_three(
         tmp_path: Path, journal_url: str, fake_influxctl: Any) -> None:
     engine, journal, clock, store = _engine(tmp_path, journal_url, fake_influxctl)
     first = _rotate(engine, clock)  # replaces the bootstrap token; its revocation is due at the next one
     before, reads = journal.stats.snapshot(), store.reads
-    second = _rotate(engine, clock)
-    commits = journal.stats.commits - before.commits
-    synced = journal.stats.synced - before.synced
-    transactions = journal.stats.transactions - before.transactions
-    assert (commits, synced, transactions) == (
-        STEADY_ROTATION_COMMITS, STEADY_ROTATION_SYNCED, STEADY_ROTATION_TRANSACTIONS)
+    second, counts = _rotate_counted(engine, journal, clock)
+    assert second.ok, second
+    assert counts == (STEADY_ROTATION_COMMITS, STEADY_ROTATION_SYNCED, STEADY_ROTATION_TRANSACTIONS,
+                      STEADY_ROTATION_STATEMENTS[journal.backend])
     assert journal.stats.rollbacks == before.rollbacks
     assert store.reads - reads == 1, "PLAN's read serves the revocation too"
     assert f"token {first.old_token_id}: revoked" in second.actions
@@ -139,7 +155,7 @@ def test_a_steady_rotation_commits_six_times_and_syncs_four(
     with journal._tx() as cur:  # the chain's order (the fake clock gives every event one time)
         steps = cur.execute("SELECT step, result FROM events ORDER BY seq DESC LIMIT 6").fetchall()
     assert [tuple(row) for row in reversed(steps)] == [
-        ("revoke_old", "ok"), ("plan", "ok"), ("mint", "ok"), ("verify", "ok"), ("publish", "ok"), ("published", "ok")]
+        ("plan", "ok"), ("revoke_old", "ok"), ("mint", "ok"), ("verify", "ok"), ("publish", "ok"), ("published", "ok")]
     assert audit_chain.verify(journal).ok
     assert fake_influxctl.state.token_by_id(first.old_token_id)["revoked_at"] is not None
     journal.close()
@@ -165,4 +181,95 @@ def test_a_rolled_back_step_leaves_the_record_as_the_journal_has_it(tmp_path: Pa
     journal.defer(lambda: journal.update_run(run, fence=fence, state=RunState.MINTING))
     assert journal.get_run("r1").state == RunState.MINTING  # type: ignore[union-attr]
     assert journal.stats.commits == before.commits + 1
+    journal.close()
+
+
+def test_a_scheduled_rotation_checks_the_last_run_at_no_extra_commit(
+        tmp_path: Path, journal_url: str, fake_influxctl: Any) -> None:
+    """The daemon's "still due?" check (Engine.rotate(expect_last_run=...)): read in the preflight,
+    held at the lease (the PLANNED transaction); a due time another rotator served costs one read."""
+    engine, journal, clock, store = _engine(tmp_path, journal_url, fake_influxctl)
+    first = _rotate(engine, clock)
+    second, counts = _rotate_counted(engine, journal, clock, expect_last_run=first.run_id)
+    assert second.state == RunState.PUBLISHED, second
+    assert counts[:3] == (STEADY_ROTATION_COMMITS, STEADY_ROTATION_SYNCED, STEADY_ROTATION_TRANSACTIONS)
+    reads, runs = store.reads, len(journal.runs("mgmt", limit=0))
+    stale, counts = _rotate_counted(engine, journal, clock, expect_last_run=first.run_id)
+    assert stale.state == NOTHING_TO_DO and stale.ok and stale.run_id is None, stale
+    assert counts[:3] == (0, 0, 1), "one read: no lease, no run"
+    assert (store.reads, len(journal.runs("mgmt", limit=0))) == (reads, runs)
+    assert journal.lease_holder("mgmt", clock.now()) is None
+    journal.close()
+
+
+def test_a_lease_taken_after_the_preflight_sends_the_rotation_the_long_way(
+        tmp_path: Path, journal_url: str, fake_influxctl: Any) -> None:
+    """Another process holds the policy between the preflight read and the PLANNED transaction
+    (here: while PLAN reads the store): the transaction that would take the lease rolls back, and
+    the rotation starts again lease first, then recovery, then a fresh PLAN."""
+    engine, journal, clock, store = _engine(tmp_path, journal_url, fake_influxctl)
+    first = _rotate(engine, clock)
+    other = open_journal(journal_url)
+    original = store.read_current
+    served: list[str] = []
+    ids = itertools.count(1)
+
+    def read_current() -> Any:
+        if not served:  # once: another rotator takes the lease, journals a rotation, releases it
+            now = clock.now()
+            fence = other.acquire_lease("mgmt", "elsewhere:1:x", timedelta(minutes=1), now)
+            other.begin_run(RunRecord(f"other{next(ids)}", "mgmt", RunState.DONE, "rotate", now, now, published_at=now,
+                                      new_token_id=first.new_token_id), fence=fence)
+            other.release_lease("mgmt", "elsewhere:1:x", fence)
+            served.append("other")
+        return original()
+
+    store.read_current = read_current  # type: ignore[method-assign]
+    stale, counts = _rotate_counted(engine, journal, clock, expect_last_run=first.run_id)
+    assert stale.state == NOTHING_TO_DO, stale
+    assert counts[0] == 2, "the lease taken and released: nothing planned under the changed lease"
+    assert journal.stats.rollbacks == 1, "the PLANNED transaction rolled back"
+    assert [r.run_id for r in journal.runs("mgmt", limit=0)][:2] == ["other1", first.run_id]
+    # Without an expected run: the same happens, and the rotation goes on the long way.
+    served.clear()
+    result, counts = _rotate_counted(engine, journal, clock)
+    assert result.state == RunState.PUBLISHED and counts[0] == STEADY_ROTATION_COMMITS + 1, (result, counts)
+    assert journal.stats.rollbacks == 2
+    assert journal.get_run(result.run_id or "").fence == journal.lease_fence("mgmt")  # type: ignore[union-attr]
+    assert audit_chain.verify(journal).ok
+    other.close()
+    journal.close()
+
+
+class _Killed(BaseException):
+    """Stands in for kill -9 at an engine checkpoint (nothing catches it)."""
+
+
+def test_a_scheduled_rotation_after_an_interrupted_one_recovers_first_and_stops_there(
+        tmp_path: Path, journal_url: str, fake_influxctl: Any) -> None:
+    """A run died after writing the store (a replica killed mid-publish): the next scheduled rotation
+    recovers it first (rolled forward: that due time is served) and rotates no second time."""
+    engine, journal, clock, store = _engine(tmp_path, journal_url, fake_influxctl)
+    first = _rotate(engine, clock)
+
+    def die_after_the_store_write(name: str) -> None:
+        if name == "published:profile":
+            raise _Killed(name)
+
+    engine._checkpoint = die_after_the_store_write
+    clock.advance(timedelta(hours=2))
+    with pytest.raises(_Killed):
+        engine.rotate(expect_last_run=first.run_id)
+    (interrupted,) = journal.open_runs("mgmt")
+    assert interrupted.state == RunState.VERIFIED and store.read_current().token_id == interrupted.new_token_id
+    engine._checkpoint = lambda _name: None
+    result = engine.rotate(expect_last_run=first.run_id)
+    assert result.state == NOTHING_TO_DO and result.run_id is None, result
+    assert any("rolled forward" in action for action in result.actions), result.actions
+    assert journal.open_runs("mgmt") == []
+    assert journal.last_success_id("mgmt") == interrupted.run_id
+    assert journal.lease_holder("mgmt", clock.now()) is None
+    # The next due time, planned from the recovered run, rotates as usual.
+    _rotate_counted(engine, journal, clock, expect_last_run=interrupted.run_id)
+    assert journal.last_success_id("mgmt") not in (first.run_id, interrupted.run_id)
     journal.close()

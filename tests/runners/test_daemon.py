@@ -28,7 +28,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.core.clock import FakeClock
-from rotator.core.engine import RunResult
+from rotator.core.engine import ANY_RUN, NOTHING_TO_DO, RunResult
 from rotator.core.errors import TransientError
 from rotator.core.journal import Revocation, RunRecord, open_journal
 from rotator.runners.daemon import Daemon
@@ -468,15 +468,29 @@ class FakeEngine:
     holder: str = "here:1:x"
     lease_ttl: timedelta = timedelta(minutes=15)
 
-    def rotate(self) -> RunResult:
-        self.calls.append(f"rotate {self.name}")
-        if self.fail:
-            raise self.fail.pop(0)
+    def rotate(self, *, expect_last_run: Any = ANY_RUN) -> RunResult:
+        """Like Engine.rotate: a preflight read and the "still due?" check, the lease (LeaseBusy:
+        nothing done), recovery of open runs first and the check again, the run, the lease released."""
         now = self.clock.now()
-        run = RunRecord(f"r{len(self.calls)}", self.name, "done", "rotate", now, now, published_at=now,
-                        finished_at=now)
-        self.journal.begin_run(run)
-        return RunResult(self.name, "done", run.run_id, None, "t", "rotated")
+        expect = expect_last_run is not ANY_RUN
+        seen = self.journal.preflight(self.name, now, last_success=expect)
+        if expect and seen.last_success != expect_last_run:
+            return RunResult(self.name, NOTHING_TO_DO, message="rotated by another rotator meanwhile")
+        self.journal.acquire_lease(self.name, self.holder, self.lease_ttl, now)
+        try:
+            if seen.open_runs:
+                self.calls.append(f"recover {self.name}")
+                if expect and self.journal.last_success_id(self.name) != expect_last_run:
+                    return RunResult(self.name, NOTHING_TO_DO, message="recovery finished it")
+            self.calls.append(f"rotate {self.name}")
+            if self.fail:
+                raise self.fail.pop(0)
+            run = RunRecord(f"r{len(self.calls)}", self.name, "done", "rotate", now, now, published_at=now,
+                            finished_at=now)
+            self.journal.begin_run(run)
+            return RunResult(self.name, "done", run.run_id, None, "t", "rotated")
+        finally:
+            self.journal.release_lease(self.name, self.holder)
 
     def recover(self) -> list[str]:
         self.calls.append(f"recover {self.name}")
@@ -616,7 +630,7 @@ def test_tick_skips_a_policy_another_rotator_holds(harness: Callable[..., Harnes
     h.daemon.journal.acquire_lease("a", "elsewhere:1:y", timedelta(hours=2), T0)
     h.clock.advance(timedelta(hours=1))
     h.tick()
-    assert h.calls == ["recover a"], "LeaseBusy: no rotation; recovery only asks for the lease"
+    assert h.calls == [], "LeaseBusy: no rotation (the engine takes over a dead process's lease itself)"
     wait = h.tick()
     assert h.calls == [] and 1 <= wait <= 2, "looked at again a second or two later"
     h.daemon.journal.release_lease("a", "elsewhere:1:y")

@@ -110,9 +110,11 @@ def test_a_finished_job_replans_only_its_policy(harness: Callable[..., Harness],
         h.tick()
     assert h.calls == ["rotate p0"]
     assert plans == ["p0"], "the due policy, after its re-read"
-    # the re-read of the due policy (1); Daemon._rotate: its lease (2), the check that the plan
-    # still holds (2) and the fake rotation (1); the view's refresh after the job (4)
-    assert counter["n"] == 1 + 5 + 4
+    # the re-read of the due policy (1); Daemon._rotate itself: none (it was 4: its own lease taken
+    # and released, and the check that the plan still holds, now inside Engine.rotate); the fake
+    # rotation (4: its preflight read with that check, its lease, the run, the release); the
+    # view's refresh after the job (4)
+    assert counter["n"] == 1 + 4 + 4
     plans.clear()
     with transactions(h.daemon.journal) as counter:
         h.tick()
