@@ -294,18 +294,19 @@ def child_batch(n: int, directory: Path, workers: int, issuer_ms: float, engine_
             served["n"] += 1
 
     d.on_event = on_event  # type: ignore[method-assign]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), os.times()
     server = threading.Thread(target=d.serve, daemon=True)
     server.start()
     while served["n"] < n:
         if time.perf_counter() - t0 > 600:
             raise SystemExit(f"only {served['n']} of {n} rotations ended in 600 s")
         time.sleep(0.002)
-    wall = time.perf_counter() - t0
+    wall, c1 = time.perf_counter() - t0, os.times()
     d.request_stop()
     server.join(timeout=60)
     ideal = math.ceil(n / workers) * delay
-    return {"wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal, "served": served["n"]}
+    return {"wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal, "served": served["n"],
+            "user_ms": 1000 * (c1.user - c0.user) / n, "sys_ms": 1000 * (c1.system - c0.system) / n}
 
 
 # ---------------------------------------------------------------------------------- driver
