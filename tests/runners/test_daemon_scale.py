@@ -111,8 +111,9 @@ def test_a_finished_job_replans_only_its_policy(harness: Callable[..., Harness],
     assert h.calls == ["rotate p0"]
     assert plans == ["p0"], "the due policy, after its re-read"
     # the re-read of the due policy (1); Daemon._rotate: its lease (2), the check that the plan
-    # still holds (2) and the fake rotation (1); the view's refresh after the job (4)
-    assert counter["n"] == 1 + 5 + 4
+    # still holds (2) and the fake rotation (1); the view's refresh after the job (3: its last
+    # publication, its open runs, its pending and failed revocations in one query)
+    assert counter["n"] == 1 + 5 + 3
     plans.clear()
     with transactions(h.daemon.journal) as counter:
         h.tick()
