@@ -668,11 +668,15 @@ class Daemon:
         with self._lock:
             self._busy.pop(name, None)
             self._job_started.pop(name, None)
+            # One wake-up until the next pass takes the set: the jobs that end meanwhile ride on it
+            # (a burst of jobs makes a pass per batch of ended jobs, not one per job).
+            first = not self._replan
             self._replan.add(name)
         state = self._views.get(name)
         if state is not None:
             state.state = None  # lease_held_here changed
-        self.wakeup()
+        if first:
+            self.wakeup()
 
     def _job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
         log = logging.LoggerAdapter(logger, {"policy": name})
