@@ -78,7 +78,7 @@ from rotator.core.due import decide
 from rotator.core.engine import NOTHING_TO_DO, Engine, NeedsAttention, RunResult
 from rotator.core.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
 from rotator.core.errors import describe as _describe
-from rotator.core.journal import Journal, Overview, RunRecord, RunState, open_journal, ts
+from rotator.core.journal import Journal, Overview, RevocationState, RunRecord, RunState, open_journal, ts
 from rotator.core.retry import RetryPolicy
 from rotator.core.secret import REDACTOR
 
@@ -629,8 +629,7 @@ class Daemon:
         try:
             last = self.journal.last_success(name)
             runs = self.journal.open_runs(name)
-            pending = self.journal.revocations(name, "pending")
-            failed = self.journal.revocations(name, "failed")
+            unfinished = self.journal.unfinished_revocations(name)  # pending and failed: one query
         except RotatorError as exc:  # the next sweep reads it; meanwhile nothing for this policy
             logger.warning("policy %s: cannot read its journal state: %s", name, _describe(exc))
             self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(seconds=TICK_RETRY)
@@ -638,8 +637,9 @@ class Daemon:
             return
         self._set_last(name, view, last)
         view.open_runs, view.stuck_runs = len(runs), sum(1 for r in runs if r.error and "recovery failed" in r.error)
+        pending = [r for r in unfinished if r.state == RevocationState.PENDING]
         view.pending = tuple(sorted((r.due_at, r.next_try_at) for r in pending))
-        view.failed_revocations = len(failed)
+        view.failed_revocations = len(unfinished) - len(pending)
         view.lease_until = None  # the job released it
         view.state = None
 
@@ -668,11 +668,15 @@ class Daemon:
         with self._lock:
             self._busy.pop(name, None)
             self._job_started.pop(name, None)
+            # One wake-up until the next pass takes the set: the jobs that end meanwhile ride on it
+            # (a burst of jobs makes a pass per batch of ended jobs, not one per job).
+            first = not self._replan
             self._replan.add(name)
         state = self._views.get(name)
         if state is not None:
             state.state = None  # lease_held_here changed
-        self.wakeup()
+        if first:
+            self.wakeup()
 
     def _job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
         log = logging.LoggerAdapter(logger, {"policy": name})

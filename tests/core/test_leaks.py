@@ -86,6 +86,27 @@ def test_a_value_inside_another_is_redacted_whole() -> None:
 
 
 # ---------------------------------------------------------------------------------- files
+def test_every_known_value_is_redacted_among_thousands() -> None:
+    """The index of first characters (issue 12) finds each value wherever it is in the text: at
+    the start, at the end, twice, next to another, sharing a prefix with others, exactly 8 long."""
+    redactor = Redactor()
+    values = [f"tok-{i:05d}-" + uuid.uuid4().hex for i in range(3000)]
+    values += ["exactly8", "fourteen-chars", "fifteen-chars!!", "aaaaaaaaaaaaaaaaaaaa"]
+    for value in values:
+        redactor.add(value)
+    text = (f"{values[0]} and {values[1]}{values[2]}, {values[1]} / exactly8 / fourteen-chars: {values[2999]} "
+            "x fifteen-chars!! aaaaaaaaaaaaaaaaaaaaaa")
+    assert redactor.redact(text) == "*** and ******, *** / *** / ***: *** x *** ***aa"
+    for shift in range(20):  # at every offset, and at the very end
+        assert redactor.redact("." * shift + values[7]) == "." * shift + "***"
+        assert redactor.redact("." * shift + "fifteen-chars!!.") == "." * shift + "***."
+    assert redactor.redact("tok-00001- is not a value, nor exactly") == "tok-00001- is not a value, nor exactly"
+    for value in values[:2000]:
+        redactor.discard(value)
+    assert redactor.redact(f"{values[0]} {values[2500]}") == f"{values[0]} ***"
+    assert not redactor.knows(values[0]) and redactor.knows(values[2500])
+
+
 def test_log_file_is_created_0600(tmp_path: Path) -> None:
     log = tmp_path / "rotator.log"
     try:
