@@ -30,8 +30,9 @@ plans again only the policies whose job ended. The start recovers only policies 
   the previous token stays current meanwhile. ``LeaseBusy`` means another rotator has the policy:
   skipped quietly and looked at again a second or two later.
 
-Before a rotation the daemon takes the policy's lease itself and checks that the last successful
-run is still the one it planned from, so two replicas never rotate one due time twice.
+A rotation is ``Engine.rotate(expect_last_run=...)``: the engine takes the policy's lease with the
+planned run and, under it, checks that the last successful run is still the one the daemon planned
+from (after recovering an interrupted run), so two replicas never rotate one due time twice.
 
 Liveness means progress. A watchdog thread knows when the scheduler last finished a pass and
 how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` or a run older than

@@ -41,7 +41,8 @@ def seeded(tmp_path: Any, openbao: Any, fake_influxctl: Any) -> dict[str, Any]:
         ("orphan", f"rotator:{POLICY}:{failed_run}", {}),
         ("suspicious", f"rotator:{POLICY}:0123abcd0123abcd", {}),
         ("foreign", "rotator:nosuchpolicy:0123abcd0123abcd", {}),
-        ("ci", "ci pipeline token", {}),
+        # an hour old, so that --max-age 1s below flags it however fast the commands run
+        ("ci", "ci pipeline token", {"created_at": now - timedelta(hours=1)}),
         ("expired", "last year's token", {"expires_at": now - timedelta(days=3),
                                           "created_at": now - timedelta(days=400)}),
         ("ancient", "grafana (2019)", {"created_at": now - timedelta(days=200)}),
