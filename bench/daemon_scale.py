@@ -260,7 +260,7 @@ def child_batch(n: int, directory: Path, workers: int, issuer_ms: float, engine_
         def __init__(self, name: str, journal: Any) -> None:
             self.name, self.journal = name, journal
 
-        def rotate(self) -> Any:
+        def rotate(self, *, expect_last_run: str | None = None) -> Any:
             time.sleep(delay)
             now = datetime.now(UTC)
             with lock:
