@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar
@@ -664,16 +665,12 @@ def _binary_path(binary: str, base_dir: Path) -> str:
     (a daemon builds one issuer per policy, mostly with the same binary). ``~`` depends on $HOME."""
     if not base_dir.is_absolute():  # relative to the working directory, which may change
         return str(_resolve(Path(binary), base_dir))
-    key = (binary, base_dir, os.environ.get("HOME"))
-    found = _BINARY_PATHS.get(key)
-    if found is None:
-        found = str(_resolve(Path(binary), base_dir))
-        if len(_BINARY_PATHS) < 1024:
-            _BINARY_PATHS[key] = found
-    return found
+    return _absolute_binary(binary, base_dir, os.environ.get("HOME"))
 
 
-_BINARY_PATHS: dict[tuple[str, Path, str | None], str] = {}
+@lru_cache(maxsize=1024)
+def _absolute_binary(binary: str, base_dir: Path, home: str | None) -> str:  # noqa: ARG001 - home: the cache key
+    return str(_resolve(Path(binary), base_dir))
 
 
 # --------------------------------------------------------------------------------------------

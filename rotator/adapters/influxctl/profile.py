@@ -88,6 +88,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
@@ -244,8 +245,10 @@ def _absolute(path: Path, base_dir: Path) -> Path:
     return Path(os.path.abspath(path if path.is_absolute() else base_dir / path))
 
 
-#: (config, base_dir, $HOME) -> the absolute config path, for :meth:`InfluxctlProfileStore.from_config`.
-_CONFIG_PATHS: dict[tuple[Path, Path, str | None], Path] = {}
+@lru_cache(maxsize=1024)
+def _absolute_config(config: Path, base_dir: Path, home: str | None) -> Path:  # noqa: ARG001 - home: the cache key
+    """:func:`_absolute` of ``config``, ``~`` expanded; remembered (a daemon builds one store per policy)."""
+    return _absolute(config.expanduser(), base_dir)
 
 
 def default_config_path(env: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
@@ -308,11 +311,8 @@ class InfluxctlProfileStore:
         settings = checked_settings(cls, settings, InfluxctlProfileSettings)
         if settings.config is None:
             path = _absolute(default_config_path(), ctx.base_dir)
-        elif ctx.base_dir.is_absolute():  # remembered: a daemon builds one store per policy
-            key = (settings.config, ctx.base_dir, os.environ.get("HOME"))
-            path = _CONFIG_PATHS.get(key) or _absolute(settings.config.expanduser(), ctx.base_dir)
-            if key not in _CONFIG_PATHS and len(_CONFIG_PATHS) < 1024:
-                _CONFIG_PATHS[key] = path
+        elif ctx.base_dir.is_absolute():
+            path = _absolute_config(settings.config, ctx.base_dir, os.environ.get("HOME"))
         else:  # relative to the working directory, which may change
             path = _absolute(settings.config.expanduser(), ctx.base_dir)
         return cls(path, settings.profile, ctx.clock, replace or os.replace, settings.key)
