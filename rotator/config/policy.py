@@ -39,6 +39,7 @@ __all__ = [
     "StoreBinding",
     "config_json_schema",
     "load_config",
+    "load_config_bytes",
     "parse_config",
 ]
 
@@ -249,6 +250,11 @@ def load_config(path: str | Path) -> Config:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read policy file {path}: {exc.strerror}", hint="check the path") from None
+    return load_config_bytes(raw, path)
+
+
+def load_config_bytes(raw: bytes, path: Path) -> Config:
+    """Validate ``raw``, the bytes of the policy file at ``path`` (which relative paths are resolved against)."""
     with _collector_paused():
         try:
             data = tomllib.loads(raw.decode("utf-8"))

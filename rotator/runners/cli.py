@@ -317,16 +317,15 @@ def _selected(config: Config, names: Sequence[str], all_enabled: bool = True) ->
 def _validated(path: Path) -> Config:
     """The policy file at ``path`` validated in full (PolicyFileError lists its problems); its summary
     is then cached for `status` and `plan` (rotator/config/policy_summary.py)."""
-    from rotator.config.policy import load_config
+    from rotator.config.policy import load_config, load_config_bytes
     from rotator.config.policy_summary import write_cache
 
     try:
-        raw: bytes | None = path.read_bytes()
+        raw = path.read_bytes()
     except OSError:
-        raw = None  # load_config reports it
-    config = load_config(path)
-    if raw is not None:
-        write_cache(path, raw, config)
+        return load_config(path)  # which reports it
+    config = load_config_bytes(raw, path)  # the bytes that were validated are the ones the cache is keyed by
+    write_cache(path, raw, config)
     return config
 
 

@@ -115,13 +115,13 @@ def policy_file(tmp_path: Path) -> Path:
 def validations(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
     """The policy files validated in full; the cache in ``tmp_path/cache``; the clock frozen at NOW."""
     calls: list[Path] = []
-    real = policy_mod.load_config
+    real = policy_mod.load_config_bytes
 
-    def counting(path: str | Path) -> Any:
+    def counting(raw: bytes, path: Path) -> Any:
         calls.append(Path(path))
-        return real(path)
+        return real(raw, path)
 
-    monkeypatch.setattr(policy_mod, "load_config", counting)
+    monkeypatch.setattr(policy_mod, "load_config_bytes", counting)
     monkeypatch.setattr(cli, "SystemClock", lambda: FakeClock(NOW))
     monkeypatch.setattr(registry, "_forced", {})  # an adapter registered by another test would stop the writes
     monkeypatch.setenv("ROTATOR_CACHE_DIR", str(tmp_path / "cache"))
