@@ -70,7 +70,9 @@ config = "{dir}/influxctl/config.toml"
 
 
 def build(directory: Path, n: int, workers: int, published: datetime) -> Path:
-    """A policy file of ``n`` policies and a journal with one bootstrap run each (one transaction)."""
+    """A policy file of ``n`` policies and a journal with one bootstrap run each (one transaction),
+    and the expired lease row each bootstrap leaves behind (``rotator bootstrap`` takes the policy's
+    lease; the row stays when released, so the next holder's fencing number is higher)."""
     from rotator.core.journal import open_journal, ts
 
     (directory / "influxctl").mkdir(parents=True, exist_ok=True)
@@ -88,6 +90,8 @@ def build(directory: Path, n: int, workers: int, published: datetime) -> Path:
         db.executemany(
             "INSERT INTO runs (run_id, policy, kind, state, started_at, updated_at, new_token_id, new_expires_at, "
             "published_at, finished_at) VALUES (?, ?, 'bootstrap', 'done', ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO leases (policy, holder, fence, expires_at) VALUES (?, '', 1, ?)",
+                       [(row[1], row[2]) for row in rows])
     return config
 
 

@@ -1,8 +1,10 @@
 """The durable record of runs, pending revocations, leases and audit events.
 
 The journal never holds a token value: only token ids, store version ids, states and times.
-Every state change is committed (SQLite ``synchronous=FULL``) before the side effect it
-announces, so a process killed at any instant leaves enough behind to roll forward or back.
+Every state change is committed and on disk before the side effect it announces (SQLite: the
+WAL fdatasync'd after COMMIT, several writers' commits sharing one flush, see
+:mod:`rotator.core.group_sync`), so a process killed at any instant leaves enough behind to roll
+forward or back.
 
 Each thread has its own connection (SQLite in WAL mode: readers never wait, writers queue on
 the database lock; PostgreSQL: one session per thread, as a pool would give), and one watchdog
@@ -35,6 +37,7 @@ from rotator.config.extras import install_hint
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core import audit_chain
 from rotator.core.errors import ConfigError, JournalError, JournalUnavailable, LeaseBusy, LeaseLost
+from rotator.core.group_sync import GroupSync, fdatasync_path
 
 __all__ = ["Journal", "JournalStats", "Preflight", "RevocationState", "Revocation", "RunRecord", "RunState",
            "open_journal", "ts"]
@@ -248,6 +251,15 @@ class _Backend:
     relaxed_before: str | None = None
     relaxed_after: str | None = None
     relaxed_inside: str | None = None
+    #: a file whose fdatasync makes every commit written so far durable (SQLite: the WAL file, the
+    #: connections committing with ``synchronous=NORMAL``): a durable commit waits for a flush
+    #: of it, shared with concurrent commits (group commit), instead of syncing under the write lock
+    flush_file: str | None = None
+    #: writers of this process queue on a lock before ``begin_locked`` (SQLite: its busy handler
+    #: polls a taken write lock with sleeps of up to 100 ms, so dozens of worker threads waste most
+    #: of their time asleep while the lock is free; a queue hands it over at once). Other processes
+    #: still meet SQLite's busy timeout.
+    serialize_writers: bool = False
     #: run first inside the migration transaction, so concurrent replicas migrate one at a time
     migration_lock: str | None = None
     #: a query returning a row when the table named by its one parameter exists
@@ -318,19 +330,22 @@ class JournalStats:
     """Exact counters of one :class:`Journal` (every thread), for tests and benchmarks.
 
     ``transactions``: every transaction that ended (committed or rolled back), reads included.
-    ``commits``: committed transactions that changed at least one row (or the schema). On SQLite
-    (WAL, ``synchronous=FULL``) each of these is exactly one fdatasync of the WAL file at COMMIT
-    (plus, rarely, the fsyncs of an automatic checkpoint, every ~1000 pages); a transaction that only
-    read, or whose writes matched no row, writes and syncs nothing. On PostgreSQL each one is one WAL
-    flush on the server (``synchronous_commit`` on).
+    ``commits``: committed transactions that changed at least one row (or the schema); a transaction
+    that only read, or whose writes matched no row, writes and syncs nothing. On SQLite a durable
+    commit returns once an fdatasync of the WAL file begun after its COMMIT has ended (``flushes``
+    counts those; concurrent commits share one). On PostgreSQL each durable commit is one WAL flush
+    on the server (``synchronous_commit`` on), which groups concurrent commits itself.
     ``rollbacks``: transactions rolled back (a refused compare-and-set, a lost lease, an error).
     """
 
     transactions: int = 0
     commits: int = 0
-    #: the commits that were synced (all but those of ``transaction(durable=False)``): on SQLite
-    #: the number of fdatasyncs of the WAL file
+    #: the commits that were synced (all but those of ``transaction(durable=False)``)
     synced: int = 0
+    #: SQLite: fdatasyncs of the WAL file made for durable commits (one per synced commit in a
+    #: single thread; fewer with concurrent writers); an automatic checkpoint, every ~1000 WAL
+    #: pages, adds SQLite's own fsyncs. PostgreSQL: 0 (the server flushes).
+    flushes: int = 0
     rollbacks: int = 0
     #: SQL statements executed, BEGIN and COMMIT included (connection pragmas and migrations aside)
     statements: int = 0
@@ -432,6 +447,8 @@ class Journal:
             if backend.tx_deadline_s is not None and backend.abort is not None else None
         )  # fmt: skip
         self.stats = JournalStats()
+        self._group = GroupSync(partial(self._flush_file, backend.flush_file)) if backend.flush_file else None
+        self._writer = threading.Lock() if backend.serialize_writers else None
         self.location = location
         self.backend = backend.name
         self._migrate()
@@ -467,6 +484,14 @@ class Journal:
         except self._backend.errors as exc:
             self._drop_connection()
             raise self._error(exc, "cannot connect: ") from None
+        writer = self._writer if self._writer is not None and not single and (immediate or pending) else None
+        if writer is not None and not writer.acquire(timeout=WRITER_WAIT_S):
+            cur.close()
+            raise JournalUnavailable(
+                f"journal {self.location}: database is locked (another thread of this process has written for "
+                f"{WRITER_WAIT_S:.0f} s)",
+                hint="a transaction of this process did not end in time; rotator retries on the next run",
+            )
         key = self._watch.arm(conn) if self._watch is not None else None
         local.cur, local.undo, local.after, local.fences = cur, [], [], {}
         local.head, local.head_dirty = None, False
@@ -493,6 +518,8 @@ class Journal:
             self._rollback(cur, exc, single)
             raise
         finally:
+            if writer is not None:
+                writer.release()
             if key is not None and self._watch is not None:
                 self._watch.disarm(key)
             if relaxed and local.conn is not None:
@@ -517,8 +544,27 @@ class Journal:
                 cur.close()
             except self._backend.errors:
                 pass
+        if durable and cur.wrote and self._group is not None:
+            self._flush()
         for callback in after:
             callback()
+
+    def _flush(self) -> None:
+        """Wait until this thread's last commit is on disk (outside the write lock: group commit)."""
+        assert self._group is not None
+        try:
+            self._group.wait()
+        except OSError as exc:
+            raise JournalError(
+                f"journal {self.location}: committed, but could not sync it to disk: {exc}",
+                hint="the disk or file system under the journal failed a flush; rotator stopped before acting on "
+                "this commit, and `rotator recover` resolves the run once the disk is healthy",
+            ) from None
+
+    def _flush_file(self, path: str) -> None:
+        fdatasync_path(path)
+        with self._conns_lock:
+            self.stats.flushes += 1
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[None]:
@@ -527,7 +573,7 @@ class Journal:
         inside it (``update_run``...) are restored on rollback.
 
         ``durable=False``: for what no side effect waits on (a run planned, a lease released). Its
-        commit is not synced on its own (SQLite ``synchronous=NORMAL`` in WAL mode, PostgreSQL
+        commit is not synced on its own (SQLite: it waits for no flush of the WAL; PostgreSQL
         ``synchronous_commit = off``): a crash of the process loses nothing; a power loss may lose
         it unless a later durable commit came first (both logs are written in order, so a synced
         commit makes every earlier one durable)."""
@@ -1184,9 +1230,11 @@ def _sqlite_backend(path: Path) -> _Backend:
     def connect() -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn = sqlite3.connect(path, timeout=WRITER_WAIT_S, isolation_level=None, check_same_thread=False)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            # In WAL mode a commit is made durable by the journal's group flush of the WAL file
+            # (_Backend.flush_file); a file system that refuses WAL keeps SQLite's own sync per commit.
+            conn.execute("PRAGMA synchronous=NORMAL" if str(mode).lower() == "wal" else "PRAGMA synchronous=FULL")
         except OSError as exc:
             raise sqlite3.OperationalError(str(exc)) from None
         try:
@@ -1195,10 +1243,14 @@ def _sqlite_backend(path: Path) -> _Backend:
             pass
         return conn
 
-    # sqlite3.connect(timeout=30) is SQLite's busy timeout: a writer waits up to 30 s for another's
+    # sqlite3.connect(timeout=WRITER_WAIT_S) is SQLite's busy timeout: a writer waits up to 30 s for another's
     # lock, then "database is locked" (OperationalError), which is transient.
     return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy,
-                    relaxed_before="PRAGMA synchronous=NORMAL", relaxed_after="PRAGMA synchronous=FULL")
+                    flush_file=f"{path}-wal", serialize_writers=True)
+
+
+#: how long a writer waits for another thread of the same process (SQLite's own busy timeout)
+WRITER_WAIT_S = 30.0
 
 
 def _sqlite_busy(exc: BaseException) -> bool:

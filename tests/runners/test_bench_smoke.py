@@ -1,0 +1,51 @@
+"""The benchmarks still run and still measure what they say (they are not timed here: bench/ holds
+the figures). A bench that fails at once measures nothing, and no other test runs them, so a change
+of an interface they use (Engine.rotate's arguments, the journal's counters) went unnoticed once.
+
+The batch also gives exact per-rotation journal counts under the daemon with concurrent workers:
+5 commits (3 synced) and 11 transactions, as a steady rotation without a due revocation has them
+(tests/core/test_journal_commits.py) plus the daemon's 3 reads that refresh its view of the policy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _bench(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("engine", ["real", "sleep"])
+def test_the_batch_bench_runs_every_rotation_with_the_expected_journal_counts(tmp_path: Path, engine: str) -> None:
+    daemon_scale = _bench("daemon_scale")
+    result = daemon_scale.child_batch(12, tmp_path, 4, 5.0, engine)
+    assert result["served"] == 12, result
+    assert result["ideal_s"] == pytest.approx(3 * 0.005)
+    assert result["wall_s"] >= result["ideal_s"]
+    counts = (result["commits"], result["synced"], result["tx"])
+    if engine == "real":
+        assert counts == (5.0, 3.0, 11.0), result
+    else:  # the job that only sleeps journals its run in one commit (and the daemon refreshes its view)
+        assert counts == (1.0, 1.0, 4.0), result
+
+
+def test_the_steady_rotation_bench_counts_what_the_journal_test_asserts() -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "rotation_io.py"), "-n", "3", "-r", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = dict(line.rsplit(None, 1) for line in proc.stdout.splitlines()
+                if line.startswith(("journal commits per rotation", "  of which synced")))
+    assert rows == {"journal commits per rotation": "5", "  of which synced (fdatasync)": "3"}, proc.stdout
