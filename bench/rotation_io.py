@@ -9,17 +9,18 @@ Both sides run in this process, interleaved, on the same issuer and store:
 
 - engine: ``Engine.rotate()`` with an in-memory issuer (no I/O of its own, so the figure is
   rotator's cost, not a fake server's start-up) and the real influxctl-profile store (a
-  ``config.toml`` rewritten atomically, fsync'd), with the SQLite journal (WAL, synchronous=FULL)
-  or, with ``--journal postgresql://...``, a PostgreSQL one;
+  ``config.toml`` rewritten atomically, fsync'd), with the SQLite journal (WAL; a durable commit
+  waits for an fdatasync of the WAL after it, rotator/core/group_sync.py) or, with ``--journal postgresql://...``, a PostgreSQL one;
 - floor: the same number of issuer calls (list/mint/verify/revoke) and store calls
   (read/publish) made directly, plus ``--floor-commits`` (default 5, the goal) single-row
-  commits to a SQLite file with the journal's pragmas (or to the same PostgreSQL server).
+  commits to a SQLite file in WAL mode with synchronous=FULL, each one synced (or to the same
+  PostgreSQL server).
 
 Commits are counted exactly: ``Journal.stats`` when the journal has it, else (a journal from
 before it) by wrapping ``Journal._tx`` and comparing SQLite's ``total_changes``. A *commit* is a
-transaction that wrote at least one row; *synced* the commits that were fdatasync'd (on SQLite in
-WAL mode with synchronous=FULL, every commit but those of ``Journal.transaction(durable=False)``,
-which run with synchronous=NORMAL; a transaction that only read writes and syncs nothing);
+transaction that wrote at least one row; *synced* the commits that were made durable (on SQLite,
+one fdatasync of the WAL file each when alone, every commit but those of
+``Journal.transaction(durable=False)``; a transaction that only read writes and syncs nothing);
 *transactions* counts reads too; *statements* every SQL statement of those transactions, BEGIN
 and COMMIT included (``Journal.stats.statements``; "n/a" for a journal from before it).
 
