@@ -10,7 +10,8 @@ Both sides run in this process, interleaved, on the same issuer and store:
 - engine: ``Engine.rotate()`` with an in-memory issuer (no I/O of its own, so the figure is
   rotator's cost, not a fake server's start-up) and the real influxctl-profile store (a
   ``config.toml`` rewritten atomically, fsync'd), with the SQLite journal (WAL; a durable commit
-  waits for an fdatasync of the WAL after it, rotator/core/group_sync.py) or, with ``--journal postgresql://...``, a PostgreSQL one;
+  waits for an fdatasync of the WAL after it, rotator/core/group_sync.py) or, with
+  ``--journal postgresql://...``, a PostgreSQL one;
 - floor: the same number of issuer calls (list/mint/verify/revoke) and store calls
   (read/publish) made directly, plus ``--floor-commits`` (default 5, the goal) single-row
   commits to a SQLite file in WAL mode with synchronous=FULL, each one synced (or to the same

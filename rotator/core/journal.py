@@ -37,7 +37,7 @@ from rotator.config.extras import install_hint
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core import audit_chain
 from rotator.core.errors import ConfigError, JournalError, JournalUnavailable, LeaseBusy, LeaseLost
-from rotator.core.group_sync import GroupSync, fdatasync_path
+from rotator.core.group_sync import GroupSync, WalFile
 
 __all__ = ["Journal", "JournalStats", "Preflight", "RevocationState", "Revocation", "RunRecord", "RunState",
            "open_journal", "ts"]
@@ -255,6 +255,8 @@ class _Backend:
     #: connections committing with ``synchronous=NORMAL``): a durable commit waits for a flush
     #: of it, shared with concurrent commits (group commit), instead of syncing under the write lock
     flush_file: str | None = None
+    #: whether the database is in WAL mode (the flush file must then exist after a commit)
+    in_wal_mode: Callable[[], bool] = lambda: False
     #: writers of this process queue on a lock before ``begin_locked`` (SQLite: its busy handler
     #: polls a taken write lock with sleeps of up to 100 ms, so dozens of worker threads waste most
     #: of their time asleep while the lock is free; a queue hands it over at once). Other processes
@@ -278,7 +280,7 @@ class _Backend:
     unavailable: Callable[[BaseException], bool] = lambda _exc: False
 
 
-_WRITES = ("INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP")
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "ALTER", "DROP"})
 #: statement text -> whether it writes; the journal's statements are a small fixed set (bounded anyway)
 _WRITE_SQL: dict[str, bool] = {}
 
@@ -286,7 +288,8 @@ _WRITE_SQL: dict[str, bool] = {}
 def _is_write(sql: str) -> bool:
     known = _WRITE_SQL.get(sql)
     if known is None:
-        known = sql.lstrip()[:6].upper() in _WRITES
+        words = sql.split(None, 1)
+        known = bool(words) and words[0].upper() in _WRITES
         if len(_WRITE_SQL) < 1024:
             _WRITE_SQL[sql] = known
     return known
@@ -447,7 +450,8 @@ class Journal:
             if backend.tx_deadline_s is not None and backend.abort is not None else None
         )  # fmt: skip
         self.stats = JournalStats()
-        self._group = GroupSync(partial(self._flush_file, backend.flush_file)) if backend.flush_file else None
+        self._wal = WalFile(backend.flush_file, backend.in_wal_mode) if backend.flush_file else None
+        self._group = GroupSync(self._flush_wal) if self._wal is not None else None
         self._writer = threading.Lock() if backend.serialize_writers else None
         self.location = location
         self.backend = backend.name
@@ -487,10 +491,12 @@ class Journal:
         writer = self._writer if self._writer is not None and not single and (immediate or pending) else None
         if writer is not None and not writer.acquire(timeout=WRITER_WAIT_S):
             cur.close()
+            local.pending = pending + local.pending  # not written: they wait for the next transaction
             raise JournalUnavailable(
-                f"journal {self.location}: database is locked (another thread of this process has written for "
+                f"journal {self.location}: database is locked (a writer of this process has not finished in "
                 f"{WRITER_WAIT_S:.0f} s)",
-                hint="a transaction of this process did not end in time; rotator retries on the next run",
+                hint="another transaction held the journal too long (a slow disk, or another process's lock); "
+                "rotator retries on the next run",
             )
         key = self._watch.arm(conn) if self._watch is not None else None
         local.cur, local.undo, local.after, local.fences = cur, [], [], {}
@@ -556,15 +562,17 @@ class Journal:
             self._group.wait()
         except OSError as exc:
             raise JournalError(
-                f"journal {self.location}: committed, but could not sync it to disk: {exc}",
+                f"journal {self.location}: committed, but could not make it durable: {exc}",
                 hint="the disk or file system under the journal failed a flush; rotator stopped before acting on "
-                "this commit, and `rotator recover` resolves the run once the disk is healthy",
+                "this commit and refuses further work with this journal until it is opened again (restart the "
+                "daemon). Fix the disk, then run `rotator recover`",
             ) from None
 
-    def _flush_file(self, path: str) -> None:
-        fdatasync_path(path)
-        with self._conns_lock:
-            self.stats.flushes += 1
+    def _flush_wal(self) -> None:
+        assert self._wal is not None
+        if self._wal.flush():
+            with self._conns_lock:
+                self.stats.flushes += 1
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[None]:
@@ -700,6 +708,8 @@ class Journal:
         for _thread, conn in conns:
             _close_quietly(conn)
         self._local.conn = None
+        if self._wal is not None:
+            self._wal.close()
         if self._watch is not None:
             self._watch.stop()
             self._watch = _Watchdog(self._watch._deadline_s, self._watch._abort)
@@ -1227,14 +1237,16 @@ def _no_journal(location: str) -> ConfigError:
 
 
 def _sqlite_backend(path: Path) -> _Backend:
+    wal_mode = [False]
+
     def connect() -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=WRITER_WAIT_S, isolation_level=None, check_same_thread=False)
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            wal_mode[0] = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
             # In WAL mode a commit is made durable by the journal's group flush of the WAL file
             # (_Backend.flush_file); a file system that refuses WAL keeps SQLite's own sync per commit.
-            conn.execute("PRAGMA synchronous=NORMAL" if str(mode).lower() == "wal" else "PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA synchronous=NORMAL" if wal_mode[0] else "PRAGMA synchronous=FULL")
         except OSError as exc:
             raise sqlite3.OperationalError(str(exc)) from None
         try:
@@ -1246,7 +1258,9 @@ def _sqlite_backend(path: Path) -> _Backend:
     # sqlite3.connect(timeout=WRITER_WAIT_S) is SQLite's busy timeout: a writer waits up to 30 s for another's
     # lock, then "database is locked" (OperationalError), which is transient.
     return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy,
-                    flush_file=f"{path}-wal", serialize_writers=True)
+                    # SQLite resolves a symbolic link to the database and writes the WAL beside its target
+                    flush_file=f"{os.path.realpath(path)}-wal", in_wal_mode=lambda: wal_mode[0],
+                    serialize_writers=True)
 
 
 #: how long a writer waits for another thread of the same process (SQLite's own busy timeout)

@@ -17,7 +17,7 @@ import pytest
 
 from rotator.core import group_sync
 from rotator.core.errors import JournalError
-from rotator.core.group_sync import GroupSync, fdatasync_path
+from rotator.core.group_sync import FlushFailed, GroupSync, WalFile
 from rotator.core.journal import RunRecord, RunState, open_journal
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -65,6 +65,7 @@ def test_every_caller_returns_after_a_flush_that_began_after_its_call_and_caller
         thread.start()
     for thread in threads:
         thread.join(10)
+    assert not any(thread.is_alive() for thread in threads), "a caller never returned"
     flushes = [who for what, who in log.entries if what == "start"]
     assert 1 < len(flushes) < callers, f"callers did not share flushes: {log.entries}"
     for who in range(callers):
@@ -75,28 +76,99 @@ def test_every_caller_returns_after_a_flush_that_began_after_its_call_and_caller
     assert starts_and_ends == [(w, n) for n in flushes for w in ("start", "end")], "flushes overlapped"
 
 
-def test_a_failed_flush_raises_in_its_callers_and_the_next_call_flushes_again() -> None:
+def test_a_failed_flush_fails_every_caller_that_shares_it_and_every_later_one() -> None:
     calls: list[int] = []
+    release = threading.Event()
 
     def flush() -> None:
         calls.append(1)
         if len(calls) == 1:
-            raise OSError(errno.EIO, "Input/output error")
+            release.wait(5)
+            return
+        raise OSError(errno.EIO, "Input/output error")
 
     sync = GroupSync(flush)
-    with pytest.raises(OSError, match="Input/output"):
+    outcomes: dict[int, str] = {}
+
+    def caller(who: int) -> None:
+        try:
+            sync.wait()
+            outcomes[who] = "ok"
+        except FlushFailed as exc:
+            outcomes[who] = str(exc)
+
+    first = threading.Thread(target=caller, args=(0,))
+    first.start()
+    while not calls:  # the first flush runs: the next callers share the second, which fails
+        time.sleep(0.001)
+    sharers = [threading.Thread(target=caller, args=(i,)) for i in (1, 2, 3)]
+    for thread in sharers:
+        thread.start()
+    time.sleep(0.05)
+    release.set()
+    for thread in [first, *sharers]:
+        thread.join(10)
+    assert outcomes[0] == "ok"
+    assert all("Input/output error" in outcomes[i] for i in (1, 2, 3)), outcomes
+    # After an fdatasync error the kernel may have dropped pages: no later flush can vouch for them.
+    with pytest.raises(FlushFailed, match="Input/output error"):
         sync.wait()
-    sync.wait()  # the cause gone (here: the second flush succeeds), the same call succeeds
-    assert len(calls) == 2
+    assert len(calls) == 2, "a failed journal flushes no more"
 
 
-def test_fdatasync_path_of_a_missing_file_is_nothing_to_do(tmp_path: Path) -> None:
-    fdatasync_path(str(tmp_path / "absent-wal"))
-    present = tmp_path / "present"
-    present.write_bytes(b"x")
-    fdatasync_path(str(present))
-    with pytest.raises(NotADirectoryError):  # any error but "no such file" is the caller's
-        fdatasync_path(str(present / "x"))
+def test_an_interrupted_leader_raises_only_in_its_thread_and_the_next_caller_flushes_again() -> None:
+    calls: list[str] = []
+    started = threading.Event()
+    go = threading.Event()
+
+    def flush() -> None:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            started.set()
+            go.wait(5)
+            raise KeyboardInterrupt
+
+    sync = GroupSync(flush)
+    results: dict[str, str] = {}
+
+    def caller() -> None:
+        try:
+            sync.wait()
+            results[threading.current_thread().name] = "ok"
+        except BaseException as exc:  # noqa: BLE001 - the test looks at what each thread got
+            results[threading.current_thread().name] = type(exc).__name__
+
+    leader = threading.Thread(target=caller, name="leader")
+    leader.start()
+    started.wait(5)
+    waiter = threading.Thread(target=caller, name="waiter")
+    waiter.start()
+    time.sleep(0.05)
+    go.set()
+    leader.join(10)
+    waiter.join(10)
+    assert results == {"leader": "KeyboardInterrupt", "waiter": "ok"}, results
+    assert calls == ["leader", "waiter"], "the waiter led a flush of its own"
+    sync.wait()  # not poisoned: an interrupt says nothing about the disk
+
+
+def test_the_wal_file_is_flushed_through_one_descriptor_per_inode(tmp_path: Path) -> None:
+    wal = tmp_path / "journal.db-wal"
+    in_wal_mode = [False]
+    flusher = WalFile(str(wal), lambda: in_wal_mode[0])
+    assert flusher.flush() is False, "no WAL and not in WAL mode: SQLite syncs the database itself"
+    in_wal_mode[0] = True
+    with pytest.raises(FileNotFoundError, match="missing after a commit in WAL mode"):
+        flusher.flush()  # e.g. a path that is not the one SQLite writes
+    wal.write_bytes(b"x")
+    assert flusher.flush() is True
+    fd = flusher._fd
+    assert flusher.flush() is True and flusher._fd == fd, "kept open: a writeback error reaches it"
+    wal.unlink()
+    wal.write_bytes(b"y")  # the WAL removed by the last connection's close and created again
+    assert flusher.flush() is True and flusher._ino == (wal.stat().st_dev, wal.stat().st_ino)
+    flusher.close()
+    assert flusher._fd is None
 
 
 def _record_datasyncs(monkeypatch: pytest.MonkeyPatch, during: Any = None) -> list[str]:
@@ -128,7 +200,8 @@ def test_a_durable_sqlite_commit_is_flushed_after_commit_outside_the_write_lock(
             row = other.execute("SELECT state FROM runs WHERE run_id = 'r1'").fetchone()
             other.execute("BEGIN IMMEDIATE")
             other.execute("ROLLBACK")
-            seen.append((row[0] if row else None, True))
+            # and the writers of this process do not queue behind it either
+            seen.append((row[0] if row else None, journal._writer is not None and not journal._writer.locked()))
         finally:
             other.close()
 
@@ -137,7 +210,7 @@ def test_a_durable_sqlite_commit_is_flushed_after_commit_outside_the_write_lock(
     fence = journal.acquire_lease("p", "A", timedelta(minutes=1), NOW)
     journal.begin_run(RunRecord("r1", "p", RunState.PLANNED, "rotate", NOW, NOW), fence=fence)
     assert synced == [f"{path}-wal"] * 2, "one WAL flush per durable commit"
-    assert seen[-1] == ("planned", True), "flushed after COMMIT, with the write lock released"
+    assert seen[-1] == ("planned", True), "flushed after COMMIT, with the write locks released"
     assert (journal.stats.synced - before.synced, journal.stats.flushes - before.flushes) == (2, 2)
     with journal.transaction(durable=False):
         journal.release_lease("p", "A")
@@ -145,10 +218,10 @@ def test_a_durable_sqlite_commit_is_flushed_after_commit_outside_the_write_lock(
     journal.close()
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names a descriptor's file through /proc")
-def test_a_failed_flush_is_a_journal_error_and_the_same_call_succeeds_once_the_disk_is_healthy(
+def test_a_failed_flush_is_a_journal_error_until_the_journal_is_opened_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    journal = open_journal(f"sqlite:///{tmp_path / 'journal.db'}")
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    journal = open_journal(url)
     broken = [True]
 
     def failing(fd: int) -> None:
@@ -156,12 +229,29 @@ def test_a_failed_flush_is_a_journal_error_and_the_same_call_succeeds_once_the_d
             raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(group_sync, "_datasync", failing)
-    with pytest.raises(JournalError, match="committed, but could not sync it to disk") as caught:
+    with pytest.raises(JournalError, match="committed, but could not make it durable") as caught:
         journal.acquire_lease("p", "A", timedelta(minutes=1), NOW)
-    assert "recover" in str(caught.value.hint)
-    broken[0] = False
-    fence = journal.acquire_lease("p", "A", timedelta(minutes=1), NOW)  # the same holder takes it again
-    assert fence >= 1
+    assert "recover" in str(caught.value.hint) and "restart" in str(caught.value.hint)
+    broken[0] = False  # the disk answers again, but what it dropped is unknown: this object refuses
+    with pytest.raises(JournalError, match="Input/output error"):
+        journal.acquire_lease("p", "A", timedelta(minutes=1), NOW)
+    journal.close()
+    again = open_journal(url)  # the user fixed the disk and restarted: the same call succeeds
+    assert again.acquire_lease("p", "A", timedelta(minutes=1), NOW) >= 1
+    again.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names a descriptor's file through /proc")
+def test_a_journal_behind_a_symbolic_link_flushes_the_wal_sqlite_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "journal.db").symlink_to(tmp_path / "volume" / "journal.db")
+    synced = _record_datasyncs(monkeypatch)
+    journal = open_journal(f"sqlite:///{tmp_path / 'journal.db'}")
+    journal.acquire_lease("p", "A", timedelta(minutes=1), NOW)
+    assert (tmp_path / "volume" / "journal.db-wal").exists() and not (tmp_path / "journal.db-wal").exists()
+    assert synced and set(synced) == {str(tmp_path / "volume" / "journal.db-wal")}
+    assert journal.stats.flushes == len(synced)
     journal.close()
 
 

@@ -3,8 +3,9 @@ the figures). A bench that fails at once measures nothing, and no other test run
 of an interface they use (Engine.rotate's arguments, the journal's counters) went unnoticed once.
 
 The batch also gives exact per-rotation journal counts under the daemon with concurrent workers:
-5 commits (3 synced) and 11 transactions (and the daemon's passes), as a steady rotation without a due revocation has them
-(tests/core/test_journal_commits.py) plus the daemon's 3 reads that refresh its view of the policy.
+5 commits (3 synced) and 11 transactions (plus the daemon's few passes), as a steady rotation
+without a due revocation has them (tests/core/test_journal_commits.py) plus the daemon's 3 reads
+that refresh its view of the policy.
 """
 
 from __future__ import annotations
