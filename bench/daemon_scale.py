@@ -325,10 +325,23 @@ def child_batch(n: int, directory: Path, workers: int, issuer_ms: float, engine_
 
 
 # ---------------------------------------------------------------------------------- driver
-def run_child(args: list[str], tmpdir: str | None = None) -> dict[str, Any]:
+def slow_fsync_library() -> str:
+    """bench/slow_fsync.c built into a shared library (once per run, in a temporary directory)."""
+    out = Path(tempfile.mkdtemp(prefix="slow-fsync-")) / "slow_fsync.so"
+    compiler = os.environ.get("CC", "cc")
+    try:
+        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(out), str(REPO / "bench" / "slow_fsync.c"),
+                        "-ldl"], check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        raise SystemExit(f"--fsync-delay-ms needs a C compiler ({compiler}; set CC): {detail}") from None
+    return str(out)
+
+
+def run_child(args: list[str], tmpdir: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="daemon-scale-", dir=tmpdir) as tmp:
         proc = subprocess.run([sys.executable, __file__, "--child", *args, "--dir", tmp], capture_output=True,
-                              text=True, cwd=REPO, timeout=900)
+                              text=True, cwd=REPO, timeout=900, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{proc.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -349,6 +362,12 @@ def main() -> int:
     parser.add_argument("--only", choices=["idle", "batch"])
     parser.add_argument("--tmpdir", help="where the journal and policy files go (default: the system's temporary "
                         "directory); e.g. /dev/shm: no fsync costs anything, which isolates the CPU bound")
+    parser.add_argument("--fsync-delay-ms", type=float, default=0.0,
+                        help="add this to every fsync/fdatasync of the children (a slower disk, e.g. a network "
+                        "volume: ~0.5-2 ms); builds bench/slow_fsync.c with the C compiler and LD_PRELOADs it")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also run each batch variant with the rotator package of another checkout (e.g. a "
+                        "`git worktree` of an older commit), interleaved with this one")
     parser.add_argument("--child", choices=["idle", "batch"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -356,7 +375,7 @@ def main() -> int:
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        sys.path.insert(0, str(REPO))
+        sys.path.insert(0, os.environ.get("ROTATOR_BENCH_TREE") or str(REPO))
         import logging
 
         logging.basicConfig(level=logging.WARNING)
@@ -365,25 +384,39 @@ def main() -> int:
             out = child_idle(args.n, directory)
         else:
             out = child_batch(args.n, directory, args.w, args.issuer_ms, args.kind)
+        import rotator
+
+        out["rotator"] = str(Path(rotator.__file__).parent.parent)
         print(json.dumps(out))
         return 0
     idle_n = args.idle or (10_000 if args.full else 1_000)
     batch_n = args.batch or (1_000 if args.full else 100)
     workers = [int(w) for w in (args.workers or ("4,16,32" if args.full else "4,32")).split(",")]
     engines = args.engine.split(",")
+    env: dict[str, str] = {}
+    if args.fsync_delay_ms:
+        env = {"LD_PRELOAD": slow_fsync_library(), "SLOW_FSYNC_US": str(int(args.fsync_delay_ms * 1000))}
+    trees: list[tuple[str, dict[str, str]]] = [("", env)]
+    if args.baseline:
+        baseline = Path(args.baseline).resolve()
+        if not (baseline / "rotator" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline {baseline}: no rotator package there (give a checkout's root directory)")
+        trees.append((f"baseline {baseline.name}: ", {**env, "ROTATOR_BENCH_TREE": str(baseline)}))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; idle {idle_n}, batch {batch_n} "
-          f"x {args.issuer_ms:.0f} ms issuer, workers {workers}, {args.repeat} repeats (interleaved)")
+          f"x {args.issuer_ms:.0f} ms issuer, workers {workers}, {args.repeat} repeats (interleaved)"
+          + (f", fsync +{args.fsync_delay_ms:g} ms" if args.fsync_delay_ms else ""))
     idle: list[dict[str, Any]] = []
-    batches: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    batches: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for _ in range(args.repeat):
         if args.only in (None, "idle"):
-            idle.append(run_child(["idle", "--n", str(idle_n)], args.tmpdir))
+            idle.append(run_child(["idle", "--n", str(idle_n)], args.tmpdir, env))
         if args.only in (None, "batch"):
             for kind in engines:
                 for w in workers:
-                    batches.setdefault((kind, w), []).append(run_child(
-                        ["batch", "--n", str(batch_n), "--w", str(w), "--kind", kind,
-                         "--issuer-ms", str(args.issuer_ms)], args.tmpdir))
+                    for label, tree_env in trees:
+                        batches.setdefault((label, kind, w), []).append(run_child(
+                            ["batch", "--n", str(batch_n), "--w", str(w), "--kind", kind,
+                             "--issuer-ms", str(args.issuer_ms)], args.tmpdir, tree_env))
     if idle:
         def med(key: str) -> float:
             return statistics.median(r[key] for r in idle)
@@ -400,9 +433,11 @@ def main() -> int:
               "transactions")
     if batches:
         print(f"\n{batch_n} policies due at once, {args.issuer_ms:.0f} ms issuer (median of {args.repeat})")
-        for (kind, w), rs in batches.items():
+        for (label, kind, w), rs in batches.items():
             ratio = statistics.median(r["ratio"] for r in rs)
-            print(f"  engine {kind:5} workers {w:2}: wall {statistics.median(r['wall_s'] for r in rs):6.2f} s, "
+            if label and len({r["rotator"] for r in rs} | {str(REPO)}) != 2:
+                raise SystemExit(f"{label}the children did not import the baseline's rotator: {rs[0]['rotator']}")
+            print(f"  {label}engine {kind:5} workers {w:2}: wall {statistics.median(r['wall_s'] for r in rs):6.2f} s, "
                   f"ideal {rs[0]['ideal_s']:5.2f} s, ratio {ratio:.2f}x "
                   f"(min-max {min(r['ratio'] for r in rs):.2f}-{max(r['ratio'] for r in rs):.2f}); per rotation: "
                   f"CPU {statistics.median(r['user_ms'] + r['sys_ms'] for r in rs):.2f} ms, journal "

@@ -99,15 +99,16 @@ class GroupSync:
         with self._cond:
             needed = self._started + 1  # the first flush to begin from now on
             while self._finished < needed:
-                self._check()
+                self.check()
                 if self._running:  # begun before this call, or led by another waiter
                     if not self._cond.wait(FLUSH_WAIT_S):
                         raise FlushFailed(f"no flush of the journal's WAL ended in {FLUSH_WAIT_S:.0f} s")
                     continue
                 self._lead()
-            self._check()
+            self.check()
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """FlushFailed if a flush has failed (nothing this journal object commits is known durable)."""
         if self._failed is not None:
             raise FlushFailed(*self._failed.args)
 

@@ -257,11 +257,6 @@ class _Backend:
     flush_file: str | None = None
     #: whether the database is in WAL mode (the flush file must then exist after a commit)
     in_wal_mode: Callable[[], bool] = lambda: False
-    #: writers of this process queue on a lock before ``begin_locked`` (SQLite: its busy handler
-    #: polls a taken write lock with sleeps of up to 100 ms, so dozens of worker threads waste most
-    #: of their time asleep while the lock is free; a queue hands it over at once). Other processes
-    #: still meet SQLite's busy timeout.
-    serialize_writers: bool = False
     #: run first inside the migration transaction, so concurrent replicas migrate one at a time
     migration_lock: str | None = None
     #: a query returning a row when the table named by its one parameter exists
@@ -452,7 +447,6 @@ class Journal:
         self.stats = JournalStats()
         self._wal = WalFile(backend.flush_file, backend.in_wal_mode) if backend.flush_file else None
         self._group = GroupSync(self._flush_wal) if self._wal is not None else None
-        self._writer = threading.Lock() if backend.serialize_writers else None
         self.location = location
         self.backend = backend.name
         self._migrate()
@@ -488,16 +482,6 @@ class Journal:
         except self._backend.errors as exc:
             self._drop_connection()
             raise self._error(exc, "cannot connect: ") from None
-        writer = self._writer if self._writer is not None and not single and (immediate or pending) else None
-        if writer is not None and not writer.acquire(timeout=WRITER_WAIT_S):
-            cur.close()
-            local.pending = pending + local.pending  # not written: they wait for the next transaction
-            raise JournalUnavailable(
-                f"journal {self.location}: database is locked (a writer of this process has not finished in "
-                f"{WRITER_WAIT_S:.0f} s)",
-                hint="another transaction held the journal too long (a slow disk, or another process's lock); "
-                "rotator retries on the next run",
-            )
         key = self._watch.arm(conn) if self._watch is not None else None
         local.cur, local.undo, local.after, local.fences = cur, [], [], {}
         local.head, local.head_dirty = None, False
@@ -524,8 +508,6 @@ class Journal:
             self._rollback(cur, exc, single)
             raise
         finally:
-            if writer is not None:
-                writer.release()
             if key is not None and self._watch is not None:
                 self._watch.disarm(key)
             if relaxed and local.conn is not None:
@@ -561,12 +543,15 @@ class Journal:
         try:
             self._group.wait()
         except OSError as exc:
-            raise JournalError(
-                f"journal {self.location}: committed, but could not make it durable: {exc}",
-                hint="the disk or file system under the journal failed a flush; rotator stopped before acting on "
-                "this commit and refuses further work with this journal until it is opened again (restart the "
-                "daemon). Fix the disk, then run `rotator recover`",
-            ) from None
+            raise self._flush_error(exc) from None
+
+    def _flush_error(self, exc: OSError) -> JournalError:
+        return JournalError(
+            f"journal {self.location}: committed, but could not make it durable: {exc}",
+            hint="the disk or file system under the journal failed a flush; rotator stopped before acting on "
+            "this commit and refuses further work with this journal until it is opened again (restart the "
+            "daemon). Fix the disk, then run `rotator recover`",
+        )
 
     def _flush_wal(self) -> None:
         assert self._wal is not None
@@ -629,8 +614,14 @@ class Journal:
     def ping(self) -> None:
         """Raise JournalUnavailable (a TransientError) or JournalError unless the journal answers now.
 
-        For readiness probes: one short read, bounded by the backend's connect and statement timeouts.
+        For readiness probes: one short read, bounded by the backend's connect and statement timeouts;
+        and a JournalError once a flush of the journal has failed (no commit is durable any more).
         """
+        if self._group is not None:
+            try:
+                self._group.check()
+            except OSError as exc:
+                raise self._flush_error(exc) from None
         with self._tx(single=True) as cur:
             cur.execute("SELECT 1").fetchone()
 
@@ -1242,7 +1233,7 @@ def _sqlite_backend(path: Path) -> _Backend:
     def connect() -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=WRITER_WAIT_S, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             wal_mode[0] = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
             # In WAL mode a commit is made durable by the journal's group flush of the WAL file
             # (_Backend.flush_file); a file system that refuses WAL keeps SQLite's own sync per commit.
@@ -1255,16 +1246,11 @@ def _sqlite_backend(path: Path) -> _Backend:
             pass
         return conn
 
-    # sqlite3.connect(timeout=WRITER_WAIT_S) is SQLite's busy timeout: a writer waits up to 30 s for another's
+    # sqlite3.connect(timeout=30) is SQLite's busy timeout: a writer waits up to 30 s for another's
     # lock, then "database is locked" (OperationalError), which is transient.
     return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy,
                     # SQLite resolves a symbolic link to the database and writes the WAL beside its target
-                    flush_file=f"{os.path.realpath(path)}-wal", in_wal_mode=lambda: wal_mode[0],
-                    serialize_writers=True)
-
-
-#: how long a writer waits for another thread of the same process (SQLite's own busy timeout)
-WRITER_WAIT_S = 30.0
+                    flush_file=f"{os.path.realpath(path)}-wal", in_wal_mode=lambda: wal_mode[0])
 
 
 def _sqlite_busy(exc: BaseException) -> bool:
