@@ -545,6 +545,19 @@ class Journal:
         except OSError as exc:
             raise self._flush_error(exc) from None
 
+    def durability_lost(self) -> str | None:
+        """Why no commit of this journal object is durable any more (a flush of its WAL failed), or None.
+
+        Only opening the journal again clears it (a daemon: a restart), so the daemon's liveness
+        fails on it; a journal that merely does not answer is a readiness matter instead."""
+        if self._group is None:
+            return None
+        try:
+            self._group.check()
+        except OSError as exc:
+            return str(self._flush_error(exc))
+        return None
+
     def _flush_error(self, exc: OSError) -> JournalError:
         return JournalError(
             f"journal {self.location}: committed, but could not make it durable: {exc}",

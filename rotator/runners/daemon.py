@@ -38,8 +38,10 @@ Liveness means progress. A watchdog thread knows when the scheduler last finishe
 how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` or a run older than
 ``max(2 x lease_ttl, 10 s)`` (a run past its lease cannot legitimately go on) makes ``/healthz``
 and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged
-daemon; on the way into a stall it dumps every thread's stack to stderr (faulthandler: no lock,
-no logging, works when logging itself is wedged). SIGUSR1 dumps them on demand.
+daemon (as it does one whose journal lost durability: a failed flush of the SQLite WAL, which only
+opening the journal again clears); on the way into a stall it dumps every thread's stack to stderr
+(faulthandler: no lock, no logging, works when logging itself is wedged). SIGUSR1 dumps them on
+demand.
 
 Stores with a credential of their own that expires (a Vault token) are kept alive between runs:
 the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, and shows their
@@ -951,7 +953,12 @@ class Daemon:
     # -- health -----------------------------------------------------------------------------
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         stalled, detail = self.progress()
-        return not stalled, detail
+        # A failed flush of the journal's WAL is cleared only by opening it again: a restart.
+        lost_check = getattr(self.journal, "durability_lost", None)
+        lost = lost_check() if callable(lost_check) else None
+        if lost:
+            detail = {**detail, "journal": lost}
+        return not stalled and not lost, detail
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         stalled, progress = self.progress()

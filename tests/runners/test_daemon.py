@@ -862,3 +862,26 @@ def test_a_wedged_run_fails_liveness_and_dumps_every_thread(
         assert d.metric("rotator_watchdog_stalled") == 0
         assert d.stop() == 0
     check_invariants(sc)
+
+
+def test_a_journal_whose_wal_flush_failed_fails_liveness_and_readiness(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed fdatasync of the SQLite WAL leaves no later commit durable, and only opening the
+    journal again clears that: /healthz fails (Kubernetes restarts the daemon), /readyz says why."""
+    from rotator.core import group_sync
+    from rotator.core.errors import JournalError
+
+    h = harness([("a", "1h", "")])
+    assert h.daemon.liveness()[0] is True
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(group_sync, "_datasync", failing)
+    with pytest.raises(JournalError, match="could not make it durable"):
+        h.daemon.journal.acquire_lease("a", "probe", timedelta(minutes=1), T0)
+    alive, detail = h.daemon.liveness()
+    assert alive is False and "Input/output error" in detail["journal"]
+    h.daemon._check_journal()  # what the probe thread runs every few seconds
+    ready, checks = h.daemon.readiness()
+    assert ready is False and "could not make it durable" in checks["journal"]
