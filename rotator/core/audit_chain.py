@@ -18,6 +18,7 @@ report handed to an auditor): a later chain must still pass through it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -81,9 +82,16 @@ def _sha256(data: bytes) -> str:
 
 def instance_name() -> str:
     """The instance writing an event: $ROTATOR_INSTANCE (e.g. a pod name) or the host name."""
+    return os.environ.get("ROTATOR_INSTANCE") or host_name()
+
+
+@functools.cache
+def host_name() -> str:
+    """This host's name, asked once per process: it is written with every event, inside the
+    journal's write transaction, and each gethostname() is a system call."""
     import socket  # only a writer names itself: a reader (`rotator status`) does not import socket
 
-    return os.environ.get("ROTATOR_INSTANCE") or socket.gethostname()
+    return socket.gethostname()
 
 
 def canonical(event: Mapping[str, Any]) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from typing import Any, TypeVar
 from rotator.config import registry
 from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
+from rotator.core import audit_chain
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.contracts import Issuer, MintRequest, Store, StoreState, TokenInfo, TokenRecord, call_timeout_of
 from rotator.core.errors import (
@@ -119,7 +119,7 @@ def default_holder() -> str:
 
 
 def _instance() -> str:
-    return os.environ.get("ROTATOR_INSTANCE") or socket.gethostname()
+    return os.environ.get("ROTATOR_INSTANCE") or audit_chain.host_name()
 
 
 class Engine:
