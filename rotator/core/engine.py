@@ -115,11 +115,7 @@ class RunResult:
 
 def default_holder() -> str:
     """``instance:pid:nonce``. The instance is $ROTATOR_INSTANCE (e.g. a pod name) or the host name."""
-    return f"{_instance()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _instance() -> str:
-    return os.environ.get("ROTATOR_INSTANCE") or audit_chain.host_name()
+    return f"{audit_chain.instance_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Engine:
@@ -895,7 +891,7 @@ def _holder_is_dead(holder: str) -> bool:
     """True when ``holder`` (host:pid:nonce) names a process on this host that no longer exists."""
     host, _, rest = holder.partition(":")
     pid_text = rest.partition(":")[0]
-    if host != _instance() or not pid_text.isdigit():
+    if host != audit_chain.instance_name() or not pid_text.isdigit():
         return False
     try:
         os.kill(int(pid_text), 0)

@@ -246,10 +246,7 @@ class _Backend:
     paramstyle_percent: bool = False
     begin: str = "BEGIN"
     begin_locked: str = "BEGIN IMMEDIATE"
-    #: a transaction that need not be durable on its own (Journal.transaction(durable=False)):
-    #: statements run before its BEGIN, after its end, and inside it
-    relaxed_before: str | None = None
-    relaxed_after: str | None = None
+    #: run inside a transaction that need not be durable on its own (Journal.transaction(durable=False))
     relaxed_inside: str | None = None
     #: a file whose fdatasync makes every commit written so far durable (SQLite: the WAL file, the
     #: connections committing with ``synchronous=NORMAL``): a durable commit waits for a flush
@@ -486,10 +483,7 @@ class Journal:
         local.cur, local.undo, local.after, local.fences = cur, [], [], {}
         local.head, local.head_dirty = None, False
         committed = False
-        relaxed = not durable and self._backend.relaxed_before is not None
         try:
-            if relaxed:
-                cur.execute(self._backend.relaxed_before or "")
             if not single:
                 cur.execute(self._backend.begin_locked if immediate or pending else self._backend.begin)
             if not durable and self._backend.relaxed_inside is not None:
@@ -510,11 +504,6 @@ class Journal:
         finally:
             if key is not None and self._watch is not None:
                 self._watch.disarm(key)
-            if relaxed and local.conn is not None:
-                try:
-                    cur.execute(self._backend.relaxed_after or "")
-                except self._backend.errors:
-                    self._drop_connection()  # never leave a connection in the relaxed mode
             local.cur = None
             after = local.after
             local.undo, local.after, local.fences = [], [], {}
@@ -550,12 +539,16 @@ class Journal:
 
         Only opening the journal again clears it (a daemon: a restart), so the daemon's liveness
         fails on it; a journal that merely does not answer is a readiness matter instead."""
+        lost = self._durability_error()
+        return None if lost is None else str(lost)
+
+    def _durability_error(self) -> JournalError | None:
         if self._group is None:
             return None
         try:
             self._group.check()
         except OSError as exc:
-            return str(self._flush_error(exc))
+            return self._flush_error(exc)
         return None
 
     def _flush_error(self, exc: OSError) -> JournalError:
@@ -630,11 +623,9 @@ class Journal:
         For readiness probes: one short read, bounded by the backend's connect and statement timeouts;
         and a JournalError once a flush of the journal has failed (no commit is durable any more).
         """
-        if self._group is not None:
-            try:
-                self._group.check()
-            except OSError as exc:
-                raise self._flush_error(exc) from None
+        lost = self._durability_error()
+        if lost is not None:
+            raise lost
         with self._tx(single=True) as cur:
             cur.execute("SELECT 1").fetchone()
 

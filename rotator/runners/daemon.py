@@ -954,8 +954,7 @@ class Daemon:
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         stalled, detail = self.progress()
         # A failed flush of the journal's WAL is cleared only by opening it again: a restart.
-        lost_check = getattr(self.journal, "durability_lost", None)
-        lost = lost_check() if callable(lost_check) else None
+        lost = self.journal.durability_lost()
         if lost:
             detail = {**detail, "journal": lost}
         return not stalled and not lost, detail
