@@ -37,10 +37,11 @@ def test_the_batch_bench_runs_every_rotation_with_the_expected_journal_counts(tm
     assert result["ideal_s"] == pytest.approx(3 * 0.005)
     assert result["wall_s"] >= result["ideal_s"]
     # Transactions also count the daemon's own passes (a read of the due policies, the sweep), a
-    # few for the whole batch: per rotation they add less than one.
+    # few for the whole batch: per rotation they add less than one. The bench reads the counters
+    # when the last rotation's event arrives, before that job's 3 refresh reads may have run.
     expected = (5.0, 3.0, 11) if engine == "real" else (1.0, 1.0, 4)  # the sleep job journals one run
     assert (result["commits"], result["synced"]) == expected[:2], result
-    assert expected[2] <= result["tx"] < expected[2] + 1, result
+    assert expected[2] - 3 / 12 <= result["tx"] < expected[2] + 1, result
 
 
 def test_the_steady_rotation_bench_counts_what_the_journal_test_asserts() -> None:
