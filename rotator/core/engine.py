@@ -754,7 +754,9 @@ class Engine:
         its own (no side effect waits on a planned run; the next synced commit makes it durable).
 
         ``seen``: the lease is not held yet; it is taken in this transaction, which is then synced
-        (the lease must be durable before the side effects it fences), on condition that the lease
+        (the lease must be durable before the side effects it fences) unless the journal is
+        single-host (SQLite: a crash that loses it ends every process that could act under it), on
+        condition that the lease
         row is still the one the preflight read (nobody took, renewed or released it since), that
         the fencing number is the one ``seen`` predicts, and,
         with ``expect_last_run``, that the last successful run is still that one; otherwise
@@ -768,7 +770,10 @@ class Engine:
                 self.journal.begin_run(run, fence=self._fence)
                 self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
             return run
-        with self._step():
+        # Synced unless the journal is single-host (Journal.single_host): then a crash that loses this
+        # commit ends this process too, and nothing before MINTING's synced commit needs it durable
+        # (the due revocations that follow are records of their own, deferred to MINTING's commit).
+        with self._step(durable=not self.journal.single_host):
             try:
                 fence = self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, now,
                                                    unchanged=seen.lease)

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum, nonmember
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +103,13 @@ class RevocationState(StrEnum):
         return new in nxt.get(old, ())
 
 
+@lru_cache(maxsize=1024)
 def ts(value: datetime) -> str:
-    """Fixed-width UTC text that sorts like the time it stands for (rotator.config.timefmt)."""
+    """Fixed-width UTC text that sorts like the time it stands for (rotator.config.timefmt).
+
+    Cached: a rotation formats ~40 times but only a handful of distinct ones (a run's times are
+    written again with every change of its row). Equal aware datetimes are the same instant, so
+    they share one UTC text."""
     return rfc3339_micro(value)
 
 
@@ -270,6 +275,10 @@ class _Backend:
     #: true for an error that means "did not answer in time / connection broke": transient
     #: (JournalUnavailable), unlike e.g. a permission or schema problem
     unavailable: Callable[[BaseException], bool] = lambda _exc: False
+    #: every process that writes or reads the journal runs on this host, and a commit that was not
+    #: synced is lost only when the host goes down, with all of them (SQLite: a process that dies
+    #: loses no commit; WAL mode needs every connection on one host). See Journal.single_host.
+    single_host: bool = False
 
 
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "ALTER", "DROP"})
@@ -300,8 +309,10 @@ class _Cursor:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
         self.statements += 1
-        values = tuple([p.value if isinstance(p, Enum) else p for p in params])
-        self._cur.execute(sql.replace("?", "%s") if self._percent else sql, values)
+        if self._percent:  # psycopg dumps an Enum member by its name; sqlite3 binds a StrEnum as its text
+            self._cur.execute(sql.replace("?", "%s"), tuple([p.value if isinstance(p, Enum) else p for p in params]))
+        else:
+            self._cur.execute(sql, params)
         if not self.wrote and _is_write(sql) and self._cur.rowcount != 0:
             self.wrote = True
         return self
@@ -446,6 +457,11 @@ class Journal:
         self._group = GroupSync(self._flush_wal) if self._wal is not None else None
         self.location = location
         self.backend = backend.name
+        #: A lease need not be synced before the side effects it fences when this is true: a commit
+        #: of it that a crash loses is lost only with every process on the host, the holder included,
+        #: so no other process can take the same fencing number while the holder still acts. On
+        #: PostgreSQL a server crash loses a commit that was not synced while its client lives on.
+        self.single_host = backend.single_host
         self._migrate()
 
     # -- plumbing -----------------------------------------------------------------------
@@ -1013,20 +1029,26 @@ class Journal:
         it since), else LeaseBusy.
         """
         expires = ts(now + ttl)
-        where = "WHERE (leases.holder = excluded.holder OR leases.expires_at < ?)"
-        params: list[Any] = [policy, holder, policy, expires, ts(now)]
+        where = "WHERE policy = ? AND (holder = ? OR expires_at < ?)"
+        params: list[Any] = [holder, expires, holder, policy, holder, ts(now)]
         if unchanged is not None:
-            where += " AND leases.holder = ? AND leases.fence = ? AND leases.expires_at = ?"
+            where += " AND holder = ? AND fence = ? AND expires_at = ?"
             params += list(unchanged)
         with self._tx(immediate=True) as cur:
+            # The row exists but for a policy's first lease: an UPDATE, and the INSERT (whose first
+            # fencing number reads every run of the policy) only when there was no row to update.
             cur.execute(
-                "INSERT INTO leases (policy, holder, fence, expires_at) "
-                "VALUES (?, ?, (SELECT COALESCE(MAX(fence), 0) + 1 FROM runs WHERE policy = ?), ?) "
-                "ON CONFLICT (policy) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, "
-                "fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE leases.fence + 1 END "
-                + where,
+                "UPDATE leases SET holder = ?, expires_at = ?, "
+                "fence = CASE WHEN holder = ? THEN fence ELSE fence + 1 END " + where,
                 params,
             )
+            if cur.rowcount == 0:
+                cur.execute(
+                    "INSERT INTO leases (policy, holder, fence, expires_at) "
+                    "VALUES (?, ?, (SELECT COALESCE(MAX(fence), 0) + 1 FROM runs WHERE policy = ?), ?) "
+                    "ON CONFLICT (policy) DO NOTHING",
+                    (policy, holder, policy, expires),
+                )
             row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
             if row is not None and row[0] == holder:
                 self._local.fences[policy] = int(row[1])  # the row is ours (and locked) until the commit
@@ -1254,7 +1276,8 @@ def _sqlite_backend(path: Path) -> _Backend:
     # lock, then "database is locked" (OperationalError), which is transient.
     return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy,
                     # SQLite resolves a symbolic link to the database and writes the WAL beside its target
-                    flush_file=f"{os.path.realpath(path)}-wal", in_wal_mode=lambda: wal_mode[0])
+                    flush_file=f"{os.path.realpath(path)}-wal", in_wal_mode=lambda: wal_mode[0],
+                    single_host=True)
 
 
 def _sqlite_busy(exc: BaseException) -> bool:

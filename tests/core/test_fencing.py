@@ -312,3 +312,22 @@ def test_a_lease_taken_on_condition_is_refused_once_its_row_changed(journal_url:
     seen = journal.preflight("p", later)
     assert journal.acquire_lease("p", "A", ttl, later, unchanged=seen.lease) == seen.fence_after("A", later)
     journal.close()
+
+
+def test_a_first_lease_starts_above_the_runs_fences_and_later_ones_update_the_row(journal_url: str) -> None:
+    """acquire_lease updates the lease row; only a policy without one (its first lease, or a row
+    lost) inserts it, numbered above every fence its runs carry."""
+    journal = open_journal(journal_url)
+    ttl = timedelta(seconds=30)
+    fence = journal.acquire_lease("p", "A", ttl, T0)
+    journal.begin_run(RunRecord("r1", "p", RunState.DONE, "rotate", T0, T0), fence=fence)
+    with journal._tx(immediate=True) as cur:
+        cur.execute("UPDATE runs SET fence = 41 WHERE run_id = 'r1'")
+        cur.execute("DELETE FROM leases WHERE policy = 'p'")
+    assert journal.acquire_lease("p", "B", ttl, T0) == 42, "no row: the first fence is above the runs'"
+    assert journal.acquire_lease("p", "B", ttl, T0 + timedelta(seconds=1)) == 42, "the holder extends its lease"
+    with pytest.raises(LeaseBusy):
+        journal.acquire_lease("p", "C", ttl, T0 + timedelta(seconds=2))
+    assert (journal.lease_holder("p", T0 + timedelta(seconds=2)), journal.lease_fence("p")) == ("B", 42)
+    assert journal.acquire_lease("p", "C", ttl, T0 + timedelta(seconds=40)) == 43, "an expired lease is taken over"
+    journal.close()
