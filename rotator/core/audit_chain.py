@@ -94,16 +94,27 @@ def host_name() -> str:
     return socket.gethostname()
 
 
-def canonical(event: Mapping[str, Any]) -> str:
-    """The event's canonical JSON: sorted keys, no spaces, times as the journal's UTC text."""
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def canonical(event: Mapping[str, Any], detail: Mapping[str, Any] | None = None) -> str:
+    """The event's canonical JSON: sorted keys, no spaces, times as the journal's UTC text.
+
+    ``detail``: the mapping ``event["detail"]`` (JSON text) was made from, used instead of parsing
+    that text again when it is flat (text keys, scalar values): its JSON is then the same as the
+    text's. Nested values go through the text, as a verifier reads them (an integer key of a
+    nested mapping, say, sorts differently once it is text)."""
     fields = {k: event[k] for k in ("seq", "at", "policy", "run_id", "step", "result", "instance")}
-    detail = event["detail"]
-    fields["detail"] = json.loads(detail) if isinstance(detail, str) else dict(detail)
+    if detail is not None and all(type(k) is str and type(v) in _SCALARS for k, v in detail.items()):
+        fields["detail"] = detail
+    else:
+        text = event["detail"]
+        fields["detail"] = json.loads(text) if isinstance(text, str) else dict(text)
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
-def link(prev_hash: str, event: Mapping[str, Any]) -> str:
-    return _sha256(f"{prev_hash}\n{canonical(event)}".encode())
+def link(prev_hash: str, event: Mapping[str, Any], detail: Mapping[str, Any] | None = None) -> str:
+    return _sha256(f"{prev_hash}\n{canonical(event, detail)}".encode())
 
 
 def append_event(cur: Cursor, lock_head: str, event: dict[str, Any]) -> None:
@@ -120,12 +131,14 @@ def read_head(cur: Cursor, lock_head: str) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-def insert_link(cur: Cursor, head: tuple[int, str], event: dict[str, Any]) -> tuple[int, str]:
+def insert_link(cur: Cursor, head: tuple[int, str], event: dict[str, Any],
+                detail: Mapping[str, Any] | None = None) -> tuple[int, str]:
     """Insert ``event`` as the link after ``head``; returns the new head (seq, hash), which the caller
-    writes with :func:`write_head` before its transaction commits (once for several links)."""
+    writes with :func:`write_head` before its transaction commits (once for several links).
+    ``detail``: what ``event["detail"]`` was dumped from (:func:`canonical`)."""
     seq, prev = head[0] + 1, head[1]
     event = {**event, "seq": seq, "instance": event.get("instance") or instance_name()}
-    digest = link(prev, event)
+    digest = link(prev, event, detail)
     cur.execute(
         "INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, hash) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -1131,15 +1131,16 @@ class Journal:
     def record_event(
         self, at: datetime, policy: str, run_id: str | None, step: str, result: str, detail: Mapping[str, Any]
     ) -> None:
+        detail = dict(detail)
         event = {"at": ts(at), "policy": policy, "run_id": run_id, "step": step, "result": result,
-                 "detail": json.dumps(dict(detail), sort_keys=True, default=str)}  # fmt: skip
+                 "detail": json.dumps(detail, sort_keys=True, default=str)}  # fmt: skip
         # One chain: the head row is read (and locked) by the transaction's first event, moved in
         # memory by each event, and written once just before COMMIT (Journal._tx).
         with self._tx(immediate=True) as cur:
             local = self._local
             if local.head is None:
                 local.head = audit_chain.read_head(cur, self._backend.lock_row)
-            local.head = audit_chain.insert_link(cur, local.head, event)
+            local.head = audit_chain.insert_link(cur, local.head, event, detail)
             local.head_dirty = True
 
     @contextmanager

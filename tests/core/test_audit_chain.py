@@ -270,3 +270,17 @@ def test_the_daemon_prunes_once_a_day(harness: Callable[..., Any]) -> None:
     h.tick()
     assert len(audit_chain.checkpoints(journal)) == 2, "a day later, it prunes again"
     assert audit_chain.verify(journal).ok
+
+
+@pytest.mark.parametrize("detail", [
+    {}, {"token_id": "t-1", "store": "vault", "version": 3, "ok": True, "ratio": 0.1, "none": None},
+    {"note": "caf\u00e9 \u2603 \"quoted\"\n", "big": 2**70, "nan": float("nan")},
+    {"nested": {10: "a", 9: "b"}, "list": [1, "2"]},  # not flat: through the text, as a verifier reads it
+    {"when": datetime(2026, 3, 1, tzinfo=UTC), "gap": timedelta(minutes=5)},  # default=str values
+])
+def test_an_event_is_hashed_from_its_detail_as_a_verifier_reads_the_stored_text(detail: dict[str, Any]) -> None:
+    text = json.dumps(detail, sort_keys=True, default=str)  # what Journal.record_event stores
+    event = {"seq": 7, "at": "2026-03-01T00:00:00.000000Z", "policy": "p", "run_id": "r", "step": "mint",
+             "result": "ok", "instance": "host", "detail": text}
+    assert audit_chain.canonical(event, detail) == audit_chain.canonical(event)
+    assert audit_chain.link("h", event, detail) == audit_chain.link("h", event)
