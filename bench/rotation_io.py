@@ -26,14 +26,22 @@ one fdatasync of the WAL file each when alone, every commit but those of
 and COMMIT included (``Journal.stats.statements``; "n/a" for a journal from before it).
 
     .venv/bin/python bench/rotation_io.py [-n 30] [-r 5] [--journal URL]
+
+``--baseline CHECKOUT --pairs K``: run this bench K times for this tree and K times for the
+rotator package of another checkout (e.g. a ``git worktree`` of an older commit), alternating, each
+run in a process of its own, and print every run's ratio and the median of each side (this
+machine kind's speed drifts by a third over minutes, so only runs alternated like this compare).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, os.environ.get("ROTATOR_BENCH_TREE") or str(Path(__file__).resolve().parents[1]))
 
 from rotator.config import registry
 from rotator.config.policy import load_config  # noqa: E402
@@ -254,7 +262,13 @@ def main() -> None:
     parser.add_argument("-r", "--repeats", type=int, default=5, help="interleaved repeats (default 5)")
     parser.add_argument("--journal", help="a postgresql:// URL (default: a SQLite file in a temp dir)")
     parser.add_argument("--floor-commits", type=int, default=5)
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="alternate runs with the rotator package of another checkout (see above)")
+    parser.add_argument("--pairs", type=int, default=6, help="with --baseline: runs of each tree (default 6)")
     args = parser.parse_args()
+    if args.baseline:
+        compare(args)
+        return
 
     with tempfile.TemporaryDirectory(prefix="rotator-bench-") as tmp:
         setup = Setup(Path(tmp) / "engine", args.journal)
@@ -291,8 +305,38 @@ def main() -> None:
     print(f"{'journal statements per rotation':<34}{'n/a' if statements is None else statements:>12}")
     print(f"{'engine ms per rotation (median)':<34}{statistics.median(engine_ms):>12.2f}")
     print(f"{'floor ms per rotation (median)':<34}{statistics.median(floor_ms):>12.2f}")
+    import rotator
+
+    print(f"{'rotator imported from':<34}{Path(rotator.__file__).resolve().parent.parent}")
     print(f"{'engine / floor (median of ratios)':<34}{statistics.median(ratios):>11.2f}x"
           f"   min-max {min(ratios):.2f}-{max(ratios):.2f}   goal <= 1.30x")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """This tree against ``args.baseline``, alternated run by run, each run a process of its own."""
+    baseline = Path(args.baseline).resolve()
+    if not (baseline / "rotator" / "__init__.py").is_file():
+        raise SystemExit(f"--baseline {baseline}: no rotator package there (give a checkout's root directory)")
+    here = Path(__file__).resolve().parents[1]
+    command = [sys.executable, __file__, "-n", str(args.n), "-r", str(args.repeats),
+               "--floor-commits", str(args.floor_commits)] + (["--journal", args.journal] if args.journal else [])
+    ratios: dict[Path, list[float]] = {here: [], baseline: []}
+    for _ in range(args.pairs):
+        for tree in (here, baseline):
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=1800,
+                                  env={**os.environ, "ROTATOR_BENCH_TREE": str(tree)})
+            if proc.returncode != 0:
+                raise SystemExit(f"the run for {tree} failed:\n{proc.stderr[-3000:]}")
+            imported = re.search(r"^rotator imported from\s+(\S+)$", proc.stdout, re.M)
+            if imported is None or Path(imported.group(1)) != tree:
+                raise SystemExit(f"the run for {tree} imported rotator from {imported and imported.group(1)}")
+            found = re.search(r"^engine / floor \(median of ratios\)\s+([0-9.]+)x", proc.stdout, re.M)
+            assert found is not None, proc.stdout
+            ratios[tree].append(float(found.group(1)))
+            print(f"{'this tree' if tree == here else 'baseline'}: {found.group(1)}x", flush=True)
+    for tree, values in ratios.items():
+        print(f"{'this tree' if tree == here else f'baseline {tree.name}'}: median {statistics.median(values):.2f}x "
+              f"of {len(values)} runs ({min(values):.2f}-{max(values):.2f}), goal <= 1.30x")
 
 
 if __name__ == "__main__":
