@@ -320,9 +320,9 @@ def compare(args: argparse.Namespace) -> None:
     here = Path(__file__).resolve().parents[1]
     command = [sys.executable, __file__, "-n", str(args.n), "-r", str(args.repeats),
                "--floor-commits", str(args.floor_commits)] + (["--journal", args.journal] if args.journal else [])
-    ratios: dict[Path, list[float]] = {here: [], baseline: []}
+    sides = [("this tree", here, []), (f"baseline {baseline.name}", baseline, [])]
     for _ in range(args.pairs):
-        for tree in (here, baseline):
+        for label, tree, ratios in sides:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=1800,
                                   env={**os.environ, "ROTATOR_BENCH_TREE": str(tree)})
             if proc.returncode != 0:
@@ -332,12 +332,11 @@ def compare(args: argparse.Namespace) -> None:
                 raise SystemExit(f"the run for {tree} imported rotator from {imported and imported.group(1)}")
             found = re.search(r"^engine / floor \(median of ratios\)\s+([0-9.]+)x", proc.stdout, re.M)
             assert found is not None, proc.stdout
-            ratios[tree].append(float(found.group(1)))
-            print(f"{'this tree' if tree == here else 'baseline'}: {found.group(1)}x", flush=True)
-    for tree, values in ratios.items():
-        print(f"{'this tree' if tree == here else f'baseline {tree.name}'}: median {statistics.median(values):.2f}x "
-              f"of {len(values)} runs ({min(values):.2f}-{max(values):.2f}), goal <= 1.30x")
-
+            ratios.append(float(found.group(1)))
+            print(f"{label}: run {len(ratios)}: {found.group(1)}x", flush=True)
+    for label, _tree, ratios in sides:
+        print(f"{label}: median {statistics.median(ratios):.2f}x of {len(ratios)} runs "
+              f"({min(ratios):.2f}-{max(ratios):.2f}), goal <= 1.30x")
 
 if __name__ == "__main__":
     main()

@@ -51,3 +51,15 @@ def test_the_steady_rotation_bench_counts_what_the_journal_test_asserts() -> Non
     rows = dict(line.rsplit(None, 1) for line in proc.stdout.splitlines()
                 if line.startswith(("journal commits per rotation", "  of which synced")))
     assert rows == {"journal commits per rotation": "5", "  of which synced (fdatasync)": "2"}, proc.stdout
+
+
+def test_the_steady_rotation_bench_alternates_two_trees_and_checks_which_it_imported(tmp_path: Path) -> None:
+    command = [sys.executable, str(REPO / "bench" / "rotation_io.py"), "-n", "2", "-r", "1", "--pairs", "1"]
+    proc = subprocess.run([*command, "--baseline", str(REPO)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()] == [
+        "this tree", f"baseline {REPO.name}"] * 2, proc.stdout
+    assert "run 1" in proc.stdout and "median" in proc.stdout.splitlines()[-1], proc.stdout
+    refused = subprocess.run([*command, "--baseline", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                             cwd=REPO)
+    assert refused.returncode != 0 and "no rotator package there" in refused.stderr
