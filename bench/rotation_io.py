@@ -338,5 +338,6 @@ def compare(args: argparse.Namespace) -> None:
         print(f"{label}: median {statistics.median(ratios):.2f}x of {len(ratios)} runs "
               f"({min(ratios):.2f}-{max(ratios):.2f}), goal <= 1.30x")
 
+
 if __name__ == "__main__":
     main()

@@ -756,10 +756,9 @@ class Engine:
         ``seen``: the lease is not held yet; it is taken in this transaction, which is then synced
         (the lease must be durable before the side effects it fences) unless the journal is
         single-host (SQLite: a crash that loses it ends every process that could act under it), on
-        condition that the lease
-        row is still the one the preflight read (nobody took, renewed or released it since), that
-        the fencing number is the one ``seen`` predicts, and,
-        with ``expect_last_run``, that the last successful run is still that one; otherwise
+        condition that the lease row is still the one the preflight read (nobody took, renewed or
+        released it since), that the fencing number is the one ``seen`` predicts, and, with
+        ``expect_last_run``, that the last successful run is still that one; otherwise
         _Replan (the transaction rolls back).
         """
         now = self.clock.now()

@@ -457,12 +457,15 @@ class Journal:
         self._group = GroupSync(self._flush_wal) if self._wal is not None else None
         self.location = location
         self.backend = backend.name
-        #: A lease need not be synced before the side effects it fences when this is true: a commit
-        #: of it that a crash loses is lost only with every process on the host, the holder included,
-        #: so no other process can take the same fencing number while the holder still acts. On
-        #: PostgreSQL a server crash loses a commit that was not synced while its client lives on.
-        self.single_host = backend.single_host
         self._migrate()
+
+    @property
+    def single_host(self) -> bool:
+        """A lease need not be synced before the side effects it fences when this is true: a commit
+        of it that a crash loses is lost only with every process on the host, the holder included,
+        so no other process can take the same fencing number while the holder still acts. On
+        PostgreSQL a server crash loses a commit that was not synced while its client lives on."""
+        return self._backend.single_host
 
     # -- plumbing -----------------------------------------------------------------------
     def _connection(self) -> Any:
