@@ -33,6 +33,7 @@ __all__ = [
     "Checkpoint",
     "append_event",
     "insert_link",
+    "insert_link_if_head",
     "read_head",
     "write_head",
     "canonical",
@@ -72,6 +73,8 @@ class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
+    @property
+    def rowcount(self) -> int: ...
 
 
 def _sha256(data: bytes) -> str:
@@ -131,21 +134,39 @@ def read_head(cur: Cursor, lock_head: str) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
+_INSERT_LINK = "INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, hash) "
+
+
+def _link_row(head: tuple[int, str], event: dict[str, Any], detail: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    seq, prev = head[0] + 1, head[1]
+    event = {**event, "seq": seq, "instance": event.get("instance") or instance_name()}
+    return (seq, event["at"], event["policy"], event["run_id"], event["step"], event["result"], event["detail"],
+            event["instance"], prev, link(prev, event, detail))  # fmt: skip
+
+
 def insert_link(cur: Cursor, head: tuple[int, str], event: dict[str, Any],
                 detail: Mapping[str, Any] | None = None) -> tuple[int, str]:
     """Insert ``event`` as the link after ``head``; returns the new head (seq, hash), which the caller
     writes with :func:`write_head` before its transaction commits (once for several links).
     ``detail``: what ``event["detail"]`` was dumped from (:func:`canonical`)."""
-    seq, prev = head[0] + 1, head[1]
-    event = {**event, "seq": seq, "instance": event.get("instance") or instance_name()}
-    digest = link(prev, event, detail)
+    row = _link_row(head, event, detail)
+    cur.execute(_INSERT_LINK + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+    return row[0], row[-1]
+
+
+def insert_link_if_head(cur: Cursor, head: tuple[int, str], event: dict[str, Any],
+                        detail: Mapping[str, Any] | None = None) -> tuple[int, str] | None:
+    """:func:`insert_link` on condition that the head row is still ``head``, checked inside the INSERT
+    (no read of its own); None, and nothing inserted, when it is not (the caller reads the head and
+    links to that). Only for a transaction that holds the whole database from its first statement
+    (SQLite's ``BEGIN IMMEDIATE``): then the head cannot move between this check and the commit."""
+    row = _link_row(head, event, detail)
     cur.execute(
-        "INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (seq, event["at"], event["policy"], event["run_id"], event["step"], event["result"], event["detail"],
-         event["instance"], prev, digest),
-    )  # fmt: skip
-    return seq, digest
+        _INSERT_LINK + "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+        "WHERE EXISTS (SELECT 1 FROM audit_head WHERE chain = ? AND seq = ? AND hash = ?)",
+        (*row, CHAIN, head[0], head[1]),
+    )
+    return (row[0], row[-1]) if cur.rowcount == 1 else None
 
 
 def write_head(cur: Cursor, head: tuple[int, str]) -> None:

@@ -279,6 +279,9 @@ class _Backend:
     #: synced is lost only when the host goes down, with all of them (SQLite: a process that dies
     #: loses no commit; WAL mode needs every connection on one host). See Journal.single_host.
     single_host: bool = False
+    #: a write transaction holds the whole database from its BEGIN (SQLite's ``BEGIN IMMEDIATE``), so
+    #: nothing another writer does can land inside it (PostgreSQL locks rows, one at a time)
+    locks_database: bool = False
 
 
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "ALTER", "DROP"})
@@ -456,6 +459,11 @@ class Journal:
         self._wal = WalFile(backend.flush_file, backend.in_wal_mode) if backend.flush_file else None
         self._group = GroupSync(self._flush_wal) if self._wal is not None else None
         self.location = location
+        #: the audit chain's head (seq, hash) as this object's last write transaction left it, which
+        #: the next one links its first event to without reading the head row, when the backend
+        #: locks the database (_Backend.locks_database); a hint only: the INSERT checks it
+        #: (audit_chain.insert_link_if_head), and the head row is read when another writer moved it
+        self._head_hint: tuple[int, str] | None = None
         self.backend = backend.name
         self._migrate()
 
@@ -670,6 +678,9 @@ class Journal:
         local = self._local
         if local.head_dirty and local.head is not None:
             audit_chain.write_head(cur, local.head)
+            # Set before COMMIT, under the write lock; if the COMMIT fails, the next INSERT's check
+            # finds the head row elsewhere and the head is read.
+            self._head_hint = local.head
         local.head, local.head_dirty = None, False
 
     def _rollback(self, cur: _Cursor, exc: BaseException, single: bool = False) -> None:
@@ -1138,10 +1149,17 @@ class Journal:
         event = {"at": ts(at), "policy": policy, "run_id": run_id, "step": step, "result": result,
                  "detail": json.dumps(detail, sort_keys=True, default=str)}  # fmt: skip
         # One chain: the head row is read (and locked) by the transaction's first event, moved in
-        # memory by each event, and written once just before COMMIT (Journal._tx).
+        # memory by each event, and written once just before COMMIT (Journal._tx). Where the
+        # transaction holds the whole database, the first event links to the head this object
+        # wrote last, on condition (checked in its INSERT) that the head row is still that.
         with self._tx(immediate=True) as cur:
             local = self._local
             if local.head is None:
+                hint = self._head_hint if self._backend.locks_database else None
+                linked = None if hint is None else audit_chain.insert_link_if_head(cur, hint, event, detail)
+                if linked is not None:
+                    local.head, local.head_dirty = linked, True
+                    return
                 local.head = audit_chain.read_head(cur, self._backend.lock_row)
             local.head = audit_chain.insert_link(cur, local.head, event, detail)
             local.head_dirty = True
@@ -1281,7 +1299,7 @@ def _sqlite_backend(path: Path) -> _Backend:
     return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy,
                     # SQLite resolves a symbolic link to the database and writes the WAL beside its target
                     flush_file=f"{os.path.realpath(path)}-wal", in_wal_mode=lambda: wal_mode[0],
-                    single_host=True)
+                    single_host=True, locks_database=True)
 
 
 def _sqlite_busy(exc: BaseException) -> bool:

@@ -152,6 +152,41 @@ def test_concurrent_writers_never_fork_the_chain(journal_url: str) -> None:
     assert report.checked == 60 and report.head_seq == 60
 
 
+def test_a_writer_links_to_the_head_it_wrote_last_only_while_no_other_writer_moved_it(tmp_path: Path) -> None:
+    """SQLite: a write transaction's first event links to the head this journal object wrote last,
+    without reading the head row (the INSERT checks it); when another writer moved the head, or the
+    remembered head never committed, the event is linked to the head row as it is."""
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    mine, other = open_journal(url), open_journal(url)
+
+    def statements(write: Callable[[], None]) -> int:
+        before = mine.stats.statements
+        write()
+        return mine.stats.statements - before
+
+    def event(journal: Journal, i: int) -> Callable[[], None]:
+        return lambda: journal.record_event(T0 + timedelta(minutes=i), "mgmt", None, "plan", "ok", {"i": i})
+
+    # BEGIN IMMEDIATE, INSERT, head UPDATE, COMMIT; plus the head read when there is no hint, and
+    # the INSERT refused by its check before it when the hint is stale
+    assert statements(event(mine, 0)) == 5, "no hint yet: the head is read"
+    assert statements(event(mine, 1)) == 4, "the head this object wrote last: no read"
+    other.record_event(T0 + timedelta(minutes=2), "mgmt", None, "plan", "ok", {"by": "other"})
+    assert statements(event(mine, 3)) == 6, "another writer moved the head: refused, read, linked"
+    mine._head_hint = (4, "0" * 64)  # a head whose commit failed: the right seq, a hash nobody wrote
+    assert statements(event(mine, 4)) == 6
+    with mine.transaction():  # several events in one transaction: the head is moved in memory
+        event(mine, 5)()
+        event(mine, 6)()
+    report = audit_chain.verify(mine)
+    assert report.ok, report.problem
+    assert report.checked == 7 and report.head_seq == 7
+    with raw(url) as sql:
+        assert [r[0] for r in sql("SELECT seq FROM events ORDER BY seq")] == list(range(1, 8))
+    mine.close()
+    other.close()
+
+
 def _finished_run(journal: Journal, run_id: str, at: datetime, old: str | None, new: str) -> None:
     journal.begin_run(RunRecord(run_id=run_id, policy="mgmt", state=RunState.PLANNED, kind="rotate",
                                 started_at=at, updated_at=at))
