@@ -30,7 +30,7 @@ def as_utc(value: datetime) -> datetime:
 
 def rfc3339(value: datetime) -> str:
     """``2026-01-01T03:00:00Z``, with microseconds only when there are some."""
-    return as_utc(value).isoformat().replace("+00:00", "Z")
+    return (value if value.tzinfo is UTC else as_utc(value)).isoformat().replace("+00:00", "Z")
 
 
 def rfc3339_or_none(value: datetime | None) -> str | None:

@@ -98,6 +98,9 @@ def host_name() -> str:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+#: json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str), with one
+#: encoder for every event instead of a new one per call
+_dump_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode
 
 
 def canonical(event: Mapping[str, Any], detail: Mapping[str, Any] | None = None) -> str:
@@ -113,7 +116,7 @@ def canonical(event: Mapping[str, Any], detail: Mapping[str, Any] | None = None)
     else:
         text = event["detail"]
         fields["detail"] = json.loads(text) if isinstance(text, str) else dict(text)
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return _dump_canonical(fields)
 
 
 def link(prev_hash: str, event: Mapping[str, Any], detail: Mapping[str, Any] | None = None) -> str:

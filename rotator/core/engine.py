@@ -138,6 +138,8 @@ class Engine:
     ) -> None:
         self.policy = policy
         self.journal = journal
+        #: logged by every run; computed once (the policy and its adapters' settings do not change)
+        self._transport_warnings = policy.transport_warnings()
         self.issuer = issuer if issuer is not None else registry.build_issuer(policy, policy.context(clock))
         self.stores = stores if stores is not None else registry.build_stores(policy, policy.context(clock))
         self.clock = clock or SystemClock()
@@ -345,7 +347,7 @@ class Engine:
         """The run. With ``seen`` (Engine.rotate's preflight read) the lease is not held yet: PLAN's
         reads come first and the lease is taken with the run (:meth:`_new_run`)."""
         # tls_verify = false, plain http://... (rotator/adapters/transport.py)
-        for warning in self.policy.transport_warnings():
+        for warning in self._transport_warnings:
             self.log.warning("insecure transport: %s", warning)
         # PLAN: read every store, check preconditions before any side effect.
         states = self._read_stores()

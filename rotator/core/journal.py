@@ -103,6 +103,12 @@ class RevocationState(StrEnum):
         return new in nxt.get(old, ())
 
 
+#: json.dumps(..., sort_keys=True) makes a new encoder at every call; a run's row dumps two
+#: mappings at every write, and an audit event its detail
+_dump_sorted = json.JSONEncoder(sort_keys=True).encode
+_dump_detail = json.JSONEncoder(sort_keys=True, default=str).encode
+
+
 @lru_cache(maxsize=1024)
 def ts(value: datetime) -> str:
     """Fixed-width UTC text that sorts like the time it stands for (rotator.config.timefmt).
@@ -1147,7 +1153,7 @@ class Journal:
     ) -> None:
         detail = dict(detail)
         event = {"at": ts(at), "policy": policy, "run_id": run_id, "step": step, "result": result,
-                 "detail": json.dumps(detail, sort_keys=True, default=str)}  # fmt: skip
+                 "detail": _dump_detail(detail)}  # fmt: skip
         # One chain: the head row is read (and locked) by the transaction's first event, moved in
         # memory by each event, and written once just before COMMIT (Journal._tx). Where the
         # transaction holds the whole database, the first event links to the head this object
@@ -1459,8 +1465,8 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
     return (
         run.run_id, run.policy, run.kind, run.state, ts(run.started_at), ts(run.updated_at),
         run.old_token_id, run.new_token_id, _ts_or_none(run.new_expires_at), _ts_or_none(run.published_at),
-        _ts_or_none(run.finished_at), json.dumps(run.planned_versions, sort_keys=True),
-        json.dumps(run.published_versions, sort_keys=True), run.error, run.fence,
+        _ts_or_none(run.finished_at), _dump_sorted(run.planned_versions),
+        _dump_sorted(run.published_versions), run.error, run.fence,
         _ts_or_none(run.mint_started_at),
     )  # fmt: skip
 

@@ -177,8 +177,12 @@ def verify_signature(key: bytes, headers: Mapping[str, str], body: bytes, *, now
         raise ValueError("no valid signature")
 
 
+#: json.dumps(record, separators=(",", ":"), default=str) with one encoder, not a new one per line
+_dump_line = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def _dumps(record: Mapping[str, Any]) -> str:
-    return REDACTOR.redact(json.dumps(record, separators=(",", ":"), default=str))
+    return REDACTOR.redact(_dump_line(record))
 
 
 def _target(url: str) -> str:
