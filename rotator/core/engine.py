@@ -888,9 +888,10 @@ class Engine:
                 listener(event)
             except Exception as exc:  # a notification must never break a rotation
                 self.log.error("event listener %r failed: %s", listener, _describe(exc))
-        audit_logger.info("%s %s", step, result,
-                          extra={"policy": self.policy.name, "run_id": run_id, "step": step, "result": result,
-                                 **{f"detail_{k}": v for k, v in detail.items()}})
+        if audit_logger.isEnabledFor(logging.INFO):  # the record's extra fields are built only if it is kept
+            audit_logger.info("%s %s", step, result,
+                              extra={"policy": self.policy.name, "run_id": run_id, "step": step, "result": result,
+                                     **{f"detail_{k}": v for k, v in detail.items()}})
 
 
 def _holder_is_dead(holder: str) -> bool:

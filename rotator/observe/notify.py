@@ -87,8 +87,12 @@ _SUCCESS = {("published", "ok")}
 #: Reports ``(channel, result)`` of each delivery, e.g. ``("webhook", "ok")``; the daemon counts them.
 ResultCallback = Callable[[str, str], None]
 
+_JSON_SCALARS = frozenset({str, int, float, bool})
+
 
 def _jsonable(value: Any) -> Any:
+    if value is None or type(value) in _JSON_SCALARS:  # most values: no isinstance() of an ABC below
+        return value
     if isinstance(value, datetime):
         return rfc3339(value)
     if isinstance(value, date | timedelta | Path):
