@@ -38,8 +38,9 @@ Liveness means progress. A watchdog thread knows when the scheduler last finishe
 how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` or a run older than
 ``max(2 x lease_ttl, 10 s)`` (a run past its lease cannot legitimately go on) makes ``/healthz``
 and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged
-daemon (as it does one whose journal lost durability: a failed flush of the SQLite WAL, which only
-opening the journal again clears); on the way into a stall it dumps every thread's stack to stderr
+daemon. A journal that lost durability (a failed flush of the SQLite WAL, which only opening the
+journal again clears) fails ``/healthz`` too, and the daemon stops by itself with exit status
+EXIT_JOURNAL_LOST, which systemd restarts as well; on the way into a stall it dumps every thread's stack to stderr
 (faulthandler: no lock, no logging, works when logging itself is wedged). SIGUSR1 dumps them on
 demand.
 
@@ -104,6 +105,10 @@ PRUNE_EVERY = timedelta(days=1)
 WATCHDOG_EVERY = 1.0
 #: A journal check older than this (it hangs) makes /readyz fail.
 JOURNAL_CHECK_STALE_S = 10.0
+#: The exit status of a daemon that stopped because its journal can no longer make a commit
+#: durable (sysexits EX_IOERR): non-zero, so that systemd (Restart=on-failure) or Kubernetes starts
+#: it again, which opens the journal again and recovers the runs that were going.
+EXIT_JOURNAL_LOST = 74
 #: Between two keep-alive calls of a policy's stores: after a success, after an error (seconds).
 CREDENTIAL_PAUSE = (1.0, 5.0)
 
@@ -246,6 +251,8 @@ class Daemon:
         #: the last inventory's result (for the status page); None until one ran
         self.last_inventory: Any = None
         self._next_prune: datetime | None = None
+        #: what ``rotator daemon`` exits with once serve() returns: 0, or EXIT_JOURNAL_LOST
+        self.exit_status = 0
 
     # -- start and stop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -855,6 +862,7 @@ class Daemon:
         """Check the journal off the HTTP thread: a hanging journal must not hang /readyz."""
         while not self._watchdog_stop.wait(WATCHDOG_EVERY):
             self._check_journal()
+            self._stop_if_durability_lost()
 
     def _check_journal(self) -> None:
         try:
@@ -866,6 +874,23 @@ class Daemon:
             self._journal_check = (True, "ok", time.monotonic())
         except Exception as exc:
             self._journal_check = (False, REDACTOR.redact(str(exc)) or type(exc).__name__, time.monotonic())
+
+    def _stop_if_durability_lost(self) -> None:
+        """Stop, to exit with EXIT_JOURNAL_LOST, once a flush of the journal's WAL has failed.
+
+        Nothing this journal object commits can be durable any more (rotator/core/group_sync.py),
+        so every run would fail before its first side effect, and only opening the journal again
+        clears it. A failing /healthz restarts a daemon under Kubernetes, but nothing reads it under
+        systemd: exiting non-zero lets any supervisor restart it (PostgreSQL does the same after a
+        failed fsync: it stops, and recovers on the next start)."""
+        lost = self.journal.durability_lost()
+        if lost is None or self.exit_status:
+            return
+        self.exit_status = EXIT_JOURNAL_LOST
+        logger.critical("the journal cannot make a commit durable any more (%s): stopping, exit status %d; "
+                        "the next start opens it again and recovers the runs that were going. Check the disk "
+                        "(dmesg) if it happens again", REDACTOR.redact(lost), EXIT_JOURNAL_LOST)
+        self.request_stop()
 
     def live_snapshot(self) -> LiveSnapshot:
         from rotator.observe.metrics import CredentialState, LiveSnapshot
@@ -1100,7 +1125,8 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> argpa
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    """Run the daemon until SIGTERM/SIGINT; 0 on a clean stop. Bad input raises (exit 2 from the CLI)."""
+    """Run the daemon until SIGTERM/SIGINT; 0 on a clean stop, EXIT_JOURNAL_LOST after the journal's WAL
+    could not be flushed. Bad input raises (exit 2 from the CLI)."""
     if args.listen is not None:
         try:
             parse_listen(args.listen)
@@ -1116,8 +1142,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
-    return 0
+        os._exit(daemon.exit_status)
+    return daemon.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,8 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rotator.core.clock import FakeClock
 from rotator.core.engine import ANY_RUN, NOTHING_TO_DO, RunResult
 from rotator.core.errors import TransientError
-from rotator.core.journal import Revocation, RunRecord, open_journal
-from rotator.runners.daemon import Daemon
+from rotator.core.journal import Revocation, RunRecord, RunState, open_journal
+from rotator.runners.daemon import EXIT_JOURNAL_LOST, Daemon
 from tests.harness import REPO, Scenario, check_invariants, let_mint_window_pass, make_scenario
 from tests.webhook_receiver import receiver
 
@@ -110,13 +110,14 @@ class DaemonProc:
         return code
 
 
-def start_daemon(sc: Scenario, port: int, tag: str = "", wait: bool = True) -> DaemonProc:
+def start_daemon(sc: Scenario, port: int, tag: str = "", wait: bool = True,
+                 env: dict[str, str] | None = None) -> DaemonProc:
     out, err = sc.dir / f"daemon{tag}.out", sc.dir / f"daemon{tag}.err"
     argv = [sys.executable, "-m", "rotator.runners.daemon", "-c", str(sc.config), "--log-level", "debug",
             "--log-file", str(sc.log_file)]
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen(argv, env=sc.env(), cwd=sc.dir, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, env=env or sc.env(), cwd=sc.dir, stdout=o, stderr=e,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     d = DaemonProc(sc, port, proc, out, err)
     if wait:
         d.wait_ready()
@@ -873,6 +874,8 @@ def test_a_journal_whose_wal_flush_failed_fails_liveness_and_readiness(
 
     h = harness([("a", "1h", "")])
     assert h.daemon.liveness()[0] is True
+    h.daemon._stop_if_durability_lost()  # what the probe thread runs every second, after its check
+    assert h.daemon.exit_status == 0 and not h.daemon._stopping
 
     def failing(fd: int) -> None:
         raise OSError(5, "Input/output error")
@@ -882,6 +885,65 @@ def test_a_journal_whose_wal_flush_failed_fails_liveness_and_readiness(
         h.daemon.journal.acquire_lease("a", "probe", timedelta(minutes=1), T0)
     alive, detail = h.daemon.liveness()
     assert alive is False and "Input/output error" in detail["journal"]
-    h.daemon._check_journal()  # what the probe thread runs every few seconds
+    h.daemon._check_journal()
     ready, checks = h.daemon.readiness()
     assert ready is False and "could not make it durable" in checks["journal"]
+    # Under systemd nothing reads /healthz: the daemon stops, to exit non-zero and be restarted.
+    h.daemon._stop_if_durability_lost()
+    assert h.daemon.exit_status == EXIT_JOURNAL_LOST == 74 and h.daemon._stopping
+
+
+#: Loaded by the daemon's interpreter (PYTHONPATH): its WAL flushes fail while the flag file exists.
+FAILING_DISK = """
+import errno, os
+from pathlib import Path
+from rotator.core import group_sync
+_flag, _real = Path(os.environ["ROTATOR_TEST_DISK_FAILS"]), group_sync._datasync
+def _datasync(fd):
+    if _flag.exists():
+        raise OSError(errno.EIO, "Input/output error")
+    _real(fd)
+group_sync._datasync = _datasync
+"""
+
+
+def test_a_daemon_whose_journal_flush_fails_exits_non_zero_and_a_restart_carries_on(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    """A disk error on the WAL's fdatasync: the daemon stops with exit status 74 (what systemd's
+    Restart=on-failure restarts), having done no side effect after the lost commit; once the disk
+    works, the same command recovers and rotates again."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
+    inject, flag = tmp_path / "inject", tmp_path / "disk-fails"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(FAILING_DISK)
+    env = sc.env()
+    env.update(PYTHONPATH=f"{inject}{os.pathsep}{env['PYTHONPATH']}", ROTATOR_TEST_DISK_FAILS=str(flag))
+    port = _free_port()
+    configure(sc, schedule="1s", port=port, daemon="")
+    d = start_daemon(sc, port, env=env)
+    daemons.append(d)
+    wait_until("a first rotation", lambda: any(r["published_at"] for r in rotate_runs(sc)))
+    flag.touch()  # the disk fails from here on
+    failed_at = time.monotonic()
+    code = d.proc.wait(timeout=30)
+    assert code == 74, d.err.read_text()[-2000:]
+    assert time.monotonic() - failed_at < 15
+    d.stop()
+    log = sc.log_file.read_text()
+    assert "cannot make a commit durable any more" in log and "exit status 74" in log
+    check_invariants(sc, after_crash=True)
+    published = sum(1 for r in rotate_runs(sc) if r["published_at"])
+
+    flag.unlink()  # the disk is fixed (or the journal moved): the same command again
+    # The run whose MINTING commit was not made durable may have a child minting, as far as
+    # recovery can know: it searches the run's tag until the mint window has passed.
+    let_mint_window_pass(sc)
+    d2 = start_daemon(sc, port, "-2", env=env)
+    daemons.append(d2)
+    wait_until("a rotation after the restart",
+               lambda: sum(1 for r in rotate_runs(sc) if r["published_at"]) > published, timeout=30)
+    assert d2.stop() == 0
+    still_open = [r for r in rotate_runs(sc) if r["state"] in RunState.OPEN]
+    assert not still_open, f"the restart ended every run the failed disk interrupted: {still_open}"
+    check_invariants(sc)
