@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum, nonmember
@@ -494,16 +494,22 @@ class Journal:
                 _close_quietly(conn)
         return local.conn
 
-    @contextmanager
-    def _tx(self, immediate: bool = False, durable: bool = True, single: bool = False) -> Iterator[_Cursor]:
+    def _tx(self, immediate: bool = False, durable: bool = True,
+            single: bool = False) -> AbstractContextManager[_Cursor]:  # fmt: skip
         """This thread's transaction (joined when one is open). ``single``: the caller runs exactly one
         statement that only reads; it runs without BEGIN/COMMIT (one statement is a transaction of
         its own on both backends: SQLite in autocommit mode, psycopg with autocommit), unless
         deferred writes wait for this transaction."""
+        cur = self._local.cur
+        if cur is not None:
+            # Joined: nothing to begin or end. Most calls of a rotation are joins, and a class-based
+            # context manager costs a fraction of a generator-based one.
+            return nullcontext(cur)
+        return self._new_tx(immediate, durable, single)
+
+    @contextmanager
+    def _new_tx(self, immediate: bool, durable: bool, single: bool) -> Iterator[_Cursor]:
         local = self._local
-        if local.cur is not None:  # inside this thread's open transaction: join it
-            yield local.cur
-            return
         pending, local.pending = local.pending, []
         single = single and not pending and durable
         try:
@@ -598,8 +604,7 @@ class Journal:
             with self._conns_lock:
                 self.stats.flushes += 1
 
-    @contextmanager
-    def transaction(self, durable: bool = True) -> Iterator[None]:
+    def transaction(self, durable: bool = True) -> AbstractContextManager[Any]:
         """One write transaction for several journal calls of this thread (they join it), committed
         at the end of the block or rolled back as a whole; records changed in memory by calls
         inside it (``update_run``...) are restored on rollback.
@@ -609,8 +614,7 @@ class Journal:
         ``synchronous_commit = off``): a crash of the process loses nothing; a power loss may lose
         it unless a later durable commit came first (both logs are written in order, so a synced
         commit makes every earlier one durable)."""
-        with self._tx(immediate=True, durable=durable):
-            yield
+        return self._tx(immediate=True, durable=durable)
 
     def defer(self, write: Callable[[], None]) -> None:
         """Run ``write`` (journal calls) inside this thread's next transaction, whatever it is.
