@@ -85,6 +85,7 @@ from rotator.core.errors import describe as _describe
 from rotator.core.journal import Journal, Overview, RevocationState, RunRecord, RunState, open_journal, ts
 from rotator.core.retry import RetryPolicy
 from rotator.core.secret import REDACTOR
+from rotator.runners.systemd_notify import SystemdNotify
 
 if TYPE_CHECKING:
     from rotator.observe.metrics import LiveSnapshot, Metrics, StateSnapshot
@@ -188,6 +189,7 @@ class Daemon:
         loader: Callable[[Path], DaemonConfig] = load_daemon_config,
         stdout: Any = None,
         handle_signals: bool = True,
+        systemd: SystemdNotify | None = None,
     ) -> None:
         self.path = Path(config_path).resolve()
         self.clock = clock or SystemClock()
@@ -198,6 +200,8 @@ class Daemon:
         self._loader = loader
         self._stdout = stdout
         self._handle_signals = handle_signals
+        #: READY=1 / WATCHDOG=1 / STOPPING=1 to systemd (Type=notify); a no-op outside systemd
+        self.systemd = systemd or SystemdNotify(None, None)
         self._rng = random.Random()
         self._lock = threading.Lock()
         # Signal handlers only set these flags and write to the wake-up pipe: they take no lock
@@ -360,6 +364,7 @@ class Daemon:
         end the process (its thread cannot be stopped); the journal keeps that run recoverable.
         """
         self._stopping = True
+        self.systemd.send("STOPPING=1")
         with self._lock:
             running = {name: fut for name, (_, fut) in self._busy.items() if not fut.done()}
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -845,18 +850,27 @@ class Daemon:
         return stalled, detail
 
     def _watchdog_loop(self) -> None:
-        """Notice a stall and say where: every thread's stack to stderr, once per stall."""
-        while not self._watchdog_stop.wait(WATCHDOG_EVERY):
-            stalled, detail = self.progress()
-            if stalled and not self._stalled:
-                # faulthandler first: it takes no lock, so it works even when logging is wedged.
-                print(f"rotator watchdog: no progress ({detail}); stacks of every thread follow",
-                      file=sys.stderr, flush=True)
-                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-                logger.error("watchdog: the daemon made no progress (%s): /healthz fails until it does", detail)
-            elif self._stalled and not stalled:
-                logger.warning("watchdog: progress again")
-            self._stalled = stalled
+        """Notice a stall and say where: every thread's stack to stderr, once per stall. While there
+        is progress, feed systemd's watchdog (WatchdogSec=): under systemd, which reads no /healthz,
+        a daemon that stops feeding it is killed and restarted."""
+        every = min(WATCHDOG_EVERY, self.systemd.watchdog_s or WATCHDOG_EVERY)  # a short WatchdogSec= too
+        while not self._watchdog_stop.wait(every):
+            self._watchdog_pass()
+
+    def _watchdog_pass(self) -> None:
+        stalled, detail = self.progress()
+        if not stalled and self.journal.durability_lost() is None:
+            self.systemd.ping()
+        if stalled and not self._stalled:
+            # faulthandler first: it takes no lock, so it works even when logging is wedged.
+            print(f"rotator watchdog: no progress ({detail}); stacks of every thread follow",
+                  file=sys.stderr, flush=True)
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            logger.error("watchdog: the daemon made no progress (%s): /healthz fails until it does%s", detail,
+                         ", and systemd's watchdog is no longer fed" if self.systemd.watchdog_s else "")
+        elif self._stalled and not stalled:
+            logger.warning("watchdog: progress again")
+        self._stalled = stalled
 
     def _journal_probe_loop(self) -> None:
         """Check the journal off the HTTP thread: a hanging journal must not hang /readyz."""
@@ -1132,10 +1146,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             parse_listen(args.listen)
         except ValueError as exc:
             raise ConfigError(f"--listen: {exc}", hint="e.g. --listen 127.0.0.1:9464") from None
-    daemon = Daemon(args.config, listen=args.listen)
+    systemd = SystemdNotify.from_environment()
+    daemon = Daemon(args.config, listen=args.listen, systemd=systemd)
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)  # stacks on demand
     daemon.start()
+    systemd.send(f"READY=1\nSTATUS=rotating {len(daemon.policies)} policies")
     if daemon.serve():
         # Parked: a worker thread is still inside a run and cannot be stopped; the journal makes
         # the run recoverable, so end the process here without waiting for it.

@@ -55,6 +55,7 @@ from rotator.core.contracts import AdapterContext, TokenRecord
 from rotator.core.errors import ConfigError, ConflictError, PermanentError
 from rotator.core.journal import open_journal
 from rotator.core.secret import Secret
+from rotator.runners.daemon import WATCHDOG_EVERY
 from tests.servers import OpenBao
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -652,6 +653,12 @@ def test_systemd_unit_sandboxing_and_lifecycle():
     assert one("ExecReload") == "/bin/kill -HUP $MAINPID"
     assert one("Restart") == "on-failure"
     assert one("KillMode") == "mixed"
+    # The daemon notifies (READY=1, WATCHDOG=1 at half of WatchdogSec, rotator/runners/systemd_notify.py):
+    # its watchdog thread wakes every second, so WatchdogSec must leave room for a few missed wake-ups.
+    assert one("Type") == "notify"
+    watchdog = one("WatchdogSec")
+    assert watchdog.endswith("s") and float(watchdog[:-1]) >= 10 * WATCHDOG_EVERY
+    assert one("WatchdogSignal") == "SIGKILL" and one("LimitCORE") == "0", "no core dump holding tokens"
     stop = one("TimeoutStopSec")
     assert stop.endswith("s") and float(stop[:-1]) > SHUTDOWN_TIMEOUT_S  # room for the daemon's own timeout
 

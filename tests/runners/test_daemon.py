@@ -947,3 +947,80 @@ def test_a_daemon_whose_journal_flush_fails_exits_non_zero_and_a_restart_carries
     still_open = [r for r in rotate_runs(sc) if r["state"] in RunState.OPEN]
     assert not still_open, f"the restart ended every run the failed disk interrupted: {still_open}"
     check_invariants(sc)
+
+
+def _notify_socket(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    return sock
+
+
+def _datagrams(sock: socket.socket, wait: float) -> list[str]:
+    """What arrived on ``sock`` within ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    out = []
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            out.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+    return out
+
+
+def test_systemds_watchdog_is_fed_only_while_the_daemon_makes_progress(
+        harness: Callable[..., Harness], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rotator.runners.systemd_notify import SystemdNotify
+
+    h = harness([("a", "1h", "")])
+    sock = _notify_socket(tmp_path / "notify")
+    try:
+        h.daemon.systemd = SystemdNotify(str(tmp_path / "notify"), watchdog_s=0.01)
+        h.daemon._watchdog_pass()
+        assert "WATCHDOG=1" in _datagrams(sock, 0.5), "progress: the watchdog is fed"
+        monkeypatch.setattr(h.daemon, "progress", lambda: (True, {"stalled": True, "progress_s_ago": 120.0}))
+        _datagrams(sock, 0.1)
+        h.daemon._watchdog_pass()
+        assert _datagrams(sock, 1.5) == [], "stalled: no more pings (the watchdog thread ran meanwhile too)"
+        monkeypatch.undo()
+        h.daemon._watchdog_pass()
+        assert "WATCHDOG=1" in _datagrams(sock, 0.5), "progress again: fed again"
+    finally:
+        sock.close()
+
+
+def test_under_systemd_the_daemon_says_ready_feeds_the_watchdog_and_says_stopping(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    """Type=notify with WatchdogSec=: READY=1 once it serves, WATCHDOG=1 at half the interval while it
+    runs, STOPPING=1 on SIGTERM; its children never see NOTIFY_SOCKET."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
+    sock = _notify_socket(tmp_path / "notify")
+    try:
+        env = sc.env()
+        env.update(NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="1000000")  # WatchdogSec=1s
+        port = _free_port()
+        seen = tmp_path / "hook-env"
+        (tmp_path / "env_hook.py").write_text(
+            "import os, pathlib, sys\n"
+            f"pathlib.Path({str(seen)!r}).write_text(repr(os.environ.get('NOTIFY_SOCKET')))\n")
+        configure(sc, schedule="1s", port=port, daemon=f"""
+[[daemon.hooks]]
+command = [{json.dumps(sys.executable)}, "env_hook.py"]
+timeout = "10s"
+""")
+        d = start_daemon(sc, port, env=env, wait=False)
+        daemons.append(d)
+        sock.settimeout(20)
+        assert sock.recv(4096).decode() == "READY=1\nSTATUS=rotating 1 policies"
+        d.wait_ready()
+        pings = [m for m in _datagrams(sock, 2.6) if m == "WATCHDOG=1"]
+        assert len(pings) >= 4, f"every ~0.5 s (half of WatchdogSec): {pings}"
+        wait_until("a hook run", seen.exists)
+        assert seen.read_text() == "None", "a child of the daemon does not inherit NOTIFY_SOCKET"
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.stop() == 0
+        assert "STOPPING=1" in _datagrams(sock, 2)
+    finally:
+        sock.close()
+    check_invariants(sc)

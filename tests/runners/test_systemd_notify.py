@@ -1,0 +1,103 @@
+"""rotator/runners/systemd_notify.py against real AF_UNIX datagram sockets, as systemd listens on them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rotator.runners.systemd_notify import SystemdNotify
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    """A socket where systemd would listen: (socket, its path)."""
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(2)
+    yield sock, path
+    sock.close()
+
+
+def received(sock: socket.socket) -> list[str]:
+    """Every datagram waiting on ``sock``, without blocking."""
+    sock.settimeout(0.2)
+    out = []
+    try:
+        while True:
+            out.append(sock.recv(4096).decode())
+    except (BlockingIOError, TimeoutError):
+        return out
+
+
+def test_from_the_environment_it_notifies_and_feeds_the_watchdog_at_half_its_interval(
+        listener: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    sock, path = listener
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    notify = SystemdNotify.from_environment()
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        assert name not in os.environ, f"{name} is not passed on to influxctl or a hook"
+    assert notify.watchdog_s == 2.0
+    assert notify.send("READY=1\nSTATUS=rotating 2 policies") is True
+    assert sock.recv(4096) == b"READY=1\nSTATUS=rotating 2 policies"
+    assert notify.ping() is True
+    assert sock.recv(4096) == b"WATCHDOG=1"
+    assert notify.ping() is False, "not due again before half of WatchdogSec"
+    assert received(sock) == []
+
+
+def test_the_abstract_namespace_is_named_with_an_at_sign(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"rotator-test-{uuid.uuid4().hex}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(2)
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+        notify = SystemdNotify.from_environment()
+        assert notify.watchdog_s is None and notify.ping() is False, "no WatchdogSec: no pings"
+        assert notify.send("STOPPING=1") is True
+        assert sock.recv(4096) == b"STOPPING=1"
+    finally:
+        sock.close()
+
+
+def test_a_watchdog_meant_for_another_process_is_not_fed(
+        listener: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    sock, path = listener
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
+    notify = SystemdNotify.from_environment()
+    assert notify.watchdog_s is None and notify.ping() is False
+    assert received(sock) == []
+
+
+def test_outside_systemd_or_with_a_bad_socket_nothing_is_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        monkeypatch.delenv(name, raising=False)
+    outside = SystemdNotify.from_environment()
+    assert outside.address is None and outside.send("READY=1") is False and outside.ping() is False
+
+    monkeypatch.setenv("NOTIFY_SOCKET", "relative/path")
+    with caplog.at_level(logging.WARNING, logger="rotator.daemon"):
+        assert SystemdNotify.from_environment().address is None
+    assert "neither a path nor @name" in caplog.text
+
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
+    monkeypatch.setenv("WATCHDOG_USEC", "1000")
+    gone = SystemdNotify.from_environment()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rotator.daemon"):
+        assert gone.send("READY=1") is False
+        assert gone.send("WATCHDOG=1") is False
+    assert caplog.text.count("cannot notify systemd") == 1, "said once, not at every ping"
