@@ -450,8 +450,11 @@ class Journal:
     that one transaction (one commit for a step's state change and its audit events).
     """
 
-    def __init__(self, backend: _Backend, location: str, create: bool = True) -> None:
-        self._create = create
+    def __init__(self, backend: _Backend, location: str, create: bool = True, read_only: bool = False) -> None:
+        self._create = create and not read_only
+        #: opened by a command that only reads: the schema is checked, never upgraded, and no write
+        #: lock is taken to open it (an auditor's read-only access, a daemon busy writing)
+        self._read_only = read_only
         self._backend = backend
         self._local = _Local()
         self._conns_lock = threading.Lock()
@@ -713,6 +716,9 @@ class Journal:
         _close_quietly(conn)
 
     def _migrate(self) -> None:
+        if self._read_only:
+            self._check_schema()
+            return
         with self._tx(immediate=True) as cur:
             if self._backend.migration_lock:
                 cur.execute(self._backend.migration_lock)
@@ -724,17 +730,40 @@ class Journal:
                 cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
             row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] or 0
-            if current > len(_MIGRATIONS):
-                raise JournalError(
-                    f"journal {self.location} has schema version {current}, newer than this rotator "
-                    f"({len(_MIGRATIONS)})",
-                    hint="upgrade rotator; never point an older rotator at a newer journal",
-                )
+            self._refuse_newer(current)
             for version in range(current + 1, len(_MIGRATIONS) + 1):
                 for statement in _MIGRATIONS[version - 1].split(";"):
                     if statement.strip():
                         cur.execute(statement)
                 cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def _check_schema(self) -> None:
+        """A read-only open: the schema version, read without the write lock; a journal older than
+        this rotator is refused, not upgraded (a command that only reads writes nothing)."""
+        probe = ("schema_version",) * self._backend.table_exists.count("?")
+        with self._tx(single=True) as cur:
+            exists = cur.execute(self._backend.table_exists, probe).fetchone() is not None
+        if not exists:
+            raise _no_journal(self.location)
+        with self._tx(single=True) as cur:
+            row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        self._refuse_newer(current)
+        if current < len(_MIGRATIONS):
+            raise JournalError(
+                f"journal {self.location} has schema version {current}, older than this rotator's "
+                f"({len(_MIGRATIONS)}); this command only reads the journal and does not upgrade it",
+                hint="the daemon of this rotator version upgrades it when it starts, as does any command that "
+                "writes (e.g. `rotator recover`); until then, read it with the rotator version that wrote it",
+            )
+
+    def _refuse_newer(self, current: int) -> None:
+        if current > len(_MIGRATIONS):
+            raise JournalError(
+                f"journal {self.location} has schema version {current}, newer than this rotator "
+                f"({len(_MIGRATIONS)})",
+                hint="upgrade rotator; never point an older rotator at a newer journal",
+            )
 
     def close(self) -> None:
         """Close every thread's connection (call when no thread uses the journal any more)."""
@@ -1258,19 +1287,22 @@ def _last_rows(cur: _Cursor, where: str, params: Sequence[Any], now: datetime) -
     return last
 
 
-def open_journal(url: str, create: bool = True) -> Journal:
+def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> Journal:
     """Open the journal at ``url``: ``sqlite:///path`` or ``postgresql://user@host/db``.
 
-    ``create=False`` (read-only commands): a journal that does not exist yet is a ConfigError,
-    and no file, directory or table is made.
+    ``create=False``: a journal that does not exist yet is a ConfigError, and no file, directory
+    or table is made. ``read_only`` (commands that only read: status, plan, audit, report, a
+    listing inventory): that, and an older schema is refused rather than upgraded; opening takes
+    no write lock.
     """
+    create = create and not read_only
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if not create and not Path(path).is_file():
             raise _no_journal(path)
-        return Journal(_sqlite_backend(Path(path)), path, create)
+        return Journal(_sqlite_backend(Path(path)), path, create, read_only)
     if url.startswith(("postgresql://", "postgres://")):
-        return Journal(_postgres_backend(url), _redact_url(url), create)
+        return Journal(_postgres_backend(url), _redact_url(url), create, read_only)
     raise ConfigError(
         f"unsupported journal URL {url!r}",
         hint="use a path, sqlite:///absolute/path or postgresql://user@host/database",

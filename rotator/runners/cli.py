@@ -342,11 +342,13 @@ def _summary(args: argparse.Namespace) -> ConfigSummary:
     return summarize(_validated(path))
 
 
-def _journal(config: Config | ConfigSummary, *, create: bool = True) -> Journal:
-    """The policy file's journal; ``create=False`` for commands that only read (status, plan, dry runs)."""
+def _journal(config: Config | ConfigSummary, *, create: bool = True, read_only: bool = False) -> Journal:
+    """The policy file's journal. ``create=False``: it must exist already. ``read_only`` for commands
+    that only read (status, plan, dry runs, audit, report): it must exist, and is neither upgraded
+    nor write-locked to open."""
     from rotator.core.journal import open_journal
 
-    return open_journal(config.journal_url(), create=create)
+    return open_journal(config.journal_url(), create=create, read_only=read_only)
 
 
 def _engine(config: Config, policy: Policy, journal: Journal) -> Engine:
@@ -415,7 +417,7 @@ def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple
     from rotator.observe.status import policy_status
 
     config = _summary(args)
-    journal = _journal(config, create=False)
+    journal = _journal(config, read_only=True)
     now = SystemClock().now()
     policies = [config.policy(n) for n in args.policy] if args.policy else list(config.policies)
     rows = [policy_status(p, journal, now, **({"slack": slack} if slack is not None else {})) for p in policies]
@@ -446,7 +448,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     selected = _selected(config, args.policy)
     if args.revoke_previous_now:
         _confirm_emergency(args, [p.name for p in selected])
-    journal = _journal(config, create=not args.dry_run)
+    journal = _journal(config, read_only=args.dry_run)
     clock = SystemClock()
     results: list[RunResult] = []
     worst = EXIT_OK
@@ -540,7 +542,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
                                           product=args.product, account_id=args.account_id,
                                           cluster_id=args.cluster_id, tls_verify=not args.insecure))
     # Only --revoke-orphans writes (audit events); a listing never creates a journal, as `status`.
-    journal = _journal(config, create=args.revoke_orphans) if config is not None else None
+    journal = _journal(config, read_only=not args.revoke_orphans) if config is not None else None
     now = SystemClock().now()
     result = inv_mod.take_inventory(targets, journal, known, now, unmanaged_max_age=max_age,
                                     include_revoked=args.include_revoked)
@@ -716,7 +718,7 @@ def _when(moment: datetime, now: datetime) -> str:
 def cmd_audit(args: argparse.Namespace) -> int:
     from rotator.core import audit_chain
 
-    journal = _journal(_config(args), create=False)
+    journal = _journal(_config(args), read_only=True)
     report = audit_chain.verify(journal)
     _emit(args, report.as_dict(), report.text())
     if not report.ok:
@@ -754,7 +756,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}",
                           hint="e.g. --from 2026-01-01 --to 2026-04-01")
     policies = _selected(config, args.policy, all_enabled=False)
-    evidence = report_mod.build(_journal(config, create=False), policies, start, end, SystemClock().now())
+    evidence = report_mod.build(_journal(config, read_only=True), policies, start, end, SystemClock().now())
     text = report_mod.render(evidence, args.report_format)
     if args.output_file:
         Path(args.output_file).write_text(text, encoding="utf-8")

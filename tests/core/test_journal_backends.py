@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from rotator.core.errors import JournalError, LeaseBusy
 from rotator.core.journal import _MIGRATIONS, Journal, Revocation, RunRecord, RunState, open_journal
+from tests.core.test_audit_chain import raw as _raw
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -217,3 +220,47 @@ def test_ping_answers_on_both_backends(journal_url: str) -> None:
     journal = open_journal(journal_url)
     journal.ping()
     journal.close()
+
+
+def _hold_the_write_lock(journal_url: str) -> Callable[[], None]:
+    """Another process's writer in the middle of a transaction (SQLite: the database's write lock;
+    PostgreSQL: the migration lock too). Returns the function that ends it."""
+    if journal_url.startswith("sqlite:///"):
+        import sqlite3
+
+        conn = sqlite3.connect(journal_url[len("sqlite:///"):], isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE leases SET holder = holder")
+        return conn.close
+    import psycopg
+
+    pg = psycopg.connect(journal_url)  # a transaction stays open until close()
+    pg.execute("SELECT pg_advisory_xact_lock(7306180)")  # the lock a migrating open takes
+    pg.execute("UPDATE leases SET holder = holder")
+    return pg.close
+
+
+def test_a_read_only_open_takes_no_write_lock_and_never_upgrades(journal_url: str) -> None:
+    """status, plan, audit and report open the journal read-only: a busy writer does not hold them up,
+    and a journal older than this rotator is refused with the way out, not upgraded behind the back
+    of the rotator version that still writes it."""
+    writer = open_journal(journal_url)
+    writer.begin_run(_run())
+    writer.close()
+    release = _hold_the_write_lock(journal_url)
+    try:
+        started = time.monotonic()
+        reader = open_journal(journal_url, read_only=True)
+        assert [r.run_id for r in reader.runs("p")] == ["r1"]
+        assert time.monotonic() - started < 5, "no wait for the writer's lock"
+        reader.close()
+    finally:
+        release()
+
+    with _raw(journal_url) as sql:  # as a journal of the previous schema version would say
+        sql(f"DELETE FROM schema_version WHERE version = {len(_MIGRATIONS)}")
+    with pytest.raises(JournalError, match=f"schema version {len(_MIGRATIONS) - 1}, older than this rotator's") as err:
+        open_journal(journal_url, read_only=True)
+    assert err.value.hint is not None and "rotator recover" in err.value.hint
+    with _raw(journal_url) as sql:
+        assert sql("SELECT MAX(version) FROM schema_version") == [(len(_MIGRATIONS) - 1,)], "nothing written"

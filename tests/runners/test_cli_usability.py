@@ -219,6 +219,35 @@ def test_a_postgresql_journal_is_not_created_by_a_reader(pg_url: str) -> None:
     open_journal(pg_url, create=False).close()
 
 
+def test_a_reader_refuses_an_older_journal_untouched_and_works_once_a_writer_upgraded_it(tmp_path: Path) -> None:
+    """After an upgrade of rotator, `status` on a journal of the previous schema neither upgrades it
+    (the previous version's daemon may still be writing it) nor fails obscurely: it says so and how
+    to go on; the writing command it names upgrades the journal, and `status` then works."""
+    from rotator.core.journal import _MIGRATIONS
+
+    journal = tmp_path / "journal.db"
+    conn = sqlite3.connect(journal)  # a journal the previous version made (WAL, as rotator's are)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(";".join(_MIGRATIONS[:-1]) + "; CREATE TABLE schema_version (version INTEGER NOT NULL);"
+                       + "".join(f"INSERT INTO schema_version VALUES ({v});" for v in range(1, len(_MIGRATIONS))))
+    conn.close()  # the last connection: its WAL is checkpointed into the file
+    before = journal.read_bytes()
+    path = _policy_file(tmp_path, top='[rotator]\njournal = "journal.db"')
+    for command in (["status"], ["plan"], ["audit", "verify"]):
+        proc = _rotator(*command, "-c", str(path), cwd=tmp_path)
+        assert proc.returncode == 1, (command, proc.stderr)
+        assert f"schema version {len(_MIGRATIONS) - 1}, older than this rotator's" in proc.stderr, proc.stderr
+        assert "fix: the daemon of this rotator version upgrades it" in proc.stderr and "Traceback" not in proc.stderr
+    assert journal.read_bytes() == before, "a reader wrote nothing"
+
+    proc = _rotator("recover", "-c", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(journal) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (len(_MIGRATIONS),)
+    proc = _rotator("status", "-c", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_writing_commands_still_create_the_journal(tmp_path: Path) -> None:
     from rotator.core.journal import open_journal
 
