@@ -270,12 +270,12 @@ def verify_rows(
 
 
 class _JournalLike(Protocol):
-    def audit_transaction(self) -> AbstractContextManager[tuple[Any, str]]: ...
+    def audit_transaction(self, write: bool = True) -> AbstractContextManager[tuple[Any, str]]: ...
 
 
 def verify(journal: _JournalLike) -> ChainReport:
     """Check the journal's whole chain (from its latest pruning checkpoint)."""
-    with journal.audit_transaction() as (cur, _lock):
+    with journal.audit_transaction(write=False) as (cur, _lock):
         return _verify(cur)
 
 
@@ -314,14 +314,14 @@ def latest_checkpoint(cur: Cursor) -> Checkpoint | None:
 
 
 def checkpoints(journal: _JournalLike) -> list[Checkpoint]:
-    with journal.audit_transaction() as (cur, _lock):
+    with journal.audit_transaction(write=False) as (cur, _lock):
         rows = cur.execute("SELECT seq, hash, at, detail FROM audit_checkpoints ORDER BY seq").fetchall()
     return [Checkpoint(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3])) for r in rows]
 
 
 def chained_events(journal: _JournalLike, start: str, end: str) -> list[dict[str, Any]]:
     """Events with ``start <= at < end`` (journal time text), oldest first, detail parsed."""
-    with journal.audit_transaction() as (cur, _lock):
+    with journal.audit_transaction(write=False) as (cur, _lock):
         rows = cur.execute(
             f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE at >= ? AND at < ? ORDER BY at, seq", (start, end)
         ).fetchall()

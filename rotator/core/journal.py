@@ -753,8 +753,9 @@ class Journal:
             raise JournalError(
                 f"journal {self.location} has schema version {current}, older than this rotator's "
                 f"({len(_MIGRATIONS)}); this command only reads the journal and does not upgrade it",
-                hint="the daemon of this rotator version upgrades it when it starts, as does any command that "
-                "writes (e.g. `rotator recover`); until then, read it with the rotator version that wrote it",
+                hint="restart the daemon with this rotator version: its start upgrades the journal (with no "
+                "daemon, any command that writes does, e.g. `rotator recover`); until then, read it with the "
+                "rotator version that wrote it",
             )
 
     def _refuse_newer(self, current: int) -> None:
@@ -1204,11 +1205,12 @@ class Journal:
             local.head_dirty = True
 
     @contextmanager
-    def audit_transaction(self) -> Iterator[tuple[_Cursor, str]]:
-        """A write transaction for the audit chain, and the suffix that locks its head row when selected.
+    def audit_transaction(self, write: bool = True) -> Iterator[tuple[_Cursor, str]]:
+        """A transaction for the audit chain, and the suffix that locks its head row when selected.
         The head as this transaction's events moved it is written first, so the block reads the chain
-        as it is."""
-        with self._tx(immediate=True) as cur:
+        as it is. ``write=False`` (verify, reports): a read transaction, which on SQLite reads one
+        snapshot without taking the write lock, so a busy writer does not hold an auditor up."""
+        with self._tx(immediate=write) as cur:
             self._flush_head(cur)
             yield cur, self._backend.lock_row
 

@@ -456,7 +456,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         due = due_now(policy, journal, clock) if args.if_due else None
         if due is not None and not due.due:
             message = "not due"
-            if due.recover_first:  # an interrupted run must not wait a whole interval for its recovery
+            if due.recover_first and args.dry_run:
+                message += "; would first recover its unfinished run(s)"
+            elif due.recover_first:  # an interrupted run must not wait a whole interval for its recovery
                 try:
                     message += "; " + "; ".join(_engine(config, policy, journal).recover() or ["recovered"])
                 except RotatorError as exc:

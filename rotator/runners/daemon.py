@@ -35,7 +35,8 @@ planned run and, under it, checks that the last successful run is still the one 
 from (after recovering an interrupted run), so two replicas never rotate one due time twice.
 
 Liveness means progress. A watchdog thread knows when the scheduler last finished a pass and
-how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` or a run older than
+how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` (LONG_STEP_S more during the
+daily prune) or a run older than
 ``max(2 x lease_ttl, 10 s)`` (a run past its lease cannot legitimately go on) makes ``/healthz``
 and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged
 daemon. On the way into a stall it dumps every thread's stack to stderr (faulthandler: no lock,
@@ -104,6 +105,9 @@ MIN_WAIT = 0.01
 PRUNE_EVERY = timedelta(days=1)
 #: The watchdog looks this often (seconds); the readiness probe of the journal runs as often.
 WATCHDOG_EVERY = 1.0
+#: How long the pass's known long step (the daily prune, which re-verifies the retained chain at
+#: ~10 us per event) may take before the watchdog calls the pass stalled, beyond its usual limit.
+LONG_STEP_S = 30 * 60.0
 #: A journal check older than this (it hangs) makes /readyz fail.
 JOURNAL_CHECK_STALE_S = 10.0
 #: The exit status of a daemon that stopped because its journal can no longer make a commit
@@ -208,6 +212,10 @@ class Daemon:
         # (a handler runs in the main thread, which may hold any lock at that moment).
         self._stopping = False
         self._forced = False
+        #: SIGTERM/SIGINT came once (the daemon may also stop by itself, which is no signal)
+        self._stop_requested = False
+        #: the pass is in its known long step (the prune): the watchdog allows it LONG_STEP_S more
+        self._long_step = False
         self._reload_wanted = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -342,9 +350,9 @@ class Daemon:
         self.wakeup()
 
     def request_stop(self) -> None:
-        if self._stopping:
+        if self._stop_requested:
             self._forced = True  # a second signal: stop waiting for runs
-        self._stopping = True
+        self._stop_requested = self._stopping = True
         self.wakeup()
 
     def _install_signals(self) -> None:
@@ -383,6 +391,11 @@ class Daemon:
             _terminate_children()
         self.notifier.close(timeout=min(5.0, max(deadline - time.monotonic(), 1.0)))
         self._watchdog_stop.set()
+        if self.journal.durability_lost() is not None and not self.exit_status:
+            # A flush failed during the shutdown itself, after the probe thread's last look.
+            logger.critical("the journal could not make a commit durable during the shutdown: exit status %d",
+                            EXIT_JOURNAL_LOST)
+            self.exit_status = EXIT_JOURNAL_LOST
         if self.health is not None:
             self.health.stop()
         if not running:
@@ -421,7 +434,13 @@ class Daemon:
         self._recovered = True
         if self._next_prune is None or now >= self._next_prune:  # history retention, once a day
             self._next_prune = now + PRUNE_EVERY
-            self._prune(now)
+            # Its time grows with the history kept: judged by LONG_STEP_S, not by the pass's limit
+            # (a daemon killed by systemd's watchdog mid-prune would prune again at every start).
+            self._long_step = True
+            try:
+                self._prune(now)
+            finally:
+                self._long_step = False
         wake = [self._next_sweep]
         if settings.watch:
             wake.append(self._next_watch)
@@ -835,6 +854,8 @@ class Daemon:
         now = time.monotonic()
         pass_age = now - self._heartbeat
         pass_limit = max(60.0, 3 * self.settings.sweep_interval.total_seconds())
+        if self._long_step:
+            pass_limit += LONG_STEP_S
         run_limit = max(10.0, 2 * self.loaded.config.settings.lease_ttl.total_seconds())
         with self._lock:
             runs = {name: (self._busy[name][0], now - started) for name, started in self._job_started.items()
@@ -904,7 +925,10 @@ class Daemon:
         logger.critical("the journal cannot make a commit durable any more (%s): stopping, exit status %d; "
                         "the next start opens it again and recovers the runs that were going. Check the disk "
                         "(dmesg) if it happens again", REDACTOR.redact(lost), EXIT_JOURNAL_LOST)
-        self.request_stop()
+        # Not request_stop(): an operator's SIGTERM after this must not count as the second signal
+        # that parks the runs in progress at once.
+        self._stopping = True
+        self.wakeup()
 
     def live_snapshot(self) -> LiveSnapshot:
         from rotator.observe.metrics import CredentialState, LiveSnapshot

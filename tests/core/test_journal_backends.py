@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rotator.core import audit_chain
 from rotator.core.errors import JournalError, LeaseBusy
 from rotator.core.journal import _MIGRATIONS, Journal, Revocation, RunRecord, RunState, open_journal
 from tests.core.test_audit_chain import raw as _raw
@@ -252,6 +253,8 @@ def test_a_read_only_open_takes_no_write_lock_and_never_upgrades(journal_url: st
         started = time.monotonic()
         reader = open_journal(journal_url, read_only=True)
         assert [r.run_id for r in reader.runs("p")] == ["r1"]
+        assert audit_chain.verify(reader).ok, "`rotator audit` and `report` read the chain without the lock"
+        assert audit_chain.checkpoints(reader) == []
         assert time.monotonic() - started < 5, "no wait for the writer's lock"
         reader.close()
     finally:
@@ -261,6 +264,6 @@ def test_a_read_only_open_takes_no_write_lock_and_never_upgrades(journal_url: st
         sql(f"DELETE FROM schema_version WHERE version = {len(_MIGRATIONS)}")
     with pytest.raises(JournalError, match=f"schema version {len(_MIGRATIONS) - 1}, older than this rotator's") as err:
         open_journal(journal_url, read_only=True)
-    assert err.value.hint is not None and "rotator recover" in err.value.hint
+    assert err.value.hint is not None and "restart the daemon with this rotator version" in err.value.hint
     with _raw(journal_url) as sql:
         assert sql("SELECT MAX(version) FROM schema_version") == [(len(_MIGRATIONS) - 1,)], "nothing written"

@@ -237,7 +237,7 @@ def test_a_reader_refuses_an_older_journal_untouched_and_works_once_a_writer_upg
         proc = _rotator(*command, "-c", str(path), cwd=tmp_path)
         assert proc.returncode == 1, (command, proc.stderr)
         assert f"schema version {len(_MIGRATIONS) - 1}, older than this rotator's" in proc.stderr, proc.stderr
-        assert "fix: the daemon of this rotator version upgrades it" in proc.stderr and "Traceback" not in proc.stderr
+        assert "fix: restart the daemon with this rotator version" in proc.stderr and "Traceback" not in proc.stderr
     assert journal.read_bytes() == before, "a reader wrote nothing"
 
     proc = _rotator("recover", "-c", str(path), cwd=tmp_path)
@@ -246,6 +246,27 @@ def test_a_reader_refuses_an_older_journal_untouched_and_works_once_a_writer_upg
         assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (len(_MIGRATIONS),)
     proc = _rotator("status", "-c", str(path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_dry_run_that_is_not_due_does_not_recover_an_interrupted_run(tmp_path: Path) -> None:
+    """`rotate --dry-run --if-due` only says that recovery would come first: recovery takes the lease,
+    writes the journal and may revoke tokens, none of which a dry run may do."""
+    from datetime import UTC, datetime
+
+    from rotator.core.journal import RunRecord, open_journal
+
+    now = datetime.now(UTC)
+    journal = open_journal(f"sqlite:///{tmp_path / 'journal.db'}")
+    journal.begin_run(RunRecord("boot", "p1", "done", "bootstrap", now, now, published_at=now))
+    journal.begin_run(RunRecord("left", "p1", "minting", "rotate", now, now))  # interrupted
+    journal.close()
+    path = _policy_file(tmp_path, top='[rotator]\njournal = "journal.db"')
+    proc = _rotator("rotate", "p1", "--dry-run", "--if-due", "-c", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "not due; would first recover its unfinished run(s)" in proc.stdout, proc.stdout
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        assert conn.execute("SELECT state FROM runs WHERE run_id = 'left'").fetchone() == ("minting",)
+        assert conn.execute("SELECT COUNT(*) FROM leases").fetchone() == (0,), "no lease taken"
 
 
 def test_writing_commands_still_create_the_journal(tmp_path: Path) -> None:

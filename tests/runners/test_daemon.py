@@ -891,6 +891,51 @@ def test_a_journal_whose_wal_flush_failed_fails_liveness_and_readiness(
     # Under systemd nothing reads /healthz: the daemon stops, to exit non-zero and be restarted.
     h.daemon._stop_if_durability_lost()
     assert h.daemon.exit_status == EXIT_JOURNAL_LOST == 74 and h.daemon._stopping
+    # An operator's SIGTERM after that is the first signal, not the second that parks runs at once.
+    h.daemon.request_stop()
+    assert not h.daemon._forced
+    h.daemon.request_stop()
+    assert h.daemon._forced
+
+
+def test_a_flush_failing_during_the_shutdown_still_exits_74(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe thread is stopped by then: shutdown() looks once more."""
+    from rotator.core import group_sync
+    from rotator.core.errors import JournalError
+
+    h = harness([("a", "1h", "")])
+    h.daemon.request_stop()
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(group_sync, "_datasync", failing)
+    with pytest.raises(JournalError):
+        h.daemon.journal.acquire_lease("a", "a run's last commit", timedelta(minutes=1), T0)
+    h.daemon.shutdown()
+    assert h.daemon.exit_status == EXIT_JOURNAL_LOST
+
+
+def test_the_daily_prune_gets_a_longer_watchdog_limit_than_a_pass(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prune re-verifies the retained chain (~10 us per event): on a long history it outlasts the
+    pass's limit (60 s, or 3 sweeps), and a stall there would make systemd's watchdog kill it at every start."""
+    h = harness([("a", "1h", "")])
+    seen: list[tuple[bool, bool]] = []
+
+    def slow_prune(now: datetime) -> None:
+        h.daemon._heartbeat = time.monotonic() - 600  # ten minutes into this pass
+        seen.append((h.daemon._long_step, h.daemon.progress()[0]))
+
+    monkeypatch.setattr(h.daemon, "_prune", slow_prune)
+    h.daemon._next_prune = None
+    h.tick()
+    assert seen == [(True, False)], "inside the prune: not stalled"
+    assert h.daemon._long_step is False
+    h.daemon._heartbeat = time.monotonic() - 600
+    assert h.daemon.progress()[0] is True, "the same age outside it is a stall"
+    h.daemon._heartbeat = time.monotonic()
 
 
 #: Loaded by the daemon's interpreter (PYTHONPATH): its WAL flushes fail while the flag file exists.
