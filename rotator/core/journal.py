@@ -259,6 +259,9 @@ class _Backend:
     begin_locked: str = "BEGIN IMMEDIATE"
     #: run inside a transaction that need not be durable on its own (Journal.transaction(durable=False))
     relaxed_inside: str | None = None
+    #: run first inside a read transaction whose statements must all see one snapshot (the audit
+    #: chain's head and its events); SQLite's read transaction in WAL mode is one already
+    snapshot_inside: str | None = None
     #: a file whose fdatasync makes every commit written so far durable (SQLite: the WAL file, the
     #: connections committing with ``synchronous=NORMAL``): a durable commit waits for a flush
     #: of it, shared with concurrent commits (group commit), instead of syncing under the write lock
@@ -497,21 +500,22 @@ class Journal:
                 _close_quietly(conn)
         return local.conn
 
-    def _tx(self, immediate: bool = False, durable: bool = True,
-            single: bool = False) -> AbstractContextManager[_Cursor]:  # fmt: skip
+    def _tx(self, immediate: bool = False, durable: bool = True, single: bool = False,
+            snapshot: bool = False) -> AbstractContextManager[_Cursor]:  # fmt: skip
         """This thread's transaction (joined when one is open). ``single``: the caller runs exactly one
         statement that only reads; it runs without BEGIN/COMMIT (one statement is a transaction of
         its own on both backends: SQLite in autocommit mode, psycopg with autocommit), unless
-        deferred writes wait for this transaction."""
+        deferred writes wait for this transaction. ``snapshot``: a read transaction whose statements
+        all see one snapshot of the database."""
         cur = self._local.cur
         if cur is not None:
             # Joined: nothing to begin or end. Most calls of a rotation are joins, and a class-based
             # context manager costs a fraction of a generator-based one.
             return nullcontext(cur)
-        return self._new_tx(immediate, durable, single)
+        return self._new_tx(immediate, durable, single, snapshot)
 
     @contextmanager
-    def _new_tx(self, immediate: bool, durable: bool, single: bool) -> Iterator[_Cursor]:
+    def _new_tx(self, immediate: bool, durable: bool, single: bool, snapshot: bool = False) -> Iterator[_Cursor]:
         local = self._local
         pending, local.pending = local.pending, []
         single = single and not pending and durable
@@ -528,6 +532,8 @@ class Journal:
         try:
             if not single:
                 cur.execute(self._backend.begin_locked if immediate or pending else self._backend.begin)
+            if snapshot and not (single or immediate or pending) and self._backend.snapshot_inside is not None:
+                cur.execute(self._backend.snapshot_inside)
             if not durable and self._backend.relaxed_inside is not None:
                 cur.execute(self._backend.relaxed_inside)
             for write in pending:
@@ -1208,9 +1214,10 @@ class Journal:
     def audit_transaction(self, write: bool = True) -> Iterator[tuple[_Cursor, str]]:
         """A transaction for the audit chain, and the suffix that locks its head row when selected.
         The head as this transaction's events moved it is written first, so the block reads the chain
-        as it is. ``write=False`` (verify, reports): a read transaction, which on SQLite reads one
-        snapshot without taking the write lock, so a busy writer does not hold an auditor up."""
-        with self._tx(immediate=write) as cur:
+        as it is. ``write=False`` (verify, reports): a read transaction that reads one snapshot (SQLite:
+        without the write lock, so a busy writer does not hold an auditor up; PostgreSQL: REPEATABLE
+        READ, so the head row and the events agree however writers race it)."""
+        with self._tx(immediate=write, snapshot=not write) as cur:
             self._flush_head(cur)
             yield cur, self._backend.lock_row
 
@@ -1431,6 +1438,9 @@ def _postgres_backend(url: str) -> _Backend:
         # Row locks taken by the lease upsert serialise replicas; nothing more is needed.
         begin_locked="BEGIN",
         relaxed_inside="SET LOCAL synchronous_commit TO OFF",
+        # READ COMMITTED gives each statement its own snapshot: a verify racing a writer could read
+        # the head before and the events after that writer's commit
+        snapshot_inside="SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
         migration_lock="SELECT pg_advisory_xact_lock(7306180)",  # one arbitrary key for rotator migrations
         table_exists="SELECT to_regclass(?) WHERE to_regclass(?) IS NOT NULL",
     )

@@ -267,3 +267,16 @@ def test_a_read_only_open_takes_no_write_lock_and_never_upgrades(journal_url: st
     assert err.value.hint is not None and "restart the daemon with this rotator version" in err.value.hint
     with _raw(journal_url) as sql:
         assert sql("SELECT MAX(version) FROM schema_version") == [(len(_MIGRATIONS) - 1,)], "nothing written"
+
+
+def test_the_audit_chain_is_read_in_one_snapshot_on_postgresql(pg_url: str) -> None:
+    """READ COMMITTED would give the head row and the events separate snapshots: a verify racing a
+    writer's commit could read events past the head it read, and report tampering that is none."""
+    journal = open_journal(pg_url)
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        assert cur.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+        assert cur.execute("SHOW transaction_read_only").fetchone() == ("on",)
+    with journal.audit_transaction() as (cur, _lock):  # prune's: locks the head row instead
+        assert cur.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
+    assert audit_chain.verify(journal).ok
+    journal.close()
