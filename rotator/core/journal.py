@@ -729,14 +729,12 @@ class Journal:
             if self._backend.migration_lock:
                 cur.execute(self._backend.migration_lock)
             # Only DDL when something is missing: a role with read/write rights alone can start.
-            probe = ("schema_version",) * self._backend.table_exists.count("?")
-            if cur.execute(self._backend.table_exists, probe).fetchone() is None:
+            current = self._schema_version(cur)
+            if current is None:
                 if not self._create:
                     raise _no_journal(self.location)
                 cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            current = row[0] or 0
-            self._refuse_newer(current)
+                current = 0
             for version in range(current + 1, len(_MIGRATIONS) + 1):
                 for statement in _MIGRATIONS[version - 1].split(";"):
                     if statement.strip():
@@ -746,15 +744,10 @@ class Journal:
     def _check_schema(self) -> None:
         """A read-only open: the schema version, read without the write lock; a journal older than
         this rotator is refused, not upgraded (a command that only reads writes nothing)."""
-        probe = ("schema_version",) * self._backend.table_exists.count("?")
-        with self._tx(single=True) as cur:
-            exists = cur.execute(self._backend.table_exists, probe).fetchone() is not None
-        if not exists:
+        with self._tx() as cur:
+            current = self._schema_version(cur)
+        if current is None:
             raise _no_journal(self.location)
-        with self._tx(single=True) as cur:
-            row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        current = row[0] or 0
-        self._refuse_newer(current)
         if current < len(_MIGRATIONS):
             raise JournalError(
                 f"journal {self.location} has schema version {current}, older than this rotator's "
@@ -764,13 +757,20 @@ class Journal:
                 "rotator version that wrote it",
             )
 
-    def _refuse_newer(self, current: int) -> None:
+    def _schema_version(self, cur: _Cursor) -> int | None:
+        """The journal's schema version (0: none applied yet), None when it has no schema_version
+        table; JournalError for a version newer than this rotator's."""
+        probe = ("schema_version",) * self._backend.table_exists.count("?")
+        if cur.execute(self._backend.table_exists, probe).fetchone() is None:
+            return None
+        current = int(cur.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
         if current > len(_MIGRATIONS):
             raise JournalError(
                 f"journal {self.location} has schema version {current}, newer than this rotator "
                 f"({len(_MIGRATIONS)})",
                 hint="upgrade rotator; never point an older rotator at a newer journal",
             )
+        return current
 
     def close(self) -> None:
         """Close every thread's connection (call when no thread uses the journal any more)."""
@@ -1304,10 +1304,9 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> J
     listing inventory): that, and an older schema is refused rather than upgraded; opening takes
     no write lock.
     """
-    create = create and not read_only
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
-        if not create and not Path(path).is_file():
+        if (read_only or not create) and not Path(path).is_file():
             raise _no_journal(path)
         return Journal(_sqlite_backend(Path(path)), path, create, read_only)
     if url.startswith(("postgresql://", "postgres://")):

@@ -35,15 +35,15 @@ planned run and, under it, checks that the last successful run is still the one 
 from (after recovering an interrupted run), so two replicas never rotate one due time twice.
 
 Liveness means progress. A watchdog thread knows when the scheduler last finished a pass and
-how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` (LONG_STEP_S more during the
-daily prune) or a run older than
-``max(2 x lease_ttl, 10 s)`` (a run past its lease cannot legitimately go on) makes ``/healthz``
-and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged
-daemon. On the way into a stall it dumps every thread's stack to stderr (faulthandler: no lock,
-no logging, works when logging itself is wedged); SIGUSR1 dumps them on demand. A journal that
-lost durability (a failed flush of the SQLite WAL, which only opening the journal again clears)
-fails ``/healthz`` too, and the daemon stops by itself with exit status EXIT_JOURNAL_LOST, which
-systemd's Restart=on-failure restarts as well.
+how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` (LONG_STEP_S more
+during the daily prune) or a run older than ``max(2 x lease_ttl, 10 s)`` (a run past its lease
+cannot legitimately go on) makes ``/healthz`` and ``/readyz`` answer 503 and
+``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged daemon. On the way into a stall
+it dumps every thread's stack to stderr (faulthandler: no lock, no logging, works when logging
+itself is wedged); SIGUSR1 dumps them on demand. A journal that lost durability (a failed flush
+of the SQLite WAL, which only opening the journal again clears) fails ``/healthz`` too, and the
+daemon stops by itself with exit status EXIT_JOURNAL_LOST, which systemd's Restart=on-failure
+restarts as well.
 
 Stores with a credential of their own that expires (a Vault token) are kept alive between runs:
 the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, and shows their
@@ -391,11 +391,7 @@ class Daemon:
             _terminate_children()
         self.notifier.close(timeout=min(5.0, max(deadline - time.monotonic(), 1.0)))
         self._watchdog_stop.set()
-        if self.journal.durability_lost() is not None and not self.exit_status:
-            # A flush failed during the shutdown itself, after the probe thread's last look.
-            logger.critical("the journal could not make a commit durable during the shutdown: exit status %d",
-                            EXIT_JOURNAL_LOST)
-            self.exit_status = EXIT_JOURNAL_LOST
+        self._stop_if_durability_lost()  # a flush may have failed since the probe thread's last look
         if self.health is not None:
             self.health.stop()
         if not running:

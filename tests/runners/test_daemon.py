@@ -33,6 +33,7 @@ from rotator.core.errors import TransientError
 from rotator.core.journal import Revocation, RunRecord, RunState, open_journal
 from rotator.runners.daemon import EXIT_JOURNAL_LOST, Daemon
 from tests.harness import REPO, Scenario, check_invariants, let_mint_window_pass, make_scenario
+from tests.runners.test_systemd_notify import datagrams, notify_socket
 from tests.webhook_receiver import receiver
 
 TIMING_BOUND_S = 1.5  # the largest lateness accepted for a rotation start or a revocation
@@ -994,42 +995,23 @@ def test_a_daemon_whose_journal_flush_fails_exits_non_zero_and_a_restart_carries
     check_invariants(sc)
 
 
-def _notify_socket(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    return sock
-
-
-def _datagrams(sock: socket.socket, wait: float) -> list[str]:
-    """What arrived on ``sock`` within ``wait`` seconds."""
-    deadline = time.monotonic() + wait
-    out = []
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            out.append(sock.recv(4096).decode())
-        except TimeoutError:
-            break
-    return out
-
-
 def test_systemds_watchdog_is_fed_only_while_the_daemon_makes_progress(
         harness: Callable[..., Harness], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rotator.runners.systemd_notify import SystemdNotify
 
     h = harness([("a", "1h", "")])
-    sock = _notify_socket(tmp_path / "notify")
+    sock = notify_socket(tmp_path / "notify")
     try:
         h.daemon.systemd = SystemdNotify(str(tmp_path / "notify"), watchdog_s=0.01)
         h.daemon._watchdog_pass()
-        assert "WATCHDOG=1" in _datagrams(sock, 0.5), "progress: the watchdog is fed"
+        assert "WATCHDOG=1" in datagrams(sock, 0.5), "progress: the watchdog is fed"
         monkeypatch.setattr(h.daemon, "progress", lambda: (True, {"stalled": True, "progress_s_ago": 120.0}))
-        _datagrams(sock, 0.1)
+        datagrams(sock, 0.1)
         h.daemon._watchdog_pass()
-        assert _datagrams(sock, 1.5) == [], "stalled: no more pings (the watchdog thread ran meanwhile too)"
+        assert datagrams(sock, 1.5) == [], "stalled: no more pings (the watchdog thread ran meanwhile too)"
         monkeypatch.undo()
         h.daemon._watchdog_pass()
-        assert "WATCHDOG=1" in _datagrams(sock, 0.5), "progress again: fed again"
+        assert "WATCHDOG=1" in datagrams(sock, 0.5), "progress again: fed again"
     finally:
         sock.close()
 
@@ -1040,7 +1022,7 @@ def test_under_systemd_the_daemon_says_ready_feeds_the_watchdog_and_says_stoppin
     """Type=notify with WatchdogSec=: READY=1 once it serves, WATCHDOG=1 at half the interval while it
     runs, STOPPING=1 on SIGTERM; its children never see NOTIFY_SOCKET."""
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
-    sock = _notify_socket(tmp_path / "notify")
+    sock = notify_socket(tmp_path / "notify")
     try:
         env = sc.env()
         env.update(NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="1000000")  # WatchdogSec=1s
@@ -1059,13 +1041,13 @@ timeout = "10s"
         sock.settimeout(20)
         assert sock.recv(4096).decode() == "READY=1\nSTATUS=rotating 1 policies"
         d.wait_ready()
-        pings = [m for m in _datagrams(sock, 2.6) if m == "WATCHDOG=1"]
+        pings = [m for m in datagrams(sock, 2.6) if m == "WATCHDOG=1"]
         assert len(pings) >= 4, f"every ~0.5 s (half of WatchdogSec): {pings}"
         wait_until("a hook run", seen.exists)
         assert seen.read_text() == "None", "a child of the daemon does not inherit NOTIFY_SOCKET"
         d.proc.send_signal(signal.SIGTERM)
         assert d.stop() == 0
-        assert "STOPPING=1" in _datagrams(sock, 2)
+        assert "STOPPING=1" in datagrams(sock, 2)
     finally:
         sock.close()
     check_invariants(sc)

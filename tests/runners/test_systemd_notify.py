@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,26 +15,33 @@ import pytest
 from rotator.runners.systemd_notify import SystemdNotify
 
 
+def notify_socket(path: Path) -> socket.socket:
+    """A socket where systemd would listen, bound at ``path``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    return sock
+
+
+def datagrams(sock: socket.socket, wait: float) -> list[str]:
+    """What arrived on ``sock`` within ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    out = []
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            out.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+    return out
+
+
 @pytest.fixture
 def listener(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
     """A socket where systemd would listen: (socket, its path)."""
-    path = str(tmp_path / "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
+    sock = notify_socket(tmp_path / "notify")
     sock.settimeout(2)
-    yield sock, path
+    yield sock, str(tmp_path / "notify")
     sock.close()
-
-
-def received(sock: socket.socket) -> list[str]:
-    """Every datagram waiting on ``sock``, without blocking."""
-    sock.settimeout(0.2)
-    out = []
-    try:
-        while True:
-            out.append(sock.recv(4096).decode())
-    except (BlockingIOError, TimeoutError):
-        return out
 
 
 def test_from_the_environment_it_notifies_and_feeds_the_watchdog_at_half_its_interval(
@@ -51,7 +59,7 @@ def test_from_the_environment_it_notifies_and_feeds_the_watchdog_at_half_its_int
     assert notify.ping() is True
     assert sock.recv(4096) == b"WATCHDOG=1"
     assert notify.ping() is False, "not due again before half of WatchdogSec"
-    assert received(sock) == []
+    assert datagrams(sock, 0.2) == []
 
 
 def test_the_abstract_namespace_is_named_with_an_at_sign(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,7 +86,7 @@ def test_a_watchdog_meant_for_another_process_is_not_fed(
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
     notify = SystemdNotify.from_environment()
     assert notify.watchdog_s is None and notify.ping() is False
-    assert received(sock) == []
+    assert datagrams(sock, 0.2) == []
 
 
 def test_outside_systemd_or_with_a_bad_socket_nothing_is_raised(
