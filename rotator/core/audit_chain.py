@@ -236,28 +236,11 @@ def verify_rows(
     if unchained > expected_unchained:
         return broken(None, f"{unchained - expected_unchained} event(s) without a chain link were inserted "
                       "(rows with no seq/hash)", unchained=unchained)  # fmt: skip
-    expected_seq = start_seq + 1
-    for row in rows:
-        seq = int(row["seq"])
-        if seq <= start_seq:
-            return broken(row, f"event seq {seq} at {row['at']} lies before the pruning checkpoint (seq "
-                          f"{start_seq}): inserted after pruning", expected_seq=expected_seq)  # fmt: skip
-        if seq != expected_seq:
-            return broken(row, f"event(s) seq {expected_seq}..{seq - 1} are missing before event seq {seq} at "
-                          f"{row['at']} (deleted)", expected_seq=expected_seq)  # fmt: skip
-        if row["prev_hash"] != prev:
-            return broken(row, f"event seq {seq} at {row['at']} does not follow the previous link (reordered, "
-                          "inserted or the previous event was replaced)", expected_prev_hash=prev,
-                          found_prev_hash=row["prev_hash"])  # fmt: skip
-        digest = link(prev, row)
-        if row["hash"] != digest:
-            return broken(row, f"event seq {seq} at {row['at']} ({row['policy']} {row['step']} "
-                          f"{row['result']}) was edited: its content no longer matches its hash",
-                          expected_hash=digest, found_hash=row["hash"])  # fmt: skip
-        prev = digest
-        expected_seq += 1
-        report.checked += 1
-    last_seq = expected_seq - 1
+    walk = _walk(rows, start_seq, prev)
+    report.checked = walk.checked
+    if walk.problem is not None:
+        return broken(walk.row, walk.problem, **walk.what)
+    last_seq, prev = start_seq + walk.checked, walk.last_hash
     if last_seq != head_seq or prev != head_hash:
         last = rows[-1] if rows else None
         if last_seq < head_seq:
@@ -267,6 +250,51 @@ def verify_rows(
         return broken(last, f"the last event (seq {last_seq}) does not match the chain head (seq {head_seq}): the "
                       "head row or the newest events were altered", last_seq=last_seq)  # fmt: skip
     return report
+
+
+@dataclass
+class _Walk:
+    """How far a run of links checked out: the count, the last link's hash, and the first break."""
+
+    checked: int
+    last_hash: str
+    problem: str | None = None
+    row: Mapping[str, Any] | None = None
+    what: dict[str, Any] = field(default_factory=dict)
+
+
+def _walk(rows: Sequence[Mapping[str, Any]], start_seq: int, prev: str) -> _Walk:
+    """Check that ``rows`` (ordered by seq) are the links seq ``start_seq + 1``, ``+ 2``, ... after the
+    link ``prev``, each unedited; stop at the first that is not."""
+    walk = _Walk(0, prev)
+    expected_seq = start_seq + 1
+    for row in rows:
+        seq = int(row["seq"])
+        if seq <= start_seq:
+            walk.problem = (f"event seq {seq} at {row['at']} lies before the pruning checkpoint (seq {start_seq}): "
+                            "inserted after pruning")
+            walk.row, walk.what = row, {"expected_seq": expected_seq}
+            return walk
+        if seq != expected_seq:
+            walk.problem = (f"event(s) seq {expected_seq}..{seq - 1} are missing before event seq {seq} at "
+                            f"{row['at']} (deleted)")
+            walk.row, walk.what = row, {"expected_seq": expected_seq}
+            return walk
+        if row["prev_hash"] != walk.last_hash:
+            walk.problem = (f"event seq {seq} at {row['at']} does not follow the previous link (reordered, inserted "
+                            "or the previous event was replaced)")
+            walk.row, walk.what = row, {"expected_prev_hash": walk.last_hash, "found_prev_hash": row["prev_hash"]}
+            return walk
+        digest = link(walk.last_hash, row)
+        if row["hash"] != digest:
+            walk.problem = (f"event seq {seq} at {row['at']} ({row['policy']} {row['step']} {row['result']}) was "
+                            "edited: its content no longer matches its hash")
+            walk.row, walk.what = row, {"expected_hash": digest, "found_hash": row["hash"]}
+            return walk
+        walk.last_hash = digest
+        expected_seq += 1
+        walk.checked += 1
+    return walk
 
 
 class _JournalLike(Protocol):
@@ -348,74 +376,141 @@ class PruneResult:
 FINAL_RUN_STATES = ("done", "failed", "aborted")
 
 
-def prune(journal: _JournalLike, cutoff: str, now: str) -> PruneResult:
+#: events deleted per write transaction of a prune. A batch's links are checked before its write
+#: transaction, which only reads them again to compare (and deletes them), so a prune of millions
+#: of events holds rotations up for a fraction of a second at a time (bench/prune_lock.py)
+PRUNE_BATCH = 50_000
+
+
+def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BATCH) -> PruneResult:
     """Delete events, finished runs and done revocations older than ``cutoff`` (journal time text).
 
     Events go as a prefix of the chain; a checkpoint records the last pruned link and per-policy
     summaries, and a chained ``prune`` event names the checkpoint, so the chain stays verifiable.
     A broken chain is never pruned (that would erase the evidence of tampering): ValueError.
     The newest successful run of each policy is kept (it names the current token).
+
+    Only the deletions take the journal's write lock, and briefly: the whole chain is verified in a
+    read transaction first, and then the prefix goes in batches of at most ``batch`` events. A batch's
+    links are checked in a read transaction; its write transaction reads them again, deletes them
+    only if they are still exactly what was checked (an edit in between: ValueError, and they stay),
+    and writes the batch's checkpoint and ``prune`` event. Each batch starts from the latest
+    checkpoint, so a prune that failed part-way (or ran beside another) is finished by running it
+    again.
     """
-    with journal.audit_transaction() as (cur, lock_head):
-        cur.execute(f"SELECT seq FROM audit_head WHERE chain = ?{lock_head}", (CHAIN,)).fetchone()
+    with journal.audit_transaction(write=False) as (cur, _lock):
         state = _verify(cur)
         if not state.ok:
             raise ValueError(f"the audit chain is broken, not pruning: {state.problem}")
-        previous = latest_checkpoint(cur)
-        start_seq = previous.seq if previous else 0
         first_kept = cur.execute("SELECT MIN(seq) FROM events WHERE seq IS NOT NULL AND at >= ?",
                                  (cutoff,)).fetchone()[0]  # fmt: skip
-        last_pruned = (int(first_kept) - 1) if first_kept is not None else state.head_seq
-        checkpoint = None
-        pruned_events = 0
-        if last_pruned > start_seq:
-            rows = [
-                dict(zip(EVENT_COLUMNS, r, strict=True))
-                for r in cur.execute(
-                    f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
-                    (start_seq, last_pruned),
-                ).fetchall()
-            ]
-            detail = _summary(rows, previous)
-            detail.update(last_pruned_seq=last_pruned, last_pruned_hash=rows[-1]["hash"])
-            checkpoint = Checkpoint(last_pruned, str(rows[-1]["hash"]), now, detail)
-            cur.execute("INSERT INTO audit_checkpoints (seq, hash, at, detail) VALUES (?, ?, ?, ?)",
-                        (checkpoint.seq, checkpoint.hash, now, json.dumps(detail, sort_keys=True)))  # fmt: skip
-            cur.execute("DELETE FROM events WHERE seq IS NOT NULL AND seq <= ?", (last_pruned,))
-            pruned_events = len(rows)
-        legacy = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL AND at < ?", (cutoff,)).fetchone()[0])
-        if legacy:
-            cur.execute("DELETE FROM events WHERE seq IS NULL AND at < ?", (cutoff,))
-            cur.execute("UPDATE audit_head SET unchained = unchained - ? WHERE chain = ?", (legacy, CHAIN))
-        newest = {
-            str(r[0]) for r in cur.execute(
-                "SELECT r.run_id FROM runs r WHERE r.state IN ('published', 'done') AND r.published_at = "
-                "(SELECT MAX(o.published_at) FROM runs o "
-                "WHERE o.policy = r.policy AND o.state IN ('published', 'done'))"
-            ).fetchall()
-        }  # fmt: skip
-        old_runs = [
-            str(r[0]) for r in cur.execute(
-                f"SELECT run_id FROM runs WHERE state IN ({', '.join('?' * len(FINAL_RUN_STATES))}) "
-                "AND COALESCE(finished_at, updated_at) < ?", (*FINAL_RUN_STATES, cutoff),
-            ).fetchall() if str(r[0]) not in newest
-        ]  # fmt: skip
-        pending = {str(r[0]) for r in cur.execute("SELECT run_id FROM revocations WHERE state <> 'done'").fetchall()}
-        old_runs = [r for r in old_runs if r not in pending]
-        for run_id in old_runs:
-            cur.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-        revs = int(cur.execute("SELECT COUNT(*) FROM revocations WHERE state = 'done' AND done_at < ?",
-                               (cutoff,)).fetchone()[0])  # fmt: skip
-        cur.execute("DELETE FROM revocations WHERE state = 'done' AND done_at < ?", (cutoff,))
-        if checkpoint is not None:
-            append_event(cur, lock_head, {
-                "at": now, "policy": "(journal)", "run_id": None, "step": "prune", "result": "ok",
-                "detail": json.dumps({"last_pruned_seq": checkpoint.seq, "last_pruned_hash": checkpoint.hash,
-                                      "checkpoint_sha256": _digest(checkpoint.detail),
-                                      "events": pruned_events, "runs": len(old_runs), "revocations": revs,
-                                      "cutoff": cutoff}, sort_keys=True),
-            })  # fmt: skip
-    return PruneResult(pruned_events, len(old_runs), revs, checkpoint)
+    last_pruned = (int(first_kept) - 1) if first_kept is not None else state.head_seq
+    pruned_events, checkpoint = 0, None
+    while True:
+        with journal.audit_transaction(write=False) as (cur, _lock):
+            previous = latest_checkpoint(cur)
+            start_seq = previous.seq if previous else 0
+            end_seq = min(start_seq + batch, last_pruned)
+            rows = _event_rows(cur, start_seq, end_seq) if end_seq > start_seq else []
+        made = _checkpoint_for(rows, previous, end_seq, now) if end_seq > start_seq else None
+        final = end_seq >= last_pruned
+        counts = {"events": 0, "runs": 0, "revocations": 0}
+        with journal.audit_transaction() as (cur, lock_head):
+            read_head(cur, lock_head)  # first: a prune beside this one waits here, then sees its checkpoint
+            if _seq_of(latest_checkpoint(cur)) != start_seq:
+                continue  # another prune went on meanwhile: check this batch again from where it stopped
+            if made is not None:
+                _delete_checked(cur, rows, made)
+                counts["events"] = len(rows)
+            if final:
+                counts["runs"], counts["revocations"] = _prune_rows(cur, cutoff)
+            if made is not None:
+                append_event(cur, lock_head, {
+                    "at": now, "policy": "(journal)", "run_id": None, "step": "prune", "result": "ok",
+                    "detail": json.dumps({"last_pruned_seq": made.seq, "last_pruned_hash": made.hash,
+                                          "checkpoint_sha256": _digest(made.detail), **counts, "cutoff": cutoff},
+                                         sort_keys=True),
+                })  # fmt: skip
+        if made is not None:
+            pruned_events, checkpoint = pruned_events + len(rows), made
+        if final:
+            return PruneResult(pruned_events, counts["runs"], counts["revocations"], checkpoint)
+
+
+def _seq_of(checkpoint: Checkpoint | None) -> int:
+    return checkpoint.seq if checkpoint else 0
+
+
+def _event_rows(cur: Cursor, start_seq: int, end_seq: int) -> list[tuple[Any, ...]]:
+    return [
+        tuple(r) for r in cur.execute(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (start_seq, end_seq),
+        ).fetchall()
+    ]  # fmt: skip
+
+
+def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None, end_seq: int,
+                    now: str) -> Checkpoint:  # fmt: skip
+    """The checkpoint after pruning ``rows`` (the links after ``previous`` up to ``end_seq``), once they
+    check out as unedited links of the chain (ValueError if not)."""
+    start_seq, prev = (previous.seq, previous.hash) if previous else (0, GENESIS)
+    events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
+    walk = _walk(events, start_seq, prev)
+    if walk.problem is None and walk.checked != end_seq - start_seq:
+        walk.problem = f"the chain ends at seq {start_seq + walk.checked}, before seq {end_seq}"
+    if walk.problem is not None:
+        raise ValueError(f"the audit chain changed while pruning, not pruning from seq {start_seq + 1}: "
+                         f"{walk.problem}")
+    detail = _summary(events, previous)
+    detail.update(last_pruned_seq=end_seq, last_pruned_hash=walk.last_hash)
+    return Checkpoint(end_seq, walk.last_hash, now, detail)
+
+
+def _delete_checked(cur: Cursor, rows: Sequence[tuple[Any, ...]], made: Checkpoint) -> None:
+    """Inside the write transaction: delete the checked ``rows`` and record ``made``, if the rows are
+    still those that were checked and the chain goes on from the last of them."""
+    start_seq = made.seq - len(rows)
+    if _event_rows(cur, start_seq, made.seq) != list(rows):
+        raise ValueError(f"the audit chain changed while pruning, not pruning from seq {start_seq + 1}: event(s) "
+                         f"seq {start_seq + 1}..{made.seq} were edited after they were checked")
+    following = cur.execute("SELECT prev_hash FROM events WHERE seq = ?", (made.seq + 1,)).fetchone()
+    if following is not None and following[0] != made.hash:
+        raise ValueError(f"the audit chain changed while pruning, not pruning from seq {start_seq + 1}: event seq "
+                         f"{made.seq + 1} does not follow the last link to prune (seq {made.seq})")
+    cur.execute("INSERT INTO audit_checkpoints (seq, hash, at, detail) VALUES (?, ?, ?, ?)",
+                (made.seq, made.hash, made.at, json.dumps(made.detail, sort_keys=True)))  # fmt: skip
+    cur.execute("DELETE FROM events WHERE seq IS NOT NULL AND seq > ? AND seq <= ?", (start_seq, made.seq))
+
+
+def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
+    """Inside the write transaction: delete unchained events, finished runs and done revocations older
+    than ``cutoff``; returns (runs, revocations) deleted."""
+    legacy = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL AND at < ?", (cutoff,)).fetchone()[0])
+    if legacy:
+        cur.execute("DELETE FROM events WHERE seq IS NULL AND at < ?", (cutoff,))
+        cur.execute("UPDATE audit_head SET unchained = unchained - ? WHERE chain = ?", (legacy, CHAIN))
+    newest = {
+        str(r[0]) for r in cur.execute(
+            "SELECT r.run_id FROM runs r WHERE r.state IN ('published', 'done') AND r.published_at = "
+            "(SELECT MAX(o.published_at) FROM runs o "
+            "WHERE o.policy = r.policy AND o.state IN ('published', 'done'))"
+        ).fetchall()
+    }  # fmt: skip
+    old_runs = [
+        str(r[0]) for r in cur.execute(
+            f"SELECT run_id FROM runs WHERE state IN ({', '.join('?' * len(FINAL_RUN_STATES))}) "
+            "AND COALESCE(finished_at, updated_at) < ?", (*FINAL_RUN_STATES, cutoff),
+        ).fetchall() if str(r[0]) not in newest
+    ]  # fmt: skip
+    pending = {str(r[0]) for r in cur.execute("SELECT run_id FROM revocations WHERE state <> 'done'").fetchall()}
+    old_runs = [r for r in old_runs if r not in pending]
+    for run_id in old_runs:
+        cur.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+    revs = int(cur.execute("SELECT COUNT(*) FROM revocations WHERE state = 'done' AND done_at < ?",
+                           (cutoff,)).fetchone()[0])  # fmt: skip
+    cur.execute("DELETE FROM revocations WHERE state = 'done' AND done_at < ?", (cutoff,))
+    return len(old_runs), revs
 
 
 _FAILED_RESULTS = ("failed", "error", "partial")
@@ -459,4 +554,5 @@ def _digest(detail: Mapping[str, Any]) -> str:
 
 
 def _parse(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat, not strptime (several times slower): a prune parses one time per published event
+    return datetime.fromisoformat(text.removesuffix("Z")).replace(tzinfo=UTC)

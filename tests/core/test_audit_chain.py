@@ -235,6 +235,126 @@ def test_prune_writes_a_checkpoint_the_verifier_starts_from(journal_url: str) ->
     assert audit_chain.verify(journal).ok
 
 
+def test_a_long_prune_goes_in_batches_each_with_its_checkpoint(journal_url: str) -> None:
+    journal = open_journal(journal_url)
+    _history(journal, 8, T0)
+    _history(journal, 4, T0 + timedelta(days=500))
+    result = audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=3)
+    assert result.events == 8 and result.checkpoint is not None and result.checkpoint.seq == 8
+    made = audit_chain.checkpoints(journal)
+    assert [c.seq for c in made] == [3, 6, 8] and [c.detail["events"] for c in made] == [3, 3, 2]
+    report = audit_chain.verify(journal)
+    assert report.ok, report.problem
+    assert report.start_seq == 8 and report.checked == 4 + 3, "the kept events and one prune event per batch"
+    with raw(journal_url) as sql:
+        prunes = [json.loads(r[0]) for r in sql("SELECT detail FROM events WHERE step = 'prune' ORDER BY seq")]
+    assert [p["last_pruned_seq"] for p in prunes] == [3, 6, 8] and [p["events"] for p in prunes] == [3, 3, 2]
+
+
+def _during_verification(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:
+    """Run ``action`` once, right after prune's verification read the chain (and before any deletion)."""
+    original = audit_chain._verify
+    pending = [action]
+
+    def verify_then_act(cur: Any) -> audit_chain.ChainReport:
+        report = original(cur)
+        while pending:
+            pending.pop()()
+        return report
+
+    monkeypatch.setattr(audit_chain, "_verify", verify_then_act)
+
+
+def test_a_rotation_writes_while_prune_verifies_the_chain(journal_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verification of the whole chain (seconds on millions of events) holds no write lock: an
+    event another connection writes meanwhile commits at once and is chained after the pruned ones."""
+    journal = open_journal(journal_url)
+    _history(journal, 6, T0)
+    other = open_journal(journal_url)
+    if journal_url.startswith("sqlite:///"):
+        other._connection().execute("PRAGMA busy_timeout = 100")  # the old prune held the lock: fail fast
+    _during_verification(monkeypatch, lambda: other.record_event(T0 + timedelta(days=600), "mgmt", "run-new",
+                                                                 "published", "ok", {"token_id": "tok-new"}))
+    result = audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=601)), batch=4)
+    assert result.events == 6 and result.checkpoint is not None and result.checkpoint.seq == 6
+    report = audit_chain.verify(journal)
+    assert report.ok, report.problem
+    with raw(journal_url) as sql:
+        steps = [r[0] for r in sql("SELECT step FROM events ORDER BY seq")]
+    assert steps == ["published", "prune", "prune"], "the rotation's event is kept, the prunes chained after it"
+    other.close()
+
+
+@pytest.mark.parametrize("when", ["after the verification", "after its batch was checked"])
+def test_an_event_edited_while_pruning_is_kept_as_evidence(
+    journal_url: str, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """An edit between the verification and a batch's deletion is caught: by the batch's check of
+    its links, or, after that check, by the write transaction's comparison with what it checked."""
+    journal = open_journal(journal_url)
+    _history(journal, 8, T0)
+    _history(journal, 2, T0 + timedelta(days=500))
+
+    def edit() -> None:
+        with raw(journal_url) as sql:
+            sql("UPDATE events SET result = 'failed' WHERE seq = 5")
+
+    if when == "after the verification":
+        _during_verification(monkeypatch, edit)
+        caught = "event seq 5 .* edited: its content no longer matches its hash"
+    else:
+        original, calls = audit_chain._checkpoint_for, [0]
+
+        def check_then_edit(*args: Any) -> audit_chain.Checkpoint:
+            made = original(*args)
+            calls[0] += 1
+            if calls[0] == 2:
+                edit()
+            return made
+
+        monkeypatch.setattr(audit_chain, "_checkpoint_for", check_then_edit)
+        caught = r"event\(s\) seq 4..6 were edited after they were checked"
+    with pytest.raises(ValueError, match=f"changed while pruning, not pruning from seq 4: {caught}"):
+        audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=3)
+    assert [c.seq for c in audit_chain.checkpoints(journal)] == [3], "only the batch before the edit went"
+    with raw(journal_url) as sql:
+        assert sql("SELECT result FROM events WHERE seq = 5") == [("failed",)], "the edited event is kept"
+    report = audit_chain.verify(journal)
+    assert not report.ok and report.broken["seq"] == 5
+
+
+def test_a_prune_that_failed_part_way_is_finished_by_running_it_again(
+    journal_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = open_journal(journal_url)
+    _history(journal, 8, T0)
+    _history(journal, 2, T0 + timedelta(days=500))
+    summaries = [0]
+    original = audit_chain._summary
+
+    def full_disk_at_the_second_batch(rows: Any, previous: Any) -> dict[str, Any]:
+        summaries[0] += 1
+        if summaries[0] == 2:
+            raise OSError(28, "No space left on device")
+        return original(rows, previous)
+
+    monkeypatch.setattr(audit_chain, "_summary", full_disk_at_the_second_batch)
+    cutoff, now = ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501))
+    with pytest.raises(OSError, match="No space"):
+        audit_chain.prune(journal, cutoff, now, batch=3)
+    assert [c.seq for c in audit_chain.checkpoints(journal)] == [3], "the second batch rolled back whole"
+    assert audit_chain.verify(journal).ok
+
+    monkeypatch.setattr(audit_chain, "_summary", original)  # the disk has room again
+    result = audit_chain.prune(journal, cutoff, now, batch=3)
+    assert result.events == 5 and result.checkpoint is not None and result.checkpoint.seq == 8
+    assert [c.seq for c in audit_chain.checkpoints(journal)] == [3, 6, 8]
+    report = audit_chain.verify(journal)
+    assert report.ok, report.problem
+    with raw(journal_url) as sql:
+        assert sql("SELECT MIN(seq) FROM events")[0][0] == 9, "every old event went, none twice"
+
+
 @pytest.mark.parametrize("tamper", ["edit kept event", "replace checkpoint", "insert before checkpoint"])
 def test_tampering_after_prune_is_caught(journal_url: str, tamper: str) -> None:
     journal = open_journal(journal_url)
