@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -333,7 +333,35 @@ def _verify(cur: Cursor) -> ChainReport:
                               "(its `prune` event names another last link or summary): checkpoint replaced or "
                               "altered")
             report.broken = {"checkpoint_seq": checkpoint.seq, "checkpoint_hash": checkpoint.hash}
+        else:
+            _check_earlier_checkpoints(cur, checkpoint, report)
     return report
+
+
+def _check_earlier_checkpoints(cur: Cursor, latest: Checkpoint, report: ChainReport) -> None:
+    """Walk back from the latest checkpoint (vouched for by the chain): each names the SHA-256 of the
+    one before it, back to the first checkpoint, or to one written before checkpoints named their
+    predecessor (nothing to check that one against)."""
+    newer = latest
+    rows = cur.execute("SELECT seq, hash, at, detail FROM audit_checkpoints WHERE seq < ? ORDER BY seq DESC",
+                       (latest.seq,)).fetchall()  # fmt: skip
+    for row in rows:
+        if "previous_checkpoint_sha256" not in newer.detail:
+            return
+        older = Checkpoint(int(row[0]), str(row[1]), str(row[2]), json.loads(row[3]))
+        if newer.detail["previous_checkpoint_sha256"] != _digest(older.detail) or \
+                older.detail.get("last_pruned_hash") != older.hash:
+            report.ok = False
+            report.problem = (f"the pruning checkpoint at seq {older.seq} is not the one the checkpoint at seq "
+                              f"{newer.seq} names as its predecessor: checkpoint replaced, altered or inserted")
+            report.broken = {"checkpoint_seq": older.seq, "checkpoint_hash": older.hash}
+            return
+        newer = older
+    if newer.detail.get("previous_checkpoint_sha256"):
+        report.ok = False
+        report.problem = (f"the checkpoint at seq {newer.seq} names a predecessor that is not in the journal: "
+                          "checkpoint deleted")
+        report.broken = {"checkpoint_seq": newer.seq}
 
 
 def latest_checkpoint(cur: Cursor) -> Checkpoint | None:
@@ -365,12 +393,15 @@ class PruneResult:
     runs: int
     revocations: int
     checkpoint: Checkpoint | None
+    #: ``stop`` said so before the last batch: the next prune goes on from ``checkpoint``
+    stopped: bool = False
 
     def text(self) -> str:
+        stopped = " (stopped before the end; the next prune goes on from there)" if self.stopped else ""
         if self.checkpoint is None and not (self.events or self.runs or self.revocations):
-            return "nothing older than the retention period"
+            return "nothing pruned" + stopped if self.stopped else "nothing older than the retention period"
         where = f"; checkpoint at seq {self.checkpoint.seq}" if self.checkpoint else ""
-        return f"pruned {self.events} events, {self.runs} runs, {self.revocations} revocations{where}"
+        return f"pruned {self.events} events, {self.runs} runs, {self.revocations} revocations{where}{stopped}"
 
 
 FINAL_RUN_STATES = ("done", "failed", "aborted")
@@ -382,7 +413,8 @@ FINAL_RUN_STATES = ("done", "failed", "aborted")
 PRUNE_BATCH = 50_000
 
 
-def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BATCH) -> PruneResult:
+def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BATCH,
+          stop: Callable[[], bool] | None = None) -> PruneResult:  # fmt: skip
     """Delete events, finished runs and done revocations older than ``cutoff`` (journal time text).
 
     Events go as a prefix of the chain; a checkpoint records the last pruned link and per-policy
@@ -396,8 +428,10 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
     only if they are still exactly what was checked (an edit in between: ValueError, and they stay),
     and writes the batch's checkpoint and ``prune`` event. Each batch starts from the latest
     checkpoint, so a prune that failed part-way (or ran beside another) is finished by running it
-    again.
+    again. ``stop`` is asked before each batch (a daemon that stops): True ends the prune there.
     """
+    if batch < 1:
+        raise ValueError(f"a prune batch holds at least one event, not {batch}")
     with journal.audit_transaction(write=False) as (cur, _lock):
         state = _verify(cur)
         if not state.ok:
@@ -407,6 +441,8 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
     last_pruned = (int(first_kept) - 1) if first_kept is not None else state.head_seq
     pruned_events, checkpoint = 0, None
     while True:
+        if stop is not None and stop():
+            return PruneResult(pruned_events, 0, 0, checkpoint, stopped=True)
         with journal.audit_transaction(write=False) as (cur, _lock):
             previous = latest_checkpoint(cur)
             start_seq = previous.seq if previous else 0
@@ -417,10 +453,10 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
         counts = {"events": 0, "runs": 0, "revocations": 0}
         with journal.audit_transaction() as (cur, lock_head):
             read_head(cur, lock_head)  # first: a prune beside this one waits here, then sees its checkpoint
-            if _seq_of(latest_checkpoint(cur)) != start_seq:
+            if latest_checkpoint(cur) != previous:
                 continue  # another prune went on meanwhile: check this batch again from where it stopped
             if made is not None:
-                _delete_checked(cur, rows, made)
+                _delete_checked(cur, lock_head, rows, made)
                 counts["events"] = len(rows)
             if final:
                 counts["runs"], counts["revocations"] = _prune_rows(cur, cutoff)
@@ -437,14 +473,10 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             return PruneResult(pruned_events, counts["runs"], counts["revocations"], checkpoint)
 
 
-def _seq_of(checkpoint: Checkpoint | None) -> int:
-    return checkpoint.seq if checkpoint else 0
-
-
-def _event_rows(cur: Cursor, start_seq: int, end_seq: int) -> list[tuple[Any, ...]]:
+def _event_rows(cur: Cursor, start_seq: int, end_seq: int, lock: str = "") -> list[tuple[Any, ...]]:
     return [
         tuple(r) for r in cur.execute(
-            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq{lock}",
             (start_seq, end_seq),
         ).fetchall()
     ]  # fmt: skip
@@ -463,15 +495,20 @@ def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None
         raise ValueError(f"the audit chain changed while pruning, not pruning from seq {start_seq + 1}: "
                          f"{walk.problem}")
     detail = _summary(events, previous)
-    detail.update(last_pruned_seq=end_seq, last_pruned_hash=walk.last_hash)
+    # The chain vouches for the latest checkpoint only (its `prune` event); each one vouches for the
+    # one before it, so an edited or removed earlier checkpoint shows too (_check_earlier_checkpoints).
+    detail.update(last_pruned_seq=end_seq, last_pruned_hash=walk.last_hash,
+                  previous_checkpoint_sha256=_digest(previous.detail) if previous else None)
     return Checkpoint(end_seq, walk.last_hash, now, detail)
 
 
-def _delete_checked(cur: Cursor, rows: Sequence[tuple[Any, ...]], made: Checkpoint) -> None:
+def _delete_checked(cur: Cursor, lock: str, rows: Sequence[tuple[Any, ...]], made: Checkpoint) -> None:
     """Inside the write transaction: delete the checked ``rows`` and record ``made``, if the rows are
-    still those that were checked and the chain goes on from the last of them."""
+    still those that were checked and the chain goes on from the last of them. ``lock``: the
+    backend's row-lock suffix; PostgreSQL's READ COMMITTED would otherwise let an edit commit
+    between this comparison and the DELETE (SQLite's writer holds the whole database already)."""
     start_seq = made.seq - len(rows)
-    if _event_rows(cur, start_seq, made.seq) != list(rows):
+    if _event_rows(cur, start_seq, made.seq, lock) != list(rows):
         raise ValueError(f"the audit chain changed while pruning, not pruning from seq {start_seq + 1}: event(s) "
                          f"seq {start_seq + 1}..{made.seq} were edited after they were checked")
     following = cur.execute("SELECT prev_hash FROM events WHERE seq = ?", (made.seq + 1,)).fetchone()
@@ -486,9 +523,20 @@ def _delete_checked(cur: Cursor, rows: Sequence[tuple[Any, ...]], made: Checkpoi
 def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
     """Inside the write transaction: delete unchained events, finished runs and done revocations older
     than ``cutoff``; returns (runs, revocations) deleted."""
+    # Events from before the chain existed (migration 2) have no link: the head counts them, and one
+    # more than it counts was inserted since (the verification said so earlier; say it again here
+    # rather than delete the evidence).
+    expected = int(cur.execute("SELECT unchained FROM audit_head WHERE chain = ?", (CHAIN,)).fetchone()[0])
+    unchained = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
+    if unchained > expected:
+        raise ValueError(f"the audit chain changed while pruning, not pruning the events without a link: "
+                         f"{unchained - expected} event(s) without a chain link were inserted")
     legacy = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL AND at < ?", (cutoff,)).fetchone()[0])
     if legacy:
         cur.execute("DELETE FROM events WHERE seq IS NULL AND at < ?", (cutoff,))
+        if cur.rowcount != legacy:  # one inserted between the count and the DELETE (PostgreSQL)
+            raise ValueError("the audit chain changed while pruning, not pruning the events without a link: "
+                             "an event without a chain link was inserted")
         cur.execute("UPDATE audit_head SET unchained = unchained - ? WHERE chain = ?", (legacy, CHAIN))
     newest = {
         str(r[0]) for r in cur.execute(
@@ -519,14 +567,14 @@ _FAILED_RESULTS = ("failed", "error", "partial")
 def _summary(rows: Sequence[Mapping[str, Any]], previous: Checkpoint | None) -> dict[str, Any]:
     """Per policy over the pruned events: rotations, revocations, failures, the longest a published
     token lived before the next one (max token age, seconds), and the last publish time (carried on)."""
-    carried = previous.detail.get("policies", {}) if previous else {}
+    last_published = _last_published(previous)
     policies: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["step"] == "prune":
             continue
         entry = policies.setdefault(str(row["policy"]), {
             "rotations": 0, "revocations": 0, "failures": 0, "max_token_age_seconds": 0,
-            "last_published_at": carried.get(row["policy"], {}).get("last_published_at"),
+            "last_published_at": last_published.get(str(row["policy"])),
         })  # fmt: skip
         step, result = row["step"], row["result"]
         if step in ("published", "bootstrap") and result == "ok":
@@ -539,13 +587,31 @@ def _summary(rows: Sequence[Mapping[str, Any]], previous: Checkpoint | None) -> 
             entry["revocations"] += 1
         elif result in _FAILED_RESULTS:
             entry["failures"] += 1
+    for name, entry in policies.items():
+        if entry["last_published_at"]:
+            last_published[name] = entry["last_published_at"]
     return {
         "events": len(rows),
         "from": rows[0]["at"] if rows else None,
         "to": rows[-1]["at"] if rows else None,
         "first_seq": rows[0]["seq"] if rows else None,
         "policies": policies,
+        # every policy's, carried from checkpoint to checkpoint: a token published before this
+        # range and replaced after it (no event of its policy in here) still has its start
+        "last_published": dict(sorted(last_published.items())),
     }
+
+
+def _last_published(previous: Checkpoint | None) -> dict[str, str]:
+    """Policy -> its last publish time up to ``previous`` (a checkpoint from before ``last_published``
+    was kept: from the policies it summarised)."""
+    if previous is None:
+        return {}
+    carried = previous.detail.get("last_published")
+    if isinstance(carried, dict):
+        return {str(k): str(v) for k, v in carried.items()}
+    return {str(name): str(entry["last_published_at"]) for name, entry in previous.detail.get("policies", {}).items()
+            if entry.get("last_published_at")}  # fmt: skip
 
 
 def _digest(detail: Mapping[str, Any]) -> str:

@@ -35,10 +35,10 @@ planned run and, under it, checks that the last successful run is still the one 
 from (after recovering an interrupted run), so two replicas never rotate one due time twice.
 
 Liveness means progress. A watchdog thread knows when the scheduler last finished a pass and
-how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` (LONG_STEP_S more
-during the daily prune) or a run older than ``max(2 x lease_ttl, 10 s)`` (a run past its lease
-cannot legitimately go on) makes ``/healthz`` and ``/readyz`` answer 503 and
-``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged daemon. On the way into a stall
+how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` or a run older
+than ``max(2 x lease_ttl, 10 s)`` (a run past its lease cannot legitimately go on) makes
+``/healthz`` and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts
+a wedged daemon. On the way into a stall
 it dumps every thread's stack to stderr (faulthandler: no lock, no logging, works when logging
 itself is wedged); SIGUSR1 dumps them on demand. A journal that lost durability (a failed flush
 of the SQLite WAL, which only opening the journal again clears) fails ``/healthz`` too, and the
@@ -105,9 +105,6 @@ MIN_WAIT = 0.01
 PRUNE_EVERY = timedelta(days=1)
 #: The watchdog looks this often (seconds); the readiness probe of the journal runs as often.
 WATCHDOG_EVERY = 1.0
-#: How long the pass's known long step (the daily prune, which re-verifies the retained chain at
-#: ~10 us per event) may take before the watchdog calls the pass stalled, beyond its usual limit.
-LONG_STEP_S = 30 * 60.0
 #: A journal check older than this (it hangs) makes /readyz fail.
 JOURNAL_CHECK_STALE_S = 10.0
 #: The exit status of a daemon that stopped because its journal can no longer make a commit
@@ -214,8 +211,6 @@ class Daemon:
         self._forced = False
         #: SIGTERM/SIGINT came once (the daemon may also stop by itself, which is no signal)
         self._stop_requested = False
-        #: the pass is in its known long step (the prune): the watchdog allows it LONG_STEP_S more
-        self._long_step = False
         self._reload_wanted = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -263,6 +258,7 @@ class Daemon:
         #: the last inventory's result (for the status page); None until one ran
         self.last_inventory: Any = None
         self._next_prune: datetime | None = None
+        self._prune_thread: threading.Thread | None = None
         #: what ``rotator daemon`` exits with once serve() returns: 0, or EXIT_JOURNAL_LOST
         self.exit_status = 0
 
@@ -394,7 +390,10 @@ class Daemon:
         self._stop_if_durability_lost()  # a flush may have failed since the probe thread's last look
         if self.health is not None:
             self.health.stop()
-        if not running:
+        pruning = self._prune_thread
+        if pruning is not None:  # it stops after its current batch (a second or less)
+            pruning.join(timeout=max(deadline - time.monotonic(), 5.0))
+        if not running and not (pruning is not None and pruning.is_alive()):
             self.journal.close()
         logger.info("daemon stopped%s", " (runs parked)" if running else "")
         return bool(running)
@@ -428,15 +427,7 @@ class Daemon:
             self._next_sweep = now + settings.sweep_interval
             self._sweep(now)
         self._recovered = True
-        if self._next_prune is None or now >= self._next_prune:  # history retention, once a day
-            self._next_prune = now + PRUNE_EVERY
-            # Its time grows with the history kept: judged by LONG_STEP_S, not by the pass's limit
-            # (a daemon killed by systemd's watchdog mid-prune would prune again at every start).
-            self._long_step = True
-            try:
-                self._prune(now)
-            finally:
-                self._long_step = False
+        self._maybe_prune(now)
         wake = [self._next_sweep]
         if settings.watch:
             wake.append(self._next_watch)
@@ -550,16 +541,31 @@ class Daemon:
         self.metrics.inventory(result, at)
         self.last_inventory = result
 
+    def _maybe_prune(self, now: datetime) -> None:
+        """Start the daily prune (history retention) on a thread of its own when due. Its time grows
+        with the history kept (seconds per 100,000 events), and neither due rotations nor the
+        watchdog's view of the pass should wait for it; it takes the journal's write lock only in
+        short batches (rotator/core/audit_chain.py)."""
+        if self._next_prune is not None and now < self._next_prune:
+            return
+        if self._stopping or (self._prune_thread is not None and self._prune_thread.is_alive()):
+            return
+        self._next_prune = now + PRUNE_EVERY
+        self._prune_thread = threading.Thread(target=self._prune, args=(now,), name="rotator-prune", daemon=True)
+        self._prune_thread.start()
+
     def _prune(self, now: datetime) -> None:
-        """Delete history older than [rotator] keep_history into a checkpoint (rotator/core/audit_chain.py)."""
+        """Delete history older than [rotator] keep_history into checkpoints; stops between two
+        batches when the daemon stops (the next prune goes on from the last checkpoint)."""
         from rotator.core import audit_chain
 
         try:
-            result = audit_chain.prune(self.journal, ts(now - self.loaded.config.settings.keep_history), ts(now))
+            result = audit_chain.prune(self.journal, ts(now - self.loaded.config.settings.keep_history), ts(now),
+                                       stop=lambda: self._stopping)
         except Exception as exc:  # a broken chain (ValueError) or the journal: logged, tried again tomorrow
             logger.error("pruning the journal's history failed: %s", _describe(exc))
             return
-        if result.checkpoint is not None:
+        if result.checkpoint is not None or result.stopped:
             logger.info("journal history: %s", result.text())
 
     def _idle(self, name: str, now: datetime, wake: list[datetime]) -> bool:
@@ -850,8 +856,6 @@ class Daemon:
         now = time.monotonic()
         pass_age = now - self._heartbeat
         pass_limit = max(60.0, 3 * self.settings.sweep_interval.total_seconds())
-        if self._long_step:
-            pass_limit += LONG_STEP_S
         run_limit = max(10.0, 2 * self.loaded.config.settings.lease_ttl.total_seconds())
         with self._lock:
             runs = {name: (self._busy[name][0], now - started) for name, started in self._job_started.items()

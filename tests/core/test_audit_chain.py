@@ -329,23 +329,25 @@ def test_a_prune_that_failed_part_way_is_finished_by_running_it_again(
     journal = open_journal(journal_url)
     _history(journal, 8, T0)
     _history(journal, 2, T0 + timedelta(days=500))
-    summaries = [0]
-    original = audit_chain._summary
+    appended = [0]
+    original = audit_chain.append_event
 
-    def full_disk_at_the_second_batch(rows: Any, previous: Any) -> dict[str, Any]:
-        summaries[0] += 1
-        if summaries[0] == 2:
+    def full_disk_in_the_second_batch(*args: Any) -> None:  # after its DELETE, before its COMMIT
+        appended[0] += 1
+        if appended[0] == 2:
             raise OSError(28, "No space left on device")
-        return original(rows, previous)
+        original(*args)
 
-    monkeypatch.setattr(audit_chain, "_summary", full_disk_at_the_second_batch)
+    monkeypatch.setattr(audit_chain, "append_event", full_disk_in_the_second_batch)
     cutoff, now = ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501))
     with pytest.raises(OSError, match="No space"):
         audit_chain.prune(journal, cutoff, now, batch=3)
     assert [c.seq for c in audit_chain.checkpoints(journal)] == [3], "the second batch rolled back whole"
+    with raw(journal_url) as sql:
+        assert sql("SELECT MIN(seq) FROM events")[0][0] == 4, "its deletion too"
     assert audit_chain.verify(journal).ok
 
-    monkeypatch.setattr(audit_chain, "_summary", original)  # the disk has room again
+    monkeypatch.setattr(audit_chain, "append_event", original)  # the disk has room again
     result = audit_chain.prune(journal, cutoff, now, batch=3)
     assert result.events == 5 and result.checkpoint is not None and result.checkpoint.seq == 8
     assert [c.seq for c in audit_chain.checkpoints(journal)] == [3, 6, 8]
@@ -353,6 +355,161 @@ def test_a_prune_that_failed_part_way_is_finished_by_running_it_again(
     assert report.ok, report.problem
     with raw(journal_url) as sql:
         assert sql("SELECT MIN(seq) FROM events")[0][0] == 9, "every old event went, none twice"
+
+
+def test_batch_must_hold_an_event(journal_url: str) -> None:
+    journal = open_journal(journal_url)
+    with pytest.raises(ValueError, match="at least one event"):
+        audit_chain.prune(journal, ts(T0), ts(T0), batch=0)
+
+
+def test_two_prunes_at_once_prune_each_event_once(journal_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's daily prune and `rotator prune` at the same time: the one that finds another's
+    checkpoint in its write transaction checks its batch again from there."""
+    journal = open_journal(journal_url)
+    _history(journal, 8, T0)
+    _history(journal, 2, T0 + timedelta(days=500))
+    cutoff, now = ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501))
+    original, other, started = audit_chain._checkpoint_for, [], []
+
+    def the_other_prune_runs_meanwhile(*args: Any) -> audit_chain.Checkpoint:
+        made = original(*args)
+        if not started:
+            started.append(True)
+            other.append(audit_chain.prune(open_journal(journal_url), cutoff, now, batch=3))
+        return made
+
+    monkeypatch.setattr(audit_chain, "_checkpoint_for", the_other_prune_runs_meanwhile)
+    first = audit_chain.prune(journal, cutoff, now, batch=3)
+    assert other[0].events == 8 and first.events == 0
+    assert [c.seq for c in audit_chain.checkpoints(journal)] == [3, 6, 8]
+    report = audit_chain.verify(journal)
+    assert report.ok, report.problem
+    with raw(journal_url) as sql:
+        assert sql("SELECT COUNT(*) FROM events WHERE step = 'prune'")[0][0] == 3
+
+
+def test_an_edit_while_a_batch_is_deleted_waits_for_it(journal_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the batch's comparison and its DELETE nothing can edit its events: SQLite's writer
+    holds the database, PostgreSQL's comparison locks the rows (READ COMMITTED would let an edit
+    commit in between, and the DELETE would erase it)."""
+    journal = open_journal(journal_url)
+    _history(journal, 6, T0)
+    _history(journal, 2, T0 + timedelta(days=500))
+    original, outcome = audit_chain._event_rows, []
+
+    def reread_then_edit(cur: Any, start_seq: int, end_seq: int, lock: str = "") -> list[tuple[Any, ...]]:
+        rows = original(cur, start_seq, end_seq, lock)
+        if cur is not None and start_seq == 0 and lock is not None and not outcome and _in_write_tx(journal):
+            outcome.append(_edit_with_short_lock_timeout(journal_url, "UPDATE events SET result = 'x' WHERE seq = 2"))
+        return rows
+
+    monkeypatch.setattr(audit_chain, "_event_rows", reread_then_edit)
+    result = audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)))
+    assert outcome == ["locked"], "the edit had to wait for the batch's write transaction"
+    assert result.events == 6 and audit_chain.verify(journal).ok
+
+
+def _in_write_tx(journal: Journal) -> bool:
+    import inspect
+
+    return any(frame.function == "_delete_checked" for frame in inspect.stack())
+
+
+def _edit_with_short_lock_timeout(url: str, sql: str) -> str:
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url[len("sqlite:///"):], timeout=0.2, isolation_level=None)
+        try:
+            conn.execute(sql)
+            return "edited"
+        except sqlite3.OperationalError as exc:
+            return "locked" if "locked" in str(exc) else str(exc)
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute("SET lock_timeout = '200ms'")
+        try:
+            pg.execute(sql.replace("?", "%s"))
+            return "edited"
+        except psycopg.errors.LockNotAvailable:
+            return "locked"
+
+
+def test_an_event_that_no_longer_follows_the_batch_stops_the_prune(
+    journal_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = open_journal(journal_url)
+    _history(journal, 8, T0)
+    _history(journal, 2, T0 + timedelta(days=500))
+    original = audit_chain._checkpoint_for
+
+    def check_then_relink(*args: Any) -> audit_chain.Checkpoint:
+        made = original(*args)
+        with raw(journal_url) as sql:
+            sql("UPDATE events SET prev_hash = ? WHERE seq = 4", "f" * 64)
+        return made
+
+    monkeypatch.setattr(audit_chain, "_checkpoint_for", check_then_relink)
+    with pytest.raises(ValueError, match="event seq 4 does not follow the last link to prune"):
+        audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=3)
+    assert audit_chain.checkpoints(journal) == [] and not audit_chain.verify(journal).ok
+
+
+def test_an_event_without_a_link_inserted_while_pruning_is_kept(
+    journal_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = open_journal(journal_url)
+    _history(journal, 4, T0)
+    _history(journal, 2, T0 + timedelta(days=500))
+
+    def insert_unlinked() -> None:
+        with raw(journal_url) as sql:
+            sql("INSERT INTO events (at, policy, step, result, detail) VALUES (?, 'mgmt', 'plan', 'ok', '{}')", ts(T0))
+
+    _during_verification(monkeypatch, insert_unlinked)
+    with pytest.raises(ValueError, match="1 event.* without a chain link were inserted"):
+        audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)))
+    with raw(journal_url) as sql:
+        assert sql("SELECT COUNT(*) FROM events WHERE seq IS NULL")[0][0] == 1, "the inserted row is kept"
+    assert not audit_chain.verify(journal).ok
+
+
+def test_a_token_age_spanning_batches_is_kept_in_the_summaries(journal_url: str) -> None:
+    """A policy's token published in one batch and replaced three batches later (no event of its
+    policy in between): the checkpoint of the replacement knows when the token was published."""
+    journal = open_journal(journal_url)
+    journal.record_event(T0, "a", "run-a1", "published", "ok", {"token_id": "a1"})
+    for i in range(6):
+        journal.record_event(T0 + timedelta(days=1 + i), "b", f"run-b{i}", "published", "ok", {"token_id": f"b{i}"})
+    journal.record_event(T0 + timedelta(days=10), "a", "run-a2", "published", "ok", {"token_id": "a2"})
+    _history(journal, 2, T0 + timedelta(days=500))
+    audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=3)
+    ages = [c.detail["policies"].get("a", {}).get("max_token_age_seconds") for c in audit_chain.checkpoints(journal)]
+    assert ages == [0, None, 10 * 86400]
+    assert audit_chain.verify(journal).ok
+
+
+@pytest.mark.parametrize("tamper", ["edit the first", "delete the first", "delete the middle one"])
+def test_an_earlier_checkpoint_edited_or_removed_is_caught(journal_url: str, tamper: str) -> None:
+    """The chain vouches for the latest checkpoint; each checkpoint vouches for the one before it."""
+    journal = open_journal(journal_url)
+    _history(journal, 8, T0)
+    _history(journal, 2, T0 + timedelta(days=500))
+    audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=3)
+    assert audit_chain.verify(journal).ok
+    with raw(journal_url) as sql:
+        if tamper == "edit the first":
+            sql("UPDATE audit_checkpoints SET detail = replace(detail, '\"rotations\": 1', '\"rotations\": 7') "
+                "WHERE seq = 3")
+        elif tamper == "delete the first":
+            sql("DELETE FROM audit_checkpoints WHERE seq = 3")
+        else:
+            sql("DELETE FROM audit_checkpoints WHERE seq = 6")
+    report = audit_chain.verify(journal)
+    assert not report.ok, f"{tamper} went unnoticed"
+    assert "checkpoint" in str(report.problem)
 
 
 @pytest.mark.parametrize("tamper", ["edit kept event", "replace checkpoint", "insert before checkpoint"])
@@ -408,21 +565,28 @@ def test_events_written_before_the_chain_existed_are_counted_not_forged(tmp_path
 
 def test_the_daemon_prunes_once_a_day(harness: Callable[..., Any]) -> None:
     """rotator/runners/daemon.py's hook: history older than keep_history (default 400d) goes at the first
-    pass and then once a day, into a checkpoint; the chain stays verifiable."""
+    pass and then once a day, into a checkpoint, on a thread beside the pass; the chain stays verifiable."""
     h = harness([("a", "1h", "")])
     journal = h.daemon.journal
     now = h.clock.now()
     _history(journal, 4, now - timedelta(days=500))
     _history(journal, 2, now - timedelta(days=399, hours=12))  # older than 400d in 12 h
-    h.tick()
+
+    def tick_and_wait() -> None:
+        h.tick()
+        if h.daemon._prune_thread is not None:
+            h.daemon._prune_thread.join(timeout=30)
+            assert not h.daemon._prune_thread.is_alive()
+
+    tick_and_wait()
     [first] = audit_chain.checkpoints(journal)
     assert first.seq == 4 and first.detail["events"] == 4
     assert audit_chain.verify(journal).ok
     h.clock.advance(timedelta(hours=23))  # the second batch is old enough now, but a day has not passed
-    h.tick()
+    tick_and_wait()
     assert len(audit_chain.checkpoints(journal)) == 1, "not again within the day"
     h.clock.advance(timedelta(hours=2))
-    h.tick()
+    tick_and_wait()
     assert len(audit_chain.checkpoints(journal)) == 2, "a day later, it prunes again"
     assert audit_chain.verify(journal).ok
 

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -918,25 +919,44 @@ def test_a_flush_failing_during_the_shutdown_still_exits_74(
     assert h.daemon.exit_status == EXIT_JOURNAL_LOST
 
 
-def test_the_daily_prune_gets_a_longer_watchdog_limit_than_a_pass(
+def test_the_daily_prune_runs_beside_the_pass_and_stops_with_the_daemon(
         harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
-    """A prune re-verifies the retained chain (~10 us per event): on a long history it outlasts the
-    pass's limit (60 s, or 3 sweeps), and a stall there would make systemd's watchdog kill it at every start."""
-    h = harness([("a", "1h", "")])
-    seen: list[tuple[bool, bool]] = []
+    """A prune of a long history takes minutes: due rotations and the watchdog's view of the pass do
+    not wait for it, a second pass starts no second prune, and a stopping daemon ends it between two
+    batches and waits for that before it closes the journal."""
+    from rotator.core import audit_chain
 
-    def slow_prune(now: datetime) -> None:
-        h.daemon._heartbeat = time.monotonic() - 600  # ten minutes into this pass
-        seen.append((h.daemon._long_step, h.daemon.progress()[0]))
+    h = harness([("a", "1h", "")], last=T0 - timedelta(hours=2))  # due now
+    in_prune, release, asked = threading.Event(), threading.Event(), []
 
-    monkeypatch.setattr(h.daemon, "_prune", slow_prune)
-    h.daemon._next_prune = None
+    def slow_prune(journal: Any, cutoff: str, now: str, *, stop: Callable[[], bool]) -> Any:
+        in_prune.set()
+        release.wait(30)  # a batch still going
+        asked.append(stop())
+        return audit_chain.PruneResult(0, 0, 0, None, stopped=True)
+
+    monkeypatch.setattr(audit_chain, "prune", slow_prune)
     h.tick()
-    assert seen == [(True, False)], "inside the prune: not stalled"
-    assert h.daemon._long_step is False
-    h.daemon._heartbeat = time.monotonic() - 600
-    assert h.daemon.progress()[0] is True, "the same age outside it is a stall"
+    assert in_prune.wait(10), "the first pass starts the prune"
+    assert "rotate a" in h.engines["a"].calls, "the due rotation ran while the prune went on"
     h.daemon._heartbeat = time.monotonic()
+    assert h.daemon.progress()[0] is False
+    first = h.daemon._prune_thread
+    h.clock.advance(timedelta(days=2))
+    h.tick()
+    assert h.daemon._prune_thread is first, "no second prune while one runs"
+
+    closed: list[bool] = []
+    monkeypatch.setattr(h.daemon.journal, "close", lambda: closed.append(True))
+    h.daemon.request_stop()
+    stopper = threading.Thread(target=h.daemon.shutdown)
+    stopper.start()
+    time.sleep(0.2)
+    assert not closed, "the journal stays open while the prune's batch runs"
+    release.set()
+    stopper.join(10)
+    assert asked == [True], "the prune was told to stop"
+    assert closed == [True] and first is not None and not first.is_alive()
 
 
 #: Loaded by the daemon's interpreter (PYTHONPATH): its WAL flushes fail while the flag file exists.
