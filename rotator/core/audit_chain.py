@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +73,7 @@ class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
     @property
     def rowcount(self) -> int: ...
 
@@ -343,14 +344,16 @@ def _check_earlier_checkpoints(cur: Cursor, latest: Checkpoint, report: ChainRep
     one before it, back to the first checkpoint, or to one written before checkpoints named their
     predecessor (nothing to check that one against)."""
     newer = latest
+    # One at a time (a year of daily prunes at 1,000 policies is ~400 rows of ~100 KB)
     rows = cur.execute("SELECT seq, hash, at, detail FROM audit_checkpoints WHERE seq < ? ORDER BY seq DESC",
-                       (latest.seq,)).fetchall()  # fmt: skip
+                       (latest.seq,))  # fmt: skip
     for row in rows:
         if "previous_checkpoint_sha256" not in newer.detail:
             return
         older = Checkpoint(int(row[0]), str(row[1]), str(row[2]), json.loads(row[3]))
-        if newer.detail["previous_checkpoint_sha256"] != _digest(older.detail) or \
-                older.detail.get("last_pruned_hash") != older.hash:
+        if (newer.detail["previous_checkpoint_sha256"] != _digest(older.detail)
+                or older.detail.get("last_pruned_hash") != older.hash
+                or older.detail.get("last_pruned_seq") != older.seq):
             report.ok = False
             report.problem = (f"the pruning checkpoint at seq {older.seq} is not the one the checkpoint at seq "
                               f"{newer.seq} names as its predecessor: checkpoint replaced, altered or inserted")
@@ -432,6 +435,8 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
     """
     if batch < 1:
         raise ValueError(f"a prune batch holds at least one event, not {batch}")
+    if stop is not None and stop():
+        return PruneResult(0, 0, 0, None, stopped=True)
     with journal.audit_transaction(write=False) as (cur, _lock):
         state = _verify(cur)
         if not state.ok:
@@ -448,7 +453,8 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             start_seq = previous.seq if previous else 0
             end_seq = min(start_seq + batch, last_pruned)
             rows = _event_rows(cur, start_seq, end_seq) if end_seq > start_seq else []
-        made = _checkpoint_for(rows, previous, end_seq, now) if end_seq > start_seq else None
+            last_published = _last_published(cur) if rows else {}
+        made = _checkpoint_for(rows, previous, last_published, end_seq, now) if end_seq > start_seq else None
         final = end_seq >= last_pruned
         counts = {"events": 0, "runs": 0, "revocations": 0}
         with journal.audit_transaction() as (cur, lock_head):
@@ -482,10 +488,11 @@ def _event_rows(cur: Cursor, start_seq: int, end_seq: int, lock: str = "") -> li
     ]  # fmt: skip
 
 
-def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None, end_seq: int,
-                    now: str) -> Checkpoint:  # fmt: skip
+def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None, last_published: dict[str, str],
+                    end_seq: int, now: str) -> Checkpoint:  # fmt: skip
     """The checkpoint after pruning ``rows`` (the links after ``previous`` up to ``end_seq``), once they
-    check out as unedited links of the chain (ValueError if not)."""
+    check out as unedited links of the chain (ValueError if not). ``last_published``: each policy's
+    last publish time before them (:func:`_last_published`)."""
     start_seq, prev = (previous.seq, previous.hash) if previous else (0, GENESIS)
     events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
     walk = _walk(events, start_seq, prev)
@@ -494,7 +501,7 @@ def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None
     if walk.problem is not None:
         raise ValueError(f"the audit chain changed while pruning, not pruning from seq {start_seq + 1}: "
                          f"{walk.problem}")
-    detail = _summary(events, previous)
+    detail = _summary(events, last_published)
     # The chain vouches for the latest checkpoint only (its `prune` event); each one vouches for the
     # one before it, so an edited or removed earlier checkpoint shows too (_check_earlier_checkpoints).
     detail.update(last_pruned_seq=end_seq, last_pruned_hash=walk.last_hash,
@@ -523,20 +530,17 @@ def _delete_checked(cur: Cursor, lock: str, rows: Sequence[tuple[Any, ...]], mad
 def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
     """Inside the write transaction: delete unchained events, finished runs and done revocations older
     than ``cutoff``; returns (runs, revocations) deleted."""
-    # Events from before the chain existed (migration 2) have no link: the head counts them, and one
-    # more than it counts was inserted since (the verification said so earlier; say it again here
-    # rather than delete the evidence).
+    # Events from before the chain existed (migration 2) have no link; the head counts them. Deleted
+    # first and counted after, both in this transaction, so that a row inserted since the
+    # verification (at any moment, PostgreSQL's READ COMMITTED included) makes the sum exceed that
+    # count: the transaction then rolls back and the evidence stays.
     expected = int(cur.execute("SELECT unchained FROM audit_head WHERE chain = ?", (CHAIN,)).fetchone()[0])
-    unchained = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
-    if unchained > expected:
+    legacy = cur.execute("DELETE FROM events WHERE seq IS NULL AND at < ?", (cutoff,)).rowcount
+    left = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
+    if legacy + left > expected:
         raise ValueError(f"the audit chain changed while pruning, not pruning the events without a link: "
-                         f"{unchained - expected} event(s) without a chain link were inserted")
-    legacy = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL AND at < ?", (cutoff,)).fetchone()[0])
+                         f"{legacy + left - expected} event(s) without a chain link were inserted")
     if legacy:
-        cur.execute("DELETE FROM events WHERE seq IS NULL AND at < ?", (cutoff,))
-        if cur.rowcount != legacy:  # one inserted between the count and the DELETE (PostgreSQL)
-            raise ValueError("the audit chain changed while pruning, not pruning the events without a link: "
-                             "an event without a chain link was inserted")
         cur.execute("UPDATE audit_head SET unchained = unchained - ? WHERE chain = ?", (legacy, CHAIN))
     newest = {
         str(r[0]) for r in cur.execute(
@@ -564,10 +568,10 @@ def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
 _FAILED_RESULTS = ("failed", "error", "partial")
 
 
-def _summary(rows: Sequence[Mapping[str, Any]], previous: Checkpoint | None) -> dict[str, Any]:
+def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str]) -> dict[str, Any]:
     """Per policy over the pruned events: rotations, revocations, failures, the longest a published
-    token lived before the next one (max token age, seconds), and the last publish time (carried on)."""
-    last_published = _last_published(previous)
+    token lived before the next one (max token age, seconds), and the last publish time (carried on:
+    ``last_published`` is each policy's before these events)."""
     policies: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["step"] == "prune":
@@ -587,31 +591,35 @@ def _summary(rows: Sequence[Mapping[str, Any]], previous: Checkpoint | None) -> 
             entry["revocations"] += 1
         elif result in _FAILED_RESULTS:
             entry["failures"] += 1
-    for name, entry in policies.items():
-        if entry["last_published_at"]:
-            last_published[name] = entry["last_published_at"]
     return {
         "events": len(rows),
         "from": rows[0]["at"] if rows else None,
         "to": rows[-1]["at"] if rows else None,
         "first_seq": rows[0]["seq"] if rows else None,
         "policies": policies,
-        # every policy's, carried from checkpoint to checkpoint: a token published before this
-        # range and replaced after it (no event of its policy in here) still has its start
-        "last_published": dict(sorted(last_published.items())),
+        # the last publish time of every policy with no event in here, carried from checkpoint to
+        # checkpoint: a token published before this range and replaced after it still has its start
+        "last_published": {k: v for k, v in sorted(last_published.items()) if k not in policies},
     }
 
 
-def _last_published(previous: Checkpoint | None) -> dict[str, str]:
-    """Policy -> its last publish time up to ``previous`` (a checkpoint from before ``last_published``
-    was kept: from the policies it summarised)."""
-    if previous is None:
-        return {}
-    carried = previous.detail.get("last_published")
-    if isinstance(carried, dict):
-        return {str(k): str(v) for k, v in carried.items()}
-    return {str(name): str(entry["last_published_at"]) for name, entry in previous.detail.get("policies", {}).items()
-            if entry.get("last_published_at")}  # fmt: skip
+def _last_published(cur: Cursor) -> dict[str, str]:
+    """Policy -> its last publish time up to the latest checkpoint: that checkpoint's summaries and
+    its ``last_published`` (the policies without events in its range). Checkpoints written before
+    rotator kept ``last_published`` name only their own range's policies: those are merged, newest
+    first, back to one that has it."""
+    found: dict[str, str] = {}
+    for row in cur.execute("SELECT detail FROM audit_checkpoints ORDER BY seq DESC"):
+        detail = json.loads(row[0])
+        for name, entry in detail.get("policies", {}).items():
+            if entry.get("last_published_at"):
+                found.setdefault(str(name), str(entry["last_published_at"]))
+        carried = detail.get("last_published")
+        if isinstance(carried, dict):
+            for name, at in carried.items():
+                found.setdefault(str(name), str(at))
+            break
+    return found
 
 
 def _digest(detail: Mapping[str, Any]) -> str:

@@ -335,6 +335,9 @@ class _Cursor:
     def fetchall(self) -> list[Any]:
         return list(self._cur.fetchall())
 
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cur)
+
     @property
     def rowcount(self) -> int:
         return int(self._cur.rowcount)

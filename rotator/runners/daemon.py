@@ -391,7 +391,9 @@ class Daemon:
         if self.health is not None:
             self.health.stop()
         pruning = self._prune_thread
-        if pruning is not None:  # it stops after its current batch (a second or less)
+        if pruning is not None and not running and not self._forced:
+            # It stops after its current batch (a second or so; the whole-chain verification before the
+            # first batch takes longer on a long history). Parked runs end the process anyway.
             pruning.join(timeout=max(deadline - time.monotonic(), 5.0))
         if not running and not (pruning is not None and pruning.is_alive()):
             self.journal.close()
@@ -555,8 +557,8 @@ class Daemon:
         self._prune_thread.start()
 
     def _prune(self, now: datetime) -> None:
-        """Delete history older than [rotator] keep_history into checkpoints; stops between two
-        batches when the daemon stops (the next prune goes on from the last checkpoint)."""
+        """Delete history older than [rotator] keep_history into checkpoints; stops before its next
+        batch when the daemon stops (the next prune goes on from the last checkpoint)."""
         from rotator.core import audit_chain
 
         try:

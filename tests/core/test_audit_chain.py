@@ -357,6 +357,51 @@ def test_a_prune_that_failed_part_way_is_finished_by_running_it_again(
         assert sql("SELECT MIN(seq) FROM events")[0][0] == 9, "every old event went, none twice"
 
 
+def test_a_prune_told_to_stop_ends_before_its_next_batch_and_the_next_goes_on(journal_url: str) -> None:
+    journal = open_journal(journal_url)
+    _history(journal, 8, T0)
+    _history(journal, 2, T0 + timedelta(days=500))
+    cutoff, now = ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501))
+    asked = [0]
+
+    def after_one_batch() -> bool:
+        asked[0] += 1
+        return asked[0] > 2  # asked before the verification and before each batch
+
+    result = audit_chain.prune(journal, cutoff, now, batch=3, stop=after_one_batch)
+    assert result.stopped and result.events == 3 and "stopped before the end" in result.text()
+    assert [c.seq for c in audit_chain.checkpoints(journal)] == [3]
+    assert audit_chain.verify(journal).ok
+    assert audit_chain.prune(journal, cutoff, now, batch=3, stop=lambda: True).stopped, "stopped before anything"
+    result = audit_chain.prune(journal, cutoff, now, batch=3)
+    assert not result.stopped and result.events == 5
+    assert [c.seq for c in audit_chain.checkpoints(journal)] == [3, 6, 8]
+    assert audit_chain.verify(journal).ok
+
+
+def test_publish_times_in_checkpoints_of_the_previous_version_are_carried_on(journal_url: str) -> None:
+    """Checkpoints written before `last_published` existed name only their own range's policies: the
+    first prune after the upgrade gathers the times from all of them."""
+    journal = open_journal(journal_url)
+    journal.record_event(T0, "a", "run-a1", "published", "ok", {"token_id": "a1"})
+    journal.record_event(T0 + timedelta(days=1), "b", "run-b1", "published", "ok", {"token_id": "b1"})
+    journal.record_event(T0 + timedelta(days=5), "a", "run-a2", "published", "ok", {"token_id": "a2"})
+    _history(journal, 2, T0 + timedelta(days=500))
+    audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=1)
+    made = audit_chain.checkpoints(journal)
+    assert [c.detail["policies"].get("a", {}).get("max_token_age_seconds") for c in made] == [0, None, 5 * 86400]
+    assert made[1].detail["last_published"] == {"a": ts(T0)}, "only the policies its summaries lack"
+    # The same checkpoints as a previous version wrote them (no last_published, no predecessor digest):
+    # b's last publish is two checkpoints back, and only the walk back through them finds it.
+    with raw(journal_url) as sql:
+        for c in made:
+            detail = {k: v for k, v in c.detail.items() if k not in ("last_published", "previous_checkpoint_sha256")}
+            sql("UPDATE audit_checkpoints SET detail = ? WHERE seq = ?", json.dumps(detail, sort_keys=True), c.seq)
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        carried = audit_chain._last_published(cur)
+    assert carried == {"a": ts(T0 + timedelta(days=5)), "b": ts(T0 + timedelta(days=1))}
+
+
 def test_batch_must_hold_an_event(journal_url: str) -> None:
     journal = open_journal(journal_url)
     with pytest.raises(ValueError, match="at least one event"):
@@ -491,7 +536,7 @@ def test_a_token_age_spanning_batches_is_kept_in_the_summaries(journal_url: str)
     assert audit_chain.verify(journal).ok
 
 
-@pytest.mark.parametrize("tamper", ["edit the first", "delete the first", "delete the middle one"])
+@pytest.mark.parametrize("tamper", ["edit the first", "renumber the first", "delete the first", "delete the middle one"])
 def test_an_earlier_checkpoint_edited_or_removed_is_caught(journal_url: str, tamper: str) -> None:
     """The chain vouches for the latest checkpoint; each checkpoint vouches for the one before it."""
     journal = open_journal(journal_url)
@@ -503,6 +548,8 @@ def test_an_earlier_checkpoint_edited_or_removed_is_caught(journal_url: str, tam
         if tamper == "edit the first":
             sql("UPDATE audit_checkpoints SET detail = replace(detail, '\"rotations\": 1', '\"rotations\": 7') "
                 "WHERE seq = 3")
+        elif tamper == "renumber the first":  # the report shows a checkpoint's seq
+            sql("UPDATE audit_checkpoints SET seq = 2 WHERE seq = 3")
         elif tamper == "delete the first":
             sql("DELETE FROM audit_checkpoints WHERE seq = 3")
         else:

@@ -919,28 +919,29 @@ def test_a_flush_failing_during_the_shutdown_still_exits_74(
 
 def test_the_daily_prune_runs_beside_the_pass_and_stops_with_the_daemon(
         harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
-    """A prune of a long history takes minutes: due rotations and the watchdog's view of the pass do
-    not wait for it, a second pass starts no second prune, and a stopping daemon ends it between two
-    batches and waits for that before it closes the journal."""
+    """A prune of a long history takes minutes: due rotations do not wait for it, a pass while it
+    runs starts no second one, and a stopping daemon tells it to stop and waits for it to return
+    before it closes the journal."""
     from rotator.core import audit_chain
 
     h = harness([("a", "1h", "")], last=T0 - timedelta(hours=2))  # due now
-    in_prune, release, asked = threading.Event(), threading.Event(), []
+    in_prune, told_to_stop, release = threading.Event(), threading.Event(), threading.Event()
 
     def slow_prune(journal: Any, cutoff: str, now: str, *, stop: Callable[[], bool]) -> Any:
         in_prune.set()
-        release.wait(30)  # a batch still going
-        asked.append(stop())
+        while not stop():  # batches until the daemon stops
+            time.sleep(0.01)
+        told_to_stop.set()
+        release.wait(30)  # the batch that was going when it stopped
         return audit_chain.PruneResult(0, 0, 0, None, stopped=True)
 
     monkeypatch.setattr(audit_chain, "prune", slow_prune)
     h.tick()
     assert in_prune.wait(10), "the first pass starts the prune"
-    assert "rotate a" in h.engines["a"].calls, "the due rotation ran while the prune went on"
-    h.daemon._heartbeat = time.monotonic()
-    assert h.daemon.progress()[0] is False
     first = h.daemon._prune_thread
-    h.clock.advance(timedelta(days=2))
+    assert first is not None and first.is_alive(), "the pass returned while the prune goes on"
+    assert "rotate a" in h.engines["a"].calls, "the due rotation ran meanwhile"
+    h.daemon._next_prune = h.clock.now()  # due again
     h.tick()
     assert h.daemon._prune_thread is first, "no second prune while one runs"
 
@@ -949,12 +950,12 @@ def test_the_daily_prune_runs_beside_the_pass_and_stops_with_the_daemon(
     h.daemon.request_stop()
     stopper = threading.Thread(target=h.daemon.shutdown)
     stopper.start()
-    time.sleep(0.2)
-    assert not closed, "the journal stays open while the prune's batch runs"
+    assert told_to_stop.wait(10), "the prune was told to stop"
+    stopper.join(0.5)
+    assert stopper.is_alive() and not closed, "shutdown waits for the prune's batch before closing the journal"
     release.set()
     stopper.join(10)
-    assert asked == [True], "the prune was told to stop"
-    assert closed == [True] and first is not None and not first.is_alive()
+    assert not stopper.is_alive() and closed == [True] and not first.is_alive()
 
 
 #: Loaded by the daemon's interpreter (PYTHONPATH): its WAL flushes fail while the flag file exists.
