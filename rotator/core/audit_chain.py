@@ -344,13 +344,9 @@ def _check_earlier_checkpoints(cur: Cursor, latest: Checkpoint, report: ChainRep
     one before it, back to the first checkpoint, or to one written before checkpoints named their
     predecessor (nothing to check that one against)."""
     newer = latest
-    # One at a time (a year of daily prunes at 1,000 policies is ~400 rows of ~100 KB)
-    rows = cur.execute("SELECT seq, hash, at, detail FROM audit_checkpoints WHERE seq < ? ORDER BY seq DESC",
-                       (latest.seq,))  # fmt: skip
-    for row in rows:
+    for older in _checkpoints_before(cur, latest.seq):
         if "previous_checkpoint_sha256" not in newer.detail:
             return
-        older = Checkpoint(int(row[0]), str(row[1]), str(row[2]), json.loads(row[3]))
         if (newer.detail["previous_checkpoint_sha256"] != _digest(older.detail)
                 or older.detail.get("last_pruned_hash") != older.hash
                 or older.detail.get("last_pruned_seq") != older.seq):
@@ -365,6 +361,18 @@ def _check_earlier_checkpoints(cur: Cursor, latest: Checkpoint, report: ChainRep
         report.problem = (f"the checkpoint at seq {newer.seq} names a predecessor that is not in the journal: "
                           "checkpoint deleted")
         report.broken = {"checkpoint_seq": newer.seq}
+
+
+def _checkpoints_before(cur: Cursor, seq: int) -> Iterator[Checkpoint]:
+    """The checkpoints before ``seq``, newest first, read one by one: a year of daily prunes at 1,000
+    policies is ~400 rows of ~130 KB, and psycopg would hold a whole result in memory at once."""
+    while True:
+        row = cur.execute("SELECT seq, hash, at, detail FROM audit_checkpoints WHERE seq < ? ORDER BY seq DESC "
+                          "LIMIT 1", (seq,)).fetchone()  # fmt: skip
+        if row is None:
+            return
+        seq = int(row[0])
+        yield Checkpoint(seq, str(row[1]), str(row[2]), json.loads(row[3]))
 
 
 def latest_checkpoint(cur: Cursor) -> Checkpoint | None:
@@ -453,7 +461,7 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             start_seq = previous.seq if previous else 0
             end_seq = min(start_seq + batch, last_pruned)
             rows = _event_rows(cur, start_seq, end_seq) if end_seq > start_seq else []
-            last_published = _last_published(cur) if rows else {}
+            last_published = _last_published(cur, previous) if rows else {}
         made = _checkpoint_for(rows, previous, last_published, end_seq, now) if end_seq > start_seq else None
         final = end_seq >= last_pruned
         counts = {"events": 0, "runs": 0, "revocations": 0}
@@ -566,6 +574,9 @@ def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
 
 
 _FAILED_RESULTS = ("failed", "error", "partial")
+#: a checkpoint's detail key: the last publish time of every policy with no event in its range,
+#: carried from checkpoint to checkpoint (a token published before the range and replaced after it)
+LAST_PUBLISHED_ELSEWHERE = "last_published_elsewhere"
 
 
 def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str]) -> dict[str, Any]:
@@ -597,28 +608,27 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
         "to": rows[-1]["at"] if rows else None,
         "first_seq": rows[0]["seq"] if rows else None,
         "policies": policies,
-        # the last publish time of every policy with no event in here, carried from checkpoint to
-        # checkpoint: a token published before this range and replaced after it still has its start
-        "last_published": {k: v for k, v in sorted(last_published.items()) if k not in policies},
+        LAST_PUBLISHED_ELSEWHERE: {k: v for k, v in sorted(last_published.items()) if k not in policies},
     }
 
 
-def _last_published(cur: Cursor) -> dict[str, str]:
-    """Policy -> its last publish time up to the latest checkpoint: that checkpoint's summaries and
-    its ``last_published`` (the policies without events in its range). Checkpoints written before
-    rotator kept ``last_published`` name only their own range's policies: those are merged, newest
-    first, back to one that has it."""
+def _last_published(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
+    """Policy -> its last publish time up to the ``latest`` checkpoint: its summaries and its
+    :data:`LAST_PUBLISHED_ELSEWHERE` (the policies without events in its range) are all of them.
+    Checkpoints written before rotator kept that name only their own range's policies: those are
+    merged, newest first, back to one that has it."""
     found: dict[str, str] = {}
-    for row in cur.execute("SELECT detail FROM audit_checkpoints ORDER BY seq DESC"):
-        detail = json.loads(row[0])
-        for name, entry in detail.get("policies", {}).items():
+    checkpoint = latest
+    while checkpoint is not None:
+        for name, entry in checkpoint.detail.get("policies", {}).items():
             if entry.get("last_published_at"):
                 found.setdefault(str(name), str(entry["last_published_at"]))
-        carried = detail.get("last_published")
-        if isinstance(carried, dict):
-            for name, at in carried.items():
+        elsewhere = checkpoint.detail.get(LAST_PUBLISHED_ELSEWHERE)
+        if isinstance(elsewhere, dict):
+            for name, at in elsewhere.items():
                 found.setdefault(str(name), str(at))
             break
+        checkpoint = next(_checkpoints_before(cur, checkpoint.seq), None)
     return found
 
 

@@ -394,7 +394,9 @@ class Daemon:
         if pruning is not None and not running and not self._forced:
             # It stops after its current batch (a second or so; the whole-chain verification before the
             # first batch takes longer on a long history). Parked runs end the process anyway.
-            pruning.join(timeout=max(deadline - time.monotonic(), 5.0))
+            until = max(deadline, time.monotonic() + 5.0)
+            while pruning.is_alive() and time.monotonic() < until and not self._forced:  # a 2nd signal: go
+                pruning.join(timeout=0.2)
         if not running and not (pruning is not None and pruning.is_alive()):
             self.journal.close()
         logger.info("daemon stopped%s", " (runs parked)" if running else "")

@@ -390,15 +390,16 @@ def test_publish_times_in_checkpoints_of_the_previous_version_are_carried_on(jou
     audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=1)
     made = audit_chain.checkpoints(journal)
     assert [c.detail["policies"].get("a", {}).get("max_token_age_seconds") for c in made] == [0, None, 5 * 86400]
-    assert made[1].detail["last_published"] == {"a": ts(T0)}, "only the policies its summaries lack"
+    assert made[1].detail["last_published_elsewhere"] == {"a": ts(T0)}, "only the policies its summaries lack"
     # The same checkpoints as a previous version wrote them (no last_published, no predecessor digest):
     # b's last publish is two checkpoints back, and only the walk back through them finds it.
     with raw(journal_url) as sql:
         for c in made:
-            detail = {k: v for k, v in c.detail.items() if k not in ("last_published", "previous_checkpoint_sha256")}
+            detail = {k: v for k, v in c.detail.items()
+                      if k not in ("last_published_elsewhere", "previous_checkpoint_sha256")}
             sql("UPDATE audit_checkpoints SET detail = ? WHERE seq = ?", json.dumps(detail, sort_keys=True), c.seq)
     with journal.audit_transaction(write=False) as (cur, _lock):
-        carried = audit_chain._last_published(cur)
+        carried = audit_chain._last_published(cur, audit_chain.latest_checkpoint(cur))
     assert carried == {"a": ts(T0 + timedelta(days=5)), "b": ts(T0 + timedelta(days=1))}
 
 
@@ -536,7 +537,8 @@ def test_a_token_age_spanning_batches_is_kept_in_the_summaries(journal_url: str)
     assert audit_chain.verify(journal).ok
 
 
-@pytest.mark.parametrize("tamper", ["edit the first", "renumber the first", "delete the first", "delete the middle one"])
+@pytest.mark.parametrize("tamper", ["edit the first", "renumber the first", "delete the first",
+                                    "delete the middle one"])
 def test_an_earlier_checkpoint_edited_or_removed_is_caught(journal_url: str, tamper: str) -> None:
     """The chain vouches for the latest checkpoint; each checkpoint vouches for the one before it."""
     journal = open_journal(journal_url)

@@ -958,6 +958,36 @@ def test_the_daily_prune_runs_beside_the_pass_and_stops_with_the_daemon(
     assert not stopper.is_alive() and closed == [True] and not first.is_alive()
 
 
+def test_a_second_signal_does_not_wait_for_the_prune(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """While shutdown waits for the prune's batch, a second SIGTERM ends the wait: the process ends
+    (the batch in flight rolls back), and the journal the prune still uses is not closed under it."""
+    from rotator.core import audit_chain
+
+    h = harness([("a", "1h", "")])
+    in_prune, release = threading.Event(), threading.Event()
+
+    def stuck_prune(journal: Any, cutoff: str, now: str, *, stop: Callable[[], bool]) -> Any:
+        in_prune.set()
+        release.wait(30)
+        return audit_chain.PruneResult(0, 0, 0, None, stopped=True)
+
+    monkeypatch.setattr(audit_chain, "prune", stuck_prune)
+    h.tick()
+    assert in_prune.wait(10)
+    closed: list[bool] = []
+    monkeypatch.setattr(h.daemon.journal, "close", lambda: closed.append(True))
+    h.daemon.request_stop()
+    stopper = threading.Thread(target=h.daemon.shutdown)
+    stopper.start()
+    stopper.join(0.5)
+    assert stopper.is_alive(), "the first signal waits for the prune"
+    h.daemon._forced = True  # what the second SIGTERM's handler sets
+    stopper.join(5)
+    assert not stopper.is_alive() and not closed, "no wait after the second; the prune's journal left open"
+    release.set()
+
+
 #: Loaded by the daemon's interpreter (PYTHONPATH): its WAL flushes fail while the flag file exists.
 FAILING_DISK = """
 import errno, os
