@@ -38,12 +38,11 @@ Liveness means progress. A watchdog thread knows when the scheduler last finishe
 how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` or a run older
 than ``max(2 x lease_ttl, 10 s)`` (a run past its lease cannot legitimately go on) makes
 ``/healthz`` and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts
-a wedged daemon. On the way into a stall
-it dumps every thread's stack to stderr (faulthandler: no lock, no logging, works when logging
-itself is wedged); SIGUSR1 dumps them on demand. A journal that lost durability (a failed flush
-of the SQLite WAL, which only opening the journal again clears) fails ``/healthz`` too, and the
-daemon stops by itself with exit status EXIT_JOURNAL_LOST, which systemd's Restart=on-failure
-restarts as well.
+a wedged daemon. On the way into a stall it dumps every thread's stack to stderr (faulthandler: no
+lock, no logging, works when logging itself is wedged); SIGUSR1 dumps them on demand. A journal
+that lost durability (a failed flush of the SQLite WAL, which only opening the journal again
+clears) fails ``/healthz`` too, and the daemon stops by itself with exit status
+EXIT_JOURNAL_LOST, which systemd's Restart=on-failure restarts as well.
 
 Stores with a credential of their own that expires (a Vault token) are kept alive between runs:
 the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, and shows their
