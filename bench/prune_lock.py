@@ -11,7 +11,10 @@ each repeat; ``-r`` repeats, medians.
 ``--baseline CHECKOUT``: run the same in a process of its own with the rotator package of another
 checkout (e.g. a ``git worktree`` of an older commit), alternating with this tree.
 
-    .venv/bin/python bench/prune_lock.py [--events 300000] [-r 3] [--baseline CHECKOUT]
+    .venv/bin/python bench/prune_lock.py [--events 300000] [-r 3] [--baseline CHECKOUT] [--journal URL]
+
+``--journal postgresql://user@host/db``: the same on that PostgreSQL server (each run in a schema
+of its own, dropped after) instead of a SQLite file.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,9 +43,9 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 KEPT = 1_000
 
 
-def build(path: Path, events: int) -> None:
+def build(url: str, events: int) -> None:
     """A journal whose chain holds ``events`` events, one a minute from T0, linked as rotator links them."""
-    open_journal(f"sqlite:///{path}").close()
+    open_journal(url).close()
     rows, prev = [], audit_chain.GENESIS
     for seq in range(1, events + 1):
         event = {"seq": seq, "at": ts(T0 + timedelta(minutes=seq)), "policy": f"p{seq % 100:03d}",
@@ -49,17 +54,43 @@ def build(path: Path, events: int) -> None:
         digest = audit_chain.link(prev, event)
         rows.append((*event.values(), prev, digest))
         prev = digest
-    with sqlite3.connect(path) as db:
-        db.executemany("INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, "
-                       "hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE chain = ?", (events, prev, audit_chain.CHAIN))
+    insert = ("INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, hash) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    head = "UPDATE audit_head SET seq = ?, hash = ? WHERE chain = ?"
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url[len("sqlite:///"):]) as db:
+            db.executemany(insert, rows)
+            db.execute(head, (events, prev, audit_chain.CHAIN))
+        return
+    import psycopg
+
+    with psycopg.connect(url) as pg, pg.cursor() as cur:
+        cur.executemany(insert.replace("?", "%s"), rows)
+        cur.execute(head.replace("?", "%s"), (events, prev, audit_chain.CHAIN))
 
 
-def once(events: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="rotator-prune-") as tmp:
-        path = Path(tmp) / "journal.db"
-        build(path, events)
-        url = f"sqlite:///{path}"
+@contextmanager
+def journal_url(server: str | None) -> Iterator[str]:
+    """A new SQLite file, or a new schema on the PostgreSQL server ``server`` (dropped after)."""
+    if server is None:
+        with tempfile.TemporaryDirectory(prefix="rotator-prune-") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'journal.db'}"
+        return
+    import psycopg
+
+    schema = f"rotator_prune_{os.getpid()}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            sep = "&" if "?" in server else "?"
+            yield f"{server}{sep}options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def once(events: int, server: str | None = None) -> dict[str, float]:
+    with journal_url(server) as url:
+        build(url, events)
         pruner, writer = open_journal(url), open_journal(url)
         end = T0 + timedelta(minutes=events)
         cutoff = ts(end - timedelta(minutes=KEPT - 1))  # the newest KEPT events stay
@@ -102,21 +133,24 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("-r", "--repeats", type=int, default=3)
     parser.add_argument("--baseline", metavar="CHECKOUT")
+    parser.add_argument("--journal", metavar="URL",
+                        help="a postgresql:// server URL: each run builds its journal in a schema of its own there")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(once(args.events)))
+        print(json.dumps(once(args.events, args.journal)))
         return
     trees = [("this tree", "")] + ([("baseline", str(Path(args.baseline).resolve()))] if args.baseline else [])
     results: dict[str, list[dict[str, float]]] = {label: [] for label, _ in trees}
     for _ in range(args.repeats):
         for label, tree in trees:
             env = {**os.environ, "ROTATOR_BENCH_TREE": tree} if tree else dict(os.environ)
-            proc = subprocess.run([sys.executable, __file__, "--child", "--events", str(args.events)],
+            journal = ["--journal", args.journal] if args.journal else []
+            proc = subprocess.run([sys.executable, __file__, "--child", "--events", str(args.events), *journal],
                                   capture_output=True, text=True, env=env, check=True)
             results[label].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"prune of {args.events - KEPT:,} of {args.events:,} chained events, a write every 5 ms meanwhile, "
-          f"{args.repeats} repeats (medians)")
+          f"{'postgresql' if args.journal else 'sqlite'} journal, {args.repeats} repeats (medians)")
     for label, runs in results.items():
         def med(key: str, runs: list[dict[str, float]] = runs) -> float:
             return statistics.median(r[key] for r in runs)
