@@ -19,6 +19,7 @@ report handed to an auditor): a later chain must still pass through it.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -73,7 +74,6 @@ class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
-    def __iter__(self) -> Iterator[Any]: ...
     @property
     def rowcount(self) -> int: ...
 
@@ -481,8 +481,8 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
                                           "checkpoint_sha256": _digest(made.detail), **counts, "cutoff": cutoff},
                                          sort_keys=True),
                 })  # fmt: skip
-        if made is not None:
-            pruned_events, checkpoint = pruned_events + len(rows), made
+        pruned_events += counts["events"]
+        checkpoint = made or checkpoint
         if final:
             return PruneResult(pruned_events, counts["runs"], counts["revocations"], checkpoint)
 
@@ -507,8 +507,7 @@ def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None
     if walk.problem is None and walk.checked != end_seq - start_seq:
         walk.problem = f"the chain ends at seq {start_seq + walk.checked}, before seq {end_seq}"
     if walk.problem is not None:
-        raise ValueError(f"the audit chain changed while pruning, not pruning from seq {start_seq + 1}: "
-                         f"{walk.problem}")
+        raise _changed(f"from seq {start_seq + 1}", walk.problem)
     detail = _summary(events, last_published)
     # The chain vouches for the latest checkpoint only (its `prune` event); each one vouches for the
     # one before it, so an edited or removed earlier checkpoint shows too (_check_earlier_checkpoints).
@@ -524,15 +523,20 @@ def _delete_checked(cur: Cursor, lock: str, rows: Sequence[tuple[Any, ...]], mad
     between this comparison and the DELETE (SQLite's writer holds the whole database already)."""
     start_seq = made.seq - len(rows)
     if _event_rows(cur, start_seq, made.seq, lock) != list(rows):
-        raise ValueError(f"the audit chain changed while pruning, not pruning from seq {start_seq + 1}: event(s) "
-                         f"seq {start_seq + 1}..{made.seq} were edited after they were checked")
+        raise _changed(f"from seq {start_seq + 1}",
+                       f"event(s) seq {start_seq + 1}..{made.seq} were edited after they were checked")
     following = cur.execute("SELECT prev_hash FROM events WHERE seq = ?", (made.seq + 1,)).fetchone()
     if following is not None and following[0] != made.hash:
-        raise ValueError(f"the audit chain changed while pruning, not pruning from seq {start_seq + 1}: event seq "
-                         f"{made.seq + 1} does not follow the last link to prune (seq {made.seq})")
+        raise _changed(f"from seq {start_seq + 1}",
+                       f"event seq {made.seq + 1} does not follow the last link to prune (seq {made.seq})")
     cur.execute("INSERT INTO audit_checkpoints (seq, hash, at, detail) VALUES (?, ?, ?, ?)",
                 (made.seq, made.hash, made.at, json.dumps(made.detail, sort_keys=True)))  # fmt: skip
     cur.execute("DELETE FROM events WHERE seq IS NOT NULL AND seq > ? AND seq <= ?", (start_seq, made.seq))
+
+
+def _changed(what: str, problem: str) -> ValueError:
+    """A prune's refusal when the chain changed after its verification: the evidence stays."""
+    return ValueError(f"the audit chain changed while pruning, not pruning {what}: {problem}")
 
 
 def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
@@ -546,8 +550,8 @@ def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
     legacy = cur.execute("DELETE FROM events WHERE seq IS NULL AND at < ?", (cutoff,)).rowcount
     left = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
     if legacy + left > expected:
-        raise ValueError(f"the audit chain changed while pruning, not pruning the events without a link: "
-                         f"{legacy + left - expected} event(s) without a chain link were inserted")
+        raise _changed("the events without a link",
+                       f"{legacy + left - expected} event(s) without a chain link were inserted")
     if legacy:
         cur.execute("UPDATE audit_head SET unchained = unchained - ? WHERE chain = ?", (legacy, CHAIN))
     newest = {
@@ -618,8 +622,9 @@ def _last_published(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
     Checkpoints written before rotator kept that name only their own range's policies: those are
     merged, newest first, back to one that has it."""
     found: dict[str, str] = {}
-    checkpoint = latest
-    while checkpoint is not None:
+    if latest is None:
+        return found
+    for checkpoint in itertools.chain([latest], _checkpoints_before(cur, latest.seq)):
         for name, entry in checkpoint.detail.get("policies", {}).items():
             if entry.get("last_published_at"):
                 found.setdefault(str(name), str(entry["last_published_at"]))
@@ -628,7 +633,6 @@ def _last_published(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
             for name, at in elsewhere.items():
                 found.setdefault(str(name), str(at))
             break
-        checkpoint = next(_checkpoints_before(cur, checkpoint.seq), None)
     return found
 
 

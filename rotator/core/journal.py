@@ -335,9 +335,6 @@ class _Cursor:
     def fetchall(self) -> list[Any]:
         return list(self._cur.fetchall())
 
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._cur)
-
     @property
     def rowcount(self) -> int:
         return int(self._cur.rowcount)

@@ -347,7 +347,12 @@ class Daemon:
     def request_stop(self) -> None:
         if self._stop_requested:
             self._forced = True  # a second signal: stop waiting for runs
-        self._stop_requested = self._stopping = True
+        self._stop_requested = True
+        self._stop()
+
+    def _stop(self) -> None:
+        """Take no new runs and end serve() (shutdown() then lets the runs in progress finish)."""
+        self._stopping = True
         self.wakeup()
 
     def _install_signals(self) -> None:
@@ -390,7 +395,7 @@ class Daemon:
         if self.health is not None:
             self.health.stop()
         pruning = self._prune_thread
-        if pruning is not None and not running and not self._forced:
+        if pruning is not None and not running:
             # It stops after its current batch (a second or so; the whole-chain verification before the
             # first batch takes longer on a long history). Parked runs end the process anyway.
             until = max(deadline, time.monotonic() + 5.0)
@@ -930,8 +935,7 @@ class Daemon:
                         "(dmesg) if it happens again", REDACTOR.redact(lost), EXIT_JOURNAL_LOST)
         # Not request_stop(): an operator's SIGTERM after this must not count as the second signal
         # that parks the runs in progress at once.
-        self._stopping = True
-        self.wakeup()
+        self._stop()
 
     def live_snapshot(self) -> LiveSnapshot:
         from rotator.observe.metrics import CredentialState, LiveSnapshot

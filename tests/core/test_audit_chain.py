@@ -20,6 +20,8 @@ from rotator.core.journal import Journal, Revocation, RunRecord, RunState, open_
 from tests.runners.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+#: a prune of _old_and_new's history: the old events go, the new ones stay
+CUTOFF, NOW = ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -237,9 +239,8 @@ def test_prune_writes_a_checkpoint_the_verifier_starts_from(journal_url: str) ->
 
 def test_a_long_prune_goes_in_batches_each_with_its_checkpoint(journal_url: str) -> None:
     journal = open_journal(journal_url)
-    _history(journal, 8, T0)
-    _history(journal, 4, T0 + timedelta(days=500))
-    result = audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=3)
+    _old_and_new(journal, new=4)
+    result = audit_chain.prune(journal, CUTOFF, NOW, batch=3)
     assert result.events == 8 and result.checkpoint is not None and result.checkpoint.seq == 8
     made = audit_chain.checkpoints(journal)
     assert [c.seq for c in made] == [3, 6, 8] and [c.detail["events"] for c in made] == [3, 3, 2]
@@ -251,18 +252,25 @@ def test_a_long_prune_goes_in_batches_each_with_its_checkpoint(journal_url: str)
     assert [p["last_pruned_seq"] for p in prunes] == [3, 6, 8] and [p["events"] for p in prunes] == [3, 3, 2]
 
 
-def _during_verification(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:
-    """Run ``action`` once, right after prune's verification read the chain (and before any deletion)."""
-    original = audit_chain._verify
-    pending = [action]
+def _old_and_new(journal: Journal, old: int = 8, new: int = 2) -> None:
+    _history(journal, old, T0)
+    _history(journal, new, T0 + timedelta(days=500))
 
-    def verify_then_act(cur: Any) -> audit_chain.ChainReport:
-        report = original(cur)
-        while pending:
-            pending.pop()()
-        return report
 
-    monkeypatch.setattr(audit_chain, "_verify", verify_then_act)
+def _after_call(monkeypatch: pytest.MonkeyPatch, name: str, action: Callable[[], Any], call: int = 1) -> None:
+    """Run ``action`` once, right after the ``call``-th call of ``audit_chain.<name>`` returned:
+    ``_verify`` is prune's verification (before any deletion), ``_checkpoint_for`` a batch's check of
+    its links (before its write transaction)."""
+    original, calls = getattr(audit_chain, name), [0]
+
+    def call_then_act(*args: Any) -> Any:
+        result = original(*args)
+        calls[0] += 1
+        if calls[0] == call:
+            action()
+        return result
+
+    monkeypatch.setattr(audit_chain, name, call_then_act)
 
 
 def test_a_rotation_writes_while_prune_verifies_the_chain(journal_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,7 +281,7 @@ def test_a_rotation_writes_while_prune_verifies_the_chain(journal_url: str, monk
     other = open_journal(journal_url)
     if journal_url.startswith("sqlite:///"):
         other._connection().execute("PRAGMA busy_timeout = 100")  # the old prune held the lock: fail fast
-    _during_verification(monkeypatch, lambda: other.record_event(T0 + timedelta(days=600), "mgmt", "run-new",
+    _after_call(monkeypatch, "_verify", lambda: other.record_event(T0 + timedelta(days=600), "mgmt", "run-new",
                                                                  "published", "ok", {"token_id": "tok-new"}))
     result = audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=601)), batch=4)
     assert result.events == 6 and result.checkpoint is not None and result.checkpoint.seq == 6
@@ -292,30 +300,20 @@ def test_an_event_edited_while_pruning_is_kept_as_evidence(
     """An edit between the verification and a batch's deletion is caught: by the batch's check of
     its links, or, after that check, by the write transaction's comparison with what it checked."""
     journal = open_journal(journal_url)
-    _history(journal, 8, T0)
-    _history(journal, 2, T0 + timedelta(days=500))
+    _old_and_new(journal)
 
     def edit() -> None:
         with raw(journal_url) as sql:
             sql("UPDATE events SET result = 'failed' WHERE seq = 5")
 
     if when == "after the verification":
-        _during_verification(monkeypatch, edit)
+        _after_call(monkeypatch, "_verify", edit)
         caught = "event seq 5 .* edited: its content no longer matches its hash"
     else:
-        original, calls = audit_chain._checkpoint_for, [0]
-
-        def check_then_edit(*args: Any) -> audit_chain.Checkpoint:
-            made = original(*args)
-            calls[0] += 1
-            if calls[0] == 2:
-                edit()
-            return made
-
-        monkeypatch.setattr(audit_chain, "_checkpoint_for", check_then_edit)
+        _after_call(monkeypatch, "_checkpoint_for", edit, call=2)
         caught = r"event\(s\) seq 4..6 were edited after they were checked"
     with pytest.raises(ValueError, match=f"changed while pruning, not pruning from seq 4: {caught}"):
-        audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=3)
+        audit_chain.prune(journal, CUTOFF, NOW, batch=3)
     assert [c.seq for c in audit_chain.checkpoints(journal)] == [3], "only the batch before the edit went"
     with raw(journal_url) as sql:
         assert sql("SELECT result FROM events WHERE seq = 5") == [("failed",)], "the edited event is kept"
@@ -327,8 +325,7 @@ def test_a_prune_that_failed_part_way_is_finished_by_running_it_again(
     journal_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = open_journal(journal_url)
-    _history(journal, 8, T0)
-    _history(journal, 2, T0 + timedelta(days=500))
+    _old_and_new(journal)
     appended = [0]
     original = audit_chain.append_event
 
@@ -339,16 +336,15 @@ def test_a_prune_that_failed_part_way_is_finished_by_running_it_again(
         original(*args)
 
     monkeypatch.setattr(audit_chain, "append_event", full_disk_in_the_second_batch)
-    cutoff, now = ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501))
     with pytest.raises(OSError, match="No space"):
-        audit_chain.prune(journal, cutoff, now, batch=3)
+        audit_chain.prune(journal, CUTOFF, NOW, batch=3)
     assert [c.seq for c in audit_chain.checkpoints(journal)] == [3], "the second batch rolled back whole"
     with raw(journal_url) as sql:
         assert sql("SELECT MIN(seq) FROM events")[0][0] == 4, "its deletion too"
     assert audit_chain.verify(journal).ok
 
     monkeypatch.setattr(audit_chain, "append_event", original)  # the disk has room again
-    result = audit_chain.prune(journal, cutoff, now, batch=3)
+    result = audit_chain.prune(journal, CUTOFF, NOW, batch=3)
     assert result.events == 5 and result.checkpoint is not None and result.checkpoint.seq == 8
     assert [c.seq for c in audit_chain.checkpoints(journal)] == [3, 6, 8]
     report = audit_chain.verify(journal)
@@ -359,21 +355,19 @@ def test_a_prune_that_failed_part_way_is_finished_by_running_it_again(
 
 def test_a_prune_told_to_stop_ends_before_its_next_batch_and_the_next_goes_on(journal_url: str) -> None:
     journal = open_journal(journal_url)
-    _history(journal, 8, T0)
-    _history(journal, 2, T0 + timedelta(days=500))
-    cutoff, now = ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501))
+    _old_and_new(journal)
     asked = [0]
 
     def after_one_batch() -> bool:
         asked[0] += 1
         return asked[0] > 2  # asked before the verification and before each batch
 
-    result = audit_chain.prune(journal, cutoff, now, batch=3, stop=after_one_batch)
+    result = audit_chain.prune(journal, CUTOFF, NOW, batch=3, stop=after_one_batch)
     assert result.stopped and result.events == 3 and "stopped before the end" in result.text()
     assert [c.seq for c in audit_chain.checkpoints(journal)] == [3]
     assert audit_chain.verify(journal).ok
-    assert audit_chain.prune(journal, cutoff, now, batch=3, stop=lambda: True).stopped, "stopped before anything"
-    result = audit_chain.prune(journal, cutoff, now, batch=3)
+    assert audit_chain.prune(journal, CUTOFF, NOW, batch=3, stop=lambda: True).stopped, "stopped before anything"
+    result = audit_chain.prune(journal, CUTOFF, NOW, batch=3)
     assert not result.stopped and result.events == 5
     assert [c.seq for c in audit_chain.checkpoints(journal)] == [3, 6, 8]
     assert audit_chain.verify(journal).ok
@@ -387,7 +381,7 @@ def test_publish_times_in_checkpoints_of_the_previous_version_are_carried_on(jou
     journal.record_event(T0 + timedelta(days=1), "b", "run-b1", "published", "ok", {"token_id": "b1"})
     journal.record_event(T0 + timedelta(days=5), "a", "run-a2", "published", "ok", {"token_id": "a2"})
     _history(journal, 2, T0 + timedelta(days=500))
-    audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=1)
+    audit_chain.prune(journal, CUTOFF, NOW, batch=1)
     made = audit_chain.checkpoints(journal)
     assert [c.detail["policies"].get("a", {}).get("max_token_age_seconds") for c in made] == [0, None, 5 * 86400]
     assert made[1].detail["last_published_elsewhere"] == {"a": ts(T0)}, "only the policies its summaries lack"
@@ -413,20 +407,11 @@ def test_two_prunes_at_once_prune_each_event_once(journal_url: str, monkeypatch:
     """The daemon's daily prune and `rotator prune` at the same time: the one that finds another's
     checkpoint in its write transaction checks its batch again from there."""
     journal = open_journal(journal_url)
-    _history(journal, 8, T0)
-    _history(journal, 2, T0 + timedelta(days=500))
-    cutoff, now = ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501))
-    original, other, started = audit_chain._checkpoint_for, [], []
-
-    def the_other_prune_runs_meanwhile(*args: Any) -> audit_chain.Checkpoint:
-        made = original(*args)
-        if not started:
-            started.append(True)
-            other.append(audit_chain.prune(open_journal(journal_url), cutoff, now, batch=3))
-        return made
-
-    monkeypatch.setattr(audit_chain, "_checkpoint_for", the_other_prune_runs_meanwhile)
-    first = audit_chain.prune(journal, cutoff, now, batch=3)
+    _old_and_new(journal)
+    other: list[audit_chain.PruneResult] = []
+    _after_call(monkeypatch, "_checkpoint_for",
+                lambda: other.append(audit_chain.prune(open_journal(journal_url), CUTOFF, NOW, batch=3)))
+    first = audit_chain.prune(journal, CUTOFF, NOW, batch=3)
     assert other[0].events == 8 and first.events == 0
     assert [c.seq for c in audit_chain.checkpoints(journal)] == [3, 6, 8]
     report = audit_chain.verify(journal)
@@ -451,7 +436,7 @@ def test_an_edit_while_a_batch_is_deleted_waits_for_it(journal_url: str, monkeyp
         return rows
 
     monkeypatch.setattr(audit_chain, "_event_rows", reread_then_edit)
-    result = audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)))
+    result = audit_chain.prune(journal, CUTOFF, NOW)
     assert outcome == ["locked"], "the edit had to wait for the batch's write transaction"
     assert result.events == 6 and audit_chain.verify(journal).ok
 
@@ -487,19 +472,15 @@ def test_an_event_that_no_longer_follows_the_batch_stops_the_prune(
     journal_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = open_journal(journal_url)
-    _history(journal, 8, T0)
-    _history(journal, 2, T0 + timedelta(days=500))
-    original = audit_chain._checkpoint_for
+    _old_and_new(journal)
 
-    def check_then_relink(*args: Any) -> audit_chain.Checkpoint:
-        made = original(*args)
+    def relink() -> None:
         with raw(journal_url) as sql:
             sql("UPDATE events SET prev_hash = ? WHERE seq = 4", "f" * 64)
-        return made
 
-    monkeypatch.setattr(audit_chain, "_checkpoint_for", check_then_relink)
+    _after_call(monkeypatch, "_checkpoint_for", relink)
     with pytest.raises(ValueError, match="event seq 4 does not follow the last link to prune"):
-        audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=3)
+        audit_chain.prune(journal, CUTOFF, NOW, batch=3)
     assert audit_chain.checkpoints(journal) == [] and not audit_chain.verify(journal).ok
 
 
@@ -507,16 +488,15 @@ def test_an_event_without_a_link_inserted_while_pruning_is_kept(
     journal_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = open_journal(journal_url)
-    _history(journal, 4, T0)
-    _history(journal, 2, T0 + timedelta(days=500))
+    _old_and_new(journal, old=4)
 
     def insert_unlinked() -> None:
         with raw(journal_url) as sql:
             sql("INSERT INTO events (at, policy, step, result, detail) VALUES (?, 'mgmt', 'plan', 'ok', '{}')", ts(T0))
 
-    _during_verification(monkeypatch, insert_unlinked)
+    _after_call(monkeypatch, "_verify", insert_unlinked)
     with pytest.raises(ValueError, match="1 event.* without a chain link were inserted"):
-        audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)))
+        audit_chain.prune(journal, CUTOFF, NOW)
     with raw(journal_url) as sql:
         assert sql("SELECT COUNT(*) FROM events WHERE seq IS NULL")[0][0] == 1, "the inserted row is kept"
     assert not audit_chain.verify(journal).ok
@@ -531,7 +511,7 @@ def test_a_token_age_spanning_batches_is_kept_in_the_summaries(journal_url: str)
         journal.record_event(T0 + timedelta(days=1 + i), "b", f"run-b{i}", "published", "ok", {"token_id": f"b{i}"})
     journal.record_event(T0 + timedelta(days=10), "a", "run-a2", "published", "ok", {"token_id": "a2"})
     _history(journal, 2, T0 + timedelta(days=500))
-    audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=3)
+    audit_chain.prune(journal, CUTOFF, NOW, batch=3)
     ages = [c.detail["policies"].get("a", {}).get("max_token_age_seconds") for c in audit_chain.checkpoints(journal)]
     assert ages == [0, None, 10 * 86400]
     assert audit_chain.verify(journal).ok
@@ -542,9 +522,8 @@ def test_a_token_age_spanning_batches_is_kept_in_the_summaries(journal_url: str)
 def test_an_earlier_checkpoint_edited_or_removed_is_caught(journal_url: str, tamper: str) -> None:
     """The chain vouches for the latest checkpoint; each checkpoint vouches for the one before it."""
     journal = open_journal(journal_url)
-    _history(journal, 8, T0)
-    _history(journal, 2, T0 + timedelta(days=500))
-    audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)), batch=3)
+    _old_and_new(journal)
+    audit_chain.prune(journal, CUTOFF, NOW, batch=3)
     assert audit_chain.verify(journal).ok
     with raw(journal_url) as sql:
         if tamper == "edit the first":
@@ -564,9 +543,8 @@ def test_an_earlier_checkpoint_edited_or_removed_is_caught(journal_url: str, tam
 @pytest.mark.parametrize("tamper", ["edit kept event", "replace checkpoint", "insert before checkpoint"])
 def test_tampering_after_prune_is_caught(journal_url: str, tamper: str) -> None:
     journal = open_journal(journal_url)
-    _history(journal, 8, T0)
-    _history(journal, 4, T0 + timedelta(days=500))
-    result = audit_chain.prune(journal, ts(T0 + timedelta(days=400)), ts(T0 + timedelta(days=501)))
+    _old_and_new(journal, new=4)
+    result = audit_chain.prune(journal, CUTOFF, NOW)
     assert result.checkpoint is not None and result.checkpoint.seq == 8
     with raw(journal_url) as sql:
         if tamper == "edit kept event":

@@ -44,13 +44,18 @@ def listener(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
     sock.close()
 
 
+def _under_systemd(monkeypatch: pytest.MonkeyPatch, path: str, watchdog_pid: int) -> SystemdNotify:
+    """What systemd sets for a Type=notify unit with WatchdogSec=4s, read as the daemon reads it."""
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(watchdog_pid))
+    return SystemdNotify.from_environment()
+
+
 def test_from_the_environment_it_notifies_and_feeds_the_watchdog_at_half_its_interval(
         listener: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch) -> None:
     sock, path = listener
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
-    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    notify = SystemdNotify.from_environment()
+    notify = _under_systemd(monkeypatch, path, os.getpid())
     for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
         assert name not in os.environ, f"{name} is not passed on to influxctl or a hook"
     assert notify.watchdog_s == 2.0
@@ -81,10 +86,7 @@ def test_the_abstract_namespace_is_named_with_an_at_sign(monkeypatch: pytest.Mon
 def test_a_watchdog_meant_for_another_process_is_not_fed(
         listener: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch) -> None:
     sock, path = listener
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
-    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
-    notify = SystemdNotify.from_environment()
+    notify = _under_systemd(monkeypatch, path, os.getpid() + 1)
     assert notify.watchdog_s is None and notify.ping() is False
     assert datagrams(sock, 0.2) == []
 
