@@ -166,7 +166,8 @@ class Revocation:
     done_at: datetime | None = None
 
 
-_MIGRATIONS: tuple[str, ...] = (
+#: each a script of statements separated by ``;`` for every backend, or the statements of each backend
+_MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     # 1: the initial schema
     """
     CREATE TABLE runs (
@@ -232,6 +233,8 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX revocations_state_due ON revocations (state, due_at);
     CREATE INDEX revocations_policy_state ON revocations (policy, state)
     """,
+    # 5: the audit chain's head moved by the INSERT of each link (no UPDATE of it per transaction)
+    audit_chain.HEAD_TRIGGER_MIGRATION,
 )
 
 _RUN_COLUMNS = (
@@ -434,16 +437,17 @@ class _Local(threading.local):
     after: list[Callable[[], None]]
     #: writes that wait for this thread's next transaction (:meth:`Journal.defer`)
     pending: list[Callable[[], None]]
-    #: in the open transaction: policy -> the fencing number already checked (the lease row is
-    #: locked until the transaction ends, so one check per transaction is enough)
-    fences: dict[str, int]
+    #: in the open transaction: policy -> its lease row (holder, fence, expiry text) as this
+    #: transaction read or wrote it; the row is locked until the transaction ends, so one read per
+    #: transaction serves every fence check and lease confirmation in it
+    leases: dict[str, tuple[str, int, str]]
     #: in the open transaction: the audit chain's head (seq, hash) as this transaction moved it,
     #: read (locked) once and written once, just before COMMIT
     head: tuple[int, str] | None = None
     head_dirty: bool = False
 
     def __init__(self) -> None:
-        self.undo, self.after, self.pending, self.fences = [], [], [], {}
+        self.undo, self.after, self.pending, self.leases = [], [], [], {}
 
 
 class Journal:
@@ -526,7 +530,7 @@ class Journal:
             self._drop_connection()
             raise self._error(exc, "cannot connect: ") from None
         key = self._watch.arm(conn) if self._watch is not None else None
-        local.cur, local.undo, local.after, local.fences = cur, [], [], {}
+        local.cur, local.undo, local.after, local.leases = cur, [], [], {}
         local.head, local.head_dirty = None, False
         committed = False
         try:
@@ -540,7 +544,7 @@ class Journal:
                 write()
             yield cur
             if not single:
-                self._flush_head(cur)
+                self._forget_head()
                 cur.execute("COMMIT")
             committed = True
         except self._backend.errors as exc:
@@ -554,7 +558,7 @@ class Journal:
                 self._watch.disarm(key)
             local.cur = None
             after = local.after
-            local.undo, local.after, local.fences = [], [], {}
+            local.undo, local.after, local.leases = [], [], {}
             local.head, local.head_dirty = None, False
             with self._conns_lock:
                 self.stats.transactions += 1
@@ -683,20 +687,28 @@ class Journal:
         no take-over can commit between it and the transaction's later writes."""
         if fence is None:  # an unfenced write (tests, tools): no lease to check
             return
-        fences = self._local.fences
-        if fences.get(policy) == fence:
-            return
-        row = cur.execute(f"SELECT fence FROM leases WHERE policy = ?{self._backend.lock_row}", (policy,)).fetchone()
-        current = None if row is None else int(row[0])
+        row = self._lease_row(cur, policy)
+        current = None if row is None else row[1]
         if current != fence:
             raise LeaseLost(policy, fence, current, what)
-        fences[policy] = fence
 
-    def _flush_head(self, cur: _Cursor) -> None:
-        """Write the audit chain's head as this transaction moved it, and forget it."""
+    def _lease_row(self, cur: _Cursor, policy: str) -> tuple[str, int, str] | None:
+        """Inside a write transaction: the policy's lease row, read locked once per transaction."""
+        row = self._local.leases.get(policy)
+        if row is None:
+            found = cur.execute(
+                f"SELECT holder, fence, expires_at FROM leases WHERE policy = ?{self._backend.lock_row}", (policy,)
+            ).fetchone()
+            if found is None:
+                return None
+            row = self._local.leases[policy] = (str(found[0]), int(found[1]), str(found[2]))
+        return row
+
+    def _forget_head(self) -> None:
+        """Keep the audit chain's head as this transaction's events moved it (the database moved the
+        head row with each of them) as the next transaction's hint, and forget it here."""
         local = self._local
         if local.head_dirty and local.head is not None:
-            audit_chain.write_head(cur, local.head)
             # Set before COMMIT, under the write lock; if the COMMIT fails, the next INSERT's check
             # finds the head row elsewhere and the head is read.
             self._head_hint = local.head
@@ -736,7 +748,9 @@ class Journal:
                 cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                 current = 0
             for version in range(current + 1, len(_MIGRATIONS) + 1):
-                for statement in _MIGRATIONS[version - 1].split(";"):
+                migration = _MIGRATIONS[version - 1]
+                statements = migration.split(";") if isinstance(migration, str) else migration[self._backend.name]
+                for statement in statements:
                     if statement.strip():
                         cur.execute(statement)
                 cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
@@ -960,33 +974,40 @@ class Journal:
         one read here (``acquire_lease(unchanged=...)``): no other process took, renewed or released
         the policy's lease between, so nothing read here changed (every write of a run or a
         revocation is fenced, and a step or a side effect confirms or renews the lease first)."""
-        success = tuple(RunState.SUCCESS)
-        with self._tx() as cur:
-            lease = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?", (policy,)).fetchone()
-            marks = ", ".join("?" * len(RunState.OPEN))
-            open_rows = cur.execute(
-                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND state IN ({marks})",
-                (policy, *RunState.OPEN)).fetchall()
-            due = [_rev_from_row(row) for row in cur.execute(*_due_sql(now, policy)).fetchall()]
-            claims: dict[str, list[RunRecord]] = {rev.token_id: [] for rev in due}
-            if claims:
-                for row in cur.execute(
-                        f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND new_token_id IN "
-                        f"({', '.join('?' * len(claims))})", (policy, *claims)).fetchall():
-                    run = _run_from_row(row)
-                    claims[run.new_token_id or ""].append(run)
-            last = None
-            if last_success:
-                last = cur.execute(
-                    f"SELECT run_id FROM runs WHERE policy = ? AND state IN ({', '.join('?' * len(success))}) "
-                    "ORDER BY published_at DESC LIMIT 1", (policy, *success)).fetchone()
+        due_params = [RevocationState.PENDING, ts(now), ts(now)]
+        params = [policy, policy, *RunState.OPEN, policy, *due_params, policy, policy, *due_params]
+        if last_success:
+            params += [policy, *RunState.SUCCESS]
+        # One statement, so one snapshot without BEGIN/COMMIT (and on PostgreSQL one round trip).
+        with self._tx(single=True) as cur:
+            rows = cur.execute(_PREFLIGHT_LAST if last_success else _PREFLIGHT, params).fetchall()
+        lease: tuple[str, int, str] | None = None
+        open_runs: list[RunRecord] = []
+        due: list[Revocation] = []
+        minted: list[RunRecord] = []
+        last = None
+        for row in rows:
+            kind = row[0]
+            if kind == "lease":
+                lease = (str(row[1]), int(row[15]), str(row[16]))
+            elif kind == "open":
+                open_runs.append(_run_from_row(row[1:]))
+            elif kind == "due":
+                due.append(_rev_from_row([row[i] for i in _DUE_POSITIONS]))
+            elif kind == "claim":
+                minted.append(_run_from_row(row[1:]))
+            else:
+                last = str(row[1])
+        claims: dict[str, list[RunRecord]] = {rev.token_id: [] for rev in sorted(due, key=lambda r: r.due_at)}
+        for run in minted:
+            claims[run.new_token_id or ""].append(run)
         return Preflight(
             policy=policy,
-            lease=None if lease is None else (str(lease[0]), int(lease[1]), str(lease[2])),
-            open_runs=sorted((_run_from_row(row) for row in open_rows), key=lambda r: (r.started_at, r.run_id)),
-            due=due,
+            lease=lease,
+            open_runs=sorted(open_runs, key=lambda r: (r.started_at, r.run_id)),
+            due=sorted(due, key=lambda r: r.due_at),
             claims={token: sorted(runs, key=lambda r: r.started_at) for token, runs in claims.items()},
-            last_success=None if last is None else str(last[0]),
+            last_success=last,
         )
 
     def last_success_id(self, policy: str) -> str | None:
@@ -1102,16 +1123,22 @@ class Journal:
                 "fence = CASE WHEN holder = ? THEN fence ELSE fence + 1 END " + where,
                 params,
             )
-            if cur.rowcount == 0:
-                cur.execute(
-                    "INSERT INTO leases (policy, holder, fence, expires_at) "
-                    "VALUES (?, ?, (SELECT COALESCE(MAX(fence), 0) + 1 FROM runs WHERE policy = ?), ?) "
-                    "ON CONFLICT (policy) DO NOTHING",
-                    (policy, holder, policy, expires),
-                )
-            row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
-            if row is not None and row[0] == holder:
-                self._local.fences[policy] = int(row[1])  # the row is ours (and locked) until the commit
+            updated = cur.rowcount == 1
+            if updated and unchanged is not None:
+                # The row was exactly ``unchanged``, so what the UPDATE made of it is known: no read.
+                row = (holder, unchanged[1] if unchanged[0] == holder else unchanged[1] + 1, expires)
+            else:
+                if not updated:
+                    cur.execute(
+                        "INSERT INTO leases (policy, holder, fence, expires_at) "
+                        "VALUES (?, ?, (SELECT COALESCE(MAX(fence), 0) + 1 FROM runs WHERE policy = ?), ?) "
+                        "ON CONFLICT (policy) DO NOTHING",
+                        (policy, holder, policy, expires),
+                    )
+                row = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?",
+                                  (policy,)).fetchone()
+            if row is not None and row[0] == holder:  # the row is ours (and locked) until the commit
+                self._local.leases[policy] = (holder, int(row[1]), str(row[2]))
         if row is None or row[0] != holder:
             raise LeaseBusy(policy, row[0] if row else "unknown")
         return int(row[1])
@@ -1123,9 +1150,9 @@ class Journal:
                 "UPDATE leases SET holder = ?, fence = fence + 1, expires_at = ? WHERE policy = ? AND holder = ?",
                 (holder, ts(now + ttl), policy, dead_holder),
             )
-            row = cur.execute("SELECT holder, fence FROM leases WHERE policy = ?", (policy,)).fetchone()
+            row = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?", (policy,)).fetchone()
             if row is not None and row[0] == holder:
-                self._local.fences[policy] = int(row[1])
+                self._local.leases[policy] = (holder, int(row[1]), str(row[2]))
         if row is None or row[0] != holder:
             raise LeaseBusy(policy, row[0] if row else "unknown")
         return int(row[1])
@@ -1152,16 +1179,16 @@ class Journal:
         # read locked until the commit, and written only when half of ``ttl`` is gone (a write of
         # the lease row in every step would add a page to every commit's WAL frames).
         with self._tx(immediate=True) as cur:
-            row = cur.execute(f"SELECT holder, fence, expires_at FROM leases WHERE policy = ?{self._backend.lock_row}",
-                              (policy,)).fetchone()
-            if row is None or row[0] != holder or int(row[1]) != fence:
-                raise LeaseLost(policy, fence, None if row is None else int(row[1]), what)
+            row = self._lease_row(cur, policy)
+            if row is None or row[0] != holder or row[1] != fence:
+                raise LeaseLost(policy, fence, None if row is None else row[1], what)
             if row[2] < ts(now + ttl / 2):
+                expires = ts(now + ttl)
                 cur.execute("UPDATE leases SET expires_at = ? WHERE policy = ? AND holder = ? AND fence = ?",
-                            (ts(now + ttl), policy, holder, fence))
+                            (expires, policy, holder, fence))
                 if cur.rowcount != 1:
                     raise LeaseLost(policy, fence, None, what)
-            local.fences[policy] = fence  # checked (and locked) for the rest of this transaction
+                local.leases[policy] = (holder, fence, expires)
 
     def release_lease(self, policy: str, holder: str, fence: int | None = None, *, durable: bool = True) -> None:
         """Give the lease up (only if ``holder`` still has it, with ``fence`` when given). The row
@@ -1173,6 +1200,7 @@ class Journal:
             params.append(fence)
         with self._tx(immediate=self.has_deferred(), durable=durable) as cur:
             cur.execute(sql, params)
+            self._local.leases.pop(policy, None)
 
     def lease_fence(self, policy: str) -> int | None:
         """The policy's current fencing number (None: never leased)."""
@@ -1194,10 +1222,11 @@ class Journal:
         detail = dict(detail)
         event = {"at": ts(at), "policy": policy, "run_id": run_id, "step": step, "result": result,
                  "detail": _dump_detail(detail)}  # fmt: skip
-        # One chain: the head row is read (and locked) by the transaction's first event, moved in
-        # memory by each event, and written once just before COMMIT (Journal._tx). Where the
-        # transaction holds the whole database, the first event links to the head this object
-        # wrote last, on condition (checked in its INSERT) that the head row is still that.
+        # One chain: the head row is read (and locked) by the transaction's first event, and each
+        # INSERT of a link moves it (the database's trigger); the transaction's next event links to
+        # the head kept in memory. Where the transaction holds the whole database, the first event
+        # links to the head this object left last, on condition (checked in its INSERT) that the
+        # head row is still that.
         with self._tx(immediate=True) as cur:
             local = self._local
             if local.head is None:
@@ -1213,12 +1242,12 @@ class Journal:
     @contextmanager
     def audit_transaction(self, write: bool = True) -> Iterator[tuple[_Cursor, str]]:
         """A transaction for the audit chain, and the suffix that locks its head row when selected.
-        The head as this transaction's events moved it is written first, so the block reads the chain
-        as it is. ``write=False`` (verify, reports): a read transaction that reads one snapshot (SQLite:
+        The block may move the head itself: events recorded after it read the head again.
+        ``write=False`` (verify, reports): a read transaction that reads one snapshot (SQLite:
         without the write lock, so a busy writer does not hold an auditor up; PostgreSQL: REPEATABLE
         READ, so the head row and the events agree however writers race it)."""
         with self._tx(immediate=write, snapshot=not write) as cur:
-            self._flush_head(cur)
+            self._forget_head()
             yield cur, self._backend.lock_row
 
     def events(self, policy: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -1465,6 +1494,48 @@ def _due_sql(now: datetime, policy: str | None) -> tuple[str, list[Any]]:
         sql += " AND policy = ?"
         params.append(policy)
     return sql + " ORDER BY due_at", params
+
+
+def _preflight_sql(last_success: bool) -> str:
+    """:meth:`Journal.preflight`'s reads as one statement: a UNION ALL of the lease row, the open
+    runs, the due revocations, the runs that minted their tokens and (``last_success``) the last
+    successful run, each row tagged by what it is, in a run's columns. PostgreSQL types a UNION's
+    columns by position, so a revocation's columns and the lease's go where a run's column has their
+    type: ``attempts`` and ``fence`` in the run's ``fence`` column, the text columns in text ones."""
+    width = len(_RUN_COLUMNS)
+    fence_at = _RUN_COLUMNS.index("fence")
+
+    def padded(kind: str, columns: Sequence[str], at: Mapping[int, str] = {}) -> str:
+        cells = [*columns, *["NULL"] * (width - len(columns))]
+        for position, column in at.items():
+            cells[position] = column
+        return f"SELECT '{kind}', {', '.join(cells)}"
+
+    due_where = "policy = ? AND state = ? AND due_at <= ? AND (next_try_at IS NULL OR next_try_at <= ?)"
+    open_states = ", ".join("?" * len(RunState.OPEN))
+    runs = ", ".join(_RUN_COLUMNS)
+    sql = (
+        f"{padded('lease', ['holder'], {fence_at: 'fence', fence_at + 1: 'expires_at'})} FROM leases WHERE policy = ? "
+        f"UNION ALL SELECT 'open', {runs} FROM runs WHERE policy = ? AND state IN ({open_states}) "
+        f"UNION ALL {padded('due', _REV_TEXT, {fence_at: 'attempts'})} FROM revocations WHERE {due_where} "
+        f"UNION ALL SELECT 'claim', {runs} FROM runs WHERE policy = ? AND new_token_id IN "
+        f"(SELECT token_id FROM revocations WHERE {due_where})"
+    )
+    if last_success:
+        # (its fence column only types the subquery's column as the UNION's)
+        success = ", ".join("?" * len(RunState.SUCCESS))
+        sql += (f" UNION ALL SELECT * FROM ({padded('last', ['run_id'], {fence_at: 'fence'})} FROM runs "
+                f"WHERE policy = ? AND state IN ({success}) ORDER BY published_at DESC LIMIT 1) AS last_success")
+    return sql
+
+
+#: a revocation's text columns, in the order a preflight row has them after its tag
+_REV_TEXT = tuple(c for c in _REV_COLUMNS if c != "attempts")
+_PREFLIGHT, _PREFLIGHT_LAST = _preflight_sql(False), _preflight_sql(True)
+#: where each of a revocation's columns (_REV_COLUMNS) is in a preflight row
+_DUE_POSITIONS = tuple(
+    1 + (_RUN_COLUMNS.index("fence") if c == "attempts" else _REV_TEXT.index(c)) for c in _REV_COLUMNS
+)
 
 
 #: the attribute of a RunRecord holding its row as this process last read or wrote it (not a

@@ -331,3 +331,87 @@ def test_a_first_lease_starts_above_the_runs_fences_and_later_ones_update_the_ro
     assert (journal.lease_holder("p", T0 + timedelta(seconds=2)), journal.lease_fence("p")) == ("B", 42)
     assert journal.acquire_lease("p", "C", ttl, T0 + timedelta(seconds=40)) == 43, "an expired lease is taken over"
     journal.close()
+
+
+def test_a_lease_taken_on_condition_knows_its_fence_without_reading_it(journal_url: str) -> None:
+    """acquire_lease(unchanged=...) works out the fencing number from the row the preflight read (the
+    UPDATE matched exactly that row): the same holder keeps its number, another one gets the next;
+    the fenced writes that follow in the transaction check it against the row."""
+    journal = open_journal(journal_url)
+    ttl = timedelta(seconds=1)
+    fence_a = journal.acquire_lease("p", "A", ttl, T0)
+    seen = journal.preflight("p", T0)
+    with journal.transaction():
+        assert journal.acquire_lease("p", "A", ttl, T0, unchanged=seen.lease) == fence_a, "A extends its lease"
+        journal.begin_run(RunRecord("r1", "p", RunState.PLANNED, "rotate", T0, T0), fence=fence_a)
+    later = T0 + timedelta(seconds=5)
+    seen = journal.preflight("p", later)
+    statements = journal.stats.statements
+    with journal.transaction():
+        assert journal.acquire_lease("p", "B", ttl, later, unchanged=seen.lease) == fence_a + 1, "B takes it over"
+        journal.begin_run(RunRecord("r2", "p", RunState.PLANNED, "rotate", later, later), fence=fence_a + 1)
+    assert journal.stats.statements - statements == 4, "BEGIN, the lease's UPDATE, the run's INSERT, COMMIT"
+    with pytest.raises(LeaseLost):
+        journal.begin_run(RunRecord("r3", "p", RunState.PLANNED, "rotate", later, later), fence=fence_a)
+    assert (journal.lease_holder("p", later), journal.lease_fence("p")) == ("B", fence_a + 1)
+    assert [r.run_id for r in journal.runs("p", limit=0)] == ["r2", "r1"]
+    journal.close()
+
+
+def test_the_preflight_reads_in_one_statement_what_the_single_reads_return(journal_url: str) -> None:
+    """Journal.preflight's one statement (a UNION ALL of the lease, open runs, due revocations, the
+    runs that minted their tokens and the last success, in a run's columns) gives back every column
+    as the separate reads do, on both backends."""
+    journal = open_journal(journal_url)
+    fence = journal.acquire_lease("p", "A", timedelta(seconds=30), T0)
+    done = RunRecord("r-old", "p", RunState.DONE, "rotate", T0, T0, old_token_id="t0", new_token_id="t1",
+                     new_expires_at=T0 + timedelta(days=9), published_at=T0, finished_at=T0,
+                     planned_versions={"vault": "3"}, published_versions={"vault": "4"}, error="earlier failure",
+                     mint_started_at=T0)
+    journal.begin_run(done, fence=fence)
+    published = RunRecord("r-pub", "p", RunState.PUBLISHED, "rotate", T0 + timedelta(hours=1), T0,
+                          old_token_id="t1", new_token_id="t2", published_at=T0 + timedelta(hours=1))
+    journal.begin_run(published, fence=fence)
+    minting = RunRecord("r-open", "p", RunState.MINTING, "rotate", T0 + timedelta(hours=2), T0, old_token_id="t2",
+                        mint_started_at=T0 + timedelta(hours=2))
+    journal.begin_run(minting, fence=fence)
+    journal.begin_run(RunRecord("r-other", "q", RunState.MINTING, "rotate", T0, T0), fence=None)
+    journal.schedule_revocation(Revocation("p", "t1", "r-pub", "superseded", T0 + timedelta(minutes=5),
+                                           RevocationState.PENDING, attempts=2, next_try_at=T0 + timedelta(minutes=9),
+                                           last_error="issuer said 503"), fence=fence)
+    journal.schedule_revocation(Revocation("p", "t0", "r-old", "superseded", T0, RevocationState.PENDING), fence=fence)
+    journal.schedule_revocation(Revocation("p", "t9", "r-old", "discarded", T0 + timedelta(days=1),
+                                           RevocationState.PENDING), fence=fence)  # not due yet
+    now = T0 + timedelta(hours=3)
+    seen = journal.preflight("p", now, last_success=True)
+    assert seen.lease is not None and seen.lease[:2] == ("A", fence)
+    assert seen.open_runs == journal.open_runs("p") and [r.run_id for r in seen.open_runs] == ["r-open"]
+    assert seen.due == journal.due_revocations(now, "p")
+    assert [(r.token_id, r.attempts, r.last_error) for r in seen.due] == [("t0", 0, None), ("t1", 2, "issuer said 503")]
+    assert seen.claims == {token: journal.runs_with_token("p", token) for token in ("t0", "t1")}
+    assert seen.claims["t1"] == [journal.get_run("r-old")]
+    assert seen.last_success == journal.last_success_id("p") == "r-pub"
+    assert journal.preflight("p", now).last_success is None, "asked for only when wanted"
+    assert journal.preflight("nobody", now) == journal.preflight("nobody", now, last_success=True)
+    journal.close()
+
+
+def test_one_read_of_the_lease_row_serves_a_transaction_and_follows_its_own_writes(journal_url: str) -> None:
+    """Inside a write transaction the lease row is read (locked) once, for every fence check and lease
+    confirmation in it; a renewal or a release by the same transaction is what later checks see."""
+    journal = open_journal(journal_url)
+    ttl = timedelta(seconds=30)
+    fence = journal.acquire_lease("p", "A", ttl, T0)
+    statements = journal.stats.statements
+    with journal.transaction():
+        journal.begin_run(RunRecord("r1", "p", RunState.PLANNED, "rotate", T0, T0), fence=fence)
+        journal.confirm_lease("p", "A", fence, ttl, T0 + timedelta(seconds=20), "renews: less than half is left")
+        journal.confirm_lease("p", "A", fence, ttl, T0 + timedelta(seconds=21), "the renewal seen: no write")
+    # BEGIN, the lease read, the run's INSERT, the renewal's UPDATE, COMMIT
+    assert journal.stats.statements - statements == 5
+    assert journal.lease_holder("p", T0 + timedelta(seconds=49)) == "A", "renewed at 20 s for 30 s"
+    with pytest.raises(LeaseLost), journal.transaction():
+        journal.confirm_lease("p", "A", fence, ttl, T0 + timedelta(seconds=22), "read")
+        journal.release_lease("p", "A", fence)
+        journal.confirm_lease("p", "A", fence, ttl, T0 + timedelta(seconds=22), "after its own release")
+    journal.close()

@@ -13,6 +13,7 @@ import pytest
 from rotator.core import audit_chain
 from rotator.core.errors import JournalError, LeaseBusy
 from rotator.core.journal import _MIGRATIONS, Journal, Revocation, RunRecord, RunState, open_journal
+from rotator.core.journal import ts as ts_text
 from tests.core.test_audit_chain import raw as _raw
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -280,3 +281,37 @@ def test_the_audit_chain_is_read_in_one_snapshot_on_postgresql(pg_url: str) -> N
         assert cur.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
     assert audit_chain.verify(journal).ok
     journal.close()
+
+
+def test_a_journal_from_before_the_head_trigger_is_upgraded_and_its_chain_goes_on(journal_url: str) -> None:
+    """Schema 5 moves the audit head with each link's INSERT (no UPDATE of the head per transaction);
+    a journal whose events a rotator of schema 4 wrote gets the trigger at the next writable open, and
+    events recorded after it link on and verify."""
+    journal = open_journal(journal_url)
+    for i in range(3):
+        journal.record_event(T0 + timedelta(minutes=i), "p", None, "plan", "ok", {"i": i})
+    journal.close()
+    with _raw(journal_url) as sql:  # what schema 4 had: no trigger (its writers moved the head themselves)
+        sql("DROP TRIGGER audit_head_follows" + (" ON events" if journal.backend == "postgresql" else ""))
+        if journal.backend == "postgresql":
+            sql("DROP FUNCTION rotator_audit_head_follows()")
+        sql(f"DELETE FROM schema_version WHERE version = {len(_MIGRATIONS)}")
+        sql("INSERT INTO events (seq, at, policy, step, result, detail, instance, prev_hash, hash) "
+            "VALUES (999, ?, 'p', 'plan', 'ok', '{}', 'x', ?, ?)", ts_text(T0), "0" * 64, "f" * 64)
+        assert sql("SELECT seq FROM audit_head") == [(3,)], "without the trigger an INSERT leaves the head"
+        sql("DELETE FROM events WHERE seq = 999")
+    upgraded = open_journal(journal_url)
+    for i in range(3, 5):
+        upgraded.record_event(T0 + timedelta(minutes=i), "p", None, "plan", "ok", {"i": i})
+    with upgraded.transaction():
+        upgraded.record_event(T0 + timedelta(minutes=5), "p", None, "plan", "ok", {"i": 5})
+        upgraded.record_event(T0 + timedelta(minutes=6), "p", None, "plan", "ok", {"i": 6})
+    report = audit_chain.verify(upgraded)
+    assert report.ok, report.problem
+    assert (report.checked, report.head_seq) == (7, 7)
+    with _raw(journal_url) as sql:
+        assert sql("SELECT MAX(version) FROM schema_version") == [(len(_MIGRATIONS),)]
+        assert sql("SELECT seq FROM audit_head") == [(7,)], "the trigger moved the head with each INSERT"
+        sql("INSERT INTO events (at, policy, step, result, detail) VALUES (?, 'p', 'plan', 'ok', '{}')", ts_text(T0))
+        assert sql("SELECT seq FROM audit_head") == [(7,)], "an unlinked row (from before the chain) moves nothing"
+    upgraded.close()
