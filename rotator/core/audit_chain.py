@@ -78,12 +78,17 @@ HEAD_TRIGGER_MIGRATION: dict[str, tuple[str, ...]] = {
         f"BEGIN UPDATE audit_head SET seq = NEW.seq, hash = NEW.hash WHERE chain = '{CHAIN}'; END",
     ),
     "postgresql": (
-        "CREATE FUNCTION rotator_audit_head_follows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "CREATE OR REPLACE FUNCTION rotator_audit_head_follows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         f"UPDATE audit_head SET seq = NEW.seq, hash = NEW.hash WHERE chain = '{CHAIN}'; RETURN NULL; END $$",
         # EXECUTE PROCEDURE: the spelling PostgreSQL 10 knows too (11+ also take EXECUTE FUNCTION)
         "CREATE TRIGGER audit_head_follows AFTER INSERT ON events FOR EACH ROW WHEN (NEW.hash IS NOT NULL) "
         "EXECUTE PROCEDURE rotator_audit_head_follows()",
     ),
+}
+#: a row when the trigger is there (a journal restored from a dump of its tables alone lacks it)
+HEAD_TRIGGER_EXISTS = {
+    "sqlite": "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'audit_head_follows'",
+    "postgresql": "SELECT 1 FROM pg_trigger WHERE tgname = 'audit_head_follows' AND tgrelid = 'events'::regclass",
 }
 
 

@@ -754,6 +754,12 @@ class Journal:
                     if statement.strip():
                         cur.execute(statement)
                 cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            backend = self._backend.name
+            if current == len(_MIGRATIONS) and cur.execute(audit_chain.HEAD_TRIGGER_EXISTS[backend]).fetchone() is None:
+                # Writers rely on it to move the chain's head: without it the next event would link
+                # to a head that stayed behind (a journal restored from a dump of its tables alone).
+                for statement in audit_chain.HEAD_TRIGGER_MIGRATION[backend]:
+                    cur.execute(statement)
 
     def _check_schema(self) -> None:
         """A read-only open: the schema version, read without the write lock; a journal older than

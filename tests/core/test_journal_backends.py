@@ -315,3 +315,27 @@ def test_a_journal_from_before_the_head_trigger_is_upgraded_and_its_chain_goes_o
         sql("INSERT INTO events (at, policy, step, result, detail) VALUES (?, 'p', 'plan', 'ok', '{}')", ts_text(T0))
         assert sql("SELECT seq FROM audit_head") == [(7,)], "an unlinked row (from before the chain) moves nothing"
     upgraded.close()
+
+
+def test_a_journal_without_its_head_trigger_gets_it_back_at_the_next_open(journal_url: str) -> None:
+    """A journal restored from a dump of its tables alone has schema 5 but no trigger: the next
+    writable open creates it again, before any event could link to a head that stayed behind."""
+    journal = open_journal(journal_url)
+    journal.record_event(T0, "p", None, "plan", "ok", {"i": 0})
+    journal.close()
+    with _raw(journal_url) as sql:
+        sql("DROP TRIGGER audit_head_follows" + (" ON events" if journal.backend == "postgresql" else ""))
+    reader = open_journal(journal_url, read_only=True)  # a command that only reads changes nothing
+    reader.close()
+    with _raw(journal_url) as sql:
+        exists = audit_chain.HEAD_TRIGGER_EXISTS[journal.backend]
+        assert sql(exists) == []
+    reopened = open_journal(journal_url)
+    for i in range(1, 3):
+        reopened.record_event(T0 + timedelta(minutes=i), "p", None, "plan", "ok", {"i": i})
+    report = audit_chain.verify(reopened)
+    assert report.ok, report.problem
+    assert (report.checked, report.head_seq) == (3, 3)
+    with _raw(journal_url) as sql:
+        assert sql(exists) == [(1,)]
+    reopened.close()
