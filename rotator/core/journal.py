@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum, nonmember
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rotator.config.extras import install_hint
 from rotator.config.timefmt import rfc3339_micro
@@ -984,36 +984,35 @@ class Journal:
         params = [policy, policy, *RunState.OPEN, policy, *due_params, policy, policy, *due_params]
         if last_success:
             params += [policy, *RunState.SUCCESS]
-        # One statement, so one snapshot without BEGIN/COMMIT (and on PostgreSQL one round trip).
-        with self._tx(single=True) as cur:
-            rows = cur.execute(_PREFLIGHT_LAST if last_success else _PREFLIGHT, params).fetchall()
-        lease: tuple[str, int, str] | None = None
-        open_runs: list[RunRecord] = []
-        due: list[Revocation] = []
-        minted: list[RunRecord] = []
-        last = None
-        for row in rows:
-            kind = row[0]
-            if kind == "lease":
-                lease = (str(row[1]), int(row[15]), str(row[16]))
-            elif kind == "open":
-                open_runs.append(_run_from_row(row[1:]))
-            elif kind == "due":
-                due.append(_rev_from_row([row[i] for i in _DUE_POSITIONS]))
-            elif kind == "claim":
-                minted.append(_run_from_row(row[1:]))
-            else:
-                last = str(row[1])
-        claims: dict[str, list[RunRecord]] = {rev.token_id: [] for rev in sorted(due, key=lambda r: r.due_at)}
-        for run in minted:
+        with self._tx(single=True) as cur:  # one statement (see _tagged)
+            found = _tagged_rows(cur.execute(_PREFLIGHT_LAST if last_success else _PREFLIGHT, params).fetchall())
+        due = sorted(found.get("due", []), key=lambda r: r.due_at)
+        claims: dict[str, list[RunRecord]] = {rev.token_id: [] for rev in due}
+        for run in found.get("claim", []):
             claims[run.new_token_id or ""].append(run)
+        [lease] = found.get("lease", [None])
+        [last] = found.get("last", [None])
         return Preflight(
             policy=policy,
             lease=lease,
-            open_runs=sorted(open_runs, key=lambda r: (r.started_at, r.run_id)),
-            due=sorted(due, key=lambda r: r.due_at),
+            open_runs=sorted(found.get("open", []), key=lambda r: (r.started_at, r.run_id)),
+            due=due,
             claims={token: sorted(runs, key=lambda r: r.started_at) for token, runs in claims.items()},
+            last_success=None if last is None else last.run_id,
+        )
+
+    def policy_state(self, policy: str) -> PolicyState:
+        """What the daemon keeps of a policy after each of its jobs, in one statement (see _tagged): the
+        last successful run, the open runs and the unfinished (pending or failed) revocations."""
+        params = [policy, *RunState.SUCCESS, policy, *RunState.OPEN, policy, RevocationState.PENDING,
+                  RevocationState.FAILED]
+        with self._tx(single=True) as cur:
+            found = _tagged_rows(cur.execute(_POLICY_STATE, params).fetchall())
+        [last] = found.get("last", [None])
+        return PolicyState(
             last_success=last,
+            open_runs=sorted(found.get("open", []), key=lambda r: (r.started_at, r.run_id)),
+            unfinished=sorted(found.get("unfinished", []), key=lambda r: r.due_at),
         )
 
     def last_success_id(self, policy: str) -> str | None:
@@ -1299,6 +1298,15 @@ class Preflight:
 
 
 
+class PolicyState(NamedTuple):
+    """One policy's current journal state (:meth:`Journal.policy_state`)."""
+
+    last_success: RunRecord | None
+    open_runs: list[RunRecord]
+    #: pending and failed revocations, by due time
+    unfinished: list[Revocation]
+
+
 @dataclass
 class Overview:
     """The journal's current state, in a few queries (:meth:`Journal.overview`)."""
@@ -1502,46 +1510,67 @@ def _due_sql(now: datetime, policy: str | None) -> tuple[str, list[Any]]:
     return sql + " ORDER BY due_at", params
 
 
-def _preflight_sql(last_success: bool) -> str:
-    """:meth:`Journal.preflight`'s reads as one statement: a UNION ALL of the lease row, the open
-    runs, the due revocations, the runs that minted their tokens and (``last_success``) the last
-    successful run, each row tagged by what it is, in a run's columns. PostgreSQL types a UNION's
-    columns by position, so a revocation's columns and the lease's go where a run's column has their
-    type: ``attempts`` and ``fence`` in the run's ``fence`` column, the text columns in text ones."""
-    width = len(_RUN_COLUMNS)
-    fence_at = _RUN_COLUMNS.index("fence")
-
-    def padded(kind: str, columns: Sequence[str], at: Mapping[int, str] = {}) -> str:
-        cells = [*columns, *["NULL"] * (width - len(columns))]
-        for position, column in at.items():
-            cells[position] = column
-        return f"SELECT '{kind}', {', '.join(cells)}"
-
-    due_where = "policy = ? AND state = ? AND due_at <= ? AND (next_try_at IS NULL OR next_try_at <= ?)"
-    open_states = ", ".join("?" * len(RunState.OPEN))
-    runs = ", ".join(_RUN_COLUMNS)
-    sql = (
-        f"{padded('lease', ['holder'], {fence_at: 'fence', fence_at + 1: 'expires_at'})} FROM leases WHERE policy = ? "
-        f"UNION ALL SELECT 'open', {runs} FROM runs WHERE policy = ? AND state IN ({open_states}) "
-        f"UNION ALL {padded('due', _REV_TEXT, {fence_at: 'attempts'})} FROM revocations WHERE {due_where} "
-        f"UNION ALL SELECT 'claim', {runs} FROM runs WHERE policy = ? AND new_token_id IN "
-        f"(SELECT token_id FROM revocations WHERE {due_where})"
-    )
-    if last_success:
-        # (its fence column only types the subquery's column as the UNION's)
-        success = ", ".join("?" * len(RunState.SUCCESS))
-        sql += (f" UNION ALL SELECT * FROM ({padded('last', ['run_id'], {fence_at: 'fence'})} FROM runs "
-                f"WHERE policy = ? AND state IN ({success}) ORDER BY published_at DESC LIMIT 1) AS last_success")
-    return sql
-
-
-#: a revocation's text columns, in the order a preflight row has them after its tag
+#: A read of several tables in one statement (one snapshot without BEGIN/COMMIT; on PostgreSQL one
+#: round trip): a UNION ALL of branches whose rows are tagged by what they are and laid out in a
+#: run's columns. PostgreSQL types a UNION's columns by position, so a revocation's columns and the
+#: lease's go where a run's column has their type: ``attempts`` and ``fence`` in the run's ``fence``
+#: column, the text columns in text ones (tagged_rows reads them back).
+_FENCE_AT = _RUN_COLUMNS.index("fence")
+#: a revocation's text columns, in the order a tagged row has them after its tag
 _REV_TEXT = tuple(c for c in _REV_COLUMNS if c != "attempts")
-_PREFLIGHT, _PREFLIGHT_LAST = _preflight_sql(False), _preflight_sql(True)
-#: where each of a revocation's columns (_REV_COLUMNS) is in a preflight row
-_DUE_POSITIONS = tuple(
-    1 + (_RUN_COLUMNS.index("fence") if c == "attempts" else _REV_TEXT.index(c)) for c in _REV_COLUMNS
+#: where each of a revocation's columns (_REV_COLUMNS) is in a tagged row
+_REV_POSITIONS = tuple(1 + (_FENCE_AT if c == "attempts" else _REV_TEXT.index(c)) for c in _REV_COLUMNS)
+_DUE_WHERE = "policy = ? AND state = ? AND due_at <= ? AND (next_try_at IS NULL OR next_try_at <= ?)"
+
+
+def _tagged(kind: str, columns: Sequence[str], at: Mapping[int, str] | None = None) -> str:
+    cells = [*columns, *["NULL"] * (len(_RUN_COLUMNS) - len(columns))]
+    for position, column in (at or {}).items():
+        cells[position] = column
+    return f"SELECT '{kind}', {', '.join(cells)}"
+
+
+def _runs_branch(kind: str, where: str) -> str:
+    return f"{_tagged(kind, _RUN_COLUMNS)} FROM runs WHERE {where}"
+
+
+def _revocations_branch(kind: str, where: str) -> str:
+    return f"{_tagged(kind, _REV_TEXT, {_FENCE_AT: 'attempts'})} FROM revocations WHERE {where}"
+
+
+_OPEN_WHERE = f"policy = ? AND state IN ({', '.join('?' * len(RunState.OPEN))})"
+_SUCCESS_WHERE = f"policy = ? AND state IN ({', '.join('?' * len(RunState.SUCCESS))})"
+_LAST_SUCCESS_BRANCH = (
+    f"SELECT * FROM ({_runs_branch('last', _SUCCESS_WHERE)} ORDER BY published_at DESC LIMIT 1) AS last_success"
 )
+_PREFLIGHT = " UNION ALL ".join((
+    f"{_tagged('lease', ['holder'], {_FENCE_AT: 'fence', _FENCE_AT + 1: 'expires_at'})} FROM leases WHERE policy = ?",
+    _runs_branch("open", _OPEN_WHERE),
+    _revocations_branch("due", _DUE_WHERE),
+    _runs_branch("claim", f"policy = ? AND new_token_id IN (SELECT token_id FROM revocations WHERE {_DUE_WHERE})"),
+))
+_PREFLIGHT_LAST = f"{_PREFLIGHT} UNION ALL {_LAST_SUCCESS_BRANCH}"
+_POLICY_STATE = " UNION ALL ".join((
+    _LAST_SUCCESS_BRANCH,
+    _runs_branch("open", _OPEN_WHERE),
+    _revocations_branch("unfinished", "policy = ? AND state IN (?, ?)"),
+))
+
+
+def _tagged_rows(rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
+    """The rows of a tagged read by tag: runs as RunRecords, revocations as Revocations, the lease as
+    (holder, fence, expiry text)."""
+    found: dict[str, list[Any]] = {}
+    for row in rows:
+        kind = row[0]
+        if kind == "lease":
+            item: Any = (str(row[1]), int(row[_FENCE_AT + 1]), str(row[_FENCE_AT + 2]))
+        elif kind in ("due", "unfinished"):
+            item = _rev_from_row([row[i] for i in _REV_POSITIONS])
+        else:
+            item = _run_from_row(row[1:])
+        found.setdefault(kind, []).append(item)
+    return found
 
 
 #: the attribute of a RunRecord holding its row as this process last read or wrote it (not a

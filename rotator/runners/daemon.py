@@ -671,9 +671,7 @@ class Daemon:
         if view is None:
             return
         try:
-            last = self.journal.last_success(name)
-            runs = self.journal.open_runs(name)
-            unfinished = self.journal.unfinished_revocations(name)  # pending and failed: one query
+            last, runs, unfinished = self.journal.policy_state(name)  # one statement
         except RotatorError as exc:  # the next sweep reads it; meanwhile nothing for this policy
             logger.warning("policy %s: cannot read its journal state: %s", name, _describe(exc))
             self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(seconds=TICK_RETRY)

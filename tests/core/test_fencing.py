@@ -361,7 +361,7 @@ def test_a_lease_taken_on_condition_knows_its_fence_without_reading_it(journal_u
 def test_the_preflight_reads_in_one_statement_what_the_single_reads_return(journal_url: str) -> None:
     """Journal.preflight's one statement (a UNION ALL of the lease, open runs, due revocations, the
     runs that minted their tokens and the last success, in a run's columns) gives back every column
-    as the separate reads do, on both backends."""
+    as the separate reads do, on both backends; so does Journal.policy_state's."""
     journal = open_journal(journal_url)
     fence = journal.acquire_lease("p", "A", timedelta(seconds=30), T0)
     done = RunRecord("r-old", "p", RunState.DONE, "rotate", T0, T0, old_token_id="t0", new_token_id="t1",
@@ -393,6 +393,15 @@ def test_the_preflight_reads_in_one_statement_what_the_single_reads_return(journ
     assert seen.last_success == journal.last_success_id("p") == "r-pub"
     assert journal.preflight("p", now).last_success is None, "asked for only when wanted"
     assert journal.preflight("nobody", now) == journal.preflight("nobody", now, last_success=True)
+    # The daemon's read after a job (Journal.policy_state), built the same way.
+    journal.update_revocation(journal.due_revocations(now, "p")[0], state=RevocationState.FAILED,
+                              last_error="gave up")
+    state = journal.policy_state("p")
+    assert state.last_success == journal.last_success("p") and state.last_success.run_id == "r-pub"
+    assert state.open_runs == journal.open_runs("p")
+    assert state.unfinished == journal.unfinished_revocations("p")
+    assert [(r.token_id, r.state) for r in state.unfinished] == [("t0", "failed"), ("t1", "pending"), ("t9", "pending")]
+    assert journal.policy_state("nobody") == (None, [], [])
     journal.close()
 
 

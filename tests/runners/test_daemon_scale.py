@@ -113,9 +113,9 @@ def test_a_finished_job_replans_only_its_policy(harness: Callable[..., Harness],
     # the re-read of the due policy (1); Daemon._rotate itself: none (it was 4: its own lease taken
     # and released, and the check that the plan still holds, now inside Engine.rotate); the fake
     # rotation (4: its preflight read with that check, its lease, the run, the release); the
-    # view's refresh after the job (3: its last publication, its open runs, its pending and failed
-    # revocations in one query)
-    assert counter["n"] == 1 + 4 + 3
+    # view's refresh after the job (1: its last publication, its open runs, its pending and failed
+    # revocations in one statement, Journal.policy_state; it was 3)
+    assert counter["n"] == 1 + 4 + 1
     plans.clear()
     with transactions(h.daemon.journal) as counter:
         h.tick()
