@@ -71,25 +71,44 @@ MIGRATION = f"""
 #: the migration that makes the database move the head with every linked event it inserts, in the
 #: INSERT's own statement: a transaction that audits needs no UPDATE of the head before its COMMIT
 #: (one statement, and on PostgreSQL one round trip, fewer per step). Statements per backend (the
-#: bodies hold semicolons). An event without a hash (from before the chain) leaves the head alone.
+#: bodies hold semicolons); each can run again (Journal._migrate recreates a missing trigger). The
+#: head only moves forward: an event without a hash (from before the chain) leaves it alone, and so
+#: does an older event put back (a partial restore), which would otherwise move it back and make
+#: the next link's sequence number collide.
+_MOVE_HEAD = f"UPDATE audit_head SET seq = NEW.seq, hash = NEW.hash WHERE chain = '{CHAIN}' AND seq < NEW.seq"
 HEAD_TRIGGER_MIGRATION: dict[str, tuple[str, ...]] = {
     "sqlite": (
-        "CREATE TRIGGER audit_head_follows AFTER INSERT ON events WHEN NEW.hash IS NOT NULL "
-        f"BEGIN UPDATE audit_head SET seq = NEW.seq, hash = NEW.hash WHERE chain = '{CHAIN}'; END",
+        "CREATE TRIGGER IF NOT EXISTS audit_head_follows AFTER INSERT ON events WHEN NEW.hash IS NOT NULL "
+        f"BEGIN {_MOVE_HEAD}; END",
     ),
     "postgresql": (
-        "CREATE OR REPLACE FUNCTION rotator_audit_head_follows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        f"UPDATE audit_head SET seq = NEW.seq, hash = NEW.hash WHERE chain = '{CHAIN}'; RETURN NULL; END $$",
+        # SET search_path FROM CURRENT: the body's audit_head is the migrating session's, whatever
+        # search_path a writer has
+        "CREATE OR REPLACE FUNCTION rotator_audit_head_follows() RETURNS trigger LANGUAGE plpgsql "
+        f"SET search_path FROM CURRENT AS $$ BEGIN {_MOVE_HEAD}; RETURN NULL; END $$",
+        "DROP TRIGGER IF EXISTS audit_head_follows ON events",
         # EXECUTE PROCEDURE: the spelling PostgreSQL 10 knows too (11+ also take EXECUTE FUNCTION)
         "CREATE TRIGGER audit_head_follows AFTER INSERT ON events FOR EACH ROW WHEN (NEW.hash IS NOT NULL) "
         "EXECUTE PROCEDURE rotator_audit_head_follows()",
     ),
 }
-#: a row when the trigger is there (a journal restored from a dump of its tables alone lacks it)
+#: a row when the trigger is there and fires (a journal restored from a dump of its tables alone
+#: lacks it; PostgreSQL can disable it: ALTER TABLE events DISABLE TRIGGER)
 HEAD_TRIGGER_EXISTS = {
     "sqlite": "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'audit_head_follows'",
-    "postgresql": "SELECT 1 FROM pg_trigger WHERE tgname = 'audit_head_follows' AND tgrelid = 'events'::regclass",
+    "postgresql": "SELECT 1 FROM pg_trigger WHERE tgname = 'audit_head_follows' AND tgrelid = 'events'::regclass "
+                  "AND tgenabled IN ('O', 'A')",
 }
+
+
+def head_behind(cur: Cursor) -> tuple[int, int] | None:
+    """(head seq, newest event's seq) when the head row is behind the newest linked event: events
+    were written without moving it (its trigger missing or disabled), or the head row was edited
+    back. The next link would collide with an event's sequence number."""
+    row = cur.execute("SELECT seq, (SELECT MAX(seq) FROM events) FROM audit_head WHERE chain = ?", (CHAIN,)).fetchone()
+    if row is None or row[1] is None or int(row[1]) <= int(row[0]):
+        return None
+    return int(row[0]), int(row[1])
 
 
 class Cursor(Protocol):

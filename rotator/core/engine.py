@@ -189,7 +189,7 @@ class Engine:
             if not seen.open_runs and seen.fence_after(self.holder, now) is not None:
                 try:
                     with self._lease("rotate", take=False):
-                        result = self._rotate_locked(seen, expect_last_run)
+                        result = self._rotate_locked(seen)
                         if result.state in RunState.SUCCESS and self.policy.grace <= timedelta(0):
                             self._revoke_replaced_now(result)
                         return result
@@ -342,8 +342,7 @@ class Engine:
         return RunResult(self.policy.name, NOTHING_TO_DO, message=message, actions=list(actions or ()))
 
     # ------------------------------------------------------------------ the rotation run
-    def _rotate_locked(self, seen: Preflight | None = None,
-                       expect_last_run: str | None | _AnyRun = ANY_RUN) -> RunResult:  # fmt: skip
+    def _rotate_locked(self, seen: Preflight | None = None) -> RunResult:
         """The run. With ``seen`` (Engine.rotate's preflight read) the lease is not held yet: PLAN's
         reads come first and the lease is taken with the run (:meth:`_new_run`)."""
         # tls_verify = false, plain http://... (rotator/adapters/transport.py)
@@ -357,8 +356,7 @@ class Engine:
             self._check_ownership(name, state)
         self._call(lambda: self.issuer.list_tokens(credential), "check issuer")
         run = self._new_run("rotate", old_token_id=current.token_id if current else None,
-                            planned={n: s.version for n, s in states.items()}, seen=seen,
-                            expect_last_run=expect_last_run)
+                            planned={n: s.version for n, s in states.items()}, seen=seen)
         log = logging.LoggerAdapter(logger, {"policy": self.policy.name, "run_id": run.run_id})
         self._checkpoint("planned")
         # Tokens whose grace has passed are revoked now, under the lease, with the stores PLAN read
@@ -751,7 +749,7 @@ class Engine:
             )
 
     def _new_run(self, kind: str, old_token_id: str | None, planned: dict[str, str | None],
-                 seen: Preflight | None = None, expect_last_run: str | None | _AnyRun = ANY_RUN) -> RunRecord:
+                 seen: Preflight | None = None) -> RunRecord:
         """Journal a planned run. Under the lease already (``seen`` None): one commit, not synced on
         its own (no side effect waits on a planned run; the next synced commit makes it durable).
 
@@ -759,9 +757,9 @@ class Engine:
         (the lease must be durable before the side effects it fences) unless the journal is
         single-host (SQLite: a crash that loses it ends every process that could act under it), on
         condition that the lease row is still the one the preflight read (nobody took, renewed or
-        released it since), that the fencing number is the one ``seen`` predicts, and, with
-        ``expect_last_run``, that the last successful run is still that one; otherwise
-        _Replan (the transaction rolls back).
+        released it since: then the last successful run is still the one ``seen`` holds, which
+        Engine.rotate checked against ``expect_last_run``) and that the fencing number is the one
+        ``seen`` predicts; otherwise _Replan (the transaction rolls back).
         """
         now = self.clock.now()
         run = RunRecord(run_id=self.run_id_factory(), policy=self.policy.name, state=RunState.PLANNED, kind=kind,
@@ -780,11 +778,11 @@ class Engine:
                                                    unchanged=seen.lease)
             except LeaseBusy as busy:
                 raise _Replan(str(busy)) from None
+            # The lease row is exactly the one the preflight read, so nobody took, renewed or released
+            # the lease since: no run of this policy ended meanwhile, and the last successful run
+            # the preflight read (``expect_last_run`` was checked against it) is still the last.
             if fence != seen.fence_after(self.holder, now):
                 raise _Replan(f"fencing number {fence}, expected {seen.fence_after(self.holder, now)}")
-            if (not isinstance(expect_last_run, _AnyRun)
-                    and self.journal.last_success_id(self.policy.name) != expect_last_run):
-                raise _Replan("the last successful run changed")
             self.journal.begin_run(run, fence=fence)
             self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
         self._fence = fence

@@ -441,8 +441,8 @@ class _Local(threading.local):
     #: transaction read or wrote it; the row is locked until the transaction ends, so one read per
     #: transaction serves every fence check and lease confirmation in it
     leases: dict[str, tuple[str, int, str]]
-    #: in the open transaction: the audit chain's head (seq, hash) as this transaction moved it,
-    #: read (locked) once and written once, just before COMMIT
+    #: in the open transaction: the audit chain's head (seq, hash) as this transaction's events
+    #: moved it (read, locked, once; the database moves the head row with each event's INSERT)
     head: tuple[int, str] | None = None
     head_dirty: bool = False
 
@@ -760,6 +760,21 @@ class Journal:
                 # to a head that stayed behind (a journal restored from a dump of its tables alone).
                 for statement in audit_chain.HEAD_TRIGGER_MIGRATION[backend]:
                     cur.execute(statement)
+            behind = audit_chain.head_behind(cur)
+            if behind is not None:
+                raise self._head_behind_error(*behind)
+
+    def _head_behind_error(self, head: int, newest: int) -> JournalError:
+        move = (f"UPDATE audit_head SET seq = {newest}, hash = (SELECT hash FROM events WHERE seq = {newest}) "
+                f"WHERE chain = '{audit_chain.CHAIN}'")
+        return JournalError(
+            f"journal {self.location}: the audit chain's head (seq {head}) is behind its newest event (seq "
+            f"{newest}): events were written without moving the head (its trigger was missing or disabled), or "
+            "the head row was edited back; no event can be added until the head is the newest event",
+            hint="run `rotator audit verify` (it only reads) and look at the events after the head. If they are "
+            "rotator's own, move the head to the newest event with "
+            f"`{move}` and start rotator again; if not, keep the journal as evidence and restore it from a backup",
+        )
 
     def _check_schema(self) -> None:
         """A read-only open: the schema version, read without the write lock; a journal older than

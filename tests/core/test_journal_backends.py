@@ -339,3 +339,72 @@ def test_a_journal_without_its_head_trigger_gets_it_back_at_the_next_open(journa
     with _raw(journal_url) as sql:
         assert sql(exists) == [(1,)]
     reopened.close()
+
+
+def _drop_head_trigger(journal_url: str, how: str = "drop") -> None:
+    with _raw(journal_url) as sql:
+        if journal_url.startswith("sqlite"):
+            sql("DROP TRIGGER audit_head_follows")
+        elif how == "disable":
+            sql("ALTER TABLE events DISABLE TRIGGER audit_head_follows")
+        else:
+            sql("DROP TRIGGER audit_head_follows ON events")
+
+
+def test_an_older_event_put_back_leaves_the_head_where_it_is(journal_url: str) -> None:
+    """The trigger only moves the head forward: a deleted event restored from a backup (a partial
+    restore inserts rows in any order) does not pull the head back onto a sequence number in use."""
+    journal = open_journal(journal_url)
+    for i in range(4):
+        journal.record_event(T0 + timedelta(minutes=i), "p", None, "plan", "ok", {"i": i})
+    columns = ", ".join(audit_chain.EVENT_COLUMNS)
+    with _raw(journal_url) as sql:
+        [row] = sql(f"SELECT {columns} FROM events WHERE seq = 2")
+        sql("DELETE FROM events WHERE seq = 2")
+        sql(f"INSERT INTO events ({columns}) VALUES ({', '.join('?' * len(row))})", *row)
+        assert sql("SELECT seq FROM audit_head") == [(4,)]
+    journal.record_event(T0 + timedelta(minutes=4), "p", None, "plan", "ok", {"i": 4})
+    report = audit_chain.verify(journal)
+    assert report.ok, report.problem
+    assert (report.checked, report.head_seq) == (5, 5)
+    journal.close()
+
+
+def test_a_head_left_behind_is_refused_at_a_writable_open_with_its_repair(journal_url: str) -> None:
+    """A trigger dropped while a process writes leaves the head behind that process's events. A
+    writable open then says so, and how to repair it, instead of failing later on a duplicate
+    sequence number; a read-only open still reads (verify reports the break); after the repair the
+    trigger is back and the chain goes on."""
+    _head_left_behind_and_repaired(journal_url, "drop")
+
+
+def test_a_disabled_head_trigger_is_treated_as_missing_on_postgresql(pg_url: str) -> None:
+    """``ALTER TABLE events DISABLE TRIGGER``: the same as a dropped trigger, and enabled again at the
+    writable open after the repair."""
+    _head_left_behind_and_repaired(pg_url, "disable")
+
+
+def _head_left_behind_and_repaired(journal_url: str, how: str) -> None:
+    writer = open_journal(journal_url)
+    for i in range(3):
+        writer.record_event(T0 + timedelta(minutes=i), "p", None, "plan", "ok", {"i": i})
+    _drop_head_trigger(journal_url, how)
+    writer.record_event(T0 + timedelta(minutes=3), "p", None, "plan", "ok", {"i": 3})  # the head stays at 3
+    writer.close()
+    with pytest.raises(JournalError, match=r"head \(seq 3\) is behind its newest event \(seq 4\)") as err:
+        open_journal(journal_url)
+    reader = open_journal(journal_url, read_only=True)
+    report = audit_chain.verify(reader)
+    assert not report.ok and "does not match the chain head" in (report.problem or "")
+    reader.close()
+    hint = err.value.hint or ""
+    repair = hint.split("`")[3]
+    assert repair.startswith("UPDATE audit_head SET seq = 4"), hint
+    with _raw(journal_url) as sql:
+        sql(repair)
+    reopened = open_journal(journal_url)
+    reopened.record_event(T0 + timedelta(minutes=4), "p", None, "plan", "ok", {"i": 4})
+    report = audit_chain.verify(reopened)
+    assert report.ok, report.problem
+    assert (report.checked, report.head_seq) == (5, 5), "the trigger is back: the INSERT moved the head"
+    reopened.close()

@@ -198,14 +198,16 @@ def test_a_rolled_back_step_leaves_the_record_as_the_journal_has_it(tmp_path: Pa
 
 def test_a_scheduled_rotation_checks_the_last_run_at_no_extra_commit(
         tmp_path: Path, journal_url: str, fake_influxctl: Any) -> None:
-    """The daemon's "still due?" check (Engine.rotate(expect_last_run=...)): read in the preflight,
-    held at the lease (the PLANNED transaction); a due time another rotator served costs one read."""
+    """The daemon's "still due?" check (Engine.rotate(expect_last_run=...)): read in the preflight's
+    statement, held at the lease (the PLANNED transaction takes it only if the lease row is the one
+    the preflight read: no run ended since, so the last success needs no second read); a due time
+    another rotator served costs one read."""
     engine, journal, clock, store = _engine(tmp_path, journal_url, fake_influxctl)
     first = _rotate(engine, clock)
     second, counts = _rotate_counted(engine, journal, clock, expect_last_run=first.run_id)
     assert second.state == RunState.PUBLISHED, second
-    assert counts[:3] == (STEADY_ROTATION_COMMITS, STEADY_ROTATION_SYNCED[journal.backend],
-                          STEADY_ROTATION_TRANSACTIONS)
+    assert counts[:4] == (STEADY_ROTATION_COMMITS, STEADY_ROTATION_SYNCED[journal.backend],
+                          STEADY_ROTATION_TRANSACTIONS, STEADY_ROTATION_STATEMENTS[journal.backend])
     reads, runs = store.reads, len(journal.runs("mgmt", limit=0))
     stale, counts = _rotate_counted(engine, journal, clock, expect_last_run=first.run_id)
     assert stale.state == NOTHING_TO_DO and stale.ok and stale.run_id is None, stale
