@@ -988,23 +988,30 @@ class Journal:
         return [_rev_from_row(row) for row in rows]
 
     def preflight(self, policy: str, now: datetime, *, last_success: bool = False) -> Preflight:
-        """What a rotation reads before it takes the policy's lease, in one read transaction: the
-        lease row, the open runs, the due revocations with the runs that minted their tokens, and
-        (``last_success``) the id of the last successful run. The rotation takes its lease in the
+        """What a rotation reads before it takes the policy's lease, in one statement: the lease row,
+        the open runs, the due revocations and (``last_success``) the id of the last successful run;
+        then, when revocations are due, the runs that minted their tokens. The rotation takes its lease in the
         transaction that journals its run (Engine._new_run) only if the lease row is then still the
         one read here (``acquire_lease(unchanged=...)``): no other process took, renewed or released
         the policy's lease between, so nothing read here changed (every write of a run or a
         revocation is fenced, and a step or a side effect confirms or renews the lease first)."""
-        due_params = [RevocationState.PENDING, ts(now), ts(now)]
-        params = [policy, policy, *RunState.OPEN, policy, *due_params, policy, policy, *due_params]
+        params = [policy, policy, *RunState.OPEN, policy, RevocationState.PENDING, ts(now), ts(now)]
         if last_success:
             params += [policy, *RunState.SUCCESS]
         with self._tx(single=True) as cur:  # one statement (see _tagged)
             found = _tagged_rows(cur.execute(_PREFLIGHT_LAST if last_success else _PREFLIGHT, params).fetchall())
         due = sorted(found.get("due", []), key=lambda r: r.due_at)
         claims: dict[str, list[RunRecord]] = {rev.token_id: [] for rev in due}
-        for run in found.get("claim", []):
-            claims[run.new_token_id or ""].append(run)
+        if claims:
+            # A statement of its own, with the token ids as values: as a subquery of the one above,
+            # PostgreSQL's generic plan (psycopg prepares a statement run 5 times) joined every run
+            # of the policy with every revocation, 27 ms at 300 runs. A run's token id never
+            # changes once written, so the two statements' snapshots agree on it.
+            with self._tx(single=True) as cur:
+                rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND new_token_id IN "
+                                   f"({', '.join('?' * len(claims))})", (policy, *claims)).fetchall()
+            for run in map(_run_from_row, rows):
+                claims[run.new_token_id or ""].append(run)
         [lease] = found.get("lease", [None])
         [last] = found.get("last", [None])
         return Preflight(
@@ -1562,7 +1569,6 @@ _PREFLIGHT = " UNION ALL ".join((
     f"{_tagged('lease', ['holder'], {_FENCE_AT: 'fence', _FENCE_AT + 1: 'expires_at'})} FROM leases WHERE policy = ?",
     _runs_branch("open", _OPEN_WHERE),
     _revocations_branch("due", _DUE_WHERE),
-    _runs_branch("claim", f"policy = ? AND new_token_id IN (SELECT token_id FROM revocations WHERE {_DUE_WHERE})"),
 ))
 _PREFLIGHT_LAST = f"{_PREFLIGHT} UNION ALL {_LAST_SUCCESS_BRANCH}"
 _POLICY_STATE = " UNION ALL ".join((
