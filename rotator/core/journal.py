@@ -444,7 +444,6 @@ class _Local(threading.local):
     #: in the open transaction: the audit chain's head (seq, hash) as this transaction's events
     #: moved it (read, locked, once; the database moves the head row with each event's INSERT)
     head: tuple[int, str] | None = None
-    head_dirty: bool = False
 
     def __init__(self) -> None:
         self.undo, self.after, self.pending, self.leases = [], [], [], {}
@@ -531,7 +530,7 @@ class Journal:
             raise self._error(exc, "cannot connect: ") from None
         key = self._watch.arm(conn) if self._watch is not None else None
         local.cur, local.undo, local.after, local.leases = cur, [], [], {}
-        local.head, local.head_dirty = None, False
+        local.head = None
         committed = False
         try:
             if not single:
@@ -559,7 +558,7 @@ class Journal:
             local.cur = None
             after = local.after
             local.undo, local.after, local.leases = [], [], {}
-            local.head, local.head_dirty = None, False
+            local.head = None
             with self._conns_lock:
                 self.stats.transactions += 1
                 self.stats.statements += cur.statements
@@ -708,11 +707,11 @@ class Journal:
         """Keep the audit chain's head as this transaction's events moved it (the database moved the
         head row with each of them) as the next transaction's hint, and forget it here."""
         local = self._local
-        if local.head_dirty and local.head is not None:
+        if local.head is not None:
             # Set before COMMIT, under the write lock; if the COMMIT fails, the next INSERT's check
             # finds the head row elsewhere and the head is read.
             self._head_hint = local.head
-        local.head, local.head_dirty = None, False
+        local.head = None
 
     def _rollback(self, cur: _Cursor, exc: BaseException, single: bool = False) -> None:
         for undo in reversed(self._local.undo):
@@ -747,14 +746,14 @@ class Journal:
                     raise _no_journal(self.location)
                 cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                 current = 0
+            backend = self._backend.name
             for version in range(current + 1, len(_MIGRATIONS) + 1):
                 migration = _MIGRATIONS[version - 1]
-                statements = migration.split(";") if isinstance(migration, str) else migration[self._backend.name]
+                statements = migration.split(";") if isinstance(migration, str) else migration[backend]
                 for statement in statements:
                     if statement.strip():
                         cur.execute(statement)
                 cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-            backend = self._backend.name
             if current == len(_MIGRATIONS) and cur.execute(audit_chain.HEAD_TRIGGER_EXISTS[backend]).fetchone() is None:
                 # Writers rely on it to move the chain's head: without it the next event would link
                 # to a head that stayed behind (a journal restored from a dump of its tables alone).
@@ -890,9 +889,8 @@ class Journal:
     def open_runs(self, policy: str) -> list[RunRecord]:
         """The policy's unfinished runs, oldest first (indexed on (policy, state): no ORDER BY in SQL,
         for which SQLite would walk every run of the policy in start order)."""
-        marks = ", ".join("?" * len(RunState.OPEN))
         with self._tx(single=True) as cur:
-            rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE policy = ? AND state IN ({marks})",
+            rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE {_OPEN_WHERE}",
                                (policy, *RunState.OPEN)).fetchall()
         return sorted((_run_from_row(row) for row in rows), key=lambda r: (r.started_at, r.run_id))
 
@@ -912,9 +910,7 @@ class Journal:
         return sorted((_run_from_row(row) for row in rows), key=lambda r: r.started_at)
 
     def last_success(self, policy: str) -> RunRecord | None:
-        marks = ", ".join("?" * len(RunState.SUCCESS))
-        rows = self._runs(f"policy = ? AND state IN ({marks})", (policy, *RunState.SUCCESS), limit=1,
-                          order="published_at")
+        rows = self._runs(_SUCCESS_WHERE, (policy, *RunState.SUCCESS), limit=1, order="published_at")
         return rows[0] if rows else None
 
     def _runs(
@@ -990,9 +986,9 @@ class Journal:
     def preflight(self, policy: str, now: datetime, *, last_success: bool = False) -> Preflight:
         """What a rotation reads before it takes the policy's lease, in one statement: the lease row,
         the open runs, the due revocations and (``last_success``) the id of the last successful run;
-        then, when revocations are due, the runs that minted their tokens. The rotation takes its lease in the
-        transaction that journals its run (Engine._new_run) only if the lease row is then still the
-        one read here (``acquire_lease(unchanged=...)``): no other process took, renewed or released
+        then, when revocations are due, the runs that minted their tokens. The rotation takes its
+        lease in the transaction that journals its run (Engine._new_run) only if the lease row is
+        then still the one read here (``acquire_lease(unchanged=...)``): no other process took, renewed or released
         the policy's lease between, so nothing read here changed (every write of a run or a
         revocation is fenced, and a step or a side effect confirms or renews the lease first)."""
         params = [policy, policy, *RunState.OPEN, policy, RevocationState.PENDING, ts(now), ts(now)]
@@ -1039,11 +1035,9 @@ class Journal:
 
     def last_success_id(self, policy: str) -> str | None:
         """The run id of the policy's last successful run (one indexed row)."""
-        success = tuple(RunState.SUCCESS)
         with self._tx(single=True) as cur:
-            row = cur.execute(
-                f"SELECT run_id FROM runs WHERE policy = ? AND state IN ({', '.join('?' * len(success))}) "
-                "ORDER BY published_at DESC LIMIT 1", (policy, *success)).fetchone()
+            row = cur.execute(f"SELECT run_id FROM runs WHERE {_SUCCESS_WHERE} ORDER BY published_at DESC LIMIT 1",
+                              (policy, *RunState.SUCCESS)).fetchone()
         return None if row is None else str(row[0])
 
     def pending_revocations(self, policy: str | None = None) -> list[Revocation]:
@@ -1117,10 +1111,8 @@ class Journal:
 
     def open_run_count(self, policy: str) -> int:
         """How many runs of the policy are unfinished (indexed)."""
-        marks = ", ".join("?" * len(RunState.OPEN))
         with self._tx(single=True) as cur:
-            row = cur.execute(f"SELECT COUNT(*) FROM runs WHERE policy = ? AND state IN ({marks})",
-                              (policy, *RunState.OPEN)).fetchone()
+            row = cur.execute(f"SELECT COUNT(*) FROM runs WHERE {_OPEN_WHERE}", (policy, *RunState.OPEN)).fetchone()
         return int(row[0])
 
     # -- leases -------------------------------------------------------------------------
@@ -1260,11 +1252,10 @@ class Journal:
                 hint = self._head_hint if self._backend.locks_database else None
                 linked = None if hint is None else audit_chain.insert_link_if_head(cur, hint, event, detail)
                 if linked is not None:
-                    local.head, local.head_dirty = linked, True
+                    local.head = linked
                     return
                 local.head = audit_chain.read_head(cur, self._backend.lock_row)
             local.head = audit_chain.insert_link(cur, local.head, event, detail)
-            local.head_dirty = True
 
     @contextmanager
     def audit_transaction(self, write: bool = True) -> Iterator[tuple[_Cursor, str]]:
@@ -1521,10 +1512,13 @@ def _redact_url(url: str) -> str:
     return urlunsplit(parts)
 
 
+#: a pending revocation whose due time and retry time have come (parameters: state, now, now)
+_DUE = "state = ? AND due_at <= ? AND (next_try_at IS NULL OR next_try_at <= ?)"
+
+
 def _due_sql(now: datetime, policy: str | None) -> tuple[str, list[Any]]:
     """Pending revocations (of ``policy``) whose due time and retry time have come, oldest due first."""
-    sql = (f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE state = ? AND due_at <= ? "
-           "AND (next_try_at IS NULL OR next_try_at <= ?)")
+    sql = f"SELECT {', '.join(_REV_COLUMNS)} FROM revocations WHERE {_DUE}"
     params: list[Any] = [RevocationState.PENDING, ts(now), ts(now)]
     if policy is not None:
         sql += " AND policy = ?"
@@ -1542,7 +1536,6 @@ _FENCE_AT = _RUN_COLUMNS.index("fence")
 _REV_TEXT = tuple(c for c in _REV_COLUMNS if c != "attempts")
 #: where each of a revocation's columns (_REV_COLUMNS) is in a tagged row
 _REV_POSITIONS = tuple(1 + (_FENCE_AT if c == "attempts" else _REV_TEXT.index(c)) for c in _REV_COLUMNS)
-_DUE_WHERE = "policy = ? AND state = ? AND due_at <= ? AND (next_try_at IS NULL OR next_try_at <= ?)"
 
 
 def _tagged(kind: str, columns: Sequence[str], at: Mapping[int, str] | None = None) -> str:
@@ -1568,7 +1561,7 @@ _LAST_SUCCESS_BRANCH = (
 _PREFLIGHT = " UNION ALL ".join((
     f"{_tagged('lease', ['holder'], {_FENCE_AT: 'fence', _FENCE_AT + 1: 'expires_at'})} FROM leases WHERE policy = ?",
     _runs_branch("open", _OPEN_WHERE),
-    _revocations_branch("due", _DUE_WHERE),
+    _revocations_branch("due", f"policy = ? AND {_DUE}"),
 ))
 _PREFLIGHT_LAST = f"{_PREFLIGHT} UNION ALL {_LAST_SUCCESS_BRANCH}"
 _POLICY_STATE = " UNION ALL ".join((

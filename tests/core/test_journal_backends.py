@@ -291,8 +291,8 @@ def test_a_journal_from_before_the_head_trigger_is_upgraded_and_its_chain_goes_o
     for i in range(3):
         journal.record_event(T0 + timedelta(minutes=i), "p", None, "plan", "ok", {"i": i})
     journal.close()
-    with _raw(journal_url) as sql:  # what schema 4 had: no trigger (its writers moved the head themselves)
-        sql("DROP TRIGGER audit_head_follows" + (" ON events" if journal.backend == "postgresql" else ""))
+    _drop_head_trigger(journal_url)  # what schema 4 had: no trigger (its writers moved the head themselves)
+    with _raw(journal_url) as sql:
         if journal.backend == "postgresql":
             sql("DROP FUNCTION rotator_audit_head_follows()")
         sql(f"DELETE FROM schema_version WHERE version = {len(_MIGRATIONS)}")
@@ -323,8 +323,7 @@ def test_a_journal_without_its_head_trigger_gets_it_back_at_the_next_open(journa
     journal = open_journal(journal_url)
     journal.record_event(T0, "p", None, "plan", "ok", {"i": 0})
     journal.close()
-    with _raw(journal_url) as sql:
-        sql("DROP TRIGGER audit_head_follows" + (" ON events" if journal.backend == "postgresql" else ""))
+    _drop_head_trigger(journal_url)
     reader = open_journal(journal_url, read_only=True)  # a command that only reads changes nothing
     reader.close()
     with _raw(journal_url) as sql:
