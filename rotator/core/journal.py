@@ -548,7 +548,7 @@ class Journal:
             committed = True
         except self._backend.errors as exc:
             self._rollback(cur, exc, single)
-            raise self._error(exc) from None
+            raise self._explain(cur, exc) from None
         except BaseException as exc:
             self._rollback(cur, exc, single)
             raise
@@ -656,6 +656,20 @@ class Journal:
     def _on_rollback(self, undo: Callable[[], None]) -> None:
         if self._local.cur is not None:
             self._local.undo.append(undo)
+
+    def _explain(self, cur: _Cursor, exc: BaseException) -> JournalError:
+        """The JournalError for ``exc``, raised by a transaction that ``cur`` rolled back. A link that
+        collides with an event's sequence number means the chain's head stayed behind (its trigger
+        dropped or disabled while this process ran): say that, and how to repair it, as a writable
+        open does, instead of the database's bare unique-constraint message."""
+        if "events.seq" in str(exc) or "events_seq" in str(exc):
+            try:
+                behind = audit_chain.head_behind(cur)
+            except self._backend.errors:
+                behind = None
+            if behind is not None:
+                return self._head_behind_error(*behind)
+        return self._error(exc)
 
     def _error(self, exc: BaseException, prefix: str = "") -> JournalError:
         if self._backend.unavailable(exc):

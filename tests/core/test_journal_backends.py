@@ -389,6 +389,10 @@ def _head_left_behind_and_repaired(journal_url: str, how: str) -> None:
         writer.record_event(T0 + timedelta(minutes=i), "p", None, "plan", "ok", {"i": i})
     _drop_head_trigger(journal_url, how)
     writer.record_event(T0 + timedelta(minutes=3), "p", None, "plan", "ok", {"i": 3})  # the head stays at 3
+    # The process that goes on writing gets the same explanation (not the database's duplicate key).
+    with pytest.raises(JournalError, match=r"head \(seq 3\) is behind its newest event \(seq 4\)") as running:
+        writer.record_event(T0 + timedelta(minutes=3), "p", None, "plan", "ok", {"i": "lost"})
+    assert "UPDATE audit_head SET seq = 4" in (running.value.hint or "")
     writer.close()
     with pytest.raises(JournalError, match=r"head \(seq 3\) is behind its newest event \(seq 4\)") as err:
         open_journal(journal_url)
