@@ -25,7 +25,10 @@ one fdatasync of the WAL file each when alone, every commit but those of
 *transactions* counts reads too; *statements* every SQL statement of those transactions, BEGIN
 and COMMIT included (``Journal.stats.statements``; "n/a" for a journal from before it).
 
-    .venv/bin/python bench/rotation_io.py [-n 30] [-r 5] [--journal URL]
+    .venv/bin/python bench/rotation_io.py [-n 30] [-r 5] [--journal URL] [--fsync-delay-ms MS]
+
+``--fsync-delay-ms``: every fsync and fdatasync of both sides takes that much longer (bench/slow_fsync.c,
+LD_PRELOADed), as on a network volume; this machine kind's disk syncs in ~0.15 ms.
 
 ``--baseline CHECKOUT --pairs K``: run this bench K times for this tree and K times for the
 rotator package of another checkout (e.g. a ``git worktree`` of an older commit), alternating, each
@@ -265,7 +268,18 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="CHECKOUT",
                         help="alternate runs with the rotator package of another checkout (see above)")
     parser.add_argument("--pairs", type=int, default=6, help="with --baseline: runs of each tree (default 6)")
+    parser.add_argument("--fsync-delay-ms", type=float, default=0.0,
+                        help="add this to every fsync/fdatasync (a slower disk, e.g. a network volume: ~0.5-2 ms); "
+                        "builds bench/slow_fsync.c with the C compiler and runs again with it LD_PRELOADed")
     args = parser.parse_args()
+    if args.fsync_delay_ms and "SLOW_FSYNC_US" not in os.environ:
+        from daemon_scale import slow_fsync_library
+
+        env = {**os.environ, "LD_PRELOAD": slow_fsync_library(), "SLOW_FSYNC_US": str(int(args.fsync_delay_ms * 1000))}
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)  # --baseline's runs inherit it
+    if os.environ.get("SLOW_FSYNC_US") and not _slow_fsync_mapped():
+        raise SystemExit("--fsync-delay-ms: bench/slow_fsync.c's library is not loaded in this process (LD_PRELOAD "
+                         "works on Linux); run without --fsync-delay-ms, or unset SLOW_FSYNC_US")
     if args.baseline:
         compare(args)
         return
@@ -296,7 +310,8 @@ def main() -> None:
             floor_ms.append((time.perf_counter() - start) * 1000 / args.n)
         ratios = [e / f for e, f in zip(engine_ms, floor_ms, strict=True)]
     backend = "postgresql" if args.journal else "sqlite"
-    print(f"steady rotation, {backend} journal, {args.n} rotations x {args.repeats} interleaved repeats")
+    slower = f", every fsync +{int(os.environ['SLOW_FSYNC_US']) / 1000:g} ms" if os.environ.get("SLOW_FSYNC_US") else ""
+    print(f"steady rotation, {backend} journal, {args.n} rotations x {args.repeats} interleaved repeats{slower}")
     print(f"calls per rotation: {dict(sorted(calls.items()))}")
     print(f"{'measure':<34}{'value':>12}")
     print(f"{'journal commits per rotation':<34}{commits:>12}")
@@ -310,6 +325,14 @@ def main() -> None:
     print(f"{'rotator imported from':<34}{Path(rotator.__file__).resolve().parent.parent}")
     print(f"{'engine / floor (median of ratios)':<34}{statistics.median(ratios):>11.2f}x"
           f"   min-max {min(ratios):.2f}-{max(ratios):.2f}   goal <= 1.30x")
+
+
+def _slow_fsync_mapped() -> bool:
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("slow_fsync" in line for line in maps)
+    except OSError:
+        return False
 
 
 def compare(args: argparse.Namespace) -> None:

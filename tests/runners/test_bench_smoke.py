@@ -11,6 +11,8 @@ that refreshes its view of the policy (Journal.policy_state; it was 3 reads).
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +53,19 @@ def test_the_steady_rotation_bench_counts_what_the_journal_test_asserts() -> Non
     rows = dict(line.rsplit(None, 1) for line in proc.stdout.splitlines()
                 if line.startswith(("journal commits per rotation", "  of which synced")))
     assert rows == {"journal commits per rotation": "5", "  of which synced (fdatasync)": "2"}, proc.stdout
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None or not Path("/proc/self/maps").exists(),
+                    reason="--fsync-delay-ms builds a C library and LD_PRELOADs it (Linux)")
+def test_the_steady_rotation_bench_runs_on_a_slower_disk_with_the_same_counts() -> None:
+    command = [sys.executable, str(REPO / "bench" / "rotation_io.py"), "-n", "2", "-r", "1", "--fsync-delay-ms", "0.2"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[0].endswith("every fsync +0.2 ms"), proc.stdout
+    assert "journal commits per rotation                 5" in proc.stdout, proc.stdout
+    unloaded = subprocess.run(command[:-2], capture_output=True, text=True, timeout=300, cwd=REPO,
+                              env={**os.environ, "SLOW_FSYNC_US": "200"})  # asked for, but nothing preloaded
+    assert unloaded.returncode != 0 and "is not loaded in this process" in unloaded.stderr, unloaded.stderr
 
 
 def test_the_steady_rotation_bench_alternates_two_trees_and_checks_which_it_imported(tmp_path: Path) -> None:
