@@ -25,6 +25,7 @@ the variants are interleaved and each figure is the median of ``--repeat`` runs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -326,13 +327,21 @@ def child_batch(n: int, directory: Path, workers: int, issuer_ms: float, engine_
 
 # ---------------------------------------------------------------------------------- driver
 def slow_fsync_library() -> str:
-    """bench/slow_fsync.c built into a shared library (once per run, in a temporary directory)."""
-    out = Path(tempfile.mkdtemp(prefix="slow-fsync-")) / "slow_fsync.so"
+    """bench/slow_fsync.c built into a shared library: once per version of the source, kept in the
+    temporary directory under a name of its hash (no run leaves a directory behind)."""
+    source = REPO / "bench" / "slow_fsync.c"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    out = Path(tempfile.gettempdir()) / f"rotator-bench-slow-fsync-{digest}.so"
+    if out.is_file():
+        return str(out)
     compiler = os.environ.get("CC", "cc")
+    partial = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
-        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(out), str(REPO / "bench" / "slow_fsync.c"),
-                        "-ldl"], check=True, capture_output=True, text=True)
+        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(source), "-ldl"], check=True,
+                       capture_output=True, text=True)
+        os.replace(partial, out)  # concurrent builds: each renames a whole library
     except (OSError, subprocess.CalledProcessError) as exc:
+        partial.unlink(missing_ok=True)
         detail = getattr(exc, "stderr", "") or exc
         raise SystemExit(f"--fsync-delay-ms needs a C compiler ({compiler}; set CC): {detail}") from None
     return str(out)
@@ -395,7 +404,8 @@ def main() -> int:
     engines = args.engine.split(",")
     env: dict[str, str] = {}
     if args.fsync_delay_ms:
-        env = {"LD_PRELOAD": slow_fsync_library(), "SLOW_FSYNC_US": str(int(args.fsync_delay_ms * 1000))}
+        preload = ":".join(p for p in (slow_fsync_library(), os.environ.get("LD_PRELOAD")) if p)
+        env = {"LD_PRELOAD": preload, "SLOW_FSYNC_US": str(round(args.fsync_delay_ms * 1000))}
     trees: list[tuple[str, dict[str, str]]] = [("", env)]
     if args.baseline:
         baseline = Path(args.baseline).resolve()

@@ -28,7 +28,8 @@ and COMMIT included (``Journal.stats.statements``; "n/a" for a journal from befo
     .venv/bin/python bench/rotation_io.py [-n 30] [-r 5] [--journal URL] [--fsync-delay-ms MS]
 
 ``--fsync-delay-ms``: every fsync and fdatasync of both sides takes that much longer (bench/slow_fsync.c,
-LD_PRELOADed), as on a network volume; this machine kind's disk syncs in ~0.15 ms.
+LD_PRELOADed), as on a network volume; a synced one-row commit takes ~0.15 ms on this machine kind's disk.
+SQLite journal only: a PostgreSQL server's WAL flushes are not this process's.
 
 ``--baseline CHECKOUT --pairs K``: run this bench K times for this tree and K times for the
 rotator package of another checkout (e.g. a ``git worktree`` of an older commit), alternating, each
@@ -39,6 +40,7 @@ machine kind's speed drifts by a third over minutes, so only runs alternated lik
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import re
@@ -272,14 +274,7 @@ def main() -> None:
                         help="add this to every fsync/fdatasync (a slower disk, e.g. a network volume: ~0.5-2 ms); "
                         "builds bench/slow_fsync.c with the C compiler and runs again with it LD_PRELOADed")
     args = parser.parse_args()
-    if args.fsync_delay_ms and "SLOW_FSYNC_US" not in os.environ:
-        from daemon_scale import slow_fsync_library
-
-        env = {**os.environ, "LD_PRELOAD": slow_fsync_library(), "SLOW_FSYNC_US": str(int(args.fsync_delay_ms * 1000))}
-        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)  # --baseline's runs inherit it
-    if os.environ.get("SLOW_FSYNC_US") and not _slow_fsync_mapped():
-        raise SystemExit("--fsync-delay-ms: bench/slow_fsync.c's library is not loaded in this process (LD_PRELOAD "
-                         "works on Linux); run without --fsync-delay-ms, or unset SLOW_FSYNC_US")
+    slow_disk(args)
     if args.baseline:
         compare(args)
         return
@@ -310,7 +305,7 @@ def main() -> None:
             floor_ms.append((time.perf_counter() - start) * 1000 / args.n)
         ratios = [e / f for e, f in zip(engine_ms, floor_ms, strict=True)]
     backend = "postgresql" if args.journal else "sqlite"
-    slower = f", every fsync +{int(os.environ['SLOW_FSYNC_US']) / 1000:g} ms" if os.environ.get("SLOW_FSYNC_US") else ""
+    slower = _slower()
     print(f"steady rotation, {backend} journal, {args.n} rotations x {args.repeats} interleaved repeats{slower}")
     print(f"calls per rotation: {dict(sorted(calls.items()))}")
     print(f"{'measure':<34}{'value':>12}")
@@ -327,10 +322,46 @@ def main() -> None:
           f"   min-max {min(ratios):.2f}-{max(ratios):.2f}   goal <= 1.30x")
 
 
+def _slower() -> str:
+    delay = int(os.environ.get("SLOW_FSYNC_US") or 0)
+    return f", every fsync +{delay / 1000:g} ms" if delay else ""
+
+
+def slow_disk(args: argparse.Namespace) -> None:
+    """``--fsync-delay-ms``: run this script again with bench/slow_fsync.c's library preloaded and
+    SLOW_FSYNC_US set (the runs of ``--baseline`` inherit both), or refuse clearly."""
+    if args.fsync_delay_ms < 0:
+        raise SystemExit(f"--fsync-delay-ms {args.fsync_delay_ms:g}: give a delay of 0 ms or more")
+    if args.fsync_delay_ms and args.journal:
+        raise SystemExit("--fsync-delay-ms slows this process's fsyncs only, not a PostgreSQL server's WAL flushes: "
+                         "use it with the SQLite journal (no --journal)")
+    wanted = str(round(args.fsync_delay_ms * 1000)) if args.fsync_delay_ms else None
+    current = os.environ.get("SLOW_FSYNC_US")
+    if current is not None and not current.isdigit():
+        raise SystemExit(f"SLOW_FSYNC_US={current!r}: it must be whole microseconds (or unset it)")
+    if wanted is not None and (current != wanted or not _slow_fsync_mapped()):
+        if os.environ.get("ROTATOR_BENCH_REEXEC") == wanted:
+            raise SystemExit(_NOT_LOADED)  # ran again with it preloaded, and the loader refused it
+        spec = importlib.util.spec_from_file_location("bench_daemon_scale", Path(__file__).with_name("daemon_scale.py"))
+        assert spec is not None and spec.loader is not None
+        daemon_scale = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(daemon_scale)
+        preload = ":".join(p for p in (daemon_scale.slow_fsync_library(), os.environ.get("LD_PRELOAD")) if p)
+        env = {**os.environ, "LD_PRELOAD": preload, "SLOW_FSYNC_US": wanted, "ROTATOR_BENCH_REEXEC": wanted}
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    if current and current != "0" and not _slow_fsync_mapped():
+        raise SystemExit(_NOT_LOADED)
+
+
+_NOT_LOADED = ("bench/slow_fsync.c's library is not loaded in this process, so SLOW_FSYNC_US slows nothing: LD_PRELOAD "
+               "works on Linux, and not for a library in a noexec temporary directory (set TMPDIR to another); or "
+               "run without --fsync-delay-ms and unset SLOW_FSYNC_US")
+
+
 def _slow_fsync_mapped() -> bool:
     try:
         with open("/proc/self/maps") as maps:
-            return any("slow_fsync" in line for line in maps)
+            return any("slow-fsync" in line or "slow_fsync" in line for line in maps)
     except OSError:
         return False
 
@@ -359,7 +390,7 @@ def compare(args: argparse.Namespace) -> None:
             print(f"{label}: run {len(ratios)}: {found.group(1)}x", flush=True)
     for label, _tree, ratios in sides:
         print(f"{label}: median {statistics.median(ratios):.2f}x of {len(ratios)} runs "
-              f"({min(ratios):.2f}-{max(ratios):.2f}), goal <= 1.30x")
+              f"({min(ratios):.2f}-{max(ratios):.2f}){_slower()}, goal <= 1.30x")
 
 
 if __name__ == "__main__":

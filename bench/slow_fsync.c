@@ -1,6 +1,7 @@
 /* A slower disk for benchmarks: LD_PRELOAD this to add SLOW_FSYNC_US microseconds to every
  * fsync and fdatasync of the process (SQLite's own and rotator's), as a network volume's flush
- * takes ~0.5-2 ms where a local SSD takes ~0.2 ms. Built by bench/daemon_scale.py --fsync-delay-ms. */
+ * takes ~0.5-2 ms where a local SSD takes ~0.2 ms. Built by --fsync-delay-ms of bench/daemon_scale.py and
+ * bench/rotation_io.py (daemon_scale.slow_fsync_library). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdlib.h>

@@ -287,6 +287,9 @@ class _Backend:
     #: true for an error that means "did not answer in time / connection broke": transient
     #: (JournalUnavailable), unlike e.g. a permission or schema problem
     unavailable: Callable[[BaseException], bool] = lambda _exc: False
+    #: true for a unique violation of an audit event's sequence number (``events_seq``), by the
+    #: error's type and constraint, not by its text alone (a lock timeout inside that index names it too)
+    seq_collision: Callable[[BaseException], bool] = lambda _exc: False
     #: every process that writes or reads the journal runs on this host, and a commit that was not
     #: synced is lost only when the host goes down, with all of them (SQLite: a process that dies
     #: loses no commit; WAL mode needs every connection on one host). See Journal.single_host.
@@ -662,13 +665,16 @@ class Journal:
         collides with an event's sequence number means the chain's head stayed behind (its trigger
         dropped or disabled while this process ran): say that, and how to repair it, as a writable
         open does, instead of the database's bare unique-constraint message."""
-        if "events.seq" in str(exc) or "events_seq" in str(exc):
+        if self._backend.seq_collision(exc):
             try:
                 behind = audit_chain.head_behind(cur)
-            except self._backend.errors:
+            except Exception as second:  # the explanation is best effort; the original error stands
+                if isinstance(second, self._backend.connection_errors):
+                    self._drop_connection()
                 behind = None
             if behind is not None:
-                return self._head_behind_error(*behind)
+                explained = self._head_behind_error(*behind)
+                return JournalError(f"{explained} (the database refused the event: {exc})", hint=explained.hint)
         return self._error(exc)
 
     def _error(self, exc: BaseException, prefix: str = "") -> JournalError:
@@ -1417,9 +1423,15 @@ def _sqlite_backend(path: Path) -> _Backend:
     # sqlite3.connect(timeout=30) is SQLite's busy timeout: a writer waits up to 30 s for another's
     # lock, then "database is locked" (OperationalError), which is transient.
     return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy,
+                    seq_collision=_sqlite_seq_collision,
                     # SQLite resolves a symbolic link to the database and writes the WAL beside its target
                     flush_file=f"{os.path.realpath(path)}-wal", in_wal_mode=lambda: wal_mode[0],
                     single_host=True, locks_database=True)
+
+
+def _sqlite_seq_collision(exc: BaseException) -> bool:
+    # SQLite names a unique index's columns: "UNIQUE constraint failed: events.seq"
+    return isinstance(exc, sqlite3.IntegrityError) and str(exc).endswith("events.seq")
 
 
 def _sqlite_busy(exc: BaseException) -> bool:
@@ -1499,6 +1511,8 @@ def _postgres_backend(url: str) -> _Backend:
         # timeout, reset, server gone.
         unavailable=lambda exc: isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError,
                                                  psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)),
+        seq_collision=lambda exc: isinstance(exc, psycopg.errors.UniqueViolation)
+        and exc.diag.constraint_name == "events_seq",
         lock_row=" FOR UPDATE",
         tx_deadline_s=tx_deadline_s,
         abort=_cut_connection,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from rotator.core import audit_chain
-from rotator.core.errors import JournalError, LeaseBusy
+from rotator.core import journal as journal_module
+from rotator.core.errors import JournalError, JournalUnavailable, LeaseBusy
 from rotator.core.journal import _MIGRATIONS, Journal, Revocation, RunRecord, RunState, open_journal
 from rotator.core.journal import ts as ts_text
 from tests.core.test_audit_chain import raw as _raw
@@ -370,10 +372,10 @@ def test_an_older_event_put_back_leaves_the_head_where_it_is(journal_url: str) -
 
 
 def test_a_head_left_behind_is_refused_at_a_writable_open_with_its_repair(journal_url: str) -> None:
-    """A trigger dropped while a process writes leaves the head behind that process's events. A
-    writable open then says so, and how to repair it, instead of failing later on a duplicate
-    sequence number; a read-only open still reads (verify reports the break); after the repair the
-    trigger is back and the chain goes on."""
+    """A trigger dropped while a process writes leaves the head behind that process's events. That
+    process's next event, and a writable open, then say so and how to repair it, instead of the
+    database's bare duplicate sequence number; a read-only open still reads (verify reports the
+    break); after the repair the trigger is back and the chain goes on."""
     _head_left_behind_and_repaired(journal_url, "drop")
 
 
@@ -393,6 +395,10 @@ def _head_left_behind_and_repaired(journal_url: str, how: str) -> None:
     with pytest.raises(JournalError, match=r"head \(seq 3\) is behind its newest event \(seq 4\)") as running:
         writer.record_event(T0 + timedelta(minutes=3), "p", None, "plan", "ok", {"i": "lost"})
     assert "UPDATE audit_head SET seq = 4" in (running.value.hint or "")
+    assert "the database refused the event" in str(running.value), "the database's own words are kept"
+    assert not isinstance(running.value, JournalUnavailable), "not transient: retrying cannot help"
+    writer.ping()  # the explanation's read left the connection usable, with no transaction open
+    assert [e["i"] for e in writer.events("p")] == [3, 2, 1, 0], "the refused event left nothing behind"
     writer.close()
     with pytest.raises(JournalError, match=r"head \(seq 3\) is behind its newest event \(seq 4\)") as err:
         open_journal(journal_url)
@@ -411,3 +417,12 @@ def _head_left_behind_and_repaired(journal_url: str, how: str) -> None:
     assert report.ok, report.problem
     assert (report.checked, report.head_seq) == (5, 5), "the trigger is back: the INSERT moved the head"
     reopened.close()
+
+
+def test_only_a_unique_violation_of_the_event_sequence_counts_as_a_collision() -> None:
+    """The head-behind explanation is given for the sequence number's unique violation alone: a lock
+    timeout or a busy database whose message names the same index stays what it is (transient)."""
+    backend = journal_module._sqlite_backend(Path("unused.db"))
+    assert backend.seq_collision(sqlite3.IntegrityError("UNIQUE constraint failed: events.seq"))
+    assert not backend.seq_collision(sqlite3.OperationalError("database is locked (events.seq)"))
+    assert not backend.seq_collision(sqlite3.IntegrityError("UNIQUE constraint failed: runs.run_id"))
