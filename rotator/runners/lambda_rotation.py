@@ -61,7 +61,7 @@ import os
 import re
 import reprlib
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -139,6 +139,10 @@ _STEPS = {
 _RUN_ID = r"[A-Za-z0-9-]{32,64}"  # a ClientRequestToken; the engine's run ids are 16 characters
 _TAG_KEY = r"^[\w .:/=+\-@]{1,128}$"  # compiled on first use (finishSecret), not at cold start
 _SAFETY_MS = 10_000  # stop retrying this long before the Lambda's timeout
+#: Secrets Manager keeps ~100 versions without a label (and any younger than a day): a bound far
+#: above that, so that a NextToken that never ends cannot loop an invocation to its timeout
+_MAX_VERSION_PAGES = 100
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)  # CreatedDate is aware; a version without one sorts first
 
 _HINT_CLEAR = (
     "remove the label and let Secrets Manager start over: aws secretsmanager update-secret-version-stage "
@@ -375,6 +379,14 @@ def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) ->
         raise PermanentError(f"unknown Step {reprlib.repr(raw_step)}", hint=f"one of {', '.join(sorted(set(_STEPS)))}")
     secret_id = _required(event, "SecretId")
     token = _required(event, "ClientRequestToken")
+    if re.fullmatch(_RUN_ID, token) is None:
+        # The token is the run id in a minted token's description: one the tag search cannot match
+        # would leave the orphans of a lost mint answer unrevoked.
+        raise PermanentError(
+            f"ClientRequestToken {reprlib.repr(token)} is not 32-64 letters, digits and hyphens",
+            hint="Secrets Manager's own tokens are UUIDs; give `rotate-secret --client-request-token` a UUID "
+            "(e.g. from `uuidgen`), or leave it out",
+        )
     rotation_token = event.get("RotationToken")
     target = _resolve(config, secret_id, env)
     view = target.view
@@ -564,15 +576,25 @@ class _Rotation:
 
     def _sweep(self, credential: Secret, keep: set[str], only_run: str | None = None) -> None:
         """Revoke the live tokens this function minted that no version holds and no record names:
-        the orphans of attempts that failed between mint and PutSecretValue."""
+        the orphans of attempts that failed between mint and PutSecretValue. A token's tag names a
+        run; only a run that is a version of *this* secret counts (another secret rotated for the
+        same policy on the same account tags its tokens alike, and they are not this secret's)."""
         pattern = re.compile(re.escape(self.t.policy.tag_prefix()) + f"({_RUN_ID})(?![A-Za-z0-9-])")
         tokens = self._call(lambda: self.issuer.list_tokens(credential), "createSecret: list tokens")
         now = self.clock.now()
+        versions: set[str] | None = None
         for info in tokens:
             found = pattern.search(info.description)
             if found is None or not info.is_active(now) or info.token_id in keep:
                 continue
             if only_run is not None and found.group(1) != only_run:
+                continue
+            if versions is None:  # read only when there is something to revoke
+                versions = set(_VersionRecords(self.t).version_ids)
+            if found.group(1) not in versions:
+                logger.warning("createSecret: token %s carries the tag of run %s, which is not a version of %s: "
+                               "left alone (another secret rotated for policy %s on this account?)",
+                               info.token_id, found.group(1), self.t.view.arn, self.t.policy.name)  # fmt: skip
                 continue
             from rotator.core.revocation_rule import Claim, check_revocable
 
@@ -786,9 +808,20 @@ class _VersionRecords:
 
     def __init__(self, target: _Target) -> None:
         self.t = target
-        with map_errors(target.where, "ListSecretVersionIds"):
-            answer = target.api.list_secret_version_ids(SecretId=target.view.arn, IncludeDeprecated=True)
-        versions = sorted(answer.get("Versions", []), key=lambda v: v.get("CreatedDate") or datetime.min)
+        listed: list[Mapping[str, Any]] = []
+        request: dict[str, Any] = {"SecretId": target.view.arn, "IncludeDeprecated": True, "MaxResults": 100}
+        for _page in range(_MAX_VERSION_PAGES):
+            # A page may hold fewer versions than asked for while more follow (NextToken).
+            with map_errors(target.where, "ListSecretVersionIds"):
+                answer = target.api.list_secret_version_ids(**request)
+            listed.extend(answer.get("Versions", []))
+            if not answer.get("NextToken"):
+                break
+            request["NextToken"] = answer["NextToken"]
+        else:
+            raise TransientError(f"ListSecretVersionIds of {target.view.arn}: still more after "
+                                 f"{_MAX_VERSION_PAGES} pages", hint="retried on the next invocation")
+        versions = sorted(listed, key=lambda v: v.get("CreatedDate") or _LONG_AGO)
         self.version_ids = [str(v["VersionId"]) for v in versions]
         self._bootstrap_id: str | None = None
         self._bootstrap_read = False

@@ -248,7 +248,11 @@ max_attempts = 1
 
     def check_no_leak(self, caplog: pytest.LogCaptureFixture) -> None:
         for version in self.client().list_secret_version_ids(SecretId=self.name, IncludeDeprecated=True)["Versions"]:
-            answer = self.client().get_secret_value(SecretId=self.name, VersionId=version["VersionId"])
+            try:
+                answer = self.client().get_secret_value(SecretId=self.name, VersionId=version["VersionId"])
+            except botocore.exceptions.ClientError as exc:
+                assert "ResourceNotFoundException" in str(exc)  # a rotation's version that never got a value
+                continue
             self.values.add(json.loads(answer["SecretString"])["token"])
         texts = [r.getMessage() for r in caplog.records] + self.texts
         for value in self.values:
@@ -734,3 +738,66 @@ def test_the_entry_point_imports_no_sdk_and_runs_the_handler(scene):
     lines = proc.stdout.splitlines()
     assert json.loads(lines[0]) == [], "importing the entry module loads no SDK and not the adapter"
     assert json.loads(lines[-1]) == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1}
+
+
+def test_the_sweep_leaves_alone_a_token_another_secret_minted_for_the_same_policy(scene, caplog):
+    """Two secrets rotated for one policy name on one account (staging beside prod, a stack moved)
+    tag their tokens alike: createSecret's sweep revokes only tokens whose run is a version of its
+    own secret, never the other secret's current token."""
+    other_run = str(uuid.uuid4())  # a version of some other secret: not one of this secret's
+    _value, other_id = scene.fake.state.add_token(f"rotator:{POLICY}:{other_run}")
+    token = scene.rotate()
+    assert scene.fake.state.token_by_id(other_id)["revoked_at"] is None, "another secret's token was revoked"
+    assert scene.payload("AWSCURRENT", token)["token_id"] != other_id
+    assert f"carries the tag of run {other_run}, which is not a version of" in caplog.text
+    scene.check_no_leak(caplog)
+
+
+@pytest.mark.parametrize("bad", ["manual_rotation_2025_01_01_run_000001", "rotation.2026-12-04.0000000000000001"])
+def test_a_client_request_token_the_tag_search_cannot_match_is_refused_before_any_side_effect(scene, caplog, bad):
+    """The token is the run id in a minted token's description; one the orphan sweep cannot match
+    (AWS allows any 32-64 characters) would leave a lost mint answer's tokens unrevoked. Refused
+    before anything is minted; a rotation started again with a UUID goes through."""
+    with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
+        scene.client().rotate_secret(
+            SecretId=scene.name, ClientRequestToken=bad, RotationRules={"AutomaticallyAfterDays": 30},
+            RotationLambdaARN=f"arn:aws:lambda:{scene.aws.region}:{scene.aws.account}:function:rotator-dummy",
+        )  # fmt: skip
+    assert scene.stages().get(bad) == ["AWSPENDING"], "Secrets Manager accepts such a token"
+    with pytest.raises(PermanentError, match="is not 32-64 letters, digits and hyphens") as err:
+        scene.step("createSecret", bad)
+    assert "UUID" in err.value.hint
+    assert scene.minted() == [], "nothing minted"
+    scene.client().update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPENDING",
+                                               RemoveFromVersionId=bad)  # what the service does on a new start
+    scene.rotate()
+    scene.check_invariants()
+    scene.check_no_leak(caplog)
+
+
+def test_the_version_list_is_read_page_by_page():
+    """ListSecretVersionIds may answer a page with fewer versions than asked for while more follow
+    (NextToken). moto answers every version in one page, so this unit test gives the pages itself."""
+    from rotator.runners.lambda_rotation import _VersionRecords
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    pages = {None: (["v-old"], "p2"), "p2": ([], "p3"), "p3": (["v-new", "v-undated"], None)}
+    requests: list[dict[str, Any]] = []
+
+    class Api:
+        def list_secret_version_ids(self, **kw: Any) -> dict[str, Any]:
+            requests.append(kw)
+            ids, following = pages[kw.get("NextToken")]
+            versions = [{"VersionId": v, **({} if v == "v-undated" else {"CreatedDate": t0 + timedelta(days=i)})}
+                        for i, v in enumerate(ids, start=0 if kw.get("NextToken") is None else 5)]
+            return {"Versions": versions, **({"NextToken": following} if following else {})}
+
+    class View:
+        arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:s"
+
+    class Target:
+        api, view, where = Api(), View(), "aws-secretsmanager:s"
+
+    records = _VersionRecords(Target())  # type: ignore[arg-type]
+    assert records.version_ids == ["v-undated", "v-old", "v-new"], "every page, oldest first (undated first)"
+    assert [r.get("NextToken") for r in requests] == [None, "p2", "p3"]
