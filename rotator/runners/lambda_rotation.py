@@ -489,6 +489,17 @@ class _Rotation:
                 f"setSecret: token {pending.token_id} in AWSPENDING version {self.token} is {state} the issuer",
                 hint=_HINT_CLEAR.format(secret=self.t.view.arn, version=self.token),
             )
+        # Whatever AWSPENDING holds is input: it must be the token this rotation minted (its tag names
+        # this version), not the current one left there by a dry run nor one someone else put there.
+        tagged = re.search(re.escape(self.t.policy.tag(self.token)) + "(?![A-Za-z0-9-])", info.description)
+        if pending.token_id == current.token_id or tagged is None:
+            why = ("it is the AWSCURRENT token: nothing would be rotated" if pending.token_id == current.token_id
+                   else f"its description at the issuer does not carry {self.t.policy.tag(self.token)}")
+            raise PermanentError(
+                f"setSecret: token {pending.token_id} in AWSPENDING version {self.token} is not the token this "
+                f"rotation minted ({why})",
+                hint=_HINT_CLEAR.format(secret=self.t.view.arn, version=self.token),
+            )
         logger.info("setSecret: token %s is active at the issuer, which minted it: nothing to set", info.token_id)
 
     def test_secret(self) -> None:
@@ -507,9 +518,15 @@ class _Rotation:
         current_version = view.version_with(CURRENT)
         answer = read_stage(self.t.api, view.arn, CURRENT, self.t.where) if current_version else None
         previous = _lenient(answer)
+        if previous is not None and previous.token_id == pending.token_id:
+            raise PermanentError(
+                f"finishSecret: AWSPENDING version {self.token} holds the AWSCURRENT token {pending.token_id}: "
+                "nothing was rotated",
+                hint=_HINT_CLEAR.format(secret=view.arn, version=self.token),
+            )
         tags = {MANAGED_BY_KEY: MANAGED_BY}
         due: datetime | None = None
-        if previous is not None and previous.token_id != pending.token_id:
+        if previous is not None:
             key = REVOKE_TAG_PREFIX + previous.token_id
             if not re.match(_TAG_KEY, key):
                 raise PermanentError(

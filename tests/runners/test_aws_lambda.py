@@ -801,3 +801,39 @@ def test_the_version_list_is_read_page_by_page():
     records = _VersionRecords(Target())  # type: ignore[arg-type]
     assert records.version_ids == ["v-undated", "v-old", "v-new"], "every page, oldest first (undated first)"
     assert [r.get("NextToken") for r in requests] == [None, "p2", "p3"]
+
+
+def _put_pending(scene: Scene, token: str, payload: dict[str, Any]) -> None:
+    scene.client().put_secret_value(SecretId=scene.name, ClientRequestToken=token, SecretString=json.dumps(payload),
+                                    VersionStages=["AWSPENDING"])  # fmt: skip
+
+
+@pytest.mark.parametrize("held", ["the current token", "a token someone else made"])
+def test_a_pending_token_this_rotation_did_not_mint_is_never_made_current(scene, caplog, held):
+    """AWSPENDING's value is input: the current token left there (a dry run's copy), or a token a
+    person put there, is refused at setSecret (its issuer description does not name this version) and
+    at finishSecret, so no rotation "finishes" without rotating or promotes a token it did not mint.
+    Clearing the label and starting again rotates."""
+    current = scene.payload("AWSCURRENT")
+    token = scene.start()
+    if held == "the current token":
+        _put_pending(scene, token, current)
+    else:
+        value, token_id = scene.fake.state.add_token("made by a person for another purpose")
+        scene.values.add(value)
+        _put_pending(scene, token, {**current, "token": value, "token_id": token_id})
+    scene.step("createSecret", token)  # it already holds a token: nothing to do
+    assert scene.minted() == []
+    with pytest.raises(PermanentError, match="is not the token this rotation minted") as err:
+        scene.step("setSecret", token)
+    assert "update-secret-version-stage" in err.value.hint
+    if held == "the current token":
+        with pytest.raises(PermanentError, match="holds the AWSCURRENT token .*: nothing was rotated"):
+            scene.step("finishSecret", token)
+    assert scene.payload("AWSCURRENT")["token_id"] == current["token_id"], "nothing was promoted"
+    scene.client().update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPENDING",
+                                               RemoveFromVersionId=token)  # the hint's command
+    scene.rotate()
+    assert scene.payload("AWSCURRENT")["token_id"] not in (current["token_id"],)
+    scene.check_invariants()
+    scene.check_no_leak(caplog)
