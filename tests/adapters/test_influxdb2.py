@@ -479,3 +479,46 @@ def test_an_answer_nested_thousands_deep_is_an_output_error(influxdb2_fake: Infl
 def test_call_timeout_seconds(influxdb2_fake: InfluxDB2Fake) -> None:
     # revoke: GET, PATCH, list (3 requests), each connect + write + read, plus a margin.
     assert make(influxdb2_fake.url, timeout_s=2).call_timeout_seconds == 3 * 3 * 2 + 5
+
+
+def test_a_minted_authorization_id_that_is_not_a_v2_id_is_refused_and_not_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """revoke only takes 16 hex digits (the id goes into a URL path): an answer with another `id`
+    is refused at mint, before that id is logged or recorded (it may be a value a proxy echoed)."""
+    monkeypatch.setenv(ADMIN_ENV, "admin-token-for-a-mock-server")
+    odd = "c2VjcmV0LXZhbHVlLWZyb20tYS1wcm94eQ"
+    body = {"id": odd, "token": "value-of-the-new-token"}
+    issuer = make("http://influx.invalid", transport=mock(lambda req: httpx.Response(201, json=body)))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(IssuerOutputError, match="is not a v2 authorization id") as err:
+        issuer.mint(request(), None)
+    assert odd not in str(err.value) and odd not in caplog.text
+    assert "rotator:ingest:0123456789abcdef" in err.value.hint, "the hint names what to delete by hand"
+
+
+def test_an_inactive_authorization_without_updated_at_is_not_deleted_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage 2 deletes what was made inactive at least ``delete_after`` ago. A server that leaves out
+    `updatedAt` gives no time of the deactivation: it is never taken from `createdAt` (old), which
+    would delete the authorization in the very call that deactivated it."""
+    monkeypatch.setenv(ADMIN_ENV, "admin-token-for-a-mock-server")
+    auth_id = "0123456789abcdef"
+    item = {"id": auth_id, "status": "active", "description": "rotator:ingest:00000000000000a1",
+            "createdAt": "2020-01-01T00:00:00Z"}
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(req.method)
+        if req.method == "PATCH":
+            item.update(json.loads(req.content))  # status and the marked description; no `updatedAt`
+            return httpx.Response(200, json=item)
+        if req.method == "DELETE":
+            return httpx.Response(204)
+        if req.url.path.endswith(auth_id):
+            return httpx.Response(200, json=item)
+        return httpx.Response(200, json={"authorizations": [item]})
+
+    issuer = make("http://influx.invalid", transport=mock(handler))
+    issuer.revoke(auth_id, None)
+    assert item["status"] == "inactive" and issuer.marker in item["description"]
+    assert "PATCH" in seen and "DELETE" not in seen, seen

@@ -626,3 +626,22 @@ def test_call_timeout_seconds(management_api_fake, tmp_path):
     issuer, _, _ = make_issuer(management_api_fake, tmp_path)  # timeout_s = 2, the token from a file
     # revoke: DELETE and GET, each connect + write + read plus a margin.
     assert issuer.call_timeout_seconds == 2 * (3 * 2 + 5)
+
+
+def test_a_minted_token_id_that_is_not_a_uuid_is_refused_and_not_logged(tmp_path, caplog):
+    """An id revoke would refuse later (it goes into a URL path) is refused at mint, before it is
+    logged or recorded: whatever a server or proxy put there may be a secret."""
+    odd = "c2VjcmV0LXZhbHVlLWZyb20tYS1wcm94eQ=="
+    answer = {"id": odd, "accessToken": "apiv1_value-of-the-new-token", "expiresAt": "2030-01-01T00:00:00Z"}
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, json=answer)))
+    (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
+    settings = ManagementApiSettings.model_validate({
+        "product": "clustered", "cluster_host": "https://cluster.example.test",
+        "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
+        "management_token": {"file": str(tmp_path / "t")},
+    })
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(IssuerOutputError, match="token `id` is not a UUID") as err:
+        issuer.mint(mint_request(), None)
+    assert odd not in str(err.value) and odd not in caplog.text

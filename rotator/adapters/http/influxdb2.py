@@ -187,6 +187,15 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             raise IssuerOutputError(
                 ERR_NO_ID.format(what=what), hint=f"look for an authorization with description {request.description!r}"
             )
+        if not _AUTH_ID.fullmatch(auth_id):
+            # Never logged nor recorded: an id rotator could not revoke later (revoke checks it), and
+            # whatever a server put there may be a secret.
+            raise IssuerOutputError(
+                f"{what}: the answer's `id` is not a v2 authorization id (16 lowercase hex digits); an authorization "
+                "may have been created",
+                hint="check the server (or a proxy in front of it), then delete the authorization with description "
+                f"{request.description!r} in InfluxDB (rotator cannot: it only revokes v2 ids)",
+            )
         secret = token_value(value)
         if secret is None:
             raise IssuerOutputError(
@@ -325,8 +334,9 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             description=description if isinstance(description, str) else "",
             created_at=created,
             expires_at=None,
-            # Inactive is v2's (reversible) revocation; updatedAt is when it happened, or later.
-            revoked_at=(updated or created or self._clock.now()) if inactive else None,
+            # Inactive is v2's (reversible) revocation; updatedAt is when it happened, or later. Without
+            # it the time is unknown: "now" (never createdAt, which would make stage 2 delete it at once).
+            revoked_at=(updated or self._clock.now()) if inactive else None,
         )
 
 

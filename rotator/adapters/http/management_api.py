@@ -446,6 +446,8 @@ class ManagementApiIssuer:
         token_id = data.get("id")
         if not isinstance(token_id, str) or not token_id:
             raise self._output_error(op, "the answer has no token `id` (a token may have been created)")
+        if not _UUID.fullmatch(token_id):  # never logged nor recorded: revoke refuses it, and it may be a secret
+            raise self._output_error(op, "the answer's token `id` is not a UUID (a token may have been created)")
         value = data.get("accessToken")
         if not isinstance(value, str) or not value or not value.isprintable() or len(value.split()) != 1:
             raise self._output_error(op, f"token {token_id} was created, but the answer has no usable `accessToken`")
