@@ -607,3 +607,19 @@ def test_query_answers_nested_thousands_deep_are_output_errors() -> None:
 def test_call_timeout_seconds() -> None:
     # DELETE then the system.tokens query, each connect + write + read, plus a margin.
     assert make("https://influxdb3.example.test", timeout_s=4).call_timeout_seconds == 2 * 3 * 4 + 5
+
+
+def test_a_named_token_called_like_an_operator_generation_does_not_pass_for_the_live_one() -> None:
+    """The live operator generation is the row named ``_admin``. A named token called
+    ``_admin@0000...`` (its id is its name) listed first must not make the live generation look
+    like a past one, which would record its revocation without the NeedsAttention that says
+    revoking it needs another regeneration."""
+    live_hash = "ab" * 32
+    rows = [{"name": "_admin@0000000000000000", "hash": "cd" * 32, "created_at": "2026-01-01T00:00:00Z"},
+            {"name": "_admin", "hash": live_hash, "created_at": "2026-01-01T00:00:00Z"}]
+    body = "\n".join(json.dumps(r) for r in rows)
+    issuer = make("http://influx.invalid", transport=mock(lambda req: httpx.Response(200, text=body)),
+                  kind="operator", allow_no_grace=True)
+    with pytest.raises(NeedsAttention):
+        issuer.revoke(operator_token_id(live_hash), Secret("apiv3_operator-value-for-a-mock"))
+    issuer.revoke("_admin@0000000000000000", Secret("apiv3_operator-value-for-a-mock"))  # not live: nothing sent

@@ -428,7 +428,13 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
             raise NeedsAttention(
                 ERR_OPERATOR_NOT_OURS.format(token_id=token_id, kind=self.settings.kind), hint=HINT_OPERATOR_NOT_OURS
             )
-        live = next((t.token_id for t in self._list(auth) if t.token_id.startswith(OPERATOR + "@")), None)
+        # The live generation is the row *named* _admin: a named token may be called "_admin@...", and
+        # its id (its name) would otherwise pass for the live generation.
+        what = "list tokens (system.tokens)"
+        with map_http_errors(what, hints={403: HINT_NOT_ADMIN, **self._hints}):
+            response = expect(self._query(auth), 200)
+        live = next((self._info(index, row, what).token_id for index, row in enumerate(self._rows(response, what))
+                     if row.get("name") == OPERATOR), None)  # fmt: skip
         if token_id == OPERATOR or token_id == live:
             raise NeedsAttention(ERR_OPERATOR_LIVE.format(token_id=token_id), hint=HINT_OPERATOR_LIVE)
         logger.info("operator token generation %s was revoked when %s replaced it", token_id, live)
