@@ -673,8 +673,9 @@ class Engine:
         gets an empty claim (refused)."""
         if runs is None:
             runs = self.journal.runs_with_token(self.policy.name, token_id)
+        bootstraps = [r.started_at for r in runs if r.kind == "bootstrap"]
         return Claim(token_id, self.policy.name, minted_by=[r.run_id for r in runs if r.kind != "bootstrap"],
-                     bootstrapped=any(r.kind == "bootstrap" for r in runs), source=source)
+                     bootstrapped=bool(bootstraps), source=source, recorded_at=max(bootstraps, default=None))
 
     def _safe_revoke(self, claim: Claim, credential: Secret | None,
                      states: dict[str, StoreState] | None = None) -> bool:  # fmt: skip

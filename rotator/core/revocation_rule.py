@@ -21,7 +21,7 @@ alert in the daemon): nothing is revoked, a person looks.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from rotator.core.contracts import TokenInfo
@@ -41,6 +41,13 @@ class Claim(NamedTuple):
     bootstrapped: bool = False
     #: what the claim came from, for the message (e.g. "journal run 1a2b", "tag rotator:revoke:X")
     source: str = ""
+    #: for a bootstrapped id: when rotator last recorded it (a bootstrap; the token existed then)
+    recorded_at: datetime | None = None
+
+
+#: how far the issuer's clock may run ahead of rotator's before a token "created after it was
+#: recorded" counts as another token under the same id
+CLOCK_SLACK = timedelta(minutes=15)
 
 
 def check_not_current(token_id: str, holders: Sequence[str]) -> None:
@@ -68,6 +75,17 @@ def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence
             "yourself with the issuer's own tool",
         )
     if claim.bootstrapped:
+        # Where an id is a name a person chose (InfluxDB 3 named tokens), the name may have been deleted
+        # and given to a new token since the bootstrap: that one is not the token rotator recorded.
+        if claim.recorded_at is not None and info.created_at is not None \
+                and info.created_at > claim.recorded_at + CLOCK_SLACK:
+            raise NeedsAttention(
+                f"token {claim.token_id}{source} was created at {info.created_at.isoformat(timespec='seconds')}, "
+                f"after rotator recorded it at bootstrap ({claim.recorded_at.isoformat(timespec='seconds')}): it is "
+                "another token under the same id; refusing to revoke it",
+                hint="the bootstrapped token is gone already (its id was given to a new token); if the new token must "
+                "go too, revoke it yourself with the issuer's own tool",
+            )
         return True
     tags = [f"rotator:{claim.policy}:{run}" for run in claim.minted_by]
     if not any(_carries(info.description, tag) for tag in tags):

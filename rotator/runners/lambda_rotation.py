@@ -840,7 +840,9 @@ class _VersionRecords:
                                  f"{_MAX_VERSION_PAGES} pages", hint="retried on the next invocation")
         versions = sorted(listed, key=lambda v: v.get("CreatedDate") or _LONG_AGO)
         self.version_ids = [str(v["VersionId"]) for v in versions]
+        self._created = {str(v["VersionId"]): v.get("CreatedDate") for v in versions}
         self._bootstrap_id: str | None = None
+        self._bootstrap_at: datetime | None = None
         self._bootstrap_read = False
 
     def claim(self, token_id: str, tokens: list[TokenInfo]) -> Claim:
@@ -850,7 +852,9 @@ class _VersionRecords:
         info = next((t for t in tokens if t.token_id == token_id), None)
         if info is not None and self.t.policy.tag_prefix() in info.description:
             return Claim(token_id, self.t.policy.name, minted_by=self.version_ids, source=source)
-        return Claim(token_id, self.t.policy.name, bootstrapped=token_id == self.bootstrap_id(), source=source)
+        bootstrapped = token_id == self.bootstrap_id()
+        return Claim(token_id, self.t.policy.name, bootstrapped=bootstrapped, source=source,
+                     recorded_at=self._bootstrap_at if bootstrapped else None)
 
     def bootstrap_id(self) -> str | None:
         if not self._bootstrap_read:
@@ -859,6 +863,8 @@ class _VersionRecords:
                 oldest = _lenient(read_stage(self.t.api, self.t.view.arn, None, self.t.where, version_id=version))
                 if oldest is not None:
                     self._bootstrap_id = oldest.token_id
+                    created = self._created.get(version)
+                    self._bootstrap_at = created if isinstance(created, datetime) else None
                     break
         return self._bootstrap_id
 

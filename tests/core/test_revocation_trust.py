@@ -58,6 +58,26 @@ def test_the_rule_needs_the_record_and_the_issuer_s_tag() -> None:
     assert not check_revocable(Claim("gone", "p"), tokens, [], now), "nothing to revoke: no refusal needed"
 
 
+def test_a_bootstrapped_id_given_to_a_newer_token_is_not_that_token() -> None:
+    """Where ids are names a person chose (InfluxDB 3 named tokens), the bootstrapped name may be
+    deleted and given to a new token during the grace period: a token created after rotator recorded
+    the id is not the recorded one. The issuer's clock may run ahead by CLOCK_SLACK."""
+    from rotator.core.revocation_rule import CLOCK_SLACK
+
+    recorded = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    now = recorded + timedelta(days=2)
+    claim = Claim("grafana", "p", bootstrapped=True, recorded_at=recorded)
+    older = [TokenInfo("grafana", "made by a person", recorded - timedelta(days=30))]
+    skewed = [TokenInfo("grafana", "made by a person", recorded + CLOCK_SLACK)]
+    newer = [TokenInfo("grafana", "made by a person", recorded + CLOCK_SLACK + timedelta(seconds=1))]
+    undated = [TokenInfo("grafana", "made by a person")]
+    assert check_revocable(claim, older, [], now) and check_revocable(claim, skewed, [], now)
+    assert check_revocable(claim, undated, [], now), "an issuer that gives no creation time: the id decides"
+    with pytest.raises(NeedsAttention, match="after rotator recorded it at bootstrap .* another token under the same"):
+        check_revocable(claim, newer, [], now)
+    assert check_revocable(claim._replace(recorded_at=None), newer, [], now), "a claim without the time (as before)"
+
+
 # -- (b) a store payload's token_id is a claim, never an order ------------------------------------
 
 

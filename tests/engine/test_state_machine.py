@@ -320,3 +320,23 @@ def test_a_failed_revocation_is_retried_by_the_next_pass(world: World) -> None:
     world.clock.advance(timedelta(minutes=5))
     assert world.engine().revoke_due() == [f"token {old}: revoked"]
     world.check_invariants(settled=True)
+
+
+def test_a_bootstrapped_name_given_to_a_new_token_in_grace_is_not_revoked(tmp_path: Path) -> None:
+    """Issuers whose ids are names (InfluxDB 3) let a person delete the bootstrapped token and make a
+    new one under the same name while rotator waits out the grace period. The journal's record is of
+    the old token: the new one (created after the bootstrap) is refused, not revoked."""
+    from rotator.testing.memory import _Token
+
+    w = World(tmp_path)
+    bootstrap_id = w.bootstrap()
+    w.clock.advance(timedelta(days=1))
+    assert w.engine().rotate().ok
+    w.clock.advance(timedelta(minutes=20))  # in grace: the person deletes the token and reuses its name
+    w.issuer.tokens._tokens[bootstrap_id] = _Token("memtok-the-new-one", "made by a person, later", w.clock.now(),
+                                                   None)  # fmt: skip
+    w.clock.advance(GRACE)
+    w.engine().revoke_due()
+    assert bootstrap_id in w.active_ids(), "the new token under the reused name was revoked"
+    (rev,) = [r for r in w.journal.revocations(POLICY) if r.token_id == bootstrap_id]
+    assert rev.state == "failed" and "another token under the same id" in (rev.last_error or "")
