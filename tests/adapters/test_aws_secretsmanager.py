@@ -165,6 +165,27 @@ def test_a_publish_interrupted_after_its_put_is_finished_by_the_retry_with_the_s
     assert [c for c, _ in failing.calls].count("put_secret_value") == 1
 
 
+def test_an_adopting_publish_interrupted_after_its_put_is_finished_by_the_retry(aws):
+    """Adopting a secret someone else made (not tagged managed-by yet: the tags come after the move):
+    an interrupted move leaves this policy's payload as AWSPENDING. The retry, and any read before
+    it, take it for rotator's own leftover (no rotation function is set), not for another system's
+    rotation that a person must clear."""
+    name = secret_name()
+    first = aws.client().create_secret(Name=name, SecretString="an app's own value")["VersionId"]
+    failing = FailingClient(aws.client(), "update_secret_version_stage", client_error("InternalServiceError", 500))
+    store = make_store(aws, name, client_factory=lambda settings, policy: failing)
+    record = token_record("tok-adopted")
+    with pytest.raises(TransientError, match="UpdateSecretVersionStage failed: InternalServiceError"):
+        store.publish(record, first)
+    assert tags(aws, name) == {}, "not tagged yet"
+    state = store.read_current()
+    assert (state.version, state.managed) == (first, False), "the engine's ownership check (adopt) decides"
+    pending = store.publish(record, first)
+    assert stages(aws, name) == {first: ["AWSPREVIOUS"], pending: ["AWSCURRENT"]}
+    assert value_at(aws, name, "AWSCURRENT")["token_id"] == "tok-adopted"
+    assert tags(aws, name) == {"managed-by": "rotator", "policy": POLICY}
+
+
 def test_every_read_names_its_stage(aws):
     name = secret_name()
     recording = FailingClient(aws.client(), "none", RuntimeError())

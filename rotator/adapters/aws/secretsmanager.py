@@ -749,7 +749,11 @@ class AwsSecretsManagerStore:
             return
         answer = read_stage(self._client(), self._settings.secret_id, PENDING, self._location, version_id=pending)
         leftover = self._parse(answer[1], pending, strict=False) if answer and answer[1] is not None else None
-        own = view.managed and not view.rotation_enabled  # no rotation function: it can only be rotator's
+        # No rotation function: a pending version holding this policy's payload can only be an
+        # interrupted publish of rotator's, also on a secret not tagged yet (an adoption tags it only
+        # after its move). Whether rotator may write an untagged secret at all is the engine's
+        # ownership check (the policy's `adopt`), made on what this read returns.
+        own = not view.rotation_enabled
         if own and leftover is not None and leftover.policy == self._policy:
             logger.warning(
                 "%s: AWSPENDING on version %s holds token %s from an interrupted publish by this policy; "
