@@ -444,6 +444,23 @@ def test_tls_failure_is_permanent_with_a_ca_hint() -> None:
     assert not isinstance(err.value, TransientError)
 
 
+@pytest.mark.parametrize("cut", ["eof", "reset"])
+def test_a_tls_handshake_cut_short_is_transient_not_a_certificate_problem(cut: str) -> None:
+    """A load balancer that restarts mid-handshake ends it with an EOF or a reset: retried (during
+    verify that keeps the new token instead of discarding it), and no ca_bundle hint."""
+    import ssl
+
+    cause: Exception = (ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:2427)") if cut == "eof"
+                        else ConnectionResetError(104, "Connection reset by peer"))
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("handshake", request=req) from cause
+
+    with pytest.raises(TransientError) as err:
+        make("https://influx.invalid:8181", transport=mock(handler)).list_tokens(Secret("x" * 20))
+    assert "ca_bundle" not in err.value.hint
+
+
 def test_ca_bundle_that_cannot_be_loaded_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("not a certificate")
     with pytest.raises(ConfigError, match="ca_bundle .*ca.pem cannot be loaded"):

@@ -524,10 +524,19 @@ def _cause(exc: BaseException) -> str:
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
-    """Whether a connection failed in the TLS handshake (an ``ssl.SSLError`` in its chain, or its text says so)."""
-    if any(isinstance(inner, ssl.SSLError) for inner in _chain(exc)):
-        return True
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)
+    """Whether a connection failed in the TLS handshake for a reason a retry cannot fix (an untrusted
+    certificate, a wrong host name, no common protocol): an ``ssl.SSLError`` in its chain, or its
+    text says so. A handshake cut short (EOF, a reset: a load balancer restarting) is not one of
+    them: that is an unreachable server, and transient."""
+    for inner in _chain(exc):
+        if isinstance(inner, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError)):
+            return False
+        if isinstance(inner, ssl.SSLError):
+            return True
+    text = str(exc)
+    if "UNEXPECTED_EOF" in text or "EOF occurred" in text:
+        return False
+    return "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text
 
 
 # --------------------------------------------------------------------------------------------
