@@ -522,3 +522,20 @@ def test_an_inactive_authorization_without_updated_at_is_not_deleted_at_once(mon
     issuer.revoke(auth_id, None)
     assert item["status"] == "inactive" and issuer.marker in item["description"]
     assert "PATCH" in seen and "DELETE" not in seen, seen
+
+
+def test_a_404_that_is_not_influxdb_s_is_not_taken_for_a_revoked_authorization(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret
+) -> None:
+    """Only InfluxDB's own 404 (``{"code": "not found"}``) means the authorization is gone. A proxy's
+    or a router's 404 (an HTML page) is transient: the revocation is not recorded as done, and the
+    next run against InfluxDB itself revokes it."""
+    issuer = make(influxdb2_fake.url)
+    minted = issuer.mint(request(), None)
+    page = httpx.Response(404, text="<html>Not Found</html>")
+    proxy = make("http://influx.invalid", transport=mock(lambda req: page))
+    with pytest.raises(TransientError, match="HTTP 404 without InfluxDB's `not found` answer"):
+        proxy.revoke(minted.token_id, None)
+    issuer.revoke(minted.token_id, None)
+    assert not [t for t in issuer.list_tokens(None) if t.token_id == minted.token_id and t.is_active(datetime.now(UTC))]
+    issuer.revoke("00000000000000ff", None)  # InfluxDB's own 404 for an unknown id: gone, as before

@@ -49,6 +49,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rotator.adapters.http.common import (
@@ -221,6 +222,12 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         with map_http_errors(what, hints={401: HINT_401}):
             response = expect(self._http().get(_authorization(token_id), headers=auth_header("Token", auth)), 200, 404)
         if response.status_code == 404:
+            if not _influxdb_not_found(response):
+                # A proxy's or a router's 404 says nothing about the authorization: not "revoked".
+                raise TransientError(
+                    f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
+                    hint="check `base_url` (it must reach InfluxDB itself); rotator tries again on the next run",
+                )
             logger.warning("authorization %s was not found; treating it as revoked", token_id)
         else:
             current = _split(json_body(response, what), what)[0]
@@ -342,6 +349,15 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
 
 if TYPE_CHECKING:  # static conformance: mypy checks InfluxDB2Issuer against the Issuer Protocol
     _conforms: type[Issuer] = InfluxDB2Issuer
+
+
+def _influxdb_not_found(response: httpx.Response) -> bool:
+    """Whether a 404 is InfluxDB's own (its error body, ``{"code": "not found", ...}``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("code") == "not found"
 
 
 def _check_id(token_id: str) -> str:
