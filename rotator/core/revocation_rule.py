@@ -21,13 +21,13 @@ alert in the daemon): nothing is revoked, a person looks.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from rotator.core.contracts import TokenInfo
 from rotator.core.errors import NeedsAttention
 
-__all__ = ["Claim", "check_not_current", "check_revocable"]
+__all__ = ["CLOCK_SLACK", "Claim", "as_utc", "check_not_current", "check_revocable"]
 
 
 class Claim(NamedTuple):
@@ -78,7 +78,7 @@ def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence
         # Where an id is a name a person chose (InfluxDB 3 named tokens), the name may have been deleted
         # and given to a new token since the bootstrap: that one is not the token rotator recorded.
         if claim.recorded_at is not None and info.created_at is not None \
-                and info.created_at > claim.recorded_at + CLOCK_SLACK:
+                and as_utc(info.created_at) > as_utc(claim.recorded_at) + CLOCK_SLACK:
             raise NeedsAttention(
                 f"token {claim.token_id}{source} was created at {info.created_at.isoformat(timespec='seconds')}, "
                 f"after rotator recorded it at bootstrap ({claim.recorded_at.isoformat(timespec='seconds')}): it is "
@@ -96,6 +96,11 @@ def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence
             "record, and revoke the token yourself if it must go",
         )
     return True
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` aware: a naive time (an issuer plugin's) is taken as UTC, never compared as is."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _carries(description: str, tag: str) -> bool:

@@ -31,9 +31,10 @@ run minted and where it stands; here Secrets Manager already keeps that, durably
   ``<RFC 3339 time>`` (a Lambda has no disk that outlives it). A tag is removed once the issuer
   confirmed the revocation. A token that is AWSCURRENT or AWSPENDING is never revoked.
 - a tag says *when*, never *what*: anyone with TagResource can write one. Before revoking, the
-  token must pass rotator/core/revocation_rule.py against records no tag or PutSecretValue can forge
+  token must pass rotator/core/revocation_rule.py against records no tag or PutSecretValue can rewrite
   (:class:`_VersionRecords`): its issuer description carries ``rotator:<policy>:<version id>``
-  for a version of this secret, or it is the token of the secret's oldest version (the one
+  for a version of this secret that is not younger than the token (a new version may be given any
+  id, another secret's run id too), or it is the token of the secret's oldest version (the one
   ``rotator bootstrap`` published). Anything else is refused and left as ``rotator:attention:<id>``.
 
 Configuration (documented in docs/aws-lambda.md):
@@ -384,8 +385,10 @@ def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) ->
         # would leave the orphans of a lost mint answer unrevoked.
         raise PermanentError(
             f"ClientRequestToken {reprlib.repr(token)} is not 32-64 letters, digits and hyphens",
-            hint="Secrets Manager's own tokens are UUIDs; give `rotate-secret --client-request-token` a UUID "
-            "(e.g. from `uuidgen`), or leave it out",
+            hint="Secrets Manager's own tokens are UUIDs. Clear this rotation's label (aws secretsmanager "
+            f"update-secret-version-stage --secret-id {secret_id} --version-stage AWSPENDING "
+            f"--remove-from-version-id {reprlib.repr(token)}), then start again with a UUID as "
+            "`--client-request-token` (e.g. from `uuidgen`), or leave it out",
         )
     rotation_token = event.get("RotationToken")
     target = _resolve(config, secret_id, env)
@@ -594,24 +597,26 @@ class _Rotation:
     def _sweep(self, credential: Secret, keep: set[str], only_run: str | None = None) -> None:
         """Revoke the live tokens this function minted that no version holds and no record names:
         the orphans of attempts that failed between mint and PutSecretValue. A token's tag names a
-        run; only a run that is a version of *this* secret counts (another secret rotated for the
-        same policy on the same account tags its tokens alike, and they are not this secret's)."""
+        run; only a run that is a version of *this* secret, and no younger than the token, counts:
+        another secret rotated for the same policy on the same account tags its tokens alike, and
+        anyone who may rotate or write this secret can give a new version that other secret's id."""
         pattern = re.compile(re.escape(self.t.policy.tag_prefix()) + f"({_RUN_ID})(?![A-Za-z0-9-])")
         tokens = self._call(lambda: self.issuer.list_tokens(credential), "createSecret: list tokens")
         now = self.clock.now()
-        versions: set[str] | None = None
+        records: _VersionRecords | None = None
         for info in tokens:
             found = pattern.search(info.description)
             if found is None or not info.is_active(now) or info.token_id in keep:
                 continue
             if only_run is not None and found.group(1) != only_run:
                 continue
-            if versions is None:  # read only when there is something to revoke
-                versions = set(_VersionRecords(self.t).version_ids)
-            if found.group(1) not in versions:
-                logger.warning("createSecret: token %s carries the tag of run %s, which is not a version of %s: "
-                               "left alone (another secret rotated for policy %s on this account?)",
-                               info.token_id, found.group(1), self.t.view.arn, self.t.policy.name)  # fmt: skip
+            if records is None:  # read only when there is something to revoke
+                records = _VersionRecords(self.t)
+            if not records.may_have_minted(found.group(1), info):
+                logger.warning("createSecret: token %s carries the tag of run %s, which is not a version of %s "
+                               "created before it: left alone (another secret rotated for policy %s on this "
+                               "account?)", info.token_id, found.group(1), self.t.view.arn,
+                               self.t.policy.name)  # fmt: skip
                 continue
             from rotator.core.revocation_rule import Claim, check_revocable
 
@@ -851,10 +856,25 @@ class _VersionRecords:
         source = f"tag {REVOKE_TAG_PREFIX}{token_id} of {self.t.view.arn}"
         info = next((t for t in tokens if t.token_id == token_id), None)
         if info is not None and self.t.policy.tag_prefix() in info.description:
-            return Claim(token_id, self.t.policy.name, minted_by=self.version_ids, source=source)
+            minted_by = [v for v in self.version_ids if self.may_have_minted(v, info)]
+            return Claim(token_id, self.t.policy.name, minted_by=minted_by, source=source)
         bootstrapped = token_id == self.bootstrap_id()
         return Claim(token_id, self.t.policy.name, bootstrapped=bootstrapped, source=source,
                      recorded_at=self._bootstrap_at if bootstrapped else None)
+
+    def may_have_minted(self, version: str, info: TokenInfo) -> bool:
+        """Whether ``version`` of this secret can be the run that minted ``info``: it exists, and the
+        token is not older than it (a rotation's version exists before its createSecret mints; a
+        version given an older token's run id later, by RotateSecret or PutSecretValue with a chosen
+        ClientRequestToken, is not that token's run). The issuer's clock may run CLOCK_SLACK ahead."""
+        from rotator.core.revocation_rule import CLOCK_SLACK, as_utc
+
+        if version not in self._created:
+            return False
+        created = self._created[version]
+        if not isinstance(created, datetime) or info.created_at is None:
+            return True
+        return as_utc(info.created_at) >= as_utc(created) - CLOCK_SLACK
 
     def bootstrap_id(self) -> str | None:
         if not self._bootstrap_read:

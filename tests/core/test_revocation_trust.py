@@ -76,6 +76,9 @@ def test_a_bootstrapped_id_given_to_a_newer_token_is_not_that_token() -> None:
     with pytest.raises(NeedsAttention, match="after rotator recorded it at bootstrap .* another token under the same"):
         check_revocable(claim, newer, [], now)
     assert check_revocable(claim._replace(recorded_at=None), newer, [], now), "a claim without the time (as before)"
+    naive = [TokenInfo("grafana", "an issuer plugin's naive time", (recorded + timedelta(days=1)).replace(tzinfo=None))]
+    with pytest.raises(NeedsAttention, match="another token under the same"):  # taken as UTC, no TypeError
+        check_revocable(claim, naive, [], now)
 
 
 # -- (b) a store payload's token_id is a claim, never an order ------------------------------------

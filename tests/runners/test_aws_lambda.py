@@ -766,10 +766,10 @@ def test_a_client_request_token_the_tag_search_cannot_match_is_refused_before_an
     assert scene.stages().get(bad) == ["AWSPENDING"], "Secrets Manager accepts such a token"
     with pytest.raises(PermanentError, match="is not 32-64 letters, digits and hyphens") as err:
         scene.step("createSecret", bad)
-    assert "UUID" in err.value.hint
+    assert "UUID" in err.value.hint and "--remove-from-version-id" in err.value.hint
     assert scene.minted() == [], "nothing minted"
     scene.client().update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPENDING",
-                                               RemoveFromVersionId=bad)  # what the service does on a new start
+                                               RemoveFromVersionId=bad)  # the hint's first command
     scene.rotate()
     scene.check_invariants()
     scene.check_no_leak(caplog)
@@ -837,3 +837,37 @@ def test_a_pending_token_this_rotation_did_not_mint_is_never_made_current(scene,
     assert scene.payload("AWSCURRENT")["token_id"] not in (current["token_id"],)
     scene.check_invariants()
     scene.check_no_leak(caplog)
+
+
+def test_a_version_given_another_secret_s_run_id_does_not_make_its_token_this_secret_s(scene, caplog):
+    """Anyone who may rotate (or write) this secret can choose a new version's id, e.g. the run id in
+    another secret's current token. That token is older than the version, so it cannot be the
+    version's own: the orphan sweep leaves it alone."""
+    stolen_run = str(uuid.uuid4())
+    _value, other_id = scene.fake.state.add_token(f"rotator:{POLICY}:{stolen_run}",
+                                                  created_at=datetime.now(UTC) - timedelta(hours=1))
+    with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
+        scene.client().rotate_secret(
+            SecretId=scene.name, ClientRequestToken=stolen_run, RotationRules={"AutomaticallyAfterDays": 30},
+            RotationLambdaARN=f"arn:aws:lambda:{scene.aws.region}:{scene.aws.account}:function:rotator-dummy",
+        )  # fmt: skip
+    scene.rotate(stolen_run)
+    assert scene.fake.state.token_by_id(other_id)["revoked_at"] is None, "another secret's token was revoked"
+    assert "which is not a version of" in caplog.text and "created before it" in caplog.text
+    scene.check_no_leak(caplog)
+
+
+def test_a_revoke_tag_with_a_version_given_another_secret_s_run_id_is_refused(scene):
+    """PutSecretValue with a chosen ClientRequestToken makes a version named like another secret's
+    run; with a revocation tag on that secret's token, revoke-expired still refuses: the token is
+    older than the version, so the version did not mint it."""
+    stolen_run = str(uuid.uuid4())
+    _value, victim = scene.fake.state.add_token(f"rotator:{POLICY}:{stolen_run}",
+                                                created_at=datetime.now(UTC) - timedelta(hours=1))
+    scene.client().put_secret_value(SecretId=scene.name, ClientRequestToken=stolen_run, SecretString="{}",
+                                    VersionStages=["made-up"])  # fmt: skip
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{victim}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    with pytest.raises(NeedsAttention, match=f"refused to revoke {victim}"):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None

@@ -28,13 +28,13 @@ refuses and prints the create-secret command); one that exists with no value yet
 Terraform, say) gets its first value through steps 2-4. Every read names its stage
 (``VersionStage=AWSCURRENT``), never the default.
 
-AWSPENDING on a version other than AWSCURRENT's means a rotation is unfinished. On a managed
-secret without rotation enabled, a version holding a rotator payload of this same policy can
-only be rotator's own publish, interrupted between steps 2 and 3 (the engine has rolled its
-token back): it is ignored, and the next PutSecretValue moves the label. Anything else (a
-rotation function's version, with or without a value; someone else's value) stops the run with
-the message AWS users know, "a previous rotation isn't complete", and the command that clears
-the label.
+AWSPENDING on a version other than AWSCURRENT's means a rotation is unfinished. On a secret
+without rotation enabled (managed, or not tagged yet while adopted), a version holding a rotator
+payload of this same policy can only be rotator's own publish, interrupted between steps 2
+and 3 (the engine has rolled its token back): it is ignored, and the next PutSecretValue moves
+the label. Anything else (a rotation function's version, with or without a value; someone
+else's value) stops the run with the message AWS users know, "a previous rotation isn't
+complete", and the command that clears the label.
 
 Credentials come from the standard AWS chain (environment, ``~/.aws``, container or instance
 role), from ``profile``, or by assuming ``role_arn`` (refreshed before it expires). The region
