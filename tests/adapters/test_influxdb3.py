@@ -182,8 +182,11 @@ def test_token_prefix_setting_and_tags_of_other_prefixes(influxdb3_fake: InfluxD
     assert minted.token_id == "svc-ingest-feedfacefeedface"
     influxdb3_fake.add_named_admin("rotator-app-feedfacefeedface")  # another prefix: not this policy's
     influxdb3_fake.add_named_admin("svc-ingest-x-y")  # not <prefix>-<run id>
+    lambda_run = "0f8fad5b-d9cb-469f-a165-70867728950e"  # the Lambda function's run ids are UUIDs
+    assert issuer.mint(request(lambda_run), admin).token_id == f"svc-ingest-{lambda_run}"
     tags = {t.token_id: t.description for t in issuer.list_tokens(admin)}
     assert tags["svc-ingest-feedfacefeedface"] == "rotator:app:feedfacefeedface"
+    assert tags[f"svc-ingest-{lambda_run}"] == f"rotator:app:{lambda_run}"
     assert tags["rotator-app-feedfacefeedface"] == "" and tags["svc-ingest-x-y"] == ""
 
 

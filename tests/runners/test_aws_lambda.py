@@ -871,3 +871,64 @@ def test_a_revoke_tag_with_a_version_given_another_secret_s_run_id_is_refused(sc
     with pytest.raises(NeedsAttention, match=f"refused to revoke {victim}"):
         scene.invoke({"action": "revoke-expired"})
     assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+
+
+def test_the_function_rotates_an_influxdb3_named_admin_token(aws: MotoServer, influxdb3_fake: Any, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The docs' worked example: an InfluxDB 3 named admin token in a secret, rotated by the
+    function. Its ClientRequestToken is a UUID, and the token's name ``rotator-<policy>-<UUID>``
+    carries it back as the run tag that setSecret, the sweep and the revocation rule check."""
+    name = f"tests/lambda-v3-{uuid.uuid4().hex[:10]}"
+    config = tmp_path / "rotator.toml"
+    config.write_text(f"""
+[rotator.retry]
+attempts = 2
+base_delay = "1s"
+max_delay = "1s"
+
+[[policy]]
+name = "{POLICY}"
+schedule = "30d"
+grace = "1h"
+verify_timeout = "30s"
+
+[policy.issuer]
+type = "influxdb3"
+base_url = "{influxdb3_fake.url}"
+kind = "named_admin"
+credential = "self"
+
+[[policy.store]]
+type = "aws-secretsmanager"
+name = "aws"
+secret_id = "{name}"
+region = "us-east-1"
+endpoint_url = "{aws.url}"
+max_attempts = 1
+""")
+    write_bundle(config)
+    clock = FakeClock(datetime.now(UTC))
+    human = influxdb3_fake.add_named_admin("grafana-admin")
+    settings = AwsSecretsManagerSettings(secret_id=name, region=aws.region, endpoint_url=aws.url)
+    store = AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=POLICY),
+                                               client_factory=lambda s, p: aws.client())  # fmt: skip
+    store.publish(TokenRecord(Secret(human), "grafana-admin", "influxdb3", POLICY, clock.now(), None), None)
+    aws.client().tag_resource(SecretId=name, Tags=[{"Key": "rotator:policy", "Value": POLICY}])
+    arn = aws.client().describe_secret(SecretId=name)["ARN"]
+    token = str(uuid.uuid4())
+    with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
+        aws.client().rotate_secret(
+            SecretId=name, ClientRequestToken=token, RotationRules={"AutomaticallyAfterDays": 30},
+            RotationLambdaARN=f"arn:aws:lambda:{aws.region}:{aws.account}:function:rotator-dummy",
+        )  # fmt: skip
+    for step in STEPS:
+        handle({"Step": step, "SecretId": arn, "ClientRequestToken": token}, Context(), config_path=config,
+               client=aws.client(), clock=clock)  # fmt: skip
+    current = json.loads(aws.client().get_secret_value(SecretId=name, VersionStage="AWSCURRENT")["SecretString"])
+    assert current["token_id"] == f"rotator-{POLICY}-{token}"
+    assert influxdb3_fake.problem(current["token"]) is None and influxdb3_fake.problem(human) is None, "grace"
+    clock.advance(timedelta(hours=1, seconds=1))
+    handle({"action": "revoke-expired"}, Context(), config_path=config, client=aws.client(), clock=clock)
+    assert "grafana-admin" not in influxdb3_fake.names(), "the bootstrapped token is revoked after grace"
+    assert influxdb3_fake.problem(current["token"]) is None
+    assert human not in caplog.text and current["token"] not in caplog.text

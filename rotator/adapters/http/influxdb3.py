@@ -74,7 +74,7 @@ from rotator.adapters.http.common import (
     token_value,
 )
 from rotator.core.contracts import Issuer, MintedToken, MintRequest, TokenInfo
-from rotator.core.errors import IssuerOutputError, NeedsAttention, TransientError
+from rotator.core.errors import IssuerOutputError, NeedsAttention, PermanentError, TransientError
 from rotator.core.secret import Secret
 
 __all__ = ["InfluxDB3Issuer", "InfluxDB3Settings", "ResourcePermission", "operator_token_id"]
@@ -91,7 +91,9 @@ LIST_SQL = "SELECT * FROM system.tokens"
 OPERATOR = "_admin"
 _OPERATOR_ID = re.compile(r"^_admin@(?P<hash>[0-9a-f]{16})$")
 _NAME_PREFIX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-_RUN_ID = re.compile(r"^[A-Za-z0-9]+$")
+#: a run id in a token name: the engine's (letters and digits) or a UUID (the AWS Lambda function's
+#: ClientRequestToken); nothing else with a hyphen, so ``<prefix>-x-y`` is no run of ``<prefix>``
+_RUN_ID = re.compile(r"^(?:[A-Za-z0-9]+|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})$")
 
 ERR_NO_VALUE = "{what}: token {name} was created, but the answer has no `token` string"
 ERR_NOT_DELETED = "token {name} was deleted (HTTP {status}) but system.tokens still lists it"
@@ -325,13 +327,15 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
 
     def token_name(self, run_id: str) -> str:
         if not _RUN_ID.match(run_id):
-            raise ValueError(f"run id {run_id!r} cannot be part of a token name")
+            raise PermanentError(f"run id {run_id!r} cannot be part of an InfluxDB 3 token name",
+                                 hint="a run id is letters and digits, or a UUID (the Lambda function's "
+                                 "ClientRequestToken: start the rotation again with a UUID)")
         return f"{self.prefix}-{run_id}"
 
     def _tag_of(self, name: str) -> str | None:
         """The run tag a name ``<prefix>-<run id>`` stands for, else None."""
-        head, sep, run_id = name.rpartition("-")
-        if sep and head == self.prefix and _RUN_ID.match(run_id):
+        head, run_id = name[: len(self.prefix)], name[len(self.prefix) + 1 :]
+        if head == self.prefix and name[len(self.prefix) : len(self.prefix) + 1] == "-" and _RUN_ID.match(run_id):
             return f"rotator:{self._policy}:{run_id}"
         return None
 
