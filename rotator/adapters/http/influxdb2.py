@@ -18,7 +18,9 @@
      older than ``delete_after`` (default 7 days) are deleted. So an inactive token is deleted
      at the first revocation after ``delete_after`` has passed: at most ``delete_after`` plus one
      schedule interval after it became inactive. A failure here is logged and retried at the
-     next revocation; it never fails the revocation that has just succeeded.
+     next revocation; it never fails the revocation that has just succeeded. A server that
+     leaves ``updatedAt`` out gives no time of the PATCH: such an authorization stays inactive
+     and is never deleted by rotator (delete it with ``influx auth delete``).
 
   ``list_tokens`` changes nothing (``rotate --dry-run`` calls it).
 - **Never match by value**: OSS 2.9+ stores only hashes of tokens, and Cloud answers
