@@ -645,3 +645,26 @@ def test_a_minted_token_id_that_is_not_a_uuid_is_refused_and_not_logged(tmp_path
     with pytest.raises(IssuerOutputError, match="token `id` is not a UUID") as err:
         issuer.mint(mint_request(), None)
     assert odd not in str(err.value) and odd not in caplog.text
+
+
+@pytest.mark.parametrize(("answer", "gone"), [
+    (httpx.Response(404, json={"code": 404, "message": "not found"}), True),  # the API's own (spec: NotFound)
+    (httpx.Response(404, text="<html>Not Found</html>"), False),  # a proxy's or a router's
+])
+def test_only_the_api_s_own_404_means_a_revoked_token_is_gone(tmp_path, answer, gone):
+    """revoke's DELETE and its confirming GET both allow 404 (an unknown id counts as revoked); a 404
+    that is not the Management API's says nothing about the token and is transient."""
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: answer))
+    (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
+    settings = ManagementApiSettings.model_validate({
+        "product": "clustered", "cluster_host": "https://cluster.example.test",
+        "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
+        "management_token": {"file": str(tmp_path / "t")},
+    })
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+    token_id = "55555555-5555-4555-8555-555555555555"
+    if gone:
+        issuer.revoke(token_id, None)
+    else:
+        with pytest.raises(TransientError, match="HTTP 404 without the Management API's `not found` answer"):
+            issuer.revoke(token_id, None)

@@ -381,6 +381,15 @@ class _ManagementToken:
         return (_HINT_401_STORE if status == 401 else _HINT_403_STORE).format(source=source, policy=policy)
 
 
+def _api_not_found(response: httpx.Response) -> bool:
+    """Whether a 404 is the Management API's own (its Error body, ``{"code": 404, ...}``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("code") == 404
+
+
 class ManagementApiIssuer:
     """Mints, verifies, lists and revokes database tokens with the Management API v0."""
 
@@ -535,6 +544,14 @@ class ManagementApiIssuer:
                 response = self._http().request(method, url, headers=headers, json=body, params=params)
                 outcome = f"HTTP {response.status_code}"
                 if response.status_code in allow:
+                    if response.status_code == 404 and not _api_not_found(response):
+                        # A proxy's or a router's 404 says nothing about the token: not "gone".
+                        raise TransientError(
+                            f"{self._where}: {op.name}: HTTP 404 without the Management API's `not found` answer "
+                            "(a proxy or another service?)",
+                            hint="check `base_url` / `cluster_host` (they must reach the API itself); rotator tries "
+                            "again on the next run",
+                        )
                     return None
                 response.raise_for_status()
         finally:
