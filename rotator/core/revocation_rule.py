@@ -21,13 +21,14 @@ alert in the daemon): nothing is revoked, a person looks.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from rotator.config.timefmt import as_utc
 from rotator.core.contracts import TokenInfo
 from rotator.core.errors import NeedsAttention
 
-__all__ = ["CLOCK_SLACK", "Claim", "as_utc", "check_not_current", "check_revocable"]
+__all__ = ["CLOCK_SLACK", "Claim", "carries_tag", "check_not_current", "check_revocable"]
 
 
 class Claim(NamedTuple):
@@ -88,7 +89,7 @@ def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence
             )
         return True
     tags = [f"rotator:{claim.policy}:{run}" for run in claim.minted_by]
-    if not any(_carries(info.description, tag) for tag in tags):
+    if not any(carries_tag(info.description, tag) for tag in tags):
         raise NeedsAttention(
             f"token {claim.token_id}{source}: the issuer's description of it does not carry "
             f"{' or '.join(tags[:3])}{' ...' if len(tags) > 3 else ''}; refusing to revoke it",
@@ -98,12 +99,7 @@ def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence
     return True
 
 
-def as_utc(value: datetime) -> datetime:
-    """``value`` aware: a naive time (an issuer plugin's) is taken as UTC, never compared as is."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _carries(description: str, tag: str) -> bool:
+def carries_tag(description: str, tag: str) -> bool:
     """``tag`` appears in ``description`` as a whole word (``rotator:p:ab`` is not in ``rotator:p:abc``)."""
     start = description.find(tag)
     while start != -1:

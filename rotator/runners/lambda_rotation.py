@@ -494,8 +494,9 @@ class _Rotation:
             )
         # Whatever AWSPENDING holds is input: it must be the token this rotation minted (its tag names
         # this version), not the current one left there by a dry run nor one someone else put there.
-        tagged = re.search(re.escape(self.t.policy.tag(self.token)) + "(?![A-Za-z0-9-])", info.description)
-        if pending.token_id == current.token_id or tagged is None:
+        from rotator.core.revocation_rule import carries_tag
+
+        if pending.token_id == current.token_id or not carries_tag(info.description, self.t.policy.tag(self.token)):
             why = ("it is the AWSCURRENT token: nothing would be rotated" if pending.token_id == current.token_id
                    else f"its description at the issuer does not carry {self.t.policy.tag(self.token)}")
             raise PermanentError(
@@ -867,7 +868,8 @@ class _VersionRecords:
         token is not older than it (a rotation's version exists before its createSecret mints; a
         version given an older token's run id later, by RotateSecret or PutSecretValue with a chosen
         ClientRequestToken, is not that token's run). The issuer's clock may run CLOCK_SLACK ahead."""
-        from rotator.core.revocation_rule import CLOCK_SLACK, as_utc
+        from rotator.config.timefmt import as_utc
+        from rotator.core.revocation_rule import CLOCK_SLACK
 
         if version not in self._created:
             return False

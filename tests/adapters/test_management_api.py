@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -272,20 +273,25 @@ def test_unreachable_cluster_is_transient(tmp_path):
     assert f"cannot reach http://127.0.0.1:{port}" in str(caught.value)
 
 
-def test_answers_that_cannot_be_read_are_issuer_output_errors(tmp_path):
-    """Through the transport seam: a 200 whose body is not what the spec says (the fake cannot send that)."""
-    answers = {
-        "POST": httpx.Response(200, json={"id": "55555555-5555-4555-8555-555555555555"}),
-        "GET": httpx.Response(200, text="<html>proxy login</html>"),
-    }
-    client = httpx.Client(transport=httpx.MockTransport(lambda request: answers[request.method]))
+def mocked_issuer(tmp_path: Path, handler: Callable[[httpx.Request], httpx.Response]) -> ManagementApiIssuer:
+    """An issuer whose every request ``handler`` answers (the transport seam: what the fake cannot send)."""
     (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
     settings = ManagementApiSettings.model_validate({
         "product": "clustered", "cluster_host": "https://cluster.example.test",
         "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
         "management_token": {"file": str(tmp_path / "t")},
     })
-    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    return ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+
+
+def test_answers_that_cannot_be_read_are_issuer_output_errors(tmp_path):
+    """Through the transport seam: a 200 whose body is not what the spec says (the fake cannot send that)."""
+    answers = {
+        "POST": httpx.Response(200, json={"id": "55555555-5555-4555-8555-555555555555"}),
+        "GET": httpx.Response(200, text="<html>proxy login</html>"),
+    }
+    issuer = mocked_issuer(tmp_path, lambda request: answers[request.method])
     with pytest.raises(IssuerOutputError, match="token 55555555-5555-4555-8555-555555555555 was created"):
         issuer.mint(mint_request(), None)
     with pytest.raises(IssuerOutputError, match="is not JSON"):
@@ -304,14 +310,7 @@ def test_redirects_and_tls_failures_are_permanent(tmp_path):
                 raise httpx.ConnectError("tls", request=request) from exc
         return httpx.Response(301, headers={"Location": "https://elsewhere.example.test/api/v0/tokens"})
 
-    (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
-    settings = ManagementApiSettings.model_validate({
-        "product": "clustered", "cluster_host": "https://cluster.example.test",
-        "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
-        "management_token": {"file": str(tmp_path / "t")},
-    })
-    client = httpx.Client(transport=httpx.MockTransport(handler))
-    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+    issuer = mocked_issuer(tmp_path, handler)
     with pytest.raises(PermanentError) as redirect:
         issuer.list_tokens(None)
     assert "HTTP 301" in str(redirect.value) and "`base_url`" in redirect.value.hint
@@ -633,14 +632,7 @@ def test_a_minted_token_id_that_is_not_a_uuid_is_refused_and_not_logged(tmp_path
     logged or recorded: whatever a server or proxy put there may be a secret."""
     odd = "c2VjcmV0LXZhbHVlLWZyb20tYS1wcm94eQ=="
     answer = {"id": odd, "accessToken": "apiv1_value-of-the-new-token", "expiresAt": "2030-01-01T00:00:00Z"}
-    client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, json=answer)))
-    (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
-    settings = ManagementApiSettings.model_validate({
-        "product": "clustered", "cluster_host": "https://cluster.example.test",
-        "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
-        "management_token": {"file": str(tmp_path / "t")},
-    })
-    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+    issuer = mocked_issuer(tmp_path, lambda request: httpx.Response(200, json=answer))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(IssuerOutputError, match="token `id` is not a UUID") as err:
         issuer.mint(mint_request(), None)
@@ -654,14 +646,7 @@ def test_a_minted_token_id_that_is_not_a_uuid_is_refused_and_not_logged(tmp_path
 def test_only_the_api_s_own_404_means_a_revoked_token_is_gone(tmp_path, answer, gone):
     """revoke's DELETE and its confirming GET both allow 404 (an unknown id counts as revoked); a 404
     that is not the Management API's says nothing about the token and is transient."""
-    client = httpx.Client(transport=httpx.MockTransport(lambda request: answer))
-    (tmp_path / "t").write_text("M.V1.not-a-real-token-0000")
-    settings = ManagementApiSettings.model_validate({
-        "product": "clustered", "cluster_host": "https://cluster.example.test",
-        "permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "x"},
-        "management_token": {"file": str(tmp_path / "t")},
-    })
-    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path), client=client)
+    issuer = mocked_issuer(tmp_path, lambda request: answer)
     token_id = "55555555-5555-4555-8555-555555555555"
     if gone:
         issuer.revoke(token_id, None)

@@ -159,12 +159,7 @@ max_attempts = 1
     def start(self, *, rotate_immediately: bool = True) -> str:
         """What Secrets Manager does before the first createSecret of a rotation."""
         token = str(uuid.uuid4())
-        with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
-            self.client().rotate_secret(
-                SecretId=self.name, ClientRequestToken=token, RotationRules={"AutomaticallyAfterDays": 30},
-                RotationLambdaARN=f"arn:aws:lambda:{self.aws.region}:{self.aws.account}:function:rotator-dummy",
-                RotateImmediately=rotate_immediately,
-            )  # fmt: skip
+        _start_rotation(self.aws, self.name, token, rotate_immediately=rotate_immediately)
         assert self.stages().get(token) == ["AWSPENDING"], "moto no longer sets up a rotation as AWS does"
         assert self.client().describe_secret(SecretId=self.name)["RotationEnabled"]
         return token
@@ -257,6 +252,17 @@ max_attempts = 1
         texts = [r.getMessage() for r in caplog.records] + self.texts
         for value in self.values:
             assert not any(value in text for text in texts), "invariant 4: a token value leaked"
+
+
+def _start_rotation(aws: MotoServer, name: str, token: str, *, rotate_immediately: bool = True) -> None:
+    """``rotate_secret`` as Secrets Manager runs it: RotationEnabled and an AWSPENDING version without
+    a value; moto then fails to find the (dummy) function, which is fine."""
+    with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
+        aws.client().rotate_secret(
+            SecretId=name, ClientRequestToken=token, RotationRules={"AutomaticallyAfterDays": 30},
+            RotationLambdaARN=f"arn:aws:lambda:{aws.region}:{aws.account}:function:rotator-dummy",
+            RotateImmediately=rotate_immediately,
+        )  # fmt: skip
 
 
 @pytest.fixture
@@ -758,11 +764,7 @@ def test_a_client_request_token_the_tag_search_cannot_match_is_refused_before_an
     """The token is the run id in a minted token's description; one the orphan sweep cannot match
     (AWS allows any 32-64 characters) would leave a lost mint answer's tokens unrevoked. Refused
     before anything is minted; a rotation started again with a UUID goes through."""
-    with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
-        scene.client().rotate_secret(
-            SecretId=scene.name, ClientRequestToken=bad, RotationRules={"AutomaticallyAfterDays": 30},
-            RotationLambdaARN=f"arn:aws:lambda:{scene.aws.region}:{scene.aws.account}:function:rotator-dummy",
-        )  # fmt: skip
+    _start_rotation(scene.aws, scene.name, bad)
     assert scene.stages().get(bad) == ["AWSPENDING"], "Secrets Manager accepts such a token"
     with pytest.raises(PermanentError, match="is not 32-64 letters, digits and hyphens") as err:
         scene.step("createSecret", bad)
@@ -846,11 +848,7 @@ def test_a_version_given_another_secret_s_run_id_does_not_make_its_token_this_se
     stolen_run = str(uuid.uuid4())
     _value, other_id = scene.fake.state.add_token(f"rotator:{POLICY}:{stolen_run}",
                                                   created_at=datetime.now(UTC) - timedelta(hours=1))
-    with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
-        scene.client().rotate_secret(
-            SecretId=scene.name, ClientRequestToken=stolen_run, RotationRules={"AutomaticallyAfterDays": 30},
-            RotationLambdaARN=f"arn:aws:lambda:{scene.aws.region}:{scene.aws.account}:function:rotator-dummy",
-        )  # fmt: skip
+    _start_rotation(scene.aws, scene.name, stolen_run)
     scene.rotate(stolen_run)
     assert scene.fake.state.token_by_id(other_id)["revoked_at"] is None, "another secret's token was revoked"
     assert "which is not a version of" in caplog.text and "created before it" in caplog.text
@@ -916,11 +914,7 @@ max_attempts = 1
     aws.client().tag_resource(SecretId=name, Tags=[{"Key": "rotator:policy", "Value": POLICY}])
     arn = aws.client().describe_secret(SecretId=name)["ARN"]
     token = str(uuid.uuid4())
-    with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
-        aws.client().rotate_secret(
-            SecretId=name, ClientRequestToken=token, RotationRules={"AutomaticallyAfterDays": 30},
-            RotationLambdaARN=f"arn:aws:lambda:{aws.region}:{aws.account}:function:rotator-dummy",
-        )  # fmt: skip
+    _start_rotation(aws, name, token)
     for step in STEPS:
         handle({"Step": step, "SecretId": arn, "ClientRequestToken": token}, Context(), config_path=config,
                client=aws.client(), clock=clock)  # fmt: skip

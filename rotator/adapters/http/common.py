@@ -66,6 +66,7 @@ __all__ = [
     "bad_token_id",
     "call_timeout",
     "check_tls_choice",
+    "error_code",
     "error_text",
     "expect",
     "is_self",
@@ -559,6 +560,16 @@ def json_body(response: httpx.Response, what: str, *, created: str = "") -> Any:
         f"{what}: {prefix}the answer ({response.status_code}, {len(response.content)} bytes) {problem}",
         hint="check that base_url points at the server itself, not at a proxy or login page",
     )
+
+
+def error_code(response: httpx.Response) -> object:
+    """The ``code`` of an answer's JSON error body (the InfluxDB APIs' Error object), else None: tells
+    the server's own 404 from a proxy's or a router's, which says nothing about a token."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None
 
 
 def token_value(value: object) -> Secret | None:

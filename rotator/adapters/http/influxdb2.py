@@ -51,7 +51,6 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rotator.adapters.http.common import (
@@ -60,6 +59,7 @@ from rotator.adapters.http.common import (
     HttpSettings,
     auth_header,
     bad_token_id,
+    error_code,
     expect,
     json_body,
     map_http_errors,
@@ -224,7 +224,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         with map_http_errors(what, hints={401: HINT_401}):
             response = expect(self._http().get(_authorization(token_id), headers=auth_header("Token", auth)), 200, 404)
         if response.status_code == 404:
-            if not _influxdb_not_found(response):
+            if error_code(response) != "not found":
                 # A proxy's or a router's 404 says nothing about the authorization: not "revoked".
                 raise TransientError(
                     f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
@@ -351,15 +351,6 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
 
 if TYPE_CHECKING:  # static conformance: mypy checks InfluxDB2Issuer against the Issuer Protocol
     _conforms: type[Issuer] = InfluxDB2Issuer
-
-
-def _influxdb_not_found(response: httpx.Response) -> bool:
-    """Whether a 404 is InfluxDB's own (its error body, ``{"code": "not found", ...}``)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and body.get("code") == "not found"
 
 
 def _check_id(token_id: str) -> str:

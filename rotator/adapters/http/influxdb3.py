@@ -334,8 +334,8 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
 
     def _tag_of(self, name: str) -> str | None:
         """The run tag a name ``<prefix>-<run id>`` stands for, else None."""
-        head, run_id = name[: len(self.prefix)], name[len(self.prefix) + 1 :]
-        if head == self.prefix and name[len(self.prefix) : len(self.prefix) + 1] == "-" and _RUN_ID.match(run_id):
+        run_id = name.removeprefix(f"{self.prefix}-")
+        if run_id != name and _RUN_ID.match(run_id):
             return f"rotator:{self._policy}:{run_id}"
         return None
 
@@ -345,10 +345,14 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         return self._http().post(QUERY, json=body, headers=headers)
 
     def _list(self, auth: Secret) -> list[TokenInfo]:
+        return [info for _row, info in self._listed(auth)]
+
+    def _listed(self, auth: Secret) -> list[tuple[Mapping[str, Any], TokenInfo]]:
+        """system.tokens: each row with what it says of its token."""
         what = "list tokens (system.tokens)"
         with map_http_errors(what, hints={403: HINT_NOT_ADMIN, **self._hints}):
             response = expect(self._query(auth), 200)
-        return [self._info(index, row, what) for index, row in enumerate(self._rows(response, what))]
+        return [(row, self._info(index, row, what)) for index, row in enumerate(self._rows(response, what))]
 
     def _rows(self, response: httpx.Response, what: str) -> Iterator[Mapping[str, Any]]:
         """The rows of a query answer: JSON lines, or a JSON array (``format=json`` servers)."""
@@ -434,11 +438,7 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
             )
         # The live generation is the row *named* _admin: a named token may be called "_admin@...", and
         # its id (its name) would otherwise pass for the live generation.
-        what = "list tokens (system.tokens)"
-        with map_http_errors(what, hints={403: HINT_NOT_ADMIN, **self._hints}):
-            response = expect(self._query(auth), 200)
-        live = next((self._info(index, row, what).token_id for index, row in enumerate(self._rows(response, what))
-                     if row.get("name") == OPERATOR), None)  # fmt: skip
+        live = next((info.token_id for row, info in self._listed(auth) if row.get("name") == OPERATOR), None)
         if token_id == OPERATOR or token_id == live:
             raise NeedsAttention(ERR_OPERATOR_LIVE.format(token_id=token_id), hint=HINT_OPERATOR_LIVE)
         logger.info("operator token generation %s was revoked when %s replaced it", token_id, live)

@@ -71,6 +71,7 @@ from rotator.adapters.http.common import (
     bad_token_id,
     call_timeout,
     check_tls_choice,
+    error_code,
     error_text,
     new_client,
     on_http_failure,
@@ -381,15 +382,6 @@ class _ManagementToken:
         return (_HINT_401_STORE if status == 401 else _HINT_403_STORE).format(source=source, policy=policy)
 
 
-def _api_not_found(response: httpx.Response) -> bool:
-    """Whether a 404 is the Management API's own (its Error body, ``{"code": 404, ...}``)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and body.get("code") == 404
-
-
 class ManagementApiIssuer:
     """Mints, verifies, lists and revokes database tokens with the Management API v0."""
 
@@ -544,7 +536,7 @@ class ManagementApiIssuer:
                 response = self._http().request(method, url, headers=headers, json=body, params=params)
                 outcome = f"HTTP {response.status_code}"
                 if response.status_code in allow:
-                    if response.status_code == 404 and not _api_not_found(response):
+                    if response.status_code == 404 and error_code(response) != 404:
                         # A proxy's or a router's 404 says nothing about the token: not "gone".
                         raise TransientError(
                             f"{self._where}: {op.name}: HTTP 404 without the Management API's `not found` answer "
