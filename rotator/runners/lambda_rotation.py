@@ -150,6 +150,8 @@ _HINT_CLEAR = (
     "--secret-id {secret} --version-stage AWSPENDING --remove-from-version-id {version}"
 )
 _HINT_BOOTSTRAP = "publish the first token with `rotator bootstrap` (a policy with this secret as its store)"
+#: Secrets Manager's limit of tags on one secret; tags whose key begins with "aws:" do not count
+MAX_TAGS = 50
 
 
 class LambdaContext(Protocol):
@@ -458,12 +460,18 @@ class _Rotation:
     def create_secret(self) -> None:
         current = self._current()
         try:  # revocations after grace: failures are logged, they never stop a rotation
-            _revoke_due(self.t, self.issuer, current, self.env)
+            # ... nor take the time it needs: they may use half of what is left when they start.
+            context = self.env.context
+            reserve = context.get_remaining_time_in_millis() // 2 if context is not None else 0
+            _revoke_due(self.t, self.issuer, current, self.env, reserve_ms=reserve)
         except RotatorError as exc:
             logger.error("createSecret: revoke-expired failed, retried next time: %s", exc)
         if self._pending() is not None:
             logger.info("createSecret: version %s already holds a token; nothing to do", self.token)
             return
+        # finishSecret records the revocation of the current token as a tag: a secret without room
+        # for it is refused now, before anything is minted, not after.
+        _check_tag_room(self.t.view, "createSecret", {MANAGED_BY_KEY, REVOKE_TAG_PREFIX + current.token_id})
         keep = {current.token_id, *self._previous_ids(), *_revocation_records(self.t.view.tags)}
         self._sweep(current.value, keep)
         self.env.checkpoint("swept")
@@ -539,6 +547,7 @@ class _Rotation:
                 )
             due = self.clock.now() + self.t.policy.grace
             tags[key] = _rfc3339(due)
+        _check_tag_room(view, "finishSecret", set(tags))
         # 1. Record the revocation before the move: a crash in between leaves a record of the
         #    still-current token, which revoke-expired skips and the retried finishSecret rewrites.
         self._aws("TagResource", lambda api: api.tag_resource(
@@ -706,7 +715,8 @@ def _revocation_records(tags: Mapping[str, str]) -> dict[str, str]:
     return {k[len(REVOKE_TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(REVOKE_TAG_PREFIX)}
 
 
-def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env) -> _RevokeReport:
+def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env, *,
+                reserve_ms: int = 0) -> _RevokeReport:  # fmt: skip
     """Revoke every recorded token whose grace has passed, confirmed by the issuer (its
     ``revoke`` confirms, see contracts.Issuer), then drop its record. Failures are logged and
     reported, not raised.
@@ -714,7 +724,10 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     A tag is only a claim (anyone with TagResource writes one): each token goes through
     rotator/core/revocation_rule.py with the records this function can trust (see _trusted_claim).
     A token that is AWSCURRENT or AWSPENDING is skipped; one the records do not prove to be this
-    policy's is refused: its tag becomes ``rotator:attention:<id>`` and a person looks."""
+    policy's is refused: its tag becomes ``rotator:attention:<id>`` and a person looks.
+
+    ``reserve_ms``: start no revocation once the invocation has less time left than this; the rest
+    keep their records (counted as waiting) for the next pass."""
     report = _RevokeReport()
     now = env.clock.now()
     due: list[str] = []
@@ -747,7 +760,13 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
         return report
     from rotator.core.revocation_rule import check_revocable
 
-    for token_id in due:
+    for index, token_id in enumerate(due):
+        if reserve_ms and env.context is not None and env.context.get_remaining_time_in_millis() < reserve_ms:
+            left = len(due) - index
+            logger.warning("revoke-expired: %s: %d due revocation(s) left for the next pass, to keep %d ms for "
+                           "the rotation", target.view.arn, left, reserve_ms)  # fmt: skip
+            report.waiting += left
+            break
         claim = records.claim(token_id, tokens)
         try:
             revocable = check_revocable(claim, tokens, [holders[token_id]] if token_id in holders else [], now)
@@ -889,6 +908,31 @@ class _VersionRecords:
                     self._bootstrap_at = created if isinstance(created, datetime) else None
                     break
         return self._bootstrap_id
+
+
+def _check_tag_room(view: SecretView, step: str, keys: set[str]) -> None:
+    """PermanentError when tagging ``view`` with ``keys`` would pass Secrets Manager's limit.
+
+    Refused claims stay on the secret as ``rotator:attention:<id>`` tags until a person removes
+    them, so they are what usually fills it; the error says so and how to clear them.
+    """
+    held = [k for k in view.tags if not k.startswith("aws:")]
+    added = sorted(keys.difference(view.tags))
+    if len(held) + len(added) <= MAX_TAGS:
+        return
+    attention = sorted(k for k in held if k.startswith(ATTENTION_TAG_PREFIX))
+    remove = f"aws secretsmanager untag-resource --secret-id {view.arn} --tag-keys KEY ..."
+    hint = (
+        f"{len(attention)} of them are {ATTENTION_TAG_PREFIX}<token id> tags of revocation claims rotator "
+        f"refused ({', '.join(attention[:3])}{', ...' if len(attention) > 3 else ''}): check each token "
+        f"(docs/aws-lambda.md) and remove the tag with `{remove}`"
+        if attention else f"remove the tags the secret no longer needs with `{remove}`"
+    )
+    raise PermanentError(
+        f"{step}: secret {view.arn} has {len(held)} tags and this rotation needs {len(added)} more "
+        f"({', '.join(added)}); Secrets Manager allows {MAX_TAGS}",
+        hint=f"{hint}; then Secrets Manager's next attempt of this rotation goes on where it stopped",
+    )
 
 
 def _mark_refused(target: _Target, token_id: str) -> None:

@@ -39,7 +39,7 @@ from rotator.core.errors import (
     TransientError,
 )
 from rotator.core.secret import Secret
-from rotator.runners.lambda_rotation import handle
+from rotator.runners.lambda_rotation import MAX_TAGS, handle
 from tests.aws_server import FailingClient, MotoServer, client_error
 from tests.fakes.fixtures import BINARY as FAKE_INFLUXCTL
 
@@ -724,6 +724,37 @@ def test_create_secret_also_revokes_what_is_due(scene):
     assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None
 
 
+class _ClockedContext:
+    """A Lambda context whose time runs out once the issuer has revoked ``after`` tokens."""
+
+    def __init__(self, scene: Scene, after: int) -> None:
+        self.scene, self.after = scene, after
+
+    def get_remaining_time_in_millis(self) -> int:
+        revoked = [t for t in self.scene.fake.state.tokens() if t["revoked_at"]]
+        return 300_000 if len(revoked) < self.after else 100_000
+
+
+def test_create_secret_s_revocations_leave_half_the_time_to_the_rotation(scene, caplog):
+    scene.rotate()
+    scene.rotate()  # two records: the bootstrapped token and the first rotation's
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    token = scene.start()
+    handle(scene.event("createSecret", token), _ClockedContext(scene, after=1), config_path=scene.config,
+           clock=scene.clock, client=scene.client())
+    revoke_tags = [k for k in scene.tags() if k.startswith("rotator:revoke:")]
+    assert len(revoke_tags) == 1, "one revoked, the other left recorded for the next pass"
+    assert "1 due revocation(s) left for the next pass" in caplog.text
+    assert scene.payload("AWSPENDING", token)["token_id"] != scene.payload("AWSCURRENT")["token_id"], "minted"
+    for step in STEPS[1:]:
+        scene.step(step, token)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["revoked"] == [revoke_tags[0].removeprefix("rotator:revoke:")]
+    scene.check_invariants()
+    scene.check_no_leak(caplog)
+
+
 # -- the thin entry point --------------------------------------------------------------------------
 
 
@@ -926,3 +957,52 @@ max_attempts = 1
     assert "grafana-admin" not in influxdb3_fake.names(), "the bootstrapped token is revoked after grace"
     assert influxdb3_fake.problem(current["token"]) is None
     assert human not in caplog.text and current["token"] not in caplog.text
+
+
+# -- Secrets Manager's 50 tags a secret -------------------------------------------------------------
+
+
+def _fill_tags(scene: Scene, free: int) -> list[str]:
+    """Refused claims (rotator:attention:<id>) up to ``free`` tags below the limit; an ``aws:`` tag
+    does not count (moto, unlike AWS, lets a test write one)."""
+    held = [k for k in scene.tags() if not k.startswith("aws:")]
+    keys = [f"rotator:attention:refused{i:02d}" for i in range(MAX_TAGS - free - len(held))]
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": k, "Value": "refused"} for k in keys]
+                                + [{"Key": "aws:cloudformation:stack-name", "Value": "s"}])
+    return keys
+
+
+def test_a_secret_without_room_for_the_revocation_tag_is_refused_before_the_mint(scene, caplog):
+    keys = _fill_tags(scene, free=0)
+    token = scene.start()
+    with pytest.raises(PermanentError, match=r"has 50 tags and this rotation needs 1 more") as err:
+        scene.step("createSecret", token)
+    assert "rotator:attention:<token id>" in err.value.hint and "untag-resource" in err.value.hint
+    assert scene.minted() == [], "nothing minted"
+    assert scene.payload("AWSCURRENT")["token_id"] == scene.bootstrap_id
+
+    scene.client().untag_resource(SecretId=scene.name, TagKeys=keys[:5])  # the person's fix
+    _retry_all(scene, token)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    assert f"rotator:revoke:{scene.bootstrap_id}" in scene.tags()
+    scene.check_invariants()
+    scene.check_no_leak(caplog)
+
+
+def test_finish_secret_without_room_for_the_revocation_tag_moves_nothing_and_the_retry_finishes(scene, caplog):
+    token = scene.start()
+    for step in STEPS[:3]:
+        scene.step(step, token)
+    keys = _fill_tags(scene, free=0)
+    with pytest.raises(PermanentError, match=rf"finishSecret: .* needs 1 more \(rotator:revoke:{scene.bootstrap_id}\)"):
+        scene.step("finishSecret", token)
+    assert scene.payload("AWSCURRENT")["token_id"] == scene.bootstrap_id, "not moved"
+    assert f"rotator:revoke:{scene.bootstrap_id}" not in scene.tags()
+    scene.check_invariants()  # the pending token is AWSPENDING's: no orphan
+
+    scene.client().untag_resource(SecretId=scene.name, TagKeys=keys[:1])
+    scene.step("finishSecret", token)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    assert len([k for k in scene.tags() if not k.startswith("aws:")]) == MAX_TAGS
+    scene.check_invariants()
+    scene.check_no_leak(caplog)

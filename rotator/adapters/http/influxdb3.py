@@ -118,7 +118,8 @@ HINT_OPERATOR_401 = (
 )
 HINT_DUPLICATE = (
     "a token with this name exists already: delete it (`influxdb3 delete token --token-name NAME`) "
-    "or change token_name_prefix"
+    "or change token_name_prefix (only while `rotator status` shows no open run of this policy: an interrupted "
+    "run's token is found under the prefix it was minted with)"
 )
 HINT_NO_ENTERPRISE = "resource tokens need InfluxDB 3 Enterprise (Core answers 404); use kind = 'named_admin' on Core"
 HINT_NOT_ADMIN = "the credential must be an admin token (operator or named admin) to mint and list tokens"
