@@ -75,6 +75,7 @@ from rotator.adapters.aws.secretsmanager import (
     MANAGED_BY,
     MANAGED_BY_KEY,
     PENDING,
+    POLICY_KEY,
     PREVIOUS,
     AwsSecretsManagerSettings,
     AwsSecretsManagerStore,
@@ -469,12 +470,12 @@ class _Rotation:
         if self._pending() is not None:
             logger.info("createSecret: version %s already holds a token; nothing to do", self.token)
             return
-        # finishSecret records the revocation of the current token as a tag: a secret without room
-        # for it is refused now, before anything is minted, not after.
-        _check_tag_room(self.t.view, "createSecret", {MANAGED_BY_KEY, REVOKE_TAG_PREFIX + current.token_id})
         keep = {current.token_id, *self._previous_ids(), *_revocation_records(self.t.view.tags)}
         self._sweep(current.value, keep)
         self.env.checkpoint("swept")
+        # finishSecret records the revocation of the current token as a tag: a secret without room
+        # for it is refused now, before anything is minted, not after.
+        _check_tag_room(self.t.view, "createSecret", {MANAGED_BY_KEY, REVOKE_TAG_PREFIX + current.token_id})
         now = self.clock.now()
         expires_at = now + self.t.policy.lifetime
         request = MintRequest(self.t.policy.name, self.token, self.t.policy.token_description(self.token), expires_at)
@@ -797,6 +798,7 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
         try:
             with map_errors(target.where, "UntagResource"):
                 target.api.untag_resource(SecretId=target.view.arn, TagKeys=[REVOKE_TAG_PREFIX + token_id])
+            _retag(target.view, drop=REVOKE_TAG_PREFIX + token_id)
         except RotatorError as exc:  # revoked all the same; revoking again next time is harmless
             logger.warning("revoke-expired: token %s is revoked but its record stays: %s", token_id, exc)
         logger.info("revoke-expired: revoked token %s of %s (grace over)%s", token_id, target.view.arn,
@@ -922,27 +924,36 @@ def _check_tag_room(view: SecretView, step: str, keys: set[str]) -> None:
         return
     attention = sorted(k for k in held if k.startswith(ATTENTION_TAG_PREFIX))
     remove = f"aws secretsmanager untag-resource --secret-id {view.arn} --tag-keys KEY ..."
+    keep = (f"keep {REVOKE_TAG_PREFIX}* (the records of tokens still to revoke: without one a token is never "
+            f"revoked), {MANAGED_BY_KEY}, {POLICY_KEY} and {POLICY_TAG}")
     hint = (
         f"{len(attention)} of them are {ATTENTION_TAG_PREFIX}<token id> tags of revocation claims rotator "
         f"refused ({', '.join(attention[:3])}{', ...' if len(attention) > 3 else ''}): check each token "
-        f"(docs/aws-lambda.md) and remove the tag with `{remove}`"
-        if attention else f"remove the tags the secret no longer needs with `{remove}`"
+        f"(docs/aws-lambda.md) and remove the tag with `{remove}`; {keep}"
+        if attention else f"remove tags the secret no longer needs with `{remove}`; {keep}"
     )
     raise PermanentError(
         f"{step}: secret {view.arn} has {len(held)} tags and this rotation needs {len(added)} more "
         f"({', '.join(added)}); Secrets Manager allows {MAX_TAGS}",
-        hint=f"{hint}; then Secrets Manager's next attempt of this rotation goes on where it stopped",
+        hint=f"{hint}. Then Secrets Manager's next attempt of this rotation goes on where it stopped",
     )
+
+
+def _retag(view: SecretView, *, drop: str | None = None, add: Mapping[str, str] | None = None) -> None:
+    """Keep ``view.tags`` what the secret holds after this invocation's own TagResource/UntagResource."""
+    view.tags = {**{k: v for k, v in view.tags.items() if k != drop}, **(add or {})}
 
 
 def _mark_refused(target: _Target, token_id: str) -> None:
     """Swap the claim for a visible ``rotator:attention:<id>`` tag: reported once, never retried."""
+    attention, value = ATTENTION_TAG_PREFIX + token_id, "refused: not provably this policy's token"
     try:
         with map_errors(target.where, "TagResource"):
-            target.api.tag_resource(SecretId=target.view.arn, Tags=[
-                {"Key": ATTENTION_TAG_PREFIX + token_id, "Value": "refused: not provably this policy's token"}])
+            target.api.tag_resource(SecretId=target.view.arn, Tags=[{"Key": attention, "Value": value}])
+        _retag(target.view, add={attention: value})
         with map_errors(target.where, "UntagResource"):
             target.api.untag_resource(SecretId=target.view.arn, TagKeys=[REVOKE_TAG_PREFIX + token_id])
+        _retag(target.view, drop=REVOKE_TAG_PREFIX + token_id)
     except RotatorError as exc:
         logger.warning("revoke-expired: could not mark the refused claim on token %s: %s", token_id, exc)
 

@@ -64,6 +64,8 @@ def mock(handler: Any) -> httpx.MockTransport:
         ({"kind": "resource", "permissions": DB_WRITE}, "cannot use credential = 'self'"),
         ({"permissions": DB_WRITE}, "only for kind = 'resource'"),
         ({"token_name_prefix": "bad name"}, "should match pattern"),
+        ({"former_token_name_prefixes": ["rotator-app", "bad name"]}, "'bad name' is not a token name prefix"),
+        ({"kind": "operator", "allow_no_grace": True, "former_token_name_prefixes": ["x"]}, "have no effect"),
         (
             {
                 "kind": "resource",
@@ -188,6 +190,18 @@ def test_token_prefix_setting_and_tags_of_other_prefixes(influxdb3_fake: InfluxD
     assert tags["svc-ingest-feedfacefeedface"] == "rotator:app:feedfacefeedface"
     assert tags[f"svc-ingest-{lambda_run}"] == f"rotator:app:{lambda_run}"
     assert tags["rotator-app-feedfacefeedface"] == "" and tags["svc-ingest-x-y"] == ""
+
+
+def test_tokens_named_with_a_former_prefix_keep_their_tag(influxdb3_fake: InfluxDB3Fake) -> None:
+    admin = Secret(influxdb3_fake.operator_value)
+    make(influxdb3_fake.url, token_name_prefix="svc-ingest").mint(request("feedfacefeedface"), admin)
+    influxdb3_fake.add_named_admin("svc-other-feedfacefeedface")  # a prefix this policy never used
+    issuer = make(influxdb3_fake.url, token_name_prefix="svc-new", former_token_name_prefixes=["svc-ingest"])
+    issuer.mint(request("0123456789abcdef"), admin)
+    tags = {t.token_id: t.description for t in issuer.list_tokens(admin)}
+    assert tags["svc-ingest-feedfacefeedface"] == "rotator:app:feedfacefeedface"
+    assert tags["svc-new-0123456789abcdef"] == "rotator:app:0123456789abcdef"
+    assert tags["svc-other-feedfacefeedface"] == ""
 
 
 def test_duplicate_name_is_a_permanent_error_with_a_hint(influxdb3_fake: InfluxDB3Fake) -> None:

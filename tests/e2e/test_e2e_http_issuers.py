@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -317,3 +318,39 @@ def test_kill_inside_mint_after_the_server_created_the_token(variant: str, tmp_p
         assert orphan not in sc.live_tagged(), "the orphan found by its tag is revoked"
         check(sc)
         assert sc.current()["token_id"] == sc.bootstrap_id
+
+
+def test_a_changed_token_name_prefix_keeps_the_tokens_named_with_the_former_one(tmp_path: Path, openbao: Any) -> None:
+    """docs/issuers.md: a token's name is its tag. After a change of token_name_prefix that lists the old
+    one as former, the token a killed mint left is found by recovery, and the token that was current
+    is revoked after its grace (not refused for want of a tag)."""
+    fake = InfluxDB3Fake("core")
+    with fake.running():
+        sc = scenario("influxdb3", tmp_path, openbao, fake)
+        proc = sc.cli("rotate", sc.policy, "--output", "json")
+        assert proc.returncode == 0, proc.stderr
+        first = json.loads(proc.stdout)[0]["new_token_id"]
+        assert first.startswith("rotator-app-")
+        before = set(sc.live_tagged())
+        fake.delay_next("named_admin", 30, after_handler=True)
+        sc.kill_when(("rotate", sc.policy), lambda: set(sc.live_tagged()) != before, ended="the mint",
+                     never="the mint never reached the server")
+        fake.api.clear_faults()
+        [orphan] = set(sc.live_tagged()) - before
+        table = sc.issuer_table()
+        changed = table + 'token_name_prefix = "svc-new"\nformer_token_name_prefixes = ["rotator-app"]\n'
+        sc.issuer_table = lambda: changed  # type: ignore[method-assign]
+        sc.write_policy()
+        proc = sc.cli("recover")
+        assert proc.returncode == 0, proc.stderr
+        assert orphan in fake.deleted, "the token of the killed mint is found under the former prefix"
+        proc = sc.cli("rotate", sc.policy, "--output", "json")
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)[0]
+        assert result["new_token_id"].startswith("svc-new-") and result["old_token_id"] == first
+        time.sleep(sc.grace_s + 0.3)
+        proc = sc.cli("revoke-expired")
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        assert first in fake.deleted, "the token current before the change is revoked after its grace"
+        assert sc.problem(sc.current()["token"]) is None
+        check_no_leak(sc)

@@ -1006,3 +1006,15 @@ def test_finish_secret_without_room_for_the_revocation_tag_moves_nothing_and_the
     assert len([k for k in scene.tags() if not k.startswith("aws:")]) == MAX_TAGS
     scene.check_invariants()
     scene.check_no_leak(caplog)
+
+
+def test_a_record_create_secret_revokes_makes_room_for_the_next_one(scene, caplog):
+    scene.rotate()  # the bootstrapped token's record
+    _fill_tags(scene, free=0)
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    token = scene.rotate()  # createSecret revokes it and drops its record: room for the new one
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    assert len([k for k in scene.tags() if not k.startswith("aws:")]) == MAX_TAGS
+    scene.check_invariants()
+    scene.check_no_leak(caplog)

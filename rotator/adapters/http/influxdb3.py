@@ -39,6 +39,7 @@ Policy settings::
     kind = "named_admin"                  # or "resource" (Enterprise) or "operator"
     credential = "self"                   # or { file = "/run/secrets/influxdb3-admin" } / { env = "VAR" }
     token_name_prefix = "rotator-app"     # default "rotator-<policy>"
+    former_token_name_prefixes = []       # prefixes used before, e.g. ["rotator-<policy>"]
     timeout_s = 10
     ca_bundle = "ca.pem"                  # PEM CA bundle (relative to the policy file); tls_verify = true
     # kind = "resource":
@@ -118,8 +119,8 @@ HINT_OPERATOR_401 = (
 )
 HINT_DUPLICATE = (
     "a token with this name exists already: delete it (`influxdb3 delete token --token-name NAME`) "
-    "or change token_name_prefix (only while `rotator status` shows no open run of this policy: an interrupted "
-    "run's token is found under the prefix it was minted with)"
+    "or change token_name_prefix (and list the old one in former_token_name_prefixes: tokens named with it stay "
+    "this policy's)"
 )
 HINT_NO_ENTERPRISE = "resource tokens need InfluxDB 3 Enterprise (Core answers 404); use kind = 'named_admin' on Core"
 HINT_NOT_ADMIN = "the credential must be an admin token (operator or named admin) to mint and list tokens"
@@ -166,10 +167,23 @@ class InfluxDB3Settings(HttpSettings):
         pattern=_NAME_PREFIX,
         description="new tokens are named <prefix>-<run id>; default rotator-<policy>",
     )
+    former_token_name_prefixes: list[str] = Field(
+        default_factory=list,
+        description="prefixes this policy named its tokens with before: those tokens stay its own (revoked after "
+        "their grace, found by recovery); the default prefix is rotator-<policy>",
+    )
     permissions: list[ResourcePermission] = Field(default_factory=list, description="kind = 'resource' only")
     allow_no_grace: bool = Field(
         default=False, description="kind = 'operator' only: accept that regenerating _admin kills the old value at once"
     )
+
+    @field_validator("former_token_name_prefixes")
+    @classmethod
+    def _prefixes(cls, prefixes: list[str]) -> list[str]:
+        for prefix in prefixes:
+            if not re.match(_NAME_PREFIX, prefix):
+                raise ValueError(f"{prefix!r} is not a token name prefix (letters, digits, '.', '_', '-'; 1-100)")
+        return prefixes
 
     @model_validator(mode="after")
     def _kind_needs(self) -> InfluxDB3Settings:
@@ -190,8 +204,9 @@ class InfluxDB3Settings(HttpSettings):
                     "moment: there is no grace period, every consumer of the old value fails until it reads the "
                     "new one. Prefer kind = 'named_admin'; if you accept this, set allow_no_grace = true"
                 )
-            if self.token_name_prefix is not None:
-                raise ValueError("`token_name_prefix` has no effect with kind = 'operator' (the name is _admin)")
+            if self.token_name_prefix is not None or self.former_token_name_prefixes:
+                raise ValueError("`token_name_prefix` and `former_token_name_prefixes` have no effect with "
+                                 "kind = 'operator' (the name is _admin)")
         elif self.allow_no_grace:
             raise ValueError("`allow_no_grace` is only for kind = 'operator'; every other kind keeps the grace period")
         return self
@@ -334,10 +349,13 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         return f"{self.prefix}-{run_id}"
 
     def _tag_of(self, name: str) -> str | None:
-        """The run tag a name ``<prefix>-<run id>`` stands for, else None."""
-        run_id = name.removeprefix(f"{self.prefix}-")
-        if run_id != name and _RUN_ID.match(run_id):
-            return f"rotator:{self._policy}:{run_id}"
+        """The run tag a name ``<prefix>-<run id>`` stands for, else None. The prefixes this policy
+        used before count too: a token minted before a change of ``token_name_prefix`` is still
+        revoked after its grace (the revocation rule wants its tag) and found by recovery."""
+        for prefix in (self.prefix, *self.settings.former_token_name_prefixes):
+            run_id = name.removeprefix(f"{prefix}-")
+            if run_id != name and _RUN_ID.match(run_id):
+                return f"rotator:{self._policy}:{run_id}"
         return None
 
     def _query(self, token: Secret, database: str = "_internal", sql: str = LIST_SQL) -> httpx.Response:
