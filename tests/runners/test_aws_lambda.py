@@ -902,11 +902,14 @@ def test_a_revoke_tag_with_a_version_given_another_secret_s_run_id_is_refused(sc
     assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
 
 
+@pytest.mark.parametrize("reused", [False, True], ids=["revoked", "name-reused"])
 def test_the_function_rotates_an_influxdb3_named_admin_token(aws: MotoServer, influxdb3_fake: Any, tmp_path: Path,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+                                                             caplog: pytest.LogCaptureFixture, reused: bool) -> None:
     """The docs' worked example: an InfluxDB 3 named admin token in a secret, rotated by the
     function. Its ClientRequestToken is a UUID, and the token's name ``rotator-<policy>-<UUID>``
-    carries it back as the run tag that setSecret, the sweep and the revocation rule check."""
+    carries it back as the run tag that setSecret, the sweep and the revocation rule check.
+    ``reused``: during the grace period a person deletes the bootstrapped token and gives its name
+    to a new one; the function must not revoke that one (the revocation rule's created-after check)."""
     name = f"tests/lambda-v3-{uuid.uuid4().hex[:10]}"
     config = tmp_path / "rotator.toml"
     config.write_text(f"""
@@ -953,8 +956,22 @@ max_attempts = 1
     assert current["token_id"] == f"rotator-{POLICY}-{token}"
     assert influxdb3_fake.problem(current["token"]) is None and influxdb3_fake.problem(human) is None, "grace"
     clock.advance(timedelta(hours=1, seconds=1))
-    handle({"action": "revoke-expired"}, Context(), config_path=config, client=aws.client(), clock=clock)
-    assert "grafana-admin" not in influxdb3_fake.names(), "the bootstrapped token is revoked after grace"
+    if reused:
+        with influxdb3_fake.api.lock:
+            del influxdb3_fake._tokens[influxdb3_fake._by_name("grafana-admin").id]
+        later = datetime.now(UTC) + timedelta(minutes=20)
+        influxdb3_fake.now = lambda: later
+        newcomer = influxdb3_fake.add_named_admin("grafana-admin")
+        with pytest.raises(NeedsAttention, match="grafana-admin"):
+            handle({"action": "revoke-expired"}, Context(), config_path=config, client=aws.client(), clock=clock)
+        assert influxdb3_fake.problem(newcomer) is None, "the new token under the reused name is left alone"
+        tags = {t["Key"] for t in aws.client().describe_secret(SecretId=name)["Tags"]}
+        assert "rotator:attention:grafana-admin" in tags and "rotator:revoke:grafana-admin" not in tags
+        assert "another token under the same id" in caplog.text
+        assert newcomer not in caplog.text
+    else:
+        handle({"action": "revoke-expired"}, Context(), config_path=config, client=aws.client(), clock=clock)
+        assert "grafana-admin" not in influxdb3_fake.names(), "the bootstrapped token is revoked after grace"
     assert influxdb3_fake.problem(current["token"]) is None
     assert human not in caplog.text and current["token"] not in caplog.text
 
