@@ -49,7 +49,7 @@ from rotator.core.errors import (
 from rotator.core.errors import describe as _describe
 from rotator.core.journal import Journal, Preflight, Revocation, RevocationState, RunRecord, RunState
 from rotator.core.retry import RetryPolicy, call_with_retry
-from rotator.core.revocation_rule import Claim, check_revocable
+from rotator.core.revocation_rule import Claim, carries_tag, check_revocable
 from rotator.core.secret import REDACTOR, Secret
 
 __all__ = ["ANY_RUN", "DRY_RUN", "NOTHING_TO_DO", "Engine", "NeedsAttention", "RunResult", "default_holder",
@@ -700,7 +700,7 @@ class Engine:
         tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
         now = self.clock.now()
         for info in tokens:
-            if tag in info.description and info.token_id != keep and info.is_active(now):
+            if carries_tag(info.description, tag) and info.token_id != keep and info.is_active(now):
                 self.log.warning("revoking token %s left by run %s", info.token_id, run.run_id)
                 claim = Claim(info.token_id, self.policy.name, minted_by=[run.run_id],
                               source=f"the tag search of run {run.run_id}")

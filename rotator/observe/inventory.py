@@ -434,6 +434,8 @@ def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table:
     issuer = dict(issuer_table or (policy_raw or {}).get("issuer", {}))
     if "token_name_prefix" in issuer:
         issuer["token_name_prefix"] = f"rotator-{candidate}"[:100]
+    # The source policy's former prefixes name its own old tokens: the new policy would tag them as its own.
+    issuer.pop("former_token_name_prefixes", None)
     stores = [dict(s) for s in (policy_raw or {}).get("store", [])]
     for store in stores:
         for key in ("path", "secret_id"):

@@ -64,7 +64,8 @@ def mock(handler: Any) -> httpx.MockTransport:
         ({"kind": "resource", "permissions": DB_WRITE}, "cannot use credential = 'self'"),
         ({"permissions": DB_WRITE}, "only for kind = 'resource'"),
         ({"token_name_prefix": "bad name"}, "should match pattern"),
-        ({"former_token_name_prefixes": ["rotator-app", "bad name"]}, "'bad name' is not a token name prefix"),
+        ({"former_token_name_prefixes": ["rotator-app", "bad name"]}, "former_token_name_prefixes.1"),
+        ({"former_token_name_prefixes": ["svc\n"]}, "should match pattern"),
         ({"kind": "operator", "allow_no_grace": True, "former_token_name_prefixes": ["x"]}, "have no effect"),
         (
             {

@@ -353,4 +353,5 @@ def test_a_changed_token_name_prefix_keeps_the_tokens_named_with_the_former_one(
         assert proc.returncode == 0, proc.stderr + proc.stdout
         assert first in fake.deleted, "the token current before the change is revoked after its grace"
         assert sc.problem(sc.current()["token"]) is None
+        assert fake.names() - {"_admin"} == {result["new_token_id"]}, "only the current token is left"
         check_no_leak(sc)

@@ -286,6 +286,22 @@ def test_a_rotation_that_died_at_each_step_is_finished_by_the_next_run(world: Wo
     assert old not in world.active_ids()
 
 
+def test_recovery_s_tag_search_takes_the_tag_as_a_whole_word(world: World) -> None:
+    """A token whose tag only begins with the dead run's (``rotator:p:<run id>X``: another run's, or
+    an InfluxDB 3 name under an overlapping prefix) is not that run's: recovery neither revokes it
+    nor stops on the revocation rule's refusal."""
+    world.bootstrap()
+    world.crash_at = "minting"
+    with pytest.raises(Crash):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs(POLICY)
+    _value, lookalike = world.issuer.tokens.create(f"rotator:{POLICY}:{run.run_id}0")
+    world.clock.advance(timedelta(hours=1))  # past the mint window: nothing can still be minting
+    result = rotate(world)
+    assert lookalike in world.active_ids(), "another run's token was revoked"
+    assert not world.journal.open_runs(POLICY) and result.old_token_id == world.bootstrap_id
+
+
 FAILURES = {
     "list": ("issuer", "list_tokens", PermanentError("memory issuer: 503, giving up")),
     "mint": ("issuer", "mint", PermanentError("memory issuer: mint refused")),

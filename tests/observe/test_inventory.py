@@ -394,3 +394,17 @@ def test_influxdb3_orphan_named_by_a_failed_run_is_found_and_revoked(tmp_path, o
         assert "rotator-app-0123abcd0123abcd" not in fake.deleted
         assert fake.token(sc.current()["token_id"]) is not None
         sc.assert_no_leak(sc.secrets | {v["token"] for v in sc.versions()})
+
+
+def test_a_suggested_policy_does_not_inherit_the_source_s_former_token_name_prefixes():
+    """They name the source policy's own old tokens: the new policy would tag those as its own."""
+    from rotator.observe.inventory import Entry, suggest_policy
+
+    source = {"name": "app", "issuer": {"type": "influxdb3", "base_url": "https://influx.example:8181",
+                                        "credential": "self", "token_name_prefix": "svc-new",
+                                        "former_token_name_prefixes": ["rotator-app"]}}
+    entry = Entry("influxdb3:https://influx.example:8181", "influxdb3", "grafana", "", "active", "unmanaged", (),
+                  "no rotator tag, unknown to the journal")
+    text = suggest_policy(entry, source, None, ["app"])
+    assert 'token_name_prefix = "rotator-adopt-grafana"' in text
+    assert "former_token_name_prefixes" not in text and "rotator-app" not in text

@@ -56,10 +56,10 @@ import logging
 import math
 import re
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from rotator.adapters.http.common import (
     CredentialSetting,
@@ -167,7 +167,7 @@ class InfluxDB3Settings(HttpSettings):
         pattern=_NAME_PREFIX,
         description="new tokens are named <prefix>-<run id>; default rotator-<policy>",
     )
-    former_token_name_prefixes: list[str] = Field(
+    former_token_name_prefixes: list[Annotated[str, StringConstraints(pattern=_NAME_PREFIX)]] = Field(
         default_factory=list,
         description="prefixes this policy named its tokens with before: those tokens stay its own (revoked after "
         "their grace, found by recovery); the default prefix is rotator-<policy>",
@@ -176,14 +176,6 @@ class InfluxDB3Settings(HttpSettings):
     allow_no_grace: bool = Field(
         default=False, description="kind = 'operator' only: accept that regenerating _admin kills the old value at once"
     )
-
-    @field_validator("former_token_name_prefixes")
-    @classmethod
-    def _prefixes(cls, prefixes: list[str]) -> list[str]:
-        for prefix in prefixes:
-            if not re.match(_NAME_PREFIX, prefix):
-                raise ValueError(f"{prefix!r} is not a token name prefix (letters, digits, '.', '_', '-'; 1-100)")
-        return prefixes
 
     @model_validator(mode="after")
     def _kind_needs(self) -> InfluxDB3Settings:
