@@ -398,9 +398,34 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
             policy = _build_policy(spec, top.defaults, where, base_dir, problems, valid)
             if policy is not None:
                 policies.append(policy)
+    problems.extend(_shared_tag_namespaces(policies))
     if problems:
         raise PolicyFileError(path, problems)
     return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon_table=daemon)
+
+
+def _shared_tag_namespaces(policies: Sequence[Policy]) -> Iterable[Problem]:
+    """Two policies whose issuers would read the same tokens as carrying their own run tags.
+
+    An issuer whose tag is not written by rotator into a description but derived from what it can
+    see (InfluxDB 3 derives it from a token's name prefix) says where its tags come from with
+    ``tag_namespaces(policy) -> iterable of str`` on its settings; two policies must not share one.
+    """
+    owner: dict[str, str] = {}
+    for policy in policies:
+        namespaces = getattr(policy.issuer_settings, "tag_namespaces", None)
+        if not callable(namespaces):
+            continue
+        for namespace in namespaces(policy.name):
+            other = owner.setdefault(namespace, policy.name)
+            if other != policy.name:
+                yield Problem(
+                    f"policy {policy.name!r}",
+                    f"its issuer reads the same tokens as the issuer of policy {other!r} ({namespace}): each "
+                    "would take the other's tokens for its own",
+                    "give each policy its own token_name_prefix, and list in former_token_name_prefixes only "
+                    "prefixes this policy used",
+                )
 
 
 def _daemon_table(data: Mapping[str, Any]) -> tuple[DaemonSettings | None, list[Problem]]:

@@ -29,6 +29,14 @@ token = { env = "VAULT_TOKEN" }
 """
 
 
+INFLUXDB3 = """
+[policy.issuer]
+type = "influxdb3"
+base_url = "https://influx3.example:8181"
+credential = "self"
+"""
+
+
 def _policy(head: str = 'name = "p1"\nschedule = "30d"', issuer: str = GOOD_ISSUER, store: str = GOOD_STORE,
             top: str = "") -> str:
     return f"{top}\n[[policy]]\n{head}\n{issuer}\n{store}"
@@ -60,6 +68,11 @@ CASES = [
     ("misspelled store key", _policy(store=GOOD_STORE.replace("path =", "pth =")), ["store[0]", "pth"]),
     ("duplicate policy names", _policy() + "\n" + _policy(), ["duplicate policy name"]),
     ("bad policy name", _policy(head='name = "has space"\nschedule = "30d"'), ["name", "pattern"]),
+    ("two policies reading the same InfluxDB 3 token names",
+     _policy(issuer=INFLUXDB3) + "\n" + _policy(head='name = "p2"\nschedule = "30d"',
+                                                issuer=INFLUXDB3 + 'former_token_name_prefixes = ["rotator-p1"]\n'),
+     ["policy 'p2'", "reads the same tokens as the issuer of policy 'p1' (token names rotator-p1-<run id> on "
+      "https://influx3.example:8181)", "give each policy its own token_name_prefix"]),
 ]
 
 
@@ -92,6 +105,15 @@ def test_valid_file(tmp_path: Path) -> None:
     proc = _validate(tmp_path, _policy())
     assert proc.returncode == 0, proc.stderr
     assert "valid, 1 policy: p1" in proc.stdout
+
+
+def test_policies_on_one_influxdb3_server_with_their_own_prefixes_are_valid(tmp_path: Path) -> None:
+    other_server = INFLUXDB3.replace("influx3.example", "other.example")
+    text = (_policy(issuer=INFLUXDB3 + 'token_name_prefix = "svc"\nformer_token_name_prefixes = ["rotator-p1"]\n')
+            + "\n" + _policy(head='name = "p2"\nschedule = "30d"', issuer=INFLUXDB3)
+            + "\n" + _policy(head='name = "p3"\nschedule = "30d"', issuer=other_server + 'token_name_prefix = "svc"\n'))
+    proc = _validate(tmp_path, text)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

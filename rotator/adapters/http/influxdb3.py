@@ -177,6 +177,14 @@ class InfluxDB3Settings(HttpSettings):
         default=False, description="kind = 'operator' only: accept that regenerating _admin kills the old value at once"
     )
 
+    def tag_namespaces(self, policy: str) -> list[str]:
+        """Where this policy's tags come from (rotator/config/policy.py refuses two policies that
+        share one): the token name prefixes it reads as its own on this server."""
+        if self.kind == "operator":
+            return []
+        prefixes = [self.token_name_prefix or f"rotator-{policy}", *self.former_token_name_prefixes]
+        return [f"token names {prefix}-<run id> on {self.base_url}" for prefix in dict.fromkeys(prefixes)]
+
     @model_validator(mode="after")
     def _kind_needs(self) -> InfluxDB3Settings:
         if self.kind == "resource":
