@@ -205,6 +205,14 @@ def test_tokens_named_with_a_former_prefix_keep_their_tag(influxdb3_fake: Influx
     assert tags["svc-other-feedfacefeedface"] == ""
 
 
+def test_the_operator_kind_reads_no_tag_from_a_name(influxdb3_fake: InfluxDB3Fake) -> None:
+    """Its tokens are generations of _admin; a name under its default prefix is another policy's."""
+    influxdb3_fake.add_named_admin("rotator-app-feedfacefeedface")
+    issuer = make(influxdb3_fake.url, kind="operator", allow_no_grace=True)
+    tags = {t.token_id: t.description for t in issuer.list_tokens(Secret(influxdb3_fake.operator_value))}
+    assert tags["rotator-app-feedfacefeedface"] == ""
+
+
 def test_duplicate_name_is_a_permanent_error_with_a_hint(influxdb3_fake: InfluxDB3Fake) -> None:
     influxdb3_fake.add_named_admin("rotator-app-0123456789abcdef")
     with pytest.raises(PermanentError) as err:

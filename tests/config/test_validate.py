@@ -73,6 +73,12 @@ CASES = [
                                                 issuer=INFLUXDB3 + 'former_token_name_prefixes = ["rotator-p1"]\n'),
      ["policy 'p2'", "reads the same tokens as the issuer of policy 'p1' (token names rotator-p1-<run id> on "
       "https://influx3.example:8181)", "give each policy its own token_name_prefix"]),
+    ("two policies with one token_name_prefix on one server spelled two ways",
+     _policy(issuer=INFLUXDB3 + 'token_name_prefix = "svc"\n') + "\n"
+     + _policy(head='name = "p2"\nschedule = "30d"',
+               issuer=INFLUXDB3.replace("https://influx3.example:8181", "https://INFLUX3.example.:8181/")
+               + 'token_name_prefix = "svc"\n'),
+     ["policy 'p2'", "(token names svc-<run id> on https://influx3.example:8181)"]),
 ]
 
 
@@ -112,6 +118,10 @@ def test_policies_on_one_influxdb3_server_with_their_own_prefixes_are_valid(tmp_
     text = (_policy(issuer=INFLUXDB3 + 'token_name_prefix = "svc"\nformer_token_name_prefixes = ["rotator-p1"]\n')
             + "\n" + _policy(head='name = "p2"\nschedule = "30d"', issuer=INFLUXDB3)
             + "\n" + _policy(head='name = "p3"\nschedule = "30d"', issuer=other_server + 'token_name_prefix = "svc"\n'))
+    text += "\n" + _policy(head='name = "op"\nschedule = "30d"',
+                           issuer=INFLUXDB3 + 'kind = "operator"\nallow_no_grace = true\n')
+    text += "\n" + _policy(head='name = "p4"\nschedule = "30d"',
+                           issuer=INFLUXDB3 + 'token_name_prefix = "rotator-op"\n')  # the operator reads no name
     proc = _validate(tmp_path, text)
     assert proc.returncode == 0, proc.stderr
 

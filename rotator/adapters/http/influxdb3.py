@@ -181,9 +181,12 @@ class InfluxDB3Settings(HttpSettings):
         """Where this policy's tags come from (rotator/config/policy.py refuses two policies that
         share one): the token name prefixes it reads as its own on this server."""
         if self.kind == "operator":
-            return []
+            return []  # it reads no tag from a name (InfluxDB3Issuer._tag_of)
+        url = httpx.URL(self.base_url)  # one spelling per server: the host's case, a default port
+        host = (url.host or "").rstrip(".")
+        server = f"{url.scheme}://{host}:{url.port or {'https': 443, 'http': 80}.get(url.scheme, 0)}"
         prefixes = [self.token_name_prefix or f"rotator-{policy}", *self.former_token_name_prefixes]
-        return [f"token names {prefix}-<run id> on {self.base_url}" for prefix in dict.fromkeys(prefixes)]
+        return [f"token names {prefix}-<run id> on {server}" for prefix in dict.fromkeys(prefixes)]
 
     @model_validator(mode="after")
     def _kind_needs(self) -> InfluxDB3Settings:
@@ -351,7 +354,10 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
     def _tag_of(self, name: str) -> str | None:
         """The run tag a name ``<prefix>-<run id>`` stands for, else None. The prefixes this policy
         used before count too: a token minted before a change of ``token_name_prefix`` is still
-        revoked after its grace (the revocation rule wants its tag) and found by recovery."""
+        revoked after its grace (the revocation rule wants its tag) and found by recovery. The
+        operator kind mints no named token: no name is its tag."""
+        if self.settings.kind == "operator":
+            return None
         for prefix in (self.prefix, *self.settings.former_token_name_prefixes):
             run_id = name.removeprefix(f"{prefix}-")
             if run_id != name and _RUN_ID.match(run_id):
