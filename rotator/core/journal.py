@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum, nonmember
 from functools import lru_cache, partial
@@ -246,6 +246,9 @@ _REV_COLUMNS = (
     "policy", "token_id", "run_id", "reason", "due_at", "state", "attempts", "next_try_at",
     "last_error", "done_at",
 )  # fmt: skip
+#: the fields update_run may change (a run's id and policy never change)
+_RUN_WRITABLE = frozenset(f.name for f in fields(RunRecord)) - {"run_id", "policy"}
+_REV_FIELDS = frozenset(f.name for f in fields(Revocation))
 
 
 @dataclass(frozen=True)
@@ -865,30 +868,31 @@ class Journal:
     def _write_run(self, run: RunRecord, fence: int | None, changes: Mapping[str, Any],
                    rev: Revocation | None) -> None:  # fmt: skip
         for key in changes:
-            if not hasattr(run, key) or key in ("run_id", "policy"):
+            if key not in _RUN_WRITABLE:
                 raise TypeError(f"RunRecord has no writable field {key!r}")
-        new = replace(run, **changes)
         if fence is not None:
-            new.fence = fence
-        if not RunState.can_move(run.state, new.state):
-            raise ValueError(f"run {run.run_id}: a run never moves from {run.state!r} to {new.state!r}")
+            changes = {**changes, "fence": fence}
+        # The run's fields with the changes applied, as a mapping: a copy of the record
+        # (dataclasses.replace) cost more than the UPDATE it feeds.
+        values = {**run.__dict__, **changes}
+        state = values["state"]
+        if not RunState.can_move(run.state, state):
+            raise ValueError(f"run {run.run_id}: a run never moves from {run.state!r} to {state!r}")
         with self._tx(immediate=fence is not None) as cur:
-            self._check_fence(cur, run.policy, fence, f"moving run {run.run_id} to {new.state}")
-            if not _write_run(cur, new, expected_state=run.state, stored=_stored_row(run)):
-                row = cur.execute("SELECT state, fence FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
-                raise LeaseLost(run.policy, fence, None if row is None else row[1],
-                                f"moving run {run.run_id} from {run.state} to {new.state} (the journal has it in "
-                                f"{row[0] if row else 'no'} state, written by another process)")
+            self._check_fence(cur, run.policy, fence, f"moving run {run.run_id} to {state}")
+            row = _write_run(cur, values, expected_state=run.state, stored=_stored_row(run))
+            if row is None:
+                found = cur.execute("SELECT state, fence FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+                raise LeaseLost(run.policy, fence, None if found is None else found[1],
+                                f"moving run {run.run_id} from {run.state} to {state} (the journal has it in "
+                                f"{found[0] if found else 'no'} state, written by another process)")
             if rev is not None:
                 _insert_revocation(cur, rev)
-        keys = (*changes, "fence")
-        before = {key: getattr(run, key) for key in keys}
-        before_row = _stored_row(run)
-        for key in keys:
-            setattr(run, key, getattr(new, key))
-        _set_stored_row(run, _stored_row(new))
-        self._on_rollback(partial(_restore, run, before))
-        self._on_rollback(partial(_set_stored_row, run, before_row))
+        before = {key: getattr(run, key) for key in changes}
+        before[_STORED] = _stored_row(run)
+        run.__dict__.update(changes)
+        _set_stored_row(run, row)
+        self._on_rollback(partial(_restore_record, run, before))
 
     def finish_published_run(self, policy: str, run_id: str, finished_at: datetime, *,
                              fence: int | None = None) -> bool:
@@ -962,12 +966,16 @@ class Journal:
     def update_revocation(self, rev: Revocation, *, fence: int | None = None, **changes: Any) -> None:
         """Compare-and-set like :meth:`update_run`: the row must still be in ``rev``'s state, the move
         forward (:class:`RevocationState`), and ``fence`` current; otherwise LeaseLost."""
-        new = replace(rev, **changes)
-        if not RevocationState.can_move(rev.state, new.state):
-            raise ValueError(f"revocation of token {rev.token_id}: never moves from {rev.state!r} to {new.state!r}")
-        row = dict(zip(_REV_COLUMNS, _rev_row(new), strict=True))
+        for key in changes:
+            if key not in _REV_FIELDS:
+                raise TypeError(f"Revocation has no field {key!r}")
+        values = rev.__dict__ | changes  # (as in _write_run: no copy of the record)
+        state = values["state"]
+        if not RevocationState.can_move(rev.state, state):
+            raise ValueError(f"revocation of token {rev.token_id}: never moves from {rev.state!r} to {state!r}")
+        row = dict(zip(_REV_COLUMNS, _rev_row_of(values), strict=True))
         keys = [k for k in _REV_COLUMNS if k not in ("policy", "token_id")]
-        what = f"recording the revocation of token {rev.token_id} as {new.state}"
+        what = f"recording the revocation of token {rev.token_id} as {state}"
         with self._tx(immediate=fence is not None) as cur:
             self._check_fence(cur, rev.policy, fence, what)
             cur.execute(
@@ -978,9 +986,8 @@ class Journal:
             if cur.rowcount != 1:
                 raise LeaseLost(rev.policy, fence, None, f"{what} (another process changed it)")
         before = {key: getattr(rev, key) for key in changes}
-        for key in changes:
-            setattr(rev, key, getattr(new, key))
-        self._on_rollback(partial(_restore, rev, before))
+        rev.__dict__.update(changes)
+        self._on_rollback(partial(_restore_record, rev, before))
 
     def revocations(self, policy: str | None = None, state: str | None = None) -> list[Revocation]:
         clauses, params = [], []
@@ -1629,22 +1636,21 @@ def _set_stored_row(run: RunRecord, row: dict[str, Any] | None) -> None:
     run.__dict__[_STORED] = row
 
 
-def _write_run(cur: _Cursor, run: RunRecord, expected_state: str, stored: dict[str, Any] | None) -> bool:
-    """Write ``run`` over its row if the row is still in ``expected_state``; False if it is not.
+def _write_run(cur: _Cursor, values: Mapping[str, Any], expected_state: str,
+               stored: dict[str, Any] | None) -> dict[str, Any] | None:  # fmt: skip
+    """Write the run whose fields are ``values`` over its row if the row is still in
+    ``expected_state``: the row as written, or None (nothing written) if it is not.
 
     Only the columns that differ from ``stored`` (the row as this process last read or wrote it;
     None: every column) are set: SQLite rewrites the entry of every index on a column named in
     SET, changed or not, and each page that touches is one more WAL frame in the commit."""
-    row = dict(zip(_RUN_COLUMNS, _run_row(run), strict=True))
+    row = dict(zip(_RUN_COLUMNS, _run_row_of(values), strict=True))
     keys = [k for k in _RUN_COLUMNS if k != "run_id" and (stored is None or stored.get(k) != row[k])] or ["state"]
     cur.execute(
         f"UPDATE runs SET {', '.join(f'{k} = ?' for k in keys)} WHERE run_id = ? AND state = ?",
-        [row[k] for k in keys] + [run.run_id, expected_state],
+        [row[k] for k in keys] + [values["run_id"], expected_state],
     )
-    if cur.rowcount != 1:
-        return False
-    _set_stored_row(run, row)
-    return True
+    return row if cur.rowcount == 1 else None
 
 
 def _insert_revocation(cur: _Cursor, rev: Revocation) -> None:
@@ -1657,12 +1663,17 @@ def _insert_revocation(cur: _Cursor, rev: Revocation) -> None:
 
 
 def _run_row(run: RunRecord) -> tuple[Any, ...]:
+    return _run_row_of(run.__dict__)
+
+
+def _run_row_of(v: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The row of the run whose fields are ``v`` (a RunRecord's ``__dict__``, changes applied or not)."""
     return (
-        run.run_id, run.policy, run.kind, run.state, ts(run.started_at), ts(run.updated_at),
-        run.old_token_id, run.new_token_id, _ts_or_none(run.new_expires_at), _ts_or_none(run.published_at),
-        _ts_or_none(run.finished_at), _dump_sorted(run.planned_versions),
-        _dump_sorted(run.published_versions), run.error, run.fence,
-        _ts_or_none(run.mint_started_at),
+        v["run_id"], v["policy"], v["kind"], v["state"], ts(v["started_at"]), ts(v["updated_at"]),
+        v["old_token_id"], v["new_token_id"], _ts_or_none(v["new_expires_at"]), _ts_or_none(v["published_at"]),
+        _ts_or_none(v["finished_at"]), _dump_sorted(v["planned_versions"]),
+        _dump_sorted(v["published_versions"]), v["error"], v["fence"],
+        _ts_or_none(v["mint_started_at"]),
     )  # fmt: skip
 
 
@@ -1682,9 +1693,13 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
 
 
 def _rev_row(rev: Revocation) -> tuple[Any, ...]:
+    return _rev_row_of(rev.__dict__)
+
+
+def _rev_row_of(v: Mapping[str, Any]) -> tuple[Any, ...]:
     return (
-        rev.policy, rev.token_id, rev.run_id, rev.reason, ts(rev.due_at), rev.state, rev.attempts,
-        _ts_or_none(rev.next_try_at), rev.last_error, _ts_or_none(rev.done_at),
+        v["policy"], v["token_id"], v["run_id"], v["reason"], ts(v["due_at"]), v["state"], v["attempts"],
+        _ts_or_none(v["next_try_at"]), v["last_error"], _ts_or_none(v["done_at"]),
     )  # fmt: skip
 
 
@@ -1704,9 +1719,9 @@ def _close_quietly(conn: Any) -> None:
         pass
 
 
-def _restore(record: object, values: Mapping[str, Any]) -> None:
-    for key, value in values.items():
-        setattr(record, key, value)
+def _restore_record(record: object, values: Mapping[str, Any]) -> None:
+    """Put back fields (and the stored row, under its own key) of a record: its transaction rolled back."""
+    record.__dict__.update(values)
 
 
 def _ts_or_none(value: datetime | None) -> str | None:

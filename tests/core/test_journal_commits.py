@@ -180,19 +180,23 @@ def test_a_rolled_back_step_leaves_the_record_as_the_journal_has_it(tmp_path: Pa
     fence = journal.acquire_lease("p", "A", timedelta(minutes=1), now)
     run = RunRecord("r1", "p", RunState.PLANNED, "rotate", now, now)
     journal.begin_run(run, fence=fence)
+    expires = now + timedelta(days=1)
     before = journal.stats.snapshot()
     with pytest.raises(LeaseLost), journal.transaction():
-        journal.update_run(run, fence=fence, state=RunState.MINTING)
+        journal.update_run(run, fence=fence, state=RunState.MINTING, new_expires_at=expires)
         journal.record_event(now, "p", "r1", "mint", "start", {})
         journal.update_run(run, fence=fence + 1, state=RunState.MINTED)  # a stale fence: the step rolls back
-    assert run.state == RunState.PLANNED, "the in-memory record follows the rollback"
+    assert (run.state, run.new_expires_at) == (RunState.PLANNED, None), "the in-memory record follows the rollback"
     stored = journal.get_run("r1")
-    assert stored is not None and stored.state == RunState.PLANNED
+    assert stored is not None and (stored.state, stored.new_expires_at) == (RunState.PLANNED, None)
     assert journal.events("p") == []
     assert (journal.stats.commits, journal.stats.rollbacks) == (before.commits, before.rollbacks + 1)
-    # Deferred writes ride on the next transaction, even a read, and a read sees them.
-    journal.defer(lambda: journal.update_run(run, fence=fence, state=RunState.MINTING))
-    assert journal.get_run("r1").state == RunState.MINTING  # type: ignore[union-attr]
+    # Deferred writes ride on the next transaction, even a read, and a read sees them. The same
+    # change again is written in full: what the journal is known to hold went back with the rollback
+    # (an UPDATE sets only the columns that differ from it).
+    journal.defer(lambda: journal.update_run(run, fence=fence, state=RunState.MINTING, new_expires_at=expires))
+    stored = journal.get_run("r1")
+    assert stored is not None and (stored.state, stored.new_expires_at) == (RunState.MINTING, expires)
     assert journal.stats.commits == before.commits + 1
     journal.close()
 
