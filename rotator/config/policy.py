@@ -379,6 +379,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     problems.extend(daemon_problems)
 
     policies: list[Policy] = []
+    places: list[str] = []  # each valid policy's place in the file, for problems found across policies
     seen: set[str] = set()
     base_dir = path.parent.resolve()  # once: resolving is a syscall per path component
     valid: dict[Any, Any] = {}  # adapter tables already validated in this file (see _adapter_settings)
@@ -398,31 +399,33 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
             policy = _build_policy(spec, top.defaults, where, base_dir, problems, valid)
             if policy is not None:
                 policies.append(policy)
-    problems.extend(_shared_tag_namespaces(policies))
+                places.append(where)
+    problems.extend(_shared_tag_namespaces(policies, places))
     if problems:
         raise PolicyFileError(path, problems)
     return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon_table=daemon)
 
 
-def _shared_tag_namespaces(policies: Sequence[Policy]) -> Iterable[Problem]:
+def _shared_tag_namespaces(policies: Sequence[Policy], places: Sequence[str]) -> Iterable[Problem]:
     """Two policies whose issuers would read the same tokens as carrying their own run tags.
 
     An issuer whose tag is not written by rotator into a description but derived from what it can
     see (InfluxDB 3 derives it from a token's name prefix) says where its tags come from with
     ``tag_namespaces(policy) -> iterable of str`` on its settings; two policies must not share one.
+    ``places``: each policy's place in the file (``policy[1] 'p2'``), named in the problem.
     """
     owner: dict[str, str] = {}
-    for policy in policies:
+    for policy, place in zip(policies, places, strict=True):
         namespaces = getattr(policy.issuer_settings, "tag_namespaces", None)
         if not callable(namespaces):
             continue
         for namespace in namespaces(policy.name):
-            other = owner.setdefault(namespace, policy.name)
-            if other != policy.name:
+            other = owner.setdefault(namespace, place)
+            if other != place:
                 yield Problem(
-                    f"policy {policy.name!r}",
-                    f"its issuer reads the same tokens as the issuer of policy {other!r} ({namespace}): each "
-                    "would take the other's tokens for its own",
+                    f"{place}.issuer",
+                    f"it reads the same tokens as the issuer of {other} ({namespace}): each would take the "
+                    "other's tokens for its own",
                     "give each policy its own token_name_prefix, and list in former_token_name_prefixes only "
                     "prefixes this policy used",
                 )

@@ -71,14 +71,15 @@ CASES = [
     ("two policies reading the same InfluxDB 3 token names",
      _policy(issuer=INFLUXDB3) + "\n" + _policy(head='name = "p2"\nschedule = "30d"',
                                                 issuer=INFLUXDB3 + 'former_token_name_prefixes = ["rotator-p1"]\n'),
-     ["policy 'p2'", "reads the same tokens as the issuer of policy 'p1' (token names rotator-p1-<run id> on "
+     ["policy[1] 'p2'.issuer", "reads the same tokens as the issuer of policy[0] 'p1' (token names "
+      "rotator-p1-<run id> on "
       "https://influx3.example:8181)", "give each policy its own token_name_prefix"]),
     ("two policies with one token_name_prefix on one server spelled two ways",
      _policy(issuer=INFLUXDB3 + 'token_name_prefix = "svc"\n') + "\n"
      + _policy(head='name = "p2"\nschedule = "30d"',
                issuer=INFLUXDB3.replace("https://influx3.example:8181", "https://INFLUX3.example.:8181/")
                + 'token_name_prefix = "svc"\n'),
-     ["policy 'p2'", "(token names svc-<run id> on https://influx3.example:8181)"]),
+     ["policy[1] 'p2'.issuer", "(token names svc-<run id> on https://influx3.example:8181)"]),
 ]
 
 
