@@ -414,14 +414,15 @@ def _shared_tag_namespaces(policies: Sequence[Policy], places: Sequence[str]) ->
     ``tag_namespaces(policy) -> iterable of str`` on its settings; two policies must not share one.
     ``places``: each policy's place in the file (``policy[1] 'p2'``), named in the problem.
     """
-    owner: dict[str, str] = {}
+    owner: dict[str, tuple[str, str]] = {}
     for policy, place in zip(policies, places, strict=True):
         namespaces = getattr(policy.issuer_settings, "tag_namespaces", None)
         if not callable(namespaces):
             continue
         for namespace in namespaces(policy.name):
-            other = owner.setdefault(namespace, place)
-            if other != place:
+            name, other = owner.setdefault(namespace, (policy.name, place))
+            # (two policies of one name derive the same namespaces: "duplicate policy name" says it)
+            if name != policy.name:
                 yield Problem(
                     f"{place}.issuer",
                     f"it reads the same tokens as the issuer of {other} ({namespace}): each would take the "

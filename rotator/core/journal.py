@@ -248,7 +248,8 @@ _REV_COLUMNS = (
 )  # fmt: skip
 #: the fields update_run may change (a run's id and policy never change)
 _RUN_WRITABLE = frozenset(f.name for f in fields(RunRecord)) - {"run_id", "policy"}
-_REV_FIELDS = frozenset(f.name for f in fields(Revocation))
+#: the fields update_revocation may change (a revocation is keyed by its policy and token id)
+_REV_WRITABLE = frozenset(f.name for f in fields(Revocation)) - {"policy", "token_id"}
 
 
 @dataclass(frozen=True)
@@ -967,8 +968,8 @@ class Journal:
         """Compare-and-set like :meth:`update_run`: the row must still be in ``rev``'s state, the move
         forward (:class:`RevocationState`), and ``fence`` current; otherwise LeaseLost."""
         for key in changes:
-            if key not in _REV_FIELDS:
-                raise TypeError(f"Revocation has no field {key!r}")
+            if key not in _REV_WRITABLE:
+                raise TypeError(f"Revocation has no writable field {key!r}")
         values = rev.__dict__ | changes  # (as in _write_run: no copy of the record)
         state = values["state"]
         if not RevocationState.can_move(rev.state, state):

@@ -99,6 +99,13 @@ def test_broken_policy_file(reason: str, text: str, expected: list[str], tmp_pat
     assert "hvs.abcdefghijkl" not in proc.stderr and "M.V1.abcdefghijklmnop" not in proc.stderr
 
 
+def test_two_policies_of_one_name_are_a_duplicate_not_a_shared_token_namespace(tmp_path: Path) -> None:
+    proc = _validate(tmp_path, _policy(issuer=INFLUXDB3) + "\n" + _policy(issuer=INFLUXDB3))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "policy[1] 'p1'" in proc.stderr and "duplicate policy name" in proc.stderr
+    assert "reads the same tokens" not in proc.stderr, "the fix is a new name, not a token_name_prefix"
+
+
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     text = _policy(head='name = "p1"\nschedule = "whenever"\ngrace = "x"',
                    store=GOOD_STORE.replace('token = { env = "VAULT_TOKEN" }', 'token = "inline-secret-value"'))

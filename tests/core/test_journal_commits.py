@@ -40,7 +40,7 @@ from rotator.core import audit_chain
 from rotator.core.clock import FakeClock
 from rotator.core.engine import NOTHING_TO_DO, Engine
 from rotator.core.errors import LeaseLost
-from rotator.core.journal import Journal, RevocationState, RunRecord, RunState, open_journal
+from rotator.core.journal import Journal, Revocation, RevocationState, RunRecord, RunState, open_journal
 from rotator.core.retry import RetryPolicy
 from rotator.core.secret import Secret
 from rotator.sandbox.influxctl_state import write_profile
@@ -198,6 +198,39 @@ def test_a_rolled_back_step_leaves_the_record_as_the_journal_has_it(tmp_path: Pa
     stored = journal.get_run("r1")
     assert stored is not None and (stored.state, stored.new_expires_at) == (RunState.MINTING, expires)
     assert journal.stats.commits == before.commits + 1
+    journal.close()
+
+
+def test_an_update_changes_only_what_it_may_and_a_rollback_puts_a_revocation_back(journal_url: str) -> None:
+    journal = open_journal(journal_url)
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    fence = journal.acquire_lease("p", "A", timedelta(minutes=1), now)
+    run = RunRecord("r1", "p", RunState.PLANNED, "rotate", now, now)
+    journal.begin_run(run, fence=fence)
+    rev = Revocation("p", "tok1", "r1", "superseded", now, RevocationState.PENDING)
+    journal.schedule_revocation(rev, fence=fence)
+    for key in ("run_id", "policy", "_journal_row", "nonsense"):
+        with pytest.raises(TypeError, match=repr(key)):
+            journal.update_run(run, fence=fence, **{key: "x"})
+    for key in ("policy", "token_id"):
+        with pytest.raises(TypeError, match=repr(key)):
+            journal.update_revocation(rev, fence=fence, **{key: "x"})
+    assert (run.run_id, run.policy, rev.policy, rev.token_id) == ("r1", "p", "p", "tok1")
+    with pytest.raises(LeaseLost), journal.transaction():
+        journal.update_revocation(rev, fence=fence, state=RevocationState.DONE, attempts=1, done_at=now)
+        journal.update_run(run, fence=fence, state=RunState.MINTING)
+        journal.update_run(run, fence=fence, state=RunState.MINTED, new_token_id="t2")
+        journal.update_run(run, fence=fence + 1, state=RunState.VERIFIED)  # a stale fence: all of it rolls back
+    assert (rev.state, rev.attempts, rev.done_at) == (RevocationState.PENDING, 0, None)
+    assert (run.state, run.new_token_id) == (RunState.PLANNED, None)
+    [stored] = journal.revocations("p")
+    assert (stored.state, stored.attempts, stored.done_at) == (RevocationState.PENDING, 0, None)
+    # And each goes on from there as if the rolled-back transaction had never been.
+    journal.update_revocation(rev, fence=fence, state=RevocationState.DONE, attempts=1, done_at=now)
+    journal.update_run(run, fence=fence, state=RunState.MINTING)
+    [stored] = journal.revocations("p")
+    assert (stored.state, stored.attempts, stored.done_at) == (RevocationState.DONE, 1, now)
+    assert journal.get_run("r1").state == RunState.MINTING  # type: ignore[union-attr]
     journal.close()
 
 
