@@ -539,3 +539,25 @@ def test_a_404_that_is_not_influxdb_s_is_not_taken_for_a_revoked_authorization(
     issuer.revoke(minted.token_id, None)
     assert not [t for t in issuer.list_tokens(None) if t.token_id == minted.token_id and t.is_active(datetime.now(UTC))]
     issuer.revoke("00000000000000ff", None)  # InfluxDB's own 404 for an unknown id: gone, as before
+
+
+def test_a_404_to_the_deactivation_that_is_not_influxdb_s_is_not_a_revocation(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret
+) -> None:
+    """The PATCH that deactivates is held to the same rule as the GET before it: a proxy that lets the
+    GET through and answers the PATCH with its own 404 has revoked nothing."""
+    issuer = make(influxdb2_fake.url)
+    minted = issuer.mint(request(), None)
+    upstream = httpx.Client(base_url=influxdb2_fake.url)
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.method == "PATCH":
+            return httpx.Response(404, text="<html>Not Found</html>")
+        forwarded = upstream.request(req.method, req.url.raw_path.decode(), headers=req.headers, content=req.content)
+        return httpx.Response(forwarded.status_code, content=forwarded.content, headers=forwarded.headers)
+
+    proxy = make("http://influx.invalid", transport=mock(handler))
+    with pytest.raises(TransientError, match="HTTP 404 without InfluxDB's `not found` answer"):
+        proxy.revoke(minted.token_id, None)
+    assert [t for t in issuer.list_tokens(None) if t.token_id == minted.token_id and t.is_active(datetime.now(UTC))]
+    upstream.close()

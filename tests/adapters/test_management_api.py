@@ -653,3 +653,25 @@ def test_only_the_api_s_own_404_means_a_revoked_token_is_gone(tmp_path, answer, 
     else:
         with pytest.raises(TransientError, match="HTTP 404 without the Management API's `not found` answer"):
             issuer.revoke(token_id, None)
+
+
+@pytest.mark.parametrize("delete", [httpx.Response(204), httpx.ReadTimeout("timed out")], ids=["deleted", "timed-out"])
+@pytest.mark.parametrize("confirm", [httpx.Response(204), httpx.Response(200)], ids=["204", "200-empty"])
+def test_an_empty_answer_to_the_confirming_get_is_not_a_revocation(tmp_path, delete, confirm):
+    """Only the API's own 404 says the token is gone, and only a token with ``revokedAt`` that it is
+    revoked: a 2xx without a body (a gateway's?) proves neither, whatever the DELETE answered."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            if isinstance(delete, Exception):
+                raise delete
+            return delete
+        return confirm
+
+    issuer = mocked_issuer(tmp_path, answer)
+    with pytest.raises(RotatorError) as caught:
+        issuer.revoke("55555555-5555-4555-8555-555555555555", None)
+    if isinstance(delete, Exception):
+        assert isinstance(caught.value, TransientError), "the DELETE's own failure is what is reported"
+    else:
+        assert isinstance(caught.value, IssuerOutputError) and "has no body" in str(caught.value)

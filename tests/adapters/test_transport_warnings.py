@@ -69,6 +69,20 @@ def test_http_issuers(model: Any, extra: dict[str, Any]) -> None:
     assert "`tls_verify = false`" in unverified and "influx.example.test" in unverified
 
 
+def test_management_api_warns_of_unchecked_certificates_on_either_plane() -> None:
+    """verify sends the new database token to cluster_host, which base_url (the management plane)
+    may not be: an unchecked certificate there is warned of too, once when both are one host."""
+    sidecar = {**MGMT_API, "cluster_host": "https://cluster.example.test", "base_url": "http://127.0.0.1:8080",
+               "tls_verify": False}
+    [unverified] = warnings_of(ManagementApiSettings, sidecar)
+    assert "`tls_verify = false`" in unverified and "cluster.example.test" in unverified
+    [one] = warnings_of(ManagementApiSettings, {**MGMT_API, "cluster_host": "https://cluster.example.test",
+                                                 "tls_verify": False})  # base_url: <cluster_host>/api/v0
+    assert "cluster.example.test" in one
+    both = warnings_of(ManagementApiSettings, {**sidecar, "base_url": "https://mgmt.example.test"})
+    assert len(both) == 2 and "mgmt.example.test" in both[0] and "cluster.example.test" in both[1]
+
+
 def test_management_api_including_the_store_its_token_comes_from() -> None:
     secure = {**MGMT_API, "cluster_host": "https://cluster.example.test"}
     assert warnings_of(ManagementApiSettings, secure) == []

@@ -275,6 +275,11 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         with map_http_errors(what, hints={401: HINT_401}):
             response = self._http().patch(_authorization(token_id), json=body, headers=auth_header("Token", auth))
             if response.status_code == 404:
+                if error_code(response) != "not found":  # as for the GET before it: not InfluxDB's answer
+                    raise TransientError(
+                        f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
+                        hint="check `base_url` (it must reach InfluxDB itself); rotator tries again on the next run",
+                    )
                 logger.warning("authorization %s disappeared while being revoked; treating it as revoked", token_id)
                 return
             expect(response, 200)

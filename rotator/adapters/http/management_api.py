@@ -144,6 +144,8 @@ _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TOKEN_SHAPES = re.compile(r"M\.V1\.[A-Za-z0-9+/=_.-]{8,}|apiv[0-9]_[A-Za-z0-9+/=_-]{16,}")
 _MAX_DETAIL = 300
 #: Token ids are UUIDs (the spec's ``UuidV4``; any version is accepted).
+#: what :meth:`ManagementApiIssuer._request` returns for an allowed 404 that is the API's own "not found"
+_NOT_FOUND: Any = object()
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UUID_HINT = "a UUID such as 11111111-1111-4111-8111-111111111111 (the Admin UI or `influxctl cluster list` shows it)"
 
@@ -296,6 +298,9 @@ class ManagementApiSettings(BaseModel):
             *plain_http_warning(self.management_base, "base_url"),
             *plain_http_warning(self.cluster_host, "cluster_host"),
             *tls_verify_warning(self.tls_verify, self.management_base),
+            # verify sends the new token to the cluster's data plane, which may be another host
+            *(tls_verify_warning(self.tls_verify, self.cluster_host)
+              if _origin(self.cluster_host) != _origin(self.management_base) else []),
         ]
         source = self.management_token_from
         check = getattr(source._settings if source is not None else None, "transport_warnings", None)
@@ -491,9 +496,13 @@ class ManagementApiIssuer:
             if failure is not None:
                 raise failure from None
             raise
-        if data is None:
+        if data is _NOT_FOUND:
             logger.info("database token %s is gone", token_id)
             return
+        if data is None:  # a 2xx without a body (a gateway's?) proves neither "gone" nor "revoked"
+            if failure is not None:
+                raise failure
+            raise self._output_error(get, "the answer has no body, expected the token (or 404)")
         info = self._token_info(get, data, 0)
         if info.revoked_at is not None:
             if failure is not None:
@@ -527,7 +536,8 @@ class ManagementApiIssuer:
         params: Mapping[str, str] | None = None,
         allow: tuple[int, ...] = (),
     ) -> Any:
-        """One call; returns the JSON answer (None for an empty body or an allowed error status)."""
+        """One call; returns the JSON answer, None for an empty body, :data:`_NOT_FOUND` for an allowed 404
+        (the API's own `not found`)."""
         headers = {"Authorization": f"Bearer {token.reveal()}", "Accept": "application/json"}
         started = time.monotonic()  # the request's duration for the log line, not a time of day
         outcome = "no answer"
@@ -544,7 +554,7 @@ class ManagementApiIssuer:
                             hint="check `base_url` / `cluster_host` (they must reach the API itself); rotator tries "
                             "again on the next run",
                         )
-                    return None
+                    return _NOT_FOUND
                 response.raise_for_status()
         finally:
             logger.info("%s: %s %s -> %s in %.2fs", self._where, method, op.url, outcome, time.monotonic() - started)
