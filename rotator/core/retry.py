@@ -11,10 +11,23 @@ from typing import NamedTuple, TypeVar
 from rotator.core.clock import Clock
 from rotator.core.errors import TransientError
 
-__all__ = ["RetryPolicy", "call_with_retry"]
+__all__ = ["RetryPolicy", "call_with_retry", "doubling"]
 
 T = TypeVar("T")
+_Delay = TypeVar("_Delay", float, timedelta)
 logger = logging.getLogger("rotator.retry")
+
+
+def doubling(base: _Delay, cap: _Delay, failures: int) -> _Delay:
+    """``min(cap, base * 2**(failures - 1))``, without computing the power: a count of failures in a
+    row has no bound (a daemon whose issuer is down for days), and a timedelta times 2**44 or a
+    float times 2**1024 raises OverflowError, where the wait should simply stay at ``cap``."""
+    delay = base
+    for _ in range(failures - 1):
+        if delay >= cap or not delay:
+            break
+        delay = delay * 2
+    return min(cap, delay)
 
 
 class RetryPolicy(NamedTuple):

@@ -83,7 +83,7 @@ from rotator.core.engine import NOTHING_TO_DO, Engine, NeedsAttention, RunResult
 from rotator.core.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
 from rotator.core.errors import describe as _describe
 from rotator.core.journal import Journal, Overview, RevocationState, RunRecord, RunState, open_journal, ts
-from rotator.core.retry import RetryPolicy
+from rotator.core.retry import RetryPolicy, doubling
 from rotator.core.secret import REDACTOR
 from rotator.runners.systemd_notify import SystemdNotify
 
@@ -172,6 +172,11 @@ class _Track:
     retry_at: datetime | None = None
     #: LeaseBusy: nothing at all for this policy before this
     busy_until: datetime | None = None
+    #: revocation (or recovery) jobs that failed in a row, and no such job before this: a failure
+    #: before a revocation records its own next try (an open run whose recovery fails, the journal)
+    #: would otherwise leave it due in the past, started again at every pass
+    revoke_failures: int = 0
+    revoke_retry_at: datetime | None = None
 
 
 class Daemon:
@@ -509,7 +514,10 @@ class Daemon:
         busy_until = track.busy_until if track is not None else None
         if view.pending:
             when = min(max(due, retry or due) for due, retry in view.pending)
-            self._push("revoke", name, max(when, busy_until) if busy_until is not None else when)
+            for later in (busy_until, track.revoke_retry_at if track is not None else None):
+                if later is not None:
+                    when = max(when, later)
+            self._push("revoke", name, when)
         if not policy.enabled:
             return None
         try:
@@ -733,6 +741,10 @@ class Daemon:
                     log.info("%s", action)
             elif kind == "credentials":
                 self._keep_alive(name, engine)
+            if kind in ("recover", "revoke"):
+                track = self._tracks.get(name)
+                if track is not None:
+                    track.revoke_failures, track.revoke_retry_at = 0, None
         except LeaseBusy as busy:
             log.debug("%s: skipped, %s", kind, busy)
             self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(
@@ -742,11 +754,23 @@ class Daemon:
             if kind == "recover":
                 self._emit({"policy": name, "run_id": None, "step": "recover", "result": "failed",
                             "error": _describe(exc)})
+            self._revoke_failed(name, kind)
         except Exception:
             log.exception("%s failed unexpectedly", kind)
+            self._revoke_failed(name, kind)
         finally:
             if kind != "credentials":
                 self._refresh(name)
+
+    def _revoke_failed(self, name: str, kind: str) -> None:
+        """A revocation or recovery job failed: its next try backs off as a rotation's does."""
+        if kind not in ("recover", "revoke"):
+            return
+        track = self._tracks.setdefault(name, _Track())
+        track.revoke_failures += 1
+        base, cap = self.settings.failure_backoff, self.settings.failure_backoff_max
+        delay = doubling(base, cap, track.revoke_failures) * self._rng.uniform(0.75, 1.0)
+        track.revoke_retry_at = self.clock.now() + delay
 
     def _rotate(self, name: str, engine: EngineLike, *, planned_from: str | None, target: datetime) -> None:
         log = logging.LoggerAdapter(logger, {"policy": name})
@@ -794,7 +818,7 @@ class Daemon:
         track = self._tracks.setdefault(name, _Track())
         track.failures += 1
         base, cap = self.settings.failure_backoff, self.settings.failure_backoff_max
-        delay = min(cap, base * 2 ** (track.failures - 1)) * self._rng.uniform(0.75, 1.0)
+        delay = doubling(base, cap, track.failures) * self._rng.uniform(0.75, 1.0)
         track.retry_at = self.clock.now() + delay
         self.metrics.run_duration.labels(name).observe(elapsed)
         if not isinstance(exc, LeaseLost):  # counted as "aborted" from the engine's rotate/aborted event

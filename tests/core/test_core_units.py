@@ -17,7 +17,7 @@ from rotator.core.clock import FakeClock
 from rotator.core.contracts import checked_settings
 from rotator.core.errors import ConfigError, JournalError, LeaseBusy, PermanentError, TransientError, describe
 from rotator.core.journal import Journal, Revocation, RunRecord, RunState, open_journal
-from rotator.core.retry import RetryPolicy, call_with_retry
+from rotator.core.retry import RetryPolicy, call_with_retry, doubling
 from rotator.core.secret import REDACTOR, Secret
 from rotator.observe.logs import JsonFormatter, RedactingFilter
 
@@ -355,3 +355,12 @@ def test_registry_rejects_a_class_that_breaks_the_contract() -> None:
 
     with pytest.raises(TypeError, match="does not implement the contract"):
         registry.force_register("store", "broken", NotAStore)
+
+
+def test_doubling_waits_stay_at_their_cap_whatever_the_count() -> None:
+    """Failures in a row have no bound: the wait doubles up to its cap and stays there (a float times
+    2**1024 or a timedelta times 2**44 raises OverflowError)."""
+    assert [doubling(1.0, 30.0, n) for n in (1, 2, 3, 5, 6, 2000)] == [1.0, 2.0, 4.0, 16.0, 30.0, 30.0]
+    minute, hour = timedelta(minutes=1), timedelta(hours=1)
+    assert doubling(minute, hour, 3) == timedelta(minutes=4) and doubling(minute, hour, 10**6) == hour
+    assert doubling(0.0, 30.0, 10**6) == 0.0 and doubling(5.0, 30.0, 0) == 5.0

@@ -492,6 +492,8 @@ class FakeEngine:
     clock: FakeClock
     calls: list[str]
     fail: list[Exception] = field(default_factory=list)
+    #: what revoke_due() raises, one per call (e.g. the recovery of an open run that fails first)
+    revoke_fail: list[Exception] = field(default_factory=list)
     holder: str = "here:1:x"
     lease_ttl: timedelta = timedelta(minutes=15)
 
@@ -527,6 +529,8 @@ class FakeEngine:
 
     def revoke_due(self) -> list[str]:
         self.calls.append(f"revoke {self.name}")
+        if self.revoke_fail:
+            raise self.revoke_fail.pop(0)
         for rev in self.journal.due_revocations(self.clock.now(), self.name):
             self.journal.update_revocation(rev, state="done", done_at=self.clock.now())
         return []
@@ -649,6 +653,51 @@ def test_tick_backs_off_after_failures(harness: Callable[..., Harness]) -> None:
     events = [json.loads(line) for line in (h.daemon.path.parent / "audit.jsonl").read_text().splitlines()]
     rotations = [(e["result"], e.get("error")) for e in events if e["step"] == "rotate"]
     assert rotations == [("failed", "issuer down"), ("failed", "issuer down"), ("ok", None)]
+
+
+def test_a_failing_revocation_job_backs_off_instead_of_running_at_every_pass(
+        harness: Callable[..., Harness]) -> None:
+    """revoke_due() that fails before the revocation records its own next try (an open run whose
+    recovery fails, the journal): the revocation stays due in the past, and the job waits as a failed
+    rotation does instead of being started again at every pass (invariant 6: no endless loop)."""
+    h = harness([("a", "1h", "")], daemon='failure_backoff = "10s"\nsweep_interval = "2h"\n')
+    h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", T0 + timedelta(seconds=5),
+                                                    "pending"))
+    h.engines["a"].revoke_fail += [TransientError("recovery of run r9 failed: issuer down")] * 2
+    h.tick()
+    h.clock.advance(timedelta(seconds=5))
+    h.tick()
+    assert h.calls == ["revoke a"]
+    for _ in range(3):
+        wait = h.tick()
+        assert h.calls == [] and 7.5 <= wait <= 10, "first retry after 75-100% of failure_backoff"
+    h.clock.advance(timedelta(seconds=10))
+    h.tick()
+    assert h.calls == ["revoke a"]
+    wait = h.tick()
+    assert h.calls == [] and 15 <= wait <= 20, "then it doubles"
+    h.clock.advance(timedelta(seconds=20))
+    h.tick()
+    assert h.calls == ["revoke a"], "the cause fixed: the same job succeeds"
+    assert [r.state for r in h.daemon.journal.revocations("a")] == ["done"]
+    h.clock.advance(timedelta(seconds=1))
+    h.tick()
+    assert h.calls == [], "nothing is due any more"
+
+
+def test_a_failure_count_without_bound_keeps_the_wait_at_its_cap(harness: Callable[..., Harness]) -> None:
+    """Days of failures in a row: the doubled wait stays at failure_backoff_max (a timedelta times
+    2**44 overflows, which had left the retry time in the past: a retry at every pass)."""
+    h = harness([("a", "1h", "")], daemon='failure_backoff = "10s"\nfailure_backoff_max = "1m"\n', last=None)
+    h.engines["a"].fail += [TransientError("issuer down")] * 60
+    for failures in range(1, 61):
+        h.tick()
+        assert h.calls == ["rotate a"]
+        wait = h.tick()
+        assert h.calls == [] and (45 if failures > 3 else 7.5) <= wait <= 60, (failures, wait)
+        h.clock.advance(timedelta(seconds=60))
+    h.tick()
+    assert h.calls == ["rotate a"] and sample(h, "rotator_consecutive_failures", policy="a") == 0
 
 
 def test_tick_skips_a_policy_another_rotator_holds(harness: Callable[..., Harness]) -> None:

@@ -39,6 +39,7 @@ from rotator.config.registry import lazy_sdk
 from rotator.core.clock import Clock
 from rotator.core.credentials import CredentialRef
 from rotator.core.errors import ConfigError
+from rotator.core.retry import doubling
 from rotator.core.secret import Secret
 
 if TYPE_CHECKING:
@@ -232,7 +233,7 @@ class VaultLogin:
         self._failures += 1
         self._error = type(exc).__name__
         first, cap = RETRY_DELAYS
-        delay = min(cap, first * 2 ** (self._failures - 1))
+        delay = doubling(first, cap, self._failures)
         now = self._clock.now()
         if self._expires_at is not None:
             left = (self._expires_at - now).total_seconds()
