@@ -459,6 +459,11 @@ class Daemon:
                 self._submit(name, "credentials")
 
         # Rotations and revocations whose time has come.
+        if len(self._queue) > 2 * len(self._queued) + 64:
+            # An entry whose policy was planned again for another time stays in the heap until its
+            # own time (skipped then): rebuilt from what is queued before such entries outgrow it.
+            self._queue = [e for e in self._queue if self._queued.get((e[2], e[3])) == e[0]]
+            heapq.heapify(self._queue)
         queue = self._queue
         to_rotate: list[str] = []
         while queue and queue[0][0] <= now:
@@ -505,24 +510,29 @@ class Daemon:
     def _plan(self, name: str) -> datetime | None:
         """Queue the policy's next rotation and next revocation from its view; the rotation's time."""
         policy = self._policy(name)
-        self._queued.pop(("rotate", name), None)
-        self._queued.pop(("revoke", name), None)
         if policy is None or name not in self._engines:
+            self._queued.pop(("rotate", name), None)
+            self._queued.pop(("revoke", name), None)
             return None
         view = self._views.setdefault(name, _View())
         track = self._tracks.get(name)
         busy_until = track.busy_until if track is not None else None
+        # (What stays queued at the same time keeps its heap entry: _push adds none then.)
         if view.pending:
             when = min(max(due, retry or due) for due, retry in view.pending)
             for later in (busy_until, track.revoke_retry_at if track is not None else None):
                 if later is not None:
                     when = max(when, later)
             self._push("revoke", name, when)
+        else:
+            self._queued.pop(("revoke", name), None)
         if not policy.enabled:
+            self._queued.pop(("rotate", name), None)
             return None
         try:
             target = self._target(policy, view.published_at, self.clock.now())
         except ValueError as exc:  # a cron schedule that never fires again
+            self._queued.pop(("rotate", name), None)
             if name not in self._unschedulable:
                 self._unschedulable.add(name)
                 logger.error("policy %s: no next rotation: %s", name, exc)

@@ -32,7 +32,7 @@ from rotator.core.clock import FakeClock
 from rotator.core.engine import ANY_RUN, NOTHING_TO_DO, RunResult
 from rotator.core.errors import TransientError
 from rotator.core.journal import Revocation, RunRecord, RunState, open_journal
-from rotator.runners.daemon import EXIT_JOURNAL_LOST, Daemon
+from rotator.runners.daemon import EXIT_JOURNAL_LOST, Daemon, _Track
 from tests.harness import REPO, Scenario, check_invariants, let_mint_window_pass, make_scenario
 from tests.runners.test_systemd_notify import datagrams, notify_socket
 from tests.webhook_receiver import receiver
@@ -698,6 +698,30 @@ def test_a_failure_count_without_bound_keeps_the_wait_at_its_cap(harness: Callab
         h.clock.advance(timedelta(seconds=60))
     h.tick()
     assert h.calls == ["rotate a"] and sample(h, "rotator_consecutive_failures", policy="a") == 0
+
+
+def test_planning_a_policy_again_does_not_grow_the_queue(harness: Callable[..., Harness]) -> None:
+    """Each finished job, sweep change or busy retry plans its policy again: at an unchanged time that
+    adds nothing to the scheduler's queue, and entries left by changed times are dropped before they
+    outnumber the live ones (a long-running daemon's memory)."""
+    h = harness([("a", "1h", ""), ("b", "30d", "")], daemon='sweep_interval = "2h"\n')
+    h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", T0 + timedelta(days=7),
+                                                    "pending"))
+    h.tick()
+    size = len(h.daemon._queue)
+    assert size == 3, "a's rotation and revocation, b's rotation"
+    for _ in range(1000):
+        h.daemon._plan("a")
+        h.daemon._plan("b")
+    assert len(h.daemon._queue) == size
+    for minutes in range(1000):  # a time that moves (a retry time, say) leaves an entry behind each time
+        h.daemon._tracks.setdefault("b", _Track()).retry_at = T0 + timedelta(days=40, minutes=minutes)
+        h.daemon._plan("b")
+        h.tick()
+        assert len(h.daemon._queue) <= 2 * size + 65
+    h.clock.advance(timedelta(hours=1))
+    h.tick()
+    assert h.calls == ["rotate a"], "what is queued still runs when due"
 
 
 def test_tick_skips_a_policy_another_rotator_holds(harness: Callable[..., Harness]) -> None:
