@@ -711,7 +711,6 @@ class Daemon:
             if name in self._busy or self._stopping:
                 return
             self._busy[name] = (kind, future)
-            self._job_started[name] = time.monotonic()
         try:
             future = self._executor.submit(self._job, name, engine, kind, kwargs)
         except RuntimeError:  # the executor is shutting down
@@ -739,6 +738,10 @@ class Daemon:
             self.wakeup()
 
     def _job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
+        # Running from now: a job that waited for a free worker held nothing and was not stuck (the
+        # watchdog's "stuck" is a running job older than its limit).
+        with self._lock:
+            self._job_started[name] = time.monotonic()
         log = logging.LoggerAdapter(logger, {"policy": name})
         try:
             if kind == "rotate":

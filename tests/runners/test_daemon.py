@@ -578,7 +578,8 @@ def sample(h: Harness, name: str, **labels: str) -> float | None:
 def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Daemon] = []
 
-    def make(policies: list[tuple[str, str, str]], daemon: str = "", last: datetime | None = T0) -> Harness:
+    def make(policies: list[tuple[str, str, str]], daemon: str = "", last: datetime | None = T0,
+             executor: concurrent.futures.Executor | None = None) -> Harness:
         config = tmp_path / "rotator.toml"
         config.write_text('[rotator]\njournal = "journal.db"\n[daemon]\naudit = { file = "audit.jsonl" }\n'
                           + daemon + "".join(POLICY.format(name=n, schedule=s, extra=e) for n, s, e in policies))
@@ -594,7 +595,7 @@ def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
             engines[policy.name] = FakeEngine(policy.name, jr, clock, calls)
             return engines[policy.name]
 
-        d = Daemon(config, clock=clock, serve_http=False, engine_factory=factory, executor=InlineExecutor(),
+        d = Daemon(config, clock=clock, serve_http=False, engine_factory=factory, executor=executor or InlineExecutor(),
                    handle_signals=False)
         d.start()
         made.append(d)
@@ -698,6 +699,55 @@ def test_a_failure_count_without_bound_keeps_the_wait_at_its_cap(harness: Callab
         h.clock.advance(timedelta(seconds=60))
     h.tick()
     assert h.calls == ["rotate a"] and sample(h, "rotator_consecutive_failures", policy="a") == 0
+
+
+class HeldExecutor(concurrent.futures.Executor):
+    """Keeps each job until the test runs it (no free worker until then)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = {}
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.held[args[0]] = (lambda: fn(*args, **kwargs), future)  # Daemon._job(name, ...)
+        return future
+
+    def run(self, name: str) -> None:
+        fn, future = self.held.pop(name)
+        future.set_result(fn())
+
+
+def test_a_job_waiting_for_a_worker_is_not_a_stuck_run(harness: Callable[..., Harness], monkeypatch: Any) -> None:
+    """The watchdog's "stuck" (a 503 from /healthz, a restart) is a job that runs past its limit; a job
+    queued behind busy workers holds no lease and waits its turn, however long."""
+    workers = HeldExecutor()
+    h = harness([("a", "1h", ""), ("b", "1h", "")], last=None, executor=workers)
+    h.tick()
+    assert sorted(workers.held) == ["a", "b"], "both due, neither started"
+    real = time.monotonic
+
+    def stuck_after(seconds: float) -> Any:
+        monkeypatch.setattr(time, "monotonic", lambda: real() + seconds)
+        try:
+            return h.daemon.progress()[1].get("stuck")
+        finally:
+            monkeypatch.setattr(time, "monotonic", real)
+
+    assert stuck_after(3600) is None
+    started, release = threading.Event(), threading.Event()
+    engine = h.engines["a"]
+    rotate = engine.rotate
+    engine.rotate = lambda **kw: (started.set(), release.wait(30), rotate(**kw))[2]  # type: ignore[method-assign]
+    running = threading.Thread(target=workers.run, args=("a",))
+    running.start()
+    try:
+        assert started.wait(10)
+        assert list(stuck_after(3600)) == ["a"], "the running one only"
+    finally:
+        release.set()
+        running.join(10)
+    workers.run("b")
+    assert stuck_after(3600) is None
 
 
 def test_planning_a_policy_again_does_not_grow_the_queue(harness: Callable[..., Harness]) -> None:
