@@ -331,6 +331,27 @@ def test_verify_a_write_only_token_passes_on_permission_denied(setup: Setup) -> 
         issuer.verify(minted.value)
 
 
+@pytest.mark.parametrize(("stderr", "error"), [
+    # A proxy that refuses the data host: gRPC's Unavailable, whose text carries the proxy's 403.
+    ('Error: rpc error: code = Unavailable desc = connection error: desc = "transport: authentication handshake '
+     'failed: proxy: unexpected status 403 Forbidden"', TransientError),
+    # A local warning before an error that has nothing to do with permissions.
+    ("warning: could not create cache dir /root/.cache/influxctl: permission denied\n"
+     "Error: unexpected end of JSON input", PermanentError),
+])
+def test_verify_of_a_write_only_token_passes_on_the_server_s_permission_denied_only(
+        setup: Setup, stderr: str, error: type[Exception]) -> None:
+    """PermissionDenied proves the server knows the token only when it is the server's answer: a
+    "forbidden" or "permission denied" elsewhere in stderr is not, and the token is not verified."""
+    issuer = setup.issuer(permissions={"write": ["db2"]})
+    minted = issuer.mint(request(), None)
+    setup.fake.state.add_fault("query", "exit", message=stderr)
+    with pytest.raises(error) as info:
+        issuer.verify(minted.value)
+    assert "it may not read" not in str(info.value)
+    issuer.verify(minted.value)  # the fault gone: the server's own PermissionDenied, as before
+
+
 def test_verify_of_a_reader_refused_read_is_transient_with_a_hint(setup: Setup) -> None:
     issuer = setup.issuer()
     minted = issuer.mint(request(), None)

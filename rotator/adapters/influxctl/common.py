@@ -129,6 +129,9 @@ _TRANSIENT = (
     "connection reset",
     "i/o timeout",
 )
+#: gRPC status codes (as Go prints them, lower-cased) -> what they mean for a retry
+_GRPC_KINDS = {"unauthenticated": "unauthenticated", "permissiondenied": "permission", "unavailable": "transient",
+               "deadlineexceeded": "transient", "resourceexhausted": "transient", "aborted": "transient"}
 #: OS errors when starting the binary that may go away by themselves.
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR})
 #: Values shaped like InfluxDB tokens, redacted from stderr even when the REDACTOR does not know them.
@@ -558,16 +561,34 @@ def error_for_exit(
     detail = _last_stderr_line(proc.stderr or "")
     if detail:
         message = f"{message}: {detail}"
-    text = (proc.stderr or "").lower()
-    if any(marker in text for marker in _UNAUTHENTICATED):
+    kind = _failure_kind(proc.stderr or "")
+    if kind == "unauthenticated":
         if unauthenticated_is_transient:
             return TransientError(message, hint="a new token can take a while to become active")
         return PermanentError(message, hint=HINT_UNAUTHENTICATED)
-    if any(marker in text for marker in _PERMISSION_DENIED):
+    if kind == "permission":
         return PermanentError(message, hint=HINT_PERMISSION_DENIED)
-    if any(marker in text for marker in _TRANSIENT):
+    if kind == "transient":
         return TransientError(message, hint=HINT_UNREACHABLE)
     return PermanentError(message, hint=HINT_OTHER)
+
+
+def _failure_kind(stderr: str) -> str | None:
+    """What stopped influxctl: the gRPC status code of its error (the last one printed), else
+    markers in its last stderr line. Not markers anywhere in stderr: a proxy's refusal is printed as
+    ``code = Unavailable desc = ... 403 Forbidden``, and a warning line before the error (``could not
+    create cache dir: permission denied``) says nothing of the server's answer; either taken for
+    PermissionDenied would let a write-only database token pass verify unchecked."""
+    codes = re.findall(r"\bcode = ([A-Za-z]+)", stderr)
+    if codes:
+        return _GRPC_KINDS.get(codes[-1].lower())
+    lines = [line for line in stderr.lower().splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    for kind, markers in (("unauthenticated", _UNAUTHENTICATED), ("transient", _TRANSIENT),
+                          ("permission", _PERMISSION_DENIED)):
+        if any(marker in last for marker in markers):
+            return kind
+    return None
 
 
 def is_permission_denied(exc: BaseException) -> bool:
