@@ -506,11 +506,29 @@ def test_revoke_that_succeeded_but_is_not_listed_revoked_is_transient() -> None:
         issuer.revoke(TOKEN_ID, CURRENT)
 
 
-def test_revoke_of_an_unlisted_token_is_done_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    issuer, _ = make(done(code=1, stderr="rpc error: code = NotFound desc = no such token"), listing())
+@pytest.mark.parametrize("revoke", [done(code=1, stderr="rpc error: code = NotFound desc = no such token"), done()],
+                         ids=["not-found", "succeeded"])
+def test_revoke_of_an_unlisted_token_is_done_with_a_warning(
+        caplog: pytest.LogCaptureFixture, revoke: subprocess.CompletedProcess[str]) -> None:
+    issuer, _ = make(revoke, listing())
     with caplog.at_level(logging.WARNING, logger="rotator.adapters.influxctl"):
         issuer.revoke(TOKEN_ID, CURRENT)
     assert f"management token {TOKEN_ID} is not listed by influxctl; treating it as revoked" in caplog.messages
+
+
+@pytest.mark.parametrize(("revoke", "error"), [
+    (done(code=1, stderr="rpc error: code = Unavailable desc = down"), TransientError),
+    (done(code=1, stderr="rpc error: code = Internal desc = oops"), PermanentError),
+], ids=["unavailable", "internal"])
+@pytest.mark.parametrize("answer", ["null", "[]"])
+def test_revoke_that_failed_is_not_proved_by_a_list_without_the_token(
+        revoke: subprocess.CompletedProcess[str], error: type[Exception], answer: str) -> None:
+    """Revoked management tokens stay listed: a list without the token (``null``, or another cluster's
+    after the profile changed) after a revoke that failed for another reason than NotFound proves
+    nothing, and the revoke's own error is raised (the revocation is not recorded as done)."""
+    issuer, _ = make(revoke, done(stdout=answer))
+    with pytest.raises(error, match="influxctl management revoke failed"):
+        issuer.revoke(TOKEN_ID, CURRENT)
 
 
 # --- auth ----------------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ HINT_PERMISSION_DENIED = (
     "admin token) or 'mgmt_token' (a token that may)"
 )
 HINT_OTHER = "run the same influxctl command by hand to see the full output"
+HINT_NOT_FOUND = "the server does not know that token id; check the id, and that the profile names the right cluster"
 ERR_OUTPUT = "{command}: {problem}"
 HINT_OUTPUT = "check the influxctl version (rotator reads the output of influxctl 2.9.7 and later)"
 ERR_TOKEN_FILE = "auth.token_file {path} is not a readable file"
@@ -131,7 +132,8 @@ _TRANSIENT = (
 )
 #: gRPC status codes (as Go prints them, lower-cased) -> what they mean for a retry
 _GRPC_KINDS = {"unauthenticated": "unauthenticated", "permissiondenied": "permission", "unavailable": "transient",
-               "deadlineexceeded": "transient", "resourceexhausted": "transient", "aborted": "transient"}
+               "deadlineexceeded": "transient", "resourceexhausted": "transient", "aborted": "transient",
+               "notfound": "not_found"}
 #: OS errors when starting the binary that may go away by themselves.
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR})
 #: Values shaped like InfluxDB tokens, redacted from stderr even when the REDACTOR does not know them.
@@ -570,7 +572,14 @@ def error_for_exit(
         return PermanentError(message, hint=HINT_PERMISSION_DENIED)
     if kind == "transient":
         return TransientError(message, hint=HINT_UNREACHABLE)
+    if kind == "not_found":
+        return PermanentError(message, hint=HINT_NOT_FOUND)
     return PermanentError(message, hint=HINT_OTHER)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Whether ``exc`` is :func:`error_for_exit`'s answer to the server's NotFound."""
+    return isinstance(exc, PermanentError) and exc.hint == HINT_NOT_FOUND
 
 
 def _failure_kind(stderr: str) -> str | None:
@@ -924,9 +933,11 @@ class InfluxctlIssuer(Generic[SettingsT]):
     def revoke(self, token_id: str, credential: Secret | None) -> None:
         """The revoke command, confirmed by ``revoked_at`` in the list.
 
-        A token that is already revoked, or not listed at all, counts as revoked; so does one
-        the list shows revoked although the command failed. Otherwise the command's error wins.
-        The id must be a UUID (:func:`check_token_id`) and goes after ``--``.
+        A token that is already revoked counts as revoked, also when the command failed; so does
+        one that is not listed at all after the command succeeded or the server answered NotFound.
+        Otherwise the command's error wins: a list without the token (``null``, another cluster's)
+        after a failed command proves nothing. The id must be a UUID (:func:`check_token_id`) and
+        goes after ``--``.
         """
         check_token_id(token_id, self.token_noun)
         auth = self._auth(credential)
@@ -943,6 +954,8 @@ class InfluxctlIssuer(Generic[SettingsT]):
             raise
         match = next((token for token in tokens if token.token_id == token_id), None)
         if match is None:
+            if failure is not None and not is_not_found(failure):
+                raise failure
             logger.warning("%s %s is not listed by influxctl; treating it as revoked", self.token_noun, token_id)
             return
         if match.revoked_at is not None:
