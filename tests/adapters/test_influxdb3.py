@@ -456,6 +456,18 @@ def test_a_mint_whose_answer_is_lost_leaves_a_token_the_tag_finds(influxdb3_fake
     assert [t.token_id for t in tagged] == ["rotator-app-1111222233334444"]  # the engine sweeps it
 
 
+@pytest.mark.parametrize("body", ["", "[]", "\n"])
+def test_an_empty_token_list_is_not_a_list_without_tokens(body: str) -> None:
+    """system.tokens always holds the admin token that asks: an empty 200 (a catch-all host, a proxy)
+    is refused, not read as "every token is gone" (which would count a revocation as confirmed)."""
+    issuer = make("https://influx.invalid:8181", transport=mock(lambda req: httpx.Response(200, text=body)))
+    with pytest.raises(IssuerOutputError, match="no row, not even the token that asked") as err:
+        issuer.list_tokens(Secret("x" * 20))
+    assert "base_url" in err.value.hint
+    with pytest.raises(IssuerOutputError):
+        issuer.revoke("rotator-app-0123456789abcdef", Secret("x" * 20))
+
+
 def test_tls_failure_is_permanent_with_a_ca_hint() -> None:
     import ssl
 

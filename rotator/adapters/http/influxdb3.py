@@ -377,7 +377,13 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         what = "list tokens (system.tokens)"
         with map_http_errors(what, hints={403: HINT_NOT_ADMIN, **self._hints}):
             response = expect(self._query(auth), 200)
-        return [(row, self._info(index, row, what)) for index, row in enumerate(self._rows(response, what))]
+        listed = [(row, self._info(index, row, what)) for index, row in enumerate(self._rows(response, what))]
+        if not listed:
+            # The admin token that asked is one of system.tokens' rows: an empty answer (a catch-all
+            # host, a proxy) would make every token look revoked, and every orphan search find nothing.
+            raise IssuerOutputError(f"{what}: the answer has no row, not even the token that asked",
+                                    hint="check `base_url`: it must reach the InfluxDB 3 server itself")
+        return listed
 
     def _rows(self, response: httpx.Response, what: str) -> Iterator[Mapping[str, Any]]:
         """The rows of a query answer: JSON lines, or a JSON array (``format=json`` servers)."""
