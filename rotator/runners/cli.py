@@ -420,8 +420,19 @@ def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple
     journal = _journal(config, read_only=True)
     now = SystemClock().now()
     policies = [config.policy(n) for n in args.policy] if args.policy else list(config.policies)
-    rows = [policy_status(p, journal, now, **({"slack": slack} if slack is not None else {})) for p in policies]
+    rows = []
+    for p in policies:
+        try:
+            rows.append(policy_status(p, journal, now, **({"slack": slack} if slack is not None else {})))
+        except ValueError as exc:  # a cron schedule that never fires again (the daemon logs it and runs on)
+            raise _unschedulable(p.name, exc) from None
     return rows, now
+
+
+def _unschedulable(policy: str, exc: ValueError) -> ConfigError:
+    return ConfigError(f"policy {policy!r}: its schedule has no next due time: {exc}",
+                       hint="change `schedule` of the policy in the policy file (a cron schedule whose years have "
+                       "passed never fires again), or remove the policy")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -453,7 +464,14 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     results: list[RunResult] = []
     worst = EXIT_OK
     for policy in selected:
-        due = due_now(policy, journal, clock) if args.if_due else None
+        try:
+            due = due_now(policy, journal, clock) if args.if_due else None
+        except (ValueError, RotatorError) as exc:  # one policy's: the others still run (a cron job's --all)
+            error = _unschedulable(policy.name, exc) if isinstance(exc, ValueError) else exc
+            _print_error(error)
+            worst = max(worst, _exit_code(error))
+            results.append(RunResult(policy.name, "failed", message=REDACTOR.redact(str(error))))
+            continue
         if due is not None and not due.due:
             message = "not due"
             if due.recover_first and args.dry_run:
