@@ -262,6 +262,8 @@ class Daemon:
         #: the last inventory's result (for the status page); None until one ran
         self.last_inventory: Any = None
         self._next_prune: datetime | None = None
+        #: the time of day of the last pass (a later one earlier than it: the clock stepped back)
+        self._last_pass_at: datetime | None = None
         self._prune_thread: threading.Thread | None = None
         #: what ``rotator daemon`` exits with once serve() returns: 0, or EXIT_JOURNAL_LOST
         self.exit_status = 0
@@ -422,6 +424,7 @@ class Daemon:
         """
         self._heartbeat = time.monotonic()
         settings = self.settings
+        self._after_a_clock_step_back(now)
         if self._reload_wanted:
             self._reload_wanted = False
             self.notifier.audit.reopen()  # after logrotate moved the audit file, whatever the reload gives
@@ -496,6 +499,40 @@ class Daemon:
         if queue:
             wake.append(queue[0][0])
         return min(max((min(wake) - now).total_seconds(), MIN_WAIT), settings.sweep_interval.total_seconds())
+
+    def _after_a_clock_step_back(self, now: datetime) -> None:
+        """The daemon's own timers are times of day: after the clock stepped back (NTP, a VM
+        restored) each would wait that much longer (no sweep: no recovery of a dead replica's runs,
+        no reload; a failed rotation's retry hours away). None is ever more than its own interval
+        ahead of now, so one further than that is brought back to now plus its interval. Checked
+        only when now is earlier than the last pass's (the policies' times are a scan)."""
+        last, self._last_pass_at = self._last_pass_at, now
+        if last is None or now >= last:
+            return
+        logger.warning("the clock stepped back by %s; the daemon's timers follow it",
+                       format_duration(last - now, units=2))
+        settings = self.settings
+        if self._next_sweep > now + settings.sweep_interval:
+            self._next_sweep = now + settings.sweep_interval
+        if self._next_watch > now + settings.watch_interval:
+            self._next_watch = now + settings.watch_interval
+        interval = settings.inventory_interval
+        if self._next_inventory is not None and interval is not None and self._next_inventory > now + interval:
+            self._next_inventory = now + interval
+        if self._next_prune is not None and self._next_prune > now + PRUNE_EVERY:
+            self._next_prune = now + PRUNE_EVERY
+        longest = max(settings.failure_backoff_max, timedelta(seconds=BUSY_RETRY[1]))
+        stepped = [name for name, track in self._tracks.items()
+                   if any(t is not None and t > now + longest for t in (track.retry_at, track.busy_until,
+                                                                        track.revoke_retry_at))]
+        for name in stepped:
+            track = self._tracks[name]
+            for attribute in ("retry_at", "busy_until", "revoke_retry_at"):
+                value = getattr(track, attribute)
+                if value is not None and value > now + longest:
+                    setattr(track, attribute, now + longest)
+            with self._lock:
+                self._replan.add(name)
 
     def _push(self, kind: str, name: str, when: datetime) -> None:
         if self._queued.get((kind, name)) == when:

@@ -774,6 +774,28 @@ def test_planning_a_policy_again_does_not_grow_the_queue(harness: Callable[..., 
     assert h.calls == ["rotate a"], "what is queued still runs when due"
 
 
+def test_a_clock_step_back_neither_stops_the_sweep_nor_stretches_a_retry(harness: Callable[..., Harness]) -> None:
+    """The daemon's timers are times of day: after the clock steps back 6 hours (NTP, a VM restored)
+    the next sweep (which reads other processes' changes) and a failed rotation's retry still come
+    within their own intervals, not 6 hours later."""
+    h = harness([("a", "1h", "")], daemon='sweep_interval = "1m"\nfailure_backoff = "10s"\n'
+                'failure_backoff_max = "1m"\n', last=None)
+    h.engines["a"].fail += [TransientError("issuer down")]
+    h.tick()
+    assert h.calls == ["rotate a"]
+    h.clock.advance(-timedelta(hours=6))
+    h.tick()
+    assert h.calls == []
+    # Written by another process: only a sweep reads it.
+    h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", h.clock.now(), "pending"))
+    seen = []
+    for _ in range(2):
+        h.clock.advance(timedelta(minutes=1))
+        h.tick()
+        seen += h.calls
+    assert sorted(seen) == ["revoke a", "rotate a"], seen
+
+
 def test_tick_skips_a_policy_another_rotator_holds(harness: Callable[..., Harness]) -> None:
     h = harness([("a", "1h", "")])
     h.tick()
