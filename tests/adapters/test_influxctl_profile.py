@@ -557,14 +557,36 @@ def test_a_permission_refused_rename_is_a_permanent_error(config: Path) -> None:
 
 
 def test_temp_files_of_a_killed_writer_are_removed(config: Path) -> None:
+    """Under the directory's exclusive lock, which every writer holds from its temp file to its
+    rename, each temp file found is a dead writer's, whatever process id it names: one that is alive
+    (rotator as PID 1 in a container, killed and restarted as PID 1 again) is no writer of it."""
     dead = _dead_pid()
     stale = config.parent / f".config.toml.rotator-{dead}-abc123.tmp"
     stale_sidecar = config.parent / f".config.toml{SIDECAR_SUFFIX}.rotator-{dead}-xyz_89.tmp"
-    alive = config.parent / f".config.toml.rotator-{os.getpid()}-live42.tmp"
-    for path in (stale, stale_sidecar, alive):
+    pid_1 = config.parent / ".config.toml.rotator-1-live42.tmp"
+    other = config.parent / ".other.toml.rotator-1-abc.tmp"  # not this store's file
+    for path in (stale, stale_sidecar, pid_1, other):
         path.write_text("a token would be here")
     make_store(config).publish(record("id-1"), None)
-    assert not stale.exists() and not stale_sidecar.exists()
+    assert not stale.exists() and not stale_sidecar.exists() and not pid_1.exists()
+    assert other.exists()
+
+
+def test_without_a_lock_a_live_writer_s_temp_file_is_left(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the file system refuses locks (ENOLCK, some network file systems) another writer may be
+    between its temp file and its rename: only files of writers that are gone are removed then."""
+    dead = _dead_pid()
+    stale = config.parent / f".config.toml.rotator-{dead}-abc123.tmp"
+    alive = config.parent / f".config.toml.rotator-{os.getpid()}-live42.tmp"
+    for path in (stale, alive):
+        path.write_text("a token would be here")
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    make_store(config).publish(record("id-1"), None)
+    assert not stale.exists()
     assert alive.exists(), "a live writer's temp file is not ours to remove"
 
 

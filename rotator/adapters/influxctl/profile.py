@@ -369,7 +369,7 @@ class InfluxctlProfileStore:
                 hint="check the issuer's output for this token",
             )
         new_version = value_version(value)
-        with self._locked(exclusive=True) as dir_fd:
+        with self._locked(exclusive=True) as (dir_fd, locked):
             snap = self._read()
             state = self._state(snap, warn=False)
             current = state.record
@@ -386,7 +386,7 @@ class InfluxctlProfileStore:
                     hint=_HINT_CONFLICT.format(key=self._key),
                 )
             owner = self._owner(snap)
-            self._remove_stale_temp_files(snap.path)
+            self._remove_stale_temp_files(snap.path, locked)
             text = snap.text if snap.value == value else self._edit(snap, value)
             entry = _entry(record, value, self._key, self._clock)
             kept = [e for e in snap.entries if _matches(e, snap.value)]
@@ -603,20 +603,26 @@ class InfluxctlProfileStore:
                 hint="check the file system's health",
             ) from None
 
-    def _remove_stale_temp_files(self, path: Path) -> None:
-        """Temp files of a writer killed between write and rename (they may hold a token)."""
+    def _remove_stale_temp_files(self, path: Path, locked: bool) -> None:
+        """Temp files of a writer killed between write and rename (they may hold a token).
+
+        Called under the exclusive lock, which every writer holds from its temp file to its rename:
+        each one found then (``locked``) is a dead writer's, whatever its process id says (rotator as
+        PID 1 in a container, or in another PID namespace, names a process id that is alive). Only
+        where the lock could not be taken (ENOLCK) is a file whose writer's id is alive left alone."""
         wanted = {path.name, _sidecar(path).name}
         with contextlib.suppress(OSError):
             for candidate in path.parent.iterdir():
                 match = _TEMP_NAME.match(candidate.name)
-                if match and match["name"] in wanted and not _pid_alive(int(match["pid"])):
+                if match and match["name"] in wanted and (locked or not _pid_alive(int(match["pid"]))):
                     with contextlib.suppress(OSError):
                         candidate.unlink()
                         logger.warning("%s: removed %s, left by a writer that was killed", self._location, candidate)
 
     @contextmanager
-    def _locked(self, *, exclusive: bool) -> Iterator[int]:
-        """flock on the config's directory (the files themselves are replaced, so cannot carry a lock)."""
+    def _locked(self, *, exclusive: bool) -> Iterator[tuple[int, bool]]:
+        """flock on the config's directory (the files themselves are replaced, so cannot carry a lock):
+        its descriptor, and whether the lock is held (False: the file system refused locks)."""
         directory = Path(os.path.realpath(self._path)).parent
         try:
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -628,9 +634,11 @@ class InfluxctlProfileStore:
         try:
             deadline = self._clock.now() + _LOCK_TIMEOUT
             operation = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+            held = False
             while True:
                 try:
                     fcntl.flock(fd, operation)
+                    held = True
                     break
                 except BlockingIOError:
                     if self._clock.now() >= deadline:
@@ -643,7 +651,7 @@ class InfluxctlProfileStore:
                         "%s: cannot lock %s (%s); writing without a lock", self._location, directory, exc.strerror
                     )
                     break
-            yield fd
+            yield fd, held
         finally:
             os.close(fd)
 
