@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from rotator.adapters.http.influxdb2 import InfluxDB2Issuer, InfluxDB2Settings
-from rotator.core.clock import SystemClock
+from rotator.core.clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock
 from rotator.core.contracts import AdapterContext, MintRequest
 from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, TransientError
 from rotator.core.retry import RetryPolicy, call_with_retry
@@ -34,13 +35,14 @@ ADMIN_ENV = "INFLUXDB2_ADMIN_FOR_TEST"
 
 
 def make(
-    url: str, transport: httpx.BaseTransport | None = None, policy: str = POLICY, **settings: Any
+    url: str, transport: httpx.BaseTransport | None = None, policy: str = POLICY, clock: Clock = SYSTEM_CLOCK,
+    **settings: Any,
 ) -> InfluxDB2Issuer:
     settings.setdefault("credential", {"env": ADMIN_ENV})
     if "copy_from_authorization_id" not in settings:
         settings.setdefault("permissions", READ_WRITE_BUCKET)
     model = InfluxDB2Settings.model_validate({"base_url": url, "org_id": ORG_ID, **settings})
-    return InfluxDB2Issuer.from_config(model, AdapterContext(policy=policy), transport=transport)
+    return InfluxDB2Issuer.from_config(model, AdapterContext(policy=policy, clock=clock), transport=transport)
 
 
 def request(run_id: str = "0123456789abcdef", policy: str = POLICY) -> MintRequest:
@@ -120,7 +122,8 @@ def test_mint_verify_list_and_revoke_in_two_stages(influxdb2_fake: InfluxDB2Fake
     issuer.revoke(minted.token_id, None)
     stored = fake.authorization(minted.token_id)
     assert stored is not None and stored["status"] == "inactive"
-    assert stored["description"] == "rotator:ingest:0123456789abcdef [rotator-revoked:ingest]"
+    assert re.fullmatch(rf"rotator:ingest:0123456789abcdef \[rotator-revoked:ingest:{minted.token_id}@\d+\]",
+                        stored["description"]), stored["description"]
     assert fake.problem(minted.value.reveal()) == "inactive"
     info = next(t for t in issuer.list_tokens(None) if t.token_id == minted.token_id)
     assert info.revoked_at is not None and not info.is_active(datetime.now(UTC))
@@ -130,6 +133,35 @@ def test_mint_verify_list_and_revoke_in_two_stages(influxdb2_fake: InfluxDB2Fake
     # Reversible: an operator can bring it back (influx auth active).
     fake.set_status(minted.token_id, "active")
     assert fake.problem(minted.value.reveal()) is None
+
+
+def test_stage_two_deletes_only_an_authorization_whose_marker_is_its_own_and_unchanged_since(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret
+) -> None:
+    """The marker names the authorization's id and the time of rotator's PATCH: a marker copied with
+    a description onto another token, or a token made active again by hand and inactive again later
+    by someone else, is not rotator's to delete; the marker of rotator before ids (no id) still is."""
+    fake = influxdb2_fake
+    issuer = make(fake.url)
+    retired = issuer.mint(request("0000000000000001"), None)
+    issuer.revoke(retired.token_id, None)
+    description = fake.authorization(retired.token_id)["description"]  # type: ignore[index]
+    _, copied = fake.add_authorization(description, READ_WRITE_BUCKET, status="inactive")
+    brought_back = issuer.mint(request("0000000000000002"), None)
+    # Retired an hour ago (its marker says so), made active again by an operator (influx auth
+    # active) and inactive again now, by someone else.
+    make(fake.url, clock=FakeClock(datetime.now(UTC) - timedelta(hours=1))).revoke(brought_back.token_id, None)
+    fake.set_status(brought_back.token_id, "active")
+    fake.set_status(brought_back.token_id, "inactive")
+    _, legacy = fake.add_authorization("rotator:ingest:0000000000000003 [rotator-revoked:ingest]", READ_WRITE_BUCKET,
+                                       status="inactive")
+    for auth_id in (retired.token_id, copied, legacy):
+        fake.age(auth_id, 8 * 86400)
+    later = make(fake.url, clock=FakeClock(datetime.now(UTC) + timedelta(days=8)))  # brought_back: past delete_after
+    later.revoke("00000000000000ff", None)  # a revocation (of an id the server does not know) runs stage 2
+    assert sorted(fake.deleted) == sorted([retired.token_id, legacy])
+    for kept in (copied, brought_back.token_id):
+        assert fake.authorization(kept) is not None
 
 
 def test_revoking_twice_does_not_restart_the_inactive_clock(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:

@@ -11,11 +11,13 @@
 
   1. ``PATCH {status: "inactive"}``: the server rejects the token from then on, and an operator
      can undo it (``influx auth active --id ID``). rotator appends the marker
-     ``[rotator-revoked:<policy>]`` to the description in the same PATCH, so that stage 2 only
-     ever deletes what rotator itself deactivated (not a token a human set inactive).
+     ``[rotator-revoked:<policy>:<id>@<unix time>]`` to the description in the same PATCH, so
+     that stage 2 only ever deletes what rotator itself deactivated and nobody changed since (not
+     a token a human set inactive, nor one whose description was copied from a retired token).
   2. ``DELETE``: at every later ``revoke`` of the policy, inactive authorizations carrying the
-     marker whose ``updatedAt`` (the time of the PATCH; the server sets it on every update) is
-     older than ``delete_after`` (default 7 days) are deleted. So an inactive token is deleted
+     marker with their own id, not updated more than ``_MARKER_SKEW`` after its time, whose
+     ``updatedAt`` (the time of the PATCH; the server sets it on every update) is older than
+     ``delete_after`` (default 7 days) are deleted. So an inactive token is deleted
      at the first revocation after ``delete_after`` has passed: at most ``delete_after`` plus one
      schedule interval after it became inactive. A failure here is logged and retried at the
      next revocation; it never fails the revocation that has just succeeded. A server that
@@ -49,6 +51,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -82,6 +85,9 @@ BUCKETS = "/api/v2/buckets"
 _ID = r"^[0-9a-f]{16}$"
 #: An authorization id as the v2 API writes it (platform.ID: 16 lowercase hex digits).
 _AUTH_ID = re.compile(_ID)
+#: how much later than its marker says an authorization's updatedAt may be and still be the PATCH
+#: that wrote the marker (the server's clock against rotator's)
+_MARKER_SKEW = timedelta(minutes=10)
 
 #: Resource types of the OSS v2 spec (``components.schemas.Resource.properties.type``).
 RESOURCE_TYPES = (
@@ -165,8 +171,28 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
 
     @property
     def marker(self) -> str:
-        """Appended to the description by stage 1; stage 2 deletes only what carries it."""
-        return f"[rotator-revoked:{self._policy}]"
+        """The start of what stage 1 appends to the description (:meth:`_marker_for`)."""
+        return f"[rotator-revoked:{self._policy}"
+
+    def _marker_for(self, token_id: str) -> str:
+        """What stage 1 appends: the policy, the authorization's own id and the time of the PATCH.
+        Stage 2 deletes an authorization only if its marker names its own id (not one copied with
+        a description onto another token) and it was not updated since (re-activated and made
+        inactive again by someone else: not rotator's to delete)."""
+        return f"{self.marker}:{token_id}@{int(self._clock.now().timestamp())}]"
+
+    def _retired_by_rotator(self, token_id: str, description: str, updated: datetime | None) -> bool:
+        """Whether ``description`` carries this policy's marker for ``token_id`` and the authorization
+        was last updated by that PATCH (``updated``: its updatedAt; None: unknown). The marker of
+        rotator before it named the id (``[rotator-revoked:<policy>]``) still counts, as it did."""
+        if f"{self.marker}]" in description:
+            return True
+        times = [int(found[2]) for found in re.finditer(re.escape(self.marker) + r":([0-9a-f]{16})@([0-9]{1,12})\]",
+                                                         description) if found[1] == token_id]
+        if not times:
+            return False
+        # The latest: a token made active again by hand and revoked again carries one per PATCH.
+        return updated is None or updated <= datetime.fromtimestamp(max(times), UTC) + _MARKER_SKEW
 
     # -- the Issuer protocol -------------------------------------------------------------------
 
@@ -234,7 +260,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         else:
             current = _split(json_body(response, what), what)[0]
             description = current.get("description") if isinstance(current.get("description"), str) else ""
-            if current.get("status") == "inactive" and self.marker in str(description):
+            if current.get("status") == "inactive" and self._retired_by_rotator(token_id, str(description), None):
                 logger.info("authorization %s is inactive already", token_id)
             else:
                 self._deactivate(token_id, str(description), auth)
@@ -271,7 +297,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
 
     def _deactivate(self, token_id: str, description: str, auth: Secret) -> None:
         what = f"revoke authorization {token_id}"
-        body = {"status": "inactive", "description": f"{description} {self.marker}".strip()}
+        body = {"status": "inactive", "description": f"{description} {self._marker_for(token_id)}".strip()}
         with map_http_errors(what, hints={401: HINT_401}):
             response = self._http().patch(_authorization(token_id), json=body, headers=auth_header("Token", auth))
             if response.status_code == 404:
@@ -298,7 +324,10 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         try:
             for item in self._authorizations(auth):
                 info = self._info(item)
-                if item.get("status") != "inactive" or self.marker not in info.description:
+                if item.get("status") != "inactive" or info.revoked_at is None:
+                    continue
+                updated = parse_time(item.get("updatedAt"), f"authorization {info.token_id} `updatedAt`")
+                if not self._retired_by_rotator(info.token_id, info.description, updated):
                     continue
                 if info.revoked_at is None or info.revoked_at > cutoff:
                     continue
