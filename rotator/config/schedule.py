@@ -22,6 +22,7 @@ from typing import Any
 from rotator.config.extras import install_hint
 
 __all__ = [
+    "NoNextDue",
     "Schedule",
     "Window",
     "format_duration",
@@ -30,6 +31,12 @@ __all__ = [
     "parse_window",
     "window_time",
 ]
+
+
+
+class NoNextDue(ValueError):
+    """A schedule that never fires again (a cron expression whose years have passed)."""
+
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*([smhdw])\s*)+$")
@@ -378,7 +385,7 @@ def _trigger(expr: str) -> Any:
 def _cron_next(expr: str, after: datetime) -> datetime:
     fire: datetime | None = _trigger(expr).get_next_fire_time(None, after + timedelta(seconds=1))
     if fire is None:
-        raise ValueError(f"cron expression {expr!r} never fires again")
+        raise NoNextDue(f"cron expression {expr!r} never fires again")
     return fire.astimezone(UTC)
 
 

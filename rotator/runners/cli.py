@@ -32,6 +32,7 @@ from rotator.runners.cli_options import add_common, add_daemon_parser
 if TYPE_CHECKING:
     from rotator.config.policy import Config, Policy
     from rotator.config.policy_summary import ConfigSummary
+    from rotator.config.schedule import NoNextDue
     from rotator.core.engine import Engine
     from rotator.core.journal import Journal
     from rotator.observe.status import PolicyStatus
@@ -414,6 +415,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple[list[PolicyStatus], datetime]:
+    from rotator.config.schedule import NoNextDue
     from rotator.observe.status import policy_status
 
     config = _summary(args)
@@ -424,12 +426,12 @@ def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple
     for p in policies:
         try:
             rows.append(policy_status(p, journal, now, **({"slack": slack} if slack is not None else {})))
-        except ValueError as exc:  # a cron schedule that never fires again (the daemon logs it and runs on)
+        except NoNextDue as exc:  # (the daemon logs it and runs on)
             raise _unschedulable(p.name, exc) from None
     return rows, now
 
 
-def _unschedulable(policy: str, exc: ValueError) -> ConfigError:
+def _unschedulable(policy: str, exc: NoNextDue) -> ConfigError:
     return ConfigError(f"policy {policy!r}: its schedule has no next due time: {exc}",
                        hint="change `schedule` of the policy in the policy file (a cron schedule whose years have "
                        "passed never fires again), or remove the policy")
@@ -450,6 +452,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     """Load the policy file, open the journal, and per policy: the due decision (with --if-due), then the engine."""
+    from rotator.config.schedule import NoNextDue
     from rotator.core.due import due_now
     from rotator.core.engine import RunResult
 
@@ -466,8 +469,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     for policy in selected:
         try:
             due = due_now(policy, journal, clock) if args.if_due else None
-        except (ValueError, RotatorError) as exc:  # one policy's: the others still run (a cron job's --all)
-            error = _unschedulable(policy.name, exc) if isinstance(exc, ValueError) else exc
+        except (NoNextDue, RotatorError) as exc:  # one policy's (its journal reads too): the others still run
+            error = _unschedulable(policy.name, exc) if isinstance(exc, NoNextDue) else exc
             _print_error(error)
             worst = max(worst, _exit_code(error))
             results.append(RunResult(policy.name, "failed", message=REDACTOR.redact(str(error))))

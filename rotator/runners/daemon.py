@@ -506,8 +506,9 @@ class Daemon:
         no reload; a failed rotation's retry hours away). None is ever more than its own interval
         ahead of now, so one further than that is brought back to now plus its interval. Checked
         only when now is earlier than the last pass's (the policies' times are a scan)."""
-        last, self._last_pass_at = self._last_pass_at, now
+        last = self._last_pass_at
         if last is None or now >= last:
+            self._last_pass_at = now
             return
         logger.warning("the clock stepped back by %s; the daemon's timers follow it",
                        format_duration(last - now, units=2))
@@ -521,8 +522,11 @@ class Daemon:
             self._next_inventory = now + interval
         if self._next_prune is not None and self._next_prune > now + PRUNE_EVERY:
             self._next_prune = now + PRUNE_EVERY
+        for name, pause in list(self._credential_pause.items()):
+            if pause > now + settings.failure_backoff_max:
+                self._credential_pause[name] = now + settings.failure_backoff_max
         longest = max(settings.failure_backoff_max, timedelta(seconds=BUSY_RETRY[1]))
-        stepped = [name for name, track in self._tracks.items()
+        stepped = [name for name, track in list(self._tracks.items())
                    if any(t is not None and t > now + longest for t in (track.retry_at, track.busy_until,
                                                                         track.revoke_retry_at))]
         for name in stepped:
@@ -533,6 +537,7 @@ class Daemon:
                     setattr(track, attribute, now + longest)
             with self._lock:
                 self._replan.add(name)
+        self._last_pass_at = now  # (only once all of it is done: an error here is met again next pass)
 
     def _push(self, kind: str, name: str, when: datetime) -> None:
         if self._queued.get((kind, name)) == when:
@@ -657,6 +662,9 @@ class Daemon:
         revocations of unknown policies."""
         overview = self._load_views(full=self._full_load_wanted)
         for name in sorted(overview.open_runs):
+            track = self._tracks.get(name)
+            if track is not None and track.revoke_retry_at is not None and track.revoke_retry_at > now:
+                continue  # its recovery failed lately: tried again at that time (the revocation's queue entry)
             if name in self._engines and self._idle(name, now, []):
                 self._submit(name, "recover")
         unknown = set(overview.pending) - set(self._views)

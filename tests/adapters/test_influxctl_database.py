@@ -338,6 +338,14 @@ def test_verify_a_write_only_token_passes_on_permission_denied(setup: Setup) -> 
     # A local warning before an error that has nothing to do with permissions.
     ("warning: could not create cache dir /root/.cache/influxctl: permission denied\n"
      "Error: unexpected end of JSON input", PermanentError),
+    # A reverse proxy's HTTP 403, which gRPC reports as PermissionDenied.
+    ("Error: rpc error: code = PermissionDenied desc = unexpected HTTP status code received from server: 403 "
+     "(Forbidden); transport: received unexpected content-type \"text/html\"", PermanentError),
+    # An earlier attempt's PermissionDenied, then the error that ended the command.
+    ("attempt 1: rpc error: code = PermissionDenied desc = permission denied\nError: context deadline exceeded",
+     TransientError),
+    # A local file's permission, on the last line, without a gRPC status.
+    ("Error: open /tmp/influxctl-cache/token.json: permission denied", PermanentError),
 ])
 def test_verify_of_a_write_only_token_passes_on_the_server_s_permission_denied_only(
         setup: Setup, stderr: str, error: type[Exception]) -> None:

@@ -155,12 +155,15 @@ def test_stage_two_deletes_only_an_authorization_whose_marker_is_its_own_and_unc
     fake.set_status(brought_back.token_id, "inactive")
     _, legacy = fake.add_authorization("rotator:ingest:0000000000000003 [rotator-revoked:ingest]", READ_WRITE_BUCKET,
                                        status="inactive")
-    for auth_id in (retired.token_id, copied, legacy):
+    # A marker with a time no datetime holds (written by hand?) is not rotator's, and stops nothing.
+    _, odd = fake.add_authorization("x", READ_WRITE_BUCKET, status="inactive")
+    fake.set_description(odd, f"[rotator-revoked:ingest:{odd}@999999999999]")
+    for auth_id in (retired.token_id, copied, legacy, odd):
         fake.age(auth_id, 8 * 86400)
     later = make(fake.url, clock=FakeClock(datetime.now(UTC) + timedelta(days=8)))  # brought_back: past delete_after
     later.revoke("00000000000000ff", None)  # a revocation (of an id the server does not know) runs stage 2
     assert sorted(fake.deleted) == sorted([retired.token_id, legacy])
-    for kept in (copied, brought_back.token_id):
+    for kept in (copied, brought_back.token_id, odd):
         assert fake.authorization(kept) is not None
 
 

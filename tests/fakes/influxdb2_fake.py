@@ -170,6 +170,12 @@ class InfluxDB2Fake(ServedFake):
             auth.created_at -= timedelta(seconds=seconds)
             auth.updated_at -= timedelta(seconds=seconds)
 
+    def set_description(self, auth_id: str, description: str) -> None:
+        """What ``influx auth`` editing a description does (updatedAt moves)."""
+        with self.api.lock:
+            auth = self._auths[auth_id]
+            auth.description, auth.updated_at = description, self.now()
+
     def set_status(self, auth_id: str, status: str) -> None:
         """What ``influx auth active|inactive`` does (updatedAt moves)."""
         with self.api.lock:

@@ -492,7 +492,7 @@ class FakeEngine:
     clock: FakeClock
     calls: list[str]
     fail: list[Exception] = field(default_factory=list)
-    #: what revoke_due() raises, one per call (e.g. the recovery of an open run that fails first)
+    #: what revoke_due() and recover() raise, one per call (e.g. the recovery of an open run that fails)
     revoke_fail: list[Exception] = field(default_factory=list)
     holder: str = "here:1:x"
     lease_ttl: timedelta = timedelta(minutes=15)
@@ -523,6 +523,8 @@ class FakeEngine:
 
     def recover(self) -> list[str]:
         self.calls.append(f"recover {self.name}")
+        if self.revoke_fail:
+            raise self.revoke_fail.pop(0)
         self.journal.acquire_lease(self.name, self.holder, self.lease_ttl, self.clock.now())
         self.journal.release_lease(self.name, self.holder)
         return []
@@ -684,6 +686,26 @@ def test_a_failing_revocation_job_backs_off_instead_of_running_at_every_pass(
     h.clock.advance(timedelta(seconds=1))
     h.tick()
     assert h.calls == [], "nothing is due any more"
+
+
+def test_a_failing_recovery_of_an_open_run_backs_off_across_sweeps(harness: Callable[..., Harness]) -> None:
+    """The sweep (every minute here) starts the recovery of a policy's open run; while that keeps
+    failing, it is started again only after the backoff, not at every sweep."""
+    h = harness([("a", "1h", "")], daemon='sweep_interval = "1m"\nfailure_backoff = "10m"\n')
+    h.daemon.journal.begin_run(RunRecord("left", "a", "minting", "rotate", T0, T0))  # a dead process's
+    h.engines["a"].revoke_fail += [TransientError("recovery of run left failed: issuer down")] * 2
+    h.tick()
+    assert h.calls == ["recover a"]
+    for _ in range(7):
+        h.clock.advance(timedelta(minutes=1))
+        h.tick()
+        assert h.calls == [], "within 75% of failure_backoff: no sweep starts it again"
+    seen = []
+    for _ in range(4):
+        h.clock.advance(timedelta(minutes=1))
+        h.tick()
+        seen += h.calls
+    assert seen == ["recover a"], seen
 
 
 def test_a_failure_count_without_bound_keeps_the_wait_at_its_cap(harness: Callable[..., Harness]) -> None:

@@ -187,12 +187,21 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         rotator before it named the id (``[rotator-revoked:<policy>]``) still counts, as it did."""
         if f"{self.marker}]" in description:
             return True
-        times = [int(found[2]) for found in re.finditer(re.escape(self.marker) + r":([0-9a-f]{16})@([0-9]{1,12})\]",
+        times = [int(found[2]) for found in re.finditer(re.escape(self.marker) + r":([0-9a-f]{16})@([0-9]{1,11})\]",
                                                          description) if found[1] == token_id]
         if not times:
             return False
-        # The latest: a token made active again by hand and revoked again carries one per PATCH.
-        return updated is None or updated <= datetime.fromtimestamp(max(times), UTC) + _MARKER_SKEW
+        try:  # the latest: a token made active again by hand and revoked again carries one per PATCH
+            marked = datetime.fromtimestamp(max(times), UTC)
+        except (ValueError, OverflowError, OSError):  # a time no datetime holds: not a marker rotator wrote
+            return False
+        if updated is None or updated <= marked + _MARKER_SKEW:
+            return True
+        logger.info("authorization %s carries rotator's marker of %s but was updated at %s, after it; not "
+                    "deleting it (made active and inactive again by someone, or the server's clock is more "
+                    "than %s ahead of rotator's)", token_id, marked.isoformat(), updated.isoformat(),
+                    format_duration(_MARKER_SKEW))
+        return False
 
     # -- the Issuer protocol -------------------------------------------------------------------
 

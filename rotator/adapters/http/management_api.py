@@ -143,9 +143,9 @@ _HINT_NOT_ACTIVE = "a new database token can take a few seconds to a few minutes
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TOKEN_SHAPES = re.compile(r"M\.V1\.[A-Za-z0-9+/=_.-]{8,}|apiv[0-9]_[A-Za-z0-9+/=_-]{16,}")
 _MAX_DETAIL = 300
-#: Token ids are UUIDs (the spec's ``UuidV4``; any version is accepted).
 #: what :meth:`ManagementApiIssuer._request` returns for an allowed 404 that is the API's own "not found"
 _NOT_FOUND: Any = object()
+#: Token ids are UUIDs (the spec's ``UuidV4``; any version is accepted).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UUID_HINT = "a UUID such as 11111111-1111-4111-8111-111111111111 (the Admin UI or `influxctl cluster list` shows it)"
 

@@ -120,7 +120,6 @@ ERR_NOT_REVOKED = "{command} {token_id} succeeded but the token is not listed as
 
 # Markers in influxctl's stderr (gRPC status codes as printed by Go, plus common transport text).
 _UNAUTHENTICATED = ("unauthenticated", "unauthorized")
-_PERMISSION_DENIED = ("permissiondenied", "permission denied", "forbidden")
 _TRANSIENT = (
     "unavailable",
     "deadlineexceeded",
@@ -583,18 +582,26 @@ def is_not_found(exc: BaseException) -> bool:
 
 
 def _failure_kind(stderr: str) -> str | None:
-    """What stopped influxctl: the gRPC status code of its error (the last one printed), else
-    markers in its last stderr line. Not markers anywhere in stderr: a proxy's refusal is printed as
-    ``code = Unavailable desc = ... 403 Forbidden``, and a warning line before the error (``could not
-    create cache dir: permission denied``) says nothing of the server's answer; either taken for
-    PermissionDenied would let a write-only database token pass verify unchecked."""
-    codes = re.findall(r"\bcode = ([A-Za-z]+)", stderr)
-    if codes:
-        return _GRPC_KINDS.get(codes[-1].lower())
-    lines = [line for line in stderr.lower().splitlines() if line.strip()]
+    """What stopped influxctl, read from its last stderr line (its error): the gRPC status code
+    there, else markers in it. Nothing else in stderr counts: a warning line before the error
+    (``could not create cache dir: permission denied``), or an earlier attempt's code, says nothing
+    of this answer.
+
+    "permission" (PermissionDenied: the server knows the credential, which lets verify accept a
+    write-only database token) only from the server's own gRPC status: not from a proxy's HTTP 403,
+    which gRPC reports as ``code = PermissionDenied desc = unexpected HTTP status code received from
+    server: 403``, nor from text such as a local file's ``permission denied``."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
     last = lines[-1] if lines else ""
-    for kind, markers in (("unauthenticated", _UNAUTHENTICATED), ("transient", _TRANSIENT),
-                          ("permission", _PERMISSION_DENIED)):
+    found = re.search(r"\bcode = ([A-Za-z]+)", last)
+    if found:
+        kind = _GRPC_KINDS.get(found[1].lower())
+        if kind == "permission" and "unexpected http status code" in last.lower():
+            return None  # a proxy's (or a router's) answer, not the server's
+        if kind is not None:
+            return kind
+    last = last.lower()
+    for kind, markers in (("unauthenticated", _UNAUTHENTICATED), ("transient", _TRANSIENT)):
         if any(marker in last for marker in markers):
             return kind
     return None
