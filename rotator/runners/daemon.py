@@ -522,9 +522,10 @@ class Daemon:
             self._next_inventory = now + interval
         if self._next_prune is not None and self._next_prune > now + PRUNE_EVERY:
             self._next_prune = now + PRUNE_EVERY
+        longest_pause = timedelta(seconds=max(CREDENTIAL_PAUSE))
         for name, pause in list(self._credential_pause.items()):
-            if pause > now + settings.failure_backoff_max:
-                self._credential_pause[name] = now + settings.failure_backoff_max
+            if pause > now + longest_pause:
+                self._credential_pause[name] = now + longest_pause
         longest = max(settings.failure_backoff_max, timedelta(seconds=BUSY_RETRY[1]))
         stepped = [name for name, track in list(self._tracks.items())
                    if any(t is not None and t > now + longest for t in (track.retry_at, track.busy_until,

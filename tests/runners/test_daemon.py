@@ -805,9 +805,11 @@ def test_a_clock_step_back_neither_stops_the_sweep_nor_stretches_a_retry(harness
     h.engines["a"].fail += [TransientError("issuer down")]
     h.tick()
     assert h.calls == ["rotate a"]
+    h.daemon._credential_pause["a"] = h.clock.now() + timedelta(seconds=5)  # a store credential's pause
     h.clock.advance(-timedelta(hours=6))
     h.tick()
     assert h.calls == []
+    assert h.daemon._credential_pause["a"] <= h.clock.now() + timedelta(seconds=5), "its pause follows the clock"
     # Written by another process: only a sweep reads it.
     h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", h.clock.now(), "pending"))
     seen = []
