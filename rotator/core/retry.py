@@ -43,7 +43,7 @@ class RetryPolicy(NamedTuple):
         Half the cap is kept so that a retry never comes immediately (issuers that answer 401
         while a token activates need real waiting); the other half spreads replicas apart.
         """
-        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        cap = doubling(self.base_delay, self.max_delay, attempt)
         return rng.uniform(cap / 2, cap)
 
 

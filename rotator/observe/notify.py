@@ -48,6 +48,7 @@ from rotator.config.daemon_config import AuditSettings, DaemonSettings, HookSett
 from rotator.config.timefmt import rfc3339
 from rotator.core.clock import SYSTEM_CLOCK, Clock
 from rotator.core.errors import RotatorError
+from rotator.core.retry import doubling
 from rotator.core.secret import REDACTOR
 
 __all__ = [
@@ -343,7 +344,7 @@ class WebhookSender(_Worker):
                 return
             if not retry or attempt == s.attempts:
                 break
-            cap = min(s.max_backoff, s.backoff * 2 ** (attempt - 1)).total_seconds()
+            cap = doubling(s.backoff, s.max_backoff, attempt).total_seconds()
             wait = self._rng.uniform(cap / 2, cap)
             logger.warning("webhook %s: %s event %s failed (attempt %d), retrying in %.1fs: %s",
                            self.target, kind, delivery, attempt, wait, error)

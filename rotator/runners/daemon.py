@@ -526,18 +526,14 @@ class Daemon:
         for name, pause in list(self._credential_pause.items()):
             if pause > now + longest_pause:
                 self._credential_pause[name] = now + longest_pause
-        longest = max(settings.failure_backoff_max, timedelta(seconds=BUSY_RETRY[1]))
-        stepped = [name for name, track in list(self._tracks.items())
-                   if any(t is not None and t > now + longest for t in (track.retry_at, track.busy_until,
-                                                                        track.revoke_retry_at))]
-        for name in stepped:
-            track = self._tracks[name]
-            for attribute in ("retry_at", "busy_until", "revoke_retry_at"):
-                value = getattr(track, attribute)
-                if value is not None and value > now + longest:
-                    setattr(track, attribute, now + longest)
-            with self._lock:
-                self._replan.add(name)
+        latest = now + max(settings.failure_backoff_max, timedelta(seconds=BUSY_RETRY[1]))
+        for name, track in list(self._tracks.items()):
+            times = (track.retry_at, track.busy_until, track.revoke_retry_at)
+            track.retry_at, track.busy_until, track.revoke_retry_at = (
+                None if t is None else min(t, latest) for t in times)
+            if times != (track.retry_at, track.busy_until, track.revoke_retry_at):
+                with self._lock:
+                    self._replan.add(name)
         self._last_pass_at = now  # (only once all of it is done: an error here is met again next pass)
 
     def _push(self, kind: str, name: str, when: datetime) -> None:
@@ -827,9 +823,12 @@ class Daemon:
             return
         track = self._tracks.setdefault(name, _Track())
         track.revoke_failures += 1
+        track.revoke_retry_at = self.clock.now() + self._backoff(track.revoke_failures)
+
+    def _backoff(self, failures: int) -> timedelta:
+        """The wait after ``failures`` in a row: failure_backoff doubled up to failure_backoff_max, 75-100% of it."""
         base, cap = self.settings.failure_backoff, self.settings.failure_backoff_max
-        delay = doubling(base, cap, track.revoke_failures) * self._rng.uniform(0.75, 1.0)
-        track.revoke_retry_at = self.clock.now() + delay
+        return doubling(base, cap, failures) * self._rng.uniform(0.75, 1.0)
 
     def _rotate(self, name: str, engine: EngineLike, *, planned_from: str | None, target: datetime) -> None:
         log = logging.LoggerAdapter(logger, {"policy": name})
@@ -876,8 +875,7 @@ class Daemon:
         outcome = "needs_attention" if isinstance(exc, NeedsAttention) else "failure"
         track = self._tracks.setdefault(name, _Track())
         track.failures += 1
-        base, cap = self.settings.failure_backoff, self.settings.failure_backoff_max
-        delay = doubling(base, cap, track.failures) * self._rng.uniform(0.75, 1.0)
+        delay = self._backoff(track.failures)
         track.retry_at = self.clock.now() + delay
         self.metrics.run_duration.labels(name).observe(elapsed)
         if not isinstance(exc, LeaseLost):  # counted as "aborted" from the engine's rotate/aborted event

@@ -333,12 +333,10 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         try:
             for item in self._authorizations(auth):
                 info = self._info(item)
-                if item.get("status") != "inactive" or info.revoked_at is None:
+                if item.get("status") != "inactive" or info.revoked_at is None or info.revoked_at > cutoff:
                     continue
                 updated = parse_time(item.get("updatedAt"), f"authorization {info.token_id} `updatedAt`")
                 if not self._retired_by_rotator(info.token_id, info.description, updated):
-                    continue
-                if info.revoked_at is None or info.revoked_at > cutoff:
                     continue
                 if not _AUTH_ID.fullmatch(info.token_id):
                     logger.warning("authorization %r has no v2 id; not deleting it", info.token_id[:40])
