@@ -390,12 +390,32 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     path = args.file or args.config
     config = _validated(Path(path))
+    _check_schedules_fire(config)
     for warning in (w for p in config.policies for w in p.transport_warnings()):
         print(f"rotator: warning: {warning}", file=sys.stderr)  # valid all the same: exit 0
     _emit(args, {"valid": True, "policies": [p.name for p in config.policies]},
           f"{path}: valid, {len(config.policies)} polic{'y' if len(config.policies) == 1 else 'ies'}: "
           + ", ".join(p.name for p in config.policies))
     return EXIT_OK
+
+
+def _check_schedules_fire(config: Config) -> None:
+    """A cron schedule whose years have passed is well-formed, so loading accepts it (the daemon logs
+    it and runs the other policies); `validate` is where a person asks whether the file will work."""
+    from rotator.config.policy import PolicyFileError, Problem
+    from rotator.config.schedule import NoNextDue
+
+    now = SystemClock().now()
+    problems = []
+    for index, policy in enumerate(config.policies):
+        try:
+            policy.schedule.next_due(now, now)
+        except NoNextDue as exc:
+            problems.append(Problem(f"policy[{index}] {policy.name!r}.schedule", str(exc),
+                                    "give a cron expression whose years include the coming ones, or an interval "
+                                    "such as '30d'"))
+    if problems:
+        raise PolicyFileError(config.path, problems)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -270,9 +270,10 @@ def test_a_dry_run_that_is_not_due_does_not_recover_an_interrupted_run(tmp_path:
 
 
 def test_a_schedule_that_never_fires_again_is_that_policy_s_error_not_a_crash(tmp_path: Path) -> None:
-    """A cron schedule whose years have passed validates (its period is read from 2026 on) and has no
-    next due time: `rotate --all --if-due` (a cron job) reports it for that policy and goes on with
-    the others; status and plan say which policy and how to fix it, exit 2, not "internal error"."""
+    """A cron schedule whose years have passed loads (its period is read from 2026 on) and has no
+    next due time: `validate` reports it where it is; `rotate --all --if-due` (a cron job) reports
+    it for that policy and goes on with the others; status and plan say which policy and how to fix
+    it, exit 2, not "internal error"."""
     from rotator.core.journal import RunRecord, open_journal
 
     now = datetime.now(UTC)
@@ -283,7 +284,11 @@ def test_a_schedule_that_never_fires_again_is_that_policy_s_error_not_a_crash(tm
     ended = _policy_file(tmp_path, head='name = "ended"\nschedule = "cron(0 3 1 * ? 2026)"',
                          store=STORE.replace("influx/mgmt", "influx/ended")).read_text()
     path = _policy_file(tmp_path, top='[rotator]\njournal = "journal.db"\n' + ended)
-    assert _rotator("validate", "-c", str(path), cwd=tmp_path).returncode == 0
+    proc = _rotator("validate", "-c", str(path), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "policy[0] 'ended'.schedule: cron expression 'cron(0 3 1 * ? 2026)' never fires again" in proc.stderr
+    assert "fix: give a cron" in proc.stderr
+    assert "p1" not in proc.stderr.replace(str(path), ""), "only the policy that never fires is named"
     proc = _rotator("rotate", "--all", "--if-due", "-c", str(path), cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "policy 'ended': its schedule has no next due time" in proc.stderr and "change `schedule`" in proc.stderr
