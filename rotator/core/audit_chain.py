@@ -607,7 +607,14 @@ def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
             "AND COALESCE(finished_at, updated_at) < ?", (*FINAL_RUN_STATES, cutoff),
         ).fetchall() if str(r[0]) not in newest
     ]  # fmt: skip
-    pending = {str(r[0]) for r in cur.execute("SELECT run_id FROM revocations WHERE state <> 'done'").fetchall()}
+    # An unfinished revocation needs its scheduling run, and the runs that minted (or bootstrapped)
+    # its token: the revocation rule revokes only a token rotator's own records say it minted, so
+    # without them the revocation would be refused and the old token left valid.
+    pending = {str(r[0]) for r in cur.execute(
+        "SELECT run_id FROM revocations WHERE state <> 'done' UNION "
+        "SELECT r.run_id FROM runs r JOIN revocations v ON v.policy = r.policy AND v.token_id = r.new_token_id "
+        "WHERE v.state <> 'done'"
+    ).fetchall()}  # fmt: skip
     old_runs = [r for r in old_runs if r not in pending]
     for run_id in old_runs:
         cur.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))

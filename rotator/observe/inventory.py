@@ -255,20 +255,25 @@ def _classify(
     tags = sorted(set(_TAG.findall(info.description)))
     if not tags:
         return UNMANAGED, "no rotator tag, unknown to the journal", None, None, None
-    if len(tags) > 1:
-        return SUSPICIOUS, "the description carries several rotator tags", None, None, None
-    policy_name, run_id = tags[0]
+    policy_name, run_id = tags[0] if len(tags) == 1 else (None, None)
+
+    def doubtful(why: str) -> tuple[str, str, str | None, str | None, None]:
+        # Suspicious is for a token that still works. One that no longer does is retired, whatever its
+        # tag names: a revocation that finds its token expired records it done without revoking it, and
+        # the issuer goes on listing it after the journal pruned its run or the policy left the file.
+        return (SUSPICIOUS if live else RETIRED, why if live else f"{why}; no longer active ({state})",
+                policy_name, run_id, None)  # fmt: skip
+
+    if policy_name is None or run_id is None:
+        return doubtful("the description carries several rotator tags")
     on_target = {p.name for p in target.policies}
     if policy_name not in known:
-        why = f"tag names policy {policy_name!r}, which is not in this policy file"
-        return SUSPICIOUS, why, policy_name, run_id, None
+        return doubtful(f"tag names policy {policy_name!r}, which is not in this policy file")
     if on_target and policy_name not in on_target:
-        return (SUSPICIOUS, f"tag names policy {policy_name!r}, which does not use this issuer", policy_name, run_id,
-                None)  # fmt: skip
+        return doubtful(f"tag names policy {policy_name!r}, which does not use this issuer")
     tagged = journal.get_run(run_id)
     if tagged is None or tagged.policy != policy_name:
-        return (SUSPICIOUS, f"tag names run {run_id}, which the journal does not know for policy {policy_name!r}",
-                policy_name, run_id, None)  # fmt: skip
+        return doubtful(f"tag names run {run_id}, which the journal does not know for policy {policy_name!r}")
     if tagged.state in RunState.OPEN:
         return MANAGED, f"candidate of run {run_id}, still in progress ({tagged.state})", policy_name, run_id, None
     if not live:
@@ -416,6 +421,15 @@ def revoke_orphans(
 
 
 # ---------------------------------------------------------------------------------- suggestions
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _comment(text: str) -> str:
+    """``text`` (the issuer's: whoever can create a token writes its description) as one line of a TOML
+    comment: a newline would end the comment and put the rest into the policy file as TOML."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table: Mapping[str, Any] | None,
                    taken: Iterable[str]) -> str:
     """The ``[[policy]]`` TOML that would rotate ``entry`` (an unmanaged token), to append to the file.
@@ -442,7 +456,8 @@ def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table:
             if isinstance(store.get(key), str):
                 store[key] = f"{store[key].rstrip('/')}-{candidate}"
     lines = [
-        f"# Brings token {entry.token_id} ({entry.description or 'no description'}) of {entry.target} under rotation.",
+        f"# Brings token {_comment(entry.token_id)} ({_comment(entry.description) or 'no description'}) of "
+        f"{_comment(entry.target)} under rotation.",
         "# Check the schedule, the grace period and the store path, append this to the policy file, then:",
         "#   rotator validate",
         f"#   rotator bootstrap {candidate} --token-file FILE-HOLDING-THE-TOKEN --token-id {entry.token_id}",

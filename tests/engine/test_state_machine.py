@@ -356,3 +356,32 @@ def test_a_bootstrapped_name_given_to_a_new_token_in_grace_is_not_revoked(tmp_pa
     assert bootstrap_id in w.active_ids(), "the new token under the reused name was revoked"
     (rev,) = [r for r in w.journal.revocations(POLICY) if r.token_id == bootstrap_id]
     assert rev.state == "failed" and "another token under the same id" in (rev.last_error or "")
+
+
+def test_a_prune_keeps_the_run_that_minted_a_token_whose_revocation_is_pending(world: World) -> None:
+    """keep_history shorter than the time a token is current: the run that minted the token being
+    retired finished long before the prune's cutoff, but its revocation needs it (rotator revokes
+    only what its records say it minted). Pruned, the revocation was refused and the old token
+    stayed valid; kept, it is revoked when due."""
+    from rotator.core import audit_chain
+    from rotator.core.journal import ts
+
+    world.bootstrap()
+    first = rotate(world)
+    world.settle()  # the bootstrapped token is revoked; `first`'s run is done
+    world.clock.advance(timedelta(days=2))
+    rotate(world)  # `first`'s token is now pending revocation, due after grace
+    now = world.clock.now()
+    result = audit_chain.prune(world.journal, ts(now - timedelta(days=1)), ts(now))  # keep_history = "1d"
+    assert result.runs >= 1, "the bootstrap run (its token revoked) is pruned: the prune did run"
+    assert [r.run_id for r in world.journal.runs_with_token(POLICY, first.new_token_id)] == [first.run_id]
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    assert world.engine().revoke_due()
+    assert first.new_token_id not in world.active_ids(), "the superseded token is revoked"
+    assert [r.state for r in world.journal.revocations(POLICY)] and not world.journal.revocations(POLICY, "pending")
+    world.check_invariants(settled=True)
+    # Once that revocation is done and older than the cutoff, its minting run may go too.
+    world.clock.advance(timedelta(days=2))
+    audit_chain.prune(world.journal, ts(world.clock.now() - timedelta(days=1)), ts(world.clock.now()))
+    assert not world.journal.runs_with_token(POLICY, first.new_token_id)
+    assert audit_chain.verify(world.journal).ok

@@ -351,6 +351,14 @@ token = { file = "t" }
         TokenInfo("t-inflight", "rotator:p:cccc"),
         TokenInfo("t-two", "rotator:p:aaaa rotator:p:bbbb"),
         TokenInfo("t-gone", "rotator:p:bbbb", revoked_at=now),
+        # Tags the journal cannot vouch for: suspicious while the token works, retired once it does not
+        # (a revocation that found its token expired leaves it listed; a prune or an edit of the file
+        # then leaves its tag unknown).
+        TokenInfo("t-unknown-run", "rotator:p:pruned1"),
+        TokenInfo("t-unknown-run-expired", "rotator:p:pruned2", expires_at=now - timedelta(days=1)),
+        TokenInfo("t-gone-policy", "rotator:gone:abc"),
+        TokenInfo("t-gone-policy-expired", "rotator:gone:abd", expires_at=now - timedelta(days=1)),
+        TokenInfo("t-two-expired", "rotator:p:aaaa rotator:p:bbbb", expires_at=now - timedelta(days=1)),
     ]
 
     class Lister:
@@ -366,7 +374,13 @@ token = { file = "t" }
     assert got["t-inflight"][0] == "managed"
     assert got["t-two"][0] == "suspicious"
     assert got["t-gone"][0] == "retired"
-    assert inv.counts()[("influxctl-management:p", "retired")] == 0  # revoked: not counted
+    assert got["t-unknown-run"][0] == "suspicious" and got["t-gone-policy"][0] == "suspicious"
+    for expired in ("t-unknown-run-expired", "t-gone-policy-expired", "t-two-expired"):
+        assert got[expired] == ("retired", None), expired
+    reasons = {e.token_id: e.reason for e in inv.entries}
+    assert reasons["t-gone-policy-expired"].endswith("not in this policy file; no longer active (expired)")
+    assert inv.counts()[("influxctl-management:p", "suspicious")] == 4, "t-old, t-two and the two live unknown tags"
+    assert inv.counts()[("influxctl-management:p", "retired")] == 3, "the expired ones; t-gone (revoked) is not counted"
 
 
 def test_influxdb3_orphan_named_by_a_failed_run_is_found_and_revoked(tmp_path, openbao):
@@ -408,3 +422,24 @@ def test_a_suggested_policy_does_not_inherit_the_source_s_former_token_name_pref
     text = suggest_policy(entry, source, None, ["app"])
     assert 'token_name_prefix = "rotator-adopt-grafana"' in text
     assert "former_token_name_prefixes" not in text and "rotator-app" not in text
+
+
+def test_a_token_description_cannot_write_toml_into_a_suggested_policy():
+    """The description is the issuer's (whoever can create a token writes it): a newline in it ended the
+    comment line, and the rest became TOML of the block operators append to their policy file."""
+    import tomllib
+
+    from rotator.observe.inventory import Entry, suggest_policy
+
+    source = {"name": "app", "issuer": {"type": "influxdb3", "base_url": "https://influx.example:8181",
+                                        "credential": "self"}}
+    evil = 'ci token\n[rotator]\njournal = "/tmp/evil.db"\r\nkeep_history = "1d"\x7f'
+    entry = Entry("influxdb3:https://influx.example:8181", "influxdb3", "t-1", evil, "active", "unmanaged", (),
+                  "no rotator tag, unknown to the journal")
+    text = suggest_policy(entry, source, None, ["app"])
+    parsed = tomllib.loads(text)
+    assert "rotator" not in parsed, "nothing of the description is TOML"
+    assert list(parsed) == ["policy"] and len(parsed["policy"]) == 1
+    first = text.splitlines()[0]
+    assert first.startswith("# Brings token t-1 (ci token\\x0a[rotator]")
+    assert '\\x0d\\x0akeep_history = "1d"\\x7f)' in first
