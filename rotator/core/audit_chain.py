@@ -22,7 +22,7 @@ import functools
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -256,7 +256,7 @@ class ChainReport:
 
 
 def verify_rows(
-    rows: Sequence[Mapping[str, Any]], head: tuple[int, str, int], unchained: int, checkpoint: Checkpoint | None
+    rows: Iterable[Mapping[str, Any]], head: tuple[int, str, int], unchained: int, checkpoint: Checkpoint | None
 ) -> ChainReport:
     """Check ``rows`` (chained events ordered by seq) against the head (seq, hash, unchained count at
     migration), the number of rows without a link, and the latest pruning checkpoint."""
@@ -283,7 +283,7 @@ def verify_rows(
         return broken(walk.row, walk.problem, **walk.what)
     last_seq, prev = start_seq + walk.checked, walk.last_hash
     if last_seq != head_seq or prev != head_hash:
-        last = rows[-1] if rows else None
+        last = walk.last_row
         if last_seq < head_seq:
             return broken(last, f"the chain ends at seq {last_seq} but its head is seq {head_seq}: the newest "
                           f"{head_seq - last_seq} event(s) were removed (truncated head)",
@@ -302,15 +302,26 @@ class _Walk:
     problem: str | None = None
     row: Mapping[str, Any] | None = None
     what: dict[str, Any] = field(default_factory=dict)
+    #: the last row checked out (the rows may be a stream: nothing else keeps it)
+    last_row: Mapping[str, Any] | None = None
 
 
-def _walk(rows: Sequence[Mapping[str, Any]], start_seq: int, prev: str) -> _Walk:
+def _walk(rows: Iterable[Mapping[str, Any]], start_seq: int, prev: str) -> _Walk:
     """Check that ``rows`` (ordered by seq) are the links seq ``start_seq + 1``, ``+ 2``, ... after the
     link ``prev``, each unedited; stop at the first that is not."""
     walk = _Walk(0, prev)
     expected_seq = start_seq + 1
     for row in rows:
-        seq = int(row["seq"])
+        try:
+            seq = int(row["seq"])
+            digest = link(walk.last_hash, row)
+        except (ValueError, TypeError, AttributeError):
+            # Not what rotator writes (a sequence number that is not a number, a detail that is not a
+            # JSON object): an edit, reported where it is instead of stopping the verifier.
+            walk.problem = (f"event seq {row['seq']!r} at {row['at']} was edited: its sequence number or detail is "
+                            "not what rotator writes")
+            walk.row, walk.what = row, {"expected_seq": expected_seq}
+            return walk
         if seq <= start_seq:
             walk.problem = (f"event seq {seq} at {row['at']} lies before the pruning checkpoint (seq {start_seq}): "
                             "inserted after pruning")
@@ -326,13 +337,13 @@ def _walk(rows: Sequence[Mapping[str, Any]], start_seq: int, prev: str) -> _Walk
                             "or the previous event was replaced)")
             walk.row, walk.what = row, {"expected_prev_hash": walk.last_hash, "found_prev_hash": row["prev_hash"]}
             return walk
-        digest = link(walk.last_hash, row)
         if row["hash"] != digest:
             walk.problem = (f"event seq {seq} at {row['at']} ({row['policy']} {row['step']} {row['result']}) was "
                             "edited: its content no longer matches its hash")
             walk.row, walk.what = row, {"expected_hash": digest, "found_hash": row["hash"]}
             return walk
         walk.last_hash = digest
+        walk.last_row = row
         expected_seq += 1
         walk.checked += 1
     return walk
@@ -348,26 +359,62 @@ def verify(journal: _JournalLike) -> ChainReport:
         return _verify(cur)
 
 
+#: rows per page of a verification: a year of events at 1,000 policies is millions of rows, which
+#: the verifier (the daemon's daily prune, `audit verify`, `report`) must not hold at once
+VERIFY_PAGE = 5000
+
+
+def _pages(cur: Cursor, prunes: list[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The chained events ordered by seq, read a page at a time (one snapshot: the caller's read
+    transaction); the ``prune`` events are kept in ``prunes`` on the way."""
+    after: Any = None
+    while True:
+        rows = cur.execute(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq IS NOT NULL"
+            + (" AND seq > ?" if after is not None else "") + f" ORDER BY seq LIMIT {VERIFY_PAGE}",
+            (after,) if after is not None else (),
+        ).fetchall()
+        for r in rows:
+            row = dict(zip(EVENT_COLUMNS, r, strict=True))
+            if row["step"] == "prune":
+                prunes.append(row)
+            yield row
+        if len(rows) < VERIFY_PAGE:
+            return
+        after = rows[-1][0]
+
+
+def _broken(problem: str, **what: Any) -> ChainReport:
+    return ChainReport(ok=False, checked=0, head_seq=0, head_hash="", start_seq=0, problem=problem, broken=what)
+
+
+def _named_by(prune: Mapping[str, Any], checkpoint: Checkpoint) -> bool:
+    try:
+        detail = json.loads(prune["detail"])
+    except (ValueError, TypeError):
+        return False
+    return isinstance(detail, dict) and detail.get("last_pruned_hash") == checkpoint.hash \
+        and detail.get("last_pruned_seq") == checkpoint.seq \
+        and detail.get("checkpoint_sha256") == _digest(checkpoint.detail)
+
+
 def _verify(cur: Cursor) -> ChainReport:
     head_row = cur.execute("SELECT seq, hash, unchained FROM audit_head WHERE chain = ?", (CHAIN,)).fetchone()
-    head = (int(head_row[0]), str(head_row[1]), int(head_row[2]))
+    try:
+        head = (int(head_row[0]), str(head_row[1]), int(head_row[2]))
+    except (TypeError, ValueError):
+        return _broken("the chain's head row is missing or was edited (audit_head): the newest link cannot be "
+                       "checked", head=None if head_row is None else [str(v) for v in head_row])
     unchained = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
-    checkpoint = latest_checkpoint(cur)
-    rows = [
-        dict(zip(EVENT_COLUMNS, r, strict=True))
-        for r in cur.execute(
-            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq IS NOT NULL ORDER BY seq"
-        ).fetchall()
-    ]
-    report = verify_rows(rows, head, unchained, checkpoint)
+    try:
+        checkpoint = latest_checkpoint(cur)
+    except (ValueError, TypeError) as exc:
+        return _broken(f"the latest pruning checkpoint was altered: {exc}")
+    prunes: list[Mapping[str, Any]] = []
+    report = verify_rows(_pages(cur, prunes), head, unchained, checkpoint)
     if report.ok and checkpoint is not None:
         # The checkpoint row sits outside the chain: it counts only if a chained `prune` event names it.
-        named = any(
-            r["step"] == "prune" and json.loads(r["detail"]).get("last_pruned_hash") == checkpoint.hash
-            and json.loads(r["detail"]).get("last_pruned_seq") == checkpoint.seq
-            and json.loads(r["detail"]).get("checkpoint_sha256") == _digest(checkpoint.detail)
-            for r in rows
-        )  # fmt: skip
+        named = any(_named_by(r, checkpoint) for r in prunes)
         if not named:
             report.ok = False
             report.problem = (f"the pruning checkpoint at seq {checkpoint.seq} is not the one the chain recorded "
@@ -375,7 +422,12 @@ def _verify(cur: Cursor) -> ChainReport:
                               "altered")
             report.broken = {"checkpoint_seq": checkpoint.seq, "checkpoint_hash": checkpoint.hash}
         else:
-            _check_earlier_checkpoints(cur, checkpoint, report)
+            try:
+                _check_earlier_checkpoints(cur, checkpoint, report)
+            except (ValueError, TypeError) as exc:  # a detail that is no longer JSON
+                report.ok = False
+                report.problem = f"a pruning checkpoint before seq {checkpoint.seq} was altered: {exc}"
+                report.broken = {"checkpoint_seq": checkpoint.seq}
     return report
 
 
@@ -434,7 +486,12 @@ def chained_events(journal: _JournalLike, start: str, end: str) -> list[dict[str
         ).fetchall()
     events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
     for event in events:
-        event["detail"] = json.loads(event["detail"])
+        try:
+            detail = json.loads(event["detail"])
+        except (ValueError, TypeError):
+            detail = None
+        # An edited row (verification names it) must not stop the report that shows the chain broken.
+        event["detail"] = detail if isinstance(detail, dict) else {"unreadable": True}
     return events
 
 

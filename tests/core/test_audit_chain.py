@@ -109,6 +109,9 @@ TAMPERING: dict[str, tuple[Callable[[Callable[..., Any]], None], int | None, str
                         "'published', 'ok', '{}')", ts(T0)), None, "without a chain link"),
     "truncated head": (lambda sql: sql("DELETE FROM events WHERE seq >= 7"), 6, "truncated head"),
     "head rewritten": (lambda sql: sql("UPDATE audit_head SET hash = ?", "f" * 64), 8, "does not match the chain head"),
+    # Rows that are not what rotator writes are reported, not a crash of the verifier ("internal error").
+    "detail not JSON": (lambda sql: sql("UPDATE events SET detail = 'x' WHERE seq = 2"), 2, "was edited"),
+    "head row deleted": (lambda sql: sql("DELETE FROM audit_head"), None, "head row is missing"),
 }
 
 
@@ -126,6 +129,25 @@ def test_each_kind_of_tampering_is_caught_and_the_first_broken_link_named(journa
     if seq is not None:
         assert report.broken["seq"] == seq, report.broken
         assert report.broken["at"], "the broken link's time is named"
+
+
+def test_the_verifier_reads_the_chain_a_page_at_a_time(journal_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Millions of events must not be held at once (the daemon's daily prune verifies first): pages of
+    VERIFY_PAGE rows, each after the last seq of the one before, still see every link and every break."""
+    monkeypatch.setattr(audit_chain, "VERIFY_PAGE", 3)
+    journal = open_journal(journal_url)
+    _history(journal)
+    audit_chain.prune(journal, ts(T0 + timedelta(minutes=2)), ts(T0 + timedelta(days=1)))  # a checkpoint: seq 2
+    report = audit_chain.verify(journal)
+    assert report.ok and report.checked == 7 and report.start_seq == 2, report  # seq 3-8 and the prune event
+    with raw(journal_url) as sql:
+        sql("DELETE FROM events WHERE seq = 7")  # on the second page
+    report = audit_chain.verify(journal)
+    assert not report.ok and report.broken["seq"] == 8 and "missing" in str(report.problem), report
+    with raw(journal_url) as sql:
+        sql("DELETE FROM events WHERE seq >= 8")  # the newest, prune event included: the head row says more
+    report = audit_chain.verify(journal)
+    assert not report.ok and "truncated head" in str(report.problem) and report.broken["seq"] == 6, report
 
 
 def test_concurrent_writers_never_fork_the_chain(journal_url: str) -> None:

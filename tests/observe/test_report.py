@@ -124,6 +124,17 @@ def test_audit_verify_passes_then_names_the_tampered_event(tmp_path, openbao, fa
     report = _report(sc, "json")
     assert report.returncode == 4 and json.loads(report.stdout)["chain"]["ok"] is False
 
+    # A detail that is no longer JSON at all: named like any edit, not an "internal error" (exit 1).
+    conn = sqlite3.connect(sc.journal_path)
+    conn.execute("UPDATE events SET detail = 'x' WHERE seq = 1")
+    conn.commit()
+    conn.close()
+    bad = sc.cli("audit", "verify", "--output", "json")
+    assert bad.returncode == 4 and json.loads(bad.stdout)["broken"]["seq"] == 1, bad.stdout + bad.stderr
+    for fmt in ("json", "html"):
+        report = _report(sc, fmt)
+        assert report.returncode == 4 and "internal error" not in report.stderr, report.stderr
+
 
 def test_prune_keeps_the_chain_verifiable_and_the_report_shows_pruned_summaries(
     tmp_path, openbao, fake_influxctl
