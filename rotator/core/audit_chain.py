@@ -720,17 +720,13 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     }
 
 
-def _last_published(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
-    """Policy -> its last publish time up to the ``latest`` checkpoint: its summaries and its
-    :data:`LAST_PUBLISHED_ELSEWHERE` (the policies without events in its range) are all of them.
-    Checkpoints written before rotator kept that name only their own range's policies: those are
-    merged, newest first, back to one that has it."""
+def last_published_when_pruned(newest_first: Iterable[Checkpoint]) -> dict[str, str]:
+    """Policy -> its last publish time among the pruned events, from the checkpoints (newest first):
+    the token published then was current until the first publish the journal still holds."""
     found: dict[str, str] = {}
-    if latest is None:
-        return found
-    for checkpoint in itertools.chain([latest], _checkpoints_before(cur, latest.seq)):
+    for checkpoint in newest_first:
         for name, entry in checkpoint.detail.get("policies", {}).items():
-            if entry.get("last_published_at"):
+            if isinstance(entry, dict) and entry.get("last_published_at"):
                 found.setdefault(str(name), str(entry["last_published_at"]))
         elsewhere = checkpoint.detail.get(LAST_PUBLISHED_ELSEWHERE)
         if isinstance(elsewhere, dict):
@@ -738,6 +734,16 @@ def _last_published(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
                 found.setdefault(str(name), str(at))
             break
     return found
+
+
+def _last_published(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
+    """Policy -> its last publish time up to the ``latest`` checkpoint: its summaries and its
+    :data:`LAST_PUBLISHED_ELSEWHERE` (the policies without events in its range) are all of them.
+    Checkpoints written before rotator kept that name only their own range's policies: those are
+    merged, newest first, back to one that has it."""
+    if latest is None:
+        return {}
+    return last_published_when_pruned(itertools.chain([latest], _checkpoints_before(cur, latest.seq)))
 
 
 def _digest(detail: Mapping[str, Any]) -> str:

@@ -203,7 +203,8 @@ def _policy_evidence(
         if e["result"] in _FAILED_RESULTS or (e["step"] == "recover" and e["result"] != "ok"):
             ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], e["detail"].get("error"),
                                        _ended(e, runs_by_id, journal, policy.name), e.get("instance")))  # fmt: skip
-    ev.max_observed_age_s, ev.oldest_token_id = _max_age(runs, start, end, now)
+    pruned_publish = audit_chain.last_published_when_pruned(reversed(checkpoints)).get(policy.name)
+    ev.max_observed_age_s, ev.oldest_token_id = _max_age(runs, start, end, now, pruned_publish)
     for cp in checkpoints:
         summary = cp.detail.get("policies", {}).get(policy.name)
         if summary is None or not cp.detail.get("from") or cp.detail["from"] >= hi or cp.detail["to"] < lo:
@@ -232,23 +233,30 @@ def _ended(event: dict[str, Any], runs: dict[str, RunRecord], journal: Journal, 
     return f"run {run.state}" + (" (new token discarded, old kept)" if run.state == RunState.FAILED else "")
 
 
-def _max_age(runs: list[RunRecord], start: datetime, end: datetime, now: datetime) -> tuple[int | None, str | None]:
-    """The longest any published token of the policy was the current one within [start, end)."""
-    published = sorted((r for r in runs if r.state in RunState.SUCCESS and r.published_at is not None),
-                       key=lambda r: r.published_at or now)  # fmt: skip
+def _max_age(runs: list[RunRecord], start: datetime, end: datetime, now: datetime,
+             pruned_publish: str | None = None) -> tuple[int | None, str | None]:  # fmt: skip
+    """The longest any published token of the policy was the current one within [start, end).
+
+    ``pruned_publish``: the last publish among the pruned events (the checkpoints'). Its run may be
+    pruned while its token stayed current past the cutoff: it still counts, with its whole age, as
+    "(pruned)" (its id went with the run)."""
+    published: list[tuple[datetime, str | None]] = sorted(
+        ((r.published_at, r.new_token_id) for r in runs if r.state in RunState.SUCCESS and r.published_at is not None),
+        key=lambda p: p[0],
+    )  # fmt: skip
+    if pruned_publish is not None:
+        at = parse_rfc3339(pruned_publish)
+        if all(born != at for born, _ in published):
+            published = sorted([*published, (at, "(pruned)")], key=lambda p: p[0])
     stop = min(end, now)
     best: tuple[int | None, str | None] = (None, None)
-    for i, run in enumerate(published):
-        born = run.published_at
-        assert born is not None
-        until = published[i + 1].published_at if i + 1 < len(published) else stop
-        assert until is not None
-        until = min(until, stop)
+    for i, (born, token_id) in enumerate(published):
+        until = min(published[i + 1][0] if i + 1 < len(published) else stop, stop)
         if until <= start or born >= stop:
             continue
         age = int((until - born).total_seconds())  # its age when replaced (or at the period's end)
         if best[0] is None or age > best[0]:
-            best = (age, run.new_token_id)
+            best = (age, token_id)
     return best
 
 

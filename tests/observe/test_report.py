@@ -173,3 +173,42 @@ def test_report_rejects_bad_dates(tmp_path, openbao, fake_influxctl) -> None:
     assert parse_date("--to", "2026-01-01T05:00:00+02:00") == datetime(2026, 1, 1, 3, tzinfo=UTC)
     with pytest.raises(Exception, match="not a date"):
         parse_date("--from", "yesterday")
+
+
+def test_a_token_current_across_the_prune_cutoff_keeps_its_whole_age(tmp_path: Path) -> None:
+    """Rotations every 30 days, then one token stays current 150 days. A prune whose cutoff falls inside
+    that time deletes the run that published it; the report's maximum age must still be 150 days
+    (from the checkpoint's last publish time), not the 30 days of the runs left."""
+    import tomllib
+
+    from rotator.config.policy import parse_config
+    from rotator.core import audit_chain
+    from rotator.core.journal import RunRecord, RunState, open_journal, ts
+    from rotator.observe import report
+
+    policy = parse_config(tomllib.loads(
+        '[[policy]]\nname = "p"\nschedule = "30d"\n[policy.issuer]\ntype = "influxctl-management"\n'
+        '[policy.issuer.profile]\nproduct = "clustered"\nhost = "h.invalid"\n[[policy.store]]\ntype = "vault-kv2"\n'
+        'url = "http://127.0.0.1:1"\npath = "x"\n[policy.store.auth]\nmethod = "token"\ntoken = { file = "t" }\n'
+    ), tmp_path / "rotator.toml").policies[0]
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    days = [0, 30, 60, 90, 240]  # t3 is current from day 90 to day 240
+    for i, day in enumerate(days):
+        at = t0 + timedelta(days=day)
+        journal.begin_run(RunRecord(run_id=f"r{i}", policy="p", state=RunState.DONE, kind="rotate", started_at=at,
+                                    updated_at=at, old_token_id=f"t{i - 1}" if i else None, new_token_id=f"t{i}",
+                                    published_at=at, finished_at=at))
+        journal.record_event(at, "p", f"r{i}", "published", "ok", {"token_id": f"t{i}"})
+    now = t0 + timedelta(days=250)
+
+    def oldest() -> tuple[float, str | None, bool | None]:
+        policy_evidence = report.build(journal, [policy], t0, now, now).policies[0]
+        return (policy_evidence.max_observed_age_s or 0) / 86400, policy_evidence.oldest_token_id, \
+            policy_evidence.within_90d
+
+    assert oldest() == (150.0, "t3", False)
+    result = audit_chain.prune(journal, ts(t0 + timedelta(days=200)), ts(now))
+    assert result.runs == 4, "r0-r3 are pruned: r3 published t3 and its revocation is done"
+    assert oldest() == (150.0, "(pruned)", False), "the pruned token still counts with its whole age"
+    assert audit_chain.verify(journal).ok
