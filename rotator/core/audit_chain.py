@@ -573,7 +573,7 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
                 counts["runs"], counts["revocations"] = _prune_rows(cur, cutoff)
             if made is not None:
                 append_event(cur, lock_head, {
-                    "at": now, "policy": "(journal)", "run_id": None, "step": "prune", "result": "ok",
+                    "at": now, "policy": JOURNAL_POLICY, "run_id": None, "step": "prune", "result": "ok",
                     "detail": json.dumps({"last_pruned_seq": made.seq, "last_pruned_hash": made.hash,
                                           "checkpoint_sha256": _digest(made.detail), **counts, "cutoff": cutoff},
                                          sort_keys=True),
@@ -681,6 +681,8 @@ def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
     return len(old_runs), revs
 
 
+#: the policy name of the journal's own events (a prune), which belong to no policy
+JOURNAL_POLICY = "(journal)"
 _FAILED_RESULTS = ("failed", "error", "partial")
 #: a checkpoint's detail key: the last publish time of every policy with no event in its range,
 #: carried from checkpoint to checkpoint (a token published before the range and replaced after it)

@@ -16,7 +16,7 @@ import csv
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -140,6 +140,9 @@ class Evidence:
     journal: str
     chain: audit_chain.ChainReport
     policies: list[PolicyEvidence]
+    #: policies the journal holds events of in the period (or an unfinished revocation) that the
+    #: policy file no longer has: the report cannot show them, and must say so
+    not_in_file: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -154,17 +157,25 @@ class Evidence:
                  "failures": [asdict(f) for f in p.failures], "pruned": p.pruned}
                 for p in self.policies
             ],
+            "policies_not_in_file": self.not_in_file,
         }  # fmt: skip
 
 
-def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: datetime, now: datetime) -> Evidence:
+def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: datetime, now: datetime,
+          in_file: Collection[str] | None = None) -> Evidence:  # fmt: skip
+    """The evidence of ``policies`` over [start, end). ``in_file``: every policy name of the policy file
+    (default: those of ``policies``); the journal's other policies with events in the period or a
+    revocation not done are listed as not in the file."""
     chain = audit_chain.verify(journal)
     events = audit_chain.chained_events(journal, ts(start), ts(end))
     checkpoints = audit_chain.checkpoints(journal)
     out = []
     for policy in policies:
         out.append(_policy_evidence(journal, policy, start, end, now, events, checkpoints))
-    return Evidence(start, end, now, journal.location, chain, out)
+    known = set(in_file if in_file is not None else (p.name for p in policies))
+    seen = {str(e["policy"]) for e in events} | {r.policy for r in journal.unfinished_revocations()}
+    missing = sorted(seen - known - {audit_chain.JOURNAL_POLICY})
+    return Evidence(start, end, now, journal.location, chain, out, missing)
 
 
 def _policy_evidence(
@@ -307,7 +318,13 @@ def _csv(evidence: Evidence) -> str:
                              "max_observed_age": _age(pr.get("max_token_age_seconds")),
                              _CSV_COLUMNS[26]: pr.get("revocations"), "failures": pr.get("failures"),
                              "note": f"pruned {pr['from']} to {pr['to']} (checkpoint seq {pr['checkpoint_seq']})"})
+    for name in evidence.not_in_file:
+        writer.writerow({"record": "not_in_file", "policy": name, "note": _NOT_IN_FILE})
     return buf.getvalue()
+
+
+_NOT_IN_FILE = ("the journal holds events of this policy in the period (or a revocation not done), but the policy "
+                "file no longer has it, so this report does not show it: report with the policy file that had it")
 
 
 def _yn(value: bool | None) -> str:
@@ -365,6 +382,9 @@ def _html(evidence: Evidence) -> str:
             f"<td>{s['failures']}</td></tr>"
         )
     parts.append("</table>")
+    if evidence.not_in_file:
+        parts.append(f'<p class="note">Not in this report: {e(", ".join(evidence.not_in_file))}. {e(_NOT_IN_FILE)}.'
+                     "</p>")
     for p in evidence.policies:
         parts.append(f"<h2>Policy {e(p.policy)}</h2>")
         parts.append(f"<h3>Rotations {_ctl('rotations')}</h3>")

@@ -799,7 +799,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}",
                           hint="e.g. --from 2026-01-01 --to 2026-04-01")
     policies = _selected(config, args.policy, all_enabled=False)
-    evidence = report_mod.build(_journal(config, read_only=True), policies, start, end, SystemClock().now())
+    evidence = report_mod.build(_journal(config, read_only=True), policies, start, end, SystemClock().now(),
+                                in_file=[p.name for p in config.policies])
+    if evidence.not_in_file:
+        print(f"rotator: warning: the journal holds events in this period of policies that are not in "
+              f"{config.path}, so the report does not show them: {', '.join(evidence.not_in_file)}", file=sys.stderr)
     text = report_mod.render(evidence, args.report_format)
     if args.output_file:
         Path(args.output_file).write_text(text, encoding="utf-8")

@@ -175,22 +175,52 @@ def test_report_rejects_bad_dates(tmp_path, openbao, fake_influxctl) -> None:
         parse_date("--from", "yesterday")
 
 
-def test_a_token_current_across_the_prune_cutoff_keeps_its_whole_age(tmp_path: Path) -> None:
-    """Rotations every 30 days, then one token stays current 150 days. A prune whose cutoff falls inside
-    that time deletes the run that published it; the report's maximum age must still be 150 days
-    (from the checkpoint's last publish time), not the 30 days of the runs left."""
+def _policy_p(tmp_path: Path) -> Any:
     import tomllib
 
     from rotator.config.policy import parse_config
-    from rotator.core import audit_chain
-    from rotator.core.journal import RunRecord, RunState, open_journal, ts
-    from rotator.observe import report
 
-    policy = parse_config(tomllib.loads(
+    return parse_config(tomllib.loads(
         '[[policy]]\nname = "p"\nschedule = "30d"\n[policy.issuer]\ntype = "influxctl-management"\n'
         '[policy.issuer.profile]\nproduct = "clustered"\nhost = "h.invalid"\n[[policy.store]]\ntype = "vault-kv2"\n'
         'url = "http://127.0.0.1:1"\npath = "x"\n[policy.store.auth]\nmethod = "token"\ntoken = { file = "t" }\n'
     ), tmp_path / "rotator.toml").policies[0]
+
+
+def test_policies_gone_from_the_file_are_named_not_silently_left_out(tmp_path: Path) -> None:
+    """A policy that rotated or failed in the period, or has a revocation not done, and was then removed
+    from the policy file cannot be shown (no declared max_age, no schedule): the report says which."""
+    from rotator.core.journal import Revocation, open_journal
+    from rotator.observe import report
+
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    journal.record_event(t0, "p", "r1", "published", "ok", {"token_id": "t1"})
+    journal.record_event(t0, "gone", "r2", "mint", "failed", {"error": "issuer down"})
+    journal.record_event(t0 - timedelta(days=400), "old", "r3", "published", "ok", {})  # before the period
+    journal.schedule_revocation(Revocation("left", "t9", "r9", "superseded", t0 - timedelta(days=500), "pending"))
+    journal.record_event(t0 + timedelta(hours=1), "(journal)", None, "prune", "ok", {})
+    policy = _policy_p(tmp_path)
+    evidence = report.build(journal, [policy], t0 - timedelta(days=1), t0 + timedelta(days=1), t0 + timedelta(days=1),
+                            in_file=["p", "unselected"])
+    assert evidence.not_in_file == ["gone", "left"]
+    assert report.build(journal, [policy], t0 - timedelta(days=1), t0 + timedelta(days=1), t0 + timedelta(days=1),
+                        in_file=["p", "gone", "left"]).not_in_file == []
+    assert json.loads(report.render(evidence, "json"))["policies_not_in_file"] == ["gone", "left"]
+    rows = [r for r in csv.DictReader(io.StringIO(report.render(evidence, "csv"))) if r["record"] == "not_in_file"]
+    assert [r["policy"] for r in rows] == ["gone", "left"] and "does not show it" in rows[0]["note"]
+    assert "Not in this report: gone, left." in report.render(evidence, "html")
+
+
+def test_a_token_current_across_the_prune_cutoff_keeps_its_whole_age(tmp_path: Path) -> None:
+    """Rotations every 30 days, then one token stays current 150 days. A prune whose cutoff falls inside
+    that time deletes the run that published it; the report's maximum age must still be 150 days
+    (from the checkpoint's last publish time), not the 30 days of the runs left."""
+    from rotator.core import audit_chain
+    from rotator.core.journal import RunRecord, RunState, open_journal, ts
+    from rotator.observe import report
+
+    policy = _policy_p(tmp_path)
     journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     days = [0, 30, 60, 90, 240]  # t3 is current from day 90 to day 240
