@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import os
@@ -375,7 +376,8 @@ class WebhookSender(_Worker):
                 status = int(response.status)
         except urllib.error.HTTPError as exc:
             status = exc.code
-        except (OSError, ValueError) as exc:  # refused, reset, timed out, DNS, bad URL
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, reset, timed out, DNS, bad URL,
+            # or an answer that is not HTTP (a proxy or a server restarting mid-response): all worth a retry
             reason = getattr(exc, "reason", None) or exc
             return True, REDACTOR.redact(f"{type(exc).__name__}: {reason}")
         if 200 <= status < 300:

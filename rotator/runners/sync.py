@@ -213,6 +213,7 @@ def sync(args: argparse.Namespace) -> SyncResult:
     retry = _retry(config)
     clock = SystemClock()
 
+    target = _profile_store(args, policy)  # first: its checks of the arguments and the policy read nothing
     source = _build(binding.type, binding.settings, policy.context(clock))
     src_state: StoreState = call_with_retry(
         source.read_current, what=f"{policy.name}: read {binding.name}", policy=retry, clock=clock
@@ -224,13 +225,18 @@ def sync(args: argparse.Namespace) -> SyncResult:
             f"{source.location}: holds {'no secret' if absent else 'no rotator token payload'}; nothing to sync",
             hint=f"publish the first token with `rotator bootstrap {policy.name}` on the rotating host",
         )
+    if record.policy != policy.name or (record.issuer and record.issuer != policy.issuer_type):
+        raise PermanentError(
+            f"{source.location}: holds a token of policy {record.policy!r} ({record.issuer or 'issuer not named'}), "
+            f"not of policy {policy.name!r} ({policy.issuer_type}); not syncing it",
+            hint="two policies must not share a store: check the source store's path in the policy file",
+        )
     if not src_state.managed:
         logger.warning("%s: the secret has no managed-by=rotator marker; syncing its token anyway", source.location)
     if record.expires_at is not None and record.expires_at <= clock.now():
         logger.warning("%s: token %s expired at %s: is rotation failing?", source.location, record.token_id,
                        record.expires_at.isoformat())  # fmt: skip
 
-    target = _profile_store(args, policy)
     dst_state: StoreState = call_with_retry(
         target.read_current, what=f"{policy.name}: read {target.location}", policy=retry, clock=clock
     )
@@ -320,6 +326,13 @@ def _profile_store(args: argparse.Namespace, policy: Policy) -> Store:
             for e in exc.errors(include_url=False, include_input=False)
         )
         raise ConfigError(problems, hint="see `rotator sync --help`") from None
+    # The policy's issuer decides, not the payload's `issuer` (a payload may leave it out, and the
+    # store's own check skips an empty one): a database token never goes into mgmt_token.
+    problem = settings.issuer_problem(policy.issuer_type)
+    if problem is not None:
+        raise ConfigError(f"policy {policy.name!r} ({policy.issuer_type}): {problem}",
+                          hint="sync copies a management token into an influxctl profile's mgmt_token: name a policy "
+                          "whose issuer is influxctl-management")
     # Relative paths on the command line are relative to the working directory.
     return _build(PROFILE_STORE, settings, AdapterContext(policy=policy.name, base_dir=Path.cwd()))
 

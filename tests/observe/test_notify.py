@@ -315,3 +315,36 @@ def test_audit_file_is_created_0600(tmp_path: Path) -> None:
 def test_bad_daemon_settings(daemon: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         DaemonSettings.model_validate(daemon)
+
+
+def test_an_answer_that_is_not_http_is_retried(tmp_path: Path) -> None:
+    """A receiver (or a proxy before it) that answers garbage raised http.client's BadStatusLine, which
+    no handler took for a delivery failure: the webhook was given up without its retries."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    answers = [b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"]
+    served: list[bytes] = []
+
+    def serve() -> None:
+        for answer in answers:
+            conn, _ = server.accept()
+            with conn:
+                served.append(conn.recv(65536))
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    results: list[tuple[str, str]] = []
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(url, attempts=3)]), tmp_path,
+                            on_result=lambda *r: results.append(r))
+        notifier(_event("rotate", "failed", error="x"))
+        assert notifier.close(5)
+        thread.join(5)
+    finally:
+        server.close()
+    assert len(served) == 2 and all(s.startswith(b"POST /hook") for s in served), "retried after the garbage"
+    assert results == [("webhook", "ok")], results

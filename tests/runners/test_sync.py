@@ -424,3 +424,39 @@ def test_systemd_units_say_what_they_must() -> None:
     assert timer["Timer"]["Unit"] == "rotator-sync.service"
     assert timer["Timer"]["OnUnitActiveSec"] == "5min" and timer["Timer"]["RandomizedDelaySec"]
     assert timer["Install"]["WantedBy"] == "timers.target"
+
+
+@pytest.mark.parametrize("payload", ["another policy's token", "a database token", "no issuer, another policy"])
+def test_a_source_payload_that_is_not_this_policy_s_is_not_synced(host: Host, payload: str) -> None:
+    """What the source store's payload says is input: a token of another policy (two policies sharing a
+    store) or of another issuer does not go into this host's mgmt_token."""
+    policy, issuer = {"another policy's token": ("other-policy", "influxctl-management"),
+                      "a database token": (POLICY, "influxctl-database"),
+                      "no issuer, another policy": ("other-policy", "")}[payload]
+    record = TokenRecord(Secret(f"test-mgmt-token-{uuid.uuid4().hex}"), "id-x", issuer, policy, NOW, None)
+    host.values.append(record.value.reveal())
+    host.vault.publish(record, host.vault.read_current().version)
+    before = stat_of(host.config)
+    proc = host.sync()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"holds a token of policy {policy!r}" in proc.stderr and f"not of policy {POLICY!r}" in proc.stderr
+    assert "two policies must not share a store" in proc.stderr
+    assert stat_of(host.config) == before
+    host.check_no_leak()
+    host.publish("id-2")  # the rotating host publishes this policy's token: the same command now succeeds
+    assert host.sync().returncode == 0 and host.profile_token() == host.values[-1]
+
+
+def test_a_policy_whose_tokens_are_not_management_tokens_is_refused(host: Host) -> None:
+    text = host.policy_file.read_text().replace(
+        'type = "influxctl-management"\n[policy.issuer.profile]',
+        'type = "influxctl-database"\nauth = { method = "token_file", token_file = "admin-token" }\n'
+        'permissions = { read = ["telemetry"] }\n[policy.issuer.profile]')
+    assert "influxctl-database" in text
+    host.policy_file.write_text(text)
+    host.publish("id-1")
+    before = stat_of(host.config)
+    proc = host.sync()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "policy 'mgmt-prod' (influxctl-database): mgmt_token holds a management token" in proc.stderr
+    assert stat_of(host.config) == before
