@@ -115,3 +115,39 @@ def test_expiry_of_minted_token_is_interval_plus_grace_plus_margin(tmp_path, ope
     lifetime = (expires - before).total_seconds()
     # schedule 1h + grace 60s + default margin 1d
     assert 3600 + 60 + 86400 - 5 <= lifetime <= 3600 + 60 + 86400 + 60
+
+
+def test_a_publish_whose_metadata_write_is_denied_is_completed_once_the_grant_is_fixed(
+    tmp_path, openbao, fake_influxctl
+):
+    """Fail at the step after the data write, fix, re-run: rotator's Vault token may write the secret's
+    versions but not its metadata (a policy without `update` on metadata/). The version with the new
+    token landed, so the failure must leave the run to recovery, not discard the token (its revocation
+    would then be refused for ever, the store holding it). With the grant fixed, `rotator recover`
+    completes the publish."""
+    import uuid
+
+    sc = _scenario(tmp_path, openbao, fake_influxctl, grace_s=1, attempts=1)
+    name = f"no-meta-{uuid.uuid4().hex[:8]}"
+    openbao.write_policy(name, f'path "secret/data/{sc.kv_path}" {{ capabilities = ["create", "update", "read"] }}\n'
+                               f'path "secret/metadata/{sc.kv_path}" {{ capabilities = ["read"] }}\n')
+    (tmp_path / "vault-token").write_text(openbao.create_token(name))
+    proc = sc.cli("rotate", sc.policy, "--output", "json")
+    assert proc.returncode != 0, proc.stdout
+    assert "marking the secret managed failed" in proc.stderr and "rotator recover" in proc.stderr, proc.stderr
+    new_id = sc.versions()[-1]["token_id"]
+    assert new_id != sc.bootstrap_id, "the new version landed"
+    assert sc.fake.token_by_id(new_id)["revoked_at"] is None, "the token the store holds is not discarded"
+    check_invariants(sc, after_crash=True)
+
+    (tmp_path / "vault-token").write_text(openbao.root_token)  # the fix: a token with the metadata grant
+    proc = sc.cli("recover")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"rolled forward, token {new_id} published" in proc.stdout, proc.stdout
+    time.sleep(sc.grace_s + 0.5)
+    assert sc.cli("revoke-expired").returncode == 0
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None
+    check_invariants(sc, settled=True)
+    assert sc.cli("rotate", sc.policy).returncode == 0, "and the next rotation runs as usual"
+    meta = sc.vault().secrets.kv.v2.read_secret_metadata(path=sc.kv_path, mount_point="secret")["data"]
+    assert meta["custom_metadata"]["token_id"] == sc.versions()[-1]["token_id"] != new_id

@@ -433,14 +433,23 @@ class VaultKV2Store:
         mount, path = self._settings.mount, self._settings.path
         try:
             self._call(self._write_meta, lambda api: api.write_custom_metadata(mount, path, custom))
-        except RotatorError:
+        except RotatorError as exc:
             logger.warning(
                 "%s: version %d is written but not marked managed yet; publishing it again "
                 "with the same expected version completes it",
                 self._location,
                 version,
             )
-            raise
+            if isinstance(exc, TransientError):
+                raise
+            # The token is in the store now: a PermanentError says nothing was written, and the engine
+            # would discard a token that the store holds (its revocation then refused for ever). As a
+            # transient failure the run stays open, and recovery completes it once the cause is fixed.
+            raise TransientError(
+                f"{self._location}: version {version} holds token {record.token_id}, but marking the secret "
+                f"managed failed: {exc}",
+                hint=(exc.hint + "; then " if exc.hint else "") + "run `rotator recover`, which completes the publish",
+            ) from exc
 
     def _read_metadata(self) -> Mapping[str, Any] | None:
         def read(api: VaultAPI) -> Mapping[str, Any] | None:
