@@ -736,7 +736,8 @@ def test_conflict_and_edit_messages_name_the_key(config: Path) -> None:
 
 
 def test_rotator_sync_refuses_a_database_token_for_mgmt_token(tmp_path: Path, openbao: Any) -> None:
-    """sync writes mgmt_token: the store's key rule keeps a database policy's token out of it."""
+    """sync writes mgmt_token: the store's key rule keeps a database policy's token out of it (checked
+    against the policy's issuer first, so a payload that does not name its issuer is kept out too)."""
     import subprocess
     import sys
 
@@ -776,8 +777,8 @@ auth = {{ method = "token", token = {{ file = "vault-token" }} }}
         env={**{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "ROTATOR_"))},
              "PYTHONPATH": str(REPO)},
     )  # fmt: skip
-    assert proc.returncode == 1, proc.stderr
-    assert "token d-1 of issuer 'influxctl-database' is not written to mgmt_token" in proc.stderr
+    assert proc.returncode == 2, proc.stderr  # refused from the policy, before the store is read
+    assert "policy 'dbtok' (influxctl-database): mgmt_token holds a management token" in proc.stderr
     assert 'key = "token"' in proc.stderr and token.value.reveal() not in proc.stdout + proc.stderr
     assert fingerprint(config) == before and not Path(str(config) + SIDECAR_SUFFIX).exists()
 
