@@ -260,7 +260,7 @@ token = {{ file = "vault-token" }}
         """Invariant 2: every working token of this policy's runs (``live``: ``{id: description}``) is
         current, or published and pending revocation within grace."""
         pending = {row[0] for row in self.journal_rows("SELECT token_id FROM revocations WHERE state = 'pending'")}
-        published_ids = {v["token_id"] for v in self.versions()}
+        published_ids = {v.get("token_id") for v in self.versions()}  # a version someone else wrote may have none
         for token_id, description in live.items():
             if token_id == current_id:
                 continue

@@ -154,6 +154,12 @@ def call_timeout_of(issuer: object) -> float:
     return DEFAULT_CALL_TIMEOUT_S
 
 
+#: what to do about a managed secret whose payload rotator cannot read (errors.MalformedPayload)
+MALFORMED_HINT = ("write a working token over it with `rotator bootstrap POLICY --replace --reason TEXT "
+                  "--token-file FILE --token-id ID` (docs/operations.md), or restore the secret's last good version "
+                  "in the store")
+
+
 class TokenRecord(NamedTuple):
     """One published token: the value and what a consumer or auditor needs to know of it."""
 
@@ -178,13 +184,10 @@ class TokenRecord(NamedTuple):
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any], where: str) -> TokenRecord:
         """Parse a store payload; raises PermanentError naming ``where`` and the bad key."""
-        from rotator.core.errors import PermanentError
+        from rotator.core.errors import MalformedPayload
 
-        def bad(key: str, why: str) -> PermanentError:
-            return PermanentError(
-                f"{where}: payload key {key!r} {why}",
-                hint="re-publish a valid token with `rotator bootstrap` (see docs/operations.md)",
-            )
+        def bad(key: str, why: str) -> MalformedPayload:
+            return MalformedPayload(f"{where}: payload key {key!r} {why}", hint=MALFORMED_HINT)
 
         if not isinstance(payload, Mapping):
             raise bad("<root>", "is not a JSON object")

@@ -40,6 +40,7 @@ from rotator.core.contracts import Issuer, MintRequest, Store, StoreState, Token
 from rotator.core.errors import (
     LeaseBusy,
     LeaseLost,
+    MalformedPayload,
     NeedsAttention,
     OwnershipError,
     PermanentError,
@@ -276,7 +277,7 @@ class Engine:
                     self.log.warning("recovery before the repair failed (retried after it): %s", _describe(exc))
             else:
                 self._recover_locked()
-            states = self._read_stores()
+            states = self._read_stores(unreadable_ok=replace)
             for name, state in states.items():
                 if state.record is not None and state.managed and state.token_id != token_id and not replace:
                     raise PermanentError(
@@ -294,7 +295,14 @@ class Engine:
                     hint="pass the id printed by `influxctl management create` / shown by `management list`",
                 )
             now = self.clock.now()
-            replaced = sorted({s.token_id for s in states.values() if s.token_id and s.token_id != token_id})
+            replaced_ids = {s.token_id for s in states.values() if s.token_id and s.token_id != token_id}
+            if replace:
+                # rotator's own record of the token it published last: a store whose payload is
+                # unreadable (or was overwritten) no longer names it, and it must not be left valid.
+                last = self.journal.last_success(self.policy.name)
+                if last is not None and last.new_token_id and last.new_token_id != token_id:
+                    replaced_ids.add(last.new_token_id)
+            replaced = sorted(replaced_ids)
             # old_token_id stays empty: what a repair replaced is in its audit event and revocations.
             run = self._new_run("bootstrap", old_token_id=None, planned={n: s.version for n, s in states.items()})
             # The id recorded here is what lets rotator revoke this human-made token later (invariant 8).
@@ -724,8 +732,20 @@ class Engine:
         return RunResult(self.policy.name, DRY_RUN, None, current.token_id if current else None, None,
                          message, dry_run=True)
 
-    def _read_stores(self) -> dict[str, StoreState]:
-        return {name: self._call(store.read_current, f"read {name}") for name, store in self.stores}
+    def _read_stores(self, *, unreadable_ok: bool = False) -> dict[str, StoreState]:
+        """What every store holds. ``unreadable_ok`` (`bootstrap --replace`, the repair): a managed
+        secret whose payload is not a token record reads as holding no record, at its version, so
+        that the repair writes a valid one over it with compare-and-set."""
+        states = {}
+        for name, store in self.stores:
+            try:
+                states[name] = self._call(store.read_current, f"read {name}")
+            except MalformedPayload as exc:
+                if not unreadable_ok or not isinstance(exc.state, StoreState):
+                    raise
+                self.log.warning("store %r: %s; writing the new token over it", name, _describe(exc))
+                states[name] = exc.state
+        return states
 
     def _current(self, states: dict[str, StoreState]) -> TokenRecord | None:
         ids = {s.token_id for s in states.values() if s.record is not None}

@@ -102,6 +102,16 @@ class OwnershipError(PermanentError):
     """The store holds a secret without rotator's managed-by marker."""
 
 
+class MalformedPayload(PermanentError):
+    """A store holds a rotator-managed secret whose payload is not a token record rotator can read.
+
+    ``state`` (a StoreState with ``record=None``): what the store holds, its version and marker, set by
+    the store that read it, so that `rotator bootstrap --replace` can write a valid payload over it
+    with compare-and-set; None when the store could not say."""
+
+    state: object | None = None
+
+
 class ConflictError(PermanentError):
     """A compare-and-set write lost: the store changed since PLAN read it."""
 

@@ -26,8 +26,16 @@ from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from rotator.core.clock import Clock, SystemClock
-from rotator.core.contracts import AdapterContext, MintedToken, MintRequest, StoreState, TokenInfo, TokenRecord
-from rotator.core.errors import ConflictError, PermanentError
+from rotator.core.contracts import (
+    MALFORMED_HINT,
+    AdapterContext,
+    MintedToken,
+    MintRequest,
+    StoreState,
+    TokenInfo,
+    TokenRecord,
+)
+from rotator.core.errors import ConflictError, MalformedPayload, PermanentError
 from rotator.core.secret import Secret
 
 __all__ = [
@@ -336,11 +344,15 @@ class MemoryStore:
             current = versions[-1]
             version = str(len(versions))
         record = None
-        if isinstance(current.payload, dict) and "token_id" in current.payload:
-            record = TokenRecord.from_payload(current.payload, f"{self.location} version {version}")
-        elif current.managed:
-            raise PermanentError(f"{self.location} version {version}: payload is not a rotator token record",
-                                 hint="re-publish a valid token with `rotator bootstrap`")  # fmt: skip
+        try:
+            if isinstance(current.payload, dict) and "token_id" in current.payload:
+                record = TokenRecord.from_payload(current.payload, f"{self.location} version {version}")
+            elif current.managed:
+                raise MalformedPayload(f"{self.location} version {version}: payload is not a rotator token record",
+                                       hint=MALFORMED_HINT)  # fmt: skip
+        except MalformedPayload as exc:
+            exc.state = StoreState(version, current.managed, None)
+            raise
         return StoreState(version, current.managed, record)
 
     def _publish(self, record: TokenRecord, expected_version: str | None) -> str:

@@ -224,3 +224,31 @@ def test_aws_a_name_or_an_arn_without_suffix_is_created_by_bootstrap(aws: Any, f
         described = aws.client().describe_secret(SecretId=name)
         assert described["ARN"].startswith(aws.arn(name) + "-")
         (tmp_path / "journal.db").unlink()
+
+
+def test_a_managed_secret_with_an_unreadable_payload_is_repaired_by_bootstrap_replace(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any
+) -> None:
+    """Someone writes a value that is not a token record into the managed secret: rotate refuses it, and
+    its hint names the repair, which must work (it read the store strictly too and failed the same
+    way). The token rotator published last is retired after grace, from rotator's own record: the
+    store no longer names it."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    minted = sc.current()["token_id"]
+    sc.vault().secrets.kv.v2.create_or_update_secret(path=sc.kv_path, secret={"token": "not a record"},
+                                                    mount_point="secret")  # fmt: skip
+    proc = sc.cli("rotate", sc.policy)
+    assert proc.returncode == 1 and "payload key 'token_id' is missing or empty" in proc.stderr, proc.stderr
+    assert "rotator bootstrap POLICY --replace --reason TEXT" in proc.stderr
+    value, human_id = sc.fake.add_token("created by a human to repair")
+    proc = _bootstrap(sc, value, human_id, "--replace", "--reason", "payload overwritten")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert f"replaced {minted} with {human_id}" in proc.stdout
+    assert sc.current()["token_id"] == human_id
+    assert sc.fake.token_by_id(minted)["revoked_at"] is None, "not before grace"
+    time.sleep(sc.grace_s + 0.3)
+    assert sc.cli("revoke-expired").returncode == 0
+    assert sc.fake.token_by_id(minted)["revoked_at"] is not None, "rotator's own last token is not left valid"
+    sc.bootstrap_value = value
+    _rotate_and_settle(sc, human_id)

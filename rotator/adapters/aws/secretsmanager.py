@@ -68,9 +68,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from rotator.config.registry import lazy_sdk
-from rotator.core.contracts import AdapterContext, Store, StoreState, TokenRecord, checked_settings
+from rotator.core.contracts import MALFORMED_HINT, AdapterContext, Store, StoreState, TokenRecord, checked_settings
 from rotator.core.credentials import SETTINGS_CONFIG
-from rotator.core.errors import ConfigError, ConflictError, PermanentError, RotatorError, TransientError
+from rotator.core.errors import (
+    ConfigError,
+    ConflictError,
+    MalformedPayload,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
 from rotator.core.secret import REDACTOR
 
 if TYPE_CHECKING:
@@ -544,7 +551,11 @@ class AwsSecretsManagerStore:
         if answer is None:  # AWSCURRENT moved between the two calls: the next read sees it
             raise TransientError(f"{self._location}: AWSCURRENT changed while reading it", hint=_HINT_RETRY)
         version, payload = answer
-        record = self._parse(payload, version, strict=view.managed)
+        try:
+            record = self._parse(payload, version, strict=view.managed)
+        except MalformedPayload as exc:
+            exc.state = StoreState(version=version, managed=view.managed, record=None)
+            raise
         logger.debug(
             "%s: AWSCURRENT on version %s, managed=%s, token_id=%s",
             self._location, version, view.managed, record.token_id if record else None,
@@ -774,10 +785,10 @@ class AwsSecretsManagerStore:
         where = f"{self._location} version {version}"
         if payload is None:
             if strict:
-                raise PermanentError(
+                raise MalformedPayload(
                     f"{where}: the value is not a JSON object rotator can read (not JSON, not an object, or "
                     "nested thousands of levels deep)",
-                    hint="re-publish a valid token with `rotator bootstrap` (see docs/operations.md)",
+                    hint=MALFORMED_HINT,
                 )
             return None
         try:

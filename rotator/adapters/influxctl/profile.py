@@ -100,7 +100,7 @@ from tomlkit.items import AoT, String, Table
 from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import Clock
 from rotator.core.contracts import AdapterContext, Store, StoreState, TokenRecord, checked_settings
-from rotator.core.errors import ConfigError, ConflictError, PermanentError, TransientError
+from rotator.core.errors import ConfigError, ConflictError, MalformedPayload, PermanentError, TransientError
 
 __all__ = [
     "DEFAULT_KEY",
@@ -524,7 +524,12 @@ class InfluxctlProfileStore:
                 )
             return StoreState(version=value_version(snap.value), managed=False, record=None)
         payload = {k: v for k, v in entry.items() if k not in ("key", "salt", "sha256", "written_at")}
-        record = TokenRecord.from_payload({**payload, "token": snap.value}, f"{self._location} ({_sidecar(snap.path)})")
+        try:
+            record = TokenRecord.from_payload({**payload, "token": snap.value},
+                                              f"{self._location} ({_sidecar(snap.path)})")  # fmt: skip
+        except MalformedPayload as exc:
+            exc.state = StoreState(version=value_version(snap.value), managed=True, record=None)
+            raise
         return StoreState(version=value_version(snap.value), managed=True, record=record)
 
     # -- writing -------------------------------------------------------------------------

@@ -70,8 +70,15 @@ from rotator.adapters.vault.auth import (
 )
 from rotator.config.registry import lazy_sdk
 from rotator.config.timefmt import rfc3339_seconds
-from rotator.core.contracts import AdapterContext, Store, StoreState, TokenRecord, checked_settings
-from rotator.core.errors import ConfigError, ConflictError, PermanentError, RotatorError, TransientError
+from rotator.core.contracts import MALFORMED_HINT, AdapterContext, Store, StoreState, TokenRecord, checked_settings
+from rotator.core.errors import (
+    ConfigError,
+    ConflictError,
+    MalformedPayload,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
 from rotator.core.secret import REDACTOR
 
 if TYPE_CHECKING:
@@ -343,7 +350,11 @@ class VaultKV2Store:
         if custom is None:  # an old Vault that does not send custom_metadata with the data
             custom = (meta if meta is not None else self._read_metadata() or {}).get("custom_metadata") or {}
         managed = _is_managed(custom)
-        record = self._parse(payload, current, strict=managed) if payload is not None else None
+        try:
+            record = self._parse(payload, current, strict=managed) if payload is not None else None
+        except MalformedPayload as exc:
+            exc.state = StoreState(version=str(current), managed=managed, record=None)
+            raise
         logger.debug(
             "%s: version %d, managed=%s, token_id=%s%s",
             self._location,
@@ -509,10 +520,10 @@ class VaultKV2Store:
         where = f"{self._location} version {version}"
         try:
             if payload is _TOO_DEEP or not isinstance(payload, Mapping):
-                raise PermanentError(
+                raise MalformedPayload(
                     f"{where}: the payload is not a JSON object rotator can read (not an object, or nested "
                     "thousands of levels deep)",
-                    hint="re-publish a valid token with `rotator bootstrap` (see docs/operations.md)",
+                    hint=MALFORMED_HINT,
                 )
             return TokenRecord.from_payload(payload, where=where)
         except PermanentError:
