@@ -363,7 +363,8 @@ class Engine:
         for name, state in states.items():
             self._check_ownership(name, state)
         self._call(lambda: self.issuer.list_tokens(credential), "check issuer")
-        run = self._new_run("rotate", old_token_id=current.token_id if current else None,
+        old_token_id = current.token_id if current else self._published_last()
+        run = self._new_run("rotate", old_token_id=old_token_id,
                             planned={n: s.version for n, s in states.items()}, seen=seen)
         log = logging.LoggerAdapter(logger, {"policy": self.policy.name, "run_id": run.run_id})
         self._checkpoint("planned")
@@ -746,6 +747,17 @@ class Engine:
                 self.log.warning("store %r: %s; writing the new token over it", name, _describe(exc))
                 states[name] = exc.state
         return states
+
+    def _published_last(self) -> str | None:
+        """No store names a current token (Vault's current version deleted with `kv delete`, the
+        secret deleted): the token rotator's journal says it published last may still be valid, and
+        is retired like any replaced token (through the revocation rule, after grace)."""
+        last = self.journal.last_success(self.policy.name)
+        if last is None or not last.new_token_id:
+            return None
+        self.log.warning("no store names the current token; the token rotator published last (%s) will be "
+                         "revoked after grace", last.new_token_id)
+        return last.new_token_id
 
     def _current(self, states: dict[str, StoreState]) -> TokenRecord | None:
         ids = {s.token_id for s in states.values() if s.record is not None}

@@ -151,3 +151,30 @@ def test_a_publish_whose_metadata_write_is_denied_is_completed_once_the_grant_is
     assert sc.cli("rotate", sc.policy).returncode == 0, "and the next rotation runs as usual"
     meta = sc.vault().secrets.kv.v2.read_secret_metadata(path=sc.kv_path, mount_point="secret")["data"]
     assert meta["custom_metadata"]["token_id"] == sc.versions()[-1]["token_id"] != new_id
+
+
+def test_a_deleted_current_version_does_not_leave_the_previous_token_valid(tmp_path, openbao, fake_influxctl):
+    """Someone soft-deletes the current version in Vault (`vault kv delete`; or delete_version_after is
+    shorter than the interval): the store then names no token. The next rotation must still retire
+    the token rotator published last, from its own journal, or it stays valid (an orphan)."""
+    sc = _scenario(tmp_path, openbao, fake_influxctl, grace_s=1, bootstrap=False,
+                   issuer_extra='auth = { method = "mgmt_token", token = { file = "admin-token" } }')
+    admin, _ = sc.fake.add_token("the issuer's own credential, not the store's")
+    (tmp_path / "admin-token").write_text(admin)
+    sc.bootstrap_value, sc.bootstrap_id = sc.fake.add_token("created by a human for bootstrap")
+    sc.bootstrap_with(sc.bootstrap_value, sc.bootstrap_id)
+    proc = sc.cli("rotate", sc.policy, "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    published = json.loads(proc.stdout)[0]["new_token_id"]
+    time.sleep(sc.grace_s + 0.3)
+    assert sc.cli("revoke-expired").returncode == 0
+    sc.vault().secrets.kv.v2.delete_latest_version_of_secret(path=sc.kv_path, mount_point="secret")
+    proc = sc.cli("rotate", sc.policy, "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)[0]
+    assert result["old_token_id"] == published, result
+    assert "no store names the current token" in proc.stderr
+    time.sleep(sc.grace_s + 0.3)
+    assert sc.cli("revoke-expired").returncode == 0
+    assert sc.fake.token_by_id(published)["revoked_at"] is not None, "the deleted version's token is retired"
+    assert sc.fake.token_by_id(result["new_token_id"])["revoked_at"] is None
