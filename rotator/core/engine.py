@@ -279,13 +279,13 @@ class Engine:
                 self._recover_locked()
             states = self._read_stores(unreadable_ok=replace)
             for name, state in states.items():
+                self._check_ownership(name, state)
                 if state.record is not None and state.managed and state.token_id != token_id and not replace:
                     raise PermanentError(
                         f"store {name!r} already holds token {state.token_id} managed by rotator",
                         hint="bootstrap is for the first token; use `rotator rotate` to replace it, or, when "
                         "that token no longer works, `rotator bootstrap --replace --reason TEXT` (docs/operations.md)",
                     )
-                self._check_ownership(name, state)
             self._call(lambda: self.issuer.verify(value), "verify bootstrap token")
             tokens = self._call(lambda: self.issuer.list_tokens(value), "list tokens")
             info = next((t for t in tokens if t.token_id == token_id), None)
@@ -779,6 +779,15 @@ class Engine:
             raise OwnershipError(
                 f"store {name!r} holds a secret that rotator does not manage (no managed-by=rotator marker)",
                 hint="set `adopt = true` in the policy to take it over, or point the store at another path",
+            )
+        # The marker says "rotator", not which policy: a secret another policy rotates is not this one's to
+        # overwrite (its consumers would get this policy's token, and that policy's old token would be left).
+        if state.record is not None and state.record.policy != self.policy.name and not self.policy.adopt:
+            raise OwnershipError(
+                f"store {name!r} holds token {state.token_id} of policy {state.record.policy!r}, not of "
+                f"{self.policy.name!r}: two policies must not share a secret",
+                hint="point one of the policies at another path; if this policy was renamed, set `adopt = true` "
+                "in it for one rotation",
             )
 
     def _new_run(self, kind: str, old_token_id: str | None, planned: dict[str, str | None],

@@ -385,3 +385,22 @@ def test_a_prune_keeps_the_run_that_minted_a_token_whose_revocation_is_pending(w
     audit_chain.prune(world.journal, ts(world.clock.now() - timedelta(days=1)), ts(world.clock.now()))
     assert not world.journal.runs_with_token(POLICY, first.new_token_id)
     assert audit_chain.verify(world.journal).ok
+
+
+def test_a_secret_another_policy_rotates_is_not_taken_over(world: World) -> None:
+    """Two policies pointed at one secret: the managed-by marker says rotator, not which policy. Without
+    `adopt`, this policy refuses before any side effect, and nothing is minted or written."""
+    from rotator.core.errors import OwnershipError
+
+    world.bootstrap()
+    value, token_id = world.issuer.tokens.create("the other policy's token")
+    other = TokenRecord(Secret(value), token_id, "memory", "other-policy", START, START + timedelta(days=3))
+    for store in world.stores.values():
+        store.publish(other, store.read_current().version)
+    minted_before = world.minted_ids()
+    with pytest.raises(OwnershipError, match="of policy 'other-policy', not of 'p': two policies must not share"):
+        world.engine().rotate()
+    assert world.minted_ids() == minted_before and set(world.held().values()) == {token_id}
+    with pytest.raises(OwnershipError, match="two policies must not share"):
+        world.engine().bootstrap(Secret(world.bootstrap_value), world.bootstrap_id, None)
+    assert set(world.held().values()) == {token_id}, "nothing written"
