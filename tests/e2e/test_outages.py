@@ -454,3 +454,37 @@ def test_the_retry_never_waits_past_a_quarter_of_what_is_left(tmp_path: Path) ->
         clock.advance(due - clock.now())
     assert waits == [1.0, 0.75, 0.5625, 0.5], waits
     assert login.status()["ok"] is False
+
+
+def test_a_clock_step_back_does_not_push_the_renewal_past_the_token_s_expiry(tmp_path: Path) -> None:
+    """Vault counts the TTL in its own time. The renewal was planned at a time of day: after the clock
+    stepped back an hour, it came an hour late, 40 minutes after the 1 h token had expired."""
+    login, clock = _login(tmp_path)
+    api = _Auth(lookup_self=[{"data": {"ttl": 3600, "creation_ttl": 3600, "renewable": True}}],
+                renew_self=[{"auth": {"lease_duration": 3600}}])
+    login.ensure(api)
+    assert login.due() == clock.now() + timedelta(minutes=40)
+    clock.advance(timedelta(minutes=10))
+    assert login.due() == clock.now() + timedelta(minutes=30)  # the daemon asks at every pass
+    clock.advance(timedelta(hours=-1))  # the step
+    assert login.due() == clock.now() + timedelta(minutes=30), "still 30 minutes of real time away"
+    assert login.status()["expires_at"] == clock.now() + timedelta(minutes=50)
+    clock.advance(timedelta(minutes=30))
+    login.ensure(api)
+    assert api.calls == ["lookup_self", "renew_self"], "renewed on time"
+    assert login.status()["ok"] is True
+
+
+def test_a_denied_lookup_of_a_token_past_its_expiry_is_a_failure_not_renewal_off(tmp_path: Path) -> None:
+    """A non-renewable token whose TTL ran out is looked up again (the same token in its file): Vault
+    answers 403 for an expired token. That read as "lookup not allowed, renewal off" and status
+    went back to ok, with a dead token."""
+    login, clock = _login(tmp_path)
+    api = _Auth(lookup_self=[{"data": {"ttl": 60, "creation_ttl": 60, "renewable": False}},
+                             hvac.exceptions.Forbidden("permission denied")])
+    login.ensure(api)
+    clock.advance(timedelta(seconds=61))
+    with pytest.raises(hvac.exceptions.Forbidden):
+        login.ensure(api)
+    status = login.status()
+    assert status["ok"] is False and status["failures"] == 1, status

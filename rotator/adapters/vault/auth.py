@@ -175,6 +175,7 @@ class VaultLogin:
         self._failures = 0
         self._error: str | None = None
         self._retry_at: datetime | None = None  # after a failed login: when to try again
+        self._seen: datetime | None = None  # the latest time of day read: a later, earlier one is a step back
 
     @property
     def endpoint(self) -> tuple[str, str]:
@@ -195,19 +196,37 @@ class VaultLogin:
 
     def ensure(self, api: AuthAPI) -> None:
         """Make sure ``api`` carries a token that is not about to expire."""
+        now = self._now()
         if self._token is None:
             self._attempt(api, self._login)
-        elif self._check_at is not None and self._clock.now() >= self._check_at:
+        elif self._check_at is not None and now >= self._check_at:
             self._attempt(api, self._refresh)
+
+    def _now(self) -> datetime:
+        """The time of day, with the planned times moved back by as much as the clock stepped back.
+
+        Vault counts a token's TTL in its own time: after a step back of an hour, a renewal planned
+        at a time of day would come an hour after the token expired. The step is measured from the
+        last time read (the daemon asks :meth:`due` at every pass), so the planned times come back
+        to within that much of where they were."""
+        now = self._clock.now()
+        if self._seen is not None and now < self._seen:
+            step = self._seen - now
+            self._check_at = self._check_at - step if self._check_at is not None else None
+            self._expires_at = self._expires_at - step if self._expires_at is not None else None
+            self._retry_at = self._retry_at - step if self._retry_at is not None else None
+        self._seen = now
+        return now
 
     def due(self) -> datetime | None:
         """When :meth:`ensure` has work to do (log in, look up, renew, retry); None: nothing planned."""
+        self._now()
         if self._token is None:
             return self._retry_at or _DUE_NOW  # a fixed time: "now" would move on with every call
         return self._check_at
 
     def status(self) -> CredentialStatus:
-        now = self._clock.now()
+        now = self._now()
         ok = True
         if self._expires_at is not None:
             left = (self._expires_at - now).total_seconds()
@@ -266,12 +285,13 @@ class VaultLogin:
                 # would only count down the same TTL. Check again at half of what is left.
                 self._schedule(int(left), self._creation_ttl, self._renewable)
                 return
+            expired = token == self._token and self._expires_at is not None and left < 1
             self._token = token
             api.set_token(self._token)
             # Until the lookup answers nothing is known: if it fails, _failed() schedules a new
             # one soon (before, the renewal stayed unset and a renewable token ran out).
             self._renewable, self._expires_at, self._check_at = None, None, self._clock.now()
-            self._lookup(api)
+            self._lookup(api, expired=expired)
             return
         if isinstance(self._auth, KubernetesAuth):
             answer = api.kubernetes_login(self._auth.mount_path, self._auth.role, self._read_jwt())
@@ -308,10 +328,14 @@ class VaultLogin:
             raise ConfigError(f"the Kubernetes service account token {path} is empty", hint="check the volume mount")
         return Secret(value)
 
-    def _lookup(self, api: AuthAPI) -> None:
+    def _lookup(self, api: AuthAPI, expired: bool = False) -> None:
         try:
             data = api.lookup_self()["data"]
         except hvac.exceptions.Forbidden:
+            if expired:
+                # The same token, past the expiry its own lookup gave: denied means expired (or
+                # revoked), not "lookup not allowed". A failure, so that status and /readyz say so.
+                raise
             # A token without the `default` policy cannot look itself up. It may still be
             # allowed to write the secret; if it is invalid, the next call says so.
             logger.warning("cannot look up the Vault token (lookup-self denied): renewal is off")
