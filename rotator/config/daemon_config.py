@@ -55,7 +55,7 @@ _WEBHOOK_FIX = (
     'is referenced with secret = { file = "/path/to/file" } or secret = { env = "VAR" }'
 )
 
-_LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]*)):(?P<port>\d{1,5})$")
+_LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]*)):(?P<port>\d{1,5})\Z")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -109,6 +109,8 @@ class WebhookSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        if not value.isprintable() or " " in value:
+            raise ValueError("must not contain spaces or control characters (a line break copied with it?)")
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
         problem = url_problem(value, _WEBHOOK_FIX)

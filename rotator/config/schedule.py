@@ -39,12 +39,12 @@ class NoNextDue(ValueError):
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(?:(\d+)\s*([smhdw])\s*)+$")
+_DURATION = re.compile(r"^\s*(?:(\d+)\s*([smhdw])\s*)+\Z")
 _PART = re.compile(r"(\d+)\s*([smhdw])")
-_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)\Z")
 _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
-_AWS_CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE)
-_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+_AWS_CRON = re.compile(r"^cron\((.*)\)\Z", re.IGNORECASE)
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*\Z")
 _DAY = timedelta(days=1)
 #: The longest duration or schedule interval accepted: sums of a few stay far from datetime's limits.
 _MAX_DAYS = 36525

@@ -390,6 +390,11 @@ ROLE = "arn:aws:iam::123456789012:role/rotator"
         ({"secret_id": "x", "region": "us-east-1", "timeout_s": 0}, "`timeout_s` must be more than 0"),
         ({"secret_id": "x", "region": "us-east-1", "timeout_s": 301}, "`timeout_s` must be more than 0"),
         ({"secret_id": "x", "region": "us-east-1", "access_key": "inline"}, "access_key\n.*Unexpected keyword"),
+        # A line break copied with a value: `$` matched before it, and the SDK refused it at the first call
+        ({"secret_id": "x\n", "region": "us-east-1"}, "`secret_id` must be a secret name"),
+        ({"secret_id": "x", "region": "us-east-1\n"}, "`region` must be an AWS region"),
+        ({"secret_id": "x", "region": "us-east-1", "endpoint_url": "http://h\n"},
+         "`endpoint_url` must not contain spaces or control characters"),
     ],
 )  # fmt: skip
 def test_settings_are_validated(settings, reason):

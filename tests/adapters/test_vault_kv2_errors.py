@@ -317,6 +317,16 @@ def test_mount_and_namespace_refuse_dot_segments_too(key: str) -> None:
     assert getattr(VaultKV2Settings.model_validate({**settings, key: "/team/kv/"}), key) == "team/kv"
 
 
+@pytest.mark.parametrize("url", ["https://vault.example:8200\n", "https://vault.example:8200/\r\n",
+                                 "https://vault .example:8200", "https://vault.example:8200\t"])
+def test_a_url_with_a_line_break_or_a_space_is_refused_by_the_settings(url: str) -> None:
+    """urlsplit drops a trailing newline, so the URL validated, and requests refused it at the first call
+    as "cannot reach Vault", retried as transient instead of a configuration error."""
+    settings = {"url": url, "path": "p", "auth": {"method": "token", "token": {"env": "T"}}}
+    with pytest.raises(ValidationError, match="must not contain spaces or control characters"):
+        VaultKV2Settings.model_validate(settings)
+
+
 def test_rotator_validate_refuses_an_escaping_path_with_exit_2(tmp_path: Path) -> None:
     (tmp_path / "rotator.toml").write_text(
         """

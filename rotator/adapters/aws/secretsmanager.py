@@ -112,9 +112,9 @@ T = TypeVar("T")
 CURRENT, PENDING, PREVIOUS = "AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"
 MANAGED_BY_KEY, MANAGED_BY, POLICY_KEY = "managed-by", "rotator", "policy"
 
-_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:(?P<region>[a-z0-9-]+):\d{12}:secret:(?P<name>.+)$")
-_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
-_REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
+_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:(?P<region>[a-z0-9-]+):\d{12}:secret:(?P<name>.+)\Z")
+_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}\Z")
+_REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+\Z")
 _ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$"  # compiled on first use: rarely set
 
 _THROTTLING = frozenset({
@@ -284,6 +284,8 @@ def _name_to_create(settings: AwsSecretsManagerSettings) -> str | None:
 
 def _http_url(key: str, value: str) -> str:
     """``value`` without its trailing slashes; ValueError naming ``key`` unless it is a plain http(s) address."""
+    if not value.isprintable() or " " in value:  # urlsplit drops a newline: the SDK would refuse it later
+        raise ValueError(f"`{key}` must not contain spaces or control characters (a line break copied with it?)")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"`{key}` must be an http:// or https:// address")

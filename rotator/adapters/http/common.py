@@ -137,6 +137,8 @@ class HttpSettings(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _plain_http_url(cls, value: str) -> str:
+        if not value.isprintable() or " " in value:
+            raise ValueError("must not contain spaces or control characters (a line break copied with it?)")
         try:
             url = httpx.URL(value)
         except httpx.InvalidURL:

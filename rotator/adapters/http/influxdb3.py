@@ -90,11 +90,11 @@ QUERY = "/api/v3/query_sql"
 HEALTH = "/health"
 LIST_SQL = "SELECT * FROM system.tokens"
 OPERATOR = "_admin"
-_OPERATOR_ID = re.compile(r"^_admin@(?P<hash>[0-9a-f]{16})$")
+_OPERATOR_ID = re.compile(r"^_admin@(?P<hash>[0-9a-f]{16})\Z")
 _NAME_PREFIX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 #: a run id in a token name: the engine's (letters and digits) or a UUID (the AWS Lambda function's
 #: ClientRequestToken); nothing else with a hyphen, so ``<prefix>-x-y`` is no run of ``<prefix>``
-_RUN_ID = re.compile(r"^(?:[A-Za-z0-9]+|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})$")
+_RUN_ID = re.compile(r"^(?:[A-Za-z0-9]+|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})\Z")
 
 ERR_NO_VALUE = "{what}: token {name} was created, but the answer has no `token` string"
 ERR_NOT_DELETED = "token {name} was deleted (HTTP {status}) but system.tokens still lists it"

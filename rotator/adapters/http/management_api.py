@@ -202,6 +202,8 @@ class StoreRef(BaseModel):
 
 
 def _url(value: str, what: str) -> str:
+    if not value.isprintable() or " " in value:  # urlsplit drops a newline: httpx would refuse it later
+        raise ValueError(f"{what} must not contain spaces or control characters (a line break copied with it?)")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{what} must be an https:// address, e.g. https://cluster-id.a.influxdb.io")

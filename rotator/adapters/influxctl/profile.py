@@ -132,7 +132,7 @@ _LOCK_POLL_S = 0.05
 _VERSION_DOMAIN = b"rotator influxctl-profile version\0"
 _TOMLLIB_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _KEY_LINES = {key: re.compile(rf"""^[ \t]*({key}|"{key}"|'{key}')[ \t]*=""") for key in get_args(ProfileKey)}
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.rotator-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.rotator-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp\Z")
 
 _ERR_MISSING = "{where}: the config file does not exist"
 _HINT_MISSING = (

@@ -168,6 +168,8 @@ class VaultKV2Settings(BaseModel):
     @field_validator("url")
     @classmethod
     def _plain_http_url(cls, value: str) -> str:
+        if not value.isprintable() or " " in value:  # urlsplit drops a newline: requests would refuse it later
+            raise ValueError("must not contain spaces or control characters (a line break copied with it?)")
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// address")
