@@ -50,6 +50,7 @@ from rotator.core.errors import RotatorError
 from rotator.core.journal import Journal, Revocation, RunRecord, RunState
 from rotator.core.secret import REDACTOR, Secret
 from rotator.observe.compliance import max_age_of
+from rotator.observe.untrusted_text import one_line
 
 __all__ = [
     "CLASSES",
@@ -421,15 +422,6 @@ def revoke_orphans(
 
 
 # ---------------------------------------------------------------------------------- suggestions
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _comment(text: str) -> str:
-    """``text`` (the issuer's: whoever can create a token writes its description) as one line of a TOML
-    comment: a newline would end the comment and put the rest into the policy file as TOML."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
 def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table: Mapping[str, Any] | None,
                    taken: Iterable[str]) -> str:
     """The ``[[policy]]`` TOML that would rotate ``entry`` (an unmanaged token), to append to the file.
@@ -456,8 +448,8 @@ def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table:
             if isinstance(store.get(key), str):
                 store[key] = f"{store[key].rstrip('/')}-{candidate}"
     lines = [
-        f"# Brings token {_comment(entry.token_id)} ({_comment(entry.description) or 'no description'}) of "
-        f"{_comment(entry.target)} under rotation.",
+        f"# Brings token {one_line(entry.token_id)} ({one_line(entry.description) or 'no description'}) of "
+        f"{one_line(entry.target)} under rotation.",
         "# Check the schedule, the grace period and the store path, append this to the policy file, then:",
         "#   rotator validate",
         f"#   rotator bootstrap {candidate} --token-file FILE-HOLDING-THE-TOKEN --token-id {entry.token_id}",

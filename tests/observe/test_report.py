@@ -212,6 +212,21 @@ def test_policies_gone_from_the_file_are_named_not_silently_left_out(tmp_path: P
     assert "Not in this report: gone, left." in report.render(evidence, "html")
 
 
+def test_report_csv_cells_are_never_formulas(tmp_path: Path) -> None:
+    """A failure's error is a server's text (and a token id an issuer's): in a spreadsheet a cell that
+    starts with = + - @ runs as a formula."""
+    from rotator.core.journal import open_journal
+    from rotator.observe import report
+
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    journal.record_event(t0, "p", "r1", "mint", "failed", {"error": '=HYPERLINK("http://evil.example","x")'})
+    evidence = report.build(journal, [_policy_p(tmp_path)], t0 - timedelta(days=1), t0 + timedelta(days=1),
+                            t0 + timedelta(days=1))
+    rows = [r for r in csv.DictReader(io.StringIO(report.render(evidence, "csv"))) if r["record"] == "failure"]
+    assert rows and rows[0]["error"] == '\'=HYPERLINK("http://evil.example","x")'
+
+
 def test_a_token_current_across_the_prune_cutoff_keeps_its_whole_age(tmp_path: Path) -> None:
     """Rotations every 30 days, then one token stays current 150 days. A prune whose cutoff falls inside
     that time deletes the run that published it; the report's maximum age must still be 150 days
