@@ -20,7 +20,8 @@ def one_line(text: str) -> str:
 
 
 def spreadsheet_cell(value: Any) -> Any:
-    """``value`` for a CSV cell: text that a spreadsheet would run as a formula gets a leading ``'``."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    """``value`` for a CSV cell: text that a spreadsheet would run as a formula gets a leading ``'``
+    (a lone ``-``, the report's "none", runs nothing and stays as it is)."""
+    if isinstance(value, str) and len(value) > 1 and value.startswith(_FORMULA_START):
         return "'" + value
     return value

@@ -469,6 +469,6 @@ def test_an_issuer_s_text_reaches_no_spreadsheet_formula_and_no_terminal_control
 def test_untrusted_text_helpers():
     from rotator.observe.untrusted_text import one_line, spreadsheet_cell
 
-    assert [spreadsheet_cell(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "plain", 3, None)] == [
-        "'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\t=1", "plain", 3, None]
+    assert [spreadsheet_cell(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "plain", "-", 3, None)] == [
+        "'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\t=1", "plain", "-", 3, None]
     assert one_line("a\nb\r\x00\x7f\tc é") == "a\\x0ab\\x0d\\x00\\x7f\\x09c é"
