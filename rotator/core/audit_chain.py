@@ -384,6 +384,11 @@ def _pages(cur: Cursor, prunes: list[Mapping[str, Any]]) -> Iterator[dict[str, A
         after = rows[-1][0]
 
 
+#: an event without a link dated after the first link kept (the lowest seq, found by its index): not
+#: from before the chain existed
+_AFTER_THE_CHAIN_BEGAN = "at > (SELECT e.at FROM events e WHERE e.seq IS NOT NULL ORDER BY e.seq LIMIT 1)"
+
+
 def _broken(problem: str, **what: Any) -> ChainReport:
     return ChainReport(ok=False, checked=0, head_seq=0, head_hash="", start_seq=0, problem=problem, broken=what)
 
@@ -406,6 +411,13 @@ def _verify(cur: Cursor) -> ChainReport:
         return _broken("the chain's head row is missing or was edited (audit_head): the newest link cannot be "
                        "checked", head=None if head_row is None else [str(v) for v in head_row])
     unchained = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
+    late = cur.execute(f"SELECT at, policy, step FROM events WHERE seq IS NULL AND {_AFTER_THE_CHAIN_BEGAN} "
+                       "ORDER BY at LIMIT 1").fetchone()
+    if late is not None:
+        # Events without a link are those written before the upgrade that added the chain; one dated
+        # after the chain's first link was inserted since (with the head's count raised to hide it).
+        return _broken(f"an event without a chain link, dated after the chain began, was inserted: {late[2]} of "
+                       f"policy {late[1]} at {late[0]}", at=str(late[0]), policy=str(late[1]), step=str(late[2]))
     try:
         checkpoint = latest_checkpoint(cur)
     except (ValueError, TypeError) as exc:
@@ -482,8 +494,9 @@ def chained_events(journal: _JournalLike, start: str, end: str) -> list[dict[str
     """Events with ``start <= at < end`` (journal time text), oldest first, detail parsed."""
     with journal.audit_transaction(write=False) as (cur, _lock):
         rows = cur.execute(
-            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE at >= ? AND at < ? ORDER BY at, seq", (start, end)
-        ).fetchall()
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE at >= ? AND at < ? "
+            f"AND NOT (seq IS NULL AND {_AFTER_THE_CHAIN_BEGAN}) ORDER BY at, seq", (start, end)
+        ).fetchall()  # an inserted row without a link (verify names it) is not evidence
     events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
     for event in events:
         try:

@@ -652,3 +652,18 @@ def test_an_event_is_hashed_from_its_detail_as_a_verifier_reads_the_stored_text(
              "result": "ok", "instance": "host", "detail": text}
     assert audit_chain.canonical(event, detail) == audit_chain.canonical(event)
     assert audit_chain.link("h", event, detail) == audit_chain.link("h", event)
+
+
+def test_an_unlinked_event_dated_after_the_chain_began_is_caught_even_with_the_count_raised(journal_url: str) -> None:
+    """Rows without a link are the events from before the upgrade that added the chain; the head counts
+    them. Raising that count hid an inserted `revoke_old ok`, which the report then showed as proof."""
+    journal = open_journal(journal_url)
+    _history(journal, 4)
+    with raw(journal_url) as sql:
+        sql("UPDATE audit_head SET unchained = unchained + 1")
+        sql("INSERT INTO events (at, policy, run_id, step, result, detail) VALUES (?, 'mgmt', 'run-1', 'revoke_old', "
+            "'ok', '{\"token_id\": \"t-old\"}')", ts(T0 + timedelta(minutes=2)))
+    report = audit_chain.verify(journal)
+    assert not report.ok and "without a chain link, dated after the chain began" in str(report.problem), report
+    events = audit_chain.chained_events(journal, ts(T0), ts(T0 + timedelta(days=1)))
+    assert [e["step"] for e in events] == ["plan", "published", "plan", "published"], "the forged row is no evidence"
