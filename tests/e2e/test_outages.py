@@ -488,3 +488,35 @@ def test_a_denied_lookup_of_a_token_past_its_expiry_is_a_failure_not_renewal_off
         login.ensure(api)
     status = login.status()
     assert status["ok"] is False and status["failures"] == 1, status
+
+
+def test_a_refused_login_backs_off_to_minutes_not_30_seconds(tmp_path: Path) -> None:
+    """A wrong or used-up AppRole secret_id: retrying every 30 s fixes nothing, and each failed login
+    counts toward Vault's user lockout, which would then refuse the fixed secret_id too. A login that
+    could not reach Vault keeps the short backoff."""
+    import requests
+
+    from rotator.adapters.vault.auth import AppRoleAuth, VaultLogin
+    from rotator.core.clock import FakeClock
+
+    (tmp_path / "secret-id").write_text("wrong-secret-id")
+    auth = AppRoleAuth.model_validate({"method": "approle", "role_id": "role", "secret_id": {"file": "secret-id"}})
+    clock = FakeClock()
+    login = VaultLogin(auth, tmp_path, clock)
+    refused = hvac.exceptions.InvalidRequest("invalid role or secret ID")
+
+    class Api(_Auth):
+        def approle_login(self, mount: str, role: str, secret: Any) -> Any:
+            return self._answer("approle_login")
+
+    api = Api(approle_login=[refused] * 12 + [requests.exceptions.ConnectionError()] * 8)
+    waits = []
+    for _ in range(20):
+        with pytest.raises((hvac.exceptions.InvalidRequest, requests.exceptions.ConnectionError)):
+            login.ensure(api)
+        due = login.due()
+        assert due is not None
+        waits.append((due - clock.now()).total_seconds())
+        clock.advance(due - clock.now())
+    assert waits[:10] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300] and waits[10:12] == [300, 300], waits
+    assert max(waits[12:]) == 30, "unreachable: the usual cap"

@@ -68,6 +68,10 @@ logger = logging.getLogger("rotator.adapters.vault_kv2")
 _DUE_NOW = datetime(1970, 1, 1, tzinfo=UTC)
 #: Backoff of a failed login, lookup or renewal (seconds): doubles from the first to the second.
 RETRY_DELAYS = (1.0, 30.0)
+#: The cap for a login that Vault refused (a wrong or used-up secret_id, a role that does not bind
+#: this service account) or that could not start (no token file): trying it every 30 s does not fix
+#: it, and failed AppRole logins count toward Vault's user lockout, which then refuses the fixed one.
+REFUSED_LOGIN_CAP = 300.0
 #: Statuses worth retrying as they are (a new login would not help and, for AppRole, would only
 #: leave tokens behind): Vault sealed, standby behind, rate limited, 5xx. UnexpectedError is any
 #: other status: in practice 412 (a standby behind) or 504. The store's error mapping uses it too.
@@ -252,6 +256,9 @@ class VaultLogin:
         self._failures += 1
         self._error = type(exc).__name__
         first, cap = RETRY_DELAYS
+        if self._token is None and isinstance(exc, (ConfigError, hvac.exceptions.InvalidRequest,
+                                                     hvac.exceptions.Forbidden)):  # fmt: skip
+            cap = REFUSED_LOGIN_CAP
         delay = doubling(first, cap, self._failures)
         now = self._clock.now()
         if self._expires_at is not None:
