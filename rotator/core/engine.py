@@ -604,6 +604,8 @@ class Engine:
         for name, state in states.items():
             if state.token_id == run.new_token_id:
                 run.published_versions.setdefault(name, state.version or "")
+            elif state.token_id is None and state.version == run.planned_versions.get(name):
+                continue  # as PLAN read it (no token named there: the old one came from the journal)
             elif state.token_id != run.old_token_id:
                 raise NeedsAttention(
                     f"run {run.run_id}: store {name!r} holds token {state.token_id}, neither the old "

@@ -404,3 +404,25 @@ def test_a_secret_another_policy_rotates_is_not_taken_over(world: World) -> None
     with pytest.raises(OwnershipError, match="two policies must not share"):
         world.engine().bootstrap(Secret(world.bootstrap_value), world.bootstrap_id, None)
     assert set(world.held().values()) == {token_id}, "nothing written"
+
+
+def test_a_publish_interrupted_after_the_stores_were_emptied_is_rolled_forward(world: World) -> None:
+    """No store names a token (both secrets deleted): the run replaces the token the journal says was
+    published last. Store a takes the new token, b fails; recovery must roll forward (b still is as
+    PLAN read it), not stop because b holds "neither the old nor the new" token."""
+    world.issuer.check_credential = False  # the issuer's own credential: the stores hold none
+    world.bootstrap()
+    first = rotate(world)
+    world.settle()
+    for store in world.stores.values():
+        store.backend.secrets[store.path] = []  # deleted by someone
+    world.stores["b"].fail_next("publish", TransientError("b is down"), times=3)  # every try of this rotation
+    with pytest.raises(TransientError, match="b is down"):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs(POLICY)  # left to recovery
+    assert run.old_token_id == first.new_token_id and world.held() == {"a": run.new_token_id, "b": None}
+    recovered = world.engine().recover()
+    assert world.held() == {"a": run.new_token_id, "b": run.new_token_id}, recovered
+    assert not world.journal.open_runs(POLICY)
+    assert [r.token_id for r in world.journal.revocations(POLICY, "pending")] == [first.new_token_id]
+    world.settle()
