@@ -481,13 +481,20 @@ def test_a_denied_lookup_of_a_token_past_its_expiry_is_a_failure_not_renewal_off
     went back to ok, with a dead token."""
     login, clock = _login(tmp_path)
     api = _Auth(lookup_self=[{"data": {"ttl": 60, "creation_ttl": 60, "renewable": False}},
-                             hvac.exceptions.Forbidden("permission denied")])
+                             *[hvac.exceptions.Forbidden("permission denied")] * 3,
+                             {"data": {"ttl": 600, "creation_ttl": 600, "renewable": False}}])
     login.ensure(api)
     clock.advance(timedelta(seconds=61))
-    with pytest.raises(hvac.exceptions.Forbidden):
-        login.ensure(api)
-    status = login.status()
-    assert status["ok"] is False and status["failures"] == 1, status
+    for failures in (1, 2, 3):  # and at every retry, not only the first
+        with pytest.raises(hvac.exceptions.Forbidden):
+            login.ensure(api)
+        status = login.status()
+        assert status["ok"] is False and status["failures"] == failures, status
+        due = login.due()
+        assert due is not None, "retried, not given up as 'renewal off'"
+        clock.advance(due - clock.now())
+    login.ensure(api)  # a lookup answers again (the token was renewed elsewhere): the failure ends
+    assert login.status()["ok"] is True and login.status()["failures"] == 0
 
 
 def test_a_refused_login_backs_off_to_minutes_not_30_seconds(tmp_path: Path) -> None:

@@ -180,6 +180,8 @@ class VaultLogin:
         self._error: str | None = None
         self._retry_at: datetime | None = None  # after a failed login: when to try again
         self._seen: datetime | None = None  # the latest time of day read: a later, earlier one is a step back
+        #: this token was looked up, and its expiry has passed since: a denied lookup means expired
+        self._expired = False
 
     @property
     def endpoint(self) -> tuple[str, str]:
@@ -292,13 +294,16 @@ class VaultLogin:
                 # would only count down the same TTL. Check again at half of what is left.
                 self._schedule(int(left), self._creation_ttl, self._renewable)
                 return
-            expired = token == self._token and self._expires_at is not None and left < 1
+            if token != self._token:
+                self._expired = False
+            elif self._expires_at is not None and left < 1:
+                self._expired = True
             self._token = token
             api.set_token(self._token)
             # Until the lookup answers nothing is known: if it fails, _failed() schedules a new
             # one soon (before, the renewal stayed unset and a renewable token ran out).
             self._renewable, self._expires_at, self._check_at = None, None, self._clock.now()
-            self._lookup(api, expired=expired)
+            self._lookup(api)
             return
         if isinstance(self._auth, KubernetesAuth):
             answer = api.kubernetes_login(self._auth.mount_path, self._auth.role, self._read_jwt())
@@ -335,11 +340,11 @@ class VaultLogin:
             raise ConfigError(f"the Kubernetes service account token {path} is empty", hint="check the volume mount")
         return Secret(value)
 
-    def _lookup(self, api: AuthAPI, expired: bool = False) -> None:
+    def _lookup(self, api: AuthAPI) -> None:
         try:
             data = api.lookup_self()["data"]
         except hvac.exceptions.Forbidden:
-            if expired:
+            if self._expired:
                 # The same token, past the expiry its own lookup gave: denied means expired (or
                 # revoked), not "lookup not allowed". A failure, so that status and /readyz say so.
                 raise
@@ -348,6 +353,7 @@ class VaultLogin:
             logger.warning("cannot look up the Vault token (lookup-self denied): renewal is off")
             self._schedule(0, 0, False)
             return
+        self._expired = False
         self._schedule(int(data.get("ttl") or 0), int(data.get("creation_ttl") or 0), bool(data.get("renewable")))
         logger.debug(
             "Vault token: ttl %ss of %ss, renewable=%s",
