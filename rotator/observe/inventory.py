@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -452,7 +453,10 @@ def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table:
         f"{one_line(entry.target)} under rotation.",
         "# Check the schedule, the grace period and the store path, append this to the policy file, then:",
         "#   rotator validate",
-        f"#   rotator bootstrap {candidate} --token-file FILE-HOLDING-THE-TOKEN --token-id {entry.token_id}",
+        # An InfluxDB 3 token's id is its name, which whoever creates the token chooses: one line of the
+        # comment, and one word of the command a person pastes into a shell.
+        f"#   rotator bootstrap {candidate} --token-file FILE-HOLDING-THE-TOKEN "
+        f"--token-id {shlex.quote(one_line(entry.token_id))}",
         "[[policy]]",
         f"name = {_toml(candidate)}",
         'schedule = "30d"',

@@ -442,6 +442,13 @@ def test_a_token_description_cannot_write_toml_into_a_suggested_policy():
     assert list(parsed) == ["policy"] and len(parsed["policy"]) == 1
     first = text.splitlines()[0]
     assert first.startswith("# Brings token t-1 (ci token\\x0a[rotator]")
+    # The id too: an InfluxDB 3 token's id is its name, anyone's choice.
+    named = Entry(entry.target, entry.kind, 'x\n[rotator]\njournal = "/tmp/evil.db"\n$(touch /tmp/pwned)', "d",
+                  "active", "unmanaged", (), "")
+    text = suggest_policy(named, source, None, ["app"])
+    assert "rotator" not in tomllib.loads(text)
+    command = next(line for line in text.splitlines() if line.startswith("#   rotator bootstrap"))
+    assert command.endswith("--token-id 'x\\x0a[rotator]\\x0ajournal = \"/tmp/evil.db\"\\x0a$(touch /tmp/pwned)'")
     assert '\\x0d\\x0akeep_history = "1d"\\x7f)' in first
 
 
