@@ -476,18 +476,33 @@ def _checkpoints_before(cur: Cursor, seq: int) -> Iterator[Checkpoint]:
         if row is None:
             return
         seq = int(row[0])
-        yield Checkpoint(seq, str(row[1]), str(row[2]), json.loads(row[3]))
+        yield _checkpoint(row)
+
+
+def _checkpoint(row: Sequence[Any]) -> Checkpoint:
+    """A checkpoint row; ValueError when it is not what a prune writes (an altered row: the verifier
+    reports it as tampering)."""
+    try:
+        detail = json.loads(row[3])
+        seq = int(row[0])
+    except (TypeError, ValueError):
+        detail, seq = None, None
+    if seq is None or not isinstance(detail, dict):
+        raise ValueError(f"the checkpoint row at seq {row[0]!r} is not what a prune writes (its detail is not a "
+                         "JSON object)")
+    return Checkpoint(seq, str(row[1]), str(row[2]), detail)
 
 
 def latest_checkpoint(cur: Cursor) -> Checkpoint | None:
     row = cur.execute("SELECT seq, hash, at, detail FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
-    return None if row is None else Checkpoint(int(row[0]), str(row[1]), str(row[2]), json.loads(row[3]))
+    return None if row is None else _checkpoint(row)
 
 
 def checkpoints(journal: _JournalLike) -> list[Checkpoint]:
+    """Every checkpoint, oldest first; ValueError if one was altered (see :func:`_checkpoint`)."""
     with journal.audit_transaction(write=False) as (cur, _lock):
         rows = cur.execute("SELECT seq, hash, at, detail FROM audit_checkpoints ORDER BY seq").fetchall()
-    return [Checkpoint(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3])) for r in rows]
+    return [_checkpoint(r) for r in rows]
 
 
 def chained_events(journal: _JournalLike, start: str, end: str) -> list[dict[str, Any]]:

@@ -115,6 +115,23 @@ TAMPERING: dict[str, tuple[Callable[[Callable[..., Any]], None], int | None, str
 }
 
 
+@pytest.mark.parametrize("detail", ["x", "[]", "7"])
+def test_a_checkpoint_whose_detail_is_not_an_object_is_tampering_not_a_crash(journal_url: str, detail: str) -> None:
+    """Not JSON, or JSON that is not an object: `audit verify` said "internal error" (exit 1) for the
+    second, and the report crashed for both; both are an altered checkpoint."""
+    from rotator.observe import report
+
+    journal = open_journal(journal_url)
+    _old_and_new(journal, new=4)
+    audit_chain.prune(journal, CUTOFF, NOW)
+    with raw(journal_url) as sql:
+        sql("UPDATE audit_checkpoints SET detail = ?", detail)
+    result = audit_chain.verify(journal)
+    assert not result.ok and "checkpoint" in str(result.problem), result
+    evidence = report.build(journal, [], T0, T0 + timedelta(days=600), T0 + timedelta(days=600))
+    assert evidence.chain.ok is False
+
+
 @pytest.mark.parametrize("case", list(TAMPERING))
 def test_each_kind_of_tampering_is_caught_and_the_first_broken_link_named(journal_url: str, case: str) -> None:
     tamper, seq, words = TAMPERING[case]
