@@ -248,6 +248,9 @@ def _ended(event: dict[str, Any], runs: dict[str, RunRecord], journal: Journal, 
     return f"run {run.state}" + (" (new token discarded, old kept)" if run.state == RunState.FAILED else "")
 
 
+_SAME_PUBLISH = timedelta(minutes=1)
+
+
 def _max_age(runs: list[RunRecord], start: datetime, end: datetime, now: datetime,
              pruned_publish: str | None = None) -> tuple[int | None, str | None]:  # fmt: skip
     """The longest any published token of the policy was the current one within [start, end).
@@ -261,7 +264,9 @@ def _max_age(runs: list[RunRecord], start: datetime, end: datetime, now: datetim
     )  # fmt: skip
     if pruned_publish is not None:
         at = parse_rfc3339(pruned_publish)
-        if all(born != at for born, _ in published):
+        # The checkpoint holds the `published` event's time, which the engine takes just after the
+        # run's published_at (milliseconds): a kept run published up to a minute before is that token.
+        if not any(at - _SAME_PUBLISH <= born <= at for born, _ in published):
             published = sorted([*published, (at, "(pruned)")], key=lambda p: p[0])
     stop = min(end, now)
     best: tuple[int | None, str | None] = (None, None)

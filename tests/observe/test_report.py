@@ -257,3 +257,25 @@ def test_a_token_current_across_the_prune_cutoff_keeps_its_whole_age(tmp_path: P
     assert result.runs == 4, "r0-r3 are pruned: r3 published t3 and its revocation is done"
     assert oldest() == (150.0, "(pruned)", False), "the pruned token still counts with its whole age"
     assert audit_chain.verify(journal).ok
+
+
+def test_a_kept_run_behind_the_pruned_publish_keeps_its_token_and_age(tmp_path: Path) -> None:
+    """The engine writes the `published` event a few milliseconds after the run's published_at. When the
+    run behind the checkpoint's last publish is kept (the newest run always is), its token must not
+    be counted twice, once as "(pruned)" with the age and once as itself with none."""
+    from rotator.core import audit_chain
+    from rotator.core.journal import RunRecord, RunState, open_journal, ts
+    from rotator.observe import report
+
+    policy = _policy_p(tmp_path)
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    for i, day in enumerate([0, 30]):
+        at = t0 + timedelta(days=day)
+        journal.begin_run(RunRecord(run_id=f"r{i}", policy="p", state=RunState.DONE, kind="rotate", started_at=at,
+                                    updated_at=at, new_token_id=f"t{i}", published_at=at, finished_at=at))
+        journal.record_event(at + timedelta(milliseconds=3), "p", f"r{i}", "published", "ok", {"token_id": f"t{i}"})
+    now = t0 + timedelta(days=150)  # t1 current for 120 days, its run the newest: kept
+    audit_chain.prune(journal, ts(t0 + timedelta(days=60)), ts(now))
+    evidence = report.build(journal, [policy], t0, now, now).policies[0]
+    assert (evidence.max_observed_age_s, evidence.oldest_token_id) == (120 * 86400, "t1")
