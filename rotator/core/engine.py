@@ -601,9 +601,16 @@ class Engine:
     def _roll_forward(self, run: RunRecord, states: dict[str, StoreState], holder: str) -> None:
         source = states[holder].record
         assert source is not None
+        stores = dict(self.stores)
         for name, state in states.items():
             if state.token_id == run.new_token_id:
-                run.published_versions.setdefault(name, state.version or "")
+                if name not in run.published_versions:
+                    # The write landed, but what came after it may not have (Vault's custom_metadata,
+                    # AWS's tags): publishing the same record against the version PLAN read completes
+                    # it without writing the token again (the Store contract), or fails again.
+                    version = self._fenced_call(partial(stores[name].publish, source, run.planned_versions.get(name)),
+                                                f"complete the publish to {name}")
+                    run.published_versions[name] = version
             elif state.token_id is None and state.version == run.planned_versions.get(name):
                 continue  # as PLAN read it (no token named there: the old one came from the journal)
             elif state.token_id != run.old_token_id:

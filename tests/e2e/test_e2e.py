@@ -140,17 +140,21 @@ def test_a_publish_whose_metadata_write_is_denied_is_completed_once_the_grant_is
     assert sc.fake.token_by_id(new_id)["revoked_at"] is None, "the token the store holds is not discarded"
     check_invariants(sc, after_crash=True)
 
+    proc = sc.cli("recover")  # before the fix: the completion fails again, and the run stays open
+    assert proc.returncode != 0 and "marking the secret managed failed" in proc.stderr, proc.stdout + proc.stderr
+    assert sc.journal_rows("SELECT state FROM runs WHERE new_token_id = ?", new_id) == [("verified",)]
     (tmp_path / "vault-token").write_text(openbao.root_token)  # the fix: a token with the metadata grant
     proc = sc.cli("recover")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"rolled forward, token {new_id} published" in proc.stdout, proc.stdout
+    meta = sc.vault().secrets.kv.v2.read_secret_metadata(path=sc.kv_path, mount_point="secret")["data"]
+    assert meta["custom_metadata"]["token_id"] == new_id, "recovery completed the publish: the marker names it"
+    assert [v["token_id"] for v in sc.versions()].count(new_id) == 1, "without writing the token again"
     time.sleep(sc.grace_s + 0.5)
     assert sc.cli("revoke-expired").returncode == 0
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None
     check_invariants(sc, settled=True)
     assert sc.cli("rotate", sc.policy).returncode == 0, "and the next rotation runs as usual"
-    meta = sc.vault().secrets.kv.v2.read_secret_metadata(path=sc.kv_path, mount_point="secret")["data"]
-    assert meta["custom_metadata"]["token_id"] == sc.versions()[-1]["token_id"] != new_id
 
 
 def test_a_deleted_current_version_does_not_leave_the_previous_token_valid(tmp_path, openbao, fake_influxctl):
