@@ -408,6 +408,8 @@ def _check_schedules_fire(config: Config) -> None:
     now = SystemClock().now()
     problems = []
     for index, policy in enumerate(config.policies):
+        if not policy.enabled:  # only an explicit `rotator rotate NAME` rotates it: its schedule is unused
+            continue
         try:
             policy.schedule.next_due(now, now)
         except NoNextDue as exc:

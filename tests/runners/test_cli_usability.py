@@ -289,6 +289,10 @@ def test_a_schedule_that_never_fires_again_is_that_policy_s_error_not_a_crash(tm
     assert "policy[0] 'ended'.schedule: cron expression 'cron(0 3 1 * ? 2026)' never fires again" in proc.stderr
     assert "fix: give a cron" in proc.stderr
     assert "p1" not in proc.stderr.replace(str(path), ""), "only the policy that never fires is named"
+    disabled = path.read_text().replace('name = "ended"', 'name = "ended"\nenabled = false', 1)
+    (tmp_path / "disabled.toml").write_text(disabled)
+    assert _rotator("validate", "-c", str(tmp_path / "disabled.toml"), cwd=tmp_path).returncode == 0, \
+        "a disabled policy's schedule is not used"
     proc = _rotator("rotate", "--all", "--if-due", "-c", str(path), cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "policy 'ended': its schedule has no next due time" in proc.stderr and "change `schedule`" in proc.stderr
