@@ -733,14 +733,13 @@ class Engine:
             self._check_ownership(name, state)
         self._call(lambda: self.issuer.list_tokens(current.value if current else None), "check issuer")
         pending = self.journal.open_runs(self.policy.name)
+        old = current.token_id if current else self._published_last()  # what the rotation would replace
         message = (f"would mint a token expiring in {format_duration(self.policy.lifetime)}, publish it to "
                    f"{', '.join(n for n, _ in self.stores)}, and revoke "
-                   f"{current.token_id if current else '(no current token)'} after "
-                   f"{format_duration(self.policy.grace)}")
+                   f"{old or '(no current token)'} after {format_duration(self.policy.grace)}")
         if pending:
             message += f"; would first recover {len(pending)} unfinished run(s)"
-        return RunResult(self.policy.name, DRY_RUN, None, current.token_id if current else None, None,
-                         message, dry_run=True)
+        return RunResult(self.policy.name, DRY_RUN, None, old, None, message, dry_run=True)
 
     def _read_stores(self, *, unreadable_ok: bool = False) -> dict[str, StoreState]:
         """What every store holds. ``unreadable_ok`` (`bootstrap --replace`, the repair): a managed

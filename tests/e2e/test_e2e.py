@@ -173,6 +173,8 @@ def test_a_deleted_current_version_does_not_leave_the_previous_token_valid(tmp_p
     time.sleep(sc.grace_s + 0.3)
     assert sc.cli("revoke-expired").returncode == 0
     sc.vault().secrets.kv.v2.delete_latest_version_of_secret(path=sc.kv_path, mount_point="secret")
+    dry = sc.cli("rotate", sc.policy, "--dry-run")
+    assert dry.returncode == 0 and f"and revoke {published} after" in dry.stdout, dry.stdout + dry.stderr
     proc = sc.cli("rotate", sc.policy, "--output", "json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)[0]
