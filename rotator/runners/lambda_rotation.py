@@ -588,7 +588,11 @@ class _Rotation:
         if answer[1] is None:
             raise PermanentError(f"AWSPENDING version {self.token} of {self.t.view.arn} holds no rotator payload",
                                  hint=_HINT_CLEAR.format(secret=self.t.view.arn, version=self.token))  # fmt: skip
-        return TokenRecord.from_payload(answer[1], where=f"{self.t.where} version {self.token}")
+        try:
+            return TokenRecord.from_payload(answer[1], where=f"{self.t.where} version {self.token}")
+        except PermanentError as exc:  # not a token record: the way out is clearing AWSPENDING, not a repair
+            raise PermanentError(str(exc), hint=_HINT_CLEAR.format(secret=self.t.view.arn, version=self.token)) \
+                from None
 
     def _pending_required(self, step: str) -> TokenRecord:
         pending = self._pending()

@@ -1035,3 +1035,14 @@ def test_a_record_create_secret_revokes_makes_room_for_the_next_one(scene, caplo
     assert len([k for k in scene.tags() if not k.startswith("aws:")]) == MAX_TAGS
     scene.check_invariants()
     scene.check_no_leak(caplog)
+
+
+def test_an_awspending_value_that_is_not_a_token_record_names_the_way_out(scene):
+    """A JSON object that is not a token record as AWSPENDING: the fix is clearing AWSPENDING (what the
+    service's next rotation starts from), not the policy's `bootstrap --replace`."""
+    token = scene.start()
+    scene.client().put_secret_value(SecretId=scene.name, ClientRequestToken=token,
+                                    SecretString='{"token": "not a record"}', VersionStages=["AWSPENDING"])
+    with pytest.raises(PermanentError, match="payload key 'token_id' is missing") as err:
+        scene.step("setSecret", token)
+    assert "--remove-from-version-id" in err.value.hint and "bootstrap" not in err.value.hint
