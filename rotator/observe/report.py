@@ -170,8 +170,10 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
     chain = audit_chain.verify(journal)
     events = audit_chain.chained_events(journal, ts(start), ts(end))
     try:
-        checkpoints = audit_chain.checkpoints(journal)
-    except ValueError:  # an altered checkpoint: the chain reads as broken, and its summaries are no evidence
+        # An altered checkpoint breaks the chain, and then no summary of one is evidence (nor is its
+        # shape known: a prune writes objects, an edit may write anything).
+        checkpoints = audit_chain.checkpoints(journal) if chain.ok else []
+    except ValueError:
         checkpoints = []
     out = []
     for policy in policies:

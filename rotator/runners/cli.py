@@ -657,7 +657,7 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
     lines = [header]
     for e in result.entries:
         lines.append((
-            e.target, e.token_id, "orphan?" if e.cls == "suspicious" else e.cls, e.state, e.policy or "-",
+            e.target, one_line(e.token_id), "orphan?" if e.cls == "suspicious" else e.cls, e.state, e.policy or "-",
             format_duration(e.age) if e.age is not None else "-",
             "never" if e.expires_at is None else ("passed" if e.expires_at <= now else
                                                   "in " + format_duration(e.expires_at - now)),

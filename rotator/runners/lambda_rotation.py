@@ -139,7 +139,7 @@ _STEPS = {
     "finishSecret": "finishSecret", "finish_secret": "finishSecret",
 }  # fmt: skip
 _RUN_ID = r"[A-Za-z0-9-]{32,64}"  # a ClientRequestToken; the engine's run ids are 16 characters
-_TAG_KEY = r"^[\w .:/=+\-@]{1,128}$"  # compiled on first use (finishSecret), not at cold start
+_TAG_KEY = r"^[\w .:/=+\-@]{1,128}\Z"  # compiled on first use (finishSecret), not at cold start
 _SAFETY_MS = 10_000  # stop retrying this long before the Lambda's timeout
 #: Secrets Manager keeps ~100 versions without a label (and any younger than a day): a bound far
 #: above that, so that a NextToken that never ends cannot loop an invocation to its timeout
@@ -310,7 +310,7 @@ def _names_offline(settings: AwsSecretsManagerSettings, secret_id: str) -> bool:
     """Does the store's secret_id name ``secret_id``, judged from the strings alone?"""
     if settings.secret_id == secret_id:
         return True
-    arn = re.match(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)$", secret_id)
+    arn = re.match(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)\Z", secret_id)
     if arn is not None:
         full = arn.group(1)
         name = full[:-7] if len(full) > 7 and full[-7] == "-" else full

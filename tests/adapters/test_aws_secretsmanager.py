@@ -393,6 +393,7 @@ ROLE = "arn:aws:iam::123456789012:role/rotator"
         # A line break copied with a value: `$` matched before it, and the SDK refused it at the first call
         ({"secret_id": "x\n", "region": "us-east-1"}, "`secret_id` must be a secret name"),
         ({"secret_id": "x", "region": "us-east-1\n"}, "`region` must be an AWS region"),
+        ({"secret_id": "x", "region": "us-east-1", "role_arn": ROLE + "\n"}, "`role_arn` must be an IAM role ARN"),
         ({"secret_id": "x", "region": "us-east-1", "endpoint_url": "http://h\n"},
          "`endpoint_url` must not contain spaces or control characters"),
     ],

