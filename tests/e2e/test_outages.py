@@ -516,7 +516,12 @@ def test_a_refused_login_backs_off_to_minutes_not_30_seconds(tmp_path: Path) -> 
         def approle_login(self, mount: str, role: str, secret: Any) -> Any:
             return self._answer("approle_login")
 
-    api = Api(approle_login=[refused] * 12 + [requests.exceptions.ConnectionError()] * 8)
+    ok = {"auth": {"client_token": "s.approle-token", "lease_duration": 60, "renewable": False}}
+    api = Api(approle_login=[ok] + [refused] * 12 + [requests.exceptions.ConnectionError()] * 8)
+    login.ensure(api)  # logged in: a 60 s token that cannot be renewed, so the next step is a new login
+    due = login.due()
+    assert due is not None
+    clock.advance(due - clock.now())
     waits = []
     for _ in range(20):
         with pytest.raises((hvac.exceptions.InvalidRequest, requests.exceptions.ConnectionError)):
@@ -525,5 +530,38 @@ def test_a_refused_login_backs_off_to_minutes_not_30_seconds(tmp_path: Path) -> 
         assert due is not None
         waits.append((due - clock.now()).total_seconds())
         clock.advance(due - clock.now())
+    # Not hurried by the old token's expiry either (it was: retries shrank toward 0.5 s near its end).
     assert waits[:10] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300] and waits[10:12] == [300, 300], waits
     assert max(waits[12:]) == 30, "unreachable: the usual cap"
+
+
+def test_a_token_file_fixed_after_the_token_expired_is_read_again(tmp_path: Path) -> None:
+    """The token in the file expired; the operator writes a new one. The retries looked the old token
+    up again and again: status stayed failing until some store call happened to drop it."""
+    login, clock = _login(tmp_path)
+    first = (tmp_path / "token").read_text()
+
+    class Vault(_Auth):
+        token = ""
+
+        def set_token(self, token: Any) -> None:
+            self.token = token.reveal() if token is not None else ""
+
+        def lookup_self(self) -> Any:
+            self.calls.append("lookup_self")
+            if self.token == first and clock.now() >= expiry:
+                raise hvac.exceptions.Forbidden("permission denied")
+            return {"data": {"ttl": 60, "creation_ttl": 60, "renewable": False}}
+
+    api = Vault()
+    expiry = clock.now() + timedelta(seconds=60)
+    login.ensure(api)
+    clock.advance(timedelta(seconds=61))
+    with pytest.raises(hvac.exceptions.Forbidden):
+        login.ensure(api)
+    (tmp_path / "token").write_text("s.a-new-token-written-by-the-operator")
+    due = login.due()
+    assert due is not None
+    clock.advance(due - clock.now())
+    login.ensure(api)
+    assert login.status()["ok"] is True and api.token == "s.a-new-token-written-by-the-operator"

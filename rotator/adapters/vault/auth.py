@@ -182,6 +182,8 @@ class VaultLogin:
         self._seen: datetime | None = None  # the latest time of day read: a later, earlier one is a step back
         #: this token was looked up, and its expiry has passed since: a denied lookup means expired
         self._expired = False
+        #: the last login failed because Vault refused it, or it could not start (not that Vault was down)
+        self._refused = False
 
     @property
     def endpoint(self) -> tuple[str, str]:
@@ -244,6 +246,7 @@ class VaultLogin:
                                 renewable=self._renewable, failures=self._failures, error=self._error, ok=ok)
 
     def _attempt(self, api: AuthAPI, step: Any) -> None:
+        self._refused = False
         try:
             step(api)
         except Exception as exc:
@@ -258,12 +261,11 @@ class VaultLogin:
         self._failures += 1
         self._error = type(exc).__name__
         first, cap = RETRY_DELAYS
-        if self._token is None and isinstance(exc, (ConfigError, hvac.exceptions.InvalidRequest,
-                                                     hvac.exceptions.Forbidden)):  # fmt: skip
+        if self._refused:
             cap = REFUSED_LOGIN_CAP
         delay = doubling(first, cap, self._failures)
         now = self._clock.now()
-        if self._expires_at is not None:
+        if self._expires_at is not None and not self._refused:  # a refused login is not hurried by expiry
             left = (self._expires_at - now).total_seconds()
             if left > 0:
                 delay = min(delay, max(left / 4, 0.5))
@@ -277,6 +279,7 @@ class VaultLogin:
         """After Vault refused the token (403): drop it. True if a new login may help."""
         if isinstance(self._auth, LoginAuth):
             self._token = None
+            self._expires_at = self._check_at = None  # the dropped token's times hurry nothing any more
             api.set_token(None)
             return True
         fresh = self._auth.token.resolve(self._base_dir)
@@ -286,6 +289,15 @@ class VaultLogin:
         return True
 
     def _login(self, api: AuthAPI) -> None:
+        try:
+            self._log_in(api)
+        except (ConfigError, hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
+            # A wrong or used-up secret_id, a role that does not bind, no token file: trying every
+            # 30 s fixes nothing, and failed AppRole logins count toward Vault's lockout.
+            self._refused = True
+            raise
+
+    def _log_in(self, api: AuthAPI) -> None:
         if isinstance(self._auth, TokenAuth):
             token = self._auth.token.resolve(self._base_dir)
             left = (self._expires_at - self._clock.now()).total_seconds() if self._expires_at else 0
@@ -364,7 +376,10 @@ class VaultLogin:
 
     def _refresh(self, api: AuthAPI) -> None:
         if self._renewable is None:  # the lookup after the login failed: learn the token's TTL first
-            self._lookup(api)
+            if isinstance(self._auth, TokenAuth):
+                self._login(api)  # reads the token file again: an operator may have fixed it meanwhile
+            else:
+                self._lookup(api)
             return
         if self._renewable:
             try:
