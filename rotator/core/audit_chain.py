@@ -25,8 +25,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+from rotator.config.timefmt import rfc3339_micro
 
 __all__ = [
     "GENESIS",
@@ -384,9 +386,21 @@ def _pages(cur: Cursor, prunes: list[Mapping[str, Any]]) -> Iterator[dict[str, A
         after = rows[-1][0]
 
 
-#: an event without a link dated after the first link kept (the lowest seq, found by its index): not
-#: from before the chain existed
-_AFTER_THE_CHAIN_BEGAN = "at > (SELECT e.at FROM events e WHERE e.seq IS NOT NULL ORDER BY e.seq LIMIT 1)"
+#: how much later than the chain's first link an event from before the upgrade may be dated: clocks
+#: that ran fast, then were corrected at the upgrade's restart, or replicas' clocks that differed
+UPGRADE_CLOCK_SLACK = timedelta(days=1)
+
+
+def _chain_began(cur: Cursor) -> str | None:
+    """The latest time an event without a link may carry (the first link kept, by its index on seq,
+    plus :data:`UPGRADE_CLOCK_SLACK`); None: no linked event yet."""
+    row = cur.execute("SELECT at FROM events WHERE seq IS NOT NULL ORDER BY seq LIMIT 1").fetchone()
+    if row is None:
+        return None
+    try:
+        return rfc3339_micro(_parse(str(row[0])) + UPGRADE_CLOCK_SLACK)
+    except ValueError:  # an edited time: the walk names that link
+        return None
 
 
 def _broken(problem: str, **what: Any) -> ChainReport:
@@ -411,8 +425,9 @@ def _verify(cur: Cursor) -> ChainReport:
         return _broken("the chain's head row is missing or was edited (audit_head): the newest link cannot be "
                        "checked", head=None if head_row is None else [str(v) for v in head_row])
     unchained = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
-    late = cur.execute(f"SELECT at, policy, step FROM events WHERE seq IS NULL AND {_AFTER_THE_CHAIN_BEGAN} "
-                       "ORDER BY at LIMIT 1").fetchone()
+    began = _chain_began(cur)
+    late = None if began is None else cur.execute(
+        "SELECT at, policy, step FROM events WHERE seq IS NULL AND at > ? ORDER BY at LIMIT 1", (began,)).fetchone()
     if late is not None:
         # Events without a link are those written before the upgrade that added the chain; one dated
         # after the chain's first link was inserted since (with the head's count raised to hide it).
@@ -508,9 +523,10 @@ def checkpoints(journal: _JournalLike) -> list[Checkpoint]:
 def chained_events(journal: _JournalLike, start: str, end: str) -> list[dict[str, Any]]:
     """Events with ``start <= at < end`` (journal time text), oldest first, detail parsed."""
     with journal.audit_transaction(write=False) as (cur, _lock):
+        began = _chain_began(cur)
         rows = cur.execute(
             f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE at >= ? AND at < ? "
-            f"AND NOT (seq IS NULL AND {_AFTER_THE_CHAIN_BEGAN}) ORDER BY at, seq", (start, end)
+            "AND (seq IS NOT NULL OR at <= ?) ORDER BY at, seq", (start, end, began or "9999")
         ).fetchall()  # an inserted row without a link (verify names it) is not evidence
     events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
     for event in events:
