@@ -8,15 +8,18 @@ from typing import Any
 
 __all__ = ["one_line", "spreadsheet_cell"]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: C0 and C1 controls and DEL (xterm reads \x9b as CSI), and the bidi controls that reorder what a
+#: reader sees (Trojan Source)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 #: what a spreadsheet reads as the start of a formula (OWASP's list for CSV injection)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def one_line(text: str) -> str:
-    """``text`` with control characters written as ``\\xNN``: a newline cannot end a comment line or add
-    a line to a table, and an escape sequence cannot reach the terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with control characters written as ``\\xNN`` (``\\uNNNN`` above 0xff): a newline cannot end
+    a comment line or add a line to a table, and an escape sequence cannot reach the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) <= 0xFF else f"\\u{ord(m.group()):04x}",
+                        text)
 
 
 def spreadsheet_cell(value: Any) -> Any:

@@ -481,3 +481,4 @@ def test_untrusted_text_helpers():
     assert [spreadsheet_cell(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "plain", "-", 3, None)] == [
         "'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\t=1", "plain", "-", 3, None]
     assert one_line("a\nb\r\x00\x7f\tc é") == "a\\x0ab\\x0d\\x00\\x7f\\x09c é"
+    assert one_line("csi\x9b2J rlo\u202etxt.exe") == "csi\\x9b2J rlo\\u202etxt.exe", "C1 and bidi controls too"
