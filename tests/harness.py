@@ -414,3 +414,17 @@ def let_mint_window_pass(sc: CliScenario) -> None:
             conn.execute(sql)
     finally:
         conn.close()
+
+
+def offline_policy(tmp_path: Path, name: str) -> Any:
+    """A validated policy that reads nothing and reaches no server (an influxctl issuer, a Vault store
+    on a closed port): for tests that need only its name, schedule and max_age against a journal."""
+    import tomllib
+
+    from rotator.config.policy import parse_config
+
+    return parse_config(tomllib.loads(
+        f'[[policy]]\nname = "{name}"\nschedule = "30d"\n[policy.issuer]\ntype = "influxctl-management"\n'
+        '[policy.issuer.profile]\nproduct = "clustered"\nhost = "h.invalid"\n[[policy.store]]\ntype = "vault-kv2"\n'
+        'url = "http://127.0.0.1:1"\npath = "x"\n[policy.store.auth]\nmethod = "token"\ntoken = { file = "t" }\n'
+    ), tmp_path / "rotator.toml").policies[0]

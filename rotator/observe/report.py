@@ -175,9 +175,11 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
         checkpoints = audit_chain.checkpoints(journal) if chain.ok else []
     except ValueError:
         checkpoints = []
+    pruned_publish = audit_chain.last_published_when_pruned(reversed(checkpoints))
     out = []
     for policy in policies:
-        out.append(_policy_evidence(journal, policy, start, end, now, events, checkpoints))
+        out.append(_policy_evidence(journal, policy, start, end, now, events, checkpoints,
+                                    pruned_publish.get(policy.name)))
     known = set(in_file if in_file is not None else (p.name for p in policies))
     seen = {str(e["policy"]) for e in events} | {r.policy for r in journal.unfinished_revocations()}
     missing = sorted(seen - known - {audit_chain.JOURNAL_POLICY})
@@ -186,7 +188,7 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
 
 def _policy_evidence(
     journal: Journal, policy: Policy, start: datetime, end: datetime, now: datetime,
-    events: list[dict[str, Any]], checkpoints: list[audit_chain.Checkpoint],
+    events: list[dict[str, Any]], checkpoints: list[audit_chain.Checkpoint], pruned_publish: str | None,
 ) -> PolicyEvidence:  # fmt: skip
     ev = PolicyEvidence(policy.name, int(max_age_of(policy).total_seconds()), policy.schedule_text)
     mine = [e for e in events if e["policy"] == policy.name]
@@ -220,7 +222,6 @@ def _policy_evidence(
         if e["result"] in _FAILED_RESULTS or (e["step"] == "recover" and e["result"] != "ok"):
             ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], e["detail"].get("error"),
                                        _ended(e, runs_by_id, journal, policy.name), e.get("instance")))  # fmt: skip
-    pruned_publish = audit_chain.last_published_when_pruned(reversed(checkpoints)).get(policy.name)
     ev.max_observed_age_s, ev.oldest_token_id = _max_age(runs, start, end, now, pruned_publish)
     for cp in checkpoints:
         summary = cp.detail.get("policies", {}).get(policy.name)

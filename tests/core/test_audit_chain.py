@@ -17,6 +17,7 @@ import pytest
 
 from rotator.core import audit_chain
 from rotator.core.journal import Journal, Revocation, RunRecord, RunState, open_journal, ts
+from tests.harness import offline_policy
 from tests.runners.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -115,18 +116,6 @@ TAMPERING: dict[str, tuple[Callable[[Callable[..., Any]], None], int | None, str
 }
 
 
-def _mgmt_policy(tmp_path: Path) -> Any:
-    import tomllib
-
-    from rotator.config.policy import parse_config
-
-    return parse_config(tomllib.loads(
-        '[[policy]]\nname = "mgmt"\nschedule = "30d"\n[policy.issuer]\ntype = "influxctl-management"\n'
-        '[policy.issuer.profile]\nproduct = "clustered"\nhost = "h.invalid"\n[[policy.store]]\ntype = "vault-kv2"\n'
-        'url = "http://127.0.0.1:1"\npath = "x"\n[policy.store.auth]\nmethod = "token"\ntoken = { file = "t" }\n'
-    ), tmp_path / "rotator.toml").policies[0]
-
-
 @pytest.mark.parametrize("detail", ["x", "[]", "7", '{"policies": []}', '{"policies": {"mgmt": 5}}'])
 def test_a_checkpoint_whose_detail_is_not_an_object_is_tampering_not_a_crash(journal_url: str, detail: str,
                                                                                tmp_path: Path) -> None:
@@ -141,7 +130,8 @@ def test_a_checkpoint_whose_detail_is_not_an_object_is_tampering_not_a_crash(jou
         sql("UPDATE audit_checkpoints SET detail = ?", detail)
     result = audit_chain.verify(journal)
     assert not result.ok and "checkpoint" in str(result.problem), result
-    evidence = report.build(journal, [_mgmt_policy(tmp_path)], T0, T0 + timedelta(days=600), T0 + timedelta(days=600))
+    later = T0 + timedelta(days=600)
+    evidence = report.build(journal, [offline_policy(tmp_path, "mgmt")], T0, later, later)
     assert evidence.chain.ok is False and evidence.policies[0].pruned == [], "an altered summary is no evidence"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from rotator.observe.report import parse_date
-from tests.harness import Scenario, check_invariants, make_scenario
+from tests.harness import Scenario, check_invariants, make_scenario, offline_policy
 
 
 def _rotated(tmp_path: Path, openbao: Any, fake_influxctl: Any, rotations: int = 3,
@@ -175,18 +175,6 @@ def test_report_rejects_bad_dates(tmp_path, openbao, fake_influxctl) -> None:
         parse_date("--from", "yesterday")
 
 
-def _policy_p(tmp_path: Path) -> Any:
-    import tomllib
-
-    from rotator.config.policy import parse_config
-
-    return parse_config(tomllib.loads(
-        '[[policy]]\nname = "p"\nschedule = "30d"\n[policy.issuer]\ntype = "influxctl-management"\n'
-        '[policy.issuer.profile]\nproduct = "clustered"\nhost = "h.invalid"\n[[policy.store]]\ntype = "vault-kv2"\n'
-        'url = "http://127.0.0.1:1"\npath = "x"\n[policy.store.auth]\nmethod = "token"\ntoken = { file = "t" }\n'
-    ), tmp_path / "rotator.toml").policies[0]
-
-
 def test_policies_gone_from_the_file_are_named_not_silently_left_out(tmp_path: Path) -> None:
     """A policy that rotated or failed in the period, or has a revocation not done, and was then removed
     from the policy file cannot be shown (no declared max_age, no schedule): the report says which."""
@@ -200,7 +188,7 @@ def test_policies_gone_from_the_file_are_named_not_silently_left_out(tmp_path: P
     journal.record_event(t0 - timedelta(days=400), "old", "r3", "published", "ok", {})  # before the period
     journal.schedule_revocation(Revocation("left", "t9", "r9", "superseded", t0 - timedelta(days=500), "pending"))
     journal.record_event(t0 + timedelta(hours=1), "(journal)", None, "prune", "ok", {})
-    policy = _policy_p(tmp_path)
+    policy = offline_policy(tmp_path, "p")
     evidence = report.build(journal, [policy], t0 - timedelta(days=1), t0 + timedelta(days=1), t0 + timedelta(days=1),
                             in_file=["p", "unselected"])
     assert evidence.not_in_file == ["gone", "left"]
@@ -221,7 +209,7 @@ def test_report_csv_cells_are_never_formulas(tmp_path: Path) -> None:
     journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     journal.record_event(t0, "p", "r1", "mint", "failed", {"error": '=HYPERLINK("http://evil.example","x")'})
-    evidence = report.build(journal, [_policy_p(tmp_path)], t0 - timedelta(days=1), t0 + timedelta(days=1),
+    evidence = report.build(journal, [offline_policy(tmp_path, "p")], t0 - timedelta(days=1), t0 + timedelta(days=1),
                             t0 + timedelta(days=1))
     rows = [r for r in csv.DictReader(io.StringIO(report.render(evidence, "csv"))) if r["record"] == "failure"]
     assert rows and rows[0]["error"] == '\'=HYPERLINK("http://evil.example","x")'
@@ -235,7 +223,7 @@ def test_a_token_current_across_the_prune_cutoff_keeps_its_whole_age(tmp_path: P
     from rotator.core.journal import RunRecord, RunState, open_journal, ts
     from rotator.observe import report
 
-    policy = _policy_p(tmp_path)
+    policy = offline_policy(tmp_path, "p")
     journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     days = [0, 30, 60, 90, 240]  # t3 is current from day 90 to day 240
@@ -267,7 +255,7 @@ def test_a_kept_run_behind_the_pruned_publish_keeps_its_token_and_age(tmp_path: 
     from rotator.core.journal import RunRecord, RunState, open_journal, ts
     from rotator.observe import report
 
-    policy = _policy_p(tmp_path)
+    policy = offline_policy(tmp_path, "p")
     journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     for i, day in enumerate([0, 30]):
