@@ -451,9 +451,19 @@ class _Local(threading.local):
     #: in the open transaction: the audit chain's head (seq, hash) as this transaction's events
     #: moved it (read, locked, once; the database moves the head row with each event's INSERT)
     head: tuple[int, str] | None = None
+    #: the lease rows of this thread's last committed transaction, and time.monotonic() when it
+    #: began (every row was read or written under its lock after that): Journal.confirm_lease
+    confirmed: dict[str, tuple[str, int, str]]
+    confirmed_at: float = 0.0
 
     def __init__(self) -> None:
-        self.undo, self.after, self.pending, self.leases = [], [], [], {}
+        self.undo, self.after, self.pending, self.leases, self.confirmed = [], [], [], {}, {}
+
+
+#: Journal.confirm_lease: how long after the transaction that read a lease row under its lock (and
+#: committed) a side effect may rely on that read instead of reading the row again
+LEASE_READ_FRESH_SECONDS = 0.05
+_monotonic = time.monotonic  # a module name, so that a test can move the time between commit and check
 
 
 class Journal:
@@ -538,6 +548,8 @@ class Journal:
         key = self._watch.arm(conn) if self._watch is not None else None
         local.cur, local.undo, local.after, local.leases = cur, [], [], {}
         local.head = None
+        local.confirmed = {}
+        began = _monotonic()
         committed = False
         try:
             if not single:
@@ -564,6 +576,8 @@ class Journal:
                 self._watch.disarm(key)
             local.cur = None
             after = local.after
+            if committed and local.leases:
+                local.confirmed, local.confirmed_at = local.leases, began
             local.undo, local.after, local.leases = [], [], {}
             local.head = None
             with self._conns_lock:
@@ -1213,6 +1227,13 @@ class Journal:
         """
         local = self._local
         if local.cur is None and not local.pending:
+            fresh = local.confirmed.get(policy)
+            if (fresh is not None and fresh[0] == holder and fresh[1] == fence and fresh[2] >= ts(now + ttl / 2)
+                    and _monotonic() - local.confirmed_at < LEASE_READ_FRESH_SECONDS):
+                # This thread's transaction that committed just now read the row under its lock: it
+                # was ours then, and nobody may take it before it expires. Only a pause since then
+                # (a GC, SIGSTOP, a slow flush) calls for a read again.
+                return
             # Outside a transaction: a lease with time left is confirmed by one read (what a side
             # effect needs); only a renewal takes the write lock.
             with self._tx(single=True) as cur:
@@ -1409,6 +1430,13 @@ def _no_journal(location: str) -> ConfigError:
     )
 
 
+#: A new SQLite journal's page size. A commit writes every page it changed to the WAL, and a durable
+#: one waits for them to reach the disk: a steady rotation's commits change ~50 pages (rows of four
+#: tables, their indexes and the audit head), so half the default 4096 bytes halves what each flush
+#: writes (docs/performance.md). Reads of long histories (reports, audit verify) read more pages.
+SQLITE_PAGE_SIZE = 2048
+
+
 def _sqlite_backend(path: Path) -> _Backend:
     wal_mode = [False]
 
@@ -1416,6 +1444,9 @@ def _sqlite_backend(path: Path) -> _Backend:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            # Before anything writes the file's header (journal_mode=WAL does): a new journal's page
+            # size; an existing one keeps its own (changing it takes a VACUUM out of WAL mode).
+            conn.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
             wal_mode[0] = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
             # In WAL mode a commit is made durable by the journal's group flush of the WAL file
             # (_Backend.flush_file); a file system that refuses WAL keeps SQLite's own sync per commit.

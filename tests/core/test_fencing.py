@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from rotator.core import journal as journal_module
 from rotator.core.errors import LeaseBusy, LeaseLost
 from rotator.core.journal import Revocation, RevocationState, RunRecord, RunState, open_journal
 from tests.harness import Scenario, check_invariants, let_mint_window_pass, make_scenario, settle
@@ -424,3 +425,37 @@ def test_one_read_of_the_lease_row_serves_a_transaction_and_follows_its_own_writ
         journal.release_lease("p", "A", fence)
         journal.confirm_lease("p", "A", fence, ttl, T0 + timedelta(seconds=22), "after its own release")
     journal.close()
+
+
+def test_a_lease_read_just_now_is_not_read_again_but_after_a_pause_it_is(
+        journal_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Journal.confirm_lease before a side effect: the row this thread's last transaction read under
+    its lock serves for LEASE_READ_FRESH_SECONDS after that transaction began; after a pause
+    (monotonic time moved on) the row is read again, and a take-over during the pause is LeaseLost
+    although A's own clock says its lease has time left."""
+    moved = [0.0]
+    monkeypatch.setattr(journal_module, "_monotonic", lambda: time.monotonic() + moved[0])
+    ttl = timedelta(seconds=60)
+    a, b = open_journal(journal_url), open_journal(journal_url)
+    fence_a = a.acquire_lease("p", "A", ttl, T0)
+    run = RunRecord("r1", "p", RunState.PLANNED, "rotate", T0, T0)
+    a.begin_run(run, fence=fence_a)  # reads the lease row, locked, and commits
+    before = a.stats.snapshot()
+    a.confirm_lease("p", "A", fence_a, ttl, T0, "mint")
+    assert (a.stats.transactions, a.stats.statements) == (before.transactions, before.statements), "no read"
+    with pytest.raises(LeaseLost):  # another fence than the row read: not served from it
+        a.confirm_lease("p", "A", fence_a - 1, ttl, T0, "mint")
+    a.update_run(run, fence=fence_a, state=RunState.MINTING)
+    before = a.stats.snapshot()
+    a.confirm_lease("p", "A", fence_a, ttl, T0 + ttl * 0.6, "mint")  # less than half the ttl left: read, renew
+    assert a.stats.transactions > before.transactions
+    a.update_run(run, fence=fence_a, state=RunState.MINTED, new_token_id="x")
+    # A pauses; meanwhile B takes the policy over (a take-over of a holder believed dead)
+    assert b.take_over_lease("p", "A", "B", ttl, T0) == fence_a + 1
+    moved[0] = journal_module.LEASE_READ_FRESH_SECONDS
+    before = a.stats.snapshot()
+    with pytest.raises(LeaseLost):
+        a.confirm_lease("p", "A", fence_a, ttl, T0 + timedelta(seconds=1), "publish")
+    assert a.stats.transactions == before.transactions + 1, "read again after the pause"
+    a.close()
+    b.close()

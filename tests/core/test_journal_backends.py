@@ -426,3 +426,30 @@ def test_only_a_unique_violation_of_the_event_sequence_counts_as_a_collision() -
     assert backend.seq_collision(sqlite3.IntegrityError("UNIQUE constraint failed: events.seq"))
     assert not backend.seq_collision(sqlite3.OperationalError("database is locked (events.seq)"))
     assert not backend.seq_collision(sqlite3.IntegrityError("UNIQUE constraint failed: runs.run_id"))
+
+
+def test_a_new_sqlite_journal_has_small_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    """SQLITE_PAGE_SIZE applies where the journal creates the file; a journal made before it (4096,
+    SQLite's default) is opened, written and read as it is: no VACUUM, no error."""
+    new = open_journal(f"sqlite:///{tmp_path / 'new.db'}")
+    new.begin_run(RunRecord("r1", "p", RunState.PLANNED, "rotate", T0, T0))
+    new.close()
+    old_path = tmp_path / "old.db"
+    made = sqlite3.connect(old_path)
+    made.execute("PRAGMA page_size=4096")
+    made.execute("PRAGMA journal_mode=WAL")
+    made.execute("CREATE TABLE made_before (x)")
+    made.commit()
+    made.close()
+    old = open_journal(f"sqlite:///{old_path}")
+    old.begin_run(RunRecord("r1", "p", RunState.PLANNED, "rotate", T0, T0))
+    old.record_event(T0, "p", "r1", "plan", "ok", {})
+    assert [r.run_id for r in old.runs("p", limit=0)] == ["r1"] and audit_chain.verify(old).ok
+    old.close()
+    sizes = {}
+    for name in ("new.db", "old.db"):
+        conn = sqlite3.connect(tmp_path / name)
+        sizes[name] = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.close()
+    assert sizes == {"new.db": journal_module.SQLITE_PAGE_SIZE, "old.db": 4096}
+    assert journal_module.SQLITE_PAGE_SIZE != 4096
