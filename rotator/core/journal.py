@@ -32,6 +32,7 @@ from enum import Enum, StrEnum, nonmember
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from rotator.config.extras import install_hint
 from rotator.config.timefmt import rfc3339_micro
@@ -1413,7 +1414,7 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> J
         path = url[len("sqlite:///") :]
         if (read_only or not create) and not Path(path).is_file():
             raise _no_journal(path)
-        return Journal(_sqlite_backend(Path(path)), path, create, read_only)
+        return Journal(_sqlite_backend(Path(path), read_only), path, create, read_only)
     if url.startswith(("postgresql://", "postgres://")):
         return Journal(_postgres_backend(url), _redact_url(url), create, read_only)
     raise ConfigError(
@@ -1437,10 +1438,12 @@ def _no_journal(location: str) -> ConfigError:
 SQLITE_PAGE_SIZE = 2048
 
 
-def _sqlite_backend(path: Path) -> _Backend:
+def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
     wal_mode = [False]
 
     def connect() -> sqlite3.Connection:
+        if read_only:
+            return _sqlite_read_only(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -1466,6 +1469,56 @@ def _sqlite_backend(path: Path) -> _Backend:
                     # SQLite resolves a symbolic link to the database and writes the WAL beside its target
                     flush_file=f"{os.path.realpath(path)}-wal", in_wal_mode=lambda: wal_mode[0],
                     single_host=True, locks_database=True)
+
+
+def _sqlite_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write (SQLite's ``mode=ro``): no PRAGMA, no chmod, no file made
+    beside the journal when SQLite can do without one.
+
+    A journal in WAL mode is read through its ``-shm`` file, which SQLite creates beside it when no
+    connection has it open; where it cannot (a directory this user may not write to), the open
+    fails. On a read-only file system nobody can write the journal either, so it is read as the
+    immutable file it is; a directory that is only closed to this user may have a writer (the
+    daemon, as another user), whose checkpoint would change pages under an immutable read, so that
+    is an error that says what to do instead."""
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError as exc:
+        if "unable to open" not in str(exc):
+            raise
+        failed = exc
+    wal = Path(f"{path}-wal")
+    if _on_read_only_file_system(path) and not (wal.exists() and wal.stat().st_size > _WAL_HEADER_BYTES):
+        # (with frames in a -wal file and no -shm to read them through, an immutable read would
+        # silently miss the commits they hold: that case falls through to the error below)
+        conn = sqlite3.connect(uri.replace("?mode=ro", "?immutable=1"), uri=True, timeout=30,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.access(directory, os.W_OK) and not _on_read_only_file_system(path):
+        raise failed
+    raise JournalError(
+        f"journal {path}: cannot be read: SQLite reads a journal in WAL mode through a {path.name}-shm file "
+        f"beside it, and none can be made in {directory} now (a directory this user may not write to, or a "
+        "read-only file system with a -wal file that holds commits)",
+        hint="run the command as a user who may write to that directory (the rotator service's user), or "
+        "while the daemon runs, or read a copy: copy the journal file and its -wal file, if any, to a "
+        "writable directory (or a read-only file system) and point `journal` or -c at the copy",
+    )
+
+
+_WAL_HEADER_BYTES = 32  # a WAL file this long holds no frame
+
+
+def _on_read_only_file_system(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: a platform without statvfs
+        return False
 
 
 def _sqlite_seq_collision(exc: BaseException) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -453,3 +456,73 @@ def test_a_new_sqlite_journal_has_small_pages_and_an_existing_one_keeps_its_own(
         conn.close()
     assert sizes == {"new.db": journal_module.SQLITE_PAGE_SIZE, "old.db": 4096}
     assert journal_module.SQLITE_PAGE_SIZE != 4096
+
+
+def test_a_read_only_open_of_a_sqlite_journal_writes_nothing(tmp_path: Path) -> None:
+    """A read-only open (status, plan, audit, report) runs no PRAGMA that writes: a journal that is
+    not in WAL mode stays as it is, byte for byte, and no file is made beside it."""
+    path = tmp_path / "journal.db"
+    writer = open_journal(f"sqlite:///{path}")
+    writer.begin_run(_run())
+    writer.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+    conn.close()
+    before = path.read_bytes()
+    reader = open_journal(f"sqlite:///{path}", read_only=True)
+    assert [r.run_id for r in reader.runs("p")] == ["r1"]
+    with pytest.raises(JournalError, match="readonly"):
+        reader.begin_run(RunRecord("r2", "p", RunState.PLANNED, "rotate", T0, T0))
+    reader.close()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["journal.db"]
+
+
+def _journal_without_shm(tmp_path: Path, wal_frames: bool) -> Path:
+    """A WAL-mode journal whose -shm file cannot be made (a dangling link in its place, which even
+    root cannot open), as in a directory the reader may not write to or on a read-only file system."""
+    path = tmp_path / "journal.db"
+    writer = open_journal(f"sqlite:///{path}")
+    writer.begin_run(_run())
+    writer.close()
+    if wal_frames:  # a writer killed with commits not yet copied into the database file
+        script = (f"import os, signal; from rotator.core.journal import open_journal; from tests.core import "
+                  f"test_journal_backends as t; j = open_journal('sqlite:///{path}'); "
+                  "j.begin_run(t.RunRecord('r2', 'p', t.RunState.PLANNED, 'rotate', t.T0, t.T0)); "
+                  "os.kill(os.getpid(), signal.SIGKILL)")
+        subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], check=False)
+        assert Path(f"{path}-wal").stat().st_size > journal_module._WAL_HEADER_BYTES
+        Path(f"{path}-shm").unlink()
+    Path(f"{path}-shm").symlink_to(tmp_path / "no-such-directory" / "shm")
+    return path
+
+
+def test_a_journal_on_a_read_only_file_system_is_read_as_it_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An auditor's read-only copy or mount: no -shm can be made, nobody can write, so the file is
+    read as immutable; but not when a -wal file holds commits the file lacks (they would be missed
+    silently): then the error says to read a copy."""
+    monkeypatch.setattr(journal_module, "_on_read_only_file_system", lambda path: True)
+    clean = _journal_without_shm(tmp_path / "clean", wal_frames=False)
+    reader = open_journal(f"sqlite:///{clean}", read_only=True)
+    assert [r.run_id for r in reader.runs("p")] == ["r1"] and audit_chain.verify(reader).ok
+    reader.close()
+    pending = _journal_without_shm(tmp_path / "pending", wal_frames=True)
+    with pytest.raises(JournalError, match="-shm file") as err:
+        open_journal(f"sqlite:///{pending}", read_only=True).runs("p")
+    assert "copy the journal file and its -wal file" in err.value.hint
+
+
+def test_a_journal_in_a_directory_the_reader_cannot_write_says_what_to_do(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not "attempt to write a readonly database" nor "unable to open database file": what SQLite
+    needs there, and three ways to read the journal."""
+    path = _journal_without_shm(tmp_path, wal_frames=False)
+    real_access = os.access
+    monkeypatch.setattr(journal_module.os, "access",
+                        lambda p, mode, **kw: False if Path(p) == tmp_path else real_access(p, mode, **kw))
+    with pytest.raises(JournalError, match=r"journal\.db-shm file beside it, and none can be made in") as err:
+        open_journal(f"sqlite:///{path}", read_only=True).runs("p")
+    assert "rotator service's user" in err.value.hint and "while the daemon runs" in err.value.hint
+    monkeypatch.undo()
+    with pytest.raises(JournalError, match="unable to open"):  # a writable directory: SQLite's own error
+        open_journal(f"sqlite:///{path}", read_only=True).runs("p")
