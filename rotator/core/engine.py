@@ -80,6 +80,13 @@ class _AnyRun:
 ANY_RUN = _AnyRun()
 
 
+class _Unread:
+    """``Engine._publish_all(last_published=_UNREAD)``: not read yet (no preflight came first)."""
+
+
+_UNREAD = _Unread()
+
+
 class _Replan(Exception):
     """Raised inside the transaction that would take the lease with the run (Engine._new_run) when
     the lease changed hands since the preflight read: that transaction rolls back (nothing written,
@@ -184,7 +191,7 @@ class Engine:
         expect = not isinstance(expect_last_run, _AnyRun)
         if not revoke_previous_now:
             now = self.clock.now()
-            seen = self.journal.preflight(self.policy.name, now, last_success=expect)
+            seen = self.journal.preflight(self.policy.name, now)
             if expect and seen.last_success != expect_last_run:
                 return self._nothing_to_do("rotated by another rotator meanwhile; nothing to do")
             if not seen.open_runs and seen.fence_after(self.holder, now) is not None:
@@ -208,7 +215,9 @@ class Engine:
             if result.state in RunState.SUCCESS and revoke_previous_now and result.old_token_id:
                 now = self.clock.now()
                 for rev in self.journal.revocations(self.policy.name, "pending"):
-                    if rev.token_id == result.old_token_id and rev.run_id == result.run_id:
+                    # the replaced token, and the journal's last published one when the stores named
+                    # another (Engine._publish_all): both were current until now
+                    if rev.run_id == result.run_id:
                         self.journal.update_revocation(rev, fence=self._fence, due_at=now, next_try_at=None)
                 self._event("emergency", "revoke_now", result.run_id, token_id=result.old_token_id)
             # Due revocations were done before the mint (_rotate_locked); one is due now only when the
@@ -422,18 +431,26 @@ class Engine:
         # 4. PUBLISH to every store with compare-and-set against what PLAN read (each write is
         # preceded by a lease check, _fenced_call).
         self._checkpoint("publishing")
-        final = self._publish_all(run, minted, states, credential)
+        final = self._publish_all(run, minted, states, credential, seen.last_token_id if seen is not None else _UNREAD)
         return RunResult(self.policy.name, final, run.run_id, run.old_token_id, run.new_token_id,
                          "rotated" + (f"; token {run.old_token_id} will be revoked after the grace period"
                                       if run.old_token_id else ""), actions=revoked)
 
     def _publish_all(
-        self, run: RunRecord, record: TokenRecord, states: dict[str, StoreState], credential: Secret | None
+        self, run: RunRecord, record: TokenRecord, states: dict[str, StoreState], credential: Secret | None,
+        last_published: str | None | _Unread = _UNREAD,
     ) -> RunState:
         """Write ``record`` to every store that lacks it, then mark the run published and schedule the
         old token's revocation. That record is deferred to the operation's next commit (at the
         latest the lease's release): the stores hold the token, so recovery would roll the run
-        forward, and nothing is revoked before it is durable (a revocation is due after grace)."""
+        forward, and nothing is revoked before it is durable (a revocation is due after grace).
+
+        ``last_published``: the token the journal's last successful run published (``_UNREAD``: read
+        it here). When the stores named another one (a payload edited, an older version restored),
+        that token is replaced too: it is rotator's, and no store would name it again."""
+        if isinstance(last_published, _Unread):
+            last = self.journal.last_success(self.policy.name)
+            last_published = last.new_token_id if last is not None else None
         written: list[tuple[str, str]] = []
         for name, store in self.stores:
             if name in run.published_versions:
@@ -455,6 +472,14 @@ class Engine:
         if run.old_token_id and run.old_token_id != run.new_token_id:
             rev = Revocation(self.policy.name, run.old_token_id, run.run_id, "superseded",
                              due_at=now + self.policy.grace, state=RevocationState.PENDING)
+        also = None
+        if rev is not None and last_published and last_published not in (run.old_token_id, run.new_token_id):
+            # The stores named another token than the journal's last published one; that one stays
+            # valid unless retired here (the revocation rule still asks the issuer for its tag).
+            also = Revocation(self.policy.name, last_published, run.run_id, "superseded", due_at=rev.due_at,
+                              state=RevocationState.PENDING)
+            self.log.warning("the stores named token %s, but the token rotator published last is %s: both are "
+                             "revoked after grace", run.old_token_id, last_published)
         state = RunState.PUBLISHED if rev else RunState.DONE
         REDACTOR.pin(record.token_id, record.value)  # known to the redactor until revoked (hook output...)
 
@@ -463,8 +488,10 @@ class Engine:
                 self._event("publish", "ok", run.run_id, store=name, version=version, token_id=record.token_id)
             self.journal.publish_and_schedule(run, rev, fence=self._fence, state=state, published_at=now,
                                               finished_at=None if rev else now, error=None)
+            if also is not None:
+                self.journal.schedule_revocation(also, fence=self._fence)
             self._event("published", "ok", run.run_id, token_id=run.new_token_id,
-                        revoke_old_at=rev.due_at if rev else None)
+                        revoke_old_at=rev.due_at if rev else None, also_revoke=also.token_id if also else None)
 
         self.journal.defer(journal_published)
         self._checkpoint("published")
@@ -734,9 +761,14 @@ class Engine:
         self._call(lambda: self.issuer.list_tokens(current.value if current else None), "check issuer")
         pending = self.journal.open_runs(self.policy.name)
         old = current.token_id if current else self._published_last()  # what the rotation would replace
+        replaced = old or "(no current token)"
+        if current is not None:
+            last = self.journal.last_success(self.policy.name)
+            if last is not None and last.new_token_id and last.new_token_id not in (old, None):
+                replaced += f" and {last.new_token_id} (the token rotator published last, which no store names)"
         message = (f"would mint a token expiring in {format_duration(self.policy.lifetime)}, publish it to "
-                   f"{', '.join(n for n, _ in self.stores)}, and revoke "
-                   f"{old or '(no current token)'} after {format_duration(self.policy.grace)}")
+                   f"{', '.join(n for n, _ in self.stores)}, and revoke {replaced} after "
+                   f"{format_duration(self.policy.grace)}")
         if pending:
             message += f"; would first recover {len(pending)} unfinished run(s)"
         return RunResult(self.policy.name, DRY_RUN, None, old, None, message, dry_run=True)

@@ -462,9 +462,14 @@ class _Local(threading.local):
 
 
 #: Journal.confirm_lease: how long after the transaction that read a lease row under its lock (and
-#: committed) a side effect may rely on that read instead of reading the row again
+#: committed) a side effect may rely on that read instead of reading the row again. A take-over
+#: that does not wait for the lease to expire waits this long after its commit before it returns
+#: (Journal.take_over_lease), so that a side effect that relied on an earlier read has begun first,
+#: as if it had read the row.
 LEASE_READ_FRESH_SECONDS = 0.05
-_monotonic = time.monotonic  # a module name, so that a test can move the time between commit and check
+#: boot time where there is one: a suspended host's pause counts, as it would for the lease's expiry
+_monotonic = (partial(time.clock_gettime, time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME")
+              else time.monotonic)
 
 
 class Journal:
@@ -1026,19 +1031,18 @@ class Journal:
             rows = cur.execute(*_due_sql(now, policy)).fetchall()
         return [_rev_from_row(row) for row in rows]
 
-    def preflight(self, policy: str, now: datetime, *, last_success: bool = False) -> Preflight:
+    def preflight(self, policy: str, now: datetime) -> Preflight:
         """What a rotation reads before it takes the policy's lease, in one statement: the lease row,
-        the open runs, the due revocations and (``last_success``) the id of the last successful run;
+        the open runs, the due revocations and the last successful run (its id and its token's);
         then, when revocations are due, the runs that minted their tokens. The rotation takes its
         lease in the transaction that journals its run (Engine._new_run) only if the lease row is
         then still the one read here (``acquire_lease(unchanged=...)``): no other process took, renewed or released
         the policy's lease between, so nothing read here changed (every write of a run or a
         revocation is fenced, and a step or a side effect confirms or renews the lease first)."""
-        params = [policy, policy, *RunState.OPEN, policy, RevocationState.PENDING, ts(now), ts(now)]
-        if last_success:
-            params += [policy, *RunState.SUCCESS]
+        params = [policy, policy, *RunState.OPEN, policy, RevocationState.PENDING, ts(now), ts(now), policy,
+                  *RunState.SUCCESS]
         with self._tx(single=True) as cur:  # one statement (see _tagged)
-            found = _tagged_rows(cur.execute(_PREFLIGHT_LAST if last_success else _PREFLIGHT, params).fetchall())
+            found = _tagged_rows(cur.execute(_PREFLIGHT, params).fetchall())
         due = sorted(found.get("due", []), key=lambda r: r.due_at)
         claims: dict[str, list[RunRecord]] = {rev.token_id: [] for rev in due}
         if claims:
@@ -1060,6 +1064,7 @@ class Journal:
             due=due,
             claims={token: sorted(runs, key=lambda r: r.started_at) for token, runs in claims.items()},
             last_success=None if last is None else last.run_id,
+            last_token_id=None if last is None else last.new_token_id,
         )
 
     def policy_state(self, policy: str) -> PolicyState:
@@ -1206,7 +1211,13 @@ class Journal:
         return int(row[1])
 
     def take_over_lease(self, policy: str, dead_holder: str, holder: str, ttl: timedelta, now: datetime) -> int:
-        """Take a lease whose holder is known to be dead; LeaseBusy if it changed meanwhile."""
+        """Take a lease whose holder is known to be dead; LeaseBusy if it changed meanwhile.
+
+        Taken whatever time the lease has left, so it returns only LEASE_READ_FRESH_SECONDS after
+        its commit: a holder believed dead but alive (a process id reused, a container that shares
+        the instance name) may have begun a side effect on the lease read of its last commit
+        (confirm_lease), and that side effect begins before anything the new holder does, as it
+        would had it read the row again (it then stops at its next check: LeaseLost)."""
         with self._tx(immediate=True) as cur:
             cur.execute(
                 "UPDATE leases SET holder = ?, fence = fence + 1, expires_at = ? WHERE policy = ? AND holder = ?",
@@ -1217,6 +1228,7 @@ class Journal:
                 self._local.leases[policy] = (holder, int(row[1]), str(row[2]))
         if row is None or row[0] != holder:
             raise LeaseBusy(policy, row[0] if row else "unknown")
+        time.sleep(LEASE_READ_FRESH_SECONDS)
         return int(row[1])
 
     def confirm_lease(self, policy: str, holder: str, fence: int, ttl: timedelta, now: datetime, what: str) -> None:
@@ -1345,8 +1357,10 @@ class Preflight:
     due: list[Revocation]
     #: token id of each due revocation -> the policy's runs that minted (or bootstrapped) it, oldest first
     claims: dict[str, list[RunRecord]]
-    #: the id of the last successful run (when asked for; None: none)
+    #: the id of the last successful run (None: none)
     last_success: str | None
+    #: the token that run published (the journal's current token, whatever the stores say)
+    last_token_id: str | None = None
 
     def fence_after(self, holder: str, now: datetime) -> int | None:
         """The fencing number ``holder`` gets by taking the lease at ``now`` if nobody takes it
@@ -1682,8 +1696,8 @@ _PREFLIGHT = " UNION ALL ".join((
     f"{_tagged('lease', ['holder'], {_FENCE_AT: 'fence', _FENCE_AT + 1: 'expires_at'})} FROM leases WHERE policy = ?",
     _runs_branch("open", _OPEN_WHERE),
     _revocations_branch("due", f"policy = ? AND {_DUE}"),
+    _LAST_SUCCESS_BRANCH,
 ))
-_PREFLIGHT_LAST = f"{_PREFLIGHT} UNION ALL {_LAST_SUCCESS_BRANCH}"
 _POLICY_STATE = " UNION ALL ".join((
     _LAST_SUCCESS_BRANCH,
     _runs_branch("open", _OPEN_WHERE),

@@ -384,7 +384,7 @@ def test_the_preflight_reads_in_one_statement_what_the_single_reads_return(journ
     journal.schedule_revocation(Revocation("p", "t9", "r-old", "discarded", T0 + timedelta(days=1),
                                            RevocationState.PENDING), fence=fence)  # not due yet
     now = T0 + timedelta(hours=3)
-    seen = journal.preflight("p", now, last_success=True)
+    seen = journal.preflight("p", now)
     assert seen.lease is not None and seen.lease[:2] == ("A", fence)
     assert seen.open_runs == journal.open_runs("p") and [r.run_id for r in seen.open_runs] == ["r-open"]
     assert seen.due == journal.due_revocations(now, "p")
@@ -392,8 +392,11 @@ def test_the_preflight_reads_in_one_statement_what_the_single_reads_return(journ
     assert seen.claims == {token: journal.runs_with_token("p", token) for token in ("t0", "t1")}
     assert seen.claims["t1"] == [journal.get_run("r-old")]
     assert seen.last_success == journal.last_success_id("p") == "r-pub"
-    assert journal.preflight("p", now).last_success is None, "asked for only when wanted"
-    assert journal.preflight("nobody", now) == journal.preflight("nobody", now, last_success=True)
+    last = journal.last_success("p")
+    assert last is not None and seen.last_token_id == last.new_token_id == "t2"
+    nobody = journal.preflight("nobody", now)
+    assert (nobody.lease, nobody.open_runs, nobody.due, nobody.last_success, nobody.last_token_id) == (
+        None, [], [], None, None)
     # The daemon's read after a job (Journal.policy_state), built the same way.
     journal.update_revocation(journal.due_revocations(now, "p")[0], state=RevocationState.FAILED,
                               last_error="gave up")
@@ -457,5 +460,22 @@ def test_a_lease_read_just_now_is_not_read_again_but_after_a_pause_it_is(
     with pytest.raises(LeaseLost):
         a.confirm_lease("p", "A", fence_a, ttl, T0 + timedelta(seconds=1), "publish")
     assert a.stats.transactions == before.transactions + 1, "read again after the pause"
+    a.close()
+    b.close()
+
+
+def test_a_take_over_right_after_the_holder_s_commit_is_seen_before_its_next_side_effect(journal_url: str) -> None:
+    """take_over_lease does not wait for the lease to expire (a holder believed dead): it returns only
+    once the lease read of the holder's last commit no longer serves, so the holder, alive after all,
+    reads the row before its next side effect and stops (LeaseLost), as it did with a read every time."""
+    ttl = timedelta(minutes=15)
+    a, b = open_journal(journal_url), open_journal(journal_url)  # two processes
+    fence_a = a.acquire_lease("p", "A", ttl, T0)
+    a.begin_run(RunRecord("r1", "p", RunState.PLANNED, "rotate", T0, T0), fence=fence_a)
+    started = time.monotonic()
+    assert b.take_over_lease("p", "A", "B", ttl, T0) == fence_a + 1
+    assert time.monotonic() - started >= journal_module.LEASE_READ_FRESH_SECONDS
+    with pytest.raises(LeaseLost):
+        a.confirm_lease("p", "A", fence_a, ttl, T0, "publish")
     a.close()
     b.close()

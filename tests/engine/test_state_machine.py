@@ -19,7 +19,7 @@ import pytest
 from rotator.config.policy_types import Policy, StoreBinding
 from rotator.core.contracts import TokenRecord
 from rotator.core.engine import Engine, RunResult
-from rotator.core.errors import ConflictError, LeaseLost, PermanentError, TransientError
+from rotator.core.errors import ConflictError, LeaseLost, NeedsAttention, PermanentError, TransientError
 from rotator.core.journal import Journal, RunState, open_journal
 from rotator.core.retry import RetryPolicy
 from rotator.core.secret import Secret
@@ -245,10 +245,12 @@ def test_a_run_that_lost_its_lease_stops_before_its_next_side_effect(world: Worl
     old = world.bootstrap()
     taken: list[int] = []
 
+    other = open_journal(f"sqlite:///{world.tmp_path / 'journal.db'}")  # another process's connection
+
     def another_rotator_takes_over(step: str) -> None:
         if step == "verified":  # this process was paused past its lease; another one took the policy
-            taken.append(world.journal.take_over_lease(POLICY, "engine-1", "engine-2", timedelta(minutes=15),
-                                                       world.clock.now()))  # fmt: skip
+            taken.append(other.take_over_lease(POLICY, "engine-1", "engine-2", timedelta(minutes=15),
+                                               world.clock.now()))  # fmt: skip
 
     world.on_checkpoint = another_rotator_takes_over
     with pytest.raises(LeaseLost):
@@ -265,6 +267,7 @@ def test_a_run_that_lost_its_lease_stops_before_its_next_side_effect(world: Worl
     world.engine("engine-2").recover()
     assert run.new_token_id not in world.active_ids()
     world.check_invariants(settled=True)
+    other.close()
 
 
 # --------------------------------------------------------------------------------- re-runs (invariant 9)
@@ -426,3 +429,58 @@ def test_a_publish_interrupted_after_the_stores_were_emptied_is_rolled_forward(w
     assert not world.journal.open_runs(POLICY)
     assert [r.token_id for r in world.journal.revocations(POLICY, "pending")] == [first.new_token_id]
     world.settle()
+
+
+@pytest.mark.parametrize("crash_at", [None, "published"])
+def test_a_store_that_names_another_token_than_the_journal_leaves_no_token_of_rotator_valid(
+        world: World, crash_at: str | None) -> None:
+    """The stores name token X (a payload edited by hand, an older version restored) while the journal
+    published B last: B is no store's any more, so the rotation retires it as well as X, also when the
+    run is finished by recovery. The revocation rule still decides: B is rotator's and is revoked; X is
+    not, and is refused for a person to look at."""
+    world.bootstrap()
+    first = rotate(world)
+    world.settle()
+    value, stray = world.issuer.tokens.create("made by a human, written into the stores by hand")
+    record = TokenRecord(Secret(value), stray, "memory", POLICY, START, START + timedelta(days=3))
+    for store in world.stores.values():
+        store.publish(record, store.read_current().version)
+    plan = world.engine().rotate(dry_run=True)
+    assert f"revoke {stray} and {first.new_token_id} (the token rotator published last" in plan.message, plan
+    world.crash_at = crash_at
+    if crash_at is None:
+        second = rotate(world)
+        assert second.old_token_id == stray
+    else:
+        with pytest.raises(Crash):
+            world.engine().rotate()
+        world.engine().recover()
+    assert not world.journal.open_runs(POLICY)
+    (run,) = [r for r in world.journal.runs(POLICY, limit=0) if r.old_token_id == stray]
+    assert {r.token_id: r.run_id for r in world.journal.revocations(POLICY, "pending")} == {
+        stray: run.run_id, first.new_token_id: run.run_id}
+    (published,) = [e for e in world.journal.events(POLICY) if e["step"] == "published" and e["run_id"] == run.run_id]
+    assert published["also_revoke"] == first.new_token_id
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    actions = world.engine().revoke_due()
+    assert f"token {first.new_token_id}: revoked" in actions, actions
+    assert first.new_token_id not in world.active_ids() and stray in world.active_ids()
+    assert {r.token_id for r in world.journal.revocations(POLICY, "failed")} | {
+        r.token_id for r in world.journal.revocations(POLICY, "pending")} == {stray}, "X: refused, not revoked"
+    world.check_invariants()
+
+
+def test_an_emergency_rotation_revokes_at_once_the_journal_s_last_token_that_no_store_named(world: World) -> None:
+    """`rotate --revoke-previous-now` after a store was made to name another token: the token rotator
+    published last was current as far as rotator knows, so it goes at once too, not after grace."""
+    world.bootstrap()
+    first = rotate(world)
+    world.settle()
+    value, stray = world.issuer.tokens.create("written into the stores by hand")
+    record = TokenRecord(Secret(value), stray, "memory", POLICY, START, START + timedelta(days=3))
+    for store in world.stores.values():
+        store.publish(record, store.read_current().version)
+    with pytest.raises(NeedsAttention):  # the stray token is not rotator's: refused, a person looks
+        world.engine().rotate(revoke_previous_now=True, reason="leaked")
+    assert first.new_token_id not in world.active_ids(), "revoked at once, with no grace"
+    assert stray in world.active_ids()

@@ -502,7 +502,7 @@ class FakeEngine:
         nothing done), recovery of open runs first and the check again, the run, the lease released."""
         now = self.clock.now()
         expect = expect_last_run is not ANY_RUN
-        seen = self.journal.preflight(self.name, now, last_success=expect)
+        seen = self.journal.preflight(self.name, now)
         if expect and seen.last_success != expect_last_run:
             return RunResult(self.name, NOTHING_TO_DO, message="rotated by another rotator meanwhile")
         self.journal.acquire_lease(self.name, self.holder, self.lease_ttl, now)
