@@ -70,6 +70,10 @@ class Rotation:
     old_token_id: str | None
     new_token_id: str | None
     instance: str | None
+    #: a chained event backs the publication (`published`, or `bootstrap`, ok, naming the token): True;
+    #: the run says it published and the chain has no such event (the runs table, which the chain
+    #: does not cover, was written to): False; not published, or its events pruned: None
+    in_chain: bool | None = None
 
 
 @dataclass
@@ -130,6 +134,7 @@ class PolicyEvidence:
             "oldest_token_id": self.oldest_token_id,
             "within_max_age": self.within_max_age,
             "within_90d": self.within_90d,
+            "rotations_not_in_chain": sum(1 for r in self.rotations if r.in_chain is False),
         }
 
 
@@ -144,6 +149,11 @@ class Evidence:
     #: policies the journal holds events of in the period (or an unfinished revocation) that the
     #: policy file no longer has: the report cannot show them, and must say so
     not_in_file: list[str] = field(default_factory=list)
+
+    @property
+    def not_in_chain(self) -> list[str]:
+        """Runs that say they published a token without a chained event that says so."""
+        return [f"{p.policy}/{r.run_id}" for p in self.policies for r in p.rotations if r.in_chain is False]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -176,10 +186,12 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
     except ValueError:
         checkpoints = []
     pruned_publish = audit_chain.last_published_when_pruned(reversed(checkpoints))
+    # Events before this were pruned (or the chain cannot say): runs from then are not cross-checked.
+    pruned_until = max((str(cp.detail.get("to") or "") for cp in checkpoints), default="")
     out = []
     for policy in policies:
         out.append(_policy_evidence(journal, policy, start, end, now, events, checkpoints,
-                                    pruned_publish.get(policy.name)))
+                                    pruned_publish.get(policy.name), pruned_until))
     known = set(in_file if in_file is not None else (p.name for p in policies))
     seen = {str(e["policy"]) for e in events} | {r.policy for r in journal.unfinished_revocations()}
     missing = sorted(seen - known - {audit_chain.JOURNAL_POLICY})
@@ -189,6 +201,7 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
 def _policy_evidence(
     journal: Journal, policy: Policy, start: datetime, end: datetime, now: datetime,
     events: list[dict[str, Any]], checkpoints: list[audit_chain.Checkpoint], pruned_publish: str | None,
+    pruned_until: str = "",
 ) -> PolicyEvidence:  # fmt: skip
     ev = PolicyEvidence(policy.name, int(max_age_of(policy).total_seconds()), policy.schedule_text)
     mine = [e for e in events if e["policy"] == policy.name]
@@ -208,6 +221,7 @@ def _policy_evidence(
         ev.rotations.append(Rotation(
             run.run_id, run.kind, run.state, ts(run.started_at), verified,
             ts(run.published_at) if run.published_at else None, run.old_token_id, run.new_token_id, instance,
+            _in_chain(journal, run, run_events, end, pruned_until),
         ))  # fmt: skip
     confirmed = {e["detail"].get("token_id") for e in mine if e["step"] == "revoke_old" and e["result"] == "ok"}
     for rev in journal.revocations(policy.name):
@@ -222,7 +236,10 @@ def _policy_evidence(
         if e["result"] in _FAILED_RESULTS or (e["step"] == "recover" and e["result"] != "ok"):
             ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], e["detail"].get("error"),
                                        _ended(e, runs_by_id, journal, policy.name), e.get("instance")))  # fmt: skip
-    ev.max_observed_age_s, ev.oldest_token_id = _max_age(runs, start, end, now, pruned_publish)
+    # A run the chain does not back is no evidence of a rotation: the age goes on from the token before.
+    forged = {r.run_id for r in ev.rotations if r.in_chain is False}
+    ev.max_observed_age_s, ev.oldest_token_id = _max_age([r for r in runs if r.run_id not in forged], start, end,
+                                                         now, pruned_publish)
     for cp in checkpoints:
         summary = cp.detail.get("policies", {}).get(policy.name)
         if summary is None or not cp.detail.get("from") or cp.detail["from"] >= hi or cp.detail["to"] < lo:
@@ -232,6 +249,34 @@ def _policy_evidence(
         if pruned_age and pruned_age > (ev.max_observed_age_s or 0):
             ev.max_observed_age_s, ev.oldest_token_id = pruned_age, "(pruned)"
     return ev
+
+
+_PUBLISH_STEPS = ("published", "bootstrap")
+#: how long after a run's published_at its `published` event may be written (the engine writes it
+#: with the run's record, microseconds later; a clock step back could put it earlier)
+_EVENT_AFTER_PUBLISH = timedelta(hours=1)
+
+
+def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]], end: datetime,
+              pruned_until: str) -> bool | None:  # fmt: skip
+    """Whether a chained event backs ``run``'s publication (see :class:`Rotation`)."""
+    if run.published_at is None:
+        return None
+    published = ts(run.published_at)
+    if pruned_until and published < pruned_until:
+        return None
+
+    def backs(e: dict[str, Any]) -> bool:
+        return (e["run_id"] == run.run_id and e["step"] in _PUBLISH_STEPS and e["result"] == "ok"
+                and e["detail"].get("token_id") == run.new_token_id)
+
+    if any(backs(e) for e in run_events):
+        return True
+    if run.published_at >= end - _EVENT_AFTER_PUBLISH:  # its event may lie past the period's events
+        later = audit_chain.chained_events(journal, ts(run.published_at - _EVENT_AFTER_PUBLISH),
+                                           ts(run.published_at + _EVENT_AFTER_PUBLISH))
+        return any(backs(e) for e in later)
+    return False
 
 
 def _ended(event: dict[str, Any], runs: dict[str, RunRecord], journal: Journal, policy: str) -> str:
@@ -299,6 +344,7 @@ _CSV_COLUMNS = (
     f"rotations [{CONTROLS['rotations']}]", f"max_age [{CONTROLS['max_age']}]", "max_observed_age",
     f"within_max_age [{CONTROLS['within_max_age']}]", f"within_90d [{CONTROLS['within_90d']}]",
     f"revocations_done [{CONTROLS['revocations']}]", "failures", f"chain_ok [{CONTROLS['chain']}]", "note",
+    "in_chain",
 )  # fmt: skip
 
 
@@ -324,7 +370,7 @@ def _csv(evidence: Evidence) -> str:
             "note": f"{ts(evidence.start)} to {ts(evidence.end)}; evidence, not a legal claim",
         })  # fmt: skip
         for r in p.rotations:
-            writer.writerow({"record": "rotation", "policy": p.policy, **{k: v for k, v in asdict(r).items()}})
+            writer.writerow({"record": "rotation", "policy": p.policy, **asdict(r), "in_chain": _yn(r.in_chain)})
         for v in p.revocations:
             row = asdict(v)
             row["confirmed_by_issuer"] = _yn(v.confirmed_by_issuer)
@@ -344,6 +390,10 @@ def _csv(evidence: Evidence) -> str:
 
 _NOT_IN_FILE = ("the journal holds events of this policy in the period (or a revocation not done), but the policy "
                 "file no longer has it, so this report does not show it: report with the policy file that had it")
+
+
+_NOT_IN_CHAIN = ("Runs that say they published a token, with no event in the audit chain that says so (the "
+                 "runs table is not chained: it was written to); they are not counted as rotations in the age")
 
 
 def _yn(value: bool | None) -> str:
@@ -401,6 +451,8 @@ def _html(evidence: Evidence) -> str:
             f"<td>{s['failures']}</td></tr>"
         )
     parts.append("</table>")
+    if evidence.not_in_chain:
+        parts.append(f'<p class="note">{e(_NOT_IN_CHAIN)}: {e(", ".join(evidence.not_in_chain))}.</p>')
     if evidence.not_in_file:
         parts.append(f'<p class="note">Not in this report: {e(", ".join(evidence.not_in_file))}. {e(_NOT_IN_FILE)}.'
                      "</p>")
@@ -408,9 +460,10 @@ def _html(evidence: Evidence) -> str:
         parts.append(f"<h2>Policy {e(p.policy)}</h2>")
         parts.append(f"<h3>Rotations {_ctl('rotations')}</h3>")
         parts.append(_table(("run id", "kind", "state", "started", "verified", "published", "old token id",
-                             "new token id", "instance"),
+                             "new token id", "instance", "in audit chain"),
                             [(r.run_id, r.kind, r.state, r.started_at, r.verified_at, r.published_at,
-                              r.old_token_id, r.new_token_id, r.instance) for r in p.rotations]))  # fmt: skip
+                              r.old_token_id, r.new_token_id, r.instance, _yn(r.in_chain))
+                             for r in p.rotations]))  # fmt: skip
         parts.append(f"<h3>Revocations {_ctl('revocations')}</h3>")
         parts.append(_table(("token id", "run id", "reason", "due", "state", "done", "confirmed by issuer"),
                             [(v.token_id, v.run_id, v.reason, v.due_at, v.state, v.done_at,

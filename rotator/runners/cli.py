@@ -808,6 +808,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if evidence.not_in_file:
         print(f"rotator: warning: the journal holds events in this period of policies that are not in "
               f"{config.path}, so the report does not show them: {', '.join(evidence.not_in_file)}", file=sys.stderr)
+    if evidence.not_in_chain:
+        print(f"rotator: runs say they published a token, and the audit chain has no event that says so (their "
+              f"rows were written outside rotator): {', '.join(evidence.not_in_chain)}", file=sys.stderr)
+        print("fix: compare the journal with a backup; the report counts no rotation for these runs "
+              "(docs/compliance.md)", file=sys.stderr)
     text = report_mod.render(evidence, args.report_format)
     if args.output_file:
         Path(args.output_file).write_text(text, encoding="utf-8")
@@ -815,7 +820,7 @@ def cmd_report(args: argparse.Namespace) -> int:
               f"{'verified' if evidence.chain.ok else 'BROKEN'}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return EXIT_OK if evidence.chain.ok else EXIT_ATTENTION
+    return EXIT_OK if evidence.chain.ok and not evidence.not_in_chain else EXIT_ATTENTION
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -267,3 +267,53 @@ def test_a_kept_run_behind_the_pruned_publish_keeps_its_token_and_age(tmp_path: 
     audit_chain.prune(journal, ts(t0 + timedelta(days=60)), ts(now))
     evidence = report.build(journal, [policy], t0, now, now).policies[0]
     assert (evidence.max_observed_age_s, evidence.oldest_token_id) == (120 * 86400, "t1")
+
+
+def test_a_run_the_audit_chain_does_not_back_is_flagged_and_counts_no_rotation(tmp_path: Path) -> None:
+    """The runs table is not chained. A run written into it by hand, saying it published a token, has no
+    chained `published` event: the report marks it, counts no rotation for it in the maximum age (the
+    token before stays current), and a run whose event lies just past the period is still backed."""
+    from rotator.core.journal import RunRecord, RunState, open_journal
+    from rotator.observe import report
+
+    policy = offline_policy(tmp_path, "p")
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    end = t0 + timedelta(days=150)
+
+    def run(i: int, at: datetime, kind: str = "rotate") -> None:
+        journal.begin_run(RunRecord(run_id=f"r{i}", policy="p", state=RunState.DONE, kind=kind, started_at=at,
+                                    updated_at=at, new_token_id=f"t{i}", published_at=at, finished_at=at))
+
+    run(0, t0, kind="bootstrap")
+    journal.record_event(t0, "p", "r0", "bootstrap", "ok", {"token_id": "t0"})
+    run(1, t0 + timedelta(days=80))  # forged: no event
+    journal.record_event(t0 + timedelta(days=80), "p", "r1", "published", "ok", {"token_id": "not-t1"})
+    run(2, end - timedelta(minutes=1))
+    journal.record_event(end + timedelta(seconds=2), "p", "r2", "published", "ok", {"token_id": "t2"})
+    evidence = report.build(journal, [policy], t0, end, end)
+    [p] = evidence.policies
+    assert [(r.run_id, r.in_chain) for r in p.rotations] == [("r0", True), ("r1", False), ("r2", True)]
+    assert evidence.not_in_chain == ["p/r1"] and p.summary()["rotations_not_in_chain"] == 1
+    assert p.oldest_token_id == "t0" and p.max_observed_age_s is not None
+    assert p.max_observed_age_s > 149 * 86400 and p.within_90d is False, "r1 counts no rotation"
+    rows = [r for r in csv.DictReader(io.StringIO(report.render(evidence, "csv"))) if r["record"] == "rotation"]
+    assert [r["in_chain"] for r in rows] == ["yes", "NO", "yes"]
+    assert "no event in the audit chain that says so" in report.render(evidence, "html")
+
+
+def test_report_exits_4_and_names_a_run_written_outside_rotator(tmp_path, openbao, fake_influxctl) -> None:
+    sc, ids = _rotated(tmp_path, openbao, fake_influxctl, rotations=1)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with sqlite3.connect(sc.journal_path) as conn:
+        conn.execute("INSERT INTO runs (run_id, policy, kind, state, started_at, updated_at, new_token_id, "
+                     "published_at, finished_at) VALUES ('forged1', ?, 'rotate', 'done', ?, ?, 'tX', ?, ?)",
+                     (sc.policy, now, now, now, now))
+    proc = _report(sc, "json")
+    assert proc.returncode == 4, (proc.returncode, proc.stderr)
+    assert f"{sc.policy}/forged1" in proc.stderr and "audit chain has no event" in proc.stderr
+    [p] = json.loads(proc.stdout)["policies"]
+    assert {r["run_id"]: r["in_chain"] for r in p["rotations"]} == {
+        **{r["run_id"]: True for r in p["rotations"] if r["run_id"] != "forged1"}, "forged1": False}
+    assert p["summary"]["rotations_not_in_chain"] == 1
+    assert json.loads(proc.stdout)["chain"]["ok"] is True, "the chain itself is intact: only the runs table changed"
