@@ -108,6 +108,8 @@ class RunResult:
     message: str = ""
     dry_run: bool = False
     actions: list[str] = field(default_factory=list)
+    #: the token the journal published last, retired too because the stores named another one
+    also_revoked: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -118,6 +120,7 @@ class RunResult:
             "policy": self.policy, "state": self.state, "run_id": self.run_id, "ok": self.ok,
             "old_token_id": self.old_token_id, "new_token_id": self.new_token_id,
             "message": self.message, "dry_run": self.dry_run, "actions": self.actions,
+            "also_revoked": self.also_revoked,
         }  # fmt: skip
 
 
@@ -212,33 +215,38 @@ class Engine:
                 self._event("emergency", "start", None, reason=reason or "(none given)")
             result = self._rotate_locked()
             result.actions = actions + result.actions
-            if result.state in RunState.SUCCESS and revoke_previous_now and result.old_token_id:
+            # the replaced token, and the journal's last published one when the stores named another
+            # (Engine._publish_all): both were current until now. Their rows may be an earlier run's
+            # (a token current again after an older version was restored).
+            previous = [t for t in (result.old_token_id, result.also_revoked) if t]
+            if result.state in RunState.SUCCESS and revoke_previous_now and previous:
                 now = self.clock.now()
                 for rev in self.journal.revocations(self.policy.name, "pending"):
-                    # the replaced token, and the journal's last published one when the stores named
-                    # another (Engine._publish_all): both were current until now
-                    if rev.run_id == result.run_id:
+                    if rev.token_id in previous:
                         self.journal.update_revocation(rev, fence=self._fence, due_at=now, next_try_at=None)
-                self._event("emergency", "revoke_now", result.run_id, token_id=result.old_token_id)
+                self._event("emergency", "revoke_now", result.run_id, token_id=result.old_token_id,
+                            also_revoke=result.also_revoked)
             # Due revocations were done before the mint (_rotate_locked); one is due now only when the
             # token just replaced is (no grace, or the emergency).
             if result.state in RunState.SUCCESS and (revoke_previous_now or self.policy.grace <= timedelta(0)):
                 self._revoke_replaced_now(result)
-                if revoke_previous_now and result.old_token_id:
-                    failed = [a for a in result.actions if a.startswith(f"token {result.old_token_id}:")
-                              and "revocation" in a]
-                    if failed:
-                        self._event("emergency", "failed", result.run_id, token_id=result.old_token_id,
-                                    error=failed[0])
+                if revoke_previous_now and previous:
+                    revoked = [t for t in previous if any(a.startswith(f"token {t}: revoked") for a in result.actions)]
+                    if len(revoked) < len(previous):
+                        failed = [a for t in previous if t not in revoked for a in result.actions
+                                  if a.startswith(f"token {t}:")] or ["no revocation was due"]
+                        left = ", ".join(t for t in previous if t not in revoked)
+                        self._event("emergency", "failed", result.run_id, token_id=left, error=failed[0])
                         raise NeedsAttention(
                             f"emergency rotation: the new token {result.new_token_id} is published, but the "
-                            f"previous token {result.old_token_id} is NOT revoked: {failed[0]}",
-                            hint="revoke it with the issuer's own tool now, or fix the cause and run "
+                            f"previous token(s) {left} are NOT revoked: {failed[0]}",
+                            hint="revoke them with the issuer's own tool now, or fix the cause and run "
                             "`rotator revoke-expired`",
                         )
-                    self._event("emergency", "ok", result.run_id, token_id=result.old_token_id)
+                    self._event("emergency", "ok", result.run_id, token_id=result.old_token_id,
+                                also_revoke=result.also_revoked)
                     result.message = (f"emergency rotation: published {result.new_token_id}, revoked "
-                                      f"{result.old_token_id} at once (grace skipped)")
+                                      f"{' and '.join(previous)} at once (grace skipped)")
             return result
 
     def _revoke_replaced_now(self, result: RunResult) -> None:
@@ -431,15 +439,18 @@ class Engine:
         # 4. PUBLISH to every store with compare-and-set against what PLAN read (each write is
         # preceded by a lease check, _fenced_call).
         self._checkpoint("publishing")
-        final = self._publish_all(run, minted, states, credential, seen.last_token_id if seen is not None else _UNREAD)
+        final, also = self._publish_all(run, minted, states, credential,
+                                        seen.last_token_id if seen is not None else _UNREAD)
         return RunResult(self.policy.name, final, run.run_id, run.old_token_id, run.new_token_id,
                          "rotated" + (f"; token {run.old_token_id} will be revoked after the grace period"
-                                      if run.old_token_id else ""), actions=revoked)
+                                      if run.old_token_id else "")
+                         + (f"; so will {also}, the token rotator published last, which no store named"
+                            if also else ""), actions=revoked, also_revoked=also)
 
     def _publish_all(
         self, run: RunRecord, record: TokenRecord, states: dict[str, StoreState], credential: Secret | None,
         last_published: str | None | _Unread = _UNREAD,
-    ) -> RunState:
+    ) -> tuple[RunState, str | None]:
         """Write ``record`` to every store that lacks it, then mark the run published and schedule the
         old token's revocation. That record is deferred to the operation's next commit (at the
         latest the lease's release): the stores hold the token, so recovery would roll the run
@@ -495,7 +506,9 @@ class Engine:
 
         self.journal.defer(journal_published)
         self._checkpoint("published")
-        return state  # what the deferred record writes (``run`` changes when it is written)
+        # the state the deferred record writes (``run`` changes when it is written), and the token
+        # retired besides the replaced one
+        return state, also.token_id if also else None
 
     def _publish_failed(self, run: RunRecord, store_name: str, exc: Exception, credential: Secret | None) -> None:
         # ``credential`` is the one PLAN read: a store overwritten meanwhile may hold a useless one.

@@ -452,8 +452,8 @@ class _Local(threading.local):
     #: in the open transaction: the audit chain's head (seq, hash) as this transaction's events
     #: moved it (read, locked, once; the database moves the head row with each event's INSERT)
     head: tuple[int, str] | None = None
-    #: the lease rows of this thread's last committed transaction, and time.monotonic() when it
-    #: began (every row was read or written under its lock after that): Journal.confirm_lease
+    #: the lease rows of this thread's last committed transaction, and _monotonic() when it began
+    #: (every row was read or written under its lock after that): Journal.confirm_lease
     confirmed: dict[str, tuple[str, int, str]]
     confirmed_at: float = 0.0
 
@@ -1460,6 +1460,7 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
             return _sqlite_read_only(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            created = not path.exists()
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             # Before anything writes the file's header (journal_mode=WAL does): a new journal's page
             # size; an existing one keeps its own (changing it takes a VACUUM out of WAL mode).
@@ -1470,10 +1471,13 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
             conn.execute("PRAGMA synchronous=NORMAL" if wal_mode[0] else "PRAGMA synchronous=FULL")
         except OSError as exc:
             raise sqlite3.OperationalError(str(exc)) from None
-        try:
-            path.chmod(0o600)
-        except OSError:
-            pass
+        if created:
+            # Only a file this connection made: read access an operator granted (an auditor's group,
+            # an ACL) stays. SQLite gives the -wal and -shm files the journal's mode.
+            try:
+                path.chmod(0o600)
+            except OSError:
+                pass
         return conn
 
     # sqlite3.connect(timeout=30) is SQLite's busy timeout: a writer waits up to 30 s for another's
@@ -1486,8 +1490,8 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
 
 
 def _sqlite_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that cannot write (SQLite's ``mode=ro``): no PRAGMA, no chmod, no file made
-    beside the journal when SQLite can do without one.
+    """A connection that cannot write (SQLite's ``mode=ro``): no PRAGMA, no chmod (SQLite itself
+    may leave empty ``-wal`` and ``-shm`` files beside a journal in WAL mode).
 
     A journal in WAL mode is read through its ``-shm`` file, which SQLite creates beside it when no
     connection has it open; where it cannot (a directory this user may not write to), the open
@@ -1495,16 +1499,27 @@ def _sqlite_read_only(path: Path) -> sqlite3.Connection:
     immutable file it is; a directory that is only closed to this user may have a writer (the
     daemon, as another user), whose checkpoint would change pages under an immutable read, so that
     is an error that says what to do instead."""
-    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    # SQLite resolves a symbolic link and keeps the -wal and -shm files beside its target
+    real = os.path.realpath(path)
+    uri = f"file://{quote(os.fsencode(real))}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         return conn
     except sqlite3.OperationalError as exc:
-        if "unable to open" not in str(exc):
+        # no -shm could be made: SQLITE_CANTOPEN on a read-only file system, SQLITE_READONLY_DIRECTORY
+        # in a directory this user may not write to
+        name = str(getattr(exc, "sqlite_errorname", ""))
+        if not (name.startswith("SQLITE_CANTOPEN") or name == "SQLITE_READONLY_DIRECTORY"
+                or "unable to open" in str(exc)):
             raise
+        if not os.access(real, os.R_OK):
+            raise JournalError(f"journal {path}: cannot be read: this user may not read {real}",
+                               hint="run the command as the rotator service's user, or give this user read "
+                               "access to the journal file (rotator creates it with mode 0600)") from None
         failed = exc
-    wal = Path(f"{path}-wal")
+    path = Path(real)
+    wal = Path(f"{real}-wal")
     if _on_read_only_file_system(path) and not (wal.exists() and wal.stat().st_size > _WAL_HEADER_BYTES):
         # (with frames in a -wal file and no -shm to read them through, an immutable read would
         # silently miss the commits they hold: that case falls through to the error below)
@@ -1753,10 +1768,14 @@ def _write_run(cur: _Cursor, values: Mapping[str, Any], expected_state: str,
 
 
 def _insert_revocation(cur: _Cursor, rev: Revocation) -> None:
+    """Schedule ``rev``; a token whose revocation is pending already keeps its row, due at the later
+    of the two times: a token current again (an older version restored in the stores) and replaced
+    now gets its grace from now, not from when it was first replaced."""
     values = _rev_row(rev)
     cur.execute(
         f"INSERT INTO revocations ({', '.join(_REV_COLUMNS)}) VALUES ({', '.join('?' * len(values))}) "
-        "ON CONFLICT (policy, token_id) DO NOTHING",
+        "ON CONFLICT (policy, token_id) DO UPDATE SET due_at = excluded.due_at, next_try_at = NULL "
+        "WHERE revocations.state = 'pending' AND revocations.due_at < excluded.due_at",
         values,
     )
 

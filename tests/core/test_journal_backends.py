@@ -510,6 +510,10 @@ def test_a_journal_on_a_read_only_file_system_is_read_as_it_is(
     with pytest.raises(JournalError, match="-shm file") as err:
         open_journal(f"sqlite:///{pending}", read_only=True).runs("p")
     assert "copy the journal file and its -wal file" in err.value.hint
+    link = tmp_path / "link.db"  # SQLite keeps the -wal beside the link's target, and so must the check
+    link.symlink_to(pending)
+    with pytest.raises(JournalError, match="-shm file"):
+        open_journal(f"sqlite:///{link}", read_only=True).runs("p")
 
 
 def test_a_journal_in_a_directory_the_reader_cannot_write_says_what_to_do(
@@ -526,3 +530,43 @@ def test_a_journal_in_a_directory_the_reader_cannot_write_says_what_to_do(
     monkeypatch.undo()
     with pytest.raises(JournalError, match="unable to open"):  # a writable directory: SQLite's own error
         open_journal(f"sqlite:///{path}", read_only=True).runs("p")
+
+
+def test_a_reader_who_may_not_write_the_directory_is_told_why_and_what_to_do(tmp_path: Path) -> None:
+    """The real case, not a stand-in: a journal in WAL mode, no connection open, and a reader who may
+    not create files in its directory (root without CAP_DAC_OVERRIDE counts as such a reader)."""
+    import shutil
+
+    directory = tmp_path / "journal-dir"
+    directory.mkdir()
+    path = directory / "journal.db"
+    writer = open_journal(f"sqlite:///{path}")
+    writer.begin_run(_run())
+    writer.close()
+    path.chmod(0o644)
+    directory.chmod(0o555)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root ignores directory permissions, and setpriv (util-linux) is not here to drop that")
+        prefix = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+    script = ("from rotator.core.journal import open_journal\n"
+              f"open_journal('sqlite:///{path}', read_only=True).runs('p')\n")
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                              cwd=Path(__file__).resolve().parents[2])
+    finally:
+        directory.chmod(0o755)
+    assert proc.returncode != 0 and "journal.db-shm file beside it, and none can be made" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in directory.iterdir()) == ["journal.db"]
+
+
+def test_a_journal_is_made_0600_and_read_access_an_operator_grants_stays(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    open_journal(f"sqlite:///{path}").close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o640)  # an auditors' group
+    writer = open_journal(f"sqlite:///{path}")
+    writer.begin_run(_run())
+    writer.close()
+    assert path.stat().st_mode & 0o777 == 0o640

@@ -484,3 +484,52 @@ def test_an_emergency_rotation_revokes_at_once_the_journal_s_last_token_that_no_
         world.engine().rotate(revoke_previous_now=True, reason="leaked")
     assert first.new_token_id not in world.active_ids(), "revoked at once, with no grace"
     assert stray in world.active_ids()
+
+
+def _restored_older_version(world: World) -> tuple[str, str]:
+    """Rotate twice, then put the first rotation's token back in every store (an older version restored):
+    that token (t1) is current again while its revocation is still pending; t2 is the journal's last."""
+    world.bootstrap()
+    first = rotate(world)
+    record = world.stores["a"].read_current().record
+    assert record is not None and record.token_id == first.new_token_id
+    world.clock.advance(timedelta(minutes=10))
+    second = rotate(world)
+    assert second.old_token_id == first.new_token_id and second.new_token_id is not None
+    world.clock.advance(timedelta(minutes=20))
+    for store in world.stores.values():
+        store.publish(record, store.read_current().version)
+    return first.new_token_id or "", second.new_token_id
+
+
+def test_a_token_current_again_gets_its_grace_from_the_rotation_that_replaces_it_again(world: World) -> None:
+    """t1's revocation was due 1 h after the second rotation; the third rotation replaces t1 again, so
+    the consumers that read it from the restored stores get a whole grace from now (invariant 3), and
+    t2, which no store names, is retired with it."""
+    t1, t2 = _restored_older_version(world)
+    third = rotate(world)
+    assert (third.old_token_id, third.also_revoked) == (t1, t2)
+    pending = {r.token_id: r.due_at for r in world.journal.revocations(POLICY, "pending")}
+    assert (pending[t1], pending[t2]) == (world.clock.now() + GRACE, world.clock.now() + GRACE)
+    world.clock.advance(GRACE - timedelta(seconds=1))
+    world.engine().revoke_due()  # the bootstrap token's revocation, due since the first rotation
+    assert {t1, t2} <= world.active_ids(), "not before its grace"
+    world.settle()
+
+
+@pytest.mark.parametrize("extra_fails", [False, True])
+def test_an_emergency_rotation_revokes_both_previous_tokens_or_says_which_it_did_not(
+        world: World, extra_fails: bool) -> None:
+    """`--revoke-previous-now` after an older version was restored: t1 (whose pending row is the second
+    run's) and t2 go at once; when one of them cannot be revoked the command says so (exit 4), never
+    "revoked at once"."""
+    t1, t2 = _restored_older_version(world)
+    if extra_fails:
+        world.issuer.fail_next("revoke", TransientError("issuer down"), times=10)
+        with pytest.raises(NeedsAttention, match="NOT revoked"):
+            world.engine().rotate(revoke_previous_now=True, reason="leaked")
+        assert {t1, t2} <= world.active_ids()
+        return
+    result = world.engine().rotate(revoke_previous_now=True, reason="leaked")
+    assert result.ok and f"revoked {t1} and {t2} at once" in result.message, result.message
+    assert not {t1, t2} & world.active_ids()
