@@ -391,6 +391,13 @@ def _pages(cur: Cursor, prunes: list[Mapping[str, Any]]) -> Iterator[dict[str, A
 UPGRADE_CLOCK_SLACK = timedelta(days=1)
 
 
+def first_link_at(journal: _JournalLike) -> str | None:
+    """The time of the first linked event kept (None: none yet): events before it carry no link."""
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        row = cur.execute("SELECT at FROM events WHERE seq IS NOT NULL ORDER BY seq LIMIT 1").fetchone()
+    return None if row is None else str(row[0])
+
+
 def _chain_began(cur: Cursor) -> str | None:
     """The latest time an event without a link may carry (the first link kept, by its index on seq,
     plus :data:`UPGRADE_CLOCK_SLACK`); None: no linked event yet."""

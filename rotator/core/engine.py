@@ -353,11 +353,14 @@ class Engine:
                 for old in replaced:
                     revocations.append(Revocation(self.policy.name, old, run.run_id, "replaced",
                                                   due_at=now + self.policy.grace, state="pending"))
-            self.journal.publish_and_schedule(run, revocations[0] if revocations else None, fence=self._fence,
-                                              state=RunState.DONE, published_at=now, finished_at=now)
-            for extra in revocations[1:]:
-                self.journal.schedule_revocation(extra, fence=self._fence)
-            self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None)
+            # One commit: the run published and its audit event (the report counts a publication only
+            # with its chained event), and the revocations of what it replaced.
+            with self._step():
+                self.journal.publish_and_schedule(run, revocations[0] if revocations else None, fence=self._fence,
+                                                  state=RunState.DONE, published_at=now, finished_at=now)
+                for extra in revocations[1:]:
+                    self.journal.schedule_revocation(extra, fence=self._fence)
+                self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None)
             message = "bootstrapped" if not replace else (
                 f"replaced {', '.join(replaced) or '(nothing)'} with {token_id}; reason: {reason or '(none given)'}")
             return RunResult(self.policy.name, RunState.DONE, run.run_id, ",".join(replaced) if replace else None,

@@ -18,7 +18,7 @@ import io
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rotator.config.policy_types import Policy
@@ -113,6 +113,9 @@ class PolicyEvidence:
     #: the token that lived longest in the period
     oldest_token_id: str | None = None
     pruned: list[dict[str, Any]] = field(default_factory=list)
+    #: runs that say they published a token, among those the rows and the age are built from, with
+    #: no chained event that says so (Rotation.in_chain)
+    not_in_chain: list[str] = field(default_factory=list)
 
     @property
     def within_max_age(self) -> bool | None:
@@ -124,7 +127,7 @@ class PolicyEvidence:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "rotations": sum(1 for r in self.rotations if r.published_at),
+            "rotations": sum(1 for r in self.rotations if r.published_at and r.in_chain is not False),
             "revocations_done": sum(1 for r in self.revocations if r.state == "done"),
             "revocations_pending": sum(1 for r in self.revocations if r.state == "pending"),
             "revocations_failed": sum(1 for r in self.revocations if r.state == "failed"),
@@ -134,7 +137,7 @@ class PolicyEvidence:
             "oldest_token_id": self.oldest_token_id,
             "within_max_age": self.within_max_age,
             "within_90d": self.within_90d,
-            "rotations_not_in_chain": sum(1 for r in self.rotations if r.in_chain is False),
+            "rotations_not_in_chain": len(self.not_in_chain),
         }
 
 
@@ -153,7 +156,7 @@ class Evidence:
     @property
     def not_in_chain(self) -> list[str]:
         """Runs that say they published a token without a chained event that says so."""
-        return [f"{p.policy}/{r.run_id}" for p in self.policies for r in p.rotations if r.in_chain is False]
+        return [f"{p.policy}/{run_id}" for p in self.policies for run_id in p.not_in_chain]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -188,10 +191,12 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
     pruned_publish = audit_chain.last_published_when_pruned(reversed(checkpoints))
     # Events before this were pruned (or the chain cannot say): runs from then are not cross-checked.
     pruned_until = max((str(cp.detail.get("to") or "") for cp in checkpoints), default="")
+    # Runs published before it (an upgraded journal's) have no chained event to show.
+    began = (audit_chain.first_link_at(journal) or "") if chain.ok else None
     out = []
     for policy in policies:
         out.append(_policy_evidence(journal, policy, start, end, now, events, checkpoints,
-                                    pruned_publish.get(policy.name), pruned_until))
+                                    pruned_publish.get(policy.name), pruned_until, began))
     known = set(in_file if in_file is not None else (p.name for p in policies))
     seen = {str(e["policy"]) for e in events} | {r.policy for r in journal.unfinished_revocations()}
     missing = sorted(seen - known - {audit_chain.JOURNAL_POLICY})
@@ -201,8 +206,10 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
 def _policy_evidence(
     journal: Journal, policy: Policy, start: datetime, end: datetime, now: datetime,
     events: list[dict[str, Any]], checkpoints: list[audit_chain.Checkpoint], pruned_publish: str | None,
-    pruned_until: str = "",
+    pruned_until: str = "", began: str | None = "",
 ) -> PolicyEvidence:  # fmt: skip
+    """``began``: :func:`audit_chain.first_link_at`; None when the chain is broken (then no run is
+    checked against it: its events prove nothing)."""
     ev = PolicyEvidence(policy.name, int(max_age_of(policy).total_seconds()), policy.schedule_text)
     mine = [e for e in events if e["policy"] == policy.name]
     by_run: dict[str, list[dict[str, Any]]] = {}
@@ -221,7 +228,7 @@ def _policy_evidence(
         ev.rotations.append(Rotation(
             run.run_id, run.kind, run.state, ts(run.started_at), verified,
             ts(run.published_at) if run.published_at else None, run.old_token_id, run.new_token_id, instance,
-            _in_chain(journal, run, run_events, end, pruned_until),
+            _in_chain(journal, run, run_events, pruned_until, began),
         ))  # fmt: skip
     confirmed = {e["detail"].get("token_id") for e in mine if e["step"] == "revoke_old" and e["result"] == "ok"}
     for rev in journal.revocations(policy.name):
@@ -237,7 +244,14 @@ def _policy_evidence(
             ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], e["detail"].get("error"),
                                        _ended(e, runs_by_id, journal, policy.name), e.get("instance")))  # fmt: skip
     # A run the chain does not back is no evidence of a rotation: the age goes on from the token before.
-    forged = {r.run_id for r in ev.rotations if r.in_chain is False}
+    # Every run the age is computed from is checked, not only those listed (started in the period).
+    listed = {r.run_id: r.in_chain for r in ev.rotations}
+    for run in _runs_the_age_uses(runs, start, min(end, now)):
+        backed = listed.get(run.run_id) if run.run_id in listed else _in_chain(
+            journal, run, by_run.get(run.run_id, []), pruned_until, began)
+        if backed is False:
+            ev.not_in_chain.append(run.run_id)
+    forged = set(ev.not_in_chain)
     ev.max_observed_age_s, ev.oldest_token_id = _max_age([r for r in runs if r.run_id not in forged], start, end,
                                                          now, pruned_publish)
     for cp in checkpoints:
@@ -251,32 +265,51 @@ def _policy_evidence(
     return ev
 
 
+def _parse_ts(text: str) -> datetime:
+    try:
+        return parse_rfc3339(text)
+    except ValueError:  # an edited time (verification names it)
+        return datetime.max.replace(tzinfo=UTC)
+
+
 _PUBLISH_STEPS = ("published", "bootstrap")
 #: how long after a run's published_at its `published` event may be written (the engine writes it
 #: with the run's record, microseconds later; a clock step back could put it earlier)
 _EVENT_AFTER_PUBLISH = timedelta(hours=1)
 
 
-def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]], end: datetime,
-              pruned_until: str) -> bool | None:  # fmt: skip
-    """Whether a chained event backs ``run``'s publication (see :class:`Rotation`)."""
-    if run.published_at is None:
+def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]], pruned_until: str,
+              began: str | None) -> bool | None:  # fmt: skip
+    """Whether a chained event backs ``run``'s publication, at its time (see :class:`Rotation`)."""
+    if run.published_at is None or run.state not in RunState.SUCCESS or began is None:
         return None
     published = ts(run.published_at)
     if pruned_until and published < pruned_until:
         return None
+    if began and run.published_at < _parse_ts(began) - _EVENT_AFTER_PUBLISH:
+        return None  # before the chain (an upgraded journal's history)
+    # The event is written with the run's record; the runs table is not chained, so a published_at
+    # edited by more than this no longer matches its event.
+    lo, hi = ts(run.published_at - _EVENT_AFTER_PUBLISH), ts(run.published_at + _EVENT_AFTER_PUBLISH)
 
     def backs(e: dict[str, Any]) -> bool:
         return (e["run_id"] == run.run_id and e["step"] in _PUBLISH_STEPS and e["result"] == "ok"
-                and e["detail"].get("token_id") == run.new_token_id)
+                and e["detail"].get("token_id") == run.new_token_id and lo <= str(e["at"]) <= hi)
 
     if any(backs(e) for e in run_events):
         return True
-    if run.published_at >= end - _EVENT_AFTER_PUBLISH:  # its event may lie past the period's events
-        later = audit_chain.chained_events(journal, ts(run.published_at - _EVENT_AFTER_PUBLISH),
-                                           ts(run.published_at + _EVENT_AFTER_PUBLISH))
-        return any(backs(e) for e in later)
-    return False
+    # outside the period's events (published near its start or end, or before it)
+    return any(backs(e) for e in audit_chain.chained_events(journal, lo, ts(run.published_at + _EVENT_AFTER_PUBLISH
+                                                                              + timedelta(microseconds=1))))
+
+
+def _runs_the_age_uses(runs: list[RunRecord], start: datetime, stop: datetime) -> list[RunRecord]:
+    """The published runs whose tokens were current in [start, stop): those published in it, and the
+    last one before it."""
+    published = sorted((r for r in runs if r.state in RunState.SUCCESS and r.published_at is not None),
+                       key=lambda r: r.published_at or start)
+    before = [r for r in published if (r.published_at or start) < start]
+    return before[-1:] + [r for r in published if start <= (r.published_at or start) < stop]
 
 
 def _ended(event: dict[str, Any], runs: dict[str, RunRecord], journal: Journal, policy: str) -> str:

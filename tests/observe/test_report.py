@@ -317,3 +317,59 @@ def test_report_exits_4_and_names_a_run_written_outside_rotator(tmp_path, openba
         **{r["run_id"]: True for r in p["rotations"] if r["run_id"] != "forged1"}, "forged1": False}
     assert p["summary"]["rotations_not_in_chain"] == 1
     assert json.loads(proc.stdout)["chain"]["ok"] is True, "the chain itself is intact: only the runs table changed"
+
+
+def test_forged_runs_the_age_depends_on_are_caught_before_the_period_and_with_an_edited_time(tmp_path: Path) -> None:
+    """Two ways around a check of the listed runs alone: a run written with a start just before the
+    period (not listed, yet it splits the age), and an honest run whose published_at was edited (its
+    event is at another time). Both are named, and the age is the one the chain shows."""
+    from rotator.core.journal import RunRecord, RunState, open_journal
+    from rotator.observe import report
+
+    policy = offline_policy(tmp_path, "p")
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    start, end = t0 + timedelta(days=100), t0 + timedelta(days=300)
+
+    def run(i: int, at: datetime, event_at: datetime | None) -> None:
+        journal.begin_run(RunRecord(run_id=f"r{i}", policy="p", state=RunState.DONE, kind="rotate", started_at=at,
+                                    updated_at=at, new_token_id=f"t{i}", published_at=at, finished_at=at))
+        if event_at is not None:
+            journal.record_event(event_at, "p", f"r{i}", "published", "ok", {"token_id": f"t{i}"})
+
+    run(0, t0, t0)
+    run(1, start - timedelta(seconds=1), None)  # forged, started before the period
+    run(2, t0 + timedelta(days=200), t0 + timedelta(days=290))  # honest, published_at edited back 90 days
+    evidence = report.build(journal, [policy], start, end, end)
+    [p] = evidence.policies
+    assert sorted(p.not_in_chain) == ["r1", "r2"] and evidence.not_in_chain == ["p/r1", "p/r2"]
+    assert [(r.run_id, r.in_chain) for r in p.rotations] == [("r2", False)]
+    assert p.summary()["rotations"] == 0 and p.summary()["rotations_not_in_chain"] == 2
+    assert (p.oldest_token_id, p.max_observed_age_s) == ("t0", 300 * 86400), "t0 was current the whole time"
+
+
+def test_a_bootstrap_journals_its_run_and_its_event_in_one_commit(tmp_path: Path) -> None:
+    """A bootstrap that fails to write its audit event leaves no run that says it published (the
+    report would find that run without its event), and the same command then succeeds."""
+    from rotator.core.journal import RunState
+    from tests.engine.test_state_machine import World
+
+    world = World(tmp_path)
+    value, token_id = world.issuer.tokens.create("made by a human")
+    engine = world.engine()
+    original = world.journal.record_event
+
+    def record_event(at: Any, policy: str, run_id: Any, step: str, result: str, detail: Any) -> None:
+        if step == "bootstrap" and result == "ok":
+            raise RuntimeError("the journal went away")
+        original(at, policy, run_id, step, result, detail)
+
+    world.journal.record_event = record_event  # type: ignore[method-assign]
+    from rotator.core.secret import Secret
+
+    with pytest.raises(RuntimeError):
+        engine.bootstrap(Secret(value), token_id, None)
+    assert not [r for r in world.journal.runs("p", limit=0) if r.published_at is not None]
+    world.journal.record_event = original  # type: ignore[method-assign]
+    assert world.engine().bootstrap(Secret(value), token_id, None).ok
+    assert [r.state for r in world.journal.runs("p", limit=0) if r.published_at] == [RunState.DONE]
