@@ -231,15 +231,20 @@ class Engine:
             if result.state in RunState.SUCCESS and (revoke_previous_now or self.policy.grace <= timedelta(0)):
                 self._revoke_replaced_now(result)
                 if revoke_previous_now and previous:
-                    revoked = [t for t in previous if any(a.startswith(f"token {t}: revoked") for a in result.actions)]
+                    done = {r.token_id for r in self.journal.revocations(self.policy.name, "done")
+                            if r.token_id in previous}  # revoked already, before this rotation
+                    revoked = [t for t in previous if t in done
+                               or any(a.startswith(f"token {t}: revoked") for a in result.actions)]
                     if len(revoked) < len(previous):
                         failed = [a for t in previous if t not in revoked for a in result.actions
                                   if a.startswith(f"token {t}:")] or ["no revocation was due"]
-                        left = ", ".join(t for t in previous if t not in revoked)
-                        self._event("emergency", "failed", result.run_id, token_id=left, error=failed[0])
+                        left = [t for t in previous if t not in revoked]
+                        self._event("emergency", "failed", result.run_id, token_id=left[0],
+                                    also_revoke=left[1] if len(left) > 1 else None, error=failed[0])
+                        left = [", ".join(left)]
                         raise NeedsAttention(
                             f"emergency rotation: the new token {result.new_token_id} is published, but the "
-                            f"previous token(s) {left} are NOT revoked: {failed[0]}",
+                            f"previous token(s) {left[0]} are NOT revoked: {failed[0]}",
                             hint="revoke them with the issuer's own tool now, or fix the cause and run "
                             "`rotator revoke-expired`",
                         )
@@ -392,7 +397,7 @@ class Engine:
         # (no second read); their records ride on MINTING's commit (Journal.defer). A process that
         # dies here leaves a planned run (aborted by recovery) and the revocation pending (the next
         # pass finds the token revoked and records it).
-        revoked = self._revoke_due_locked(states, seen)
+        revoked = self._revoke_due_locked(states, seen, replacing=old_token_id)
         minted: TokenRecord | None = None
         try:
             # 1. MINT: journal the intent, then mint with the run's tag in the description.
@@ -667,14 +672,18 @@ class Engine:
 
     # ------------------------------------------------------------------ revocation
     def _revoke_due_locked(self, states: dict[str, StoreState] | None = None,
-                           seen: Preflight | None = None) -> list[str]:  # fmt: skip
+                           seen: Preflight | None = None, replacing: str | None = None) -> list[str]:  # fmt: skip
         """Revoke this policy's due tokens. ``states``: what every store holds, read just before
         (PLAN); otherwise the stores are read once for all of them, on the first. ``seen``: the due
         revocations and their claims as the preflight read them (still so: the lease was taken on
-        condition that nobody held it since)."""
+        condition that nobody held it since). ``replacing``: the token the rotation under way
+        replaces; a due revocation of it is left pending (the stores hold it: refused now, it would
+        be marked failed, and the rotation schedules it again with a grace from its publication)."""
         actions = []
         due = seen.due if seen is not None else self.journal.due_revocations(self.clock.now(), self.policy.name)
         for rev in due:
+            if replacing is not None and rev.token_id == replacing:
+                continue
             message, states = self._revoke_one(rev, states, None if seen is None else seen.claims.get(rev.token_id))
             actions.append(message)
         return actions

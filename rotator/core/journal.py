@@ -1460,7 +1460,10 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
             return _sqlite_read_only(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            created = not path.exists()
+            try:  # a new journal is 0600 from its first byte (an empty file is an empty database)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             # Before anything writes the file's header (journal_mode=WAL does): a new journal's page
             # size; an existing one keeps its own (changing it takes a VACUUM out of WAL mode).
@@ -1471,13 +1474,8 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
             conn.execute("PRAGMA synchronous=NORMAL" if wal_mode[0] else "PRAGMA synchronous=FULL")
         except OSError as exc:
             raise sqlite3.OperationalError(str(exc)) from None
-        if created:
-            # Only a file this connection made: read access an operator granted (an auditor's group,
-            # an ACL) stays. SQLite gives the -wal and -shm files the journal's mode.
-            try:
-                path.chmod(0o600)
-            except OSError:
-                pass
+        # No chmod of an existing journal: read access an operator granted (an auditors' group) stays.
+        # SQLite gives the -wal and -shm files the journal's mode.
         return conn
 
     # sqlite3.connect(timeout=30) is SQLite's busy timeout: a writer waits up to 30 s for another's
@@ -1534,9 +1532,9 @@ def _sqlite_read_only(path: Path) -> sqlite3.Connection:
         f"journal {path}: cannot be read: SQLite reads a journal in WAL mode through a {path.name}-shm file "
         f"beside it, and none can be made in {directory} now (a directory this user may not write to, or a "
         "read-only file system with a -wal file that holds commits)",
-        hint="run the command as a user who may write to that directory (the rotator service's user), or "
-        "while the daemon runs, or read a copy: copy the journal file and its -wal file, if any, to a "
-        "writable directory (or a read-only file system) and point `journal` or -c at the copy",
+        hint="run the command as the rotator service's user, or read a copy (`sqlite3 JOURNAL \".backup "
+        "COPY\"` as that user, or the journal file and its -wal file copied with rotator stopped) and point "
+        "`journal` or -c at it; docs/compliance.md says how an auditors' group can read the live file",
     )
 
 

@@ -533,3 +533,34 @@ def test_an_emergency_rotation_revokes_both_previous_tokens_or_says_which_it_did
     result = world.engine().rotate(revoke_previous_now=True, reason="leaked")
     assert result.ok and f"revoked {t1} and {t2} at once" in result.message, result.message
     assert not {t1, t2} & world.active_ids()
+
+
+def test_a_restored_token_already_due_is_rescheduled_by_the_rotation_that_replaces_it_not_failed(
+        world: World) -> None:
+    """t1's revocation is due when the stores hold it again. The rotation's revocation pass before the
+    mint leaves it pending (the stores hold it: refused, it would be failed for good and t1 left valid);
+    the rotation replaces t1 and schedules it with a whole grace."""
+    t1, t2 = _restored_older_version(world)
+    world.clock.advance(GRACE)
+    third = rotate(world)
+    assert third.old_token_id == t1
+    rows = {r.token_id: r for r in world.journal.revocations(POLICY)}
+    assert (rows[t1].state, rows[t1].due_at) == ("pending", world.clock.now() + GRACE)
+    world.settle()
+    assert t1 not in world.active_ids()
+
+
+def test_an_emergency_rotation_does_not_cry_wolf_for_a_previous_token_revoked_already(world: World) -> None:
+    """A backup restored into the stores holds t1, which rotator revoked long ago (its row is done): the
+    emergency rotation replaces it, and a token revoked already is success, not "NOT revoked"."""
+    world.issuer.check_credential = False  # the issuer's own credential: the stores' dead token is not it
+    world.bootstrap()
+    first = rotate(world)
+    record = world.stores["a"].read_current().record
+    rotate(world)
+    world.settle()
+    assert first.new_token_id not in world.active_ids()
+    for store in world.stores.values():
+        store.publish(record, store.read_current().version)
+    result = world.engine().rotate(revoke_previous_now=True, reason="leaked")
+    assert result.ok and f"revoked {first.new_token_id}" in result.message, result.message
