@@ -352,6 +352,9 @@ class Engine:
                 self._event("bootstrap", "failed", run.run_id, token_id=token_id, error=_describe(exc))
                 raise
             revocations = []
+            # Published now, after every store write (which retries may stretch): the time the run
+            # and its event carry, and the start of the replaced tokens' grace.
+            now = self.clock.now()
             if replace:
                 # A replaced token that rotator minted is revoked after grace, through the rule
                 # (a dead or unknown one is simply found gone); a human's is left to its owner.
@@ -397,7 +400,7 @@ class Engine:
         # (no second read); their records ride on MINTING's commit (Journal.defer). A process that
         # dies here leaves a planned run (aborted by recovery) and the revocation pending (the next
         # pass finds the token revoked and records it).
-        revoked = self._revoke_due_locked(states, seen, replacing=old_token_id)
+        revoked = self._revoke_due_locked(states, seen, replacing=current.token_id if current else None)
         minted: TokenRecord | None = None
         try:
             # 1. MINT: journal the intent, then mint with the run's tag in the description.
@@ -676,9 +679,9 @@ class Engine:
         """Revoke this policy's due tokens. ``states``: what every store holds, read just before
         (PLAN); otherwise the stores are read once for all of them, on the first. ``seen``: the due
         revocations and their claims as the preflight read them (still so: the lease was taken on
-        condition that nobody held it since). ``replacing``: the token the rotation under way
-        replaces; a due revocation of it is left pending (the stores hold it: refused now, it would
-        be marked failed, and the rotation schedules it again with a grace from its publication)."""
+        condition that nobody held it since). ``replacing``: the token the stores hold, which the
+        rotation under way replaces; a due revocation of it is left pending (refused now, it would be
+        marked failed, and the rotation schedules it again with a grace from its publication)."""
         actions = []
         due = seen.due if seen is not None else self.journal.due_revocations(self.clock.now(), self.policy.name)
         for rev in due:

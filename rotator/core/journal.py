@@ -1460,8 +1460,9 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
             return _sqlite_read_only(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:  # a new journal is 0600 from its first byte (an empty file is an empty database)
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            try:  # a new journal is 0600 from its first byte (an empty file is an empty database);
+                # at a symbolic link's target, which SQLite opens (O_EXCL would refuse the link itself)
+                os.close(os.open(os.path.realpath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except FileExistsError:
                 pass
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)

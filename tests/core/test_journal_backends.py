@@ -565,6 +565,10 @@ def test_a_journal_is_made_0600_and_read_access_an_operator_grants_stays(tmp_pat
     path = tmp_path / "journal.db"
     open_journal(f"sqlite:///{path}").close()
     assert path.stat().st_mode & 0o777 == 0o600
+    link = tmp_path / "link.db"  # a link to where the journal is to be made
+    link.symlink_to(tmp_path / "target.db")
+    open_journal(f"sqlite:///{link}").close()
+    assert (tmp_path / "target.db").stat().st_mode & 0o777 == 0o600
     path.chmod(0o640)  # an auditors' group
     writer = open_journal(f"sqlite:///{path}")
     writer.begin_run(_run())

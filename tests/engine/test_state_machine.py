@@ -564,3 +564,14 @@ def test_an_emergency_rotation_does_not_cry_wolf_for_a_previous_token_revoked_al
         store.publish(record, store.read_current().version)
     result = world.engine().rotate(revoke_previous_now=True, reason="leaked")
     assert result.ok and f"revoked {first.new_token_id}" in result.message, result.message
+
+
+def test_a_bootstrap_is_published_when_its_last_store_write_is_done(world: World) -> None:
+    """Store writes may be retried (backoff) for long: the run's published_at, its event and the
+    replaced tokens' grace start once every store holds the token, not when the bootstrap began."""
+    world.stores["b"].fail_next("publish", TransientError("b is slow"), times=2)
+    world.bootstrap()
+    (run,) = world.journal.runs(POLICY, limit=0)
+    assert run.published_at == world.clock.now() and run.published_at > START, "after the retries' waits"
+    (event,) = [e for e in world.journal.events(POLICY) if e["step"] == "bootstrap"]
+    assert event["at"] == run.published_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
