@@ -241,10 +241,9 @@ class Engine:
                         left = [t for t in previous if t not in revoked]
                         self._event("emergency", "failed", result.run_id, token_id=left[0],
                                     also_revoke=left[1] if len(left) > 1 else None, error=failed[0])
-                        left = [", ".join(left)]
                         raise NeedsAttention(
                             f"emergency rotation: the new token {result.new_token_id} is published, but the "
-                            f"previous token(s) {left[0]} are NOT revoked: {failed[0]}",
+                            f"previous token(s) {', '.join(left)} are NOT revoked: {failed[0]}",
                             hint="revoke them with the issuer's own tool now, or fix the cause and run "
                             "`rotator revoke-expired`",
                         )
