@@ -394,18 +394,22 @@ UPGRADE_CLOCK_SLACK = timedelta(days=1)
 def first_link_at(journal: _JournalLike) -> str | None:
     """The time of the first linked event kept (None: none yet): events before it carry no link."""
     with journal.audit_transaction(write=False) as (cur, _lock):
-        row = cur.execute("SELECT at FROM events WHERE seq IS NOT NULL ORDER BY seq LIMIT 1").fetchone()
+        return _first_link_at(cur)
+
+
+def _first_link_at(cur: Cursor) -> str | None:
+    row = cur.execute("SELECT at FROM events WHERE seq IS NOT NULL ORDER BY seq LIMIT 1").fetchone()
     return None if row is None else str(row[0])
 
 
 def _chain_began(cur: Cursor) -> str | None:
     """The latest time an event without a link may carry (the first link kept, by its index on seq,
     plus :data:`UPGRADE_CLOCK_SLACK`); None: no linked event yet."""
-    row = cur.execute("SELECT at FROM events WHERE seq IS NOT NULL ORDER BY seq LIMIT 1").fetchone()
-    if row is None:
+    first = _first_link_at(cur)
+    if first is None:
         return None
     try:
-        return rfc3339_micro(_parse(str(row[0])) + UPGRADE_CLOCK_SLACK)
+        return rfc3339_micro(_parse(first) + UPGRADE_CLOCK_SLACK)
     except ValueError:  # an edited time: the walk names that link
         return None
 

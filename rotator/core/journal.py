@@ -1500,11 +1500,15 @@ def _sqlite_read_only(path: Path) -> sqlite3.Connection:
     is an error that says what to do instead."""
     # SQLite resolves a symbolic link and keeps the -wal and -shm files beside its target
     real = os.path.realpath(path)
-    uri = f"file://{quote(os.fsencode(real))}?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+
+    def connect(query: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file://{quote(os.fsencode(real))}?{query}", uri=True, timeout=30,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # an open fails only at its first read
         return conn
+
+    try:
+        return connect("mode=ro")
     except sqlite3.OperationalError as exc:
         # no -shm could be made: SQLITE_CANTOPEN on a read-only file system, SQLITE_READONLY_DIRECTORY
         # in a directory this user may not write to
@@ -1519,15 +1523,13 @@ def _sqlite_read_only(path: Path) -> sqlite3.Connection:
         failed = exc
     path = Path(real)
     wal = Path(f"{real}-wal")
-    if _on_read_only_file_system(path) and not (wal.exists() and wal.stat().st_size > _WAL_HEADER_BYTES):
+    read_only_fs = _on_read_only_file_system(path)
+    if read_only_fs and not (wal.exists() and wal.stat().st_size > _WAL_HEADER_BYTES):
         # (with frames in a -wal file and no -shm to read them through, an immutable read would
         # silently miss the commits they hold: that case falls through to the error below)
-        conn = sqlite3.connect(uri.replace("?mode=ro", "?immutable=1"), uri=True, timeout=30,
-                               isolation_level=None, check_same_thread=False)
-        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        return conn
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.access(directory, os.W_OK) and not _on_read_only_file_system(path):
+        return connect("immutable=1")
+    directory = os.path.dirname(path)
+    if os.access(directory, os.W_OK) and not read_only_fs:
         raise failed
     raise JournalError(
         f"journal {path}: cannot be read: SQLite reads a journal in WAL mode through a {path.name}-shm file "

@@ -79,6 +79,21 @@ class World:
         assert self.engine().bootstrap(Secret(self.bootstrap_value), self.bootstrap_id, None).ok
         return self.bootstrap_id
 
+    def write_everywhere(self, record: TokenRecord) -> None:
+        """Someone writes ``record`` into every store (by hand, or an older version restored)."""
+        for store in self.stores.values():
+            store.publish(record, store.read_current().version)
+
+    def stray_token_in_stores(self) -> tuple[RunResult, str]:
+        """Bootstrap, rotate once and settle; then a token rotator never saw is written into every
+        store. The rotation's result, and the stray token's id."""
+        self.bootstrap()
+        first = rotate(self)
+        self.settle()
+        value, stray = self.issuer.tokens.create("made by a human, written into the stores by hand")
+        self.write_everywhere(TokenRecord(Secret(value), stray, "memory", POLICY, START, START + timedelta(days=3)))
+        return first, stray
+
     def held(self) -> dict[str, str | None]:
         return {name: store.read_current().token_id for name, store in self.stores.items()}
 
@@ -398,8 +413,7 @@ def test_a_secret_another_policy_rotates_is_not_taken_over(world: World) -> None
     world.bootstrap()
     value, token_id = world.issuer.tokens.create("the other policy's token")
     other = TokenRecord(Secret(value), token_id, "memory", "other-policy", START, START + timedelta(days=3))
-    for store in world.stores.values():
-        store.publish(other, store.read_current().version)
+    world.write_everywhere(other)
     minted_before = world.minted_ids()
     with pytest.raises(OwnershipError, match="of policy 'other-policy', not of 'p': two policies must not share"):
         world.engine().rotate()
@@ -438,13 +452,7 @@ def test_a_store_that_names_another_token_than_the_journal_leaves_no_token_of_ro
     published B last: B is no store's any more, so the rotation retires it as well as X, also when the
     run is finished by recovery. The revocation rule still decides: B is rotator's and is revoked; X is
     not, and is refused for a person to look at."""
-    world.bootstrap()
-    first = rotate(world)
-    world.settle()
-    value, stray = world.issuer.tokens.create("made by a human, written into the stores by hand")
-    record = TokenRecord(Secret(value), stray, "memory", POLICY, START, START + timedelta(days=3))
-    for store in world.stores.values():
-        store.publish(record, store.read_current().version)
+    first, stray = world.stray_token_in_stores()
     plan = world.engine().rotate(dry_run=True)
     assert f"revoke {stray} and {first.new_token_id} (the token rotator published last" in plan.message, plan
     world.crash_at = crash_at
@@ -473,13 +481,7 @@ def test_a_store_that_names_another_token_than_the_journal_leaves_no_token_of_ro
 def test_an_emergency_rotation_revokes_at_once_the_journal_s_last_token_that_no_store_named(world: World) -> None:
     """`rotate --revoke-previous-now` after a store was made to name another token: the token rotator
     published last was current as far as rotator knows, so it goes at once too, not after grace."""
-    world.bootstrap()
-    first = rotate(world)
-    world.settle()
-    value, stray = world.issuer.tokens.create("written into the stores by hand")
-    record = TokenRecord(Secret(value), stray, "memory", POLICY, START, START + timedelta(days=3))
-    for store in world.stores.values():
-        store.publish(record, store.read_current().version)
+    first, stray = world.stray_token_in_stores()
     with pytest.raises(NeedsAttention):  # the stray token is not rotator's: refused, a person looks
         world.engine().rotate(revoke_previous_now=True, reason="leaked")
     assert first.new_token_id not in world.active_ids(), "revoked at once, with no grace"
@@ -497,8 +499,7 @@ def _restored_older_version(world: World) -> tuple[str, str]:
     second = rotate(world)
     assert second.old_token_id == first.new_token_id and second.new_token_id is not None
     world.clock.advance(timedelta(minutes=20))
-    for store in world.stores.values():
-        store.publish(record, store.read_current().version)
+    world.write_everywhere(record)
     return first.new_token_id or "", second.new_token_id
 
 
@@ -560,8 +561,7 @@ def test_an_emergency_rotation_does_not_cry_wolf_for_a_previous_token_revoked_al
     rotate(world)
     world.settle()
     assert first.new_token_id not in world.active_ids()
-    for store in world.stores.values():
-        store.publish(record, store.read_current().version)
+    world.write_everywhere(record)
     result = world.engine().rotate(revoke_previous_now=True, reason="leaked")
     assert result.ok and f"revoked {first.new_token_id}" in result.message, result.message
 
