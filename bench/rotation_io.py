@@ -74,18 +74,26 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 class MemoryIssuer:
-    """An issuer whose tokens live in a dict: every call is a few dictionary operations."""
+    """An issuer whose tokens live in a dict: every call costs the same however many rotations ran.
+
+    Its listing holds the live tokens and the last ``KEEP_REVOKED`` revoked ones, as a cluster's
+    would once it forgets old revoked tokens: a listing that grew with every rotation would add the
+    same growing cost to both sides, and so shrink their ratio the longer the bench runs."""
 
     call_timeout_seconds = 5.0
+    KEEP_REVOKED = 8
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.tokens: dict[str, dict[str, Any]] = {}
+        self.by_value: dict[str, str] = {}
+        self.revoked: list[str] = []
         self.calls: Counter[str] = Counter()
 
     def add(self, description: str) -> tuple[str, str]:
         token_id, value = uuid.uuid4().hex[:12], f"bench-{uuid.uuid4().hex}"
         self.tokens[token_id] = {"value": value, "description": description, "revoked": False}
+        self.by_value[value] = token_id
         return value, token_id
 
     def mint(self, request: MintRequest, credential: Secret | None) -> MintedToken:
@@ -95,12 +103,19 @@ class MemoryIssuer:
 
     def verify(self, token: Secret) -> None:
         self.calls["verify"] += 1
-        if not any(t["value"] == token.reveal() and not t["revoked"] for t in self.tokens.values()):
+        token_id = self.by_value.get(token.reveal())
+        if token_id is None or token_id not in self.tokens or self.tokens[token_id]["revoked"]:
             raise RuntimeError("not a live token")
 
     def revoke(self, token_id: str, credential: Secret | None) -> None:
         self.calls["revoke"] += 1
-        self.tokens[token_id]["revoked"] = True
+        token = self.tokens.get(token_id)
+        if token is not None and not token["revoked"]:  # None: revoked and forgotten
+            token["revoked"] = True
+            self.revoked.append(token_id)
+        while len(self.revoked) > self.KEEP_REVOKED:
+            forgotten = self.tokens.pop(self.revoked.pop(0))
+            del self.by_value[forgotten["value"]]
 
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
         self.calls["list"] += 1
