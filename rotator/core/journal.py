@@ -90,7 +90,10 @@ class RunState(StrEnum):
 
 class RevocationState(StrEnum):
     """A revocation is ``pending`` until it is ``done`` or ``failed``; a failed one may still be done
-    (a later manual try worked), never pending again."""
+    (a later manual try worked). An update never makes it pending again; only scheduling the token
+    again does, when a rotation replaces it once more (it was current again: _insert_revocation).
+    That write is fenced by the rotation's lease, so a paused pass cannot mistake the row for the
+    pending one it read before it failed."""
 
     PENDING = "pending"
     DONE = "done"
@@ -1769,14 +1772,18 @@ def _write_run(cur: _Cursor, values: Mapping[str, Any], expected_state: str,
 
 
 def _insert_revocation(cur: _Cursor, rev: Revocation) -> None:
-    """Schedule ``rev``; a token whose revocation is pending already keeps its row, due at the later
-    of the two times: a token current again (an older version restored in the stores) and replaced
-    now gets its grace from now, not from when it was first replaced."""
+    """Schedule ``rev``. A token that has a row already was current again (an older version restored
+    in the stores) and is replaced now: it gets its grace from now, not from when it was first
+    replaced. A pending row is due at the later of the two times; a failed one (a revocation pass
+    refused it while the stores held it) is pending again, its rounds counted afresh, since the
+    stores hold it no more. A done row stays done: the token is revoked."""
     values = _rev_row(rev)
     cur.execute(
         f"INSERT INTO revocations ({', '.join(_REV_COLUMNS)}) VALUES ({', '.join('?' * len(values))}) "
-        "ON CONFLICT (policy, token_id) DO UPDATE SET due_at = excluded.due_at, next_try_at = NULL "
-        "WHERE revocations.state = 'pending' AND revocations.due_at < excluded.due_at",
+        "ON CONFLICT (policy, token_id) DO UPDATE SET due_at = excluded.due_at, state = 'pending', "
+        "attempts = 0, next_try_at = NULL, last_error = NULL "
+        "WHERE revocations.state = 'failed' "
+        "OR (revocations.state = 'pending' AND revocations.due_at < excluded.due_at)",
         values,
     )
 

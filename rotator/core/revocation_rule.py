@@ -56,7 +56,8 @@ def check_not_current(token_id: str, holders: Sequence[str]) -> None:
     if holders:
         raise NeedsAttention(
             f"token {token_id} is still current in store(s) {', '.join(holders)}; refusing to revoke it",
-            hint="finish publishing the new token (`rotator recover`) or bootstrap the stores again",
+            hint="finish publishing the new token (`rotator recover`), or rotate: the rotation that replaces "
+            "this token schedules its revocation again",
         )
 
 

@@ -61,6 +61,41 @@ def test_runs_revocations_events_round_trip(journal_url: str) -> None:
     reopened.close()
 
 
+def test_scheduling_a_token_again_extends_pending_revives_failed_and_keeps_done(journal_url: str) -> None:
+    """A token replaced once more (it was current again): its pending revocation is due at the later
+    time, a failed one is pending again with its rounds reset, a done one stays done."""
+    journal = open_journal(journal_url)
+    due, later = T0 + timedelta(hours=1), T0 + timedelta(hours=5)
+    for n, token in enumerate(("pending-tok", "failed-tok", "done-tok")):
+        run = _run(f"a{n}")
+        journal.begin_run(run)
+        journal.update_run(run, state=RunState.MINTED, new_token_id=f"new{n}")
+        journal.publish_and_schedule(run, Revocation("p", token, run.run_id, "superseded", due, "pending"),
+                                     state=RunState.PUBLISHED, published_at=T0)
+    rows = {r.token_id: r for r in journal.revocations("p")}
+    journal.update_revocation(rows["pending-tok"], attempts=2, last_error="issuer down", next_try_at=T0)
+    journal.update_revocation(rows["failed-tok"], state="failed", attempts=1, last_error="refusing: store b holds it")
+    journal.update_revocation(rows["done-tok"], state="done", attempts=1, done_at=due)
+    for n, token in enumerate(("pending-tok", "failed-tok", "done-tok")):
+        run = _run(f"b{n}")
+        journal.begin_run(run)
+        journal.update_run(run, state=RunState.MINTED, new_token_id=f"newer{n}")
+        journal.publish_and_schedule(run, Revocation("p", token, run.run_id, "superseded", later, "pending"),
+                                     state=RunState.PUBLISHED, published_at=T0 + timedelta(hours=4))
+    got = {r.token_id: (r.state, r.due_at, r.attempts, r.next_try_at, r.last_error) for r in journal.revocations("p")}
+    assert got == {"pending-tok": ("pending", later, 0, None, None),
+                   "failed-tok": ("pending", later, 0, None, None),
+                   "done-tok": ("done", due, 1, None, None)}
+    # an earlier due time never shortens a pending grace
+    run = _run("c")
+    journal.begin_run(run)
+    journal.update_run(run, state=RunState.MINTED, new_token_id="newest")
+    journal.publish_and_schedule(run, Revocation("p", "pending-tok", "c", "superseded", due, "pending"),
+                                 state=RunState.PUBLISHED, published_at=T0 + timedelta(hours=4))
+    assert [r.due_at for r in journal.revocations("p", "pending") if r.token_id == "pending-tok"] == [later]
+    journal.close()
+
+
 def test_lease_is_exclusive_across_connections(journal_url: str) -> None:
     a, b = open_journal(journal_url), open_journal(journal_url)
     fence = a.acquire_lease("p", "A", timedelta(seconds=30), T0)

@@ -551,6 +551,52 @@ def test_a_restored_token_already_due_is_rescheduled_by_the_rotation_that_replac
     assert t1 not in world.active_ids()
 
 
+@pytest.mark.parametrize("emergency", [False, True])
+def test_a_restored_token_whose_revocation_a_pass_failed_is_scheduled_again_when_replaced(
+        world: World, emergency: bool) -> None:
+    """t1's revocation falls due while the stores hold it again, and a revocation pass (the daemon's
+    revoke job, `revoke-expired`) refuses it: failed, with an alert. The rotation that replaces t1
+    again schedules it once more (pending, rounds counted afresh), so t1 is not left valid for good:
+    after a whole grace, or at once in an emergency rotation."""
+    t1, t2 = _restored_older_version(world)
+    world.clock.advance(GRACE)
+    actions = world.engine().revoke_due()
+    assert any(a.startswith(f"token {t1}: revocation failed") for a in actions), actions
+    (failed,) = world.journal.revocations(POLICY, "failed")
+    assert failed.token_id == t1 and t1 in world.active_ids()
+    if emergency:
+        result = world.engine().rotate(revoke_previous_now=True, reason="leaked")
+        assert result.ok and f"revoked {t1} and {t2} at once" in result.message, result.message
+        assert not {t1, t2} & world.active_ids()
+        world.check_invariants(settled=True)
+        return
+    third = rotate(world)
+    assert (third.old_token_id, third.also_revoked) == (t1, t2)
+    (row,) = [r for r in world.journal.revocations(POLICY) if r.token_id == t1]
+    assert (row.state, row.due_at, row.attempts, row.last_error) == ("pending", world.clock.now() + GRACE, 0, None)
+    world.clock.advance(GRACE - timedelta(seconds=1))
+    world.engine().revoke_due()
+    assert t1 in world.active_ids(), "not before its grace"
+    world.settle()
+    assert not {t1, t2} & world.active_ids()
+    assert not world.journal.revocations(POLICY, "failed")
+
+
+def test_a_revoked_token_restored_and_replaced_again_keeps_its_done_row(world: World) -> None:
+    """Scheduling a token again never reopens a revocation that is done: the token is revoked."""
+    world.issuer.check_credential = False  # the issuer's own credential: the stores' dead token is not it
+    world.bootstrap()
+    first = rotate(world)
+    record = world.stores["a"].read_current().record
+    rotate(world)
+    world.settle()
+    (done,) = [r for r in world.journal.revocations(POLICY, "done") if r.token_id == first.new_token_id]
+    world.write_everywhere(record)
+    assert rotate(world).old_token_id == first.new_token_id
+    (row,) = [r for r in world.journal.revocations(POLICY) if r.token_id == first.new_token_id]
+    assert (row.state, row.due_at, row.done_at) == ("done", done.due_at, done.done_at)
+
+
 def test_an_emergency_rotation_does_not_cry_wolf_for_a_previous_token_revoked_already(world: World) -> None:
     """A backup restored into the stores holds t1, which rotator revoked long ago (its row is done): the
     emergency rotation replaces it, and a token revoked already is success, not "NOT revoked"."""
