@@ -317,12 +317,15 @@ class Engine:
                 )
             now = self.clock.now()
             replaced_ids = {s.token_id for s in states.values() if s.token_id and s.token_id != token_id}
-            if replace:
-                # rotator's own record of the token it published last: a store whose payload is
-                # unreadable (or was overwritten) no longer names it, and it must not be left valid.
-                last = self.journal.last_success(self.policy.name)
-                if last is not None and last.new_token_id and last.new_token_id != token_id:
-                    replaced_ids.add(last.new_token_id)
+            # rotator's own record of the token it published last: a store whose payload is unreadable,
+            # was overwritten or deleted (a plain bootstrap into emptied stores) no longer names it, and
+            # it must not be left valid (invariant 2). Retired after grace, through the revocation rule.
+            last = self.journal.last_success(self.policy.name)
+            retire_last = (last.new_token_id if last is not None and last.new_token_id
+                           and last.new_token_id != token_id and last.new_token_id not in replaced_ids else None)
+            if replace and retire_last:
+                replaced_ids.add(retire_last)
+            also = None if replace else retire_last
             replaced = sorted(replaced_ids)
             # old_token_id stays empty: what a repair replaced is in its audit event and revocations.
             run = self._new_run("bootstrap", old_token_id=None, planned={n: s.version for n, s in states.items()})
@@ -354,12 +357,11 @@ class Engine:
             # Published now, after every store write (which retries may stretch): the time the run
             # and its event carry, and the start of the replaced tokens' grace.
             now = self.clock.now()
-            if replace:
-                # A replaced token that rotator minted is revoked after grace, through the rule
-                # (a dead or unknown one is simply found gone); a human's is left to its owner.
-                for old in replaced:
-                    revocations.append(Revocation(self.policy.name, old, run.run_id, "replaced",
-                                                  due_at=now + self.policy.grace, state="pending"))
+            # A replaced token that rotator minted is revoked after grace, through the rule (a dead or
+            # unknown one is simply found gone); a human's is left to its owner.
+            for old in (replaced if replace else [also] if also else []):
+                revocations.append(Revocation(self.policy.name, old, run.run_id, "replaced",
+                                              due_at=now + self.policy.grace, state="pending"))
             # One commit: the run published and its audit event (the report counts a publication only
             # with its chained event), and the revocations of what it replaced.
             with self._step():
@@ -367,11 +369,17 @@ class Engine:
                                                   state=RunState.DONE, published_at=now, finished_at=now)
                 for extra in revocations[1:]:
                     self.journal.schedule_revocation(extra, fence=self._fence)
-                self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None)
-            message = "bootstrapped" if not replace else (
-                f"replaced {', '.join(replaced) or '(nothing)'} with {token_id}; reason: {reason or '(none given)'}")
+                self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None,
+                            also_revoke=also)
+            if also:
+                self.log.warning("no store names token %s, the token rotator published last: it is revoked after "
+                                 "grace", also)
+            message = ("bootstrapped" + (f"; token {also}, the token rotator published last, which no store "
+                                         "names, will be revoked after the grace period" if also else "")
+                       if not replace else f"replaced {', '.join(replaced) or '(nothing)'} with {token_id}; "
+                       f"reason: {reason or '(none given)'}")
             return RunResult(self.policy.name, RunState.DONE, run.run_id, ",".join(replaced) if replace else None,
-                             token_id, message)
+                             token_id, message, also_revoked=also)
 
     def _nothing_to_do(self, message: str, actions: list[str] | None = None) -> RunResult:
         return RunResult(self.policy.name, NOTHING_TO_DO, message=message, actions=list(actions or ()))

@@ -612,6 +612,31 @@ def test_an_emergency_rotation_does_not_cry_wolf_for_a_previous_token_revoked_al
     assert result.ok and f"revoked {first.new_token_id}" in result.message, result.message
 
 
+def test_a_plain_bootstrap_into_emptied_stores_retires_the_token_rotator_published_last(world: World) -> None:
+    """The secrets were deleted (a store wiped, a new mount) and a person bootstraps a new token: the
+    token rotator published last is still valid and no store names it. It is revoked after grace
+    (invariant 2), said in the result and the audit event; the same command again retires nothing."""
+    world.bootstrap()
+    t1 = rotate(world).new_token_id
+    world.settle()
+    for store in world.stores.values():
+        with store.backend.lock:
+            store.backend.secrets.pop(store.path)
+    value, human = world.issuer.tokens.create("made by a human, after the stores were wiped")
+    result = world.engine().bootstrap(Secret(value), human, None)
+    assert result.ok and result.also_revoked == t1 and f"token {t1}, the token rotator published last" in result.message
+    (rev,) = world.journal.revocations(POLICY, "pending")
+    assert (rev.token_id, rev.due_at) == (t1, world.clock.now() + GRACE)
+    (event,) = [e for e in world.journal.events(POLICY) if (e["step"], e["result"], e["run_id"]) == (
+        "bootstrap", "ok", result.run_id)]
+    assert event["also_revoke"] == t1
+    again = world.engine().bootstrap(Secret(value), human, None)
+    assert again.ok and again.also_revoked is None and again.message == "bootstrapped"
+    assert t1 in world.active_ids(), "not before its grace"
+    world.settle()
+    assert world.active_ids() == {human}
+
+
 def test_a_bootstrap_is_published_when_its_last_store_write_is_done(world: World) -> None:
     """Store writes may be retried (backoff) for long: the run's published_at, its event and the
     replaced tokens' grace start once every store holds the token, not when the bootstrap began."""
