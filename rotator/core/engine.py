@@ -321,8 +321,10 @@ class Engine:
             # was overwritten or deleted (a plain bootstrap into emptied stores) no longer names it, and
             # it must not be left valid (invariant 2). Retired after grace, through the revocation rule.
             last = self.journal.last_success(self.policy.name)
+            # (A store may still name it in a payload rotator does not manage, which this publish
+            # overwrites: adopt = true.)
             retire_last = (last.new_token_id if last is not None and last.new_token_id
-                           and last.new_token_id != token_id and last.new_token_id not in replaced_ids else None)
+                           and last.new_token_id != token_id else None)
             if replace and retire_last:
                 replaced_ids.add(retire_last)
             also = None if replace else retire_last

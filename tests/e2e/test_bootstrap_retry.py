@@ -154,6 +154,31 @@ def test_current_token_revoked_out_of_band_then_bootstrap_replace_repairs(tmp_pa
     _rotate_and_settle(sc, human_id)
 
 
+def test_a_plain_bootstrap_after_the_secret_was_deleted_retires_the_token_rotator_published_last(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """The secret was deleted with its history (`vault kv metadata delete`) and a person bootstraps a
+    new token: the token rotator published last is valid and no store names it. The command says it
+    will be revoked after grace, and it is; the human's token stays (invariant 2, without an orphan)."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    time.sleep(sc.grace_s + 0.3)
+    assert sc.cli("revoke-expired").returncode == 0
+    last = sc.current()["token_id"]
+    sc.vault().secrets.kv.v2.delete_metadata_and_all_versions(path=sc.kv_path, mount_point="secret")
+    value, human_id = sc.fake.add_token("created by a human after the secret was deleted")
+    proc = _bootstrap(sc, value, human_id)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert f"token {last}, the token rotator published last, which no store names, will be revoked" in proc.stdout
+    assert value not in proc.stdout + proc.stderr
+    assert sc.current()["token_id"] == human_id
+    time.sleep(sc.grace_s + 0.3)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert sc.fake.token_by_id(last)["revoked_at"] is not None, "no orphan"
+    assert sc.fake.token_by_id(human_id)["revoked_at"] is None, "the token the store holds stays valid"
+    check_invariants(sc, settled=True)
+
+
 # -- AWS Secrets Manager (moto server), following docs/aws-lambda.md ---------------------------------
 
 

@@ -47,6 +47,7 @@ class World:
     bootstrap_value: str = ""
     crash_at: str | None = None
     on_checkpoint: Callable[[str], None] | None = None
+    adopt: bool = False
 
     def __post_init__(self) -> None:
         self.issuer = MemoryIssuer(clock=self.clock, check_credential=True)
@@ -59,7 +60,7 @@ class World:
             name=POLICY, enabled=True, issuer_type="memory", issuer_settings=MemoryIssuerSettings(),
             stores=tuple(StoreBinding(n, "memory", MemoryStoreSettings(n)) for n in self.stores),
             schedule_text="1d", window_text=None, grace=GRACE, lifetime=timedelta(days=3),
-            verify_timeout=timedelta(seconds=30), adopt=False, description="{tag}", base_dir=self.tmp_path,
+            verify_timeout=timedelta(seconds=30), adopt=self.adopt, description="{tag}", base_dir=self.tmp_path,
         )  # fmt: skip
 
     def engine(self, holder: str = "engine-1") -> Engine:
@@ -633,6 +634,27 @@ def test_a_plain_bootstrap_into_emptied_stores_retires_the_token_rotator_publish
     again = world.engine().bootstrap(Secret(value), human, None)
     assert again.ok and again.also_revoked is None and again.message == "bootstrapped"
     assert t1 in world.active_ids(), "not before its grace"
+    world.settle()
+    assert world.active_ids() == {human}
+
+
+def test_a_plain_bootstrap_over_an_unmanaged_copy_of_the_last_token_retires_it(tmp_path: Path) -> None:
+    """``adopt = true``: the stores were recreated by hand with the token rotator published last, in a
+    payload without rotator's marker. The bootstrap overwrites it, so that token is retired too."""
+    world = World(tmp_path)
+    world.adopt = True
+    world.bootstrap()
+    t1 = rotate(world).new_token_id
+    world.settle()
+    record = world.stores["a"].read_current().record
+    assert record is not None and record.token_id == t1
+    for store in world.stores.values():
+        with store.backend.lock:
+            store.backend.secrets.pop(store.path)
+        store.write_foreign(record.payload())
+    value, human = world.issuer.tokens.create("made by a human")
+    result = world.engine().bootstrap(Secret(value), human, None)
+    assert result.ok and result.also_revoked == t1, result
     world.settle()
     assert world.active_ids() == {human}
 
