@@ -736,16 +736,11 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
                               hint="e.g. 2027-01-01T00:00:00Z") from None
     if args.replace and not args.reason.strip():
         raise ConfigError("--replace needs --reason", hint='e.g. --reason "current token revoked by incident 42"')
-    from rotator.config.schedule import format_duration
     from rotator.core.secret import Secret
 
     result = _engine(config, policy, _journal(config)).bootstrap(
         Secret(value), args.token_id, expires, replace=args.replace, reason=args.reason.strip())
-    _emit(args, result.to_json(), f"{policy.name}: " + (
-        result.message if args.replace else f"bootstrapped token {args.token_id} into "
-        + ", ".join(b.name for b in policy.stores)
-        + (f"; token {result.also_revoked}, the token rotator published last, which no store names, will be "
-           f"revoked after the grace period ({format_duration(policy.grace)})" if result.also_revoked else "")))
+    _emit(args, result.to_json(), f"{policy.name}: {result.message}")
     return EXIT_OK
 
 
