@@ -85,6 +85,12 @@ class World:
         for store in self.stores.values():
             store.publish(record, store.read_current().version)
 
+    def empty_stores(self) -> None:
+        """Someone deletes every store's secret with its history (a store wiped, a new mount)."""
+        for store in self.stores.values():
+            with store.backend.lock:
+                store.backend.secrets.pop(store.path)
+
     def stray_token_in_stores(self) -> tuple[RunResult, str]:
         """Bootstrap, rotate once and settle; then a token rotator never saw is written into every
         store. The rotation's result, and the stray token's id."""
@@ -620,9 +626,7 @@ def test_a_plain_bootstrap_into_emptied_stores_retires_the_token_rotator_publish
     world.bootstrap()
     t1 = rotate(world).new_token_id
     world.settle()
-    for store in world.stores.values():
-        with store.backend.lock:
-            store.backend.secrets.pop(store.path)
+    world.empty_stores()
     value, human = world.issuer.tokens.create("made by a human, after the stores were wiped")
     result = world.engine().bootstrap(Secret(value), human, None)
     assert result.ok and result.also_revoked == t1 and f"token {t1}, the token rotator published last" in result.message
@@ -648,9 +652,8 @@ def test_a_plain_bootstrap_over_an_unmanaged_copy_of_the_last_token_retires_it(t
     world.settle()
     record = world.stores["a"].read_current().record
     assert record is not None and record.token_id == t1
+    world.empty_stores()
     for store in world.stores.values():
-        with store.backend.lock:
-            store.backend.secrets.pop(store.path)
         store.write_foreign(record.payload())
     value, human = world.issuer.tokens.create("made by a human")
     result = world.engine().bootstrap(Secret(value), human, None)
