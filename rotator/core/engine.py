@@ -374,16 +374,16 @@ class Engine:
                 self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None,
                             also_revoke=also)
             if also:
-                self.log.warning("no store names token %s, the token rotator published last: it is revoked after "
-                                 "grace", also)
+                self.log.warning("no store names token %s, the token rotator published last, any more: it is "
+                                 "revoked after grace", also)
             if replace:
                 message = (f"replaced {', '.join(replaced) or '(nothing)'} with {token_id}; "
                            f"reason: {reason or '(none given)'}")
             else:
                 message = f"bootstrapped token {token_id} into {', '.join(name for name, _ in self.stores)}"
                 if also:
-                    message += (f"; token {also}, the token rotator published last, which no store names, will be "
-                                f"revoked after the grace period ({format_duration(self.policy.grace)})")
+                    message += (f"; token {also}, the token rotator published last, which no store names any more, "
+                                f"will be revoked after the grace period ({format_duration(self.policy.grace)})")
             return RunResult(self.policy.name, RunState.DONE, run.run_id, ",".join(replaced) if replace else None,
                              token_id, message, also_revoked=also)
 

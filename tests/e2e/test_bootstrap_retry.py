@@ -168,7 +168,8 @@ def test_a_plain_bootstrap_after_the_secret_was_deleted_retires_the_token_rotato
     value, human_id = sc.fake.add_token("created by a human after the secret was deleted")
     proc = _bootstrap(sc, value, human_id)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    assert f"token {last}, the token rotator published last, which no store names, will be revoked" in proc.stdout
+    assert (f"token {last}, the token rotator published last, which no store names any more, will be revoked"
+            in proc.stdout)
     assert value not in proc.stdout + proc.stderr
     assert sc.current()["token_id"] == human_id
     time.sleep(sc.grace_s + 0.3)
