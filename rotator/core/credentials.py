@@ -7,14 +7,14 @@ value is read when the adapter needs it (so a file rotated by another tool is pi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rotator.core.errors import ConfigError
 from rotator.core.secret import Secret
 
-__all__ = ["SECRET_LOOKING_KEYS", "SETTINGS_CONFIG", "CredentialRef"]
+__all__ = ["SECRET_LOOKING_KEYS", "SETTINGS_CONFIG", "CredentialRef", "SettingsValue"]
 
 #: Keys that, written inline in a policy, would hold a secret. The validator refuses them with
 #: a message that points at the ``*_file`` / ``*_env`` form instead.
@@ -33,8 +33,33 @@ SECRET_LOOKING_KEYS = frozenset(
 SETTINGS_CONFIG: dict[str, Any] = {"extra": "forbid"}
 
 
-@dataclass(frozen=True)
-class CredentialRef:
+class SettingsValue:
+    """``__eq__``, ``__hash__`` and ``__repr__`` of a frozen settings dataclass, made from its fields
+    as ``@dataclass`` makes them. A class decorated ``@dataclass(frozen=True, eq=False, repr=False)``
+    inherits these instead of having three more methods compiled for it (``exec``) when its module
+    is imported: ~0.25 ms a class on CPython 3.11, on the AWS Lambda function's cold start, which
+    builds the settings classes of its issuer and store (docs/performance.md)."""
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return _compared(self) == _compared(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+                          if (f.compare if f.hash is None else f.hash)))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)  # type: ignore[arg-type]
+        return f"{self.__class__.__qualname__}({shown})"
+
+
+def _compared(value: Any) -> tuple[Any, ...]:
+    return tuple(getattr(value, f.name) for f in fields(value) if f.compare)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class CredentialRef(SettingsValue):
     """``{file = "/run/secrets/vault-token"}`` or ``{env = "VAULT_TOKEN"}``.
 
     A dataclass, not a pydantic model: the influxctl issuers and the AWS Lambda function use it

@@ -69,7 +69,7 @@ from urllib.parse import urlsplit
 
 from rotator.config.registry import lazy_sdk
 from rotator.core.contracts import MALFORMED_HINT, AdapterContext, Store, StoreState, TokenRecord, checked_settings
-from rotator.core.credentials import SETTINGS_CONFIG
+from rotator.core.credentials import SETTINGS_CONFIG, SettingsValue
 from rotator.core.errors import (
     ConfigError,
     ConflictError,
@@ -173,8 +173,8 @@ _HINT_AWS = "check the store settings (secret_id, region, endpoint_url) and AWS'
 # must not import pydantic. The policy loader validates it through pydantic all the same
 # (rotator/config/adapter_settings.py): field types first, then the checks in __post_init__. The class
 # docstring and each field's metadata "description" are the descriptions in the policy file's JSON schema.
-@dataclass(frozen=True)
-class AwsSecretsManagerSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class AwsSecretsManagerSettings(SettingsValue):
     """``[[policy.store]] type = "aws-secretsmanager"`` settings."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar
 from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings
-from rotator.core.credentials import SETTINGS_CONFIG, CredentialRef
+from rotator.core.credentials import SETTINGS_CONFIG, CredentialRef, SettingsValue
 from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
 from rotator.core.secret import REDACTOR, Secret
 
@@ -146,8 +146,8 @@ _MAX_DETAIL = 300
 # Settings shared by influxctl-based issuers
 
 
-@dataclass(frozen=True)
-class TLSSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class TLSSettings(SettingsValue):
     """``[profile.tls]``; relative paths are resolved against the policy file's directory."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
@@ -159,8 +159,8 @@ class TLSSettings:
     ca: Path | None = None
 
 
-@dataclass(frozen=True)
-class ProfileSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class ProfileSettings(SettingsValue):
     """The connection part of an influxctl profile (no credential: rotator adds that per call)."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
@@ -199,8 +199,8 @@ class ProfileSettings:
         return dataclasses.replace(self, tls=tls)
 
 
-@dataclass(frozen=True)
-class SelfAuth:
+@dataclass(frozen=True, eq=False, repr=False)
+class SelfAuth(SettingsValue):
     """Authenticate with the token currently published in the store (self-rotation)."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
@@ -208,8 +208,8 @@ class SelfAuth:
     method: Literal["self"] = "self"
 
 
-@dataclass(frozen=True)
-class TokenFileAuth:
+@dataclass(frozen=True, eq=False, repr=False)
+class TokenFileAuth(SettingsValue):
     """Authenticate with a Clustered admin token file (``[profile.auth.token] token_file``)."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
@@ -218,8 +218,8 @@ class TokenFileAuth:
     token_file: Path
 
 
-@dataclass(frozen=True)
-class MgmtTokenAuth:
+@dataclass(frozen=True, eq=False, repr=False)
+class MgmtTokenAuth(SettingsValue):
     """Authenticate with a separate management token read from a file or environment variable."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
@@ -235,8 +235,8 @@ class MgmtTokenAuth:
 AUTH_BY_METHOD: Mapping[str, Any] = MappingProxyType({"discriminator": "method"})
 
 
-@dataclass(frozen=True, kw_only=True)
-class InfluxctlSettings:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class InfluxctlSettings(SettingsValue):
     """The settings every influxctl issuer has; an issuer adds its own and may narrow ``auth``."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = SETTINGS_CONFIG
