@@ -364,3 +364,34 @@ def test_doubling_waits_stay_at_their_cap_whatever_the_count() -> None:
     minute, hour = timedelta(minutes=1), timedelta(hours=1)
     assert doubling(minute, hour, 3) == timedelta(minutes=4) and doubling(minute, hour, 10**6) == hour
     assert doubling(0.0, 30.0, 10**6) == 0.0 and doubling(5.0, 30.0, 0) == 5.0
+
+
+# -- settings values -----------------------------------------------------------------------------
+def test_settings_values_compare_hash_and_print_as_dataclass_made_methods_would() -> None:
+    """SettingsValue's __eq__, __hash__ and __repr__ (inherited instead of compiled per class) agree
+    with the ones @dataclass writes, including fields left out of comparison or repr, a subclass and
+    a frozen instance."""
+    import dataclasses
+
+    from rotator.core.credentials import SettingsValue
+
+    def pair(base: type) -> tuple[type, type]:
+        ns = {"__annotations__": {"a": "int", "b": "str", "c": "list[int]", "d": "int"}, "b": "x",
+              "c": dataclasses.field(default=(), compare=False), "d": dataclasses.field(default=0, repr=False)}
+        plain = dataclasses.dataclass(frozen=True)(type("Value", (), dict(ns)))
+        inherited = dataclasses.dataclass(frozen=True, eq=False, repr=False)(type("Value", (base,), dict(ns)))
+        return plain, inherited
+
+    plain, inherited = pair(SettingsValue)
+    cases = [(1, "x", (1,), 0), (1, "x", (2,), 0), (1, "y", (), 0), (2, "x", (), 5)]
+    for left in cases:
+        for right in cases:
+            assert (inherited(*left) == inherited(*right)) == (plain(*left) == plain(*right))
+            assert (inherited(*left) != inherited(*right)) == (plain(*left) != plain(*right))
+        assert repr(inherited(*left)) == repr(plain(*left))
+        assert hash(inherited(*left)) == hash(plain(*left))
+    assert inherited(1) != plain(1) and inherited(1) != (1, "x", (), 0)
+    sub = type("Sub", (inherited,), {})
+    assert sub(1) != inherited(1) and repr(sub(1)).startswith("Sub(a=1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        inherited(1).a = 2  # type: ignore[misc]
