@@ -369,28 +369,29 @@ def test_doubling_waits_stay_at_their_cap_whatever_the_count() -> None:
 # -- settings values -----------------------------------------------------------------------------
 def test_settings_values_compare_hash_and_print_as_dataclass_made_methods_would() -> None:
     """SettingsValue's __eq__, __hash__ and __repr__ (inherited instead of compiled per class) agree
-    with the ones @dataclass writes, including fields left out of comparison or repr, a subclass and
-    a frozen instance."""
+    with the ones @dataclass writes, including fields left out of comparison, hash or repr, a
+    subclass and a frozen instance."""
     import dataclasses
 
     from rotator.core.credentials import SettingsValue
 
     def pair(base: type) -> tuple[type, type]:
-        ns = {"__annotations__": {"a": "int", "b": "str", "c": "list[int]", "d": "int"}, "b": "x",
-              "c": dataclasses.field(default=(), compare=False), "d": dataclasses.field(default=0, repr=False)}
+        ns = {"__annotations__": {"a": "int", "b": "str", "c": "list[int]", "d": "int", "e": "int"}, "b": "x",
+              "c": dataclasses.field(default=(), compare=False), "d": dataclasses.field(default=0, repr=False),
+              "e": dataclasses.field(default=0, hash=False)}
         plain = dataclasses.dataclass(frozen=True)(type("Value", (), dict(ns)))
         inherited = dataclasses.dataclass(frozen=True, eq=False, repr=False)(type("Value", (base,), dict(ns)))
         return plain, inherited
 
     plain, inherited = pair(SettingsValue)
-    cases = [(1, "x", (1,), 0), (1, "x", (2,), 0), (1, "y", (), 0), (2, "x", (), 5)]
+    cases = [(1, "x", (1,), 0, 0), (1, "x", (2,), 0, 7), (1, "y", (), 0, 0), (2, "x", (), 5, 0), (2, "x", (), 5, 3)]
     for left in cases:
         for right in cases:
             assert (inherited(*left) == inherited(*right)) == (plain(*left) == plain(*right))
             assert (inherited(*left) != inherited(*right)) == (plain(*left) != plain(*right))
         assert repr(inherited(*left)) == repr(plain(*left))
         assert hash(inherited(*left)) == hash(plain(*left))
-    assert inherited(1) != plain(1) and inherited(1) != (1, "x", (), 0)
+    assert inherited(1) != plain(1) and inherited(1) != (1, "x", (), 0, 0)
     sub = type("Sub", (inherited,), {})
     assert sub(1) != inherited(1) and repr(sub(1)).startswith("Sub(a=1")
     with pytest.raises(dataclasses.FrozenInstanceError):
