@@ -38,7 +38,8 @@ class SettingsValue:
     as ``@dataclass`` makes them. A class decorated ``@dataclass(frozen=True, eq=False, repr=False)``
     inherits these instead of having three more methods compiled for it (``exec``) when its module
     is imported: ~0.25 ms a class on CPython 3.11, on the AWS Lambda function's cold start, which
-    builds the settings classes of its issuer and store (docs/performance.md)."""
+    builds the settings classes of its issuer and store (docs/performance.md). Only for frozen
+    dataclasses: a mutable one would hash by values that can change."""
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
