@@ -589,34 +589,37 @@ def test_a_restored_token_whose_revocation_a_pass_failed_is_scheduled_again_when
     assert not world.journal.revocations(POLICY, "failed")
 
 
-def test_a_revoked_token_restored_and_replaced_again_keeps_its_done_row(world: World) -> None:
-    """Scheduling a token again never reopens a revocation that is done: the token is revoked."""
-    world.issuer.check_credential = False  # the issuer's own credential: the stores' dead token is not it
+def _revoked_token_restored(world: World) -> str:
+    """Rotate twice and settle, so that the first rotation's token (t1) is revoked (its row done), then
+    put t1 back in every store (a backup restored). The issuer mints with its own credential: the
+    stores' dead token is not it. Returns t1."""
+    world.issuer.check_credential = False
     world.bootstrap()
     first = rotate(world)
     record = world.stores["a"].read_current().record
+    assert record is not None and first.new_token_id is not None
     rotate(world)
     world.settle()
-    (done,) = [r for r in world.journal.revocations(POLICY, "done") if r.token_id == first.new_token_id]
     world.write_everywhere(record)
-    assert rotate(world).old_token_id == first.new_token_id
-    (row,) = [r for r in world.journal.revocations(POLICY) if r.token_id == first.new_token_id]
+    return first.new_token_id
+
+
+def test_a_revoked_token_restored_and_replaced_again_keeps_its_done_row(world: World) -> None:
+    """Scheduling a token again never reopens a revocation that is done: the token is revoked."""
+    t1 = _revoked_token_restored(world)
+    (done,) = [r for r in world.journal.revocations(POLICY, "done") if r.token_id == t1]
+    assert rotate(world).old_token_id == t1
+    (row,) = [r for r in world.journal.revocations(POLICY) if r.token_id == t1]
     assert (row.state, row.due_at, row.done_at) == ("done", done.due_at, done.done_at)
 
 
 def test_an_emergency_rotation_does_not_cry_wolf_for_a_previous_token_revoked_already(world: World) -> None:
     """A backup restored into the stores holds t1, which rotator revoked long ago (its row is done): the
     emergency rotation replaces it, and a token revoked already is success, not "NOT revoked"."""
-    world.issuer.check_credential = False  # the issuer's own credential: the stores' dead token is not it
-    world.bootstrap()
-    first = rotate(world)
-    record = world.stores["a"].read_current().record
-    rotate(world)
-    world.settle()
-    assert first.new_token_id not in world.active_ids()
-    world.write_everywhere(record)
+    t1 = _revoked_token_restored(world)
+    assert t1 not in world.active_ids()
     result = world.engine().rotate(revoke_previous_now=True, reason="leaked")
-    assert result.ok and f"revoked {first.new_token_id}" in result.message, result.message
+    assert result.ok and f"revoked {t1}" in result.message, result.message
 
 
 def test_a_plain_bootstrap_into_emptied_stores_retires_the_token_rotator_published_last(world: World) -> None:
