@@ -121,6 +121,33 @@ def test_publish_keeps_the_operators_own_metadata_and_settings(store, vault, kv_
     assert meta["delete_version_after"] == "720h0m0s"  # hvac's update_metadata would reset it to 0s
 
 
+@pytest.mark.parametrize("where", ["secret", "mount"])
+def test_a_live_version_under_delete_version_after_holds_the_token(openbao, vault, kv_path, tmp_path, where):
+    """delete_version_after gives every live version a deletion_time in the future: Vault serves it
+    until then, so it holds the current token (read as deleted, the stores would name no token:
+    the revocation rule could not see it, and recovery would revoke a published token)."""
+    mount = "secret"
+    if where == "mount":
+        mount = f"kv-dva-{uuid.uuid4().hex[:8]}"
+        vault.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
+        vault.secrets.kv.v2.configure(mount_point=mount, delete_version_after="720h")
+    else:
+        vault.secrets.kv.v2.update_metadata(path=kv_path, mount_point=mount, delete_version_after="720h")
+    store = make_store(openbao, kv_path, tmp_path, mount=mount)
+    first = token_record("tok-1")
+    assert store.publish(first, None) == "1"
+    served = vault.secrets.kv.v2.read_secret_version(path=kv_path, mount_point=mount, raise_on_deleted_version=True)
+    assert served["data"]["metadata"]["deletion_time"]  # the scene: a live version with a deletion time
+
+    assert store.read_current() == StoreState(version="1", managed=True, record=first)
+    second = token_record("tok-2")
+    assert store.publish(second, "1") == "2"
+    # a retry of the same publish (its answer lost) completes it instead of conflicting
+    assert store.publish(second, "1") == "2"
+    assert store.read_current().record == second
+    assert store.read_previous() == StoreState(version="1", managed=True, record=first)
+
+
 def test_cas_conflict_when_someone_else_wrote_overwrites_nothing(store, vault, kv_path):
     store.publish(token_record("tok-1"), None)
     vault.secrets.kv.v2.create_or_update_secret(path=kv_path, secret={"other": "writer"}, mount_point="secret")

@@ -491,7 +491,10 @@ class VaultKV2Store:
             data: Mapping[str, Any] = answer["data"]
             meta: Mapping[str, Any] = data.get("metadata") or {}
             payload = data.get("data")
-            if meta.get("deletion_time") or meta.get("destroyed"):
+            # Vault decides what is deleted, by its own clock: it answers a deleted or destroyed version
+            # with its data null. A live version's deletion_time is in the future when the secret or
+            # the mount sets delete_version_after: it still holds the current token.
+            if meta.get("destroyed"):
                 payload = None
             custom = (meta.get("custom_metadata") or {}) if "custom_metadata" in meta else None
             return _Latest(int(meta.get("version") or 0), payload, custom)
