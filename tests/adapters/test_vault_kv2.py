@@ -7,9 +7,11 @@ tests/adapters/test_vault_kv2_errors.py; the store contract every store passes i
 
 from __future__ import annotations
 
+import http.server
 import logging
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -383,6 +385,61 @@ def test_server_not_listening_is_transient(openbao, kv_path, tmp_path):
 
     with pytest.raises(TransientError, match=r"cannot reach Vault at http://127\.0\.0\.1:\d+ \(ConnectionError\)"):
         store.read_current()
+
+
+def test_a_redirect_to_another_origin_is_refused_before_anything_is_sent_there(openbao, kv_path, tmp_path):
+    """requests strips only Authorization on a redirect to another host and keeps a 307's body: the
+    X-Vault-Token header and the token payload would follow any Location (a standby without request
+    forwarding, a misrouted name). Nothing reaches the other origin, and the error says what to set."""
+    received: list[str] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _record(self) -> None:
+            received.append(f"{self.command} {self.path} {self.headers.get('X-Vault-Token')}")
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = do_PUT = _record
+
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Elsewhere)
+    other = f"http://127.0.0.1:{elsewhere.server_port}"
+
+    class Redirector(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _redirect(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(307)
+            self.send_header("Location", other + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = do_PUT = _redirect
+
+    front = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Redirector)
+    for server in (elsewhere, front):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "vault-token").write_text(openbao.root_token)
+        model = VaultKV2Settings.model_validate({"url": f"http://127.0.0.1:{front.server_port}", "path": kv_path,
+                                                 "auth": {"method": "token", "token": {"file": "vault-token"}}})
+        store = VaultKV2Store.from_config(model, AdapterContext(policy=POLICY, base_dir=tmp_path, clock=FakeClock(NOW)))
+        record = token_record("tok-1")
+        with pytest.raises(PermanentError) as caught:
+            store.publish(record, None)
+        assert f"with a redirect to {other}" in str(caught.value)
+        assert "active node" in (caught.value.hint or "")
+        assert openbao.root_token not in str(caught.value) and record.value.reveal() not in str(caught.value)
+        assert received == []
+    finally:
+        for server in (elsewhere, front):
+            server.shutdown()
+            server.server_close()
 
 
 def test_https_to_a_plain_http_server_is_a_tls_error(openbao, kv_path, tmp_path):

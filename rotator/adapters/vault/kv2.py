@@ -121,6 +121,15 @@ _HINT_CONFLICT = (
     "`bao kv metadata get -mount={mount} {path}` (or `vault kv ...`), then rotate again"
 )
 _HINT_VAULT = "check the store settings (url, namespace, mount, path) and the Vault server's log"
+_ERR_REDIRECT = (
+    "{where}: Vault at {url} answered a request to {operation} {path} with a redirect to {target}; rotator "
+    "follows no redirect to another scheme, host or port, which would send its Vault token (and a token payload) "
+    "there"
+)
+_HINT_REDIRECT = (
+    "set url to an address that answers itself: Vault's active node, or a load balancer in front of nodes that "
+    "forward requests to it (a standby redirects only when request forwarding is off)"
+)
 
 #: The status behind each hvac exception (hvac keeps only the class).
 @functools.cache
@@ -242,6 +251,20 @@ def _session(counter: RequestCounter, verify: bool | str) -> requests.Session:
     return session
 
 
+class _RedirectRefused(Exception):
+    """A redirect to another origin, refused before anything was sent there."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.target = target
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
+
+
 @functools.cache
 def _session_class() -> Callable[[RequestCounter], requests.Session]:
     class CountingSession(requests.Session):
@@ -252,6 +275,16 @@ def _session_class() -> Callable[[RequestCounter], requests.Session]:
         def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
             self.counter.add(request.method or "")
             return super().send(request, **kwargs)
+
+        def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+            # requests strips only an Authorization header from a request redirected to another
+            # host, and keeps a 307/308's body: the X-Vault-Token header, an AppRole secret_id or
+            # a token payload would go wherever a Location header points (http included).
+            old, new = _origin(response.request.url or ""), _origin(prepared_request.url or "")
+            if old != new:
+                scheme, host, port = new
+                raise _RedirectRefused(f"{scheme}://{host}" + (f":{port}" if port else ""))
+            super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
 
     return CountingSession
 
@@ -613,6 +646,10 @@ class VaultKV2Store:
             yield
         except RotatorError:
             raise
+        except _RedirectRefused as exc:
+            message = _ERR_REDIRECT.format(where=self._location, url=url, operation=op.name, path=op.path,
+                                           target=exc.target)
+            raise PermanentError(message, hint=_HINT_REDIRECT) from None
         except requests.exceptions.SSLError:
             raise PermanentError(_ERR_TLS.format(where=self._location, url=url), hint=_HINT_TLS) from None
         except requests.exceptions.RequestException as exc:  # refused, reset, timeouts, ...
