@@ -110,6 +110,10 @@ class Issuer(Protocol):
     ``call_timeout_seconds: float``, the longest one call (``mint``, ``revoke`` ...) may take,
     child processes included. Recovery waits that long after a dead run's last mint started
     before it decides that no token with the run's tag can still appear.
+    ``listing_is_complete: bool`` (read with :func:`listing_is_complete`; true when absent): false
+    where ``list_tokens`` may leave out tokens that exist (InfluxDB v2 lists only the
+    authorizations of users the credential may read). A token rotator's records claim that is
+    not listed is then revoked all the same, and ``revoke``'s own lookup says whether it exists.
     """
 
     #: The entry-point name, e.g. ``influxctl-management``.
@@ -140,6 +144,11 @@ class Issuer(Protocol):
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
         """Every token the issuer knows, revoked ones included."""
         ...
+
+
+def listing_is_complete(issuer: object) -> bool:
+    """The issuer's ``listing_is_complete`` (see :class:`Issuer`); true when it does not say."""
+    return getattr(issuer, "listing_is_complete", True) is not False
 
 
 #: What :func:`call_timeout_of` assumes for an issuer that does not say (seconds).

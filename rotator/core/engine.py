@@ -36,7 +36,16 @@ from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
 from rotator.core import audit_chain
 from rotator.core.clock import Clock, SystemClock
-from rotator.core.contracts import Issuer, MintRequest, Store, StoreState, TokenInfo, TokenRecord, call_timeout_of
+from rotator.core.contracts import (
+    Issuer,
+    MintRequest,
+    Store,
+    StoreState,
+    TokenInfo,
+    TokenRecord,
+    call_timeout_of,
+    listing_is_complete,
+)
 from rotator.core.errors import (
     LeaseBusy,
     LeaseLost,
@@ -775,7 +784,8 @@ class Engine:
         if credential is None:
             credential = self._credential_from(states)
         tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
-        if not check_revocable(claim, tokens, holders, self.clock.now()):
+        if not check_revocable(claim, tokens, holders, self.clock.now(),
+                               listing_complete=listing_is_complete(self.issuer)):
             return False
         self._fenced_call(lambda: self.issuer.revoke(claim.token_id, credential), f"revoke {claim.token_id}")
         return True

@@ -763,6 +763,7 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
                      target.view.arn, exc)  # fmt: skip
         report.failed += due
         return report
+    from rotator.core.contracts import listing_is_complete
     from rotator.core.revocation_rule import check_revocable
 
     for index, token_id in enumerate(due):
@@ -774,7 +775,8 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
             break
         claim = records.claim(token_id, tokens)
         try:
-            revocable = check_revocable(claim, tokens, [holders[token_id]] if token_id in holders else [], now)
+            revocable = check_revocable(claim, tokens, [holders[token_id]] if token_id in holders else [], now,
+                                        listing_complete=listing_is_complete(issuer))
         except NeedsAttention as exc:
             if token_id in holders:
                 logger.warning("revoke-expired: token %s is AWSCURRENT or AWSPENDING of %s; not revoking it",

@@ -247,7 +247,9 @@ def test_permissions_copied_from_a_template(influxdb2_fake: InfluxDB2Fake, admin
 
 def test_self_credential(influxdb2_fake: InfluxDB2Fake) -> None:
     everything = [
-        {"action": a, "resource": {"type": t}} for t in ("authorizations", "buckets") for a in ("read", "write")
+        {"action": a, "resource": {"type": t}}
+        for t in ("authorizations", "buckets", "users")
+        for a in ("read", "write")
     ]
     current_value, _ = influxdb2_fake.add_authorization("bootstrap", everything)
     issuer = make(influxdb2_fake.url, credential="self", permissions=everything)

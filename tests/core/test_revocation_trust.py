@@ -58,6 +58,21 @@ def test_the_rule_needs_the_record_and_the_issuer_s_tag() -> None:
     assert not check_revocable(Claim("gone", "p"), tokens, [], now), "nothing to revoke: no refusal needed"
 
 
+def test_where_the_listing_may_leave_tokens_out_a_claimed_token_not_listed_is_revoked_all_the_same() -> None:
+    """InfluxDB v2 lists only what the credential may read: not listed proves nothing there, so a
+    token rotator's records claim goes to the issuer's revoke, whose own lookup tells gone from
+    unreadable. A token no record claims is still nobody's to revoke, and a store's holding still wins."""
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    listed = [TokenInfo("t1", "rotator:p:run1", None, None, None)]
+    partial = {"listing_complete": False}
+    assert check_revocable(Claim("hidden", "p", minted_by=["run1"]), listed, [], now, **partial)
+    assert check_revocable(Claim("hidden", "p", bootstrapped=True), listed, [], now, **partial)
+    assert not check_revocable(Claim("hidden", "p"), listed, [], now, **partial)
+    with pytest.raises(NeedsAttention, match="still current"):
+        check_revocable(Claim("hidden", "p", minted_by=["run1"]), listed, ["primary"], now, **partial)
+    assert not check_revocable(Claim("hidden", "p", minted_by=["run1"]), listed, [], now), "a complete listing decides"
+
+
 def test_a_bootstrapped_id_given_to_a_newer_token_is_not_that_token() -> None:
     """Where ids are names a person chose (InfluxDB 3 named tokens), the bootstrapped name may be
     deleted and given to a new token during the grace period: a token created after rotator recorded

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 import pytest
 
 from rotator.adapters.http.influxdb3 import operator_token_id
-from tests.fakes.influxdb2_fake import BUCKET_ID, ORG_ID, InfluxDB2Fake
+from tests.fakes.influxdb2_fake import BUCKET_ID, ORG_ID, USER_ID, InfluxDB2Fake
 from tests.fakes.influxdb3_fake import InfluxDB3Fake, token_hash
 from tests.harness import CliScenario
 from tests.harness import settle as harness_settle
@@ -195,6 +196,38 @@ def test_two_rotations_then_revocation_after_grace(sc: HttpScenario) -> None:
         assert sc.fake.deleted == ids[:-1]
     else:
         assert not sc.fake.deleted  # _admin is never deleted
+
+
+def test_influxdb2_a_credential_that_cannot_read_the_user_never_marks_a_live_token_revoked(
+    tmp_path: Path, openbao: Any
+) -> None:
+    """InfluxDB v2 lists only the authorizations of users the credential may read, silently. A token
+    rotator must revoke that its listing does not show is not taken for one already gone: the
+    revocation looks it up, gets the 401, fails and alerts; the token is left as it is, not recorded
+    revoked. With the permission granted, the same command revokes it."""
+    fake = InfluxDB2Fake()
+    with fake.running():
+        sc = scenario("influxdb2", tmp_path, openbao, fake)
+        blind = [{"action": a, "resource": {"type": "authorizations", "orgID": ORG_ID}} for a in ("read", "write")]
+        blind.append({"action": "write", "resource": {"type": "users", "id": USER_ID}})
+        limited, _ = fake.add_authorization("rotator credential without read on the user", blind)
+        (tmp_path / "influx-admin").write_text(limited)
+        sc.secrets.add(limited)
+        proc = sc.cli("rotate", sc.policy)
+        assert proc.returncode == 0, proc.stderr
+        time.sleep(sc.grace_s + 0.3)
+        proc = sc.cli("revoke-expired")
+        assert "read and write on the user" in proc.stdout + proc.stderr
+        assert fake.authorization(sc.bootstrap_id)["status"] == "active"
+        assert sc.journal_rows("SELECT state FROM revocations WHERE token_id = ?", sc.bootstrap_id) != [("done",)]
+        # the cause fixed (the operator's token as the credential), the same command revokes it
+        (tmp_path / "influx-admin").write_text(fake.operator_value)
+        with sqlite3.connect(sc.journal_path) as journal:  # its retry is due now, not after the backoff
+            journal.execute("UPDATE revocations SET next_try_at = NULL")
+        proc = sc.cli("revoke-expired")
+        assert proc.returncode == 0, proc.stderr
+        assert fake.authorization(sc.bootstrap_id)["status"] == "inactive"
+        check_no_leak(sc)
 
 
 def test_dry_run_changes_nothing(sc: HttpScenario) -> None:

@@ -10,11 +10,15 @@ Behaviour, as documented (facts file §4, the spec's descriptions) and, where si
   default here): the fake keeps a SHA-256 and nothing else. With ``hashed_tokens = False``
   (older OSS) every ``GET`` answer carries the values in clear text, as the spec warns;
 - ``GET /api/v2/authorizations[?orgID=&userID=]`` -> 200 ``{authorizations, links}``, filtered
-  to what the token may read (``read:authorizations`` in the org), possibly empty;
+  to what the token may read (``read:authorizations`` in the org, and ``read`` on the user an
+  authorization belongs to: OSS leaves out, silently, every authorization of a user the token
+  may not read, as the spec warns), possibly empty;
 - ``GET|PATCH|DELETE /api/v2/authorizations/{authID}``: an id that is not 16 hex digits -> 400
   ``{"code": "invalid", "message": "id must have a length of 16 bytes"}``; unknown -> 404
   ``{"code": "not found", "message": "authorization not found"}``; PATCH sets ``status`` and/or
-  ``description`` and ``updatedAt``; DELETE -> 204;
+  ``description`` and ``updatedAt``; DELETE -> 204; each needs ``read`` (GET) or ``write``
+  (PATCH, DELETE) on the authorization's user as well, else 401 ``read:users/<id> is unauthorized``;
+  ``POST`` needs ``write`` on the new authorization's user;
 - ``GET /api/v2/buckets`` -> 200 with the buckets the token may read (possibly none);
 - authentication is ``Authorization: Token <value>``; an unknown or **inactive** token, or one
   not active yet (:attr:`activation_delay_s`, 0 by default: v2 documents no delay) -> 401
@@ -263,6 +267,9 @@ class InfluxDB2Fake(ServedFake):
             return _error(400, f"organization {org_id} not found")
         if not caller.may("write", "authorizations", org_id):
             return _error(401, f"write:orgs/{org_id}/authorizations is unauthorized")
+        owner = body.get("userID", caller.user_id)
+        if not caller.may("write", "users", None, owner):
+            return _error(401, f"write:users/{owner} is unauthorized")
         for perm in body["permissions"]:
             if perm["resource"].get("orgID") not in (None, org_id):
                 return _error(400, f"permission {perm['action']}:{perm['resource']['type']} is not for org id {org_id}")
@@ -282,7 +289,7 @@ class InfluxDB2Fake(ServedFake):
             self._view(a, with_value=True)
             for a in self._auths.values()
             if (org is None or a.org_id == org) and (user is None or a.user_id == user)
-            and caller.may("read", "authorizations", a.org_id)
+            and caller.may("read", "authorizations", a.org_id) and caller.may("read", "users", None, a.user_id)
         ]  # fmt: skip
         return json_response(200, {"authorizations": items, "links": {"self": "/api/v2/authorizations"}})
 
@@ -305,6 +312,8 @@ class InfluxDB2Fake(ServedFake):
         assert target is not None
         if not caller.may(action, "authorizations", target.org_id):
             return None, _error(401, f"{action}:orgs/{target.org_id}/authorizations is unauthorized")
+        if not caller.may(action, "users", None, target.user_id):
+            return None, _error(401, f"{action}:users/{target.user_id} is unauthorized")
         return target, None
 
     def _patch(self, req: FakeRequest) -> FakeResponse:
