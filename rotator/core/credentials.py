@@ -82,24 +82,51 @@ class CredentialRef(SettingsValue):
         return f"file {self.file}" if self.file is not None else f"environment variable {self.env}"
 
     def resolve(self, base_dir: Path = Path(".")) -> Secret:
-        """Read the credential now; ConfigError names where it looked, never the value."""
+        """Read the credential now; ConfigError names where it looked, never the value.
+
+        Surrounding white space and a byte-order mark (an editor's UTF-8 signature) are dropped; a
+        control or format character left inside (a zero-width space, a carriage return) is refused:
+        no credential holds one, and an HTTP client would fail on it with the value in its message."""
         if self.env is not None:
-            value = os.environ.get(self.env, "").strip()
+            value = _plain(os.environ.get(self.env, ""))
             if not value:
                 raise ConfigError(
                     f"environment variable {self.env} is unset or empty",
                     hint=f"export {self.env} before starting rotator",
                 )
-            return Secret(value)
+            return _printable(value, f"environment variable {self.env}")
         assert self.file is not None
         path = self.file if self.file.is_absolute() else base_dir / self.file
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            value = _plain(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(
                 f"cannot read credential file {path}: {exc.strerror}",
                 hint="check the path and that rotator's user may read it",
             ) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"credential file {path} is not UTF-8 text (byte {exc.start + 1})",
+                hint="write the credential into it as plain text",
+            ) from None
         if not value:
             raise ConfigError(f"credential file {path} is empty", hint="write the credential into it")
-        return Secret(value)
+        return _printable(value, f"credential file {path}")
+
+
+def _plain(text: str) -> str:
+    return text.strip().lstrip("\ufeff").strip()
+
+
+def _printable(value: str, where: str) -> Secret:
+    """``value`` as a Secret, or ConfigError naming the first character no credential holds (by its
+    position and code point, never the value)."""
+    bad = next((i for i, c in enumerate(value) if not c.isprintable()), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{where} holds a control or format character (U+{ord(value[bad]):04X}, character {bad + 1}) that "
+            "no credential has",
+            hint="write the credential again as one line of plain text (a copy from a document or a chat can add "
+            "invisible characters)",
+        )
+    return Secret(value)

@@ -678,3 +678,51 @@ def test_a_named_token_called_like_an_operator_generation_does_not_pass_for_the_
     with pytest.raises(NeedsAttention):
         issuer.revoke(operator_token_id(live_hash), Secret("apiv3_operator-value-for-a-mock"))
     issuer.revoke("_admin@0000000000000000", Secret("apiv3_operator-value-for-a-mock"))  # not live: nothing sent
+
+
+# ---------------------------------------------------------------------------------- credential text
+
+
+def test_a_credential_file_with_a_byte_order_mark_works(influxdb3_fake: InfluxDB3Fake, tmp_path: Path) -> None:
+    """An editor's UTF-8 signature (PowerShell 5's `-Encoding utf8`, Notepad) is not part of the token."""
+    (tmp_path / "admin-token").write_text("\ufeff" + influxdb3_fake.operator_value + "\r\n", encoding="utf-8")
+    issuer = make(influxdb3_fake.url, tmp_path, credential={"file": "admin-token"})
+    assert issuer.mint(request(), None).token_id
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("apiv3_abc\u200bdef", r"U\+200B, character 10\) that no credential has"),
+        ("apiv3_abc\x00def", r"U\+0000, character 10\)"),
+        ("apiv3_abcdéf", "not ASCII, which an HTTP header cannot carry"),
+    ],
+)
+def test_a_credential_with_a_character_no_token_has_is_a_config_error_without_the_value(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    (tmp_path / "admin-token").write_text(text, encoding="utf-8")
+    issuer = make("http://influx.invalid:8181", tmp_path, credential={"file": "admin-token"},
+                  transport=mock(lambda req: httpx.Response(500)))
+    with pytest.raises(ConfigError, match=message) as caught:
+        issuer.mint(request(), None)
+    assert "admin-token" in str(caught.value) and text not in str(caught.value) and "abc" not in str(caught.value)
+    assert caught.value.__context__ is None or text not in repr(caught.value.__context__)
+
+
+def test_a_header_httpx_cannot_encode_is_a_config_error_without_the_value() -> None:
+    """The second layer, for a credential that reaches a header some other way (a management token
+    read from a store): httpx's UnicodeEncodeError holds the whole header value in its arguments."""
+    value = "Bearer apiv3_secret-é-value"
+    with pytest.raises(ConfigError, match="not ASCII, which HTTP cannot carry") as caught:
+        with map_http_errors("mint a token"):
+            value.encode("ascii")
+    assert "secret" not in repr(caught.value) and caught.value.__suppress_context__
+
+
+def test_a_404_nested_too_deep_to_decode_is_not_taken_for_the_server_s_own() -> None:
+    from rotator.adapters.http.common import error_code
+
+    deep = httpx.Response(404, content=b"[" * 100_000 + b"]" * 100_000)
+    assert error_code(deep) is None
+    assert error_code(httpx.Response(404, json={"code": "not found", "message": "x"})) == "not found"

@@ -396,3 +396,20 @@ def test_settings_values_compare_hash_and_print_as_dataclass_made_methods_would(
     assert sub(1) != inherited(1) and repr(sub(1)).startswith("Sub(a=1")
     with pytest.raises(dataclasses.FrozenInstanceError):
         inherited(1).a = 2  # type: ignore[misc]
+
+
+def test_a_credential_reference_drops_a_byte_order_mark_and_refuses_invisible_characters(tmp_path, monkeypatch):
+    from rotator.core.credentials import CredentialRef
+    from rotator.core.errors import ConfigError
+
+    (tmp_path / "bom").write_text("\ufeff  tok-123\n", encoding="utf-8")
+    assert CredentialRef(file=Path("bom")).resolve(tmp_path).reveal() == "tok-123"
+    monkeypatch.setenv("ROTATOR_TEST_CRED", "\ufefftok-456")
+    assert CredentialRef(env="ROTATOR_TEST_CRED").resolve().reveal() == "tok-456"
+    monkeypatch.setenv("ROTATOR_TEST_CRED", "tok\r456")
+    with pytest.raises(ConfigError, match=r"environment variable ROTATOR_TEST_CRED holds .*U\+000D, character 4"):
+        CredentialRef(env="ROTATOR_TEST_CRED").resolve()
+    (tmp_path / "latin1").write_bytes(b"tok-\xe9\xe9")
+    with pytest.raises(ConfigError, match=r"latin1 is not UTF-8 text \(byte 5\)") as caught:
+        CredentialRef(file=Path("latin1")).resolve(tmp_path)
+    assert "tok" not in str(caught.value)

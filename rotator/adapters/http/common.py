@@ -176,7 +176,14 @@ def is_self(setting: CredentialSetting) -> bool:
 def resolve_credential(setting: CredentialSetting, current: Secret | None, base_dir: Path, *, hint_self: str) -> Secret:
     """The token to authenticate with: the store's current one for ``self``, else the reference's."""
     if isinstance(setting, CredentialRef):
-        return setting.resolve(base_dir)
+        value = setting.resolve(base_dir)
+        if not value.reveal().isascii():  # an HTTP header carries ASCII only: httpx would fail with it in its message
+            raise ConfigError(
+                f"the credential in {setting.describe()} holds a character that is not ASCII, which an HTTP "
+                "header cannot carry",
+                hint="write the API token again as it was issued (ASCII letters, digits and punctuation)",
+            )
+        return value
     if current is None:
         raise ConfigError(
             "credential = 'self' needs the token the stores hold now, but no token is published yet",
@@ -390,6 +397,11 @@ def on_http_failure(to_error: Callable[[HttpFailure], RotatorError]) -> Iterator
         raise to_error(HttpFailure("unreachable", exc)) from None
     except httpx.HTTPError as exc:  # e.g. an answer that cannot be decoded
         raise to_error(HttpFailure("other", exc)) from None
+    except UnicodeEncodeError:  # a header value httpx cannot encode: its message holds the value (a token)
+        raise ConfigError(
+            "a credential or a header holds a character that is not ASCII, which HTTP cannot carry",
+            hint="write the token again as it was issued (ASCII letters, digits and punctuation)",
+        ) from None
 
 
 @contextmanager
@@ -569,7 +581,7 @@ def error_code(response: httpx.Response) -> object:
     the server's own 404 from a proxy's or a router's, which says nothing about a token."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
         return None
     return body.get("code") if isinstance(body, dict) else None
 
