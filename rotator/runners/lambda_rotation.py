@@ -638,9 +638,39 @@ class _Rotation:
             claim = Claim(info.token_id, self.t.policy.name, minted_by=[found.group(1)], source="the tag search")
             if not check_revocable(claim, tokens, [], now):  # the rule, here only for its tag check
                 continue
+            # Read now, not with ``keep``: another attempt of the same rotation (Secrets Manager retries a
+            # step that timed out while the first one may still run, or be paused) may have put this token
+            # into its version since, and even moved AWSCURRENT to it. A version without a label (its
+            # rotation abandoned) keeps nothing.
+            stage = self._stage_holding(found.group(1), info.token_id)
+            if stage is not None:
+                logger.info("createSecret: token %s is %s in version %s (another attempt put it there); not an "
+                            "orphan", info.token_id, stage, found.group(1))  # fmt: skip
+                continue
             logger.warning("createSecret: revoking token %s, minted for version %s and never stored or made current",
                            info.token_id, found.group(1))  # fmt: skip
             self._call(partial(self.issuer.revoke, info.token_id, credential), f"revoke {info.token_id}")
+
+    def _stage_holding(self, version_id: str, token_id: str) -> str | None:
+        """The staging label (AWSCURRENT, AWSPENDING or AWSPREVIOUS) of ``version_id`` if that version,
+        read now, holds ``token_id``; else None (no such version, no such label, another token)."""
+        with map_errors(self.t.where, "GetSecretValue"):
+            try:
+                answer = self.t.api.get_secret_value(SecretId=self.t.view.arn, VersionId=version_id)
+            except botocore.exceptions.ClientError as exc:
+                if client_error_code(exc) == "ResourceNotFoundException":
+                    return None
+                raise
+        stages = [stage for stage in answer.get("VersionStages") or () if stage in (CURRENT, PENDING, PREVIOUS)]
+        text = answer.get("SecretString")
+        if not stages or not isinstance(text, str):
+            return None
+        try:
+            payload = json.loads(text)
+        except (ValueError, RecursionError):
+            return None
+        held = _lenient((version_id, payload if isinstance(payload, Mapping) else None))
+        return stages[0] if held is not None and held.token_id == token_id else None
 
     def _put_pending(self, record: TokenRecord, credential: Secret) -> None:
         request: dict[str, Any] = {

@@ -790,6 +790,60 @@ def test_the_sweep_leaves_alone_a_token_another_secret_minted_for_the_same_polic
     scene.check_no_leak(caplog)
 
 
+class _AwsLikePut:
+    """A client whose PutSecretValue refuses to give an existing version another value, as AWS does
+    (ResourceExistsException); moto lets it."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def put_secret_value(self, **kw: Any) -> Any:
+        try:
+            there = self._real.get_secret_value(SecretId=kw["SecretId"], VersionId=kw["ClientRequestToken"])
+        except botocore.exceptions.ClientError:
+            there = None
+        if there is not None and there.get("SecretString") != kw.get("SecretString"):
+            raise client_error("ResourceExistsException", 400, "PutSecretValue")
+        return self._real.put_secret_value(**kw)
+
+
+@pytest.mark.parametrize("retry_gets_to", ["createSecret", "finishSecret"])
+def test_a_paused_create_secret_never_revokes_the_token_its_retry_stored(scene, monkeypatch, caplog, retry_gets_to):
+    """Secrets Manager retries a step that timed out while the first attempt may still run: attempt A
+    is paused just before its orphan sweep lists the tokens, and the retry B stores its token (and
+    goes on to finishSecret). A's sweep, on resuming, must see that the token is in its version now:
+    B's token (AWSPENDING, or AWSCURRENT) stays valid, and the rotation completes."""
+    from rotator.adapters.influxctl.common import InfluxctlIssuer
+
+    token = scene.start()
+    original = InfluxctlIssuer.list_tokens
+    armed = {"on": True}
+
+    def list_tokens(self: Any, credential: Any) -> Any:
+        if armed["on"]:  # attempt A, in its sweep, right before it lists: paused here while B runs
+            armed["on"] = False
+            for step in STEPS[: STEPS.index(retry_gets_to) + 1]:
+                scene.step(step, token)
+        return original(self, credential)
+
+    monkeypatch.setattr(InfluxctlIssuer, "list_tokens", list_tokens)
+    # A goes on: its own mint finds the version taken (PutSecretValue refused) and revokes that token
+    scene.step("createSecret", token, client=_AwsLikePut(scene.client()))
+    monkeypatch.setattr(InfluxctlIssuer, "list_tokens", original)
+    stage = "AWSCURRENT" if retry_gets_to == "finishSecret" else "AWSPENDING"
+    stored = scene.payload(stage, token)
+    assert scene.fake.state.problem(stored["token"]) is None, f"the {stage} token was revoked"
+    assert f"is {stage} in version {token} (another attempt put it there)" in caplog.text
+    if retry_gets_to == "createSecret":
+        for step in STEPS[1:]:
+            scene.step(step, token)
+    scene.check_invariants()
+    scene.check_no_leak(caplog)
+
+
 @pytest.mark.parametrize("bad", ["manual_rotation_2025_01_01_run_000001", "rotation.2026-12-04.0000000000000001"])
 def test_a_client_request_token_the_tag_search_cannot_match_is_refused_before_any_side_effect(scene, caplog, bad):
     """The token is the run id in a minted token's description; one the orphan sweep cannot match
