@@ -140,7 +140,8 @@ def test_stage_two_deletes_only_an_authorization_whose_marker_is_its_own_and_unc
 ) -> None:
     """The marker names the authorization's id and the time of rotator's PATCH: a marker copied with
     a description onto another token, or a token made active again by hand and inactive again later
-    by someone else, is not rotator's to delete; the marker of rotator before ids (no id) still is."""
+    by someone else, is not rotator's to delete; nor is a token with the marker of rotator before ids
+    (no id: a description copied from one, onto a token a human set inactive, would carry it)."""
     fake = influxdb2_fake
     issuer = make(fake.url)
     retired = issuer.mint(request("0000000000000001"), None)
@@ -162,9 +163,16 @@ def test_stage_two_deletes_only_an_authorization_whose_marker_is_its_own_and_unc
         fake.age(auth_id, 8 * 86400)
     later = make(fake.url, clock=FakeClock(datetime.now(UTC) + timedelta(days=8)))  # brought_back: past delete_after
     later.revoke("00000000000000ff", None)  # a revocation (of an id the server does not know) runs stage 2
-    assert sorted(fake.deleted) == sorted([retired.token_id, legacy])
-    for kept in (copied, brought_back.token_id, odd):
+    assert fake.deleted == [retired.token_id]
+    for kept in (copied, brought_back.token_id, legacy, odd):
         assert fake.authorization(kept) is not None
+    # rotator's records have the legacy token revoked again: it is marked anew, and deleted after delete_after
+    issuer.revoke(legacy, None)
+    assert f"[rotator-revoked:ingest:{legacy}@" in fake.authorization(legacy)["description"]  # type: ignore[index]
+    assert fake.deleted == [retired.token_id]
+    fake.age(legacy, 8 * 86400)
+    later.revoke("00000000000000ff", None)
+    assert fake.deleted == [retired.token_id, legacy]
 
 
 def test_revoking_twice_does_not_restart_the_inactive_clock(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
