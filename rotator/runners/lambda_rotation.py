@@ -473,9 +473,10 @@ class _Rotation:
         keep = {current.token_id, *self._previous_ids(), *_revocation_records(self.t.view.tags)}
         self._sweep(current.value, keep)
         self.env.checkpoint("swept")
-        # finishSecret records the revocation of the current token as a tag: a secret without room
-        # for it is refused now, before anything is minted, not after.
-        _check_tag_room(self.t.view, "createSecret", {MANAGED_BY_KEY, REVOKE_TAG_PREFIX + current.token_id})
+        # finishSecret records the revocation of the current token as a tag: a token id no tag key can
+        # hold, or a secret without room for the tag, is refused now, before anything is minted, not after.
+        key = _revoke_tag_key(current.token_id, "createSecret", self.t.view.arn)
+        _check_tag_room(self.t.view, "createSecret", {MANAGED_BY_KEY, key})
         now = self.clock.now()
         expires_at = now + self.t.policy.lifetime
         request = MintRequest(self.t.policy.name, self.token, self.t.policy.token_description(self.token), expires_at)
@@ -540,12 +541,7 @@ class _Rotation:
         tags = {MANAGED_BY_KEY: MANAGED_BY}
         due: datetime | None = None
         if previous is not None:
-            key = REVOKE_TAG_PREFIX + previous.token_id
-            if not re.match(_TAG_KEY, key):
-                raise PermanentError(
-                    f"finishSecret: token id {previous.token_id!r} cannot be written as a secret tag key",
-                    hint="this issuer's token ids need another revocation record; report it as a rotator bug",
-                )
+            key = _revoke_tag_key(previous.token_id, "finishSecret", view.arn)
             due = self.clock.now() + self.t.policy.grace
             tags[key] = _rfc3339(due)
         _check_tag_room(view, "finishSecret", set(tags))
@@ -946,6 +942,24 @@ class _VersionRecords:
                     self._bootstrap_at = created if isinstance(created, datetime) else None
                     break
         return self._bootstrap_id
+
+
+def _revoke_tag_key(token_id: str, step: str, arn: str) -> str:
+    """The tag key that records ``token_id``'s revocation; PermanentError when Secrets Manager cannot
+    hold it (at most 128 characters of letters, digits, spaces and ``_.:/=+-@``): an InfluxDB 3
+    token's id is the name a person gave it."""
+    key = REVOKE_TAG_PREFIX + token_id
+    if not re.match(_TAG_KEY, key):
+        room = 128 - len(REVOKE_TAG_PREFIX)
+        raise PermanentError(
+            f"{step}: the current token's id {token_id!r} cannot be part of a secret tag key (at most {room} "
+            "characters of letters, digits, spaces and _.:/=+-@), where rotator records the revocation of the "
+            "token it replaces",
+            hint=f"make a token whose name fits, and put it into the secret with `rotator bootstrap POLICY --replace "
+            f"--token-file FILE --token-id NAME --reason TEXT` (docs/aws-lambda.md), then rotate {arn} again; "
+            "revoke the old token yourself",
+        )
+    return key
 
 
 def _check_tag_room(view: SecretView, step: str, keys: set[str]) -> None:

@@ -862,6 +862,35 @@ def test_a_client_request_token_the_tag_search_cannot_match_is_refused_before_an
     scene.check_no_leak(caplog)
 
 
+@pytest.mark.parametrize("human_name", ["grafana admin (prod)", "a" * 114])
+def test_a_current_token_id_no_tag_key_can_hold_is_refused_before_anything_is_minted(
+    aws: MotoServer, influxdb3_fake: Any, tmp_path: Path, human_name: str
+) -> None:
+    """finishSecret records the replaced token's revocation as a tag ``rotator:revoke:<id>``; an
+    InfluxDB 3 token's id is its name, which may hold characters (or a length) no tag key can.
+    createSecret refuses before it mints, with a fix; and once the current token is one whose name
+    fits (the hint's bootstrap --replace), the rotation goes through."""
+    v3 = _v3_secret(aws, influxdb3_fake, tmp_path, human_name, "attempts = 1")
+    token = str(uuid.uuid4())
+    _start_rotation(aws, v3.name, token)
+
+    before = len(influxdb3_fake.tokens())
+    with pytest.raises(PermanentError, match="cannot be part of a secret tag key") as err:
+        v3.step(aws, "createSecret", token)
+    assert "--replace" in (err.value.hint or "")
+    assert len(influxdb3_fake.tokens()) == before, "nothing minted"
+    aws.client().update_secret_version_stage(SecretId=v3.name, VersionStage="AWSPENDING", RemoveFromVersionId=token)
+    fitting = influxdb3_fake.add_named_admin("ops-admin-2")  # the hint's fix: a token whose name fits, put in
+    v3.store.publish(TokenRecord(Secret(fitting), "ops-admin-2", "influxdb3", POLICY, v3.clock.now(), None),
+                     v3.store.read_current().version)
+    token = str(uuid.uuid4())
+    _start_rotation(aws, v3.name, token)
+    for which in STEPS:
+        v3.step(aws, which, token)
+    current = aws.client().get_secret_value(SecretId=v3.name, VersionStage="AWSCURRENT")["SecretString"]
+    assert json.loads(current)["token_id"] == f"rotator-{POLICY}-{token}"
+
+
 def test_the_version_list_is_read_page_by_page():
     """ListSecretVersionIds may answer a page with fewer versions than asked for while more follow
     (NextToken). moto answers every version in one page, so this unit test gives the pages itself."""
@@ -956,21 +985,28 @@ def test_a_revoke_tag_with_a_version_given_another_secret_s_run_id_is_refused(sc
     assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
 
 
-@pytest.mark.parametrize("reused", [False, True], ids=["revoked", "name-reused"])
-def test_the_function_rotates_an_influxdb3_named_admin_token(aws: MotoServer, influxdb3_fake: Any, tmp_path: Path,
-                                                             caplog: pytest.LogCaptureFixture, reused: bool) -> None:
-    """The docs' worked example: an InfluxDB 3 named admin token in a secret, rotated by the
-    function. Its ClientRequestToken is a UUID, and the token's name ``rotator-<policy>-<UUID>``
-    carries it back as the run tag that setSecret, the sweep and the revocation rule check.
-    ``reused``: during the grace period a person deletes the bootstrapped token and gives its name
-    to a new one; the function must not revoke that one (the revocation rule's created-after check)."""
+@dataclass
+class _V3Secret:
+    """A secret holding an InfluxDB 3 named admin token a person made, rotated by the function."""
+
+    name: str
+    arn: str
+    config: Path
+    clock: FakeClock
+    store: AwsSecretsManagerStore
+    human: str
+
+    def step(self, aws: MotoServer, which: str, token: str) -> Any:
+        return handle({"Step": which, "SecretId": self.arn, "ClientRequestToken": token}, Context(),
+                      config_path=self.config, client=aws.client(), clock=self.clock)  # fmt: skip
+
+
+def _v3_secret(aws: MotoServer, fake: Any, tmp_path: Path, human_name: str, retry: str) -> _V3Secret:
     name = f"tests/lambda-v3-{uuid.uuid4().hex[:10]}"
     config = tmp_path / "rotator.toml"
     config.write_text(f"""
 [rotator.retry]
-attempts = 2
-base_delay = "1s"
-max_delay = "1s"
+{retry}
 
 [[policy]]
 name = "{POLICY}"
@@ -980,7 +1016,7 @@ verify_timeout = "30s"
 
 [policy.issuer]
 type = "influxdb3"
-base_url = "{influxdb3_fake.url}"
+base_url = "{fake.url}"
 kind = "named_admin"
 credential = "self"
 
@@ -994,18 +1030,30 @@ max_attempts = 1
 """)
     write_bundle(config)
     clock = FakeClock(datetime.now(UTC))
-    human = influxdb3_fake.add_named_admin("grafana-admin")
+    human = fake.add_named_admin(human_name)
     settings = AwsSecretsManagerSettings(secret_id=name, region=aws.region, endpoint_url=aws.url)
     store = AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=POLICY),
                                                client_factory=lambda s, p: aws.client())  # fmt: skip
-    store.publish(TokenRecord(Secret(human), "grafana-admin", "influxdb3", POLICY, clock.now(), None), None)
+    store.publish(TokenRecord(Secret(human), human_name, "influxdb3", POLICY, clock.now(), None), None)
     aws.client().tag_resource(SecretId=name, Tags=[{"Key": "rotator:policy", "Value": POLICY}])
     arn = aws.client().describe_secret(SecretId=name)["ARN"]
+    return _V3Secret(name, arn, config, clock, store, human)
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["revoked", "name-reused"])
+def test_the_function_rotates_an_influxdb3_named_admin_token(aws: MotoServer, influxdb3_fake: Any, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture, reused: bool) -> None:
+    """The docs' worked example: an InfluxDB 3 named admin token in a secret, rotated by the
+    function. Its ClientRequestToken is a UUID, and the token's name ``rotator-<policy>-<UUID>``
+    carries it back as the run tag that setSecret, the sweep and the revocation rule check.
+    ``reused``: during the grace period a person deletes the bootstrapped token and gives its name
+    to a new one; the function must not revoke that one (the revocation rule's created-after check)."""
+    v3 = _v3_secret(aws, influxdb3_fake, tmp_path, "grafana-admin", 'attempts = 2\nbase_delay = "1s"\nmax_delay = "1s"')
+    name, config, clock, human = v3.name, v3.config, v3.clock, v3.human
     token = str(uuid.uuid4())
     _start_rotation(aws, name, token)
     for step in STEPS:
-        handle({"Step": step, "SecretId": arn, "ClientRequestToken": token}, Context(), config_path=config,
-               client=aws.client(), clock=clock)  # fmt: skip
+        v3.step(aws, step, token)
     current = json.loads(aws.client().get_secret_value(SecretId=name, VersionStage="AWSCURRENT")["SecretString"])
     assert current["token_id"] == f"rotator-{POLICY}-{token}"
     assert influxdb3_fake.problem(current["token"]) is None and influxdb3_fake.problem(human) is None, "grace"
