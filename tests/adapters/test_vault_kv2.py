@@ -387,7 +387,52 @@ def test_server_not_listening_is_transient(openbao, kv_path, tmp_path):
         store.read_current()
 
 
-def test_a_redirect_to_another_origin_is_refused_before_anything_is_sent_there(openbao, kv_path, tmp_path):
+def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
+    """``handler`` on a free loopback port, in a thread (shut it down and close it afterwards)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _store_at(url: str, kv_path: str, tmp_path: Path) -> VaultKV2Store:
+    (tmp_path / "vault-token").write_text("s.not-a-token-anyone-checks")
+    model = VaultKV2Settings.model_validate({"url": url, "path": kv_path,
+                                             "auth": {"method": "token", "token": {"file": "vault-token"}}})
+    return VaultKV2Store.from_config(model, AdapterContext(policy=POLICY, base_dir=tmp_path, clock=FakeClock(NOW)))
+
+
+@pytest.mark.parametrize(("content_type", "body"), [("text/html", b"<html>default backend - 404</html>"),
+                                                    ("application/json", b'{"status": "ok"}')])
+def test_an_answer_that_is_not_vault_s_is_a_permanent_error_naming_the_url(kv_path, tmp_path, content_type, body):
+    """A url that reaches an ingress's default page, a proxy or another service answering 200: the
+    error says so and what to check, instead of an internal KeyError or TypeError."""
+
+    class NotVault(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+    server = _serve(NotVault)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        with pytest.raises(PermanentError, match=f"the answer of {url} to .* is not Vault's") as caught:
+            _store_at(url, kv_path, tmp_path).read_current()
+        assert "check url" in (caught.value.hint or "")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_to_another_origin_is_refused_before_anything_is_sent_there(kv_path, tmp_path):
     """requests strips only Authorization on a redirect to another host and keeps a 307's body: the
     X-Vault-Token header and the token payload would follow any Location (a standby without request
     forwarding, a misrouted name). Nothing reaches the other origin, and the error says what to set."""
@@ -405,7 +450,7 @@ def test_a_redirect_to_another_origin_is_refused_before_anything_is_sent_there(o
 
         do_GET = do_POST = do_PUT = _record
 
-    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Elsewhere)
+    elsewhere = _serve(Elsewhere)
     other = f"http://127.0.0.1:{elsewhere.server_port}"
 
     class Redirector(http.server.BaseHTTPRequestHandler):
@@ -421,20 +466,15 @@ def test_a_redirect_to_another_origin_is_refused_before_anything_is_sent_there(o
 
         do_GET = do_POST = do_PUT = _redirect
 
-    front = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Redirector)
-    for server in (elsewhere, front):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    front = _serve(Redirector)
     try:
-        (tmp_path / "vault-token").write_text(openbao.root_token)
-        model = VaultKV2Settings.model_validate({"url": f"http://127.0.0.1:{front.server_port}", "path": kv_path,
-                                                 "auth": {"method": "token", "token": {"file": "vault-token"}}})
-        store = VaultKV2Store.from_config(model, AdapterContext(policy=POLICY, base_dir=tmp_path, clock=FakeClock(NOW)))
+        store = _store_at(f"http://127.0.0.1:{front.server_port}", kv_path, tmp_path)
         record = token_record("tok-1")
         with pytest.raises(PermanentError) as caught:
             store.publish(record, None)
         assert f"with a redirect to {other}" in str(caught.value)
         assert "active node" in (caught.value.hint or "")
-        assert openbao.root_token not in str(caught.value) and record.value.reveal() not in str(caught.value)
+        assert "s.not-a-token" not in str(caught.value) and record.value.reveal() not in str(caught.value)
         assert received == []
     finally:
         for server in (elsewhere, front):

@@ -432,6 +432,18 @@ class VaultAPI(AuthAPI, Protocol):
     def read_mount_config(self, mount: str) -> Mapping[str, Any]: ...
 
 
+class NotVaultAnswer(Exception):
+    """An answer that is not Vault's JSON: an ingress's default page, a proxy, another service on
+    that port (hvac hands back the raw response when the body is not JSON)."""
+
+
+def _shaped(answer: object, key: str) -> Mapping[str, Any]:
+    """``answer`` if it is a JSON object whose ``key`` is an object, as every Vault answer used here is."""
+    if isinstance(answer, Mapping) and isinstance(answer.get(key), Mapping):
+        return answer
+    raise NotVaultAnswer(key)
+
+
 class HvacAPI:
     """:class:`VaultAPI` over an ``hvac.Client``; ``counter``: what its session counts (if it does)."""
 
@@ -443,28 +455,26 @@ class HvacAPI:
         self._client.token = token.reveal() if token is not None else ""  # sent only as X-Vault-Token
 
     def lookup_self(self) -> Mapping[str, Any]:
-        answer: Mapping[str, Any] = self._client.auth.token.lookup_self()
-        return answer
+        return _shaped(self._client.auth.token.lookup_self(), "data")
 
     def renew_self(self) -> Mapping[str, Any]:
-        answer: Mapping[str, Any] = self._client.auth.token.renew_self()
-        return answer
+        return _shaped(self._client.auth.token.renew_self(), "auth")
 
     def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Mapping[str, Any]:
-        answer: Mapping[str, Any] = self._client.auth.approle.login(
+        answer = self._client.auth.approle.login(
             role_id=role_id, secret_id=secret_id.reveal(), mount_point=mount_path, use_token=False
         )
-        return answer
+        return _shaped(answer, "auth")
 
     def kubernetes_login(self, mount_path: str, role: str, jwt: Secret) -> Mapping[str, Any]:
-        answer: Mapping[str, Any] = self._client.auth.kubernetes.login(
+        answer = self._client.auth.kubernetes.login(
             role=role, jwt=jwt.reveal(), use_token=False, mount_point=mount_path
         )
-        return answer
+        return _shaped(answer, "auth")
 
     def read_latest(self, mount: str, path: str) -> Mapping[str, Any]:
         try:
-            answer: Mapping[str, Any] = self._client.secrets.kv.v2.read_secret_version(
+            answer = self._client.secrets.kv.v2.read_secret_version(
                 path=path, mount_point=mount, raise_on_deleted_version=True
             )
         except hvac.exceptions.InvalidPath as exc:
@@ -475,17 +485,16 @@ class HvacAPI:
             if isinstance(data, Mapping) and isinstance(data.get("metadata"), Mapping):
                 return body
             raise
-        return answer
+        return _shaped(answer, "data")
 
     def read_metadata(self, mount: str, path: str) -> Mapping[str, Any]:
-        answer: Mapping[str, Any] = self._client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)
-        return answer
+        return _shaped(self._client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount), "data")
 
     def read_version(self, mount: str, path: str, version: int) -> Mapping[str, Any]:
-        answer: Mapping[str, Any] = self._client.secrets.kv.v2.read_secret_version(
+        answer = self._client.secrets.kv.v2.read_secret_version(
             path=path, version=version, mount_point=mount, raise_on_deleted_version=True
         )
-        return answer
+        return _shaped(answer, "data")
 
     def write_version(self, mount: str, path: str, data: Mapping[str, Any], cas: int) -> Mapping[str, Any]:
         answer = self._client.secrets.kv.v2.create_or_update_secret(
@@ -500,5 +509,4 @@ class HvacAPI:
         self._client.adapter.post(url, json={"custom_metadata": dict(custom_metadata)})
 
     def read_mount_config(self, mount: str) -> Mapping[str, Any]:
-        answer: Mapping[str, Any] = self._client.secrets.kv.v2.read_configuration(mount_point=mount)
-        return answer
+        return _shaped(self._client.secrets.kv.v2.read_configuration(mount_point=mount), "data")

@@ -62,6 +62,7 @@ from rotator.adapters.vault.auth import (
     CredentialStatus,
     HvacAPI,
     KubernetesAuth,
+    NotVaultAnswer,
     TokenAuth,
     VaultAPI,
     VaultAuth,
@@ -121,6 +122,11 @@ _HINT_CONFLICT = (
     "`bao kv metadata get -mount={mount} {path}` (or `vault kv ...`), then rotate again"
 )
 _HINT_VAULT = "check the store settings (url, namespace, mount, path) and the Vault server's log"
+_ERR_NOT_VAULT = "{where}: the answer of {url} to {operation} {path} is not Vault's (not the JSON object Vault sends)"
+_HINT_NOT_VAULT = (
+    "check url: it must reach Vault's API itself (an ingress's default page, a proxy, or another service on that "
+    "port answered)"
+)
 _ERR_REDIRECT = (
     "{where}: Vault at {url} answered a request to {operation} {path} with a redirect to {target}; rotator "
     "follows no redirect to another scheme, host or port, which would send its Vault token (and a token payload) "
@@ -549,8 +555,8 @@ class VaultKV2Store:
                 return None
             except RecursionError:  # the SDK's JSON decoder met a payload nested thousands deep
                 return _TOO_DEEP
-            data: Mapping[str, Any] | None = answer["data"]["data"]
-            return data
+            data = answer["data"].get("data")
+            return data if isinstance(data, Mapping) else None
 
         return self._call(self._read_data._replace(name=f"read version {version} of"), read)
 
@@ -646,6 +652,9 @@ class VaultKV2Store:
             yield
         except RotatorError:
             raise
+        except NotVaultAnswer:
+            message = _ERR_NOT_VAULT.format(where=self._location, url=url, operation=op.name, path=op.path)
+            raise PermanentError(message, hint=_HINT_NOT_VAULT) from None
         except _RedirectRefused as exc:
             message = _ERR_REDIRECT.format(where=self._location, url=url, operation=op.name, path=op.path,
                                            target=exc.target)
