@@ -333,6 +333,29 @@ def test_approle_logs_in_again_after_its_token_was_revoked(openbao, vault, kv_pa
     assert "logging in again" in caplog.text
 
 
+def test_a_403_for_a_missing_capability_keeps_the_approle_token_and_names_the_capability(openbao, kv_path, tmp_path):
+    """A 403 with a token that can still look itself up is a missing capability, not an expired
+    token: no new login (which would not grant it, and would use up a secret_id limited to one
+    login), and the error names the path and capability to grant."""
+    openbao.write_policy("kv-no-meta-update",
+                         f'path "secret/data/{kv_path}" {{ capabilities = ["create", "read", "update"] }}\n'
+                         f'path "secret/metadata/{kv_path}" {{ capabilities = ["read"] }}\n')
+    role_id, secret_id = openbao.approle("rotator-once", "kv-no-meta-update", secret_id_num_uses=1)
+    (tmp_path / "secret-id").write_text(secret_id)
+    store = make_store(openbao, kv_path, tmp_path,
+                       auth={"method": "approle", "role_id": role_id, "secret_id": {"file": "secret-id"}})
+    store.read_current()
+    record = token_record("tok-1")
+    with pytest.raises(TransientError, match="marking the secret managed failed") as caught:
+        store.publish(record, None)
+    assert f"secret/metadata/{kv_path}" in (caught.value.hint or "") and "auth/approle" not in str(caught.value)
+    assert store.credential_status()["logged_in"]
+    openbao.write_policy("kv-no-meta-update",
+                         f'path "secret/data/{kv_path}" {{ capabilities = ["create", "read", "update"] }}\n'
+                         f'path "secret/metadata/{kv_path}" {{ capabilities = ["read", "update"] }}\n')
+    assert store.publish(record, None) == "1", "the grant fixed, the same publish completes"
+
+
 def test_approle_with_a_wrong_secret_id_is_permanent(openbao, kv_path, tmp_path):
     role_id, _ = openbao.approle("rotator-wrong", "default")
     (tmp_path / "secret-id").write_text("not-the-secret-id")

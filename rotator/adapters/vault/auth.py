@@ -276,8 +276,19 @@ class VaultLogin:
                        "login" if self._token is None else "lookup or renewal", self._error, self._failures, delay)
 
     def forget(self, api: AuthAPI) -> bool:
-        """After Vault refused the token (403): drop it. True if a new login may help."""
+        """After Vault refused the token (403): drop it. True if a new login may help.
+
+        A login token that can still look itself up is valid: the 403 was a missing capability, which
+        a new login would not grant (and it could use up a secret_id limited to a few logins)."""
         if isinstance(self._auth, LoginAuth):
+            try:
+                api.lookup_self()
+            except hvac.exceptions.Forbidden:
+                pass  # expired or revoked (or denied its own lookup): a new login may help
+            except Exception:  # noqa: BLE001 - Vault unreachable now: keep the token, report the 403
+                return False
+            else:
+                return False
             self._token = None
             self._expires_at = self._check_at = None  # the dropped token's times hurry nothing any more
             api.set_token(None)
