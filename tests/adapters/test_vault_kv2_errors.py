@@ -191,11 +191,21 @@ def test_a_403_with_a_token_file_rotated_meanwhile_retries_with_the_new_token(tm
 
 
 def test_approle_logs_in_again_once_after_a_403_then_gives_up(tmp_path):
+    """A 403 whose token cannot look itself up either (expired, revoked): one new login."""
     denied = [vault_error(hvac.exceptions.Forbidden, "permission denied") for _ in range(2)]
-    fake = FakeVault(fail={"read_metadata": denied})
+    fake = FakeVault(fail={"read_metadata": denied, "lookup_self": denied[:1]})
     with pytest.raises(PermanentError, match="HTTP 403"):
         make_store(fake, tmp_path, auth=APPROLE).read_current()
-    assert fake.calls == ["approle_login", "read_metadata", "approle_login", "read_metadata"]
+    assert fake.calls == ["approle_login", "read_metadata", "lookup_self", "approle_login", "read_metadata"]
+
+
+def test_a_403_with_a_token_that_still_looks_itself_up_logs_in_no_more(tmp_path):
+    """The token is valid: the 403 is a missing capability, which a new login would not grant."""
+    fake = FakeVault(fail={"read_metadata": [vault_error(hvac.exceptions.Forbidden, "permission denied")]})
+    with pytest.raises(PermanentError, match="HTTP 403") as caught:
+        make_store(fake, tmp_path, auth=APPROLE).read_current()
+    assert fake.calls == ["approle_login", "read_metadata", "lookup_self"]
+    assert "metadata" in (caught.value.hint or "")
 
 
 def test_approle_login_refused_is_permanent_with_a_credentials_hint(tmp_path):
