@@ -392,6 +392,11 @@ ROLE = "arn:aws:iam::123456789012:role/rotator"
         ({"secret_id": "x", "region": "us-east-1", "access_key": "inline"}, "access_key\n.*Unexpected keyword"),
         # A line break copied with a value: `$` matched before it, and the SDK refused it at the first call
         ({"secret_id": "x\n", "region": "us-east-1"}, "`secret_id` must be a secret name"),
+        # an ARN's name part is a secret name too (plus AWS's -XXXXXX suffix): it goes into messages and commands
+        ({"secret_id": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod\r\x00x-AbCdEf"},
+         "`secret_id` must be a secret name"),
+        ({"secret_id": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:" + "x" * 520},
+         "`secret_id` must be a secret name"),
         ({"secret_id": "x", "region": "us-east-1\n"}, "`region` must be an AWS region"),
         ({"secret_id": "x", "region": "us-east-1", "role_arn": ROLE + "\n"}, "`role_arn` must be an IAM role ARN"),
         ({"secret_id": "x", "region": "us-east-1", "endpoint_url": "http://h\n"},
