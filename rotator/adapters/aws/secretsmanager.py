@@ -112,7 +112,10 @@ T = TypeVar("T")
 CURRENT, PENDING, PREVIOUS = "AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"
 MANAGED_BY_KEY, MANAGED_BY, POLICY_KEY = "managed-by", "rotator", "policy"
 
-_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:(?P<region>[a-z0-9-]+):\d{12}:secret:(?P<name>[A-Za-z0-9/_+=.@-]{1,519})\Z")
+#: the name part: a secret name, with the -XXXXXX suffix AWS adds
+_ARN = re.compile(
+    r"^arn:aws[a-z-]*:secretsmanager:(?P<region>[a-z0-9-]+):\d{12}:secret:(?P<name>[A-Za-z0-9/_+=.@-]{1,519})\Z"
+)
 _NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}\Z")
 _REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+\Z")
 _ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z"  # compiled on first use: rarely set
