@@ -606,3 +606,30 @@ def test_a_404_to_the_deactivation_that_is_not_influxdb_s_is_not_a_revocation(
         proxy.revoke(minted.token_id, None)
     assert [t for t in issuer.list_tokens(None) if t.token_id == minted.token_id and t.is_active(datetime.now(UTC))]
     upstream.close()
+
+
+def test_stage_two_reads_a_token_again_before_deleting_it(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    """rotator paused between stage 2's listing and its DELETE (SIGSTOP, a slow network) while an
+    operator made the token active again (`influx auth active`), because a consumer still needed it:
+    v2 has no conditional DELETE, so the token is read again just before, and left alone."""
+    fake = influxdb2_fake
+    minted = make(fake.url).mint(request("0000000000000001"), None)
+    make(fake.url).revoke(minted.token_id, None)  # stage 1: inactive, with the marker
+    fake.age(minted.token_id, 8 * 86400)
+    real = httpx.HTTPTransport()
+
+    class ReactivatedAfterTheListing(httpx.BaseTransport):
+        def handle_request(self, req: httpx.Request) -> httpx.Response:
+            response = real.handle_request(req)
+            if req.method == "GET" and req.url.path == "/api/v2/authorizations":
+                response.read()
+                fake.set_status(minted.token_id, "active")
+            return response
+
+    later = make(fake.url, transport=ReactivatedAfterTheListing(),
+                 clock=FakeClock(datetime.now(UTC) + timedelta(days=8)))
+    later.revoke("00000000000000ff", None)  # a revocation runs stage 2
+    assert fake.deleted == []
+    assert fake.authorization(minted.token_id)["status"] == "active"  # type: ignore[index]
+    make(fake.url, clock=FakeClock(datetime.now(UTC) + timedelta(days=8))).revoke("00000000000000ff", None)
+    assert fake.deleted == [], "active: not rotator's to delete"

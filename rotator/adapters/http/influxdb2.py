@@ -348,6 +348,8 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
                 if not _AUTH_ID.fullmatch(info.token_id):
                     logger.warning("authorization %r has no v2 id; not deleting it", info.token_id[:40])
                     continue
+                if not self._unchanged_since_listed(info.token_id, item, auth):
+                    continue
                 with map_http_errors(f"delete authorization {info.token_id}", hints={401: HINT_401}):
                     path = _authorization(info.token_id)
                     expect(self._http().delete(path, headers=auth_header("Token", auth)), 204, 404)
@@ -356,6 +358,23 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
                 )
         except RotatorError as exc:
             logger.warning("deleting old inactive authorizations failed, retried at the next revocation: %s", exc)
+
+    def _unchanged_since_listed(self, auth_id: str, listed: Mapping[str, Any], auth: Secret) -> bool:
+        """Whether ``auth_id`` is, read again just before its deletion, as the listing showed it: still
+        inactive and not updated since. Someone may have made it active again meanwhile (a consumer
+        still needed it) while rotator was paused; v2 has no conditional DELETE, so this narrows the
+        window to one request."""
+        what = f"read authorization {auth_id} before deleting it"
+        with map_http_errors(what, hints={401: HINT_401}):
+            response = expect(self._http().get(_authorization(auth_id), headers=auth_header("Token", auth)), 200, 404)
+        if response.status_code == 404:
+            return False  # gone already
+        current = _split(json_body(response, what), what)[0]
+        if current.get("status") == "inactive" and current.get("updatedAt") == listed.get("updatedAt"):
+            return True
+        logger.info("authorization %s changed since it was listed (status %r); not deleting it", auth_id,
+                    current.get("status"))
+        return False
 
     def _authorizations(self, auth: Secret) -> list[Mapping[str, Any]]:
         what = "list authorizations"
