@@ -12,6 +12,7 @@ an exception message.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -144,6 +145,22 @@ class Issuer(Protocol):
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
         """Every token the issuer knows, revoked ones included."""
         ...
+
+
+def read_for_reading(store: Store, log: logging.Logger) -> StoreState:
+    """``store.read_current()`` for a caller that only reads (``rotator sync``'s source, the
+    inventory's credential): a store that refuses writes for now but read its current value
+    (errors.WriteBlocked with a ``state``, e.g. AWS during another rotator's rotation) gives that
+    value, with a warning."""
+    from rotator.core.errors import WriteBlocked
+
+    try:
+        return store.read_current()
+    except WriteBlocked as exc:
+        if not isinstance(exc.state, StoreState):
+            raise
+        log.warning("%s; only reading, so its current value is used all the same", exc)
+        return exc.state
 
 
 def listing_is_complete(issuer: object) -> bool:

@@ -112,6 +112,15 @@ class MalformedPayload(PermanentError):
     state: object | None = None
 
 
+class WriteBlocked(PermanentError):
+    """A store's current value can be read, but the store refuses writes for now (e.g. another
+    rotator's unfinished rotation of the same secret). A writer stops; a reader (``rotator sync``,
+    the inventory) may use ``state``, the current value as the store read it (a StoreState), or
+    None when the store could not read it."""
+
+    state: object | None = None
+
+
 class ConflictError(PermanentError):
     """A compare-and-set write lost: the store changed since PLAN read it."""
 

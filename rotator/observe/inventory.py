@@ -33,6 +33,7 @@ No token value is ever read here: issuers list ids, descriptions and times only.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 import tomllib
@@ -45,13 +46,15 @@ from rotator.config import registry
 from rotator.config.policy_types import Policy
 from rotator.config.timefmt import rfc3339_or_none
 from rotator.core.clock import Clock
-from rotator.core.contracts import Issuer, TokenInfo
+from rotator.core.contracts import Issuer, TokenInfo, read_for_reading
 from rotator.core.engine import Engine
 from rotator.core.errors import RotatorError
 from rotator.core.journal import Journal, Revocation, RunRecord, RunState
 from rotator.core.secret import REDACTOR, Secret
 from rotator.observe.compliance import max_age_of
 from rotator.observe.untrusted_text import one_line
+
+logger = logging.getLogger("rotator.inventory")
 
 __all__ = [
     "CLASSES",
@@ -164,7 +167,7 @@ def store_credential(policy: Policy, clock: Clock | None = None) -> Callable[[],
 
     def read() -> Secret | None:
         for _, store in registry.build_stores(policy, policy.context(clock)):
-            state = store.read_current()
+            state = read_for_reading(store, logger)
             if state.record is not None:
                 return state.record.value
         return None

@@ -37,6 +37,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -203,6 +204,7 @@ def sync(args: argparse.Namespace) -> SyncResult:
 
     from rotator.config.policy import load_config
     from rotator.core.clock import SystemClock
+    from rotator.core.contracts import read_for_reading
     from rotator.core.retry import call_with_retry
 
     logger = logging.getLogger("rotator.sync")
@@ -216,7 +218,8 @@ def sync(args: argparse.Namespace) -> SyncResult:
     target = _profile_store(args, policy)  # first: its checks of the arguments and the policy read nothing
     source = _build(binding.type, binding.settings, policy.context(clock))
     src_state: StoreState = call_with_retry(
-        source.read_current, what=f"{policy.name}: read {binding.name}", policy=retry, clock=clock
+        partial(read_for_reading, source, logger), what=f"{policy.name}: read {binding.name}", policy=retry,
+        clock=clock,
     )
     record = src_state.record
     if record is None:

@@ -173,8 +173,12 @@ def test_a_pending_rotator_payload_on_a_rotation_enabled_secret_is_the_functions
                                                    rotation=True), {"SecretId": NAME})  # fmt: skip
     stub.add_response("get_secret_value", value(pending, record("tok-lambda"), ["AWSPENDING"]),
                       {"SecretId": NAME, "VersionStage": "AWSPENDING", "VersionId": pending})
-    with pytest.raises(PendingRotationError):
+    stub.add_response("get_secret_value", value(current, record("tok-current"), ["AWSCURRENT"]),
+                      {"SecretId": NAME, "VersionStage": "AWSCURRENT"})
+    with pytest.raises(PendingRotationError) as caught:
         store_on(stub).read_current()
+    assert caught.value.state.version == current and caught.value.state.record.token_id == "tok-current", \
+        "AWSCURRENT, for a reader"  # fmt: skip
 
 
 # -- error mapping ---------------------------------------------------------------------------------

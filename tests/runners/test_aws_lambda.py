@@ -790,6 +790,33 @@ def test_the_sweep_leaves_alone_a_token_another_secret_minted_for_the_same_polic
     scene.check_no_leak(caplog)
 
 
+def test_readers_read_awscurrent_during_a_rotation_and_writers_stop(scene, tmp_path, caplog):
+    """While the function rotates (AWSPENDING holds the new token), AWSCURRENT is intact and valid:
+    `rotator sync` (a reader) copies it, with a warning; a writer still stops before it mints."""
+    token = scene.start()
+    scene.step("createSecret", token)
+    from rotator.sandbox.influxctl_state import write_profile
+
+    influx_config = tmp_path / "influxctl.toml"
+    write_profile(influx_config)
+    env = {**os.environ, **scene.aws.env()}
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "sync", "--from", f"{scene.config}:{POLICY}",
+                           "--config", str(influx_config), "--profile", "default"],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "a previous rotation isn't complete" in proc.stderr and "its current value is used" in proc.stderr
+    assert scene.payload("AWSCURRENT")["token"] in influx_config.read_text()
+    store = AwsSecretsManagerStore.from_config(
+        AwsSecretsManagerSettings(secret_id=scene.name, region=scene.aws.region, endpoint_url=scene.aws.url),
+        AdapterContext(policy=POLICY), client_factory=lambda s, p: scene.client())
+    with pytest.raises(PermanentError, match="a previous rotation isn't complete") as caught:
+        store.read_current()  # the engine's PLAN: a writer stops here, before it mints
+    assert caught.value.state.record.token_id == scene.payload("AWSCURRENT")["token_id"]
+    for step in STEPS[1:]:
+        scene.step(step, token)
+    scene.check_invariants()
+
+
 class _AwsLikePut:
     """A client whose PutSecretValue refuses to give an existing version another value, as AWS does
     (ResourceExistsException); moto lets it."""

@@ -77,6 +77,7 @@ from rotator.core.errors import (
     PermanentError,
     RotatorError,
     TransientError,
+    WriteBlocked,
 )
 from rotator.core.secret import REDACTOR
 
@@ -488,8 +489,9 @@ def read_stage(
     return str(answer.get("VersionId", version_id or "")), payload
 
 
-class PendingRotationError(PermanentError):
-    """AWSPENDING sits on a version other than AWSCURRENT's: a rotation is unfinished."""
+class PendingRotationError(WriteBlocked):
+    """AWSPENDING sits on a version other than AWSCURRENT's: a rotation is unfinished. From
+    ``read_current``, ``state`` is AWSCURRENT (valid throughout a rotation) for readers."""
 
     def __init__(self, where: str, secret: str, region: str, pending: str, current: str | None) -> None:
         super().__init__(
@@ -551,7 +553,14 @@ class AwsSecretsManagerStore:
         if current is None:
             logger.debug("%s: exists with no AWSCURRENT value", self._location)
             return StoreState(version=None, managed=view.managed, record=None)
-        self._check_pending(view, current)
+        try:
+            self._check_pending(view, current)
+        except PendingRotationError as exc:  # a writer stops here, before it mints; a reader may go on
+            exc.state = self._current_state(view)
+            raise
+        return self._current_state(view)
+
+    def _current_state(self, view: SecretView) -> StoreState:
         answer = self._read(CURRENT)
         if answer is None:  # AWSCURRENT moved between the two calls: the next read sees it
             raise TransientError(f"{self._location}: AWSCURRENT changed while reading it", hint=_HINT_RETRY)
