@@ -1020,6 +1020,7 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
         work = [(s.secret_id, p) for p in config.policies if len(p.stores) == 1 for s in _aws_stores(p)]
     total = _RevokeReport()
     errors: list[str] = []
+    fixes: list[str] = []  # the hints of those errors: a secret scheduled for deletion is not fixed by retrying
     for sid, policy in work:
         try:
             target = _resolve(config, sid, env, policy)
@@ -1033,8 +1034,11 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
                                  current, env)
             _log_compliance(target, current, records, report, env.clock.now())
         except RotatorError as exc:
-            logger.error("revoke-expired: secret %s: %s", sid, REDACTOR.redact(str(exc)))
+            logger.error("revoke-expired: secret %s: %s%s", sid, REDACTOR.redact(str(exc)),
+                         f" (fix: {exc.hint})" if exc.hint else "")  # fmt: skip
             errors.append(f"{sid}: {REDACTOR.redact(str(exc))}")
+            if exc.hint and exc.hint not in fixes:
+                fixes.append(exc.hint)
             continue
         total.revoked += report.revoked
         total.skipped += report.skipped
@@ -1056,7 +1060,7 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
         detail = "; ".join(errors + [f"token {t}" for t in total.failed])
         raise TransientError(
             f"revoke-expired: {len(total.failed) + len(errors)} failure(s): {detail}",
-            hint="the next scheduled run retries; check the issuer and the function's log",
+            hint="; ".join([*fixes, "the next scheduled run retries; check the issuer and the function's log"]),
         )
     return summary
 

@@ -817,6 +817,19 @@ def test_readers_read_awscurrent_during_a_rotation_and_writers_stop(scene, tmp_p
     scene.check_invariants()
 
 
+def test_a_secret_scheduled_for_deletion_says_so_and_what_its_loss_takes(scene):
+    """After `delete-secret --recovery-window-in-days`, every read fails; retrying cannot help, and a
+    purge takes the rotator:revoke:<id> tags with it (those tokens would stay valid): the error says
+    so, and how to restore the secret or what to revoke first."""
+    scene.rotate()
+    scene.client().delete_secret(SecretId=scene.name, RecoveryWindowInDays=7)
+    scene.clock.advance(GRACE + timedelta(minutes=1))
+    with pytest.raises(RotatorError, match="marked deleted") as caught:
+        scene.invoke({"action": "revoke-expired"})
+    assert "scheduled for deletion" in (caught.value.hint or "") and "restore-secret" in (caught.value.hint or "")
+    assert "rotator:revoke:" in (caught.value.hint or "")
+
+
 class _AwsLikePut:
     """A client whose PutSecretValue refuses to give an existing version another value, as AWS does
     (ResourceExistsException); moto lets it."""

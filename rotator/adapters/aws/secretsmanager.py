@@ -170,6 +170,11 @@ _HINT_CREDENTIALS = (
     "`profile`, or `role_arn`"
 )
 _HINT_NOT_FOUND = "check secret_id and region (the secret may also be scheduled for deletion: restore-secret)"
+_HINT_DELETED = (
+    "the secret is scheduled for deletion: if that was a mistake, `aws secretsmanager restore-secret --secret-id "
+    "SECRET`; if not, first revoke the tokens its rotator:revoke:<token id> tags record (they are lost with the "
+    "secret, and those tokens stay valid until they expire), e.g. with the issuer's own tool"
+)
 _HINT_AWS = "check the store settings (secret_id, region, endpoint_url) and AWS's message"
 
 
@@ -910,4 +915,8 @@ def _client_error(
         return PermanentError(message, hint=_HINT_CREDENTIALS)
     if code == "ResourceNotFoundException":
         return PermanentError(message, hint=_HINT_NOT_FOUND)
+    if code == "InvalidRequestException" and "marked deleted" in aws_message:
+        # Retrying cannot help, and once the secret is purged its rotator:revoke:<id> tags go with it:
+        # the tokens they record would stay valid until they expire.
+        return PermanentError(message, hint=_HINT_DELETED)
     return PermanentError(message, hint=_HINT_AWS)
