@@ -397,6 +397,23 @@ def test_read_only_token_cannot_publish_and_is_told_which_capability(openbao, va
     assert metadata(vault, kv_path)["current_version"] == 1
 
 
+def test_a_kv_version_1_mount_is_refused_before_anything_is_written(openbao, vault, kv_path, tmp_path):
+    """A KV v1 engine would keep the payload (a token value) as a plain secret at <mount>/data/<path>:
+    the first read tells, before any write; a leftover from an older rotator is not read as a token."""
+    mount = f"kv1-{uuid.uuid4().hex[:8]}"
+    vault.sys.enable_secrets_engine("kv", path=mount, options={"version": "1"})
+    store = make_store(openbao, kv_path, tmp_path, mount=mount)
+    with pytest.raises(PermanentError, match=f"mount '{mount}' is not a KV version 2 secrets engine") as caught:
+        store.read_current()
+    assert "enable-versioning" in (caught.value.hint or "")
+    assert vault.read(f"{mount}/data/{kv_path}") is None, "nothing written"
+    # what an older rotator's first write left there: the KV v2 request body, kept as a v1 secret
+    vault.adapter.post(f"/v1/{mount}/data/{kv_path}", json={"data": token_record("tok-old").payload(),
+                                                             "options": {"cas": 0}})
+    with pytest.raises(PermanentError, match="is not a KV version 2 secrets engine"):
+        make_store(openbao, kv_path, tmp_path, mount=mount).read_current()
+
+
 def test_a_missing_mount_is_permanent(openbao, kv_path, tmp_path):
     store = make_store(openbao, kv_path, tmp_path, mount="no-such-mount")
     with pytest.raises(PermanentError, match="HTTP 404 .no handler for route"):

@@ -122,6 +122,11 @@ _HINT_CONFLICT = (
     "`bao kv metadata get -mount={mount} {path}` (or `vault kv ...`), then rotate again"
 )
 _HINT_VAULT = "check the store settings (url, namespace, mount, path) and the Vault server's log"
+_ERR_NOT_KV2_MOUNT = "{where}: mount {mount!r} is not a KV version 2 secrets engine (it answers as KV version 1)"
+_HINT_NOT_KV2 = (
+    "point `mount` at a KV v2 engine, or upgrade this one (`vault kv enable-versioning MOUNT`); a KV v1 mount keeps "
+    "what was written to <mount>/data/<path> as a plain secret: delete it (`vault delete MOUNT/data/PATH`)"
+)
 _ERR_NOT_VAULT = "{where}: the answer of {url} to {operation} {path} is not Vault's (not the JSON object Vault sends)"
 _HINT_NOT_VAULT = (
     "check url: it must reach Vault's API itself (an ingress's default page, a proxy, or another service on that "
@@ -528,7 +533,10 @@ class VaultKV2Store:
             except RecursionError:  # the SDK's JSON decoder met a payload nested thousands deep
                 return _Latest(0, _TOO_DEEP, None)
             data: Mapping[str, Any] = answer["data"]
-            meta: Mapping[str, Any] = data.get("metadata") or {}
+            if not isinstance(data.get("metadata"), Mapping):  # a KV v1 mount: a plain secret at <mount>/data/<path>
+                raise PermanentError(_ERR_NOT_KV2_MOUNT.format(where=self._location, mount=self._settings.mount),
+                                     hint=_HINT_NOT_KV2)
+            meta: Mapping[str, Any] = data["metadata"]
             payload = data.get("data")
             # Vault decides what is deleted, by its own clock: it answers a deleted or destroyed version
             # with its data null. A live version's deletion_time is in the future when the secret or
@@ -604,7 +612,12 @@ class VaultKV2Store:
     def _mount_config(self, api: VaultAPI) -> Mapping[str, Any]:
         try:
             data: Mapping[str, Any] = api.read_mount_config(self._settings.mount)["data"]
-        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath) as exc:
+        except hvac.exceptions.InvalidPath as exc:
+            if not exc.errors:  # KV v2 always has a config; a KV v1 mount has no secret named "config"
+                raise PermanentError(_ERR_NOT_KV2_MOUNT.format(where=self._location, mount=self._settings.mount),
+                                     hint=_HINT_NOT_KV2) from None
+            raise
+        except hvac.exceptions.Forbidden as exc:
             # Optional: many policies do not grant it. Unknown counts as Vault's default (10).
             logger.debug(
                 "%s: cannot read %s (%s); max_versions not checked",
