@@ -37,6 +37,7 @@ from rotator.adapters.aws.secretsmanager import (
 from rotator.config import registry
 from rotator.config.adapter_settings import validate_settings
 from rotator.config.policy import parse_config
+from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, StoreState, TokenRecord
 from rotator.core.engine import Engine
 from rotator.core.errors import ConfigError, ConflictError, OwnershipError, PermanentError, TransientError
@@ -258,6 +259,38 @@ def test_awspending_without_a_value_stops_the_run_with_the_aws_message_and_the_f
         assert (f"aws secretsmanager update-secret-version-stage --secret-id {arn} --version-stage AWSPENDING "
                 f"--remove-from-version-id {pending} --region {aws.region}") in caught.value.hint  # fmt: skip
     assert stages(aws, name) == {current: ["AWSCURRENT"], pending: ["AWSPENDING"]}, "nothing written"
+
+
+def test_a_reader_of_a_management_token_reads_awscurrent_during_another_rotation(aws, caplog):
+    """management_token_from only reads: while the secret's own rotation is under way (AWSPENDING on
+    another version), the database-token policies that depend on it go on with AWSCURRENT."""
+    from types import SimpleNamespace
+
+    from rotator.adapters.http.management_api import _ManagementToken
+
+    name = secret_name()
+    store = make_store(aws, name, policy="mgmt")
+    store.publish(token_record("mgmt-1", policy="mgmt"), None)
+    _start_moto_rotation(aws, name, str(uuid.uuid4()))
+    with pytest.raises(PendingRotationError):
+        store.read_current()  # a writer of that secret stops
+    reader = _ManagementToken(SimpleNamespace(management_token=None), AdapterContext(policy="db", clock=FakeClock(NOW)),
+                              store)
+    assert reader.read().reveal().startswith("test-token-value-")
+    assert "a previous rotation isn't complete" in caplog.text
+
+
+def test_a_pending_rotation_stays_the_refusal_when_awscurrent_is_malformed_too(aws):
+    """read_current attaches AWSCURRENT for readers; when that read fails (a malformed payload), the
+    refusal a writer must see still comes first, not the MalformedPayload a repair would go past."""
+    name = secret_name()
+    store = make_store(aws, name)
+    current = store.publish(token_record("tok-1"), None)
+    aws.client().put_secret_value(SecretId=name, SecretString="not json", VersionStages=["AWSCURRENT"])
+    _start_moto_rotation(aws, name, str(uuid.uuid4()))
+    with pytest.raises(PendingRotationError) as caught:
+        store.read_current()
+    assert caught.value.state is None and current
 
 
 def test_awspending_holding_someone_elses_value_stops_the_run(aws):

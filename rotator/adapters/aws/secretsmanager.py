@@ -561,7 +561,10 @@ class AwsSecretsManagerStore:
         try:
             self._check_pending(view, current)
         except PendingRotationError as exc:  # a writer stops here, before it mints; a reader may go on
-            exc.state = self._current_state(view)
+            try:
+                exc.state = self._current_state(view)
+            except RotatorError:  # (a malformed AWSCURRENT, say) the refusal stands: it is what a writer must see
+                exc.state = None
             raise
         return self._current_state(view)
 

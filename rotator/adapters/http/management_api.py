@@ -82,7 +82,16 @@ from rotator.adapters.transport import plain_http_warning, tls_verify_warning
 from rotator.config import registry
 from rotator.config.adapter_settings import validate_settings
 from rotator.config.timefmt import rfc3339_seconds
-from rotator.core.contracts import AdapterContext, Issuer, MintedToken, MintRequest, Store, TokenInfo, checked_settings
+from rotator.core.contracts import (
+    AdapterContext,
+    Issuer,
+    MintedToken,
+    MintRequest,
+    Store,
+    TokenInfo,
+    checked_settings,
+    read_for_reading,
+)
 from rotator.core.credentials import CredentialRef
 from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
 from rotator.core.secret import Secret
@@ -355,8 +364,8 @@ class _ManagementToken:
             return self._ref.resolve(self._base_dir)
         location = self._store.location
         hint = _HINT_DEPENDENCY.format(location=location)
-        try:
-            state = self._store.read_current()
+        try:  # only read: AWSCURRENT stays valid while another rotation of that secret is under way
+            state = read_for_reading(self._store, logger)
         except RotatorError as exc:
             cause = str(exc).removeprefix(f"{location}: ")  # store messages start with their location
             message = f"cannot read the management token from {location}: {cause}"
@@ -379,7 +388,7 @@ class _ManagementToken:
         if self._store is None:
             return (_HINT_401 if status == 401 else _HINT_403).format(source=self.source)
         try:
-            record = self._store.read_current().record
+            record = read_for_reading(self._store, logger).record
         except RotatorError:
             record = None
         source, policy = self.source, "the policy"
