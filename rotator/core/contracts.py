@@ -111,10 +111,11 @@ class Issuer(Protocol):
     ``call_timeout_seconds: float``, the longest one call (``mint``, ``revoke`` ...) may take,
     child processes included. Recovery waits that long after a dead run's last mint started
     before it decides that no token with the run's tag can still appear.
-    ``listing_is_complete: bool`` (read with :func:`listing_is_complete`; true when absent): false
-    where ``list_tokens`` may leave out tokens that exist (InfluxDB v2 lists only the
-    authorizations of users the credential may read). A token rotator's records claim that is
-    not listed is then revoked all the same, and ``revoke``'s own lookup says whether it exists.
+    ``listing_is_complete: bool`` (true when absent): false where ``list_tokens`` may leave out
+    tokens that exist (InfluxDB v2 lists only the authorizations of users the credential may
+    read). Such an issuer has ``token_info(token_id, credential) -> TokenInfo | None``, one token
+    looked up by id (None: the issuer has no such token; an error: it cannot tell), which
+    :func:`with_unlisted` asks about a token the revocation rule must judge.
     """
 
     #: The entry-point name, e.g. ``influxctl-management``.
@@ -163,9 +164,14 @@ def read_for_reading(store: Store, log: logging.Logger) -> StoreState:
         return exc.state
 
 
-def listing_is_complete(issuer: object) -> bool:
-    """The issuer's ``listing_is_complete`` (see :class:`Issuer`); true when it does not say."""
-    return getattr(issuer, "listing_is_complete", True) is not False
+def with_unlisted(issuer: object, tokens: list[TokenInfo], token_id: str, credential: Secret | None) -> list[TokenInfo]:
+    """``tokens`` (the issuer's listing), plus what the issuer says of ``token_id`` when the listing
+    may leave tokens out and does not show it (:class:`Issuer`'s ``listing_is_complete``): "not
+    listed" proves nothing there, and the revocation rule needs the token's description to judge."""
+    if getattr(issuer, "listing_is_complete", True) is not False or any(t.token_id == token_id for t in tokens):
+        return tokens
+    info = issuer.token_info(token_id, credential)  # type: ignore[attr-defined]
+    return tokens if info is None else [*tokens, info]
 
 
 #: What :func:`call_timeout_of` assumes for an issuer that does not say (seconds).

@@ -44,7 +44,7 @@ from rotator.core.contracts import (
     TokenInfo,
     TokenRecord,
     call_timeout_of,
-    listing_is_complete,
+    with_unlisted,
 )
 from rotator.core.errors import (
     LeaseBusy,
@@ -783,9 +783,10 @@ class Engine:
         holders = [name for name, state in states.items() if state.token_id == claim.token_id]
         if credential is None:
             credential = self._credential_from(states)
-        tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
-        if not check_revocable(claim, tokens, holders, self.clock.now(),
-                               listing_complete=listing_is_complete(self.issuer)):
+        listed: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
+        tokens = self._call(lambda: with_unlisted(self.issuer, listed, claim.token_id, credential),
+                            f"look up token {claim.token_id}")
+        if not check_revocable(claim, tokens, holders, self.clock.now()):
             return False
         self._fenced_call(lambda: self.issuer.revoke(claim.token_id, credential), f"revoke {claim.token_id}")
         return True

@@ -61,19 +61,14 @@ def check_not_current(token_id: str, holders: Sequence[str]) -> None:
         )
 
 
-def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence[str], now: datetime, *,
-                    listing_complete: bool = True) -> bool:  # fmt: skip
+def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence[str], now: datetime) -> bool:
     """True: revoke ``claim.token_id``. False: the issuer lists it no more or not as active (nothing
     to do). Raises NeedsAttention when the records do not prove it is rotator's token to revoke.
 
-    ``listing_complete=False`` (contracts.listing_is_complete): ``tokens`` may leave out a token
-    that exists, so one the journal says rotator minted or recorded is revoked all the same
-    (True) when it is not listed: not listed proves nothing there, and the issuer's ``revoke``
-    looks it up itself (gone: nothing to do; not readable: an error, not a silent "done")."""
+    ``tokens`` must hold the token if the issuer has it: where a listing may leave tokens out, the
+    caller adds what the issuer says of this one (contracts.with_unlisted)."""
     check_not_current(claim.token_id, holders)
     info = next((t for t in tokens if t.token_id == claim.token_id), None)
-    if info is None and not listing_complete and (claim.minted_by or claim.bootstrapped):
-        return True
     if info is None or not info.is_active(now):
         return False  # revoked, expired or deleted already (e.g. a regenerated operator token): nothing to do
     source = f" (claimed by {claim.source})" if claim.source else ""

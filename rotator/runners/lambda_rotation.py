@@ -789,7 +789,7 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
                      target.view.arn, exc)  # fmt: skip
         report.failed += due
         return report
-    from rotator.core.contracts import listing_is_complete
+    from rotator.core.contracts import with_unlisted
     from rotator.core.revocation_rule import check_revocable
 
     for index, token_id in enumerate(due):
@@ -799,10 +799,18 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
                            "the rotation", target.view.arn, left, reserve_ms)  # fmt: skip
             report.waiting += left
             break
+        try:
+            tokens = call_with_retry(partial(with_unlisted, issuer, tokens, token_id, current.value),
+                                     what=f"{target.policy.name}: look up token {token_id}", policy=target.retry,
+                                     clock=env.clock)  # fmt: skip
+        except RotatorError as exc:
+            logger.error("revoke-expired: token %s of %s: cannot look it up, retried next time: %s",
+                         token_id, target.view.arn, exc)  # fmt: skip
+            report.failed.append(token_id)
+            continue
         claim = records.claim(token_id, tokens)
         try:
-            revocable = check_revocable(claim, tokens, [holders[token_id]] if token_id in holders else [], now,
-                                        listing_complete=listing_is_complete(issuer))
+            revocable = check_revocable(claim, tokens, [holders[token_id]] if token_id in holders else [], now)
         except NeedsAttention as exc:
             if token_id in holders:
                 logger.warning("revoke-expired: token %s is AWSCURRENT or AWSPENDING of %s; not revoking it",

@@ -17,7 +17,7 @@ import pytest
 
 from rotator.config.policy import load_config
 from rotator.core.clock import FakeClock
-from rotator.core.contracts import TokenInfo
+from rotator.core.contracts import TokenInfo, with_unlisted
 from rotator.core.engine import MAX_REVOCATION_ROUNDS, Engine
 from rotator.core.errors import NeedsAttention
 from rotator.core.journal import open_journal
@@ -58,19 +58,37 @@ def test_the_rule_needs_the_record_and_the_issuer_s_tag() -> None:
     assert not check_revocable(Claim("gone", "p"), tokens, [], now), "nothing to revoke: no refusal needed"
 
 
-def test_where_the_listing_may_leave_tokens_out_a_claimed_token_not_listed_is_revoked_all_the_same() -> None:
-    """InfluxDB v2 lists only what the credential may read: not listed proves nothing there, so a
-    token rotator's records claim goes to the issuer's revoke, whose own lookup tells gone from
-    unreadable. A token no record claims is still nobody's to revoke, and a store's holding still wins."""
+def test_where_the_listing_may_leave_tokens_out_an_unlisted_token_is_looked_up_and_judged_like_any() -> None:
+    """InfluxDB v2 lists only what the credential may read: "not listed" proves nothing there, so
+    the token is looked up by id and the rule judges what the issuer says of it (its tag included):
+    gone is nothing to do; another org's token without the run's tag is refused, not deactivated."""
     now = datetime(2026, 3, 1, tzinfo=UTC)
-    listed = [TokenInfo("t1", "rotator:p:run1", None, None, None)]
-    partial = {"listing_complete": False}
-    assert check_revocable(Claim("hidden", "p", minted_by=["run1"]), listed, [], now, **partial)
-    assert check_revocable(Claim("hidden", "p", bootstrapped=True), listed, [], now, **partial)
-    assert not check_revocable(Claim("hidden", "p"), listed, [], now, **partial)
+    listed = [TokenInfo("t1", "rotator:p:run1")]
+
+    class Partial:
+        listing_is_complete = False
+        known = {"hidden": TokenInfo("hidden", "rotator:p:run1"), "foreign": TokenInfo("foreign", "team B's token")}
+        asked: list[str] = []
+
+        def token_info(self, token_id: str, credential: Any) -> TokenInfo | None:
+            self.asked.append(token_id)
+            return self.known.get(token_id)
+
+    issuer = Partial()
+    claim = Claim("hidden", "p", minted_by=["run1"])
+    assert check_revocable(claim, with_unlisted(issuer, listed, "hidden", None), [], now)
+    assert not check_revocable(Claim("gone", "p", minted_by=["run1"]), with_unlisted(issuer, listed, "gone", None),
+                               [], now)  # fmt: skip
+    with pytest.raises(NeedsAttention, match="does not carry"):
+        check_revocable(Claim("foreign", "p", minted_by=["run1"]), with_unlisted(issuer, listed, "foreign", None),
+                        [], now)  # fmt: skip
     with pytest.raises(NeedsAttention, match="still current"):
-        check_revocable(Claim("hidden", "p", minted_by=["run1"]), listed, ["primary"], now, **partial)
-    assert not check_revocable(Claim("hidden", "p", minted_by=["run1"]), listed, [], now), "a complete listing decides"
+        check_revocable(claim, with_unlisted(issuer, listed, "hidden", None), ["primary"], now)
+    assert with_unlisted(issuer, listed, "t1", None) is listed, "listed: not looked up"
+    assert issuer.asked == ["hidden", "gone", "foreign", "hidden"]
+    complete = type("Complete", (), {"token_info": Partial.token_info})()
+    assert with_unlisted(complete, listed, "hidden", None) is listed, "a complete listing decides"
+    assert not check_revocable(claim, listed, [], now)
 
 
 def test_a_bootstrapped_id_given_to_a_newer_token_is_not_that_token() -> None:

@@ -171,8 +171,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
     requests_per_call: ClassVar[int] = 3
     #: GET /api/v2/authorizations leaves out, silently, the authorizations of every user the
     #: credential may not read (the OSS spec says so); GET /api/v2/authorizations/{id} answers 401
-    #: for them. A token rotator minted that is not listed is revoked all the same, and revoke's
-    #: GET says whether it is gone (contracts.Issuer).
+    #: for them. A token the listing does not show is looked up by :meth:`token_info`.
     listing_is_complete: ClassVar[bool] = False
 
     @property
@@ -281,6 +280,29 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             else:
                 self._deactivate(token_id, str(description), auth)
         self._purge(auth)
+
+    def token_info(self, token_id: str, credential: Secret | None) -> TokenInfo | None:
+        """``GET /api/v2/authorizations/{id}``: the authorization, or None when InfluxDB says it has none
+        (its own 404); a 401 (the credential may not read that authorization's user) is an error:
+        "not readable" is never taken for "gone"."""
+        _check_id(token_id)
+        what = f"look up authorization {token_id}"
+        with map_http_errors(what, hints={401: HINT_401}):
+            response = expect(
+                self._http().get(_authorization(token_id), headers=auth_header("Token", self._credential(credential))),
+                200, 404,
+            )  # fmt: skip
+        if response.status_code == 404:
+            if error_code(response) != "not found":
+                raise TransientError(
+                    f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
+                    hint="check `base_url` (it must reach InfluxDB itself); rotator tries again on the next run",
+                )
+            return None
+        item = _split(json_body(response, what), what)[0]
+        if item.get("id") != token_id:
+            raise IssuerOutputError(f"{what}: the answer is not authorization {token_id}")
+        return self._info(item)
 
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
         """Every authorization of ``org_id``; inactive ones have ``revoked_at`` = their ``updatedAt``."""
