@@ -85,8 +85,9 @@ class CredentialRef(SettingsValue):
         """Read the credential now; ConfigError names where it looked, never the value.
 
         Surrounding white space and a byte-order mark (an editor's UTF-8 signature) are dropped; a
-        control or format character left inside (a zero-width space, a carriage return) is refused:
-        no credential holds one, and an HTTP client would fail on it with the value in its message."""
+        control or format character left inside other than a line break (a zero-width space, a NUL)
+        is refused: no credential holds one, and an HTTP client would fail on it with the value in
+        its message."""
         if self.env is not None:
             value = _plain(os.environ.get(self.env, ""))
             if not value:
@@ -121,7 +122,8 @@ def _plain(text: str) -> str:
 def _printable(value: str, where: str) -> Secret:
     """``value`` as a Secret, or ConfigError naming the first character no credential holds (by its
     position and code point, never the value)."""
-    bad = next((i for i, c in enumerate(value) if not c.isprintable()), None)
+    # Line breaks may sit inside: a webhook's signing key from `base64` wraps at 76 columns.
+    bad = next((i for i, c in enumerate(value) if not c.isprintable() and c not in "\r\n"), None)
     if bad is not None:
         raise ConfigError(
             f"{where} holds a control or format character (U+{ord(value[bad]):04X}, character {bad + 1}) that "

@@ -166,7 +166,7 @@ def test_stage_two_deletes_only_an_authorization_whose_marker_is_its_own_and_unc
     assert fake.deleted == [retired.token_id]
     for kept in (copied, brought_back.token_id, legacy, odd):
         assert fake.authorization(kept) is not None
-    # rotator's records have the legacy token revoked again: it is marked anew, and deleted after delete_after
+    # revoke() of the legacy token marks it anew (the rule never asks: inactive is revoked), and stage 2 deletes it
     issuer.revoke(legacy, None)
     assert f"[rotator-revoked:ingest:{legacy}@" in fake.authorization(legacy)["description"]  # type: ignore[index]
     assert fake.deleted == [retired.token_id]

@@ -397,6 +397,14 @@ def test_read_only_token_cannot_publish_and_is_told_which_capability(openbao, va
     assert metadata(vault, kv_path)["current_version"] == 1
 
 
+def test_a_vault_token_an_http_header_cannot_carry_is_a_config_error_without_it(openbao, kv_path, tmp_path):
+    """http.client encodes X-Vault-Token as Latin-1; its UnicodeEncodeError holds the whole value."""
+    store = make_store(openbao, kv_path, tmp_path, token="hvs.copied\u2019from-a-document")
+    with pytest.raises(ConfigError, match="cannot carry") as caught:
+        store.read_current()
+    assert "copied" not in str(caught.value) and caught.value.__suppress_context__
+
+
 def test_a_kv_version_1_mount_is_refused_before_anything_is_written(openbao, vault, kv_path, tmp_path):
     """A KV v1 engine would keep the payload (a token value) as a plain secret at <mount>/data/<path>:
     the first read tells, before any write; a leftover from an older rotator is not read as a token."""

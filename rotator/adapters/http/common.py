@@ -177,11 +177,12 @@ def resolve_credential(setting: CredentialSetting, current: Secret | None, base_
     """The token to authenticate with: the store's current one for ``self``, else the reference's."""
     if isinstance(setting, CredentialRef):
         value = setting.resolve(base_dir)
-        if not value.reveal().isascii():  # an HTTP header carries ASCII only: httpx would fail with it in its message
+        text = value.reveal()
+        if not text.isascii() or any(c.isspace() for c in text):  # an API token is one word of ASCII
             raise ConfigError(
-                f"the credential in {setting.describe()} holds a character that is not ASCII, which an HTTP "
-                "header cannot carry",
-                hint="write the API token again as it was issued (ASCII letters, digits and punctuation)",
+                f"the credential in {setting.describe()} holds white space or a character that is not ASCII, "
+                "which an HTTP header cannot carry",
+                hint="write the API token again as it was issued (ASCII letters, digits and punctuation, one line)",
             )
         return value
     if current is None:

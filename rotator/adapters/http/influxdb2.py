@@ -191,8 +191,8 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         was last updated by that PATCH (``updated``: its updatedAt; None: unknown). The marker of
         rotator before it named the id (``[rotator-revoked:<policy>]``) does not count: nothing ties
         it to the token that carries it (a description copied onto a token a human then set
-        inactive). Such a token is marked again when rotator's records have it revoked, and
-        deleted after ``delete_after`` from then."""
+        inactive). A token rotator retired under it stays inactive; docs/issuers.md says how to
+        delete it by hand."""
         times = [int(found[2]) for found in re.finditer(re.escape(self.marker) + r":([0-9a-f]{16})@([0-9]{1,11})\]",
                                                          description) if found[1] == token_id]
         if not times:

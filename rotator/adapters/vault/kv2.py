@@ -116,7 +116,10 @@ _ERR_CONFLICT = "{where}: compare-and-set lost: expected version {expected}, Vau
 _ERR_NOT_KV2 = "{where}: Vault's answer to the write has no version: is mount {mount!r} a KV version 2 engine?"
 _HINT_RETRY = "rotator retries; check that Vault is up, unsealed and reachable from here"
 _HINT_TLS = "set `ca_bundle` to the CA that signed Vault's certificate"
-_HINT_FORBIDDEN = "rotator's Vault token needs {caps} on path {path!r}{namespace}; or it expired or was revoked"
+_HINT_FORBIDDEN = (
+    "rotator's Vault token needs {caps} on path {path!r}{namespace}; or it expired or was revoked. A policy added "
+    "to an AppRole or Kubernetes role reaches the token at its next login: restart rotator (or reload the daemon)"
+)
 _HINT_CONFLICT = (
     "another writer changed the secret after rotator read it: inspect it with "
     "`bao kv metadata get -mount={mount} {path}` (or `vault kv ...`), then rotate again"
@@ -665,6 +668,12 @@ class VaultKV2Store:
             yield
         except RotatorError:
             raise
+        except UnicodeEncodeError:  # a header http.client cannot encode: its arguments hold the value (a token)
+            raise ConfigError(
+                f"{self._location}: the Vault token or a login credential holds a character an HTTP header cannot "
+                "carry (not Latin-1)",
+                hint="write the credential again as it was issued",
+            ) from None
         except NotVaultAnswer:
             message = _ERR_NOT_VAULT.format(where=self._location, url=url, operation=op.name, path=op.path)
             raise PermanentError(message, hint=_HINT_NOT_VAULT) from None
