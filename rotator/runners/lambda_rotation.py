@@ -87,6 +87,7 @@ from rotator.adapters.aws.secretsmanager import (
     map_errors,
     quiet_sdk_wire_logs,
     read_stage,
+    secret_id_is_valid,
 )
 from rotator.config import registry
 from rotator.config.policy_bundle import BundleError, PolicyBundle, bundle_path, read_bundle
@@ -373,6 +374,14 @@ def _required(event: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _secret_id(value: str, where: str) -> str:
+    """``value`` if it is a secret name or ARN: it goes into messages, log lines and printed commands."""
+    if not secret_id_is_valid(value):
+        raise PermanentError(f"{where}: SecretId {reprlib.repr(value)} is not a secret name or ARN",
+                             hint="letters, digits and /_+=.@-, at most 512, or a Secrets Manager ARN")
+    return value
+
+
 # -- the rotation steps -------------------------------------------------------------------------
 
 
@@ -381,7 +390,7 @@ def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) ->
     step = _STEPS.get(raw_step)
     if step is None:
         raise PermanentError(f"unknown Step {reprlib.repr(raw_step)}", hint=f"one of {', '.join(sorted(set(_STEPS)))}")
-    secret_id = _required(event, "SecretId")
+    secret_id = _secret_id(_required(event, "SecretId"), "the event")
     token = _required(event, "ClientRequestToken")
     if re.fullmatch(_RUN_ID, token) is None:
         # The token is the run id in a minted token's description: one the tag search cannot match
@@ -475,7 +484,7 @@ class _Rotation:
         self.env.checkpoint("swept")
         # finishSecret records the revocation of the current token as a tag: a token id no tag key can
         # hold, or a secret without room for the tag, is refused now, before anything is minted, not after.
-        key = _revoke_tag_key(current.token_id, "createSecret", self.t.view.arn)
+        key = _revoke_tag_key(current.token_id, "createSecret", self.t.view.arn, self.token)
         _check_tag_room(self.t.view, "createSecret", {MANAGED_BY_KEY, key})
         now = self.clock.now()
         expires_at = now + self.t.policy.lifetime
@@ -485,6 +494,9 @@ class _Rotation:
             before_retry=lambda: self._sweep(current.value, keep, only_run=self.token),
         )  # fmt: skip
         logger.info("createSecret: minted token %s for version %s", minted.token_id, self.token)
+        if not re.match(_TAG_KEY, REVOKE_TAG_PREFIX + minted.token_id):  # the next rotation could not record it
+            self._call(partial(self.issuer.revoke, minted.token_id, current.value), f"revoke {minted.token_id}")
+            _revoke_tag_key(minted.token_id, "createSecret", self.t.view.arn, self.token, minted=True)
         self.env.checkpoint("minted")
         record = TokenRecord(minted.value, minted.token_id, self.t.policy.issuer_type, self.t.policy.name, now,
                              minted.expires_at or expires_at)  # fmt: skip
@@ -541,7 +553,7 @@ class _Rotation:
         tags = {MANAGED_BY_KEY: MANAGED_BY}
         due: datetime | None = None
         if previous is not None:
-            key = _revoke_tag_key(previous.token_id, "finishSecret", view.arn)
+            key = _revoke_tag_key(previous.token_id, "finishSecret", view.arn, self.token)
             due = self.clock.now() + self.t.policy.grace
             tags[key] = _rfc3339(due)
         _check_tag_room(view, "finishSecret", set(tags))
@@ -952,22 +964,31 @@ class _VersionRecords:
         return self._bootstrap_id
 
 
-def _revoke_tag_key(token_id: str, step: str, arn: str) -> str:
+def _revoke_tag_key(token_id: str, step: str, arn: str, version: str | None = None, *, minted: bool = False) -> str:
     """The tag key that records ``token_id``'s revocation; PermanentError when Secrets Manager cannot
     hold it (at most 128 characters of letters, digits, spaces and ``_.:/=+-@``): an InfluxDB 3
-    token's id is the name a person gave it."""
+    token's id is a name, a person's or ``<token_name_prefix>-<ClientRequestToken>``. ``minted``: the
+    token this rotation just minted (its revocation is the next rotation's record); ``version``: the
+    rotation's version, whose AWSPENDING label the fix clears first."""
     key = REVOKE_TAG_PREFIX + token_id
-    if not re.match(_TAG_KEY, key):
-        room = 128 - len(REVOKE_TAG_PREFIX)
+    if re.match(_TAG_KEY, key):
+        return key
+    room = 128 - len(REVOKE_TAG_PREFIX)
+    rule = f"at most {room} characters of letters, digits, spaces and _.:/=+-@"
+    clear = f"{_HINT_CLEAR.format(secret=arn, version=version)}; then " if version else ""
+    if minted:
         raise PermanentError(
-            f"{step}: the current token's id {token_id!r} cannot be part of a secret tag key (at most {room} "
-            "characters of letters, digits, spaces and _.:/=+-@), where rotator records the revocation of the "
-            "token it replaces",
-            hint=f"make a token whose name fits, and put it into the secret with `rotator bootstrap POLICY --replace "
-            f"--token-file FILE --token-id NAME --reason TEXT` (docs/aws-lambda.md), then rotate {arn} again; "
-            "revoke the old token yourself",
+            f"{step}: the new token's id {token_id!r} cannot be part of a secret tag key ({rule}), where the next "
+            "rotation records its revocation; the new token was revoked",
+            hint=f"{clear}shorten the issuer's token_name_prefix so that <prefix>-<ClientRequestToken> fits",
         )
-    return key
+    raise PermanentError(
+        f"{step}: the current token's id {token_id!r} cannot be part of a secret tag key ({rule}), where rotator "
+        "records the revocation of the token it replaces",
+        hint=f"{clear}make a token whose name fits and put it into the secret with `rotator bootstrap POLICY "
+        f"--replace --token-file FILE --token-id NAME --reason TEXT` (docs/aws-lambda.md); then rotate {arn} again, "
+        "and revoke the old token yourself",
+    )
 
 
 def _check_tag_room(view: SecretView, step: str, keys: set[str]) -> None:
@@ -1021,6 +1042,8 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
     secret_id = event.get("SecretId")
     if secret_id is not None and not isinstance(secret_id, str):
         raise PermanentError("revoke-expired: SecretId must be a string")
+    if secret_id:
+        _secret_id(secret_id, "revoke-expired")
     work: list[tuple[str, Policy | None]]
     if secret_id:
         work = [(secret_id, None)]

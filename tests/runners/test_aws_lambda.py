@@ -917,7 +917,7 @@ def test_a_current_token_id_no_tag_key_can_hold_is_refused_before_anything_is_mi
     before = len(influxdb3_fake.tokens())
     with pytest.raises(PermanentError, match="cannot be part of a secret tag key") as err:
         v3.step(aws, "createSecret", token)
-    assert "--replace" in (err.value.hint or "")
+    assert "--replace" in (err.value.hint or "") and (err.value.hint or "").startswith("remove the label")
     assert len(influxdb3_fake.tokens()) == before, "nothing minted"
     aws.client().update_secret_version_stage(SecretId=v3.name, VersionStage="AWSPENDING", RemoveFromVersionId=token)
     fitting = influxdb3_fake.add_named_admin("ops-admin-2")  # the hint's fix: a token whose name fits, put in
@@ -929,6 +929,35 @@ def test_a_current_token_id_no_tag_key_can_hold_is_refused_before_anything_is_mi
         v3.step(aws, which, token)
     current = aws.client().get_secret_value(SecretId=v3.name, VersionStage="AWSCURRENT")["SecretString"]
     assert json.loads(current)["token_id"] == f"rotator-{POLICY}-{token}"
+
+
+def test_a_token_name_prefix_too_long_for_the_next_rotation_s_record_is_caught_at_once(
+    aws: MotoServer, influxdb3_fake: Any, tmp_path: Path
+) -> None:
+    """The function names a token <token_name_prefix>-<ClientRequestToken>, and the next rotation
+    records its revocation as a tag: a prefix that makes the id too long for a tag key would block
+    that rotation. createSecret revokes the token it just minted and says which setting to shorten."""
+    v3 = _v3_secret(aws, influxdb3_fake, tmp_path, "ops-admin", "attempts = 1",
+                    issuer=f'token_name_prefix = "{"p" * 90}"')
+    token = str(uuid.uuid4())
+    _start_rotation(aws, v3.name, token)
+    with pytest.raises(PermanentError, match="the new token's id .* cannot be part of a secret tag key") as caught:
+        v3.step(aws, "createSecret", token)
+    assert "token_name_prefix" in (caught.value.hint or "") and (caught.value.hint or "").startswith("remove the label")
+    assert influxdb3_fake.names() == {"_admin", "ops-admin"}, "the token it minted is revoked (deleted)"
+
+
+@pytest.mark.parametrize("event", [
+    {"Step": "createSecret", "SecretId": "prod/x\r\nINFO forged line", "ClientRequestToken": str(uuid.uuid4())},
+    {"action": "revoke-expired", "SecretId": "x" * 3000},
+])
+def test_an_event_secret_id_that_is_no_secret_name_or_arn_is_refused_before_use(scene, caplog, event):
+    """The event's SecretId goes into messages, log lines and printed commands: a line break or a
+    3,000-character value is refused with a short, quoted form of it."""
+    with pytest.raises(PermanentError, match="is not a secret name or ARN") as caught:
+        handle(event, Context(), config_path=scene.config, client=scene.client(), clock=scene.clock)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 200
+    assert "\nINFO forged line" not in caplog.text, "no forged log line"
 
 
 def test_the_version_list_is_read_page_by_page():
@@ -1041,7 +1070,7 @@ class _V3Secret:
                       config_path=self.config, client=aws.client(), clock=self.clock)  # fmt: skip
 
 
-def _v3_secret(aws: MotoServer, fake: Any, tmp_path: Path, human_name: str, retry: str) -> _V3Secret:
+def _v3_secret(aws: MotoServer, fake: Any, tmp_path: Path, human_name: str, retry: str, issuer: str = "") -> _V3Secret:
     name = f"tests/lambda-v3-{uuid.uuid4().hex[:10]}"
     config = tmp_path / "rotator.toml"
     config.write_text(f"""
@@ -1059,6 +1088,7 @@ type = "influxdb3"
 base_url = "{fake.url}"
 kind = "named_admin"
 credential = "self"
+{issuer}
 
 [[policy.store]]
 type = "aws-secretsmanager"

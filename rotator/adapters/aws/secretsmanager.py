@@ -105,6 +105,7 @@ __all__ = [
     "map_errors",
     "quiet_sdk_wire_logs",
     "read_stage",
+    "secret_id_is_valid",
 ]
 
 logger = logging.getLogger("rotator.adapters.aws_secretsmanager")
@@ -210,7 +211,7 @@ class AwsSecretsManagerSettings(SettingsValue):
     timeout_s: float = field(default=10.0, metadata={"description": "connect and read timeout of each call"})
 
     def __post_init__(self) -> None:
-        if not (_ARN.match(self.secret_id) or _NAME.match(self.secret_id)):
+        if not secret_id_is_valid(self.secret_id):
             raise ValueError(
                 "`secret_id` must be a secret name (letters, digits and /_+=.@-, at most 512) or a Secrets Manager ARN"
             )
@@ -411,6 +412,11 @@ def _assumed_role_session(base: Any, settings: AwsSecretsManagerSettings, config
 
 
 # -- reading a secret -----------------------------------------------------------------------------
+
+
+def secret_id_is_valid(value: str) -> bool:
+    """Whether ``value`` is a secret name or a Secrets Manager ARN."""
+    return bool(_ARN.match(value) or _NAME.match(value))
 
 
 class SecretView:
