@@ -366,3 +366,23 @@ auth = { method = "token", token = { env = "VAULT_TOKEN" } }
     assert done.returncode == 2, done.stdout + done.stderr
     assert "policy[0] 'mgmt'.store[0].path" in done.stderr
     assert "has a '.' or '..' segment" in done.stderr
+
+
+@pytest.mark.parametrize(("field", "value"), [("ttl", "forever"), ("ttl", [1]), ("client_token", None)])
+def test_a_login_answer_whose_fields_are_not_vault_s_is_a_permanent_error_naming_the_url(tmp_path, field, value):
+    """Past the top-level key: a login answer without a token, or a TTL that is not a number (an
+    ingress or a proxy answering JSON), is not an internal KeyError/ValueError."""
+
+    class Odd(FakeVault):
+        def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Mapping[str, Any]:
+            answer = super().approle_login(mount_path, role_id, secret_id)
+            auth = dict(answer["auth"])
+            if field == "ttl":
+                auth["lease_duration"] = value
+            else:
+                auth.pop("client_token")
+            return {"auth": auth}
+
+    with pytest.raises(PermanentError, match="is not Vault's") as caught:
+        make_store(Odd(), tmp_path, auth=APPROLE).read_current()
+    assert "check url" in (caught.value.hint or "")

@@ -337,9 +337,11 @@ class VaultLogin:
             answer = api.approle_login(self._auth.mount_path, role, self._auth.secret_id.resolve(self._base_dir))
             method = "AppRole"
         auth = answer["auth"]
+        if not isinstance(auth.get("client_token"), str) or not auth["client_token"]:
+            raise NotVaultAnswer("auth.client_token")
         self._token = Secret(auth["client_token"])
         api.set_token(self._token)
-        ttl = int(auth.get("lease_duration") or 0)
+        ttl = _seconds(auth.get("lease_duration"))
         self._schedule(ttl, ttl, bool(auth.get("renewable")))
         logger.debug("logged in to Vault with %s at auth/%s (ttl %ss)", method, self._auth.mount_path, ttl)
 
@@ -377,7 +379,7 @@ class VaultLogin:
             self._schedule(0, 0, False)
             return
         self._expired = False
-        self._schedule(int(data.get("ttl") or 0), int(data.get("creation_ttl") or 0), bool(data.get("renewable")))
+        self._schedule(_seconds(data.get("ttl")), _seconds(data.get("creation_ttl")), bool(data.get("renewable")))
         logger.debug(
             "Vault token: ttl %ss of %ss, renewable=%s",
             data.get("ttl"),
@@ -394,7 +396,7 @@ class VaultLogin:
             return
         if self._renewable:
             try:
-                ttl = int(api.renew_self()["auth"].get("lease_duration") or 0)
+                ttl = _seconds(api.renew_self()["auth"].get("lease_duration"))
             except transient_status():
                 raise  # Vault is unwell: retry the renewal (_failed), a new login would not help
             except hvac.exceptions.VaultError as exc:
@@ -446,6 +448,18 @@ class VaultAPI(AuthAPI, Protocol):
 class NotVaultAnswer(Exception):
     """An answer that is not Vault's JSON: an ingress's default page, a proxy, another service on
     that port (hvac hands back the raw response when the body is not JSON)."""
+
+
+def _seconds(value: object) -> int:
+    """A TTL field of Vault's answer (whole seconds; absent or null: 0); NotVaultAnswer otherwise."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise NotVaultAnswer("ttl")
+    try:
+        return int(value)
+    except ValueError:
+        raise NotVaultAnswer("ttl") from None
 
 
 def _shaped(answer: object, key: str) -> Mapping[str, Any]:

@@ -426,6 +426,11 @@ class VaultKV2Store:
         managed = _is_managed(meta.get("custom_metadata") or {})
         current = int(meta.get("current_version") or 0)
         versions: Mapping[str, Mapping[str, Any]] = meta.get("versions") or {}
+        if not isinstance(versions, Mapping) or not all(n.isdigit() and isinstance(v, Mapping)
+                                                        for n, v in versions.items()):  # fmt: skip
+            raise PermanentError(_ERR_NOT_VAULT.format(where=self._location, url=self._settings.url,
+                                                       operation="read the metadata of", path=self._settings.path),
+                                 hint=_HINT_NOT_VAULT)  # fmt: skip
         # Vault decides what is deleted (by its clock, not ours): try the candidates newest first.
         lower = [int(n) for n, v in versions.items() if int(n) < current and not v.get("destroyed")]
         for number in sorted(lower, reverse=True):
