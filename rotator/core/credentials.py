@@ -85,9 +85,9 @@ class CredentialRef(SettingsValue):
         """Read the credential now; ConfigError names where it looked, never the value.
 
         Surrounding white space and a byte-order mark (an editor's UTF-8 signature) are dropped; a
-        control or format character left inside other than a line break (a zero-width space, a NUL)
-        is refused: no credential holds one, and an HTTP client would fail on it with the value in
-        its message."""
+        control or format character left inside (a line break, a zero-width space, a NUL) is
+        refused: a credential is one line, and an HTTP client would fail on one with the value in
+        its message (a webhook key from `base64` wraps at 76 columns: `base64 -w0` writes one line)."""
         if self.env is not None:
             value = _plain(os.environ.get(self.env, ""))
             if not value:
@@ -122,13 +122,12 @@ def _plain(text: str) -> str:
 def _printable(value: str, where: str) -> Secret:
     """``value`` as a Secret, or ConfigError naming the first character no credential holds (by its
     position and code point, never the value)."""
-    # Line breaks may sit inside: a webhook's signing key from `base64` wraps at 76 columns.
-    bad = next((i for i, c in enumerate(value) if not c.isprintable() and c not in "\r\n"), None)
+    bad = next((i for i, c in enumerate(value) if not c.isprintable()), None)
     if bad is not None:
         raise ConfigError(
             f"{where} holds a control or format character (U+{ord(value[bad]):04X}, character {bad + 1}) that "
             "no credential has",
             hint="write the credential again as one line of plain text (a copy from a document or a chat can add "
-            "invisible characters)",
+            "invisible characters; `base64 -w0` writes a key without line breaks)",
         )
     return Secret(value)

@@ -59,7 +59,7 @@ from rotator.core.errors import (
 from rotator.core.errors import describe as _describe
 from rotator.core.journal import Journal, Preflight, Revocation, RevocationState, RunRecord, RunState
 from rotator.core.retry import RetryPolicy, call_with_retry
-from rotator.core.revocation_rule import Claim, carries_tag, check_revocable
+from rotator.core.revocation_rule import Claim, carries_tag, check_not_current, check_revocable
 from rotator.core.secret import REDACTOR, Secret
 
 __all__ = ["ANY_RUN", "DRY_RUN", "NOTHING_TO_DO", "Engine", "NeedsAttention", "RunResult", "default_holder",
@@ -317,7 +317,9 @@ class Engine:
                         "that token no longer works, `rotator bootstrap --replace --reason TEXT` (docs/operations.md)",
                     )
             self._call(lambda: self.issuer.verify(value), "verify bootstrap token")
-            tokens = self._call(lambda: self.issuer.list_tokens(value), "list tokens")
+            listed = self._call(lambda: self.issuer.list_tokens(value), "list tokens")
+            tokens = self._call(lambda: with_unlisted(self.issuer, listed, token_id, value),
+                                f"look up token {token_id}")
             info = next((t for t in tokens if t.token_id == token_id), None)
             if info is None or not info.is_active(self.clock.now()):
                 raise PermanentError(
@@ -783,6 +785,7 @@ class Engine:
         holders = [name for name, state in states.items() if state.token_id == claim.token_id]
         if credential is None:
             credential = self._credential_from(states)
+        check_not_current(claim.token_id, holders)  # before any lookup: a store's holding decides alone
         listed: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
         tokens = self._call(lambda: with_unlisted(self.issuer, listed, claim.token_id, credential),
                             f"look up token {claim.token_id}")

@@ -506,7 +506,11 @@ class _Rotation:
     def set_secret(self) -> None:
         current = self._current()
         pending = self._pending_required("setSecret")
-        tokens = self._call(lambda: self.issuer.list_tokens(current.value), "setSecret: list tokens")
+        from rotator.core.contracts import with_unlisted
+
+        listed = self._call(lambda: self.issuer.list_tokens(current.value), "setSecret: list tokens")
+        tokens = self._call(lambda: with_unlisted(self.issuer, listed, pending.token_id, current.value),
+                            f"setSecret: look up token {pending.token_id}")
         info = next((t for t in tokens if t.token_id == pending.token_id), None)
         if info is None or not info.is_active(self.clock.now()):
             state = "unknown to" if info is None else "revoked or expired at"
@@ -811,27 +815,27 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
                            "the rotation", target.view.arn, left, reserve_ms)  # fmt: skip
             report.waiting += left
             break
+        if token_id in holders:  # AWSCURRENT or AWSPENDING: the holder check decides, no lookup needed
+            logger.warning("revoke-expired: token %s is AWSCURRENT or AWSPENDING of %s; not revoking it",
+                           token_id, target.view.arn)  # fmt: skip
+            report.skipped.append(token_id)
+            continue
         try:
             tokens = call_with_retry(partial(with_unlisted, issuer, tokens, token_id, current.value),
                                      what=f"{target.policy.name}: look up token {token_id}", policy=target.retry,
                                      clock=env.clock)  # fmt: skip
         except RotatorError as exc:
-            logger.error("revoke-expired: token %s of %s: cannot look it up, retried next time: %s",
-                         token_id, target.view.arn, exc)  # fmt: skip
+            logger.error("revoke-expired: token %s of %s: cannot look it up, retried next time: %s%s",
+                         token_id, target.view.arn, exc, f" (fix: {exc.hint})" if exc.hint else "")  # fmt: skip
             report.failed.append(token_id)
             continue
         claim = records.claim(token_id, tokens)
         try:
-            revocable = check_revocable(claim, tokens, [holders[token_id]] if token_id in holders else [], now)
+            revocable = check_revocable(claim, tokens, [], now)
         except NeedsAttention as exc:
-            if token_id in holders:
-                logger.warning("revoke-expired: token %s is AWSCURRENT or AWSPENDING of %s; not revoking it",
-                               token_id, target.view.arn)  # fmt: skip
-                report.skipped.append(token_id)
-            else:
-                logger.error("revoke-expired: NEEDS ATTENTION: %s (fix: %s)", exc, exc.hint)
-                _mark_refused(target, token_id)
-                report.refused.append(token_id)
+            logger.error("revoke-expired: NEEDS ATTENTION: %s (fix: %s)", exc, exc.hint)
+            _mark_refused(target, token_id)
+            report.refused.append(token_id)
             continue
         if revocable:
             try:

@@ -633,3 +633,33 @@ def test_stage_two_reads_a_token_again_before_deleting_it(influxdb2_fake: Influx
     assert fake.authorization(minted.token_id)["status"] == "active"  # type: ignore[index]
     make(fake.url, clock=FakeClock(datetime.now(UTC) + timedelta(days=8))).revoke("00000000000000ff", None)
     assert fake.deleted == [], "active: not rotator's to delete"
+
+
+def test_token_info_looks_one_authorization_up_and_never_takes_unreadable_for_gone(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret
+) -> None:
+    """The lookup behind a token the listing does not show: the authorization as listed, None only
+    for InfluxDB's own 404, an error for a 401 (the credential may not read its user), a proxy's 404
+    or an answer about another id."""
+    fake = influxdb2_fake
+    minted = make(fake.url).mint(request(), None)
+    info = make(fake.url).token_info(minted.token_id, None)
+    assert info is not None and info.token_id == minted.token_id and "rotator:ingest:" in info.description
+    assert make(fake.url).token_info("00000000000000ff", None) is None
+    blind = [{"action": a, "resource": {"type": "authorizations", "orgID": ORG_ID}} for a in ("read", "write")]
+    value, _ = fake.add_authorization("no read on the user", blind)
+    with pytest.raises(PermanentError, match="401") as caught:
+        make(fake.url, credential="self").token_info(minted.token_id, Secret(value))
+    assert "read and write on the user" in (caught.value.hint or "")
+
+    def proxy(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, text="<html>not here</html>")
+
+    with pytest.raises(TransientError, match="without InfluxDB's `not found`"):
+        make("http://influx.invalid:8086", transport=mock(proxy)).token_info(minted.token_id, None)
+
+    def other(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "00000000000000aa", "status": "active"})
+
+    with pytest.raises(IssuerOutputError, match="is not authorization"):
+        make("http://influx.invalid:8086", transport=mock(other)).token_info(minted.token_id, None)

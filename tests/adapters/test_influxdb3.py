@@ -695,7 +695,8 @@ def test_a_credential_file_with_a_byte_order_mark_works(influxdb3_fake: InfluxDB
     [
         ("apiv3_abc\u200bdef", r"U\+200B, character 10\) that no credential has"),
         ("apiv3_abc\x00def", r"U\+0000, character 10\)"),
-        ("apiv3_abc\ndef", "white space or a character that is not ASCII"),
+        ("apiv3_abc\ndef", r"U\+000A, character 10\)"),
+        ("apiv3_abc def", "white space or a character that is not ASCII"),
         ("apiv3_abcdéf", "not ASCII, which an HTTP header cannot carry"),
     ],
 )

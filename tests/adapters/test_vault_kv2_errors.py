@@ -368,7 +368,8 @@ auth = { method = "token", token = { env = "VAULT_TOKEN" } }
     assert "has a '.' or '..' segment" in done.stderr
 
 
-@pytest.mark.parametrize(("field", "value"), [("ttl", "forever"), ("ttl", [1]), ("client_token", None)])
+@pytest.mark.parametrize(("field", "value"), [("ttl", "forever"), ("ttl", [1]), ("ttl", float("inf")),
+                                              ("ttl", 10**13), ("client_token", None)])
 def test_a_login_answer_whose_fields_are_not_vault_s_is_a_permanent_error_naming_the_url(tmp_path, field, value):
     """Past the top-level key: a login answer without a token, or a TTL that is not a number (an
     ingress or a proxy answering JSON), is not an internal KeyError/ValueError."""

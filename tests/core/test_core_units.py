@@ -409,9 +409,10 @@ def test_a_credential_reference_drops_a_byte_order_mark_and_refuses_invisible_ch
     monkeypatch.setenv("ROTATOR_TEST_CRED", "tok\u200b456")
     with pytest.raises(ConfigError, match=r"environment variable ROTATOR_TEST_CRED holds .*U\+200B, character 4"):
         CredentialRef(env="ROTATOR_TEST_CRED").resolve()
-    wrapped = "QUJD" * 19 + "\n" + "REVG" * 3  # a webhook key from `base64`, wrapped at 76 columns
-    (tmp_path / "hmac").write_text(wrapped + "\n")
-    assert CredentialRef(file=Path("hmac")).resolve(tmp_path).reveal() == wrapped
+    (tmp_path / "hmac").write_text("QUJD" * 19 + "\n" + "REVG" * 3 + "\n")  # `base64` wraps at 76 columns
+    with pytest.raises(ConfigError, match=r"hmac holds .*U\+000A, character 77") as caught:
+        CredentialRef(file=Path("hmac")).resolve(tmp_path)
+    assert "base64 -w0" in (caught.value.hint or "") and "QUJD" not in str(caught.value)
     (tmp_path / "latin1").write_bytes(b"tok-\xe9\xe9")
     with pytest.raises(ConfigError, match=r"latin1 is not UTF-8 text \(byte 5\)") as caught:
         CredentialRef(file=Path("latin1")).resolve(tmp_path)

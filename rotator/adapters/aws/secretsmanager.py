@@ -569,7 +569,7 @@ class AwsSecretsManagerStore:
         except PendingRotationError as exc:  # a writer stops here, before it mints; a reader may go on
             try:
                 exc.state = self._current_state(view)
-            except RotatorError:  # (a malformed AWSCURRENT, say) the refusal stands: it is what a writer must see
+            except MalformedPayload:  # the refusal stands: it is what a writer must see (a transient error passes)
                 exc.state = None
             raise
         return self._current_state(view)

@@ -457,9 +457,16 @@ def _seconds(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise NotVaultAnswer("ttl")
     try:
-        return int(value)
-    except ValueError:
+        seconds = int(value)
+    except (ValueError, OverflowError):  # "forever", Infinity, NaN
         raise NotVaultAnswer("ttl") from None
+    if not 0 <= seconds <= _LONGEST_TTL:
+        raise NotVaultAnswer("ttl")
+    return seconds
+
+
+#: longer than any TTL Vault gives (its max_lease_ttl defaults to 32 days; no setting reaches a century)
+_LONGEST_TTL = 100 * 365 * 86400
 
 
 def _shaped(answer: object, key: str) -> Mapping[str, Any]:

@@ -424,9 +424,9 @@ class VaultKV2Store:
         if meta is None:
             return StoreState(version=None, managed=False, record=None)
         managed = _is_managed(meta.get("custom_metadata") or {})
-        current = int(meta.get("current_version") or 0)
+        current = self._checked(lambda: _whole(meta.get("current_version")), "read the metadata of")
         versions: Mapping[str, Mapping[str, Any]] = meta.get("versions") or {}
-        if not isinstance(versions, Mapping) or not all(n.isdigit() and isinstance(v, Mapping)
+        if not isinstance(versions, Mapping) or not all(re.fullmatch("[0-9]{1,18}", n) and isinstance(v, Mapping)
                                                         for n, v in versions.items()):  # fmt: skip
             raise PermanentError(_ERR_NOT_VAULT.format(where=self._location, url=self._settings.url,
                                                        operation="read the metadata of", path=self._settings.path),
@@ -552,12 +552,12 @@ class VaultKV2Store:
             if meta.get("destroyed"):
                 payload = None
             custom = (meta.get("custom_metadata") or {}) if "custom_metadata" in meta else None
-            return _Latest(int(meta.get("version") or 0), payload, custom)
+            return _Latest(_whole(meta.get("version")), payload, custom)
 
         latest = self._call(self._read_data, read)
         if latest is not None and latest.payload is _TOO_DEEP:  # the version is in the body that could not be decoded
             meta = self._read_metadata() or {}
-            current = int(meta.get("current_version") or 0)
+            current = self._checked(lambda: _whole(meta.get("current_version")), "read the metadata of")
             return _Latest(current, _TOO_DEEP, meta.get("custom_metadata") or {}) if current else None
         return latest
 
@@ -601,10 +601,12 @@ class VaultKV2Store:
         if self._versions_checked:
             return None
         meta = self._read_metadata()
-        kept, source = int((meta or {}).get("max_versions") or 0), "the secret's"
+        kept = self._checked(lambda: _whole((meta or {}).get("max_versions")), "read the metadata of")
+        source = "the secret's"
         if not kept:
             config = self._call(self._read_config, self._mount_config)
-            kept, source = int(config.get("max_versions") or 0) or _DEFAULT_MAX_VERSIONS, "the mount's"
+            kept = self._checked(lambda: _whole(config.get("max_versions")), "read the config of")
+            kept, source = kept or _DEFAULT_MAX_VERSIONS, "the mount's"
         self._versions_checked = True  # not before: a failed read is tried again by the next one
         if kept < _MIN_VERSIONS:
             logger.warning(
@@ -642,6 +644,15 @@ class VaultKV2Store:
         caps = "[" + ", ".join(f'"{c}"' for c in capabilities) + "]"
         namespace = f" in namespace {s.namespace!r}" if s.namespace else ""
         return _Op(name, path, _HINT_FORBIDDEN.format(caps=caps, path=path, namespace=namespace))
+
+    def _checked(self, read: Callable[[], T], operation: str) -> T:
+        """``read()`` of a field of an answer already received; PermanentError if it is not Vault's."""
+        try:
+            return read()
+        except NotVaultAnswer:
+            message = _ERR_NOT_VAULT.format(where=self._location, url=self._settings.url, operation=operation,
+                                            path=self._settings.path)
+            raise PermanentError(message, hint=_HINT_NOT_VAULT) from None
 
     def _client(self) -> VaultAPI:
         if self._api is None:
@@ -729,6 +740,18 @@ def _vault_errors(errors: object) -> str:
 
 #: What :meth:`VaultKV2Store._read_version` returns for a payload too deeply nested to decode.
 _TOO_DEEP: Mapping[str, Any] = MappingProxyType({})
+
+
+def _whole(value: object) -> int:
+    """A whole-number field of Vault's answer (a version, max_versions; absent or null: 0);
+    NotVaultAnswer when it is not one."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**18:
+        return value
+    if isinstance(value, str) and re.fullmatch("[0-9]{1,18}", value):
+        return int(value)
+    raise NotVaultAnswer("a whole number")
 
 
 def _is_managed(custom_metadata: Mapping[str, Any]) -> bool:
