@@ -663,3 +663,10 @@ def test_token_info_looks_one_authorization_up_and_never_takes_unreadable_for_go
 
     with pytest.raises(IssuerOutputError, match="is not authorization"):
         make("http://influx.invalid:8086", transport=mock(other)).token_info(minted.token_id, None)
+
+    def foreign(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": minted.token_id, "orgID": "ffffffffffffffff", "status": "active",
+                                         "description": f"rotator:{POLICY}:0123456789abcdef"})
+
+    assert make("http://influx.invalid:8086", transport=mock(foreign)).token_info(minted.token_id, None) is None, \
+        "another organization's authorization is not this issuer's, as its listing by org_id says"  # fmt: skip

@@ -302,6 +302,8 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         item = _split(json_body(response, what), what)[0]
         if item.get("id") != token_id:
             raise IssuerOutputError(f"{what}: the answer is not authorization {token_id}")
+        if item.get("orgID") != self.settings.org_id:
+            return None  # another organization's: not this issuer's, as its listing (by org_id) would say
         return self._info(item)
 
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:

@@ -460,13 +460,13 @@ def _seconds(value: object) -> int:
         seconds = int(value)
     except (ValueError, OverflowError):  # "forever", Infinity, NaN
         raise NotVaultAnswer("ttl") from None
-    if not 0 <= seconds <= _LONGEST_TTL:
+    if seconds > _LONGEST_TTL:
         raise NotVaultAnswer("ttl")
-    return seconds
+    return max(seconds, 0)  # a token about to expire: 0 means log in (or look up) again
 
 
-#: longer than any TTL Vault gives (its max_lease_ttl defaults to 32 days; no setting reaches a century)
-_LONGEST_TTL = 100 * 365 * 86400
+#: Go's longest time.Duration (about 292 years): no TTL Vault sends is longer
+_LONGEST_TTL = 2**63 // 10**9
 
 
 def _shaped(answer: object, key: str) -> Mapping[str, Any]:

@@ -424,7 +424,7 @@ class VaultKV2Store:
         if meta is None:
             return StoreState(version=None, managed=False, record=None)
         managed = _is_managed(meta.get("custom_metadata") or {})
-        current = self._checked(lambda: _whole(meta.get("current_version")), "read the metadata of")
+        current = self._checked(lambda: _whole(meta.get("current_version")), self._read_meta)
         versions: Mapping[str, Mapping[str, Any]] = meta.get("versions") or {}
         if not isinstance(versions, Mapping) or not all(re.fullmatch("[0-9]{1,18}", n) and isinstance(v, Mapping)
                                                         for n, v in versions.items()):  # fmt: skip
@@ -459,10 +459,12 @@ class VaultKV2Store:
         if answer is None:
             return self._settle_conflict(record, expected_version)
         data = answer.get("data")
-        if not isinstance(data, Mapping) or not isinstance(data.get("version"), int):
+        version_field = data.get("version") if isinstance(data, Mapping) else None
+        if not isinstance(version_field, int) or isinstance(version_field, bool):
             message = _ERR_NOT_KV2.format(where=self._location, mount=self._settings.mount)
             raise PermanentError(message, hint=_HINT_VAULT)
-        version: int = data["version"]
+        assert isinstance(data, Mapping)
+        version = version_field
         self._mark_managed(record, version, data.get("custom_metadata"))
         logger.info("published token %s to %s as version %d", record.token_id, self._location, version)
         return str(version)
@@ -557,7 +559,7 @@ class VaultKV2Store:
         latest = self._call(self._read_data, read)
         if latest is not None and latest.payload is _TOO_DEEP:  # the version is in the body that could not be decoded
             meta = self._read_metadata() or {}
-            current = self._checked(lambda: _whole(meta.get("current_version")), "read the metadata of")
+            current = self._checked(lambda: _whole(meta.get("current_version")), self._read_meta)
             return _Latest(current, _TOO_DEEP, meta.get("custom_metadata") or {}) if current else None
         return latest
 
@@ -601,11 +603,11 @@ class VaultKV2Store:
         if self._versions_checked:
             return None
         meta = self._read_metadata()
-        kept = self._checked(lambda: _whole((meta or {}).get("max_versions")), "read the metadata of")
+        kept = self._checked(lambda: _whole((meta or {}).get("max_versions")), self._read_meta)
         source = "the secret's"
         if not kept:
             config = self._call(self._read_config, self._mount_config)
-            kept = self._checked(lambda: _whole(config.get("max_versions")), "read the config of")
+            kept = self._checked(lambda: _whole(config.get("max_versions")), self._read_config)
             kept, source = kept or _DEFAULT_MAX_VERSIONS, "the mount's"
         self._versions_checked = True  # not before: a failed read is tried again by the next one
         if kept < _MIN_VERSIONS:
@@ -645,13 +647,13 @@ class VaultKV2Store:
         namespace = f" in namespace {s.namespace!r}" if s.namespace else ""
         return _Op(name, path, _HINT_FORBIDDEN.format(caps=caps, path=path, namespace=namespace))
 
-    def _checked(self, read: Callable[[], T], operation: str) -> T:
-        """``read()`` of a field of an answer already received; PermanentError if it is not Vault's."""
+    def _checked(self, read: Callable[[], T], op: _Op) -> T:
+        """``read()`` of a field of ``op``'s answer, received already; PermanentError if it is not Vault's."""
         try:
             return read()
         except NotVaultAnswer:
-            message = _ERR_NOT_VAULT.format(where=self._location, url=self._settings.url, operation=operation,
-                                            path=self._settings.path)
+            message = _ERR_NOT_VAULT.format(where=self._location, url=self._settings.url, operation=op.name,
+                                            path=op.path)
             raise PermanentError(message, hint=_HINT_NOT_VAULT) from None
 
     def _client(self) -> VaultAPI:
@@ -761,6 +763,6 @@ def _is_managed(custom_metadata: Mapping[str, Any]) -> bool:
 def _cas(expected_version: str | None, location: str) -> int:
     if expected_version is None:
         return 0
-    if not expected_version.isdigit():
+    if not re.fullmatch("[0-9]{1,18}", expected_version):
         raise PermanentError(f"{location}: expected version {expected_version!r} is not a KV v2 version number")
     return int(expected_version)
