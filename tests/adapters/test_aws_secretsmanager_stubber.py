@@ -181,6 +181,20 @@ def test_a_pending_rotator_payload_on_a_rotation_enabled_secret_is_the_functions
         "AWSCURRENT, for a reader"  # fmt: skip
 
 
+def test_a_transient_error_reading_awscurrent_beside_a_pending_rotation_stays_transient(stub):
+    """read_current attaches AWSCURRENT to the pending-rotation refusal for readers; a throttled read
+    of it is retried (transient), not turned into a permanent refusal without a state."""
+    current, pending = version_id(), version_id()
+    stub.add_response("describe_secret", described({current: ["AWSCURRENT"], pending: ["AWSPENDING"]},
+                                                   rotation=True), {"SecretId": NAME})  # fmt: skip
+    stub.add_response("get_secret_value", value(pending, record("tok-lambda"), ["AWSPENDING"]),
+                      {"SecretId": NAME, "VersionStage": "AWSPENDING", "VersionId": pending})
+    stub.add_client_error("get_secret_value", "ThrottlingException", "Rate exceeded", 400,
+                          expected_params={"SecretId": NAME, "VersionStage": "AWSCURRENT"})
+    with pytest.raises(TransientError):
+        store_on(stub).read_current()
+
+
 # -- error mapping ---------------------------------------------------------------------------------
 
 
