@@ -86,6 +86,7 @@ from rotator.adapters.aws.secretsmanager import (
     describe,
     map_errors,
     quiet_sdk_wire_logs,
+    read_labelled_version,
     read_stage,
     secret_id_is_valid,
 )
@@ -94,7 +95,7 @@ from rotator.config.policy_bundle import BundleError, PolicyBundle, bundle_path,
 from rotator.config.policy_types import Policy
 from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import Clock, SystemClock
-from rotator.core.contracts import Issuer, MintRequest, TokenInfo, TokenRecord
+from rotator.core.contracts import Issuer, MintRequest, TokenInfo, TokenRecord, with_unlisted
 from rotator.core.errors import (
     ConfigError,
     NeedsAttention,
@@ -494,9 +495,11 @@ class _Rotation:
             before_retry=lambda: self._sweep(current.value, keep, only_run=self.token),
         )  # fmt: skip
         logger.info("createSecret: minted token %s for version %s", minted.token_id, self.token)
-        if not re.match(_TAG_KEY, REVOKE_TAG_PREFIX + minted.token_id):  # the next rotation could not record it
-            self._call(partial(self.issuer.revoke, minted.token_id, current.value), f"revoke {minted.token_id}")
+        try:  # the next rotation records this token's revocation as a tag
             _revoke_tag_key(minted.token_id, "createSecret", self.t.view.arn, self.token, minted=True)
+        except PermanentError:
+            self._call(partial(self.issuer.revoke, minted.token_id, current.value), f"revoke {minted.token_id}")
+            raise
         self.env.checkpoint("minted")
         record = TokenRecord(minted.value, minted.token_id, self.t.policy.issuer_type, self.t.policy.name, now,
                              minted.expires_at or expires_at)  # fmt: skip
@@ -506,8 +509,6 @@ class _Rotation:
     def set_secret(self) -> None:
         current = self._current()
         pending = self._pending_required("setSecret")
-        from rotator.core.contracts import with_unlisted
-
         listed = self._call(lambda: self.issuer.list_tokens(current.value), "setSecret: list tokens")
         tokens = self._call(lambda: with_unlisted(self.issuer, listed, pending.token_id, current.value),
                             f"setSecret: look up token {pending.token_id}")
@@ -666,23 +667,12 @@ class _Rotation:
     def _stage_holding(self, version_id: str, token_id: str) -> str | None:
         """The staging label (AWSCURRENT, AWSPENDING or AWSPREVIOUS) of ``version_id`` if that version,
         read now, holds ``token_id``; else None (no such version, no such label, another token)."""
-        with map_errors(self.t.where, "GetSecretValue"):
-            try:
-                answer = self.t.api.get_secret_value(SecretId=self.t.view.arn, VersionId=version_id)
-            except botocore.exceptions.ClientError as exc:
-                if client_error_code(exc) == "ResourceNotFoundException":
-                    return None
-                raise
-        stages = [stage for stage in answer.get("VersionStages") or () if stage in (CURRENT, PENDING, PREVIOUS)]
-        text = answer.get("SecretString")
-        if not stages or not isinstance(text, str):
+        answer = read_labelled_version(self.t.api, self.t.view.arn, version_id, self.t.where)
+        if answer is None:
             return None
-        try:
-            payload = json.loads(text)
-        except (ValueError, RecursionError):
-            return None
-        held = _lenient((version_id, payload if isinstance(payload, Mapping) else None))
-        return stages[0] if held is not None and held.token_id == token_id else None
+        stages = [stage for stage in answer[0] if stage in (CURRENT, PENDING, PREVIOUS)]
+        held = _lenient((version_id, answer[1]))
+        return stages[0] if stages and held is not None and held.token_id == token_id else None
 
     def _put_pending(self, record: TokenRecord, credential: Secret) -> None:
         request: dict[str, Any] = {
@@ -805,7 +795,6 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
                      target.view.arn, exc)  # fmt: skip
         report.failed += due
         return report
-    from rotator.core.contracts import with_unlisted
     from rotator.core.revocation_rule import check_revocable
 
     for index, token_id in enumerate(due):

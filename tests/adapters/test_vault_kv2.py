@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -435,11 +437,40 @@ def test_server_not_listening_is_transient(openbao, kv_path, tmp_path):
         store.read_current()
 
 
-def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
-    """``handler`` on a free loopback port, in a thread (shut it down and close it afterwards)."""
+class _Loopback(http.server.BaseHTTPRequestHandler):
+    """A quiet handler that answers every GET, POST and PUT with :meth:`respond`."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def respond(self) -> None:
+        raise NotImplementedError
+
+    def reply(self, status: int, headers: Mapping[str, str] | None = None, body: bytes = b"") -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.respond()
+
+    do_POST = do_PUT = do_GET
+
+
+@contextmanager
+def _serving(handler: type[_Loopback]) -> Iterator[str]:
+    """``handler`` on a free loopback port, in a thread, for the block; yields its URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _store_at(url: str, kv_path: str, tmp_path: Path) -> VaultKV2Store:
@@ -455,29 +486,14 @@ def test_an_answer_that_is_not_vault_s_is_a_permanent_error_naming_the_url(kv_pa
     """A url that reaches an ingress's default page, a proxy or another service answering 200: the
     error says so and what to check, instead of an internal KeyError or TypeError."""
 
-    class NotVault(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
+    class NotVault(_Loopback):
+        def respond(self) -> None:
+            self.reply(200, {"Content-Type": content_type}, body)
 
-        def _answer(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _answer
-
-    server = _serve(NotVault)
-    try:
-        url = f"http://127.0.0.1:{server.server_port}"
+    with _serving(NotVault) as url:
         with pytest.raises(PermanentError, match=f"the answer of {url} to .* is not Vault's") as caught:
             _store_at(url, kv_path, tmp_path).read_current()
         assert "check url" in (caught.value.hint or "")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_redirect_to_another_origin_is_refused_before_anything_is_sent_there(kv_path, tmp_path):
@@ -486,48 +502,26 @@ def test_a_redirect_to_another_origin_is_refused_before_anything_is_sent_there(k
     forwarding, a misrouted name). Nothing reaches the other origin, and the error says what to set."""
     received: list[str] = []
 
-    class Elsewhere(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _record(self) -> None:
+    class Elsewhere(_Loopback):
+        def respond(self) -> None:
             received.append(f"{self.command} {self.path} {self.headers.get('X-Vault-Token')}")
-            self.send_response(500)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply(500)
 
-        do_GET = do_POST = do_PUT = _record
+    with _serving(Elsewhere) as other:
 
-    elsewhere = _serve(Elsewhere)
-    other = f"http://127.0.0.1:{elsewhere.server_port}"
+        class Redirector(_Loopback):
+            def respond(self) -> None:
+                self.reply(307, {"Location": other + self.path})
 
-    class Redirector(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _redirect(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(307)
-            self.send_header("Location", other + self.path)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_GET = do_POST = do_PUT = _redirect
-
-    front = _serve(Redirector)
-    try:
-        store = _store_at(f"http://127.0.0.1:{front.server_port}", kv_path, tmp_path)
-        record = token_record("tok-1")
-        with pytest.raises(PermanentError) as caught:
-            store.publish(record, None)
-        assert f"with a redirect to {other}" in str(caught.value)
-        assert "active node" in (caught.value.hint or "")
-        assert "s.not-a-token" not in str(caught.value) and record.value.reveal() not in str(caught.value)
-        assert received == []
-    finally:
-        for server in (elsewhere, front):
-            server.shutdown()
-            server.server_close()
+        with _serving(Redirector) as front:
+            store = _store_at(front, kv_path, tmp_path)
+            record = token_record("tok-1")
+            with pytest.raises(PermanentError) as caught:
+                store.publish(record, None)
+    assert f"with a redirect to {other}" in str(caught.value)
+    assert "active node" in (caught.value.hint or "")
+    assert "s.not-a-token" not in str(caught.value) and record.value.reveal() not in str(caught.value)
+    assert received == []
 
 
 def test_https_to_a_plain_http_server_is_a_tls_error(openbao, kv_path, tmp_path):

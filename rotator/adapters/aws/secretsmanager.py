@@ -104,6 +104,7 @@ __all__ = [
     "describe",
     "map_errors",
     "quiet_sdk_wire_logs",
+    "read_labelled_version",
     "read_stage",
     "secret_id_is_valid",
 ]
@@ -482,22 +483,43 @@ def read_stage(
         request["VersionStage"] = stage
     if version_id is not None:
         request["VersionId"] = version_id
+    answer = _get_value(api, request, where)
+    if answer is None:
+        return None
+    return str(answer.get("VersionId", version_id or "")), _payload(answer)
+
+
+def read_labelled_version(
+    api: SecretsManagerAPI, secret_id: str, version_id: str, where: str
+) -> tuple[tuple[str, ...], Mapping[str, Any] | None] | None:
+    """GetSecretValue of ``version_id``: its staging labels, read now, and its payload (as
+    :func:`read_stage` gives it); ``None`` when the version holds no value."""
+    answer = _get_value(api, {"SecretId": secret_id, "VersionId": version_id}, where)
+    if answer is None:
+        return None
+    return tuple(str(label) for label in answer.get("VersionStages") or ()), _payload(answer)
+
+
+def _get_value(api: SecretsManagerAPI, request: Mapping[str, str], where: str) -> Mapping[str, Any] | None:
     with map_errors(where, "GetSecretValue"):
         try:
-            answer = api.get_secret_value(**request)
+            return api.get_secret_value(**request)
         except botocore.exceptions.ClientError as exc:
             if client_error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
+
+
+def _payload(answer: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The JSON object GetSecretValue's SecretString holds; None for anything else (binary, plain text)."""
     text = answer.get("SecretString")
-    payload: Mapping[str, Any] | None = None
-    if isinstance(text, str):
-        try:
-            parsed = json.loads(text)
-        except (ValueError, RecursionError):  # not JSON, or nested thousands deep: not a rotator payload
-            parsed = None
-        payload = parsed if isinstance(parsed, Mapping) else None
-    return str(answer.get("VersionId", version_id or "")), payload
+    if not isinstance(text, str):
+        return None
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested thousands deep: not a rotator payload
+        return None
+    return parsed if isinstance(parsed, Mapping) else None
 
 
 class PendingRotationError(WriteBlocked):

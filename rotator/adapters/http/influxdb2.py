@@ -54,6 +54,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rotator.adapters.http.common import (
@@ -264,13 +265,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         what = f"revoke authorization {token_id}"
         with map_http_errors(what, hints={401: HINT_401}):
             response = expect(self._http().get(_authorization(token_id), headers=auth_header("Token", auth)), 200, 404)
-        if response.status_code == 404:
-            if error_code(response) != "not found":
-                # A proxy's or a router's 404 says nothing about the authorization: not "revoked".
-                raise TransientError(
-                    f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
-                    hint="check `base_url` (it must reach InfluxDB itself); rotator tries again on the next run",
-                )
+        if _gone(response, what):
             logger.warning("authorization %s was not found; treating it as revoked", token_id)
         else:
             current = _split(json_body(response, what), what)[0]
@@ -292,12 +287,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
                 self._http().get(_authorization(token_id), headers=auth_header("Token", self._credential(credential))),
                 200, 404,
             )  # fmt: skip
-        if response.status_code == 404:
-            if error_code(response) != "not found":
-                raise TransientError(
-                    f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
-                    hint="check `base_url` (it must reach InfluxDB itself); rotator tries again on the next run",
-                )
+        if _gone(response, what):
             return None
         item = _split(json_body(response, what), what)[0]
         if item.get("id") != token_id:
@@ -340,12 +330,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         body = {"status": "inactive", "description": f"{description} {self._marker_for(token_id)}".strip()}
         with map_http_errors(what, hints={401: HINT_401}):
             response = self._http().patch(_authorization(token_id), json=body, headers=auth_header("Token", auth))
-            if response.status_code == 404:
-                if error_code(response) != "not found":  # as for the GET before it: not InfluxDB's answer
-                    raise TransientError(
-                        f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
-                        hint="check `base_url` (it must reach InfluxDB itself); rotator tries again on the next run",
-                    )
+            if _gone(response, what):
                 logger.warning("authorization %s disappeared while being revoked; treating it as revoked", token_id)
                 return
             expect(response, 200)
@@ -442,6 +427,19 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
 
 if TYPE_CHECKING:  # static conformance: mypy checks InfluxDB2Issuer against the Issuer Protocol
     _conforms: type[Issuer] = InfluxDB2Issuer
+
+
+def _gone(response: httpx.Response, what: str) -> bool:
+    """Whether ``response`` is InfluxDB's own 404 for the authorization (it does not exist). A 404
+    without InfluxDB's `not found` answer (a proxy's, a router's) says nothing about it: TransientError."""
+    if response.status_code != 404:
+        return False
+    if error_code(response) != "not found":
+        raise TransientError(
+            f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
+            hint="check `base_url` (it must reach InfluxDB itself); rotator tries again on the next run",
+        )
+    return True
 
 
 def _check_id(token_id: str) -> str:

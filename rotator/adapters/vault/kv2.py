@@ -425,14 +425,9 @@ class VaultKV2Store:
             return StoreState(version=None, managed=False, record=None)
         managed = _is_managed(meta.get("custom_metadata") or {})
         current = self._checked(lambda: _whole(meta.get("current_version")), self._read_meta)
-        versions: Mapping[str, Mapping[str, Any]] = meta.get("versions") or {}
-        if not isinstance(versions, Mapping) or not all(re.fullmatch("[0-9]{1,18}", n) and isinstance(v, Mapping)
-                                                        for n, v in versions.items()):  # fmt: skip
-            raise PermanentError(_ERR_NOT_VAULT.format(where=self._location, url=self._settings.url,
-                                                       operation="read the metadata of", path=self._settings.path),
-                                 hint=_HINT_NOT_VAULT)  # fmt: skip
+        versions = self._checked(lambda: _versions(meta.get("versions")), self._read_meta)
         # Vault decides what is deleted (by its clock, not ours): try the candidates newest first.
-        lower = [int(n) for n, v in versions.items() if int(n) < current and not v.get("destroyed")]
+        lower = [n for n, v in versions.items() if n < current and not v.get("destroyed")]
         for number in sorted(lower, reverse=True):
             payload = self._read_version(number)
             if payload is not None:
@@ -649,12 +644,8 @@ class VaultKV2Store:
 
     def _checked(self, read: Callable[[], T], op: _Op) -> T:
         """``read()`` of a field of ``op``'s answer, received already; PermanentError if it is not Vault's."""
-        try:
+        with self._map_errors(op):
             return read()
-        except NotVaultAnswer:
-            message = _ERR_NOT_VAULT.format(where=self._location, url=self._settings.url, operation=op.name,
-                                            path=op.path)
-            raise PermanentError(message, hint=_HINT_NOT_VAULT) from None
 
     def _client(self) -> VaultAPI:
         if self._api is None:
@@ -754,6 +745,16 @@ def _whole(value: object) -> int:
     if isinstance(value, str) and re.fullmatch("[0-9]{1,18}", value):
         return int(value)
     raise NotVaultAnswer("a whole number")
+
+
+def _versions(value: object) -> dict[int, Mapping[str, Any]]:
+    """The metadata's ``versions`` map by version number (absent or null: empty); NotVaultAnswer when
+    it is not Vault's (a key that is not a version number, an entry that is not an object)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise NotVaultAnswer("versions")
+    return {_whole(n): v for n, v in value.items()}
 
 
 def _is_managed(custom_metadata: Mapping[str, Any]) -> bool:
