@@ -51,8 +51,11 @@ def rfc3339_micro(value: datetime) -> str:
         value = as_utc(value)
     if value.year < 1000:  # strftime does not pad the year (datetime.min gives "1-01-01..."): kept as it was
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    # isoformat is several times faster than strftime (the journal formats ~45 of these per rotation)
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # isoformat is several times faster than strftime (the journal formats ~45 of these per rotation),
+    # and without arguments faster again than with timespec or after replace(tzinfo=None), which
+    # parse keywords: UTC's form ends "+00:00" and leaves out a fraction of zero.
+    text = value.isoformat()
+    return (text[:-6] if value.microsecond else text[:-6] + ".000000") + "Z"
 
 
 def parse_rfc3339(text: str) -> datetime:

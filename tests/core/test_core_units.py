@@ -141,6 +141,25 @@ def test_rfc3339_forms() -> None:
         parse_rfc3339("yesterday")
 
 
+def test_the_journals_fixed_width_time_text_and_its_reader_agree_with_strftime() -> None:
+    """rfc3339_micro and the journal's reader (_dt) take fast paths (isoformat, fromisoformat with its
+    Z); strftime/strptime are the reference, over zero and non-zero fractions, offsets and naive times."""
+    from rotator.core.journal import _dt, ts
+
+    rng = random.Random(12)
+    for _ in range(2000):
+        zone = rng.choice([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8)), None])
+        at = datetime(rng.randint(1000, 9999), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
+                      rng.randint(0, 59), rng.randint(0, 59), rng.choice([0, 1, rng.randint(0, 999999)]), tzinfo=zone)
+        utc = at.replace(tzinfo=UTC) if zone is None else at.astimezone(UTC)
+        text = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert rfc3339_micro(at) == ts(utc) == text
+        back = _dt(text)
+        assert back == utc and back.tzinfo is UTC
+        assert back == datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert rfc3339_micro(datetime.min) == "1-01-01T00:00:00.000000Z"  # strftime's form, unpadded, as before
+
+
 # -- error messages and adapter settings ---------------------------------------------------------
 def test_describe_adds_the_hint_and_redacts() -> None:
     value = "s3cr3t-token-value-0123456789"
