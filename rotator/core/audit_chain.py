@@ -39,6 +39,8 @@ __all__ = [
     "insert_link_if_head",
     "read_head",
     "canonical",
+    "canonical_with",
+    "detail_text",
     "instance_name",
     "link",
     "verify_rows",
@@ -157,17 +159,53 @@ def canonical(event: Mapping[str, Any], detail: Mapping[str, Any] | None = None)
     that text again when it is flat (text keys, scalar values): its JSON is then the same as the
     text's. Nested values go through the text, as a verifier reads them (an integer key of a
     nested mapping, say, sorts differently once it is text)."""
-    fields = {k: event[k] for k in ("seq", "at", "policy", "run_id", "step", "result", "instance")}
-    if detail is not None and all(type(k) is str and type(v) in _SCALARS for k, v in detail.items()):
-        fields["detail"] = detail
+    if detail is not None and is_flat(detail):
+        detail_json = _dump_canonical(detail)
     else:
         text = event["detail"]
-        fields["detail"] = json.loads(text) if isinstance(text, str) else dict(text)
+        detail_json = _dump_canonical(json.loads(text) if isinstance(text, str) else dict(text))
+    return canonical_with(event, detail_json)
+
+
+def is_flat(detail: Mapping[str, Any]) -> bool:
+    """Text keys and scalar values only: its canonical JSON, parsed and dumped again, is the same text."""
+    return all(type(k) is str and type(v) in _SCALARS for k, v in detail.items())
+
+
+_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # the C quoting _dump_canonical uses
+
+
+def canonical_with(event: Mapping[str, Any], detail_json: str) -> str:
+    """:func:`canonical` of ``event`` whose detail's canonical JSON is ``detail_json``.
+
+    The fields written by rotator (text, a text or null run id, an integer seq) are put together in
+    sorted key order directly: the same text as dumping them (a test compares the two), without the
+    encoder's dict walk and sort at every event. Anything else goes through the encoder."""
+    at, instance, policy, result, run_id, seq, step = (
+        event["at"], event["instance"], event["policy"], event["result"], event["run_id"], event["seq"], event["step"])
+    if (type(seq) is int and type(at) is str and type(instance) is str and type(policy) is str
+            and type(result) is str and type(step) is str and (run_id is None or type(run_id) is str)):
+        return (f'{{"at":{_quote(at)},"detail":{detail_json},"instance":{_quote(instance)},'
+                f'"policy":{_quote(policy)},"result":{_quote(result)},'
+                f'"run_id":{"null" if run_id is None else _quote(run_id)},"seq":{seq},"step":{_quote(step)}}}')
+    fields = {"seq": seq, "at": at, "policy": policy, "run_id": run_id, "step": step, "result": result,
+              "instance": instance, "detail": json.loads(detail_json)}
     return _dump_canonical(fields)
 
 
-def link(prev_hash: str, event: Mapping[str, Any], detail: Mapping[str, Any] | None = None) -> str:
-    return _sha256(f"{prev_hash}\n{canonical(event, detail)}".encode())
+def link(prev_hash: str, event: Mapping[str, Any], detail: Mapping[str, Any] | None = None, *,
+         detail_json: str | None = None) -> str:
+    """The link's hash. ``detail_json``: what :func:`detail_text` gave for a flat detail (then
+    ``detail`` is not needed)."""
+    text = canonical(event, detail) if detail_json is None else canonical_with(event, detail_json)
+    return _sha256(f"{prev_hash}\n{text}".encode())
+
+
+def detail_text(detail: Mapping[str, Any]) -> tuple[str, str | None]:
+    """What the journal stores as an event's detail (its canonical JSON, sorted and compact), and the
+    same text again when :func:`canonical_with` may take it as it is (a flat detail), else None."""
+    text = _dump_canonical(detail)
+    return text, text if is_flat(detail) else None
 
 
 def append_event(cur: Cursor, lock_head: str, event: dict[str, Any]) -> None:
@@ -187,30 +225,32 @@ def read_head(cur: Cursor, lock_head: str) -> tuple[int, str]:
 _INSERT_LINK = "INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, hash) "
 
 
-def _link_row(head: tuple[int, str], event: dict[str, Any], detail: Mapping[str, Any] | None) -> tuple[Any, ...]:
+def _link_row(head: tuple[int, str], event: dict[str, Any], detail: Mapping[str, Any] | None,
+              detail_json: str | None) -> tuple[Any, ...]:  # fmt: skip
     seq, prev = head[0] + 1, head[1]
     event = {**event, "seq": seq, "instance": event.get("instance") or instance_name()}
     return (seq, event["at"], event["policy"], event["run_id"], event["step"], event["result"], event["detail"],
-            event["instance"], prev, link(prev, event, detail))  # fmt: skip
+            event["instance"], prev, link(prev, event, detail, detail_json=detail_json))  # fmt: skip
 
 
 def insert_link(cur: Cursor, head: tuple[int, str], event: dict[str, Any],
-                detail: Mapping[str, Any] | None = None) -> tuple[int, str]:
+                detail: Mapping[str, Any] | None = None, *, detail_json: str | None = None) -> tuple[int, str]:
     """Insert ``event`` as the link after ``head``; returns the new head (seq, hash), to which the
     database moved the head row (:data:`HEAD_TRIGGER_MIGRATION`). ``detail``: what ``event["detail"]``
-    was dumped from (:func:`canonical`)."""
-    row = _link_row(head, event, detail)
+    was dumped from (:func:`canonical`); ``detail_json``: see :func:`link`."""
+    row = _link_row(head, event, detail, detail_json)
     cur.execute(_INSERT_LINK + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
     return row[0], row[-1]
 
 
 def insert_link_if_head(cur: Cursor, head: tuple[int, str], event: dict[str, Any],
-                        detail: Mapping[str, Any] | None = None) -> tuple[int, str] | None:
+                        detail: Mapping[str, Any] | None = None, *,
+                        detail_json: str | None = None) -> tuple[int, str] | None:
     """:func:`insert_link` on condition that the head row is still ``head``, checked inside the INSERT
     (no read of its own); None, and nothing inserted, when it is not (the caller reads the head and
     links to that). Only for a transaction that holds the whole database from its first statement
     (SQLite's ``BEGIN IMMEDIATE``): then the head cannot move between this check and the commit."""
-    row = _link_row(head, event, detail)
+    row = _link_row(head, event, detail, detail_json)
     cur.execute(
         _INSERT_LINK + "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
         "WHERE EXISTS (SELECT 1 FROM audit_head WHERE chain = ? AND seq = ? AND hash = ?)",

@@ -107,10 +107,8 @@ class RevocationState(StrEnum):
         return new in nxt.get(old, ())
 
 
-#: json.dumps(..., sort_keys=True) makes a new encoder at every call; a run's row dumps two
-#: mappings at every write, and an audit event its detail
+#: json.dumps(..., sort_keys=True) makes a new encoder at every call; a run's row dumps two mappings
 _dump_sorted = json.JSONEncoder(sort_keys=True).encode
-_dump_detail = json.JSONEncoder(sort_keys=True, default=str).encode
 
 
 @lru_cache(maxsize=1024)
@@ -1305,9 +1303,8 @@ class Journal:
     def record_event(
         self, at: datetime, policy: str, run_id: str | None, step: str, result: str, detail: Mapping[str, Any]
     ) -> None:
-        detail = dict(detail)
-        event = {"at": ts(at), "policy": policy, "run_id": run_id, "step": step, "result": result,
-                 "detail": _dump_detail(detail)}  # fmt: skip
+        text, detail_json = audit_chain.detail_text(detail if type(detail) is dict else dict(detail))
+        event = {"at": ts(at), "policy": policy, "run_id": run_id, "step": step, "result": result, "detail": text}
         # One chain: the head row is read (and locked) by the transaction's first event, and each
         # INSERT of a link moves it (the database's trigger); the transaction's next event links to
         # the head kept in memory. Where the transaction holds the whole database, the first event
@@ -1317,12 +1314,13 @@ class Journal:
             local = self._local
             if local.head is None:
                 hint = self._head_hint if self._backend.locks_database else None
-                linked = None if hint is None else audit_chain.insert_link_if_head(cur, hint, event, detail)
+                linked = None if hint is None else audit_chain.insert_link_if_head(cur, hint, event,
+                                                                                   detail_json=detail_json)
                 if linked is not None:
                     local.head = linked
                     return
                 local.head = audit_chain.read_head(cur, self._backend.lock_row)
-            local.head = audit_chain.insert_link(cur, local.head, event, detail)
+            local.head = audit_chain.insert_link(cur, local.head, event, detail_json=detail_json)
 
     @contextmanager
     def audit_transaction(self, write: bool = True) -> Iterator[tuple[_Cursor, str]]:

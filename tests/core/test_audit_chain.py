@@ -5,6 +5,7 @@ it verifiable."""
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -667,11 +668,44 @@ def test_the_daemon_prunes_once_a_day(harness: Callable[..., Any]) -> None:
     {"when": datetime(2026, 3, 1, tzinfo=UTC), "gap": timedelta(minutes=5)},  # default=str values
 ])
 def test_an_event_is_hashed_from_its_detail_as_a_verifier_reads_the_stored_text(detail: dict[str, Any]) -> None:
-    text = json.dumps(detail, sort_keys=True, default=str)  # what Journal.record_event stores
+    text, detail_json = audit_chain.detail_text(detail)  # what Journal.record_event stores, and links with
+    assert (detail_json is None) == ("nested" in detail or "when" in detail)  # not text keys and scalars
     event = {"seq": 7, "at": "2026-03-01T00:00:00.000000Z", "policy": "p", "run_id": "r", "step": "mint",
              "result": "ok", "instance": "host", "detail": text}
     assert audit_chain.canonical(event, detail) == audit_chain.canonical(event)
     assert audit_chain.link("h", event, detail) == audit_chain.link("h", event)
+    assert audit_chain.link("h", event, detail_json=detail_json or None) == audit_chain.link("h", event)
+    # the stored text of earlier versions (json.dumps with its default separators) reads the same
+    older = {**event, "detail": json.dumps(detail, sort_keys=True, default=str)}
+    assert audit_chain.canonical(older) == audit_chain.canonical(event)
+
+
+def _encoded(event: dict[str, Any]) -> str:
+    """canonical() as the encoder writes it: every field through json.dumps (the reference)."""
+    text = event["detail"]
+    fields = {k: event[k] for k in ("seq", "at", "policy", "run_id", "step", "result", "instance")}
+    fields["detail"] = json.loads(text) if isinstance(text, str) else dict(text)
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def test_the_canonical_text_put_together_directly_is_the_encoders() -> None:
+    """canonical_with writes rotator's own field types without the encoder; any other type (an edited
+    row: a seq stored as text, a number for a run id) goes through it. Both must give the encoder's text."""
+    rng = random.Random(3)
+    words = ["", "p", "caf\u00e9", "\u2603 \"q\" \\ \n\t\x00", "r-" + "x" * 40, "\U0001f600",
+             "2026-03-01T00:00:00.000000Z"]
+    odd: list[Any] = [None, 3, 2.5, True, ["a"], {"k": 1}, "7"]
+    for _ in range(3000):
+        event: dict[str, Any] = {k: rng.choice(words) for k in ("at", "policy", "step", "result", "instance")}
+        event["run_id"] = rng.choice([None, *words])
+        event["seq"] = rng.choice([0, 1, 2**40, rng.randint(1, 10**6)])
+        if rng.random() < 0.2:
+            event[rng.choice(["at", "policy", "step", "result", "instance", "run_id", "seq"])] = rng.choice(odd)
+        detail = rng.choice([{}, {"token_id": rng.choice(words), "n": rng.randint(-5, 5), "f": 0.1, "b": False},
+                             {"nested": {"a": [1, {"b": None}]}}, {"z": "1", "a": "2"}])
+        event["detail"], _flat = audit_chain.detail_text(detail)
+        assert audit_chain.canonical(event) == _encoded(event), event
+        assert audit_chain.canonical(event, detail) == _encoded(event), event
 
 
 def test_an_unlinked_event_dated_after_the_chain_began_is_caught_even_with_the_count_raised(journal_url: str) -> None:
