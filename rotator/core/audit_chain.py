@@ -172,7 +172,7 @@ def is_flat(detail: Mapping[str, Any]) -> bool:
     return all(type(k) is str and type(v) in _SCALARS for k, v in detail.items())
 
 
-_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # the C quoting _dump_canonical uses
+_quote = json.encoder.encode_basestring_ascii  # the C quoting _dump_canonical uses
 
 
 def canonical_with(event: Mapping[str, Any], detail_json: str) -> str:
