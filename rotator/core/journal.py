@@ -877,7 +877,7 @@ class Journal:
                 f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
-        _set_stored_row(run, dict(zip(_RUN_COLUMNS, values, strict=True)))
+        _set_stored_row(run, values)
         self._on_rollback(partial(_set_stored_row, run, None))
 
     def update_run(self, run: RunRecord, *, fence: int | None = None, **changes: Any) -> None:
@@ -1745,29 +1745,37 @@ def _tagged_rows(rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
 _STORED = "_journal_row"
 
 
-def _stored_row(run: RunRecord) -> dict[str, Any] | None:
-    stored: dict[str, Any] | None = run.__dict__.get(_STORED)
+def _stored_row(run: RunRecord) -> tuple[Any, ...] | None:
+    stored: tuple[Any, ...] | None = run.__dict__.get(_STORED)
     return stored
 
 
-def _set_stored_row(run: RunRecord, row: dict[str, Any] | None) -> None:
+def _set_stored_row(run: RunRecord, row: tuple[Any, ...] | None) -> None:
     run.__dict__[_STORED] = row
 
 
+#: positions in a run's row of the columns an UPDATE may set (all but run_id), and of its state
+_RUN_SETTABLE = tuple(range(1, len(_RUN_COLUMNS)))
+_RUN_STATE_AT = _RUN_COLUMNS.index("state")
+#: an UPDATE statement by the columns it sets (a few forms: one per step, built once)
+_RUN_UPDATES: dict[tuple[int, ...], str] = {}
+
+
 def _write_run(cur: _Cursor, values: Mapping[str, Any], expected_state: str,
-               stored: dict[str, Any] | None) -> dict[str, Any] | None:  # fmt: skip
+               stored: tuple[Any, ...] | None) -> tuple[Any, ...] | None:  # fmt: skip
     """Write the run whose fields are ``values`` over its row if the row is still in
     ``expected_state``: the row as written, or None (nothing written) if it is not.
 
     Only the columns that differ from ``stored`` (the row as this process last read or wrote it;
     None: every column) are set: SQLite rewrites the entry of every index on a column named in
     SET, changed or not, and each page that touches is one more WAL frame in the commit."""
-    row = dict(zip(_RUN_COLUMNS, _run_row_of(values), strict=True))
-    keys = [k for k in _RUN_COLUMNS if k != "run_id" and (stored is None or stored.get(k) != row[k])] or ["state"]
-    cur.execute(
-        f"UPDATE runs SET {', '.join(f'{k} = ?' for k in keys)} WHERE run_id = ? AND state = ?",
-        [row[k] for k in keys] + [values["run_id"], expected_state],
-    )
+    row = _run_row_of(values)
+    changed = tuple(i for i in _RUN_SETTABLE if stored is None or stored[i] != row[i]) or (_RUN_STATE_AT,)
+    sql = _RUN_UPDATES.get(changed)
+    if sql is None:
+        sql = _RUN_UPDATES[changed] = (f"UPDATE runs SET {', '.join(f'{_RUN_COLUMNS[i]} = ?' for i in changed)} "
+                                       "WHERE run_id = ? AND state = ?")
+    cur.execute(sql, [row[i] for i in changed] + [values["run_id"], expected_state])
     return row if cur.rowcount == 1 else None
 
 
@@ -1834,7 +1842,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         published_versions=json.loads(d["published_versions"]), error=d["error"],
         fence=d["fence"], mint_started_at=_dt(d["mint_started_at"]),
     )  # fmt: skip
-    _set_stored_row(run, d)
+    _set_stored_row(run, tuple(row))
     return run
 
 
