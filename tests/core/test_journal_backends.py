@@ -335,7 +335,10 @@ def test_a_journal_from_before_the_head_trigger_is_upgraded_and_its_chain_goes_o
     with _raw(journal_url) as sql:
         if journal.backend == "postgresql":
             sql("DROP FUNCTION rotator_audit_head_follows()")
-        sql(f"DELETE FROM schema_version WHERE version = {len(_MIGRATIONS)}")
+        # schema 6's index as schema 4 had it
+        sql("DROP INDEX revocations_policy_state_due")
+        sql("CREATE INDEX revocations_policy_state ON revocations (policy, state)")
+        sql("DELETE FROM schema_version WHERE version >= 5")
         sql("INSERT INTO events (seq, at, policy, step, result, detail, instance, prev_hash, hash) "
             "VALUES (999, ?, 'p', 'plan', 'ok', '{}', 'x', ?, ?)", ts_text(T0), "0" * 64, "f" * 64)
         assert sql("SELECT seq FROM audit_head") == [(3,)], "without the trigger an INSERT leaves the head"
@@ -351,6 +354,11 @@ def test_a_journal_from_before_the_head_trigger_is_upgraded_and_its_chain_goes_o
     assert (report.checked, report.head_seq) == (7, 7)
     with _raw(journal_url) as sql:
         assert sql("SELECT MAX(version) FROM schema_version") == [(len(_MIGRATIONS),)]
+        indexes = ("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'revocations'"
+                   if journal.backend == "sqlite" else
+                   "SELECT indexname FROM pg_indexes WHERE tablename = 'revocations' AND schemaname = current_schema()")
+        names = {row[0] for row in sql(indexes)}
+        assert "revocations_policy_state_due" in names and "revocations_policy_state" not in names, names
         assert sql("SELECT seq FROM audit_head") == [(7,)], "the trigger moved the head with each INSERT"
         sql("INSERT INTO events (at, policy, step, result, detail) VALUES (?, 'p', 'plan', 'ok', '{}')", ts_text(T0))
         assert sql("SELECT seq FROM audit_head") == [(7,)], "an unlinked row (from before the chain) moves nothing"

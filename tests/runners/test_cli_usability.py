@@ -228,7 +228,8 @@ def test_a_reader_refuses_an_older_journal_untouched_and_works_once_a_writer_upg
     journal = tmp_path / "journal.db"
     conn = sqlite3.connect(journal)  # a journal the previous version made (WAL, as rotator's are)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(";".join(_MIGRATIONS[:-1]) + "; CREATE TABLE schema_version (version INTEGER NOT NULL);"
+    previous = [m if isinstance(m, str) else ";".join(m["sqlite"]) for m in _MIGRATIONS[:-1]]
+    conn.executescript(";".join(previous) + "; CREATE TABLE schema_version (version INTEGER NOT NULL);"
                        + "".join(f"INSERT INTO schema_version VALUES ({v});" for v in range(1, len(_MIGRATIONS))))
     conn.close()  # the last connection: its WAL is checkpointed into the file
     before = journal.read_bytes()
