@@ -8,13 +8,14 @@ tests/adapters/test_vault_kv2_errors.py; the store contract every store passes i
 from __future__ import annotations
 
 import http.server
+import json
 import logging
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -698,3 +699,38 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+@pytest.mark.parametrize("custom", [["managed-by", "rotator"], "rotator", {"managed-by": 1}],
+                         ids=["list", "text", "number-value"])
+def test_custom_metadata_that_is_not_vaults_is_a_permanent_error_at_every_read(kv_path, tmp_path, custom):
+    """Vault's custom_metadata is an object of text values. Anything else (a proxy's or another
+    service's answer shaped almost like Vault's) is reported as not Vault's answer, naming the url,
+    on the data read, the metadata read and the previous version's read; before, a list or a text
+    there raised an AttributeError that the engine could only call an internal error."""
+    payload = token_record("tok-1").payload()
+
+    class AlmostVault(_Loopback):
+        def respond(self) -> None:
+            path = self.path.split("?")[0]
+            if path.endswith("/lookup-self"):
+                body: dict[str, Any] = {"data": {"ttl": 0, "renewable": False, "policies": ["root"]}}
+            elif "/metadata/" in path:
+                body = {"data": {"current_version": 2, "max_versions": 10, "custom_metadata": custom,
+                                 "versions": {"1": {"destroyed": False}, "2": {"destroyed": False}}}}
+            elif path.endswith("/config"):
+                body = {"data": {"max_versions": 10}}
+            elif self.command in ("POST", "PUT"):  # the write of a version
+                body = {"data": {"version": 3, "custom_metadata": custom}}
+            else:
+                body = {"data": {"data": payload, "metadata": {"version": 2, "custom_metadata": custom}}}
+            self.reply(200, {"Content-Type": "application/json"}, json.dumps(body).encode())
+
+    with _serving(AlmostVault) as url:
+        calls: dict[str, Callable[[VaultKV2Store], object]] = {
+            "read_current": lambda store: store.read_current(), "read_previous": lambda store: store.read_previous(),
+            "publish": lambda store: store.publish(token_record("tok-2"), "2")}
+        for name, call in calls.items():
+            with pytest.raises(PermanentError, match=f"the answer of {url} to .* is not Vault's") as caught:
+                call(_store_at(url, kv_path, tmp_path))
+            assert "check url" in (caught.value.hint or ""), name

@@ -397,7 +397,8 @@ class VaultKV2Store:
             return StoreState(version=None, managed=False, record=None)
         current, payload, custom = latest
         if custom is None:  # an old Vault that does not send custom_metadata with the data
-            custom = (meta if meta is not None else self._read_metadata() or {}).get("custom_metadata") or {}
+            secret = meta if meta is not None else self._read_metadata() or {}
+            custom = self._checked(lambda: _custom(secret.get("custom_metadata")), self._read_meta)
         managed = _is_managed(custom)
         try:
             record = self._parse(payload, current, strict=managed) if payload is not None else None
@@ -423,7 +424,7 @@ class VaultKV2Store:
         meta = self._read_metadata()
         if meta is None:
             return StoreState(version=None, managed=False, record=None)
-        managed = _is_managed(meta.get("custom_metadata") or {})
+        managed = _is_managed(self._checked(lambda: _custom(meta.get("custom_metadata")), self._read_meta))
         current = self._checked(lambda: _whole(meta.get("current_version")), self._read_meta)
         versions = self._checked(lambda: _versions(meta.get("versions")), self._read_meta)
         # Vault decides what is deleted (by its clock, not ours): try the candidates newest first.
@@ -460,7 +461,8 @@ class VaultKV2Store:
             raise PermanentError(message, hint=_HINT_VAULT)
         assert isinstance(data, Mapping)
         version = version_field
-        self._mark_managed(record, version, data.get("custom_metadata"))
+        existing = self._checked(lambda: _custom(data.get("custom_metadata")), self._write_data)
+        self._mark_managed(record, version, existing)
         logger.info("published token %s to %s as version %d", record.token_id, self._location, version)
         return str(version)
 
@@ -475,7 +477,8 @@ class VaultKV2Store:
                 "%s: version %d already holds token %s; completing the publish", self._location, actual, record.token_id
             )
             if custom is None:  # an old Vault: keep the operator's keys all the same
-                custom = (self._read_metadata() or {}).get("custom_metadata")
+                secret = self._read_metadata() or {}
+                custom = self._checked(lambda: _custom(secret.get("custom_metadata")), self._read_meta)
             self._mark_managed(record, actual, custom)
             return str(actual)
         expected = expected_version or "none (create only)"
@@ -548,14 +551,15 @@ class VaultKV2Store:
             # the mount sets delete_version_after: it still holds the current token.
             if meta.get("destroyed"):
                 payload = None
-            custom = (meta.get("custom_metadata") or {}) if "custom_metadata" in meta else None
+            custom = _custom(meta.get("custom_metadata")) if "custom_metadata" in meta else None
             return _Latest(_whole(meta.get("version")), payload, custom)
 
         latest = self._call(self._read_data, read)
         if latest is not None and latest.payload is _TOO_DEEP:  # the version is in the body that could not be decoded
             meta = self._read_metadata() or {}
             current = self._checked(lambda: _whole(meta.get("current_version")), self._read_meta)
-            return _Latest(current, _TOO_DEEP, meta.get("custom_metadata") or {}) if current else None
+            custom = self._checked(lambda: _custom(meta.get("custom_metadata")), self._read_meta)
+            return _Latest(current, _TOO_DEEP, custom) if current else None
         return latest
 
     def _read_version(self, version: int) -> Mapping[str, Any] | None:
@@ -755,6 +759,16 @@ def _versions(value: object) -> dict[int, Mapping[str, Any]]:
     if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
         raise NotVaultAnswer("versions")
     return {_whole(n): v for n, v in value.items()}
+
+
+def _custom(value: object) -> Mapping[str, str]:
+    """The secret's ``custom_metadata`` (absent or null: none); NotVaultAnswer when it is not Vault's
+    (an object of text keys and text values)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return value
+    raise NotVaultAnswer("custom_metadata")
 
 
 def _is_managed(custom_metadata: Mapping[str, Any]) -> bool:
