@@ -47,6 +47,8 @@ from rotator.core.contracts import (
     with_unlisted,
 )
 from rotator.core.errors import (
+    BadTokenId,
+    ConfigError,
     LeaseBusy,
     LeaseLost,
     MalformedPayload,
@@ -136,6 +138,15 @@ class RunResult:
 def default_holder() -> str:
     """``instance:pid:nonce``. The instance is $ROTATOR_INSTANCE (e.g. a pod name) or the host name."""
     return f"{audit_chain.instance_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+
+#: what a bootstrap's token id is, by issuer (docs/issuers.md)
+_BOOTSTRAP_ID_HINT = (
+    "pass the id the issuer gives the token: influxctl prints it at `management create` / `token create` and "
+    "lists it (`management list`, `token list`); InfluxDB v2: the authorization's id (`influx auth list`, 16 hex "
+    "digits); InfluxDB 3: the admin token's name; the Management API: the database token's id (a UUID)"
+)
 
 
 class Engine:
@@ -318,14 +329,15 @@ class Engine:
                     )
             self._call(lambda: self.issuer.verify(value), "verify bootstrap token")
             listed = self._call(lambda: self.issuer.list_tokens(value), "list tokens")
-            tokens = self._call(lambda: with_unlisted(self.issuer, listed, token_id, value),
-                                f"look up token {token_id}")
+            try:
+                tokens = self._call(lambda: with_unlisted(self.issuer, listed, token_id, value),
+                                    f"look up token {token_id}")
+            except BadTokenId as exc:  # the id is the operator's (--token-id), not a record's
+                raise ConfigError(f"the token id to bootstrap: {exc}", hint=_BOOTSTRAP_ID_HINT) from None
             info = next((t for t in tokens if t.token_id == token_id), None)
             if info is None or not info.is_active(self.clock.now()):
-                raise PermanentError(
-                    f"token id {token_id} is not an active token of the issuer",
-                    hint="pass the id printed by `influxctl management create` / shown by `management list`",
-                )
+                raise PermanentError(f"token id {token_id} is not an active token of the issuer",
+                                     hint=_BOOTSTRAP_ID_HINT)
             now = self.clock.now()
             replaced_ids = {s.token_id for s in states.values() if s.token_id and s.token_id != token_id}
             # rotator's own record of the token it published last: a store whose payload is unreadable,

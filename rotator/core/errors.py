@@ -98,6 +98,10 @@ class ConfigError(PermanentError, LookupError):
     """A policy file, CLI argument or adapter name is wrong."""
 
 
+class BadTokenId(PermanentError):
+    """A token id that does not have the issuer's id format: nothing was sent to the issuer."""
+
+
 class OwnershipError(PermanentError):
     """The store holds a secret without rotator's managed-by marker."""
 

@@ -388,3 +388,32 @@ def test_a_changed_token_name_prefix_keeps_the_tokens_named_with_the_former_one(
         assert sc.problem(sc.current()["token"]) is None
         assert fake.names() - {"_admin"} == {result["new_token_id"]}, "only the current token is left"
         check_no_leak(sc)
+
+
+def test_influxdb2_bootstrap_with_a_malformed_token_id_names_the_argument_then_the_fixed_command_succeeds(
+    tmp_path: Path, openbao: Any
+) -> None:
+    """An authorization id that is not 16 hex digits is the operator's typo: the error names the
+    token id given to bootstrap and says where each issuer shows its ids (it used to send the operator
+    to the journal's records), exits as a configuration error, and writes nothing; the same command
+    with the id fixed succeeds."""
+    fake = InfluxDB2Fake()
+    with fake.running():
+        (tmp_path / "vault-token").write_text(openbao.root_token)
+        sc = HttpScenario(dir=tmp_path, vault_url=openbao.url, vault_token=openbao.root_token, variant="influxdb2",
+                          fake=fake, kv_path=f"influx/{uuid.uuid4().hex[:10]}", extra_stores="")
+        (tmp_path / "influx-admin").write_text(fake.operator_value)
+        sc.secrets.add(fake.operator_value)
+        first, token_id = fake.add_authorization("app token made by a human", APP_PERMISSIONS)
+        sc.secrets.add(first)
+        sc.write_policy()
+        (tmp_path / "first-token").write_text(first)
+        proc = sc.cli("bootstrap", sc.policy, "--token-file", str(tmp_path / "first-token"),
+                      "--token-id", f"{token_id}-typo")
+        assert proc.returncode == 2, proc.stderr
+        assert "the token id to bootstrap: influxdb2: token id" in proc.stderr, proc.stderr
+        assert "influx auth list" in proc.stderr and "journal" not in proc.stderr, proc.stderr
+        assert sc.versions() == [], "nothing published"
+        sc.bootstrap_with(first, token_id)
+        assert sc.current()["token_id"] == token_id
+        check_no_leak(sc)

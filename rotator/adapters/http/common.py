@@ -50,7 +50,14 @@ from pydantic import (
 from rotator.adapters.transport import plain_http_warning, tls_verify_warning
 from rotator.core.contracts import AdapterContext, checked_settings
 from rotator.core.credentials import CredentialRef
-from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
+from rotator.core.errors import (
+    BadTokenId,
+    ConfigError,
+    IssuerOutputError,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
 from rotator.core.secret import REDACTOR, Secret
 
 __all__ = [
@@ -244,10 +251,10 @@ def call_timeout(requests: int, timeout_s: float) -> float:
     return requests * 3 * timeout_s + CALL_MARGIN_S
 
 
-def bad_token_id(token_id: str, issuer: str, expected: str) -> PermanentError:
+def bad_token_id(token_id: str, issuer: str, expected: str) -> BadTokenId:
     """The error for a token id that does not have ``issuer``'s id format (``expected`` says which)."""
     shown = repr(_TOKEN_SHAPES.sub("***", REDACTOR.redact(str(token_id)))[:80])
-    return PermanentError(
+    return BadTokenId(
         f"{issuer}: token id {shown} is not {expected}; rotator sends no such id to the server",
         hint="the id came from rotator's journal or a store payload: check it (`rotator status`, the store's "
         "token_id) and correct the record",

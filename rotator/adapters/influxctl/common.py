@@ -43,7 +43,14 @@ from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings
 from rotator.core.credentials import SETTINGS_CONFIG, CredentialRef, SettingsValue
-from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
+from rotator.core.errors import (
+    BadTokenId,
+    ConfigError,
+    IssuerOutputError,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
 from rotator.core.secret import REDACTOR, Secret
 
 __all__ = [
@@ -730,7 +737,7 @@ def check_token_id(token_id: str, noun: str = "token") -> str:
     """
     if not isinstance(token_id, str) or not re.fullmatch(_UUID, token_id):
         shown = repr(re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(str(token_id)))[:80])
-        raise PermanentError(ERR_BAD_ID.format(noun=noun, token_id=shown), hint=HINT_BAD_ID)
+        raise BadTokenId(ERR_BAD_ID.format(noun=noun, token_id=shown), hint=HINT_BAD_ID)
     return token_id
 
 
