@@ -229,3 +229,87 @@ def test_a_revocation_whose_store_read_fails_backs_off_and_finally_fails(
     assert [e["result"] for e in events if e["step"] == "revoke_old"][-1] == "failed"
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None
     check_invariants(sc, settled=False)
+
+
+# -- where the issuer's listing may leave tokens out (InfluxDB v2): the holder check comes first ----
+
+
+class _PartialIssuer:
+    """An issuer whose listing shows nothing (the credential may read no user) and that answers
+    lookups by id: every call is recorded, so a test sees what was asked before a decision."""
+
+    listing_is_complete = False
+    call_timeout_seconds = 5.0
+
+    def __init__(self, known: dict[str, TokenInfo]) -> None:
+        self.known, self.calls = known, []  # type: list[str]
+
+    def list_tokens(self, credential: Any) -> list[TokenInfo]:
+        self.calls.append("list")
+        return []
+
+    def token_info(self, token_id: str, credential: Any) -> TokenInfo | None:
+        self.calls.append(f"info {token_id}")
+        return self.known.get(token_id)
+
+    def revoke(self, token_id: str, credential: Any) -> None:
+        self.calls.append(f"revoke {token_id}")
+
+
+class _Holding:
+    location = "memory"
+
+    def __init__(self, token_id: str | None) -> None:
+        from rotator.core.contracts import StoreState, TokenRecord
+        from rotator.core.secret import Secret
+
+        record = None if token_id is None else TokenRecord(Secret(f"value-of-{token_id}-0123456789"), token_id,
+                                                           "influxdb2", "p", datetime(2026, 3, 1, tzinfo=UTC), None)
+        self.state = StoreState("1" if record else None, record is not None, record)
+
+    def read_current(self) -> Any:
+        return self.state
+
+
+def _partial_engine(tmp_path: Path, issuer: _PartialIssuer, held: str | None) -> Engine:
+    policy_file = tmp_path / "rotator.toml"
+    policy_file.write_text(f"""
+[rotator]
+journal = "{tmp_path / 'journal.db'}"
+[[policy]]
+name = "p"
+schedule = "1h"
+grace = "10m"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+[[policy.store]]
+type = "influxctl-profile"
+config = "config.toml"
+""")
+    config = load_config(policy_file)
+    engine = Engine(config.policies[0], open_journal(config.journal_url()), issuer=issuer,
+                    stores=[("primary", _Holding(held))], clock=FakeClock(datetime(2026, 3, 2, tzinfo=UTC)),
+                    retry=RetryPolicy(1, 0.01, 0.02))
+    engine._fence = 1  # the revocation is fenced: as under the policy's lease
+    engine.journal.confirm_lease = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    return engine
+
+
+def test_a_token_a_store_holds_is_refused_before_the_issuer_is_asked_anything(tmp_path: Path) -> None:
+    """Invariant 1 decides alone: a store holding the token stops its revocation before the listing
+    and before the lookup by id that an incomplete listing calls for (a lookup that fails or answers
+    oddly must not matter). A token no store holds is looked up by id, judged and revoked."""
+    hidden = TokenInfo("0000000000000abc", "rotator:p:run1")
+    issuer = _PartialIssuer({hidden.token_id: hidden})
+    claim = Claim(hidden.token_id, "p", minted_by=["run1"])
+    engine = _partial_engine(tmp_path, issuer, held=hidden.token_id)
+    with pytest.raises(NeedsAttention, match="still current in store"):
+        engine._safe_revoke(claim, None)
+    assert issuer.calls == [], "nothing asked of the issuer"
+
+    engine.stores = [("primary", _Holding(None))]
+    assert engine._safe_revoke(claim, None)
+    assert issuer.calls == ["list", f"info {hidden.token_id}", f"revoke {hidden.token_id}"]
