@@ -96,3 +96,22 @@ def test_the_prune_bench_prunes_all_but_the_kept_events_and_times_a_concurrent_w
     prune_lock = _bench("prune_lock")
     result = prune_lock.once(prune_lock.KEPT + 2_000)  # asserts the pruned count and a verifiable chain
     assert result["writes"] >= 1 and result["longest_write_ms"] > 0 < result["idle_write_ms"], result
+
+
+def test_the_instruction_bench_rotates_in_its_child_and_counts_under_callgrind(tmp_path: Path) -> None:
+    """Its child (what callgrind runs) rotates with the in-memory store and counts nothing itself; the
+    count needs valgrind, which takes ~20 s for a few rotations: run once, short, where it is there."""
+    script = str(REPO / "bench" / "engine_instructions.py")
+    child = subprocess.run([sys.executable, script, "--child", "3", "--dir", str(tmp_path)], capture_output=True,
+                           text=True, timeout=120, cwd=REPO)
+    assert child.returncode == 0, child.stderr[-3000:]
+    refused = subprocess.run([sys.executable, script, "--short", "5", "--long", "5"], capture_output=True, text=True,
+                             timeout=60, cwd=REPO)
+    assert refused.returncode != 0 and ("short < long" in refused.stderr or "valgrind" in refused.stderr)
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed: the count itself is not run (Debian: apt-get install valgrind)")
+    proc = subprocess.run([sys.executable, script, "--short", "0", "--long", "2", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    count = int(proc.stdout.split("this tree")[1].split()[0].replace(",", ""))
+    assert 100_000 < count < 100_000_000, proc.stdout  # ~3.6M on the development machine kind
