@@ -166,11 +166,11 @@ def canonical(event: Mapping[str, Any], detail: Mapping[str, Any] | None = None)
     text's. Nested values go through the text, as a verifier reads them (an integer key of a
     nested mapping, say, sorts differently once it is text)."""
     if detail is not None and is_flat(detail):
-        detail_json = _dump_canonical(detail)
+        value: Mapping[str, Any] = detail
     else:
         text = event["detail"]
-        detail_json = _dump_canonical(json.loads(text) if isinstance(text, str) else dict(text))
-    return canonical_with(event, detail_json)
+        value = json.loads(text) if isinstance(text, str) else dict(text)
+    return canonical_with(event, _dump_canonical(value), value)
 
 
 def is_flat(detail: Mapping[str, Any]) -> bool:
@@ -181,8 +181,9 @@ def is_flat(detail: Mapping[str, Any]) -> bool:
 _quote = json.encoder.encode_basestring_ascii  # the C quoting _dump_canonical uses
 
 
-def canonical_with(event: Mapping[str, Any], detail_json: str) -> str:
-    """:func:`canonical` of ``event`` whose detail's canonical JSON is ``detail_json``.
+def canonical_with(event: Mapping[str, Any], detail_json: str, detail: Any = None) -> str:
+    """:func:`canonical` of ``event`` whose detail's canonical JSON is ``detail_json`` (dumped from
+    ``detail``, when the caller has it: an integer key of a nested mapping sorts otherwise once it is text).
 
     The fields written by rotator (text, a text or null run id, an integer seq) are put together in
     sorted key order directly: the same text as dumping them (a test compares the two), without the
@@ -195,7 +196,7 @@ def canonical_with(event: Mapping[str, Any], detail_json: str) -> str:
                 f'"policy":{_quote(policy)},"result":{_quote(result)},'
                 f'"run_id":{"null" if run_id is None else _quote(run_id)},"seq":{seq},"step":{_quote(step)}}}')
     fields = {"seq": seq, "at": at, "policy": policy, "run_id": run_id, "step": step, "result": result,
-              "instance": instance, "detail": json.loads(detail_json)}
+              "instance": instance, "detail": json.loads(detail_json) if detail is None else detail}
     return _dump_canonical(fields)
 
 

@@ -447,11 +447,15 @@ class _Watchdog:
                 self._abort(conn)
 
 
-class _Local(threading.local):
-    """What one thread has of a journal: its connection and its open transaction."""
+class _Local:
+    """What one thread has of a journal: its connection and its open transaction. A plain object
+    held by a ``threading.local`` (:class:`_PerThread`): each attribute read of a ``threading.local``
+    looks the thread's dictionary up again, and a transaction reads these ~25 times."""
 
-    conn: Any = None
-    cur: _Cursor | None = None
+    __slots__ = ("conn", "cur", "undo", "after", "pending", "leases", "head", "confirmed", "confirmed_at")
+
+    conn: Any
+    cur: _Cursor | None
     undo: list[Callable[[], None]]
     after: list[Callable[[], None]]
     #: writes that wait for this thread's next transaction (:meth:`Journal.defer`)
@@ -462,14 +466,20 @@ class _Local(threading.local):
     leases: dict[str, tuple[str, int, str]]
     #: in the open transaction: the audit chain's head (seq, hash) as this transaction's events
     #: moved it (read, locked, once; the database moves the head row with each event's INSERT)
-    head: tuple[int, str] | None = None
+    head: tuple[int, str] | None
     #: the lease rows of this thread's last committed transaction, and _monotonic() when it began
     #: (every row was read or written under its lock after that): Journal.confirm_lease
     confirmed: dict[str, tuple[str, int, str]]
-    confirmed_at: float = 0.0
+    confirmed_at: float
 
     def __init__(self) -> None:
+        self.conn, self.cur, self.head, self.confirmed_at = None, None, None, 0.0
         self.undo, self.after, self.pending, self.leases, self.confirmed = [], [], [], {}, {}
+
+
+class _PerThread(threading.local):
+    def __init__(self) -> None:
+        self.state = _Local()
 
 
 #: Journal.confirm_lease: how long after the transaction that read a lease row under its lock (and
@@ -496,7 +506,7 @@ class Journal:
         #: lock is taken to open it (an auditor's read-only access, a daemon busy writing)
         self._read_only = read_only
         self._backend = backend
-        self._local = _Local()
+        self._threads = _PerThread()
         self._conns_lock = threading.Lock()
         #: every thread's connection, with its thread (a dead thread's is closed at the next connect)
         self._conns: list[tuple[threading.Thread, Any]] = []
@@ -525,6 +535,12 @@ class Journal:
         return self._backend.single_host
 
     # -- plumbing -----------------------------------------------------------------------
+    @property
+    def _local(self) -> _Local:
+        """This thread's state (read once per call, then plain attribute reads)."""
+        state: _Local = self._threads.state
+        return state
+
     def _connection(self) -> Any:
         local = self._local
         if local.conn is None:
@@ -1053,7 +1069,7 @@ class Journal:
         params = [policy, policy, *RunState.OPEN, policy, RevocationState.PENDING, ts(now), ts(now), policy,
                   *RunState.SUCCESS]
         with self._tx(single=True) as cur:  # one statement (see _tagged)
-            found = _tagged_rows(cur.execute(_PREFLIGHT, params).fetchall())
+            found = _tagged_rows(cur.execute(_PREFLIGHT, params).fetchall(), raw=("last",))
         due = sorted(found.get("due", []), key=lambda r: r.due_at)
         claims: dict[str, list[RunRecord]] = {rev.token_id: [] for rev in due}
         if claims:
@@ -1067,15 +1083,15 @@ class Journal:
             for run in map(_run_from_row, rows):
                 claims[run.new_token_id or ""].append(run)
         [lease] = found.get("lease", [None])
-        [last] = found.get("last", [None])
+        [last] = found.get("last", [None])  # its row as read: only its run id and token id are wanted
         return Preflight(
             policy=policy,
             lease=lease,
             open_runs=sorted(found.get("open", []), key=lambda r: (r.started_at, r.run_id)),
             due=due,
             claims={token: sorted(runs, key=lambda r: r.started_at) for token, runs in claims.items()},
-            last_success=None if last is None else last.run_id,
-            last_token_id=None if last is None else last.new_token_id,
+            last_success=None if last is None else str(last[1]),
+            last_token_id=None if last is None or last[_NEW_TOKEN_AT] is None else str(last[_NEW_TOKEN_AT]),
         )
 
     def policy_state(self, policy: str) -> PolicyState:
@@ -1250,9 +1266,10 @@ class Journal:
         that nobody took is still ours: its fencing number shows that no other run acted meanwhile.
         """
         local = self._local
+        half = ts(now + ttl / 2)  # the expiry that leaves the side effect half the TTL
         if local.cur is None and not local.pending:
             fresh = local.confirmed.get(policy)
-            if (fresh is not None and fresh[0] == holder and fresh[1] == fence and fresh[2] >= ts(now + ttl / 2)
+            if (fresh is not None and fresh[0] == holder and fresh[1] == fence and fresh[2] >= half
                     and _monotonic() - local.confirmed_at < LEASE_READ_FRESH_SECONDS):
                 # This thread's transaction that committed just now read the row under its lock: it
                 # was ours then, and nobody may take it before it expires. Only a pause since then
@@ -1265,7 +1282,7 @@ class Journal:
                                   (policy,)).fetchone()
             if row is None or row[0] != holder or int(row[1]) != fence:
                 raise LeaseLost(policy, fence, None if row is None else int(row[1]), what)
-            if row[2] >= ts(now + ttl / 2):
+            if row[2] >= half:
                 return
         # Inside a write transaction (a step's, Engine._step(renew=True)), or to renew: the row is
         # read locked until the commit, and written only when half of ``ttl`` is gone (a write of
@@ -1274,7 +1291,7 @@ class Journal:
             row = self._lease_row(cur, policy)
             if row is None or row[0] != holder or row[1] != fence:
                 raise LeaseLost(policy, fence, None if row is None else row[1], what)
-            if row[2] < ts(now + ttl / 2):
+            if row[2] < half:
                 expires = ts(now + ttl)
                 cur.execute("UPDATE leases SET expires_at = ? WHERE policy = ? AND holder = ? AND fence = ?",
                             (expires, policy, holder, fence))
@@ -1732,14 +1749,20 @@ _POLICY_STATE = " UNION ALL ".join((
 ))
 
 
-def _tagged_rows(rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
+#: where a run's new_token_id is in a tagged row
+_NEW_TOKEN_AT = 1 + _RUN_COLUMNS.index("new_token_id")
+
+
+def _tagged_rows(rows: Sequence[Sequence[Any]], raw: Sequence[str] = ()) -> dict[str, list[Any]]:
     """The rows of a tagged read by tag: runs as RunRecords, revocations as Revocations, the lease as
-    (holder, fence, expiry text)."""
+    (holder, fence, expiry text); the rows of the kinds in ``raw`` as they were read."""
     found: dict[str, list[Any]] = {}
     for row in rows:
         kind = row[0]
-        if kind == "lease":
-            item: Any = (str(row[1]), int(row[_FENCE_AT + 1]), str(row[_FENCE_AT + 2]))
+        if kind in raw:
+            item: Any = row
+        elif kind == "lease":
+            item = (str(row[1]), int(row[_FENCE_AT + 1]), str(row[_FENCE_AT + 2]))
         elif kind in ("due", "unfinished"):
             item = _rev_from_row([row[i] for i in _REV_POSITIONS])
         else:
@@ -1825,13 +1848,15 @@ _VERSIONS_TEXT: dict[tuple[Any, ...], str] = {}
 
 
 def _versions_text(versions: Mapping[str, Any]) -> str:
+    if not all(v is None or type(v) is str for v in versions.values()):
+        # a store's version ids are text; anything else is dumped every time (True, 1 and 1.0 are
+        # one key of a dict but three JSON texts)
+        return _dump_sorted(versions)
     key = tuple(versions.items())
     try:
         return _VERSIONS_TEXT[key]
     except KeyError:
         pass
-    except TypeError:  # a value that cannot be a key: dumped every time
-        return _dump_sorted(versions)
     text = _dump_sorted(versions)
     if len(_VERSIONS_TEXT) >= 256:
         _VERSIONS_TEXT.clear()

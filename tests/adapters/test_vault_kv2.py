@@ -728,9 +728,15 @@ def test_custom_metadata_that_is_not_vaults_is_a_permanent_error_at_every_read(k
 
     with _serving(AlmostVault) as url:
         calls: dict[str, Callable[[VaultKV2Store], object]] = {
-            "read_current": lambda store: store.read_current(), "read_previous": lambda store: store.read_previous(),
-            "publish": lambda store: store.publish(token_record("tok-2"), "2")}
+            "read_current": lambda store: store.read_current(), "read_previous": lambda store: store.read_previous()}
         for name, call in calls.items():
             with pytest.raises(PermanentError, match=f"the answer of {url} to .* is not Vault's") as caught:
                 call(_store_at(url, kv_path, tmp_path))
+            assert not isinstance(caught.value, TransientError), name
             assert "check url" in (caught.value.hint or ""), name
+        # After the write landed, the token is in the store: transient (the run stays open and
+        # recovery completes the publish), never "nothing written", which would get it revoked.
+        with pytest.raises(TransientError, match="version 3 holds token tok-2, but marking the secret managed "
+                                                 f"failed: .*the answer of {url} to .* is not Vault's") as caught:
+            _store_at(url, kv_path, tmp_path).publish(token_record("tok-2"), "2")
+        assert "rotator recover" in (caught.value.hint or "")

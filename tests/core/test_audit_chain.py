@@ -706,6 +706,9 @@ def test_the_canonical_text_put_together_directly_is_the_encoders() -> None:
         event["detail"], _flat = audit_chain.detail_text(detail)
         assert audit_chain.canonical(event) == _encoded(event), event
         assert audit_chain.canonical(event, detail) == _encoded(event), event
+        # a detail given as a mapping, not text (integer keys sort as numbers there, as text once dumped)
+        event["detail"] = {"nested": {10: "a", 9: "b"}, "z": 1}
+        assert audit_chain.canonical(event) == _encoded(event), event
 
 
 def test_an_unlinked_event_dated_after_the_chain_began_is_caught_even_with_the_count_raised(journal_url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from datetime import UTC, datetime, timedelta, timezone
@@ -139,6 +140,15 @@ def test_rfc3339_forms() -> None:
         assert parsed == datetime(2026, 3, 1, 12, 0, 5, tzinfo=UTC) and parsed.tzinfo == UTC
     with pytest.raises(ValueError):
         parse_rfc3339("yesterday")
+
+
+def test_a_runs_store_versions_are_dumped_by_value_whatever_was_dumped_before() -> None:
+    """The memo of the versions' JSON must not give one value's text for another that compares equal
+    (1, 1.0 and True are one dict key): only text and null versions, what stores give, are kept."""
+    from rotator.core.journal import _versions_text
+
+    for versions in ({"v": "1"}, {"v": 1}, {"v": True}, {"v": 1.0}, {"v": None}, {"v": "1"}, {}, {"b": "2", "a": "1"}):
+        assert _versions_text(versions) == json.dumps(versions, sort_keys=True), versions
 
 
 def test_the_journals_fixed_width_time_text_and_its_reader_agree_with_strftime() -> None:

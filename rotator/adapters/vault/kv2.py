@@ -461,8 +461,7 @@ class VaultKV2Store:
             raise PermanentError(message, hint=_HINT_VAULT)
         assert isinstance(data, Mapping)
         version = version_field
-        existing = self._checked(lambda: _custom(data.get("custom_metadata")), self._write_data)
-        self._mark_managed(record, version, existing)
+        self._mark_managed(record, version, data.get("custom_metadata"))
         logger.info("published token %s to %s as version %d", record.token_id, self._location, version)
         return str(version)
 
@@ -487,16 +486,21 @@ class VaultKV2Store:
             hint=_HINT_CONFLICT.format(mount=self._settings.mount, path=self._settings.path),
         )
 
-    def _mark_managed(self, record: TokenRecord, version: int, existing: Mapping[str, str] | None) -> None:
-        custom = {
-            **(existing or {}),  # an operator's own keys stay
-            "managed-by": MANAGED_BY,
-            "policy": record.policy,
-            "token_id": record.token_id,
-            "rotated_at": rfc3339_seconds(self._clock.now()),
-        }
+    def _mark_managed(self, record: TokenRecord, version: int, existing: object) -> None:
+        """Write the secret's custom_metadata after ``version`` landed; ``existing``: what Vault's
+        answer said it holds (None: nothing, or not said)."""
         mount, path = self._settings.mount, self._settings.path
         try:
+            # Checked here, after the write: a custom_metadata that is not Vault's fails like the
+            # metadata write (the token is in the store), never as "nothing written".
+            kept = self._checked(lambda: _custom(existing), self._write_data)
+            custom = {
+                **kept,  # an operator's own keys stay
+                "managed-by": MANAGED_BY,
+                "policy": record.policy,
+                "token_id": record.token_id,
+                "rotated_at": rfc3339_seconds(self._clock.now()),
+            }
             self._call(self._write_meta, lambda api: api.write_custom_metadata(mount, path, custom))
         except RotatorError as exc:
             logger.warning(
