@@ -211,8 +211,24 @@ def link(prev_hash: str, event: Mapping[str, Any], detail: Mapping[str, Any] | N
 def detail_text(detail: Mapping[str, Any]) -> tuple[str, str | None]:
     """What the journal stores as an event's detail (its canonical JSON, sorted and compact), and the
     same text again when :func:`canonical_with` may take it as it is (a flat detail), else None."""
-    text = _dump_canonical(detail)
-    return text, text if is_flat(detail) else None
+    if is_flat(detail):
+        text = _dump_flat(detail)
+        return text, text
+    return _dump_canonical(detail), None
+
+
+#: JSON for rotator's own scalar detail values; a float goes through the encoder (its repr rules)
+_FLAT_JSON: dict[type, Callable[[Any], str]] = {
+    str: _quote, int: str, bool: lambda v: "true" if v else "false", type(None): lambda _v: "null"}
+
+
+def _dump_flat(detail: Mapping[str, Any]) -> str:
+    """_dump_canonical of a flat detail (text keys; text, integer, boolean or null values): the same
+    text without the encoder's dict walk (a test compares the two). Anything else: the encoder."""
+    try:
+        return "{" + ",".join(f"{_quote(k)}:{_FLAT_JSON[type(v)](v)}" for k, v in sorted(detail.items())) + "}"
+    except KeyError:  # a float (or a subclass of a scalar): the encoder's own rules
+        return _dump_canonical(detail)
 
 
 def append_event(cur: Cursor, lock_head: str, event: dict[str, Any]) -> None:

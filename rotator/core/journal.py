@@ -478,6 +478,8 @@ class _Local:
 
 
 class _PerThread(threading.local):
+    state: _Local
+
     def __init__(self) -> None:
         self.state = _Local()
 
@@ -535,14 +537,8 @@ class Journal:
         return self._backend.single_host
 
     # -- plumbing -----------------------------------------------------------------------
-    @property
-    def _local(self) -> _Local:
-        """This thread's state (read once per call, then plain attribute reads)."""
-        state: _Local = self._threads.state
-        return state
-
     def _connection(self) -> Any:
-        local = self._local
+        local = self._threads.state
         if local.conn is None:
             local.conn = self._backend.connect()
             with self._conns_lock:
@@ -560,7 +556,7 @@ class Journal:
         its own on both backends: SQLite in autocommit mode, psycopg with autocommit), unless
         deferred writes wait for this transaction. ``snapshot``: a read transaction whose statements
         all see one snapshot of the database."""
-        cur = self._local.cur
+        cur = self._threads.state.cur
         if cur is not None:
             # Joined: nothing to begin or end. Most calls of a rotation are joins, and a class-based
             # context manager costs a fraction of a generator-based one.
@@ -569,7 +565,7 @@ class Journal:
 
     @contextmanager
     def _new_tx(self, immediate: bool, durable: bool, single: bool, snapshot: bool = False) -> Iterator[_Cursor]:
-        local = self._local
+        local = self._threads.state
         pending, local.pending = local.pending, []
         single = single and not pending and durable
         try:
@@ -690,26 +686,26 @@ class Journal:
         rides on the next commit instead of making its own. A read that follows sees it. If that
         transaction rolls back, the deferred write is gone with it (as after a crash).
         """
-        self._local.pending.append(write)
+        self._threads.state.pending.append(write)
 
     def drop_deferred(self) -> None:
         """Forget this thread's deferred writes (e.g. the lease that fenced them is lost)."""
-        self._local.pending = []
+        self._threads.state.pending = []
 
     def has_deferred(self) -> bool:
-        return bool(self._local.pending)
+        return bool(self._threads.state.pending)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this thread's open transaction commits (never if it rolls back);
         outside a transaction, at once."""
-        if self._local.cur is None:
+        if self._threads.state.cur is None:
             callback()
         else:
-            self._local.after.append(callback)
+            self._threads.state.after.append(callback)
 
     def _on_rollback(self, undo: Callable[[], None]) -> None:
-        if self._local.cur is not None:
-            self._local.undo.append(undo)
+        if self._threads.state.cur is not None:
+            self._threads.state.undo.append(undo)
 
     def _explain(self, cur: _Cursor, exc: BaseException) -> JournalError:
         """The JournalError for ``exc``, raised by a transaction that ``cur`` rolled back. A link that
@@ -764,20 +760,20 @@ class Journal:
 
     def _lease_row(self, cur: _Cursor, policy: str) -> tuple[str, int, str] | None:
         """Inside a write transaction: the policy's lease row, read locked once per transaction."""
-        row = self._local.leases.get(policy)
+        row = self._threads.state.leases.get(policy)
         if row is None:
             found = cur.execute(
                 f"SELECT holder, fence, expires_at FROM leases WHERE policy = ?{self._backend.lock_row}", (policy,)
             ).fetchone()
             if found is None:
                 return None
-            row = self._local.leases[policy] = (str(found[0]), int(found[1]), str(found[2]))
+            row = self._threads.state.leases[policy] = (str(found[0]), int(found[1]), str(found[2]))
         return row
 
     def _forget_head(self) -> None:
         """Keep the audit chain's head as this transaction's events moved it (the database moved the
         head row with each of them) as the next transaction's hint, and forget it here."""
-        local = self._local
+        local = self._threads.state
         if local.head is not None:
             # Set before COMMIT, under the write lock; if the COMMIT fails, the next INSERT's check
             # finds the head row elsewhere and the head is read.
@@ -785,7 +781,7 @@ class Journal:
         local.head = None
 
     def _rollback(self, cur: _Cursor, exc: BaseException, single: bool = False) -> None:
-        for undo in reversed(self._local.undo):
+        for undo in reversed(self._threads.state.undo):
             undo()
         try:
             if not single:
@@ -796,7 +792,7 @@ class Journal:
             self._drop_connection()
 
     def _drop_connection(self) -> None:
-        conn, self._local.conn = self._local.conn, None
+        conn, self._threads.state.conn = self._threads.state.conn, None
         if conn is None:
             return
         with self._conns_lock:
@@ -883,7 +879,7 @@ class Journal:
             conns, self._conns = self._conns, []
         for _thread, conn in conns:
             _close_quietly(conn)
-        self._local.conn = None
+        self._threads.state.conn = None
         if self._wal is not None:
             self._wal.close()
         if self._watch is not None:
@@ -1232,7 +1228,7 @@ class Journal:
                 row = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?",
                                   (policy,)).fetchone()
             if row is not None and row[0] == holder:  # the row is ours (and locked) until the commit
-                self._local.leases[policy] = (holder, int(row[1]), str(row[2]))
+                self._threads.state.leases[policy] = (holder, int(row[1]), str(row[2]))
         if row is None or row[0] != holder:
             raise LeaseBusy(policy, row[0] if row else "unknown")
         return int(row[1])
@@ -1252,7 +1248,7 @@ class Journal:
             )
             row = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?", (policy,)).fetchone()
             if row is not None and row[0] == holder:
-                self._local.leases[policy] = (holder, int(row[1]), str(row[2]))
+                self._threads.state.leases[policy] = (holder, int(row[1]), str(row[2]))
         if row is None or row[0] != holder:
             raise LeaseBusy(policy, row[0] if row else "unknown")
         time.sleep(LEASE_READ_FRESH_SECONDS)
@@ -1265,7 +1261,7 @@ class Journal:
         follows has at least ``ttl / 2`` before anyone may take the policy over. An expired lease
         that nobody took is still ours: its fencing number shows that no other run acted meanwhile.
         """
-        local = self._local
+        local = self._threads.state
         half = ts(now + ttl / 2)  # the expiry that leaves the side effect half the TTL
         if local.cur is None and not local.pending:
             fresh = local.confirmed.get(policy)
@@ -1309,7 +1305,7 @@ class Journal:
             params.append(fence)
         with self._tx(immediate=self.has_deferred(), durable=durable) as cur:
             cur.execute(sql, params)
-            self._local.leases.pop(policy, None)
+            self._threads.state.leases.pop(policy, None)
 
     def lease_fence(self, policy: str) -> int | None:
         """The policy's current fencing number (None: never leased)."""
@@ -1336,7 +1332,7 @@ class Journal:
         # links to the head this object left last, on condition (checked in its INSERT) that the
         # head row is still that.
         with self._tx(immediate=True) as cur:
-            local = self._local
+            local = self._threads.state
             if local.head is None:
                 hint = self._head_hint if self._backend.locks_database else None
                 linked = None if hint is None else audit_chain.insert_link_if_head(cur, hint, event,

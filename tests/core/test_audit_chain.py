@@ -688,6 +688,25 @@ def _encoded(event: dict[str, Any]) -> str:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
+def test_a_flat_detail_is_stored_as_the_encoder_writes_it() -> None:
+    """detail_text writes a flat detail (text keys; text, integer, boolean, null values) without the
+    encoder; floats and other types go through it. Both must give the encoder's canonical text."""
+    import enum
+
+    class Kind(enum.StrEnum):
+        ROTATE = "rotate"
+
+    rng = random.Random(5)
+    values: list[Any] = ["", "a", "caf\u00e9", "\u2603\"\\\n\x00", "\U0001f600", 0, -5, 2**70, True, False, None,
+                         1.5, float("nan"), 1e300, Kind.ROTATE]
+    keys = ["a", "b", "token_id", "Z", "\u00e9", "k\n", "10", "9", ""]
+    for _ in range(5000):
+        detail = {rng.choice(keys): rng.choice(values) for _ in range(rng.randint(0, 6))}
+        text, flat = audit_chain.detail_text(detail)
+        assert text == json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+        assert flat == (text if audit_chain.is_flat(detail) else None), detail
+
+
 def test_the_canonical_text_put_together_directly_is_the_encoders() -> None:
     """canonical_with writes rotator's own field types without the encoder; any other type (an edited
     row: a seq stored as text, a number for a run id) goes through it. Both must give the encoder's text."""
