@@ -1218,3 +1218,75 @@ def test_an_awspending_value_that_is_not_a_token_record_names_the_way_out(scene)
     with pytest.raises(PermanentError, match="payload key 'token_id' is missing") as err:
         scene.step("setSecret", token)
     assert "--remove-from-version-id" in err.value.hint and "bootstrap" not in err.value.hint
+
+
+# -- an InfluxDB v2 authorization that rotates itself (credential = "self") ---------------------------
+
+
+def test_the_function_rotates_an_influxdb2_authorization_and_revokes_the_old_one_after_grace(
+        aws: MotoServer, influxdb2_fake: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The function with an influxdb2 issuer whose credential is the secret's own token (it may read
+    and write authorizations and its user, so it lists every token of that user): every step, then
+    revoke-expired deactivates the replaced authorization after grace, not before, and leaves the new
+    one alone. (Until now only the CLI and the engine ran against the v2 issuer.)"""
+    from tests.fakes.influxdb2_fake import ORG_ID, USER_ID
+
+    org = {"type": "authorizations", "orgID": ORG_ID}
+    user = {"type": "users", "id": USER_ID}
+    permissions = [{"action": a, "resource": r} for r in (org, user) for a in ("read", "write")]
+    toml = ", ".join(
+        f'{{ action = "{p["action"]}", resource = {{ ' + ", ".join(f'{k} = "{v}"' for k, v in p["resource"].items())
+        + " } }" for p in permissions)
+    name = f"tests/lambda-v2-{uuid.uuid4().hex[:10]}"
+    config = tmp_path / "rotator.toml"
+    config.write_text(f"""
+[rotator.retry]
+attempts = 1
+
+[[policy]]
+name = "{POLICY}"
+schedule = "30d"
+grace = "1h"
+verify_timeout = "10s"
+
+[policy.issuer]
+type = "influxdb2"
+base_url = "{influxdb2_fake.url}"
+org_id = "{ORG_ID}"
+credential = "self"
+permissions = [{toml}]
+
+[[policy.store]]
+type = "aws-secretsmanager"
+name = "aws"
+secret_id = "{name}"
+region = "us-east-1"
+endpoint_url = "{aws.url}"
+max_attempts = 1
+""")
+    write_bundle(config)
+    clock = FakeClock(datetime.now(UTC))
+    human, human_id = influxdb2_fake.add_authorization("rotation token made by a human", permissions)
+    settings = AwsSecretsManagerSettings(secret_id=name, region=aws.region, endpoint_url=aws.url)
+    store = AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=POLICY),
+                                               client_factory=lambda s, p: aws.client())  # fmt: skip
+    store.publish(TokenRecord(Secret(human), human_id, "influxdb2", POLICY, clock.now(), None), None)
+    aws.client().tag_resource(SecretId=name, Tags=[{"Key": "rotator:policy", "Value": POLICY}])
+    arn = aws.client().describe_secret(SecretId=name)["ARN"]
+
+    token = str(uuid.uuid4())
+    _start_rotation(aws, name, token)
+    for step in STEPS:
+        handle({"Step": step, "SecretId": arn, "ClientRequestToken": token}, Context(), config_path=config,
+               client=aws.client(), clock=clock)
+    current = json.loads(aws.client().get_secret_value(SecretId=name, VersionStage="AWSCURRENT")["SecretString"])
+    assert current["token_id"] != human_id and influxdb2_fake.problem(current["token"]) is None
+    assert influxdb2_fake.problem(human) is None, "the replaced token stays valid during grace"
+    handle({"action": "revoke-expired"}, Context(), config_path=config, client=aws.client(), clock=clock)
+    assert influxdb2_fake.authorization(human_id)["status"] == "active", "not before grace"
+
+    clock.advance(timedelta(hours=1, seconds=1))
+    handle({"action": "revoke-expired"}, Context(), config_path=config, client=aws.client(), clock=clock)
+    assert influxdb2_fake.authorization(human_id)["status"] == "inactive", "revoked after grace"
+    assert influxdb2_fake.problem(current["token"]) is None, "the current token is left alone"
+    assert human not in caplog.text and current["token"] not in caplog.text
