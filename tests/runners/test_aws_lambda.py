@@ -1223,17 +1223,17 @@ def test_an_awspending_value_that_is_not_a_token_record_names_the_way_out(scene)
 # -- an InfluxDB v2 authorization that rotates itself (credential = "self") ---------------------------
 
 
-def test_the_function_rotates_an_influxdb2_authorization_and_revokes_the_old_one_after_grace(
-        aws: MotoServer, influxdb2_fake: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The function with an influxdb2 issuer whose credential is the secret's own token (it may read
-    and write authorizations and its user, so it lists every token of that user): every step, then
-    revoke-expired deactivates the replaced authorization after grace, not before, and leaves the new
-    one alone. (Until now only the CLI and the engine ran against the v2 issuer.)"""
+def _v2_secret(aws: MotoServer, fake: Any, tmp_path: Path, *, read_user: bool = True) -> tuple[str, Path, FakeClock,
+                                                                                              str, str]:
+    """A secret holding an InfluxDB v2 authorization a person made, that rotates itself; ``read_user``:
+    whether it may read its user (else the server lists none of that user's tokens to it).
+    Returns (arn, policy file, clock, the token's value, its id)."""
     from tests.fakes.influxdb2_fake import ORG_ID, USER_ID
 
     org = {"type": "authorizations", "orgID": ORG_ID}
     user = {"type": "users", "id": USER_ID}
-    permissions = [{"action": a, "resource": r} for r in (org, user) for a in ("read", "write")]
+    permissions = [{"action": a, "resource": r} for r in (org, user) for a in ("read", "write")
+                   if read_user or (r, a) != (user, "read")]
     toml = ", ".join(
         f'{{ action = "{p["action"]}", resource = {{ ' + ", ".join(f'{k} = "{v}"' for k, v in p["resource"].items())
         + " } }" for p in permissions)
@@ -1251,7 +1251,7 @@ verify_timeout = "10s"
 
 [policy.issuer]
 type = "influxdb2"
-base_url = "{influxdb2_fake.url}"
+base_url = "{fake.url}"
 org_id = "{ORG_ID}"
 credential = "self"
 permissions = [{toml}]
@@ -1266,14 +1266,23 @@ max_attempts = 1
 """)
     write_bundle(config)
     clock = FakeClock(datetime.now(UTC))
-    human, human_id = influxdb2_fake.add_authorization("rotation token made by a human", permissions)
+    human, human_id = fake.add_authorization("rotation token made by a human", permissions)
     settings = AwsSecretsManagerSettings(secret_id=name, region=aws.region, endpoint_url=aws.url)
     store = AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=POLICY),
                                                client_factory=lambda s, p: aws.client())  # fmt: skip
     store.publish(TokenRecord(Secret(human), human_id, "influxdb2", POLICY, clock.now(), None), None)
     aws.client().tag_resource(SecretId=name, Tags=[{"Key": "rotator:policy", "Value": POLICY}])
-    arn = aws.client().describe_secret(SecretId=name)["ARN"]
+    return aws.client().describe_secret(SecretId=name)["ARN"], config, clock, human, human_id
 
+
+def test_the_function_rotates_an_influxdb2_authorization_and_revokes_the_old_one_after_grace(
+        aws: MotoServer, influxdb2_fake: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The function with an influxdb2 issuer whose credential is the secret's own token (it may read
+    and write authorizations and its user, so it lists every token of that user): every step, then
+    revoke-expired deactivates the replaced authorization after grace, not before, and leaves the new
+    one alone. (Until now only the CLI and the engine ran against the v2 issuer.)"""
+    arn, config, clock, human, human_id = _v2_secret(aws, influxdb2_fake, tmp_path)
+    name = arn
     token = str(uuid.uuid4())
     _start_rotation(aws, name, token)
     for step in STEPS:
@@ -1290,3 +1299,25 @@ max_attempts = 1
     assert influxdb2_fake.authorization(human_id)["status"] == "inactive", "revoked after grace"
     assert influxdb2_fake.problem(current["token"]) is None, "the current token is left alone"
     assert human not in caplog.text and current["token"] not in caplog.text
+
+
+def test_an_influxdb2_credential_that_cannot_read_its_user_stops_the_rotation_at_set_secret(
+        aws: MotoServer, influxdb2_fake: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The server lists no token of a user the credential may not read, and answers a lookup by id with
+    401. setSecret must not take "not listed" for "unknown" or pass it: it looks the minted token up,
+    fails with the permission to add, and AWSCURRENT still holds the working token."""
+    arn, config, clock, human, human_id = _v2_secret(aws, influxdb2_fake, tmp_path, read_user=False)
+    token = str(uuid.uuid4())
+    _start_rotation(aws, arn, token)
+
+    def step(which: str) -> Any:
+        return handle({"Step": which, "SecretId": arn, "ClientRequestToken": token}, Context(), config_path=config,
+                      client=aws.client(), clock=clock)
+
+    step("createSecret")
+    with pytest.raises(RotatorError) as caught:
+        step("setSecret")
+    assert "read and write on the user" in f"{caught.value} {caught.value.hint}", caught.value
+    current = json.loads(aws.client().get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"])
+    assert current["token_id"] == human_id and influxdb2_fake.problem(human) is None
+    assert human not in caplog.text
