@@ -1090,24 +1090,36 @@ kind = "named_admin"
 credential = "self"
 {issuer}
 
-[[policy.store]]
+{_aws_store_toml(aws, name)}""")
+    write_bundle(config)
+    clock = FakeClock(datetime.now(UTC))
+    human = fake.add_named_admin(human_name)
+    store, arn = _first_version(aws, name, TokenRecord(Secret(human), human_name, "influxdb3", POLICY, clock.now(),
+                                                       None))
+    return _V3Secret(name, arn, config, clock, store, human)
+
+
+def _aws_store_toml(aws: MotoServer, name: str) -> str:
+    """The policy's store: secret ``name`` on the moto server, one attempt a call."""
+    return f"""[[policy.store]]
 type = "aws-secretsmanager"
 name = "aws"
 secret_id = "{name}"
 region = "us-east-1"
 endpoint_url = "{aws.url}"
 max_attempts = 1
-""")
-    write_bundle(config)
-    clock = FakeClock(datetime.now(UTC))
-    human = fake.add_named_admin(human_name)
+"""
+
+
+def _first_version(aws: MotoServer, name: str, record: TokenRecord) -> tuple[AwsSecretsManagerStore, str]:
+    """Secret ``name`` created holding ``record`` (as bootstrap leaves it) and tagged with the policy:
+    the store and the secret's ARN."""
     settings = AwsSecretsManagerSettings(secret_id=name, region=aws.region, endpoint_url=aws.url)
     store = AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=POLICY),
                                                client_factory=lambda s, p: aws.client())  # fmt: skip
-    store.publish(TokenRecord(Secret(human), human_name, "influxdb3", POLICY, clock.now(), None), None)
+    store.publish(record, None)
     aws.client().tag_resource(SecretId=name, Tags=[{"Key": "rotator:policy", "Value": POLICY}])
-    arn = aws.client().describe_secret(SecretId=name)["ARN"]
-    return _V3Secret(name, arn, config, clock, store, human)
+    return store, aws.client().describe_secret(SecretId=name)["ARN"]
 
 
 @pytest.mark.parametrize("reused", [False, True], ids=["revoked", "name-reused"])
@@ -1256,23 +1268,13 @@ org_id = "{ORG_ID}"
 credential = "self"
 permissions = [{toml}]
 
-[[policy.store]]
-type = "aws-secretsmanager"
-name = "aws"
-secret_id = "{name}"
-region = "us-east-1"
-endpoint_url = "{aws.url}"
-max_attempts = 1
-""")
+{_aws_store_toml(aws, name)}""")
     write_bundle(config)
     clock = FakeClock(datetime.now(UTC))
     human, human_id = fake.add_authorization("rotation token made by a human", permissions)
-    settings = AwsSecretsManagerSettings(secret_id=name, region=aws.region, endpoint_url=aws.url)
-    store = AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=POLICY),
-                                               client_factory=lambda s, p: aws.client())  # fmt: skip
-    store.publish(TokenRecord(Secret(human), human_id, "influxdb2", POLICY, clock.now(), None), None)
-    aws.client().tag_resource(SecretId=name, Tags=[{"Key": "rotator:policy", "Value": POLICY}])
-    return aws.client().describe_secret(SecretId=name)["ARN"], config, clock, human, human_id
+    record = TokenRecord(Secret(human), human_id, "influxdb2", POLICY, clock.now(), None)
+    _store, arn = _first_version(aws, name, record)
+    return arn, config, clock, human, human_id
 
 
 def test_the_function_rotates_an_influxdb2_authorization_and_revokes_the_old_one_after_grace(

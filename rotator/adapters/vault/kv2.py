@@ -398,7 +398,7 @@ class VaultKV2Store:
         current, payload, custom = latest
         if custom is None:  # an old Vault that does not send custom_metadata with the data
             secret = meta if meta is not None else self._read_metadata() or {}
-            custom = self._checked(lambda: _custom(secret.get("custom_metadata")), self._read_meta)
+            custom = self._custom_in(secret)
         managed = _is_managed(custom)
         try:
             record = self._parse(payload, current, strict=managed) if payload is not None else None
@@ -424,7 +424,7 @@ class VaultKV2Store:
         meta = self._read_metadata()
         if meta is None:
             return StoreState(version=None, managed=False, record=None)
-        managed = _is_managed(self._checked(lambda: _custom(meta.get("custom_metadata")), self._read_meta))
+        managed = _is_managed(self._custom_in(meta))
         current = self._checked(lambda: _whole(meta.get("current_version")), self._read_meta)
         versions = self._checked(lambda: _versions(meta.get("versions")), self._read_meta)
         # Vault decides what is deleted (by its clock, not ours): try the candidates newest first.
@@ -477,7 +477,7 @@ class VaultKV2Store:
             )
             if custom is None:  # an old Vault: keep the operator's keys all the same
                 secret = self._read_metadata() or {}
-                custom = self._checked(lambda: _custom(secret.get("custom_metadata")), self._read_meta)
+                custom = self._custom_in(secret)
             self._mark_managed(record, actual, custom)
             return str(actual)
         expected = expected_version or "none (create only)"
@@ -562,8 +562,7 @@ class VaultKV2Store:
         if latest is not None and latest.payload is _TOO_DEEP:  # the version is in the body that could not be decoded
             meta = self._read_metadata() or {}
             current = self._checked(lambda: _whole(meta.get("current_version")), self._read_meta)
-            custom = self._checked(lambda: _custom(meta.get("custom_metadata")), self._read_meta)
-            return _Latest(current, _TOO_DEEP, custom) if current else None
+            return _Latest(current, _TOO_DEEP, self._custom_in(meta)) if current else None
         return latest
 
     def _read_version(self, version: int) -> Mapping[str, Any] | None:
@@ -649,6 +648,10 @@ class VaultKV2Store:
         caps = "[" + ", ".join(f'"{c}"' for c in capabilities) + "]"
         namespace = f" in namespace {s.namespace!r}" if s.namespace else ""
         return _Op(name, path, _HINT_FORBIDDEN.format(caps=caps, path=path, namespace=namespace))
+
+    def _custom_in(self, metadata: Mapping[str, Any]) -> Mapping[str, str]:
+        """The custom_metadata of a metadata read's answer; PermanentError if it is not Vault's."""
+        return self._checked(lambda: _custom(metadata.get("custom_metadata")), self._read_meta)
 
     def _checked(self, read: Callable[[], T], op: _Op) -> T:
         """``read()`` of a field of ``op``'s answer, received already; PermanentError if it is not Vault's."""
