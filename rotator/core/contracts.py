@@ -12,6 +12,7 @@ an exception message.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -93,11 +94,26 @@ class TokenInfo(NamedTuple):
     created_at: datetime | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    #: the first characters of the token's value, where the issuer's listing shows them (influxctl's
+    #: ``token_prefix``, which it prints in its own tables)
+    value_prefix: str | None = None
+    #: the SHA-256 of the token's value, where the listing shows the value (InfluxDB v2 OSS without
+    #: hashed tokens): the value itself is never kept
+    value_sha256: str | None = None
 
     def is_active(self, now: datetime) -> bool:
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > now
+
+    def value_matches(self, value: Secret) -> bool | None:
+        """Whether ``value`` is this token's, by what the listing shows of its value; None when it
+        shows nothing of it (most issuers: a token's value is shown once, at its creation)."""
+        if self.value_sha256 is not None:
+            return hashlib.sha256(value.reveal().encode()).hexdigest() == self.value_sha256
+        if self.value_prefix:
+            return value.reveal().startswith(self.value_prefix)
+        return None
 
 
 @runtime_checkable

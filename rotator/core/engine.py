@@ -338,6 +338,20 @@ class Engine:
             if info is None or not info.is_active(self.clock.now()):
                 raise PermanentError(f"token id {token_id} is not an active token of the issuer",
                                      hint=_BOOTSTRAP_ID_HINT)
+            # The id is what rotator revokes after the first rotation's grace: another token's id here
+            # would revoke that token and leave the published one valid for good.
+            matches = info.value_matches(value)
+            if matches is False:
+                raise ConfigError(
+                    f"token id {token_id} is another token than the one in the file given to bootstrap: the "
+                    "issuer's listing shows a different value for it; nothing was written",
+                    hint="pass the id of the token in the file (" + _BOOTSTRAP_ID_HINT + ")",
+                )
+            if matches is None:
+                self.log.warning(
+                    "the issuer shows nothing of token %s's value, so rotator cannot check that it is the token "
+                    "being bootstrapped; it is the token rotator revokes after the first rotation's grace: make "
+                    "sure the id is this token's", token_id)
             now = self.clock.now()
             replaced_ids = {s.token_id for s in states.values() if s.token_id and s.token_id != token_id}
             # rotator's own record of the token it published last: a store whose payload is unreadable,

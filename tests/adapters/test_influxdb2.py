@@ -670,3 +670,19 @@ def test_token_info_looks_one_authorization_up_and_never_takes_unreadable_for_go
 
     assert make("http://influx.invalid:8086", transport=mock(foreign)).token_info(minted.token_id, None) is None, \
         "another organization's authorization is not this issuer's, as its listing by org_id says"  # fmt: skip
+
+
+@pytest.mark.parametrize(("token", "kept"), [
+    ("a" * 86 + "==", True), ("redacted", False), ("****" + "a" * 20, False), ("short", False), (None, False),
+    (12345678901234567890, False), (" " + "a" * 20, False),
+])
+def test_a_listed_token_value_is_kept_only_as_the_digest_of_a_whole_token(token: Any, kept: bool) -> None:
+    """OSS before hashed tokens lists values in clear text: the issuer keeps only their SHA-256 (the
+    bootstrap check of the id against the value), and nothing for a masked, redacted or odd one."""
+    import hashlib
+
+    from rotator.adapters.http.influxdb2 import _DIGEST_KEY, _keep_digest
+
+    item: dict[str, Any] = {"id": "0" * 16, _DIGEST_KEY: "forged by the server"}
+    _keep_digest(item, token)
+    assert item.get(_DIGEST_KEY) == (hashlib.sha256(token.encode()).hexdigest() if kept else None)

@@ -446,3 +446,20 @@ def test_a_credential_reference_drops_a_byte_order_mark_and_refuses_invisible_ch
     with pytest.raises(ConfigError, match=r"latin1 is not UTF-8 text \(byte 5\)") as caught:
         CredentialRef(file=Path("latin1")).resolve(tmp_path)
     assert "tok" not in str(caught.value)
+
+
+def test_token_info_value_matches_by_prefix_or_digest_and_says_none_when_the_listing_shows_nothing() -> None:
+    import hashlib
+
+    from rotator.core.contracts import TokenInfo
+
+    value = Secret("M.V1.abcdEFGH0123456789")
+    assert TokenInfo("id", "", value_prefix="M.V1.abcd").value_matches(value) is True
+    assert TokenInfo("id", "", value_prefix="M.V1.abce").value_matches(value) is False
+    digest = hashlib.sha256(b"M.V1.abcdEFGH0123456789").hexdigest()
+    assert TokenInfo("id", "", value_sha256=digest).value_matches(value) is True
+    assert TokenInfo("id", "", value_sha256=digest).value_matches(Secret("M.V1.abcdEFGH012345678X")) is False
+    # the digest decides when both are shown; an empty prefix shows nothing
+    assert TokenInfo("id", "", value_prefix="M.V1.abcd", value_sha256="0" * 64).value_matches(value) is False
+    assert TokenInfo("id", "", value_prefix="").value_matches(value) is None
+    assert TokenInfo("id", "").value_matches(value) is None

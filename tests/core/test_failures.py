@@ -159,6 +159,27 @@ def test_bootstrap_with_wrong_token_id_is_refused(tmp_path: Path, openbao: Any, 
     assert value not in proc.stdout + proc.stderr
 
 
+def test_bootstrap_with_another_token_s_id_is_refused_then_the_right_id_succeeds(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """An id copied from the wrong line of `management list`: the token exists and is active, but it is
+    not the one in the file. Accepted, it would be the token rotator revokes after the first rotation's
+    grace, and the published one would stay valid for good. influxctl lists each token's value prefix,
+    which tells the two apart: exit 2, nothing written, and the same command with the right id succeeds."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, bootstrap=False)
+    value, token_id = sc.fake.add_token("human A")
+    _other_value, other_id = sc.fake.add_token("human B, another team's")
+    (tmp_path / "tok").write_text(value)
+    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(tmp_path / "tok"), "--token-id", other_id)
+    assert proc.returncode == 2, proc.stderr
+    assert f"token id {other_id} is another token than the one in the file" in proc.stderr, proc.stderr
+    assert sc.versions() == [] and value not in proc.stdout + proc.stderr
+    proc = sc.cli("bootstrap", sc.policy, "--token-file", str(tmp_path / "tok"), "--token-id", token_id)
+    assert proc.returncode == 0, proc.stderr
+    assert sc.current()["token_id"] == token_id
+    assert "cannot check" not in proc.stderr, "influxctl shows the prefix: no warning"
+    assert not any(t["revoked_at"] for t in sc.fake.tokens() if t["id"] == other_id)
+
+
 LIST_AND_REVOKE_FAULTS = [
     ("management list", "exit"), ("management list", "garbage"), ("management list", "hang"),
     ("management revoke", "exit"), ("management revoke", "garbage"), ("management revoke", "hang"),

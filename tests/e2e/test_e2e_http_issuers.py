@@ -417,3 +417,38 @@ def test_influxdb2_bootstrap_with_a_malformed_token_id_names_the_argument_then_t
         sc.bootstrap_with(first, token_id)
         assert sc.current()["token_id"] == token_id
         check_no_leak(sc)
+
+
+@pytest.mark.parametrize("hashed", [False, True], ids=["values-listed", "hashed-tokens"])
+def test_influxdb2_bootstrap_with_another_authorization_s_id(tmp_path: Path, openbao: Any, hashed: bool) -> None:
+    """The id of another active authorization: where the server lists token values (OSS without hashed
+    tokens) the mismatch is a configuration error and nothing is written, then the right id succeeds;
+    where it hashes them the listing shows nothing of the value, so bootstrap says it could not check."""
+    fake = InfluxDB2Fake(hashed_tokens=hashed)
+    with fake.running():
+        (tmp_path / "vault-token").write_text(openbao.root_token)
+        sc = HttpScenario(dir=tmp_path, vault_url=openbao.url, vault_token=openbao.root_token, variant="influxdb2",
+                          fake=fake, kv_path=f"influx/{uuid.uuid4().hex[:10]}", extra_stores="")
+        (tmp_path / "influx-admin").write_text(fake.operator_value)
+        sc.secrets.add(fake.operator_value)
+        first, token_id = fake.add_authorization("app token made by a human", APP_PERMISSIONS)
+        other, other_id = fake.add_authorization("another team's token", APP_PERMISSIONS)
+        sc.secrets.update({first, other})
+        sc.write_policy()
+        (tmp_path / "first-token").write_text(first)
+        args = ("bootstrap", sc.policy, "--token-file", str(tmp_path / "first-token"), "--token-id")
+        if hashed:
+            proc = sc.cli(*args, token_id)
+            assert proc.returncode == 0, proc.stderr
+            assert "cannot check that it is the token being bootstrapped" in proc.stderr, proc.stderr
+        else:
+            proc = sc.cli(*args, other_id)
+            assert proc.returncode == 2, proc.stderr
+            assert f"token id {other_id} is another token than the one in the file" in proc.stderr, proc.stderr
+            assert sc.versions() == [], "nothing published"
+            proc = sc.cli(*args, token_id)
+            assert proc.returncode == 0, proc.stderr
+            assert "cannot check" not in proc.stderr
+        assert sc.current()["token_id"] == token_id
+        assert fake.authorization(other_id)["status"] == "active"
+        check_no_leak(sc)

@@ -48,6 +48,7 @@ Policy settings::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Mapping
@@ -289,7 +290,8 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             )  # fmt: skip
         if _gone(response, what):
             return None
-        item = _split(json_body(response, what), what)[0]
+        item, listed_value = _split(json_body(response, what), what)
+        _keep_digest(item, listed_value)
         if item.get("id") != token_id:
             raise IssuerOutputError(f"{what}: the answer is not authorization {token_id}")
         if item.get("orgID") != self.settings.org_id:
@@ -401,7 +403,8 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         for index, item in enumerate(items):
             if not isinstance(item, dict):
                 raise IssuerOutputError(f"{what}: item {index} is not an object")
-            item.pop("token", None)  # a value in clear text (OSS before hashed tokens): never kept
+            # a value in clear text (OSS before hashed tokens): never kept, only its digest
+            _keep_digest(item, item.pop("token", None))
             if not isinstance(item.get("id"), str) or not item["id"]:
                 raise IssuerOutputError(f"{what}: item {index} has no string `id`")
             out.append(item)
@@ -422,11 +425,26 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             # Inactive is v2's (reversible) revocation; updatedAt is when it happened, or later. Without
             # it the time is unknown: "now" (never createdAt, which would make stage 2 delete it at once).
             revoked_at=(updated or self._clock.now()) if inactive else None,
+            value_sha256=item.get(_DIGEST_KEY),
         )
 
 
 if TYPE_CHECKING:  # static conformance: mypy checks InfluxDB2Issuer against the Issuer Protocol
     _conforms: type[Issuer] = InfluxDB2Issuer
+
+
+#: where an answer's item keeps the SHA-256 of the ``token`` it showed (TokenInfo.value_sha256)
+_DIGEST_KEY = "rotator:value_sha256"
+
+
+def _keep_digest(item: dict[str, Any], token: object) -> None:
+    """Put in ``item`` the SHA-256 of the ``token`` an answer showed, where the server shows values
+    (OSS before 2.9, or without hashed tokens); nothing where it does not (hashed tokens: no field;
+    Cloud: ``redacted``; anything that is not a whole token)."""
+    item.pop(_DIGEST_KEY, None)  # a server's own key of that name is not a digest rotator made
+    if isinstance(token, str) and len(token) >= 16 and token != "redacted" and "*" not in token \
+            and token == token.strip():
+        item[_DIGEST_KEY] = hashlib.sha256(token.encode()).hexdigest()
 
 
 def _gone(response: httpx.Response, what: str) -> bool:

@@ -817,6 +817,7 @@ def token_info(index: int, item: Mapping[str, Any], command: str) -> TokenInfo:
         created_at=parse_timestamp(item.get("created_at"), f"item {index} `created_at`", command),
         expires_at=parse_timestamp(item.get("expires_at"), f"item {index} `expires_at`", command),
         revoked_at=parse_timestamp(item.get("revoked_at"), f"item {index} `revoked_at`", command),
+        value_prefix=prefix if isinstance(prefix := item.get("token_prefix"), str) and prefix else None,
     )
 
 
