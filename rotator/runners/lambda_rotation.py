@@ -146,6 +146,11 @@ _SAFETY_MS = 10_000  # stop retrying this long before the Lambda's timeout
 #: Secrets Manager keeps ~100 versions without a label (and any younger than a day): a bound far
 #: above that, so that a NextToken that never ends cannot loop an invocation to its timeout
 _MAX_VERSION_PAGES = 100
+#: The oldest version with a rotator payload is the bootstrapped token's record only while no version
+#: can have been deleted: Secrets Manager removes outdated versions (no label, older than a day) once a
+#: secret has more than 100, so the oldest left may be a later write (a version someone labelled to keep
+#: it). At this many versions (a margin below 100) the record is no longer trusted.
+BOOTSTRAP_RECORD_MAX_VERSIONS = 90
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)  # CreatedDate is aware; a version without one sorts first
 
 _HINT_CLEAR = (
@@ -786,6 +791,35 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
         pending = _lenient(read_stage(target.api, target.view.arn, PENDING, target.where, version_id=pending_version))
         if pending is not None:
             holders.setdefault(pending.token_id, PENDING)
+    # The tags above were read before the stages (DescribeSecret, then AWSCURRENT and AWSPENDING). A
+    # finishSecret in between (Secrets Manager's retry, running beside this invocation) records a new due
+    # time for the token it replaces and then moves AWSCURRENT off it: by the old tag that token would be
+    # revoked with no grace after its successor's publication. finishSecret writes the record before it
+    # moves, so the tags read again now, after the stages, hold every record of a move the stages show.
+    try:
+        fresh = describe(target.api, target.view.arn, target.where)
+        if fresh is None:
+            raise PermanentError(f"secret {target.view.arn} no longer exists")
+    except RotatorError as exc:
+        logger.error("revoke-expired: %s: cannot read its tags again before revoking, retried next time: %s",
+                     target.view.arn, exc)  # fmt: skip
+        report.failed += due
+        return report
+    target.view = fresh
+    records_now = _revocation_records(fresh.tags)
+    still_due = []
+    for token_id in due:
+        when = _parse_time(records_now[token_id]) if token_id in records_now else None
+        if when is not None and when <= now:
+            still_due.append(token_id)
+        elif when is not None:  # recorded again since, with a later time
+            report.waiting += 1
+        elif token_id in records_now:  # edited since into something that is not a time
+            report.failed.append(token_id)
+        # (no record any more: another invocation revoked it and dropped the record meanwhile)
+    due = still_due
+    if not due:
+        return report
     try:
         tokens = call_with_retry(partial(issuer.list_tokens, current.value),
                                  what=f"{target.policy.name}: list tokens", policy=target.retry, clock=env.clock)
@@ -947,6 +981,12 @@ class _VersionRecords:
     def bootstrap_id(self) -> str | None:
         if not self._bootstrap_read:
             self._bootstrap_read = True
+            if len(self.version_ids) >= BOOTSTRAP_RECORD_MAX_VERSIONS:
+                logger.warning(
+                    "%s has %d versions: Secrets Manager may have deleted its oldest, so its oldest version is no "
+                    "proof of the bootstrapped token; a claim on that token is refused (revoke it yourself if it "
+                    "must go)", self.t.view.arn, len(self.version_ids))  # fmt: skip
+                return None
             for version in self.version_ids:  # oldest first; skip a placeholder (Terraform's, say)
                 oldest = _lenient(read_stage(self.t.api, self.t.view.arn, None, self.t.where, version_id=version))
                 if oldest is not None:

@@ -417,6 +417,140 @@ def test_finish_secret_fails_to_move_then_revoke_expired_spares_the_still_curren
     scene.check_no_leak(caplog)
 
 
+class _BeforeFirstRead:
+    """The real client; ``hook`` (another invocation, running beside this one) runs just before this
+    invocation's first GetSecretValue, that is between its DescribeSecret and its stage reads."""
+
+    def __init__(self, real: Any, hook: Any) -> None:
+        self._real, self._hook = real, hook
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._real, name)
+        if name != "get_secret_value":
+            return method
+
+        def call(**kw: Any) -> Any:
+            if self._hook is not None:
+                hook, self._hook = self._hook, None
+                hook()
+            return method(**kw)
+        return call
+
+
+class _SecondStageMoveFails:
+    def __init__(self, real: Any) -> None:
+        self._real, self.calls = real, 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._real, name)
+        if name != "update_secret_version_stage":
+            return method
+
+        def call(**kw: Any) -> Any:
+            self.calls += 1
+            if self.calls == 2:
+                raise server_error("UpdateSecretVersionStage")
+            return method(**kw)
+        return call
+
+
+def test_a_finish_secret_retry_between_revoke_expired_s_tag_and_stage_reads_restarts_the_grace(scene, caplog):
+    """finishSecret recorded the revocation of the current token but did not move it; its time passes.
+    Secrets Manager's retry of finishSecret lands between revoke-expired's DescribeSecret and its read of
+    AWSCURRENT: it records a new due time and moves AWSCURRENT to the new token (its last call, dropping
+    AWSPENDING, fails: harmless). revoke-expired must judge by the tag as it is after the stage reads, so
+    the replaced token keeps its whole grace; after it, the next pass revokes it."""
+    token = scene.start()
+    for step in STEPS[:3]:
+        scene.step(step, token)
+    failing = FailingClient(scene.client(), "update_secret_version_stage", server_error("UpdateSecretVersionStage"))
+    with pytest.raises(TransientError):
+        scene.step("finishSecret", token, client=failing)
+    record = f"rotator:revoke:{scene.bootstrap_id}"
+    scene.clock.advance(GRACE + timedelta(minutes=1))
+
+    def finish_retry() -> None:
+        scene.step("finishSecret", token, client=_SecondStageMoveFails(scene.client()))
+
+    report = scene.invoke({"action": "revoke-expired"}, client=_BeforeFirstRead(scene.client(), finish_retry))
+    assert scene.payload("AWSCURRENT")["token_id"] != scene.bootstrap_id, "the retry moved AWSCURRENT"
+    assert report["revoked"] == [] and report["waiting"] == 1, report
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is None, "no revocation before grace"
+    assert record in scene.tags()
+
+    scene.clock.advance(GRACE + timedelta(minutes=1))
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["revoked"] == [scene.bootstrap_id], report
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None
+    assert record not in scene.tags()
+    scene.check_no_leak(caplog)
+
+
+class _PurgedClient:
+    """The moto client as Secrets Manager answers after its clean-up, which moto does not do: while a
+    secret has more than 100 versions, the oldest without a label (and older than a day) are gone."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def _gone(self, secret_id: str) -> set[str]:
+        listed: list[dict[str, Any]] = []
+        request: dict[str, Any] = {"SecretId": secret_id, "IncludeDeprecated": True, "MaxResults": 100}
+        while True:
+            answer = self._real.list_secret_version_ids(**request)
+            listed += answer["Versions"]
+            if not answer.get("NextToken"):
+                break
+            request["NextToken"] = answer["NextToken"]
+        unlabelled = [v["VersionId"] for v in sorted(listed, key=lambda v: v["CreatedDate"])
+                      if not v.get("VersionStages")]
+        return set(unlabelled[:max(0, len(listed) - 100)])
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._real, name)
+        if name == "list_secret_version_ids":
+            def listing(**kw: Any) -> Any:
+                gone, answer = self._gone(kw["SecretId"]), method(**kw)
+                return {**answer, "Versions": [v for v in answer["Versions"] if v["VersionId"] not in gone]}
+            return listing
+        if name == "get_secret_value":
+            def get(**kw: Any) -> Any:
+                if kw.get("VersionId") in self._gone(kw["SecretId"]):
+                    raise client_error("ResourceNotFoundException", 400, "GetSecretValue")
+                return method(**kw)
+            return get
+        return method
+
+
+def test_once_old_versions_may_be_deleted_the_oldest_left_is_no_bootstrap_record(scene, caplog):
+    """The bootstrapped token's record is the secret's oldest version with a rotator payload. Secrets
+    Manager deletes unlabelled versions beyond 100, so later that can be a version someone wrote (with
+    PutSecretValue, naming another team's human token) and kept with a label of their own; with a
+    revocation tag beside it, that token would pass as the bootstrapped one and be revoked. From 90
+    versions on the function trusts no such record: the claim is refused and the token stays valid."""
+    value, victim = scene.fake.state.add_token("team B's token, made by a person")
+    scene.values.add(value)
+    forged = TokenRecord(Secret(value), victim, "influxctl-management", POLICY, scene.clock.now(), None)
+    scene.client().put_secret_value(SecretId=scene.name, SecretString=json.dumps(forged.payload()),
+                                    VersionStages=["KEEP"])
+    scene.rotate()
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    assert scene.invoke({"action": "revoke-expired"})["revoked"] == [scene.bootstrap_id], "the true record"
+    scene.rotate()  # the bootstrap version loses its last label
+    scene.check_no_leak(caplog)
+    for _ in range(100):
+        scene.client().put_secret_value(SecretId=scene.name, SecretString="filler", VersionStages=["FILLER"])
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{victim}",
+                                                            "Value": "2020-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    with pytest.raises(NeedsAttention, match=f"refused to revoke {victim}"):
+        scene.invoke({"action": "revoke-expired"}, client=_PurgedClient(scene.client()))
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None
+    assert f"rotator:attention:{victim}" in scene.tags()
+    assert "no proof of the bootstrapped token" in caplog.text
+    assert not any(v in caplog.text for v in scene.values | {value}), "invariant 4: a token value leaked"
+
+
 def test_test_secret_waits_for_a_token_to_become_active_within_the_lambda_time(scene):
     scene.fake.state.set(activation_delay_s=1.0)
     token = scene.start()
