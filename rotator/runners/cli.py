@@ -725,8 +725,20 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot read --token-file {args.token_file}: {exc.strerror}",
                           hint="pass the file holding the token created with influxctl") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--token-file {args.token_file} is not UTF-8 text, so it holds no token",
+                          hint="write only the token value into it") from None
     if not value:
         raise ConfigError(f"--token-file {args.token_file} is empty", hint="write the token value into it")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        # Never the content: it may hold the token. influxctl >= 2.11 prints a table before the token.
+        lines = len(value.splitlines())
+        raise ConfigError(
+            f"--token-file {args.token_file} holds more than a token value: "
+            + (f"{lines} lines" if lines > 1 else "spaces or control characters inside it"),
+            hint="put only the token into it: `influxctl management create` and `token create` print a table and "
+            "then the token on the last line (docs/operations.md)",
+        )
     expires = None
     if args.expires_at:
         try:

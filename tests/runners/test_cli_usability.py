@@ -362,3 +362,28 @@ def test_every_command_has_a_description_and_an_example_that_parses() -> None:
             words = shlex.split(example.split("#")[0].split(">")[0])
             args = parser.parse_args(words[1:])  # an example that does not parse exits 2 here
             assert args.command == name
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("+-----+\n| ID  |\n+-----+\nM.V1.abcdefghijklmnop\n", "holds more than a token value: 4 lines"),
+    ("M.V1.abcdefgh ijklmnop\n", "holds more than a token value: spaces or control characters inside it"),
+    (b"M.V1.\xff\xfeabcdefgh", "is not UTF-8 text"),
+], ids=["create-output", "inner-space", "not-utf8"])
+def test_a_token_file_that_is_not_one_token_is_a_configuration_error_that_shows_nothing_of_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes, message: str) -> None:
+    """`management create` prints a table, then the token: a file holding all of it, or any other text
+    that cannot be one token, is named with what is wrong (exit 2) before anything is asked of the
+    issuer or a store, and no part of its text is printed (it may hold the token)."""
+    path = _policy_file(tmp_path)
+    token_file = tmp_path / "first-token"
+    if isinstance(content, bytes):
+        token_file.write_bytes(content)
+    else:
+        token_file.write_text(content)
+    code = cli.main(["-c", str(path), "bootstrap", "p1", "--token-file", str(token_file),
+                     "--token-id", "9f4c0b6e-1b2a-4c3d-8e9f-0a1b2c3d4e5f"])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert f"--token-file {token_file} {message}" in err, err
+    assert "abcdefgh" not in out + err and "M.V1." not in out + err
+    assert not list(tmp_path.glob("*.db")), "nothing written: no journal"
