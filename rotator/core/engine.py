@@ -319,7 +319,18 @@ class Engine:
             else:
                 self._recover_locked()
             states = self._read_stores(unreadable_ok=replace)
+
+            def unfinished(state: StoreState) -> bool:
+                """A store that holds this very token for this policy but is not marked managed: an
+                earlier bootstrap whose write landed and whose marker did not (a refused metadata
+                write). Publishing the same token again completes it; adopt is not needed."""
+                held = state.record
+                return (held is not None and not state.managed and held.token_id == token_id
+                        and held.policy == self.policy.name and held.value.reveal() == value.reveal())
+
             for name, state in states.items():
+                if unfinished(state):
+                    continue
                 self._check_ownership(name, state)
                 if state.record is not None and state.managed and state.token_id != token_id and not replace:
                     raise PermanentError(
@@ -378,7 +389,7 @@ class Engine:
                                  expires_at or info.expires_at)
             try:
                 for name, store in self.stores:
-                    if states[name].token_id == token_id:
+                    if states[name].token_id == token_id and not unfinished(states[name]):
                         continue
                     version = self._fenced_call(partial(store.publish, record, states[name].version),
                                                 f"publish {name}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,37 @@ def test_bootstrap_with_another_token_s_id_is_refused_then_the_right_id_succeeds
     assert sc.current()["token_id"] == token_id
     assert "cannot check" not in proc.stderr, "influxctl shows the prefix: no warning"
     assert not any(t["revoked_at"] for t in sc.fake.tokens() if t["id"] == other_id)
+
+
+def test_bootstrap_whose_metadata_write_was_refused_is_completed_by_the_same_command(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """A Vault policy that may write the secret's data but not its metadata (an easy ACL slip): the
+    token lands as version 1, the managed-by marker does not, and bootstrap fails. Once the ACL is
+    fixed the same bootstrap completes it: no `adopt` asked for (the store holds this very token for
+    this policy), the secret marked managed, and the next rotation runs without adopt."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, bootstrap=False, attempts=1)
+    value, token_id = sc.fake.add_token("human")
+    name = f"no-metadata-{uuid.uuid4().hex[:6]}"
+    openbao.write_policy(name, f'path "secret/data/{sc.kv_path}" {{ capabilities = ["create", "read", "update"] }}\n'
+                               f'path "secret/metadata/{sc.kv_path}" {{ capabilities = ["read", "list"] }}\n')
+    vault_token = tmp_path / "vault-token"
+    vault_token.write_text(openbao.create_token(name))
+    (tmp_path / "tok").write_text(value)
+    bootstrap = ("bootstrap", sc.policy, "--token-file", str(tmp_path / "tok"), "--token-id", token_id)
+    proc = sc.cli(*bootstrap)
+    assert proc.returncode == 1, proc.stderr
+    assert "marking the secret managed failed" in proc.stderr and "the same `rotator bootstrap`" in proc.stderr
+    assert sc.current()["token_id"] == token_id, "the data write landed"
+
+    vault_token.write_text(openbao.root_token)
+    proc = sc.cli(*bootstrap)
+    assert proc.returncode == 0, proc.stderr
+    custom = sc.vault().secrets.kv.v2.read_secret_metadata(path=sc.kv_path, mount_point="secret")["data"]
+    assert (custom.get("custom_metadata") or {}).get("managed-by") == "rotator", custom
+    assert sc.current()["token_id"] == token_id
+    proc = sc.cli("rotate", sc.policy)
+    assert proc.returncode == 0, proc.stderr
+    assert value not in proc.stdout + proc.stderr
 
 
 LIST_AND_REVOKE_FAULTS = [

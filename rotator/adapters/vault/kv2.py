@@ -517,7 +517,8 @@ class VaultKV2Store:
             raise TransientError(
                 f"{self._location}: version {version} holds token {record.token_id}, but marking the secret "
                 f"managed failed: {exc}",
-                hint=(exc.hint + "; then " if exc.hint else "") + "run `rotator recover`, which completes the publish",
+                hint=(exc.hint + "; then " if exc.hint else "") + "run the command again: `rotator recover` completes "
+                "a rotation's publish, the same `rotator bootstrap` a bootstrap's",
             ) from exc
 
     def _read_metadata(self) -> Mapping[str, Any] | None:
