@@ -286,18 +286,34 @@ class Engine:
         with self._lease("recover"):
             return self._recover_locked() + self._revoke_due_locked()
 
-    def revoke_due(self) -> list[str]:
+    def revoke_due(self, *, retry_failed: bool = False) -> list[str]:
         """Revoke the tokens of this policy whose grace period has passed.
 
         An open run (one that died, e.g. inside a mint whose child may still create a token) is
         recovered first: every pass searches its tag again until its mint window has passed.
+        ``retry_failed``: also try again the revocations that gave up (``failed``), once their cause
+        is fixed; each goes through the same checks as a pending one, and stays failed if they refuse.
         """
+        actions: list[str] = []
         if self.journal.open_runs(self.policy.name):
-            return self.recover()
-        if not self.journal.due_revocations(self.clock.now(), self.policy.name):
-            return []
+            actions = self.recover()
+            if not retry_failed:
+                return actions
+        failed = self.journal.revocations(self.policy.name, RevocationState.FAILED) if retry_failed else []
+        if not failed and not self.journal.due_revocations(self.clock.now(), self.policy.name):
+            return actions
         with self._lease("revoke"):
-            return self._revoke_due_locked()
+            actions += self._revoke_due_locked()
+            states = None
+            # read again under the lease: what another process did meanwhile counts
+            for rev in self.journal.revocations(self.policy.name, RevocationState.FAILED) if retry_failed else []:
+                message, states = self._revoke_one(rev, states)
+                actions.append(message)
+        return actions
+
+    def failed_revocations(self) -> list[str]:
+        """The token ids of this policy whose revocation gave up (``failed``): valid until revoked."""
+        return [rev.token_id for rev in self.journal.revocations(self.policy.name, RevocationState.FAILED)]
 
     def bootstrap(self, value: Secret, token_id: str, expires_at: datetime | None, *,
                   replace: bool = False, reason: str = "") -> RunResult:
@@ -773,7 +789,8 @@ class Engine:
             raise
         except Exception as exc:  # a permanent error counts rounds too: a human may fix it meanwhile
             rounds = rev.attempts + 1
-            failed = rounds >= MAX_REVOCATION_ROUNDS or isinstance(exc, NeedsAttention)
+            failed = (rev.state == RevocationState.FAILED or rounds >= MAX_REVOCATION_ROUNDS
+                      or isinstance(exc, NeedsAttention))
             delay = min(self.retry.max_delay, self.retry.base_delay * 2**rounds)
             with self._step():
                 self.journal.update_revocation(
@@ -786,7 +803,10 @@ class Engine:
                            "FAILED, needs attention" if failed else "postponed", _describe(exc))
             if not isinstance(exc, RotatorError):
                 self.log.debug("unexpected error revoking %s", rev.token_id, exc_info=True)
-            return f"token {rev.token_id}: revocation {'failed' if failed else 'postponed'}: {_describe(exc)}", states
+            gave_up = (f" (gave up after {rounds} rounds: fix the cause, then `rotator revoke-expired --retry-failed "
+                       f"{self.policy.name}`)") if failed else ""
+            outcome = "failed" if failed else "postponed"
+            return f"token {rev.token_id}: revocation {outcome}: {_describe(exc)}{gave_up}", states
         now = self.clock.now()
 
         def journal_revoked() -> None:

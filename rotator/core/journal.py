@@ -90,7 +90,8 @@ class RunState(StrEnum):
 
 class RevocationState(StrEnum):
     """A revocation is ``pending`` until it is ``done`` or ``failed``; a failed one may still be done
-    (a later manual try worked). An update never makes it pending again; only scheduling the token
+    (``revoke-expired --retry-failed``, or a later manual try worked), or stay failed with another
+    round counted. An update never makes it pending again; only scheduling the token
     again does, when a rotation replaces it once more (it was current again: _insert_revocation).
     That write is fenced by the rotation's lease, so a paused pass cannot mistake the row for the
     pending one it read before it failed."""
@@ -99,7 +100,7 @@ class RevocationState(StrEnum):
     DONE = "done"
     FAILED = "failed"
 
-    NEXT = nonmember({"pending": ("pending", "done", "failed"), "failed": ("done",), "done": ()})
+    NEXT = nonmember({"pending": ("pending", "done", "failed"), "failed": ("failed", "done"), "done": ()})
 
     @classmethod
     def can_move(cls, old: str, new: str) -> bool:

@@ -166,6 +166,8 @@ def _build_parser() -> _Parser:
     p.add_argument("policy", nargs="*")
     p = add("revoke-expired")
     p.add_argument("policy", nargs="*")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also try again the revocations that gave up (failed), once their cause is fixed")
     p = add("bootstrap")
     p.add_argument("policy")
     p.add_argument("--token-file", required=True, help="file holding the token value (read, never printed)")
@@ -714,7 +716,17 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke_expired(args: argparse.Namespace) -> int:
-    return _for_each(args, lambda engine: engine.revoke_due())
+    def revoke(engine: Engine) -> list[str]:
+        lines = engine.revoke_due(retry_failed=args.retry_failed)
+        if not args.retry_failed:
+            # A revocation that gave up is not tried again by itself, and its token is still valid:
+            # every run says so (and exits 4) until it is retried or done.
+            lines += [f"token {token_id}: revocation failed earlier and is not retried by itself; the token is "
+                      f"still valid: fix the cause, then `rotator revoke-expired --retry-failed {engine.policy.name}`"
+                      for token_id in engine.failed_revocations()]
+        return lines
+
+    return _for_each(args, revoke)
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:

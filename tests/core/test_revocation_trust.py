@@ -7,6 +7,7 @@ token" is a live token the issuer knows, created by a human, that no rotator run
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -229,6 +230,35 @@ def test_a_revocation_whose_store_read_fails_backs_off_and_finally_fails(
     assert [e["result"] for e in events if e["step"] == "revoke_old"][-1] == "failed"
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None
     check_invariants(sc, settled=False)
+
+    # The same command says, every time, that the revocation gave up and the token is still valid (exit
+    # 4), until --retry-failed tries it again: while the cause lasts it stays failed, one round more.
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert f"token {sc.bootstrap_id}: revocation failed earlier and is not retried by itself" in proc.stdout
+    assert f"rotator revoke-expired --retry-failed {sc.policy}" in proc.stdout
+    # (as a revocation refused at once leaves it: failed after one round, not after the bound)
+    engine.journal.close()
+    conn = sqlite3.connect(sc.journal_path, isolation_level=None)
+    try:
+        conn.execute("UPDATE revocations SET attempts = 1")
+    finally:
+        conn.close()
+    proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
+    assert proc.returncode == 4 and "revocation failed" in proc.stdout, proc.stdout + proc.stderr
+    assert _revocations(sc)[sc.bootstrap_id] == ("failed", 2)
+    # Fix the cause, run it again: revoked, recorded, and nothing left to say.
+    if outage == "forbidden":
+        (sc.dir / "vault-token").write_text(openbao.root_token)
+    else:
+        sc.config.write_text(sc.config.read_text().replace("http://127.0.0.1:9", sc.vault_url))
+    proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
+    assert proc.returncode == 0 and f"token {sc.bootstrap_id}: revoked" in proc.stdout, proc.stdout + proc.stderr
+    assert _revocations(sc)[sc.bootstrap_id][0] == "done"
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0 and "nothing to do" in proc.stdout, proc.stdout
+    check_invariants(sc, settled=True)
 
 
 # -- where the issuer's listing may leave tokens out (InfluxDB v2): the holder check comes first ----
