@@ -3,7 +3,8 @@
 Exit codes (docs/operations.md):
   0  success
   1  a run or command failed; the previous token is still current and valid
-  2  invalid input: policy file, store payload, or CLI argument
+  2  invalid input: policy file, CLI argument, a file or value the command was given
+     (a store payload rotator cannot read is exit 1: docs/operations.md, exit codes)
   3  busy: another rotator holds the policy's lease; try again later
   4  needs attention: rotator stopped where going on could break an invariant
 """

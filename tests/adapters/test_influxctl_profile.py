@@ -943,3 +943,21 @@ def test_bootstrap_over_a_hand_placed_mgmt_token_needs_adopt(tmp_path: Path, ope
     assert profile_value(config) == value_ and sc.current()["token_id"] == token_id
     sc.bootstrap_value, sc.bootstrap_id = value_, token_id
     check_invariants(sc)
+
+
+def test_a_path_that_names_no_file_is_a_configuration_error_not_retried(tmp_path: Path) -> None:
+    """A directory (or a path through a file) given as the profile file: no retry fixes it, so it is a
+    configuration error (exit 2) that says to point at config.toml, not a transient one."""
+    for path in (tmp_path, write_config(tmp_path) / "config.toml"):
+        for call in (make_store(path).read_current, lambda p=path: make_store(p).publish(record("id-1"), None)):
+            with pytest.raises(ConfigError) as info:
+                call()
+            assert "config.toml file itself" in info.value.hint, info.value
+
+
+def test_a_token_that_is_not_a_string_names_the_fix(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    config.write_bytes(b'[[profile]]\nname = "default"\nproduct = "clustered"\nmgmt_token = 12\n')
+    with pytest.raises(ConfigError, match="is not a string") as info:
+        make_store(config).read_current()
+    assert 'mgmt_token = "..."' in info.value.hint

@@ -428,7 +428,9 @@ class InfluxctlProfileStore:
         value = data["profile"][index].get(self._key)
         if value is not None and not isinstance(value, str):
             problem = f"{self._key} of profile {self._profile!r} is not a string"
-            raise ConfigError(_ERR_SHAPE.format(where=self._location, path=path, problem=problem), hint=_HINT_SHAPE)
+            raise ConfigError(_ERR_SHAPE.format(where=self._location, path=path, problem=problem),
+                              hint=f'write it as a quoted string ({self._key} = "..."), or delete the line and let '
+                              "rotator write it")
         sidecar = self._read_sidecar(_sidecar(path))
         entries = [e for e in sidecar["profiles"].get(self._profile, []) if _entry_key(e) == self._key]
         return _Snapshot(path, stat, text, doc, data, index, table, value or None, sidecar, entries)
@@ -734,9 +736,13 @@ def _pid_alive(pid: int) -> bool:
     return pid != 0
 
 
-def _os_error(exc: OSError, message: str) -> PermanentError | TransientError:
+def _os_error(exc: OSError, message: str) -> ConfigError | PermanentError | TransientError:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return PermanentError(message, hint="check that rotator's user may read the file and its directory")
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
+        # the path names no file (a directory, a file where a directory should be): no retry fixes that
+        return ConfigError(message, hint="point the profile store's `path` (or sync's --config) at the "
+                                         "influxctl config.toml file itself")
     return TransientError(message, hint="rotator retries; check the file system")
 
 
