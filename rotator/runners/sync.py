@@ -216,6 +216,15 @@ def sync(args: argparse.Namespace) -> SyncResult:
     clock = SystemClock()
 
     target = _profile_store(args, policy)  # first: its checks of the arguments and the policy read nothing
+
+    def read_target() -> StoreState:
+        state: StoreState = call_with_retry(target.read_current, what=f"{policy.name}: read {target.location}",
+                                            policy=retry, clock=clock)
+        return state
+
+    # The local file before the network: a missing or unreadable --config is named at once, not after
+    # the source store's retries (it is read again below, just before the write).
+    read_target()
     source = _build(binding.type, binding.settings, policy.context(clock))
     src_state: StoreState = call_with_retry(
         partial(read_for_reading, source, logger), what=f"{policy.name}: read {binding.name}", policy=retry,
@@ -240,9 +249,7 @@ def sync(args: argparse.Namespace) -> SyncResult:
         logger.warning("%s: token %s expired at %s: is rotation failing?", source.location, record.token_id,
                        record.expires_at.isoformat())  # fmt: skip
 
-    dst_state: StoreState = call_with_retry(
-        target.read_current, what=f"{policy.name}: read {target.location}", policy=retry, clock=clock
-    )
+    dst_state = read_target()
     current = dst_state.record
     result = SyncResult(
         policy=policy.name,

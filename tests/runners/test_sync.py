@@ -243,6 +243,17 @@ def test_an_unreachable_source_fails_with_exit_1(host: Host, tmp_path: Path) -> 
     assert proc.returncode == 1 and "cannot reach Vault" in proc.stderr
 
 
+def test_a_missing_config_is_named_before_the_source_is_read(host: Host) -> None:
+    """The local influxctl file is checked before the network: with the source store unreachable too,
+    the error is the missing --config (exit 2), not the store's, after its retries."""
+    from rotator.sandbox.openbao_dev import free_port
+
+    write_policy(host.policy_file, f"http://127.0.0.1:{free_port()}", "x", attempts=3)
+    proc = host.sync("--config", str(host.dir / "missing" / "config.toml"))
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot reach Vault" not in proc.stderr and "missing/config.toml" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "reference", "words"),
     [
