@@ -236,10 +236,10 @@ token = {{ file = "vault-token" }}
         texts = {f"output {i}": text for i, text in enumerate(self.outputs)}
         if self.log_file.exists():
             texts["log"] = self.log_file.read_text(errors="replace")
-        for suffix in ("", "-wal", "-shm"):
-            path = Path(str(self.journal_path) + suffix)
-            if path.exists():
-                texts[path.name] = path.read_bytes().decode("latin-1")
+        paths = [Path(str(self.journal_path) + suffix) for suffix in ("", "-wal", "-shm")]
+        for path, data in zip(paths, _read_in_a_child(paths), strict=True):
+            if data is not None:
+                texts[path.name] = data.decode("latin-1")
         return texts
 
     # -- the issuer-independent invariant checks ----------------------------------------------
@@ -309,6 +309,38 @@ port = 443
     def extra_env(self) -> dict[str, str]:
         # influxctl children get an allow-listed environment: name the fake's variable.
         return {"FAKE_INFLUXCTL_STATE": str(self.fake.path), "ROTATOR_INFLUXCTL_ENV": "FAKE_INFLUXCTL_STATE"}
+
+
+#: prints each file named by its arguments as "<length>\n<bytes>", or "-\n" for a file that does not exist
+_READ_FILES = """
+import sys
+for name in sys.argv[1:]:
+    try:
+        data = open(name, "rb").read()
+    except FileNotFoundError:
+        sys.stdout.buffer.write(b"-\\n")
+        continue
+    sys.stdout.buffer.write(b"%d\\n" % len(data) + data)
+"""
+
+
+def _read_in_a_child(paths: list[Path]) -> list[bytes | None]:
+    """The files' bytes (None: no such file), read by another process. Closing a descriptor of a file
+    drops every fcntl lock this process holds on it, SQLite's too: a test that has a journal open in
+    process (an Engine) and read the journal here would lose its connection's locks; a CLI child would
+    then take the database as unused, reset the -shm and delete the WAL under it, and the open
+    connection would go on in a deleted WAL ("disk I/O error", or commits lost at its checkpoint)."""
+    out = subprocess.run([sys.executable, "-c", _READ_FILES, *map(str, paths)], capture_output=True, check=True,
+                         timeout=60).stdout
+    found: list[bytes | None] = []
+    for _ in paths:
+        head, _, out = out.partition(b"\n")
+        if head == b"-":
+            found.append(None)
+        else:
+            found.append(out[:int(head)])
+            out = out[int(head):]
+    return found
 
 
 def make_scenario(tmp: Path, openbao: Any, fake: FakeInfluxctl, *, grace_s: int = 2,

@@ -1478,6 +1478,12 @@ SQLITE_PAGE_SIZE = 2048
 
 
 def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
+    # Nothing in a process that has the journal open may open and close the database file or its -shm
+    # outside SQLite: closing any descriptor of a file drops every fcntl lock the process holds on it,
+    # SQLite's included, and another process would then reset the -shm and delete the WAL under the open
+    # connection, whose later commits go to the deleted file (SQLite's "How To Corrupt", 2.2). The
+    # O_EXCL create below opens nothing for an existing journal; group_sync's descriptor is on the WAL,
+    # which SQLite does not lock.
     wal_mode = [False]
 
     def connect() -> sqlite3.Connection:
