@@ -720,11 +720,12 @@ def cmd_revoke_expired(args: argparse.Namespace) -> int:
     def revoke(engine: Engine) -> list[str]:
         lines = engine.revoke_due(retry_failed=args.retry_failed)
         if not args.retry_failed:
-            # A revocation that gave up is not tried again by itself, and its token is still valid:
-            # every run says so (and exits 4) until it is retried or done.
-            lines += [f"token {token_id}: revocation failed earlier and is not retried by itself; the token is "
-                      f"still valid: fix the cause, then `rotator revoke-expired --retry-failed {engine.policy.name}`"
-                      for token_id in engine.failed_revocations()]
+            # A revocation that gave up is not tried again by itself, and its token is still valid: every
+            # run says so until it is retried or done. The exit code stays that of this run's own work
+            # (`status` exits 4 for it): a claim refused as not rotator's stays failed for good.
+            lines += [f"token {token_id}: an earlier revocation gave up and is not retried by itself; the token "
+                      f"is still valid: fix the cause, then `rotator revoke-expired --retry-failed "
+                      f"{engine.policy.name}`" for token_id in engine.failed_revocations()]
         return lines
 
     return _for_each(args, revoke)

@@ -133,9 +133,13 @@ def test_an_edited_payload_token_id_never_gets_another_team_s_token_revoked(tmp_
     assert _revocations(sc)[victim][0] == "failed"
     events = sc.journal_rows("SELECT detail FROM events WHERE step = 'revoke_old' AND result = 'failed'")
     assert events and json.loads(events[0][0]).get("needs_attention") is True
-    # The next run does not retry it: a refused claim waits for a person.
+    # The next run does not retry it: a refused claim waits for a person. Nor does --retry-failed get it
+    # revoked: the claim is checked again and refused again.
     assert sc.cli("revoke-expired").returncode == 0
     assert sc.fake.token_by_id(victim)["revoked_at"] is None
+    proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
+    assert proc.returncode == 4 and "not in rotator's record" in proc.stdout, proc.stdout + proc.stderr
+    assert sc.fake.token_by_id(victim)["revoked_at"] is None and _revocations(sc)[victim][0] == "failed"
 
 
 def test_a_payload_edited_between_plan_and_revoke_changes_nothing_that_is_revoked(
@@ -231,11 +235,12 @@ def test_a_revocation_whose_store_read_fails_backs_off_and_finally_fails(
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None
     check_invariants(sc, settled=False)
 
-    # The same command says, every time, that the revocation gave up and the token is still valid (exit
-    # 4), until --retry-failed tries it again: while the cause lasts it stays failed, one round more.
+    # The same command says, every time, that the revocation gave up and the token is still valid (its
+    # exit code is its own run's: `status` exits 4 for this), until --retry-failed tries it again:
+    # while the cause lasts it stays failed, one round more.
     proc = sc.cli("revoke-expired")
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert f"token {sc.bootstrap_id}: revocation failed earlier and is not retried by itself" in proc.stdout
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"token {sc.bootstrap_id}: an earlier revocation gave up and is not retried by itself" in proc.stdout
     assert f"rotator revoke-expired --retry-failed {sc.policy}" in proc.stdout
     # (as a revocation refused at once leaves it: failed after one round, not after the bound)
     engine.journal.close()
@@ -258,6 +263,7 @@ def test_a_revocation_whose_store_read_fails_backs_off_and_finally_fails(
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None
     proc = sc.cli("revoke-expired")
     assert proc.returncode == 0 and "nothing to do" in proc.stdout, proc.stdout
+    assert sc.cli("status").returncode == 0
     check_invariants(sc, settled=True)
 
 
