@@ -303,10 +303,12 @@ class Engine:
         if not failed and not self.journal.due_revocations(self.clock.now(), self.policy.name):
             return actions
         with self._lease("revoke"):
+            # read again under the lease (what another process did meanwhile counts), and before the
+            # pending pass: a revocation that fails in it is not tried a second time in this one
+            failed = self.journal.revocations(self.policy.name, RevocationState.FAILED) if retry_failed else []
             actions += self._revoke_due_locked()
             states = None
-            # read again under the lease: what another process did meanwhile counts
-            for rev in self.journal.revocations(self.policy.name, RevocationState.FAILED) if retry_failed else []:
+            for rev in failed:
                 message, states = self._revoke_one(rev, states)
                 actions.append(message)
         return actions
@@ -368,17 +370,24 @@ class Engine:
             # The id is what rotator revokes after the first rotation's grace: another token's id here
             # would revoke that token and leave the published one valid for good.
             matches = info.value_matches(value)
-            if matches is False:
+            # Refused only when the listing shows the file's token as another one: a mismatch that
+            # matches no listed token says more about how the issuer shows values than about the id.
+            owners = [] if matches is not False else [
+                t.token_id for t in tokens if t.token_id != token_id and t.value_matches(value)]
+            if owners:
+                one = owners[0] if len(owners) == 1 else None
                 raise ConfigError(
-                    f"token id {token_id} is another token than the one in the file given to bootstrap: the "
-                    "issuer's listing shows a different value for it; nothing was written",
-                    hint="pass the id of the token in the file (" + _BOOTSTRAP_ID_HINT + ")",
+                    f"token id {token_id} is another token than the one in the file given to bootstrap: by the "
+                    f"issuer's listing, the file holds {'token ' + one if one else 'one of ' + ', '.join(owners)}; "
+                    "nothing was written",
+                    hint=f"run the same command with --token-id {one}" if one
+                    else "pass the id of the token in the file (" + _BOOTSTRAP_ID_HINT + ")",
                 )
-            if matches is None:
+            if not matches:
                 self.log.warning(
-                    "the issuer shows nothing of token %s's value, so rotator cannot check that it is the token "
-                    "being bootstrapped; it is the token rotator revokes after the first rotation's grace: make "
-                    "sure the id is this token's", token_id)
+                    "the issuer shows %s of token %s's value, so rotator cannot check that it is the token being "
+                    "bootstrapped; it is the token rotator revokes after the first rotation's grace: make sure the "
+                    "id is this token's", "nothing" if matches is None else "no match", token_id)
             now = self.clock.now()
             replaced_ids = {s.token_id for s in states.values() if s.token_id and s.token_id != token_id}
             # rotator's own record of the token it published last: a store whose payload is unreadable,
@@ -791,7 +800,7 @@ class Engine:
             rounds = rev.attempts + 1
             failed = (rev.state == RevocationState.FAILED or rounds >= MAX_REVOCATION_ROUNDS
                       or isinstance(exc, NeedsAttention))
-            delay = min(self.retry.max_delay, self.retry.base_delay * 2**rounds)
+            delay = min(self.retry.max_delay, self.retry.base_delay * 2 ** min(rounds, 32))
             with self._step():
                 self.journal.update_revocation(
                     rev, fence=self._fence, attempts=rounds, last_error=_describe(exc),

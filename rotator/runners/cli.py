@@ -723,9 +723,11 @@ def cmd_revoke_expired(args: argparse.Namespace) -> int:
             # A revocation that gave up is not tried again by itself, and its token is still valid: every
             # run says so until it is retried or done. The exit code stays that of this run's own work
             # (`status` exits 4 for it): a claim refused as not rotator's stays failed for good.
+            reported = {line.split(":", 1)[0] for line in lines}  # "token ID: ..." of this run's own work
             lines += [f"token {token_id}: an earlier revocation gave up and is not retried by itself; the token "
                       f"is still valid: fix the cause, then `rotator revoke-expired --retry-failed "
-                      f"{engine.policy.name}`" for token_id in engine.failed_revocations()]
+                      f"{engine.policy.name}`" for token_id in engine.failed_revocations()
+                      if f"token {token_id}" not in reported]
         return lines
 
     return _for_each(args, revoke)

@@ -172,7 +172,9 @@ def test_bootstrap_with_another_token_s_id_is_refused_then_the_right_id_succeeds
     (tmp_path / "tok").write_text(value)
     proc = sc.cli("bootstrap", sc.policy, "--token-file", str(tmp_path / "tok"), "--token-id", other_id)
     assert proc.returncode == 2, proc.stderr
-    assert f"token id {other_id} is another token than the one in the file" in proc.stderr, proc.stderr
+    assert f"token id {other_id} is another token than the one in the file given to bootstrap: by the issuer's " \
+           f"listing, the file holds token {token_id}" in proc.stderr, proc.stderr
+    assert f"run the same command with --token-id {token_id}" in proc.stderr
     assert sc.versions() == [] and value not in proc.stdout + proc.stderr
     proc = sc.cli("bootstrap", sc.policy, "--token-file", str(tmp_path / "tok"), "--token-id", token_id)
     assert proc.returncode == 0, proc.stderr

@@ -252,6 +252,15 @@ def test_a_revocation_whose_store_read_fails_backs_off_and_finally_fails(
     proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
     assert proc.returncode == 4 and "revocation failed" in proc.stdout, proc.stdout + proc.stderr
     assert _revocations(sc)[sc.bootstrap_id] == ("failed", 2)
+    # an hourly --retry-failed over a cause that lasts: rounds go on counting, the backoff stays bounded
+    conn = sqlite3.connect(sc.journal_path, isolation_level=None)
+    try:
+        conn.execute("UPDATE revocations SET attempts = 1030")
+    finally:
+        conn.close()
+    proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
+    assert proc.returncode == 4 and "revocation failed" in proc.stdout, proc.stdout + proc.stderr
+    assert _revocations(sc)[sc.bootstrap_id] == ("failed", 1031)
     # Fix the cause, run it again: revoked, recorded, and nothing left to say.
     if outage == "forbidden":
         (sc.dir / "vault-token").write_text(openbao.root_token)
@@ -349,3 +358,113 @@ def test_a_token_a_store_holds_is_refused_before_the_issuer_is_asked_anything(tm
     engine.stores = [("primary", _Holding(None))]
     assert engine._safe_revoke(claim, None)
     assert issuer.calls == ["list", f"info {hidden.token_id}", f"revoke {hidden.token_id}"]
+
+
+# -- bootstrap: the id against the value, by what the issuer's listing shows of values --------------
+
+
+class _ListingIssuer:
+    """Lists ``infos`` and accepts any token; it never revokes (bootstrap must not)."""
+
+    call_timeout_seconds = 5.0
+
+    def __init__(self, infos: list[TokenInfo]) -> None:
+        self.infos = infos
+
+    def verify(self, token: Any) -> None:
+        return None
+
+    def list_tokens(self, credential: Any) -> list[TokenInfo]:
+        return list(self.infos)
+
+    def revoke(self, token_id: str, credential: Any) -> None:
+        raise AssertionError("bootstrap revoked something")
+
+
+class _MemoryStore:
+    location = "memory"
+
+    def __init__(self) -> None:
+        from rotator.core.contracts import StoreState
+
+        self.state = StoreState(None, False, None)
+
+    def read_current(self) -> Any:
+        return self.state
+
+    def publish(self, record: Any, expected_version: str | None) -> str:
+        from rotator.core.contracts import StoreState
+
+        self.state = StoreState("1", True, record)
+        return "1"
+
+
+@pytest.mark.parametrize(("listed", "outcome"), [
+    ({"a": "M.V1.aaaa", "b": "M.V1.bbbb"}, "published"),
+    ({"a": "M.V1.zzzz", "b": "M.V1.bbbb"}, "refused, naming c"),  # the file's token is listed as c
+    ({"a": "M.V1.zzzz", "b": "M.V1.yyyy"}, "published, no match"),  # no listed token matches: not refused
+    ({"a": None, "b": None}, "published, nothing shown"),
+], ids=["prefix-matches", "another-token-s", "no-listed-match", "no-prefix"])
+def test_bootstrap_refuses_an_id_only_when_the_listing_shows_the_file_s_token_as_another(
+        tmp_path: Path, listed: dict[str, str | None], outcome: str, caplog: pytest.LogCaptureFixture) -> None:
+    from rotator.core.errors import ConfigError
+    from rotator.core.secret import Secret
+
+    infos = [TokenInfo(token_id, "human", value_prefix=prefix) for token_id, prefix in listed.items()]
+    if outcome.startswith("refused"):
+        infos.append(TokenInfo("c", "another", value_prefix="M.V1.aaaa"))
+    store = _MemoryStore()
+    policy_file = tmp_path / "rotator.toml"
+    policy_file.write_text(f"""
+[rotator]
+journal = "{tmp_path / 'journal.db'}"
+[[policy]]
+name = "p"
+schedule = "1h"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+[[policy.store]]
+type = "influxctl-profile"
+config = "config.toml"
+""")
+    config = load_config(policy_file)
+    engine = Engine(config.policies[0], open_journal(config.journal_url()), issuer=_ListingIssuer(infos),
+                    stores=[("primary", store)], clock=FakeClock(datetime(2026, 3, 2, tzinfo=UTC)),
+                    retry=RetryPolicy(1, 0.01, 0.02))
+    value = Secret("M.V1.aaaa0123456789abcdef")
+    if outcome.startswith("refused"):
+        with pytest.raises(ConfigError, match="by the issuer's listing, the file holds token c") as caught:
+            engine.bootstrap(value, "a", None)
+        assert caught.value.hint == "run the same command with --token-id c"
+        assert store.state.record is None, "nothing written"
+        return
+    engine.bootstrap(value, "a", None)
+    assert store.state.record is not None and store.state.record.token_id == "a"
+    warned = [r.getMessage() for r in caplog.records if "cannot check that it is the token" in r.getMessage()]
+    assert warned == ([] if outcome == "published" else [
+        f"the issuer shows {'no match' if 'no match' in outcome else 'nothing'} of token a's value, so rotator "
+        "cannot check that it is the token being bootstrapped; it is the token rotator revokes after the first "
+        "rotation's grace: make sure the id is this token's"])
+    assert "0123456789abcdef" not in caplog.text
+
+
+@pytest.mark.parametrize("retry_failed", [True, False], ids=["retry-failed", "plain"])
+def test_a_revocation_that_gives_up_in_this_run_is_tried_and_reported_once(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any, retry_failed: bool) -> None:
+    """The store is rolled back to the bootstrapped token, so its revocation is refused at once and
+    marked failed in this run's pending pass. --retry-failed does not try it a second time in the same
+    run (it reads the failed ones before that pass), and neither form calls it 'an earlier' failure."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, attempts=1)
+    old_payload = {k: v for k, v in sc.current().items() if k != "version"}
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    sc.vault().secrets.kv.v2.create_or_update_secret(path=sc.kv_path, secret=old_payload, mount_point="secret")
+    time.sleep(sc.grace_s + 0.3)
+    proc = sc.cli("revoke-expired", *(["--retry-failed"] if retry_failed else []), sc.policy)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.stdout.count(f"token {sc.bootstrap_id}:") == 1, proc.stdout
+    assert "gave up after 1 round:" in proc.stdout
+    assert _revocations(sc)[sc.bootstrap_id] == ("failed", 1)
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None, "a store holds it"

@@ -445,6 +445,7 @@ def test_influxdb2_bootstrap_with_another_authorization_s_id(tmp_path: Path, ope
             proc = sc.cli(*args, other_id)
             assert proc.returncode == 2, proc.stderr
             assert f"token id {other_id} is another token than the one in the file" in proc.stderr, proc.stderr
+            assert f"the file holds token {token_id}" in proc.stderr, proc.stderr
             assert sc.versions() == [], "nothing published"
             proc = sc.cli(*args, token_id)
             assert proc.returncode == 0, proc.stderr

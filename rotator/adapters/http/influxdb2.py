@@ -443,7 +443,7 @@ def _keep_digest(item: dict[str, Any], token: object) -> None:
     Cloud: ``redacted``; anything that is not a whole token)."""
     item.pop(_DIGEST_KEY, None)  # a server's own key of that name is not a digest rotator made
     if isinstance(token, str) and len(token) >= 16 and token != "redacted" and "*" not in token \
-            and token == token.strip():
+            and not token.startswith("$") and token == token.strip():  # ($: a PHC-format hash, not a value)
         item[_DIGEST_KEY] = hashlib.sha256(token.encode()).hexdigest()
 
 
