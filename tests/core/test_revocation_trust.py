@@ -140,6 +140,13 @@ def test_an_edited_payload_token_id_never_gets_another_team_s_token_revoked(tmp_
     proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
     assert proc.returncode == 4 and "not in rotator's record" in proc.stdout, proc.stdout + proc.stderr
     assert sc.fake.token_by_id(victim)["revoked_at"] is None and _revocations(sc)[victim][0] == "failed"
+    # Its owners revoke it themselves (docs: "revoke it yourself"); the retry then finds it revoked
+    # already and closes the row: nothing else is revoked, and status is clear again.
+    sc.fake.revoke(victim)
+    proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
+    assert proc.returncode == 0 and f"token {victim}: revoked" in proc.stdout, proc.stdout + proc.stderr
+    assert _revocations(sc)[victim][0] == "done"
+    assert sc.cli("status").returncode == 0
 
 
 def test_a_payload_edited_between_plan_and_revoke_changes_nothing_that_is_revoked(
