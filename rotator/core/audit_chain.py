@@ -342,6 +342,9 @@ def verify_rows(
     if unchained > expected_unchained:
         return broken(None, f"{unchained - expected_unchained} event(s) without a chain link were inserted "
                       "(rows with no seq/hash)", unchained=unchained)  # fmt: skip
+    if unchained < expected_unchained:  # only prune deletes them, and it counts them off the head
+        return broken(None, f"{expected_unchained - unchained} event(s) from before the chain (no seq/hash) were "
+                      "deleted", unchained=unchained)  # fmt: skip
     walk = _walk(rows, start_seq, prev)
     report.checked = walk.checked
     if walk.problem is not None:

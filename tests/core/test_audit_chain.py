@@ -751,3 +751,32 @@ def test_an_unlinked_event_dated_after_the_chain_began_is_caught_even_with_the_c
     assert not report.ok and "without a chain link, dated after the chain began" in str(report.problem), report
     events = audit_chain.chained_events(journal, ts(T0), ts(T0 + timedelta(days=3)))
     assert [e["step"] for e in events].count("revoke_old") == 1, "the forged row is no evidence"
+
+
+def test_an_event_from_before_the_chain_deleted_is_reported(tmp_path: Path) -> None:
+    """A journal upgraded from before the chain keeps its old events without a link, and the head
+    counts them. Only prune deletes them (and counts them off the head), so one fewer is a deletion:
+    here the old `mint failed` that a report would show."""
+    from rotator.core.journal import _MIGRATIONS
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(str(_MIGRATIONS[0]) + "; CREATE TABLE schema_version (version INTEGER NOT NULL);"
+                       "INSERT INTO schema_version VALUES (1);")
+    for step, result in (("plan", "ok"), ("mint", "failed"), ("plan", "ok")):
+        conn.execute("INSERT INTO events (at, policy, run_id, step, result, detail) VALUES (?, 'p', 'r', ?, ?, '{}')",
+                     (ts(T0), step, result))
+    conn.commit()
+    conn.close()
+    journal = open_journal(f"sqlite:///{path}")
+    journal.record_event(T0 + timedelta(hours=1), "p", None, "plan", "ok", {})
+    assert audit_chain.verify(journal).ok
+    journal.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("DELETE FROM events WHERE step = 'mint' AND seq IS NULL")
+    finally:
+        conn.close()
+    journal = open_journal(f"sqlite:///{path}")
+    report = audit_chain.verify(journal)
+    assert not report.ok and "1 event(s) from before the chain (no seq/hash) were deleted" in report.text()
