@@ -28,7 +28,7 @@ from rotator.core import audit_chain
 from rotator.core.errors import ConfigError
 from rotator.core.journal import Journal, RunRecord, RunState, ts
 from rotator.observe.compliance import max_age_of
-from rotator.observe.untrusted_text import spreadsheet_cell
+from rotator.observe.untrusted_text import one_line, spreadsheet_cell
 
 __all__ = ["DISCLAIMER", "Evidence", "build", "parse_date", "render"]
 
@@ -382,10 +382,17 @@ _CSV_COLUMNS = (
 
 
 class _SafeWriter(csv.DictWriter):  # type: ignore[type-arg]
-    """Cells hold issuers' and servers' text (error messages, token ids): none is run as a formula."""
+    """Cells hold issuers' and servers' text (error messages, token ids): none is run as a formula, and
+    none carries a control character (an escape sequence reaches the terminal the report is printed to)."""
 
     def writerow(self, rowdict: Mapping[str, Any]) -> Any:
-        return super().writerow({k: spreadsheet_cell(v) for k, v in rowdict.items()})
+        return super().writerow({k: spreadsheet_cell(one_line(v) if isinstance(v, str) else v)
+                                 for k, v in rowdict.items()})
+
+
+def _escape(text: str) -> str:
+    """HTML-escaped, with control characters written out: the page may be printed to a terminal."""
+    return html.escape(one_line(text))
 
 
 def _csv(evidence: Evidence) -> str:
@@ -455,7 +462,7 @@ th{background:#eef1f5}td.mono,span.mono{font-family:ui-monospace,Menlo,Consolas,
 
 
 def _html(evidence: Evidence) -> str:
-    e = html.escape
+    e = _escape
     chain = evidence.chain
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -533,9 +540,9 @@ def _flag(value: bool | None) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     if not rows:
         return '<p class="muted">none in this period</p>'
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "".join(f"<th>{_escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td class=mono>{html.escape('-' if c is None else str(c))}</td>" for c in row) + "</tr>"
+        "<tr>" + "".join(f"<td class=mono>{_escape('-' if c is None else str(c))}</td>" for c in row) + "</tr>"
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"

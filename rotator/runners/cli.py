@@ -653,7 +653,8 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
         writer.writeheader()
         for row in rows:
             # The issuer's text (descriptions, ids) is anyone's who can create a token: no formulas.
-            writer.writerow({k: spreadsheet_cell(v) for k, v in {**row, "flags": ";".join(row["flags"])}.items()})
+            writer.writerow({k: spreadsheet_cell(one_line(v) if isinstance(v, str) else v)
+                             for k, v in {**row, "flags": ";".join(row["flags"])}.items()})
         print(buffer.getvalue(), end="")
         return
     header = ("ISSUER", "TOKEN ID", "CLASS", "STATE", "POLICY", "AGE", "EXPIRES", "FLAGS", "WHY")

@@ -215,6 +215,24 @@ def test_report_csv_cells_are_never_formulas(tmp_path: Path) -> None:
     assert rows and rows[0]["error"] == '\'=HYPERLINK("http://evil.example","x")'
 
 
+@pytest.mark.parametrize("fmt", ["csv", "html"])
+def test_a_server_s_escape_sequences_in_an_error_never_reach_the_terminal(tmp_path: Path, fmt: str) -> None:
+    """A server's error text is stored as it came; the CSV and HTML reports (HTML is the default, on
+    stdout) write its control characters out as text, so that no escape sequence reaches a terminal."""
+    from rotator.core.journal import open_journal
+    from rotator.observe import report
+
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    journal.record_event(t0, "p", "r1", "mint", "failed", {"error": "HTTP 500: \x1b]0;pwned\x07\x1b[2J\x9b31m"})
+    evidence = report.build(journal, [offline_policy(tmp_path, "p")], t0 - timedelta(days=1), t0 + timedelta(days=1),
+                            t0 + timedelta(days=1))
+    out = report.render(evidence, fmt)
+    # (line ends aside: CSV rows end with \r\n)
+    assert "pwned" in out and not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", out), repr(out[:200])
+    assert "\\x1b]0;pwned\\x07" in out
+
+
 def test_a_token_current_across_the_prune_cutoff_keeps_its_whole_age(tmp_path: Path) -> None:
     """Rotations every 30 days, then one token stays current 150 days. A prune whose cutoff falls inside
     that time deletes the run that published it; the report's maximum age must still be 150 days
