@@ -136,8 +136,24 @@ class RunResult:
 
 
 def default_holder() -> str:
-    """``instance:pid:nonce``. The instance is $ROTATOR_INSTANCE (e.g. a pod name) or the host name."""
-    return f"{audit_chain.instance_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """``instance:pid:nonce:pidns``. The instance is $ROTATOR_INSTANCE (e.g. a pod name) or the host
+    name; ``pidns`` names the process's PID namespace (Linux; empty elsewhere): a process id means
+    nothing outside it (a container that shares the host name)."""
+    return f"{audit_chain.instance_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_namespace()}"
+
+
+_PID_NS: list[str] = []
+
+
+def _pid_namespace() -> str:
+    """This process's PID namespace, the inode of /proc/self/ns/pid ("" where there is none)."""
+    if not _PID_NS:
+        try:
+            link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+        except OSError:
+            link = ""
+        _PID_NS.append(link.removeprefix("pid:[").removesuffix("]"))
+    return _PID_NS[0]
 
 
 
@@ -1096,10 +1112,12 @@ class Engine:
 
 
 def _holder_is_dead(holder: str) -> bool:
-    """True when ``holder`` (host:pid:nonce) names a process on this host that no longer exists."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != audit_chain.instance_name() or not pid_text.isdigit():
+    """True when ``holder`` (instance:pid:nonce:pidns) names a process of this host and this PID
+    namespace that no longer exists. A holder from another namespace (a container with the same host
+    name), or from a version that did not record it, cannot be checked: its lease expires instead."""
+    host, pid_text, _nonce, namespace = ([*holder.split(":", 3), "", "", ""])[:4]
+    if host != audit_chain.instance_name() or not pid_text.isdigit() or namespace != _pid_namespace() \
+            or holder.count(":") != 3:
         return False
     try:
         os.kill(int(pid_text), 0)

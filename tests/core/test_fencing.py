@@ -479,3 +479,24 @@ def test_a_take_over_right_after_the_holder_s_commit_is_seen_before_its_next_sid
         a.confirm_lease("p", "A", fence_a, ttl, T0, "publish")
     a.close()
     b.close()
+
+
+def test_a_holder_is_taken_for_dead_only_in_this_host_s_and_this_pid_namespace_s_terms() -> None:
+    """A lease is taken over at once only from a holder whose process is gone, judged by its process
+    id: an id of another PID namespace (a container that shares the host name) says nothing here, nor
+    does a holder written without its namespace; both wait for the lease to expire."""
+    import subprocess
+    import sys
+
+    from rotator.core import audit_chain
+    from rotator.core.engine import _holder_is_dead, _pid_namespace, default_holder
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    instance, namespace = audit_chain.instance_name(), _pid_namespace()
+    assert default_holder().startswith(f"{instance}:{os.getpid()}:") and default_holder().endswith(f":{namespace}")
+    assert _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}")
+    assert not _holder_is_dead(f"{instance}:{os.getpid()}:abcd1234:{namespace}"), "alive"
+    assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}0"), "another PID namespace"
+    assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234"), "written without its namespace"
+    assert not _holder_is_dead(f"other-{instance}:{child.pid}:abcd1234:{namespace}"), "another instance"

@@ -1294,3 +1294,33 @@ timeout = "10s"
     finally:
         sock.close()
     check_invariants(sc)
+
+
+def _can_unshare_pid() -> bool:
+    try:
+        return subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_unshare_pid(), reason="needs `unshare --pid` (util-linux, and root or user namespaces)")
+def test_a_rotator_in_another_pid_namespace_never_takes_a_live_daemon_s_lease_as_dead(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]) -> None:
+    """A container that shares the host name but not the PID namespace (a sidecar, host networking):
+    the daemon's process id means nothing there. Its `recover`, while the daemon mints, must wait for
+    the lease instead of taking it as a dead process's."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
+    marker = tmp_path / "create-started"
+    sc.fake.add_fault("management create", "pause", seconds=8, marker=marker)
+    port = _free_port()
+    configure(sc, schedule="1s", port=port, daemon="")
+    daemon = start_daemon(sc, port)
+    daemons.append(daemon)
+    wait_until("the mint child", marker.exists, timeout=30)
+    proc = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", *sc.argv("recover")], env=sc.env(),
+                          cwd=sc.dir, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and "is being rotated by" in proc.stderr, (proc.returncode, proc.stderr[-600:])
+    assert "taking over the lease of dead process" not in sc.log_file.read_text()
+    wait_until("the daemon's rotation", lambda: any(r["state"] == "published" for r in rotate_runs(sc)), timeout=60)
+    daemon.stop()
+    check_invariants(sc)
