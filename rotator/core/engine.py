@@ -49,6 +49,7 @@ from rotator.core.contracts import (
 from rotator.core.errors import (
     BadTokenId,
     ConfigError,
+    ConflictError,
     LeaseBusy,
     LeaseLost,
     MalformedPayload,
@@ -729,6 +730,8 @@ class Engine:
         # Minted (or maybe minted) but never published: discard the candidate. A run that died
         # inside a mint may have left a child process that still mints: search its tag until that
         # child must have ended.
+        if run.state == RunState.VERIFIED:
+            self._fence_stale_publishes(run, states)
         search_until = self._mint_settles_at(run)
         outcome = self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"), search_until)
         if outcome != "closed":
@@ -739,6 +742,27 @@ class Engine:
             raise TransientError(f"run {run.run_id}: the unpublished token could not be revoked yet",
                                  hint="rotator retries on the next run; check the issuer is reachable")
         return f"run {run.run_id}: rolled back, unpublished token {run.new_token_id or '(none found)'} revoked"
+
+    def _fence_stale_publishes(self, run: RunRecord, states: dict[str, StoreState]) -> None:
+        """Before the candidate of a VERIFIED run is revoked: its process may only be paused, between
+        its lease check and a store write compare-and-set against the version PLAN read. Landing after
+        the revocation, that write would put a revoked token in the store. So every store still at that
+        version is written again with what it holds (its version moves on, and the stale write fails),
+        fenced by this process's lease. A store whose version is its value (an influxctl profile) does
+        not move: there the stale write can still land (docs/design-notes.md)."""
+        stores = dict(self.stores)
+        for name, state in states.items():
+            planned = run.planned_versions.get(name)
+            if state.record is None or state.version is None or state.version != planned or name not in stores:
+                continue
+            try:
+                self._fenced_call(partial(stores[name].publish, state.record, state.version),
+                                  f"move {name} past the version run {run.run_id} planned to write over")
+            except ConflictError:
+                # The store changed since the read just now: maybe that very write landed. The next
+                # recovery reads again and rolls forward if a store holds the candidate.
+                raise TransientError(f"run {run.run_id}: store {name!r} changed during recovery",
+                                     hint="rotator retries; `rotator recover` reads the stores again") from None
 
     def _mint_settles_at(self, run: RunRecord) -> datetime | None:
         """When no child of ``run``'s last mint call can still be running (None: no mint without an id)."""

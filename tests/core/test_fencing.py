@@ -500,3 +500,70 @@ def test_a_holder_is_taken_for_dead_only_in_this_host_s_and_this_pid_namespace_s
     assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}0"), "another PID namespace"
     assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234"), "written without its namespace"
     assert not _holder_is_dead(f"other-{instance}:{child.pid}:abcd1234:{namespace}"), "another instance"
+
+
+class _PausingStore:
+    """A real store whose first publish stops before its write: the process paused (SIGSTOP, a GC
+    pause, a slow disk) after its lease check and before the compare-and-set write it guards."""
+
+    def __init__(self, inner: Any) -> None:
+        import threading
+
+        self.inner, self.entered, self.go, self.paused = inner, threading.Event(), threading.Event(), False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def publish(self, record: Any, expected_version: Any) -> str:
+        if not self.paused:
+            self.paused = True
+            self.entered.set()
+            self.go.wait(120)
+        return self.inner.publish(record, expected_version)
+
+
+def test_a_publish_paused_past_its_lease_never_lands_after_recovery_revoked_its_token(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """Run A is paused inside its publish, after the lease check, past its lease. Recovery (B) rolls the
+    VERIFIED run back and revokes the candidate. A's write, resumed, was a compare-and-set against the
+    version PLAN read: recovery first writes every store at that version again (what it holds), so the
+    stale write fails instead of putting a revoked token in the store (invariants 1 and 7)."""
+    import threading
+
+    from rotator.config.policy import load_config
+    from rotator.core.engine import Engine
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
+    config = load_config(sc.config)
+    journal = open_journal(config.journal_url())
+    engine_a = Engine(config.policies[0], journal, lease_ttl=timedelta(seconds=2), holder="hostA:1:a:0")
+    store = _PausingStore(dict(engine_a.stores)["primary"])
+    engine_a.stores = [("primary", store)]
+    outcome: dict[str, Any] = {}
+
+    def rotate_a() -> None:
+        try:
+            outcome["result"] = engine_a.rotate()
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=rotate_a)
+    thread.start()
+    try:
+        assert store.entered.wait(60), outcome
+        candidate = sc.journal_rows("SELECT new_token_id FROM runs WHERE kind = 'rotate'")[0][0]
+        time.sleep(2.5)  # past A's lease
+        proc = sc.cli("recover")
+        assert proc.returncode == 0 and "rolled back" in proc.stdout, proc.stdout + proc.stderr
+        assert sc.fake.token_by_id(candidate)["revoked_at"] is not None
+    finally:
+        store.go.set()
+        thread.join(60)
+    assert isinstance(outcome.get("error"), LeaseLost), outcome
+    current = sc.current()
+    assert current["token_id"] == sc.bootstrap_id, "the stale write did not land"
+    assert sc.fake.token_by_id(current["token_id"])["revoked_at"] is None
+    journal.close()
+    proc = sc.cli("rotate", sc.policy)
+    assert proc.returncode == 0, proc.stderr
+    check_invariants(sc)
