@@ -852,8 +852,9 @@ class Engine:
                            "FAILED, needs attention" if failed else "postponed", _describe(exc))
             if not isinstance(exc, RotatorError):
                 self.log.debug("unexpected error revoking %s", rev.token_id, exc_info=True)
-            gave_up = (f" (gave up after {rounds} round{'s' if rounds != 1 else ''}: fix the cause, then `rotator "
-                       f"revoke-expired --retry-failed {self.policy.name}`)") if failed else ""
+            plural = "s" if rounds != 1 else ""
+            retry = f"`rotator revoke-expired --retry-failed {self.policy.name}`"
+            gave_up = f" (gave up after {rounds} round{plural}: fix the cause, then {retry})" if failed else ""
             outcome = "failed" if failed else "postponed"
             return f"token {rev.token_id}: revocation {outcome}: {_describe(exc)}{gave_up}", states
         now = self.clock.now()

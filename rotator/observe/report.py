@@ -116,6 +116,9 @@ class PolicyEvidence:
     #: runs that say they published a token, among those the rows and the age are built from, with
     #: no chained event that says so (Rotation.in_chain)
     not_in_chain: list[str] = field(default_factory=list)
+    #: revocations the table says are done (or a run's published event says were scheduled) with no
+    #: chained event that says so: their rows were written (or deleted) outside rotator
+    revocations_not_in_chain: list[str] = field(default_factory=list)
 
     @property
     def within_max_age(self) -> bool | None:
@@ -128,7 +131,8 @@ class PolicyEvidence:
     def summary(self) -> dict[str, Any]:
         return {
             "rotations": sum(1 for r in self.rotations if r.published_at and r.in_chain is not False),
-            "revocations_done": sum(1 for r in self.revocations if r.state == "done"),
+            "revocations_done": sum(1 for r in self.revocations
+                                    if r.state == "done" and r.token_id not in self.revocations_not_in_chain),
             "revocations_pending": sum(1 for r in self.revocations if r.state == "pending"),
             "revocations_failed": sum(1 for r in self.revocations if r.state == "failed"),
             "failures": len(self.failures),
@@ -138,6 +142,7 @@ class PolicyEvidence:
             "within_max_age": self.within_max_age,
             "within_90d": self.within_90d,
             "rotations_not_in_chain": len(self.not_in_chain),
+            "revocations_not_in_chain": len(self.revocations_not_in_chain),
         }
 
 
@@ -157,6 +162,12 @@ class Evidence:
     def not_in_chain(self) -> list[str]:
         """Runs that say they published a token without a chained event that says so."""
         return [f"{p.policy}/{run_id}" for p in self.policies for run_id in p.not_in_chain]
+
+    @property
+    def revocations_not_in_chain(self) -> list[str]:
+        """Revocations marked done with no chained event that says so, or scheduled by a chained
+        `published` event with no row: ``policy/token id``."""
+        return [f"{p.policy}/{token_id}" for p in self.policies for token_id in p.revocations_not_in_chain]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -239,6 +250,7 @@ def _policy_evidence(
                 ts(rev.done_at) if rev.done_at else None,
                 rev.state == "done" and rev.token_id in confirmed, rev.attempts, rev.last_error,
             ))  # fmt: skip
+    _check_revocations_against_the_chain(journal, ev, mine, runs_by_id, pruned_until, began)
     for e in mine:
         if e["result"] in _FAILED_RESULTS or (e["step"] == "recover" and e["result"] != "ok"):
             ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], e["detail"].get("error"),
@@ -276,6 +288,42 @@ _PUBLISH_STEPS = ("published", "bootstrap")
 #: how long after a run's published_at its `published` event may be written (the engine writes it
 #: with the run's record, microseconds later; a clock step back could put it earlier)
 _EVENT_AFTER_PUBLISH = timedelta(hours=1)
+
+
+def _check_revocations_against_the_chain(
+    journal: Journal, ev: PolicyEvidence, mine: list[dict[str, Any]], runs_by_id: dict[str, RunRecord],
+    pruned_until: str, began: str | None,
+) -> None:  # fmt: skip
+    """The `revocations` table is rotator's working state, not chained. A row becomes done only in the
+    commit that chains its `revoke_old ok` event, and a rotation's chained `published` event says when
+    the old token's revocation is due: a done row without the event, or a scheduled revocation without
+    a row, was written (or deleted) outside rotator. Rows from before the chain began or before the last
+    prune's cutoff cannot be checked."""
+    if began is None:  # a broken chain proves nothing either way (the report says it is broken)
+        return
+    floor = max(pruned_until, began)
+    for row in ev.revocations:
+        if row.state != "done" or row.confirmed_by_issuer or (row.done_at is not None and row.done_at < floor):
+            continue
+        if row.done_at is None or not _revoke_event_near(journal, ev.policy, row.token_id, row.done_at):
+            ev.revocations_not_in_chain.append(row.token_id)
+    scheduled = {r.token_id for r in journal.revocations(ev.policy)}
+    for e in mine:
+        if e["step"] != "published" or e["result"] != "ok" or not e["detail"].get("revoke_old_at"):
+            continue
+        run = runs_by_id.get(str(e["run_id"]))
+        old = run.old_token_id if run is not None else None
+        if old and old not in scheduled and old not in ev.revocations_not_in_chain:
+            ev.revocations_not_in_chain.append(old)
+
+
+def _revoke_event_near(journal: Journal, policy: str, token_id: str, done_at: str) -> bool:
+    """Whether the chain holds `revoke_old ok` for ``token_id`` at ``done_at`` (the event is written in
+    the same commit, its time read a moment after)."""
+    moment = parse_rfc3339(done_at)
+    events = audit_chain.chained_events(journal, ts(moment - timedelta(seconds=5)), ts(moment + timedelta(minutes=5)))
+    return any(e["policy"] == policy and e["step"] == "revoke_old" and e["result"] == "ok"
+               and e["detail"].get("token_id") == token_id for e in events)
 
 
 def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]], pruned_until: str,
@@ -434,6 +482,9 @@ _NOT_IN_FILE = ("the journal holds events of this policy in the period (or a rev
 
 _NOT_IN_CHAIN = ("Runs that say they published a token, with no event in the audit chain that says so (the "
                  "runs table is not chained: it was written to); they are not counted as rotations in the age")
+_REVOCATIONS_NOT_IN_CHAIN = ("Revocations that the journal's table marks done, or that a chained rotation scheduled "
+                             "and the table lacks, with no chained event that says so (rows written or deleted "
+                             "outside rotator; none is counted as done)")
 
 
 def _yn(value: bool | None) -> str:
@@ -493,6 +544,9 @@ def _html(evidence: Evidence) -> str:
     parts.append("</table>")
     if evidence.not_in_chain:
         parts.append(f'<p class="note">{e(_NOT_IN_CHAIN)}: {e(", ".join(evidence.not_in_chain))}.</p>')
+    if evidence.revocations_not_in_chain:
+        parts.append(f'<p class="note">{e(_REVOCATIONS_NOT_IN_CHAIN)}: '
+                     f'{e(", ".join(evidence.revocations_not_in_chain))}.</p>')
     if evidence.not_in_file:
         parts.append(f'<p class="note">Not in this report: {e(", ".join(evidence.not_in_file))}. {e(_NOT_IN_FILE)}.'
                      "</p>")

@@ -840,6 +840,12 @@ def cmd_report(args: argparse.Namespace) -> int:
               f"rows were written outside rotator): {', '.join(evidence.not_in_chain)}", file=sys.stderr)
         print("fix: compare the journal with a backup; the report counts no rotation for these runs "
               "(docs/compliance.md)", file=sys.stderr)
+    if evidence.revocations_not_in_chain:
+        print(f"rotator: revocation rows say done, or are missing where a chained rotation scheduled one, and the "
+              f"audit chain has no event that says so (written or deleted outside rotator): "
+              f"{', '.join(evidence.revocations_not_in_chain)}", file=sys.stderr)
+        print("fix: compare the journal with a backup; the report counts none of these as done, and the tokens "
+              "may still be valid: check them with the issuer (docs/compliance.md)", file=sys.stderr)
     text = report_mod.render(evidence, args.report_format)
     if args.output_file:
         Path(args.output_file).write_text(text, encoding="utf-8")
@@ -847,7 +853,8 @@ def cmd_report(args: argparse.Namespace) -> int:
               f"{'verified' if evidence.chain.ok else 'BROKEN'}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return EXIT_OK if evidence.chain.ok and not evidence.not_in_chain else EXIT_ATTENTION
+    clean = evidence.chain.ok and not evidence.not_in_chain and not evidence.revocations_not_in_chain
+    return EXIT_OK if clean else EXIT_ATTENTION
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -337,6 +337,36 @@ def test_report_exits_4_and_names_a_run_written_outside_rotator(tmp_path, openba
     assert json.loads(proc.stdout)["chain"]["ok"] is True, "the chain itself is intact: only the runs table changed"
 
 
+def test_report_exits_4_for_revocation_rows_written_or_deleted_outside_rotator(tmp_path, openbao,
+                                                                              fake_influxctl) -> None:
+    """The revocations table is not chained. A row marked done without its chained `revoke_old ok`
+    (a failed revocation flipped to done hides a token that is still valid), and a row deleted where a
+    chained `published` event scheduled it, are named, not counted as done, and exit 4; real rows whose
+    events are there are not."""
+    sc, ids = _rotated(tmp_path, openbao, fake_influxctl, rotations=2)
+    proc = _report(sc, "json")
+    assert proc.returncode == 0, proc.stderr
+    [p] = json.loads(proc.stdout)["policies"]
+    done = p["summary"]["revocations_done"]
+    assert done == 2 and p["summary"]["revocations_not_in_chain"] == 0
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    conn = sqlite3.connect(sc.journal_path, isolation_level=None)
+    try:
+        conn.execute("INSERT INTO revocations (policy, token_id, run_id, reason, due_at, state, attempts, done_at) "
+                     "VALUES (?, 'tZ', 'r-forged', 'superseded', ?, 'done', 1, ?)", (sc.policy, now, now))
+        conn.execute("DELETE FROM revocations WHERE token_id = ?", (ids[0],))
+    finally:
+        conn.close()
+    proc = _report(sc, "json")
+    assert proc.returncode == 4, (proc.returncode, proc.stderr)
+    assert f"{sc.policy}/tZ" in proc.stderr and f"{sc.policy}/{ids[0]}" in proc.stderr, proc.stderr
+    [p] = json.loads(proc.stdout)["policies"]
+    assert p["summary"]["revocations_not_in_chain"] == 2
+    assert p["summary"]["revocations_done"] == done - 1, "the deleted row is gone and the forged one not counted"
+    assert json.loads(proc.stdout)["chain"]["ok"] is True, "the chain itself is intact: only the table changed"
+    assert "rows written or deleted outside rotator" in _report(sc, "html").stdout
+
+
 def test_forged_runs_the_age_depends_on_are_caught_before_the_period_and_with_an_edited_time(tmp_path: Path) -> None:
     """Two ways around a check of the listed runs alone: a run written with a start just before the
     period (not listed, yet it splits the age), and an honest run whose published_at was edited (its
