@@ -46,6 +46,7 @@ from rotator.core.contracts import (
     call_timeout_of,
     with_unlisted,
 )
+from rotator.core.due import max_age_of
 from rotator.core.errors import (
     BadTokenId,
     ConfigError,
@@ -406,6 +407,14 @@ class Engine:
                     "bootstrapped; it is the token rotator revokes after the first rotation's grace: make sure the "
                     "id is this token's", "nothing" if matches is None else "no match", token_id)
             now = self.clock.now()
+            # The journal counts the token's age from this publication (what a report and `status` show);
+            # the issuer knows it is older. Say so now: the first rotation comes a whole schedule later.
+            if info.created_at is not None and now - info.created_at > max_age_of(self.policy):
+                self.log.warning(
+                    "token %s was created %s ago, longer than the policy's max_age (%s); the journal counts its "
+                    "age from this bootstrap: rotate it now with `rotator rotate %s`", token_id,
+                    format_duration(now - info.created_at), format_duration(max_age_of(self.policy)),
+                    self.policy.name)
             replaced_ids = {s.token_id for s in states.values() if s.token_id and s.token_id != token_id}
             # rotator's own record of the token it published last: a store whose payload is unreadable,
             # was overwritten or deleted (a plain bootstrap into emptied stores) no longer names it, and

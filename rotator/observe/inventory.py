@@ -297,8 +297,10 @@ def _flags(
         flags.append(NO_EXPIRY)
     if state == "expired":
         flags.append(EXPIRED_NOT_REVOKED)
-    # Age since publication for a published token (what max_age bounds), else since creation.
-    born = facts.published_at.get(info.token_id) or info.created_at
+    # Age since the token came to be: its creation at the issuer, or its publication where the issuer
+    # does not say (what max_age bounds); a bootstrapped token was created before it was published.
+    published = facts.published_at.get(info.token_id)
+    born = min((t for t in (published, info.created_at) if t is not None), default=None)
     age = now - born if born is not None else None
     limit = max_age_of(policy) if policy is not None and cls == MANAGED else unmanaged_max_age
     if state == "active" and age is not None and age > limit:

@@ -475,3 +475,43 @@ def test_a_revocation_that_gives_up_in_this_run_is_tried_and_reported_once(
     assert "gave up after 1 round:" in proc.stdout
     assert _revocations(sc)[sc.bootstrap_id] == ("failed", 1)
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None, "a store holds it"
+
+
+def test_bootstrap_of_a_token_older_than_max_age_says_to_rotate_it_now(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The journal counts a bootstrapped token's age from its bootstrap; the issuer knows when it was
+    created. A token already older than max_age is published (it is what works now), with a warning
+    that names the rotation to run."""
+    from rotator.core.secret import Secret
+
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    value = Secret("M.V1.aaaa0123456789abcdef")
+    store = _MemoryStore()
+    policy_file = tmp_path / "rotator.toml"
+    policy_file.write_text(f"""
+[rotator]
+journal = "{tmp_path / 'journal.db'}"
+[[policy]]
+name = "p"
+schedule = "30d"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+[[policy.store]]
+type = "influxctl-profile"
+config = "config.toml"
+""")
+    config = load_config(policy_file)
+    for days, warned in ((730, True), (3, False)):
+        issuer = _ListingIssuer([TokenInfo(f"a{days}", "human", created_at=now - timedelta(days=days),
+                                           value_prefix="M.V1.aaaa")])
+        engine = Engine(config.policies[0], open_journal(config.journal_url()), issuer=issuer,
+                        stores=[("primary", store)], clock=FakeClock(now), retry=RetryPolicy(1, 0.01, 0.02))
+        caplog.clear()
+        engine.bootstrap(value, f"a{days}", None, replace=days == 3)
+        assert store.state.record is not None and store.state.record.token_id == f"a{days}"
+        text = " ".join(r.getMessage() for r in caplog.records)
+        assert ("longer than the policy's max_age" in text) is warned, text
+        assert ("rotate it now with `rotator rotate p`" in text) is warned

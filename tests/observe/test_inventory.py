@@ -482,3 +482,22 @@ def test_untrusted_text_helpers():
         "'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\t=1", "plain", "-", 3, None]
     assert one_line("a\nb\r\x00\x7f\tc é") == "a\\x0ab\\x0d\\x00\\x7f\\x09c é"
     assert one_line("csi\x9b2J rlo\u202etxt.exe") == "csi\\x9b2J rlo\\u202etxt.exe", "C1 and bidi controls too"
+
+
+def test_a_bootstrapped_token_s_age_counts_from_its_creation_at_the_issuer(tmp_path: Any) -> None:
+    """A person's token created two years ago and bootstrapped yesterday: the journal published it
+    yesterday, the issuer created it long before. The inventory's age (and its older-than-max-age flag)
+    counts from the earlier of the two; a token minted and published at once is unchanged."""
+    from rotator.core.contracts import TokenInfo
+    from rotator.observe.inventory import MANAGED, TOO_OLD, _Facts, _flags
+    from tests.harness import offline_policy
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    policy = offline_policy(tmp_path, "p")
+    facts = _Facts(published_at={"human": now - timedelta(days=1), "minted": now - timedelta(days=1)})
+    old = TokenInfo("human", "made by a person", created_at=now - timedelta(days=730))
+    flags, age = _flags(old, "active", MANAGED, policy, facts, now, timedelta(days=365))
+    assert age == timedelta(days=730) and TOO_OLD in flags
+    fresh = TokenInfo("minted", "rotator:p:r1", created_at=now - timedelta(days=1, seconds=2))
+    flags, age = _flags(fresh, "active", MANAGED, policy, facts, now, timedelta(days=365))
+    assert age == timedelta(days=1, seconds=2) and TOO_OLD not in flags
