@@ -796,9 +796,13 @@ def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
     old_runs = [r for r in old_runs if r not in pending]
     for run_id in old_runs:
         cur.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-    revs = int(cur.execute("SELECT COUNT(*) FROM revocations WHERE state = 'done' AND done_at < ?",
-                           (cutoff,)).fetchone()[0])  # fmt: skip
-    cur.execute("DELETE FROM revocations WHERE state = 'done' AND done_at < ?", (cutoff,))
+    # A done revocation stays while a kept run replaced its token again (a token current again after
+    # an older store version was restored): the report checks that run's revocation against its row.
+    done_old = ("FROM revocations WHERE state = 'done' AND done_at < ? AND NOT EXISTS (SELECT 1 FROM runs r "
+                "WHERE r.policy = revocations.policy AND r.old_token_id = revocations.token_id "
+                "AND r.published_at >= ?)")
+    revs = int(cur.execute(f"SELECT COUNT(*) {done_old}", (cutoff, cutoff)).fetchone()[0])
+    cur.execute(f"DELETE {done_old}", (cutoff, cutoff))
     return len(old_runs), revs
 
 

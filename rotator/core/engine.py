@@ -204,6 +204,8 @@ class Engine:
         self.run_id_factory = run_id_factory
         #: the fencing number of the lease this engine holds now (None: no lease held)
         self._fence: int | None = None
+        #: whether this process took the policy's lease over from a holder it found dead (_take_lease)
+        self._holder_was_dead = False
 
     # ------------------------------------------------------------------ public operations
     def rotate(self, *, dry_run: bool = False, revoke_previous_now: bool = False, reason: str = "",
@@ -758,20 +760,35 @@ class Engine:
         the revocation, that write would put a revoked token in the store. So every store still at that
         version is written again with what it holds (its version moves on, and the stale write fails),
         fenced by this process's lease. A store whose version is its value (an influxctl profile) does
-        not move: there the stale write can still land (docs/design-notes.md)."""
+        not move: there the stale write can still land (docs/design-notes.md).
+
+        Not when this process took the lease over from a holder it found dead: a dead process writes
+        nothing late, and the extra version is not free (on AWS it moves AWSPREVIOUS onto the token
+        that stays current)."""
+        if self._holder_was_dead:
+            return
         stores = dict(self.stores)
         for name, state in states.items():
             planned = run.planned_versions.get(name)
-            if state.record is None or state.version is None or state.version != planned or name not in stores:
+            if state.version != planned or name not in stores:
+                continue
+            if state.record is None or state.version is None:
+                self.log.warning("run %s: store %r holds no record rotator can write again (absent, or not rotator's "
+                                 "payload), so a write of the run's that is still under way would not be stopped",
+                                 run.run_id, name)
                 continue
             try:
-                self._fenced_call(partial(stores[name].publish, state.record, state.version),
-                                  f"move {name} past the version run {run.run_id} planned to write over")
+                moved = self._fenced_call(partial(stores[name].publish, state.record, state.version),
+                                          f"move {name} past the version run {run.run_id} planned to write over")
             except ConflictError:
                 # The store changed since the read just now: maybe that very write landed. The next
                 # recovery reads again and rolls forward if a store holds the candidate.
                 raise TransientError(f"run {run.run_id}: store {name!r} changed during recovery",
                                      hint="rotator retries; `rotator recover` reads the stores again") from None
+            if str(moved) == str(state.version):
+                self.log.warning("run %s: store %r keeps its version when written with what it holds (an influxctl "
+                                 "profile's version is its value), so a write of the run's that is still under way "
+                                 "would not be stopped", run.run_id, name)
 
     def _mint_settles_at(self, run: RunRecord) -> datetime | None:
         """When no child of ``run``'s last mint call can still be running (None: no mint without an id)."""
@@ -1105,6 +1122,8 @@ class Engine:
             raise
         finally:
             fence, self._fence = self._fence, outer
+            if outer is None:
+                self._holder_was_dead = False  # a fact about this lease only
             if outer is None and not released and fence is not None:
                 try:
                     self.journal.release_lease(self.policy.name, self.holder, fence)
@@ -1113,6 +1132,7 @@ class Engine:
                     self.journal.release_lease(self.policy.name, self.holder, fence)
 
     def _take_lease(self) -> int:
+        self._holder_was_dead = False
         try:
             return self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
         except LeaseBusy as busy:
@@ -1120,6 +1140,7 @@ class Engine:
                 raise
             # A process on this host died holding the lease (kill -9, OOM): no need to wait the TTL.
             self.log.warning("taking over the lease of dead process %s", busy.holder)
+            self._holder_was_dead = True  # it can write nothing late (_fence_stale_publishes)
             return self.journal.take_over_lease(
                 self.policy.name, busy.holder, self.holder, self.lease_ttl, self.clock.now()
             )

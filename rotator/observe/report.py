@@ -318,10 +318,11 @@ def _check_revocations_against_the_chain(
 
 
 def _revoke_event_near(journal: Journal, policy: str, token_id: str, done_at: str) -> bool:
-    """Whether the chain holds `revoke_old ok` for ``token_id`` at ``done_at`` (the event is written in
-    the same commit, its time read a moment after)."""
+    """Whether the chain holds `revoke_old ok` for ``token_id`` at ``done_at``: the event is written in
+    the same commit, its time read when the commit is made, which other due revocations' retries
+    before it can delay by minutes (a day is far more than any retry budget)."""
     moment = parse_rfc3339(done_at)
-    events = audit_chain.chained_events(journal, ts(moment - timedelta(seconds=5)), ts(moment + timedelta(minutes=5)))
+    events = audit_chain.chained_events(journal, ts(moment - timedelta(seconds=5)), ts(moment + timedelta(days=1)))
     return any(e["policy"] == policy and e["step"] == "revoke_old" and e["result"] == "ok"
                and e["detail"].get("token_id") == token_id for e in events)
 

@@ -7,6 +7,7 @@ After each kill: invariants 1, 3, 4 hold at once; `rotator recover` then restore
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,25 @@ def test_kill_between_two_stores_rolls_forward(tmp_path: Path, openbao: Any, fak
                                                           raise_on_deleted_version=True)["data"]["data"]
     assert mirror["token_id"] == new_id
     _finish_and_settle(sc)
+
+
+@pytest.mark.parametrize("holder", ["dead here", "unknown"])
+def test_recovery_of_a_verified_run_moves_the_store_on_only_for_a_holder_that_may_still_write(
+        holder: str, tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """Killed after VERIFIED, before any store write. Recovery rolls back and revokes the candidate.
+    A holder found dead here (its pid gone) writes nothing late: the store is left as it is. A holder
+    it cannot judge (another host; its lease expired) may be only paused before its compare-and-set
+    write: recovery first writes the store again with what it holds, so that write would fail."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    before = len(sc.versions())
+    proc = sc.cli("rotate", sc.policy, crash_at="verified")
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    if holder == "unknown":
+        with sqlite3.connect(sc.journal_path) as conn:
+            conn.execute("UPDATE leases SET holder = 'elsewhere:1:abcd1234:0', expires_at = '2000-01-01T00:00:00Z'")
+        conn.close()
+    proc = sc.cli("recover")
+    assert proc.returncode == 0 and "rolled back" in proc.stdout, proc.stdout + proc.stderr
+    assert len(sc.versions()) == before + (1 if holder == "unknown" else 0), sc.versions()
+    assert sc.current()["token_id"] == sc.bootstrap_id
+    check_invariants(sc)

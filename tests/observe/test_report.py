@@ -421,3 +421,73 @@ def test_a_bootstrap_journals_its_run_and_its_event_in_one_commit(tmp_path: Path
     world.journal.record_event = original  # type: ignore[method-assign]
     assert world.engine().bootstrap(Secret(value), token_id, None).ok
     assert [r.state for r in world.journal.runs("p", limit=0) if r.published_at] == [RunState.DONE]
+
+
+def test_a_revocation_whose_event_commits_minutes_after_it_is_not_flagged(tmp_path: Path) -> None:
+    """Two revocations due in one PLAN: the first one's commit (done_at, then its event) waits through
+    the second's listing retries. A report whose period ends between the two must find the event."""
+    from rotator.observe import report
+    from tests.engine.test_state_machine import GRACE, World, rotate
+    world = World(tmp_path)
+    world.bootstrap()
+    rotate(world)
+    rotate(world)  # two tokens pending revocation now (the bootstrap token and the first rotation's)
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    calls = {"n": 0}
+    original = world.issuer.list_tokens
+
+    def slow_listing(credential: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:  # 1: PLAN's issuer check, 2: the first due token's, 3: the second's (retried)
+            world.clock.advance(timedelta(minutes=5, seconds=30))
+        return original(credential)
+
+    world.issuer.list_tokens = slow_listing  # type: ignore[method-assign]
+    result = world.engine().rotate()  # PLAN revokes both due tokens with the preflight's claims
+    assert result.ok, result.message
+    assert sum(r.state == "done" for r in world.journal.revocations("p")) == 2, "both due ones revoked"
+    first = min(r.done_at for r in world.journal.revocations("p") if r.done_at)
+    # a report whose period ends a moment after the first revocation (e.g. --to at midnight)
+    start, end = first - timedelta(days=1), first + timedelta(minutes=1)
+    evidence = report.build(world.journal, [offline_policy(tmp_path, "p")], start, end, world.clock.now())
+    assert evidence.chain.ok
+    assert evidence.revocations_not_in_chain == [], "an honest journal: report would exit 4"
+
+
+def test_a_restored_revoked_token_replaced_again_then_pruned_is_not_flagged(tmp_path: Path) -> None:
+    """A token revoked long ago is current again (an old store version restored); a rotation replaces
+    it: its `published` event schedules it, the row stays done with its old done_at. A later prune
+    whose cutoff falls between that done_at and the rotation deletes the row, and the report names
+    the token as 'missing where a chained rotation scheduled one' (exit 4) for an honest journal:
+    prune keeps a done row whose token a kept run replaced."""
+    from rotator.core import audit_chain
+    from rotator.core.contracts import TokenRecord
+    from rotator.core.journal import ts
+    from rotator.core.secret import Secret
+    from rotator.observe import report
+    from tests.engine.test_state_machine import GRACE, World, rotate
+
+    world = World(tmp_path)
+    world.issuer.check_credential = False  # an issuer with a credential of its own (influxctl's login)
+    t0 = world.bootstrap()
+    rotate(world)
+    world.settle()  # t0 revoked, its row done
+    t0_record = TokenRecord(Secret(world.bootstrap_value), t0, "memory", "p", world.clock.now(),
+                            world.clock.now() + timedelta(days=3))
+    world.clock.advance(timedelta(days=40))
+    world.write_everywhere(t0_record)  # someone restores an old version (`vault kv rollback`)
+    result = world.engine().rotate()
+    assert result.ok
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    world.engine().revoke_due()
+    n = world.clock.now()
+    before = report.build(world.journal, [offline_policy(tmp_path, "p")], n - timedelta(days=10),
+                          n + timedelta(days=1), n)
+    assert before.revocations_not_in_chain == []
+    cutoff = world.clock.now() - timedelta(days=20)  # keep_history = 20d: between t0's done_at and the rotation
+    audit_chain.prune(world.journal, ts(cutoff), ts(world.clock.now()))
+    now = world.clock.now()
+    evidence = report.build(world.journal, [offline_policy(tmp_path, "p")], now - timedelta(days=10),
+                            now + timedelta(days=1), now)
+    assert evidence.chain.ok
+    assert evidence.revocations_not_in_chain == [], "an honest journal: report would exit 4"
