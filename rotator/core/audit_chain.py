@@ -427,6 +427,35 @@ def verify(journal: _JournalLike) -> ChainReport:
         return _verify(cur)
 
 
+def check_kept_links(journal: _JournalLike, report: ChainReport,
+                     kept: Sequence[tuple[int, str]]) -> tuple[list[str], list[int]]:  # fmt: skip
+    """Check links kept from an earlier report or verify (``seq``, ``hash``: its head) against the
+    journal: a later, honest chain still holds each at its sequence number. Catches what a walk of the
+    chain alone cannot: the newest events deleted and the head row rewound, a journal restored from
+    an older copy, or a chain rewritten with every hash recomputed. Returns (problems, the sequence
+    numbers that cannot be checked because a prune deleted them)."""
+    problems: list[str] = []
+    pruned: list[int] = []
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        for seq, digest in kept:
+            if seq > report.head_seq:
+                problems.append(f"link {seq} is beyond the chain's head (seq {report.head_seq}): events since were "
+                                "deleted and the head rewound, or the journal was restored from an older copy")
+                continue
+            row = cur.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                row = cur.execute("SELECT hash FROM audit_checkpoints WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                if seq <= report.start_seq:
+                    pruned.append(seq)
+                else:
+                    problems.append(f"link {seq} is not in the journal")
+            elif str(row[0]) != digest:
+                problems.append(f"link {seq} has hash {str(row[0])[:16]}..., not the kept {digest[:16]}...: the chain "
+                                "was rewritten up to there")
+    return problems, pruned
+
+
 #: rows per page of a verification: a year of events at 1,000 policies is millions of rows, which
 #: the verifier (the daemon's daily prune, `audit verify`, `report`) must not hold at once
 VERIFY_PAGE = 5000

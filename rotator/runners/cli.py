@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -181,6 +182,9 @@ def _build_parser() -> _Parser:
     p = add("audit")
     p.add_argument("action", nargs="?", choices=["verify"], default="verify",
                    help="verify (the default): walk the hash chain from the last checkpoint")
+    p.add_argument("--expect", action="append", default=[], metavar="SEQ:HASH",
+                   help="a link kept from an earlier verify or report (its head: seq and hash); the chain must "
+                   "still hold it (repeatable)")
     p = add("prune")
     p.add_argument("--keep-history", metavar="DURATION", help="override [rotator] keep_history (default 400d)")
     p = add("report")
@@ -792,14 +796,36 @@ def _when(moment: datetime, now: datetime) -> str:
 def cmd_audit(args: argparse.Namespace) -> int:
     from rotator.core import audit_chain
 
+    kept = [_kept_link(text) for text in args.expect]
     journal = _journal(_config(args), read_only=True)
     report = audit_chain.verify(journal)
-    _emit(args, report.as_dict(), report.text())
+    problems, pruned = audit_chain.check_kept_links(journal, report, kept) if kept else ([], [])
+    text = report.text()
+    if kept:
+        text += (f"\nkept links: {len(kept) - len(pruned) - len(problems)} of {len(kept)} held"
+                 + (f"; {len(pruned)} pruned since, cannot be checked: seq {', '.join(map(str, pruned))}"
+                    if pruned else ""))
+    _emit(args, {**report.as_dict(), "kept_links": {"problems": problems, "pruned": pruned}} if kept
+          else report.as_dict(), text)
     if not report.ok:
         print(f"rotator: audit chain broken at {json.dumps(report.broken, default=str)}", file=sys.stderr)
         print("fix: compare with a backup or an earlier report's head hash; the events from that link on cannot "
               "be trusted (docs/compliance.md)", file=sys.stderr)
-    return EXIT_OK if report.ok else EXIT_ATTENTION
+    for problem in problems:
+        print(f"rotator: {problem}", file=sys.stderr)
+    if problems:
+        print("fix: compare the journal with a backup; the events after the last link that holds cannot be trusted "
+              "(docs/compliance.md)", file=sys.stderr)
+    return EXIT_OK if report.ok and not problems else EXIT_ATTENTION
+
+
+def _kept_link(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not (seq.isdigit() and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise ConfigError(f"--expect {text!r} is not SEQ:HASH",
+                          hint="pass the head of an earlier `rotator audit verify` or report: its seq, a colon, and "
+                          "its 64-digit SHA-256 (e.g. --expect 1234:9f86d0...)")
+    return int(seq), digest
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

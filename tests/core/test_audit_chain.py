@@ -780,3 +780,56 @@ def test_an_event_from_before_the_chain_deleted_is_reported(tmp_path: Path) -> N
     journal = open_journal(f"sqlite:///{path}")
     report = audit_chain.verify(journal)
     assert not report.ok and "1 event(s) from before the chain (no seq/hash) were deleted" in report.text()
+
+
+def test_verify_expect_holds_the_chain_to_a_head_kept_from_an_earlier_verify(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A walk alone cannot see the newest events deleted with the head row rewound onto the link before
+    them (no hash to recompute). `audit verify --expect SEQ:HASH` with the head an earlier verify printed
+    does: exit 4, naming the link; an honest chain holds it (exit 0); after a prune that deleted it, it
+    is said to be unchecked, not broken; and an argument that is not SEQ:HASH is exit 2."""
+    from rotator.runners import cli
+
+    path = tmp_path / "j.db"
+    (tmp_path / "rotator.toml").write_text(
+        f'[rotator]\njournal = "{path}"\n[[policy]]\nname = "p"\nschedule = "30d"\n[policy.issuer]\n'
+        'type = "influxctl-management"\n[policy.issuer.profile]\nproduct = "clustered"\nhost = "h.invalid"\n'
+        '[[policy.store]]\ntype = "vault-kv2"\nurl = "http://127.0.0.1:1"\npath = "x"\n[policy.store.auth]\n'
+        'method = "token"\ntoken = { file = "t" }\n')
+    journal = open_journal(f"sqlite:///{path}")
+    for i in range(4):
+        journal.record_event(T0 + timedelta(days=i), "p", f"r{i}", "plan", "ok", {})
+    kept = audit_chain.verify(journal)
+    journal.record_event(T0 + timedelta(days=5), "p", "r5", "mint", "failed", {"error": "x"})
+    journal.close()
+
+    def verify(*expect: str) -> tuple[int, str, str]:
+        code = cli.main(["-c", str(tmp_path / "rotator.toml"), "audit", "verify",
+                         *[a for e in expect for a in ("--expect", e)]])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    head = f"{kept.head_seq}:{kept.head_hash}"
+    code, out, _ = verify(head)
+    assert code == 0 and "kept links: 1 of 1 held" in out, out
+    # the newest two events deleted, the head row rewound onto the link before them: the walk passes
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        before = conn.execute("SELECT seq, hash FROM events WHERE seq = ?", (kept.head_seq - 1,)).fetchone()
+        conn.execute("DELETE FROM events WHERE seq >= ?", (kept.head_seq,))
+        conn.execute("UPDATE audit_head SET seq = ?, hash = ?", before)
+    finally:
+        conn.close()
+    code, out, err = verify()
+    assert code == 0 and "audit chain OK" in out, "the walk alone sees nothing"
+    code, out, err = verify(head)
+    assert code == 4 and f"link {kept.head_seq} is beyond the chain's head (seq {kept.head_seq - 1})" in err, err
+    code, _, err = verify("12:nothex")
+    assert code == 2 and "is not SEQ:HASH" in err
+    # a link a prune deleted cannot be checked, and says so
+    journal = open_journal(f"sqlite:///{path}")
+    audit_chain.prune(journal, ts(T0 + timedelta(days=2, hours=1)), ts(T0 + timedelta(days=10)))
+    journal.close()
+    first = f"1:{'0' * 64}"
+    code, out, _ = verify(first)
+    assert code == 0 and "1 pruned since, cannot be checked: seq 1" in out, out
