@@ -13,7 +13,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 #: ``prctl(2)`` option: the signal a process gets when the thread that created it exits.
 _PR_SET_PDEATHSIG = 1
@@ -36,6 +39,24 @@ def _load_prctl() -> Callable[..., int] | None:
     return function
 
 
+#: the CLOCK_MONOTONIC time after which a child about to be started must not run (None: no limit)
+_FORK_DEADLINE: ContextVar[float | None] = ContextVar("rotator_fork_deadline", default=None)
+#: what a child that starts past its deadline exits with, before it runs anything
+EXIT_PAST_DEADLINE = 124
+
+
+@contextmanager
+def start_children_within(seconds: float) -> Iterator[None]:
+    """Children started (:func:`die_with_parent`) in this block, in this thread, run only if they start
+    within ``seconds`` from now: a side effect whose lease was just confirmed must not begin after a
+    pause (SIGSTOP, a GC pause) long enough for the lease to be taken over meanwhile."""
+    token = _FORK_DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _FORK_DEADLINE.reset(token)
+
+
 def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` for :class:`subprocess.Popen`: SIGKILL the child when its parent dies, even by kill -9.
 
@@ -51,13 +72,19 @@ def die_with_parent() -> Callable[[], None] | None:
     if not _prctl_loaded:
         _prctl, _prctl_loaded = _load_prctl(), True
     prctl = _prctl
-    if prctl is None:
+    deadline = _FORK_DEADLINE.get()
+    if prctl is None and deadline is None:
         return None
     parent_pid = os.getpid()
 
     def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(137)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            if os.getppid() != parent_pid:
+                os._exit(137)
+        # In the child, after the fork: a parent paused between its lease check and the fork starts
+        # nothing (CLOCK_MONOTONIC counts a SIGSTOP's time, and is the same clock in the child).
+        if deadline is not None and time.monotonic() > deadline:
+            os._exit(EXIT_PAST_DEADLINE)
 
     return preexec

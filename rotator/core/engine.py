@@ -35,6 +35,7 @@ from rotator.config import registry
 from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
 from rotator.core import audit_chain
+from rotator.core.child_process import start_children_within
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.contracts import (
     Issuer,
@@ -75,6 +76,9 @@ audit_logger = logging.getLogger("rotator.audit")
 
 #: A revocation that still fails after this many rounds is marked failed and alerts.
 MAX_REVOCATION_ROUNDS = 10
+#: the longest after a side effect's lease check that a child process of it (influxctl) may start:
+#: recovery's mint window counts from the run's mint start (see Engine._mint_settles_at)
+FORK_WITHIN_S = 5.0
 #: Added to a dead run's last mint start + the issuer's call timeout before its tag search is final
 #: (clock differences between replicas, process start-up).
 MINT_SETTLE_MARGIN = timedelta(seconds=10)
@@ -1091,7 +1095,10 @@ class Engine:
 
         def fenced() -> T:
             self._fenced(what)
-            return fn()
+            # The lease now has at least half its TTL left: a child process of the side effect (an
+            # influxctl mint) starts within that, or not at all (core/child_process.py).
+            with start_children_within(min(FORK_WITHIN_S, self.lease_ttl.total_seconds() / 2)):
+                return fn()
 
         return self._call(fenced, what, before_retry=before_retry)
 

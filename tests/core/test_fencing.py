@@ -567,3 +567,68 @@ def test_a_publish_paused_past_its_lease_never_lands_after_recovery_revoked_its_
     proc = sc.cli("rotate", sc.policy)
     assert proc.returncode == 0, proc.stderr
     check_invariants(sc)
+
+
+def test_a_mint_paused_after_its_lease_check_starts_no_influxctl_once_the_lease_could_be_gone(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """Run A confirms its lease for the mint, then pauses before it starts influxctl, past its lease.
+    Recovery (B) closes the run once the mint window has passed: no child of A could be running. A,
+    resumed, must not start one then (it would mint a token no one searches for): the child checks the
+    deadline its parent set at the lease check and exits before it runs anything."""
+    import threading
+
+    from rotator.config.policy import load_config
+    from rotator.core.engine import Engine
+    from tests.harness import live_tagged
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
+    config = load_config(sc.config)
+    journal = open_journal(config.journal_url())
+    engine_a = Engine(config.policies[0], journal, lease_ttl=timedelta(seconds=2), holder="hostA:1:a:0")
+    entered, go = threading.Event(), threading.Event()
+    real_mint = engine_a.issuer.mint
+
+    def paused_mint(request: Any, credential: Any) -> Any:  # the lease was confirmed just before
+        entered.set()
+        go.wait(120)  # a SIGSTOP or GC pause before the fork
+        return real_mint(request, credential)
+
+    engine_a.issuer.mint = paused_mint  # type: ignore[method-assign]
+    outcome: dict[str, Any] = {}
+
+    def rotate_a() -> None:
+        try:
+            outcome["result"] = engine_a.rotate()
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=rotate_a)
+    thread.start()
+    try:
+        assert entered.wait(60)
+        time.sleep(2.5)  # past A's lease
+        let_mint_window_pass(sc)
+        proc = sc.cli("recover")
+        assert proc.returncode == 0 and "none found" in proc.stdout, proc.stdout + proc.stderr
+    finally:
+        go.set()
+        thread.join(90)
+    assert isinstance(outcome.get("error"), LeaseLost), outcome
+    journal.close()
+    assert not live_tagged(sc.fake.tokens(), sc.policy), "a token minted after recovery closed the run"
+
+
+def test_a_child_started_past_its_deadline_exits_before_it_runs_anything() -> None:
+    import subprocess
+    import sys
+
+    from rotator.core.child_process import EXIT_PAST_DEADLINE, die_with_parent, start_children_within
+
+    with start_children_within(-1.0):
+        late = subprocess.run([sys.executable, "-c", "print('ran')"], capture_output=True, text=True,
+                              preexec_fn=die_with_parent())  # noqa: PLW1509
+    assert (late.returncode, late.stdout) == (EXIT_PAST_DEADLINE, "")
+    with start_children_within(30.0):
+        timely = subprocess.run([sys.executable, "-c", "print('ran')"], capture_output=True, text=True,
+                                preexec_fn=die_with_parent())  # noqa: PLW1509
+    assert (timely.returncode, timely.stdout) == (0, "ran\n")

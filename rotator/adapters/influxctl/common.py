@@ -565,6 +565,12 @@ def error_for_exit(
     """
     if proc.returncode < 0:
         return TransientError(ERR_SIGNAL.format(command=command, signal=-proc.returncode), hint=HINT_KILLED)
+    from rotator.core.child_process import EXIT_PAST_DEADLINE
+
+    if proc.returncode == EXIT_PAST_DEADLINE and not proc.stdout and not proc.stderr:
+        return TransientError(
+            f"influxctl {command} was not started: rotator was paused (or starved) for longer than allowed "
+            "between its lease check and the start", hint="rotator checks its lease again before it retries")
     message = ERR_EXIT.format(command=command, code=proc.returncode)
     detail = _last_stderr_line(proc.stderr or "")
     if detail:
