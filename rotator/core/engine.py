@@ -21,6 +21,7 @@ written, an audit event ``<operation>/aborted``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import uuid
@@ -148,18 +149,14 @@ def default_holder() -> str:
     return f"{audit_chain.instance_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_namespace()}"
 
 
-_PID_NS: list[str] = []
-
-
+@functools.cache
 def _pid_namespace() -> str:
     """This process's PID namespace, the inode of /proc/self/ns/pid ("" where there is none)."""
-    if not _PID_NS:
-        try:
-            link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
-        except OSError:
-            link = ""
-        _PID_NS.append(link.removeprefix("pid:[").removesuffix("]"))
-    return _PID_NS[0]
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return ""
+    return link.removeprefix("pid:[").removesuffix("]")
 
 
 
@@ -774,7 +771,7 @@ class Engine:
         stores = dict(self.stores)
         for name, state in states.items():
             planned = run.planned_versions.get(name)
-            if state.version != planned or name not in stores:
+            if state.version != planned:
                 continue
             if state.record is None or state.version is None:
                 self.log.warning("run %s: store %r holds no record rotator can write again (absent, or not rotator's "
@@ -1139,7 +1136,7 @@ class Engine:
                     self.journal.release_lease(self.policy.name, self.holder, fence)
 
     def _take_lease(self) -> int:
-        self._holder_was_dead = False
+        self._holder_was_dead = False  # (also when an earlier take-over failed before its lease began)
         try:
             return self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
         except LeaseBusy as busy:

@@ -26,9 +26,9 @@ from rotator.config.schedule import format_duration
 from rotator.config.timefmt import parse_rfc3339
 from rotator.core import audit_chain
 from rotator.core.errors import ConfigError
-from rotator.core.journal import Journal, RunRecord, RunState, ts
+from rotator.core.journal import Journal, Revocation, RunRecord, RunState, ts
 from rotator.observe.compliance import max_age_of
-from rotator.observe.untrusted_text import one_line, spreadsheet_cell
+from rotator.observe.untrusted_text import csv_cell, one_line
 
 __all__ = ["DISCLAIMER", "Evidence", "build", "parse_date", "render"]
 
@@ -242,7 +242,8 @@ def _policy_evidence(
             _in_chain(journal, run, run_events, pruned_until, began),
         ))  # fmt: skip
     confirmed = {e["detail"].get("token_id") for e in mine if e["step"] == "revoke_old" and e["result"] == "ok"}
-    for rev in journal.revocations(policy.name):
+    revocations = journal.revocations(policy.name)
+    for rev in revocations:
         in_period = lo <= ts(rev.due_at) < hi or (rev.done_at is not None and lo <= ts(rev.done_at) < hi)
         if in_period or (rev.state != "done" and rev.due_at < end):
             ev.revocations.append(RevocationRow(
@@ -250,7 +251,7 @@ def _policy_evidence(
                 ts(rev.done_at) if rev.done_at else None,
                 rev.state == "done" and rev.token_id in confirmed, rev.attempts, rev.last_error,
             ))  # fmt: skip
-    _check_revocations_against_the_chain(journal, ev, mine, runs_by_id, pruned_until, began)
+    _check_revocations_against_the_chain(journal, ev, mine, runs_by_id, revocations, pruned_until, began)
     for e in mine:
         if e["result"] in _FAILED_RESULTS or (e["step"] == "recover" and e["result"] != "ok"):
             ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], e["detail"].get("error"),
@@ -292,7 +293,7 @@ _EVENT_AFTER_PUBLISH = timedelta(hours=1)
 
 def _check_revocations_against_the_chain(
     journal: Journal, ev: PolicyEvidence, mine: list[dict[str, Any]], runs_by_id: dict[str, RunRecord],
-    pruned_until: str, began: str | None,
+    revocations: list[Revocation], pruned_until: str, began: str | None,
 ) -> None:  # fmt: skip
     """The `revocations` table is rotator's working state, not chained. A row becomes done only in the
     commit that chains its `revoke_old ok` event, and a rotation's chained `published` event says when
@@ -307,7 +308,7 @@ def _check_revocations_against_the_chain(
             continue
         if row.done_at is None or not _revoke_event_near(journal, ev.policy, row.token_id, row.done_at):
             ev.revocations_not_in_chain.append(row.token_id)
-    scheduled = {r.token_id for r in journal.revocations(ev.policy)}
+    scheduled = {r.token_id for r in revocations}
     for e in mine:
         if e["step"] != "published" or e["result"] != "ok" or not e["detail"].get("revoke_old_at"):
             continue
@@ -435,8 +436,7 @@ class _SafeWriter(csv.DictWriter):  # type: ignore[type-arg]
     none carries a control character (an escape sequence reaches the terminal the report is printed to)."""
 
     def writerow(self, rowdict: Mapping[str, Any]) -> Any:
-        return super().writerow({k: spreadsheet_cell(one_line(v) if isinstance(v, str) else v)
-                                 for k, v in rowdict.items()})
+        return super().writerow({k: csv_cell(v) for k, v in rowdict.items()})
 
 
 def _escape(text: str) -> str:

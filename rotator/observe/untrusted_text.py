@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["one_line", "spreadsheet_cell"]
+__all__ = ["csv_cell", "one_line", "spreadsheet_cell"]
 
 #: C0 and C1 controls and DEL (xterm reads \x9b as CSI), and the bidi controls that reorder what a
 #: reader sees (Trojan Source)
@@ -28,3 +28,9 @@ def spreadsheet_cell(value: Any) -> Any:
     if isinstance(value, str) and len(value) > 1 and value.startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` for a CSV cell that may be printed to a terminal and opened in a spreadsheet: text
+    on one line (:func:`one_line`), and never read as a formula (:func:`spreadsheet_cell`)."""
+    return spreadsheet_cell(one_line(value) if isinstance(value, str) else value)

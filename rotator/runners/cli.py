@@ -641,7 +641,7 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
     import io
 
     from rotator.config.schedule import format_duration
-    from rotator.observe.untrusted_text import one_line, spreadsheet_cell
+    from rotator.observe.untrusted_text import csv_cell, one_line
 
     rows = [e.to_json() for e in result.entries]
     if output == "json":
@@ -657,8 +657,7 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
         writer.writeheader()
         for row in rows:
             # The issuer's text (descriptions, ids) is anyone's who can create a token: no formulas.
-            writer.writerow({k: spreadsheet_cell(one_line(v) if isinstance(v, str) else v)
-                             for k, v in {**row, "flags": ";".join(row["flags"])}.items()})
+            writer.writerow({k: csv_cell(v) for k, v in {**row, "flags": ";".join(row["flags"])}.items()})
         print(buffer.getvalue(), end="")
         return
     header = ("ISSUER", "TOKEN ID", "CLASS", "STATE", "POLICY", "AGE", "EXPIRES", "FLAGS", "WHY")

@@ -502,6 +502,23 @@ def test_a_holder_is_taken_for_dead_only_in_this_host_s_and_this_pid_namespace_s
     assert not _holder_is_dead(f"other-{instance}:{child.pid}:abcd1234:{namespace}"), "another instance"
 
 
+def _rotate_in_a_thread(engine: Any) -> tuple[Any, dict[str, Any]]:
+    """``engine.rotate()`` started in a thread of its own; the dict gets its "result" or its "error"."""
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def rotate() -> None:
+        try:
+            outcome["result"] = engine.rotate()
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=rotate)
+    thread.start()
+    return thread, outcome
+
+
 class _PausingStore:
     """A real store whose first publish stops before its write: the process paused (SIGSTOP, a GC
     pause, a slow disk) after its lease check and before the compare-and-set write it guards."""
@@ -528,7 +545,6 @@ def test_a_publish_paused_past_its_lease_never_lands_after_recovery_revoked_its_
     VERIFIED run back and revokes the candidate. A's write, resumed, was a compare-and-set against the
     version PLAN read: recovery first writes every store at that version again (what it holds), so the
     stale write fails instead of putting a revoked token in the store (invariants 1 and 7)."""
-    import threading
 
     from rotator.config.policy import load_config
     from rotator.core.engine import Engine
@@ -539,16 +555,7 @@ def test_a_publish_paused_past_its_lease_never_lands_after_recovery_revoked_its_
     engine_a = Engine(config.policies[0], journal, lease_ttl=timedelta(seconds=2), holder="hostA:1:a:0")
     store = _PausingStore(dict(engine_a.stores)["primary"])
     engine_a.stores = [("primary", store)]
-    outcome: dict[str, Any] = {}
-
-    def rotate_a() -> None:
-        try:
-            outcome["result"] = engine_a.rotate()
-        except BaseException as exc:  # noqa: BLE001 - the test reads it
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=rotate_a)
-    thread.start()
+    thread, outcome = _rotate_in_a_thread(engine_a)
     try:
         assert store.entered.wait(60), outcome
         candidate = sc.journal_rows("SELECT new_token_id FROM runs WHERE kind = 'rotate'")[0][0]
@@ -594,16 +601,7 @@ def test_a_mint_paused_after_its_lease_check_starts_no_influxctl_once_the_lease_
         return real_mint(request, credential)
 
     engine_a.issuer.mint = paused_mint  # type: ignore[method-assign]
-    outcome: dict[str, Any] = {}
-
-    def rotate_a() -> None:
-        try:
-            outcome["result"] = engine_a.rotate()
-        except BaseException as exc:  # noqa: BLE001 - the test reads it
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=rotate_a)
-    thread.start()
+    thread, outcome = _rotate_in_a_thread(engine_a)
     try:
         assert entered.wait(60)
         time.sleep(2.5)  # past A's lease

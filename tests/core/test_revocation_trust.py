@@ -323,15 +323,18 @@ class _Holding:
         return self.state
 
 
-def _partial_engine(tmp_path: Path, issuer: _PartialIssuer, held: str | None) -> Engine:
+def _engine_of(tmp_path: Path, issuer: Any, store: tuple[str, Any], *, schedule: str, grace: str | None = None,
+               now: datetime = datetime(2026, 3, 2, tzinfo=UTC)) -> Engine:
+    """An engine of policy "p" (an influxctl-management policy) on ``issuer`` and one in-memory store,
+    its journal in ``tmp_path``, at the fake time ``now``."""
     policy_file = tmp_path / "rotator.toml"
     policy_file.write_text(f"""
 [rotator]
 journal = "{tmp_path / 'journal.db'}"
 [[policy]]
 name = "p"
-schedule = "1h"
-grace = "10m"
+schedule = "{schedule}"
+{f'grace = "{grace}"' if grace else ""}
 [policy.issuer]
 type = "influxctl-management"
 [policy.issuer.profile]
@@ -342,9 +345,12 @@ type = "influxctl-profile"
 config = "config.toml"
 """)
     config = load_config(policy_file)
-    engine = Engine(config.policies[0], open_journal(config.journal_url()), issuer=issuer,
-                    stores=[("primary", _Holding(held))], clock=FakeClock(datetime(2026, 3, 2, tzinfo=UTC)),
-                    retry=RetryPolicy(1, 0.01, 0.02))
+    return Engine(config.policies[0], open_journal(config.journal_url()), issuer=issuer, stores=[store],
+                  clock=FakeClock(now), retry=RetryPolicy(1, 0.01, 0.02))
+
+
+def _partial_engine(tmp_path: Path, issuer: _PartialIssuer, held: str | None) -> Engine:
+    engine = _engine_of(tmp_path, issuer, ("primary", _Holding(held)), schedule="1h", grace="10m")
     engine._fence = 1  # the revocation is fenced: as under the policy's lease
     engine.journal.confirm_lease = lambda *args, **kwargs: None  # type: ignore[method-assign]
     return engine
@@ -421,26 +427,7 @@ def test_bootstrap_refuses_an_id_only_when_the_listing_shows_the_file_s_token_as
     if outcome.startswith("refused"):
         infos.append(TokenInfo("c", "another", value_prefix="M.V1.aaaa"))
     store = _MemoryStore()
-    policy_file = tmp_path / "rotator.toml"
-    policy_file.write_text(f"""
-[rotator]
-journal = "{tmp_path / 'journal.db'}"
-[[policy]]
-name = "p"
-schedule = "1h"
-[policy.issuer]
-type = "influxctl-management"
-[policy.issuer.profile]
-product = "clustered"
-host = "cluster.test.invalid"
-[[policy.store]]
-type = "influxctl-profile"
-config = "config.toml"
-""")
-    config = load_config(policy_file)
-    engine = Engine(config.policies[0], open_journal(config.journal_url()), issuer=_ListingIssuer(infos),
-                    stores=[("primary", store)], clock=FakeClock(datetime(2026, 3, 2, tzinfo=UTC)),
-                    retry=RetryPolicy(1, 0.01, 0.02))
+    engine = _engine_of(tmp_path, _ListingIssuer(infos), ("primary", store), schedule="1h")
     value = Secret("M.V1.aaaa0123456789abcdef")
     if outcome.startswith("refused"):
         with pytest.raises(ConfigError, match="by the issuer's listing, the file holds token c") as caught:
@@ -487,28 +474,10 @@ def test_bootstrap_of_a_token_older_than_max_age_says_to_rotate_it_now(
     now = datetime(2026, 3, 2, tzinfo=UTC)
     value = Secret("M.V1.aaaa0123456789abcdef")
     store = _MemoryStore()
-    policy_file = tmp_path / "rotator.toml"
-    policy_file.write_text(f"""
-[rotator]
-journal = "{tmp_path / 'journal.db'}"
-[[policy]]
-name = "p"
-schedule = "30d"
-[policy.issuer]
-type = "influxctl-management"
-[policy.issuer.profile]
-product = "clustered"
-host = "cluster.test.invalid"
-[[policy.store]]
-type = "influxctl-profile"
-config = "config.toml"
-""")
-    config = load_config(policy_file)
     for days, warned in ((730, True), (3, False)):
         issuer = _ListingIssuer([TokenInfo(f"a{days}", "human", created_at=now - timedelta(days=days),
                                            value_prefix="M.V1.aaaa")])
-        engine = Engine(config.policies[0], open_journal(config.journal_url()), issuer=issuer,
-                        stores=[("primary", store)], clock=FakeClock(now), retry=RetryPolicy(1, 0.01, 0.02))
+        engine = _engine_of(tmp_path, issuer, ("primary", store), schedule="30d", now=now)
         caplog.clear()
         engine.bootstrap(value, f"a{days}", None, replace=days == 3)
         assert store.state.record is not None and store.state.record.token_id == f"a{days}"
