@@ -534,6 +534,8 @@ class Engine:
 
             token = self._fenced_call(lambda: self.issuer.mint(request, credential), "mint",
                                       before_retry=before_retry)
+            minted = TokenRecord(token.value, token.token_id, self.policy.issuer_type, self.policy.name,
+                                 now, token.expires_at or expires_at)
             # 2. Journal the id (never the value) before anything else can fail. Not synced on its
             # own: verify changes nothing anywhere, and the id is found again without it (a run in
             # MINTING is searched by its tag, and a lost MINTED fails VERIFIED's compare-and-set);
@@ -544,8 +546,6 @@ class Engine:
                 self._event("mint", "ok", run.run_id, token_id=token.token_id)
             log.info("minted token %s", token.token_id)
             self._checkpoint("minted")
-            minted = TokenRecord(token.value, token.token_id, self.policy.issuer_type, self.policy.name,
-                                 now, token.expires_at or expires_at)
             # 3. VERIFY: new tokens may answer 401 for a while; retry until verify_timeout.
             deadline = self.clock.now() + self.policy.verify_timeout
             # Between tries, confirm (and renew) the lease: a long activation wait must not outlive it.
@@ -558,7 +558,12 @@ class Engine:
                 self._event("verify", "ok", run.run_id, token_id=token.token_id)
             self._checkpoint("verified")
         except LeaseLost:
-            raise  # the run is someone else's now: no discard, no journal write
+            # The run is someone else's now: no discard, no journal write. A token this process
+            # minted meanwhile (its child, or its request, finished while it was paused past the
+            # lease) is revoked, though: its recovery may have searched for it before it existed.
+            if minted is not None:
+                self._revoke_own_mint(run, minted, credential)
+            raise
         except Exception as exc:
             self._discard(run, credential, exc)
             raise
@@ -696,6 +701,26 @@ class Engine:
         self.journal.update_run(run, fence=self._fence, state=state, finished_at=now)
         self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
         return "closed"
+
+    def _revoke_own_mint(self, run: RunRecord, minted: TokenRecord, credential: Secret | None) -> None:
+        """Revoke the token this process minted for ``run`` after its lease was lost.
+
+        Not fenced, and the one side effect so: the value never left this process (no store was
+        written before VERIFIED, and the new holder cannot publish a token whose value it never
+        had), so no store can hold it, and the id is the issuer's answer to this run's own request.
+        Without this, a mint that finished after the new holder's recovery searched the run's tag
+        would stay valid with no record (an orphan). The run's journal row is not touched."""
+        self.log.warning("run %s lost its lease after minting token %s: revoking it (never published)",
+                         run.run_id, minted.token_id)
+        try:
+            self._call(lambda: self.issuer.revoke(minted.token_id, credential), f"revoke {minted.token_id}")
+        except Exception as exc:  # the LeaseLost that brought us here is what the caller must see
+            self.log.error("could not revoke token %s, minted by run %s after it lost its lease: %s; `rotator "
+                           "inventory` lists it as an orphan", minted.token_id, run.run_id, _describe(exc))
+            self._event("revoke_orphan", "failed", run.run_id, token_id=minted.token_id, error=_describe(exc))
+            return
+        self._event("revoke_orphan", "ok", run.run_id, token_id=minted.token_id,
+                    note="minted by this run after it lost its lease")
 
     # ------------------------------------------------------------------ recovery
     def _recover_locked(self) -> list[str]:

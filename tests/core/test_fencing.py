@@ -630,3 +630,50 @@ def test_a_child_started_past_its_deadline_exits_before_it_runs_anything() -> No
         timely = subprocess.run([sys.executable, "-c", "print('ran')"], capture_output=True, text=True,
                                 preexec_fn=die_with_parent())  # noqa: PLW1509
     assert (timely.returncode, timely.stdout) == (0, "ran\n")
+
+
+def test_a_mint_that_finishes_after_recovery_closed_its_run_is_revoked_by_the_run_that_minted_it(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """Run A's influxctl child is still creating the token when A's lease runs out (A paused, or its
+    child slow). Recovery (B) searches the run's tag once the mint window has passed, finds nothing
+    yet and closes the run. Then the create lands and A gets the token back: A cannot journal it
+    (its lease is gone), and must not leave it valid with no record: it revokes what it minted."""
+    from rotator.config.policy import load_config
+    from rotator.core.engine import Engine
+    from tests.harness import live_tagged
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
+    marker = tmp_path / "create-started"
+    sc.fake.add_fault("management create", "pause", seconds=4, marker=marker)
+    config = load_config(sc.config)
+    journal = open_journal(config.journal_url())
+    engine_a = Engine(config.policies[0], journal, lease_ttl=timedelta(seconds=2), holder="hostA:1:a:0")
+    thread, outcome = _rotate_in_a_thread(engine_a)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline and thread.is_alive(), outcome
+            time.sleep(0.02)
+        (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
+        time.sleep(2.2)  # past A's lease; the child is still inside its create
+        let_mint_window_pass(sc)
+        proc = sc.cli("recover")
+        assert proc.returncode == 0 and "none found" in proc.stdout, proc.stdout + proc.stderr
+        assert not live_tagged(sc.fake.tokens(), sc.policy), "the create had not landed yet"
+    finally:
+        thread.join(90)
+    assert isinstance(outcome.get("error"), LeaseLost), outcome
+    journal.close()
+    assert not live_tagged(sc.fake.tokens(), sc.policy), "A left the token it minted after recovery valid"
+    minted = [t["id"] for t in sc.fake.tokens() if t["description"].endswith(run_id)]
+    assert len(minted) == 1 and sc.fake.token_by_id(minted[0])["revoked_at"], minted
+    assert sc.journal_rows(
+        "SELECT result FROM events WHERE step = 'revoke_orphan' AND run_id = ?"
+        if not sc.journal_url else "SELECT result FROM events WHERE step = 'revoke_orphan' AND run_id = %s",
+        run_id) == [("ok",)]
+    assert sc.current()["token_id"] == sc.bootstrap_id
+    check_invariants(sc)
+    proc = sc.cli("rotate", sc.policy)
+    assert proc.returncode == 0, proc.stderr
+    check_invariants(sc)
+
