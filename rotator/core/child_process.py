@@ -57,6 +57,18 @@ def start_children_within(seconds: float) -> Iterator[None]:
         _FORK_DEADLINE.reset(token)
 
 
+@contextmanager
+def reading() -> Iterator[None]:
+    """Children started in this block only read (a list after a create or a revoke): no start
+    deadline. One started late changes nothing, and refusing it would fail a side effect that
+    happened already (a slow ``create`` whose id is read by the ``list`` after it)."""
+    token = _FORK_DEADLINE.set(None)
+    try:
+        yield
+    finally:
+        _FORK_DEADLINE.reset(token)
+
+
 def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` for :class:`subprocess.Popen`: SIGKILL the child when its parent dies, even by kill -9.
 

@@ -677,3 +677,27 @@ def test_a_mint_that_finishes_after_recovery_closed_its_run_is_revoked_by_the_ru
     assert proc.returncode == 0, proc.stderr
     check_invariants(sc)
 
+
+def test_the_start_deadline_of_a_side_effect_does_not_refuse_the_reads_after_it(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """influxctl <= 2.10 prints no id: the mint runs ``management list`` after its ``create``. A create
+    slower than the start deadline (here half the 2 s lease) must not make that read "not started":
+    the deadline guards the start of a side effect, and a read started late changes nothing. Before,
+    every try of a slow mint failed at its list, and its minted token was revoked by the next try."""
+    from rotator.config.policy import load_config
+    from rotator.core.engine import Engine
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
+    sc.fake.set(create_output="legacy")
+    sc.fake.add_fault("management create", "pause", seconds=1.3, marker=tmp_path / "create-started")
+    config = load_config(sc.config)
+    journal = open_journal(config.journal_url())
+    try:
+        engine = Engine(config.policies[0], journal, lease_ttl=timedelta(seconds=2), holder="hostA:1:a:0")
+        result = engine.rotate()
+    finally:
+        journal.close()
+    assert result.state == "published", result
+    assert sc.current()["token_id"] == result.new_token_id
+    assert len([t for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:")]) == 1
+    check_invariants(sc)

@@ -40,6 +40,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar
 
 from rotator.config.timefmt import rfc3339_seconds
+from rotator.core.child_process import EXIT_PAST_DEADLINE, die_with_parent, reading
 from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings
 from rotator.core.credentials import SETTINGS_CONFIG, CredentialRef, SettingsValue
@@ -502,8 +503,6 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     when rotator dies, even by ``kill -9`` of rotator's process alone (a supervisor, the OOM
     killer), so a killed rotator's ``management create`` cannot complete after recovery looked.
     """
-    from rotator.core.child_process import die_with_parent
-
     process = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -565,11 +564,9 @@ def error_for_exit(
     """
     if proc.returncode < 0:
         return TransientError(ERR_SIGNAL.format(command=command, signal=-proc.returncode), hint=HINT_KILLED)
-    from rotator.core.child_process import EXIT_PAST_DEADLINE
-
     if proc.returncode == EXIT_PAST_DEADLINE and not proc.stdout and not proc.stderr:
         return TransientError(
-            f"influxctl {command} was not started: rotator was paused (or starved) for longer than allowed "
+            f"{command} was not started: rotator was paused (or starved) for longer than allowed "
             "between its lease check and the start", hint="rotator checks its lease again before it retries")
     message = ERR_EXIT.format(command=command, code=proc.returncode)
     detail = _last_stderr_line(proc.stderr or "")
@@ -1012,7 +1009,8 @@ class InfluxctlIssuer(Generic[SettingsT]):
     def _list(self, auth: ProfileAuth, args: Sequence[str] | None = None) -> list[Mapping[str, Any]]:
         """The items a list command (default :attr:`list_args`) printed."""
         args = self.list_args if args is None else args
-        return parse_json_array(self._run(args, auth), command_name(args))
+        with reading():  # also inside a side effect's call (the id after a create): it changes nothing
+            return parse_json_array(self._run(args, auth), command_name(args))
 
     def _list_tokens(self, auth: ProfileAuth) -> list[TokenInfo]:
         name = command_name(self.list_args)
