@@ -6,6 +6,11 @@ after recovery looked, or an OpenBao dev server holding its port for hours. On L
 ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` in the child, between ``fork`` and ``exec``, has the kernel
 kill it when its parent goes. Elsewhere there is no such mechanism and :func:`die_with_parent`
 returns ``None`` (the callers still kill their children on every path they see).
+
+Nor does a child stop when its parent is *paused* (SIGSTOP, a GC pause, a frozen VM): rotator's
+own timeout cannot fire then. A side effect's child runs under ``child_watchdog.py``, a process of
+its own that kills it at its deadline (:func:`side_effect_command`), and starts only within a
+deadline of its lease check (:func:`start_children_within`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -38,6 +43,14 @@ def _load_prctl() -> Callable[..., int] | None:
         return None
     return function
 
+
+#: the script that bounds a side effect's child while rotator is paused (stdlib only, run by path)
+_WATCHDOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child_watchdog.py")
+#: what the watchdog exits with when it cannot execute the command, and its stderr line's start
+_WATCHDOG_NOT_EXECUTED = 127  # = child_watchdog.EXIT_NOT_EXECUTED (the script imports nothing of rotator)
+_WATCHDOG_ERRNO_PREFIX = "rotator-child-watchdog: errno "  # = child_watchdog.ERRNO_PREFIX
+#: the watchdog kills a side effect's child this long after the caller's own timeout would have
+WATCHDOG_MARGIN_S = 1.0
 
 #: the CLOCK_MONOTONIC time after which a child about to be started must not run (None: no limit)
 _FORK_DEADLINE: ContextVar[float | None] = ContextVar("rotator_fork_deadline", default=None)
@@ -69,8 +82,36 @@ def reading() -> Iterator[None]:
         _FORK_DEADLINE.reset(token)
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` for :class:`subprocess.Popen`: SIGKILL the child when its parent dies, even by kill -9.
+def side_effect_command(argv: Sequence[str], timeout_s: float) -> tuple[list[str], signal.Signals]:
+    """The command line to start for ``argv``, and the signal it must get when rotator dies.
+
+    A side effect's child (started in :func:`start_children_within`, outside :func:`reading`) runs
+    under ``child_watchdog.py``, which kills it ``timeout_s`` (+ a margin) from now even while
+    rotator is paused, when rotator's own timeout cannot fire: recovery's mint window assumes no
+    child of a run outlives its call timeout. The watchdog gets SIGTERM when rotator dies and kills
+    the child then. Other children run as they are, with SIGKILL. A frozen Python (no interpreter to
+    run the script with) runs every child as it is."""
+    if _FORK_DEADLINE.get() is None or not sys.executable or getattr(sys, "frozen", False):
+        return list(argv), signal.SIGKILL
+    deadline = time.monotonic() + timeout_s + WATCHDOG_MARGIN_S
+    return [sys.executable, "-I", "-S", _WATCHDOG, repr(deadline), "--", *argv], signal.SIGTERM
+
+
+def exec_error(returncode: int, stderr: str | None) -> OSError | None:
+    """The error that kept the watchdog from executing its command (as :class:`subprocess.Popen`
+    raises it when it cannot execute a command itself); None when the command ran."""
+    if returncode != _WATCHDOG_NOT_EXECUTED or not stderr:
+        return None
+    last = stderr.rstrip("\n").rsplit("\n", 1)[-1]
+    if not last.startswith(_WATCHDOG_ERRNO_PREFIX) or not last[len(_WATCHDOG_ERRNO_PREFIX):].isdigit():
+        return None
+    number = int(last[len(_WATCHDOG_ERRNO_PREFIX):])
+    return OSError(number, os.strerror(number))
+
+
+def die_with_parent(death_signal: signal.Signals = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen`: ``death_signal`` (SIGKILL) to the child when its
+    parent dies, even by kill -9.
 
     ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process:
     start the child from a thread that lives as long as the child should (the thread that waits
@@ -88,10 +129,11 @@ def die_with_parent() -> Callable[[], None] | None:
     if prctl is None and deadline is None:
         return None
     parent_pid = os.getpid()
+    number = int(death_signal)
 
     def preexec() -> None:
         if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            prctl(_PR_SET_PDEATHSIG, number, 0, 0, 0)
             if os.getppid() != parent_pid:
                 os._exit(137)
         # In the child, after the fork: a parent paused between its lease check and the fork starts

@@ -54,12 +54,13 @@ DRIVER = textwrap.dedent(
     from rotator.adapters.influxctl.database import InfluxctlDatabaseIssuer, InfluxctlDatabaseSettings
     from rotator.adapters.influxctl.management import InfluxctlManagementIssuer, InfluxctlManagementSettings
     from rotator.config.adapter_settings import validate_settings
+    from rotator.core.child_process import start_children_within
     from rotator.core.contracts import MintRequest
 
-    kind, binary, description = sys.argv[1:4]
+    kind, binary, description, timeout_s, side_effect = sys.argv[1:6]
     common = {
         "influxctl": binary,
-        "timeout_s": 60,
+        "timeout_s": float(timeout_s),
         "profile": {"product": "clustered", "host": "influxdb.example.test"},
         "auth": {"method": "mgmt_token", "token": {"env": "DRIVER_MGMT_TOKEN"}},
     }
@@ -69,7 +70,11 @@ DRIVER = textwrap.dedent(
         settings = validate_settings(InfluxctlDatabaseSettings, {**common, "permissions": {"read": ["db1"]}})
         issuer = InfluxctlDatabaseIssuer(settings)
     expires = datetime.now(UTC) + timedelta(days=1)
-    issuer.mint(MintRequest("slow", "killed", description, expires), None)
+    if side_effect == "yes":  # as the engine mints: right after its lease check (Engine._fenced_call)
+        with start_children_within(30):
+            issuer.mint(MintRequest("slow", "killed", description, expires), None)
+    else:
+        issuer.mint(MintRequest("slow", "killed", description, expires), None)
     print("minted: the test should have killed this process")
     """
 )
@@ -117,11 +122,28 @@ def _term_ignoring_wrapper(tmp_path: Path, fake: FakeInfluxctlFixture) -> Path:
     return wrapper
 
 
+def _start_driver(fake: FakeInfluxctlFixture, tmp_path: Path, manager: str, kind: str, binary: Path | str,
+                  *, timeout_s: float = 60, side_effect: bool = False) -> subprocess.Popen[bytes]:
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {**fake.env, "DRIVER_MGMT_TOKEN": manager, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, str(script), kind, str(binary), DESCRIPTION, str(timeout_s), "yes" if side_effect else "no"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # the driver's own group: the test's kill must not reach the child by group
+    )
+
+
+@pytest.mark.parametrize("side_effect", [False, True], ids=["call", "side-effect"])
 @pytest.mark.parametrize("ignore_term", [False, True], ids=["plain", "ignores-SIGTERM"])
 @pytest.mark.parametrize("kind", ["management", "database"])
 def test_kill_9_of_rotator_alone_kills_the_influxctl_child_before_it_creates(
-    fake_influxctl: FakeInfluxctlFixture, tmp_path: Path, kind: str, ignore_term: bool
+    fake_influxctl: FakeInfluxctlFixture, tmp_path: Path, kind: str, ignore_term: bool, side_effect: bool
 ) -> None:
+    """Also for a side effect's child, which runs under the watchdog (the watchdog's death signal is
+    SIGTERM, on which it kills its group)."""
     state = fake_influxctl.state
     manager, _ = state.add_token("automation manager")
     state.add_database("db1")
@@ -129,18 +151,8 @@ def test_kill_9_of_rotator_alone_kills_the_influxctl_child_before_it_creates(
     command = "management create" if kind == "management" else "token create"
     state.add_fault(command, "pause", seconds=PAUSE_S, marker=marker)
     binary = _term_ignoring_wrapper(tmp_path, fake_influxctl) if ignore_term else fake_influxctl.binary
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER)
-    env = {**fake_influxctl.env, "DRIVER_MGMT_TOKEN": manager, "PYTHONPATH": str(REPO)}
     before = {t["id"] for t in state.tokens()} | {t["id"] for t in state.db_tokens()}
-
-    driver = subprocess.Popen(
-        [sys.executable, str(script), kind, str(binary), DESCRIPTION],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # the driver's own group: the test's kill must not reach the child by group
-    )
+    driver = _start_driver(fake_influxctl, tmp_path, manager, kind, binary, side_effect=side_effect)
     try:
         child = int(_wait_for(marker))
         assert _alive(child)
@@ -162,7 +174,83 @@ def test_kill_9_of_rotator_alone_kills_the_influxctl_child_before_it_creates(
     assert set(after) == before, "the killed rotator's influxctl child created a token after all"
     assert not [t for t in after.values() if t.get("description") == DESCRIPTION]
     assert died_after < 1.0
-    assert group == child != driver_group, "influxctl leads its own process group (killed as a whole)"
+    assert group != driver_group, "influxctl runs in a process group of its own (killed as a whole)"
+    if not side_effect:
+        assert group == child, "influxctl leads its group"
+
+
+@pytest.mark.parametrize("kind", ["management", "database"])
+def test_a_side_effects_child_ends_at_its_timeout_while_rotator_is_paused(
+    fake_influxctl: FakeInfluxctlFixture, tmp_path: Path, kind: str
+) -> None:
+    """rotator is stopped (SIGSTOP) while its influxctl ``create`` runs: rotator's own timeout cannot
+    fire, and recovery elsewhere waits only the call's timeout (its mint window) before it searches
+    the run's tag. The watchdog kills the child at that timeout (+1 s), while rotator is still
+    stopped, so the create never lands after recovery looked. Before, it slept its 8 s and minted."""
+    state = fake_influxctl.state
+    manager, _ = state.add_token("automation manager")
+    state.add_database("db1")
+    marker = tmp_path / "create-started"
+    state.add_fault("management create" if kind == "management" else "token create", "pause", seconds=8,
+                    marker=marker)
+    before = {t["id"] for t in state.tokens()} | {t["id"] for t in state.db_tokens()}
+    driver = _start_driver(fake_influxctl, tmp_path, manager, kind, fake_influxctl.binary, timeout_s=2,
+                           side_effect=True)
+    try:
+        child = int(_wait_for(marker))
+        os.kill(driver.pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        assert _wait_dead(child, within_s=6.0), "the child of a stopped rotator outlived its timeout"
+        killed_after = time.monotonic() - stopped_at
+        assert Path(f"/proc/{driver.pid}/stat").read_text().rpartition(")")[2].split()[0] == "T", \
+            "rotator was stopped all along"
+        time.sleep(8.5 - killed_after)  # past the moment the paused create would have landed
+        after = {t["id"]: t for t in state.tokens()} | {t["id"]: t for t in state.db_tokens()}
+        assert set(after) == before, "the stopped rotator's child created a token after its timeout"
+        os.kill(driver.pid, signal.SIGCONT)
+        _out, err = driver.communicate(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode != 0 and b"minted" not in _out
+    assert b"TransientError" in err, err  # killed at its deadline, or past rotator's own timeout: retried
+
+
+def test_a_side_effects_child_reports_exit_codes_signals_output_and_exec_errors_as_a_plain_child_does(
+    tmp_path: Path,
+) -> None:
+    from rotator.core.child_process import start_children_within
+
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    cases = [
+        [sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"],
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"],
+    ]
+    for argv in cases:
+        plain = default_run(argv, 10)
+        with start_children_within(30):
+            watched = default_run(argv, 10)
+        assert (watched.args, watched.returncode, watched.stdout, watched.stderr) == (
+            plain.args, plain.returncode, plain.stdout, plain.stderr), argv
+    assert [default_run(argv, 10).returncode for argv in cases] == [3, -signal.SIGTERM]
+    for argv, error in ([str(tmp_path / "missing")], FileNotFoundError), ([str(script)], PermissionError):
+        with pytest.raises(error):
+            default_run(argv, 10)
+        with start_children_within(30), pytest.raises(error) as raised:
+            default_run(argv, 10)
+        assert raised.value.strerror, raised.value
+
+
+def test_the_watchdog_and_its_caller_agree_on_how_it_reports_a_command_it_could_not_execute() -> None:
+    from rotator.core import child_process, child_watchdog
+
+    assert child_watchdog.EXIT_NOT_EXECUTED == child_process._WATCHDOG_NOT_EXECUTED
+    assert child_watchdog.ERRNO_PREFIX == child_process._WATCHDOG_ERRNO_PREFIX
+    assert child_process.exec_error(127, f"{child_watchdog.ERRNO_PREFIX}2\n").errno == 2  # type: ignore[union-attr]
+    assert child_process.exec_error(127, "influxctl: some error\n") is None
+    assert child_process.exec_error(1, f"{child_watchdog.ERRNO_PREFIX}2\n") is None
 
 
 def test_a_timed_out_call_kills_the_whole_process_group(fake_influxctl: FakeInfluxctlFixture, tmp_path: Path) -> None:

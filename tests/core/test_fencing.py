@@ -701,3 +701,41 @@ def test_the_start_deadline_of_a_side_effect_does_not_refuse_the_reads_after_it(
     assert sc.current()["token_id"] == result.new_token_id
     assert len([t for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:")]) == 1
     check_invariants(sc)
+
+
+def test_a_rotator_stopped_inside_its_mint_and_then_killed_leaves_no_token_its_recovery_missed(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """A is stopped (SIGSTOP) while its influxctl ``create`` runs, past its lease; B recovers once the
+    mint window (mint start + the issuer's call timeout + a margin) has passed, finds no token with
+    the run's tag and closes the run; then A is killed while still stopped (a liveness probe). A's
+    child must have ended at its timeout although A could not kill it: otherwise its create lands
+    after B looked, and nothing ever revokes that token."""
+    from tests.harness import live_tagged
+
+    sc = _scenario(tmp_path, openbao, fake_influxctl, timeout_s=2)
+    marker = tmp_path / "create-started"
+    sc.fake.add_fault("management create", "pause", seconds=6, marker=marker)
+    a = _start(sc, "a", "", "rotate", sc.policy)
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert a.poll() is None and time.monotonic() < deadline, a.communicate()
+            time.sleep(0.02)
+        os.kill(a.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        time.sleep(LEASE_TTL_S + 2.5)  # past A's lease, and past its child's timeout (2 s, +1 s)
+        let_mint_window_pass(sc)
+        b = _run(sc, "b", "recover")
+        assert b.returncode == 0 and "none found" in b.stdout, b.stdout + b.stderr
+        time.sleep(max(0.0, 6.5 - (time.monotonic() - stopped)))  # past the moment the create would land
+        os.kill(a.pid, signal.SIGKILL)
+        a.communicate(timeout=30)
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.communicate()
+    assert not live_tagged(sc.fake.tokens(), sc.policy), "the stopped rotator's child minted after recovery"
+    assert sc.current()["token_id"] == sc.bootstrap_id
+    proc = _run(sc, "b", "rotate", sc.policy)  # (also sweeps the private config the killed A left)
+    assert proc.returncode == 0, proc.stderr
+    check_invariants(sc)

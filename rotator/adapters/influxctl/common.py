@@ -40,7 +40,13 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar
 
 from rotator.config.timefmt import rfc3339_seconds
-from rotator.core.child_process import EXIT_PAST_DEADLINE, die_with_parent, reading
+from rotator.core.child_process import (
+    EXIT_PAST_DEADLINE,
+    die_with_parent,
+    exec_error,
+    reading,
+    side_effect_command,
+)
 from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings
 from rotator.core.credentials import SETTINGS_CONFIG, CredentialRef, SettingsValue
@@ -502,9 +508,13 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     killed (SIGKILL) when the call times out, fails or returns, and on Linux it gets SIGKILL
     when rotator dies, even by ``kill -9`` of rotator's process alone (a supervisor, the OOM
     killer), so a killed rotator's ``management create`` cannot complete after recovery looked.
+    A side effect's command (a create, a revoke: started in ``start_children_within``) also ends
+    at ``timeout_s`` (+1 s) while rotator is paused and cannot kill it: it runs under the watchdog
+    of :func:`~rotator.core.child_process.side_effect_command`.
     """
+    command, death_signal = side_effect_command(argv, timeout_s)  # a mint or a revoke: under a watchdog
     process = subprocess.Popen(
-        list(argv),
+        command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -514,7 +524,7 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
         process_group=0,  # its own group, so that the group can be killed as a whole
         # The thread that starts influxctl is the one that waits for it (this call returns only once
         # the child is gone), so PR_SET_PDEATHSIG fires only when rotator itself dies.
-        preexec_fn=die_with_parent(),  # noqa: PLW1509  (resolved before fork, takes no lock)
+        preexec_fn=die_with_parent(death_signal),  # noqa: PLW1509  (resolved before fork, takes no lock)
     )
     try:
         try:
@@ -530,7 +540,10 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
         if process.poll() is None:
             process.kill()
             process.wait()
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    not_executed = exec_error(process.returncode, stderr)
+    if not_executed is not None:
+        raise not_executed
+    return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
 
 
 def go_duration(seconds: float) -> str:
@@ -943,8 +956,9 @@ class InfluxctlIssuer(Generic[SettingsT]):
 
         The longest calls run two influxctl commands (``create`` then, for influxctl <= 2.10, a
         ``list`` for the id; ``revoke`` then ``list``), each bounded by ``timeout_s`` (the child is
-        killed then) plus a margin to start it and kill its process group. A child never outlives
-        rotator (see :func:`default_run`), so a dead run's mint cannot complete after this.
+        killed then, by its watchdog if rotator is paused) plus a margin to start it and kill its
+        process group. A child never outlives rotator (see :func:`default_run`), so a dead or paused
+        run's mint cannot complete after this.
         """
         return _COMMANDS_PER_CALL * (self.settings.timeout_s + _CHILD_MARGIN_S)
 
