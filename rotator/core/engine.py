@@ -143,10 +143,11 @@ class RunResult:
 
 
 def default_holder() -> str:
-    """``instance:pid:nonce:pidns``. The instance is $ROTATOR_INSTANCE (e.g. a pod name) or the host
-    name; ``pidns`` names the process's PID namespace (Linux; empty elsewhere): a process id means
-    nothing outside it (a container that shares the host name)."""
-    return f"{audit_chain.instance_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_namespace()}"
+    """``instance:pid:nonce:pidns:boot``. The instance is $ROTATOR_INSTANCE (e.g. a pod name) or the
+    host name; ``pidns`` names the process's PID namespace and ``boot`` the kernel's boot (Linux; both
+    empty elsewhere): a process id means nothing outside them (a container that shares the host name,
+    another machine with the same name, the same machine before a reboot)."""
+    return f"{audit_chain.instance_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_namespace()}:{_boot_id()}"
 
 
 @functools.cache
@@ -157,6 +158,19 @@ def _pid_namespace() -> str:
     except OSError:
         return ""
     return link.removeprefix("pid:[").removesuffix("]")
+
+
+@functools.cache
+def _boot_id() -> str:
+    """The running kernel's random boot id, without its dashes ("" where there is none). Two
+    machines that share a host name have the same initial PID namespace inode, but not this."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as file:
+            digits = file.read(64).strip().replace(b"-", b"").decode("ascii").lower()
+        int(digits, 16)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return ""
+    return digits if len(digits) == 32 else ""
 
 
 
@@ -1196,12 +1210,16 @@ class Engine:
 
 
 def _holder_is_dead(holder: str) -> bool:
-    """True when ``holder`` (instance:pid:nonce:pidns) names a process of this host and this PID
-    namespace that no longer exists. A holder from another namespace (a container with the same host
-    name), or from a version that did not record it, cannot be checked: its lease expires instead."""
-    host, pid_text, _nonce, namespace = ([*holder.split(":", 3), "", "", ""])[:4]
+    """True when ``holder`` (instance:pid:nonce:pidns:boot) names a process of this host, this boot and
+    this PID namespace that no longer exists. A holder from another namespace (a container with the
+    same host name), another boot (another machine with the same name, or this one before a reboot),
+    or a version that did not record both, cannot be checked: its lease expires instead."""
+    parts = holder.rsplit(":", 4)  # from the right: an instance name may hold a colon
+    if len(parts) != 5:
+        return False
+    host, pid_text, _nonce, namespace, boot = parts
     if host != audit_chain.instance_name() or not pid_text.isdigit() or namespace != _pid_namespace() \
-            or holder.count(":") != 3:
+            or boot != _boot_id():
         return False
     try:
         os.kill(int(pid_text), 0)

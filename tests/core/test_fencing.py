@@ -481,25 +481,37 @@ def test_a_take_over_right_after_the_holder_s_commit_is_seen_before_its_next_sid
     b.close()
 
 
-def test_a_holder_is_taken_for_dead_only_in_this_host_s_and_this_pid_namespace_s_terms() -> None:
+def test_a_holder_is_taken_for_dead_only_in_this_host_s_and_this_pid_namespace_s_terms(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # (and this boot's)
     """A lease is taken over at once only from a holder whose process is gone, judged by its process
     id: an id of another PID namespace (a container that shares the host name) says nothing here, nor
-    does a holder written without its namespace; both wait for the lease to expire."""
+    does one of another boot (another machine with the same host name, whose initial PID namespace
+    has the same inode; this one before a reboot), nor a holder written without both; all of those
+    wait for the lease to expire."""
     import subprocess
     import sys
 
     from rotator.core import audit_chain
-    from rotator.core.engine import _holder_is_dead, _pid_namespace, default_holder
+    from rotator.core.engine import _boot_id, _holder_is_dead, _pid_namespace, default_holder
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    instance, namespace = audit_chain.instance_name(), _pid_namespace()
-    assert default_holder().startswith(f"{instance}:{os.getpid()}:") and default_holder().endswith(f":{namespace}")
-    assert _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}")
-    assert not _holder_is_dead(f"{instance}:{os.getpid()}:abcd1234:{namespace}"), "alive"
-    assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}0"), "another PID namespace"
+    instance, namespace, boot = audit_chain.instance_name(), _pid_namespace(), _boot_id()
+    assert len(boot) == 32 and int(boot, 16) >= 0, "Linux has a boot id"
+    assert default_holder().startswith(f"{instance}:{os.getpid()}:")
+    assert default_holder().endswith(f":{namespace}:{boot}")
+    assert _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}:{boot}")
+    assert not _holder_is_dead(f"{instance}:{os.getpid()}:abcd1234:{namespace}:{boot}"), "alive"
+    assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}0:{boot}"), "another PID namespace"
+    other_boot = f"{(int(boot, 16) + 1) % 16**32:032x}"
+    assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}:{other_boot}"), "another boot"
+    assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}"), "written without its boot"
     assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234"), "written without its namespace"
-    assert not _holder_is_dead(f"other-{instance}:{child.pid}:abcd1234:{namespace}"), "another instance"
+    assert not _holder_is_dead(f"other-{instance}:{child.pid}:abcd1234:{namespace}:{boot}"), "another instance"
+    # An instance name with a colon in it (ROTATOR_INSTANCE="pod:a"): the holder is read from the right.
+    monkeypatch.setattr(audit_chain, "instance_name", lambda: "pod:a")
+    assert _holder_is_dead(f"pod:a:{child.pid}:abcd1234:{namespace}:{boot}")
+    assert not _holder_is_dead(f"pod:b:{child.pid}:abcd1234:{namespace}:{boot}")
 
 
 def _rotate_in_a_thread(engine: Any) -> tuple[Any, dict[str, Any]]:
