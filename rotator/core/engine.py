@@ -729,8 +729,8 @@ class Engine:
         try:
             self._call(lambda: self.issuer.revoke(minted.token_id, credential), f"revoke {minted.token_id}")
         except Exception as exc:  # the LeaseLost that brought us here is what the caller must see
-            self.log.error("could not revoke token %s, minted by run %s after it lost its lease: %s; `rotator "
-                           "inventory` lists it as an orphan", minted.token_id, run.run_id, _describe(exc))
+            self.log.error("could not revoke token %s, minted by run %s after it lost its lease: %s; "
+                           "`rotator inventory` lists it as an orphan", minted.token_id, run.run_id, _describe(exc))
             self._event("revoke_orphan", "failed", run.run_id, token_id=minted.token_id, error=_describe(exc))
             return
         self._event("revoke_orphan", "ok", run.run_id, token_id=minted.token_id,
