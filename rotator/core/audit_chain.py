@@ -843,11 +843,25 @@ _FAILED_RESULTS = ("failed", "error", "partial")
 LAST_PUBLISHED_ELSEWHERE = "last_published_elsewhere"
 
 
+def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An event row's detail as a dict (the column holds its JSON text); {} when it is not an object."""
+    detail = row.get("detail")
+    if isinstance(detail, str):
+        try:
+            detail = json.loads(detail)
+        except ValueError:
+            return {}
+    return detail if isinstance(detail, dict) else {}
+
+
 def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str]) -> dict[str, Any]:
     """Per policy over the pruned events: rotations, revocations, failures, the longest a published
     token lived before the next one (max token age, seconds), and the last publish time (carried on:
     ``last_published`` is each policy's before these events)."""
     policies: dict[str, dict[str, Any]] = {}
+    #: per policy, when its current token was created where that is before its publication (a
+    #: bootstrapped token's creation, from its event): its age counts from then
+    created: dict[str, str] = {}
     for row in rows:
         if row["step"] == "prune":
             continue
@@ -858,10 +872,14 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
         step, result = row["step"], row["result"]
         if step in ("published", "bootstrap") and result == "ok":
             entry["rotations"] += 1
-            if entry["last_published_at"]:
-                age = (_parse(row["at"]) - _parse(entry["last_published_at"])).total_seconds()
+            since = created.pop(str(row["policy"]), None) or entry["last_published_at"]
+            if since:
+                age = (_parse(row["at"]) - _parse(since)).total_seconds()
                 entry["max_token_age_seconds"] = max(entry["max_token_age_seconds"], int(age))
             entry["last_published_at"] = row["at"]
+            made = _detail_of(row).get("token_created_at") if step == "bootstrap" else None
+            if isinstance(made, str) and made < str(row["at"]):
+                created[str(row["policy"])] = made
         elif step == "revoke_old" and result == "ok":
             entry["revocations"] += 1
         elif result in _FAILED_RESULTS:

@@ -5,9 +5,11 @@ Used by ``rotator status`` and ``rotator plan`` (rotator/observe/status.py, whic
 
 - a policy with no successful rotation yet is due now (its first token comes from ``rotator
   bootstrap``; a rotation run says so);
-- otherwise it is due at ``policy.schedule.next_due(last publication, now)``: the interval or
-  cron schedule from the last successful publication, moved into the policy's window if it has
-  one (rotator/config/schedule.py);
+- otherwise it is due at ``policy.schedule.next_due(since, now)``: the interval or cron schedule
+  from when the current token began to age, moved into the policy's window if it has one
+  (rotator/config/schedule.py). That is its publication, or for a bootstrapped token its creation
+  at the issuer when the journal has it (``RunRecord.token_since``): a token a person created a year
+  ago is as old on the day it is bootstrapped;
 - an unfinished run of the policy does not make it due, but it must not wait a whole interval
   either: :attr:`Due.recover_first` tells a caller that is not going to rotate to recover it.
 
@@ -63,6 +65,8 @@ class Due(NamedTuple):
     now: datetime
     #: the policy's max_age (rotator/observe/compliance.py: max_age_of)
     max_age: timedelta
+    #: when the current token began to age (RunRecord.token_since); None: never rotated
+    token_since: datetime | None = None
 
     @property
     def recover_first(self) -> bool:
@@ -72,30 +76,45 @@ class Due(NamedTuple):
     @property
     def too_old(self) -> bool:
         """The current token is older than max_age: the rotation is due and late (see rotator/observe/compliance.py)."""
-        return self.rotated_at is not None and self.now - self.rotated_at > self.max_age
+        since = self.since
+        return since is not None and self.now - since > self.max_age
+
+    @property
+    def since(self) -> datetime | None:
+        """When the current token began to age (its publication unless the journal knows better)."""
+        return self.token_since if self.token_since is not None else self.rotated_at
 
     def reason(self) -> str:
         """Why, in one line (shown by ``rotator status --output json`` and ``rotator plan``)."""
-        return explain(self.due, self.next_due, self.rotated_at, self.now)
+        return explain(self.due, self.next_due, self.rotated_at, self.now, self.token_since)
 
 
-def explain(due: bool, next_due: datetime, rotated_at: datetime | None, now: datetime) -> str:
+def explain(due: bool, next_due: datetime, rotated_at: datetime | None, now: datetime,
+            token_since: datetime | None = None) -> str:
     """The one-line reason of a decision (:meth:`Due.reason`)."""
     if rotated_at is None:
         return "no token yet: run `rotator bootstrap` with the first, human-created token"
     if due:
+        if token_since is not None and token_since < rotated_at:
+            return (f"due: the current token was created {format_duration(now - token_since, units=2)} ago "
+                    f"(published {format_duration(now - rotated_at, units=2)} ago)")
         return f"due: last rotation {format_duration(now - rotated_at, units=2)} ago"
     return f"not due for {format_duration(next_due - now, units=2)}"
 
 
-def decide(policy: Scheduled, rotated_at: datetime | None, now: datetime, open_runs: int = 0) -> Due:
+def decide(policy: Scheduled, rotated_at: datetime | None, now: datetime, open_runs: int = 0,
+           token_since: datetime | None = None) -> Due:
     """The decision from its inputs: the policy (schedule, window, max_age), the publication time of
-    its last successful rotation (None: never), the number of its unfinished runs, and ``now``."""
-    next_due = policy.schedule.next_due(rotated_at, now)
-    return Due(next_due <= now, next_due, rotated_at, open_runs, now, max_age_of(policy))
+    its last successful rotation (None: never), the number of its unfinished runs, ``now``, and when
+    the current token began to age (``token_since``, RunRecord.token_since; None: its publication)."""
+    since = token_since if token_since is not None and rotated_at is not None else rotated_at
+    next_due = policy.schedule.next_due(since, now)
+    return Due(next_due <= now, next_due, rotated_at, open_runs, now, max_age_of(policy),
+               since if since != rotated_at else None)
 
 
 def due_now(policy: Scheduled, journal: Journal, clock: Clock) -> Due:
     """:func:`decide` with its inputs read from ``journal`` at ``clock.now()``."""
     last = journal.last_success(policy.name)
-    return decide(policy, last.published_at if last else None, clock.now(), len(journal.open_runs(policy.name)))
+    return decide(policy, last.published_at if last else None, clock.now(), len(journal.open_runs(policy.name)),
+                  last.token_since if last else None)

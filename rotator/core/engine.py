@@ -63,7 +63,7 @@ from rotator.core.errors import (
     TransientError,
 )
 from rotator.core.errors import describe as _describe
-from rotator.core.journal import Journal, Preflight, Revocation, RevocationState, RunRecord, RunState
+from rotator.core.journal import Journal, Preflight, Revocation, RevocationState, RunRecord, RunState, ts
 from rotator.core.retry import RetryPolicy, call_with_retry
 from rotator.core.revocation_rule import Claim, carries_tag, check_not_current, check_revocable
 from rotator.core.secret import REDACTOR, Secret
@@ -424,14 +424,14 @@ class Engine:
                     "bootstrapped; it is the token rotator revokes after the first rotation's grace: make sure the "
                     "id is this token's", "nothing" if matches is None else "no match", token_id)
             now = self.clock.now()
-            # The journal counts the token's age from this publication (what a report and `status` show);
-            # the issuer knows it is older. Say so now: the first rotation comes a whole schedule later.
-            if info.created_at is not None and now - info.created_at > max_age_of(self.policy):
+            # The token's age counts from its creation, which the issuer knows (status, the report, the
+            # schedule: rotator/core/journal.py RunRecord.token_since); the journal keeps it with the run.
+            created = info.created_at if info.created_at is not None and info.created_at < now else None
+            if created is not None and now - created > max_age_of(self.policy):
                 self.log.warning(
-                    "token %s was created %s ago, longer than the policy's max_age (%s); the journal counts its "
-                    "age from this bootstrap: rotate it now with `rotator rotate %s`", token_id,
-                    format_duration(now - info.created_at), format_duration(max_age_of(self.policy)),
-                    self.policy.name)
+                    "token %s was created %s ago, longer than the policy's max_age (%s): its rotation is due "
+                    "now (a daemon rotates it at its next pass; else `rotator rotate %s`)", token_id,
+                    format_duration(now - created), format_duration(max_age_of(self.policy)), self.policy.name)
             replaced_ids = {s.token_id for s in states.values() if s.token_id and s.token_id != token_id}
             # rotator's own record of the token it published last: a store whose payload is unreadable,
             # was overwritten or deleted (a plain bootstrap into emptied stores) no longer names it, and
@@ -449,7 +449,7 @@ class Engine:
             run = self._new_run("bootstrap", old_token_id=None, planned={n: s.version for n, s in states.items()})
             # The id recorded here is what lets rotator revoke this human-made token later (invariant 8).
             self.journal.update_run(run, fence=self._fence, state=RunState.PUBLISHING, new_token_id=token_id,
-                                    new_expires_at=expires_at or info.expires_at)
+                                    new_expires_at=expires_at or info.expires_at, token_created_at=created)
             if replace:
                 self._event("bootstrap", "replace", run.run_id, token_id=token_id, replaced=",".join(replaced),
                             reason=reason or "(none given)")
@@ -488,7 +488,7 @@ class Engine:
                 for extra in revocations[1:]:
                     self.journal.schedule_revocation(extra, fence=self._fence)
                 self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None,
-                            also_revoke=also)
+                            also_revoke=also, token_created_at=ts(created) if created is not None else None)
             if also:
                 self.log.warning("no store names token %s, the token rotator published last, any more: it is "
                                  "revoked after grace", also)

@@ -155,6 +155,18 @@ class RunRecord:
     #: when the (last) mint call started: a child process of a dead rotator may still mint until
     #: this plus the issuer's call timeout (see Engine._recover_run)
     mint_started_at: datetime | None = None
+    #: when the issuer created the run's token, where that is earlier than its publication: a
+    #: bootstrapped token (a person created it, maybe long before). None: a minted token, or the
+    #: issuer did not say
+    token_created_at: datetime | None = None
+
+    @property
+    def token_since(self) -> datetime | None:
+        """When the run's token began to age: its creation at the issuer where the journal has it,
+        else its publication (what max_age bounds, and what the schedule counts from)."""
+        if self.token_created_at is not None and self.published_at is not None:
+            return min(self.token_created_at, self.published_at)
+        return self.published_at
 
 
 @dataclass
@@ -248,12 +260,16 @@ _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     CREATE INDEX revocations_policy_state_due ON revocations (policy, state, due_at);
     DROP INDEX revocations_policy_state
     """,
+    # 7: when the issuer created a bootstrapped token: its age counts from then, not from the bootstrap
+    """
+    ALTER TABLE runs ADD COLUMN token_created_at TEXT
+    """,
 )
 
 _RUN_COLUMNS = (
     "run_id", "policy", "kind", "state", "started_at", "updated_at", "old_token_id", "new_token_id",
     "new_expires_at", "published_at", "finished_at", "planned_versions", "published_versions", "error",
-    "fence", "mint_started_at",
+    "fence", "mint_started_at", "token_created_at",
 )  # fmt: skip
 _REV_COLUMNS = (
     "policy", "token_id", "run_id", "reason", "due_at", "state", "attempts", "next_try_at",
@@ -1422,7 +1438,8 @@ class Overview:
 
 
 _LAST_SQL = (
-    "SELECT r.policy, r.run_id, r.published_at, r.new_token_id, r.new_expires_at FROM runs r JOIN "
+    "SELECT r.policy, r.run_id, r.published_at, r.new_token_id, r.new_expires_at, r.token_created_at FROM runs r "
+    "JOIN "
     "(SELECT policy, MAX(published_at) AS m FROM runs WHERE state IN ({ok}){where} GROUP BY policy) x "
     "ON r.policy = x.policy AND r.published_at = x.m WHERE r.state IN ({ok})"
 )
@@ -1434,10 +1451,11 @@ def _last_rows(cur: _Cursor, where: str, params: Sequence[Any], now: datetime) -
     ok = ", ".join("?" * len(success))
     rows = cur.execute(_LAST_SQL.format(ok=ok, where=where), (*success, *params, *success)).fetchall()
     last = {}
-    for policy, run_id, published, token_id, expires in rows:
+    for policy, run_id, published, token_id, expires, created in rows:
         at = _dt(published)
         last[policy] = RunRecord(run_id, policy, RunState.DONE, "rotate", at or now, at or now,
-                                 new_token_id=token_id, new_expires_at=_dt(expires), published_at=at)
+                                 new_token_id=token_id, new_expires_at=_dt(expires), published_at=at,
+                                 token_created_at=_dt(created))
     return last
 
 
@@ -1841,7 +1859,7 @@ def _run_row_of(v: Mapping[str, Any]) -> tuple[Any, ...]:
         v["old_token_id"], v["new_token_id"], _ts_or_none(v["new_expires_at"]), _ts_or_none(v["published_at"]),
         _ts_or_none(v["finished_at"]), _versions_text(v["planned_versions"]),
         _versions_text(v["published_versions"]), v["error"], v["fence"],
-        _ts_or_none(v["mint_started_at"]),
+        _ts_or_none(v["mint_started_at"]), _ts_or_none(v["token_created_at"]),
     )  # fmt: skip
 
 
@@ -1876,7 +1894,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         new_expires_at=_dt(d["new_expires_at"]), published_at=_dt(d["published_at"]),
         finished_at=_dt(d["finished_at"]), planned_versions=json.loads(d["planned_versions"]),
         published_versions=json.loads(d["published_versions"]), error=d["error"],
-        fence=d["fence"], mint_started_at=_dt(d["mint_started_at"]),
+        fence=d["fence"], mint_started_at=_dt(d["mint_started_at"]), token_created_at=_dt(d["token_created_at"]),
     )  # fmt: skip
     _set_stored_row(run, tuple(row))
     return run

@@ -37,11 +37,12 @@ def revocations_overdue(revocations: Sequence[Revocation], now: datetime, slack:
     return [r for r in revocations if r.state == "failed" or (r.state == "pending" and r.due_at + slack < now)]
 
 
-def is_compliant(published_at: datetime | None, max_age: timedelta, overdue: bool, now: datetime) -> bool:
+def is_compliant(since: datetime | None, max_age: timedelta, overdue: bool, now: datetime) -> bool:
     """The compliance rule: a token is published, no older than ``max_age``, and no revocation is
-    overdue (pending past the slack, or failed). Used by :class:`Compliance` and by the daemon's
+    overdue (pending past the slack, or failed). ``since``: when the current token began to age
+    (RunRecord.token_since; None: no token). Used by :class:`Compliance` and by the daemon's
     in-memory metrics."""
-    return published_at is not None and now - published_at <= max_age and not overdue
+    return since is not None and now - since <= max_age and not overdue
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,17 @@ class Compliance:
     current_token_id: str | None
     overdue: tuple[Revocation, ...]
     now: datetime
+    #: when it began to age, where that is before its publication (a bootstrapped token's creation)
+    token_since: datetime | None = None
+
+    @property
+    def since(self) -> datetime | None:
+        return self.token_since if self.token_since is not None and self.published_at is not None else self.published_at
 
     @property
     def age(self) -> timedelta | None:
-        return self.now - self.published_at if self.published_at is not None else None
+        since = self.since
+        return self.now - since if since is not None else None
 
     @property
     def too_old(self) -> bool:
@@ -65,7 +73,7 @@ class Compliance:
 
     @property
     def compliant(self) -> bool:
-        return is_compliant(self.published_at, self.max_age, bool(self.overdue), self.now)
+        return is_compliant(self.since, self.max_age, bool(self.overdue), self.now)
 
     def problems(self) -> list[str]:
         out = []
@@ -97,6 +105,7 @@ def policy_compliance(policy: Policy, journal: Journal, now: datetime, slack: ti
         policy=policy.name,
         max_age=max_age_of(policy),
         published_at=last.published_at if last else None,
+        token_since=last.token_since if last else None,
         current_token_id=last.new_token_id if last else None,
         overdue=tuple(revocations_overdue(journal.unfinished_revocations(policy.name), now, slack)),
         now=now,

@@ -49,6 +49,13 @@ class PolicyState:
     #: the policy's max_age in seconds, and whether it is compliant (rotator/observe/compliance.py)
     max_age_s: float | None = None
     compliant: bool | None = None
+    #: when the current token began to age, where that is before ``rotated_at`` (a bootstrapped
+    #: token's creation at the issuer: RunRecord.token_since)
+    token_since: datetime | None = None
+
+    @property
+    def since(self) -> datetime | None:
+        return self.token_since if self.token_since is not None and self.rotated_at is not None else self.rotated_at
 
 
 @dataclass(frozen=True)
@@ -84,13 +91,15 @@ def _ts(value: datetime) -> float:
 
 
 def _age(s: PolicyState, now: datetime) -> float | None:
-    return (now - s.rotated_at).total_seconds() if s.rotated_at else None
+    since = s.since
+    return (now - since).total_seconds() if since else None
 
 
 #: The state metrics: (name, help, value of a policy's state at ``now``; None: no sample). The
 #: first one, the token's age, is the only one that moves with ``now`` alone (see StateText).
 STATE_SPECS: tuple[tuple[str, str, Callable[[PolicyState, datetime], float | None]], ...] = (
-    ("rotator_token_age_seconds", "Age of the current token (since its publication)", _age),
+    ("rotator_token_age_seconds", "Age of the current token (since its publication; a bootstrapped token's "
+     "since its creation at the issuer)", _age),
     ("rotator_token_expiry_timestamp_seconds", "When the current token expires (Unix time)",
      lambda s, _: _ts(s.expires_at) if s.expires_at else None),
     ("rotator_last_success_timestamp_seconds", "When the last successful rotation or bootstrap published",
@@ -191,11 +200,12 @@ class StateText:
             # The age: "now - publication" for each policy, the one value that moves at every scrape.
             prefixes = self._prefixes
             for st in snap.policies:
-                if st.rotated_at is not None:
+                since = st.since
+                if since is not None:
                     prefix = prefixes.get(st.policy)
                     if prefix is None:
                         prefix = prefixes[st.policy] = f'{name}{{policy="{_escape(st.policy)}"}} '
-                    out.append(f"{prefix}{_seconds((now - st.rotated_at).total_seconds())}\n")
+                    out.append(f"{prefix}{_seconds((now - since).total_seconds())}\n")
             last_states, rest = self._last
             if len(last_states) != len(snap.policies) or any(
                     a is not b for a, b in zip(last_states, snap.policies, strict=True)):

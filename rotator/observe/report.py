@@ -342,9 +342,14 @@ def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]]
     # edited by more than this no longer matches its event.
     lo, hi = ts(run.published_at - _EVENT_AFTER_PUBLISH), ts(run.published_at + _EVENT_AFTER_PUBLISH)
 
+    # A bootstrap's event also carries when the issuer created the token (the age counts from then):
+    # a run whose creation time was edited or removed no longer matches it.
+    created = ts(run.token_created_at) if run.token_created_at is not None else None
+
     def backs(e: dict[str, Any]) -> bool:
         return (e["run_id"] == run.run_id and e["step"] in _PUBLISH_STEPS and e["result"] == "ok"
-                and e["detail"].get("token_id") == run.new_token_id and lo <= str(e["at"]) <= hi)
+                and e["detail"].get("token_id") == run.new_token_id and lo <= str(e["at"]) <= hi
+                and e["detail"].get("token_created_at") == created)
 
     if any(backs(e) for e in run_events):
         return True
@@ -384,26 +389,28 @@ _SAME_PUBLISH = timedelta(minutes=1)
 
 def _max_age(runs: list[RunRecord], start: datetime, end: datetime, now: datetime,
              pruned_publish: str | None = None) -> tuple[int | None, str | None]:  # fmt: skip
-    """The longest any published token of the policy was the current one within [start, end).
+    """The oldest any published token of the policy was while it was the current one within [start, end).
 
-    ``pruned_publish``: the last publish among the pruned events (the checkpoints'). Its run may be
-    pruned while its token stayed current past the cutoff: it still counts, with its whole age, as
-    "(pruned)" (its id went with the run)."""
-    published: list[tuple[datetime, str | None]] = sorted(
-        ((r.published_at, r.new_token_id) for r in runs if r.state in RunState.SUCCESS and r.published_at is not None),
+    A token's age counts from RunRecord.token_since: its publication, or a bootstrapped token's
+    creation at the issuer. ``pruned_publish``: the last publish among the pruned events (the
+    checkpoints'). Its run may be pruned while its token stayed current past the cutoff: it still
+    counts, with its whole age, as "(pruned)" (its id went with the run)."""
+    published: list[tuple[datetime, str | None, datetime]] = sorted(
+        ((r.published_at, r.new_token_id, r.token_since or r.published_at) for r in runs
+         if r.state in RunState.SUCCESS and r.published_at is not None),
         key=lambda p: p[0],
     )  # fmt: skip
     if pruned_publish is not None:
         at = parse_rfc3339(pruned_publish)
         # The checkpoint holds the `published` event's time, which the engine takes just after the
         # run's published_at (milliseconds): a kept run published up to a minute before is that token.
-        if not any(at - _SAME_PUBLISH <= born <= at for born, _ in published):
-            published = sorted([*published, (at, "(pruned)")], key=lambda p: p[0])
+        if not any(at - _SAME_PUBLISH <= current <= at for current, _, _ in published):
+            published = sorted([*published, (at, "(pruned)", at)], key=lambda p: p[0])
     stop = min(end, now)
     best: tuple[int | None, str | None] = (None, None)
-    for i, (born, token_id) in enumerate(published):
+    for i, (current, token_id, born) in enumerate(published):
         until = min(published[i + 1][0] if i + 1 < len(published) else stop, stop)
-        if until <= start or born >= stop:
+        if until <= start or current >= stop:
             continue
         age = int((until - born).total_seconds())  # its age when replaced (or at the period's end)
         if best[0] is None or age > best[0]:

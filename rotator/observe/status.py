@@ -49,6 +49,12 @@ class PolicyStatus:
     now: datetime
     #: max_age and overdue revocations (rotator/observe/compliance.py)
     compliance: Compliance | None = None
+    #: when the current token began to age: its publication, or a bootstrapped token's creation
+    token_since: datetime | None = None
+
+    @property
+    def since(self) -> datetime | None:
+        return self.token_since if self.token_since is not None and self.rotated_at is not None else self.rotated_at
 
     @property
     def needs_attention(self) -> bool:
@@ -56,13 +62,13 @@ class PolicyStatus:
 
     def reason(self) -> str:
         """Why the rotation is due or not (rotator/core/due.py)."""
-        return explain(self.due, self.next_due, self.rotated_at, self.now)
+        return explain(self.due, self.next_due, self.rotated_at, self.now, self.token_since)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "policy": self.policy, "enabled": self.enabled, "current_token_id": self.current_token_id,
-            "rotated_at": rfc3339_or_none(self.rotated_at),
-            "age_s": int((self.now - self.rotated_at).total_seconds()) if self.rotated_at else None,
+            "rotated_at": rfc3339_or_none(self.rotated_at), "token_since": rfc3339_or_none(self.since),
+            "age_s": int((self.now - self.since).total_seconds()) if self.since else None,
             "expires_at": rfc3339_or_none(self.expires_at), "next_due": rfc3339_or_none(self.next_due), "due": self.due,
             "last_run_state": self.last_run_state, "last_run_error": self.last_run_error,
             "pending_revocations": self.pending_revocations, "failed_revocations": self.failed_revocations,
@@ -80,7 +86,7 @@ def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedel
     unfinished = sorted(journal.unfinished_revocations(policy.name), key=lambda r: (r.due_at, r.token_id))
     pending = [r for r in unfinished if r.state == "pending"]
     failed = [r for r in unfinished if r.state == "failed"]
-    due = decide(policy, last.published_at if last else None, now, len(open_runs))
+    due = decide(policy, last.published_at if last else None, now, len(open_runs), last.token_since if last else None)
     return PolicyStatus(
         policy=policy.name,
         enabled=policy.enabled,
@@ -99,8 +105,9 @@ def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedel
         compliance=Compliance(
             policy=policy.name, max_age=due.max_age, published_at=due.rotated_at,
             current_token_id=last.new_token_id if last else None,
-            overdue=tuple(revocations_overdue(unfinished, now, slack)), now=now,
+            overdue=tuple(revocations_overdue(unfinished, now, slack)), now=now, token_since=due.token_since,
         ),
+        token_since=due.token_since,
     )  # fmt: skip
 
 
@@ -126,7 +133,7 @@ def render_table(rows: list[PolicyStatus]) -> str:
         lines.append((
             s.policy + ("" if s.enabled else " (disabled)"),
             s.current_token_id or "-",
-            format_duration(s.now - s.rotated_at, units=2) if s.rotated_at else "-",
+            format_duration(s.now - s.since, units=2) if s.since else "-",
             format_duration(s.expires_at - s.now, units=2) if s.expires_at else "-",
             "now" if s.due else format_duration(s.next_due - s.now, units=2),
             (s.last_run_state or "-") + (" !" if s.needs_attention else ""),

@@ -78,7 +78,7 @@ class StatusPage:
             comp = status.compliance
             pending = journal.revocations(policy.name, "pending")
             failures = [e for e in journal.events(policy.name, limit=200) if e.get("result") in _FAILED]
-            age = (now - status.rotated_at).total_seconds() if status.rotated_at else None
+            age = (now - status.since).total_seconds() if status.since else None
             max_age = comp.max_age.total_seconds() if comp else None
             policies.append({
                 "policy": policy.name, "enabled": policy.enabled,

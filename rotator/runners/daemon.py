@@ -569,7 +569,7 @@ class Daemon:
             self._queued.pop(("rotate", name), None)
             return None
         try:
-            target = self._target(policy, view.published_at, self.clock.now())
+            target = self._target(policy, view.published_at, self.clock.now(), view.token_since)
         except ValueError as exc:  # a cron schedule that never fires again
             self._queued.pop(("rotate", name), None)
             if name not in self._unschedulable:
@@ -645,10 +645,11 @@ class Daemon:
             return False
         return True
 
-    def _target(self, policy: Policy, last: datetime | None, now: datetime) -> datetime:
+    def _target(self, policy: Policy, last: datetime | None, now: datetime,
+                token_since: datetime | None = None) -> datetime:  # fmt: skip
         """When the daemon runs a policy: when rotator/core/due.py says it is due, or after a failed
         run's retry time."""
-        due = decide(policy, last, now).next_due
+        due = decide(policy, last, now, token_since=token_since).next_due
         track = self._tracks.get(policy.name)
         retry_at = track.retry_at if track is not None else None
         return max(due, retry_at) if retry_at is not None else due
@@ -674,10 +675,10 @@ class Daemon:
     def _set_last(self, name: str, view: _View, run: RunRecord | None) -> None:
         if run is None:
             changed = view.run_id is not None
-            view.run_id = view.published_at = view.token_id = view.expires_at = None
+            view.run_id = view.published_at = view.token_id = view.expires_at = view.token_since = None
         else:
             changed = view.run_id != run.run_id
-            view.run_id, view.published_at = run.run_id, run.published_at
+            view.run_id, view.published_at, view.token_since = run.run_id, run.published_at, run.token_since
             view.token_id, view.expires_at = run.new_token_id, run.new_expires_at
         if changed:
             view.state = None
@@ -1159,18 +1160,20 @@ class Daemon:
                 overdue = sum(1 for due in pending if due + overdue_after < now)
                 late = any(due + DEFAULT_SLACK < now for due in pending) or view.failed_revocations > 0
                 published = view.published_at
+                since = view.token_since if view.token_since is not None and published is not None else published
                 lease_active = held or (view.lease_until is not None and view.lease_until >= now)
                 state = view.state = PolicyState(
                     policy=policy.name, enabled=policy.enabled, rotated_at=published, expires_at=view.expires_at,
-                    next_rotation=decide(policy, published, now).next_due, pending_revocations=len(pending),
+                    next_rotation=decide(policy, published, now, token_since=since).next_due,
+                    pending_revocations=len(pending),
                     overdue_revocations=overdue, failed_revocations=view.failed_revocations,
                     open_runs=view.open_runs, needs_attention=view.failed_revocations > 0 or view.stuck_runs > 0,
                     lease_active=lease_active, lease_held_here=held, max_age_s=max_age.total_seconds(),
-                    compliant=is_compliant(published, max_age, late, now))
+                    compliant=is_compliant(since, max_age, late, now), token_since=since)
                 # the first moment one of these answers changes with time alone
                 moments = [due + d for due in pending for d in (overdue_after, DEFAULT_SLACK) if due + d >= now]
-                if published is not None and published + max_age >= now:
-                    moments.append(published + max_age)
+                if since is not None and since + max_age >= now:
+                    moments.append(since + max_age)
                 if view.lease_until is not None and view.lease_until >= now:
                     moments.append(view.lease_until)
                 view.state_until = now if published is None else min(moments, default=None)
@@ -1191,6 +1194,8 @@ class _View:
     #: the last successful run: its id, publication, token id and the token's expiry
     run_id: str | None = None
     published_at: datetime | None = None
+    #: when its token began to age (RunRecord.token_since: a bootstrapped token's creation)
+    token_since: datetime | None = None
     token_id: str | None = None
     expires_at: datetime | None = None
     open_runs: int = 0

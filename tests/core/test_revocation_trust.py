@@ -464,23 +464,40 @@ def test_a_revocation_that_gives_up_in_this_run_is_tried_and_reported_once(
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None, "a store holds it"
 
 
-def test_bootstrap_of_a_token_older_than_max_age_says_to_rotate_it_now(
+def test_a_bootstrapped_token_ages_from_its_creation_at_the_issuer(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The journal counts a bootstrapped token's age from its bootstrap; the issuer knows when it was
-    created. A token already older than max_age is published (it is what works now), with a warning
-    that names the rotation to run."""
+    """A person's token created two years ago is two years old on the day it is bootstrapped. The
+    journal keeps when the issuer created it, and the schedule, ``status``, compliance and the metrics
+    count from then. Before, they counted from the bootstrap: the token showed as new and compliant,
+    and its first rotation came a whole schedule later. A token older than max_age is published (it is
+    what works now), with a warning that its rotation is due now."""
+    from rotator.core.due import due_now
     from rotator.core.secret import Secret
+    from rotator.observe.compliance import policy_compliance
+    from rotator.observe.status import policy_status
 
     now = datetime(2026, 3, 2, tzinfo=UTC)
     value = Secret("M.V1.aaaa0123456789abcdef")
     store = _MemoryStore()
     for days, warned in ((730, True), (3, False)):
-        issuer = _ListingIssuer([TokenInfo(f"a{days}", "human", created_at=now - timedelta(days=days),
-                                           value_prefix="M.V1.aaaa")])
+        created = now - timedelta(days=days)
+        issuer = _ListingIssuer([TokenInfo(f"a{days}", "human", created_at=created, value_prefix="M.V1.aaaa")])
         engine = _engine_of(tmp_path, issuer, ("primary", store), schedule="30d", now=now)
         caplog.clear()
         engine.bootstrap(value, f"a{days}", None, replace=days == 3)
         assert store.state.record is not None and store.state.record.token_id == f"a{days}"
         text = " ".join(r.getMessage() for r in caplog.records)
         assert ("longer than the policy's max_age" in text) is warned, text
-        assert ("rotate it now with `rotator rotate p`" in text) is warned
+        assert ("its rotation is due now" in text and "`rotator rotate p`" in text) is warned, text
+        last = engine.journal.last_success("p")
+        assert last is not None and (last.published_at, last.token_since) == (now, created)
+        due = due_now(engine.policy, engine.journal, engine.clock)
+        assert due.due is warned and due.too_old is warned, due
+        assert due.next_due == created + timedelta(days=30), due  # in the past while it is overdue
+        status = policy_status(engine.policy, engine.journal, now)
+        assert status.to_json()["age_s"] == days * 86400 and status.to_json()["rotated_at"] is not None
+        assert status.compliance is not None and status.compliance.compliant is not warned
+        assert policy_compliance(engine.policy, engine.journal, now).compliant is not warned
+        if warned:
+            assert "created 730d ago (published 0s ago)" in status.reason(), status.reason()
+        engine.journal.close()

@@ -176,6 +176,15 @@ def bootstrap_published(sc: Scenario) -> datetime:
     return value
 
 
+def bootstrap_token_since(sc: Scenario) -> datetime:
+    """When the bootstrapped token began to age: its creation at the (fake) issuer, just before the
+    bootstrap published it; the schedule counts from then."""
+    rows = sc.journal_rows("SELECT token_created_at, published_at FROM runs WHERE kind = 'bootstrap'")
+    created, published = _ts(rows[0][0]), _ts(rows[0][1])
+    assert created is not None and published is not None and created <= published
+    return created
+
+
 def audit(sc: Scenario) -> list[dict[str, Any]]:
     path = sc.dir / "audit.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -240,7 +249,7 @@ timeout = "10s"
     assert all(r["state"] in ("published", "done") for r in runs)
     # -- timing: rotations start at last publication + 5s, revocations at publication + grace.
     lateness = []
-    previous = bootstrap_published(sc)
+    previous = bootstrap_token_since(sc)
     for run in runs:
         due = previous + timedelta(seconds=5)
         started = _ts(run["started_at"])
@@ -304,12 +313,12 @@ def test_sighup_with_a_broken_file_keeps_the_running_configuration(
     status, body = d.get("/readyz")
     assert status == 200 and json.loads(body)["journal"] == "ok"
     assert d.get("/nope")[0] == 404
-    boot = bootstrap_published(sc)
+    boot, since = bootstrap_published(sc), bootstrap_token_since(sc)  # the schedule counts from the token's creation
     m = d.metrics()
     assert m[("rotator_policies", ())] == 1 and m[("rotator_config_last_reload_successful", ())] == 1
     assert m[("rotator_journal_up", ())] == 1
     assert m[("rotator_next_rotation_timestamp_seconds", (("policy", "mgmt"),))] == pytest.approx(
-        (boot + timedelta(hours=1)).timestamp(), abs=0.01)
+        (since + timedelta(hours=1)).timestamp(), abs=0.01)
     assert m[("rotator_last_success_timestamp_seconds", (("policy", "mgmt"),))] == pytest.approx(
         boot.timestamp(), abs=0.01)
     assert 0 <= m[("rotator_token_age_seconds", (("policy", "mgmt"),))] < 60
@@ -342,13 +351,13 @@ def test_sighup_with_a_broken_file_keeps_the_running_configuration(
     d.proc.send_signal(signal.SIGHUP)
     wait_until("the reload", lambda: d.metric("rotator_config_last_reload_successful") == 1)
     assert d.metric("rotator_next_rotation_timestamp_seconds", policy="mgmt") == pytest.approx(
-        (boot + timedelta(hours=2)).timestamp(), abs=0.01)
+        (since + timedelta(hours=2)).timestamp(), abs=0.01)
     assert d.metric("rotator_config_reload_failures_total") == 2
 
     # 4. watch: an edit without SIGHUP is picked up by mtime polling.
     sc.config.write_text(sc.config.read_text().replace('schedule = "2h"', 'schedule = "3h"'))
     wait_until("the watched reload", lambda: d.metric("rotator_next_rotation_timestamp_seconds", policy="mgmt")
-               == pytest.approx((boot + timedelta(hours=3)).timestamp(), abs=0.01), timeout=10)
+               == pytest.approx((since + timedelta(hours=3)).timestamp(), abs=0.01), timeout=10)
     assert d.stop() == 0
     assert not rotate_runs(sc), "nothing was due"
     check_invariants(sc, settled=True)

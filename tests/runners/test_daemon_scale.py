@@ -226,3 +226,26 @@ def test_the_bulk_reads_agree_with_the_journal(tmp_path: Any) -> None:
     assert {p: r.run_id for p, r in overview.last.items()} == {"a": "r1", "b": "r3"}
     assert overview.open_runs == {"c": (1, 0)}
     journal.close()
+
+
+def test_a_bootstrapped_token_ages_from_its_creation_in_the_metrics_and_the_schedule(
+        harness: Callable[..., Harness], tmp_path: Any) -> None:  # noqa: F811
+    """Policy "a" holds a token a person created 2 h ago and bootstrapped just now; "b" one created 30 min
+    ago. On a 1 h schedule "a" is due at once and "b" in 30 min, and the metrics give their age from
+    their creation. Before, both were 0 s old and due in an hour."""
+    from rotator.core.journal import open_journal
+
+    journal = open_journal("sqlite:///" + str(tmp_path / "journal.db"))
+    for name, created in (("a", T0 - timedelta(hours=2)), ("b", T0 - timedelta(minutes=30))):
+        journal.begin_run(RunRecord(f"boot-{name}", name, "done", "bootstrap", T0, T0, new_token_id=f"t-{name}",
+                                    published_at=T0, token_created_at=created))
+    journal.close()
+    h = harness([("a", "1h", ""), ("b", "1h", "")], last=None)
+    got = samples(h.daemon.metrics.exposition().decode())
+    assert got[("rotator_token_age_seconds", (("policy", "a"),))] == 7200
+    assert got[("rotator_token_age_seconds", (("policy", "b"),))] == 1800
+    assert got[("rotator_policy_compliant", (("policy", "a"),))] == 1  # max_age is above the schedule
+    assert got[("rotator_next_rotation_timestamp_seconds", (("policy", "b"),))] == (
+        T0 + timedelta(minutes=30)).timestamp()
+    h.tick()
+    assert h.calls == ["rotate a"], "a's token is older than its schedule: due at once, b not yet"
