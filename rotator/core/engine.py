@@ -352,6 +352,36 @@ class Engine:
         """The token ids of this policy whose revocation gave up (``failed``): valid until revoked."""
         return [rev.token_id for rev in self.journal.revocations(self.policy.name, RevocationState.FAILED)]
 
+    def dismiss_revocation(self, token_id: str, reason: str) -> str:
+        """Close a revocation that gave up (``failed``) without revoking the token: a person decided it
+        stays valid (a claim refused as not rotator's, a token another team still uses). Recorded with
+        its reason in the audit chain (``revoke_old`` / ``dismissed``); rotator never tries it again,
+        and ``status`` no longer counts it. The token is not touched."""
+        reason = reason.strip()
+        if not reason:
+            raise ConfigError("--dismiss needs a --reason: it is recorded in the audit trail",
+                              hint="say why the token stays valid, e.g. --reason \"team X's token, still in use\"")
+        with self._lease("dismiss"):
+            rev = next((r for r in self.journal.revocations(self.policy.name) if r.token_id == token_id), None)
+            if rev is None:
+                raise ConfigError(f"policy {self.policy.name} has no revocation of token {token_id}",
+                                  hint="`rotator status --output json` shows the policy's failed revocations; "
+                                  "`rotator revoke-expired` names their tokens")
+            if rev.state == RevocationState.DISMISSED:  # the same command again: nothing more to do
+                return f"token {token_id}: revocation already dismissed (it stays valid)"
+            if rev.state != RevocationState.FAILED:
+                raise ConfigError(
+                    f"the revocation of token {token_id} is {rev.state}, not failed: only a revocation that "
+                    "gave up can be dismissed",
+                    hint="a pending revocation is still tried (after its grace); dismiss it if it gives up")
+            with self._step():
+                self.journal.update_revocation(rev, fence=self._fence, state=RevocationState.DISMISSED,
+                                               done_at=self.clock.now())
+                self._event("revoke_old", "dismissed", rev.run_id, token_id=token_id, reason=reason,
+                            last_error=rev.last_error)
+        self.log.warning("revocation of token %s dismissed: rotator will not revoke it; reason: %s", token_id, reason)
+        return f"token {token_id}: revocation dismissed: rotator will not revoke it (it stays valid); reason: {reason}"
+
     def bootstrap(self, value: Secret, token_id: str, expires_at: datetime | None, *,
                   replace: bool = False, reason: str = "") -> RunResult:
         """Publish a human-created token to every store, after checking it with the issuer.

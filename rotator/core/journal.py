@@ -91,16 +91,20 @@ class RunState(StrEnum):
 class RevocationState(StrEnum):
     """A revocation is ``pending`` until it is ``done`` or ``failed``; a failed one may still be done
     (``revoke-expired --retry-failed``, or a later manual try worked), or stay failed with another
-    round counted. An update never makes it pending again; only scheduling the token
-    again does, when a rotation replaces it once more (it was current again: _insert_revocation).
-    That write is fenced by the rotation's lease, so a paused pass cannot mistake the row for the
-    pending one it read before it failed."""
+    round counted, or be ``dismissed`` by a person who decided the token stays valid
+    (``revoke-expired --dismiss``; audited with the reason, never tried again). An update never
+    makes it pending again; only scheduling the token again does, when a rotation replaces it once
+    more (it was current again: _insert_revocation; a dismissed one stays dismissed). That write is
+    fenced by the rotation's lease, so a paused pass cannot mistake the row for the pending one it
+    read before it failed."""
 
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"
+    DISMISSED = "dismissed"
 
-    NEXT = nonmember({"pending": ("pending", "done", "failed"), "failed": ("failed", "done"), "done": ()})
+    NEXT = nonmember({"pending": ("pending", "done", "failed"), "failed": ("failed", "done", "dismissed"),
+                      "done": (), "dismissed": ()})
 
     @classmethod
     def can_move(cls, old: str, new: str) -> bool:

@@ -87,6 +87,8 @@ class RevocationRow:
     confirmed_by_issuer: bool
     attempts: int
     last_error: str | None
+    #: a dismissed revocation's reason (``revoke-expired --dismiss``), from its chained event
+    note: str | None = None
 
 
 @dataclass
@@ -135,6 +137,7 @@ class PolicyEvidence:
                                     if r.state == "done" and r.token_id not in self.revocations_not_in_chain),
             "revocations_pending": sum(1 for r in self.revocations if r.state == "pending"),
             "revocations_failed": sum(1 for r in self.revocations if r.state == "failed"),
+            "revocations_dismissed": sum(1 for r in self.revocations if r.state == "dismissed"),
             "failures": len(self.failures),
             "max_age_s": self.max_age_s,
             "max_observed_age_s": self.max_observed_age_s,
@@ -242,14 +245,18 @@ def _policy_evidence(
             _in_chain(journal, run, run_events, pruned_until, began),
         ))  # fmt: skip
     confirmed = {e["detail"].get("token_id") for e in mine if e["step"] == "revoke_old" and e["result"] == "ok"}
+    dismissed = {e["detail"].get("token_id"): str(e["detail"].get("reason") or "")
+                 for e in mine if e["step"] == "revoke_old" and e["result"] == "dismissed"}
     revocations = journal.revocations(policy.name)
     for rev in revocations:
         in_period = lo <= ts(rev.due_at) < hi or (rev.done_at is not None and lo <= ts(rev.done_at) < hi)
-        if in_period or (rev.state != "done" and rev.due_at < end):
+        if in_period or (rev.state not in ("done", "dismissed") and rev.due_at < end):
             ev.revocations.append(RevocationRow(
                 rev.token_id, rev.run_id, rev.reason, ts(rev.due_at), rev.state,
                 ts(rev.done_at) if rev.done_at else None,
                 rev.state == "done" and rev.token_id in confirmed, rev.attempts, rev.last_error,
+                f"dismissed: {dismissed[rev.token_id]}" if rev.state == "dismissed" and rev.token_id in dismissed
+                else None,
             ))  # fmt: skip
     _check_revocations_against_the_chain(journal, ev, mine, runs_by_id, revocations, pruned_until, began)
     for e in mine:
@@ -296,17 +303,19 @@ def _check_revocations_against_the_chain(
     revocations: list[Revocation], pruned_until: str, began: str | None,
 ) -> None:  # fmt: skip
     """The `revocations` table is rotator's working state, not chained. A row becomes done only in the
-    commit that chains its `revoke_old ok` event, and a rotation's chained `published` event says when
-    the old token's revocation is due: a done row without the event, or a scheduled revocation without
-    a row, was written (or deleted) outside rotator. Rows from before the chain began or before the last
-    prune's cutoff cannot be checked."""
+    commit that chains its `revoke_old ok` event (dismissed: `revoke_old dismissed`), and a rotation's
+    chained `published` event says when the old token's revocation is due: a done or dismissed row
+    without the event, or a scheduled revocation without a row, was written (or deleted) outside
+    rotator. Rows from before the chain began or before the last prune's cutoff cannot be checked."""
     if began is None:  # a broken chain proves nothing either way (the report says it is broken)
         return
     floor = max(pruned_until, began)
     for row in ev.revocations:
-        if row.state != "done" or row.confirmed_by_issuer or (row.done_at is not None and row.done_at < floor):
+        if row.state not in ("done", "dismissed") or row.confirmed_by_issuer or (
+                row.done_at is not None and row.done_at < floor):
             continue
-        if row.done_at is None or not _revoke_event_near(journal, ev.policy, row.token_id, row.done_at):
+        result = "ok" if row.state == "done" else "dismissed"
+        if row.done_at is None or not _revoke_event_near(journal, ev.policy, row.token_id, row.done_at, result):
             ev.revocations_not_in_chain.append(row.token_id)
     scheduled = {r.token_id for r in revocations}
     for e in mine:
@@ -318,13 +327,13 @@ def _check_revocations_against_the_chain(
             ev.revocations_not_in_chain.append(old)
 
 
-def _revoke_event_near(journal: Journal, policy: str, token_id: str, done_at: str) -> bool:
-    """Whether the chain holds `revoke_old ok` for ``token_id`` at ``done_at``: the event is written in
-    the same commit, its time read when the commit is made, which other due revocations' retries
-    before it can delay by minutes (a day is far more than any retry budget)."""
+def _revoke_event_near(journal: Journal, policy: str, token_id: str, done_at: str, result: str = "ok") -> bool:
+    """Whether the chain holds `revoke_old` ``result`` for ``token_id`` at ``done_at``: the event is
+    written in the same commit, its time read when the commit is made, which other due revocations'
+    retries before it can delay by minutes (a day is far more than any retry budget)."""
     moment = parse_rfc3339(done_at)
     events = audit_chain.chained_events(journal, ts(moment - timedelta(seconds=5)), ts(moment + timedelta(days=1)))
-    return any(e["policy"] == policy and e["step"] == "revoke_old" and e["result"] == "ok"
+    return any(e["policy"] == policy and e["step"] == "revoke_old" and e["result"] == result
                and e["detail"].get("token_id") == token_id for e in events)
 
 
@@ -568,8 +577,8 @@ def _html(evidence: Evidence) -> str:
                              for r in p.rotations]))  # fmt: skip
         parts.append(f"<h3>Revocations {_ctl('revocations')}</h3>")
         parts.append(_table(("token id", "run id", "reason", "due", "state", "done", "confirmed by issuer"),
-                            [(v.token_id, v.run_id, v.reason, v.due_at, v.state, v.done_at,
-                              _yn(v.confirmed_by_issuer)) for v in p.revocations]))  # fmt: skip
+                            [(v.token_id, v.run_id, v.reason, v.due_at, v.state + (f" ({v.note})" if v.note else ""),
+                              v.done_at, _yn(v.confirmed_by_issuer)) for v in p.revocations]))  # fmt: skip
         parts.append("<h3>Failures and how they ended</h3>")
         parts.append(_table(("time", "run id", "step", "result", "error", "ended", "instance"),
                             [(f.at, f.run_id, f.step, f.result, f.error, f.ended, f.instance)

@@ -170,6 +170,10 @@ def _build_parser() -> _Parser:
     p.add_argument("policy", nargs="*")
     p.add_argument("--retry-failed", action="store_true",
                    help="also try again the revocations that gave up (failed), once their cause is fixed")
+    p.add_argument("--dismiss", metavar="TOKEN_ID",
+                   help="close the failed revocation of this token without revoking it: it must stay valid "
+                   "(one policy; needs --reason, audited)")
+    p.add_argument("--reason", default="", help="why the token stays valid (audited), with --dismiss")
     p = add("bootstrap")
     p.add_argument("policy")
     p.add_argument("--token-file", required=True, help="file holding the token value (read, never printed)")
@@ -720,7 +724,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return _for_each(args, lambda engine: engine.recover())
 
 
+#: the longest --reason of a dismissal: it is kept in the audit chain and shown in every report
+MAX_REASON_CHARS = 500
+
+
 def cmd_revoke_expired(args: argparse.Namespace) -> int:
+    if args.dismiss is not None:
+        return _dismiss(args)
+    if args.reason:
+        raise ConfigError("--reason goes with --dismiss", hint="drop --reason, or add --dismiss TOKEN_ID")
+
     def revoke(engine: Engine) -> list[str]:
         lines = engine.revoke_due(retry_failed=args.retry_failed)
         if not args.retry_failed:
@@ -730,11 +743,34 @@ def cmd_revoke_expired(args: argparse.Namespace) -> int:
             reported = {line.split(":", 1)[0] for line in lines}  # "token ID: ..." of this run's own work
             lines += [f"token {token_id}: an earlier revocation gave up and is not retried by itself; the token "
                       f"is still valid: fix the cause, then `rotator revoke-expired --retry-failed "
-                      f"{engine.policy.name}`" for token_id in engine.failed_revocations()
+                      f"{engine.policy.name}` (if it must stay valid: "
+                      f"`rotator revoke-expired --dismiss {token_id} --reason TEXT {engine.policy.name}`)"
+                      for token_id in engine.failed_revocations()
                       if f"token {token_id}" not in reported]
         return lines
 
     return _for_each(args, revoke)
+
+
+def _dismiss(args: argparse.Namespace) -> int:
+    """``revoke-expired --dismiss TOKEN_ID --reason TEXT POLICY``: a failed revocation closed, not done."""
+    if args.retry_failed:
+        raise ConfigError("--dismiss and --retry-failed exclude each other", hint="drop one of them")
+    if len(args.policy) != 1:
+        raise ConfigError("--dismiss needs exactly one policy: the one whose revocation gave up",
+                          hint="rotator revoke-expired --dismiss TOKEN_ID --reason TEXT POLICY")
+    reason = args.reason.strip()
+    if not reason:
+        raise ConfigError("--dismiss needs --reason: it is recorded in the audit trail",
+                          hint='e.g. --reason "team X\'s token, still in use by their ingest"')
+    if len(reason) > MAX_REASON_CHARS or any(not c.isprintable() for c in reason):
+        raise ConfigError(f"--reason must be one line of at most {MAX_REASON_CHARS} printable characters",
+                          hint="shorten it; the report shows it in every period after")
+    config = _config(args)
+    policy = config.policy(args.policy[0])
+    message = _engine(config, policy, _journal(config)).dismiss_revocation(args.dismiss, reason)
+    _emit(args, {policy.name: [message]}, f"{policy.name}: {message}")
+    return EXIT_OK
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:

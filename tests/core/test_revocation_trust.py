@@ -501,3 +501,81 @@ def test_a_bootstrapped_token_ages_from_its_creation_at_the_issuer(
         if warned:
             assert "created 730d ago (published 0s ago)" in status.reason(), status.reason()
         engine.journal.close()
+
+
+def test_a_failed_revocation_of_a_token_that_must_stay_valid_is_dismissed_with_its_reason(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """A revocation that gave up on a token that must stay valid kept `status` at exit 4 for good: no
+    command closed it (only SQL, which the report then flags). `revoke-expired --dismiss` closes it,
+    audited with its reason; the token is not touched, and the same command again changes nothing.
+    Wrong uses are refused with exit 2 and change nothing."""
+    from rotator.core import audit_chain
+    from rotator.core.journal import ts
+    from rotator.observe import report
+    from tests.harness import offline_policy
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, attempts=1)
+    old_payload = {k: v for k, v in sc.current().items() if k != "version"}
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    rotated = sc.current()["token_id"]
+    sc.vault().secrets.kv.v2.create_or_update_secret(path=sc.kv_path, secret=old_payload, mount_point="secret")
+    time.sleep(sc.grace_s + 0.3)
+    assert sc.cli("revoke-expired", sc.policy).returncode == 4
+    assert _revocations(sc)[sc.bootstrap_id] == ("failed", 1)
+    plain = sc.cli("revoke-expired", sc.policy)
+    assert f"`rotator revoke-expired --dismiss {sc.bootstrap_id} --reason TEXT {sc.policy}`" in plain.stdout
+    assert sc.cli("status", "--check", sc.policy).returncode == 4
+
+    reason = "restored on purpose: the ingest team still uses it"
+    for args, says in (
+        (["--dismiss", sc.bootstrap_id, sc.policy], "--dismiss needs --reason"),
+        (["--dismiss", sc.bootstrap_id, "--reason", reason], "exactly one policy"),
+        (["--dismiss", sc.bootstrap_id, "--reason", reason, "--retry-failed", sc.policy], "exclude each other"),
+        (["--dismiss", "no-such-token", "--reason", reason, sc.policy], "has no revocation of token no-such-token"),
+        (["--dismiss", rotated, "--reason", reason, sc.policy], "has no revocation of token"),
+        (["--reason", reason, sc.policy], "--reason goes with --dismiss"),
+        (["--dismiss", sc.bootstrap_id, "--reason", "two\nlines", sc.policy], "one line"),
+    ):
+        proc = sc.cli("revoke-expired", *args)
+        assert proc.returncode == 2 and says in proc.stderr, (args, proc.stderr)
+        assert _revocations(sc)[sc.bootstrap_id] == ("failed", 1), args
+
+    proc = sc.cli("revoke-expired", "--dismiss", sc.bootstrap_id, "--reason", reason, sc.policy)
+    assert proc.returncode == 0, proc.stderr
+    assert f"token {sc.bootstrap_id}: revocation dismissed" in proc.stdout and reason in proc.stdout
+    assert _revocations(sc)[sc.bootstrap_id] == ("dismissed", 1)
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None, "the token is not touched"
+    again = sc.cli("revoke-expired", "--dismiss", sc.bootstrap_id, "--reason", reason, sc.policy)
+    assert again.returncode == 0 and "already dismissed" in again.stdout, again.stdout + again.stderr
+    assert sc.cli("status", "--check", sc.policy).returncode == 0
+    status = json.loads(sc.cli("status", "--output", "json", sc.policy).stdout)[0]
+    assert status["failed_revocations"] == 0 and not status["needs_attention"], status
+    plain = sc.cli("revoke-expired", "--retry-failed", sc.policy)
+    assert plain.returncode == 0 and sc.bootstrap_id not in plain.stdout, plain.stdout
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None, "never tried again"
+
+    events = sc.journal_rows("SELECT result, detail FROM events WHERE step = 'revoke_old' ORDER BY seq")
+    assert [r for r, _ in events].count("dismissed") == 1
+    detail = json.loads([d for r, d in events if r == "dismissed"][0])
+    assert detail["reason"] == reason and detail["token_id"] == sc.bootstrap_id and detail["last_error"]
+    journal = open_journal(f"sqlite:///{sc.journal_path}")
+    try:
+        assert audit_chain.verify(journal).ok
+        now = datetime.now(UTC)
+        evidence = report.build(journal, [offline_policy(tmp_path, sc.policy)], now - timedelta(days=1),
+                                now + timedelta(minutes=1), now)
+        [p] = evidence.policies
+        [row] = [r for r in p.revocations if r.token_id == sc.bootstrap_id]
+        assert (row.state, row.note) == ("dismissed", f"dismissed: {reason}")
+        assert p.summary()["revocations_dismissed"] == 1 and evidence.revocations_not_in_chain == []
+        # A row dismissed by hand (SQL) has no chained event: the report says so.
+        (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
+        with sqlite3.connect(sc.journal_path) as conn:
+            conn.execute("INSERT INTO revocations (policy, token_id, run_id, reason, due_at, state, attempts, done_at) "
+                         "VALUES (?, ?, ?, 'superseded', ?, 'dismissed', 1, ?)",
+                         (sc.policy, rotated, run_id, ts(now - timedelta(hours=1)), ts(now)))
+        evidence = report.build(journal, [offline_policy(tmp_path, sc.policy)], now - timedelta(days=1),
+                                now + timedelta(minutes=1), now)
+        assert evidence.revocations_not_in_chain == [f"{sc.policy}/{rotated}"], evidence.revocations_not_in_chain
+    finally:
+        journal.close()
