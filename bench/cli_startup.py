@@ -90,6 +90,12 @@ def _setup(work: Path, runs: int) -> dict[str, tuple[list[str], dict[str, str]]]
     }
 
 
+#: the columns _fill writes (named: a later schema's columns keep their defaults)
+RUN_COLUMNS = ("run_id", "policy", "kind", "state", "started_at", "updated_at", "old_token_id", "new_token_id",
+               "new_expires_at", "published_at", "finished_at", "planned_versions", "published_versions", "error",
+               "fence", "mint_started_at")
+
+
 def _fill(path: Path, runs: int) -> None:
     """``runs`` finished rotations spread over the policies, the newest 30 minutes ago, each with its
     done revocation of the token it replaced; the last one's revocation is still pending."""
@@ -113,7 +119,8 @@ def _fill(path: Path, runs: int) -> None:
                                  None if last else _ts(published + step)))
     conn = sqlite3.connect(path)
     with conn:
-        conn.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * 16)})", run_rows)
+        conn.executemany(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+                         run_rows)
         conn.executemany(f"INSERT INTO revocations VALUES ({', '.join('?' * 10)})", rev_rows)
     conn.close()
 

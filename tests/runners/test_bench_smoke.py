@@ -115,3 +115,13 @@ def test_the_instruction_bench_rotates_in_its_child_and_counts_under_callgrind(t
     assert proc.returncode == 0, proc.stderr[-3000:]
     count = int(proc.stdout.split("this tree")[1].split()[0].replace(",", ""))
     assert 100_000 < count < 100_000_000, proc.stdout  # ~3.6M on the development machine kind
+
+
+def test_the_start_up_bench_fills_a_journal_of_the_current_schema_that_status_reads(tmp_path: Path) -> None:
+    """bench/cli_startup.py writes its 'history' journal's rows with SQL of its own: a schema change
+    broke it once, unseen (the bench is not run by the suite)."""
+    cli_startup = _bench("cli_startup")
+    command, env = cli_startup._setup(tmp_path, 100)["history"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(f"mgmt-{p}" in done.stdout for p in range(cli_startup.POLICIES)), done.stdout
