@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from rotator.core.errors import TransientError
-
 #: ``prctl(2)`` option: the signal a process gets when the thread that created it exits.
 _PR_SET_PDEATHSIG = 1
 
@@ -70,22 +68,6 @@ def start_children_within(seconds: float) -> Iterator[None]:
         yield
     finally:
         _FORK_DEADLINE.reset(token)
-
-
-def check_side_effect_start(what: str) -> None:
-    """For a side effect made in this process (an HTTP issuer's POST, PATCH or DELETE), what the
-    child's check after the fork is for influxctl: a TransientError when it would start past the
-    deadline set at its lease check (:func:`start_children_within`). The first such request in the
-    block is the side effect: it clears the deadline, so the rest of the same call (a second write,
-    a read) goes on however long the first took."""
-    deadline = _FORK_DEADLINE.get()
-    if deadline is None:
-        return
-    if time.monotonic() > deadline:
-        raise TransientError(
-            f"{what} was not sent: rotator was paused (or starved) for longer than allowed between its lease "
-            "check and the request", hint="rotator checks its lease again before it retries")
-    _FORK_DEADLINE.set(None)
 
 
 @contextmanager

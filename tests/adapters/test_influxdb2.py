@@ -687,33 +687,3 @@ def test_a_listed_token_value_is_kept_only_as_the_digest_of_a_whole_token(token:
     item: dict[str, Any] = {"id": "0" * 16, _DIGEST_KEY: "forged by the server"}
     _keep_digest(item, token)
     assert item.get(_DIGEST_KEY) == (hashlib.sha256(token.encode()).hexdigest() if kept else None)
-
-
-def test_a_write_is_not_sent_past_the_deadline_its_lease_check_set(influxdb2_fake: InfluxDB2Fake,
-                                                                   admin: Secret) -> None:
-    """An HTTP issuer's mint or revoke made past the start deadline of its lease check (the process
-    paused in between, its lease maybe another's by now) is not sent: no authorization is created,
-    nothing is marked revoked, and the engine's retry checks the lease again. Only the first write of
-    the call is held to it: the rest of a call whose first request took long goes on."""
-    from rotator.core.child_process import check_side_effect_start, start_children_within
-
-    fake = influxdb2_fake
-    issuer = make(fake.url)
-    before = len(fake.authorizations())
-    with start_children_within(-1.0), pytest.raises(TransientError, match="POST /api/v2/authorizations was not sent"):
-        issuer.mint(request(), None)
-    assert len(fake.authorizations()) == before, "nothing was created"
-    with start_children_within(30.0):
-        minted = issuer.mint(request(), None)
-    with start_children_within(-1.0), pytest.raises(TransientError, match="was not sent"):
-        issuer.revoke(minted.token_id, None)
-    stored = fake.authorization(minted.token_id)
-    assert stored is not None and stored["status"] == "active", "nothing was marked"
-    issuer.verify(minted.value)  # reads and verification are never held to it
-    with start_children_within(30.0):
-        issuer.revoke(minted.token_id, None)
-    assert (fake.authorization(minted.token_id) or {}).get("status") == "inactive"
-    with start_children_within(0.05):
-        check_side_effect_start("the first write")
-        time.sleep(0.1)
-        check_side_effect_start("a second write of the same call")  # past the deadline: not held to it

@@ -48,7 +48,6 @@ from pydantic import (
 )
 
 from rotator.adapters.transport import plain_http_warning, tls_verify_warning
-from rotator.core.child_process import check_side_effect_start
 from rotator.core.contracts import AdapterContext, checked_settings
 from rotator.core.credentials import CredentialRef
 from rotator.core.errors import (
@@ -235,20 +234,7 @@ def new_client(
         follow_redirects=False,
         transport=transport,
         headers={"User-Agent": "rotator"},
-        event_hooks={"request": [_refuse_a_late_write]},
     )
-
-
-#: requests that change nothing at the server
-_READS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def _refuse_a_late_write(request: httpx.Request) -> None:
-    """A write (a mint, a revoke) is not sent when the process was paused past the deadline its lease
-    check set (core/child_process.py): the lease may be another process's by now, whose recovery
-    may have searched the run's tag already."""
-    if request.method not in _READS:
-        check_side_effect_start(f"{request.method} {request.url.path}")
 
 
 #: Seconds on top of the timeouts: building the client, TLS set-up, the issuer's own work.
