@@ -374,9 +374,13 @@ class Engine:
                     f"the revocation of token {token_id} is {rev.state}, not failed: only a revocation that "
                     "gave up can be dismissed",
                     hint="a pending revocation is still tried (after its grace); dismiss it if it gives up")
+            now = self.clock.now()
             with self._step():
+                # The reason stays with the row (the event may be pruned one day; the row is not), and
+                # the run that scheduled it is finished, as when its revocation is done.
                 self.journal.update_revocation(rev, fence=self._fence, state=RevocationState.DISMISSED,
-                                               done_at=self.clock.now())
+                                               done_at=now, last_error=f"dismissed: {reason}")
+                self.journal.finish_published_run(self.policy.name, rev.run_id, now, fence=self._fence)
                 self._event("revoke_old", "dismissed", rev.run_id, token_id=token_id, reason=reason,
                             last_error=rev.last_error)
         self.log.warning("revocation of token %s dismissed: rotator will not revoke it; reason: %s", token_id, reason)

@@ -241,6 +241,12 @@ def _classify(
             return MANAGED, f"previous token, revocation due {due}", rev.policy, rev.run_id, None
         if rev.state == "failed":
             return MANAGED, "previous token, revocation FAILED: revoke it by hand", rev.policy, rev.run_id, None
+        if rev.state == "dismissed":  # a person decided it stays valid (revoke-expired --dismiss)
+            if live:
+                return (MANAGED, f"previous token, revocation dismissed {done}: kept valid on purpose", rev.policy,
+                        rev.run_id, None)  # fmt: skip
+            return RETIRED, f"revoked outside rotator after its revocation was dismissed {done}", rev.policy, \
+                rev.run_id, None
         if live:
             return (SUSPICIOUS, f"the journal says rotator revoked it at {done}, the issuer lists it "
                     "active", rev.policy, rev.run_id, None)  # fmt: skip

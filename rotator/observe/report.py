@@ -87,7 +87,8 @@ class RevocationRow:
     confirmed_by_issuer: bool
     attempts: int
     last_error: str | None
-    #: a dismissed revocation's reason (``revoke-expired --dismiss``), from its chained event
+    #: a dismissed revocation's reason (``revoke-expired --dismiss``; the row keeps it, the chained
+    #: event too)
     note: str | None = None
 
 
@@ -245,8 +246,6 @@ def _policy_evidence(
             _in_chain(journal, run, run_events, pruned_until, began),
         ))  # fmt: skip
     confirmed = {e["detail"].get("token_id") for e in mine if e["step"] == "revoke_old" and e["result"] == "ok"}
-    dismissed = {e["detail"].get("token_id"): str(e["detail"].get("reason") or "")
-                 for e in mine if e["step"] == "revoke_old" and e["result"] == "dismissed"}
     revocations = journal.revocations(policy.name)
     for rev in revocations:
         in_period = lo <= ts(rev.due_at) < hi or (rev.done_at is not None and lo <= ts(rev.done_at) < hi)
@@ -255,8 +254,7 @@ def _policy_evidence(
                 rev.token_id, rev.run_id, rev.reason, ts(rev.due_at), rev.state,
                 ts(rev.done_at) if rev.done_at else None,
                 rev.state == "done" and rev.token_id in confirmed, rev.attempts, rev.last_error,
-                f"dismissed: {dismissed[rev.token_id]}" if rev.state == "dismissed" and rev.token_id in dismissed
-                else None,
+                (rev.last_error or "").removeprefix("dismissed: ") or None if rev.state == "dismissed" else None,
             ))  # fmt: skip
     _check_revocations_against_the_chain(journal, ev, mine, runs_by_id, revocations, pruned_until, began)
     for e in mine:

@@ -545,6 +545,10 @@ def test_a_failed_revocation_of_a_token_that_must_stay_valid_is_dismissed_with_i
     assert f"token {sc.bootstrap_id}: revocation dismissed" in proc.stdout and reason in proc.stdout
     assert _revocations(sc)[sc.bootstrap_id] == ("dismissed", 1)
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None, "the token is not touched"
+    assert sc.journal_rows("SELECT state FROM runs WHERE kind = 'rotate'") == [("done",)], "its run is finished"
+    inventory = json.loads(sc.cli("inventory", "--output", "json").stdout)
+    [listed] = [t for t in inventory["tokens"] if t["token_id"] == sc.bootstrap_id]
+    assert listed["class"] == "managed" and "revocation dismissed" in listed["reason"], listed
     again = sc.cli("revoke-expired", "--dismiss", sc.bootstrap_id, "--reason", reason, sc.policy)
     assert again.returncode == 0 and "already dismissed" in again.stdout, again.stdout + again.stderr
     assert sc.cli("status", "--check", sc.policy).returncode == 0
@@ -566,7 +570,8 @@ def test_a_failed_revocation_of_a_token_that_must_stay_valid_is_dismissed_with_i
                                 now + timedelta(minutes=1), now)
         [p] = evidence.policies
         [row] = [r for r in p.revocations if r.token_id == sc.bootstrap_id]
-        assert (row.state, row.note) == ("dismissed", f"dismissed: {reason}")
+        assert (row.state, row.note) == ("dismissed", reason)
+        assert f"dismissed ({reason})" in report.render(evidence, "html")
         assert p.summary()["revocations_dismissed"] == 1 and evidence.revocations_not_in_chain == []
         # A row dismissed by hand (SQL) has no chained event: the report says so.
         (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
