@@ -709,7 +709,9 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             end_seq = min(start_seq + batch, last_pruned)
             rows = _event_rows(cur, start_seq, end_seq) if end_seq > start_seq else []
             last_published = _last_published(cur, previous) if rows else {}
-        made = _checkpoint_for(rows, previous, last_published, end_seq, now) if end_seq > start_seq else None
+            token_since = _token_since(cur, previous) if rows else {}
+        made = (_checkpoint_for(rows, previous, last_published, end_seq, now, token_since)
+                if end_seq > start_seq else None)
         final = end_seq >= last_pruned
         counts = {"events": 0, "runs": 0, "revocations": 0}
         with journal.audit_transaction() as (cur, lock_head):
@@ -744,7 +746,7 @@ def _event_rows(cur: Cursor, start_seq: int, end_seq: int, lock: str = "") -> li
 
 
 def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None, last_published: dict[str, str],
-                    end_seq: int, now: str) -> Checkpoint:  # fmt: skip
+                    end_seq: int, now: str, token_since: dict[str, str] | None = None) -> Checkpoint:  # fmt: skip
     """The checkpoint after pruning ``rows`` (the links after ``previous`` up to ``end_seq``), once they
     check out as unedited links of the chain (ValueError if not). ``last_published``: each policy's
     last publish time before them (:func:`_last_published`)."""
@@ -755,7 +757,7 @@ def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None
         walk.problem = f"the chain ends at seq {start_seq + walk.checked}, before seq {end_seq}"
     if walk.problem is not None:
         raise _changed(f"from seq {start_seq + 1}", walk.problem)
-    detail = _summary(events, last_published)
+    detail = _summary(events, last_published, token_since)
     # The chain vouches for the latest checkpoint only (its `prune` event); each one vouches for the
     # one before it, so an edited or removed earlier checkpoint shows too (_check_earlier_checkpoints).
     detail.update(last_pruned_seq=end_seq, last_pruned_hash=walk.last_hash,
@@ -841,6 +843,10 @@ _FAILED_RESULTS = ("failed", "error", "partial")
 #: a checkpoint's detail key: the last publish time of every policy with no event in its range,
 #: carried from checkpoint to checkpoint (a token published before the range and replaced after it)
 LAST_PUBLISHED_ELSEWHERE = "last_published_elsewhere"
+#: a checkpoint's detail key, beside it: when the token then current began to age, where that is
+#: before its publication (a bootstrapped token's creation at the issuer), for those policies; a
+#: summary's own policies have it as their entry's ``token_since``
+TOKEN_SINCE_ELSEWHERE = "token_since_elsewhere"
 
 
 def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -854,14 +860,16 @@ def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
     return detail if isinstance(detail, dict) else {}
 
 
-def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str]) -> dict[str, Any]:
+def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str],
+             token_since: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     """Per policy over the pruned events: rotations, revocations, failures, the longest a published
     token lived before the next one (max token age, seconds), and the last publish time (carried on:
-    ``last_published`` is each policy's before these events)."""
+    ``last_published`` is each policy's before these events; ``token_since``, when its token then
+    began to age where that was earlier, a bootstrapped token's creation)."""
     policies: dict[str, dict[str, Any]] = {}
     #: per policy, when its current token was created where that is before its publication (a
     #: bootstrapped token's creation, from its event): its age counts from then
-    created: dict[str, str] = {}
+    created: dict[str, str] = dict(token_since or {})
     for row in rows:
         if row["step"] == "prune":
             continue
@@ -884,7 +892,10 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
             entry["revocations"] += 1
         elif result in _FAILED_RESULTS:
             entry["failures"] += 1
-    return {
+    for name, since in created.items():
+        if name in policies:
+            policies[name]["token_since"] = since
+    detail = {
         "events": len(rows),
         "from": rows[0]["at"] if rows else None,
         "to": rows[-1]["at"] if rows else None,
@@ -892,20 +903,34 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
         "policies": policies,
         LAST_PUBLISHED_ELSEWHERE: {k: v for k, v in sorted(last_published.items()) if k not in policies},
     }
+    elsewhere = {k: v for k, v in sorted(created.items()) if k not in policies}
+    if elsewhere:
+        detail[TOKEN_SINCE_ELSEWHERE] = elsewhere
+    return detail
 
 
 def last_published_when_pruned(newest_first: Iterable[Checkpoint]) -> dict[str, str]:
     """Policy -> its last publish time among the pruned events, from the checkpoints (newest first):
     the token published then was current until the first publish the journal still holds."""
-    found: dict[str, str] = {}
+    return {name: at for name, (at, _since) in pruned_current(newest_first).items()}
+
+
+def pruned_current(newest_first: Iterable[Checkpoint]) -> dict[str, tuple[str, str | None]]:
+    """Policy -> (its last publish time among the pruned events, when that token began to age if
+    earlier: a bootstrapped token's creation, else None), from the checkpoints (newest first)."""
+    found: dict[str, tuple[str, str | None]] = {}
     for checkpoint in newest_first:
         for name, entry in checkpoint.detail.get("policies", {}).items():
             if isinstance(entry, dict) and entry.get("last_published_at"):
-                found.setdefault(str(name), str(entry["last_published_at"]))
+                since = entry.get("token_since")
+                found.setdefault(str(name), (str(entry["last_published_at"]), str(since) if since else None))
         elsewhere = checkpoint.detail.get(LAST_PUBLISHED_ELSEWHERE)
         if isinstance(elsewhere, dict):
+            origins = checkpoint.detail.get(TOKEN_SINCE_ELSEWHERE)
+            origins = origins if isinstance(origins, dict) else {}
             for name, at in elsewhere.items():
-                found.setdefault(str(name), str(at))
+                since = origins.get(name)
+                found.setdefault(str(name), (str(at), str(since) if since else None))
             break
     return found
 
@@ -918,6 +943,15 @@ def _last_published(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
     if latest is None:
         return {}
     return last_published_when_pruned(itertools.chain([latest], _checkpoints_before(cur, latest.seq)))
+
+
+def _token_since(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
+    """Policy -> when its token current at the ``latest`` checkpoint began to age, where that was
+    before its publication (see :func:`pruned_current`)."""
+    if latest is None:
+        return {}
+    current = pruned_current(itertools.chain([latest], _checkpoints_before(cur, latest.seq)))
+    return {name: since for name, (_at, since) in current.items() if since}
 
 
 def _digest(detail: Mapping[str, Any]) -> str:

@@ -203,7 +203,7 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
         checkpoints = audit_chain.checkpoints(journal) if chain.ok else []
     except ValueError:
         checkpoints = []
-    pruned_publish = audit_chain.last_published_when_pruned(reversed(checkpoints))
+    pruned_publish = audit_chain.pruned_current(reversed(checkpoints))
     # Events before this were pruned (or the chain cannot say): runs from then are not cross-checked.
     pruned_until = max((str(cp.detail.get("to") or "") for cp in checkpoints), default="")
     # Runs published before it (an upgraded journal's) have no chained event to show.
@@ -220,7 +220,8 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
 
 def _policy_evidence(
     journal: Journal, policy: Policy, start: datetime, end: datetime, now: datetime,
-    events: list[dict[str, Any]], checkpoints: list[audit_chain.Checkpoint], pruned_publish: str | None,
+    events: list[dict[str, Any]], checkpoints: list[audit_chain.Checkpoint],
+    pruned_publish: tuple[str, str | None] | None,
     pruned_until: str = "", began: str | None = "",
 ) -> PolicyEvidence:  # fmt: skip
     """``began``: :func:`audit_chain.first_link_at`; None when the chain is broken (then no run is
@@ -395,7 +396,7 @@ _SAME_PUBLISH = timedelta(minutes=1)
 
 
 def _max_age(runs: list[RunRecord], start: datetime, end: datetime, now: datetime,
-             pruned_publish: str | None = None) -> tuple[int | None, str | None]:  # fmt: skip
+             pruned_publish: tuple[str, str | None] | None = None) -> tuple[int | None, str | None]:  # fmt: skip
     """The oldest any published token of the policy was while it was the current one within [start, end).
 
     A token's age counts from RunRecord.token_since: its publication, or a bootstrapped token's
@@ -408,11 +409,12 @@ def _max_age(runs: list[RunRecord], start: datetime, end: datetime, now: datetim
         key=lambda p: p[0],
     )  # fmt: skip
     if pruned_publish is not None:
-        at = parse_rfc3339(pruned_publish)
+        at = parse_rfc3339(pruned_publish[0])
+        born = parse_rfc3339(pruned_publish[1]) if pruned_publish[1] else at
         # The checkpoint holds the `published` event's time, which the engine takes just after the
         # run's published_at (milliseconds): a kept run published up to a minute before is that token.
         if not any(at - _SAME_PUBLISH <= current <= at for current, _, _ in published):
-            published = sorted([*published, (at, "(pruned)", at)], key=lambda p: p[0])
+            published = sorted([*published, (at, "(pruned)", min(born, at))], key=lambda p: p[0])
     stop = min(end, now)
     best: tuple[int | None, str | None] = (None, None)
     for i, (current, token_id, born) in enumerate(published):

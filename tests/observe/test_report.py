@@ -531,3 +531,35 @@ def test_a_bootstrapped_token_s_age_counts_from_its_creation_and_an_edited_creat
     [checkpoint] = audit_chain.checkpoints(journal)
     assert result.events == 2 and checkpoint.detail["policies"]["p"]["max_token_age_seconds"] == 230 * 86400
     journal.close()
+
+
+@pytest.mark.parametrize("cutoffs", [(31,), (1, 31), (1,)], ids=["one-prune", "two-prunes", "bootstrap-pruned"])
+def test_a_bootstrapped_token_s_creation_time_survives_prunes_that_split_its_events(
+        tmp_path: Path, cutoffs: tuple[int, ...]) -> None:
+    """The bootstrap's event (with the token's creation time) and the next publish can fall into
+    different prunes (a daily prune; two batches of one): the creation time is carried from
+    checkpoint to checkpoint, so the token is still 230 days old in the report, not 30. A cold review
+    found it lost at the second prune."""
+    from rotator.core import audit_chain
+    from rotator.core.journal import RunRecord, RunState, open_journal, ts
+    from rotator.observe import report
+
+    policy = offline_policy(tmp_path, "p")
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    t0 = datetime(2025, 6, 1, tzinfo=UTC)
+    created, t1 = t0 - timedelta(days=200), t0 + timedelta(days=30)
+    journal.begin_run(RunRecord(run_id="r0", policy="p", state=RunState.DONE, kind="bootstrap", started_at=t0,
+                                updated_at=t0, new_token_id="t0", published_at=t0, finished_at=t0,
+                                token_created_at=created))
+    journal.record_event(t0, "p", "r0", "bootstrap", "ok", {"token_id": "t0", "token_created_at": ts(created)})
+    journal.begin_run(RunRecord(run_id="r1", policy="p", state=RunState.DONE, kind="rotate", started_at=t1,
+                                updated_at=t1, old_token_id="t0", new_token_id="t1", published_at=t1, finished_at=t1))
+    journal.record_event(t1, "p", "r1", "published", "ok", {"token_id": "t1"})
+    end = t0 + timedelta(days=40)
+    for day in cutoffs:
+        audit_chain.prune(journal, ts(t0 + timedelta(days=day)), ts(end))
+    evidence = report.build(journal, [policy], t0 - timedelta(days=1), end, end)
+    [p] = evidence.policies
+    assert p.max_observed_age_s == 230 * 86400, (p.max_observed_age_s / 86400, p.oldest_token_id, p.pruned)
+    assert p.within_90d is False and evidence.chain.ok
+    journal.close()
