@@ -15,11 +15,12 @@ deadline of its lease check (:func:`start_children_within`).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -82,16 +83,47 @@ def reading() -> Iterator[None]:
         _FORK_DEADLINE.reset(token)
 
 
-def side_effect_command(argv: Sequence[str], timeout_s: float) -> tuple[list[str], signal.Signals]:
+_watchdog_works: bool | None = None
+
+
+def _watchdog_usable(env: Mapping[str, str] | None) -> bool:
+    """Whether the watchdog runs here, found out once per process by running it on an empty Python
+    command in ``env`` (~20 ms): an interpreter that needs a variable the children's environment
+    leaves out, or a Python without a file for the script (a zip application), cannot run it. Then
+    the children run as they are, as before the watchdog, and the log says so once."""
+    global _watchdog_works
+    if _watchdog_works is None:
+        import subprocess
+
+        probe = [sys.executable, "-I", "-S", "-c", ""]
+        deadline = repr(time.monotonic() + 30)
+        try:
+            done = subprocess.run([sys.executable, "-I", "-S", _WATCHDOG, deadline, "--", *probe], env=env,
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+            works, why = done.returncode == 0, (done.stderr or b"").decode(errors="replace").strip()[-300:]
+        except (OSError, subprocess.SubprocessError) as exc:
+            works, why = False, str(exc)
+        if not works:
+            logging.getLogger("rotator.child_process").warning(
+                "the watchdog that ends a mint's or a revoke's influxctl child at its timeout while rotator is "
+                "paused cannot run here (%s): those children run without it", why or "no reason given")
+        _watchdog_works = works
+    return _watchdog_works
+
+
+def side_effect_command(argv: Sequence[str], timeout_s: float,
+                        env: Mapping[str, str] | None = None) -> tuple[list[str], signal.Signals]:  # fmt: skip
     """The command line to start for ``argv``, and the signal it must get when rotator dies.
 
     A side effect's child (started in :func:`start_children_within`, outside :func:`reading`) runs
     under ``child_watchdog.py``, which kills it ``timeout_s`` (+ a margin) from now even while
     rotator is paused, when rotator's own timeout cannot fire: recovery's mint window assumes no
     child of a run outlives its call timeout. The watchdog gets SIGTERM when rotator dies and kills
-    the child then. Other children run as they are, with SIGKILL. A frozen Python (no interpreter to
-    run the script with) runs every child as it is."""
-    if _FORK_DEADLINE.get() is None or not sys.executable or getattr(sys, "frozen", False):
+    the child then. Other children run as they are, with SIGKILL, and so does every child where the
+    watchdog cannot run (a frozen Python, or :func:`_watchdog_usable` said no: logged once)."""
+    if _FORK_DEADLINE.get() is None:
+        return list(argv), signal.SIGKILL
+    if not sys.executable or getattr(sys, "frozen", False) or not _watchdog_usable(env):
         return list(argv), signal.SIGKILL
     deadline = time.monotonic() + timeout_s + WATCHDOG_MARGIN_S
     return [sys.executable, "-I", "-S", _WATCHDOG, repr(deadline), "--", *argv], signal.SIGTERM

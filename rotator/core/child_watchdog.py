@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from typing import NoReturn
 
 EXIT_NOT_EXECUTED = 127
 ERRNO_PREFIX = "rotator-child-watchdog: errno "
@@ -49,6 +50,12 @@ def _die_with_this_process() -> None:
         return
 
 
+def _not_executed(exc: OSError) -> NoReturn:
+    sys.stderr.write(f"{ERRNO_PREFIX}{exc.errno or 0}\n")
+    sys.stderr.flush()
+    os._exit(EXIT_NOT_EXECUTED)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] != "--":
         sys.stderr.write("usage: child_watchdog.py DEADLINE -- COMMAND [ARG...]\n")
@@ -60,14 +67,22 @@ def main(argv: list[str]) -> None:
     if remaining <= 0:
         _kill_group()
     parent = os.getpid()
-    report_r, report_w = os.pipe()  # close-on-exec: the read sees EOF once the command runs
-    pid = os.fork()
+    try:
+        report_r, report_w = os.pipe()  # close-on-exec: the read sees EOF once the command runs
+        pid = os.fork()
+    except OSError as exc:  # no descriptor, no memory, too many processes: the command was not started
+        _not_executed(exc)
     if pid == 0:
         try:
             os.close(report_r)
             _die_with_this_process()
             if os.getppid() != parent:
                 os._exit(137)
+            # As subprocess does (restore_signals): Python ignores these, and an ignored signal
+            # stays ignored across exec.
+            for name in ("SIGPIPE", "SIGXFSZ"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
             os.execvp(command[0], command)
         except OSError as exc:
             os.write(report_w, str(exc.errno or 0).encode())
@@ -80,9 +95,7 @@ def main(argv: list[str]) -> None:
     _, status = os.waitpid(pid, 0)
     signal.setitimer(signal.ITIMER_REAL, 0)
     if failed:
-        sys.stderr.write(f"{ERRNO_PREFIX}{failed.decode()}\n")
-        sys.stderr.flush()
-        os._exit(EXIT_NOT_EXECUTED)
+        _not_executed(OSError(int(failed.decode() or 0), ""))
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         if number not in (signal.SIGKILL, signal.SIGSTOP):

@@ -760,15 +760,20 @@ class Engine:
         would stay valid with no record (an orphan). The run's journal row is not touched."""
         self.log.warning("run %s lost its lease after minting token %s: revoking it (never published)",
                          run.run_id, minted.token_id)
+        # Nothing here may replace the LeaseLost that brought us here (the caller audits it).
         try:
             self._call(lambda: self.issuer.revoke(minted.token_id, credential), f"revoke {minted.token_id}")
-        except Exception as exc:  # the LeaseLost that brought us here is what the caller must see
-            self.log.error("could not revoke token %s, minted by run %s after it lost its lease: %s; "
-                           "`rotator inventory` lists it as an orphan", minted.token_id, run.run_id, _describe(exc))
-            self._event("revoke_orphan", "failed", run.run_id, token_id=minted.token_id, error=_describe(exc))
-            return
-        self._event("revoke_orphan", "ok", run.run_id, token_id=minted.token_id,
-                    note="minted by this run after it lost its lease")
+        except Exception as exc:
+            self.log.error("could not revoke token %s, minted by run %s after it lost its lease: %s; it stays "
+                           "valid: revoke it with the issuer's tool (`rotator inventory` lists it once the run is "
+                           "closed)", minted.token_id, run.run_id, _describe(exc))
+            outcome: dict[str, Any] = {"result": "failed", "error": _describe(exc)}
+        else:
+            outcome = {"result": "ok", "note": "minted by this run after it lost its lease"}
+        try:
+            self._event("revoke_orphan", outcome.pop("result"), run.run_id, token_id=minted.token_id, **outcome)
+        except Exception as exc:  # the journal is down: the log line above is what is left
+            self.log.error("could not journal the revocation of token %s: %s", minted.token_id, _describe(exc))
 
     # ------------------------------------------------------------------ recovery
     def _recover_locked(self) -> list[str]:
@@ -1252,8 +1257,9 @@ def _holder_is_dead(holder: str) -> bool:
     if len(parts) != 5:
         return False
     host, pid_text, _nonce, namespace, boot = parts
+    # Without a boot id (not Linux) a process id cannot be placed on a machine: never judged by it.
     if host != audit_chain.instance_name() or not pid_text.isdigit() or namespace != _pid_namespace() \
-            or boot != _boot_id():
+            or not boot or boot != _boot_id():
         return False
     try:
         os.kill(int(pid_text), 0)

@@ -7,7 +7,8 @@ event that signals and finished runs set. Runs happen on a thread pool, one at a
 
 What decides when:
 
-- **Rotations** are due at ``Schedule.next_due(last successful publication, now)``, read from the
+- **Rotations** are due at ``Schedule.next_due(last successful publication, now)`` (a bootstrapped
+  token's creation where earlier: RunRecord.token_since), read from the
   journal (kept in memory, and read again whenever a policy looks due), so a restart never
   resets a clock and every replica agrees. Interval,
   ``rate()``, 5-field and AWS ``cron(...)`` schedules (cron maths by APScheduler's CronTrigger)

@@ -450,3 +450,60 @@ def test_the_sweep_never_raises(private_tmp: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(influxctl_common.os, "open", refuse)
     sweep_stale_configs()  # logs at debug, raises nothing
+
+
+def test_a_side_effects_child_gets_sigpipe_as_a_plain_child_does() -> None:
+    """Python ignores SIGPIPE, and an ignored signal stays ignored across exec: the watchdog restores
+    it before it runs the command, as subprocess does (`yes | head -1` ends by SIGPIPE, not with 1)."""
+    from rotator.core.child_process import start_children_within
+
+    argv = ["/bin/sh", "-c", "yes | head -1 >/dev/null; grep SigIgn /proc/self/status"]
+    plain = default_run(argv, 10)
+    with start_children_within(30):
+        watched = default_run(argv, 10)
+    assert watched.stdout == plain.stdout and int(plain.stdout.split()[1], 16) & (1 << (signal.SIGPIPE - 1)) == 0
+
+
+def test_when_the_watchdog_cannot_fork_the_caller_gets_the_errno_as_from_a_plain_child(tmp_path: Path) -> None:
+    """A watchdog that cannot start its command (no descriptor, no memory, too many processes) says
+    so with the errno, which the caller raises as the OSError a plain Popen would: EAGAIN and ENOMEM
+    stay transient (the mint is retried, not discarded)."""
+    import errno as errno_module
+
+    from rotator.core import child_process
+    from rotator.core.child_process import start_children_within
+
+    script = tmp_path / "watchdog_without_fork.py"
+    script.write_text(
+        "import os, runpy, sys\n"
+        "def no_fork():\n    raise OSError(11, 'Resource temporarily unavailable')\n"
+        "os.fork = no_fork\n"
+        f"sys.argv = [{str(child_process._WATCHDOG)!r}] + sys.argv[1:]\n"
+        f"runpy.run_path({str(child_process._WATCHDOG)!r}, run_name='__main__')\n")
+    original = child_process._WATCHDOG
+    child_process._WATCHDOG = str(script)
+    try:
+        with start_children_within(30), pytest.raises(OSError) as raised:
+            default_run([sys.executable, "-c", "print('ran')"], 10)
+    finally:
+        child_process._WATCHDOG = original
+    assert raised.value.errno == errno_module.EAGAIN
+
+
+def test_where_the_watchdog_cannot_run_children_run_as_before_and_the_log_says_so(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    from rotator.core import child_process
+    from rotator.core.child_process import start_children_within
+
+    monkeypatch.setattr(child_process, "_WATCHDOG", str(tmp_path / "missing.py"))
+    monkeypatch.setattr(child_process, "_watchdog_works", None)
+    with start_children_within(30):
+        first = child_process.side_effect_command(["influxctl", "management", "create"], 10)
+        second = child_process.side_effect_command(["influxctl", "management", "create"], 10)
+    assert first == second == (["influxctl", "management", "create"], signal.SIGKILL)
+    warnings = [r.getMessage() for r in caplog.records if "cannot run here" in r.getMessage()]
+    assert len(warnings) == 1, "found out once per process"
+    monkeypatch.setattr(child_process, "_watchdog_works", None)
+    monkeypatch.setattr(child_process, "_WATCHDOG", str(Path(child_process.__file__).with_name("child_watchdog.py")))
+    with start_children_within(30):
+        assert child_process.side_effect_command(["influxctl"], 10)[0][-2:] == ["--", "influxctl"]

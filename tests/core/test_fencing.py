@@ -508,6 +508,10 @@ def test_a_holder_is_taken_for_dead_only_in_this_host_s_and_this_pid_namespace_s
     assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}"), "written without its boot"
     assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234"), "written without its namespace"
     assert not _holder_is_dead(f"other-{instance}:{child.pid}:abcd1234:{namespace}:{boot}"), "another instance"
+    # Where there is no boot id (not Linux), a process id cannot be placed on a machine at all.
+    monkeypatch.setattr("rotator.core.engine._boot_id", lambda: "")
+    assert not _holder_is_dead(f"{instance}:{child.pid}:abcd1234:{namespace}:"), "no boot id: never judged"
+    monkeypatch.undo()
     # An instance name with a colon in it (ROTATOR_INSTANCE="pod:a"): the holder is read from the right.
     monkeypatch.setattr(audit_chain, "instance_name", lambda: "pod:a")
     assert _holder_is_dead(f"pod:a:{child.pid}:abcd1234:{namespace}:{boot}")

@@ -512,7 +512,8 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     at ``timeout_s`` (+1 s) while rotator is paused and cannot kill it: it runs under the watchdog
     of :func:`~rotator.core.child_process.side_effect_command`.
     """
-    command, death_signal = side_effect_command(argv, timeout_s)  # a mint or a revoke: under a watchdog
+    env = child_environment()
+    command, death_signal = side_effect_command(argv, timeout_s, env)  # a mint or a revoke: under a watchdog
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
@@ -520,7 +521,7 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
         stderr=subprocess.PIPE,
         encoding="utf-8",
         errors="replace",
-        env=child_environment(),
+        env=env,
         process_group=0,  # its own group, so that the group can be killed as a whole
         # The thread that starts influxctl is the one that waits for it (this call returns only once
         # the child is gone), so PR_SET_PDEATHSIG fires only when rotator itself dies.
