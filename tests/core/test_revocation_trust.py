@@ -584,3 +584,39 @@ def test_a_failed_revocation_of_a_token_that_must_stay_valid_is_dismissed_with_i
         assert evidence.revocations_not_in_chain == [f"{sc.policy}/{rotated}"], evidence.revocations_not_in_chain
     finally:
         journal.close()
+
+
+def test_the_revocation_of_a_late_mint_never_hides_the_lost_lease(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`_revoke_own_mint` runs while a LeaseLost is on its way to the caller (which audits it): neither
+    a failed revocation nor a journal that refuses the audit event may replace that error."""
+    from rotator.core.contracts import TokenRecord
+    from rotator.core.errors import JournalError, TransientError
+    from rotator.core.journal import RunRecord
+    from rotator.core.secret import Secret
+
+    revoked: list[str] = []
+
+    class Revoking(_ListingIssuer):
+        def revoke(self, token_id: str, credential: Any) -> None:
+            revoked.append(token_id)
+            if len(revoked) == 1:
+                raise TransientError("issuer down")
+
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    engine = _engine_of(tmp_path, Revoking([]), ("primary", _MemoryStore()), schedule="30d", now=now)
+    engine.retry = RetryPolicy(1, 0.01, 0.02)
+    run = RunRecord("r-late", "p", "minting", "rotate", now, now)
+    minted = TokenRecord(Secret("M.V1.late0123456789abcdef"), "t-late", "influxctl-management", "p", now, None)
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise JournalError("journal down")
+
+    engine.journal.record_event = refuse  # type: ignore[method-assign]
+    engine._revoke_own_mint(run, minted, None)  # the revocation fails, and so does its audit event
+    engine._revoke_own_mint(run, minted, None)  # the revocation works; its audit event still fails
+    assert revoked == ["t-late", "t-late"]
+    text = caplog.text
+    assert "could not revoke token t-late" in text and "could not journal the revocation of token t-late" in text
+    assert "late0123456789abcdef" not in text
+    engine.journal.close()
