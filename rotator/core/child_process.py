@@ -15,10 +15,12 @@ deadline of its lease check (:func:`start_children_within`).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -84,31 +86,48 @@ def reading() -> Iterator[None]:
 
 
 _watchdog_works: bool | None = None
+_watchdog_lock = threading.Lock()
+#: errnos of a failed start that say nothing of the watchdog itself (no memory, no descriptor...)
+_PASSING_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR})
 
 
 def _watchdog_usable(env: Mapping[str, str] | None) -> bool:
     """Whether the watchdog runs here, found out once per process by running it on an empty Python
     command in ``env`` (~20 ms): an interpreter that needs a variable the children's environment
     leaves out, or a Python without a file for the script (a zip application), cannot run it. Then
-    the children run as they are, as before the watchdog, and the log says so once."""
+    the children run as they are, as before the watchdog, and the log says so once. A failure that
+    says nothing of the watchdog (a timeout, a signal, no memory) is not kept: the next call tries
+    again. The probe leads a process group of its own: the watchdog kills its group."""
     global _watchdog_works
-    if _watchdog_works is None:
+    with _watchdog_lock:
+        if _watchdog_works is not None:
+            return _watchdog_works
         import subprocess
 
         probe = [sys.executable, "-I", "-S", "-c", ""]
         deadline = repr(time.monotonic() + 30)
+        lasting = True
         try:
+            with reading():  # the probe is no side effect: no start deadline for it
+                preexec = die_with_parent(signal.SIGTERM)
             done = subprocess.run([sys.executable, "-I", "-S", _WATCHDOG, deadline, "--", *probe], env=env,
-                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
+                                  process_group=0, preexec_fn=preexec)  # noqa: PLW1509
             works, why = done.returncode == 0, (done.stderr or b"").decode(errors="replace").strip()[-300:]
+            failed = exec_error(done.returncode, why)
+            lasting = done.returncode > 0 and (failed is None or failed.errno not in _PASSING_ERRNOS)
         except (OSError, subprocess.SubprocessError) as exc:
             works, why = False, str(exc)
+            lasting = not isinstance(exc, subprocess.TimeoutExpired) and getattr(exc, "errno", None) not in \
+                _PASSING_ERRNOS
         if not works:
             logging.getLogger("rotator.child_process").warning(
                 "the watchdog that ends a mint's or a revoke's influxctl child at its timeout while rotator is "
-                "paused cannot run here (%s): those children run without it", why or "no reason given")
-        _watchdog_works = works
-    return _watchdog_works
+                "paused cannot run here (%s): %s", why or "no reason given",
+                "those children run without it" if lasting else "this child runs without it; the next one tries again")
+        if works or lasting:
+            _watchdog_works = works
+        return works
 
 
 def side_effect_command(argv: Sequence[str], timeout_s: float,

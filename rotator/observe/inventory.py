@@ -245,7 +245,7 @@ def _classify(
             if live:
                 return (MANAGED, f"previous token, revocation dismissed {done}: kept valid on purpose", rev.policy,
                         rev.run_id, None)  # fmt: skip
-            return RETIRED, f"revoked outside rotator after its revocation was dismissed {done}", rev.policy, \
+            return RETIRED, f"no longer active at the issuer; its revocation was dismissed {done}", rev.policy, \
                 rev.run_id, None
         if live:
             return (SUSPICIOUS, f"the journal says rotator revoked it at {done}, the issuer lists it "

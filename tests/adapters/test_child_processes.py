@@ -464,7 +464,8 @@ def test_a_side_effects_child_gets_sigpipe_as_a_plain_child_does() -> None:
     assert watched.stdout == plain.stdout and int(plain.stdout.split()[1], 16) & (1 << (signal.SIGPIPE - 1)) == 0
 
 
-def test_when_the_watchdog_cannot_fork_the_caller_gets_the_errno_as_from_a_plain_child(tmp_path: Path) -> None:
+def test_when_the_watchdog_cannot_fork_the_caller_gets_the_errno_as_from_a_plain_child(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A watchdog that cannot start its command (no descriptor, no memory, too many processes) says
     so with the errno, which the caller raises as the OSError a plain Popen would: EAGAIN and ENOMEM
     stay transient (the mint is retried, not discarded)."""
@@ -473,6 +474,7 @@ def test_when_the_watchdog_cannot_fork_the_caller_gets_the_errno_as_from_a_plain
     from rotator.core import child_process
     from rotator.core.child_process import start_children_within
 
+    monkeypatch.setattr(child_process, "_watchdog_works", True)  # (its self-test would find out the same)
     script = tmp_path / "watchdog_without_fork.py"
     script.write_text(
         "import os, runpy, sys\n"
@@ -507,3 +509,19 @@ def test_where_the_watchdog_cannot_run_children_run_as_before_and_the_log_says_s
     monkeypatch.setattr(child_process, "_WATCHDOG", str(Path(child_process.__file__).with_name("child_watchdog.py")))
     with start_children_within(30):
         assert child_process.side_effect_command(["influxctl"], 10)[0][-2:] == ["--", "influxctl"]
+
+
+def test_the_watchdog_self_test_runs_in_a_process_group_of_its_own(tmp_path: Path) -> None:
+    """The watchdog kills its whole process group (at its deadline, or on SIGTERM): the self-test's
+    must lead a group of its own, or it kills rotator with it. Here the 'watchdog' kills its group at
+    once; the process that ran the self-test must live on, and a failure by a signal (which says
+    nothing of the watchdog) is not kept."""
+    killer = tmp_path / "killer.py"
+    killer.write_text("import os, signal\nos.killpg(0, signal.SIGKILL)\n")
+    code = ("from rotator.core import child_process as c\n"
+            f"c._WATCHDOG = {str(killer)!r}\n"
+            "print(c._watchdog_usable(None), c._watchdog_works)\nprint('alive')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    assert done.returncode == 0 and done.stdout.splitlines() == ["False None", "alive"], (done.returncode, done.stdout,
+                                                                                        done.stderr[-2000:])
