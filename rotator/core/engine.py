@@ -865,9 +865,8 @@ class Engine:
                 raise TransientError(f"run {run.run_id}: store {name!r} changed during recovery",
                                      hint="rotator retries; `rotator recover` reads the stores again") from None
             if str(moved) == str(state.version):
-                self.log.warning("run %s: store %r keeps its version when written with what it holds (an influxctl "
-                                 "profile's version is its value), so a write of the run's that is still under way "
-                                 "would not be stopped", run.run_id, name)
+                self.log.warning("run %s: store %r keeps its version when written with what it holds, so a write "
+                                 "of the run's that is still under way would not be stopped", run.run_id, name)
 
     def _mint_settles_at(self, run: RunRecord) -> datetime | None:
         """When no child of ``run``'s last mint call can still be running (None: no mint without an id)."""

@@ -314,8 +314,29 @@ def test_publishing_the_current_record_again_writes_nothing(config: Path) -> Non
     before = fingerprint(config), fingerprint(sidecar)
     time.sleep(0.01)
     assert store.publish(token, None) == version  # a retry after a write that landed: no conflict
-    assert store.publish(token, version) == version
     assert (fingerprint(config), fingerprint(sidecar)) == before
+
+
+def test_the_current_record_written_again_at_its_own_version_moves_the_version(config: Path) -> None:
+    """Recovery fences a publish that may still be under way (a process paused between its lease check
+    and its write) by writing each store again with what it holds, at the version it has: the version
+    must move, so that the paused write's compare-and-set fails instead of landing with a token that
+    recovery then revokes. The value is not written again: the sidecar entry's generation moves."""
+    store = make_store(config)
+    token = record("id-1")
+    version = store.publish(token, None)
+    config_before = fingerprint(config)
+    moved = store.publish(token, version)
+    assert moved != version and moved == value_version(token.value.reveal(), 1)
+    assert store.read_current().version == moved and store.read_current().record == token
+    assert fingerprint(config) == config_before, "the config file is not rewritten"
+    with pytest.raises(ConflictError):
+        store.publish(record("id-2"), version)  # the paused write, planned against the version before
+    assert store.read_current().record == token
+    assert store.publish(token, version) == moved, "a retry of the fencing write (version before) writes nothing"
+    assert store.publish(token, moved) == value_version(token.value.reveal(), 2)
+    newer = record("id-2")
+    assert store.publish(newer, store.read_current().version) == value_version(newer.value.reveal())
 
 
 def test_adopting_the_value_already_in_the_profile_writes_only_the_sidecar(config: Path) -> None:

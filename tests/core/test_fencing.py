@@ -755,3 +755,41 @@ def test_a_rotator_stopped_inside_its_mint_and_then_killed_leaves_no_token_its_r
     proc = _run(sc, "b", "rotate", sc.policy)  # (also sweeps the private config the killed A left)
     assert proc.returncode == 0, proc.stderr
     check_invariants(sc)
+
+
+def test_a_publish_to_an_influxctl_profile_paused_past_its_lease_never_lands_after_recovery(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As the Vault case above, for the influxctl-profile store, whose version was its value's
+    fingerprint: recovery's write of the same record did not move it, so the paused write landed
+    with a token recovery then revoked (a warning said so). Now that write moves the sidecar entry's
+    generation, and the paused write's compare-and-set fails."""
+    from rotator.core.engine import Engine
+    from tests.runners.test_bench_smoke import _bench
+
+    rotation_io = _bench("rotation_io")
+    setup = rotation_io.Setup(tmp_path / "profile", None)
+    store = _PausingStore(setup.store.store)
+    engine_a = Engine(setup.policy, setup.journal, issuer=setup.issuer, stores=[("profile", store)],
+                      clock=setup.clock, lease_ttl=timedelta(seconds=2), holder="hostA:1:a:0:")
+    engine_b = Engine(setup.policy, setup.journal, issuer=setup.issuer, stores=[("profile", setup.store.store)],
+                      clock=setup.clock, lease_ttl=timedelta(seconds=2), holder="hostB:2:b:0:")
+    before = setup.store.store.read_current()
+    setup.clock.advance(timedelta(hours=1))
+    thread, outcome = _rotate_in_a_thread(engine_a)
+    try:
+        assert store.entered.wait(60), outcome
+        candidate = setup.journal.open_runs(setup.policy.name)[0].new_token_id
+        setup.clock.advance(timedelta(seconds=10))  # past A's lease
+        lines = engine_b.recover()
+        assert any("rolled back" in line for line in lines), lines
+        assert setup.issuer.tokens[candidate]["revoked"], "recovery revoked A's candidate"
+    finally:
+        store.go.set()
+        thread.join(60)
+    assert "error" in outcome, outcome
+    after = setup.store.store.read_current()
+    assert after.record is not None and before.record is not None
+    assert after.token_id == before.token_id, "the paused write did not land"
+    assert not setup.issuer.tokens[after.token_id]["revoked"]
+    assert "keeps its version when written with what it holds" not in caplog.text
+    setup.journal.close()

@@ -41,7 +41,9 @@ sidecar by its salted hash: found, the profile is managed and the record is the 
 plus the value; not found (someone edited the value by hand, or never rotated it), the value
 is unmanaged (``managed=False``, ``record=None``, a warning when the sidecar knew an older
 value). ``version`` is a fingerprint of the value (16 hex digits of a domain-separated SHA-256;
-not reversible, safe for the journal), so compare-and-set protects the one value rotator owns:
+not reversible, safe for the journal), with ``-g<n>`` once the same record was written again at
+its own version (recovery's fencing write: the entry's ``generation`` moves, the config file does
+not change), so compare-and-set protects the one value rotator owns:
 edits elsewhere in the file (other profiles, comments) between PLAN and PUBLISH do not
 conflict, and are kept. A profile without ``<key>`` (or with ``<key> = ""``) is
 "absent": version ``None``.
@@ -265,9 +267,17 @@ def default_config_path(env: Mapping[str, str] | None = None, platform: str | No
     return base / "influxctl" / "config.toml"
 
 
-def value_version(value: str) -> str:
-    """The version id of a profile holding ``value``: a fingerprint, not the value."""
-    return hashlib.sha256(_VERSION_DOMAIN + value.encode("utf-8")).hexdigest()[:16]
+def value_version(value: str, generation: int = 0) -> str:
+    """The version id of a profile holding ``value``: a fingerprint, not the value; ``-g<n>`` added
+    once the same value was written again at its own version ``n`` times (its sidecar entry's
+    ``generation``): recovery's fencing write, which must move the version (docs/design-notes.md)."""
+    fingerprint = hashlib.sha256(_VERSION_DOMAIN + value.encode("utf-8")).hexdigest()[:16]
+    return f"{fingerprint}-g{generation}" if generation > 0 else fingerprint
+
+
+def _generation(entry: Mapping[str, Any] | None) -> int:
+    value = entry.get("generation") if entry is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 @dataclass
@@ -374,8 +384,14 @@ class InfluxctlProfileStore:
             state = self._state(snap, warn=False)
             current = state.record
             if current is not None and current.token_id == record.token_id and current.value == record.value:
-                logger.info("%s already holds token %s; nothing to write", self._location, record.token_id)
-                return new_version
+                if expected_version is None or expected_version != state.version:
+                    # (a publish that completes one that landed: the Store contract, nothing to write)
+                    logger.info("%s already holds token %s; nothing to write", self._location, record.token_id)
+                    return str(state.version)
+                # Written again at its own version: recovery fencing a publish that may still be under
+                # way. The value stays; its entry's generation, and so the version, moves on, so that
+                # such a publish (compare-and-set on the version before) fails.
+                return self._next_generation(snap, dir_fd)
             if state.version != expected_version:
                 raise ConflictError(
                     _ERR_CONFLICT.format(
@@ -405,6 +421,17 @@ class InfluxctlProfileStore:
             state.token_id or ("an unmanaged value" if state.version else f"no {self._key}"),
         )
         return new_version
+
+    def _next_generation(self, snap: _Snapshot, dir_fd: int) -> str:
+        assert snap.value is not None
+        entry = next(e for e in snap.entries if _matches(e, snap.value))
+        generation = _generation(entry) + 1
+        kept = [e for e in snap.entries if e is not entry]
+        sidecar = _with_entry(snap.sidecar, self._profile, self._key, {**entry, "generation": generation}, keep=kept)
+        self._write(_sidecar(snap.path), _dump_sidecar(sidecar), self._owner(snap), dir_fd)
+        logger.info("%s: token %s written again at its own version (generation %d)", self._location,
+                    entry.get("token_id"), generation)
+        return value_version(snap.value, generation)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -525,14 +552,14 @@ class InfluxctlProfileStore:
                     snap.entries[0].get("token_id"),
                 )
             return StoreState(version=value_version(snap.value), managed=False, record=None)
-        payload = {k: v for k, v in entry.items() if k not in ("key", "salt", "sha256", "written_at")}
+        payload = {k: v for k, v in entry.items() if k not in ("key", "salt", "sha256", "written_at", "generation")}
         try:
             record = TokenRecord.from_payload({**payload, "token": snap.value},
                                               f"{self._location} ({_sidecar(snap.path)})")  # fmt: skip
         except MalformedPayload as exc:
-            exc.state = StoreState(version=value_version(snap.value), managed=True, record=None)
+            exc.state = StoreState(version=value_version(snap.value, _generation(entry)), managed=True, record=None)
             raise
-        return StoreState(version=value_version(snap.value), managed=True, record=record)
+        return StoreState(version=value_version(snap.value, _generation(entry)), managed=True, record=record)
 
     # -- writing -------------------------------------------------------------------------
 
