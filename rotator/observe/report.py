@@ -555,7 +555,8 @@ def _html(evidence: Evidence) -> str:
             f"<tr><td>{e(p.policy)}</td><td class=mono>{e(p.schedule)}</td><td>{s['rotations']}</td>"
             f"<td>{e(format_duration(timedelta(seconds=p.max_age_s)))}</td>"
             f"<td>{e(_age(p.max_observed_age_s))}</td>{_flag(s['within_max_age'])}{_flag(s['within_90d'])}"
-            f"<td>{s['revocations_done']} / {s['revocations_pending']} / {s['revocations_failed']}</td>"
+            f"<td>{s['revocations_done']} / {s['revocations_pending']} / {s['revocations_failed']}"
+            + (f" ({s['revocations_dismissed']} dismissed)" if s["revocations_dismissed"] else "") + "</td>"
             f"<td>{s['failures']}</td></tr>"
         )
     parts.append("</table>")

@@ -572,6 +572,7 @@ def test_a_failed_revocation_of_a_token_that_must_stay_valid_is_dismissed_with_i
         [row] = [r for r in p.revocations if r.token_id == sc.bootstrap_id]
         assert (row.state, row.note) == ("dismissed", reason)
         assert f"dismissed ({reason})" in report.render(evidence, "html")
+        assert "0 / 0 / 0 (1 dismissed)" in report.render(evidence, "html"), "the summary counts it"
         assert p.summary()["revocations_dismissed"] == 1 and evidence.revocations_not_in_chain == []
         # A row dismissed by hand (SQL) has no chained event: the report says so.
         (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
