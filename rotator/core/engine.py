@@ -838,8 +838,9 @@ class Engine:
         its lease check and a store write compare-and-set against the version PLAN read. Landing after
         the revocation, that write would put a revoked token in the store. So every store still at that
         version is written again with what it holds (its version moves on, and the stale write fails),
-        fenced by this process's lease. A store whose version is its value (an influxctl profile) does
-        not move: there the stale write can still land (docs/design-notes.md).
+        fenced by this process's lease (an influxctl profile moves its sidecar entry's generation). A
+        store whose version does not move warns: there the stale write can still land
+        (docs/design-notes.md).
 
         Not when this process took the lease over from a holder it found dead: a dead process writes
         nothing late, and the extra version is not free (on AWS it moves AWSPREVIOUS onto the token

@@ -344,7 +344,7 @@ def test_adopting_the_value_already_in_the_profile_writes_only_the_sidecar(confi
     state = store.read_current()
     before = fingerprint(config)
     token = record("id-1", "hand-placed-value-0123456789")
-    assert store.publish(token, state.version) == state.version
+    assert store.publish(token, state.version) == value_version("hand-placed-value-0123456789", 1)  # the version moves
     assert fingerprint(config) == before
     assert store.read_current().record == token
 
@@ -982,3 +982,18 @@ def test_a_token_that_is_not_a_string_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is not a string") as info:
         make_store(config).read_current()
     assert 'mgmt_token = "..."' in info.value.hint
+
+
+def test_a_retry_of_an_adopt_that_landed_writes_nothing(config: Path) -> None:
+    """An adopt leaves the value as it is: its version moves by the generation, so a retry of it (the
+    same arguments, after an error that came once the write had landed) finds the version before
+    gone and writes nothing, instead of moving the version again."""
+    store = make_store(config, profile="other")
+    state = store.read_current()
+    token = record("id-1", "hand-placed-value-0123456789")
+    adopted = store.publish(token, state.version)
+    assert adopted == value_version("hand-placed-value-0123456789", 1) != state.version
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    before = fingerprint(sidecar)
+    assert store.publish(token, state.version) == adopted
+    assert fingerprint(sidecar) == before

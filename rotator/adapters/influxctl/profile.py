@@ -360,9 +360,13 @@ class InfluxctlProfileStore:
     def publish(self, record: TokenRecord, expected_version: str | None) -> str:
         """Write ``record`` as the profile's value under ``key``, compare-and-set on ``expected_version``.
 
-        ConflictError if the profile's value changed since; a record that already is the
-        current value returns its version without writing anything. PermanentError, before
-        anything is read or written, for a record whose issuer does not belong under ``key``.
+        ConflictError if the profile's value changed since. A record that already is the current
+        value returns its version without writing anything, unless ``expected_version`` is that
+        version: then only its sidecar entry's generation moves, and so the version (recovery's
+        fencing write). A write that leaves the value as it was (an adopt) moves the generation
+        too, so that every write moves the version and a retry of it (at the version before) writes
+        nothing. PermanentError, before anything is read or written, for a record whose issuer does
+        not belong under ``key``.
         """
         problem = key_problem(self._key, record.issuer)
         if problem is not None:
@@ -406,6 +410,9 @@ class InfluxctlProfileStore:
             text = snap.text if snap.value == value else self._edit(snap, value)
             entry = _entry(record, value, self._key, self._clock)
             kept = [e for e in snap.entries if _matches(e, snap.value)]
+            if snap.value == value:  # the value stays (an adopt): the version moves by the generation
+                entry["generation"] = max((_generation(e) for e in kept), default=0) + 1
+                new_version = value_version(value, entry["generation"])
             sidecar = _with_entry(snap.sidecar, self._profile, self._key, entry, keep=kept)
             # 1. The sidecar first: until the config is replaced, it still describes the old value.
             self._write(_sidecar(snap.path), _dump_sidecar(sidecar), owner, dir_fd)
