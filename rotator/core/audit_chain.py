@@ -708,8 +708,7 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             start_seq = previous.seq if previous else 0
             end_seq = min(start_seq + batch, last_pruned)
             rows = _event_rows(cur, start_seq, end_seq) if end_seq > start_seq else []
-            last_published = _last_published(cur, previous) if rows else {}
-            token_since = _token_since(cur, previous) if rows else {}
+            last_published, token_since = _carried(cur, previous) if rows else ({}, {})
         made = (_checkpoint_for(rows, previous, last_published, end_seq, now, token_since)
                 if end_seq > start_seq else None)
         final = end_seq >= last_pruned
@@ -909,12 +908,6 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     return detail
 
 
-def last_published_when_pruned(newest_first: Iterable[Checkpoint]) -> dict[str, str]:
-    """Policy -> its last publish time among the pruned events, from the checkpoints (newest first):
-    the token published then was current until the first publish the journal still holds."""
-    return {name: at for name, (at, _since) in pruned_current(newest_first).items()}
-
-
 def pruned_current(newest_first: Iterable[Checkpoint]) -> dict[str, tuple[str, str | None]]:
     """Policy -> (its last publish time among the pruned events, when that token began to age if
     earlier: a bootstrapped token's creation, else None), from the checkpoints (newest first)."""
@@ -936,22 +929,21 @@ def pruned_current(newest_first: Iterable[Checkpoint]) -> dict[str, tuple[str, s
 
 
 def _last_published(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
-    """Policy -> its last publish time up to the ``latest`` checkpoint: its summaries and its
-    :data:`LAST_PUBLISHED_ELSEWHERE` (the policies without events in its range) are all of them.
-    Checkpoints written before rotator kept that name only their own range's policies: those are
-    merged, newest first, back to one that has it."""
-    if latest is None:
-        return {}
-    return last_published_when_pruned(itertools.chain([latest], _checkpoints_before(cur, latest.seq)))
+    """Policy -> its last publish time up to the ``latest`` checkpoint (see :func:`_carried`)."""
+    return _carried(cur, latest)[0]
 
 
-def _token_since(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
-    """Policy -> when its token current at the ``latest`` checkpoint began to age, where that was
-    before its publication (see :func:`pruned_current`)."""
+def _carried(cur: Cursor, latest: Checkpoint | None) -> tuple[dict[str, str], dict[str, str]]:
+    """What a prune carries on from the ``latest`` checkpoint, read once: policy -> its last publish
+    time, and policy -> when that token began to age where that was before its publication (see
+    :func:`pruned_current`). Its summaries and its :data:`LAST_PUBLISHED_ELSEWHERE` (the policies
+    without events in its range) are all of them. Checkpoints written before rotator kept that name
+    only their own range's policies: those are merged, newest first, back to one that has it."""
     if latest is None:
-        return {}
+        return {}, {}
     current = pruned_current(itertools.chain([latest], _checkpoints_before(cur, latest.seq)))
-    return {name: since for name, (_at, since) in current.items() if since}
+    return ({name: at for name, (at, _since) in current.items()},
+            {name: since for name, (_at, since) in current.items() if since})
 
 
 def _digest(detail: Mapping[str, Any]) -> str:

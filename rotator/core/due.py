@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from rotator.core.clock import Clock
     from rotator.core.journal import Journal
 
-__all__ = ["Due", "Scheduled", "decide", "due_now", "explain", "max_age_of"]
+__all__ = ["Due", "Scheduled", "age_origin", "decide", "due_now", "explain", "max_age_of"]
 
 
 class Scheduled(Protocol):
@@ -45,6 +45,13 @@ class Scheduled(Protocol):
     def lifetime(self) -> timedelta: ...
     @property
     def max_age(self) -> timedelta | None: ...
+
+
+def age_origin(published: datetime | None, token_since: datetime | None) -> datetime | None:
+    """When the current token began to age: ``token_since`` (RunRecord.token_since: a bootstrapped
+    token's creation) where a token is published and that is known, else its publication (None: no
+    token). The one rule the schedule, status, compliance and the metrics share."""
+    return token_since if token_since is not None and published is not None else published
 
 
 def max_age_of(policy: Scheduled) -> timedelta:
@@ -82,7 +89,7 @@ class Due(NamedTuple):
     @property
     def since(self) -> datetime | None:
         """When the current token began to age (its publication unless the journal knows better)."""
-        return self.token_since if self.token_since is not None else self.rotated_at
+        return age_origin(self.rotated_at, self.token_since)
 
     def reason(self) -> str:
         """Why, in one line (shown by ``rotator status --output json`` and ``rotator plan``)."""
@@ -107,7 +114,7 @@ def decide(policy: Scheduled, rotated_at: datetime | None, now: datetime, open_r
     """The decision from its inputs: the policy (schedule, window, max_age), the publication time of
     its last successful rotation (None: never), the number of its unfinished runs, ``now``, and when
     the current token began to age (``token_since``, RunRecord.token_since; None: its publication)."""
-    since = token_since if token_since is not None and rotated_at is not None else rotated_at
+    since = age_origin(rotated_at, token_since)
     next_due = policy.schedule.next_due(since, now)
     return Due(next_due <= now, next_due, rotated_at, open_runs, now, max_age_of(policy),
                since if since != rotated_at else None)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rotator.config.schedule import format_duration
-from rotator.core.due import max_age_of
+from rotator.core.due import age_origin, max_age_of
 
 if TYPE_CHECKING:  # annotations only: `rotator status` imports neither the policy model nor, here, the journal
     from rotator.config.policy_types import Policy
@@ -59,7 +59,7 @@ class Compliance:
 
     @property
     def since(self) -> datetime | None:
-        return self.token_since if self.token_since is not None and self.published_at is not None else self.published_at
+        return age_origin(self.published_at, self.token_since)
 
     @property
     def age(self) -> timedelta | None:

@@ -23,6 +23,7 @@ from prometheus_client.utils import floatToGoString
 
 from rotator import __version__
 from rotator.core.clock import utcnow
+from rotator.core.due import age_origin
 
 __all__ = ["STATE_SPECS", "CredentialState", "LiveSnapshot", "Metrics", "PolicyState", "StateSnapshot", "StateText"]
 
@@ -55,7 +56,7 @@ class PolicyState:
 
     @property
     def since(self) -> datetime | None:
-        return self.token_since if self.token_since is not None and self.rotated_at is not None else self.rotated_at
+        return age_origin(self.rotated_at, self.token_since)
 
 
 @dataclass(frozen=True)

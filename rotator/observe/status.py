@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rotator.config.schedule import format_duration
 from rotator.config.timefmt import rfc3339_or_none
-from rotator.core.due import Scheduled, decide, explain
+from rotator.core.due import Scheduled, age_origin, decide, explain
 from rotator.observe.compliance import DEFAULT_SLACK, Compliance, revocations_overdue
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class PolicyStatus:
 
     @property
     def since(self) -> datetime | None:
-        return self.token_since if self.token_since is not None and self.rotated_at is not None else self.rotated_at
+        return age_origin(self.rotated_at, self.token_since)
 
     @property
     def needs_attention(self) -> bool:

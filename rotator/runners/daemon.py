@@ -79,7 +79,7 @@ from rotator.config.daemon_config import DaemonSettings, parse_listen
 from rotator.config.policy import Config, Policy, PolicyFileError, load_config
 from rotator.config.schedule import format_duration
 from rotator.core.clock import Clock, SystemClock
-from rotator.core.due import decide
+from rotator.core.due import age_origin, decide
 from rotator.core.engine import NOTHING_TO_DO, Engine, NeedsAttention, RunResult
 from rotator.core.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
 from rotator.core.errors import describe as _describe
@@ -1161,7 +1161,7 @@ class Daemon:
                 overdue = sum(1 for due in pending if due + overdue_after < now)
                 late = any(due + DEFAULT_SLACK < now for due in pending) or view.failed_revocations > 0
                 published = view.published_at
-                since = view.token_since if view.token_since is not None and published is not None else published
+                since = age_origin(published, view.token_since)
                 lease_active = held or (view.lease_until is not None and view.lease_until >= now)
                 state = view.state = PolicyState(
                     policy=policy.name, enabled=policy.enabled, rotated_at=published, expires_at=view.expires_at,

@@ -39,6 +39,15 @@ def _revocations(sc: Scenario) -> dict[str, tuple[str, int]]:
     return {r[0]: (r[1], r[2]) for r in sc.journal_rows("SELECT token_id, state, attempts FROM revocations")}
 
 
+def _set_attempts(sc: Scenario, rounds: int) -> None:
+    """Every revocation row's rounds counted so far, written as another process would."""
+    conn = sqlite3.connect(sc.journal_path, isolation_level=None)
+    try:
+        conn.execute("UPDATE revocations SET attempts = ?", (rounds,))
+    finally:
+        conn.close()
+
+
 # -- the rule itself -------------------------------------------------------------------------------
 
 
@@ -251,20 +260,12 @@ def test_a_revocation_whose_store_read_fails_backs_off_and_finally_fails(
     assert f"rotator revoke-expired --retry-failed {sc.policy}" in proc.stdout
     # (as a revocation refused at once leaves it: failed after one round, not after the bound)
     engine.journal.close()
-    conn = sqlite3.connect(sc.journal_path, isolation_level=None)
-    try:
-        conn.execute("UPDATE revocations SET attempts = 1")
-    finally:
-        conn.close()
+    _set_attempts(sc, 1)
     proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
     assert proc.returncode == 4 and "revocation failed" in proc.stdout, proc.stdout + proc.stderr
     assert _revocations(sc)[sc.bootstrap_id] == ("failed", 2)
     # an hourly --retry-failed over a cause that lasts: rounds go on counting, the backoff stays bounded
-    conn = sqlite3.connect(sc.journal_path, isolation_level=None)
-    try:
-        conn.execute("UPDATE revocations SET attempts = 1030")
-    finally:
-        conn.close()
+    _set_attempts(sc, 1030)
     proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
     assert proc.returncode == 4 and "revocation failed" in proc.stdout, proc.stdout + proc.stderr
     assert _revocations(sc)[sc.bootstrap_id] == ("failed", 1031)

@@ -493,17 +493,11 @@ def test_a_restored_revoked_token_replaced_again_then_pruned_is_not_flagged(tmp_
     assert evidence.revocations_not_in_chain == [], "an honest journal: report would exit 4"
 
 
-def test_a_bootstrapped_token_s_age_counts_from_its_creation_and_an_edited_creation_time_is_caught(
-        tmp_path: Path) -> None:
-    """A person's token created 200 days before its bootstrap, replaced 30 days after it, was 230 days
-    old: the report's maximum age says so (before, 30 days and "within 90 days"). The bootstrap's
-    chained event carries the creation time: a run whose creation time was removed, to make the token
-    look younger, is no longer backed by the chain. A prune's checkpoint counts it the same way."""
-    from rotator.core import audit_chain
+def _bootstrapped_200_days_old_then_rotated(tmp_path: Path) -> tuple[Any, datetime, datetime, datetime, datetime]:
+    """A journal of policy "p": token t0, created 200 days before its bootstrap at t0, replaced by t1
+    30 days later (runs and chained events); returns it with t0, the creation, t1 and t0 + 40 days."""
     from rotator.core.journal import RunRecord, RunState, open_journal, ts
-    from rotator.observe import report
 
-    policy = offline_policy(tmp_path, "p")
     journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
     t0 = datetime(2025, 6, 1, tzinfo=UTC)
     created, t1 = t0 - timedelta(days=200), t0 + timedelta(days=30)
@@ -514,7 +508,21 @@ def test_a_bootstrapped_token_s_age_counts_from_its_creation_and_an_edited_creat
     journal.begin_run(RunRecord(run_id="r1", policy="p", state=RunState.DONE, kind="rotate", started_at=t1,
                                 updated_at=t1, old_token_id="t0", new_token_id="t1", published_at=t1, finished_at=t1))
     journal.record_event(t1, "p", "r1", "published", "ok", {"token_id": "t1"})
-    end = t0 + timedelta(days=40)
+    return journal, t0, created, t1, t0 + timedelta(days=40)
+
+
+def test_a_bootstrapped_token_s_age_counts_from_its_creation_and_an_edited_creation_time_is_caught(
+        tmp_path: Path) -> None:
+    """A person's token created 200 days before its bootstrap, replaced 30 days after it, was 230 days
+    old: the report's maximum age says so (before, 30 days and "within 90 days"). The bootstrap's
+    chained event carries the creation time: a run whose creation time was removed, to make the token
+    look younger, is no longer backed by the chain. A prune's checkpoint counts it the same way."""
+    from rotator.core import audit_chain
+    from rotator.core.journal import ts
+    from rotator.observe import report
+
+    policy = offline_policy(tmp_path, "p")
+    journal, t0, created, t1, end = _bootstrapped_200_days_old_then_rotated(tmp_path)
     evidence = report.build(journal, [policy], t0, end, end)
     [p] = evidence.policies
     assert (p.max_observed_age_s, p.oldest_token_id) == (230 * 86400, "t0")
@@ -541,21 +549,11 @@ def test_a_bootstrapped_token_s_creation_time_survives_prunes_that_split_its_eve
     checkpoint to checkpoint, so the token is still 230 days old in the report, not 30. A cold review
     found it lost at the second prune."""
     from rotator.core import audit_chain
-    from rotator.core.journal import RunRecord, RunState, open_journal, ts
+    from rotator.core.journal import ts
     from rotator.observe import report
 
     policy = offline_policy(tmp_path, "p")
-    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
-    t0 = datetime(2025, 6, 1, tzinfo=UTC)
-    created, t1 = t0 - timedelta(days=200), t0 + timedelta(days=30)
-    journal.begin_run(RunRecord(run_id="r0", policy="p", state=RunState.DONE, kind="bootstrap", started_at=t0,
-                                updated_at=t0, new_token_id="t0", published_at=t0, finished_at=t0,
-                                token_created_at=created))
-    journal.record_event(t0, "p", "r0", "bootstrap", "ok", {"token_id": "t0", "token_created_at": ts(created)})
-    journal.begin_run(RunRecord(run_id="r1", policy="p", state=RunState.DONE, kind="rotate", started_at=t1,
-                                updated_at=t1, old_token_id="t0", new_token_id="t1", published_at=t1, finished_at=t1))
-    journal.record_event(t1, "p", "r1", "published", "ok", {"token_id": "t1"})
-    end = t0 + timedelta(days=40)
+    journal, t0, created, t1, end = _bootstrapped_200_days_old_then_rotated(tmp_path)
     for day in cutoffs:
         audit_chain.prune(journal, ts(t0 + timedelta(days=day)), ts(end))
     evidence = report.build(journal, [policy], t0 - timedelta(days=1), end, end)
