@@ -63,7 +63,16 @@ from rotator.core.errors import (
     TransientError,
 )
 from rotator.core.errors import describe as _describe
-from rotator.core.journal import Journal, Preflight, Revocation, RevocationState, RunRecord, RunState, ts
+from rotator.core.journal import (
+    Journal,
+    Preflight,
+    Revocation,
+    RevocationState,
+    RunRecord,
+    RunState,
+    dismissal_note,
+    ts,
+)
 from rotator.core.retry import RetryPolicy, call_with_retry
 from rotator.core.revocation_rule import Claim, carries_tag, check_not_current, check_revocable
 from rotator.core.secret import REDACTOR, Secret
@@ -291,8 +300,11 @@ class Engine:
                     revoked = [t for t in previous if t in done
                                or any(a.startswith(f"token {t}: revoked") for a in result.actions)]
                     if len(revoked) < len(previous):
+                        kept = self.journal.dismissed_revocations(self.policy.name, previous)
                         failed = [a for t in previous if t not in revoked for a in result.actions
-                                  if a.startswith(f"token {t}:")] or ["no revocation was due"]
+                                  if a.startswith(f"token {t}:")] or [
+                            f"token {t}'s revocation was dismissed ({reason or 'no reason'}), so rotator does "
+                            "not revoke it" for t, reason in kept.items()] or ["no revocation was due"]
                         left = [t for t in previous if t not in revoked]
                         self._event("emergency", "failed", result.run_id, token_id=left[0],
                                     also_revoke=left[1] if len(left) > 1 else None, error=failed[0])
@@ -379,7 +391,7 @@ class Engine:
                 # The reason stays with the row (the event may be pruned one day; the row is not), and
                 # the run that scheduled it is finished, as when its revocation is done.
                 self.journal.update_revocation(rev, fence=self._fence, state=RevocationState.DISMISSED,
-                                               done_at=now, last_error=f"dismissed: {reason}")
+                                               done_at=now, last_error=dismissal_note(reason))
                 self.journal.finish_published_run(self.policy.name, rev.run_id, now, fence=self._fence)
                 self._event("revoke_old", "dismissed", rev.run_id, token_id=token_id, reason=reason,
                             last_error=rev.last_error)
@@ -511,7 +523,16 @@ class Engine:
             now = self.clock.now()
             # A replaced token that rotator minted is revoked after grace, through the rule (a dead or
             # unknown one is simply found gone); a human's is left to its owner.
-            for old in (replaced if replace else [also] if also else []):
+            retiring = replaced if replace else [also] if also else []
+            # (a token whose revocation a person dismissed stays valid: see _publish_all)
+            kept = self.journal.dismissed_revocations(self.policy.name, retiring) if retiring else {}
+            if also in kept:
+                also = None
+            for old in retiring:
+                if old in kept:
+                    self.log.warning("token %s is replaced but stays valid: its revocation was dismissed (%s)", old,
+                                     kept[old] or "no reason recorded")
+                    continue
                 revocations.append(Revocation(self.policy.name, old, run.run_id, "replaced",
                                               due_at=now + self.policy.grace, state="pending"))
             # One commit: the run published and its audit event (the report counts a publication only
@@ -522,7 +543,8 @@ class Engine:
                 for extra in revocations[1:]:
                     self.journal.schedule_revocation(extra, fence=self._fence)
                 self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None,
-                            also_revoke=also, token_created_at=ts(created) if created is not None else None)
+                            also_revoke=also, token_created_at=ts(created) if created is not None else None,
+                            kept_dismissed=",".join(sorted(kept)) or None)
             if also:
                 self.log.warning("no store names token %s, the token rotator published last, any more: it is "
                                  "revoked after grace", also)
@@ -534,6 +556,8 @@ class Engine:
                 if also:
                     message += (f"; token {also}, the token rotator published last, which no store names any more, "
                                 f"will be revoked after the grace period ({format_duration(self.policy.grace)})")
+            message += "".join(f"; token {old} stays valid: its revocation was dismissed ({why or 'no reason'})"
+                               for old, why in kept.items())
             return RunResult(self.policy.name, RunState.DONE, run.run_id, ",".join(replaced) if replace else None,
                              token_id, message, also_revoked=also)
 
@@ -618,18 +642,23 @@ class Engine:
         # 4. PUBLISH to every store with compare-and-set against what PLAN read (each write is
         # preceded by a lease check, _fenced_call).
         self._checkpoint("publishing")
-        final, also = self._publish_all(run, minted, states, credential,
-                                        seen.last_token_id if seen is not None else _UNREAD)
-        return RunResult(self.policy.name, final, run.run_id, run.old_token_id, run.new_token_id,
-                         "rotated" + (f"; token {run.old_token_id} will be revoked after the grace period"
-                                      if run.old_token_id else "")
-                         + (f"; so will {also}, the token rotator published last, which no store named"
-                            if also else ""), actions=revoked, also_revoked=also)
+        final, also, kept = self._publish_all(run, minted, states, credential,
+                                              seen.last_token_id if seen is not None else _UNREAD,
+                                              seen.dismissed if seen is not None else _UNREAD)
+        old = run.old_token_id if run.old_token_id not in kept else None
+        message = "rotated" + (f"; token {old} will be revoked after the grace period" if old else "")
+        if also:
+            message += (f"; {'so will' if old else 'token'} {also}, the token rotator published last, which no store "
+                        f"named{'' if old else ', will be revoked after the grace period'}")
+        message += "".join(f"; token {token_id} stays valid: its revocation was dismissed ({reason or 'no reason'})"
+                           for token_id, reason in kept.items())
+        return RunResult(self.policy.name, final, run.run_id, run.old_token_id, run.new_token_id, message,
+                         actions=revoked, also_revoked=also)
 
     def _publish_all(
         self, run: RunRecord, record: TokenRecord, states: dict[str, StoreState], credential: Secret | None,
-        last_published: str | None | _Unread = _UNREAD,
-    ) -> tuple[RunState, str | None]:
+        last_published: str | None | _Unread = _UNREAD, dismissed: dict[str, str] | _Unread = _UNREAD,
+    ) -> tuple[RunState, str | None, dict[str, str]]:
         """Write ``record`` to every store that lacks it, then mark the run published and schedule the
         old token's revocation. That record is deferred to the operation's next commit (at the
         latest the lease's release): the stores hold the token, so recovery would roll the run
@@ -637,7 +666,10 @@ class Engine:
 
         ``last_published``: the token the journal's last successful run published (``_UNREAD``: read
         it here). When the stores named another one (a payload edited, an older version restored),
-        that token is replaced too: it is rotator's, and no store would name it again."""
+        that token is replaced too: it is rotator's, and no store would name it again.
+
+        ``dismissed``: the policy's tokens whose revocation a person dismissed, with the reason
+        (``_UNREAD``: read here). Such a token stays valid when it is replaced: returned as kept."""
         if isinstance(last_published, _Unread):
             last = self.journal.last_success(self.policy.name)
             last_published = last.new_token_id if last is not None else None
@@ -658,36 +690,47 @@ class Engine:
             written.append((name, version))
             self._checkpoint(f"published:{name}")
         now = self.clock.now()
-        rev = None
-        if run.old_token_id and run.old_token_id != run.new_token_id:
-            rev = Revocation(self.policy.name, run.old_token_id, run.run_id, "superseded",
-                             due_at=now + self.policy.grace, state=RevocationState.PENDING)
-        also = None
-        if rev is not None and last_published and last_published not in (run.old_token_id, run.new_token_id):
-            # The stores named another token than the journal's last published one; that one stays
-            # valid unless retired here (the revocation rule still asks the issuer for its tag).
-            also = Revocation(self.policy.name, last_published, run.run_id, "superseded", due_at=rev.due_at,
-                              state=RevocationState.PENDING)
-            self.log.warning("the stores named token %s, but the token rotator published last is %s: both are "
-                             "revoked after grace", run.old_token_id, last_published)
-        state = RunState.PUBLISHED if rev else RunState.DONE
+        old = run.old_token_id if run.old_token_id and run.old_token_id != run.new_token_id else None
+        # The stores named another token than the journal's last published one; that one stays valid
+        # unless retired here too (the revocation rule still asks the issuer for its tag).
+        other = last_published if old and last_published and last_published not in (old, run.new_token_id) else None
+        # A token whose revocation a person dismissed stays valid, even when it was current again and
+        # is replaced once more: scheduling it would change nothing (_insert_revocation), and the run
+        # would wait for a revocation that never comes.
+        replaced = [t for t in (old, other) if t]
+        if isinstance(dismissed, _Unread):
+            dismissed = self.journal.dismissed_revocations(self.policy.name, replaced) if replaced else {}
+        kept = {t: dismissed[t] for t in replaced if t in dismissed}
+        due_at = now + self.policy.grace
+        rev = None if old is None or old in kept else Revocation(
+            self.policy.name, old, run.run_id, "superseded", due_at=due_at, state=RevocationState.PENDING)
+        also = None if other is None or other in kept else Revocation(
+            self.policy.name, other, run.run_id, "superseded", due_at=due_at, state=RevocationState.PENDING)
+        if also is not None:
+            self.log.warning("the stores named token %s, but the token rotator published last is %s: that one is "
+                             "revoked after grace too", old, other)
+        for token_id, reason in kept.items():
+            self.log.warning("token %s is replaced but stays valid: its revocation was dismissed (%s)", token_id,
+                             reason or "no reason recorded")
+        state = RunState.PUBLISHED if rev or also else RunState.DONE
         REDACTOR.pin(record.token_id, record.value)  # known to the redactor until revoked (hook output...)
 
         def journal_published() -> None:
             for name, version in written:
                 self._event("publish", "ok", run.run_id, store=name, version=version, token_id=record.token_id)
             self.journal.publish_and_schedule(run, rev, fence=self._fence, state=state, published_at=now,
-                                              finished_at=None if rev else now, error=None)
+                                              finished_at=None if rev or also else now, error=None)
             if also is not None:
                 self.journal.schedule_revocation(also, fence=self._fence)
             self._event("published", "ok", run.run_id, token_id=run.new_token_id,
-                        revoke_old_at=rev.due_at if rev else None, also_revoke=also.token_id if also else None)
+                        revoke_old_at=rev.due_at if rev else None, also_revoke=also.token_id if also else None,
+                        kept_dismissed=",".join(sorted(kept)) or None)
 
         self.journal.defer(journal_published)
         self._checkpoint("published")
-        # the state the deferred record writes (``run`` changes when it is written), and the token
-        # retired besides the replaced one
-        return state, also.token_id if also else None
+        # the state the deferred record writes (``run`` changes when it is written), the token retired
+        # besides the replaced one, and the replaced tokens that stay valid (dismissed), with the reason
+        return state, also.token_id if also else None, kept
 
     def _publish_failed(self, run: RunRecord, store_name: str, exc: Exception, credential: Secret | None) -> None:
         # ``credential`` is the one PLAN read: a store overwritten meanwhile may hold a useless one.

@@ -24,7 +24,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -110,6 +110,20 @@ class RevocationState(StrEnum):
     def can_move(cls, old: str, new: str) -> bool:
         nxt: dict[str, tuple[str, ...]] = cls.NEXT
         return new in nxt.get(old, ())
+
+
+#: a dismissed revocation's ``last_error`` starts with this, and the person's reason follows
+_DISMISSED_PREFIX = "dismissed: "
+
+
+def dismissal_note(reason: str) -> str:
+    """What a dismissed revocation's row keeps in ``last_error``: the reason a person gave."""
+    return f"{_DISMISSED_PREFIX}{reason}"
+
+
+def dismissal_reason(last_error: str | None) -> str:
+    """The reason kept by :func:`dismissal_note` (a row dismissed by hand may have none)."""
+    return (last_error or "").removeprefix(_DISMISSED_PREFIX)
 
 
 #: json.dumps(..., sort_keys=True) makes a new encoder at every call; a run's row dumps two mappings
@@ -1077,14 +1091,14 @@ class Journal:
 
     def preflight(self, policy: str, now: datetime) -> Preflight:
         """What a rotation reads before it takes the policy's lease, in one statement: the lease row,
-        the open runs, the due revocations and the last successful run (its id and its token's);
-        then, when revocations are due, the runs that minted their tokens. The rotation takes its
+        the open runs, the due revocations, the last successful run (its id and its token's) and the
+        dismissed revocations; then, when revocations are due, the runs that minted their tokens. The rotation takes its
         lease in the transaction that journals its run (Engine._new_run) only if the lease row is
         then still the one read here (``acquire_lease(unchanged=...)``): no other process took, renewed or released
         the policy's lease between, so nothing read here changed (every write of a run or a
         revocation is fenced, and a step or a side effect confirms or renews the lease first)."""
         params = [policy, policy, *RunState.OPEN, policy, RevocationState.PENDING, ts(now), ts(now), policy,
-                  *RunState.SUCCESS]
+                  *RunState.SUCCESS, policy, RevocationState.DISMISSED]
         with self._tx(single=True) as cur:  # one statement (see _tagged)
             found = _tagged_rows(cur.execute(_PREFLIGHT, params).fetchall(), raw=("last",))
         due = sorted(found.get("due", []), key=lambda r: r.due_at)
@@ -1109,6 +1123,7 @@ class Journal:
             claims={token: sorted(runs, key=lambda r: r.started_at) for token, runs in claims.items()},
             last_success=None if last is None else str(last[1]),
             last_token_id=None if last is None or last[_NEW_TOKEN_AT] is None else str(last[_NEW_TOKEN_AT]),
+            dismissed={rev.token_id: dismissal_reason(rev.last_error) for rev in found.get("dismissed", [])},
         )
 
     def policy_state(self, policy: str) -> PolicyState:
@@ -1148,6 +1163,20 @@ class Journal:
                 params,
             ).fetchall()
         return [_rev_from_row(row) for row in rows]
+
+    def dismissed_revocations(self, policy: str, token_ids: Collection[str]) -> dict[str, str]:
+        """Of ``token_ids``, those whose revocation a person dismissed (``revoke-expired --dismiss``),
+        each with the reason given: rotator never revokes them, even when it replaces one again."""
+        wanted = sorted({t for t in token_ids if t})
+        if not wanted:
+            return {}
+        with self._tx(single=True) as cur:
+            rows = cur.execute(
+                f"SELECT token_id, last_error FROM revocations WHERE policy = ? AND state = ? "
+                f"AND token_id IN ({', '.join('?' * len(wanted))})",
+                [policy, RevocationState.DISMISSED, *wanted],
+            ).fetchall()
+        return {str(token_id): dismissal_reason(last_error) for token_id, last_error in rows}
 
     def revocation_counts(self, policy: str | None = None) -> dict[str, int]:
         """How many revocations are pending and failed: ``{"pending": n, "failed": m}`` (indexed)."""
@@ -1406,6 +1435,8 @@ class Preflight:
     last_success: str | None
     #: the token that run published (the journal's current token, whatever the stores say)
     last_token_id: str | None = None
+    #: the policy's tokens whose revocation a person dismissed -> the reason given (they stay valid)
+    dismissed: dict[str, str] = field(default_factory=dict)
 
     def fence_after(self, holder: str, now: datetime) -> int | None:
         """The fencing number ``holder`` gets by taking the lease at ``now`` if nobody takes it
@@ -1766,6 +1797,8 @@ _PREFLIGHT = " UNION ALL ".join((
     _runs_branch("open", _OPEN_WHERE),
     _revocations_branch("due", f"policy = ? AND {_DUE}"),
     _LAST_SUCCESS_BRANCH,
+    # (dismissed rows: a person's decision each, a handful in a policy's life)
+    _revocations_branch("dismissed", "policy = ? AND state = ?"),
 ))
 _POLICY_STATE = " UNION ALL ".join((
     _LAST_SUCCESS_BRANCH,
@@ -1788,7 +1821,7 @@ def _tagged_rows(rows: Sequence[Sequence[Any]], raw: Sequence[str] = ()) -> dict
             item: Any = row
         elif kind == "lease":
             item = (str(row[1]), int(row[_FENCE_AT + 1]), str(row[_FENCE_AT + 2]))
-        elif kind in ("due", "unfinished"):
+        elif kind in ("due", "unfinished", "dismissed"):
             item = _rev_from_row([row[i] for i in _REV_POSITIONS])
         else:
             item = _run_from_row(row[1:])

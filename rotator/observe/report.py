@@ -26,7 +26,7 @@ from rotator.config.schedule import format_duration
 from rotator.config.timefmt import parse_rfc3339
 from rotator.core import audit_chain
 from rotator.core.errors import ConfigError
-from rotator.core.journal import Journal, Revocation, RunRecord, RunState, ts
+from rotator.core.journal import Journal, Revocation, RunRecord, RunState, dismissal_reason, ts
 from rotator.observe.compliance import max_age_of
 from rotator.observe.untrusted_text import csv_cell, one_line
 
@@ -255,7 +255,7 @@ def _policy_evidence(
                 rev.token_id, rev.run_id, rev.reason, ts(rev.due_at), rev.state,
                 ts(rev.done_at) if rev.done_at else None,
                 rev.state == "done" and rev.token_id in confirmed, rev.attempts, rev.last_error,
-                (rev.last_error or "").removeprefix("dismissed: ") or None if rev.state == "dismissed" else None,
+                dismissal_reason(rev.last_error) or None if rev.state == "dismissed" else None,
             ))  # fmt: skip
     _check_revocations_against_the_chain(journal, ev, mine, runs_by_id, revocations, pruned_until, began)
     for e in mine:
@@ -443,7 +443,7 @@ _CSV_COLUMNS = (
     f"rotations [{CONTROLS['rotations']}]", f"max_age [{CONTROLS['max_age']}]", "max_observed_age",
     f"within_max_age [{CONTROLS['within_max_age']}]", f"within_90d [{CONTROLS['within_90d']}]",
     f"revocations_done [{CONTROLS['revocations']}]", "failures", f"chain_ok [{CONTROLS['chain']}]", "note",
-    "in_chain",
+    "in_chain", "revocations_pending", "revocations_failed", "revocations_dismissed",
 )  # fmt: skip
 
 
@@ -473,6 +473,9 @@ def _csv(evidence: Evidence) -> str:
             _CSV_COLUMNS[25]: _yn(s["within_90d"]), _CSV_COLUMNS[26]: s["revocations_done"],
             "failures": s["failures"], _CSV_COLUMNS[28]: _yn(evidence.chain.ok),
             "note": f"{ts(evidence.start)} to {ts(evidence.end)}; evidence, not a legal claim",
+            # (as the JSON summary and the HTML one count them)
+            "revocations_pending": s["revocations_pending"], "revocations_failed": s["revocations_failed"],
+            "revocations_dismissed": s["revocations_dismissed"],
         })  # fmt: skip
         for r in p.rotations:
             writer.writerow({"record": "rotation", "policy": p.policy, **asdict(r), "in_chain": _yn(r.in_chain)})

@@ -45,7 +45,7 @@ def test_a_policys_reads_search_its_own_rows_whatever_other_policies_have_due(tm
         conn.execute("ANALYZE")
     policy = "p7"
     preflight = [policy, policy, *RunState.OPEN, policy, RevocationState.PENDING, ts(NOW), ts(NOW), policy,
-                 *RunState.SUCCESS]
+                 *RunState.SUCCESS, policy, RevocationState.DISMISSED]
     state = [policy, *RunState.SUCCESS, policy, *RunState.OPEN, policy, RevocationState.PENDING,
              RevocationState.FAILED]
     for name, sql, params in (("preflight", journal_module._PREFLIGHT, preflight),
@@ -55,8 +55,9 @@ def test_a_policys_reads_search_its_own_rows_whatever_other_policies_have_due(tm
         assert len(tables) >= 3, (name, searches)
         for search in tables:
             assert search.startswith("SEARCH") and "(policy=?" in search, (name, search)
-    assert "revocations_policy_state_due (policy=? AND state=? AND due_at<?)" in " ".join(
-        _searches(conn, journal_module._PREFLIGHT, preflight))
+    plan = " ".join(_searches(conn, journal_module._PREFLIGHT, preflight))
+    assert "revocations_policy_state_due (policy=? AND state=? AND due_at<?)" in plan, plan
+    assert "revocations_policy_state_due (policy=? AND state=?)" in plan, plan  # the dismissed ones
 
 
 def test_the_preflight_finds_the_due_revocation_of_its_policy_among_many(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ token" is a live token the issuer knows, created by a human, that no rotator run
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sqlite3
 import time
@@ -574,6 +576,8 @@ def test_a_failed_revocation_of_a_token_that_must_stay_valid_is_dismissed_with_i
         assert (row.state, row.note) == ("dismissed", reason)
         assert f"dismissed ({reason})" in report.render(evidence, "html")
         assert "0 / 0 / 0 (1 dismissed)" in report.render(evidence, "html"), "the summary counts it"
+        [summary] = [r for r in csv.DictReader(io.StringIO(report.render(evidence, "csv"))) if r["record"] == "summary"]
+        assert (summary["revocations_dismissed"], summary["revocations_failed"]) == ("1", "0"), "so does the CSV's"
         assert p.summary()["revocations_dismissed"] == 1 and evidence.revocations_not_in_chain == []
         # A row dismissed by hand (SQL) has no chained event: the report says so.
         (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
@@ -622,3 +626,65 @@ def test_the_revocation_of_a_late_mint_never_hides_the_lost_lease(
     assert "could not revoke token t-late" in text and "could not journal the revocation of token t-late" in text
     assert "late0123456789abcdef" not in text
     engine.journal.close()
+
+
+def test_a_dismissed_token_replaced_once_more_stays_valid_and_nothing_says_otherwise(tmp_path: Path) -> None:
+    """A token whose revocation a person dismissed can be current again (an older version restored)
+    and be replaced once more. It stays valid, as the dismissal said: before, the rotation said "will
+    be revoked after the grace period", its chained event named a due time, and a run with no other
+    revocation waited in ``published`` for one that never came. Nor does an emergency rotation say
+    "no revocation was due" of it."""
+    from rotator.core.journal import RunState
+    from rotator.core.secret import Secret
+    from rotator.testing.memory import MemoryIssuer, MemoryStore
+
+    issuer = MemoryIssuer()
+    store = MemoryStore("p")
+    engine = _engine_of(tmp_path, issuer, ("primary", store), schedule="1h", grace="10m")
+    issuer.tokens.clock = engine.clock
+    clock = engine.clock
+    assert isinstance(clock, FakeClock)
+    value, human = issuer.tokens.create("made by a person")
+    engine.bootstrap(Secret(value), human, None)
+    human_record = store.read_current().record
+    clock.advance(timedelta(hours=1))
+    assert engine.rotate().ok
+    person = MemoryStore("p", store.backend)  # the older version restored, with the backend's own tool
+    person.publish(human_record, person.read_current().version)
+    clock.advance(timedelta(minutes=11))
+    engine.revoke_due()
+    assert {r.token_id: r.state for r in engine.journal.revocations("p")}[human] == "failed"
+    engine.dismiss_revocation(human, "team X still uses it")
+
+    # Replaced once more; the token rotator published last is retired (it is no person's).
+    clock.advance(timedelta(hours=1))
+    result = engine.rotate()
+    assert result.ok and result.also_revoked is not None, result
+    assert f"token {human} will be revoked" not in result.message, result.message
+    assert f"token {human} stays valid: its revocation was dismissed (team X still uses it)" in result.message
+    assert f"token {result.also_revoked}, the token rotator published last" in result.message
+    states = {r.token_id: r.state for r in engine.journal.revocations("p")}
+    assert states == {human: "dismissed", result.also_revoked: "pending"}, states
+    published = next(e for e in engine.journal.events("p") if e["step"] == "published")  # the newest
+    assert published.get("revoke_old_at") is None and published["kept_dismissed"] == human, published
+
+    # Current again, and the token rotator published last is that token (bootstrapped again, as a
+    # repair): the run that replaces it has nothing to revoke, and is done at once.
+    clock.advance(timedelta(minutes=11))
+    engine.revoke_due()
+    person.publish(human_record, person.read_current().version)
+    engine.bootstrap(Secret(value), human, None, replace=True, reason="back to the team's token")
+    clock.advance(timedelta(hours=1))
+    result = engine.rotate()
+    assert result.ok and result.state == RunState.DONE and result.also_revoked is None, result
+    assert result.message == (f"rotated; token {human} stays valid: its revocation was dismissed "
+                              "(team X still uses it)"), result.message
+    assert engine.journal.open_runs("p") == [] and not issuer.tokens.info(human).revoked_at  # type: ignore[union-attr]
+
+    # An emergency asks for the token it replaces to be revoked now: it says why it is not.
+    person.publish(human_record, person.read_current().version)
+    engine.bootstrap(Secret(value), human, None, replace=True, reason="back again")
+    clock.advance(timedelta(hours=1))
+    with pytest.raises(NeedsAttention, match=f"token {human}'s revocation was dismissed \\(team X still uses it\\)"):
+        engine.rotate(revoke_previous_now=True, reason="leaked")
+    assert issuer.tokens.info(human).revoked_at is None  # type: ignore[union-attr]
