@@ -122,6 +122,8 @@ class PolicyEvidence:
     #: revocations the table says are done (or a run's published event says were scheduled) with no
     #: chained event that says so: their rows were written (or deleted) outside rotator
     revocations_not_in_chain: list[str] = field(default_factory=list)
+    #: the period, as the journal's time text: a rotation counts in it by its publication
+    period: tuple[str, str] = ("", "\uffff")
 
     @property
     def within_max_age(self) -> bool | None:
@@ -133,7 +135,9 @@ class PolicyEvidence:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "rotations": sum(1 for r in self.rotations if r.published_at and r.in_chain is not False),
+            # by publication: a run listed because it started in the period may publish after it
+            "rotations": sum(1 for r in self.rotations if r.published_at and r.in_chain is not False
+                             and self.period[0] <= r.published_at < self.period[1]),
             "revocations_done": sum(1 for r in self.revocations
                                     if r.state == "done" and r.token_id not in self.revocations_not_in_chain),
             "revocations_pending": sum(1 for r in self.revocations if r.state == "pending"),
@@ -235,8 +239,11 @@ def _policy_evidence(
     runs = journal.runs(policy.name, limit=1_000_000)
     runs_by_id = {r.run_id: r for r in runs}
     lo, hi = ts(start), ts(end)
+    ev.period = (lo, hi)
     for run in sorted(runs, key=lambda r: r.started_at):
-        if not (lo <= ts(run.started_at) < hi):
+        # Started or published in the period: a run that began before it and published in it is one
+        # of its rotations (a verify can wait minutes for a new token to become active).
+        if not (lo <= ts(run.started_at) < hi or (run.published_at is not None and lo <= ts(run.published_at) < hi)):
             continue
         run_events = by_run.get(run.run_id, [])
         verified = next((e["at"] for e in run_events if e["step"] == "verify" and e["result"] == "ok"), None)

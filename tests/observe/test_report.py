@@ -561,3 +561,33 @@ def test_a_bootstrapped_token_s_creation_time_survives_prunes_that_split_its_eve
     assert p.max_observed_age_s == 230 * 86400, (p.max_observed_age_s / 86400, p.oldest_token_id, p.pruned)
     assert p.within_90d is False and evidence.chain.ok
     journal.close()
+
+
+def test_a_rotation_counts_in_the_period_it_published_in(tmp_path: Path) -> None:
+    """A new token can take minutes to become active, so a run may start before a period's boundary and
+    publish after it. It is that period's rotation: listed and counted in the period it published in,
+    and in the one it started in listed but not counted. Before, runs were taken by start time only: the
+    rotation was counted in the period before, and missing from its own."""
+    from rotator.observe import report
+    from tests.engine.test_state_machine import World, rotate
+    world = World(tmp_path)
+    world.bootstrap()
+    original = world.issuer.verify
+
+    def slow_activation(token: Any) -> Any:
+        world.clock.advance(timedelta(minutes=10))
+        return original(token)
+
+    world.issuer.verify = slow_activation  # type: ignore[method-assign]
+    rotate(world)
+    [run] = [r for r in world.journal.runs("p") if r.kind == "rotate"]
+    assert run.published_at is not None and run.published_at - run.started_at >= timedelta(minutes=10)
+    boundary = run.started_at + timedelta(minutes=5)  # e.g. midnight, the start of a quarter
+    policy = offline_policy(tmp_path, "p")
+    now = world.clock.now()
+    before = report.build(world.journal, [policy], boundary - timedelta(days=1), boundary, now).policies[0]
+    after = report.build(world.journal, [policy], boundary, now + timedelta(days=1), now).policies[0]
+    assert [r.run_id for r in after.rotations if r.kind == "rotate"] == [run.run_id], "listed where it published"
+    assert after.summary()["rotations"] == 1, after.rotations
+    assert [r.run_id for r in before.rotations if r.kind == "rotate"] == [run.run_id], "listed where it started"
+    assert before.summary()["rotations"] == 1, "the bootstrap's publication only"
