@@ -130,6 +130,16 @@ def _watchdog_usable(env: Mapping[str, str] | None) -> bool:
         return works
 
 
+def prepare_watchdog(env: Mapping[str, str] | None) -> None:
+    """Run the watchdog's self-test (:func:`_watchdog_usable`) now, if it has not run and no start
+    window is open: a read before a side effect (the issuer check of a rotation's PLAN) pays its
+    ~20 ms, not the mint, whose child must start within a few seconds of its lease check (on a
+    machine slow enough, the self-test alone would use them up and the mint be refused)."""
+    if _watchdog_works is None and _FORK_DEADLINE.get() is None and sys.executable \
+            and not getattr(sys, "frozen", False):
+        _watchdog_usable(env)
+
+
 def side_effect_command(argv: Sequence[str], timeout_s: float,
                         env: Mapping[str, str] | None = None) -> tuple[list[str], signal.Signals]:  # fmt: skip
     """The command line to start for ``argv``, and the signal it must get when rotator dies.

@@ -525,3 +525,28 @@ def test_the_watchdog_self_test_runs_in_a_process_group_of_its_own(tmp_path: Pat
                           env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
     assert done.returncode == 0 and done.stdout.splitlines() == ["False None", "alive"], (done.returncode, done.stdout,
                                                                                         done.stderr[-2000:])
+
+
+def test_the_watchdog_self_test_runs_on_a_read_not_inside_a_side_effect_s_start_window(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The self-test runs once per process. Run by the first side effect, it used up that side
+    effect's start window on a slow machine, and the mint was refused as "not started". A read comes
+    first in every rotation (PLAN's issuer check): it runs the self-test there. Here the self-test
+    takes 1 s and the mint's window is 0.5 s."""
+    from rotator.core import child_process
+    from rotator.core.child_process import start_children_within
+
+    watchdog = Path(child_process.__file__).with_name("child_watchdog.py")
+    slow_probe = tmp_path / "slow_probe_watchdog.py"
+    slow_probe.write_text(
+        "import runpy, sys, time\n"
+        "if sys.argv[-2:] == ['-c', '']:\n    time.sleep(1.0)  # the self-test's probe\n"
+        f"runpy.run_path({str(watchdog)!r}, run_name='__main__')\n")
+    monkeypatch.setattr(child_process, "_WATCHDOG", str(slow_probe))
+    monkeypatch.setattr(child_process, "_watchdog_works", None)
+    listed = default_run([sys.executable, "-c", "print('listed')"], 10)
+    assert listed.returncode == 0 and listed.stdout.strip() == "listed"
+    assert child_process._watchdog_works is True, "the read ran the self-test"
+    with start_children_within(0.5):
+        minted = default_run([sys.executable, "-c", "print('minted')"], 10)
+    assert minted.returncode == 0 and minted.stdout.strip() == "minted", (minted.returncode, minted.stderr)

@@ -44,6 +44,7 @@ from rotator.core.child_process import (
     EXIT_PAST_DEADLINE,
     die_with_parent,
     exec_error,
+    prepare_watchdog,
     reading,
     side_effect_command,
 )
@@ -513,6 +514,7 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     of :func:`~rotator.core.child_process.side_effect_command`.
     """
     env = child_environment()
+    prepare_watchdog(env)  # on a read, before the side effects that need it (once per process)
     command, death_signal = side_effect_command(argv, timeout_s, env)  # a mint or a revoke: under a watchdog
     process = subprocess.Popen(
         command,
