@@ -86,6 +86,8 @@ def reading() -> Iterator[None]:
 
 
 _watchdog_works: bool | None = None
+#: prepare_watchdog ran its self-test already (it tries once per process)
+_watchdog_prepared = False
 _watchdog_lock = threading.Lock()
 #: errnos of a failed start that say nothing of the watchdog itself (no memory, no descriptor...)
 _PASSING_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR})
@@ -135,9 +137,14 @@ def prepare_watchdog(env: Mapping[str, str] | None) -> None:
     window is open: a read before a side effect (the issuer check of a rotation's PLAN) pays its
     ~20 ms, not the mint, whose child must start within a few seconds of its lease check (on a
     machine slow enough, the self-test alone would use them up and the mint be refused)."""
-    if _watchdog_works is None and _FORK_DEADLINE.get() is None and sys.executable \
-            and not getattr(sys, "frozen", False):
-        _watchdog_usable(env)
+    global _watchdog_prepared
+    if _watchdog_prepared or _watchdog_works is not None or _FORK_DEADLINE.get() is not None \
+            or not sys.executable or getattr(sys, "frozen", False):
+        return
+    # Once per process, whatever the outcome: a failure that is not kept (a timeout, a signal) is
+    # tried again by the next side effect (side_effect_command), not by every read.
+    _watchdog_prepared = True
+    _watchdog_usable(env)
 
 
 def side_effect_command(argv: Sequence[str], timeout_s: float,

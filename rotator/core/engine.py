@@ -311,8 +311,9 @@ class Engine:
                         raise NeedsAttention(
                             f"emergency rotation: the new token {result.new_token_id} is published, but the "
                             f"previous token(s) {', '.join(left)} are NOT revoked: {failed[0]}",
-                            hint="revoke them with the issuer's own tool now, or fix the cause and run "
-                            "`rotator revoke-expired`",
+                            hint="revoke them with the issuer's own tool now" + (
+                                ": rotator never revokes a token whose revocation was dismissed" if kept
+                                and set(left) <= set(kept) else ", or fix the cause and run `rotator revoke-expired`"),
                         )
                     self._event("emergency", "ok", result.run_id, token_id=result.old_token_id,
                                 also_revoke=result.also_revoked)
@@ -707,8 +708,8 @@ class Engine:
         also = None if other is None or other in kept else Revocation(
             self.policy.name, other, run.run_id, "superseded", due_at=due_at, state=RevocationState.PENDING)
         if also is not None:
-            self.log.warning("the stores named token %s, but the token rotator published last is %s: that one is "
-                             "revoked after grace too", old, other)
+            self.log.warning("the stores named token %s, but the token rotator published last is %s: %s revoked "
+                             "after grace", old, other, "both are" if rev is not None else "that one is")
         for token_id, reason in kept.items():
             self.log.warning("token %s is replaced but stays valid: its revocation was dismissed (%s)", token_id,
                              reason or "no reason recorded")
@@ -724,6 +725,8 @@ class Engine:
                 self.journal.schedule_revocation(also, fence=self._fence)
             self._event("published", "ok", run.run_id, token_id=run.new_token_id,
                         revoke_old_at=rev.due_at if rev else None, also_revoke=also.token_id if also else None,
+                        # (the replaced token kept: the chain still says when the other one is due)
+                        also_revoke_at=also.due_at if also is not None and rev is None else None,
                         kept_dismissed=",".join(sorted(kept)) or None)
 
         self.journal.defer(journal_published)
@@ -1071,14 +1074,21 @@ class Engine:
         self._call(lambda: self.issuer.list_tokens(current.value if current else None), "check issuer")
         pending = self.journal.open_runs(self.policy.name)
         old = current.token_id if current else self._published_last()  # what the rotation would replace
-        replaced = old or "(no current token)"
+        other = None
         if current is not None:
             last = self.journal.last_success(self.policy.name)
             if last is not None and last.new_token_id and last.new_token_id not in (old, None):
-                replaced += f" and {last.new_token_id} (the token rotator published last, which no store names)"
+                other = last.new_token_id
+        kept = self.journal.dismissed_revocations(self.policy.name, [t for t in (old, other) if t])
+        revoked = [t for t in (old, other) if t and t not in kept]
+        if other is not None and other in revoked:
+            revoked[-1] += " (the token rotator published last, which no store names)"
         message = (f"would mint a token expiring in {format_duration(self.policy.lifetime)}, publish it to "
-                   f"{', '.join(n for n, _ in self.stores)}, and revoke {replaced} after "
-                   f"{format_duration(self.policy.grace)}")
+                   f"{', '.join(n for n, _ in self.stores)}, and "
+                   + (f"revoke {' and '.join(revoked) or '(no current token)'} after "
+                      f"{format_duration(self.policy.grace)}" if revoked or not kept else "revoke nothing"))
+        message += "".join(f"; token {token_id} would stay valid: its revocation was dismissed ({why or 'no reason'})"
+                           for token_id, why in kept.items())
         if pending:
             message += f"; would first recover {len(pending)} unfinished run(s)"
         return RunResult(self.policy.name, DRY_RUN, None, old, None, message, dry_run=True)
@@ -1105,8 +1115,10 @@ class Engine:
         last = self.journal.last_success(self.policy.name)
         if last is None or not last.new_token_id:
             return None
-        self.log.warning("no store names the current token; the token rotator published last (%s) will be "
-                         "revoked after grace", last.new_token_id)
+        kept = self.journal.dismissed_revocations(self.policy.name, [last.new_token_id])
+        self.log.warning("no store names the current token; the token rotator published last (%s) %s",
+                         last.new_token_id, "will be revoked after grace" if not kept else
+                         "is replaced, and stays valid: its revocation was dismissed")
         return last.new_token_id
 
     def _current(self, states: dict[str, StoreState]) -> TokenRecord | None:

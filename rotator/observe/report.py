@@ -246,6 +246,13 @@ def _policy_evidence(
         if not (lo <= ts(run.started_at) < hi or (run.published_at is not None and lo <= ts(run.published_at) < hi)):
             continue
         run_events = by_run.get(run.run_id, [])
+        until = run.published_at or run.finished_at or run.updated_at
+        if ts(run.started_at) < lo or ts(until) >= hi:
+            # The run crosses the period's start or end: its verify (and the instance that ran it)
+            # may lie outside the period's events.
+            run_events = [e for e in audit_chain.chained_events(journal, ts(run.started_at),
+                                                                ts(until + _EVENT_AFTER_PUBLISH))
+                          if e["run_id"] == run.run_id]
         verified = next((e["at"] for e in run_events if e["step"] == "verify" and e["result"] == "ok"), None)
         instance = next((e["instance"] for e in run_events if e.get("instance")), None)
         ev.rotations.append(Rotation(

@@ -544,9 +544,31 @@ def test_the_watchdog_self_test_runs_on_a_read_not_inside_a_side_effect_s_start_
         f"runpy.run_path({str(watchdog)!r}, run_name='__main__')\n")
     monkeypatch.setattr(child_process, "_WATCHDOG", str(slow_probe))
     monkeypatch.setattr(child_process, "_watchdog_works", None)
+    monkeypatch.setattr(child_process, "_watchdog_prepared", False)
     listed = default_run([sys.executable, "-c", "print('listed')"], 10)
     assert listed.returncode == 0 and listed.stdout.strip() == "listed"
     assert child_process._watchdog_works is True, "the read ran the self-test"
     with start_children_within(0.5):
         minted = default_run([sys.executable, "-c", "print('minted')"], 10)
     assert minted.returncode == 0 and minted.stdout.strip() == "minted", (minted.returncode, minted.stderr)
+
+
+def test_reads_run_the_watchdog_self_test_once_whatever_its_outcome(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A self-test that fails by a signal is not kept (it says nothing of the watchdog): the next side
+    effect tries again. Reads must not, or each list and verify would start a probe (up to 30 s) and
+    log a warning about a child that never runs under the watchdog."""
+    from rotator.core import child_process
+
+    counted = tmp_path / "probes"
+    killed = tmp_path / "killed_probe.py"
+    killed.write_text(f"import os, signal, sys\nopen({str(counted)!r}, 'a').write('x')\n"
+                      "if sys.argv[-2:] == ['-c', '']:\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    monkeypatch.setattr(child_process, "_WATCHDOG", str(killed))
+    monkeypatch.setattr(child_process, "_watchdog_works", None)
+    monkeypatch.setattr(child_process, "_watchdog_prepared", False)
+    for _ in range(3):
+        assert default_run([sys.executable, "-c", "print('listed')"], 10).stdout.strip() == "listed"
+    assert counted.read_text() == "x", "one self-test for three reads"
+    assert child_process._watchdog_works is None, "a failure by a signal is not kept"
+    assert len([r for r in caplog.records if "cannot run here" in r.getMessage()]) == 1

@@ -628,7 +628,8 @@ def test_the_revocation_of_a_late_mint_never_hides_the_lost_lease(
     engine.journal.close()
 
 
-def test_a_dismissed_token_replaced_once_more_stays_valid_and_nothing_says_otherwise(tmp_path: Path) -> None:
+def test_a_dismissed_token_replaced_once_more_stays_valid_and_nothing_says_otherwise(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A token whose revocation a person dismissed can be current again (an older version restored)
     and be replaced once more. It stays valid, as the dismissal said: before, the rotation said "will
     be revoked after the grace period", its chained event named a due time, and a run with no other
@@ -658,7 +659,13 @@ def test_a_dismissed_token_replaced_once_more_stays_valid_and_nothing_says_other
 
     # Replaced once more; the token rotator published last is retired (it is no person's).
     clock.advance(timedelta(hours=1))
+    plan = engine.rotate(dry_run=True).message
+    assert f"revoke {human}" not in plan and f"token {human} would stay valid: its revocation was dismissed" in plan
+    assert "the token rotator published last" in plan, plan
+    caplog.clear()
     result = engine.rotate()
+    assert any(r.getMessage().endswith(f"the token rotator published last is {result.also_revoked}: that one is "
+                                       "revoked after grace") for r in caplog.records), caplog.text
     assert result.ok and result.also_revoked is not None, result
     assert f"token {human} will be revoked" not in result.message, result.message
     assert f"token {human} stays valid: its revocation was dismissed (team X still uses it)" in result.message
@@ -667,6 +674,8 @@ def test_a_dismissed_token_replaced_once_more_stays_valid_and_nothing_says_other
     assert states == {human: "dismissed", result.also_revoked: "pending"}, states
     published = next(e for e in engine.journal.events("p") if e["step"] == "published")  # the newest
     assert published.get("revoke_old_at") is None and published["kept_dismissed"] == human, published
+    [due] = [r.due_at for r in engine.journal.revocations("p") if r.token_id == result.also_revoked]
+    assert published["also_revoke_at"] == str(due), "the chain still says when the other one is due"
 
     # Current again, and the token rotator published last is that token (bootstrapped again, as a
     # repair): the run that replaces it has nothing to revoke, and is done at once.
@@ -685,6 +694,8 @@ def test_a_dismissed_token_replaced_once_more_stays_valid_and_nothing_says_other
     person.publish(human_record, person.read_current().version)
     engine.bootstrap(Secret(value), human, None, replace=True, reason="back again")
     clock.advance(timedelta(hours=1))
-    with pytest.raises(NeedsAttention, match=f"token {human}'s revocation was dismissed \\(team X still uses it\\)"):
+    with pytest.raises(NeedsAttention,
+                       match=f"token {human}'s revocation was dismissed \\(team X still uses it\\)") as raised:
         engine.rotate(revoke_previous_now=True, reason="leaked")
+    assert "never revokes a token whose revocation was dismissed" in (raised.value.hint or ""), raised.value.hint
     assert issuer.tokens.info(human).revoked_at is None  # type: ignore[union-attr]

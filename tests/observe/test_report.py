@@ -568,6 +568,8 @@ def test_a_rotation_counts_in_the_period_it_published_in(tmp_path: Path) -> None
     publish after it. It is that period's rotation: listed and counted in the period it published in,
     and in the one it started in listed but not counted. Before, runs were taken by start time only: the
     rotation was counted in the period before, and missing from its own."""
+    from rotator.core.audit_chain import instance_name
+    from rotator.core.journal import ts
     from rotator.observe import report
     from tests.engine.test_state_machine import World, rotate
     world = World(tmp_path)
@@ -578,16 +580,26 @@ def test_a_rotation_counts_in_the_period_it_published_in(tmp_path: Path) -> None
         world.clock.advance(timedelta(minutes=10))
         return original(token)
 
+    def slow_first_write(name: str) -> None:
+        if name == "verified":
+            world.clock.advance(timedelta(minutes=2))
+
     world.issuer.verify = slow_activation  # type: ignore[method-assign]
+    world.on_checkpoint = slow_first_write
     rotate(world)
     [run] = [r for r in world.journal.runs("p") if r.kind == "rotate"]
-    assert run.published_at is not None and run.published_at - run.started_at >= timedelta(minutes=10)
-    boundary = run.started_at + timedelta(minutes=5)  # e.g. midnight, the start of a quarter
+    assert run.published_at is not None and run.published_at - run.started_at == timedelta(minutes=12)
+    # e.g. midnight, the start of a quarter: the run verified before it and published after it
+    boundary = run.started_at + timedelta(minutes=11)
     policy = offline_policy(tmp_path, "p")
     now = world.clock.now()
     before = report.build(world.journal, [policy], boundary - timedelta(days=1), boundary, now).policies[0]
     after = report.build(world.journal, [policy], boundary, now + timedelta(days=1), now).policies[0]
     assert [r.run_id for r in after.rotations if r.kind == "rotate"] == [run.run_id], "listed where it published"
     assert after.summary()["rotations"] == 1, after.rotations
+    [listed] = [r for r in after.rotations if r.kind == "rotate"]
+    verified_at = ts(run.started_at + timedelta(minutes=10))
+    assert (listed.verified_at, listed.instance, listed.in_chain) == (verified_at, instance_name(), True), \
+        "its verify too"
     assert [r.run_id for r in before.rotations if r.kind == "rotate"] == [run.run_id], "listed where it started"
     assert before.summary()["rotations"] == 1, "the bootstrap's publication only"
