@@ -835,7 +835,11 @@ class Daemon:
     def _rotate(self, name: str, engine: EngineLike, *, planned_from: str | None, target: datetime) -> None:
         log = logging.LoggerAdapter(logger, {"policy": name})
         now = self.clock.now()
-        late = (now - target).total_seconds()
+        # A token already overdue when it was published (a person's old token, bootstrapped) makes its
+        # rotation due from then: it is late from its publication, not from a due time before it.
+        view = self._views.get(name)
+        published = view.published_at if view is not None else None
+        late = (now - (max(target, published) if published is not None else target)).total_seconds()
         self.metrics.schedule_delay.observe(max(late, 0.0))
         if late > self.settings.misfire_grace.total_seconds():
             self.metrics.misfires.labels(name).inc()

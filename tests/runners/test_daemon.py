@@ -635,6 +635,24 @@ def test_tick_recovers_first_then_rotates_once_when_due(harness: Callable[..., H
     assert h.calls == []
 
 
+def test_a_bootstrapped_token_overdue_already_is_rotated_at_once_and_is_no_misfire(
+        harness: Callable[..., Harness]) -> None:
+    """A person's token created 30 days ago, bootstrapped now under a 1h schedule, is due at once.
+    Its rotation is not late for a due time before rotator had the token: no misfire is counted (an
+    alert on misfires would fire on every such bootstrap). A due time missed after the publication
+    still counts (test_tick_recovers_first_then_rotates_once_when_due)."""
+    h = harness([("a", "1h", "")], last=None)
+    h.daemon.journal.begin_run(RunRecord("boot-a", "a", "done", "bootstrap", T0, T0, published_at=T0,
+                                         token_created_at=T0 - timedelta(days=30)))
+    h.clock.advance(timedelta(seconds=61))  # the sweep finds the bootstrap
+    seen: list[str] = []
+    for _ in range(3):
+        h.tick()
+        seen += h.calls
+    assert seen == ["rotate a"], "due at once"
+    assert not sample(h, "rotator_schedule_misfires_total", policy="a"), "no misfire"
+
+
 def test_tick_wakes_exactly_when_a_revocation_is_due(harness: Callable[..., Harness]) -> None:
     h = harness([("a", "1h", "")], daemon='sweep_interval = "2h"\n')
     h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", T0 + timedelta(seconds=7.5),
