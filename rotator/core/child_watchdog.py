@@ -31,11 +31,33 @@ from typing import NoReturn
 
 EXIT_NOT_EXECUTED = 127
 ERRNO_PREFIX = "rotator-child-watchdog: errno "
+#: the deadline had passed before the command was started: nothing ran (= child_process.EXIT_PAST_DEADLINE)
+EXIT_PAST_DEADLINE = 124
 _PR_SET_PDEATHSIG = 1
+
+#: the command's pid once it is started, and its wait status when the deadline's handler reaped it
+_child = 0
+_reaped: int | None = None
 
 
 def _kill_group(_signum: int = 0, _frame: object = None) -> None:
     os.killpg(0, signal.SIGKILL)  # the command, anything it started, and this process
+
+
+def _at_deadline(_signum: int = 0, _frame: object = None) -> None:
+    """SIGALRM: kill the group, unless the command has ended already. The alarm can fire after the
+    command's exit, before the main flow reaped it or cancelled the timer (this process paused
+    in between): that command finished, and must not be reported killed."""
+    global _reaped
+    if _child:
+        try:
+            pid, status = os.waitpid(_child, os.WNOHANG)
+        except ChildProcessError:
+            return  # reaped by the main flow: it ended before its deadline was handled
+        if pid:
+            _reaped = status
+            return
+    _kill_group()
 
 
 def _die_with_this_process() -> None:
@@ -61,11 +83,12 @@ def main(argv: list[str]) -> None:
         sys.stderr.write("usage: child_watchdog.py DEADLINE -- COMMAND [ARG...]\n")
         os._exit(2)
     deadline, command = float(argv[0]), argv[2:]
+    global _child
     signal.signal(signal.SIGTERM, _kill_group)
-    signal.signal(signal.SIGALRM, _kill_group)
+    signal.signal(signal.SIGALRM, _at_deadline)
     remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        _kill_group()
+    if remaining <= 0:  # nothing is started: say so, as a child started past its start deadline does
+        os._exit(EXIT_PAST_DEADLINE)
     parent = os.getpid()
     try:
         report_r, report_w = os.pipe()  # close-on-exec: the read sees EOF once the command runs
@@ -89,10 +112,15 @@ def main(argv: list[str]) -> None:
         finally:
             os._exit(EXIT_NOT_EXECUTED)
     os.close(report_w)
+    _child = pid
     signal.setitimer(signal.ITIMER_REAL, remaining)
     with os.fdopen(report_r, "rb") as report:
         failed = report.read()
-    _, status = os.waitpid(pid, 0)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # the deadline's handler reaped it (it had ended)
+        assert _reaped is not None
+        status = _reaped
     signal.setitimer(signal.ITIMER_REAL, 0)
     if failed:
         _not_executed(OSError(int(failed.decode() or 0), ""))

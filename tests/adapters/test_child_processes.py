@@ -248,6 +248,7 @@ def test_the_watchdog_and_its_caller_agree_on_how_it_reports_a_command_it_could_
 
     assert child_watchdog.EXIT_NOT_EXECUTED == child_process._WATCHDOG_NOT_EXECUTED
     assert child_watchdog.ERRNO_PREFIX == child_process._WATCHDOG_ERRNO_PREFIX
+    assert child_watchdog.EXIT_PAST_DEADLINE == child_process.EXIT_PAST_DEADLINE
     assert child_process.exec_error(127, f"{child_watchdog.ERRNO_PREFIX}2\n").errno == 2  # type: ignore[union-attr]
     assert child_process.exec_error(127, "influxctl: some error\n") is None
     assert child_process.exec_error(1, f"{child_watchdog.ERRNO_PREFIX}2\n") is None
@@ -572,3 +573,41 @@ def test_reads_run_the_watchdog_self_test_once_whatever_its_outcome(
     assert counted.read_text() == "x", "one self-test for three reads"
     assert child_process._watchdog_works is None, "a failure by a signal is not kept"
     assert len([r for r in caplog.records if "cannot run here" in r.getMessage()]) == 1
+
+
+def test_a_watchdog_that_starts_past_its_deadline_starts_nothing_and_says_so(tmp_path: Path) -> None:
+    """rotator paused between building the command and the watchdog's start, past the call's whole
+    timeout: the command never ran, and the watchdog says so with the exit status of a child started
+    past its start deadline ("not started", retried), not as a killed command (whose mint may have
+    landed)."""
+    from rotator.core import child_process
+
+    ran = tmp_path / "ran"
+    done = subprocess.run([sys.executable, "-I", "-S", child_process._WATCHDOG, repr(time.monotonic() - 1), "--",
+                           sys.executable, "-c", f"open({str(ran)!r}, 'w')"], capture_output=True, timeout=30,
+                          start_new_session=True, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (child_process.EXIT_PAST_DEADLINE, b"", b"")
+    assert not ran.exists()
+
+
+def test_a_deadline_that_fires_after_the_command_ended_does_not_report_it_killed(tmp_path: Path) -> None:
+    """The alarm can fire between the command's exit and the watchdog reaping it or cancelling its timer
+    (the watchdog paused in between). The command finished: its status must come through, not a SIGKILL
+    of the group. Here the deadline's handler is called on a command that has exited, in a process
+    group of its own (a kill would end that group)."""
+    code = textwrap.dedent("""
+        import os, sys, time
+        from rotator.core import child_watchdog as w
+        pid = os.fork()
+        if pid == 0:
+            os._exit(3)
+        time.sleep(0.3)  # exited, not reaped
+        w._child = pid
+        w._at_deadline()
+        print("alive", os.waitstatus_to_exitcode(w._reaped))
+        w._at_deadline()  # reaped already (as by the main flow): nothing to kill either
+        print("alive")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    assert done.stdout.splitlines() == ["alive 3", "alive"], (done.returncode, done.stdout, done.stderr[-2000:])
