@@ -203,9 +203,9 @@ def call_timeout_of(issuer: object) -> float:
 
 
 #: what to do about a managed secret whose payload rotator cannot read (errors.MalformedPayload)
-MALFORMED_HINT = ("write a working token over it with `rotator bootstrap POLICY --replace --reason TEXT "
-                  "--token-file FILE --token-id ID` (docs/operations.md), or restore the secret's last good version "
-                  "in the store")
+MALFORMED_HINT = ("write a working token over it with "
+                  "`rotator bootstrap POLICY --replace --reason TEXT --token-file FILE --token-id ID` "
+                  "(docs/operations.md), or restore the secret's last good version in the store")
 
 
 class TokenRecord(NamedTuple):

@@ -742,8 +742,8 @@ def cmd_revoke_expired(args: argparse.Namespace) -> int:
             # (`status` exits 4 for it): a claim refused as not rotator's stays failed for good.
             reported = {line.split(":", 1)[0] for line in lines}  # "token ID: ..." of this run's own work
             lines += [f"token {token_id}: an earlier revocation gave up and is not retried by itself; the token "
-                      f"is still valid: fix the cause, then `rotator revoke-expired --retry-failed "
-                      f"{engine.policy.name}` (if it must stay valid: "
+                      f"is still valid: fix the cause, then "
+                      f"`rotator revoke-expired --retry-failed {engine.policy.name}` (if it must stay valid: "
                       f"`rotator revoke-expired --dismiss {token_id} --reason TEXT {engine.policy.name}`)"
                       for token_id in engine.failed_revocations()
                       if f"token {token_id}" not in reported]

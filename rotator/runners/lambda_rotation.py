@@ -1018,9 +1018,9 @@ def _revoke_tag_key(token_id: str, step: str, arn: str, version: str | None = No
     raise PermanentError(
         f"{step}: the current token's id {token_id!r} cannot be part of a secret tag key ({rule}), where rotator "
         "records the revocation of the token it replaces",
-        hint=f"{clear}make a token whose name fits and put it into the secret with `rotator bootstrap POLICY "
-        f"--replace --token-file FILE --token-id NAME --reason TEXT` (docs/aws-lambda.md); then rotate {arn} again, "
-        "and revoke the old token yourself",
+        hint=f"{clear}make a token whose name fits and put it into the secret with "
+        "`rotator bootstrap POLICY --replace --token-file FILE --token-id NAME --reason TEXT` "
+        f"(docs/aws-lambda.md); then rotate {arn} again, and revoke the old token yourself",
     )
 
 
