@@ -106,6 +106,8 @@ def main(argv: list[str]) -> None:
             for name in ("SIGPIPE", "SIGXFSZ"):
                 if hasattr(signal, name):
                     signal.signal(getattr(signal, name), signal.SIG_DFL)
+            if time.monotonic() >= deadline:  # paused since the check above: start nothing
+                os._exit(EXIT_PAST_DEADLINE)
             os.execvp(command[0], command)
         except OSError as exc:
             os.write(report_w, str(exc.errno or 0).encode())
@@ -113,7 +115,11 @@ def main(argv: list[str]) -> None:
             os._exit(EXIT_NOT_EXECUTED)
     os.close(report_w)
     _child = pid
-    signal.setitimer(signal.ITIMER_REAL, remaining)
+    # The timer counts from now: time spent since ``remaining`` was computed (a pause before the fork,
+    # or here) is caught by the check after it is armed, which a pause after it cannot defeat.
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-6))
+    if time.monotonic() >= deadline:
+        _at_deadline()
     with os.fdopen(report_r, "rb") as report:
         failed = report.read()
     try:

@@ -836,15 +836,18 @@ class Daemon:
         log = logging.LoggerAdapter(logger, {"policy": name})
         now = self.clock.now()
         # A token already overdue when it was published (a person's old token, bootstrapped) makes its
-        # rotation due from then: it is late from its publication, not from a due time before it.
+        # rotation due from then: it is late from its publication, not from a due time before it. Only
+        # the publication this due time was planned from counts (a later one, seen while the job
+        # waited for a worker, would hide the wait).
         view = self._views.get(name)
-        published = view.published_at if view is not None else None
-        late = (now - (max(target, published) if published is not None else target)).total_seconds()
+        published = view.published_at if view is not None and view.run_id == planned_from else None
+        due_from = max(target, published) if published is not None else target
+        late = (now - due_from).total_seconds()
         self.metrics.schedule_delay.observe(max(late, 0.0))
         if late > self.settings.misfire_grace.total_seconds():
             self.metrics.misfires.labels(name).inc()
             log.warning("rotation was due at %s and starts %s late (misfire); rotating once now",
-                        target.isoformat(timespec="seconds"), format_duration(timedelta(seconds=late)))
+                        due_from.isoformat(timespec="seconds"), format_duration(timedelta(seconds=late)))
         started = time.monotonic()
         try:
             # "Still due?" and the run are one decision, made by the engine under its lease: it rotates

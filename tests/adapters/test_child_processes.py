@@ -611,3 +611,25 @@ def test_a_deadline_that_fires_after_the_command_ended_does_not_report_it_killed
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
     assert done.stdout.splitlines() == ["alive 3", "alive"], (done.returncode, done.stdout, done.stderr[-2000:])
+
+
+def test_a_watchdog_paused_before_it_starts_the_command_still_ends_it_at_the_deadline(tmp_path: Path) -> None:
+    """The watchdog measured the time left once, before the fork: paused (or starved) between that and
+    the fork, it started the command late and let it run the whole stale time, past its deadline.
+    Here a 1.5 s pause before the fork and a 2 s deadline: the command must be gone by the deadline
+    (with a margin for a busy machine), not 1.5 s after it."""
+    from rotator.core import child_process
+
+    wrapper = tmp_path / "paused_watchdog.py"
+    wrapper.write_text("import os, runpy, time\n_fork = os.fork\n"
+                       "def fork():\n    time.sleep(1.5)\n    return _fork()\n"
+                       f"os.fork = fork\nrunpy.run_path({child_process._WATCHDOG!r}, run_name='__main__')\n")
+    beat = tmp_path / "beat"
+    command = [sys.executable, "-c", "import time\nwhile True:\n"
+               f"    open({str(beat)!r}, 'w').write(repr(time.monotonic()))\n    time.sleep(0.05)"]
+    deadline = time.monotonic() + 2.0
+    done = subprocess.run([sys.executable, "-I", "-S", str(wrapper), repr(deadline), "--", *command],
+                          capture_output=True, timeout=30, start_new_session=True, check=False)
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stderr[-2000:])
+    time.sleep(0.3)  # a command left running would write again
+    assert float(beat.read_text()) < deadline + 0.75, "killed at its deadline"

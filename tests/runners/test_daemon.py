@@ -653,6 +653,26 @@ def test_a_bootstrapped_token_overdue_already_is_rotated_at_once_and_is_no_misfi
     assert not sample(h, "rotator_schedule_misfires_total", policy="a"), "no misfire"
 
 
+def test_a_job_that_waited_is_a_misfire_even_when_a_later_publication_was_seen_meanwhile(
+        harness: Callable[..., Harness]) -> None:
+    """The lateness counts from the publication the due time was planned from: a manual rotation seen
+    while the job waited 3 days for a worker must not hide the 3-day misfire."""
+    h = harness([("a", "1h", "")])
+    h.tick()
+    planned = h.daemon.journal.last_success("a")
+    assert planned is not None
+    due = T0 + timedelta(hours=1)
+    h.clock.advance(timedelta(days=3))
+    now = h.clock.now()
+    manual = RunRecord("manual", "a", "done", "rotate", now - timedelta(minutes=2), now - timedelta(minutes=2),
+                       published_at=now - timedelta(minutes=2))
+    h.daemon.journal.begin_run(manual)
+    h.daemon._set_last("a", h.daemon._views["a"], h.daemon.journal.last_success("a"))
+    assert h.daemon._views["a"].published_at == manual.published_at, "the daemon has seen it"
+    h.daemon._rotate("a", h.engines["a"], planned_from=planned.run_id, target=due)
+    assert sample(h, "rotator_schedule_misfires_total", policy="a") == 1
+
+
 def test_tick_wakes_exactly_when_a_revocation_is_due(harness: Callable[..., Harness]) -> None:
     h = harness([("a", "1h", "")], daemon='sweep_interval = "2h"\n')
     h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", T0 + timedelta(seconds=7.5),
