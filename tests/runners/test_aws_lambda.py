@@ -1457,3 +1457,35 @@ def test_an_influxdb2_credential_that_cannot_read_its_user_stops_the_rotation_at
     current = json.loads(aws.client().get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"])
     assert current["token_id"] == human_id and influxdb2_fake.problem(human) is None
     assert human not in caplog.text
+
+
+@pytest.mark.parametrize("retry_gets_to", ["createSecret", "finishSecret"])
+def test_a_paused_create_secret_never_deletes_the_influxdb3_token_its_retry_minted_under_the_same_name(
+        aws: MotoServer, influxdb3_fake: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        retry_gets_to: str) -> None:
+    """An InfluxDB 3 token is named <prefix>-<ClientRequestToken>: every attempt of one rotation mints
+    under the same name. Attempt A is paused after its mint; the retry B sweeps A's token (no version
+    holds it), mints its own under that name, stores it (and finishes the rotation). A resumes: its
+    PutSecretValue is refused, and "revoking its unused token" by id deleted B's, the token the
+    version holds (AWSPENDING, or AWSCURRENT: every consumer broken, and with credential = 'self' no
+    rotation could authenticate again)."""
+    v3 = _v3_secret(aws, influxdb3_fake, tmp_path, "grafana-admin", 'attempts = 2\nbase_delay = "1s"\nmax_delay = "1s"')
+    token = str(uuid.uuid4())
+    _start_rotation(aws, v3.name, token)
+    paused = {"done": False}
+
+    def checkpoint(name: str) -> None:
+        if name == "minted" and not paused["done"]:  # attempt A paused here; the retry B runs
+            paused["done"] = True
+            for step in STEPS[: STEPS.index(retry_gets_to) + 1]:
+                v3.step(aws, step, token)
+
+    handle({"Step": "createSecret", "SecretId": v3.arn, "ClientRequestToken": token}, Context(),
+           config_path=v3.config, client=_AwsLikePut(aws.client()), clock=v3.clock, checkpoint=checkpoint)
+    assert paused["done"]
+    stage = "AWSCURRENT" if retry_gets_to == "finishSecret" else "AWSPENDING"
+    stored = json.loads(aws.client().get_secret_value(SecretId=v3.name, VersionId=token,
+                                                      VersionStage=stage)["SecretString"])
+    alive = influxdb3_fake.problem(stored["token"]) is None  # (a value is never shown, even a fake's)
+    assert alive, f"the {stage} token was deleted"
+    assert f"already holds a token with id {stored['token_id']} (another attempt's): not revoking" in caplog.text
