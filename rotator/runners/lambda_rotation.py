@@ -706,20 +706,22 @@ class _Rotation:
             raise
         if not stored:
             try:
-                held = self._version_token()
+                held = self._version_record()
             except RotatorError as exc:
                 # Unknown what it holds: revoking by id could hit it (below). The sweep of a later
                 # createSecret revokes this token if no version holds it.
                 logger.warning("createSecret: version %s already has a value, which could not be read (%s); "
                                "token %s is left to a later createSecret's sweep", self.token, exc, record.token_id)
                 return
-            if held == record.token_id:
-                # Another attempt of this rotation stored a token by this very id. An issuer that names a
-                # token after the rotation (InfluxDB 3: <prefix>-<ClientRequestToken>) gives every attempt
-                # the same id, and that attempt could mint under it only after its sweep had deleted this
-                # one's: revoking the id now would delete the token the version holds.
-                logger.warning("createSecret: version %s already holds a token with id %s (another attempt's): "
-                               "not revoking that id", self.token, record.token_id)  # fmt: skip
+            if held is not None and held.token_id == record.token_id and held.created_at > record.created_at:
+                # Another attempt of this rotation stored a token by this very id, minted after this one.
+                # An issuer that names a token after the rotation (InfluxDB 3: <prefix>-<ClientRequestToken>)
+                # gives every attempt the same id, and names are unique: that attempt could mint only after
+                # its sweep had deleted this one's token. Revoking the id now would delete the token the
+                # version holds. (Minted before this one, the token there is the deleted one, and this one
+                # is revoked below: no token is left that no version holds.)
+                logger.warning("createSecret: version %s already holds a token with id %s, minted after this "
+                               "attempt's by another: not revoking that id", self.token, record.token_id)
                 return
             logger.warning("createSecret: version %s already holds another token; revoking %s",
                            self.token, record.token_id)  # fmt: skip
@@ -727,12 +729,11 @@ class _Rotation:
             return
         logger.info("createSecret: stored token %s as AWSPENDING version %s", record.token_id, self.token)
 
-    def _version_token(self) -> str | None:
-        """The token id version ``self.token`` holds, read now (whatever its label); None: no value, or
+    def _version_record(self) -> TokenRecord | None:
+        """The record version ``self.token`` holds, read now (whatever its label); None: no value, or
         not a token record."""
         answer = read_labelled_version(self.t.api, self.t.view.arn, self.token, self.t.where)
-        held = _lenient((self.token, answer[1])) if answer is not None else None
-        return held.token_id if held is not None else None
+        return _lenient((self.token, answer[1])) if answer is not None else None
 
     def _stored_after_failure(self, record: TokenRecord, credential: Secret) -> bool:
         """After a failed PutSecretValue: did it land anyway? If not, revoke the token now (the

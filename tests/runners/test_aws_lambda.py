@@ -1477,6 +1477,7 @@ def test_a_paused_create_secret_never_deletes_the_influxdb3_token_its_retry_mint
     def checkpoint(name: str) -> None:
         if name == "minted" and not paused["done"]:  # attempt A paused here; the retry B runs
             paused["done"] = True
+            v3.clock.advance(timedelta(seconds=30))  # B starts (and mints) later than A
             for step in STEPS[: STEPS.index(retry_gets_to) + 1]:
                 v3.step(aws, step, token)
 
@@ -1488,4 +1489,51 @@ def test_a_paused_create_secret_never_deletes_the_influxdb3_token_its_retry_mint
                                                       VersionStage=stage)["SecretString"])
     alive = influxdb3_fake.problem(stored["token"]) is None  # (a value is never shown, even a fake's)
     assert alive, f"the {stage} token was deleted"
-    assert f"already holds a token with id {stored['token_id']} (another attempt's): not revoking" in caplog.text
+    assert f"already holds a token with id {stored['token_id']}, minted after this attempt's by another: not " \
+        "revoking that id" in caplog.text
+
+
+def test_a_retry_whose_paused_attempt_stored_its_deleted_token_first_leaves_no_token_unheld(
+        aws: MotoServer, influxdb3_fake: Any, tmp_path: Path) -> None:
+    """The other order: attempt A mints and is paused; the retry B sweeps A's token (deletes it), mints
+    its own under the same name and is paused in turn; A resumes and stores its (deleted) token first.
+    B's PutSecretValue is refused, and the token it holds is the live one under that name, held by no
+    version: B revokes it (the version's dead token stops the rotation, as before, until AWSPENDING is
+    cleared), leaving no valid token that nothing records."""
+    import threading
+
+    v3 = _v3_secret(aws, influxdb3_fake, tmp_path, "grafana-admin", 'attempts = 2\nbase_delay = "1s"\nmax_delay = "1s"')
+    token = str(uuid.uuid4())
+    _start_rotation(aws, v3.name, token)
+    b_minted, a_put = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def b_checkpoint(name: str) -> None:
+        if name == "minted":
+            b_minted.set()
+            assert a_put.wait(30)
+
+    def b_run() -> None:
+        try:
+            handle({"Step": "createSecret", "SecretId": v3.arn, "ClientRequestToken": token}, Context(),
+                   config_path=v3.config, client=_AwsLikePut(aws.client()), clock=v3.clock, checkpoint=b_checkpoint)
+        except BaseException as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    b = threading.Thread(target=b_run, daemon=True)
+
+    def a_checkpoint(name: str) -> None:
+        if name == "minted" and not b.is_alive() and not b_minted.is_set():
+            v3.clock.advance(timedelta(seconds=30))  # B starts (and mints) later than A
+            b.start()
+            assert b_minted.wait(30)
+        elif name == "put":
+            a_put.set()
+
+    handle({"Step": "createSecret", "SecretId": v3.arn, "ClientRequestToken": token}, Context(),
+           config_path=v3.config, client=_AwsLikePut(aws.client()), clock=v3.clock, checkpoint=a_checkpoint)
+    b.join(60)
+    assert not b.is_alive() and errors == [], errors
+    stored = json.loads(aws.client().get_secret_value(SecretId=v3.name, VersionId=token)["SecretString"])
+    assert influxdb3_fake.problem(stored["token"]) is not None, "the version holds A's deleted token"
+    assert stored["token_id"] not in influxdb3_fake.names(), "B's token under that name is revoked too"
