@@ -496,6 +496,12 @@ class Daemon:
                 if target is None or target > now:
                     continue
                 self._queued.pop(("rotate", name), None)
+                # A token already overdue when it was published (a person's old token, bootstrapped) is
+                # due from its publication: its rotation is not late for a due time before rotator had it
+                # (the misfire count and the schedule delay measure from here, whatever the view says
+                # by the time a worker runs the job).
+                if view.published_at is not None:
+                    target = max(target, view.published_at)
                 self._submit(name, "rotate", planned_from=view.run_id, target=target)
         if queue:
             wake.append(queue[0][0])
@@ -835,19 +841,12 @@ class Daemon:
     def _rotate(self, name: str, engine: EngineLike, *, planned_from: str | None, target: datetime) -> None:
         log = logging.LoggerAdapter(logger, {"policy": name})
         now = self.clock.now()
-        # A token already overdue when it was published (a person's old token, bootstrapped) makes its
-        # rotation due from then: it is late from its publication, not from a due time before it. Only
-        # the publication this due time was planned from counts (a later one, seen while the job
-        # waited for a worker, would hide the wait).
-        view = self._views.get(name)
-        published = view.published_at if view is not None and view.run_id == planned_from else None
-        due_from = max(target, published) if published is not None else target
-        late = (now - due_from).total_seconds()
+        late = (now - target).total_seconds()
         self.metrics.schedule_delay.observe(max(late, 0.0))
         if late > self.settings.misfire_grace.total_seconds():
             self.metrics.misfires.labels(name).inc()
             log.warning("rotation was due at %s and starts %s late (misfire); rotating once now",
-                        due_from.isoformat(timespec="seconds"), format_duration(timedelta(seconds=late)))
+                        target.isoformat(timespec="seconds"), format_duration(timedelta(seconds=late)))
         started = time.monotonic()
         try:
             # "Still due?" and the run are one decision, made by the engine under its lease: it rotates

@@ -705,24 +705,27 @@ class _Rotation:
                 return
             raise
         if not stored:
-            try:
-                held = self._version_record()
-            except RotatorError as exc:
-                # Unknown what it holds: revoking by id could hit it (below). The sweep of a later
-                # createSecret revokes this token if no version holds it.
-                logger.warning("createSecret: version %s already has a value, which could not be read (%s); "
-                               "token %s is left to a later createSecret's sweep", self.token, exc, record.token_id)
-                return
-            if held is not None and held.token_id == record.token_id and held.created_at > record.created_at:
-                # Another attempt of this rotation stored a token by this very id, minted after this one.
-                # An issuer that names a token after the rotation (InfluxDB 3: <prefix>-<ClientRequestToken>)
-                # gives every attempt the same id, and names are unique: that attempt could mint only after
-                # its sweep had deleted this one's token. Revoking the id now would delete the token the
-                # version holds. (Minted before this one, the token there is the deleted one, and this one
-                # is revoked below: no token is left that no version holds.)
-                logger.warning("createSecret: version %s already holds a token with id %s, minted after this "
-                               "attempt's by another: not revoking that id", self.token, record.token_id)
-                return
+            # An issuer that names a token after the rotation (InfluxDB 3: <prefix>-<ClientRequestToken>)
+            # gives every attempt of it the same id, and names are unique: the version may hold a token
+            # by this very id, another attempt's, minted once a sweep had deleted this one's (or the
+            # other way round: which one is not known here). Revoking the id could then delete the
+            # token the version holds, maybe AWSCURRENT's, so it is left alone. Should the version's
+            # token be the deleted one, testSecret fails on it; once its AWSPENDING label is cleared
+            # (as that error says), the next rotation's sweep revokes this token, which no version
+            # then holds. An id of the issuer's own is never another token's: revoked at once.
+            if self.token in record.token_id:
+                try:
+                    held = self._version_record()
+                except RotatorError as exc:
+                    logger.warning("createSecret: version %s already has a value, which could not be read (%s); "
+                                   "token %s is left to a later createSecret's sweep", self.token, exc,
+                                   record.token_id)  # fmt: skip
+                    return
+                if held is not None and held.token_id == record.token_id:
+                    logger.warning("createSecret: version %s already holds a token with id %s, this attempt's "
+                                   "id (the issuer names tokens after the rotation): not revoking that id",
+                                   self.token, record.token_id)  # fmt: skip
+                    return
             logger.warning("createSecret: version %s already holds another token; revoking %s",
                            self.token, record.token_id)  # fmt: skip
             self._revoke_quietly(record.token_id, credential)

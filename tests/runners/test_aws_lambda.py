@@ -1489,17 +1489,18 @@ def test_a_paused_create_secret_never_deletes_the_influxdb3_token_its_retry_mint
                                                       VersionStage=stage)["SecretString"])
     alive = influxdb3_fake.problem(stored["token"]) is None  # (a value is never shown, even a fake's)
     assert alive, f"the {stage} token was deleted"
-    assert f"already holds a token with id {stored['token_id']}, minted after this attempt's by another: not " \
-        "revoking that id" in caplog.text
+    assert f"already holds a token with id {stored['token_id']}, this attempt's id (the issuer names tokens after " \
+        "the rotation): not revoking that id" in caplog.text
 
 
-def test_a_retry_whose_paused_attempt_stored_its_deleted_token_first_leaves_no_token_unheld(
+def test_a_retry_whose_paused_attempt_stored_its_deleted_token_first_is_cleaned_up_by_the_next_rotation(
         aws: MotoServer, influxdb3_fake: Any, tmp_path: Path) -> None:
     """The other order: attempt A mints and is paused; the retry B sweeps A's token (deletes it), mints
     its own under the same name and is paused in turn; A resumes and stores its (deleted) token first.
-    B's PutSecretValue is refused, and the token it holds is the live one under that name, held by no
-    version: B revokes it (the version's dead token stops the rotation, as before, until AWSPENDING is
-    cleared), leaving no valid token that nothing records."""
+    B's PutSecretValue is refused, and B cannot tell which of the two same-named tokens lives: it
+    leaves the name alone (revoking it in the first order would delete the version's token). Its token
+    is valid and no version can use it; the rotation stops at testSecret (the version's token is the
+    deleted one). Once AWSPENDING is cleared, as that error says, the next rotation's sweep revokes it."""
     import threading
 
     v3 = _v3_secret(aws, influxdb3_fake, tmp_path, "grafana-admin", 'attempts = 2\nbase_delay = "1s"\nmax_delay = "1s"')
@@ -1524,7 +1525,6 @@ def test_a_retry_whose_paused_attempt_stored_its_deleted_token_first_leaves_no_t
 
     def a_checkpoint(name: str) -> None:
         if name == "minted" and not b.is_alive() and not b_minted.is_set():
-            v3.clock.advance(timedelta(seconds=30))  # B starts (and mints) later than A
             b.start()
             assert b_minted.wait(30)
         elif name == "put":
@@ -1535,5 +1535,16 @@ def test_a_retry_whose_paused_attempt_stored_its_deleted_token_first_leaves_no_t
     b.join(60)
     assert not b.is_alive() and errors == [], errors
     stored = json.loads(aws.client().get_secret_value(SecretId=v3.name, VersionId=token)["SecretString"])
+    name = stored["token_id"]
     assert influxdb3_fake.problem(stored["token"]) is not None, "the version holds A's deleted token"
-    assert stored["token_id"] not in influxdb3_fake.names(), "B's token under that name is revoked too"
+    assert name in influxdb3_fake.names(), "B's token under that name is left alone"
+    with pytest.raises(RotatorError):
+        for step in STEPS[1:]:
+            v3.step(aws, step, token)  # testSecret fails on the deleted token
+    aws.client().update_secret_version_stage(SecretId=v3.name, VersionStage="AWSPENDING", RemoveFromVersionId=token)
+    v3.clock.advance(timedelta(minutes=1))
+    later = str(uuid.uuid4())
+    _start_rotation(aws, v3.name, later)
+    for step in STEPS:
+        v3.step(aws, step, later)
+    assert name not in influxdb3_fake.names(), "the next rotation's sweep revoked it"
