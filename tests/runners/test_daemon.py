@@ -673,6 +673,48 @@ def test_a_job_that_waited_is_a_misfire_even_when_a_later_publication_was_seen_m
     assert sample(h, "rotator_schedule_misfires_total", policy="a") == 1
 
 
+class _HeldExecutor(concurrent.futures.Executor):
+    """Keeps each job until the test runs it: the job waits for a worker meanwhile."""
+
+    def __init__(self) -> None:
+        self.held: list[Callable[[], Any]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001  (the future carries it)
+                future.set_exception(exc)
+
+        self.held.append(run)
+        return future
+
+
+def test_a_due_time_is_fixed_when_its_job_is_submitted_not_when_a_worker_runs_it(
+        harness: Callable[..., Harness]) -> None:
+    """A bootstrapped overdue token's rotation is due from its publication. While its job waits for a
+    worker, the daemon's view of the policy may change (another replica rotates): the job must still
+    measure from the publication it was planned from, not count a 30-day misfire."""
+    held = _HeldExecutor()
+    h = harness([("a", "1h", "")], last=None, executor=held)
+    h.daemon.journal.begin_run(RunRecord("boot-a", "a", "done", "bootstrap", T0, T0, published_at=T0,
+                                         token_created_at=T0 - timedelta(days=30)))
+    h.clock.advance(timedelta(seconds=61))  # the sweep finds the bootstrap
+    for _ in range(3):
+        h.daemon.tick(h.clock.now())
+        if held.held:
+            break
+    [job] = held.held
+    h.clock.advance(timedelta(seconds=30))  # waiting for a worker; another replica rotates meanwhile
+    now = h.clock.now()
+    h.daemon.journal.begin_run(RunRecord("other", "a", "done", "rotate", now, now, published_at=now))
+    h.daemon._set_last("a", h.daemon._views["a"], h.daemon.journal.last_success("a"))
+    job()
+    assert not sample(h, "rotator_schedule_misfires_total", policy="a"), "30 s after its publication: no misfire"
+
+
 def test_tick_wakes_exactly_when_a_revocation_is_due(harness: Callable[..., Harness]) -> None:
     h = harness([("a", "1h", "")], daemon='sweep_interval = "2h"\n')
     h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", T0 + timedelta(seconds=7.5),
