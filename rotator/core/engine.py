@@ -25,7 +25,7 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -118,6 +118,12 @@ class _Replan(Exception):
     """Raised inside the transaction that would take the lease with the run (Engine._new_run) when
     the lease changed hands since the preflight read: that transaction rolls back (nothing written,
     no side effect made yet) and the rotation starts again the long way, lease first."""
+
+
+def _kept_valid(kept: Mapping[str, str], verb: str = "stays") -> str:
+    """What a message adds for each replaced token whose revocation a person dismissed (token -> reason)."""
+    return "".join(f"; token {token_id} {verb} valid: its revocation was dismissed ({reason or 'no reason'})"
+                   for token_id, reason in kept.items())
 
 
 def new_run_id() -> str:
@@ -557,8 +563,7 @@ class Engine:
                 if also:
                     message += (f"; token {also}, the token rotator published last, which no store names any more, "
                                 f"will be revoked after the grace period ({format_duration(self.policy.grace)})")
-            message += "".join(f"; token {old} stays valid: its revocation was dismissed ({why or 'no reason'})"
-                               for old, why in kept.items())
+            message += _kept_valid(kept)
             return RunResult(self.policy.name, RunState.DONE, run.run_id, ",".join(replaced) if replace else None,
                              token_id, message, also_revoked=also)
 
@@ -651,8 +656,7 @@ class Engine:
         if also:
             message += (f"; {'so will' if old else 'token'} {also}, the token rotator published last, which no store "
                         f"named{'' if old else ', will be revoked after the grace period'}")
-        message += "".join(f"; token {token_id} stays valid: its revocation was dismissed ({reason or 'no reason'})"
-                           for token_id, reason in kept.items())
+        message += _kept_valid(kept)
         return RunResult(self.policy.name, final, run.run_id, run.old_token_id, run.new_token_id, message,
                          actions=revoked, also_revoked=also)
 
@@ -1087,8 +1091,7 @@ class Engine:
                    f"{', '.join(n for n, _ in self.stores)}, and "
                    + (f"revoke {' and '.join(revoked) or '(no current token)'} after "
                       f"{format_duration(self.policy.grace)}" if revoked or not kept else "revoke nothing"))
-        message += "".join(f"; token {token_id} would stay valid: its revocation was dismissed ({why or 'no reason'})"
-                           for token_id, why in kept.items())
+        message += _kept_valid(kept, "would stay")
         if pending:
             message += f"; would first recover {len(pending)} unfinished run(s)"
         return RunResult(self.policy.name, DRY_RUN, None, old, None, message, dry_run=True)
