@@ -699,3 +699,37 @@ def test_a_dismissed_token_replaced_once_more_stays_valid_and_nothing_says_other
         engine.rotate(revoke_previous_now=True, reason="leaked")
     assert "never revokes a token whose revocation was dismissed" in (raised.value.hint or ""), raised.value.hint
     assert issuer.tokens.info(human).revoked_at is None  # type: ignore[union-attr]
+
+
+def test_a_run_that_replaced_a_token_current_again_is_done_once_that_token_is_revoked(tmp_path: Path) -> None:
+    """A token current again (an older version restored) and replaced once more keeps its revocation
+    row, which keeps its first run's id. Only that run was finished when the revocation was done: the
+    later run, with no other token to retire, stayed `published` for good."""
+    from rotator.core.secret import Secret
+    from rotator.testing.memory import MemoryIssuer, MemoryStore
+
+    issuer = MemoryIssuer()
+    store = MemoryStore("p")
+    engine = _engine_of(tmp_path, issuer, ("primary", store), schedule="1h", grace="10m")
+    issuer.tokens.clock = engine.clock
+    clock = engine.clock
+    assert isinstance(clock, FakeClock)
+    value, human = issuer.tokens.create("made by a person")
+    engine.bootstrap(Secret(value), human, None)
+    human_record = store.read_current().record
+    clock.advance(timedelta(hours=1))
+    first = engine.rotate()
+    person = MemoryStore("p", store.backend)  # the older version restored
+    person.publish(human_record, person.read_current().version)
+    clock.advance(timedelta(minutes=11))
+    engine.revoke_due()  # refused: a store holds it
+    engine.bootstrap(Secret(value), human, None, replace=True, reason="back to the team's token")
+    clock.advance(timedelta(hours=1))
+    second = engine.rotate()  # replaces it once more: the row is pending again, with the first run's id
+    assert second.ok and second.also_revoked is None, second
+    [row] = [r for r in engine.journal.revocations("p") if r.token_id == human]
+    assert (row.state, row.run_id) == ("pending", first.run_id)
+    clock.advance(timedelta(minutes=11))
+    assert engine.revoke_due() == [f"token {human}: revoked"]
+    states = {r.run_id: r.state for r in engine.journal.runs("p", limit=10)}
+    assert states[second.run_id] == "done", states
