@@ -399,8 +399,7 @@ class Engine:
                 # the run that scheduled it is finished, as when its revocation is done.
                 self.journal.update_revocation(rev, fence=self._fence, state=RevocationState.DISMISSED,
                                                done_at=now, last_error=dismissal_note(reason))
-                self.journal.finish_published_run(self.policy.name, rev.run_id, now, fence=self._fence,
-                                                  token_id=token_id)
+                self.journal.finish_published_run(self.policy.name, rev.run_id, token_id, now, fence=self._fence)
                 self._event("revoke_old", "dismissed", rev.run_id, token_id=token_id, reason=reason,
                             last_error=rev.last_error)
         self.log.warning("revocation of token %s dismissed: rotator will not revoke it; reason: %s", token_id, reason)
@@ -1018,8 +1017,7 @@ class Engine:
         def journal_revoked() -> None:
             self.journal.update_revocation(rev, fence=self._fence, state=RevocationState.DONE, done_at=now,
                                            attempts=rev.attempts + 1, last_error=None)
-            self.journal.finish_published_run(self.policy.name, rev.run_id, now, fence=self._fence,
-                                              token_id=rev.token_id)
+            self.journal.finish_published_run(self.policy.name, rev.run_id, rev.token_id, now, fence=self._fence)
             self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id,
                         note=None if revoked else "already revoked or expired at the issuer")
 

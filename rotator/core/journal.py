@@ -973,24 +973,19 @@ class Journal:
         _set_stored_row(run, row)
         self._on_rollback(partial(_restore_record, run, before))
 
-    def finish_published_run(self, policy: str, run_id: str, finished_at: datetime, *,
-                             fence: int | None = None, token_id: str | None = None) -> bool:
-        """Move run ``run_id`` from published to done (its replaced token is revoked), in one
-        statement; False when it is not published (done already, or a bootstrap's). Fenced like
-        :meth:`update_run`.
-
-        ``token_id``: the token whose revocation ended; every published run of the policy that
-        replaced it is done too. A token current again (an older version restored) and replaced once
-        more keeps its revocation row, and the row its first run's id: the later run waits for the
-        same revocation, and only this finds it."""
-        where, params = "run_id = ?", [run_id]
-        if token_id is not None:
-            where, params = "(run_id = ? OR old_token_id = ?)", [run_id, token_id]
+    def finish_published_run(self, policy: str, run_id: str, token_id: str, finished_at: datetime, *,
+                             fence: int | None = None) -> bool:
+        """The revocation of ``token_id``, scheduled by run ``run_id``, ended (done or dismissed):
+        move that run, and every other published run of the policy that replaced the token, from
+        published to done, in one statement; False when none is published (done already, or a
+        bootstrap's). Fenced like :meth:`update_run`. (A token current again, an older version
+        restored, and replaced once more keeps its revocation row, and the row its first run's id:
+        the later run waits for the same revocation.)"""
         with self._tx(immediate=fence is not None) as cur:
             self._check_fence(cur, policy, fence, f"moving run {run_id} to done")
-            cur.execute(f"UPDATE runs SET state = ?, finished_at = ?, fence = COALESCE(?, fence) "
-                        f"WHERE {where} AND policy = ? AND state = ?",
-                        (RunState.DONE, ts(finished_at), fence, *params, policy, RunState.PUBLISHED))
+            cur.execute("UPDATE runs SET state = ?, finished_at = ?, fence = COALESCE(?, fence) "
+                        "WHERE (run_id = ? OR old_token_id = ?) AND policy = ? AND state = ?",
+                        (RunState.DONE, ts(finished_at), fence, run_id, token_id, policy, RunState.PUBLISHED))
             return cur.rowcount >= 1
 
     def get_run(self, run_id: str) -> RunRecord | None:

@@ -672,11 +672,8 @@ class _Rotation:
     def _stage_holding(self, version_id: str, token_id: str) -> str | None:
         """The staging label (AWSCURRENT, AWSPENDING or AWSPREVIOUS) of ``version_id`` if that version,
         read now, holds ``token_id``; else None (no such version, no such label, another token)."""
-        answer = read_labelled_version(self.t.api, self.t.view.arn, version_id, self.t.where)
-        if answer is None:
-            return None
-        stages = [stage for stage in answer[0] if stage in (CURRENT, PENDING, PREVIOUS)]
-        held = _lenient((version_id, answer[1]))
+        labels, held = self._version_record(version_id)
+        stages = [stage for stage in labels if stage in (CURRENT, PENDING, PREVIOUS)]
         return stages[0] if stages and held is not None and held.token_id == token_id else None
 
     def _put_pending(self, record: TokenRecord, credential: Secret) -> None:
@@ -715,7 +712,7 @@ class _Rotation:
             # then holds. An id of the issuer's own is never another token's: revoked at once.
             if self.token in record.token_id:
                 try:
-                    held = self._version_record()
+                    _, held = self._version_record(self.token)
                 except RotatorError as exc:
                     logger.warning("createSecret: version %s already has a value, which could not be read (%s); "
                                    "token %s is left to a later createSecret's sweep", self.token, exc,
@@ -732,11 +729,13 @@ class _Rotation:
             return
         logger.info("createSecret: stored token %s as AWSPENDING version %s", record.token_id, self.token)
 
-    def _version_record(self) -> TokenRecord | None:
-        """The record version ``self.token`` holds, read now (whatever its label); None: no value, or
-        not a token record."""
-        answer = read_labelled_version(self.t.api, self.t.view.arn, self.token, self.t.where)
-        return _lenient((self.token, answer[1])) if answer is not None else None
+    def _version_record(self, version_id: str) -> tuple[tuple[str, ...], TokenRecord | None]:
+        """``version_id``'s staging labels and the record it holds, read now (no labels and None: no
+        such version or no value; None: not a token record)."""
+        answer = read_labelled_version(self.t.api, self.t.view.arn, version_id, self.t.where)
+        if answer is None:
+            return (), None
+        return answer[0], _lenient((version_id, answer[1]))
 
     def _stored_after_failure(self, record: TokenRecord, credential: Secret) -> bool:
         """After a failed PutSecretValue: did it land anyway? If not, revoke the token now (the

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hvac
 import pytest
@@ -628,14 +628,21 @@ def test_the_revocation_of_a_late_mint_never_hides_the_lost_lease(
     engine.journal.close()
 
 
-def test_a_dismissed_token_replaced_once_more_stays_valid_and_nothing_says_otherwise(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A token whose revocation a person dismissed can be current again (an older version restored)
-    and be replaced once more. It stays valid, as the dismissal said: before, the rotation said "will
-    be revoked after the grace period", its chained event named a due time, and a run with no other
-    revocation waited in ``published`` for one that never came. Nor does an emergency rotation say
-    "no revocation was due" of it."""
-    from rotator.core.journal import RunState
+class _Restored(NamedTuple):
+    engine: Engine
+    issuer: Any
+    person: Any
+    clock: FakeClock
+    value: str
+    human: str
+    human_record: Any
+    first: Any
+
+
+def _restored_after_a_rotation(tmp_path: Path) -> _Restored:
+    """A person's token bootstrapped, replaced by a rotation, then current again (the older version
+    restored with the backend's own tool, ``person``); its revocation pass, after grace, refused it
+    (a store holds it) and marked it failed."""
     from rotator.core.secret import Secret
     from rotator.testing.memory import MemoryIssuer, MemoryStore
 
@@ -649,12 +656,27 @@ def test_a_dismissed_token_replaced_once_more_stays_valid_and_nothing_says_other
     engine.bootstrap(Secret(value), human, None)
     human_record = store.read_current().record
     clock.advance(timedelta(hours=1))
-    assert engine.rotate().ok
-    person = MemoryStore("p", store.backend)  # the older version restored, with the backend's own tool
+    first = engine.rotate()
+    assert first.ok
+    person = MemoryStore("p", store.backend)
     person.publish(human_record, person.read_current().version)
     clock.advance(timedelta(minutes=11))
     engine.revoke_due()
     assert {r.token_id: r.state for r in engine.journal.revocations("p")}[human] == "failed"
+    return _Restored(engine, issuer, person, clock, value, human, human_record, first)
+
+
+def test_a_dismissed_token_replaced_once_more_stays_valid_and_nothing_says_otherwise(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A token whose revocation a person dismissed can be current again (an older version restored)
+    and be replaced once more. It stays valid, as the dismissal said: before, the rotation said "will
+    be revoked after the grace period", its chained event named a due time, and a run with no other
+    revocation waited in ``published`` for one that never came. Nor does an emergency rotation say
+    "no revocation was due" of it."""
+    from rotator.core.journal import RunState
+    from rotator.core.secret import Secret
+
+    engine, issuer, person, clock, value, human, human_record, _ = _restored_after_a_rotation(tmp_path)
     engine.dismiss_revocation(human, "team X still uses it")
 
     # Replaced once more; the token rotator published last is retired (it is no person's).
@@ -706,23 +728,8 @@ def test_a_run_that_replaced_a_token_current_again_is_done_once_that_token_is_re
     row, which keeps its first run's id. Only that run was finished when the revocation was done: the
     later run, with no other token to retire, stayed `published` for good."""
     from rotator.core.secret import Secret
-    from rotator.testing.memory import MemoryIssuer, MemoryStore
 
-    issuer = MemoryIssuer()
-    store = MemoryStore("p")
-    engine = _engine_of(tmp_path, issuer, ("primary", store), schedule="1h", grace="10m")
-    issuer.tokens.clock = engine.clock
-    clock = engine.clock
-    assert isinstance(clock, FakeClock)
-    value, human = issuer.tokens.create("made by a person")
-    engine.bootstrap(Secret(value), human, None)
-    human_record = store.read_current().record
-    clock.advance(timedelta(hours=1))
-    first = engine.rotate()
-    person = MemoryStore("p", store.backend)  # the older version restored
-    person.publish(human_record, person.read_current().version)
-    clock.advance(timedelta(minutes=11))
-    engine.revoke_due()  # refused: a store holds it
+    engine, _, _, clock, value, human, _, first = _restored_after_a_rotation(tmp_path)
     engine.bootstrap(Secret(value), human, None, replace=True, reason="back to the team's token")
     clock.advance(timedelta(hours=1))
     second = engine.rotate()  # replaces it once more: the row is pending again, with the first run's id
