@@ -753,7 +753,20 @@ class Engine:
             states = {}
         holders = [n for n, s in states.items() if s.token_id == run.new_token_id]
         if states and not holders:
-            # No store holds the candidate: discard it, the previous token stays current.
+            # No store holds the candidate: discard it, the previous token stays current. The failed
+            # write may still land, though (a request the client gave up on, still queued at the
+            # server): that store is first moved past the version the write expects, so that it fails
+            # instead of putting the revoked candidate in the store.
+            if not isinstance(exc, PermanentError) and store_name in states:
+                try:
+                    self._fence_stale_publishes(run, {store_name: states[store_name]})
+                except LeaseLost:
+                    raise
+                except RotatorError as fence_exc:  # maybe that very write landed: recovery reads again
+                    message = f"{message}; moving the store past the write failed: {_describe(fence_exc)}"
+                    self.journal.update_run(run, fence=self._fence, error=f"publish to {store_name} failed: {message}")
+                    self._event("publish", "partial", run.run_id, store=store_name, error=message)
+                    return
             self._discard(run, credential, exc)
             return
         # Some stores may hold the new token and others the old one: both stay valid, and
@@ -885,17 +898,20 @@ class Engine:
 
     def _fence_stale_publishes(self, run: RunRecord, states: dict[str, StoreState]) -> None:
         """Before the candidate of a VERIFIED run is revoked: its process may only be paused, between
-        its lease check and a store write compare-and-set against the version PLAN read. Landing after
-        the revocation, that write would put a revoked token in the store. So every store still at that
+        its lease check and a store write compare-and-set against the version PLAN read (or, for the
+        run's own write that failed transiently, that write may still be on its way to the store).
+        Landing after the revocation, that write would put a revoked token in the store. So every store still at that
         version is written again with what it holds (its version moves on, and the stale write fails),
         fenced by this process's lease (an influxctl profile moves its sidecar entry's generation). A
         store whose version does not move warns: there the stale write can still land
         (docs/design-notes.md).
 
-        Not when this process took the lease over from a holder it found dead: a dead process writes
-        nothing late, and the extra version is not free (on AWS it moves AWSPREVIOUS onto the token
-        that stays current)."""
-        if self._holder_was_dead:
+        Not when this process took the lease over from a holder it found dead and that holder wrote
+        the run last: a dead process writes nothing late, and the extra version is not free (on AWS it
+        moves AWSPREVIOUS onto the token that stays current). The run may have been left by an
+        earlier holder, paused and alive, whose expired lease the dead one took (a take-over adds
+        one to the fencing number, so the dead holder's own writes carry this lease's number - 1)."""
+        if self._holder_was_dead and self._fence is not None and run.fence == self._fence - 1:
             return
         stores = dict(self.stores)
         for name, state in states.items():

@@ -793,3 +793,102 @@ def test_a_publish_to_an_influxctl_profile_paused_past_its_lease_never_lands_aft
     assert not setup.issuer.tokens[after.token_id]["revoked"]
     assert "keeps its version when written with what it holds" not in caplog.text
     setup.journal.close()
+
+
+class _LateStore:
+    """A real store whose publish of ``late`` times out at the client while the write is still on
+    its way (queued at a slow server): it lands when the test says, as it was sent."""
+
+    def __init__(self, inner: Any, keep: str) -> None:
+        self.inner, self.keep, self.sent = inner, keep, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def publish(self, record: Any, expected_version: Any) -> str:
+        from rotator.core.errors import TransientError
+
+        if record.token_id == self.keep:  # (the store's own token written again: answered)
+            return str(self.inner.publish(record, expected_version))
+        self.sent.append((record, expected_version))
+        raise TransientError("the store did not answer in time")
+
+
+def test_a_publish_that_timed_out_and_lands_late_never_puts_the_discarded_candidate_in_the_store(
+        tmp_path: Path) -> None:
+    """A store write times out at the client and no store holds the candidate when the engine reads
+    them again, so the engine discards (revokes) it. The write was still on its way and lands after
+    that: the engine first wrote the store again at the version the write expects, so its
+    compare-and-set fails. Before, it landed and the store held a revoked token."""
+    from rotator.core.engine import Engine
+    from rotator.core.errors import ConflictError, TransientError
+    from rotator.core.retry import RetryPolicy
+    from tests.runners.test_bench_smoke import _bench
+
+    rotation_io = _bench("rotation_io")
+    setup = rotation_io.Setup(tmp_path / "profile", None)
+    before = setup.store.store.read_current()
+    assert before.token_id is not None
+    store = _LateStore(setup.store.store, keep=before.token_id)
+    engine = Engine(setup.policy, setup.journal, issuer=setup.issuer, stores=[("profile", store)],
+                    clock=setup.clock, retry=RetryPolicy(1, 0.01, 0.02))
+    setup.clock.advance(timedelta(hours=1))
+    with pytest.raises(TransientError):
+        engine.rotate()
+    record, expected = store.sent[0]
+    assert setup.issuer.tokens[record.token_id]["revoked"], "the candidate was discarded"
+    with pytest.raises(ConflictError):
+        setup.store.store.publish(record, expected)  # the write that was on its way lands now
+    after = setup.store.store.read_current()
+    assert after.token_id == before.token_id and after.record is not None
+    assert not setup.issuer.tokens[after.token_id]["revoked"]
+    assert not setup.journal.open_runs(setup.policy.name), "the run is closed"
+    setup.journal.close()
+
+
+def test_a_publish_paused_past_its_lease_never_lands_when_recovery_took_over_from_a_dead_later_holder(
+        tmp_path: Path) -> None:
+    """A is paused inside its publish, after its lease check, past its lease. D takes the expired lease
+    (a cron `rotator recover`) and is killed before it recovers anything; B finds D dead and takes the
+    lease over. B must still move the store past the version A's write expects before it revokes A's
+    candidate: only D is dead, and A, alive, left the run. Before, a take-over from a dead holder
+    skipped that write, and A's write, resumed, put the token B had revoked in the store."""
+    import subprocess
+    import sys
+
+    from rotator.core import audit_chain
+    from rotator.core.engine import Engine, _boot_id, _pid_namespace
+    from tests.runners.test_bench_smoke import _bench
+
+    rotation_io = _bench("rotation_io")
+    setup = rotation_io.Setup(tmp_path / "profile", None)
+    store = _PausingStore(setup.store.store)
+    ttl = timedelta(seconds=2)
+    engine_a = Engine(setup.policy, setup.journal, issuer=setup.issuer, stores=[("profile", store)],
+                      clock=setup.clock, lease_ttl=ttl, holder="hostA:1:a:0:")
+    engine_b = Engine(setup.policy, setup.journal, issuer=setup.issuer, stores=[("profile", setup.store.store)],
+                      clock=setup.clock, lease_ttl=ttl, holder="hostB:2:b:0:")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = f"{audit_chain.instance_name()}:{child.pid}:abcd1234:{_pid_namespace()}:{_boot_id()}"
+    before = setup.store.store.read_current()
+    setup.clock.advance(timedelta(hours=1))
+    thread, outcome = _rotate_in_a_thread(engine_a)
+    try:
+        assert store.entered.wait(60), outcome
+        candidate = setup.journal.open_runs(setup.policy.name)[0].new_token_id
+        setup.clock.advance(timedelta(seconds=10))  # past A's lease
+        fence_d = setup.journal.acquire_lease(setup.policy.name, dead, ttl, setup.clock.now())
+        lines = engine_b.recover()
+        assert setup.journal.lease_fence(setup.policy.name) == fence_d + 1, "B took D's lease over"
+        assert any("rolled back" in line for line in lines), lines
+        assert setup.issuer.tokens[candidate]["revoked"], "recovery revoked A's candidate"
+    finally:
+        store.go.set()
+        thread.join(60)
+    assert "error" in outcome, outcome
+    after = setup.store.store.read_current()
+    assert after.record is not None and before.record is not None
+    assert after.token_id == before.token_id, "A's paused write did not land"
+    assert not setup.issuer.tokens[after.token_id]["revoked"]
+    setup.journal.close()
