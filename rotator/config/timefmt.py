@@ -61,6 +61,13 @@ def rfc3339_micro(value: datetime) -> str:
 def parse_rfc3339(text: str) -> datetime:
     """An aware datetime from RFC 3339 text (``Z`` or an offset); ValueError if it is not one.
 
-    Text without an offset is taken as UTC, like a naive datetime above.
+    Text without an offset is taken as UTC, like a naive datetime above. A time whose UTC moment
+    falls outside datetime's years 1-9999 (``9999-12-31T23:59:59-01:00``) is a ValueError too:
+    fromisoformat accepts it, but moving it to UTC overflows, and every caller handles ValueError
+    as "not a time" (an OverflowError escaped stores' payload parsing as an internal error).
     """
-    return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        return as_utc(moment)
+    except OverflowError:
+        raise ValueError("the time is outside the years 1 to 9999 in UTC") from None

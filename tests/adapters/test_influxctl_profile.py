@@ -33,8 +33,8 @@ from rotator.adapters.influxctl.profile import (
 )
 from rotator.config.policy import PolicyFileError, parse_config
 from rotator.core.clock import FakeClock
-from rotator.core.contracts import AdapterContext, TokenRecord
-from rotator.core.errors import ConfigError, ConflictError, PermanentError, TransientError
+from rotator.core.contracts import AdapterContext, StoreState, TokenRecord
+from rotator.core.errors import ConfigError, ConflictError, MalformedPayload, PermanentError, TransientError
 from rotator.core.secret import Secret
 from tests.harness import Scenario, check_invariants, make_scenario
 
@@ -501,6 +501,62 @@ def test_a_malformed_sidecar_is_a_permanent_error(config: Path) -> None:
     with pytest.raises(PermanentError, match="sidecar .* malformed: not JSON") as info:
         make_store(config).read_current()
     assert "delete it" in info.value.hint
+
+
+def test_a_sidecar_nested_100000_deep_is_a_malformed_sidecar_not_a_recursion_error(config: Path) -> None:
+    """json.loads raised RecursionError through read_current and publish (an internal error)."""
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    sidecar.write_text("[" * 100_000 + "]" * 100_000)
+    before = fingerprint(config)
+    store = make_store(config)
+    for call in (store.read_current, lambda: store.publish(record("id-1"), None)):
+        with pytest.raises(PermanentError, match="sidecar .* malformed: not JSON") as info:
+            call()
+        assert "delete it" in info.value.hint
+    assert fingerprint(config) == before
+
+
+HOSTILE_TOML = {
+    "array nested 5000 deep": "x = " + "[" * 5000 + "]" * 5000,
+    "inline table nested 5000 deep": "x = " + "{a=" * 5000 + "1" + "}" * 5000,
+    "integer of 5000 digits": "x = " + "1" * 5000,
+}
+
+
+@pytest.mark.parametrize("line", HOSTILE_TOML.values(), ids=HOSTILE_TOML.keys())
+def test_a_config_tomllib_cannot_hold_is_a_config_error_naming_the_file(tmp_path: Path, line: str) -> None:
+    """Valid TOML syntax that tomllib cannot turn into data (RecursionError, or int()'s 4,300-digit
+    ValueError) escaped read_current and publish instead of the ConfigError every unparsable file gets."""
+    config = write_config(tmp_path, f'[[profile]]\nname = "default"\nproduct = "clustered"\nhost = "h"\n{line}\n')
+    before = fingerprint(config)
+    store = make_store(config)
+    for call in (store.read_current, lambda: store.publish(record("id-1"), None)):
+        with pytest.raises(ConfigError) as info:
+            call()
+        message = str(info.value)
+        assert f"{config} is not valid TOML" in message and "left untouched" in message
+        assert "nested too deep, or an integer of thousands of digits" in message
+        assert "remove it by hand" in info.value.hint
+    assert fingerprint(config) == before
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.toml"]
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "garbage"])
+@pytest.mark.parametrize("field", ["created_at", "expires_at"])
+def test_a_sidecar_time_past_the_years_datetime_holds_is_a_malformed_payload(
+    config: Path, field: str, moment: str
+) -> None:
+    """Valid RFC 3339 that overflows when moved to UTC raised OverflowError (an internal error); it is
+    now refused like any other time that is not one ("garbage"), with the state read so far."""
+    store = make_store(config)
+    version = store.publish(record("id-1"), None)
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    doc = json.loads(sidecar.read_text())
+    doc["profiles"]["default"][0][field] = moment
+    sidecar.write_text(json.dumps(doc))
+    with pytest.raises(MalformedPayload, match=r"payload key 'created_at/expires_at' is not an RFC 3339 time") as info:
+        store.read_current()
+    assert info.value.state == StoreState(version=version, managed=True, record=None)
 
 
 def test_a_token_with_a_newline_is_refused(config: Path) -> None:

@@ -740,3 +740,66 @@ def test_custom_metadata_that_is_not_vaults_is_a_permanent_error_at_every_read(k
                                                  f"failed: .*the answer of {url} to .* is not Vault's") as caught:
             _store_at(url, kv_path, tmp_path).publish(token_record("tok-2"), "2")
         assert "rotator recover" in (caught.value.hint or "")
+
+
+#: JSON nested deeper than json.loads can decode (its C decoder raises RecursionError).
+_DEEP_JSON = b"[" * 5000 + b"]" * 5000
+
+
+@pytest.mark.parametrize(("deep", "auth", "call", "operation"), [
+    ("lookup-self", "token", "read_current", "log in to auth/token/lookup-self"),
+    ("login", "approle", "read_current", "log in to auth/approle/login"),
+    ("metadata read", "token", "read_current", "read secret/metadata/"),
+    ("config read", "token", "read_current", "read secret/config"),
+    ("data write", "token", "publish", "write secret/data/"),
+    ("metadata write", "token", "publish", "update custom_metadata of secret/metadata/"),
+])  # fmt: skip
+def test_an_answer_nested_thousands_deep_is_not_vault_s_answer_at_every_call(kv_path, tmp_path, deep, auth, call,
+                                                                              operation):
+    """hvac decodes every 200 with json.loads: only the two data reads caught its RecursionError, so a
+    proxy or another service answering JSON nested thousands deep on a login, lookup, metadata or config
+    read or a write ended as an internal error. Now it is the error of any answer that is not Vault's."""
+
+    class DeepOnce(_Loopback):
+        def respond(self) -> None:
+            path = self.path.split("?")[0]
+            writing = self.command in ("POST", "PUT")
+            kind = ("login" if path.endswith("/login") else "lookup-self" if path.endswith("/lookup-self")
+                    else "config read" if path.endswith("/config")
+                    else f"metadata {'write' if writing else 'read'}" if "/metadata/" in path
+                    else f"data {'write' if writing else 'read'}")  # fmt: skip
+            if kind == deep:
+                self.reply(200, {"Content-Type": "application/json"}, _DEEP_JSON)
+                return
+            body: dict[str, Any] | None = {
+                "login": {"auth": {"client_token": "s.not-a-token-anyone-checks", "lease_duration": 0}},
+                "lookup-self": {"data": {"ttl": 0, "renewable": False}},
+                "metadata read": {"data": {"current_version": 1, "max_versions": 0, "custom_metadata": None,
+                                           "versions": {"1": {"destroyed": False}}}},
+                "config read": {"data": {"max_versions": 10}},
+                "data read": {"data": {"data": {"other": "value"},
+                                       "metadata": {"version": 1, "custom_metadata": None}}},
+                "data write": {"data": {"version": 2, "custom_metadata": None}},
+                "metadata write": None,  # Vault answers 204
+            }[kind]  # fmt: skip
+            if body is None:
+                self.reply(204)
+            else:
+                self.reply(200, {"Content-Type": "application/json"}, json.dumps(body).encode())
+
+    (tmp_path / "secret-id").write_text("secret-id-value-0123456789abcdef")
+    settings = {"token": {"method": "token", "token": {"file": "vault-token"}},
+                "approle": {"method": "approle", "role_id": "r", "secret_id": {"file": "secret-id"}}}[auth]
+    (tmp_path / "vault-token").write_text("s.not-a-token-anyone-checks")
+    with _serving(DeepOnce) as url:
+        model = VaultKV2Settings.model_validate({"url": url, "path": kv_path, "auth": settings})
+        store = VaultKV2Store.from_config(model, AdapterContext(policy=POLICY, base_dir=tmp_path,
+                                                                clock=FakeClock(NOW)))
+        run: Callable[[], object] = (store.read_current if call == "read_current"
+                                     else lambda: store.publish(token_record("tok-2"), "1"))
+        with pytest.raises((PermanentError, TransientError),
+                           match=f"the answer of {url} to {operation}.* is not Vault's") as caught:
+            run()
+    assert "check url" in (caught.value.hint or "")
+    # The metadata write comes after the token landed: transient, so that recovery completes the publish.
+    assert isinstance(caught.value, TransientError) == (deep == "metadata write")

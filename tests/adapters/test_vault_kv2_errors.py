@@ -21,7 +21,8 @@ import pytest
 import requests
 from pydantic import ValidationError
 
-from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
+from rotator.adapters.vault.kv2 import AppRoleAuth, KubernetesAuth, VaultKV2Settings, VaultKV2Store
+from rotator.config.policy import PolicyFileError, parse_config
 from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, TokenRecord
 from rotator.core.errors import ConflictError, PermanentError, RotatorError, TransientError
@@ -325,6 +326,53 @@ def test_mount_and_namespace_refuse_dot_segments_too(key: str) -> None:
     with pytest.raises(ValidationError, match="'.' or '..' segment"):
         VaultKV2Settings.model_validate({**settings, key: "kv/../sys"})
     assert getattr(VaultKV2Settings.model_validate({**settings, key: "/team/kv/"}), key) == "team/kv"
+
+
+def _policy_with_vault_auth(auth: dict[str, Any]) -> dict[str, Any]:
+    return {"policy": [{
+        "name": "mgmt", "schedule": "30d",
+        "issuer": {"type": "influxctl-management", "profile": {"product": "clustered", "host": "h.example"}},
+        "store": [{"type": "vault-kv2", "url": "https://vault.example:8200", "path": "influx/mgmt", "auth": auth}],
+    }]}  # fmt: skip
+
+
+K8S = {"method": "kubernetes", "role": "rotator"}
+
+
+@pytest.mark.parametrize(("auth", "mount_path", "problem"), [
+    (APPROLE, "approle/../../sys/tools/hash", "has a '.' or '..' segment"),
+    (APPROLE, "approle?x=1", "contains '?'"),
+    (APPROLE, "approle#frag", "contains '#'"),
+    (APPROLE, "app%2e%2e", "contains '%'"),
+    (APPROLE, "team//approle", "has an empty segment"),
+    (APPROLE, "/", "must not be empty"),
+    (K8S, "kubernetes/../../sys/tools/hash", "has a '.' or '..' segment"),
+    (K8S, "k8s\nprod", "contains a control character"),
+])  # fmt: skip
+def test_an_auth_mount_path_that_could_leave_auth_is_refused_by_policy_loading(
+    tmp_path: Path, auth: dict[str, Any], mount_path: str, problem: str
+) -> None:
+    """mount_path becomes auth/<mount_path>/login: 'approle/../../sys/tools/hash' sent the role_id and
+    secret_id to /v1/sys/tools/hash/login. It is checked like the store's mount, path and namespace."""
+    with pytest.raises(PolicyFileError) as caught:
+        parse_config(_policy_with_vault_auth({**auth, "mount_path": mount_path}), tmp_path / "rotator.toml")
+    text = str(caught.value)
+    assert f"policy[0] 'mgmt'.store[0].auth.{auth['method']}.mount_path: {problem}" in text
+    if problem != "must not be empty":
+        assert "write segments joined by single slashes" in text
+
+
+@pytest.mark.parametrize(("auth", "mount_path", "kept"), [
+    (APPROLE, "/team-a/approle/", "team-a/approle"), (APPROLE, "approle", "approle"),
+    (K8S, "/kubernetes", "kubernetes"), (K8S, "cluster-1/kubernetes", "cluster-1/kubernetes"),
+])  # fmt: skip
+def test_an_auth_mount_path_loses_its_outer_slashes_like_mount(
+    tmp_path: Path, auth: dict[str, Any], mount_path: str, kept: str
+) -> None:
+    config = parse_config(_policy_with_vault_auth({**auth, "mount_path": mount_path}), tmp_path / "rotator.toml")
+    settings = config.policies[0].stores[0].settings
+    assert isinstance(settings, VaultKV2Settings) and isinstance(settings.auth, AppRoleAuth | KubernetesAuth)
+    assert settings.auth.mount_path == kept
 
 
 @pytest.mark.parametrize("url", ["https://vault.example:8200\n", "https://vault.example:8200/\r\n",

@@ -29,7 +29,7 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -408,11 +408,24 @@ def test_fuzz_influxctl_timestamps(value: Any) -> None:
         _count("influxctl timestamps", "refused")
 
 
+#: Valid RFC 3339 at the ends of datetime's range: the first two overflow when moved to UTC (fromisoformat
+#: accepts them, astimezone raised OverflowError through every store's read_current).
+BOUNDARY_TIMES = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59Z",
+                  "0001-01-01T00:00:00Z", "9999-12-31T23:59:59+01:00", "0001-01-01T00:00:00-01:00"]
+
+
+def _payload(created_at: str, expires_at: str) -> str:
+    """A rotator payload, well-formed but for its times."""
+    return json.dumps({"token": "M.V1.abcdefghijklmnopqrstuv", "token_id": "t1", "issuer": "influxctl-management",
+                       "policy": "fuzz", "created_at": created_at, "expires_at": expires_at})
+
+
 def _payload_texts(objects_only: bool = False) -> st.SearchStrategy[str]:
+    times = st.sampled_from(BOUNDARY_TIMES)
     record = st.fixed_dictionaries(
         {}, optional={"token": st.one_of(tokens, words, scalars), "token_id": st.one_of(words, scalars),
-                      "created_at": st.one_of(words, scalars, st.just("2026-01-01T00:00:00Z")),
-                      "expires_at": st.one_of(words, scalars, st.none()), "issuer": json_values,
+                      "created_at": st.one_of(words, scalars, st.just("2026-01-01T00:00:00Z"), times),
+                      "expires_at": st.one_of(words, scalars, st.none(), times), "issuer": json_values,
                       "policy": json_values},
     )  # fmt: skip
     with_deep = st.builds(lambda r, deep: json.dumps({**r, "x": "DEEP"}).replace('"DEEP"', deep), record,
@@ -427,6 +440,11 @@ class _JsonVault(FakeVault):
 
     text: str = "{}"
 
+    def read_latest(self, mount: str, path: str) -> Mapping[str, Any]:
+        # read_current's own read: FakeVault's would hand it versions[-1], never the generated text
+        answer = super().read_latest(mount, path)
+        return {"data": {**answer["data"], "data": json.loads(self.text)}}
+
     def read_version(self, mount: str, path: str, version: int) -> Mapping[str, Any]:
         self._enter("read_version")
         return {"data": {"data": json.loads(self.text)}}
@@ -434,6 +452,10 @@ class _JsonVault(FakeVault):
 
 @FUZZ
 @given(text=_payload_texts(objects_only=True), managed=st.booleans())
+@example(text=_payload("2026-01-01T00:00:00Z", BOUNDARY_TIMES[0]), managed=True)
+@example(text=_payload("2026-01-01T00:00:00Z", BOUNDARY_TIMES[0]), managed=False)
+@example(text=_payload(BOUNDARY_TIMES[1], "2027-01-01T00:00:00Z"), managed=True)
+@example(text=_payload(BOUNDARY_TIMES[1], "2027-01-01T00:00:00Z"), managed=False)
 def test_fuzz_vault_payloads(text: str, managed: bool) -> None:
     fake = _JsonVault(versions=[{}], custom_metadata={"managed-by": "rotator"} if managed else {})
     fake.text = text
@@ -444,6 +466,7 @@ def test_fuzz_vault_payloads(text: str, managed: bool) -> None:
     except RotatorError as exc:
         _count("vault payloads", "refused")
         _no_token_in(str(exc) + exc.hint, "vault store error")
+        assert managed, f"a payload of a secret rotator does not manage was refused ({type(exc).__name__})"
 
 
 class _FakeSecretsManager:
@@ -480,6 +503,10 @@ def _client_error(code: str, operation: str) -> botocore.exceptions.ClientError:
 
 @FUZZ
 @given(text=_payload_texts(), managed=st.booleans())
+@example(text=_payload("2026-01-01T00:00:00Z", BOUNDARY_TIMES[0]), managed=True)
+@example(text=_payload("2026-01-01T00:00:00Z", BOUNDARY_TIMES[0]), managed=False)
+@example(text=_payload(BOUNDARY_TIMES[1], "2027-01-01T00:00:00Z"), managed=True)
+@example(text=_payload(BOUNDARY_TIMES[1], "2027-01-01T00:00:00Z"), managed=False)
 def test_fuzz_secrets_manager_payloads(text: str, managed: bool) -> None:
     # No rotation under way (AWSPENDING elsewhere would stop read_current before the payload is parsed).
     api = _FakeSecretsManager(text, {"managed-by": "rotator"} if managed else {}, pending=False)
@@ -491,6 +518,7 @@ def test_fuzz_secrets_manager_payloads(text: str, managed: bool) -> None:
     except RotatorError as exc:
         _count("secrets manager payloads", "refused")
         _no_token_in(str(exc) + exc.hint, "secrets manager store error")
+        assert managed, f"a payload of a secret rotator does not manage was refused ({type(exc).__name__})"
     try:
         TokenRecord.from_payload(json.loads(text), where="fuzz")
     except (ValueError, RecursionError):

@@ -7,6 +7,8 @@ cases are in tests/config/test_validate.py; the generated inputs in tests/config
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,9 @@ from rotator.config.inline_secrets import (
     mask_tokens,
     url_problem,
 )
-from rotator.core.errors import PermanentError, RotatorError
+from rotator.config.timefmt import parse_rfc3339
+from rotator.core.contracts import StoreState
+from rotator.core.errors import MalformedPayload, PermanentError, RotatorError
 from tests.adapters.test_aws_secretsmanager import make_store as make_aws_store
 from tests.adapters.test_aws_secretsmanager import secret_name
 from tests.adapters.test_vault_kv2 import make_store as make_vault_store
@@ -179,6 +183,67 @@ def test_the_lambda_answers_a_deep_pending_payload_with_an_error_and_the_current
     current = scene.payload("AWSCURRENT")
     assert current == current_before and scene.fake.state.problem(current["token"]) is None
     assert scene.active_minted() == [], "a token was minted and left behind"
+
+
+# -- store payload times past datetime's range ----------------------------------------------------
+
+
+#: Valid RFC 3339 that fromisoformat accepts and that overflows when moved to UTC (datetime.max is
+#: 9999-12-31T23:59:59.999999 UTC): read_current raised OverflowError, an internal error, from every store.
+OVERFLOWING_TIMES = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"]
+_TOKEN = "M.V1.abcdefghijklmnopqrstuv"
+
+
+def _payload_with(field: str, moment: str) -> dict[str, str]:
+    payload = {"token": _TOKEN, "token_id": "t1", "issuer": "influxctl-management", "policy": "influx-mgmt",
+               "created_at": "2026-01-01T00:00:00Z", "expires_at": "2027-01-01T00:00:00Z"}  # fmt: skip
+    return {**payload, field: moment}
+
+
+@pytest.mark.parametrize("moment", [*OVERFLOWING_TIMES, "garbage"])
+def test_parse_rfc3339_refuses_a_time_past_datetime_s_range_with_value_error(moment: str) -> None:
+    with pytest.raises(ValueError):
+        parse_rfc3339(moment)
+
+
+def test_parse_rfc3339_reads_the_ends_of_datetime_s_range_in_utc() -> None:
+    assert parse_rfc3339("9999-12-31T23:59:59Z") == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert parse_rfc3339("9999-12-31T23:59:59+01:00") == datetime(9999, 12, 31, 22, 59, 59, tzinfo=UTC)
+    assert parse_rfc3339("0001-01-01T00:00:00-01:00") == datetime(1, 1, 1, 1, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("moment", [*OVERFLOWING_TIMES, "garbage"])
+@pytest.mark.parametrize("field", ["created_at", "expires_at"])
+def test_a_vault_payload_time_past_datetime_s_range_reads_like_any_time_that_is_not_one(
+    openbao: OpenBao, kv_path: str, tmp_path: Path, field: str, moment: str
+) -> None:
+    """Unmanaged, it is simply not a rotator payload (no record); managed, a MalformedPayload naming the key,
+    exactly as for "garbage"."""
+    client = openbao.client()
+    client.secrets.kv.v2.create_or_update_secret(path=kv_path, secret=_payload_with(field, moment))
+    store = make_vault_store(openbao, kv_path, tmp_path)
+    assert store.read_current() == StoreState(version="1", managed=False, record=None)
+    client.secrets.kv.v2.update_metadata(path=kv_path, custom_metadata={"managed-by": "rotator"})
+    with pytest.raises(MalformedPayload, match="payload key 'created_at/expires_at' is not an RFC 3339 time") as caught:
+        store.read_current()
+    assert caught.value.state == StoreState(version="1", managed=True, record=None)
+    assert _TOKEN not in str(caught.value) + caught.value.hint
+
+
+@pytest.mark.parametrize("moment", [*OVERFLOWING_TIMES, "garbage"])
+@pytest.mark.parametrize("field", ["created_at", "expires_at"])
+def test_a_secrets_manager_payload_time_past_datetime_s_range_reads_like_any_time_that_is_not_one(
+    aws: MotoServer, field: str, moment: str
+) -> None:
+    name = secret_name()
+    created = aws.client().create_secret(Name=name, SecretString=json.dumps(_payload_with(field, moment)))
+    store = make_aws_store(aws, name)
+    assert store.read_current() == StoreState(version=created["VersionId"], managed=False, record=None)
+    aws.client().tag_resource(SecretId=name, Tags=[{"Key": "managed-by", "Value": "rotator"}])
+    with pytest.raises(MalformedPayload, match="payload key 'created_at/expires_at' is not an RFC 3339 time") as caught:
+        store.read_current()
+    assert caught.value.state == StoreState(version=created["VersionId"], managed=True, record=None)
+    assert _TOKEN not in str(caught.value) + caught.value.hint
 
 
 # -- influxctl output -----------------------------------------------------------------------------------

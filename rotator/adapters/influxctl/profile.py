@@ -62,9 +62,10 @@ before anything is written if it is not). A symlinked config is written through 
 The profile is never created: influxctl needs ``product``, ``host``/``account_id``... that
 rotator does not know, so a missing file or profile is a ConfigError.
 
-A file rotator cannot parse (TOML syntax, or ``profile`` that is not an array of tables, a
-duplicate profile name, a ``<key>`` value that is not a string) is left untouched: ConfigError
-naming the file and the line and column, never the content. Every edit is checked before it is
+A file rotator cannot parse (TOML syntax, a value nested thousands deep or an integer of
+thousands of digits, or ``profile`` that is not an array of tables, a duplicate profile name, a
+``<key>`` value that is not a string) is left untouched: ConfigError naming the file and, where
+the parser gives them, the line and column, never the content. Every edit is checked before it is
 written: the new file must parse to exactly the old data with only that ``<key>`` changed,
 and differ from the old text in that one line only; otherwise nothing is written.
 """
@@ -145,6 +146,12 @@ _ERR_READ = "{where}: cannot read {path}: {reason}"
 _ERR_ENCODING = "{where}: {path} is not UTF-8 text (byte {offset}); the file was left untouched"
 _ERR_SYNTAX = "{where}: {path} is not valid TOML: syntax error at {position}; the file was left untouched"
 _HINT_SYNTAX = "fix the TOML at that position by hand (an unquoted value? a missing quote?), then run again"
+#: What tomllib refuses with no position (RecursionError, or ValueError from int()) and tomlkit with RecursionError.
+_UNREADABLE_AT = "an unknown position (a value nested too deep, or an integer of thousands of digits)"
+_HINT_UNREADABLE = (
+    "look for an array or inline table nested hundreds of levels deep, or an integer of more than 4,300 digits, "
+    "which influxctl never writes; remove it by hand, then run again"
+)
 _ERR_SHAPE = "{where}: {path}: {problem}; the file was left untouched"
 _HINT_SHAPE = "edit the file so that every profile is a [[profile]] table with a unique name"
 _ERR_NO_PROFILE = "{where}: {path} has no [[profile]] named {profile!r} (profiles: {known})"
@@ -477,19 +484,25 @@ class InfluxctlProfileStore:
             match = _TOMLLIB_POSITION.search(str(exc))
             position = f"line {match[1]}, column {match[2]}" if match else "the end of the file"
             raise self._syntax_error(path, position) from None
+        except (ValueError, RecursionError):
+            # Valid syntax tomllib cannot hold: its recursive descent overflows on a value nested a few
+            # thousand deep, and int() refuses more than 4,300 digits. No position comes with either.
+            raise self._syntax_error(path, _UNREADABLE_AT, _HINT_UNREADABLE) from None
         try:
             doc = tomlkit.parse(text)
         except tomlkit.exceptions.ParseError as exc:
             raise self._syntax_error(path, f"line {exc.line}, column {exc.col + 1}") from None
         except tomlkit.exceptions.TOMLKitError:
             raise self._syntax_error(path, "an unknown position (tomlkit refused it)") from None
+        except RecursionError:  # tomlkit caps nesting at 100 levels itself; this guards what its cap misses
+            raise self._syntax_error(path, _UNREADABLE_AT, _HINT_UNREADABLE) from None
         return data, doc
 
-    def _syntax_error(self, path: Path, position: str) -> ConfigError:
+    def _syntax_error(self, path: Path, position: str, hint: str = _HINT_SYNTAX) -> ConfigError:
         # Never the parser's own text: it may quote the file, and the file holds tokens.
         return ConfigError(
             _ERR_SYNTAX.format(where=self._location, path=path, position=position),
-            hint=_HINT_SYNTAX,
+            hint=hint,
         )
 
     def _find_profile(self, path: Path, data: dict[str, Any], doc: tomlkit.TOMLDocument) -> tuple[int, Table]:
@@ -529,7 +542,7 @@ class InfluxctlProfileStore:
             raise self._bad_sidecar(path, "not UTF-8 text") from None
         try:
             doc = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep, which rotator never writes
             raise self._bad_sidecar(path, "not JSON") from None
         if not isinstance(doc, dict) or doc.get("managed-by") != MANAGED_BY:
             raise self._bad_sidecar(path, 'not a JSON object with "managed-by": "rotator"')

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rotator.adapters.transport import RequestCounter
 from rotator.config.registry import lazy_sdk
@@ -60,6 +61,8 @@ __all__ = [
     "VaultAuth",
     "VaultLogin",
     "CredentialStatus",
+    "mount_segments",
+    "plain_segments",
     "transient_status",
 ]
 
@@ -104,6 +107,46 @@ class CredentialStatus(TypedDict):
     ok: bool
 
 
+#: Characters that would let a path leave its place in ``/v1/<mount>/data/<path>`` or
+#: ``/v1/auth/<mount_path>/login``: the HTTP client sends the path as it is, and the client or Vault
+#: decodes ``%2e%2e`` and resolves ``..`` (``x/../../../sys/policy/evil`` becomes
+#: ``/v1/sys/policy/evil``); ``?`` and ``#`` end the path.
+_PATH_BREAKERS = frozenset("%\\?#")
+_ERR_PATH = (
+    "{problem}: write segments joined by single slashes, e.g. {example} (no '.' or '..' segment, no empty "
+    "segment, no leading or trailing '/', none of % \\ ? # or control characters)"
+)
+
+
+def plain_segments(value: str, example: str = "influx/mgmt") -> str:
+    """``value`` if it is ``seg/seg/...`` with plain segments, else ValueError (see :data:`_PATH_BREAKERS`)."""
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(_ERR_PATH.format(problem=problem, example=example))
+
+    if value.startswith("/"):
+        raise bad("starts with '/'")
+    segments = value.split("/")
+    if "" in segments:
+        raise bad("has an empty segment ('//' or a trailing '/')")
+    if any(segment in (".", "..") for segment in segments):
+        raise bad("has a '.' or '..' segment")
+    breakers = sorted(_PATH_BREAKERS.intersection(value))
+    if breakers:
+        raise bad(f"contains {' '.join(repr(c) for c in breakers)}")
+    if not value.isprintable():
+        raise bad("contains a control character")
+    return value
+
+
+def mount_segments(value: str, example: str = "influx/mgmt") -> str:
+    """A mount as the settings take it: outer slashes dropped (``/team/kv/`` is ``team/kv``, as the
+    Vault CLI reads it), the rest :func:`plain_segments`."""
+    if not value.strip("/"):
+        raise ValueError("must not be empty")
+    return plain_segments(value.strip("/"), example)
+
+
 #: Where Kubernetes mounts a pod's service account token (automountServiceAccountToken).
 DEFAULT_K8S_JWT_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -128,6 +171,12 @@ class AppRoleAuth(BaseModel):
     secret_id: CredentialRef
     mount_path: str = Field(default="approle", min_length=1)
 
+    @field_validator("mount_path")
+    @classmethod
+    def _plain_mount_path(cls, value: str) -> str:
+        # It becomes auth/<mount_path>/login: a '..' segment would send role_id and secret_id elsewhere.
+        return mount_segments(value, "approle or team-a/approle")
+
 
 class KubernetesAuth(BaseModel):
     """``auth = {method = "kubernetes", role = "rotator"}``: log in as the pod's service account.
@@ -142,6 +191,13 @@ class KubernetesAuth(BaseModel):
     role: str = Field(min_length=1, description="the Kubernetes auth role in Vault")
     jwt_file: Path = Field(default=DEFAULT_K8S_JWT_FILE, description="the service account token (a JWT)")
     mount_path: str = Field(default="kubernetes", min_length=1)
+
+    # `role` goes in the login's JSON body, not its URL: only mount_path needs the path check.
+    @field_validator("mount_path")
+    @classmethod
+    def _plain_mount_path(cls, value: str) -> str:
+        # It becomes auth/<mount_path>/login: a '..' segment would send the service account JWT elsewhere.
+        return mount_segments(value, "kubernetes or cluster-1/kubernetes")
 
 
 #: The methods that log in and get a token of their own (as opposed to a given token).
@@ -476,6 +532,18 @@ def _shaped(answer: object, key: str) -> Mapping[str, Any]:
     raise NotVaultAnswer(key)
 
 
+@contextmanager
+def _decodable() -> Iterator[None]:
+    """A Vault call whose answer hvac decodes with json.loads: JSON nested a few thousand deep makes
+    the decoder raise RecursionError, an internal error to the engine. No answer of Vault is nested
+    like that, so it is NotVaultAnswer. Not around the data reads: there the depth is the secret's
+    own payload, which the store reports as such (VaultKV2Store._read_latest)."""
+    try:
+        yield
+    except RecursionError:
+        raise NotVaultAnswer("nested too deep") from None
+
+
 class HvacAPI:
     """:class:`VaultAPI` over an ``hvac.Client``; ``counter``: what its session counts (if it does)."""
 
@@ -487,21 +555,25 @@ class HvacAPI:
         self._client.token = token.reveal() if token is not None else ""  # sent only as X-Vault-Token
 
     def lookup_self(self) -> Mapping[str, Any]:
-        return _shaped(self._client.auth.token.lookup_self(), "data")
+        with _decodable():
+            return _shaped(self._client.auth.token.lookup_self(), "data")
 
     def renew_self(self) -> Mapping[str, Any]:
-        return _shaped(self._client.auth.token.renew_self(), "auth")
+        with _decodable():
+            return _shaped(self._client.auth.token.renew_self(), "auth")
 
     def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Mapping[str, Any]:
-        answer = self._client.auth.approle.login(
-            role_id=role_id, secret_id=secret_id.reveal(), mount_point=mount_path, use_token=False
-        )
+        with _decodable():
+            answer = self._client.auth.approle.login(
+                role_id=role_id, secret_id=secret_id.reveal(), mount_point=mount_path, use_token=False
+            )
         return _shaped(answer, "auth")
 
     def kubernetes_login(self, mount_path: str, role: str, jwt: Secret) -> Mapping[str, Any]:
-        answer = self._client.auth.kubernetes.login(
-            role=role, jwt=jwt.reveal(), use_token=False, mount_point=mount_path
-        )
+        with _decodable():
+            answer = self._client.auth.kubernetes.login(
+                role=role, jwt=jwt.reveal(), use_token=False, mount_point=mount_path
+            )
         return _shaped(answer, "auth")
 
     def read_latest(self, mount: str, path: str) -> Mapping[str, Any]:
@@ -520,7 +592,8 @@ class HvacAPI:
         return _shaped(answer, "data")
 
     def read_metadata(self, mount: str, path: str) -> Mapping[str, Any]:
-        return _shaped(self._client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount), "data")
+        with _decodable():
+            return _shaped(self._client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount), "data")
 
     def read_version(self, mount: str, path: str, version: int) -> Mapping[str, Any]:
         answer = self._client.secrets.kv.v2.read_secret_version(
@@ -529,16 +602,19 @@ class HvacAPI:
         return _shaped(answer, "data")
 
     def write_version(self, mount: str, path: str, data: Mapping[str, Any], cas: int) -> Mapping[str, Any]:
-        answer = self._client.secrets.kv.v2.create_or_update_secret(
-            path=path, secret=dict(data), cas=cas, mount_point=mount
-        )
+        with _decodable():
+            answer = self._client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=dict(data), cas=cas, mount_point=mount
+            )
         return answer if isinstance(answer, Mapping) else {}  # 204 No Content: not a KV v2 mount
 
     def write_custom_metadata(self, mount: str, path: str, custom_metadata: Mapping[str, str]) -> None:
         # Not hvac's update_metadata: it always sends delete_version_after="0s", which would
         # reset an operator's setting. A POST with only custom_metadata leaves the rest alone.
         url = hvac.utils.format_url("/v1/{mount}/metadata/{path}", mount=mount, path=path)
-        self._client.adapter.post(url, json={"custom_metadata": dict(custom_metadata)})
+        with _decodable():
+            self._client.adapter.post(url, json={"custom_metadata": dict(custom_metadata)})
 
     def read_mount_config(self, mount: str) -> Mapping[str, Any]:
-        return _shaped(self._client.secrets.kv.v2.read_configuration(mount_point=mount), "data")
+        with _decodable():
+            return _shaped(self._client.secrets.kv.v2.read_configuration(mount_point=mount), "data")

@@ -67,6 +67,8 @@ from rotator.adapters.vault.auth import (
     VaultAPI,
     VaultAuth,
     VaultLogin,
+    mount_segments,
+    plain_segments,
     transient_status,
 )
 from rotator.config.registry import lazy_sdk
@@ -203,14 +205,12 @@ class VaultKV2Settings(BaseModel):
     @field_validator("mount", "namespace")
     @classmethod
     def _no_outer_slashes(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip("/"):
-            raise ValueError("must not be empty")
-        return _plain_segments(value.strip("/")) if value is not None else None
+        return mount_segments(value) if value is not None else None
 
     @field_validator("path")
     @classmethod
     def _plain_path(cls, value: str) -> str:
-        return _plain_segments(value)
+        return plain_segments(value)
 
     @model_validator(mode="after")
     def _one_tls_choice(self) -> VaultKV2Settings:
@@ -221,33 +221,6 @@ class VaultKV2Settings(BaseModel):
     def transport_warnings(self) -> list[str]:
         """Settings that expose the tokens on their way to Vault (see rotator/adapters/transport.py)."""
         return [*plain_http_warning(self.url, "url"), *tls_verify_warning(self.tls_verify, self.url)]
-
-
-#: Characters that would let a path leave its place in ``/v1/<mount>/data/<path>``: the HTTP
-#: client sends the path as it is, and the client or Vault decodes ``%2e%2e`` and resolves ``..``
-#: (``x/../../../sys/policy/evil`` becomes ``/v1/sys/policy/evil``); ``?`` and ``#`` end the path.
-_PATH_BREAKERS = frozenset("%\\?#")
-_ERR_PATH = (
-    "{problem}: write segments joined by single slashes, e.g. influx/mgmt (no '.' or '..' segment, no empty "
-    "segment, no leading or trailing '/', none of % \\ ? # or control characters)"
-)
-
-
-def _plain_segments(value: str) -> str:
-    """``value`` if it is ``seg/seg/...`` with plain segments, else ValueError (see :data:`_PATH_BREAKERS`)."""
-    if value.startswith("/"):
-        raise ValueError(_ERR_PATH.format(problem="starts with '/'"))
-    segments = value.split("/")
-    if "" in segments:
-        raise ValueError(_ERR_PATH.format(problem="has an empty segment ('//' or a trailing '/')"))
-    if any(segment in (".", "..") for segment in segments):
-        raise ValueError(_ERR_PATH.format(problem="has a '.' or '..' segment"))
-    breakers = sorted(_PATH_BREAKERS.intersection(value))
-    if breakers:
-        raise ValueError(_ERR_PATH.format(problem=f"contains {' '.join(repr(c) for c in breakers)}"))
-    if not value.isprintable():
-        raise ValueError(_ERR_PATH.format(problem="contains a control character"))
-    return value
 
 
 #: Builds the client from the settings; the seam where tests inject a fake.
