@@ -25,6 +25,7 @@ This module imports no pydantic; :func:`write_bundle` imports the loader when it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -263,12 +264,21 @@ def _scalar(tp: Any, value: Any) -> Any:
 
 
 def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, PolicyBundle]:
-    """Validate ``policy_file`` and write its bundle (default: beside it); PolicyFileError if invalid."""
-    from rotator.config.adapter_settings import dump_settings
-    from rotator.config.policy import load_config
+    """Validate ``policy_file`` and write its bundle (default: beside it); PolicyFileError if invalid.
 
-    source = policy_file.read_bytes()
-    config = load_config(policy_file)
+    ConfigError if the policy file cannot be read or the bundle cannot be written (``output`` in a
+    directory that does not exist, a directory itself...); no ``.tmp`` file is then left behind.
+    """
+    from rotator.config.adapter_settings import dump_settings
+    from rotator.config.policy import load_config_bytes
+
+    try:
+        source = policy_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file {policy_file}: {exc.strerror or exc}",
+                          hint="check the path") from None
+    config = load_config_bytes(source, policy_file)  # the bytes whose digest the bundle holds
+    what = "-o/--bundle" if output is not None else "the policy bundle"
     output = output or bundle_path(policy_file)
     targets: dict[str, dict[str, str]] = {"issuer": {}, "store": {}}
 
@@ -315,6 +325,13 @@ def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, P
             hint="this is a rotator bug: report it with the policy file (it holds no secrets)",
         )
     tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # (a directory of that name is not ours: left as it is)
+            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {what} {output}: {exc.strerror or exc}",
+                          hint="pass -o/--bundle a file path in an existing directory this user may write (default: "
+                          "beside the policy file)") from None
     return output, back

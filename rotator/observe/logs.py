@@ -7,7 +7,8 @@ from SDKs, and rewrites any registered secret value to ``***``.
 Some SDK loggers print credentials that rotator never held as a :class:`~rotator.core.secret.Secret`
 (botocore's DEBUG canonical request carries the STS session token, urllib3/requests/httpx log
 headers and URLs): :data:`QUIET_LOGGERS` stay at WARNING whatever ``--log-level`` says.
-The ``--log-file`` is created 0600.
+The ``--log-file`` is created 0600. A level or ``--log-file`` that cannot be used is a
+:class:`~rotator.core.errors.ConfigError` (exit 2), raised before the logging tree is touched.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from rotator.core.errors import ConfigError
 from rotator.core.secret import REDACTOR
 
-__all__ = ["QUIET_LOGGERS", "JsonFormatter", "PrivateFileHandler", "RedactingFilter", "setup_logging"]
+__all__ = ["LEVELS", "QUIET_LOGGERS", "JsonFormatter", "PrivateFileHandler", "RedactingFilter", "setup_logging"]
 
 #: SDK loggers that can print credentials at DEBUG/INFO (request headers, signed canonical
 #: requests, bodies); kept at WARNING. Children (botocore.auth, httpcore.http11...) follow.
 QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "requests", "httpx", "httpcore", "hvac",
                  "psycopg", "hpack", "h2")
+
+#: the levels of ``--log-level`` and ``$ROTATOR_LOG_LEVEL`` (rotator/runners/cli_options.py LOG_LEVELS)
+LEVELS = ("debug", "info", "warning", "error")
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -79,13 +84,31 @@ class PrivateFileHandler(logging.FileHandler):
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)  # noqa: SIM115 - the handler closes it
 
 
+def _file_handler(file: str) -> PrivateFileHandler:
+    try:
+        return PrivateFileHandler(file, encoding="utf-8")
+    except OSError as exc:
+        directory = os.path.dirname(os.path.abspath(file))
+        hint = (f"create the directory {directory} first, or pass a --log-file in an existing directory"
+                if isinstance(exc, FileNotFoundError) else
+                "pass a --log-file that names a file this user may write (or drop --log-file)")
+        raise ConfigError(f"cannot open --log-file {file}: {exc.strerror or exc}", hint=hint) from None
+
+
 def setup_logging(
     level: str = "info", fmt: str = "text", stream: TextIO | None = None, file: str | None = None
 ) -> None:
-    """Configure the ``rotator`` logger tree (and the root for SDK records) once per process."""
+    """Configure the ``rotator`` logger tree (and the root for SDK records) once per process.
+
+    ConfigError, with the logging tree left as it was, if ``level`` is not one of :data:`LEVELS`
+    (argparse checks ``--log-level``, not the ``$ROTATOR_LOG_LEVEL`` default) or ``file`` cannot be opened.
+    """
+    if level not in LEVELS:
+        raise ConfigError(f"log level {level!r} is not one of {', '.join(LEVELS)}",
+                          hint=f"set --log-level or $ROTATOR_LOG_LEVEL to one of {', '.join(LEVELS)}")
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
     if file:
-        handlers.append(PrivateFileHandler(file, encoding="utf-8"))
+        handlers.append(_file_handler(file))
     formatter: logging.Formatter = (
         JsonFormatter() if fmt == "json" else _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )

@@ -29,7 +29,7 @@ from rotator.core.clock import SystemClock
 from rotator.core.errors import ConfigError, LeaseBusy, NeedsAttention, RotatorError
 from rotator.core.secret import REDACTOR
 from rotator.runners import sync as sync_cmd
-from rotator.runners.cli_options import add_common, add_daemon_parser
+from rotator.runners.cli_options import LOG_LEVEL_ENV, LOG_LEVELS, add_common, add_daemon_parser, check_env_log_level
 
 if TYPE_CHECKING:
     from rotator.config.policy import Config, Policy
@@ -196,7 +196,8 @@ def _build_parser() -> _Parser:
                    help="start (YYYY-MM-DD or RFC 3339, UTC; default: 90 days before --to)")
     p.add_argument("--to", dest="end", metavar="DATE",
                    help="end, exclusive (YYYY-MM-DD or RFC 3339, UTC; default: now)")
-    p.add_argument("--format", dest="report_format", choices=["json", "csv", "html"], default="html")
+    p.add_argument("--format", dest="report_format", choices=["json", "csv", "html"],
+                   help="the report's format (default html; --output json means --format json)")
     p.add_argument("--output-file", metavar="FILE", help="write there instead of stdout")
     p.add_argument("policy", nargs="*", help="policy names (default: every policy)")
     sync_cmd.add_parser(sub, common)  # its own description and examples
@@ -241,10 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's own parser, so the hint names `rotator COMMAND --help`
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command not in _LATE_LOGGING or args.log_file or args.log_level == "debug":
-        _setup_logging(args)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     try:
+        problem = check_env_log_level(args.log_level)
+        if problem is not None:  # status and plan may configure no logging at all: checked here for all
+            raise ConfigError(problem, hint=f"set {LOG_LEVEL_ENV} to one of {', '.join(LOG_LEVELS)}, or unset it "
+                              "(default info); --log-level overrides it")
+        if args.command not in _LATE_LOGGING or args.log_file or args.log_level == "debug":
+            _setup_logging(args)  # an unusable --log-file is a ConfigError: exit 2
         return handler(args)
     except RotatorError as exc:
         if _is_policy_file_error(exc):  # its text lists every problem of the file, each with its fix
@@ -262,11 +267,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "extra, which is not installed", file=sys.stderr)
             print(f"fix: {install_line(extra)}", file=sys.stderr)
             return EXIT_INVALID
-        # an adapter bug: no traceback to the user, but keep it in the debug log
-        _setup_logging(args)
-        import logging
+        # an adapter bug: no traceback to the user, but keep it in the debug log (if logging can be set up:
+        # a --log-file or level that cannot be used was reported as such, and is not this error)
+        try:
+            _setup_logging(args)
+        except RotatorError:
+            pass
+        else:
+            import logging
 
-        logging.getLogger("rotator.cli").debug("internal error", exc_info=True)
+            logging.getLogger("rotator.cli").debug("internal error", exc_info=True)
         print(f"rotator: internal error: {type(exc).__name__}: {REDACTOR.redact(str(exc))}", file=sys.stderr)
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
               file=sys.stderr)
@@ -322,8 +332,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _selected(config: Config, names: Sequence[str], all_enabled: bool = True) -> list[Policy]:
     if names:
-        return [config.policy(n) for n in names]
+        return [config.policy(n) for n in _unique(names)]
     return [p for p in config.policies if p.enabled or not all_enabled]
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    """``names`` without repeats, in their order: `rotator rotate p1 p1` rotates p1 once."""
+    return list(dict.fromkeys(names))
 
 
 def _validated(path: Path) -> Config:
@@ -404,9 +419,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _check_schedules_fire(config)
     for warning in (w for p in config.policies for w in p.transport_warnings()):
         print(f"rotator: warning: {warning}", file=sys.stderr)  # valid all the same: exit 0
-    _emit(args, {"valid": True, "policies": [p.name for p in config.policies]},
-          f"{path}: valid, {len(config.policies)} polic{'y' if len(config.policies) == 1 else 'ies'}: "
-          + ", ".join(p.name for p in config.policies))
+    names = [p.name for p in config.policies]
+    listed = f": {', '.join(names)}" if names else ""  # (no colon after "0 policies")
+    _emit(args, {"valid": True, "policies": names},
+          f"{path}: valid, {len(names)} polic{'y' if len(names) == 1 else 'ies'}{listed}")
     return EXIT_OK
 
 
@@ -454,7 +470,7 @@ def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple
     config = _summary(args)
     journal = _journal(config, read_only=True)
     now = SystemClock().now()
-    policies = [config.policy(n) for n in args.policy] if args.policy else list(config.policies)
+    policies = [config.policy(n) for n in _unique(args.policy)] if args.policy else list(config.policies)
     rows = []
     for p in policies:
         try:
@@ -489,6 +505,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     from rotator.core.due import due_now
     from rotator.core.engine import RunResult
 
+    if args.reason and not args.revoke_previous_now:  # audited only with an emergency rotation: never dropped
+        raise ConfigError("--reason goes with --revoke-previous-now",
+                          hint="drop --reason, or add --revoke-previous-now (revokes the previous token at once)")
     config = _config(args)
     if not args.policy and not args.all:
         raise ConfigError("name the policies to rotate, or pass --all", hint="rotator rotate POLICY [POLICY...]")
@@ -884,9 +903,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rotator.observe import report as report_mod
 
+    report_format = _report_format(args)
     config = _config(args)
     end = report_mod.parse_date("--to", args.end) if args.end else SystemClock().now()
     start = report_mod.parse_date("--from", args.start) if args.start else end - timedelta(days=90)
+    if end <= start and not args.end:
+        raise ConfigError(f"--from {args.start} is in the future, and --to defaults to now",
+                          hint="give a --from in the past, or a --to after it (e.g. --from 2026-01-01 --to 2026-04-01)")
     if end <= start:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}",
                           hint="e.g. --from 2026-01-01 --to 2026-04-01")
@@ -907,15 +930,31 @@ def cmd_report(args: argparse.Namespace) -> int:
               f"{', '.join(evidence.revocations_not_in_chain)}", file=sys.stderr)
         print("fix: compare the journal with a backup; the report counts none of these as done, and the tokens "
               "may still be valid: check them with the issuer (docs/compliance.md)", file=sys.stderr)
-    text = report_mod.render(evidence, args.report_format)
+    text = report_mod.render(evidence, report_format)
     if args.output_file:
-        Path(args.output_file).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output_file).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write --output-file {args.output_file}: {exc.strerror or exc}",
+                              hint="pass a --output-file in an existing directory this user may write (or none: "
+                              "the report goes to stdout)") from None
         print(f"wrote {args.output_file}: {len(evidence.policies)} policies, chain "
               f"{'verified' if evidence.chain.ok else 'BROKEN'}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     clean = evidence.chain.ok and not evidence.not_in_chain and not evidence.revocations_not_in_chain
     return EXIT_OK if clean else EXIT_ATTENTION
+
+
+def _report_format(args: argparse.Namespace) -> str:
+    """--format, default html. ``--output json`` (the common option: JSON on stdout) is --format json;
+    with another --format it is refused rather than ignored."""
+    if args.output != "json":
+        return args.report_format or "html"
+    if args.report_format not in (None, "json"):
+        raise ConfigError(f"--output json and --format {args.report_format} disagree: the report has one format",
+                          hint="drop --output json (--format sets the report's format), or use --format json")
+    return "json"
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

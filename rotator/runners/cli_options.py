@@ -21,9 +21,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["LOG_LEVELS", "OUTPUTS", "add_common", "add_daemon_parser", "common_parent"]
+__all__ = ["CONFIG_ENV", "LOG_LEVELS", "LOG_LEVEL_ENV", "OUTPUTS", "add_common", "add_daemon_parser",
+           "check_env_log_level", "common_parent", "env_log_level"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: the environment variables that hold the defaults of ``-c/--config`` and ``--log-level``; set and empty
+#: is unset (``ROTATOR_CONFIG= rotator status`` reads ./rotator.toml)
+CONFIG_ENV, LOG_LEVEL_ENV = "ROTATOR_CONFIG", "ROTATOR_LOG_LEVEL"
 #: ``--output`` of most commands (``inventory`` adds table and csv)
 OUTPUTS = ("text", "json")
 DAEMON_HELP = "run continuously: rotate on schedule, revoke after grace, serve /healthz /readyz /metrics"
@@ -45,15 +49,29 @@ def add_common(parser: argparse.ArgumentParser, *, defaults: bool = True, config
         return value if defaults else argparse.SUPPRESS
 
     if config:
-        parser.add_argument("-c", "--config", default=default(os.environ.get("ROTATOR_CONFIG", "rotator.toml")),
+        parser.add_argument("-c", "--config", default=default(os.environ.get(CONFIG_ENV) or "rotator.toml"),
                             help="policy file (default: $ROTATOR_CONFIG or ./rotator.toml)")
-    parser.add_argument("--log-level", default=default(os.environ.get("ROTATOR_LOG_LEVEL", "info")),
-                        choices=list(LOG_LEVELS))
+    parser.add_argument("--log-level", default=default(env_log_level()), choices=list(LOG_LEVELS),
+                        help="(default: $ROTATOR_LOG_LEVEL or info)")
     parser.add_argument("--log-format", default=default("text"), choices=["text", "json"])
     parser.add_argument("--log-file", default=default(None), help="also write logs to this file")
     if outputs:
         parser.add_argument("--output", default=default("text"), choices=list(outputs),
                             help="result format on stdout")
+
+
+def env_log_level() -> str:
+    """The default of ``--log-level``: ``$ROTATOR_LOG_LEVEL`` in any case (the AWS Lambda function reads
+    it as ``INFO``), or ``info``. argparse checks a default against no choices: :func:`check_env_log_level`."""
+    return os.environ.get(LOG_LEVEL_ENV, "").strip().lower() or "info"
+
+
+def check_env_log_level(level: str) -> str | None:
+    """Why ``level``, the parsed ``--log-level``, cannot be used, or None. argparse refuses a ``--log-level``
+    that is none of :data:`LOG_LEVELS`, so such a value is the default from ``$ROTATOR_LOG_LEVEL``."""
+    if level in LOG_LEVELS:
+        return None
+    return f"${LOG_LEVEL_ENV} is {os.environ.get(LOG_LEVEL_ENV, level)!r}, which is not a log level"
 
 
 def common_parent(**options: Any) -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sqlite3
@@ -387,3 +388,160 @@ def test_a_token_file_that_is_not_one_token_is_a_configuration_error_that_shows_
     assert f"--token-file {token_file} {message}" in err, err
     assert "abcdefgh" not in out + err and "M.V1." not in out + err
     assert not list(tmp_path.glob("*.db")), "nothing written: no journal"
+
+
+# -- 7. bad input of the common options, the output files and the arguments: exit 2, what, where, how ----
+def _bootstrapped(tmp_path: Path, *, run: bool = True) -> Path:
+    """A policy file (p1, vault store) whose journal holds p1's bootstrap (written as a row, outside the
+    audit chain): nothing is due, nothing contacted. ``run=False``: an empty journal (a clean report)."""
+    from rotator.core.journal import RunRecord, open_journal
+
+    now = datetime.now(UTC)
+    journal = open_journal(f"sqlite:///{tmp_path / 'journal.db'}")
+    if run:
+        journal.begin_run(RunRecord("boot", "p1", "done", "bootstrap", now, now, published_at=now))
+    journal.close()
+    return _policy_file(tmp_path, top='[rotator]\njournal = "journal.db"')
+
+
+@pytest.mark.parametrize("command", [["status"], ["plan"], ["validate"], ["daemon"], ["rotate", "p1", "--dry-run"]])
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory"])
+def test_a_log_file_that_cannot_be_opened_is_a_usage_error_not_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], where: str) -> None:
+    path = _bootstrapped(tmp_path)
+    log = tmp_path / "no" / "dir" / "rotator.log" if where == "missing-dir" else tmp_path
+    code = cli.main(["--log-file", str(log), "-c", str(path), *command])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    reason = "No such file or directory" if where == "missing-dir" else "Is a directory"
+    assert f"rotator: error: cannot open --log-file {log}: {reason}\nfix: " in err, err
+    if where == "missing-dir":
+        assert f"fix: create the directory {log.parent} first" in err and not (tmp_path / "no").exists()
+
+
+def test_setup_logging_refuses_a_bad_level_or_log_file_and_leaves_logging_as_it_was(tmp_path: Path) -> None:
+    import logging
+
+    from rotator.core.errors import ConfigError
+    from rotator.observe.logs import setup_logging
+
+    before = list(logging.getLogger().handlers)
+    with pytest.raises(ConfigError, match=r"log level 'errors' is not one of debug, info, warning, error"):
+        setup_logging("errors")
+    with pytest.raises(ConfigError, match="cannot open --log-file .*: No such file or directory"):
+        setup_logging("info", file=str(tmp_path / "no" / "rotator.log"))
+    assert logging.getLogger().handlers == before
+
+
+def test_an_unwritable_report_output_file_names_the_option_and_the_reason(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _bootstrapped(tmp_path)
+    for target, reason in ((tmp_path / "no" / "q1.html", "No such file or directory"), (tmp_path, "Is a directory")):
+        code = cli.main(["-c", str(path), "report", "--output-file", str(target)])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"rotator: error: cannot write --output-file {target}: {reason}\nfix: " in err, err
+        assert "internal error" not in err
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory"])
+def test_an_unwritable_bundle_names_the_option_and_leaves_no_tmp_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str) -> None:
+    path = _policy_file(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    target = out_dir / "no" / "b.json" if where == "missing-dir" else out_dir / "b.json"
+    if where == "a-directory":
+        target.mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    code = cli.main(["bundle", str(path), "-o", str(target)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    reason = "No such file or directory" if where == "missing-dir" else "Is a directory"
+    assert f"rotator: error: cannot write -o/--bundle {target}: {reason}\nfix: " in err, err
+    assert sorted(tmp_path.rglob("*")) == before, "no .tmp file (nor anything else) left behind"
+
+
+def test_bundle_of_a_missing_policy_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["bundle", str(tmp_path / "nosuch.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot read policy file {tmp_path / 'nosuch.toml'}: No such file or directory" in err, err
+
+
+def test_a_policy_named_twice_is_rotated_and_shown_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _bootstrapped(tmp_path)
+    assert cli.main(["-c", str(path), "rotate", "p1", "p1", "--if-due", "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("p1: nothing-to-do") == 1
+    assert cli.main(["-c", str(path), "status", "p1", "p1", "--output", "json"]) == 0
+    assert [row["policy"] for row in json.loads(capsys.readouterr().out)] == ["p1"]
+    code = cli.main(["-c", str(path), "rotate", "p1", "p1", "--revoke-previous-now", "--reason", "leaked"])
+    assert code == 2, "not confirmed: stdin is no terminal"
+    assert "would revoke the previous token of p1 at once" in capsys.readouterr().err  # not "of p1, p1"
+
+
+def test_a_report_from_a_future_date_says_so_not_to_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _bootstrapped(tmp_path)
+    future = (datetime.now(UTC) + timedelta(days=400)).date().isoformat()
+    assert cli.main(["-c", str(path), "report", "--from", future]) == 2
+    err = capsys.readouterr().err
+    assert f"rotator: error: --from {future} is in the future, and --to defaults to now\nfix: " in err, err
+    assert "None" not in err
+    assert cli.main(["-c", str(path), "report", "--from", "2026-03-01", "--to", "2026-01-01"]) == 2
+    assert "--to 2026-01-01 is not after --from 2026-03-01" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["status"], ["rotate", "p1", "--if-due", "--dry-run"], ["validate"]])
+def test_an_invalid_rotator_log_level_is_refused_naming_the_variable(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    path = _bootstrapped(tmp_path)
+    monkeypatch.setenv("ROTATOR_LOG_LEVEL", "errors")
+    assert cli.main(["-c", str(path), *command]) == 2
+    err = capsys.readouterr().err
+    assert "rotator: error: $ROTATOR_LOG_LEVEL is 'errors', which is not a log level\n" in err, err
+    assert "fix: set ROTATOR_LOG_LEVEL to one of debug, info, warning, error" in err
+    assert cli.main(["-c", str(path), "--log-level", "warning", *command]) == 0, "--log-level overrides it"
+    monkeypatch.setenv("ROTATOR_LOG_LEVEL", "WARNING")  # as the AWS Lambda function reads it
+    assert cli.main(["-c", str(path), *command]) == 0, capsys.readouterr().err
+
+
+def test_an_empty_rotator_config_is_unset(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _policy_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ROTATOR_CONFIG", "")
+    assert cli.main(["validate"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out == "rotator.toml: valid, 1 policy: p1\n"
+
+
+def test_rotate_refuses_a_reason_without_revoke_previous_now(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _bootstrapped(tmp_path)
+    before = (tmp_path / "journal.db").read_bytes()
+    assert cli.main(["-c", str(path), "rotate", "p1", "--reason", "why"]) == 2
+    err = capsys.readouterr().err
+    assert "rotator: error: --reason goes with --revoke-previous-now\n" in err, err
+    assert "fix: drop --reason, or add --revoke-previous-now" in err
+    assert (tmp_path / "journal.db").read_bytes() == before, "nothing run"
+
+
+def test_validate_of_a_file_without_policies_ends_without_a_colon(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.touch()
+    assert cli.main(["validate", str(empty)]) == 0
+    assert capsys.readouterr().out == f"{empty}: valid, 0 policies\n"
+
+
+def test_report_output_json_is_the_json_format_and_a_disagreeing_format_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _bootstrapped(tmp_path, run=False)
+    assert cli.main(["-c", str(path), "report", "--output", "json"]) == 0
+    assert "policies" in json.loads(capsys.readouterr().out)
+    assert cli.main(["-c", str(path), "report", "--output", "json", "--format", "json"]) == 0
+    json.loads(capsys.readouterr().out)
+    assert cli.main(["-c", str(path), "report"]) == 0
+    assert capsys.readouterr().out.startswith("<!DOCTYPE html>"), "html stays the default"
+    assert cli.main(["-c", str(path), "report", "--output", "json", "--format", "csv"]) == 2
+    err = capsys.readouterr().err
+    assert "rotator: error: --output json and --format csv disagree" in err and "fix: " in err, err
