@@ -86,12 +86,16 @@ audit_logger = logging.getLogger("rotator.audit")
 
 #: A revocation that still fails after this many rounds is marked failed and alerts.
 MAX_REVOCATION_ROUNDS = 10
-#: the longest after a side effect's lease check that a child process of it (influxctl) may start:
-#: recovery's mint window counts from the run's mint start (see Engine._mint_settles_at)
+#: the longest after the start of a side effect's try (its lease check comes after) that a child
+#: process of it (influxctl) may start: recovery's mint window counts from the run's mint start
+#: (see Engine._mint_settles_at)
 FORK_WITHIN_S = 5.0
 #: Added to a dead run's last mint start + the issuer's call timeout before its tag search is final
 #: (clock differences between replicas, process start-up).
 MINT_SETTLE_MARGIN = timedelta(seconds=10)
+#: A mint's try that starts more than this after the run's journaled mint start moves that start
+#: first (Engine._rotate_locked); this plus FORK_WITHIN_S stays within MINT_SETTLE_MARGIN.
+MINT_START_SLACK = timedelta(seconds=1)
 #: RunResult states that are not run states: a dry run's plan, and a run that was not due
 DRY_RUN = "dry-run"
 NOTHING_TO_DO = "nothing-to-do"
@@ -605,13 +609,17 @@ class Engine:
             self._checkpoint("minting")
             request = MintRequest(self.policy.name, run.run_id, self.policy.token_description(run.run_id), expires_at)
 
-            def before_retry() -> None:
-                self._sweep_tag(run, credential, keep=None)
-                # The next try starts a new child: recovery must wait for that one.
-                self.journal.update_run(run, fence=self._fence, mint_started_at=self.clock.now())
+            def mint_starts_now() -> None:
+                # Recovery waits for this mint's child until mint_started_at + the call timeout (+ a
+                # margin for this slack and the start window): a try that starts later (a pause since
+                # MINTING, a retry) first moves that time, so that no child outlives the wait.
+                started = self.clock.now()
+                if run.mint_started_at is None or started - run.mint_started_at > MINT_START_SLACK:
+                    self.journal.update_run(run, fence=self._fence, mint_started_at=started)
 
             token = self._fenced_call(lambda: self.issuer.mint(request, credential), "mint",
-                                      before_retry=before_retry)
+                                      before_retry=lambda: self._sweep_tag(run, credential, keep=None),
+                                      before_start=mint_starts_now)
             minted = TokenRecord(token.value, token.token_id, self.policy.issuer_type, self.policy.name,
                                  now, token.expires_at or expires_at)
             # 2. Journal the id (never the value) before anything else can fail. Not synced on its
@@ -1238,15 +1246,21 @@ class Engine:
         self.journal.confirm_lease(self.policy.name, self.holder, self._fence, self.lease_ttl, self.clock.now(), what)
 
     def _fenced_call(
-        self, fn: Callable[[], T], what: str, before_retry: Callable[[], None] | None = None
+        self, fn: Callable[[], T], what: str, before_retry: Callable[[], None] | None = None,
+        before_start: Callable[[], None] | None = None,
     ) -> T:
-        """:meth:`_call` for a side effect: every try first confirms the lease (:meth:`_fenced`)."""
+        """:meth:`_call` for a side effect: every try first confirms the lease (:meth:`_fenced`).
+        ``before_start``: run by every try first, inside the try's start window."""
 
         def fenced() -> T:
-            self._fenced(what)
-            # The lease now has at least half its TTL left: a child process of the side effect (an
-            # influxctl mint) starts within that, or not at all (core/child_process.py).
+            # A child process of the side effect (an influxctl mint) starts within half the lease's
+            # TTL from here, or not at all (core/child_process.py); the lease, confirmed after this
+            # point, has at least that much left then. So a pause before the check, or between the
+            # check and the start, never lets a child start on a lease taken over meanwhile.
             with start_children_within(min(FORK_WITHIN_S, self.lease_ttl.total_seconds() / 2)):
+                if before_start is not None:
+                    before_start()
+                self._fenced(what)
                 return fn()
 
         return self._call(fenced, what, before_retry=before_retry)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -674,3 +675,47 @@ def test_a_bootstrap_is_published_when_its_last_store_write_is_done(world: World
     assert run.published_at == world.clock.now() and run.published_at > START, "after the retries' waits"
     (event,) = [e for e in world.journal.events(POLICY) if e["step"] == "bootstrap"]
     assert event["at"] == run.published_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_a_mint_that_starts_long_after_minting_was_journaled_moves_recovery_s_wait(world: World) -> None:
+    """A commits MINTING at t0 and is stopped for 90 s, past its 60 s lease, which nobody takes. It
+    resumes, renews the lease and starts its mint's child (130 s call timeout), and is stopped again.
+    B takes the lease once it expires and recovers at t0+151 s; the child's create lands at t0+153 s,
+    and A is killed while stopped. Recovery must wait for that child: before, its wait counted from
+    t0 (until t0+140 s), it found no token, closed the run, and the token was left valid, held by
+    no store and tracked by nothing. Now the late try moves the run's mint start first."""
+    ttl = timedelta(seconds=60)
+    world.bootstrap()
+    t0: list[datetime] = []
+
+    class SlowIssuer(MemoryIssuer):
+        call_timeout_seconds = 130.0
+
+        def mint(self, request: Any, credential: Secret | None) -> Any:
+            world.clock.advance(ttl + timedelta(seconds=1))  # A stopped again; its renewed lease expires
+            b = Engine(world.policy, world.journal, issuer=self, stores=list(world.stores.items()), clock=world.clock,
+                       retry=RetryPolicy(3, 1.0, 4.0), holder="engine-b", lease_ttl=ttl)
+            b.recover()
+            world.clock.advance(timedelta(seconds=2))  # the child's create lands
+            self.tokens.create(request.description, request.expires_at)
+            raise Crash("A, still stopped, is killed")
+
+    def stopped_after_minting(name: str) -> None:
+        if name == "minting":
+            t0.append(world.clock.now())
+            world.clock.advance(timedelta(seconds=90))
+
+    issuer = SlowIssuer(world.issuer.tokens, clock=world.clock, check_credential=True)
+    a = Engine(world.policy, world.journal, issuer=issuer, stores=list(world.stores.items()), clock=world.clock,
+               retry=RetryPolicy(3, 1.0, 4.0), holder="engine-a", lease_ttl=ttl, checkpoint=stopped_after_minting)
+    with pytest.raises(Crash):
+        a.rotate()
+    runs = world.journal.open_runs(POLICY)
+    assert len(runs) == 1, "B closed the run while A's child could still mint"
+    assert runs[0].mint_started_at == t0[0] + timedelta(seconds=90), "the late try moved the mint start"
+    world.clock.advance(timedelta(minutes=5))
+    b = Engine(world.policy, world.journal, issuer=issuer, stores=list(world.stores.items()), clock=world.clock,
+               retry=RetryPolicy(3, 1.0, 4.0), holder="engine-b", lease_ttl=ttl)
+    b.recover()
+    assert not world.journal.open_runs(POLICY)
+    world.check_invariants(settled=True)
