@@ -445,8 +445,10 @@ class Engine:
                 if state.record is not None and state.managed and state.token_id != token_id and not replace:
                     raise PermanentError(
                         f"store {name!r} already holds token {state.token_id} managed by rotator",
-                        hint="bootstrap is for the first token; use `rotator rotate` to replace it, or, when "
-                        "that token no longer works, `rotator bootstrap --replace --reason TEXT` (docs/operations.md)",
+                        hint=f"bootstrap is for the first token; use `rotator rotate {self.policy.name}` to replace "
+                        "it, or, when that token no longer works, "
+                        f"`rotator bootstrap {self.policy.name} --replace --reason TEXT --token-file F --token-id ID` "
+                        "(docs/operations.md)",
                     )
             self._call(lambda: self.issuer.verify(value), "verify bootstrap token")
             listed = self._call(lambda: self.issuer.list_tokens(value), "list tokens")

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -37,9 +38,16 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class RedactingFilter(logging.Filter):
+    """Token values out of every record; ``rewrite``: applied to the message too (the command line's
+    hints that quote a rotator command made to name its policy file)."""
+
+    def __init__(self, rewrite: Callable[[str], str] | None = None) -> None:
+        super().__init__()
+        self._rewrite = rewrite
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = REDACTOR.redact(message)
+        redacted = REDACTOR.redact(message if self._rewrite is None else self._rewrite(message))
         if record.exc_info and record.exc_info[1] is not None:
             # Render the traceback now so it passes the redactor too.
             record.exc_text = REDACTOR.redact(logging.Formatter().formatException(record.exc_info))
@@ -96,7 +104,8 @@ def _file_handler(file: str) -> PrivateFileHandler:
 
 
 def setup_logging(
-    level: str = "info", fmt: str = "text", stream: TextIO | None = None, file: str | None = None
+    level: str = "info", fmt: str = "text", stream: TextIO | None = None, file: str | None = None,
+    rewrite: Callable[[str], str] | None = None,
 ) -> None:
     """Configure the ``rotator`` logger tree (and the root for SDK records) once per process.
 
@@ -117,7 +126,7 @@ def setup_logging(
         root.removeHandler(old)
     for handler in handlers:
         handler.setFormatter(formatter)
-        handler.addFilter(RedactingFilter())
+        handler.addFilter(RedactingFilter(rewrite))
         root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     for name in QUIET_LOGGERS:

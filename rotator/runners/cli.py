@@ -29,7 +29,15 @@ from rotator.core.clock import SystemClock
 from rotator.core.errors import ConfigError, LeaseBusy, NeedsAttention, RotatorError
 from rotator.core.secret import REDACTOR
 from rotator.runners import sync as sync_cmd
-from rotator.runners.cli_options import LOG_LEVEL_ENV, LOG_LEVELS, add_common, add_daemon_parser, check_env_log_level
+from rotator.runners.cli_options import (
+    LOG_LEVEL_ENV,
+    LOG_LEVELS,
+    add_common,
+    add_daemon_parser,
+    check_env_log_level,
+    name_policy_file,
+    with_policy_file,
+)
 
 if TYPE_CHECKING:
     from rotator.config.policy import Config, Policy
@@ -243,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # reported by the command's own parser, so the hint names `rotator COMMAND --help`
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    name_policy_file(getattr(args, "config", None))
     try:
         problem = check_env_log_level(args.log_level)
         if problem is not None:  # status and plan may configure no logging at all: checked here for all
@@ -295,7 +304,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
         return
     from rotator.observe.logs import setup_logging  # logging is imported here, after --help has been served
 
-    setup_logging(args.log_level, args.log_format, file=args.log_file)
+    setup_logging(args.log_level, args.log_format, file=args.log_file, rewrite=with_policy_file)
     args.logging_configured = True
 
 
@@ -307,10 +316,10 @@ def _is_policy_file_error(exc: BaseException) -> bool:
 
 
 def _print_error(exc: BaseException) -> None:
-    print(f"rotator: error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+    print(f"rotator: error: {REDACTOR.redact(with_policy_file(str(exc)))}", file=sys.stderr)
     hint = getattr(exc, "hint", "")
     if hint:
-        print(f"fix: {hint}", file=sys.stderr)
+        print(f"fix: {with_policy_file(hint)}", file=sys.stderr)
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -409,7 +418,7 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
     if args.output == "json":
         print(json.dumps(payload, indent=2, default=str))
     elif text:
-        print(text)
+        print(with_policy_file(text))
 
 
 # ------------------------------------------------------------------------------ commands

@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["CONFIG_ENV", "LOG_LEVELS", "LOG_LEVEL_ENV", "OUTPUTS", "add_common", "add_daemon_parser",
-           "check_env_log_level", "common_parent", "env_log_level"]
+           "check_env_log_level", "common_parent", "env_log_level", "name_policy_file", "with_policy_file"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: the environment variables that hold the defaults of ``-c/--config`` and ``--log-level``; set and empty
 #: is unset (``ROTATOR_CONFIG= rotator status`` reads ./rotator.toml)
 CONFIG_ENV, LOG_LEVEL_ENV = "ROTATOR_CONFIG", "ROTATOR_LOG_LEVEL"
+DEFAULT_CONFIG = "rotator.toml"
 #: ``--output`` of most commands (``inventory`` adds table and csv)
 OUTPUTS = ("text", "json")
 DAEMON_HELP = "run continuously: rotate on schedule, revoke after grace, serve /healthz /readyz /metrics"
@@ -49,7 +52,7 @@ def add_common(parser: argparse.ArgumentParser, *, defaults: bool = True, config
         return value if defaults else argparse.SUPPRESS
 
     if config:
-        parser.add_argument("-c", "--config", default=default(os.environ.get(CONFIG_ENV) or "rotator.toml"),
+        parser.add_argument("-c", "--config", default=default(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG),
                             help="policy file (default: $ROTATOR_CONFIG or ./rotator.toml)")
     parser.add_argument("--log-level", default=default(env_log_level()), choices=list(LOG_LEVELS),
                         help="(default: $ROTATOR_LOG_LEVEL or info)")
@@ -72,6 +75,31 @@ def check_env_log_level(level: str) -> str | None:
     if level in LOG_LEVELS:
         return None
     return f"${LOG_LEVEL_ENV} is {os.environ.get(LOG_LEVEL_ENV, level)!r}, which is not a log level"
+
+
+#: a quoted rotator command in a message (after a backquote), not given a -c already
+_NAMED_COMMAND = re.compile(r"(?<=`)rotator (?!-c |--config )")
+#: what a quoted rotator command gets after its first word while the policy file is not ./rotator.toml
+_policy_file_option = ""
+
+
+def name_policy_file(config: str | None) -> None:
+    """Messages of this process that quote a rotator command name ``config`` too (-c, its absolute
+    path), unless it is ./rotator.toml: a command copied from a hint (a cron job's log, read in another
+    directory) must act on the same policy file and journal, not on whatever ./rotator.toml the
+    reader's directory holds, or none."""
+    global _policy_file_option
+    if not config or os.path.abspath(config) == os.path.abspath(DEFAULT_CONFIG):
+        _policy_file_option = ""
+    else:
+        _policy_file_option = f"-c {shlex.quote(os.path.abspath(config))} "
+
+
+def with_policy_file(text: str) -> str:
+    """``text`` with ``-c FILE`` in every rotator command it quotes (see :func:`name_policy_file`)."""
+    if not _policy_file_option or "rotator " not in text:
+        return text
+    return _NAMED_COMMAND.sub(lambda _m: f"rotator {_policy_file_option}", text)
 
 
 def common_parent(**options: Any) -> argparse.ArgumentParser:

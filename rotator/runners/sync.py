@@ -235,7 +235,8 @@ def sync(args: argparse.Namespace) -> SyncResult:
         absent = src_state.version is None
         raise PermanentError(
             f"{source.location}: holds {'no secret' if absent else 'no rotator token payload'}; nothing to sync",
-            hint=f"publish the first token with `rotator bootstrap {policy.name}` on the rotating host",
+            hint="publish the first token on the rotating host: "
+            f"`rotator bootstrap {policy.name} --token-file FILE --token-id ID`",
         )
     if record.policy != policy.name or (record.issuer and record.issuer != policy.issuer_type):
         raise PermanentError(

@@ -545,3 +545,38 @@ def test_report_output_json_is_the_json_format_and_a_disagreeing_format_is_refus
     assert cli.main(["-c", str(path), "report", "--output", "json", "--format", "csv"]) == 2
     err = capsys.readouterr().err
     assert "rotator: error: --output json and --format csv disagree" in err and "fix: " in err, err
+
+
+def test_a_hint_names_the_policy_file_the_command_was_given(tmp_path: Path) -> None:
+    """A `rotator ...` command in a message carries the -c of the command that printed it (its absolute
+    path): run from another directory (a cron job's log), the hint's command would otherwise read
+    ./rotator.toml there, or another policy file with a policy of the same name and its journal."""
+    policies = tmp_path / "etc"
+    policies.mkdir()
+    path = _policy_file(policies, top='[rotator]\njournal = "journal.db"')
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    proc = _rotator("-c", "../etc/rotator.toml", "status", cwd=elsewhere)
+    assert proc.returncode == 2, proc.stderr
+    assert f"`rotator -c {path} bootstrap" in proc.stderr, proc.stderr
+    assert "`rotator bootstrap" not in proc.stderr
+    proc = _rotator("status", cwd=policies)  # ./rotator.toml: the hint stays as it is
+    assert "`rotator bootstrap" in proc.stderr and "`rotator -c" not in proc.stderr, proc.stderr
+
+
+def test_log_lines_name_the_policy_file_in_rotator_commands(tmp_path: Path) -> None:
+    import io
+    import logging
+
+    from rotator.observe.logs import setup_logging
+    from rotator.runners.cli_options import name_policy_file, with_policy_file
+
+    stream = io.StringIO()
+    name_policy_file(str(tmp_path / "my policies.toml"))
+    try:
+        setup_logging("info", stream=stream, rewrite=with_policy_file)
+        logging.getLogger("rotator.test").warning("fix the cause, then `rotator recover` (or `rotator -c x recover`)")
+    finally:
+        name_policy_file(None)
+        setup_logging("info")
+    assert f"`rotator -c '{tmp_path / 'my policies.toml'}' recover` (or `rotator -c x recover`)" in stream.getvalue()
