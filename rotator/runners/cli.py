@@ -472,7 +472,11 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple[list[PolicyStatus], datetime]:
+def _statuses(
+    args: argparse.Namespace, slack: timedelta | None = None
+) -> tuple[list[PolicyStatus], datetime, list[ConfigError]]:
+    """Each policy's status, and the problems of policies that have none (a schedule that never fires
+    again): the caller shows the others' rows first, then the problems (exit 2), as the daemon runs on."""
     from rotator.config.schedule import NoNextDue
     from rotator.observe.status import policy_status
 
@@ -480,13 +484,21 @@ def _statuses(args: argparse.Namespace, slack: timedelta | None = None) -> tuple
     journal = _journal(config, read_only=True)
     now = SystemClock().now()
     policies = [config.policy(n) for n in _unique(args.policy)] if args.policy else list(config.policies)
-    rows = []
+    rows, problems = [], []
     for p in policies:
         try:
             rows.append(policy_status(p, journal, now, **({"slack": slack} if slack is not None else {})))
         except NoNextDue as exc:  # (the daemon logs it and runs on)
-            raise _unschedulable(p.name, exc) from None
-    return rows, now
+            problems.append(_unschedulable(p.name, exc))
+    return rows, now, problems
+
+
+def _raise_first(problems: list[ConfigError]) -> None:
+    """Every problem but the last on stderr, then the last raised (exit 2, printed as any error)."""
+    for problem in problems[:-1]:
+        _print_error(problem)
+    if problems:
+        raise problems[-1]
 
 
 def _unschedulable(policy: str, exc: NoNextDue) -> ConfigError:
@@ -496,7 +508,7 @@ def _unschedulable(policy: str, exc: NoNextDue) -> ConfigError:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    rows, now = _statuses(args)
+    rows, now, problems = _statuses(args)
     text = "\n".join(
         f"{s.policy}: {s.reason()}; next rotation {_when(s.next_due, now)}"
         + (f"; {s.pending_revocations} revocation(s) pending" if s.pending_revocations else "")
@@ -505,6 +517,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for s in rows
     )
     _emit(args, [s.to_json() for s in rows], text)
+    _raise_first(problems)
     return EXIT_OK
 
 
@@ -577,7 +590,7 @@ def _confirm_emergency(args: argparse.Namespace, names: list[str]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rows, _ = _statuses(args, _duration_arg("--revocation-slack", args.revocation_slack))
+    rows, _, problems = _statuses(args, _duration_arg("--revocation-slack", args.revocation_slack))
     from rotator.observe.status import render_table
 
     _emit(args, [s.to_json() for s in rows], render_table(rows))
@@ -590,6 +603,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"rotator: out of compliance: {s.policy}: {problem}", file=sys.stderr)
         if failing:
             worst = EXIT_ATTENTION
+    _raise_first(problems)
     return worst
 
 

@@ -299,10 +299,11 @@ def test_a_schedule_that_never_fires_again_is_that_policy_s_error_not_a_crash(tm
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "policy 'ended': its schedule has no next due time" in proc.stderr and "change `schedule`" in proc.stderr
     assert "p1: nothing-to-do - not due" in proc.stdout, "the next policy is still decided"
-    for command in ("status", "plan"):
-        proc = _rotator(command, "-c", str(path), cwd=tmp_path)
+    for command in ("status", "plan", "status --check"):
+        proc = _rotator(*command.split(), "-c", str(path), cwd=tmp_path)
         assert proc.returncode == 2 and "policy 'ended': its schedule has no next due time" in proc.stderr, proc
         assert "internal error" not in proc.stderr
+        assert "p1" in proc.stdout, "the other policies' rows are still shown"
 
 
 def test_writing_commands_still_create_the_journal(tmp_path: Path) -> None:
