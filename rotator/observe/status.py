@@ -57,8 +57,16 @@ class PolicyStatus:
         return age_origin(self.rotated_at, self.token_since)
 
     @property
+    def expires_first(self) -> bool:
+        """The current token has expired, or expires before its next rotation is due (a bootstrapped
+        token's short expiry, a lifetime shortened since): consumers would break before rotator acts."""
+        if self.expires_at is None or self.current_token_id is None:
+            return False
+        return self.expires_at <= (self.now if self.due else self.next_due)
+
+    @property
     def needs_attention(self) -> bool:
-        return self.failed_revocations > 0 or self.stuck_runs > 0
+        return self.failed_revocations > 0 or self.stuck_runs > 0 or self.expires_first
 
     def reason(self) -> str:
         """Why the rotation is due or not (rotator/core/due.py)."""
@@ -73,7 +81,8 @@ class PolicyStatus:
             "last_run_state": self.last_run_state, "last_run_error": self.last_run_error,
             "pending_revocations": self.pending_revocations, "failed_revocations": self.failed_revocations,
             "open_runs": self.open_runs, "stuck_runs": self.stuck_runs,
-            "needs_attention": self.needs_attention, "reason": self.reason(),
+            "needs_attention": self.needs_attention, "expires_before_rotation": self.expires_first,
+            "reason": self.reason(),
             "compliance": self.compliance.to_json() if self.compliance is not None else None,
         }  # fmt: skip
 
@@ -126,6 +135,14 @@ def _compliance_cell(c: Compliance | None) -> str:
     return ", ".join(words)
 
 
+def _expires_cell(s: PolicyStatus) -> str:
+    if s.expires_at is None:
+        return "-"
+    if s.expires_at <= s.now:
+        return "EXPIRED"
+    return format_duration(s.expires_at - s.now, units=2) + (" !" if s.expires_first else "")
+
+
 def render_table(rows: list[PolicyStatus]) -> str:
     header = ("POLICY", "CURRENT TOKEN", "AGE", "EXPIRES IN", "NEXT DUE", "LAST RUN", "REVOCATIONS", "COMPLIANCE")
     lines = [header]
@@ -134,7 +151,7 @@ def render_table(rows: list[PolicyStatus]) -> str:
             s.policy + ("" if s.enabled else " (disabled)"),
             s.current_token_id or "-",
             format_duration(s.now - s.since, units=2) if s.since else "-",
-            format_duration(s.expires_at - s.now, units=2) if s.expires_at else "-",
+            _expires_cell(s),
             "now" if s.due else format_duration(s.next_due - s.now, units=2),
             (s.last_run_state or "-") + (" !" if s.needs_attention else ""),
             f"{s.pending_revocations} pending" + (f", {s.failed_revocations} FAILED" if s.failed_revocations else ""),

@@ -591,9 +591,16 @@ def _confirm_emergency(args: argparse.Namespace, names: list[str]) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     rows, _, problems = _statuses(args, _duration_arg("--revocation-slack", args.revocation_slack))
+    from rotator.config.schedule import format_duration
     from rotator.observe.status import render_table
 
     _emit(args, [s.to_json() for s in rows], render_table(rows))
+    for s in rows:
+        if s.expires_first and s.expires_at is not None:
+            when = ("has expired" if s.expires_at <= s.now
+                    else f"expires in {format_duration(s.expires_at - s.now, units=2)}, before its next rotation")
+            print(f"rotator: attention: {s.policy}: its current token {s.current_token_id} {when}", file=sys.stderr)
+            print(f"fix: {with_policy_file(f'rotate it now: `rotator rotate {s.policy}`')}", file=sys.stderr)
     worst = EXIT_ATTENTION if any(s.needs_attention for s in rows) else EXIT_OK
     if args.check:
         failing = [s for s in rows if s.compliance is not None and not s.compliance.compliant]
@@ -844,6 +851,9 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--expires-at {args.expires_at!r} is not RFC 3339",
                               hint="e.g. 2027-01-01T00:00:00Z") from None
+        if expires <= SystemClock().now():  # published, it would break every consumer at once
+            raise ConfigError(f"--expires-at {args.expires_at} has passed: that token no longer works",
+                              hint="create a new token, and give its expiry (or none, if it never expires)")
     if args.replace and not args.reason.strip():
         raise ConfigError("--replace needs --reason", hint='e.g. --reason "current token revoked by incident 42"')
     from rotator.core.secret import Secret

@@ -581,3 +581,41 @@ def test_log_lines_name_the_policy_file_in_rotator_commands(tmp_path: Path) -> N
         name_policy_file(None)
         setup_logging("info")
     assert f"`rotator -c '{tmp_path / 'my policies.toml'}' recover` (or `rotator -c x recover`)" in stream.getvalue()
+
+
+def test_bootstrap_refuses_an_expiry_that_has_passed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _policy_file(tmp_path)
+    token_file = tmp_path / "first-token"
+    token_file.write_text("abcdefgh-token\n")
+    code = cli.main(["-c", str(path), "bootstrap", "p1", "--token-file", str(token_file),
+                     "--token-id", "9f4c0b6e-1b2a-4c3d-8e9f-0a1b2c3d4e5f", "--expires-at", "2020-01-01T00:00:00Z"])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert "--expires-at 2020-01-01T00:00:00Z has passed" in err and "abcdefgh" not in out + err
+    assert not list(tmp_path.glob("*.db")), "nothing written: no journal"
+
+
+@pytest.mark.parametrize("expires_in", [timedelta(days=-2), timedelta(days=5)], ids=["expired", "before-next-due"])
+def test_status_flags_a_current_token_that_expires_before_its_next_rotation(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], expires_in: timedelta) -> None:
+    """A bootstrapped token that expires in 5 days under a 30-day schedule (or has expired) would break
+    every consumer before rotator rotates it: status says so and exits 4, --check too, and the row's
+    EXPIRES IN cell shows it. Before, the row said ok and both exited 0."""
+    from rotator.core.journal import RunRecord, open_journal
+
+    now = datetime.now(UTC)
+    journal = open_journal(f"sqlite:///{tmp_path / 'journal.db'}")
+    journal.begin_run(RunRecord("boot", "p1", "done", "bootstrap", now - timedelta(days=1), now - timedelta(days=1),
+                                new_token_id="t-1", new_expires_at=now + expires_in,
+                                published_at=now - timedelta(days=1)))
+    journal.close()
+    path = _policy_file(tmp_path, top='[rotator]\njournal = "journal.db"')
+    for extra in ([], ["--check"]):
+        code = cli.main(["-c", str(path), "status", *extra])
+        out, err = capsys.readouterr()
+        assert code == 4, out + err
+        assert "rotator: attention: p1: its current token t-1 " in err and "rotate p1`" in err, err
+        assert ("EXPIRED" if expires_in < timedelta(0) else "5d !") in out.replace("4d23h", "5d"), out
+    code = cli.main(["-c", str(path), "status", "--output", "json"])
+    row = json.loads(capsys.readouterr().out)[0]
+    assert code == 4 and row["expires_before_rotation"] and row["needs_attention"]
