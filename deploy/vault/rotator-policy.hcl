@@ -24,10 +24,15 @@ path "<mount>/data/<path>" {
 }
 
 # The secret's metadata: current_version, the list of versions, and custom_metadata
-# (managed-by = rotator, policy, token_id, rotated_at), written after each new version.
-# The data write creates the metadata, so "update" is enough here.
+# (managed-by = rotator, policy, token_id, rotated_at), set after each new version.
+# "patch": rotator sends only its own custom_metadata keys as a JSON merge patch (Vault 1.9+,
+# OpenBao), so an operator's own keys stay, even one written at that very moment.
+# "update": for Vault before 1.9 (no PATCH): rotator then reads the metadata and writes the whole
+# map back. Without "patch" rotator does the same, and warns once: a key an operator writes
+# between that read and that write is lost. The data write creates the metadata, so "create"
+# is not needed here.
 path "<mount>/metadata/<path>" {
-  capabilities = ["read", "update"]
+  capabilities = ["read", "update", "patch"]
 }
 
 # rotator's own Vault token: look it up (TTL) and renew it before it expires. Vault's

@@ -4,8 +4,9 @@ One rotation as rotator/core/engine.py runs it reads every store once (PLAN: ``r
 publishes with the version read (``publish``); a revocation pass reads every store before it
 revokes (``Engine._safe_revoke``). For vault-kv2 a steady rotation is 3 requests: GET of the
 data endpoint (version, payload and custom_metadata in one answer), the ``cas`` write, the
-custom_metadata write. A store's first read adds its one-off calls: the token's lookup-self
-(or the AppRole login), the secret's metadata and the mount's config (the max_versions check).
+custom_metadata PATCH (4 with a Vault policy without ``patch``: the metadata read and a POST instead).
+A store's first read adds its one-off calls: the token's lookup-self (or the AppRole login), the
+secret's metadata and the mount's config (the max_versions check).
 The counts come from the store's own ``request_count`` (every HTTP request its client sent).
 """
 
@@ -90,11 +91,11 @@ def test_an_engine_rotation_costs_vault_3_requests_once_the_store_is_warm(
 
     assert engine.rotate().state == "published"
     # A fresh process: lookup-self, the secret's metadata, the mount's config (max_versions),
-    # GET data; then PUT data (cas) and POST metadata (custom_metadata).
+    # GET data; then PUT data (cas) and PATCH metadata (custom_metadata).
     assert (reads, sent()) == (1, 6)
 
     assert engine.rotate().state == "published"
-    assert (reads, sent()) == (2, 3), "steady: GET data, PUT data with cas, POST custom_metadata"
+    assert (reads, sent()) == (2, 3), "steady: GET data, PUT data with cas, PATCH custom_metadata"
 
     clock.advance(timedelta(seconds=61))  # both superseded tokens are due
     reads = 0
@@ -140,7 +141,7 @@ def test_a_fresh_vault_store_skips_the_mount_config_when_the_secret_sets_max_ver
 def test_a_fresh_vault_store_with_approle_logs_in_instead_of_looking_up(openbao: OpenBao, kv_path: str,
                                                                          tmp_path: Path) -> None:
     name = f"req-{uuid.uuid4().hex[:8]}"
-    role_id, secret_id = openbao.approle(name, openbao.policy_for(name, kv_path, "create", "read", "update"))
+    role_id, secret_id = openbao.approle(name, openbao.policy_for(name, kv_path, "create", "read", "update", "patch"))
     (tmp_path / "secret-id").write_text(secret_id)
     auth = {"method": "approle", "role_id": role_id, "secret_id": {"file": "secret-id"}}
     store = _vault_store(openbao, kv_path, tmp_path, auth)
@@ -150,6 +151,33 @@ def test_a_fresh_vault_store_with_approle_logs_in_instead_of_looking_up(openbao:
     store.publish(_record("tok-1"), None)
     store.read_current()
     assert sent() == 3
+
+
+@pytest.mark.parametrize("auth", ["token", "approle"])
+def test_without_the_patch_capability_a_steady_rotation_costs_one_request_more(openbao: OpenBao, kv_path: str,
+                                                                             tmp_path: Path, auth: str) -> None:
+    """A policy granting update, not patch, on the metadata: the PATCH is refused once (AppRole: plus
+    the lookup-self that tells a missing capability from an expired token), then the store reads the
+    metadata and POSTs it: 4 requests a steady rotation instead of 3."""
+    name = f"req-{uuid.uuid4().hex[:8]}"
+    policy = openbao.policy_for(name, kv_path, "create", "read", "update")
+    if auth == "token":
+        (tmp_path / "vault-token").write_text(openbao.create_token(policy, ttl="1h"))
+        settings = {"method": "token", "token": {"file": "vault-token"}}
+    else:
+        role_id, secret_id = openbao.approle(name, policy)
+        (tmp_path / "secret-id").write_text(secret_id)
+        settings = {"method": "approle", "role_id": role_id, "secret_id": {"file": "secret-id"}}
+    store = _vault_store(openbao, kv_path, tmp_path, settings)
+    sent = _Delta(store)
+    store.read_current()
+    assert sent() == 4, "lookup-self or login, metadata, mount config (refused), GET data"
+    assert store.publish(_record("tok-1"), None) == "1"
+    assert sent() == (4 if auth == "token" else 5), "PUT data, PATCH (403), [lookup-self], GET metadata, POST"
+    for n in range(2, 4):
+        state = store.read_current()
+        assert store.publish(_record(f"tok-{n}"), state.version) == str(n)
+        assert sent() == 4, "GET data, PUT data with cas, GET metadata, POST custom_metadata"
 
 
 def test_vault_ignores_proxy_variables(openbao: OpenBao, kv_path: str, tmp_path: Path,

@@ -25,7 +25,8 @@ import hvac
 import pytest
 from pydantic import ValidationError
 
-from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
+from rotator.adapters.vault.auth import VaultAPI
+from rotator.adapters.vault.kv2 import ClientFactory, VaultKV2Settings, VaultKV2Store, hvac_client
 from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, StoreState, TokenRecord
 from rotator.core.errors import ConfigError, ConflictError, PermanentError, TransientError
@@ -56,6 +57,7 @@ def make_store(
     token: str | None = None,
     auth: dict[str, Any] | None = None,
     clock: FakeClock | None = None,
+    client_factory: ClientFactory | None = None,
     **settings: Any,
 ) -> VaultKV2Store:
     """A store whose token is read from ``tmp_path/vault-token`` (root unless ``token``)."""
@@ -64,7 +66,7 @@ def make_store(
         auth = {"method": "token", "token": {"file": "vault-token"}}
     model = VaultKV2Settings.model_validate({"url": openbao.url, "path": kv_path, "auth": auth, **settings})
     ctx = AdapterContext(policy=POLICY, base_dir=tmp_path, clock=clock or FakeClock(NOW))
-    return VaultKV2Store.from_config(model, ctx)
+    return VaultKV2Store.from_config(model, ctx, client_factory)
 
 
 @pytest.fixture
@@ -124,6 +126,108 @@ def test_publish_keeps_the_operators_own_metadata_and_settings(store, vault, kv_
     assert meta["custom_metadata"]["owner"] == "team-a"
     assert meta["custom_metadata"]["managed-by"] == "rotator"
     assert meta["delete_version_after"] == "720h0m0s"  # hvac's update_metadata would reset it to 0s
+
+
+class _Interposed:
+    """The real client, with ``after_write()`` run right after each data write (where an operator's
+    edit can land between rotator's data write and its custom_metadata write); ``no_patch``: a Vault
+    before 1.9, which answers PATCH with 405 and leaves custom_metadata out of a write's answer."""
+
+    def __init__(self, api: VaultAPI, after_write: Callable[[], None] = lambda: None, no_patch: bool = False) -> None:
+        self._api, self._after_write, self._no_patch = api, after_write, no_patch
+        self.patches = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+    def write_version(self, mount: str, path: str, data: Mapping[str, Any], cas: int) -> Mapping[str, Any]:
+        answer = self._api.write_version(mount, path, data, cas)
+        self._after_write()
+        if self._no_patch:
+            return {**answer, "data": {k: v for k, v in answer["data"].items() if k != "custom_metadata"}}
+        return answer
+
+    def patch_custom_metadata(self, mount: str, path: str, custom_metadata: Mapping[str, str]) -> None:
+        self.patches += 1
+        if self._no_patch:
+            raise hvac.exceptions.UnsupportedOperation(errors=["unsupported operation"])
+        self._api.patch_custom_metadata(mount, path, custom_metadata)
+
+
+def operator_patch(vault: hvac.Client, path: str, **custom: str) -> None:
+    """``bao kv metadata patch -custom-metadata=k=v``: the operator's own keys, merged by Vault."""
+    vault.adapter.request("PATCH", f"/v1/secret/metadata/{path}", json={"custom_metadata": custom},
+                          headers={"Content-Type": "application/merge-patch+json"})
+
+
+OURS = {"managed-by": "rotator", "policy": POLICY, "rotated_at": "2026-03-01T12:00:00Z"}
+
+
+def test_an_operator_key_written_between_the_data_write_and_the_metadata_write_stays(
+    openbao, vault, kv_path, tmp_path
+):
+    """The custom_metadata write was a POST of the whole map as the data write's answer showed it: a
+    key an operator set a moment later was dropped. Now rotator PATCHes only its own keys."""
+    edits = iter(["team-x", "team-y"])
+    interposed: list[_Interposed] = []
+
+    def factory(settings: VaultKV2Settings) -> VaultAPI:
+        interposed.append(_Interposed(hvac_client(settings), lambda: operator_patch(vault, kv_path,
+                                                                                    owner=next(edits))))
+        return interposed[-1]
+
+    store = make_store(openbao, kv_path, tmp_path, client_factory=factory)
+    assert store.publish(token_record("tok-1"), None) == "1"
+    assert metadata(vault, kv_path)["custom_metadata"] == {**OURS, "token_id": "tok-1", "owner": "team-x"}
+    assert store.publish(token_record("tok-2"), "1") == "2"
+    assert metadata(vault, kv_path)["custom_metadata"] == {**OURS, "token_id": "tok-2", "owner": "team-y"}
+    assert interposed[0].patches == 2
+
+
+def test_without_the_patch_capability_publish_reads_and_merges_and_warns_once(
+    openbao, vault, kv_path, tmp_path, caplog
+):
+    """A policy written for an older rotator grants ``update`` on the metadata, not ``patch``: Vault
+    refuses the PATCH (403). The store falls back to reading the custom_metadata and writing it whole,
+    so the publish succeeds and the operator's keys stay; it says once that ``patch`` avoids the race."""
+    token = openbao.create_token(openbao.policy_for(f"kv-no-patch-{uuid.uuid4().hex[:6]}", kv_path,
+                                                    "create", "read", "update"))
+    edits = iter(["team-x", "team-y"])
+    interposed: list[_Interposed] = []
+
+    def factory(settings: VaultKV2Settings) -> VaultAPI:
+        interposed.append(_Interposed(hvac_client(settings), lambda: operator_patch(vault, kv_path,
+                                                                                    owner=next(edits))))
+        return interposed[-1]
+
+    store = make_store(openbao, kv_path, tmp_path, token=token, client_factory=factory)
+    caplog.set_level(logging.INFO, logger="rotator.adapters.vault_kv2")
+    assert store.publish(token_record("tok-1"), None) == "1"
+    assert metadata(vault, kv_path)["custom_metadata"] == {**OURS, "token_id": "tok-1", "owner": "team-x"}
+    assert store.publish(token_record("tok-2"), "1") == "2"
+    assert metadata(vault, kv_path)["custom_metadata"] == {**OURS, "token_id": "tok-2", "owner": "team-y"}
+    assert store.read_current().managed is True
+    warnings = [r for r in caplog.records if "refused to patch the custom_metadata" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert f"`patch` capability on secret/metadata/{kv_path}" in warnings[0].getMessage()
+    assert interposed[0].patches == 1, "refused once: the store does not ask again"
+
+
+def test_a_vault_without_patch_that_leaves_custom_metadata_out_of_the_write_answer_keeps_the_operators_keys(
+    openbao, vault, kv_path, tmp_path, caplog
+):
+    """Vault before 1.9: no custom_metadata in the data write's answer, and PATCH answers 405. The
+    store wrote back what the answer showed (nothing) and dropped every key of the operator's."""
+    vault.secrets.kv.v2.update_metadata(path=kv_path, mount_point="secret", custom_metadata={"owner": "team-a"})
+    store = make_store(openbao, kv_path, tmp_path,
+                       client_factory=lambda settings: _Interposed(hvac_client(settings), no_patch=True))
+    caplog.set_level(logging.INFO, logger="rotator.adapters.vault_kv2")
+
+    assert store.publish(token_record("tok-1"), None) == "1"
+    assert store.publish(token_record("tok-2"), "1") == "2"
+
+    assert metadata(vault, kv_path)["custom_metadata"] == {**OURS, "token_id": "tok-2", "owner": "team-a"}
+    assert caplog.text.count("cannot patch custom_metadata (HTTP 405") == 1
 
 
 @pytest.mark.parametrize("where", ["secret", "mount"])
@@ -439,7 +543,7 @@ def test_server_not_listening_is_transient(openbao, kv_path, tmp_path):
 
 
 class _Loopback(http.server.BaseHTTPRequestHandler):
-    """A quiet handler that answers every GET, POST and PUT with :meth:`respond`."""
+    """A quiet handler that answers every GET, POST, PUT and PATCH with :meth:`respond`."""
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -459,7 +563,7 @@ class _Loopback(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.respond()
 
-    do_POST = do_PUT = do_GET
+    do_POST = do_PUT = do_PATCH = do_GET
 
 
 @contextmanager
@@ -763,7 +867,7 @@ def test_an_answer_nested_thousands_deep_is_not_vault_s_answer_at_every_call(kv_
     class DeepOnce(_Loopback):
         def respond(self) -> None:
             path = self.path.split("?")[0]
-            writing = self.command in ("POST", "PUT")
+            writing = self.command in ("POST", "PUT", "PATCH")
             kind = ("login" if path.endswith("/login") else "lookup-self" if path.endswith("/lookup-self")
                     else "config read" if path.endswith("/config")
                     else f"metadata {'write' if writing else 'read'}" if "/metadata/" in path

@@ -110,6 +110,10 @@ class FakeVault:
         self._enter("write_custom_metadata")
         self.custom_metadata = dict(custom_metadata)
 
+    def patch_custom_metadata(self, mount: str, path: str, custom_metadata: Mapping[str, str]) -> None:
+        self._enter("patch_custom_metadata")
+        self.custom_metadata = {**self.custom_metadata, **custom_metadata}
+
     def read_mount_config(self, mount: str) -> Mapping[str, Any]:
         self._enter("read_mount_config")
         return {"data": {"max_versions": 0}}
@@ -244,7 +248,7 @@ def test_lookup_self_denied_warns_and_carries_on(tmp_path, caplog):
 
 
 def test_failed_metadata_write_warns_and_a_retry_completes_the_publish(tmp_path, caplog):
-    fake = FakeVault(fail={"write_custom_metadata": [vault_error(hvac.exceptions.VaultDown, "Vault is sealed")]})
+    fake = FakeVault(fail={"patch_custom_metadata": [vault_error(hvac.exceptions.VaultDown, "Vault is sealed")]})
     store = make_store(fake, tmp_path)
     caplog.set_level(logging.WARNING, logger="rotator.adapters.vault_kv2")
 
@@ -254,6 +258,36 @@ def test_failed_metadata_write_warns_and_a_retry_completes_the_publish(tmp_path,
 
     assert store.publish(RECORD, None) == "1"
     assert len(fake.versions) == 1 and fake.custom_metadata["token_id"] == "tok-1"
+
+
+@pytest.mark.parametrize(("refusal", "level"), [(hvac.exceptions.Forbidden, logging.WARNING),
+                                                (hvac.exceptions.UnsupportedOperation, logging.INFO)])
+def test_a_refused_patch_falls_back_to_read_and_post_and_says_so_once(tmp_path, caplog, refusal, level):
+    """403 (no `patch` capability) or 405 (Vault before 1.9): the custom_metadata is read again and
+    written whole with rotator's keys set; the PATCH is not tried again by the same store."""
+    fake = FakeVault(custom_metadata={"owner": "team-a"},
+                     fail={"patch_custom_metadata": [vault_error(refusal, "permission denied")]})
+    store = make_store(fake, tmp_path)
+    caplog.set_level(logging.INFO, logger="rotator.adapters.vault_kv2")
+
+    assert store.publish(RECORD, None) == "1"
+    assert store.publish(RECORD._replace(token_id="tok-2"), "1") == "2"
+
+    assert fake.custom_metadata == {"owner": "team-a", "managed-by": "rotator", "policy": "influx-mgmt",
+                                    "token_id": "tok-2", "rotated_at": "2026-03-01T00:00:00Z"}
+    assert fake.calls == ["lookup_self", "write_version", "patch_custom_metadata", "read_metadata",
+                          "write_custom_metadata", "write_version", "read_metadata", "write_custom_metadata"]
+    said = [r for r in caplog.records if "patch" in r.getMessage() and "instead" in r.getMessage()]
+    assert [r.levelno for r in said] == [level]
+
+
+def test_a_refused_post_after_a_refused_patch_names_patch_in_the_hint(tmp_path):
+    denied = vault_error(hvac.exceptions.Forbidden, "permission denied")
+    fake = FakeVault(fail={"patch_custom_metadata": [denied], "write_custom_metadata": [denied]})
+    with pytest.raises(TransientError, match="marking the secret managed failed") as caught:
+        make_store(fake, tmp_path).publish(RECORD, None)
+    assert '["patch"] (or ["read", "update"]' in (caught.value.hint or "")
+    assert "'secret/metadata/influx/mgmt'" in (caught.value.hint or "")
 
 
 def test_conflict_names_both_versions(tmp_path):

@@ -3,7 +3,7 @@ it cannot), plus the vault-kv2 store's Kubernetes auth.
 
 1. The Vault policy (deploy/vault/rotator-policy.hcl) against OpenBao: a token holding only it
    lets the store read, publish twice with compare-and-set and renew itself; it is refused a
-   neighbouring secret; and every KV capability in it is needed.
+   neighbouring secret; and every KV capability in it is needed (metadata: patch, or update without it).
 2. Kubernetes auth against OpenBao, whose kubernetes auth method asks a fake Kubernetes
    TokenReview API (HTTPS on loopback, a self-signed certificate made here).
 3. The systemd unit: `systemd-analyze verify`, its offline security score, the sandboxing.
@@ -140,12 +140,13 @@ def policy_stanzas(hcl: str) -> dict[str, set[str]]:
 
 def rotator_policy(mount: str, path: str, *, drop: tuple[str, str] | None = None) -> str:
     """deploy/vault/rotator-policy.hcl with its placeholders substituted as its comment says;
-    ``drop=(path, capability)`` removes one capability (to prove it is needed)."""
+    ``drop=(path, capability)`` removes one capability (to prove it is needed; capabilities
+    joined by ``+`` remove several)."""
     text = VAULT_POLICY.read_text()
     text = text.replace("<mount>", mount).replace("<path>", path)
     if drop is not None:
         stanzas = policy_stanzas(text)
-        stanzas[drop[0]].discard(drop[1])
+        stanzas[drop[0]].difference_update(drop[1].split("+"))
         text = "\n".join(
             f'path "{p}" {{ capabilities = [{", ".join(f"{chr(34)}{c}{chr(34)}" for c in sorted(caps))}] }}'
             for p, caps in stanzas.items()
@@ -165,7 +166,7 @@ def test_vault_policy_grants_exactly_the_documented_paths():
 
     assert stanzas == {
         "<mount>/data/<path>": {"create", "read", "update"},
-        "<mount>/metadata/<path>": {"read", "update"},
+        "<mount>/metadata/<path>": {"read", "update", "patch"},
         "auth/token/lookup-self": {"read"},
         "auth/token/renew-self": {"update"},
     }
@@ -222,7 +223,7 @@ def test_vault_policy_denies_a_neighbouring_secret(openbao, kv_path, tmp_path, n
         ("secret/data/{path}", "read"),
         ("secret/data/{path}", "update"),
         ("secret/metadata/{path}", "read"),
-        ("secret/metadata/{path}", "update"),
+        ("secret/metadata/{path}", "patch+update"),
     ],
     ids=lambda d: f"{d[0].split('/')[1]}-{d[1]}" if isinstance(d, tuple) else str(d),
 )
@@ -231,15 +232,35 @@ def test_vault_policy_every_kv_capability_is_needed(openbao, kv_path, tmp_path, 
     token = policy_token(openbao, rotator_policy("secret", kv_path, drop=(path, capability)))
     store = make_store(openbao, kv_path, tmp_path, token_auth(tmp_path, token))
 
-    # Without metadata update the version lands first: the store says so as a transient failure, which
-    # leaves the run to recovery (cacf226); every other missing capability refuses before anything lands.
-    expected = TransientError if drop == ("secret/metadata/{path}", "update") else PermanentError
+    # Without metadata patch and update the version lands first: the store says so as a transient failure,
+    # which leaves the run to recovery (cacf226); every other missing capability refuses before anything lands.
+    expected = TransientError if drop == ("secret/metadata/{path}", "patch+update") else PermanentError
     with pytest.raises(expected, match=r"HTTP 403") as caught:
         store.read_current()
         store.publish(token_record("tok-1"), None)
         store.read_current()
         store.publish(token_record("tok-2"), "1")
     assert path in str(caught.value)
+
+
+@pytest.mark.parametrize("drop", ["patch", "update"])
+def test_vault_policy_metadata_patch_or_update_is_enough_and_patch_is_the_one_without_a_race(
+    openbao, kv_path, tmp_path, caplog, drop
+):
+    """patch: rotator's custom_metadata keys are merged in by Vault (OpenBao, Vault 1.9+). update is
+    for a Vault without PATCH: rotator reads the map and writes it whole, and says once that patch
+    would avoid losing an operator's key written in between."""
+    caplog.set_level(logging.INFO, logger="rotator.adapters.vault_kv2")
+    path = f"secret/metadata/{kv_path}"
+    token = policy_token(openbao, rotator_policy("secret", kv_path, drop=(path, drop)))
+    store = make_store(openbao, kv_path, tmp_path, token_auth(tmp_path, token))
+
+    assert store.read_current().version is None
+    assert store.publish(token_record("tok-1"), None) == "1"
+    assert store.publish(token_record("tok-2"), "1") == "2"
+    assert store.read_current().managed is True
+    warned = "refused to patch the custom_metadata" in caplog.text
+    assert warned == (drop == "patch")
 
 
 # == 2. Kubernetes auth against OpenBao and a fake TokenReview API ========================

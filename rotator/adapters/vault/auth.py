@@ -496,7 +496,16 @@ class VaultAPI(AuthAPI, Protocol):
 
     def write_version(self, mount: str, path: str, data: Mapping[str, Any], cas: int) -> Mapping[str, Any]: ...
 
-    def write_custom_metadata(self, mount: str, path: str, custom_metadata: Mapping[str, str]) -> None: ...
+    def write_custom_metadata(self, mount: str, path: str, custom_metadata: Mapping[str, str]) -> None:
+        """POST ``<mount>/metadata/<path>`` with ``custom_metadata``: Vault replaces the whole map with it."""
+        ...
+
+    def patch_custom_metadata(self, mount: str, path: str, custom_metadata: Mapping[str, str]) -> None:
+        """PATCH ``<mount>/metadata/<path>`` (a JSON merge patch, Vault 1.9 and later, OpenBao): sets these
+        keys of custom_metadata and leaves the others as Vault holds them then. Needs the ``patch``
+        capability (403 without it); a Vault without PATCH answers 405, raised as
+        ``hvac.exceptions.UnsupportedOperation``."""
+        ...
 
     def read_mount_config(self, mount: str) -> Mapping[str, Any]: ...
 
@@ -614,6 +623,33 @@ class HvacAPI:
         url = hvac.utils.format_url("/v1/{mount}/metadata/{path}", mount=mount, path=path)
         with _decodable():
             self._client.adapter.post(url, json={"custom_metadata": dict(custom_metadata)})
+
+    def patch_custom_metadata(self, mount: str, path: str, custom_metadata: Mapping[str, str]) -> None:
+        # hvac has no call for it. Its adapter maps every status it does not know (405 among them) to
+        # UnexpectedError, without the status: read the answer here and tell 405 apart.
+        url = hvac.utils.format_url("/v1/{mount}/metadata/{path}", mount=mount, path=path)
+        with _decodable():
+            answer = self._client.adapter.request(
+                "patch",
+                url,
+                json={"custom_metadata": dict(custom_metadata)},
+                headers={"Content-Type": "application/merge-patch+json"},
+                raise_exception=False,
+            )
+            status = getattr(answer, "status_code", 200)  # a 200 with a JSON body comes back decoded
+            if status < 400:
+                return
+            body: Any = None
+            if answer.headers.get("Content-Type") == "application/json":
+                try:
+                    body = answer.json()
+                except ValueError:
+                    pass
+        errors = body.get("errors") if isinstance(body, Mapping) else None
+        if status == 405:
+            raise hvac.exceptions.UnsupportedOperation(errors=errors, method="PATCH", url=url, json=body)
+        hvac.utils.raise_for_error("PATCH", url, status, None if errors else answer.text, errors=errors,
+                                   text=answer.text, json=body)
 
     def read_mount_config(self, mount: str) -> Mapping[str, Any]:
         with _decodable():

@@ -19,7 +19,7 @@ The Vault policy rotator's token needs (relative to the namespace, if any) is
 deploy/vault/rotator-policy.hcl (tested against OpenBao in tests/deploy/test_deploy_daemon.py)::
 
     path "<mount>/data/<path>"     { capabilities = ["create", "read", "update"] }
-    path "<mount>/metadata/<path>" { capabilities = ["read", "update"] }
+    path "<mount>/metadata/<path>" { capabilities = ["read", "update", "patch"] }
     path "auth/token/lookup-self"  { capabilities = ["read"] }    # in Vault's `default` policy too
     path "auth/token/renew-self"   { capabilities = ["update"] }  # idem
     path "<mount>/config"          { capabilities = ["read"] }    # optional: the max_versions check
@@ -27,13 +27,24 @@ deploy/vault/rotator-policy.hcl (tested against OpenBao in tests/deploy/test_dep
 Authentication (``auth``): a token from a file or variable, AppRole, or Kubernetes (the pod's
 service account JWT); see rotator/adapters/vault/auth.py.
 
+Marking the secret managed. After the ``cas`` write, ``publish`` sends rotator's own
+custom_metadata keys (managed-by, policy, token_id, rotated_at) as a JSON merge patch (PATCH of
+``<mount>/metadata/<path>``, Vault 1.9 and later, OpenBao): Vault merges them into the map it holds
+then, so an operator's own keys stay, even one written a moment before (``kv metadata patch``).
+PATCH needs the ``patch`` capability. When Vault refuses it (403: a policy that grants only
+``update``) or does not know it (405: Vault before 1.9), the store reads the metadata and POSTs the
+whole map, its keys merged into what it read: one more request, and a key an operator writes
+between that read and the POST is lost. It logs that once (a warning for the 403: grant ``patch``)
+and uses the fallback for the rest of its life (a restart or a daemon reload tries PATCH again).
+
 Requests. ``read_current`` is one GET of ``<mount>/data/<path>``, whose answer carries the
 version, its payload and the secret's custom_metadata; ``publish`` is the ``cas`` write and the
-custom_metadata write. A store's first read also reads the secret's metadata and, unless the
-secret sets max_versions, the mount's config (the max_versions check), and the login adds its
-own (token auth: one lookup-self). The HTTP client takes nothing from the environment (proxy
-variables, ``REQUESTS_CA_BUNDLE``, ``~/.netrc``): the settings alone decide. ``request_count``
-is the number of HTTP requests the store sent (tests/adapters/test_store_requests.py asserts them).
+custom_metadata PATCH (without ``patch``: the metadata read and the POST). A store's first read
+also reads the secret's metadata and, unless the secret sets max_versions, the mount's config
+(the max_versions check), and the login adds its own (token auth: one lookup-self). The HTTP
+client takes nothing from the environment (proxy variables, ``REQUESTS_CA_BUNDLE``, ``~/.netrc``):
+the settings alone decide. ``request_count`` is the number of HTTP requests the store sent
+(tests/adapters/test_store_requests.py asserts them).
 
 Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 412, 429, 5xx and
 other unexpected statuses become TransientError; TLS failures, 403 (the hint names the path
@@ -174,6 +185,10 @@ class _Op(NamedTuple):
     refused_hint: str
     #: A login: any 4xx means the credentials are wrong, not the settings.
     auth: bool = False
+
+
+class _Refused(Exception):
+    """A 403 that a new token did not (or could not) cure, for a call whose caller has another way."""
 
 
 class VaultKV2Settings(BaseModel):
@@ -319,10 +334,14 @@ class VaultKV2Store:
         self._api: VaultAPI | None = None
         self._login = VaultLogin(settings.auth, ctx.base_dir, ctx.clock)
         self._versions_checked = False
+        #: Why PATCH of the custom_metadata is not used ("403", "405"); None: it is, until Vault refuses it
+        self._patch_refused: str | None = None
         namespace = f"{settings.namespace}/" if settings.namespace else ""
         self._location = f"vault:{settings.url}/{namespace}{settings.mount}/data/{settings.path}"
         self._read_meta = self._op("read", "metadata", "read")
-        self._write_meta = self._op("update custom_metadata of", "metadata", "create", "update")
+        self._patch_meta = self._op("update custom_metadata of", "metadata", "patch")
+        self._write_meta = self._op("update custom_metadata of", "metadata", "patch",
+                                    also=' (or ["read", "update"], which leaves a race with an operator\'s edits)')
         self._read_data = self._op("read", "data", "read")
         self._write_data = self._op("write", "data", "create", "update")
         self._read_config = self._op("read", "config", "read")
@@ -448,9 +467,6 @@ class VaultKV2Store:
             logger.info(
                 "%s: version %d already holds token %s; completing the publish", self._location, actual, record.token_id
             )
-            if custom is None:  # an old Vault: keep the operator's keys all the same
-                secret = self._read_metadata() or {}
-                custom = self._custom_in(secret)
             self._mark_managed(record, actual, custom)
             return str(actual)
         expected = expected_version or "none (create only)"
@@ -459,22 +475,24 @@ class VaultKV2Store:
             hint=_HINT_CONFLICT.format(mount=self._settings.mount, path=self._settings.path),
         )
 
-    def _mark_managed(self, record: TokenRecord, version: int, existing: object) -> None:
-        """Write the secret's custom_metadata after ``version`` landed; ``existing``: what Vault's
-        answer said it holds (None: nothing, or not said)."""
-        mount, path = self._settings.mount, self._settings.path
+    def _mark_managed(self, record: TokenRecord, version: int, answered: object) -> None:
+        """Set rotator's custom_metadata keys after ``version`` landed, keeping the operator's own.
+
+        ``answered``: the custom_metadata Vault's answer showed (None: none, or not shown), checked
+        only: it can be out of date by now, so it is never written back (see the module's docstring)."""
+        ours = {
+            "managed-by": MANAGED_BY,
+            "policy": record.policy,
+            "token_id": record.token_id,
+            "rotated_at": rfc3339_seconds(self._clock.now()),
+        }
         try:
             # Checked here, after the write: a custom_metadata that is not Vault's fails like the
             # metadata write (the token is in the store), never as "nothing written".
-            kept = self._checked(lambda: _custom(existing), self._write_data)
-            custom = {
-                **kept,  # an operator's own keys stay
-                "managed-by": MANAGED_BY,
-                "policy": record.policy,
-                "token_id": record.token_id,
-                "rotated_at": rfc3339_seconds(self._clock.now()),
-            }
-            self._call(self._write_meta, lambda api: api.write_custom_metadata(mount, path, custom))
+            self._checked(lambda: _custom(answered), self._write_data)
+            if self._patch_refused is None and self._patch_custom(ours):
+                return
+            self._merge_custom(ours)
         except RotatorError as exc:
             logger.warning(
                 "%s: version %d is written but not marked managed yet; publishing it again "
@@ -493,6 +511,45 @@ class VaultKV2Store:
                 hint=(exc.hint + "; then " if exc.hint else "") + "run the command again: `rotator recover` completes "
                 "a rotation's publish, the same `rotator bootstrap` a bootstrap's",
             ) from exc
+
+    def _patch_custom(self, ours: Mapping[str, str]) -> bool:
+        """PATCH rotator's keys into the custom_metadata; False if Vault refused PATCH (403, 405)."""
+        mount, path = self._settings.mount, self._settings.path
+
+        def patch(api: VaultAPI) -> str | None:
+            try:
+                api.patch_custom_metadata(mount, path, ours)
+            except hvac.exceptions.UnsupportedOperation:
+                return "405"
+            return None
+
+        try:
+            self._patch_refused = self._call(self._patch_meta, patch, refusable=True)
+        except _Refused:
+            self._patch_refused = "403"
+        if self._patch_refused is None:
+            return True
+        if self._patch_refused == "403":
+            logger.warning(
+                "%s: Vault refused to patch the custom_metadata (HTTP 403: no `patch` capability on %s); rotator "
+                "reads it and writes it whole instead, which loses a key an operator writes in between; grant "
+                "`patch` there (deploy/vault/rotator-policy.hcl), then restart rotator (or reload the daemon)",
+                self._location,
+                self._patch_meta.path,
+            )
+        else:
+            logger.info(
+                "%s: this Vault cannot patch custom_metadata (HTTP 405, Vault before 1.9); rotator reads it "
+                "and writes it whole instead, which loses a key an operator writes in between",
+                self._location,
+            )
+        return False
+
+    def _merge_custom(self, ours: Mapping[str, str]) -> None:
+        """The fallback without PATCH: read the custom_metadata now, POST it with rotator's keys set."""
+        mount, path = self._settings.mount, self._settings.path
+        custom = {**self._custom_in(self._read_metadata() or {}), **ours}  # an operator's own keys stay
+        self._call(self._write_meta, lambda api: api.write_custom_metadata(mount, path, custom))
 
     def _read_metadata(self) -> Mapping[str, Any] | None:
         def read(api: VaultAPI) -> Mapping[str, Any] | None:
@@ -616,10 +673,10 @@ class VaultKV2Store:
             return {}
         return data
 
-    def _op(self, name: str, kind: str, *capabilities: str) -> _Op:
+    def _op(self, name: str, kind: str, *capabilities: str, also: str = "") -> _Op:
         s = self._settings
         path = f"{s.mount}/config" if kind == "config" else f"{s.mount}/{kind}/{s.path}"
-        caps = "[" + ", ".join(f'"{c}"' for c in capabilities) + "]"
+        caps = "[" + ", ".join(f'"{c}"' for c in capabilities) + "]" + also
         namespace = f" in namespace {s.namespace!r}" if s.namespace else ""
         return _Op(name, path, _HINT_FORBIDDEN.format(caps=caps, path=path, namespace=namespace))
 
@@ -637,8 +694,9 @@ class VaultKV2Store:
             self._api = self._factory(self._settings)
         return self._api
 
-    def _call(self, op: _Op, fn: Callable[[VaultAPI], T]) -> T:
-        """One Vault call with a valid token; after a 403, once, a new login if that may help."""
+    def _call(self, op: _Op, fn: Callable[[VaultAPI], T], *, refusable: bool = False) -> T:
+        """One Vault call with a valid token; after a 403, once, a new login if that may help.
+        ``refusable``: a 403 that remains raises :class:`_Refused` (the caller has another way)."""
         api = self._client()
         login = _Op("log in to", *self._login.endpoint, auth=True)
         retried = False
@@ -650,6 +708,8 @@ class VaultKV2Store:
                     return fn(api)
                 except hvac.exceptions.Forbidden:
                     if retried or not self._login.forget(api):
+                        if refusable:
+                            raise _Refused from None
                         raise
                     retried = True
             logger.debug("%s: Vault refused the token; logging in again", self._location)
