@@ -57,6 +57,7 @@ from rotator.core.errors import (
     LeaseLost,
     MalformedPayload,
     NeedsAttention,
+    NotYetAccepted,
     OwnershipError,
     PermanentError,
     RotatorError,
@@ -450,7 +451,14 @@ class Engine:
                         f"`rotator bootstrap {self.policy.name} --replace --reason TEXT --token-file F --token-id ID` "
                         "(docs/operations.md)",
                     )
-            self._call(lambda: self.issuer.verify(value), "verify bootstrap token")
+            try:
+                self._call(lambda: self.issuer.verify(value), "verify bootstrap token")
+            except NotYetAccepted as exc:  # a person's token, which waiting will not make active
+                raise ConfigError(
+                    f"the issuer refuses the token to bootstrap: {_describe(exc)}",
+                    hint="it is revoked, expired, mistyped, or another cluster's or account's: create a new token "
+                    "(and check it works with the issuer's own tool), then run the same bootstrap with it",
+                ) from None
             listed = self._call(lambda: self.issuer.list_tokens(value), "list tokens")
             try:
                 tokens = self._call(lambda: with_unlisted(self.issuer, listed, token_id, value),

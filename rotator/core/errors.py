@@ -31,6 +31,7 @@ __all__ = [
     "LeaseBusy",
     "LeaseLost",
     "NeedsAttention",
+    "NotYetAccepted",
     "OwnershipError",
     "PermanentError",
     "RotatorError",
@@ -53,6 +54,11 @@ class RotatorError(Exception):
 
 class TransientError(RotatorError):
     """May succeed when tried again later."""
+
+
+class NotYetAccepted(TransientError):
+    """The issuer refused a token when asked to verify it: one minted moments ago may not be active
+    yet (retried), but a token a person gives to ``bootstrap`` is not going to become active."""
 
 
 class LeaseBusy(TransientError):

@@ -36,7 +36,14 @@ from rotator.adapters.influxctl.common import (
 from rotator.adapters.influxctl.management import InfluxctlManagementIssuer, InfluxctlManagementSettings
 from rotator.config.adapter_settings import validate_settings
 from rotator.core.contracts import AdapterContext, MintRequest
-from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
+from rotator.core.errors import (
+    ConfigError,
+    IssuerOutputError,
+    NotYetAccepted,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
 from rotator.core.secret import Secret
 from tests.harness import REPO
 
@@ -359,7 +366,7 @@ def test_list_tokens_null_is_empty_and_description_may_be_absent() -> None:
             "not accepted",
         ),
         ("unauthorized on mint", "error: unauthorized", False, PermanentError, "not accepted"),
-        ("unauthenticated on verify", "rpc error: code = Unauthenticated desc = x", True, TransientError, "active"),
+        ("unauthenticated on verify", "rpc error: code = Unauthenticated desc = x", True, NotYetAccepted, "active"),
         ("permission denied", "rpc error: code = PermissionDenied desc = no", False, PermanentError, "token_file"),
         ("unavailable", "rpc error: code = Unavailable desc = down", False, TransientError, ""),
         ("deadline", "rpc error: code = DeadlineExceeded desc = slow", False, TransientError, ""),

@@ -83,6 +83,25 @@ def test_bootstrap_fails_at_a_step_then_the_same_command_succeeds(tmp_path: Path
     _rotate_and_settle(sc, human_id)
 
 
+def test_a_bootstrap_token_the_issuer_refuses_is_named_as_such_then_the_right_one_succeeds(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """A mistyped (or revoked, or another cluster's) token given to bootstrap: the issuer answers
+    Unauthenticated, which for a token minted moments ago means "not active yet" and is retried.
+    A person's token will not become active: the error says the issuer refuses it and how to fix it
+    (exit 2), not "a new token can take a while to become active"."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, bootstrap=False, grace_s=1, attempts=1)
+    value, human_id = sc.fake.add_token("created by a human for bootstrap")
+    sc.bootstrap_value = value
+    proc = _bootstrap(sc, value[:-4] + "xxxx", human_id)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "the issuer refuses the token to bootstrap" in proc.stderr and "revoked, expired, mistyped" in proc.stderr
+    assert "\nfix: a new token can take a while" not in proc.stderr and value[:-4] not in proc.stderr + proc.stdout
+    _no_open_runs(sc)
+    proc = _bootstrap(sc, value, human_id)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert sc.current()["token_id"] == human_id
+
+
 def test_a_bootstrap_killed_in_publishing_is_closed_not_rolled_back(tmp_path: Path, openbao: Any,
                                                                      fake_influxctl: Any) -> None:
     """What an older rotator or a kill -9 left: a bootstrap run in `publishing`. Recovery used to

@@ -54,6 +54,7 @@ from rotator.core.errors import (
     BadTokenId,
     ConfigError,
     IssuerOutputError,
+    NotYetAccepted,
     PermanentError,
     RotatorError,
     TransientError,
@@ -458,7 +459,7 @@ def _status_error(
         what=what, call=_call(response.request), status=status, detail=f": {detail}" if detail else ""
     )
     if status == 401 and fresh:
-        return TransientError(message, hint=HINT_FRESH_TOKEN)
+        return NotYetAccepted(message, hint=HINT_FRESH_TOKEN)
     if status in _TRANSIENT_STATUS or status >= 500:
         return TransientError(message, hint=HINT_RETRY)
     return PermanentError(message, hint=hints.get(status) or _DEFAULT_HINTS.get(status, HINT_OTHER))

@@ -55,6 +55,7 @@ from rotator.core.errors import (
     BadTokenId,
     ConfigError,
     IssuerOutputError,
+    NotYetAccepted,
     PermanentError,
     RotatorError,
     TransientError,
@@ -591,7 +592,7 @@ def error_for_exit(
     kind = _failure_kind(proc.stderr or "")
     if kind == "unauthenticated":
         if unauthenticated_is_transient:
-            return TransientError(message, hint="a new token can take a while to become active")
+            return NotYetAccepted(message, hint="a new token can take a while to become active")
         return PermanentError(message, hint=HINT_UNAUTHENTICATED)
     if kind == "permission":
         return PermanentError(message, hint=HINT_PERMISSION_DENIED)
