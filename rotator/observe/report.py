@@ -26,7 +26,7 @@ from rotator.config.schedule import format_duration
 from rotator.config.timefmt import parse_rfc3339
 from rotator.core import audit_chain
 from rotator.core.errors import ConfigError
-from rotator.core.journal import Journal, Revocation, RunRecord, RunState, dismissal_reason, ts
+from rotator.core.journal import Journal, RunRecord, RunState, dismissal_reason, ts
 from rotator.observe.compliance import max_age_of
 from rotator.observe.untrusted_text import csv_cell, one_line
 
@@ -119,11 +119,16 @@ class PolicyEvidence:
     #: runs that say they published a token, among those the rows and the age are built from, with
     #: no chained event that says so (Rotation.in_chain)
     not_in_chain: list[str] = field(default_factory=list)
-    #: revocations the table says are done (or a run's published event says were scheduled) with no
-    #: chained event that says so: their rows were written (or deleted) outside rotator
+    #: revocations the chain contradicts (:func:`_revocation_evidence`): a row done with no chained
+    #: event that says so, due later than the chain allows, or missing where the chain scheduled or
+    #: tried one; written (or deleted) outside rotator. Token ids ("(the token run X replaced)" when a
+    #: chained `published` event scheduled one that no event names)
     revocations_not_in_chain: list[str] = field(default_factory=list)
     #: the period, as the journal's time text: a rotation counts in it by its publication
     period: tuple[str, str] = ("", "\uffff")
+    #: listed runs whose publication a pruned range's summary counts (their event went with it): the
+    #: summary leaves them out, or they would count twice
+    counted_in_pruned: list[str] = field(default_factory=list)
 
     @property
     def within_max_age(self) -> bool | None:
@@ -137,7 +142,11 @@ class PolicyEvidence:
         return {
             # by publication: a run listed because it started in the period may publish after it
             "rotations": sum(1 for r in self.rotations if r.published_at and r.in_chain is not False
-                             and self.period[0] <= r.published_at < self.period[1]),
+                             and self.period[0] <= r.published_at < self.period[1]
+                             and r.run_id not in self.counted_in_pruned),
+            "rotations_counted_in_pruned": sum(1 for r in self.rotations if r.run_id in self.counted_in_pruned
+                                               and r.published_at and self.period[0] <= r.published_at
+                                               < self.period[1]),
             "revocations_done": sum(1 for r in self.revocations
                                     if r.state == "done" and r.token_id not in self.revocations_not_in_chain),
             "revocations_pending": sum(1 for r in self.revocations if r.state == "pending"),
@@ -173,8 +182,8 @@ class Evidence:
 
     @property
     def revocations_not_in_chain(self) -> list[str]:
-        """Revocations marked done with no chained event that says so, or scheduled by a chained
-        `published` event with no row: ``policy/token id``."""
+        """Revocations the chain contradicts (marked done with no chained event that says so, due
+        later than the chain allows, or scheduled or tried with no row): ``policy/token id``."""
         return [f"{p.policy}/{token_id}" for p in self.policies for token_id in p.revocations_not_in_chain]
 
     def as_dict(self) -> dict[str, Any]:
@@ -212,10 +221,15 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
     pruned_until = max((str(cp.detail.get("to") or "") for cp in checkpoints), default="")
     # Runs published before it (an upgraded journal's) have no chained event to show.
     began = (audit_chain.first_link_at(journal) or "") if chain.ok else None
+    # Where the history the chain holds begins, for revocations: a chain that holds every event the
+    # journal ever had (none pruned, none from before it) leaves a done row no excuse for a missing
+    # event; a prune's cutoff says which done rows it deleted.
+    history = ("" if _holds_all_history(journal) else max(pruned_until, began)) if began is not None else ""
+    cutoff = _prune_cutoff(journal) if chain.ok else ""
     out = []
     for policy in policies:
         out.append(_policy_evidence(journal, policy, start, end, now, events, checkpoints,
-                                    pruned_publish.get(policy.name), pruned_until, began))
+                                    pruned_publish.get(policy.name), pruned_until, began, (history, cutoff)))
     known = set(in_file if in_file is not None else (p.name for p in policies))
     seen = {str(e["policy"]) for e in events} | {r.policy for r in journal.unfinished_revocations()}
     missing = sorted(seen - known - {audit_chain.JOURNAL_POLICY})
@@ -226,10 +240,11 @@ def _policy_evidence(
     journal: Journal, policy: Policy, start: datetime, end: datetime, now: datetime,
     events: list[dict[str, Any]], checkpoints: list[audit_chain.Checkpoint],
     pruned_publish: tuple[str, str | None] | None,
-    pruned_until: str = "", began: str | None = "",
+    pruned_until: str = "", began: str | None = "", history: tuple[str, str] = ("", ""),
 ) -> PolicyEvidence:  # fmt: skip
     """``began``: :func:`audit_chain.first_link_at`; None when the chain is broken (then no run is
-    checked against it: its events prove nothing)."""
+    checked against it: its events prove nothing). ``history``: where the history the chain holds
+    begins, and the latest chained prune's cutoff (:func:`_revocation_evidence`)."""
     ev = PolicyEvidence(policy.name, int(max_age_of(policy).total_seconds()), policy.schedule_text)
     mine = [e for e in events if e["policy"] == policy.name]
     by_run: dict[str, list[dict[str, Any]]] = {}
@@ -260,18 +275,9 @@ def _policy_evidence(
             ts(run.published_at) if run.published_at else None, run.old_token_id, run.new_token_id, instance,
             _in_chain(journal, run, run_events, pruned_until, began),
         ))  # fmt: skip
-    confirmed = {e["detail"].get("token_id") for e in mine if e["step"] == "revoke_old" and e["result"] == "ok"}
-    revocations = journal.revocations(policy.name)
-    for rev in revocations:
-        in_period = lo <= ts(rev.due_at) < hi or (rev.done_at is not None and lo <= ts(rev.done_at) < hi)
-        if in_period or (rev.state not in ("done", "dismissed") and rev.due_at < end):
-            ev.revocations.append(RevocationRow(
-                rev.token_id, rev.run_id, rev.reason, ts(rev.due_at), rev.state,
-                ts(rev.done_at) if rev.done_at else None,
-                rev.state == "done" and rev.token_id in confirmed, rev.attempts, rev.last_error,
-                dismissal_reason(rev.last_error) or None if rev.state == "dismissed" else None,
-            ))  # fmt: skip
-    _check_revocations_against_the_chain(journal, ev, mine, runs_by_id, revocations, pruned_until, began)
+    ev.counted_in_pruned = [r.run_id for r in ev.rotations if r.in_chain is None and r.published_at
+                            and r.state in RunState.SUCCESS and pruned_until and r.published_at <= pruned_until]
+    _revocation_evidence(journal, ev, runs_by_id, checkpoints, end, now, began, policy.grace, *history)
     for e in mine:
         if e["result"] in _FAILED_RESULTS or (e["step"] == "recover" and e["result"] != "ok"):
             ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], e["detail"].get("error"),
@@ -311,43 +317,303 @@ _PUBLISH_STEPS = ("published", "bootstrap")
 _EVENT_AFTER_PUBLISH = timedelta(hours=1)
 
 
-def _check_revocations_against_the_chain(
-    journal: Journal, ev: PolicyEvidence, mine: list[dict[str, Any]], runs_by_id: dict[str, RunRecord],
-    revocations: list[Revocation], pruned_until: str, began: str | None,
+#: the steps whose events say which revocations were scheduled, and what became of them
+_REVOCATION_STEPS = ("plan", "published", "bootstrap", "revoke_old", "emergency")
+#: a revocation's `revoke_old` event is written in the commit that marks its row done, its time read
+#: when that commit is made, which other due revocations' retries before it can delay by minutes (a
+#: day is far more than any retry budget)
+_DONE_EVENT_WITHIN = (timedelta(seconds=5), timedelta(days=1))
+
+
+@dataclass
+class _Story:
+    """What the chain still holds about one token's revocation, in chain order (``order``)."""
+
+    #: (order, time, the due time the event carries or None, a run's replaced token: `revoke_old_at`)
+    scheduled: list[tuple[int, str, str | None, bool]] = field(default_factory=list)
+    #: `revoke_old` events: (order, time, result, error)
+    tries: list[tuple[int, str, str, str | None]] = field(default_factory=list)
+    #: when the token itself was published (`published` or `bootstrap`, ok)
+    published: list[str] = field(default_factory=list)
+    #: an emergency rotation made it due at once (`emergency revoke_now`): (order, time)
+    hastened: list[tuple[int, str]] = field(default_factory=list)
+
+    def due_bound(self, until: str = "\uffff", grace: timedelta | None = None) -> str | None:
+        """The latest its row's due time can be (as it stood at ``until``): the latest the scheduling
+        events carry (a row rescheduled keeps the later time; done, it keeps its own, earlier), and a
+        row is tried (or made due at once) only once due, so never after the first such event since
+        it was last scheduled. ``grace``: taken as the grace of a bootstrap's scheduling (its event
+        carries no due time) for an estimate, not a bound (the policy file's grace may have changed)."""
+        before = [s for s in self.scheduled if s[1] < until]
+        dues = [due or (_plus(at, grace) if grace is not None else None) for _, at, due, _ in before]
+        bounds = [max(str(d) for d in dues)] if dues and None not in dues else []
+        last = before[-1][0] if before else -1
+        following = min((order for order, *_ in self.scheduled if order > last), default=1 << 62)
+        due_by = sorted([(order, at) for order, at, _, _ in self.tries] + self.hastened)
+        bounds += [at for order, at in due_by if last < order < following][:1]
+        return min(bounds, default=None)
+
+    def changed_since(self, when: str, done_at: str | None) -> bool:
+        """Whether its row's due time may have changed at or after ``when``: scheduled again, or
+        hastened, before the row ended at ``done_at`` (an ended row keeps its due time)."""
+        return any(when <= at and (done_at is None or at <= done_at)
+                   for at in [s[1] for s in self.scheduled] + [at for _, at in self.hastened])
+
+    def ended_near(self, done_at: str, result: str) -> bool:
+        """Whether its `revoke_old` ``result`` event is the one of a row marked ended at ``done_at``."""
+        moment = _parse_ts(done_at)
+        try:
+            lo, hi = ts(moment - _DONE_EVENT_WITHIN[0]), ts(moment + _DONE_EVENT_WITHIN[1])
+        except OverflowError:
+            return False
+        return any(r == result and lo <= at < hi for _, at, r, _ in self.tries)
+
+    def state_before(self, hi: str) -> tuple[str | None, int, str | None, bool]:
+        """Its state by the events before ``hi`` (None: none), the tries since it was last scheduled,
+        the last one's error, and whether a scheduling event before ``hi`` is kept."""
+        state, tries, error, seen = None, 0, None, False
+        steps = sorted([(o, at, "scheduled", None) for o, at, _, _ in self.scheduled] + self.tries)
+        for _, at, what, err in steps:
+            if at >= hi:
+                continue
+            if what == "scheduled":
+                seen, tries, error = True, 0, None
+                state = state if state in ("done", "dismissed") else "pending"
+            elif what != "dismissed":
+                tries += 1
+                error = err
+                state = {"ok": "done", "failed": "failed"}.get(what, "pending") if state != "done" else state
+            else:
+                state = what
+        return state, tries, error, seen
+
+
+def _plus(at: str, delta: timedelta) -> str | None:
+    try:
+        return ts(_parse_ts(at) + delta)
+    except OverflowError:
+        return None
+
+
+def _due_text(value: Any) -> str | None:
+    """A due time an event carries (its text, however the event wrote it), as journal time text."""
+    try:
+        return ts(parse_rfc3339(str(value))) if value else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def _ids(value: Any) -> list[str]:
+    return [t for t in str(value or "").split(",") if t]
+
+
+def _revocation_stories(journal: Journal, policy: str, runs_by_id: Mapping[str, RunRecord],
+                        began: str) -> tuple[dict[str, _Story], list[tuple[str, str]]]:  # fmt: skip
+    """Every token's :class:`_Story` from the policy's kept events (chained, or from before the chain
+    as :func:`audit_chain.chained_events` takes them), and the runs whose chained `published` event
+    scheduled the revocation of the token they replaced without the chain naming it: (time, run id).
+
+    The token a rotation replaced is its `plan` event's ``old_token_id`` (its `published` event
+    carries when that token's revocation is due), not the runs table's; only a run whose `plan`
+    event was pruned falls back on its row."""
+    try:
+        unlinked = ts(parse_rfc3339(began) + audit_chain.UPGRADE_CLOCK_SLACK) if began else "9999"
+    except (ValueError, OverflowError):
+        unlinked = ""
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        rows = cur.execute(
+            f"SELECT seq, at, run_id, step, result, detail FROM events WHERE policy = ? AND step IN "
+            f"({', '.join('?' * len(_REVOCATION_STEPS))}) AND (seq IS NOT NULL OR at <= ?)",
+            (policy, *_REVOCATION_STEPS, unlinked),
+        ).fetchall()
+    # chain order: the events from before the chain (no seq) by time, then the links
+    rows.sort(key=lambda r: (r[0] is not None, int(r[0]) if r[0] is not None else 0, str(r[1])))
+    stories: dict[str, _Story] = {}
+    plans: dict[str, str | None] = {}
+    replaced: dict[str, list[str]] = {}
+    unnamed: list[tuple[str, str]] = []
+
+    def story(token: Any) -> _Story:
+        return stories.setdefault(str(token), _Story())
+
+    for order, (_seq, at, run_id, step, result, text) in enumerate(rows):
+        at, run_id = str(at), str(run_id)
+        try:
+            detail = json.loads(text)
+        except (ValueError, TypeError):
+            detail = None
+        detail = detail if isinstance(detail, dict) else {}
+        if step == "plan":
+            plans[run_id] = str(detail["old_token_id"]) if detail.get("old_token_id") else None
+        elif step == "bootstrap" and result == "replace":
+            replaced[run_id] = _ids(detail.get("replaced"))
+        elif step == "revoke_old" and detail.get("token_id"):
+            error = detail.get("error")
+            story(detail["token_id"]).tries.append((order, at, str(result), str(error) if error else None))
+        elif step == "emergency" and result == "revoke_now":
+            for token in (detail.get("token_id"), detail.get("also_revoke")):
+                if token:
+                    story(token).hastened.append((order, at))
+        elif step in _PUBLISH_STEPS and result == "ok":
+            if detail.get("token_id"):
+                story(detail["token_id"]).published.append(at)
+            kept = set(_ids(detail.get("kept_dismissed")))
+            also = str(detail["also_revoke"]) if detail.get("also_revoke") else None
+            if step == "bootstrap":
+                # (its due time: `revoke_at`; an event from before it carries none, estimated by grace)
+                for token in (replaced.get(run_id, []) if detail.get("replace") else [also] if also else []):
+                    if token not in kept:
+                        story(token).scheduled.append((order, at, _due_text(detail.get("revoke_at")), False))
+                continue
+            due = _due_text(detail.get("revoke_old_at"))
+            if detail.get("revoke_old_at"):
+                run = runs_by_id.get(run_id)
+                old = plans[run_id] if run_id in plans else run.old_token_id if run is not None else None
+                if old:
+                    story(old).scheduled.append((order, at, due, True))
+                else:
+                    unnamed.append((at, run_id))
+            if also:
+                story(also).scheduled.append((order, at, _due_text(detail.get("also_revoke_at")) or due, False))
+    return stories, unnamed
+
+
+def _revocation_evidence(
+    journal: Journal, ev: PolicyEvidence, runs_by_id: Mapping[str, RunRecord],
+    checkpoints: Sequence[audit_chain.Checkpoint], end: datetime, now: datetime, began: str | None,
+    grace: timedelta, floor: str = "", cutoff: str = "",
 ) -> None:  # fmt: skip
-    """The `revocations` table is rotator's working state, not chained. A row becomes done only in the
-    commit that chains its `revoke_old ok` event (dismissed: `revoke_old dismissed`), and a rotation's
-    chained `published` event says when the old token's revocation is due: a done or dismissed row
-    without the event, or a scheduled revocation without a row, was written (or deleted) outside
-    rotator. Rows from before the chain began or before the last prune's cutoff cannot be checked."""
-    if began is None:  # a broken chain proves nothing either way (the report says it is broken)
-        return
-    floor = max(pruned_until, began)
-    for row in ev.revocations:
-        if row.state not in ("done", "dismissed") or row.confirmed_by_issuer or (
-                row.done_at is not None and row.done_at < floor):
+    """The period's revocations (:attr:`PolicyEvidence.revocations`), each as it stood at the period's
+    end (or now, for a period not over yet), and the rows the chain contradicts
+    (:attr:`PolicyEvidence.revocations_not_in_chain`).
+
+    The `revocations` table is rotator's working state, not chained, so which rows are checked is
+    decided by the chain, never by a row's own fields. A row becomes done (dismissed) only in the
+    commit that chains its `revoke_old ok` (`dismissed`) event; a rotation's chained `published`
+    event schedules the revocation of the token its `plan` event names, and says when it is due. A
+    row is named when it is done without its event, unless that event went with the history the
+    chain no longer holds (pruned, or from before the chain) and nothing the chain holds says
+    otherwise; when it is due later than the chain allows; and when the chain scheduled or tried a
+    revocation whose row is missing, unless a prune may have deleted it (done). Nothing is checked
+    when the chain is broken (``began`` None: its events prove nothing; the report says it is
+    broken). ``floor``: where the history the chain holds begins (a done row's event from before it
+    may be gone); ``cutoff``: the latest chained prune's (it deleted the done rows older than that)."""
+    lo, hi = ev.period
+    closed = end <= now  # judged as at its end; a period not over yet as the journal is now
+    stories, unnamed = (_revocation_stories(journal, ev.policy, runs_by_id, began) if began is not None
+                        else ({}, []))  # fmt: skip
+    revocations = journal.revocations(ev.policy)
+    flagged: list[str] = []
+    for rev in revocations:
+        story = stories.get(rev.token_id, _Story())
+        due, bound = ts(rev.due_at), story.due_bound()
+        done_at = ts(rev.done_at) if rev.done_at is not None else None
+        ended = rev.state in ("done", "dismissed")
+        if began is not None and _contradicted(story, rev.state, due, bound, done_at, floor, cutoff):
+            flagged.append(rev.token_id)
+        if closed and story.changed_since(hi, done_at if ended else None):
+            # Scheduled again (or hastened) since the period ended: the row's due time is a later
+            # one; the chain's is the one that held at the end.
+            due = story.due_bound(hi, grace) or due
+        # Listed by the due time the chain allows (a row's may have been moved past the period); a
+        # bootstrap's event carries none: its grace from the policy file stands in.
+        at_end = story.due_bound(hi if closed else "\uffff", grace)
+        if at_end is None and floor and not story.scheduled:
+            at_end = _plus(floor, grace)  # scheduled before the history the chain holds
+        effective_due = min(due, at_end) if at_end is not None else due
+        state, attempts, error = rev.state, rev.attempts, rev.last_error
+        done_by_end = ended and done_at is not None and (not closed or done_at < hi)
+        if closed and not done_by_end:
+            chained, tries, last_error, scheduled = story.state_before(hi)
+            state = chained if chained in ("pending", "failed") else (
+                rev.state if rev.state in ("pending", "failed") else "pending")
+            if scheduled:
+                attempts, error = tries, last_error
+            done_at = None
+        in_period = lo <= effective_due < hi or (done_by_end and done_at is not None and lo <= done_at < hi)
+        if not (in_period or (not done_by_end and effective_due < hi)):
             continue
-        result = "ok" if row.state == "done" else "dismissed"
-        if row.done_at is None or not _revoke_event_near(journal, ev.policy, row.token_id, row.done_at, result):
-            ev.revocations_not_in_chain.append(row.token_id)
-    scheduled = {r.token_id for r in revocations}
-    for e in mine:
-        if e["step"] != "published" or e["result"] != "ok" or not e["detail"].get("revoke_old_at"):
-            continue
-        run = runs_by_id.get(str(e["run_id"]))
-        old = run.old_token_id if run is not None else None
-        if old and old not in scheduled and old not in ev.revocations_not_in_chain:
-            ev.revocations_not_in_chain.append(old)
+        ev.revocations.append(RevocationRow(
+            rev.token_id, rev.run_id, rev.reason, due, state, done_at,
+            state == "done" and done_at is not None and story.ended_near(done_at, "ok"), attempts, error,
+            dismissal_reason(rev.last_error) or None if state == "dismissed" else None,
+        ))  # fmt: skip
+    if began is not None:
+        rows = {r.token_id for r in revocations}
+        pruned_at = [cp.at for cp in checkpoints]
+        for token, story in stories.items():
+            if token not in rows and _row_deleted(story, hi, pruned_at):
+                flagged.append(token)
+        flagged += [f"(the token run {run_id} replaced)" for at, run_id in unnamed if at < hi]
+    ev.revocations.sort(key=lambda r: (r.due_at, r.token_id))  # (the row's due time may be a later one's)
+    ev.revocations_not_in_chain = list(dict.fromkeys(flagged))
 
 
-def _revoke_event_near(journal: Journal, policy: str, token_id: str, done_at: str, result: str = "ok") -> bool:
-    """Whether the chain holds `revoke_old` ``result`` for ``token_id`` at ``done_at``: the event is
-    written in the same commit, its time read when the commit is made, which other due revocations'
-    retries before it can delay by minutes (a day is far more than any retry budget)."""
-    moment = parse_rfc3339(done_at)
-    events = audit_chain.chained_events(journal, ts(moment - timedelta(seconds=5)), ts(moment + timedelta(days=1)))
-    return any(e["policy"] == policy and e["step"] == "revoke_old" and e["result"] == result
-               and e["detail"].get("token_id") == token_id for e in events)
+def _contradicted(story: _Story, state: str, due: str, bound: str | None, done_at: str | None,
+                  floor: str, cutoff: str = "") -> bool:  # fmt: skip
+    """Whether the chain contradicts a revocation row (see :func:`_revocation_evidence`). ``floor``:
+    where the history the chain holds begins; ``cutoff``: the latest chained prune's."""
+    if bound is not None and due > bound:
+        return True  # due later than the chain says: moved past a period's end, it would not be listed
+    if state == "failed" and not story.scheduled and not story.tries and due >= floor:
+        return True  # failed, so tried once due; its tries are gone with history older than its due time
+    if state not in ("done", "dismissed"):
+        return False
+    if done_at is None:
+        return True
+    if story.ended_near(done_at, "ok" if state == "done" else "dismissed"):
+        return False
+    # Its event may be gone with history the chain no longer holds, if the row ended before it and
+    # after its due time, and the chain shows the token neither tried nor published since.
+    if not (done_at < floor and due <= done_at and all(at <= done_at for _, at, _, _ in story.tries)
+            and all(at <= done_at for at in story.published)):
+        return True
+    # That prune deleted the done rows older than its cutoff, but for a token a run published since
+    # replaced again (its chained `published` event is kept).
+    return state == "done" and done_at < cutoff and not any(old and at >= cutoff for _, at, _, old in story.scheduled)
+
+
+def _row_deleted(story: _Story, hi: str, pruned_at: Sequence[str]) -> bool:
+    """Whether a revocation the chain scheduled or tried before ``hi`` lacks a row that no prune can
+    have deleted: a prune deletes done rows only, and keeps those whose token a kept run replaced."""
+    if not any(at < hi for _, at, _, _ in story.scheduled) and not any(at < hi for _, at, _, _ in story.tries):
+        return False
+    if any(old for *_, old in story.scheduled):
+        return True
+    if any(result == "ok" for _, _, result, _ in story.tries):
+        return False  # revoked: a prune deletes its row once it is old enough
+    if story.tries:
+        return True  # not done (tried, failed, dismissed): never pruned
+    # Scheduled only (a bootstrap's, or the token the stores named besides): a row done before, of a
+    # token current again, may have been deleted by a prune since, if the token's history went with it.
+    last = story.scheduled[-1][1]
+    return not any(at > last for at in pruned_at) or bool(story.published)
+
+
+def _holds_all_history(journal: Journal) -> bool:
+    """Whether the chain starts at its first link and the journal has no event without a link."""
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        first = cur.execute("SELECT MIN(seq) FROM events WHERE seq IS NOT NULL").fetchone()[0]
+        unlinked = cur.execute("SELECT 1 FROM events WHERE seq IS NULL LIMIT 1").fetchone()
+    return first is not None and int(first) == 1 and unlinked is None
+
+
+def _prune_cutoff(journal: Journal) -> str:
+    """The latest cutoff a chained `prune` event records ("" if none): done revocations older than it
+    were deleted, but those of a token a run published since replaced again."""
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        rows = cur.execute("SELECT detail FROM events WHERE policy = ? AND step = 'prune' AND seq IS NOT NULL",
+                           (audit_chain.JOURNAL_POLICY,)).fetchall()
+    cutoffs = []
+    for (text,) in rows:
+        try:
+            detail = json.loads(text)
+        except (ValueError, TypeError):
+            continue
+        cutoff = _due_text(detail.get("cutoff")) if isinstance(detail, dict) else None
+        if cutoff:
+            cutoffs.append(cutoff)
+    return max(cutoffs, default="")
 
 
 def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]], pruned_until: str,
@@ -355,10 +621,10 @@ def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]]
     """Whether a chained event backs ``run``'s publication, at its time (see :class:`Rotation`)."""
     if run.published_at is None or run.state not in RunState.SUCCESS or began is None:
         return None
-    published = ts(run.published_at)
-    if pruned_until and published < pruned_until:
-        return None
-    if began and run.published_at < _parse_ts(began) - _EVENT_AFTER_PUBLISH:
+    # Published before the last prune's cutoff: its event was pruned (the checkpoint counts it), unless
+    # it was written just after the last pruned one.
+    pruned = bool(pruned_until) and ts(run.published_at) <= pruned_until
+    if not pruned and began and run.published_at < _parse_ts(began) - _EVENT_AFTER_PUBLISH:
         return None  # before the chain (an upgraded journal's history)
     # The event is written with the run's record; the runs table is not chained, so a published_at
     # edited by more than this no longer matches its event.
@@ -373,11 +639,11 @@ def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]]
                 and e["detail"].get("token_id") == run.new_token_id and lo <= str(e["at"]) <= hi
                 and e["detail"].get("token_created_at") == created)
 
-    if any(backs(e) for e in run_events):
+    if any(backs(e) for e in run_events) or any(backs(e) for e in audit_chain.chained_events(
+            # outside the period's events (published near its start or end, or before it)
+            journal, lo, ts(run.published_at + _EVENT_AFTER_PUBLISH + timedelta(microseconds=1)))):
         return True
-    # outside the period's events (published near its start or end, or before it)
-    return any(backs(e) for e in audit_chain.chained_events(journal, lo, ts(run.published_at + _EVENT_AFTER_PUBLISH
-                                                                              + timedelta(microseconds=1))))
+    return None if pruned else False
 
 
 def _runs_the_age_uses(runs: list[RunRecord], start: datetime, stop: datetime) -> list[RunRecord]:
@@ -486,7 +752,8 @@ def _csv(evidence: Evidence) -> str:
             "max_observed_age": _age(p.max_observed_age_s), _CSV_COLUMNS[24]: _yn(s["within_max_age"]),
             _CSV_COLUMNS[25]: _yn(s["within_90d"]), _CSV_COLUMNS[26]: s["revocations_done"],
             "failures": s["failures"], _CSV_COLUMNS[28]: _yn(evidence.chain.ok),
-            "note": f"{ts(evidence.start)} to {ts(evidence.end)}; evidence, not a legal claim",
+            "note": f"{ts(evidence.start)} to {ts(evidence.end)}; evidence, not a legal claim"
+                    + (f"; {_IN_PRUNED.format(n=n)}" if (n := s["rotations_counted_in_pruned"]) else ""),
             # (as the JSON summary and the HTML one count them)
             "revocations_pending": s["revocations_pending"], "revocations_failed": s["revocations_failed"],
             "revocations_dismissed": s["revocations_dismissed"],
@@ -510,15 +777,18 @@ def _csv(evidence: Evidence) -> str:
     return buf.getvalue()
 
 
+#: a summary's note when listed rotations are counted in a pruned range's summary instead
+_IN_PRUNED = ("{n} listed rotation(s) whose events were pruned are counted in the pruned history's summary, "
+              "not in this one")
 _NOT_IN_FILE = ("the journal holds events of this policy in the period (or a revocation not done), but the policy "
                 "file no longer has it, so this report does not show it: report with the policy file that had it")
 
 
 _NOT_IN_CHAIN = ("Runs that say they published a token, with no event in the audit chain that says so (the "
                  "runs table is not chained: it was written to); they are not counted as rotations in the age")
-_REVOCATIONS_NOT_IN_CHAIN = ("Revocations that the journal's table marks done, or that a chained rotation scheduled "
-                             "and the table lacks, with no chained event that says so (rows written or deleted "
-                             "outside rotator; none is counted as done)")
+_REVOCATIONS_NOT_IN_CHAIN = ("Revocations that the journal's table marks done, or due later than the audit chain "
+                             "allows, or that the chain scheduled or tried and the table lacks, with no chained event "
+                             "that says so (rows written or deleted outside rotator; none is counted as done)")
 
 
 def _yn(value: bool | None) -> str:
@@ -577,6 +847,9 @@ def _html(evidence: Evidence) -> str:
             f"<td>{s['failures']}</td></tr>"
         )
     parts.append("</table>")
+    for p in evidence.policies:
+        if n := p.summary()["rotations_counted_in_pruned"]:
+            parts.append(f'<p class="note">{e(p.policy)}: {e(_IN_PRUNED.format(n=n))}.</p>')
     if evidence.not_in_chain:
         parts.append(f'<p class="note">{e(_NOT_IN_CHAIN)}: {e(", ".join(evidence.not_in_chain))}.</p>')
     if evidence.revocations_not_in_chain:

@@ -603,3 +603,224 @@ def test_a_rotation_counts_in_the_period_it_published_in(tmp_path: Path) -> None
         "its verify too"
     assert [r.run_id for r in before.rotations if r.kind == "rotate"] == [run.run_id], "listed where it started"
     assert before.summary()["rotations"] == 1, "the bootstrap's publication only"
+
+
+def _a_failed_revocation(tmp_path: Path) -> tuple[Any, Any]:
+    """A World (fake clock, in-memory issuer): bootstrap, one rotation, and the old token's revocation
+    refused until it gives up (`failed`: the token is still valid). Returns the world and its row."""
+    from rotator.core.errors import PermanentError
+    from tests.engine.test_state_machine import GRACE, World, rotate
+
+    world = World(tmp_path)
+    world.bootstrap()
+    rotate(world)
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    world.issuer.fail_next("revoke", PermanentError("memory issuer: 403 revoke refused"), times=50)
+    for _ in range(12):
+        world.engine().revoke_due()
+        world.clock.advance(timedelta(minutes=10))
+    [rev] = world.journal.revocations("p")
+    assert rev.state == "failed" and world.issuer.tokens.is_active(world.bootstrap_value)
+    return world, rev
+
+
+def _evidence_around_now(world: Any, tmp_path: Path) -> Any:
+    from rotator.observe import report
+
+    now = world.clock.now()
+    return report.build(world.journal, [offline_policy(tmp_path, "p")], now - timedelta(days=1),
+                        now + timedelta(days=1), now)
+
+
+def _sql(tmp_path: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    conn = sqlite3.connect(tmp_path / "journal.db", isolation_level=None)
+    try:
+        for statement in statements:
+            conn.execute(*statement)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("times", [("2000-01-01T00:00:00.000000Z", None),
+                                   ("2000-01-01T00:00:00.000000Z", "1999-12-31T00:00:00.000000Z")],
+                         ids=["done-before-the-chain", "due-and-done-before-the-chain"])
+def test_a_failed_revocation_flipped_to_done_before_the_chain_began_is_named(
+        tmp_path: Path, times: tuple[str, str | None]) -> None:
+    """A row whose done_at is dated before the chain (or the last prune) was not checked: flipping a
+    failed revocation to done with such a time hid a token still valid, exit 0. Whether a row is
+    checked is the chain's to say: its rotation scheduled the token, its tries failed, and no
+    `revoke_old ok` follows them."""
+    world, rev = _a_failed_revocation(tmp_path)
+    assert _evidence_around_now(world, tmp_path).revocations_not_in_chain == []
+    done_at, due_at = times
+    _sql(tmp_path, ("UPDATE revocations SET state = 'done', done_at = ?, last_error = NULL, due_at = COALESCE(?, "
+                    "due_at) WHERE token_id = ?", (done_at, due_at, rev.token_id)))
+    evidence = _evidence_around_now(world, tmp_path)
+    assert evidence.chain.ok, "only the table changed"
+    assert evidence.revocations_not_in_chain == [f"p/{rev.token_id}"]
+    assert evidence.policies[0].summary()["revocations_done"] == 0
+
+
+def test_a_failed_revocation_whose_due_time_is_moved_past_the_period_is_named_and_listed(tmp_path: Path) -> None:
+    """The period lists an unfinished revocation by its due time: moved to 2099, the failed revocation
+    vanished from the report. The chained `published` event says when it is due (and its tries that it
+    was due by then): the row is named, and listed as the failure it is."""
+    world, rev = _a_failed_revocation(tmp_path)
+    _sql(tmp_path, ("UPDATE revocations SET due_at = '2099-01-01T00:00:00.000000Z' WHERE token_id = ?",
+                    (rev.token_id,)))
+    evidence = _evidence_around_now(world, tmp_path)
+    assert evidence.revocations_not_in_chain == [f"p/{rev.token_id}"]
+    [p] = evidence.policies
+    assert [(r.token_id, r.state) for r in p.revocations] == [(rev.token_id, "failed")]
+    assert p.summary()["revocations_failed"] == 1
+
+
+def test_a_deleted_revocation_is_named_though_its_run_no_longer_names_the_old_token(tmp_path: Path) -> None:
+    """The token a rotation replaced was taken from the runs table (not chained): deleting the
+    revocation and clearing the run's old_token_id left nothing to miss. The run's chained `plan`
+    event names the token its `published` event scheduled the revocation of."""
+    world, rev = _a_failed_revocation(tmp_path)
+    _sql(tmp_path, ("DELETE FROM revocations WHERE token_id = ?", (rev.token_id,)),
+         ("UPDATE runs SET old_token_id = NULL WHERE run_id = ?", (rev.run_id,)))
+    evidence = _evidence_around_now(world, tmp_path)
+    assert evidence.chain.ok and evidence.revocations_not_in_chain == [f"p/{rev.token_id}"]
+
+
+def test_a_closed_period_s_revocations_do_not_change_with_when_the_report_runs(tmp_path: Path) -> None:
+    """A revocation due in the period, tried and postponed in it, done two days after it: the report
+    made right after the period said pending, one made later said done (and not confirmed, its event
+    being outside the period). Each is judged as at the period's end."""
+    from rotator.core.errors import PermanentError
+    from rotator.observe import report
+    from tests.engine.test_state_machine import GRACE, World, rotate
+
+    world = World(tmp_path)
+    world.bootstrap()
+    rotate(world)
+    [rev] = world.journal.revocations("p")
+    start, end = rev.due_at - timedelta(days=1), rev.due_at + timedelta(minutes=1)
+    world.issuer.fail_next("revoke", PermanentError("memory issuer: 503"), times=1)
+    world.clock.advance(GRACE + timedelta(seconds=5))
+    world.engine().revoke_due()
+    world.clock.advance(timedelta(minutes=2))
+    policy = offline_policy(tmp_path, "p")
+
+    def figures() -> tuple[Any, ...]:
+        [p] = report.build(world.journal, [policy], start, end, world.clock.now()).policies
+        s = p.summary()
+        return (s["revocations_done"], s["revocations_pending"], s["revocations_failed"],
+                [(r.state, r.done_at, r.confirmed_by_issuer, r.attempts, r.last_error) for r in p.revocations])
+
+    right_after = figures()
+    assert right_after == (0, 1, 0, [("pending", None, False, 1, "memory issuer: 503")])
+    world.clock.advance(timedelta(days=2))
+    world.engine().revoke_due()
+    assert [r.state for r in world.journal.revocations("p")] == ["done"]
+    assert figures() == right_after
+
+
+def test_a_revocation_done_just_before_the_period_ends_is_confirmed_by_its_event_just_after(tmp_path: Path) -> None:
+    """`confirmed by issuer` came from the period's events only: a revocation done a moment before the
+    period's end, whose `revoke_old ok` commits after it (other revocations' retries first), showed NO."""
+    from rotator.observe import report
+    from tests.engine.test_state_machine import GRACE, World, rotate
+
+    world = World(tmp_path)
+    world.bootstrap()
+    rotate(world)
+    rotate(world)
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    calls = {"n": 0}
+    original = world.issuer.list_tokens
+
+    def slow_listing(credential: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            world.clock.advance(timedelta(minutes=5, seconds=30))
+        return original(credential)
+
+    world.issuer.list_tokens = slow_listing  # type: ignore[method-assign]
+    assert world.engine().rotate().ok
+    first = min(r.done_at for r in world.journal.revocations("p") if r.done_at)
+    end = first + timedelta(minutes=1)
+    evidence = report.build(world.journal, [offline_policy(tmp_path, "p")], first - timedelta(days=1), end,
+                            world.clock.now())
+    done = [r for r in evidence.policies[0].revocations if r.state == "done"]
+    assert done and all(r.confirmed_by_issuer for r in done), done
+    assert evidence.revocations_not_in_chain == []
+
+
+def test_a_kept_run_whose_publication_a_checkpoint_counts_is_not_counted_again(tmp_path: Path) -> None:
+    """A prune keeps the policy's newest run (it names the current token) and deletes its events: the
+    checkpoint's summary counts its publication, and the period's summary counted it again (4 shown
+    for 3). It stays listed, and the summary says where it is counted."""
+    from rotator.core import audit_chain
+    from rotator.core.journal import ts
+    from rotator.observe import report
+    from tests.engine.test_state_machine import GRACE, World, rotate
+
+    world = World(tmp_path)
+    world.bootstrap()
+    for _ in range(2):
+        world.clock.advance(timedelta(days=1))
+        rotate(world)
+    world.clock.advance(GRACE + timedelta(seconds=5))
+    world.engine().revoke_due()
+    start, end = world.clock.now() - timedelta(days=5), world.clock.now() + timedelta(days=1)
+    policy = offline_policy(tmp_path, "p")
+    assert report.build(world.journal, [policy], start, end, world.clock.now()).policies[0].summary()["rotations"] == 3
+    world.clock.advance(timedelta(days=500))
+    audit_chain.prune(world.journal, ts(world.clock.now() - timedelta(days=400)), ts(world.clock.now()))
+    evidence = report.build(world.journal, [policy], start, end, world.clock.now())
+    [p] = evidence.policies
+    [kept] = p.rotations
+    assert kept.in_chain is None, "its events were pruned"
+    assert p.summary()["rotations"] + sum(x["rotations"] for x in p.pruned) == 3
+    assert p.summary()["rotations_counted_in_pruned"] == 1
+    assert "1 listed rotation(s) whose events were pruned" in report.render(evidence, "csv")
+    assert evidence.revocations_not_in_chain == [] and evidence.not_in_chain == []
+
+
+@pytest.mark.parametrize("edit", ["done-before-the-cutoff", "due-moved"])
+def test_a_failed_revocation_whose_events_were_pruned_is_not_named_until_its_row_is_edited(
+        tmp_path: Path, edit: str) -> None:
+    """A prune deletes a failed revocation's events (by design: the checkpoint counts them) and keeps
+    its row. The report does not name it for the missing events; but a prune deletes done rows older
+    than its chained cutoff, so that row flipped to done then is named, and so is its due time moved
+    past the period (failed: it was tried, so it was due before the history the chain holds)."""
+    from rotator.core import audit_chain
+    from rotator.core.journal import ts
+
+    world, rev = _a_failed_revocation(tmp_path)
+    world.clock.advance(timedelta(days=30))
+    audit_chain.prune(world.journal, ts(world.clock.now() - timedelta(days=1)), ts(world.clock.now()))
+    evidence = _evidence_around_now(world, tmp_path)
+    assert evidence.chain.ok and evidence.revocations_not_in_chain == []
+    assert [(r.token_id, r.state) for r in evidence.policies[0].revocations] == [(rev.token_id, "failed")]
+    if edit == "due-moved":
+        _sql(tmp_path, ("UPDATE revocations SET due_at = '2099-01-01T00:00:00.000000Z' WHERE token_id = ?",
+                        (rev.token_id,)))
+    else:
+        _sql(tmp_path, ("UPDATE revocations SET state = 'done', last_error = NULL, done_at = ? WHERE token_id = ?",
+                        (ts(rev.due_at + timedelta(minutes=1)), rev.token_id)))
+    assert _evidence_around_now(world, tmp_path).revocations_not_in_chain == [f"p/{rev.token_id}"]
+
+
+def test_a_bootstrap_retired_token_whose_due_time_is_moved_is_named(tmp_path: Path) -> None:
+    """A bootstrap into emptied stores retires the token rotator published last, due after grace. Its
+    `bootstrap ok` event carries that due time (`revoke_at`), so a row moved to 2099, which would keep
+    the token valid and out of the period, is named like a rotation's."""
+    from rotator.core.secret import Secret
+    from tests.engine.test_state_machine import World, rotate
+
+    world = World(tmp_path)
+    world.bootstrap()
+    t1 = rotate(world).new_token_id
+    world.settle()
+    world.empty_stores()
+    value, human = world.issuer.tokens.create("made by a human, after the stores were wiped")
+    assert world.engine().bootstrap(Secret(value), human, None).also_revoked == t1
+    assert _evidence_around_now(world, tmp_path).revocations_not_in_chain == []
+    _sql(tmp_path, ("UPDATE revocations SET due_at = '2099-01-01T00:00:00.000000Z' WHERE token_id = ?", (t1,)))
+    evidence = _evidence_around_now(world, tmp_path)
+    assert evidence.revocations_not_in_chain == [f"p/{t1}"]
