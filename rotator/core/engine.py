@@ -565,7 +565,9 @@ class Engine:
                     self.journal.schedule_revocation(extra, fence=self._fence)
                 self._event("bootstrap", "ok", run.run_id, token_id=token_id, replace=replace or None,
                             also_revoke=also, token_created_at=ts(created) if created is not None else None,
-                            kept_dismissed=",".join(sorted(kept)) or None)
+                            kept_dismissed=",".join(sorted(kept)) or None,
+                            # when the tokens it retires are due (the report checks their rows against it)
+                            revoke_at=revocations[0].due_at if revocations else None)
             if also:
                 self.log.warning("no store names token %s, the token rotator published last, any more: it is "
                                  "revoked after grace", also)

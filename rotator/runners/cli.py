@@ -958,8 +958,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print("fix: compare the journal with a backup; the report counts no rotation for these runs "
               "(docs/compliance.md)", file=sys.stderr)
     if evidence.revocations_not_in_chain:
-        print(f"rotator: revocation rows say done, or are missing where a chained rotation scheduled one, and the "
-              f"audit chain has no event that says so (written or deleted outside rotator): "
+        print(f"rotator: revocation rows contradict the audit chain (done without its event, due later than the "
+              f"chain allows, or missing where it scheduled or tried one: written or deleted outside rotator): "
               f"{', '.join(evidence.revocations_not_in_chain)}", file=sys.stderr)
         print("fix: compare the journal with a backup; the report counts none of these as done, and the tokens "
               "may still be valid: check them with the issuer (docs/compliance.md)", file=sys.stderr)
