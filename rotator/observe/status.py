@@ -60,8 +60,8 @@ class PolicyStatus:
     def expires_first(self) -> bool:
         """The current token has expired, or expires before its next rotation is due (a bootstrapped
         token's short expiry, a lifetime shortened since): consumers would break before rotator acts."""
-        if self.expires_at is None or self.current_token_id is None:
-            return False
+        if self.expires_at is None or self.current_token_id is None or not self.enabled:
+            return False  # (a disabled policy is rotated by no schedule: its EXPIRES IN cell still shows it)
         return self.expires_at <= (self.now if self.due else self.next_due)
 
     @property

@@ -251,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # reported by the command's own parser, so the hint names `rotator COMMAND --help`
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
-    name_policy_file(getattr(args, "config", None))
+    # (sync runs on a consumer's host: its hints name commands for the rotating host, whose policy file is unknown)
+    name_policy_file(getattr(args, "config", None) if args.command != "sync" else None)
     try:
         problem = check_env_log_level(args.log_level)
         if problem is not None:  # status and plan may configure no logging at all: checked here for all

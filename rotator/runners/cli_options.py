@@ -77,8 +77,10 @@ def check_env_log_level(level: str) -> str | None:
     return f"${LOG_LEVEL_ENV} is {os.environ.get(LOG_LEVEL_ENV, level)!r}, which is not a log level"
 
 
-#: a quoted rotator command in a message (after a backquote), not given a -c already
-_NAMED_COMMAND = re.compile(r"(?<=`)rotator (?!-c |--config )")
+#: a quoted rotator command in a message (after a backquote), up to its closing backquote
+_NAMED_COMMAND = re.compile(r"(?<=`)rotator ([^`]*)")
+#: a command that names its policy file already
+_GIVEN_CONFIG = re.compile(r"(?:^|\s)(?:-c|--config)(?:\s|=|$)")
 #: what a quoted rotator command gets after its first word while the policy file is not ./rotator.toml
 _policy_file_option = ""
 
@@ -99,7 +101,8 @@ def with_policy_file(text: str) -> str:
     """``text`` with ``-c FILE`` in every rotator command it quotes (see :func:`name_policy_file`)."""
     if not _policy_file_option or "rotator " not in text:
         return text
-    return _NAMED_COMMAND.sub(lambda _m: f"rotator {_policy_file_option}", text)
+    return _NAMED_COMMAND.sub(
+        lambda m: m[0] if _GIVEN_CONFIG.search(m[1]) else f"rotator {_policy_file_option}{m[1]}", text)
 
 
 def common_parent(**options: Any) -> argparse.ArgumentParser:

@@ -619,3 +619,28 @@ def test_status_flags_a_current_token_that_expires_before_its_next_rotation(
     code = cli.main(["-c", str(path), "status", "--output", "json"])
     row = json.loads(capsys.readouterr().out)[0]
     assert code == 4 and row["expires_before_rotation"] and row["needs_attention"]
+
+
+def test_a_command_that_names_its_policy_file_is_left_as_it_is() -> None:
+    from rotator.runners.cli_options import name_policy_file, with_policy_file
+
+    name_policy_file("/etc/rotator/prod.toml")
+    try:
+        assert with_policy_file("run `rotator recover` now") == "run `rotator -c /etc/rotator/prod.toml recover` now"
+        for text in ("run `rotator --config=/x recover`", "run `rotator status -c /y`", "`rotator -c /z plan`"):
+            assert with_policy_file(text) == text
+    finally:
+        name_policy_file(None)
+    assert with_policy_file("run `rotator recover` now") == "run `rotator recover` now"
+
+
+def test_a_disabled_policy_s_expiring_token_shows_in_its_row_but_not_in_the_exit_code() -> None:
+    from rotator.observe.status import PolicyStatus, render_table
+
+    now = datetime.now(UTC)
+    row = PolicyStatus("p1", False, "t-1", now - timedelta(days=1), now - timedelta(hours=1), now + timedelta(days=29),
+                       False, "done", None, 0, 0, 0, 0, now)
+    assert not row.expires_first and not row.needs_attention
+    assert "EXPIRED" in render_table([row])
+    enabled = PolicyStatus(**{**row.__dict__, "enabled": True})
+    assert enabled.expires_first and enabled.needs_attention
