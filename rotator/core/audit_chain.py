@@ -497,10 +497,24 @@ def _first_link_at(cur: Cursor) -> str | None:
     return None if row is None else str(row[0])
 
 
+def began_by(first_link: str | None, checkpoints_to: str | None) -> str | None:
+    """When the chain began at the latest: its first link kept, or, once a prune deleted links, the
+    last one it deleted (``checkpoints_to``: a checkpoint's ``to``), whichever is earlier. A prune
+    moves the first kept link forward, past a quiet stretch with no event at all; from the last
+    pruned link on, every event carries a link (a prune deletes every unlinked row older than its
+    cutoff too). None: no link yet, kept or pruned."""
+    known = [t for t in (first_link, checkpoints_to) if t]
+    return min(known) if known else None
+
+
 def _chain_began(cur: Cursor) -> str | None:
-    """The latest time an event without a link may carry (the first link kept, by its index on seq,
-    plus :data:`UPGRADE_CLOCK_SLACK`); None: no linked event yet."""
-    first = _first_link_at(cur)
+    """The latest time an event without a link may carry (:func:`began_by`, by the index on seq and
+    the latest checkpoint, plus :data:`UPGRADE_CLOCK_SLACK`); None: no linked event yet."""
+    try:
+        latest = latest_checkpoint(cur)
+    except (ValueError, TypeError):  # an altered checkpoint: verification names it
+        latest = None
+    first = began_by(_first_link_at(cur), str(latest.detail.get("to") or "") if latest is not None else None)
     if first is None:
         return None
     try:

@@ -219,12 +219,14 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
     pruned_publish = audit_chain.pruned_current(reversed(checkpoints))
     # Events before this were pruned (or the chain cannot say): runs from then are not cross-checked.
     pruned_until = max((str(cp.detail.get("to") or "") for cp in checkpoints), default="")
-    # Runs published before it (an upgraded journal's) have no chained event to show.
-    began = (audit_chain.first_link_at(journal) or "") if chain.ok else None
+    # Runs published before it (an upgraded journal's) have no chained event to show. A prune moves the
+    # first kept link past a quiet stretch: from the last pruned link on, every run has its event.
+    first_link = (audit_chain.first_link_at(journal) or "") if chain.ok else None
+    began = (audit_chain.began_by(first_link, pruned_until) or "") if first_link is not None else None
     # Where the history the chain holds begins, for revocations: a chain that holds every event the
     # journal ever had (none pruned, none from before it) leaves a done row no excuse for a missing
     # event; a prune's cutoff says which done rows it deleted.
-    history = ("" if _holds_all_history(journal) else max(pruned_until, began)) if began is not None else ""
+    history = ("" if _holds_all_history(journal) else max(pruned_until, first_link)) if first_link is not None else ""
     cutoff = _prune_cutoff(journal) if chain.ok else ""
     out = []
     for policy in policies:
@@ -242,9 +244,9 @@ def _policy_evidence(
     pruned_publish: tuple[str, str | None] | None,
     pruned_until: str = "", began: str | None = "", history: tuple[str, str] = ("", ""),
 ) -> PolicyEvidence:  # fmt: skip
-    """``began``: :func:`audit_chain.first_link_at`; None when the chain is broken (then no run is
-    checked against it: its events prove nothing). ``history``: where the history the chain holds
-    begins, and the latest chained prune's cutoff (:func:`_revocation_evidence`)."""
+    """``began``: when the chain began at the latest (:func:`audit_chain.began_by`); None when the
+    chain is broken (then no run is checked against it: its events prove nothing). ``history``: where
+    the history the chain holds begins, and the latest chained prune's cutoff (:func:`_revocation_evidence`)."""
     ev = PolicyEvidence(policy.name, int(max_age_of(policy).total_seconds()), policy.schedule_text)
     mine = [e for e in events if e["policy"] == policy.name]
     by_run: dict[str, list[dict[str, Any]]] = {}

@@ -824,3 +824,54 @@ def test_a_bootstrap_retired_token_whose_due_time_is_moved_is_named(tmp_path: Pa
     _sql(tmp_path, ("UPDATE revocations SET due_at = '2099-01-01T00:00:00.000000Z' WHERE token_id = ?", (t1,)))
     evidence = _evidence_around_now(world, tmp_path)
     assert evidence.revocations_not_in_chain == [f"p/{t1}"]
+
+
+def _pruned_then_quiet(tmp_path: Path) -> Any:
+    """Bootstrap and two rotations, then 500 quiet days and a prune: the first kept link is the prune's
+    own event, long after the last pruned one."""
+    from rotator.core import audit_chain
+    from rotator.core.journal import ts
+    from tests.engine.test_state_machine import GRACE, World, rotate
+
+    world = World(tmp_path)
+    world.bootstrap()
+    for _ in range(2):
+        world.clock.advance(timedelta(days=1))
+        rotate(world)
+    world.clock.advance(GRACE + timedelta(seconds=5))
+    world.engine().revoke_due()
+    world.clock.advance(timedelta(days=500))
+    audit_chain.prune(world.journal, ts(world.clock.now() - timedelta(days=400)), ts(world.clock.now()))
+    return world
+
+
+def test_a_run_forged_in_the_quiet_stretch_before_the_first_kept_link_is_named(tmp_path: Path) -> None:
+    """After a prune, the chain began no later than the last pruned link: a run published after it must
+    be backed by a kept event. The report took the first kept link as the chain's start, so a forged
+    run dated in the quiet stretch between the two counted as "before the chain" and was not checked."""
+    from rotator.observe import report
+
+    world = _pruned_then_quiet(tmp_path)
+    now = world.clock.now()
+    at = f"{(now - timedelta(days=200)).date().isoformat()}T12:00:00.000000Z"
+    _sql(tmp_path, ("INSERT INTO runs (run_id, policy, kind, state, started_at, updated_at, old_token_id, "
+                    "new_token_id, published_at, finished_at) VALUES ('f0rged', 'p', 'rotate', 'done', ?, ?, 'x', 'y', "
+                    "?, ?)",
+                    (at, at, at, at)))
+    evidence = report.build(world.journal, [offline_policy(tmp_path, "p")], now - timedelta(days=300), now, now)
+    assert evidence.chain.ok and evidence.not_in_chain == ["p/f0rged"]
+
+
+def test_an_unlinked_event_in_the_quiet_stretch_before_the_first_kept_link_breaks_the_chain(tmp_path: Path) -> None:
+    """An unlinked `published ok` dated 200 days after the last pruned link, with the head's count
+    raised: `audit verify` said OK (the chain "began" at the first kept link, 300 days later), and the
+    report took the row as evidence. From the last pruned link on, every event carries a link."""
+    from rotator.core import audit_chain
+
+    world = _pruned_then_quiet(tmp_path)
+    at = f"{(world.clock.now() - timedelta(days=200)).date().isoformat()}T12:00:00.000000Z"
+    _sql(tmp_path, ("INSERT INTO events (at, policy, run_id, step, result, detail) VALUES "
+                    "(?, 'p', 'f0rged', 'published', 'ok', '{\"token_id\": \"y\"}')", (at,)),
+         ("UPDATE audit_head SET unchained = unchained + 1", ()))
+    verified = audit_chain.verify(world.journal)
+    assert not verified.ok and "without a chain link, dated after the chain began" in str(verified.problem)
