@@ -91,7 +91,8 @@ class StatusPage:
                 "problems": comp.problems() if comp else [],
                 "next_due": _iso(status.next_due), "due": status.due,
                 "last_result": status.last_run_state, "last_error": status.last_run_error,
-                "needs_attention": status.needs_attention, "reason": status.reason(),
+                "needs_attention": status.needs_attention, "expires_before_rotation": status.expires_first,
+                "reason": status.reason(),
                 "pending_revocations": [
                     {"token_id": r.token_id, "due_at": _iso(r.due_at), "attempts": r.attempts,
                      "last_error": r.last_error} for r in pending
@@ -161,6 +162,8 @@ def _policy_card(p: dict[str, Any]) -> str:
     e = html.escape
     if not p["enabled"]:
         pill = ("off", "disabled")
+    elif p.get("expires_before_rotation"):
+        pill = ("bad", "expires before its next rotation")
     elif p["needs_attention"] or p["compliant"] is False:
         pill = ("bad", "needs attention" if p["needs_attention"] else "out of compliance")
     elif p["pending_revocations"] or p["due"]:

@@ -51,6 +51,8 @@ def _browser(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 def test_status_page_in_headless_chromium(tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: Any) -> None:
     _chromium()  # skip (or fail, when required) before starting anything
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=3600)
+    port = _free_port()
+    configure(sc, schedule="30d", daemon="", port=port)  # (before the rotation: its token lives past 30d)
     proc = sc.cli("rotate", sc.policy, "--output", "json")
     assert proc.returncode == 0, proc.stderr
     new_id = json.loads(proc.stdout)[0]["new_token_id"]
@@ -58,8 +60,6 @@ def test_status_page_in_headless_chromium(tmp_path: Path, openbao: Any, fake_inf
     journal.record_event(datetime.now(UTC) - timedelta(minutes=5), sc.policy, "run-earlier", "mint", "failed",
                          {"error": "issuer answered 503"})
     journal.close()
-    port = _free_port()
-    configure(sc, schedule="30d", daemon="", port=port)
     d = start_daemon(sc, port)
     daemons.append(d)
 
