@@ -163,11 +163,10 @@ def operator_patch(vault: hvac.Client, path: str, **custom: str) -> None:
 OURS = {"managed-by": "rotator", "policy": POLICY, "rotated_at": "2026-03-01T12:00:00Z"}
 
 
-def test_an_operator_key_written_between_the_data_write_and_the_metadata_write_stays(
-    openbao, vault, kv_path, tmp_path
-):
-    """The custom_metadata write was a POST of the whole map as the data write's answer showed it: a
-    key an operator set a moment later was dropped. Now rotator PATCHes only its own keys."""
+def _operator_edits_after_each_write(vault: Any, kv_path: str) -> tuple[Callable[[VaultKV2Settings], VaultAPI],
+                                                                        list[_Interposed]]:
+    """A client factory whose clients let an operator set ``owner`` (team-x, then team-y) right after
+    each data write, and the clients it made."""
     edits = iter(["team-x", "team-y"])
     interposed: list[_Interposed] = []
 
@@ -175,6 +174,16 @@ def test_an_operator_key_written_between_the_data_write_and_the_metadata_write_s
         interposed.append(_Interposed(hvac_client(settings), lambda: operator_patch(vault, kv_path,
                                                                                     owner=next(edits))))
         return interposed[-1]
+
+    return factory, interposed
+
+
+def test_an_operator_key_written_between_the_data_write_and_the_metadata_write_stays(
+    openbao, vault, kv_path, tmp_path
+):
+    """The custom_metadata write was a POST of the whole map as the data write's answer showed it: a
+    key an operator set a moment later was dropped. Now rotator PATCHes only its own keys."""
+    factory, interposed = _operator_edits_after_each_write(vault, kv_path)
 
     store = make_store(openbao, kv_path, tmp_path, client_factory=factory)
     assert store.publish(token_record("tok-1"), None) == "1"
@@ -192,13 +201,7 @@ def test_without_the_patch_capability_publish_reads_and_merges_and_warns_once(
     so the publish succeeds and the operator's keys stay; it says once that ``patch`` avoids the race."""
     token = openbao.create_token(openbao.policy_for(f"kv-no-patch-{uuid.uuid4().hex[:6]}", kv_path,
                                                     "create", "read", "update"))
-    edits = iter(["team-x", "team-y"])
-    interposed: list[_Interposed] = []
-
-    def factory(settings: VaultKV2Settings) -> VaultAPI:
-        interposed.append(_Interposed(hvac_client(settings), lambda: operator_patch(vault, kv_path,
-                                                                                    owner=next(edits))))
-        return interposed[-1]
+    factory, interposed = _operator_edits_after_each_write(vault, kv_path)
 
     store = make_store(openbao, kv_path, tmp_path, token=token, client_factory=factory)
     caplog.set_level(logging.INFO, logger="rotator.adapters.vault_kv2")

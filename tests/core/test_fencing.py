@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -763,6 +764,16 @@ def test_a_publish_to_an_influxctl_profile_paused_past_its_lease_never_lands_aft
     fingerprint: recovery's write of the same record did not move it, so the paused write landed
     with a token recovery then revoked (a warning said so). Now that write moves the sidecar entry's
     generation, and the paused write's compare-and-set fails."""
+    _paused_publish_recovered(tmp_path)
+    assert "keeps its version when written with what it holds" not in caplog.text
+
+
+def _paused_publish_recovered(tmp_path: Path, before_recovery: Callable[[Any], None] | None = None,
+                              after_recovery: Callable[[Any], None] | None = None) -> None:
+    """The bench's Setup (an influxctl profile store): A pauses inside its publish, after its lease
+    check; past A's lease (``before_recovery(setup)`` runs then), B recovers (then
+    ``after_recovery(setup)``), rolls the run back and revokes A's candidate; A resumes, and its
+    write must fail: the store keeps its token, valid."""
     from rotator.core.engine import Engine
     from tests.runners.test_bench_smoke import _bench
 
@@ -780,7 +791,11 @@ def test_a_publish_to_an_influxctl_profile_paused_past_its_lease_never_lands_aft
         assert store.entered.wait(60), outcome
         candidate = setup.journal.open_runs(setup.policy.name)[0].new_token_id
         setup.clock.advance(timedelta(seconds=10))  # past A's lease
+        if before_recovery is not None:
+            before_recovery(setup)
         lines = engine_b.recover()
+        if after_recovery is not None:
+            after_recovery(setup)
         assert any("rolled back" in line for line in lines), lines
         assert setup.issuer.tokens[candidate]["revoked"], "recovery revoked A's candidate"
     finally:
@@ -789,9 +804,8 @@ def test_a_publish_to_an_influxctl_profile_paused_past_its_lease_never_lands_aft
     assert "error" in outcome, outcome
     after = setup.store.store.read_current()
     assert after.record is not None and before.record is not None
-    assert after.token_id == before.token_id, "the paused write did not land"
+    assert after.token_id == before.token_id, "A's paused write did not land"
     assert not setup.issuer.tokens[after.token_id]["revoked"]
-    assert "keeps its version when written with what it holds" not in caplog.text
     setup.journal.close()
 
 
@@ -857,38 +871,18 @@ def test_a_publish_paused_past_its_lease_never_lands_when_recovery_took_over_fro
     import sys
 
     from rotator.core import audit_chain
-    from rotator.core.engine import Engine, _boot_id, _pid_namespace
-    from tests.runners.test_bench_smoke import _bench
+    from rotator.core.engine import _boot_id, _pid_namespace
 
-    rotation_io = _bench("rotation_io")
-    setup = rotation_io.Setup(tmp_path / "profile", None)
-    store = _PausingStore(setup.store.store)
-    ttl = timedelta(seconds=2)
-    engine_a = Engine(setup.policy, setup.journal, issuer=setup.issuer, stores=[("profile", store)],
-                      clock=setup.clock, lease_ttl=ttl, holder="hostA:1:a:0:")
-    engine_b = Engine(setup.policy, setup.journal, issuer=setup.issuer, stores=[("profile", setup.store.store)],
-                      clock=setup.clock, lease_ttl=ttl, holder="hostB:2:b:0:")
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     dead = f"{audit_chain.instance_name()}:{child.pid}:abcd1234:{_pid_namespace()}:{_boot_id()}"
-    before = setup.store.store.read_current()
-    setup.clock.advance(timedelta(hours=1))
-    thread, outcome = _rotate_in_a_thread(engine_a)
-    try:
-        assert store.entered.wait(60), outcome
-        candidate = setup.journal.open_runs(setup.policy.name)[0].new_token_id
-        setup.clock.advance(timedelta(seconds=10))  # past A's lease
-        fence_d = setup.journal.acquire_lease(setup.policy.name, dead, ttl, setup.clock.now())
-        lines = engine_b.recover()
-        assert setup.journal.lease_fence(setup.policy.name) == fence_d + 1, "B took D's lease over"
-        assert any("rolled back" in line for line in lines), lines
-        assert setup.issuer.tokens[candidate]["revoked"], "recovery revoked A's candidate"
-    finally:
-        store.go.set()
-        thread.join(60)
-    assert "error" in outcome, outcome
-    after = setup.store.store.read_current()
-    assert after.record is not None and before.record is not None
-    assert after.token_id == before.token_id, "A's paused write did not land"
-    assert not setup.issuer.tokens[after.token_id]["revoked"]
-    setup.journal.close()
+
+    taken: list[int] = []
+
+    def dead_holder_took_the_lease(setup: Any) -> None:
+        taken.append(setup.journal.acquire_lease(setup.policy.name, dead, timedelta(seconds=2), setup.clock.now()))
+
+    def b_took_it_over(setup: Any) -> None:
+        assert setup.journal.lease_fence(setup.policy.name) == taken[0] + 1, "B took D's lease over"
+
+    _paused_publish_recovered(tmp_path, dead_holder_took_the_lease, b_took_it_over)

@@ -757,15 +757,8 @@ def test_a_kept_run_whose_publication_a_checkpoint_counts_is_not_counted_again(t
     from rotator.core import audit_chain
     from rotator.core.journal import ts
     from rotator.observe import report
-    from tests.engine.test_state_machine import GRACE, World, rotate
 
-    world = World(tmp_path)
-    world.bootstrap()
-    for _ in range(2):
-        world.clock.advance(timedelta(days=1))
-        rotate(world)
-    world.clock.advance(GRACE + timedelta(seconds=5))
-    world.engine().revoke_due()
+    world = _two_rotations_settled(tmp_path)
     start, end = world.clock.now() - timedelta(days=5), world.clock.now() + timedelta(days=1)
     policy = offline_policy(tmp_path, "p")
     assert report.build(world.journal, [policy], start, end, world.clock.now()).policies[0].summary()["rotations"] == 3
@@ -826,11 +819,8 @@ def test_a_bootstrap_retired_token_whose_due_time_is_moved_is_named(tmp_path: Pa
     assert evidence.revocations_not_in_chain == [f"p/{t1}"]
 
 
-def _pruned_then_quiet(tmp_path: Path) -> Any:
-    """Bootstrap and two rotations, then 500 quiet days and a prune: the first kept link is the prune's
-    own event, long after the last pruned one."""
-    from rotator.core import audit_chain
-    from rotator.core.journal import ts
+def _two_rotations_settled(tmp_path: Path) -> Any:
+    """A World: bootstrap, two rotations a day apart, and the first replaced token revoked after grace."""
     from tests.engine.test_state_machine import GRACE, World, rotate
 
     world = World(tmp_path)
@@ -840,6 +830,16 @@ def _pruned_then_quiet(tmp_path: Path) -> Any:
         rotate(world)
     world.clock.advance(GRACE + timedelta(seconds=5))
     world.engine().revoke_due()
+    return world
+
+
+def _pruned_then_quiet(tmp_path: Path) -> Any:
+    """Bootstrap and two rotations, then 500 quiet days and a prune: the first kept link is the prune's
+    own event, long after the last pruned one."""
+    from rotator.core import audit_chain
+    from rotator.core.journal import ts
+
+    world = _two_rotations_settled(tmp_path)
     world.clock.advance(timedelta(days=500))
     audit_chain.prune(world.journal, ts(world.clock.now() - timedelta(days=400)), ts(world.clock.now()))
     return world
