@@ -21,17 +21,22 @@ pytest_plugins = ["tests.servers", "tests.pg", "tests.aws_server", "tests.fakes.
 #: Node ids (regular expressions matched from the start of the test name) that only ``-m slow`` runs.
 SLOW = [
     # Pause (SIGSTOP) at every boundary x recover/rotate x SQLite/PostgreSQL: 36 cases of ~15 s. The
-    # default run keeps the reported reproduction (paused after VERIFY) on both backends and both
-    # actions, a paused mint, a paused publish and a paused revocation.
+    # default run keeps the reported reproduction (paused after VERIFY) once per backend and per
+    # action, a paused mint, a paused publish and a paused revocation.
     r"test_pause_at_step_boundary_while_another_process_acts\[(?!"
-    r"verified-|minting-rotate-sqlite|publishing-recover-sqlite|revoking-rotate-postgresql)",
+    r"verified-rotate-sqlite|verified-recover-postgresql|minting-rotate-sqlite|publishing-recover-sqlite|"
+    r"revoking-rotate-postgresql)",
     # The Vault outage matrix: every fault at every step; the default run keeps "down" and "http503".
     r"test_cli_with_vault_failing_at_each_step\[(reset|blackhole|http429|latency)\]",
     r"test_cli_with_the_journal_hanging_at_each_step\[latency\]",
-    # Kill -9 at every step boundary for every issuer; the default run keeps the InfluxDB 3 issuer
-    # (an HTTP issuer). The influxctl management issuer's boundaries are in the default run already,
-    # one test each, as tests/e2e/test_crash_matrix.py::test_kill_at_step_boundary.
-    r"test_kill_at_every_step_boundary_then_recover\[(influxctl-management|influxctl-database|management-api|influxdb2)\]",
+    # Kill -9 at every step boundary for every issuer (tests/e2e/test_issuer_matrix.py, and the
+    # Management API's own in tests/e2e/test_e2e_management_api.py). The default run has the
+    # influxctl management issuer's boundaries, one test each
+    # (tests/e2e/test_crash_matrix.py::test_kill_at_step_boundary), and the HTTP issuers' kills after
+    # MINTED and after PUBLISHED (tests/e2e/test_e2e_http_issuers.py).
+    r"test_kill_at_every_step_boundary_then_recover\[",
+    # valgrind counting a few rotations (~20 s where valgrind is installed; skipped where it is not)
+    r"test_the_instruction_bench_rotates_in_its_child_and_counts_under_callgrind$",
 ]
 _SLOW = re.compile("|".join(f"(?:{pattern})" for pattern in SLOW))
 

@@ -152,7 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # bad arguments: exit 2, like rotator's own parser
     from rotator.observe.logs import setup_logging
 
-    setup_logging(args.log_level, args.log_format, file=args.log_file)
+    try:
+        setup_logging(args.log_level, args.log_format, file=args.log_file)
+    except RotatorError as exc:  # e.g. --log-file in a missing directory: said as rotator sync says it
+        print(f"rotator: error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+        if exc.hint:
+            print(f"fix: {REDACTOR.redact(exc.hint)}", file=sys.stderr)
+        return EXIT_INVALID
     try:
         return cmd_sync(args)
     except KeyboardInterrupt:

@@ -386,6 +386,20 @@ def test_add_parser_and_cmd_sync_in_a_rotator_shaped_cli(host: Host, capsys: Any
     assert capsys.readouterr().out == ""
 
 
+
+def test_an_unusable_log_file_is_a_clear_error_and_nothing_is_written(host: Host, tmp_path: Path) -> None:
+    """``python -m rotator.runners.sync --log-file`` in a missing directory: exit 2 naming the option
+    (it was a traceback: logging was set up outside the error handling)."""
+    host.publish("id-1")
+    before = host.config.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.sync", "--from", f"{host.policy_file}:{POLICY}",
+                           "--config", str(host.config), "--log-file", str(tmp_path / "missing" / "sync.log")],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2, proc.stderr
+    assert "--log-file" in proc.stderr and "Traceback" not in proc.stderr
+    assert host.config.read_bytes() == before
+
+
 # ------------------------------------------------------------------------------ systemd units
 
 
