@@ -6,17 +6,20 @@ as one *target*) and for bare targets given on the command line, list every toke
 
 ``managed``
     the current token of a policy, a previous one waiting for (or failing) its revocation, or the
-    candidate of a run still in progress.
+    candidate of a run still in progress (the token the journal records for it; a token with the
+    run's tag only while the journal records none yet).
 ``orphan``
     a live token that carries the tag ``rotator:<policy>:<run-id>`` of a run the journal knows, of
     that policy, that never published it (the run failed or aborted, or published another token).
     Only these are revoked by ``--revoke-orphans``: the engine's own tag sweep revokes them, under
     the policy's lease, after checking no store holds them (DESIGN invariants 1 and 8).
 ``suspicious`` (``orphan?``)
-    a live token whose tag rotator cannot confirm: the run id is unknown to the journal, the tag
-    names a policy that does not use this issuer or is not in the file, the description carries
-    several tags, or the journal says rotator revoked it and the issuer lists it active. A tag is a
-    claim anyone able to create tokens can write; rotator never revokes on a claim alone.
+    a live token whose tag rotator cannot confirm: the run id is unknown to the journal (the AWS
+    Lambda function's runs, which keep no journal, among them), the tag names a policy that does
+    not use this issuer or is not in the file, the description carries several tags, the tag names
+    a run in progress whose journal records another candidate, or the journal says rotator revoked
+    it and the issuer lists it active. A tag is a claim anyone able to create tokens can write;
+    rotator never revokes on a claim alone.
 ``unmanaged``
     no tag and unknown to the journal: a token nothing rotates. ``--suggest`` prints the policy
     that would bring it under rotation (then ``rotator bootstrap``).
@@ -27,7 +30,9 @@ Flags: ``no-expiry`` (live, never expires), ``expired-not-revoked`` (past its ex
 revoked: it lingers in the issuer's list), ``older-than-max-age`` (live and older than its
 policy's ``max_age``, or than ``--max-age`` for a token of no policy).
 
-No token value is ever read here: issuers list ids, descriptions and times only.
+No token value is ever read here: issuers list ids, descriptions and times only. Those are other
+people's text, and a person may paste a value into one: every token-shaped part is masked before
+it becomes an :class:`Entry` (REDACTOR knows only the values this process holds).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rotator.config import registry
+from rotator.config.inline_secrets import mask_tokens
 from rotator.config.policy_types import Policy
 from rotator.config.timefmt import rfc3339_or_none
 from rotator.core.clock import Clock
@@ -73,7 +79,13 @@ NO_EXPIRY, EXPIRED_NOT_REVOKED, TOO_OLD = "no-expiry", "expired-not-revoked", "o
 #: The age above which a token of no policy is flagged (CIS: rotate access keys every 90 days).
 DEFAULT_UNMANAGED_MAX_AGE = timedelta(days=90)
 
-_TAG = re.compile(r"rotator:([A-Za-z0-9][A-Za-z0-9._-]{0,62}):([A-Za-z0-9]+)(?![A-Za-z0-9_-])")
+#: A run id is the engine's (16 letters and digits; up to 64 accepted) or the AWS Lambda function's, its
+#: ClientRequestToken (32-64 letters, digits and hyphens, a UUID as Secrets Manager makes it:
+#: rotator/runners/lambda_rotation.py). The bound keeps a token value pasted after a tag (an InfluxDB v2
+#: token is 86 such characters and ``==``) from being read as a run id, and shown as one.
+_TAG = re.compile(
+    r"rotator:([A-Za-z0-9][A-Za-z0-9._-]{0,62}):([A-Za-z0-9]{1,64}|[A-Za-z0-9-]{32,64})(?![A-Za-z0-9_-])"
+)
 #: Settings that name the cluster or instance an issuer talks to: policies whose issuers agree on
 #: these (and on the type) see the same tokens, so the target is listed once.
 _WHERE_ATTRS = ("profile", "base_url", "org_id", "product", "account_id", "cluster_id", "cluster_host")
@@ -113,6 +125,10 @@ class Entry:
     age: timedelta | None = None
     #: the run whose tag sweep revokes this orphan, and the token that run published (kept)
     sweep: tuple[str, str | None] | None = None
+    #: the id as the issuer lists it, for finding the token again (revoke_orphans); ``token_id`` is
+    #: what is shown, with token-shaped text masked (an InfluxDB 3 token's id is its name, anyone's
+    #: choice). Empty: the same as ``token_id``. Never printed.
+    listed_id: str = field(default="", repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -272,8 +288,9 @@ def _classify(
         # Suspicious is for a token that still works. One that no longer does is retired, whatever its
         # tag names: a revocation that finds its token expired records it done without revoking it, and
         # the issuer goes on listing it after the journal pruned its run or the policy left the file.
+        # The names are the description's (anyone's text): shown masked, as the description is.
         return (SUSPICIOUS if live else RETIRED, why if live else f"{why}; no longer active ({state})",
-                policy_name, run_id, None)  # fmt: skip
+                _masked(policy_name), _masked(run_id), None)  # fmt: skip
 
     if policy_name is None or run_id is None:
         return doubtful("the description carries several rotator tags")
@@ -284,9 +301,21 @@ def _classify(
         return doubtful(f"tag names policy {policy_name!r}, which does not use this issuer")
     tagged = journal.get_run(run_id)
     if tagged is None or tagged.policy != policy_name:
+        if "-" in run_id:  # the engine's run ids have no hyphen: the AWS Lambda function's form
+            return doubtful(f"tag names run {run_id}, an AWS Lambda rotation's ClientRequestToken: the Lambda "
+                            "keeps no journal, so this one cannot confirm it (the secret's versions in Secrets "
+                            "Manager say which token is current)")
         return doubtful(f"tag names run {run_id}, which the journal does not know for policy {policy_name!r}")
     if tagged.state in RunState.OPEN:
-        return MANAGED, f"candidate of run {run_id}, still in progress ({tagged.state})", policy_name, run_id, None
+        # The tag vouches for a token only while the journal cannot name the run's candidate (planned,
+        # minting: a mint whose answer is not recorded yet). Once it names one, this is another token
+        # with the run's tag: a retried mint's leftover, or a copy of the tag. It is not revoked while
+        # the run may still act on it; once the run ends it is an orphan (or the run's discard revokes it).
+        if tagged.new_token_id is None:
+            return (MANAGED, f"candidate of run {run_id}, still in progress ({tagged.state})", policy_name, run_id,
+                    None)  # fmt: skip
+        return doubtful(f"tag names run {run_id}, still in progress ({tagged.state}), whose candidate is "
+                        f"{tagged.new_token_id}, not this token")
     if not live:
         return RETIRED, f"tagged by run {run_id} ({tagged.state})", policy_name, run_id, None
     what = "published another token" if tagged.published_at is not None else f"{tagged.state} without publishing"
@@ -341,11 +370,13 @@ def take_inventory(
                 cls, reason, pname, run_id, sweep = _classify(info, state, facts, journal, target, by_name)
             policy = by_name.get(pname) if pname else None
             flags, age = _flags(info, state, cls, policy, facts, now, unmanaged_max_age)
+            shown_id = _masked(info.token_id) or ""
             inv.entries.append(Entry(
-                target=target.name, kind=target.kind, token_id=info.token_id,
-                description=REDACTOR.redact(info.description), state=state, cls=cls, flags=flags, reason=reason,
-                policy=pname, run_id=run_id, created_at=info.created_at, expires_at=info.expires_at,
-                revoked_at=info.revoked_at, age=age, sweep=sweep,
+                target=target.name, kind=target.kind, token_id=shown_id,
+                description=_masked(info.description) or "", state=state, cls=cls, flags=flags,
+                reason=_masked(reason) or "", policy=pname, run_id=run_id, created_at=info.created_at,
+                expires_at=info.expires_at, revoked_at=info.revoked_at, age=age, sweep=sweep,
+                listed_id=info.token_id if shown_id != info.token_id else "",
             ))  # fmt: skip
     return inv
 
@@ -356,9 +387,17 @@ def _classify_without_journal(
     tags = sorted(set(_TAG.findall(info.description)))
     if not tags:
         return UNMANAGED, "no rotator tag (no journal to compare with)", None, None, None
+    policy_name, run_id = _masked(tags[0][0]), _masked(tags[0][1])
     if state != "active":
-        return RETIRED, "rotator tag, no longer valid (no journal to compare with)", tags[0][0], tags[0][1], None
-    return SUSPICIOUS, "rotator tag, but no journal to confirm it", tags[0][0], tags[0][1], None
+        return RETIRED, "rotator tag, no longer valid (no journal to compare with)", policy_name, run_id, None
+    return SUSPICIOUS, "rotator tag, but no journal to confirm it", policy_name, run_id, None
+
+
+def _masked(text: str | None) -> str | None:
+    """``text`` with token-shaped parts masked: the issuer's text (descriptions, names) is anyone's, and
+    a value pasted into it must not reach a table, a CSV file or a log (REDACTOR knows only the values
+    this process holds)."""
+    return None if text is None else mask_tokens(REDACTOR.redact(text))
 
 
 def _list_target(target: Target, inv: Inventory) -> dict[str, TokenInfo] | None:
@@ -420,14 +459,14 @@ def revoke_orphans(
             continue
         sweeper = _OrphanSweeper(policy, journal, **(engine_options or {}))
         try:
-            sweeper.sweep_run(run, keep, [e.token_id for e in entries])
+            sweeper.sweep_run(run, keep, [e.listed_id or e.token_id for e in entries])
         except RotatorError as exc:
             results += [(e, f"not revoked: {REDACTOR.redact(str(exc))}") for e in entries]
             continue
         listed = {t.token_id: t for t in sweeper.issuer.list_tokens(sweeper._credential_from(sweeper._read_stores()))}
         now = sweeper.clock.now()
         for e in entries:
-            info = listed.get(e.token_id)
+            info = listed.get(e.listed_id or e.token_id)
             gone = info is None or not info.is_active(now)
             results.append((e, "revoked" if gone else "still active (not found by the run's tag sweep)"))
     return results
@@ -442,8 +481,11 @@ def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table:
     (or ``issuer_table``, a bare target's) is reused, and its stores are copied with their secret
     path changed, so the suggestion validates as it is.
     """
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", (entry.description or entry.token_id).strip()).strip("-._")
-    name = ("adopt-" + (base or entry.token_id))[:60].rstrip("-._")
+    # The entry's text is the issuer's: masked again here, for an entry built elsewhere than take_inventory
+    # (a token value pasted into a description must reach neither the comment nor the policy name).
+    description, token_id = _masked(entry.description) or "", _masked(entry.token_id) or ""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", (description or token_id).strip()).strip("-._")
+    name = ("adopt-" + (base or "token"))[:60].rstrip("-._")
     names = set(taken)
     candidate, n = name, 2
     while candidate in names:
@@ -460,14 +502,16 @@ def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table:
             if isinstance(store.get(key), str):
                 store[key] = f"{store[key].rstrip('/')}-{candidate}"
     lines = [
-        f"# Brings token {one_line(entry.token_id)} ({one_line(entry.description) or 'no description'}) of "
+        f"# Brings token {one_line(token_id)} ({one_line(description) or 'no description'}) of "
         f"{one_line(entry.target)} under rotation.",
         "# Check the schedule, the grace period and the store path, append this to the policy file, then:",
         "#   rotator validate",
         # An InfluxDB 3 token's id is its name, which whoever creates the token chooses: one line of the
         # comment, and one word of the command a person pastes into a shell.
         f"#   rotator bootstrap {candidate} --token-file FILE-HOLDING-THE-TOKEN "
-        f"--token-id {shlex.quote(one_line(entry.token_id))}",
+        f"--token-id {shlex.quote(one_line(token_id))}",
+        *(["#   (the id looks like a token value, so it is masked: copy it from the issuer's own listing)"]
+          if token_id != entry.token_id or entry.listed_id else []),
         "[[policy]]",
         f"name = {_toml(candidate)}",
         'schedule = "30d"',
@@ -519,8 +563,23 @@ def read_raw_config(path: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- bare targets
-def _bare_issuer(kind: str, settings: Mapping[str, Any]) -> Issuer:
+#: Where a problem with a bare target's setting is: ``(where, how to fix it)`` for a pydantic error
+#: location. A bare target's settings come from flags and from an influxctl config file: the message
+#: names the one the person has to fix.
+_Locate = Callable[[tuple[int | str, ...]], tuple[str, str]]
+
+#: The flag each setting of a ``--url`` target comes from.
+_URL_FLAGS = {"base_url": "--url", "cluster_host": "--url", "credential": "--token-file",
+              "management_token": "--token-file", "org_id": "--org-id", "product": "--product",
+              "account_id": "--account-id", "cluster_id": "--cluster-id", "tls_verify": "--insecure"}  # fmt: skip
+_URL_HINT = ("give --url as the bare address, e.g. https://influxdb.example.com:8181: no user:password@, no "
+             "?query (the token is read from the file --token-file names)")
+
+
+def _bare_issuer(kind: str, settings: Mapping[str, Any], locate: _Locate) -> Issuer:
     from pathlib import Path
+
+    from pydantic import ValidationError
 
     from rotator.config import registry
     from rotator.config.adapter_settings import validate_settings
@@ -530,9 +589,29 @@ def _bare_issuer(kind: str, settings: Mapping[str, Any]) -> Issuer:
     cls = registry.load("issuer", kind)
     try:
         validated = validate_settings(cls.settings_model, dict(settings))
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(f"inventory target {kind}: {exc}", hint="check the command-line flags") from None
+    except ValidationError as exc:
+        # Never str(exc): pydantic quotes the input, and a URL's password or a token may be in it. One
+        # problem per place (a Management API's cluster_host is --url again: the same problem twice).
+        found: dict[str, str] = {}
+        hints: list[str] = []
+        for err in exc.errors(include_url=False, include_input=False):
+            where, hint = locate(tuple(err["loc"]))
+            found.setdefault(where, err["msg"].removeprefix("Value error, "))
+            if hint not in hints:
+                hints.append(hint)
+        text = "; ".join(f"{where}: {message}" for where, message in found.items())
+        raise ConfigError(mask_tokens(f"inventory target {kind}: {text}"), hint=mask_tokens("; ".join(hints))) \
+            from None
     return cls.from_config(validated, AdapterContext(policy="inventory", base_dir=Path.cwd()))
+
+
+def _locate_url_flag(loc: tuple[int | str, ...]) -> tuple[str, str]:
+    flag = _URL_FLAGS.get(str(loc[0])) if loc else None
+    if flag == "--url":
+        return flag, _URL_HINT
+    if flag is not None:
+        return flag, f"check {flag} (see `rotator inventory --help`)"
+    return "the --url target", "check --url, --kind and the flags of that kind (see `rotator inventory --help`)"
 
 
 #: Settings a bare target needs only to satisfy an issuer's model: they serve minting, which the
@@ -564,8 +643,8 @@ def url_target(url: str, kind: str, token_file: str, *, org_id: str | None = Non
         if account_id:
             settings.update(account_id=account_id, cluster_id=cluster_id)
     settings = {k: v for k, v in settings.items() if v is not None}
-    issuer = _bare_issuer(kind, settings)
-    return Target(f"{kind}:{url}", kind, [(None, issuer, lambda: None)])
+    issuer = _bare_issuer(kind, settings, _locate_url_flag)
+    return Target(f"{kind}:{mask_tokens(url)}", kind, [(None, issuer, lambda: None)])
 
 
 def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str = "influxctl") -> list[Target]:
@@ -582,19 +661,63 @@ def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str 
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--influxctl-profile {path}: cannot read it as an influxctl config ({type(exc).__name__})",
                           hint="give PATH[:PROFILE] of an influxctl config.toml") from None
-    profiles = [p for p in data.get("profile", []) if isinstance(p, dict)]
+    listed = data.get("profile", [])
+    if not isinstance(listed, list):
+        raise ConfigError(f"--influxctl-profile {path}: `profile` is not a list of profiles",
+                          hint=f"write each profile as a [[profile]] table in {path}")
+    profiles = [p for p in listed if isinstance(p, dict)]
     chosen = next((p for p in profiles if p.get("name") == (name or "default")), None)
     if chosen is None and not name and profiles:
         chosen = profiles[0]
     if chosen is None:
         known = ", ".join(str(p.get("name")) for p in profiles) or "(none)"
         raise ConfigError(f"--influxctl-profile {spec}: no profile {name or 'default'!r}", hint=f"profiles: {known}")
+    label = f"{path}:{chosen.get('name', 'default')}"
+    # The file is influxctl's, written by a person or another tool: a value of the wrong type is that
+    # file's problem, named with its profile and key (never an internal error, never the value).
+    in_file = f"--influxctl-profile {path}, profile {str(chosen.get('name', 'default'))!r}"
+    fix = f"fix the profile in {path} (influxctl's config file; see influxctl's documentation)"
+
+    def bad(key: str, what: str) -> ConfigError:
+        return ConfigError(f"{in_file}: `{key}` {what}", hint=fix)
+
     profile = {k: chosen[k] for k in ("product", "host", "account_id", "cluster_id") if k in chosen}
     if "port" in chosen:
-        profile["port"] = int(chosen["port"])
-    admin_file = ((chosen.get("auth") or {}).get("token") or {}).get("token_file")
+        port = chosen["port"]
+        # influxctl writes the port as a string ("443"); a whole number is fine too. Not a bool or a
+        # float: int() would turn true into port 1 and 443.9 into 443 without a word.
+        if isinstance(port, str) and port.strip().isdigit() and port.strip().isascii():
+            port = int(port)
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise bad("port", "is not a port number (write e.g. port = \"443\")")
+        profile["port"] = port
+    auth_table = chosen.get("auth", {})
+    if not isinstance(auth_table, dict):
+        raise bad("auth", "is not a table (write [profile.auth.token] token_file = \"/path/to/admin-token\")")
+    token_table = auth_table.get("token", {})
+    if not isinstance(token_table, dict):
+        raise bad("auth.token", "is not a table (write [profile.auth.token] token_file = \"/path/to/admin-token\")")
+    admin_file = token_table.get("token_file")
+    if admin_file is not None and not (isinstance(admin_file, str) and admin_file):
+        raise bad("auth.token.token_file", "is not the path of a file (a non-empty string)")
     mgmt_value = chosen.get("mgmt_token")
-    label = f"{path}:{chosen.get('name', 'default')}"
+    if mgmt_value is not None and not isinstance(mgmt_value, str):
+        raise bad("mgmt_token", "is not a string")
+
+    def locate(loc: tuple[int | str, ...]) -> tuple[str, str]:
+        head = str(loc[0]) if loc else ""
+        if head == "profile":
+            # a check of the whole profile (product 'clustered' needs `host`) has no key of its own
+            key = next((str(p) for p in loc[1:] if isinstance(p, str)), None)
+            return (f"{in_file}: `{key}`" if key else in_file), fix
+        if head == "influxctl":
+            return "--influxctl", "name the influxctl binary: a name on PATH or a path"
+        if head == "auth" and token_file:
+            return "--token-file", "give the path of a file holding a management token"
+        if head == "auth":
+            return f"{in_file}: `auth.token.token_file`", fix
+        return in_file, fix
+
     targets = []
     auth: dict[str, Any] | None = None
     if token_file:
@@ -603,13 +726,13 @@ def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str 
         auth = {"method": "token_file", "token_file": admin_file}
     common = {"influxctl": influxctl, "profile": profile}
     if auth is not None:
-        mgmt = _bare_issuer("influxctl-management", {**common, "auth": auth})
+        mgmt = _bare_issuer("influxctl-management", {**common, "auth": auth}, locate)
         targets.append(Target(f"influxctl-management:{label}", "influxctl-management", [(None, mgmt, lambda: None)]))
-        db = _bare_issuer("influxctl-database", {**common, "auth": auth, **_LIST_ONLY["influxctl-database"]})
+        db = _bare_issuer("influxctl-database", {**common, "auth": auth, **_LIST_ONLY["influxctl-database"]}, locate)
         targets.append(Target(f"influxctl-database:{label}", "influxctl-database", [(None, db, lambda: None)]))
     elif isinstance(mgmt_value, str) and mgmt_value:
         secret = Secret(mgmt_value)
-        mgmt = _bare_issuer("influxctl-management", {**common, "auth": {"method": "self"}})
+        mgmt = _bare_issuer("influxctl-management", {**common, "auth": {"method": "self"}}, locate)
         targets.append(Target(f"influxctl-management:{label}", "influxctl-management", [(None, mgmt, lambda: secret)]))
     else:
         raise ConfigError(f"--influxctl-profile {spec}: the profile has no mgmt_token and no admin token file",

@@ -626,15 +626,25 @@ def _duration_arg(flag: str, text: str) -> timedelta:
 
 def cmd_inventory(args: argparse.Namespace) -> int:
     from rotator.observe import inventory as inv_mod
+    from rotator.runners.cli_options import CONFIG_ENV, DEFAULT_CONFIG
 
     max_age = _duration_arg("--max-age", args.max_age)
     if args.url and not (args.kind and args.token_file):
         raise ConfigError("--url needs --kind and --token-file", hint="e.g. --url URL --kind influxdb3 --token-file F")
     if args.kind == "influxdb2" and args.url and not args.org_id:
         raise ConfigError("--kind influxdb2 needs --org-id", hint="the organization whose authorizations to list")
+    if args.suggest and args.output in ("json", "csv"):
+        # The suggestion is TOML for a person to read: after JSON or CSV on stdout it would break the
+        # parse of whatever reads it, and stderr carries log lines, so there is no clean place for it.
+        raise ConfigError(f"--suggest prints TOML for a person, which would corrupt --output {args.output}",
+                          hint="run `rotator inventory --suggest` (table output) on its own for the suggestions")
     bare = bool(args.url or args.influxctl_profile)
     config: Config | None = None
-    if not args.no_policies and (not bare or Path(args.config).exists()):
+    # With bare targets, the policy file is optional only as the default (./rotator.toml): one named
+    # by -c or $ROTATOR_CONFIG that cannot be read is a mistake (a typo would classify every token
+    # without the journal and exit 0), not a request to list the bare targets alone.
+    named = bool(os.environ.get(CONFIG_ENV)) or args.config != DEFAULT_CONFIG
+    if not args.no_policies and (not bare or named or Path(args.config).exists()):
         config = _config(args)
     if config is None and not bare:
         raise ConfigError("nothing to list", hint="give a policy file (-c) or --url / --influxctl-profile")

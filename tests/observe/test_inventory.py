@@ -165,13 +165,13 @@ def test_suggest_prints_a_policy_that_validates_and_bootstraps(seeded):
     sc.assert_no_leak(values.values())
 
 
-def test_bare_influxctl_profile_without_a_policy_file(seeded, tmp_path):
+def test_bare_influxctl_profile_without_a_policy_file(seeded):
     sc, ids, values = seeded["sc"], seeded["ids"], seeded["values"]
     profile = sc.fake.path.parent / "human.toml"
     from rotator.sandbox.influxctl_state import write_profile
 
     write_profile(profile, mgmt_token=values["ci"], host="cluster.test.invalid")
-    proc = sc.cli("inventory", "-c", str(tmp_path / "absent.toml"), "--output", "json",
+    proc = sc.cli("inventory", "--no-policies", "--output", "json",
                   "--influxctl-profile", f"{profile}:default", "--influxctl", str(_fake_binary()))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -267,7 +267,7 @@ def test_management_api_database_tokens_as_a_bare_url(management_api_fake, tmp_p
     import contextlib
 
     with out.open("w") as fh, contextlib.redirect_stdout(fh):
-        code = main(["inventory", "-c", str(tmp_path / "none.toml"), "--output", "json", "--url", fake.base_url,
+        code = main(["inventory", "--no-policies", "--output", "json", "--url", fake.base_url,
                      "--kind", "management-api", "--product", fake.product, "--token-file", str(token_file), *extra])
     assert code == 0
     text = out.read_text()
