@@ -88,7 +88,11 @@ class PolicyStatus:
 
 
 def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> PolicyStatus:
-    """The status row of ``policy`` at ``now``, from four queries bounded by what is current."""
+    """The status row of ``policy`` at ``now``, from four queries bounded by what is current.
+
+    NoNextDue (a cron schedule whose years have passed) propagates: a row needs a next due time.
+    `rotator status` reports it after the other policies' rows; the daemon's status page shows the
+    policy without one, as needing attention (rotator/observe/status_page.py)."""
     last = journal.last_success(policy.name)
     latest = journal.latest_run(policy.name)
     open_runs = journal.open_runs(policy.name)

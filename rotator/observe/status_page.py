@@ -20,10 +20,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rotator.config.policy_types import Policy
-from rotator.config.schedule import format_duration
+from rotator.config.schedule import NoNextDue, format_duration
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core.journal import Journal
-from rotator.observe.compliance import DEFAULT_SLACK
+from rotator.observe.compliance import DEFAULT_SLACK, Compliance, policy_compliance
 from rotator.observe.status import policy_status
 
 __all__ = ["CACHE_S", "REFRESH_S", "StatusPage"]
@@ -74,25 +74,13 @@ class StatusPage:
         journal = self._journal()
         policies = []
         for policy in self._policies():
-            status = policy_status(policy, journal, now, DEFAULT_SLACK)
-            comp = status.compliance
+            try:
+                row = _scheduled(policy, journal, now)
+            except NoNextDue as exc:  # one policy's schedule must not take the whole page down
+                row = _unschedulable(policy, journal, now, exc)
             pending = journal.revocations(policy.name, "pending")
             failures = [e for e in journal.events(policy.name, limit=200) if e.get("result") in _FAILED]
-            age = (now - status.since).total_seconds() if status.since else None
-            max_age = comp.max_age.total_seconds() if comp else None
-            policies.append({
-                "policy": policy.name, "enabled": policy.enabled,
-                "current_token_id": status.current_token_id,
-                "rotated_at": _iso(status.rotated_at), "expires_at": _iso(status.expires_at),
-                "age_s": int(age) if age is not None else None,
-                "max_age_s": int(max_age) if max_age is not None else None,
-                "age_ratio": round(age / max_age, 4) if age is not None and max_age else None,
-                "compliant": comp.compliant if comp else None,
-                "problems": comp.problems() if comp else [],
-                "next_due": _iso(status.next_due), "due": status.due,
-                "last_result": status.last_run_state, "last_error": status.last_run_error,
-                "needs_attention": status.needs_attention, "expires_before_rotation": status.expires_first,
-                "reason": status.reason(),
+            row.update({
                 "pending_revocations": [
                     {"token_id": r.token_id, "due_at": _iso(r.due_at), "attempts": r.attempts,
                      "last_error": r.last_error} for r in pending
@@ -102,7 +90,56 @@ class StatusPage:
                      "error": e.get("error")} for e in failures[:RECENT_FAILURES]
                 ],
             })  # fmt: skip
+            policies.append(row)
         return {"generated_at": _iso(now), "policies": policies, "inventory": _inventory(self._inventory())}
+
+
+def _scheduled(policy: Policy, journal: Journal, now: datetime) -> dict[str, Any]:
+    """A policy's row from its status (rotator/observe/status.py); NoNextDue if its schedule never fires again."""
+    status = policy_status(policy, journal, now, DEFAULT_SLACK)
+    return _row(policy, status.compliance, now, current_token_id=status.current_token_id,
+                rotated_at=status.rotated_at, expires_at=status.expires_at, since=status.since,
+                next_due=status.next_due, due=status.due, last_result=status.last_run_state,
+                last_error=status.last_run_error, needs_attention=status.needs_attention,
+                expires_first=status.expires_first, reason=status.reason(), extra_problems=())
+
+
+def _unschedulable(policy: Policy, journal: Journal, now: datetime, exc: NoNextDue) -> dict[str, Any]:
+    """The row of a policy whose schedule never fires again (a cron whose years have passed): what
+    the journal says of its token, no next due time, and the problem that needs a person, as
+    `rotator status` reports it after the other policies' rows."""
+    last = journal.last_success(policy.name)
+    latest = journal.latest_run(policy.name)
+    comp = policy_compliance(policy, journal, now, DEFAULT_SLACK)
+    problem = f"its schedule has no next due time: {exc}; change `schedule` in the policy file"
+    return _row(policy, comp, now, current_token_id=comp.current_token_id, rotated_at=comp.published_at,
+                expires_at=last.new_expires_at if last else None, since=comp.since, next_due=None, due=False,
+                last_result=latest.state if latest else None, last_error=latest.error if latest else None,
+                needs_attention=True, expires_first=False, reason=problem, extra_problems=(problem,))
+
+
+def _row(
+    policy: Policy, comp: Compliance | None, now: datetime, *, current_token_id: str | None,
+    rotated_at: datetime | None, expires_at: datetime | None, since: datetime | None, next_due: datetime | None,
+    due: bool, last_result: str | None, last_error: str | None, needs_attention: bool, expires_first: bool,
+    reason: str, extra_problems: Sequence[str],
+) -> dict[str, Any]:
+    age = (now - since).total_seconds() if since else None
+    max_age = comp.max_age.total_seconds() if comp else None
+    return {
+        "policy": policy.name, "enabled": policy.enabled,
+        "current_token_id": current_token_id,
+        "rotated_at": _iso(rotated_at), "expires_at": _iso(expires_at),
+        "age_s": int(age) if age is not None else None,
+        "max_age_s": int(max_age) if max_age is not None else None,
+        "age_ratio": round(age / max_age, 4) if age is not None and max_age else None,
+        "compliant": comp.compliant if comp else None,
+        "problems": [*(comp.problems() if comp else []), *extra_problems],
+        "next_due": _iso(next_due), "due": due,
+        "last_result": last_result, "last_error": last_error,
+        "needs_attention": needs_attention, "expires_before_rotation": expires_first,
+        "reason": reason,
+    }  # fmt: skip
 
 
 def _iso(value: datetime | None) -> str | None:

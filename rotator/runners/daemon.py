@@ -50,9 +50,11 @@ the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, a
 ``credential_status()`` in ``/readyz`` and the ``rotator_credential_*`` metrics.
 
 Signals: SIGHUP reloads the policy file (an invalid file is rejected and the running configuration
-kept); SIGTERM/SIGINT stop taking runs, give the runs in progress ``shutdown_timeout`` to finish,
-then exit 0. A run still going at the deadline is parked: its journal entry makes it recoverable,
-and the next start (or another replica once the lease expires) recovers it.
+kept whole; the same content builds nothing again, and a policy whose settings did not change
+keeps its engine and stores: :meth:`Daemon.reload`); SIGTERM/SIGINT stop taking runs, give the
+runs in progress ``shutdown_timeout`` to finish, then exit 0. A run still going at the deadline is
+parked: its journal entry makes it recoverable, and the next start (or another replica once the
+lease expires) recovers it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import faulthandler
+import hashlib
 import heapq
 import logging
 import os
@@ -77,7 +80,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rotator.config.daemon_config import DaemonSettings, parse_listen
 from rotator.config.policy import Config, Policy, PolicyFileError, load_config
-from rotator.config.schedule import format_duration
+from rotator.config.schedule import NoNextDue, format_duration
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.due import age_origin, decide
 from rotator.core.engine import NOTHING_TO_DO, Engine, NeedsAttention, RunResult
@@ -156,11 +159,28 @@ def load_daemon_config(path: str | Path) -> DaemonConfig:
 
 
 def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+    """What the watch compares: the file's modification time, size and inode (stat() follows the
+    symlinks, so a ConfigMap's swapped ``..data`` link changes it); None when it cannot be read."""
     try:
         st = path.stat()
     except OSError:
         return None
     return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+#: ``Daemon._last_failed_fp`` while no reload failed: no file has a size of -1, so it differs from
+#: every fingerprint, None (the file is gone or unreadable) included — a file that vanishes is a
+#: change the watch reports (a refused reload), not one it takes for "already refused".
+_NO_FAILURE: tuple[int, int, int] = (-1, -1, -1)
+
+
+def _digest(path: Path) -> bytes | None:
+    """The file's content, hashed: a reload of the same content (logrotate's SIGHUP, a ``touch``,
+    a ConfigMap update of another key) builds nothing again. None when it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------------------------- the daemon
@@ -178,6 +198,9 @@ class _Track:
     #: would otherwise leave it due in the past, started again at every pass
     revoke_failures: int = 0
     revoke_retry_at: datetime | None = None
+    #: the last successful run the failed rotations were planned from: a later success (another
+    #: replica's, an operator's `rotator rotate`) ends the failures (Daemon._rotated_elsewhere)
+    failed_from: str | None = None
 
 
 class Daemon:
@@ -197,7 +220,13 @@ class Daemon:
         handle_signals: bool = True,
         systemd: SystemdNotify | None = None,
     ) -> None:
-        self.path = Path(config_path).resolve()
+        # Absolute, but with its symlinks kept: a Kubernetes ConfigMap volume holds
+        # policies.toml -> ..data/policies.toml and ..data -> ..<timestamp>/, and the kubelet
+        # updates it by swapping ..data and deleting the old directory. A resolved path would stay
+        # on that deleted directory (no reload would ever see the new file); stat() and open()
+        # follow the links at every look. Relative paths inside the file are resolved against its
+        # directory as written (rotator/config/policy.py), which the kubelet keeps.
+        self.path = Path(config_path).absolute()
         self.clock = clock or SystemClock()
         self._listen_override = listen
         self._serve_http = serve_http
@@ -245,7 +274,9 @@ class Daemon:
         self._orphans_reported: set[str] = set()
         self._heartbeat = time.monotonic()
         self._recovered = False
-        self._last_failed_fp: tuple[int, int, int] | None = None
+        self._last_failed_fp: tuple[int, int, int] | None = _NO_FAILURE
+        #: the running configuration's file content (_digest), None if it could not be read
+        self._digest: bytes | None = None
         self._warned_unknown: set[str] = set()
         self._unschedulable: set[str] = set()
         # time.monotonic() (not the Clock) for the watchdog and durations: they measure elapsed
@@ -273,19 +304,20 @@ class Daemon:
     def start(self) -> None:
         """Load and validate everything, open the journal, start the HTTP server. Raises on bad input."""
         from rotator.observe.metrics import Metrics
-        from rotator.observe.notify import Notifier
 
         self._install_signals()
-        self.loaded = self._loader(self.path)
+        # Looked at before the load: a change made while it reads the file is seen by the next watch.
         self._fp = _fingerprint(self.path)
+        self._digest = _digest(self.path)
+        self.loaded = self._loader(self.path)
         self._journal_url = self.loaded.config.journal_url()
         self.journal: Journal = open_journal(self._journal_url)
         self.metrics: Metrics = Metrics()
         self.metrics.watch_state_text(self.snapshot)
         self.metrics.watch_live(self.live_snapshot)
-        self.notifier: Notifier = Notifier(self.settings, self.path.parent, on_result=self.metrics.notification,
-                                           stdout=self._stdout, clock=self.clock)
+        self.notifier: Notifier = self._new_notifier(self.settings)
         self._engines = self._build_engines(self.loaded.config)
+        self._credential_engines = self._with_credentials(self._engines)
         self._load_views(full=True)
         self._note_loaded()
         self._next_sweep = self.clock.now()
@@ -689,6 +721,22 @@ class Daemon:
             view.token_id, view.expires_at = run.new_token_id, run.new_expires_at
         if changed:
             view.state = None
+            if run is not None:
+                self._rotated_elsewhere(name, run)
+
+    def _rotated_elsewhere(self, name: str, run: RunRecord) -> None:
+        """A successful run newer than the one this process's failed rotations were planned from
+        (another replica's, an operator's `rotator rotate`): the policy is rotated, so its failures
+        end here: rotator_consecutive_failures 0 (else RotatorRotationFailing fires for as long as
+        this process does not rotate it itself) and no backoff on its next due time. By run id, not
+        by time: replicas' clocks differ, and a view read again whole (a reload) sees the same run."""
+        track = self._tracks.get(name)
+        if track is None or not track.failures or run.run_id == track.failed_from:
+            return
+        logger.info("policy %s: rotated by run %s since its last failure here: %d failure(s) in a row end",
+                    name, run.run_id, track.failures)
+        track.failures, track.retry_at, track.failed_from = 0, None, None
+        self.metrics.consecutive_failures.labels(name).set(0)
 
     def _load_views(self, full: bool) -> Overview:
         """Read the journal's current state into the views, in a few queries whatever the number of
@@ -859,11 +907,12 @@ class Daemon:
         except LeaseBusy:
             raise
         except RotatorError as exc:
-            self._failed(name, exc, started, now)
+            self._failed(name, exc, started, now, planned_from)
             return
         except Exception as exc:  # an adapter bug: back off like any failure instead of looping
             log.exception("rotation failed unexpectedly")
-            self._failed(name, PermanentError(f"internal error: {type(exc).__name__}: {exc}"), started, now)
+            self._failed(name, PermanentError(f"internal error: {type(exc).__name__}: {exc}"), started, now,
+                         planned_from)
             return
         if result.state == NOTHING_TO_DO:
             log.info("%s", result.message)
@@ -878,11 +927,12 @@ class Daemon:
                     "token_id": result.new_token_id, "old_token_id": result.old_token_id,
                     "duration_s": round(elapsed, 3)})
 
-    def _failed(self, name: str, exc: RotatorError, started: float, began: datetime) -> None:
+    def _failed(self, name: str, exc: RotatorError, started: float, began: datetime, planned_from: str | None) -> None:
         elapsed = time.monotonic() - started
         outcome = "needs_attention" if isinstance(exc, NeedsAttention) else "failure"
         track = self._tracks.setdefault(name, _Track())
         track.failures += 1
+        track.failed_from = planned_from
         delay = self._backoff(track.failures)
         track.retry_at = self.clock.now() + delay
         self.metrics.run_duration.labels(name).observe(elapsed)
@@ -1044,9 +1094,25 @@ class Daemon:
         self.on_event({"at": self.clock.now(), **event})
 
     # -- configuration ----------------------------------------------------------------------
-    def _build_engines(self, config: Config) -> dict[str, EngineLike]:
+    def _build_engines(self, config: Config, running: tuple[Config, Mapping[str, EngineLike]] | None = None
+                       ) -> dict[str, EngineLike]:  # fmt: skip
+        """Every policy's engine. With ``running`` (the running configuration and its engines), a
+        policy whose validated settings and the file's ``[rotator]`` settings are unchanged keeps its
+        engine: new stores would log in to Vault again (a new token each, the old ones left to
+        expire, an AppRole secret_id with a few uses used up by reloads alone) and forget their
+        credential's failures (/readyz would turn 200 again while the credential is dead).
+        Builds only (adapters contact nothing until used): nothing is replaced here."""
+        same: dict[str, Policy] = {}
+        engines_now: Mapping[str, EngineLike] = {}
+        if running is not None and running[0].settings == config.settings:
+            same = {p.name: p for p in running[0].policies}
+            engines_now = running[1]
         engines: dict[str, EngineLike] = {}
         for policy in config.policies:
+            kept = engines_now.get(policy.name) if same.get(policy.name) == policy else None
+            if kept is not None:
+                engines[policy.name] = kept
+                continue
             try:
                 engines[policy.name] = self._engine_factory(policy, config, self.journal, self.on_event)
             except RotatorError:
@@ -1054,19 +1120,55 @@ class Daemon:
             except Exception as exc:
                 raise ConfigError(f"policy {policy.name!r}: cannot set up its adapters: {exc}",
                                   hint="check the issuer and store settings of this policy") from None
-        self._credential_engines = {name: e for name, e in engines.items() if self._credential_stores(e)}
         return engines
 
+    def _with_credentials(self, engines: Mapping[str, EngineLike]) -> dict[str, EngineLike]:
+        return {name: e for name, e in engines.items() if self._credential_stores(e)}
+
+    def _new_notifier(self, settings: DaemonSettings) -> Notifier:
+        """The audit sink, webhooks and hooks of ``settings``; ConfigError if they cannot be set up
+        (an audit file that cannot be opened)."""
+        from rotator.observe.notify import Notifier
+
+        try:
+            return Notifier(settings, self.path.parent, on_result=self.metrics.notification,
+                            stdout=self._stdout, clock=self.clock)
+        except RotatorError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"[daemon] notifications: cannot set them up: {exc}",
+                              hint="check the [daemon] audit, webhook and hook settings") from None
+
     def reload(self, reason: str) -> bool:
-        """Load the policy file again; keep the running configuration if the new one is invalid."""
+        """Load the policy file again; keep the running configuration if the new one is invalid.
+
+        - The same content as the running configuration (logrotate's SIGHUP, a ``touch``): nothing
+          is built again; the running configuration counts as loaded (a refused file put back).
+        - Otherwise everything that can fail is built first: the configuration, the engines of the
+          policies that changed (the others keep theirs: :meth:`_build_engines`) and the notifier if
+          its settings changed. Any failure there is a refused reload (logged, counted, the running
+          configuration kept whole, the watch tries again when the file changes again); only then
+          is the new configuration put in place, all of it.
+        """
         fp = _fingerprint(self.path)
+        digest = _digest(self.path)
+        if digest is not None and digest == self._digest:
+            self._fp, self._last_failed_fp = fp, _NO_FAILURE
+            self._note_loaded()
+            logger.info("reload (%s): %s is unchanged, the running configuration stays as it is", reason, self.path)
+            self._emit({"policy": None, "run_id": None, "step": "reload", "result": "ok",
+                        "policies": len(self.policies)})
+            return True
+        notifier: Notifier | None = None
         try:
             loaded = self._loader(self.path)
             url = loaded.config.journal_url()
             if url != self._journal_url:
                 raise ConfigError("the journal setting changed: a reload cannot move the journal",
                                   hint="restart the daemon to use another journal")
-            engines = self._build_engines(loaded.config)
+            engines = self._build_engines(loaded.config, (self.loaded.config, self._engines))
+            if not self.notifier.same_settings(loaded.daemon):
+                notifier = self._new_notifier(loaded.daemon)  # last: nothing after it can fail
         except RotatorError as exc:
             self._last_failed_fp = fp
             self.metrics.reload_failures.inc()
@@ -1079,26 +1181,26 @@ class Daemon:
         if (loaded.daemon.listen, loaded.daemon.workers) != (old.daemon.listen, old.daemon.workers):
             logger.warning("listen and workers changes take effect at the next restart")
         removed = {p.name for p in old.config.policies} - {p.name for p in loaded.config.policies}
-        self.loaded, self._engines, self._fp, self._last_failed_fp = loaded, engines, fp, None
+        kept = sum(1 for name, engine in engines.items() if self._engines.get(name) is engine)
+        self.loaded, self._engines, self._fp, self._last_failed_fp = loaded, engines, fp, _NO_FAILURE
+        self._digest = digest
+        self._credential_engines = self._with_credentials(engines)
+        if notifier is not None:
+            previous, self.notifier = self.notifier, notifier
+            threading.Thread(target=previous.close, args=(10.0,), name="rotator-notify-close", daemon=True).start()
         try:
             self._load_views(full=True)  # schedules may have changed: plan every policy again
         except RotatorError as exc:  # the journal: the next pass tries again
             logger.error("reload: cannot read the journal: %s", _describe(exc))
             self._full_load_wanted = True
             self._next_sweep = self.clock.now()
-        if not self.notifier.same_settings(loaded.daemon):
-            from rotator.observe.notify import Notifier
-
-            previous = self.notifier
-            self.notifier = Notifier(loaded.daemon, self.path.parent, on_result=self.metrics.notification,
-                                     stdout=self._stdout, clock=self.clock)
-            threading.Thread(target=previous.close, args=(10.0,), name="rotator-notify-close", daemon=True).start()
         for name in removed:
             self._tracks.pop(name, None)
             self._planned.pop(name, None)
             self.metrics.forget(name)
         self._note_loaded()
-        logger.info("reloaded %s (%s): %d policies", self.path, reason, len(self.policies))
+        logger.info("reloaded %s (%s): %d policies, %d of them unchanged (adapters kept)", self.path, reason,
+                    len(self.policies), kept)
         self._emit({"policy": None, "run_id": None, "step": "reload", "result": "ok", "policies": len(self.policies)})
         return True
 
@@ -1169,12 +1271,20 @@ class Daemon:
                 published = view.published_at
                 since = age_origin(published, view.token_since)
                 lease_active = held or (view.lease_until is not None and view.lease_until >= now)
+                next_rotation: datetime | None
+                try:
+                    next_rotation = decide(policy, published, now, token_since=since).next_due
+                except NoNextDue:
+                    # A cron schedule whose years have passed: no next rotation to export, and only a
+                    # person can give it one (`rotator status` reports it as a problem, _plan logs it).
+                    # One such policy must not take every policy's metrics down with it (a 500).
+                    next_rotation = None
+                needs_attention = view.failed_revocations > 0 or view.stuck_runs > 0 or next_rotation is None
                 state = view.state = PolicyState(
                     policy=policy.name, enabled=policy.enabled, rotated_at=published, expires_at=view.expires_at,
-                    next_rotation=decide(policy, published, now, token_since=since).next_due,
-                    pending_revocations=len(pending),
+                    next_rotation=next_rotation, pending_revocations=len(pending),
                     overdue_revocations=overdue, failed_revocations=view.failed_revocations,
-                    open_runs=view.open_runs, needs_attention=view.failed_revocations > 0 or view.stuck_runs > 0,
+                    open_runs=view.open_runs, needs_attention=needs_attention,
                     lease_active=lease_active, lease_held_here=held, max_age_s=max_age.total_seconds(),
                     compliant=is_compliant(since, max_age, late, now), token_since=since)
                 # the first moment one of these answers changes with time alone

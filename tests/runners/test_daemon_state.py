@@ -1,0 +1,117 @@
+"""What the daemon shows of its policies, in-process on a fake clock: a schedule that has ended
+(/metrics and /status.json stay up, the policy needs attention), and the failure count once
+someone else rotated the policy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from rotator.core.errors import TransientError
+from rotator.core.journal import RunRecord
+from rotator.observe.status_page import StatusPage, render_html
+from tests.runners.test_daemon import T0, Harness, sample
+from tests.runners.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
+
+#: a cron schedule whose years end with 2027 (the AWS form's sixth field)
+ENDED = "cron(0 3 * * ? 2026-2027)"
+AFTER = datetime(2027, 12, 31, 3, 0, 30, tzinfo=UTC)  # its last fire time has just passed
+
+
+def _metrics(h: Harness) -> dict[tuple[str, str], float]:
+    """The /metrics body's per-policy samples: (name, policy) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(h.daemon.metrics.exposition().decode()):
+        for s in family.samples:
+            if "policy" in s.labels:
+                out[(s.name, s.labels["policy"])] = s.value
+    return out
+
+
+def test_a_schedule_that_has_ended_leaves_metrics_up_and_needs_attention(harness: Callable[..., Harness]) -> None:
+    """One policy whose cron never fires again made every /metrics scrape a 500."""
+    h = harness([("healthy", "1h", ""), ("yearly", ENDED, "")], last=AFTER)
+    h.clock.advance(AFTER - T0)
+    h.tick()
+    m = _metrics(h)  # raised NoNextDue
+    assert m[("rotator_next_rotation_timestamp_seconds", "healthy")] == (AFTER + timedelta(hours=1)).timestamp()
+    assert ("rotator_next_rotation_timestamp_seconds", "yearly") not in m, "no next rotation to show"
+    assert m[("rotator_needs_attention", "yearly")] == 1 and m[("rotator_needs_attention", "healthy")] == 0
+    assert m[("rotator_last_success_timestamp_seconds", "yearly")] == AFTER.timestamp(), "the rest is there"
+    assert m[("rotator_token_age_seconds", "yearly")] == 0
+
+    # Fixed by a reload: attention no more, a next rotation again.
+    h.daemon.path.write_text(h.daemon.path.read_text().replace(ENDED, "cron(0 3 * * ? *)"))
+    h.daemon.request_reload()
+    h.tick()
+    m = _metrics(h)
+    assert m[("rotator_needs_attention", "yearly")] == 0
+    assert m[("rotator_next_rotation_timestamp_seconds", "yearly")] == datetime(2028, 1, 1, 3, tzinfo=UTC).timestamp()
+
+
+def test_a_schedule_that_has_ended_leaves_the_status_page_up(harness: Callable[..., Harness]) -> None:
+    h = harness([("healthy", "1h", ""), ("yearly", ENDED, "")], last=AFTER)
+    h.clock.advance(AFTER - T0)
+    page = StatusPage(lambda: h.daemon.policies, lambda: h.daemon.journal, h.clock.now)
+    data = json.loads(page.json_bytes())  # raised NoNextDue
+    rows = {row["policy"]: row for row in data["policies"]}
+    assert rows["healthy"]["next_due"] is not None and not rows["healthy"]["needs_attention"]
+    yearly = rows["yearly"]
+    assert yearly["next_due"] is None and yearly["due"] is False and yearly["needs_attention"] is True
+    assert yearly["current_token_id"] is None and yearly["rotated_at"] == "2027-12-31T03:00:30.000000Z"
+    assert yearly["compliant"] is True and yearly["age_s"] == 0, "what the journal says of its token is shown"
+    assert any("no next due time" in problem for problem in yearly["problems"])
+    assert "never fires again" in yearly["reason"]
+    assert set(yearly) == set(rows["healthy"]), "the same fields as any row"
+    html = render_html(page.data())
+    assert 'id="policy-yearly"' in html and "needs attention" in html and "never fires again" in html
+
+
+def test_a_rotation_by_someone_else_ends_the_failure_count(harness: Callable[..., Harness]) -> None:
+    """rotator_consecutive_failures stayed at 3 (RotatorRotationFailing firing) after an operator's
+    `rotator rotate` or another replica rotated the policy: only this process's own success reset it."""
+    h = harness([("a", "30d", "")], daemon='failure_backoff = "10s"\n', last=T0 - timedelta(days=31))
+    h.engines["a"].fail += [TransientError("issuer down")] * 3
+    for i in range(3):  # overdue, and it fails three times
+        h.clock.advance(timedelta(seconds=60 if i else 0))
+        h.tick()
+        assert h.calls == ["rotate a"]
+    assert sample(h, "rotator_consecutive_failures", policy="a") == 3
+    # A reload reads every view again: the last run it finds is no new success (the retry is not due yet).
+    h.daemon.path.write_text(h.daemon.path.read_text() + "# edited\n")
+    h.daemon.request_reload()
+    h.tick()
+    assert h.calls == [] and sample(h, "rotator_consecutive_failures", policy="a") == 3
+
+    now = h.clock.now()
+    h.daemon.journal.begin_run(RunRecord("manual", "a", "done", "rotate", now, now, published_at=now,
+                                         finished_at=now))
+    h.clock.advance(timedelta(seconds=61))  # the sweep reads it (and the retry comes due)
+    h.tick()
+    assert h.calls == [] and sample(h, "rotator_consecutive_failures", policy="a") == 0
+    track = h.daemon._tracks["a"]
+    assert track.failures == 0 and track.retry_at is None
+    assert h.daemon._planned["a"] == now + timedelta(days=30), "due by the schedule, no backoff"
+    h.clock.advance(timedelta(hours=1))
+    h.tick()
+    assert h.calls == [], "nothing to do: it was rotated"
+
+
+def test_a_rotation_found_done_when_due_ends_the_failure_count(harness: Callable[..., Harness]) -> None:
+    """The same when the daemon finds the other rotation as its retry comes due (before any sweep)."""
+    h = harness([("a", "30d", "")], daemon='failure_backoff = "10s"\nsweep_interval = "1h"\n', last=None)
+    h.engines["a"].fail += [TransientError("issuer down")] * 2
+    h.tick()
+    h.clock.advance(timedelta(seconds=11))
+    h.tick()
+    assert sample(h, "rotator_consecutive_failures", policy="a") == 2
+    now = h.clock.now()
+    h.daemon.journal.begin_run(RunRecord("replica-b", "a", "done", "rotate", now, now, published_at=now,
+                                         finished_at=now))
+    h.clock.advance(timedelta(seconds=30))  # past the retry time, long before the next sweep
+    h.tick()
+    assert h.calls == [] and sample(h, "rotator_consecutive_failures", policy="a") == 0
