@@ -34,11 +34,16 @@ class RequestCounter:
 
 
 def is_loopback_host(host: str | None) -> bool:
-    """Whether ``host`` is this machine: ``localhost`` (and ``*.localhost``), 127.0.0.0/8, ``::1``."""
+    """Whether ``host`` is this machine: the name ``localhost``, 127.0.0.0/8, ``::1``.
+
+    ``*.localhost`` names do not count: RFC 6761 only asks resolvers to send them to loopback, and
+    many (a corporate DNS, /etc/hosts, a container's resolver) resolve them like any other name,
+    so a token sent there in plain http may well leave the machine.
+    """
     if not host:
         return False
     host = host.strip("[]").rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     import ipaddress  # only when a warning is considered: not on the Lambda's cold path
 

@@ -22,14 +22,17 @@ rotation up. Events hold token ids, never values; every line and body also passe
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import hmac
 import http.client
 import json
+import locale
 import logging
 import os
 import queue
 import random
+import selectors
 import signal
 import subprocess
 import sys
@@ -42,7 +45,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from rotator import __version__
 from rotator.config.daemon_config import AuditSettings, DaemonSettings, HookSettings, WebhookSettings
@@ -428,26 +431,29 @@ class CommandHook(_Worker):
         started = time.monotonic()  # how long the hook ran, not a time of day: no Clock needed
         result, code, error, output = "ok", None, None, 0
         try:
+            # Unbuffered bytes: _run_hook reads the pipes' file descriptors itself.
             proc = subprocess.Popen(argv, env=hook_environment(self.settings, record), cwd=self.base_dir,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, errors="replace", start_new_session=True)
+                                    bufsize=0, start_new_session=True)
         except OSError as exc:
             result, error = "failed", f"cannot start {argv[0]}: {exc.strerror}"
         else:
             # The output is read (so the hook never blocks on a full pipe) and only measured: a
             # hook may print anything, the token it just received included, so none of it is
             # copied into logs, audit lines or webhooks.
-            try:
-                stdout, stderr = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                stdout, stderr = proc.communicate()
+            ended = _run_hook(proc, timeout)
+            output = ended.output
+            if ended.code is None:
                 result, error = "timeout", f"{argv[0]} did not finish within {timeout:g}s and was killed"
             else:
-                code = proc.returncode
+                code = ended.code
                 if code != 0:
                     result, error = "failed", f"{argv[0]} exited with status {code}"
-            output = len(stdout or "") + len(stderr or "")
+            if ended.held:
+                logger.warning(
+                    "hook %s for policy %s: a process it started in the background still holds its output; "
+                    "rotator stopped reading it (redirect that process's output, e.g. >/dev/null 2>&1)",
+                    argv[0], record.get("policy"))
         elapsed = time.monotonic() - started
         log = logger.info if result == "ok" else logger.error
         log("hook %s for policy %s: %s in %.1fs (output: %d characters, not logged)%s", argv[0],
@@ -462,7 +468,79 @@ class CommandHook(_Worker):
             self._emit(event)
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+#: How long a hook's output pipes may stay open once the hook has exited or been killed. Past
+#: this, what holds them is a process the hook left behind (a daemon it started, in its own
+#: session, that kept stdout): rotator stops reading rather than wait for that process to end.
+HOOK_DRAIN_S = 2.0
+#: How often the output loop looks whether the hook has exited while its pipes stay open.
+_HOOK_POLL_S = 0.1
+
+
+class _HookEnd(NamedTuple):
+    """How a hook process ended, as :func:`_run_hook` saw it."""
+
+    code: int | None  #: its exit status; None when it was killed at its timeout
+    output: int  #: characters of output read (stdout and stderr), never the output itself
+    held: bool  #: something it left behind still held its output when rotator stopped reading
+
+
+def _run_hook(proc: subprocess.Popen[bytes], timeout: float) -> _HookEnd:
+    """Read ``proc``'s output (measured, not kept) until it ends; kill its group after ``timeout`` s.
+
+    Never waits on the pipes alone: ``communicate()`` returns only at EOF, which a background
+    process the hook started (``setsid daemon &``) may hold off forever, wedging the hook thread.
+    Here the hook's own exit is watched too: once it has exited (or been killed), the pipes get
+    :data:`HOOK_DRAIN_S` more (never past the hook timeout), then rotator closes its ends.
+    """
+    encoding = locale.getpreferredencoding(False)  # what text=True would decode with
+    deadline = time.monotonic() + timeout  # a bound on the wait, not a time of day: no Clock needed
+    stop = deadline  # when reading ends, whatever holds the pipes
+    code: int | None = None
+    exited = killed = False
+    output = 0
+    pipes = [pipe for pipe in (proc.stdout, proc.stderr) if pipe is not None]
+    try:
+        with selectors.DefaultSelector() as selector:
+            for pipe in pipes:
+                decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+                selector.register(pipe, selectors.EVENT_READ, decoder)
+            while selector.get_map():
+                now = time.monotonic()
+                if not exited and proc.poll() is not None:
+                    exited = True
+                    stop = min(stop, now + HOOK_DRAIN_S)
+                if now >= stop:
+                    if exited:
+                        break
+                    _kill_group(proc)  # the hook itself is still running at its timeout
+                    killed = exited = True
+                    stop = now + HOOK_DRAIN_S
+                    continue
+                for key, _events in selector.select(min(stop - now, _HOOK_POLL_S)):
+                    data = os.read(key.fd, 65536)
+                    output += len(key.data.decode(data, final=not data))
+                    if not data:
+                        selector.unregister(key.fileobj)
+            held = bool(selector.get_map())
+    finally:
+        for pipe in pipes:
+            pipe.close()  # a process still writing there gets EPIPE (or SIGPIPE) rather than rotator waiting
+    if not killed and not exited and proc.poll() is None:  # both pipes closed before the hook exited
+        try:
+            code = proc.wait(timeout=max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            killed = True
+    if killed:
+        try:
+            proc.wait(timeout=HOOK_DRAIN_S)  # SIGKILL is prompt, unless the process is stuck in the kernel
+        except subprocess.TimeoutExpired:
+            logger.error("hook process %d did not die after SIGKILL; no longer waiting for it", proc.pid)
+        return _HookEnd(None, output, held)
+    return _HookEnd(proc.returncode if code is None else code, output, held)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -178,6 +178,61 @@ def test_mint_sends_expiry_secs_rounded_up(influxdb3_fake: InfluxDB3Fake) -> Non
     assert 86390 <= seen[0]["expiry_secs"] <= 86400
 
 
+@pytest.mark.parametrize("kind", ["named_admin", "resource"])
+def test_an_expiry_the_server_does_not_keep_is_not_recorded_as_kept(
+    influxdb3_enterprise_fake: InfluxDB3Fake, caplog: pytest.LogCaptureFixture, kind: str, monkeypatch: Any
+) -> None:
+    """A server that ignores ``expiry_secs`` answers ``"expiry": null`` (spec: never expires): the
+    minted token says no expiry, and a WARNING names the token (never its value)."""
+    fake = influxdb3_enterprise_fake
+    fake.honours_expiry = False
+    monkeypatch.setenv("INFLUXDB3_ADMIN_FOR_TEST", fake.operator_value)
+    extra = {"kind": "resource", "permissions": DB_WRITE} if kind == "resource" else {}
+    issuer = make(fake.url, credential={"env": "INFLUXDB3_ADMIN_FOR_TEST"}, **extra)
+    with caplog.at_level(logging.WARNING, logger="rotator.adapters.influxdb3"):
+        minted = issuer.mint(request(), None)
+    assert minted.expires_at is None
+    assert fake.token(minted.token_id)["expiry"] is None  # type: ignore[index]  # truly no expiry on the server
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    text = warning.getMessage()
+    assert minted.token_id in text and "does not expire by itself" in text and "expiry: null" in text
+    assert minted.value.reveal() not in caplog.text and fake.operator_value not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("extra", "confirmed"),
+    [
+        ({"expiry": "2030-01-02T03:04:05.000Z"}, datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)),  # the server's own
+        ({"expiry_secs": "same"}, "asked"),  # a ResourceTokenObject echoing the lifetime asked for
+        ({"expiry_secs": 60}, None),  # another lifetime: not the one asked for
+        ({}, None),  # no word on the expiry
+        ({"expiry": None, "expiry_secs": "same"}, None),  # the server's own null wins over an echo
+    ],
+)
+def test_only_a_confirmed_expiry_is_returned(
+    extra: dict[str, Any], confirmed: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INFLUXDB3_ADMIN_FOR_TEST", "apiv3_admin-credential-value")
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        sent = json.loads(req.content)
+        answer = {"id": 7, "name": sent["token_name"], "token": "apiv3_" + "A" * 86, **extra}
+        if answer.get("expiry_secs") == "same":
+            answer["expiry_secs"] = sent["expiry_secs"]
+        return httpx.Response(201, json=answer)
+
+    req = request()
+    issuer = make("http://influx.invalid:8181", transport=mock(handler), kind="resource",
+                  credential={"env": "INFLUXDB3_ADMIN_FOR_TEST"}, permissions=DB_WRITE)
+    with caplog.at_level(logging.WARNING, logger="rotator.adapters.influxdb3"):
+        minted = issuer.mint(req, None)
+    expected = req.expires_at.replace(microsecond=0) if confirmed == "asked" else confirmed
+    assert minted.expires_at == expected
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert bool(warned) is (expected is None)
+    assert all(minted.token_id in w and "AAAA" not in w for w in warned)
+
+
 def test_token_prefix_setting_and_tags_of_other_prefixes(influxdb3_fake: InfluxDB3Fake) -> None:
     admin = Secret(influxdb3_fake.operator_value)
     issuer = make(influxdb3_fake.url, token_name_prefix="svc-ingest")
@@ -344,8 +399,73 @@ def test_resource_token_with_system_permission_is_verified_on_health(
     )
     minted = issuer.mint(request(), None)
     issuer.verify(minted.value)
-    assert influxdb3_enterprise_fake.api.calls[-1].template == "/health"
-    assert influxdb3_enterprise_fake.api.calls[-1].status == 200
+    decoy, used = influxdb3_enterprise_fake.api.calls[-2:]
+    # first a made-up token, refused (so /health checks tokens), then the new one, accepted
+    assert (decoy.template, decoy.status, decoy.principal) == ("/health", 401, None)
+    assert (used.template, used.status, used.principal) == ("/health", 200, minted.token_id)
+    with pytest.raises(TransientError, match="HTTP 401"):  # a value the server never issued: refused
+        issuer.verify(Secret("not-a-token-at-all-garbage"))
+
+
+def _system_token(fake: InfluxDB3Fake, tmp_path: Path, names: list[str]) -> tuple[InfluxDB3Issuer, Secret]:
+    (tmp_path / "admin").write_text(fake.operator_value)
+    perms = [{"resource_type": "system", "resource_names": names, "actions": ["read"]}]
+    issuer = make(fake.url, tmp_path, kind="resource", credential={"file": "admin"}, permissions=perms)
+    return issuer, issuer.mint(request(), None).value
+
+
+@pytest.mark.parametrize("names", [["*"], ["health", "ping", "metrics"], ["health"], ["metrics"]])
+def test_a_system_token_is_not_verified_where_the_server_checks_no_token(tmp_path: Path, names: list[str]) -> None:
+    """``influxdb3 serve --disable-authz health,ping,metrics``: those answer 200 to any value, and
+    /metrics documents nothing but 200 anyway. A 200 there proves nothing: verify fails, with a hint."""
+    with InfluxDB3Fake("enterprise", disable_authz={"health", "ping", "metrics"}).running() as fake:
+        issuer, value = _system_token(fake, tmp_path, names)
+        before = len(fake.api.calls)
+        for token in (value, Secret("not-a-token-at-all-garbage")):
+            with pytest.raises(PermanentError) as err:
+                issuer.verify(token)
+            assert not isinstance(err.value, TransientError)
+            assert "without checking tokens" in str(err.value) and "--disable-authz" in err.value.hint
+            assert "permission" in err.value.hint
+        sent = fake.api.calls[before:]
+        assert sent and all(c.status == 200 and c.principal is None for c in sent), "only made-up tokens were sent"
+        assert value.reveal() not in str(err.value) + err.value.hint
+
+
+def test_a_system_token_is_verified_on_the_endpoint_that_still_checks_tokens(tmp_path: Path) -> None:
+    """``--disable-authz health``: /health proves nothing, /ping still checks: verify uses /ping."""
+    with InfluxDB3Fake("enterprise", disable_authz={"health"}).running() as fake:
+        issuer, value = _system_token(fake, tmp_path, ["health", "ping"])
+        before = len(fake.api.calls)
+        issuer.verify(value)
+        assert [(c.template, c.status) for c in fake.api.calls[before:]] == [
+            ("/health", 200), ("/ping", 401), ("/ping", 200)]  # fmt: skip
+        with pytest.raises(TransientError, match="HTTP 401"):
+            issuer.verify(Secret("not-a-token-at-all-garbage"))
+
+
+@pytest.mark.parametrize("checks", [True, False], ids=["metrics-checks-tokens", "metrics-open"])
+def test_a_system_token_is_verified_on_metrics_only_where_metrics_refuses_a_made_up_token(checks: bool) -> None:
+    """The spec documents only 200 for /metrics; a server that does refuse unknown tokens there
+    (no fake can: the spec has no 401 for it) lets /metrics verify; one answering 200 to all does not."""
+    new = "apiv3_the-new-token-value"
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        value = req.headers["Authorization"].removeprefix("Bearer ")
+        seen.append(value)
+        return httpx.Response(200 if value == new or not checks else 401, text="# metrics")
+
+    perms = [{"resource_type": "system", "resource_names": ["metrics"], "actions": ["read"]}]
+    issuer = make("http://influx.invalid:8181", transport=mock(handler), kind="resource",
+                  credential={"env": "UNUSED"}, permissions=perms)
+    if checks:
+        issuer.verify(Secret(new))
+        assert len(seen) == 2 and seen[0] != new and seen[1] == new
+    else:
+        with pytest.raises(PermanentError, match="/metrics"):
+            issuer.verify(Secret(new))
+        assert len(seen) == 1 and seen[0] != new, "the new token was not sent where it proves nothing"
 
 
 def test_resource_tokens_on_core_say_enterprise_is_needed(tmp_path: Path) -> None:

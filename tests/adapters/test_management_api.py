@@ -111,6 +111,22 @@ def test_mint_verify_list_revoke_round_trip(management_api_fake, tmp_path):
     assert [c.status for c in fake.calls("delete")] == [204, 204, 404]
 
 
+def test_an_expiry_the_cluster_ignored_is_not_recorded_as_kept(management_api_fake, tmp_path, caplog):
+    """A cluster that ignores ``expiresAt`` (one that also wants the how-to's ``expirationType``,
+    which the spec does not have) answers without ``expiresAt``: the token never expires. The
+    minted token then says no expiry, and a WARNING names its id (never its value)."""
+    fake = management_api_fake
+    fake.ignores_expires_at = True
+    issuer, mgmt_value, _ = make_issuer(fake, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="rotator.adapters.management_api"):
+        minted = issuer.mint(mint_request(), credential=None)
+    assert minted.expires_at is None
+    assert fake.token_by_id(minted.token_id)["expiresAt"] is None  # truly no expiry on the cluster
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert minted.token_id in warning and "does not expire by itself" in warning
+    assert minted.value.reveal() not in caplog.text and mgmt_value not in caplog.text
+
+
 def test_revoke_when_delete_removes_the_token(management_api_fake, tmp_path):
     fake = management_api_fake
     fake.delete_mode = "remove"

@@ -50,8 +50,8 @@ def warnings_of(model: Any, settings: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [("localhost", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
-     ("api.localhost", True), ("10.0.0.1", False), ("influx.example.test", False), ("", False), (None, False),
-     ("localhost.example.test", False)],
+     ("api.localhost", False), ("LOCALHOST.", True), ("10.0.0.1", False), ("influx.example.test", False),
+     ("", False), (None, False), ("localhost.example.test", False)],
 )  # fmt: skip
 def test_loopback_hosts(host: str | None, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
@@ -65,6 +65,10 @@ def test_http_issuers(model: Any, extra: dict[str, Any]) -> None:
     assert warnings_of(model, {"base_url": "http://127.0.0.1:8181", **extra}) == []  # loopback: tests, sidecars
     [plain] = warnings_of(model, {"base_url": "http://influx.example.test:8181", **extra})
     assert "`base_url` is plain http:// to influx.example.test" in plain
+    # a *.localhost name is resolved like any other by many resolvers: it may leave the machine
+    [named] = warnings_of(model, {"base_url": "http://influx.localhost:8181", **extra})
+    assert "`base_url` is plain http:// to influx.localhost" in named
+    assert warnings_of(model, {"base_url": "http://localhost:8181", **extra}) == []
     [unverified] = warnings_of(model, {"base_url": "https://influx.example.test", "tls_verify": False, **extra})
     assert "`tls_verify = false`" in unverified and "influx.example.test" in unverified
 

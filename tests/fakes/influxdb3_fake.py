@@ -12,6 +12,9 @@ Behaviour, as documented (facts file §3) and, where the docs are silent, as cho
 - ``POST /api/v3/enterprise/configure/token`` (Enterprise only) -> 201 with the spec's
   ``ResourceTokenObject`` fields plus the server's real ones (``id, name, token, hash, ...``;
   facts §3.2: the spec's schema lacks ``token``, an object schema allows the extra keys);
+- :attr:`InfluxDB3Fake.honours_expiry` ``False`` models a server that ignores ``expiry_secs``
+  (one that predates it, or a proxy that drops it): the token never expires, and the 201 answer
+  says so as the spec does, ``"expiry": null`` (the ``AdminTokenObject`` example);
 - the token string is in the 201 answer only: the fake keeps a SHA-512 (as the server does,
   ``hash`` = hex) and no value; ``system.tokens`` shows the hash;
 - ``DELETE /api/v3/configure/token?token_name=`` -> 200, or 404 for an unknown name (and for
@@ -22,8 +25,13 @@ Behaviour, as documented (facts file §3) and, where the docs are silent, as cho
   prints a ``Timestamp(Millisecond, None)`` (``2025-06-01T10:00:00.123``, no zone);
   ``SELECT 1`` on a database of :attr:`databases` answers 200 to a token that may read it and
   403 to one that may not; any other query or format -> 400;
-- ``GET /health``: 200 ``OK`` for an admin token or a resource token with ``system:health``
-  (or ``system:*``), else 401 (the spec documents no 403 here);
+- ``GET /health`` and ``GET /ping``: 200 (``OK``; the version JSON and headers) for an admin
+  token or a resource token with ``system:health`` / ``system:ping`` (or ``system:*``), else 401
+  (the spec documents no 403 here). ``disable_authz`` (``influxdb3 serve --disable-authz
+  health,ping,metrics``, facts §3.5) names the endpoints that answer 200 without looking at the
+  token at all: any value, known or not, gets in;
+- ``GET /metrics``: 200 to every request, token or not: the spec documents no other answer
+  (no 401), so the fake serves it as if ``metrics`` were always in ``disable_authz``;
 - authentication: no/unknown/expired token -> 401 ``{"error": ..., "data": null}``; a token not
   active yet (:attr:`activation_delay_s` after its creation; 0 by default, InfluxDB 3 documents
   no delay) -> 401; on the token endpoints a token that is not an admin token -> 401 too (their
@@ -41,7 +49,7 @@ application/json`` (the server sends the literal ``json``, facts §3.2, which th
 allow: the fake cannot send it, the issuer does not depend on it).
 
 Faults: :meth:`fail_next` answers a documented status for the next N calls of an operation
-(``named_admin``, ``resource``, ``regenerate``, ``delete``, ``query``, ``health``),
+(``named_admin``, ``resource``, ``regenerate``, ``delete``, ``query``, ``health``, ``ping``),
 :meth:`delay_next` / :meth:`drop_next` make the client time out or lose the connection,
 optionally after the effect.
 """
@@ -55,6 +63,8 @@ import hashlib
 import json
 import re
 import secrets
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -88,8 +98,14 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "delete": ("DELETE", "/api/v3/configure/token"),
     "query": ("POST", "/api/v3/query_sql"),
     "health": ("GET", "/health"),
+    "ping": ("GET", "/ping"),
+    "metrics": ("GET", "/metrics"),
 }
+#: What ``--disable-authz`` may name.
+AUTHZ_EXEMPTABLE = frozenset({"health", "ping", "metrics"})
 ADMIN = "*:*:*"
+#: The server version ``/ping`` reports.
+VERSION = "3.8.0"
 _SPACES = re.compile(r"\s+")
 
 
@@ -170,10 +186,17 @@ class InfluxDB3Fake(ServedFake):
 
     operations = OPERATIONS
 
-    def __init__(self, edition: Edition = "core") -> None:
+    def __init__(self, edition: Edition = "core", *, disable_authz: Iterable[str] = ()) -> None:
         self.edition = edition
+        #: Endpoints served without authentication (``--disable-authz``): any token gets in.
+        self.disable_authz = frozenset(disable_authz)
+        if not self.disable_authz <= AUTHZ_EXEMPTABLE:
+            raise ValueError(f"--disable-authz takes {sorted(AUTHZ_EXEMPTABLE)}, not {sorted(self.disable_authz)}")
         self.api = OpenApiFake(_spec(SPECS[edition]), name=f"influxdb3-{edition}")
         self.activation_delay_s = 0.0
+        #: False: ``expiry_secs`` is ignored, new tokens never expire (and the answer says so).
+        self.honours_expiry = True
+        self.process_id = str(uuid.uuid4())
         self.databases: set[str] = {"sensors"}
         #: Names of the tokens deleted so far, in order, and when.
         self.deleted: list[str] = []
@@ -188,6 +211,8 @@ class InfluxDB3Fake(ServedFake):
         api.add_route(*OPERATIONS["delete"], self._delete)
         api.add_route(*OPERATIONS["query"], self._query)
         api.add_route(*OPERATIONS["health"], self._health)
+        api.add_route(*OPERATIONS["ping"], self._ping)
+        api.add_route(*OPERATIONS["metrics"], self._metrics)
         if edition == "enterprise":
             api.add_route(*OPERATIONS["resource"], self._resource)
 
@@ -310,7 +335,7 @@ class InfluxDB3Fake(ServedFake):
         if refusal:
             return refusal
         body = req.json()
-        name, expiry_secs = body["token_name"], body.get("expiry_secs")
+        name, expiry_secs = body["token_name"], body.get("expiry_secs") if self.honours_expiry else None
         if self._by_name(name) is not None:
             return json_response(409, {"error": f"token name already exists, {name}", "data": None})
         expiry = self.now() + timedelta(seconds=expiry_secs) if expiry_secs is not None else None
@@ -322,7 +347,7 @@ class InfluxDB3Fake(ServedFake):
         if refusal:
             return refusal
         body = req.json()
-        name, expiry_secs = body["token_name"], body.get("expiry_secs")
+        name, expiry_secs = body["token_name"], body.get("expiry_secs") if self.honours_expiry else None
         if self._by_name(name) is not None:
             # As named_admin does; the Enterprise spec documents no 409 for this operation, so this
             # answer is a (recorded) mismatch: the issuer's names are unique, it never provokes it.
@@ -391,14 +416,29 @@ class InfluxDB3Fake(ServedFake):
             return FakeResponse(200, b'{"Int64(1)":1}\n', "application/jsonl")
         return empty_response(400)
 
-    def _health(self, req: FakeRequest) -> FakeResponse:
+    def _system(self, req: FakeRequest, endpoint: str) -> FakeResponse | None:
+        """None when ``req`` may read the system endpoint ``endpoint``, else the refusal."""
+        if endpoint in self.disable_authz:
+            return None  # the server does not even look at the token
         token, refusal = self._authenticate(req)
         if refusal:
             return refusal
         assert token is not None
-        if not token.may("system", "health", "read"):
-            return json_response(401, {"error": "not allowed to read health", "data": None})
-        return text_response(200, "OK")
+        if not token.may("system", endpoint, "read"):
+            return json_response(401, {"error": f"not allowed to read {endpoint}", "data": None})
+        return None
+
+    def _health(self, req: FakeRequest) -> FakeResponse:
+        return self._system(req, "health") or text_response(200, "OK")
+
+    def _ping(self, req: FakeRequest) -> FakeResponse:
+        build = "Enterprise" if self.edition == "enterprise" else "Core"
+        headers = {"x-influxdb-version": VERSION, "x-influxdb-build": build}
+        body = {"version": VERSION, "revision": "83b589b883", "process_id": self.process_id}
+        return self._system(req, "ping") or json_response(200, body, headers)
+
+    def _metrics(self, req: FakeRequest) -> FakeResponse:
+        return empty_response(200)  # the spec's only answer; the fake keeps no metrics
 
 
 def _jsonl(row: dict[str, Any]) -> str:

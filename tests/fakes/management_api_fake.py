@@ -29,6 +29,10 @@ Behaviour, as documented (facts file §2.2), and where the docs are silent, as c
   Unknown ids: 404. (GAP in the docs: both behaviours are tested against the issuer.)
 - errors are ``{"code": <status>, "message": ...}``; an account or cluster id other than the
   fake's (Dedicated) answers 404 (a GAP: the real API might answer 403);
+- ``expiresAt`` on create is honoured (the spec's only expiry field; the Dedicated how-to's
+  ``expirationType`` is in no spec, facts §7 inconsistency 3, and is not modelled);
+  :attr:`ManagementApiFake.ignores_expires_at` ``True`` models a cluster that ignores it (one
+  that wants that ``expirationType`` too): the token never expires, and no answer has ``expiresAt``;
 - a permission ``action`` other than read/write answers 400 (the spec types it as a string; the
   docs list read and write);
 - on the data plane: a token that is unknown, revoked, expired or not active yet → 401; a token
@@ -147,6 +151,8 @@ class ManagementApiFake:
         self.cluster_id = CLUSTER_ID
         self.activation_delay_s = activation_delay_s
         self.delete_mode = delete_mode
+        #: True: create ignores ``expiresAt``; new tokens never expire (see the module docstring).
+        self.ignores_expires_at = False
         #: Databases that exist on the data plane; None: every name exists.
         self.databases = databases
         self._management_tokens: dict[str, dict[str, Any]] = {}  # sha256 -> {id, description, revoked}
@@ -364,7 +370,9 @@ class ManagementApiFake:
         permissions = body.get("permissions", [])
         if any(p.get("action") not in ("read", "write") for p in permissions):
             return self._error(400)
-        expires = datetime.fromisoformat(body["expiresAt"]) if body.get("expiresAt") else None
+        expires = (
+            datetime.fromisoformat(body["expiresAt"]) if body.get("expiresAt") and not self.ignores_expires_at else None
+        )
         now = _now()
         record = self._record(
             body["description"], permissions, expires, now, now + timedelta(seconds=self.activation_delay_s)

@@ -242,6 +242,74 @@ def test_failing_hook_reports_exit_code_and_output_length_never_its_output(
         assert unknown not in text and "no such unit" not in text
 
 
+def _kill_leftover(tmp_path: Path) -> None:
+    """Kill the background process a hook script recorded in ``leftover.pid`` (it outlives the hook)."""
+    pid_file = tmp_path / "leftover.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), 9)
+        except ProcessLookupError:
+            pass
+
+
+#: a hook script line: start ``sleep 30`` in a session of its own (a daemon, ``setsid foo &``): the
+#: hook's process group kill does not reach it, and it inherits (so holds open) the hook's stdout
+_LEFTOVER = ("child = subprocess.Popen(['sleep', '30'], start_new_session=True)\n"
+             "open('leftover.pid', 'w').write(str(child.pid))\n")
+
+
+def test_hook_that_exits_leaving_a_background_process_on_its_output_does_not_wedge(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hook exits 0 at once; what it started keeps its stdout open. Its exit is reported
+    (not a wait for that process's EOF), and the next publication's hook still runs."""
+    printed = "daemon-up-" + "q" * 12
+    command = _script(tmp_path, _LEFTOVER + f"print('{printed}', flush=True)\n")
+    notifier = Notifier(_settings(tmp_path, hooks=[{"command": command, "timeout": "5s"}]), tmp_path)
+    try:
+        started = time.monotonic()
+        with caplog.at_level("INFO", logger="rotator.notify"):
+            notifier(_event("published", "ok", token_id="t-1"))
+            notifier(_event("published", "ok", token_id="t-2", run_id="r2"))
+            assert notifier.close(9), "the hook thread is wedged on a pipe its background process holds"
+        elapsed = time.monotonic() - started
+    finally:
+        _kill_leftover(tmp_path)
+    hook_lines = [r for r in _audit(tmp_path) if r["step"] == "hook"]
+    assert [(r["token_id"], r["result"], r["exit_code"]) for r in hook_lines] == [("t-1", "ok", 0), ("t-2", "ok", 0)]
+    assert all(r["output_chars"] == len(printed + "\n") for r in hook_lines)
+    assert all(r["duration_s"] < 4 for r in hook_lines) and elapsed < 8, "reported soon after the hook exited"
+    assert "still holds its output" in caplog.text and printed not in caplog.text
+
+
+def test_hook_killed_at_its_timeout_is_reported_although_a_background_process_holds_its_output(
+    tmp_path: Path,
+) -> None:
+    """The process group kill misses a process in its own session; the timeout is still reported."""
+    command = _script(tmp_path, _LEFTOVER + "time.sleep(30)\n")
+    notifier = Notifier(_settings(tmp_path, hooks=[{"command": command, "timeout": "1s"}]), tmp_path)
+    try:
+        started = time.monotonic()
+        notifier(_event("published", "ok", token_id="t-new"))
+        assert notifier.close(9), "after the kill, the hook thread waited for the leftover's EOF"
+        assert time.monotonic() - started < 6
+    finally:
+        _kill_leftover(tmp_path)
+    (line,) = [r for r in _audit(tmp_path) if r["step"] == "hook"]
+    assert line["result"] == "timeout" and "killed" in line["error"] and line["exit_code"] is None
+
+
+def test_hook_that_closes_its_output_and_runs_on_is_killed_at_its_timeout(tmp_path: Path) -> None:
+    command = _script(tmp_path, "os.close(1)\nos.close(2)\ntime.sleep(30)\n")
+    notifier = Notifier(_settings(tmp_path, hooks=[{"command": command, "timeout": "1s"}]), tmp_path)
+    started = time.monotonic()
+    notifier(_event("published", "ok", token_id="t-new"))
+    assert notifier.close(9)
+    assert time.monotonic() - started < 5
+    (line,) = [r for r in _audit(tmp_path) if r["step"] == "hook"]
+    assert line["result"] == "timeout" and line["output_chars"] == 0
+
+
 def test_missing_hook_program_is_a_failure_not_a_crash(tmp_path: Path) -> None:
     notifier = Notifier(_settings(tmp_path, hooks=[{"command": ["/nonexistent/reload-app"]}]), tmp_path)
     notifier(_event("published", "ok", token_id="t-new"))

@@ -55,7 +55,9 @@ import json
 import logging
 import math
 import re
+import secrets
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import httpx
@@ -87,7 +89,8 @@ RESOURCE = "/api/v3/enterprise/configure/token"
 REGENERATE = "/api/v3/configure/token/admin/regenerate"
 DELETE = "/api/v3/configure/token"
 QUERY = "/api/v3/query_sql"
-HEALTH = "/health"
+#: The endpoints a token with only ``system`` permissions may read, in the order verify tries them.
+SYSTEM_ENDPOINTS = ("health", "ping", "metrics")
 LIST_SQL = "SELECT * FROM system.tokens"
 OPERATOR = "_admin"
 _OPERATOR_ID = re.compile(r"^_admin@(?P<hash>[0-9a-f]{16})\Z")
@@ -124,6 +127,19 @@ HINT_DUPLICATE = (
 )
 HINT_NO_ENTERPRISE = "resource tokens need InfluxDB 3 Enterprise (Core answers 404); use kind = 'named_admin' on Core"
 HINT_NOT_ADMIN = "the credential must be an admin token (operator or named admin) to mint and list tokens"
+WARN_NO_EXPIRY = (
+    "%s token %s was created with an expiry of %ss, but the server's answer %s: it does not expire by itself; "
+    "rotator still revokes it after its grace"
+)
+ERR_UNVERIFIABLE = (
+    "verify the new token: it may only read {paths}, and the server answers there without checking tokens "
+    "(it accepted a made-up one): a 200 would prove nothing about the new token"
+)
+HINT_UNVERIFIABLE = (
+    "the server likely runs with `--disable-authz` for these endpoints (/metrics may never check tokens): add "
+    "a permission the server checks, e.g. read on a database (verified with SELECT 1) or system:health / "
+    "system:ping on a server that does not exempt it; or remove the endpoint from --disable-authz"
+)
 
 
 class ResourcePermission(BaseModel):
@@ -280,10 +296,9 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
             response = expect(self._http().post(path, json=body, headers=auth_header("Bearer", auth)), 201)
         answer = self._object(json_body(response, what, created=f"token {name}"), what, name)
         value = self._value(answer, what, name)
-        expires_at = parse_time(answer.get("expiry"), f"{what}: `expiry`")
-        if expires_at is None:  # the server did not say: what we asked for, to the second
-            expires_at = request.expires_at.replace(microsecond=0)
-        logger.info("created %s token %s, expires %s", self.settings.kind, name, expires_at.isoformat())
+        expires_at = self._confirmed_expiry(answer, what, name, expiry_secs, request.expires_at)
+        logger.info("created %s token %s, expires %s", self.settings.kind, name,
+                    expires_at.isoformat() if expires_at else "never, by the server's answer")
         return MintedToken(value=value, token_id=name, expires_at=expires_at)
 
     def verify(self, token: Secret) -> None:
@@ -292,7 +307,8 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         Admin kinds: the system.tokens query (what the next self-rotation needs). Resource
         tokens: ``SELECT 1`` on the first database they name (``*``: ``_internal``), where 403
         ("accepted, but may not read": a write-only token) counts as accepted too; a token with
-        only system permissions: ``GET /health``, ``/ping`` or ``/metrics``, whichever it may read.
+        only system permissions: ``GET /health``, ``/ping`` or ``/metrics``, the first it may read
+        where the server refuses a made-up token (see :meth:`_verify_system`).
         """
         what = "verify the new token"
         if self.settings.kind != "resource":
@@ -308,10 +324,7 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
             with map_http_errors(what, unauthenticated_is_transient=True, hints=hints):
                 expect(self._query(token, database, "SELECT 1"), 200, 403)
             return
-        names = {n for p in self.settings.permissions for n in p.resource_names}
-        path = next((f"/{n}" for n in ("health", "ping", "metrics") if n in names), HEALTH)
-        with map_http_errors(what, unauthenticated_is_transient=True):
-            expect(self._http().get(path, headers=auth_header("Bearer", token)), 200)
+        self._verify_system(token, what)
 
     def revoke(self, token_id: str, credential: Secret | None) -> None:
         """Delete the token named ``token_id`` and confirm it is gone; unknown names count as revoked.
@@ -343,6 +356,52 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         return self._list(self._credential(credential))
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _verify_system(self, token: Secret, what: str) -> None:
+        """Verify a token with only ``system`` permissions on an endpoint that checks tokens.
+
+        A 200 from ``/health``, ``/ping`` or ``/metrics`` proves the token only if the endpoint
+        authenticates: ``influxdb3 serve --disable-authz health,ping,metrics`` exempts them, and
+        the spec documents no 401 for ``/metrics`` at all. So each endpoint the token may read is
+        first asked with a made-up token: only where that one is refused is the new token's 200
+        worth anything. No such endpoint: PermanentError (the engine deletes the unverified token).
+        """
+        names = {n for p in self.settings.permissions if p.resource_type == "system" for n in p.resource_names}
+        unchecked = []
+        for endpoint in (n for n in SYSTEM_ENDPOINTS if n in names or "*" in names):
+            path = f"/{endpoint}"
+            decoy = Secret("apiv3_rotator-decoy-" + secrets.token_urlsafe(32))  # a value no server issued
+            with map_http_errors(f"{what}: check that {path} refuses an unknown token"):
+                control = expect(self._http().get(path, headers=auth_header("Bearer", decoy)), 200, 401, 403)
+            if control.status_code == 200:
+                unchecked.append(path)
+                continue
+            with map_http_errors(what, unauthenticated_is_transient=True):
+                expect(self._http().get(path, headers=auth_header("Bearer", token)), 200)
+            return
+        raise PermanentError(ERR_UNVERIFIABLE.format(paths=", ".join(unchecked)), hint=HINT_UNVERIFIABLE)
+
+    def _confirmed_expiry(
+        self, answer: Mapping[str, Any], what: str, name: str, expiry_secs: int, requested: datetime
+    ) -> datetime | None:
+        """The expiry the 201 answer confirms, or None (with a WARNING) when it confirms none.
+
+        ``expiry`` is the server's own (spec ``AdminTokenObject``: null = never expires). Without
+        that key, a resource token's answer (the spec's ``ResourceTokenObject``) may echo
+        ``expiry_secs``: the lifetime asked for, so the time asked for, to the second.
+        """
+        if "expiry" in answer:
+            expires_at = parse_time(answer["expiry"], f"{what}: `expiry`")
+            if expires_at is not None:
+                return expires_at
+            said = "says `expiry: null` (never expires)"
+        elif type(answer.get("expiry_secs")) is int and answer["expiry_secs"] == expiry_secs:
+            return requested.replace(microsecond=0)
+        else:
+            said = "confirms no expiry"
+        # The engine still records the time it asked for; the log is where the difference shows.
+        logger.warning(WARN_NO_EXPIRY, self.settings.kind, name, expiry_secs, said)
+        return None
 
     def token_name(self, run_id: str) -> str:
         if not _RUN_ID.match(run_id):

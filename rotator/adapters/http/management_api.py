@@ -469,7 +469,14 @@ class ManagementApiIssuer:
         if not isinstance(value, str) or not value or not value.isprintable() or len(value.split()) != 1:
             raise self._output_error(op, f"token {token_id} was created, but the answer has no usable `accessToken`")
         secret = Secret(value)
-        expires = self._time(op, data.get("expiresAt"), "expiresAt") or request.expires_at
+        # Only an expiry the answer confirms is returned: a server that ignored `expiresAt` (the
+        # Dedicated how-to also sends `expirationType`, which the spec does not have) made a token
+        # that never expires, and the safety net "it expires by itself" is gone.
+        expires = self._time(op, data.get("expiresAt"), "expiresAt")
+        if expires is None:
+            logger.warning(
+                "database token %s was created with expiresAt %s, but the answer has no `expiresAt`: it does not "
+                "expire by itself; rotator still revokes it after its grace", token_id, body["expiresAt"])
         logger.info("created database token %s", token_id)
         return MintedToken(value=secret, token_id=token_id, expires_at=expires)
 
