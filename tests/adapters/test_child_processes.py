@@ -11,6 +11,7 @@ as PID 1 in containers and pids are reused (a Lambda sandbox, a restarted pod).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -278,6 +279,24 @@ def test_a_timed_out_call_kills_the_whole_process_group(fake_influxctl: FakeInfl
     grandchild = int(_wait_for(grandchild_pid))
     assert _wait_dead(grandchild, within_s=1.0), "a process the influxctl child started outlived the call"
 
+
+
+def test_a_timed_out_call_returns_though_a_process_in_another_session_holds_its_output(tmp_path: Path) -> None:
+    """The group kill misses a process started with setsid (a wrapper's background job); it holds
+    the pipes, and reading them to the end waited for it: the call hung past its timeout."""
+    grandchild_pid = tmp_path / "grandchild.pid"
+    wrapper = tmp_path / "influxctl-with-a-session-of-its-own"
+    wrapper.write_text(f'#!/bin/sh\nsetsid sleep 60 & echo $! > "{grandchild_pid}"\nsleep 60\n')
+    wrapper.chmod(0o700)
+    started = time.monotonic()
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            default_run([str(wrapper)], 1)
+        assert time.monotonic() - started < 1 + 2 + 3  # timeout, then at most PIPE_DRAIN_S of reading
+    finally:
+        if grandchild_pid.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(grandchild_pid.read_text()), signal.SIGKILL)
 
 def test_a_finished_call_leaves_no_process_of_its_group(fake_influxctl: FakeInfluxctlFixture, tmp_path: Path) -> None:
     grandchild_pid = tmp_path / "grandchild.pid"

@@ -503,6 +503,10 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
         pass  # the group is gone already
 
 
+#: How long the pipes of a timed-out command are read after its group was killed.
+PIPE_DRAIN_S = 2.0
+
+
 def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     """The real :data:`Runner`: influxctl with output captured, no stdin, a minimal environment.
 
@@ -535,7 +539,15 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
             stdout, stderr = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            process.communicate()
+            try:
+                process.communicate(timeout=PIPE_DRAIN_S)
+            except subprocess.TimeoutExpired:
+                # A process the command started in a session of its own (a wrapper script's
+                # `setsid ... &`) outlives the group kill and holds the pipes: stop reading rather
+                # than wait for it, which could be for ever.
+                for pipe in (process.stdout, process.stderr):
+                    if pipe is not None:
+                        pipe.close()
             raise
     finally:
         # Also on success (a grandchild may linger) and on any exception (KeyboardInterrupt,
