@@ -17,7 +17,8 @@ Each step first checks (DescribeSecret) that rotation is enabled and the ClientR
 version of the secret; it returns at once if that version is AWSCURRENT already and fails if it
 is not AWSPENDING. Both spellings of the steps are accepted (``createSecret``, ``create_secret``).
 A second event, ``{"action": "revoke-expired"[, "SecretId": ...]}`` from an EventBridge schedule,
-revokes the tokens whose grace has passed (every secret of the policy file without ``SecretId``).
+revokes the tokens whose grace has passed (without ``SecretId``: every secret the policy file's
+stores name, once each, under the policy the secret names, as for the steps).
 
 No journal: the secret is the state. The engine's journal exists to find, after a crash, what a
 run minted and where it stands; here Secrets Manager already keeps that, durably and per secret:
@@ -43,9 +44,10 @@ Configuration (documented in docs/aws-lambda.md):
   The function reads its bundle beside it (``rotator.bundle.json``, written by build_zip.py or
   ``rotator bundle``; see rotator/config/policy_bundle.py), which needs no pydantic; without a bundle
   that matches the file it validates the file itself and logs why;
-- the policy: the secret's tag ``rotator:policy``, else ``ROTATOR_POLICY``. It must have exactly
-  one store, of type ``aws-secretsmanager``, whose ``secret_id`` names this secret (name or ARN):
-  the function publishes only to the secret it rotates, so other stores would fall behind;
+- the policy: the secret's tag ``rotator:policy``, else ``ROTATOR_POLICY`` (:func:`_policy_of`).
+  It must have exactly one store, of type ``aws-secretsmanager``, whose ``secret_id`` names this
+  secret (name or ARN): the function publishes only to the secret it rotates, so other stores
+  would fall behind;
 - ``ROTATOR_LOG_LEVEL`` (default INFO).
 
 The Secrets Manager client is built from that store's settings (region, endpoint_url, role_arn,
@@ -313,48 +315,62 @@ def _aws_stores(policy: Policy) -> list[AwsSecretsManagerSettings]:
     ]  # fmt: skip
 
 
+#: A policy and its store: the client that reads a secret the store names.
+_Via = tuple[Policy, AwsSecretsManagerSettings]
+_SECRET_ARN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)\Z"
+
+
 def _names_offline(settings: AwsSecretsManagerSettings, secret_id: str) -> bool:
     """Does the store's secret_id name ``secret_id``, judged from the strings alone?"""
     if settings.secret_id == secret_id:
         return True
-    arn = re.match(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)\Z", secret_id)
+    arn = re.match(_SECRET_ARN, secret_id)
     if arn is not None:
-        full = arn.group(1)
-        name = full[:-7] if len(full) > 7 and full[-7] == "-" else full
-        return settings.matches(secret_id, name)
-    return settings.is_arn and settings.matches(settings.secret_id, secret_id)
+        return settings.matches(secret_id, _without_suffix(arn.group(1)))
+    # A name: a store given as an ARN names it by the ARN's name part, with or without the suffix
+    # AWS appends. (settings.matches(sid, name) would hold for any name: its sid is its own ARN.)
+    store_arn = re.match(_SECRET_ARN, settings.secret_id)
+    return store_arn is not None and secret_id in (store_arn.group(1), _without_suffix(store_arn.group(1)))
 
 
-def _resolve(config: PolicyBundle, secret_id: str, env: _Env, policy: Policy | None = None) -> _Target:
-    """The policy and client for ``secret_id``; ConfigError says what to change if there is none."""
-    policies = [policy] if policy else list(config.policies)
-    candidates = [(p, s) for p in policies for s in _aws_stores(p) if _names_offline(s, secret_id)]
-    if not candidates:
-        raise ConfigError(
-            f"{config.path}: no policy has an aws-secretsmanager store for secret {secret_id}",
-            hint='add a [[policy.store]] with type = "aws-secretsmanager" and secret_id = the secret\'s name or ARN',
-        )
-    first_policy, first_settings = candidates[0]
-    api = env.client or _client(first_settings, first_policy.name)
+def _without_suffix(arn_name: str) -> str:
+    """The secret's name in an ARN's name part: without AWS's ``-XXXXXX`` suffix, if it has one."""
+    return arn_name[:-7] if re.search(r"-[A-Za-z0-9]{6}\Z", arn_name) and len(arn_name) > 7 else arn_name
+
+
+def _resolve(config: PolicyBundle, secret_id: str, env: _Env, via: _Via | None = None) -> _Target:
+    """The policy and client for ``secret_id``; ConfigError says what to change if there is none.
+
+    ``via``: the policy and store whose client reads the secret first (default: the first policy
+    whose store names ``secret_id``). It does not choose the policy: the secret does, as for every
+    step (:func:`_policy_of`)."""
+    if via is None:
+        candidates = [(p, s) for p in config.policies for s in _aws_stores(p) if _names_offline(s, secret_id)]
+        if not candidates:
+            raise ConfigError(
+                f"{config.path}: no policy has an aws-secretsmanager store for secret {secret_id}",
+                hint='add a [[policy.store]] with type = "aws-secretsmanager" and '
+                "secret_id = the secret's name or ARN",
+            )
+        via = candidates[0]
+    view, api = _read(secret_id, env, via)
+    return _target(config, secret_id, view, api, via, env)
+
+
+def _read(secret_id: str, env: _Env, via: _Via) -> tuple[SecretView, SecretsManagerAPI]:
+    """DescribeSecret ``secret_id`` with the client of ``via``'s store."""
+    api = env.client or _client(via[1], via[0].name)
     view = describe(api, secret_id, f"aws-secretsmanager:{secret_id}")
     if view is None:
         raise PermanentError(f"secret {secret_id} does not exist", hint="check the SecretId and the region")
-    if policy is None:
-        name, source = view.tags.get(POLICY_TAG), f"its tag {POLICY_TAG}"
-        if not name and view.tags.get("managed-by") == "rotator":
-            # The store tags the secrets it creates or adopts with `policy` (rotator bootstrap/rotate).
-            name, source = view.tags.get("policy"), "its tag policy (set by rotator's store)"
-        if not name:
-            name, source = os.environ.get(POLICY_ENV, ""), f"the environment variable {POLICY_ENV}"
-        if not name:
-            raise ConfigError(
-                f"secret {view.arn} names no policy",
-                hint=f"tag the secret {POLICY_TAG}=<policy name>, or set {POLICY_ENV} on the function",
-            )
-        try:
-            policy = config.policy(name)
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} (named by {source} of secret {view.arn})", hint=exc.hint) from None
+    return view, api
+
+
+def _target(config: PolicyBundle, secret_id: str, view: SecretView, api: SecretsManagerAPI, via: _Via,
+            env: _Env, *, sole: Policy | None = None) -> _Target:  # fmt: skip
+    """``secret_id``, which ``api`` (the client of ``via``) read as ``view``, under the policy it
+    names (``sole``: see :func:`_policy_of`)."""
+    policy = _policy_of(config, view, sole)
     stores = _aws_stores(policy)
     if len(policy.stores) != 1 or len(stores) != 1:
         raise ConfigError(
@@ -368,9 +384,58 @@ def _resolve(config: PolicyBundle, secret_id: str, env: _Env, policy: Policy | N
             f"policy {policy.name!r} publishes to secret {settings.secret_id}, not to {view.arn}",
             hint=f"point the policy's store at this secret, or tag the secret {POLICY_TAG} with the right policy",
         )
-    if env.client is None and (settings, policy.name) != (first_settings, first_policy.name):
+    if env.client is None and (settings, policy.name) != (via[1], via[0].name):
         api = _client(settings, policy.name)
+        if settings != via[1]:
+            # Read through another store's client (its region, endpoint or role; a name is matched in every
+            # region): the secret to rotate is the one the policy's own client finds, and it must name the
+            # policy too. (A replica in another region carries its primary's tags.)
+            again = describe(api, secret_id, f"aws-secretsmanager:{secret_id}")
+            if again is None or (again.arn != view.arn and not (
+                    settings.matches(again.arn, again.name) and _policy_of(config, again, sole).name == policy.name)):
+                raise ConfigError(
+                    f"secret {view.arn} names policy {policy.name!r}, whose store's own client (region "
+                    f"{settings.region_name}) finds {f'another secret, {again.arn},' if again else 'no secret'} "
+                    f"as {secret_id}",
+                    hint="give the policy's store the secret's ARN, region, endpoint_url and role_arn, or "
+                    f"tag the secret {POLICY_TAG} with the right policy",
+                )
+            view = again
     return _Target(config, policy, settings, api, view)
+
+
+def _policy_of(config: PolicyBundle, view: SecretView, sole: Policy | None = None) -> Policy:
+    """The policy that rotates the secret, wherever the function reaches it from (a step, or the
+    scheduled revoke-expired going through the policy file): its tag ``rotator:policy``, else the
+    ``policy`` tag rotator's store set, else ``ROTATOR_POLICY``. Several policies may name one secret;
+    only this one may judge, and so refuse, the claims recorded on it.
+
+    ``sole`` (the scheduled run: the policy whose store led to the secret) is the answer when nothing
+    names one and no other policy's store names the secret: a secret made by other tooling, not
+    bootstrapped nor tagged yet, must not fail every scheduled run; nor may a guess between several
+    policies judge its claims."""
+    name, source = view.tags.get(POLICY_TAG), f"its tag {POLICY_TAG}"
+    if not name and view.tags.get("managed-by") == "rotator":
+        # The store tags the secrets it creates or adopts with `policy` (rotator bootstrap/rotate).
+        name, source = view.tags.get("policy"), "its tag policy (set by rotator's store)"
+    if not name:
+        name, source = os.environ.get(POLICY_ENV, ""), f"the environment variable {POLICY_ENV}"
+    if not name:
+        # A store names the secret by its name in its own region only (staging and prod may share a name).
+        region = view.arn.split(":")[3] if view.arn.count(":") >= 3 else ""
+        naming = [p.name for p in config.policies
+                  if any(s.matches(view.arn, view.name) and s.region_name == region for s in _aws_stores(p))]
+        if sole is not None and naming == [sole.name]:
+            return sole
+        raise ConfigError(
+            f"secret {view.arn} names no policy"
+            + (f" (and policies {', '.join(map(repr, naming))} all name it)" if len(naming) > 1 else ""),
+            hint=f"tag the secret {POLICY_TAG}=<policy name>, or set {POLICY_ENV} on the function",
+        )
+    try:
+        return config.policy(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (named by {source} of secret {view.arn})", hint=exc.hint) from None
 
 
 def _required(event: Mapping[str, Any], key: str) -> str:
@@ -633,7 +698,11 @@ class _Rotation:
         run; only a run that is a version of *this* secret, and no younger than the token, counts:
         another secret rotated for the same policy on the same account tags its tokens alike, and
         anyone who may rotate or write this secret can give a new version that other secret's id."""
-        pattern = re.compile(re.escape(self.t.policy.tag_prefix()) + f"({_RUN_ID})(?![A-Za-z0-9-])")
+        # The tag ends where revocation_rule.carries_tag says a word ends: ``\w`` (a letter or digit of
+        # any script, or "_") and "-" continue it. A narrower end here would count a token described
+        # "<tag>_copy" as this run's, which the rule then refuses: its NeedsAttention failed every
+        # createSecret until a person deleted the token.
+        pattern = re.compile(re.escape(self.t.policy.tag_prefix()) + f"({_RUN_ID})" + r"(?![\w-])")
         tokens = self._call(lambda: self.issuer.list_tokens(credential), "createSecret: list tokens")
         now = self.clock.now()
         records: _VersionRecords | None = None
@@ -654,7 +723,13 @@ class _Rotation:
             from rotator.core.revocation_rule import Claim, check_revocable
 
             claim = Claim(info.token_id, self.t.policy.name, minted_by=[found.group(1)], source="the tag search")
-            if not check_revocable(claim, tokens, [], now):  # the rule, here only for its tag check
+            try:
+                if not check_revocable(claim, tokens, [], now):  # the rule, here only for its tag check
+                    continue
+            except NeedsAttention as exc:
+                # Not provably an orphan of this secret: left alone. Raised, it would fail this and every
+                # later createSecret (the sweep runs before each mint) for as long as the token lives.
+                logger.warning("createSecret: token %s left alone, not revoked: %s", info.token_id, exc)
                 continue
             # Read now, not with ``keep``: another attempt of the same rotation (Secrets Manager retries a
             # step that timed out while the first one may still run, or be paused) may have put this token
@@ -918,19 +993,20 @@ EMF_ENV = "ROTATOR_EMF"
 OVERDUE_SLACK_S = 3600
 
 
-def _log_compliance(target: _Target, current: TokenRecord | None, records: Mapping[str, str],
+def _log_compliance(target: _Target, current: TokenRecord, records: Mapping[str, str],
                     report: _RevokeReport, now: datetime) -> None:
-    """One JSON compliance line per secret on stdout (age against max_age, overdue revocations), and
-    with ``ROTATOR_EMF=1`` an Embedded Metric Format line, so CloudWatch alarms need no code."""
+    """One JSON compliance line per bootstrapped secret on stdout (age against max_age, overdue
+    revocations), and with ``ROTATOR_EMF=1`` an Embedded Metric Format line, so CloudWatch alarms
+    need no code. A secret without a token yet has no line (docs/aws-lambda.md): callers skip it."""
     policy = target.policy
     max_age = policy.max_age if policy.max_age is not None else policy.lifetime
-    age = (now - current.created_at).total_seconds() if current is not None else None
+    age = (now - current.created_at).total_seconds()
     overdue = [t for t, text in records.items() if t not in report.revoked
                and ((when := _parse_time(text)) is None or when.timestamp() + OVERDUE_SLACK_S < now.timestamp())]
-    compliant = age is not None and age <= max_age.total_seconds() and not overdue
+    compliant = age <= max_age.total_seconds() and not overdue
     line = {"rotator_compliance": {
-        "policy": policy.name, "secret": target.view.arn, "token_id": current.token_id if current else None,
-        "age_s": int(age) if age is not None else None, "max_age_s": int(max_age.total_seconds()),
+        "policy": policy.name, "secret": target.view.arn, "token_id": current.token_id,
+        "age_s": int(age), "max_age_s": int(max_age.total_seconds()),
         "overdue_revocations": len(overdue), "overdue_token_ids": overdue, "compliant": compliant}}
     print(json.dumps(line), flush=True)
     if os.environ.get(EMF_ENV, "").strip().lower() in ("1", "true", "yes"):
@@ -938,8 +1014,8 @@ def _log_compliance(target: _Target, current: TokenRecord | None, records: Mappi
                    ("OverdueRevocations", "Count", len(overdue)), ("Compliant", "None", int(compliant))]
         emf: dict[str, Any] = {"_aws": {"Timestamp": int(now.timestamp() * 1000), "CloudWatchMetrics": [{
             "Namespace": "rotator", "Dimensions": [["Policy"]],
-            "Metrics": [{"Name": n, "Unit": u} for n, u, v in metrics if v is not None]}]}, "Policy": policy.name}
-        emf.update({n: v for n, _, v in metrics if v is not None})
+            "Metrics": [{"Name": n, "Unit": u} for n, u, _ in metrics]}]}, "Policy": policy.name}
+        emf.update({n: v for n, _, v in metrics})
         print(json.dumps(emf), flush=True)
 
 
@@ -1103,21 +1179,39 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
         raise PermanentError("revoke-expired: SecretId must be a string")
     if secret_id:
         _secret_id(secret_id, "revoke-expired")
-    work: list[tuple[str, Policy | None]]
+    work: list[tuple[str, _Via | None]]
     if secret_id:
         work = [(secret_id, None)]
     else:
-        work = [(s.secret_id, p) for p in config.policies if len(p.stores) == 1 for s in _aws_stores(p)]
+        # Every secret a policy's store names, read with that store's client, each once and under the
+        # policy the secret names, as its steps are (_policy_of). Several policies may name one secret;
+        # under any other one its records would not prove its tokens, and a refused claim loses its record.
+        work = [(s.secret_id, (p, s)) for p in config.policies if len(p.stores) == 1 for s in _aws_stores(p)]
     total = _RevokeReport()
     errors: list[str] = []
     fixes: list[str] = []  # the hints of those errors: a secret scheduled for deletion is not fixed by retrying
-    for sid, policy in work:
+    seen: set[str] = set()  # the ARNs done (or failed) in this run
+    for sid, via in work:
         try:
-            target = _resolve(config, sid, env, policy)
+            if via is None:
+                target = _resolve(config, sid, env)
+            else:
+                view, api = _read(sid, env, via)
+                if view.arn in seen:
+                    continue
+                seen.add(view.arn)
+                target = _target(config, sid, view, api, via, env, sole=via[0])
+                if target.view.arn != view.arn:  # its policy's own client found it elsewhere (_target)
+                    if target.view.arn in seen:
+                        continue
+                    seen.add(target.view.arn)
             records = _revocation_records(target.view.tags)
             if not records:
-                _log_compliance(target, _lenient(read_stage(target.api, target.view.arn, CURRENT, target.where)),
-                                records, _RevokeReport(), env.clock.now())
+                held = _lenient(read_stage(target.api, target.view.arn, CURRENT, target.where))
+                # No rotator token yet (no value, or a placeholder): not bootstrapped, so no line, and no
+                # "compliant": false that would fire the alarms on a secret rotator does not serve yet.
+                if held is not None:
+                    _log_compliance(target, held, records, _RevokeReport(), env.clock.now())
                 continue
             current = TokenRecord.from_payload(*_current_payload(target))
             report = _revoke_due(target, registry.build_issuer(target.policy, target.policy.context(env.clock)),

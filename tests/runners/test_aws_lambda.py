@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from rotator.core.errors import (
     TransientError,
 )
 from rotator.core.secret import Secret
-from rotator.runners.lambda_rotation import MAX_TAGS, handle
+from rotator.runners.lambda_rotation import MAX_TAGS, _names_offline, handle
 from tests.aws_server import FailingClient, MotoServer, client_error
 from tests.fakes.fixtures import BINARY as FAKE_INFLUXCTL
 
@@ -757,6 +758,67 @@ def test_a_store_named_by_arn_matches_the_secret(scene):
     assert scene.stages()[token] == ["AWSCURRENT"]
 
 
+def _add_policy(scene: Scene, name: str, secret_id: str, *, region: str | None = "us-east-1",
+                first: bool = True) -> None:  # fmt: skip
+    """Another policy like the scene's, whose store names ``secret_id`` in ``region`` (None: the ARN's)."""
+    text = scene.config.read_text()
+    at = text.index("[[policy]]")
+    block = text[at:].replace(f'name = "{POLICY}"', f'name = "{name}"', 1)
+    block = re.sub(r'secret_id = "[^"]*"', f'secret_id = "{secret_id}"', block)
+    block = block.replace('region = "us-east-1"\n', f'region = "{region}"\n' if region else "", 1)
+    scene.config.write_text(text[:at] + block + "\n" + text[at:] if first else text + "\n" + block)
+    write_bundle(scene.config)
+
+
+STORE_ARN = "arn:aws:secretsmanager:us-west-2:111122223333:secret:team-a/token-AbCdEf"
+
+
+@pytest.mark.parametrize(
+    ("store", "given", "names"),
+    [
+        (STORE_ARN, "team-a/token", True),
+        (STORE_ARN, "team-a/token-AbCdEf", True),
+        (STORE_ARN, STORE_ARN, True),
+        (STORE_ARN, "totally/unrelated", False),  # an ARN store used to claim every name
+        (STORE_ARN, "team-a", False),
+        ("arn:aws:secretsmanager:us-west-2:111122223333:secret:team-a/token", "team-a/token", True),  # partial ARN
+        ("team-a/token", STORE_ARN, True),
+        ("team-a/token", "arn:aws:secretsmanager:us-west-2:111122223333:secret:team-b/token-AbCdEf", False),
+    ],
+)
+def test_which_stores_name_a_secret_id_judged_offline(store, given, names):
+    settings = AwsSecretsManagerSettings(secret_id=store, region=None if store.startswith("arn:") else "us-west-2")
+    assert _names_offline(settings, given) is names
+
+
+def test_revoke_expired_by_name_reads_the_secret_with_its_own_policy_s_client(scene):
+    """A policy whose store is another secret's ARN, in another region, listed first: a SecretId given
+    by name used to be read with that policy's client (us-west-2), where no such secret exists."""
+    elsewhere = f"arn:aws:secretsmanager:us-west-2:{scene.aws.account}:secret:elsewhere/token-AbCdEf"
+    _add_policy(scene, "elsewhere", elsewhere, region=None)
+    scene.rotate()
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    report = scene.invoke({"action": "revoke-expired", "SecretId": scene.name}, own_client=True)
+    assert report["revoked"] == [scene.bootstrap_id]
+
+
+def test_a_secret_found_with_another_policy_s_client_is_read_again_with_its_own(scene):
+    """Two policies name a secret by the same name in two regions; the one in us-west-2 (a replica, which
+    carries its primary's tags) names policy mgmt, whose store is in us-east-1. The secret mgmt rotates
+    is the one its own client finds: the primary. A secret mgmt's client cannot find is not mgmt's."""
+    _add_policy(scene, "west", scene.name, region="us-west-2")
+    west = scene.aws.client(region="us-west-2")
+    west.create_secret(Name=scene.name, SecretString="replica", Tags=[{"Key": "rotator:policy", "Value": POLICY}])
+    scene.rotate()
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    report = scene.invoke({"action": "revoke-expired", "SecretId": scene.name}, own_client=True)
+    assert report["revoked"] == [scene.bootstrap_id]
+    west_arn = west.describe_secret(SecretId=scene.name)["ARN"]
+    with pytest.raises(RotatorError, match=f"names policy 'mgmt', whose store's own client \\(region us-east-1\\) "
+                                           f"finds no secret as {re.escape(west_arn)}"):  # fmt: skip
+        scene.invoke({"action": "revoke-expired", "SecretId": west_arn}, own_client=True)
+
+
 def test_a_missing_policy_file_and_bad_events_are_clear_errors(scene, tmp_path):
     with pytest.raises(ConfigError, match="cannot read policy file") as caught:
         handle({"action": "revoke-expired"}, Context(), config_path=tmp_path / "absent.toml")
@@ -850,6 +912,71 @@ def test_a_revoke_tag_on_a_token_of_another_policy_is_refused(scene):
     assert scene.fake.state.token_by_id(other)["revoked_at"] is None
 
 
+def _compliance_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    out = capsys.readouterr().out
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{") and "rotator_compliance" in line]
+
+
+def _rotated_twice(scene: Scene) -> str:
+    """The bootstrap token revoked, then a second rotation: the first one's token (tagged with this
+    policy's run) is recorded for revocation and due. Its id."""
+    scene.rotate()
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    scene.rotate()
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    first = str(scene.payload("AWSPREVIOUS")["token_id"])
+    assert f"rotator:revoke:{first}" in scene.tags()
+    return first
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["other-policy-first", "other-policy-last"])
+def test_scheduled_revoke_expired_judges_a_secret_only_under_the_policy_it_names(scene, capsys, first):
+    """Several policies may name one secret; its tag rotator:policy chooses. The scheduled run (no
+    SecretId) used to process the secret under each of them: under the other one, mgmt's token was
+    refused and its rotator:revoke record replaced by an attention tag, so it was never revoked."""
+    _add_policy(scene, "other", scene.arn, region=None, first=first)
+    token_id = _rotated_twice(scene)
+    capsys.readouterr()
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["revoked"] == [token_id] and report["refused"] == [] and report["failed"] == []
+    assert scene.fake.state.token_by_id(token_id)["revoked_at"] is not None
+    assert not [k for k in scene.tags() if k.startswith(("rotator:revoke:", "rotator:attention:"))]
+    (line,) = _compliance_lines(capsys)  # once, under its own policy
+    assert line["rotator_compliance"]["policy"] == POLICY
+
+
+def test_scheduled_revoke_expired_of_a_secret_naming_no_policy(scene):
+    """No tag, no ROTATOR_POLICY: the one policy whose store names the secret judges it. When several
+    do, none may guess: the run reports the secret and leaves its records alone. A store naming a
+    secret of that name in another region names another secret."""
+    token_id = _rotated_twice(scene)
+    scene.client().untag_resource(SecretId=scene.name, TagKeys=["rotator:policy", "policy"])
+    _add_policy(scene, "other", scene.arn, region=None)
+    with pytest.raises(TransientError, match="names no policy \\(and policies 'other', 'mgmt' all name it\\)"):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(token_id)["revoked_at"] is None
+    assert f"rotator:revoke:{token_id}" in scene.tags() and not [k for k in scene.tags() if "attention" in k]
+    scene.write_policy()  # mgmt, and a policy for a same-named secret in us-west-2 (untagged, no value)
+    _add_policy(scene, "west", scene.name, region="us-west-2")
+    scene.aws.client(region="us-west-2").create_secret(Name=scene.name)
+    # own_client: each store's own client, in its region, as in Lambda (the test's client is us-east-1's)
+    assert scene.invoke({"action": "revoke-expired"}, own_client=True)["revoked"] == [token_id]
+
+
+@pytest.mark.parametrize("value", [None, "placeholder"], ids=["no-value", "placeholder-value"])
+def test_a_secret_not_bootstrapped_yet_prints_no_compliance_line(aws, fake_influxctl, tmp_path, capsys,
+                                                                  monkeypatch, value):  # fmt: skip
+    """docs/aws-lambda.md: a secret made by other tooling (Terraform, with or without a placeholder
+    value) and not bootstrapped yet prints no line, nor an EMF Compliant=0 that fires the alarms."""
+    monkeypatch.setenv("ROTATOR_EMF", "1")
+    sc = Scene(aws, fake_influxctl, tmp_path, f"tests/lambda-{uuid.uuid4().hex[:10]}")
+    sc.write_policy()
+    sc.client().create_secret(Name=sc.name, **({"SecretString": value} if value else {}))
+    report = sc.invoke({"action": "revoke-expired"})
+    assert report == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 0}
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")] == []
+
+
 def test_create_secret_also_revokes_what_is_due(scene):
     scene.rotate()
     scene.clock.advance(GRACE + timedelta(seconds=1))
@@ -921,6 +1048,45 @@ def test_the_sweep_leaves_alone_a_token_another_secret_minted_for_the_same_polic
     assert scene.fake.state.token_by_id(other_id)["revoked_at"] is None, "another secret's token was revoked"
     assert scene.payload("AWSCURRENT", token)["token_id"] != other_id
     assert f"carries the tag of run {other_run}, which is not a version of" in caplog.text
+    scene.check_no_leak(caplog)
+
+
+@pytest.mark.parametrize("suffix", ["_copy", "\u00e9", "\u0663"], ids=["underscore", "latin-letter", "arabic-digit"])
+def test_a_token_described_after_a_run_s_tag_is_no_orphan_and_blocks_no_rotation(scene, caplog, suffix):
+    """Anyone who may create tokens describes one rotator:mgmt:<version id>_copy: the tag does not end
+    there (revocation_rule.carries_tag: any letter or digit, "_" and "-" continue it). The sweep used to
+    count it as that run's orphan, the rule refused it, and every createSecret failed from then on."""
+    first = scene.rotate()
+    value, copy = scene.fake.state.add_token(f"rotator:{POLICY}:{first}{suffix}")
+    scene.values.add(value)
+    token = scene.rotate()
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    assert scene.fake.state.token_by_id(copy)["revoked_at"] is None
+    assert copy not in caplog.text, "not even a candidate of the sweep"
+    scene.check_no_leak(caplog)
+
+
+def test_a_sweep_candidate_the_rule_refuses_is_left_alone_and_the_rotation_goes_on(scene, caplog, monkeypatch):
+    """Should the rule refuse a token the sweep found (it cannot since the sweep's tag search ends where
+    the rule's does: a stand-in refusal here), the token is left alone and logged, and the rotation
+    goes on: raised, the refusal failed every createSecret while the token lived."""
+    from rotator.core import revocation_rule
+
+    first = scene.rotate()
+    value, orphan = scene.fake.state.add_token(f"rotator:{POLICY}:{first}")  # as if that run's lost mint
+    scene.values.add(value)
+    rule = revocation_rule.check_revocable
+
+    def refuse(claim: Any, *args: Any) -> bool:
+        if claim.token_id == orphan:
+            raise NeedsAttention(f"token {orphan}: refused (stand-in)", hint="look")
+        return rule(claim, *args)
+
+    monkeypatch.setattr(revocation_rule, "check_revocable", refuse)
+    token = scene.rotate()
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    assert scene.fake.state.token_by_id(orphan)["revoked_at"] is None
+    assert f"createSecret: token {orphan} left alone, not revoked: token {orphan}: refused (stand-in)" in caplog.text
     scene.check_no_leak(caplog)
 
 
