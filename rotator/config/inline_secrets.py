@@ -7,7 +7,7 @@ form value is accepted, with one mechanism:
 
 - a *name* that says secret (``VAULT_TOKEN``, ``AWS_SECRET_ACCESS_KEY``, ``--api-key``, ``PGPASSWORD``):
   :func:`is_secret_name`;
-- a *value* that looks like a token (``M.V1.…``, ``apiv3_…``, ``hvs.…``/``s.…`` Vault tokens,
+- a *value* that looks like a token (``M.V1.…``, ``apiv3_…``/``apiv1_…``, ``hvs.…``/``s.…`` Vault tokens,
   ``AKIA…``/``ASIA…`` AWS keys, JWTs, ...): :func:`find_token`;
 - a *URL* carrying credentials in its user-info or in a query key such as ``token``, ``sig`` or
   ``password``: :func:`url_problem`.
@@ -52,13 +52,15 @@ _SECRET_ID = re.compile(r"(?:^|_)SECRET_ID$")  # an AppRole secret id is a secre
 _TOKEN = re.compile(
     r"(?<![A-Za-z0-9])(?:"
     r"M\.V\d+\.[A-Za-z0-9._~+/=-]{8,}"  # InfluxDB Clustered / Cloud Dedicated management tokens
-    r"|apiv3_[A-Za-z0-9_-]{8,}"  # InfluxDB 3 Core / Enterprise
+    # InfluxDB 3 Core / Enterprise (apiv3_, base64url) and Clustered / Cloud Dedicated database tokens
+    # (apiv1_, standard base64 with + and /): any version, either alphabet, the padding masked too
+    r"|apiv[0-9]_[A-Za-z0-9+/_-]{8,}={0,2}"
     r"|hv[sbr]\.[A-Za-z0-9_-]{8,}"  # Vault service / batch / recovery tokens
     r"|[sbr]\.[A-Za-z0-9]{20,}"  # OpenBao and older Vault tokens (24 characters after the prefix)
     r"|(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{16}(?![A-Za-z0-9])"  # AWS access key ids (a key pair's public half)
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"  # JWTs (OIDC, Kubernetes service accounts)
     r"|gh[pousr]_[A-Za-z0-9]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}"  # GitHub and Slack tokens
-    r"|[A-Za-z0-9_-]{86}=="  # InfluxDB v2 / Cloud Serverless API tokens
+    r"|[A-Za-z0-9+/_-]{86}=="  # InfluxDB v2 / Cloud Serverless API tokens (64 bytes in base64 or base64url)
     r")"
 )
 _HEADER = re.compile(r"(?i)^\s*(?:proxy-)?authorization\s*:|^\s*(?:cookie|x-api-key|x-auth-token)\s*:|\bbearer\s+\S")

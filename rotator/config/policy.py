@@ -12,9 +12,10 @@ import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
+from string import Formatter
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -44,6 +45,17 @@ __all__ = [
 ]
 
 DEFAULT_DESCRIPTION = "{tag}"
+#: The longest token description a policy may render: issuers keep descriptions short (one line of
+#: ``influxctl management list``), and a description is sent, stored and listed with every token.
+MAX_DESCRIPTION = 1000
+#: The longest values of a description's fields: ``{policy}`` is a policy name (63 characters), ``{tag}``
+#: ``rotator:<policy>:<run id>``, the run id at most 64 characters (a Lambda's ClientRequestToken).
+_FIELD_LENGTHS = {"policy": 63, "tag": len("rotator::") + 63 + 64}
+#: The shortest ``lease_ttl``: a side effect's child process must start within half of it
+#: (rotator/core/engine.py), and the fencing tests take leases over after 2 s.
+MIN_LEASE_TTL = timedelta(seconds=2)
+#: The shortest ``keep_history``, unless every policy rotates more often (see :func:`_history_problems`).
+MIN_KEEP_HISTORY = timedelta(days=1)
 #: Tables and lists nest at most this deep: a policy file needs 4 levels; anything deeper is refused
 #: before validation, so no later step (pydantic, the inline-secret scan) meets a RecursionError.
 MAX_NESTING = 32
@@ -80,6 +92,16 @@ class GlobalSettings(BaseModel):
         "checkpoint by `rotator prune` and the daemon (docs/compliance.md)",
     )
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_long_enough(cls, value: timedelta) -> timedelta:
+        # 0s would let every other rotator take a policy over at once, and no child process could start
+        if value < MIN_LEASE_TTL:
+            shortest = format_duration(MIN_LEASE_TTL)
+            raise ValueError(f"is {format_duration(value)}: a lease must last at least {shortest}; keep it well above "
+                             "verify_timeout plus a few retries (default '15m')")
+        return value
 
     @field_validator("journal")
     @classmethod
@@ -158,13 +180,38 @@ class PolicySpec(BaseModel):
     @field_validator("description")
     @classmethod
     def _has_tag(cls, value: str) -> str:
-        if "{tag}" not in value:
+        """Checked without rendering: a format spec such as ``{policy:>400000000}`` would render hundreds of MB."""
+        literal, fields = _description_parts(value)
+        if "tag" not in fields:
             raise ValueError("must contain {tag} so a token whose value was lost can be found and revoked")
-        try:
-            value.format(tag="t", policy="p")
-        except (KeyError, IndexError, ValueError):
-            raise ValueError("may only use the fields {tag} and {policy}") from None
+        longest = literal + sum(_FIELD_LENGTHS[f] for f in fields)
+        if longest > MAX_DESCRIPTION:
+            raise ValueError(f"can render to {longest} characters; keep it to {MAX_DESCRIPTION} (with {{tag}} at "
+                             f"{_FIELD_LENGTHS['tag']} and {{policy}} at {_FIELD_LENGTHS['policy']} at most)")
         return value
+
+
+_DESCRIPTION_USAGE = ("may only use the fields {tag} and {policy}, as they are (no format spec such as {policy:>10}, "
+                      "no conversion or attribute); write a literal brace as {{ or }}")
+
+
+def _description_parts(value: str) -> tuple[int, list[str]]:
+    """The length of a description's text and the fields it uses, in order; ValueError for any field but
+    a plain {tag} or {policy}."""
+    if len(value) > MAX_DESCRIPTION:  # before parsing: a description is a line, not a document
+        raise ValueError(f"is {len(value)} characters long; keep it to {MAX_DESCRIPTION}")
+    try:
+        parsed = list(Formatter().parse(value))
+    except ValueError:  # a single '{' or '}'
+        raise ValueError(_DESCRIPTION_USAGE) from None
+    fields = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in _FIELD_LENGTHS or spec or conversion:
+            raise ValueError(_DESCRIPTION_USAGE)
+        fields.append(name)
+    return sum(len(text) for text, *_ in parsed), fields
 
 
 def _config_file_model() -> type[BaseModel]:
@@ -401,9 +448,31 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
                 policies.append(policy)
                 places.append(where)
     problems.extend(_shared_tag_namespaces(policies, places))
+    problems.extend(_history_problems(top.rotator.keep_history, policies))
     if problems:
         raise PolicyFileError(path, problems)
     return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon_table=daemon)
+
+
+def _history_problems(keep: timedelta, policies: Sequence[Policy]) -> list[Problem]:
+    """A ``keep_history`` too short to be meant: ``"1m"`` is a minute, and `rotator prune` then prunes
+    nearly every event. At least :data:`MIN_KEEP_HISTORY`, or, when every policy rotates more often,
+    the longest schedule interval (a test or demo that rotates every second keeps seconds)."""
+    if keep >= MIN_KEEP_HISTORY:
+        return []
+    schedules = {(p.schedule_text, p.window_text): p for p in policies}  # a few, however many policies
+    longest = max((p.schedule.interval for p in schedules.values()), default=MIN_KEEP_HISTORY)
+    floor = min(MIN_KEEP_HISTORY, longest)
+    if keep >= floor:
+        return []
+    reason = "one day" if floor == MIN_KEEP_HISTORY else f"the longest schedule interval ({format_duration(floor)})"
+    return [Problem(
+        "rotator.keep_history",
+        f"is {format_duration(keep)}, shorter than {reason}: `rotator prune` and the daemon would prune the "
+        "journal's history of nearly every rotation",
+        f"write at least {format_duration(floor)} (default 400d, a yearly audit period with margin); 'm' is "
+        "minutes: write months in days, e.g. '180d'",
+    )]
 
 
 def _shared_tag_namespaces(policies: Sequence[Policy], places: Sequence[str]) -> Iterable[Problem]:

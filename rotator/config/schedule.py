@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from rotator.config.extras import install_hint
@@ -176,8 +177,11 @@ class Schedule:
 
         With a window, the nominal due time moves into the window (see :func:`window_time`),
         seeded by the last rotation's time so that every caller computes the same moment.
+        :class:`NoNextDue` for a cron schedule that never fires after ``now``, rotated or not.
         """
         if last_rotation is None:
+            if self.cron is not None and _can_end(self.cron):
+                _cron_next(self.cron, now - timedelta(seconds=1))  # its years have passed: NoNextDue
             return now
         due = last_rotation + self.interval if self.cron is None else _cron_next(self.cron, last_rotation)
         if self.window is None:
@@ -193,8 +197,11 @@ class Schedule:
                 "window": self.window.text if self.window is not None else None}
 
 
-def parse_schedule(text: str, window: str | None = None) -> Schedule:
-    """Parse a schedule (and its optional window); ValueError explains the accepted forms."""
+def parse_schedule(text: str, window: str | None = None, *, now: datetime | None = None) -> Schedule:
+    """Parse a schedule (and its optional window); ValueError explains the accepted forms.
+
+    A cron schedule's interval is its longest gap from ``now`` on (default: the current time; see
+    :func:`_cron_interval`)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("schedule is empty; write e.g. '30d', 'rate(30 days)' or '0 3 * * 1'")
     parsed_window = parse_window(window) if window is not None else None
@@ -209,7 +216,8 @@ def parse_schedule(text: str, window: str | None = None) -> Schedule:
             raise ValueError(f"{_short(text)} is longer than {_MAX_DAYS} days (100 years); write a shorter rate")
         return Schedule(text, timedelta(seconds=count * _RATE_UNITS[unit]), window=parsed_window)
     if _AWS_CRON.match(text) or len(text.split()) == 5:
-        return Schedule(text, _cron_interval(text), cron=text, window=parsed_window)
+        today = (now if now is not None else datetime.now(UTC)).astimezone(UTC).date()
+        return Schedule(text, _cron_interval(text, today), cron=text, window=parsed_window)
     try:
         interval = parse_duration(text)
     except ValueError as exc:
@@ -281,6 +289,13 @@ def _crontab_field(text: str, field: str, low: int, high: int, names: tuple[str,
     return sorted(values)
 
 
+@functools.lru_cache(maxsize=256)
+def _crontab_expanded(expr: str) -> tuple[tuple[int, ...], ...]:
+    """The sorted values each field of a 5-field expression matches (see :func:`_crontab_field`)."""
+    fields = zip(expr.split(), _CRONTAB_FIELDS, strict=True)
+    return tuple(tuple(_crontab_field(text, *spec, expr)) for text, spec in fields)
+
+
 def _crontab_trigger(expr: str, cron_trigger: Any, or_trigger: Any) -> Any:
     """A standard (Vixie/cronie) crontab expression as an APScheduler trigger.
 
@@ -289,7 +304,7 @@ def _crontab_trigger(expr: str, cron_trigger: Any, or_trigger: Any) -> Any:
     (neither starts with ``*``), a day matching either fires, as in crontab; otherwise both must.
     """
     fields = expr.split()
-    expanded = [_crontab_field(text, *spec, expr) for text, spec in zip(fields, _CRONTAB_FIELDS, strict=True)]
+    expanded = _crontab_expanded(expr)
     minute, hour, day, month = (",".join(map(str, values)) for values in expanded[:4])
     weekdays = ",".join(_DAY_NAMES[d] for d in expanded[4])
     if fields[2].startswith("*") or fields[4].startswith("*"):
@@ -365,8 +380,7 @@ def _aws_cron_fields(expr: str) -> dict[str, str]:
 @functools.lru_cache(maxsize=256)
 def _trigger(expr: str) -> Any:
     if not _AWS_CRON.match(expr) and len(expr.split()) == 5:
-        for text, spec in zip(expr.split(), _CRONTAB_FIELDS, strict=True):
-            _crontab_field(text, *spec, expr)  # syntax errors first, with or without APScheduler
+        _crontab_expanded(expr)  # syntax errors first, with or without APScheduler
     try:
         from apscheduler.triggers.combining import OrTrigger
         from apscheduler.triggers.cron import CronTrigger
@@ -382,6 +396,12 @@ def _trigger(expr: str) -> Any:
     return _crontab_trigger(expr, CronTrigger, OrTrigger)
 
 
+@functools.lru_cache(maxsize=256)
+def _can_end(expr: str) -> bool:
+    """Whether ``expr`` names years (AWS): only then can its fires end."""
+    return _AWS_CRON.match(expr) is not None and _aws_cron_fields(expr)["year"] != "*"
+
+
 def _cron_next(expr: str, after: datetime) -> datetime:
     fire: datetime | None = _trigger(expr).get_next_fire_time(None, after + timedelta(seconds=1))
     if fire is None:
@@ -389,19 +409,114 @@ def _cron_next(expr: str, after: datetime) -> datetime:
     return fire.astimezone(UTC)
 
 
-def _cron_interval(expr: str) -> timedelta:
-    """The longest gap among the next fires, so token lifetimes cover the slowest period."""
-    trigger = _trigger(expr)
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    fires: list[datetime] = []
-    previous: datetime | None = None
-    now = start
-    while len(fires) < 14:
-        fire = trigger.get_next_fire_time(previous, now)
-        if fire is None:
+#: A cron schedule's interval is its longest gap over at least a year of fires from today, wrap
+#: into the next year included: fires bunched in part of the year ('0 3 1-14 * *', months 1-6)
+#: leave their longest gap between two bunches.
+_ONE_YEAR = timedelta(days=366)
+#: A schedule that fires on fewer days than this in that year (monthly, leap days, listed years) is
+#: followed for up to :data:`_SPARSE_YEARS`: its gaps change from one year to the next.
+_ENOUGH_DAYS = 100
+_SPARSE_YEARS = 8
+#: Crontab repeats itself every 400 years (the Gregorian calendar's cycle): a 5-field expression
+#: that has not fired by then never fires.
+_CRONTAB_CYCLE_MONTHS = 400 * 12
+#: Before APScheduler's first year: where an AWS expression's years all passed, its fires are read from here.
+_EPOCH = date(1970, 1, 1)
+
+
+def _cron_interval(expr: str, today: date) -> timedelta:
+    """The longest gap between two consecutive fires of ``expr``, counted from ``today``.
+
+    A schedule that fires fewer than twice from ``today`` on (an AWS expression whose years end
+    now or have passed) gets the longest gap of the years it fires in, so that a file written
+    while it ran still loads: its policy has no next due time then (:class:`NoNextDue`), which
+    ``validate``, ``plan`` and the daemon report for that policy alone (docs/policy.md).
+    """
+    gap = _cron_gap(expr, today)
+    if gap is None and _can_end(expr):
+        gap = _cron_gap(expr, _EPOCH)
+    if gap is None:
+        raise ValueError(f"cron expression {expr!r} fires too rarely to rotate on: it fires fewer than twice in "
+                         "all; write an expression that fires repeatedly, e.g. '0 3 1 * *', or an interval ('30d')")
+    if gap > timedelta(days=_MAX_DAYS):
+        raise ValueError(f"cron expression {expr!r} fires too rarely to rotate on: its fires are more than "
+                         f"{_MAX_DAYS} days (100 years) apart; write a schedule that fires more often")
+    return gap
+
+
+@functools.lru_cache(maxsize=1024)
+def _cron_gap(expr: str, start: date) -> timedelta | None:
+    """The longest gap between consecutive fires from ``start`` on (see :data:`_ONE_YEAR`); None when
+    it fires fewer than twice. Cached: the policies of a file share a few expressions, and the walk
+    visits every day that fires in a year."""
+    trigger = _trigger(expr)  # the syntax checks (and APScheduler's presence) first
+    if _AWS_CRON.match(expr):
+        # AWS writes minutes and hours as crontab does ('0/30' is '0-59/30'); APScheduler accepted them
+        fields = _aws_cron_fields(expr)
+        minutes = tuple(_crontab_field(fields["minute"], *_CRONTAB_FIELDS[0], expr))
+        hours = tuple(_crontab_field(fields["hour"], *_CRONTAB_FIELDS[1], expr))
+        days = _trigger_days(trigger, start)
+    else:
+        minutes, hours = _crontab_expanded(expr)[:2]
+        days = _crontab_days(expr, start)
+    # Hours and minutes do not depend on the day (UTC has no DST), so every day that fires has the
+    # same times: the gaps are those inside a day and those from one such day's last fire to the next's first.
+    times = [timedelta(hours=h, minutes=m) for h in hours for m in minutes]
+    within = max((b - a for a, b in zip(times, times[1:], strict=False)), default=None)
+    span = times[-1] - times[0]
+    first = next(days, None)
+    if first is None:
+        return None
+    previous, seen, longest = first, 1, 0
+    for day in days:
+        longest = max(longest, (day - previous).days)
+        previous, seen = day, seen + 1
+        # the day past the horizon is kept: its gap is the wrap from the end of the horizon
+        if day - first >= _ONE_YEAR and (seen >= _ENOUGH_DAYS or day - first >= _SPARSE_YEARS * _ONE_YEAR):
             break
-        fires.append(fire)
-        previous, now = fire, fire + timedelta(seconds=1)
-    if len(fires) < 2:
-        raise ValueError(f"cron expression {expr!r} fires too rarely to rotate on")
-    return max(b - a for a, b in zip(fires, fires[1:], strict=False))
+    if seen == 1:
+        return within  # one day of fires: None if that is one fire
+    between = timedelta(days=longest) - span
+    return between if within is None else max(between, within)
+
+
+def _trigger_days(trigger: Any, start: date) -> Iterator[date]:
+    """The days on which ``trigger`` fires, from ``start`` on, one APScheduler call each."""
+    moment = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    while True:
+        fire: datetime | None = trigger.get_next_fire_time(None, moment)
+        if fire is None:
+            return
+        day = fire.astimezone(UTC).date()
+        yield day
+        if day >= date.max - _DAY:
+            return
+        moment = datetime(day.year, day.month, day.day, tzinfo=UTC) + _DAY
+
+
+def _crontab_days(expr: str, start: date) -> Iterator[date]:
+    """The days on which a 5-field expression fires, from ``start`` on, by crontab's day rule
+    (see :func:`_crontab_trigger`); month by month, as a year of APScheduler calls would be slow."""
+    fields = expr.split()
+    _, _, doms, months, weekdays = (set(values) for values in _crontab_expanded(expr))
+    either = not (fields[2].startswith("*") or fields[4].startswith("*"))
+    # Which days of a month fire depends only on its length and the weekday of its 1st (0 = Sunday).
+    shapes: dict[tuple[int, int], tuple[int, ...]] = {}
+    year, month = start.year, start.month
+    for _ in range(_CRONTAB_CYCLE_MONTHS):
+        if month in months:
+            first = date(year, month, 1)
+            # (not the calendar module: it imports locale, and `rotator status` imports this module)
+            length = 31 if month == 12 else (date(year, month + 1, 1) - first).days
+            first_weekday = first.isoweekday() % 7
+            shape = shapes.get((length, first_weekday))
+            if shape is None:
+                matches = [(d in doms, (first_weekday + d - 1) % 7 in weekdays) for d in range(1, length + 1)]
+                shape = shapes[(length, first_weekday)] = tuple(
+                    d for d, (dom, dow) in enumerate(matches, 1) if ((dom or dow) if either else (dom and dow)))
+            for d in shape:
+                if (year, month, d) >= (start.year, start.month, start.day):
+                    yield date(year, month, d)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        if year > date.max.year:
+            return
