@@ -29,8 +29,9 @@ SLOW = [
     # The Vault outage matrix: every fault at every step; the default run keeps "down" and "http503".
     r"test_cli_with_vault_failing_at_each_step\[(reset|blackhole|http429|latency)\]",
     r"test_cli_with_the_journal_hanging_at_each_step\[latency\]",
-    # Kill -9 at every step boundary for every issuer (tests/e2e/test_issuer_matrix.py, and the
-    # Management API's own in tests/e2e/test_e2e_management_api.py). The default run has the
+    # Kill -9 at every step boundary for every issuer of tests/e2e/test_issuer_matrix.py (the
+    # Management API's own, in tests/e2e/test_e2e_management_api.py, stays: its id has no
+    # parameter, and it is the one whole HTTP issuer walk of the default run). The default run has the
     # influxctl management issuer's boundaries, one test each
     # (tests/e2e/test_crash_matrix.py::test_kill_at_step_boundary), and the HTTP issuers' kills after
     # MINTED and after PUBLISHED (tests/e2e/test_e2e_http_issuers.py).
