@@ -298,6 +298,24 @@ def test_a_timed_out_call_returns_though_a_process_in_another_session_holds_its_
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(grandchild_pid.read_text()), signal.SIGKILL)
 
+
+def test_a_finished_command_whose_background_process_holds_its_output_is_not_a_timeout(tmp_path: Path) -> None:
+    """A wrapper that exits (its create done) but left a process in a session of its own holding
+    stdout: the call returned only at its timeout, as a TimeoutExpired (a finished create or revoke
+    reported as unknown). Now its exit code and output come back once the pipes had a moment."""
+    grandchild_pid = tmp_path / "grandchild.pid"
+    wrapper = tmp_path / "influxctl-exits-leaving-a-session"
+    wrapper.write_text(f'#!/bin/sh\necho created\nsetsid sleep 60 & echo $! > "{grandchild_pid}"\nexit 3\n')
+    wrapper.chmod(0o700)
+    started = time.monotonic()
+    try:
+        done = default_run([str(wrapper)], 20)
+        assert (done.returncode, done.stdout) == (3, "created\n")
+        assert time.monotonic() - started < 8  # the exit, then at most PIPE_DRAIN_S of reading
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+            os.kill(int(grandchild_pid.read_text()), signal.SIGKILL)
+
 def test_a_finished_call_leaves_no_process_of_its_group(fake_influxctl: FakeInfluxctlFixture, tmp_path: Path) -> None:
     grandchild_pid = tmp_path / "grandchild.pid"
     wrapper = tmp_path / "influxctl-leaves-a-grandchild"

@@ -503,8 +503,45 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
         pass  # the group is gone already
 
 
-#: How long the pipes of a timed-out command are read after its group was killed.
+#: How long the pipes of a command are read once it has exited, or after its group was killed at
+#: its timeout: past this, what holds them is a process it started in a session of its own.
 PIPE_DRAIN_S = 2.0
+#: How often a command's exit is looked at while its pipes stay open.
+_EXIT_POLL_S = 0.2
+
+
+def _communicate(process: subprocess.Popen[str], timeout_s: float) -> tuple[str, str]:
+    """``process.communicate(timeout=timeout_s)``, except that it does not wait for the end of the
+    output alone: a process the command started in a session of its own (a wrapper script's
+    ``setsid ... &``) keeps the pipes open after the command exited, and a finished create or revoke
+    would then be reported as timed out. Once the command has exited, its pipes get
+    :data:`PIPE_DRAIN_S` more; then what was read is its output."""
+    deadline = time.monotonic() + timeout_s  # a bound on a wait, not a time of day: no Clock needed
+    exited_at: float | None = None
+    while True:
+        now = time.monotonic()
+        until = deadline if exited_at is None else min(deadline, exited_at + PIPE_DRAIN_S)
+        try:
+            # Called again after a TimeoutExpired, communicate() loses no output (subprocess docs).
+            return process.communicate(timeout=max(min(until - now, _EXIT_POLL_S), 0))
+        except subprocess.TimeoutExpired as expired:
+            now = time.monotonic()
+            if exited_at is None and process.poll() is not None:
+                exited_at = now
+            elif exited_at is not None and now >= until:
+                for pipe in (process.stdout, process.stderr):
+                    if pipe is not None:
+                        pipe.close()
+                # The exception carries all the output read so far, as bytes whatever the mode.
+                return _decoded(expired.stdout), _decoded(expired.stderr)
+            elif now >= deadline:
+                raise subprocess.TimeoutExpired(process.args, timeout_s) from None
+
+
+def _decoded(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
 
 
 def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
@@ -536,7 +573,7 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     )
     try:
         try:
-            stdout, stderr = process.communicate(timeout=timeout_s)
+            stdout, stderr = _communicate(process, timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(process)
             try:
