@@ -21,10 +21,13 @@ edited in place, atomically, with mode 0600 and its owner kept, and nothing but 
 Idempotent: when the profile already holds the store's current token nothing is written and
 the exit code is 0. Refused (exit 1, nothing written) unless ``--adopt``: a profile whose
 ``mgmt_token`` rotator did not write, one written for another policy, or one holding a newer
-token than the store (a stale replica must not roll the profile back).
+token than the store (a stale replica must not roll the profile back). Refused always (exit 2,
+before the source is read): a profile that names another cluster than the policy's
+``[policy.issuer.profile]``, where influxctl would send the management token (:func:`_check_cluster`).
 
 Exit codes as for every ``rotator`` command: 0 ok (written or already current), 1 failed,
-2 invalid input (the reference, the policy file, the influxctl config file or profile).
+2 invalid input (the reference, the policy file, the influxctl config file or profile, a profile
+of another cluster).
 The token value is never printed, logged or put in an error.
 """
 
@@ -39,13 +42,16 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rotator.core.errors import ConfigError, OwnershipError, PermanentError, RotatorError
 from rotator.core.secret import REDACTOR
 from rotator.runners.cli_options import common_parent
 
 if TYPE_CHECKING:
+    import logging
+
+    from rotator.adapters.influxctl.profile import InfluxctlProfileStore
     from rotator.config.policy import Config, Policy, StoreBinding
     from rotator.core.contracts import AdapterContext, Store, StoreState
     from rotator.core.retry import RetryPolicy
@@ -229,8 +235,10 @@ def sync(args: argparse.Namespace) -> SyncResult:
         return state
 
     # The local file before the network: a missing or unreadable --config is named at once, not after
-    # the source store's retries (it is read again below, just before the write).
+    # the source store's retries (it is read again below, just before the write). So is a profile of
+    # another cluster: influxctl would send the policy's management token there.
     read_target()
+    _check_cluster(target, policy, args.profile, path, logger)
     source = _build(binding.type, binding.settings, policy.context(clock))
     src_state: StoreState = call_with_retry(
         partial(read_for_reading, source, logger), what=f"{policy.name}: read {binding.name}", policy=retry,
@@ -308,6 +316,78 @@ def _check_takeover(state: StoreState, policy: str, created_at: datetime, locati
         )
 
 
+#: influxctl's port when a profile names none (its sample config: `# port = "443"`). The issuer's
+#: own profile leaves ``port`` out then too (rotator/adapters/influxctl/common.py: render_profile).
+_DEFAULT_PORT = 443
+#: The connection keys that name the cluster a management token is sent to, per product: a Clustered
+#: profile's host and port; a Dedicated profile's account and cluster (its host serves only query and
+#: write; management commands go to the account's API, whatever host says).
+_CLUSTER_KEYS = {"clustered": ("host", "port"), "dedicated": ("account_id", "cluster_id")}
+
+
+def _check_cluster(target: InfluxctlProfileStore, policy: Policy, profile: str, policy_file: Path,
+                   logger: logging.Logger) -> None:  # fmt: skip
+    """ConfigError (exit 2, nothing written) if ``profile`` names another cluster than the policy's issuer.
+
+    sync copies a management token into a profile, and influxctl sends that token wherever the
+    profile points: a mistyped --profile (or a unit copied from another host) would hand the
+    production token to another cluster. Which profile it writes is the command line's choice, so
+    it is checked against what the policy file says of the cluster, ``[policy.issuer.profile]``:
+    ``product`` and the keys that name the cluster for that product (:data:`_CLUSTER_KEYS`).
+    Compared as influxctl means them: host names and ids without regard to case (a host's final
+    dot and an IPv6 address's brackets aside), a port as a number, a port left out as 443, an
+    empty value as none. ``--adopt`` does not bypass this: it is about whose token the profile
+    holds, not where the profile sends it.
+    """
+    settings = getattr(policy.issuer_settings, "profile", None)
+    if settings is None or not isinstance(getattr(settings, "product", None), str):
+        # Not reached while sync accepts only influxctl-management policies (issuer_problem), whose
+        # settings always have a profile; an issuer added to them without one cannot be compared.
+        logger.warning("%s: policy %r (%s) has no [policy.issuer.profile]: which cluster profile %r names "
+                       "is not checked", target.location, policy.name, policy.issuer_type, profile)  # fmt: skip
+        return
+    wanted = {key: getattr(settings, key, None) for key in ("product", *_CLUSTER_KEYS.get(settings.product, ()))}
+    profiles = target.connections()
+    differences = _cluster_differences(wanted, profiles.get(profile, {}))
+    if not differences:
+        return
+    said = "; ".join(f"{key} is {_shown(have, key)} in the profile, {_shown(want, key)} in [policy.issuer.profile]"
+                     for key, want, have in differences)  # fmt: skip
+    matching = [name for name, keys in profiles.items() if not _cluster_differences(wanted, keys)]
+    right = (f"--profile {' or --profile '.join(matching)} names that cluster in this file" if matching
+             else "no profile of this file names that cluster: point --config at the right file")  # fmt: skip
+    raise ConfigError(
+        f"{target.location}: profile {profile!r} is not the cluster of policy {policy.name!r}: {said}; "
+        "influxctl would send the policy's management token there, so nothing was written",
+        hint=f"{right}. If this profile reaches the same cluster under another name, write the profile's values "
+        f"into [policy.issuer.profile] of {policy_file} (the sync host's copy; sync never runs the issuer)",
+    )
+
+
+def _cluster_differences(wanted: dict[str, Any], have: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, the policy's value, the profile's value) for each key of ``wanted`` the profile disagrees on."""
+    return [(key, want, have.get(key)) for key, want in wanted.items()
+            if _normal(key, want) != _normal(key, have.get(key))]  # fmt: skip
+
+
+def _normal(key: str, value: Any) -> object:
+    if value is None or value == "":
+        return _DEFAULT_PORT if key == "port" else None
+    if key == "port":
+        text = str(value).strip()
+        return int(text) if text.isascii() and text.isdigit() else text  # influxctl's config: port = "443"
+    text = str(value).strip().lower()
+    if key == "host":
+        text = text.rstrip(".").removeprefix("[").removesuffix("]")
+    return text
+
+
+def _shown(value: Any, key: str) -> str:
+    if value is None or value == "":
+        return f"not set (so {_DEFAULT_PORT})" if key == "port" else "not set"
+    return repr(value)
+
+
 def _source_binding(policy: Policy, wanted: str | None) -> StoreBinding:
     names = ", ".join(f"{b.name} ({b.type})" for b in policy.stores)
     if wanted is not None:
@@ -324,7 +404,7 @@ def _source_binding(policy: Policy, wanted: str | None) -> StoreBinding:
     )
 
 
-def _profile_store(args: argparse.Namespace, policy: Policy) -> Store:
+def _profile_store(args: argparse.Namespace, policy: Policy) -> InfluxctlProfileStore:
     from pydantic import ValidationError
 
     from rotator.config import registry
@@ -351,7 +431,8 @@ def _profile_store(args: argparse.Namespace, policy: Policy) -> Store:
                           hint="sync copies a management token into an influxctl profile's mgmt_token: name a policy "
                           "whose issuer is influxctl-management")
     # Relative paths on the command line are relative to the working directory.
-    return _build(PROFILE_STORE, settings, AdapterContext(policy=policy.name, base_dir=Path.cwd()))
+    store = _build(PROFILE_STORE, settings, AdapterContext(policy=policy.name, base_dir=Path.cwd()))
+    return cast("InfluxctlProfileStore", store)  # the adapter registered as PROFILE_STORE
 
 
 def _build(kind: str, settings: Any, ctx: AdapterContext) -> Store:

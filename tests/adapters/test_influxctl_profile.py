@@ -680,6 +680,126 @@ def test_a_writer_holding_the_directory_lock_makes_publish_wait_then_give_up(con
     make_store(config).publish(record("id-1"), None)
 
 
+# ------------------------------------------------------------------------------ writers that take no lock
+
+
+def save_atomically(config: Path, text: str) -> None:
+    """How an editor or Ansible saves: a new file renamed over the old one (a new inode)."""
+    saved = config.with_name("saved-by-hand.tmp~")
+    saved.write_text(text)
+    os.replace(saved, config)
+
+
+def rewrite_in_place(config: Path, text: str) -> None:
+    """An in-place rewrite of the same size whose mtime reads as before (a file system clock that
+    ticks coarser than the write): only the bytes tell it from the file read."""
+    st = config.stat()
+    data = text.encode()
+    assert len(data) == st.st_size
+    with open(config, "r+b") as fh:
+        fh.write(data)
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert config.stat().st_ino == st.st_ino and config.stat().st_mtime_ns == st.st_mtime_ns
+
+
+class EditDuringSidecarRename:
+    """The store's rename seam: another writer, which takes no lock, saves the config just before
+    the sidecar's rename (after the read, before the config's rename)."""
+
+    def __init__(self, config: Path, edit: Any) -> None:
+        self.config, self.edit, self.calls = config, edit, 0
+
+    def __call__(self, src: str, dst: str) -> None:
+        self.calls += 1
+        if self.calls == 1 and dst.endswith(SIDECAR_SUFFIX):
+            self.edit(self.config)
+        os.replace(src, dst)
+
+
+# Same length as "influxdb.example.test", so that an in-place rewrite keeps the size.
+OTHER_HOST = "influxdb.example.tesx"
+
+
+@pytest.mark.parametrize("save", [save_atomically, rewrite_in_place])
+def test_an_edit_saved_while_publishing_is_kept_and_the_retry_writes_over_it(config: Path, save: Any) -> None:
+    """A hand or configuration-management edit elsewhere in the file that lands between the read and
+    the config's rename is not lost: the publish stops (TransientError, the config as the other writer
+    left it), and the retry, at the same expected version, reads the new file and edits that."""
+    store = make_store(config)
+    v1 = store.publish(record("id-1"), None)
+    edited = config.read_text().replace("influxdb.example.test", OTHER_HOST)
+    seam = EditDuringSidecarRename(config, lambda path: save(path, edited))
+    racing = make_store(config, replace=seam)
+    second = record("id-2")
+    with pytest.raises(TransientError, match="changed by another writer while rotator was writing it") as info:
+        racing.publish(second, v1)
+    assert second.value.reveal() not in str(info.value) + info.value.hint
+    assert config.read_text() == edited, "the other writer's file stays as it saved it"
+    assert leftovers(config.parent) == []
+    state = store.read_current()
+    assert state.version == v1 and state.record is not None and state.record.token_id == "id-1"
+    # The retry (the engine's, or sync's call_with_retry) publishes at the version it planned with.
+    assert racing.publish(second, v1) == value_version(second.value.reveal())
+    text = config.read_text()
+    assert OTHER_HOST in text and second.value.reveal() in text
+    assert store.read_current().record == second
+
+
+def test_a_token_saved_by_hand_while_publishing_is_a_conflict_and_is_kept(config: Path) -> None:
+    """An operator pastes an emergency mgmt_token (an atomic save) while rotator publishes: the
+    compare-and-set, made again before the rename, fails; the operator's token stays."""
+    store = make_store(config)
+    first = record("id-1")
+    v1 = store.publish(first, None)
+    emergency = "emergency-hand-token-0123456789"
+    edited = config.read_text().replace(first.value.reveal(), emergency)
+    racing = make_store(config, replace=EditDuringSidecarRename(config, lambda path: save_atomically(path, edited)))
+    second = record("id-2")
+    with pytest.raises(ConflictError, match="compare-and-set lost: expected version") as info:
+        racing.publish(second, v1)
+    message = str(info.value) + info.value.hint
+    assert "changed while rotator was writing" in message and v1 in message
+    assert emergency not in message and second.value.reveal() not in message
+    assert config.read_text() == edited and leftovers(config.parent) == []
+    state = store.read_current()
+    assert not state.managed and state.version == value_version(emergency)
+    with pytest.raises(ConflictError):
+        racing.publish(second, v1)  # a retry does not write over it either
+
+
+@pytest.mark.parametrize("adopt", [False, True], ids=["new value", "adopt: the sidecar only"])
+def test_an_edit_right_after_the_read_stops_the_publish_before_anything_is_written(
+    config: Path, monkeypatch: pytest.MonkeyPatch, adopt: bool
+) -> None:
+    """The check before the sidecar's rename: an edit landing between the read and the first rename
+    leaves both files untouched (also where only the sidecar would be written: an adopt)."""
+    store = make_store(config)
+    v1 = store.publish(record("id-1"), None)
+    current = store.read_current().record
+    assert current is not None
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    edited = config.read_text().replace("influxdb.example.test", OTHER_HOST)
+    real_read = InfluxctlProfileStore._read
+    reads: list[Any] = []
+
+    def read_then_edit(self: InfluxctlProfileStore) -> Any:
+        reads.append(real_read(self))
+        if len(reads) == 1:  # the publish's read; the edit lands right after it
+            save_atomically(config, edited)
+        return reads[-1]
+
+    before = fingerprint(sidecar)
+    monkeypatch.setattr(InfluxctlProfileStore, "_read", read_then_edit)
+    # adopt: the same value under another token id: only the sidecar would change
+    token = record("id-2", current.value.reveal() if adopt else None)
+    with pytest.raises(TransientError, match="changed by another writer"):
+        store.publish(token, v1)
+    monkeypatch.undo()
+    assert fingerprint(sidecar) == before and config.read_text() == edited
+    assert leftovers(config.parent) == []
+    assert store.read_current().version == v1
+
+
 def _dead_pid() -> int:
     import subprocess
     import sys

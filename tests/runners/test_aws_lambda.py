@@ -1098,7 +1098,7 @@ def test_readers_read_awscurrent_during_a_rotation_and_writers_stop(scene, tmp_p
     from rotator.sandbox.influxctl_state import write_profile
 
     influx_config = tmp_path / "influxctl.toml"
-    write_profile(influx_config)
+    write_profile(influx_config, host="cluster.test.invalid")  # the policy's cluster (sync checks it)
     env = {**os.environ, **scene.aws.env()}
     proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "sync", "--from", f"{scene.config}:{POLICY}",
                            "--config", str(influx_config), "--profile", "default"],

@@ -56,6 +56,15 @@ A crash between the two renames leaves the old value in the config, which the si
 describes, so the store reads as its old, consistent self. Temporary files left by a killed
 writer (they may hold a token) are removed by the next write.
 
+Other writers. The lock only keeps rotator processes apart: a person's editor or configuration
+management may replace or rewrite the config between the read and the renames. So the read
+records the file's identity (device, inode, mtime, size, SHA-256 of its bytes), and each rename
+is preceded by a check that the config is still that file. If it is not, the temporary file is
+removed and nothing more is written: ConflictError if the profile's ``<key>`` changed (the
+compare-and-set, made late), TransientError otherwise (the retry reads the new file and edits
+it). What is left is the time between the last check and the rename (microseconds): an edit
+saved exactly then is still replaced.
+
 File properties. Both files are written with mode 0600 and keep the config file's owner and
 group (``chown`` when running as root; otherwise rotator must be the owner, and is refused
 before anything is written if it is not). A symlinked config is written through to its target.
@@ -91,7 +100,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
@@ -106,6 +115,7 @@ from rotator.core.contracts import AdapterContext, Store, StoreState, TokenRecor
 from rotator.core.errors import ConfigError, ConflictError, MalformedPayload, PermanentError, TransientError
 
 __all__ = [
+    "CONNECTION_KEYS",
     "DEFAULT_KEY",
     "MANAGEMENT_TOKEN_ISSUERS",
     "SIDECAR_SUFFIX",
@@ -126,6 +136,8 @@ SIDECAR_SCHEMA = 1
 #: The profile keys a store may write: influxctl's management token, or its data-plane token.
 ProfileKey = Literal["mgmt_token", "token"]
 DEFAULT_KEY: ProfileKey = "mgmt_token"
+#: The keys of a profile that say which cluster influxctl talks to (none of them is a credential).
+CONNECTION_KEYS = ("product", "host", "port", "account_id", "cluster_id")
 #: Issuers whose tokens are management tokens: they go to ``mgmt_token``, and only they do.
 MANAGEMENT_TOKEN_ISSUERS = frozenset({"influxctl-management"})
 #: Entries kept per profile and key in the sidecar: the value just written and the one it replaced.
@@ -168,6 +180,17 @@ _ERR_CONFLICT = "{where}: compare-and-set lost: expected {expected}, the profile
 _HINT_CONFLICT = (
     "someone changed {key} of this profile after rotator read it (a hand edit, or another rotator "
     "writing the same profile); check who writes it, then rotate again"
+)
+_WHILE_WRITING = (
+    " (changed while rotator was writing the file; the config file was left as the other writer saved it)"
+)
+_ERR_CHANGED = (
+    "{where}: {path} was changed by another writer while rotator was writing it ({key} of this profile "
+    "was not); the config file was left as that writer left it"
+)
+_HINT_CHANGED = (
+    "rotator reads the file again and retries; if this keeps happening, something rewrites the file all the "
+    "time (configuration management?): find out what"
 )
 _ERR_OWNER = (
     "{where}: {path} belongs to uid {uid}, rotator runs as uid {euid} and is not root: it cannot keep the owner"
@@ -287,12 +310,28 @@ def _generation(entry: Mapping[str, Any] | None) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+#: What tells the config file read from a later one: (st_dev, st_ino, st_mtime_ns, st_size, SHA-256 of the
+#: bytes). The digest is there because an in-place rewrite of the same size can keep the inode, and
+#: its mtime too where the file system's clock ticks coarser than the rewrite (a few ms on Linux).
+_Identity = tuple[int, int, int, int, bytes]
+
+
+def _read_identified(path: Path) -> tuple[bytes, os.stat_result, _Identity]:
+    """The file's bytes, and the stat and identity of the very file those bytes came from (fstat of
+    the descriptor read: a ``stat`` of the path could see a file that replaced it in between)."""
+    with open(path, "rb") as fh:
+        stat = os.fstat(fh.fileno())
+        raw = fh.read()
+    return raw, stat, (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size, hashlib.sha256(raw).digest())
+
+
 @dataclass
 class _Snapshot:
     """The config file and its sidecar as read under the directory lock."""
 
     path: Path  # the real file (symlinks resolved)
     stat: os.stat_result
+    identity: _Identity  # of the file read, to tell whether another writer replaced or edited it since
     text: str
     doc: tomlkit.TOMLDocument
     data: dict[str, Any]
@@ -364,6 +403,21 @@ class InfluxctlProfileStore:
         )
         return state
 
+    def connections(self) -> dict[str, dict[str, Any]]:
+        """Every profile's :data:`CONNECTION_KEYS`, as the file has them (a key it lacks is left out),
+        by profile name: where influxctl sends each profile's tokens. No credential is returned.
+
+        For ``rotator sync``, which must not write a policy's token into a profile of another
+        cluster. Raises as :meth:`read_current` does (the store's own profile must exist).
+        """
+        with self._locked(exclusive=False):
+            snap = self._read()
+        return {
+            entry["name"]: {key: entry[key] for key in CONNECTION_KEYS if key in entry}
+            for entry in snap.data["profile"]
+            if isinstance(entry.get("name"), str)
+        }
+
     def publish(self, record: TokenRecord, expected_version: str | None) -> str:
         """Write ``record`` as the profile's value under ``key``, compare-and-set on ``expected_version``.
 
@@ -402,7 +456,7 @@ class InfluxctlProfileStore:
                 # Written again at its own version: recovery fencing a publish that may still be under
                 # way. The value stays; its entry's generation, and so the version, moves on, so that
                 # such a publish (compare-and-set on the version before) fails.
-                return self._next_generation(snap, dir_fd)
+                return self._next_generation(snap, state.version, dir_fd)
             if state.version != expected_version:
                 raise ConflictError(
                     _ERR_CONFLICT.format(
@@ -421,11 +475,14 @@ class InfluxctlProfileStore:
                 entry["generation"] = max((_generation(e) for e in kept), default=0) + 1
                 new_version = value_version(value, entry["generation"])
             sidecar = _with_entry(snap.sidecar, self._profile, self._key, entry, keep=kept)
+            # The lock keeps other rotators out, not people or configuration management: each rename
+            # first checks that the config is still the file read, or the edit made meanwhile is lost.
+            unchanged = partial(self._check_unchanged, snap, state.version)
             # 1. The sidecar first: until the config is replaced, it still describes the old value.
-            self._write(_sidecar(snap.path), _dump_sidecar(sidecar), owner, dir_fd)
+            self._write(_sidecar(snap.path), _dump_sidecar(sidecar), owner, dir_fd, check=unchanged)
             # 2. The config: readers see the old or the new file, never a mix.
             if text != snap.text:
-                self._write(snap.path, text.encode("utf-8"), owner, dir_fd)
+                self._write(snap.path, text.encode("utf-8"), owner, dir_fd, check=unchanged)
         logger.info(
             "published token %s to %s of profile %r of %s (was %s)",
             record.token_id,
@@ -436,13 +493,15 @@ class InfluxctlProfileStore:
         )
         return new_version
 
-    def _next_generation(self, snap: _Snapshot, dir_fd: int) -> str:
+    def _next_generation(self, snap: _Snapshot, version: str | None, dir_fd: int) -> str:
         assert snap.value is not None
         entry = next(e for e in snap.entries if _matches(e, snap.value))
         generation = _generation(entry) + 1
         kept = [e for e in snap.entries if e is not entry]
         sidecar = _with_entry(snap.sidecar, self._profile, self._key, {**entry, "generation": generation}, keep=kept)
-        self._write(_sidecar(snap.path), _dump_sidecar(sidecar), self._owner(snap), dir_fd)
+        # (the new version names the value read: it must still be the config's when the sidecar says so)
+        self._write(_sidecar(snap.path), _dump_sidecar(sidecar), self._owner(snap), dir_fd,
+                    check=partial(self._check_unchanged, snap, version))
         logger.info("%s: token %s written again at its own version (generation %d)", self._location,
                     entry.get("token_id"), generation)
         return value_version(snap.value, generation)
@@ -452,8 +511,7 @@ class InfluxctlProfileStore:
     def _read(self) -> _Snapshot:
         path = Path(os.path.realpath(self._path))
         try:
-            raw = path.read_bytes()
-            stat = os.stat(path)
+            raw, stat, identity = _read_identified(path)
         except FileNotFoundError:
             raise ConfigError(_ERR_MISSING.format(where=self._location), hint=_HINT_MISSING) from None
         except OSError as exc:
@@ -474,7 +532,7 @@ class InfluxctlProfileStore:
                               "rotator write it")
         sidecar = self._read_sidecar(_sidecar(path))
         entries = [e for e in sidecar["profiles"].get(self._profile, []) if _entry_key(e) == self._key]
-        return _Snapshot(path, stat, text, doc, data, index, table, value or None, sidecar, entries)
+        return _Snapshot(path, stat, identity, text, doc, data, index, table, value or None, sidecar, entries)
 
     def _parse(self, path: Path, text: str) -> tuple[dict[str, Any], tomlkit.TOMLDocument]:
         # tomllib is the reference parser; tomlkit edits. Both must accept the file.
@@ -613,9 +671,14 @@ class InfluxctlProfileStore:
             )
         return uid, gid
 
-    def _write(self, path: Path, data: bytes, owner: tuple[int, int], dir_fd: int) -> None:
+    def _write(
+        self, path: Path, data: bytes, owner: tuple[int, int], dir_fd: int, check: Callable[[], None] | None = None
+    ) -> None:
         """Replace ``path`` atomically: temp file in the same directory, fsync, rename, fsync the
-        directory (each rename is durable before the next file is written: the order matters)."""
+        directory (each rename is durable before the next file is written: the order matters).
+
+        ``check`` runs last before the rename, as close to it as it can be: when it raises, the
+        temporary file is removed and nothing is replaced."""
         directory = path.parent
         try:
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.rotator-{os.getpid()}-", suffix=".tmp")
@@ -628,6 +691,8 @@ class InfluxctlProfileStore:
                 os.fchmod(fh.fileno(), 0o600)
                 _chown(fh.fileno(), owner)
                 os.fsync(fh.fileno())
+            if check is not None:
+                check()
             self._replace(tmp, str(path))
         except OSError as exc:
             # Nothing was replaced: the file is as it was (the rename is all or nothing).
@@ -639,6 +704,42 @@ class InfluxctlProfileStore:
                 os.unlink(tmp)
             raise
         self._sync_dir(dir_fd, path)
+
+    def _check_unchanged(self, snap: _Snapshot, version: str | None) -> None:
+        """Raise unless the config file is still the one ``snap`` read (the same file, the same bytes).
+
+        Other writers (a person's editor, configuration management, an operator pasting an emergency
+        token) do not take rotator's lock. Replacing a file one of them wrote since the read would
+        silently drop their edit, and write a token over a value compare-and-set never saw. So:
+        ConflictError when the profile's ``key`` now holds another version than ``version`` (what
+        the publish compared against: the store changed since it was read); TransientError for an
+        edit elsewhere in the file, so that the retry reads the file again and edits the new text.
+        """
+        try:
+            identity: _Identity | None = _read_identified(snap.path)[2]
+        except FileNotFoundError:
+            identity = None  # deleted, or being replaced: the read below says which
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise _os_error(exc, _ERR_READ.format(where=self._location, path=snap.path, reason=reason)) from None
+        if identity == snap.identity:
+            return
+        # Read again (the lock is still held), to tell the two cases apart; an error of this read
+        # (the file deleted, or no longer valid TOML) is the one a retry would raise.
+        now = self._state(self._read(), warn=False).version
+        if now != version:
+            raise ConflictError(
+                _ERR_CONFLICT.format(
+                    where=self._location,
+                    expected=_describe_version(version, self._key),
+                    actual=_describe_version(now, self._key),
+                )
+                + _WHILE_WRITING,
+                hint=_HINT_CONFLICT.format(key=self._key),
+            )
+        raise TransientError(
+            _ERR_CHANGED.format(where=self._location, path=snap.path, key=self._key), hint=_HINT_CHANGED
+        )
 
     def _write_error(self, path: Path, exc: OSError) -> PermanentError | TransientError:
         message = _ERR_WRITE.format(where=self._location, path=path, reason=exc.strerror or type(exc).__name__)
