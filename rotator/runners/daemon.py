@@ -40,7 +40,7 @@ how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` or a
 than ``max(2 x lease_ttl, 10 s)`` (a run past its lease cannot legitimately go on) makes
 ``/healthz`` and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts
 a wedged daemon. On the way into a stall it dumps every thread's stack to stderr (faulthandler: no
-lock, no logging, works when logging itself is wedged); SIGUSR1 dumps them on demand. A journal
+lock, no logging, works when logging itself is wedged); SIGUSR2 dumps them on demand. A journal
 that lost durability (a failed flush of the SQLite WAL, which only opening the journal again
 clears) fails ``/healthz`` too, and the daemon stops by itself with exit status
 EXIT_JOURNAL_LOST, which systemd's Restart=on-failure restarts as well.
@@ -49,12 +49,17 @@ Stores with a credential of their own that expires (a Vault token) are kept aliv
 the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, and shows their
 ``credential_status()`` in ``/readyz`` and the ``rotator_credential_*`` metrics.
 
-Signals: SIGHUP reloads the policy file (an invalid file is rejected and the running configuration
-kept whole; the same content builds nothing again, and a policy whose settings did not change
-keeps its engine and stores: :meth:`Daemon.reload`); SIGTERM/SIGINT stop taking runs, give the
-runs in progress ``shutdown_timeout`` to finish, then exit 0. A run still going at the deadline is
-parked: its journal entry makes it recoverable, and the next start (or another replica once the
-lease expires) recovers it.
+Signals: SIGHUP is a full reload: the policy file is read and validated again and every policy's
+engine and stores are built anew, whatever the content (a policy records the paths of the files it
+references, not their content: a replaced CA bundle, AWS credentials file or secret_id file takes
+effect only in new adapters), and the audit file is reopened; an invalid file is rejected and the
+running configuration kept whole (:meth:`Daemon.reload`). The file watch (``watch = true``) reloads
+by content: the same content builds nothing, and a policy whose settings did not change keeps its
+engine and stores (no new Vault login per ConfigMap edit). SIGUSR1 reopens the audit file and
+does nothing else (logrotate's ``postrotate``). SIGTERM/SIGINT stop taking runs, give the runs in
+progress ``shutdown_timeout`` to finish, then exit 0. A run still going at the deadline is parked:
+its journal entry makes it recoverable, and the next start (or another replica once the lease
+expires) recovers it.
 """
 
 from __future__ import annotations
@@ -175,12 +180,51 @@ _NO_FAILURE: tuple[int, int, int] = (-1, -1, -1)
 
 
 def _digest(path: Path) -> bytes | None:
-    """The file's content, hashed: a reload of the same content (logrotate's SIGHUP, a ``touch``,
-    a ConfigMap update of another key) builds nothing again. None when it cannot be read."""
+    """The file's content, hashed: a watched file whose content did not change (a ``touch``, a
+    ConfigMap update of another key) builds nothing again. None when it cannot be read."""
     try:
         return hashlib.sha256(path.read_bytes()).digest()
     except OSError:
         return None
+
+
+def _journal_left_behind(path: Path, config: Config) -> None:
+    """Refuse to start on a new, empty SQLite journal while the one used so far is elsewhere.
+
+    The daemon used to resolve the policy file's symlinks, so a relative path in the file (the
+    default ``journal = "rotator-journal.db"`` included) was relative to the directory of the
+    link's target. It now keeps the path as given, like every other command (and a Kubernetes
+    ConfigMap needs it), so with ``/etc/rotator/rotator.toml -> /srv/cfg/rotator.toml`` a relative
+    journal moved from ``/srv/cfg/`` to ``/etc/rotator/``. Opening it there would create an empty
+    journal: the history would be lost and the pending revocations never done. So when the journal
+    is a relative SQLite path whose file exists where it used to be, next to the resolved file, but
+    not where it is now, the start is a ConfigError that says how to fix it. (A ConfigMap's
+    ``..<timestamp>/`` directory holds no journal: it is read-only and holds only the map's keys.)
+    """
+    journal = config.settings.journal
+    if "://" in journal or Path(journal).is_absolute():
+        return
+    now = Path(config.journal_url()[len("sqlite:///"):])
+    try:
+        target = path.resolve()
+        before = (target.parent / journal).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: the load would have failed already
+        return
+    if before == now or not before.is_file():
+        return
+    if now.exists():
+        logger.warning("the journal is %s; another journal file is at %s, where a relative journal was "
+                       "read from before (next to %s, the policy file's symlink resolved): the daemon uses %s",
+                       now, before, target, now)
+        return
+    raise ConfigError(
+        f"the policy file {path} leads through a symlink to {target}; its relative journal {journal!r} is now "
+        f"read next to the link, at {now}, where there is none, while the journal used until now is {before} "
+        "(next to the link's target, as the daemon read relative paths before). Starting would begin a new, empty "
+        "journal: its history lost and its pending revocations never done",
+        hint=f'set journal = "{before}" under [rotator] in the policy file, or stop every rotator and move '
+             f"{before} (with its -wal and -shm files, if any) to {now}. Relative paths in the policy file "
+             f"are relative to the link's directory, {path.parent}, as for every other rotator command")
 
 
 # ---------------------------------------------------------------------------------- the daemon
@@ -225,7 +269,9 @@ class Daemon:
         # updates it by swapping ..data and deleting the old directory. A resolved path would stay
         # on that deleted directory (no reload would ever see the new file); stat() and open()
         # follow the links at every look. Relative paths inside the file are resolved against its
-        # directory as written (rotator/config/policy.py), which the kubelet keeps.
+        # directory as written (rotator/config/policy.py), which the kubelet keeps, as every other
+        # command does (before, the daemon resolved them against the link's target: see
+        # _journal_left_behind for the journal that this moved).
         self.path = Path(config_path).absolute()
         self.clock = clock or SystemClock()
         self._listen_override = listen
@@ -246,6 +292,8 @@ class Daemon:
         #: SIGTERM/SIGINT came once (the daemon may also stop by itself, which is no signal)
         self._stop_requested = False
         self._reload_wanted = False
+        #: SIGUSR1: reopen the audit file (and nothing else) at the next pass
+        self._reopen_wanted = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -311,6 +359,7 @@ class Daemon:
         self._digest = _digest(self.path)
         self.loaded = self._loader(self.path)
         self._journal_url = self.loaded.config.journal_url()
+        _journal_left_behind(self.path, self.loaded.config)  # before open_journal() makes a new one
         self.journal: Journal = open_journal(self._journal_url)
         self.metrics: Metrics = Metrics()
         self.metrics.watch_state_text(self.snapshot)
@@ -366,7 +415,7 @@ class Daemon:
 
     def _sleep(self, seconds: float) -> None:
         """Wait until ``seconds`` pass or someone calls :meth:`wakeup` (a thread or a signal)."""
-        if not self._stopping and not self._reload_wanted:
+        if not self._stopping and not self._reload_wanted and not self._reopen_wanted:
             select.select([self._wake_r], [], [], seconds)
         try:
             while os.read(self._wake_r, 512):
@@ -381,7 +430,13 @@ class Daemon:
             pass  # the pipe is full (a wake-up is pending anyway) or closed (shut down)
 
     def request_reload(self) -> None:
+        """SIGHUP: a full reload (:meth:`reload`) and the audit file reopened, at the next pass."""
         self._reload_wanted = True
+        self.wakeup()
+
+    def request_reopen(self) -> None:
+        """SIGUSR1: reopen the audit file at the next pass (after logrotate moved it), nothing else."""
+        self._reopen_wanted = True
         self.wakeup()
 
     def request_stop(self) -> None:
@@ -404,6 +459,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
         signal.signal(signal.SIGINT, lambda *_: self.request_stop())
         signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, lambda *_: self.request_reopen())
 
     def shutdown(self) -> bool:
         """Take no new runs; let the runs in progress finish within ``shutdown_timeout``.
@@ -458,15 +515,21 @@ class Daemon:
         self._heartbeat = time.monotonic()
         settings = self.settings
         self._after_a_clock_step_back(now)
+        if self._reopen_wanted or self._reload_wanted:
+            # after logrotate moved the audit file (SIGUSR1), and at a SIGHUP whatever its reload gives
+            self._reopen_wanted = False
+            audit = self.notifier.audit
+            if audit.where != "stdout":  # (left alone)
+                logger.info("reopening the audit file %s", audit.where)
+            audit.reopen()  # an error is logged, and the old file kept
         if self._reload_wanted:
             self._reload_wanted = False
-            self.notifier.audit.reopen()  # after logrotate moved the audit file, whatever the reload gives
-            self.reload("SIGHUP")
+            self.reload("SIGHUP", full=True)
         elif settings.watch and now >= self._next_watch:
             self._next_watch = now + settings.watch_interval
             fp = _fingerprint(self.path)
             if fp != self._fp and fp != self._last_failed_fp:
-                self.reload("the file changed")
+                self.reload("the file changed", full=False)
         settings = self.settings
         with self._lock:
             replan, self._replan = self._replan, set()
@@ -1139,20 +1202,32 @@ class Daemon:
             raise ConfigError(f"[daemon] notifications: cannot set them up: {exc}",
                               hint="check the [daemon] audit, webhook and hook settings") from None
 
-    def reload(self, reason: str) -> bool:
+    def reload(self, reason: str, *, full: bool = True) -> bool:
         """Load the policy file again; keep the running configuration if the new one is invalid.
 
-        - The same content as the running configuration (logrotate's SIGHUP, a ``touch``): nothing
-          is built again; the running configuration counts as loaded (a refused file put back).
-        - Otherwise everything that can fail is built first: the configuration, the engines of the
-          policies that changed (the others keep theirs: :meth:`_build_engines`) and the notifier if
-          its settings changed. Any failure there is a refused reload (logged, counted, the running
-          configuration kept whole, the watch tries again when the file changes again); only then
-          is the new configuration put in place, all of it.
+        ``full`` (SIGHUP, an operator's explicit reload): the file is read and validated again and
+        every policy's engine is built anew, whatever the content. A policy records the paths of
+        the files it references, not what they hold, and adapters read some of them once: a CA
+        bundle becomes the SSL context of a cached HTTP client, an AWS session keeps the keys of a
+        credentials file, a Vault store keeps the token its secret_id got. Only new adapters see a
+        replaced file (a renewed private CA, rotated AWS keys); every Vault store logs in again.
+
+        Not ``full`` (the file watch, which sees only the policy file itself):
+
+        - The same content as the running configuration (a ``touch``, a ConfigMap update of another
+          key): nothing is built again; the running configuration counts as loaded (a refused file
+          put back).
+        - Otherwise only the engines of the policies that changed are built (the others keep
+          theirs: :meth:`_build_engines`), so an edit does not log every Vault store in again.
+
+        Either way everything that can fail is built first: the configuration, the engines and the
+        notifier if its settings changed. Any failure there is a refused reload (logged, counted,
+        the running configuration kept whole, the watch tries again when the file changes again);
+        only then is the new configuration put in place, all of it.
         """
         fp = _fingerprint(self.path)
         digest = _digest(self.path)
-        if digest is not None and digest == self._digest:
+        if not full and digest is not None and digest == self._digest:
             self._fp, self._last_failed_fp = fp, _NO_FAILURE
             self._note_loaded()
             logger.info("reload (%s): %s is unchanged, the running configuration stays as it is", reason, self.path)
@@ -1166,7 +1241,7 @@ class Daemon:
             if url != self._journal_url:
                 raise ConfigError("the journal setting changed: a reload cannot move the journal",
                                   hint="restart the daemon to use another journal")
-            engines = self._build_engines(loaded.config, (self.loaded.config, self._engines))
+            engines = self._build_engines(loaded.config, None if full else (self.loaded.config, self._engines))
             if not self.notifier.same_settings(loaded.daemon):
                 notifier = self._new_notifier(loaded.daemon)  # last: nothing after it can fail
         except RotatorError as exc:
@@ -1199,8 +1274,12 @@ class Daemon:
             self._planned.pop(name, None)
             self.metrics.forget(name)
         self._note_loaded()
-        logger.info("reloaded %s (%s): %d policies, %d of them unchanged (adapters kept)", self.path, reason,
-                    len(self.policies), kept)
+        if full:
+            logger.info("reloaded %s (%s): %d policies, the adapters of every one built again", self.path, reason,
+                        len(self.policies))
+        else:
+            logger.info("reloaded %s (%s): %d policies, %d of them unchanged (adapters kept)", self.path, reason,
+                        len(self.policies), kept)
         self._emit({"policy": None, "run_id": None, "step": "reload", "result": "ok", "policies": len(self.policies)})
         return True
 
@@ -1380,8 +1459,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             raise ConfigError(f"--listen: {exc}", hint="e.g. --listen 127.0.0.1:9464") from None
     systemd = SystemdNotify.from_environment()
     daemon = Daemon(args.config, listen=args.listen, systemd=systemd)
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)  # stacks on demand
+    if hasattr(signal, "SIGUSR2"):
+        # stacks on demand (SIGUSR1 reopens the audit file: Daemon._install_signals)
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
     daemon.start()
     systemd.send(f"READY=1\nSTATUS=rotating {len(daemon.policies)} policies")
     if daemon.serve():

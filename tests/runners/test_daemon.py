@@ -128,10 +128,10 @@ def start_daemon(sc: Scenario, port: int, tag: str = "", wait: bool = True,
 
 def dump_threads(d: DaemonProc) -> None:
     """A daemon still running at the end of a test (it failed, or hangs): print where every thread is
-    (SIGUSR1 makes the daemon write its stacks to stderr, rotator.runners.daemon.cmd_daemon)."""
+    (SIGUSR2 makes the daemon write its stacks to stderr, rotator.runners.daemon.cmd_daemon)."""
     before = d.err.stat().st_size
     try:
-        os.kill(d.proc.pid, signal.SIGUSR1)
+        os.kill(d.proc.pid, signal.SIGUSR2)
     except ProcessLookupError:
         return
     time.sleep(0.5)
@@ -361,6 +361,39 @@ def test_sighup_with_a_broken_file_keeps_the_running_configuration(
     assert d.stop() == 0
     assert not rotate_runs(sc), "nothing was due"
     check_invariants(sc, settled=True)
+
+
+def test_sigusr1_reopens_the_audit_file_sighup_reloads_and_sigusr2_dumps_the_stacks(
+    tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
+) -> None:
+    """logrotate's postrotate sends SIGUSR1 (`systemctl kill --kill-who=main --signal=USR1`): the
+    audit file is reopened and nothing else happens (no reload: the Vault stores keep their logins).
+    SIGHUP is the full reload; the stacks on demand moved from SIGUSR1 to SIGUSR2."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state)
+    port = _free_port()
+    configure(sc, schedule="1h", port=port, daemon='[daemon.audit]\nfile = "audit.jsonl"')
+    d = start_daemon(sc, port)
+    daemons.append(d)
+    audit_file = sc.dir / "audit.jsonl"
+    assert audit_file.exists()
+    reloaded_at = d.metric("rotator_config_last_reload_success_timestamp_seconds")
+    os.rename(audit_file, sc.dir / "audit.jsonl.1")  # logrotate moves it...
+    d.proc.send_signal(signal.SIGUSR1)  # ...and tells the daemon
+    wait_until("the audit file reopened", audit_file.exists, timeout=10)
+    assert d.proc.poll() is None and d.get("/readyz")[0] == 200
+    assert "reopening the audit file" in sc.log_file.read_text()
+    assert "most recent call first" not in d.err.read_text(), "no stack dump"
+    assert d.metric("rotator_config_last_reload_success_timestamp_seconds") == reloaded_at, "no reload"
+
+    d.proc.send_signal(signal.SIGHUP)
+    wait_until("the reload", lambda: [r["result"] for r in audit(sc) if r["step"] == "reload"] == ["ok"])
+    assert "the adapters of every one built again" in sc.log_file.read_text()
+    assert "reload" not in (sc.dir / "audit.jsonl.1").read_text()
+
+    d.proc.send_signal(signal.SIGUSR2)
+    wait_until("the stacks", lambda: "most recent call first" in d.err.read_text(), timeout=10)
+    assert d.proc.poll() is None
+    assert d.stop() == 0
 
 
 def test_sigterm_lets_the_current_run_finish(

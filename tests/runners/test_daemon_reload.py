@@ -2,24 +2,34 @@
 
 - a Kubernetes ConfigMap volume (symlinks the kubelet swaps) is reloaded, and a file that
   disappears is a refused reload, not a silent one;
-- a reload keeps what did not change: the same content builds nothing, and an unchanged policy
-  keeps its engine, so its stores neither log in to Vault again nor forget a dead credential;
-- a reload that fails at any step (the new audit file) changes nothing, and says so.
+- the file watch keeps what did not change: the same content builds nothing, and an unchanged
+  policy keeps its engine, so its stores neither log in to Vault again nor forget a dead credential;
+- SIGHUP is a full reload: every engine is built again, whatever the content, so that a file the
+  policy references (a CA bundle, AWS credentials, a secret_id) and that was replaced takes effect;
+- SIGUSR1 reopens the audit file and does nothing else (logrotate's postrotate);
+- a reload that fails at any step (the new audit file) changes nothing, and says so;
+- a daemon started through a symlink refuses to leave the journal it used behind.
 """
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
+import signal
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from rotator.core.clock import FakeClock
+from rotator.core.errors import ConfigError
 from rotator.core.journal import RunRecord, open_journal
 from rotator.runners.daemon import Daemon, load_daemon_config
 from tests.runners.test_daemon import POLICY, T0, FakeEngine, Harness, InlineExecutor, sample
@@ -132,18 +142,33 @@ def test_a_watched_file_that_disappears_is_a_refused_reload_and_its_return_is_re
     assert d.policies[0].schedule.text == "2h" and metric(d, "rotator_config_last_reload_successful") == 1
 
 
-# ---------------------------------------------------------------------------------- what a reload keeps
-def test_a_reload_of_the_same_content_builds_nothing_again(harness: Callable[..., Harness]) -> None:
-    """logrotate's postrotate (`systemctl reload rotator`) sends a SIGHUP with the file unchanged."""
-    h = harness([("a", "1h", ""), ("b", "1h", "")])
+# ---------------------------------------------------------------------------------- what the watch keeps
+WATCH = 'watch = true\nwatch_interval = "5s"\n'
+
+
+def _touch(path: Path) -> None:
+    """A new modification time, the same content: what the watch sees of a `touch`, or of a ConfigMap
+    update of another key."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def _watch(h: Harness) -> None:
+    h.clock.advance(timedelta(seconds=6))
+    h.tick()
+
+
+def test_a_watched_file_of_the_same_content_builds_nothing_again(harness: Callable[..., Harness]) -> None:
+    """A `touch`, or a ConfigMap update of another key: the watch sees a change of the file's mtime."""
+    h = harness([("a", "1h", ""), ("b", "1h", "")], daemon=WATCH)
     d = h.daemon
     engines = dict(d._engines)
     loads: list[Path] = []
     d._loader = lambda path: loads.append(path) or load_daemon_config(path)
     before = (d.path.parent / "audit.jsonl").read_text()
     for _ in range(3):
-        d.request_reload()
-        h.tick()
+        _touch(d.path)
+        _watch(h)
     assert loads == [], "the same content is neither parsed nor validated again"
     assert all(d._engines[name] is engine for name, engine in engines.items()), "no engine (nor store) built again"
     assert sample(h, "rotator_config_last_reload_successful") == 1
@@ -153,33 +178,160 @@ def test_a_reload_of_the_same_content_builds_nothing_again(harness: Callable[...
     # A refused file, then the running one put back: the same content again, and a success.
     good = d.path.read_text()
     d.path.write_text(good.replace('"1h"', '"whenever"'))
-    d.request_reload()
-    h.tick()
+    _watch(h)
     assert sample(h, "rotator_config_last_reload_successful") == 0
     d.path.write_text(good)
-    d.request_reload()
-    h.tick()
+    _touch(d.path)
+    _watch(h)
     assert sample(h, "rotator_config_last_reload_successful") == 1
     assert all(d._engines[name] is engine for name, engine in engines.items())
 
 
-def test_a_reload_rebuilds_only_the_engines_of_policies_that_changed(harness: Callable[..., Harness]) -> None:
-    h = harness([("a", "1h", ""), ("b", "1h", "")])
+def test_the_watch_rebuilds_only_the_engines_of_policies_that_changed(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", ""), ("b", "1h", "")], daemon=WATCH)
     d = h.daemon
     a, b = d._engines["a"], d._engines["b"]
     text = d.path.read_text()
     d.path.write_text(text.replace('path = "x/b"', 'path = "x/b2"') + "# an edit elsewhere\n")
-    d.request_reload()
-    h.tick()
+    _watch(h)
     assert d._engines["a"] is a, "policy a is the same: it keeps its engine and stores"
     assert d._engines["b"] is not b and d._engines["b"] is h.engines["b"], "policy b's store changed"
 
     a = d._engines["a"]
     # [rotator] settings go to every engine (retries, lease): all are built again.
     d.path.write_text(d.path.read_text().replace("[rotator]\n", "[rotator]\nlease_ttl = \"20m\"\n"))
+    _watch(h)
+    assert d._engines["a"] is not a and d.loaded.config.settings.lease_ttl == timedelta(minutes=20)
+
+
+# ---------------------------------------------------------------------------------- SIGHUP: a full reload
+def test_a_sighup_builds_every_engine_again_whatever_the_content(harness: Callable[..., Harness]) -> None:
+    """A policy records the paths of the files it references, not their content: only new adapters
+    read a replaced CA bundle, AWS credentials file or secret_id file. So the operator's explicit
+    reload (SIGHUP, `systemctl reload rotator`) reads, validates and builds everything again, even
+    when the policy file itself is unchanged (as every reload did before the content-based watch)."""
+    h = harness([("a", "1h", ""), ("b", "1h", "")], daemon=WATCH)
+    d = h.daemon
+    loads: list[Path] = []
+    d._loader = lambda path: loads.append(path) or load_daemon_config(path)
+    before = (d.path.parent / "audit.jsonl").read_text()
+    for n in range(1, 3):
+        engines = dict(d._engines)
+        d.request_reload()
+        h.tick()
+        assert len(loads) == n, "the file is read and validated again"
+        assert all(d._engines[name] is not engine for name, engine in engines.items()), "every engine built again"
+        assert d._engines == h.engines
+        assert sample(h, "rotator_config_last_reload_successful") == 1
+    added = (d.path.parent / "audit.jsonl").read_text()[len(before):]
+    assert added.count('"step":"reload","result":"ok"') == 2
+    # ...and the watch, which saw no change, builds nothing after it.
+    engines = dict(d._engines)
+    _touch(d.path)
+    _watch(h)
+    assert d._engines == engines and all(d._engines[name] is engine for name, engine in engines.items())
+
+    # A SIGHUP whose file is invalid is refused like any reload: the running engines stay.
+    d.path.write_text(d.path.read_text().replace('"1h"', '"whenever"', 1))
     d.request_reload()
     h.tick()
-    assert d._engines["a"] is not a and d.loaded.config.settings.lease_ttl == timedelta(minutes=20)
+    assert sample(h, "rotator_config_last_reload_successful") == 0
+    assert all(d._engines[name] is engine for name, engine in engines.items())
+
+
+class _TLSServer:
+    """An HTTPS server on 127.0.0.1 that answers 200 to anything, with a given certificate."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_sighup_makes_a_replaced_ca_bundle_take_effect(tmp_path: Path, stopped: list[Daemon]) -> None:
+    """The reviewer's case, with real adapters and a real TLS handshake: an issuer's ca_bundle becomes
+    the SSL context of its cached HTTP client at first use. The server's CA is renewed (the file
+    replaced, cert-manager style): the watch does not see it (the policy file did not change), and a
+    SIGHUP kept the engine whenever the policy file's content was the same, so only a restart helped."""
+    from tests.deploy.test_deploy_daemon import self_signed_cert
+
+    old_dir, new_dir = tmp_path / "old-ca", tmp_path / "new-ca"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    old_cert, _, _ = self_signed_cert(old_dir)
+    new_cert, new_key, _ = self_signed_cert(new_dir)
+    server = _TLSServer(new_cert, new_key)  # already serving the renewed certificate
+    try:
+        shutil.copy(old_cert, tmp_path / "ca.pem")
+        (tmp_path / "admin-token").write_text("apiv3_" + "a" * 40)
+        (tmp_path / "vault-token").write_text("x")
+        path = tmp_path / "rotator.toml"
+        path.write_text(f"""[rotator]
+journal = "journal.db"
+[daemon]
+audit = {{ file = "audit.jsonl" }}
+{WATCH}
+[[policy]]
+name = "a"
+schedule = "30d"
+grace = "1h"
+[policy.issuer]
+type = "influxdb3"
+kind = "named_admin"
+base_url = "{server.url}"
+ca_bundle = "ca.pem"
+credential = {{ file = "admin-token" }}
+[[policy.store]]
+type = "vault-kv2"
+url = "http://127.0.0.1:1"
+path = "x/a"
+[policy.store.auth]
+method = "token"
+token = {{ file = "vault-token" }}
+""")
+        open_journal(f"sqlite:///{tmp_path}/journal.db").begin_run(
+            RunRecord("boot-a", "a", "done", "bootstrap", T0, T0, published_at=T0))  # nothing due
+        clock = FakeClock(T0)
+        d = Daemon(path, clock=clock, serve_http=False, executor=InlineExecutor(), handle_signals=False)
+        d.start()
+        stopped.append(d)
+
+        def handshake() -> bool:
+            client = d._engines["a"].issuer._http()  # type: ignore[attr-defined]
+            try:
+                client.get("/ping")
+            except httpx.ConnectError as exc:
+                assert "CERTIFICATE_VERIFY_FAILED" in str(exc), exc
+                return False
+            return True
+
+        assert not handshake(), "the server's certificate is not signed by the CA in ca.pem yet"
+        shutil.copy(new_cert, tmp_path / "ca.pem")  # the renewed CA
+        clock.advance(timedelta(seconds=6))
+        d.tick(clock.now())
+        assert not handshake(), "the watch sees only the policy file, which did not change"
+        d.request_reload()  # SIGHUP
+        d.tick(clock.now())
+        assert handshake(), "the new engine's client trusts the renewed CA"
+    finally:
+        server.close()
 
 
 class _DeadCredential:
@@ -196,11 +348,12 @@ class _DeadCredential:
                 "expires_at": None}
 
 
-def test_a_reload_does_not_make_a_dead_store_credential_look_fine(tmp_path: Path, stopped: list[Daemon]) -> None:
-    """A new store would start with no failure: /readyz 200 again while the credential is dead."""
+def test_the_watch_does_not_make_a_dead_store_credential_look_fine(tmp_path: Path, stopped: list[Daemon]) -> None:
+    """A new store would start with no failure: /readyz 200 again while the credential is dead (until
+    its first keep-alive, which a SIGHUP's new store makes at once)."""
     (tmp_path / "vault-token").write_text("x")
     path = tmp_path / "rotator.toml"
-    path.write_text('[rotator]\njournal = "journal.db"\n[daemon]\naudit = { file = "audit.jsonl" }\n'
+    path.write_text('[rotator]\njournal = "journal.db"\n[daemon]\naudit = { file = "audit.jsonl" }\n' + WATCH
                     + POLICY.format(name="a", schedule="1h", extra="") + POLICY.format(name="b", schedule="1h",
                                                                                        extra=""))
     clock = FakeClock(T0)
@@ -217,11 +370,12 @@ def test_a_reload_does_not_make_a_dead_store_credential_look_fine(tmp_path: Path
     stopped.append(d)
     d._engines["a"].stores[0][1].failures = 4  # type: ignore[attr-defined]
     assert d.readiness()[0] is False
-    d.request_reload()  # the same file
+    _touch(path)  # the same file
+    clock.advance(timedelta(seconds=6))
     d.tick(clock.now())
     assert d.readiness()[0] is False, "the same store, still failing"
     path.write_text(path.read_text().replace('path = "x/b"', 'path = "x/b2"'))  # another policy changed
-    d.request_reload()
+    clock.advance(timedelta(seconds=6))
     d.tick(clock.now())
     ready, checks = d.readiness()
     assert ready is False and checks["credentials"]["a/vault"]["failures"] == 4
@@ -248,16 +402,18 @@ secret_id = {{ file = "secret-id" }}
 """
 
 
-def test_reloads_never_log_in_to_vault_again(tmp_path: Path, openbao: Any, kv_path: str,
-                                             stopped: list[Daemon]) -> None:
-    """Each new store logs in (a new Vault token, the old one never revoked): reloads alone used up
-    an AppRole secret_id limited to a few uses. Real OpenBao, real stores, real clock."""
+def test_the_watch_never_logs_in_to_vault_again_and_a_sighup_does(tmp_path: Path, openbao: Any, kv_path: str,
+                                                                  stopped: list[Daemon]) -> None:
+    """Each new store logs in (a new Vault token, the old one never revoked): watched edits alone
+    used up an AppRole secret_id limited to a few uses. An explicit SIGHUP builds every store
+    again, so it logs each in again, once. Real OpenBao, real stores, real clock."""
     bao = openbao
     bao.policy_for("reload-relogin", f"{kv_path}/*", "read", "create", "update", "patch")
-    role_id, secret_id = bao.approle("reload-relogin", "reload-relogin", secret_id_num_uses=3, token_ttl="1h")
+    role_id, secret_id = bao.approle("reload-relogin", "reload-relogin", secret_id_num_uses=5, token_ttl="1h")
     (tmp_path / "secret-id").write_text(secret_id)
     path = tmp_path / "rotator.toml"
     path.write_text('[rotator]\njournal = "journal.db"\n[daemon]\naudit = { file = "audit.jsonl" }\n'
+                    'watch = true\nwatch_interval = "1s"\n'
                     + "".join(VAULT_POLICY.format(name=n, url=bao.url, path=kv_path, role_id=role_id)
                               for n in ("p0", "p1")))
     d = Daemon(path, serve_http=False, executor=InlineExecutor(), handle_signals=False)
@@ -268,19 +424,29 @@ def test_reloads_never_log_in_to_vault_again(tmp_path: Path, openbao: Any, kv_pa
         answer = bao.client().auth.approle.read_secret_id("reload-relogin", secret_id)
         return int(answer["data"]["secret_id_num_uses"])
 
+    def settle() -> None:
+        d.tick(d.clock.now())
+        time.sleep(1.1)  # past the keep-alive pause after a login (CREDENTIAL_PAUSE), and the watch interval
+        d.tick(d.clock.now())
+        assert d.readiness()[0], d.readiness()[1].get("credentials")
+
     d.tick(d.clock.now())  # the stores log in between runs (keep-alive)
-    assert uses_left() == 1 and d.readiness()[0], "one login per store"
-    edits = [None, None, "# a comment: another content, the same policies\n"]  # SIGHUP x2, then an edit
+    assert uses_left() == 3 and d.readiness()[0], "one login per store"
+    edits = [None, None, "# a comment: another content, the same policies\n"]  # touched x2, then an edit
     for edit in edits:
         if edit:
             path.write_text(path.read_text() + edit)
-        d.request_reload()
-        d.tick(d.clock.now())
-        time.sleep(1.1)  # past the keep-alive pause after a login (CREDENTIAL_PAUSE)
-        d.tick(d.clock.now())
-        assert d.readiness()[0], d.readiness()[1].get("credentials")
+        else:
+            _touch(path)
+        time.sleep(1.1)
+        settle()
     assert metric(d, "rotator_config_last_reload_successful") == 1
-    assert uses_left() == 1, "no new login (and no new Vault token): the stores kept theirs"
+    assert not metric(d, "rotator_config_reload_failures_total")
+    assert uses_left() == 3, "no new login (and no new Vault token): the stores kept theirs"
+
+    d.request_reload()  # SIGHUP: new stores, which log in
+    settle()
+    assert uses_left() == 1, "one new login per store"
 
 
 # ---------------------------------------------------------------------------------- a reload that fails
@@ -315,3 +481,155 @@ def test_a_reload_whose_audit_file_cannot_be_opened_changes_nothing(harness: Cal
     assert [(p.name, p.schedule.text) for p in d.policies] == [("a", "2h")]
     assert sample(h, "rotator_config_last_reload_successful") == 1
     assert '"step":"reload","result":"ok"' in (d.path.parent / "blocker" / "audit.jsonl").read_text()
+
+
+# ---------------------------------------------------------------------------------- SIGUSR1: reopen the audit file
+def test_sigusr1_reopens_the_audit_file_and_does_nothing_else(harness: Callable[..., Harness]) -> None:
+    """logrotate's postrotate: the moved file is let go and a new one opened at the same path; no
+    reload (nothing read, validated or built, no reload event, the reload metrics as they were)."""
+    h = harness([("a", "1h", ""), ("b", "1h", "")], last=T0 - timedelta(minutes=30))
+    d = h.daemon
+    h.tick()
+    engines = dict(d._engines)
+    loads: list[Path] = []
+    d._loader = lambda path: loads.append(path) or load_daemon_config(path)
+    audit = d.path.parent / "audit.jsonl"
+    reloaded_at = sample(h, "rotator_config_last_reload_success_timestamp_seconds")
+    os.rename(audit, d.path.parent / "audit.jsonl.1")  # logrotate's rotation
+    h.clock.advance(timedelta(seconds=10))
+    d.request_reopen()
+    h.tick()
+    assert audit.exists(), "a new audit file at the configured path"
+    assert loads == [] and all(d._engines[name] is engine for name, engine in engines.items())
+    assert sample(h, "rotator_config_last_reload_success_timestamp_seconds") == reloaded_at
+    assert "reload" not in audit.read_text() + (d.path.parent / "audit.jsonl.1").read_text()
+
+    h.clock.advance(timedelta(minutes=30))  # a rotation: its events go to the new file only
+    h.tick()
+    assert sorted(h.calls) == ["rotate a", "rotate b"]
+    assert '"step":"rotate","result":"ok"' in audit.read_text()
+    assert '"step":"rotate"' not in (d.path.parent / "audit.jsonl.1").read_text()
+
+
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """Put back the test process's signal handlers and wake-up fd after a daemon installed its own."""
+    signals = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1]
+    saved = {sig: signal.getsignal(sig) for sig in signals}
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    yield
+    signal.set_wakeup_fd(wakeup)
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_the_daemon_handles_sighup_and_sigusr1(tmp_path: Path, signal_handlers: None,
+                                               stopped: list[Daemon]) -> None:
+    """Real signals to this process: SIGUSR1 (whose default action would end the process) reopens the
+    audit file only, SIGHUP reloads every engine."""
+    (tmp_path / "vault-token").write_text("x")
+    path = tmp_path / "rotator.toml"
+    path.write_text('[rotator]\njournal = "journal.db"\n[daemon]\naudit = { file = "audit.jsonl" }\n'
+                    + POLICY.format(name="a", schedule="1h", extra=""))
+    clock = FakeClock(T0)
+    d = Daemon(path, clock=clock, serve_http=False, executor=InlineExecutor(),
+               engine_factory=lambda p, c, j, listener: FakeEngine(p.name, j, clock, []))
+    d.start()  # handle_signals: installed (this is the main thread)
+    stopped.append(d)
+    engine = d._engines["a"]
+    os.rename(tmp_path / "audit.jsonl", tmp_path / "audit.jsonl.1")
+    assert callable(signal.getsignal(signal.SIGUSR1)), "no handler: SIGUSR1 would end this process"
+    os.kill(os.getpid(), signal.SIGUSR1)
+    d._sleep(5.0)  # woken at once by the signal (the wake-up fd), not after 5 s
+    d.tick(clock.now())
+    assert (tmp_path / "audit.jsonl").exists() and d._engines["a"] is engine, "reopened, nothing reloaded"
+    os.kill(os.getpid(), signal.SIGHUP)
+    d._sleep(5.0)
+    d.tick(clock.now())
+    assert d._engines["a"] is not engine
+    assert '"step":"reload","result":"ok"' in (tmp_path / "audit.jsonl").read_text()
+
+
+# ---------------------------------------------------------------------------------- the journal behind a symlink
+def _linked_policy_file(tmp_path: Path, journal: str | None = None) -> tuple[Path, Path, Path]:
+    """``/etc/rotator/rotator.toml -> /srv/cfg/rotator.toml`` under tmp_path: (link, its directory,
+    the target's directory)."""
+    etc, srv = tmp_path / "etc" / "rotator", tmp_path / "srv" / "cfg"
+    etc.mkdir(parents=True)
+    srv.mkdir(parents=True)
+    for directory in (etc, srv):
+        (directory / "vault-token").write_text("x")
+    head = "[rotator]\n" + (f'journal = "{journal}"\n' if journal else "")
+    (srv / "rotator.toml").write_text(head + POLICY.format(name="a", schedule="1h", extra=""))
+    (etc / "rotator.toml").symlink_to(srv / "rotator.toml")
+    return etc / "rotator.toml", etc, srv
+
+
+def _new_daemon(path: Path) -> Daemon:
+    clock = FakeClock(T0)
+    return Daemon(path, clock=clock, serve_http=False, executor=InlineExecutor(), handle_signals=False,
+                  engine_factory=lambda p, c, j, listener: FakeEngine(p.name, j, clock, []))
+
+
+def test_a_start_through_a_symlink_refuses_to_leave_the_journal_it_used_behind(
+        tmp_path: Path, stopped: list[Daemon]) -> None:
+    """The daemon resolved the policy file's symlinks before, so the default relative journal was next
+    to the link's target; it now reads relative paths next to the link, as every command does. Starting
+    on a new, empty journal there would lose the history and never do the pending revocations."""
+    link, etc, srv = _linked_policy_file(tmp_path)
+    journal = open_journal(f"sqlite:///{srv}/rotator-journal.db")
+    journal.begin_run(RunRecord("boot-a", "a", "done", "bootstrap", T0, T0, published_at=T0))
+    journal.close()
+    with pytest.raises(ConfigError) as err:
+        _new_daemon(link).start()
+    message = str(err.value)
+    assert f"{etc}/rotator-journal.db" in message and f"{srv}/rotator-journal.db" in message, message
+    assert f'journal = "{srv}/rotator-journal.db"' in (err.value.hint or "")
+    assert not (etc / "rotator-journal.db").exists(), "no empty journal was made"
+
+    # Fixed as the hint says: the journal's absolute path in the file. The history is there.
+    text = (srv / "rotator.toml").read_text()
+    (srv / "rotator.toml").write_text(text.replace("[rotator]\n", f'[rotator]\njournal = "{srv}/rotator-journal.db"\n'))
+    d = _new_daemon(link)
+    d.start()
+    stopped.append(d)
+    assert d._views["a"].run_id == "boot-a"
+
+
+def test_a_moved_journal_or_a_journal_on_both_sides_starts(tmp_path: Path, stopped: list[Daemon]) -> None:
+    link, etc, srv = _linked_policy_file(tmp_path)
+    open_journal(f"sqlite:///{srv}/rotator-journal.db").close()
+    os.rename(srv / "rotator-journal.db", etc / "rotator-journal.db")  # moved, as the hint's other fix says
+    d = _new_daemon(link)
+    d.start()
+    stopped.append(d)
+    assert d.journal.location == f"{etc}/rotator-journal.db"
+    d.shutdown()
+    stopped.remove(d)
+    open_journal(f"sqlite:///{srv}/rotator-journal.db").close()  # one on each side: the link's is used
+    d = _new_daemon(link)
+    d.start()
+    stopped.append(d)
+    assert d.journal.location == f"{etc}/rotator-journal.db"
+
+
+def test_the_journal_check_leaves_a_configmap_and_absolute_journals_alone(
+        tmp_path: Path, stopped: list[Daemon]) -> None:
+    """A ConfigMap volume's policies.toml -> ..data/policies.toml -> ..<timestamp>/policies.toml: the
+    timestamped directory holds the map's keys, never a journal, so the start goes on."""
+    volume = tmp_path / "config"
+    volume.mkdir()
+    text = "[rotator]\n" + POLICY.format(name="a", schedule="1h", extra="")
+    kubelet_write(volume, {"policies.toml": text, "vault-token": "x"}, "2026_03_02_12_00_00.1")
+    d = _new_daemon(volume / "policies.toml")
+    d.start()
+    stopped.append(d)
+    assert d.journal.location == f"{volume}/rotator-journal.db"
+
+    link, _, srv = _linked_policy_file(tmp_path / "absolute", journal=str(tmp_path / "state.db"))
+    open_journal(f"sqlite:///{srv}/rotator-journal.db").close()  # a file of that name, not the journal
+    d = _new_daemon(link)
+    d.start()
+    stopped.append(d)
+    assert d.journal.location == str(tmp_path / "state.db")
