@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import random
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -197,11 +196,11 @@ class Schedule:
                 "window": self.window.text if self.window is not None else None}
 
 
-def parse_schedule(text: str, window: str | None = None, *, now: datetime | None = None) -> Schedule:
+def parse_schedule(text: str, window: str | None = None) -> Schedule:
     """Parse a schedule (and its optional window); ValueError explains the accepted forms.
 
-    A cron schedule's interval is its longest gap from ``now`` on (default: the current time; see
-    :func:`_cron_interval`)."""
+    A cron schedule's interval is its longest gap between two fires, the same whatever day it is
+    computed (see :func:`_cron_interval`)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("schedule is empty; write e.g. '30d', 'rate(30 days)' or '0 3 * * 1'")
     parsed_window = parse_window(window) if window is not None else None
@@ -216,8 +215,7 @@ def parse_schedule(text: str, window: str | None = None, *, now: datetime | None
             raise ValueError(f"{_short(text)} is longer than {_MAX_DAYS} days (100 years); write a shorter rate")
         return Schedule(text, timedelta(seconds=count * _RATE_UNITS[unit]), window=parsed_window)
     if _AWS_CRON.match(text) or len(text.split()) == 5:
-        today = (now if now is not None else datetime.now(UTC)).astimezone(UTC).date()
-        return Schedule(text, _cron_interval(text, today), cron=text, window=parsed_window)
+        return Schedule(text, _cron_interval(text), cron=text, window=parsed_window)
     try:
         interval = parse_duration(text)
     except ValueError as exc:
@@ -409,114 +407,220 @@ def _cron_next(expr: str, after: datetime) -> datetime:
     return fire.astimezone(UTC)
 
 
-#: A cron schedule's interval is its longest gap over at least a year of fires from today, wrap
-#: into the next year included: fires bunched in part of the year ('0 3 1-14 * *', months 1-6)
-#: leave their longest gap between two bunches.
-_ONE_YEAR = timedelta(days=366)
-#: A schedule that fires on fewer days than this in that year (monthly, leap days, listed years) is
-#: followed for up to :data:`_SPARSE_YEARS`: its gaps change from one year to the next.
-_ENOUGH_DAYS = 100
-_SPARSE_YEARS = 8
-#: Crontab repeats itself every 400 years (the Gregorian calendar's cycle): a 5-field expression
-#: that has not fired by then never fires.
-_CRONTAB_CYCLE_MONTHS = 400 * 12
-#: Before APScheduler's first year: where an AWS expression's years all passed, its fires are read from here.
-_EPOCH = date(1970, 1, 1)
+#: A cron schedule's interval does not depend on the day it is computed (the same file validates
+#: alike in CI, at a daemon's restart and in the Lambda): it is the longest gap between consecutive
+#: fires over a whole calendar cycle. Weekdays and leap years repeat every 28 years from 1901 to 2099,
+#: so the cycle is 2001-2028, followed by the wrap into its repetition from 2029 on.
+_CYCLE = range(2001, 2029)
+_CYCLE_DAYS = (date(_CYCLE.stop, 1, 1) - date(_CYCLE.start, 1, 1)).days  # 10,227: whole weeks
+#: An AWS expression that names years fires only in those: its gaps are counted over them alone,
+#: past or ahead, within the years AWS accepts.
+_AWS_YEARS = (1970, 2199)
+_MONTH_LENGTHS = ((31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31), (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31))
+#: ``weekdays * _WEEKS`` repeats a 7-bit weekday mask over 7 weeks (bit ``i``: the weekday ``i % 7``)
+_WEEKS = sum(1 << 7 * week for week in range(7))
 
 
-def _cron_interval(expr: str, today: date) -> timedelta:
-    """The longest gap between two consecutive fires of ``expr``, counted from ``today``.
+@dataclass(frozen=True)
+class _DayRule:
+    """On which days, and at which times of those days, a cron expression fires."""
 
-    A schedule that fires fewer than twice from ``today`` on (an AWS expression whose years end
-    now or have passed) gets the longest gap of the years it fires in, so that a file written
-    while it ran still loads: its policy has no next due time then (:class:`NoNextDue`), which
-    ``validate``, ``plan`` and the daemon report for that policy alone (docs/policy.md).
-    """
-    gap = _cron_gap(expr, today)
-    if gap is None and _can_end(expr):
-        gap = _cron_gap(expr, _EPOCH)
-    if gap is None:
-        raise ValueError(f"cron expression {expr!r} fires too rarely to rotate on: it fires fewer than twice in "
-                         "all; write an expression that fires repeatedly, e.g. '0 3 1 * *', or an interval ('30d')")
-    if gap > timedelta(days=_MAX_DAYS):
-        raise ValueError(f"cron expression {expr!r} fires too rarely to rotate on: its fires are more than "
-                         f"{_MAX_DAYS} days (100 years) apart; write a schedule that fires more often")
-    return gap
+    months: frozenset[int]
+    #: bit ``d - 1``: day of month ``d`` (numbers past a month's end match nothing in that month)
+    days: int
+    #: ``L``: the month's last day
+    last_day: bool
+    #: AWS ``d#n`` and ``dL``: (n - 1, or 5 for the last; the weekday d, 0 = Sunday)
+    positions: tuple[tuple[int, int], ...]
+    #: bit ``k``: weekday ``k`` (0 = Sunday)
+    weekdays: int
+    #: crontab's rule when both day fields are restricted: a day matching either fires (else both must)
+    either: bool
+    #: the years it fires in (AWS); None: every year
+    years: tuple[int, ...] | None
+    #: minutes after midnight, sorted: the same on every day that fires (UTC has no DST)
+    times: tuple[int, ...]
+
+    def month_days(self, length: int, first_weekday: int) -> int:
+        """The days of a month that fire (bit ``d - 1`` for day ``d``): they depend only on its
+        length and the weekday of its 1st (0 = Sunday)."""
+        every = (1 << length) - 1
+        days = self.days & every
+        if self.last_day:
+            days |= 1 << (length - 1)
+        for nth, weekday in self.positions:
+            first = (weekday - first_weekday) % 7  # the first such weekday, counted from 0
+            day = first + 7 * nth if nth < 5 else first + (length - 1 - first) // 7 * 7
+            if day < length:
+                days |= 1 << day
+        weekdays = (self.weekdays * _WEEKS >> first_weekday) & every
+        return (days | weekdays) if self.either else (days & weekdays)
+
+
+@functools.lru_cache(maxsize=256)
+def _day_rule(expr: str) -> _DayRule:
+    trigger = _trigger(expr)  # the syntax checks (and APScheduler's presence) first
+    if _AWS_CRON.match(expr):
+        return _aws_day_rule(expr, trigger)
+    fields = expr.split()
+    minutes, hours, days, months, weekdays = _crontab_expanded(expr)
+    return _DayRule(frozenset(months), sum(1 << (d - 1) for d in days), False, (), sum(1 << d for d in weekdays),
+                    not (fields[2].startswith("*") or fields[4].startswith("*")), None,
+                    tuple(h * 60 + m for h in hours for m in minutes))  # fmt: skip
+
+
+def _aws_day_rule(expr: str, trigger: Any) -> _DayRule:
+    """An AWS expression's days, read back from the fields APScheduler compiled: the days (and
+    times) it fires are the ones CronTrigger fires on, which rotator follows (:func:`_cron_next`)."""
+    from apscheduler.triggers.cron.expressions import LastDayOfMonthExpression, WeekdayPositionExpression
+
+    field = {f.name: f.expressions for f in trigger.fields}
+    years: tuple[int, ...] | None = None
+    if [str(e) for e in field["year"]] != ["*"]:
+        named = [y for e in field["year"] for y in (getattr(e, "first", None), getattr(e, "last", None))]
+        if any(y is not None and y > _AWS_YEARS[1] for y in named):
+            raise ValueError(f"{expr!r}: AWS accepts the years {_AWS_YEARS[0]} to {_AWS_YEARS[1]}")
+        years = tuple(_field_values(field["year"], *_AWS_YEARS))
+    special = (WeekdayPositionExpression, LastDayOfMonthExpression)
+    positions = tuple((e.option_num, (e.weekday + 1) % 7) for e in field["day"]
+                      if isinstance(e, WeekdayPositionExpression))  # fmt: skip
+    hours, minutes = _field_values(field["hour"], 0, 23), _field_values(field["minute"], 0, 59)
+    return _DayRule(
+        months=frozenset(_field_values(field["month"], 1, 12)),
+        days=sum(1 << (d - 1) for d in _field_values([e for e in field["day"] if not isinstance(e, special)], 1, 31)),
+        last_day=any(isinstance(e, LastDayOfMonthExpression) for e in field["day"]),
+        positions=positions,
+        weekdays=sum(1 << (d + 1) % 7 for d in _field_values(field["day_of_week"], 0, 6)),  # there Monday = 0
+        either=False,  # CronTrigger: both day fields must match
+        years=years,
+        times=tuple(h * 60 + m for h in hours for m in minutes),
+    )
+
+
+def _field_values(expressions: list[Any], low: int, high: int) -> list[int]:
+    """The sorted values from ``low`` to ``high`` that CronTrigger expressions (``*``, ``*/n``, ``a``,
+    ``a-b``, ``a/n``, ``a-b/n``, names) match, as CronTrigger steps them."""
+    from apscheduler.triggers.cron.expressions import AllExpression, RangeExpression
+
+    values: set[int] = set()
+    for e in expressions:
+        if isinstance(e, RangeExpression):
+            first, last = max(e.first, low), high if e.last is None else min(e.last, high)
+        elif type(e) is AllExpression:
+            first, last = low, high
+        else:
+            raise TypeError(f"unexpected CronTrigger expression {e!r}")
+        values.update(range(first, last + 1, e.step or 1))
+    return sorted(values)
+
+
+def _year_days(rule: _DayRule, kind: tuple[bool, int], shapes: dict[tuple[int, int], int]) -> int:
+    """The days that fire in a year of ``kind`` (bit ``i`` for its day ``i + 1``), from its months' days."""
+    year = 0
+    for month, length, weekday, offset in _MONTHS_OF[kind]:
+        if month in rule.months:
+            days = shapes.get((length, weekday))
+            if days is None:
+                days = shapes[(length, weekday)] = rule.month_days(length, weekday)
+            year |= days << offset
+    return year
+
+
+def _year_kind(year: int) -> tuple[bool, int]:
+    """What a year's calendar depends on: whether it is a leap year, and the weekday of its 1st January."""
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0), date(year, 1, 1).isoweekday() % 7
+
+
+def _months_of(leap: bool, first_weekday: int) -> tuple[tuple[int, int, int, int], ...]:
+    """(month, length, weekday of its 1st, its 1st's day of the year from 0) for a kind of year."""
+    months, offset = [], 0
+    for month, length in enumerate(_MONTH_LENGTHS[leap], 1):
+        months.append((month, length, (first_weekday + offset) % 7, offset))
+        offset += length
+    return tuple(months)
+
+
+_MONTHS_OF = {(leap, weekday): _months_of(leap, weekday) for leap in (False, True) for weekday in range(7)}
+#: (1st January's day number, kind) of each year of the cycle
+_CYCLE_YEARS = tuple((date(year, 1, 1).toordinal(), _year_kind(year)) for year in _CYCLE)
+
+
+def _fire_days(expr: str, years: range | tuple[int, ...] | None = None) -> list[date]:
+    """Every day ``expr`` fires on in ``years`` (default: those :func:`_cron_interval` reads), from
+    the calendar :func:`_cron_interval` reads (tests compare it with APScheduler day by day)."""
+    rule = _day_rule(expr)
+    chosen = years if years is not None else rule.years if rule.years is not None else _CYCLE
+    shapes: dict[tuple[int, int], int] = {}
+    found: list[date] = []
+    for year in chosen:
+        if rule.years is not None and year not in rule.years:
+            continue
+        start = date(year, 1, 1)
+        mask = _year_days(rule, _year_kind(year), shapes)
+        found.extend(start + timedelta(days=i) for i in range(mask.bit_length()) if mask >> i & 1)
+    return found
 
 
 @functools.lru_cache(maxsize=1024)
-def _cron_gap(expr: str, start: date) -> timedelta | None:
-    """The longest gap between consecutive fires from ``start`` on (see :data:`_ONE_YEAR`); None when
-    it fires fewer than twice. Cached: the policies of a file share a few expressions, and the walk
-    visits every day that fires in a year."""
-    trigger = _trigger(expr)  # the syntax checks (and APScheduler's presence) first
-    if _AWS_CRON.match(expr):
-        # AWS writes minutes and hours as crontab does ('0/30' is '0-59/30'); APScheduler accepted them
-        fields = _aws_cron_fields(expr)
-        minutes = tuple(_crontab_field(fields["minute"], *_CRONTAB_FIELDS[0], expr))
-        hours = tuple(_crontab_field(fields["hour"], *_CRONTAB_FIELDS[1], expr))
-        days = _trigger_days(trigger, start)
-    else:
-        minutes, hours = _crontab_expanded(expr)[:2]
-        days = _crontab_days(expr, start)
-    # Hours and minutes do not depend on the day (UTC has no DST), so every day that fires has the
-    # same times: the gaps are those inside a day and those from one such day's last fire to the next's first.
-    times = [timedelta(hours=h, minutes=m) for h in hours for m in minutes]
-    within = max((b - a for a, b in zip(times, times[1:], strict=False)), default=None)
-    span = times[-1] - times[0]
-    first = next(days, None)
-    if first is None:
+def _cron_interval(expr: str) -> timedelta:
+    """The longest gap between two consecutive fires of ``expr``, the same whatever day it is.
+
+    Counted over the 28-year calendar cycle and its wrap (see :data:`_CYCLE`); for an AWS expression
+    that names years, over those years. One whose years have all passed keeps the longest gap of the
+    years it fired in, so that a file written while it ran still loads: its policy has no next due
+    time then (:class:`NoNextDue`, checked against the current time when planning), which
+    ``validate``, ``plan`` and the daemon report for that policy alone (docs/policy.md).
+
+    No day is asked of APScheduler: a month's firing days depend only on its length and the weekday
+    of its 1st, a year's on whether it is a leap year and the weekday of its 1st January (14 kinds),
+    so each kind of year is built once, as a mask of days. The gaps are those inside a day and those
+    from one firing day's last fire to the next's first (the times are the same every day).
+    """
+    rule = _day_rule(expr)
+    kinds: dict[tuple[bool, int], tuple[int, int, int] | None] = {}
+    shapes: dict[tuple[int, int], int] = {}
+    first = last = -1
+    longest = 0  # days between two consecutive days that fire
+    years = _CYCLE_YEARS if rule.years is None else [(date(y, 1, 1).toordinal(), _year_kind(y)) for y in rule.years]
+    for base, kind in years:
+        if kind not in kinds:
+            kinds[kind] = _spread(_year_days(rule, kind, shapes))
+        spread = kinds[kind]
+        if spread is None:
+            continue
+        low, high, inside = spread
+        if last < 0:
+            first = base + low
+        else:
+            longest = max(longest, base + low - last)
+        longest, last = max(longest, inside), base + high
+    if first >= 0 and rule.years is None:
+        longest = max(longest, first + _CYCLE_DAYS - last)  # into the next cycle (one day: a cycle)
+    times = rule.times
+    within = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0)
+    gap = max(longest * 1440 - (times[-1] - times[0]) if longest else 0, within)
+    if first < 0 or gap == 0:
+        raise ValueError(f"cron expression {expr!r} fires too rarely to rotate on: it fires fewer than twice in "
+                         "all; write an expression that fires repeatedly, e.g. '0 3 1 * *', or an interval ('30d')")
+    if gap > _MAX_DAYS * 1440:
+        raise ValueError(f"cron expression {expr!r} fires too rarely to rotate on: its fires are more than "
+                         f"{_MAX_DAYS} days (100 years) apart; write a schedule that fires more often")
+    return timedelta(minutes=gap)
+
+
+def _spread(days: int) -> tuple[int, int, int] | None:
+    """The first and last day (from 0) of a mask of days and the longest gap between two of them; None if empty."""
+    if not days:
         return None
-    previous, seen, longest = first, 1, 0
-    for day in days:
-        longest = max(longest, (day - previous).days)
-        previous, seen = day, seen + 1
-        # the day past the horizon is kept: its gap is the wrap from the end of the horizon
-        if day - first >= _ONE_YEAR and (seen >= _ENOUGH_DAYS or day - first >= _SPARSE_YEARS * _ONE_YEAR):
-            break
-    if seen == 1:
-        return within  # one day of fires: None if that is one fire
-    between = timedelta(days=longest) - span
-    return between if within is None else max(between, within)
-
-
-def _trigger_days(trigger: Any, start: date) -> Iterator[date]:
-    """The days on which ``trigger`` fires, from ``start`` on, one APScheduler call each."""
-    moment = datetime(start.year, start.month, start.day, tzinfo=UTC)
-    while True:
-        fire: datetime | None = trigger.get_next_fire_time(None, moment)
-        if fire is None:
-            return
-        day = fire.astimezone(UTC).date()
-        yield day
-        if day >= date.max - _DAY:
-            return
-        moment = datetime(day.year, day.month, day.day, tzinfo=UTC) + _DAY
-
-
-def _crontab_days(expr: str, start: date) -> Iterator[date]:
-    """The days on which a 5-field expression fires, from ``start`` on, by crontab's day rule
-    (see :func:`_crontab_trigger`); month by month, as a year of APScheduler calls would be slow."""
-    fields = expr.split()
-    _, _, doms, months, weekdays = (set(values) for values in _crontab_expanded(expr))
-    either = not (fields[2].startswith("*") or fields[4].startswith("*"))
-    # Which days of a month fire depends only on its length and the weekday of its 1st (0 = Sunday).
-    shapes: dict[tuple[int, int], tuple[int, ...]] = {}
-    year, month = start.year, start.month
-    for _ in range(_CRONTAB_CYCLE_MONTHS):
-        if month in months:
-            first = date(year, month, 1)
-            # (not the calendar module: it imports locale, and `rotator status` imports this module)
-            length = 31 if month == 12 else (date(year, month + 1, 1) - first).days
-            first_weekday = first.isoweekday() % 7
-            shape = shapes.get((length, first_weekday))
-            if shape is None:
-                matches = [(d in doms, (first_weekday + d - 1) % 7 in weekdays) for d in range(1, length + 1)]
-                shape = shapes[(length, first_weekday)] = tuple(
-                    d for d, (dom, dow) in enumerate(matches, 1) if ((dom or dow) if either else (dom and dow)))
-            for d in shape:
-                if (year, month, d) >= (start.year, start.month, start.day):
-                    yield date(year, month, d)
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-        if year > date.max.year:
-            return
+    low, high = (days & -days).bit_length() - 1, days.bit_length() - 1
+    if low == high:
+        return low, high, 0
+    # a gap is a run of 0s between two 1s, plus one day: the longest run, by doubling then halving
+    digits = bin(days >> low)[2:]
+    short, long = 0, 1
+    while "0" * long in digits:
+        short, long = long, long * 2
+    while long - short > 1:
+        middle = (short + long) // 2
+        short, long = (middle, long) if "0" * middle in digits else (short, middle)
+    return low, high, short + 1

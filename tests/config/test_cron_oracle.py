@@ -10,18 +10,22 @@ croniter reads a degenerate range ``a-a`` as a wrap-around over the whole field 
 hour field fires every hour); crontab reads it as ``a``. The generator only writes ranges with
 ``a < b``, and ``test_degenerate_range_is_one_value`` pins rotator's reading.
 ROTATOR_CRON_ORACLE_CASES raises the number of expressions (default 700: 4,200 fire times, about 5 s).
+
+A schedule's interval is counted on a day calendar of rotator's own (the days an expression fires on,
+a year at a time); croniter checks that calendar too, for 5-field expressions and for AWS ones
+(``L``, ``nL``, ``n#k``, ``?``, years), whole years at a time.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from croniter import croniter
 
-from rotator.config.schedule import Schedule, parse_schedule
+from rotator.config.schedule import Schedule, _fire_days, parse_schedule
 
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -167,3 +171,73 @@ def test_degenerate_range_is_one_value() -> None:
 def test_bad_crontab_expressions_say_why(expr: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_schedule(expr)
+
+
+# -- the day calendar the interval is counted on ------------------------------------------------------
+
+
+def _croniter_days(expr: str, year: int, day_or: bool) -> list[date]:
+    """The days of ``year`` on which croniter fires ``expr`` (once a day: the days are what is compared)."""
+    it = croniter(expr, datetime(year, 1, 1, tzinfo=UTC) - timedelta(seconds=1), day_or=day_or)
+    days: list[date] = []
+    while True:
+        try:
+            fire = it.get_next(datetime)
+        except Exception:  # no such day for 50 years (31 February)
+            return days
+        if fire.year != year:
+            return days
+        days.append(fire.date())
+
+
+def test_the_day_calendar_has_the_days_crontab_fires_on() -> None:
+    """The days of generated 5-field expressions (at 03:00), whole years, 2100 (no 29 February) included."""
+    rng = random.Random(20261208)
+    for expr in _expressions(seed=20261208, count=CASES // 5):
+        dom, dow = expr.split()[2], expr.split()[4]
+        day_or = not (dom.startswith("*") or dow.startswith("*"))
+        expr = "0 3 " + " ".join(expr.split()[2:])
+        for year in rng.sample((2026, 2027, 2028, 2031, 2032, 2100), 2):
+            assert _fire_days(expr, range(year, year + 1)) == _croniter_days(expr, year, day_or), (expr, year)
+
+
+def _aws_expression(rng: random.Random) -> tuple[str, str]:
+    """A generated AWS expression firing at 03:00 and the same in croniter's 7 fields (minute hour
+    day-of-month month day-of-week second year; days of the week from 0 = Sunday, ``L5`` for ``6L``).
+    Month names without steps: APScheduler reads ``jan-jun/2`` as ``jan-jun``."""
+    year = rng.choice(["*", "*", "2027", "2026,2028,2035", "2026-2030", "2027/4", "2026-2040/3", "*/3"])
+    month = _field(rng, 1, 12, ())
+    if month.isdigit() and rng.random() < 0.4:
+        month = _value(rng, int(month), 1, MONTHS)
+    if rng.random() < 0.45:
+        dom = rng.choice(["L", _field(rng, 1, 31, ()), _field(rng, 1, 31, ()).replace("*", "1-31") + ",L"])
+        return f"cron(0 3 {dom} {month} ? {year})", f"0 3 {dom} {month} * 0 {year}"
+    numbers = sorted(rng.sample(range(1, 8), 2))
+    names = [DAYS[n - 1].upper() if rng.random() < 0.3 else str(n) for n in numbers]
+    nth = [rng.randint(1, 5) for _ in numbers]
+    aws, cron = rng.choice([
+        (f"{names[0]}-{names[1]}", f"{numbers[0] - 1}-{numbers[1] - 1}"),
+        (f"{names[0]},{names[1]}", f"{numbers[0] - 1},{numbers[1] - 1}"),
+        (f"{names[0]}#{nth[0]}", f"{numbers[0] - 1}#{nth[0]}"),
+        (f"{names[0]}#{nth[0]},{names[1]}#{nth[1]}", f"{numbers[0] - 1}#{nth[0]},{numbers[1] - 1}#{nth[1]}"),
+        (f"{numbers[0]}L", f"L{numbers[0] - 1}"),
+        ("L", "6"),  # the last day of the week: Saturday
+        ("*", "*"),
+    ])  # fmt: skip
+    return f"cron(0 3 ? {month} {aws} {year})", f"0 3 * {month} {cron} 0 {year}"
+
+
+def test_the_aws_day_calendar_has_the_days_croniter_fires_on() -> None:
+    """Generated AWS expressions (both day fields, L, nL, n#k, month names, years): the days of whole
+    years, from 2026 to 2036, on which croniter fires the same expression."""
+    rng = random.Random(20261209)
+    for _ in range(CASES // 5):
+        aws, cron = _aws_expression(rng)
+        try:
+            parse_schedule(aws)
+        except ValueError as exc:
+            if "not a valid AWS cron expression" in str(exc):  # APScheduler: a step longer than its range
+                continue
+            assert "fires too rarely" in str(exc), exc
+        for year in rng.sample(range(2026, 2037), 2):
+            assert _fire_days(aws, range(year, year + 1)) == _croniter_days(cron, year, day_or=False), (aws, cron, year)
