@@ -29,6 +29,9 @@ SLOW = [
     # The Vault outage matrix: every fault at every step; the default run keeps "down" and "http503".
     r"test_cli_with_vault_failing_at_each_step\[(reset|blackhole|http429|latency)\]",
     r"test_cli_with_the_journal_hanging_at_each_step\[latency\]",
+    # A real daemon renewing a 15 s Vault token past its first TTL (~23 s); VaultLogin's renewal
+    # rules run in the default run as unit tests (tests/e2e/test_outages.py, "VaultLogin, unit").
+    r"test_vault_token_renewal_survives_a_failed_first_lookup$",
     # Kill -9 at every step boundary for every issuer of tests/e2e/test_issuer_matrix.py (the
     # Management API's own, in tests/e2e/test_e2e_management_api.py, stays: its id has no
     # parameter, and it is the one whole HTTP issuer walk of the default run). The default run has the
