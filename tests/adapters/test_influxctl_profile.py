@@ -767,6 +767,52 @@ def test_a_token_saved_by_hand_while_publishing_is_a_conflict_and_is_kept(config
         racing.publish(second, v1)  # a retry does not write over it either
 
 
+@pytest.mark.parametrize("caught", ["truncated mid-save", "unlinked before it is created again"])
+def test_a_writer_caught_mid_save_is_a_retry_not_a_permanent_error(config: Path, caught: str) -> None:
+    """An editor that truncates the file, or unlinks it and creates it again, may be half-way when the
+    check reads the file to tell a conflict from another edit: that moment's missing or broken file is
+    no answer. It was a ConfigError (permanent), so the engine discarded the candidate it had minted."""
+    store = make_store(config)
+    v1 = store.publish(record("id-1"), None)
+    full = config.read_text()
+
+    def edit(path: Path) -> None:
+        if caught == "truncated mid-save":
+            path.write_text(full[: len(full) // 3])
+        else:
+            path.unlink()
+
+    racing = make_store(config, replace=EditDuringSidecarRename(config, edit))
+    with pytest.raises(TransientError, match="changed by another writer"):
+        racing.publish(record("id-2"), v1)
+    config.write_text(full)  # the writer finishes its save
+    assert racing.read_current().version == v1
+    assert racing.publish(record("id-2"), v1) != v1  # the retry writes
+
+
+def test_a_symlink_pointed_elsewhere_while_publishing_is_not_written_through_the_old_target(tmp_path: Path) -> None:
+    """config.toml -> a.toml swapped for -> b.toml between the read and the rename: the old target is
+    unchanged, so its own check passed, and the token went into a.toml, which influxctl no longer reads."""
+    a = write_config(tmp_path, name="a.toml")
+    b = write_config(tmp_path, name="b.toml")
+    link = a.parent / "config.toml"
+    link.symlink_to("a.toml")
+    v1 = make_store(link).publish(record("id-1"), None)
+    b.write_text(a.read_text())  # configuration management prepares the new target
+
+    def relink(path: Path) -> None:
+        new = path.parent / "config.toml.new"
+        new.symlink_to("b.toml")
+        os.replace(new, path)
+
+    racing = make_store(link, replace=EditDuringSidecarRename(link, relink))
+    with pytest.raises(TransientError, match="now points to another file"):
+        racing.publish(record("id-2"), v1)
+    v2 = racing.publish(record("id-2"), v1)  # the retry reads and writes the file the link names now
+    state = make_store(link).read_current()
+    assert state.version == v2 and state.record is not None and state.record.token_id == "id-2"
+
+
 @pytest.mark.parametrize("adopt", [False, True], ids=["new value", "adopt: the sidecar only"])
 def test_an_edit_right_after_the_read_stops_the_publish_before_anything_is_written(
     config: Path, monkeypatch: pytest.MonkeyPatch, adopt: bool

@@ -188,6 +188,13 @@ _ERR_CHANGED = (
     "{where}: {path} was changed by another writer while rotator was writing it ({key} of this profile "
     "was not); the config file was left as that writer left it"
 )
+_ERR_CHANGED_UNREADABLE = (
+    "{where}: {path} was changed by another writer while rotator was writing it, and cannot be read "
+    "right now ({error}); the config file was left as that writer left it"
+)
+_ERR_RELINKED = (
+    "{where}: {path} now points to another file than {old}, which rotator read; the config file was not written"
+)
 _HINT_CHANGED = (
     "rotator reads the file again and retries; if this keeps happening, something rewrites the file all the "
     "time (configuration management?): find out what"
@@ -715,6 +722,12 @@ class InfluxctlProfileStore:
         the publish compared against: the store changed since it was read); TransientError for an
         edit elsewhere in the file, so that the retry reads the file again and edits the new text.
         """
+        if Path(os.path.realpath(self._path)) != snap.path:
+            # The configured path is a symlink that now points elsewhere (configuration management
+            # swapped it): the file read is no longer the one influxctl reads. The retry reads the new one.
+            raise TransientError(
+                _ERR_RELINKED.format(where=self._location, path=self._path, old=snap.path), hint=_HINT_CHANGED
+            )
         try:
             identity: _Identity | None = _read_identified(snap.path)[2]
         except FileNotFoundError:
@@ -724,9 +737,16 @@ class InfluxctlProfileStore:
             raise _os_error(exc, _ERR_READ.format(where=self._location, path=snap.path, reason=reason)) from None
         if identity == snap.identity:
             return
-        # Read again (the lock is still held), to tell the two cases apart; an error of this read
-        # (the file deleted, or no longer valid TOML) is the one a retry would raise.
-        now = self._state(self._read(), warn=False).version
+        # Read again (the lock is still held), to tell the two cases apart. The other writer may be
+        # half-way through its save (an editor that truncates, or unlinks then creates): a file
+        # missing or not valid TOML now is not yet an answer, so the retry reads it again (and
+        # reports it, if it stays so).
+        try:
+            now = self._state(self._read(), warn=False).version
+        except (ConfigError, PermanentError) as exc:
+            raise TransientError(
+                _ERR_CHANGED_UNREADABLE.format(where=self._location, path=snap.path, error=exc), hint=_HINT_CHANGED
+            ) from None
         if now != version:
             raise ConflictError(
                 _ERR_CONFLICT.format(
