@@ -288,6 +288,9 @@ def sync(args: argparse.Namespace) -> SyncResult:
         return result
 
     def publish() -> str:
+        # Again before every try: the source read and a retry's wait give another writer time to
+        # point the profile elsewhere (a TransientError of the store's is such a writer at work).
+        _check_cluster(target, policy, args.profile, path, logger)
         return target.publish(record, dst_state.version)
 
     call_with_retry(publish, what=f"{policy.name}: write {target.location}", policy=retry, clock=clock)

@@ -245,6 +245,27 @@ def test_a_profile_of_another_cluster_is_refused(host: Host, args: tuple[str, ..
     host.check_no_leak()
 
 
+def test_a_profile_pointed_at_another_cluster_while_the_source_is_read_is_not_written(
+        host: Host, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:  # fmt: skip
+    """The cluster is checked again just before the write: between the first check and the write come
+    the source read (network calls, retries) and any retry's wait, time for another writer to point
+    the profile at another host."""
+    host.publish("id-1")
+    original = VaultKV2Store.read_current
+
+    def read_while_the_profile_moves(self: VaultKV2Store) -> Any:
+        host.config.write_text(host.config.read_text().replace('host = "cluster.test.invalid"',
+                                                               'host = "moved.test.invalid"', 1))
+        return original(self)
+
+    monkeypatch.setattr(VaultKV2Store, "read_current", read_while_the_profile_moves)
+    args = rotator_like_parser().parse_args(["sync", "--from", f"{host.policy_file}:{POLICY}",
+                                             "--config", str(host.config)])  # fmt: skip
+    assert cmd_sync(args) == 2
+    assert "host is 'moved.test.invalid' in the profile" in capsys.readouterr().err
+    assert host.profile_token() is None
+
+
 def test_a_first_sync_into_a_profile_of_another_cluster_names_no_right_profile(host: Host) -> None:
     """No profile of the file names the policy's cluster: the fix says to look at --config."""
     host.config.write_text(PROFILE.replace('host = "cluster.test.invalid"', 'host = "other.test.invalid"'))
