@@ -1460,8 +1460,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     systemd = SystemdNotify.from_environment()
     daemon = Daemon(args.config, listen=args.listen, systemd=systemd)
     if hasattr(signal, "SIGUSR2"):
-        # stacks on demand (SIGUSR1 reopens the audit file: Daemon._install_signals)
-        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
+        # Stacks on demand (SIGUSR1 reopens the audit file: Daemon._install_signals). Dumped from a
+        # Python handler, which runs with the GIL held: faulthandler's own C handler walks the other
+        # threads' frames while they run, and a thread starting or ending meanwhile crashed the
+        # daemon with SIGSEGV (seen in CI). A main thread wedged inside C code delays this dump; the
+        # stall watchdog dumps the stacks by itself then.
+        signal.signal(signal.SIGUSR2, lambda *_: faulthandler.dump_traceback(file=sys.stderr, all_threads=True))
     daemon.start()
     systemd.send(f"READY=1\nSTATUS=rotating {len(daemon.policies)} policies")
     if daemon.serve():
