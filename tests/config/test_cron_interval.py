@@ -25,6 +25,7 @@ from rotator.config.schedule import (
     _trigger,
     parse_schedule,
 )
+from tests.config.policy_text import POLICY
 
 NOW = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)
 #: The days the review found intervals changing on (2026-2033), and a few more
@@ -319,22 +320,6 @@ def test_a_schedule_that_ends_keeps_the_interval_of_its_years(expr: str) -> None
 def test_a_schedule_that_cannot_rotate_says_why(expr: str, message: str) -> None:
     with pytest.raises(ValueError, match=f"fires too rarely to rotate on: .*{message}"):
         parse_schedule(expr)
-
-
-POLICY = """
-[[policy]]
-name = "{name}"
-schedule = "{schedule}"
-{extra}
-[policy.issuer]
-type = "influxctl-management"
-[policy.issuer.profile]
-product = "clustered"
-host = "h.example"
-[[policy.store]]
-type = "influxctl-profile"
-config = "influxctl/config.toml"
-"""
 
 
 def _file(tmp_path: Path, *policies: tuple[str, str, str]) -> Path:

@@ -10,21 +10,7 @@ from pathlib import Path
 import pytest
 
 from rotator.config.policy import MAX_DESCRIPTION, PolicyFileError, load_config
-
-POLICY = """
-[[policy]]
-name = "{name}"
-schedule = "{schedule}"
-{extra}
-[policy.issuer]
-type = "influxctl-management"
-[policy.issuer.profile]
-product = "clustered"
-host = "h.example"
-[[policy.store]]
-type = "influxctl-profile"
-config = "influxctl/config.toml"
-"""
+from tests.config.policy_text import POLICY
 
 
 def _file(tmp_path: Path, rotator: str = "", schedule: str = "30d", extra: str = "", policies: int = 1) -> Path:

@@ -10,6 +10,7 @@ import pytest
 
 from rotator.config.inline_secrets import find_token, mask_tokens
 from rotator.config.policy import PolicyFileError, load_config
+from tests.config.policy_text import POLICY
 
 # 64 bytes in standard base64 without padding: 86 characters, '+' and '/' among them
 _RAW = bytes(range(190, 254))
@@ -38,20 +39,7 @@ def test_database_token_shapes_are_found_and_masked_whole(token: str) -> None:
 
 def _file(tmp_path: Path, line: str) -> Path:
     path = tmp_path / "rotator.toml"
-    path.write_text(f"""
-[[policy]]
-name = "mgmt"
-schedule = "30d"
-{line}
-[policy.issuer]
-type = "influxctl-management"
-[policy.issuer.profile]
-product = "clustered"
-host = "h.example"
-[[policy.store]]
-type = "influxctl-profile"
-config = "influxctl/config.toml"
-""")
+    path.write_text(POLICY.format(name="mgmt", schedule="30d", extra=line))
     return path
 
 
