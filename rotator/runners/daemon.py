@@ -678,6 +678,7 @@ class Daemon:
                 self._unschedulable.add(name)
                 logger.error("policy %s: no next rotation: %s", name, exc)
             return None
+        self._unschedulable.discard(name)  # logged again if a later edit ends its schedule once more
         self._planned[name] = target
         self._push("rotate", name, max(target, busy_until) if busy_until is not None else target)
         return target

@@ -6,8 +6,11 @@ someone else rotated the policy.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from rotator.core.errors import TransientError
 from rotator.core.journal import RunRecord
@@ -32,7 +35,9 @@ def _metrics(h: Harness) -> dict[tuple[str, str], float]:
     return out
 
 
-def test_a_schedule_that_has_ended_leaves_metrics_up_and_needs_attention(harness: Callable[..., Harness]) -> None:
+def test_a_schedule_that_has_ended_leaves_metrics_up_and_needs_attention(
+    harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture,
+) -> None:
     """One policy whose cron never fires again made every /metrics scrape a 500."""
     h = harness([("healthy", "1h", ""), ("yearly", ENDED, "")], last=AFTER)
     h.clock.advance(AFTER - T0)
@@ -51,6 +56,15 @@ def test_a_schedule_that_has_ended_leaves_metrics_up_and_needs_attention(harness
     m = _metrics(h)
     assert m[("rotator_needs_attention", "yearly")] == 0
     assert m[("rotator_next_rotation_timestamp_seconds", "yearly")] == datetime(2028, 1, 1, 3, tzinfo=UTC).timestamp()
+
+    # Ended again by a later edit: said again in the log (the first time's note does not silence it).
+    caplog.clear()
+    h.daemon.path.write_text(h.daemon.path.read_text().replace("cron(0 3 * * ? *)", ENDED))
+    h.daemon.request_reload()
+    with caplog.at_level(logging.ERROR, logger="rotator"):
+        h.tick()
+    assert [r for r in caplog.records if "policy yearly: no next rotation" in r.getMessage()]
+    assert _metrics(h)[("rotator_needs_attention", "yearly")] == 1
 
 
 def test_a_schedule_that_has_ended_leaves_the_status_page_up(harness: Callable[..., Harness]) -> None:
