@@ -85,11 +85,37 @@ class _TextFormatter(logging.Formatter):
 
 
 class PrivateFileHandler(logging.FileHandler):
-    """A FileHandler whose file, when it creates it, is readable by its owner only (0600)."""
+    """A FileHandler whose file, when it creates it, is readable by its owner only (0600).
+
+    When the file was moved or removed (logrotate), the next record opens a new one at the same
+    path, so a daemon's ``--log-file`` rotates like its audit file, without ``copytruncate``. That is
+    the standard library's WatchedFileHandler, not used because ``logging.handlers`` costs ~5 ms
+    of import on paths with a start-up budget (the CLI, the Lambda's cold start).
+    """
+
+    _identity: tuple[int, int] | None = None
 
     def _open(self) -> Any:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        st = os.fstat(fd)
+        self._identity = (st.st_dev, st.st_ino)
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)  # noqa: SIM115 - the handler closes it
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            st = os.stat(self.baseFilename)
+            moved = (st.st_dev, st.st_ino) != self._identity
+        except FileNotFoundError:
+            moved = True
+        except OSError:
+            moved = False  # cannot tell: keep writing where it writes
+        if moved and self.stream is not None:
+            stream, self.stream = self.stream, None  # FileHandler.emit opens the path again
+            try:
+                stream.flush()
+            finally:
+                stream.close()
+        super().emit(record)
 
 
 def _file_handler(file: str) -> PrivateFileHandler:

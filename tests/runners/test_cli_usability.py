@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shlex
@@ -432,6 +433,39 @@ def test_setup_logging_refuses_a_bad_level_or_log_file_and_leaves_logging_as_it_
     with pytest.raises(ConfigError, match="cannot open --log-file .*: No such file or directory"):
         setup_logging("info", file=str(tmp_path / "no" / "rotator.log"))
     assert logging.getLogger().handlers == before
+
+
+def test_a_log_file_moved_or_removed_by_logrotate_is_started_again_at_its_path(tmp_path: Path) -> None:
+    """Without copytruncate: the next record after a move opens a new file (0600) at the same path."""
+    import logging
+    import stat
+
+    from rotator.observe.logs import setup_logging
+
+    before = list(logging.getLogger().handlers)
+    log = tmp_path / "rotator.log"
+    try:
+        setup_logging("info", stream=io.StringIO(), file=str(log))
+        logger = logging.getLogger("rotator.test")
+        logger.info("first line")
+        log.rename(tmp_path / "rotator.log.1")
+        logger.info("second line")
+        assert "first line" in (tmp_path / "rotator.log.1").read_text()
+        assert "second line" not in (tmp_path / "rotator.log.1").read_text()
+        assert "second line" in log.read_text() and "first line" not in log.read_text()
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        log.unlink()
+        logger.info("third line")
+        assert log.read_text().count("line") == 1 and "third line" in log.read_text()
+        logger.info("fourth line")
+        assert "third line" in log.read_text() and "fourth line" in log.read_text(), "not reopened each time"
+    finally:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in before:
+            root.addHandler(handler)
 
 
 def test_an_unwritable_report_output_file_names_the_option_and_the_reason(

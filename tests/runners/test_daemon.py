@@ -378,10 +378,12 @@ def test_sigusr1_reopens_the_audit_file_sighup_reloads_and_sigusr2_dumps_the_sta
     assert audit_file.exists()
     reloaded_at = d.metric("rotator_config_last_reload_success_timestamp_seconds")
     os.rename(audit_file, sc.dir / "audit.jsonl.1")  # logrotate moves it...
+    os.rename(sc.log_file, sc.dir / "rotator.log.1")  # (and --log-file, which needs no signal)
     d.proc.send_signal(signal.SIGUSR1)  # ...and tells the daemon
     wait_until("the audit file reopened", audit_file.exists, timeout=10)
     assert d.proc.poll() is None and d.get("/readyz")[0] == 200
-    assert "reopening the audit file" in sc.log_file.read_text()
+    assert "reopening the audit file" in sc.log_file.read_text(), "written to a new --log-file"
+    assert "reopening the audit file" not in (sc.dir / "rotator.log.1").read_text()
     assert "most recent call first" not in d.err.read_text(), "no stack dump"
     assert d.metric("rotator_config_last_reload_success_timestamp_seconds") == reloaded_at, "no reload"
 
