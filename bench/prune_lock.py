@@ -58,7 +58,7 @@ def build(url: str, events: int) -> None:
               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
     head = "UPDATE audit_head SET seq = ?, hash = ? WHERE chain = ?"
     if url.startswith("sqlite:///"):
-        with sqlite3.connect(url[len("sqlite:///"):]) as db:
+        with sqlite3.connect("/" + url[len("sqlite:///"):].lstrip("/")) as db:
             db.executemany(insert, rows)
             db.execute(head, (events, prev, audit_chain.CHAIN))
         return

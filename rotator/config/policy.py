@@ -287,7 +287,7 @@ class Config:
         if "://" in url:
             return url
         path = Path(url)
-        return "sqlite:///" + str(path if path.is_absolute() else (self.path.parent / path).resolve())
+        return "sqlite://" + str(path if path.is_absolute() else (self.path.parent / path).resolve())
 
 
 def load_config(path: str | Path) -> Config:

@@ -105,7 +105,7 @@ class ConfigSummary(NamedTuple):
         if "://" in self.journal:
             return self.journal
         path = Path(self.journal)
-        return "sqlite:///" + str(path if path.is_absolute() else (self.path.parent / path).resolve())
+        return "sqlite://" + str(path if path.is_absolute() else (self.path.parent / path).resolve())
 
     def policy(self, name: str) -> PolicySummary:
         """The policy ``name``; the same ConfigError as :meth:`rotator.config.policy.Config.policy`."""

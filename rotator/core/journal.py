@@ -1505,8 +1505,8 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> J
     listing inventory): that, and an older schema is refused rather than upgraded; opening takes
     no write lock.
     """
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
+    path = sqlite_path(url)
+    if path is not None:
         if (read_only or not create) and not Path(path).is_file():
             raise _no_journal(path)
         return Journal(_sqlite_backend(Path(path), read_only), path, create, read_only)
@@ -1516,6 +1516,15 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> J
         f"unsupported journal URL {url!r}",
         hint="use a path, sqlite:///absolute/path or postgresql://user@host/database",
     )
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///absolute/path`` URL (None for another scheme). Absolute, as the docs
+    write it: the third slash begins the path (``sqlite:////path``, SQLAlchemy's spelling, is the
+    same path), never a path relative to the directory a command happens to run in."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return "/" + url[len("sqlite:///"):].lstrip("/")
 
 
 def _no_journal(location: str) -> ConfigError:

@@ -91,7 +91,7 @@ from rotator.core.due import age_origin, decide
 from rotator.core.engine import NOTHING_TO_DO, Engine, NeedsAttention, RunResult
 from rotator.core.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
 from rotator.core.errors import describe as _describe
-from rotator.core.journal import Journal, Overview, RevocationState, RunRecord, RunState, open_journal, ts
+from rotator.core.journal import Journal, Overview, RevocationState, RunRecord, RunState, open_journal, sqlite_path, ts
 from rotator.core.retry import RetryPolicy, doubling
 from rotator.core.secret import REDACTOR
 from rotator.runners.systemd_notify import SystemdNotify
@@ -204,7 +204,7 @@ def _journal_left_behind(path: Path, config: Config) -> None:
     journal = config.settings.journal
     if "://" in journal or Path(journal).is_absolute():
         return
-    now = Path(config.journal_url()[len("sqlite:///"):])
+    now = Path(sqlite_path(config.journal_url()) or journal)
     try:
         target = path.resolve()
         before = (target.parent / journal).resolve()

@@ -406,6 +406,29 @@ def _bootstrapped(tmp_path: Path, *, run: bool = True) -> Path:
     return _policy_file(tmp_path, top='[rotator]\njournal = "journal.db"')
 
 
+@pytest.mark.parametrize("spelling", ["sqlite:///", "sqlite:////"])
+def test_a_sqlite_url_names_an_absolute_path_whatever_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], spelling: str) -> None:
+    """`journal = "sqlite:///var/lib/rotator/journal.db"` (the docs' form) was opened relative to the
+    directory the command ran in: status showed no token, and `audit verify` passed on an empty journal."""
+    from rotator.config.policy import load_config
+    from rotator.core.journal import open_journal
+
+    _bootstrapped(tmp_path)
+    path = _policy_file(tmp_path, top=f'[rotator]\njournal = "{spelling}{str(tmp_path / "journal.db").lstrip("/")}"')
+    assert load_config(path).journal_url().startswith(spelling)  # a URL is kept as written
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli.main(["-c", str(path), "--output", "json", "status"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)[0]["rotated_at"], out
+    assert cli.main(["-c", str(path), "audit", "verify"]) in (0, 4)
+    assert cli.main(["-c", str(path), "revoke-expired"]) == 0
+    assert not any(elsewhere.rglob("*")), "nothing made under the working directory"
+    open_journal(f"sqlite://{tmp_path / 'journal.db'}", create=False).close()  # the URL journal_url() gives
+
+
 @pytest.mark.parametrize("command", [["status"], ["plan"], ["validate"], ["daemon"], ["rotate", "p1", "--dry-run"]])
 @pytest.mark.parametrize("where", ["missing-dir", "a-directory"])
 def test_a_log_file_that_cannot_be_opened_is_a_usage_error_not_a_traceback(
