@@ -12,6 +12,9 @@ The counts come from the store's own ``request_count`` (every HTTP request its c
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +29,7 @@ from rotator.config.policy import load_config
 from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, TokenRecord
 from rotator.core.engine import Engine
+from rotator.core.errors import PermanentError, TransientError
 from rotator.core.journal import open_journal
 from rotator.core.retry import RetryPolicy
 from rotator.core.secret import Secret
@@ -190,6 +194,48 @@ def test_vault_ignores_proxy_variables(openbao: OpenBao, kv_path: str, tmp_path:
         monkeypatch.delenv(name, raising=False)
     assert store.publish(_record("tok-1"), None) == "1"
     assert store.read_current().version == "1"
+
+
+def test_vault_ignores_a_client_certificate_from_the_environment(openbao: OpenBao, kv_path: str,
+                                                                 tmp_path: Path) -> None:
+    """hvac reads $VAULT_CLIENT_CERT/$VAULT_CLIENT_KEY when it is imported and adds them to every
+    request: a host set up for the Vault CLI's mTLS lent rotator its certificate (here a missing
+    file, which requests checks before it connects). A process of its own: hvac reads them once."""
+    (tmp_path / "vault-token").write_text(openbao.create_token("root", ttl="1h"))
+    script = f"""
+import sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from tests.adapters.test_store_requests import _record, _vault_store
+class Bao:
+    url = {openbao.url!r}
+store = _vault_store(Bao(), {kv_path!r}, Path({str(tmp_path)!r}),
+                     auth={{"method": "token", "token": {{"file": "vault-token"}}}})
+print(store.publish(_record("tok-1"), None), store.read_current().version)
+"""
+    env = {**os.environ, "VAULT_CLIENT_CERT": str(tmp_path / "no-such.pem"),
+           "VAULT_CLIENT_KEY": str(tmp_path / "no-such.key")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "1"]
+
+
+def test_a_ca_bundle_removed_after_start_is_a_clear_permanent_error(tmp_path: Path) -> None:
+    """requests checks the CA file before it sends anything and raises a bare OSError: it escaped
+    the store's error mapping (an internal error, the run left in VERIFIED with no error)."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "vault-token").write_text("s.not-used-0123456789")
+    settings = VaultKV2Settings.model_validate({
+        "url": "https://127.0.0.1:9", "path": "rotator/x", "ca_bundle": str(ca),
+        "auth": {"method": "token", "token": {"file": "vault-token"}}})
+    store = VaultKV2Store.from_config(settings, AdapterContext(policy="p", base_dir=tmp_path, clock=FakeClock(NOW)))
+    with pytest.raises(TransientError):  # the client is built (its ca_bundle checked) on first use
+        store.read_current()
+    ca.unlink()  # then a certificate redeploy that is not atomic
+    with pytest.raises(PermanentError) as caught:
+        store.read_current()
+    assert str(ca) in str(caught.value) and "ca_bundle" in (caught.value.hint or ""), caught.value
 
 
 # -- the token's lookup-self ------------------------------------------------------------------------

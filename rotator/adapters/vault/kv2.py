@@ -129,6 +129,7 @@ _ERR_CONFLICT = "{where}: compare-and-set lost: expected version {expected}, Vau
 _ERR_NOT_KV2 = "{where}: Vault's answer to the write has no version: is mount {mount!r} a KV version 2 engine?"
 _HINT_RETRY = "rotator retries; check that Vault is up, unsealed and reachable from here"
 _HINT_TLS = "set `ca_bundle` to the CA that signed Vault's certificate"
+_HINT_TLS_FILES = "put the `ca_bundle` file back where the policy file says (or fix the path), then run it again"
 _HINT_FORBIDDEN = (
     "rotator's Vault token needs {caps} on path {path!r}{namespace}; or it expired or was revoked. A policy added "
     "to an AppRole or Kubernetes role reaches the token at its next login: restart rotator (or reload the daemon)"
@@ -276,6 +277,9 @@ def _session_class() -> Callable[[RequestCounter], requests.Session]:
 
         def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
             self.counter.add(request.method or "")
+            # hvac adds $VAULT_CLIENT_CERT / $VAULT_CLIENT_KEY to every request when no cert is given:
+            # rotator's identity at Vault is its auth settings, never a certificate the host exported
+            kwargs["cert"] = None
             return super().send(request, **kwargs)
 
         def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
@@ -293,7 +297,8 @@ def _session_class() -> Callable[[RequestCounter], requests.Session]:
 
 def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
     """The real client. Url, token and TLS are always explicit: hvac would otherwise fall back to
-    VAULT_ADDR / VAULT_TOKEN / ~/.vault-token, and requests to proxy and CA variables and ~/.netrc."""
+    VAULT_ADDR / VAULT_TOKEN / ~/.vault-token / VAULT_CLIENT_CERT, and requests to proxy and CA variables
+    and ~/.netrc."""
     verify: bool | str = settings.tls_verify
     if settings.ca_bundle is not None:
         if not settings.ca_bundle.is_file():
@@ -741,6 +746,9 @@ class VaultKV2Store:
             cause = type(exc).__name__
             message = _ERR_UNREACHABLE.format(where=self._location, url=url, cause=cause)
             raise TransientError(message, hint=_HINT_RETRY) from None
+        except OSError as exc:  # requests' own check of the TLS files, before anything is sent (ca_bundle removed)
+            raise PermanentError(f"{self._location}: cannot use the TLS files to reach Vault at {url}: "
+                                 f"{REDACTOR.redact(str(exc))[:300]}", hint=_HINT_TLS_FILES) from None
         except hvac.exceptions.VaultError as exc:
             raise self._vault_error(exc, op) from None
 
