@@ -24,6 +24,7 @@ from rotator.config import registry
 from rotator.config.adapter_settings import plain_string_fields, settings_json_schema, validate_settings
 from rotator.config.durations import Duration
 from rotator.config.inline_secrets import InlineSecretError, find_token, mask_tokens, string_values, url_problem
+from rotator.config.policy_source import read_policy_file
 from rotator.config.policy_types import Policy, StoreBinding, find_policy
 from rotator.config.schedule import Schedule, format_duration, parse_schedule, parse_window
 from rotator.core.credentials import SECRET_LOOKING_KEYS
@@ -293,18 +294,15 @@ class Config:
 def load_config(path: str | Path) -> Config:
     """Read and validate a policy file; PolicyFileError lists every problem."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}", hint="check the path") from None
-    return load_config_bytes(raw, path)
+    return load_config_bytes(read_policy_file(path), path)
 
 
 def load_config_bytes(raw: bytes, path: Path) -> Config:
     """Validate ``raw``, the bytes of the policy file at ``path`` (which relative paths are resolved against)."""
     with _collector_paused():
         try:
-            data = tomllib.loads(raw.decode("utf-8"))
+            # utf-8-sig: a byte order mark (Windows editors write one) is not TOML's concern
+            data = tomllib.loads(raw.decode("utf-8-sig"))
         except RecursionError:
             raise PolicyFileError(path, [_too_deep("<file>")]) from None
         except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an integer of thousands of digits
@@ -774,6 +772,9 @@ _URL_FIX = ('remove it from the URL and reference the credential with { file = "
 
 
 def _reference_hint(key: str) -> str:
+    if key not in SECRET_LOOKING_KEYS:  # a key that takes no reference: `path`, `description`...
+        return (f"take the token out of `{key}`; a credential goes in the adapter's credential setting, as "
+                '{ file = "/path/to/file" } or { env = "VAR" } (see docs/policy.md)')
     return f'reference it instead: {key} = {{ file = "/path/to/file" }} or {key} = {{ env = "VAR" }}'
 
 
@@ -797,7 +798,11 @@ def _problems(exc: ValidationError, data: Any, prefix: str = "") -> list[Problem
         message = err["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
-        out.append(Problem(where, message, _HINTS.get(err["type"], "")))
+        hint = _HINTS.get(err["type"], "")
+        if err["type"] == "list_type" and err["loc"] and err["loc"][-1] in ("policy", "store"):
+            table = "policy" if err["loc"][-1] == "policy" else "policy.store"
+            hint = f"write each one as [[{table}]], with two brackets (an array of tables), not [{table}]"
+        out.append(Problem(where, message, hint))
     return out
 
 
@@ -805,7 +810,14 @@ def _loc(loc: Sequence[int | str], data: Any) -> str:
     """Render a pydantic location, naming list items by their ``name`` key where they have one."""
     parts: list[str] = []
     node = data
-    for item in loc:
+    tag_skipped: Any = None
+    for i, item in enumerate(loc):
+        if (isinstance(node, Mapping) and node is not tag_skipped and i + 1 < len(loc)
+                and item in (node.get("method"), node.get("type"))):
+            # a tagged union's variant (an auth table's method) that pydantic puts in the location:
+            # not a key of the file, so `auth.token_fil`, not `auth.token_file.token_fil`
+            tag_skipped = node
+            continue
         if isinstance(item, int):
             label = f"[{item}]"
             entry = node[item] if isinstance(node, list) and item < len(node) else None

@@ -44,6 +44,7 @@ from stat import S_ISREG
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import rotator
+from rotator.config.policy_source import read_policy_file
 from rotator.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -207,14 +208,14 @@ def read_cache(policy_file: Path) -> ConfigSummary | None:
         text = _read_own(target)
         if text is None:
             return None
-        raw = policy_file.read_bytes()
+        raw = read_policy_file(policy_file)
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             return None
         if data.get("key") != source_key(policy_file, raw):
             return None
         return _decode(policy_file, data.get("config"))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+    except (OSError, ConfigError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
 
 

@@ -85,6 +85,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rotator.config.daemon_config import DaemonSettings, parse_listen
 from rotator.config.policy import Config, Policy, PolicyFileError, load_config
+from rotator.config.policy_source import read_policy_file
 from rotator.config.schedule import NoNextDue, format_duration
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.due import age_origin, decide
@@ -183,8 +184,8 @@ def _digest(path: Path) -> bytes | None:
     """The file's content, hashed: a watched file whose content did not change (a ``touch``, a
     ConfigMap update of another key) builds nothing again. None when it cannot be read."""
     try:
-        return hashlib.sha256(path.read_bytes()).digest()
-    except OSError:
+        return hashlib.sha256(read_policy_file(path)).digest()
+    except ConfigError:
         return None
 
 

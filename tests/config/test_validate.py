@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,13 @@ CASES = [
     ("clustered without host", _policy(issuer=GOOD_ISSUER.replace('host = "h.example"', "")),
      ["issuer.profile", "host"]),
     ("misspelled store key", _policy(store=GOOD_STORE.replace("path =", "pth =")), ["store[0]", "pth"]),
+    ("one [policy] table", '[policy]\nname = "p1"\nschedule = "30d"\n',
+     ["policy: Input should be a valid list", "write each one as [[policy]], with two brackets"]),
+    ("one [policy.store] table", _policy(store=GOOD_STORE.replace("[[policy.store]]", "[policy.store]")),
+     ["store: Input should be a valid list", "write each one as [[policy.store]]"]),
+    ("a token in a key that takes no reference",
+     _policy(store=GOOD_STORE.replace('path = "influx/mgmt"', 'path = "influx/M.V1.abcdefghijklmnop"')),
+     ["store[0].path", "looks like a token", "take the token out of `path`"]),
     ("duplicate policy names", _policy() + "\n" + _policy(), ["duplicate policy name"]),
     ("bad policy name", _policy(head='name = "has space"\nschedule = "30d"'), ["name", "pattern"]),
     ("two policies reading the same InfluxDB 3 token names",
@@ -138,6 +146,58 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "validate", str(tmp_path / "nope.toml")],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2 and "cannot read policy file" in proc.stderr
+
+
+def test_an_auth_key_is_named_where_it_is_written_not_under_its_method(tmp_path: Path) -> None:
+    """pydantic puts the auth method (the tagged union's variant) in the location: users looked for
+    a [policy.store.auth.token] table to fix `auth.token.tokn`."""
+    proc = _validate(tmp_path, _policy(store=GOOD_STORE.replace("token = {", "tokn = {")))
+    assert proc.returncode == 2
+    assert "store[0].auth.tokn: " in proc.stderr and "store[0].auth.token: Field required" in proc.stderr, proc.stderr
+    assert "auth.token.tokn" not in proc.stderr and "auth.token.token" not in proc.stderr, proc.stderr
+    proc = _validate(tmp_path, _policy(store=GOOD_STORE.replace('token = { env = "VAULT_TOKEN" }', "token = {}")))
+    assert "store[0].auth.token: give exactly one of" in proc.stderr, proc.stderr
+    proc = _validate(tmp_path, _policy(store=GOOD_STORE.replace('{ env = "VAULT_TOKEN" }', '{ fil = "t" }')))
+    assert "store[0].auth.token.fil: " in proc.stderr, "a real table under the method's name keeps its name"
+
+
+def test_a_policy_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "policies.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + _policy().encode())
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "validate", str(path)], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0 and "valid, 1 policy" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("what", ["fifo", "directory", "device", "too large"])
+def test_a_policy_path_that_is_not_a_policy_file_is_refused_at_once(tmp_path: Path, what: str) -> None:
+    """A FIFO blocked `validate` for ever, /dev/zero used up memory (MemoryError: an internal error)."""
+    path = tmp_path / "policies.toml"
+    if what == "fifo":
+        os.mkfifo(path)
+    elif what == "directory":
+        path.mkdir()
+    elif what == "device":
+        path = Path("/dev/zero")
+    else:
+        with path.open("wb") as f:
+            f.truncate(17 * 1024 * 1024)  # sparse: no 17 MB written
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "validate", str(path)], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    expected = {"fifo": "is not a regular file", "directory": "is a directory", "device": "is not a regular file",
+                "too large": "is larger than 16 MiB"}[what]
+    assert f"rotator: error: policy file {path} {expected}" in proc.stderr, proc.stderr
+    assert "internal error" not in proc.stderr
+
+
+def test_a_missing_default_policy_file_says_where_the_path_came_from(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ROTATOR_CONFIG"}
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "status"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60, env={**env, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2
+    assert "cannot read policy file rotator.toml: No such file or directory" in proc.stderr
+    assert "without -c, rotator reads the file $ROTATOR_CONFIG names, else ./rotator.toml" in proc.stderr
 
 
 def test_bad_cli_argument_exits_2() -> None:
