@@ -328,8 +328,13 @@ class VaultLogin:
         self._retry_at = now + timedelta(seconds=delay)
         if self._token is not None:
             self._check_at = self._retry_at
-        logger.warning("Vault token: %s failed (%s, %d in a row); trying again in %.1fs",
-                       "login" if self._token is None else "lookup or renewal", self._error, self._failures, delay)
+        if self._token is not None:
+            what = "lookup or renewal"
+        else:
+            what = "login" if isinstance(self._auth, LoginAuth) else "reading the token"
+        # "not before": a one-shot command exits with the error; a daemon's next use tries again
+        logger.warning("Vault token: %s failed (%s, %d in a row); not tried again before %.1fs", what, self._error,
+                       self._failures, delay)
 
     def forget(self, api: AuthAPI) -> bool:
         """After Vault refused the token (403): drop it. True if a new login may help.
