@@ -40,6 +40,7 @@ __all__ = [
     "Problem",
     "StoreBinding",
     "config_json_schema",
+    "history_problems",
     "load_config",
     "load_config_bytes",
     "parse_config",
@@ -55,7 +56,7 @@ _FIELD_LENGTHS = {"policy": 63, "tag": len("rotator::") + 63 + 64}
 #: The shortest ``lease_ttl``: a side effect's child process must start within half of it
 #: (rotator/core/engine.py), and the fencing tests take leases over after 2 s.
 MIN_LEASE_TTL = timedelta(seconds=2)
-#: The shortest ``keep_history``, unless every policy rotates more often (see :func:`_history_problems`).
+#: The shortest ``keep_history``, unless every policy rotates more often (see :func:`history_problems`).
 MIN_KEEP_HISTORY = timedelta(days=1)
 #: Tables and lists nest at most this deep: a policy file needs 4 levels; anything deeper is refused
 #: before validation, so no later step (pydantic, the inline-secret scan) meets a RecursionError.
@@ -446,13 +447,13 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
                 policies.append(policy)
                 places.append(where)
     problems.extend(_shared_tag_namespaces(policies, places))
-    problems.extend(_history_problems(top.rotator.keep_history, policies))
+    problems.extend(history_problems(top.rotator.keep_history, policies))
     if problems:
         raise PolicyFileError(path, problems)
     return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon_table=daemon)
 
 
-def _history_problems(keep: timedelta, policies: Sequence[Policy]) -> list[Problem]:
+def history_problems(keep: timedelta, policies: Sequence[Policy]) -> list[Problem]:
     """A ``keep_history`` too short to be meant: ``"1m"`` is a minute, and `rotator prune` then prunes
     nearly every event. At least :data:`MIN_KEEP_HISTORY`, or, when every policy rotates more often,
     the longest schedule interval (a test or demo that rotates every second keeps seconds)."""

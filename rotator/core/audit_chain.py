@@ -37,6 +37,7 @@ __all__ = [
     "append_event",
     "insert_link",
     "insert_link_if_head",
+    "is_journal_time",
     "read_head",
     "canonical",
     "canonical_with",
@@ -427,16 +428,21 @@ def verify(journal: _JournalLike) -> ChainReport:
         return _verify(cur)
 
 
-def check_kept_links(journal: _JournalLike, report: ChainReport,
-                     kept: Sequence[tuple[int, str]]) -> tuple[list[str], list[int]]:  # fmt: skip
+def check_kept_links(journal: _JournalLike, report: ChainReport, kept: Sequence[tuple[int, str]],
+                     too_short: Callable[[timedelta], str | None] | None = None) -> tuple[list[str], list[int]]:
     """Check links kept from an earlier report or verify (``seq``, ``hash``: its head) against the
     journal: a later, honest chain still holds each at its sequence number. Catches what a walk of the
     chain alone cannot: the newest events deleted and the head row rewound, a journal restored from
     an older copy, or a chain rewritten with every hash recomputed. Returns (problems, the sequence
-    numbers that cannot be checked because a prune deleted them)."""
+    numbers that cannot be checked because a prune deleted them).
+
+    ``too_short``: why a prune that kept this much history is not one rotator makes (the policy
+    file's floor of ``keep_history``), or None when it is. A kept link deleted by such a prune is a
+    problem, not "pruned": a chain rewritten and then pruned up to its head would hide the rewrite."""
     problems: list[str] = []
     pruned: list[int] = []
     with journal.audit_transaction(write=False) as (cur, _lock):
+        prunes = _prune_records(cur) if too_short is not None else {}
         for seq, digest in kept:
             if seq > report.head_seq:
                 problems.append(f"link {seq} is beyond the chain's head (seq {report.head_seq}): events since were "
@@ -446,14 +452,52 @@ def check_kept_links(journal: _JournalLike, report: ChainReport,
             if row is None:
                 row = cur.execute("SELECT hash FROM audit_checkpoints WHERE seq = ?", (seq,)).fetchone()
             if row is None:
-                if seq <= report.start_seq:
-                    pruned.append(seq)
-                else:
+                cut = None if too_short is None else _pruned_too_soon(cur, seq, prunes, too_short)
+                if seq > report.start_seq:
                     problems.append(f"link {seq} is not in the journal")
+                elif cut is not None:
+                    problems.append(f"link {seq} was deleted by a prune that kept too little history: {cut}; "
+                                    "rotator makes no such prune, so the chain may have been rewritten and then "
+                                    "pruned to hide it")
+                else:
+                    pruned.append(seq)
             elif str(row[0]) != digest:
                 problems.append(f"link {seq} has hash {str(row[0])[:16]}..., not the kept {digest[:16]}...: the chain "
                                 "was rewritten up to there")
     return problems, pruned
+
+
+def _prune_records(cur: Cursor) -> dict[int, tuple[str, str]]:
+    """The kept chained ``prune`` events: the last link each pruned -> (the prune's time, its cutoff)."""
+    found: dict[int, tuple[str, str]] = {}
+    for at, text in cur.execute("SELECT at, detail FROM events WHERE policy = ? AND step = 'prune' "
+                                "AND seq IS NOT NULL", (JOURNAL_POLICY,)).fetchall():  # fmt: skip
+        detail = _detail_of({"detail": text})
+        if isinstance(detail.get("last_pruned_seq"), int) and isinstance(detail.get("cutoff"), str):
+            found[detail["last_pruned_seq"]] = (str(at), detail["cutoff"])
+    return found
+
+
+def _pruned_too_soon(cur: Cursor, seq: int, prunes: Mapping[int, tuple[str, str]],
+                     too_short: Callable[[timedelta], str | None]) -> str | None:  # fmt: skip
+    """Why the prune that deleted link ``seq`` kept less history than a prune rotator makes, or None.
+
+    The checkpoint of the batch that held the link says which prune it was; that prune's chained
+    event records its cutoff and its own time. A later prune may have deleted that event too: then
+    the checkpoint's own time and the last pruned event's (the cutoff was later than that one) stand in."""
+    row = cur.execute("SELECT seq, at, detail FROM audit_checkpoints WHERE seq >= ? ORDER BY seq LIMIT 1",
+                      (seq,)).fetchone()  # fmt: skip
+    if row is None:
+        return None
+    at, cutoff = prunes.get(int(row[0])) or (str(row[1]), str(_detail_of({"detail": row[2]}).get("to") or ""))
+    try:
+        kept = _parse(at) - _parse(cutoff)
+    except ValueError:  # not a time rotator writes: an edited checkpoint, which verification names
+        return None
+    why = too_short(max(kept, timedelta(0)))
+    if why is None:
+        return None
+    return f"the prune at {at} kept only the history from {cutoff} on, as if keep_history {why}"
 
 
 #: rows per page of a verification: a year of events at 1,000 policies is millions of rows, which
@@ -523,6 +567,35 @@ def _chain_began(cur: Cursor) -> str | None:
         return None
 
 
+def is_journal_time(text: Any) -> bool:
+    """Whether ``text`` is a time as the journal writes it (``ts()``: fixed-width UTC text ending in
+    ``Z``), the only kind an event without a link (from before the chain) can carry."""
+    if not isinstance(text, str) or len(text) != 27 or text[-1] != "Z":
+        return False
+    try:
+        return rfc3339_micro(_parse(text)) == text
+    except ValueError:
+        return False
+
+
+def _unlinked_not_a_time(cur: Cursor) -> tuple[Any, ...] | None:
+    """(at, policy, step) of an event without a link whose time is not a journal time, or None. Read a
+    page of distinct times at a time: an upgraded journal may hold millions of such events."""
+    after: Any = None
+    while True:
+        rows = cur.execute(
+            "SELECT DISTINCT at FROM events WHERE seq IS NULL" + (" AND at > ?" if after is not None else "")
+            + f" ORDER BY at LIMIT {VERIFY_PAGE}", (after,) if after is not None else (),
+        ).fetchall()  # fmt: skip
+        for (at,) in rows:
+            if not is_journal_time(at):
+                row = cur.execute("SELECT at, policy, step FROM events WHERE seq IS NULL AND at = ?", (at,)).fetchone()
+                return tuple(row) if row is not None else (at, None, None)
+        if len(rows) < VERIFY_PAGE:
+            return None
+        after = rows[-1][0]
+
+
 def _broken(problem: str, **what: Any) -> ChainReport:
     return ChainReport(ok=False, checked=0, head_seq=0, head_hash="", start_seq=0, problem=problem, broken=what)
 
@@ -546,6 +619,13 @@ def _verify(cur: Cursor) -> ChainReport:
                        "checked", head=None if head_row is None else [str(v) for v in head_row])
     unchained = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
     began = _chain_began(cur)
+    undated = _unlinked_not_a_time(cur) if unchained else None
+    if undated is not None:
+        # rotator always wrote ts() text: anything else is no time at all ('' sorts before every time,
+        # so the check of its date below would take it for an event from before the chain)
+        return _broken(f"an event without a chain link, whose time {str(undated[0])!r} is not one rotator writes, "
+                       f"was inserted: {undated[2]} of policy {undated[1]}",
+                       at=str(undated[0]), policy=str(undated[1]), step=str(undated[2]))  # fmt: skip
     late = None if began is None else cur.execute(
         "SELECT at, policy, step FROM events WHERE seq IS NULL AND at > ? ORDER BY at LIMIT 1", (began,)).fetchone()
     if late is not None:
@@ -648,7 +728,9 @@ def chained_events(journal: _JournalLike, start: str, end: str) -> list[dict[str
             f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE at >= ? AND at < ? "
             "AND (seq IS NOT NULL OR at <= ?) ORDER BY at, seq", (start, end, began or "9999")
         ).fetchall()  # an inserted row without a link (verify names it) is not evidence
+    # (nor one whose time is not a journal time: verify names it too)
     events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
+    events = [e for e in events if e["seq"] is not None or is_journal_time(e["at"])]
     for event in events:
         try:
             detail = json.loads(event["detail"])

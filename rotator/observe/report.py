@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rotator.config.inline_secrets import mask_tokens
 from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
 from rotator.config.timefmt import parse_rfc3339
@@ -140,8 +141,10 @@ class PolicyEvidence:
 
     def summary(self) -> dict[str, Any]:
         return {
-            # by publication: a run listed because it started in the period may publish after it
-            "rotations": sum(1 for r in self.rotations if r.published_at and r.in_chain is not False
+            # by publication: a run listed because it started in the period may publish after it; only a
+            # run in a success state published (another carrying a published_at is in_chain False)
+            "rotations": sum(1 for r in self.rotations if r.published_at and r.state in RunState.SUCCESS
+                             and r.in_chain is not False
                              and self.period[0] <= r.published_at < self.period[1]
                              and r.run_id not in self.counted_in_pruned),
             "rotations_counted_in_pruned": sum(1 for r in self.rotations if r.run_id in self.counted_in_pruned
@@ -282,7 +285,7 @@ def _policy_evidence(
     _revocation_evidence(journal, ev, runs_by_id, checkpoints, end, now, began, policy.grace, *history)
     for e in mine:
         if e["result"] in _FAILED_RESULTS or (e["step"] == "recover" and e["result"] != "ok"):
-            ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], e["detail"].get("error"),
+            ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], _shown(e["detail"].get("error")),
                                        _ended(e, runs_by_id, journal, policy.name), e.get("instance")))  # fmt: skip
     # A run the chain does not back is no evidence of a rotation: the age goes on from the token before.
     # Every run the age is computed from is checked, not only those listed (started in the period).
@@ -292,6 +295,8 @@ def _policy_evidence(
             journal, run, by_run.get(run.run_id, []), pruned_until, began)
         if backed is False:
             ev.not_in_chain.append(run.run_id)
+    # and every listed run the chain contradicts (one that never published, carrying a published_at)
+    ev.not_in_chain += [r.run_id for r in ev.rotations if r.in_chain is False and r.run_id not in ev.not_in_chain]
     forged = set(ev.not_in_chain)
     ev.max_observed_age_s, ev.oldest_token_id = _max_age([r for r in runs if r.run_id not in forged], start, end,
                                                          now, pruned_publish)
@@ -304,6 +309,13 @@ def _policy_evidence(
         if pruned_age and pruned_age > (ev.max_observed_age_s or 0):
             ev.max_observed_age_s, ev.oldest_token_id = pruned_age, "(pruned)"
     return ev
+
+
+def _shown(text: Any) -> str | None:
+    """A note or error for the report, token-shaped parts masked: people's reasons (`--dismiss
+    --reason`) and servers' messages may hold a pasted token, which journals from before `--reason`
+    refused one still keep."""
+    return None if text is None else mask_tokens(str(text))
 
 
 def _parse_ts(text: str) -> datetime:
@@ -428,6 +440,9 @@ def _revocation_stories(journal: Journal, policy: str, runs_by_id: Mapping[str, 
             f"({', '.join('?' * len(_REVOCATION_STEPS))}) AND (seq IS NOT NULL OR at <= ?)",
             (policy, *_REVOCATION_STEPS, unlinked),
         ).fetchall()
+    # A row without a link is evidence only with a journal time (verify names any other): '' sorts
+    # before every time, and passed for an event from before the chain.
+    rows = [r for r in rows if r[0] is not None or audit_chain.is_journal_time(r[1])]
     # chain order: the events from before the chain (no seq) by time, then the links
     rows.sort(key=lambda r: (r[0] is not None, int(r[0]) if r[0] is not None else 0, str(r[1])))
     stories: dict[str, _Story] = {}
@@ -537,8 +552,8 @@ def _revocation_evidence(
             continue
         ev.revocations.append(RevocationRow(
             rev.token_id, rev.run_id, rev.reason, due, state, done_at,
-            state == "done" and done_at is not None and story.ended_near(done_at, "ok"), attempts, error,
-            dismissal_reason(rev.last_error) or None if state == "dismissed" else None,
+            state == "done" and done_at is not None and story.ended_near(done_at, "ok"), attempts, _shown(error),
+            _shown(dismissal_reason(rev.last_error) or None) if state == "dismissed" else None,
         ))  # fmt: skip
     if began is not None:
         rows = {r.token_id for r in revocations}
@@ -621,8 +636,12 @@ def _prune_cutoff(journal: Journal) -> str:
 def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]], pruned_until: str,
               began: str | None) -> bool | None:  # fmt: skip
     """Whether a chained event backs ``run``'s publication, at its time (see :class:`Rotation`)."""
-    if run.published_at is None or run.state not in RunState.SUCCESS or began is None:
+    if run.published_at is None or began is None:
         return None
+    if run.state not in RunState.SUCCESS:
+        # rotator writes published_at only with a success state (and never leaves one): a run that
+        # never published carrying one was written outside rotator, whatever the chain holds
+        return False
     # Published before the last prune's cutoff: its event was pruned (the checkpoint counts it), unless
     # it was written just after the last pruned one.
     pruned = bool(pruned_until) and ts(run.published_at) <= pruned_until

@@ -40,7 +40,7 @@ from rotator.runners.cli_options import (
 )
 
 if TYPE_CHECKING:
-    from rotator.config.policy import Config, Policy
+    from rotator.config.policy import Config, Policy, Problem
     from rotator.config.policy_summary import ConfigSummary
     from rotator.config.schedule import NoNextDue
     from rotator.core.engine import Engine
@@ -354,13 +354,11 @@ def _unique(names: Sequence[str]) -> list[str]:
 def _validated(path: Path) -> Config:
     """The policy file at ``path`` validated in full (PolicyFileError lists its problems); its summary
     is then cached for `status` and `plan` (rotator/config/policy_summary.py)."""
-    from rotator.config.policy import load_config, load_config_bytes
+    from rotator.config.policy import load_config_bytes
+    from rotator.config.policy_source import read_policy_file
     from rotator.config.policy_summary import write_cache
 
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return load_config(path)  # which reports it
+    raw = read_policy_file(path)  # a ConfigError says what is wrong with the file
     config = load_config_bytes(raw, path)  # the bytes that were validated are the ones the cache is keyed by
     write_cache(path, raw, config)
     return config
@@ -531,6 +529,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     if args.reason and not args.revoke_previous_now:  # audited only with an emergency rotation: never dropped
         raise ConfigError("--reason goes with --revoke-previous-now",
                           hint="drop --reason, or add --revoke-previous-now (revokes the previous token at once)")
+    _check_reason(args.reason)
     config = _config(args)
     if not args.policy and not args.all:
         raise ConfigError("name the policies to rotate, or pass --all", hint="rotator rotate POLICY [POLICY...]")
@@ -819,7 +818,7 @@ def _dismiss(args: argparse.Namespace) -> int:
     if len(args.policy) != 1:
         raise ConfigError("--dismiss needs exactly one policy: the one whose revocation gave up",
                           hint="rotator revoke-expired --dismiss TOKEN_ID --reason TEXT POLICY")
-    reason = args.reason.strip()
+    reason = _check_reason(args.reason)
     if not reason:
         raise ConfigError("--dismiss needs --reason: it is recorded in the audit trail",
                           hint='e.g. --reason "team X\'s token, still in use by their ingest"')
@@ -833,7 +832,22 @@ def _dismiss(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_reason(reason: str) -> str:
+    """``--reason`` stripped, refused when it holds token-shaped text (exit 2). It is kept in the audit
+    chain for good and shown in every report and in the command's output: a token pasted into it
+    would leak to every reader of those. The message never repeats it."""
+    from rotator.config.inline_secrets import find_token
+
+    if find_token(reason):
+        raise ConfigError("--reason holds text shaped like a token or an access key; it would be kept in the audit "
+                          "trail and shown in every report, so it is refused (and not repeated here)",
+                          hint="say why in words, and name a token by its id, never its value; if a token was "
+                          "pasted, treat it as leaked: rotate it")
+    return reason.strip()
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
+    reason = _check_reason(args.reason)
     config = _config(args)
     policy = config.policy(args.policy)
     try:
@@ -865,12 +879,12 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         if expires <= SystemClock().now():  # published, it would break every consumer at once
             raise ConfigError(f"--expires-at {args.expires_at} has passed: that token no longer works",
                               hint="create a new token, and give its expiry (or none, if it never expires)")
-    if args.replace and not args.reason.strip():
+    if args.replace and not reason:
         raise ConfigError("--replace needs --reason", hint='e.g. --reason "current token revoked by incident 42"')
     from rotator.core.secret import Secret
 
     result = _engine(config, policy, _journal(config)).bootstrap(
-        Secret(value), args.token_id, expires, replace=args.replace, reason=args.reason.strip())
+        Secret(value), args.token_id, expires, replace=args.replace, reason=reason)
     _emit(args, result.to_json(), f"{policy.name}: {result.message}")
     return EXIT_OK
 
@@ -895,9 +909,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from rotator.core import audit_chain
 
     kept = [_kept_link(text) for text in args.expect]
-    journal = _journal(_config(args), read_only=True)
+    config = _config(args)
+    journal = _journal(config, read_only=True)
     report = audit_chain.verify(journal)
-    problems, pruned = audit_chain.check_kept_links(journal, report, kept) if kept else ([], [])
+    problems, pruned = audit_chain.check_kept_links(
+        journal, report, kept, lambda keep: short.message if (short := _history_too_short(config, keep)) else None,
+    ) if kept else ([], [])
     text = report.text()
     if kept:
         text += (f"\nkept links: {len(kept) - len(pruned) - len(problems)} of {len(kept)} held"
@@ -933,6 +950,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     config = _config(args)
     keep = (_duration_arg("--keep-history", args.keep_history) if args.keep_history
             else config.settings.keep_history)  # fmt: skip
+    if args.keep_history and (short := _history_too_short(config, keep)) is not None:
+        # The policy file's keep_history is held to this floor; the flag is too, or a prune of the whole
+        # history (after a rewrite of the chain) would leave nothing for `audit verify --expect` to check.
+        raise ConfigError(f"--keep-history {short.message}", hint=short.hint)
     now = SystemClock().now()
     try:
         result = audit_chain.prune(_journal(config, create=False), ts(now - keep), ts(now))
@@ -944,13 +965,23 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _history_too_short(config: Config, keep: timedelta) -> Problem | None:
+    """Why keeping only ``keep`` of history is not a prune rotator makes (the floor the policy file's
+    keep_history is held to, :func:`rotator.config.policy.history_problems`: one day, or the longest
+    schedule interval when every policy rotates more often), or None."""
+    from rotator.config.policy import history_problems
+
+    problems = history_problems(keep, config.policies)
+    return problems[0] if problems else None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from rotator.observe import report as report_mod
 
     report_format = _report_format(args)
     config = _config(args)
     end = report_mod.parse_date("--to", args.end) if args.end else SystemClock().now()
-    start = report_mod.parse_date("--from", args.start) if args.start else end - timedelta(days=90)
+    start = report_mod.parse_date("--from", args.start) if args.start else _default_start(args.end, end)
     if end <= start and not args.end:
         raise ConfigError(f"--from {args.start} is in the future, and --to defaults to now",
                           hint="give a --from in the past, or a --to after it (e.g. --from 2026-01-01 --to 2026-04-01)")
@@ -988,6 +1019,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     clean = evidence.chain.ok and not evidence.not_in_chain and not evidence.revocations_not_in_chain
     return EXIT_OK if clean else EXIT_ATTENTION
+
+
+def _default_start(text: str | None, end: datetime) -> datetime:
+    """The default --from: 90 days before --to (``text``, parsed as ``end``)."""
+    try:
+        return end - timedelta(days=90)
+    except OverflowError:  # before the year 1: datetime cannot hold it
+        raise ConfigError(f"--to {text} is less than 90 days after 0001-01-01, the earliest date, so the default "
+                          "--from (90 days before --to) is no date", hint="give a --from too, or a later --to "
+                          "(e.g. --from 2026-01-01 --to 2026-04-01)") from None
 
 
 def _report_format(args: argparse.Namespace) -> str:

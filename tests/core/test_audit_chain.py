@@ -833,3 +833,122 @@ def test_verify_expect_holds_the_chain_to_a_head_kept_from_an_earlier_verify(
     first = f"1:{'0' * 64}"
     code, out, _ = verify(first)
     assert code == 0 and "1 pruned since, cannot be checked: seq 1" in out, out
+
+
+@pytest.mark.parametrize("at", ["", "0", "yesterday", "2025-13-01T00:00:00.000000Z", "2026-01-01 00:00:00.000000Z"])
+def test_an_unlinked_event_whose_time_is_not_a_journal_time_is_caught(journal_url: str, at: str) -> None:
+    """Only a row dated after the chain began was caught: '' (or any text sorting before every time)
+    passed as an event from before the chain, with the head's count raised, and the report took it
+    as evidence (a `published` scheduling a revocation in 2099 hid an overdue one). rotator always
+    wrote ts() text, so an unlinked row with anything else is tampering, and no evidence."""
+    journal = open_journal(journal_url)
+    _history(journal, 4)
+    with raw(journal_url) as sql:
+        sql("UPDATE audit_head SET unchained = unchained + 1")
+        sql("INSERT INTO events (at, policy, run_id, step, result, detail) VALUES (?, 'mgmt', 'run-1', "
+            "'published', 'ok', '{\"revoke_old_at\": \"2099-01-01T00:00:00Z\"}')", at)
+    report = audit_chain.verify(journal)
+    assert not report.ok and f"whose time {at!r} is not one rotator writes" in str(report.problem), report
+    assert report.broken == {"at": at, "policy": "mgmt", "step": "published"}
+    events = audit_chain.chained_events(journal, "", "\uffff")
+    assert all(e["seq"] is not None for e in events), "the row is no evidence"
+    with pytest.raises(ValueError, match="broken"):
+        audit_chain.prune(journal, ts(T0 + timedelta(days=1)), ts(T0 + timedelta(days=2)))
+
+
+def test_unlinked_events_from_before_the_chain_are_checked_a_page_of_times_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgraded journal may hold millions of events without a link: their times are read a page at
+    a time, and a bad one on a later page is found too."""
+    monkeypatch.setattr(audit_chain, "VERIFY_PAGE", 3)
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    from rotator.core.journal import _MIGRATIONS
+
+    conn.executescript(_MIGRATIONS[0] + "; CREATE TABLE schema_version (version INTEGER NOT NULL);"
+                       "INSERT INTO schema_version VALUES (1);")
+    for i in range(8):
+        conn.execute("INSERT INTO events (at, policy, run_id, step, result, detail) VALUES (?, 'p', NULL, 'plan', "
+                     "'ok', '{}')", (ts(T0 - timedelta(days=10 - i)),))
+    conn.commit()
+    conn.close()
+    journal = open_journal(f"sqlite:///{path}")
+    _history(journal, 2)
+    assert audit_chain.verify(journal).ok
+    with raw(f"sqlite:///{path}") as sql:
+        sql("UPDATE audit_head SET unchained = unchained + 1")
+        sql("INSERT INTO events (at, policy, step, result, detail) VALUES (?, 'p', 'plan', 'ok', '{}')",
+            ts(T0 - timedelta(days=1))[:-1] + "x")
+    report = audit_chain.verify(journal)
+    assert not report.ok and "is not one rotator writes" in str(report.problem), report
+
+
+_POLICY_FILE = ('[rotator]\njournal = "{path}"\n[[policy]]\nname = "p"\nschedule = "30d"\n[policy.issuer]\n'
+                'type = "influxctl-management"\n[policy.issuer.profile]\nproduct = "clustered"\nhost = "h.invalid"\n'
+                '[[policy.store]]\ntype = "vault-kv2"\nurl = "http://127.0.0.1:1"\npath = "x"\n[policy.store.auth]\n'
+                'method = "token"\ntoken = {{ file = "t" }}\n')
+
+
+def _cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from rotator.runners import cli
+
+    code = cli.main(["-c", str(tmp_path / "rotator.toml"), *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_prune_keep_history_is_held_to_the_policy_file_s_floor(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`[rotator] keep_history` is at least a day (or the longest schedule interval, when every policy
+    rotates more often); `prune --keep-history 0s` was accepted, and pruned the whole history: after a
+    rewrite of the chain, nothing was left for `audit verify --expect` to check."""
+    path = tmp_path / "j.db"
+    (tmp_path / "rotator.toml").write_text(_POLICY_FILE.format(path=path))
+    journal = open_journal(f"sqlite:///{path}")
+    _history(journal, 4, start=datetime.now(UTC) - timedelta(hours=2))
+    journal.close()
+    for keep in ("0s", "23h"):
+        code, out, err = _cli(tmp_path, capsys, "prune", "--keep-history", keep)
+        assert code == 2, (out, err)
+        assert f"--keep-history is {keep}, shorter than one day" in err and "at least 1d" in err, err
+    with raw(f"sqlite:///{path}") as sql:
+        assert sql("SELECT COUNT(*) FROM events")[0][0] == 4, "nothing pruned"
+    code, out, err = _cli(tmp_path, capsys, "prune", "--keep-history", "1d")
+    assert code == 0 and "nothing older than the retention period" in out, (out, err)
+
+
+def _pruned_at(journal: Journal, cutoff: datetime, now: datetime) -> None:
+    audit_chain.prune(journal, ts(cutoff), ts(now))
+
+
+def test_verify_expect_fails_on_a_link_a_prune_deleted_with_too_short_a_cutoff(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A chain rewritten with every hash recomputed, then pruned up to its head with a cutoff of now:
+    `audit verify --expect SEQ:HASH` said the kept link was "pruned since, cannot be checked" and exited
+    0. A prune keeps at least the policy file's floor of keep_history (a day here); one that kept less
+    is not rotator's, and the link it deleted fails the check (exit 4), even once a later prune has
+    deleted that prune's own event (the checkpoint's times stand in). A legitimate prune's stays
+    unchecked, exit 0."""
+    path = tmp_path / "j.db"
+    (tmp_path / "rotator.toml").write_text(_POLICY_FILE.format(path=path))
+    journal = open_journal(f"sqlite:///{path}")
+    _history(journal, 6)  # T0 .. T0 + 5 minutes
+    kept = f"2:{audit_chain.verify(journal).head_hash}"  # (any hash: the link goes with the prune)
+    soon = T0 + timedelta(hours=1)
+    _pruned_at(journal, soon, soon)  # keeps nothing: every event, the head's too
+    journal.record_event(soon + timedelta(minutes=1), "p", "r9", "plan", "ok", {})
+    code, out, err = _cli(tmp_path, capsys, "audit", "verify", "--expect", kept)
+    assert code == 4, (out, err)
+    assert "link 2 was deleted by a prune that kept too little history" in err
+    assert f"kept only the history from {ts(soon)} on, as if keep_history is 0s, shorter than one day" in err
+    # a later, legitimate prune deletes that prune's event: the checkpoint still dates the range
+    later = soon + timedelta(days=500)
+    journal.record_event(later, "p", "r10", "plan", "ok", {})
+    _pruned_at(journal, later - timedelta(days=400), later)
+    with raw(f"sqlite:///{path}") as sql:
+        assert sql("SELECT COUNT(*) FROM events WHERE step = 'prune' AND seq <= 8")[0][0] == 0
+    code, out, err = _cli(tmp_path, capsys, "audit", "verify", "--expect", kept)
+    assert code == 4 and "as if keep_history is 55m" in err, (out, err)
+    # the link the legitimate prune deleted cannot be checked, and says so
+    code, out, err = _cli(tmp_path, capsys, "audit", "verify", "--expect", f"7:{'0' * 64}")
+    assert code == 0 and "1 pruned since, cannot be checked: seq 7" in out, (out, err)

@@ -141,6 +141,10 @@ def test_prune_keeps_the_chain_verifiable_and_the_report_shows_pruned_summaries(
 ) -> None:
     sc, ids = _rotated(tmp_path, openbao, fake_influxctl, rotations=2)
     time.sleep(1.1)
+    # keep_history is held to the longest schedule interval when every policy rotates more often than
+    # daily (at least a second here, as a test that rotates every second may keep seconds)
+    sc.config.write_text(sc.config.read_text().replace('schedule = "1h"', 'schedule = "1s"'))
+    assert sc.cli("prune", "--keep-history", "0s").returncode == 2, "not below that floor"
     proc = sc.cli("prune", "--keep-history", "1s", "--output", "json")
     assert proc.returncode == 0, proc.stderr
     pruned = json.loads(proc.stdout)
@@ -875,3 +879,86 @@ def test_an_unlinked_event_in_the_quiet_stretch_before_the_first_kept_link_break
          ("UPDATE audit_head SET unchained = unchained + 1", ()))
     verified = audit_chain.verify(world.journal)
     assert not verified.ok and "without a chain link, dated after the chain began" in str(verified.problem)
+
+
+def _an_overdue_revocation(tmp_path: Path) -> tuple[Any, Any]:
+    """A World: bootstrap, one rotation, and two days on: the old token's revocation, due after an
+    hour's grace, is still pending (nothing ran `revoke-expired`)."""
+    from tests.engine.test_state_machine import World, rotate
+
+    world = World(tmp_path)
+    world.bootstrap()
+    rotate(world)
+    world.clock.advance(timedelta(days=2))
+    [rev] = world.journal.revocations("p")
+    assert rev.state == "pending"
+    return world, rev
+
+
+def test_an_unlinked_published_event_dated_before_every_time_hides_no_overdue_revocation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unlinked `published ok` dated '' (sorting before the chain began, so taken for an event from
+    before the chain), scheduling the old token's revocation in 2099, with the row's due time moved
+    there too and the head's count raised: `audit verify` said OK and the report dropped the overdue
+    revocation (pending 0, exit 0). The chain is broken now; and the report, even with a verifier
+    that missed it, takes no such row as evidence: the row is named and still listed as pending."""
+    from rotator.core import audit_chain
+
+    world, rev = _an_overdue_revocation(tmp_path)
+    assert _evidence_around_now(world, tmp_path).policies[0].summary()["revocations_pending"] == 1
+    _sql(tmp_path, ("UPDATE audit_head SET unchained = unchained + 1", ()),
+         ("INSERT INTO events (at, policy, run_id, step, result, detail) VALUES ('', 'p', ?, 'published', 'ok', "
+          "'{\"revoke_old_at\": \"2099-01-01T00:00:00Z\"}')", (rev.run_id,)),
+         ("UPDATE revocations SET due_at = '2099-01-01T00:00:00.000000Z' WHERE token_id = ?", (rev.token_id,)))
+    evidence = _evidence_around_now(world, tmp_path)
+    assert not evidence.chain.ok and "is not one rotator writes" in str(evidence.chain.problem)
+    monkeypatch.setattr(audit_chain, "_unlinked_not_a_time", lambda cur: None)  # a verifier that misses it
+    evidence = _evidence_around_now(world, tmp_path)
+    assert evidence.chain.ok
+    assert evidence.revocations_not_in_chain == [f"p/{rev.token_id}"]
+    [p] = evidence.policies
+    assert [(r.token_id, r.state) for r in p.revocations] == [(rev.token_id, "pending")]
+    assert p.summary()["revocations_pending"] == 1
+
+
+@pytest.mark.parametrize("state", ["aborted", "failed", "revoking_new"])
+def test_a_run_that_never_published_carrying_a_published_at_counts_no_rotation_and_is_named(
+        tmp_path: Path, state: str) -> None:
+    """The summary counted every run with a published_at in the period (and in_chain not NO), and a run
+    that never published was `n/a`: an `aborted` row given a published_at counted as a rotation. rotator
+    writes published_at only with a success state, so such a row was written outside rotator."""
+    from rotator.core.journal import ts
+    from tests.engine.test_state_machine import World, rotate
+
+    world = World(tmp_path)
+    world.bootstrap()
+    rotate(world)
+    assert _evidence_around_now(world, tmp_path).policies[0].summary()["rotations"] == 2
+    at = ts(world.clock.now() - timedelta(minutes=5))
+    _sql(tmp_path, ("INSERT INTO runs (run_id, policy, kind, state, started_at, updated_at, old_token_id, "
+                    "new_token_id, published_at, finished_at) "
+                    "VALUES ('f0rged', 'p', 'rotate', ?, ?, ?, 'x', 'y', ?, ?)", (state, at, at, at, at)))
+    evidence = _evidence_around_now(world, tmp_path)
+    [p] = evidence.policies
+    assert p.summary()["rotations"] == 2 and p.summary()["rotations_not_in_chain"] == 1
+    assert [r.in_chain for r in p.rotations if r.run_id == "f0rged"] == [False]
+    assert evidence.chain.ok and evidence.not_in_chain == ["p/f0rged"]
+    # with the chain broken no run is checked against it (all n/a), and still only a success is counted
+    _sql(tmp_path, ("UPDATE events SET detail = '{}' WHERE seq = 1", ()))
+    evidence = _evidence_around_now(world, tmp_path)
+    assert not evidence.chain.ok and evidence.policies[0].summary()["rotations"] == 2
+
+
+def test_report_to_before_the_default_period_fits_is_a_usage_error(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`report --to 0001-01-01` without --from: the default --from, 90 days before it, is no date
+    (an OverflowError, reported as an internal error). It is exit 2, saying what to pass."""
+    from rotator.runners import cli
+
+    journal = tmp_path / "journal.db"
+    config = tmp_path / "rotator.toml"
+    config.write_text(f'[rotator]\njournal = "{journal}"\n')
+    code = cli.main(["-c", str(config), "report", "--to", "0001-01-01", "--format", "json"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "internal error" not in err, err
+    assert "--to 0001-01-01 is less than 90 days after 0001-01-01" in err and "give a --from too" in err
