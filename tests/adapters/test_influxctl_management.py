@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import time
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ class Recorder:
                 "file_mode": stat.S_IMODE(config.stat().st_mode),
                 "dir_mode": stat.S_IMODE(config.parent.stat().st_mode),
                 "files": sorted(p.name for p in config.parent.iterdir()),
+                "mgmt_token": tomllib.loads(config.read_text())["profile"][0].get("mgmt_token"),
             }
         )
         return default_run(argv, timeout)
@@ -156,7 +158,16 @@ def test_mgmt_token_that_may_not_manage_is_permanent_on_mint(setup: Setup) -> No
 def test_verify_accepts_an_active_token(setup: Setup) -> None:
     issuer = setup.issuer()
     minted = issuer.mint(request(), setup.current)
-    issuer.verify(minted.value)
+    before = len(setup.recorder.calls)
+    assert issuer.verify(minted.value) is None
+    [call] = setup.recorder.calls[before:]  # one influxctl call, authenticated as the new token
+    assert call["argv"][7:] == ["management", "list", "--format", "json"]
+    assert call["mgmt_token"] == minted.value.reveal() != setup.current.reveal()
+    assert setup.fake.state.calls()[-1]["command"] == "management list"  # the fake answered it
+    # The same verify of that token once revoked is refused (transient: see the test below).
+    setup.fake.state.revoke(minted.token_id)
+    with pytest.raises(TransientError, match="influxctl management list failed"):
+        issuer.verify(minted.value)
 
 
 def test_verify_is_transient_while_the_token_activates_then_passes(setup: Setup) -> None:

@@ -29,7 +29,7 @@ from rotator.config.policy import load_config
 from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, TokenRecord
 from rotator.core.engine import Engine
-from rotator.core.errors import PermanentError, TransientError
+from rotator.core.errors import ConflictError, PermanentError, TransientError
 from rotator.core.journal import open_journal
 from rotator.core.retry import RetryPolicy
 from rotator.core.secret import Secret
@@ -126,7 +126,7 @@ def test_vault_store_calls_each_cost_a_known_number_of_requests(openbao: OpenBao
         assert sent() == 2
     # A conflict is settled with one more GET (who is there now), never by overwriting.
     openbao.client().secrets.kv.v2.create_or_update_secret(path=kv_path, secret={"other": "writer"})
-    with pytest.raises(Exception, match="compare-and-set lost"):
+    with pytest.raises(ConflictError, match="compare-and-set lost: expected version 4, Vault is at version 5"):
         store.publish(_record("tok-5"), "4")
     assert sent() == 2
 

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -398,14 +399,85 @@ def test_fuzz_influxctl_output_parsers(stdout: str, key: str) -> None:
     _count("influxctl output", "/".join(outcomes))
 
 
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The protobuf Timestamp seconds a datetime holds: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+FIRST_SECOND, LAST_SECOND = -62_135_596_800, 253_402_300_799
+#: How influxctl says "no time" (facts file 1.5: keys omitted when unset, epoch zero in table mode).
+NO_TIME = [None, {}, {"seconds": 0}, {"nanos": 0}, {"seconds": 0, "nanos": 0}, {"seconds": "0"},
+           "1970-01-01T00:00:00Z", "1970-01-01T00:00:00+00:00", "1970-01-01T01:00:00+01:00"]
+
+
+def _instant(value: Any) -> datetime | None | str:
+    """What parse_timestamp must give for ``value`` where that is plain: None for "no time", the UTC
+    instant of a ``{seconds, nanos}`` of ints in range; "?" for anything else (refused or a string)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return "?"
+    seconds, nanos = value.get("seconds", 0), value.get("nanos", 0)
+    if type(seconds) is not int or type(nanos) is not int:  # noqa: E721 - a bool is no int here
+        return "?"
+    if not (FIRST_SECOND <= seconds <= LAST_SECOND and 0 <= nanos < 1_000_000_000):
+        return "?"
+    if seconds == 0 and nanos == 0:
+        return None
+    return UNIX_EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+
+
 @FUZZ
 @given(value=_timestamp_values())
+@example(value={"seconds": 1710273527, "nanos": 622095000})
+@example(value={"seconds": -1, "nanos": 999_999_999})
+@example(value={"seconds": LAST_SECOND, "nanos": 999_999_999})
 def test_fuzz_influxctl_timestamps(value: Any) -> None:
+    expected = _instant(value)
     try:
-        parse_timestamp(value, "item 0 `created_at`", "management list")
-        _count("influxctl timestamps", "parsed")
+        parsed = parse_timestamp(value, "item 0 `created_at`", "management list")
     except RotatorError:
+        assert expected == "?", f"{value!r} is a plain timestamp, refused"
         _count("influxctl timestamps", "refused")
+        return
+    _count("influxctl timestamps", "parsed")
+    assert parsed is None or (parsed.tzinfo is not None and parsed.utcoffset() == timedelta(0)), parsed
+    if expected != "?":
+        assert parsed == expected, value
+
+
+@FUZZ
+@given(seconds=st.integers(FIRST_SECOND, LAST_SECOND), nanos=st.one_of(st.none(), st.integers(0, 999_999_999)),
+       as_text=st.booleans())
+@example(seconds=1, nanos=None, as_text=False)
+@example(seconds=FIRST_SECOND, nanos=0, as_text=True)
+def test_fuzz_influxctl_timestamps_in_range_are_that_instant(seconds: int, nanos: int | None, as_text: bool) -> None:
+    """Any int64 seconds a datetime can hold (protojson writes it as a string: both are read), with or
+    without nanos, is exactly that instant, in UTC; seconds and nanos both 0 is "no time"."""
+    value: dict[str, Any] = {"seconds": str(seconds) if as_text else seconds}
+    if nanos is not None:
+        value["nanos"] = nanos
+    parsed = parse_timestamp(value, "item 0 `expires_at`", "management list")
+    if seconds == 0 and not nanos:
+        assert parsed is None
+        return
+    assert parsed is not None and parsed.tzinfo is not None and parsed.utcoffset() == timedelta(0)
+    assert parsed == UNIX_EPOCH + timedelta(seconds=seconds, microseconds=(nanos or 0) // 1000)
+
+
+@pytest.mark.parametrize("value", NO_TIME, ids=repr)
+def test_influxctl_no_time_values_are_none(value: Any) -> None:
+    assert parse_timestamp(value, "item 0 `revoked_at`", "management list") is None
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ({"seconds": 1710273527, "nanos": 622095000}, "2024-03-12T19:58:47.622095+00:00"),
+    ({"seconds": "1710273809", "nanos": 948178000}, "2024-03-12T20:03:29.948178+00:00"),
+    ({"seconds": 1710273809}, "2024-03-12T20:03:29+00:00"),
+    ("2024-03-12T21:03:29+01:00", "2024-03-12T20:03:29+00:00"),
+])  # fmt: skip
+def test_influxctl_timestamps_of_the_docs_example_are_the_times_its_table_shows(value: Any, shown: str) -> None:
+    """The facts file's 1.5 example: Client1's JSON created_at/revoked_at are the table's CREATED AT and
+    REVOKED AT (2024-03-12T19:58:47Z, 2024-03-12T20:03:29Z)."""
+    parsed = parse_timestamp(value, "item 0 `created_at`", "management list")
+    assert parsed is not None and parsed.isoformat() == shown
 
 
 #: Valid RFC 3339 at the ends of datetime's range: the first two overflow when moved to UTC (fromisoformat

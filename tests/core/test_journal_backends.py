@@ -259,8 +259,47 @@ def test_statement_and_lock_timeouts_are_transient(pg_url: str, monkeypatch: pyt
 
 
 def test_ping_answers_on_both_backends(journal_url: str) -> None:
-    journal = open_journal(journal_url)
+    """The readiness probe's call answers while the journal does, and raises once it is gone.
+
+    PostgreSQL: the server ends the journal's connection (as a restart or failover does): ping is
+    JournalUnavailable (transient), and the next ping connects again. SQLite: the journal file is
+    gone and a path SQLite cannot open is in its place; a probe thread (its own connection, as the
+    daemon's HTTP threads have) cannot connect: a JournalError, not transient (only "database is
+    locked" is, and SQLite waits 30 s before it says so)."""
+    if journal_url.startswith("sqlite:///"):
+        journal = open_journal(journal_url)
+        journal.ping()
+        path = Path(journal_url[len("sqlite:///"):])
+        for leftover in path.parent.glob(f"{path.name}*"):
+            leftover.unlink()
+        path.mkdir()  # not a database file: SQLite cannot open it
+        caught: list[BaseException] = []
+
+        def probe() -> None:
+            try:
+                journal.ping()
+            except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+                caught.append(exc)
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join(timeout=60)
+        assert [type(exc) for exc in caught] == [JournalError], caught
+        assert "cannot connect: unable to open database file" in str(caught[0])
+        journal.close()
+        return
+    import psycopg
+
+    name = f"rotator-ping-{os.getpid()}-{time.monotonic_ns()}"
+    journal = open_journal(f"{journal_url}&application_name={name}")
     journal.ping()
+    with psycopg.connect(journal_url, autocommit=True) as admin:
+        ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                              (name,)).fetchall()
+    assert ended == [(True,)], "exactly the journal's one connection was ended"
+    with pytest.raises(JournalUnavailable, match="journal "):
+        journal.ping()
+    journal.ping()  # the broken connection was dropped: the next ping connects again
     journal.close()
 
 

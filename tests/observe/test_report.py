@@ -16,14 +16,17 @@ from typing import Any
 
 import pytest
 
+from rotator.core.errors import ConfigError
 from rotator.observe.report import parse_date
 from tests.harness import Scenario, check_invariants, make_scenario, offline_policy
 
 
-def _rotated(tmp_path: Path, openbao: Any, fake_influxctl: Any, rotations: int = 3,
+def _rotated(tmp_path: Path, openbao: Any, fake_influxctl: Any, rotations: int = 3, first_age_s: float = 0,
              **kw: Any) -> tuple[Scenario, list[str]]:
+    """Bootstrap, then ``rotations`` rotations (the first ``first_age_s`` after the bootstrap)."""
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, **kw)
     ids = [sc.bootstrap_id]
+    time.sleep(first_age_s)
     for _ in range(rotations):
         proc = sc.cli("rotate", sc.policy, "--output", "json")
         assert proc.returncode == 0, proc.stderr
@@ -139,7 +142,9 @@ def test_audit_verify_passes_then_names_the_tampered_event(tmp_path, openbao, fa
 def test_prune_keeps_the_chain_verifiable_and_the_report_shows_pruned_summaries(
     tmp_path, openbao, fake_influxctl
 ) -> None:
-    sc, ids = _rotated(tmp_path, openbao, fake_influxctl, rotations=2)
+    sc, ids = _rotated(tmp_path, openbao, fake_influxctl, rotations=2, first_age_s=1.2)
+    expected_age = _max_token_age(sc)
+    assert expected_age >= 1, "the bootstrapped token lived at least first_age_s"
     time.sleep(1.1)
     # keep_history is held to the longest schedule interval when every policy rotates more often than
     # daily (at least a second here, as a test that rotates every second may keep seconds)
@@ -157,7 +162,7 @@ def test_prune_keeps_the_chain_verifiable_and_the_report_shows_pruned_summaries(
     [mgmt] = report["policies"]
     [summary] = mgmt["pruned"]
     assert summary["rotations"] == 3 and summary["revocations"] == 2 and summary["failures"] == 0
-    assert summary["max_token_age_seconds"] >= 0
+    assert summary["max_token_age_seconds"] == expected_age, "the longest a token lived before its successor"
 
     conn = sqlite3.connect(sc.journal_path)
     conn.execute("UPDATE audit_checkpoints SET detail = replace(detail, '\"rotations\": 3', '\"rotations\": 9')")
@@ -168,6 +173,23 @@ def test_prune_keeps_the_chain_verifiable_and_the_report_shows_pruned_summaries(
     assert "checkpoint" in bad.stdout
 
 
+def _max_token_age(sc: Scenario) -> int:
+    """The longest a published token of ``sc.policy`` lived before the next publish, in whole seconds, from
+    the journal's events (before a prune deletes them): a bootstrapped token ages from its creation."""
+    rows = sc.journal_rows("SELECT at, step, detail FROM events WHERE policy = ? AND result = 'ok' AND step IN "
+                           "('bootstrap', 'published') ORDER BY at", sc.policy)
+    assert [step for _, step, _ in rows] == ["bootstrap", "published", "published"]
+    ages: list[int] = []
+    since: datetime | None = None
+    for at_text, step, detail in rows:
+        at = datetime.fromisoformat(at_text)
+        if since is not None:
+            ages.append(int((at - since).total_seconds()))
+        created = json.loads(detail).get("token_created_at") if step == "bootstrap" else None
+        since = min(at, datetime.fromisoformat(created)) if created else at
+    return max(ages)
+
+
 def test_report_rejects_bad_dates(tmp_path, openbao, fake_influxctl) -> None:
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state)
     proc = sc.cli("report", "--from", "last tuesday", "--to", "2026-01-01")
@@ -175,7 +197,7 @@ def test_report_rejects_bad_dates(tmp_path, openbao, fake_influxctl) -> None:
     proc = sc.cli("report", "--from", "2026-02-01", "--to", "2026-01-01")
     assert proc.returncode == 2 and "not after" in proc.stderr
     assert parse_date("--to", "2026-01-01T05:00:00+02:00") == datetime(2026, 1, 1, 3, tzinfo=UTC)
-    with pytest.raises(Exception, match="not a date"):
+    with pytest.raises(ConfigError, match="not a date"):
         parse_date("--from", "yesterday")
 
 

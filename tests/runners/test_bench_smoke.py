@@ -81,13 +81,21 @@ def test_the_steady_rotation_bench_runs_on_a_slower_disk_with_the_same_counts() 
 
 
 def test_the_steady_rotation_bench_alternates_two_trees_and_checks_which_it_imported(tmp_path: Path) -> None:
+    """The baseline is another tree (a copy of the rotator package: all a run imports from it), so a run
+    that imported this tree's rotator instead of the baseline's is caught, not compared with itself."""
+    baseline = tmp_path / "baseline-copy"
+    shutil.copytree(REPO / "rotator", baseline / "rotator", ignore=shutil.ignore_patterns("__pycache__"))
     command = [sys.executable, str(REPO / "bench" / "rotation_io.py"), "-n", "2", "-r", "1", "--pairs", "1"]
-    proc = subprocess.run([*command, "--baseline", str(REPO)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run([*command, "--baseline", str(baseline)], capture_output=True, text=True, timeout=300,
+                          cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [line.split(":")[0] for line in proc.stdout.splitlines()] == [
-        "this tree", f"baseline {REPO.name}"] * 2, proc.stdout
-    assert "run 1" in proc.stdout and "median" in proc.stdout.splitlines()[-1], proc.stdout
-    refused = subprocess.run([*command, "--baseline", str(tmp_path)], capture_output=True, text=True, timeout=60,
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["this tree", "baseline baseline-copy"] * 2, proc.stdout
+    assert lines[0].startswith("this tree: run 1: ") and lines[1].startswith("baseline baseline-copy: run 1: ")
+    assert "median" in lines[-1] and "median" in lines[-2], proc.stdout
+    empty = tmp_path / "no-checkout"
+    empty.mkdir()
+    refused = subprocess.run([*command, "--baseline", str(empty)], capture_output=True, text=True, timeout=60,
                              cwd=REPO)
     assert refused.returncode != 0 and "no rotator package there" in refused.stderr
 
