@@ -429,6 +429,8 @@ def _instant(value: Any) -> datetime | None | str:
 @example(value={"seconds": 1710273527, "nanos": 622095000})
 @example(value={"seconds": -1, "nanos": 999_999_999})
 @example(value={"seconds": LAST_SECOND, "nanos": 999_999_999})
+@example(value={"seconds": "--5"})  # passed str.isdigit() after lstrip("-"): int() raised ValueError
+@example(value={"seconds": "\u00b2"})  # a superscript two is a digit to str.isdigit(), not to int()
 def test_fuzz_influxctl_timestamps(value: Any) -> None:
     expected = _instant(value)
     try:
@@ -460,6 +462,13 @@ def test_fuzz_influxctl_timestamps_in_range_are_that_instant(seconds: int, nanos
         return
     assert parsed is not None and parsed.tzinfo is not None and parsed.utcoffset() == timedelta(0)
     assert parsed == UNIX_EPOCH + timedelta(seconds=seconds, microseconds=(nanos or 0) // 1000)
+
+
+@pytest.mark.parametrize("seconds", ["--5", "\u00b2", "\u0661\u0662", "+12", " 12", "12 ", "1" * 20])
+def test_influxctl_seconds_text_that_is_not_plain_ascii_digits_is_refused(seconds: str) -> None:
+    """"١٢" (Arabic-Indic digits) was read as 12; "--5" and "²" escaped as a bare ValueError."""
+    with pytest.raises(RotatorError, match="is not a {seconds, nanos} timestamp"):
+        parse_timestamp({"seconds": seconds}, "item 0 `created_at`", "management list")
 
 
 @pytest.mark.parametrize("value", NO_TIME, ids=repr)

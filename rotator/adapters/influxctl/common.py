@@ -926,9 +926,9 @@ def parse_timestamp(value: object, where: str, command: str) -> datetime | None:
         return None if parsed == _EPOCH else parsed
     if isinstance(value, dict):
         seconds, nanos = value.get("seconds", 0), value.get("nanos", 0)
-        # protojson writes int64 as a string; accept both, never a bool.
-        # A real int64 has at most 19 digits; int() of thousands of digits raises ValueError (and costs).
-        if isinstance(seconds, str) and seconds.lstrip("-").isdigit() and len(seconds) <= 20:
+        # protojson writes int64 as a string; accept both, never a bool. ASCII digits only, at most an
+        # int64's 19: str.isdigit() passed "--5" and "²" (int() then raised ValueError) and read "١٢" as 12.
+        if isinstance(seconds, str) and _INT64_TEXT.fullmatch(seconds):
             seconds = int(seconds)
         if not _is_int(seconds) or not _is_int(nanos) or not 0 <= nanos < 1_000_000_000:
             raise output_error(command, f"{where} is not a {{seconds, nanos}} timestamp")
@@ -942,6 +942,7 @@ def parse_timestamp(value: object, where: str, command: str) -> datetime | None:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT64_TEXT = re.compile(r"-?[0-9]{1,19}")
 
 
 def _is_int(value: object) -> bool:
