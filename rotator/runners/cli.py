@@ -423,10 +423,20 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 # ------------------------------------------------------------------------------ commands
 def cmd_validate(args: argparse.Namespace) -> int:
     path = args.file or args.config
-    config = _validated(Path(path))
-    _check_schedules_fire(config)
+    try:
+        config = _validated(Path(path))
+        _check_schedules_fire(config)
+    except RotatorError as exc:
+        if args.output == "json":  # a CI job parsing stdout gets the problems too (stderr has the text)
+            listed = getattr(exc, "problems", None) if _is_policy_file_error(exc) else None
+            problems = ([{"where": p.where, "message": p.message, "fix": p.hint} for p in listed] if listed is not None
+                        else [{"where": "<file>", "message": str(exc), "fix": exc.hint}])
+            print(json.dumps({"valid": False, "file": str(path), "problems": problems}, indent=2))
+        raise
     for warning in (w for p in config.policies for w in p.transport_warnings()):
         print(f"rotator: warning: {warning}", file=sys.stderr)  # valid all the same: exit 0
+    if not config.policies:  # an empty ConfigMap or a file of [rotator] alone: nothing would ever rotate
+        print(f"rotator: warning: {path} holds no [[policy]]: nothing would be rotated", file=sys.stderr)
     names = [p.name for p in config.policies]
     listed = f": {', '.join(names)}" if names else ""  # (no colon after "0 policies")
     _emit(args, {"valid": True, "policies": names},
@@ -609,6 +619,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             for problem in s.compliance.problems():
                 print(f"rotator: out of compliance: {s.policy}: {problem}", file=sys.stderr)
         if failing:
+            worst = EXIT_ATTENTION
+        if not rows and not problems:  # an empty ConfigMap passed every check: nothing is rotated at all
+            print("rotator: out of compliance: the policy file holds no [[policy]], so no token is rotated",
+                  file=sys.stderr)
             worst = EXIT_ATTENTION
     _raise_first(problems)
     return worst

@@ -406,6 +406,39 @@ def _bootstrapped(tmp_path: Path, *, run: bool = True) -> Path:
     return _policy_file(tmp_path, top='[rotator]\njournal = "journal.db"')
 
 
+def test_validate_output_json_lists_the_problems_of_an_invalid_file_on_stdout(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CI job parsing `validate --output json` got nothing on stdout for an invalid file."""
+    path = _policy_file(tmp_path, head='name = "p1"\nschedule = "every month"')
+    code = cli.main(["-c", str(path), "--output", "json", "validate"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    answer = json.loads(out)
+    assert answer["valid"] is False and answer["file"] == str(path)
+    assert [p["where"] for p in answer["problems"]] == ["policy[0] 'p1'.schedule"], answer
+    assert "'every month' is not a schedule" in answer["problems"][0]["message"]
+    assert "1 problem(s)" in err, "the text stays on stderr"
+    code = cli.main(["-c", str(tmp_path / "nope.toml"), "--output", "json", "validate"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 2 and answer["valid"] is False and "cannot read policy file" in answer["problems"][0]["message"]
+
+
+def test_a_policy_file_without_policies_is_warned_of_and_fails_status_check(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty ConfigMap passed `validate`, and `status --check` exited 0 while nothing was rotated."""
+    path = tmp_path / "rotator.toml"
+    path.write_text('[rotator]\njournal = "journal.db"\n')
+    assert cli.main(["-c", str(path), "validate"]) == 0
+    assert "holds no [[policy]]: nothing would be rotated" in capsys.readouterr().err
+    from rotator.core.journal import open_journal
+
+    open_journal(f"sqlite://{tmp_path / 'journal.db'}").close()
+    assert cli.main(["-c", str(path), "status"]) == 0, "plain status: nothing to show is not an error"
+    capsys.readouterr()
+    assert cli.main(["-c", str(path), "status", "--check"]) == 4
+    assert "out of compliance: the policy file holds no [[policy]]" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("spelling", ["sqlite:///", "sqlite:////"])
 def test_a_sqlite_url_names_an_absolute_path_whatever_the_working_directory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], spelling: str) -> None:
