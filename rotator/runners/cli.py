@@ -862,6 +862,9 @@ def _check_reason(reason: str) -> str:
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     reason = _check_reason(args.reason)
+    if reason and not args.replace:  # audited only with a repair: never silently dropped
+        raise ConfigError("--reason goes with --replace", hint="drop --reason, or add --replace (the repair of a "
+                          "policy whose published token no longer works: docs/operations.md)")
     config = _config(args)
     policy = config.policy(args.policy)
     try:

@@ -50,11 +50,17 @@ def test_a_reason_holding_a_token_is_refused_and_never_repeated(
     assert token not in output and token[8:] not in output, "the value is never repeated"
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("command", sorted(c for c in COMMANDS if c != "bootstrap"))
 def test_a_reason_in_words_goes_past_that_check(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                 command: str) -> None:
     code, output = _cli(tmp_path, capsys, [*COMMANDS[command], "token 4f2a leaked in incident 7"])
     assert code == 2 and "--reason" not in output and "cannot read policy file" in output, output
+
+
+def test_a_reason_in_words_without_replace_is_refused_for_what_it_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = _cli(tmp_path, capsys, [*COMMANDS["bootstrap"], "token 4f2a leaked in incident 7"])
+    assert code == 2 and "--reason goes with --replace" in output, output
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "html"])

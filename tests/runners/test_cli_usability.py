@@ -616,6 +616,18 @@ def test_rotate_refuses_a_reason_without_revoke_previous_now(
     assert (tmp_path / "journal.db").read_bytes() == before, "nothing run"
 
 
+def test_bootstrap_refuses_a_reason_without_replace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only a repair (--replace) audits the reason: without it the reason was silently dropped."""
+    path = _bootstrapped(tmp_path)
+    (tmp_path / "first-token").write_text("not-used-0123456789")
+    before = (tmp_path / "journal.db").read_bytes()
+    assert cli.main(["-c", str(path), "bootstrap", "p1", "--token-file", str(tmp_path / "first-token"),
+                     "--token-id", "abc", "--reason", "why"]) == 2
+    err = capsys.readouterr().err
+    assert "rotator: error: --reason goes with --replace\n" in err, err
+    assert (tmp_path / "journal.db").read_bytes() == before, "nothing run"
+
+
 def test_validate_of_a_file_without_policies_ends_without_a_colon(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty.toml"
