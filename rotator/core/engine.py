@@ -40,6 +40,7 @@ from rotator.core.child_process import start_children_within
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.contracts import (
     Issuer,
+    MintedToken,
     MintRequest,
     Store,
     StoreState,
@@ -359,7 +360,8 @@ class Engine:
             if not retry_failed:
                 return actions
         failed = self.journal.revocations(self.policy.name, RevocationState.FAILED) if retry_failed else []
-        if not failed and not self.journal.due_revocations(self.clock.now(), self.policy.name):
+        if not failed and not self.journal.due_revocations(self.clock.now(), self.policy.name) \
+                and not self.journal.tag_searches(self.policy.name):
             return actions
         with self._lease("revoke"):
             # read again under the lease (what another process did meanwhile counts), and before the
@@ -370,6 +372,8 @@ class Engine:
             for rev in failed:
                 message, states = self._revoke_one(rev, states)
                 actions.append(message)
+            # (a published run's tag still searched: recovery does it when runs are open, above)
+            actions += self._search_published_tags()
         return actions
 
     def failed_revocations(self) -> list[str]:
@@ -610,7 +614,15 @@ class Engine:
         # dies here leaves a planned run (aborted by recovery) and the revocation pending (the next
         # pass finds the token revoked and records it).
         revoked = self._revoke_due_locked(states, seen, replacing=current.token_id if current else None)
+        if seen is not None and seen.last_success and seen.last_tag_search_until is not None:
+            # The last run's mint had a try without an answer: its tag is searched again (the long
+            # way and the other passes find such runs in the journal: _recover_locked, revoke_due).
+            revoked += self._search_tags([(seen.last_success, seen.last_token_id, seen.last_tag_search_until)],
+                                         credential)
         minted: TokenRecord | None = None
+        #: a try of the mint failed without a definite answer (not a PermanentError): the issuer may
+        #: still carry that request out, and create a token with the run's tag that nobody asked for
+        unanswered: list[Exception] = []
         try:
             # 1. MINT: journal the intent, then mint with the run's tag in the description.
             now = self.clock.now()
@@ -629,8 +641,16 @@ class Engine:
                 if run.mint_started_at is None or started - run.mint_started_at > MINT_START_SLACK:
                     self.journal.update_run(run, fence=self._fence, mint_started_at=started)
 
-            token = self._fenced_call(lambda: self.issuer.mint(request, credential), "mint",
-                                      before_retry=lambda: self._sweep_tag(run, credential, keep=None),
+            def mint() -> MintedToken:
+                try:
+                    return self.issuer.mint(request, credential)
+                except PermanentError:  # a definite refusal: nothing is on its way
+                    raise
+                except Exception as exc:
+                    unanswered.append(exc)
+                    raise
+
+            token = self._fenced_call(mint, "mint", before_retry=lambda: self._sweep_tag(run, credential, keep=None),
                                       before_start=mint_starts_now)
             minted = TokenRecord(token.value, token.token_id, self.policy.issuer_type, self.policy.name,
                                  now, token.expires_at or expires_at)
@@ -638,9 +658,12 @@ class Engine:
             # own: verify changes nothing anywhere, and the id is found again without it (a run in
             # MINTING is searched by its tag, and a lost MINTED fails VERIFIED's compare-and-set);
             # VERIFIED's synced commit, before the first store write, makes it durable.
+            # A try before this one had no answer: the run's tag is searched again, with this token kept,
+            # until that try's request cannot land any more (_search_tags).
+            search = {"tag_search_until": self._mint_window_end(run)} if unanswered else {}
             with self._step(durable=False):
                 self.journal.update_run(run, fence=self._fence, state=RunState.MINTED, new_token_id=token.token_id,
-                                        new_expires_at=token.expires_at or expires_at)
+                                        new_expires_at=token.expires_at or expires_at, **search)
                 self._event("mint", "ok", run.run_id, token_id=token.token_id)
             log.info("minted token %s", token.token_id)
             self._checkpoint("minted")
@@ -652,7 +675,8 @@ class Engine:
             # VERIFIED is the state stores may be written from: recovery finds the token id here
             # and asks every store whether it holds it (roll forward) or not (roll back).
             with self._step(renew=True):
-                self.journal.update_run(run, fence=self._fence, state=RunState.VERIFIED)
+                # (the lease its store writes run under: see _fence_stale_publishes)
+                self.journal.update_run(run, fence=self._fence, state=RunState.VERIFIED, verified_fence=self._fence)
                 self._event("verify", "ok", run.run_id, token_id=token.token_id)
             self._checkpoint("verified")
         except LeaseLost:
@@ -663,7 +687,9 @@ class Engine:
                 self._revoke_own_mint(run, minted, credential)
             raise
         except Exception as exc:
-            self._discard(run, credential, exc)
+            # A try of the mint without an answer may still create a token: the run stays open (as a
+            # killed run's does) and its tag is searched again until then.
+            self._discard(run, credential, exc, self._mint_settles_at(run) if unanswered else None)
             raise
         # 4. PUBLISH to every store with compare-and-set against what PLAN read (each write is
         # preceded by a lease check, _fenced_call).
@@ -740,13 +766,17 @@ class Engine:
         state = RunState.PUBLISHED if rev or also else RunState.DONE
         REDACTOR.pin(record.token_id, record.value)  # known to the redactor until revoked (hook output...)
 
+        # The fence of the lease this was done under, taken now: the record runs later (at the latest
+        # in the lease's release, when self._fence is reset already) and must stay fenced by it.
+        fence = self._fence
+
         def journal_published() -> None:
             for name, version in written:
                 self._event("publish", "ok", run.run_id, store=name, version=version, token_id=record.token_id)
-            self.journal.publish_and_schedule(run, rev, fence=self._fence, state=state, published_at=now,
+            self.journal.publish_and_schedule(run, rev, fence=fence, state=state, published_at=now,
                                               finished_at=None if rev or also else now, error=None)
             if also is not None:
-                self.journal.schedule_revocation(also, fence=self._fence)
+                self.journal.schedule_revocation(also, fence=fence)
             self._event("published", "ok", run.run_id, token_id=run.new_token_id,
                         revoke_old_at=rev.due_at if rev else None, also_revoke=also.token_id if also else None,
                         # (the replaced token kept: the chain still says when the other one is due)
@@ -803,6 +833,9 @@ class Engine:
         stays open (``revoking_new``) and its tag is searched again by every later recovery.
         """
         message = _describe(exc)
+        was = run.state  # (the write below moves ``run`` to revoking_new)
+        if run.tag_search_until is not None:  # a try of its mint had no answer: searched until then too
+            search_until = max(search_until or run.tag_search_until, run.tag_search_until)
         self.journal.update_run(run, fence=self._fence, state=RunState.REVOKING_NEW, error=message)
         self._event("revoke_new", "start", run.run_id, token_id=run.new_token_id, error=message)
         try:
@@ -822,14 +855,17 @@ class Engine:
         if search_until is not None and now < search_until:
             self.journal.update_run(
                 run, fence=self._fence,
-                error=f"{message}; died inside a mint: no token tagged {self.policy.tag(run.run_id)} yet, but a "
-                f"child process may still create one until {search_until.isoformat(timespec='seconds')}; every "
-                "recover / revoke-expired / daemon pass searches again",
+                error=f"{message}; no token tagged {self.policy.tag(run.run_id)} yet, but its mint (a child process "
+                f"of a run that died inside it, or a request that got no answer) may still create one until "
+                f"{search_until.isoformat(timespec='seconds')}; every recover / revoke-expired / daemon pass "
+                "searches again",
             )  # fmt: skip
             self._event("revoke_new", "waiting", run.run_id, search_until=search_until.isoformat())
             return "waiting"
-        state = RunState.FAILED if run.new_token_id or run.state != RunState.PLANNED else RunState.ABORTED
-        self.journal.update_run(run, fence=self._fence, state=state, finished_at=now)
+        state = RunState.FAILED if run.new_token_id or was != RunState.PLANNED else RunState.ABORTED
+        # (its tag searched for the last time: done with it)
+        ended = {"tag_search_until": None} if run.tag_search_until is not None else {}
+        self.journal.update_run(run, fence=self._fence, state=state, finished_at=now, **ended)
         self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
         return "closed"
 
@@ -871,7 +907,13 @@ class Engine:
                 self.journal.update_run(run, fence=self._fence, error=f"recovery failed: {_describe(exc)}")
                 self._event("recover", "error", run.run_id, error=_describe(exc))
                 raise
-        return actions
+        return actions + self._search_published_tags()
+
+    def _search_published_tags(self) -> list[str]:
+        """:meth:`_search_tags` for the policy's published runs whose tag is still searched."""
+        searches = self.journal.tag_searches(self.policy.name)
+        return self._search_tags([(r.run_id, r.new_token_id, r.tag_search_until) for r in searches
+                                  if r.tag_search_until is not None])
 
     def _recover_run(self, run: RunRecord) -> str:
         if run.kind == "bootstrap":
@@ -909,9 +951,11 @@ class Engine:
         outcome = self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"), search_until)
         if outcome != "closed":
             if outcome == "waiting" and search_until is not None:
-                return (f"run {run.run_id}: died inside a mint; live tokens tagged {self.policy.tag(run.run_id)} "
+                how = ("died inside a mint" if run.new_token_id is None else
+                       f"rolled back, unpublished token {run.new_token_id} revoked; a try of its mint had no answer")
+                return (f"run {run.run_id}: {how}; live tokens tagged {self.policy.tag(run.run_id)} "
                         f"revoked; the tag is searched again until {search_until.isoformat(timespec='seconds')} "
-                        "(a child process may still be minting), so the run stays open")
+                        "(a child process or a request may still be minting), so the run stays open")
             raise TransientError(f"run {run.run_id}: the unpublished token could not be revoked yet",
                                  hint="rotator retries on the next run; check the issuer is reachable")
         return f"run {run.run_id}: rolled back, unpublished token {run.new_token_id or '(none found)'} revoked"
@@ -926,12 +970,17 @@ class Engine:
         store whose version does not move warns: there the stale write can still land
         (docs/design-notes.md).
 
-        Not when this process took the lease over from a holder it found dead and that holder wrote
-        the run last: a dead process writes nothing late, and the extra version is not free (on AWS it
-        moves AWSPREVIOUS onto the token that stays current). The run may have been left by an
-        earlier holder, paused and alive, whose expired lease the dead one took (a take-over adds
-        one to the fencing number, so the dead holder's own writes carry this lease's number - 1)."""
-        if self._holder_was_dead and self._fence is not None and run.fence == self._fence - 1:
+        Not when this process took the lease over from a holder it found dead and that holder is the
+        one that verified the run: a dead process writes nothing late, and the extra version is not
+        free (on AWS it moves AWSPREVIOUS onto the token that stays current). A run is published to
+        its stores under the lease it was verified under (``verified_fence``, written with VERIFIED);
+        a take-over adds one to the fencing number, so the dead holder's lease is this one's - 1. Not
+        ``run.fence``, the lease of the run's last write: a recovery whose pass failed notes its
+        error under its own lease, so a dead holder may have written the run last while the run's
+        publisher, an earlier holder whose expired lease it took, is alive and only paused
+        (tests/engine/test_dead_holder_fencing.py). A run verified before schema 8 has no
+        ``verified_fence``: its stores are moved on."""
+        if self._holder_was_dead and self._fence is not None and run.verified_fence == self._fence - 1:
             return
         stores = dict(self.stores)
         for name, state in states.items():
@@ -956,14 +1005,20 @@ class Engine:
                                  "of the run's that is still under way would not be stopped", run.run_id, name)
 
     def _mint_settles_at(self, run: RunRecord) -> datetime | None:
-        """When no child of ``run``'s last mint call can still be running (None: no mint without an id)."""
+        """When no child or request of ``run``'s mint calls can still create a token (None: no mint
+        without an id, and no try of it without an answer)."""
+        settles = run.tag_search_until  # a try without an answer before the mint that gave the id
         if run.new_token_id is not None or run.state not in (RunState.MINTING, RunState.REVOKING_NEW):
-            return None
-        started = run.mint_started_at
-        if started is None:
-            if run.state != RunState.MINTING:
-                return None  # discarded before minting (a journal from before mint start times: minting only)
-            started = run.started_at
+            return settles
+        if run.mint_started_at is None and run.state != RunState.MINTING:
+            return settles  # discarded before minting (a journal from before mint start times: minting only)
+        end = self._mint_window_end(run)
+        return end if settles is None else max(settles, end)
+
+    def _mint_window_end(self, run: RunRecord) -> datetime:
+        """The start of ``run``'s last mint try (its journaled mint start: a later try moves it first)
+        plus the issuer's call timeout and a margin: after it, no try of that mint can still land."""
+        started = run.mint_started_at or run.started_at
         return started + timedelta(seconds=call_timeout_of(self.issuer)) + MINT_SETTLE_MARGIN
 
     def _roll_forward(self, run: RunRecord, states: dict[str, StoreState], holder: str) -> None:
@@ -1049,11 +1104,12 @@ class Engine:
             outcome = "failed" if failed else "postponed"
             return f"token {rev.token_id}: revocation {outcome}: {_describe(exc)}{gave_up}", states
         now = self.clock.now()
+        fence = self._fence  # (taken now, as in _publish_all: the record may run in the lease's release)
 
         def journal_revoked() -> None:
-            self.journal.update_revocation(rev, fence=self._fence, state=RevocationState.DONE, done_at=now,
+            self.journal.update_revocation(rev, fence=fence, state=RevocationState.DONE, done_at=now,
                                            attempts=rev.attempts + 1, last_error=None)
-            self.journal.finish_published_run(self.policy.name, rev.run_id, rev.token_id, now, fence=self._fence)
+            self.journal.finish_published_run(self.policy.name, rev.run_id, rev.token_id, now, fence=fence)
             self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id,
                         note=None if revoked else "already revoked or expired at the issuer")
 
@@ -1094,16 +1150,51 @@ class Engine:
 
     def _sweep_tag(self, run: RunRecord, credential: Secret | None, keep: str | None) -> None:
         """Revoke every live token carrying this run's tag (a lost value, or a retried mint)."""
-        tag = self.policy.tag(run.run_id)
+        self._sweep_run_tag(run.run_id, credential, keep)
+
+    def _sweep_run_tag(self, run_id: str, credential: Secret | None, keep: str | None) -> list[str]:
+        """:meth:`_sweep_tag` by run id; returns the ids of the tokens revoked."""
+        tag = self.policy.tag(run_id)
         tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
         now = self.clock.now()
+        revoked = []
         for info in tokens:
             if carries_tag(info.description, tag) and info.token_id != keep and info.is_active(now):
-                self.log.warning("revoking token %s left by run %s", info.token_id, run.run_id)
-                claim = Claim(info.token_id, self.policy.name, minted_by=[run.run_id],
-                              source=f"the tag search of run {run.run_id}")
+                self.log.warning("revoking token %s left by run %s", info.token_id, run_id)
+                claim = Claim(info.token_id, self.policy.name, minted_by=[run_id],
+                              source=f"the tag search of run {run_id}")
                 self._safe_revoke(claim, credential)
-                self._event("revoke_orphan", "ok", run.run_id, token_id=info.token_id)
+                self._event("revoke_orphan", "ok", run_id, token_id=info.token_id)
+                revoked.append(info.token_id)
+        return revoked
+
+    def _search_tags(self, searches: Sequence[tuple[str, str | None, datetime]],
+                     credential: Secret | None | _Unread = _UNREAD) -> list[str]:  # fmt: skip
+        """After a run published: search its tag again for a token that a try of its mint without an
+        answer created late (``searches``: run id, the token it published, kept, and until when:
+        RunRecord.tag_search_until). The search that starts at or after that time is the last: the
+        run's search ends. A failure is logged and leaves the search for the next pass (recover,
+        revoke-expired, the next rotation). ``credential``: PLAN's (else read from the stores)."""
+        actions: list[str] = []
+        for run_id, keep, until in searches:
+            last = self.clock.now() >= until  # (before the listing: what it shows is then final)
+            try:
+                if isinstance(credential, _Unread):
+                    credential = self._credential_from(self._read_stores())
+                found = self._sweep_run_tag(run_id, credential, keep)
+                if last:
+                    self.journal.end_tag_search(self.policy.name, run_id, until, fence=self._fence)
+            except LeaseLost:
+                raise
+            except RotatorError as exc:
+                self.log.warning("searching the tag of run %s for a token left by a mint try without an answer "
+                                 "failed (searched again at the next pass): %s", run_id, _describe(exc))
+                actions.append(f"run {run_id}: the search of its tag failed, tried again at the next pass: "
+                               f"{_describe(exc)}")
+                continue
+            actions += [f"token {token_id}: revoked, created late by run {run_id}'s mint try without an answer"
+                        for token_id in found]
+        return actions
 
     # ------------------------------------------------------------------ helpers
     def _plan_only(self) -> RunResult:

@@ -177,6 +177,13 @@ class RunRecord:
     #: bootstrapped token (a person created it, maybe long before). None: a minted token, or the
     #: issuer did not say
     token_created_at: datetime | None = None
+    #: the fencing number of the lease under which the run reached VERIFIED (the lease its own store
+    #: writes run under: Engine._fence_stale_publishes); None: not verified, or from before schema 8
+    verified_fence: int | None = None
+    #: the run's tag is searched for tokens besides its own until then: a try of its mint failed
+    #: without a definite answer, and the issuer may still create that token (Engine._search_tags).
+    #: None: no such try, or the search is over
+    tag_search_until: datetime | None = None
 
     @property
     def token_since(self) -> datetime | None:
@@ -282,12 +289,20 @@ _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     """
     ALTER TABLE runs ADD COLUMN token_created_at TEXT
     """,
+    # 8: the lease a run was verified under (whose holder may still write its stores), and until when
+    # the tag of a run whose mint had a try without an answer is searched; the runs still searched
+    # are found by a partial index (a handful at most, whatever the journal's history)
+    """
+    ALTER TABLE runs ADD COLUMN verified_fence INTEGER;
+    ALTER TABLE runs ADD COLUMN tag_search_until TEXT;
+    CREATE INDEX runs_policy_tag_search ON runs (policy) WHERE tag_search_until IS NOT NULL
+    """,
 )
 
 _RUN_COLUMNS = (
     "run_id", "policy", "kind", "state", "started_at", "updated_at", "old_token_id", "new_token_id",
     "new_expires_at", "published_at", "finished_at", "planned_versions", "published_versions", "error",
-    "fence", "mint_started_at", "token_created_at",
+    "fence", "mint_started_at", "token_created_at", "verified_fence", "tag_search_until",
 )  # fmt: skip
 _REV_COLUMNS = (
     "policy", "token_id", "run_id", "reason", "due_at", "state", "attempts", "next_try_at",
@@ -1000,6 +1015,23 @@ class Journal:
                                (policy, *RunState.OPEN)).fetchall()
         return sorted((_run_from_row(row) for row in rows), key=lambda r: (r.started_at, r.run_id))
 
+    def tag_searches(self, policy: str) -> list[RunRecord]:
+        """The policy's published runs whose tag is still searched (RunRecord.tag_search_until), oldest
+        first: a handful at most, found by a partial index."""
+        with self._tx(single=True) as cur:
+            rows = cur.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE {_SUCCESS_WHERE} "
+                               "AND tag_search_until IS NOT NULL", (policy, *RunState.SUCCESS)).fetchall()
+        return sorted((_run_from_row(row) for row in rows), key=lambda r: (r.started_at, r.run_id))
+
+    def end_tag_search(self, policy: str, run_id: str, until: datetime, *, fence: int | None = None) -> bool:
+        """The search of run ``run_id``'s tag that lasted ``until`` is over: clear it (whatever the run's
+        state, done included). False when it was cleared or moved already. Fenced like :meth:`update_run`."""
+        with self._tx(immediate=fence is not None) as cur:
+            self._check_fence(cur, policy, fence, f"ending the tag search of run {run_id}")
+            cur.execute("UPDATE runs SET tag_search_until = NULL, fence = COALESCE(?, fence) "
+                        "WHERE run_id = ? AND policy = ? AND tag_search_until = ?", (fence, run_id, policy, ts(until)))
+            return cur.rowcount >= 1
+
     def runs(self, policy: str, limit: int = 20) -> list[RunRecord]:
         return self._runs("policy = ?", (policy,), limit=limit)
 
@@ -1126,6 +1158,7 @@ class Journal:
             claims={token: sorted(runs, key=lambda r: r.started_at) for token, runs in claims.items()},
             last_success=None if last is None else str(last[1]),
             last_token_id=None if last is None or last[_NEW_TOKEN_AT] is None else str(last[_NEW_TOKEN_AT]),
+            last_tag_search_until=None if last is None else _dt(last[_TAG_SEARCH_AT]),
             dismissed={rev.token_id: dismissal_reason(rev.last_error) for rev in found.get("dismissed", [])},
         )
 
@@ -1440,6 +1473,8 @@ class Preflight:
     last_token_id: str | None = None
     #: the policy's tokens whose revocation a person dismissed -> the reason given (they stay valid)
     dismissed: dict[str, str] = field(default_factory=dict)
+    #: the last successful run's RunRecord.tag_search_until (None: its tag is not searched any more)
+    last_tag_search_until: datetime | None = None
 
     def fence_after(self, holder: str, now: datetime) -> int | None:
         """The fencing number ``holder`` gets by taking the lease at ``now`` if nobody takes it
@@ -1821,6 +1856,8 @@ _POLICY_STATE = " UNION ALL ".join((
 
 #: where a run's new_token_id is in a tagged row
 _NEW_TOKEN_AT = 1 + _RUN_COLUMNS.index("new_token_id")
+#: and its tag_search_until
+_TAG_SEARCH_AT = 1 + _RUN_COLUMNS.index("tag_search_until")
 
 
 def _tagged_rows(rows: Sequence[Sequence[Any]], raw: Sequence[str] = ()) -> dict[str, list[Any]]:
@@ -1908,7 +1945,8 @@ def _run_row_of(v: Mapping[str, Any]) -> tuple[Any, ...]:
         v["old_token_id"], v["new_token_id"], _ts_or_none(v["new_expires_at"]), _ts_or_none(v["published_at"]),
         _ts_or_none(v["finished_at"]), _versions_text(v["planned_versions"]),
         _versions_text(v["published_versions"]), v["error"], v["fence"],
-        _ts_or_none(v["mint_started_at"]), _ts_or_none(v["token_created_at"]),
+        _ts_or_none(v["mint_started_at"]), _ts_or_none(v["token_created_at"]), v["verified_fence"],
+        _ts_or_none(v["tag_search_until"]),
     )  # fmt: skip
 
 
@@ -1944,6 +1982,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         finished_at=_dt(d["finished_at"]), planned_versions=json.loads(d["planned_versions"]),
         published_versions=json.loads(d["published_versions"]), error=d["error"],
         fence=d["fence"], mint_started_at=_dt(d["mint_started_at"]), token_created_at=_dt(d["token_created_at"]),
+        verified_fence=d["verified_fence"], tag_search_until=_dt(d["tag_search_until"]),
     )  # fmt: skip
     _set_stored_row(run, tuple(row))
     return run

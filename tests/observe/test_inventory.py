@@ -27,8 +27,10 @@ def seeded(tmp_path: Any, openbao: Any, fake_influxctl: Any) -> dict[str, Any]:
     sc = make_scenario(tmp_path, openbao, fake, grace_s=3600)
     assert sc.cli("rotate", POLICY).returncode == 0
     current = sc.current()["token_id"]
-    # A failed run: every mint attempt refused, so the run ends FAILED with nothing minted...
-    fake.add_fault("management create", "exit", times=10, code=1, message="Unavailable")
+    # A failed run: its mint refused for good, so the run ends FAILED with nothing minted (a try without
+    # an answer, such as Unavailable, would keep the run open while its request may still land)...
+    fake.add_fault("management create", "exit", times=10, code=1,
+                   message="rpc error: code = PermissionDenied desc = permission denied")
     failed = sc.cli("rotate", POLICY)
     assert failed.returncode == 1, failed.stderr
     fake.clear_faults()
