@@ -29,6 +29,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -116,6 +117,14 @@ class WebhookSettings(BaseModel):
         problem = url_problem(value, _WEBHOOK_FIX)
         if problem:
             raise InlineSecretError(f"inline secrets are refused: {problem}")
+        # What the daemon's urllib reads at start: a port it cannot parse must fail `rotator validate` too.
+        try:
+            parts = urlsplit(value)
+            port = parts.port  # ValueError: not a number, or not in 0-65535
+        except ValueError:
+            raise ValueError("its host or port cannot be read (a port is a number from 1 to 65535)") from None
+        if not parts.hostname or port == 0:
+            raise ValueError("must name a host, and a port from 1 to 65535 if it gives one")
         return value
 
     @field_validator("timeout")

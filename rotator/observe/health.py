@@ -17,6 +17,7 @@ import json
 import logging
 import resource
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -28,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from rotator.core.errors import RotatorError
 
-__all__ = ["CONNECTION_DEADLINE_S", "READ_TIMEOUT_S", "HealthServer", "connection_cap"]
+__all__ = ["CONNECTION_DEADLINE_S", "READ_TIMEOUT_S", "HealthServer", "Unavailable", "connection_cap"]
 
 logger = logging.getLogger("rotator.health")
 
@@ -36,8 +37,15 @@ logger = logging.getLogger("rotator.health")
 Check = Callable[[], tuple[bool, dict[str, Any]]]
 
 
+class Unavailable(Exception):  # noqa: N818 - the 503's name
+    """Raised by a :class:`StatusSource` with nothing to serve now: a 503 whose body is the message
+    (no traceback logged: the source logs its own failures, once)."""
+
+
 class StatusSource(Protocol):
-    """What serves ``/`` and ``/status.json`` (rotator.observe.status_page.StatusPage)."""
+    """What serves ``/`` and ``/status.json`` (rotator.observe.status_page.StatusPage); either may
+    raise :class:`Unavailable`. Neither may wait long: each request holds a thread and a descriptor
+    until it returns, whatever the connection cap does to its socket."""
 
     def html_bytes(self) -> bytes: ...
     def json_bytes(self) -> bytes: ...
@@ -83,6 +91,13 @@ class _Server(ThreadingHTTPServer):
             self._open.pop(request, None)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer is routine (debug); anything else is logged, not printed."""
+        if isinstance(sys.exc_info()[1], OSError):
+            logger.debug("connection from %s ended early: %s", client_address, sys.exc_info()[1])
+        else:
+            logger.exception("error serving a connection from %s", client_address)
+
     def service_actions(self) -> None:  # every poll of serve_forever (0.5 s)
         with self._open_lock:
             self._expire_locked(time.monotonic())
@@ -97,7 +112,13 @@ class _Server(ThreadingHTTPServer):
 
 
 def _hang_up(sock: socket.socket) -> None:
-    """Wake the connection's thread (its read returns at once); the thread closes the socket."""
+    """Wake the connection's thread (its read or write returns at once); the thread closes the socket.
+
+    Not closed here: the handler's rfile/wfile hold the socket, so a close() from this thread would
+    only be deferred until the handler's own (and a raw close of the descriptor could let a new file
+    take its number under a thread still using it). What bounds threads and descriptors is that no
+    handler waits for long on anything but its socket: every endpoint answers from memory, and the
+    status page never queues behind a journal read (rotator/observe/status_page.py)."""
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
@@ -170,15 +191,19 @@ class HealthServer:
                     else:
                         self._send(404, "text/plain; charset=utf-8",
                                    b"not found: try /, /status.json, /healthz, /readyz, /metrics\n")
+                except Unavailable as exc:
+                    self._send(503, "text/plain; charset=utf-8", f"{exc}\n".encode(), retry_after=True)
                 except Exception:  # a broken check answers 500, never kills the server
                     logger.exception("error serving %s", path)
                     self._send(500, "text/plain; charset=utf-8", b"internal error, see the daemon's log\n")
 
-            def _send(self, status: int, content_type: str, body: bytes) -> None:
+            def _send(self, status: int, content_type: str, body: bytes, retry_after: bool = False) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
+                if retry_after:
+                    self.send_header("Retry-After", "5")
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)

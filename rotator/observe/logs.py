@@ -46,7 +46,10 @@ class RedactingFilter(logging.Filter):
         self._rewrite = rewrite
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception as exc:  # a caller's bad format or arguments: logging never raises into its caller
+            message = f"unformattable log message {_shown(record.msg)}: {type(exc).__name__}: {exc}"
         redacted = REDACTOR.redact(message if self._rewrite is None else self._rewrite(message))
         if record.exc_info and record.exc_info[1] is not None:
             # Render the traceback now so it passes the redactor too.
@@ -57,6 +60,13 @@ class RedactingFilter(logging.Filter):
             if key not in _STANDARD and isinstance(value, str):
                 record.__dict__[key] = REDACTOR.redact(value)
         return True
+
+
+def _shown(msg: object) -> str:
+    try:
+        return repr(msg)
+    except Exception:
+        return f"<{type(msg).__name__}>"
 
 
 class JsonFormatter(logging.Formatter):

@@ -27,6 +27,9 @@ from rotator.core.due import age_origin
 
 __all__ = ["STATE_SPECS", "CredentialState", "LiveSnapshot", "Metrics", "PolicyState", "StateSnapshot", "StateText"]
 
+#: ``(step, result)`` of the events that leave a token valid that should not be (rotator_orphans_total;
+#: the same as the ``orphan`` webhook's, rotator/observe/notify.py)
+_ORPHANED = frozenset({("revoke_old", "failed"), ("revoke_new", "failed"), ("revoke_orphan", "failed")})
 RUN_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400)
 
@@ -293,7 +296,8 @@ class Metrics:
         self.revocations = Counter("rotator_revocations", "Revocations of previous tokens by result "
                                    "(ok, retry, failed)", ["policy", "result"], registry=r)
         self.orphans = Counter("rotator_orphans", "Tokens left valid that should have been revoked "
-                               "(a revocation gave up, or a discarded candidate could not be revoked)",
+                               "(a revocation gave up, or a discarded candidate or a token minted after "
+                               "its run lost its lease could not be revoked)",
                                ["policy"], registry=r)
         self.notifications = Counter("rotator_notifications", "Webhook and hook deliveries by channel and result",
                                      ["channel", "result"], registry=r)
@@ -342,7 +346,7 @@ class Metrics:
         step, result, policy = event.get("step"), event.get("result"), str(event.get("policy"))
         if step == "revoke_old" and result in ("ok", "retry", "failed"):
             self.revocations.labels(policy, str(result)).inc()
-        if (step, result) in (("revoke_old", "failed"), ("revoke_new", "failed")):
+        if (step, result) in _ORPHANED:
             self.orphans.labels(policy).inc()
         if (step, result) == ("rotate", "aborted"):  # the engine lost the lease (Engine._lease)
             self.rotations.labels(policy, "aborted").inc()

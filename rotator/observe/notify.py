@@ -8,7 +8,8 @@ how a command hook ended). :class:`Notifier` is an engine listener that fans eac
 - **webhooks**: a JSON POST on ``failure`` / ``orphan`` / ``success``, signed the Standard Webhooks
   way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256 of
   id.timestamp.body>``, so a receiver can refuse a replayed delivery), retried with exponential
-  backoff, on one background thread per webhook;
+  backoff, on one background thread per webhook; each attempt bounded in total by the webhook's
+  ``timeout`` (:class:`_Deadline`), not only each socket operation;
 - **hooks**: a command (argv list, no shell) after each publication, on a background thread,
   killed with its process group after its timeout. Its environment names the policy and the new
   token id, never a token value, and none of rotator's own credentials. Its output is never
@@ -16,7 +17,9 @@ how a command hook ended). :class:`Notifier` is an engine listener that fans eac
   length of its output.
 
 Only the audit write happens on the caller's thread: a slow or dead receiver never holds a
-rotation up. Events hold token ids, never values; every line and body also passes the redactor.
+rotation up. Events hold token ids, never values; every line and body also passes the redactor,
+and token-shaped text in an event's details (a server's error message quoting a token rotator never
+held) is masked (``***``), as `rotator report` masks it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import queue
 import random
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -49,6 +53,7 @@ from typing import Any, NamedTuple, TextIO
 
 from rotator import __version__
 from rotator.config.daemon_config import AuditSettings, DaemonSettings, HookSettings, WebhookSettings
+from rotator.config.inline_secrets import mask_tokens
 from rotator.config.timefmt import rfc3339
 from rotator.core.clock import SYSTEM_CLOCK, Clock
 from rotator.core.errors import RotatorError
@@ -86,7 +91,9 @@ _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: engine's step events, so that one failure raises one webhook.
 _FAILURE = {("rotate", "failed"), ("rotate", "needs_attention"), ("recover", "failed"), ("hook", "failed"),
             ("hook", "timeout"), ("reload", "failed")}
-_ORPHAN = {("revoke_old", "failed"), ("revoke_new", "failed")}
+#: A token left valid that should not be: a revocation gave up, a failed run's candidate could not be
+#: revoked, a token minted after its run lost its lease could not be revoked (Engine._revoke_own_mint).
+_ORPHAN = {("revoke_old", "failed"), ("revoke_new", "failed"), ("revoke_orphan", "failed")}
 _SUCCESS = {("published", "ok")}
 
 #: Reports ``(channel, result)`` of each delivery, e.g. ``("webhook", "ok")``; the daemon counts them.
@@ -96,7 +103,12 @@ _JSON_SCALARS = frozenset({str, int, float, bool})
 
 
 def _jsonable(value: Any) -> Any:
-    if value is None or type(value) in _JSON_SCALARS:  # most values: no isinstance() of an ABC below
+    """``value`` for JSON; text with anything token-shaped masked (a server's error message may quote a
+    token: `rotator report` and the status page mask it too). ~1 us per string of a detail."""
+    kind = type(value)
+    if kind is str:
+        return mask_tokens(value)
+    if value is None or kind in _JSON_SCALARS:  # most values: no isinstance() of an ABC below
         return value
     if isinstance(value, datetime):
         return rfc3339(value)
@@ -106,13 +118,16 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
         return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, str):
+        return mask_tokens(str(value))
+    if isinstance(value, int | float | bool):
         return value
-    return str(value)
+    return mask_tokens(str(value))
 
 
 def audit_record(event: Mapping[str, Any], clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
-    """The JSON form of an event: ``time``, ``policy``, ``run_id``, ``step``, ``result``, then details.
+    """The JSON form of an event: ``time``, ``policy``, ``run_id``, ``step``, ``result``, then details
+    (token-shaped text in them masked: the audit line and the webhook body are made from this record).
 
     ``time`` is the event's ``at``, or ``clock``'s time for an event that carries none.
     """
@@ -261,8 +276,113 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+class _Deadline:
+    """The total time one delivery attempt may take.
+
+    urllib's ``timeout`` bounds each socket operation, not the attempt: a receiver that answers one
+    byte a second never trips it, and holds the webhook's thread (and its queue) as long as it likes.
+    When this deadline passes, the attempt's sockets are shut down (not closed: the thread using them
+    closes them), which ends the read or write in progress at once; the attempt then fails as a
+    timeout. Name resolution (the resolver's own timeouts) and a TLS handshake (``timeout`` per
+    operation) cannot be cut short: the deadline is checked as soon as they end."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> _Deadline:
+        self._timer = threading.Timer(self.seconds, self._expire)  # one short-lived thread per attempt
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down when the deadline passes; TimeoutError if it has passed already."""
+        with self._lock:
+            self._socks.append(sock)
+            expired = self.expired
+        if expired:
+            _shut_down(sock)
+            raise TimeoutError(f"the attempt took longer than {self.seconds:g}s")
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            _shut_down(sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the descriptor's own: under a TLS wrapper too
+    except OSError:
+        pass  # closed already, or the raw socket a TLS wrapper took over
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """An HTTP connection whose socket (its TLS wrapper for HTTPS) a :class:`_Deadline` watches once
+    connected: the request and the answer, where a slow receiver can drip. (Watched from
+    ``connect()``, http.client's public hook: the connect and a TLS handshake stay bounded by
+    ``timeout`` per operation, and the deadline is checked as soon as they end.)"""
+
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        if self.sock is not None:
+            self._deadline.watch(self.sock)
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: Callable[[], _Deadline]) -> None:
+        super().__init__()
+        self._current = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        deadline = self._current()
+
+        def connection(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+            return _DeadlineConnection(host, deadline=deadline, **kwargs)
+
+        return self.do_open(connection, req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    """Certificates and host names checked as urllib's default HTTPSHandler does (no context given)."""
+
+    def __init__(self, deadline: Callable[[], _Deadline]) -> None:
+        super().__init__()
+        self._current = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        deadline = self._current()
+
+        def connection(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+            return _DeadlineHTTPSConnection(host, deadline=deadline, **kwargs)
+
+        return self.do_open(connection, req)
+
+
 class _Worker:
     """A daemon thread draining a bounded queue; ``close`` lets it finish, then abandons it."""
+
+    #: what close() logs when the thread is still busy at its timeout: at shutdown, at a reload
+    _LEFT_AT_SHUTDOWN = "undelivered notifications abandoned at shutdown"
+    _LEFT_AT_RELOAD = "still busy after the reload replaced it; it finishes in the background"
 
     def __init__(self, name: str, on_result: ResultCallback | None, channel: str) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX)
@@ -297,8 +417,11 @@ class _Worker:
     def _handle(self, item: Any) -> None:
         raise NotImplementedError  # pragma: no cover
 
-    def close(self, timeout: float) -> bool:
-        """Deliver what is queued within ``timeout`` seconds; True when everything went out."""
+    def close(self, timeout: float, *, reload: bool = False) -> bool:
+        """Deliver what is queued within ``timeout`` seconds; True when everything went out.
+
+        ``reload``: a reload replaced this worker; past ``timeout`` it goes on in the background
+        (a webhook without retries, a hook to the end of its queue) and says so."""
         deadline = time.monotonic() + timeout  # a bound on the wait, not a time of day: no Clock needed
         try:
             self._queue.put(None, timeout=max(timeout, 0.01))
@@ -307,13 +430,16 @@ class _Worker:
         self._thread.join(max(deadline - time.monotonic(), 0))
         if self._thread.is_alive():
             self._abort.set()  # stop waiting between retries
-            logger.warning("%s: undelivered notifications abandoned at shutdown", self._thread.name)
+            logger.warning("%s: %s", self._thread.name, self._LEFT_AT_RELOAD if reload else self._LEFT_AT_SHUTDOWN)
             return False
         return True
 
 
 class WebhookSender(_Worker):
     """POSTs signed JSON to one URL, retrying with exponential backoff and jitter."""
+
+    _LEFT_AT_RELOAD = ("the reload replaced this webhook while deliveries were still queued or retrying: each "
+                       "gets one more attempt in the background, without retries")
 
     def __init__(
         self, settings: WebhookSettings, base_dir: Path, *, index: int = 0, on_result: ResultCallback | None = None,
@@ -323,7 +449,10 @@ class WebhookSender(_Worker):
         self.base_dir = base_dir
         self.clock = clock
         self.target = _target(settings.url)
-        self._opener = opener or urllib.request.build_opener(_NoRedirect())
+        #: the running attempt's deadline (one thread per sender: one attempt at a time)
+        self._deadline = _Deadline(settings.timeout.total_seconds())
+        self._opener = opener or urllib.request.build_opener(
+            _NoRedirect(), _DeadlineHTTPHandler(lambda: self._deadline), _DeadlineHTTPSHandler(lambda: self._deadline))
         self._rng = random.Random()
         super().__init__(f"rotator-webhook-{index}", on_result, "webhook")
 
@@ -374,15 +503,22 @@ class WebhookSender(_Worker):
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign(key, delivery, timestamp, body),
         })
+        timeout = self.settings.timeout.total_seconds()
+        # `timeout` bounds each socket operation (urllib's) and the whole attempt (the deadline's)
+        self._deadline = deadline = _Deadline(timeout)
         try:
-            with self._opener.open(request, timeout=self.settings.timeout.total_seconds()) as response:
+            with deadline, self._opener.open(request, timeout=timeout) as response:
                 status = int(response.status)
         except urllib.error.HTTPError as exc:
             status = exc.code
         except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, reset, timed out, DNS, bad URL,
             # or an answer that is not HTTP (a proxy or a server restarting mid-response): all worth a retry
+            if deadline.expired:
+                return True, f"no complete answer within {timeout:g}s"
             reason = getattr(exc, "reason", None) or exc
             return True, REDACTOR.redact(f"{type(exc).__name__}: {reason}")
+        if deadline.expired:  # cut off mid-answer: what http.client parsed of it may look whole
+            return True, f"no complete answer within {timeout:g}s"
         if 200 <= status < 300:
             return False, ""
         return status in (408, 425, 429) or status >= 500, f"HTTP {status}"
@@ -404,6 +540,9 @@ def hook_environment(settings: HookSettings, record: Mapping[str, Any]) -> dict[
 
 class CommandHook(_Worker):
     """Runs one command after each publication; reports how it ended as a ``hook`` event."""
+
+    _LEFT_AT_RELOAD = ("the reload replaced this hook while it was still running (or queued): it runs to its end "
+                       "in the background, and how it ends goes to the current audit sink and webhooks")
 
     def __init__(
         self, settings: HookSettings, base_dir: Path, *, index: int = 0,
@@ -553,13 +692,17 @@ class Notifier:
     def __init__(
         self, settings: DaemonSettings, base_dir: Path, *, on_result: ResultCallback | None = None,
         stdout: TextIO | None = None, clock: Clock = SYSTEM_CLOCK,
+        emit: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
+        """``emit``: where the hooks' ``hook`` events go (default: this notifier). The daemon passes
+        its *current* notifier there, so that a hook still running when a reload replaced (and
+        closed) this one is audited and raises its webhook all the same."""
         self.settings = settings
         self.clock = clock
         self.audit = AuditSink(settings.audit, base_dir, stdout)
         self.webhooks = [WebhookSender(w, base_dir, index=i, on_result=on_result, clock=clock)
                          for i, w in enumerate(settings.webhooks)]
-        self.hooks = [CommandHook(h, base_dir, index=i, emit=self, on_result=on_result, clock=clock)
+        self.hooks = [CommandHook(h, base_dir, index=i, emit=emit or self, on_result=on_result, clock=clock)
                       for i, h in enumerate(settings.hooks)]
 
     def same_settings(self, settings: DaemonSettings) -> bool:
@@ -577,10 +720,12 @@ class Notifier:
             if hook.wants(record):
                 hook.submit(record)
 
-    def close(self, timeout: float) -> bool:
-        """Finish queued hooks, then webhooks (hooks may add failure events), within ``timeout``."""
+    def close(self, timeout: float, *, reload: bool = False) -> bool:
+        """Finish queued hooks, then webhooks (hooks may add failure events), within ``timeout``.
+
+        ``reload``: a reload replaced this notifier (the log says so of what is left running)."""
         deadline = time.monotonic() + timeout
-        done = all([hook.close(max(deadline - time.monotonic(), 0)) for hook in self.hooks])
-        done = all([w.close(max(deadline - time.monotonic(), 0)) for w in self.webhooks]) and done
+        done = all([hook.close(max(deadline - time.monotonic(), 0), reload=reload) for hook in self.hooks])
+        done = all([w.close(max(deadline - time.monotonic(), 0), reload=reload) for w in self.webhooks]) and done
         self.audit.close()
         return done

@@ -6,30 +6,44 @@ one. Server-rendered, one self-contained page (inline CSS, no script, no externa
 reloads itself (meta refresh). Never a token value: the journal holds none.
 
 The journal is read at most once per :data:`CACHE_S` whatever the request rate: every request
-within that time gets the same snapshot.
+within that time gets the same snapshot. No request waits for a read that another one started (a
+slow journal would otherwise park one HTTP thread per request, without bound): it gets the last
+read's outcome at once (the previous snapshot, or a 503 if that read failed; before the first read ends,
+a 503 after at most :data:`WAIT_S`). A read that fails is cached too: for :data:`CACHE_S` every
+request gets a 503 without reading, and the failure is logged once per read, not per request.
+
+Text that servers or people wrote (a run's or a revocation's last error) is shown with anything
+token-shaped masked, as `rotator report` shows it: the page has no authentication.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from rotator.config.inline_secrets import mask_tokens
 from rotator.config.policy_types import Policy
 from rotator.config.schedule import NoNextDue, format_duration
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core.journal import Journal
 from rotator.observe.compliance import DEFAULT_SLACK, Compliance, policy_compliance
+from rotator.observe.health import Unavailable
 from rotator.observe.status import policy_status
 
-__all__ = ["CACHE_S", "REFRESH_S", "StatusPage"]
+__all__ = ["CACHE_S", "REFRESH_S", "WAIT_S", "StatusPage"]
 
-#: seconds one journal snapshot serves every request
+logger = logging.getLogger("rotator.health")
+
+#: seconds one journal snapshot (or one failed read) serves every request
 CACHE_S = 5.0
+#: before the first snapshot, how long a request waits for a read in progress before its 503
+WAIT_S = 0.25
 #: the page reloads itself this often (seconds)
 REFRESH_S = 30
 #: failures shown per policy
@@ -51,16 +65,47 @@ class StatusPage:
         self._now = now
         self._inventory = inventory
         self._cache_s = cache_s
+        #: held by the one request that reads the journal; the others never wait long for it
         self._lock = threading.Lock()
-        self._cached: tuple[float, dict[str, Any]] | None = None
+        #: (time.monotonic() when the last read ended, its snapshot, or None if it failed)
+        self._cached: tuple[float, dict[str, Any] | None] | None = None
         #: how many times the journal was read (tests check the cache bounds it)
         self.reads = 0
 
     def data(self) -> dict[str, Any]:
-        with self._lock:  # concurrent requests wait for one read instead of each reading
-            if self._cached is None or time.monotonic() - self._cached[0] >= self._cache_s:
-                self._cached = (time.monotonic(), self._read())
-            return self._cached[1]
+        """The current snapshot; :class:`~rotator.observe.health.Unavailable` (a 503) when the last read
+        failed, or when the first read is still going after :data:`WAIT_S`."""
+        cached = self._cached
+        if cached is None or time.monotonic() - cached[0] >= self._cache_s:
+            # One request reads; the others get the previous outcome at once rather than queue behind it.
+            if self._lock.acquire(timeout=WAIT_S if cached is None else 0):
+                try:
+                    cached = self._refresh()
+                finally:
+                    self._lock.release()
+            elif cached is None:
+                raise Unavailable("the status page is reading the journal; try again in a moment")
+        if cached[1] is None:
+            raise Unavailable("the status page cannot read the journal; see the daemon's log")
+        return cached[1]
+
+    def _refresh(self) -> tuple[float, dict[str, Any] | None]:
+        """Read the journal, unless a request that held the lock before did it meanwhile (lock held)."""
+        cached = self._cached
+        if cached is not None and time.monotonic() - cached[0] < self._cache_s:
+            return cached
+        data: dict[str, Any] | None = None
+        try:
+            data = self._read()
+        except Exception as exc:
+            if cached is None or cached[1] is not None:
+                logger.exception("status page: cannot read the journal; / and /status.json answer 503 until a "
+                                 "read succeeds (one read per %gs)", self._cache_s)
+            else:  # failing still: once per period, without the traceback again
+                logger.error("status page: still cannot read the journal: %s: %s", type(exc).__name__, exc)
+        # stamped when the read ends: a slow journal is read at most once per period, not back to back
+        self._cached = (time.monotonic(), data)
+        return self._cached
 
     def json_bytes(self) -> bytes:
         return (json.dumps(self.data(), indent=2, sort_keys=True) + "\n").encode("utf-8")
@@ -83,11 +128,11 @@ class StatusPage:
             row.update({
                 "pending_revocations": [
                     {"token_id": r.token_id, "due_at": _iso(r.due_at), "attempts": r.attempts,
-                     "last_error": r.last_error} for r in pending
+                     "last_error": _shown(r.last_error)} for r in pending
                 ],
                 "recent_failures": [
                     {"at": e["at"], "run_id": e.get("run_id"), "step": e["step"], "result": e["result"],
-                     "error": e.get("error")} for e in failures[:RECENT_FAILURES]
+                     "error": _shown(e.get("error"))} for e in failures[:RECENT_FAILURES]
                 ],
             })  # fmt: skip
             policies.append(row)
@@ -136,10 +181,15 @@ def _row(
         "compliant": comp.compliant if comp else None,
         "problems": [*(comp.problems() if comp else []), *extra_problems],
         "next_due": _iso(next_due), "due": due,
-        "last_result": last_result, "last_error": last_error,
+        "last_result": last_result, "last_error": _shown(last_error),
         "needs_attention": needs_attention, "expires_before_rotation": expires_first,
         "reason": reason,
     }  # fmt: skip
+
+
+def _shown(text: Any) -> str | None:
+    """Server or human text as the page shows it: anything token-shaped masked (as `rotator report` does)."""
+    return None if text is None else mask_tokens(str(text))
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -152,7 +202,7 @@ def _inventory(result: Any) -> dict[str, Any] | None:
     counts: dict[str, dict[str, int]] = {}
     for (target, cls), count in sorted(result.counts().items()):
         counts.setdefault(target, {})[cls] = count
-    return {"targets": counts, "errors": [f"{t}: {m}" for t, m in result.errors]}
+    return {"targets": counts, "errors": [mask_tokens(f"{t}: {m}") for t, m in result.errors]}
 
 
 _CSS = """

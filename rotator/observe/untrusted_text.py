@@ -9,8 +9,9 @@ from typing import Any
 __all__ = ["csv_cell", "one_line", "spreadsheet_cell"]
 
 #: C0 and C1 controls and DEL (xterm reads \x9b as CSI), and the bidi controls that reorder what a
-#: reader sees (Trojan Source)
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: reader sees (Trojan Source): every character of Unicode's Bidi_Control property (U+061C ARABIC
+#: LETTER MARK, U+200E/U+200F, U+202A-U+202E, U+2066-U+2069; tests/observe check the list against it)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 #: what a spreadsheet reads as the start of a formula (OWASP's list for CSV injection)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

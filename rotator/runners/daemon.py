@@ -116,6 +116,9 @@ PRUNE_EVERY = timedelta(days=1)
 WATCHDOG_EVERY = 1.0
 #: A journal check older than this (it hangs) makes /readyz fail.
 JOURNAL_CHECK_STALE_S = 10.0
+#: At a reload that replaces the notifier, how long the previous one's queued webhooks and hooks get
+#: before it is closed (what still runs then goes on in the background, reporting to the new one).
+RELOAD_NOTIFY_CLOSE_S = 10.0
 #: The exit status of a daemon that stopped because its journal can no longer make a commit
 #: durable (sysexits EX_IOERR): non-zero, so that systemd (Restart=on-failure) or Kubernetes starts
 #: it again, which opens the journal again and recovers the runs that were going.
@@ -1197,12 +1200,18 @@ class Daemon:
 
         try:
             return Notifier(settings, self.path.parent, on_result=self.metrics.notification,
-                            stdout=self._stdout, clock=self.clock)
+                            stdout=self._stdout, clock=self.clock, emit=self._to_current_notifier)
         except RotatorError:
             raise
         except Exception as exc:
             raise ConfigError(f"[daemon] notifications: cannot set them up: {exc}",
                               hint="check the [daemon] audit, webhook and hook settings") from None
+
+    def _to_current_notifier(self, event: Mapping[str, Any]) -> None:
+        """Where every notifier's hooks report how they ended: the notifier in place *now*. A hook
+        that a reload's notifier replaced runs on (up to its timeout), and its audit line and
+        failure webhook must not go to the notifier closed behind it."""
+        self.notifier(event)
 
     def reload(self, reason: str, *, full: bool = True) -> bool:
         """Load the policy file again; keep the running configuration if the new one is invalid.
@@ -1264,7 +1273,9 @@ class Daemon:
         self._credential_engines = self._with_credentials(engines)
         if notifier is not None:
             previous, self.notifier = self.notifier, notifier
-            threading.Thread(target=previous.close, args=(10.0,), name="rotator-notify-close", daemon=True).start()
+            # A hook still running past this goes on in the background, reporting to the new notifier.
+            threading.Thread(target=previous.close, args=(RELOAD_NOTIFY_CLOSE_S,), kwargs={"reload": True},
+                             name="rotator-notify-close", daemon=True).start()
         try:
             self._load_views(full=True)  # schedules may have changed: plan every policy again
         except RotatorError as exc:  # the journal: the next pass tries again
@@ -1299,14 +1310,20 @@ class Daemon:
             detail = {**detail, "journal": lost}
         return not stalled and not lost, detail
 
+    def _journal_state(self) -> tuple[bool, str]:
+        """The last journal check's ``(ok, detail)``; not ok once it is older than
+        :data:`JOURNAL_CHECK_STALE_S` (the probe hangs): /readyz and rotator_journal_up agree."""
+        ok, detail, at = self._journal_check
+        age = time.monotonic() - at
+        if age > JOURNAL_CHECK_STALE_S:
+            return False, f"no answer from the journal for {age:.0f}s"
+        return ok, detail
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         stalled, progress = self.progress()
         checks: dict[str, Any] = {"config_loaded": True, "policies": len(self.policies),
                                   "stopping": self._stopping, "watchdog": progress}
-        ok, detail, at = self._journal_check
-        age = time.monotonic() - at
-        if age > JOURNAL_CHECK_STALE_S:
-            ok, detail = False, f"no answer from the journal for {age:.0f}s"
+        ok, detail = self._journal_state()
         checks["journal"] = detail
         credentials = {}
         for policy, store, status in self.credentials():
@@ -1376,7 +1393,7 @@ class Daemon:
                     moments.append(view.lease_until)
                 view.state_until = now if published is None else min(moments, default=None)
             states.append(state)
-        return StateSnapshot(now, journal_up=self._journal_check[0] and self._journal_up, policies=states)
+        return StateSnapshot(now, journal_up=self._journal_state()[0] and self._journal_up, policies=states)
 
 
 # ---------------------------------------------------------------------------------- journal state

@@ -86,6 +86,8 @@ def test_a_token_value_that_reaches_an_event_is_redacted(tmp_path: Path) -> None
     ("recover", "failed", {"failure"}), ("recover", "error", set()), ("publish", "partial", set()),
     ("hook", "timeout", {"failure"}),
     ("reload", "failed", {"failure"}), ("revoke_old", "failed", {"orphan"}), ("revoke_new", "failed", {"orphan"}),
+    # Engine._revoke_own_mint: a token minted after its run lost its lease, not revoked: left valid
+    ("revoke_orphan", "failed", {"orphan"}), ("revoke_orphan", "ok", set()),
     ("revoke_old", "retry", set()), ("mint", "ok", set()), ("rotate", "ok", set()),
 ])  # fmt: skip
 def test_event_kinds(step: str, result: str, kinds: set[str]) -> None:
@@ -372,6 +374,11 @@ def test_audit_file_is_created_0600(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("daemon", "message"), [
     ({"webhooks": [{"url": "https://x.example", "secret": "s3cret"}]}, "inline secrets are refused"),
     ({"webhooks": [{"url": "ftp://x.example", "secret": {"file": "k"}}]}, "http:// or https://"),
+    # ports urllib cannot read: `rotator validate` refuses what the daemon would refuse at start
+    ({"webhooks": [{"url": "https://x.example:99999/h", "secret": {"file": "k"}}]}, "port cannot be read"),
+    ({"webhooks": [{"url": "https://x.example:12ab/h", "secret": {"file": "k"}}]}, "port cannot be read"),
+    ({"webhooks": [{"url": "https://x.example:0/h", "secret": {"file": "k"}}]}, "a port from 1 to 65535"),
+    ({"webhooks": [{"url": "https://:443/h", "secret": {"file": "k"}}]}, "must name a host"),
     ({"webhooks": [{"url": "https://x.example", "secret": {"file": "k"}, "on": ["sometimes"]}]}, "'failure'"),
     ({"hooks": [{"command": []}]}, "at least 1 item"),
     ({"hooks": [{"command": ["x"], "env": {"TOKEN": "v"}}]}, "refused variable"),
@@ -416,3 +423,107 @@ def test_an_answer_that_is_not_http_is_retried(tmp_path: Path) -> None:
         server.close()
     assert len(served) == 2 and all(s.startswith(b"POST /hook") for s in served), "retried after the garbage"
     assert results == [("webhook", "ok")], results
+
+
+# -- token-shaped text, deadlines, reloads --------------------------------------------------------
+#: token-shaped text a server or a person wrote: never a registered Secret, so the redactor misses it
+SERVER_TOKEN = "apiv1_Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eA=="
+VAULT_TOKEN = "hvs.CAESIJq0aXk5bGx0ZXN0dG9rZW4"
+
+
+def test_token_shaped_text_in_an_event_is_masked_in_the_audit_line_and_the_webhook_body(tmp_path: Path) -> None:
+    """As `rotator report` masks it: an issuer's error quoting a token (after a newline or a non-ASCII
+    letter too, which JSON escapes: masked in the values, not in the encoded line)."""
+    with receiver() as rx:
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(rx.url)]), tmp_path)
+        notifier(_event("rotate", "failed", error=f"403: invalid token {SERVER_TOKEN}\n{VAULT_TOKEN}",
+                        detail={"body": [f"\u00e9{VAULT_TOKEN}"]}, token_id="a9453323-1ae3-4ea2-aee1-19f151ea83b6"))
+        assert notifier.close(5)
+        got = rx.wait_for(1)
+    text = (tmp_path / "audit.jsonl").read_text()
+    body = got[0].body.decode()
+    for shown in (text, body):
+        assert SERVER_TOKEN not in shown and VAULT_TOKEN not in shown and VAULT_TOKEN[4:] not in shown
+    line = _audit(tmp_path)[0]
+    assert line["error"] == "403: invalid token ***\n***" and line["detail"] == {"body": ["\u00e9***"]}
+    assert line["token_id"] == "a9453323-1ae3-4ea2-aee1-19f151ea83b6", "token ids are not token-shaped"
+    assert got[0].json["error"] == line["error"] and got[0].signature_ok(KEY)
+
+
+@pytest.mark.parametrize("at_once", [b"", b"HTTP/1.1 200 OK\r\n"], ids=["all-dripped", "status-line-at-once"])
+def test_a_receiver_that_drips_its_answer_fails_the_attempt_at_its_timeout(tmp_path: Path, at_once: bytes) -> None:
+    """urllib's timeout bounds each socket read: a receiver answering a byte every 0.3 s never trips a 1 s
+    one, and held the attempt (and every delivery queued behind it) for as long as it dripped. Cut off
+    after a whole status line, http.client takes the end of the stream for the end of the headers: a
+    200 it parsed that way is no delivery."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(at_once)
+            answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 40 + b"\r\nContent-Length: 0\r\n\r\n"
+            for byte in answer.removeprefix(at_once):
+                if stop.wait(0.3):
+                    return
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    results: list[tuple[str, str, float]] = []
+    started = time.monotonic()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(url, timeout="1s", attempts=1)]), tmp_path,
+                            on_result=lambda ch, r: results.append((ch, r, time.monotonic() - started)))
+        notifier(_event("rotate", "failed", error="x"))
+        deadline = time.monotonic() + 8
+        while not results and time.monotonic() < deadline:
+            time.sleep(0.05)
+        notifier.close(1)
+    finally:
+        stop.set()
+        server.close()
+    assert results, "the attempt still runs after 8 s: its 1 s timeout is per read, not per attempt"
+    channel, result, after = results[0]
+    assert (channel, result) == ("webhook", "failed"), "cut off mid-answer: not a delivery, whatever the status line"
+    assert 0.9 < after < 3, after
+
+
+def test_a_hook_that_outlives_its_replaced_notifier_reports_to_the_current_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A reload replaces the Notifier and closes the old one after a while; a hook of the old one still
+    running then must not end into its closed audit file and stopped webhooks (its result was lost)."""
+    hook = {"command": _script(tmp_path, "time.sleep(1.0)\nsys.exit(3)\n"), "timeout": "30s"}
+    current: list[Notifier] = []
+
+    def to_current(event: Any) -> None:
+        current[-1](event)
+
+    with receiver() as rx:
+        old = Notifier(_settings(tmp_path, hooks=[hook], webhooks=[_webhook(rx.url)]), tmp_path, emit=to_current)
+        current.append(old)
+        old(_event("published", "ok", token_id="t1"))
+        new = Notifier(_settings(tmp_path, hooks=[hook], webhooks=[_webhook(rx.url, attempts=2)]), tmp_path,
+                       emit=to_current)
+        current.append(new)
+        with caplog.at_level("WARNING", logger="rotator.notify"):
+            assert old.close(0.2, reload=True) is False, "the hook still runs"
+        deadline = time.monotonic() + 10
+        while not any(r["step"] == "hook" for r in _audit(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = rx.wait_for(1)
+        assert new.close(5)
+    hook_lines = [r for r in _audit(tmp_path) if r["step"] == "hook"]
+    assert [(r["result"], r["exit_code"], r["token_id"]) for r in hook_lines] == [("failed", 3, "t1")]
+    assert [(d.json["step"], d.json["result"]) for d in got] == [("hook", "failed")]
+    assert "abandoned at shutdown" not in caplog.text
+    assert "the reload replaced this hook while it was still running" in caplog.text
