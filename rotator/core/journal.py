@@ -793,7 +793,9 @@ class Journal:
         if lost is not None:
             raise lost
         with self._tx(single=True) as cur:
-            cur.execute("SELECT 1").fetchone()
+            # a read of a page of rotator's own (SQLite answers `SELECT 1` from no file at all: a journal
+            # file overwritten or replaced by an empty one passed)
+            cur.execute("SELECT version FROM schema_version").fetchone()
 
     def _check_fence(self, cur: _Cursor, policy: str, fence: int | None, what: str) -> None:
         """Inside a write transaction: LeaseLost unless ``fence`` is still the policy's fencing number.
@@ -1585,11 +1587,17 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
     # O_EXCL create below opens nothing for an existing journal; group_sync's descriptor is on the WAL,
     # which SQLite does not lock.
     wal_mode = [False]
+    opened = [False]
 
     def connect() -> sqlite3.Connection:
         if read_only:
             return _sqlite_read_only(path)
         try:
+            if opened[0] and not os.path.exists(os.path.realpath(path)):
+                # A later thread's connection (a worker, the daemon's HTTP probe): the journal this
+                # object opened is gone. Creating an empty one here would pass readiness and, at the
+                # next start, begin a new journal: the history and the pending revocations lost.
+                raise sqlite3.OperationalError(f"the journal file {path} is gone (deleted or moved while open)")
             path.parent.mkdir(parents=True, exist_ok=True)
             try:  # a new journal is 0600 from its first byte (an empty file is an empty database);
                 # at a symbolic link's target, which SQLite opens (O_EXCL would refuse the link itself)
@@ -1606,6 +1614,7 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
             conn.execute("PRAGMA synchronous=NORMAL" if wal_mode[0] else "PRAGMA synchronous=FULL")
         except OSError as exc:
             raise sqlite3.OperationalError(str(exc)) from None
+        opened[0] = True
         # No chmod of an existing journal: read access an operator granted (an auditors' group) stays.
         # SQLite gives the -wal and -shm files the journal's mode.
         return conn

@@ -303,6 +303,46 @@ def test_ping_answers_on_both_backends(journal_url: str) -> None:
     journal.close()
 
 
+def test_a_sqlite_journal_file_overwritten_fails_the_probe(tmp_path: Path) -> None:
+    """`SELECT 1` reads no page: a journal whose files were overwritten with garbage (a disk
+    returning junk, a mistaken copy over it) still answered the readiness probe."""
+    path = tmp_path / "journal.db"
+    journal = open_journal(f"sqlite://{path}")
+    journal.record_event(datetime.now(UTC), "p", None, "plan", "ok", {})
+    journal.ping()
+    for file in tmp_path.glob("journal.db*"):  # the database, its WAL and its shared-memory index
+        with file.open("r+b") as f:
+            f.write(os.urandom(file.stat().st_size))
+    with pytest.raises(JournalError, match="file is not a database"):
+        journal.ping()
+    journal.close()
+
+
+def test_a_sqlite_journal_file_deleted_fails_the_probe_and_is_not_made_again(tmp_path: Path) -> None:
+    """A probe thread's new connection made an empty journal where the deleted one was: the probe
+    passed, and the next start would have begun a new journal there (history and pending
+    revocations lost)."""
+    path = tmp_path / "journal.db"
+    journal = open_journal(f"sqlite://{path}")
+    journal.ping()
+    for file in tmp_path.glob("journal.db*"):
+        file.unlink()
+    caught: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            journal.ping()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            caught.append(exc)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join(timeout=60)
+    assert [type(exc) for exc in caught] == [JournalError], caught
+    assert "is gone" in str(caught[0]) and not path.exists(), "no empty journal made in its place"
+    journal.close()
+
+
 def _hold_the_write_lock(journal_url: str) -> Callable[[], None]:
     """Another process's writer in the middle of a transaction (SQLite: the database's write lock;
     PostgreSQL: the migration lock too). Returns the function that ends it."""
