@@ -1513,7 +1513,8 @@ class Overview:
 
 
 _LAST_SQL = (
-    "SELECT r.policy, r.run_id, r.published_at, r.new_token_id, r.new_expires_at, r.token_created_at FROM runs r "
+    "SELECT r.policy, r.run_id, r.published_at, r.new_token_id, r.new_expires_at, r.token_created_at, "
+    "r.tag_search_until FROM runs r "
     "JOIN "
     "(SELECT policy, MAX(published_at) AS m FROM runs WHERE state IN ({ok}){where} GROUP BY policy) x "
     "ON r.policy = x.policy AND r.published_at = x.m WHERE r.state IN ({ok})"
@@ -1526,11 +1527,11 @@ def _last_rows(cur: _Cursor, where: str, params: Sequence[Any], now: datetime) -
     ok = ", ".join("?" * len(success))
     rows = cur.execute(_LAST_SQL.format(ok=ok, where=where), (*success, *params, *success)).fetchall()
     last = {}
-    for policy, run_id, published, token_id, expires, created in rows:
+    for policy, run_id, published, token_id, expires, created, searched in rows:
         at = _dt(published)
         last[policy] = RunRecord(run_id, policy, RunState.DONE, "rotate", at or now, at or now,
                                  new_token_id=token_id, new_expires_at=_dt(expires), published_at=at,
-                                 token_created_at=_dt(created))
+                                 token_created_at=_dt(created), tag_search_until=_dt(searched))
     return last
 
 

@@ -663,8 +663,15 @@ class Daemon:
         track = self._tracks.get(name)
         busy_until = track.busy_until if track is not None else None
         # (What stays queued at the same time keeps its heap entry: _push adds none then.)
-        if view.pending:
-            when = min(max(due, retry or due) for due, retry in view.pending)
+        times = [max(due, retry or due) for due, retry in view.pending]
+        search = view.tag_search_until
+        if search is not None and search > self.clock.now():
+            # The last run's mint had a try without an answer: a revocation pass searches its tag for a
+            # late token at the end of that window (the search then ends), however long grace is.
+            # Once in the past, no pass is planned for it: the next pass of any kind searches.
+            times.append(search)
+        if times:
+            when = min(times)
             for later in (busy_until, track.revoke_retry_at if track is not None else None):
                 if later is not None:
                     when = max(when, later)
@@ -783,10 +790,12 @@ class Daemon:
         if run is None:
             changed = view.run_id is not None
             view.run_id = view.published_at = view.token_id = view.expires_at = view.token_since = None
+            view.tag_search_until = None
         else:
             changed = view.run_id != run.run_id
             view.run_id, view.published_at, view.token_since = run.run_id, run.published_at, run.token_since
             view.token_id, view.expires_at = run.new_token_id, run.new_expires_at
+            view.tag_search_until = run.tag_search_until
         if changed:
             view.state = None
             if run is not None:
@@ -1421,6 +1430,8 @@ class _View:
     failed_revocations: int = 0
     #: until when another process (or this one) holds the lease, as last read
     lease_until: datetime | None = None
+    #: the last successful run's RunRecord.tag_search_until (a mint try of it had no answer)
+    tag_search_until: datetime | None = None
     #: the metrics' state made from this view, and until when it holds
     state: Any = None
     state_until: datetime | None = None

@@ -129,3 +129,28 @@ def test_a_rotation_found_done_when_due_ends_the_failure_count(harness: Callable
     h.clock.advance(timedelta(seconds=30))  # past the retry time, long before the next sweep
     h.tick()
     assert h.calls == [] and sample(h, "rotator_consecutive_failures", policy="a") == 0
+
+
+def test_a_run_whose_tag_is_still_searched_gets_a_revocation_pass_when_its_window_ends(
+    harness: Callable[..., Harness],
+) -> None:
+    """A mint try without an answer: the run published, and its tag is searched until the request
+    can no longer land (RunRecord.tag_search_until). The daemon came back only at the replaced
+    token's revocation (after grace), or never when none was replaced: a token created late stayed
+    valid until the next rotation."""
+    h = harness([("a", "1h", "")], last=None)
+    until = T0 + timedelta(seconds=70)
+    h.daemon.journal.begin_run(RunRecord("r1", "a", "done", "rotate", T0, T0, published_at=T0,
+                                         new_token_id="t1", tag_search_until=until))
+    h.daemon.request_reload()
+    h.tick()
+    assert "revoke a" not in h.calls, "not before the window ends"
+    h.clock.advance(timedelta(seconds=69))
+    h.tick()
+    assert "revoke a" not in h.calls
+    h.clock.advance(timedelta(seconds=1))
+    h.tick()
+    assert h.calls.count("revoke a") == 1, h.calls
+    h.clock.advance(timedelta(seconds=30))
+    h.tick()
+    assert "revoke a" not in h.calls, "once: a search still open after its window waits for the next pass"
