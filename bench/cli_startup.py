@@ -76,7 +76,7 @@ def _setup(work: Path, runs: int) -> dict[str, tuple[list[str], dict[str, str]]]
         folder.mkdir()
         (folder / "vault-token").write_text("s.bench\n")
         (folder / "rotator.toml").write_text(f'[rotator]\njournal = "journal.db"\n{body}')
-        open_journal(f"sqlite:///{folder / 'journal.db'}").close()
+        open_journal(f"sqlite:///{(folder / 'journal.db').resolve()}").close()
     _fill(work / "history" / "journal.db", runs)
     rotator = str(BIN / "rotator")
     cached, off = _env(str(work / "cache")), _env("")

@@ -81,7 +81,7 @@ def build(directory: Path, n: int, workers: int, published: datetime) -> Path:
     config = directory / "rotator.toml"
     config.write_text(HEADER.format(workers=workers) + "".join(
         POLICY.format(name=f"p{i:05d}", influxctl=FAKE_INFLUXCTL, dir=directory) for i in range(n)))
-    open_journal(f"sqlite:///{directory / 'journal.db'}").close()  # the schema
+    open_journal(f"sqlite:///{(directory / 'journal.db').resolve()}").close()  # the schema
     rows = []
     for i in range(n):  # publications 4 minutes apart, the newest at ``published``
         at = ts(published - timedelta(minutes=4 * i))

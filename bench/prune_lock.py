@@ -74,7 +74,7 @@ def journal_url(server: str | None) -> Iterator[str]:
     """A new SQLite file, or a new schema on the PostgreSQL server ``server`` (dropped after)."""
     if server is None:
         with tempfile.TemporaryDirectory(prefix="rotator-prune-") as tmp:
-            yield f"sqlite:///{Path(tmp) / 'journal.db'}"
+            yield f"sqlite:///{(Path(tmp) / 'journal.db').resolve()}"
         return
     import psycopg
 

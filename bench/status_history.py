@@ -73,7 +73,7 @@ def fill(root: Path, history: int) -> Path:
     root.mkdir(parents=True)
     config = policy_file(root)
     journal_path = root / "journal.db"
-    open_journal(f"sqlite:///{journal_path}").close()
+    open_journal(f"sqlite:///{journal_path.resolve()}").close()
     db = sqlite3.connect(journal_path)
     runs, revs = [], []
     start = NOW - timedelta(days=400)

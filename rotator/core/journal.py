@@ -1545,6 +1545,7 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> J
     """
     path = sqlite_path(url)
     if path is not None:
+        _refuse_a_journal_left_behind(url, path)
         if (read_only or not create) and not Path(path).is_file():
             raise _no_journal(path)
         return Journal(_sqlite_backend(Path(path), read_only), path, create, read_only)
@@ -1563,6 +1564,31 @@ def sqlite_path(url: str) -> str | None:
     if not url.startswith("sqlite:///"):
         return None
     return "/" + url[len("sqlite:///"):].lstrip("/")
+
+
+def _refuse_a_journal_left_behind(url: str, path: str) -> None:
+    """ConfigError when ``url`` (``sqlite:///X``) names no file while ``X`` relative to the working
+    directory is one: rotator before schema 8 read the URL that way, so an upgraded deployment that wrote
+    ``sqlite:///var/lib/rotator/journal.db`` (the systemd unit runs in /var/lib/rotator) keeps its
+    journal at /var/lib/rotator/var/lib/rotator/journal.db. Opening the named path would begin an
+    empty journal there: the history, the audit chain, the pending revocations and the open runs
+    left behind, and nothing would say so."""
+    rest = url[len("sqlite:///"):]
+    if rest.startswith("/") or os.path.lexists(path):
+        return
+    try:
+        before = Path.cwd() / rest
+        found = before.is_file()
+    except OSError:  # no working directory any more: nothing was left there either
+        return
+    if found:
+        raise ConfigError(
+            f"the journal URL {url} names {path}, which does not exist, while {before} does: earlier rotator "
+            "(before journal schema 8) read sqlite:///PATH relative to the directory it ran in, so that is the "
+            "journal in use",
+            hint=f"stop rotator and move {before} (with its -wal and -shm files, if any) to {path}; or set "
+            f'journal = "{before}" under [rotator]',
+        )
 
 
 def _no_journal(location: str) -> ConfigError:

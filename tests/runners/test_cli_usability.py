@@ -406,6 +406,32 @@ def _bootstrapped(tmp_path: Path, *, run: bool = True) -> Path:
     return _policy_file(tmp_path, top='[rotator]\njournal = "journal.db"')
 
 
+@pytest.mark.parametrize("command", [["status"], ["rotate", "p1"], ["recover"], ["revoke-expired"]])
+def test_a_journal_an_earlier_version_kept_relative_to_the_working_directory_is_not_left_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        command: list[str]) -> None:
+    """Before, `sqlite:///var/lib/rotator/journal.db` was read relative to the working directory (the
+    systemd unit's /var/lib/rotator): after the upgrade, every command would have begun an empty
+    journal at the absolute path, its history and pending revocations left behind in silence."""
+    from rotator.core.journal import RunRecord, open_journal
+
+    state = tmp_path / "state" / "journal.db"  # what the URL names: absent
+    workdir = tmp_path / "workdir"
+    before = workdir / str(state).lstrip("/")  # where the earlier version kept it
+    now = datetime.now(UTC)
+    journal = open_journal(f"sqlite://{before}")
+    journal.begin_run(RunRecord("boot", "p1", "done", "bootstrap", now, now, published_at=now))
+    journal.close()
+    path = _policy_file(tmp_path, top=f'[rotator]\njournal = "sqlite://{state}"')
+    monkeypatch.chdir(workdir)
+    code = cli.main(["-c", str(path), *command])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"names {state}, which does not exist, while {before} does" in err, err
+    assert f"fix: stop rotator and move {before}" in err
+    assert not state.exists() and not state.parent.exists(), "no empty journal begun"
+
+
 def test_validate_output_json_lists_the_problems_of_an_invalid_file_on_stdout(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A CI job parsing `validate --output json` got nothing on stdout for an invalid file."""
