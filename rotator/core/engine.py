@@ -194,6 +194,12 @@ def _boot_id() -> str:
     return digits if len(digits) == 32 else ""
 
 
+def takes_over_dead_holders() -> bool:
+    """Whether this process can tell that a lease's holder on this machine has died (it reads the
+    boot id): else a dead holder's lease is waited out (``lease_ttl``), e.g. under systemd's
+    ``ProcSubset=pid``, which hides /proc/sys."""
+    return bool(_boot_id())
+
 
 #: what a bootstrap's token id is, by issuer (docs/issuers.md)
 _BOOTSTRAP_ID_HINT = (

@@ -89,7 +89,7 @@ from rotator.config.policy_source import read_policy_file
 from rotator.config.schedule import NoNextDue, format_duration
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.due import age_origin, decide
-from rotator.core.engine import NOTHING_TO_DO, Engine, NeedsAttention, RunResult
+from rotator.core.engine import NOTHING_TO_DO, Engine, NeedsAttention, RunResult, takes_over_dead_holders
 from rotator.core.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
 from rotator.core.errors import describe as _describe
 from rotator.core.journal import Journal, Overview, RevocationState, RunRecord, RunState, open_journal, sqlite_path, ts
@@ -373,6 +373,10 @@ class Daemon:
         self._credential_engines = self._with_credentials(self._engines)
         self._load_views(full=True)
         self._note_loaded()
+        if sys.platform == "linux" and not takes_over_dead_holders():
+            logger.warning("cannot read /proc/sys/kernel/random/boot_id (a sandbox that hides /proc/sys, such as "
+                           "systemd's ProcSubset=pid): a lease held by a rotator process that died is waited out "
+                           "(lease_ttl) instead of taken over at once; allow that file to be read")
         self._next_sweep = self.clock.now()
         self._next_watch = self.clock.now() + self.settings.watch_interval
         self._executor = self._executor_given or concurrent.futures.ThreadPoolExecutor(

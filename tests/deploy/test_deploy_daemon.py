@@ -685,6 +685,30 @@ def test_systemd_unit_sandboxing_and_lifecycle():
     assert one("WatchdogSignal") == "SIGKILL" and one("LimitCORE") == "0", "no core dump holding tokens"
     stop = one("TimeoutStopSec")
     assert stop.endswith("s") and float(stop[:-1]) > SHUTDOWN_TIMEOUT_S  # room for the daemon's own timeout
+    # ProcSubset=pid hides /proc/sys and the boot id with it: a daemon restarted after a watchdog or OOM
+    # kill then waited out lease_ttl (15 min) before it recovered the killed one's runs.
+    assert one("ProtectProc") == "invisible" and "ProcSubset" not in service
+
+
+def test_the_daemon_says_when_it_cannot_take_over_a_dead_holders_lease(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Under a sandbox that hides /proc/sys the boot id is unreadable: say so at start, with the cost."""
+    import logging
+
+    from rotator.core import engine
+    from rotator.runners.daemon import Daemon
+
+    config = tmp_path / "rotator.toml"
+    config.write_text('[rotator]\njournal = "journal.db"\n')
+    for readable in (True, False):
+        monkeypatch.setattr(engine, "_boot_id", lambda readable=readable: "ab" * 16 if readable else "")
+        caplog.clear()
+        daemon = Daemon(config, serve_http=False, handle_signals=False)
+        with caplog.at_level(logging.WARNING, logger="rotator"):
+            daemon.start()
+        daemon.shutdown()
+        said = [r for r in caplog.records if "cannot read /proc/sys/kernel/random/boot_id" in r.getMessage()]
+        assert bool(said) != readable, (readable, [r.getMessage() for r in caplog.records])
 
 
 # == 4. Helm ==============================================================================
