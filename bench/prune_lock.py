@@ -58,6 +58,7 @@ def build(url: str, events: int) -> None:
               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
     head = "UPDATE audit_head SET seq = ?, hash = ? WHERE chain = ?"
     if url.startswith("sqlite:///"):
+        # rotator.core.journal.sqlite_path's reading, spelt out: --baseline runs trees from before it
         with sqlite3.connect("/" + url[len("sqlite:///"):].lstrip("/")) as db:
             db.executemany(insert, rows)
             db.execute(head, (events, prev, audit_chain.CHAIN))

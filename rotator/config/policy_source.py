@@ -35,11 +35,11 @@ def read_policy_file(path: Path) -> bytes:
             raise ConfigError(f"policy file {path} is {kind}",
                               hint="pass -c (or $ROTATOR_CONFIG) the path of the TOML policy file itself")
         chunks: list[bytes] = []
-        total = st.st_size
-        while total <= MAX_POLICY_BYTES and (chunk := os.read(fd, 1 << 20)):
+        total = 0
+        while st.st_size <= MAX_POLICY_BYTES and total <= MAX_POLICY_BYTES and (chunk := os.read(fd, 1 << 20)):
             chunks.append(chunk)
-            total = sum(map(len, chunks))
-        if total > MAX_POLICY_BYTES:
+            total += len(chunk)
+        if st.st_size > MAX_POLICY_BYTES or total > MAX_POLICY_BYTES:
             raise ConfigError(f"policy file {path} is larger than {MAX_POLICY_BYTES // (1024 * 1024)} MiB, "
                               "far more than any policy file holds",
                               hint="check that -c (or $ROTATOR_CONFIG) names the policy file")

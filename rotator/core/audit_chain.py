@@ -592,9 +592,7 @@ def _unlinked_not_a_time(cur: Cursor) -> tuple[Any, ...] | None:
 
 
 #: ``at`` with every digit written as 0, in SQL both backends run (SQLite has no translate())
-_DIGITS_AS_ZERO = "at"
-for _digit in "123456789":
-    _DIGITS_AS_ZERO = f"replace({_DIGITS_AS_ZERO}, '{_digit}', '0')"
+_DIGITS_AS_ZERO = functools.reduce(lambda sql, digit: f"replace({sql}, '{digit}', '0')", "123456789", "at")
 #: what :func:`_DIGITS_AS_ZERO` makes of every time the journal writes (ts(): fixed-width UTC)
 _TIME_SHAPE = "0000-00-00T00:00:00.000000Z"
 #: a month, day, hour, minute or second no clock shows (a day past its month's end, a Feb 30, is

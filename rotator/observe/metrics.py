@@ -24,12 +24,10 @@ from prometheus_client.utils import floatToGoString
 from rotator import __version__
 from rotator.core.clock import utcnow
 from rotator.core.due import age_origin
+from rotator.observe.notify import ORPHAN_EVENTS
 
 __all__ = ["STATE_SPECS", "CredentialState", "LiveSnapshot", "Metrics", "PolicyState", "StateSnapshot", "StateText"]
 
-#: ``(step, result)`` of the events that leave a token valid that should not be (rotator_orphans_total;
-#: the same as the ``orphan`` webhook's, rotator/observe/notify.py)
-_ORPHANED = frozenset({("revoke_old", "failed"), ("revoke_new", "failed"), ("revoke_orphan", "failed")})
 RUN_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400)
 
@@ -346,7 +344,7 @@ class Metrics:
         step, result, policy = event.get("step"), event.get("result"), str(event.get("policy"))
         if step == "revoke_old" and result in ("ok", "retry", "failed"):
             self.revocations.labels(policy, str(result)).inc()
-        if (step, result) in _ORPHANED:
+        if (step, result) in ORPHAN_EVENTS:  # as the ``orphan`` webhook's
             self.orphans.labels(policy).inc()
         if (step, result) == ("rotate", "aborted"):  # the engine lost the lease (Engine._lease)
             self.rotations.labels(policy, "aborted").inc()

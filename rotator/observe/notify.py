@@ -61,6 +61,7 @@ from rotator.core.retry import doubling
 from rotator.core.secret import REDACTOR
 
 __all__ = [
+    "ORPHAN_EVENTS",
     "AuditSink",
     "CommandHook",
     "Notifier",
@@ -93,7 +94,8 @@ _FAILURE = {("rotate", "failed"), ("rotate", "needs_attention"), ("recover", "fa
             ("hook", "timeout"), ("reload", "failed")}
 #: A token left valid that should not be: a revocation gave up, a failed run's candidate could not be
 #: revoked, a token minted after its run lost its lease could not be revoked (Engine._revoke_own_mint).
-_ORPHAN = {("revoke_old", "failed"), ("revoke_new", "failed"), ("revoke_orphan", "failed")}
+#: rotator_orphans_total counts the same events (rotator/observe/metrics.py).
+ORPHAN_EVENTS = frozenset({("revoke_old", "failed"), ("revoke_new", "failed"), ("revoke_orphan", "failed")})
 _SUCCESS = {("published", "ok")}
 
 #: Reports ``(channel, result)`` of each delivery, e.g. ``("webhook", "ok")``; the daemon counts them.
@@ -151,7 +153,7 @@ def event_kinds(record: Mapping[str, Any]) -> set[str]:
     kinds = set()
     if pair in _FAILURE:
         kinds.add("failure")
-    if pair in _ORPHAN:
+    if pair in ORPHAN_EVENTS:
         kinds.add("orphan")
     if pair in _SUCCESS:
         kinds.add("success")
@@ -347,18 +349,23 @@ class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection)
     pass
 
 
+def _open_watched(handler: urllib.request.AbstractHTTPHandler, req: urllib.request.Request,
+                  connection_class: type[_DeadlineConnection], deadline: _Deadline) -> http.client.HTTPResponse:
+    """``handler.do_open`` with connections whose sockets ``deadline`` watches."""
+
+    def connection(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+        return connection_class(host, deadline=deadline, **kwargs)
+
+    return handler.do_open(connection, req)
+
+
 class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
     def __init__(self, deadline: Callable[[], _Deadline]) -> None:
         super().__init__()
         self._current = deadline
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        deadline = self._current()
-
-        def connection(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
-            return _DeadlineConnection(host, deadline=deadline, **kwargs)
-
-        return self.do_open(connection, req)
+        return _open_watched(self, req, _DeadlineConnection, self._current())
 
 
 class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
@@ -369,12 +376,7 @@ class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
         self._current = deadline
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        deadline = self._current()
-
-        def connection(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
-            return _DeadlineHTTPSConnection(host, deadline=deadline, **kwargs)
-
-        return self.do_open(connection, req)
+        return _open_watched(self, req, _DeadlineHTTPSConnection, self._current())
 
 
 class _Worker:

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rotator.config.inline_secrets import mask_tokens
 from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
 from rotator.config.timefmt import parse_rfc3339
@@ -29,7 +28,7 @@ from rotator.core import audit_chain
 from rotator.core.errors import ConfigError
 from rotator.core.journal import Journal, RunRecord, RunState, dismissal_reason, ts
 from rotator.observe.compliance import max_age_of
-from rotator.observe.untrusted_text import csv_cell, one_line
+from rotator.observe.untrusted_text import csv_cell, masked, one_line
 
 __all__ = ["DISCLAIMER", "Evidence", "build", "parse_date", "render"]
 
@@ -285,7 +284,7 @@ def _policy_evidence(
     _revocation_evidence(journal, ev, runs_by_id, checkpoints, end, now, began, policy.grace, *history)
     for e in mine:
         if e["result"] in _FAILED_RESULTS or (e["step"] == "recover" and e["result"] != "ok"):
-            ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], _shown(e["detail"].get("error")),
+            ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], masked(e["detail"].get("error")),
                                        _ended(e, runs_by_id, journal, policy.name), e.get("instance")))  # fmt: skip
     # A run the chain does not back is no evidence of a rotation: the age goes on from the token before.
     # Every run the age is computed from is checked, not only those listed (started in the period).
@@ -309,13 +308,6 @@ def _policy_evidence(
         if pruned_age and pruned_age > (ev.max_observed_age_s or 0):
             ev.max_observed_age_s, ev.oldest_token_id = pruned_age, "(pruned)"
     return ev
-
-
-def _shown(text: Any) -> str | None:
-    """A note or error for the report, token-shaped parts masked: people's reasons (`--dismiss
-    --reason`) and servers' messages may hold a pasted token, which journals from before `--reason`
-    refused one still keep."""
-    return None if text is None else mask_tokens(str(text))
 
 
 def _parse_ts(text: str) -> datetime:
@@ -552,8 +544,8 @@ def _revocation_evidence(
             continue
         ev.revocations.append(RevocationRow(
             rev.token_id, rev.run_id, rev.reason, due, state, done_at,
-            state == "done" and done_at is not None and story.ended_near(done_at, "ok"), attempts, _shown(error),
-            _shown(dismissal_reason(rev.last_error) or None) if state == "dismissed" else None,
+            state == "done" and done_at is not None and story.ended_near(done_at, "ok"), attempts, masked(error),
+            masked(dismissal_reason(rev.last_error) or None) if state == "dismissed" else None,
         ))  # fmt: skip
     if began is not None:
         rows = {r.token_id for r in revocations}

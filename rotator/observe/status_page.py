@@ -35,6 +35,7 @@ from rotator.core.journal import Journal
 from rotator.observe.compliance import DEFAULT_SLACK, Compliance, policy_compliance
 from rotator.observe.health import Unavailable
 from rotator.observe.status import policy_status
+from rotator.observe.untrusted_text import masked
 
 __all__ = ["CACHE_S", "REFRESH_S", "WAIT_S", "StatusPage"]
 
@@ -128,11 +129,11 @@ class StatusPage:
             row.update({
                 "pending_revocations": [
                     {"token_id": r.token_id, "due_at": _iso(r.due_at), "attempts": r.attempts,
-                     "last_error": _shown(r.last_error)} for r in pending
+                     "last_error": masked(r.last_error)} for r in pending
                 ],
                 "recent_failures": [
                     {"at": e["at"], "run_id": e.get("run_id"), "step": e["step"], "result": e["result"],
-                     "error": _shown(e.get("error"))} for e in failures[:RECENT_FAILURES]
+                     "error": masked(e.get("error"))} for e in failures[:RECENT_FAILURES]
                 ],
             })  # fmt: skip
             policies.append(row)
@@ -181,15 +182,10 @@ def _row(
         "compliant": comp.compliant if comp else None,
         "problems": [*(comp.problems() if comp else []), *extra_problems],
         "next_due": _iso(next_due), "due": due,
-        "last_result": last_result, "last_error": _shown(last_error),
+        "last_result": last_result, "last_error": masked(last_error),
         "needs_attention": needs_attention, "expires_before_rotation": expires_first,
         "reason": reason,
     }  # fmt: skip
-
-
-def _shown(text: Any) -> str | None:
-    """Server or human text as the page shows it: anything token-shaped masked (as `rotator report` does)."""
-    return None if text is None else mask_tokens(str(text))
 
 
 def _iso(value: datetime | None) -> str | None:

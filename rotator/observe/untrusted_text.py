@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["csv_cell", "one_line", "spreadsheet_cell"]
+from rotator.config.inline_secrets import mask_tokens
+
+__all__ = ["csv_cell", "masked", "one_line", "spreadsheet_cell"]
 
 #: C0 and C1 controls and DEL (xterm reads \x9b as CSI), and the bidi controls that reorder what a
 #: reader sees (Trojan Source): every character of Unicode's Bidi_Control property (U+061C ARABIC
@@ -14,6 +16,13 @@ __all__ = ["csv_cell", "one_line", "spreadsheet_cell"]
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 #: what a spreadsheet reads as the start of a formula (OWASP's list for CSV injection)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def masked(text: Any) -> str | None:
+    """A note or an error as rotator shows it (the report, the status page): every token-shaped part
+    written as ``***``. People's reasons and servers' messages may hold a pasted or quoted token,
+    which journals from before `--reason` refused one still keep. None stays None."""
+    return None if text is None else mask_tokens(str(text))
 
 
 def one_line(text: str) -> str:

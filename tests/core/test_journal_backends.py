@@ -258,6 +258,23 @@ def test_statement_and_lock_timeouts_are_transient(pg_url: str, monkeypatch: pyt
     journal.close()
 
 
+def _ping_from_a_new_thread(journal: Journal) -> list[BaseException]:
+    """What ``journal.ping()`` raised in a thread of its own (its own connection, as the daemon's
+    HTTP threads have)."""
+    caught: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            journal.ping()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            caught.append(exc)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join(timeout=60)
+    return caught
+
+
 def test_ping_answers_on_both_backends(journal_url: str) -> None:
     """The readiness probe's call answers while the journal does, and raises once it is gone.
 
@@ -273,17 +290,7 @@ def test_ping_answers_on_both_backends(journal_url: str) -> None:
         for leftover in path.parent.glob(f"{path.name}*"):
             leftover.unlink()
         path.mkdir()  # not a database file: SQLite cannot open it
-        caught: list[BaseException] = []
-
-        def probe() -> None:
-            try:
-                journal.ping()
-            except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
-                caught.append(exc)
-
-        thread = threading.Thread(target=probe)
-        thread.start()
-        thread.join(timeout=60)
+        caught = _ping_from_a_new_thread(journal)
         assert [type(exc) for exc in caught] == [JournalError], caught
         assert "cannot connect: unable to open database file" in str(caught[0])
         journal.close()
@@ -327,17 +334,7 @@ def test_a_sqlite_journal_file_deleted_fails_the_probe_and_is_not_made_again(tmp
     journal.ping()
     for file in tmp_path.glob("journal.db*"):
         file.unlink()
-    caught: list[BaseException] = []
-
-    def probe() -> None:
-        try:
-            journal.ping()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
-            caught.append(exc)
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    thread.join(timeout=60)
+    caught = _ping_from_a_new_thread(journal)
     assert [type(exc) for exc in caught] == [JournalError], caught
     assert "is gone" in str(caught[0]) and not path.exists(), "no empty journal made in its place"
     journal.close()
