@@ -29,6 +29,7 @@ from rotator.config.policy_types import Policy, StoreBinding, find_policy
 from rotator.config.schedule import Schedule, format_duration, parse_schedule, parse_window
 from rotator.core.credentials import SECRET_LOOKING_KEYS
 from rotator.core.errors import ConfigError
+from rotator.core.revocation_rule import carries_tag
 
 if TYPE_CHECKING:
     from rotator.config.daemon_config import DaemonSettings
@@ -186,6 +187,14 @@ class PolicySpec(BaseModel):
         literal, fields = _description_parts(value)
         if "tag" not in fields:
             raise ValueError("must contain {tag} so a token whose value was lost can be found and revoked")
+        # Rendered only now: no format spec is left, and the text is at most MAX_DESCRIPTION long. The
+        # revocation rule finds a tag only as a whole word (carries_tag): "{tag}-auto" would pass here and
+        # then leave every replaced token unrevoked.
+        tag = "rotator:p:0"
+        if not carries_tag(value.format(tag=tag, policy="p"), tag):
+            raise ValueError("must have {tag} as a word of its own: follow it by a space, a '.', ':' or '/', or "
+                             "end the text with it (a letter, digit, '-' or '_' right after it hides the tag from "
+                             "the revocation check, and no replaced token would be revoked)")
         longest = literal + sum(_FIELD_LENGTHS[f] for f in fields)
         if longest > MAX_DESCRIPTION:
             raise ValueError(f"can render to {longest} characters; keep it to {MAX_DESCRIPTION} (with {{tag}} at "

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rotator.config.policy import MAX_DESCRIPTION, PolicyFileError, load_config
+from rotator.core.revocation_rule import carries_tag
 from tests.config.policy_text import POLICY
 
 
@@ -118,11 +119,11 @@ def test_an_escaped_tag_is_no_tag(tmp_path: Path) -> None:
 
 
 def test_a_description_is_bounded_once_rendered(tmp_path: Path) -> None:
-    longest = MAX_DESCRIPTION - 136 - 63  # {tag} renders to 136 characters at most, {policy} to 63
+    longest = MAX_DESCRIPTION - 136 - 63 - 1  # {tag} renders to 136 characters at most, {policy} to 63
     fits = "x" * longest
-    config = load_config(_file(tmp_path, extra=f'description = "{fits}{{tag}}{{policy}}"'))
+    config = load_config(_file(tmp_path, extra=f'description = "{fits}{{tag}} {{policy}}"'))
     assert len(config.policies[0].token_description("r" * 64)) <= MAX_DESCRIPTION
-    assert _problems(_file(tmp_path, extra=f'description = "{fits}x{{tag}}{{policy}}"')) == [
+    assert _problems(_file(tmp_path, extra=f'description = "{fits}x{{tag}} {{policy}}"')) == [
         f"policy[0] 'p0'.description: can render to {MAX_DESCRIPTION + 1} characters; keep it to {MAX_DESCRIPTION} "
         "(with {tag} at 136 and {policy} at 63 at most)"]
     huge = "x" * 5_000_000
@@ -135,3 +136,22 @@ def test_a_description_is_bounded_once_rendered(tmp_path: Path) -> None:
 def test_documented_descriptions_still_load(tmp_path: Path, description: str) -> None:
     config = load_config(_file(tmp_path, extra=f'description = "{description}"'))
     assert "rotator:p0:r1" in config.policies[0].token_description("r1")
+
+
+@pytest.mark.parametrize("description", ["{tag}-auto", "{tag}_by_rotator", "{tag}x", "{tag}{policy}", "{tag}0"])
+def test_a_tag_run_into_a_word_is_refused(tmp_path: Path, description: str) -> None:
+    """The revocation rule finds a tag only as a whole word (``rotator:p:ab`` is not in ``rotator:p:abc``):
+    ``{tag}-auto`` validated, and then every replaced token was refused its revocation (exit 4)."""
+    assert _problems(_file(tmp_path, extra=f'description = "{description}"')) == [
+        "policy[0] 'p0'.description: must have {tag} as a word of its own: follow it by a space, a '.', ':' or '/', "
+        "or end the text with it (a letter, digit, '-' or '_' right after it hides the tag from the revocation "
+        "check, and no replaced token would be revoked)"]
+
+
+@pytest.mark.parametrize("description", ["{tag}", "{tag} auto", "{tag}.", "{tag}:{policy}", "({tag})",
+                                         "{policy}-{tag}", "{tag}x {tag}", "{tag}/{policy}"])
+def test_every_description_that_loads_carries_its_tag_for_the_revocation_rule(tmp_path: Path,
+                                                                               description: str) -> None:
+    policy = load_config(_file(tmp_path, extra=f'description = "{description}"')).policies[0]
+    for run_id in ("r1", "0" * 16, "a" * 64):
+        assert carries_tag(policy.token_description(run_id), f"rotator:p0:{run_id}")
