@@ -341,6 +341,8 @@ class Profile:
     #: The database token and database ``query`` and ``write`` use by default.
     token: str | None = None
     database: str | None = None
+    #: Where ``query`` and ``write`` connect (on Dedicated nothing else uses it).
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -418,6 +420,7 @@ def _validated_profile(name: str, entry: dict[str, Any], flags: dict[str, Any]) 
         oauth2="oauth2" in auth,
         token=entry.get("token") or None,
         database=entry.get("database") or None,
+        host=entry.get("host") or None,
     )
 
 
@@ -960,6 +963,10 @@ def cmd_query(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
     if len(positional) != 1:
         usage(f"expected exactly one QUERY argument, got {len(positional)}", QUERY_HELP)
     profile = load_profile(flags)
+    if profile.host is None:
+        # Dedicated's docs: `host` is "used for query and write subcommands"; without it there is no cluster
+        # to send the query to (the exact text of the real CLI is not documented).
+        fail(f'profile "{profile.name}": host is required for the query command')
     # Command line flags override settings in the connection profile (docs).
     token = own.get("token") or profile.token
     database = own.get("database") or profile.database

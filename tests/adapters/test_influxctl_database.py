@@ -34,6 +34,8 @@ from tests.fakes.fixtures import FakeInfluxctlFixture
 
 ADMIN_TOKEN = "clustered-admin-token-0123456789abcdef"  # the Clustered admin token (token.json)
 PROFILE = {"product": "clustered", "host": "influxdb.example.test", "port": 443}
+DEDICATED = {"product": "dedicated", "account_id": "00000000-0000-4000-8000-00000000acc1",
+             "cluster_id": "00000000-0000-4000-8000-00000000c1a5"}
 
 
 @dataclass
@@ -139,6 +141,7 @@ def settings(**changes: Any) -> dict[str, Any]:
         ({"database": "*"}, "name one database"),
         ({"verify_query": "--format=csv"}, "not starting with '-'"),
         ({"verify_query": "  "}, "not blank"),
+        ({"profile": DEDICATED}, "product 'dedicated' needs `host` (the cluster's URL"),
     ],
 )
 def test_invalid_settings_are_refused_with_a_clear_message(changes: dict[str, Any], message: str) -> None:
@@ -307,6 +310,27 @@ def test_verify_queries_the_database_with_the_token_in_the_profile(setup: Setup)
     assert f"token = {json.dumps(setup.current.reveal())}" in call["config_text"]
     assert "mgmt_token" not in call["config_text"], "a data command gets no management credential"
     assert call["file_mode"] == 0o600 and not call["config"].exists()
+
+
+def test_a_dedicated_database_token_is_minted_and_verified_through_the_profile_s_host(setup: Setup) -> None:
+    """Cloud Dedicated's management commands need no `host`, but `query` does (its only use there): a
+    policy without it validated, and every rotation then failed at VERIFY after minting."""
+    issuer = setup.issuer(profile={**DEDICATED, "host": "cluster.a.influxdb.example.test"})
+    token = issuer.mint(request(), None)
+    issuer.verify(token.value)
+    query = setup.recorder.calls[-1]
+    assert query["argv"][-4:] == ["query", "--database=db1", "--format=json", "SELECT 1"]
+    assert 'host = "cluster.a.influxdb.example.test"' in query["config_text"]
+    assert 'product = "dedicated"' in query["config_text"]
+
+
+def test_the_fake_query_needs_the_profile_s_host_as_influxctl_does(setup: Setup) -> None:
+    """The fake is no looser than influxctl here: on Dedicated `host` is "used for query and write"."""
+    config = setup.fake.profile(setup.fake.workdir / "dedicated.toml", product="dedicated")
+    with config.open("a") as f:
+        f.write(f'  token = {json.dumps(setup.current.reveal())}\n  database = "db1"\n')
+    done = setup.fake.run("--config", str(config), "query", "--format=json", "SELECT 1")
+    assert done.returncode != 0 and "host is required for the query command" in done.stderr, done
 
 
 def test_verify_is_transient_during_the_activation_delay_then_passes(setup: Setup) -> None:

@@ -204,6 +204,14 @@ class InfluxctlDatabaseSettings(InfluxctlSettings):
         self._verifiable()
 
     def _verifiable(self) -> None:
+        if self.profile.product == "dedicated" and self.profile.host is None:
+            # Cloud Dedicated's profile `host` serves only `query` and `write`; management commands reach
+            # the account and cluster without it. Verification is a `query`: without the host it reaches
+            # no cluster, and every rotation would fail at VERIFY after minting.
+            raise ValueError(
+                "product 'dedicated' needs `host` (the cluster's URL, e.g. 'CLUSTER_ID.a.influxdb.io') for "
+                "influxctl-database: verification runs `influxctl query`, which reaches the cluster through it"
+            )
         if self.database is None and self._default_database() is None:
             raise ValueError(
                 "`database` is required when `permissions` names no database but '*': "
