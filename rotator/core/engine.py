@@ -1158,13 +1158,19 @@ class Engine:
         """Revoke every live token carrying this run's tag (a lost value, or a retried mint)."""
         self._sweep_run_tag(run.run_id, credential, keep)
 
-    def _sweep_run_tag(self, run_id: str, credential: Secret | None, keep: str | None) -> list[str]:
-        """:meth:`_sweep_tag` by run id; returns the ids of the tokens revoked."""
+    def _sweep_run_tag(self, run_id: str, credential: Secret | None, keep: str | None,
+                       only: Sequence[str] | None = None) -> list[str]:  # fmt: skip
+        """:meth:`_sweep_tag` by run id; returns the ids of the tokens revoked.
+
+        ``only``: revoke none but these ids (`rotator inventory --revoke-orphans`: the tokens it listed
+        and confirmed as the run's orphans, not another token carrying the tag); None: every one."""
         tag = self.policy.tag(run_id)
         tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
         now = self.clock.now()
         revoked = []
         for info in tokens:
+            if only is not None and info.token_id not in only:
+                continue
             if carries_tag(info.description, tag) and info.token_id != keep and info.is_active(now):
                 self.log.warning("revoking token %s left by run %s", info.token_id, run_id)
                 claim = Claim(info.token_id, self.policy.name, minted_by=[run_id],

@@ -7,19 +7,25 @@ as one *target*) and for bare targets given on the command line, list every toke
 ``managed``
     the current token of a policy, a previous one waiting for (or failing) its revocation, or the
     candidate of a run still in progress (the token the journal records for it; a token with the
-    run's tag only while the journal records none yet).
+    run's tag only while the journal records none yet). What the journal says of *every* policy of
+    the file counts, whichever target lists the token (an issuer's token ids are its own).
 ``orphan``
-    a live token that carries the tag ``rotator:<policy>:<run-id>`` of a run the journal knows, of
-    that policy, that never published it (the run failed or aborted, or published another token).
-    Only these are revoked by ``--revoke-orphans``: the engine's own tag sweep revokes them, under
-    the policy's lease, after checking no store holds them (DESIGN invariants 1 and 8).
+    a live token that the journal records as minted, and never published, by a run of a policy
+    on this target's cluster or instance; or one that carries the tag ``rotator:<policy>:<run-id>``
+    of such a run that never published it (the run failed or aborted, or published another token),
+    and was created while that run could still mint (from its start to its last journal write plus
+    the issuer's call timeout, give or take the clock slack of the revocation rule).
+    Only these are revoked by ``--revoke-orphans``: each is classified again under the policy's
+    lease, through the policy's own issuer, then the engine's own tag sweep revokes exactly those
+    ids (an allow-list), after checking no store holds them (DESIGN invariants 1 and 8).
 ``suspicious`` (``orphan?``)
     a live token whose tag rotator cannot confirm: the run id is unknown to the journal (the AWS
     Lambda function's runs, which keep no journal, among them), the tag names a policy that does
-    not use this issuer or is not in the file, the description carries several tags, the tag names
-    a run in progress whose journal records another candidate, or the journal says rotator revoked
-    it and the issuer lists it active. A tag is a claim anyone able to create tokens can write;
-    rotator never revokes on a claim alone.
+    not use this target's cluster or instance or is not in the file, the description carries
+    several tags, the tag names a run in progress whose journal records another candidate, the
+    token was created when the tagged run could not mint it (or the issuer gives no creation time),
+    or the journal says rotator revoked it and the issuer lists it active. A tag is a claim anyone
+    able to create tokens can write; rotator never revokes on a claim alone.
 ``unmanaged``
     no tag and unknown to the journal: a token nothing rotates. ``--suggest`` prints the policy
     that would bring it under rotation (then ``rotator bootstrap``).
@@ -45,17 +51,19 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from rotator.config import registry
 from rotator.config.inline_secrets import mask_tokens
 from rotator.config.policy_types import Policy
-from rotator.config.timefmt import rfc3339_or_none
+from rotator.config.timefmt import as_utc, rfc3339, rfc3339_or_none
 from rotator.core.clock import Clock
-from rotator.core.contracts import Issuer, TokenInfo, read_for_reading
+from rotator.core.contracts import Issuer, TokenInfo, call_timeout_of, read_for_reading, with_unlisted
 from rotator.core.engine import Engine
 from rotator.core.errors import RotatorError
 from rotator.core.journal import Journal, Revocation, RunRecord, RunState
+from rotator.core.revocation_rule import CLOCK_SLACK
 from rotator.core.secret import REDACTOR, Secret
 from rotator.observe.compliance import max_age_of
 from rotator.observe.untrusted_text import one_line
@@ -89,6 +97,9 @@ _TAG = re.compile(
 #: Settings that name the cluster or instance an issuer talks to: policies whose issuers agree on
 #: these (and on the type) see the same tokens, so the target is listed once.
 _WHERE_ATTRS = ("profile", "base_url", "org_id", "product", "account_id", "cluster_id", "cluster_host")
+#: influxctl's port when a profile names none; a URL's when it names none
+_INFLUXCTL_PORT = 443
+_URL_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass
@@ -99,6 +110,9 @@ class Target:
     kind: str
     #: (policy, issuer, credential reader); a bare target has one entry with policy None
     listers: list[tuple[Policy | None, Issuer, Callable[[], Secret | None]]]
+    #: the cluster or instance, written one way (:func:`_where_key`): a policy whose own key is this
+    #: one rotates tokens of this target, listed through it or not. Empty: only the listers' policies
+    where: str = ""
 
     @property
     def policies(self) -> list[Policy]:
@@ -146,6 +160,8 @@ class Inventory:
     #: (target, message): a target that could not be listed (the others still are)
     errors: list[tuple[str, str]] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
+    #: target -> the policies whose cluster or instance it is (revoke_orphans acts only there)
+    policies_on: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def counts(self) -> dict[tuple[str, str], int]:
         """``(target, class) -> count`` of the tokens that are not revoked (every class, zeros included)."""
@@ -154,6 +170,12 @@ class Inventory:
             if e.state != "revoked":
                 out[(e.target, e.cls)] = out.get((e.target, e.cls), 0) + 1
         return out
+
+    def findings(self) -> list[Entry]:
+        """What ``rotator inventory --check`` exits 4 for: every live orphan or suspicious token, and
+        every live unmanaged one that never expires or is older than its max age."""
+        return [e for e in self.entries if e.state == "active" and (
+            e.cls in (ORPHAN, SUSPICIOUS) or (e.cls == UNMANAGED and (NO_EXPIRY in e.flags or TOO_OLD in e.flags)))]
 
     def flag_counts(self) -> dict[tuple[str, str, str], int]:
         """``(target, class, flag) -> count`` of live tokens carrying ``flag``."""
@@ -167,15 +189,56 @@ class Inventory:
 
 # ---------------------------------------------------------------------------------- targets
 def _where(policy: Policy) -> str:
-    settings = policy.issuer_settings
-    parts = [policy.issuer_type]
+    """The policy's cluster or instance (:func:`_where_key`); an adapter that names its target
+    otherwise is a target of its own."""
+    return _where_key(policy.issuer_type, policy.issuer_settings) or f"{policy.issuer_type}|policy={policy.name}"
+
+
+def _where_key(kind: str, settings: Any) -> str | None:
+    """The cluster or instance an issuer of ``kind`` with ``settings`` lists, written one way, so that
+    two spellings of one place agree: a host in any case, influxctl's port 443 written or left out, a
+    URL's default port and trailing slash. TLS settings say how to reach it, not which it is: not
+    part of it. None: the settings name no place."""
+    parts = [kind]
     for attr in _WHERE_ATTRS:
         value = getattr(settings, attr, None)
-        if value is not None:
-            parts.append(f"{attr}={value!r}")
-    if len(parts) == 1:  # an adapter that names its target otherwise: no merging
-        parts.append(f"policy={policy.name}")
-    return "|".join(parts)
+        if value is None:
+            continue
+        if attr == "profile":
+            text = _profile_where(value)
+        elif attr in ("base_url", "cluster_host"):
+            text = _url_where(str(value))
+        else:
+            text = str(value).strip().lower()
+        parts.append(f"{attr}={text!r}")
+    return "|".join(parts) if len(parts) > 1 else None
+
+
+def _host_where(host: str) -> str:
+    return host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+
+
+def _profile_where(profile: Any) -> str:
+    """An influxctl profile's place: product, host, port (influxctl's default 443 when left out),
+    account and cluster (as rotator/runners/sync.py compares a profile with a policy)."""
+    host = getattr(profile, "host", None)
+    port = getattr(profile, "port", None)
+    ids = [str(getattr(profile, key, None) or "").strip().lower() for key in ("account_id", "cluster_id")]
+    return "/".join([str(getattr(profile, "product", "")), _host_where(host) if host else "",
+                     str(port or _INFLUXCTL_PORT), *ids])  # fmt: skip
+
+
+def _url_where(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = _host_where(parts.hostname or "")
+    return f"{scheme}://{host}:{port or _URL_PORTS.get(scheme, '')}{parts.path.rstrip('/')}"
 
 
 def store_credential(policy: Policy, clock: Clock | None = None) -> Callable[[], Secret | None]:
@@ -198,19 +261,19 @@ def policy_targets(policies: Sequence[Policy], clock: Clock | None = None) -> li
     for policy in policies:
         groups.setdefault(_where(policy), []).append(policy)
     targets = []
-    for members in groups.values():
+    for where, members in groups.items():
         kind = members[0].issuer_type
         name = f"{kind}:{','.join(sorted(p.name for p in members))}"
         targets.append(Target(name, kind, [
             (p, registry.build_issuer(p, p.context(clock)), store_credential(p, clock)) for p in members
-        ]))
+        ], where))
     return targets
 
 
 # ---------------------------------------------------------------------------------- classification
 @dataclass
 class _Facts:
-    """What the journal says about the policies of one target."""
+    """What the journal says about the policies of the file."""
 
     current: dict[str, str] = field(default_factory=dict)  # token id -> policy
     revocations: dict[str, Revocation] = field(default_factory=dict)  # token id -> its revocation
@@ -234,6 +297,42 @@ def _facts(journal: Journal, policies: Iterable[Policy]) -> _Facts:
     return facts
 
 
+class _Classifier:
+    """The journal's word on every policy of the file, and which policies each target is the cluster
+    or instance of.
+
+    The journal is the trust root: what it records of a token id counts wherever the id is listed
+    (a policy's current token stays managed when another policy's target, or a bare one, lists it).
+    A tag is only a claim: it is confirmed only on a target of the policy it names."""
+
+    def __init__(self, journal: Journal, known: Sequence[Policy], targets: Sequence[Target]) -> None:
+        self.journal = journal
+        self.known = {p.name: p for p in known}
+        self.wheres = {p.name: _where(p) for p in known}
+        #: a policy's own issuer, where a target lists through it (for its call timeout)
+        self.issuers = {p.name: issuer for t in targets for p, issuer, _ in t.listers if p is not None}
+        self.facts = _facts(journal, known)
+
+    def policies_on(self, target: Target) -> frozenset[str]:
+        """The policies whose cluster or instance ``target`` is: those it lists through, and those
+        whose issuer settings name the same place (`--policy a` lists b's cluster too; so does a bare
+        target of it)."""
+        names = {p.name for p in target.policies}
+        if target.where:
+            names |= {name for name, where in self.wheres.items() if where == target.where}
+        return frozenset(names)
+
+    def mint_window(self, run: RunRecord, target: Target) -> tuple[datetime, datetime]:
+        """When a mint of ``run`` can have created a token: from the run's start to its last journal
+        write (or the end of its tag search) plus the issuer's call timeout, widened on both sides by
+        the revocation rule's clock slack (the issuer's clock is not rotator's)."""
+        issuer = self.issuers.get(run.policy) or (target.listers[0][1] if target.listers else None)
+        last = max(as_utc(t) for t in (run.started_at, run.updated_at, run.finished_at, run.mint_started_at,
+                                       run.tag_search_until) if t is not None)  # fmt: skip
+        return (as_utc(run.started_at) - CLOCK_SLACK,
+                last + timedelta(seconds=call_timeout_of(issuer)) + CLOCK_SLACK)  # fmt: skip
+
+
 def _state(info: TokenInfo, now: datetime) -> str:
     if info.revoked_at is not None:
         return "revoked"
@@ -242,39 +341,58 @@ def _state(info: TokenInfo, now: datetime) -> str:
     return "active"
 
 
-def _classify(
-    info: TokenInfo, state: str, facts: _Facts, journal: Journal, target: Target, known: Mapping[str, Policy]
-) -> tuple[str, str, str | None, str | None, tuple[str, str | None] | None]:
+_Class = tuple[str, str, str | None, str | None, tuple[str, str | None] | None]
+
+
+def _classify(info: TokenInfo, state: str, c: _Classifier, target: Target, on_target: frozenset[str]) -> _Class:
     """(class, reason, policy, run id, sweep) of one token."""
     live = state == "active"
     token_id = info.token_id
+    facts, journal = c.facts, c.journal
+
+    def elsewhere(policy: str) -> str:
+        # By id, from the journal: an id the issuer makes is unique, but an InfluxDB 3 token's id is its
+        # name, anyone's choice: say so where the policy's own settings name another place.
+        return "" if policy in on_target else f" (policy {policy!r}'s issuer settings name another target)"
+
     if token_id in facts.current:
-        return MANAGED, "current token", facts.current[token_id], None, None
+        policy = facts.current[token_id]
+        if live:
+            return MANAGED, "current token" + elsewhere(policy), policy, None, None
+        # Invariant 1 broken: the stores hand out a token the issuer no longer accepts.
+        return (MANAGED, f"current token, {state.upper()} at the issuer: the stores hold a token that no longer "
+                f"works (`rotator rotate {policy}` replaces it)" + elsewhere(policy), policy, None, None)  # fmt: skip
     rev = facts.revocations.get(token_id)
     if rev is not None:
         due, done = rfc3339_or_none(rev.due_at), rfc3339_or_none(rev.done_at)
+        there = elsewhere(rev.policy)
         if rev.state == "pending":
-            return MANAGED, f"previous token, revocation due {due}", rev.policy, rev.run_id, None
+            return MANAGED, f"previous token, revocation due {due}{there}", rev.policy, rev.run_id, None
         if rev.state == "failed":
-            return MANAGED, "previous token, revocation FAILED: revoke it by hand", rev.policy, rev.run_id, None
+            return (MANAGED, f"previous token, revocation FAILED: revoke it by hand{there}", rev.policy, rev.run_id,
+                    None)  # fmt: skip
         if rev.state == "dismissed":  # a person decided it stays valid (revoke-expired --dismiss)
             if live:
-                return (MANAGED, f"previous token, revocation dismissed {done}: kept valid on purpose", rev.policy,
-                        rev.run_id, None)  # fmt: skip
+                return (MANAGED, f"previous token, revocation dismissed {done}: kept valid on purpose{there}",
+                        rev.policy, rev.run_id, None)  # fmt: skip
             return RETIRED, f"no longer active at the issuer; its revocation was dismissed {done}", rev.policy, \
                 rev.run_id, None
         if live:
             return (SUSPICIOUS, f"the journal says rotator revoked it at {done}, the issuer lists it "
-                    "active", rev.policy, rev.run_id, None)  # fmt: skip
+                    f"active{there}", rev.policy, rev.run_id, None)  # fmt: skip
         return RETIRED, f"revoked by rotator {done}", rev.policy, rev.run_id, None
     run = facts.minted.get(token_id)
     if run is not None:
         if run.state in RunState.OPEN:
             why = f"candidate of run {run.run_id}, still in progress ({run.state})"
-            return MANAGED, why, run.policy, run.run_id, None
+            return MANAGED, why + elsewhere(run.policy), run.policy, run.run_id, None
         if not live:
             return RETIRED, f"minted by run {run.run_id} ({run.state})", run.policy, run.run_id, None
         if run.published_at is None:
+            if run.policy not in on_target:  # the same id on another cluster: not the token the run minted
+                return (SUSPICIOUS, f"the journal records run {run.run_id} of policy {run.policy!r} minting a token "
+                        f"of this id, but the policy's issuer settings name another target", run.policy,
+                        run.run_id, None)  # fmt: skip
             return (ORPHAN, f"minted by run {run.run_id}, which {run.state} without publishing it", run.policy,
                     run.run_id, (run.run_id, None))  # fmt: skip
         return (SUSPICIOUS, f"published by run {run.run_id}, superseded, and no revocation recorded", run.policy,
@@ -294,10 +412,10 @@ def _classify(
 
     if policy_name is None or run_id is None:
         return doubtful("the description carries several rotator tags")
-    on_target = {p.name for p in target.policies}
-    if policy_name not in known:
+    if policy_name not in c.known:
         return doubtful(f"tag names policy {policy_name!r}, which is not in this policy file")
-    if on_target and policy_name not in on_target:
+    if policy_name not in on_target:
+        # (a bare target, or another policy's cluster: the policy's own run cannot have minted it here)
         return doubtful(f"tag names policy {policy_name!r}, which does not use this issuer")
     tagged = journal.get_run(run_id)
     if tagged is None or tagged.policy != policy_name:
@@ -318,6 +436,16 @@ def _classify(
                         f"{tagged.new_token_id}, not this token")
     if not live:
         return RETIRED, f"tagged by run {run_id} ({tagged.state})", policy_name, run_id, None
+    # Only the description ties the token to the run: its creation must fall where a mint of that run
+    # could land (a person's token that mentions the tag of a run that failed days ago is not the run's).
+    if info.created_at is None:
+        return doubtful(f"tag names run {run_id} ({tagged.state}), but the issuer gives no creation time to tie "
+                        "the token to that run")
+    start, end = c.mint_window(tagged, target)
+    created = as_utc(info.created_at)
+    if not start <= created <= end:
+        return doubtful(f"tag names run {run_id} ({tagged.state}), but the token was created at {rfc3339(created)}, "
+                        f"when no mint of that run could create it ({rfc3339(start)} to {rfc3339(end)})")
     what = "published another token" if tagged.published_at is not None else f"{tagged.state} without publishing"
     keep = tagged.new_token_id if tagged.published_at is not None else None
     return ORPHAN, f"tagged by run {run_id}, which {what}", policy_name, run_id, (run_id, keep)
@@ -355,19 +483,23 @@ def take_inventory(
     """List and classify every target's tokens; a target that fails is reported in ``errors``."""
     by_name = {p.name: p for p in known}
     inv = Inventory(targets=[t.name for t in targets])
+    classifier = _Classifier(journal, known, targets) if journal is not None else None
+    facts = classifier.facts if classifier is not None else _Facts()
     for target in targets:
+        on_target = classifier.policies_on(target) if classifier is not None else frozenset()
+        inv.policies_on[target.name] = on_target
         tokens = _list_target(target, inv)
         if tokens is None:
             continue
-        facts = _facts(journal, target.policies or known) if journal is not None else _Facts()
         for info in tokens.values():
             state = _state(info, now)
-            if state == "revoked" and not include_revoked:
+            # (a policy's current token is shown revoked too: the stores hand out a dead token)
+            if state == "revoked" and not include_revoked and info.token_id not in facts.current:
                 continue
-            if journal is None:
+            if classifier is None:
                 cls, reason, pname, run_id, sweep = _classify_without_journal(info, state)
             else:
-                cls, reason, pname, run_id, sweep = _classify(info, state, facts, journal, target, by_name)
+                cls, reason, pname, run_id, sweep = _classify(info, state, classifier, target, on_target)
             policy = by_name.get(pname) if pname else None
             flags, age = _flags(info, state, cls, policy, facts, now, unmanaged_max_age)
             shown_id = _masked(info.token_id) or ""
@@ -413,7 +545,8 @@ def _list_target(target: Target, inv: Inventory) -> dict[str, TokenInfo] | None:
             tokens = issuer.list_tokens(credential())
         except RotatorError as exc:
             where = f" (through policy {policy.name})" if policy is not None else ""
-            errors.append(f"{REDACTOR.redact(str(exc))}{where}" + (f" (fix: {exc.hint})" if exc.hint else ""))
+            # (an issuer's error may quote its server's text: one line, no control character of it)
+            errors.append(one_line(f"{REDACTOR.redact(str(exc))}{where}" + (f" (fix: {exc.hint})" if exc.hint else "")))
             continue
         for info in tokens:
             seen = merged.get(info.token_id)
@@ -428,29 +561,61 @@ def _list_target(target: Target, inv: Inventory) -> dict[str, TokenInfo] | None:
 
 
 # ---------------------------------------------------------------------------------- revoking orphans
+#: recheck(tokens, now) -> token id -> None (still the run's orphan: revoke it) or why not
+_Recheck = Callable[[Sequence[TokenInfo], datetime], Mapping[str, str | None]]
+
+
 class _OrphanSweeper(Engine):
     """The engine's own tag sweep, run for one orphan's run: the same rules as recovery."""
 
-    def sweep_run(self, run: RunRecord, keep: str | None, token_ids: Sequence[str]) -> None:
+    def sweep_run(self, run: RunRecord, keep: str | None, token_ids: Sequence[str],
+                  recheck: _Recheck) -> tuple[dict[str, str], list[str]]:  # fmt: skip
+        """Under the policy's lease: list the policy's own issuer, classify each of ``token_ids`` again
+        (``recheck``), and sweep the run's tag revoking only the ids still confirmed (an allow-list:
+        not another token with the tag, such as one the listing called suspicious or one created since).
+
+        Returns (token id -> why it was not handed to the sweep, the ids the sweep revoked)."""
         with self._lease("revoke_orphans"):
-            self._event("inventory", "revoke_orphans", run.run_id, token_ids=list(token_ids), kept=keep)
-            self._sweep_tag(run, self._credential_from(self._read_stores()), keep=keep)
+            credential = self._credential_from(self._read_stores())
+            tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
+            for token_id in token_ids:
+                if not any(t.token_id == token_id for t in tokens):  # (a listing that may leave some out)
+                    tokens = self._call(partial(with_unlisted, self.issuer, tokens, token_id, credential),
+                                        f"look up token {token_id}")
+            listed = {t.token_id: t for t in tokens}
+            verdicts = recheck([listed[t] for t in token_ids if t in listed], self.clock.now())
+            refused = {t: "not revoked: not found at the issuer" for t in token_ids if t not in listed}
+            refused |= {t: f"not revoked: no longer an orphan ({why})" for t, why in verdicts.items() if why}
+            confirmed = [t for t in token_ids if t not in refused]
+            self._event("inventory", "revoke_orphans", run.run_id, token_ids=confirmed, kept=keep,
+                        refused=sorted(refused) or None)
+            revoked = self._sweep_run_tag(run.run_id, credential, keep, only=confirmed) if confirmed else []
+        return refused, revoked
 
 
 def revoke_orphans(
     inv: Inventory, journal: Journal, known: Sequence[Policy], engine_options: Mapping[str, Any] | None = None
 ) -> list[tuple[Entry, str]]:
-    """Revoke every ``orphan`` entry through its policy's engine; returns (entry, outcome) pairs.
+    """Revoke every ``orphan`` entry through its policy's engine; returns (entry, outcome) pairs, the
+    outcome ``"revoked"`` for each one revoked.
 
-    The engine's sweep revokes the live tokens that carry the run's tag, except the token that
-    run published, and never one a store holds as current; every revocation is a journal event.
+    Only an entry listed on a target of its policy (its cluster or instance) is acted on. Under the
+    policy's lease each one is classified again from the policy's own issuer and the journal as they
+    are then; the engine's sweep of the run's tag then revokes exactly the ids still confirmed (never
+    another token carrying the tag, nor the token the run published, nor one a store holds as current),
+    and every revocation is a journal event.
     """
     by_name = {p.name: p for p in known}
     grouped: dict[tuple[str, str, str | None], list[Entry]] = {}
-    for entry in inv.entries:
-        if entry.cls == ORPHAN and entry.sweep is not None and entry.policy in by_name:
-            grouped.setdefault((entry.policy, *entry.sweep), []).append(entry)
     results: list[tuple[Entry, str]] = []
+    for entry in inv.entries:
+        if entry.cls != ORPHAN or entry.sweep is None or entry.policy not in by_name:
+            continue
+        if entry.policy not in inv.policies_on.get(entry.target, ()):
+            results.append((entry, f"not revoked: {entry.target} is not the cluster or instance of policy "
+                                   f"{entry.policy!r}"))  # fmt: skip
+            continue
+        grouped.setdefault((entry.policy, *entry.sweep), []).append(entry)
     for (policy_name, run_id, keep), entries in grouped.items():
         policy = by_name[policy_name]
         run = journal.get_run(run_id)
@@ -458,17 +623,50 @@ def revoke_orphans(
             results += [(e, "skipped: the run changed since the listing") for e in entries]
             continue
         sweeper = _OrphanSweeper(policy, journal, **(engine_options or {}))
+        own = Target(f"{policy.issuer_type}:{policy.name}", policy.issuer_type,
+                     [(policy, sweeper.issuer, lambda: None)], _where(policy))  # fmt: skip
+
+        def recheck(tokens: Sequence[TokenInfo], now: datetime, policy_name: str = policy_name, run_id: str = run_id,
+                    keep: str | None = keep, own: Target = own) -> dict[str, str | None]:  # fmt: skip
+            classifier = _Classifier(journal, known, [own])  # the journal as it is now, under the lease
+            on_target = classifier.policies_on(own)
+            verdicts: dict[str, str | None] = {}
+            for info in tokens:
+                state = _state(info, now)
+                cls, reason, pname, _, sweep = _classify(info, state, classifier, own, on_target)
+                still = state == "active" and cls == ORPHAN and pname == policy_name and sweep == (run_id, keep)
+                verdicts[info.token_id] = None if still else _masked(f"{cls}, {state}: {reason}")
+            return verdicts
+
+        ids = list(dict.fromkeys(e.listed_id or e.token_id for e in entries))
         try:
-            sweeper.sweep_run(run, keep, [e.listed_id or e.token_id for e in entries])
+            refused, revoked = sweeper.sweep_run(run, keep, ids, recheck)
         except RotatorError as exc:
             results += [(e, f"not revoked: {REDACTOR.redact(str(exc))}") for e in entries]
             continue
-        listed = {t.token_id: t for t in sweeper.issuer.list_tokens(sweeper._credential_from(sweeper._read_stores()))}
+        try:
+            listed = {t.token_id: t for t in
+                      sweeper.issuer.list_tokens(sweeper._credential_from(sweeper._read_stores()))}  # fmt: skip
+        except RotatorError as exc:
+            check = f"the listing that confirms it failed: {REDACTOR.redact(str(exc))}"
+            results += [(e, refused.get(e.listed_id or e.token_id)
+                         or f"revoke sent, not confirmed ({check})") for e in entries]  # fmt: skip
+            continue
         now = sweeper.clock.now()
         for e in entries:
-            info = listed.get(e.listed_id or e.token_id)
-            gone = info is None or not info.is_active(now)
-            results.append((e, "revoked" if gone else "still active (not found by the run's tag sweep)"))
+            token_id = e.listed_id or e.token_id
+            info = listed.get(token_id)
+            if token_id in refused:
+                outcome = refused[token_id]
+            elif token_id in revoked and (info is None or not info.is_active(now)):
+                outcome = "revoked"  # (an issuer that deletes what it revokes lists it no more)
+            elif info is None:
+                outcome = "not revoked: not found at the issuer"
+            elif info.is_active(now):
+                outcome = "still active (not found by the run's tag sweep)"
+            else:
+                outcome = "not revoked by rotator: no longer active at the issuer"
+            results.append((e, outcome))
     return results
 
 
@@ -497,10 +695,20 @@ def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table:
     # The source policy's former prefixes name its own old tokens: the new policy would tag them as its own.
     issuer.pop("former_token_name_prefixes", None)
     stores = [dict(s) for s in (policy_raw or {}).get("store", [])]
-    for store in stores:
+    #: a comment for the store at that index: what to change before it is used
+    notes: dict[int, str] = {}
+    for index, store in enumerate(stores):
         for key in ("path", "secret_id"):
             if isinstance(store.get(key), str):
                 store[key] = f"{store[key].rstrip('/')}-{candidate}"
+        if store.get("type") == "influxctl-profile":
+            # A profile holds one token under its key: the source policy's profile is that policy's (the
+            # suggestion would publish over its token). A profile of its own, which a person creates.
+            config = store.get("config")
+            where = f"to {one_line(config)}" if isinstance(config, str) else "to the influxctl config file"
+            store["profile"] = candidate
+            notes[index] = (f"# CHANGE: add a [[profile]] named {json.dumps(candidate)} {where} for this token "
+                            "(or name another profile): the source policy's profile holds that policy's token")
     lines = [
         f"# Brings token {one_line(token_id)} ({one_line(description) or 'no description'}) of "
         f"{one_line(entry.target)} under rotation.",
@@ -527,9 +735,11 @@ def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table:
         stores = [{"type": "vault-kv2", "url": "https://vault.example.com:8200", "path": f"influx/{candidate}",
                    "auth": {"method": "token", "token": {"file": "/run/secrets/vault-token"}}}]
         lines.insert(2, "# CHANGE the store below: it is an example.")
-    for store in stores:
+    if notes:
+        lines.insert(1, "# CHANGE the profile of the influxctl-profile store below: see its comment.")
+    for index, store in enumerate(stores):
         scalars = [f"{k} = {_toml(v)}" for k, v in store.items() if not isinstance(v, Mapping)]
-        lines += ["", "[[policy.store]]", *scalars]
+        lines += ["", *([notes[index]] if index in notes else []), "[[policy.store]]", *scalars]
         for key, table in store.items():
             if isinstance(table, Mapping):
                 lines += [f"[policy.store.{key}]", *(f"{k} = {_toml(v)}" for k, v in table.items())]
@@ -576,7 +786,8 @@ _URL_HINT = ("give --url as the bare address, e.g. https://influxdb.example.com:
              "?query (the token is read from the file --token-file names)")
 
 
-def _bare_issuer(kind: str, settings: Mapping[str, Any], locate: _Locate) -> Issuer:
+def _bare_issuer(kind: str, settings: Mapping[str, Any], locate: _Locate) -> tuple[Issuer, str]:
+    """The issuer of a bare target, and its cluster or instance (:func:`_where_key`; "": it names none)."""
     from pathlib import Path
 
     from pydantic import ValidationError
@@ -602,7 +813,8 @@ def _bare_issuer(kind: str, settings: Mapping[str, Any], locate: _Locate) -> Iss
         text = "; ".join(f"{where}: {message}" for where, message in found.items())
         raise ConfigError(mask_tokens(f"inventory target {kind}: {text}"), hint=mask_tokens("; ".join(hints))) \
             from None
-    return cls.from_config(validated, AdapterContext(policy="inventory", base_dir=Path.cwd()))
+    issuer = cls.from_config(validated, AdapterContext(policy="inventory", base_dir=Path.cwd()))
+    return issuer, _where_key(kind, validated) or ""
 
 
 def _locate_url_flag(loc: tuple[int | str, ...]) -> tuple[str, str]:
@@ -643,8 +855,8 @@ def url_target(url: str, kind: str, token_file: str, *, org_id: str | None = Non
         if account_id:
             settings.update(account_id=account_id, cluster_id=cluster_id)
     settings = {k: v for k, v in settings.items() if v is not None}
-    issuer = _bare_issuer(kind, settings, _locate_url_flag)
-    return Target(f"{kind}:{mask_tokens(url)}", kind, [(None, issuer, lambda: None)])
+    issuer, where = _bare_issuer(kind, settings, _locate_url_flag)
+    return Target(f"{kind}:{mask_tokens(url)}", kind, [(None, issuer, lambda: None)], where)
 
 
 def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str = "influxctl") -> list[Target]:
@@ -682,6 +894,13 @@ def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str 
         return ConfigError(f"{in_file}: `{key}` {what}", hint=fix)
 
     profile = {k: chosen[k] for k in ("product", "host", "account_id", "cluster_id") if k in chosen}
+    if "tls" in chosen:
+        # How influxctl reaches the cluster (a private CA, a client certificate, ...): listing without it
+        # would fail, or reach it otherwise than the operator's own profile does. Checked by the
+        # profile's model like the rest (a key it does not know is named with the file's).
+        if not isinstance(chosen["tls"], dict):
+            raise bad("tls", "is not a table (write [profile.tls] ca = \"/path/to/ca.pem\")")
+        profile["tls"] = dict(chosen["tls"])
     if "port" in chosen:
         port = chosen["port"]
         # influxctl writes the port as a string ("443"); a whole number is fine too. Not a bool or a
@@ -708,7 +927,7 @@ def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str 
         head = str(loc[0]) if loc else ""
         if head == "profile":
             # a check of the whole profile (product 'clustered' needs `host`) has no key of its own
-            key = next((str(p) for p in loc[1:] if isinstance(p, str)), None)
+            key = ".".join(str(p) for p in loc[1:] if isinstance(p, str)) or None
             return (f"{in_file}: `{key}`" if key else in_file), fix
         if head == "influxctl":
             return "--influxctl", "name the influxctl binary: a name on PATH or a path"
@@ -726,14 +945,17 @@ def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str 
         auth = {"method": "token_file", "token_file": admin_file}
     common = {"influxctl": influxctl, "profile": profile}
     if auth is not None:
-        mgmt = _bare_issuer("influxctl-management", {**common, "auth": auth}, locate)
-        targets.append(Target(f"influxctl-management:{label}", "influxctl-management", [(None, mgmt, lambda: None)]))
-        db = _bare_issuer("influxctl-database", {**common, "auth": auth, **_LIST_ONLY["influxctl-database"]}, locate)
-        targets.append(Target(f"influxctl-database:{label}", "influxctl-database", [(None, db, lambda: None)]))
+        mgmt, where = _bare_issuer("influxctl-management", {**common, "auth": auth}, locate)
+        targets.append(Target(f"influxctl-management:{label}", "influxctl-management", [(None, mgmt, lambda: None)],
+                              where))  # fmt: skip
+        db, where = _bare_issuer("influxctl-database", {**common, "auth": auth, **_LIST_ONLY["influxctl-database"]},
+                                 locate)  # fmt: skip
+        targets.append(Target(f"influxctl-database:{label}", "influxctl-database", [(None, db, lambda: None)], where))
     elif isinstance(mgmt_value, str) and mgmt_value:
         secret = Secret(mgmt_value)
-        mgmt = _bare_issuer("influxctl-management", {**common, "auth": {"method": "self"}}, locate)
-        targets.append(Target(f"influxctl-management:{label}", "influxctl-management", [(None, mgmt, lambda: secret)]))
+        mgmt, where = _bare_issuer("influxctl-management", {**common, "auth": {"method": "self"}}, locate)
+        targets.append(Target(f"influxctl-management:{label}", "influxctl-management", [(None, mgmt, lambda: secret)],
+                              where))  # fmt: skip
     else:
         raise ConfigError(f"--influxctl-profile {spec}: the profile has no mgmt_token and no admin token file",
                           hint="pass --token-file FILE holding a management token")

@@ -243,6 +243,9 @@ def _add_inventory_parser(p: argparse.ArgumentParser) -> None:
                    help="revoke the orphans (never a suspicious or unmanaged token); asks, or needs --yes "
                    "off a terminal")
     p.add_argument("--yes", action="store_true", help="with --revoke-orphans: do not ask")
+    p.add_argument("--check", action="store_true",
+                   help="exit 4 when a live orphan or suspicious token is found, or an unmanaged one that never "
+                   "expires or is older than --max-age (1 stays for an issuer that could not be listed)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -639,6 +642,7 @@ def _duration_arg(flag: str, text: str) -> timedelta:
 
 def cmd_inventory(args: argparse.Namespace) -> int:
     from rotator.observe import inventory as inv_mod
+    from rotator.observe.untrusted_text import one_line
     from rotator.runners.cli_options import CONFIG_ENV, DEFAULT_CONFIG
 
     max_age = _duration_arg("--max-age", args.max_age)
@@ -675,31 +679,45 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     now = SystemClock().now()
     result = inv_mod.take_inventory(targets, journal, known, now, unmanaged_max_age=max_age,
                                     include_revoked=args.include_revoked)
+    # (a cluster's error text and a target's name reach the terminal: no escape sequence of theirs does)
     for target, message in result.errors:
-        print(f"rotator: error: {target}: {message}", file=sys.stderr)
+        print(f"rotator: error: {one_line(target)}: {one_line(message)}", file=sys.stderr)
     worst = EXIT_FAILED if result.errors else EXIT_OK
     _print_inventory(args.output, result, now)
     if args.suggest:
         _print_suggestions(result, config, targets)
+    revoked: set[int] = set()  # (the entries --revoke-orphans revoked: --check no longer counts them)
     if args.revoke_orphans:
         orphans = [e for e in result.entries if e.cls == inv_mod.ORPHAN]
         if not orphans:
             print("no orphan to revoke", file=sys.stderr)
         elif config is None or journal is None:
             raise ConfigError("--revoke-orphans needs the policy file whose journal minted them", hint="pass -c FILE")
-        elif _confirmed(args, f"revoke {len(orphans)} orphan token(s): {', '.join(e.token_id for e in orphans)}?"):
+        elif _confirmed(args, f"revoke {len(orphans)} orphan token(s): "
+                        f"{', '.join(one_line(e.token_id) for e in orphans)}?"):
             r = config.settings.retry
             from rotator.core.retry import RetryPolicy
 
             options = {"retry": RetryPolicy(r.attempts, r.base_delay.total_seconds(), r.max_delay.total_seconds()),
                        "lease_ttl": config.settings.lease_ttl}
             for entry, outcome in inv_mod.revoke_orphans(result, journal, known, options):
-                print(f"{entry.policy}: orphan {entry.token_id}: {outcome}", file=sys.stderr)
-                if outcome != "revoked":
+                print(f"{entry.policy}: orphan {one_line(entry.token_id)}: {one_line(outcome)}", file=sys.stderr)
+                if outcome == "revoked":
+                    revoked.add(id(entry))
+                else:
                     worst = max(worst, EXIT_FAILED)
         else:
             print("nothing revoked", file=sys.stderr)
             worst = max(worst, EXIT_FAILED)
+    if args.check:
+        findings = [e for e in result.findings() if id(e) not in revoked]
+        for e in findings:
+            what = "orphan?" if e.cls == inv_mod.SUSPICIOUS else e.cls
+            flags = f" ({','.join(e.flags)})" if e.flags else ""
+            print(f"rotator: attention: {one_line(e.target)}: {what} token {one_line(e.token_id)}{flags}: "
+                  f"{one_line(e.reason)}", file=sys.stderr)
+        if findings:
+            worst = max(worst, EXIT_ATTENTION)
     return worst
 
 
@@ -741,7 +759,8 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
     lines = [header]
     for e in result.entries:
         lines.append((
-            e.target, one_line(e.token_id), "orphan?" if e.cls == "suspicious" else e.cls, e.state, e.policy or "-",
+            one_line(e.target), one_line(e.token_id), "orphan?" if e.cls == "suspicious" else e.cls, e.state,
+            e.policy or "-",
             format_duration(e.age) if e.age is not None else "-",
             "never" if e.expires_at is None else ("passed" if e.expires_at <= now else
                                                   "in " + format_duration(e.expires_at - now)),

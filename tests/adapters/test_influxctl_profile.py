@@ -340,6 +340,7 @@ def test_the_current_record_written_again_at_its_own_version_moves_the_version(c
 
 
 def test_adopting_the_value_already_in_the_profile_writes_only_the_sidecar(config: Path) -> None:
+    config.chmod(0o600)  # (a file others may read is written again: the next test)
     store = make_store(config, profile="other")
     state = store.read_current()
     before = fingerprint(config)
@@ -347,6 +348,29 @@ def test_adopting_the_value_already_in_the_profile_writes_only_the_sidecar(confi
     assert store.publish(token, state.version) == value_version("hand-placed-value-0123456789", 1)  # the version moves
     assert fingerprint(config) == before
     assert store.read_current().record == token
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_adopting_the_value_in_a_file_others_can_read_writes_it_again_with_mode_0600(
+    config: Path, mode: int, caplog: Any
+) -> None:
+    """An adopt of the value already in the config wrote only the sidecar: the file that now holds a
+    managed token stayed readable by others (until a rotation wrote it), without a word."""
+    config.chmod(mode)
+    text = config.read_bytes()
+    store = make_store(config, profile="other")
+    state = store.read_current()
+    token = record("id-1", "hand-placed-value-0123456789")
+    with caplog.at_level(logging.WARNING):
+        version = store.publish(token, state.version)
+    assert version == value_version("hand-placed-value-0123456789", 1)
+    assert config.read_bytes() == text, "the same bytes"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert f"was readable by others (mode {mode:o}): written again with mode 0600" in caplog.text
+    assert "hand-placed-value" not in caplog.text
+    assert store.read_current().record == token
+    assert store.publish(token, None) == version, "a retry writes nothing"
+    assert leftovers(config.parent) == []
 
 
 def test_the_sidecar_keeps_the_current_and_the_previous_entry(config: Path) -> None:

@@ -348,7 +348,12 @@ token = { file = "t" }
     journal.schedule_revocation(Revocation("p", "t-old", "aaaa", "superseded", due_at=now, state="done"))
     listed = [
         TokenInfo("t-current", "rotator:p:aaaa"),
-        TokenInfo("t-extra", "rotator:p:aaaa"),  # a retried mint of the published run: never published itself
+        # a retried mint of the published run: never published itself (created while the run could mint)
+        TokenInfo("t-extra", "rotator:p:aaaa", created_at=now),
+        # Only the description ties these to a run: no creation time, or one when no mint of the run could
+        # land (run bbbb ended 30 days ago), is no proof (a person's token mentioning the tag).
+        TokenInfo("t-extra-no-time", "rotator:p:aaaa"),
+        TokenInfo("t-copied-late", "rotator:p:bbbb", created_at=now),
         TokenInfo("t-old", "rotator:p:bbbb"),  # revoked per the journal, active per the issuer
         TokenInfo("t-inflight", "rotator:p:cccc"),
         TokenInfo("t-two", "rotator:p:aaaa rotator:p:bbbb"),
@@ -372,6 +377,8 @@ token = { file = "t" }
     got = {e.token_id: (e.cls, e.sweep) for e in inv.entries}
     assert got["t-current"] == ("managed", None)
     assert got["t-extra"] == ("orphan", ("aaaa", "t-current"))  # the sweep keeps the published token
+    assert got["t-extra-no-time"] == ("suspicious", None)
+    assert got["t-copied-late"] == ("suspicious", None)
     assert got["t-old"][0] == "suspicious"
     assert got["t-inflight"][0] == "managed"
     assert got["t-two"][0] == "suspicious"
@@ -381,7 +388,8 @@ token = { file = "t" }
         assert got[expired] == ("retired", None), expired
     reasons = {e.token_id: e.reason for e in inv.entries}
     assert reasons["t-gone-policy-expired"].endswith("not in this policy file; no longer active (expired)")
-    assert inv.counts()[("influxctl-management:p", "suspicious")] == 4, "t-old, t-two and the two live unknown tags"
+    assert inv.counts()[("influxctl-management:p", "suspicious")] == 6, \
+        "t-old, t-two, the two live unknown tags, and the two tags no creation time ties to their run"
     assert inv.counts()[("influxctl-management:p", "retired")] == 3, "the expired ones; t-gone (revoked) is not counted"
 
 

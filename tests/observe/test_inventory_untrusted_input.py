@@ -311,18 +311,23 @@ def test_revoke_orphans_checks_a_masked_token_by_the_id_the_issuer_lists(tmp_pat
     from rotator.observe import inventory as inv_mod
 
     now = datetime.now(UTC)
-    listed = [TokenInfo(APIV3_VALUE, "rotator:p:fail0001")]
+    active = TokenInfo(APIV3_VALUE, "rotator:p:fail0001", created_at=now)
+    listed = [active]
     result, policy = _inventory(tmp_path, listed, [_run("fail0001", RunState.FAILED, None)])
     (orphan,) = result.entries
     assert orphan.cls == "orphan" and orphan.token_id == "***"
     swept: list[list[str]] = []
 
-    class Sweeper:  # the engine's sweep, left out: only the listing after it matters here
+    class Sweeper:  # the engine's sweep, left out (it claims to revoke what the re-check confirms): only
+        # the listing after it matters here
         def __init__(self, policy: Any, journal: Any, **options: Any) -> None:
             self.issuer, self.clock = self, type("Clock", (), {"now": staticmethod(lambda: now)})()
 
-        def sweep_run(self, run: Any, keep: Any, token_ids: list[str]) -> None:
+        def sweep_run(self, run: Any, keep: Any, token_ids: list[str],
+                      recheck: Any) -> tuple[dict[str, str], list[str]]:  # fmt: skip
             swept.append(token_ids)
+            verdicts = recheck([active], now)  # as the issuer listed it before the sweep
+            return {}, [t for t in token_ids if verdicts.get(t) is None]
 
         def list_tokens(self, credential: Any) -> list[TokenInfo]:
             return listed
@@ -338,5 +343,5 @@ def test_revoke_orphans_checks_a_masked_token_by_the_id_the_issuer_lists(tmp_pat
     outcomes = inv_mod.revoke_orphans(result, journal, [policy])
     assert swept == [[APIV3_VALUE]], "the journal event names the token the issuer knows"
     assert [o for _, o in outcomes] == ["still active (not found by the run's tag sweep)"]
-    listed[0] = TokenInfo(APIV3_VALUE, "rotator:p:fail0001", revoked_at=now)
+    listed[0] = TokenInfo(APIV3_VALUE, "rotator:p:fail0001", created_at=now, revoked_at=now)
     assert [o for _, o in inv_mod.revoke_orphans(result, journal, [policy])] == ["revoked"]

@@ -65,7 +65,8 @@ compare-and-set, made late), TransientError otherwise (the retry reads the new f
 it). What is left is the time between the last check and the rename (microseconds): an edit
 saved exactly then is still replaced.
 
-File properties. Both files are written with mode 0600 and keep the config file's owner and
+File properties. Both files are written with mode 0600 (an adopt of the value already there
+writes the config again, the same bytes, when others could read it) and keep the config file's owner and
 group (``chown`` when running as root; otherwise rotator must be the owner, and is refused
 before anything is written if it is not). A symlinked config is written through to its target.
 The profile is never created: influxctl needs ``product``, ``host``/``account_id``... that
@@ -487,8 +488,14 @@ class InfluxctlProfileStore:
             unchanged = partial(self._check_unchanged, snap, state.version)
             # 1. The sidecar first: until the config is replaced, it still describes the old value.
             self._write(_sidecar(snap.path), _dump_sidecar(sidecar), owner, dir_fd, check=unchanged)
-            # 2. The config: readers see the old or the new file, never a mix.
-            if text != snap.text:
+            # 2. The config: readers see the old or the new file, never a mix. An adopt leaves the value
+            # as it is; a file others may read is still written (the same bytes, mode 0600): from now on
+            # it holds a token rotator manages, as every file rotator writes does.
+            readable = snap.stat.st_mode & 0o077
+            if text != snap.text or readable:
+                if readable:
+                    logger.warning("%s: %s was readable by others (mode %o): written again with mode 0600",
+                                   self._location, snap.path, snap.stat.st_mode & 0o777)
                 self._write(snap.path, text.encode("utf-8"), owner, dir_fd, check=unchanged)
         logger.info(
             "published token %s to %s of profile %r of %s (was %s)",
