@@ -126,7 +126,8 @@ HINT_PERMISSION_DENIED = (
 HINT_OTHER = "run the same influxctl command by hand to see the full output"
 HINT_NOT_FOUND = "the server does not know that token id; check the id, and that the profile names the right cluster"
 ERR_OUTPUT = "{command}: {problem}"
-HINT_OUTPUT = "check the influxctl version (rotator reads the output of influxctl 2.9.7 and later)"
+HINT_OUTPUT = ("check the influxctl version (rotator reads the output of influxctl 2.9.7 and later; database tokens "
+               "need 2.10.0 or later)")
 ERR_TOKEN_FILE = "auth.token_file {path} is not a readable file"
 ERR_NO_CREDENTIAL = "auth.method = 'self' needs the current management token, but no token is published yet"
 HINT_NO_CREDENTIAL = (
@@ -544,6 +545,15 @@ def _decoded(data: bytes | str | None) -> str:
     return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
 
 
+def _private_home(argv: Sequence[str]) -> str | None:
+    """The private config directory of ``argv``'s ``--config`` (:func:`private_config`), or None."""
+    try:
+        config = Path(argv[list(argv).index("--config") + 1])
+    except (ValueError, IndexError):
+        return None
+    return str(config.parent) if config.parent.name.startswith(_CONFIG_PREFIX) else None
+
+
 def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     """The real :data:`Runner`: influxctl with output captured, no stdin, a minimal environment.
 
@@ -556,6 +566,13 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     of :func:`~rotator.core.child_process.side_effect_command`.
     """
     env = child_environment()
+    home = _private_home(argv)
+    if home is not None:
+        # influxctl caches logins (OAuth device-flow tokens) under $HOME/.cache/influxctl and loads a cached
+        # token unless the profile names an admin token file: an operator's login left in rotator's home
+        # could stand in for the credential rotator wrote (and make verify prove nothing). Its home is the
+        # call's private config directory: nothing is cached there, and nothing it caches outlives the call.
+        env["HOME"] = home
     prepare_watchdog(env)  # on a read, before the side effects that need it (once per process)
     command, death_signal = side_effect_command(argv, timeout_s, env)  # a mint or a revoke: under a watchdog
     process = subprocess.Popen(
