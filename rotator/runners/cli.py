@@ -76,7 +76,26 @@ class _Parser(argparse.ArgumentParser):
             return formatter(prog=self.prog, width=80)  # type: ignore[no-any-return]
         return super()._get_formatter()
 
+    #: the arguments being parsed (the top-level parser only): argparse stops at a missing command
+    #: without naming an unknown option before it (`rotator --bogus`)
+    argv: Sequence[str] = ()
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.__dict__.setdefault("options", set()).update(action.option_strings)
+        return action
+
+    def _known(self, arg: str) -> bool:
+        """An option of this parser's, or (a long one) an abbreviation of one, as argparse allows."""
+        name = arg.split("=", 1)[0]
+        options: set[str] = self.__dict__.get("options", set())
+        return name in options or (name.startswith("--") and any(o.startswith(name) for o in options))
+
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("the following arguments are required: command"):
+            unknown = [a for a in self.argv if a.startswith("-") and a != "--" and not self._known(a)]
+            if unknown:
+                message = f"unrecognized arguments: {' '.join(unknown)}; and a command is required"
         self.print_usage(sys.stderr)
         # self.prog is "rotator" or "rotator SUBCOMMAND": the hint names a command that exists
         print(f"rotator: error: {message}\nfix: see `{self.prog} --help`", file=sys.stderr)
@@ -250,6 +269,7 @@ def _add_inventory_parser(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    parser.argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's own parser, so the hint names `rotator COMMAND --help`
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")

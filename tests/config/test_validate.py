@@ -206,6 +206,14 @@ def test_bad_cli_argument_exits_2() -> None:
     assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
 
 
+def test_an_unknown_option_before_any_command_is_named() -> None:
+    """argparse stopped at the missing command and never named the option the user mistyped."""
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "--output=json", "--bogus"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2
+    assert "rotator: error: unrecognized arguments: --bogus; and a command is required" in proc.stderr, proc.stderr
+
+
 def test_schema_is_published_and_matches_docs() -> None:
     proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "schema"], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
