@@ -1,7 +1,8 @@
 """Errors rotator raises, and how the engine reacts to each.
 
     RotatorError
-      + TransientError        retried with backoff (timeouts, 5xx, throttling, not yet active)
+      + TransientError        retried with backoff (timeouts, 5xx, throttling, not yet active);
+      |                       retry_after: the wait a server asked for (Retry-After)
       |   + LeaseBusy         another process holds the policy's lease
       |   + JournalUnavailable the journal timed out or its connection broke (also a JournalError)
       + LeaseLost             this run's lease (fencing number) was taken over: the run stops
@@ -53,7 +54,18 @@ class RotatorError(Exception):
 
 
 class TransientError(RotatorError):
-    """May succeed when tried again later."""
+    """May succeed when tried again later.
+
+    ``retry_after``: the seconds the other side asked to wait before the next try (an HTTP
+    ``Retry-After``), or None; :func:`rotator.core.retry.call_with_retry` waits at least that long
+    (within its own bounds)."""
+
+    retry_after: float | None = None
+
+    def __init__(self, message: str, *, hint: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message, hint=hint)
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class NotYetAccepted(TransientError):

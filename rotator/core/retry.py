@@ -61,6 +61,12 @@ def call_with_retry(
 
     With a ``deadline`` the tries go on until the next wait would pass it, however many that is
     (used for waiting on token activation). The last error is re-raised unchanged.
+
+    An error's ``retry_after`` (the server's Retry-After) makes the wait at least that long, up to
+    ``policy.max_delay`` (the policy's bound on any wait: a server asking for an hour is asked
+    again after ``max_delay``). With a ``deadline``, a ``retry_after`` that ends past it gives
+    up at once: trying before the server said would be refused the same way, and waiting past
+    the deadline is not allowed.
     """
     attempt = 0
     while True:
@@ -71,14 +77,25 @@ def call_with_retry(
             if rng is None:  # made on the first failure only: seeding costs ~15 us per call
                 rng = random.Random()
             wait = policy.delay(attempt, rng)
+            asked = exc.retry_after
+            if asked is not None:
+                wait = max(wait, min(asked, policy.max_delay))
             if deadline is not None:
-                out_of_time = clock.now() + timedelta(seconds=wait) > deadline
+                now = clock.now()
+                left = (deadline - now).total_seconds()  # (seconds: a huge Retry-After overflows no timedelta)
+                if asked is not None and asked > left:
+                    logger.warning("%s failed after %d attempt(s), giving up: the server asked to wait %gs "
+                                   "(Retry-After), past the deadline %s: %s", what, attempt, asked,
+                                   deadline.isoformat(timespec="seconds"), exc)
+                    raise
+                out_of_time = now + timedelta(seconds=wait) > deadline
             else:
                 out_of_time = attempt >= policy.attempts
             if out_of_time:
                 logger.warning("%s failed after %d attempt(s), giving up: %s", what, attempt, exc)
                 raise
-            logger.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, wait, exc)
+            asked_text = "" if asked is None else f" (the server asked for {asked:g}s)"
+            logger.warning("%s failed (attempt %d), retrying in %.1fs%s: %s", what, attempt, wait, asked_text, exc)
             clock.sleep(wait)
             if before_retry is not None:
                 before_retry()

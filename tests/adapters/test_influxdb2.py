@@ -687,3 +687,64 @@ def test_a_listed_token_value_is_kept_only_as_the_digest_of_a_whole_token(token:
     item: dict[str, Any] = {"id": "0" * 16, _DIGEST_KEY: "forged by the server"}
     _keep_digest(item, token)
     assert item.get(_DIGEST_KEY) == (hashlib.sha256(token.encode()).hexdigest() if kept else None)
+
+
+# ---------------------------------------------------------------------------------- inactive tokens, as OSS answers
+
+
+WRITE_ONLY = [{"action": "write", "resource": {"type": "buckets", "id": BUCKET_ID, "orgID": ORG_ID}}]
+
+
+def test_the_fake_answers_an_inactive_token_as_oss_does(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    """OSS authenticates an inactive token (the middleware never looks at its status); its permission
+    set fails every check: listings leave everything out (200, empty), a check of one thing is 401."""
+    fake = influxdb2_fake
+    value, auth_id = fake.add_authorization("inactive reader", READ_WRITE_BUCKET)
+    headers = {"Authorization": f"Token {value}"}
+    assert httpx.get(f"{fake.url}/api/v2/buckets", headers=headers).json()["buckets"]
+    fake.set_status(auth_id, "inactive")
+    buckets = httpx.get(f"{fake.url}/api/v2/buckets", params={"limit": 1}, headers=headers)
+    assert buckets.status_code == 200 and buckets.json()["buckets"] == []
+    me = httpx.get(f"{fake.url}/api/v2/me", headers=headers)
+    assert me.status_code == 401 and me.json() == {"code": "unauthorized", "message": "token is inactive"}
+    unknown = httpx.get(f"{fake.url}/api/v2/me", headers={"Authorization": "Token not-a-token-of-this-server"})
+    assert unknown.status_code == 401 and unknown.json()["message"] == "unauthorized access"
+
+
+@pytest.mark.parametrize("permissions", [READ_WRITE_BUCKET, WRITE_ONLY], ids=["reads-the-bucket", "write-only"])
+def test_verify_refuses_an_inactive_token_and_accepts_one_that_sees_no_bucket(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret, permissions: list[dict[str, Any]]
+) -> None:
+    """An empty bucket list proves nothing (an inactive token gets one too): ``/api/v2/me`` decides.
+    A live token that may not read its user is refused there by a permission check, which proves
+    its permission set was read: it is active."""
+    from rotator.core.errors import NotYetAccepted
+
+    fake = influxdb2_fake
+    issuer = make(fake.url, permissions=permissions)
+    minted = issuer.mint(request(), None)
+    issuer.verify(minted.value)
+    fake.set_status(minted.token_id, "inactive")
+    with pytest.raises(NotYetAccepted, match="token is inactive") as err:
+        issuer.verify(minted.value)
+    assert minted.value.reveal() not in str(err.value) + err.value.hint
+    fake.set_status(minted.token_id, "active")
+    issuer.verify(minted.value)
+    assert [c.status for c in fake.api.calls_to("GET", "/api/v2/me")] == (
+        [401, 401, 401] if permissions is WRITE_ONLY else [401])
+
+
+def test_verify_of_a_token_that_reads_a_bucket_needs_one_request(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    issuer = make(influxdb2_fake.url)
+    issuer.verify(admin)
+    assert len(influxdb2_fake.api.calls) == 1
+
+
+def test_a_retry_after_of_a_429_is_on_the_error(influxdb2_fake: InfluxDB2Fake, admin: Secret) -> None:
+    issuer = make(influxdb2_fake.url)
+    target = issuer.mint(request(), None)
+    influxdb2_fake.fail_next("patch", 429, message="slow down", headers={"Retry-After": "7"})
+    with pytest.raises(TransientError) as err:
+        issuer.revoke(target.token_id, None)
+    assert err.value.retry_after == 7
+    assert "the server asks to wait 7s before trying again (Retry-After)" in str(err.value)

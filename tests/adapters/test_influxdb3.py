@@ -300,14 +300,14 @@ def test_the_token_string_is_shown_once(influxdb3_fake: InfluxDB3Fake) -> None:
     admin = Secret(influxdb3_fake.operator_value)
     minted = issuer.mint(request(), admin)
     value = minted.value.reveal()
-    # The listing (what a second look at the server gives) holds the hash, never the value.
+    # The listing (what a second look at the server gives) holds 9 digits of the hash, never the value.
     listing = httpx.post(
         f"{influxdb3_fake.url}/api/v3/query_sql",
         json={"db": "_internal", "q": "SELECT * FROM system.tokens", "format": "jsonl"},
-        headers={"Authorization": f"Bearer {admin.reveal()}", "Accept": "application/jsonl"},
+        headers={"Authorization": f"Bearer {admin.reveal()}", "Accept": "application/json"},
     )
     assert listing.status_code == 200
-    assert value not in listing.text and token_hash(value) in listing.text
+    assert value not in listing.text and f'"hash":"{token_hash(value)[:9]}"' in listing.text
     assert all(value not in json.dumps(row) for row in influxdb3_fake.tokens())
 
 
@@ -848,3 +848,120 @@ def test_a_404_nested_too_deep_to_decode_is_not_taken_for_the_server_s_own() -> 
     deep = httpx.Response(404, content=b"[" * 100_000 + b"]" * 100_000)
     assert error_code(deep) is None
     assert error_code(httpx.Response(404, json={"code": "not found", "message": "x"})) == "not found"
+
+
+# ---------------------------------------------------------------------------------- what the real server does
+
+
+def test_the_fake_refuses_an_accept_header_the_server_does_not_know(influxdb3_fake: InfluxDB3Fake) -> None:
+    """InfluxDB 3 reads a query's Accept header before its body (QueryFormat::try_from_headers): the
+    spec's own ``application/jsonl`` is no value it knows, and the answer is 500 "invalid mime type"."""
+    admin = influxdb3_fake.operator_value
+    body = {"db": "_internal", "q": "SELECT * FROM system.tokens", "format": "jsonl"}
+    refused = httpx.post(f"{influxdb3_fake.url}/api/v3/query_sql", json=body,
+                         headers={"Authorization": f"Bearer {admin}", "Accept": "application/jsonl"})
+    assert refused.status_code == 500 and refused.text == "invalid mime type (application/jsonl)"
+    taken = httpx.post(f"{influxdb3_fake.url}/api/v3/query_sql", json=body,
+                       headers={"Authorization": f"Bearer {admin}", "Accept": "application/json"})
+    assert taken.status_code == 200 and taken.headers["Content-Type"] == "application/jsonl"  # the body's format
+
+
+@pytest.mark.parametrize("kind", ["named_admin", "operator", "resource"])
+def test_queries_send_an_accept_header_the_server_knows(influxdb3_enterprise_fake: InfluxDB3Fake, kind: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing, revocation's confirmation and verify all query; each would answer 500 with the
+    Accept header the server refuses."""
+    fake = influxdb3_enterprise_fake
+    monkeypatch.setenv("INFLUXDB3_ADMIN_FOR_TEST", fake.operator_value)
+    admin = Secret(fake.operator_value)
+    extra: dict[str, Any] = {
+        "operator": {"kind": "operator", "allow_no_grace": True},
+        "resource": {"kind": "resource", "credential": {"env": "INFLUXDB3_ADMIN_FOR_TEST"},
+                     "permissions": [{"resource_type": "db", "resource_names": ["sensors"], "actions": ["read"]}]},
+    }.get(kind, {})
+    issuer = make(fake.url, **extra)
+    assert any(t.token_id.startswith("_admin") for t in issuer.list_tokens(admin))
+    minted = issuer.mint(request(), admin)
+    issuer.verify(minted.value)
+    if kind != "operator":
+        issuer.revoke(minted.token_id, admin)
+    queries = fake.api.calls_to("POST", "/api/v3/query_sql")
+    assert queries and all(c.status == 200 for c in queries)
+
+
+def test_operator_ids_keep_the_nine_hex_digits_system_tokens_shows(influxdb3_fake: InfluxDB3Fake) -> None:
+    """system.tokens shows 9 hex digits of a token's hash (tokens.rs); the 201 answer of a
+    regeneration shows all 128. The id mint records is the one the listing shows, so the live
+    generation is recognised (and never reported revoked) and a past one is confirmed dead."""
+    fake = influxdb3_fake
+    old = Secret(fake.operator_value)
+    issuer = make(fake.url, kind="operator", allow_no_grace=True)
+    [listed_old] = [t.token_id for t in issuer.list_tokens(old) if t.token_id.startswith("_admin")]
+    row = fake.token("_admin")
+    assert row is not None and listed_old == "_admin@" + fake.hash_of("_admin")[:9] == "_admin@" + row["hash"]
+
+    minted = issuer.mint(request(), old)
+    [listed_new] = [t.token_id for t in issuer.list_tokens(minted.value) if t.token_id.startswith("_admin")]
+    assert minted.token_id == listed_new == "_admin@" + token_hash(minted.value.reveal())[:9]
+    issuer.revoke(listed_old, minted.value)  # a past generation: confirmed dead, nothing sent
+    with pytest.raises(NeedsAttention, match="current value"):
+        issuer.revoke(minted.token_id, minted.value)
+    assert fake.problem(minted.value.reveal()) is None
+    assert not fake.api.calls_to("DELETE", "/api/v3/configure/token")
+
+
+def test_operator_ids_of_16_digits_from_an_earlier_version_are_matched_by_their_first_9(
+    influxdb3_fake: InfluxDB3Fake,
+) -> None:
+    """A journal or a store written by rotator before holds ``_admin@<16 hex digits>``. The live
+    generation under such an id is the live one still: revoking it is refused, and the engine's
+    revocation rule (which looks the id up in the listing) sees it live rather than gone. A past
+    generation's old id is confirmed revoked."""
+    from rotator.core.contracts import with_unlisted
+    from rotator.core.revocation_rule import Claim, check_revocable
+
+    fake = influxdb3_fake
+    past = "_admin@" + fake.hash_of("_admin")[:16]
+    issuer = make(fake.url, kind="operator", allow_no_grace=True)
+    minted = issuer.mint(request(), Secret(fake.operator_value))
+    live = "_admin@" + fake.hash_of("_admin")[:16]
+    assert live != minted.token_id and live.startswith(minted.token_id)
+
+    with pytest.raises(NeedsAttention, match="current value"):
+        issuer.revoke(live, minted.value)
+    listing = issuer.list_tokens(minted.value)
+    tokens = with_unlisted(issuer, listing, live, minted.value)
+    [info] = [t for t in tokens if t.token_id == live]
+    assert info.revoked_at is None and info.is_active(datetime.now(UTC))
+    claim = Claim(live, POLICY, bootstrapped=True, recorded_at=datetime.now(UTC))
+    assert check_revocable(claim, tokens, [], datetime.now(UTC)) is True  # so the engine asks revoke: refused
+
+    issuer.revoke(past, minted.value)  # a past generation: nothing to do
+    assert with_unlisted(issuer, listing, past, minted.value) == listing
+    assert issuer.token_info("rotator-app-gone", minted.value) is None
+    assert fake.problem(minted.value.reveal()) is None
+
+
+def test_a_listing_without_a_hash_column_tells_no_operator_generation(influxdb3_fake: InfluxDB3Fake) -> None:
+    """A server started without auth has no ``hash`` column (tokens.rs): the listing still works
+    (the row is ``_admin``), and no generation is reported revoked, as none can be told apart."""
+    fake = influxdb3_fake
+    fake.started_with_auth = False
+    admin = Secret(fake.operator_value)
+    named = make(fake.url)
+    minted = named.mint(request(), admin)
+    assert {"_admin", minted.token_id} <= {t.token_id for t in named.list_tokens(admin)}
+    named.revoke(minted.token_id, admin)
+    operator = make(fake.url, kind="operator", allow_no_grace=True)
+    with pytest.raises(NeedsAttention, match="cannot be told"):
+        operator.revoke("_admin@0123456789abcdef", admin)
+    with pytest.raises(NeedsAttention, match="current value"):
+        operator.revoke("_admin", admin)
+
+
+@pytest.mark.parametrize("digest", ["abc", "xyz123456789", 12345])
+def test_an_admin_row_whose_hash_is_no_hash_is_an_output_error(digest: object) -> None:
+    row = {"token_id": 0, "name": "_admin", "hash": digest, "created_at": "2026-01-01T00:00:00"}
+    issuer = make("http://influx.invalid", transport=mock(lambda req: httpx.Response(200, text=json.dumps(row))))
+    with pytest.raises(IssuerOutputError, match="`hash` is not hex of at least 9 digits"):
+        issuer.list_tokens(Secret("apiv3_admin-0123456789abcdef"))

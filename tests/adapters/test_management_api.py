@@ -691,3 +691,38 @@ def test_an_empty_answer_to_the_confirming_get_is_not_a_revocation(tmp_path, del
         assert isinstance(caught.value, TransientError), "the DELETE's own failure is what is reported"
     else:
         assert isinstance(caught.value, IssuerOutputError) and "has no body" in str(caught.value)
+
+
+def test_a_401_of_the_data_plane_is_not_yet_accepted(management_api_fake, tmp_path):
+    """As the other HTTP issuers say it: "not accepted (yet)", which the engine retries after a mint
+    and stops at once on at bootstrap (a person's revoked token will not become active)."""
+    from rotator.core.errors import NotYetAccepted
+
+    fake = management_api_fake
+    issuer, _, _ = make_issuer(fake, tmp_path)
+    minted = issuer.mint(mint_request(), None)
+    issuer.verify(minted.value)
+    issuer.revoke(minted.token_id, None)
+    with pytest.raises(NotYetAccepted) as err:
+        issuer.verify(minted.value)
+    assert "HTTP 401" in str(err.value) and "become active" in err.value.hint
+    assert_clean_message(err.value, minted.value.reveal())
+
+
+@pytest.mark.parametrize(("status", "plane"), [(429, "management"), (503, "management"), (503, "data")])
+def test_a_retry_after_is_on_the_transient_error(tmp_path, status, plane):
+    """The Management API's (or the data plane's) Retry-After: seconds, or an HTTP-date, read against
+    the answer's own Date."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"Retry-After": "Wed, 21 Oct 2026 07:28:30 GMT", "Date": "Wed, 21 Oct 2026 07:28:00 GMT"}
+        return httpx.Response(status, headers=headers, json={"code": status, "message": "busy"})
+
+    issuer = mocked_issuer(tmp_path, answer)
+    with pytest.raises(TransientError) as err:
+        if plane == "data":
+            issuer.verify(Secret("apiv1_" + "2" * 80))
+        else:
+            issuer.list_tokens(None)
+    assert err.value.retry_after == 30
+    assert f"HTTP {status}" in str(err.value) and "asks to wait 30s" in str(err.value)

@@ -20,14 +20,24 @@ Behaviour, as documented (facts file §4, the spec's descriptions) and, where si
   (PATCH, DELETE) on the authorization's user as well, else 401 ``read:users/<id> is unauthorized``;
   ``POST`` needs ``write`` on the new authorization's user;
 - ``GET /api/v2/buckets`` -> 200 with the buckets the token may read (possibly none);
-- authentication is ``Authorization: Token <value>``; an unknown or **inactive** token, or one
-  not active yet (:attr:`activation_delay_s`, 0 by default: v2 documents no delay) -> 401
-  ``{"code": "unauthorized", "message": "unauthorized access"}``; a missing permission -> 401
-  too (``"write:orgs/<id>/authorizations is unauthorized"``, as OSS answers);
+- ``GET /api/v2/me`` -> 200 with the token's user if it may read that user (``read:users/<id>``,
+  tenant/middleware_user_auth.go), else 401 ``read:users/<id> is unauthorized``;
+- authentication is ``Authorization: Token <value>``; an unknown token, or one not active yet
+  (:attr:`activation_delay_s`, 0 by default: v2 documents no delay) -> 401 ``{"code":
+  "unauthorized", "message": "unauthorized access"}``; a missing permission -> 401 too
+  (``"write:orgs/<id>/authorizations is unauthorized"``, as OSS answers);
+- an **inactive** token, as OSS treats it: the authentication middleware
+  (http/authentication_middleware.go) finds it by value and does not look at its status, so it is
+  authenticated; its permission set then fails every check (``Authorization.PermissionSet``:
+  EUnauthorized ``token is inactive``). A check of one resource answers 401 ``token is inactive``
+  (create, get, patch, delete, ``/api/v2/me``); a listing leaves out what fails so
+  (``AuthorizeFind*``, authorizer/authorize_find.go): ``GET /api/v2/buckets`` and ``GET
+  /api/v2/authorizations`` answer **200 with an empty list**;
 - a permission whose ``resource.orgID`` is not the authorization's ``orgID``, or an unknown
   ``orgID`` -> 400 ``invalid``.
 
-Faults: :meth:`fail_next` (``create``, ``list``, ``get``, ``patch``, ``delete``, ``buckets``),
+Faults: :meth:`fail_next` (``create``, ``list``, ``get``, ``patch``, ``delete``, ``buckets``, ``me``;
+optionally with response headers such as ``Retry-After``),
 :meth:`delay_next`, :meth:`drop_next`; :meth:`age` moves a token's times into the past (stage-2
 deletion after ``delete_after``).
 """
@@ -67,10 +77,13 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "patch": ("PATCH", "/api/v2/authorizations/{authID}"),
     "delete": ("DELETE", "/api/v2/authorizations/{authID}"),
     "buckets": ("GET", "/api/v2/buckets"),
+    "me": ("GET", "/api/v2/me"),
 }
 _ID = re.compile(r"^[0-9a-f]{16}$")
 _CODES = {400: "invalid", 401: "unauthorized", 404: "not found", 409: "conflict", 429: "too many requests",
           500: "internal error", 503: "unavailable"}  # fmt: skip
+#: OSS's error for any permission check of an inactive token (Authorization.PermissionSet).
+INACTIVE = "token is inactive"
 ALL_TYPES = ("authorizations", "buckets", "dashboards", "orgs", "tasks", "telegrafs", "users", "variables")
 
 
@@ -86,8 +99,8 @@ def _new_value() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(64)).decode()
 
 
-def _error(status: int, message: str) -> FakeResponse:
-    return json_response(status, {"code": _CODES.get(status, "internal error"), "message": message})
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> FakeResponse:
+    return json_response(status, {"code": _CODES.get(status, "internal error"), "message": message}, headers)
 
 
 @dataclass
@@ -106,6 +119,9 @@ class _Auth:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def may(self, action: str, rtype: str, org_id: str | None, res_id: str | None = None) -> bool:
+        """Whether the permission set allows it (an inactive token's allows nothing: see :meth:`refusal`)."""
+        if self.status != "active":
+            return False
         for perm in self.permissions:
             res = perm["resource"]
             if perm["action"] != action or res["type"] != rtype:
@@ -116,6 +132,10 @@ class _Auth:
                 continue
             return True
         return False
+
+    def refusal(self, permission: str) -> FakeResponse:
+        """OSS's 401 when a check of ``permission`` (``read:users/<id>``) fails for this token."""
+        return _error(401, INACTIVE if self.status != "active" else f"{permission} is unauthorized")
 
 
 class InfluxDB2Fake(ServedFake):
@@ -156,7 +176,8 @@ class InfluxDB2Fake(ServedFake):
         return next((a for a in self.authorizations() if a["id"] == auth_id), None)
 
     def problem(self, value: str) -> str | None:
-        """Why the server would refuse ``value`` (None: it is accepted)."""
+        """Why the server would refuse ``value`` (None: it is accepted); "inactive": authenticated, but
+        every permission check fails."""
         with self.api.lock:
             auth = self._by_value(value)
             if auth is None:
@@ -188,9 +209,12 @@ class InfluxDB2Fake(ServedFake):
 
     # -- faults ----------------------------------------------------------------------------------
 
-    def fail_next(self, operation: str, status: int, *, times: int = 1, message: str = "injected") -> None:
+    def fail_next(
+        self, operation: str, status: int, *, times: int = 1, message: str = "injected",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         method, path = OPERATIONS[operation]
-        response = empty_response(status) if status == 204 else _error(status, message)
+        response = empty_response(status, headers) if status == 204 else _error(status, message, headers)
         self.api.inject(method, path, Fault(response=response), times=times)
 
     # -- state -------------------------------------------------------------------------------------
@@ -236,9 +260,10 @@ class InfluxDB2Fake(ServedFake):
         return view
 
     def _authenticate(self, req: FakeRequest) -> tuple[_Auth | None, FakeResponse | None]:
+        """The caller, found by its value: an inactive one too (its status is not looked at here)."""
         value = req.auth("Token")
         problem = self.problem(value) if value else "no token"
-        if problem is not None:
+        if problem is not None and problem != "inactive":
             return None, _error(401, "unauthorized access")
         auth = self._by_value(value or "")
         assert auth is not None
@@ -266,10 +291,10 @@ class InfluxDB2Fake(ServedFake):
         if org_id != ORG_ID:
             return _error(400, f"organization {org_id} not found")
         if not caller.may("write", "authorizations", org_id):
-            return _error(401, f"write:orgs/{org_id}/authorizations is unauthorized")
+            return caller.refusal(f"write:orgs/{org_id}/authorizations")
         owner = body.get("userID", caller.user_id)
         if not caller.may("write", "users", None, owner):
-            return _error(401, f"write:users/{owner} is unauthorized")
+            return caller.refusal(f"write:users/{owner}")
         for perm in body["permissions"]:
             if perm["resource"].get("orgID") not in (None, org_id):
                 return _error(400, f"permission {perm['action']}:{perm['resource']['type']} is not for org id {org_id}")
@@ -311,9 +336,9 @@ class InfluxDB2Fake(ServedFake):
             return None, missing
         assert target is not None
         if not caller.may(action, "authorizations", target.org_id):
-            return None, _error(401, f"{action}:orgs/{target.org_id}/authorizations is unauthorized")
+            return None, caller.refusal(f"{action}:orgs/{target.org_id}/authorizations")
         if not caller.may(action, "users", None, target.user_id):
-            return None, _error(401, f"{action}:users/{target.user_id} is unauthorized")
+            return None, caller.refusal(f"{action}:users/{target.user_id}")
         return target, None
 
     def _patch(self, req: FakeRequest) -> FakeResponse:
@@ -358,3 +383,14 @@ class InfluxDB2Fake(ServedFake):
             )
         limit = int(req.arg("limit") or 20)
         return json_response(200, {"buckets": buckets[:limit], "links": {"self": "/api/v2/buckets"}})
+
+    def _me(self, req: FakeRequest) -> FakeResponse:
+        caller, refusal = self._authenticate(req)
+        if refusal:
+            return refusal
+        assert caller is not None
+        if not caller.may("read", "users", None, caller.user_id):
+            return caller.refusal(f"read:users/{caller.user_id}")
+        user = {"id": caller.user_id, "name": USER_NAME, "status": "active",
+                "links": {"self": f"/api/v2/users/{caller.user_id}"}}  # fmt: skip
+        return json_response(200, user)

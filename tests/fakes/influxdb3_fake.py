@@ -16,10 +16,21 @@ Behaviour, as documented (facts file §3) and, where the docs are silent, as cho
   (one that predates it, or a proxy that drops it): the token never expires, and the 201 answer
   says so as the spec does, ``"expiry": null`` (the ``AdminTokenObject`` example);
 - the token string is in the 201 answer only: the fake keeps a SHA-512 (as the server does,
-  ``hash`` = hex) and no value; ``system.tokens`` shows the hash;
+  ``hash`` = hex) and no value. The 201 answer holds the whole hex hash
+  (``CreateTokenWithPermissionsResponse``, influxdb3_types/src/http.rs); ``system.tokens`` shows
+  only its first 9 digits, and has no ``hash`` column at all on a server started without auth
+  (``influxdb3_server/src/system_tables/tokens.rs``: ``&hex::encode(&token.hash)[..9]`` when
+  ``started_with_auth``): :attr:`InfluxDB3Fake.started_with_auth`;
 - ``DELETE /api/v3/configure/token?token_name=`` -> 200, or 404 for an unknown name (and for
   ``_admin``, which cannot be deleted: undocumented status, the issuer never sends it);
-- ``POST /api/v3/query_sql`` with ``format = "jsonl"``: ``SELECT * FROM system.tokens`` on
+- ``POST /api/v3/query_sql``: the ``Accept`` header is read first, as the server does
+  (``extract_query_request`` -> ``QueryFormat::try_from_headers``, influxdb3_types/src/http.rs):
+  only ``application/vnd.apache.parquet``, ``text/csv``, ``text/plain``, ``application/json``,
+  ``*/*``, no header, or a value containing ``text/html`` or ``*/*`` pass; any other value (the
+  spec's own ``application/jsonl`` included) answers **500** ``invalid mime type (<value>)``, plain
+  text without a content type (``Error::Influxdb3TypesHttp`` falls to the default arm of the
+  server's ``IntoResponse``) before the body is read. The spec documents no 500 here: :func:`_spec`
+  adds it. Then, with ``format = "jsonl"``: ``SELECT * FROM system.tokens`` on
   ``_internal`` (admin tokens only, else 403) answers one JSON object per row, with the columns
   of ``influxdb3_server/src/system_tables/tokens.rs`` and timestamps as Arrow's JSON writer
   prints a ``Timestamp(Millisecond, None)`` (``2025-06-01T10:00:00.123``, no zone);
@@ -41,8 +52,9 @@ Workaround for the framework (:mod:`tests.fakes.openapi_fake` is not ours to cha
 deserializes a body by media type and knows no ``application/jsonl``, so it hands the bytes to
 the spec's ``type: string`` schema and reports every JSON-lines answer as invalid. The fake
 therefore validates against a copy of the loaded spec whose openapi-core object also decodes
-``application/jsonl`` (and ``text/csv``) as text, like ``text/plain`` (:func:`_spec`). Every other
-check is the framework's own.
+``application/jsonl`` (and ``text/csv``) as text, like ``text/plain`` (:func:`_spec`). The same
+copy documents the one answer the server gives and the spec lacks (:data:`SERVER_ANSWERS`: the
+500 of an unknown ``Accept`` on ``/api/v3/query_sql``). Every other check is the framework's own.
 
 Differences from the real server, kept on purpose: answers carry ``Content-Type:
 application/json`` (the server sends the literal ``json``, facts §3.2, which the spec does not
@@ -109,6 +121,19 @@ VERSION = "3.8.0"
 _SPACES = re.compile(r"\s+")
 
 
+#: Answers the server gives that the spec does not document, added to the fake's copy of the spec:
+#: (path, method, status) -> the Response Object, with the source that shows the server sends it.
+SERVER_ANSWERS: dict[tuple[str, str, str], dict[str, Any]] = {
+    ("/api/v3/query_sql", "post", "500"): {
+        "description": "An Accept header the server does not know: `invalid mime type (<value>)`, plain text "
+        "(influxdb3_types/src/http.rs QueryFormat::try_from_headers -> Error::InvalidMimeType; "
+        "influxdb3_server/src/http.rs IntoResponse for Error: the default arm, 500)",
+    },
+}
+#: What ``QueryFormat::try_from_headers`` (influxdb3_types/src/http.rs) takes as it is.
+KNOWN_ACCEPT = frozenset({"application/vnd.apache.parquet", "text/csv", "text/plain", "application/json", "*/*"})
+
+
 def _as_text(value: bytes | str, **parameters: str) -> str:
     """A request body as text: a media type deserializer (openapi-core's public Config hook)."""
     return value if isinstance(value, str) else value.decode(parameters.get("charset", "utf-8"), "surrogateescape")
@@ -116,12 +141,27 @@ def _as_text(value: bytes | str, **parameters: str) -> str:
 
 @functools.cache
 def _spec(name: str) -> Spec:
-    """The loaded spec ``name``, validated by an openapi-core object that reads JSON lines as text."""
+    """The loaded spec ``name`` plus :data:`SERVER_ANSWERS`, validated by an openapi-core object that
+    reads JSON lines as text."""
     base = load_spec(name)
     spec = copy.copy(base)  # a shallow copy: the cached Spec other fakes use stays as it is
+    raw = copy.deepcopy(base.raw)
+    for (path, method, status), answer in SERVER_ANSWERS.items():
+        responses = raw["paths"][path][method]["responses"]
+        if status in responses:
+            raise RuntimeError(f"{name} documents {method.upper()} {path} {status} now: drop it from SERVER_ANSWERS")
+        responses[status] = answer
+    spec.raw = raw
     text = {"application/jsonl": _as_text, "text/csv": _as_text}
-    spec.openapi = OpenAPI(base.openapi.spec, config=Config(extra_media_type_deserializers=text))
+    spec.openapi = OpenAPI.from_dict(raw, config=Config(extra_media_type_deserializers=text))
     return spec
+
+
+def accept_refusal(accept: str | None) -> FakeResponse | None:
+    """The server's answer to a query with this ``Accept`` header before it reads the body (None: it goes on)."""
+    if accept is None or accept in KNOWN_ACCEPT or "text/html" in accept or "*/*" in accept:
+        return None
+    return FakeResponse(500, f"invalid mime type ({accept})".encode(), None)
 
 
 def new_value() -> str:
@@ -161,13 +201,18 @@ class _Token:
     def is_admin(self) -> bool:
         return self.permissions == ADMIN
 
-    def row(self) -> dict[str, Any]:
-        return {
-            "token_id": self.id, "name": self.name, "hash": self.hash,
+    def row(self, *, with_hash: bool = True) -> dict[str, Any]:
+        """The token's row of system.tokens: the first 9 hex digits of its hash, and no ``hash`` column
+        on a server started without auth (tokens.rs)."""
+        row = {
+            "token_id": self.id, "name": self.name, "hash": self.hash[:9],
             "created_at": _arrow_ms(self.created_at), "description": None, "created_by_token_id": None,
             "updated_at": _arrow_ms(self.updated_at), "updated_by_token_id": None,
             "expiry": _arrow_ms(self.expiry), "permissions": self.permissions,
         }  # fmt: skip
+        if not with_hash:
+            del row["hash"]
+        return row
 
     def may(self, resource_type: str, name: str, action: str) -> bool:
         if self.is_admin:
@@ -197,6 +242,9 @@ class InfluxDB3Fake(ServedFake):
         #: False: ``expiry_secs`` is ignored, new tokens never expire (and the answer says so).
         self.honours_expiry = True
         self.process_id = str(uuid.uuid4())
+        #: False: system.tokens has no ``hash`` column (``influxdb3 serve --without-auth``; the fake
+        #: still checks tokens, only the listing changes).
+        self.started_with_auth = True
         self.databases: set[str] = {"sensors"}
         #: Names of the tokens deleted so far, in order, and when.
         self.deleted: list[str] = []
@@ -233,7 +281,7 @@ class InfluxDB3Fake(ServedFake):
     def tokens(self) -> list[dict[str, Any]]:
         """Every token as system.tokens shows it (no values)."""
         with self.api.lock:
-            return [t.row() for t in sorted(self._tokens.values(), key=lambda t: t.id)]
+            return [t.row(with_hash=self.started_with_auth) for t in sorted(self._tokens.values(), key=lambda t: t.id)]
 
     def token(self, name: str) -> dict[str, Any] | None:
         return next((t for t in self.tokens() if t["name"] == name), None)
@@ -266,9 +314,11 @@ class InfluxDB3Fake(ServedFake):
             return value
 
     def hash_of(self, name: str) -> str:
-        token = self.token(name)
-        assert token is not None, f"no token named {name}"
-        return str(token["hash"])
+        """The whole hex SHA-512 of token ``name`` (system.tokens shows its first 9 digits)."""
+        with self.api.lock:
+            token = self._by_name(name)
+            assert token is not None, f"no token named {name}"
+            return token.hash
 
     # -- faults ----------------------------------------------------------------------------------
 
@@ -398,6 +448,9 @@ class InfluxDB3Fake(ServedFake):
         if refusal:
             return refusal
         assert token is not None
+        refusal = accept_refusal(req.headers.get("Accept"))
+        if refusal is not None:
+            return refusal
         body = req.json()
         query = _SPACES.sub(" ", str(body.get("q", "")).strip().rstrip(";")).lower()
         db = body.get("db")
@@ -406,7 +459,7 @@ class InfluxDB3Fake(ServedFake):
         if query == "select * from system.tokens" and db == "_internal":
             if not token.is_admin:
                 return empty_response(403)
-            rows = [t.row() for t in sorted(self._tokens.values(), key=lambda t: t.id)]
+            rows = [t.row(with_hash=self.started_with_auth) for t in sorted(self._tokens.values(), key=lambda t: t.id)]
             return FakeResponse(200, "".join(_jsonl(r) for r in rows).encode(), "application/jsonl")
         if query == "select 1":
             if db not in self.databases:

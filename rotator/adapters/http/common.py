@@ -6,13 +6,18 @@
   nothing from the environment (no proxy variables, no ``SSL_CERT_FILE``, no ``.netrc``): what
   ``rotator validate`` checked is what runs. Tests inject a transport (``httpx.MockTransport``)
   through the ``transport`` argument, the seam for failures a fake server cannot produce.
+- :func:`send` makes one request and reads its answer in full, within a deadline for the whole
+  request (:data:`REQUEST_PHASES` times ``timeout_s``) and a size limit (:data:`MAX_ANSWER_BYTES`):
+  httpx's ``timeout_s`` bounds each phase only, so a server that trickles its answer in would
+  otherwise hold a call for ever. Every request of the HTTP issuers goes through it.
 - :class:`HttpIssuer` is what ``influxdb3`` and ``influxdb2`` share: construction, the client
   built on first use, the minting credential.
 - :func:`on_http_failure` is the one place where httpx exceptions and unexpected HTTP statuses
   are told apart (:class:`HttpFailure`: a status, a timeout, a TLS failure, no connection...);
   each issuer words them. :func:`map_http_errors` is the wording of ``influxdb3`` and ``influxdb2``::
 
-      timeouts, connection failures, 408/425/429, 5xx    -> TransientError
+      timeouts, connection failures, 408/425/429, 5xx    -> TransientError (retry_after: the
+                                                            answer's Retry-After, if any)
       TLS verification failure                           -> PermanentError (hint: ca_bundle)
       400/401/403/404/409/422 and any other status       -> PermanentError with a hint
       401 while verifying a fresh token                  -> TransientError (unauthenticated_is_transient)
@@ -30,14 +35,19 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, cast
 
+import httpcore
 import httpx
 from pydantic import (
     BaseModel,
@@ -48,6 +58,7 @@ from pydantic import (
 )
 
 from rotator.adapters.transport import plain_http_warning, tls_verify_warning
+from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import AdapterContext, checked_settings
 from rotator.core.credentials import CredentialRef
 from rotator.core.errors import (
@@ -62,7 +73,9 @@ from rotator.core.errors import (
 from rotator.core.secret import REDACTOR, Secret
 
 __all__ = [
+    "AnswerTooLarge",
     "CredentialSetting",
+    "DeadlineExceeded",
     "HttpFailure",
     "HttpIssuer",
     "HttpSettings",
@@ -71,6 +84,8 @@ __all__ = [
     "UnexpectedStatus",
     "auth_header",
     "CALL_MARGIN_S",
+    "MAX_ANSWER_BYTES",
+    "REQUEST_PHASES",
     "bad_token_id",
     "call_timeout",
     "check_tls_choice",
@@ -86,13 +101,18 @@ __all__ = [
     "path_segment",
     "redact_detail",
     "resolve_credential",
+    "retry_after",
+    "send",
     "token_value",
+    "wait_asked",
 ]
 
 logger = logging.getLogger("rotator.adapters.http")
 
 # Error texts: {what} is the operation ("create named admin token"), {call} is "POST /path".
 ERR_TIMEOUT = "{what}: {call} timed out after {timeout:g}s"
+ERR_DEADLINE = "{what}: {call} got no complete answer within {timeout:g}s (the limit of a whole request)"
+ERR_TOO_LARGE = "{what}: {call} answered more than {limit} bytes; rotator reads no further"
 ERR_UNREACHABLE = "{what}: cannot reach {url} ({cause})"
 ERR_TLS = "{what}: TLS handshake with {url} failed (untrusted certificate, or not a TLS endpoint)"
 ERR_STATUS = "{what}: {call} answered HTTP {status}{detail}"
@@ -216,7 +236,13 @@ def new_client(
     base_url: str = "",
     transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
-    """An ``httpx.Client``: explicit TLS (``ca_bundle`` relative to ``base_dir``), no environment, no redirects."""
+    """An ``httpx.Client``: explicit TLS (``ca_bundle`` relative to ``base_dir``), no environment, no redirects.
+
+    Connections are not kept alive between requests: each request opens its own, so the watchdog
+    of :func:`send` knows the socket to shut down when the request's deadline passes (a pooled
+    connection's socket is not known before its answer arrives). rotator sends a few requests per
+    rotation; a connection each costs nothing that matters.
+    """
     verify: bool | ssl.SSLContext = tls_verify
     if ca_bundle is not None:
         path = ca_bundle if ca_bundle.is_absolute() else base_dir / ca_bundle
@@ -235,21 +261,188 @@ def new_client(
         follow_redirects=False,
         transport=transport,
         headers={"User-Agent": "rotator"},
+        limits=httpx.Limits(max_keepalive_connections=0),
     )
 
 
-#: Seconds on top of the timeouts: building the client, TLS set-up, the issuer's own work.
+#: Seconds on top of the requests' deadlines: building the client, reading a credential, the
+#: issuer's own work, the watchdog's reaction (see :func:`send`).
 CALL_MARGIN_S = 5.0
+#: The phases httpx bounds one by one with ``timeout_s``: connecting, sending, waiting for data.
+#: :func:`send` bounds a whole request by as many ``timeout_s``.
+REQUEST_PHASES = 3
+#: The largest answer :func:`send` reads (a listing of thousands of tokens is a few MB): a larger
+#: one is cut off (:class:`AnswerTooLarge`), and nothing of it is used.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
 
 
 def call_timeout(requests: int, timeout_s: float) -> float:
-    """An upper bound of ``requests`` sequential HTTP requests with httpx's ``timeout_s``.
+    """The longest ``requests`` sequential requests made with :func:`send` take, plus a margin.
 
-    httpx's timeout bounds each phase, not the request: connect, write and read may each take
-    ``timeout_s`` (a read is one socket read; an answer that trickles in slower than that is cut
-    off). rotator retries between issuer calls (the engine), never inside one.
+    Each request ends within ``REQUEST_PHASES * timeout_s`` of its start, answered or not (see
+    :func:`send`). rotator retries between issuer calls (the engine), never inside one. Recovery
+    relies on this bound (the engine's mint window: after it, no try of a mint can still land).
     """
-    return requests * 3 * timeout_s + CALL_MARGIN_S
+    return requests * REQUEST_PHASES * timeout_s + CALL_MARGIN_S
+
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """A request got no complete answer within its deadline (:func:`send`): a timeout, so transient,
+    and for a mint "unanswered" (the token may exist: the engine searches for it by its tag)."""
+
+    def __init__(self, deadline_s: float, *, request: httpx.Request) -> None:
+        super().__init__(f"no complete answer within {deadline_s:g}s", request=request)
+        self.deadline_s = deadline_s
+
+
+class AnswerTooLarge(httpx.HTTPError):
+    """An answer longer than :data:`MAX_ANSWER_BYTES`: not read further, not used."""
+
+    def __init__(self, limit: int, *, request: httpx.Request) -> None:
+        super().__init__(f"the answer is longer than {limit} bytes")
+        self.request = request
+        self.limit = limit
+
+
+class _Watchdog:
+    """Ends one request at its deadline: shuts its socket down (the blocked read or write then fails
+    at once, and :func:`send` raises DeadlineExceeded); a connection made after the deadline sends
+    nothing.
+
+    The socket is learnt from httpcore's ``trace`` extension (``connection.connect_tcp.complete``,
+    then ``connection.start_tls.complete``: TLS wraps the socket into a new object). The
+    socket's own class method shuts it down: ``ssl.SSLSocket.shutdown`` would also drop the TLS
+    state under the thread that reads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._done = False
+        self.expired = False
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        with self._lock:
+            if isinstance(sock, socket.socket):
+                self._socket = sock
+            expired = self.expired
+        if expired:  # connected (DNS or the handshake took that long): send nothing any more
+            if stream is not None:
+                stream.close()
+            raise httpcore.ConnectTimeout("the request's deadline passed while connecting")
+
+    def expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            sock = self._socket
+        if sock is not None:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:  # closed already, or not connected yet
+                pass
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+
+
+def send(
+    client: httpx.Client, method: str, url: str, *, timeout_s: float, max_bytes: int = MAX_ANSWER_BYTES,
+    **kwargs: Any,
+) -> httpx.Response:
+    """``client.request(method, url, **kwargs)`` with its answer read in full, the whole of it bounded.
+
+    httpx's ``timeout_s`` bounds each phase (connect, each write, each wait for data), not the
+    request: a server that sends one byte every ``timeout_s / 2`` holds a request for ever. Here
+    the request ends ``REQUEST_PHASES * timeout_s`` after it started (what :func:`call_timeout`
+    counts on): a watchdog shuts the connection down then, and DeadlineExceeded (a timeout) is
+    raised. An answer complete before that is returned even if reading it ends a moment later.
+    Only DNS resolution is beyond the watchdog; a connection it delays past the deadline sends
+    nothing. An answer longer than ``max_bytes`` raises AnswerTooLarge.
+
+    Returns a response whose body has been read (no connection left open).
+    """
+    deadline_s = REQUEST_PHASES * timeout_s
+    ends = time.monotonic() + deadline_s
+    request = client.build_request(method, url, **kwargs)
+    watchdog = _Watchdog()
+    request.extensions["trace"] = watchdog.trace
+    timer = threading.Timer(deadline_s, watchdog.expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        response = client.send(request, stream=True)
+        try:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise AnswerTooLarge(max_bytes, request=request)
+                if time.monotonic() > ends and not _complete(response):  # a transport without a socket
+                    raise DeadlineExceeded(deadline_s, request=request)
+        finally:
+            watchdog.finish()
+            response.close()
+        # An answer delimited by the end of the connection "ends" when the watchdog shuts it down:
+        # only one whose Content-Length has arrived is known to be whole.
+        if watchdog.expired and not _complete(response):
+            raise DeadlineExceeded(deadline_s, request=request)
+    except httpx.HTTPError as exc:  # a read or write the watchdog cut short, a body it truncated...
+        if watchdog.expired and not isinstance(exc, DeadlineExceeded | AnswerTooLarge):
+            raise DeadlineExceeded(deadline_s, request=request) from None
+        raise
+    finally:
+        timer.cancel()
+        watchdog.finish()
+    # The body is decoded (Content-Encoding undone) already: the headers that described the wire
+    # form go, and the Response computes its own Content-Length.
+    headers = [(k, v) for k, v in response.headers.multi_items()
+               if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=request)
+
+
+def _complete(response: httpx.Response) -> bool:
+    """Whether all the bytes ``response``'s Content-Length announced have arrived."""
+    length = response.headers.get("Content-Length", "")
+    return length.isdigit() and response.num_bytes_downloaded >= int(length)
+
+
+#: A sanity bound of a Retry-After in seconds (about 30 years): any larger number means the same.
+_MAX_RETRY_AFTER_S = 10**9
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The seconds a ``Retry-After`` header of ``response`` asks to wait (delay-seconds, or an
+    HTTP-date compared with the answer's own ``Date``), else None. Not capped here: the retry
+    helper bounds the wait (rotator/core/retry.py)."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(min(int(value), _MAX_RETRY_AFTER_S))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None  # not an HTTP-date (which is always GMT)
+    try:
+        now = parsedate_to_datetime(response.headers.get("Date", ""))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        now = SYSTEM_CLOCK.now()
+    if now.tzinfo is None:
+        now = SYSTEM_CLOCK.now()
+    return max(0.0, (when - now).total_seconds())
+
+
+def wait_asked(seconds: float | None) -> str:
+    """What an error message says of a Retry-After (empty without one)."""
+    return "" if seconds is None else f"; the server asks to wait {seconds:g}s before trying again (Retry-After)"
 
 
 def bad_token_id(token_id: str, issuer: str, expected: str) -> BadTokenId:
@@ -346,6 +539,10 @@ class HttpIssuer(Generic[SettingsT]):
             )
         return self._client
 
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request with :func:`send`: read in full, bounded as a whole."""
+        return send(self._http(), method, url, timeout_s=self.settings.timeout_s, **kwargs)
+
     def _credential(self, current: Secret | None) -> Secret:
         """The token that mints, lists and revokes (``current``: the one the stores hold now)."""
         return resolve_credential(self.settings.credential, current, self._base_dir, hint_self=HINT_SELF)
@@ -375,12 +572,13 @@ class HttpFailure:
     """One failed HTTP call, told apart by :func:`on_http_failure`; the issuer words the error.
 
     ``kind``: ``status`` (an answer with a status the caller did not expect: ``response``),
-    ``timeout``, ``tls`` (the TLS handshake failed), ``unreachable`` (no connection, or it
-    broke), ``bad_url`` (httpx cannot use the URL) or ``other`` (any other httpx error).
+    ``timeout`` (a phase's, or the whole request's: :class:`DeadlineExceeded`), ``tls`` (the TLS
+    handshake failed), ``unreachable`` (no connection, or it broke), ``bad_url`` (httpx cannot
+    use the URL), ``too_large`` (:class:`AnswerTooLarge`) or ``other`` (any other httpx error).
     ``exc`` is what was raised; its text may hold a URL, never a header or a body.
     """
 
-    kind: Literal["status", "timeout", "tls", "unreachable", "bad_url", "other"]
+    kind: Literal["status", "timeout", "tls", "unreachable", "bad_url", "too_large", "other"]
     exc: Exception
     response: httpx.Response | None = None
 
@@ -402,6 +600,8 @@ def on_http_failure(to_error: Callable[[HttpFailure], RotatorError]) -> Iterator
         raise to_error(HttpFailure("tls" if _is_tls_failure(exc) else "unreachable", exc)) from None
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise to_error(HttpFailure("bad_url", exc)) from None
+    except AnswerTooLarge as exc:
+        raise to_error(HttpFailure("too_large", exc)) from None
     except httpx.TransportError as exc:  # read/write errors, a dropped connection, protocol errors
         raise to_error(HttpFailure("unreachable", exc)) from None
     except httpx.HTTPError as exc:  # e.g. an answer that cannot be decoded
@@ -432,8 +632,14 @@ def map_http_errors(
             return _status_error(what, failure.response, hints or {}, unauthenticated_is_transient)
         if failure.kind == "timeout":
             request = _request_of(exc)
-            message = ERR_TIMEOUT.format(what=what, call=_call(request), timeout=_timeout_of(request))
+            if isinstance(exc, DeadlineExceeded):
+                message = ERR_DEADLINE.format(what=what, call=_call(request), timeout=exc.deadline_s)
+            else:
+                message = ERR_TIMEOUT.format(what=what, call=_call(request), timeout=_timeout_of(request))
             return TransientError(message, hint=HINT_RETRY)
+        if failure.kind == "too_large" and isinstance(exc, AnswerTooLarge):
+            message = ERR_TOO_LARGE.format(what=what, call=_call(_request_of(exc)), limit=exc.limit)
+            return IssuerOutputError(message, hint="check that base_url points at the server itself, not at a proxy")
         if failure.kind == "tls":
             return PermanentError(ERR_TLS.format(what=what, url=_origin(exc)), hint=HINT_TLS)
         if failure.kind == "bad_url":
@@ -461,7 +667,8 @@ def _status_error(
     if status == 401 and fresh:
         return NotYetAccepted(message, hint=HINT_FRESH_TOKEN)
     if status in _TRANSIENT_STATUS or status >= 500:
-        return TransientError(message, hint=HINT_RETRY)
+        asked = retry_after(response)
+        return TransientError(message + wait_asked(asked), hint=HINT_RETRY, retry_after=asked)
     return PermanentError(message, hint=hints.get(status) or _DEFAULT_HINTS.get(status, HINT_OTHER))
 
 

@@ -4,9 +4,10 @@
   carries the tag ``rotator:<policy>:<run id>``) and the permissions from the policy, or copied
   from a template authorization (``copy_from_authorization_id``). v2 authorizations have no
   expiry: a token lives until it is made inactive or deleted, so rotator's revocation is its end.
-- **verify**: ``GET /api/v2/buckets?limit=1`` with ``Authorization: Token <new token>``. Any
-  token the server accepts gets 200 (the list is filtered to what the token may read, possibly
-  empty); an unknown or inactive one gets 401, retried until ``verify_timeout``.
+- **verify**: ``GET /api/v2/buckets?limit=1`` with ``Authorization: Token <new token>``: a
+  bucket in the answer proves the token active; an unknown token gets 401, retried until
+  ``verify_timeout``. An empty list proves nothing (OSS answers an *inactive* token so too), and
+  ``GET /api/v2/me`` with the token decides: see :meth:`InfluxDB2Issuer.verify`.
 - **revoke** in two stages, because the engine calls ``revoke`` once:
 
   1. ``PATCH {status: "inactive"}``: the server rejects the token from then on, and an operator
@@ -65,6 +66,7 @@ from rotator.adapters.http.common import (
     auth_header,
     bad_token_id,
     error_code,
+    error_text,
     expect,
     json_body,
     map_http_errors,
@@ -84,6 +86,11 @@ logger = logging.getLogger("rotator.adapters.influxdb2")
 
 AUTHORIZATIONS = "/api/v2/authorizations"
 BUCKETS = "/api/v2/buckets"
+ME = "/api/v2/me"
+#: How OSS words a permission check that a token's permission set fails (authorizer.isAllowedAll:
+#: ``"%s is unauthorized"`` of the permission, ``read:users/<id>``): that set was read, so the token is
+#: active. An inactive token's fails before with "token is inactive" (Authorization.PermissionSet).
+_PERMISSION_REFUSED = re.compile(r"(?:read|write):\S+ is unauthorized")
 _ID = r"^[0-9a-f]{16}$"
 #: An authorization id as the v2 API writes it (platform.ID: 16 lowercase hex digits).
 _AUTH_ID = re.compile(_ID)
@@ -226,7 +233,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             body["userID"] = self.settings.user_id
         what = "create authorization"
         with map_http_errors(what, hints={401: HINT_401, 400: HINT_INVALID}):
-            response = expect(self._http().post(AUTHORIZATIONS, json=body, headers=auth_header("Token", auth)), 201)
+            response = expect(self._send("POST", AUTHORIZATIONS, json=body, headers=auth_header("Token", auth)), 201)
         answer, value = _split(json_body(response, what, created="an authorization"), what)
         auth_id = answer.get("id")
         if not isinstance(auth_id, str) or not auth_id:
@@ -252,9 +259,39 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         return MintedToken(value=secret, token_id=auth_id, expires_at=None)
 
     def verify(self, token: Secret) -> None:
-        """``GET /api/v2/buckets?limit=1`` as ``token``: 200 if the server accepts it, 401 is retried."""
-        with map_http_errors("verify the new token", unauthenticated_is_transient=True):
-            expect(self._http().get(BUCKETS, params={"limit": 1}, headers=auth_header("Token", token)), 200)
+        """Use ``token``: a bucket it may read, or its own user, proves it active; 401 is retried.
+
+        ``GET /api/v2/buckets?limit=1``: a bucket in the answer proves it. No bucket proves nothing:
+        OSS authenticates an *inactive* token as well (http/authentication_middleware.go looks it
+        up by value and never checks its status), its permission set then fails every check
+        ("token is inactive", EUnauthorized) and AuthorizeFindBuckets (authorizer/authorize_find.go)
+        skips every bucket that fails so: 200 ``{"buckets": []}``, as for an active token that may
+        read no bucket (a write-only one).
+
+        Then ``GET /api/v2/me`` with the token: its handler reads the token's user through a check
+        that fails rather than filters (tenant/middleware_user_auth.go, AuthorizeReadResource of
+        read:users/<id>), so it tells the two apart: 200 (active, may read its user); 401 "read:users/
+        <id> is unauthorized" (active: its permission set was read, and lacks that); 401 "token is
+        inactive" or "unauthorized access" (unknown): NotYetAccepted. Not ``GET
+        /api/v2/authorizations`` with the token: a list, filtered like the buckets, empty for both
+        an inactive token and an active one that may not read authorizations. The spec documents
+        200 and 401 for ``/api/v2/me``.
+        """
+        what = "verify the new token"
+        with map_http_errors(what, unauthenticated_is_transient=True):
+            response = expect(self._send("GET", BUCKETS, params={"limit": 1}, headers=auth_header("Token", token)), 200)
+        answer = json_body(response, what)
+        buckets = answer.get("buckets") if isinstance(answer, dict) else None
+        if not isinstance(buckets, list):
+            raise IssuerOutputError(f"{what}: the answer of GET {BUCKETS} has no `buckets` list")
+        if buckets:
+            return
+        with map_http_errors(what, unauthenticated_is_transient=True):
+            response = self._send("GET", ME, headers=auth_header("Token", token))
+            refusal = error_text(response, ("message",), plain_text=False).strip()
+            if response.status_code == 401 and _PERMISSION_REFUSED.fullmatch(refusal):
+                return  # active: refused by a permission check, not as inactive
+            expect(response, 200)
 
     def revoke(self, token_id: str, credential: Secret | None) -> None:
         """Stage 1: make ``token_id`` inactive (confirmed by the answer); then stage 2 for older ones.
@@ -265,7 +302,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         auth = self._credential(credential)
         what = f"revoke authorization {token_id}"
         with map_http_errors(what, hints={401: HINT_401}):
-            response = expect(self._http().get(_authorization(token_id), headers=auth_header("Token", auth)), 200, 404)
+            response = expect(self._send("GET", _authorization(token_id), headers=auth_header("Token", auth)), 200, 404)
         if _gone(response, what):
             logger.warning("authorization %s was not found; treating it as revoked", token_id)
         else:
@@ -285,7 +322,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         what = f"look up authorization {token_id}"
         with map_http_errors(what, hints={401: HINT_401}):
             response = expect(
-                self._http().get(_authorization(token_id), headers=auth_header("Token", self._credential(credential))),
+                self._send("GET", _authorization(token_id), headers=auth_header("Token", self._credential(credential))),
                 200, 404,
             )  # fmt: skip
         if _gone(response, what):
@@ -310,7 +347,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         template = _check_id(self.settings.copy_from_authorization_id or "")
         what = f"read template authorization {template}"
         with map_http_errors(what, hints={401: HINT_401, 404: HINT_TEMPLATE, 400: HINT_TEMPLATE}):
-            response = expect(self._http().get(_authorization(template), headers=auth_header("Token", auth)))
+            response = expect(self._send("GET", _authorization(template), headers=auth_header("Token", auth)))
         answer = _split(json_body(response, what), what)[0]
         permissions = answer.get("permissions")
         if not isinstance(permissions, list) or not permissions:
@@ -331,7 +368,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         what = f"revoke authorization {token_id}"
         body = {"status": "inactive", "description": f"{description} {self._marker_for(token_id)}".strip()}
         with map_http_errors(what, hints={401: HINT_401}):
-            response = self._http().patch(_authorization(token_id), json=body, headers=auth_header("Token", auth))
+            response = self._send("PATCH", _authorization(token_id), json=body, headers=auth_header("Token", auth))
             if _gone(response, what):
                 logger.warning("authorization %s disappeared while being revoked; treating it as revoked", token_id)
                 return
@@ -363,7 +400,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
                     continue
                 with map_http_errors(f"delete authorization {info.token_id}", hints={401: HINT_401}):
                     path = _authorization(info.token_id)
-                    expect(self._http().delete(path, headers=auth_header("Token", auth)), 204, 404)
+                    expect(self._send("DELETE", path, headers=auth_header("Token", auth)), 204, 404)
                 logger.info(
                     "deleted authorization %s, inactive since %s (stage 2)", info.token_id, info.revoked_at.isoformat()
                 )
@@ -377,7 +414,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         window to one request."""
         what = f"read authorization {auth_id} before deleting it"
         with map_http_errors(what, hints={401: HINT_401}):
-            response = expect(self._http().get(_authorization(auth_id), headers=auth_header("Token", auth)), 200, 404)
+            response = expect(self._send("GET", _authorization(auth_id), headers=auth_header("Token", auth)), 200, 404)
         if response.status_code == 404:
             return False  # gone already
         current = _split(json_body(response, what), what)[0]
@@ -391,8 +428,8 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         what = "list authorizations"
         with map_http_errors(what, hints={401: HINT_401}):
             response = expect(
-                self._http().get(
-                    AUTHORIZATIONS, params={"orgID": self.settings.org_id}, headers=auth_header("Token", auth)
+                self._send(
+                    "GET", AUTHORIZATIONS, params={"orgID": self.settings.org_id}, headers=auth_header("Token", auth)
                 )
             )
         answer = json_body(response, what)

@@ -17,8 +17,13 @@ Three kinds of token (setting ``kind``):
 The token id rotator journals and publishes is the token **name** (DELETE takes a name; names
 are unique on the server, and rotator's carry the run id, so none is reused). The operator
 token keeps its name and numeric id across regenerations, so its generations are told apart by
-the server's hash of the value: ``_admin@<first 16 hex digits of the SHA-512>`` (the ``hash``
-of the 201 answer and of ``system.tokens``; not secret, ``influxdb3 show tokens`` prints it).
+the server's hash of the value: ``_admin@<first 9 hex digits of the SHA-512>``. ``system.tokens``
+shows no more of the hash than that (``influxdb3_server/src/system_tables/tokens.rs`` writes
+``&hex::encode(&token.hash)[..9]``, and no ``hash`` column at all on a server started without
+auth); the 201 answer of a regeneration holds the whole hash, of which the id keeps as much.
+Not secret: ``influxdb3 show tokens`` prints it. rotator before this format recorded 16 digits
+(``_admin@<16 hex>``); such ids from a journal or a store are matched by their first 9 digits
+(:meth:`InfluxDB3Issuer.token_info`, :meth:`InfluxDB3Issuer.revoke`).
 
 Listing is SQL: ``SELECT * FROM system.tokens`` on database ``_internal`` through
 ``POST /api/v3/query_sql`` with ``format = "jsonl"`` (the spec's JSON schema for ``format=json``
@@ -26,6 +31,9 @@ does not describe what servers send; JSON lines is a plain string in the spec an
 row on the server). A name ``<prefix>-<run id>`` is reported with the description
 ``rotator:<policy>:<run id>``, the tag the engine searches for. Deleted tokens disappear; there
 is no revoked state.
+
+Every request goes through :func:`rotator.adapters.http.common.send`: a whole request ends
+within ``3 * timeout_s`` (``call_timeout_seconds`` counts on it).
 
 Verification uses the new token (see :meth:`InfluxDB3Issuer.verify`): the ``system.tokens``
 query for admin tokens, ``SELECT 1`` on its database for a resource token; 401 is retried
@@ -93,7 +101,18 @@ QUERY = "/api/v3/query_sql"
 SYSTEM_ENDPOINTS = ("health", "ping", "metrics")
 LIST_SQL = "SELECT * FROM system.tokens"
 OPERATOR = "_admin"
-_OPERATOR_ID = re.compile(r"^_admin@(?P<hash>[0-9a-f]{16})\Z")
+#: Hex digits of the SHA-512 an operator token id keeps: all that system.tokens shows.
+OPERATOR_HASH_DIGITS = 9
+#: ``_admin@<9 hex digits>``, or ``_admin@<16 hex digits>`` as rotator wrote them before (matched by their first 9)
+_OPERATOR_ID = re.compile(r"^_admin@(?P<hash>[0-9a-f]{9}(?:[0-9a-f]{7})?)\Z")
+#: the ``hash`` of a system.tokens row or a 201 answer: hex, at least the digits an id keeps
+_HASH = re.compile(r"[0-9a-fA-F]{9,}")  # OPERATOR_HASH_DIGITS or more
+#: The Accept header of a query. InfluxDB 3 reads it before the body (influxdb3_server/src/http.rs,
+#: ``extract_query_request``: ``QueryFormat::try_from_headers``) and knows only parquet, text/csv,
+#: text/plain, application/json and ``*/*`` (influxdb3_types/src/http.rs): anything else, the spec's
+#: ``application/jsonl`` included, answers HTTP 500 "invalid mime type (...)" without running the
+#: query. The body's ``format`` ("jsonl") takes precedence over the header's format.
+QUERY_ACCEPT = "application/json"
 _NAME_PREFIX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 #: a run id in a token name: the engine's (letters and digits) or a UUID (the AWS Lambda function's
 #: ClientRequestToken); nothing else with a hyphen, so ``<prefix>-x-y`` is no run of ``<prefix>``
@@ -104,6 +123,10 @@ ERR_NOT_DELETED = "token {name} was deleted (HTTP {status}) but system.tokens st
 ERR_OPERATOR_LIVE = (
     "token {token_id} is (or may be) the operator token's current value: revoking it means regenerating _admin, "
     "which would leave no one holding a working operator token"
+)
+ERR_OPERATOR_UNKNOWN = (
+    "token {token_id} is a generation of the operator token, but system.tokens shows no hash of the live one "
+    "(no _admin row, or a server started without auth): whether {token_id} is still valid cannot be told"
 )
 HINT_OPERATOR_LIVE = (
     "this happens when a run regenerated _admin and could not publish the new value; see "
@@ -251,8 +274,16 @@ def _check_name(token_id: str) -> str:
 
 
 def operator_token_id(hash_hex: str) -> str:
-    """The id of one generation of the operator token, from the server's hex SHA-512 of its value."""
-    return f"{OPERATOR}@{hash_hex[:16].lower()}"
+    """The id of one generation of the operator token, from the server's hex SHA-512 of its value
+    (the whole of it, or the 9 digits system.tokens shows)."""
+    return f"{OPERATOR}@{hash_hex[:OPERATOR_HASH_DIGITS].lower()}"
+
+
+def _generation(token_id: str) -> str | None:
+    """The 9 hex digits that tell an operator token generation ``_admin@<hash>`` apart (of an id
+    with 16, as rotator wrote them before, the first 9: the same generation), else None."""
+    match = _OPERATOR_ID.fullmatch(token_id)
+    return match["hash"][:OPERATOR_HASH_DIGITS] if match else None
 
 
 class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
@@ -260,6 +291,10 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
 
     kind: ClassVar[str] = "influxdb3"
     settings_model: ClassVar[type[BaseModel]] = InfluxDB3Settings
+    #: system.tokens lists every token, but names the live operator token generation by 9 hex
+    #: digits of its hash, where an id recorded by rotator before holds 16: the engine asks
+    #: :meth:`token_info` about an id the listing does not show, and gets the generation under it.
+    listing_is_complete: ClassVar[bool] = False
 
     @property
     def prefix(self) -> str:
@@ -293,7 +328,7 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
             what, path = f"create named admin token {name}", NAMED_ADMIN
             hints = {409: HINT_DUPLICATE, 403: HINT_NOT_ADMIN}
         with map_http_errors(what, hints=hints):
-            response = expect(self._http().post(path, json=body, headers=auth_header("Bearer", auth)), 201)
+            response = expect(self._send("POST", path, json=body, headers=auth_header("Bearer", auth)), 201)
         answer = self._object(json_body(response, what, created=f"token {name}"), what, name)
         value = self._value(answer, what, name)
         expires_at = self._confirmed_expiry(answer, what, name, expiry_secs, request.expires_at)
@@ -340,7 +375,7 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         what = f"delete token {token_id}"
         with map_http_errors(what, hints={403: HINT_NOT_ADMIN}):
             response = expect(
-                self._http().delete(DELETE, params={"token_name": token_id}, headers=auth_header("Bearer", auth)),
+                self._send("DELETE", DELETE, params={"token_name": token_id}, headers=auth_header("Bearer", auth)),
                 200,
                 404,
             )
@@ -354,6 +389,23 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
         """Every token in system.tokens; names ``<prefix>-<run id>`` carry the run tag as description."""
         return self._list(self._credential(credential))
+
+    def token_info(self, token_id: str, credential: Secret | None) -> TokenInfo | None:
+        """What system.tokens says of ``token_id``, which the listing does not show under that id.
+
+        Only an operator token id as rotator recorded them before, ``_admin@<16 hex digits>`` (in a
+        journal, a store's payload), can be listed under another id: the live generation is
+        listed as ``_admin@<its first 9 digits>``. If those match, that generation is returned under
+        the id asked about (so the engine sees the token as live, and never records the only valid
+        operator token as revoked); else None, a past generation (gone). Any other id the listing
+        does not show does not exist: None, without a request."""
+        match = _OPERATOR_ID.fullmatch(token_id) if isinstance(token_id, str) else None
+        if match is None or len(match["hash"]) == OPERATOR_HASH_DIGITS:
+            return None
+        for row, info in self._listed(self._credential(credential)):
+            if row.get("name") == OPERATOR and _generation(info.token_id) == _generation(token_id):
+                return info._replace(token_id=token_id)
+        return None
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -372,12 +424,12 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
             path = f"/{endpoint}"
             decoy = Secret("apiv3_rotator-decoy-" + secrets.token_urlsafe(32))  # a value no server issued
             with map_http_errors(f"{what}: check that {path} refuses an unknown token"):
-                control = expect(self._http().get(path, headers=auth_header("Bearer", decoy)), 200, 401, 403)
+                control = expect(self._send("GET", path, headers=auth_header("Bearer", decoy)), 200, 401, 403)
             if control.status_code == 200:
                 unchecked.append(path)
                 continue
             with map_http_errors(what, unauthenticated_is_transient=True):
-                expect(self._http().get(path, headers=auth_header("Bearer", token)), 200)
+                expect(self._send("GET", path, headers=auth_header("Bearer", token)), 200)
             return
         raise PermanentError(ERR_UNVERIFIABLE.format(paths=", ".join(unchecked)), hint=HINT_UNVERIFIABLE)
 
@@ -425,8 +477,8 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
 
     def _query(self, token: Secret, database: str = "_internal", sql: str = LIST_SQL) -> httpx.Response:
         body = {"db": database, "q": sql, "format": "jsonl"}
-        headers = {**auth_header("Bearer", token), "Accept": "application/jsonl"}
-        return self._http().post(QUERY, json=body, headers=headers)
+        headers = {**auth_header("Bearer", token), "Accept": QUERY_ACCEPT}  # not httpx's */*, which the spec lacks
+        return self._send("POST", QUERY, json=body, headers=headers)
 
     def _list(self, auth: Secret) -> list[TokenInfo]:
         return [info for _row, info in self._listed(auth)]
@@ -476,10 +528,15 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         description = description if isinstance(description, str) else ""
         token_id = name
         if name == OPERATOR:
+            # The live generation, by the 9 digits system.tokens shows. A server started without auth
+            # has no `hash` column (tokens.rs): the row stays `_admin`, and no generation can be told
+            # apart there (_retire_operator refuses to guess).
             digest = row.get("hash")
-            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{16,}", digest):
-                raise IssuerOutputError(f"{what}: the _admin row has no hex `hash`")
-            token_id = operator_token_id(digest)
+            if digest is not None:
+                if not isinstance(digest, str) or not _HASH.fullmatch(digest):
+                    raise IssuerOutputError(f"{what}: the _admin row's `hash` is not hex of at least "
+                                            f"{OPERATOR_HASH_DIGITS} digits")
+                token_id = operator_token_id(digest)
         tag = self._tag_of(name)
         if tag is not None and tag not in description:
             description = f"{tag} {description}".strip()
@@ -510,12 +567,14 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
     def _regenerate(self, auth: Secret) -> MintedToken:
         what = "regenerate the operator token _admin"
         with map_http_errors(what, hints={**self._hints, 403: "only the operator token can regenerate _admin"}):
-            response = expect(self._http().post(REGENERATE, headers=auth_header("Bearer", auth)), 201)
+            response = expect(self._send("POST", REGENERATE, headers=auth_header("Bearer", auth)), 201)
         answer = self._object(json_body(response, what, created="a new _admin value"), what, OPERATOR)
         value = self._value(answer, what, OPERATOR)
         digest = answer.get("hash")
-        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{16,}", digest):
+        if not isinstance(digest, str) or not _HASH.fullmatch(digest):
             digest = hashlib.sha512(value.reveal().encode()).hexdigest()  # how the server hashes tokens
+        # The answer holds the whole hash, system.tokens its first 9 digits: the id keeps those 9, so
+        # that the listing names this generation by the very id recorded now.
         token_id = operator_token_id(digest)
         logger.warning("regenerated the operator token: %s is now _admin and the previous value is revoked", token_id)
         expires_at = parse_time(answer.get("expiry"), f"{what}: `expiry`")
@@ -529,7 +588,14 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         # The live generation is the row *named* _admin: a named token may be called "_admin@...", and
         # its id (its name) would otherwise pass for the live generation.
         live = next((info.token_id for row, info in self._listed(auth) if row.get("name") == OPERATOR), None)
-        if token_id == OPERATOR or token_id == live:
+        if token_id == OPERATOR:
+            raise NeedsAttention(ERR_OPERATOR_LIVE.format(token_id=token_id), hint=HINT_OPERATOR_LIVE)
+        if live is None or _generation(live) is None:
+            # No _admin row, or one without a hash (a server started without auth): which generation
+            # is live cannot be told, so none is reported revoked.
+            raise NeedsAttention(ERR_OPERATOR_UNKNOWN.format(token_id=token_id), hint=HINT_OPERATOR_LIVE)
+        # By the first 9 digits: an id rotator recorded before holds 16, the listing shows 9.
+        if _generation(token_id) == _generation(live):
             raise NeedsAttention(ERR_OPERATOR_LIVE.format(token_id=token_id), hint=HINT_OPERATOR_LIVE)
         logger.info("operator token generation %s was revoked when %s replaced it", token_id, live)
 

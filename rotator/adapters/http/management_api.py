@@ -43,7 +43,10 @@ Errors go through ``http_common.on_http_failure`` (which tells the failures apar
 other HTTP issuers) and ``_error()`` (which words them). Management API: 400/403/404/409 and
 401 are PermanentErrors with a hint; 429, 5xx, timeouts and connection failures are
 TransientErrors.
-Data plane (verify): 401 is a TransientError (not active yet); 400/403/404 are permanent.
+Data plane (verify): 401 is a NotYetAccepted (a TransientError: not active yet; at bootstrap, a
+token that will not become active); 400/403/404 are permanent. A 429 or 503's ``Retry-After``
+becomes the error's ``retry_after``. Every request goes through ``http_common.send``: a whole
+request ends within ``3 * timeout_s``, and an answer is read up to a size limit.
 Messages carry the operation, the URL (which never holds a secret: credentials travel only
 in the Authorization header) and the server's ``message``, redacted; never a token or a body.
 """
@@ -67,6 +70,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from rotator.adapters.http.common import (
+    AnswerTooLarge,
+    DeadlineExceeded,
     HttpFailure,
     bad_token_id,
     call_timeout,
@@ -77,6 +82,9 @@ from rotator.adapters.http.common import (
     on_http_failure,
     path_segment,
     redact_detail,
+    retry_after,
+    send,
+    wait_asked,
 )
 from rotator.adapters.transport import plain_http_warning, tls_verify_warning
 from rotator.config import registry
@@ -93,7 +101,14 @@ from rotator.core.contracts import (
     read_for_reading,
 )
 from rotator.core.credentials import CredentialRef
-from rotator.core.errors import ConfigError, IssuerOutputError, PermanentError, RotatorError, TransientError
+from rotator.core.errors import (
+    ConfigError,
+    IssuerOutputError,
+    NotYetAccepted,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
 from rotator.core.secret import Secret
 
 __all__ = [
@@ -113,6 +128,8 @@ DEFAULT_VERIFY_QUERY = "SHOW MEASUREMENTS LIMIT 1"
 _ERR_HTTP = "{where}: {operation} failed: HTTP {status}{detail}"
 _ERR_UNREACHABLE = "{where}: {operation} failed: cannot reach {url} ({cause})"
 _ERR_TIMEOUT = "{where}: {operation} failed: no answer from {url} within {timeout:g}s"
+_ERR_DEADLINE = "{where}: {operation} failed: no complete answer from {url} within {timeout:g}s (a request's limit)"
+_PROBLEM_TOO_LARGE = "the answer from {url} is longer than {limit} bytes (not read further)"
 _ERR_TLS = "{where}: {operation} failed: TLS handshake with {url} failed (untrusted certificate, or not TLS)"
 _ERR_OUTPUT = "{where}: {operation}: {problem}"
 _HINT_TLS = "set `ca_bundle` to the CA that signed the server's certificate"
@@ -561,7 +578,8 @@ class ManagementApiIssuer:
         outcome = "no answer"
         try:
             with on_http_failure(partial(self._error, op)):
-                response = self._http().request(method, url, headers=headers, json=body, params=params)
+                response = send(self._http(), method, url, timeout_s=self.settings.timeout_s, headers=headers,
+                                json=body, params=params)
                 outcome = f"HTTP {response.status_code}"
                 if response.status_code in allow:
                     if response.status_code == 404 and error_code(response) != 404:
@@ -607,10 +625,13 @@ class ManagementApiIssuer:
             return self._status_error(op, failure.response)
         url = _origin(op.url)
         if failure.kind == "timeout":
-            message = _ERR_TIMEOUT.format(
-                where=self._where, operation=op.name, url=url, timeout=self.settings.timeout_s
-            )
+            exc = failure.exc
+            template, timeout = ((_ERR_DEADLINE, exc.deadline_s) if isinstance(exc, DeadlineExceeded)
+                                 else (_ERR_TIMEOUT, self.settings.timeout_s))
+            message = template.format(where=self._where, operation=op.name, url=url, timeout=timeout)
             return TransientError(message, hint=_HINT_RETRY)
+        if failure.kind == "too_large" and isinstance(failure.exc, AnswerTooLarge):
+            return self._output_error(op, _PROBLEM_TOO_LARGE.format(url=url, limit=failure.exc.limit))
         if failure.kind == "tls":
             return PermanentError(_ERR_TLS.format(where=self._where, operation=op.name, url=url), hint=_HINT_TLS)
         if failure.kind == "unreachable":
@@ -630,12 +651,15 @@ class ManagementApiIssuer:
             return PermanentError(
                 message, hint=_HINT_REDIRECT.format(key="cluster_host" if op.plane == "data" else "base_url")
             )
+        asked = retry_after(response) if status in _TRANSIENT_STATUS else None
         if op.plane == "data":
             database = self.settings.verify.database
             if status == 401:
-                return TransientError(message, hint=_HINT_NOT_ACTIVE)
+                # As the other HTTP issuers: "not accepted (yet)", retried after a mint; at bootstrap, where
+                # a person's token will not become active, the engine stops at once.
+                return NotYetAccepted(message, hint=_HINT_NOT_ACTIVE)
             if status in _TRANSIENT_STATUS:
-                return TransientError(message, hint=_HINT_RETRY)
+                return TransientError(message + wait_asked(asked), hint=_HINT_RETRY, retry_after=asked)
             hints = {
                 400: _HINT_VERIFY_400,
                 403: _HINT_VERIFY_403.format(database=database),
@@ -643,7 +667,7 @@ class ManagementApiIssuer:
             }
             return PermanentError(message, hint=hints.get(status, _HINT_OTHER))
         if status in _TRANSIENT_STATUS:
-            return TransientError(message, hint=_HINT_RETRY)
+            return TransientError(message + wait_asked(asked), hint=_HINT_RETRY, retry_after=asked)
         if status in (401, 403):
             return PermanentError(message, hint=self._token.refused_hint(status))
         if status == 404:
