@@ -75,6 +75,7 @@ permissions = { read = ["telemetry", "*"], write = ["telemetry"] }
 product = "dedicated"
 account_id = "acc"
 cluster_id = "clu"
+host = "clu.a.influxdb.example.com"
 [[policy.store]]
 type = "aws-secretsmanager"
 secret_id = "influx/db"
