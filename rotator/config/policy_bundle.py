@@ -48,7 +48,8 @@ if typing.TYPE_CHECKING:
     from rotator.config.policy import Config
 
 __all__ = [
-    "FORMAT", "READABLE_FORMATS", "BundleError", "PolicyBundle", "bundle_path", "decode", "read_bundle", "write_bundle",
+    "FORMAT", "READABLE_FORMATS", "BundleError", "PolicyBundle", "bundle_path", "decode", "mint_revokes_credential",
+    "read_bundle", "refuse_in_lambda", "write_bundle",
 ]
 
 #: /2: the adapters' targets name rotator.adapters.* (the layout by role, issue 14).
@@ -79,6 +80,37 @@ class PolicyBundle(NamedTuple):
 
     def policy(self, name: str) -> Policy:
         return find_policy(self.policies, name, self.path)
+
+
+def mint_revokes_credential(issuer_settings: Any) -> bool:
+    """Whether minting with these issuer settings revokes, at that moment, the token the stores hold:
+    an issuer that declares it has no grace period (``allow_no_grace``, which InfluxDB 3's
+    ``kind = "operator"`` requires: regenerating ``_admin`` kills the previous value at once)."""
+    return getattr(issuer_settings, "allow_no_grace", False) is True or getattr(issuer_settings, "kind", None) == (
+        "operator"
+    )
+
+
+def refuse_in_lambda(policy: Policy, path: Path) -> None:
+    """ConfigError if the AWS Lambda rotation function cannot rotate ``policy`` (of the file at ``path``)
+    safely: its issuer revokes the token it mints with (:func:`mint_revokes_credential`). createSecret
+    mints with the AWSCURRENT token, so AWSCURRENT would stop working before the new token is tested or
+    published; setSecret then lists tokens with that dead value, and the rotation never finishes.
+    Called where the function resolves a secret's policy, and when a bundle is written."""
+    if not mint_revokes_credential(policy.issuer_settings):
+        return
+    kind = getattr(policy.issuer_settings, "kind", None)
+    raise ConfigError(
+        f"{path}: policy {policy.name!r}: its issuer ([policy.issuer] type = {policy.issuer_type!r}"
+        + (f", kind = {kind!r}" if isinstance(kind, str) else "")
+        + ") revokes the token it mints with at that very moment (InfluxDB 3 regenerates _admin), which the AWS "
+        "Lambda rotation function cannot do safely: the secret's AWSCURRENT would stop working at createSecret, "
+        "before the new token is tested or published, and the rotation could never finish",
+        hint='in the function, rotate a named admin token instead: kind = "named_admin", credential = "self", '
+        "no allow_no_grace, and a named admin token bootstrapped into the secret (docs/issuers.md#influxdb3); "
+        "rotate _admin itself with `rotator rotate` (the CLI or the daemon), from a policy file the function "
+        "does not use (docs/aws-lambda.md#which-issuer-which-build)",
+    )
 
 
 def bundle_path(policy_file: Path) -> Path:
@@ -264,7 +296,8 @@ def _scalar(tp: Any, value: Any) -> Any:
 
 
 def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, PolicyBundle]:
-    """Validate ``policy_file`` and write its bundle (default: beside it); PolicyFileError if invalid.
+    """Validate ``policy_file`` and write its bundle (default: beside it); PolicyFileError if invalid,
+    ConfigError if a policy the function would serve has an issuer it cannot rotate (:func:`refuse_in_lambda`).
 
     ConfigError if the policy file cannot be read or the bundle cannot be written (``output`` in a
     directory that does not exist, a directory itself...); no ``.tmp`` file is then left behind.
@@ -278,6 +311,11 @@ def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, P
         raise ConfigError(f"cannot read policy file {policy_file}: {exc.strerror or exc}",
                           hint="check the path") from None
     config = load_config_bytes(source, policy_file)  # the bytes whose digest the bundle holds
+    for policy in config.policies:
+        # The policies the function can serve (one store, the secret it rotates; rotator/runners/lambda_rotation.py
+        # refuses any other): refused now, at build time, rather than at the first rotation.
+        if len(policy.stores) == 1 and policy.stores[0].type == "aws-secretsmanager":
+            refuse_in_lambda(policy, policy_file)
     what = "-o/--bundle" if output is not None else "the policy bundle"
     output = output or bundle_path(policy_file)
     targets: dict[str, dict[str, str]] = {"issuer": {}, "store": {}}

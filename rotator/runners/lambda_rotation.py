@@ -18,7 +18,9 @@ version of the secret; it returns at once if that version is AWSCURRENT already 
 is not AWSPENDING. Both spellings of the steps are accepted (``createSecret``, ``create_secret``).
 A second event, ``{"action": "revoke-expired"[, "SecretId": ...]}`` from an EventBridge schedule,
 revokes the tokens whose grace has passed (without ``SecretId``: every secret the policy file's
-stores name, once each, under the policy the secret names, as for the steps).
+stores name, once each, under the policy the secret names, as for the steps), within the
+invocation's time (:class:`_Budget`): a secret it has no time left for is reported as not
+evaluated, and each run starts at another secret (:func:`_first_of`).
 
 No journal: the secret is the state. The engine's journal exists to find, after a crash, what a
 run minted and where it stands; here Secrets Manager already keeps that, durably and per secret:
@@ -31,7 +33,9 @@ run minted and where it stands; here Secrets Manager already keeps that, durably
 - the revocations due after grace are tags of the secret, ``rotator:revoke:<token id>`` =
   ``<RFC 3339 time>`` (a Lambda has no disk that outlives it). A tag is removed once the issuer
   confirmed the revocation. A token that is AWSCURRENT or AWSPENDING is never revoked.
-- a tag says *when*, never *what*: anyone with TagResource can write one. Before revoking, the
+- a tag says *when*, never *what*, and *when* no later than rotator writes (now + grace; a later
+  time is brought down to that and reported, :func:`_bound_due_time`): anyone with TagResource can
+  write one. Before revoking, the
   token must pass rotator/core/revocation_rule.py against records no tag or PutSecretValue can rewrite
   (:class:`_VersionRecords`): its issuer description carries ``rotator:<policy>:<version id>``
   for a version of this secret that is not younger than the token (a new version may be given any
@@ -47,7 +51,8 @@ Configuration (documented in docs/aws-lambda.md):
 - the policy: the secret's tag ``rotator:policy``, else ``ROTATOR_POLICY`` (:func:`_policy_of`).
   It must have exactly one store, of type ``aws-secretsmanager``, whose ``secret_id`` names this
   secret (name or ARN): the function publishes only to the secret it rotates, so other stores
-  would fall behind;
+  would fall behind; and an issuer whose mint does not revoke the token it mints with
+  (policy_bundle.refuse_in_lambda: InfluxDB 3's ``kind = "operator"`` would leave a dead AWSCURRENT);
 - ``ROTATOR_LOG_LEVEL`` (default INFO).
 
 The Secrets Manager client is built from that store's settings (region, endpoint_url, role_arn,
@@ -63,6 +68,7 @@ import logging
 import os
 import re
 import reprlib
+import shlex
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -74,6 +80,7 @@ import botocore.exceptions
 import rotator
 from rotator.adapters.aws.secretsmanager import (
     CURRENT,
+    HINT_OLD_SDK,
     MANAGED_BY,
     MANAGED_BY_KEY,
     PENDING,
@@ -83,6 +90,7 @@ from rotator.adapters.aws.secretsmanager import (
     AwsSecretsManagerStore,
     SecretsManagerAPI,
     SecretView,
+    accepts_parameter,
     boto3_client,
     client_error_code,
     describe,
@@ -93,11 +101,11 @@ from rotator.adapters.aws.secretsmanager import (
     secret_id_is_valid,
 )
 from rotator.config import registry
-from rotator.config.policy_bundle import BundleError, PolicyBundle, bundle_path, read_bundle
+from rotator.config.policy_bundle import BundleError, PolicyBundle, bundle_path, read_bundle, refuse_in_lambda
 from rotator.config.policy_types import Policy
 from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import Clock, SystemClock
-from rotator.core.contracts import Issuer, MintRequest, TokenInfo, TokenRecord, with_unlisted
+from rotator.core.contracts import Issuer, MintRequest, TokenInfo, TokenRecord, call_timeout_of, with_unlisted
 from rotator.core.errors import (
     ConfigError,
     NeedsAttention,
@@ -178,13 +186,19 @@ _logging_ready = False
 
 
 def setup_lambda_logging() -> None:
-    """Once per process: the ``rotator`` loggers' level, and the redactor on every root handler
-    (the Lambda runtime installs its own handler before the function is imported)."""
+    """The SDK loggers held at WARNING, as the CLI holds them (rotator/observe/logs.py QUIET_LOGGERS:
+    botocore's DEBUG canonical request carries the execution role's session token, which no redactor
+    knows), on every call: the runtime sets the root logger's level (the function's LoggingConfig
+    ApplicationLogLevel, DEBUG included), and the SDK loggers follow it unless held. Once per process:
+    the ``rotator`` loggers' level, and the redactor on every root handler (the Lambda runtime
+    installs its own handler before the function is imported)."""
     global _logging_ready
+    from rotator.observe.logs import QUIET_LOGGERS, RedactingFilter
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     if _logging_ready:
         return
-    from rotator.observe.logs import RedactingFilter
-
     level = os.environ.get(LOG_LEVEL_ENV, "INFO").upper()
     logging.getLogger("rotator").setLevel(getattr(logging, level, logging.INFO))
     root = logging.getLogger()
@@ -378,6 +392,7 @@ def _target(config: PolicyBundle, secret_id: str, view: SecretView, api: Secrets
             "of type aws-secretsmanager",
             hint="the function publishes only to the secret it rotates: give it a policy of its own, with that store",
         )
+    refuse_in_lambda(policy, config.path)  # an issuer whose mint kills AWSCURRENT (InfluxDB 3 kind = "operator")
     settings = stores[0]
     if not settings.matches(view.arn, view.name):
         raise ConfigError(
@@ -465,12 +480,16 @@ def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) ->
     token = _required(event, "ClientRequestToken")
     if re.fullmatch(_RUN_ID, token) is None:
         # The token is the run id in a minted token's description: one the tag search cannot match
-        # would leave the orphans of a lost mint answer unrevoked.
+        # would leave the orphans of a lost mint answer unrevoked. A version id AWS accepts (at most 64
+        # printable characters) is shown whole, quoted for the shell: the command must work as printed.
+        shown = len(token) <= 64 and token.isprintable()
+        version = shlex.quote(token) if shown else "VERSION_ID (describe-secret: the version with only AWSPENDING)"
         raise PermanentError(
-            f"ClientRequestToken {reprlib.repr(token)} is not 32-64 letters, digits and hyphens",
+            f"ClientRequestToken {repr(token) if shown else reprlib.repr(token)} is not 32-64 letters, digits and "
+            "hyphens",
             hint="Secrets Manager's own tokens are UUIDs. Clear this rotation's label (aws secretsmanager "
             f"update-secret-version-stage --secret-id {secret_id} --version-stage AWSPENDING "
-            f"--remove-from-version-id {reprlib.repr(token)}), then start again with a UUID as "
+            f"--remove-from-version-id {version}), then start again with a UUID as "
             "`--client-request-token` (e.g. from `uuidgen`), or leave it out",
         )
     rotation_token = event.get("RotationToken")
@@ -515,13 +534,18 @@ def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) ->
 
 
 class _RevokeReport:
-    __slots__ = ("failed", "refused", "revoked", "skipped", "waiting")
+    """What one pass over a secret's revocation records did. ``deferred``: due, not tried for lack of
+    time (kept for the next pass); ``anomalies``: records whose time was later than rotator writes."""
+
+    __slots__ = ("anomalies", "deferred", "failed", "refused", "revoked", "skipped", "waiting")
 
     def __init__(self) -> None:
         self.refused: list[str] = []
         self.revoked: list[str] = []
         self.skipped: list[str] = []
         self.failed: list[str] = []
+        self.deferred: list[str] = []
+        self.anomalies: list[str] = []
         self.waiting = 0
 
 
@@ -543,13 +567,21 @@ class _Rotation:
         try:  # revocations after grace: failures are logged, they never stop a rotation
             # ... nor take the time it needs: they may use half of what is left when they start.
             context = self.env.context
-            reserve = context.get_remaining_time_in_millis() // 2 if context is not None else 0
-            _revoke_due(self.t, self.issuer, current, self.env, reserve_ms=reserve)
+            half = context.get_remaining_time_in_millis() // 2 if context is not None else 0
+            _revoke_due(self.t, self.issuer, current, self.env, _Budget(context, self.clock, keep_ms=half))
         except RotatorError as exc:
             logger.error("createSecret: revoke-expired failed, retried next time: %s", exc)
         if self._pending() is not None:
             logger.info("createSecret: version %s already holds a token; nothing to do", self.token)
             return
+        if self.rotation_token and not accepts_parameter(self.t.api, "PutSecretValue", "RotationToken"):
+            # PutSecretValue would refuse it after the mint, on every attempt of the rotation: refused before.
+            raise PermanentError(
+                f'createSecret: Unknown parameter in input: "RotationToken": Secrets Manager sent a RotationToken, '
+                f"which this botocore ({botocore.__version__}) cannot pass to PutSecretValue, so no new token could "
+                "be stored; nothing was minted",
+                hint=HINT_OLD_SDK.format(parameter="RotationToken"),
+            )
         keep = {current.token_id, *self._previous_ids(), *_revocation_records(self.t.view.tags)}
         self._sweep(current.value, keep)
         self.env.checkpoint("swept")
@@ -858,8 +890,157 @@ def _revocation_records(tags: Mapping[str, str]) -> dict[str, str]:
     return {k[len(REVOKE_TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(REVOKE_TAG_PREFIX)}
 
 
-def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env, *,
-                reserve_ms: int = 0) -> _RevokeReport:  # fmt: skip
+class _OutOfTime(RotatorError):
+    """The invocation has no time left to start an issuer call: what it was for waits for the next pass."""
+
+
+class _GaveUp(Exception):
+    """An issuer call's last TransientError, carried out of call_with_retry when its tries are used up."""
+
+    def __init__(self, error: TransientError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Budget:
+    """When an issuer call of the revocations may start, so that the invocation ends before Lambda's
+    timeout with its results written (the summary, a compliance line per secret).
+
+    ``keep_ms`` is kept for what follows the calls: writing the results (the scheduled run), or the
+    rotation itself (createSecret). Without a Lambda context (a local run) nothing is limited: the
+    retry policy alone bounds the calls. With one, an attempt starts only if the issuer's longest call
+    (``call_timeout_seconds``) still ends before the time kept; when the invocation never had that
+    much (a function timeout shorter than one issuer call), only while any is left, with a warning:
+    a call that hangs can then still run into the timeout. A secret shares the time left with those
+    still to do (:meth:`begin`): once its share is used, it starts no retry and no further call, so
+    one issuer that does not answer costs the others one call, not the invocation.
+    """
+
+    __slots__ = ("_attempted", "_clock", "_context", "_first_left", "_keep_ms", "_share_floor", "_warned")
+
+    def __init__(self, context: LambdaContext | None, clock: Clock, *, keep_ms: int) -> None:
+        self._context, self._clock, self._keep_ms = context, clock, keep_ms
+        self._first_left = self.left_ms()
+        self._share_floor = 0  # the current secret's share ends when left_ms() is down to this
+        self._attempted = False  # the current secret made an issuer attempt
+        self._warned: set[str] = set()
+
+    def left_ms(self) -> int | None:
+        """The time left for issuer calls; None: no limit."""
+        if self._context is None:
+            return None
+        return self._context.get_remaining_time_in_millis() - self._keep_ms
+
+    def begin(self, secrets_left: int) -> bool:
+        """Start the next secret, the first of ``secrets_left`` still to do; False: no time left for it."""
+        self._attempted = False
+        left = self.left_ms()
+        if left is None:
+            return True
+        self._share_floor = left - left // max(1, secrets_left)
+        return left > 0
+
+    def retry_deadline(self) -> datetime | None:
+        """No wait between tries past the current secret's share."""
+        left = self.left_ms()
+        if left is None:
+            return None
+        return self._clock.now() + timedelta(milliseconds=max(0, left - self._share_floor))
+
+    def check(self, issuer: Issuer, policy: str, what: str) -> None:
+        """Before an issuer attempt: _OutOfTime if it may not start."""
+        left = self.left_ms()
+        if left is None:
+            return
+        need = int(call_timeout_of(issuer) * 1000)
+        if self._first_left is not None and self._first_left < need:
+            if policy not in self._warned:
+                self._warned.add(policy)
+                logger.warning(
+                    "policy %s: this invocation had %d s for issuer calls, less than one call of its issuer may "
+                    "take (%d s): an issuer that does not answer can hold the function until its timeout, before "
+                    "the results are written; raise the function's timeout above %d s, or lower the issuer's "
+                    "timeout_s", policy, self._first_left // 1000, need // 1000,
+                    (need + self._keep_ms) // 1000 + 1)  # fmt: skip
+            enough = left > 0
+        else:
+            enough = left >= need
+        if not enough:
+            raise _OutOfTime(f"{what}: not started, {max(0, left) // 1000} s left for issuer calls in this "
+                             f"invocation, and one may take {need // 1000} s")  # fmt: skip
+        if self._attempted and left <= self._share_floor:
+            raise _OutOfTime(f"{what}: not started, this secret used its share of the invocation's time")
+        self._attempted = True
+
+
+def _issuer_call(fn: Callable[[], T], what: str, target: _Target, issuer: Issuer, env: _Env, budget: _Budget) -> T:
+    """``fn``, one issuer call, through call_with_retry within ``budget``: at most the retry policy's
+    tries, each only when the budget lets it start (before the first: _OutOfTime; after a failed one:
+    that failure), and no wait past the secret's share."""
+    what = f"{target.policy.name}: {what}"
+    tries = 0
+    last: TransientError | None = None
+
+    def attempt() -> T:
+        nonlocal tries, last
+        try:
+            budget.check(issuer, target.policy.name, what)
+        except _OutOfTime:
+            if last is None:
+                raise
+            raise _GaveUp(last) from None
+        tries += 1
+        try:
+            return fn()
+        except TransientError as exc:
+            last = exc
+            if tries >= target.retry.attempts:
+                raise _GaveUp(exc) from None
+            raise
+
+    try:
+        return call_with_retry(attempt, what=what, policy=target.retry, clock=env.clock,
+                               deadline=budget.retry_deadline())  # fmt: skip
+    except _GaveUp as gave_up:
+        logger.warning("%s failed after %d attempt(s), giving up: %s", what, tries, gave_up.error)
+        raise gave_up.error from None
+
+
+def _defer(target: _Target, report: _RevokeReport, due: list[str], holders: Mapping[str, str],
+           exc: _OutOfTime) -> None:  # fmt: skip
+    """The due tokens no time is left for keep their records for the next pass (AWSCURRENT's and
+    AWSPENDING's are skipped as ever)."""
+    report.skipped += [t for t in due if t in holders]
+    deferred = [t for t in due if t not in holders]
+    logger.warning("revoke-expired: %s: %d due revocation(s) left for the next pass (%s)", target.view.arn,
+                   len(deferred), exc)  # fmt: skip
+    report.deferred += deferred
+
+
+def _bound_due_time(target: _Target, token_id: str, text: str, latest: datetime, report: _RevokeReport) -> None:
+    """``rotator:revoke:<token_id>`` holds ``text``, a time later than ``latest``, the latest rotator
+    writes (finishSecret records the time of its move plus grace; the move is past): not a time
+    rotator wrote (someone with TagResource, or a grace shortened since). The token is due at
+    ``latest`` instead, written back so that the time holds on the next passes, and reported."""
+    bounded = _rfc3339(latest)
+    report.anomalies.append(token_id)
+    logger.error(
+        "revoke-expired: ANOMALY: tag %s%s of %s holds %s, later than any time rotator records (now + grace %s "
+        "+ clock slack): someone else wrote it, or the policy's grace was shortened since; the token is due at "
+        "%s instead", REVOKE_TAG_PREFIX, token_id, target.view.arn, reprlib.repr(text), target.policy.grace,
+        bounded)  # fmt: skip
+    try:
+        with map_errors(target.where, "TagResource"):
+            target.api.tag_resource(SecretId=target.view.arn,
+                                    Tags=[{"Key": REVOKE_TAG_PREFIX + token_id, "Value": bounded}])  # fmt: skip
+        _retag(target.view, add={REVOKE_TAG_PREFIX + token_id: bounded})
+    except RotatorError as exc:
+        logger.error("revoke-expired: could not write the bounded time of token %s (the next pass bounds it "
+                     "again): %s", token_id, exc)  # fmt: skip
+
+
+def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env,
+                budget: _Budget | None = None) -> _RevokeReport:  # fmt: skip
     """Revoke every recorded token whose grace has passed, confirmed by the issuer (its
     ``revoke`` confirms, see contracts.Issuer), then drop its record. Failures are logged and
     reported, not raised.
@@ -867,12 +1048,18 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     A tag is only a claim (anyone with TagResource writes one): each token goes through
     rotator/core/revocation_rule.py with the records this function can trust (see _trusted_claim).
     A token that is AWSCURRENT or AWSPENDING is skipped; one the records do not prove to be this
-    policy's is refused: its tag becomes ``rotator:attention:<id>`` and a person looks.
+    policy's is refused: its tag becomes ``rotator:attention:<id>`` and a person looks. Nor is a
+    tag's time trusted to be rotator's: one later than now + grace (+ clock slack) is brought down
+    to that, the latest time rotator itself could have written (:func:`_bound_due_time`).
 
-    ``reserve_ms``: start no revocation once the invocation has less time left than this; the rest
-    keep their records (counted as waiting) for the next pass."""
+    ``budget``: when issuer calls may start (none given: no limit); the due tokens not tried for
+    lack of time keep their records (``deferred``) for the next pass."""
+    from rotator.core.revocation_rule import CLOCK_SLACK
+
+    budget = budget or _Budget(None, env.clock, keep_ms=0)
     report = _RevokeReport()
     now = env.clock.now()
+    latest = now + target.policy.grace + CLOCK_SLACK
     due: list[str] = []
     for token_id, text in _revocation_records(target.view.tags).items():
         when = _parse_time(text)
@@ -880,6 +1067,9 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
             logger.error("revoke-expired: tag %s%s of %s holds %r, not an RFC 3339 time; not revoking it",
                          REVOKE_TAG_PREFIX, token_id, target.view.arn, text)  # fmt: skip
             report.failed.append(token_id)
+        elif when > latest:
+            _bound_due_time(target, token_id, text, latest, report)
+            report.waiting += 1
         elif when <= now:
             due.append(token_id)
         else:
@@ -922,9 +1112,11 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     if not due:
         return report
     try:
-        tokens = call_with_retry(partial(issuer.list_tokens, current.value),
-                                 what=f"{target.policy.name}: list tokens", policy=target.retry, clock=env.clock)
+        tokens = _issuer_call(partial(issuer.list_tokens, current.value), "list tokens", target, issuer, env, budget)
         records = _VersionRecords(target)
+    except _OutOfTime as exc:
+        _defer(target, report, due, holders, exc)
+        return report
     except RotatorError as exc:
         logger.error("revoke-expired: %s: cannot read the records to check the claims, retried next time: %s",
                      target.view.arn, exc)  # fmt: skip
@@ -933,21 +1125,17 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     from rotator.core.revocation_rule import check_revocable
 
     for index, token_id in enumerate(due):
-        if reserve_ms and env.context is not None and env.context.get_remaining_time_in_millis() < reserve_ms:
-            left = len(due) - index
-            logger.warning("revoke-expired: %s: %d due revocation(s) left for the next pass, to keep %d ms for "
-                           "the rotation", target.view.arn, left, reserve_ms)  # fmt: skip
-            report.waiting += left
-            break
         if token_id in holders:  # AWSCURRENT or AWSPENDING: the holder check decides, no lookup needed
             logger.warning("revoke-expired: token %s is AWSCURRENT or AWSPENDING of %s; not revoking it",
                            token_id, target.view.arn)  # fmt: skip
             report.skipped.append(token_id)
             continue
         try:
-            tokens = call_with_retry(partial(with_unlisted, issuer, tokens, token_id, current.value),
-                                     what=f"{target.policy.name}: look up token {token_id}", policy=target.retry,
-                                     clock=env.clock)  # fmt: skip
+            tokens = _issuer_call(partial(with_unlisted, issuer, tokens, token_id, current.value),
+                                  f"look up token {token_id}", target, issuer, env, budget)  # fmt: skip
+        except _OutOfTime as exc:
+            _defer(target, report, due[index:], holders, exc)
+            break
         except RotatorError as exc:
             logger.error("revoke-expired: token %s of %s: cannot look it up, retried next time: %s%s",
                          token_id, target.view.arn, exc, f" (fix: {exc.hint})" if exc.hint else "")  # fmt: skip
@@ -963,12 +1151,11 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
             continue
         if revocable:
             try:
-                call_with_retry(
-                    partial(issuer.revoke, token_id, current.value),
-                    what=f"{target.policy.name}: revoke {token_id}",
-                    policy=target.retry,
-                    clock=env.clock,
-                )
+                _issuer_call(partial(issuer.revoke, token_id, current.value), f"revoke {token_id}", target, issuer,
+                             env, budget)  # fmt: skip
+            except _OutOfTime as exc:
+                _defer(target, report, due[index:], holders, exc)
+                break
             except RotatorError as exc:
                 logger.error("revoke-expired: token %s of %s: revocation failed, retried next time: %s",
                              token_id, target.view.arn, exc)  # fmt: skip
@@ -996,18 +1183,21 @@ OVERDUE_SLACK_S = 3600
 def _log_compliance(target: _Target, current: TokenRecord, records: Mapping[str, str],
                     report: _RevokeReport, now: datetime) -> None:
     """One JSON compliance line per bootstrapped secret on stdout (age against max_age, overdue
-    revocations), and with ``ROTATOR_EMF=1`` an Embedded Metric Format line, so CloudWatch alarms
-    need no code. A secret without a token yet has no line (docs/aws-lambda.md): callers skip it."""
+    revocations, revocation times later than rotator writes), and with ``ROTATOR_EMF=1`` an Embedded
+    Metric Format line, so CloudWatch alarms need no code. A secret without a token yet has no line
+    (docs/aws-lambda.md): callers skip it. A secret the run had no time for: :func:`_log_not_evaluated`."""
     policy = target.policy
     max_age = policy.max_age if policy.max_age is not None else policy.lifetime
     age = (now - current.created_at).total_seconds()
     overdue = [t for t, text in records.items() if t not in report.revoked
                and ((when := _parse_time(text)) is None or when.timestamp() + OVERDUE_SLACK_S < now.timestamp())]
-    compliant = age <= max_age.total_seconds() and not overdue
+    compliant = age <= max_age.total_seconds() and not overdue and not report.anomalies
     line = {"rotator_compliance": {
-        "policy": policy.name, "secret": target.view.arn, "token_id": current.token_id,
+        "policy": policy.name, "secret": target.view.arn, "evaluated": True, "token_id": current.token_id,
         "age_s": int(age), "max_age_s": int(max_age.total_seconds()),
-        "overdue_revocations": len(overdue), "overdue_token_ids": overdue, "compliant": compliant}}
+        "overdue_revocations": len(overdue), "overdue_token_ids": overdue,
+        "anomalous_revocations": len(report.anomalies), "anomalous_token_ids": report.anomalies,
+        "compliant": compliant}}
     print(json.dumps(line), flush=True)
     if os.environ.get(EMF_ENV, "").strip().lower() in ("1", "true", "yes"):
         metrics = [("TokenAgeSeconds", "Seconds", age), ("TokenMaxAgeSeconds", "Seconds", max_age.total_seconds()),
@@ -1017,6 +1207,27 @@ def _log_compliance(target: _Target, current: TokenRecord, records: Mapping[str,
             "Metrics": [{"Name": n, "Unit": u} for n, u, _ in metrics]}]}, "Policy": policy.name}
         emf.update({n: v for n, _, v in metrics})
         print(json.dumps(emf), flush=True)
+
+
+def _log_not_evaluated(secret: str, policy: str | None, left_ms: int | None) -> None:
+    """The log line and compliance line of a secret the scheduled run had no time left for: nothing is
+    known of it in this run, so it is not shown compliant; its records wait for a later run."""
+    logger.warning("revoke-expired: secret %s not evaluated: out of time (%s ms left, %d ms kept to write the "
+                   "results); its revocations wait for a later run, which starts at another secret", secret,
+                   left_ms, _SAFETY_MS)  # fmt: skip
+    line = {"rotator_compliance": {"policy": policy, "secret": secret, "evaluated": False,
+                                   "reason": "out of time", "compliant": False}}  # fmt: skip
+    print(json.dumps(line), flush=True)
+
+
+def _first_of(now: datetime, count: int) -> int:
+    """Where a scheduled run starts in its list of ``count`` secrets: picked from the hour of the run,
+    so that every secret comes first as often as any other, whatever the schedule. An issuer that
+    does not answer costs the secrets after it their time; which secrets those are changes from run
+    to run, so none waits for ever behind it."""
+    import random  # not on the rotation steps' path
+
+    return random.Random(int(now.timestamp()) // 3600).randrange(count)
 
 
 class _VersionRecords:
@@ -1173,7 +1384,12 @@ def _mark_refused(target: _Target, token_id: str) -> None:
 
 
 def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: _Env) -> dict[str, Any]:
-    """``{"action": "revoke-expired"[, "SecretId": ...]}``: one secret, or every one in the file."""
+    """``{"action": "revoke-expired"[, "SecretId": ...]}``: one secret, or every one in the file.
+
+    Within the invocation's time (:class:`_Budget`, keeping :data:`_SAFETY_MS` to write the results):
+    the secrets it has no time left for are reported (``not_evaluated``, a log line and a compliance
+    line each) and the invocation fails, as for any failure. The list starts at another secret each
+    hour (:func:`_first_of`)."""
     secret_id = event.get("SecretId")
     if secret_id is not None and not isinstance(secret_id, str):
         raise PermanentError("revoke-expired: SecretId must be a string")
@@ -1187,11 +1403,20 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
         # policy the secret names, as its steps are (_policy_of). Several policies may name one secret;
         # under any other one its records would not prove its tokens, and a refused claim loses its record.
         work = [(s.secret_id, (p, s)) for p in config.policies if len(p.stores) == 1 for s in _aws_stores(p)]
+        if len(work) > 1:
+            first = _first_of(env.clock.now(), len(work))
+            work = work[first:] + work[:first]
+    budget = _Budget(env.context, env.clock, keep_ms=_SAFETY_MS)
     total = _RevokeReport()
     errors: list[str] = []
     fixes: list[str] = []  # the hints of those errors: a secret scheduled for deletion is not fixed by retrying
     seen: set[str] = set()  # the ARNs done (or failed) in this run
-    for sid, via in work:
+    not_evaluated: list[str] = []
+    for index, (sid, via) in enumerate(work):
+        if not budget.begin(len(work) - index):
+            not_evaluated.append(sid)
+            _log_not_evaluated(sid, via[0].name if via else None, budget.left_ms())
+            continue
         try:
             if via is None:
                 target = _resolve(config, sid, env)
@@ -1215,7 +1440,7 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
                 continue
             current = TokenRecord.from_payload(*_current_payload(target))
             report = _revoke_due(target, registry.build_issuer(target.policy, target.policy.context(env.clock)),
-                                 current, env)
+                                 current, env, budget)
             _log_compliance(target, current, records, report, env.clock.now())
         except RotatorError as exc:
             logger.error("revoke-expired: secret %s: %s%s", sid, REDACTOR.redact(str(exc)),
@@ -1228,22 +1453,32 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
         total.skipped += report.skipped
         total.failed += report.failed
         total.refused += report.refused
+        total.deferred += report.deferred
         total.waiting += report.waiting
     summary = {"revoked": total.revoked, "skipped": total.skipped, "failed": total.failed,
-               "refused": total.refused, "waiting": total.waiting}
+               "refused": total.refused, "waiting": total.waiting, "deferred": total.deferred,
+               "not_evaluated": not_evaluated}  # fmt: skip
     logger.info("revoke-expired: %s", json.dumps(summary))
+    late = [f"{len(not_evaluated)} secret(s) not evaluated ({', '.join(not_evaluated)})"] if not_evaluated else []
+    late += [f"{len(total.deferred)} due revocation(s) not tried"] if total.deferred else []
+    if late:
+        fixes.append("out of time: the next scheduled run tries again, starting at another secret; if this repeats, "
+                     "fix the issuers that fail or time out (see the log), raise the function's timeout, or lower "
+                     "the issuers' timeout_s")
     if total.refused:
+        problems = len(total.failed) + len(errors)
         raise NeedsAttention(
             f"revoke-expired: refused to revoke {', '.join(total.refused)}: not provably a token this function "
             "minted for the policy, nor the bootstrapped one"
-            + (f"; also {len(total.failed) + len(errors)} failure(s)" if total.failed or errors else ""),
+            + (f"; also {problems} failure(s)" if problems else "") + "".join(f"; {text}" for text in late),
             hint=f"see the function's log; the claims are now tags {ATTENTION_TAG_PREFIX}<id> on the secret: "
             "check who wrote them, revoke a token yourself only if it must go, then remove the tag",
         )
-    if total.failed or errors:
-        detail = "; ".join(errors + [f"token {t}" for t in total.failed])
+    if total.failed or errors or late:
+        failures = len(total.failed) + len(errors)
+        detail = "; ".join([*errors, *(f"token {t}" for t in total.failed), *(f"out of time: {t}" for t in late)])
         raise TransientError(
-            f"revoke-expired: {len(total.failed) + len(errors)} failure(s): {detail}",
+            f"revoke-expired: {f'{failures} failure(s): ' if failures else ''}{detail}",
             hint="; ".join([*fixes, "the next scheduled run retries; check the issuer and the function's log"]),
         )
     return summary

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -298,7 +299,8 @@ def test_a_rotation_in_service_order_then_revocation_after_grace(scene, caplog):
     scene.check_invariants()
 
     early = scene.invoke({"action": "revoke-expired"}, own_client=True)
-    assert early == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1}
+    assert early == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1,
+                     "deferred": [], "not_evaluated": []}
     scene.clock.advance(GRACE + timedelta(seconds=1))
     done = scene.invoke({"action": "revoke-expired", "SecretId": scene.arn})
     assert done["revoked"] == [scene.bootstrap_id]
@@ -973,7 +975,8 @@ def test_a_secret_not_bootstrapped_yet_prints_no_compliance_line(aws, fake_influ
     sc.write_policy()
     sc.client().create_secret(Name=sc.name, **({"SecretString": value} if value else {}))
     report = sc.invoke({"action": "revoke-expired"})
-    assert report == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 0}
+    assert report == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 0,
+                      "deferred": [], "not_evaluated": []}
     assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")] == []
 
 
@@ -1035,7 +1038,8 @@ def test_the_entry_point_imports_no_sdk_and_runs_the_handler(scene):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert json.loads(lines[0]) == [], "importing the entry module loads no SDK and not the adapter"
-    assert json.loads(lines[-1]) == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1}
+    assert json.loads(lines[-1]) == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 1,
+                                     "deferred": [], "not_evaluated": []}
 
 
 def test_the_sweep_leaves_alone_a_token_another_secret_minted_for_the_same_policy(scene, caplog):
@@ -1195,8 +1199,16 @@ def test_a_client_request_token_the_tag_search_cannot_match_is_refused_before_an
         scene.step("createSecret", bad)
     assert "UUID" in err.value.hint and "--remove-from-version-id" in err.value.hint
     assert scene.minted() == [], "nothing minted"
-    scene.client().update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPENDING",
-                                               RemoveFromVersionId=bad)  # the hint's first command
+    # The hint's command, as printed: the version id whole (it used to be cut to 30 characters, which
+    # no version id is), quoted for the shell.
+    hint = err.value.hint
+    argv = shlex.split(hint[hint.index("aws secretsmanager "):hint.index(")", hint.index("--remove-from-version-id"))])
+    assert argv[argv.index("--remove-from-version-id") + 1] == bad
+    options = dict(zip(argv[3::2], argv[4::2], strict=True))
+    scene.client().update_secret_version_stage(SecretId=options["--secret-id"],
+                                               VersionStage=options["--version-stage"],
+                                               RemoveFromVersionId=options["--remove-from-version-id"])  # fmt: skip
+    assert bad not in scene.stages(), "the printed command cleared the label"
     scene.rotate()
     scene.check_invariants()
     scene.check_no_leak(caplog)
@@ -1714,3 +1726,226 @@ def test_a_retry_whose_paused_attempt_stored_its_deleted_token_first_is_cleaned_
     for step in STEPS:
         v3.step(aws, step, later)
     assert name not in influxdb3_fake.names(), "the next rotation's sweep revoked it"
+
+
+# -- issuers the function cannot rotate ------------------------------------------------------------
+
+
+def _operator_policy(aws: MotoServer, fake: Any, tmp_path: Path, name: str) -> Path:
+    """A policy rotating InfluxDB 3's operator token _admin into secret ``name``: regenerating it revokes
+    the value the secret holds at once (no grace)."""
+    config = tmp_path / "rotator.toml"
+    config.write_text(f"""
+[rotator.retry]
+attempts = 1
+
+[[policy]]
+name = "{POLICY}"
+schedule = "30d"
+grace = "1h"
+verify_timeout = "5s"
+
+[policy.issuer]
+type = "influxdb3"
+base_url = "{fake.url}"
+kind = "operator"
+allow_no_grace = true
+credential = "self"
+
+{_aws_store_toml(aws, name)}""")
+    return config
+
+
+def test_an_issuer_whose_mint_revokes_the_current_token_is_refused_when_the_bundle_is_built(
+    aws: MotoServer, influxdb3_fake: Any, tmp_path: Path
+) -> None:
+    """Issue review1#1: kind = "operator" passed the build; in the function, createSecret regenerated
+    _admin (AWSCURRENT dead at once) and setSecret then failed for ever. The bundle (rotator bundle,
+    build_zip.py --policy-file) refuses it, saying where and what to use instead."""
+    config = _operator_policy(aws, influxdb3_fake, tmp_path, "tests/lambda-op-build")
+    with pytest.raises(ConfigError, match="revokes the token it mints with") as err:
+        write_bundle(config)
+    assert str(config) in str(err.value) and f"policy {POLICY!r}" in str(err.value)
+    assert "kind = 'operator'" in str(err.value)
+    assert 'kind = "named_admin"' in err.value.hint and "rotator rotate" in err.value.hint
+    assert not config.with_suffix(".bundle.json").exists()
+    build = subprocess.run([sys.executable, str(REPO / "deploy" / "aws" / "build_zip.py"), "--no-deps-install",
+                            "-o", str(tmp_path / "f.zip"), "--policy-file", str(config)],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert build.returncode == 2, build.stderr
+    assert "revokes the token it mints with" in build.stderr and 'fix: in the function' in build.stderr
+    assert not (tmp_path / "f.zip").exists()
+
+
+@pytest.mark.parametrize("source", ["policy-file", "old-bundle"])
+def test_an_issuer_whose_mint_revokes_the_current_token_is_refused_by_the_function_before_it_mints(
+    aws: MotoServer, influxdb3_fake: Any, tmp_path: Path, source: str
+) -> None:
+    """A function that loads such a policy (from the policy file itself, or from a bundle an earlier
+    rotator built) refuses it before anything happens: AWSCURRENT keeps working, _admin is not
+    regenerated, AWSPENDING gets no value."""
+    import hashlib
+
+    from rotator.adapters.http.influxdb3 import operator_token_id
+
+    name = f"tests/lambda-op-{uuid.uuid4().hex[:8]}"
+    config = _operator_policy(aws, influxdb3_fake, tmp_path, name)
+    if source == "old-bundle":  # built for kind = "named_admin", then the issuer's settings changed inside
+        config.write_text(config.read_text().replace('kind = "operator"\nallow_no_grace = true\n', ""))
+        write_bundle(config)
+        bundle = config.with_suffix(".bundle.json")
+        data = json.loads(bundle.read_text())
+        data["policies"][0]["issuer"]["settings"].update(kind="operator", allow_no_grace=True)
+        bundle.write_text(json.dumps(data))
+    clock = FakeClock(datetime.now(UTC))
+    value = influxdb3_fake.operator_value
+    tid = operator_token_id(hashlib.sha512(value.encode()).hexdigest())
+    _, arn = _first_version(aws, name, TokenRecord(Secret(value), tid, "influxdb3", POLICY, clock.now(), None))
+    token = str(uuid.uuid4())
+    _start_rotation(aws, name, token)
+    with pytest.raises(ConfigError, match="revokes the token it mints with") as err:
+        handle({"Step": "createSecret", "SecretId": arn, "ClientRequestToken": token}, Context(),
+               config_path=config, client=aws.client(), clock=clock)  # fmt: skip
+    assert 'kind = "named_admin"' in err.value.hint
+    assert influxdb3_fake.operator_value == value and influxdb3_fake.problem(value) is None, "_admin untouched"
+    stages = {v: s for v, s in aws.client().describe_secret(SecretId=name)["VersionIdsToStages"].items() if s}
+    assert stages[token] == ["AWSPENDING"]
+    with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
+        aws.client().get_secret_value(SecretId=name, VersionId=token, VersionStage="AWSPENDING")
+    assert value not in str(err.value) + err.value.hint
+
+
+# -- the SDK's own logs ---------------------------------------------------------------------------
+
+
+def test_the_entry_point_keeps_the_execution_role_s_session_token_out_of_the_log_at_debug(scene, monkeypatch,
+                                                                                        caplog):  # fmt: skip
+    """Issue review1#3: with the function's log level at DEBUG (LoggingConfig ApplicationLogLevel sets
+    the root logger), botocore.auth logged the signed canonical request, x-amz-security-token (the
+    execution role's session token) included. The entry point holds the SDK loggers at WARNING, as
+    the CLI does (rotator/observe/logs.py QUIET_LOGGERS)."""
+    from rotator.observe.logs import QUIET_LOGGERS
+    from rotator.runners import aws_lambda
+
+    session = f"IQoJb3JpZ2luX2VjEXAMPLE{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", session)
+    monkeypatch.setenv("ROTATOR_CONFIG", str(scene.config))
+    monkeypatch.setenv("ROTATOR_LOG_LEVEL", "DEBUG")
+    caplog.set_level(logging.DEBUG)  # the root logger, as the Lambda runtime sets it
+    caplog.set_level(logging.DEBUG, logger="rotator")  # (caplog puts these levels back after the test)
+    for name in QUIET_LOGGERS:
+        caplog.set_level(logging.NOTSET, logger=name)  # as a fresh runtime leaves them: following the root
+    scene.rotate()
+    caplog.clear()
+    assert aws_lambda.handler({"action": "revoke-expired", "SecretId": scene.arn}, Context())["waiting"] == 1
+    assert [r for r in caplog.records if r.name.startswith("rotator.")], "the function's own DEBUG lines stay"
+    assert not [r for r in caplog.records if session in r.getMessage()], "the session token was logged"
+    sdk = [r.name for r in caplog.records if r.name.split(".")[0] in QUIET_LOGGERS and r.levelno < logging.WARNING]
+    assert sdk == []
+
+
+# -- revocation times later than rotator writes ------------------------------------------------------
+
+
+def test_a_revocation_time_later_than_rotator_writes_is_brought_down_and_reported(scene, capsys, caplog):
+    """Issue review1#4: anyone with TagResource could move a rotator:revoke:<id> time to 9999, and the
+    superseded token stayed valid for ever, "waiting", compliant. A time later than now + grace (+ the
+    clock slack) is no time rotator wrote: the token is due at that bound, written back, and the run
+    reports it (log, compliance line: not compliant). AWSCURRENT is never revoked, bound or not."""
+    scene.rotate()
+    old, current = scene.bootstrap_id, scene.payload("AWSCURRENT")["token_id"]
+    far = "9999-01-01T00:00:00Z"
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{old}", "Value": far},
+                                                           {"Key": f"rotator:revoke:{current}", "Value": far}])
+    scene.clock.advance(timedelta(minutes=10))
+    capsys.readouterr()
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["revoked"] == [] and report["waiting"] == 2
+    (line,) = _compliance_lines(capsys)
+    assert sorted(line["rotator_compliance"]["anomalous_token_ids"]) == sorted([old, current])
+    assert line["rotator_compliance"]["compliant"] is False
+    assert len([r for r in caplog.records if "ANOMALY" in r.getMessage() and r.levelno == logging.ERROR]) == 2
+    bound = scene.clock.now() + GRACE + timedelta(minutes=15)
+    for token_id in (old, current):
+        written = datetime.fromisoformat(scene.tags()[f"rotator:revoke:{token_id}"].replace("Z", "+00:00"))
+        assert bound <= written < bound + timedelta(seconds=1), "the latest time rotator could have written"
+    assert scene.fake.state.token_by_id(old)["revoked_at"] is None
+
+    scene.clock.advance(GRACE + timedelta(minutes=16))
+    capsys.readouterr()
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["revoked"] == [old] and report["skipped"] == [current]
+    assert scene.fake.state.token_by_id(old)["revoked_at"] is not None
+    assert scene.fake.state.token_by_id(current)["revoked_at"] is None, "AWSCURRENT: never"
+    (line,) = _compliance_lines(capsys)
+    assert line["rotator_compliance"]["anomalous_token_ids"] == []
+    scene.check_no_leak(caplog)
+
+
+# -- a runtime whose boto3 predates RotationToken ----------------------------------------------------
+
+
+def _old_botocore_client(aws: MotoServer, where: Path) -> Any:
+    """A real botocore client whose service model has no RotationToken for PutSecretValue: a Lambda
+    runtime's boto3 from before June 2024."""
+    import copy
+
+    import botocore.session
+    from botocore.config import Config
+
+    model = copy.deepcopy(botocore.session.get_session().get_component("data_loader")
+                          .load_service_model("secretsmanager", "service-2"))  # fmt: skip
+    del model["shapes"]["PutSecretValueRequest"]["members"]["RotationToken"]
+    data = where / "old-botocore-data"
+    (data / "secretsmanager" / model["metadata"]["apiVersion"]).mkdir(parents=True)
+    (data / "secretsmanager" / model["metadata"]["apiVersion"] / "service-2.json").write_text(json.dumps(model))
+    session = botocore.session.get_session()
+    session.get_component("data_loader").search_paths.insert(0, str(data))
+    return session.create_client("secretsmanager", region_name=aws.region, endpoint_url=aws.url,
+                                 aws_access_key_id="testing", aws_secret_access_key="testing",
+                                 config=Config(retries={"total_max_attempts": 1}))  # fmt: skip
+
+
+def test_a_boto3_without_rotation_token_is_refused_before_anything_is_minted(scene, caplog):
+    """Issue review1#5: with a RotationToken in the event, an old boto3 minted a token, PutSecretValue
+    refused the parameter, the token was revoked, and every attempt of the rotation did the same, with
+    a message that named no parameter. Now createSecret refuses before the mint, with the message
+    docs/aws-lambda.md gives and its fix; without a RotationToken the same client rotates."""
+    old = _old_botocore_client(scene.aws, scene.dir)
+    rotation_token = f"rotation-token-{uuid.uuid4()}"
+    token = scene.start()
+    for _attempt in range(2):  # Secrets Manager's retries
+        with pytest.raises(PermanentError, match='Unknown parameter in input: "RotationToken"') as err:
+            scene.invoke(scene.event("createSecret", token, RotationToken=rotation_token), client=old)
+        assert "--with-boto3" in err.value.hint and "nothing was minted" in str(err.value)
+    assert scene.minted() == [], "nothing minted"
+    assert rotation_token not in caplog.text
+    for step in STEPS:
+        scene.invoke(scene.event(step, token), client=old)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    scene.check_no_leak(caplog)
+
+
+def test_put_secret_value_refusing_a_parameter_names_it_and_the_fix_never_a_value(scene, caplog):
+    """When the client's model cannot be read before the call (a wrapper), botocore's refusal after
+    the mint names the parameter and the fix (the minted token is revoked at once), and the values in
+    botocore's report (the RotationToken, a SecretString) are never shown."""
+    from rotator.adapters.aws.secretsmanager import map_errors
+
+    old = _old_botocore_client(scene.aws, scene.dir)
+    rotation_token = f"rotation-token-{uuid.uuid4()}"
+    with pytest.raises(botocore.exceptions.ParamValidationError) as refused:  # botocore's own, raised before sending
+        old.put_secret_value(SecretId=scene.name, SecretString=424242424242, RotationToken=rotation_token)
+    assert rotation_token not in str(refused.value) and "424242424242" in str(refused.value)
+    with pytest.raises(PermanentError) as err, map_errors("aws-secretsmanager:x", "PutSecretValue"):
+        raise refused.value
+    assert 'Unknown parameter in input: "RotationToken"' in str(err.value) and "--with-boto3" in err.value.hint
+    assert "424242424242" not in str(err.value) + err.value.hint
+
+    token = scene.start()
+    failing = FailingClient(scene.client(), "put_secret_value", refused.value)
+    with pytest.raises(PermanentError, match='PutSecretValue: Unknown parameter in input: "RotationToken"'):
+        scene.invoke(scene.event("createSecret", token, RotationToken=rotation_token), client=failing)
+    assert len(scene.minted()) == 1 and scene.active_minted() == [], "the token it could not store is revoked"
+    assert rotation_token not in caplog.text and "424242424242" not in caplog.text
+    scene.check_no_leak(caplog)

@@ -88,6 +88,7 @@ else:  # imported on first use: loading a policy file needs the settings model o
 
 __all__ = [
     "CURRENT",
+    "HINT_OLD_SDK",
     "MANAGED_BY",
     "MANAGED_BY_KEY",
     "PENDING",
@@ -99,6 +100,7 @@ __all__ = [
     "PendingRotationError",
     "SecretView",
     "SecretsManagerAPI",
+    "accepts_parameter",
     "boto3_client",
     "client_error_code",
     "describe",
@@ -178,6 +180,14 @@ _HINT_DELETED = (
     "secret, and those tokens stay valid until they expire), e.g. with the issuer's own tool"
 )
 _HINT_AWS = "check the store settings (secret_id, region, endpoint_url) and AWS's message"
+#: botocore's words for a parameter its service model lacks: the SDK is older than the API (the name
+#: is the caller's keyword, never a value, so it may be shown).
+_UNKNOWN_PARAMETER = re.compile(r'Unknown parameter in input: "(\w{1,64})"')
+HINT_OLD_SDK = (
+    "this boto3/botocore predates the parameter {parameter}: in the AWS Lambda function, build the zip with "
+    "`python deploy/aws/build_zip.py --with-boto3` (the runtime's boto3 is older; PutSecretValue's RotationToken "
+    "came in June 2024); elsewhere, upgrade boto3"
+)
 
 
 # A dataclass, not a pydantic model: the AWS Lambda function's cold start imports this module and
@@ -872,6 +882,20 @@ if TYPE_CHECKING:  # static conformance: mypy checks AwsSecretsManagerStore agai
 # -- errors -----------------------------------------------------------------------------------------
 
 
+def accepts_parameter(api: object, operation: str, name: str) -> bool:
+    """Whether ``api``'s botocore service model lets ``operation`` take the parameter ``name`` (a
+    botocore older than the API lacks it, and refuses it only when the call is made). True when the
+    client cannot tell: one without a botocore model (a wrapper, a fake) is left to the call itself."""
+    try:
+        service = api.meta.service_model  # type: ignore[attr-defined]
+        if operation not in service.operation_names:
+            return True
+        members = service.operation_model(operation).input_shape.members
+    except AttributeError:
+        return True
+    return name in members
+
+
 def client_error_code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -906,8 +930,17 @@ def map_errors(where: str, operation: str, *, kms_key_id: str | None = None) -> 
         raise ConfigError(
             f"{where}: no usable AWS credentials for {operation} ({type(exc).__name__})", hint=_HINT_CREDENTIALS
         ) from None
-    except botocore.exceptions.ParamValidationError:
-        # Its text can quote a parameter's value: never shown.
+    except botocore.exceptions.ParamValidationError as exc:
+        # Its text can quote a parameter's value: never shown, but for the names of parameters this
+        # botocore does not know (an SDK older than the call), which are rotator's own keywords.
+        unknown = _UNKNOWN_PARAMETER.findall(str(exc))
+        if unknown:
+            raise PermanentError(
+                f"{where}: {operation}: "
+                + "; ".join(f'Unknown parameter in input: "{name}"' for name in dict.fromkeys(unknown))
+                + f" (botocore {botocore.__version__})",
+                hint=HINT_OLD_SDK.format(parameter=", ".join(dict.fromkeys(unknown))),
+            ) from None
         raise PermanentError(
             f"{where}: {operation}: botocore refused the request parameters",
             hint="check the store settings (secret_id, kms_key_id)",
