@@ -1819,14 +1819,26 @@ def test_an_issuer_whose_mint_revokes_the_current_token_is_refused_by_the_functi
 
 
 def test_the_entry_point_keeps_the_execution_role_s_session_token_out_of_the_log_at_debug(scene, monkeypatch,
-                                                                                        caplog):  # fmt: skip
+                                                                                        caplog, request):  # fmt: skip
     """Issue review1#3: with the function's log level at DEBUG (LoggingConfig ApplicationLogLevel sets
     the root logger), botocore.auth logged the signed canonical request, x-amz-security-token (the
     execution role's session token) included. The entry point holds the SDK loggers at WARNING, as
     the CLI does (rotator/observe/logs.py QUIET_LOGGERS)."""
-    from rotator.observe.logs import QUIET_LOGGERS
-    from rotator.runners import aws_lambda
+    from rotator.observe.logs import QUIET_LOGGERS, RedactingFilter
+    from rotator.runners import aws_lambda, lambda_rotation
 
+    # The entry point sets logging up once per process, with a filter on every handler of the root
+    # logger: here pytest's, which outlive this test (its log-file and live-log handlers). Left there,
+    # the filter moves later tests' tracebacks from exc_info to exc_text.
+    monkeypatch.setattr(lambda_rotation, "_logging_ready", False)
+    root = logging.getLogger()
+    kept = {handler: list(handler.filters) for handler in root.handlers}
+
+    def restore() -> None:
+        for handler in root.handlers:
+            handler.filters[:] = kept.get(handler, [f for f in handler.filters if not isinstance(f, RedactingFilter)])
+
+    request.addfinalizer(restore)
     session = f"IQoJb3JpZ2luX2VjEXAMPLE{uuid.uuid4().hex}"
     monkeypatch.setenv("AWS_SESSION_TOKEN", session)
     monkeypatch.setenv("ROTATOR_CONFIG", str(scene.config))
