@@ -10,8 +10,12 @@ that without the deadline a test ends (late, with an answer) instead of hanging.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +34,7 @@ from rotator.adapters.http.common import (
     REQUEST_PHASES,
     DeadlineExceeded,
     _Watchdog,
+    new_client,
     send,
 )
 from rotator.adapters.http.influxdb2 import InfluxDB2Issuer, InfluxDB2Settings
@@ -246,16 +251,289 @@ class _Stream:
 def test_a_connection_made_after_the_deadline_sends_nothing() -> None:
     """DNS is beyond the watchdog: a connection that completes after the deadline is closed before
     a byte of the request is sent (a mint sent late could land after the engine's mint window)."""
-    watchdog = _Watchdog()
+    watchdog = _Watchdog(time.monotonic() + 60)
     watchdog.expire()
     stream = _Stream()
     with pytest.raises(httpcore.ConnectTimeout):
         watchdog.trace("connection.connect_tcp.complete", {"return_value": stream})
     assert stream.closed
-    in_time = _Watchdog()
+    in_time = _Watchdog(time.monotonic() + 60)
     other = _Stream()
     in_time.trace("connection.connect_tcp.complete", {"return_value": other})
     in_time.finish()
     in_time.expire()  # after the request: nothing happens to the connection
     assert not in_time.expired and not other.closed
     other.close()
+
+
+def test_a_request_whose_deadline_passed_is_not_written_though_the_timer_has_not_run() -> None:
+    """A process paused (SIGSTOP) and resumed after the deadline runs on in the thread that was
+    sending, most often before the timer thread gets to expire the watchdog: the request's own
+    thread compares the clock when the connection is made and before the headers and the body
+    are written."""
+    late = time.monotonic() - 0.001  # the deadline has passed; no timer has run
+    stream = _Stream()
+    connected = _Watchdog(late)
+    with pytest.raises(httpcore.ConnectTimeout):
+        connected.trace("connection.start_tls.complete", {"return_value": stream})
+    assert stream.closed and connected.expired
+    for event in ("http11.send_request_headers.started", "http11.send_request_body.started"):
+        watchdog = _Watchdog(late)
+        with pytest.raises(httpcore.WriteTimeout):
+            watchdog.trace(event, {"request": None})
+        assert watchdog.expired
+    in_time = _Watchdog(time.monotonic() + 60)
+    in_time.trace("http11.send_request_headers.started", {"request": None})
+    assert not in_time.expired
+
+
+PAUSED_CHILD = """
+import json, os, signal, sys
+import httpcore
+from pathlib import Path
+from rotator.adapters.http.common import new_client, send
+
+real = httpcore._backends.sync.SyncBackend.connect_tcp
+
+def connect_tcp(self, *args, **kwargs):
+    stream = real(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGSTOP)  # paused right after connecting, as by an operator or the OS
+    return stream
+
+httpcore._backends.sync.SyncBackend.connect_tcp = connect_tcp
+client = new_client(tls_verify=True, ca_bundle=None, base_dir=Path("."), timeout_s=float(sys.argv[2]),
+                    base_url=sys.argv[1])
+try:
+    send(client, "POST", "/api/v3/configure/token/named_admin", timeout_s=float(sys.argv[2]), json={"token_name": "x"})
+    print("answered")
+except Exception as exc:
+    print(type(exc).__name__)
+"""
+
+
+def test_a_process_paused_while_connecting_and_resumed_after_the_deadline_sends_nothing() -> None:
+    """Real processes, paused with SIGSTOP just after connecting and resumed with SIGCONT after the
+    request's deadline: the server receives not one byte (a mint sent then could land after the
+    engine's mint window, and recovery would miss its token). Three at once: before the request
+    thread compared the clock itself, it mostly won the race against the timer thread, not always."""
+    timeout_s = 0.2
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    received: list[bytes] = []
+
+    def receive(conn: socket.socket) -> None:
+        data = b""
+        with conn:
+            conn.settimeout(5)
+            try:
+                while chunk := conn.recv(65536):
+                    data += chunk
+            except OSError:
+                pass
+        received.append(data)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=receive, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    children = [subprocess.Popen([sys.executable, "-c", PAUSED_CHILD, url, str(timeout_s)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        for child in children:
+            _, status = os.waitpid(child.pid, os.WUNTRACED)  # until it has stopped itself
+            assert os.WIFSTOPPED(status), child.communicate()
+        time.sleep(REQUEST_PHASES * timeout_s + 0.2)  # every request's deadline has passed
+        for child in children:
+            os.kill(child.pid, signal.SIGCONT)
+        outcomes = [child.communicate(timeout=10) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        listener.close()
+    assert [out.strip() for out, _err in outcomes] == ["DeadlineExceeded"] * 3, outcomes
+    deadline = time.monotonic() + 5
+    while len(received) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert received == [b""] * 3
+
+
+@contextmanager
+def keep_alive_server() -> Iterator[str]:
+    """Answers the first request on a connection at once and keeps the connection open; a second
+    request on that connection gets its headers dripped for DRIP_FOR_S."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            data, served = b"", 0
+            try:
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                    data = data.split(b"\r\n\r\n", 1)[1]
+                    served += 1
+                    if served == 1:
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                        continue
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    ends = time.monotonic() + DRIP_FOR_S
+                    while time.monotonic() < ends:
+                        conn.sendall(b"a")
+                        time.sleep(DRIP_EVERY_S)
+                    conn.sendall(b"\r\nContent-Length: 2\r\n\r\n{}")
+            except OSError:
+                return
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_the_second_request_of_a_client_has_the_deadline_too() -> None:
+    """The watchdog learns a request's socket when its connection is made: a connection kept alive
+    from the request before would be one it cannot shut down (the client keeps none)."""
+    with keep_alive_server() as url:
+        client = new_client(tls_verify=True, ca_bundle=None, base_dir=Path("."), timeout_s=TIMEOUT_S, base_url=url)
+        assert send(client, "GET", "/first", timeout_s=TIMEOUT_S).status_code == 200
+        started = time.monotonic()
+        try:
+            send(client, "GET", "/second", timeout_s=TIMEOUT_S)
+        except DeadlineExceeded:
+            pass
+        assert time.monotonic() - started < DEADLINE_S + 0.5
+
+
+@contextmanager
+def answering_server(head: bytes, parts: list[bytes], *, every_s: float = 0.0) -> Iterator[str]:
+    """Answers one request with ``head`` then ``parts``, one each ``every_s``, and closes the connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                conn.sendall(head)
+                for part in parts:
+                    conn.sendall(part)
+                    time.sleep(every_s)
+            except OSError:
+                pass  # the client gave up
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+CLOSE_DELIMITED = b"HTTP/1.1 200 OK\r\nContent-Type: application/jsonl\r\nConnection: close\r\n\r\n"
+ROWS = [b'{"name": "token-%d"}\n' % i for i in range(40)]
+
+
+def test_an_answer_ended_by_the_connection_and_cut_off_at_the_deadline_is_not_taken_whole() -> None:
+    """No Content-Length, not chunked: the answer ends where the connection ends, and the watchdog's
+    shutdown ends it too. Taking what came by then as the answer would be a truncated listing
+    (tokens missing from system.tokens look revoked)."""
+    with answering_server(CLOSE_DELIMITED, ROWS, every_s=DRIP_EVERY_S) as url:
+        client = new_client(tls_verify=True, ca_bundle=None, base_dir=Path("."), timeout_s=TIMEOUT_S, base_url=url)
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            send(client, "POST", "/api/v3/query_sql", timeout_s=TIMEOUT_S)
+        assert time.monotonic() - started < DEADLINE_S + 1.0
+
+
+@pytest.mark.parametrize(
+    ("framing", "head", "body", "whole"),
+    [
+        ("content-length", b"HTTP/1.1 201 Created\r\nContent-Length: 13\r\n\r\n", b'{"token": 1}\n', True),
+        ("chunked", b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n",
+         b'd\r\n{"token": 1}\n\r\n0\r\n\r\n', True),
+        ("close-delimited", b"HTTP/1.1 201 Created\r\nConnection: close\r\n\r\n", b'{"token": 1}\n', False),
+        ("no-body", b"HTTP/1.1 204 No Content\r\n\r\n", b"", True),
+    ],
+    ids=["content-length", "chunked", "close-delimited", "no-body"],
+)
+def test_an_answer_read_to_its_end_counts_though_the_deadline_passes_a_moment_later(
+    monkeypatch: pytest.MonkeyPatch, framing: str, head: bytes, body: bytes, whole: bool
+) -> None:
+    """The timer fires after the answer's last byte was read, before send() is done with it (here:
+    as httpx closes the finished response). An answer whose end the server marked (its
+    Content-Length, its last chunk, a status without a body) is whole: refusing it would throw
+    away, e.g., the only valid _admin value of an InfluxDB 3 operator regeneration. One that ended
+    with the connection cannot be told from one the watchdog cut off."""
+    trace = _Watchdog.trace
+
+    def fires_as_the_response_closes(self: _Watchdog, event: str, info: Any) -> None:
+        trace(self, event, info)
+        if event == "http11.response_closed.started":
+            self.expire()
+
+    monkeypatch.setattr(_Watchdog, "trace", fires_as_the_response_closes)
+    with answering_server(head, [body]) as url:
+        client = new_client(tls_verify=True, ca_bundle=None, base_dir=Path("."), timeout_s=TIMEOUT_S, base_url=url)
+        if whole:
+            response = send(client, "POST", "/api/v3/configure/token/admin/regenerate", timeout_s=TIMEOUT_S)
+            assert (response.json() if body else response.content) == ({"token": 1} if body else b""), framing
+        else:
+            with pytest.raises(DeadlineExceeded):
+                send(client, "POST", "/api/v3/configure/token/admin/regenerate", timeout_s=TIMEOUT_S)
+
+
+def test_call_timeout_seconds_counts_the_verify_of_a_token_with_only_system_permissions() -> None:
+    """influxdb3 verifies such a token on each endpoint it may read with a made-up token first, until
+    one refuses that: with /health and /ping open to anyone, that is four requests."""
+    calls: list[str] = []
+
+    def server(req: httpx.Request) -> httpx.Response:
+        calls.append(req.url.path)
+        made_up = "rotator-decoy" in req.headers["Authorization"]
+        if req.url.path in ("/health", "/ping") or not made_up:
+            return httpx.Response(200, text="OK")
+        return httpx.Response(401, json={"error": "unauthorized"})
+
+    permissions = [{"resource_type": "system", "resource_names": ["*"], "actions": ["read"]}]
+    settings = InfluxDB3Settings.model_validate({"base_url": "http://influx.invalid", "credential": {"env": "X"},
+                                                 "kind": "resource", "permissions": permissions, "timeout_s": 2})
+    issuer = InfluxDB3Issuer.from_config(settings, AdapterContext(policy="app"), transport=httpx.MockTransport(server))
+    issuer.verify(Secret("apiv3_new-token-0123456789"))
+    assert calls == ["/health", "/ping", "/metrics", "/metrics"]
+    assert issuer.requests_in_longest_call() >= len(calls)
+    assert issuer.call_timeout_seconds == issuer.requests_in_longest_call() * 3 * 2 + CALL_MARGIN_S
+    database = InfluxDB3Settings.model_validate({**settings.model_dump(), "permissions": [
+        {"resource_type": "db", "resource_names": ["sensors"], "actions": ["read"]}, *permissions]})
+    assert InfluxDB3Issuer.from_config(database, AdapterContext(policy="app")).requests_in_longest_call() == 2

@@ -522,8 +522,40 @@ def test_an_answer_nested_thousands_deep_is_an_output_error(influxdb2_fake: Infl
 
 
 def test_call_timeout_seconds(influxdb2_fake: InfluxDB2Fake) -> None:
-    # revoke: GET, PATCH, list (3 requests), each connect + write + read, plus a margin.
-    assert make(influxdb2_fake.url, timeout_s=2).call_timeout_seconds == 3 * 3 * 2 + 5
+    # revoke: GET, PATCH, list, then GET + DELETE for at most two (7 requests), each connect + write + read,
+    # plus a margin.
+    assert make(influxdb2_fake.url, timeout_s=2).call_timeout_seconds == 7 * 3 * 2 + 5
+
+
+def test_a_revocation_with_many_authorizations_to_delete_keeps_to_its_request_count(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret
+) -> None:
+    """call_timeout_seconds is requests_per_call whole requests: the engine's mint window and the
+    Lambda function's time per issuer call count on it. Stage 2 deletes at most two authorizations
+    per revocation (each read again, then deleted), the longest inactive first; the rest wait for
+    the next revocations."""
+    fake = influxdb2_fake
+    issuer = make(fake.url)
+    retired = []
+    for number in range(5):
+        minted = issuer.mint(request(f"000000000000000{number}"), None)
+        issuer.revoke(minted.token_id, None)
+        retired.append(minted.token_id)
+    for number, auth_id in enumerate(retired):
+        fake.age(auth_id, (8 + number) * 86400)  # inactive for 8 to 12 days: all due
+    oldest_first = retired[::-1]
+    last = issuer.mint(request("00000000000000ff"), None)
+    before = len(fake.api.calls)
+    issuer.revoke(last.token_id, None)
+    revoke = [(c.method, c.template) for c in fake.api.calls[before:]]
+    assert len(revoke) <= issuer.requests_per_call, revoke
+    assert revoke.count(("DELETE", "/api/v2/authorizations/{authID}")) == 2
+    assert fake.deleted == oldest_first[:2]
+    issuer.revoke(last.token_id, None)  # inactive already: stage 2 goes on
+    assert fake.deleted == oldest_first[:4]
+    issuer.revoke(last.token_id, None)
+    assert fake.deleted == oldest_first
+    assert fake.authorization(last.token_id)["status"] == "inactive"  # type: ignore[index]  # not due yet
 
 
 def test_a_minted_authorization_id_that_is_not_a_v2_id_is_refused_and_not_logged(

@@ -304,35 +304,61 @@ class AnswerTooLarge(httpx.HTTPError):
         self.limit = limit
 
 
+#: httpcore's ``trace`` events after which a connection is made (TLS wraps the socket into a new object).
+_CONNECTED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
+#: httpcore's ``trace`` events just before a byte of the request is written.
+_SENDING = ("http11.send_request_headers.started", "http11.send_request_body.started")
+
+
 class _Watchdog:
-    """Ends one request at its deadline: shuts its socket down (the blocked read or write then fails
-    at once, and :func:`send` raises DeadlineExceeded); a connection made after the deadline sends
-    nothing.
+    """Ends one request at its deadline (``ends``, a ``time.monotonic()`` value): shuts its socket
+    down (the blocked read or write then fails at once, and :func:`send` raises DeadlineExceeded);
+    a request whose deadline has passed before it is written sends nothing.
 
-    The socket is learnt from httpcore's ``trace`` extension (``connection.connect_tcp.complete``,
-    then ``connection.start_tls.complete``: TLS wraps the socket into a new object). The
-    socket's own class method shuts it down: ``ssl.SSLSocket.shutdown`` would also drop the TLS
-    state under the thread that reads."""
+    Two ways, because either alone can come too late:
 
-    def __init__(self) -> None:
+    - a timer thread calls :meth:`expire` at the deadline, which ends a read or write that blocks;
+    - the request's own thread compares the clock with ``ends`` when a connection is made and
+      just before the request's headers and its body are written (:meth:`trace`). A process
+      paused (SIGSTOP) and resumed after the deadline runs on in the thread that was sending,
+      most often before the timer thread gets to run: the timer alone would let a mint out after
+      the engine's mint window. Only a pause between that comparison and the write itself (a few
+      instructions) remains.
+
+    The socket is learnt from httpcore's ``trace`` extension (:data:`_CONNECTED`). The socket's own
+    class method shuts it down: ``ssl.SSLSocket.shutdown`` would also drop the TLS state under the
+    thread that reads."""
+
+    def __init__(self, ends: float) -> None:
+        self._ends = ends
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._done = False
         self.expired = False
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+        if event in _SENDING:
+            if self._passed():
+                raise httpcore.WriteTimeout("the request's deadline passed before it was sent")
+            return
+        if event not in _CONNECTED:
             return
         stream = info.get("return_value")
         sock = stream.get_extra_info("socket") if stream is not None else None
         with self._lock:
             if isinstance(sock, socket.socket):
                 self._socket = sock
-            expired = self.expired
-        if expired:  # connected (DNS or the handshake took that long): send nothing any more
+        if self._passed():  # connected (DNS, the handshake or a pause took that long): send nothing any more
             if stream is not None:
                 stream.close()
             raise httpcore.ConnectTimeout("the request's deadline passed while connecting")
+
+    def _passed(self) -> bool:
+        """Whether the deadline has passed, by the timer or by the clock (then it counts as expired)."""
+        with self._lock:
+            if not self._done and not self.expired and time.monotonic() >= self._ends:
+                self.expired = True
+            return self.expired
 
     def expire(self) -> None:
         with self._lock:
@@ -361,16 +387,18 @@ def send(
     request: a server that sends one byte every ``timeout_s / 2`` holds a request for ever. Here
     the request ends ``REQUEST_PHASES * timeout_s`` after it started (what :func:`call_timeout`
     counts on): a watchdog shuts the connection down then, and DeadlineExceeded (a timeout) is
-    raised. An answer complete before that is returned even if reading it ends a moment later.
-    Only DNS resolution is beyond the watchdog; a connection it delays past the deadline sends
-    nothing. An answer longer than ``max_bytes`` raises AnswerTooLarge.
+    raised. An answer read whole (its Content-Length, or its last chunk) is returned even if the
+    deadline passes a moment later; one that ends with the connection, only if that came first.
+    A request not written by its deadline is not written at all: after DNS resolution (beyond
+    the watchdog), or a pause of the process (SIGSTOP), that held it that long. An answer longer
+    than ``max_bytes`` raises AnswerTooLarge.
 
     Returns a response whose body has been read (no connection left open).
     """
     deadline_s = REQUEST_PHASES * timeout_s
     ends = time.monotonic() + deadline_s
     request = client.build_request(method, url, **kwargs)
-    watchdog = _Watchdog()
+    watchdog = _Watchdog(ends)
     request.extensions["trace"] = watchdog.trace
     timer = threading.Timer(deadline_s, watchdog.expire)
     timer.daemon = True
@@ -388,9 +416,9 @@ def send(
         finally:
             watchdog.finish()
             response.close()
-        # An answer delimited by the end of the connection "ends" when the watchdog shuts it down:
-        # only one whose Content-Length has arrived is known to be whole.
-        if watchdog.expired and not _complete(response):
+        # Read to its end without an error. Only an answer delimited by the end of the connection
+        # may still be cut short: the watchdog's shutdown "ends" it too.
+        if watchdog.expired and not _read_whole(response):
             raise DeadlineExceeded(deadline_s, request=request)
     except httpx.HTTPError as exc:  # a read or write the watchdog cut short, a body it truncated...
         if watchdog.expired and not isinstance(exc, DeadlineExceeded | AnswerTooLarge):
@@ -400,16 +428,44 @@ def send(
         timer.cancel()
         watchdog.finish()
     # The body is decoded (Content-Encoding undone) already: the headers that described the wire
-    # form go, and the Response computes its own Content-Length.
-    headers = [(k, v) for k, v in response.headers.multi_items()
-               if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    # form go, and the Response computes its own Content-Length. The headers are copied as the
+    # bytes that came (a value need not be ASCII: a proxy's `X-Served-By: nœud-3`), not as text,
+    # which httpx would have to encode again.
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _WIRE_HEADERS]
     return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=request)
 
 
+#: Headers that describe the form of an answer on the wire, not what :func:`send` returns.
+_WIRE_HEADERS = (b"content-encoding", b"content-length", b"transfer-encoding")
+
+
 def _complete(response: httpx.Response) -> bool:
-    """Whether all the bytes ``response``'s Content-Length announced have arrived."""
-    length = response.headers.get("Content-Length", "")
-    return length.isdigit() and response.num_bytes_downloaded >= int(length)
+    """Whether all of ``response``'s body has arrived by what its head says: the bytes its
+    Content-Length announced, or no body at all (204, 304, an answer to HEAD)."""
+    if response.status_code in (204, 304) or response.request.method == "HEAD":
+        return True
+    length = _number(response.headers.get("Content-Length", ""))
+    return length is not None and response.num_bytes_downloaded >= length
+
+
+def _read_whole(response: httpx.Response) -> bool:
+    """Whether ``response``, whose body was read to its end without an error, is whole: a body
+    with a Content-Length, or a chunked one (its end is the last, empty chunk: a connection that
+    ends before it is an error), unlike one that ends where the connection ends."""
+    return _complete(response) or "chunked" in response.headers.get("Transfer-Encoding", "").lower()
+
+
+#: The most digits :func:`_number` converts (int() refuses more than 4300, and is slow long before).
+_MAX_DIGITS = 18
+
+
+def _number(value: str) -> int | None:
+    """A header's non-negative decimal number (ASCII digits only), else None; one of more than
+    :data:`_MAX_DIGITS` digits (leading zeros aside) is taken as 10**_MAX_DIGITS."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    digits = value.lstrip("0") or "0"
+    return 10**_MAX_DIGITS if len(digits) > _MAX_DIGITS else int(digits)
 
 
 #: A sanity bound of a Retry-After in seconds (about 30 years): any larger number means the same.
@@ -423,8 +479,9 @@ def retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None
-    if value.isdigit():
-        return float(min(int(value), _MAX_RETRY_AFTER_S))
+    seconds = _number(value)  # digits only: "²" is a digit to str.isdigit(), not to int()
+    if seconds is not None:
+        return float(min(seconds, _MAX_RETRY_AFTER_S))
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -518,13 +575,18 @@ class HttpIssuer(Generic[SettingsT]):
         checked = checked_settings(cls, settings, cls.settings_model)
         return cls(cast(Any, checked), ctx, transport=transport)  # an instance of settings_model, i.e. SettingsT
 
-    #: HTTP requests in the longest issuer call (a subclass with longer calls raises it).
+    #: HTTP requests in the longest issuer call (a subclass with longer calls raises it; one whose
+    #: settings make a call longer overrides :meth:`requests_in_longest_call`).
     requests_per_call: ClassVar[int] = 2
+
+    def requests_in_longest_call(self) -> int:
+        """The HTTP requests of this issuer's longest call, with its settings."""
+        return self.requests_per_call
 
     @property
     def call_timeout_seconds(self) -> float:
         """The longest one issuer call (``mint``, ``revoke``...) can take: see :func:`call_timeout`."""
-        return call_timeout(self.requests_per_call, self.settings.timeout_s)
+        return call_timeout(self.requests_in_longest_call(), self.settings.timeout_s)
 
     def _http(self) -> httpx.Client:
         if self._client is None:

@@ -18,12 +18,16 @@
   2. ``DELETE``: at every later ``revoke`` of the policy, inactive authorizations carrying the
      marker with their own id, not updated more than ``_MARKER_SKEW`` after its time, whose
      ``updatedAt`` (the time of the PATCH; the server sets it on every update) is older than
-     ``delete_after`` (default 7 days) are deleted. So an inactive token is deleted
-     at the first revocation after ``delete_after`` has passed: at most ``delete_after`` plus one
-     schedule interval after it became inactive. A failure here is logged and retried at the
-     next revocation; it never fails the revocation that has just succeeded. A server that
-     leaves ``updatedAt`` out gives no time of the PATCH: such an authorization stays inactive
-     and is never deleted by rotator (delete it with ``influx auth delete``).
+     ``delete_after`` (default 7 days) are deleted: at most :data:`PURGE_PER_CALL` per
+     revocation, the longest inactive first, so that ``revoke`` keeps to its request count
+     (``requests_per_call``, of which ``call_timeout_seconds`` is made); the rest wait for the
+     next revocations. So an inactive token is deleted at the first revocation after
+     ``delete_after`` has passed (a later one when more than that many are due at once): at
+     most ``delete_after`` plus one schedule interval after it became inactive. A failure here
+     is logged and retried at the next revocation; it never fails the revocation that has just
+     succeeded. A server that leaves ``updatedAt`` out gives no time of the PATCH: such an
+     authorization stays inactive and is never deleted by rotator (delete it with ``influx auth
+     delete``).
 
   ``list_tokens`` changes nothing (``rotate --dry-run`` calls it).
 - **Never match by value**: OSS 2.9+ stores only hashes of tokens, and Cloud answers
@@ -97,6 +101,9 @@ _AUTH_ID = re.compile(_ID)
 #: how much later than its marker says an authorization's updatedAt may be and still be the PATCH
 #: that wrote the marker (the server's clock against rotator's)
 _MARKER_SKEW = timedelta(minutes=10)
+#: Stage 2 reads again and deletes at most this many authorizations per revocation (each a GET
+#: and a DELETE): a revocation adds one inactive token, so two a call also work off a backlog.
+PURGE_PER_CALL = 2
 
 #: Resource types of the OSS v2 spec (``components.schemas.Resource.properties.type``).
 RESOURCE_TYPES = (
@@ -175,9 +182,9 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
 
     kind: ClassVar[str] = "influxdb2"
     settings_model: ClassVar[type[BaseModel]] = InfluxDB2Settings
-    #: ``revoke``: GET, PATCH, then the list of stage 2 (its deletes are best effort and touch
-    #: only tokens inactive for ``delete_after``); ``mint``: the template's GET and the POST.
-    requests_per_call: ClassVar[int] = 3
+    #: The longest call, ``revoke``: GET, PATCH, stage 2's list, then a GET and a DELETE for each
+    #: of at most PURGE_PER_CALL authorizations (``mint`` and ``verify``: two requests each).
+    requests_per_call: ClassVar[int] = 3 + 2 * PURGE_PER_CALL
     #: GET /api/v2/authorizations leaves out, silently, the authorizations of every user the
     #: credential may not read (the OSS spec says so); GET /api/v2/authorizations/{id} answers 401
     #: for them. A token the listing does not show is looked up by :meth:`token_info`.
@@ -383,9 +390,11 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         )
 
     def _purge(self, auth: Secret) -> None:
-        """Stage 2: delete what rotator made inactive at least ``delete_after`` ago."""
+        """Stage 2: delete what rotator made inactive at least ``delete_after`` ago, at most
+        :data:`PURGE_PER_CALL` of them (the longest inactive first); the rest at the next revocations."""
         cutoff = self._clock.now() - self.settings.delete_after
         try:
+            due: list[tuple[datetime, TokenInfo, Mapping[str, Any]]] = []
             for item in self._authorizations(auth):
                 info = self._info(item)
                 if item.get("status") != "inactive" or info.revoked_at is None or info.revoked_at > cutoff:
@@ -396,13 +405,19 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
                 if not _AUTH_ID.fullmatch(info.token_id):
                     logger.warning("authorization %r has no v2 id; not deleting it", info.token_id[:40])
                     continue
+                due.append((info.revoked_at, info, item))
+            due.sort(key=lambda entry: entry[0])
+            if len(due) > PURGE_PER_CALL:
+                logger.info("%d inactive authorizations are due for deletion; deleting %d now, the rest at the next "
+                            "revocations", len(due), PURGE_PER_CALL)
+            for revoked_at, info, item in due[:PURGE_PER_CALL]:
                 if not self._unchanged_since_listed(info.token_id, item, auth):
                     continue
                 with map_http_errors(f"delete authorization {info.token_id}", hints={401: HINT_401}):
                     path = _authorization(info.token_id)
                     expect(self._send("DELETE", path, headers=auth_header("Token", auth)), 204, 404)
                 logger.info(
-                    "deleted authorization %s, inactive since %s (stage 2)", info.token_id, info.revoked_at.isoformat()
+                    "deleted authorization %s, inactive since %s (stage 2)", info.token_id, revoked_at.isoformat()
                 )
         except RotatorError as exc:
             logger.warning("deleting old inactive authorizations failed, retried at the next revocation: %s", exc)

@@ -418,9 +418,8 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         first asked with a made-up token: only where that one is refused is the new token's 200
         worth anything. No such endpoint: PermanentError (the engine deletes the unverified token).
         """
-        names = {n for p in self.settings.permissions if p.resource_type == "system" for n in p.resource_names}
         unchecked = []
-        for endpoint in (n for n in SYSTEM_ENDPOINTS if n in names or "*" in names):
+        for endpoint in self._system_endpoints():
             path = f"/{endpoint}"
             decoy = Secret("apiv3_rotator-decoy-" + secrets.token_urlsafe(32))  # a value no server issued
             with map_http_errors(f"{what}: check that {path} refuses an unknown token"):
@@ -432,6 +431,19 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
                 expect(self._send("GET", path, headers=auth_header("Bearer", token)), 200)
             return
         raise PermanentError(ERR_UNVERIFIABLE.format(paths=", ".join(unchecked)), hint=HINT_UNVERIFIABLE)
+
+    def _system_endpoints(self) -> list[str]:
+        """The endpoints of SYSTEM_ENDPOINTS a resource token's ``system`` permissions let it read."""
+        names = {n for p in self.settings.permissions if p.resource_type == "system" for n in p.resource_names}
+        return [n for n in SYSTEM_ENDPOINTS if n in names or "*" in names]
+
+    def requests_in_longest_call(self) -> int:
+        """Two (``revoke``: DELETE, then the listing that confirms it), or more for ``verify`` of a
+        resource token with only ``system`` permissions: a made-up token's request to each endpoint
+        it may read until one refuses that, then the token's own (see :meth:`_verify_system`)."""
+        if self.settings.kind == "resource" and not any(p.resource_type == "db" for p in self.settings.permissions):
+            return max(self.requests_per_call, len(self._system_endpoints()) + 1)
+        return self.requests_per_call
 
     def _confirmed_expiry(
         self, answer: Mapping[str, Any], what: str, name: str, expiry_secs: int, requested: datetime
