@@ -139,6 +139,8 @@ class Entry:
     age: timedelta | None = None
     #: the run whose tag sweep revokes this orphan, and the token that run published (kept)
     sweep: tuple[str, str | None] | None = None
+    #: the journal's current token of ``policy``: the one its stores hand out
+    current: bool = False
     #: the id as the issuer lists it, for finding the token again (revoke_orphans); ``token_id`` is
     #: what is shown, with token-shaped text masked (an InfluxDB 3 token's id is its name, anyone's
     #: choice). Empty: the same as ``token_id``. Never printed.
@@ -172,9 +174,12 @@ class Inventory:
         return out
 
     def findings(self) -> list[Entry]:
-        """What ``rotator inventory --check`` exits 4 for: every live orphan or suspicious token, and
-        every live unmanaged one that never expires or is older than its max age."""
-        return [e for e in self.entries if e.state == "active" and (
+        """What ``rotator inventory --check`` exits 4 for, the most urgent first: a policy's current token
+        that the issuer lists as expired or revoked (its stores hand out a token that no longer works:
+        DESIGN invariant 1), then every live orphan or suspicious token, and every live unmanaged one that
+        never expires or is older than its max age."""
+        dead = [e for e in self.entries if e.current and e.state != "active"]
+        return dead + [e for e in self.entries if e.state == "active" and (
             e.cls in (ORPHAN, SUSPICIOUS) or (e.cls == UNMANAGED and (NO_EXPIRY in e.flags or TOO_OLD in e.flags)))]
 
     def flag_counts(self) -> dict[tuple[str, str, str], int]:
@@ -282,19 +287,39 @@ class _Facts:
 
 
 def _facts(journal: Journal, policies: Iterable[Policy]) -> _Facts:
+    """What the journal says, keyed by the ids the policies' issuers list (:func:`_as_listed`)."""
     facts = _Facts()
     for policy in policies:
+        listed = partial(_as_listed, policy.issuer_type)
         last = journal.last_success(policy.name)
         if last is not None and last.new_token_id:
-            facts.current[last.new_token_id] = policy.name
+            facts.current[listed(last.new_token_id)] = policy.name
         for rev in journal.revocations(policy.name):
-            facts.revocations[rev.token_id] = rev
+            facts.revocations[listed(rev.token_id)] = rev
         for run in reversed(journal.runs(policy.name, limit=0)):  # oldest first: the latest run wins
             if run.new_token_id:
-                facts.minted[run.new_token_id] = run
+                facts.minted[listed(run.new_token_id)] = run
                 if run.published_at is not None:
-                    facts.published_at[run.new_token_id] = run.published_at
+                    facts.published_at[listed(run.new_token_id)] = run.published_at
     return facts
+
+
+def _as_listed(kind: str, token_id: str) -> str:
+    """The id under which an issuer of ``kind`` lists the token the journal records as ``token_id``.
+
+    The same id, but for InfluxDB 3's operator token: rotator recorded its generations as
+    ``_admin@<16 hex digits>`` of the value's hash before, and system.tokens shows 9
+    (:func:`rotator.adapters.http.influxdb3.operator_token_id`, the issuer's own rule: the first 9
+    digits are the generation). Unmapped, the live operator token of such a journal would be listed as
+    a token of no policy, and its current id as gone."""
+    if kind != "influxdb3":
+        return token_id
+    from rotator.adapters.http.influxdb3 import OPERATOR, operator_token_id  # (loaded already: a policy uses it)
+
+    name, _, digest = token_id.partition("@")
+    if name != OPERATOR or not re.fullmatch(r"[0-9a-f]{16}", digest):
+        return token_id
+    return operator_token_id(digest)
 
 
 class _Classifier:
@@ -508,7 +533,7 @@ def take_inventory(
                 description=_masked(info.description) or "", state=state, cls=cls, flags=flags,
                 reason=_masked(reason) or "", policy=pname, run_id=run_id, created_at=info.created_at,
                 expires_at=info.expires_at, revoked_at=info.revoked_at, age=age, sweep=sweep,
-                listed_id=info.token_id if shown_id != info.token_id else "",
+                current=info.token_id in facts.current, listed_id=info.token_id if shown_id != info.token_id else "",
             ))  # fmt: skip
     return inv
 
@@ -786,8 +811,11 @@ _URL_HINT = ("give --url as the bare address, e.g. https://influxdb.example.com:
              "?query (the token is read from the file --token-file names)")
 
 
-def _bare_issuer(kind: str, settings: Mapping[str, Any], locate: _Locate) -> tuple[Issuer, str]:
-    """The issuer of a bare target, and its cluster or instance (:func:`_where_key`; "": it names none)."""
+def _bare_issuer(kind: str, settings: Mapping[str, Any], locate: _Locate,
+                 model: type[Any] | None = None) -> tuple[Issuer, str]:  # fmt: skip
+    """The issuer of a bare target, and its cluster or instance (:func:`_where_key`; "": it names none).
+
+    ``model``: the settings type to validate with, a list-only one of the issuer's (default: its own)."""
     from pathlib import Path
 
     from pydantic import ValidationError
@@ -799,7 +827,7 @@ def _bare_issuer(kind: str, settings: Mapping[str, Any], locate: _Locate) -> tup
 
     cls = registry.load("issuer", kind)
     try:
-        validated = validate_settings(cls.settings_model, dict(settings))
+        validated = validate_settings(model or cls.settings_model, dict(settings))
     except ValidationError as exc:
         # Never str(exc): pydantic quotes the input, and a URL's password or a token may be in it. One
         # problem per place (a Management API's cluster_host is --url again: the same problem twice).
@@ -827,7 +855,8 @@ def _locate_url_flag(loc: tuple[int | str, ...]) -> tuple[str, str]:
 
 
 #: Settings a bare target needs only to satisfy an issuer's model: they serve minting, which the
-#: inventory never does (it only lists).
+#: inventory never does (it only lists). influxctl-database's are validated with its list-only model
+#: (:func:`influxctl_profile_targets`): listing queries no database and, on Cloud Dedicated, needs no host.
 _LIST_ONLY: dict[str, dict[str, Any]] = {
     "influxdb2": {"permissions": [{"action": "read", "resource": {"type": "buckets"}}]},
     "management-api": {"permissions": [{"action": "read", "resource": "*"}], "verify": {"database": "unused"}},
@@ -948,8 +977,10 @@ def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str 
         mgmt, where = _bare_issuer("influxctl-management", {**common, "auth": auth}, locate)
         targets.append(Target(f"influxctl-management:{label}", "influxctl-management", [(None, mgmt, lambda: None)],
                               where))  # fmt: skip
+        from rotator.adapters.influxctl.database import InfluxctlDatabaseListingSettings
+
         db, where = _bare_issuer("influxctl-database", {**common, "auth": auth, **_LIST_ONLY["influxctl-database"]},
-                                 locate)  # fmt: skip
+                                 locate, InfluxctlDatabaseListingSettings)  # fmt: skip
         targets.append(Target(f"influxctl-database:{label}", "influxctl-database", [(None, db, lambda: None)], where))
     elif isinstance(mgmt_value, str) and mgmt_value:
         secret = Secret(mgmt_value)

@@ -263,8 +263,9 @@ def _add_inventory_parser(p: argparse.ArgumentParser) -> None:
                    "off a terminal")
     p.add_argument("--yes", action="store_true", help="with --revoke-orphans: do not ask")
     p.add_argument("--check", action="store_true",
-                   help="exit 4 when a live orphan or suspicious token is found, or an unmanaged one that never "
-                   "expires or is older than --max-age (1 stays for an issuer that could not be listed)")
+                   help="exit 4 when a policy's current token is expired or revoked at the issuer, a live orphan "
+                   "or suspicious token is found, or an unmanaged one that never expires or is older than "
+                   "--max-age (1 stays for an issuer that could not be listed)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

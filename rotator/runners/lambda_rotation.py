@@ -69,7 +69,7 @@ import os
 import re
 import reprlib
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -1389,7 +1389,7 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
     Within the invocation's time (:class:`_Budget`, keeping :data:`_SAFETY_MS` to write the results):
     the secrets it has no time left for are reported (``not_evaluated``, a log line and a compliance
     line each) and the invocation fails, as for any failure. The list starts at another secret each
-    hour (:func:`_first_of`)."""
+    hour (:func:`_first_of`); every secret of it is read first, and done once (:func:`_each_secret_once`)."""
     secret_id = event.get("SecretId")
     if secret_id is not None and not isinstance(secret_id, str):
         raise PermanentError("revoke-expired: SecretId must be a string")
@@ -1410,18 +1410,30 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
     total = _RevokeReport()
     errors: list[str] = []
     fixes: list[str] = []  # the hints of those errors: a secret scheduled for deletion is not fixed by retrying
+
+    def failed(sid: str, exc: RotatorError) -> None:
+        logger.error("revoke-expired: secret %s: %s%s", sid, REDACTOR.redact(str(exc)),
+                     f" (fix: {exc.hint})" if exc.hint else "")  # fmt: skip
+        errors.append(f"{sid}: {REDACTOR.redact(str(exc))}")
+        if exc.hint and exc.hint not in fixes:
+            fixes.append(exc.hint)
+
+    secrets = _each_secret_once(work, env, budget, failed)
     seen: set[str] = set()  # the ARNs done (or failed) in this run
     not_evaluated: list[str] = []
-    for index, (sid, via) in enumerate(work):
-        if not budget.begin(len(work) - index):
-            not_evaluated.append(sid)
-            _log_not_evaluated(sid, via[0].name if via else None, budget.left_ms())
+    for index, (sid, via, read) in enumerate(secrets):
+        if read is not None and read[0].arn in seen:
+            continue  # an earlier secret's policy found this one through its own client (_target): done
+        shown = read[0].arn if read is not None else sid
+        if not budget.begin(len(secrets) - index):
+            not_evaluated.append(shown)
+            _log_not_evaluated(shown, via[0].name if via else None, budget.left_ms())
             continue
         try:
             if via is None:
                 target = _resolve(config, sid, env)
             else:
-                view, api = _read(sid, env, via)
+                view, api = read or _read(sid, env, via)
                 if view.arn in seen:
                     continue
                 seen.add(view.arn)
@@ -1443,11 +1455,7 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
                                  current, env, budget)
             _log_compliance(target, current, records, report, env.clock.now())
         except RotatorError as exc:
-            logger.error("revoke-expired: secret %s: %s%s", sid, REDACTOR.redact(str(exc)),
-                         f" (fix: {exc.hint})" if exc.hint else "")  # fmt: skip
-            errors.append(f"{sid}: {REDACTOR.redact(str(exc))}")
-            if exc.hint and exc.hint not in fixes:
-                fixes.append(exc.hint)
+            failed(sid, exc)
             continue
         total.revoked += report.revoked
         total.skipped += report.skipped
@@ -1482,6 +1490,46 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
             hint="; ".join([*fixes, "the next scheduled run retries; check the issuer and the function's log"]),
         )
     return summary
+
+
+#: A secret the scheduled run reads first: the id a store names it by, that store's policy (None: the
+#: event's SecretId), and what DescribeSecret answered with that store's client (None: not read yet).
+_Secret = tuple[str, _Via | None, tuple[SecretView, SecretsManagerAPI] | None]
+
+
+def _each_secret_once(work: Sequence[tuple[str, _Via | None]], env: _Env, budget: _Budget,
+                      failed: Callable[[str, RotatorError], None]) -> list[_Secret]:  # fmt: skip
+    """The scheduled run's secrets, each once, read first (DescribeSecret: no issuer call) while the
+    invocation has time left.
+
+    Several policies may name one secret, by its name or its ARN, through clients of their own: only
+    the ARN DescribeSecret answers tells. Read first, each secret is done once (a repeat is never
+    reported "not evaluated" after the run evaluated it), shares the time with the secrets really left
+    (:meth:`_Budget.begin`), and is named by its ARN in every line, whether the run gets to it or not.
+    One the invocation has no time even to read keeps the id it is configured with (a repeat of that
+    id through an equal store, or of an ARN read, is left out). One that cannot be read is reported
+    through ``failed`` and left out; the event's own SecretId is read when its turn comes. (A secret is
+    judged from this read when its turn comes; :func:`_revoke_due` reads its tags again before revoking.)"""
+    secrets: list[_Secret] = []
+    arns: set[str] = set()
+    unread: set[tuple[str, AwsSecretsManagerSettings | None]] = set()
+    for sid, via in work:
+        left = budget.left_ms()
+        if via is None or (left is not None and left <= 0):
+            key = (sid, via[1] if via is not None else None)
+            if key not in unread and sid not in arns:
+                unread.add(key)
+                secrets.append((sid, via, None))
+            continue
+        try:
+            view, api = _read(sid, env, via)
+        except RotatorError as exc:
+            failed(sid, exc)
+            continue
+        if view.arn not in arns:
+            arns.add(view.arn)
+            secrets.append((sid, via, (view, api)))
+    return secrets
 
 
 def _current_payload(target: _Target) -> tuple[Mapping[str, Any], str]:

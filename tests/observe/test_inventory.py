@@ -511,3 +511,39 @@ def test_a_bootstrapped_token_s_age_counts_from_its_creation_at_the_issuer(tmp_p
     fresh = TokenInfo("minted", "rotator:p:r1", created_at=now - timedelta(days=1, seconds=2))
     flags, age = _flags(fresh, "active", MANAGED, policy, facts, now, timedelta(days=365))
     assert age == timedelta(days=1, seconds=2) and TOO_OLD not in flags
+
+
+def test_an_operator_token_the_journal_names_with_16_hex_digits_is_the_live_one_listed_with_9(tmp_path, openbao):
+    """rotator recorded InfluxDB 3 operator token generations as ``_admin@<16 hex digits>`` before;
+    system.tokens shows 9 (rotator/adapters/http/influxdb3.py). The inventory compared the ids as they
+    were: with such a journal the live operator token was `unmanaged` (no-expiry), and `--check` exited
+    4 until the next rotation. Matched as the issuer matches them, it is the policy's current token."""
+    import uuid
+
+    from rotator.adapters.http.influxdb3 import operator_token_id
+    from tests.e2e.test_e2e_http_issuers import HttpScenario
+    from tests.fakes.influxdb3_fake import InfluxDB3Fake
+
+    fake = InfluxDB3Fake("core")
+    with fake.running():
+        (tmp_path / "vault-token").write_text(openbao.root_token)
+        sc = HttpScenario(dir=tmp_path, vault_url=openbao.url, vault_token=openbao.root_token,
+                          variant="influxdb3-operator", fake=fake, kv_path=f"influx/{uuid.uuid4().hex[:10]}")
+        sc.secrets.add(fake.operator_value)
+        sc.write_policy()
+        recorded = "_admin@" + fake.hash_of("_admin")[:16]  # as the journal of an earlier rotator holds it
+        sc.bootstrap_with(fake.operator_value, recorded)
+        assert sc.journal_rows("SELECT new_token_id FROM runs") == [(recorded,)]
+        listed = operator_token_id(fake.hash_of("_admin"))
+        proc = sc.cli("inventory", "--check", "--output", "json")
+        assert proc.returncode == 0, proc.stderr
+        token = _by_id(json.loads(proc.stdout))[listed]
+        assert (token["class"], token["policy"], token["reason"]) == ("managed", sc.policy, "current token")
+        # A past generation named the old way is the policy's too: once rotated, the live one is the new
+        # generation, and the bootstrapped one (gone from system.tokens) is nobody's concern.
+        assert sc.cli("rotate", sc.policy).returncode == 0
+        proc = sc.cli("inventory", "--check", "--output", "json")
+        assert proc.returncode == 0, proc.stderr
+        (live,) = [t for t in json.loads(proc.stdout)["tokens"] if t["token_id"].startswith("_admin")]
+        assert (live["token_id"], live["class"]) == (sc.current()["token_id"], "managed")
+        sc.assert_no_leak(sc.secrets | {v["token"] for v in sc.versions()})

@@ -4,7 +4,10 @@ the terminal, end to end on the fake influxctl and a real OpenBao."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from tests.harness import make_scenario
 
@@ -59,6 +62,43 @@ def test_check_exits_4_for_each_kind_of_finding_and_0_without(tmp_path, openbao,
     # An issuer that cannot be listed: 1, as without --check.
     fake.add_fault("management list", "exit", times=-1, code=1, message="Error: service unavailable")
     assert sc.cli("inventory", "--check").returncode == 1
+
+
+@pytest.mark.parametrize("dead", ["REVOKED", "EXPIRED"])
+def test_check_exits_4_first_for_a_current_token_the_issuer_no_longer_accepts(tmp_path, openbao, fake_influxctl,
+                                                                            dead):
+    """A policy's current token revoked or expired at the issuer: its stores hand out a token that no
+    longer works (DESIGN invariant 1), the most urgent finding. `--check` exited 0 for it: the entry is
+    `managed` and not live, which no rule counted. It is named first, before the other findings.
+    (Database tokens: their policy lists with a management token, so a dead current token is listed.)"""
+    from tests.e2e.test_e2e_database_tokens import POLICY as DB_POLICY
+    from tests.e2e.test_e2e_database_tokens import make_db_scenario
+
+    fake = fake_influxctl.state
+    sc = make_db_scenario(tmp_path, openbao, fake, grace_s=3600, bootstrap=False)
+    expires = datetime.now(UTC) + timedelta(seconds=3) if dead == "EXPIRED" else None
+    sc.bootstrap_value, sc.bootstrap_id = fake.add_db_token("created by a human for bootstrap", {"read": ["db1"]},
+                                                            expires_at=expires)  # fmt: skip
+    sc.bootstrap_with(sc.bootstrap_value, sc.bootstrap_id)
+    _, unmanaged = fake.add_db_token("grafana, never expires", {"read": ["db1"]})
+    assert sc.cli("inventory", "--check").returncode == 4  # the unmanaged token alone
+    if expires is None:
+        fake.revoke_db_token(sc.bootstrap_id)
+    else:
+        time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.5)
+    proc = sc.cli("inventory", "--check")
+    assert proc.returncode == 4, proc.stderr
+    attention = [line for line in proc.stderr.splitlines() if line.startswith("rotator: attention: ")]
+    assert attention[0].startswith(f"rotator: attention: influxctl-database:{DB_POLICY}: managed token "
+                                   f"{sc.bootstrap_id}")
+    assert f"current token, {dead} at the issuer: the stores hold a token that no longer works" in attention[0]
+    assert f"`rotator rotate {DB_POLICY}` replaces it" in attention[0]
+    assert [line for line in attention if f"unmanaged token {unmanaged}" in line]
+    fake.revoke_db_token(unmanaged)
+    assert sc.cli("inventory", "--check").returncode == 4, "the dead current token alone is a finding"
+    assert sc.cli("rotate", DB_POLICY).returncode == 0
+    assert sc.cli("inventory", "--check").returncode == 0, "rotated: nothing left to find"
+    sc.assert_no_leak([sc.bootstrap_value, sc.mgmt_value, *(v["token"] for v in sc.versions())])
 
 
 # ---------------------------------------------------------------------------------- item 8: error text

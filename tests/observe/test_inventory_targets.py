@@ -180,3 +180,33 @@ def test_a_malformed_tls_table_is_a_config_error_naming_it(tmp_path, tls, words)
     text = f"{caught.value} {caught.value.hint}"
     assert words in text and f"--influxctl-profile {path}, profile 'prod'" in text
     assert value not in text
+
+
+# ---------------------------------------------------------------------------------- database tokens of a bare profile
+@pytest.mark.parametrize("product", ["clustered", "dedicated"])
+def test_a_bare_influxctl_profile_with_a_token_file_lists_its_database_tokens_too(tmp_path, fake_influxctl, capsys,
+                                                                                   product):
+    """`--influxctl-profile FILE --token-file F` always exited 2: the list-only settings of the database
+    tokens' issuer named no database to verify, so validation refused them (and blamed the profile);
+    and a Cloud Dedicated profile without `host` was refused, though listing, a management command,
+    never uses it. A policy's settings are still checked for both (tests/adapters/test_influxctl_database.py)."""
+    from rotator.runners.cli import main
+
+    fake = fake_influxctl.state
+    value, mgmt_id = fake.add_token("a person's management token")
+    db_value, db_id = fake.add_db_token("dashboards", {"read": ["db1"]})
+    token_file = tmp_path / "mgmt-token"
+    token_file.write_text(value + "\n")
+    # (write_profile gives a dedicated profile account_id and cluster_id, and no host)
+    path = write_profile(tmp_path / "config.toml", product=product, host="cluster.test.invalid",
+                         account_id=fake.account_id, cluster_id=fake.cluster_id)
+    assert ("host" in tomllib.loads(path.read_text())["profile"][0]) is (product == "clustered")
+    code = main(["inventory", "--no-policies", "--output", "json", "--influxctl-profile", str(path),
+                 "--token-file", str(token_file), "--influxctl", str(INFLUXCTL)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    tokens = {t["token_id"]: t for t in json.loads(out.out)["tokens"]}
+    assert (tokens[mgmt_id]["issuer"], tokens[mgmt_id]["class"]) == (f"influxctl-management:{path}:default",
+                                                                     "unmanaged")
+    assert (tokens[db_id]["issuer"], tokens[db_id]["class"]) == (f"influxctl-database:{path}:default", "unmanaged")
+    assert value not in out.out + out.err and db_value not in out.out + out.err

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -181,16 +181,16 @@ def test_secrets_the_run_has_no_time_for_are_reported_not_evaluated_and_left_alo
 
 
 class _RunsOutAfterOneRevocation:
-    """A Lambda context with plenty of time until the issuer has revoked a token, then 35 s: less than
-    the time kept (10 s) plus one influxctl call of the scene's policy (2 x (10 s + 5 s))."""
+    """A Lambda context with plenty of time until the issuer has revoked a token, then ``then_ms``
+    (35 s: less than the time kept, 10 s, plus one influxctl call of the scene's policy, 2 x (10 s + 5 s))."""
 
-    def __init__(self, scene: Scene) -> None:
-        self.scene = scene
+    def __init__(self, scene: Scene, then_ms: int = 35_000) -> None:
+        self.scene, self.then_ms = scene, then_ms
         self.revoked_before = len([t for t in scene.fake.state.tokens() if t["revoked_at"]])
 
     def get_remaining_time_in_millis(self) -> int:
         revoked = len([t for t in self.scene.fake.state.tokens() if t["revoked_at"]])
-        return 300_000 if revoked == self.revoked_before else 35_000
+        return 300_000 if revoked == self.revoked_before else self.then_ms
 
 
 def test_a_due_revocation_the_run_has_no_time_left_for_waits_for_the_next_run(scene, capsys, caplog):
@@ -240,3 +240,142 @@ def test_a_function_shorter_than_one_issuer_call_still_calls_it_and_says_what_to
     assert report["revoked"] == [due]
     assert "less than one call of its issuer may take (30 s)" in caplog.text
     assert "raise the function's timeout above 41 s" in caplog.text
+
+
+def _summary(caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
+    text = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("revoke-expired: {"))
+    return json.loads(text.removeprefix("revoke-expired: "))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("first", [0, 1], ids=["own-policy-first", "other-policy-first"])
+def test_a_secret_two_policies_name_is_evaluated_once_even_when_time_runs_out(scene, capsys, caplog, first):
+    """Two policies name one secret (one by its name, one by its ARN). The run evaluated it under the
+    first entry, then ran out of time at the second: begin() came before the check that the secret was
+    done, so the same secret was also reported `evaluated: false`, `compliant: false`, and the
+    invocation failed. Every secret is read first now: it is one secret, done once, and the run ends well."""
+    test_aws_lambda._add_policy(scene, "other", scene.arn, region=None, first=False)
+    due = _due(scene)
+    _hour_starting_with(scene, first, 2)
+    capsys.readouterr()
+    report = handle({"action": "revoke-expired"}, _RunsOutAfterOneRevocation(scene, then_ms=(_KEEP_S - 5) * 1000),
+                    config_path=scene.config, client=scene.client(), clock=scene.clock)  # fmt: skip
+    assert report["revoked"] == [due] and report["not_evaluated"] == []
+    (line,) = _compliance(capsys.readouterr().out).values()
+    assert (line["secret"], line["policy"], line["evaluated"], line["compliant"]) == (scene.arn, POLICY, True, True)
+    assert "not evaluated" not in caplog.text
+
+
+def test_a_secret_the_run_has_no_time_for_is_named_by_its_arn_as_the_others(scene, capsys, caplog):
+    """The compliance line of a secret the run evaluated names it by its ARN; the line of one it had no
+    time for named it as its store does (here by name): two series for one secret in CloudWatch, and a
+    `not_evaluated` list an ARN-keyed alarm never matches. Read first, each is named by its ARN."""
+    due = _due(scene)
+    dead, calls = _dead_cluster(scene)
+    dead_arn = scene.client().describe_secret(SecretId=dead)["ARN"]
+    assert dead_arn != dead
+    _hour_starting_with(scene, 1, 2)  # the scene's secret first, then the dead cluster's
+    capsys.readouterr()
+    with pytest.raises(TransientError, match=r"1 secret\(s\) not evaluated") as failed:
+        handle({"action": "revoke-expired"}, _RunsOutAfterOneRevocation(scene, then_ms=(_KEEP_S - 5) * 1000),
+               config_path=scene.config, client=scene.client(), clock=scene.clock)  # fmt: skip
+    assert f"({dead_arn})" in str(failed.value)
+    assert scene.fake.state.token_by_id(due)["revoked_at"] is not None
+    lines = _compliance(capsys.readouterr().out)
+    assert set(lines) == {scene.arn, dead_arn}
+    assert lines[scene.arn]["evaluated"] is True
+    assert (lines[dead_arn]["evaluated"], lines[dead_arn]["compliant"], lines[dead_arn]["policy"]) == (
+        False, False, "cluster-a")
+    assert _summary(caplog)["not_evaluated"] == [dead_arn]
+    assert f"revoke-expired: secret {dead_arn} not evaluated: out of time" in caplog.text
+    assert not calls.exists(), "no issuer call for the secret not evaluated"
+
+
+def _another_secret(scene: Scene, policy: str) -> str:
+    """A second secret, a policy of its own (the scene's, renamed) after the scene's, bootstrapped with a
+    person's token and rotated once by the function: that token is recorded for revocation. Its id."""
+    from rotator.adapters.aws.secretsmanager import AwsSecretsManagerSettings, AwsSecretsManagerStore
+    from rotator.core.contracts import AdapterContext
+    from tests.runners.test_aws_lambda import STEPS, Context, _add_policy, _start_rotation
+
+    name = f"tests/lambda-{policy}-{uuid.uuid4().hex[:8]}"
+    _add_policy(scene, policy, name, first=False)
+    value, token_id = scene.fake.state.add_token(f"{policy}: created by a human for bootstrap")
+    scene.values.add(value)
+    record = TokenRecord(Secret(value), token_id, "influxctl-management", policy, scene.clock.now(), None)
+    settings = AwsSecretsManagerSettings(secret_id=name, region=scene.aws.region, endpoint_url=scene.aws.url)
+    store = AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=policy),
+                                               client_factory=lambda s, p: scene.client())  # fmt: skip
+    store.publish(record, None)
+    scene.client().tag_resource(SecretId=name, Tags=[{"Key": "rotator:policy", "Value": policy}])
+    arn = scene.client().describe_secret(SecretId=name)["ARN"]
+    version = str(uuid.uuid4())
+    _start_rotation(scene.aws, name, version)
+    for step in STEPS:
+        handle({"Step": step, "SecretId": arn, "ClientRequestToken": version}, Context(), config_path=scene.config,
+               client=scene.client(), clock=scene.clock)  # fmt: skip
+    assert f"rotator:revoke:{token_id}" in {t["Key"] for t in scene.client().describe_secret(SecretId=name)["Tags"]}
+    return token_id
+
+
+class _HangingRevokes(_LambdaClock):
+    """The scene's time, in which each call the influxctl wrapper recorded in ``calls`` took ``hang``
+    seconds: a revoke that hangs until it is killed (the time passes during the call, not in a wait)."""
+
+    def __init__(self, clock: FakeClock, seconds: float, calls: Path, hang: float) -> None:
+        super().__init__(clock, seconds)
+        self.calls, self.hang = calls, hang
+
+    def now(self) -> datetime:
+        hung = len(self.calls.read_text().split()) if self.calls.exists() else 0
+        return super().now() + timedelta(seconds=self.hang * hung)
+
+
+def test_a_secret_whose_revokes_hang_after_a_listing_stops_at_its_share_of_the_time(scene, capsys, caplog):
+    """Review item E: a secret's issuer lists, then every revoke hangs until it is killed. The secret
+    may start no issuer call once its share of the invocation's time is used (its first call excepted);
+    without that rule each of its due tokens started one more hanging revoke until too little was left
+    for anyone, and the next secret's revocation was never tried. Here: 110 s left, 10 s kept, two
+    secrets (a share of 50 s each), a hanging revoke costs 30 s (2 x (10 s + 5 s), the issuer's
+    longest call). The first token's revoke and its retry use the share; the second token waits for
+    the next run; the other secret, with 40 s left, is revoked."""
+    other_due = _another_secret(scene, "other")
+    scene.rotate()
+    scene.rotate()  # two records on the scene's secret: the bootstrapped token and the first rotation's
+    scene.clock.advance(GRACE + timedelta(seconds=1))
+    records = sorted(k.removeprefix("rotator:revoke:") for k in scene.tags() if k.startswith("rotator:revoke:"))
+    assert len(records) == 2
+    calls = scene.dir / "hanging-revokes"
+    wrapper = scene.dir / "influxctl-revokes-hang"
+    wrapper.write_text(f"""#!/bin/sh
+for arg in "$@"; do
+  if [ "$arg" = revoke ]; then
+    echo x >> '{calls}'
+    echo 'Error: rpc error: code = DeadlineExceeded desc = context deadline exceeded' >&2
+    exit 1
+  fi
+done
+exec '{test_aws_lambda.FAKE_INFLUXCTL}' "$@"
+""")
+    wrapper.chmod(0o755)
+    text = scene.config.read_text()
+    own = f"influxctl = {json.dumps(str(test_aws_lambda.FAKE_INFLUXCTL))}"
+    assert text.count(own) == 2 and text.index(f'name = "{POLICY}"') < text.index('name = "other"')
+    scene.config.write_text(text.replace(own, f"influxctl = {json.dumps(str(wrapper))}", 1))  # the scene's policy
+    write_bundle(scene.config)
+    _hour_starting_with(scene, 0, 2)  # the scene's secret first
+    clock = _HangingRevokes(scene.clock, 110, calls, hang=30)
+    capsys.readouterr()
+    with pytest.raises(TransientError, match="revoke-expired: 1 failure") as failed:
+        handle({"action": "revoke-expired"}, _ClockContext(clock), config_path=scene.config, client=scene.client(),
+               clock=clock)  # fmt: skip
+    assert "1 due revocation(s) not tried" in str(failed.value)
+    assert scene.fake.state.token_by_id(other_due)["revoked_at"] is not None, "the other secret's token is revoked"
+    assert len(calls.read_text().split()) == 2, "one token's revoke and its retry: then its share was used"
+    assert all(scene.fake.state.token_by_id(t)["revoked_at"] is None for t in records)
+    assert sorted(k.removeprefix("rotator:revoke:") for k in scene.tags() if k.startswith("rotator:revoke:")) \
+        == records, "both records kept for the next run"
+    summary = _summary(caplog)
+    assert summary["revoked"] == [other_due] and len(summary["failed"]) == 1 and len(summary["deferred"]) == 1
+    lines = _compliance(capsys.readouterr().out)
+    assert len(lines) == 2 and all(line["evaluated"] for line in lines.values())
+    assert clock.now() <= clock.end - timedelta(seconds=_KEEP_S), "the time kept for the results is untouched"

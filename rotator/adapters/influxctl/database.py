@@ -64,7 +64,12 @@ from rotator.core.credentials import SETTINGS_CONFIG
 from rotator.core.errors import PermanentError, TransientError
 from rotator.core.secret import Secret
 
-__all__ = ["DatabasePermissions", "InfluxctlDatabaseIssuer", "InfluxctlDatabaseSettings"]
+__all__ = [
+    "DatabasePermissions",
+    "InfluxctlDatabaseIssuer",
+    "InfluxctlDatabaseListingSettings",
+    "InfluxctlDatabaseSettings",
+]
 
 logger = logging.getLogger("rotator.adapters.influxctl")
 
@@ -233,6 +238,21 @@ class InfluxctlDatabaseSettings(InfluxctlSettings):
         database = self.database or self._default_database()
         assert database is not None  # guaranteed by _verifiable
         return database
+
+
+@dataclass(frozen=True, kw_only=True)
+class InfluxctlDatabaseListingSettings(InfluxctlDatabaseSettings):
+    """Settings of an issuer that only lists database tokens: ``rotator inventory``'s bare
+    ``--influxctl-profile`` target, never a policy (whose model stays :class:`InfluxctlDatabaseSettings`).
+
+    Listing is a management command (``influxctl token list``): Cloud Dedicated is reached through the
+    account and cluster ids without ``host``, and no database is queried. The checks that serve
+    verification (:meth:`InfluxctlDatabaseSettings._verifiable`) do not apply; every other check does.
+    ``permissions`` and ``database`` are placeholders: an issuer built with these settings only lists.
+    """
+
+    def _verifiable(self) -> None:
+        """Nothing is verified with these settings."""
 
 
 class InfluxctlDatabaseIssuer(InfluxctlIssuer[InfluxctlDatabaseSettings]):
