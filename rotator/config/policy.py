@@ -599,14 +599,17 @@ def _build_policy(
     verify_timeout = spec.verify_timeout if spec.verify_timeout is not None else defaults.verify_timeout
     lifetime = spec.lifetime
     if schedule is not None:
-        needed = schedule.longest_gap + grace  # the interval + the longest wait for the window
+        # The interval + how much later than due a window lets a rotation happen (up to a day:
+        # Window.max_delay) + grace: a token lives at least that long after it is minted.
+        needed = schedule.longest_gap + grace
         if lifetime is None:
             lifetime = needed + margin
         elif lifetime <= needed:
+            waits = " + the window's wait (up to 1d)" if schedule.window is not None else ""
             problems.append(
                 Problem(
                     f"{where}.lifetime",
-                    "is not longer than schedule interval + grace: tokens would expire while still in use",
+                    f"is not longer than schedule interval{waits} + grace: tokens would expire while still in use",
                     f"raise lifetime above {format_duration(needed)} or shorten schedule/grace",
                 )
             )

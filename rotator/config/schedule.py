@@ -7,7 +7,10 @@ fire-time maths is delegated to APScheduler's CronTrigger, imported only when a 
 
 A schedule may carry a *window* (``02:00-04:00`` UTC): a rotation that falls due outside it waits
 for the next occurrence of the window, and lands at a random moment inside it. The randomness is
-seeded by the last rotation, so every replica and every restart computes the same moment.
+seeded by the last rotation, so every replica and every restart computes the same moment. An
+interval schedule counts from the opening of the window the last rotation happened in, not from its
+random moment (:meth:`Schedule.next_due`): counted from the moment, each rotation would be drawn
+later than the last, pile up at the window's end and then skip a day.
 """
 
 from __future__ import annotations
@@ -109,8 +112,14 @@ class Window:
 
     @property
     def max_delay(self) -> timedelta:
-        """The longest a rotation that fell due can wait for the window to open."""
-        return _DAY - self.length
+        """A bound on how much later than its nominal due time a rotation happens: 24 hours.
+
+        Not the wait for the window to open (``24h - length``): a rotation lands anywhere up to the
+        *end* of the first occurrence that ends after its due time (:func:`window_time`), and a due
+        time just after the window closed waits a whole day for that end. The lifetime check
+        (Schedule.longest_gap) counts this bound, so a token never expires while current.
+        """
+        return _DAY
 
     def occurrence(self, moment: datetime) -> tuple[datetime, datetime]:
         """The first occurrence ``[begin, end)`` of the window that ends after ``moment``."""
@@ -125,6 +134,12 @@ class Window:
     def contains(self, moment: datetime) -> bool:
         begin, _ = self.occurrence(moment)
         return begin <= moment
+
+    def last_opening(self, moment: datetime) -> datetime:
+        """When the window last opened at or before ``moment`` (the start of the occurrence that
+        holds it, or of the one that closed last)."""
+        begin, _ = self.occurrence(moment)
+        return begin if begin <= moment else begin - _DAY
 
 
 def parse_window(text: str) -> Window:
@@ -143,15 +158,18 @@ def parse_window(text: str) -> Window:
     return Window(text.strip(), start, end)
 
 
-def window_time(due: datetime, window: Window, seed: str) -> datetime:
+def window_time(due: datetime, window: Window, seed: str, within: timedelta | None = None) -> datetime:
     """When a rotation nominally ``due`` happens: at or after ``due``, inside ``window``.
 
-    It lands at a random moment between ``max(due, window opens)`` and the window's end, in the
-    first occurrence of the window that ends after ``due``. The randomness comes from ``seed``
-    alone, so the same inputs always give the same moment (replicas and restarts agree).
+    It lands at a random moment between ``max(due, window opens)`` and the window's end (or
+    ``within`` after that start, if sooner), in the first occurrence of the window that ends after
+    ``due``. The randomness comes from ``seed`` alone, so the same inputs always give the same
+    moment (replicas and restarts agree).
     """
     begin, end = window.occurrence(due)
     start = max(begin, due)
+    if within is not None:
+        end = min(end, start + within)
     span_us = (end - start) // timedelta(microseconds=1)
     offset_us = int(random.Random(seed).random() * span_us)
     return start + timedelta(microseconds=offset_us)
@@ -168,25 +186,54 @@ class Schedule:
 
     @property
     def longest_gap(self) -> timedelta:
-        """The longest a token can stay current: the interval plus the longest wait for the window."""
+        """The longest a token can stay current: more than the time between two rotations.
+
+        The interval, plus with a window the bound on how much later than nominally due a rotation
+        happens (:attr:`Window.max_delay`, 24 hours; tests/config/test_window_lifetime.py checks it
+        over years of simulated rotations).
+        """
         return self.interval + (self.window.max_delay if self.window is not None else timedelta(0))
 
     def next_due(self, last_rotation: datetime | None, now: datetime) -> datetime:
         """When the next rotation is due: ``now`` when never rotated.
 
-        With a window, the nominal due time moves into the window (see :func:`window_time`),
-        seeded by the last rotation's time so that every caller computes the same moment.
+        With a window, the due time moves into the window (see :func:`window_time`), seeded by the
+        last rotation's time so that every caller computes the same moment. An interval (or
+        ``rate()``) schedule at least as long as the window counts from the opening of the window
+        the last rotation happened in: from ``last_rotation - min(time since that opening, window
+        length)``. Its rotations then stay spread over the whole window, one per interval, where
+        counting from each random moment would draw every rotation later than the last, pile them
+        up at the window's end and then skip a day. Two rotations may be up to the window's length
+        less than the interval apart. A shorter interval fits several rotations in one occurrence:
+        one that falls due while the window is open happens at its due time, one that falls due
+        while the window is closed at a random moment of the first interval of the next occurrence
+        (the next ones follow an interval apart: as many as fit, spread over the whole window).
+
         :class:`NoNextDue` for a cron schedule that never fires after ``now``, rotated or not.
         """
         if last_rotation is None:
             if self.cron is not None and _can_end(self.cron):
                 _cron_next(self.cron, now - timedelta(seconds=1))  # its years have passed: NoNextDue
             return now
-        due = last_rotation + self.interval if self.cron is None else _cron_next(self.cron, last_rotation)
-        if self.window is None:
-            return due
-        seed = f"{self.text}|{self.window.text}|{last_rotation.astimezone(UTC).isoformat()}"
-        return window_time(due, self.window, seed)
+        window = self.window
+        within: timedelta | None = None
+        if self.cron is not None:
+            due = _cron_next(self.cron, last_rotation)  # fire times are fixed times of day: nothing drifts
+            if window is None:
+                return due
+        elif window is None or self.interval < window.length:
+            due = last_rotation + self.interval
+            if window is None or window.contains(due):
+                return due
+            within = self.interval
+        else:
+            # Anchored on the window's opening. A rotation outside every window (a bootstrap, an overdue
+            # rotation, a run that published just after the window closed) counts from at most one
+            # window length before it: never less than interval - length after it.
+            since_opening = last_rotation - window.last_opening(last_rotation)
+            due = last_rotation + self.interval - min(since_opening, window.length)
+        seed = f"{self.text}|{window.text}|{last_rotation.astimezone(UTC).isoformat()}"
+        return window_time(due, window, seed, within)
 
     def with_window(self, window: Window | None) -> Schedule:
         return Schedule(self.text, self.interval, self.cron, window)

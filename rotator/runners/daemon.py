@@ -36,11 +36,15 @@ planned run and, under it, checks that the last successful run is still the one 
 from (after recovering an interrupted run), so two replicas never rotate one due time twice.
 
 Liveness means progress. A watchdog thread knows when the scheduler last finished a pass and
-how long each run has been going; a pass older than ``max(60 s, 3 sweeps)`` or a run older
-than ``max(2 x lease_ttl, 10 s)`` (a run past its lease cannot legitimately go on) makes
-``/healthz`` and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts
-a wedged daemon. On the way into a stall it dumps every thread's stack to stderr (faulthandler: no
-lock, no logging, works when logging itself is wedged); SIGUSR2 dumps them on demand. A journal
+when each run last made progress: took, confirmed, renewed or released its policy's lease (the
+engine confirms it before every side effect and between the tries of a verify; the journal the
+engines get, :class:`_ProgressJournal`, tells the watchdog). A pass older than ``max(60 s, 3
+sweeps)``, or a run without progress for ``max(2 x lease_ttl, 2 x retry max_delay, 10 s)`` (past
+its lease, which it cannot legitimately outlive), makes ``/healthz`` and ``/readyz`` answer 503 and
+``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged daemon; a long run that keeps
+confirming its lease (a verify waiting minutes for a new token to work) is not stuck. On the way
+into a stall it dumps every thread's stack to stderr (faulthandler: no lock, no logging, works
+when logging itself is wedged); SIGUSR2 dumps them on demand. A journal
 that lost durability (a failed flush of the SQLite WAL, which only opening the journal again
 clears) fails ``/healthz`` too, and the daemon stops by itself with exit status
 EXIT_JOURNAL_LOST, which systemd's Restart=on-failure restarts as well.
@@ -81,7 +85,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from rotator.config.daemon_config import DaemonSettings, parse_listen
 from rotator.config.policy import Config, Policy, PolicyFileError, load_config
@@ -231,6 +235,73 @@ def _journal_left_behind(path: Path, config: Config) -> None:
              f"are relative to the link's directory, {path.parent}, as for every other rotator command")
 
 
+class _ProgressJournal:
+    """The journal as the daemon's engines see it: the same object, except that every lease call of
+    a policy (taken, confirmed, renewed, released) is reported as progress of that policy's job, once
+    it returns. The engine confirms its lease before each side effect and between the tries of a
+    verify, so a job that goes on doing its work keeps reporting progress however long it lasts, and
+    one stuck in a call stops (the watchdog, :meth:`Daemon.progress`)."""
+
+    def __init__(self, journal: Journal, progressed: Callable[[str], None]) -> None:
+        self._journal = journal
+        self._progressed = progressed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+    def acquire_lease(self, policy: str, *args: Any, **kwargs: Any) -> int:
+        try:
+            return self._journal.acquire_lease(policy, *args, **kwargs)
+        finally:
+            self._progressed(policy)
+
+    def take_over_lease(self, policy: str, *args: Any, **kwargs: Any) -> int:
+        try:
+            return self._journal.take_over_lease(policy, *args, **kwargs)
+        finally:
+            self._progressed(policy)
+
+    def confirm_lease(self, policy: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            self._journal.confirm_lease(policy, *args, **kwargs)
+        finally:
+            self._progressed(policy)
+
+    def release_lease(self, policy: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            self._journal.release_lease(policy, *args, **kwargs)
+        finally:
+            self._progressed(policy)
+
+
+#: How long the start waits for the run threads to start (_started_pool).
+POOL_START_S = 30.0
+
+
+def _started_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A ThreadPoolExecutor whose ``workers`` threads all run already: it never starts one later.
+
+    ThreadPoolExecutor starts a thread in submit() while it has fewer than ``max_workers`` and none
+    idle. When that thread cannot start (RuntimeError "can't start new thread": a pids or TasksMax
+    limit reached), submit() raises after it queued the job, which a running thread then runs
+    anyway, outside the daemon's one-job-per-policy guard. Here every thread is asked for at once,
+    each waiting for the others, so none is idle when the next is asked for; a limit reached now
+    fails the start instead of a rotation later."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotator-run")
+    gate = threading.Barrier(workers + 1)
+    try:
+        for _ in range(workers):
+            pool.submit(gate.wait, POOL_START_S)
+        gate.wait(POOL_START_S)
+    except (RuntimeError, threading.BrokenBarrierError) as exc:
+        gate.abort()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise RotatorError(f"cannot start the {workers} run threads: {type(exc).__name__}: {exc}",
+                           hint="raise the process's thread limit (systemd TasksMax=, the container's pids limit) "
+                                "or lower [daemon] workers") from None
+    return pool
+
+
 # ---------------------------------------------------------------------------------- the daemon
 @dataclass
 class _Track:
@@ -335,6 +406,9 @@ class Daemon:
         # time in this process, which must not jump with the wall clock or stop with a FakeClock.
         #: policy -> when its job started (time.monotonic), for the watchdog
         self._job_started: dict[str, float] = {}
+        #: policy -> when its job last made progress (time.monotonic): its start, then every lease call
+        #: it made (_ProgressJournal); the watchdog judges a job by this, not by its age
+        self._job_progress: dict[str, float] = {}
         self._stalled = False
         #: (ok, detail, time.monotonic of the answer) of the last journal check
         self._journal_check: tuple[bool, str, float] = (True, "not checked yet", time.monotonic())
@@ -365,6 +439,8 @@ class Daemon:
         self._journal_url = self.loaded.config.journal_url()
         _journal_left_behind(self.path, self.loaded.config)  # before open_journal() makes a new one
         self.journal: Journal = open_journal(self._journal_url)
+        #: what the engines get: the journal, reporting their lease calls as progress (the watchdog)
+        self._engine_journal = cast(Journal, _ProgressJournal(self.journal, self._progressed))
         self.metrics: Metrics = Metrics()
         self.metrics.watch_state_text(self.snapshot)
         self.metrics.watch_live(self.live_snapshot)
@@ -379,8 +455,7 @@ class Daemon:
                            "(lease_ttl) instead of taken over at once; allow that file to be read")
         self._next_sweep = self.clock.now()
         self._next_watch = self.clock.now() + self.settings.watch_interval
-        self._executor = self._executor_given or concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.settings.workers, thread_name_prefix="rotator-run")
+        self._executor = self._executor_given or _started_pool(self.settings.workers)
         self.health = None
         if self._serve_http:
             from rotator.observe.health import HealthServer
@@ -699,7 +774,10 @@ class Daemon:
         return target
 
     def _maybe_inventory(self, now: datetime, interval: timedelta) -> datetime:
-        """Start an inventory (rotator_tokens) on a thread of its own when due; return the next due time."""
+        """Start an inventory (rotator_tokens) on a thread of its own when due; return when the pass
+        should look again. An inventory that outlives its interval (slow or unreachable issuers) is
+        not waited for in a loop: the pass looks again an interval later, or when it ends
+        (_run_inventory wakes the loop), and the next one starts then."""
         due = self._next_inventory or now
         running = self._inventory_thread is not None and self._inventory_thread.is_alive()
         if now >= due and not running and not self._stopping:
@@ -707,9 +785,17 @@ class Daemon:
             self._inventory_thread = threading.Thread(target=self._run_inventory, name="rotator-inventory",
                                                       daemon=True)
             self._inventory_thread.start()
+        elif now >= due:
+            return now + interval  # still running (a due time in the past would make every pass the next)
         return due
 
     def _run_inventory(self) -> None:
+        try:
+            self._inventory()
+        finally:
+            self.wakeup()  # the next inventory may be due already (this one outlived its interval)
+
+    def _inventory(self) -> None:
         from rotator.observe.inventory import policy_targets, take_inventory
 
         try:
@@ -825,6 +911,12 @@ class Daemon:
         publication of each policy (``full``) or the publications since the last read (a sweep).
         Plans again the policies whose view changed."""
         since = None if full or self._watermark is None else self._watermark - WATERMARK_MARGIN
+        with self._lock:
+            # A job running now may commit after the overview below is read, and its own refresh
+            # (_refresh, in its thread) may then land before this applies the overview: in a view
+            # that a full load replaces, or in one it overwrites with what it read before the
+            # commit. Those policies are read again once the overview is applied.
+            running = {name for name, (kind, _) in self._busy.items() if kind != "credentials"}
         try:
             overview = self.journal.overview(self.clock.now(), since)
         except RotatorError:
@@ -860,6 +952,9 @@ class Daemon:
         self._eventful = current
         for name in (views.keys() if full else touched):
             self._plan(name)
+        for name in sorted(running & views.keys()):
+            self._refresh(name)
+            self._plan(name)
         return overview
 
     def _refresh(self, name: str) -> None:
@@ -892,10 +987,19 @@ class Daemon:
             self._busy[name] = (kind, future)
         try:
             future = self._executor.submit(self._job, name, engine, kind, kwargs)
-        except RuntimeError:  # the executor is shutting down
+        except RuntimeError as exc:
             with self._lock:
                 self._busy.pop(name, None)
                 self._job_started.pop(name, None)
+                self._job_progress.pop(name, None)
+            if self._stopping:
+                return  # the executor is shutting down
+            # Not shutting down: no thread for it now (a broken pool; ours starts its threads at start()).
+            # The policy's queue entry is gone and no job end plans it again: it is queued again here.
+            logger.error("policy %s: cannot start its %s job, trying again in %.0fs: %s", name, kind, TICK_RETRY,
+                         REDACTOR.redact(str(exc)) or type(exc).__name__)
+            self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(seconds=TICK_RETRY)
+            self._plan(name)
             return
         with self._lock:
             if name in self._busy:
@@ -906,21 +1010,33 @@ class Daemon:
         with self._lock:
             self._busy.pop(name, None)
             self._job_started.pop(name, None)
+            self._job_progress.pop(name, None)
             # One wake-up until the next pass takes the set: the jobs that end meanwhile ride on it
             # (a burst of jobs makes a pass per batch of ended jobs, not one per job).
             first = not self._replan
             self._replan.add(name)
+        if name not in self._engines:
+            # A reload removed the policy while this job ran: what the job counted since (a failure's
+            # series and backoff, a success's) goes too, as the reload's own forgetting did before.
+            self._forget(name)
         state = self._views.get(name)
         if state is not None:
             state.state = None  # lease_held_here changed
         if first:
             self.wakeup()
 
+    def _forget(self, name: str) -> None:
+        """Drop what this process keeps of a policy that left the configuration (its series, its backoff)."""
+        self._tracks.pop(name, None)
+        self._planned.pop(name, None)
+        self._credential_pause.pop(name, None)
+        self.metrics.forget(name)
+
     def _job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
         # Running from now: a job that waited for a free worker held nothing and was not stuck (the
-        # watchdog's "stuck" is a running job older than its limit).
+        # watchdog's "stuck" is a running job without progress for longer than its limit).
         with self._lock:
-            self._job_started[name] = time.monotonic()
+            self._job_started[name] = self._job_progress[name] = time.monotonic()
         log = logging.LoggerAdapter(logger, {"policy": name})
         try:
             if kind == "rotate":
@@ -1077,18 +1193,31 @@ class Daemon:
         return out
 
     # -- watchdog ---------------------------------------------------------------------------
+    def _progressed(self, name: str) -> None:
+        """A job of ``name`` made progress (a lease call returned: _ProgressJournal)."""
+        with self._lock:
+            if name in self._job_progress:
+                self._job_progress[name] = time.monotonic()
+
     def progress(self) -> tuple[bool, dict[str, Any]]:
-        """``(stalled, detail)``: has the scheduler, and every run, made progress recently?"""
+        """``(stalled, detail)``: has the scheduler, and every run, made progress recently?
+
+        A run is stuck when it made no progress (:meth:`_progressed`: it took, confirmed or renewed
+        its lease) for longer than twice the lease's TTL: it is past its lease then, which it cannot
+        legitimately outlive, even waiting between two tries of a step (up to ``retry.max_delay``).
+        Its age alone says nothing: a verify may wait minutes for a new token, confirming its lease
+        between tries."""
         now = time.monotonic()
         pass_age = now - self._heartbeat
         pass_limit = max(60.0, 3 * self.settings.sweep_interval.total_seconds())
-        run_limit = max(10.0, 2 * self.loaded.config.settings.lease_ttl.total_seconds())
+        settings = self.loaded.config.settings
+        run_limit = max(10.0, 2 * settings.lease_ttl.total_seconds(), 2 * settings.retry.max_delay.total_seconds())
         with self._lock:
-            runs = {name: (self._busy[name][0], now - started) for name, started in self._job_started.items()
-                    if name in self._busy}
-        stuck = {name: {"job": kind, "running_s": round(age, 1)} for name, (kind, age) in runs.items()
-                 if age > run_limit}
-        oldest = max((age for _, age in runs.values()), default=0.0)
+            runs = {name: (self._busy[name][0], now - started, now - self._job_progress.get(name, started))
+                    for name, started in self._job_started.items() if name in self._busy}
+        stuck = {name: {"job": kind, "running_s": round(age, 1), "no_progress_s": round(idle, 1)}
+                 for name, (kind, age, idle) in runs.items() if idle > run_limit}
+        oldest = max((idle for _, _, idle in runs.values()), default=0.0)
         stalled = pass_age > pass_limit or bool(stuck)
         detail: dict[str, Any] = {"last_pass_s_ago": round(pass_age, 1),
                                   "progress_s_ago": round(max(pass_age, oldest), 1), "stalled": stalled}
@@ -1195,7 +1324,7 @@ class Daemon:
                 engines[policy.name] = kept
                 continue
             try:
-                engines[policy.name] = self._engine_factory(policy, config, self.journal, self.on_event)
+                engines[policy.name] = self._engine_factory(policy, config, self._engine_journal, self.on_event)
             except RotatorError:
                 raise
             except Exception as exc:
@@ -1296,9 +1425,7 @@ class Daemon:
             self._full_load_wanted = True
             self._next_sweep = self.clock.now()
         for name in removed:
-            self._tracks.pop(name, None)
-            self._planned.pop(name, None)
-            self.metrics.forget(name)
+            self._forget(name)  # (a job of it still running forgets again when it ends: _done)
         self._note_loaded()
         if full:
             logger.info("reloaded %s (%s): %d policies, the adapters of every one built again", self.path, reason,
