@@ -84,5 +84,9 @@ class SystemdNotify:
         now = time.monotonic()
         if now - self._last_ping < self.watchdog_s:
             return False
-        self._last_ping = now
-        return self.send("WATCHDOG=1")
+        # Stamped only when sent: a ping that failed (a full socket buffer) is tried again at the next
+        # pass, not half a WatchdogSec later, which with one more lost ping could miss the deadline.
+        sent = self.send("WATCHDOG=1")
+        if sent:
+            self._last_ping = now
+        return sent

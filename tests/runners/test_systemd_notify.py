@@ -111,3 +111,20 @@ def test_outside_systemd_or_with_a_bad_socket_nothing_is_raised(
         assert gone.send("READY=1") is False
         assert gone.send("WATCHDOG=1") is False
     assert caplog.text.count("cannot notify systemd") == 1, "said once, not at every ping"
+
+
+def test_a_ping_that_could_not_be_sent_is_tried_again_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed ping was stamped as sent: the next one waited half a WatchdogSec more, and one more lost
+    datagram then left systemd a whole WatchdogSec without a ping (it kills the daemon)."""
+    path = tmp_path / "notify"
+    notify = _under_systemd(monkeypatch, str(path), os.getpid())
+    assert notify.ping() is False, "nobody listens yet: the datagram cannot be sent"
+    sock = notify_socket(path)  # systemd's socket is back
+    try:
+        sock.settimeout(2)
+        assert notify.ping() is True, "tried again at the next pass, not half a WatchdogSec later"
+        assert sock.recv(4096) == b"WATCHDOG=1"
+        assert notify.ping() is False, "a ping that was sent is not repeated before half of WatchdogSec"
+    finally:
+        sock.close()
