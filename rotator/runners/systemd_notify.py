@@ -28,6 +28,9 @@ _ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 class SystemdNotify:
     """The daemon's channel to systemd: the socket address and the watchdog interval, if any."""
 
+    #: the longest one notification may wait for room in systemd's socket queue
+    send_timeout_s = 1.0
+
     def __init__(self, address: str | None, watchdog_s: float | None) -> None:
         self.address = address
         #: how often to send WATCHDOG=1 (half of WatchdogSec=, as sd_watchdog_enabled(3) advises);
@@ -68,6 +71,9 @@ class SystemdNotify:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | getattr(socket, "SOCK_CLOEXEC", 0)) as sock:
+                # A datagram to a socket whose queue is full blocks (systemd not reading: a hung PID 1, a
+                # flood): bounded, the watchdog thread goes on and tries again at its next pass.
+                sock.settimeout(self.send_timeout_s)
                 sock.connect(self.address)
                 sock.sendall(message.encode())
         except OSError as exc:
@@ -84,8 +90,9 @@ class SystemdNotify:
         now = time.monotonic()
         if now - self._last_ping < self.watchdog_s:
             return False
-        # Stamped only when sent: a ping that failed (a full socket buffer) is tried again at the next
-        # pass, not half a WatchdogSec later, which with one more lost ping could miss the deadline.
+        # Stamped only when sent: a ping that failed (nobody listening, a queue full past send_timeout_s)
+        # is tried again at the next pass, not half a WatchdogSec later, which with one more lost ping
+        # could miss the deadline.
         sent = self.send("WATCHDOG=1")
         if sent:
             self._last_ping = now

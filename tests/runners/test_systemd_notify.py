@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -128,3 +129,27 @@ def test_a_ping_that_could_not_be_sent_is_tried_again_at_once(
         assert notify.ping() is False, "a ping that was sent is not repeated before half of WatchdogSec"
     finally:
         sock.close()
+
+
+def test_a_notification_to_a_socket_whose_queue_is_full_gives_up_instead_of_blocking(
+        listener: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemd not reading its socket: a blocking datagram send waited for room for ever, and the daemon's
+    watchdog thread with it (no more pings, no more readiness or status)."""
+    _sock, path = listener  # bound, never read
+    notify = _under_systemd(monkeypatch, path, os.getpid())
+    monkeypatch.setattr(SystemdNotify, "send_timeout_s", 0.2)
+    outcome: list[tuple[int, bool, float]] = []
+
+    def fill_then_ping() -> None:
+        sent = 0
+        while sent < 100_000 and notify.send("STATUS=" + "x" * 1000):  # until a send gives up
+            sent += 1
+        started = time.monotonic()
+        outcome.append((sent, notify.send("WATCHDOG=1"), time.monotonic() - started))
+
+    thread = threading.Thread(target=fill_then_ping, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "a send blocked for room in the full queue"
+    [(sent, pinged, took)] = outcome
+    assert sent < 100_000 and pinged is False and took < 2, outcome
