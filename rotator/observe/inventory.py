@@ -305,21 +305,17 @@ def _facts(journal: Journal, policies: Iterable[Policy]) -> _Facts:
 
 
 def _as_listed(kind: str, token_id: str) -> str:
-    """The id under which an issuer of ``kind`` lists the token the journal records as ``token_id``.
+    """The id under which an issuer of ``kind`` lists the token the journal records as ``token_id``:
+    the issuer's ``listed_token_id`` if it has one, else the same id.
 
-    The same id, but for InfluxDB 3's operator token: rotator recorded its generations as
-    ``_admin@<16 hex digits>`` of the value's hash before, and system.tokens shows 9
-    (:func:`rotator.adapters.http.influxdb3.operator_token_id`, the issuer's own rule: the first 9
-    digits are the generation). Unmapped, the live operator token of such a journal would be listed as
-    a token of no policy, and its current id as gone."""
-    if kind != "influxdb3":
-        return token_id
-    from rotator.adapters.http.influxdb3 import OPERATOR, operator_token_id  # (loaded already: a policy uses it)
+    InfluxDB 3 has one: rotator recorded its operator token generations as ``_admin@<16 hex digits>``
+    of the value's hash before, and system.tokens shows 9. Unmapped, the live operator token of such
+    a journal would be listed as a token of no policy, and its current id as gone. (Through the
+    registry: this module imports no adapter, tests/core/test_layout.py.)"""
+    from rotator.config import registry
 
-    name, _, digest = token_id.partition("@")
-    if name != OPERATOR or not re.fullmatch(r"[0-9a-f]{16}", digest):
-        return token_id
-    return operator_token_id(digest)
+    listed = getattr(registry.load("issuer", kind), "listed_token_id", None)
+    return str(listed(token_id)) if listed is not None else token_id
 
 
 class _Classifier:
@@ -812,10 +808,11 @@ _URL_HINT = ("give --url as the bare address, e.g. https://influxdb.example.com:
 
 
 def _bare_issuer(kind: str, settings: Mapping[str, Any], locate: _Locate,
-                 model: type[Any] | None = None) -> tuple[Issuer, str]:  # fmt: skip
+                 listing: bool = False) -> tuple[Issuer, str]:  # fmt: skip
     """The issuer of a bare target, and its cluster or instance (:func:`_where_key`; "": it names none).
 
-    ``model``: the settings type to validate with, a list-only one of the issuer's (default: its own)."""
+    ``listing``: validate with the issuer's list-only settings (``listing_settings_model``, when it has
+    one: no check that only verification needs), not those of a policy."""
     from pathlib import Path
 
     from pydantic import ValidationError
@@ -827,6 +824,7 @@ def _bare_issuer(kind: str, settings: Mapping[str, Any], locate: _Locate,
 
     cls = registry.load("issuer", kind)
     try:
+        model = getattr(cls, "listing_settings_model", None) if listing else None
         validated = validate_settings(model or cls.settings_model, dict(settings))
     except ValidationError as exc:
         # Never str(exc): pydantic quotes the input, and a URL's password or a token may be in it. One
@@ -977,10 +975,8 @@ def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str 
         mgmt, where = _bare_issuer("influxctl-management", {**common, "auth": auth}, locate)
         targets.append(Target(f"influxctl-management:{label}", "influxctl-management", [(None, mgmt, lambda: None)],
                               where))  # fmt: skip
-        from rotator.adapters.influxctl.database import InfluxctlDatabaseListingSettings
-
         db, where = _bare_issuer("influxctl-database", {**common, "auth": auth, **_LIST_ONLY["influxctl-database"]},
-                                 locate, InfluxctlDatabaseListingSettings)  # fmt: skip
+                                 locate, listing=True)  # fmt: skip
         targets.append(Target(f"influxctl-database:{label}", "influxctl-database", [(None, db, lambda: None)], where))
     elif isinstance(mgmt_value, str) and mgmt_value:
         secret = Secret(mgmt_value)

@@ -296,6 +296,14 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
     #: :meth:`token_info` about an id the listing does not show, and gets the generation under it.
     listing_is_complete: ClassVar[bool] = False
 
+    @staticmethod
+    def listed_token_id(token_id: str) -> str:
+        """The id under which a listing shows the token the journal records as ``token_id``: the same,
+        but for an operator token generation recorded with 16 hex digits (before system.tokens' 9 were
+        known), which is listed as ``_admin@<its first 9>`` (`rotator inventory` matches by it)."""
+        generation = _generation(token_id)
+        return operator_token_id(generation) if generation is not None else token_id
+
     @property
     def prefix(self) -> str:
         """New tokens are named ``<prefix>-<run id>``."""

@@ -265,6 +265,8 @@ class InfluxctlDatabaseIssuer(InfluxctlIssuer[InfluxctlDatabaseSettings]):
 
     kind: ClassVar[str] = "influxctl-database"
     settings_model: ClassVar[type[Any]] = InfluxctlDatabaseSettings
+    #: what an issuer that only lists is built with (`rotator inventory`'s bare targets)
+    listing_settings_model: ClassVar[type[Any]] = InfluxctlDatabaseListingSettings
     token_noun: ClassVar[str] = "database token"
     list_args: ClassVar[tuple[str, ...]] = LIST
     revoke_args: ClassVar[tuple[str, ...]] = REVOKE
