@@ -599,13 +599,15 @@ def _build_policy(
     verify_timeout = spec.verify_timeout if spec.verify_timeout is not None else defaults.verify_timeout
     lifetime = spec.lifetime
     if schedule is not None:
-        # The interval + how much later than due a window lets a rotation happen (up to a day:
-        # Window.max_delay) + grace: a token lives at least that long after it is minted.
+        # The interval + how much later than due a window lets a rotation happen (Schedule.longest_gap:
+        # up to a day, depending on the interval and the window) + grace: a token lives at least that
+        # long after it is minted.
         needed = schedule.longest_gap + grace
         if lifetime is None:
             lifetime = needed + margin
         elif lifetime <= needed:
-            waits = " + the window's wait (up to 1d)" if schedule.window is not None else ""
+            wait = format_duration(schedule.longest_gap - schedule.interval)
+            waits = f" + the window's wait (up to {wait})" if schedule.window is not None else ""
             problems.append(
                 Problem(
                     f"{where}.lifetime",

@@ -110,16 +110,13 @@ class Window:
         length = self.end - self.start
         return length if length > timedelta(0) else length + _DAY
 
-    @property
-    def max_delay(self) -> timedelta:
-        """A bound on how much later than its nominal due time a rotation happens: 24 hours.
-
-        Not the wait for the window to open (``24h - length``): a rotation lands anywhere up to the
-        *end* of the first occurrence that ends after its due time (:func:`window_time`), and a due
-        time just after the window closed waits a whole day for that end. The lifetime check
-        (Schedule.longest_gap) counts this bound, so a token never expires while current.
-        """
-        return _DAY
+    def latest_wait(self, offset: timedelta) -> timedelta:
+        """How much later than a due time ``offset`` after the window's opening (modulo a day) a
+        rotation may land (:func:`window_time`), as a bound it never reaches: to the end of the
+        occurrence if the window is open then, else to the end of the next one (up to 24 hours for a
+        due time just as the window closes)."""
+        offset %= _DAY
+        return self.length - offset if offset < self.length else _DAY + self.length - offset
 
     def occurrence(self, moment: datetime) -> tuple[datetime, datetime]:
         """The first occurrence ``[begin, end)`` of the window that ends after ``moment``."""
@@ -186,13 +183,38 @@ class Schedule:
 
     @property
     def longest_gap(self) -> timedelta:
-        """The longest a token can stay current: more than the time between two rotations.
+        """The longest a token can stay current: a bound the time between two rotations never exceeds.
 
-        The interval, plus with a window the bound on how much later than nominally due a rotation
-        happens (:attr:`Window.max_delay`, 24 hours; tests/config/test_window_lifetime.py checks it
-        over years of simulated rotations).
+        Without a window, the interval. With one (``I`` the interval, ``L`` the window's length,
+        offsets counted from the window's opening, modulo a day, and :meth:`Window.latest_wait`
+        ``w``), from :meth:`next_due`:
+
+        * an interval at least as long as the window: ``I + w(I)``, and ``I + 24h - L`` if larger
+          when ``L`` (the close) lies in ``[I, I + 24h - L)``. A rotation inside a window is due ``I``
+          after its opening (offset ``I``); one outside every window ``I - L`` after it, at an offset
+          in ``[I, I + 24h - L)``, and a due time just as the window closes waits ``24h`` to the end
+          of the next one. For whole days and a window of at most 12 h: ``I + 24h - L``.
+        * an interval shorter than the window: ``I + 24h - L + I`` (a rotation ``I`` before the
+          close is due as it closes, and lands up to ``I`` after the next opening); ``I`` for a window
+          of the whole day.
+        * cron: ``I`` (the next fire is at most that far) plus the largest ``w`` of its fire times.
+
+        tests/config/test_window_lifetime.py scans every last rotation (window edges included) with
+        the latest random draw, and checks that validated lifetimes hold over years of rotations.
         """
-        return self.interval + (self.window.max_delay if self.window is not None else timedelta(0))
+        window, interval = self.window, self.interval
+        if window is None:
+            return interval
+        length = window.length
+        if self.cron is not None:
+            times = _day_rule(self.cron).times
+            return interval + max(window.latest_wait(timedelta(minutes=t) - window.start) for t in times)
+        if interval < length:
+            return interval if length == _DAY else interval + _DAY - length + interval
+        wait = window.latest_wait(interval)
+        if length < _DAY and (length - interval) % _DAY < _DAY - length:
+            wait = max(wait, _DAY - length)
+        return interval + wait
 
     def next_due(self, last_rotation: datetime | None, now: datetime) -> datetime:
         """When the next rotation is due: ``now`` when never rotated.

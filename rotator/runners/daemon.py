@@ -38,11 +38,13 @@ from (after recovering an interrupted run), so two replicas never rotate one due
 Liveness means progress. A watchdog thread knows when the scheduler last finished a pass and
 when each run last made progress: took, confirmed, renewed or released its policy's lease (the
 engine confirms it before every side effect and between the tries of a verify; the journal the
-engines get, :class:`_ProgressJournal`, tells the watchdog). A pass older than ``max(60 s, 3
-sweeps)``, or a run without progress for ``max(2 x lease_ttl, 2 x retry max_delay, 10 s)`` (past
-its lease, which it cannot legitimately outlive), makes ``/healthz`` and ``/readyz`` answer 503 and
-``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged daemon; a long run that keeps
-confirming its lease (a verify waiting minutes for a new token to work) is not stuck. On the way
+engines get, :class:`_ProgressJournal`, tells the watchdog), or started or ended a wait between two
+tries of a call (their clock, :func:`engine_clock`: PLAN's retries before the lease too). A pass
+older than ``max(60 s, 3 sweeps)``, or a run without progress for ``max(2 x lease_ttl, 2 x retry
+max_delay, 10 s)`` (past its lease, which it cannot legitimately outlive), makes ``/healthz``
+and ``/readyz`` answer 503 and ``rotator_watchdog_stalled`` 1, so Kubernetes restarts a wedged
+daemon; a long run that keeps confirming its lease (a verify waiting minutes for a new token to
+work) is not stuck. On the way
 into a stall it dumps every thread's stack to stderr (faulthandler: no lock, no logging, works
 when logging itself is wedged); SIGUSR2 dumps them on demand. A journal
 that lost durability (a failed flush of the SQLite WAL, which only opening the journal again
@@ -153,7 +155,38 @@ def default_engine(
     r = config.settings.retry
     return Engine(policy, journal, retry=RetryPolicy(r.attempts, r.base_delay.total_seconds(),
                                                      r.max_delay.total_seconds()),
-                  lease_ttl=config.settings.lease_ttl, listeners=[listener])
+                  lease_ttl=config.settings.lease_ttl, listeners=[listener], clock=engine_clock(journal, policy.name))
+
+
+def engine_clock(journal: Journal, policy: str, clock: Clock | None = None) -> Clock | None:
+    """The clock a daemon's engine gets: ``clock`` (the system's), whose waits between two tries of a
+    call are reported as progress of the policy's job (:class:`_WaitReporting`) when ``journal`` is the
+    daemon's :class:`_ProgressJournal`; ``clock`` unchanged otherwise."""
+    if not isinstance(journal, _ProgressJournal):
+        return clock
+    return _WaitReporting(clock or SystemClock(), lambda: journal.waited(policy))
+
+
+class _WaitReporting:
+    """A clock whose ``sleep`` (call_with_retry's wait between two tries, PLAN's before the lease
+    too) reports progress as it starts and as it ends: a run that retries is not hung in a call."""
+
+    def __init__(self, clock: Clock, report: Callable[[], None]) -> None:
+        self._clock = clock
+        self._report = report
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    def sleep(self, seconds: float) -> None:
+        self._report()
+        try:
+            self._clock.sleep(seconds)
+        finally:
+            self._report()
+
+    def __getattr__(self, name: str) -> Any:  # FakeClock.advance in tests
+        return getattr(self._clock, name)
 
 
 # ---------------------------------------------------------------------------------- configuration
@@ -240,11 +273,16 @@ class _ProgressJournal:
     a policy (taken, confirmed, renewed, released) is reported as progress of that policy's job, once
     it returns. The engine confirms its lease before each side effect and between the tries of a
     verify, so a job that goes on doing its work keeps reporting progress however long it lasts, and
-    one stuck in a call stops (the watchdog, :meth:`Daemon.progress`)."""
+    one stuck in a call stops (the watchdog, :meth:`Daemon.progress`). A wait between two tries of
+    a call (:func:`engine_clock`) is reported through :meth:`waited`: progress without a lease."""
 
     def __init__(self, journal: Journal, progressed: Callable[[str], None]) -> None:
         self._journal = journal
         self._progressed = progressed
+
+    def waited(self, policy: str) -> None:
+        """A wait between two tries of one of the policy's calls starts or ends (:func:`engine_clock`)."""
+        self._progressed(policy)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._journal, name)
@@ -384,6 +422,8 @@ class Daemon:
         self._seq = 0
         #: policies whose job ended since the last pass: planned again (only they) by the next pass
         self._replan: set[str] = set()
+        #: the policies of _replan whose (non-credentials) job ended: read again before they are planned
+        self._ended: set[str] = set()
         #: the journal's newest publication seen, for the sweep's incremental read
         self._watermark: datetime | None = None
         #: stores that keep a credential alive, per policy (only policies that have one)
@@ -407,7 +447,8 @@ class Daemon:
         #: policy -> when its job started (time.monotonic), for the watchdog
         self._job_started: dict[str, float] = {}
         #: policy -> when its job last made progress (time.monotonic): its start, then every lease call
-        #: it made (_ProgressJournal); the watchdog judges a job by this, not by its age
+        #: it made (_ProgressJournal) and every wait between two tries; the watchdog judges a job by
+        #: this, not by its age
         self._job_progress: dict[str, float] = {}
         self._stalled = False
         #: (ok, detail, time.monotonic of the answer) of the last journal check
@@ -417,6 +458,9 @@ class Daemon:
         self._watchdog_stop = threading.Event()
         self._next_inventory: datetime | None = None
         self._inventory_thread: threading.Thread | None = None
+        #: an inventory runs: set by the pass that starts it, cleared by its thread before it wakes
+        #: the loop (not the thread's is_alive(): still true while it wakes the loop)
+        self._inventory_running = False
         #: the last inventory's result (for the status page); None until one ran
         self.last_inventory: Any = None
         self._next_prune: datetime | None = None
@@ -616,8 +660,21 @@ class Daemon:
         settings = self.settings
         with self._lock:
             replan, self._replan = self._replan, set()
-        for name in replan:
-            self._plan(name)
+            ended, self._ended = self._ended, set()
+        todo = sorted(replan)
+        try:
+            while todo:
+                name = todo[-1]
+                if name in ended:
+                    self._refresh(name)  # what its job committed
+                    ended.discard(name)
+                self._plan(name)
+                todo.pop()
+        finally:
+            if todo:  # an unexpected error: the rest are taken again by the next pass
+                with self._lock:
+                    self._replan.update(todo)
+                    self._ended.update(ended & set(todo))
         if now >= self._next_sweep:
             self._next_sweep = now + settings.sweep_interval
             self._sweep(now)
@@ -779,12 +836,17 @@ class Daemon:
         not waited for in a loop: the pass looks again an interval later, or when it ends
         (_run_inventory wakes the loop), and the next one starts then."""
         due = self._next_inventory or now
-        running = self._inventory_thread is not None and self._inventory_thread.is_alive()
+        running = self._inventory_running
         if now >= due and not running and not self._stopping:
             due = self._next_inventory = now + interval
             self._inventory_thread = threading.Thread(target=self._run_inventory, name="rotator-inventory",
                                                       daemon=True)
-            self._inventory_thread.start()
+            self._inventory_running = True
+            try:
+                self._inventory_thread.start()
+            except BaseException:
+                self._inventory_running = False  # not started: the next pass tries again
+                raise
         elif now >= due:
             return now + interval  # still running (a due time in the past would make every pass the next)
         return due
@@ -793,6 +855,7 @@ class Daemon:
         try:
             self._inventory()
         finally:
+            self._inventory_running = False  # before the wake-up: the pass it wakes may start the next
             self.wakeup()  # the next inventory may be due already (this one outlived its interval)
 
     def _inventory(self) -> None:
@@ -911,12 +974,9 @@ class Daemon:
         publication of each policy (``full``) or the publications since the last read (a sweep).
         Plans again the policies whose view changed."""
         since = None if full or self._watermark is None else self._watermark - WATERMARK_MARGIN
-        with self._lock:
-            # A job running now may commit after the overview below is read, and its own refresh
-            # (_refresh, in its thread) may then land before this applies the overview: in a view
-            # that a full load replaces, or in one it overwrites with what it read before the
-            # commit. Those policies are read again once the overview is applied.
-            running = {name for name, (kind, _) in self._busy.items() if kind != "credentials"}
+        # A job running now may commit after the overview below is read: what it committed is read
+        # by the pass after its end (tick: _refresh of the policies whose job ended), on this same
+        # thread, after this overview is applied. No job writes a view.
         try:
             overview = self.journal.overview(self.clock.now(), since)
         except RotatorError:
@@ -952,13 +1012,11 @@ class Daemon:
         self._eventful = current
         for name in (views.keys() if full else touched):
             self._plan(name)
-        for name in sorted(running & views.keys()):
-            self._refresh(name)
-            self._plan(name)
         return overview
 
     def _refresh(self, name: str) -> None:
-        """Read one policy's journal state again (after its job ended, in the job's thread)."""
+        """Read one policy's journal state again (after its job ended, in the pass after it: only the
+        scheduler's thread writes the views)."""
         view = self._views.get(name)
         if view is None:
             return
@@ -1008,13 +1066,17 @@ class Daemon:
 
     def _done(self, name: str) -> None:
         with self._lock:
-            self._busy.pop(name, None)
+            kind, _ = self._busy.pop(name, (None, None))
             self._job_started.pop(name, None)
             self._job_progress.pop(name, None)
             # One wake-up until the next pass takes the set: the jobs that end meanwhile ride on it
-            # (a burst of jobs makes a pass per batch of ended jobs, not one per job).
+            # (a burst of jobs makes a pass per batch of ended jobs, not one per job). The pass reads
+            # the policy's journal state again (_refresh) before planning it: only the scheduler's
+            # thread writes the views, so no read of it made before the job's commit is written after.
             first = not self._replan
             self._replan.add(name)
+            if kind != "credentials":
+                self._ended.add(name)
         if name not in self._engines:
             # A reload removed the policy while this job ran: what the job counted since (a failure's
             # series and backoff, a success's) goes too, as the reload's own forgetting did before.
@@ -1066,9 +1128,6 @@ class Daemon:
         except Exception:
             log.exception("%s failed unexpectedly", kind)
             self._revoke_failed(name, kind)
-        finally:
-            if kind != "credentials":
-                self._refresh(name)
 
     def _revoke_failed(self, name: str, kind: str) -> None:
         """A revocation or recovery job failed: its next try backs off as a rotation's does."""
@@ -1194,7 +1253,8 @@ class Daemon:
 
     # -- watchdog ---------------------------------------------------------------------------
     def _progressed(self, name: str) -> None:
-        """A job of ``name`` made progress (a lease call returned: _ProgressJournal)."""
+        """A job of ``name`` made progress (a lease call returned, or a wait between two tries of a
+        call started or ended: _ProgressJournal)."""
         with self._lock:
             if name in self._job_progress:
                 self._job_progress[name] = time.monotonic()
@@ -1203,10 +1263,12 @@ class Daemon:
         """``(stalled, detail)``: has the scheduler, and every run, made progress recently?
 
         A run is stuck when it made no progress (:meth:`_progressed`: it took, confirmed or renewed
-        its lease) for longer than twice the lease's TTL: it is past its lease then, which it cannot
-        legitimately outlive, even waiting between two tries of a step (up to ``retry.max_delay``).
-        Its age alone says nothing: a verify may wait minutes for a new token, confirming its lease
-        between tries."""
+        its lease, or began or ended a wait between two tries of a call) for longer
+        than twice the lease's TTL: it is past its lease then, which it cannot legitimately outlive,
+        even waiting between two tries of a step (up to ``retry.max_delay``). Before it takes its
+        lease, a run that retries PLAN's reads reports each wait: only calls in a row without a wait
+        or a lease call count, as after it (each well under the lease's TTL). Its age alone says
+        nothing: a verify may wait minutes for a new token, confirming its lease between tries."""
         now = time.monotonic()
         pass_age = now - self._heartbeat
         pass_limit = max(60.0, 3 * self.settings.sweep_interval.total_seconds())

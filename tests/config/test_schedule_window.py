@@ -26,9 +26,11 @@ def at(hour: int, minute: int = 0, day: int = 0) -> datetime:
 def test_parse_window(text: str, length_h: float) -> None:
     window = parse_window(text)
     assert window.length == timedelta(hours=length_h)
-    # A due time just after the window closed waits for the end of the next occurrence: up to a day
-    # later, whatever the window's length (tests/config/test_window_lifetime.py).
-    assert window.max_delay == timedelta(hours=24)
+    # A due time just as the window closes waits for the end of the next occurrence: up to a day
+    # later, whatever the window's length; one at its opening up to its length
+    # (tests/config/test_window_lifetime.py).
+    assert window.latest_wait(window.length) == timedelta(hours=24)
+    assert window.latest_wait(timedelta(0)) == window.latest_wait(timedelta(days=3)) == window.length
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -108,7 +110,9 @@ def test_schedule_with_window_is_deterministic_and_inside() -> None:
     assert schedule.next_due(last, at(20, day=1)) == first
     assert parse_schedule("1d", window="02:00-04:00").next_due(last, at(0)) == first
     assert schedule.next_due(None, at(14)) == at(14), "never rotated: due at once, window or not"
-    assert schedule.longest_gap == timedelta(days=2), "the interval + up to a day's wait for the window's end"
+    # The interval + the wait of a rotation just after the window closed (due just after the next
+    # one closes, it lands up to the end of the one after): 24h - 2h.
+    assert schedule.longest_gap == timedelta(days=1, hours=22)
     assert schedule.to_json()["window"] == "02:00-04:00"
 
 

@@ -1,6 +1,8 @@
 """The daemon's jobs against what happens around them, in-process on a fake clock: the watchdog
-judging a long run by its progress, a job that cannot start, a reload or a sweep overlapping a job's
-end, an inventory that outlives its interval, a policy removed while its job runs.
+judging a long run by its progress (its waits between tries included, before its lease too), a job
+that cannot start, a reload or a sweep overlapping a job's end (the views written by the scheduler's
+thread alone), an inventory that outlives its interval or wakes the pass that starts the next, a
+policy removed while its job runs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from rotator.core.clock import FakeClock
 from rotator.core.engine import RunResult
 from rotator.core.errors import TransientError
 from rotator.core.journal import Revocation, RunRecord, open_journal
-from rotator.runners.daemon import TICK_RETRY, Daemon
+from rotator.core.retry import RetryPolicy, call_with_retry
+from rotator.runners.daemon import TICK_RETRY, Daemon, default_engine, engine_clock
 from tests.runners.test_daemon import POLICY, T0, FakeEngine, Harness, HeldExecutor, InlineExecutor, sample
 from tests.runners.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
 
@@ -104,6 +107,90 @@ def test_a_long_verify_that_confirms_its_lease_is_live_and_a_run_without_progres
         job.join(30)
     h.tick()
     assert h.daemon.liveness()[0], "ended: live again"
+
+
+def test_a_run_retrying_plan_before_its_lease_is_live_and_one_hung_in_a_call_is_stuck(
+        harness: Callable[..., Harness], shifted: list[float]) -> None:
+    """PLAN reads the stores and checks the issuer before the run takes its lease, retrying each
+    call (up to 5 tries, waits up to retry.max_delay): no lease call, so no progress, for 5 calls and
+    their waits. With calls of 10 minutes (a slow issuer's timeout) that passed twice the lease's TTL,
+    and a healthy run was declared stuck (503, a restart). Each wait between two tries is progress
+    now (engine_clock); a call that never answers is still stuck past the limit."""
+    held = HeldExecutor()
+    h = harness([("a", "1h", "")], executor=held)
+    engine = h.engines["a"]
+    journal = engine.journal
+    ttl = h.daemon.loaded.config.settings.lease_ttl
+    limit = 2 * ttl.total_seconds()  # 30 min
+    call_s = 600.0
+    seen: list[tuple[float, Any]] = []  # (the run's time without progress, who is stuck) at each call's end
+    hanging, hang = threading.Event(), threading.Event()
+
+    class _Clock:
+        """The system clock as the watchdog sees it: a wait moves its time on."""
+
+        def now(self) -> Any:
+            return h.clock.now()
+
+        def sleep(self, seconds: float) -> None:
+            shifted[0] += seconds
+
+    clock = engine_clock(journal, "a", _Clock())
+    assert clock is not None
+
+    def call(fail: bool) -> None:
+        shifted[0] += call_s  # a call that takes (or times out after) 10 minutes
+        idle = daemon_module.time.monotonic() - h.daemon._job_progress["a"]
+        seen.append((idle, h.daemon.progress()[1].get("stuck")))
+        if fail:
+            raise TransientError("timed out")
+
+    def rotate(**_: Any) -> RunResult:
+        retry = RetryPolicy(5, 1.0, 60.0)
+        call_with_retry(lambda: call(False), what="read store", policy=retry, clock=clock)
+        tries = iter([True] * 4 + [False])
+        call_with_retry(lambda: call(next(tries)), what="check issuer", policy=retry, clock=clock)
+        journal.acquire_lease("a", engine.holder, ttl, h.clock.now())
+        hanging.set()
+        hang.wait(30)  # a call that never answers
+        journal.release_lease("a", engine.holder)
+        return _publish(engine, "r1")
+
+    engine.rotate = rotate  # type: ignore[method-assign]
+    h.tick()
+    h.clock.advance(timedelta(hours=1))
+    h.tick()
+    job = threading.Thread(target=held.run, args=("a",))
+    job.start()
+    try:
+        assert hanging.wait(30)
+        assert len(seen) == 6 and [stuck for _, stuck in seen] == [None] * 6, seen
+        assert max(idle for idle, _ in seen) == pytest.approx(2 * call_s), "at most a store read and a try"
+        shifted[0] += limit - 5
+        h.tick()  # the scheduler's passes go on meanwhile
+        assert h.daemon.liveness()[0], "hung for just under the limit: still live"
+        shifted[0] += 10
+        h.tick()
+        alive, detail = h.daemon.liveness()
+        assert not alive and detail["stuck"]["a"]["job"] == "rotate", detail
+    finally:
+        hang.set()
+        job.join(30)
+
+
+def test_a_daemons_engine_reports_its_waits_between_tries(harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "1h", "")])
+    engine = default_engine(h.daemon.policies[0], h.daemon.loaded.config, h.daemon._engine_journal,
+                            h.daemon.on_event)
+    with h.daemon._lock:
+        h.daemon._job_progress["a"] = 0.0  # a job of "a" runs
+    try:
+        engine.clock.sleep(0)
+        assert h.daemon._job_progress["a"] > 0.0
+    finally:
+        with h.daemon._lock:
+            h.daemon._job_progress.pop("a", None)
+    assert engine_clock(h.daemon.journal, "a") is None, "outside the daemon: the engine's own clock"
 
 
 # ---------------------------------------------------------------------------------- starting a job
@@ -190,10 +277,10 @@ def test_the_run_threads_all_start_with_the_daemon(
 @pytest.mark.parametrize("load", ["reload", "sweep"])
 def test_a_load_of_the_views_overlapping_a_jobs_end_keeps_the_jobs_result(
         harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, load: str) -> None:
-    """A reload (or a sweep) reads the journal just before a job commits; the job ends, refreshes its
-    policy's view, and then the load puts what it read in place: the job's publication and the
-    previous token's revocation were lost from the daemon's view (the revocation not planned until
-    the next sweep). Policies whose job ran during the read are read again."""
+    """A reload (or a sweep) reads the journal just before a job commits; the job ends, and then the
+    load puts what it read in place: the job's publication and the previous token's revocation were
+    lost from the daemon's view (the revocation not planned until the next sweep). The pass the
+    job's end wakes reads its policy again, after the load."""
     held = HeldExecutor()
     h = harness([("a", "1h", "")], executor=held)
     engine = h.engines["a"]
@@ -230,15 +317,88 @@ def test_a_load_of_the_views_overlapping_a_jobs_end_keeps_the_jobs_result(
         h.tick()
     last = journal.last_success("a")
     assert last is not None and last.run_id != "boot-a"
+    assert h.tick() == pytest.approx(10), "the pass its end woke: the revocation is planned at its due time"
     view = h.daemon._views["a"]
     assert (view.run_id, view.published_at) == (last.run_id, last.published_at)
     assert [due for due, _ in view.pending] == [h.clock.now() + timedelta(seconds=10), later]
-    assert h.tick() == pytest.approx(10), "the revocation is planned at its due time"
     h.clock.advance(timedelta(seconds=10))
     h.tick()
     assert list(held.held) == ["a"], "its revocation job, on time"
     held.run("a")
     assert h.calls == ["revoke a"]
+
+
+def test_a_read_of_the_view_made_before_a_jobs_commit_is_not_written_after_it(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler read a running policy's journal state again (Journal.policy_state) just before
+    its job committed; the job ended and refreshed the view; then the scheduler wrote what it had read:
+    the publication and the revocation were lost until the next sweep. Forced here: a read on the
+    scheduler's thread while the job runs lets the job commit and end before it returns. Only the
+    scheduler's thread writes the views now, from reads made after the job's end."""
+    held = HeldExecutor()
+    h = harness([("a", "1h", "")], executor=held)
+    engine = h.engines["a"]
+    rotate = engine.rotate
+
+    def rotate_and_schedule_the_revocation(**kw: Any) -> RunResult:
+        result = rotate(**kw)
+        engine.journal.schedule_revocation(Revocation("a", "t-old", str(result.run_id), "superseded",
+                                                      h.clock.now() + timedelta(seconds=10), "pending"))
+        return result
+
+    engine.rotate = rotate_and_schedule_the_revocation  # type: ignore[method-assign]
+    h.tick()
+    h.clock.advance(timedelta(hours=1))
+    h.tick()
+    assert list(held.held) == ["a"]
+    journal = h.daemon.journal
+    read = journal.policy_state
+    scheduler = threading.current_thread()
+
+    def policy_state(name: str) -> Any:
+        before = read(name)
+        if threading.current_thread() is scheduler and "a" in held.held:
+            job = threading.Thread(target=held.run, args=("a",))  # the job commits, ends (and refreshes)
+            job.start()
+            job.join(30)
+        return before  # ...then the scheduler writes what it read before
+
+    monkeypatch.setattr(journal, "policy_state", policy_state)
+    h.clock.advance(timedelta(minutes=1))
+    h.tick()  # the sweep, while the job runs
+    if "a" in held.held:  # no read of it meanwhile: it ends after the sweep
+        job = threading.Thread(target=held.run, args=("a",))
+        job.start()
+        job.join(30)
+    assert h.tick() == pytest.approx(10), "the revocation is planned at its due time"
+    last = journal.last_success("a")
+    view = h.daemon._views["a"]
+    assert last is not None and (view.run_id, view.published_at) == (last.run_id, last.published_at)
+    h.clock.advance(timedelta(seconds=10))
+    h.tick()
+    assert list(held.held) == ["a"], "its revocation job, on time (not at the next sweep)"
+    held.run("a")
+    assert h.calls == ["revoke a"]
+
+
+def test_only_the_schedulers_thread_writes_the_views(harness: Callable[..., Harness],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    held = HeldExecutor()
+    h = harness([("a", "1h", "")], executor=held)
+    writers: list[str] = []
+    set_last = h.daemon._set_last
+    monkeypatch.setattr(h.daemon, "_set_last", lambda *a: (writers.append(threading.current_thread().name),
+                                                           set_last(*a))[1])
+    h.tick()
+    h.clock.advance(timedelta(hours=1))
+    h.tick()
+    job = threading.Thread(target=held.run, args=("a",), name="a-worker")
+    job.start()
+    job.join(30)
+    assert h.daemon._views["a"].run_id == "boot-a", "not yet: the pass its end wakes reads it"
+    h.tick()
+    assert h.daemon._views["a"].run_id == "r1"
+    assert writers and set(writers) == {threading.current_thread().name}, writers
 
 
 # ---------------------------------------------------------------------------------- the inventory
@@ -274,6 +434,55 @@ def test_an_inventory_that_outlives_its_interval_does_not_make_the_scheduler_spi
     assert woken, "its end wakes the loop"
     h.tick()
     assert len(started) == 2, "the next one, due already, starts then"
+
+
+def test_the_pass_an_ended_inventory_wakes_starts_the_next_one(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inventory's thread wakes the loop as it ends, alive still: a pass that ran then took it for
+    running (Thread.is_alive()), and the overdue inventory waited for a later pass (up to the sweep).
+    Forced here: the woken pass runs while the ended thread is still in its wake-up."""
+    import rotator.observe.inventory as inventory
+
+    release, started = threading.Event(), []
+
+    def slow(*_: Any, **__: Any) -> Any:
+        started.append(1)
+        if len(started) == 1:
+            release.wait(30)  # the first outlives its interval
+        raise RuntimeError("no answer")
+
+    monkeypatch.setattr(inventory, "take_inventory", slow)
+    monkeypatch.setattr(inventory, "policy_targets", lambda *_: [])
+    h = harness([("a", "30d", "")], daemon='inventory_interval = "1m"\nsweep_interval = "10m"\n')
+    woken, resume = threading.Event(), threading.Event()
+    wakeup = h.daemon.wakeup
+
+    def wakeup_and_wait() -> None:
+        if threading.current_thread().name == "rotator-inventory" and not woken.is_set():
+            woken.set()
+            resume.wait(30)  # the woken pass runs before this thread exits
+        wakeup()
+
+    monkeypatch.setattr(h.daemon, "wakeup", wakeup_and_wait)
+    try:
+        assert h.tick() == pytest.approx(60)
+        first = h.daemon._inventory_thread
+        assert first is not None
+        h.clock.advance(timedelta(seconds=61))
+        assert h.tick() == pytest.approx(60), "still running: looked at again an interval later"
+        release.set()
+        assert woken.wait(10)
+        assert first.is_alive()
+        assert h.tick() == pytest.approx(60)
+        second = h.daemon._inventory_thread
+        assert second is not first, "the ended inventory's wake-up starts the overdue one"
+    finally:
+        release.set()
+        resume.set()
+    first.join(10)
+    assert second is not None
+    second.join(10)
+    assert len(started) == 2
 
 
 # ---------------------------------------------------------------------------------- a policy removed
