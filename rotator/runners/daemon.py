@@ -284,32 +284,21 @@ class _ProgressJournal:
         """A wait between two tries of one of the policy's calls starts or ends (:func:`engine_clock`)."""
         self._progressed(policy)
 
+    #: the journal's lease calls, each reported as progress of the policy it names (its first argument)
+    LEASE_CALLS = frozenset({"acquire_lease", "take_over_lease", "confirm_lease", "release_lease"})
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._journal, name)
+        method = getattr(self._journal, name)
+        if name not in self.LEASE_CALLS:
+            return method
 
-    def acquire_lease(self, policy: str, *args: Any, **kwargs: Any) -> int:
-        try:
-            return self._journal.acquire_lease(policy, *args, **kwargs)
-        finally:
-            self._progressed(policy)
+        def reported(policy: str, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(policy, *args, **kwargs)
+            finally:
+                self._progressed(policy)
 
-    def take_over_lease(self, policy: str, *args: Any, **kwargs: Any) -> int:
-        try:
-            return self._journal.take_over_lease(policy, *args, **kwargs)
-        finally:
-            self._progressed(policy)
-
-    def confirm_lease(self, policy: str, *args: Any, **kwargs: Any) -> None:
-        try:
-            self._journal.confirm_lease(policy, *args, **kwargs)
-        finally:
-            self._progressed(policy)
-
-    def release_lease(self, policy: str, *args: Any, **kwargs: Any) -> None:
-        try:
-            self._journal.release_lease(policy, *args, **kwargs)
-        finally:
-            self._progressed(policy)
+        return reported
 
 
 #: How long the start waits for the run threads to start (_started_pool).

@@ -43,12 +43,12 @@ from rotator.adapters.http.management_api import ManagementApiIssuer, Management
 from rotator.core.contracts import AdapterContext, MintRequest
 from rotator.core.errors import IssuerOutputError, NotYetAccepted, PermanentError, TransientError
 from rotator.core.secret import Secret
+from tests.adapters.loopback_http import TOKEN, influxdb3_issuer, loopback_server, read_head
 
 TIMEOUT_S = 0.5
 DEADLINE_S = REQUEST_PHASES * TIMEOUT_S
 DRIP_EVERY_S = 0.1  # well under the read timeout: httpx alone never times out
 DRIP_FOR_S = 4.0
-TOKEN = "apiv3_" + "A" * 86
 MINTED = {"id": 5, "name": "rotator-app-0123456789abcdef", "token": TOKEN, "hash": "ab" * 64,
           "created_at": "2026-01-01T00:00:00Z", "expiry": "2026-02-01T00:00:00Z"}  # fmt: skip
 
@@ -58,66 +58,41 @@ def dripping_server(
     body: bytes, *, status: str = "201 Created", drip: str = "body", tls: ssl.SSLContext | None = None
 ) -> Iterator[str]:
     """A server answering every request with ``body``, the headers or the body dripped a byte at a time."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
     stop = threading.Event()
 
     def answer(conn: socket.socket) -> None:
-        if tls is not None:
-            try:
-                conn = tls.wrap_socket(conn, server_side=True)
-            except OSError:
-                return
-        with conn:
-            conn.settimeout(10)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            pad = b"X-Slow: " + b"a" * 200 + b"\r\n"
-            ends = time.monotonic() + DRIP_FOR_S
-            try:
-                if drip == "headers":
-                    conn.sendall(head.encode())
-                    for i in range(len(pad)):
-                        if time.monotonic() > ends or stop.is_set():
-                            conn.sendall(pad[i:])
-                            break
-                        conn.sendall(pad[i:i + 1])
-                        time.sleep(DRIP_EVERY_S)
-                    conn.sendall(b"\r\n" + body)
-                    return
-                conn.sendall(head.encode() + b"\r\n")
-                for i in range(len(body)):
-                    if time.monotonic() > ends or stop.is_set():
-                        conn.sendall(body[i:])
-                        break
-                    conn.sendall(body[i:i + 1])
-                    time.sleep(DRIP_EVERY_S)
-            except OSError:
-                pass  # the client gave up: what the deadline is for
+        if read_head(conn) is None:
+            return
+        head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        pad = b"X-Slow: " + b"a" * 200 + b"\r\n"
+        ends = time.monotonic() + DRIP_FOR_S
+        if drip == "headers":
+            conn.sendall(head.encode())
+            for i in range(len(pad)):
+                if time.monotonic() > ends or stop.is_set():
+                    conn.sendall(pad[i:])
+                    break
+                conn.sendall(pad[i:i + 1])
+                time.sleep(DRIP_EVERY_S)
+            conn.sendall(b"\r\n" + body)
+            return
+        conn.sendall(head.encode() + b"\r\n")
+        for i in range(len(body)):
+            if time.monotonic() > ends or stop.is_set():
+                conn.sendall(body[i:])
+                break
+            conn.sendall(body[i:i + 1])
+            time.sleep(DRIP_EVERY_S)
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=answer, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        listener.close()
+    with loopback_server(answer, tls=tls) as url:
+        try:
+            yield url
+        finally:
+            stop.set()
 
 
 def influxdb3(url: str, **extra: Any) -> InfluxDB3Issuer:
-    data = {"base_url": url, "credential": "self", "timeout_s": TIMEOUT_S, **extra}
-    settings = InfluxDB3Settings.model_validate(data)
-    return InfluxDB3Issuer.from_config(settings, AdapterContext(policy="app", base_dir=Path(".")))
+    return influxdb3_issuer(url, TIMEOUT_S, **extra)
 
 
 def mint_request() -> MintRequest:
@@ -371,48 +346,24 @@ def test_a_process_paused_while_connecting_and_resumed_after_the_deadline_sends_
 def keep_alive_server() -> Iterator[str]:
     """Answers the first request on a connection at once and keeps the connection open; a second
     request on that connection gets its headers dripped for DRIP_FOR_S."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
 
     def answer(conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(10)
-            data, served = b"", 0
-            try:
-                while True:
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            return
-                        data += chunk
-                    data = data.split(b"\r\n\r\n", 1)[1]
-                    served += 1
-                    if served == 1:
-                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-                        continue
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-                    ends = time.monotonic() + DRIP_FOR_S
-                    while time.monotonic() < ends:
-                        conn.sendall(b"a")
-                        time.sleep(DRIP_EVERY_S)
-                    conn.sendall(b"\r\nContent-Length: 2\r\n\r\n{}")
-            except OSError:
-                return
+        data, served = b"", 0
+        while (request := read_head(conn, data)) is not None:
+            data = request[1]
+            served += 1
+            if served == 1:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                continue
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            ends = time.monotonic() + DRIP_FOR_S
+            while time.monotonic() < ends:
+                conn.sendall(b"a")
+                time.sleep(DRIP_EVERY_S)
+            conn.sendall(b"\r\nContent-Length: 2\r\n\r\n{}")
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=answer, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.close()
+    with loopback_server(answer) as url:
+        yield url
 
 
 def test_the_second_request_of_a_client_has_the_deadline_too() -> None:
@@ -432,33 +383,17 @@ def test_the_second_request_of_a_client_has_the_deadline_too() -> None:
 @contextmanager
 def answering_server(head: bytes, parts: list[bytes], *, every_s: float = 0.0) -> Iterator[str]:
     """Answers one request with ``head`` then ``parts``, one each ``every_s``, and closes the connection."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
 
-    def serve() -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
+    def answer(conn: socket.socket) -> None:
+        if read_head(conn) is None:
             return
-        with conn:
-            conn.settimeout(10)
-            data = b""
-            try:
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                conn.sendall(head)
-                for part in parts:
-                    conn.sendall(part)
-                    time.sleep(every_s)
-            except OSError:
-                pass  # the client gave up
+        conn.sendall(head)
+        for part in parts:
+            conn.sendall(part)
+            time.sleep(every_s)
 
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.close()
+    with loopback_server(answer, once=True) as url:
+        yield url
 
 
 CLOSE_DELIMITED = b"HTTP/1.1 200 OK\r\nContent-Type: application/jsonl\r\nConnection: close\r\n\r\n"

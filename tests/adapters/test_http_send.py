@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from rotator.adapters.http.common import new_client, retry_after, send
-from rotator.adapters.http.influxdb3 import InfluxDB3Issuer, InfluxDB3Settings
-from rotator.core.contracts import AdapterContext, MintRequest
+from rotator.adapters.http.influxdb3 import InfluxDB3Issuer
+from rotator.core.contracts import MintRequest
 from rotator.core.errors import TransientError
 from rotator.core.secret import Secret
+from tests.adapters.loopback_http import TOKEN, influxdb3_issuer, loopback_server, read_head
 
-TOKEN = "apiv3_" + "A" * 86
 MINTED = json.dumps({"id": 5, "name": "rotator-app-0123456789abcdef", "token": TOKEN, "hash": "ab" * 64,
                      "created_at": "2026-01-01T00:00:00Z", "expiry": "2030-02-01T00:00:00Z"}).encode()
 
@@ -31,36 +30,17 @@ MINTED = json.dumps({"id": 5, "name": "rotator-app-0123456789abcdef", "token": T
 @contextmanager
 def server(answer: bytes) -> Iterator[str]:
     """Answers every request with ``answer`` (a whole HTTP/1.1 answer) and closes the connection."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                data = b""
-                try:
-                    while b"\r\n\r\n" not in data:
-                        data += conn.recv(65536)
-                    conn.sendall(answer)
-                except OSError:
-                    pass
+    def write(conn: socket.socket) -> None:
+        if read_head(conn) is not None:
+            conn.sendall(answer)
 
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.close()
+    with loopback_server(write) as url:
+        yield url
 
 
 def influxdb3(url: str) -> InfluxDB3Issuer:
-    settings = InfluxDB3Settings.model_validate({"base_url": url, "credential": "self", "timeout_s": 2})
-    return InfluxDB3Issuer.from_config(settings, AdapterContext(policy="app", base_dir=Path(".")))
+    return influxdb3_issuer(url, 2)
 
 
 def test_a_header_value_that_is_not_ascii_is_kept_and_fails_nothing() -> None:

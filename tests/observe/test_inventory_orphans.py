@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -112,28 +114,37 @@ def test_revoke_orphans_never_revokes_a_suspicious_token_that_carries_the_run_s_
     assert len(events) == 1 and orphan in events[0][0]
 
 
-def test_a_token_with_the_tag_created_after_the_listing_is_not_revoked(failed, monkeypatch):
-    """The sweep acts on the ids the operator saw listed (and confirmed): a token created with the run's
-    tag between the listing and the sweep was revoked too."""
+@contextmanager
+def _in_the_scenario(sc: Scenario, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
+    """The scenario's policy file and journal, opened in its directory with the fake influxctl's
+    environment (the issuers' subprocesses read its state from it)."""
     from rotator.config.policy import load_config
     from rotator.core.journal import open_journal
-    from rotator.observe.inventory import policy_targets, revoke_orphans, take_inventory
 
-    sc, fake, run_id = failed["sc"], failed["fake"], failed["run"]
-    for key, value in sc.env().items():  # the fake influxctl's state, for the issuer's subprocesses
+    for key, value in sc.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(sc.dir)
-    _, orphan = fake.add_token(f"rotator:{POLICY}:{run_id}")
     config = load_config(sc.config)
     journal = open_journal(f"sqlite:///{sc.journal_path}")
     try:
+        yield config, journal
+    finally:
+        journal.close()
+
+
+def test_a_token_with_the_tag_created_after_the_listing_is_not_revoked(failed, monkeypatch):
+    """The sweep acts on the ids the operator saw listed (and confirmed): a token created with the run's
+    tag between the listing and the sweep was revoked too."""
+    from rotator.observe.inventory import policy_targets, revoke_orphans, take_inventory
+
+    sc, fake, run_id = failed["sc"], failed["fake"], failed["run"]
+    _, orphan = fake.add_token(f"rotator:{POLICY}:{run_id}")
+    with _in_the_scenario(sc, monkeypatch) as (config, journal):
         known = list(config.policies)
         result = take_inventory(policy_targets(known), journal, known, datetime.now(UTC))
         assert [e.token_id for e in result.entries if e.cls == "orphan"] == [orphan]
         _, late = fake.add_token(f"rotator:{POLICY}:{run_id}")  # after the listing, before the sweep
         outcomes = {e.token_id: o for e, o in revoke_orphans(result, journal, known)}
-    finally:
-        journal.close()
     assert outcomes == {orphan: "revoked"}
     assert fake.token_by_id(orphan)["revoked_at"] is not None  # type: ignore[index]
     assert fake.token_by_id(late)["revoked_at"] is None  # type: ignore[index]
@@ -143,8 +154,6 @@ def test_an_orphan_that_became_another_policy_s_token_after_the_listing_is_not_r
     """Each listed orphan is classified again under the lease before the sweep: one that a person
     bootstrapped into policy b since the listing is b's current token now (b's store, not mgmt's,
     holds it: mgmt's own store check would not stop its revocation)."""
-    from rotator.config.policy import load_config
-    from rotator.core.journal import open_journal
     from rotator.observe.inventory import policy_targets, revoke_orphans, take_inventory
 
     sc, fake, run_id = failed["sc"], failed["fake"], failed["run"]
@@ -152,20 +161,13 @@ def test_an_orphan_that_became_another_policy_s_token_after_the_listing_is_not_r
     issuer = text[text.index("[policy.issuer]"):text.index("[[policy.store]]")]
     with sc.config.open("a") as fh:
         fh.write(f'\n[[policy]]\nname = "b"\nschedule = "1h"\n{issuer}' + sc.vault_store_toml(path=f"{sc.kv_path}-b"))
-    for key, value in sc.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(sc.dir)
     value, orphan = fake.add_token(f"rotator:{POLICY}:{run_id}")
-    config = load_config(sc.config)
-    journal = open_journal(f"sqlite:///{sc.journal_path}")
-    try:
+    with _in_the_scenario(sc, monkeypatch) as (config, journal):
         known = list(config.policies)
         result = take_inventory(policy_targets([config.policy(POLICY)]), journal, known, datetime.now(UTC))
         assert [e.token_id for e in result.entries if e.cls == "orphan"] == [orphan]
         sc.bootstrap_with(value, orphan, policy="b", file="b-token")  # after the listing, before the sweep
         outcomes = {e.token_id: o for e, o in revoke_orphans(result, journal, known)}
-    finally:
-        journal.close()
     assert outcomes[orphan].startswith("not revoked: no longer an orphan (managed, active: current token")
     assert fake.token_by_id(orphan)["revoked_at"] is None  # type: ignore[index]
     sc.assert_no_leak([value])

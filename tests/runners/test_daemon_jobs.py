@@ -274,13 +274,11 @@ def test_the_run_threads_all_start_with_the_daemon(
 
 
 # ---------------------------------------------------------------------------------- the views
-@pytest.mark.parametrize("load", ["reload", "sweep"])
-def test_a_load_of_the_views_overlapping_a_jobs_end_keeps_the_jobs_result(
-        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, load: str) -> None:
-    """A reload (or a sweep) reads the journal just before a job commits; the job ends, and then the
-    load puts what it read in place: the job's publication and the previous token's revocation were
-    lost from the daemon's view (the revocation not planned until the next sweep). The pass the
-    job's end wakes reads its policy again, after the load."""
+def _a_rotation_held(harness: Callable[..., Harness],
+                     pending: Revocation | None = None) -> tuple[HeldExecutor, Harness]:  # fmt: skip
+    """Policy "a" (1h), whose rotation is due and held, not run yet: once run, it also schedules the
+    revocation of the token it replaced ("t-old", due 10 s after it). ``pending``: a revocation in the
+    journal from the start."""
     held = HeldExecutor()
     h = harness([("a", "1h", "")], executor=held)
     engine = h.engines["a"]
@@ -293,13 +291,25 @@ def test_a_load_of_the_views_overlapping_a_jobs_end_keeps_the_jobs_result(
         return result
 
     engine.rotate = rotate_and_schedule_the_revocation  # type: ignore[method-assign]
-    # An older token's revocation, pending for days: each sweep compares the policy's revocations.
-    later = T0 + timedelta(days=7)
-    h.daemon.journal.schedule_revocation(Revocation("a", "t-older", "r0", "superseded", later, "pending"))
+    if pending is not None:
+        h.daemon.journal.schedule_revocation(pending)
     h.tick()
     h.clock.advance(timedelta(hours=1))
     h.tick()
     assert list(held.held) == ["a"]
+    return held, h
+
+
+@pytest.mark.parametrize("load", ["reload", "sweep"])
+def test_a_load_of_the_views_overlapping_a_jobs_end_keeps_the_jobs_result(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, load: str) -> None:
+    """A reload (or a sweep) reads the journal just before a job commits; the job ends, and then the
+    load puts what it read in place: the job's publication and the previous token's revocation were
+    lost from the daemon's view (the revocation not planned until the next sweep). The pass the
+    job's end wakes reads its policy again, after the load."""
+    # An older token's revocation, pending for days: each sweep compares the policy's revocations.
+    later = T0 + timedelta(days=7)
+    held, h = _a_rotation_held(harness, Revocation("a", "t-older", "r0", "superseded", later, "pending"))
     journal = h.daemon.journal
     read = journal.overview
 
@@ -335,22 +345,7 @@ def test_a_read_of_the_view_made_before_a_jobs_commit_is_not_written_after_it(
     the publication and the revocation were lost until the next sweep. Forced here: a read on the
     scheduler's thread while the job runs lets the job commit and end before it returns. Only the
     scheduler's thread writes the views now, from reads made after the job's end."""
-    held = HeldExecutor()
-    h = harness([("a", "1h", "")], executor=held)
-    engine = h.engines["a"]
-    rotate = engine.rotate
-
-    def rotate_and_schedule_the_revocation(**kw: Any) -> RunResult:
-        result = rotate(**kw)
-        engine.journal.schedule_revocation(Revocation("a", "t-old", str(result.run_id), "superseded",
-                                                      h.clock.now() + timedelta(seconds=10), "pending"))
-        return result
-
-    engine.rotate = rotate_and_schedule_the_revocation  # type: ignore[method-assign]
-    h.tick()
-    h.clock.advance(timedelta(hours=1))
-    h.tick()
-    assert list(held.held) == ["a"]
+    held, h = _a_rotation_held(harness)
     journal = h.daemon.journal
     read = journal.policy_state
     scheduler = threading.current_thread()

@@ -60,6 +60,7 @@ from rotator.core.errors import (
     RotatorError,
     TransientError,
 )
+from rotator.core.one_line import one_line
 from rotator.core.secret import REDACTOR, Secret
 
 __all__ = [
@@ -711,16 +712,14 @@ def is_permission_denied(exc: BaseException) -> bool:
 
 def _last_stderr_line(stderr: str) -> str:
     """influxctl's last stderr line, for an error message: values masked, cut to ``_MAX_DETAIL``, and
-    its control characters written as ``\\xNN`` (``\\uNNNN``): the text is the cluster's (a gRPC
-    status message the server wrote), and it reaches terminals and logs, where an escape sequence
-    or a bidi control would act (as rotator/observe/untrusted_text.one_line writes them)."""
+    its control characters written out (:func:`~rotator.core.one_line.one_line`): the text is the
+    cluster's (a gRPC status message the server wrote), and it reaches terminals and logs, where an
+    escape sequence or a bidi control would act."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     if not lines:
         return ""
     line = re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(lines[-1]))
-    line = line if len(line) <= _MAX_DETAIL else line[:_MAX_DETAIL] + "..."
-    return re.sub("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]",
-                  lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) <= 0xFF else f"\\u{ord(m[0]):04x}", line)
+    return one_line(line if len(line) <= _MAX_DETAIL else line[:_MAX_DETAIL] + "...")
 
 
 class InfluxctlCLI:

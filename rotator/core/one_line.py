@@ -1,0 +1,20 @@
+"""Text from outside (a server's error message, an issuer's token description) on one line of a
+terminal or a log: its control characters written out, so that none acts where it is shown."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["one_line"]
+
+#: C0 and C1 controls and DEL (xterm reads \x9b as CSI), and the bidi controls that reorder what a
+#: reader sees (Trojan Source): every character of Unicode's Bidi_Control property (U+061C ARABIC
+#: LETTER MARK, U+200E/U+200F, U+202A-U+202E, U+2066-U+2069; tests/observe check the list against it)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters written as ``\\xNN`` (``\\uNNNN`` above 0xff): a newline cannot end
+    a comment line or add a line to a table, and an escape sequence cannot reach the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) <= 0xFF else f"\\u{ord(m.group()):04x}",
+                        text)
