@@ -129,7 +129,9 @@ RELOAD_NOTIFY_CLOSE_S = 10.0
 #: durable (sysexits EX_IOERR): non-zero, so that systemd (Restart=on-failure) or Kubernetes starts
 #: it again, which opens the journal again and recovers the runs that were going.
 EXIT_JOURNAL_LOST = 74
-#: Between two keep-alive calls of a policy's stores: after a success, after an error (seconds).
+#: Between two keep-alive calls of a policy's stores (seconds): after a success, or after an error
+#: when the stores planned their own retry (a Vault login backs off, and hurries near the token's
+#: expiry); after an error that planned nothing later than now, the longer pause.
 CREDENTIAL_PAUSE = (1.0, 5.0)
 
 
@@ -1226,9 +1228,13 @@ class Daemon:
                     logger.warning("policy %s: store %s: keeping its credential alive failed: %s", name, store_name,
                                    _describe(exc))
         finally:
-            # Whatever the store planned, never call it in a loop.
-            pause = CREDENTIAL_PAUSE[0 if ok else 1]
-            self._credential_pause[name] = self.clock.now() + timedelta(seconds=pause)
+            # Whatever the store planned, never call it in a loop; but a failed call the store plans
+            # to retry soon is not held back to the longer pause: near a token's expiry, its retry
+            # in 0.5-4 s is what keeps the token from running out (5 s let a 15 s token expire).
+            now = self.clock.now()
+            retry = self._credentials_due(engine) if not ok else None
+            planned = ok or (retry is not None and retry > now)
+            self._credential_pause[name] = now + timedelta(seconds=CREDENTIAL_PAUSE[0 if planned else 1])
 
     def credentials(self) -> list[tuple[str, str, Mapping[str, Any]]]:
         """``(policy, store, status)`` of every store that reports its credential."""

@@ -381,6 +381,63 @@ def test_the_watch_does_not_make_a_dead_store_credential_look_fine(tmp_path: Pat
     assert ready is False and checks["credentials"]["a/vault"]["failures"] == 4
 
 
+class _ExpiringCredential:
+    """A store credential with a few seconds left whose renewals fail: like VaultLogin, each failure
+    plans its own retry (``hurried``: soon, as near an expiry; else none, its due stays in the past)."""
+
+    def __init__(self, clock: FakeClock, hurried: bool) -> None:
+        self.clock, self.hurried = clock, hurried
+        self.due = clock.now()
+        self.calls: list[datetime] = []
+
+    def credential_due(self) -> datetime | None:
+        return self.due
+
+    def keep_alive(self) -> None:
+        from rotator.core.errors import TransientError
+        self.calls.append(self.clock.now())
+        if self.hurried:
+            self.due = self.clock.now() + timedelta(seconds=0.75)
+        raise TransientError("cannot reach Vault")
+
+    def credential_status(self) -> dict[str, Any]:
+        return {"ok": False, "failures": len(self.calls), "error": "TransientError", "expires_at": None}
+
+
+@pytest.mark.parametrize("hurried", [True, False])
+def test_a_failed_keep_alive_retries_when_the_store_plans_it(tmp_path: Path, stopped: list[Daemon],
+                                                             hurried: bool) -> None:
+    """After a failed renewal the store plans its retry (in under a second near its token's expiry);
+    the daemon's longer pause after an error held it to 5 s, past the expiry of a short-lived token.
+    A failure that plans nothing later than now still waits the longer pause (never a loop)."""
+    (tmp_path / "vault-token").write_text("x")
+    path = tmp_path / "rotator.toml"
+    path.write_text('[rotator]\njournal = "journal.db"\n[daemon]\naudit = { file = "audit.jsonl" }\n'
+                    + POLICY.format(name="a", schedule="1h", extra=""))
+    clock = FakeClock(T0)
+    store = _ExpiringCredential(clock, hurried)
+
+    def factory(policy: Any, config: Any, journal: Any, listener: Any) -> FakeEngine:
+        engine = FakeEngine(policy.name, journal, clock, [])
+        engine.stores = [("vault", store)]  # type: ignore[attr-defined]
+        return engine
+
+    d = Daemon(path, clock=clock, serve_http=False, executor=InlineExecutor(), handle_signals=False,
+               engine_factory=factory)
+    d.start()
+    stopped.append(d)
+    start = clock.now()
+    for _ in range(24):  # 6 s in quarter seconds
+        d.tick(clock.now())
+        clock.advance(timedelta(seconds=0.25))
+    gaps = [(b - a).total_seconds() for a, b in zip(store.calls, store.calls[1:], strict=False)]
+    assert store.calls and store.calls[0] == start, store.calls
+    if hurried:
+        assert gaps and max(gaps) <= 1.0, f"the store's retries in 0.75 s were held back: {gaps}"
+    else:
+        assert gaps and min(gaps) >= 5.0, f"a store that plans no retry is called in a loop: {gaps}"
+
+
 VAULT_POLICY = """
 [[policy]]
 name = "{name}"
