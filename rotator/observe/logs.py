@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from rotator.core.errors import ConfigError
+from rotator.core.one_line import one_line
 from rotator.core.secret import REDACTOR
 
 __all__ = ["LEVELS", "QUIET_LOGGERS", "JsonFormatter", "PrivateFileHandler", "RedactingFilter", "setup_logging"]
@@ -86,12 +87,31 @@ class JsonFormatter(logging.Formatter):
 
 
 class _TextFormatter(logging.Formatter):
+    """One line per record (a traceback keeps its lines), with control characters written out: a
+    message quotes text from outside (a server's error body, a store's path), and an escape sequence
+    in it must not act on the terminal or the pager that shows the log, nor a newline forge a record."""
+
     def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)
+        # logging.Formatter.format, with each part written out; the traceback text is escaped here,
+        # not in formatException: another handler (a JSON file, pytest's) may have cached it first
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = one_line(self.formatMessage(record))
         extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
         if extras:
-            base += " " + " ".join(f"{k}={v}" for k, v in sorted(extras.items()))
-        return base
+            text += " " + one_line(" ".join(f"{k}={v}" for k, v in sorted(extras.items())))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text += "\n" + _lines(record.exc_text)
+        if record.stack_info:
+            text += "\n" + _lines(self.formatStack(record.stack_info))
+        return text
+
+
+def _lines(text: str) -> str:
+    return "\n".join(one_line(line) for line in text.split("\n"))
 
 
 class PrivateFileHandler(logging.FileHandler):

@@ -83,3 +83,18 @@ def test_a_retry_after_of_any_digits_is_a_transient_error(value: bytes, seconds:
         asked = retry_after(send(client, "GET", "/", timeout_s=2))
     assert listing.value.retry_after == revocation.value.retry_after == asked == seconds
     assert "HTTP 503" in str(listing.value)
+
+
+def test_a_servers_error_text_reaches_messages_with_its_control_characters_written_out() -> None:
+    """The server's own error message is quoted in the error, which the CLI prints and the logs keep:
+    an escape sequence in it (a title change, a cleared screen, hidden text) must not act there."""
+    body = json.dumps({"error": "denied \x1b]0;PWNED\x07\x1b[2J\x1b[8m hidden\u202e"}).encode()
+    answer = b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with server(answer + body) as url:
+        request = MintRequest("app", "0123456789abcdef", "rotator:app:0123456789abcdef",
+                              datetime.now(UTC) + timedelta(days=30))
+        with pytest.raises(Exception) as failed:
+            influxdb3(url).mint(request, Secret("apiv3_credential-0123456789"))
+    text = str(failed.value)
+    assert "HTTP 403" in text and "denied \\x1b]0;PWNED\\x07\\x1b[2J\\x1b[8m hidden\\u202e" in text, text
+    assert not any(c in text for c in "\x1b\x07\u202e"), repr(text)

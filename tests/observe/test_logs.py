@@ -26,3 +26,22 @@ def test_an_unformattable_record_is_still_redacted() -> None:
     assert RedactingFilter().filter(record) is True
     assert value.reveal() not in record.getMessage() and "***" in record.getMessage()
     assert record.args is None and "unformattable" in record.getMessage()
+
+
+def test_text_logs_write_control_characters_out() -> None:
+    """A message quotes text from outside (a server's error body): its escape sequences must not act on
+    the terminal or pager showing the log, nor a newline forge a record. A traceback keeps its lines."""
+    stream = io.StringIO()
+    setup_logging("info", stream=stream)
+    log = logging.getLogger("rotator.test_logs")
+    log.warning("HTTP 403: %s", "denied \x1b]0;PWNED\x07\x1b[2J\n2026-01-01 00:00:00,000 INFO rotator: all fine",
+                extra={"policy": "p\x1b[31m"})
+    try:
+        raise ValueError("bad \x1b[8m answer")
+    except ValueError:
+        log.exception("the call failed")
+    text = stream.getvalue()
+    assert "\x1b" not in text and "\x07" not in text, repr(text)
+    assert "denied \\x1b]0;PWNED\\x07\\x1b[2J\\x0a2026-01-01" in text and "policy=p\\x1b[31m" in text
+    assert text.count("\n") > 3 and "Traceback (most recent call last):\n" in text, "a traceback keeps its lines"
+    assert "ValueError: bad \\x1b[8m answer" in text

@@ -70,6 +70,7 @@ from rotator.core.errors import (
     RotatorError,
     TransientError,
 )
+from rotator.core.one_line import one_line
 from rotator.core.secret import REDACTOR, Secret
 
 __all__ = [
@@ -765,8 +766,9 @@ def error_text(
 
 
 def redact_detail(text: str, *, shapes: re.Pattern[str] = _TOKEN_SHAPES, limit: int = _MAX_DETAIL) -> str:
-    """Server text fit for a message: known secrets and words of the token ``shapes`` removed, cut at ``limit``."""
-    text = shapes.sub("***", REDACTOR.redact(text.strip()))
+    """Server text fit for a message: known secrets and words of the token ``shapes`` removed, cut at
+    ``limit``, control characters written out (the message reaches terminals and log files)."""
+    text = one_line(shapes.sub("***", REDACTOR.redact(text.strip())))
     return text if len(text) <= limit else text[:limit] + "..."
 
 
