@@ -1,7 +1,8 @@
-"""The daemon's HTTP endpoints: ``/healthz`` (alive), ``/readyz`` (journal reachable, configuration
-loaded), ``/metrics`` (Prometheus text format), and the status page ``/`` and ``/status.json``
-(rotator/observe/status_page.py). Read-only, no authentication, nothing secret:
-bind it to loopback or a pod network, not to the internet.
+"""The daemon's HTTP endpoints: ``/healthz`` (alive), ``/readyz`` (configuration loaded, journal
+reachable, not stopping; rotator.runners.daemon.Daemon.readiness), ``/metrics`` (Prometheus text
+format), and the status page ``/`` and ``/status.json`` (rotator/observe/status_page.py). Read-only,
+no authentication, nothing secret: bind it to loopback or a pod network, not to the internet. An
+empty host is every interface, IPv4 and IPv6 alike.
 
 It cannot be starved by idle or slow clients: every connection has a read timeout
 (:data:`READ_TIMEOUT_S`) and a total deadline (:data:`CONNECTION_DEADLINE_S`), and at most
@@ -13,6 +14,7 @@ answers in milliseconds gets through.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import resource
@@ -129,6 +131,30 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
+class _ServerDual(_Server6):
+    """``::`` taking IPv4 too: an empty host means every interface, and a pod of an IPv6-only
+    cluster has no IPv4 address for the kubelet's probes and Prometheus to reach."""
+
+    def server_bind(self) -> None:
+        # The default is the system's (Linux: net.ipv6.bindv6only; the BSDs: IPv6 only).
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def _server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> _Server:
+    if host == "":
+        try:
+            return _ServerDual(("::", port), handler)
+        except OSError as exc:
+            # No IPv6 in this kernel or network namespace (ipv6.disable=1): IPv4's every interface.
+            # Anything else (the port taken) is the same with IPv4, and is reported as it is.
+            if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT):
+                raise
+            logger.debug("no IPv6 here (%s): listening on IPv4 only", exc.strerror)
+            return _Server(("0.0.0.0", port), handler)
+    return (_Server6 if ":" in host else _Server)((host, port), handler)
+
+
 class HealthServer:
     """Serves the three endpoints on a background thread."""
 
@@ -141,9 +167,8 @@ class HealthServer:
         self._ready = ready
         self._registry = registry
         handler = self._handler_class()
-        server_class = _Server6 if ":" in host else _Server
         try:
-            self._server = server_class((host, port), handler)
+            self._server = _server(host, port, handler)
         except OSError as exc:
             raise RotatorError(f"cannot listen on {host or '*'}:{port}: {exc.strerror}",
                                hint="pick a free address with [daemon] listen = 'HOST:PORT' or --listen") from None

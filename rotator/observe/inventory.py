@@ -118,6 +118,13 @@ class Target:
     def policies(self) -> list[Policy]:
         return [p for p, _, _ in self.listers if p is not None]
 
+    @property
+    def label(self) -> str:
+        """The target as a metric label (rotator_tokens{issuer}): its cluster or instance. Not ``name``,
+        which lists the policies on it: that grew with the policy file, and each policy added or
+        removed started new series (resetting an alert's ``for:``)."""
+        return mask_tokens(self.where) if self.where else self.name
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -164,6 +171,8 @@ class Inventory:
     targets: list[str] = field(default_factory=list)
     #: target -> the policies whose cluster or instance it is (revoke_orphans acts only there)
     policies_on: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: target -> its metric label (:attr:`Target.label`); a target missing here is labelled by its name
+    labels: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[tuple[str, str], int]:
         """``(target, class) -> count`` of the tokens that are not revoked (every class, zeros included)."""
@@ -503,7 +512,7 @@ def take_inventory(
 ) -> Inventory:
     """List and classify every target's tokens; a target that fails is reported in ``errors``."""
     by_name = {p.name: p for p in known}
-    inv = Inventory(targets=[t.name for t in targets])
+    inv = Inventory(targets=[t.name for t in targets], labels={t.name: t.label for t in targets})
     classifier = _Classifier(journal, known, targets) if journal is not None else None
     facts = classifier.facts if classifier is not None else _Facts()
     for target in targets:

@@ -4,8 +4,9 @@ Two kinds: *event* metrics the daemon updates as things happen (runs, revocation
 notifications), and *state* metrics (token age and expiry, next rotation, pending and overdue
 revocations, leases) from the daemon's in-memory view of the journal, which its own jobs keep
 current and each sweep refreshes with what other replicas did: a scrape makes no journal query,
-and its cost (:class:`StateText`) grows only with what changed. Labels are policy names and fixed words only: never a
-token, a token id, a URL or a lease holder. docs/daemon.md lists every metric.
+and its cost (:class:`StateText`) grows only with what changed. Labels are policy names, fixed words
+and the inventory's cluster or instance (type, host, port, ids; no URL credentials or query) only:
+never a token, a token id or a lease holder. docs/daemon.md lists every metric.
 """
 
 from __future__ import annotations
@@ -308,7 +309,8 @@ class Metrics:
         self.policies = Gauge("rotator_policies", "Policies in the running configuration", registry=r)
         Info("rotator_build", "rotator's version", registry=r).info({"version": __version__})
         self._state_text: tuple[Callable[[], StateSnapshot], StateText] | None = None
-        # [daemon] inventory_interval (rotator/observe/inventory.py): labels are adapter type + policy names.
+        # [daemon] inventory_interval (rotator/observe/inventory.py): ``issuer`` is the cluster or instance
+        # (Target.label: the adapter type and the settings that name the place), however many policies use it.
         self.tokens = Gauge("rotator_tokens", "Tokens the issuer holds by class (managed, orphan, suspicious, "
                             "unmanaged, retired), revoked ones excluded, at the last inventory",
                             ["issuer", "class"], registry=r)
@@ -352,11 +354,20 @@ class Metrics:
     def inventory(self, result: Any, at: datetime | None = None) -> None:
         """Export an :class:`rotator.observe.inventory.Inventory` (the last one replaces every series),
         taken at ``at`` (the daemon's clock; default: now)."""
+        labels: Mapping[str, str] = getattr(result, "labels", {})
+        tokens: dict[tuple[str, str], int] = {}
+        for (target, cls), count in result.counts().items():
+            key = (labels.get(target, target), cls)
+            tokens[key] = tokens.get(key, 0) + count  # two targets of one place (bare ones) add up
+        flagged: dict[tuple[str, str, str], int] = {}
+        for (target, cls, flag), count in result.flag_counts().items():
+            fkey = (labels.get(target, target), cls, flag)
+            flagged[fkey] = flagged.get(fkey, 0) + count
         self.tokens.clear()
         self.tokens_flagged.clear()
-        for (issuer, cls), count in result.counts().items():
+        for (issuer, cls), count in tokens.items():
             self.tokens.labels(issuer, cls).set(count)
-        for (issuer, cls, flag), count in result.flag_counts().items():
+        for (issuer, cls, flag), count in flagged.items():
             self.tokens_flagged.labels(issuer, cls, flag).set(count)
         self.inventory_errors.set(len(result.errors))
         self.inventory_time.set((at or utcnow()).timestamp())

@@ -1531,8 +1531,12 @@ class Daemon:
                 "expires_in_s": round((expires - self.clock.now()).total_seconds(), 1) if expires else None}
         if credentials:
             checks["credentials"] = credentials
-        creds_ok = all(c["ok"] for c in credentials.values())
-        return ok and not self._stopping and not stalled and creds_ok, checks
+        # Shown, never gating: a store credential is one policy's, and every replica shares it. Were it
+        # to fail readiness, one broken Vault role would make every pod unready, which blocks a node's
+        # drain (the PodDisruptionBudget) and the rollout that would fix it (maxUnavailable 0). The
+        # RotatorStoreCredentialExpiring alert (rotator_credential_ok) is what reports it.
+        checks["degraded"] = sorted(name for name, c in credentials.items() if not c["ok"])
+        return ok and not self._stopping and not stalled, checks
 
     def snapshot(self) -> StateSnapshot:
         """Every policy's state for the state metrics (at each scrape), from memory: no journal query.

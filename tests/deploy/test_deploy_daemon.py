@@ -861,7 +861,8 @@ def test_helm_network_policy_is_on_by_default():
 
 def test_helm_liveness_probe_is_the_progress_watchdog():
     """/healthz fails when the scheduler or a run stops making progress (rotator.runners.daemon's watchdog),
-    so the liveness probe restarts a wedged daemon; readiness also covers the journal and credentials."""
+    so the liveness probe restarts a wedged daemon; readiness also covers the journal (a store credential
+    is shown in /readyz but does not gate it: tests/runners/test_daemon_readiness.py)."""
     container = manifests()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     live = container["livenessProbe"]
     assert live["httpGet"]["path"] == "/healthz" and live["failureThreshold"] >= 2
@@ -990,6 +991,15 @@ def test_prometheus_rules_use_only_metrics_rotator_exports():
     assert {"RotatorRotationFailing", "RotatorTokenTooOld", "RotatorRevocationOverdue"} <= alerts
 
 
+def test_deploy_docs_list_every_alert_the_chart_ships():
+    """docs/deploy.md said the chart "adds these alerts" and listed 9 of its 14."""
+    shipped = {rule["alert"] for rule in prometheus_rules()["groups"][0]["rules"]}
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    section = docs[docs.index("### Monitoring: ServiceMonitor and alerts"):docs.index("### Render-time refusals")]
+
+    assert set(re.findall(r"^\| (Rotator\w+) \|", section, re.MULTILINE)) == shipped
+
+
 PROMTOOL_DIR = "/opt/prometheus-tools/usr/bin"
 PROMTOOL_HINT = (
     "promtool is part of Prometheus, not of the dev extras; on Debian unpack it without installing the "
@@ -1021,6 +1031,11 @@ def test_prometheus_rules_pass_promtool_check(tmp_path):
 def _series(name: str, values: str, **labels: str) -> dict[str, str]:
     text = ", ".join(f'{k}="{v}"' for k, v in {"namespace": "rotator", **labels}.items())
     return {"series": f"{name}{{{text}}}", "values": values}
+
+
+#: rotator_tokens{issuer}: a cluster or instance as rotator/observe/inventory.py's Target.label writes it
+CLUSTER = "influxctl-management|profile='clustered/cluster.example.com/443//'"
+INSTANCE = "influxdb3|base_url='https://influxdb3.example.com:8181'"
 
 
 def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
@@ -1059,14 +1074,14 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         _series("rotator_policy_compliant", "0x90", policy="p3", **b),
         _series("rotator_policy_compliant", "1x90", policy="p2", **a),
         # Inventory: two orphans and an unmanaged never-expiring token on one issuer; the other is clean.
-        _series("rotator_tokens", "2x90", issuer="influxctl-management:p1", **{"class": "orphan"}, **a),
-        _series("rotator_tokens", "3x90", issuer="influxctl-management:p1", **{"class": "unmanaged"}, **a),
-        _series("rotator_tokens_flagged", "1x90", issuer="influxctl-management:p1", flag="no-expiry",
+        _series("rotator_tokens", "2x90", issuer=CLUSTER, **{"class": "orphan"}, **a),
+        _series("rotator_tokens", "3x90", issuer=CLUSTER, **{"class": "unmanaged"}, **a),
+        _series("rotator_tokens_flagged", "1x90", issuer=CLUSTER, flag="no-expiry",
                 **{"class": "unmanaged"}, **a),
-        _series("rotator_tokens_flagged", "4x90", issuer="influxctl-management:p1", flag="no-expiry",
+        _series("rotator_tokens_flagged", "4x90", issuer=CLUSTER, flag="no-expiry",
                 **{"class": "managed"}, **a),
-        _series("rotator_tokens", "0x90", issuer="influxdb3:p2", **{"class": "orphan"}, **a),
-        _series("rotator_tokens", "1x90", issuer="influxdb3:p2", **{"class": "managed"}, **a),
+        _series("rotator_tokens", "0x90", issuer=INSTANCE, **{"class": "orphan"}, **a),
+        _series("rotator_tokens", "1x90", issuer=INSTANCE, **{"class": "managed"}, **a),
     ]
     expected = {
         "RotatorRotationFailing": [{"policy": "p1", "severity": "warning"}],
@@ -1079,8 +1094,8 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         "RotatorWedged": [{"pod": "rel-rotator-b", "severity": "critical"}],
         "RotatorStoreCredentialExpiring": [{"policy": "p3", "store": "vault", "severity": "warning"}],
         "RotatorPolicyOutOfCompliance": [{"policy": "p3", "severity": "warning"}],
-        "RotatorOrphanTokens": [{"issuer": "influxctl-management:p1", "severity": "warning"}],
-        "RotatorUnmanagedTokenWithoutExpiry": [{"issuer": "influxctl-management:p1", "severity": "info"}],
+        "RotatorOrphanTokens": [{"issuer": CLUSTER, "severity": "warning"}],
+        "RotatorUnmanagedTokenWithoutExpiry": [{"issuer": CLUSTER, "severity": "info"}],
     }
     tests = {
         "rule_files": [str(rules)],
@@ -1122,6 +1137,76 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
                     .replace("{{ $value }}", values.get(case["alertname"], ""))
                     for k, v in annotations[case["alertname"]].items()
                 }
+    test_file = tmp_path / "tests.yaml"
+    test_file.write_text(yaml.safe_dump(tests, sort_keys=False))
+
+    result = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _humanize_duration(seconds: int) -> str:
+    """Prometheus' humanizeDuration of a whole number of seconds (60 s or more)."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m {secs}s"
+    return f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
+
+
+def test_token_expiring_soon_fires_only_when_the_rotation_is_too_late_for_the_policy(tmp_path):
+    """RotatorTokenExpiringSoon (critical) fired whenever the token had less than expiryWarningSeconds
+    (2 d) left. When a rotation is due the token has grace + margin left, 2 d by default: a default
+    policy rotating minutes late, or any policy with grace + margin under 2 d (every cycle, before the
+    rotation was even due), raised it. Now it needs less than half of that slack left too."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(prometheus_rules()))
+    day, hour, now = 86400, 3600, 3600  # evaluated at 60m; the gauges are Unix times around it
+    # policy -> (expiry, next rotation or None: a disabled policy), as one replica exports them
+    cases: dict[str, tuple[int, int | None]] = {
+        "grace-12h-6h-before-due": (now + 6 * hour + 36 * hour, now + 6 * hour),  # slack 1d12h
+        "defaults-10m-late": (now - 600 + 2 * day, now - 600),
+        "defaults-23h-late": (now - 23 * hour + 2 * day, now - 23 * hour),
+        "defaults-25h-late": (now - 25 * hour + 2 * day, now - 25 * hour),
+        "grace-30d-10d-late": (now - 10 * day + 31 * day, now - 10 * day),
+        "grace-30d-29d12h-late": (now - 29 * day - 12 * hour + 31 * day, now - 29 * day - 12 * hour),
+        "expires-before-its-rotation": (now + day, now + 10 * day),
+        "disabled-1d-left": (now + day, None),
+        "disabled-3d-left": (now + 3 * day, None),
+    }
+    firing = {"defaults-25h-late": 23 * hour, "grace-30d-29d12h-late": 36 * hour,
+              "expires-before-its-rotation": day, "disabled-1d-left": day}
+    a, b = {"pod": "rel-rotator-a"}, {"pod": "rel-rotator-b"}
+    series = []
+    for policy, (expiry, due) in cases.items():
+        series.append(_series("rotator_token_expiry_timestamp_seconds", f"{expiry}x70", policy=policy, **a))
+        if due is not None:
+            series.append(_series("rotator_next_rotation_timestamp_seconds", f"{due}x70", policy=policy, **a))
+    # Grace 12h, rotated on time a minute ago: replica b's view has the new token, a's (until its
+    # next sweep) the previous one. Neither view is late; the previous token's expiry set against the
+    # new rotation's due time (aggregating before comparing) would be a token that expires before
+    # its rotation.
+    previous_due, new_due, slack = now - 60, now - 60 + 30 * day, 36 * hour
+    series += [
+        _series("rotator_token_expiry_timestamp_seconds", f"{previous_due + slack}x70", policy="replicas", **a),
+        _series("rotator_next_rotation_timestamp_seconds", f"{previous_due}x70", policy="replicas", **a),
+        _series("rotator_token_expiry_timestamp_seconds", f"{new_due + slack}x70", policy="replicas", **b),
+        _series("rotator_next_rotation_timestamp_seconds", f"{new_due}x70", policy="replicas", **b),
+    ]
+    annotations = next(r["annotations"] for r in prometheus_rules()["groups"][0]["rules"]
+                       if r["alert"] == "RotatorTokenExpiringSoon")
+    expected = [
+        {"exp_labels": {"namespace": "rotator", "policy": policy, "severity": "critical"},
+         "exp_annotations": {k: v.replace("{{ $labels.policy }}", policy)
+                             .replace("{{ $value | humanizeDuration }}", _humanize_duration(left))
+                             for k, v in annotations.items()}}
+        for policy, left in firing.items()
+    ]
+    tests = {"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "alert_rule_test": [{"eval_time": "60m", "alertname": "RotatorTokenExpiringSoon", "exp_alerts": expected}],
+    }]}
     test_file = tmp_path / "tests.yaml"
     test_file.write_text(yaml.safe_dump(tests, sort_keys=False))
 

@@ -295,7 +295,7 @@ def test_daemon_inventory_interval_exports_rotator_tokens(tmp_path, openbao, fak
         assert daemon._inventory_thread is not None
         daemon._inventory_thread.join(timeout=60)
         value = daemon.metrics.registry.get_sample_value
-        issuer = f"influxctl-management:{POLICY}"
+        issuer = "influxctl-management|profile='clustered/cluster.test.invalid/443//'"  # its cluster, not its policies
         assert value("rotator_tokens", {"issuer": issuer, "class": "managed"}) == 1
         assert value("rotator_tokens", {"issuer": issuer, "class": "unmanaged"}) == 1
         assert value("rotator_tokens_flagged", {"issuer": issuer, "class": "unmanaged", "flag": "no-expiry"}) == 1

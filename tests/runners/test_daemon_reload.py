@@ -349,8 +349,8 @@ class _DeadCredential:
 
 
 def test_the_watch_does_not_make_a_dead_store_credential_look_fine(tmp_path: Path, stopped: list[Daemon]) -> None:
-    """A new store would start with no failure: /readyz 200 again while the credential is dead (until
-    its first keep-alive, which a SIGHUP's new store makes at once)."""
+    """A new store would start with no failure: /readyz would show the credential fine again while it
+    is dead (until its first keep-alive, which a SIGHUP's new store makes at once)."""
     (tmp_path / "vault-token").write_text("x")
     path = tmp_path / "rotator.toml"
     path.write_text('[rotator]\njournal = "journal.db"\n[daemon]\naudit = { file = "audit.jsonl" }\n' + WATCH
@@ -369,16 +369,17 @@ def test_the_watch_does_not_make_a_dead_store_credential_look_fine(tmp_path: Pat
     d.start()
     stopped.append(d)
     d._engines["a"].stores[0][1].failures = 4  # type: ignore[attr-defined]
-    assert d.readiness()[0] is False
+    assert d.readiness()[1]["degraded"] == ["a/vault"]
     _touch(path)  # the same file
     clock.advance(timedelta(seconds=6))
     d.tick(clock.now())
-    assert d.readiness()[0] is False, "the same store, still failing"
+    assert d.readiness()[1]["degraded"] == ["a/vault"], "the same store, still failing"
     path.write_text(path.read_text().replace('path = "x/b"', 'path = "x/b2"'))  # another policy changed
     clock.advance(timedelta(seconds=6))
     d.tick(clock.now())
     ready, checks = d.readiness()
-    assert ready is False and checks["credentials"]["a/vault"]["failures"] == 4
+    assert checks["degraded"] == ["a/vault"] and checks["credentials"]["a/vault"]["failures"] == 4
+    assert ready is True, "one policy's credential does not make the replica unready"
 
 
 class _ExpiringCredential:
@@ -485,10 +486,10 @@ def test_the_watch_never_logs_in_to_vault_again_and_a_sighup_does(tmp_path: Path
         d.tick(d.clock.now())
         time.sleep(1.1)  # past the keep-alive pause after a login (CREDENTIAL_PAUSE), and the watch interval
         d.tick(d.clock.now())
-        assert d.readiness()[0], d.readiness()[1].get("credentials")
+        assert d.readiness()[1]["degraded"] == [], d.readiness()[1].get("credentials")
 
     d.tick(d.clock.now())  # the stores log in between runs (keep-alive)
-    assert uses_left() == 3 and d.readiness()[0], "one login per store"
+    assert uses_left() == 3 and d.readiness()[1]["degraded"] == [], "one login per store"
     edits = [None, None, "# a comment: another content, the same policies\n"]  # touched x2, then an edit
     for edit in edits:
         if edit:

@@ -1,0 +1,85 @@
+"""The daemon's listener for ``--listen :PORT`` (what the Helm chart passes): every interface, IPv4
+and IPv6. It bound 0.0.0.0 only, so on an IPv6-only cluster the kubelet's probes were refused (the
+pod never started) and Prometheus could not scrape it."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from rotator.config.daemon_config import parse_listen
+from rotator.core.errors import RotatorError
+from rotator.observe import health
+from rotator.observe.health import HealthServer
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _status_line(family: socket.AddressFamily, address: str, port: int) -> bytes:
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect((address, port))
+        s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(4096):  # to the end: a client leaving mid-answer is logged as an error
+            answer += chunk
+        return answer.split(b"\r\n")[0]
+
+
+@pytest.fixture
+def every_interface() -> Iterator[HealthServer]:
+    host, port = parse_listen(":0")
+    server = HealthServer(host, port, alive=lambda: (True, {}), ready=lambda: (True, {}), registry=CollectorRegistry())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_listen_on_every_interface_answers_ipv4(every_interface: HealthServer) -> None:
+    assert _status_line(socket.AF_INET, "127.0.0.1", every_interface.address[1]) == b"HTTP/1.0 200 OK"
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_listen_on_every_interface_answers_ipv6(every_interface: HealthServer) -> None:
+    assert _status_line(socket.AF_INET6, "::1", every_interface.address[1]) == b"HTTP/1.0 200 OK"
+
+
+def test_without_ipv6_every_interface_falls_back_to_ipv4(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel booted with ipv6.disable=1 refuses AF_INET6 sockets: IPv4 only, not a failed start."""
+
+    class NoIPv6(health._ServerDual):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+
+    monkeypatch.setattr(health, "_ServerDual", NoIPv6)
+    server = HealthServer("", 0, alive=lambda: (True, {}), ready=lambda: (True, {}), registry=CollectorRegistry())
+    server.start()
+    try:
+        assert server.address[0] == "0.0.0.0"
+        assert _status_line(socket.AF_INET, "127.0.0.1", server.address[1]) == b"HTTP/1.0 200 OK"
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_a_port_in_use_is_reported_not_hidden_by_the_fallback() -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as taken:
+        taken.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        taken.bind(("::", 0))
+        taken.listen()
+        with pytest.raises(RotatorError, match="cannot listen on \\*:.*in use"):
+            HealthServer("", taken.getsockname()[1], alive=lambda: (True, {}), ready=lambda: (True, {}),
+                         registry=CollectorRegistry())
