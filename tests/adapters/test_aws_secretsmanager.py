@@ -9,6 +9,7 @@ Stubber in tests/adapters/test_aws_secretsmanager_stubber.py.
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import os
@@ -17,8 +18,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +45,14 @@ from rotator.config.policy import parse_config
 from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, StoreState, TokenRecord
 from rotator.core.engine import Engine
-from rotator.core.errors import ConfigError, ConflictError, OwnershipError, PermanentError, TransientError
+from rotator.core.errors import (
+    ConfigError,
+    ConflictError,
+    OwnershipError,
+    PermanentError,
+    RotatorError,
+    TransientError,
+)
 from rotator.core.journal import open_journal
 from rotator.core.retry import RetryPolicy
 from rotator.core.secret import Secret
@@ -254,7 +266,7 @@ def test_awspending_without_a_value_stops_the_run_with_the_aws_message_and_the_f
         with pytest.raises(PendingRotationError) as caught:
             attempt()
         assert "a previous rotation isn't complete" in str(caught.value)
-        assert f"AWSPENDING is on version {pending}, AWSCURRENT on {current}" in str(caught.value)
+        assert f"AWSPENDING is on version {pending!r}, AWSCURRENT on {current!r}" in str(caught.value)
         arn = aws.client().describe_secret(SecretId=name)["ARN"]
         assert (f"aws secretsmanager update-secret-version-stage --secret-id {arn} --version-stage AWSPENDING "
                 f"--remove-from-version-id {pending} --region {aws.region}") in caught.value.hint  # fmt: skip
@@ -328,6 +340,46 @@ def test_awspending_of_another_policy_is_not_taken_for_a_leftover(aws):
         store.publish(token_record("tok-2"), current)
 
 
+def test_the_pending_rotation_hint_quotes_a_version_id_chosen_by_whoever_put_it(aws, tmp_path):
+    """The AWSPENDING version's id is the ClientRequestToken of whoever called PutSecretValue (AWS sets
+    no pattern, only 32-64 characters). It went into the printed command unquoted: pasted, the command
+    ran what the id said with the operator's AWS credentials. Now every value is quoted for the shell,
+    and the command, run as printed, calls `aws` with the id as one argument."""
+    name = secret_name()
+    store = make_store(aws, name)
+    current = store.publish(token_record("tok-1"), None)
+    pending = "x;touch${IFS}pwned;#'\"$(id)`id`".ljust(40, "-")
+    aws.client().put_secret_value(SecretId=name, ClientRequestToken=pending, SecretString='{"other": "tool"}',
+                                  VersionStages=["AWSPENDING"])  # fmt: skip
+
+    with pytest.raises(PendingRotationError) as caught:
+        store.read_current()
+
+    command = caught.value.hint.split("remove the label: ", 1)[1]
+    (tmp_path / "bin").mkdir()
+    fake_aws = tmp_path / "bin" / "aws"  # records its arguments, one per NUL
+    fake_aws.write_text("#!/bin/sh\nprintf '%s\\0' \"$@\" > args\n")
+    fake_aws.chmod(0o755)
+    run = subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                         env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"})  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert not (tmp_path / "pwned").exists(), "the version id ran as a command"
+    arn = aws.client().describe_secret(SecretId=name)["ARN"]
+    assert (tmp_path / "args").read_text().split("\0")[:-1] == [
+        "secretsmanager", "update-secret-version-stage", "--secret-id", arn, "--version-stage", "AWSPENDING",
+        "--remove-from-version-id", pending, "--region", aws.region,
+    ]  # fmt: skip
+    assert f"AWSPENDING is on version {pending!r}, AWSCURRENT on {current!r}" in str(caught.value)
+
+
+def test_a_pending_version_id_that_cannot_be_shown_whole_gets_a_placeholder_in_the_command():
+    odd = "a\nb" + "c" * 70
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf"
+    error = PendingRotationError("aws-secretsmanager:x", arn, "eu-west-1", odd, None)
+    assert odd not in str(error) and odd not in error.hint and "\n" not in error.hint
+    assert "--remove-from-version-id VERSION_ID (describe-secret: the version with AWSPENDING)" in error.hint
+
+
 def _start_moto_rotation(aws: MotoServer, name: str, token: str) -> None:
     """What Secrets Manager does before invoking createSecret: RotationEnabled, and a new
     AWSPENDING version without a value. moto does both, then fails to find the (dummy) function."""
@@ -354,8 +406,22 @@ def test_an_endpoint_that_does_not_listen_is_transient(aws):
 
 def test_an_unknown_profile_is_a_config_error(aws):
     store = make_store(aws, secret_name(), profile="no-such-profile", own_client=True)
-    with pytest.raises(ConfigError, match="profile"):
+    with pytest.raises(ConfigError, match="the AWS profile 'no-such-profile' the store's `profile` setting names "
+                                          "does not exist") as caught:  # fmt: skip
         store.read_current()
+    assert "[profile no-such-profile]" in caught.value.hint
+
+
+@pytest.mark.parametrize("variable", ["AWS_PROFILE", "AWS_DEFAULT_PROFILE"])
+def test_an_unknown_profile_from_the_environment_names_the_variable_not_the_setting(aws, monkeypatch, variable):
+    """The message said "the AWS profile in `profile` does not exist" when the store sets no profile and
+    $AWS_PROFILE named a missing one: the operator looked at the policy file, where nothing was wrong."""
+    monkeypatch.setenv(variable, "no-such-env-profile")
+    store = make_store(aws, secret_name(), own_client=True)
+    with pytest.raises(ConfigError) as caught:
+        store.read_current()
+    assert f"the AWS profile 'no-such-env-profile' that ${variable} names does not exist" in str(caught.value)
+    assert f"unset ${variable}" in caught.value.hint
 
 
 def test_a_secret_arn_that_does_not_exist_is_not_created(aws):
@@ -390,6 +456,107 @@ def test_role_arn_is_assumed_through_sts(aws):
     assert signed[0]["X-Amz-Security-Token"], "and with its session token"
 
 
+class _FakeSts(http.server.BaseHTTPRequestHandler):
+    """STS's AssumeRole on loopback (moto's credentials last an hour): each answer has new keys that
+    expire ``lifetime`` seconds from now; ``asked`` collects the requests' form fields."""
+
+    lifetime = 3600.0
+    asked: list[dict[str, str]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        form = dict(urllib.parse.parse_qsl(self.rfile.read(int(self.headers["Content-Length"])).decode()))
+        type(self).asked.append(form)
+        n = len(type(self).asked)
+        expires = (datetime.now(UTC) + timedelta(seconds=type(self).lifetime)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = (
+            '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>'
+            f"<AssumedRoleUser><AssumedRoleId>AROAFAKE:{form.get('RoleSessionName')}</AssumedRoleId>"
+            f"<Arn>{form.get('RoleArn')}</Arn></AssumedRoleUser>"
+            f"<Credentials><AccessKeyId>ASIAFAKE{n:08d}</AccessKeyId><SecretAccessKey>fake-secret-{n}"
+            f"</SecretAccessKey><SessionToken>fake-session-{n}</SessionToken><Expiration>{expires}</Expiration>"
+            "</Credentials></AssumeRoleResult><ResponseMetadata><RequestId>fake</RequestId></ResponseMetadata>"
+            "</AssumeRoleResponse>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def _loopback(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("lifetime", "assumed"), [(3600.0, 1), (300.0, 3)])
+def test_role_arn_credentials_are_refreshed_before_they_expire(aws, monkeypatch, lifetime, assumed):
+    """The role_arn session is built from botocore classes it does not document as public (see
+    _assumed_role_session): this runs on the newest botocore (the main CI) and on the lowest that
+    pyproject.toml allows (.ci/deps-lowest). Credentials with an hour left are reused; with less than
+    botocore's 10-minute margin, the role is assumed again before the next call."""
+    monkeypatch.setattr(_FakeSts, "lifetime", lifetime)
+    monkeypatch.setattr(_FakeSts, "asked", [])
+    with _loopback(_FakeSts) as sts_url:
+        settings = AwsSecretsManagerSettings(
+            secret_id="tests/x", region=aws.region, endpoint_url=aws.url, sts_endpoint_url=sts_url,
+            role_arn=f"arn:aws:iam::{aws.account}:role/rotator", external_id="rotator-ext", max_attempts=1,
+        )  # fmt: skip
+        client = boto3_client(settings, POLICY)
+        signed: list[str] = []
+        client.meta.events.register("before-send.secrets-manager.*",
+                                    lambda request, **_: signed.append(request.headers["Authorization"].decode()))
+        for _ in range(3):
+            client.list_secrets()
+    keys = [re.search(r"Credential=([^/]+)/", header)[1] for header in signed]  # type: ignore[index]
+    assert len(_FakeSts.asked) == assumed
+    assert keys == [f"ASIAFAKE{min(i + 1, assumed):08d}" for i in range(3)], "each call signed with the latest keys"
+    assert _FakeSts.asked[0] == {"Action": "AssumeRole", "Version": "2011-06-15", "RoleArn": settings.role_arn,
+                                 "RoleSessionName": f"rotator-{POLICY}", "ExternalId": "rotator-ext"}
+
+
+class _ProxyRecorder(http.server.BaseHTTPRequestHandler):
+    """An HTTPS proxy that notes where each CONNECT goes and refuses it: nothing leaves the host."""
+
+    targets: list[str] = []
+
+    def do_CONNECT(self) -> None:  # noqa: N802 - http.server's name
+        type(self).targets.append(self.path)
+        self.send_error(502)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_role_arn_is_assumed_at_the_regions_sts_endpoint_on_every_botocore(aws_env, monkeypatch):
+    """botocore 1.34 (the lowest allowed) sent AssumeRole to the global endpoint (sts.amazonaws.com, in
+    us-east-1), the newest to the region's; AWS_STS_REGIONAL_ENDPOINTS (or a profile) switched it too.
+    Now it is always the region's, unless sts_endpoint_url names another."""
+    monkeypatch.setenv("AWS_STS_REGIONAL_ENDPOINTS", "legacy")
+    for variable in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(_ProxyRecorder, "targets", [])
+    with _loopback(_ProxyRecorder) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+        settings = AwsSecretsManagerSettings(secret_id="prod/influx", region="eu-west-1", role_arn=ROLE,
+                                             max_attempts=1, timeout_s=5.0)  # fmt: skip
+        store = AwsSecretsManagerStore.from_config(settings, AdapterContext(policy=POLICY))
+        with pytest.raises(RotatorError):
+            store.read_current()  # the assumption fails at the proxy: no STS here
+    assert _ProxyRecorder.targets and set(_ProxyRecorder.targets) == {"sts.eu-west-1.amazonaws.com:443"}
+
+
+ROLE = "arn:aws:iam::123456789012:role/rotator"
 ROLE = "arn:aws:iam::123456789012:role/rotator"
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -31,7 +33,7 @@ from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, StoreState, TokenRecord
 from rotator.core.errors import ConfigError, ConflictError, PermanentError, TransientError
 from rotator.core.secret import Secret
-from rotator.sandbox.openbao_dev import OpenBaoStartError, free_port, openbao_dev_server
+from rotator.sandbox.openbao_dev import OpenBaoStartError, find_bao, free_port, openbao_dev_server
 from tests.servers import OpenBao
 
 POLICY = "influx-mgmt"
@@ -233,6 +235,38 @@ def test_a_vault_without_patch_that_leaves_custom_metadata_out_of_the_write_answ
     assert caplog.text.count("cannot patch custom_metadata (HTTP 405") == 1
 
 
+def test_a_403_from_a_token_that_died_after_the_write_is_not_taken_for_a_missing_patch_capability(
+    openbao, vault, kv_path, tmp_path, caplog
+):
+    """The token expired or was revoked between the data write and the custom_metadata PATCH (Vault
+    Agent had not written the new one yet): Vault refused the PATCH, and the store remembered that as
+    "no `patch` capability" for its whole life. With a policy granting what PATCH needs on the metadata
+    (read, patch) but not update, every later publish then failed to mark the secret managed, even
+    once the token file held a valid token, and the warning sent the operator to grant `patch`."""
+    name = f"kv-patch-only-{uuid.uuid4().hex[:6]}"
+    openbao.write_policy(name, f'path "secret/data/{kv_path}" {{ capabilities = ["create", "read", "update"] }}\n'
+                               f'path "secret/metadata/{kv_path}" {{ capabilities = ["read", "patch"] }}\n')
+    dying = [openbao.create_token(name)]
+
+    def revoke_once() -> None:
+        if dying:
+            vault.auth.token.revoke(dying.pop())
+
+    store = make_store(openbao, kv_path, tmp_path, token=dying[0],
+                       client_factory=lambda settings: _Interposed(hvac_client(settings), revoke_once))
+    caplog.set_level(logging.DEBUG, logger="rotator.adapters.vault_kv2")
+    record = token_record("tok-1")
+    with pytest.raises(TransientError, match="version 1 holds token tok-1, but marking the secret managed failed"):
+        store.publish(record, None)
+
+    (tmp_path / "vault-token").write_text(openbao.create_token(name))  # Vault Agent's next token
+    assert store.publish(record, None) == "1", "the engine's retry completes the publish"
+    assert store.read_current() == StoreState(version="1", managed=True, record=record)
+    assert store.publish(token_record("tok-2"), "1") == "2"
+    assert metadata(vault, kv_path)["custom_metadata"]["token_id"] == "tok-2"
+    assert "no `patch` capability" not in caplog.text
+
+
 @pytest.mark.parametrize("where", ["secret", "mount"])
 def test_a_live_version_under_delete_version_after_holds_the_token(openbao, vault, kv_path, tmp_path, where):
     """delete_version_after gives every live version a deletion_time in the future: Vault serves it
@@ -369,6 +403,71 @@ def test_no_warning_with_the_default_of_10_versions(store, caplog):
     caplog.set_level(logging.WARNING, logger="rotator.adapters.vault_kv2")
     store.read_current()
     assert caplog.records == []
+
+
+# -- delete_version_after ----------------------------------------------------------------------
+
+
+def _deletion_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and "delete_version_after" in r.getMessage()]
+
+
+def test_warns_at_publish_and_first_read_when_the_secret_deletes_versions_before_their_token_expires(
+    openbao, vault, kv_path, tmp_path, caplog
+):
+    """delete_version_after soft-deletes every version that long after it is written, current or not:
+    consumers then read nothing (404). The store checked max_versions and said nothing of this."""
+    vault.secrets.kv.v2.update_metadata(path=kv_path, mount_point="secret", delete_version_after="1h")
+    caplog.set_level(logging.WARNING, logger="rotator.adapters.vault_kv2")
+    store = make_store(openbao, kv_path, tmp_path)
+
+    assert store.read_current().version is None and _deletion_warnings(caplog) == [], "no token to compare yet"
+    assert store.publish(token_record("tok-1"), None) == "1"
+    [published] = _deletion_warnings(caplog)
+    assert "Vault deletes version 1 1h after writing it (delete_version_after), before its token expires " \
+           "(in 30d)" in published  # fmt: skip
+    assert "consumers read no token (HTTP 404)" in published and "0s (off) or to more than" in published
+    assert "`write secret/config delete_version_after=...`" in published
+
+    caplog.clear()
+    fresh = make_store(openbao, kv_path, tmp_path)  # a restart: its first read says it before any write
+    fresh.read_current()
+    fresh.read_current()
+    [read] = _deletion_warnings(caplog)
+    assert "Vault deletes every version 1h after it is written (the secret's delete_version_after), sooner " \
+           "than a token lives (the current one: 30d)" in read  # fmt: skip
+
+
+@pytest.mark.parametrize(("mount_after", "secret_after", "warned"), [
+    ("2h", None, "the mount's"),  # the mount's setting applies to every secret
+    ("2h", "1000h", "the mount's"),  # Vault takes the shorter of the two
+    ("1000h", "2h", "the secret's"),
+    ("-1s", "2h", None),  # a negative mount setting turns deletion off for every secret
+    ("1000h", None, None),  # longer than the token lives (30d)
+])  # fmt: skip
+def test_the_deletion_warning_follows_vaults_rule_for_the_mount_and_the_secret(
+    openbao, vault, kv_path, tmp_path, caplog, mount_after, secret_after, warned
+):
+    mount = f"kv-dva-{uuid.uuid4().hex[:8]}"
+    vault.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
+    vault.secrets.kv.v2.configure(mount_point=mount, delete_version_after=mount_after)
+    if secret_after is not None:
+        vault.secrets.kv.v2.update_metadata(path=kv_path, mount_point=mount, delete_version_after=secret_after)
+    vault.secrets.kv.v2.create_or_update_secret(path=kv_path, mount_point=mount,
+                                                secret=token_record("tok-0").payload())  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="rotator.adapters.vault_kv2")
+    store = make_store(openbao, kv_path, tmp_path, mount=mount)
+
+    store.read_current()
+    assert store.publish(token_record("tok-1"), "1") == "2"
+    warnings = _deletion_warnings(caplog)
+    if warned is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 2, warnings  # the first read's, and the publish's
+        assert f"every version 2h after it is written ({warned} delete_version_after)" in warnings[0]
+        assert "Vault deletes version 2 2h after writing it" in warnings[1]
 
 
 # -- auth ------------------------------------------------------------------------------------
@@ -656,6 +755,32 @@ def test_namespace_is_used_for_login_reads_and_writes(openbao, kv_path, tmp_path
         metadata(openbao.client(), kv_path)
 
 
+def test_the_conflict_hint_names_the_namespace_and_its_command_reads_the_secret(openbao, kv_path, tmp_path):
+    """The printed `bao kv metadata get` left out the namespace: it read the root namespace ("No value
+    found"), sending the operator the wrong way during a conflict. Quoted, it works for any path."""
+    namespace = openbao.namespace(f"team-{uuid.uuid4().hex[:6]}")
+    path = f"{kv_path}/with space's"
+    store = make_store(openbao, path, tmp_path, namespace=namespace)
+    store.publish(token_record("tok-1"), None)
+    openbao.client(namespace=namespace).secrets.kv.v2.create_or_update_secret(
+        path=path, mount_point="secret", secret={"other": "writer"})
+
+    with pytest.raises(ConflictError) as caught:
+        store.publish(token_record("tok-2"), "1")
+
+    command = caught.value.hint.split("`")[1]
+    assert f"-namespace={namespace} " in command
+    env = {"BAO_ADDR": openbao.url, "BAO_TOKEN": openbao.root_token, "HOME": str(tmp_path),
+           "PATH": os.environ.get("PATH", "")}  # fmt: skip
+    bao = Path(find_bao()).parent
+    shown = subprocess.run(["sh", "-c", command], env={**env, "PATH": f"{bao}:{env['PATH']}"},
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"(?m)^current_version\s+2$", shown.stdout), shown.stdout
+    assert "managed-by:rotator" in shown.stdout, shown.stdout
+
+
+# -- secrecy -------------------------------------------------------------------------------
 # -- secrecy -------------------------------------------------------------------------------
 
 
@@ -713,6 +838,29 @@ def test_settings_refuse_inline_secrets_and_unknown_keys():
     for extra, reason in refused:
         with pytest.raises(ValidationError, match=reason):
             VaultKV2Settings.model_validate({**base, **extra})
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 1e12, 300.5, 0, -1])
+def test_timeout_s_is_more_than_0_and_at_most_300(timeout):
+    """inf passed (TOML allows it) and failed at the first request as an internal error (OverflowError
+    from the socket); a huge value meant no timeout at all. The AWS store allows 0 < timeout_s <= 300."""
+    base = {"url": "https://vault.example:8200", "path": "influx/mgmt", "auth": {"method": "token",
+                                                                               "token": {"env": "X"}}}
+    with pytest.raises(ValidationError, match="timeout_s") as caught:
+        VaultKV2Settings.model_validate({**base, "timeout_s": timeout})
+    assert "at most 300" in str(caught.value) or "greater than 0" in str(caught.value)
+    assert VaultKV2Settings.model_validate({**base, "timeout_s": 300}).timeout_s == 300
+
+
+@pytest.mark.parametrize("namespace", ["\u00e9quipe", "team/\u00fc\u2713", "caf\u00e9/ops"])
+def test_a_namespace_an_http_header_cannot_carry_is_refused_by_validation(openbao, kv_path, tmp_path, namespace):
+    """It went out as the X-Vault-Namespace header: refused there at run time, as if the Vault token held
+    the character ("write the credential again as it was issued")."""
+    with pytest.raises(ValidationError, match="namespace\n.*must be ASCII") as caught:
+        make_store(openbao, kv_path, tmp_path, namespace=namespace)
+    assert "HTTP header" in str(caught.value)
+    assert make_store(openbao, kv_path, tmp_path, namespace="team-a/ops").location.endswith("/team-a/ops/secret/data/"
+                                                                                          + kv_path)
 
 
 def test_settings_defaults_and_normalisation():

@@ -40,6 +40,8 @@ Credentials come from the standard AWS chain (environment, ``~/.aws``, container
 role), from ``profile``, or by assuming ``role_arn`` (refreshed before it expires). The region
 is explicit (``region``, or the secret's ARN), and ``endpoint_url`` is the only endpoint used:
 ``AWS_ENDPOINT_URL*`` variables and profile endpoints are ignored (``ignore_configured_endpoint_urls``).
+Likewise ``role_arn`` is assumed at ``sts_endpoint_url``, else at the region's STS endpoint on every
+botocore version (``AWS_STS_REGIONAL_ENDPOINTS`` and a profile's ``sts_regional_endpoints`` are ignored).
 
 The IAM permissions rotator's identity needs on the secret::
 
@@ -59,7 +61,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import reprlib
+import shlex
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -159,6 +164,8 @@ _HINT_PENDING = (
     "remove the label: aws secretsmanager update-secret-version-stage --secret-id {secret} "
     "--version-stage AWSPENDING --remove-from-version-id {pending} --region {region}"
 )
+#: What a printed command shows for a version id it cannot show as it is (too long, control characters).
+_VERSION_PLACEHOLDER = "VERSION_ID (describe-secret: the version with AWSPENDING)"
 _HINT_CONFLICT = (
     "another writer moved AWSCURRENT after rotator read it: inspect it with "
     "`aws secretsmanager describe-secret --secret-id {secret} --region {region}`, then rotate again"
@@ -376,10 +383,11 @@ def boto3_client(settings: AwsSecretsManagerSettings, policy: str) -> SecretsMan
         "user_agent_extra": "rotator",
     }
     config = Config(**options)
-    with map_errors(where, "create a client"):
-        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region_name)
-        if settings.role_arn is not None:
-            session = _assumed_role_session(session, settings, config, _session_name(policy))
+    with map_errors(where, "create a client", profile=settings.profile):
+        if settings.role_arn is None:
+            session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region_name)
+        else:
+            session = _assumed_role_session(_sts_client(settings, config), settings, _session_name(policy))
         client: SecretsManagerAPI = session.client("secretsmanager", endpoint_url=settings.endpoint_url, config=config)
     return client
 
@@ -388,13 +396,38 @@ def _session_name(policy: str) -> str:
     return re.sub(r"[^\w+=,.@-]", "-", f"rotator-{policy}")[:64]
 
 
-def _assumed_role_session(base: Any, settings: AwsSecretsManagerSettings, config: Any, session_name: str) -> Any:
-    """A session whose credentials come from sts:AssumeRole, refreshed before they expire."""
+def _sts_client(settings: AwsSecretsManagerSettings, config: Any) -> Any:
+    """The STS client that assumes ``role_arn``: the standard chain's (or ``profile``'s) credentials, and
+    ``sts_endpoint_url`` or else the region's own STS endpoint, whatever the botocore version."""
+    import boto3.session
+    import botocore.session
+
+    core = botocore.session.Session(profile=settings.profile)
+    # botocore before 1.40 defaults to the global endpoint (sts.amazonaws.com, us-east-1): a host that
+    # reaches only its region's STS (a VPC interface endpoint) could not assume the role, and the newest
+    # botocore does the opposite. Set on the session itself, this also outranks AWS_STS_REGIONAL_ENDPOINTS
+    # and a profile's sts_regional_endpoints: as for every endpoint here, only the settings decide.
+    core.set_config_variable("sts_regional_endpoints", "regional")
+    base = boto3.session.Session(botocore_session=core, region_name=settings.region_name)
+    return base.client("sts", endpoint_url=settings.sts_endpoint_url, config=config)
+
+
+def _assumed_role_session(sts: Any, settings: AwsSecretsManagerSettings, session_name: str) -> Any:
+    """A session whose credentials come from sts:AssumeRole, refreshed before they expire.
+
+    Neither boto3 nor botocore documents a way to build such a session in code: their documented
+    assume-role is a profile in ~/.aws/config (role_arn with source_profile or credential_source),
+    which cannot name "the standard chain" as its source, nor a given STS endpoint, without writing a
+    config file. So this uses botocore's credential classes (CredentialProvider, CredentialResolver,
+    DeferredRefreshableCredentials, the "credential_provider" component), which its own providers use,
+    unchanged from botocore 1.34 (the lowest allowed) to today. tests/adapters/test_aws_secretsmanager.py
+    checks the assumed credentials and their refresh; .ci/deps-lowest runs it on the lowest botocore,
+    the main CI on the newest (docs/adapters.md).
+    """
     import boto3.session
     import botocore.session
     from botocore.credentials import CredentialProvider, CredentialResolver, DeferredRefreshableCredentials
 
-    sts = base.client("sts", endpoint_url=settings.sts_endpoint_url, config=config)
     request: dict[str, str] = {"RoleArn": str(settings.role_arn), "RoleSessionName": session_name}
     if settings.external_id is not None:
         request["ExternalId"] = settings.external_id
@@ -417,7 +450,7 @@ def _assumed_role_session(base: Any, settings: AwsSecretsManagerSettings, config
             return DeferredRefreshableCredentials(refresh_using=refresh, method=self.METHOD)
 
     core = botocore.session.Session()
-    # The session's credential chain is a public component: this provider is its only link.
+    # This provider is the chain's only link: the environment's credentials never sign a call.
     core.register_component("credential_provider", CredentialResolver(providers=[AssumedRole()]))
     return boto3.session.Session(botocore_session=core, region_name=settings.region_name)
 
@@ -537,9 +570,15 @@ class PendingRotationError(WriteBlocked):
     ``read_current``, ``state`` is AWSCURRENT (valid throughout a rotation) for readers."""
 
     def __init__(self, where: str, secret: str, region: str, pending: str, current: str | None) -> None:
+        # The pending version's id is whatever ClientRequestToken the caller of PutSecretValue chose (AWS
+        # sets no pattern, only 32-64 characters): shown whole and quoted for the shell, like every value
+        # in the command, which must work as printed and run nothing else (as the Lambda runner's hint).
+        shown = len(pending) <= 64 and pending.isprintable()
         super().__init__(
-            _ERR_PENDING.format(where=where, pending=pending, current=current or "no version"),
-            hint=_HINT_PENDING.format(secret=secret, pending=pending, region=region),
+            _ERR_PENDING.format(where=where, pending=repr(pending) if shown else reprlib.repr(pending),
+                                current=repr(current) if current is not None else "no version"),
+            hint=_HINT_PENDING.format(secret=shlex.quote(secret), region=shlex.quote(region),
+                                      pending=shlex.quote(pending) if shown else _VERSION_PLACEHOLDER),
         )
         self.pending = pending
         self.current = current
@@ -663,9 +702,9 @@ class AwsSecretsManagerStore:
             raise PermanentError(
                 f"{self._location}: the secret does not exist, and a full ARN (ending in its random "
                 "6-character suffix) cannot be created",
-                hint=f"create it: aws secretsmanager create-secret --region {self._settings.region_name} --name "
-                f"{bare}, then set secret_id to the ARN it prints (or to the name {bare!r}, or the ARN without "
-                "its suffix, and rotator creates it) and run the same command again",
+                hint=f"create it: aws secretsmanager create-secret --region {shlex.quote(self._settings.region_name)} "
+                f"--name {shlex.quote(bare)}, then set secret_id to the ARN it prints (or to the name {bare!r}, or "
+                "the ARN without its suffix, and rotator creates it) and run the same command again",
             )
         request: dict[str, Any] = {
             "Name": name,
@@ -693,7 +732,7 @@ class AwsSecretsManagerStore:
             raise PermanentError(
                 f"{self._location}: created secret {name!r}, but secret_id does not name it",
                 hint="give secret_id as the secret's name or full ARN (aws secretsmanager describe-secret "
-                f"--secret-id {name})",
+                f"--secret-id {shlex.quote(name)})",
             )
         logger.info("created %s with token %s as version %s", self._location, record.token_id, version)
         return version
@@ -804,7 +843,8 @@ class AwsSecretsManagerStore:
             _ERR_CONFLICT.format(
                 where=self._location, expected=expected or "no version (create only)", actual=actual or "no version"
             ),
-            hint=_HINT_CONFLICT.format(secret=self._settings.secret_id, region=self._settings.region_name),
+            hint=_HINT_CONFLICT.format(secret=shlex.quote(self._settings.secret_id),
+                                       region=shlex.quote(self._settings.region_name)),
         )
 
     def _holds(self, version: str, stage: str, record: TokenRecord) -> bool:
@@ -871,7 +911,8 @@ class AwsSecretsManagerStore:
 
     def _call(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
         api = self._client()
-        with map_errors(self._location, operation, kms_key_id=self._settings.kms_key_id):
+        with map_errors(self._location, operation, kms_key_id=self._settings.kms_key_id,
+                        profile=self._settings.profile):
             return fn(api)
 
 
@@ -901,8 +942,11 @@ def client_error_code(exc: botocore.exceptions.ClientError) -> str:
 
 
 @contextmanager
-def map_errors(where: str, operation: str, *, kms_key_id: str | None = None) -> Iterator[None]:
-    """botocore exceptions -> rotator errors, without the SDK's text (``from None``)."""
+def map_errors(
+    where: str, operation: str, *, kms_key_id: str | None = None, profile: str | None = None
+) -> Iterator[None]:
+    """botocore exceptions -> rotator errors, without the SDK's text (``from None``). ``profile``: the
+    store's setting, to say where a profile that does not exist was named."""
     try:
         yield
     except RotatorError:
@@ -918,10 +962,8 @@ def map_errors(where: str, operation: str, *, kms_key_id: str | None = None) -> 
         raise TransientError(
             _ERR_UNREACHABLE.format(where=where, operation=operation, cause=cause), hint=_HINT_RETRY
         ) from None
-    except botocore.exceptions.ProfileNotFound:
-        raise ConfigError(
-            f"{where}: the AWS profile in `profile` does not exist", hint="check ~/.aws/config (or AWS_CONFIG_FILE)"
-        ) from None
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise _profile_not_found(where, exc, profile) from None
     except (
         botocore.exceptions.NoCredentialsError,
         botocore.exceptions.PartialCredentialsError,
@@ -949,6 +991,30 @@ def map_errors(where: str, operation: str, *, kms_key_id: str | None = None) -> 
         raise PermanentError(
             f"{where}: {operation} failed in botocore ({type(exc).__name__})", hint=_HINT_AWS
         ) from None
+
+
+#: The variables botocore takes a profile from when none is given, the first set winning.
+_PROFILE_VARIABLES = ("AWS_DEFAULT_PROFILE", "AWS_PROFILE")
+
+
+def _profile_not_found(where: str, exc: botocore.exceptions.ProfileNotFound, setting: str | None) -> ConfigError:
+    name = str(getattr(exc, "kwargs", {}).get("profile", ""))
+    shown = reprlib.repr(name)
+    files = "~/.aws/config (or the file $AWS_CONFIG_FILE names) and ~/.aws/credentials"
+    variable = next((v for v in _PROFILE_VARIABLES if os.environ.get(v)), None)
+    if setting is None and variable is not None and os.environ[variable] == name:
+        # The store sets no profile: botocore took it from the environment.
+        return ConfigError(
+            f"{where}: the AWS profile {shown} that ${variable} names does not exist",
+            hint=f"unset ${variable} for rotator (the standard chain then applies), set it to a profile of {files}, "
+            "or name one in the store's `profile` setting (it takes precedence)",
+        )
+    source = "the store's `profile` setting names" if setting is not None and setting == name else "named"
+    return ConfigError(
+        f"{where}: the AWS profile {shown} {source} does not exist",
+        hint=f"add [profile {name}] to {files}, or name an existing profile in the store's `profile` setting"
+        if len(name) <= 64 and name.isprintable() else f"check the profiles of {files}",
+    )
 
 
 def _client_error(

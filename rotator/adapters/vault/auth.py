@@ -240,6 +240,8 @@ class VaultLogin:
         self._expired = False
         #: the last login failed because Vault refused it, or it could not start (not that Vault was down)
         self._refused = False
+        #: counts the tokens carried so far (see :attr:`generation`)
+        self._generation = 0
 
     @property
     def endpoint(self) -> tuple[str, str]:
@@ -257,6 +259,12 @@ class VaultLogin:
                 f"and that {self._jwt_path()} holds this pod's current service account token",
             )
         return "auth/token/lookup-self", f"check the token in {self._auth.token.describe()}: expired or revoked?"
+
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever another token is put on the client (a login, a new token
+        read from the file or variable). What Vault refused one token says nothing of the next."""
+        return self._generation
 
     def ensure(self, api: AuthAPI) -> None:
         """Make sure ``api`` carries a token that is not about to expire."""
@@ -380,6 +388,7 @@ class VaultLogin:
                 return
             if token != self._token:
                 self._expired = False
+                self._generation += 1
             elif self._expires_at is not None and left < 1:
                 self._expired = True
             self._token = token
@@ -401,6 +410,7 @@ class VaultLogin:
         if not isinstance(auth.get("client_token"), str) or not auth["client_token"]:
             raise NotVaultAnswer("auth.client_token")
         self._token = Secret(auth["client_token"])
+        self._generation += 1
         api.set_token(self._token)
         ttl = _seconds(auth.get("lease_duration"))
         self._schedule(ttl, ttl, bool(auth.get("renewable")))

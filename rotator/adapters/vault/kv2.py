@@ -13,7 +13,13 @@ deletion): a managed secret is re-published over it with ``cas`` = that number, 
 Vault expects; an unmanaged one still needs ``adopt``. The *previous* version is the highest
 lower version Vault still serves (neither deleted nor destroyed). KV v2 keeps ``max_versions``
 (0 on the mount means 10); fewer than 3 can evict the previous token during its grace
-period, so the store warns once.
+period, so the store warns once. ``delete_version_after`` (the secret's, or the mount's: Vault
+takes the shorter) soft-deletes each version that long after it is written, whether or not it
+is still current: consumers then read nothing (404). The store warns when a version can be
+deleted before its token expires: once from its first read (the settings, against the current
+token's lifetime), and at every publish (the deletion time Vault set on the new version). It
+does not refuse: it knows neither the schedule nor the grace period, and a refused rotation
+would leave the current version to be deleted all the same.
 
 The Vault policy rotator's token needs (relative to the namespace, if any) is
 deploy/vault/rotator-policy.hcl (tested against OpenBao in tests/deploy/test_deploy_daemon.py)::
@@ -22,7 +28,7 @@ deploy/vault/rotator-policy.hcl (tested against OpenBao in tests/deploy/test_dep
     path "<mount>/metadata/<path>" { capabilities = ["read", "update", "patch"] }
     path "auth/token/lookup-self"  { capabilities = ["read"] }    # in Vault's `default` policy too
     path "auth/token/renew-self"   { capabilities = ["update"] }  # idem
-    path "<mount>/config"          { capabilities = ["read"] }    # optional: the max_versions check
+    path "<mount>/config"          { capabilities = ["read"] }    # optional: max_versions, delete_version_after
 
 Authentication (``auth``): a token from a file or variable, AppRole, or Kubernetes (the pod's
 service account JWT); see rotator/adapters/vault/auth.py.
@@ -34,14 +40,18 @@ then, so an operator's own keys stay, even one written a moment before (``kv met
 PATCH needs the ``patch`` capability. When Vault refuses it (403: a policy that grants only
 ``update``) or does not know it (405: Vault before 1.9), the store reads the metadata and POSTs the
 whole map, its keys merged into what it read: one more request, and a key an operator writes
-between that read and the POST is lost. It logs that once (a warning for the 403: grant ``patch``)
-and uses the fallback for the rest of its life (a restart or a daemon reload tries PATCH again).
+between that read and the POST is lost. It logs that once (a warning for the 403: grant ``patch``).
+A 405 holds for the store's life. A 403 is taken for a missing ``patch`` only once the same token
+has then read and written the metadata (a token that expired or was revoked is refused everything:
+that is a credential problem, and the next publish tries PATCH again); it holds while the store
+carries that token (a new login, a new token in the file, a restart or a daemon reload tries PATCH
+again).
 
 Requests. ``read_current`` is one GET of ``<mount>/data/<path>``, whose answer carries the
 version, its payload and the secret's custom_metadata; ``publish`` is the ``cas`` write and the
 custom_metadata PATCH (without ``patch``: the metadata read and the POST). A store's first read
 also reads the secret's metadata and, unless the secret sets max_versions, the mount's config
-(the max_versions check), and the login adds its own (token auth: one lookup-self). The HTTP
+(the max_versions and delete_version_after checks), and the login adds its own (token auth: one lookup-self). The HTTP
 client takes nothing from the environment (proxy variables, ``REQUESTS_CA_BUNDLE``, ``~/.netrc``):
 the settings alone decide. ``request_count`` is the number of HTTP requests the store sent
 (tests/adapters/test_store_requests.py asserts them).
@@ -57,9 +67,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import shlex
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
@@ -83,6 +94,7 @@ from rotator.adapters.vault.auth import (
     transient_status,
 )
 from rotator.config.registry import lazy_sdk
+from rotator.config.schedule import format_duration
 from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.contracts import MALFORMED_HINT, AdapterContext, Store, StoreState, TokenRecord, checked_settings
 from rotator.core.errors import (
@@ -118,6 +130,7 @@ logger = logging.getLogger("rotator.adapters.vault_kv2")
 
 MANAGED_BY = "rotator"
 _MIN_VERSIONS = 3
+_LONGEST_TIMEOUT_S = 300
 _DEFAULT_MAX_VERSIONS = 10  # a mount's max_versions of 0 means 10
 _CAS_MISMATCH = "check-and-set parameter did not match"
 _MULTIERROR_HEAD = re.compile(r"^\s*\d+ errors? occurred:")
@@ -136,7 +149,7 @@ _HINT_FORBIDDEN = (
 )
 _HINT_CONFLICT = (
     "another writer changed the secret after rotator read it: inspect it with "
-    "`bao kv metadata get -mount={mount} {path}` (or `vault kv ...`), then rotate again"
+    "`bao kv metadata get {namespace}-mount={mount} {path}` (or `vault kv ...`), then rotate again"
 )
 _HINT_VAULT = "check the store settings (url, namespace, mount, path) and the Vault server's log"
 _ERR_NOT_KV2_MOUNT = "{where}: mount {mount!r} is not a KV version 2 secrets engine (it answers as KV version 1)"
@@ -203,6 +216,8 @@ class VaultKV2Settings(BaseModel):
     namespace: str | None = Field(default=None, description="Vault Enterprise / OpenBao namespace")
     tls_verify: bool = True
     ca_bundle: Path | None = Field(default=None, description="PEM CA bundle; relative to the policy file")
+    # At most 300 s, as in the AWS store (_bounded_timeout): inf (TOML allows it) overflowed the socket's
+    # timeout at the first request, and a huge one let a hung call outlive the policy's lease.
     timeout_s: float = Field(default=10, gt=0)
     auth: VaultAuth
 
@@ -218,10 +233,28 @@ class VaultKV2Settings(BaseModel):
             raise ValueError("must not carry credentials; use `auth`")
         return value.rstrip("/")
 
+    @field_validator("timeout_s")
+    @classmethod
+    def _bounded_timeout(cls, value: float) -> float:
+        if not 0 < value <= _LONGEST_TIMEOUT_S:  # False for NaN too
+            raise ValueError(f"must be more than 0 and at most {_LONGEST_TIMEOUT_S} (seconds)")
+        return value
+
     @field_validator("mount", "namespace")
     @classmethod
     def _no_outer_slashes(cls, value: str | None) -> str | None:
         return mount_segments(value) if value is not None else None
+
+    @field_validator("namespace")
+    @classmethod
+    def _ascii_namespace(cls, value: str | None) -> str | None:
+        # hvac sends it as the X-Vault-Namespace header: http.client cannot encode a character beyond
+        # Latin-1 (the failure then read as a bad token), and Vault reads the header's bytes as UTF-8.
+        if value is not None and not value.isascii():
+            odd = next(c for c in value if not c.isascii())
+            raise ValueError(f"must be ASCII (it travels in an HTTP header, which cannot carry {odd!r}); write the "
+                             "namespace's path as Vault lists it (`vault namespace list`)")
+        return value
 
     @field_validator("path")
     @classmethod
@@ -339,8 +372,14 @@ class VaultKV2Store:
         self._api: VaultAPI | None = None
         self._login = VaultLogin(settings.auth, ctx.base_dir, ctx.clock)
         self._versions_checked = False
+        #: Vault's delete_version_after for this secret and where it is set; None: off (or not known)
+        self._delete_after: tuple[timedelta, str] | None = None
+        self._deletion_warned = False
         #: Why PATCH of the custom_metadata is not used ("403", "405"); None: it is, until Vault refuses it
         self._patch_refused: str | None = None
+        #: The login generation (VaultLogin.generation) whose token Vault refused PATCH: "403" holds for it only
+        self._patch_refused_to = -1
+        self._patch_warned = False
         namespace = f"{settings.namespace}/" if settings.namespace else ""
         self._location = f"vault:{settings.url}/{namespace}{settings.mount}/data/{settings.path}"
         self._read_meta = self._op("read", "metadata", "read")
@@ -387,7 +426,7 @@ class VaultKV2Store:
     def read_current(self) -> StoreState:
         """The current version. PermanentError if the secret is managed but its payload is not
         a rotator payload; a deleted or destroyed current version reads as ``record=None``."""
-        meta = self._check_max_versions()
+        meta = self._check_retention()
         latest = self._read_latest()
         if latest is None:  # also a secret whose metadata exists without a version: cas=0 creates it
             logger.debug("%s: absent", self._location)
@@ -410,6 +449,13 @@ class VaultKV2Store:
             record.token_id if record else None,
             "" if payload is not None else " (deleted or destroyed)",
         )
+        if record is not None and self._delete_after is not None and not self._deletion_warned:
+            kept_for, source = self._delete_after
+            lifetime = record.expires_at - record.created_at if record.expires_at else None
+            before = ("while the current token, which does not expire, is still in use" if lifetime is None
+                      else f"sooner than a token lives (the current one: {format_duration(lifetime)})")
+            self._warn_deleted_early(f"every version {format_duration(kept_for)} after it is written "
+                                     f"({source} delete_version_after)", kept_for, lifetime, before)
         return StoreState(version=str(current), managed=managed, record=record)
 
     def read_previous(self) -> StoreState:
@@ -458,6 +504,7 @@ class VaultKV2Store:
             raise PermanentError(message, hint=_HINT_VAULT)
         assert isinstance(data, Mapping)
         version = version_field
+        self._check_deletion_time(record, version, data)
         self._mark_managed(record, version, data.get("custom_metadata"))
         logger.info("published token %s to %s as version %d", record.token_id, self._location, version)
         return str(version)
@@ -477,8 +524,14 @@ class VaultKV2Store:
         expected = expected_version or "none (create only)"
         raise ConflictError(
             _ERR_CONFLICT.format(where=self._location, expected=expected, actual=actual or "none"),
-            hint=_HINT_CONFLICT.format(mount=self._settings.mount, path=self._settings.path),
+            hint=self._conflict_hint(),
         )
+
+    def _conflict_hint(self) -> str:
+        # Quoted for the shell: the command must work as printed (a path may hold spaces or quotes).
+        s = self._settings
+        namespace = f"-namespace={shlex.quote(s.namespace)} " if s.namespace else ""
+        return _HINT_CONFLICT.format(namespace=namespace, mount=shlex.quote(s.mount), path=shlex.quote(s.path))
 
     def _mark_managed(self, record: TokenRecord, version: int, answered: object) -> None:
         """Set rotator's custom_metadata keys after ``version`` landed, keeping the operator's own.
@@ -495,9 +548,15 @@ class VaultKV2Store:
             # Checked here, after the write: a custom_metadata that is not Vault's fails like the
             # metadata write (the token is in the store), never as "nothing written".
             self._checked(lambda: _custom(answered), self._write_data)
-            if self._patch_refused is None and self._patch_custom(ours):
+            refused = self._patch_custom(ours)
+            if refused is None:
                 return
+            generation = self._login.generation
             self._merge_custom(ours)
+            if refused == "403" and self._login.generation == generation:
+                # The token PATCH was refused to has just read and written the metadata: it is valid,
+                # so its policy lacks `patch`. Only now is that remembered (not after the 403 alone).
+                self._patch_refused_for_good("403", generation)
         except RotatorError as exc:
             logger.warning(
                 "%s: version %d is written but not marked managed yet; publishing it again "
@@ -517,8 +576,13 @@ class VaultKV2Store:
                 "a rotation's publish, the same `rotator bootstrap` a bootstrap's",
             ) from exc
 
-    def _patch_custom(self, ours: Mapping[str, str]) -> bool:
-        """PATCH rotator's keys into the custom_metadata; False if Vault refused PATCH (403, 405)."""
+    def _patch_custom(self, ours: Mapping[str, str]) -> str | None:
+        """PATCH rotator's keys into the custom_metadata. None if done; else why not ("403", "405"),
+        now or known from before (then nothing is sent)."""
+        if self._patch_refused == "405" or (
+            self._patch_refused == "403" and self._patch_refused_to == self._login.generation
+        ):
+            return self._patch_refused
         mount, path = self._settings.mount, self._settings.path
 
         def patch(api: VaultAPI) -> str | None:
@@ -529,16 +593,31 @@ class VaultKV2Store:
             return None
 
         try:
-            self._patch_refused = self._call(self._patch_meta, patch, refusable=True)
+            refused = self._call(self._patch_meta, patch, refusable=True)
         except _Refused:
-            self._patch_refused = "403"
-        if self._patch_refused is None:
-            return True
-        if self._patch_refused == "403":
+            # Not remembered yet: a token that expired or was revoked after the data write is refused
+            # PATCH too, and a Vault Agent may put a new one in the file before the next publish.
+            logger.debug("%s: Vault refused to patch the custom_metadata (HTTP 403); trying a read and a "
+                         "write of the whole map", self._location)
+            return "403"
+        if refused is None:
+            self._patch_refused = None
+        else:
+            self._patch_refused_for_good(refused, self._login.generation)
+        return refused
+
+    def _patch_refused_for_good(self, status: str, generation: int) -> None:
+        """Use the read-and-POST fallback from now on: for good after a 405, for this token after a 403."""
+        self._patch_refused, self._patch_refused_to = status, generation
+        if self._patch_warned:
+            return
+        self._patch_warned = True
+        if status == "403":
             logger.warning(
                 "%s: Vault refused to patch the custom_metadata (HTTP 403: no `patch` capability on %s); rotator "
                 "reads it and writes it whole instead, which loses a key an operator writes in between; grant "
-                "`patch` there (deploy/vault/rotator-policy.hcl), then restart rotator (or reload the daemon)",
+                "`patch` there (deploy/vault/rotator-policy.hcl): the store tries PATCH again with its next "
+                "token (a new login or a new token in the file) or after a restart (or a daemon reload)",
                 self._location,
                 self._patch_meta.path,
             )
@@ -548,7 +627,6 @@ class VaultKV2Store:
                 "and writes it whole instead, which loses a key an operator writes in between",
                 self._location,
             )
-        return False
 
     def _merge_custom(self, ours: Mapping[str, str]) -> None:
         """The fallback without PATCH: read the custom_metadata now, POST it with rotator's keys set."""
@@ -631,22 +709,28 @@ class VaultKV2Store:
                 raise
             return None
 
-    def _check_max_versions(self) -> Mapping[str, Any] | None:
-        """Warn once if Vault keeps fewer than 3 versions: the previous token could be evicted.
+    def _check_retention(self) -> Mapping[str, Any] | None:
+        """Warn once if Vault keeps fewer than 3 versions: the previous token could be evicted; learn
+        the secret's delete_version_after (see the module's docstring).
 
         On the store's first read only (the answers are kept for the store's life): the secret's
-        metadata, and the mount's config if the secret sets no max_versions. Returns the metadata
-        it read (None: checked already, or no such secret).
+        metadata, and the mount's config if the secret sets no max_versions (with max_versions set,
+        the mount's delete_version_after is not read: the check at publish sees it). Returns the
+        metadata it read (None: checked already, or no such secret).
         """
         if self._versions_checked:
             return None
         meta = self._read_metadata()
         kept = self._checked(lambda: _whole((meta or {}).get("max_versions")), self._read_meta)
+        secret_after = self._checked(lambda: _go_duration((meta or {}).get("delete_version_after")), self._read_meta)
+        mount_after: timedelta | None = None  # not read
         source = "the secret's"
         if not kept:
             config = self._call(self._read_config, self._mount_config)
             kept = self._checked(lambda: _whole(config.get("max_versions")), self._read_config)
+            mount_after = self._checked(lambda: _go_duration(config.get("delete_version_after")), self._read_config)
             kept, source = kept or _DEFAULT_MAX_VERSIONS, "the mount's"
+        self._delete_after = _delete_after(secret_after, mount_after)
         self._versions_checked = True  # not before: a failed read is tried again by the next one
         if kept < _MIN_VERSIONS:
             logger.warning(
@@ -658,6 +742,40 @@ class VaultKV2Store:
                 _MIN_VERSIONS,
             )
         return meta
+
+    def _check_deletion_time(self, record: TokenRecord, version: int, written: Mapping[str, Any]) -> None:
+        """Warn if Vault set the version just written to be deleted before its token expires. Never
+        raises: the token is in the store now, and a failure here would say it is not."""
+        try:
+            created = datetime.fromisoformat(str(written.get("created_time")))
+            deletion = written.get("deletion_time")
+            if not deletion:  # "": no delete_version_after
+                return
+            kept_for = datetime.fromisoformat(str(deletion)) - created
+        except (TypeError, ValueError, OverflowError):  # not a time: Vault's answer is checked elsewhere
+            logger.debug("%s: no deletion time in the answer to the write of version %d", self._location, version)
+            return
+        left = record.expires_at - self._clock.now() if record.expires_at else None
+        before = (f"before its token expires (in {format_duration(left)})" if left is not None
+                  else "while its token, which does not expire, is still in use")
+        self._warn_deleted_early(f"version {version} {format_duration(kept_for)} after writing it "
+                                 "(delete_version_after)", kept_for, left, before)
+
+    def _warn_deleted_early(self, what: str, kept_for: timedelta, needed: timedelta | None, before: str) -> None:
+        """``needed``: how long the token is valid (None: it does not expire); ``before``: that, in words."""
+        if needed is not None and kept_for >= needed:
+            return
+        self._deletion_warned = True
+        logger.warning(
+            "%s: Vault deletes %s, %s: unless the next rotation comes sooner, consumers read no token (HTTP 404), "
+            "and an issuer that authenticates with it cannot rotate; set delete_version_after to 0s (off) or to "
+            "more than the policy's token lifetime, on the secret (`kv metadata put -delete-version-after=...`) "
+            "and on the mount (`write %s/config delete_version_after=...`)",
+            self._location,
+            what,
+            before,
+            shlex.quote(self._settings.mount),
+        )
 
     def _mount_config(self, api: VaultAPI) -> Mapping[str, Any]:
         try:
@@ -830,3 +948,35 @@ def _cas(expected_version: str | None, location: str) -> int:
     if not re.fullmatch("[0-9]{1,18}", expected_version):
         raise PermanentError(f"{location}: expected version {expected_version!r} is not a KV v2 version number")
     return int(expected_version)
+
+
+#: A Go duration as Vault prints one ("720h0m0s", "1m30.5s", "-1s"): a sign, then numbers with units.
+_GO_DURATION = re.compile(r"(-?)((?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+)")
+_GO_PART = re.compile(r"([0-9]*\.?[0-9]*)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def _go_duration(value: object) -> timedelta:
+    """A delete_version_after of Vault's answer (absent, null, "" or "0s": zero); NotVaultAnswer when
+    it is not a duration (whole seconds are taken too)."""
+    if value is None or value == "":
+        return timedelta(0)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**12:
+        return timedelta(seconds=value)
+    match = _GO_DURATION.fullmatch(value) if isinstance(value, str) and len(value) < 100 else None
+    if match is None:
+        raise NotVaultAnswer("a duration")
+    seconds = sum(float(n) * _GO_UNITS[u] for n, u in _GO_PART.findall(match[2]))
+    if seconds >= 2**63 / 10**9:  # longer than Go's longest time.Duration
+        raise NotVaultAnswer("a duration")
+    return timedelta(seconds=-seconds if match[1] else seconds)
+
+
+def _delete_after(secret: timedelta, mount: timedelta | None) -> tuple[timedelta, str] | None:
+    """What Vault applies to a version written now (vault-plugin-secrets-kv's deletionTime): off when the
+    mount disables it (negative), else the shorter of the two that are set. ``mount`` None: not read."""
+    if mount is not None and mount < timedelta(0):
+        return None
+    candidates = [(d, source) for d, source in ((secret, "the secret's"), (mount, "the mount's"))
+                  if d is not None and d > timedelta(0)]
+    return min(candidates, key=lambda c: c[0]) if candidates else None
