@@ -85,6 +85,12 @@ def reading() -> Iterator[None]:
         _FORK_DEADLINE.reset(token)
 
 
+def start_deadline() -> float | None:
+    """The ``time.monotonic()`` after which what starts a side effect here must not (None: no limit):
+    :func:`start_children_within`'s bound, for an in-process request to check as a child does."""
+    return _FORK_DEADLINE.get()
+
+
 _watchdog_works: bool | None = None
 #: prepare_watchdog ran its self-test already (it tries once per process)
 _watchdog_prepared = False

@@ -35,6 +35,7 @@ __all__ = [
     "TokenRecord",
     "call_timeout_of",
     "checked_settings",
+    "side_effect_start_deadline",
 ]
 
 
@@ -132,6 +133,16 @@ class Issuer(Protocol):
     read). Such an issuer has ``token_info(token_id, credential) -> TokenInfo | None``, one token
     looked up by id (None: the issuer has no such token; an error: it cannot tell), which
     :func:`with_unlisted` asks about a token the revocation rule must judge.
+
+    The start of a side effect (``mint``, ``revoke``) is bounded: the engine confirms its lease
+    just before the call, and another rotator may take the lease over while this process is
+    paused after that check. So what creates or revokes must begin before
+    :func:`side_effect_start_deadline`, or not at all (a TransientError: the engine checks its
+    lease again before a retry). A child process gets that from
+    :func:`rotator.core.child_process.die_with_parent`; an in-process request must check it
+    itself, just before it is written (the HTTP issuers: ``rotator.adapters.http.common.send``).
+    Reads made inside the call (a listing after a create) are not bounded: inside
+    :func:`rotator.core.child_process.reading` the deadline is None.
     """
 
     #: The entry-point name, e.g. ``influxctl-management``.
@@ -178,6 +189,15 @@ def read_for_reading(store: Store, log: logging.Logger) -> StoreState:
             raise
         log.warning("%s; only reading, so its current value is used all the same", exc)
         return exc.state
+
+
+def side_effect_start_deadline() -> float | None:
+    """The ``time.monotonic()`` after which the side effect under way must not begin (None: no bound,
+    outside a side effect or inside :func:`rotator.core.child_process.reading`). See :class:`Issuer`."""
+    # The same bound the engine gives influxctl's children (Engine._fenced_call), read where it is kept.
+    from rotator.core.child_process import start_deadline
+
+    return start_deadline()
 
 
 def with_unlisted(issuer: object, tokens: list[TokenInfo], token_id: str, credential: Secret | None) -> list[TokenInfo]:
@@ -267,11 +287,16 @@ class StoreState(NamedTuple):
 
     ``version`` is the store's version id used for compare-and-set (``None``: the secret does not
     exist yet). ``record`` is ``None`` when the secret is absent or holds no rotator payload.
+    ``marker_policy``: the policy the secret's own managed-by marker names (Vault's custom_metadata
+    ``policy``, the AWS tag ``policy``), None where there is no such marker or the store keeps
+    none. It outlives the current version's payload (a deleted current version, a secret with no
+    AWSCURRENT), so it is what still says whose secret it is when ``record`` is None.
     """
 
     version: str | None
     managed: bool
     record: TokenRecord | None
+    marker_policy: str | None = None
 
     @property
     def token_id(self) -> str | None:

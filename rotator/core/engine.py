@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from rotator.config import registry
 from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
+from rotator.config.timefmt import as_utc
 from rotator.core import audit_chain
 from rotator.core.child_process import start_children_within
 from rotator.core.clock import Clock, SystemClock
@@ -76,7 +77,7 @@ from rotator.core.journal import (
     ts,
 )
 from rotator.core.retry import RetryPolicy, call_with_retry
-from rotator.core.revocation_rule import Claim, carries_tag, check_not_current, check_revocable
+from rotator.core.revocation_rule import CLOCK_SLACK, Claim, carries_tag, check_not_current, check_revocable
 from rotator.core.secret import REDACTOR, Secret
 
 __all__ = ["ANY_RUN", "DRY_RUN", "NOTHING_TO_DO", "Engine", "NeedsAttention", "RunResult", "default_holder",
@@ -686,16 +687,16 @@ class Engine:
                 self._event("verify", "ok", run.run_id, token_id=token.token_id)
             self._checkpoint("verified")
         except LeaseLost:
-            # The run is someone else's now: no discard, no journal write. A token this process
-            # minted meanwhile (its child, or its request, finished while it was paused past the
-            # lease) is revoked, though: its recovery may have searched for it before it existed.
-            if minted is not None:
-                self._revoke_own_mint(run, minted, credential)
+            self._own_tokens_after_lease_lost(run, minted, credential, unanswered)
             raise
         except Exception as exc:
             # A try of the mint without an answer may still create a token: the run stays open (as a
             # killed run's does) and its tag is searched again until then.
-            self._discard(run, credential, exc, self._mint_settles_at(run) if unanswered else None)
+            try:
+                self._discard(run, credential, exc, self._mint_settles_at(run) if unanswered else None)
+            except LeaseLost:  # (the discard's own writes and revocations are fenced)
+                self._own_tokens_after_lease_lost(run, minted, credential, unanswered)
+                raise
             raise
         # 4. PUBLISH to every store with compare-and-set against what PLAN read (each write is
         # preceded by a lease check, _fenced_call).
@@ -844,6 +845,10 @@ class Engine:
             search_until = max(search_until or run.tag_search_until, run.tag_search_until)
         self.journal.update_run(run, fence=self._fence, state=RunState.REVOKING_NEW, error=message)
         self._event("revoke_new", "start", run.run_id, token_id=run.new_token_id, error=message)
+        # Before the listing: what it shows is final only if it was taken at or after search_until. A
+        # listing that returns after that time may show the issuer as it was before (a slow call, a
+        # retry), and miss a token the dead run's child or request created in between.
+        searched_at = self.clock.now()
         try:
             if run.new_token_id:
                 self._safe_revoke(Claim(run.new_token_id, self.policy.name, minted_by=[run.run_id],
@@ -858,7 +863,7 @@ class Engine:
             self._event("revoke_new", "failed", run.run_id, token_id=run.new_token_id, error=_describe(revoke_exc))
             return "stuck"
         now = self.clock.now()
-        if search_until is not None and now < search_until:
+        if search_until is not None and searched_at < search_until:
             self.journal.update_run(
                 run, fence=self._fence,
                 error=f"{message}; no token tagged {self.policy.tag(run.run_id)} yet, but its mint (a child process "
@@ -874,6 +879,75 @@ class Engine:
         self.journal.update_run(run, fence=self._fence, state=state, finished_at=now, **ended)
         self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
         return "closed"
+
+    def _own_tokens_after_lease_lost(self, run: RunRecord, minted: TokenRecord | None, credential: Secret | None,
+                                     unanswered: Sequence[Exception]) -> None:  # fmt: skip
+        """The run lost its lease before VERIFIED: it is someone else's now (no discard, no write of its
+        state). What this process minted meanwhile is revoked, though: the new holder's recovery may
+        have searched the run's tag for the last time before it existed. That is the token a try
+        answered with (its child, or its request, finished while this process was paused past the
+        lease), and, after a try without an answer, whatever carries the run's tag."""
+        if minted is not None:
+            self._revoke_own_mint(run, minted, credential)
+        if unanswered:
+            self._revoke_own_tag(run, credential)
+
+    def _revoke_own_tag(self, run: RunRecord, credential: Secret | None) -> None:
+        """Revoke every live token carrying ``run``'s tag, after its lease was lost before VERIFIED and
+        a try of its mint got no answer. Such a try may have created its token after the new holder's
+        recovery closed the run: its answer lost after the issuer carried it out, or its request sent
+        late by a process paused between its lease check and the request (an issuer that does not
+        bound the start of its side effect, contracts.Issuer). The retry's own tag sweep, fenced,
+        stops with LeaseLost before it revokes what it finds.
+
+        Not fenced, as :meth:`_revoke_own_mint`, and for the same reason: no process but this one can
+        have had the value of a token minted for this run (every answer but ``minted``'s was lost, and
+        no store is written before VERIFIED), so no store holds one, and revoking it undoes nothing
+        the new holder did. Invariant 8 holds: what is revoked is what rotator's own record says this
+        run minted, the journal's run id found as this policy's tag ``rotator:<policy>:<run id>`` in
+        the issuer's own description (which only a holder of the issuer's credential writes), checked
+        by the revocation rule as every tag search is, and created no earlier than the run began (a
+        token older than the run is not its). One search, now: a try whose request is still on its
+        way is found by the new holder's recovery, as long as the issuer bounds the start of its side
+        effects (influxctl's children, the HTTP issuers: the request is not sent past that bound, so
+        it lands within the run's mint window). The run's journal row is not touched."""
+        tag = self.policy.tag(run.run_id)
+        since = run.started_at - CLOCK_SLACK  # the issuer's clock may run ahead of rotator's
+        where = f"the search of run {run.run_id}'s tag after it lost its lease"
+        # Nothing here may replace the LeaseLost that brought us here (the caller audits it).
+        try:
+            tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
+        except Exception as exc:
+            self.log.error("run %s lost its lease after a try of its mint without an answer; listing the issuer's "
+                           "tokens failed: %s; revoke any live token tagged %s with the issuer's tool "
+                           "(`rotator inventory` lists it)", run.run_id, _describe(exc), tag)
+            return
+        now = self.clock.now()
+        for info in tokens:
+            if not carries_tag(info.description, tag) or not info.is_active(now):
+                continue
+            if info.created_at is not None and as_utc(info.created_at) < since:
+                self.log.warning("token %s carries run %s's tag but was created before the run began; not revoking "
+                                 "it", info.token_id, run.run_id)
+                continue
+            self.log.warning("run %s lost its lease after a try of its mint without an answer: revoking token %s, "
+                             "which carries its tag (never published)", run.run_id, info.token_id)
+            claim = Claim(info.token_id, self.policy.name, minted_by=[run.run_id], source=where)
+            try:
+                # (no store can hold it: see above)
+                if check_revocable(claim, tokens, (), now):
+                    self._call(partial(self.issuer.revoke, info.token_id, credential), f"revoke {info.token_id}")
+            except Exception as exc:
+                self.log.error("could not revoke token %s, minted by run %s after it lost its lease: %s; it stays "
+                               "valid: revoke it with the issuer's tool", info.token_id, run.run_id, _describe(exc))
+                outcome: dict[str, Any] = {"result": "failed", "error": _describe(exc)}
+            else:
+                outcome = {"result": "ok", "note": "carries the run's tag; its mint try had no answer and the run "
+                           "lost its lease"}
+            try:
+                self._event("revoke_orphan", outcome.pop("result"), run.run_id, token_id=info.token_id, **outcome)
+            except Exception as exc:  # the journal is down: the log lines are what is left
+                self.log.error("could not journal the revocation of token %s: %s", info.token_id, _describe(exc))
 
     def _revoke_own_mint(self, run: RunRecord, minted: TokenRecord, credential: Secret | None) -> None:
         """Revoke the token this process minted for ``run`` after its lease was lost.
@@ -1286,13 +1360,20 @@ class Engine:
             )
         # The marker says "rotator", not which policy: a secret another policy rotates is not this one's to
         # overwrite (its consumers would get this policy's token, and that policy's old token would be left).
+        hint = ("point one of the policies at another path; if this policy was renamed, set `adopt = true` in it "
+                "for one rotation")
         if state.record is not None and state.record.policy != self.policy.name and not self.policy.adopt:
             raise OwnershipError(
                 f"store {name!r} holds token {state.token_id} of policy {state.record.policy!r}, not of "
-                f"{self.policy.name!r}: two policies must not share a secret",
-                hint="point one of the policies at another path; if this policy was renamed, set `adopt = true` "
-                "in it for one rotation",
-            )
+                f"{self.policy.name!r}: two policies must not share a secret", hint=hint)
+        # The store's own marker names the policy too, and outlives the current version's payload (a
+        # deleted current version, a secret with no AWSCURRENT): without a record it is what is left. (With
+        # one, the record decides: a marker write that failed after an adopting publish may lag behind it.)
+        if state.record is None and state.marker_policy is not None and state.marker_policy != self.policy.name \
+                and not self.policy.adopt:
+            raise OwnershipError(
+                f"store {name!r} is marked as managed by rotator for policy {state.marker_policy!r}, not for "
+                f"{self.policy.name!r}: two policies must not share a secret", hint=hint)
 
     def _new_run(self, kind: str, old_token_id: str | None, planned: dict[str, str | None],
                  seen: Preflight | None = None) -> RunRecord:

@@ -226,6 +226,16 @@ def test_an_empty_secret_reads_as_no_version_and_gets_its_first_value(aws):
 # -- ownership and malformed values --------------------------------------------------------------
 
 
+def test_a_managed_secret_without_awscurrent_still_names_its_policy(aws):
+    """Its tags say whose it is when no version holds a record: Engine._check_ownership refuses another
+    policy's publish over it without ``adopt`` (the record alone let any policy take it over)."""
+    name = secret_name()
+    aws.client().create_secret(Name=name, Tags=[{"Key": "managed-by", "Value": "rotator"},
+                                                {"Key": "policy", "Value": "another-policy"}])
+    assert make_store(aws, name).read_current() == StoreState(version=None, managed=True, record=None,
+                                                              marker_policy="another-policy")
+
+
 def test_an_unmanaged_rotator_payload_is_parsed_but_not_managed(aws):
     name = secret_name()
     record = token_record("tok-1")

@@ -345,7 +345,8 @@ def test_deleted_current_version_is_no_token_and_can_be_published_over(store, va
     store.publish(token_record("tok-2"), "1")
     vault.secrets.kv.v2.delete_latest_version_of_secret(path=kv_path, mount_point="secret")
 
-    assert store.read_current() == StoreState(version="2", managed=True, record=None)
+    # the marker still says whose secret it is (Engine._check_ownership: no other policy takes it over)
+    assert store.read_current() == StoreState(version="2", managed=True, record=None, marker_policy=POLICY)
     third = token_record("tok-3")
     assert store.publish(third, "2") == "3"
     assert store.read_current().record == third
@@ -355,7 +356,7 @@ def test_destroyed_current_version_is_no_token(store, vault, kv_path):
     store.publish(token_record("tok-1"), None)
     vault.secrets.kv.v2.destroy_secret_versions(path=kv_path, versions=[1], mount_point="secret")
 
-    assert store.read_current() == StoreState(version="1", managed=True, record=None)
+    assert store.read_current() == StoreState(version="1", managed=True, record=None, marker_policy=POLICY)
 
 
 def test_read_previous_skips_deleted_and_destroyed_versions(store, vault, kv_path):

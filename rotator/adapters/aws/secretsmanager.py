@@ -498,6 +498,13 @@ class SecretView:
     def managed(self) -> bool:
         return self.tags.get(MANAGED_BY_KEY) == MANAGED_BY
 
+    @property
+    def marker_policy(self) -> str | None:
+        """The policy rotator's tag names on a managed secret (Engine._check_ownership's evidence
+        when AWSCURRENT holds no record)."""
+        value = self.tags.get(POLICY_KEY) if self.managed else None
+        return value if isinstance(value, str) and value else None
+
 
 def describe(api: SecretsManagerAPI, secret_id: str, where: str) -> SecretView | None:
     """DescribeSecret; ``None`` if the secret does not exist."""
@@ -634,7 +641,7 @@ class AwsSecretsManagerStore:
         current = view.version_with(CURRENT)
         if current is None:
             logger.debug("%s: exists with no AWSCURRENT value", self._location)
-            return StoreState(version=None, managed=view.managed, record=None)
+            return StoreState(version=None, managed=view.managed, record=None, marker_policy=view.marker_policy)
         try:
             self._check_pending(view, current)
         except PendingRotationError as exc:  # a writer stops here, before it mints; a reader may go on
@@ -653,7 +660,8 @@ class AwsSecretsManagerStore:
         try:
             record = self._parse(payload, version, strict=view.managed)
         except MalformedPayload as exc:
-            exc.state = StoreState(version=version, managed=view.managed, record=None)
+            exc.state = StoreState(version=version, managed=view.managed, record=None,
+                                   marker_policy=view.marker_policy)
             raise
         logger.debug(
             "%s: AWSCURRENT on version %s, managed=%s, token_id=%s",

@@ -59,7 +59,7 @@ from pydantic import (
 
 from rotator.adapters.transport import plain_http_warning, tls_verify_warning
 from rotator.core.clock import SYSTEM_CLOCK
-from rotator.core.contracts import AdapterContext, checked_settings
+from rotator.core.contracts import AdapterContext, checked_settings, side_effect_start_deadline
 from rotator.core.credentials import CredentialRef
 from rotator.core.errors import (
     BadTokenId,
@@ -81,6 +81,7 @@ __all__ = [
     "HttpIssuer",
     "HttpSettings",
     "IssuerSettings",
+    "NotSent",
     "SelfCredential",
     "UnexpectedStatus",
     "auth_header",
@@ -113,6 +114,8 @@ logger = logging.getLogger("rotator.adapters.http")
 # Error texts: {what} is the operation ("create named admin token"), {call} is "POST /path".
 ERR_TIMEOUT = "{what}: {call} timed out after {timeout:g}s"
 ERR_DEADLINE = "{what}: {call} got no complete answer within {timeout:g}s (the limit of a whole request)"
+ERR_NOT_SENT = ("{what}: {call} was not sent: rotator was paused (or starved) for longer than allowed between its "
+                "lease check and the request")
 ERR_TOO_LARGE = "{what}: {call} answered more than {limit} bytes; rotator reads no further"
 ERR_UNREACHABLE = "{what}: cannot reach {url} ({cause})"
 ERR_TLS = "{what}: TLS handshake with {url} failed (untrusted certificate, or not a TLS endpoint)"
@@ -128,6 +131,7 @@ HINT_NOT_FOUND = "check base_url (scheme, host, port, no path) and that the serv
 HINT_CONFLICT = "the resource exists already"
 HINT_BAD_REQUEST = "the server refused the request; check the issuer settings against docs/issuers.md"
 HINT_OTHER = "check the server's log for this request"
+HINT_NOT_SENT = "rotator checks its lease again before it retries"
 HINT_SELF = "store the first token with `rotator bootstrap`, or set credential = { file = ... } / { env = ... }"
 _DEFAULT_HINTS = {
     400: HINT_BAD_REQUEST,
@@ -296,6 +300,17 @@ class DeadlineExceeded(httpx.TimeoutException):
         self.deadline_s = deadline_s
 
 
+class NotSent(httpx.TransportError):
+    """A side effect's request refused at its start deadline (:func:`send`): not written, or its body
+    not. With a body that is an incomplete request, which a server does not carry out; without one,
+    the headers may have been the whole request. So it is never taken for "nothing was done": a
+    TransientError (for a mint, a try without an answer, whose tag is searched), after which the
+    engine checks its lease again before a retry, as for an influxctl child started too late."""
+
+    def __init__(self, *, request: httpx.Request | None) -> None:
+        super().__init__("the side effect's start deadline passed before the request was sent", request=request)
+
+
 class AnswerTooLarge(httpx.HTTPError):
     """An answer longer than :data:`MAX_ANSWER_BYTES`: not read further, not used."""
 
@@ -328,19 +343,32 @@ class _Watchdog:
 
     The socket is learnt from httpcore's ``trace`` extension (:data:`_CONNECTED`). The socket's own
     class method shuts it down: ``ssl.SSLSocket.shutdown`` would also drop the TLS state under the
-    thread that reads."""
+    thread that reads.
 
-    def __init__(self, ends: float) -> None:
+    ``start_by`` (a ``time.monotonic()`` value, None: none): a side effect's start deadline
+    (contracts.side_effect_start_deadline). Past it, the same checks refuse to connect or write
+    with :class:`NotSent`; unlike ``ends`` it does not cut an answer short (a request written in
+    time may take its whole deadline)."""
+
+    def __init__(self, ends: float, start_by: float | None = None, request: httpx.Request | None = None) -> None:
         self._ends = ends
+        self._start_by = start_by
+        self._request = request
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._done = False
         self.expired = False
 
+    def _too_late_to_start(self) -> bool:
+        return self._start_by is not None and time.monotonic() >= self._start_by
+
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
         if event in _SENDING:
             if self._passed():
                 raise httpcore.WriteTimeout("the request's deadline passed before it was sent")
+            if self._too_late_to_start():
+                # (also before the body: headers whose body never comes are not a request a server carries out)
+                raise NotSent(request=self._request)
             return
         if event not in _CONNECTED:
             return
@@ -353,6 +381,10 @@ class _Watchdog:
             if stream is not None:
                 stream.close()
             raise httpcore.ConnectTimeout("the request's deadline passed while connecting")
+        if self._too_late_to_start():
+            if stream is not None:
+                stream.close()
+            raise NotSent(request=self._request)
 
     def _passed(self) -> bool:
         """Whether the deadline has passed, by the timer or by the clock (then it counts as expired)."""
@@ -394,12 +426,22 @@ def send(
     the watchdog), or a pause of the process (SIGSTOP), that held it that long. An answer longer
     than ``max_bytes`` raises AnswerTooLarge.
 
+    Inside a side effect (:func:`~rotator.core.contracts.side_effect_start_deadline`), a request
+    that may change something (any method but GET, HEAD, OPTIONS) is not written after that
+    deadline either, counted from the engine's lease check, not from this call: raises
+    :class:`NotSent`. A process paused between its lease check and here could otherwise create
+    a token after another rotator took the lease over and closed the run (its search for the
+    run's tag done), as an influxctl child started that late would (core/child_process.py).
+
     Returns a response whose body has been read (no connection left open).
     """
     deadline_s = REQUEST_PHASES * timeout_s
     ends = time.monotonic() + deadline_s
     request = client.build_request(method, url, **kwargs)
-    watchdog = _Watchdog(ends)
+    start_by = None if request.method in _SAFE_METHODS else side_effect_start_deadline()
+    if start_by is not None and time.monotonic() >= start_by:
+        raise NotSent(request=request)
+    watchdog = _Watchdog(ends, start_by, request)
     request.extensions["trace"] = watchdog.trace
     timer = threading.Timer(deadline_s, watchdog.expire)
     timer.daemon = True
@@ -422,7 +464,7 @@ def send(
         if watchdog.expired and not _read_whole(response):
             raise DeadlineExceeded(deadline_s, request=request)
     except httpx.HTTPError as exc:  # a read or write the watchdog cut short, a body it truncated...
-        if watchdog.expired and not isinstance(exc, DeadlineExceeded | AnswerTooLarge):
+        if watchdog.expired and not isinstance(exc, DeadlineExceeded | AnswerTooLarge | NotSent):
             raise DeadlineExceeded(deadline_s, request=request) from None
         raise
     finally:
@@ -435,6 +477,10 @@ def send(
     headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _WIRE_HEADERS]
     return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=request)
 
+
+#: Methods that change nothing at the server (RFC 9110 "safe"): a read, not bounded by a side
+#: effect's start deadline (a check after a create, the listing before a delete).
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 #: Headers that describe the form of an answer on the wire, not what :func:`send` returns.
 _WIRE_HEADERS = (b"content-encoding", b"content-length", b"transfer-encoding")
@@ -637,11 +683,12 @@ class HttpFailure:
     ``kind``: ``status`` (an answer with a status the caller did not expect: ``response``),
     ``timeout`` (a phase's, or the whole request's: :class:`DeadlineExceeded`), ``tls`` (the TLS
     handshake failed), ``unreachable`` (no connection, or it broke), ``bad_url`` (httpx cannot
-    use the URL), ``too_large`` (:class:`AnswerTooLarge`) or ``other`` (any other httpx error).
+    use the URL), ``too_large`` (:class:`AnswerTooLarge`), ``not_sent`` (:class:`NotSent`) or
+    ``other`` (any other httpx error).
     ``exc`` is what was raised; its text may hold a URL, never a header or a body.
     """
 
-    kind: Literal["status", "timeout", "tls", "unreachable", "bad_url", "too_large", "other"]
+    kind: Literal["status", "timeout", "tls", "unreachable", "bad_url", "too_large", "not_sent", "other"]
     exc: Exception
     response: httpx.Response | None = None
 
@@ -665,6 +712,8 @@ def on_http_failure(to_error: Callable[[HttpFailure], RotatorError]) -> Iterator
         raise to_error(HttpFailure("bad_url", exc)) from None
     except AnswerTooLarge as exc:
         raise to_error(HttpFailure("too_large", exc)) from None
+    except NotSent as exc:  # (a TransportError, but nothing was tried: not "unreachable")
+        raise to_error(HttpFailure("not_sent", exc)) from None
     except httpx.TransportError as exc:  # read/write errors, a dropped connection, protocol errors
         raise to_error(HttpFailure("unreachable", exc)) from None
     except httpx.HTTPError as exc:  # e.g. an answer that cannot be decoded
@@ -700,6 +749,8 @@ def map_http_errors(
             else:
                 message = ERR_TIMEOUT.format(what=what, call=_call(request), timeout=_timeout_of(request))
             return TransientError(message, hint=HINT_RETRY)
+        if failure.kind == "not_sent":
+            return TransientError(ERR_NOT_SENT.format(what=what, call=_call(_request_of(exc))), hint=HINT_NOT_SENT)
         if failure.kind == "too_large" and isinstance(exc, AnswerTooLarge):
             message = ERR_TOO_LARGE.format(what=what, call=_call(_request_of(exc)), limit=exc.limit)
             return IssuerOutputError(message, hint="check that base_url points at the server itself, not at a proxy")

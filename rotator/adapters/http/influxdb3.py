@@ -84,6 +84,7 @@ from rotator.adapters.http.common import (
     parse_time,
     token_value,
 )
+from rotator.core.child_process import reading
 from rotator.core.contracts import Issuer, MintedToken, MintRequest, TokenInfo
 from rotator.core.errors import IssuerOutputError, NeedsAttention, PermanentError, TransientError
 from rotator.core.secret import Secret
@@ -498,7 +499,10 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
     def _query(self, token: Secret, database: str = "_internal", sql: str = LIST_SQL) -> httpx.Response:
         body = {"db": database, "q": sql, "format": "jsonl"}
         headers = {**auth_header("Bearer", token), "Accept": QUERY_ACCEPT}  # not httpx's */*, which the spec lacks
-        return self._send("POST", QUERY, json=body, headers=headers)
+        # A POST that only reads (a SELECT), also inside a revoke (the listing that confirms the delete):
+        # not bounded by that side effect's start deadline (common.send).
+        with reading():
+            return self._send("POST", QUERY, json=body, headers=headers)
 
     def _list(self, auth: Secret) -> list[TokenInfo]:
         return [info for _row, info in self._listed(auth)]

@@ -70,6 +70,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from rotator.adapters.http.common import (
+    HINT_NOT_SENT,
     AnswerTooLarge,
     DeadlineExceeded,
     HttpFailure,
@@ -129,6 +130,8 @@ _ERR_HTTP = "{where}: {operation} failed: HTTP {status}{detail}"
 _ERR_UNREACHABLE = "{where}: {operation} failed: cannot reach {url} ({cause})"
 _ERR_TIMEOUT = "{where}: {operation} failed: no answer from {url} within {timeout:g}s"
 _ERR_DEADLINE = "{where}: {operation} failed: no complete answer from {url} within {timeout:g}s (a request's limit)"
+_ERR_NOT_SENT = ("{where}: {operation}: the request to {url} was not sent: rotator was paused (or starved) for longer "
+                 "than allowed between its lease check and the request")
 _PROBLEM_TOO_LARGE = "the answer from {url} is longer than {limit} bytes (not read further)"
 _ERR_TLS = "{where}: {operation} failed: TLS handshake with {url} failed (untrusted certificate, or not TLS)"
 _ERR_OUTPUT = "{where}: {operation}: {problem}"
@@ -630,6 +633,9 @@ class ManagementApiIssuer:
                                  else (_ERR_TIMEOUT, self.settings.timeout_s))
             message = template.format(where=self._where, operation=op.name, url=url, timeout=timeout)
             return TransientError(message, hint=_HINT_RETRY)
+        if failure.kind == "not_sent":  # tried again after a lease check
+            message = _ERR_NOT_SENT.format(where=self._where, operation=op.name, url=url)
+            return TransientError(message, hint=HINT_NOT_SENT)
         if failure.kind == "too_large" and isinstance(failure.exc, AnswerTooLarge):
             return self._output_error(op, _PROBLEM_TOO_LARGE.format(url=url, limit=failure.exc.limit))
         if failure.kind == "tls":

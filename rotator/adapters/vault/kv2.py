@@ -439,7 +439,8 @@ class VaultKV2Store:
         try:
             record = self._parse(payload, current, strict=managed) if payload is not None else None
         except MalformedPayload as exc:
-            exc.state = StoreState(version=str(current), managed=managed, record=None)
+            exc.state = StoreState(version=str(current), managed=managed, record=None,
+                                   marker_policy=_marker_policy(custom) if managed else None)
             raise
         logger.debug(
             "%s: version %d, managed=%s, token_id=%s%s",
@@ -456,7 +457,9 @@ class VaultKV2Store:
                       else f"sooner than a token lives (the current one: {format_duration(lifetime)})")
             self._warn_deleted_early(f"every version {format_duration(kept_for)} after it is written "
                                      f"({source} delete_version_after)", kept_for, lifetime, before)
-        return StoreState(version=str(current), managed=managed, record=record)
+        # Whose secret it is when the current version holds no payload (deleted or destroyed): the marker.
+        marker = _marker_policy(custom) if record is None and managed else None
+        return StoreState(version=str(current), managed=managed, record=record, marker_policy=marker)
 
     def read_previous(self) -> StoreState:
         """The highest version below the current one that Vault still serves.
@@ -940,6 +943,13 @@ def _custom(value: object) -> Mapping[str, str]:
 
 def _is_managed(custom_metadata: Mapping[str, Any]) -> bool:
     return bool(custom_metadata.get("managed-by") == MANAGED_BY)
+
+
+def _marker_policy(custom_metadata: Mapping[str, Any]) -> str | None:
+    """The policy rotator's custom_metadata names (a string, or None): Engine._check_ownership's
+    evidence when the current version holds no record."""
+    value = custom_metadata.get("policy")
+    return value if isinstance(value, str) and value else None
 
 
 def _cas(expected_version: str | None, location: str) -> int:
