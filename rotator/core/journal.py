@@ -8,7 +8,8 @@ forward or back.
 
 Each thread has its own connection (SQLite in WAL mode: readers never wait, writers queue on
 the database lock; PostgreSQL: one session per thread, as a pool would give), and one watchdog
-thread per journal cuts a PostgreSQL transaction that outlives its deadline.
+thread per journal cuts a PostgreSQL transaction that outlives its deadline (a read-only snapshot
+transaction: a statement of it).
 
 SQLite is the embedded default; PostgreSQL (``postgresql://...``, psycopg 3) lets several
 replicas share one journal and coordinate through its lease rows. The SQL is kept to what both
@@ -57,7 +58,7 @@ class RunState(StrEnum):
     VERIFIED = "verified"  # a rotation publishes from here: stores may hold the new token
     PUBLISHING = "publishing"  # some stores may hold the new token (bootstrap)
     PUBLISHED = "published"  # every store holds it; old token revocation scheduled
-    DONE = "done"  # old token revoked (or there was none)
+    DONE = "done"  # every revocation it scheduled ended: old token revoked (or there was none)
     REVOKING_NEW = "revoking_new"  # failed before publish; discarding the candidate
     FAILED = "failed"  # ended without publishing; nothing left behind
     ABORTED = "aborted"  # ended before anything was minted
@@ -329,7 +330,8 @@ class _Backend:
     #: run inside a transaction that need not be durable on its own (Journal.transaction(durable=False))
     relaxed_inside: str | None = None
     #: run first inside a read transaction whose statements must all see one snapshot (the audit
-    #: chain's head and its events); SQLite's read transaction in WAL mode is one already
+    #: chain's head and its events), and that makes it read-only on the server (its deadline is then per
+    #: statement: Journal._new_tx); SQLite's read transaction in WAL mode is one already
     snapshot_inside: str | None = None
     #: a file whose fdatasync makes every commit written so far durable (SQLite: the WAL file, the
     #: connections committing with ``synchronous=NORMAL``): a durable commit waits for a flush
@@ -346,7 +348,8 @@ class _Backend:
     lock_row: str = ""
     #: the longest one transaction may wait on the server before ``abort`` cuts its connection: a
     #: statement_timeout is enforced by the server, so a peer that went silent mid-query (a dead
-    #: network path, a proxy that swallows bytes) would otherwise hang the worker for good
+    #: network path, a proxy that swallows bytes) would otherwise hang the worker for good. A
+    #: read-only snapshot transaction (snapshot_inside) gets it per statement instead: see Journal._new_tx
     tx_deadline_s: float | None = None
     #: cut a connection from another thread, so that a call blocked on it fails at once
     abort: Callable[[Any], None] | None = None
@@ -381,11 +384,16 @@ def _is_write(sql: str) -> bool:
 
 
 class _Cursor:
-    """A DB-API cursor that takes ``?`` placeholders on every backend, and notes whether it wrote."""
+    """A DB-API cursor that takes ``?`` placeholders on every backend, and notes whether it wrote.
 
-    def __init__(self, cur: Any, percent: bool) -> None:
+    ``watch``: the watchdog bounds each statement's wait on the server, not the whole transaction (a
+    read-only one, see Journal._new_tx); ``conn`` is what it cuts."""
+
+    def __init__(self, cur: Any, percent: bool, watch: _Watchdog | None = None, conn: Any = None) -> None:
         self._cur = cur
         self._percent = percent
+        self._watch = watch
+        self._conn = conn
         #: a statement of this transaction changed a row or the schema (its commit writes, and syncs)
         self.wrote = False
         #: statements executed (BEGIN and COMMIT included)
@@ -393,10 +401,19 @@ class _Cursor:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
         self.statements += 1
-        if self._percent:  # psycopg dumps an Enum member by its name; sqlite3 binds a StrEnum as its text
-            self._cur.execute(sql.replace("?", "%s"), tuple([p.value if isinstance(p, Enum) else p for p in params]))
-        else:
-            self._cur.execute(sql, params)
+        # psycopg's (client-side) cursor has received the whole result when execute() returns, so the
+        # fetches that follow never wait on the server: the statement is all there is to bound.
+        watch = self._watch
+        key = 0 if watch is None else watch.arm(self._conn)
+        try:
+            if self._percent:  # psycopg dumps an Enum member by its name; sqlite3 binds a StrEnum as its text
+                self._cur.execute(sql.replace("?", "%s"),
+                                  tuple([p.value if isinstance(p, Enum) else p for p in params]))
+            else:
+                self._cur.execute(sql, params)
+        finally:
+            if watch is not None:
+                watch.disarm(key)
         if not self.wrote and _is_write(sql) and self._cur.rowcount != 0:
             self.wrote = True
         return self
@@ -445,7 +462,8 @@ class JournalStats:
 
 
 class _Watchdog:
-    """One thread per journal that cuts a transaction's connection when it outlives its deadline.
+    """One thread per journal that cuts a transaction's (or a statement's) connection when it outlives
+    its deadline.
 
     Replaces a ``threading.Timer`` (a new thread) per transaction: :meth:`arm` and :meth:`disarm`
     are a dictionary operation under a lock; the thread sleeps until the earliest deadline.
@@ -618,13 +636,21 @@ class Journal:
         local = self._threads.state
         pending, local.pending = local.pending, []
         single = single and not pending and durable
+        # A snapshot transaction that the server keeps read-only (READ ONLY) holds no row lock a writer
+        # waits for, and an audit verification reads the whole chain in one (millions of events:
+        # minutes). Its deadline bounds each statement instead, which is what a silent server hangs: a
+        # transaction cut for its length would fail every verification, report and prune of a large
+        # journal for good (nothing pruned, so it only grows). A write transaction's locks hold other
+        # replicas up, so its whole length stays bounded.
+        read_only_sql = self._backend.snapshot_inside if snapshot and not (single or immediate or pending) else None
         try:
             conn = self._connection()
-            cur = _Cursor(conn.cursor(), self._backend.paramstyle_percent)
+            cur = _Cursor(conn.cursor(), self._backend.paramstyle_percent,
+                          self._watch if read_only_sql is not None else None, conn)
         except self._backend.errors as exc:
             self._drop_connection()
             raise self._error(exc, "cannot connect: ") from None
-        key = self._watch.arm(conn) if self._watch is not None else None
+        key = self._watch.arm(conn) if self._watch is not None and read_only_sql is None else None
         local.cur, local.undo, local.after, local.leases = cur, [], [], {}
         local.head = None
         local.confirmed = {}
@@ -633,8 +659,8 @@ class Journal:
         try:
             if not single:
                 cur.execute(self._backend.begin_locked if immediate or pending else self._backend.begin)
-            if snapshot and not (single or immediate or pending) and self._backend.snapshot_inside is not None:
-                cur.execute(self._backend.snapshot_inside)
+            if read_only_sql is not None:
+                cur.execute(read_only_sql)
             if not durable and self._backend.relaxed_inside is not None:
                 cur.execute(self._backend.relaxed_inside)
             for write in pending:
@@ -994,15 +1020,15 @@ class Journal:
                              fence: int | None = None) -> bool:
         """The revocation of ``token_id``, scheduled by run ``run_id``, ended (done or dismissed):
         move that run, and every other published run of the policy that replaced the token, from
-        published to done, in one statement; False when none is published (done already, or a
-        bootstrap's). Fenced like :meth:`update_run`. (A token current again, an older version
-        restored, and replaced once more keeps its revocation row, and the row its first run's id:
-        the later run waits for the same revocation.)"""
+        published to done, in one statement, each only once none of the revocations it waits for is
+        unfinished (:data:`_FINISH_PUBLISHED`); False when none moved (another of its revocations
+        pending or failed, done already, or a bootstrap's). Fenced like :meth:`update_run`. (A token
+        current again, an older version restored, and replaced once more keeps its revocation row,
+        and the row its first run's id: the later run waits for the same revocation.)"""
         with self._tx(immediate=fence is not None) as cur:
             self._check_fence(cur, policy, fence, f"moving run {run_id} to done")
-            cur.execute("UPDATE runs SET state = ?, finished_at = ?, fence = COALESCE(?, fence) "
-                        "WHERE (run_id = ? OR old_token_id = ?) AND policy = ? AND state = ?",
-                        (RunState.DONE, ts(finished_at), fence, run_id, token_id, policy, RunState.PUBLISHED))
+            cur.execute(_FINISH_PUBLISHED, (RunState.DONE, ts(finished_at), fence, run_id, token_id, policy,
+                                            RunState.PUBLISHED, RevocationState.PENDING, RevocationState.FAILED))
             return cur.rowcount >= 1
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -1437,7 +1463,9 @@ class Journal:
         The block may move the head itself: events recorded after it read the head again.
         ``write=False`` (verify, reports): a read transaction that reads one snapshot (SQLite:
         without the write lock, so a busy writer does not hold an auditor up; PostgreSQL: REPEATABLE
-        READ, so the head row and the events agree however writers race it)."""
+        READ, so the head row and the events agree however writers race it). Such a transaction may
+        last as long as the chain takes to read: on PostgreSQL only each statement of it has a
+        deadline (Journal._new_tx)."""
         with self._tx(immediate=write, snapshot=not write) as cur:
             self._forget_head()
             yield cur, self._backend.lock_row
@@ -1869,6 +1897,22 @@ def _runs_branch(kind: str, where: str) -> str:
 def _revocations_branch(kind: str, where: str) -> str:
     return f"{_tagged(kind, _REV_TEXT, {_FENCE_AT: 'attempts'})} FROM revocations WHERE {where}"
 
+
+#: Journal.finish_published_run: a published run moves to done only once no revocation it waits for is
+#: unfinished (pending or failed; the subquery reads the policy's unfinished rows alone). A rotation may
+#: schedule two under its id (the replaced token, and the token the journal published last when no
+#: store named it any more), and the replaced token's row may carry an earlier run's id (a token current
+#: again and replaced once more). A run moved on the first of them would say its tokens are revoked
+#: while another stays valid, and may stay so for good (that revocation fails). Both revocations of a
+#: run end under the policy's lease (a fenced write locks the lease row first), so on PostgreSQL the
+#: later one's statement sees the earlier one's commit: two that each saw the other unfinished cannot
+#: leave the run published.
+_FINISH_PUBLISHED = (
+    "UPDATE runs SET state = ?, finished_at = ?, fence = COALESCE(?, fence) "
+    "WHERE (run_id = ? OR old_token_id = ?) AND policy = ? AND state = ? AND NOT EXISTS "
+    "(SELECT 1 FROM revocations v WHERE v.policy = runs.policy AND v.state IN (?, ?) "
+    "AND (v.run_id = runs.run_id OR v.token_id = runs.old_token_id))"
+)
 
 _OPEN_WHERE = f"policy = ? AND state IN ({', '.join('?' * len(RunState.OPEN))})"
 _SUCCESS_WHERE = f"policy = ? AND state IN ({', '.join('?' * len(RunState.SUCCESS))})"
