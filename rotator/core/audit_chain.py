@@ -12,8 +12,9 @@ first link that differs: an edited event (its hash no longer matches), a deleted
 row), a truncated head (the head row is ahead of the last event).
 
 What a hash chain cannot show alone: someone with write access who rewrites *every* link after
-an edit, and the head. Keep the head hash that ``rotator audit verify`` prints (e.g. in each
-report handed to an auditor): a later chain must still pass through it.
+an edit, and the head. Keep the head that ``rotator audit verify`` prints (``SEQ:HASH@TIME``, e.g.
+in each report handed to an auditor): a later chain must still pass through it, or have pruned it
+as a prune of rotator's would (:func:`check_kept_links`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from rotator.config.timefmt import rfc3339_micro
+from rotator.core.one_line import one_line
 
 __all__ = [
     "GENESIS",
+    "UNLINKED_COUNT",
+    "UNLINKED_NEWEST",
     "ChainReport",
     "Checkpoint",
+    "KeptLink",
     "append_event",
     "insert_link",
     "insert_link_if_head",
@@ -47,9 +52,17 @@ __all__ = [
     "verify_rows",
 ]
 
-#: prev_hash of the first link
+#: prev_hash of the first link; the hash of "link 0", the chain's start, which no prune deletes
 GENESIS = "0" * 64
 CHAIN = "journal"
+
+#: detail keys of the chain's record of the events without a link (from before the upgrade that
+#: added the chain): how many there are, and the newest one's time (None: there are none). The
+#: first link records them as the chain begins, and each `prune` event as that prune left them.
+#: Verification holds those rows to the chain's record, not to the head row's count, which anyone
+#: with write access could raise to hide an inserted row.
+UNLINKED_COUNT = "unlinked_events"
+UNLINKED_NEWEST = "newest_unlinked_at"
 
 #: the migration that adds the chain (appended to rotator.core.journal._MIGRATIONS)
 MIGRATION = f"""
@@ -249,9 +262,11 @@ def read_head(cur: Cursor, lock_head: str) -> tuple[int, str]:
 _INSERT_LINK = "INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, hash) "
 
 
-def _link_row(head: tuple[int, str], event: dict[str, Any], detail: Mapping[str, Any] | None,
+def _link_row(cur: Cursor, head: tuple[int, str], event: dict[str, Any], detail: Mapping[str, Any] | None,
               detail_json: str | None) -> tuple[Any, ...]:  # fmt: skip
     seq, prev = head[0] + 1, head[1]
+    if seq == 1:
+        event, detail, detail_json = _with_unlinked_record(cur, event)
     event = {**event, "seq": seq, "instance": event.get("instance") or instance_name()}
     return (seq, event["at"], event["policy"], event["run_id"], event["step"], event["result"], event["detail"],
             event["instance"], prev, link(prev, event, detail, detail_json=detail_json))  # fmt: skip
@@ -262,7 +277,7 @@ def insert_link(cur: Cursor, head: tuple[int, str], event: dict[str, Any],
     """Insert ``event`` as the link after ``head``; returns the new head (seq, hash), to which the
     database moved the head row (:data:`HEAD_TRIGGER_MIGRATION`). ``detail``: what ``event["detail"]``
     was dumped from (:func:`canonical`); ``detail_json``: see :func:`link`."""
-    row = _link_row(head, event, detail, detail_json)
+    row = _link_row(cur, head, event, detail, detail_json)
     cur.execute(_INSERT_LINK + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
     return row[0], row[-1]
 
@@ -274,13 +289,31 @@ def insert_link_if_head(cur: Cursor, head: tuple[int, str], event: dict[str, Any
     (no read of its own); None, and nothing inserted, when it is not (the caller reads the head and
     links to that). Only for a transaction that holds the whole database from its first statement
     (SQLite's ``BEGIN IMMEDIATE``): then the head cannot move between this check and the commit."""
-    row = _link_row(head, event, detail, detail_json)
+    row = _link_row(cur, head, event, detail, detail_json)
     cur.execute(
         _INSERT_LINK + "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
         "WHERE EXISTS (SELECT 1 FROM audit_head WHERE chain = ? AND seq = ? AND hash = ?)",
         (*row, CHAIN, head[0], head[1]),
     )
     return (row[0], row[-1]) if cur.rowcount == 1 else None
+
+
+def _with_unlinked_record(cur: Cursor, event: dict[str, Any]) -> tuple[dict[str, Any], None, str | None]:
+    """The chain's first link ``event`` with the record of the events without a link in its detail
+    (:data:`UNLINKED_COUNT`: the migration's count, and the newest one's time), and that detail's
+    JSON for :func:`link`. A journal created with the chain records 0, so any such row in it is an
+    insertion."""
+    detail = json.loads(event["detail"])
+    if not isinstance(detail, dict):  # not what rotator writes: linked as it is
+        return event, None, None
+    row = cur.execute("SELECT unchained, (SELECT MAX(at) FROM events WHERE seq IS NULL) FROM audit_head "
+                      "WHERE chain = ?", (CHAIN,)).fetchone()  # fmt: skip
+    count = int(row[0]) if row is not None else 0
+    # setdefault: a prune's event, the first link of a journal that held only such rows, has its own
+    detail.setdefault(UNLINKED_COUNT, count)
+    detail.setdefault(UNLINKED_NEWEST, str(row[1]) if count and row[1] is not None else None)
+    text, flat = detail_text(detail)
+    return {**event, "detail": text}, None, flat
 
 
 EVENT_COLUMNS = ("seq", "at", "policy", "run_id", "step", "result", "detail", "instance", "prev_hash", "hash")
@@ -307,18 +340,32 @@ class ChainReport:
     problem: str | None = None
     #: the first broken link: seq, time, what differs
     broken: dict[str, Any] = field(default_factory=dict)
+    #: the head link's time (None: no link yet, or the chain is broken)
+    head_at: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "checked": self.checked, "head_seq": self.head_seq, "head_hash": self.head_hash,
-            "start_seq": self.start_seq, "problem": self.problem, "broken": self.broken,
+            "head_at": self.head_at, "start_seq": self.start_seq, "problem": self.problem, "broken": self.broken,
         }  # fmt: skip
 
+    def kept_link(self) -> str:
+        """The head as ``rotator audit verify --expect`` takes it: ``SEQ:HASH@TIME`` (``SEQ:HASH``
+        without a link). With its time, a later check knows that no prune of rotator's may delete it yet."""
+        return f"{self.head_seq}:{self.head_hash}" + (f"@{self.head_at}" if self.head_at else "")
+
     def text(self) -> str:
+        # one_line: the problem quotes fields of the very rows found edited, whose text an attacker
+        # chose (a carriage return and an escape sequence could show "OK" over the BROKEN line)
         if self.ok:
             since = f" after checkpoint at seq {self.start_seq}" if self.start_seq else ""
-            return f"audit chain OK: {self.checked} events{since}, head seq {self.head_seq} hash {self.head_hash}"
-        return f"audit chain BROKEN: {self.problem}"
+            return f"audit chain OK: {self.checked} events{since}, head {one_line(self.kept_link())}"
+        return f"audit chain BROKEN: {one_line(str(self.problem))}"
+
+
+def _q(value: Any) -> str:
+    """A journal field quoted in a problem: on one line, its control characters written out."""
+    return one_line(str(value))
 
 
 def verify_rows(
@@ -359,6 +406,7 @@ def verify_rows(
                           last_seq=last_seq)  # fmt: skip
         return broken(last, f"the last event (seq {last_seq}) does not match the chain head (seq {head_seq}): the "
                       "head row or the newest events were altered", last_seq=last_seq)  # fmt: skip
+    report.head_at = None if walk.last_row is None else str(walk.last_row["at"])
     return report
 
 
@@ -387,28 +435,28 @@ def _walk(rows: Iterable[Mapping[str, Any]], start_seq: int, prev: str) -> _Walk
         except (ValueError, TypeError, AttributeError):
             # Not what rotator writes (a sequence number that is not a number, a detail that is not a
             # JSON object): an edit, reported where it is instead of stopping the verifier.
-            walk.problem = (f"event seq {row['seq']!r} at {row['at']} was edited: its sequence number or detail is "
-                            "not what rotator writes")
+            walk.problem = (f"event seq {_q(repr(row['seq']))} at {_q(row['at'])} was edited: its sequence number "
+                            "or detail is not what rotator writes")
             walk.row, walk.what = row, {"expected_seq": expected_seq}
             return walk
         if seq <= start_seq:
-            walk.problem = (f"event seq {seq} at {row['at']} lies before the pruning checkpoint (seq {start_seq}): "
-                            "inserted after pruning")
+            walk.problem = (f"event seq {seq} at {_q(row['at'])} lies before the pruning checkpoint (seq "
+                            f"{start_seq}): inserted after pruning")
             walk.row, walk.what = row, {"expected_seq": expected_seq}
             return walk
         if seq != expected_seq:
             walk.problem = (f"event(s) seq {expected_seq}..{seq - 1} are missing before event seq {seq} at "
-                            f"{row['at']} (deleted)")
+                            f"{_q(row['at'])} (deleted)")
             walk.row, walk.what = row, {"expected_seq": expected_seq}
             return walk
         if row["prev_hash"] != walk.last_hash:
-            walk.problem = (f"event seq {seq} at {row['at']} does not follow the previous link (reordered, inserted "
-                            "or the previous event was replaced)")
+            walk.problem = (f"event seq {seq} at {_q(row['at'])} does not follow the previous link (reordered, "
+                            "inserted or the previous event was replaced)")
             walk.row, walk.what = row, {"expected_prev_hash": walk.last_hash, "found_prev_hash": row["prev_hash"]}
             return walk
         if row["hash"] != digest:
-            walk.problem = (f"event seq {seq} at {row['at']} ({row['policy']} {row['step']} {row['result']}) was "
-                            "edited: its content no longer matches its hash")
+            walk.problem = (f"event seq {seq} at {_q(row['at'])} ({_q(row['policy'])} {_q(row['step'])} "
+                            f"{_q(row['result'])}) was edited: its content no longer matches its hash")
             walk.row, walk.what = row, {"expected_hash": digest, "found_hash": row["hash"]}
             return walk
         walk.last_hash = digest
@@ -428,42 +476,60 @@ def verify(journal: _JournalLike) -> ChainReport:
         return _verify(cur)
 
 
-def check_kept_links(journal: _JournalLike, report: ChainReport, kept: Sequence[tuple[int, str]],
-                     too_short: Callable[[timedelta], str | None] | None = None) -> tuple[list[str], list[int]]:
-    """Check links kept from an earlier report or verify (``seq``, ``hash``: its head) against the
-    journal: a later, honest chain still holds each at its sequence number. Catches what a walk of the
-    chain alone cannot: the newest events deleted and the head row rewound, a journal restored from
-    an older copy, or a chain rewritten with every hash recomputed. Returns (problems, the sequence
-    numbers that cannot be checked because a prune deleted them).
+@dataclass(frozen=True)
+class KeptLink:
+    """A link kept from an earlier verify or report (its head): sequence number, hash, and the link's
+    time when it was kept with it (``SEQ:HASH@TIME``, as :meth:`ChainReport.kept_link` writes it)."""
 
-    ``too_short``: why a prune that kept this much history is not one rotator makes (the policy
-    file's floor of ``keep_history``), or None when it is. A kept link deleted by such a prune is a
-    problem, not "pruned": a chain rewritten and then pruned up to its head would hide the rewrite."""
+    seq: int
+    hash: str
+    at: datetime | None = None
+
+
+#: how far the clock of the host that pruned may have run ahead of the verifier's
+PRUNE_CLOCK_SLACK = timedelta(hours=1)
+
+
+def check_kept_links(journal: _JournalLike, report: ChainReport, kept: Sequence[KeptLink], keep_history: timedelta,
+                     now: datetime) -> tuple[list[str], list[int]]:  # fmt: skip
+    """Check links kept from an earlier report or verify against the journal: a later, honest chain
+    still holds each at its sequence number. Catches what a walk of the chain alone cannot: the
+    newest events deleted and the head row rewound, a journal restored from an older copy, or a chain
+    rewritten with every hash recomputed. Returns (problems, the sequence numbers that cannot be
+    checked because a prune of rotator's deleted them).
+
+    A kept link that is gone counts as pruned only when a prune that kept ``keep_history`` (the
+    policy file's) could have deleted it by ``now``; otherwise it is a problem, for a chain rewritten
+    and then pruned up to its head would hide the rewrite (:func:`_not_pruned_by_rotator`)."""
     problems: list[str] = []
     pruned: list[int] = []
     with journal.audit_transaction(write=False) as (cur, _lock):
-        prunes = _prune_records(cur) if too_short is not None else {}
-        for seq, digest in kept:
+        prunes = _prune_records(cur)
+        for kept_link in kept:
+            seq, digest = kept_link.seq, kept_link.hash
             if seq > report.head_seq:
                 problems.append(f"link {seq} is beyond the chain's head (seq {report.head_seq}): events since were "
                                 "deleted and the head rewound, or the journal was restored from an older copy")
+                continue
+            if seq == 0:  # the chain's start: its hash is fixed, and no prune deletes it
+                if digest != GENESIS:
+                    problems.append(f"link 0 is the chain's start, whose hash is always {GENESIS[:16]}... (64 zeros), "
+                                    f"not the kept {digest[:16]}...: this is no head `rotator audit verify` printed")
                 continue
             row = cur.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
             if row is None:
                 row = cur.execute("SELECT hash FROM audit_checkpoints WHERE seq = ?", (seq,)).fetchone()
             if row is None:
-                cut = None if too_short is None else _pruned_too_soon(cur, seq, prunes, too_short)
-                if seq > report.start_seq:
-                    problems.append(f"link {seq} is not in the journal")
-                elif cut is not None:
-                    problems.append(f"link {seq} was deleted by a prune that kept too little history: {cut}; "
-                                    "rotator makes no such prune, so the chain may have been rewritten and then "
-                                    "pruned to hide it")
-                else:
+                why = (f"it lies after the pruning checkpoint (seq {report.start_seq})" if seq > report.start_seq
+                       else _not_pruned_by_rotator(cur, kept_link, prunes, keep_history, now))
+                if why is None:
                     pruned.append(seq)
+                else:
+                    problems.append(f"link {seq} is not in the journal, and no prune of rotator's deleted it: {why}; "
+                                    "the chain may have been rewritten and then pruned to hide it")
             elif str(row[0]) != digest:
-                problems.append(f"link {seq} has hash {str(row[0])[:16]}..., not the kept {digest[:16]}...: the chain "
-                                "was rewritten up to there")
+                problems.append(f"link {seq} has hash {_q(str(row[0])[:16])}..., not the kept {digest[:16]}...: the "
+                                "chain was rewritten up to there")
     return problems, pruned
 
 
@@ -478,26 +544,54 @@ def _prune_records(cur: Cursor) -> dict[int, tuple[str, str]]:
     return found
 
 
-def _pruned_too_soon(cur: Cursor, seq: int, prunes: Mapping[int, tuple[str, str]],
-                     too_short: Callable[[timedelta], str | None]) -> str | None:  # fmt: skip
-    """Why the prune that deleted link ``seq`` kept less history than a prune rotator makes, or None.
+def _not_pruned_by_rotator(cur: Cursor, kept: KeptLink, prunes: Mapping[int, tuple[str, str]],
+                           keep_history: timedelta, now: datetime) -> str | None:  # fmt: skip
+    """Why the missing link ``kept`` cannot have been deleted by a prune of rotator's that kept
+    ``keep_history``, or None when it can.
 
-    The checkpoint of the batch that held the link says which prune it was; that prune's chained
-    event records its cutoff and its own time. A later prune may have deleted that event too: then
-    the checkpoint's own time and the last pruned event's (the cutoff was later than that one) stand in."""
-    row = cur.execute("SELECT seq, at, detail FROM audit_checkpoints WHERE seq >= ? ORDER BY seq LIMIT 1",
-                      (seq,)).fetchone()  # fmt: skip
+    A prune deletes only events older than its cutoff, which lies ``keep_history`` before its own
+    time, so before ``now - keep_history``. What proves it is the link's own time, kept with it: the
+    auditor's, which no one with write access to the journal can change. Without it, the journal's
+    records stand in, which a rewriter can forge along with every event's time: the history the
+    checkpoint of the link's batch summarises (up to its ``to``) must be that old, and the prune that
+    wrote it (its chained event, else the time the checkpoint's own summary records) must have kept
+    ``keep_history``."""
+    newest_prunable = now - keep_history + PRUNE_CLOCK_SLACK
+    if kept.at is not None and kept.at >= newest_prunable:
+        return (f"it was kept with its time {rfc3339_micro(kept.at)}, and keep_history ({_duration(keep_history)}) "
+                f"keeps every event since {rfc3339_micro(now - keep_history)}")
+    row = cur.execute("SELECT seq, detail FROM audit_checkpoints WHERE seq >= ? ORDER BY seq LIMIT 1",
+                      (kept.seq,)).fetchone()  # fmt: skip
     if row is None:
-        return None
-    at, cutoff = prunes.get(int(row[0])) or (str(row[1]), str(_detail_of({"detail": row[2]}).get("to") or ""))
+        return "no pruning checkpoint covers it"
+    detail = _detail_of({"detail": row[1]})
+    to = detail.get("to")
     try:
-        kept = _parse(at) - _parse(cutoff)
-    except ValueError:  # not a time rotator writes: an edited checkpoint, which verification names
+        last_pruned = _parse(str(to))
+    except ValueError:
+        return f"the checkpoint at seq {row[0]} records no time for the history it pruned"
+    if last_pruned >= newest_prunable:
+        return (f"the prune that deleted it (checkpoint at seq {row[0]}) deleted history up to {_q(to)}, which "
+                f"keep_history ({_duration(keep_history)}) keeps until {rfc3339_micro(last_pruned + keep_history)}")
+    own_at = detail.get("at")
+    at, cutoff = prunes.get(int(row[0])) or ((str(own_at), str(to)) if isinstance(own_at, str) else (None, None))
+    if at is None or cutoff is None:  # a checkpoint of an earlier version, whose prune event a later prune deleted
         return None
-    why = too_short(max(kept, timedelta(0)))
-    if why is None:
+    try:
+        kept_for = min(_parse(at), now + PRUNE_CLOCK_SLACK) - _parse(cutoff)
+    except ValueError:
+        return f"the prune that wrote the checkpoint at seq {row[0]} records times rotator does not write"
+    if kept_for >= keep_history:
         return None
-    return f"the prune at {at} kept only the history from {cutoff} on, as if keep_history {why}"
+    kept_text = _duration(max(kept_for, timedelta(0)))
+    return (f"the prune at {_q(at)} kept only the history from {_q(cutoff)} on ({kept_text}), less than "
+            f"keep_history ({_duration(keep_history)})")
+
+
+def _duration(value: timedelta) -> str:
+    from rotator.config.schedule import format_duration  # only a message needs it
+
+    return format_duration(value)
 
 
 #: rows per page of a verification: a year of events at 1,000 policies is millions of rows, which
@@ -567,6 +661,73 @@ def _chain_began(cur: Cursor) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Unlinked:
+    """The chain's record of the events without a link (:data:`UNLINKED_COUNT`) and the link holding it."""
+
+    seq: int
+    count: int
+    newest: str | None
+
+
+def _unlinked_record(cur: Cursor, *, check: bool = True) -> tuple[_Unlinked | None, str | None]:
+    """The chain's record of the events without a link, and a problem (else None) when the records
+    contradict each other (``check``; else only the newest record is read).
+
+    The record is the newest kept `prune` event's, or, with none kept, the first link's. None when
+    that event has none: a chain begun by an earlier version of rotator, not pruned since (or pruned
+    by an earlier version after this one: the head row's count is the one kept up to date again).
+    Those journals are held to the head row's count and to the chain's start plus
+    :data:`UPGRADE_CLOCK_SLACK`, as before. The records, in chain order, never grow: only a prune
+    deletes such rows, and nothing adds any."""
+    sql = "SELECT seq, detail FROM events WHERE policy = ? AND step = 'prune' AND seq IS NOT NULL ORDER BY seq"
+    rows = cur.execute(sql if check else sql + " DESC LIMIT 1", (JOURNAL_POLICY,)).fetchall()
+    if not rows or check:
+        first = cur.execute("SELECT seq, detail FROM events WHERE seq = 1").fetchone()
+        rows = [*([first] if first is not None else []), *rows]
+    records: dict[int, _Unlinked | None] = {}
+    for seq, text in rows:
+        if type(seq) is not int:  # not rotator's: the walk names it
+            continue
+        detail = _detail_of({"detail": text})
+        if UNLINKED_COUNT not in detail:
+            records[seq] = None
+            continue
+        count, newest = detail[UNLINKED_COUNT], detail.get(UNLINKED_NEWEST)
+        if type(count) is not int or count < 0 or not (newest is None or isinstance(newest, str)):
+            return None, (f"event seq {seq} records the events without a chain link as {_q(count)} (newest "
+                          f"{_q(newest)}), which is not what rotator writes")
+        records[seq] = _Unlinked(seq, count, newest)
+    known = [record for seq in sorted(records) if (record := records[seq]) is not None]
+    for before, after in itertools.pairwise(known):
+        if after.count > before.count or (after.newest is not None
+                                          and (before.newest is None or after.newest > before.newest)):
+            return None, (f"event seq {after.seq} records {after.count} event(s) without a chain link (newest "
+                          f"{_q(after.newest)}), more or newer than the {before.count} (newest {_q(before.newest)}) "
+                          f"event seq {before.seq} records: only a prune deletes such events and none adds any, so "
+                          "that prune event was forged")
+    return (records[max(records)] if records else None), None
+
+
+def unlinked_until(journal: _JournalLike) -> str | None:
+    """The latest time an event without a link may carry ("" when the chain records none at all);
+    None: no bound (no link yet). A row without a link dated later is an insertion, no evidence."""
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        return _unlinked_until(cur)
+
+
+def unlinked_until_in(cur: Cursor) -> str | None:
+    """:func:`unlinked_until` in a transaction the caller holds (the report reads one snapshot)."""
+    return _unlinked_until(cur)
+
+
+def _unlinked_until(cur: Cursor) -> str | None:
+    record, _problem = _unlinked_record(cur, check=False)
+    if record is not None:
+        return record.newest or ""
+    return _chain_began(cur)
+
+
 def is_journal_time(text: Any) -> bool:
     """Whether ``text`` is a time as the journal writes it (``ts()``: fixed-width UTC text ending in
     ``Z``), the only kind an event without a link (from before the chain) can carry."""
@@ -623,36 +784,64 @@ def _verify(cur: Cursor) -> ChainReport:
         return _broken("the chain's head row is missing or was edited (audit_head): the newest link cannot be "
                        "checked", head=None if head_row is None else [str(v) for v in head_row])
     unchained = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
-    began = _chain_began(cur)
+    record, contradiction = _unlinked_record(cur)
+    if contradiction is not None:
+        return _broken(contradiction)
     undated = _unlinked_not_a_time(cur) if unchained else None
     if undated is not None:
         # rotator always wrote ts() text: anything else is no time at all ('' sorts before every time,
         # so the check of its date below would take it for an event from before the chain)
-        return _broken(f"an event without a chain link, whose time {str(undated[0])!r} is not one rotator writes, "
-                       f"was inserted: {undated[2]} of policy {undated[1]}",
+        return _broken(f"an event without a chain link, whose time {_q(repr(str(undated[0])))} is not one rotator "
+                       f"writes, was inserted: {_q(undated[2])} of policy {_q(undated[1])}",
                        at=str(undated[0]), policy=str(undated[1]), step=str(undated[2]))  # fmt: skip
+    began = _chain_began(cur)
     late = None if began is None else cur.execute(
         "SELECT at, policy, step FROM events WHERE seq IS NULL AND at > ? ORDER BY at LIMIT 1", (began,)).fetchone()
     if late is not None:
         # Events without a link are those written before the upgrade that added the chain; one dated
         # after the chain's first link was inserted since (with the head's count raised to hide it).
-        return _broken(f"an event without a chain link, dated after the chain began, was inserted: {late[2]} of "
-                       f"policy {late[1]} at {late[0]}", at=str(late[0]), policy=str(late[1]), step=str(late[2]))
+        return _broken(f"an event without a chain link, dated after the chain began, was inserted: {_q(late[2])} "
+                       f"of policy {_q(late[1])} at {_q(late[0])}", at=str(late[0]), policy=str(late[1]),
+                       step=str(late[2]))  # fmt: skip
+    if record is not None:
+        # The chain recorded the newest event from before it, exactly: a later one (within the day
+        # of clock slack above) was inserted since. None recorded: any such row is an insertion.
+        late = cur.execute("SELECT at, policy, step FROM events WHERE seq IS NULL AND at > ? ORDER BY at LIMIT 1",
+                           (record.newest or "",)).fetchone()  # fmt: skip
+        if late is not None:
+            what = (f"dated after the newest one the chain recorded ({_q(record.newest)}, at event seq {record.seq})"
+                    if record.newest else f"where the chain recorded none (at event seq {record.seq})")
+            return _broken(f"an event without a chain link, {what}, was inserted: {_q(late[2])} of policy "
+                           f"{_q(late[1])} at {_q(late[0])}", at=str(late[0]), policy=str(late[1]),
+                           step=str(late[2]))  # fmt: skip
     try:
         checkpoint = latest_checkpoint(cur)
     except (ValueError, TypeError) as exc:
         return _broken(f"the latest pruning checkpoint was altered: {exc}")
     prunes: list[Mapping[str, Any]] = []
-    report = verify_rows(_pages(cur, prunes), head, unchained, checkpoint)
+    expected = head if record is None else (head[0], head[1], record.count)
+    report = verify_rows(_pages(cur, prunes), expected, unchained, checkpoint)
+    if report.ok and record is not None and head[2] != record.count:
+        report.ok, report.head_at = False, None
+        report.problem = (f"the chain's head row (audit_head) counts {head[2]} event(s) without a chain link, and "
+                          f"the chain recorded {record.count} (at event seq {record.seq}): the head row was edited")
+        report.broken = {"unchained": head[2], "recorded": record.count, "recorded_at_seq": record.seq}
     if report.ok and checkpoint is not None:
         # The checkpoint row sits outside the chain: it counts only if a chained `prune` event names it.
-        named = any(_named_by(r, checkpoint) for r in prunes)
-        if not named:
-            report.ok = False
+        named = next((r for r in prunes if _named_by(r, checkpoint)), None)
+        if named is None:
+            report.ok, report.head_at = False, None
             report.problem = (f"the pruning checkpoint at seq {checkpoint.seq} is not the one the chain recorded "
                               "(its `prune` event names another last link or summary): checkpoint replaced or "
                               "altered")
             report.broken = {"checkpoint_seq": checkpoint.seq, "checkpoint_hash": checkpoint.hash}
+        elif named["at"] != checkpoint.at or checkpoint.detail.get("at", checkpoint.at) != checkpoint.at:
+            # a prune writes its checkpoint and its event at one time; the checkpoint's `at` column is
+            # covered by no digest but through that event (and, since it records it, its own summary)
+            report.ok, report.head_at = False, None
+            report.problem = (f"the pruning checkpoint at seq {checkpoint.seq} was altered: its time "
+                              f"{_q(checkpoint.at)} is not that of the prune that wrote it ({_q(named['at'])})")
+            report.broken = {"checkpoint_seq": checkpoint.seq, "checkpoint_at": checkpoint.at}
         else:
             try:
                 _check_earlier_checkpoints(cur, checkpoint, report)
@@ -660,6 +849,8 @@ def _verify(cur: Cursor) -> ChainReport:
                 report.ok = False
                 report.problem = f"a pruning checkpoint before seq {checkpoint.seq} was altered: {exc}"
                 report.broken = {"checkpoint_seq": checkpoint.seq}
+            if not report.ok:
+                report.head_at = None
     return report
 
 
@@ -673,7 +864,8 @@ def _check_earlier_checkpoints(cur: Cursor, latest: Checkpoint, report: ChainRep
             return
         if (newer.detail["previous_checkpoint_sha256"] != _digest(older.detail)
                 or older.detail.get("last_pruned_hash") != older.hash
-                or older.detail.get("last_pruned_seq") != older.seq):
+                or older.detail.get("last_pruned_seq") != older.seq
+                or older.detail.get("at", older.at) != older.at):
             report.ok = False
             report.problem = (f"the pruning checkpoint at seq {older.seq} is not the one the checkpoint at seq "
                               f"{newer.seq} names as its predecessor: checkpoint replaced, altered or inserted")
@@ -708,8 +900,8 @@ def _checkpoint(row: Sequence[Any]) -> Checkpoint:
     except (TypeError, ValueError):
         detail, seq = None, None
     if seq is None or not isinstance(detail, dict):
-        raise ValueError(f"the checkpoint row at seq {row[0]!r} is not what a prune writes (its detail is not a "
-                         "JSON object)")
+        raise ValueError(f"the checkpoint row at seq {_q(repr(row[0]))} is not what a prune writes (its detail is "
+                         "not a JSON object)")
     return Checkpoint(seq, str(row[1]), str(row[2]), detail)
 
 
@@ -728,10 +920,10 @@ def checkpoints(journal: _JournalLike) -> list[Checkpoint]:
 def chained_events(journal: _JournalLike, start: str, end: str) -> list[dict[str, Any]]:
     """Events with ``start <= at < end`` (journal time text), oldest first, detail parsed."""
     with journal.audit_transaction(write=False) as (cur, _lock):
-        began = _chain_began(cur)
+        began = _unlinked_until(cur)
         rows = cur.execute(
             f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE at >= ? AND at < ? "
-            "AND (seq IS NOT NULL OR at <= ?) ORDER BY at, seq", (start, end, began or "9999")
+            "AND (seq IS NOT NULL OR at <= ?) ORDER BY at, seq", (start, end, "9999" if began is None else began)
         ).fetchall()  # an inserted row without a link (verify names it) is not evidence
     # (nor one whose time is not a journal time: verify names it too)
     events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
@@ -799,6 +991,10 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             raise ValueError(f"the audit chain is broken, not pruning: {state.problem}")
         first_kept = cur.execute("SELECT MIN(seq) FROM events WHERE seq IS NOT NULL AND at >= ?",
                                  (cutoff,)).fetchone()[0]  # fmt: skip
+        # the events without a link, as verified: each prune event records what it leaves of them
+        count, newest = cur.execute("SELECT COUNT(*), MAX(at) FROM events WHERE seq IS NULL").fetchone()
+        recorded = _unlinked_record(cur, check=False)[0] is not None
+    unlinked = (int(count), None if newest is None else str(newest))
     last_pruned = (int(first_kept) - 1) if first_kept is not None else state.head_seq
     pruned_events, checkpoint = 0, None
     while True:
@@ -821,14 +1017,25 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             if made is not None:
                 _delete_checked(cur, lock_head, rows, made)
                 counts["events"] = len(rows)
+            legacy = 0
             if final:
-                counts["runs"], counts["revocations"] = _prune_rows(cur, cutoff)
-            if made is not None:
+                counts["runs"], counts["revocations"], legacy, left = _prune_rows(cur, cutoff, unlinked[0])
+            else:  # (another prune may have deleted some meanwhile: the head row counts them off)
+                left = min(unlinked[0], int(cur.execute("SELECT unchained FROM audit_head WHERE chain = ?",
+                                                        (CHAIN,)).fetchone()[0]))  # fmt: skip
+            # A chain an earlier version began records no count: its first prune records it even when
+            # it deletes nothing, so that the daemon's daily prune protects an upgraded journal at once.
+            # (An empty journal has nothing to record: its first link will, as every new chain's does.)
+            upgraded = final and not recorded and (state.head_seq > 0 or unlinked[0] > 0)
+            if made is not None or legacy or upgraded:
+                detail: dict[str, Any] = {**counts, "cutoff": cutoff, UNLINKED_COUNT: left,
+                                          UNLINKED_NEWEST: unlinked[1] if left else None}
+                if made is not None:
+                    detail.update(last_pruned_seq=made.seq, last_pruned_hash=made.hash,
+                                  checkpoint_sha256=_digest(made.detail))
                 append_event(cur, lock_head, {
                     "at": now, "policy": JOURNAL_POLICY, "run_id": None, "step": "prune", "result": "ok",
-                    "detail": json.dumps({"last_pruned_seq": made.seq, "last_pruned_hash": made.hash,
-                                          "checkpoint_sha256": _digest(made.detail), **counts, "cutoff": cutoff},
-                                         sort_keys=True),
+                    "detail": json.dumps(detail, sort_keys=True),
                 })  # fmt: skip
         pruned_events += counts["events"]
         checkpoint = made or checkpoint
@@ -860,7 +1067,8 @@ def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None
     detail = _summary(events, last_published, token_since)
     # The chain vouches for the latest checkpoint only (its `prune` event); each one vouches for the
     # one before it, so an edited or removed earlier checkpoint shows too (_check_earlier_checkpoints).
-    detail.update(last_pruned_seq=end_seq, last_pruned_hash=walk.last_hash,
+    # `at`: the checkpoint row's time, which its digest (in the chained `prune` event) then covers too
+    detail.update(last_pruned_seq=end_seq, last_pruned_hash=walk.last_hash, at=now,
                   previous_checkpoint_sha256=_digest(previous.detail) if previous else None)
     return Checkpoint(end_seq, walk.last_hash, now, detail)
 
@@ -888,14 +1096,17 @@ def _changed(what: str, problem: str) -> ValueError:
     return ValueError(f"the audit chain changed while pruning, not pruning {what}: {problem}")
 
 
-def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
+def _prune_rows(cur: Cursor, cutoff: str, verified: int) -> tuple[int, int, int, int]:
     """Inside the write transaction: delete unchained events, finished runs and done revocations older
-    than ``cutoff``; returns (runs, revocations) deleted."""
+    than ``cutoff``; returns (runs, revocations, unchained events) deleted and the unchained events
+    left. ``verified``: how many unchained events the prune's verification found."""
     # Events from before the chain existed (migration 2) have no link; the head counts them. Deleted
     # first and counted after, both in this transaction, so that a row inserted since the
     # verification (at any moment, PostgreSQL's READ COMMITTED included) makes the sum exceed that
-    # count: the transaction then rolls back and the evidence stays.
-    expected = int(cur.execute("SELECT unchained FROM audit_head WHERE chain = ?", (CHAIN,)).fetchone()[0])
+    # count: the transaction then rolls back and the evidence stays. (The head's count may be lower
+    # than the verified one, after another prune; it is never higher but by an edit.)
+    expected = min(verified, int(cur.execute("SELECT unchained FROM audit_head WHERE chain = ?",
+                                             (CHAIN,)).fetchone()[0]))  # fmt: skip
     legacy = cur.execute("DELETE FROM events WHERE seq IS NULL AND at < ?", (cutoff,)).rowcount
     left = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
     if legacy + left > expected:
@@ -934,7 +1145,7 @@ def _prune_rows(cur: Cursor, cutoff: str) -> tuple[int, int]:
                 "AND r.published_at >= ?)")
     revs = int(cur.execute(f"SELECT COUNT(*) {done_old}", (cutoff, cutoff)).fetchone()[0])
     cur.execute(f"DELETE {done_old}", (cutoff, cutoff))
-    return len(old_runs), revs
+    return len(old_runs), revs, legacy, left
 
 
 #: the policy name of the journal's own events (a prune), which belong to no policy

@@ -20,21 +20,47 @@ from typing import TYPE_CHECKING, Any
 
 from rotator.config.schedule import format_duration
 from rotator.core.due import age_origin, max_age_of
+from rotator.core.one_line import one_line
 
 if TYPE_CHECKING:  # annotations only: `rotator status` imports neither the policy model nor, here, the journal
     from rotator.config.policy_types import Policy
     from rotator.core.journal import Journal, Revocation
 
-__all__ = ["DEFAULT_SLACK", "Compliance", "is_compliant", "max_age_of", "policy_compliance", "revocations_overdue"]
+__all__ = ["DEFAULT_SLACK", "REVOCATION_STATES", "ROW_ERRORS", "Compliance", "is_compliant", "max_age_of",
+           "open_revocations", "policy_compliance", "revocations_overdue", "unreadable_row"]
 
 #: How long after its due time a pending revocation may wait (for the next revoke-expired tick or
 #: daemon sweep, and its retries) before it counts as overdue.
 DEFAULT_SLACK = timedelta(hours=1)
+#: the states rotator writes to a revocation row (rotator.core.journal.RevocationState, which this
+#: module does not import at run time; tests/observe check they agree)
+REVOCATION_STATES = ("pending", "done", "failed", "dismissed")
+#: what reading the journal's rows raises when a row holds what rotator never writes (a time that
+#: does not parse: the runs and revocations tables are not chained, and may be edited by hand)
+ROW_ERRORS = (ValueError, TypeError)
 
 
 def revocations_overdue(revocations: Sequence[Revocation], now: datetime, slack: timedelta) -> list[Revocation]:
-    """Pending revocations whose due time passed more than ``slack`` ago, and failed ones."""
-    return [r for r in revocations if r.state == "failed" or (r.state == "pending" and r.due_at + slack < now)]
+    """Pending revocations whose due time passed more than ``slack`` ago, and failed ones (a state
+    rotator never writes counts as failed: nothing shows that the token was revoked)."""
+    return [r for r in revocations if (r.state == "pending" and r.due_at + slack < now)
+            or r.state not in ("pending", "done", "dismissed")]
+
+
+def open_revocations(journal: Journal, policy: str) -> list[Revocation]:
+    """The policy's revocations that are not done (nor dismissed): pending, failed, and those in a
+    state rotator never writes (a row edited by hand). Those would otherwise be read by nothing: the
+    journal's reads of open revocations name pending and failed. ROW_ERRORS when a row's time is not
+    one rotator writes."""
+    found = list(journal.unfinished_revocations(policy))
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        # (indexed on (policy, state, due_at): it reads no done row)
+        odd = [str(r[0]) for r in cur.execute(
+            f"SELECT DISTINCT state FROM revocations WHERE policy = ? AND state NOT IN "
+            f"({', '.join('?' * len(REVOCATION_STATES))})", (policy, *REVOCATION_STATES)).fetchall()]
+    for state in odd:
+        found += journal.revocations(policy, state)
+    return found
 
 
 def is_compliant(since: datetime | None, max_age: timedelta, overdue: bool, now: datetime) -> bool:
@@ -56,6 +82,9 @@ class Compliance:
     now: datetime
     #: when it began to age, where that is before its publication (a bootstrapped token's creation)
     token_since: datetime | None = None
+    #: the journal's tables whose rows rotator cannot read (a value it never writes: edited by hand),
+    #: each with why; nothing read from them can be shown compliant
+    unreadable: tuple[str, ...] = ()
 
     @property
     def since(self) -> datetime | None:
@@ -73,21 +102,28 @@ class Compliance:
 
     @property
     def compliant(self) -> bool:
-        return is_compliant(self.since, self.max_age, bool(self.overdue), self.now)
+        return not self.unreadable and is_compliant(self.since, self.max_age, bool(self.overdue), self.now)
 
     def problems(self) -> list[str]:
-        out = []
+        """What is out of compliance, for a person (`status --check` prints each on a terminal: the
+        token ids and states come from the journal, and their control characters are written out)."""
+        out = [f"the journal's {what}" for what in self.unreadable]
         if self.published_at is None:
-            out.append("no token published yet (run `rotator bootstrap`)")
+            if not self.unreadable:
+                out.append("no token published yet (run `rotator bootstrap`)")
         elif self.too_old:
             out.append(f"token {self.current_token_id} is {format_duration(self.age or timedelta(0))} old, "
                        f"older than max_age {format_duration(self.max_age)}")
         for rev in self.overdue:
             if rev.state == "failed":
                 out.append(f"revocation of token {rev.token_id} failed: it is still valid")
+            elif rev.state != "pending":
+                out.append(f"revocation of token {rev.token_id} is in state {rev.state!r}, which rotator never "
+                           "writes (its row was edited outside rotator): count it as failed, the token may still "
+                           "be valid; `rotator report` checks the row against the audit chain")
             else:
                 out.append(f"revocation of token {rev.token_id} is {format_duration(self.now - rev.due_at)} overdue")
-        return out
+        return [one_line(problem) for problem in out]
 
     def to_json(self) -> dict[str, Any]:
         age = self.age
@@ -95,18 +131,35 @@ class Compliance:
             "policy": self.policy, "compliant": self.compliant, "max_age_s": int(self.max_age.total_seconds()),
             "age_s": int(age.total_seconds()) if age is not None else None, "too_old": self.too_old,
             "current_token_id": self.current_token_id, "overdue_revocations": len(self.overdue),
-            "problems": self.problems(),
+            "problems": self.problems(), "unreadable": list(self.unreadable),
         }  # fmt: skip
 
 
+def unreadable_row(table: str, exc: BaseException) -> str:
+    """What :attr:`Compliance.unreadable` says of a table one of whose rows cannot be read."""
+    return (f"{table} table holds a row rotator cannot read, a value it never writes (edited outside rotator: "
+            f"{exc}); compare the journal with a backup, and run `rotator report` to check it against the audit chain")
+
+
 def policy_compliance(policy: Policy, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> Compliance:
-    last = journal.last_success(policy.name)
+    unreadable = []
+    try:
+        last = journal.last_success(policy.name)
+    except ROW_ERRORS as exc:
+        last = None
+        unreadable.append(unreadable_row("runs", exc))
+    try:
+        revocations = open_revocations(journal, policy.name)
+    except ROW_ERRORS as exc:
+        revocations = []
+        unreadable.append(unreadable_row("revocations", exc))
     return Compliance(
         policy=policy.name,
         max_age=max_age_of(policy),
         published_at=last.published_at if last else None,
         token_since=last.token_since if last else None,
         current_token_id=last.new_token_id if last else None,
-        overdue=tuple(revocations_overdue(journal.unfinished_revocations(policy.name), now, slack)),
+        overdue=tuple(revocations_overdue(revocations, now, slack)),
         now=now,
+        unreadable=tuple(unreadable),
     )

@@ -25,8 +25,8 @@ from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
 from rotator.config.timefmt import parse_rfc3339
 from rotator.core import audit_chain
-from rotator.core.errors import ConfigError
-from rotator.core.journal import Journal, RunRecord, RunState, dismissal_reason, ts
+from rotator.core.errors import ConfigError, JournalError
+from rotator.core.journal import Journal, Revocation, RevocationState, RunRecord, RunState, dismissal_reason, ts
 from rotator.observe.compliance import max_age_of
 from rotator.observe.untrusted_text import csv_cell, masked, one_line
 
@@ -47,16 +47,29 @@ CONTROLS = {
     "chain": "audit trail integrity",
 }
 CIS_LIMIT = timedelta(days=90)
-_FAILED_RESULTS = ("failed", "error", "partial", "retry")
+#: the journal's time text sorts as the times compare only from the year 1000 on (``rfc3339_micro``
+#: does not pad the year): a period bound before it would compare wrongly with every row
+EARLIEST_YEAR = 1000
 
 
 def parse_date(flag: str, text: str) -> datetime:
-    """``YYYY-MM-DD`` (midnight UTC) or an RFC 3339 time; ConfigError otherwise."""
+    """``YYYY-MM-DD`` (midnight UTC) or an RFC 3339 time from the year 1000 on; ConfigError otherwise."""
     try:
-        return parse_rfc3339(text)
+        moment = parse_rfc3339(text)
     except ValueError:
         raise ConfigError(f"{flag} {text!r} is not a date",
                           hint=f"use YYYY-MM-DD (UTC) or an RFC 3339 time, e.g. {flag} 2026-01-01") from None
+    if moment.year < EARLIEST_YEAR:
+        raise ConfigError(f"{flag} {text!r} is before the year {EARLIEST_YEAR}, which the journal cannot hold",
+                          hint=f"give a date from {EARLIEST_YEAR}-01-01 on (the journal holds nothing older), "
+                          f"e.g. {flag} 2026-01-01")
+    return moment
+
+
+def _failed(event: Mapping[str, Any]) -> bool:
+    """Whether an event is a failure. The checkpoint's summary counts the pruned ones by the same rule
+    (audit_chain._summary): a period must not show more failures before a prune than after it."""
+    return event["result"] in audit_chain._FAILED_RESULTS
 
 
 @dataclass
@@ -129,6 +142,14 @@ class PolicyEvidence:
     #: listed runs whose publication a pruned range's summary counts (their event went with it): the
     #: summary leaves them out, or they would count twice
     counted_in_pruned: list[str] = field(default_factory=list)
+    #: chained publications (`published` or `bootstrap`, ok) whose run row is missing or does not say it
+    #: published that token: the runs table was written to or deleted from. Each: run_id, step, at,
+    #: token_id, problem. The age counts them (the chain's timeline), and so does the rotation count
+    publications_without_run: list[dict[str, Any]] = field(default_factory=list)
+    #: run ids, and revocations' token ids, whose rows hold a value rotator never writes (a time that
+    #: does not parse): edited outside rotator, and left out of everything else the report computes
+    unreadable_runs: list[str] = field(default_factory=list)
+    unreadable_revocations: list[str] = field(default_factory=list)
 
     @property
     def within_max_age(self) -> bool | None:
@@ -145,7 +166,10 @@ class PolicyEvidence:
             "rotations": sum(1 for r in self.rotations if r.published_at and r.state in RunState.SUCCESS
                              and r.in_chain is not False
                              and self.period[0] <= r.published_at < self.period[1]
-                             and r.run_id not in self.counted_in_pruned),
+                             and r.run_id not in self.counted_in_pruned)
+                         # the chain says these published, whatever their rows (missing) say
+                         + sum(1 for p in self.publications_without_run
+                               if self.period[0] <= p["at"] < self.period[1]),
             "rotations_counted_in_pruned": sum(1 for r in self.rotations if r.run_id in self.counted_in_pruned
                                                and r.published_at and self.period[0] <= r.published_at
                                                < self.period[1]),
@@ -160,8 +184,13 @@ class PolicyEvidence:
             "oldest_token_id": self.oldest_token_id,
             "within_max_age": self.within_max_age,
             "within_90d": self.within_90d,
-            "rotations_not_in_chain": len(self.not_in_chain),
-            "revocations_not_in_chain": len(self.revocations_not_in_chain),
+            # every run finding, each kind also counted on its own below
+            "rotations_not_in_chain": len(self.not_in_chain) + len(self.publications_without_run)
+                                      + len(self.unreadable_runs),
+            "revocations_not_in_chain": len(self.revocations_not_in_chain) + len(self.unreadable_revocations),
+            "publications_without_run": len(self.publications_without_run),
+            "runs_unreadable": len(self.unreadable_runs),
+            "revocations_unreadable": len(self.unreadable_revocations),
         }
 
 
@@ -177,16 +206,27 @@ class Evidence:
     #: policy file no longer has: the report cannot show them, and must say so
     not_in_file: list[str] = field(default_factory=list)
 
+    # Both lists are printed on a terminal (`rotator report` names them on stderr), and their ids come
+    # from the tables they name as written outside rotator: control characters are written out.
     @property
     def not_in_chain(self) -> list[str]:
-        """Runs that say they published a token without a chained event that says so."""
-        return [f"{p.policy}/{run_id}" for p in self.policies for run_id in p.not_in_chain]
+        """Runs that say they published a token without a chained event that says so, chained
+        publications whose run row is missing or says otherwise, and run rows rotator cannot read:
+        ``policy/run id``, the last two with what is wrong."""
+        return [one_line(text) for p in self.policies for text in (
+            [f"{p.policy}/{run_id}" for run_id in p.not_in_chain]
+            + [f"{p.policy}/{m['run_id']} ({m['problem']}: the chain's `{m['step']}` event at {m['at']} names token "
+               f"{m['token_id']})" for m in p.publications_without_run]
+            + [f"{p.policy}/{run_id} ({_UNREADABLE})" for run_id in p.unreadable_runs])]
 
     @property
     def revocations_not_in_chain(self) -> list[str]:
         """Revocations the chain contradicts (marked done with no chained event that says so, due
-        later than the chain allows, or scheduled or tried with no row): ``policy/token id``."""
-        return [f"{p.policy}/{token_id}" for p in self.policies for token_id in p.revocations_not_in_chain]
+        later than the chain allows, in a state the chain does not show or rotator never writes, or
+        scheduled or tried with no row), and rows rotator cannot read: ``policy/token id``."""
+        return [one_line(text) for p in self.policies for text in (
+            [f"{p.policy}/{token_id}" for token_id in p.revocations_not_in_chain]
+            + [f"{p.policy}/{token_id} ({_UNREADABLE})" for token_id in p.unreadable_revocations])]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -198,7 +238,9 @@ class Evidence:
             "policies": [
                 {"policy": p.policy, "schedule": p.schedule, "summary": p.summary(),
                  "rotations": [asdict(r) for r in p.rotations], "revocations": [asdict(r) for r in p.revocations],
-                 "failures": [asdict(f) for f in p.failures], "pruned": p.pruned}
+                 "failures": [asdict(f) for f in p.failures], "pruned": p.pruned,
+                 "publications_without_run": p.publications_without_run, "unreadable_runs": p.unreadable_runs,
+                 "unreadable_revocations": p.unreadable_revocations}
                 for p in self.policies
             ],
             "policies_not_in_file": self.not_in_file,
@@ -210,6 +252,59 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
     """The evidence of ``policies`` over [start, end). ``in_file``: every policy name of the policy file
     (default: those of ``policies``); the journal's other policies with events in the period or a
     revocation not done are listed as not in the file."""
+    if start.year < EARLIEST_YEAR:  # (a default --from, 90 days before a --to early in the year 1000)
+        raise ConfigError(f"the period starts before the year {EARLIEST_YEAR}, which the journal cannot hold",
+                          hint=f"give a --from from {EARLIEST_YEAR}-01-01 on, e.g. --from 2026-01-01")
+    try:
+        # One read snapshot for all of it: the rows are checked against the events, and a revocation
+        # that commits its row and its event between two reads would otherwise look contradicted.
+        with journal.audit_transaction(write=False):
+            return _build(journal, policies, start, end, now, in_file)
+    except JournalError:
+        missing = _missing_tables(journal)
+        if not missing:
+            raise
+    # rotator creates these tables and never drops one: a missing one is a journal altered outside it
+    problem = (f"the journal has no {', '.join(missing)} table{'s' if len(missing) > 1 else ''} (rotator never "
+               "drops one: it was dropped outside rotator), so none of its history is evidence; compare the journal "
+               "with a backup")
+    chain = audit_chain.ChainReport(ok=False, checked=0, head_seq=0, head_hash="", start_seq=0, problem=problem,
+                                    broken={"missing_tables": missing})
+    return Evidence(start, end, now, journal.location, chain, [
+        PolicyEvidence(p.name, int(max_age_of(p).total_seconds()), p.schedule_text, period=(ts(start), ts(end)))
+        for p in policies])
+
+
+#: the tables the report reads; the chain lives in the first three
+_TABLES = ("events", "audit_head", "audit_checkpoints", "runs", "revocations")
+#: whether a table exists, from each backend's catalogue (the other's fails): SQLite, PostgreSQL
+_TABLE_PROBES = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+    "SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = ? AND schemaname = ANY (current_schemas(false))",
+)
+
+
+def _missing_tables(journal: Journal) -> list[str]:
+    """Which of :data:`_TABLES` the journal lacks; [] when it has them all or its catalogue cannot be
+    read (then the journal's own error is the one to show: a lost connection, a locked file)."""
+    missing = []
+    for table in _TABLES:
+        for probe in _TABLE_PROBES:
+            try:
+                with journal.audit_transaction(write=False) as (cur, _lock):
+                    found = cur.execute(probe, (table,)).fetchone() is not None
+                break
+            except JournalError:
+                continue
+        else:
+            return []
+        if not found:
+            missing.append(table)
+    return missing
+
+
+def _build(journal: Journal, policies: Sequence[Policy], start: datetime, end: datetime, now: datetime,
+           in_file: Collection[str] | None) -> Evidence:  # fmt: skip
     chain = audit_chain.verify(journal)
     events = audit_chain.chained_events(journal, ts(start), ts(end))
     try:
@@ -235,9 +330,19 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
         out.append(_policy_evidence(journal, policy, start, end, now, events, checkpoints,
                                     pruned_publish.get(policy.name), pruned_until, began, (history, cutoff)))
     known = set(in_file if in_file is not None else (p.name for p in policies))
-    seen = {str(e["policy"]) for e in events} | {r.policy for r in journal.unfinished_revocations()}
-    missing = sorted(seen - known - {audit_chain.JOURNAL_POLICY})
+    seen = {str(e["policy"]) for e in events} | _policies_with_open_revocations(journal)
+    # (named on a terminal by `rotator report`: an event's policy is text the journal holds)
+    missing = sorted(one_line(name) for name in seen - known - {audit_chain.JOURNAL_POLICY})
     return Evidence(start, end, now, journal.location, chain, out, missing)
+
+
+def _policies_with_open_revocations(journal: Journal) -> set[str]:
+    """The policies with a revocation not done (nor dismissed): read without parsing the rows, whose
+    times may have been edited (the policies in the file have them checked on their own)."""
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        rows = cur.execute("SELECT DISTINCT policy FROM revocations WHERE state NOT IN (?, ?)",
+                           (RevocationState.DONE, RevocationState.DISMISSED)).fetchall()
+    return {str(r[0]) for r in rows}
 
 
 def _policy_evidence(
@@ -255,7 +360,7 @@ def _policy_evidence(
     for e in mine:
         if e["run_id"]:
             by_run.setdefault(e["run_id"], []).append(e)
-    runs = journal.runs(policy.name, limit=1_000_000)
+    runs, ev.unreadable_runs = _readable_runs(journal, policy.name)
     runs_by_id = {r.run_id: r for r in runs}
     lo, hi = ts(start), ts(end)
     ev.period = (lo, hi)
@@ -281,11 +386,12 @@ def _policy_evidence(
         ))  # fmt: skip
     ev.counted_in_pruned = [r.run_id for r in ev.rotations if r.in_chain is None and r.published_at
                             and r.state in RunState.SUCCESS and pruned_until and r.published_at <= pruned_until]
-    _revocation_evidence(journal, ev, runs_by_id, checkpoints, end, now, began, policy.grace, *history)
+    revocations, ev.unreadable_revocations = _readable_revocations(journal, policy.name)
+    _revocation_evidence(journal, ev, runs_by_id, revocations, checkpoints, end, now, began, policy.grace, *history)
     for e in mine:
-        if e["result"] in _FAILED_RESULTS or (e["step"] == "recover" and e["result"] != "ok"):
+        if _failed(e):
             ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], masked(e["detail"].get("error")),
-                                       _ended(e, runs_by_id, journal, policy.name), e.get("instance")))  # fmt: skip
+                                       _ended(e, runs_by_id, revocations), e.get("instance")))  # fmt: skip
     # A run the chain does not back is no evidence of a rotation: the age goes on from the token before.
     # Every run the age is computed from is checked, not only those listed (started in the period).
     listed = {r.run_id: r.in_chain for r in ev.rotations}
@@ -297,17 +403,220 @@ def _policy_evidence(
     # and every listed run the chain contradicts (one that never published, carrying a published_at)
     ev.not_in_chain += [r.run_id for r in ev.rotations if r.in_chain is False and r.run_id not in ev.not_in_chain]
     forged = set(ev.not_in_chain)
-    ev.max_observed_age_s, ev.oldest_token_id = _max_age([r for r in runs if r.run_id not in forged], start, end,
-                                                         now, pruned_publish)
+    # The publication timeline is the chain's: a run row deleted (or edited) must not take its token's
+    # lifetime out of the age. Rows stand in only where the chain cannot say (pruned, before it began).
+    stop = min(end, now)
+    publications = _chained_publications(journal, policy.name, began, ts(stop)) if began is not None else []
+    ev.publications_without_run = _publications_without_run(
+        publications, runs_by_id, forged, set(ev.unreadable_runs), lo, hi, pruned_until, history[1])
+    # (named once: as the publication the chain holds, which counts, or else as a row)
+    ev.unreadable_runs = [r for r in ev.unreadable_runs if r not in {m["run_id"] for m in ev.publications_without_run}]
+    ev.max_observed_age_s, ev.oldest_token_id = _max_age(
+        _timeline(runs, forged, publications, pruned_until, began, pruned_publish), start, end, now)
     for cp in checkpoints:
         summary = cp.detail.get("policies", {}).get(policy.name)
-        if summary is None or not cp.detail.get("from") or cp.detail["from"] >= hi or cp.detail["to"] < lo:
+        if not isinstance(summary, dict) or not cp.detail.get("from") or cp.detail["from"] >= hi \
+                or cp.detail["to"] < lo:
             continue
-        ev.pruned.append({"from": cp.detail["from"], "to": cp.detail["to"], "checkpoint_seq": cp.seq, **summary})
+        # A summary counts its whole range: one that reaches outside the period may hold a token's age
+        # from outside it (January's, in a report of April to June), and cannot say which side.
+        inside = lo <= cp.detail["from"] and cp.detail["to"] < hi
+        ev.pruned.append({"from": cp.detail["from"], "to": cp.detail["to"], "checkpoint_seq": cp.seq, **summary,
+                          "within_period": inside})
         pruned_age = int(summary.get("max_token_age_seconds") or 0)
-        if pruned_age and pruned_age > (ev.max_observed_age_s or 0):
+        if inside and pruned_age and pruned_age > (ev.max_observed_age_s or 0):
             ev.max_observed_age_s, ev.oldest_token_id = pruned_age, "(pruned)"
     return ev
+
+
+_ROW_ERRORS = (ValueError, TypeError)
+#: what the report says of a row the journal cannot read
+_UNREADABLE = "its row holds a value rotator never writes: edited outside rotator"
+
+
+def _readable_runs(journal: Journal, policy: str) -> tuple[list[RunRecord], list[str]]:
+    """The policy's runs, and the ids of the rows the journal cannot read (a time that does not parse:
+    the table is not chained, and such a row is a finding of the report, not a reason to stop it)."""
+    try:
+        return journal.runs(policy, limit=1_000_000), []
+    except _ROW_ERRORS:
+        pass
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        ids = [str(r[0]) for r in cur.execute("SELECT run_id FROM runs WHERE policy = ?", (policy,)).fetchall()]
+    runs, unreadable = [], []
+    for run_id in ids:
+        try:
+            run = journal.get_run(run_id)
+        except _ROW_ERRORS:
+            unreadable.append(run_id)
+            continue
+        if run is not None and run.policy == policy:
+            runs.append(run)
+    return runs, sorted(unreadable)
+
+
+_REVOCATION_COLUMNS = ("token_id", "run_id", "reason", "due_at", "state", "attempts", "next_try_at", "last_error",
+                       "done_at")
+
+
+def _readable_revocations(journal: Journal, policy: str) -> tuple[list[Revocation], list[str]]:
+    """The policy's revocations, and the token ids of the rows the journal cannot read (see
+    :func:`_readable_runs`). The journal reads none when one fails, and has no read of one row: the
+    rows are read here then, each as the journal would."""
+    try:
+        return journal.revocations(policy), []
+    except _ROW_ERRORS:
+        pass
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        rows = cur.execute(f"SELECT {', '.join(_REVOCATION_COLUMNS)} FROM revocations WHERE policy = ? "
+                           "ORDER BY due_at", (policy,)).fetchall()
+    revocations, unreadable = [], []
+    for row in rows:
+        d = dict(zip(_REVOCATION_COLUMNS, row, strict=True))
+        try:
+            due = _row_time(d["due_at"])
+            if due is None:
+                raise ValueError("no due time")
+            revocations.append(Revocation(
+                policy, str(d["token_id"]), str(d["run_id"]), str(d["reason"]), due, str(d["state"]),
+                int(d["attempts"] or 0), _row_time(d["next_try_at"]), d["last_error"], _row_time(d["done_at"])))
+        except _ROW_ERRORS:
+            unreadable.append(str(d["token_id"]))
+    return revocations, sorted(unreadable)
+
+
+def _row_time(value: Any) -> datetime | None:
+    """A time column as the journal reads it (rotator.core.journal._dt), or ValueError / TypeError."""
+    if value is None:
+        return None
+    if len(value) == 27 and value[-1] == "Z":
+        return datetime.fromisoformat(value)
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Publication:
+    """A `published` or `bootstrap` ok event: the chain's record of a token becoming current."""
+
+    at: str
+    run_id: str
+    step: str
+    token_id: str | None
+    #: when the token began to age where that is before ``at`` (a bootstrapped token's creation)
+    since: str | None
+    #: a link of the chain (not an event from before it)
+    linked: bool
+
+
+def _chained_publications(journal: Journal, policy: str, began: str, stop: str) -> list[_Publication]:
+    """The policy's publications before ``stop`` that the chain holds (and those from before it, as
+    :func:`audit_chain.chained_events` takes them), oldest first."""
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        # The chain's own record of what may lack a link (audit_chain.unlinked_until): a row without
+        # a link dated later is an insertion, no evidence.
+        bound = audit_chain.unlinked_until_in(cur)
+        unlinked = "9999" if bound is None else bound
+        rows = cur.execute(
+            f"SELECT seq, at, run_id, step, detail FROM events WHERE policy = ? AND step IN "
+            f"({', '.join('?' * len(_PUBLISH_STEPS))}) AND result = 'ok' AND at < ? AND (seq IS NOT NULL OR at <= ?)",
+            (policy, *_PUBLISH_STEPS, stop, unlinked),
+        ).fetchall()
+    out = []
+    for seq, at, run_id, step, text in rows:
+        if not audit_chain.is_journal_time(at):
+            continue  # (an unlinked row's: verify names it; a link's cannot be edited in a chain that holds)
+        try:
+            detail = json.loads(text)
+        except (ValueError, TypeError):
+            detail = None
+        detail = detail if isinstance(detail, dict) else {}
+        made = _due_text(detail.get("token_created_at")) if step == "bootstrap" else None
+        out.append(_Publication(str(at), str(run_id or ""), str(step),
+                                str(detail["token_id"]) if detail.get("token_id") else None,
+                                made if made is not None and made < str(at) else None, seq is not None))
+    out.sort(key=lambda p: p.at)
+    return out
+
+
+def _publications_without_run(
+    publications: Sequence[_Publication], runs: Mapping[str, RunRecord], named: Collection[str],
+    unreadable: Collection[str], lo: str, hi: str, pruned_until: str, cutoff: str,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The chained publications whose tokens were current in [lo, hi) (those in it, and the last
+    before it) whose run row is missing, cannot be read (``unreadable``) or does not say it published
+    that token. ``named``: runs the report names already (contradicted). A prune deletes a finished run older than
+    its ``cutoff`` with that run's events, but a run finished before its `published` event was
+    written (the same commit): an hour past the cutoff, a row is always kept."""
+    after = _plus(cutoff, _EVENT_AFTER_PUBLISH) if cutoff else ""
+    before = [p for p in publications if p.at < lo]
+    out = []
+    for p in before[-1:] + [p for p in publications if lo <= p.at < hi]:
+        if not p.linked or p.at <= pruned_until or (after is None or p.at < after) or p.run_id in named:
+            continue
+        run = runs.get(p.run_id)
+        if p.run_id in unreadable:
+            problem = _UNREADABLE
+        elif run is None:
+            problem = "no run row"
+        elif run.state in RunState.SUCCESS and run.published_at is not None and run.new_token_id == p.token_id:
+            continue
+        else:
+            problem = "its run row does not say it published that token"
+        out.append({"run_id": p.run_id, "step": p.step, "at": p.at, "token_id": p.token_id, "problem": problem})
+    return out
+
+
+#: a publication: when, the token id, when that token began to age
+_Published = tuple[datetime, str | None, datetime]
+
+
+def _timeline(runs: Sequence[RunRecord], forged: Collection[str], publications: Sequence[_Publication],
+              pruned_until: str, began: str | None, pruned_publish: tuple[str, str | None] | None) -> list[_Published]:
+    """Every publication of the policy: (when, the token id, when that token began to age), by time.
+
+    The chain's (``publications``) where it holds them; a run's row only where the chain cannot say
+    (published before the pruned history's end or before the chain began: :func:`_unchecked`; all of
+    them when it is broken, ``began`` None), never a ``forged`` one. ``pruned_publish``: the last
+    publish among the pruned events (the checkpoints'). Its run may be pruned while its token stayed
+    current past the cutoff: it still counts, with its whole age, as "(pruned)" (its id went with the run)."""
+    published: list[_Published] = []
+    runs_by_id = {r.run_id: r for r in runs}
+    seen: set[tuple[str, str | None]] = set()
+    for p in publications:
+        if (p.run_id, p.token_id) in seen:
+            continue
+        seen.add((p.run_id, p.token_id))
+        at = _parse_ts(p.at)
+        run = runs_by_id.get(p.run_id)
+        # (an event from before the chain may name no token: its run's row does, the chain cannot)
+        token = p.token_id or (run.new_token_id if run is not None and not p.linked else None)
+        published.append((at, token, min(_parse_ts(p.since), at) if p.since else at))
+    backed = {p.run_id for p in publications}
+    published += [
+        (r.published_at, r.new_token_id, r.token_since or r.published_at) for r in runs
+        if r.state in RunState.SUCCESS and r.published_at is not None and r.run_id not in forged
+        and r.run_id not in backed and (began is None or _unchecked(r, pruned_until, began))
+    ]  # fmt: skip
+    published.sort(key=lambda p: p[0])
+    if pruned_publish is not None:
+        at = parse_rfc3339(pruned_publish[0])
+        born = parse_rfc3339(pruned_publish[1]) if pruned_publish[1] else at
+        # The checkpoint holds the `published` event's time, which the engine takes just after the
+        # run's published_at (milliseconds): a kept run published up to a minute before is that token.
+        if not any(at - _SAME_PUBLISH <= current <= at for current, _, _ in published):
+            published = sorted([*published, (at, "(pruned)", min(born, at))], key=lambda p: p[0])
+    return published
+
+
+def _unchecked(run: RunRecord, pruned_until: str, began: str) -> bool:
+    """Whether the chain cannot say if it backs ``run``'s publication: published before the pruned
+    history's end (its event went with it), or before the chain began (an upgraded journal's)."""
+    assert run.published_at is not None
+    if pruned_until and ts(run.published_at) <= pruned_until:
+        return True
+    return bool(began) and run.published_at < _parse_ts(began) - _EVENT_AFTER_PUBLISH
+
+
 
 
 def _parse_ts(text: str) -> datetime:
@@ -318,9 +627,15 @@ def _parse_ts(text: str) -> datetime:
 
 
 _PUBLISH_STEPS = ("published", "bootstrap")
+#: every state rotator writes to a revocation row
+_REVOCATION_STATES = frozenset(RevocationState)
+#: an ended revocation's state, and the result of the `revoke_old` event that ended it
+_RESULT_OF: dict[str, str] = {RevocationState.DONE: "ok", RevocationState.DISMISSED: "dismissed"}
 #: how long after a run's published_at its `published` event may be written (the engine writes it
 #: with the run's record, microseconds later; a clock step back could put it earlier)
 _EVENT_AFTER_PUBLISH = timedelta(hours=1)
+#: a checkpoint's last publish and a kept run published this much before it are one publication
+_SAME_PUBLISH = timedelta(minutes=1)
 
 
 #: the steps whose events say which revocations were scheduled, and what became of them
@@ -374,6 +689,10 @@ class _Story:
             return False
         return any(r == result and lo <= at < hi for _, at, r, _ in self.tries)
 
+    def last_try(self, result: str) -> str | None:
+        """When the last `revoke_old` event with ``result`` was written (None: none is kept)."""
+        return max((at for _, at, r, _ in self.tries if r == result), default=None)
+
     def state_before(self, hi: str) -> tuple[str | None, int, str | None, bool]:
         """Its state by the events before ``hi`` (None: none), the tries since it was last scheduled,
         the last one's error, and whether a scheduling event before ``hi`` is kept."""
@@ -422,11 +741,11 @@ def _revocation_stories(journal: Journal, policy: str, runs_by_id: Mapping[str, 
     The token a rotation replaced is its `plan` event's ``old_token_id`` (its `published` event
     carries when that token's revocation is due), not the runs table's; only a run whose `plan`
     event was pruned falls back on its row."""
-    try:
-        unlinked = ts(parse_rfc3339(began) + audit_chain.UPGRADE_CLOCK_SLACK) if began else "9999"
-    except (ValueError, OverflowError):
-        unlinked = ""
     with journal.audit_transaction(write=False) as (cur, _lock):
+        # The chain's own record of what may lack a link (audit_chain.unlinked_until): a row without
+        # a link dated later is an insertion, no evidence.
+        bound = audit_chain.unlinked_until_in(cur)
+        unlinked = "9999" if bound is None else bound
         rows = cur.execute(
             f"SELECT seq, at, run_id, step, result, detail FROM events WHERE policy = ? AND step IN "
             f"({', '.join('?' * len(_REVOCATION_STEPS))}) AND (seq IS NOT NULL OR at <= ?)",
@@ -488,7 +807,7 @@ def _revocation_stories(journal: Journal, policy: str, runs_by_id: Mapping[str, 
 
 
 def _revocation_evidence(
-    journal: Journal, ev: PolicyEvidence, runs_by_id: Mapping[str, RunRecord],
+    journal: Journal, ev: PolicyEvidence, runs_by_id: Mapping[str, RunRecord], revocations: Sequence[Revocation],
     checkpoints: Sequence[audit_chain.Checkpoint], end: datetime, now: datetime, began: str | None,
     grace: timedelta, floor: str = "", cutoff: str = "",
 ) -> None:  # fmt: skip
@@ -502,8 +821,11 @@ def _revocation_evidence(
     event schedules the revocation of the token its `plan` event names, and says when it is due. A
     row is named when it is done without its event, unless that event went with the history the
     chain no longer holds (pruned, or from before the chain) and nothing the chain holds says
-    otherwise; when it is due later than the chain allows; and when the chain scheduled or tried a
-    revocation whose row is missing, unless a prune may have deleted it (done). Nothing is checked
+    otherwise; when it is due later than the chain allows; when its state is one rotator never
+    writes, or not the one the chain's tries of it end in (the row is then shown in the chain's state,
+    and in a state rotator never writes with none, as failed: nothing shows the token revoked); and
+    when the chain scheduled or tried a revocation whose row is missing, unless a prune may have
+    deleted it (done). Nothing is checked
     when the chain is broken (``began`` None: its events prove nothing; the report says it is
     broken). ``floor``: where the history the chain holds begins (a done row's event from before it
     may be gone); ``cutoff``: the latest chained prune's (it deleted the done rows older than that)."""
@@ -511,15 +833,27 @@ def _revocation_evidence(
     closed = end <= now  # judged as at its end; a period not over yet as the journal is now
     stories, unnamed = (_revocation_stories(journal, ev.policy, runs_by_id, began) if began is not None
                         else ({}, []))  # fmt: skip
-    revocations = journal.revocations(ev.policy)
     flagged: list[str] = []
     for rev in revocations:
         story = stories.get(rev.token_id, _Story())
         due, bound = ts(rev.due_at), story.due_bound()
         done_at = ts(rev.done_at) if rev.done_at is not None else None
-        ended = rev.state in ("done", "dismissed")
         if began is not None and _contradicted(story, rev.state, due, bound, done_at, floor, cutoff):
             flagged.append(rev.token_id)
+        # The row's state, unless the chain says otherwise: a row's every change of state commits with
+        # its `revoke_old` event, so where the chain holds tries the last one says what the row is. (A
+        # broken chain gives no story: its events prove nothing.)
+        row_state, attempts, error = rev.state, rev.attempts, rev.last_error
+        chained_now, tries_now, error_now, _seen = story.state_before("\uffff")
+        if rev.state not in _REVOCATION_STATES or (story.tries and chained_now not in (None, rev.state)):
+            if began is not None:
+                flagged.append(rev.token_id)
+            # with nothing to say what it is, as failed: nothing shows the token revoked
+            row_state = chained_now or RevocationState.FAILED.value
+            if story.tries:
+                attempts, error = tries_now, error_now
+            done_at = story.last_try(_RESULT_OF[row_state]) if row_state in _RESULT_OF else None
+        ended = row_state in _RESULT_OF
         if closed and story.changed_since(hi, done_at if ended else None):
             # Scheduled again (or hastened) since the period ended: the row's due time is a later
             # one; the chain's is the one that held at the end.
@@ -530,12 +864,12 @@ def _revocation_evidence(
         if at_end is None and floor and not story.scheduled:
             at_end = _plus(floor, grace)  # scheduled before the history the chain holds
         effective_due = min(due, at_end) if at_end is not None else due
-        state, attempts, error = rev.state, rev.attempts, rev.last_error
+        state = row_state
         done_by_end = ended and done_at is not None and (not closed or done_at < hi)
         if closed and not done_by_end:
             chained, tries, last_error, scheduled = story.state_before(hi)
             state = chained if chained in ("pending", "failed") else (
-                rev.state if rev.state in ("pending", "failed") else "pending")
+                row_state if row_state in ("pending", "failed") else "pending")
             if scheduled:
                 attempts, error = tries, last_error
             done_at = None
@@ -548,7 +882,8 @@ def _revocation_evidence(
             masked(dismissal_reason(rev.last_error) or None) if state == "dismissed" else None,
         ))  # fmt: skip
     if began is not None:
-        rows = {r.token_id for r in revocations}
+        # (a row the journal cannot read is named as such: not again as missing)
+        rows = {r.token_id for r in revocations} | set(ev.unreadable_revocations)
         pruned_at = [cp.at for cp in checkpoints]
         for token, story in stories.items():
             if token not in rows and _row_deleted(story, hi, pruned_at):
@@ -562,6 +897,8 @@ def _contradicted(story: _Story, state: str, due: str, bound: str | None, done_a
                   floor: str, cutoff: str = "") -> bool:  # fmt: skip
     """Whether the chain contradicts a revocation row (see :func:`_revocation_evidence`). ``floor``:
     where the history the chain holds begins; ``cutoff``: the latest chained prune's."""
+    if state not in _REVOCATION_STATES:
+        return True  # rotator never writes it: a row edited outside rotator (and counted as what?)
     if bound is not None and due > bound:
         return True  # due later than the chain says: moved past a period's end, it would not be listed
     if state == "failed" and not story.scheduled and not story.tries and due >= floor:
@@ -637,7 +974,7 @@ def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]]
     # Published before the last prune's cutoff: its event was pruned (the checkpoint counts it), unless
     # it was written just after the last pruned one.
     pruned = bool(pruned_until) and ts(run.published_at) <= pruned_until
-    if not pruned and began and run.published_at < _parse_ts(began) - _EVENT_AFTER_PUBLISH:
+    if not pruned and _unchecked(run, pruned_until, began):
         return None  # before the chain (an upgraded journal's history)
     # The event is written with the run's record; the runs table is not chained, so a published_at
     # edited by more than this no longer matches its event.
@@ -668,10 +1005,10 @@ def _runs_the_age_uses(runs: list[RunRecord], start: datetime, stop: datetime) -
     return before[-1:] + [r for r in published if start <= (r.published_at or start) < stop]
 
 
-def _ended(event: dict[str, Any], runs: dict[str, RunRecord], journal: Journal, policy: str) -> str:
+def _ended(event: dict[str, Any], runs: dict[str, RunRecord], revocations: Sequence[Revocation]) -> str:
     if event["step"] == "revoke_old":
         token = event["detail"].get("token_id")
-        for rev in journal.revocations(policy):
+        for rev in revocations:
             if rev.token_id == token:
                 return f"revocation {rev.state}" + (f" at {ts(rev.done_at)}" if rev.done_at else "")
         return "revocation record pruned"
@@ -685,29 +1022,13 @@ def _ended(event: dict[str, Any], runs: dict[str, RunRecord], journal: Journal, 
     return f"run {run.state}" + (" (new token discarded, old kept)" if run.state == RunState.FAILED else "")
 
 
-_SAME_PUBLISH = timedelta(minutes=1)
 
-
-def _max_age(runs: list[RunRecord], start: datetime, end: datetime, now: datetime,
-             pruned_publish: tuple[str, str | None] | None = None) -> tuple[int | None, str | None]:  # fmt: skip
+def _max_age(published: Sequence[_Published], start: datetime, end: datetime,
+             now: datetime) -> tuple[int | None, str | None]:  # fmt: skip
     """The oldest any published token of the policy was while it was the current one within [start, end).
 
-    A token's age counts from RunRecord.token_since: its publication, or a bootstrapped token's
-    creation at the issuer. ``pruned_publish``: the last publish among the pruned events (the
-    checkpoints'). Its run may be pruned while its token stayed current past the cutoff: it still
-    counts, with its whole age, as "(pruned)" (its id went with the run)."""
-    published: list[tuple[datetime, str | None, datetime]] = sorted(
-        ((r.published_at, r.new_token_id, r.token_since or r.published_at) for r in runs
-         if r.state in RunState.SUCCESS and r.published_at is not None),
-        key=lambda p: p[0],
-    )  # fmt: skip
-    if pruned_publish is not None:
-        at = parse_rfc3339(pruned_publish[0])
-        born = parse_rfc3339(pruned_publish[1]) if pruned_publish[1] else at
-        # The checkpoint holds the `published` event's time, which the engine takes just after the
-        # run's published_at (milliseconds): a kept run published up to a minute before is that token.
-        if not any(at - _SAME_PUBLISH <= current <= at for current, _, _ in published):
-            published = sorted([*published, (at, "(pruned)", min(born, at))], key=lambda p: p[0])
+    ``published``: :func:`_timeline`'s. A token's age counts from when it began to age: its
+    publication, or a bootstrapped token's creation at the issuer."""
     stop = min(end, now)
     best: tuple[int | None, str | None] = (None, None)
     for i, (current, token_id, born) in enumerate(published):
@@ -784,7 +1105,17 @@ def _csv(evidence: Evidence) -> str:
             writer.writerow({"record": "pruned", "policy": p.policy, _CSV_COLUMNS[21]: pr.get("rotations"),
                              "max_observed_age": _age(pr.get("max_token_age_seconds")),
                              _CSV_COLUMNS[26]: pr.get("revocations"), "failures": pr.get("failures"),
-                             "note": f"pruned {pr['from']} to {pr['to']} (checkpoint seq {pr['checkpoint_seq']})"})
+                             "note": f"pruned {pr['from']} to {pr['to']} (checkpoint seq {pr['checkpoint_seq']})"
+                                     + ("" if pr.get("within_period", True) else f"; {_PARTLY_OUTSIDE}")})
+        for m in p.publications_without_run:
+            writer.writerow({"record": "publication_without_run", "policy": p.policy, "run_id": m["run_id"],
+                             "kind": m["step"], "published_at": m["at"], "new_token_id": m["token_id"],
+                             "in_chain": "yes", "note": m["problem"]})
+        for run_id in p.unreadable_runs:
+            writer.writerow({"record": "unreadable_run", "policy": p.policy, "run_id": run_id, "note": _UNREADABLE})
+        for token_id in p.unreadable_revocations:
+            writer.writerow({"record": "unreadable_revocation", "policy": p.policy, "token_id": token_id,
+                             "note": _UNREADABLE})
     for name in evidence.not_in_file:
         writer.writerow({"record": "not_in_file", "policy": name, "note": _NOT_IN_FILE})
     return buf.getvalue()
@@ -798,10 +1129,17 @@ _NOT_IN_FILE = ("the journal holds events of this policy in the period (or a rev
 
 
 _NOT_IN_CHAIN = ("Runs that say they published a token, with no event in the audit chain that says so (the "
-                 "runs table is not chained: it was written to); they are not counted as rotations in the age")
+                 "runs table is not chained: it was written to); they are not counted as rotations in the age. "
+                 "Also publications the chain holds whose run row is missing or says otherwise (counted, the age "
+                 "included, as the chain says), and run rows rotator cannot read")
 _REVOCATIONS_NOT_IN_CHAIN = ("Revocations that the journal's table marks done, or due later than the audit chain "
-                             "allows, or that the chain scheduled or tried and the table lacks, with no chained event "
-                             "that says so (rows written or deleted outside rotator; none is counted as done)")
+                             "allows, or in a state rotator never writes or the chain's tries do not end in (shown as "
+                             "the chain says, else as failed), or that the chain scheduled or tried and the table "
+                             "lacks, with no chained event that says so, and rows rotator cannot read (rows written "
+                             "or deleted outside rotator; none is counted as done)")
+#: a pruned summary that reaches outside the period
+_PARTLY_OUTSIDE = ("partly outside this period: its counts and max age are the whole range's, and its max age is not "
+                   "in this period's verdict")
 
 
 def _yn(value: bool | None) -> str:
@@ -890,10 +1228,12 @@ def _html(evidence: Evidence) -> str:
         if p.pruned:
             parts.append("<h3>Pruned history (checkpoint summaries)</h3>")
             parts.append(_table(("from", "to", "checkpoint seq", "rotations", "revocations", "failures",
-                                 "max token age"),
+                                 "max token age", "in this period"),
                                 [(pr["from"], pr["to"], pr["checkpoint_seq"], pr.get("rotations"),
                                   pr.get("revocations"), pr.get("failures"),
-                                  _age(pr.get("max_token_age_seconds"))) for pr in p.pruned]))  # fmt: skip
+                                  _age(pr.get("max_token_age_seconds")),
+                                  "whole range" if pr.get("within_period", True) else _PARTLY_OUTSIDE)
+                                 for pr in p.pruned]))  # fmt: skip
     parts.append('<p class="muted">Token ids only: rotator never records a token value. Times are UTC.</p>')
     parts.append("</body></html>\n")
     return "\n".join(parts)

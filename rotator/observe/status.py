@@ -1,25 +1,38 @@
 """What `rotator status` and `rotator plan` show, computed from the journal alone (no store reads).
 
 Each row reads only what is current, so its cost does not grow with history: the last successful
-run, the latest run, the unfinished runs, and the pending and failed revocations (finished runs
-and done revocations are never loaded). Whether a rotation is due is rotator/core/due.py's decision.
+run, the latest run, the unfinished runs, and the pending and failed revocations, and those in a
+state rotator never writes (finished runs and done revocations are never loaded). Whether a
+rotation is due is rotator/core/due.py's decision.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rotator.config.schedule import format_duration
 from rotator.config.timefmt import rfc3339_or_none
 from rotator.core.due import Scheduled, age_origin, decide, explain
-from rotator.observe.compliance import DEFAULT_SLACK, Compliance, revocations_overdue
+from rotator.core.one_line import one_line
+from rotator.observe.compliance import (
+    DEFAULT_SLACK,
+    ROW_ERRORS,
+    Compliance,
+    open_revocations,
+    revocations_overdue,
+    unreadable_row,
+)
 
 if TYPE_CHECKING:
     from rotator.core.journal import Journal
 
 __all__ = ["PolicyStatus", "Shown", "policy_status", "render_table"]
+
+_T = TypeVar("_T")
 
 
 class Shown(Scheduled, Protocol):
@@ -51,6 +64,9 @@ class PolicyStatus:
     compliance: Compliance | None = None
     #: when the current token began to age: its publication, or a bootstrapped token's creation
     token_since: datetime | None = None
+    #: the journal's tables that hold a row rotator cannot read (a value it never writes: edited by
+    #: hand), each with why: what the row shows from them is unknown, and needs a person
+    unreadable: tuple[str, ...] = ()
 
     @property
     def since(self) -> datetime | None:
@@ -66,10 +82,12 @@ class PolicyStatus:
 
     @property
     def needs_attention(self) -> bool:
-        return self.failed_revocations > 0 or self.stuck_runs > 0 or self.expires_first
+        return self.failed_revocations > 0 or self.stuck_runs > 0 or self.expires_first or bool(self.unreadable)
 
     def reason(self) -> str:
         """Why the rotation is due or not (rotator/core/due.py)."""
+        if self.unreadable:
+            return one_line("; ".join(f"the journal's {what}" for what in self.unreadable))
         return explain(self.due, self.next_due, self.rotated_at, self.now, self.token_since)
 
     def to_json(self) -> dict[str, Any]:
@@ -84,21 +102,36 @@ class PolicyStatus:
             "needs_attention": self.needs_attention, "expires_before_rotation": self.expires_first,
             "reason": self.reason(),
             "compliance": self.compliance.to_json() if self.compliance is not None else None,
+            "unreadable": list(self.unreadable),
         }  # fmt: skip
 
 
 def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> PolicyStatus:
-    """The status row of ``policy`` at ``now``, from four queries bounded by what is current.
+    """The status row of ``policy`` at ``now``, from five queries bounded by what is current.
 
     NoNextDue (a cron schedule whose years have passed) propagates: a row needs a next due time.
     `rotator status` reports it after the other policies' rows; the daemon's status page shows the
-    policy without one, as needing attention (rotator/observe/status_page.py)."""
-    last = journal.last_success(policy.name)
-    latest = journal.latest_run(policy.name)
-    open_runs = journal.open_runs(policy.name)
-    unfinished = sorted(journal.unfinished_revocations(policy.name), key=lambda r: (r.due_at, r.token_id))
+    policy without one, as needing attention (rotator/observe/status_page.py).
+
+    A row that holds a value rotator never writes (a time edited by hand: the tables are not chained)
+    does not stop the others' rows: what it hides is unknown, and the row says so (:attr:`PolicyStatus.unreadable`).
+    A revocation in a state rotator never writes counts as failed: nothing shows that it was revoked."""
+    unreadable: dict[str, str] = {}
+
+    def read(table: str, query: Callable[[str], _T]) -> _T | None:
+        try:
+            return query(policy.name)
+        except ROW_ERRORS as exc:
+            unreadable.setdefault(table, unreadable_row(table, exc))
+            return None
+
+    last = read("runs", journal.last_success)
+    latest = read("runs", journal.latest_run)
+    open_runs = read("runs", journal.open_runs) or []
+    unfinished = sorted(read("revocations", partial(open_revocations, journal)) or [],
+                        key=lambda r: (r.due_at, r.token_id))
     pending = [r for r in unfinished if r.state == "pending"]
-    failed = [r for r in unfinished if r.state == "failed"]
+    failed = [r for r in unfinished if r.state != "pending"]
     due = decide(policy, last.published_at if last else None, now, len(open_runs), last.token_since if last else None)
     return PolicyStatus(
         policy=policy.name,
@@ -119,8 +152,10 @@ def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedel
             policy=policy.name, max_age=due.max_age, published_at=due.rotated_at,
             current_token_id=last.new_token_id if last else None,
             overdue=tuple(revocations_overdue(unfinished, now, slack)), now=now, token_since=due.token_since,
+            unreadable=tuple(unreadable.values()),
         ),
         token_since=due.token_since,
+        unreadable=tuple(unreadable.values()),
     )  # fmt: skip
 
 
@@ -130,7 +165,9 @@ def _compliance_cell(c: Compliance | None) -> str:
     if c.compliant:
         return f"ok (max {format_duration(c.max_age)})"
     words = []
-    if c.published_at is None:
+    if c.unreadable:
+        words.append("UNREADABLE JOURNAL ROW")
+    elif c.published_at is None:
         words.append("NO TOKEN")
     if c.too_old:
         words.append(f"OLDER THAN {format_duration(c.max_age)}")
@@ -148,16 +185,18 @@ def _expires_cell(s: PolicyStatus) -> str:
 
 
 def render_table(rows: list[PolicyStatus]) -> str:
+    """The table `rotator status` prints on a terminal. Token ids and run states are the journal's text
+    (an issuer's ids; rows a person may have edited): control characters are written out."""
     header = ("POLICY", "CURRENT TOKEN", "AGE", "EXPIRES IN", "NEXT DUE", "LAST RUN", "REVOCATIONS", "COMPLIANCE")
     lines = [header]
     for s in rows:
         lines.append((
-            s.policy + ("" if s.enabled else " (disabled)"),
-            s.current_token_id or "-",
+            one_line(s.policy) + ("" if s.enabled else " (disabled)"),
+            one_line(s.current_token_id or ("?" if s.unreadable else "-")),
             format_duration(s.now - s.since, units=2) if s.since else "-",
             _expires_cell(s),
             "now" if s.due else format_duration(s.next_due - s.now, units=2),
-            (s.last_run_state or "-") + (" !" if s.needs_attention else ""),
+            one_line(s.last_run_state or ("UNREADABLE" if s.unreadable else "-")) + (" !" if s.needs_attention else ""),
             f"{s.pending_revocations} pending" + (f", {s.failed_revocations} FAILED" if s.failed_revocations else ""),
             _compliance_cell(s.compliance),
         ))

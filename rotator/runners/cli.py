@@ -27,6 +27,7 @@ from rotator.config.extras import install_line, missing_extra
 from rotator.config.timefmt import parse_rfc3339, rfc3339_seconds
 from rotator.core.clock import SystemClock
 from rotator.core.errors import ConfigError, LeaseBusy, NeedsAttention, RotatorError
+from rotator.core.one_line import one_line
 from rotator.core.secret import REDACTOR
 from rotator.runners import sync as sync_cmd
 from rotator.runners.cli_options import (
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from rotator.config.policy import Config, Policy, Problem
     from rotator.config.policy_summary import ConfigSummary
     from rotator.config.schedule import NoNextDue
+    from rotator.core.audit_chain import KeptLink
     from rotator.core.engine import Engine
     from rotator.core.journal import Journal
     from rotator.observe.status import PolicyStatus
@@ -213,9 +215,13 @@ def _build_parser() -> _Parser:
     p = add("audit")
     p.add_argument("action", nargs="?", choices=["verify"], default="verify",
                    help="verify (the default): walk the hash chain from the last checkpoint")
-    p.add_argument("--expect", action="append", default=[], metavar="SEQ:HASH",
-                   help="a link kept from an earlier verify or report (its head: seq and hash); the chain must "
-                   "still hold it (repeatable)")
+    p.add_argument("--expect", action="append", default=[], metavar="SEQ:HASH@TIME",
+                   help="a link kept from an earlier verify or report (its head, as they print it; @TIME may be "
+                   "left out, which proves less); the chain must still hold it, or a prune that kept "
+                   "keep_history must have deleted it (repeatable)")
+    p.add_argument("--keep-history", metavar="DURATION",
+                   help="with --expect: the shortest keep_history the journal's prunes kept, when a "
+                   "`rotator prune --keep-history` kept less than [rotator] keep_history (the default)")
     p = add("prune")
     p.add_argument("--keep-history", metavar="DURATION", help="override [rotator] keep_history (default 400d)")
     p = add("report")
@@ -311,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import logging
 
             logging.getLogger("rotator.cli").debug("internal error", exc_info=True)
-        print(f"rotator: internal error: {type(exc).__name__}: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+        print(f"rotator: internal error: {type(exc).__name__}: {one_line(REDACTOR.redact(str(exc)))}",
+              file=sys.stderr)
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
               file=sys.stderr)
         return EXIT_FAILED
@@ -341,10 +348,12 @@ def _is_policy_file_error(exc: BaseException) -> bool:
 
 
 def _print_error(exc: BaseException) -> None:
-    print(f"rotator: error: {REDACTOR.redact(with_policy_file(str(exc)))}", file=sys.stderr)
+    # one_line: an error may quote a server's answer or a journal's row, whose escape sequences would
+    # otherwise act on the terminal (retitle it, clear it, hide the lines after)
+    print(f"rotator: error: {one_line(REDACTOR.redact(with_policy_file(str(exc))))}", file=sys.stderr)
     hint = getattr(exc, "hint", "")
     if hint:
-        print(f"fix: {with_policy_file(hint)}", file=sys.stderr)
+        print(f"fix: {one_line(with_policy_file(hint))}", file=sys.stderr)
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -441,7 +450,9 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
     if args.output == "json":
         print(json.dumps(payload, indent=2, default=str))
     elif text:
-        print(with_policy_file(text))
+        # Each line on its own: the text holds token ids, run results and servers' messages, whose
+        # control characters must not act on the terminal; its own line breaks stay.
+        print("\n".join(one_line(line) for line in with_policy_file(text).split("\n")))
 
 
 # ------------------------------------------------------------------------------ commands
@@ -450,6 +461,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         config = _validated(Path(path))
         _check_schedules_fire(config)
+        unread = _check_webhook_secrets(config)
     except RotatorError as exc:
         if args.output == "json":  # a CI job parsing stdout gets the problems too (stderr has the text)
             listed = getattr(exc, "problems", None) if _is_policy_file_error(exc) else None
@@ -457,7 +469,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         else [{"where": "<file>", "message": str(exc), "fix": exc.hint}])
             print(json.dumps({"valid": False, "file": str(path), "problems": problems}, indent=2))
         raise
-    for warning in (w for p in config.policies for w in p.transport_warnings()):
+    for warning in [*unread, *(w for p in config.policies for w in p.transport_warnings())]:
         print(f"rotator: warning: {warning}", file=sys.stderr)  # valid all the same: exit 0
     if not config.policies:  # an empty ConfigMap or a file of [rotator] alone: nothing would ever rotate
         print(f"rotator: warning: {path} holds no [[policy]]: nothing would be rotated", file=sys.stderr)
@@ -466,6 +478,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _emit(args, {"valid": True, "policies": names},
           f"{path}: valid, {len(names)} polic{'y' if len(names) == 1 else 'ies'}{listed}")
     return EXIT_OK
+
+
+def _check_webhook_secrets(config: Config) -> list[str]:
+    """What the daemon checks of each webhook secret at its start (rotator/observe/notify.py): a value read
+    here that is no Standard Webhooks secret, or too short a key, is a ConfigError (exit 2). One that cannot
+    be read here is only a warning: a systemd credential (/run/credentials/...) exists only while the
+    service runs, and a variable only in the daemon's environment."""
+    daemon = config.daemon_table
+    if daemon is None or not daemon.webhooks:
+        return []
+    from rotator.observe.notify import webhook_key
+
+    warnings = []
+    for webhook in daemon.webhooks:
+        try:
+            webhook.secret.resolve(config.path.parent)
+        except ConfigError as exc:
+            warnings.append(f"a webhook secret was not checked: {exc}; the daemon does not start without it")
+            continue
+        webhook_key(webhook, config.path.parent)
+    return warnings
 
 
 def _check_schedules_fire(config: Config) -> None:
@@ -633,15 +666,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         if s.expires_first and s.expires_at is not None:
             when = ("has expired" if s.expires_at <= s.now
                     else f"expires in {format_duration(s.expires_at - s.now, units=2)}, before its next rotation")
-            print(f"rotator: attention: {s.policy}: its current token {s.current_token_id} {when}", file=sys.stderr)
-            print(f"fix: {with_policy_file(f'rotate it now: `rotator rotate {s.policy}`')}", file=sys.stderr)
+            print(f"rotator: attention: {one_line(s.policy)}: its current token {one_line(str(s.current_token_id))} "
+                  f"{when}", file=sys.stderr)
+            print(f"fix: {one_line(with_policy_file(f'rotate it now: `rotator rotate {s.policy}`'))}", file=sys.stderr)
     worst = EXIT_ATTENTION if any(s.needs_attention for s in rows) else EXIT_OK
     if args.check:
         failing = [s for s in rows if s.compliance is not None and not s.compliance.compliant]
         for s in failing:
             assert s.compliance is not None
             for problem in s.compliance.problems():
-                print(f"rotator: out of compliance: {s.policy}: {problem}", file=sys.stderr)
+                print(f"rotator: out of compliance: {one_line(s.policy)}: {one_line(problem)}", file=sys.stderr)
         if failing:
             worst = EXIT_ATTENTION
         if not rows and not problems:  # an empty ConfigMap passed every check: nothing is rotated at all
@@ -663,7 +697,6 @@ def _duration_arg(flag: str, text: str) -> timedelta:
 
 def cmd_inventory(args: argparse.Namespace) -> int:
     from rotator.observe import inventory as inv_mod
-    from rotator.observe.untrusted_text import one_line
     from rotator.runners.cli_options import CONFIG_ENV, DEFAULT_CONFIG
 
     max_age = _duration_arg("--max-age", args.max_age)
@@ -757,7 +790,7 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
     import io
 
     from rotator.config.schedule import format_duration
-    from rotator.observe.untrusted_text import csv_cell, one_line
+    from rotator.observe.untrusted_text import csv_cell
 
     rows = [e.to_json() for e in result.entries]
     if output == "json":
@@ -780,8 +813,8 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
     lines = [header]
     for e in result.entries:
         lines.append((
-            one_line(e.target), one_line(e.token_id), "orphan?" if e.cls == "suspicious" else e.cls, e.state,
-            e.policy or "-",
+            one_line(e.target), one_line(e.token_id), "orphan?" if e.cls == "suspicious" else e.cls, one_line(e.state),
+            one_line(e.policy or "-"),
             format_duration(e.age) if e.age is not None else "-",
             "never" if e.expires_at is None else ("passed" if e.expires_at <= now else
                                                   "in " + format_duration(e.expires_at - now)),
@@ -967,37 +1000,61 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     kept = [_kept_link(text) for text in args.expect]
     config = _config(args)
+    keep = _keep_history(args, config)
     journal = _journal(config, read_only=True)
     report = audit_chain.verify(journal)
     problems, pruned = audit_chain.check_kept_links(
-        journal, report, kept, lambda keep: short.message if (short := _history_too_short(config, keep)) else None,
-    ) if kept else ([], [])
-    text = report.text()
+        journal, report, kept, keep, SystemClock().now()) if kept else ([], [])  # fmt: skip
+    text = report.text()  # (its fields from the journal are written out on one line: ChainReport.text)
     if kept:
         text += (f"\nkept links: {len(kept) - len(pruned) - len(problems)} of {len(kept)} held"
                  + (f"; {len(pruned)} pruned since, cannot be checked: seq {', '.join(map(str, pruned))}"
                     if pruned else ""))
     _emit(args, {**report.as_dict(), "kept_links": {"problems": problems, "pruned": pruned}} if kept
           else report.as_dict(), text)
-    if not report.ok:
+    if not report.ok:  # (json.dumps writes out every control character that acts on a terminal)
         print(f"rotator: audit chain broken at {json.dumps(report.broken, default=str)}", file=sys.stderr)
-        print("fix: compare with a backup or an earlier report's head hash; the events from that link on cannot "
+        print("fix: compare with a backup or an earlier report's head; the events from that link on cannot "
               "be trusted (docs/compliance.md)", file=sys.stderr)
     for problem in problems:
-        print(f"rotator: {problem}", file=sys.stderr)
+        print(f"rotator: {one_line(problem)}", file=sys.stderr)
     if problems:
         print("fix: compare the journal with a backup; the events after the last link that holds cannot be trusted "
-              "(docs/compliance.md)", file=sys.stderr)
+              "(docs/compliance.md); if a prune kept less than keep_history (`rotator prune --keep-history`), pass "
+              "the shortest it kept as --keep-history", file=sys.stderr)
     return EXIT_OK if report.ok and not problems else EXIT_ATTENTION
 
 
-def _kept_link(text: str) -> tuple[int, str]:
-    seq, _, digest = text.partition(":")
-    if not (seq.isdigit() and re.fullmatch(r"[0-9a-f]{64}", digest)):
-        raise ConfigError(f"--expect {text!r} is not SEQ:HASH",
-                          hint="pass the head of an earlier `rotator audit verify` or report: its seq, a colon, and "
-                          "its 64-digit SHA-256 (e.g. --expect 1234:9f86d0...)")
-    return int(seq), digest
+def _keep_history(args: argparse.Namespace, config: Config) -> timedelta:
+    """`audit verify`'s keep_history: --keep-history, held to the floor the policy file's is, or the file's."""
+    if not args.keep_history:
+        return config.settings.keep_history
+    keep = _duration_arg("--keep-history", args.keep_history)
+    if (short := _history_too_short(config, keep)) is not None:
+        # no prune of rotator's keeps less: a shorter value would pass a chain rewritten and then pruned
+        raise ConfigError(f"--keep-history {short.message}", hint=short.hint)
+    return keep
+
+
+def _kept_link(text: str) -> KeptLink:
+    from rotator.core.audit_chain import KeptLink
+
+    link, at_sign, when = text.partition("@")
+    seq, _, digest = link.partition(":")
+    if not (re.fullmatch(r"[0-9]+", seq) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise ConfigError(f"--expect {text!r} is not SEQ:HASH@TIME",
+                          hint="pass the head an earlier `rotator audit verify` or report printed: its seq, a colon, "
+                          "its 64-digit SHA-256, an @ and its time (e.g. --expect "
+                          "1234:9f86d0...@2026-03-01T12:00:00.000000Z; @TIME may be left out)")
+    at = None
+    if at_sign:
+        try:
+            at = parse_rfc3339(when)
+        except ValueError:
+            raise ConfigError(f"--expect {text!r}: {when!r} after the @ is not an RFC 3339 time",
+                              hint="pass the head as `rotator audit verify` prints it, e.g. "
+                              "1234:9f86d0...@2026-03-01T12:00:00.000000Z") from None
+    return KeptLink(int(seq), digest, at)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -1048,18 +1105,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     policies = _selected(config, args.policy, all_enabled=False)
     evidence = report_mod.build(_journal(config, read_only=True), policies, start, end, SystemClock().now(),
                                 in_file=[p.name for p in config.policies])
+    # (names, run ids and token ids read from the journal, some from rows written outside rotator)
     if evidence.not_in_file:
         print(f"rotator: warning: the journal holds events in this period of policies that are not in "
-              f"{config.path}, so the report does not show them: {', '.join(evidence.not_in_file)}", file=sys.stderr)
+              f"{config.path}, so the report does not show them: {_listed(evidence.not_in_file)}", file=sys.stderr)
     if evidence.not_in_chain:
-        print(f"rotator: runs say they published a token, and the audit chain has no event that says so (their "
-              f"rows were written outside rotator): {', '.join(evidence.not_in_chain)}", file=sys.stderr)
-        print("fix: compare the journal with a backup; the report counts no rotation for these runs "
+        print(f"rotator: runs the audit chain does not back, chained publications without a matching run row, or "
+              f"run rows rotator cannot read (written or deleted outside rotator): "
+              f"{_listed(evidence.not_in_chain)}", file=sys.stderr)
+        print("fix: compare the journal with a backup; the report counts a rotation only where the chain says so "
               "(docs/compliance.md)", file=sys.stderr)
     if evidence.revocations_not_in_chain:
         print(f"rotator: revocation rows contradict the audit chain (done without its event, due later than the "
               f"chain allows, or missing where it scheduled or tried one: written or deleted outside rotator): "
-              f"{', '.join(evidence.revocations_not_in_chain)}", file=sys.stderr)
+              f"{_listed(evidence.revocations_not_in_chain)}", file=sys.stderr)
         print("fix: compare the journal with a backup; the report counts none of these as done, and the tokens "
               "may still be valid: check them with the issuer (docs/compliance.md)", file=sys.stderr)
     text = report_mod.render(evidence, report_format)
@@ -1076,6 +1135,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     clean = evidence.chain.ok and not evidence.not_in_chain and not evidence.revocations_not_in_chain
     return EXIT_OK if clean else EXIT_ATTENTION
+
+
+def _listed(values: Sequence[str]) -> str:
+    """``values`` from the journal, comma-separated on one line, their control characters written out."""
+    return ", ".join(one_line(str(v)) for v in values)
 
 
 def _default_start(text: str | None, end: datetime) -> datetime:

@@ -347,3 +347,24 @@ def test_references_and_ordinary_hooks_and_webhooks_stay_valid(tmp_path: Path) -
            '[[daemon.webhooks]]\nurl = "https://hooks.example/rotator?policy=p1"\nsecret = { env = "HOOK_KEY" }\n')
     proc = _validate(tmp_path, _policy(top=top))
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(("content", "code", "expected"), [
+    ("an-unprefixed-secret-value", 2, "is not a Standard Webhooks secret"),
+    ("whsec_", 2, "0-byte key"),
+    (None, 0, "warning: a webhook secret was not checked: cannot read credential file"),
+    ("whsec_" + "YS13ZWJob29rLWtleS1vZi0yNC1ieXRlcw==", 0, "valid, 1 policy"),
+])  # fmt: skip
+def test_validate_checks_a_webhook_secret_it_can_read(tmp_path: Path, content: str | None, code: int,
+                                                      expected: str) -> None:
+    """The daemon refuses to start with a webhook secret that is not whsec_ + base64 of 16 bytes or more:
+    `rotator validate` says so too. A secret it cannot read (a systemd credential exists only while the
+    service runs) is a warning."""
+    if content is not None:
+        (tmp_path / "hook-key").write_text(content)
+    top = '[[daemon.webhooks]]\nurl = "https://hooks.example/rotator"\nsecret = { file = "hook-key" }\n'
+    proc = _validate(tmp_path, _policy(top=top))
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert expected in proc.stdout + proc.stderr
+    if content is not None and code:
+        assert str(tmp_path / "hook-key") in proc.stderr and "fix:" in proc.stderr

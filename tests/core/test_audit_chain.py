@@ -213,8 +213,9 @@ def test_a_writer_links_to_the_head_it_wrote_last_only_while_no_other_writer_mov
         return lambda: journal.record_event(T0 + timedelta(minutes=i), "mgmt", None, "plan", "ok", {"i": i})
 
     # BEGIN IMMEDIATE, INSERT (which moves the head row), COMMIT; plus the head read when there is
-    # no hint, and the INSERT refused by its check before it when the hint is stale
-    assert statements(event(mine, 0)) == 4, "no hint yet: the head is read"
+    # no hint, and the INSERT refused by its check before it when the hint is stale; the first link
+    # also reads the events without a link, which it records (audit_chain.UNLINKED_COUNT)
+    assert statements(event(mine, 0)) == 5, "no hint yet: the head is read"
     assert statements(event(mine, 1)) == 3, "the head this object wrote last: no read"
     other.record_event(T0 + timedelta(minutes=2), "mgmt", None, "plan", "ok", {"by": "other"})
     assert statements(event(mine, 3)) == 5, "another writer moved the head: refused, read, linked"
@@ -738,9 +739,14 @@ def test_the_canonical_text_put_together_directly_is_the_encoders() -> None:
 
 def test_an_unlinked_event_dated_after_the_chain_began_is_caught_even_with_the_count_raised(journal_url: str) -> None:
     """Rows without a link are the events from before the upgrade that added the chain; the head counts
-    them. Raising that count hid an inserted `revoke_old ok`, which the report then showed as proof."""
+    them. Raising that count hid an inserted `revoke_old ok`, which the report then showed as proof.
+    (A chain begun by an earlier version, which recorded no count of its own: this version's chains
+    record it, and hold such rows to it: tests/core/test_audit_chain_anchor.py.)"""
+    from tests.core.test_audit_chain_anchor import as_written_by_an_earlier_version
+
     journal = open_journal(journal_url)
     _history(journal, 4)
+    as_written_by_an_earlier_version(journal_url)
 
     def unlinked(at: datetime) -> None:
         with raw(journal_url) as sql:
@@ -784,13 +790,15 @@ def test_verify_expect_holds_the_chain_to_a_head_kept_from_an_earlier_verify(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A walk alone cannot see the newest events deleted with the head row rewound onto the link before
     them (no hash to recompute). `audit verify --expect SEQ:HASH` with the head an earlier verify printed
-    does: exit 4, naming the link; an honest chain holds it (exit 0); after a prune that deleted it, it
-    is said to be unchecked, not broken; and an argument that is not SEQ:HASH is exit 2."""
+    does: exit 4, naming the link; an honest chain holds it (exit 0); after a prune that kept
+    keep_history deleted it, it is said to be unchecked, not broken; and an argument that is not
+    SEQ:HASH is exit 2."""
     from rotator.runners import cli
 
     path = tmp_path / "j.db"
     (tmp_path / "rotator.toml").write_text(
-        f'[rotator]\njournal = "{path}"\n[[policy]]\nname = "p"\nschedule = "30d"\n[policy.issuer]\n'
+        f'[rotator]\njournal = "{path}"\nkeep_history = "1d"\n[[policy]]\nname = "p"\nschedule = "30d"\n'
+        '[policy.issuer]\n'
         'type = "influxctl-management"\n[policy.issuer.profile]\nproduct = "clustered"\nhost = "h.invalid"\n'
         '[[policy.store]]\ntype = "vault-kv2"\nurl = "http://127.0.0.1:1"\npath = "x"\n[policy.store.auth]\n'
         'method = "token"\ntoken = { file = "t" }\n')
@@ -823,8 +831,8 @@ def test_verify_expect_holds_the_chain_to_a_head_kept_from_an_earlier_verify(
     code, out, err = verify(head)
     assert code == 4 and f"link {kept.head_seq} is beyond the chain's head (seq {kept.head_seq - 1})" in err, err
     code, _, err = verify("12:nothex")
-    assert code == 2 and "is not SEQ:HASH" in err
-    # a link a prune deleted cannot be checked, and says so
+    assert code == 2 and "is not SEQ:HASH@TIME" in err
+    # a link a prune that kept keep_history deleted cannot be checked, and says so
     journal = open_journal(f"sqlite:///{path}")
     audit_chain.prune(journal, ts(T0 + timedelta(days=2, hours=1)), ts(T0 + timedelta(days=10)))
     journal.close()
@@ -914,12 +922,13 @@ def test_verify_expect_fails_on_a_link_a_prune_deleted_with_too_short_a_cutoff(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A chain rewritten with every hash recomputed, then pruned up to its head with a cutoff of now:
     `audit verify --expect SEQ:HASH` said the kept link was "pruned since, cannot be checked" and exited
-    0. A prune keeps at least the policy file's floor of keep_history (a day here); one that kept less
-    is not rotator's, and the link it deleted fails the check (exit 4), even once a later prune has
-    deleted that prune's own event (the checkpoint's times stand in). A legitimate prune's stays
-    unchecked, exit 0."""
+    0. A prune of rotator's keeps the policy file's keep_history (a day here); one that kept less is
+    not rotator's, and the link it deleted fails the check (exit 4), even once a later prune has
+    deleted that prune's own event (the time the checkpoint's summary records stands in). A
+    legitimate prune's stays unchecked, exit 0."""
     path = tmp_path / "j.db"
-    (tmp_path / "rotator.toml").write_text(_POLICY_FILE.format(path=path))
+    (tmp_path / "rotator.toml").write_text(
+        _POLICY_FILE.format(path=path).replace("[rotator]\n", '[rotator]\nkeep_history = "1d"\n'))
     journal = open_journal(f"sqlite:///{path}")
     _history(journal, 6)  # T0 .. T0 + 5 minutes
     kept = f"2:{audit_chain.verify(journal).head_hash}"  # (any hash: the link goes with the prune)
@@ -928,8 +937,8 @@ def test_verify_expect_fails_on_a_link_a_prune_deleted_with_too_short_a_cutoff(
     journal.record_event(soon + timedelta(minutes=1), "p", "r9", "plan", "ok", {})
     code, out, err = _cli(tmp_path, capsys, "audit", "verify", "--expect", kept)
     assert code == 4, (out, err)
-    assert "link 2 was deleted by a prune that kept too little history" in err
-    assert f"kept only the history from {ts(soon)} on, as if keep_history is 0s, shorter than one day" in err
+    assert "link 2 is not in the journal, and no prune of rotator's deleted it" in err
+    assert f"kept only the history from {ts(soon)} on (0s), less than keep_history (1d)" in err
     # a later, legitimate prune deletes that prune's event: the checkpoint still dates the range
     later = soon + timedelta(days=500)
     journal.record_event(later, "p", "r10", "plan", "ok", {})
@@ -937,7 +946,7 @@ def test_verify_expect_fails_on_a_link_a_prune_deleted_with_too_short_a_cutoff(
     with raw(f"sqlite:///{path}") as sql:
         assert sql("SELECT COUNT(*) FROM events WHERE step = 'prune' AND seq <= 8")[0][0] == 0
     code, out, err = _cli(tmp_path, capsys, "audit", "verify", "--expect", kept)
-    assert code == 4 and "as if keep_history is 55m" in err, (out, err)
+    assert code == 4 and "(55m), less than keep_history (1d)" in err, (out, err)
     # the link the legitimate prune deleted cannot be checked, and says so
     code, out, err = _cli(tmp_path, capsys, "audit", "verify", "--expect", f"7:{'0' * 64}")
     assert code == 0 and "1 pruned since, cannot be checked: seq 7" in out, (out, err)

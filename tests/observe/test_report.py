@@ -315,8 +315,10 @@ def test_a_kept_run_behind_the_pruned_publish_keeps_its_token_and_age(tmp_path: 
 
 def test_a_run_the_audit_chain_does_not_back_is_flagged_and_counts_no_rotation(tmp_path: Path) -> None:
     """The runs table is not chained. A run written into it by hand, saying it published a token, has no
-    chained `published` event: the report marks it, counts no rotation for it in the maximum age (the
-    token before stays current), and a run whose event lies just past the period is still backed."""
+    chained `published` event that says so: the report marks it and counts no rotation for it; the
+    maximum age follows the chain's publications, not the row's (an event of that run naming another
+    token is a publication of that token); and a run whose event lies just past the period is still
+    backed."""
     from rotator.core.journal import RunRecord, RunState, open_journal
     from rotator.observe import report
 
@@ -339,8 +341,8 @@ def test_a_run_the_audit_chain_does_not_back_is_flagged_and_counts_no_rotation(t
     [p] = evidence.policies
     assert [(r.run_id, r.in_chain) for r in p.rotations] == [("r0", True), ("r1", False), ("r2", True)]
     assert evidence.not_in_chain == ["p/r1"] and p.summary()["rotations_not_in_chain"] == 1
-    assert p.oldest_token_id == "t0" and p.max_observed_age_s is not None
-    assert p.max_observed_age_s > 149 * 86400 and p.within_90d is False, "r1 counts no rotation"
+    assert p.summary()["rotations"] == 2, "r1 counts no rotation"
+    assert (p.oldest_token_id, p.max_observed_age_s) == ("t0", 80 * 86400), "the chain published not-t1 on day 80"
     rows = [r for r in csv.DictReader(io.StringIO(report.render(evidence, "csv"))) if r["record"] == "rotation"]
     assert [r["in_chain"] for r in rows] == ["yes", "NO", "yes"]
     assert "no event in the audit chain that says so" in report.render(evidence, "html")
@@ -355,7 +357,7 @@ def test_report_exits_4_and_names_a_run_written_outside_rotator(tmp_path, openba
                      (sc.policy, now, now, now, now))
     proc = _report(sc, "json")
     assert proc.returncode == 4, (proc.returncode, proc.stderr)
-    assert f"{sc.policy}/forged1" in proc.stderr and "audit chain has no event" in proc.stderr
+    assert f"{sc.policy}/forged1" in proc.stderr and "runs the audit chain does not back" in proc.stderr
     [p] = json.loads(proc.stdout)["policies"]
     assert {r["run_id"]: r["in_chain"] for r in p["rotations"]} == {
         **{r["run_id"]: True for r in p["rotations"] if r["run_id"] != "forged1"}, "forged1": False}
@@ -419,7 +421,9 @@ def test_forged_runs_the_age_depends_on_are_caught_before_the_period_and_with_an
     assert sorted(p.not_in_chain) == ["r1", "r2"] and evidence.not_in_chain == ["p/r1", "p/r2"]
     assert [(r.run_id, r.in_chain) for r in p.rotations] == [("r2", False)]
     assert p.summary()["rotations"] == 0 and p.summary()["rotations_not_in_chain"] == 2
-    assert (p.oldest_token_id, p.max_observed_age_s) == ("t0", 300 * 86400), "t0 was current the whole time"
+    # The age follows the chain, not the rows: r1 published nothing, and r2 published t2 on day 290
+    # (its event), whatever its edited row says.
+    assert (p.oldest_token_id, p.max_observed_age_s) == ("t0", 290 * 86400), "t0 was current until day 290"
 
 
 def test_a_bootstrap_journals_its_run_and_its_event_in_one_commit(tmp_path: Path) -> None:
@@ -935,6 +939,8 @@ def test_an_unlinked_published_event_dated_before_every_time_hides_no_overdue_re
     evidence = _evidence_around_now(world, tmp_path)
     assert not evidence.chain.ok and "is not one rotator writes" in str(evidence.chain.problem)
     monkeypatch.setattr(audit_chain, "_unlinked_not_a_time", lambda cur: None)  # a verifier that misses it
+    # (and a journal whose chain keeps no record of its unlinked rows: one begun by an earlier version)
+    monkeypatch.setattr(audit_chain, "_unlinked_record", lambda cur, check=True: (None, None))
     evidence = _evidence_around_now(world, tmp_path)
     assert evidence.chain.ok
     assert evidence.revocations_not_in_chain == [f"p/{rev.token_id}"]
@@ -971,16 +977,24 @@ def test_a_run_that_never_published_carrying_a_published_at_counts_no_rotation_a
     assert not evidence.chain.ok and evidence.policies[0].summary()["rotations"] == 2
 
 
-def test_report_to_before_the_default_period_fits_is_a_usage_error(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("to", "said"), [
+    ("0001-01-01", "--to '0001-01-01' is before the year 1000"),
+    # the default --from (90 days before it) is before the year 1000 too
+    ("1000-01-05", "the period starts before the year 1000"),
+])
+def test_report_to_before_the_default_period_fits_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                    to: str, said: str) -> None:
     """`report --to 0001-01-01` without --from: the default --from, 90 days before it, is no date
-    (an OverflowError, reported as an internal error). It is exit 2, saying what to pass."""
+    (an OverflowError, reported as an internal error). It is exit 2, saying what to pass; so is a
+    --to whose default --from falls before the year 1000 (the journal's time text would not sort)."""
+    from rotator.core.journal import open_journal
     from rotator.runners import cli
 
     journal = tmp_path / "journal.db"
+    open_journal(f"sqlite:///{journal}").close()
     config = tmp_path / "rotator.toml"
     config.write_text(f'[rotator]\njournal = "{journal}"\n')
-    code = cli.main(["-c", str(config), "report", "--to", "0001-01-01", "--format", "json"])
+    code = cli.main(["-c", str(config), "report", "--to", to, "--format", "json"])
     _, err = capsys.readouterr()
     assert code == 2 and "internal error" not in err, err
-    assert "--to 0001-01-01 is less than 90 days after 0001-01-01" in err and "give a --from too" in err
+    assert said in err and "fix: give a" in err, err
