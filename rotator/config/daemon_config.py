@@ -87,12 +87,16 @@ class AuditSettings(BaseModel):
 
 
 class WebhookSettings(BaseModel):
-    """A JSON POST signed with HMAC-SHA256 (``X-Rotator-Signature: sha256=<hex>``)."""
+    """A JSON POST signed the Standard Webhooks way (``webhook-id``, ``webhook-timestamp``,
+    ``webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>``), with the key of a
+    ``whsec_<base64>`` secret; retried with backoff (docs/daemon.md, Webhooks)."""
 
     model_config = ConfigDict(extra="forbid")
     url: str = Field(description="http:// or https:// URL; never logged beyond scheme and host")
     on: list[NotifyOn] = Field(["failure", "orphan"], min_length=1, description="events that trigger a POST")
-    secret: CredentialRef = Field(description="HMAC key: { file = ... } or { env = ... }")
+    secret: CredentialRef = Field(
+        description="the signing secret, whsec_ + base64 of a key of 16 bytes or more (Standard Webhooks: 24 to 64): "
+        "{ file = ... } or { env = ... }; read at start, reload and each delivery")
     timeout: Duration = Field("5s", validate_default=True, description="per attempt")
     attempts: int = Field(5, ge=1, le=20, description="tries, the first included")
     backoff: Duration = Field("1s", validate_default=True, description="wait before the second try; doubles each time")

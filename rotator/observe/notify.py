@@ -7,11 +7,13 @@ how a command hook ended). :class:`Notifier` is an engine listener that fans eac
 - **audit**: one JSON line per event, written at once (a file, appended to, or stdout);
 - **webhooks**: a JSON POST on ``failure`` / ``orphan`` / ``success``, signed the Standard Webhooks
   way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256 of
-  id.timestamp.body>``, so a receiver can refuse a replayed delivery), retried with exponential
-  backoff, on one background thread per webhook; each attempt bounded in total by the webhook's
-  ``timeout`` (:class:`_Deadline`), not only each socket operation;
+  id.timestamp.body>``, so a receiver can refuse a replayed delivery) with the key of a
+  ``whsec_<base64>`` secret (read and checked when the notifier is made, and at each delivery),
+  retried with exponential backoff, on one background thread per webhook; each attempt bounded in
+  total by the webhook's ``timeout`` (:class:`_Deadline`), not only each socket operation;
 - **hooks**: a command (argv list, no shell) after each publication, on a background thread,
-  killed with its process group after its timeout. Its environment names the policy and the new
+  killed with its process group after its timeout, or at shutdown if it still runs once its grace
+  is over (never left behind). Its environment names the policy and the new
   token id, never a token value, and none of rotator's own credentials. Its output is never
   copied anywhere (it may print anything, a token included): events carry its exit code and the
   length of its output.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -56,7 +59,7 @@ from rotator.config.daemon_config import AuditSettings, DaemonSettings, HookSett
 from rotator.config.inline_secrets import mask_tokens
 from rotator.config.timefmt import rfc3339
 from rotator.core.clock import SYSTEM_CLOCK, Clock
-from rotator.core.errors import RotatorError
+from rotator.core.errors import ConfigError, RotatorError
 from rotator.core.retry import doubling
 from rotator.core.secret import REDACTOR
 
@@ -67,11 +70,13 @@ __all__ = [
     "Notifier",
     "WebhookSender",
     "audit_record",
+    "check_webhook_keys",
     "event_kinds",
     "hook_environment",
     "sign",
     "signing_key",
     "verify_signature",
+    "webhook_key",
 ]
 
 logger = logging.getLogger("rotator.notify")
@@ -80,6 +85,13 @@ logger = logging.getLogger("rotator.notify")
 QUEUE_MAX = 1000
 #: Standard Webhooks (https://www.standardwebhooks.com) headers.
 ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = "webhook-id", "webhook-timestamp", "webhook-signature"
+#: Standard Webhooks' form of a signing secret: this prefix, then the key in base64.
+SECRET_PREFIX = "whsec_"
+#: The shortest HMAC key accepted, in bytes. The specification asks for 24 to 64 random bytes; below
+#: this a key is refused rather than guessed (``whsec_`` alone would be an empty key).
+MIN_KEY_BYTES = 16
+#: A shell command writing a new Standard Webhooks secret (a 32-byte key), for hints.
+_NEW_KEY = "printf 'whsec_%s\\n' \"$(openssl rand -base64 32)\""
 #: How far a delivery's timestamp may be from the receiver's clock (the Standard Webhooks default).
 TOLERANCE_S = 300
 #: Variables a hook inherits from rotator's environment; everything else (VAULT_TOKEN,
@@ -160,17 +172,71 @@ def event_kinds(record: Mapping[str, Any]) -> set[str]:
     return kinds
 
 
-def signing_key(secret: str) -> bytes:
-    """The HMAC key of a webhook secret: a ``whsec_<base64>`` secret (what Standard Webhooks
-    libraries generate and expect) is decoded; any other string is used as its UTF-8 bytes."""
+def signing_key(secret: str, where: str = "the webhook secret", *, keep_key: str = "") -> bytes:
+    """The HMAC key of a Standard Webhooks secret: ``whsec_`` then the key in base64, padded or not
+    (as the specification's libraries read it).
+
+    ConfigError (``where`` is what it names; never the value) for anything else: a value without the
+    prefix (rotator once used its UTF-8 bytes, a key no Standard Webhooks library derives from it;
+    ``keep_key``: the command that rewrites it keeping that key), one whose rest is not base64, and a
+    key shorter than :data:`MIN_KEY_BYTES` (``whsec_`` alone is an empty key: anyone can sign).
+    """
     secret = secret.strip()
-    if secret.startswith("whsec_"):
-        try:
-            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-        except ValueError:
-            raise RotatorError("the webhook secret starts with whsec_ but the rest is not base64",
-                               hint="use a secret as Standard Webhooks libraries make it, or drop the prefix") from None
-    return secret.encode("utf-8")
+    if not secret.startswith(SECRET_PREFIX):
+        if len(secret.encode()) < MIN_KEY_BYTES:
+            keep = ""  # too short to keep: the rewritten value would be refused as a short key
+        else:
+            keep = ("to keep the key receivers check now (the value's own bytes), write instead "
+                    f"{keep_key or 'whsec_ followed by the base64 of the value'}; or ")
+        raise ConfigError(
+            f"{where} is not a Standard Webhooks secret (whsec_ followed by the key in base64)",
+            hint=f"{keep}make a new key: {_NEW_KEY} and give the receivers the same value (docs/daemon.md, Webhooks)")
+    encoded = secret.removeprefix(SECRET_PREFIX).rstrip("=")
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except ValueError:
+        raise ConfigError(f"{where} starts with whsec_ but the rest is not base64",
+                          hint="copy the whole secret, on one line, as the receiver's Standard Webhooks library or "
+                               f"its provider shows it; or make a new key: {_NEW_KEY}") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"{where} holds a {len(key)}-byte key: at least {MIN_KEY_BYTES} are needed (anyone can sign with a short "
+            "key; the Standard Webhooks specification asks for 24 to 64 random bytes)",
+            hint=f"make a new key: {_NEW_KEY} and give the receivers the same value")
+    return key
+
+
+def webhook_key(settings: WebhookSettings, base_dir: Path) -> bytes:
+    """The HMAC key of a webhook, read now from its file or variable (so the secret can be replaced
+    without a reload); ConfigError naming the webhook, where the secret was read and how to fix it."""
+    ref = settings.secret
+    if ref.file is not None:
+        path = ref.file if ref.file.is_absolute() else base_dir / ref.file
+        where = f"credential file {path}"
+        keep_key = (f"whsec_ and the output of `tr -d '\\r\\n' < {path} | base64 -w0` (for a systemd credential, "
+                    "into its LoadCredential= source)")
+    else:
+        where = f"environment variable {ref.env}"
+        keep_key = f'whsec_ and the output of `printf %s "${ref.env}" | base64 -w0`'
+    try:
+        value = ref.resolve(base_dir).reveal()
+    except ConfigError as exc:  # its message names the file or the variable
+        hint = exc.hint
+        if ref.file is not None:
+            hint += ("; under systemd, a file in /run/credentials/rotator.service/ is there only when the unit has "
+                     "a LoadCredential= line for it")
+        raise ConfigError(f"webhook {_target(settings.url)}: no signing key: {exc}", hint=hint) from None
+    try:
+        return signing_key(value, where, keep_key=keep_key)
+    except ConfigError as exc:
+        raise ConfigError(f"webhook {_target(settings.url)}: no signing key: {exc}", hint=exc.hint) from None
+
+
+def check_webhook_keys(settings: DaemonSettings, base_dir: Path) -> None:
+    """Read and decode every webhook's secret as a delivery does; ConfigError for the first that
+    fails: the daemon does not start, a reload is refused, rather than every delivery failing."""
+    for webhook in settings.webhooks:
+        webhook_key(webhook, base_dir)
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -491,9 +557,11 @@ class WebhookSender(_Worker):
     def _attempt(self, kind: str, body: bytes, delivery: str) -> tuple[bool, str]:
         """One POST: ``(worth retrying, error)``; no error means delivered."""
         try:
-            key = signing_key(self.settings.secret.resolve(self.base_dir).reveal())
-        except RotatorError as exc:
-            return True, f"no signing key: {exc}"
+            key = webhook_key(self.settings, self.base_dir)
+        except ConfigError as exc:
+            # Not retried: a missing file or a bad value stays so until a person fixes it, and
+            # retries would only hold the queue for minutes.
+            return False, f"{exc} (fix: {exc.hint})"
         # Signed at each attempt: a retry carries a fresh timestamp, and the same webhook-id (a
         # receiver de-duplicates on it).
         timestamp = int(self.clock.now().timestamp())
@@ -545,6 +613,7 @@ class CommandHook(_Worker):
 
     _LEFT_AT_RELOAD = ("the reload replaced this hook while it was still running (or queued): it runs to its end "
                        "in the background, and how it ends goes to the current audit sink and webhooks")
+    _LEFT_AT_SHUTDOWN = "still running at shutdown: killing it with its process group; hooks still queued do not run"
 
     def __init__(
         self, settings: HookSettings, base_dir: Path, *, index: int = 0,
@@ -555,6 +624,9 @@ class CommandHook(_Worker):
         self.base_dir = base_dir
         self.clock = clock
         self._emit = emit
+        #: set by close() at shutdown: the running hook is killed, the queued ones are not started
+        self._halt = threading.Event()
+        self._not_run = 0
         super().__init__(f"rotator-hook-{index}", on_result, "hook")
 
     def wants(self, record: Mapping[str, Any]) -> bool:
@@ -566,8 +638,39 @@ class CommandHook(_Worker):
     def submit(self, record: Mapping[str, Any]) -> None:
         self._put(dict(record))
 
+    def close(self, timeout: float, *, reload: bool = False) -> bool:
+        """As :meth:`_Worker.close`; at shutdown (not ``reload``), a hook still running after ``timeout``
+        is then killed with its process group and its end reported, waiting at most :data:`HOOK_HALT_S`
+        for that. Left running, it would outlive rotator (re-parented to init, in a session of its
+        own), past its own timeout, with no thread left to kill it or to audit how it ended.
+
+        At a reload the hook runs on in the background; it is noted in :data:`_REPLACED_HOOKS`, so
+        that the shutdown (:meth:`Notifier.close`) does not leave it behind either."""
+        if reload:
+            with _REPLACED_LOCK:
+                _REPLACED_HOOKS.difference_update([h for h in _REPLACED_HOOKS if not h._thread.is_alive()])
+                _REPLACED_HOOKS.add(self)
+        done = super().close(timeout, reload=reload)
+        if done or reload:
+            return done
+        self._halt.set()
+        with contextlib.suppress(queue.Full):  # (close() could not queue the end mark if the queue was full)
+            self._queue.put(None, timeout=HOOK_HALT_S)
+        self._thread.join(HOOK_HALT_S)
+        if self._not_run:
+            logger.error("%s: %d queued run(s) of %s not started: rotator is stopping", self._thread.name,
+                         self._not_run, self.settings.command[0])
+        if self._thread.is_alive():
+            logger.error("%s: the hook did not end within %gs of being killed; no longer waiting for it",
+                         self._thread.name, HOOK_HALT_S)
+        return False
+
     def _handle(self, record: dict[str, Any]) -> None:
         argv = self.settings.command
+        if self._halt.is_set():  # at shutdown: a hook started now would be left behind
+            self._not_run += 1
+            self._report("dropped")
+            return
         timeout = self.settings.timeout.total_seconds()
         started = time.monotonic()  # how long the hook ran, not a time of day: no Clock needed
         result, code, error, output = "ok", None, None, 0
@@ -582,9 +685,11 @@ class CommandHook(_Worker):
             # The output is read (so the hook never blocks on a full pipe) and only measured: a
             # hook may print anything, the token it just received included, so none of it is
             # copied into logs, audit lines or webhooks.
-            ended = _run_hook(proc, timeout)
+            ended = _run_hook(proc, timeout, self._halt)
             output = ended.output
-            if ended.code is None:
+            if ended.code is None and self._halt.is_set():
+                result, error = "failed", f"{argv[0]} was still running when rotator stopped, and was killed"
+            elif ended.code is None:
                 result, error = "timeout", f"{argv[0]} did not finish within {timeout:g}s and was killed"
             else:
                 code = ended.code
@@ -615,18 +720,25 @@ class CommandHook(_Worker):
 HOOK_DRAIN_S = 2.0
 #: How often the output loop looks whether the hook has exited while its pipes stay open.
 _HOOK_POLL_S = 0.1
+#: How long closing a hook at shutdown waits, past its grace, for the hook it kills to be reported:
+#: the kill (within _HOOK_POLL_S), the drain of its pipes and the wait for its exit (HOOK_DRAIN_S each).
+HOOK_HALT_S = 2 * HOOK_DRAIN_S + 1.0
+#: At shutdown, how long webhooks get at least when a hook was killed: its failure event is queued
+#: after the grace has run out.
+KILLED_HOOK_REPORT_S = 2.0
 
 
 class _HookEnd(NamedTuple):
     """How a hook process ended, as :func:`_run_hook` saw it."""
 
-    code: int | None  #: its exit status; None when it was killed at its timeout
+    code: int | None  #: its exit status; None when it was killed (at its timeout, or at ``halt``)
     output: int  #: characters of output read (stdout and stderr), never the output itself
     held: bool  #: something it left behind still held its output when rotator stopped reading
 
 
-def _run_hook(proc: subprocess.Popen[bytes], timeout: float) -> _HookEnd:
-    """Read ``proc``'s output (measured, not kept) until it ends; kill its group after ``timeout`` s.
+def _run_hook(proc: subprocess.Popen[bytes], timeout: float, halt: threading.Event | None = None) -> _HookEnd:
+    """Read ``proc``'s output (measured, not kept) until it ends; kill its group after ``timeout`` s,
+    or as soon as ``halt`` is set (within :data:`_HOOK_POLL_S`).
 
     Never waits on the pipes alone: ``communicate()`` returns only at EOF, which a background
     process the hook started (``setsid daemon &``) may hold off forever, wedging the hook thread.
@@ -650,6 +762,8 @@ def _run_hook(proc: subprocess.Popen[bytes], timeout: float) -> _HookEnd:
                 if not exited and proc.poll() is not None:
                     exited = True
                     stop = min(stop, now + HOOK_DRAIN_S)
+                if not exited and halt is not None and halt.is_set():
+                    stop = now
                 if now >= stop:
                     if exited:
                         break
@@ -666,12 +780,16 @@ def _run_hook(proc: subprocess.Popen[bytes], timeout: float) -> _HookEnd:
     finally:
         for pipe in pipes:
             pipe.close()  # a process still writing there gets EPIPE (or SIGPIPE) rather than rotator waiting
-    if not killed and not exited and proc.poll() is None:  # both pipes closed before the hook exited
-        try:
-            code = proc.wait(timeout=max(deadline - time.monotonic(), 0))
-        except subprocess.TimeoutExpired:
+    while not killed and not exited and code is None:  # both pipes closed before the hook exited
+        left = deadline - time.monotonic()
+        if left <= 0 or (halt is not None and halt.is_set()):
             _kill_group(proc)
             killed = True
+            break
+        try:
+            code = proc.wait(timeout=min(left, _HOOK_POLL_S))  # in slices: `halt` is looked at between them
+        except subprocess.TimeoutExpired:
+            pass
     if killed:
         try:
             proc.wait(timeout=HOOK_DRAIN_S)  # SIGKILL is prompt, unless the process is stuck in the kernel
@@ -688,6 +806,12 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+#: Hooks of notifiers that a reload replaced: they may run on in the background (to their own
+#: timeout), and the shutdown kills them as it kills the current notifier's.
+_REPLACED_HOOKS: set[CommandHook] = set()
+_REPLACED_LOCK = threading.Lock()
+
+
 class Notifier:
     """The engine listener: audit line now, webhooks and hooks queued for their threads."""
 
@@ -701,6 +825,8 @@ class Notifier:
         closed) this one is audited and raises its webhook all the same."""
         self.settings = settings
         self.clock = clock
+        self.base_dir = base_dir
+        check_webhook_keys(settings, base_dir)  # before the audit file is opened: nothing to close
         self.audit = AuditSink(settings.audit, base_dir, stdout)
         self.webhooks = [WebhookSender(w, base_dir, index=i, on_result=on_result, clock=clock)
                          for i, w in enumerate(settings.webhooks)]
@@ -708,6 +834,10 @@ class Notifier:
                       for i, h in enumerate(settings.hooks)]
 
     def same_settings(self, settings: DaemonSettings) -> bool:
+        """Whether ``settings`` (a reload's) notify as this notifier does. ConfigError when a webhook
+        secret of theirs cannot be read or decoded, even if the settings are the same (the file
+        may have been replaced by a bad one): the reload that asked is refused."""
+        check_webhook_keys(settings, self.base_dir)
         return (self.settings.audit, self.settings.webhooks, self.settings.hooks) == (
             settings.audit, settings.webhooks, settings.hooks)
 
@@ -725,9 +855,19 @@ class Notifier:
     def close(self, timeout: float, *, reload: bool = False) -> bool:
         """Finish queued hooks, then webhooks (hooks may add failure events), within ``timeout``.
 
-        ``reload``: a reload replaced this notifier (the log says so of what is left running)."""
+        ``reload``: a reload replaced this notifier (the log says so of what is left running).
+        Otherwise (shutdown) a hook still running at ``timeout``, this notifier's or one of a
+        notifier a reload replaced, is killed and its end reported (:meth:`CommandHook.close`), and
+        the webhooks then get at least :data:`KILLED_HOOK_REPORT_S` for the failure event that raised."""
         deadline = time.monotonic() + timeout
-        done = all([hook.close(max(deadline - time.monotonic(), 0), reload=reload) for hook in self.hooks])
+        hooks = list(self.hooks)
+        if not reload:
+            with _REPLACED_LOCK:
+                hooks += [h for h in _REPLACED_HOOKS if h._thread.is_alive() and h not in hooks]
+                _REPLACED_HOOKS.clear()
+        done = all([hook.close(max(deadline - time.monotonic(), 0), reload=reload) for hook in hooks])
+        if not done and not reload:
+            deadline = max(deadline, time.monotonic() + KILLED_HOOK_REPORT_S)
         done = all([w.close(max(deadline - time.monotonic(), 0), reload=reload) for w in self.webhooks]) and done
         self.audit.close()
         return done

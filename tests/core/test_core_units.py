@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -198,7 +199,7 @@ def test_checked_settings_names_the_adapter_and_both_types() -> None:
 # -- notifications read the time from the clock they are given (rotator/observe/notify.py) ---------------
 def test_notifications_take_their_times_from_the_given_clock(tmp_path: Path) -> None:
     from rotator.config.daemon_config import HookSettings, WebhookSettings
-    from rotator.observe.notify import CommandHook, WebhookSender, audit_record, signing_key, verify_signature
+    from rotator.observe.notify import CommandHook, WebhookSender, audit_record, verify_signature
 
     fake = FakeClock(T0)
     assert audit_record({"step": "plan", "result": "ok"}, fake)["time"] == "2026-03-01T12:00:00Z"
@@ -218,7 +219,7 @@ def test_notifications_take_their_times_from_the_given_clock(tmp_path: Path) -> 
             sent.append(request)
             return Answer()
 
-    (tmp_path / "key").write_text("k")
+    (tmp_path / "key").write_text("whsec_" + base64.b64encode(b"k" * 24).decode())  # Standard Webhooks form
     webhook = WebhookSender(
         WebhookSettings.model_validate({"url": "https://hooks.example/r", "secret": {"file": "key"}}), tmp_path,
         opener=Opener(), clock=fake)  # type: ignore[arg-type]
@@ -227,7 +228,7 @@ def test_notifications_take_their_times_from_the_given_clock(tmp_path: Path) -> 
     (request,) = sent
     headers = dict(request.header_items())
     assert headers["Webhook-timestamp"] == str(int(T0.timestamp()))
-    verify_signature(signing_key("k"), headers, request.data, now=T0.timestamp())  # signed with that time
+    verify_signature(b"k" * 24, headers, request.data, now=T0.timestamp())  # signed with that time
 
     events: list[Any] = []
     hook = CommandHook(HookSettings.model_validate({"command": ["true"]}), tmp_path, emit=events.append, clock=fake)

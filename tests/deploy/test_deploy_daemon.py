@@ -971,6 +971,7 @@ def exported_metric_names() -> set[str]:
     metrics.consecutive_failures.labels("p").set(1)
     metrics.orphans.labels("p").inc()
     metrics.reload_ok.set(1)
+    metrics.notification("webhook", "failed")
     text = generate_latest(metrics.registry).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
@@ -1025,7 +1026,7 @@ def test_prometheus_rules_pass_promtool_check(tmp_path):
     result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 14 rules found" in result.stdout
+    assert "SUCCESS: 15 rules found" in result.stdout
 
 
 def _series(name: str, values: str, **labels: str) -> dict[str, str]:
@@ -1082,6 +1083,9 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
                 **{"class": "managed"}, **a),
         _series("rotator_tokens", "0x90", issuer=INSTANCE, **{"class": "orphan"}, **a),
         _series("rotator_tokens", "1x90", issuer=INSTANCE, **{"class": "managed"}, **a),
+        # Webhooks failing on one replica (a failure every 10 minutes); hooks fine.
+        _series("rotator_notifications_total", "0+0.1x90", channel="webhook", result="failed", **a),
+        _series("rotator_notifications_total", "0+1x90", channel="hook", result="ok", **a),
     ]
     expected = {
         "RotatorRotationFailing": [{"policy": "p1", "severity": "warning"}],
@@ -1096,6 +1100,7 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         "RotatorPolicyOutOfCompliance": [{"policy": "p3", "severity": "warning"}],
         "RotatorOrphanTokens": [{"issuer": CLUSTER, "severity": "warning"}],
         "RotatorUnmanagedTokenWithoutExpiry": [{"issuer": CLUSTER, "severity": "info"}],
+        "RotatorNotificationsFailing": [{"channel": "webhook", "severity": "warning"}],
     }
     tests = {
         "rule_files": [str(rules)],
@@ -1133,6 +1138,7 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
                     .replace("{{ $labels.pod }}", alert["exp_labels"].get("pod", ""))
                     .replace("{{ $labels.store }}", alert["exp_labels"].get("store", ""))
                     .replace("{{ $labels.issuer }}", alert["exp_labels"].get("issuer", ""))
+                    .replace("{{ $labels.channel }}", alert["exp_labels"].get("channel", ""))
                     .replace("{{ $value | humanizeDuration }}", values.get(case["alertname"], ""))
                     .replace("{{ $value }}", values.get(case["alertname"], ""))
                     for k, v in annotations[case["alertname"]].items()

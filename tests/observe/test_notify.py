@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -14,16 +15,22 @@ import pytest
 from pydantic import ValidationError
 
 from rotator.config.daemon_config import DaemonSettings
+from rotator.core.errors import ConfigError
 from rotator.core.secret import Secret
 from rotator.observe.notify import Notifier, event_kinds, sign, signing_key, verify_signature
 from tests.webhook_receiver import receiver
 
+#: the HMAC key (its bytes: what tests/webhook_receiver.py verifies with) and its Standard Webhooks secret
 KEY = "webhook-signing-key-for-tests"
 AT = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
+def whsec(key: str | bytes) -> str:
+    return "whsec_" + base64.b64encode(key.encode() if isinstance(key, str) else key).decode()
+
+
 def _settings(tmp_path: Path, **daemon: Any) -> DaemonSettings:
-    (tmp_path / "hmac-key").write_text(KEY + "\n")
+    (tmp_path / "hmac-key").write_text(whsec(KEY) + "\n")
     return DaemonSettings.model_validate({"audit": {"file": "audit.jsonl"}, **daemon})
 
 
@@ -117,7 +124,7 @@ def test_webhook_is_signed_retried_and_filtered(tmp_path: Path) -> None:
 
 
 def test_webhook_policy_filter_and_env_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ROTATOR_TEST_HMAC", "key-from-the-environment")
+    monkeypatch.setenv("ROTATOR_TEST_HMAC", whsec("key-from-the-environment"))
     with receiver() as rx:
         hook = {"url": rx.url, "secret": {"env": "ROTATOR_TEST_HMAC"}, "on": ["success"], "policies": ["other"]}
         notifier = Notifier(_settings(tmp_path, webhooks=[hook]), tmp_path)
@@ -325,7 +332,6 @@ def test_signature_follows_standard_webhooks() -> None:
     key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     assert sign(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}') == (
         "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
-    assert signing_key("plain-key") == b"plain-key"
 
 
 def test_a_replayed_or_tampered_delivery_is_refused(tmp_path: Path) -> None:
@@ -527,3 +533,188 @@ def test_a_hook_that_outlives_its_replaced_notifier_reports_to_the_current_one(
     assert [(d.json["step"], d.json["result"]) for d in got] == [("hook", "failed")]
     assert "abandoned at shutdown" not in caplog.text
     assert "the reload replaced this hook while it was still running" in caplog.text
+
+
+# -- webhook secrets: the Standard Webhooks form, checked before the first delivery -------------------
+def _reference_key(secret: str) -> bytes:
+    """How the specification's reference library (standard-webhooks, libraries/python, Webhook.__init__)
+    reads a secret: an optional whsec_ prefix dropped, the rest base64-decoded, padding added."""
+    return base64.b64decode(secret.removeprefix("whsec_") + "==")
+
+
+@pytest.mark.parametrize("secret", [
+    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",  # the specification's example: 24 bytes, no padding needed
+    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLFe",  # 23 bytes, unpadded: the library adds the padding
+    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLFe=",
+    "whsec_" + base64.b64encode(bytes(range(64))).decode(),
+    "whsec_" + base64.b64encode(bytes(range(16))).decode().rstrip("="),  # the shortest accepted, unpadded
+])  # fmt: skip
+def test_a_whsec_secret_gives_the_key_standard_webhooks_libraries_derive(secret: str) -> None:
+    """Before, an unpadded whsec_ value was refused (at delivery time only) though the libraries take it."""
+    key = signing_key(f"  {secret}\n")
+    assert key == _reference_key(secret) and len(key) >= 16
+
+
+@pytest.mark.parametrize(("secret", "why"), [
+    ("whsec_", "0-byte key"),  # an empty HMAC key: anyone could sign "authentic" deliveries
+    ("whsec_AA==", "1-byte key"),
+    ("whsec_" + base64.b64encode(b"k" * 15).decode(), "15-byte key"),
+    ("whsec_MfKQ9r8G KYqrTwjUPD8ILPZIo2LaLaSw", "not base64"),
+    ("whsec_MfKQ9r8G-KYqrTwjUPD8ILPZIo2LaLaSw", "not base64"),  # (the library would skip the "-": another key)
+    ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwA", "not base64"),  # a character more than base64 can end on
+    ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "not a Standard Webhooks secret"),
+    ("an-old-style-plain-secret-value", "not a Standard Webhooks secret"),
+])  # fmt: skip
+def test_a_secret_that_is_not_a_usable_standard_webhooks_secret_is_refused(secret: str, why: str) -> None:
+    """An unprefixed value was used as its UTF-8 bytes (the reference library base64-decodes it: another
+    key, every delivery refused by such a receiver); whsec_ alone gave an empty key."""
+    with pytest.raises(ConfigError, match=why) as caught:
+        signing_key(secret)
+    quoted = secret.removeprefix("whsec_")[:12]
+    assert len(quoted) < 4 or quoted not in str(caught.value) + caught.value.hint, "the message quotes the secret"
+
+
+def test_the_fix_for_an_unprefixed_secret_keeps_its_key(tmp_path: Path) -> None:
+    """The refusal says how to keep the key receivers check now: whsec_ and the base64 of the old value;
+    doing so gives exactly the key rotator signed with before."""
+    old = "an-old-style-plain-secret-value"
+    (tmp_path / "hmac-key").write_text(old + "\n")
+    settings = DaemonSettings.model_validate({"webhooks": [_webhook("https://hooks.example/r")]})
+    with pytest.raises(ConfigError, match="not a Standard Webhooks secret") as caught:
+        Notifier(settings, tmp_path)
+    assert f"< {tmp_path / 'hmac-key'} | base64 -w0" in caught.value.hint, caught.value.hint
+    assert signing_key(whsec(old)) == old.encode(), "the old key, now in the form every library reads"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot read credential file"),
+    ("webhook-key-without-prefix", "not a Standard Webhooks secret"),
+    ("whsec_", "0-byte key"),
+    ("whsec_%%%", "not base64"),
+])  # fmt: skip
+def test_a_webhook_secret_that_cannot_be_used_stops_the_notifier_from_being_made(
+        tmp_path: Path, content: str | None, message: str) -> None:
+    """What Daemon.start() and a reload build: a ConfigError naming the webhook and the file (the start
+    fails with exit 2, a reload is refused), not a daemon whose every delivery fails in silence."""
+    settings = _settings(tmp_path, webhooks=[_webhook("https://hooks.example/rotator")])
+    key = tmp_path / "hmac-key"
+    key.unlink()
+    if content is not None:
+        key.write_text(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        Notifier(settings, tmp_path)
+    assert "webhook https://hooks.example: no signing key: " in str(caught.value)
+    assert str(key) in str(caught.value) and caught.value.hint
+    assert not (tmp_path / "audit.jsonl").exists(), "checked before the audit file is opened (nothing to close)"
+
+
+def test_a_reload_is_refused_when_a_webhook_secret_went_bad_even_with_the_same_settings(tmp_path: Path) -> None:
+    """Daemon.reload() asks same_settings() whether to build a new notifier: a secret replaced by a bad
+    one (the settings, a file name, unchanged) must refuse the reload too."""
+    settings = _settings(tmp_path, webhooks=[_webhook("https://hooks.example/rotator")])
+    notifier = Notifier(settings, tmp_path)
+    try:
+        assert notifier.same_settings(settings)
+        (tmp_path / "hmac-key").write_text("not-a-whsec-value-anymore")
+        with pytest.raises(ConfigError, match="not a Standard Webhooks secret"):
+            notifier.same_settings(settings)
+    finally:
+        notifier.close(1)
+
+
+def test_a_secret_lost_after_the_start_fails_each_delivery_at_once_without_retries(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The secret is read at every delivery (it can be rotated without a reload). One that cannot be read
+    is a configuration error: retrying it (5 attempts, backoff up to a minute) held the queue and
+    ended in the same failure."""
+    results: list[tuple[str, str]] = []
+    with receiver() as rx:
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(rx.url, attempts=5, backoff="1s")]), tmp_path,
+                            on_result=lambda *r: results.append(r))
+        (tmp_path / "hmac-key").unlink()
+        started = time.monotonic()
+        with caplog.at_level("WARNING", logger="rotator.notify"):
+            notifier(_event("rotate", "failed", error="x"))
+            assert notifier.close(5)
+        assert time.monotonic() - started < 1, "no retry, no backoff"
+        assert rx.deliveries == []
+    assert results == [("webhook", "failed")], "counted as a failed delivery (rotator_notifications_total)"
+    assert "retrying" not in caplog.text
+    assert "giving up" in caplog.text and str(tmp_path / "hmac-key") in caplog.text and "fix:" in caplog.text
+
+
+# -- hooks at shutdown ------------------------------------------------------------------------------
+@pytest.mark.parametrize("closes_output", [False, True], ids=["output-open", "output-closed"])
+def test_a_hook_still_running_at_shutdown_is_killed_with_its_group_and_reported(
+        tmp_path: Path, closes_output: bool) -> None:
+    """Notifier.close() at shutdown gave a running hook its grace (at most 5 s from the daemon) and
+    returned: the hook, in a session of its own, was re-parented to init and ran on past its timeout,
+    its `hook` audit line and failure webhook lost. (A hook that closed its output was waited for by
+    another path: both are covered.) Hooks still queued are not started then."""
+    body = ("open(f\"ran-{os.environ['ROTATOR_TOKEN_ID']}\", 'w').close()\n"
+            "child = subprocess.Popen(['sleep', '60'])\n"
+            "open('grandchild.pid', 'w').write(str(child.pid))\n"
+            "open('hook.pid', 'w').write(str(os.getpid()))\n"
+            + ("os.close(1)\nos.close(2)\n" if closes_output else "") + "time.sleep(60)\n")
+    command = _script(tmp_path, body)
+    results: list[tuple[str, str]] = []
+    with receiver() as rx:
+        settings = _settings(tmp_path, hooks=[{"command": command, "timeout": "30s"}],
+                             webhooks=[_webhook(rx.url, on=["failure"])])
+        notifier = Notifier(settings, tmp_path, on_result=lambda *r: results.append(r))
+        notifier(_event("published", "ok", token_id="t1"))
+        notifier(_event("published", "ok", token_id="t2", run_id="r2"))  # queued behind the first
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "hook.pid").exists():
+            assert time.monotonic() < deadline, "the hook did not start"
+            time.sleep(0.02)
+        pids = [int((tmp_path / name).read_text()) for name in ("hook.pid", "grandchild.pid")]
+        try:
+            started = time.monotonic()
+            assert notifier.close(0.5) is False, "the hook was still running at the end of its grace"
+            assert time.monotonic() - started < 4, "killed at once, not waited for to its timeout"
+            got = rx.deliveries
+        finally:
+            for pid in pids:
+                if _alive(pid):
+                    os.kill(pid, 9)
+    assert not any(_alive(pid) for pid in pids), "the hook (or its child) outlived the notifier"
+    (line,) = [r for r in _audit(tmp_path) if r["step"] == "hook"]
+    assert (line["result"], line["token_id"], line["exit_code"]) == ("failed", "t1", None)
+    assert "still running when rotator stopped" in line["error"]
+    assert [(d.json["step"], d.json["event"]) for d in got] == [("hook", "failure")], "its failure webhook went out"
+    assert ("hook", "failed") in results and ("hook", "dropped") in results
+    assert not (tmp_path / "ran-t2").exists(), "a queued hook started at shutdown would be left running"
+
+
+def test_a_hook_a_reload_left_running_is_killed_at_shutdown_too(tmp_path: Path) -> None:
+    """A reload lets the hooks of the notifier it replaced run on (to their own timeout); a shutdown
+    soon after closed only the current notifier, and such a hook outlived rotator as well."""
+    command = _script(tmp_path, "open('hook.pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    current: list[Notifier] = []
+
+    def to_current(event: Any) -> None:
+        current[-1](event)
+
+    old = Notifier(_settings(tmp_path, hooks=[{"command": command, "timeout": "30s"}]), tmp_path, emit=to_current)
+    current.append(old)
+    old(_event("published", "ok", token_id="t1"))
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "hook.pid").exists():
+        assert time.monotonic() < deadline, "the hook did not start"
+        time.sleep(0.02)
+    pid = int((tmp_path / "hook.pid").read_text())
+    try:
+        assert old.close(0.2, reload=True) is False, "replaced by a reload: the hook runs on"
+        assert _alive(pid)
+        new = Notifier(_settings(tmp_path), tmp_path, emit=to_current)  # the reload's: no hooks of its own
+        current.append(new)
+        started = time.monotonic()
+        assert new.close(0.3) is False
+        assert time.monotonic() - started < 4
+    finally:
+        if _alive(pid):
+            os.kill(pid, 9)
+    assert not _alive(pid), "the replaced notifier's hook outlived the shutdown"
+    (line,) = [r for r in _audit(tmp_path) if r["step"] == "hook"]
+    assert line["result"] == "failed" and "still running when rotator stopped" in line["error"]

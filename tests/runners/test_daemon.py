@@ -7,6 +7,7 @@ publication and the end of grace, SIGHUP and file-watch reloads, SIGTERM in the 
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import json
 import os
@@ -39,6 +40,8 @@ from tests.webhook_receiver import receiver
 
 TIMING_BOUND_S = 1.5  # the largest lateness accepted for a rotation start or a revocation
 KEY = "daemon-webhook-key"
+#: KEY as a Standard Webhooks secret (what the policy file's secret holds)
+SECRET = "whsec_" + base64.b64encode(KEY.encode()).decode()
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -201,7 +204,7 @@ def test_rotates_and_revokes_on_time_across_a_kill_and_restart(
     tmp_path: Path, openbao: Any, fake_influxctl: Any, daemons: list[DaemonProc]
 ) -> None:
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=3)
-    (tmp_path / "hmac-key").write_text(KEY)
+    (tmp_path / "hmac-key").write_text(SECRET)
     (tmp_path / "hook.py").write_text(HOOK)
     port = _free_port()
     with receiver() as rx:
@@ -1045,7 +1048,7 @@ def test_hook_output_holding_the_published_token_never_leaks(
     """Issue 11.1: a post-publish hook prints the token it was told about; neither the daemon's log
     and stderr, nor the audit file, nor the failure webhook's body carry it."""
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=60)
-    (tmp_path / "hmac-key").write_text(KEY)
+    (tmp_path / "hmac-key").write_text(SECRET)
     (tmp_path / "leaky-hook.py").write_text(LEAKY_HOOK)
     (tmp_path / "leaky-hook.json").write_text(json.dumps({"url": openbao.url, "path": sc.kv_path,
                                                           "token": openbao.root_token}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import threading
@@ -30,7 +31,7 @@ def test_a_hook_still_running_when_a_reload_replaced_the_notifier_is_audited_and
     timeout is 30 s) then ended into a closed audit file and stopped webhooks: its `hook` audit line
     and its `failure` webhook were lost, and the log said "abandoned at shutdown"."""
     monkeypatch.setattr(daemon_mod, "RELOAD_NOTIFY_CLOSE_S", 0.2)  # instead of 10 s: the hook outlives it
-    (tmp_path / "k").write_text("webhook-key")
+    (tmp_path / "k").write_text("whsec_" + base64.b64encode(b"webhook-key-of-24-bytes!").decode())
     script = tmp_path / "hook.py"
     script.write_text("import sys, time\ntime.sleep(1.0)\nsys.exit(3)\n")
     with receiver() as rx:
