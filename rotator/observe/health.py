@@ -155,6 +155,10 @@ def _server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> _Ser
     return (_Server6 if ":" in host else _Server)((host, port), handler)
 
 
+class _ClientGone(Exception):
+    """The client closed its connection before its answer was written (not a broken check)."""
+
+
 class HealthServer:
     """Serves the three endpoints on a background thread."""
 
@@ -218,6 +222,9 @@ class HealthServer:
                                    b"not found: try /, /status.json, /healthz, /readyz, /metrics\n")
                 except Unavailable as exc:
                     self._send(503, "text/plain; charset=utf-8", f"{exc}\n".encode(), retry_after=True)
+                except _ClientGone as exc:  # a probe or scraper that hung up before its answer: routine
+                    logger.debug("%s went away before the answer to %s: %s", self.address_string(), path,
+                                 exc.__cause__)
                 except Exception:  # a broken check answers 500, never kills the server
                     logger.exception("error serving %s", path)
                     self._send(500, "text/plain; charset=utf-8", b"internal error, see the daemon's log\n")
@@ -229,9 +236,12 @@ class HealthServer:
                 self.send_header("Cache-Control", "no-store")
                 if retry_after:
                     self.send_header("Retry-After", "5")
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                try:
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(body)
+                except ConnectionError as exc:
+                    raise _ClientGone from exc
 
             do_HEAD = do_GET  # noqa: N815
 

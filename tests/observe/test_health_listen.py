@@ -83,3 +83,34 @@ def test_a_port_in_use_is_reported_not_hidden_by_the_fallback() -> None:
         with pytest.raises(RotatorError, match="cannot listen on \\*:.*in use"):
             HealthServer("", taken.getsockname()[1], alive=lambda: (True, {}), ready=lambda: (True, {}),
                          registry=CollectorRegistry())
+
+
+def test_a_client_that_hangs_up_before_its_answer_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A probe that gives up (its timeout) before a slow check answers: writing the answer fails with
+    a reset connection. That logged an ERROR with a traceback ("error serving /readyz"), as a broken
+    check does, on every such probe."""
+    import struct
+    import threading
+    import time
+
+    caplog.set_level("DEBUG", logger="rotator.health")
+    checked = threading.Event()
+
+    def slow_ready() -> tuple[bool, dict[str, object]]:
+        time.sleep(0.3)  # the client is gone by then
+        checked.set()
+        return True, {}
+
+    server = HealthServer("127.0.0.1", 0, alive=lambda: (True, {}), ready=slow_ready, registry=CollectorRegistry())
+    server.start()
+    try:
+        with socket.create_connection(server.address, timeout=5) as s:
+            s.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        assert checked.wait(5)
+        time.sleep(0.3)
+    finally:
+        server.stop()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert not errors, [r.getMessage() for r in errors]
+    assert any("went away before the answer to /readyz" in r.getMessage() for r in caplog.records), caplog.text
