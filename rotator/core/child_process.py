@@ -61,15 +61,27 @@ _FORK_DEADLINE: ContextVar[float | None] = ContextVar("rotator_fork_deadline", d
 EXIT_PAST_DEADLINE = 124
 
 
+#: the CLOCK_MONOTONIC time after which an in-process request that changes something must not be sent
+_REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("rotator_request_deadline", default=None)
+
+
 @contextmanager
-def start_children_within(seconds: float) -> Iterator[None]:
+def start_children_within(seconds: float, requests_within: float | None = None) -> Iterator[None]:
     """Children started (:func:`die_with_parent`) in this block, in this thread, run only if they start
     within ``seconds`` from now: a side effect whose lease was just confirmed must not begin after a
-    pause (SIGSTOP, a GC pause) long enough for the lease to be taken over meanwhile."""
-    token = _FORK_DEADLINE.set(time.monotonic() + seconds)
+    pause (SIGSTOP, a GC pause) long enough for the lease to be taken over meanwhile.
+
+    ``requests_within`` (default ``seconds``): the same bound for a request an in-process issuer
+    writes (:func:`start_deadline`). It is the whole call's: such a call makes its own reads first
+    (a template, a listing) and connects for each request, which a slow but working server may
+    take seconds for, where a child only has to start."""
+    now = time.monotonic()
+    token = _FORK_DEADLINE.set(now + seconds)
+    request_token = _REQUEST_DEADLINE.set(now + (seconds if requests_within is None else requests_within))
     try:
         yield
     finally:
+        _REQUEST_DEADLINE.reset(request_token)
         _FORK_DEADLINE.reset(token)
 
 
@@ -79,16 +91,18 @@ def reading() -> Iterator[None]:
     deadline. One started late changes nothing, and refusing it would fail a side effect that
     happened already (a slow ``create`` whose id is read by the ``list`` after it)."""
     token = _FORK_DEADLINE.set(None)
+    request_token = _REQUEST_DEADLINE.set(None)
     try:
         yield
     finally:
+        _REQUEST_DEADLINE.reset(request_token)
         _FORK_DEADLINE.reset(token)
 
 
 def start_deadline() -> float | None:
-    """The ``time.monotonic()`` after which what starts a side effect here must not (None: no limit):
-    :func:`start_children_within`'s bound, for an in-process request to check as a child does."""
-    return _FORK_DEADLINE.get()
+    """The ``time.monotonic()`` after which an in-process request that changes something must not be
+    sent (None: no limit): :func:`start_children_within`'s ``requests_within``."""
+    return _REQUEST_DEADLINE.get()
 
 
 _watchdog_works: bool | None = None

@@ -1453,7 +1453,13 @@ class Engine:
             # TTL from here, or not at all (core/child_process.py); the lease, confirmed after this
             # point, has at least that much left then. So a pause before the check, or between the
             # check and the start, never lets a child start on a lease taken over meanwhile.
-            with start_children_within(min(FORK_WITHIN_S, self.lease_ttl.total_seconds() / 2)):
+            # An in-process request (the HTTP issuers) is sent within the try's call timeout instead:
+            # a slow but working server takes that long by the issuer's own bound (its reads first,
+            # then each connection), and recovery's mint window (_mint_window_end) counts it. Never
+            # past half the lease's TTL either.
+            half_lease = self.lease_ttl.total_seconds() / 2
+            with start_children_within(min(FORK_WITHIN_S, half_lease),
+                                       requests_within=min(call_timeout_of(self.issuer), half_lease)):
                 if before_start is not None:
                     before_start()
                 self._fenced(what)

@@ -91,6 +91,23 @@ def test_reads_and_requests_within_the_window_are_sent() -> None:
                                                      [b"DELETE", b"/d"]]  # fmt: skip
 
 
+def test_a_request_has_the_whole_call_to_be_sent_where_a_child_has_seconds_to_start() -> None:
+    """A slow but working server (a template read, a TLS handshake of seconds) delays the write past the
+    few seconds a child gets to start: the request bound is the call's own (Engine._fenced_call passes
+    the issuer's call timeout, at most half the lease's TTL). With the children's 5 s, every mint of an
+    InfluxDB v2 whose template GET took longer failed as if rotator had been paused."""
+    with recording_server() as (url, heads, _connections):
+        client = _client(url)
+        with start_children_within(0.05, requests_within=30.0):
+            time.sleep(0.2)  # past the children's window: the issuer's own reads took this long
+            assert send(client, "POST", "/mint", timeout_s=5.0, json={}).status_code == 200
+        with start_children_within(30.0, requests_within=0.05):
+            time.sleep(0.2)
+            with pytest.raises(NotSent):
+                send(client, "POST", "/late", timeout_s=5.0, json={})
+        assert [h.split(b" ")[:2] for h in heads] == [[b"POST", b"/mint"]]
+
+
 class _Stream:
     def __init__(self) -> None:
         self.sock = socket.socket()

@@ -130,3 +130,36 @@ def test_a_lease_lost_with_no_try_without_an_answer_searches_nothing(world: Worl
         a.rotate()
     assert "mint" not in world.issuer.calls[calls:]
     assert world.issuer.calls[calls:].count("list_tokens") == 2, "PLAN's issuer check and B's search only"
+
+
+def test_an_in_process_request_gets_the_calls_timeout_to_be_sent_a_child_seconds_to_start(tmp_path: Path) -> None:
+    """Engine._fenced_call's windows: a child (influxctl) must start within FORK_WITHIN_S; a request of an
+    in-process issuer (HTTP) within the issuer's call timeout, which a slow but working server's reads
+    and connections take by the issuer's own bound; each at most half the lease's TTL."""
+    import time
+
+    from rotator.core import child_process
+    from rotator.core.contracts import call_timeout_of
+    from rotator.core.engine import FORK_WITHIN_S
+
+    world = World(tmp_path)
+    world.bootstrap()
+    world.clock.advance(timedelta(days=1))
+    seen: list[tuple[float, float]] = []
+    real_create = world.issuer.tokens.create
+
+    def create(description: str, expires_at: datetime | None = None) -> tuple[str, str]:
+        now = time.monotonic()
+        request_by, child_by = child_process.start_deadline(), child_process._FORK_DEADLINE.get()
+        assert request_by is not None and child_by is not None
+        seen.append((request_by - now, child_by - now))
+        return real_create(description, expires_at)
+
+    world.issuer.tokens.create = create  # type: ignore[method-assign]
+    world.issuer.call_timeout_seconds = 60.0  # type: ignore[misc]  # an HTTP issuer's, at its defaults ~100-200 s
+    engine = world.engine("A")
+    assert engine.rotate().state == RunState.PUBLISHED
+    [(request_s, child_s)] = seen
+    expected = min(call_timeout_of(engine.issuer), engine.lease_ttl.total_seconds() / 2)
+    assert expected > FORK_WITHIN_S, "the test needs an issuer slower than a child's start"
+    assert expected - 2 < request_s <= expected and FORK_WITHIN_S - 2 < child_s <= FORK_WITHIN_S, seen
