@@ -87,7 +87,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class _TextFormatter(logging.Formatter):
-    """One line per record (a traceback keeps its lines), with control characters written out: a
+    """One line per record (a traceback keeps its lines, indented), with control characters written out: a
     message quotes text from outside (a server's error body, a store's path), and an escape sequence
     in it must not act on the terminal or the pager that shows the log, nor a newline forge a record."""
 
@@ -111,7 +111,9 @@ class _TextFormatter(logging.Formatter):
 
 
 def _lines(text: str) -> str:
-    return "\n".join(one_line(line) for line in text.split("\n"))
+    # Indented: a record's own line starts with its time, and a traceback's lines never do, so a
+    # newline inside an exception's message (a server's text, an SDK's) cannot pose as a record.
+    return "\n".join("  " + one_line(line) for line in text.split("\n"))
 
 
 class PrivateFileHandler(logging.FileHandler):

@@ -37,11 +37,14 @@ def test_text_logs_write_control_characters_out() -> None:
     log.warning("HTTP 403: %s", "denied \x1b]0;PWNED\x07\x1b[2J\n2026-01-01 00:00:00,000 INFO rotator: all fine",
                 extra={"policy": "p\x1b[31m"})
     try:
-        raise ValueError("bad \x1b[8m answer")
+        raise ValueError("bad \x1b[8m answer\n2026-01-01 00:00:00,000 INFO rotator.engine: revoked token t-old")
     except ValueError:
         log.exception("the call failed")
     text = stream.getvalue()
     assert "\x1b" not in text and "\x07" not in text, repr(text)
     assert "denied \\x1b]0;PWNED\\x07\\x1b[2J\\x0a2026-01-01" in text and "policy=p\\x1b[31m" in text
-    assert text.count("\n") > 3 and "Traceback (most recent call last):\n" in text, "a traceback keeps its lines"
+    assert text.count("\n") > 3 and "  Traceback (most recent call last):\n" in text, "a traceback keeps its lines"
     assert "ValueError: bad \\x1b[8m answer" in text
+    # Every line that starts without indentation is a record of its own: the two logged, no forged one.
+    records = [line for line in text.splitlines() if line and not line.startswith(" ")]
+    assert len(records) == 2 and "2026-01-01 00:00:00,000" not in "".join(r[:23] for r in records), records
