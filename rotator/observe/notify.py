@@ -232,11 +232,19 @@ def webhook_key(settings: WebhookSettings, base_dir: Path) -> bytes:
         raise ConfigError(f"webhook {_target(settings.url)}: no signing key: {exc}", hint=exc.hint) from None
 
 
-def check_webhook_keys(settings: DaemonSettings, base_dir: Path) -> None:
-    """Read and decode every webhook's secret as a delivery does; ConfigError for the first that
-    fails: the daemon does not start, a reload is refused, rather than every delivery failing."""
+def check_webhook_keys(settings: DaemonSettings, base_dir: Path) -> list[ConfigError]:
+    """Read and decode every webhook's secret as a delivery does: what fails, logged at ERROR now
+    rather than found at the first delivery. Not a reason to stop: a daemon that does not start
+    (or refuses a reload) rotates nothing, and a secret valid for an earlier rotator (an unprefixed
+    one) would stop every rotation at the upgrade. ``rotator validate`` refuses it (exit 2)."""
+    problems = []
     for webhook in settings.webhooks:
-        webhook_key(webhook, base_dir)
+        try:
+            webhook_key(webhook, base_dir)
+        except ConfigError as exc:
+            problems.append(exc)
+            logger.error("%s (fix: %s); its deliveries fail until then (rotations go on)", exc, exc.hint)
+    return problems
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -826,7 +834,7 @@ class Notifier:
         self.settings = settings
         self.clock = clock
         self.base_dir = base_dir
-        check_webhook_keys(settings, base_dir)  # before the audit file is opened: nothing to close
+        check_webhook_keys(settings, base_dir)
         self.audit = AuditSink(settings.audit, base_dir, stdout)
         self.webhooks = [WebhookSender(w, base_dir, index=i, on_result=on_result, clock=clock)
                          for i, w in enumerate(settings.webhooks)]
@@ -834,9 +842,9 @@ class Notifier:
                       for i, h in enumerate(settings.hooks)]
 
     def same_settings(self, settings: DaemonSettings) -> bool:
-        """Whether ``settings`` (a reload's) notify as this notifier does. ConfigError when a webhook
-        secret of theirs cannot be read or decoded, even if the settings are the same (the file
-        may have been replaced by a bad one): the reload that asked is refused."""
+        """Whether ``settings`` (a reload's) notify as this notifier does. A webhook secret of theirs
+        that cannot be read or decoded is logged (:func:`check_webhook_keys`), even if the settings
+        are the same (the file may have been replaced by a bad one), and refuses nothing."""
         check_webhook_keys(settings, self.base_dir)
         return (self.settings.audit, self.settings.webhooks, self.settings.hooks) == (
             settings.audit, settings.webhooks, settings.hooks)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from rotator.config.daemon_config import DaemonSettings
 from rotator.core.errors import ConfigError
 from rotator.core.secret import Secret
-from rotator.observe.notify import Notifier, event_kinds, sign, signing_key, verify_signature
+from rotator.observe.notify import Notifier, check_webhook_keys, event_kinds, sign, signing_key, verify_signature
 from tests.webhook_receiver import receiver
 
 #: the HMAC key (its bytes: what tests/webhook_receiver.py verifies with) and its Standard Webhooks secret
@@ -580,9 +580,9 @@ def test_the_fix_for_an_unprefixed_secret_keeps_its_key(tmp_path: Path) -> None:
     old = "an-old-style-plain-secret-value"
     (tmp_path / "hmac-key").write_text(old + "\n")
     settings = DaemonSettings.model_validate({"webhooks": [_webhook("https://hooks.example/r")]})
-    with pytest.raises(ConfigError, match="not a Standard Webhooks secret") as caught:
-        Notifier(settings, tmp_path)
-    assert f"< {tmp_path / 'hmac-key'} | base64 -w0" in caught.value.hint, caught.value.hint
+    [problem] = check_webhook_keys(settings, tmp_path)
+    assert "not a Standard Webhooks secret" in str(problem)
+    assert f"< {tmp_path / 'hmac-key'} | base64 -w0" in problem.hint, problem.hint
     assert signing_key(whsec(old)) == old.encode(), "the old key, now in the form every library reads"
 
 
@@ -592,32 +592,39 @@ def test_the_fix_for_an_unprefixed_secret_keeps_its_key(tmp_path: Path) -> None:
     ("whsec_", "0-byte key"),
     ("whsec_%%%", "not base64"),
 ])  # fmt: skip
-def test_a_webhook_secret_that_cannot_be_used_stops_the_notifier_from_being_made(
-        tmp_path: Path, content: str | None, message: str) -> None:
-    """What Daemon.start() and a reload build: a ConfigError naming the webhook and the file (the start
-    fails with exit 2, a reload is refused), not a daemon whose every delivery fails in silence."""
+def test_a_webhook_secret_that_cannot_be_used_is_named_when_the_notifier_is_made(
+        tmp_path: Path, content: str | None, message: str, caplog: pytest.LogCaptureFixture) -> None:
+    """What Daemon.start() and a reload build: an ERROR naming the webhook, the file and the fix, not a
+    daemon whose every delivery fails in silence. The notifier is made all the same: the daemon goes on
+    rotating (`rotator validate` is what refuses the file, exit 2)."""
     settings = _settings(tmp_path, webhooks=[_webhook("https://hooks.example/rotator")])
     key = tmp_path / "hmac-key"
     key.unlink()
     if content is not None:
         key.write_text(content)
-    with pytest.raises(ConfigError, match=message) as caught:
-        Notifier(settings, tmp_path)
-    assert "webhook https://hooks.example: no signing key: " in str(caught.value)
-    assert str(key) in str(caught.value) and caught.value.hint
-    assert not (tmp_path / "audit.jsonl").exists(), "checked before the audit file is opened (nothing to close)"
+    [problem] = check_webhook_keys(settings, tmp_path)
+    assert message in str(problem) and "webhook https://hooks.example: no signing key: " in str(problem)
+    assert str(key) in str(problem) and problem.hint
+    caplog.clear()
+    notifier = Notifier(settings, tmp_path)
+    notifier.close(1)
+    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert message in error.getMessage() and str(key) in error.getMessage() and "fix: " in error.getMessage()
 
 
-def test_a_reload_is_refused_when_a_webhook_secret_went_bad_even_with_the_same_settings(tmp_path: Path) -> None:
+def test_a_webhook_secret_that_went_bad_is_named_at_a_reload_even_with_the_same_settings(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Daemon.reload() asks same_settings() whether to build a new notifier: a secret replaced by a bad
-    one (the settings, a file name, unchanged) must refuse the reload too."""
+    one (the settings, a file name, unchanged) is logged there too, and refuses nothing."""
     settings = _settings(tmp_path, webhooks=[_webhook("https://hooks.example/rotator")])
     notifier = Notifier(settings, tmp_path)
     try:
         assert notifier.same_settings(settings)
         (tmp_path / "hmac-key").write_text("not-a-whsec-value-anymore")
-        with pytest.raises(ConfigError, match="not a Standard Webhooks secret"):
-            notifier.same_settings(settings)
+        caplog.clear()
+        assert notifier.same_settings(settings)
+        assert any("not a Standard Webhooks secret" in r.getMessage() for r in caplog.records
+                   if r.levelname == "ERROR")
     finally:
         notifier.close(1)
 
