@@ -1150,7 +1150,8 @@ def _prune_rows(cur: Cursor, cutoff: str, verified: int) -> tuple[int, int, int,
 
 #: the policy name of the journal's own events (a prune), which belong to no policy
 JOURNAL_POLICY = "(journal)"
-_FAILED_RESULTS = ("failed", "error", "partial")
+#: the results a checkpoint summary counts as failures (the report counts the unpruned events alike)
+FAILED_RESULTS = ("failed", "error", "partial")
 #: a checkpoint's detail key: the last publish time of every policy with no event in its range,
 #: carried from checkpoint to checkpoint (a token published before the range and replaced after it)
 LAST_PUBLISHED_ELSEWHERE = "last_published_elsewhere"
@@ -1201,7 +1202,7 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
                 created[str(row["policy"])] = made
         elif step == "revoke_old" and result == "ok":
             entry["revocations"] += 1
-        elif result in _FAILED_RESULTS:
+        elif result in FAILED_RESULTS:
             entry["failures"] += 1
     for name, since in created.items():
         if name in policies:

@@ -69,7 +69,7 @@ def parse_date(flag: str, text: str) -> datetime:
 def _failed(event: Mapping[str, Any]) -> bool:
     """Whether an event is a failure. The checkpoint's summary counts the pruned ones by the same rule
     (audit_chain._summary): a period must not show more failures before a prune than after it."""
-    return event["result"] in audit_chain._FAILED_RESULTS
+    return event["result"] in audit_chain.FAILED_RESULTS
 
 
 @dataclass
