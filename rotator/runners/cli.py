@@ -481,8 +481,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _check_webhook_secrets(config: Config) -> list[str]:
-    """What the daemon checks of each webhook secret at its start (rotator/observe/notify.py): a value read
-    here that is no Standard Webhooks secret, or too short a key, is a ConfigError (exit 2). One that cannot
+    """What the daemon checks (and logs) of each webhook secret at its start (rotator/observe/notify.py): a
+    value read here that is no Standard Webhooks secret, or too short a key, is a ConfigError (exit 2). One that cannot
     be read here is only a warning: a systemd credential (/run/credentials/...) exists only while the
     service runs, and a variable only in the daemon's environment."""
     daemon = config.daemon_table
@@ -495,7 +495,8 @@ def _check_webhook_secrets(config: Config) -> list[str]:
         try:
             webhook.secret.resolve(config.path.parent)
         except ConfigError as exc:
-            warnings.append(f"a webhook secret was not checked: {exc}; the daemon does not start without it")
+            warnings.append(f"a webhook secret was not checked: {exc}; the daemon's deliveries to that webhook fail "
+                            "without it")
             continue
         webhook_key(webhook, config.path.parent)
     return warnings
