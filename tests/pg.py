@@ -17,10 +17,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.faultproxy import FaultProxy, fault_proxy
 
 ENV_VAR = "ROTATOR_TEST_PG"
 
@@ -81,3 +84,21 @@ def _without_password(url: str) -> str:
     if parts.password is None:
         return url
     return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+@pytest.fixture
+def pg_proxy(pg_url: str) -> Iterator[FaultProxy]:
+    """A proxy in front of the test PostgreSQL (TCP, or the embedded server's unix socket)."""
+    info = conninfo_to_dict(pg_url)
+    host, port = str(info.get("host") or "/tmp"), int(info.get("port") or 5432)
+    target: tuple[str, int] | str = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+    with fault_proxy(target) as proxy:
+        yield proxy
+
+
+def via_proxy(pg_url: str, proxy: FaultProxy) -> str:
+    """``pg_url`` (its user, database and options) through the proxy on 127.0.0.1."""
+    parts = urlsplit(pg_url)
+    user = (parts.username or "postgres") + (f":{parts.password}" if parts.password else "")
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
+    return urlunsplit((parts.scheme, f"{user}@127.0.0.1:{proxy.port}", parts.path, query, ""))

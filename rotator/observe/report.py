@@ -406,7 +406,7 @@ def _policy_evidence(
     # The publication timeline is the chain's: a run row deleted (or edited) must not take its token's
     # lifetime out of the age. Rows stand in only where the chain cannot say (pruned, before it began).
     stop = min(end, now)
-    publications = _chained_publications(journal, policy.name, began, ts(stop)) if began is not None else []
+    publications = _chained_publications(journal, policy.name, ts(stop)) if began is not None else []
     ev.publications_without_run = _publications_without_run(
         publications, runs_by_id, forged, set(ev.unreadable_runs), lo, hi, pruned_until, history[1])
     # (named once: as the publication the chain holds, which counts, or else as a row)
@@ -508,14 +508,19 @@ class _Publication:
     linked: bool
 
 
-def _chained_publications(journal: Journal, policy: str, began: str, stop: str) -> list[_Publication]:
+def _unlinked_bound(cur: Any) -> str:
+    """The latest time an event without a link may carry, by the chain's own record
+    (:func:`audit_chain.unlinked_until`; "9999": no link yet). A row without a link dated later is an
+    insertion, no evidence."""
+    bound = audit_chain.unlinked_until_in(cur)
+    return "9999" if bound is None else bound
+
+
+def _chained_publications(journal: Journal, policy: str, stop: str) -> list[_Publication]:
     """The policy's publications before ``stop`` that the chain holds (and those from before it, as
     :func:`audit_chain.chained_events` takes them), oldest first."""
     with journal.audit_transaction(write=False) as (cur, _lock):
-        # The chain's own record of what may lack a link (audit_chain.unlinked_until): a row without
-        # a link dated later is an insertion, no evidence.
-        bound = audit_chain.unlinked_until_in(cur)
-        unlinked = "9999" if bound is None else bound
+        unlinked = _unlinked_bound(cur)
         rows = cur.execute(
             f"SELECT seq, at, run_id, step, detail FROM events WHERE policy = ? AND step IN "
             f"({', '.join('?' * len(_PUBLISH_STEPS))}) AND result = 'ok' AND at < ? AND (seq IS NOT NULL OR at <= ?)",
@@ -732,8 +737,8 @@ def _ids(value: Any) -> list[str]:
     return [t for t in str(value or "").split(",") if t]
 
 
-def _revocation_stories(journal: Journal, policy: str, runs_by_id: Mapping[str, RunRecord],
-                        began: str) -> tuple[dict[str, _Story], list[tuple[str, str]]]:  # fmt: skip
+def _revocation_stories(journal: Journal, policy: str,
+                        runs_by_id: Mapping[str, RunRecord]) -> tuple[dict[str, _Story], list[tuple[str, str]]]:
     """Every token's :class:`_Story` from the policy's kept events (chained, or from before the chain
     as :func:`audit_chain.chained_events` takes them), and the runs whose chained `published` event
     scheduled the revocation of the token they replaced without the chain naming it: (time, run id).
@@ -742,10 +747,7 @@ def _revocation_stories(journal: Journal, policy: str, runs_by_id: Mapping[str, 
     carries when that token's revocation is due), not the runs table's; only a run whose `plan`
     event was pruned falls back on its row."""
     with journal.audit_transaction(write=False) as (cur, _lock):
-        # The chain's own record of what may lack a link (audit_chain.unlinked_until): a row without
-        # a link dated later is an insertion, no evidence.
-        bound = audit_chain.unlinked_until_in(cur)
-        unlinked = "9999" if bound is None else bound
+        unlinked = _unlinked_bound(cur)
         rows = cur.execute(
             f"SELECT seq, at, run_id, step, result, detail FROM events WHERE policy = ? AND step IN "
             f"({', '.join('?' * len(_REVOCATION_STEPS))}) AND (seq IS NOT NULL OR at <= ?)",
@@ -831,7 +833,7 @@ def _revocation_evidence(
     may be gone); ``cutoff``: the latest chained prune's (it deleted the done rows older than that)."""
     lo, hi = ev.period
     closed = end <= now  # judged as at its end; a period not over yet as the journal is now
-    stories, unnamed = (_revocation_stories(journal, ev.policy, runs_by_id, began) if began is not None
+    stories, unnamed = (_revocation_stories(journal, ev.policy, runs_by_id) if began is not None
                         else ({}, []))  # fmt: skip
     flagged: list[str] = []
     for rev in revocations:

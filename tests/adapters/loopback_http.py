@@ -57,6 +57,22 @@ def loopback_server(answer: Callable[[socket.socket], None], *, tls: ssl.SSLCont
         listener.close()
 
 
+class FakeStream:
+    """An httpcore network stream whose socket the request watchdog can find (``get_extra_info``),
+    for the tests that drive its trace callbacks by hand."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.closed = False
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.sock if info == "socket" else None
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+
 def read_head(conn: socket.socket, data: bytes = b"") -> tuple[bytes, bytes] | None:
     """A request's head from ``conn`` (``data``: what was read already) and what followed it; None when
     the client closed the connection first."""

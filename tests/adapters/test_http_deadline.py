@@ -43,7 +43,7 @@ from rotator.adapters.http.management_api import ManagementApiIssuer, Management
 from rotator.core.contracts import AdapterContext, MintRequest
 from rotator.core.errors import IssuerOutputError, NotYetAccepted, PermanentError, TransientError
 from rotator.core.secret import Secret
-from tests.adapters.loopback_http import TOKEN, influxdb3_issuer, loopback_server, read_head
+from tests.adapters.loopback_http import TOKEN, FakeStream, influxdb3_issuer, loopback_server, read_head
 
 TIMEOUT_S = 0.5
 DEADLINE_S = REQUEST_PHASES * TIMEOUT_S
@@ -210,30 +210,17 @@ def test_an_answer_past_the_size_limit_is_cut_off(tmp_path: Path) -> None:
         mgmt.list_tokens(None)
 
 
-class _Stream:
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.closed = False
-
-    def get_extra_info(self, info: str) -> Any:
-        return self.sock if info == "socket" else None
-
-    def close(self) -> None:
-        self.closed = True
-        self.sock.close()
-
-
 def test_a_connection_made_after_the_deadline_sends_nothing() -> None:
     """DNS is beyond the watchdog: a connection that completes after the deadline is closed before
     a byte of the request is sent (a mint sent late could land after the engine's mint window)."""
     watchdog = _Watchdog(time.monotonic() + 60)
     watchdog.expire()
-    stream = _Stream()
+    stream = FakeStream()
     with pytest.raises(httpcore.ConnectTimeout):
         watchdog.trace("connection.connect_tcp.complete", {"return_value": stream})
     assert stream.closed
     in_time = _Watchdog(time.monotonic() + 60)
-    other = _Stream()
+    other = FakeStream()
     in_time.trace("connection.connect_tcp.complete", {"return_value": other})
     in_time.finish()
     in_time.expire()  # after the request: nothing happens to the connection
@@ -247,7 +234,7 @@ def test_a_request_whose_deadline_passed_is_not_written_though_the_timer_has_not
     thread compares the clock when the connection is made and before the headers and the body
     are written."""
     late = time.monotonic() - 0.001  # the deadline has passed; no timer has run
-    stream = _Stream()
+    stream = FakeStream()
     connected = _Watchdog(late)
     with pytest.raises(httpcore.ConnectTimeout):
         connected.trace("connection.start_tls.complete", {"return_value": stream})

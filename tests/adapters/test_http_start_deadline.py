@@ -35,7 +35,7 @@ from rotator.core.child_process import reading, start_children_within
 from rotator.core.contracts import AdapterContext, MintRequest
 from rotator.core.errors import TransientError
 from rotator.core.secret import Secret
-from tests.adapters.loopback_http import loopback_server, read_head
+from tests.adapters.loopback_http import FakeStream, loopback_server, read_head
 from tests.fakes.influxdb2_fake import BUCKET_ID, ORG_ID, InfluxDB2Fake
 from tests.fakes.influxdb3_fake import InfluxDB3Fake
 from tests.fakes.management_api_fake import ManagementApiFake
@@ -108,26 +108,13 @@ def test_a_request_has_the_whole_call_to_be_sent_where_a_child_has_seconds_to_st
         assert [h.split(b" ")[:2] for h in heads] == [[b"POST", b"/mint"]]
 
 
-class _Stream:
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.closed = False
-
-    def get_extra_info(self, info: str) -> Any:
-        return self.sock if info == "socket" else None
-
-    def close(self) -> None:
-        self.closed = True
-        self.sock.close()
-
-
 def test_the_start_deadline_is_checked_when_connected_and_before_each_write() -> None:
     """A pause while connecting, or between connecting and writing: the request's own thread
     compares the clock with the start deadline there too. That deadline does not cut an answer
     short (``expired`` is the request's own deadline)."""
     late = time.monotonic() - 0.001
     connected = _Watchdog(time.monotonic() + 60, late)
-    stream = _Stream()
+    stream = FakeStream()
     with pytest.raises(NotSent):
         connected.trace("connection.connect_tcp.complete", {"return_value": stream})
     assert stream.closed and not connected.expired
@@ -137,7 +124,7 @@ def test_the_start_deadline_is_checked_when_connected_and_before_each_write() ->
             watchdog.trace(event, {"request": None})
         assert not watchdog.expired
     in_time = _Watchdog(time.monotonic() + 60, time.monotonic() + 60)
-    other = _Stream()
+    other = FakeStream()
     in_time.trace("connection.connect_tcp.complete", {"return_value": other})
     in_time.trace("http11.send_request_headers.started", {"request": None})
     assert not other.closed and not in_time.expired

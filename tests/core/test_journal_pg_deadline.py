@@ -8,18 +8,16 @@ verification, or a sleep), as a chain of millions of events does at the real dea
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 from rotator.core import audit_chain
 from rotator.core.errors import JournalUnavailable
 from rotator.core.journal import Journal, _Watchdog, open_journal, ts
-from tests.faultproxy import FaultProxy, fault_proxy
+from tests.faultproxy import FaultProxy
+from tests.pg import via_proxy
 
 DEADLINE_S = 0.6
 #: how long the reads below take on the client's side, well past the deadline
@@ -119,30 +117,13 @@ def test_a_snapshot_read_that_carries_deferred_writes_is_bounded_as_a_whole(pg_u
     journal.close()
 
 
-@pytest.fixture
-def pg_proxy(pg_url: str) -> Iterator[FaultProxy]:
-    """A proxy in front of the test PostgreSQL (TCP, or the embedded server's unix socket)."""
-    info = conninfo_to_dict(pg_url)
-    host, port = str(info.get("host") or "/tmp"), int(info.get("port") or 5432)
-    target: tuple[str, int] | str = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
-    with fault_proxy(target) as proxy:
-        yield proxy
-
-
-def _via(pg_url: str, proxy: FaultProxy) -> str:
-    parts = urlsplit(pg_url)
-    user = (parts.username or "postgres") + (f":{parts.password}" if parts.password else "")
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
-    return urlunsplit((parts.scheme, f"{user}@127.0.0.1:{proxy.port}", parts.path, query, ""))
-
-
 def test_a_verification_whose_server_stops_answering_is_cut(pg_url: str, pg_proxy: FaultProxy,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The watchdog's reason to be: a statement_timeout cannot fire for a query the server never gets
     (a dead network path, a proxy that swallows bytes). Mid-verification the server's answers stop
     coming (they are held back far longer than the test): the statement waiting for one is cut at the
     deadline, as before."""
-    journal = _journal_with_events(_via(pg_url, pg_proxy))
+    journal = _journal_with_events(via_proxy(pg_url, pg_proxy))
     link = audit_chain.link
     hashed = [0]
 
@@ -164,7 +145,7 @@ def test_a_verification_whose_server_stops_answering_is_cut(pg_url: str, pg_prox
 
 
 def test_a_read_only_statement_that_hangs_is_cut(pg_url: str, pg_proxy: FaultProxy) -> None:
-    journal = _scaled(open_journal(_via(pg_url, pg_proxy)))
+    journal = _scaled(open_journal(via_proxy(pg_url, pg_proxy)))
     started = time.monotonic()
     with pytest.raises(JournalUnavailable), journal.audit_transaction(write=False) as (cur, _lock):
         cur.execute("SELECT COUNT(*) FROM events").fetchone()

@@ -22,14 +22,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hvac
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.harness import Scenario, check_invariants, let_mint_window_pass, make_scenario
+from tests.pg import via_proxy
 from tests.runners.test_daemon import DaemonProc, _free_port, configure, dump_threads, start_daemon, wait_until
 
 #: The longest a failing CLI command may take: at most two Vault calls fail in a row (the publish,
@@ -180,28 +179,10 @@ def test_cli_with_vault_failing_at_each_step(
     _report(_matrix(sc, vault_proxy, "vault", (fault,)))
 
 
-@pytest.fixture
-def pg_proxy(pg_url: str) -> Iterator[FaultProxy]:
-    """A proxy in front of the test PostgreSQL (TCP, or the embedded server's unix socket)."""
-    info = conninfo_to_dict(pg_url)
-    host, port = str(info.get("host") or "/tmp"), int(info.get("port") or 5432)
-    target: tuple[str, int] | str = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
-    with fault_proxy(target) as proxy:
-        yield proxy
-
-
-def _via(pg_url: str, proxy: FaultProxy) -> str:
-    """``pg_url`` (its user, database and options) through the proxy on 127.0.0.1."""
-    parts = urlsplit(pg_url)
-    user = (parts.username or "postgres") + (f":{parts.password}" if parts.password else "")
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
-    return urlunsplit((parts.scheme, f"{user}@127.0.0.1:{proxy.port}", parts.path, query, ""))
-
-
 def test_cli_with_the_journal_failing_at_each_step(
     tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, pg_proxy: FaultProxy
 ) -> None:
-    journal = _via(pg_url, pg_proxy)
+    journal = via_proxy(pg_url, pg_proxy)
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, journal_url=journal)
     _fast(sc, sc.vault_url, journal=journal)
     _report(_matrix(sc, pg_proxy, "journal", ("down", "reset")))
@@ -214,7 +195,7 @@ def test_cli_with_the_journal_hanging_at_each_step(
     """A journal that never answers (blackhole) or answers 3 s late needs its timeouts (#15.4): a
     connection the server never accepts ends at connect_timeout, a query on an established one at the
     journal's transaction deadline (twice the statement timeout + 5 s), which cuts the connection."""
-    journal = _via(pg_url, pg_proxy)
+    journal = via_proxy(pg_url, pg_proxy)
     journal = journal.replace("options=", "connect_timeout=2&options=-c%20statement_timeout%3D2000%20", 1)
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, journal_url=journal)
     _fast(sc, sc.vault_url, journal=journal)
@@ -287,7 +268,7 @@ def test_daemon_backs_off_and_readyz_reflects_a_vault_outage(
 def test_daemon_survives_a_journal_outage_without_a_hot_loop(
     tmp_path: Path, openbao: Any, fake_influxctl: Any, pg_url: str, pg_proxy: FaultProxy, daemons: list[DaemonProc]
 ) -> None:
-    journal = _via(pg_url, pg_proxy)
+    journal = via_proxy(pg_url, pg_proxy)
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=30, journal_url=journal)
     port = _free_port()
     configure(sc, schedule="1h", port=port, daemon='sweep_interval = "1s"')

@@ -18,23 +18,14 @@ from typing import Any
 import pytest
 
 from rotator.core.errors import LeaseLost, TransientError
-from rotator.core.journal import RunState, open_journal
+from rotator.core.journal import RunState
 from rotator.core.retry import RetryPolicy
 from rotator.core.revocation_rule import CLOCK_SLACK
+from tests.engine.test_mint_without_answer import world as world  # noqa: F401 - a fixture, used by name
 from tests.engine.test_state_machine import POLICY, World
 
 #: longer than the engines' lease (15 min): another rotator takes it over meanwhile
 PAUSE = timedelta(minutes=16)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
-    world = World(tmp_path)
-    if request.param == "postgresql":
-        world.journal = open_journal(str(request.getfixturevalue("pg_url")))
-    world.bootstrap()
-    world.clock.advance(timedelta(days=1))
-    return world
 
 
 def _paused_mint_with_its_answer_lost(world: World, recovered: list[list[str]],
