@@ -99,6 +99,12 @@ _TAG = re.compile(
 _WHERE_ATTRS = ("profile", "base_url", "org_id", "product", "account_id", "cluster_id", "cluster_host")
 #: influxctl's port when a profile names none; a URL's when it names none
 _INFLUXCTL_PORT = 443
+#: The keys of an influxctl profile that name the cluster its tokens are managed on, by product: a
+#: Clustered profile's host and port; a Dedicated profile's account and cluster (its host serves only
+#: query and write; management commands, listing tokens among them, go to the account's API, whatever
+#: host says). One definition for the inventory's places and for rotator sync, which refuses to write
+#: a policy's management token into a profile of another cluster (rotator/runners/sync.py).
+CLUSTER_KEYS: Mapping[str, tuple[str, ...]] = {"clustered": ("host", "port"), "dedicated": ("account_id", "cluster_id")}
 _URL_PORTS = {"http": 80, "https": 443}
 
 
@@ -233,13 +239,18 @@ def _host_where(host: str) -> str:
 
 
 def _profile_where(profile: Any) -> str:
-    """An influxctl profile's place: product, host, port (influxctl's default 443 when left out),
-    account and cluster (as rotator/runners/sync.py compares a profile with a policy)."""
+    """An influxctl profile's place: product, then host, port (influxctl's default 443 when left out),
+    account and cluster, each written only if it names the cluster for that product (:data:`CLUSTER_KEYS`),
+    as rotator sync compares a profile with a policy: a Dedicated policy without ``host`` and an
+    operator's profile with one are the same place. (Every key for a product this module does not know.)"""
+    product = str(getattr(profile, "product", ""))
+    named = CLUSTER_KEYS.get(product, ("host", "port", "account_id", "cluster_id"))
     host = getattr(profile, "host", None)
     port = getattr(profile, "port", None)
-    ids = [str(getattr(profile, key, None) or "").strip().lower() for key in ("account_id", "cluster_id")]
-    return "/".join([str(getattr(profile, "product", "")), _host_where(host) if host else "",
-                     str(port or _INFLUXCTL_PORT), *ids])  # fmt: skip
+    ids = [str(getattr(profile, key, None) or "").strip().lower() if key in named else ""
+           for key in ("account_id", "cluster_id")]  # fmt: skip
+    return "/".join([product, _host_where(host) if host and "host" in named else "",
+                     str(port or _INFLUXCTL_PORT) if "port" in named else "", *ids])  # fmt: skip
 
 
 def _url_where(url: str) -> str:
@@ -902,7 +913,11 @@ def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str 
 
     from rotator.core.errors import ConfigError
 
-    path_text, _, name = spec.partition(":")
+    # Split at the last ':', as rotator sync's --from FILE:POLICY: a directory's name may hold one. Without
+    # NAME, such a path is the whole of spec: a file, where the part before its last ':' is none.
+    path_text, colon, name = spec.rpartition(":")
+    if not colon or (Path(spec).expanduser().is_file() and not Path(path_text).expanduser().is_file()):
+        path_text, name = spec, ""
     path = Path(path_text).expanduser()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

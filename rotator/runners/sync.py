@@ -21,7 +21,9 @@ edited in place, atomically, with mode 0600 and its owner kept, and nothing but 
 Idempotent: when the profile already holds the store's current token nothing is written and
 the exit code is 0. Refused (exit 1, nothing written) unless ``--adopt``: a profile whose
 ``mgmt_token`` rotator did not write, one written for another policy, or one holding a newer
-token than the store (a stale replica must not roll the profile back). Refused always (exit 2,
+token than the store (a stale replica must not roll the profile back). Refused always (exit 1,
+nothing written): a source payload of another policy or issuer, or whose token id is not a
+management token id (:func:`_check_source_token_id`). Refused always (exit 2,
 before the source is read): a profile that names another cluster than the policy's
 ``[policy.issuer.profile]``, where influxctl would send the management token (:func:`_check_cluster`).
 
@@ -44,7 +46,15 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from rotator.core.errors import ConfigError, OwnershipError, PermanentError, RotatorError
+from rotator.core.errors import (
+    BadTokenId,
+    ConfigError,
+    MalformedPayload,
+    OwnershipError,
+    PermanentError,
+    RotatorError,
+)
+from rotator.core.one_line import one_line
 from rotator.core.secret import REDACTOR
 from rotator.runners.cli_options import common_parent
 
@@ -73,6 +83,11 @@ _EPILOG = """examples:
 exit codes: 0 written or already current, 1 failed (nothing written), 2 invalid input"""
 _HINT_REFERENCE = "write --from POLICY_FILE:POLICY, e.g. --from /etc/rotator/rotator.toml:mgmt-prod"
 _HINT_ADOPT = "check that --config/--profile name the right profile, then run once with --adopt to take it over"
+_HINT_TARGET_SIDECAR = (
+    "the sidecar {sidecar} describes profile {profile!r} in a way rotator cannot read (edited by hand, or by another "
+    "tool?): delete the profile's entry under \"profiles\" in it (or the whole file, if it names no other profile), "
+    "then run the same `rotator sync` once with --adopt"
+)
 
 
 @dataclass
@@ -161,9 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         setup_logging(args.log_level, args.log_format, file=args.log_file)
     except RotatorError as exc:  # e.g. --log-file in a missing directory: said as rotator sync says it
-        print(f"rotator: error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
-        if exc.hint:
-            print(f"fix: {REDACTOR.redact(exc.hint)}", file=sys.stderr)
+        _print_error(exc)
         return EXIT_INVALID
     try:
         return cmd_sync(args)
@@ -181,15 +194,21 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(REDACTOR.redact(str(exc)), file=sys.stderr)
         return EXIT_INVALID
     except RotatorError as exc:
-        print(f"rotator: error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
-        if exc.hint:
-            print(f"fix: {REDACTOR.redact(exc.hint)}", file=sys.stderr)
+        _print_error(exc)
         return EXIT_INVALID if isinstance(exc, ConfigError) else EXIT_FAILED
     if getattr(args, "output", "text") == "json":
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps(result.to_json(), indent=2))  # (json escapes control characters itself)
     elif result.changed or not getattr(args, "quiet", False):
-        print(result.message)
+        print(one_line(result.message))
     return EXIT_OK
+
+
+def _print_error(exc: RotatorError) -> None:
+    # one_line, as rotator's own CLI prints errors: a message quotes ids from the source store's payload
+    # and the sidecar, which whoever writes them could fill with escape sequences for this terminal
+    print(f"rotator: error: {one_line(REDACTOR.redact(str(exc)))}", file=sys.stderr)
+    if exc.hint:
+        print(f"fix: {one_line(REDACTOR.redact(exc.hint))}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------ the work
@@ -230,8 +249,19 @@ def sync(args: argparse.Namespace) -> SyncResult:
     target = _profile_store(args, policy)  # first: its checks of the arguments and the policy read nothing
 
     def read_target() -> StoreState:
-        state: StoreState = call_with_retry(target.read_current, what=f"{policy.name}: read {target.location}",
-                                            policy=retry, clock=clock)
+        try:
+            state: StoreState = call_with_retry(
+                target.read_current, what=f"{policy.name}: read {target.location}", policy=retry, clock=clock
+            )
+        except MalformedPayload as exc:
+            # The store's own fix names `rotator bootstrap --replace`, a command of the rotating host,
+            # which never writes this host's sidecar. Not lifted by --adopt: the store's publish reads
+            # the same entry and fails on it too; the entry out of the sidecar, --adopt takes over.
+            fixed = MalformedPayload(
+                str(exc), hint=_HINT_TARGET_SIDECAR.format(sidecar=target.sidecar_path, profile=args.profile)
+            )
+            fixed.state = exc.state
+            raise fixed from None
         return state
 
     # The local file before the network: a missing or unreadable --config is named at once, not after
@@ -258,6 +288,7 @@ def sync(args: argparse.Namespace) -> SyncResult:
             f"not of policy {policy.name!r} ({policy.issuer_type}); not syncing it",
             hint="two policies must not share a store: check the source store's path in the policy file",
         )
+    _check_source_token_id(record.token_id, source.location, policy.name)
     if not src_state.managed:
         logger.warning("%s: the secret has no managed-by=rotator marker; syncing its token anyway", source.location)
     if record.expires_at is not None and record.expires_at <= clock.now():
@@ -299,6 +330,24 @@ def sync(args: argparse.Namespace) -> SyncResult:
     return result
 
 
+def _check_source_token_id(token_id: str, location: str, policy: str) -> None:
+    """PermanentError (exit 1, nothing written) unless ``token_id`` is a management token id (a UUID).
+
+    The id comes from the source store's payload, which whoever can write that path or secret
+    controls; it is printed, and written into the sidecar, where the rotating host would not put it."""
+    from rotator.adapters.influxctl.common import check_token_id
+
+    try:
+        check_token_id(token_id, "management token")
+    except BadTokenId as exc:
+        raise PermanentError(
+            f"{location}: the payload's {exc}; the rotating host never publishes such an id, so nothing was synced",
+            hint="check who wrote the source store's secret, then write a good token over it on the rotating "
+            f"host: `rotator bootstrap {policy} --replace --reason TEXT --token-file FILE --token-id ID` "
+            "(docs/operations.md)",
+        ) from None
+
+
 def _check_takeover(state: StoreState, policy: str, created_at: datetime, location: str) -> None:
     """Refuse to overwrite what is not ours to overwrite (OwnershipError, exit 1)."""
     current = state.record
@@ -322,10 +371,8 @@ def _check_takeover(state: StoreState, policy: str, created_at: datetime, locati
 #: influxctl's port when a profile names none (its sample config: `# port = "443"`). The issuer's
 #: own profile leaves ``port`` out then too (rotator/adapters/influxctl/common.py: render_profile).
 _DEFAULT_PORT = 443
-#: The connection keys that name the cluster a management token is sent to, per product: a Clustered
-#: profile's host and port; a Dedicated profile's account and cluster (its host serves only query and
-#: write; management commands go to the account's API, whatever host says).
-_CLUSTER_KEYS = {"clustered": ("host", "port"), "dedicated": ("account_id", "cluster_id")}
+# Which keys name the cluster, by product, is rotator.observe.inventory.CLUSTER_KEYS (imported where used:
+# that module brings the engine), so that the inventory counts as one cluster what sync accepts as one.
 
 
 def _check_cluster(target: InfluxctlProfileStore, policy: Policy, profile: str, policy_file: Path,
@@ -336,12 +383,15 @@ def _check_cluster(target: InfluxctlProfileStore, policy: Policy, profile: str, 
     profile points: a mistyped --profile (or a unit copied from another host) would hand the
     production token to another cluster. Which profile it writes is the command line's choice, so
     it is checked against what the policy file says of the cluster, ``[policy.issuer.profile]``:
-    ``product`` and the keys that name the cluster for that product (:data:`_CLUSTER_KEYS`).
+    ``product`` and the keys that name the cluster for that product
+    (:data:`rotator.observe.inventory.CLUSTER_KEYS`).
     Compared as influxctl means them: host names and ids without regard to case (a host's final
     dot and an IPv6 address's brackets aside), a port as a number, a port left out as 443, an
     empty value as none. ``--adopt`` does not bypass this: it is about whose token the profile
     holds, not where the profile sends it.
     """
+    from rotator.observe.inventory import CLUSTER_KEYS
+
     settings = getattr(policy.issuer_settings, "profile", None)
     if settings is None or not isinstance(getattr(settings, "product", None), str):
         # Not reached while sync accepts only influxctl-management policies (issuer_problem), whose
@@ -349,7 +399,7 @@ def _check_cluster(target: InfluxctlProfileStore, policy: Policy, profile: str, 
         logger.warning("%s: policy %r (%s) has no [policy.issuer.profile]: which cluster profile %r names "
                        "is not checked", target.location, policy.name, policy.issuer_type, profile)  # fmt: skip
         return
-    wanted = {key: getattr(settings, key, None) for key in ("product", *_CLUSTER_KEYS.get(settings.product, ()))}
+    wanted = {key: getattr(settings, key, None) for key in ("product", *CLUSTER_KEYS.get(settings.product, ()))}
     profiles = target.connections()
     differences = _cluster_differences(wanted, profiles.get(profile, {}))
     if not differences:

@@ -29,6 +29,10 @@ from rotator.runners.sync import add_parser, cmd_sync, main, parse_reference
 from tests.harness import REPO
 
 POLICY = "mgmt-prod"
+#: Management token ids are UUIDs (sync refuses a source payload with any other id).
+ID_1, ID_2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+ID_OLD, ID_NEW = "0ddddddd-0000-4000-8000-000000000001", "0eeeeeee-0000-4000-8000-000000000002"
+ID_X = "0fffffff-0000-4000-8000-000000000003"
 NOW = datetime.now(UTC).replace(microsecond=0)
 PROFILE = """\
 # automation host: influxctl runs as this user with this file
@@ -168,14 +172,14 @@ def test_sync_writes_the_profile_then_is_idempotent(host: Host, fake_influxctl: 
 
 
 def test_sync_follows_each_rotation(host: Host) -> None:
-    first = host.publish("id-1")
+    first = host.publish(ID_1)
     assert host.sync("--output", "json").returncode == 0
-    second = host.publish("id-2", created=NOW + timedelta(days=1))
+    second = host.publish(ID_2, created=NOW + timedelta(days=1))
     proc = host.sync("--output", "json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["changed"] and result["ok"] and not result["dry_run"]
-    assert (result["token_id"], result["previous_token_id"]) == ("id-2", "id-1")
+    assert (result["token_id"], result["previous_token_id"]) == (ID_2, ID_1)
     assert result["policy"] == POLICY and result["source"].startswith("vault:")
     assert host.profile_token() == second.value.reveal() != first.value.reveal()
     assert host.profile_token("staging") is None
@@ -184,14 +188,14 @@ def test_sync_follows_each_rotation(host: Host) -> None:
 
 def test_a_hand_placed_token_is_replaced_only_with_adopt(host: Host) -> None:
     host.config.write_text(PROFILE.replace('  port = "443"\n', '  port = "443"\n  mgmt_token = "by-hand-0123456789"\n'))
-    host.publish("id-1")
+    host.publish(ID_1)
     before = stat_of(host.config)
     proc = host.sync()
     assert proc.returncode == 1
     assert "holds a mgmt_token that rotator did not write" in proc.stderr and "--adopt" in proc.stderr
     assert stat_of(host.config) == before
     dry = host.sync("--adopt", "--dry-run")
-    assert dry.returncode == 0 and "would write token id-1 (holds an unmanaged value)" in dry.stdout
+    assert dry.returncode == 0 and f"would write token {ID_1} (holds an unmanaged value)" in dry.stdout
     assert stat_of(host.config) == before
     proc = host.sync("--adopt")
     assert proc.returncode == 0, proc.stderr
@@ -201,26 +205,26 @@ def test_a_hand_placed_token_is_replaced_only_with_adopt(host: Host) -> None:
 
 def test_a_stale_source_does_not_roll_the_profile_back(host: Host) -> None:
     """The profile holds a newer token than the store: a lagging replica must not win."""
-    newer = TokenRecord(Secret(f"test-newer-{uuid.uuid4().hex}"), "id-new", "influxctl-management", POLICY,
+    newer = TokenRecord(Secret(f"test-newer-{uuid.uuid4().hex}"), ID_NEW, "influxctl-management", POLICY,
                         NOW + timedelta(hours=1), None)  # fmt: skip
     profile = InfluxctlProfileStore.from_config(
         InfluxctlProfileSettings(config=host.config), AdapterContext(policy=POLICY, base_dir=host.dir)
     )
     profile.publish(newer, None)
-    host.publish("id-old", created=NOW)
+    host.publish(ID_OLD, created=NOW)
     proc = host.sync()
     assert proc.returncode == 1 and "stale replica" in proc.stderr
     assert host.profile_token() == newer.value.reveal()
 
 
 def test_a_profile_of_another_policy_is_not_taken_over(host: Host) -> None:
-    other = TokenRecord(Secret(f"test-other-{uuid.uuid4().hex}"), "id-x", "influxctl-management", "other-policy",
+    other = TokenRecord(Secret(f"test-other-{uuid.uuid4().hex}"), ID_X, "influxctl-management", "other-policy",
                         NOW - timedelta(days=1), None)  # fmt: skip
     profile = InfluxctlProfileStore.from_config(
         InfluxctlProfileSettings(config=host.config), AdapterContext(policy=POLICY, base_dir=host.dir)
     )
     profile.publish(other, None)
-    host.publish("id-1")
+    host.publish(ID_1)
     proc = host.sync()
     assert proc.returncode == 1 and "of policy 'other-policy', not of 'mgmt-prod'" in proc.stderr
     assert host.sync("--adopt").returncode == 0
@@ -232,7 +236,7 @@ def test_a_profile_of_another_cluster_is_refused(host: Host, args: tuple[str, ..
     """--profile naming a profile of another cluster (a typo, a unit copied from another host): influxctl
     would send the policy's management token there. Refused before the source is read, even with
     --adopt (which is about whose token the profile holds, not where it points); nothing is written."""
-    host.publish("id-1")
+    host.publish(ID_1)
     before = stat_of(host.config)
     proc = host.sync("--profile", "staging", *args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -250,7 +254,7 @@ def test_a_profile_pointed_at_another_cluster_while_the_source_is_read_is_not_wr
     """The cluster is checked again just before the write: between the first check and the write come
     the source read (network calls, retries) and any retry's wait, time for another writer to point
     the profile at another host."""
-    host.publish("id-1")
+    host.publish(ID_1)
     original = VaultKV2Store.read_current
 
     def read_while_the_profile_moves(self: VaultKV2Store) -> Any:
@@ -269,7 +273,7 @@ def test_a_profile_pointed_at_another_cluster_while_the_source_is_read_is_not_wr
 def test_a_first_sync_into_a_profile_of_another_cluster_names_no_right_profile(host: Host) -> None:
     """No profile of the file names the policy's cluster: the fix says to look at --config."""
     host.config.write_text(PROFILE.replace('host = "cluster.test.invalid"', 'host = "other.test.invalid"'))
-    host.publish("id-1")
+    host.publish(ID_1)
     proc = host.sync()
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "host is 'other.test.invalid' in the profile, 'cluster.test.invalid'" in proc.stderr
@@ -306,7 +310,7 @@ def test_what_counts_as_the_same_cluster(host: Host, openbao: Any, kv_path: str,
     assert CLUSTERED + "\n" in text
     host.policy_file.write_text(text.replace(CLUSTERED + "\n", policy_profile + "\n"))
     host.config.write_text(f'[[profile]]\nname = "default"\n{profile_keys}\n')
-    host.publish("id-1")
+    host.publish(ID_1)
     proc = host.sync()
     if not differs:
         assert proc.returncode == 0, proc.stderr
@@ -376,7 +380,7 @@ def test_a_missing_config_is_named_before_the_source_is_read(host: Host) -> None
 )
 def test_invalid_input_exits_2_and_writes_nothing(host: Host, args: tuple[str, ...], reference: str | None,
                                                   words: str) -> None:  # fmt: skip
-    host.publish("id-1")
+    host.publish(ID_1)
     before = stat_of(host.config)
     ref = reference.format(file=host.policy_file, dir=host.dir) if reference else None
     proc = host.sync(*args, reference=ref)
@@ -386,7 +390,7 @@ def test_invalid_input_exits_2_and_writes_nothing(host: Host, args: tuple[str, .
 
 
 def test_an_unparsable_influxctl_config_is_left_untouched(host: Host) -> None:
-    host.publish("id-1")
+    host.publish(ID_1)
     host.config.write_text(PROFILE.replace('port = "443"', "port = 443 443"))
     before = stat_of(host.config)
     proc = host.sync()
@@ -396,7 +400,7 @@ def test_an_unparsable_influxctl_config_is_left_untouched(host: Host) -> None:
 
 
 def test_missing_policy_file_part_uses_rotator_config(host: Host) -> None:
-    host.publish("id-1")
+    host.publish(ID_1)
     proc = host.sync(reference=POLICY, env={"ROTATOR_CONFIG": str(host.policy_file)})
     assert proc.returncode == 0, proc.stderr
     assert parse_reference("a:b:c") == (Path("a:b"), "c")
@@ -411,7 +415,7 @@ name = "local"
 config = "elsewhere.toml"
 """
     write_policy(host.policy_file, openbao.url, kv_path, extra_store=profile_store)
-    host.publish("id-1")
+    host.publish(ID_1)
     proc = host.sync()
     assert proc.returncode == 0, proc.stderr
     assert host.profile_token() == host.values[-1]
@@ -482,13 +486,13 @@ def test_add_parser_and_cmd_sync_in_a_rotator_shaped_cli(host: Host, capsys: Any
     parser = rotator_like_parser()
     status = parser.parse_args(["status", "-c", "policies.toml"])
     assert status.config == "policies.toml", "the common parent's -c/--config is left alone"
-    host.publish("id-1")
+    host.publish(ID_1)
     args = parser.parse_args(["sync", "--from", f"{host.policy_file}:{POLICY}", "--config", str(host.config),
                               "--output", "json", "--log-level", "debug"])  # fmt: skip
     assert args.influxctl_config == str(host.config) and args.log_level == "debug"
     assert cmd_sync(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["token_id"] == "id-1" and out["changed"]
+    assert out["token_id"] == ID_1 and out["changed"]
     assert cmd_sync(args) == 0 and not json.loads(capsys.readouterr().out)["changed"]
     assert main(["--from", f"{host.policy_file}:{POLICY}", "--config", str(host.config), "-q"]) == 0
     assert capsys.readouterr().out == ""
@@ -498,7 +502,7 @@ def test_add_parser_and_cmd_sync_in_a_rotator_shaped_cli(host: Host, capsys: Any
 def test_an_unusable_log_file_is_a_clear_error_and_nothing_is_written(host: Host, tmp_path: Path) -> None:
     """``python -m rotator.runners.sync --log-file`` in a missing directory: exit 2 naming the option
     (it was a traceback: logging was set up outside the error handling)."""
-    host.publish("id-1")
+    host.publish(ID_1)
     before = host.config.read_bytes()
     proc = subprocess.run([sys.executable, "-m", "rotator.runners.sync", "--from", f"{host.policy_file}:{POLICY}",
                            "--config", str(host.config), "--log-file", str(tmp_path / "missing" / "sync.log")],
@@ -566,7 +570,7 @@ def test_a_source_payload_that_is_not_this_policy_s_is_not_synced(host: Host, pa
     policy, issuer = {"another policy's token": ("other-policy", "influxctl-management"),
                       "a database token": (POLICY, "influxctl-database"),
                       "no issuer, another policy": ("other-policy", "")}[payload]
-    record = TokenRecord(Secret(f"test-mgmt-token-{uuid.uuid4().hex}"), "id-x", issuer, policy, NOW, None)
+    record = TokenRecord(Secret(f"test-mgmt-token-{uuid.uuid4().hex}"), ID_X, issuer, policy, NOW, None)
     host.values.append(record.value.reveal())
     host.vault.publish(record, host.vault.read_current().version)
     before = stat_of(host.config)
@@ -576,7 +580,7 @@ def test_a_source_payload_that_is_not_this_policy_s_is_not_synced(host: Host, pa
     assert "two policies must not share a store" in proc.stderr
     assert stat_of(host.config) == before
     host.check_no_leak()
-    host.publish("id-2")  # the rotating host publishes this policy's token: the same command now succeeds
+    host.publish(ID_2)  # the rotating host publishes this policy's token: the same command now succeeds
     assert host.sync().returncode == 0 and host.profile_token() == host.values[-1]
 
 
@@ -587,7 +591,7 @@ def test_a_policy_whose_tokens_are_not_management_tokens_is_refused(host: Host) 
         'permissions = { read = ["telemetry"] }\n[policy.issuer.profile]')
     assert "influxctl-database" in text
     host.policy_file.write_text(text)
-    host.publish("id-1")
+    host.publish(ID_1)
     before = stat_of(host.config)
     proc = host.sync()
     assert proc.returncode == 2, proc.stdout + proc.stderr
