@@ -134,6 +134,43 @@ def test_the_start_deadline_is_checked_when_connected_and_before_each_write() ->
         request_deadline_first.trace("http11.send_request_headers.started", {"request": None})
 
 
+
+@pytest.mark.parametrize(("method", "content", "has_body"), [
+    ("DELETE", None, False),  # httpx: no Content-Length, no Transfer-Encoding
+    ("POST", None, False),  # httpx: Content-Length: 0 (InfluxDB 3's POST .../admin/regenerate)
+    ("POST", b'{"x": 1}', True),
+    ("PATCH", iter([b"{}"]), True),  # Transfer-Encoding: chunked
+])
+def test_a_request_without_a_body_is_whole_once_its_headers_are_written(
+    method: str, content: Any, has_body: bool
+) -> None:
+    """Before the headers, a request past either deadline is refused (nothing written). Before the
+    body, only one that has a body: without one the headers were the whole request, which the server
+    carries out, and its answer must be read (for a regenerate, the only copy of the new value)."""
+    import httpx
+
+    request = httpx.Request(method, "http://server.invalid/api", content=content)
+    late = time.monotonic() - 0.001
+    for ends, start_by, refusal in ((time.monotonic() + 60, late, NotSent), (late, None, httpcore.WriteTimeout)):
+        with pytest.raises(refusal):
+            _Watchdog(ends, start_by, request).trace("http11.send_request_headers.started", {"request": None})
+        before_body = _Watchdog(ends, start_by, request)
+        if has_body:
+            with pytest.raises(refusal):
+                before_body.trace("http11.send_request_body.started", {"request": None})
+        else:
+            before_body.trace("http11.send_request_body.started", {"request": None})
+
+
+def test_a_request_without_a_body_past_its_start_deadline_is_not_sent_at_all() -> None:
+    with recording_server() as (url, heads, connections):
+        for method in ("DELETE", "POST"):
+            with start_children_within(CLOSED), pytest.raises(NotSent):
+                send(_client(url), method, "/api/v3/configure/token/admin/regenerate", timeout_s=5.0)
+        time.sleep(0.1)
+        assert heads == [] and connections == []
+
+
 PAUSED_AFTER_THE_LEASE_CHECK = """
 import os, signal, sys
 from pathlib import Path

@@ -670,9 +670,9 @@ def test_stage_two_reads_a_token_again_before_deleting_it(influxdb2_fake: Influx
 def test_token_info_looks_one_authorization_up_and_never_takes_unreadable_for_gone(
     influxdb2_fake: InfluxDB2Fake, admin: Secret
 ) -> None:
-    """The lookup behind a token the listing does not show: the authorization as listed, None only
-    for InfluxDB's own 404, an error for a 401 (the credential may not read its user), a proxy's 404
-    or an answer about another id."""
+    """The lookup behind a token the listing does not show: the authorization as listed (of any
+    organization), None only for InfluxDB's own 404, an error for a 401 (the credential may not read
+    its user), a proxy's 404 or an answer about another id."""
     fake = influxdb2_fake
     minted = make(fake.url).mint(request(), None)
     info = make(fake.url).token_info(minted.token_id, None)
@@ -696,12 +696,43 @@ def test_token_info_looks_one_authorization_up_and_never_takes_unreadable_for_go
     with pytest.raises(IssuerOutputError, match="is not authorization"):
         make("http://influx.invalid:8086", transport=mock(other)).token_info(minted.token_id, None)
 
-    def foreign(req: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"id": minted.token_id, "orgID": "ffffffffffffffff", "status": "active",
-                                         "description": f"rotator:{POLICY}:0123456789abcdef"})
+    for org in ({"orgID": "ffffffffffffffff"}, {}):
+        def foreign(req: httpx.Request, org: dict[str, str] = org) -> httpx.Response:
+            return httpx.Response(200, json={"id": minted.token_id, "status": "active", **org,
+                                             "description": f"rotator:{POLICY}:0123456789abcdef"})
 
-    assert make("http://influx.invalid:8086", transport=mock(foreign)).token_info(minted.token_id, None) is None, \
-        "another organization's authorization is not this issuer's, as its listing by org_id says"  # fmt: skip
+        info = make("http://influx.invalid:8086", transport=mock(foreign)).token_info(minted.token_id, None)
+        assert info is not None and info.revoked_at is None, \
+            "another organization's (or no organization's) authorization exists all the same: never 'no such token'"
+
+
+def test_a_pending_revocation_of_an_authorization_of_another_org_revokes_it(
+    influxdb2_fake: InfluxDB2Fake, admin: Secret
+) -> None:
+    """org_id corrected while a revocation was pending: the listing by the new org_id does not show
+    the authorization rotator minted, and the lookup by id finds it active in the old one. "No such
+    token" there made the engine record the revocation done ("already revoked") while it stayed
+    active. Whose it is, the revocation rule decides as for any token (the journal's claim and the
+    policy's tag); the PATCH works across organizations."""
+    from rotator.core.contracts import with_unlisted
+    from rotator.core.errors import NeedsAttention
+    from rotator.core.revocation_rule import Claim, check_revocable
+
+    fake = influxdb2_fake
+    minted = make(fake.url).mint(request(), None)
+    moved = make(fake.url, org_id="ffffffffffffffff")  # the setting now names another organization
+    listed = moved.list_tokens(None)
+    assert all(t.token_id != minted.token_id for t in listed)
+    tokens = with_unlisted(moved, listed, minted.token_id, None)  # what the engine's _safe_revoke does
+    claim = Claim(minted.token_id, POLICY, minted_by=["0123456789abcdef"], source="journal")
+    assert check_revocable(claim, tokens, [], datetime.now(UTC)) is True, "not 'already revoked': it is active"
+    moved.revoke(minted.token_id, None)
+    assert fake.authorization(minted.token_id)["status"] == "inactive"  # type: ignore[index]
+    _, human = fake.add_authorization("a person's", READ_WRITE_BUCKET)  # no tag: whatever a record claims
+    with pytest.raises(NeedsAttention, match="does not carry"):
+        check_revocable(claim._replace(token_id=human), with_unlisted(moved, listed, human, None), [],
+                        datetime.now(UTC))
+    assert fake.authorization(human)["status"] == "active"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(("token", "kept"), [

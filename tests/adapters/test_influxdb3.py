@@ -965,3 +965,70 @@ def test_an_admin_row_whose_hash_is_no_hash_is_an_output_error(digest: object) -
     issuer = make("http://influx.invalid", transport=mock(lambda req: httpx.Response(200, text=json.dumps(row))))
     with pytest.raises(IssuerOutputError, match="`hash` is not hex of at least 9 digits"):
         issuer.list_tokens(Secret("apiv3_admin-0123456789abcdef"))
+
+
+# ---------------------------------------------------------------------------------- a stored credential's text
+
+
+@pytest.mark.parametrize("bad", ["{v}\n", "{v} ", " {v}", "{v}\x01", "é{v}", "{v}\r\n"])
+def test_a_self_credential_no_header_carries_is_a_malformed_payload_not_an_unreachable_server(
+    influxdb3_fake: InfluxDB3Fake, bad: str
+) -> None:
+    """credential = "self": the stores' current token is checked as a {file}/{env} credential is. A
+    payload written by hand with a line break made h11 refuse the header, reported as "cannot reach"
+    (transient: retried for ever, with a hint about the network). It is the store's payload that is
+    wrong: permanent, saying how to repair it, without the value, and nothing sent."""
+    from rotator.core.errors import MalformedPayload
+
+    fake = influxdb3_fake
+    value = bad.format(v=fake.operator_value)
+    sent = len(fake.api.calls)
+    with pytest.raises(MalformedPayload) as err:
+        make(fake.url).list_tokens(Secret(value))
+    text = f"{err.value} {err.value.hint}"
+    assert "credential = 'self'" in str(err.value) and f"policy {POLICY!r}" in str(err.value)
+    assert "white space, a control character" in str(err.value)
+    assert f"rotator bootstrap {POLICY} --replace" in (err.value.hint or "")
+    assert fake.operator_value not in text and fake.operator_value[:12] not in text
+    assert len(fake.api.calls) == sent, "nothing sent"
+
+
+@pytest.mark.parametrize(("answer", "kept"), [
+    ("  apiv3_abc  ", "apiv3_abc"), ("apiv3_abc\n", "apiv3_abc"), ("apiv3_a b", None), ("apiv3_a\x01b", None),
+    ("apiv3_é", None), ("", None), (None, None), (12, None),
+])
+def test_a_token_in_an_answer_is_one_word_of_printable_ascii(answer: object, kept: str | None) -> None:
+    from rotator.adapters.http.common import token_value
+
+    value = token_value(answer)
+    assert (value.reveal() if value is not None else None) == kept
+
+
+# ---------------------------------------------------------------------------------- a request without a body
+
+
+def test_a_regenerate_whose_headers_were_sent_is_not_thrown_away_at_the_start_deadline(
+    influxdb3_fake: InfluxDB3Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST .../admin/regenerate has no body: once its headers are written the server carries it out.
+    The start-deadline check before the (empty) body threw the answer away as "not sent", and with
+    it the only copy of the new _admin value (the old one revoked). Simulated: the start deadline
+    passes between the headers and the body (a pause of the process right there)."""
+    from rotator.adapters.http import common
+    from rotator.core.child_process import start_children_within
+
+    real = common._Watchdog.trace
+
+    def paused_after_the_headers(self: Any, event: str, info: Any) -> None:
+        if event == "http11.send_request_body.started":
+            self._start_by = 0.0  # the start deadline has passed by now
+        real(self, event, info)
+
+    monkeypatch.setattr(common._Watchdog, "trace", paused_after_the_headers)
+    fake = influxdb3_fake
+    old = fake.operator_value
+    issuer = make(fake.url, kind="operator", allow_no_grace=True)
+    with start_children_within(60):
+        minted = issuer.mint(request(), Secret(old))
+    assert fake.operator_value != old, "the server regenerated _admin"
+    assert minted.value.reveal() == fake.operator_value, "and rotator has the new value"

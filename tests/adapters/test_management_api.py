@@ -726,3 +726,107 @@ def test_a_retry_after_is_on_the_transient_error(tmp_path, status, plane):
             issuer.list_tokens(None)
     assert err.value.retry_after == 30
     assert f"HTTP {status}" in str(err.value) and "asks to wait 30s" in str(err.value)
+
+
+@pytest.mark.parametrize("operation", ["create", "list", "delete", "verify"])
+@pytest.mark.parametrize("status", [501, 505, 520, 524])
+def test_every_5xx_is_transient(tmp_path, status, operation):
+    """Every 5xx, not only 500/502/503/504: a gateway's 524 on a create says nothing of whether the
+    cluster made the token (the engine then searches for it by its tag), where a PermanentError is
+    taken for "nothing was created". Its Retry-After is honoured as for the others."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers={"Retry-After": "7"}, json={"code": status, "message": "gateway"})
+
+    issuer = mocked_issuer(tmp_path, answer)
+    calls = {
+        "create": lambda: issuer.mint(mint_request(), None),
+        "list": lambda: issuer.list_tokens(None),
+        "delete": lambda: issuer.revoke("55555555-5555-4555-8555-555555555555", None),
+        "verify": lambda: issuer.verify(Secret("apiv1_" + "2" * 80)),
+    }
+    with pytest.raises(RotatorError) as err:
+        calls[operation]()
+    assert type(err.value) is TransientError
+    assert f"HTTP {status}" in str(err.value) and err.value.retry_after == 7
+
+
+STORED_TOKEN = "apiv1_" + "m" * 40
+
+
+@pytest.mark.parametrize("stored", [STORED_TOKEN + "\n", STORED_TOKEN + " ", " " + STORED_TOKEN,
+                                    "apiv1_mm mm", STORED_TOKEN + "\x7f", "apiv1_mmé"])
+def test_a_management_token_from_a_store_that_no_header_carries_is_named_not_unreachable(
+    management_api_fake, tmp_path, stored
+):
+    """A store payload written by hand with a line break: h11 refused the header, and that read as
+    "cannot reach the cluster" (transient, retried for ever, a hint about the network). It is the
+    store's payload that is wrong: a permanent error naming the store and how to repair it, never
+    the value, and no request sent."""
+    from rotator.core.errors import MalformedPayload
+    from rotator.testing.memory import MemoryStore
+
+    fake = management_api_fake
+    store = MemoryStore("mgmt-token")
+    store.publish(TokenRecord(Secret(stored), "mgmt-1", "influxctl-management", "mgmt", NOW, None), None)
+    token_file = tmp_path / "unused"
+    settings = ManagementApiSettings.model_validate(settings_for(fake, token_file))
+    issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path),
+                                             token_store=store)
+    with pytest.raises(MalformedPayload) as err:
+        issuer.list_tokens(None)
+    text = f"{err.value} {err.value.hint}"
+    assert store.location in str(err.value) and "token mgmt-1, policy 'mgmt'" in str(err.value)
+    assert "white space, a control character" in str(err.value)
+    assert "rotator bootstrap mgmt --replace" in err.value.hint
+    assert "mmmm" not in text and "apiv1_mm" not in text
+    assert fake.calls() == [], "nothing sent"
+
+
+def test_a_management_token_file_that_no_header_carries_is_a_config_error(management_api_fake, tmp_path):
+    issuer, _, _ = make_issuer(management_api_fake, tmp_path)
+    (tmp_path / "mgmt-token").write_text("apiv1_abc def\n")
+    with pytest.raises(ConfigError, match="white space or a character that is not ASCII") as err:
+        issuer.list_tokens(None)
+    assert "mgmt-token" in str(err.value) and "abc" not in f"{err.value} {err.value.hint}"
+    assert management_api_fake.calls() == []
+
+
+@pytest.mark.parametrize(("access_token", "kept"), [
+    ("  apiv1_new-token-value  ", "apiv1_new-token-value"),
+    ("apiv1_new-token-value\n", "apiv1_new-token-value"),
+    ("apiv1_new token", None),
+    ("apiv1_new\x01token", None),
+    ("apiv1_new-tokén", None),
+])
+def test_a_minted_access_token_is_one_word_of_ascii_without_surrounding_space(tmp_path, access_token, kept):
+    """As the other HTTP issuers read a new token (http_common.token_value): surrounding white space
+    is not part of it (kept, it would reach every store and fail every consumer's header); a value
+    no header can carry is no usable token."""
+    token_id = "55555555-5555-4555-8555-555555555555"
+    answer = {"id": token_id, "accessToken": access_token, "expiresAt": "2030-01-01T00:00:00Z"}
+    issuer = mocked_issuer(tmp_path, lambda request: httpx.Response(200, json=answer))
+    if kept is None:
+        with pytest.raises(IssuerOutputError, match=f"token {token_id} was created, but .* no usable `accessToken`"):
+            issuer.mint(mint_request(), None)
+    else:
+        assert issuer.mint(mint_request(), None).value.reveal() == kept
+
+
+@pytest.mark.parametrize(("answered_id", "confirmed"), [
+    ("66666666-6666-4666-8666-666666666666", False),  # another token's revokedAt proves nothing
+    ("55555555-5555-4555-8555-555555555555".upper(), True),  # a UUID in capitals is the same id
+])
+def test_the_confirming_get_must_be_about_the_revoked_token(tmp_path, answered_id, confirmed):
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        return httpx.Response(200, json={"id": answered_id, "description": "x", "createdAt": "2025-01-01T00:00:00Z",
+                                         "revokedAt": "2025-01-02T00:00:00Z"})
+
+    issuer = mocked_issuer(tmp_path, answer)
+    if confirmed:
+        issuer.revoke("55555555-5555-4555-8555-555555555555", None)
+    else:
+        with pytest.raises(IssuerOutputError, match="is not database token 55555555-5555-4555-8555-555555555555"):
+            issuer.revoke("55555555-5555-4555-8555-555555555555", None)

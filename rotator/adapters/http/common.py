@@ -65,6 +65,7 @@ from rotator.core.errors import (
     BadTokenId,
     ConfigError,
     IssuerOutputError,
+    MalformedPayload,
     NotYetAccepted,
     PermanentError,
     RotatorError,
@@ -94,6 +95,7 @@ __all__ = [
     "error_code",
     "error_text",
     "expect",
+    "is_header_token",
     "is_self",
     "json_body",
     "map_http_errors",
@@ -105,6 +107,7 @@ __all__ = [
     "resolve_credential",
     "retry_after",
     "send",
+    "stored_token_error",
     "token_value",
     "wait_asked",
 ]
@@ -145,6 +148,9 @@ _TRANSIENT_STATUS = frozenset({408, 425, 429})
 #: Token-shaped strings redacted from server error text even when the REDACTOR does not know them:
 #: InfluxDB 3 tokens (``apiv3_`` + base64) and long base64/hex runs such as v2 tokens.
 _TOKEN_SHAPES = re.compile(r"apiv[0-9]_[A-Za-z0-9+/=_-]{8,}|[A-Za-z0-9+/_-]{40,}={0,2}")
+#: One word of printable ASCII: what an API token is, and all an HTTP header carries without h11
+#: refusing it (a refusal that would surface as "cannot reach the server", retried for ever).
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")
 _MAX_DETAIL = 200
 
 
@@ -206,12 +212,34 @@ def is_self(setting: CredentialSetting) -> bool:
     return not isinstance(setting, CredentialRef)
 
 
-def resolve_credential(setting: CredentialSetting, current: Secret | None, base_dir: Path, *, hint_self: str) -> Secret:
-    """The token to authenticate with: the store's current one for ``self``, else the reference's."""
+def is_header_token(text: str) -> bool:
+    """Whether ``text`` is one word of printable ASCII (no white space, no control character)."""
+    return _HEADER_TOKEN.fullmatch(text) is not None
+
+
+def stored_token_error(where: str, policy: str) -> MalformedPayload:
+    """The error for a token a store holds that no HTTP header can carry (a payload written by hand,
+    with a line break?): ``where`` names it, ``policy`` is the policy that publishes it. Never the value."""
+    return MalformedPayload(
+        f"{where} holds white space, a control character or a character that is not ASCII, which an HTTP "
+        "header cannot carry (a payload written by hand, with a line break?)",
+        hint=f"write the token again as one word, as it was issued: `rotator bootstrap {policy} --replace --reason "
+        "TEXT --token-file FILE --token-id ID` (docs/operations.md), or restore the secret's last good version in "
+        "the store",
+    )
+
+
+def resolve_credential(
+    setting: CredentialSetting, current: Secret | None, base_dir: Path, *, hint_self: str, policy: str
+) -> Secret:
+    """The token to authenticate with: the store's current one for ``self``, else the reference's.
+
+    Either is checked to be one word of printable ASCII (:func:`is_header_token`): h11 refuses any
+    other header value, and httpx reports that as a server it cannot reach. ``policy`` is the
+    policy whose stores hold ``current``, for the hint."""
     if isinstance(setting, CredentialRef):
         value = setting.resolve(base_dir)
-        text = value.reveal()
-        if not text.isascii() or any(c.isspace() for c in text):  # an API token is one word of ASCII
+        if not is_header_token(value.reveal()):
             raise ConfigError(
                 f"the credential in {setting.describe()} holds white space or a character that is not ASCII, "
                 "which an HTTP header cannot carry",
@@ -223,6 +251,8 @@ def resolve_credential(setting: CredentialSetting, current: Secret | None, base_
             "credential = 'self' needs the token the stores hold now, but no token is published yet",
             hint=hint_self,
         )
+    if not is_header_token(current.reveal()):
+        raise stored_token_error(f"the token the stores of policy {policy!r} hold now (credential = 'self')", policy)
     return current
 
 
@@ -302,10 +332,11 @@ class DeadlineExceeded(httpx.TimeoutException):
 
 class NotSent(httpx.TransportError):
     """A side effect's request refused at its start deadline (:func:`send`): not written, or its body
-    not. With a body that is an incomplete request, which a server does not carry out; without one,
-    the headers may have been the whole request. So it is never taken for "nothing was done": a
-    TransientError (for a mint, a try without an answer, whose tag is searched), after which the
-    engine checks its lease again before a retry, as for an influxctl child started too late."""
+    not (an incomplete request, which a server does not carry out). A request without a body is
+    never refused once its headers are written: they are the whole request. Still never taken for
+    "nothing was done": a TransientError (for a mint, a try without an answer, whose tag is
+    searched), after which the engine checks its lease again before a retry, as for an influxctl
+    child started too late."""
 
     def __init__(self, *, request: httpx.Request | None) -> None:
         super().__init__("the side effect's start deadline passed before the request was sent", request=request)
@@ -324,6 +355,8 @@ class AnswerTooLarge(httpx.HTTPError):
 _CONNECTED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
 #: httpcore's ``trace`` events just before a byte of the request is written.
 _SENDING = ("http11.send_request_headers.started", "http11.send_request_body.started")
+#: The event before the body: for a request without one, its headers were the whole request.
+_BODY = "http11.send_request_body.started"
 
 
 class _Watchdog:
@@ -348,12 +381,18 @@ class _Watchdog:
     ``start_by`` (a ``time.monotonic()`` value, None: none): a side effect's start deadline
     (contracts.side_effect_start_deadline). Past it, the same checks refuse to connect or write
     with :class:`NotSent`; unlike ``ends`` it does not cut an answer short (a request written in
-    time may take its whole deadline)."""
+    time may take its whole deadline).
+
+    A request without a body (``request``'s headers say so: a DELETE, InfluxDB 3's POST
+    .../admin/regenerate) is whole once its headers are written: the server carries it out, so
+    neither deadline refuses it before its (empty) body. Its answer is read as any other's: for
+    a regenerate it is the only copy of the new value. Without ``request`` a body is assumed."""
 
     def __init__(self, ends: float, start_by: float | None = None, request: httpx.Request | None = None) -> None:
         self._ends = ends
         self._start_by = start_by
         self._request = request
+        self._bodiless = request is not None and _without_body(request)
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._done = False
@@ -364,6 +403,8 @@ class _Watchdog:
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
         if event in _SENDING:
+            if event == _BODY and self._bodiless:
+                return  # the headers written were the whole request: too late to refuse it
             if self._passed():
                 raise httpcore.WriteTimeout("the request's deadline passed before it was sent")
             if self._too_late_to_start():
@@ -484,6 +525,15 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 #: Headers that describe the form of an answer on the wire, not what :func:`send` returns.
 _WIRE_HEADERS = (b"content-encoding", b"content-length", b"transfer-encoding")
+
+
+def _without_body(request: httpx.Request) -> bool:
+    """Whether ``request`` has no body, as h11 frames it: ``Content-Length: 0``, or neither that
+    header nor ``Transfer-Encoding`` (httpx sends a DELETE without content so)."""
+    length = request.headers.get("Content-Length")
+    if length is not None:
+        return _number(length.strip()) == 0
+    return "Transfer-Encoding" not in request.headers
 
 
 def _complete(response: httpx.Response) -> bool:
@@ -654,7 +704,8 @@ class HttpIssuer(Generic[SettingsT]):
 
     def _credential(self, current: Secret | None) -> Secret:
         """The token that mints, lists and revokes (``current``: the one the stores hold now)."""
-        return resolve_credential(self.settings.credential, current, self._base_dir, hint_self=HINT_SELF)
+        return resolve_credential(self.settings.credential, current, self._base_dir, hint_self=HINT_SELF,
+                                  policy=self._policy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -918,8 +969,9 @@ def error_code(response: httpx.Response) -> object:
 
 
 def token_value(value: object) -> Secret | None:
-    """The token in an answer's ``token`` field: one word (surrounding white space dropped), else None."""
-    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+    """The token in an answer's token field: one word of printable ASCII (:func:`is_header_token`;
+    surrounding white space dropped), else None: a value no header can carry authenticates nothing."""
+    if not isinstance(value, str) or not is_header_token(value.strip()):
         return None
     return Secret(value.strip())
 

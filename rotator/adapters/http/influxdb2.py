@@ -324,7 +324,13 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
     def token_info(self, token_id: str, credential: Secret | None) -> TokenInfo | None:
         """``GET /api/v2/authorizations/{id}``: the authorization, or None when InfluxDB says it has none
         (its own 404); a 401 (the credential may not read that authorization's user) is an error:
-        "not readable" is never taken for "gone"."""
+        "not readable" is never taken for "gone".
+
+        An authorization of another organization than ``org_id`` is returned as well: it exists, and
+        None would make the engine record a pending revocation of it as done while it stays active
+        (``org_id`` corrected meanwhile). Whose it is the revocation rule decides, by rotator's own
+        record of the id and the policy's tag in its description (revocation_rule.py), as for any
+        token; ``revoke`` works across organizations."""
         _check_id(token_id)
         what = f"look up authorization {token_id}"
         with map_http_errors(what, hints={401: HINT_401}):
@@ -338,8 +344,11 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         _keep_digest(item, listed_value)
         if item.get("id") != token_id:
             raise IssuerOutputError(f"{what}: the answer is not authorization {token_id}")
-        if item.get("orgID") != self.settings.org_id:
-            return None  # another organization's: not this issuer's, as its listing (by org_id) would say
+        org = item.get("orgID")
+        if org != self.settings.org_id:
+            shown = org if isinstance(org, str) and _AUTH_ID.fullmatch(org) else "no valid orgID"
+            logger.warning("authorization %s belongs to organization %s, not to org_id %s; the listing by org_id does "
+                           "not show it (and stage 2 never deletes it)", token_id, shown, self.settings.org_id)
         return self._info(item)
 
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:

@@ -41,12 +41,14 @@ Policy settings::
 
 Errors go through ``http_common.on_http_failure`` (which tells the failures apart, as for the
 other HTTP issuers) and ``_error()`` (which words them). Management API: 400/403/404/409 and
-401 are PermanentErrors with a hint; 429, 5xx, timeouts and connection failures are
-TransientErrors.
+401 are PermanentErrors with a hint; 408, 425, 429, every 5xx, timeouts and connection failures
+are TransientErrors (a gateway's 520-524 on a create says nothing of whether the token was made:
+the engine searches for it by its tag, where a PermanentError would mean "nothing was created").
 Data plane (verify): 401 is a NotYetAccepted (a TransientError: not active yet; at bootstrap, a
-token that will not become active); 400/403/404 are permanent. A 429 or 503's ``Retry-After``
-becomes the error's ``retry_after``. Every request goes through ``http_common.send``: a whole
-request ends within ``3 * timeout_s``, and an answer is read up to a size limit.
+token that will not become active); 408, 425, 429 and 5xx are transient, 400/403/404 permanent.
+A transient status's ``Retry-After`` becomes the error's ``retry_after``. Every request goes
+through ``http_common.send``: a whole request ends within ``3 * timeout_s``, and an answer is read
+up to a size limit.
 Messages carry the operation, the URL (which never holds a secret: credentials travel only
 in the Authorization header) and the server's ``message``, redacted; never a token or a body.
 """
@@ -79,12 +81,15 @@ from rotator.adapters.http.common import (
     check_tls_choice,
     error_code,
     error_text,
+    is_header_token,
     new_client,
     on_http_failure,
     path_segment,
     redact_detail,
     retry_after,
     send,
+    stored_token_error,
+    token_value,
     wait_asked,
 )
 from rotator.adapters.transport import plain_http_warning, tls_verify_warning
@@ -110,6 +115,7 @@ from rotator.core.errors import (
     RotatorError,
     TransientError,
 )
+from rotator.core.one_line import one_line
 from rotator.core.secret import Secret
 
 __all__ = [
@@ -169,7 +175,8 @@ _HINT_DEPENDENCY = (
     "bootstrap that policy first, and check that this policy's own credentials for that store may read it"
 )
 _HINT_NOT_ACTIVE = "a new database token can take a few seconds to a few minutes to become active"
-_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: transient besides every 5xx (as http_common's wording of the other HTTP issuers)
+_TRANSIENT_STATUS = frozenset({408, 425, 429})
 _TOKEN_SHAPES = re.compile(r"M\.V1\.[A-Za-z0-9+/=_.-]{8,}|apiv[0-9]_[A-Za-z0-9+/=_-]{16,}")
 _MAX_DETAIL = 300
 #: what :meth:`ManagementApiIssuer._request` returns for an allowed 404 that is the API's own "not found"
@@ -381,7 +388,15 @@ class _ManagementToken:
     def read(self) -> Secret:
         if self._store is None:
             assert self._ref is not None
-            return self._ref.resolve(self._base_dir)
+            value = self._ref.resolve(self._base_dir)
+            if not is_header_token(value.reveal()):
+                raise ConfigError(
+                    f"the management token in {self._ref.describe()} holds white space or a character that is not "
+                    "ASCII, which an HTTP header cannot carry",
+                    hint="write the management token again as it was issued (one word: ASCII letters, digits and "
+                    "punctuation)",
+                )
+            return value
         location = self._store.location
         hint = _HINT_DEPENDENCY.format(location=location)
         try:  # only read: AWSCURRENT stays valid while another rotation of that secret is under way
@@ -401,6 +416,9 @@ class _ManagementToken:
                 f"expired at {record.expires_at.isoformat()}",
                 hint=hint,
             )
+        if not is_header_token(record.value.reveal()):  # (the payload's id and policy: text of the store's)
+            where = f"the management token in {location} (token {one_line(record.token_id)}, policy {record.policy!r})"
+            raise stored_token_error(where, one_line(record.policy) or "POLICY")
         return record.value
 
     def refused_hint(self, status: int) -> str:
@@ -485,10 +503,9 @@ class ManagementApiIssuer:
             raise self._output_error(op, "the answer has no token `id` (a token may have been created)")
         if not _UUID.fullmatch(token_id):  # never logged nor recorded: revoke refuses it, and it may be a secret
             raise self._output_error(op, "the answer's token `id` is not a UUID (a token may have been created)")
-        value = data.get("accessToken")
-        if not isinstance(value, str) or not value or not value.isprintable() or len(value.split()) != 1:
+        secret = token_value(data.get("accessToken"))
+        if secret is None:
             raise self._output_error(op, f"token {token_id} was created, but the answer has no usable `accessToken`")
-        secret = Secret(value)
         # Only an expiry the answer confirms is returned: a server that ignored `expiresAt` (the
         # Dedicated how-to also sends `expirationType`, which the spec does not have) made a token
         # that never expires, and the safety net "it expires by itself" is gone.
@@ -542,6 +559,10 @@ class ManagementApiIssuer:
                 raise failure
             raise self._output_error(get, "the answer has no body, expected the token (or 404)")
         info = self._token_info(get, data, 0)
+        if info.token_id.lower() != token_id.lower():  # (UUIDs: any case) another token's revokedAt proves nothing
+            if failure is not None:
+                raise failure
+            raise self._output_error(get, f"the answer is not database token {token_id}")
         if info.revoked_at is not None:
             if failure is not None:
                 logger.info("database token %s is revoked although the DELETE failed", token_id)
@@ -657,14 +678,15 @@ class ManagementApiIssuer:
             return PermanentError(
                 message, hint=_HINT_REDIRECT.format(key="cluster_host" if op.plane == "data" else "base_url")
             )
-        asked = retry_after(response) if status in _TRANSIENT_STATUS else None
+        transient = status in _TRANSIENT_STATUS or status >= 500
+        asked = retry_after(response) if transient else None
         if op.plane == "data":
             database = self.settings.verify.database
             if status == 401:
                 # As the other HTTP issuers: "not accepted (yet)", retried after a mint; at bootstrap, where
                 # a person's token will not become active, the engine stops at once.
                 return NotYetAccepted(message, hint=_HINT_NOT_ACTIVE)
-            if status in _TRANSIENT_STATUS:
+            if transient:
                 return TransientError(message + wait_asked(asked), hint=_HINT_RETRY, retry_after=asked)
             hints = {
                 400: _HINT_VERIFY_400,
@@ -672,7 +694,7 @@ class ManagementApiIssuer:
                 404: _HINT_VERIFY_404.format(database=database, url=self.settings.cluster_host),
             }
             return PermanentError(message, hint=hints.get(status, _HINT_OTHER))
-        if status in _TRANSIENT_STATUS:
+        if transient:
             return TransientError(message + wait_asked(asked), hint=_HINT_RETRY, retry_after=asked)
         if status in (401, 403):
             return PermanentError(message, hint=self._token.refused_hint(status))
