@@ -10,8 +10,9 @@ four times per rotation, in this order, and repeats the whole sequence when a st
                    PutSecretValue it as that AWSPENDING version (with RotationToken, if given)
     setSecret      nothing to set (the issuer minted the token); check the issuer knows it active
     testSecret     verify the pending token with the issuer, retrying while the Lambda has time
-    finishSecret   record when the superseded token may be revoked, move AWSCURRENT to the new
-                   version (the old one becomes AWSPREVIOUS), drop AWSPENDING
+    finishSecret   check the pending token again as setSecret does (finishSecret can be invoked
+                   alone), record when the superseded token may be revoked, move AWSCURRENT to
+                   the new version (the old one becomes AWSPREVIOUS), drop AWSPENDING
 
 Each step first checks (DescribeSecret) that rotation is enabled and the ClientRequestToken is a
 version of the secret; it returns at once if that version is AWSCURRENT already and fails if it
@@ -34,13 +35,15 @@ run minted and where it stands; here Secrets Manager already keeps that, durably
   ``<RFC 3339 time>`` (a Lambda has no disk that outlives it). A tag is removed once the issuer
   confirmed the revocation. A token that is AWSCURRENT or AWSPENDING is never revoked.
 - a tag says *when*, never *what*, and *when* no later than rotator writes (now + grace; a later
-  time is brought down to that and reported, :func:`_bound_due_time`): anyone with TagResource can
-  write one. Before revoking, the
+  time is brought down to that and reported, :func:`_bound_due_time`) and no earlier than grace
+  after the creation of the version that replaced the token (an earlier time is raised to that and
+  reported, :func:`_raise_due_time`): anyone with TagResource can write one. Before revoking, the
   token must pass rotator/core/revocation_rule.py against records no tag or PutSecretValue can rewrite
   (:class:`_VersionRecords`): its issuer description carries ``rotator:<policy>:<version id>``
   for a version of this secret that is not younger than the token (a new version may be given any
-  id, another secret's run id too), or it is the token of the secret's oldest version (the one
-  ``rotator bootstrap`` published). Anything else is refused and left as ``rotator:attention:<id>``.
+  id, another secret's run id too), or it is the token of the secret's oldest version whose payload
+  names the policy (the one ``rotator bootstrap`` published; an adopted secret's older values are
+  not). Anything else is refused and left as ``rotator:attention:<id>``.
 
 Configuration (documented in docs/aws-lambda.md):
 
@@ -331,7 +334,7 @@ def _aws_stores(policy: Policy) -> list[AwsSecretsManagerSettings]:
 
 #: A policy and its store: the client that reads a secret the store names.
 _Via = tuple[Policy, AwsSecretsManagerSettings]
-_SECRET_ARN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)\Z"
+_SECRET_ARN = r"^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):\d{12}:secret:(.+)\Z"
 
 
 def _names_offline(settings: AwsSecretsManagerSettings, secret_id: str) -> bool:
@@ -340,11 +343,15 @@ def _names_offline(settings: AwsSecretsManagerSettings, secret_id: str) -> bool:
         return True
     arn = re.match(_SECRET_ARN, secret_id)
     if arn is not None:
-        return settings.matches(secret_id, _without_suffix(arn.group(1)))
+        # A store given by name names that name in its own region only: staging and prod may share a
+        # name in two regions (as _policy_of judges), and a rotation event's ARN read with the other
+        # region's client "does not exist". A store given by ARN matches only its own ARN (region and
+        # account included: settings.matches).
+        return settings.region_name == arn.group(1) and settings.matches(secret_id, _without_suffix(arn.group(2)))
     # A name: a store given as an ARN names it by the ARN's name part, with or without the suffix
     # AWS appends. (settings.matches(sid, name) would hold for any name: its sid is its own ARN.)
     store_arn = re.match(_SECRET_ARN, settings.secret_id)
-    return store_arn is not None and secret_id in (store_arn.group(1), _without_suffix(store_arn.group(1)))
+    return store_arn is not None and secret_id in (store_arn.group(2), _without_suffix(store_arn.group(2)))
 
 
 def _without_suffix(arn_name: str) -> str:
@@ -535,7 +542,8 @@ def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) ->
 
 class _RevokeReport:
     """What one pass over a secret's revocation records did. ``deferred``: due, not tried for lack of
-    time (kept for the next pass); ``anomalies``: records whose time was later than rotator writes."""
+    time (kept for the next pass); ``anomalies``: records whose time was later than rotator writes, or
+    earlier than the secret's versions allow."""
 
     __slots__ = ("anomalies", "deferred", "failed", "refused", "revoked", "skipped", "waiting")
 
@@ -611,28 +619,7 @@ class _Rotation:
     def set_secret(self) -> None:
         current = self._current()
         pending = self._pending_required("setSecret")
-        listed = self._call(lambda: self.issuer.list_tokens(current.value), "setSecret: list tokens")
-        tokens = self._call(lambda: with_unlisted(self.issuer, listed, pending.token_id, current.value),
-                            f"setSecret: look up token {pending.token_id}")
-        info = next((t for t in tokens if t.token_id == pending.token_id), None)
-        if info is None or not info.is_active(self.clock.now()):
-            state = "unknown to" if info is None else "revoked or expired at"
-            raise PermanentError(
-                f"setSecret: token {pending.token_id} in AWSPENDING version {self.token} is {state} the issuer",
-                hint=_HINT_CLEAR.format(secret=self.t.view.arn, version=self.token),
-            )
-        # Whatever AWSPENDING holds is input: it must be the token this rotation minted (its tag names
-        # this version), not the current one left there by a dry run nor one someone else put there.
-        from rotator.core.revocation_rule import carries_tag
-
-        if pending.token_id == current.token_id or not carries_tag(info.description, self.t.policy.tag(self.token)):
-            why = ("it is the AWSCURRENT token: nothing would be rotated" if pending.token_id == current.token_id
-                   else f"its description at the issuer does not carry {self.t.policy.tag(self.token)}")
-            raise PermanentError(
-                f"setSecret: token {pending.token_id} in AWSPENDING version {self.token} is not the token this "
-                f"rotation minted ({why})",
-                hint=_HINT_CLEAR.format(secret=self.t.view.arn, version=self.token),
-            )
+        info = self._minted_here("setSecret", current, pending)
         logger.info("setSecret: token %s is active at the issuer, which minted it: nothing to set", info.token_id)
 
     def test_secret(self) -> None:
@@ -649,20 +636,21 @@ class _Rotation:
         view = self.t.view
         pending = self._pending_required("finishSecret")
         current_version = view.version_with(CURRENT)
-        answer = read_stage(self.t.api, view.arn, CURRENT, self.t.where) if current_version else None
-        previous = _lenient(answer)
-        if previous is not None and previous.token_id == pending.token_id:
+        previous = self._current()  # the issuer's credential for the check below, and what is superseded
+        if previous.token_id == pending.token_id:
             raise PermanentError(
                 f"finishSecret: AWSPENDING version {self.token} holds the AWSCURRENT token {pending.token_id}: "
                 "nothing was rotated",
                 hint=_HINT_CLEAR.format(secret=view.arn, version=self.token),
             )
+        # setSecret made the same check, but finishSecret may be invoked without it (lambda:InvokeFunction
+        # and PutSecretValue on AWSPENDING are enough): promoting a token this rotation did not mint would
+        # also schedule the real current token's revocation. The cost: one issuer listing per rotation.
+        self._minted_here("finishSecret", previous, pending)
         tags = {MANAGED_BY_KEY: MANAGED_BY}
-        due: datetime | None = None
-        if previous is not None:
-            key = _revoke_tag_key(previous.token_id, "finishSecret", view.arn, self.token)
-            due = self.clock.now() + self.t.policy.grace
-            tags[key] = _rfc3339(due)
+        key = _revoke_tag_key(previous.token_id, "finishSecret", view.arn, self.token)
+        due = self.clock.now() + self.t.policy.grace
+        tags[key] = _rfc3339(due)
         _check_tag_room(view, "finishSecret", set(tags))
         # 1. Record the revocation before the move: a crash in between leaves a record of the
         #    still-current token, which revoke-expired skips and the retried finishSecret rewrites.
@@ -681,10 +669,8 @@ class _Rotation:
                 SecretId=view.arn, VersionStage=PENDING, RemoveFromVersionId=self.token))  # fmt: skip
         except RotatorError as exc:
             logger.warning("finishSecret: could not remove AWSPENDING from version %s: %s", self.token, exc)
-        logger.info(
-            "finishSecret: version %s (token %s) is AWSCURRENT of %s%s", self.token, pending.token_id, view.arn,
-            f"; token {previous.token_id} will be revoked after {_rfc3339(due)}" if previous and due else "",
-        )  # fmt: skip
+        logger.info("finishSecret: version %s (token %s) is AWSCURRENT of %s; token %s will be revoked after %s",
+                    self.token, pending.token_id, view.arn, previous.token_id, _rfc3339(due))  # fmt: skip
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -695,6 +681,33 @@ class _Rotation:
             raise PermanentError(f"secret {self.t.view.arn} holds no rotator token as AWSCURRENT",
                                  hint=_HINT_BOOTSTRAP)  # fmt: skip
         return TokenRecord.from_payload(answer[1], where=f"{self.t.where} version {answer[0]}")
+
+    def _minted_here(self, step: str, current: TokenRecord, pending: TokenRecord) -> TokenInfo:
+        """The issuer's listing of ``pending``; PermanentError unless it is active and is the token this
+        rotation minted. Whatever AWSPENDING holds is input: its issuer description must carry this
+        version's tag, so neither the current token left there by a dry run nor one someone else put
+        there passes. One list_tokens call (and a lookup when the listing leaves the token out)."""
+        listed = self._call(lambda: self.issuer.list_tokens(current.value), f"{step}: list tokens")
+        tokens = self._call(lambda: with_unlisted(self.issuer, listed, pending.token_id, current.value),
+                            f"{step}: look up token {pending.token_id}")
+        info = next((t for t in tokens if t.token_id == pending.token_id), None)
+        if info is None or not info.is_active(self.clock.now()):
+            state = "unknown to" if info is None else "revoked or expired at"
+            raise PermanentError(
+                f"{step}: token {pending.token_id} in AWSPENDING version {self.token} is {state} the issuer",
+                hint=_HINT_CLEAR.format(secret=self.t.view.arn, version=self.token),
+            )
+        from rotator.core.revocation_rule import carries_tag
+
+        if pending.token_id == current.token_id or not carries_tag(info.description, self.t.policy.tag(self.token)):
+            why = ("it is the AWSCURRENT token: nothing would be rotated" if pending.token_id == current.token_id
+                   else f"its description at the issuer does not carry {self.t.policy.tag(self.token)}")
+            raise PermanentError(
+                f"{step}: token {pending.token_id} in AWSPENDING version {self.token} is not the token this "
+                f"rotation minted ({why})",
+                hint=_HINT_CLEAR.format(secret=self.t.view.arn, version=self.token),
+            )
+        return info
 
     def _pending(self) -> TokenRecord | None:
         answer = read_stage(self.t.api, self.t.view.arn, PENDING, self.t.where, version_id=self.token)
@@ -1029,13 +1042,34 @@ def _bound_due_time(target: _Target, token_id: str, text: str, latest: datetime,
         "+ clock slack): someone else wrote it, or the policy's grace was shortened since; the token is due at "
         "%s instead", REVOKE_TAG_PREFIX, token_id, target.view.arn, reprlib.repr(text), target.policy.grace,
         bounded)  # fmt: skip
+    _write_due_time(target, token_id, bounded)
+
+
+def _raise_due_time(target: _Target, token_id: str, text: str, floor: datetime, report: _RevokeReport) -> None:
+    """``rotator:revoke:<token_id>`` holds ``text``, a time earlier than ``floor``, grace after the creation
+    of the version that replaced the token (_VersionRecords.revocable_from): not a time rotator wrote
+    (someone with TagResource, or a grace lengthened since). The token is due at ``floor`` instead,
+    written back (the next passes find a time they accept), and reported."""
+    raised = _rfc3339(floor)
+    report.anomalies.append(token_id)
+    logger.error(
+        "revoke-expired: ANOMALY: tag %s%s of %s holds %s, earlier than grace (%s) after the creation of the "
+        "version that replaced the token: someone else wrote it, or the policy's grace was lengthened since; the "
+        "token is due at %s instead", REVOKE_TAG_PREFIX, token_id, target.view.arn, reprlib.repr(text),
+        target.policy.grace, raised)  # fmt: skip
+    _write_due_time(target, token_id, raised)
+
+
+def _write_due_time(target: _Target, token_id: str, text: str) -> None:
+    """Write ``text`` into ``rotator:revoke:<token_id>``; a failure is logged (the next pass finds the
+    same time and corrects it again)."""
     try:
         with map_errors(target.where, "TagResource"):
             target.api.tag_resource(SecretId=target.view.arn,
-                                    Tags=[{"Key": REVOKE_TAG_PREFIX + token_id, "Value": bounded}])  # fmt: skip
-        _retag(target.view, add={REVOKE_TAG_PREFIX + token_id: bounded})
+                                    Tags=[{"Key": REVOKE_TAG_PREFIX + token_id, "Value": text}])  # fmt: skip
+        _retag(target.view, add={REVOKE_TAG_PREFIX + token_id: text})
     except RotatorError as exc:
-        logger.error("revoke-expired: could not write the bounded time of token %s (the next pass bounds it "
+        logger.error("revoke-expired: could not write the corrected time of token %s (the next pass corrects it "
                      "again): %s", token_id, exc)  # fmt: skip
 
 
@@ -1050,7 +1084,9 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     A token that is AWSCURRENT or AWSPENDING is skipped; one the records do not prove to be this
     policy's is refused: its tag becomes ``rotator:attention:<id>`` and a person looks. Nor is a
     tag's time trusted to be rotator's: one later than now + grace (+ clock slack) is brought down
-    to that, the latest time rotator itself could have written (:func:`_bound_due_time`).
+    to that, the latest time rotator itself could have written (:func:`_bound_due_time`); one earlier
+    than grace after the creation of the version that replaced the token (- clock slack) is raised to
+    that, the earliest the records allow (:func:`_raise_due_time`); both are reported as anomalies.
 
     ``budget``: when issuer calls may start (none given: no limit); the due tokens not tried for
     lack of time keep their records (``deferred``) for the next pass."""
@@ -1099,10 +1135,12 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     target.view = fresh
     records_now = _revocation_records(fresh.tags)
     still_due = []
+    due_at: dict[str, datetime] = {}
     for token_id in due:
         when = _parse_time(records_now[token_id]) if token_id in records_now else None
         if when is not None and when <= now:
             still_due.append(token_id)
+            due_at[token_id] = when
         elif when is not None:  # recorded again since, with a later time
             report.waiting += 1
         elif token_id in records_now:  # edited since into something that is not a time
@@ -1142,13 +1180,24 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
             report.failed.append(token_id)
             continue
         claim = records.claim(token_id, tokens)
+        floor: datetime | None = None
         try:
             revocable = check_revocable(claim, tokens, [], now)
+            if revocable:  # the rule found it listed and active
+                floor = records.revocable_from(claim, next(t for t in tokens if t.token_id == token_id))
         except NeedsAttention as exc:
             logger.error("revoke-expired: NEEDS ATTENTION: %s (fix: %s)", exc, exc.hint)
             _mark_refused(target, token_id)
             report.refused.append(token_id)
             continue
+        # A tag's time earlier than the records allow is not one finishSecret wrote (anyone with
+        # TagResource can write one): the token waits for the records' time. CLOCK_SLACK: the function's
+        # clock against Secrets Manager's, as for the upper bound.
+        if floor is not None and due_at[token_id] < floor - CLOCK_SLACK:
+            _raise_due_time(target, token_id, records_now[token_id], floor, report)
+            if floor > now:
+                report.waiting += 1
+                continue
         if revocable:
             try:
                 _issuer_call(partial(issuer.revoke, token_id, current.value), f"revoke {token_id}", target, issuer,
@@ -1237,9 +1286,11 @@ class _VersionRecords:
     - The version ids: each rotation's ClientRequestToken is the VersionId of its AWSPENDING
       version and the run id in its token's description (``rotator:<policy>:<version id>``); the
       rule accepts a token whose issuer description carries one of them.
-    - The oldest version holding a rotator payload: the token ``rotator bootstrap`` published
+    - The oldest version whose payload names this policy: the token ``rotator bootstrap`` published
       before any rotation (no later write can precede it). It is the only human-made token this
       function revokes.
+    - Each version's CreatedDate: a token is superseded no sooner than the version created after its
+      own, so its revocation is due no sooner than grace after that (:meth:`revocable_from`).
     """
 
     def __init__(self, target: _Target) -> None:
@@ -1261,6 +1312,7 @@ class _VersionRecords:
         self.version_ids = [str(v["VersionId"]) for v in versions]
         self._created = {str(v["VersionId"]): v.get("CreatedDate") for v in versions}
         self._bootstrap_id: str | None = None
+        self._bootstrap_version: str | None = None
         self._bootstrap_at: datetime | None = None
         self._bootstrap_read = False
 
@@ -1300,14 +1352,53 @@ class _VersionRecords:
                     "proof of the bootstrapped token; a claim on that token is refused (revoke it yourself if it "
                     "must go)", self.t.view.arn, len(self.version_ids))  # fmt: skip
                 return None
-            for version in self.version_ids:  # oldest first; skip a placeholder (Terraform's, say)
+            for version in self.version_ids:  # oldest first
+                # Only a payload naming this policy: `rotator bootstrap` always writes it. Skipped: a
+                # placeholder (Terraform's, say), and the values of a secret that existed before rotator
+                # (adopted), which may look like rotator's (a token and a token_id) and name no policy or
+                # another: their token is another tool's or person's, never revoked here.
                 oldest = _lenient(read_stage(self.t.api, self.t.view.arn, None, self.t.where, version_id=version))
-                if oldest is not None:
-                    self._bootstrap_id = oldest.token_id
+                if oldest is not None and oldest.policy == self.t.policy.name:
+                    self._bootstrap_id, self._bootstrap_version = oldest.token_id, version
                     created = self._created.get(version)
                     self._bootstrap_at = created if isinstance(created, datetime) else None
                     break
         return self._bootstrap_id
+
+    def revocable_from(self, claim: Claim, info: TokenInfo) -> datetime:
+        """The earliest time these records let the claimed token (a claim the rule accepted) be revoked:
+        grace after the creation of the first version created after the token's own version (its run's
+        version; for the bootstrapped token, the bootstrap's). The version that replaced the token was
+        created no earlier, and published no earlier than created, so this never comes before the due
+        time finishSecret records; and no tag can move it. A version created in between (a rotation
+        abandoned, a dry run) makes it earlier, never later.
+
+        NeedsAttention when the records show no such version (none created after the token's own: a
+        version moved back to AWSCURRENT by hand, or versions Secrets Manager deleted beyond its limit),
+        or no CreatedDate: when the token was superseded is then unknown, and a tag's time alone must
+        not let it be revoked early. Refused, it waits for a person, who can tell."""
+        from rotator.config.timefmt import as_utc
+        from rotator.core.revocation_rule import carries_tag
+
+        if claim.bootstrapped:
+            own = [self._bootstrap_version] if self._bootstrap_version is not None else []
+        else:
+            own = [v for v in claim.minted_by if carries_tag(info.description, self.t.policy.tag(v))]
+        # version_ids is in the order of creation. Versions created in the same instant (CreatedDate may
+        # have whole seconds only) keep the order Secrets Manager lists them in: whichever way that falls,
+        # the bound is the same time, or the next version's, or none (refused), never an earlier one.
+        at = [i for i, v in enumerate(self.version_ids) if v in own and isinstance(self._created.get(v), datetime)]
+        if at:
+            # the last of them (a description naming several runs, not seen in practice): the safe side
+            later = [c for v in self.version_ids[max(at) + 1:] if isinstance(c := self._created.get(v), datetime)]
+            if later:
+                return as_utc(later[0]) + self.t.policy.grace
+        raise NeedsAttention(
+            f"token {claim.token_id} ({claim.source}): the versions of {self.t.view.arn} show no version created "
+            "after the token's own, so not when it was superseded; refusing to revoke it on the tag's time alone",
+            hint="check when the token stopped being AWSCURRENT (CloudTrail's UpdateSecretVersionStage); revoke it "
+            "yourself once its grace has passed, then remove the tag",
+        )
 
 
 def _revoke_tag_key(token_id: str, step: str, arn: str, version: str | None = None, *, minted: bool = False) -> str:
@@ -1453,6 +1544,10 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
             current = TokenRecord.from_payload(*_current_payload(target))
             report = _revoke_due(target, registry.build_issuer(target.policy, target.policy.context(env.clock)),
                                  current, env, budget)
+            # A time the pass corrected is the one the token waits for now, not the one read before (an
+            # early time read as "overdue" is no overdue revocation).
+            corrected = _revocation_records(target.view.tags)
+            records = {**records, **{t: corrected[t] for t in report.anomalies if t in corrected}}
             _log_compliance(target, current, records, report, env.clock.now())
         except RotatorError as exc:
             failed(sid, exc)
@@ -1477,7 +1572,7 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
         problems = len(total.failed) + len(errors)
         raise NeedsAttention(
             f"revoke-expired: refused to revoke {', '.join(total.refused)}: not provably a token this function "
-            "minted for the policy, nor the bootstrapped one"
+            "minted for the policy, nor the bootstrapped one, or not provably past its grace (see the log)"
             + (f"; also {problems} failure(s)" if problems else "") + "".join(f"; {text}" for text in late),
             hint=f"see the function's log; the claims are now tags {ATTENTION_TAG_PREFIX}<id> on the secret: "
             "check who wrote them, revoke a token yourself only if it must go, then remove the tag",

@@ -707,6 +707,70 @@ def test_an_unmanaged_secret_is_refused_without_adopt(scene):
     assert scene.minted() == []
 
 
+def _foreign_secret(scene: Scene, payload_policy: str | None) -> str:
+    """A secret another team's tooling made before rotator, holding their token in a payload like
+    rotator's (``payload_policy``: the payload's policy field, None: none), and the scene pointed at
+    it with ``adopt = true``. Their token's id."""
+    value, foreign_id = scene.fake.state.add_token("team B's token, shared with their apps")
+    scene.values.add(value)
+    payload = {"token": value, "token_id": foreign_id, "created_at": scene.clock.now().isoformat(),
+               **({"policy": payload_policy} if payload_policy else {})}
+    scene.name = f"{scene.name}-teamb"
+    scene.client().create_secret(Name=scene.name, SecretString=json.dumps(payload))
+    scene.arn = scene.client().describe_secret(SecretId=scene.name)["ARN"]
+    scene.write_policy(extra_policy="adopt = true")
+    return foreign_id
+
+
+@pytest.mark.parametrize("payload_policy", [None, "team-b"], ids=["no-policy", "another-policy"])
+def test_an_adopted_secret_s_token_is_never_revoked_by_the_function(scene, caplog, payload_policy):
+    """docs/operations.md: an adopted secret's token is never revoked by rotator. The function took the
+    oldest version with a rotator-like payload for the bootstrapped token's record, and revoked the
+    other team's token after the first rotation's grace. Only a payload naming this policy (`rotator
+    bootstrap` writes it) is that record: the claim is refused and left to a person."""
+    foreign_id = _foreign_secret(scene, payload_policy)
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": "rotator:policy", "Value": POLICY}])
+    scene.rotate()
+    assert scene.payload("AWSPREVIOUS")["token_id"] == foreign_id
+    scene.clock.advance(GRACE + timedelta(minutes=1))
+    with pytest.raises(NeedsAttention, match=f"refused to revoke {foreign_id}"):
+        scene.invoke({"action": "revoke-expired", "SecretId": scene.arn})
+    assert scene.fake.state.token_by_id(foreign_id)["revoked_at"] is None
+    assert f"rotator:attention:{foreign_id}" in scene.tags()
+    scene.check_no_leak(caplog)
+
+
+def test_an_adopted_secret_bootstrapped_with_the_cli_revokes_the_bootstrapped_token_not_the_old_one(
+        scene, tmp_path, caplog):  # fmt: skip
+    """docs/operations.md, An unmanaged secret: adopt = true, then `rotator bootstrap`, then the function
+    rotates. The token bootstrap published was refused (it is not in the oldest version), and the other
+    team's token in the first version counted as the bootstrapped one: a revoke tag on it got it revoked."""
+    foreign_id = _foreign_secret(scene, None)
+    scene.config.write_text(f'[rotator]\njournal = "sqlite:///{tmp_path}/journal.db"\n' + scene.config.read_text())
+    write_bundle(scene.config)
+    value, human_id = scene.fake.state.add_token("created by a human for bootstrap")
+    scene.values.add(value)
+    token_file = tmp_path / "first-token"
+    token_file.write_text(value)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rotator.runners.cli", "bootstrap", POLICY, "-c", str(scene.config), "--token-file",
+         str(token_file), "--token-id", human_id],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env={**scene.fake.env, **scene.aws.env()},
+    )  # fmt: skip
+    scene.texts += [proc.stdout, proc.stderr]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scene.rotate()
+    scene.clock.advance(GRACE + timedelta(minutes=1))
+    report = scene.invoke({"action": "revoke-expired", "SecretId": scene.arn})
+    assert report["revoked"] == [human_id] and report["refused"] == []
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{foreign_id}",
+                                                            "Value": "2000-01-01T00:00:00Z"}])
+    with pytest.raises(NeedsAttention, match=f"refused to revoke {foreign_id}"):
+        scene.invoke({"action": "revoke-expired", "SecretId": scene.arn})
+    assert scene.fake.state.token_by_id(foreign_id)["revoked_at"] is None
+    scene.check_no_leak(caplog)
+
+
 def test_a_disabled_policy_is_refused(scene):
     scene.write_policy(extra_policy="enabled = false")
     token = scene.start()
@@ -786,11 +850,27 @@ STORE_ARN = "arn:aws:secretsmanager:us-west-2:111122223333:secret:team-a/token-A
         ("arn:aws:secretsmanager:us-west-2:111122223333:secret:team-a/token", "team-a/token", True),  # partial ARN
         ("team-a/token", STORE_ARN, True),
         ("team-a/token", "arn:aws:secretsmanager:us-west-2:111122223333:secret:team-b/token-AbCdEf", False),
+        # a name in us-west-2 is not the secret of that name in us-east-1 (staging and prod may share names)
+        ("team-a/token", "arn:aws:secretsmanager:us-east-1:111122223333:secret:team-a/token-AbCdEf", False),
+        (STORE_ARN, "arn:aws:secretsmanager:us-east-1:111122223333:secret:team-a/token-AbCdEf", False),
+        (STORE_ARN, "arn:aws:secretsmanager:us-west-2:444455556666:secret:team-a/token-AbCdEf", False),
     ],
 )
 def test_which_stores_name_a_secret_id_judged_offline(store, given, names):
     settings = AwsSecretsManagerSettings(secret_id=store, region=None if store.startswith("arn:") else "us-west-2")
     assert _names_offline(settings, given) is names
+
+
+def test_a_rotation_event_s_arn_is_read_with_the_store_of_its_region(scene):
+    """A staging policy whose store names a secret of the same name in us-west-2, listed first: the
+    event's ARN (us-east-1) used to be read with its client, and every step failed with "secret ...
+    does not exist". Only a store of the ARN's region names it."""
+    _add_policy(scene, "staging-west", scene.name, region="us-west-2")
+    token = scene.start()
+    for step in STEPS:
+        scene.step(step, token, own_client=True)
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    assert scene.payload("AWSPREVIOUS")["token_id"] == scene.bootstrap_id
 
 
 def test_revoke_expired_by_name_reads_the_secret_with_its_own_policy_s_client(scene):
@@ -1333,6 +1413,27 @@ def test_a_pending_token_this_rotation_did_not_mint_is_never_made_current(scene,
     scene.rotate()
     assert scene.payload("AWSCURRENT")["token_id"] not in (current["token_id"],)
     scene.check_invariants()
+    scene.check_no_leak(caplog)
+
+
+@pytest.mark.parametrize("held", ["a token someone else made", "another rotation's token"])
+def test_finish_secret_invoked_alone_never_promotes_a_token_this_rotation_did_not_mint(scene, caplog, held):
+    """lambda:InvokeFunction and PutSecretValue on AWSPENDING are enough to call finishSecret without
+    setSecret: it used to promote whatever AWSPENDING held and schedule the real current token's
+    revocation. It checks the pending token's tag at the issuer itself."""
+    current = scene.payload("AWSCURRENT")
+    token = scene.start()
+    description = "made by a person" if held == "a token someone else made" else f"rotator:{POLICY}:{uuid.uuid4()}"
+    value, token_id = scene.fake.state.add_token(description)
+    scene.values.add(value)
+    _put_pending(scene, token, {**current, "token": value, "token_id": token_id})
+    with pytest.raises(PermanentError, match=f"finishSecret: token {token_id} .* is not the token this rotation "
+                                             "minted") as err:  # fmt: skip
+        scene.step("finishSecret", token)
+    assert "update-secret-version-stage" in err.value.hint
+    assert scene.payload("AWSCURRENT")["token_id"] == current["token_id"], "nothing was promoted"
+    assert scene.stages()[token] == ["AWSPENDING"]
+    assert not [k for k in scene.tags() if k.startswith("rotator:revoke:")], "nothing scheduled for revocation"
     scene.check_no_leak(caplog)
 
 
@@ -1892,6 +1993,81 @@ def test_a_revocation_time_later_than_rotator_writes_is_brought_down_and_reporte
     (line,) = _compliance_lines(capsys)
     assert line["rotator_compliance"]["anomalous_token_ids"] == []
     scene.check_no_leak(caplog)
+
+
+def _created(scene: Scene, version: str) -> datetime:
+    (found,) = [v["CreatedDate"] for v in scene.client().list_secret_version_ids(
+        SecretId=scene.name, IncludeDeprecated=True)["Versions"] if v["VersionId"] == version]  # fmt: skip
+    return found.astimezone(UTC)
+
+
+def test_a_revocation_time_earlier_than_the_versions_allow_is_raised_and_reported(scene, capsys, caplog):
+    """Anyone with TagResource could move a rotator:revoke:<id> time into the past, and the superseded
+    token was revoked at once, inside its grace (invariant 3), reported nowhere. The version that
+    replaced it was created no later than it was published: a time earlier than that creation + grace
+    (- the clock slack) is no time rotator wrote. The token is due at that time, written back, and
+    the run reports it (log, compliance line: anomalous, not overdue)."""
+    token = scene.rotate()
+    old = scene.bootstrap_id
+    assert scene.payload("AWSPREVIOUS")["token_id"] == old
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{old}",
+                                                            "Value": "2000-01-01T00:00:00Z"}])
+    capsys.readouterr()
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["revoked"] == [] and report["waiting"] == 1 and report["refused"] == []
+    assert scene.fake.state.token_by_id(old)["revoked_at"] is None, "not inside its grace"
+    (line,) = _compliance_lines(capsys)
+    assert line["rotator_compliance"]["anomalous_token_ids"] == [old]
+    assert line["rotator_compliance"]["overdue_token_ids"] == [] and line["rotator_compliance"]["compliant"] is False
+    (logged,) = [r.getMessage() for r in caplog.records if "ANOMALY" in r.getMessage() and r.levelno == logging.ERROR]
+    assert "earlier than grace" in logged
+    floor = _created(scene, token) + GRACE
+    written = datetime.fromisoformat(scene.tags()[f"rotator:revoke:{old}"].replace("Z", "+00:00"))
+    assert floor <= written < floor + timedelta(seconds=1), "grace after the replacing version's creation"
+
+    scene.clock.advance(written - scene.clock.now() + timedelta(seconds=1))
+    capsys.readouterr()
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["revoked"] == [old]
+    assert scene.fake.state.token_by_id(old)["revoked_at"] is not None
+    (line,) = _compliance_lines(capsys)
+    assert line["rotator_compliance"]["anomalous_token_ids"] == [] and line["rotator_compliance"]["compliant"]
+    scene.check_no_leak(caplog)
+
+
+def test_an_early_revocation_time_of_a_minted_token_waits_for_its_successor_s_grace(scene):
+    """The same bound for a token the function minted: the version after its run's replaced it."""
+    scene.rotate()
+    scene.rotate()  # at once: the first rotation's token is AWSPREVIOUS, within its grace
+    minted = scene.payload("AWSPREVIOUS")["token_id"]
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{minted}",
+                                                            "Value": "2000-01-01T00:00:00Z"}])
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["revoked"] == [] and report["waiting"] == 2  # it, and the bootstrapped token
+    assert scene.fake.state.token_by_id(minted)["revoked_at"] is None
+    assert scene.tags()[f"rotator:revoke:{minted}"] != "2000-01-01T00:00:00Z"
+    last = max(datetime.fromisoformat(v.replace("Z", "+00:00")) for k, v in scene.tags().items()
+               if k.startswith("rotator:revoke:"))  # fmt: skip
+    scene.clock.advance(last - scene.clock.now() + timedelta(seconds=1))
+    assert sorted(scene.invoke({"action": "revoke-expired"})["revoked"]) == sorted([minted, scene.bootstrap_id])
+
+
+def test_a_token_whose_replacing_version_the_records_do_not_show_is_refused(scene):
+    """AWSCURRENT moved back by hand to the bootstrap's version: the rotation's token is in the newest
+    version, and no version shows when it was superseded. A tag's time alone never gets it revoked:
+    the claim is refused and left to a person."""
+    token = scene.rotate()
+    minted = scene.payload("AWSCURRENT")["token_id"]
+    (first,) = [v for v, s in scene.stages().items() if "AWSPREVIOUS" in s]
+    scene.client().update_secret_version_stage(SecretId=scene.name, VersionStage="AWSCURRENT",
+                                               MoveToVersionId=first, RemoveFromVersionId=token)  # fmt: skip
+    scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{minted}",
+                                                            "Value": "2000-01-01T00:00:00Z"}])
+    scene.clock.advance(GRACE + timedelta(minutes=1))
+    with pytest.raises(NeedsAttention, match=f"refused to revoke {minted}"):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(minted)["revoked_at"] is None
+    assert f"rotator:attention:{minted}" in scene.tags()
 
 
 # -- a runtime whose boto3 predates RotationToken ----------------------------------------------------
