@@ -16,7 +16,8 @@ What decides when:
   (however many fire times were missed, a policy rotates once), max_instances=1 (one run per
   policy at a time, in this process by the busy set and across replicas by the journal lease),
   misfire grace (a run starting later than ``misfire_grace`` is counted and logged as a misfire —
-  it still runs: skipping it would let a token outlive its schedule).
+  it still runs: skipping it would let a token outlive its schedule; a look that finds the lease
+  busy or the due time served already started no run and counts nothing).
 - **Revocations** wake the loop at their exact due time (from the journal's pending revocations);
   a sweep every ``sweep_interval`` also recovers runs that another process abandoned.
 
@@ -28,8 +29,9 @@ one policy after each job of this process, and by each sweep for what other proc
 plans again only the policies whose job ended. The start recovers only policies with open runs.
 ``/metrics`` is made from the views without a journal query (Daemon.snapshot, metrics.StateText).
 - **Failures** back off per policy (``failure_backoff``, doubling to ``failure_backoff_max``);
-  the previous token stays current meanwhile. ``LeaseBusy`` means another rotator has the policy:
-  skipped quietly and looked at again a second or two later.
+  the previous token stays current meanwhile. A reload ends the wait of a policy whose engine it
+  built again and caps the others' at the new ``failure_backoff_max``. ``LeaseBusy`` means
+  another rotator has the policy: skipped quietly and looked at again a second or two later.
 
 A rotation is ``Engine.rotate(expect_last_run=...)``: the engine takes the policy's lease with the
 planned run and, under it, checks that the last successful run is still the one the daemon planned
@@ -349,6 +351,8 @@ class _Track:
     #: the last successful run the failed rotations were planned from: a later success (another
     #: replica's, an operator's `rotator rotate`) ends the failures (Daemon._rotated_elsewhere)
     failed_from: str | None = None
+    #: the due time whose rotation was last announced ("rotating (due ...)") at INFO
+    announced: datetime | None = None
 
 
 class Daemon:
@@ -1091,6 +1095,11 @@ class Daemon:
         with self._lock:
             self._job_started[name] = self._job_progress[name] = time.monotonic()
         log = logging.LoggerAdapter(logger, {"policy": name})
+        changed = self._changed_since_queued(name, engine, kind)
+        if changed is not None:
+            # Not a failure nor a success: _done plans the policy again under the configuration in force.
+            log.info("%s job skipped: its policy was %s by a reload since the job was queued", kind, changed)
+            return
         try:
             if kind == "rotate":
                 self._rotate(name, engine, **kwargs)
@@ -1120,6 +1129,21 @@ class Daemon:
             log.exception("%s failed unexpectedly", kind)
             self._revoke_failed(name, kind)
 
+    def _changed_since_queued(self, name: str, engine: EngineLike, kind: str) -> str | None:
+        """How a reload changed the policy while its job waited for a worker ("removed", "disabled",
+        "set up anew"), or None. The job carries the engine it was queued with: a policy removed or
+        disabled since must not be rotated, and a changed one is served by its new engine (a reload
+        builds a new engine for every policy whose settings changed, for every policy at a SIGHUP)."""
+        current = self._engines.get(name)
+        if current is None:
+            return "removed"
+        policy = self._by_name.get(name)
+        if kind == "rotate" and policy is not None and not policy.enabled:
+            return "disabled"
+        if current is not engine:
+            return "set up anew"
+        return None
+
     def _revoke_failed(self, name: str, kind: str) -> None:
         """A revocation or recovery job failed: its next try backs off as a rotation's does."""
         if kind not in ("recover", "revoke"):
@@ -1136,12 +1160,11 @@ class Daemon:
     def _rotate(self, name: str, engine: EngineLike, *, planned_from: str | None, target: datetime) -> None:
         log = logging.LoggerAdapter(logger, {"policy": name})
         now = self.clock.now()
-        late = (now - target).total_seconds()
-        self.metrics.schedule_delay.observe(max(late, 0.0))
-        if late > self.settings.misfire_grace.total_seconds():
-            self.metrics.misfires.labels(name).inc()
-            log.warning("rotation was due at %s and starts %s late (misfire); rotating once now",
-                        target.isoformat(timespec="seconds"), format_duration(timedelta(seconds=late)))
+        track = self._tracks.setdefault(name, _Track())
+        # After LeaseBusy the same due time is tried again every second or two while another rotator
+        # holds the lease (minutes, for a verify): said once at INFO, the retries at DEBUG.
+        level = logging.DEBUG if track.announced == target else logging.INFO
+        track.announced = target
         started = time.monotonic()
         try:
             # "Still due?" and the run are one decision, made by the engine under its lease: it rotates
@@ -1149,21 +1172,26 @@ class Daemon:
             # (another replica may have served it; recovery of an interrupted run, which comes first,
             # may have finished it), else NOTHING_TO_DO. The lease costs no commit of its own (it is
             # taken with the planned run), and a dead process's lease on this host is taken over.
-            log.info("rotating (due %s)", target.isoformat(timespec="seconds"))
+            log.log(level, "rotating (due %s)", target.isoformat(timespec="seconds"))
             result = engine.rotate(expect_last_run=planned_from)
         except LeaseBusy:
-            raise
+            raise  # no run started: neither late nor a misfire (the busy retry measures again)
         except RotatorError as exc:
+            self._started_late(name, target, now)
             self._failed(name, exc, started, now, planned_from)
             return
         except Exception as exc:  # an adapter bug: back off like any failure instead of looping
             log.exception("rotation failed unexpectedly")
+            self._started_late(name, target, now)
             self._failed(name, PermanentError(f"internal error: {type(exc).__name__}: {exc}"), started, now,
                          planned_from)
             return
         if result.state == NOTHING_TO_DO:
+            # Served already (another replica, recovery of an interrupted run): no run of this
+            # process started, so its lateness is no misfire of this process's.
             log.info("%s", result.message)
             return
+        self._started_late(name, target, now)
         elapsed = time.monotonic() - started
         self.metrics.run_duration.labels(name).observe(elapsed)
         self.metrics.rotations.labels(name, "success").inc()
@@ -1173,6 +1201,18 @@ class Daemon:
         self._emit({"policy": name, "run_id": result.run_id, "step": "rotate", "result": "ok",
                     "token_id": result.new_token_id, "old_token_id": result.old_token_id,
                     "duration_s": round(elapsed, 3)})
+
+    def _started_late(self, name: str, target: datetime, began: datetime) -> None:
+        """A run of the policy began at ``began`` for the due time ``target``: its lateness counts
+        (rotator_schedule_delay_seconds) and, past ``misfire_grace``, is a misfire. Called once the
+        engine has said a run started (or failed), never for a busy lease or a due time already served."""
+        late = (began - target).total_seconds()
+        self.metrics.schedule_delay.observe(max(late, 0.0))
+        if late > self.settings.misfire_grace.total_seconds():
+            self.metrics.misfires.labels(name).inc()
+            logging.LoggerAdapter(logger, {"policy": name}).warning(
+                "rotation was due at %s and started %s late (misfire); one run for every due time missed",
+                target.isoformat(timespec="seconds"), format_duration(timedelta(seconds=late)))
 
     def _failed(self, name: str, exc: RotatorError, started: float, began: datetime, planned_from: str | None) -> None:
         elapsed = time.monotonic() - started
@@ -1467,7 +1507,9 @@ class Daemon:
             logger.warning("listen and workers changes take effect at the next restart")
         removed = {p.name for p in old.config.policies} - {p.name for p in loaded.config.policies}
         kept = sum(1 for name, engine in engines.items() if self._engines.get(name) is engine)
+        rebuilt = {name for name, engine in engines.items() if self._engines.get(name) is not engine}
         self.loaded, self._engines, self._fp, self._last_failed_fp = loaded, engines, fp, _NO_FAILURE
+        self._reset_backoff(rebuilt)
         self._digest = digest
         self._credential_engines = self._with_credentials(engines)
         if notifier is not None:
@@ -1492,6 +1534,23 @@ class Daemon:
                         len(self.policies), kept)
         self._emit({"policy": None, "run_id": None, "step": "reload", "result": "ok", "policies": len(self.policies)})
         return True
+
+    def _reset_backoff(self, rebuilt: set[str]) -> None:
+        """After a reload: the failure backoff follows the new settings at once. A policy whose engine
+        was built again (its settings changed; every policy at a SIGHUP, which also reads the files
+        it references again) is tried again at once: the reload may be its fix. Every other waits
+        no longer than the new ``failure_backoff_max``. The failure count stays (the next failure
+        backs off from it, so reloads make no retry loop); the caller's full load plans them again."""
+        now = self.clock.now()
+        latest = now + self.settings.failure_backoff_max
+        for name, track in list(self._tracks.items()):
+            if name in rebuilt:
+                track.retry_at = track.revoke_retry_at = None
+                continue
+            if track.retry_at is not None and track.retry_at > latest:
+                track.retry_at = latest
+            if track.revoke_retry_at is not None and track.revoke_retry_at > latest:
+                track.revoke_retry_at = latest
 
     def _note_loaded(self) -> None:
         self.metrics.reload_ok.set(1)

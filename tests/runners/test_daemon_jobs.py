@@ -321,7 +321,10 @@ def test_a_load_of_the_views_overlapping_a_jobs_end_keeps_the_jobs_result(
 
     monkeypatch.setattr(journal, "overview", overview)
     if load == "reload":
-        assert h.daemon.reload("SIGHUP", full=True)
+        # (The watch's reload, which keeps a's engine: after a SIGHUP's new engine the held job would
+        # not run, but be planned again: test_daemon_busy_and_reload.py.)
+        h.daemon.path.write_text(h.daemon.path.read_text() + "# edited\n")
+        assert h.daemon.reload("the file changed", full=False)
     else:
         h.clock.advance(timedelta(minutes=1))  # the next sweep
         h.tick()
@@ -493,11 +496,21 @@ def test_a_policy_removed_while_its_job_runs_leaves_no_metrics_behind(
     h.clock.advance(timedelta(hours=1))
     h.tick()
     assert sorted(held.held) == ["a", "b"]
+    engine = h.engines["a"]
     if outcome == "failure":
-        h.engines["a"].fail.append(TransientError("issuer unreachable"))
-    h.daemon.path.write_text(HEAD + POLICY.format(name="b", schedule="1h", extra=""))
-    assert h.daemon.reload("SIGHUP", full=True)
+        engine.fail.append(TransientError("issuer unreachable"))
+    rotate = engine.rotate
+
+    def reloaded_while_it_runs(**kw: Any) -> RunResult:
+        # (b keeps its engine: the watch's reload. A job still queued, not running, when its policy is
+        # removed does not run at all: test_daemon_busy_and_reload.py.)
+        h.daemon.path.write_text(HEAD + POLICY.format(name="b", schedule="1h", extra=""))
+        assert h.daemon.reload("the file changed", full=False)
+        return rotate(**kw)
+
+    engine.rotate = reloaded_while_it_runs  # type: ignore[method-assign]
     held.run("a")
+    assert h.calls == ["rotate a"], "it ran"
     held.run("b")
     h.tick()
     exposition = h.daemon.metrics.exposition().decode()

@@ -95,9 +95,10 @@ def test_a_rotation_by_someone_else_ends_the_failure_count(harness: Callable[...
         h.tick()
         assert h.calls == ["rotate a"]
     assert sample(h, "rotator_consecutive_failures", policy="a") == 3
-    # A reload reads every view again: the last run it finds is no new success (the retry is not due yet).
+    # A reload reads every view again: the last run it finds is no new success (the retry is not due yet:
+    # the watch's reload keeps the unchanged policy's engine, and its backoff; a SIGHUP would try it at once).
     h.daemon.path.write_text(h.daemon.path.read_text() + "# edited\n")
-    h.daemon.request_reload()
+    assert h.daemon.reload("the file changed", full=False)
     h.tick()
     assert h.calls == [] and sample(h, "rotator_consecutive_failures", policy="a") == 3
 
