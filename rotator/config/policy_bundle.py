@@ -140,6 +140,11 @@ def read_bundle(path: Path, policy_file: Path | None = None) -> PolicyBundle:
         return _parse(path, data)
     except BundleError:
         raise
+    except ConfigError as exc:
+        # Above all an adapter target that cannot be imported (registry.load_resolved): the bundle is unusable,
+        # and the Lambda function falls back to the policy file only on a BundleError ("slower, never wrong");
+        # if the file itself is wrong, its loader says so.
+        raise BundleError(f"policy bundle {path} cannot be used: {exc}", hint=exc.hint or _HINT_REBUILD) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleError(f"policy bundle {path} is malformed ({type(exc).__name__}: {exc})",
                           hint=_HINT_REBUILD) from None  # fmt: skip

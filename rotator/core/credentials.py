@@ -9,12 +9,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from stat import S_ISCHR, S_ISDIR, S_ISFIFO, S_ISREG
 from typing import Any, ClassVar
 
 from rotator.core.errors import ConfigError
 from rotator.core.secret import Secret
 
-__all__ = ["SECRET_LOOKING_KEYS", "SETTINGS_CONFIG", "CredentialRef", "SettingsValue"]
+__all__ = ["MAX_CREDENTIAL_BYTES", "SECRET_LOOKING_KEYS", "SETTINGS_CONFIG", "CredentialRef", "SettingsValue"]
+
+#: Far above any credential a file holds (a token, an AppRole secret id, a webhook key: under 1 KiB; a JWT
+#: from an identity provider: a few KiB, sent in a header that servers and proxies commonly cap at 8 to 16 KiB),
+#: far below what would hurt to read at every use. A CA bundle is not read here: the HTTP clients open it.
+MAX_CREDENTIAL_BYTES = 64 * 1024
+
+# O_NONBLOCK: a FIFO opens at once (then fstat refuses it) instead of waiting for a writer.
+_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 #: Keys that, written inline in a policy, would hold a secret. The validator refuses them with
 #: a message that points at the ``*_file`` / ``*_env`` form instead.
@@ -99,7 +108,7 @@ class CredentialRef(SettingsValue):
         assert self.file is not None
         path = self.file if self.file.is_absolute() else base_dir / self.file
         try:
-            value = _plain(path.read_text(encoding="utf-8"))
+            value = _plain(_read_credential_file(path).decode("utf-8"))
         except OSError as exc:
             raise ConfigError(
                 f"cannot read credential file {path}: {exc.strerror}",
@@ -113,6 +122,38 @@ class CredentialRef(SettingsValue):
         if not value:
             raise ConfigError(f"credential file {path} is empty", hint="write the credential into it")
         return _printable(value, f"credential file {path}")
+
+
+def _read_credential_file(path: Path) -> bytes:
+    """The bytes of the regular file at ``path`` (a symbolic link to one is fine: Kubernetes mounts a
+    secret's keys so); ConfigError for anything else (a FIFO would block the caller, inside a lease, until
+    a writer came; a device such as /dev/zero would never end) or a file larger than
+    :data:`MAX_CREDENTIAL_BYTES`. OSError as ``os.open`` and ``os.read`` raise it."""
+    fd = os.open(path, _FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not S_ISREG(st.st_mode):
+            kind = ("a directory" if S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if S_ISFIFO(st.st_mode)
+                    else "a character device" if S_ISCHR(st.st_mode) else "not a regular file")  # fmt: skip
+            raise ConfigError(f"cannot read credential file {path}: it is {kind}, not a regular file",
+                              hint="point `file` at a regular file that holds the credential (a symbolic link to "
+                              "one is fine)")  # fmt: skip
+        chunks: list[bytes] = []
+        total = 0
+        # st_size first (no read at all), then what was read: a file may grow between fstat and read.
+        while st.st_size <= MAX_CREDENTIAL_BYTES and total <= MAX_CREDENTIAL_BYTES and (
+            chunk := os.read(fd, MAX_CREDENTIAL_BYTES + 1 - total)
+        ):
+            chunks.append(chunk)
+            total += len(chunk)
+        if st.st_size > MAX_CREDENTIAL_BYTES or total > MAX_CREDENTIAL_BYTES:
+            raise ConfigError(f"credential file {path} is larger than {MAX_CREDENTIAL_BYTES // 1024} KiB, far more "
+                              "than any token or key holds",
+                              hint="check that `file` names the file that holds the credential, as one line of "
+                              "text")  # fmt: skip
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _plain(text: str) -> str:

@@ -257,6 +257,26 @@ def test_the_lambda_falls_back_to_the_policy_file(policy_file: Path, caplog: pyt
     assert "stale" in caplog.text and "slower cold start" in caplog.text
 
 
+def test_a_bundle_whose_adapter_cannot_be_imported_falls_back_to_the_policy_file(
+    policy_file: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """registry.load_resolved raises a ConfigError for a recorded target that does not import (the
+    adapter's package is missing from the zip, or renamed): the bundle is unusable, not the function."""
+    written, _ = write_bundle(policy_file)
+    data = json.loads(written.read_text())
+    data["adapters"]["issuer"]["influxctl-management"] = "rotator.adapters.influxctl.gone:InfluxctlManagementIssuer"
+    written.write_text(json.dumps(data))
+    monkeypatch.setattr(registry, "_cache", {})  # load from the recorded targets, as a fresh cold start does
+    with pytest.raises(BundleError, match=r"cannot be used: issuer adapter 'influxctl-management' .* cannot be "
+                       "imported") as caught:  # fmt: skip
+        read_bundle(written, policy_file=policy_file)
+    assert "rebuild the policy bundle" in caught.value.hint
+    with caplog.at_level(logging.WARNING, logger="rotator.lambda"):
+        fallback = aws_lambda_rotation._load_config(policy_file)
+    assert fallback == PolicyBundle.from_config(load_config(policy_file))
+    assert "cannot be imported" in caplog.text and "slower cold start" in caplog.text
+
+
 def test_no_policy_file_and_no_bundle(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot read policy file .* \(nor its bundle") as caught:
         aws_lambda_rotation._load_config(tmp_path / "absent.toml")
