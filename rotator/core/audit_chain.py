@@ -1064,7 +1064,7 @@ def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None
         walk.problem = f"the chain ends at seq {start_seq + walk.checked}, before seq {end_seq}"
     if walk.problem is not None:
         raise _changed(f"from seq {start_seq + 1}", walk.problem)
-    detail = _summary(events, last_published, token_since)
+    detail = _summary(events, last_published, token_since, full=_writes_full_map(previous))
     # The chain vouches for the latest checkpoint only (its `prune` event); each one vouches for the
     # one before it, so an edited or removed earlier checkpoint shows too (_check_earlier_checkpoints).
     # `at`: the checkpoint row's time, which its digest (in the chained `prune` event) then covers too
@@ -1152,13 +1152,23 @@ def _prune_rows(cur: Cursor, cutoff: str, verified: int) -> tuple[int, int, int,
 JOURNAL_POLICY = "(journal)"
 #: the results a checkpoint summary counts as failures (the report counts the unpruned events alike)
 FAILED_RESULTS = ("failed", "error", "partial")
-#: a checkpoint's detail key: the last publish time of every policy with no event in its range,
-#: carried from checkpoint to checkpoint (a token published before the range and replaced after it)
+#: a checkpoint's detail key: the last publish time of every policy with no event in its range, a
+#: full copy of what is carried from checkpoint to checkpoint (a token published before the range
+#: and replaced after it). Written by earlier versions in every checkpoint, whose size then grew with
+#: the number of policies (~0.5 MB a daily prune at 10,000); now only by the first prune after a
+#: checkpoint of a version that carried nothing (:func:`_writes_full_map`). A reader walking back
+#: through the checkpoints stops at the first that has it.
 LAST_PUBLISHED_ELSEWHERE = "last_published_elsewhere"
 #: a checkpoint's detail key, beside it: when the token then current began to age, where that is
 #: before its publication (a bootstrapped token's creation at the issuer), for those policies; a
 #: summary's own policies have it as their entry's ``token_since``
 TOKEN_SINCE_ELSEWHERE = "token_since_elsewhere"
+#: a checkpoint's detail key (true) in place of those two: the policies without an event in its range
+#: have their last publish in the earlier checkpoints' summaries, back to one with a full copy or to
+#: the first. A policy's carried values change only with its own events, which its summary holds, so
+#: a checkpoint grows with the events it prunes, not with the number of policies. Each checkpoint
+#: names its predecessor's digest, so the chain covers every one a reader walks through.
+ELSEWHERE_IN_EARLIER = "last_published_elsewhere_in_earlier_checkpoints"
 
 
 def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -1173,11 +1183,12 @@ def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str],
-             token_since: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+             token_since: Mapping[str, str] | None = None, *, full: bool = False) -> dict[str, Any]:  # fmt: skip
     """Per policy over the pruned events: rotations, revocations, failures, the longest a published
     token lived before the next one (max token age, seconds), and the last publish time (carried on:
     ``last_published`` is each policy's before these events; ``token_since``, when its token then
-    began to age where that was earlier, a bootstrapped token's creation)."""
+    began to age where that was earlier, a bootstrapped token's creation). ``full``: the other
+    policies' carried values too (:data:`LAST_PUBLISHED_ELSEWHERE`), else :data:`ELSEWHERE_IN_EARLIER`."""
     policies: dict[str, dict[str, Any]] = {}
     #: per policy, when its current token was created where that is before its publication (a
     #: bootstrapped token's creation, from its event): its age counts from then
@@ -1213,17 +1224,32 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
         "to": rows[-1]["at"] if rows else None,
         "first_seq": rows[0]["seq"] if rows else None,
         "policies": policies,
-        LAST_PUBLISHED_ELSEWHERE: {k: v for k, v in sorted(last_published.items()) if k not in policies},
     }
+    if not full:
+        detail[ELSEWHERE_IN_EARLIER] = True
+        return detail
+    detail[LAST_PUBLISHED_ELSEWHERE] = {k: v for k, v in sorted(last_published.items()) if k not in policies}
     elsewhere = {k: v for k, v in sorted(created.items()) if k not in policies}
     if elsewhere:
         detail[TOKEN_SINCE_ELSEWHERE] = elsewhere
     return detail
 
 
+def _writes_full_map(previous: Checkpoint | None) -> bool:
+    """Whether the checkpoint after ``previous`` carries a full copy (:data:`LAST_PUBLISHED_ELSEWHERE`).
+    Only after a checkpoint of a version that carried nothing (neither key): the walk back from it
+    went through checkpoints written before each named its predecessor's digest, which the chain
+    does not cover, so what it found is fixed once under the digests (as that upgrade's first prune
+    did before). Otherwise the walk back from any checkpoint ends at a full copy or at the first
+    checkpoint, through digest-covered ones only."""
+    return previous is not None and LAST_PUBLISHED_ELSEWHERE not in previous.detail \
+        and ELSEWHERE_IN_EARLIER not in previous.detail
+
+
 def pruned_current(newest_first: Iterable[Checkpoint]) -> dict[str, tuple[str, str | None]]:
     """Policy -> (its last publish time among the pruned events, when that token began to age if
-    earlier: a bootstrapped token's creation, else None), from the checkpoints (newest first)."""
+    earlier: a bootstrapped token's creation, else None), from the checkpoints (newest first): their
+    summaries, back to the first with a full copy (:data:`LAST_PUBLISHED_ELSEWHERE`), else all of them."""
     found: dict[str, tuple[str, str | None]] = {}
     for checkpoint in newest_first:
         for name, entry in checkpoint.detail.get("policies", {}).items():
@@ -1247,11 +1273,11 @@ def _last_published(cur: Cursor, latest: Checkpoint | None) -> dict[str, str]:
 
 
 def _carried(cur: Cursor, latest: Checkpoint | None) -> tuple[dict[str, str], dict[str, str]]:
-    """What a prune carries on from the ``latest`` checkpoint, read once: policy -> its last publish
-    time, and policy -> when that token began to age where that was before its publication (see
-    :func:`pruned_current`). Its summaries and its :data:`LAST_PUBLISHED_ELSEWHERE` (the policies
-    without events in its range) are all of them. Checkpoints written before rotator kept that name
-    only their own range's policies: those are merged, newest first, back to one that has it."""
+    """What a prune carries on from the ``latest`` checkpoint: policy -> its last publish time, and
+    policy -> when that token began to age where that was before its publication (see
+    :func:`pruned_current`). A checkpoint names only its own range's policies (and, written by an
+    earlier version, the others' in :data:`LAST_PUBLISHED_ELSEWHERE`): they are merged, newest first,
+    back to one with that full copy, else to the first, one row at a time."""
     if latest is None:
         return {}, {}
     current = pruned_current(itertools.chain([latest], _checkpoints_before(cur, latest.seq)))
