@@ -3,7 +3,8 @@ ends, serve /healthz, /readyz and /metrics, and tell the outside world (docs/dae
 
 The daemon is a pure-ish :meth:`Daemon.tick` — one pass over the journal that starts whatever is
 due and returns the seconds until something else will be — and a tiny driver that sleeps on an
-event that signals and finished runs set. Runs happen on a thread pool, one at a time per policy.
+event that signals and finished runs set. Runs happen on a thread pool, one at a time per policy;
+the stores' keep-alive jobs (below) on a thread of their own, so that long runs never hold them back.
 
 What decides when:
 
@@ -55,13 +56,17 @@ EXIT_JOURNAL_LOST, which systemd's Restart=on-failure restarts as well.
 
 Stores with a credential of their own that expires (a Vault token) are kept alive between runs:
 the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, and shows their
-``credential_status()`` in ``/readyz`` and the ``rotator_credential_*`` metrics.
+``credential_status()`` in ``/readyz`` and the ``rotator_credential_*`` metrics. Those jobs run on
+their own thread (CREDENTIAL_WORKERS), never queued behind ``workers`` busy rotations, but still one job
+per policy at a time: a store is not thread-safe, so a policy's own run holds back its keep-alive
+(its Vault calls renew the token on use; docs/daemon.md says how long a token must live for that).
 
 Signals: SIGHUP is a full reload: the policy file is read and validated again and every policy's
 engine and stores are built anew, whatever the content (a policy records the paths of the files it
-references, not their content: a replaced CA bundle, AWS credentials file or secret_id file takes
-effect only in new adapters), and the audit file is reopened; an invalid file is rejected and the
-running configuration kept whole (:meth:`Daemon.reload`). The file watch (``watch = true``) reloads
+references, not their content: a replaced CA bundle or AWS credentials file takes effect only in
+new adapters; a Vault secret_id file is read at each login, so at once only in new ones), and the
+audit file is reopened; an invalid file is rejected and the running configuration kept whole
+(:meth:`Daemon.reload`). The file watch (``watch = true``) reloads
 by content: the same content builds nothing, and a policy whose settings did not change keeps its
 engine and stores (no new Vault login per ConfigMap edit). SIGUSR1 reopens the audit file and
 does nothing else (logrotate's ``postrotate``). SIGTERM/SIGINT stop taking runs, give the runs in
@@ -131,6 +136,10 @@ RELOAD_NOTIFY_CLOSE_S = 10.0
 #: durable (sysexits EX_IOERR): non-zero, so that systemd (Restart=on-failure) or Kubernetes starts
 #: it again, which opens the journal again and recovers the runs that were going.
 EXIT_JOURNAL_LOST = 74
+#: Threads of the stores' keep-alive jobs (renewing a Vault token), apart from the run threads: behind
+#: `workers` long runs (a verify waits up to verify_timeout) a short-lived token expired before its
+#: renewal got a thread. A renewal is a request or two, so one thread serves every policy.
+CREDENTIAL_WORKERS = 1
 #: Between two keep-alive calls of a policy's stores (seconds): after a success, or after an error
 #: when the stores planned their own retry (a Vault login backs off, and hurries near the token's
 #: expiry); after an error that planned nothing later than now, the longer pause.
@@ -309,7 +318,7 @@ class _ProgressJournal:
 POOL_START_S = 30.0
 
 
-def _started_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+def _started_pool(workers: int, name: str = "rotator-run", what: str = "run") -> concurrent.futures.ThreadPoolExecutor:
     """A ThreadPoolExecutor whose ``workers`` threads all run already: it never starts one later.
 
     ThreadPoolExecutor starts a thread in submit() while it has fewer than ``max_workers`` and none
@@ -318,7 +327,7 @@ def _started_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
     anyway, outside the daemon's one-job-per-policy guard. Here every thread is asked for at once,
     each waiting for the others, so none is idle when the next is asked for; a limit reached now
     fails the start instead of a rotation later."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotator-run")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
     gate = threading.Barrier(workers + 1)
     try:
         for _ in range(workers):
@@ -327,7 +336,7 @@ def _started_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
     except (RuntimeError, threading.BrokenBarrierError) as exc:
         gate.abort()
         pool.shutdown(wait=False, cancel_futures=True)
-        raise RotatorError(f"cannot start the {workers} run threads: {type(exc).__name__}: {exc}",
+        raise RotatorError(f"cannot start the {workers} {what} threads: {type(exc).__name__}: {exc}",
                            hint="raise the process's thread limit (systemd TasksMax=, the container's pids limit) "
                                 "or lower [daemon] workers") from None
     return pool
@@ -495,6 +504,13 @@ class Daemon:
         self._next_sweep = self.clock.now()
         self._next_watch = self.clock.now() + self.settings.watch_interval
         self._executor = self._executor_given or _started_pool(self.settings.workers)
+        # An executor given (tests) runs the keep-alive jobs too, as it runs everything else.
+        try:
+            self._credential_executor = self._executor_given or _started_pool(
+                CREDENTIAL_WORKERS, "rotator-credentials", "credential keep-alive")
+        except RotatorError:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            raise
         self.health = None
         if self._serve_http:
             from rotator.observe.health import HealthServer
@@ -595,6 +611,8 @@ class Daemon:
         with self._lock:
             running = {name: fut for name, (_, fut) in self._busy.items() if not fut.done()}
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._credential_executor is not self._executor:
+            self._credential_executor.shutdown(wait=False, cancel_futures=True)
         timeout = self.settings.shutdown_timeout.total_seconds()
         if running:
             logger.info("stopping: no new runs; waiting up to %.0fs for %s", timeout, ", ".join(sorted(running)))
@@ -1039,7 +1057,8 @@ class Daemon:
                 return
             self._busy[name] = (kind, future)
         try:
-            future = self._executor.submit(self._job, name, engine, kind, kwargs)
+            executor = self._credential_executor if kind == "credentials" else self._executor
+            future = executor.submit(self._job, name, engine, kind, kwargs)
         except RuntimeError as exc:
             with self._lock:
                 self._busy.pop(name, None)

@@ -70,6 +70,9 @@ class FakeVault:
         self._enter("renew_self")
         return {"auth": {"lease_duration": self.ttl}}
 
+    def check_token(self) -> None:
+        self._enter("check_token")
+
     def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Mapping[str, Any]:
         self._enter("approle_login")
         return {"auth": {"client_token": VAULT_TOKEN, "lease_duration": self.ttl, "renewable": self.renewable}}

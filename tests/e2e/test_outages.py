@@ -493,8 +493,9 @@ def test_a_denied_lookup_of_a_token_past_its_expiry_is_a_failure_not_renewal_off
 
 def test_a_refused_login_backs_off_to_minutes_not_30_seconds(tmp_path: Path) -> None:
     """A wrong or used-up AppRole secret_id: retrying every 30 s fixes nothing, and each failed login
-    counts toward Vault's user lockout, which would then refuse the fixed secret_id too. A login that
-    could not reach Vault keeps the short backoff."""
+    counts toward Vault's user lockout, which would then refuse the fixed secret_id too. So the checks
+    back off to minutes and the refused secret_id is not sent again meanwhile; a changed one is sent at
+    the next check. A login that could not reach Vault keeps the short backoff."""
     import requests
 
     from rotator.adapters.vault.auth import AppRoleAuth, VaultLogin
@@ -511,22 +512,31 @@ def test_a_refused_login_backs_off_to_minutes_not_30_seconds(tmp_path: Path) -> 
             return self._answer("approle_login")
 
     ok = {"auth": {"client_token": "s.approle-token", "lease_duration": 60, "renewable": False}}
-    api = Api(approle_login=[ok] + [refused] * 12 + [requests.exceptions.ConnectionError()] * 8)
+    api = Api(approle_login=[ok, refused] + [requests.exceptions.ConnectionError()] * 8)
     login.ensure(api)  # logged in: a 60 s token that cannot be renewed, so the next step is a new login
     due = login.due()
     assert due is not None
     clock.advance(due - clock.now())
-    waits = []
-    for _ in range(20):
-        with pytest.raises((hvac.exceptions.InvalidRequest, requests.exceptions.ConnectionError)):
-            login.ensure(api)
-        due = login.due()
-        assert due is not None
-        waits.append((due - clock.now()).total_seconds())
-        clock.advance(due - clock.now())
+
+    def check(times: int) -> list[float]:
+        waits = []
+        for _ in range(times):
+            with pytest.raises((hvac.exceptions.InvalidRequest, requests.exceptions.ConnectionError)):
+                login.ensure(api)
+            due = login.due()
+            assert due is not None
+            waits.append((due - clock.now()).total_seconds())
+            clock.advance(due - clock.now())
+        return waits
+
+    waits = check(12)
     # Not hurried by the old token's expiry either (it was: retries shrank toward 0.5 s near its end).
     assert waits[:10] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300] and waits[10:12] == [300, 300], waits
-    assert max(waits[12:]) == 30, "unreachable: the usual cap"
+    assert api.calls.count("approle_login") == 2, "the refused secret_id was sent once, not at every check"
+    (tmp_path / "secret-id").write_text("another-secret-id")
+    waits = check(8)
+    assert api.calls.count("approle_login") == 10, "a changed secret_id is sent at every check"
+    assert max(waits) == 30, f"unreachable: the usual cap ({waits})"
 
 
 def test_a_token_file_fixed_after_the_token_expired_is_read_again(tmp_path: Path) -> None:

@@ -17,6 +17,12 @@
 Renewal is scheduled from whatever is known, and retried: a failed login, lookup or renewal
 (Vault down, 503...) is tried again after a short backoff (1 s doubling to 30 s, and never later
 than a quarter of what is left of the token's TTL), not only when the next rotation needs Vault.
+A login Vault refused (a wrong secret_id, a JWT its role does not bind) is not sent again with the
+same credential before :data:`REFUSED_LOGIN_RESEND`, by any store of the process (Vault's user
+lockout counts failed logins); a changed credential (the secret_id or JWT file written again) is
+sent at the next check, which backs off from 1 s to 300 s and costs a file read.
+A token that Vault refuses to look up, or whose renewal it refuses, is checked with a call any
+token Vault knows may make: a revoked or mistyped token is a failure, not a token "without renewal".
 :meth:`VaultLogin.due` tells the daemon when to call :meth:`VaultLogin.ensure` between runs, and
 :meth:`VaultLogin.status` reports a token close to expiry (for ``/readyz`` and a metric).
 
@@ -26,12 +32,16 @@ It raises hvac's exceptions as they are: the store maps them with its ``_map_err
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import logging
-from collections.abc import Iterator, Mapping
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Protocol, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -74,7 +84,15 @@ RETRY_DELAYS = (1.0, 30.0)
 #: The cap for a login that Vault refused (a wrong or used-up secret_id, a role that does not bind
 #: this service account) or that could not start (no token file): trying it every 30 s does not fix
 #: it, and failed AppRole logins count toward Vault's user lockout, which then refuses the fixed one.
+#: Only a changed credential is sent at these checks (REFUSED_LOGIN_RESEND).
 REFUSED_LOGIN_CAP = 300.0
+#: A credential Vault refused at a login is not sent again before this (seconds), unless it changed.
+#: Vault's user lockout (AppRole) locks a role_id out for lockout_duration after lockout_threshold (5)
+#: failed logins with no pause of lockout_counter_reset (15 min by default) between them: at most one
+#: try per 30 minutes, twice that pause, never adds up to a lockout, whatever the backoff or the number of
+#: stores sharing the role. The cost: a fix made in Vault alone (the role's bound CIDRs, a lockout
+#: lifted) is seen up to 30 minutes late, or at once after a restart or a SIGHUP.
+REFUSED_LOGIN_RESEND = 1800.0
 #: Statuses worth retrying as they are (a new login would not help and, for AppRole, would only
 #: leave tokens behind): Vault sealed, standby behind, rate limited, 5xx. UnexpectedError is any
 #: other status: in practice 412 (a standby behind) or 504. The store's error mapping uses it too.
@@ -219,6 +237,50 @@ class AuthAPI(Protocol):
 
     def kubernetes_login(self, mount_path: str, role: str, jwt: Secret) -> Mapping[str, Any]: ...
 
+    def check_token(self) -> None:
+        """A call Vault answers for any token it knows, whatever its policies, and refuses (403) for a
+        token it does not know (expired, revoked, never issued): tells a dead token from one that may
+        not look itself up."""
+        ...
+
+
+class _Refusal(NamedTuple):
+    """A login Vault refused: when, and what it answered (not the exception: its traceback holds the
+    frames that sent the credential)."""
+
+    at: datetime
+    kind: type[hvac.exceptions.VaultError]
+    errors: Any
+
+
+class _Refusals:
+    """The logins Vault refused lately, shared by every :class:`VaultLogin` of the process, by where they
+    went and a keyed digest of what they sent (never the credential): N stores sharing a wrong secret_id
+    send it once, not N times toward Vault's user lockout."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[tuple[object, bytes], _Refusal] = {}
+
+    def get(self, key: tuple[object, bytes]) -> _Refusal | None:
+        with self._lock:
+            return self._by_key.get(key)
+
+    def add(self, key: tuple[object, bytes], refusal: _Refusal) -> None:
+        with self._lock:
+            oldest = refusal.at - timedelta(seconds=REFUSED_LOGIN_RESEND)
+            self._by_key = {k: r for k, r in self._by_key.items() if r.at > oldest}
+            self._by_key[key] = refusal
+
+    def discard(self, key: tuple[object, bytes]) -> None:
+        with self._lock:
+            self._by_key.pop(key, None)
+
+
+_REFUSALS = _Refusals()
+#: Keys the digests of :class:`_Refusals`: drawn per process, so that a digest tells nothing outside it.
+_DIGEST_KEY = os.urandom(32)
+
 
 class VaultLogin:
     """Keeps a valid token on one client. Not thread-safe: one store, one caller at a time."""
@@ -242,23 +304,49 @@ class VaultLogin:
         self._refused = False
         #: counts the tokens carried so far (see :attr:`generation`)
         self._generation = 0
+        #: refusals of other stores older than this are not this store's: a store set up by a reload
+        #: (SIGHUP, an operator's "try again now") sends its credential once
+        self._born = clock.now()
+        #: where this store's logins go when its client does not say (a fake): its own
+        self._own_origin = object()
+        #: the same credential is not sent to Vault before this (a login Vault refused); None: no refusal
+        self._resend_at: datetime | None = None
+        #: an AppRole login was refused with 400 (a wrong secret_id) since the last success: a 403 may
+        #: then be Vault's user lockout
+        self._invalid_logins = False
+        #: this token may not look itself up (Vault knows it): nothing is planned for it
+        self._lookup_denied = False
+        #: Vault refused renew-self for this token, which still looks itself up: not renewed again
+        self._renew_denied = False
 
     @property
     def endpoint(self) -> tuple[str, str]:
         """The auth path Vault is asked, and the hint when it refuses."""
         if isinstance(self._auth, AppRoleAuth):
-            return (
-                f"auth/{self._auth.mount_path}/login",
-                "check the AppRole role_id, secret_id (it can expire or run out of uses) and mount_path",
-            )
+            hint = "check the AppRole role_id, secret_id (it can expire or run out of uses) and mount_path"
+            if self._invalid_logins:
+                hint += (
+                    "; a 403 after failed logins is Vault's user lockout: it refuses every login of this role_id, "
+                    "the right secret_id too, for lockout_duration (15m by default): `vault read sys/locked-users` "
+                    "lists it, `vault write -f sys/locked-users/<approle mount accessor>/unlock/<role_id>` ends it"
+                )
+            return f"auth/{self._auth.mount_path}/login", hint + self._resend_hint("secret_id")
         if isinstance(self._auth, KubernetesAuth):
             return (
                 f"auth/{self._auth.mount_path}/login",
                 f"check that Vault's Kubernetes auth role {self._auth.role!r} binds this service account and "
                 f"namespace (and its audience, if set), that Vault can reach the Kubernetes TokenReview API, "
-                f"and that {self._jwt_path()} holds this pod's current service account token",
+                f"and that {self._jwt_path()} holds this pod's current service account token"
+                + self._resend_hint("service account token"),
             )
         return "auth/token/lookup-self", f"check the token in {self._auth.token.describe()}: expired or revoked?"
+
+    def _resend_hint(self, credential: str) -> str:
+        if self._resend_at is None:
+            return ""
+        return (f"; rotator sends the same {credential} again at {self._resend_at.isoformat(timespec='seconds')} "
+                f"at the soonest (failed logins count toward Vault's user lockout), a changed one within 5 minutes "
+                f"(a restart or a SIGHUP sends it again at once)")
 
     @property
     def generation(self) -> int:
@@ -310,7 +398,7 @@ class VaultLogin:
                                 renewable=self._renewable, failures=self._failures, error=self._error, ok=ok)
 
     def _attempt(self, api: AuthAPI, step: Any) -> None:
-        self._refused = False
+        self._refused, self._resend_at = False, None
         try:
             step(api)
         except Exception as exc:
@@ -319,6 +407,7 @@ class VaultLogin:
         if self._failures:
             logger.info("Vault token: %s again after %d failure(s)", "renewed" if self._token else "ok", self._failures)
         self._failures, self._error, self._retry_at = 0, None, None
+        self._invalid_logins = False
 
     def _failed(self, exc: Exception) -> None:
         """Try again soon: a renewal that waits for the next rotation may come after the token expired."""
@@ -336,6 +425,11 @@ class VaultLogin:
         self._retry_at = now + timedelta(seconds=delay)
         if self._token is not None:
             self._check_at = self._retry_at
+        if self._resend_at is not None:
+            logger.warning("Vault token: login refused (%s, %d in a row); the same credential is not sent again "
+                           "before %s, a changed one at the next check in %.1fs", self._error, self._failures,
+                           self._resend_at.isoformat(timespec="seconds"), delay)
+            return
         if self._token is not None:
             what = "lookup or renewal"
         else:
@@ -363,31 +457,44 @@ class VaultLogin:
             api.set_token(None)
             return True
         fresh = self._auth.token.resolve(self._base_dir)
-        if fresh == self._token:
-            return False  # the same token again: retrying cannot help
-        self._token = None
-        return True
+        if fresh != self._token:
+            self._token = None
+            return True
+        if self._lookup_denied:
+            # Nothing checks a token that may not look itself up: this 403 may be the first sign that it
+            # was revoked. Vault no longer knowing it is a failure of the credential (status, /readyz),
+            # checked again with backoff (a new token in the file is picked up then).
+            try:
+                known = self._known_to_vault(api)
+            except Exception:  # noqa: BLE001 - Vault unreachable now: report the 403 only
+                return False
+            if not known:
+                self._lookup_denied, self._renewable = False, None
+                self._refused = True
+                self._failed(hvac.exceptions.Forbidden("permission denied"))
+        return False  # the same token again: retrying cannot help
 
-    def _login(self, api: AuthAPI) -> None:
+    def _login(self, api: AuthAPI, *, look_up: bool = False) -> None:
         try:
-            self._log_in(api)
+            self._log_in(api, look_up=look_up)
         except (ConfigError, hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
             # A wrong or used-up secret_id, a role that does not bind, no token file: trying every
             # 30 s fixes nothing, and failed AppRole logins count toward Vault's lockout.
             self._refused = True
             raise
 
-    def _log_in(self, api: AuthAPI) -> None:
+    def _log_in(self, api: AuthAPI, *, look_up: bool = False) -> None:
+        """Log in, or read the token (``look_up``: look up even the same token whose expiry is known)."""
         if isinstance(self._auth, TokenAuth):
             token = self._auth.token.resolve(self._base_dir)
             left = (self._expires_at - self._clock.now()).total_seconds() if self._expires_at else 0
-            if token == self._token and self._renewable is not None and left >= 1:
+            if token == self._token and self._renewable is not None and left >= 1 and not look_up:
                 # The same token again (not replaced in its file) whose expiry is known: a lookup
                 # would only count down the same TTL. Check again at half of what is left.
                 self._schedule(int(left), self._creation_ttl, self._renewable)
                 return
             if token != self._token:
-                self._expired = False
+                self._expired = self._lookup_denied = self._renew_denied = False
                 self._generation += 1
             elif self._expires_at is not None and left < 1:
                 self._expired = True
@@ -399,12 +506,18 @@ class VaultLogin:
             self._lookup(api)
             return
         if isinstance(self._auth, KubernetesAuth):
-            answer = api.kubernetes_login(self._auth.mount_path, self._auth.role, self._read_jwt())
+            k8s = self._auth
+            jwt = self._read_jwt()
+            answer = self._send_login(api, ("kubernetes", k8s.mount_path, k8s.role, jwt.reveal()),
+                                      lambda: api.kubernetes_login(k8s.mount_path, k8s.role, jwt))
             method = "Kubernetes auth"
         else:
-            role_id = self._auth.role_id
+            approle = self._auth
+            role_id = approle.role_id
             role = role_id if isinstance(role_id, str) else role_id.resolve(self._base_dir).reveal()
-            answer = api.approle_login(self._auth.mount_path, role, self._auth.secret_id.resolve(self._base_dir))
+            secret_id = approle.secret_id.resolve(self._base_dir)
+            answer = self._send_login(api, ("approle", approle.mount_path, role, secret_id.reveal()),
+                                      lambda: api.approle_login(approle.mount_path, role, secret_id))
             method = "AppRole"
         auth = answer["auth"]
         if not isinstance(auth.get("client_token"), str) or not auth["client_token"]:
@@ -415,6 +528,35 @@ class VaultLogin:
         ttl = _seconds(auth.get("lease_duration"))
         self._schedule(ttl, ttl, bool(auth.get("renewable")))
         logger.debug("logged in to Vault with %s at auth/%s (ttl %ss)", method, self._auth.mount_path, ttl)
+
+    def _send_login(self, api: AuthAPI, sent: tuple[str, ...], login: Callable[[], Mapping[str, Any]]
+                    ) -> Mapping[str, Any]:
+        """``login()``, unless Vault refused what it sends (``sent``: where and the credential) less than
+        REFUSED_LOGIN_RESEND ago, here or in another store since this one was set up: then that refusal
+        again, without a request. Every failed login counts toward Vault's user lockout."""
+        # The client's origin (URL and namespace) where it tells it: the same JWT may log in to two clusters.
+        origin = getattr(api, "origin", None) or self._own_origin
+        key = (origin, hmac.new(_DIGEST_KEY, "\0".join(sent).encode(), hashlib.sha256).digest())
+        now = self._clock.now()
+        refusal = _REFUSALS.get(key)
+        resend = timedelta(seconds=REFUSED_LOGIN_RESEND)
+        if refusal is not None and self._born <= refusal.at <= now < refusal.at + resend:
+            self._refused_with(refusal)
+            raise refusal.kind(errors=refusal.errors)
+        try:
+            answer = login()
+        except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as exc:
+            refusal = _Refusal(now, type(exc), exc.errors)
+            _REFUSALS.add(key, refusal)
+            self._refused_with(refusal)
+            raise
+        _REFUSALS.discard(key)
+        return answer
+
+    def _refused_with(self, refusal: _Refusal) -> None:
+        self._resend_at = refusal.at + timedelta(seconds=REFUSED_LOGIN_RESEND)
+        if isinstance(self._auth, AppRoleAuth) and issubclass(refusal.kind, hvac.exceptions.InvalidRequest):
+            self._invalid_logins = True
 
     def _jwt_path(self) -> Path:
         assert isinstance(self._auth, KubernetesAuth)
@@ -432,6 +574,12 @@ class VaultLogin:
                 hint="mount the pod's service account token there (automountServiceAccountToken or a projected "
                 "serviceAccountToken volume) or set `jwt_file` in the store's auth settings",
             ) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the Kubernetes service account token {path} is not UTF-8 text (byte {exc.start + 1})",
+                hint="mount the pod's service account token (a JWT, plain text) there or set `jwt_file` in the "
+                "store's auth settings",
+            ) from None
         if not value:
             raise ConfigError(f"the Kubernetes service account token {path} is empty", hint="check the volume mount")
         return Secret(value)
@@ -440,16 +588,18 @@ class VaultLogin:
         try:
             data = api.lookup_self()["data"]
         except hvac.exceptions.Forbidden:
-            if self._expired:
-                # The same token, past the expiry its own lookup gave: denied means expired (or
-                # revoked), not "lookup not allowed". A failure, so that status and /readyz say so.
+            # Vault answers 403 for a token it does not know (expired, revoked, mistyped) as for one
+            # that may not look itself up. The same token past the expiry its own lookup gave is
+            # expired; otherwise Vault is asked. A failure, so that status and /readyz say so.
+            if self._expired or not self._known_to_vault(api):
                 raise
-            # A token without the `default` policy cannot look itself up. It may still be
-            # allowed to write the secret; if it is invalid, the next call says so.
-            logger.warning("cannot look up the Vault token (lookup-self denied): renewal is off")
+            # A token without the `default` policy: it may still be allowed to write the secret.
+            if not self._lookup_denied:
+                logger.warning("cannot look up the Vault token (lookup-self denied), which Vault knows: renewal is off")
+            self._lookup_denied = True
             self._schedule(0, 0, False)
             return
-        self._expired = False
+        self._expired = self._lookup_denied = False
         self._schedule(_seconds(data.get("ttl")), _seconds(data.get("creation_ttl")), bool(data.get("renewable")))
         logger.debug(
             "Vault token: ttl %ss of %ss, renewable=%s",
@@ -458,6 +608,20 @@ class VaultLogin:
             data.get("renewable"),
         )
 
+    def _known_to_vault(self, api: AuthAPI) -> bool:
+        """After a 403 for the token: False if Vault does not know it (:meth:`AuthAPI.check_token`).
+        True too when that cannot be told (a Vault or a proxy without that call): as before, the
+        store's calls say it."""
+        try:
+            api.check_token()
+        except hvac.exceptions.Forbidden:
+            return False
+        except transient_status():
+            raise  # Vault is unwell: retried (_failed)
+        except (hvac.exceptions.VaultError, NotVaultAnswer) as exc:
+            logger.debug("cannot tell whether Vault knows its token (%s)", type(exc).__name__)
+        return True
+
     def _refresh(self, api: AuthAPI) -> None:
         if self._renewable is None:  # the lookup after the login failed: learn the token's TTL first
             if isinstance(self._auth, TokenAuth):
@@ -465,12 +629,15 @@ class VaultLogin:
             else:
                 self._lookup(api)
             return
-        if self._renewable:
+        if self._renewable and not self._renew_denied:
             try:
                 ttl = _seconds(api.renew_self()["auth"].get("lease_duration"))
             except transient_status():
                 raise  # Vault is unwell: retry the renewal (_failed), a new login would not help
             except hvac.exceptions.VaultError as exc:
+                if isinstance(self._auth, TokenAuth) and isinstance(exc, hvac.exceptions.Forbidden):
+                    self._renewal_refused(api)
+                    return
                 logger.debug("Vault token renewal failed (%s); logging in again", type(exc).__name__)
                 ttl = 0
             if ttl * 3 > self._creation_ttl:
@@ -478,6 +645,22 @@ class VaultLogin:
                 self._schedule(ttl, self._creation_ttl, True)
                 return
         self._login(api)  # max TTL reached or not renewable: a fresh login / a re-read token
+
+    def _renewal_refused(self, api: AuthAPI) -> None:
+        """renew-self answered 403 for a given token: revoked early, or renew-self not granted. Vault is
+        asked (the file read again, the token looked up), not the expiry known: a dead token is a
+        failure now, not once 1/6 of its TTL is left."""
+        assert isinstance(self._auth, TokenAuth)
+        generation = self._generation
+        self._login(api, look_up=True)  # a 403 of the lookup (a token Vault no longer knows) raises
+        if self._generation == generation and self._renewable and not self._renew_denied:
+            self._renew_denied = True
+            logger.warning(
+                "Vault refused to renew the token in %s (renew-self: 403), which still looks itself up: it is not "
+                "renewed and expires at %s; grant it `auth/token/renew-self` (update; Vault's default policy does)",
+                self._auth.token.describe(),
+                self._expires_at.isoformat(timespec="seconds") if self._expires_at else "(not known)",
+            )
 
     def _schedule(self, ttl: int, creation_ttl: int, renewable: bool) -> None:
         """Check again once less than 1/3 of the creation TTL is left (Vault Agent's 2/3 rule).
@@ -575,6 +758,11 @@ class HvacAPI:
         self._client = client
         self.counter = counter
 
+    @property
+    def origin(self) -> str:
+        """Where the client's calls go (URL and namespace): :class:`VaultLogin` tells logins apart by it."""
+        return f"{self._client.url} {getattr(self._client.adapter, 'namespace', None) or ''}"
+
     def set_token(self, token: Secret | None) -> None:
         self._client.token = token.reveal() if token is not None else ""  # sent only as X-Vault-Token
 
@@ -585,6 +773,12 @@ class HvacAPI:
     def renew_self(self) -> Mapping[str, Any]:
         with _decodable():
             return _shaped(self._client.auth.token.renew_self(), "auth")
+
+    def check_token(self) -> None:
+        # sys/internal/ui/mounts needs no capability, but a token sent with it must be one Vault knows:
+        # 200 (the mounts that token may see) or 403.
+        with _decodable():
+            self._client.adapter.get("/v1/sys/internal/ui/mounts")
 
     def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Mapping[str, Any]:
         with _decodable():
