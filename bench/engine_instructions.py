@@ -7,8 +7,11 @@ An instruction count repeats to ~0.05% for the same tree, so it tells whether a 
 What runs: bench/rotation_io.py's steady rotation (the same policy, issuer and clock) with the
 store replaced by an in-memory one and the journal in a temporary directory (``--dir``, default
 /dev/shm where it exists), so that what is counted is rotator's engine and journal: its Python,
-SQLite, JSON and hashing. System calls are not instructions of the process; their cost (the WAL's
-``pwrite``s and ``fdatasync``s on a real disk) is rotation_io's business.
+SQLite, JSON and hashing, and building and formatting its log lines: rotator's logging is set up
+as the daemon and the command line set it up by default (info, text lines; rotation_io's
+``log_as_the_daemon_does``), writing to os.devnull. System calls are not instructions of the
+process; their cost (the WAL's ``pwrite``s and ``fdatasync``s on a real disk, the log lines'
+writes) is rotation_io's business.
 
 Each count is the difference between a run of ``--long`` and one of ``--short`` rotations (both
 after the same set-up and warm-up), divided by their difference: start-up cancels out.
@@ -36,9 +39,6 @@ HERE = Path(__file__).resolve()
 def child(rotations: int, directory: str) -> None:
     """Set up, warm up, then rotate ``rotations`` times (run under callgrind by the parent)."""
     sys.path.insert(0, str(HERE.parent))
-    import logging
-
-    logging.disable(logging.ERROR)
     import rotation_io  # bench/rotation_io.py: puts ROTATOR_BENCH_TREE (or this checkout) first on sys.path
 
     from rotator.core.contracts import StoreState, TokenRecord
@@ -59,10 +59,14 @@ def child(rotations: int, directory: str) -> None:
             return str(self.version)
 
     rotation_io.CountingStore = lambda _store: MemoryStore()  # type: ignore[assignment,misc,unused-ignore]
+    handler = rotation_io.log_as_the_daemon_does()
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         setup = rotation_io.Setup(Path(tmp) / "engine", None)
         for _ in range(50):
             setup.rotate()
+        with rotation_io.recording(handler) as lines:  # (one more rotation in both runs: it cancels out)
+            setup.rotate()
+        print(f"log lines per rotation (info): {len(lines)}")
         for _ in range(rotations):
             setup.rotate()
 

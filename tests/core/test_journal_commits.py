@@ -24,13 +24,17 @@ The read-only transactions: the preflight (lease, open runs, due revocations and
 and a lease confirmation just before the revocation, the mint and the store write only where
 more than ``LEASE_READ_FRESH_SECONDS`` passed since the transaction that read the lease row began
 (a pause; here, a slow issuer). The tests below fix that window: the counts must not depend on how
-fast the fake ``influxctl`` answers.
+fast the fake ``influxctl`` answers. One test keeps the shipped window: there the revocation's listing
+(Engine._safe_revoke lists the tokens before the fenced revoke; an influxctl process, or a network
+round trip, longer than the window) costs one lease read more, 8 transactions and 33 statements on
+SQLite, where bench/rotation_io.py's in-memory issuer counts 7 and 32.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +67,12 @@ STEADY_ROTATION_TRANSACTIONS = 7
 #: LEASE_READ_FRESH_SECONDS after the transaction that read it (a pause, a slow issuer): one
 #: statement and transaction each
 STEADY_ROTATION_LEASE_READS = 3
+#: with the shipped LEASE_READ_FRESH_SECONDS, the lease reads an issuer's listing that takes longer than
+#: it (a process, a network round trip) adds: the revocation's, whose listing comes between the
+#: PLANNED transaction's read of the lease row and the fenced revoke (Engine._safe_revoke)
+STEADY_ROTATION_SLOW_LISTING_LEASE_READS = 1
+#: the window as shipped (the autouse fixture below widens it)
+SHIPPED_LEASE_READ_FRESH_SECONDS = journal_module.LEASE_READ_FRESH_SECONDS
 #: and the SQL statements of all of them, BEGIN and COMMIT included: the preflight's reads in one
 #: statement and one more for the runs that minted the due tokens; no read of the lease row it took
 #: on condition of the row the preflight read; one read of the lease row per write transaction, for
@@ -265,6 +275,40 @@ def test_after_a_pause_each_side_effect_reads_the_lease_row_again(
     assert counts == (STEADY_ROTATION_COMMITS, STEADY_ROTATION_SYNCED[journal.backend],
                       STEADY_ROTATION_TRANSACTIONS + reads, STEADY_ROTATION_STATEMENTS[journal.backend] + reads,
                       STEADY_ROTATION_FLUSHES[journal.backend])
+    journal.close()
+
+
+def test_with_the_shipped_lease_window_a_slow_listing_costs_the_revocation_one_lease_read(
+        tmp_path: Path, journal_url: str, fake_influxctl: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What production counts (the window not widened): on SQLite 5 commits, 2 synced, 8 transactions
+    and 33 statements. The revocation's listing is an influxctl process, longer than the window, so
+    the fenced revoke reads the lease row again; the mint and the store write come right after their
+    step's commit, whose lease read serves them."""
+    monkeypatch.setattr(journal_module, "LEASE_READ_FRESH_SECONDS", SHIPPED_LEASE_READ_FRESH_SECONDS)
+    assert SHIPPED_LEASE_READ_FRESH_SECONDS == 0.05
+    engine, journal, clock, _store = _engine(tmp_path, journal_url, fake_influxctl)
+    listing = engine.issuer.list_tokens
+
+    def list_tokens(credential: Any) -> Any:
+        # A process start takes longer than the window on this machine kind (~0.1 s); a faster machine
+        # still waits it out, so that the figures do not depend on the machine.
+        started = time.monotonic()
+        try:
+            return listing(credential)
+        finally:
+            time.sleep(max(0.0, SHIPPED_LEASE_READ_FRESH_SECONDS - (time.monotonic() - started)))
+
+    monkeypatch.setattr(engine.issuer, "list_tokens", list_tokens)
+    _rotate(engine, clock)
+    second, counts = _rotate_counted(engine, journal, clock)
+    assert second.ok, second
+    assert any(action.endswith(": revoked") for action in second.actions), second.actions
+    reads = STEADY_ROTATION_SLOW_LISTING_LEASE_READS
+    assert counts == (STEADY_ROTATION_COMMITS, STEADY_ROTATION_SYNCED[journal.backend],
+                      STEADY_ROTATION_TRANSACTIONS + reads, STEADY_ROTATION_STATEMENTS[journal.backend] + reads,
+                      STEADY_ROTATION_FLUSHES[journal.backend])
+    if journal.backend == "sqlite":
+        assert counts[:4] == (5, 2, 8, 33), "the figures bench/rotation_io.py's docstring quotes"
     journal.close()
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
@@ -52,29 +54,95 @@ def test_the_batch_bench_runs_every_rotation_with_the_expected_journal_counts(
     assert expected[2] - 1 / 12 <= result["tx"] < expected[2] + 1, result
 
 
+def _rows(stdout: str) -> dict[str, str]:
+    """rotation_io's table: each row's label and value."""
+    return dict(line.rsplit(None, 1) for line in stdout.splitlines()
+                if line.startswith(("journal ", "  of which synced", "log lines", "floor ")))
+
+
 def test_the_steady_rotation_bench_counts_what_the_journal_test_asserts() -> None:
+    """The counts of tests/core/test_journal_commits.py (the in-memory issuer answers inside the lease
+    read's window: 7 transactions, 32 statements), and a floor that commits, syncs and logs as much as
+    the counted rotation did: the engine logs at info (as the daemon does), not silenced."""
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "rotation_io.py"), "-n", "3", "-r", "1"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = dict(line.rsplit(None, 1) for line in proc.stdout.splitlines()
-                if line.startswith(("journal commits per rotation", "  of which synced")))
-    assert rows == {"journal commits per rotation": "5", "  of which synced (fdatasync)": "2"}, proc.stdout
+    rows = _rows(proc.stdout)
+    assert (rows["journal commits per rotation"], rows["  of which synced (fdatasync)"],
+            rows["journal transactions per rotation"], rows["journal statements per rotation"]) == \
+        ("5", "2", "7", "32"), proc.stdout
+    assert int(rows["log lines per rotation (info)"]) >= 5, "the steps' audit lines at least: logging is on"
+    assert (rows["floor commits per rotation"], rows["  of which synced"], rows["floor log lines per rotation"]) == \
+        ("5", "2", rows["log lines per rotation (info)"]), proc.stdout
+    assert "5 one-row commits (2 synced; WAL, synchronous=NORMAL" in proc.stdout, proc.stdout
+    # Asked for: other numbers; and a floor that syncs more than it commits is refused.
+    script = [sys.executable, str(REPO / "bench" / "rotation_io.py"), "-n", "2", "-r", "1"]
+    asked = subprocess.run([*script, "--floor-commits", "3", "--floor-log-lines", "0"], capture_output=True, text=True,
+                           timeout=300, cwd=REPO)
+    assert asked.returncode == 0, asked.stderr[-3000:]
+    rows = _rows(asked.stdout)
+    assert (rows["floor commits per rotation"], rows["  of which synced"], rows["floor log lines per rotation"]) == \
+        ("3", "2", "0"), asked.stdout
+    refused = subprocess.run([*script, "--floor-commits", "1", "--floor-synced", "2"], capture_output=True, text=True,
+                             timeout=300, cwd=REPO)
+    assert refused.returncode != 0 and "--floor-synced <= --floor-commits" in refused.stderr, refused.stderr
+
+
+def test_the_steady_rotation_floor_syncs_as_the_journal_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite: WAL with synchronous=NORMAL, and one fdatasync of the WAL file per synced commit
+    (rotator/core/group_sync.py), not one per commit; the floor's log lines written one by one."""
+    rotation_io = _bench("rotation_io")
+    flushed: list[int] = []
+    monkeypatch.setattr(rotation_io, "_datasync", lambda fd: flushed.append(os.fstat(fd).st_ino))
+    setup = rotation_io.Setup(tmp_path / "floor", None)
+    commits: list[tuple[int, bool]] = []
+    log = rotation_io.Recorder()
+    calls = Counter(read=1, list=2, verify=1, publish=1, revoke=1)
+    rotation_io.floor_once(setup, calls, lambda i, synced: commits.append((i, synced)), 5, 2, ["a\n", "b\n"], log)
+    assert commits == [(0, True), (1, True), (2, False), (3, False), (4, False)]
+    assert log.writes == ["a\n", "b\n"]
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+    monkeypatch.setattr(rotation_io.sqlite3, "connect", lambda *a, **k: opened.append(connect(*a, **k)) or opened[-1])
+    commit = rotation_io.sqlite_floor_committer(tmp_path / "floor.db")
+    for i, synced in commits:
+        commit(i, synced)
+    assert flushed == [os.stat(tmp_path / "floor.db-wal").st_ino] * 2
+    [conn] = opened
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1, "NORMAL: a commit alone syncs nothing"
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 5
+    assert rotation_io.floor_lines(["x\n", "y\n"], 3) == ["x\n", "y\n", "x\n"]
+    setup.journal.close()
 
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None or not Path("/proc/self/maps").exists(),
                     reason="--fsync-delay-ms builds a C library and LD_PRELOADs it (Linux)")
-def test_the_steady_rotation_bench_runs_on_a_slower_disk_with_the_same_counts() -> None:
+def test_the_steady_rotation_bench_runs_on_a_slower_disk_with_the_same_counts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "SLOW_FSYNC_US", "ROTATOR_BENCH_REEXEC")}
     command = [sys.executable, str(REPO / "bench" / "rotation_io.py"), "-n", "2", "-r", "1"]
     proc = subprocess.run([*command, "--fsync-delay-ms", "20"], capture_output=True, text=True, timeout=300, cwd=REPO,
                           env=clean)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[0].endswith("every fsync +20 ms"), proc.stdout
-    rows = dict(line.rsplit(None, 1) for line in proc.stdout.splitlines()
-                if line.startswith(("journal commits per rotation", "  of which synced", "floor ms per rotation")))
+    rows = _rows(proc.stdout)
     assert (rows["journal commits per rotation"], rows["  of which synced (fdatasync)"]) == ("5", "2"), proc.stdout
-    # The delay really applies: the floor's five synced commits alone take 5 x 20 ms (a sleep never ends early).
-    assert float(rows["floor ms per rotation (median)"]) >= 100, proc.stdout
+    assert rows["  of which synced"] == "2", proc.stdout
+    # The delay really applies, to the floor's two synced commits (its three others sync nothing) and to
+    # the store's fsyncs, counted here (a sleep never ends early): a floor without its WAL flushes is short.
+    rotation_io = _bench("rotation_io")
+    setup = rotation_io.Setup(tmp_path / "store", None)
+    syncs: list[int] = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda fd, real=real: (syncs.append(fd), real(fd))[1])
+    calls = Counter(read=1, list=2, verify=1, publish=1, revoke=1)
+    rotation_io.floor_once(setup, calls, lambda i, synced: None, 0, 0, [], rotation_io.Recorder())
+    monkeypatch.undo()
+    setup.journal.close()
+    assert syncs, "the profile store fsyncs what it writes"
+    assert float(rows["floor ms per rotation (median)"]) >= (len(syncs) + 2) * 20, (len(syncs), proc.stdout)
     unloaded = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO,
                               env={**clean, "SLOW_FSYNC_US": "200"})  # asked for, but nothing preloaded
     assert unloaded.returncode != 0 and "is not loaded in this process" in unloaded.stderr, unloaded.stderr
@@ -116,6 +184,8 @@ def test_the_instruction_bench_rotates_in_its_child_and_counts_under_callgrind(t
     child = subprocess.run([sys.executable, script, "--child", "3", "--dir", str(tmp_path)], capture_output=True,
                            text=True, timeout=120, cwd=REPO)
     assert child.returncode == 0, child.stderr[-3000:]
+    lines = int(child.stdout.split("log lines per rotation (info):")[1].split()[0])
+    assert lines >= 5, "the engine logs at info, as the daemon does: its audit lines are built and formatted"
     refused = subprocess.run([sys.executable, script, "--short", "5", "--long", "5"], capture_output=True, text=True,
                              timeout=60, cwd=REPO)
     assert refused.returncode != 0 and ("short < long" in refused.stderr or "valgrind" in refused.stderr)
