@@ -10,6 +10,9 @@ the variants are interleaved and each figure is the median of ``--repeat`` runs.
   ``storm`` = until the start-up work (recovery jobs) is over; ``rss`` after that; ``scrape`` =
   one ``GET /metrics`` (wall ms, and the journal transactions it made); ``pass`` = one
   ``Daemon.tick`` with nothing due, and one with the sweep due, with the transactions each made.
+  ``--history H`` adds H finished runs of history spread over the policies (each published before
+  its policy's bootstrap, with its done revocation), so that the pass and its sweep are measured on
+  a journal that has a history, not only one run per policy.
 - **batch** (B policies due at once, an in-process issuer whose mint takes ``--issuer-ms``, an
   in-memory store, the real Engine and journal): wall from the pass that starts them until the
   last run ended, against ``ideal = ceil(B / workers) * issuer_ms`` measured in the same run;
@@ -20,6 +23,7 @@ the variants are interleaved and each figure is the median of ``--repeat`` runs.
 
     .venv/bin/python bench/daemon_scale.py            # --quick: 1,000 idle, 100 due (< 2 min)
     .venv/bin/python bench/daemon_scale.py --full     # 10,000 idle, 1,000 due, workers 4/16/32
+    .venv/bin/python bench/daemon_scale.py --only idle --history 100000   # the idle pass with history
 """
 
 from __future__ import annotations
@@ -67,11 +71,13 @@ host = "cluster.test.invalid"
 [[policy.store]]
 type = "influxctl-profile"
 config = "{dir}/influxctl/config.toml"
+profile = "{name}"
 """
 
 
 def build(directory: Path, n: int, workers: int, published: datetime) -> Path:
-    """A policy file of ``n`` policies and a journal with one bootstrap run each (one transaction),
+    """A policy file of ``n`` policies (each its own profile of one influxctl config: two policies may
+    not write the same secret) and a journal with one bootstrap run each (one transaction),
     and the expired lease row each bootstrap leaves behind (``rotator bootstrap`` takes the policy's
     lease; the row stays when released, so the next holder's fencing number is higher)."""
     from rotator.core.journal import open_journal, ts
@@ -94,6 +100,30 @@ def build(directory: Path, n: int, workers: int, published: datetime) -> Path:
         db.executemany("INSERT INTO leases (policy, holder, fence, expires_at) VALUES (?, '', 1, ?)",
                        [(row[1], row[2]) for row in rows])
     return config
+
+
+def add_history(directory: Path, n: int, history: int, before: datetime) -> None:
+    """``history`` finished runs spread over the ``n`` policies of :func:`build`, each with the done
+    revocation of the token it replaced, published from 400 days before ``before`` until ``before``
+    (older than every bootstrap run, which stays each policy's last publication), in one transaction."""
+    from rotator.core.journal import ts
+
+    start = before - timedelta(days=400)
+    step = (before - start) / max(history, 1)
+    runs, revocations = [], []
+    for i in range(history):
+        at = start + step * i
+        policy, run_id = f"p{i % n:05d}", f"hist-{i:08d}"
+        runs.append((run_id, policy, ts(at), ts(at), f"old-{i}", f"new-{i}", ts(at + timedelta(days=60)), ts(at),
+                     ts(at + timedelta(hours=1))))
+        revocations.append((policy, f"old-{i}", run_id, ts(at + timedelta(hours=1)), ts(at + timedelta(hours=1))))
+    with sqlite3.connect(directory / "journal.db") as db:
+        db.executemany(
+            "INSERT INTO runs (run_id, policy, kind, state, started_at, updated_at, old_token_id, new_token_id, "
+            "new_expires_at, published_at, finished_at) VALUES (?, ?, 'rotate', 'done', ?, ?, ?, ?, ?, ?, ?)", runs)
+        db.executemany(
+            "INSERT INTO revocations (policy, token_id, run_id, reason, due_at, state, attempts, done_at) "
+            "VALUES (?, ?, ?, 'superseded', ?, 'done', 1, ?)", revocations)
 
 
 @contextmanager
@@ -125,10 +155,13 @@ def rss_mib() -> float:
 
 
 # ---------------------------------------------------------------------------------- children
-def child_idle(n: int, directory: Path) -> dict[str, Any]:
+def child_idle(n: int, directory: Path, history: int = 0) -> dict[str, Any]:
     from rotator.runners.daemon import Daemon
 
-    config = build(directory, n, 4, datetime.now(UTC) - timedelta(days=1))
+    published = datetime.now(UTC) - timedelta(days=1)
+    config = build(directory, n, 4, published)
+    if history:
+        add_history(directory, n, history, published - timedelta(minutes=4 * n))
     t0 = time.perf_counter()
     d = Daemon(config, handle_signals=False)
     d.start()
@@ -364,6 +397,9 @@ def main() -> int:
     mode.add_argument("--full", action="store_true", help="10,000 idle policies, 1,000 due")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--idle", type=int, help="idle policies (overrides the mode)")
+    parser.add_argument("--history", type=int, default=0, metavar="H",
+                        help="finished runs of history (with their done revocations) spread over the idle "
+                        "policies (default 0: one bootstrap run each)")
     parser.add_argument("--batch", type=int, help="policies due at once (overrides the mode)")
     parser.add_argument("--workers", default=None, help="comma-separated worker counts of the batch")
     parser.add_argument("--issuer-ms", type=float, default=100.0)
@@ -390,7 +426,7 @@ def main() -> int:
         logging.basicConfig(level=logging.WARNING)
         directory = Path(args.dir)
         if args.child == "idle":
-            out = child_idle(args.n, directory)
+            out = child_idle(args.n, directory, args.history)
         else:
             out = child_batch(args.n, directory, args.w, args.issuer_ms, args.kind)
         import rotator
@@ -419,7 +455,7 @@ def main() -> int:
     batches: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for _ in range(args.repeat):
         if args.only in (None, "idle"):
-            idle.append(run_child(["idle", "--n", str(idle_n)], args.tmpdir, env))
+            idle.append(run_child(["idle", "--n", str(idle_n), "--history", str(args.history)], args.tmpdir, env))
         if args.only in (None, "batch"):
             for kind in engines:
                 for w in workers:
@@ -431,7 +467,7 @@ def main() -> int:
         def med(key: str) -> float:
             return statistics.median(r[key] for r in idle)
 
-        print(f"\nidle daemon, {idle_n} policies (median of {len(idle)})")
+        print(f"\nidle daemon, {idle_n} policies, {args.history:,} runs of history (median of {len(idle)})")
         print(f"  ready                 {med('ready_s'):8.2f} s")
         print(f"  start-up work ended   {med('storm_s'):8.2f} s")
         print(f"  RSS                   {med('rss_mib'):8.1f} MiB")

@@ -6,8 +6,12 @@ done revocation, plus the same current run per policy), filled by direct SQL ins
 
 Measured per journal, interleaved, medians of ``-r`` repeats:
 
-- ``status()``: what ``rotator status`` computes, in-process: open the journal and call
-  ``rotator.observe.status.policy_status`` for every policy (the command's own code, as it is on this branch);
+- ``status()``: what ``rotator status`` computes, in-process: open the journal read-only (as the
+  command does) and call ``rotator.observe.status.policy_status`` for every policy (the command's own
+  code, as it is on this branch: its reads of the last run, the open runs and, through
+  ``compliance.open_revocations``, the revocations that are not done);
+- ``VM steps``: the SQLite VM instructions of those ``policy_status`` calls (sqlite3's progress
+  handler): a count of the work the journal does, which a loaded machine does not blur;
 - ``bounded``: the same figures from the journal's bounded queries (``Journal.latest_run``,
   ``revocation_counts``, ``unfinished_revocations``, ``last_success``, ``open_runs``), printed when
   the journal has them: what status costs once it uses them;
@@ -106,16 +110,39 @@ def fill(root: Path, history: int) -> Path:
 
 def status_once(config_path: Path) -> list[dict[str, Any]]:
     config = load_config(config_path)
-    journal = open_journal(config.journal_url(), create=False)
+    journal = open_journal(config.journal_url(), create=False, read_only=True)
     try:
         return [policy_status(p, journal, NOW).to_json() for p in config.policies]
     finally:
         journal.close()
 
 
+def status_steps(config_path: Path) -> int:
+    """The SQLite VM instructions of every policy's status row (the journal already open)."""
+    config = load_config(config_path)
+    journal = open_journal(config.journal_url(), create=False, read_only=True)
+    steps = 0
+
+    def step() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    try:
+        policy_status(config.policies[0], journal, NOW)  # the connection made, its statements prepared
+        conn = journal._connection()
+        conn.set_progress_handler(step, 1)
+        for p in config.policies:
+            policy_status(p, journal, NOW)
+        conn.set_progress_handler(None, 0)
+        return steps
+    finally:
+        journal.close()
+
+
 def bounded_once(config_path: Path) -> list[tuple[Any, ...]]:
     config = load_config(config_path)
-    journal: Any = open_journal(config.journal_url(), create=False)
+    journal: Any = open_journal(config.journal_url(), create=False, read_only=True)
     try:
         out = []
         for p in config.policies:
@@ -171,6 +198,9 @@ def main() -> None:
         for name, fn in variants:
             f, h, ratio = measure(fn, fresh, history, args.repeats)
             print(f"{name:<16}{f:>10.1f}{h:>12.1f}{ratio:>7.2f}x")
+        f_steps, h_steps = status_steps(fresh), status_steps(history)
+        print(f"{'VM steps':<16}{f_steps:>10,}{h_steps:>12,}{h_steps / f_steps:>7.2f}x   (status(), SQLite's count of "
+              "its work)")
 
 
 if __name__ == "__main__":

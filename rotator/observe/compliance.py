@@ -54,13 +54,23 @@ def open_revocations(journal: Journal, policy: str) -> list[Revocation]:
     one rotator writes."""
     found = list(journal.unfinished_revocations(policy))
     with journal.audit_transaction(write=False) as (cur, _lock):
-        # (indexed on (policy, state, due_at): it reads no done row)
-        odd = [str(r[0]) for r in cur.execute(
-            f"SELECT DISTINCT state FROM revocations WHERE policy = ? AND state NOT IN "
-            f"({', '.join('?' * len(REVOCATION_STATES))})", (policy, *REVOCATION_STATES)).fetchall()]
+        odd = [str(r[0]) for r in cur.execute(_STATES_SQL, (policy, policy)).fetchall()
+               if r[0] not in REVOCATION_STATES]
     for state in odd:
         found += journal.revocations(policy, state)
     return found
+
+
+#: the distinct states of a policy's revocations, one seek each on the index (policy, state, due_at):
+#: from each state found to the next one above it (a loose index scan, written out as SQLite and
+#: PostgreSQL both run it). A ``state NOT IN (...)`` read every done row of the policy's history on
+#: the way: 120,000 SQLite VM steps a status row at 100k runs against 36 on a fresh journal (issue 12).
+_STATES_SQL = (
+    "WITH RECURSIVE s (state) AS (SELECT MIN(state) FROM revocations WHERE policy = ? "
+    "UNION ALL SELECT (SELECT MIN(state) FROM revocations WHERE policy = ? AND state > s.state) "
+    "FROM s WHERE s.state IS NOT NULL) "
+    "SELECT state FROM s WHERE state IS NOT NULL"
+)
 
 
 def is_compliant(since: datetime | None, max_age: timedelta, overdue: bool, now: datetime) -> bool:
