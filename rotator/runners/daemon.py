@@ -28,7 +28,9 @@ state (last publication, open runs, pending and failed revocations, lease) is ke
 one policy after each job of this process, and by each sweep for what other processes changed
 (bounded by what is current). The next due times wait in a heap; a pass pops what is due, and
 plans again only the policies whose job ended. The start recovers only policies with open runs.
-``/metrics`` is made from the views without a journal query (Daemon.snapshot, metrics.StateText).
+``/metrics`` is made from the views without a journal query (Daemon.snapshot, metrics.StateText),
+and from the stores' credentials as last read, without a store call (metrics.LiveText); their
+due times wait in a heap of their own (see the stores' credentials below).
 - **Failures** back off per policy (``failure_backoff``, doubling to ``failure_backoff_max``);
   the previous token stays current meanwhile. A reload ends the wait of a policy whose engine it
   built again and caps the others' at the new ``failure_backoff_max``. ``LeaseBusy`` means
@@ -60,6 +62,11 @@ the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, a
 their own thread (CREDENTIAL_WORKERS), never queued behind ``workers`` busy rotations, but still one job
 per policy at a time: a store is not thread-safe, so a policy's own run holds back its keep-alive
 (its Vault calls renew the token on use; docs/daemon.md says how long a token must live for that).
+Both are read after each job of the policy (whatever its kind: a run's calls move them too), at
+start, at a reload, after a clock step back and when the due time queued for them comes
+(:meth:`Daemon._plan_credentials`), never for every policy at a pass; the metrics show the status
+so read (asked again at a scrape only while a job of the policy runs), ``/readyz`` asks every store.
+A status may say when its ``ok`` turns false with time alone (``ok_until``): it is read again then.
 
 Signals: SIGHUP is a full reload: the policy file is read and validated again and every policy's
 engine and stores are built anew, whatever the content (a policy records the paths of the files it
@@ -111,7 +118,7 @@ from rotator.core.secret import REDACTOR
 from rotator.runners.systemd_notify import SystemdNotify
 
 if TYPE_CHECKING:
-    from rotator.observe.metrics import LiveSnapshot, Metrics, StateSnapshot
+    from rotator.observe.metrics import CredentialState, LiveSnapshot, Metrics, StateSnapshot
     from rotator.observe.notify import Notifier
 
 __all__ = ["Daemon", "DaemonConfig", "add_parser", "cmd_daemon", "load_daemon_config", "main"]
@@ -459,6 +466,15 @@ class Daemon:
         self._journal_check: tuple[bool, str, float] = (True, "not checked yet", time.monotonic())
         #: policy -> no keep-alive of its stores' credentials before this
         self._credential_pause: dict[str, datetime] = {}
+        #: the stores' own queue: (when, seq, policy), current only while ``_credential_at[policy]`` is its
+        #: time, when the policy's stores are looked at again (_plan_credentials)
+        self._credential_queue: list[tuple[datetime, int, str]] = []
+        self._credential_at: dict[str, datetime] = {}
+        #: policy -> its stores' credentials as last read (the metrics' source; written by the scheduler's
+        #: thread only), and a number that changes with it (the scrape's flat list is made again then)
+        self._credential_states: dict[str, tuple[CredentialState, ...]] = {}
+        self._credential_version = 0
+        self._credential_flat: tuple[int, list[CredentialState]] = (-1, [])
         self._watchdog_stop = threading.Event()
         self._next_inventory: datetime | None = None
         self._inventory_thread: threading.Thread | None = None
@@ -491,10 +507,11 @@ class Daemon:
         self._engine_journal = cast(Journal, _ProgressJournal(self.journal, self._progressed))
         self.metrics: Metrics = Metrics()
         self.metrics.watch_state_text(self.snapshot)
-        self.metrics.watch_live(self.live_snapshot)
+        self.metrics.watch_live_text(self.live_snapshot)
         self.notifier: Notifier = self._new_notifier(self.settings)
         self._engines = self._build_engines(self.loaded.config)
         self._credential_engines = self._with_credentials(self._engines)
+        self._plan_all_credentials()
         self._load_views(full=True)
         self._note_loaded()
         if sys.platform == "linux" and not takes_over_dead_holders():
@@ -682,6 +699,7 @@ class Daemon:
                     self._refresh(name)  # what its job committed
                     ended.discard(name)
                 self._plan(name)
+                self._plan_credentials(name)  # its run's store calls may have renewed the token
                 todo.pop()
         finally:
             if todo:  # an unexpected error: the rest are taken again by the next pass
@@ -699,16 +717,8 @@ class Daemon:
         if settings.inventory_interval is not None:
             wake.append(self._maybe_inventory(now, settings.inventory_interval))
 
-        # Stores' own credentials (a Vault token to renew) between runs.
-        for name, engine in self._credential_engines.items():
-            due = self._credentials_due(engine)
-            if due is None:
-                continue
-            due = max(due, self._credential_pause.get(name, due))
-            if due > now:
-                wake.append(due)
-            elif self._idle(name, now, wake):
-                self._submit(name, "credentials")
+        # Stores' own credentials (a Vault token to renew) between runs: only those whose time has come.
+        self._keep_credentials_alive(now, wake)
 
         # Rotations and revocations whose time has come.
         if len(self._queue) > 2 * len(self._queued) + 64:
@@ -789,6 +799,9 @@ class Daemon:
             if times != (track.retry_at, track.busy_until, track.revoke_retry_at):
                 with self._lock:
                     self._replan.add(name)
+        # The stores move their own planned times back as they read the clock (VaultLogin._now): asked again
+        # now, each is queued at its time of day after the step.
+        self._plan_all_credentials()
         self._last_pass_at = now  # (only once all of it is done: an error here is met again next pass)
 
     def _push(self, kind: str, name: str, when: datetime) -> None:
@@ -1072,6 +1085,7 @@ class Daemon:
                          REDACTOR.redact(str(exc)) or type(exc).__name__)
             self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(seconds=TICK_RETRY)
             self._plan(name)
+            self._plan_credentials(name)
             return
         with self._lock:
             if name in self._busy:
@@ -1296,14 +1310,100 @@ class Daemon:
             self._credential_pause[name] = now + timedelta(seconds=CREDENTIAL_PAUSE[0 if planned else 1])
 
     def credentials(self) -> list[tuple[str, str, Mapping[str, Any]]]:
-        """``(policy, store, status)`` of every store that reports its credential."""
+        """``(policy, store, status)`` of every store that reports its credential, asked now."""
+        return [(name, store, status) for name, engine in list(self._credential_engines.items())
+                for store, status in self._credential_statuses(engine)]
+
+    def _credential_statuses(self, engine: EngineLike) -> list[tuple[str, Mapping[str, Any]]]:
         out = []
-        for name, engine in list(self._credential_engines.items()):
-            for store_name, store in self._credential_stores(engine):
-                status = getattr(store, "credential_status", None)
-                if callable(status):
-                    out.append((name, store_name, status()))
+        for store_name, store in self._credential_stores(engine):
+            status = getattr(store, "credential_status", None)
+            if callable(status):
+                out.append((store_name, status()))
         return out
+
+    def _read_credentials(self, name: str, engine: EngineLike, now: datetime
+                          ) -> tuple[tuple[CredentialState, ...], datetime | None]:  # fmt: skip
+        """The policy's stores' credentials for the metrics, and the soonest ``ok_until`` after ``now``
+        of their statuses: when a store says its ``ok`` turns with time alone (None: it does not say)."""
+        from rotator.observe.metrics import CredentialState
+
+        states = []
+        turns: datetime | None = None
+        for store, st in self._credential_statuses(engine):
+            states.append(CredentialState(name, store, bool(st.get("ok", True)), int(st.get("failures") or 0),
+                                          st.get("expires_at")))
+            until = st.get("ok_until")
+            if isinstance(until, datetime) and until > now and (turns is None or until < turns):
+                turns = until
+        return tuple(states), turns
+
+    def _plan_credentials(self, name: str) -> datetime | None:
+        """Read the policy's stores' credentials again (their due times and statuses) and queue the next
+        look at them; return when their keep-alive is due (None: nothing planned).
+
+        Called after each job of the policy (its run's Vault calls renew the token on use, a keep-alive
+        moved it), for every policy at start, at a reload and after a clock step back, and when its queue
+        entry comes: never for every policy at each pass (issue 12: a pass costs what is due). A status's
+        ``ok_until`` (its ``ok`` turns false then with time alone) queues a look then, which updates the
+        metrics."""
+        engine = self._credential_engines.get(name)
+        if engine is None:
+            self._credential_at.pop(name, None)
+            if self._credential_states.pop(name, None) is not None:
+                self._credential_version += 1
+            return None
+        now = self.clock.now()
+        due = self._credentials_due(engine)
+        states, turns = self._read_credentials(name, engine, now)
+        if self._credential_states.get(name) != states:  # else the same objects: LiveText keeps their lines
+            self._credential_states[name] = states
+            self._credential_version += 1
+        if due is not None:
+            due = max(due, self._credential_pause.get(name, due))
+            track = self._tracks.get(name)
+            if track is not None and track.busy_until is not None and track.busy_until > due:
+                due = track.busy_until  # LeaseBusy: nothing at all for the policy before then
+        look = min((t for t in (due, turns) if t is not None), default=None)
+        if look is None:
+            self._credential_at.pop(name, None)
+        elif self._credential_at.get(name) != look:
+            self._credential_at[name] = look
+            self._seq += 1
+            heapq.heappush(self._credential_queue, (look, self._seq, name))
+        return due
+
+    def _plan_all_credentials(self) -> None:
+        """:meth:`_plan_credentials` for every policy with a store credential, and none left of the others."""
+        for name in [*self._credential_engines, *(set(self._credential_states) - set(self._credential_engines)),
+                     *(set(self._credential_at) - set(self._credential_engines))]:
+            self._plan_credentials(name)
+
+    def _keep_credentials_alive(self, now: datetime, wake: list[datetime]) -> None:
+        """Start the keep-alive of each policy whose stores' time has come (a pass's share: what is due)."""
+        queue = self._credential_queue
+        at = self._credential_at
+        if len(queue) > 2 * len(at) + 64:  # entries of times planned again since (skipped): see tick
+            queue = self._credential_queue = [e for e in queue if at.get(e[2]) == e[0]]
+            heapq.heapify(queue)
+        come: list[str] = []
+        while queue and queue[0][0] <= now:
+            when, _, name = heapq.heappop(queue)
+            if at.get(name) == when:
+                del at[name]
+                come.append(name)
+        for name in come:
+            with self._lock:
+                if name in self._busy:
+                    continue  # looked at again when its job ends
+            due = self._plan_credentials(name)  # the stores may have moved their time since it was queued
+            if due is not None and due <= now and self._idle(name, now, wake):
+                at.pop(name, None)  # looked at again when its job ends
+                self._submit(name, "credentials")
+        while queue and at.get(queue[0][2]) != queue[0][0]:
+            heapq.heappop(queue)  # not current (its job was submitted): no wake-up for it
+        if queue:
+            wake.append(queue[0][0])
 
     # -- watchdog ---------------------------------------------------------------------------
     def _progressed(self, name: str) -> None:
@@ -1401,12 +1501,39 @@ class Daemon:
         self._stop()
 
     def live_snapshot(self) -> LiveSnapshot:
-        from rotator.observe.metrics import CredentialState, LiveSnapshot
+        from rotator.observe.metrics import LiveSnapshot
 
         stalled, detail = self.progress()
-        creds = [CredentialState(policy, store, bool(st.get("ok", True)), int(st.get("failures") or 0),
-                                 st.get("expires_at")) for policy, store, st in self.credentials()]
-        return LiveSnapshot(stalled, self.clock.now().timestamp() - float(detail["progress_s_ago"]), creds)
+        return LiveSnapshot(stalled, self.clock.now().timestamp() - float(detail["progress_s_ago"]),
+                            self._credentials_now())
+
+    def _credentials_now(self) -> list[CredentialState]:
+        """Every store's credential for the metrics (at each scrape): as read after the last job of its
+        policy (:meth:`_plan_credentials`), and asked again only for the policies with a job running now
+        (its Vault calls may renew the token or fail meanwhile; a keep-alive waits for a long run). The
+        list and its objects stay the same while nothing changed (LiveText keeps their lines)."""
+        version = self._credential_version  # read first: a change made meanwhile is taken by the next scrape
+        made, flat = self._credential_flat
+        items: list[tuple[str, tuple[CredentialState, ...]]] | None = None
+        if made != version:
+            items = list(self._credential_states.items())
+            flat = [state for _, states in items for state in states]
+            self._credential_flat = (version, flat)
+        engines = self._credential_engines
+        with self._lock:
+            running = [name for name in self._busy if name in engines]
+        fresh = {}
+        now = self.clock.now()
+        for name in running:
+            engine = engines.get(name)
+            if engine is not None:
+                states, _ = self._read_credentials(name, engine, now)
+                if states != self._credential_states.get(name):
+                    fresh[name] = states
+        if not fresh:
+            return flat
+        items = items if items is not None else list(self._credential_states.items())
+        return [state for name, states in items for state in fresh.get(name, states)]
 
     # -- events -----------------------------------------------------------------------------
     def on_event(self, event: Mapping[str, Any]) -> None:
@@ -1531,6 +1658,7 @@ class Daemon:
         self._reset_backoff(rebuilt)
         self._digest = digest
         self._credential_engines = self._with_credentials(engines)
+        self._plan_all_credentials()  # new stores, and those of removed policies gone
         if notifier is not None:
             previous, self.notifier = self.notifier, notifier
             # A hook still running past this goes on in the background, reporting to the new notifier.

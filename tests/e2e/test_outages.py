@@ -469,6 +469,21 @@ def test_a_clock_step_back_does_not_push_the_renewal_past_the_token_s_expiry(tmp
     assert login.status()["ok"] is True
 
 
+def test_a_status_says_when_its_ok_turns_false_with_time_alone(tmp_path: Path) -> None:
+    """The daemon reads a store's status after each job and at its due time, not at every scrape: a
+    status whose ``ok`` turns false with nothing but time must say when (``ok_until``), or the
+    RotatorStoreCredentialExpiring alert would fire late."""
+    login, clock = _login(tmp_path)
+    api = _Auth(lookup_self=[{"data": {"ttl": 600, "creation_ttl": 600, "renewable": True}}])
+    login.ensure(api)
+    until = login.status()["ok_until"]
+    assert until == clock.now() + timedelta(seconds=500), "ok until 1/6 of the TTL is left"
+    clock.advance(until - clock.now() - timedelta(seconds=1))
+    assert login.status()["ok"] is True
+    clock.advance(timedelta(seconds=2))
+    assert login.status()["ok"] is False and login.status()["ok_until"] is None
+
+
 def test_a_denied_lookup_of_a_token_past_its_expiry_is_a_failure_not_renewal_off(tmp_path: Path) -> None:
     """A non-renewable token whose TTL ran out is looked up again (the same token in its file): Vault
     answers 403 for an expired token. That read as "lookup not allowed, renewal off" and status

@@ -123,6 +123,9 @@ class CredentialStatus(TypedDict):
     #: False when the token is expired, close to expiry (less than 1/6 of its TTL left, or 1/3
     #: after a failed renewal), or when nothing is known about it after a failure
     ok: bool
+    #: when ``ok`` turns false with time alone (None: it does not, or is false already): the daemon
+    #: reads the status again then, instead of asking every store at every scrape
+    ok_until: datetime | None
 
 
 #: Characters that would let a path leave its place in ``/v1/<mount>/data/<path>`` or
@@ -387,15 +390,18 @@ class VaultLogin:
 
     def status(self) -> CredentialStatus:
         now = self._now()
-        ok = True
+        ok, ok_until = True, None
         if self._expires_at is not None:
             left = (self._expires_at - now).total_seconds()
             ttl = max(self._creation_ttl, 1)
             ok = left > ttl / 6 and not (self._failures and left < ttl / 3)
+            if ok:
+                ok_until = self._expires_at - timedelta(seconds=ttl / 3 if self._failures else ttl / 6)
         elif self._failures and (self._token is None or self._renewable is None):
             ok = False  # nothing known about a token we could not log in with or look up
         return CredentialStatus(logged_in=self._token is not None, expires_at=self._expires_at,
-                                renewable=self._renewable, failures=self._failures, error=self._error, ok=ok)
+                                renewable=self._renewable, failures=self._failures, error=self._error, ok=ok,
+                                ok_until=ok_until)
 
     def _attempt(self, api: AuthAPI, step: Any) -> None:
         self._refused, self._resend_at = False, None
