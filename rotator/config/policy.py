@@ -7,7 +7,9 @@ adapter's own pydantic settings model validates the rest of its table. See docs/
 
 from __future__ import annotations
 
+import difflib
 import gc
+import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ from rotator.config.policy_types import Policy, StoreBinding, find_policy
 from rotator.config.schedule import Schedule, format_duration, parse_schedule, parse_window
 from rotator.core.credentials import SECRET_LOOKING_KEYS
 from rotator.core.errors import ConfigError
+from rotator.core.one_line import one_line
 from rotator.core.revocation_rule import carries_tag
 
 if TYPE_CHECKING:
@@ -64,6 +67,11 @@ MIN_KEEP_HISTORY = timedelta(days=1)
 MAX_NESTING = 32
 #: Characters of input a message may quote.
 _QUOTE_LIMIT = 80
+#: Policy names, and store names: both reach the journal's text, logs and metric labels.
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+_STORE_NAME = re.compile(_NAME_PATTERN)
+#: Policy names a problem lists at most (a file may hold thousands).
+_NAMES_LISTED = 20
 
 
 class RetrySettings(BaseModel):
@@ -114,7 +122,11 @@ class GlobalSettings(BaseModel):
             if not value.strip() or "\x00" in value:
                 raise ValueError("is empty; write a path or a URL")
             return value
-        scheme = value.split("://", 1)[0].lower()
+        written = value.split("://", 1)[0]
+        scheme = written.lower()
+        if scheme in ("sqlite", "postgresql", "postgres") and written != scheme:
+            # the journal is opened by its scheme as written (rotator/core/journal.py: open_journal)
+            raise ValueError(f"write the scheme in lower case: {scheme}:// (not {written[:20]}://)")
         if scheme == "sqlite":
             if not value.startswith("sqlite:///") or len(value) == len("sqlite:///"):
                 raise ValueError("write sqlite:///absolute/path (three slashes)")
@@ -159,7 +171,7 @@ class AdapterSpec(BaseModel):
 
 class PolicySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="unique policy name")
+    name: str = Field(pattern=_NAME_PATTERN, description="unique policy name")
     enabled: bool = True
     issuer: AdapterSpec
     store: list[AdapterSpec] = Field(min_length=1, description="one or more [[policy.store]] tables")
@@ -432,10 +444,19 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
                 pass
         top = _RawConfigFile.model_validate(salvage)
     problems.extend(daemon_problems)
+    # A bad [defaults].schedule is the defaults' problem, said once, whether or not a policy inherits it.
+    defaults_schedule_ok = True
+    if top.defaults.schedule is not None:
+        try:
+            _schedule(top.defaults.schedule)
+        except ValueError as exc:
+            problems.append(Problem("defaults.schedule", str(exc)))
+            defaults_schedule_ok = False
 
     policies: list[Policy] = []
     places: list[str] = []  # each valid policy's place in the file, for problems found across policies
     seen: set[str] = set()
+    seen_names: list[Any] = []  # every policy's name as written, for the daemon's `policies` lists
     base_dir = path.parent.resolve()  # once: resolving is a syscall per path component
     valid: dict[Any, Any] = {}  # adapter tables already validated in this file (see _adapter_settings)
     with registry.one_scan():  # the adapters' entry points are read once for the whole file
@@ -445,17 +466,22 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
             if isinstance(name, str) and name in seen:
                 problems.append(Problem(where, "duplicate policy name", "give every policy a unique name"))
             seen.add(str(name))
+            seen_names.append(name)
             try:
                 spec = PolicySpec.model_validate(raw)
             except ValidationError as exc:
                 problems.extend(_problems(exc, raw, prefix=where))
                 _check_raw_adapters(raw, where, problems)
                 continue
-            policy = _build_policy(spec, top.defaults, where, base_dir, problems, valid)
+            policy = _build_policy(spec, top.defaults, where, base_dir, problems, valid,
+                                   defaults_schedule_ok=defaults_schedule_ok)
             if policy is not None:
                 policies.append(policy)
                 places.append(where)
     problems.extend(_shared_tag_namespaces(policies, places))
+    problems.extend(_shared_secrets(policies, places))
+    if daemon is not None:
+        problems.extend(_unknown_policy_names(daemon, {n for n in seen_names if isinstance(n, str)}))
     problems.extend(history_problems(top.rotator.keep_history, policies))
     if problems:
         raise PolicyFileError(path, problems)
@@ -496,17 +522,81 @@ def _shared_tag_namespaces(policies: Sequence[Policy], places: Sequence[str]) ->
         namespaces = getattr(policy.issuer_settings, "tag_namespaces", None)
         if not callable(namespaces):
             continue
+        conflict = getattr(policy.issuer_settings, "tag_namespace_conflict", None)
+        words = conflict() if callable(conflict) else None
+        consequence, hint = words or (
+            "each would take the other's tokens for its own",
+            "give each policy its own token_name_prefix, and list in former_token_name_prefixes only prefixes "
+            "this policy used",
+        )
         for namespace in namespaces(policy.name):
             name, other = owner.setdefault(namespace, (policy.name, place))
             # (two policies of one name derive the same namespaces: "duplicate policy name" says it)
             if name != policy.name:
                 yield Problem(
                     f"{place}.issuer",
-                    f"it reads the same tokens as the issuer of {other} ({namespace}): each would take the "
-                    "other's tokens for its own",
-                    "give each policy its own token_name_prefix, and list in former_token_name_prefixes only "
-                    "prefixes this policy used",
+                    f"it reads the same tokens as the issuer of {other} ({namespace}): {consequence}",
+                    hint,
                 )
+
+
+def _shared_secrets(policies: Sequence[Policy], places: Sequence[str]) -> Iterable[Problem]:
+    """Two stores, of two policies or of one, that write one secret.
+
+    Across policies, the second policy's runs fail at PUBLISH ("two policies must not share a secret"),
+    or, with ``adopt = true``, each overwrites the other's token on every run; within one policy, one
+    write replaces the other's. A store's settings say where it writes with
+    ``secret_locations(base_dir) -> iterable of str`` (optional: a store without it is not compared).
+    """
+    owner: dict[str, tuple[str, str, str]] = {}  # location -> (policy name, its place, "store[1] 'name'")
+    for policy, place in zip(policies, places, strict=True):
+        for index, binding in enumerate(policy.stores):
+            locations = getattr(binding.settings, "secret_locations", None)
+            if not callable(locations):
+                continue
+            store = f"store[{index}] {binding.name!r}"
+            for location in dict.fromkeys(one_line(str(at)) for at in locations(policy.base_dir)):
+                name, other_place, other_store = owner.setdefault(location, (policy.name, place, store))
+                if other_place == place:
+                    if other_store != store:
+                        yield Problem(
+                            f"{place}.store[{index}]",
+                            f"writes the same secret as {other_store} of this policy ({location}): one write "
+                            "replaces the other",
+                            "remove one of the two stores, or point it at another secret",
+                        )
+                elif name != policy.name:  # (two policies of one name: "duplicate policy name" says it)
+                    yield Problem(
+                        f"{place}.store[{index}]",
+                        f"writes the same secret as {other_place}.{other_store} ({location}): the later "
+                        "policy's runs would fail ('two policies must not share a secret'), or with adopt = true "
+                        "each would overwrite the other's token on every run",
+                        "give each policy its own secret (another path, secret_id or profile); to publish one "
+                        "token to several places, list them as [[policy.store]] tables of one policy",
+                    )
+
+
+def _unknown_policy_names(daemon: DaemonSettings, known: set[str]) -> Iterable[Problem]:
+    """Names in a webhook's or hook's ``policies`` that no policy of the file has: a typo would
+    silently keep its notifications or its command from ever running."""
+    listed = sorted(known)
+    shown = ", ".join(listed[:_NAMES_LISTED]) or "(none)"
+    if len(listed) > _NAMES_LISTED:
+        shown += f" and {len(listed) - _NAMES_LISTED} more"
+    lists = [("webhooks", i, w.policies) for i, w in enumerate(daemon.webhooks)]
+    lists += [("hooks", i, h.policies) for i, h in enumerate(daemon.hooks)]
+    for table, index, names in lists:
+        for name in names or ():
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, listed, n=1) if len(listed) <= 1000 else []
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            yield Problem(
+                f"daemon.{table}[{index}].policies",
+                f"{name[:_QUOTE_LIMIT]!r} names no policy of this file: it would never "
+                + ("be notified" if table == "webhooks" else "run"),
+                f"{guess}write the name of a [[policy]] (known: {shown})",
+            )
 
 
 def _daemon_table(data: Mapping[str, Any]) -> tuple[DaemonSettings | None, list[Problem]]:
@@ -574,13 +664,17 @@ def _check_raw_adapters(raw: Mapping[str, Any], where: str, problems: list[Probl
 
 def _build_policy(
     spec: PolicySpec, defaults: Defaults, where: str, base_dir: Path, problems: list[Problem],
-    valid: dict[Any, Any] | None = None,
+    valid: dict[Any, Any] | None = None, *, defaults_schedule_ok: bool = True,
 ) -> Policy | None:
+    """``defaults_schedule_ok``: False when ``defaults.schedule`` is bad (its problem is reported once, as
+    defaults.schedule): a policy inheriting it is not built, and adds no problem of its own for it."""
     before = len(problems)
     schedule_text = spec.schedule or defaults.schedule
     schedule: Schedule | None = None
     if schedule_text is None:
         problems.append(Problem(f"{where}.schedule", "no schedule", "set schedule = '30d' or in [defaults]"))
+    elif not spec.schedule and not defaults_schedule_ok:
+        pass
     else:
         try:
             schedule = _schedule(schedule_text)
@@ -599,10 +693,14 @@ def _build_policy(
     verify_timeout = spec.verify_timeout if spec.verify_timeout is not None else defaults.verify_timeout
     lifetime = spec.lifetime
     if schedule is not None:
-        # The interval + how much later than due a window lets a rotation happen (Schedule.longest_gap:
-        # up to a day, depending on the interval and the window) + grace: a token lives at least that
-        # long after it is minted.
-        needed = schedule.longest_gap + grace
+        # A token's expiry counts from its MINT, the schedule from its PUBLISH, which comes after up to
+        # verify_timeout of VERIFY; its replacement is published after the interval + how much later
+        # than due a window lets a rotation happen (Schedule.longest_gap: up to a day, depending on the
+        # interval and the window) + up to verify_timeout of its own VERIFY; then it stays valid for
+        # grace. So a token lives at least that long after it is minted (margin covers the rest of
+        # both runs: PLAN, MINT and PUBLISH, and a scheduling tick).
+        verifying = 2 * verify_timeout
+        needed = schedule.longest_gap + grace + verifying
         if lifetime is None:
             lifetime = needed + margin
         elif lifetime <= needed:
@@ -611,8 +709,11 @@ def _build_policy(
             problems.append(
                 Problem(
                     f"{where}.lifetime",
-                    f"is not longer than schedule interval{waits} + grace: tokens would expire while still in use",
-                    f"raise lifetime above {format_duration(needed)} or shorten schedule/grace",
+                    f"is not longer than schedule interval{waits} + grace + twice verify_timeout "
+                    f"({format_duration(verifying)}): tokens would expire while still in use (a token's lifetime "
+                    "counts from its mint, the schedule from its publication, which follows up to verify_timeout "
+                    "of verification in this run and again in the run that replaces it)",
+                    f"raise lifetime above {format_duration(needed)}, or shorten schedule, grace or verify_timeout",
                 )
             )
 
@@ -637,7 +738,13 @@ def _build_policy(
     for i, store_spec in enumerate(spec.store):
         swhere = f"{where}.store[{i}]"
         name = store_spec.name or (store_spec.type if len(spec.store) == 1 else f"{store_spec.type}-{i}")
-        if name in names:
+        if store_spec.name is not None and not _STORE_NAME.fullmatch(store_spec.name):
+            problems.append(Problem(
+                f"{swhere}.name", f"{store_spec.name[:_QUOTE_LIMIT]!r} is not a store name",
+                "write 1 to 63 letters, digits, '.', '_' or '-', beginning with a letter or digit (the name "
+                "appears in the journal, logs and metric labels)",
+            ))
+        elif name in names:
             problems.append(Problem(f"{swhere}.name", f"duplicate store name {name!r}", "set distinct names"))
         names.add(name)
         settings = _adapter_settings("store", store_spec, swhere, problems, valid)

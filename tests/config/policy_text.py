@@ -1,5 +1,6 @@
 """One minimal policy (an influxctl management token kept in an influxctl profile) as policy-file
-text, for tests that write files of a few policies varying their name, schedule and extra lines."""
+text, for tests that write files of a few policies varying their name, schedule and extra lines.
+Each policy writes the profile of its own name: two policies may not write one secret."""
 
 from __future__ import annotations
 
@@ -17,4 +18,5 @@ host = "h.example"
 [[policy.store]]
 type = "influxctl-profile"
 config = "influxctl/config.toml"
+profile = "{name}"
 """

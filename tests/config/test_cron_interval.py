@@ -211,8 +211,15 @@ def test_a_policy_file_validates_alike_whatever_the_day(tmp_path: Path) -> None:
         with _today(day), pytest.raises(PolicyFileError) as info:
             load_config(path)
         outcomes.add(tuple(str(p) for p in info.value.problems))
-    assert outcomes == {("policy[0] 'feb-sundays'.lifetime: is not longer than schedule interval + grace: tokens "
-                         "would expire while still in use (fix: raise lifetime above 351d or shorten schedule/grace)",)}
+    assert outcomes == {(_lifetime_problem("feb-sundays", "351d10m"),)}
+
+
+def _lifetime_problem(name: str, above: str) -> str:
+    """The problem of policy[0] ``name`` whose lifetime is not above ``above`` (no window, verify_timeout 5m)."""
+    return (f"policy[0] '{name}'.lifetime: is not longer than schedule interval + grace + twice verify_timeout "
+            "(10m): tokens would expire while still in use (a token's lifetime counts from its mint, the schedule "
+            "from its publication, which follows up to verify_timeout of verification in this run and again in the "
+            f"run that replaces it) (fix: raise lifetime above {above}, or shorten schedule, grace or verify_timeout)")
 
 
 @contextlib.contextmanager
@@ -349,11 +356,10 @@ def test_validate_refuses_a_lifetime_shorter_than_the_gap_between_bunched_fires(
     """January to June: tokens of 30 days would expire five months before the rotation in January."""
     with pytest.raises(PolicyFileError) as info:
         load_config(_file(tmp_path, ("mgmt", "0 3 * 1-6 *", 'grace = "1h"\nlifetime = "30d"')))
-    assert [str(p) for p in info.value.problems] == [
-        "policy[0] 'mgmt'.lifetime: is not longer than schedule interval + grace: tokens would expire while still "
-        "in use (fix: raise lifetime above 185d1h or shorten schedule/grace)"]
+    assert [str(p) for p in info.value.problems] == [_lifetime_problem("mgmt", "185d1h10m")]
     config = load_config(_file(tmp_path, ("mgmt", "0 3 * 1-6 *", 'grace = "1h"')))
-    assert config.policies[0].lifetime == timedelta(days=185 + 1, hours=1)  # + the default margin of 1 day
+    # + twice the default verify_timeout of 5m + the default margin of 1 day
+    assert config.policies[0].lifetime == timedelta(days=185 + 1, hours=1, minutes=10)
     assert config.policies[0].max_age == timedelta(days=185 + 1, hours=1)
 
 

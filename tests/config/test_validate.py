@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,28 @@ credential = "self"
 def _policy(head: str = 'name = "p1"\nschedule = "30d"', issuer: str = GOOD_ISSUER, store: str = GOOD_STORE,
             top: str = "") -> str:
     return f"{top}\n[[policy]]\n{head}\n{issuer}\n{store}"
+
+
+def _vault(path: str, extra: str = "") -> str:
+    """GOOD_STORE at another path: two policies must not write one secret."""
+    return GOOD_STORE.replace('path = "influx/mgmt"', f'path = "{path}"\n{extra}')
+
+
+def _named(name: str, store: str = GOOD_STORE) -> str:
+    """A second policy ``name`` of GOOD_ISSUER, writing ``store``."""
+    return _policy(head=f'name = "{name}"\nschedule = "30d"', store=store)
+
+
+def _aws(secret_id: str, extra: str = "") -> str:
+    return f'[[policy.store]]\ntype = "aws-secretsmanager"\nsecret_id = "{secret_id}"\n{extra}\n'
+
+
+def _profile(config: str = "influxctl/config.toml", extra: str = "") -> str:
+    return f'[[policy.store]]\ntype = "influxctl-profile"\nconfig = "{config}"\n{extra}\n'
+
+
+OPERATOR = INFLUXDB3.replace('credential = "self"', 'credential = "self"\nkind = "operator"\nallow_no_grace = true')
+_ARN_ID = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:influx/mgmt"
 
 
 CASES = [
@@ -88,6 +111,74 @@ CASES = [
                issuer=INFLUXDB3.replace("https://influx3.example:8181", "https://INFLUX3.example.:8181/")
                + 'token_name_prefix = "svc"\n'),
      ["policy[1] 'p2'.issuer", "(token names svc-<run id> on https://influx3.example:8181)"]),
+    # review5 #1: each would regenerate _admin, killing the value the other's stores hold
+    ("two operator policies on one InfluxDB 3 server",
+     _policy(issuer=OPERATOR) + _policy(head='name = "p2"\nschedule = "30d"',
+                                        issuer=OPERATOR.replace("influx3.example", "INFLUX3.example."),
+                                        store=_vault("influx/p2")),
+     ["policy[1] 'p2'.issuer", "(the operator token _admin on https://influx3.example:8181)",
+      "each rotation revokes, at once, the value the other policy's stores hold",
+      "rotate the operator token with one policy, and list every secret that needs it as a [[policy.store]]"]),
+    # review5 #2: two stores writing one secret
+    ("two policies writing one Vault secret",
+     _policy() + _named("p2", _vault("influx/mgmt", 'mount = "/secret/"')),
+     ["policy[1] 'p2'.store[0]: writes the same secret as policy[0] 'p1'.store[0] 'vault-kv2' "
+      "(Vault https://vault.example:8200 mount secret path influx/mgmt)", "two policies must not share a secret",
+      "give each policy its own secret", "list them as [[policy.store]] tables of one policy"]),
+    ("two policies writing one Vault secret, the server spelled two ways",
+     _policy() + _named("p2", GOOD_STORE.replace("https://vault.example:8200", "HTTPS://Vault.Example.:8200/")),
+     ["policy[1] 'p2'.store[0]: writes the same secret as policy[0] 'p1'.store[0]"]),
+    ("two policies writing one AWS secret by name",
+     _policy(store=_aws("influx/mgmt", 'region = "us-east-1"'))
+     + _named("p2", _aws("influx/mgmt", 'region = "us-east-1"')),
+     ["policy[1] 'p2'.store[0]: writes the same secret as policy[0] 'p1'.store[0] 'aws-secretsmanager' "
+      "(AWS secret influx/mgmt in us-east-1 with the default credentials)"]),
+    ("two policies writing one AWS secret by ARN",
+     _policy(store=_aws(_ARN_ID)) + _named("p2", _aws(_ARN_ID, 'region = "eu-west-1"\nprofile = "other"')),
+     ["policy[1] 'p2'.store[0]: writes the same secret as policy[0] 'p1'.store[0]", f"(AWS secret {_ARN_ID})"]),
+    ("an AWS secret by name in the role's account and by its partial ARN",
+     _policy(store=_aws("influx/mgmt", 'region = "eu-west-1"\nrole_arn = "arn:aws:iam::123456789012:role/r"'))
+     + _named("p2", _aws(_ARN_ID)),
+     ["policy[1] 'p2'.store[0]: writes the same secret as policy[0] 'p1'.store[0]", f"(AWS secret {_ARN_ID})"]),
+    ("two policies writing one influxctl profile",
+     _policy(store=_profile()) + _named("p2", _profile("./influxctl/../influxctl/config.toml")),
+     ["policy[1] 'p2'.store[0]: writes the same secret as policy[0] 'p1'.store[0] 'influxctl-profile' "
+      "(influxctl profile 'default' key mgmt_token in '"]),
+    ("one policy with two stores on one Vault secret",
+     _policy(store=GOOD_STORE.replace("[[policy.store]]", '[[policy.store]]\nname = "one"')
+             + GOOD_STORE.replace("[[policy.store]]", '[[policy.store]]\nname = "two"')),
+     ["policy[0] 'p1'.store[1]: writes the same secret as store[0] 'one' of this policy", "one write replaces "
+      "the other", "remove one of the two stores"]),
+    # review5 #3: the lifetime counts from the mint, the schedule from the publication, after verification
+    ("lifetime just at interval + grace + twice verify_timeout",
+     _policy(head='name = "p1"\nschedule = "1d"\ngrace = "1h"\nverify_timeout = "10m"\nlifetime = "1d1h20m"'),
+     ["policy[0] 'p1'.lifetime: is not longer than schedule interval + grace + twice verify_timeout (20m)",
+      "counts from its mint, the schedule from its publication", "raise lifetime above 1d1h20m"]),
+    # review5 #4: a typo in a webhook's or hook's policies silently disabled it
+    ("webhook and hook policies naming no policy",
+     _policy(top='[[daemon.webhooks]]\nurl = "https://hooks.example/rotator"\nsecret = { env = "HOOK_KEY" }\n'
+             'policies = ["p1", "p_1"]\n[[daemon.hooks]]\ncommand = ["systemctl", "reload", "app"]\n'
+             'policies = ["nope"]\n'),
+     ["daemon.webhooks[0].policies: 'p_1' names no policy of this file: it would never be notified",
+      "did you mean 'p1'?", "known: p1", "daemon.hooks[0].policies: 'nope' names no policy of this file: it "
+      "would never run"]),
+    # review5 #5: open_journal reads the scheme as written
+    ("journal URL scheme in capitals", _policy(top='[rotator]\njournal = "PostgreSQL://rotator@db/rotator"'),
+     ["rotator.journal: write the scheme in lower case: postgresql:// (not PostgreSQL://)"]),
+    ("sqlite journal URL scheme in capitals", _policy(top='[rotator]\njournal = "SQLite:///var/lib/j.db"'),
+     ["rotator.journal: write the scheme in lower case: sqlite://"]),
+    # review5 #7: store names reach the journal's text, logs and metric labels
+    ("a store name with control characters",
+     _policy(store=GOOD_STORE.replace("[[policy.store]]", '[[policy.store]]\nname = "x\\u001b[31mRED\\nlog"')),
+     ["policy[0] 'p1'.store[0].name: 'x\\x1b[31mRED\\nlog' is not a store name", "1 to 63 letters, digits"]),
+    ("an empty store name", _policy(store=GOOD_STORE.replace("[[policy.store]]", '[[policy.store]]\nname = ""')),
+     ["policy[0] 'p1'.store[0].name: '' is not a store name"]),
+    ("a store name of 64 characters",
+     _policy(store=GOOD_STORE.replace("[[policy.store]]", f'[[policy.store]]\nname = "{"y" * 64}"')),
+     ["policy[0] 'p1'.store[0].name:", "is not a store name"]),
+    ("a store name with label syntax",
+     _policy(store=GOOD_STORE.replace("[[policy.store]]", '[[policy.store]]\nname = "a,b=c}"')),
+     ["policy[0] 'p1'.store[0].name: 'a,b=c}' is not a store name"]),
 ]
 
 
@@ -132,13 +223,93 @@ def test_valid_file(tmp_path: Path) -> None:
 def test_policies_on_one_influxdb3_server_with_their_own_prefixes_are_valid(tmp_path: Path) -> None:
     other_server = INFLUXDB3.replace("influx3.example", "other.example")
     text = (_policy(issuer=INFLUXDB3 + 'token_name_prefix = "svc"\nformer_token_name_prefixes = ["rotator-p1"]\n')
-            + "\n" + _policy(head='name = "p2"\nschedule = "30d"', issuer=INFLUXDB3)
-            + "\n" + _policy(head='name = "p3"\nschedule = "30d"', issuer=other_server + 'token_name_prefix = "svc"\n'))
-    text += "\n" + _policy(head='name = "op"\nschedule = "30d"',
-                           issuer=INFLUXDB3 + 'kind = "operator"\nallow_no_grace = true\n')
-    text += "\n" + _policy(head='name = "p4"\nschedule = "30d"',
+            + "\n" + _policy(head='name = "p2"\nschedule = "30d"', issuer=INFLUXDB3, store=_vault("p2"))
+            + "\n" + _policy(head='name = "p3"\nschedule = "30d"', issuer=other_server + 'token_name_prefix = "svc"\n',
+                              store=_vault("p3")))
+    text += "\n" + _policy(head='name = "op"\nschedule = "30d"', issuer=OPERATOR, store=_vault("op"))
+    text += "\n" + _policy(head='name = "op2"\nschedule = "30d"', store=_vault("op2"),
+                           issuer=OPERATOR.replace("influx3.example", "other.example"))  # _admin of another server
+    text += "\n" + _policy(head='name = "p4"\nschedule = "30d"', store=_vault("p4"),
                            issuer=INFLUXDB3 + 'token_name_prefix = "rotator-op"\n')  # the operator reads no name
     proc = _validate(tmp_path, text)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_stores_of_different_secrets_are_valid(tmp_path: Path) -> None:
+    """Only like is compared with like: no two different secrets are taken for one (review5 #2)."""
+    role = 'role_arn = "arn:aws:iam::123456789012:role/r"'
+    stores = [
+        GOOD_STORE,
+        GOOD_STORE.replace("vault.example", "vault2.example"),  # another server
+        GOOD_STORE.replace(":8200", ":8201"),  # another port
+        _vault("influx/mgmt", 'namespace = "team-a"'),  # another namespace
+        _vault("influx/mgmt", 'namespace = "team-b"'),
+        _vault("influx/mgmt", 'mount = "kv"'),  # another mount
+        _vault("influx/Mgmt"),  # Vault paths are case-sensitive
+        _aws("influx/mgmt", 'region = "us-east-1"'),
+        _aws("influx/mgmt", 'region = "eu-west-1"'),  # another region
+        _aws("influx/mgmt", 'region = "us-east-1"\nprofile = "other"'),  # maybe another account
+        _aws("influx/mgmt", f'region = "us-east-1"\n{role}'),  # maybe another account than the default credentials
+        _aws("influx/mgmt", f'region = "eu-west-1"\n{role.replace("1234", "9999")}'),  # another account than the ARN
+        _aws(_ARN_ID + "-AbCdEf"),  # a complete ARN: a name may end like a suffix, so it is not taken for the name
+        _aws(_ARN_ID.replace("eu-west-1", "ap-south-1")),  # another region than every name
+        _aws("influx/mgmt", 'region = "us-east-1"\nendpoint_url = "http://127.0.0.1:4566"'),  # an emulator's
+        _profile(),
+        _profile(extra='profile = "other"'),  # another profile of the same file
+        _profile(extra='key = "token"'),  # another key of the same profile
+        _profile("other/config.toml"),
+    ]
+    proc = _validate(tmp_path, "".join(_named(f"p{i}", store) for i, store in enumerate(stores)))
+    assert "writes the same secret" not in proc.stderr, proc.stderr
+    # (the influxctl-management issuer refuses key = "token": that is the only problem)
+    assert proc.returncode == 2 and proc.stderr.count("\n  - ") == 1 and "mgmt_token" in proc.stderr, proc.stderr
+
+
+def test_a_store_with_no_secret_locations_hook_is_not_compared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """A third-party store without `secret_locations` on its settings still loads (the hook is optional)."""
+    from rotator.config import registry
+    from rotator.config.policy import load_config_bytes
+    from rotator.testing import MemoryStore
+
+    monkeypatch.setitem(registry._forced, ("store", "test-unlocated"), MemoryStore)
+    text = "".join(_named(f"p{i}", '[[policy.store]]\ntype = "test-unlocated"\npath = "one"\n') for i in range(2))
+    config = load_config_bytes(text.encode(), tmp_path / "rotator.toml")
+    assert [p.name for p in config.policies] == ["p0", "p1"]
+
+
+def test_the_lifetime_bound_counts_verification_time(tmp_path: Path) -> None:
+    """review5 #3: just above interval + grace + 2 * verify_timeout is accepted, and the default lifetime
+    adds margin to that bound (a token minted, verified for up to verify_timeout, published, then
+    replaced after the interval by a run that verifies as long)."""
+    from rotator.config.policy import load_config_bytes
+
+    head = 'name = "p1"\nschedule = "1d"\ngrace = "1h"\nverify_timeout = "10m"\n'
+    proc = _validate(tmp_path, _policy(head=head + 'lifetime = "1d1h20m1s"'))
+    assert proc.returncode == 0, proc.stderr
+    config = load_config_bytes(_policy(head=head + 'margin = "2h"').encode(), tmp_path / "rotator.toml")
+    assert config.policies[0].lifetime == timedelta(days=1, hours=3, minutes=20)
+
+
+def test_a_bad_default_schedule_is_reported_once_where_it_is_written(tmp_path: Path) -> None:
+    """review5 #6: it was reported under every policy that inherits it, and never in a file without policies."""
+    text = '[defaults]\nschedule = "every month"\n' + _policy(head='name = "p1"') + _named("p2", _vault("p2"))
+    proc = _validate(tmp_path, text.replace('name = "p2"\nschedule = "30d"', 'name = "p2"'))
+    assert proc.returncode == 2
+    assert "defaults.schedule: 'every month' is not a schedule" in proc.stderr, proc.stderr
+    assert "1 problem(s)" in proc.stderr, proc.stderr
+    assert ".schedule" not in proc.stderr.replace("defaults.schedule", ""), proc.stderr
+    proc = _validate(tmp_path, '[defaults]\nschedule = "every month"\n')
+    assert proc.returncode == 2 and "defaults.schedule: 'every month' is not a schedule" in proc.stderr, proc.stderr
+    # a policy with its own schedule is checked on its own; one with none anywhere still says so
+    proc = _validate(tmp_path, '[defaults]\nschedule = "every month"\n' + _policy(head='name = "p1"\nschedule = "x"'))
+    assert "defaults.schedule" in proc.stderr and "policy[0] 'p1'.schedule: 'x' is not a schedule" in proc.stderr
+
+
+def test_ordinary_store_names_are_valid(tmp_path: Path) -> None:
+    stores = "".join(GOOD_STORE.replace("[[policy.store]]", f'[[policy.store]]\nname = "{name}"').replace(
+        "influx/mgmt", f"influx/{i}") for i, name in enumerate(["vault-kv2-0", "vault.eu_1", "V" * 63]))
+    proc = _validate(tmp_path, _policy(store=stores))
     assert proc.returncode == 0, proc.stderr
 
 
@@ -357,8 +528,8 @@ def test_references_and_ordinary_hooks_and_webhooks_stay_valid(tmp_path: Path) -
 ])  # fmt: skip
 def test_validate_checks_a_webhook_secret_it_can_read(tmp_path: Path, content: str | None, code: int,
                                                       expected: str) -> None:
-    """The daemon refuses to start with a webhook secret that is not whsec_ + base64 of 16 bytes or more:
-    `rotator validate` says so too. A secret it cannot read (a systemd credential exists only while the
+    """The daemon logs an ERROR at start for a webhook secret that is not whsec_ + base64 of 16 bytes or more:
+    `rotator validate` refuses it (exit 2). A secret it cannot read (a systemd credential exists only while the
     service runs) is a warning."""
     if content is not None:
         (tmp_path / "hook-key").write_text(content)

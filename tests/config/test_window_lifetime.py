@@ -1,14 +1,15 @@
 """The lifetime check of a policy with a window: never too short, and no shorter than needed.
 
-Validation refuses a ``lifetime`` that is not longer than ``schedule.longest_gap + grace``
-(rotator/config/policy.py), and ``longest_gap`` counts how much later than nominally due a window
-lets a rotation happen. It must never be below the real longest gap: a scan of every last rotation
-(window edges and the instants a due time meets them, +-1 us) with the latest random draw checks
-that, and that the bound is reached (an interval's bound is exact). A token minted with the
-shortest lifetime validation accepts must never expire while it is current: here each policy
-rotates for a simulated year or more, every run minting at its target time and publishing a
-random while later (as the daemon does: ``Schedule.next_due`` from the last publication). And
-lifetimes the previous release accepted that are safe still validate.
+Validation refuses a ``lifetime`` that is not longer than ``schedule.longest_gap + grace + 2 *
+verify_timeout`` (rotator/config/policy.py), and ``longest_gap`` counts how much later than
+nominally due a window lets a rotation happen. It must never be below the real longest gap: a scan
+of every last rotation (window edges and the instants a due time meets them, +-1 us) with the
+latest random draw checks that, and that the bound is reached (an interval's bound is exact). A
+token minted with the shortest lifetime validation accepts must never expire while it is current or
+in its grace: here each policy rotates for a simulated year or more, every run minting at its
+target time and publishing a random while later, up to ``verify_timeout`` (as the daemon does:
+``Schedule.next_due`` from the last publication). And the window's wait the previous release
+counted, where it was safe, is still the one counted.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _load(schedule: str, window: str, lifetime: timedelta, max_age: timedelta | 
 def _shortest_accepted(schedule: str, window: str) -> Policy:
     """The policy with the shortest lifetime validation accepts (durations are whole seconds)."""
     probe = _load(schedule, window, timedelta(days=3650))
-    needed = probe.schedule.longest_gap + GRACE
+    needed = probe.schedule.longest_gap + GRACE + 2 * probe.verify_timeout
     with pytest.raises(PolicyFileError, match="tokens would expire while still in use"):
         _load(schedule, window, needed)
     policy = _load(schedule, window, needed + timedelta(seconds=1))
@@ -69,6 +70,7 @@ def test_a_token_with_the_shortest_valid_lifetime_never_expires_while_current(
     policy = _shortest_accepted(schedule, window)
     sched = policy.schedule
     assert sched.window is not None
+    vt = policy.verify_timeout.total_seconds()
     rng = random.Random(f"{schedule}|{window}")
     for _ in range(3):  # from a first publication anywhere in the day (a bootstrap, inside the window or not)
         published = START + timedelta(seconds=rng.uniform(0, 86400))
@@ -77,15 +79,15 @@ def test_a_token_with_the_shortest_valid_lifetime_never_expires_while_current(
             target = sched.next_due(published, published)
             assert target > published and sched.window.contains(target), (published, target)
             # The run starts at its target and mints; it publishes after PLAN, MINT, VERIFY (up to
-            # a few minutes: a new token may answer 401 for a while).
-            run = timedelta(seconds=rng.choice((0.2, 1.5, 30.0, rng.uniform(0.1, 300.0))))
+            # verify_timeout: a new token may answer 401 for a while).
+            run = timedelta(seconds=rng.choice((0.2, 1.5, 30.0, rng.uniform(0.1, vt), vt)))
             next_published = target + run
             expires = minted + policy.lifetime
             assert expires > next_published, (
                 f"{schedule} in {window}: the token minted at {minted} expires at {expires}, while current "
                 f"until {next_published}")
-            # It lives through its grace too, short of at most the two runs' durations (margin is for those).
-            assert expires >= next_published + GRACE - took - run, (minted, next_published)
+            # It lives through its grace too: twice verify_timeout covers the two runs.
+            assert expires > next_published + GRACE, (minted, took, next_published)
             published, minted, took = next_published, target, run
 
 
@@ -195,13 +197,15 @@ def test_the_longest_gap_of_random_intervals_and_windows() -> None:
 ])  # fmt: skip
 def test_lifetimes_the_previous_release_accepted_and_safe_still_validate(schedule: str, window: str) -> None:
     """The previous release counted ``interval + 24h - window length``; for whole days and a window
-    of 12 h or less (and a cron firing inside the window) that is the real bound, and still accepted."""
+    of 12 h or less (and a cron firing inside the window) that is the real bound, and still accepted
+    (with twice verify_timeout, which that release did not count)."""
     sched = parse_schedule(schedule, window=window)
     assert sched.window is not None
     old = sched.interval + DAY - sched.window.length
     second = timedelta(seconds=1)
-    policy = _load(schedule, window, old + GRACE + second, max_age=old + second)
-    assert policy.lifetime == old + GRACE + second
+    verifying = 2 * _load(schedule, window, timedelta(days=3650)).verify_timeout
+    policy = _load(schedule, window, old + GRACE + verifying + second, max_age=old + second)
+    assert policy.lifetime == old + GRACE + verifying + second
 
 
 @pytest.mark.parametrize(("schedule", "window", "wait"), [
@@ -216,6 +220,7 @@ def test_lifetimes_the_previous_release_accepted_but_unsafe_are_refused(schedule
     sched = parse_schedule(schedule, window=window)
     assert sched.window is not None
     old = sched.interval + DAY - sched.window.length
+    verifying = 2 * _load(schedule, window, timedelta(days=3650)).verify_timeout  # not counted by that release
     with pytest.raises(PolicyFileError, match=f"the window's wait \\(up to {wait}\\)"):
-        _load(schedule, window, old + GRACE + timedelta(seconds=1))
+        _load(schedule, window, old + GRACE + verifying + timedelta(seconds=1))
     _shortest_accepted(schedule, window)

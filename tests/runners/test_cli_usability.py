@@ -335,7 +335,7 @@ def test_a_lifetime_error_names_the_duration_as_the_file_writes_it(tmp_path: Pat
     path = _policy_file(tmp_path, head='name = "p1"\nschedule = "38d"\ngrace = "1d"\nlifetime = "2d12h"')
     proc = _rotator("validate", "-c", str(path), cwd=tmp_path)
     assert proc.returncode == 2
-    assert "raise lifetime above 39d " in proc.stderr, proc.stderr
+    assert "raise lifetime above 39d10m, " in proc.stderr, proc.stderr  # 38d + 1d + twice verify_timeout (5m)
     assert "days," not in proc.stderr
 
 

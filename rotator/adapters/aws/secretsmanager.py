@@ -87,6 +87,8 @@ from rotator.core.errors import (
 from rotator.core.secret import REDACTOR
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import botocore.exceptions
 else:  # imported on first use: loading a policy file needs the settings model only (issue 12)
     botocore = lazy_sdk("botocore")
@@ -274,6 +276,27 @@ class AwsSecretsManagerSettings(SettingsValue):
             *plain_http_warning(self.endpoint_url, "endpoint_url"),
             *plain_http_warning(self.sts_endpoint_url, "sts_endpoint_url"),
         ]
+
+    def secret_locations(self, base_dir: Path) -> list[str]:  # noqa: ARG002 - the hook's signature
+        """The secret this store writes, for rotator/config/policy.py, which refuses two stores that write
+        one (the second policy's runs would fail, or overwrite the first's token with ``adopt``).
+
+        Only like is compared with like, so that no two different secrets are taken for one: an ARN names
+        its secret in its own account and region; a name, in the region and the account of the
+        credentials, which ``role_arn`` tells (the name is then written as the partial ARN it is) and a
+        profile or the environment do not (the name then counts with the profile). A complete ARN (with
+        AWS's 6-character suffix) and the name or partial ARN of the same secret are not matched: a name
+        may end with what looks like such a suffix. ``endpoint_url`` is part of it (an emulator's secret
+        is not AWS's)."""
+        endpoint = f" at {self.endpoint_url}" if self.endpoint_url is not None else ""
+        if _ARN.match(self.secret_id) is not None:
+            return [f"AWS secret {self.secret_id}{endpoint}"]
+        if self.role_arn is not None:
+            _, partition, _, _, account, _ = self.role_arn.split(":", 5)
+            return [f"AWS secret arn:{partition}:secretsmanager:{self.region_name}:{account}:secret:{self.secret_id}"
+                    f"{endpoint}"]
+        credentials = f"profile {self.profile}" if self.profile is not None else "the default credentials"
+        return [f"AWS secret {self.secret_id} in {self.region_name} with {credentials}{endpoint}"]
 
     @property
     def region_name(self) -> str:

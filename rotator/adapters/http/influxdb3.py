@@ -219,14 +219,27 @@ class InfluxDB3Settings(HttpSettings):
 
     def tag_namespaces(self, policy: str) -> list[str]:
         """Where this policy's tags come from (rotator/config/policy.py refuses two policies that
-        share one): the token name prefixes it reads as its own on this server."""
-        if self.kind == "operator":
-            return []  # it reads no tag from a name (InfluxDB3Issuer._tag_of)
+        share one): the token name prefixes it reads as its own on this server; for ``operator``,
+        the one ``_admin`` token, which two policies would regenerate in turn (each regeneration
+        kills the value the other's stores hold, with no grace, and ``credential = "self"`` of the
+        other is then dead for good)."""
         url = httpx.URL(self.base_url)  # one spelling per server: the host's case, a default port
         host = (url.host or "").rstrip(".")
         server = f"{url.scheme}://{host}:{url.port or {'https': 443, 'http': 80}.get(url.scheme, 0)}"
+        if self.kind == "operator":
+            return [f"the operator token {OPERATOR} on {server}"]
         prefixes = [self.token_name_prefix or f"rotator-{policy}", *self.former_token_name_prefixes]
         return [f"token names {prefix}-<run id> on {server}" for prefix in dict.fromkeys(prefixes)]
+
+    def tag_namespace_conflict(self) -> tuple[str, str] | None:
+        """What two policies sharing a namespace of this one cause, and the fix (None: the generic words
+        of rotator/config/policy.py, about token name prefixes)."""
+        if self.kind != "operator":
+            return None
+        return ("both regenerate it: each rotation revokes, at once, the value the other policy's stores hold, and "
+                "that policy can never rotate again (its credential is that dead value)",
+                "rotate the operator token with one policy, and list every secret that needs it as a "
+                "[[policy.store]] of that policy")
 
     @model_validator(mode="after")
     def _kind_needs(self) -> InfluxDB3Settings:

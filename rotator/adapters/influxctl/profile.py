@@ -253,6 +253,14 @@ class InfluxctlProfileSettings(BaseModel):
         """Why this store cannot hold the tokens of ``issuer_type`` (None: it can); see :func:`key_problem`."""
         return key_problem(self.key, issuer_type)
 
+    def secret_locations(self, base_dir: Path) -> list[str]:
+        """The profile key this store writes, for rotator/config/policy.py, which refuses two stores that
+        write one (the second policy's runs would fail, or overwrite the first's token with ``adopt``):
+        the config file as the store opens it (:meth:`InfluxctlProfileStore.from_config`), its
+        symbolic links resolved as a write does, the profile and the key."""
+        config = default_config_path() if self.config is None else self.config.expanduser()
+        return [f"influxctl profile {self.profile!r} key {self.key} in {_real_config(config, base_dir)!r}"]
+
 
 def key_problem(key: str, issuer_type: str) -> str | None:
     """Why tokens of ``issuer_type`` may not be written to profile key ``key`` (None: they may).
@@ -289,6 +297,13 @@ def _absolute(path: Path, base_dir: Path) -> Path:
 def _absolute_config(config: Path, base_dir: Path, home: str | None) -> Path:  # noqa: ARG001 - home: the cache key
     """:func:`_absolute` of ``config``, ``~`` expanded; remembered (a daemon builds one store per policy)."""
     return _absolute(config.expanduser(), base_dir)
+
+
+@lru_cache(maxsize=1024)
+def _real_config(config: Path, base_dir: Path) -> str:
+    """The file ``config`` (relative to ``base_dir``) is, symbolic links resolved; remembered (a file of many
+    policies names a few config files)."""
+    return os.path.realpath(_absolute(config, base_dir))
 
 
 def default_config_path(env: Mapping[str, str] | None = None, platform: str | None = None) -> Path:

@@ -271,6 +271,24 @@ class VaultKV2Settings(BaseModel):
         """Settings that expose the tokens on their way to Vault (see rotator/adapters/transport.py)."""
         return [*plain_http_warning(self.url, "url"), *tls_verify_warning(self.tls_verify, self.url)]
 
+    def secret_locations(self, base_dir: Path) -> list[str]:  # noqa: ARG002 - the hook's signature
+        """The secret this store writes, for rotator/config/policy.py, which refuses two stores that write
+        one (the second policy's runs would fail, or overwrite the first's token with ``adopt``).
+
+        One spelling per server: the scheme and host in any case, a default port. Namespace, mount and
+        path are compared as written (normalised by their validators): Vault reads them case-sensitively,
+        and a namespace written into the mount is not taken for the same secret (no false alarm)."""
+        parts = urlsplit(self.url)
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").lower().rstrip(".")
+        try:
+            port = parts.port or {"http": 80, "https": 443}.get(scheme)
+        except ValueError:  # not a port: hvac will refuse it; compare it as written
+            port = None
+        origin = f"{scheme}://{f'[{host}]' if ':' in host else host}" + (f":{port}" if port else "")
+        namespace = f" namespace {self.namespace}" if self.namespace is not None else ""
+        return [f"Vault {origin}{parts.path.rstrip('/')}{namespace} mount {self.mount} path {self.path}"]
+
 
 #: Builds the client from the settings; the seam where tests inject a fake.
 ClientFactory = Callable[[VaultKV2Settings], VaultAPI]
