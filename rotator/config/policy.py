@@ -155,7 +155,9 @@ class Defaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schedule: str | None = None
     grace: Duration = Field("24h", validate_default=True, description="how long the previous token stays valid")
-    margin: Duration = Field("1d", validate_default=True, description="extra lifetime beyond interval + grace")
+    margin: Duration = Field(
+        "1d", validate_default=True, description="extra lifetime beyond interval + grace + 2 x verify_timeout"
+    )
     verify_timeout: Duration = Field(
         "5m", validate_default=True, description="how long a new token may take to start working"
     )
@@ -183,7 +185,9 @@ class PolicySpec(BaseModel):
     )
     grace: Duration | None = None
     margin: Duration | None = None
-    lifetime: Duration | None = Field(None, description="token lifetime; default interval + grace + margin")
+    lifetime: Duration | None = Field(
+        None, description="token lifetime; default interval + grace + 2 x verify_timeout + margin"
+    )
     max_age: Duration | None = Field(
         None, description="the cryptoperiod: a current token older than this is out of compliance; "
         "default longest schedule gap + grace + margin (docs/compliance.md)"
@@ -742,7 +746,8 @@ def _build_policy(
             problems.append(Problem(
                 f"{swhere}.name", f"{store_spec.name[:_QUOTE_LIMIT]!r} is not a store name",
                 "write 1 to 63 letters, digits, '.', '_' or '-', beginning with a letter or digit (the name "
-                "appears in the journal, logs and metric labels)",
+                "appears in the journal, logs and metric labels); the journal records each store's versions by "
+                "name, so rename it while no run of the policy is open (`rotator status` shows none)",
             ))
         elif name in names:
             problems.append(Problem(f"{swhere}.name", f"duplicate store name {name!r}", "set distinct names"))
