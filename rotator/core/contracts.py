@@ -101,6 +101,11 @@ class TokenInfo(NamedTuple):
     #: the SHA-256 of the token's value, where the listing shows the value (InfluxDB v2 OSS without
     #: hashed tokens): the value itself is never kept
     value_sha256: str | None = None
+    #: set where the issuer's lookup by id (``token_info``) found the token outside the scope its
+    #: settings name: whose it is, in words, e.g. InfluxDB v2's "organization X, not org_id Y". Such
+    #: a token exists (a pending revocation of it is not done: the revocation rule judges it as any
+    #: token), but it is not one to bootstrap into this policy. None: the issuer's own, or it cannot tell.
+    foreign: str | None = None
 
     def is_active(self, now: datetime) -> bool:
         if self.revoked_at is not None:

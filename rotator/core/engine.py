@@ -76,6 +76,7 @@ from rotator.core.journal import (
     dismissal_note,
     ts,
 )
+from rotator.core.one_line import one_line
 from rotator.core.retry import RetryPolicy, call_with_retry
 from rotator.core.revocation_rule import CLOCK_SLACK, Claim, carries_tag, check_not_current, check_revocable
 from rotator.core.secret import REDACTOR, Secret
@@ -477,6 +478,16 @@ class Engine:
             except BadTokenId as exc:  # the id is the operator's (--token-id), not a record's
                 raise ConfigError(f"the token id to bootstrap: {exc}", hint=_BOOTSTRAP_ID_HINT) from None
             info = next((t for t in tokens if t.token_id == token_id), None)
+            if info is not None and info.foreign is not None:
+                # It exists (the lookup finds it, for revocations), and the issuer's verify may accept it
+                # (InfluxDB v2: any readable bucket), but it is another scope's: never this policy's token.
+                raise ConfigError(
+                    f"token id {token_id} is not an active token of the issuer: it belongs to "
+                    f"{one_line(info.foreign)}; nothing was written",
+                    hint="bootstrap a token created in the scope the policy's issuer settings name (InfluxDB v2: "
+                    "an authorization of org_id: `influx auth create --org-id ID ...`), or, when those settings name "
+                    "the wrong one, correct them in the policy file and run the same bootstrap again",
+                )
             if info is None or not info.is_active(self.clock.now()):
                 raise PermanentError(f"token id {token_id} is not an active token of the issuer",
                                      hint=_BOOTSTRAP_ID_HINT)

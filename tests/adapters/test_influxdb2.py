@@ -677,6 +677,7 @@ def test_token_info_looks_one_authorization_up_and_never_takes_unreadable_for_go
     minted = make(fake.url).mint(request(), None)
     info = make(fake.url).token_info(minted.token_id, None)
     assert info is not None and info.token_id == minted.token_id and "rotator:ingest:" in info.description
+    assert info.foreign is None, "org_id's own authorization"
     assert make(fake.url).token_info("00000000000000ff", None) is None
     blind = [{"action": a, "resource": {"type": "authorizations", "orgID": ORG_ID}} for a in ("read", "write")]
     value, _ = fake.add_authorization("no read on the user", blind)
@@ -696,6 +697,7 @@ def test_token_info_looks_one_authorization_up_and_never_takes_unreadable_for_go
     with pytest.raises(IssuerOutputError, match="is not authorization"):
         make("http://influx.invalid:8086", transport=mock(other)).token_info(minted.token_id, None)
 
+    whose = {"ffffffffffffffff": "organization ffffffffffffffff", None: "no organization"}
     for org in ({"orgID": "ffffffffffffffff"}, {}):
         def foreign(req: httpx.Request, org: dict[str, str] = org) -> httpx.Response:
             return httpx.Response(200, json={"id": minted.token_id, "status": "active", **org,
@@ -704,6 +706,9 @@ def test_token_info_looks_one_authorization_up_and_never_takes_unreadable_for_go
         info = make("http://influx.invalid:8086", transport=mock(foreign)).token_info(minted.token_id, None)
         assert info is not None and info.revoked_at is None, \
             "another organization's (or no organization's) authorization exists all the same: never 'no such token'"
+        # ...but marked, for bootstrap to refuse it (tests/engine/test_bootstrap_foreign_org.py)
+        assert info.foreign is not None and info.foreign.startswith(whose[org.get("orgID")])
+        assert info.foreign.endswith(f", not org_id {ORG_ID}")
 
 
 def test_a_pending_revocation_of_an_authorization_of_another_org_revokes_it(
@@ -724,6 +729,7 @@ def test_a_pending_revocation_of_an_authorization_of_another_org_revokes_it(
     listed = moved.list_tokens(None)
     assert all(t.token_id != minted.token_id for t in listed)
     tokens = with_unlisted(moved, listed, minted.token_id, None)  # what the engine's _safe_revoke does
+    assert [t.foreign for t in tokens] == [f"organization {ORG_ID}, not org_id ffffffffffffffff"]  # judged all the same
     claim = Claim(minted.token_id, POLICY, minted_by=["0123456789abcdef"], source="journal")
     assert check_revocable(claim, tokens, [], datetime.now(UTC)) is True, "not 'already revoked': it is active"
     moved.revoke(minted.token_id, None)

@@ -330,7 +330,9 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         None would make the engine record a pending revocation of it as done while it stays active
         (``org_id`` corrected meanwhile). Whose it is the revocation rule decides, by rotator's own
         record of the id and the policy's tag in its description (revocation_rule.py), as for any
-        token; ``revoke`` works across organizations."""
+        token; ``revoke`` works across organizations. It is marked ``foreign`` (which organization,
+        which org_id), so that ``rotator bootstrap`` refuses it: another org's token is no token of
+        this policy's issuer, whatever bucket it may read."""
         _check_id(token_id)
         what = f"look up authorization {token_id}"
         with map_http_errors(what, hints={401: HINT_401}):
@@ -345,11 +347,15 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         if item.get("id") != token_id:
             raise IssuerOutputError(f"{what}: the answer is not authorization {token_id}")
         org = item.get("orgID")
-        if org != self.settings.org_id:
-            shown = org if isinstance(org, str) and _AUTH_ID.fullmatch(org) else "no valid orgID"
-            logger.warning("authorization %s belongs to organization %s, not to org_id %s; the listing by org_id does "
-                           "not show it (and stage 2 never deletes it)", token_id, shown, self.settings.org_id)
-        return self._info(item)
+        if org == self.settings.org_id:
+            return self._info(item)
+        shown = org if isinstance(org, str) and _AUTH_ID.fullmatch(org) else "no valid orgID"
+        logger.warning("authorization %s belongs to organization %s, not to org_id %s; the listing by org_id does "
+                       "not show it (and stage 2 never deletes it)", token_id, shown, self.settings.org_id)
+        # Marked, so that bootstrap refuses to publish it into this policy's stores.
+        whose = (f"organization {shown}" if shown != "no valid orgID"
+                 else "no organization (its orgID is missing or not 16 hex digits)")
+        return self._info(item)._replace(foreign=f"{whose}, not org_id {self.settings.org_id}")
 
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
         """Every authorization of ``org_id``; inactive ones have ``revoked_at`` = their ``updatedAt``."""
