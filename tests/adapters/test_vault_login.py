@@ -8,20 +8,29 @@
   lookup-self read as "lookup not allowed, renewal off", and one from renew-self rescheduled it from
   the expiry known, both with status ok while every store call failed.
 - A jwt_file that is not UTF-8 is a ConfigError, not an internal error.
+- A step of the clock back is measured against the real time passed (a monotonic clock), not from the
+  last time of day read: the daemon reads it only at a store's planned times.
+- Stores logging in with one AppRole secret_id at the same moment send it one at a time: a refused one
+  is sent once, not once per store. A refused Kubernetes JWT is sent again at the next check.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import hvac
 import pytest
+import requests
 
-from rotator.adapters.vault.auth import TokenAuth, VaultAPI, VaultLogin
+from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth, VaultAPI, VaultLogin
 from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store, hvac_client
 from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext
@@ -296,3 +305,213 @@ def test_a_jwt_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
         store.keep_alive()
     assert "jwt_file" in (caught.value.hint or "")
     assert store.credential_status()["error"] == "ConfigError"
+
+
+# -- a step of the clock ----------------------------------------------------------------------------
+class _RealTime(FakeClock):
+    """A FakeClock that also tells the real time passed (``monotonic``): ``advance`` and ``sleep`` are time
+    passing, ``step`` moves the time of day alone (NTP)."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self.real = 0.0
+
+    def monotonic(self) -> float:
+        return self.real
+
+    def advance(self, delta: timedelta) -> None:
+        super().advance(delta)
+        self.real += delta.total_seconds()
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        self.real += max(seconds, 0)
+
+    def step(self, delta: timedelta) -> None:
+        super().advance(delta)
+
+
+class _SystemLike:
+    """A clock as the daemon's: the time of day only (no ``advance``, no ``monotonic``)."""
+
+    def __init__(self, clock: _RealTime) -> None:
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    def sleep(self, seconds: float) -> None:
+        self._clock.sleep(seconds)
+
+
+@pytest.mark.parametrize("clock_kind", ["own monotonic", "the system's monotonic"])
+def test_a_clock_step_back_long_after_the_last_look_moves_the_renewal_back_by_all_of_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock_kind: str) -> None:
+    """The daemon asks an idle store only at its planned times. The step was measured from the last time
+    of day read: 20 minutes after it, a step back of 1 h moved a 1 h token's renewal back 40 minutes,
+    to the moment Vault expires the token ("check in 40 min, expires in 40 min")."""
+    (tmp_path / "token").write_text("s.renewable-token-for-the-unit-test")
+    clock = _RealTime(NOW)
+    seen_by_login: Any = clock
+    if clock_kind == "the system's monotonic":
+        from rotator.adapters.vault import auth as auth_module
+
+        monkeypatch.setattr(auth_module, "time", SimpleNamespace(monotonic=clock.monotonic), raising=False)
+        seen_by_login = _SystemLike(clock)
+    login = VaultLogin(TokenAuth.model_validate({"method": "token", "token": {"file": "token"}}), tmp_path,
+                       seen_by_login)
+    api = _Scripted(lookup_self=[{"data": {"ttl": 3600, "creation_ttl": 3600, "renewable": True}}],
+                    renew_self=[{"auth": {"lease_duration": 3600}}])
+    login.ensure(api)
+    assert login.due() == NOW + timedelta(minutes=40)
+    clock.advance(timedelta(minutes=20))  # nothing asks the store meanwhile
+    clock.step(timedelta(hours=-1))
+    due = login.due()
+    assert due == clock.now() + timedelta(minutes=20), f"check in {due - clock.now() if due else None}, not 20 min"
+    assert login.status()["expires_at"] == clock.now() + timedelta(minutes=40), "Vault's count: 40 minutes left"
+    clock.advance(timedelta(minutes=20))
+    login.ensure(api)
+    assert api.calls == ["lookup_self", "renew_self"], "renewed 20 minutes before the token expired"
+    assert login.status()["ok"] is True
+    clock.advance(timedelta(minutes=30))
+    clock.step(timedelta(hours=2))  # forward (a suspended VM's clock catching up): renewing early is safe
+    assert login.due() == clock.now() - timedelta(hours=2) + timedelta(minutes=10), "a step forward moves nothing"
+
+
+# -- concurrent logins with one AppRole ---------------------------------------------------------------
+class _AppRoleVault:
+    """Vault's AppRole login behind a slow network: ``answer`` says what it answers, and every login is
+    recorded (thread name and secret_id)."""
+
+    def __init__(self, answer: Callable[[], Any], timeout: float | None = None) -> None:
+        self.origin = f"https://vault-{uuid.uuid4().hex[:8]}.example:8200 "  # its own key in the process' registry
+        self.timeout = timeout
+        self.answer = answer
+        self.sent: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def set_token(self, token: Secret | None) -> None:
+        pass
+
+    def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Any:
+        with self.lock:
+            self.sent.append((threading.current_thread().name, secret_id.reveal()))
+        return self.answer()
+
+
+def _refusing() -> Any:
+    time.sleep(0.2)  # Vault's round trip: the other stores try meanwhile
+    raise hvac.exceptions.InvalidRequest("invalid role or secret ID", errors=["invalid role or secret ID"])
+
+
+def _approle_logins(tmp_path: Path, count: int, clock: FakeClock) -> list[VaultLogin]:
+    (tmp_path / "secret-id").write_text("wrong-secret-id-0000")
+    auth = AppRoleAuth.model_validate({"method": "approle", "role_id": "role-1", "secret_id": {"file": "secret-id"}})
+    return [VaultLogin(auth, tmp_path, clock) for _ in range(count)]
+
+
+def _at_once(logins: list[VaultLogin], api: Any) -> list[BaseException | None]:
+    gate = threading.Barrier(len(logins))
+    outcome: list[BaseException | None] = [None] * len(logins)
+
+    def go(i: int) -> None:
+        gate.wait()
+        try:
+            logins[i].ensure(api)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertions
+            outcome[i] = exc
+
+    threads = [threading.Thread(target=go, args=(i,), name=f"store-{i}") for i in range(len(logins))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    return outcome
+
+
+def test_stores_logging_in_at_once_with_a_refused_secret_id_send_it_once(tmp_path: Path) -> None:
+    """Five policies' stores on one AppRole log in at the same moment (4 run workers and the keep-alive
+    thread): each looked at the registry before the first refusal was in it, and all five sent the wrong
+    secret_id, Vault's default lockout_threshold."""
+    logins = _approle_logins(tmp_path, 5, FakeClock(NOW))
+    api = _AppRoleVault(_refusing)
+    outcome = _at_once(logins, api)
+    assert len(api.sent) == 1, f"the refused secret_id was sent {len(api.sent)} times"
+    assert all(isinstance(exc, hvac.exceptions.InvalidRequest) for exc in outcome), outcome
+    assert all(login.status()["failures"] == 1 for login in logins)
+
+
+def test_stores_logging_in_at_once_with_an_accepted_secret_id_each_log_in(tmp_path: Path) -> None:
+    def accepted() -> Any:
+        time.sleep(0.05)
+        return {"auth": {"client_token": f"s.token-{uuid.uuid4().hex}", "lease_duration": 600, "renewable": True}}
+
+    logins = _approle_logins(tmp_path, 3, FakeClock(NOW))
+    api = _AppRoleVault(accepted)
+    assert _at_once(logins, api) == [None] * 3
+    assert len(api.sent) == 3 and all(login.status()["ok"] for login in logins)
+
+
+def test_a_login_waits_for_another_with_the_same_secret_id_no_longer_than_the_client_timeout(
+        tmp_path: Path) -> None:
+    """Vault never answers the first login: the second is held back for the login's own bound (twice the
+    client's timeout per request, connecting and reading, and a second), then sent."""
+    release = threading.Event()
+
+    def hanging() -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            release.wait(10)  # the first login: no answer until the test ends it
+        raise requests.exceptions.ReadTimeout()
+
+    first, second = _approle_logins(tmp_path, 2, FakeClock(NOW))
+    api = _AppRoleVault(hanging, timeout=0.05)
+    thread = threading.Thread(target=lambda: pytest.raises(requests.exceptions.ReadTimeout, first.ensure, api))
+    thread.start()
+    while not api.sent:
+        time.sleep(0.01)
+    started = time.monotonic()
+    timer = threading.Timer(5, release.set)  # the bound is 1.1 s; the first login ends at 5 s at the latest
+    timer.start()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        second.ensure(api)
+    waited = time.monotonic() - started
+    release.set()
+    timer.cancel()
+    thread.join(10)
+    assert len(api.sent) == 2 and 1.0 <= waited < 4.5, waited
+
+
+# -- Kubernetes auth: no user lockout -----------------------------------------------------------------
+def test_a_refused_kubernetes_login_is_sent_again_at_the_next_check_with_the_same_jwt(tmp_path: Path) -> None:
+    """Vault has no user lockout for Kubernetes auth (only userpass, ldap and approle): holding a refused
+    JWT back for 30 minutes only delayed the recovery from a fix made in Vault (the role's bindings, a
+    TokenReview that failed once). The checks still back off to 5 minutes, and the JWT is sent at each."""
+    (tmp_path / "jwt").write_text("eyJhbGciOiJSUzI1NiJ9.the-pods-service-account-token.sig")
+    auth = KubernetesAuth.model_validate({"method": "kubernetes", "role": "rotator", "jwt_file": "jwt"})
+    clock = FakeClock(NOW)
+    login = VaultLogin(auth, tmp_path, clock)
+    sent: list[str] = []
+    refusals = 11
+
+    class Vault(_Scripted):
+        def kubernetes_login(self, mount_path: str, role: str, jwt: Secret) -> Any:
+            sent.append(jwt.reveal())
+            if len(sent) <= refusals:
+                raise hvac.exceptions.Forbidden("permission denied", errors=["permission denied"])
+            return {"auth": {"client_token": "s.k8s-token", "lease_duration": 600, "renewable": True}}
+
+    api = Vault()
+    waits = []
+    for _ in range(refusals):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            login.ensure(api)
+        assert "sends the same" not in login.endpoint[1]
+        due = login.due()
+        assert due is not None
+        waits.append((due - clock.now()).total_seconds())
+        clock.advance(due - clock.now())
+    assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300], "the refused-login backoff, capped at 5 min"
+    login.ensure(api)
+    assert len(sent) == refusals + 1 and set(sent) == {(tmp_path / "jwt").read_text()}, "the same JWT each time"
+    assert login.status()["ok"] is True and login.status()["failures"] == 0

@@ -459,7 +459,9 @@ def test_a_clock_step_back_does_not_push_the_renewal_past_the_token_s_expiry(tmp
     login.ensure(api)
     assert login.due() == clock.now() + timedelta(minutes=40)
     clock.advance(timedelta(minutes=10))
-    assert login.due() == clock.now() + timedelta(minutes=30)  # the daemon asks at every pass
+    # A FakeClock tells no real time: the step counts from this last read (with real time passed too:
+    # tests/adapters/test_vault_login.py, test_a_clock_step_back_long_after_the_last_look_...)
+    assert login.due() == clock.now() + timedelta(minutes=30)
     clock.advance(timedelta(hours=-1))  # the step
     assert login.due() == clock.now() + timedelta(minutes=30), "still 30 minutes of real time away"
     assert login.status()["expires_at"] == clock.now() + timedelta(minutes=50)

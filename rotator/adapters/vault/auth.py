@@ -12,15 +12,18 @@
 - AppRole logs in with role_id + secret_id, renews the same way, and logs in again when the
   token cannot be renewed any further (max TTL) or after Vault refused it;
 - Kubernetes logs in with the pod's service account JWT, read from ``jwt_file`` at every login
-  (the kubelet refreshes a projected token in place), and otherwise behaves like AppRole.
+  (the kubelet refreshes a projected token in place), and otherwise behaves like AppRole, but for
+  the hold on a refused credential below.
 
 Renewal is scheduled from whatever is known, and retried: a failed login, lookup or renewal
 (Vault down, 503...) is tried again after a short backoff (1 s doubling to 30 s, and never later
 than a quarter of what is left of the token's TTL), not only when the next rotation needs Vault.
-A login Vault refused (a wrong secret_id, a JWT its role does not bind) is not sent again with the
-same credential before :data:`REFUSED_LOGIN_RESEND`, by any store of the process (Vault's user
-lockout counts failed logins); a changed credential (the secret_id or JWT file written again) is
-sent at the next check, which backs off from 1 s to 300 s and costs a file read.
+A login Vault refused (a wrong secret_id, a JWT its role does not bind) is checked again after a
+backoff from 1 s to 300 s. An AppRole secret_id Vault refused is not sent again before
+:data:`REFUSED_LOGIN_RESEND`, by any store of the process, and the stores that log in with the same
+one at the same moment send it one at a time (Vault's user lockout counts failed AppRole logins); a
+changed secret_id (its file written again) is sent at the next check, which costs a file read. A
+Kubernetes JWT is sent at every check: Vault has no user lockout for Kubernetes auth.
 A token that Vault refuses to look up, or whose renewal it refuses, is checked with a call any
 token Vault knows may make: a revoked or mistyped token is a failure, not a token "without renewal".
 :meth:`VaultLogin.due` tells the daemon when to call :meth:`VaultLogin.ensure` between runs, and
@@ -37,11 +40,12 @@ import hmac
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Protocol, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Protocol, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -84,15 +88,21 @@ RETRY_DELAYS = (1.0, 30.0)
 #: The cap for a login that Vault refused (a wrong or used-up secret_id, a role that does not bind
 #: this service account) or that could not start (no token file): trying it every 30 s does not fix
 #: it, and failed AppRole logins count toward Vault's user lockout, which then refuses the fixed one.
-#: Only a changed credential is sent at these checks (REFUSED_LOGIN_RESEND).
+#: An AppRole secret_id is sent at these checks only once it changed (REFUSED_LOGIN_RESEND).
 REFUSED_LOGIN_CAP = 300.0
-#: A credential Vault refused at a login is not sent again before this (seconds), unless it changed.
+#: An AppRole secret_id Vault refused at a login is not sent again before this (seconds), unless it
+#: changed. Not for Kubernetes auth: Vault's user lockout covers userpass, ldap and approle only.
 #: Vault's user lockout (AppRole) locks a role_id out for lockout_duration after lockout_threshold (5)
 #: failed logins with no pause of lockout_counter_reset (15 min by default) between them: at most one
 #: try per 30 minutes, twice that pause, never adds up to a lockout, whatever the backoff or the number of
 #: stores sharing the role. The cost: a fix made in Vault alone (the role's bound CIDRs, a lockout
 #: lifted) is seen up to 30 minutes late, or at once after a restart or a SIGHUP.
 REFUSED_LOGIN_RESEND = 1800.0
+#: The client's timeout per request when it does not say (VaultKV2Settings.timeout_s's default)
+_DEFAULT_TIMEOUT_S = 10.0
+#: A time of day this much behind the real time passed, or less, is the two clocks read a moment apart
+#: (or NTP slewing), not a step back: planned times are not moved for it.
+_STEP_TOLERANCE = timedelta(seconds=1)
 #: Statuses worth retrying as they are (a new login would not help and, for AppRole, would only
 #: leave tokens behind): Vault sealed, standby behind, rate limited, 5xx. UnexpectedError is any
 #: other status: in practice 412 (a standby behind) or 504. The store's error mapping uses it too.
@@ -256,14 +266,49 @@ class _Refusal(NamedTuple):
     errors: Any
 
 
+class _Sending:
+    """One key's login lock, and how many callers hold it or wait for it (the entry goes when none do)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
 class _Refusals:
     """The logins Vault refused lately, shared by every :class:`VaultLogin` of the process, by where they
     went and a keyed digest of what they sent (never the credential): N stores sharing a wrong secret_id
-    send it once, not N times toward Vault's user lockout."""
+    send it once, not N times toward Vault's user lockout, also when they log in at the same moment
+    (:meth:`sending`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[tuple[object, bytes], _Refusal] = {}
+        self._sending: dict[tuple[object, bytes], _Sending] = {}
+
+    @contextmanager
+    def sending(self, key: tuple[object, bytes], wait: float) -> Iterator[None]:
+        """One login of ``key`` at a time, a lock per key (other Vaults and credentials do not wait): without
+        it, the stores logging in at once (the run workers and the keep-alive thread) each looked at the
+        registry before the first refusal was in it, and all sent the refused credential. A caller waits
+        ``wait`` seconds at most (a login is bounded by its client's timeout), then goes on regardless."""
+        with self._lock:
+            entry = self._sending.setdefault(key, _Sending())
+            entry.users += 1
+        held = False
+        try:
+            held = entry.lock.acquire(timeout=wait)
+            if not held:
+                logger.debug("a login with the same credential has not answered for %.1fs; logging in anyway", wait)
+            yield
+        finally:
+            if held:
+                entry.lock.release()
+            with self._lock:
+                entry.users -= 1
+                if not entry.users:
+                    del self._sending[key]
 
     def get(self, key: tuple[object, bytes]) -> _Refusal | None:
         with self._lock:
@@ -285,6 +330,19 @@ _REFUSALS = _Refusals()
 _DIGEST_KEY = os.urandom(32)
 
 
+def _elapsed_source(clock: Clock) -> Callable[[], float]:
+    """Seconds on a monotonic clock, which a step of the time of day does not move: the clock's own
+    ``monotonic()`` where it has one (a test's), none for a clock that moves only when told (a FakeClock
+    knows nothing of real time: each read is as if no time passed, so a step back counts from the last
+    read), the system's otherwise (the daemon's clock wraps the system clock)."""
+    own = getattr(clock, "monotonic", None)
+    if callable(own):
+        return cast("Callable[[], float]", own)
+    if callable(getattr(clock, "advance", None)):
+        return lambda: 0.0
+    return time.monotonic
+
+
 class VaultLogin:
     """Keeps a valid token on one client. Not thread-safe: one store, one caller at a time."""
 
@@ -300,7 +358,10 @@ class VaultLogin:
         self._failures = 0
         self._error: str | None = None
         self._retry_at: datetime | None = None  # after a failed login: when to try again
-        self._seen: datetime | None = None  # the latest time of day read: a later, earlier one is a step back
+        #: the latest time of day read and the monotonic clock then: a step back is how far a later time of
+        #: day falls behind the real time passed since
+        self._seen: tuple[datetime, float] | None = None
+        self._elapsed = _elapsed_source(clock)
         #: this token was looked up, and its expiry has passed since: a denied lookup means expired
         self._expired = False
         #: the last login failed because Vault refused it, or it could not start (not that Vault was down)
@@ -333,21 +394,20 @@ class VaultLogin:
                     "the right secret_id too, for lockout_duration (15m by default): `vault read sys/locked-users` "
                     "lists it, `vault write -f sys/locked-users/<approle mount accessor>/unlock/<role_id>` ends it"
                 )
-            return f"auth/{self._auth.mount_path}/login", hint + self._resend_hint("secret_id")
+            return f"auth/{self._auth.mount_path}/login", hint + self._resend_hint()
         if isinstance(self._auth, KubernetesAuth):
             return (
                 f"auth/{self._auth.mount_path}/login",
                 f"check that Vault's Kubernetes auth role {self._auth.role!r} binds this service account and "
                 f"namespace (and its audience, if set), that Vault can reach the Kubernetes TokenReview API, "
-                f"and that {self._jwt_path()} holds this pod's current service account token"
-                + self._resend_hint("service account token"),
+                f"and that {self._jwt_path()} holds this pod's current service account token",
             )
         return "auth/token/lookup-self", f"check the token in {self._auth.token.describe()}: expired or revoked?"
 
-    def _resend_hint(self, credential: str) -> str:
+    def _resend_hint(self) -> str:
         if self._resend_at is None:
             return ""
-        return (f"; rotator sends the same {credential} again at {self._resend_at.isoformat(timespec='seconds')} "
+        return (f"; rotator sends the same secret_id again at {self._resend_at.isoformat(timespec='seconds')} "
                 f"at the soonest (failed logins count toward Vault's user lockout), a changed one within 5 minutes "
                 f"(a restart or a SIGHUP sends it again at once)")
 
@@ -369,16 +429,20 @@ class VaultLogin:
         """The time of day, with the planned times moved back by as much as the clock stepped back.
 
         Vault counts a token's TTL in its own time: after a step back of an hour, a renewal planned
-        at a time of day would come an hour after the token expired. The step is measured from the
-        last time read (the daemon asks :meth:`due` at every pass), so the planned times come back
-        to within that much of where they were."""
-        now = self._clock.now()
-        if self._seen is not None and now < self._seen:
-            step = self._seen - now
-            self._check_at = self._check_at - step if self._check_at is not None else None
-            self._expires_at = self._expires_at - step if self._expires_at is not None else None
-            self._retry_at = self._retry_at - step if self._retry_at is not None else None
-        self._seen = now
+        at a time of day would come an hour after the token expired. The step is how far the time of
+        day is behind the last one read plus the real time passed since (a monotonic clock): the
+        daemon asks an idle store only at its planned times, so "behind the last one read" missed all
+        the time between (a 1 h step 20 minutes after the last read moved the renewal back 40 minutes,
+        to the token's expiry). A step forward moves nothing: renewing early is safe."""
+        now, elapsed = self._clock.now(), self._elapsed()
+        if self._seen is not None:
+            seen, seen_elapsed = self._seen
+            step = seen + timedelta(seconds=elapsed - seen_elapsed) - now
+            if step > _STEP_TOLERANCE:
+                self._check_at = self._check_at - step if self._check_at is not None else None
+                self._expires_at = self._expires_at - step if self._expires_at is not None else None
+                self._retry_at = self._retry_at - step if self._retry_at is not None else None
+        self._seen = (now, elapsed)
         return now
 
     def due(self) -> datetime | None:
@@ -514,8 +578,9 @@ class VaultLogin:
         if isinstance(self._auth, KubernetesAuth):
             k8s = self._auth
             jwt = self._read_jwt()
-            answer = self._send_login(api, ("kubernetes", k8s.mount_path, k8s.role, jwt.reveal()),
-                                      lambda: api.kubernetes_login(k8s.mount_path, k8s.role, jwt))
+            # Sent at every check, refused or not: Vault has no user lockout for Kubernetes auth, and a fix
+            # made in Vault (the role's bindings, its TokenReview access) is then seen within minutes.
+            answer = api.kubernetes_login(k8s.mount_path, k8s.role, jwt)
             method = "Kubernetes auth"
         else:
             approle = self._auth
@@ -537,31 +602,34 @@ class VaultLogin:
 
     def _send_login(self, api: AuthAPI, sent: tuple[str, ...], login: Callable[[], Mapping[str, Any]]
                     ) -> Mapping[str, Any]:
-        """``login()``, unless Vault refused what it sends (``sent``: where and the credential) less than
-        REFUSED_LOGIN_RESEND ago, here or in another store since this one was set up: then that refusal
-        again, without a request. Every failed login counts toward Vault's user lockout."""
-        # The client's origin (URL and namespace) where it tells it: the same JWT may log in to two clusters.
+        """An AppRole ``login()``, unless Vault refused what it sends (``sent``: where and the credential)
+        less than REFUSED_LOGIN_RESEND ago, here or in another store since this one was set up: then that
+        refusal again, without a request. Every failed login counts toward Vault's user lockout, so stores
+        logging in with the same credential at once send it one after the other, each after looking at
+        what the one before was answered."""
+        # The client's origin (URL and namespace) where it tells it: the same role_id may log in to two Vaults.
         origin = getattr(api, "origin", None) or self._own_origin
         key = (origin, hmac.new(_DIGEST_KEY, "\0".join(sent).encode(), hashlib.sha256).digest())
-        now = self._clock.now()
-        refusal = _REFUSALS.get(key)
-        resend = timedelta(seconds=REFUSED_LOGIN_RESEND)
-        if refusal is not None and self._born <= refusal.at <= now < refusal.at + resend:
-            self._refused_with(refusal)
-            raise refusal.kind(errors=refusal.errors)
-        try:
-            answer = login()
-        except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as exc:
-            refusal = _Refusal(now, type(exc), exc.errors)
-            _REFUSALS.add(key, refusal)
-            self._refused_with(refusal)
-            raise
-        _REFUSALS.discard(key)
-        return answer
+        with _REFUSALS.sending(key, _login_wait(api)):
+            now = self._clock.now()  # after the wait: a refusal recorded meanwhile is not "in the future"
+            refusal = _REFUSALS.get(key)
+            resend = timedelta(seconds=REFUSED_LOGIN_RESEND)
+            if refusal is not None and self._born <= refusal.at <= now < refusal.at + resend:
+                self._refused_with(refusal)
+                raise refusal.kind(errors=refusal.errors)
+            try:
+                answer = login()
+            except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as exc:
+                refusal = _Refusal(now, type(exc), exc.errors)
+                _REFUSALS.add(key, refusal)
+                self._refused_with(refusal)
+                raise
+            _REFUSALS.discard(key)
+            return answer
 
     def _refused_with(self, refusal: _Refusal) -> None:
         self._resend_at = refusal.at + timedelta(seconds=REFUSED_LOGIN_RESEND)
-        if isinstance(self._auth, AppRoleAuth) and issubclass(refusal.kind, hvac.exceptions.InvalidRequest):
+        if issubclass(refusal.kind, hvac.exceptions.InvalidRequest):
             self._invalid_logins = True
 
     def _jwt_path(self) -> Path:
@@ -684,6 +752,15 @@ class VaultLogin:
         self._check_at = now + timedelta(seconds=wait)
 
 
+def _login_wait(api: AuthAPI) -> float:
+    """How long a login through ``api`` may take (seconds): connecting, then reading the answer, each up
+    to the client's timeout (``api.timeout`` where it says; the store's default otherwise)."""
+    timeout = getattr(api, "timeout", None)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        timeout = _DEFAULT_TIMEOUT_S
+    return 2 * float(timeout) + 1
+
+
 class VaultAPI(AuthAPI, Protocol):
     """The hvac calls the store makes; answers are Vault's JSON bodies."""
 
@@ -760,14 +837,22 @@ def _decodable() -> Iterator[None]:
 class HvacAPI:
     """:class:`VaultAPI` over an ``hvac.Client``; ``counter``: what its session counts (if it does)."""
 
-    def __init__(self, client: Any, counter: RequestCounter | None = None) -> None:
+    def __init__(self, client: Any, counter: RequestCounter | None = None, timeout: float | None = None) -> None:
         self._client = client
         self.counter = counter
+        self._timeout = timeout
 
     @property
     def origin(self) -> str:
         """Where the client's calls go (URL and namespace): :class:`VaultLogin` tells logins apart by it."""
         return f"{self._client.url} {getattr(self._client.adapter, 'namespace', None) or ''}"
+
+    @property
+    def timeout(self) -> float | None:
+        """The timeout per request (seconds) the client was built with (hvac_client passes the one it
+        gives hvac: hvac has no public accessor for it), or None: bounds the wait for another store's
+        login (:meth:`_Refusals.sending`)."""
+        return self._timeout
 
     def set_token(self, token: Secret | None) -> None:
         self._client.token = token.reveal() if token is not None else ""  # sent only as X-Vault-Token

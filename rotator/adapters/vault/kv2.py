@@ -364,7 +364,7 @@ def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
         namespace=settings.namespace,
         session=_session(counter, verify),
     )
-    return HvacAPI(client, counter)
+    return HvacAPI(client, counter, settings.timeout_s)
 
 
 class _Latest(NamedTuple):
