@@ -662,8 +662,10 @@ def test_a_watchdog_paused_before_it_starts_the_command_still_ends_it_at_the_dea
                        "def fork():\n    time.sleep(1.5)\n    return _fork()\n"
                        f"os.fork = fork\nrunpy.run_path({child_process._WATCHDOG!r}, run_name='__main__')\n")
     beat = tmp_path / "beat"
-    command = [sys.executable, "-c", "import time\nwhile True:\n"
-               f"    open({str(beat)!r}, 'w').write(repr(time.monotonic()))\n    time.sleep(0.05)"]
+    # Each beat replaces the file whole: a kill between open('w')'s truncation and its write left it empty.
+    command = [sys.executable, "-c", "import os, time\nwhile True:\n"
+               f"    open({str(beat) + '.new'!r}, 'w').write(repr(time.monotonic()))\n"
+               f"    os.replace({str(beat) + '.new'!r}, {str(beat)!r})\n    time.sleep(0.05)"]
     deadline = time.monotonic() + 2.0
     done = subprocess.run([sys.executable, "-I", "-S", str(wrapper), repr(deadline), "--", *command],
                           capture_output=True, timeout=30, start_new_session=True, check=False)
