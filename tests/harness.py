@@ -460,3 +460,22 @@ def offline_policy(tmp_path: Path, name: str) -> Any:
         '[policy.issuer.profile]\nproduct = "clustered"\nhost = "h.invalid"\n[[policy.store]]\ntype = "vault-kv2"\n'
         'url = "http://127.0.0.1:1"\npath = "x"\n[policy.store.auth]\nmethod = "token"\ntoken = { file = "t" }\n'
     ), tmp_path / "rotator.toml").policies[0]
+
+
+def vm_steps(journal: Any, call: Callable[[], object]) -> int:
+    """SQLite's count of the VM instructions ``call`` runs on this thread's connection to ``journal``
+    (a Journal): what a read costs, whatever the machine's speed."""
+    count = 0
+
+    def step() -> int:
+        nonlocal count
+        count += 1
+        return 0
+
+    conn = journal._connection()
+    conn.set_progress_handler(step, 1)
+    try:
+        call()
+    finally:
+        conn.set_progress_handler(None, 0)
+    return count

@@ -45,6 +45,12 @@ class FakeClock:
     def advance(self, delta: timedelta) -> None:
         self._now += delta
 
+    def monotonic(self) -> float:
+        """Real time passed, for what measures a step of the time of day against it
+        (rotator/adapters/vault/auth.py): none, for a clock that knows nothing of real time, so
+        each read is as if no time passed since the last."""
+        return 0.0
+
 
 #: The one system clock everything defaults to (it holds no state, so one is shared).
 SYSTEM_CLOCK = SystemClock()

@@ -65,6 +65,7 @@ from rotator.core.errors import RotatorError
 from rotator.core.journal import Journal, Revocation, RunRecord, RunState
 from rotator.core.revocation_rule import CLOCK_SLACK
 from rotator.core.secret import REDACTOR, Secret
+from rotator.observe.cluster_keys import CLUSTER_KEYS
 from rotator.observe.compliance import max_age_of
 from rotator.observe.untrusted_text import one_line
 
@@ -99,12 +100,6 @@ _TAG = re.compile(
 _WHERE_ATTRS = ("profile", "base_url", "org_id", "product", "account_id", "cluster_id", "cluster_host")
 #: influxctl's port when a profile names none; a URL's when it names none
 _INFLUXCTL_PORT = 443
-#: The keys of an influxctl profile that name the cluster its tokens are managed on, by product: a
-#: Clustered profile's host and port; a Dedicated profile's account and cluster (its host serves only
-#: query and write; management commands, listing tokens among them, go to the account's API, whatever
-#: host says). One definition for the inventory's places and for rotator sync, which refuses to write
-#: a policy's management token into a profile of another cluster (rotator/runners/sync.py).
-CLUSTER_KEYS: Mapping[str, tuple[str, ...]] = {"clustered": ("host", "port"), "dedicated": ("account_id", "cluster_id")}
 _URL_PORTS = {"http": 80, "https": 443}
 
 

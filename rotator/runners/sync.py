@@ -56,6 +56,7 @@ from rotator.core.errors import (
 )
 from rotator.core.one_line import one_line
 from rotator.core.secret import REDACTOR
+from rotator.observe.cluster_keys import CLUSTER_KEYS
 from rotator.runners.cli_options import common_parent
 
 if TYPE_CHECKING:
@@ -371,8 +372,6 @@ def _check_takeover(state: StoreState, policy: str, created_at: datetime, locati
 #: influxctl's port when a profile names none (its sample config: `# port = "443"`). The issuer's
 #: own profile leaves ``port`` out then too (rotator/adapters/influxctl/common.py: render_profile).
 _DEFAULT_PORT = 443
-# Which keys name the cluster, by product, is rotator.observe.inventory.CLUSTER_KEYS (imported where used:
-# that module brings the engine), so that the inventory counts as one cluster what sync accepts as one.
 
 
 def _check_cluster(target: InfluxctlProfileStore, policy: Policy, profile: str, policy_file: Path,
@@ -384,14 +383,12 @@ def _check_cluster(target: InfluxctlProfileStore, policy: Policy, profile: str, 
     production token to another cluster. Which profile it writes is the command line's choice, so
     it is checked against what the policy file says of the cluster, ``[policy.issuer.profile]``:
     ``product`` and the keys that name the cluster for that product
-    (:data:`rotator.observe.inventory.CLUSTER_KEYS`).
+    (:data:`rotator.observe.cluster_keys.CLUSTER_KEYS`).
     Compared as influxctl means them: host names and ids without regard to case (a host's final
     dot and an IPv6 address's brackets aside), a port as a number, a port left out as 443, an
     empty value as none. ``--adopt`` does not bypass this: it is about whose token the profile
     holds, not where the profile sends it.
     """
-    from rotator.observe.inventory import CLUSTER_KEYS
-
     settings = getattr(policy.issuer_settings, "profile", None)
     if settings is None or not isinstance(getattr(settings, "product", None), str):
         # Not reached while sync accepts only influxctl-management policies (issuer_problem), whose

@@ -36,6 +36,7 @@ from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext
 from rotator.core.errors import ConfigError, PermanentError
 from rotator.core.secret import Secret
+from tests.scripted_vault import ScriptedAuth, token_login
 from tests.servers import OpenBao
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -225,44 +226,15 @@ def test_a_token_revoked_before_its_renewal_is_a_failure_at_the_renewal(openbao:
     assert store.credential_status()["ok"] is True
 
 
-class _Scripted:
-    """The AuthAPI calls, scripted: a list of answers or exceptions per call."""
-
-    def __init__(self, **script: list[Any]) -> None:
-        self.script = script
-        self.calls: list[str] = []
-
-    def set_token(self, token: Secret | None) -> None:
-        pass
-
-    def _answer(self, name: str) -> Any:
-        self.calls.append(name)
-        item = self.script[name].pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def lookup_self(self) -> Any:
-        return self._answer("lookup_self")
-
-    def renew_self(self) -> Any:
-        return self._answer("renew_self")
-
-    def check_token(self) -> Any:
-        return self._answer("check_token")
-
-
 def _token_login(tmp_path: Path) -> tuple[VaultLogin, FakeClock]:
-    (tmp_path / "token").write_text("s.renewable-token-for-the-unit-test")
-    clock = FakeClock(NOW)
-    return VaultLogin(TokenAuth.model_validate({"method": "token", "token": {"file": "token"}}), tmp_path, clock), clock
+    return token_login(tmp_path, NOW)
 
 
 def test_a_renewal_refused_to_a_token_that_still_looks_itself_up_warns_once_and_is_not_tried_again(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     login, clock = _token_login(tmp_path)
     denied = hvac.exceptions.Forbidden("permission denied")
-    api = _Scripted(lookup_self=[{"data": {"ttl": 3000, "creation_ttl": 3000, "renewable": True}},
+    api = ScriptedAuth(lookup_self=[{"data": {"ttl": 3000, "creation_ttl": 3000, "renewable": True}},
                                  {"data": {"ttl": 1000, "creation_ttl": 3000, "renewable": True}}],
                     renew_self=[denied])
     login.ensure(api)
@@ -284,7 +256,7 @@ def test_a_renewal_refused_to_a_revoked_token_is_a_failure(tmp_path: Path) -> No
     the token. Before, the same token was rescheduled without asking Vault, failures reset to 0."""
     login, clock = _token_login(tmp_path)
     denied = hvac.exceptions.Forbidden("permission denied")
-    api = _Scripted(lookup_self=[{"data": {"ttl": 3000, "creation_ttl": 3000, "renewable": True}}, denied],
+    api = ScriptedAuth(lookup_self=[{"data": {"ttl": 3000, "creation_ttl": 3000, "renewable": True}}, denied],
                     renew_self=[denied], check_token=[denied])
     login.ensure(api)
     clock.advance(timedelta(seconds=2000))
@@ -360,7 +332,7 @@ def test_a_clock_step_back_long_after_the_last_look_moves_the_renewal_back_by_al
         seen_by_login = _SystemLike(clock)
     login = VaultLogin(TokenAuth.model_validate({"method": "token", "token": {"file": "token"}}), tmp_path,
                        seen_by_login)
-    api = _Scripted(lookup_self=[{"data": {"ttl": 3600, "creation_ttl": 3600, "renewable": True}}],
+    api = ScriptedAuth(lookup_self=[{"data": {"ttl": 3600, "creation_ttl": 3600, "renewable": True}}],
                     renew_self=[{"auth": {"lease_duration": 3600}}])
     login.ensure(api)
     assert login.due() == NOW + timedelta(minutes=40)
@@ -494,7 +466,7 @@ def test_a_refused_kubernetes_login_is_sent_again_at_the_next_check_with_the_sam
     sent: list[str] = []
     refusals = 11
 
-    class Vault(_Scripted):
+    class Vault(ScriptedAuth):
         def kubernetes_login(self, mount_path: str, role: str, jwt: Secret) -> Any:
             sent.append(jwt.reveal())
             if len(sent) <= refusals:

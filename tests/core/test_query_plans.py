@@ -17,6 +17,7 @@ from rotator.core import journal as journal_module
 from rotator.core.errors import JournalError
 from rotator.core.journal import Journal, RevocationState, RunRecord, RunState, open_journal, ts
 from tests.core.test_audit_chain import raw
+from tests.harness import vm_steps
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -162,24 +163,6 @@ _HISTORY = ("runs", "revocations", "r", "n", "l")
 _CURRENT_ONLY = ("SCAN runs USING INDEX runs_open", "SCAN revocations USING INDEX revocations_unfinished")
 
 
-def _vm_steps(journal: Journal, call: Callable[[], object]) -> int:
-    """SQLite's count of the VM instructions ``call`` runs on this thread's connection to ``journal``."""
-    count = 0
-
-    def step() -> int:
-        nonlocal count
-        count += 1
-        return 0
-
-    conn = journal._connection()
-    conn.set_progress_handler(step, 1)
-    try:
-        call()
-    finally:
-        conn.set_progress_handler(None, 0)
-    return count
-
-
 def _full_scans(journal: Journal, sql: str, params: tuple[object, ...]) -> list[str]:
     """The full reads of runs or revocations in ``sql``'s plan (a SCAN of SQLite, a Seq Scan of PostgreSQL)."""
     with journal._tx() as cur:
@@ -242,7 +225,7 @@ def test_the_daemons_reads_of_every_policy_cost_the_same_with_20k_runs_of_histor
         journal = open_journal(url)
         try:
             DAEMON_READS[read](journal)  # (its statements prepared, as in a daemon's every sweep)
-            steps[history] = _vm_steps(journal, lambda: DAEMON_READS[read](journal))  # noqa: B023 (called here)
+            steps[history] = vm_steps(journal, lambda: DAEMON_READS[read](journal))  # noqa: B023 (called here)
         finally:
             journal.close()
     assert steps[20_000] == steps[0], steps

@@ -30,6 +30,8 @@ from tests.faultproxy import FaultProxy, fault_proxy
 from tests.harness import Scenario, check_invariants, let_mint_window_pass, make_scenario
 from tests.pg import via_proxy
 from tests.runners.test_daemon import DaemonProc, _free_port, configure, dump_threads, start_daemon, wait_until
+from tests.scripted_vault import ScriptedAuth as _Auth
+from tests.scripted_vault import token_login as _login
 
 #: The longest a failing CLI command may take: at most two Vault calls fail in a row (the publish,
 #: then the read that looks for a write whose answer was lost), each 2 attempts x 2 s timeout +
@@ -357,38 +359,6 @@ def _readyz_or_none(d: DaemonProc) -> tuple[int, dict[str, Any]] | None:
 
 
 # ---------------------------------------------------------------------------------- VaultLogin, unit
-class _Auth:
-    """The AuthAPI calls VaultLogin makes, scripted: a list of answers or exceptions per call."""
-
-    def __init__(self, **script: list[Any]) -> None:
-        self.script = script
-        self.calls: list[str] = []
-
-    def set_token(self, token: Any) -> None:
-        pass
-
-    def _answer(self, name: str) -> Any:
-        self.calls.append(name)
-        item = self.script[name].pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def lookup_self(self) -> Any:
-        return self._answer("lookup_self")
-
-    def renew_self(self) -> Any:
-        return self._answer("renew_self")
-
-
-def _login(tmp_path: Path) -> Any:
-    from rotator.adapters.vault.auth import TokenAuth, VaultLogin
-    from rotator.core.clock import FakeClock
-
-    (tmp_path / "token").write_text("s.renewable-token-for-the-unit-test")
-    clock = FakeClock()
-    auth = TokenAuth.model_validate({"method": "token", "token": {"file": "token"}})
-    return VaultLogin(auth, tmp_path, clock), clock
 
 
 def test_a_failed_first_lookup_is_retried_and_renewal_scheduled(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Which keys of an influxctl profile name its cluster, for the inventory as for `rotator sync`
-(rotator.observe.inventory.CLUSTER_KEYS): on Cloud Dedicated the account and the cluster, not the host
+(rotator.observe.cluster_keys.CLUSTER_KEYS): on Cloud Dedicated the account and the cluster, not the host
 (it serves query and write only; listing tokens is a management command, sent to the account's API).
 
 A Dedicated policy without ``host`` and an operator's ``--influxctl-profile`` whose profile has one are

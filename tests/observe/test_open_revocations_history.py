@@ -5,14 +5,14 @@ policy's history, and it still finds every odd state, on both backends."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from rotator.core.journal import Journal, RevocationState, open_journal, ts
+from rotator.core.journal import RevocationState, open_journal, ts
 from rotator.observe.compliance import open_revocations
+from tests.harness import vm_steps
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REV_SQL = "INSERT INTO revocations (policy, token_id, run_id, reason, due_at, state) VALUES (?, ?, ?, ?, ?, ?)"
@@ -41,24 +41,6 @@ def _revocations(policy: str, state: str, count: int, prefix: str) -> list[tuple
     return [(policy, f"{prefix}{i}", f"run-{prefix}{i}", "superseded", due, str(state)) for i in range(count)]
 
 
-def _vm_steps(journal: Journal, call: Callable[[], object]) -> int:
-    """SQLite's count of the VM instructions ``call`` runs on this thread's connection to ``journal``."""
-    count = 0
-
-    def step() -> int:
-        nonlocal count
-        count += 1
-        return 0
-
-    conn = journal._connection()
-    conn.set_progress_handler(step, 1)
-    try:
-        call()
-    finally:
-        conn.set_progress_handler(None, 0)
-    return count
-
-
 def test_open_revocations_costs_the_same_with_10k_done_revocations(tmp_path: Path) -> None:
     """A policy with one done revocation and one with 10,000 (and a pending one each): the same
     SQLite VM steps. Its `state NOT IN (...)` read every done row: 36 steps fresh, 120,037 at 100k runs."""
@@ -72,7 +54,7 @@ def test_open_revocations_costs_the_same_with_10k_done_revocations(tmp_path: Pat
         journal = open_journal(url, read_only=True)  # as `rotator status` opens it
         try:
             assert [r.token_id for r in open_revocations(journal, "p")] == ["prev0"]
-            steps[done] = _vm_steps(journal, lambda: open_revocations(journal, "p"))  # noqa: B023 (called here)
+            steps[done] = vm_steps(journal, lambda: open_revocations(journal, "p"))  # noqa: B023 (called here)
         finally:
             journal.close()
     assert steps[10_000] == steps[1], steps

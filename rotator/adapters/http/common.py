@@ -95,6 +95,7 @@ __all__ = [
     "error_code",
     "error_text",
     "expect",
+    "header_token_from",
     "is_header_token",
     "is_self",
     "json_body",
@@ -229,6 +230,19 @@ def stored_token_error(where: str, policy: str) -> MalformedPayload:
     )
 
 
+def header_token_from(ref: CredentialRef, base_dir: Path, what: str, token: str) -> Secret:
+    """The token ``ref`` names ({file} or {env}), checked to be one word of printable ASCII
+    (:func:`is_header_token`); ConfigError naming ``what`` it is otherwise, never the value."""
+    value = ref.resolve(base_dir)
+    if not is_header_token(value.reveal()):
+        raise ConfigError(
+            f"the {what} in {ref.describe()} holds white space or a character that is not ASCII, which an HTTP "
+            "header cannot carry",
+            hint=f"write the {token} again as it was issued (one word: ASCII letters, digits and punctuation)",
+        )
+    return value
+
+
 def resolve_credential(
     setting: CredentialSetting, current: Secret | None, base_dir: Path, *, hint_self: str, policy: str
 ) -> Secret:
@@ -238,14 +252,7 @@ def resolve_credential(
     other header value, and httpx reports that as a server it cannot reach. ``policy`` is the
     policy whose stores hold ``current``, for the hint."""
     if isinstance(setting, CredentialRef):
-        value = setting.resolve(base_dir)
-        if not is_header_token(value.reveal()):
-            raise ConfigError(
-                f"the credential in {setting.describe()} holds white space or a character that is not ASCII, "
-                "which an HTTP header cannot carry",
-                hint="write the API token again as it was issued (ASCII letters, digits and punctuation, one line)",
-            )
-        return value
+        return header_token_from(setting, base_dir, "credential", "API token")
     if current is None:
         raise ConfigError(
             "credential = 'self' needs the token the stores hold now, but no token is published yet",

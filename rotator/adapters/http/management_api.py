@@ -81,6 +81,7 @@ from rotator.adapters.http.common import (
     check_tls_choice,
     error_code,
     error_text,
+    header_token_from,
     is_header_token,
     new_client,
     on_http_failure,
@@ -388,15 +389,7 @@ class _ManagementToken:
     def read(self) -> Secret:
         if self._store is None:
             assert self._ref is not None
-            value = self._ref.resolve(self._base_dir)
-            if not is_header_token(value.reveal()):
-                raise ConfigError(
-                    f"the management token in {self._ref.describe()} holds white space or a character that is not "
-                    "ASCII, which an HTTP header cannot carry",
-                    hint="write the management token again as it was issued (one word: ASCII letters, digits and "
-                    "punctuation)",
-                )
-            return value
+            return header_token_from(self._ref, self._base_dir, "management token", "management token")
         location = self._store.location
         hint = _HINT_DEPENDENCY.format(location=location)
         try:  # only read: AWSCURRENT stays valid while another rotation of that secret is under way

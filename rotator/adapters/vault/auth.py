@@ -332,15 +332,10 @@ _DIGEST_KEY = os.urandom(32)
 
 def _elapsed_source(clock: Clock) -> Callable[[], float]:
     """Seconds on a monotonic clock, which a step of the time of day does not move: the clock's own
-    ``monotonic()`` where it has one (a test's), none for a clock that moves only when told (a FakeClock
-    knows nothing of real time: each read is as if no time passed, so a step back counts from the last
-    read), the system's otherwise (the daemon's clock wraps the system clock)."""
+    ``monotonic()`` where it has one (a FakeClock's, which knows nothing of real time: a step back
+    then counts from the last read), the system's otherwise (the daemon's clock wraps the system clock)."""
     own = getattr(clock, "monotonic", None)
-    if callable(own):
-        return cast("Callable[[], float]", own)
-    if callable(getattr(clock, "advance", None)):
-        return lambda: 0.0
-    return time.monotonic
+    return cast("Callable[[], float]", own) if callable(own) else time.monotonic
 
 
 class VaultLogin:
