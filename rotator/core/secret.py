@@ -110,6 +110,11 @@ class Redactor:
             self._drain_locked()
             return value in self._counts
 
+    @property
+    def min_len(self) -> int:
+        """The shortest value this redactor knows (shorter ones are never registered)."""
+        return self._MIN_LEN
+
     def redact(self, text: str) -> str:
         if self._released:
             self._drain()

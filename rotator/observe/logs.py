@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -57,9 +58,12 @@ class RedactingFilter(logging.Filter):
             record.exc_text = REDACTOR.redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         record.msg, record.args = redacted, None
-        for key, value in list(record.__dict__.items()):
-            if key not in _STANDARD and isinstance(value, str):
-                record.__dict__[key] = REDACTOR.redact(value)
+        fields = record.__dict__
+        for key in fields.keys() - _STANDARD:
+            value = fields[key]
+            # (a text shorter than the shortest value the redactor knows cannot hold one)
+            if isinstance(value, str) and len(value) >= REDACTOR.min_len:
+                fields[key] = REDACTOR.redact(value)
         return True
 
 
@@ -91,6 +95,20 @@ class _TextFormatter(logging.Formatter):
     message quotes text from outside (a server's error body, a store's path), and an escape sequence
     in it must not act on the terminal or the pager that shows the log, nor a newline forge a record."""
 
+    #: (whole second, its text): a rotation logs several records a second, and logging.Formatter.formatTime
+    #: converts and formats the same second for each (a tuple: one assignment, safe between threads)
+    _second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, text = self._second
+        whole = int(record.created)
+        if whole != second:
+            text = time.strftime(self.default_time_format, self.converter(whole))
+            self._second = (whole, text)
+        return self.default_msec_format % (text, record.msecs) if self.default_msec_format else text
+
     def format(self, record: logging.LogRecord) -> str:
         # logging.Formatter.format, with each part written out; the traceback text is escaped here,
         # not in formatException: another handler (a JSON file, pytest's) may have cached it first
@@ -98,9 +116,10 @@ class _TextFormatter(logging.Formatter):
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
         text = one_line(self.formatMessage(record))
-        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+        fields = record.__dict__
+        extras = sorted(k for k in fields.keys() - _STANDARD if not k.startswith("_"))
         if extras:
-            text += " " + one_line(" ".join(f"{k}={v}" for k, v in sorted(extras.items())))
+            text += " " + one_line(" ".join(f"{k}={fields[k]}" for k in extras))
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

@@ -48,3 +48,28 @@ def test_text_logs_write_control_characters_out() -> None:
     # Every line that starts without indentation is a record of its own: the two logged, no forged one.
     records = [line for line in text.splitlines() if line and not line.startswith(" ")]
     assert len(records) == 2 and "2026-01-01 00:00:00,000" not in "".join(r[:23] for r in records), records
+
+
+def test_text_lines_carry_the_time_the_standard_formatter_writes() -> None:
+    """The text formatter keeps the last second's text (a rotation logs several records a second): each
+    record still carries its own second and milliseconds, as logging.Formatter writes them."""
+    stream = io.StringIO()
+    setup_logging("info", stream=stream)
+    formatter = next(h for h in logging.getLogger().handlers if getattr(h, "stream", None) is stream).formatter
+    assert formatter is not None
+    standard = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for created in (1_767_225_599.999, 1_767_225_600.0, 1_767_225_600.5, 1_767_225_599.25, 1_767_225_601.001):
+        record = logging.makeLogRecord({"msg": "m", "levelno": logging.INFO, "levelname": "INFO"})
+        record.created, record.msecs = created, int((created - int(created)) * 1000)
+        assert formatter.formatTime(record) == standard.formatTime(record), created
+
+
+def test_every_extra_field_that_could_hold_a_token_is_redacted_and_short_ones_are_kept() -> None:
+    value = Secret("tok-" + "q" * 40)
+    stream = io.StringIO()
+    setup_logging("info", stream=stream)
+    logging.getLogger("rotator.test_logs").info("event", extra={"detail": f"was {value.reveal()}", "step": "mint",
+                                                                "n": 3})
+    text = stream.getvalue()
+    assert value.reveal() not in text and "detail=was ***" in text
+    assert "step=mint" in text and "n=3" in text
