@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any, Protocol
 
 from rotator.config.timefmt import rfc3339_micro
@@ -44,6 +45,7 @@ __all__ = [
     "insert_link_if_head",
     "is_journal_time",
     "read_head",
+    "tables_missing",
     "canonical",
     "canonical_with",
     "detail_text",
@@ -476,6 +478,16 @@ def verify(journal: _JournalLike) -> ChainReport:
         return _verify(cur)
 
 
+def tables_missing(missing: Sequence[str]) -> ChainReport:
+    """The chain's report for a journal that lacks the ``missing`` tables of rotator's: broken.
+    rotator creates them and never drops one, so one dropped is the journal altered outside it."""
+    tables = f"{', '.join(missing)} table{'s' if len(missing) > 1 else ''}"
+    problem = (f"the journal has no {tables} (rotator never drops one: it was dropped outside rotator), so none "
+               "of its history is evidence; compare the journal with a backup")
+    return ChainReport(ok=False, checked=0, head_seq=0, head_hash="", start_seq=0, problem=problem,
+                       broken={"missing_tables": list(missing)})
+
+
 @dataclass(frozen=True)
 class KeptLink:
     """A link kept from an earlier verify or report (its head): sequence number, hash, and the link's
@@ -498,39 +510,67 @@ def check_kept_links(journal: _JournalLike, report: ChainReport, kept: Sequence[
     rewritten with every hash recomputed. Returns (problems, the sequence numbers that cannot be
     checked because a prune of rotator's deleted them).
 
-    A kept link that is gone counts as pruned only when a prune that kept ``keep_history`` (the
-    policy file's) could have deleted it by ``now``; otherwise it is a problem, for a chain rewritten
-    and then pruned up to its head would hide the rewrite (:func:`_not_pruned_by_rotator`)."""
+    A kept link that is gone from the events counts as pruned only when a prune that kept
+    ``keep_history`` (the policy file's) could have deleted it by ``now``; otherwise it is a problem,
+    for a chain rewritten and then pruned up to its head would hide the rewrite
+    (:func:`_not_pruned_by_rotator`). That holds for a link a checkpoint records too: any prune
+    writes one at the last link it deletes, so the checkpoint's hash only shows a rewrite (when it
+    differs), never that the link was kept."""
     problems: list[str] = []
     pruned: list[int] = []
     with journal.audit_transaction(write=False) as (cur, _lock):
         prunes = _prune_records(cur)
         for kept_link in kept:
-            seq, digest = kept_link.seq, kept_link.hash
-            if seq > report.head_seq:
-                problems.append(f"link {seq} is beyond the chain's head (seq {report.head_seq}): events since were "
-                                "deleted and the head rewound, or the journal was restored from an older copy")
-                continue
-            if seq == 0:  # the chain's start: its hash is fixed, and no prune deletes it
-                if digest != GENESIS:
-                    problems.append(f"link 0 is the chain's start, whose hash is always {GENESIS[:16]}... (64 zeros), "
-                                    f"not the kept {digest[:16]}...: this is no head `rotator audit verify` printed")
-                continue
-            row = cur.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
-            if row is None:
-                row = cur.execute("SELECT hash FROM audit_checkpoints WHERE seq = ?", (seq,)).fetchone()
-            if row is None:
-                why = (f"it lies after the pruning checkpoint (seq {report.start_seq})" if seq > report.start_seq
-                       else _not_pruned_by_rotator(cur, kept_link, prunes, keep_history, now))
-                if why is None:
-                    pruned.append(seq)
-                else:
-                    problems.append(f"link {seq} is not in the journal, and no prune of rotator's deleted it: {why}; "
-                                    "the chain may have been rewritten and then pruned to hide it")
-            elif str(row[0]) != digest:
-                problems.append(f"link {seq} has hash {_q(str(row[0])[:16])}..., not the kept {digest[:16]}...: the "
-                                "chain was rewritten up to there")
+            found = _kept_link_check(cur, report, kept_link, prunes, keep_history, now)
+            if found is _Kept.PRUNED:
+                pruned.append(kept_link.seq)
+            elif isinstance(found, str):
+                problems.append(found)
     return problems, pruned
+
+
+class _Kept(Enum):
+    """What became of a kept link, when nothing is wrong with it."""
+
+    HELD = "held"
+    #: a prune of rotator's deleted it: it cannot be checked
+    PRUNED = "pruned"
+
+
+def _kept_link_check(cur: Cursor, report: ChainReport, kept: KeptLink, prunes: Mapping[int, tuple[str, str]],
+                     keep_history: timedelta, now: datetime) -> _Kept | str:  # fmt: skip
+    """Whether the chain holds the kept link ``kept``, or a prune of rotator's deleted it, or what is
+    wrong with it (the problem's text)."""
+    seq, digest = kept.seq, kept.hash
+    if seq > report.head_seq:
+        return (f"link {seq} is beyond the chain's head (seq {report.head_seq}): events since were deleted and the "
+                "head rewound, or the journal was restored from an older copy")
+    if seq == 0:  # the chain's start: its hash is fixed, and no prune deletes it
+        if digest != GENESIS:
+            return (f"link 0 is the chain's start, whose hash is always {GENESIS[:16]}... (64 zeros), not the kept "
+                    f"{digest[:16]}...: this is no head `rotator audit verify` printed")
+        return _Kept.HELD
+    row = cur.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+    if row is not None:
+        return _Kept.HELD if str(row[0]) == digest else _rewritten(seq, str(row[0]), digest, "")
+    # Deleted. A checkpoint at its seq records its hash, but every prune writes one at the last link it
+    # deletes, whatever its cutoff: the hash shows a rewrite, never that the link was kept.
+    checkpoint = cur.execute("SELECT hash FROM audit_checkpoints WHERE seq = ?", (seq,)).fetchone()
+    if checkpoint is not None and str(checkpoint[0]) != digest:
+        return _rewritten(seq, str(checkpoint[0]), digest, " (as the pruning checkpoint at its seq records it)")
+    why = (f"it lies after the pruning checkpoint (seq {report.start_seq})" if seq > report.start_seq
+           else _not_pruned_by_rotator(cur, kept, prunes, keep_history, now))
+    if why is None:
+        return _Kept.PRUNED
+    gone = "is not in the journal" if checkpoint is None else \
+        "is not in the journal (a pruning checkpoint records its hash, as every prune does its last link's)"
+    return (f"link {seq} {gone}, and no prune of rotator's deleted it: {why}; the chain may have been rewritten "
+            "and then pruned to hide it")
+
+
+def _rewritten(seq: int, found: str, kept: str, where: str) -> str:
+    return (f"link {seq} has hash {_q(found[:16])}...{where}, not the kept {kept[:16]}...: the chain was rewritten "
+            "up to there")
 
 
 def _prune_records(cur: Cursor) -> dict[int, tuple[str, str]]:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from rotator.config.policy import Config, Policy, Problem
     from rotator.config.policy_summary import ConfigSummary
     from rotator.config.schedule import NoNextDue
-    from rotator.core.audit_chain import KeptLink
+    from rotator.core.audit_chain import ChainReport, KeptLink
     from rotator.core.engine import Engine
     from rotator.core.journal import Journal
     from rotator.observe.status import PolicyStatus
@@ -597,7 +597,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     if args.reason and not args.revoke_previous_now:  # audited only with an emergency rotation: never dropped
         raise ConfigError("--reason goes with --revoke-previous-now",
                           hint="drop --reason, or add --revoke-previous-now (revokes the previous token at once)")
-    _check_reason(args.reason)
+    reason = _check_reason(args.reason)
     config = _config(args)
     if not args.policy and not args.all:
         raise ConfigError("name the policies to rotate, or pass --all", hint="rotator rotate POLICY [POLICY...]")
@@ -631,7 +631,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             continue
         try:
             results.append(_engine(config, policy, journal).rotate(
-                dry_run=args.dry_run, revoke_previous_now=args.revoke_previous_now, reason=args.reason))
+                dry_run=args.dry_run, revoke_previous_now=args.revoke_previous_now, reason=reason))
         except RotatorError as exc:
             _print_error(exc)
             worst = max(worst, _exit_code(exc))
@@ -871,7 +871,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return _for_each(args, lambda engine: engine.recover())
 
 
-#: the longest --reason of a dismissal: it is kept in the audit chain and shown in every report
+#: the longest --reason (of a dismissal, an emergency rotation, a repair): it is kept in the audit
+#: chain and shown in every report
 MAX_REASON_CHARS = 500
 
 
@@ -910,9 +911,6 @@ def _dismiss(args: argparse.Namespace) -> int:
     if not reason:
         raise ConfigError("--dismiss needs --reason: it is recorded in the audit trail",
                           hint='e.g. --reason "team X\'s token, still in use by their ingest"')
-    if len(reason) > MAX_REASON_CHARS or any(not c.isprintable() for c in reason):
-        raise ConfigError(f"--reason must be one line of at most {MAX_REASON_CHARS} printable characters",
-                          hint="shorten it; the report shows it in every period after")
     config = _config(args)
     policy = config.policy(args.policy[0])
     message = _engine(config, policy, _journal(config)).dismiss_revocation(args.dismiss, reason)
@@ -921,9 +919,11 @@ def _dismiss(args: argparse.Namespace) -> int:
 
 
 def _check_reason(reason: str) -> str:
-    """``--reason`` stripped, refused when it holds token-shaped text (exit 2). It is kept in the audit
-    chain for good and shown in every report and in the command's output: a token pasted into it
-    would leak to every reader of those. The message never repeats it."""
+    """``--reason`` stripped, refused when it holds token-shaped text, is longer than
+    :data:`MAX_REASON_CHARS` or holds control characters (exit 2). It is kept in the audit chain for
+    good and shown in every report and in the command's output: a token pasted into it would leak to
+    every reader of those, and a line break or escape sequence would act on their terminals. The
+    message never repeats it."""
     from rotator.config.inline_secrets import find_token
 
     if find_token(reason):
@@ -931,7 +931,11 @@ def _check_reason(reason: str) -> str:
                           "trail and shown in every report, so it is refused (and not repeated here)",
                           hint="say why in words, and name a token by its id, never its value; if a token was "
                           "pasted, treat it as leaked: rotate it")
-    return reason.strip()
+    reason = reason.strip()
+    if len(reason) > MAX_REASON_CHARS or any(not c.isprintable() for c in reason):
+        raise ConfigError(f"--reason must be one line of at most {MAX_REASON_CHARS} printable characters",
+                          hint="shorten it; the report shows it in every period after")
+    return reason
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
@@ -1003,20 +1007,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
     config = _config(args)
     keep = _keep_history(args, config)
     journal = _journal(config, read_only=True)
-    report = audit_chain.verify(journal)
+    report, tables = _verified(journal)
     problems, pruned = audit_chain.check_kept_links(
-        journal, report, kept, keep, SystemClock().now()) if kept else ([], [])  # fmt: skip
+        journal, report, kept, keep, SystemClock().now()) if kept and tables else ([], [])  # fmt: skip
     text = report.text()  # (its fields from the journal are written out on one line: ChainReport.text)
-    if kept:
+    if kept and not tables:
+        text += f"\nkept links: none of {len(kept)} checked, the journal lacks the chain's tables"
+    elif kept:
         text += (f"\nkept links: {len(kept) - len(pruned) - len(problems)} of {len(kept)} held"
                  + (f"; {len(pruned)} pruned since, cannot be checked: seq {', '.join(map(str, pruned))}"
                     if pruned else ""))
-    _emit(args, {**report.as_dict(), "kept_links": {"problems": problems, "pruned": pruned}} if kept
-          else report.as_dict(), text)
+    _emit(args, {**report.as_dict(), "kept_links": {"problems": problems, "pruned": pruned, "checked": tables}}
+          if kept else report.as_dict(), text)
     if not report.ok:  # (json.dumps writes out every control character that acts on a terminal)
         print(f"rotator: audit chain broken at {json.dumps(report.broken, default=str)}", file=sys.stderr)
-        print("fix: compare with a backup or an earlier report's head; the events from that link on cannot "
-              "be trusted (docs/compliance.md)", file=sys.stderr)
+        print("fix: " + ("compare with a backup or an earlier report's head; the events from that link on cannot "
+                         "be trusted" if tables else "restore the journal from a backup and compare; find out who "
+                         "could write to it") + " (docs/compliance.md)", file=sys.stderr)
     for problem in problems:
         print(f"rotator: {one_line(problem)}", file=sys.stderr)
     if problems:
@@ -1024,6 +1031,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
               "(docs/compliance.md); if a prune kept less than keep_history (`rotator prune --keep-history`), pass "
               "the shortest it kept as --keep-history", file=sys.stderr)
     return EXIT_OK if report.ok and not problems else EXIT_ATTENTION
+
+
+def _verified(journal: Journal) -> tuple[ChainReport, bool]:
+    """The journal's chain verified, and whether its tables are there: one of them dropped is a broken
+    chain (exit 4, as `rotator report` says), not a journal that cannot be read (exit 1)."""
+    from rotator.core import audit_chain
+    from rotator.core.errors import JournalError
+
+    try:
+        return audit_chain.verify(journal), True
+    except JournalError:
+        from rotator.observe.report import _missing_tables  # the report's probe of the catalogue, per backend
+
+        missing = _missing_tables(journal)
+        if not missing:  # the journal's own error: a lost connection, a locked file
+            raise
+    return audit_chain.tables_missing(missing), False
 
 
 def _keep_history(args: argparse.Namespace, config: Config) -> timedelta:
@@ -1071,13 +1095,31 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--keep-history {short.message}", hint=short.hint)
     now = SystemClock().now()
     try:
-        result = audit_chain.prune(_journal(config, create=False), ts(now - keep), ts(now))
+        result = audit_chain.prune(_journal_to_prune(config), ts(now - keep), ts(now))
     except ValueError as exc:
         raise NeedsAttention(str(exc), hint="run `rotator audit verify`; keep the journal as it is for "
                              "investigation") from None
     _emit(args, {"events": result.events, "runs": result.runs, "revocations": result.revocations,
                  "checkpoint_seq": result.checkpoint.seq if result.checkpoint else None}, result.text())
     return EXIT_OK
+
+
+#: how the journal words a missing journal for the commands that only read one (`open_journal`)
+_READS_ONLY = "; this command only reads one and does not create it"
+
+
+def _journal_to_prune(config: Config) -> Journal:
+    """The journal, which must exist: a prune of a path or URL that names none would make an empty one
+    and prune nothing (a wrong `journal` setting would go unnoticed)."""
+    try:
+        return _journal(config, create=False)
+    except ConfigError as exc:
+        text = str(exc)
+        if not text.endswith(_READS_ONLY):  # another problem (a journal left behind by an earlier version)
+            raise
+        # the journal's wording is for the commands that only read: a prune writes, but only to one there is
+        raise ConfigError(text.removesuffix(_READS_ONLY) + "; a prune deletes old history from an existing "
+                          "journal and does not create one", hint=exc.hint) from None
 
 
 def _history_too_short(config: Config, keep: timedelta) -> Problem | None:
