@@ -15,6 +15,7 @@ binary, so the process started here is the server itself.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -34,11 +35,22 @@ __all__ = ["OpenBaoStartError", "find_bao", "free_port", "openbao_dev_server"]
 
 _STARTUP_TIMEOUT_S = 20.0
 _BIND_ATTEMPTS = 3  # a free port can be taken by someone else before bao binds it
+#: dev mode logs its unseal key: a key of a server just killed, but no key belongs in a message
+_UNSEAL_KEY = re.compile(r"(?m)^(\s*Unseal Key:\s*)\S+")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
 
 
 class OpenBaoStartError(RuntimeError):
-    """The dev server did not become healthy."""
+    """The dev server did not become healthy (or there is no ``bao`` to start).
+
+    ``reason``: why, in one line; ``log``: the server's last log lines (root token and unseal key
+    masked), or "".
+    The message holds both, for callers that show it as is."""
+
+    def __init__(self, message: str, *, reason: str = "", log: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        self.log = log
 
 
 def find_bao() -> str:
@@ -87,11 +99,17 @@ def _start(exe: str, port: int | None, root_token: str, tmp: Path) -> tuple[subp
             return proc, url
         except OpenBaoStartError as exc:
             _kill(proc)
-            log = _tail(log_path).replace(root_token, "***")
+            log = _UNSEAL_KEY.sub(r"\1***", _tail(log_path).replace(root_token, "***"))
             if port is None and attempt < _BIND_ATTEMPTS and "address already in use" in f"{exc} {log}":
                 attempt += 1
                 continue
-            raise OpenBaoStartError(f"OpenBao dev server on {url} did not start ({exc}); log:\n{log}") from None
+            raise OpenBaoStartError(f"OpenBao dev server on {url} did not start ({exc}); log:\n{log}",
+                                    reason=str(exc), log=log) from None
+        except BaseException:
+            # Ctrl-C, or the demo's SIGTERM/SIGHUP, while waiting: the caller's cleanup never sees
+            # this server, so it would outlive the temp directory it was started in
+            _kill(proc)
+            raise
 
 
 def _launch(exe: str, url: str, root_token: str, log_path: Path, home: str) -> subprocess.Popen[bytes]:
