@@ -211,7 +211,7 @@ def test_a_transient_error_reading_awscurrent_beside_a_pending_rotation_stays_tr
         ("UnrecognizedClientException", 400, "The security token included in the request is invalid",
          PermanentError, "valid AWS credentials"),
         ("InvalidRequestException", 400, "You can't perform this operation on the secret because it was marked "
-         "for deletion.", PermanentError, "check the store settings"),
+         "for deletion.", PermanentError, "scheduled for deletion"),  # AWS's wording (moto says "marked deleted")
     ],
 )  # fmt: skip
 def test_aws_errors_map_to_transient_or_permanent_with_the_iam_action(stub, code, status, message, expected, hint):

@@ -189,6 +189,11 @@ _HINT_DELETED = (
     "secret, and those tokens stay valid until they expire), e.g. with the issuer's own tool"
 )
 _HINT_AWS = "check the store settings (secret_id, region, endpoint_url) and AWS's message"
+#: How Secrets Manager says a secret is scheduled for deletion (InvalidRequestException, the code alone does
+#: not tell): AWS "...because it was marked for deletion." (its apostrophe straight or typographic), and for
+#: CreateSecret "...already scheduled for deletion."; moto "...currently marked deleted.".
+_MARKED_DELETED = re.compile(r"\bmarked\s+(?:for\s+)?delet(?:ed|ion)\b|\bscheduled\s+for\s+deletion\b",
+                             re.IGNORECASE)
 #: botocore's words for a parameter its service model lacks: the SDK is older than the API (the name
 #: is the caller's keyword, never a value, so it may be shown).
 _UNKNOWN_PARAMETER = re.compile(r'Unknown parameter in input: "(\w{1,64})"')
@@ -1076,7 +1081,7 @@ def _client_error(
         return PermanentError(message, hint=_HINT_CREDENTIALS)
     if code == "ResourceNotFoundException":
         return PermanentError(message, hint=_HINT_NOT_FOUND)
-    if code == "InvalidRequestException" and "marked deleted" in aws_message:
+    if code == "InvalidRequestException" and _MARKED_DELETED.search(aws_message):
         # Retrying cannot help, and once the secret is purged its rotator:revoke:<id> tags go with it:
         # the tokens they record would stay valid until they expire.
         return PermanentError(message, hint=_HINT_DELETED)

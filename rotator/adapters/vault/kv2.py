@@ -56,6 +56,16 @@ client takes nothing from the environment (proxy variables, ``REQUESTS_CA_BUNDLE
 the settings alone decide. ``request_count`` is the number of HTTP requests the store sent
 (tests/adapters/test_store_requests.py asserts them).
 
+Where ``mount`` points. ``mount`` is the engine's path as ``vault secrets list`` shows it (``secret``), not the
+API path (``secret/data``): written so, rotator would read and write the secret ``data/<path>`` of ``secret``.
+The first read finds out before anything is written. The mount's config read cannot answer as a KV v2
+config then (a 404, or a secret named "config"); nor does a path inside a mount, or a KV v1 engine. Only
+then (or when the config read is refused, or a first read fails, and ``mount`` has a ``data`` or
+``metadata`` segment: a real mount may be named so) the store asks Vault which mount serves
+``<mount>/<path>`` (GET ``sys/internal/ui/mounts/<mount>/<path>``, one request, no capability of its own) and
+raises a ConfigError naming the ``mount`` and ``path`` to set, or a PermanentError if the engine is not KV
+version 2. A store set right sends nothing more.
+
 Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 412, 429, 5xx and
 other unexpected statuses become TransientError; TLS failures, 403 (the hint names the path
 and capability) and other 4xx become PermanentError. Messages name the location, operation,
@@ -65,6 +75,7 @@ path and status plus Vault's own error strings (redacted); never the SDK's text 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import shlex
@@ -73,7 +84,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -152,11 +163,34 @@ _HINT_CONFLICT = (
     "`bao kv metadata get {namespace}-mount={mount} {path}` (or `vault kv ...`), then rotate again"
 )
 _HINT_VAULT = "check the store settings (url, namespace, mount, path) and the Vault server's log"
-_ERR_NOT_KV2_MOUNT = "{where}: mount {mount!r} is not a KV version 2 secrets engine (it answers as KV version 1)"
+_ERR_NOT_KV2_MOUNT = "{where}: mount {mount!r} is not a KV version 2 secrets engine ({why})"
+_WHY_KV1 = "it answers as KV version 1"
+_WHY_NO_CONFIG = "its config does not answer as a KV v2 engine's: a KV version 1 engine, or a path inside a mount"
 _HINT_NOT_KV2 = (
-    "point `mount` at a KV v2 engine, or upgrade this one (`vault kv enable-versioning MOUNT`); a KV v1 mount keeps "
-    "what was written to <mount>/data/<path> as a plain secret: delete it (`vault delete MOUNT/data/PATH`)"
+    "point `mount` at a KV v2 engine (its path as `vault secrets list` shows it, e.g. `secret`, never the API path "
+    "`secret/data`), or upgrade this one (`vault kv enable-versioning MOUNT`)"
 )
+_HINT_NOT_KV2_WRITTEN = (
+    _HINT_NOT_KV2 + "; a KV v1 mount keeps what was written to <mount>/data/<path> as a plain secret: delete it "
+    "(`vault delete MOUNT/data/PATH`)"
+)
+_ERR_MOUNT_ELSEWHERE = (
+    "{where}: `mount` {mount!r} is not where a secrets engine is mounted: Vault serves {full!r} from the {kind} "
+    "mounted at {real!r}"
+)
+_HINT_MOUNT_ELSEWHERE = (
+    "set mount = {mount_toml} and path = {path_toml} in the store's settings: `mount` is the engine's path as "
+    "`vault secrets list` shows it{api_path}; rotator writes nothing until then"
+)
+_HINT_API_PATH = ", without the /{segment}/ of the API path"
+_HINT_MOUNT_ONLY = "set mount = {mount_toml} in the store's settings, and `path` to the secret's path inside it"
+_HINT_ELSEWHERE_NOT_KV2 = (
+    "point `mount` and `path` at a KV version 2 engine: the engine that serves this path is not one (`mount` is an "
+    "engine's path as `vault secrets list` shows it{api_path})"
+)
+#: Path segments that make `mount` look like a KV v2 API path (`secret/data`): the mount is then looked up when a
+#: first read fails or the config cannot be read (a real mount may have such a name: the server decides).
+_API_SEGMENTS = frozenset({"data", "metadata"})
 _ERR_NOT_VAULT = "{where}: the answer of {url} to {operation} {path} is not Vault's (not the JSON object Vault sends)"
 _HINT_NOT_VAULT = (
     "check url: it must reach Vault's API itself (an ingress's default page, a proxy, or another service on that "
@@ -364,7 +398,65 @@ def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
         namespace=settings.namespace,
         session=_session(counter, verify),
     )
-    return HvacAPI(client, counter, settings.timeout_s)
+    return _StoreAPI(client, counter, settings.timeout_s)
+
+
+@runtime_checkable
+class MountLookup(Protocol):
+    """A call a client may offer besides :class:`VaultAPI` (:func:`hvac_client`'s does). Without it (a fake
+    given as ``client_factory``) the store does not look its mount up and keeps to its other checks."""
+
+    def mount_info(self, path: str) -> Mapping[str, Any]:
+        """GET ``sys/internal/ui/mounts/<path>``: Vault's JSON body about the mount that serves ``path``
+        (``data``: its ``path``, ``type``, ``options``). It needs no capability of its own: Vault answers
+        for a path in any mount the token may use something of, and refuses (403) any other path, or one
+        in no mount."""
+        ...
+
+
+class _StoreAPI(HvacAPI):
+    """:class:`HvacAPI` (the calls the store shares with the login, rotator/adapters/vault/auth.py) and
+    :class:`MountLookup`."""
+
+    def __init__(self, client: Any, counter: RequestCounter, timeout: float) -> None:
+        super().__init__(client, counter, timeout)
+        self._hvac = client
+
+    def mount_info(self, path: str) -> Mapping[str, Any]:
+        url = hvac.utils.format_url("/v1/sys/internal/ui/mounts/{path}", path=path)
+        try:
+            answer = self._hvac.adapter.get(url)
+        except RecursionError:  # JSON nested thousands deep: no answer of Vault's is
+            raise NotVaultAnswer("nested too deep") from None
+        if not isinstance(answer, Mapping) or not isinstance(answer.get("data"), Mapping):
+            raise NotVaultAnswer("data")
+        return answer
+
+
+_KV2 = "KV version 2 engine"
+
+
+class _MountEntry(NamedTuple):
+    """What Vault says of the mount that serves a path."""
+
+    #: As `vault secrets list` shows it, without the trailing slash
+    path: str
+    #: :data:`_KV2`, "KV version 1 engine", or another engine's type
+    kind: str
+
+
+def _mount_entry(answer: Mapping[str, Any]) -> _MountEntry:
+    """The mount in an answer of :meth:`MountLookup.mount_info`; NotVaultAnswer when it is not Vault's."""
+    data = answer["data"]
+    path, engine, options = data.get("path"), data.get("type"), data.get("options")
+    if not (isinstance(path, str) and path.strip("/") and isinstance(engine, str)
+            and (options is None or isinstance(options, Mapping))):
+        raise NotVaultAnswer("mount")
+    if engine in ("kv", "generic"):  # "generic": KV version 1 under its old name
+        kind = _KV2 if str((options or {}).get("version")) == "2" else "KV version 1 engine"
+    else:
+        kind = f"{engine[:40]!r} engine"
+    return _MountEntry(path.strip("/"), kind)
 
 
 class _Latest(NamedTuple):
@@ -681,8 +773,8 @@ class VaultKV2Store:
                 return _Latest(0, _TOO_DEEP, None)
             data: Mapping[str, Any] = answer["data"]
             if not isinstance(data.get("metadata"), Mapping):  # a KV v1 mount: a plain secret at <mount>/data/<path>
-                raise PermanentError(_ERR_NOT_KV2_MOUNT.format(where=self._location, mount=self._settings.mount),
-                                     hint=_HINT_NOT_KV2)
+                raise PermanentError(_ERR_NOT_KV2_MOUNT.format(where=self._location, mount=self._settings.mount,
+                                                               why=_WHY_KV1), hint=_HINT_NOT_KV2_WRITTEN)
             meta: Mapping[str, Any] = data["metadata"]
             payload = data.get("data")
             # Vault decides what is deleted, by its own clock: it answers a deleted or destroyed version
@@ -741,13 +833,16 @@ class VaultKV2Store:
         """
         if self._versions_checked:
             return None
-        meta = self._read_metadata()
+        meta = self._first_read(self._read_metadata)
         kept = self._checked(lambda: _whole((meta or {}).get("max_versions")), self._read_meta)
         secret_after = self._checked(lambda: _go_duration((meta or {}).get("delete_version_after")), self._read_meta)
         mount_after: timedelta | None = None  # not read
         source = "the secret's"
         if not kept:
-            config = self._call(self._read_config, self._mount_config)
+            config = self._first_read(lambda: self._call(self._read_config, self._mount_config))
+            if config is None or (config is _UNREADABLE and self._names_an_api_path()):
+                self._check_mount(config_answered=config is None)  # raises if the mount is not the secret's
+                config = _UNREADABLE
             kept = self._checked(lambda: _whole(config.get("max_versions")), self._read_config)
             mount_after = self._checked(lambda: _go_duration(config.get("delete_version_after")), self._read_config)
             kept, source = kept or _DEFAULT_MAX_VERSIONS, "the mount's"
@@ -798,13 +893,14 @@ class VaultKV2Store:
             shlex.quote(self._settings.mount),
         )
 
-    def _mount_config(self, api: VaultAPI) -> Mapping[str, Any]:
+    def _mount_config(self, api: VaultAPI) -> Mapping[str, Any] | None:
+        """The mount's KV v2 config; :data:`_UNREADABLE` if the token may not read it; None if the answer
+        is not a KV v2 engine's config, so `mount` is not a KV v2 engine's path (:meth:`_check_mount`)."""
         try:
             data: Mapping[str, Any] = api.read_mount_config(self._settings.mount)["data"]
         except hvac.exceptions.InvalidPath as exc:
-            if not exc.errors:  # KV v2 always has a config; a KV v1 mount has no secret named "config"
-                raise PermanentError(_ERR_NOT_KV2_MOUNT.format(where=self._location, mount=self._settings.mount),
-                                     hint=_HINT_NOT_KV2) from None
+            if not exc.errors:  # KV v2 always has a config: this 404 is of an absent secret named "config"
+                return None
             raise
         except hvac.exceptions.Forbidden as exc:
             # Optional: many policies do not grant it. Unknown counts as Vault's default (10).
@@ -814,8 +910,94 @@ class VaultKV2Store:
                 self._read_config.path,
                 type(exc).__name__,
             )
-            return {}
-        return data
+            return _UNREADABLE
+        # A KV v2 config holds max_versions, never a version. A secret named "config" is something else:
+        # its data or its metadata (`mount` written as the API path, secret/data or secret/metadata: the
+        # metadata has max_versions too, and versions), or a KV v1 secret.
+        return data if "max_versions" in data and "versions" not in data else None
+
+    def _names_an_api_path(self) -> bool:
+        """`mount` has a segment of a KV v2 API path (secret/data): a real mount may be named so, so this
+        only decides whether to ask Vault (:meth:`_lookup_mount`) when nothing else tells."""
+        return not _API_SEGMENTS.isdisjoint(self._settings.mount.split("/"))
+
+    def _first_read(self, read: Callable[[], T]) -> T:
+        """``read()``, one of the store's first reads. A policy written for the secret the user meant
+        refuses the paths a `mount` such as secret/data makes rotator ask for (secret/data/metadata/...):
+        if Vault then says `mount` is a path inside another mount, that is the error (what to set)."""
+        try:
+            return read()
+        except PermanentError as exc:
+            if isinstance(exc, ConfigError) or not self._names_an_api_path():
+                raise
+            entry = self._lookup_mount()
+            if entry is None or entry.path == self._settings.mount:
+                raise
+            raise self._mount_elsewhere(entry) from None
+
+    def _check_mount(self, *, config_answered: bool) -> None:
+        """Raise unless Vault says `mount` is a KV v2 engine's path. Called on the first read, before any
+        write, when the config read did not show one: ``config_answered``, its answer was not a KV v2
+        config (then the mount is not a KV v2 engine's path even if Vault does not say which mount is);
+        else it was refused and `mount` looks like an API path."""
+        entry = self._lookup_mount()
+        where, mount = self._location, self._settings.mount
+        if entry is not None and entry.path != mount:
+            raise self._mount_elsewhere(entry)
+        if entry is not None and entry.kind != _KV2:
+            why = f"Vault says it is a {entry.kind}"
+            raise PermanentError(_ERR_NOT_KV2_MOUNT.format(where=where, mount=mount, why=why), hint=_HINT_NOT_KV2)
+        if entry is None and config_answered:
+            raise PermanentError(_ERR_NOT_KV2_MOUNT.format(where=where, mount=mount, why=_WHY_NO_CONFIG),
+                                 hint=_HINT_NOT_KV2)
+        logger.debug("%s: mount %r is a %s", where, mount, _KV2 if entry else "mount Vault did not describe")
+
+    def _lookup_mount(self) -> _MountEntry | None:
+        """The mount Vault serves `mount`/`path` from (sys/internal/ui/mounts, one request); None when it
+        cannot tell: a client without the lookup, a refusal (a mount the token may use nothing of, or no
+        mount), an answer that is not Vault's, or any other failure (the caller's own error then stands)."""
+        api = self._client()
+        if not isinstance(api, MountLookup):
+            return None
+        full = f"{self._settings.mount}/{self._settings.path}"
+        op = _Op("look up the mount of", f"sys/internal/ui/mounts/{full}", _HINT_VAULT)
+
+        def lookup(api: VaultAPI) -> _MountEntry | None:
+            try:
+                return _mount_entry(api.mount_info(full)) if isinstance(api, MountLookup) else None
+            except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):  # not to be taken for a dead token
+                return None
+
+        try:
+            entry = self._call(op, lookup)
+        except RotatorError as exc:
+            logger.debug("%s: %s", self._location, exc)
+            return None
+        if entry is not None and not f"{full}/".startswith(f"{entry.path}/"):
+            return None  # a path Vault names some other way (a namespace written into `mount`): no advice from it
+        return entry
+
+    def _mount_elsewhere(self, entry: _MountEntry) -> ConfigError:
+        """`mount` names a path inside (or above) the mount Vault serves the secret from: the settings to write."""
+        s = self._settings
+        full = f"{s.mount}/{s.path}"
+        # The path inside the real mount, without the /data/ or /metadata/ that `mount` took from the API path
+        rest = full[len(entry.path) + 1:]
+        extra = s.mount[len(entry.path) + 1:].split("/")[0] if s.mount.startswith(f"{entry.path}/") else ""
+        api_path = ""
+        if extra in _API_SEGMENTS:
+            rest = rest.split("/", 1)[1]
+            api_path = _HINT_API_PATH.format(segment=extra)
+        message = _ERR_MOUNT_ELSEWHERE.format(where=self._location, mount=s.mount, full=full, kind=entry.kind,
+                                              real=entry.path)
+        if entry.kind != _KV2:
+            return ConfigError(message, hint=_HINT_ELSEWHERE_NOT_KV2.format(api_path=api_path))
+        if not rest:  # `mount` and `path` together name the mount (mount = "x/data", path = "y" for x/data/y)
+            return ConfigError(message, hint=_HINT_MOUNT_ONLY.format(mount_toml=json.dumps(entry.path,
+                                                                                           ensure_ascii=False)))
+        return ConfigError(message, hint=_HINT_MOUNT_ELSEWHERE.format(
+            mount_toml=json.dumps(entry.path, ensure_ascii=False), path_toml=json.dumps(rest, ensure_ascii=False),
+            api_path=api_path))
 
     def _op(self, name: str, kind: str, *capabilities: str, also: str = "") -> _Op:
         s = self._settings
@@ -925,6 +1107,8 @@ def _vault_errors(errors: object) -> str:
 
 #: What :meth:`VaultKV2Store._read_version` returns for a payload too deeply nested to decode.
 _TOO_DEEP: Mapping[str, Any] = MappingProxyType({})
+#: What :meth:`VaultKV2Store._mount_config` returns when the token may not read the mount's config.
+_UNREADABLE: Mapping[str, Any] = MappingProxyType({})
 
 
 def _whole(value: object) -> int:
