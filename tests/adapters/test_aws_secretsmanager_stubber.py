@@ -204,6 +204,9 @@ def test_a_transient_error_reading_awscurrent_beside_a_pending_rotation_stays_tr
         ("ThrottlingException", 400, "Rate exceeded", TransientError, "rotator retries"),
         ("InternalServiceError", 500, "An error occurred", TransientError, "rotator retries"),
         ("ServiceUnavailable", 503, "", TransientError, "rotator retries"),
+        ("RequestTimeout", 400, "Your socket connection to the server was not read from or written to within the "
+         "timeout period.", TransientError, "rotator retries"),
+        ("RequestTimeoutException", 400, "Request timed out", TransientError, "rotator retries"),
         ("AccessDeniedException", 400, "User: arn:aws:sts::1:assumed-role/x is not authorized to perform: "
          "secretsmanager:DescribeSecret", PermanentError, "secretsmanager:DescribeSecret"),
         ("AccessDeniedException", 400, "Access to KMS is not allowed", PermanentError, "kms:Decrypt"),

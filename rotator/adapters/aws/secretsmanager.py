@@ -136,6 +136,9 @@ _THROTTLING = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
     "TooManyRequestsException", "RequestLimitExceeded", "SlowDown", "RequestThrottled",
     "PriorRequestNotComplete", "EC2ThrottledException", "ProvisionedThroughputExceededException",
+    # botocore's standard retry mode's transient codes: the server gave up waiting for the request (HTTP 400),
+    # so retrying may succeed, and a write whose answer this was is looked for in the store, not assumed undone
+    "RequestTimeout", "RequestTimeoutException",
 })  # fmt: skip
 _BAD_CREDENTIALS = frozenset({
     "UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
