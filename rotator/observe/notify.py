@@ -298,11 +298,20 @@ def open_private(path: Path) -> TextIO:
 
 
 class AuditSink:
-    """Writes audit records as JSON lines; thread-safe; a write error is logged, never raised."""
+    """Writes audit records as JSON lines; thread-safe; a write error is logged, never raised.
+
+    A write after :meth:`close` still reaches the file. The daemon's listener may read its notifier
+    just before a reload swaps it and closes the old one on another thread: that event's line goes
+    to the closed sink. It is appended by opening the file for that one line and closing it at once
+    (:func:`_append_line`): simpler than keeping the file open for a grace (which a late enough
+    event would still miss), it cannot lose the line while the path is writable, and it holds no
+    descriptor past the write. Lines stay whole: each is one ``write(2)`` to an ``O_APPEND`` file.
+    """
 
     def __init__(self, settings: AuditSettings, base_dir: Path, stdout: TextIO | None = None) -> None:
         self._lock = threading.Lock()
         self._owned = False
+        self._closed = False
         self.where = "stdout"
         if settings.file is None:
             self._stream: TextIO = stdout or sys.stdout
@@ -318,10 +327,13 @@ class AuditSink:
         self.where = str(path)
 
     def reopen(self) -> None:
-        """Open the audit file again (after logrotate moved it); stdout is left alone."""
+        """Open the audit file again (after logrotate moved it); stdout is left alone, and so is a
+        closed sink (its late lines open the file at its path for themselves)."""
         if not self._owned:
             return
         with self._lock:
+            if self._closed:  # a stream opened now would never be closed
+                return
             try:
                 stream = open_private(Path(self.where))  # closed in close()
             except OSError as exc:
@@ -334,6 +346,9 @@ class AuditSink:
         line = _dumps(record) + "\n"
         with self._lock:
             try:
+                if self._closed and self._owned:
+                    _append_line(Path(self.where), line)
+                    return
                 self._stream.write(line)
                 self._stream.flush()
             except (OSError, ValueError) as exc:
@@ -341,8 +356,20 @@ class AuditSink:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._owned:
                 self._stream.close()
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append ``line`` to ``path`` (created 0600) with one open, write and close: nothing stays open."""
+    data = line.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        while data:  # a regular file takes it in one write; a short one (disk nearly full) goes on
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -463,17 +490,33 @@ class _Worker:
     def __init__(self, name: str, on_result: ResultCallback | None, channel: str) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX)
         self._abort = threading.Event()
+        #: set by close(): an item put after it would sit behind the end mark, never handled (see _put)
+        self._closed = False
+        self._put_lock = threading.Lock()
         self._on_result = on_result
         self._channel = channel
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def _put(self, item: Any) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        """Queue ``item``, or drop it (logged, reported ``dropped``) when the queue is full or the worker
+        is closed. An item put after close() would sit behind the end mark: the thread ends at the mark
+        (or has ended), so it would be neither handled nor counted. The check and the put share a lock
+        with close()'s flag, so every item either is queued before the mark or is dropped and counted."""
+        with self._put_lock:
+            closed = self._closed
+            if not closed:
+                try:
+                    self._queue.put_nowait(item)
+                    return
+                except queue.Full:
+                    pass
+        if closed:
+            logger.error("%s: a notification came after it was closed (a reload replaced it, or rotator is "
+                         "stopping), dropping it", self._thread.name)
+        else:
             logger.error("%s: %d notifications already queued, dropping one", self._thread.name, QUEUE_MAX)
-            self._report("dropped")
+        self._report("dropped")
 
     def _report(self, result: str) -> None:
         if self._on_result is not None:
@@ -499,6 +542,8 @@ class _Worker:
         ``reload``: a reload replaced this worker; past ``timeout`` it goes on in the background
         (a webhook without retries, a hook to the end of its queue) and says so."""
         deadline = time.monotonic() + timeout  # a bound on the wait, not a time of day: no Clock needed
+        with self._put_lock:  # from now on _put drops: nothing is queued behind the end mark
+            self._closed = True
         try:
             self._queue.put(None, timeout=max(timeout, 0.01))
         except queue.Full:
@@ -866,7 +911,11 @@ class Notifier:
         ``reload``: a reload replaced this notifier (the log says so of what is left running).
         Otherwise (shutdown) a hook still running at ``timeout``, this notifier's or one of a
         notifier a reload replaced, is killed and its end reported (:meth:`CommandHook.close`), and
-        the webhooks then get at least :data:`KILLED_HOOK_REPORT_S` for the failure event that raised."""
+        the webhooks then get at least :data:`KILLED_HOOK_REPORT_S` for the failure event that raised.
+
+        An event that still comes after this (the daemon's listener read this notifier just before a
+        reload replaced it) is audited all the same (:class:`AuditSink`); its webhooks and hooks are
+        dropped and reported ``dropped`` (:meth:`_Worker._put`)."""
         deadline = time.monotonic() + timeout
         hooks = list(self.hooks)
         if not reload:
