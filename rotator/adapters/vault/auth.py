@@ -339,7 +339,13 @@ def _elapsed_source(clock: Clock) -> Callable[[], float]:
 
 
 class VaultLogin:
-    """Keeps a valid token on one client. Not thread-safe: one store, one caller at a time."""
+    """Keeps a valid token on one client.
+
+    :meth:`ensure` and :meth:`forget` take one caller at a time (the store's job). :meth:`status` and
+    :meth:`due` may be called meanwhile from other threads (the daemon's /readyz and /metrics): they
+    move the planned times back after a clock step, so every read-modify-write of those times (and
+    of ``_seen``, what a step is measured from) holds ``_times_lock``. It is never held across a call
+    to Vault or a file read."""
 
     def __init__(self, auth: TokenAuth | AppRoleAuth | KubernetesAuth, base_dir: Path, clock: Clock) -> None:
         self._auth = auth
@@ -357,6 +363,9 @@ class VaultLogin:
         #: day falls behind the real time passed since
         self._seen: tuple[datetime, float] | None = None
         self._elapsed = _elapsed_source(clock)
+        #: guards _check_at, _expires_at, _retry_at, _creation_ttl and _seen: two threads that both saw a step back
+        #: before either recorded it moved the planned times back twice (an early expiry, ok=false)
+        self._times_lock = threading.Lock()
         #: this token was looked up, and its expiry has passed since: a denied lookup means expired
         self._expired = False
         #: the last login failed because Vault refused it, or it could not start (not that Vault was down)
@@ -414,10 +423,12 @@ class VaultLogin:
 
     def ensure(self, api: AuthAPI) -> None:
         """Make sure ``api`` carries a token that is not about to expire."""
-        now = self._now()
+        with self._times_lock:
+            now = self._now()
+            check_at = self._check_at
         if self._token is None:
             self._attempt(api, self._login)
-        elif self._check_at is not None and now >= self._check_at:
+        elif check_at is not None and now >= check_at:
             self._attempt(api, self._refresh)
 
     def _now(self) -> datetime:
@@ -428,7 +439,12 @@ class VaultLogin:
         day is behind the last one read plus the real time passed since (a monotonic clock): the
         daemon asks an idle store only at its planned times, so "behind the last one read" missed all
         the time between (a 1 h step 20 minutes after the last read moved the renewal back 40 minutes,
-        to the token's expiry). A step forward moves nothing: renewing early is safe."""
+        to the token's expiry). A step forward moves nothing: renewing early is safe.
+
+        The caller holds ``_times_lock`` (the clocks are read under it too: a reading older than
+        ``_seen`` would look like a step back). Every time planned is planned from this reading: one
+        read past it (a step during a call to Vault) would be moved back by that step at the next read,
+        although it was planned after it."""
         now, elapsed = self._clock.now(), self._elapsed()
         if self._seen is not None:
             seen, seen_elapsed = self._seen
@@ -442,23 +458,27 @@ class VaultLogin:
 
     def due(self) -> datetime | None:
         """When :meth:`ensure` has work to do (log in, look up, renew, retry); None: nothing planned."""
-        self._now()
-        if self._token is None:
-            return self._retry_at or _DUE_NOW  # a fixed time: "now" would move on with every call
-        return self._check_at
+        with self._times_lock:
+            self._now()
+            if self._token is None:
+                return self._retry_at or _DUE_NOW  # a fixed time: "now" would move on with every call
+            return self._check_at
 
     def status(self) -> CredentialStatus:
-        now = self._now()
+        """How the token stands now; safe to call while a job of the store runs (see the class)."""
+        with self._times_lock:
+            now = self._now()
+            expires_at, creation_ttl = self._expires_at, self._creation_ttl
         ok, ok_until = True, None
-        if self._expires_at is not None:
-            left = (self._expires_at - now).total_seconds()
-            ttl = max(self._creation_ttl, 1)
+        if expires_at is not None:
+            left = (expires_at - now).total_seconds()
+            ttl = max(creation_ttl, 1)
             ok = left > ttl / 6 and not (self._failures and left < ttl / 3)
             if ok:
-                ok_until = self._expires_at - timedelta(seconds=ttl / 3 if self._failures else ttl / 6)
+                ok_until = expires_at - timedelta(seconds=ttl / 3 if self._failures else ttl / 6)
         elif self._failures and (self._token is None or self._renewable is None):
             ok = False  # nothing known about a token we could not log in with or look up
-        return CredentialStatus(logged_in=self._token is not None, expires_at=self._expires_at,
+        return CredentialStatus(logged_in=self._token is not None, expires_at=expires_at,
                                 renewable=self._renewable, failures=self._failures, error=self._error, ok=ok,
                                 ok_until=ok_until)
 
@@ -471,7 +491,9 @@ class VaultLogin:
             raise
         if self._failures:
             logger.info("Vault token: %s again after %d failure(s)", "renewed" if self._token else "ok", self._failures)
-        self._failures, self._error, self._retry_at = 0, None, None
+        with self._times_lock:
+            self._retry_at = None
+        self._failures, self._error = 0, None
         self._invalid_logins = False
 
     def _failed(self, exc: Exception) -> None:
@@ -482,14 +504,15 @@ class VaultLogin:
         if self._refused:
             cap = REFUSED_LOGIN_CAP
         delay = doubling(first, cap, self._failures)
-        now = self._clock.now()
-        if self._expires_at is not None and not self._refused:  # a refused login is not hurried by expiry
-            left = (self._expires_at - now).total_seconds()
-            if left > 0:
-                delay = min(delay, max(left / 4, 0.5))
-        self._retry_at = now + timedelta(seconds=delay)
-        if self._token is not None:
-            self._check_at = self._retry_at
+        with self._times_lock:
+            now = self._now()
+            if self._expires_at is not None and not self._refused:  # a refused login is not hurried by expiry
+                left = (self._expires_at - now).total_seconds()
+                if left > 0:
+                    delay = min(delay, max(left / 4, 0.5))
+            self._retry_at = now + timedelta(seconds=delay)
+            if self._token is not None:
+                self._check_at = self._retry_at
         if self._resend_at is not None:
             logger.warning("Vault token: login refused (%s, %d in a row); the same credential is not sent again "
                            "before %s, a changed one at the next check in %.1fs", self._error, self._failures,
@@ -518,7 +541,8 @@ class VaultLogin:
             else:
                 return False
             self._token = None
-            self._expires_at = self._check_at = None  # the dropped token's times hurry nothing any more
+            with self._times_lock:
+                self._expires_at = self._check_at = None  # the dropped token's times hurry nothing any more
             api.set_token(None)
             return True
         fresh = self._auth.token.resolve(self._base_dir)
@@ -552,7 +576,8 @@ class VaultLogin:
         """Log in, or read the token (``look_up``: look up even the same token whose expiry is known)."""
         if isinstance(self._auth, TokenAuth):
             token = self._auth.token.resolve(self._base_dir)
-            left = (self._expires_at - self._clock.now()).total_seconds() if self._expires_at else 0
+            with self._times_lock:
+                left = (self._expires_at - self._now()).total_seconds() if self._expires_at else 0
             if token == self._token and self._renewable is not None and left >= 1 and not look_up:
                 # The same token again (not replaced in its file) whose expiry is known: a lookup
                 # would only count down the same TTL. Check again at half of what is left.
@@ -567,7 +592,9 @@ class VaultLogin:
             api.set_token(self._token)
             # Until the lookup answers nothing is known: if it fails, _failed() schedules a new
             # one soon (before, the renewal stayed unset and a renewable token ran out).
-            self._renewable, self._expires_at, self._check_at = None, None, self._clock.now()
+            self._renewable = None
+            with self._times_lock:
+                self._expires_at, self._check_at = None, self._now()
             self._lookup(api)
             return
         if isinstance(self._auth, KubernetesAuth):
@@ -737,14 +764,15 @@ class VaultLogin:
         A token already past that point (max TTL, or a token rotated elsewhere) is checked at
         half its remaining TTL, so the checks do not run on every call.
         """
-        self._renewable, self._creation_ttl = renewable, creation_ttl
-        now = self._clock.now()
-        if ttl <= 0:
-            self._check_at = self._expires_at = None
-            return
-        self._expires_at = now + timedelta(seconds=ttl)
-        wait = max(ttl - creation_ttl / 3, ttl / 2)
-        self._check_at = now + timedelta(seconds=wait)
+        with self._times_lock:
+            self._renewable, self._creation_ttl = renewable, creation_ttl
+            now = self._now()  # recorded as the last time read: a step before it is not applied to these times
+            if ttl <= 0:
+                self._check_at = self._expires_at = None
+                return
+            self._expires_at = now + timedelta(seconds=ttl)
+            wait = max(ttl - creation_ttl / 3, ttl / 2)
+            self._check_at = now + timedelta(seconds=wait)
 
 
 def _login_wait(api: AuthAPI) -> float:
