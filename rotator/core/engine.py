@@ -248,8 +248,6 @@ class Engine:
         self.run_id_factory = run_id_factory
         #: the fencing number of the lease this engine holds now (None: no lease held)
         self._fence: int | None = None
-        #: whether this process took the policy's lease over from a holder it found dead (_take_lease)
-        self._holder_was_dead = False
 
     # ------------------------------------------------------------------ public operations
     def rotate(self, *, dry_run: bool = False, revoke_previous_now: bool = False, reason: str = "",
@@ -693,7 +691,7 @@ class Engine:
             # VERIFIED is the state stores may be written from: recovery finds the token id here
             # and asks every store whether it holds it (roll forward) or not (roll back).
             with self._step(renew=True):
-                # (the lease its store writes run under: see _fence_stale_publishes)
+                # (the lease its store writes run under, kept with the run for whoever reads the journal)
                 self.journal.update_run(run, fence=self._fence, state=RunState.VERIFIED, verified_fence=self._fence)
                 self._event("verify", "ok", run.run_id, token_id=token.token_id)
             self._checkpoint("verified")
@@ -1053,26 +1051,18 @@ class Engine:
 
     def _fence_stale_publishes(self, run: RunRecord, states: dict[str, StoreState]) -> None:
         """Before the candidate of a VERIFIED run is revoked: its process may only be paused, between
-        its lease check and a store write compare-and-set against the version PLAN read (or, for the
-        run's own write that failed transiently, that write may still be on its way to the store).
-        Landing after the revocation, that write would put a revoked token in the store. So every store still at that
-        version is written again with what it holds (its version moves on, and the stale write fails),
-        fenced by this process's lease (an influxctl profile moves its sidecar entry's generation). A
-        store whose version does not move warns: there the stale write can still land
+        its lease check and a store write compare-and-set against the version PLAN read, or a write it
+        sent may still be on its way to the store (the run's own write that failed transiently, or the
+        write of a process killed after it sent it: held by a proxy or load balancer, queued at a busy
+        Vault). Landing after the revocation, that write would put a revoked token in the store. So every
+        store still at that version is written again with what it holds (its version moves on, and the
+        stale write fails), fenced by this process's lease (an influxctl profile moves its sidecar entry's
+        generation). A store whose version does not move warns: there the stale write can still land
         (docs/design-notes.md).
 
-        Not when this process took the lease over from a holder it found dead and that holder is the
-        one that verified the run: a dead process writes nothing late, and the extra version is not
-        free (on AWS it moves AWSPREVIOUS onto the token that stays current). A run is published to
-        its stores under the lease it was verified under (``verified_fence``, written with VERIFIED);
-        a take-over adds one to the fencing number, so the dead holder's lease is this one's - 1. Not
-        ``run.fence``, the lease of the run's last write: a recovery whose pass failed notes its
-        error under its own lease, so a dead holder may have written the run last while the run's
-        publisher, an earlier holder whose expired lease it took, is alive and only paused
-        (tests/engine/test_dead_holder_fencing.py). A run verified before schema 8 has no
-        ``verified_fence``: its stores are moved on."""
-        if self._holder_was_dead and self._fence is not None and run.verified_fence == self._fence - 1:
-            return
+        Also when this process took the lease over from a holder it found dead: its process is gone,
+        but not a request it sent, and nothing journaled proves that request can no longer land
+        (tests/engine/test_dead_holder_inflight_write.py)."""
         stores = dict(self.stores)
         for name, state in states.items():
             planned = run.planned_versions.get(name)
@@ -1505,8 +1495,6 @@ class Engine:
             raise
         finally:
             fence, self._fence = self._fence, outer
-            if outer is None:
-                self._holder_was_dead = False  # a fact about this lease only
             if outer is None and not released and fence is not None:
                 try:
                     self.journal.release_lease(self.policy.name, self.holder, fence)
@@ -1515,7 +1503,6 @@ class Engine:
                     self.journal.release_lease(self.policy.name, self.holder, fence)
 
     def _take_lease(self) -> int:
-        self._holder_was_dead = False  # (also when an earlier take-over failed before its lease began)
         try:
             return self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
         except LeaseBusy as busy:
@@ -1523,7 +1510,6 @@ class Engine:
                 raise
             # A process on this host died holding the lease (kill -9, OOM): no need to wait the TTL.
             self.log.warning("taking over the lease of dead process %s", busy.holder)
-            self._holder_was_dead = True  # it can write nothing late (_fence_stale_publishes)
             return self.journal.take_over_lease(
                 self.policy.name, busy.holder, self.holder, self.lease_ttl, self.clock.now()
             )

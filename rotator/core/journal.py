@@ -179,7 +179,8 @@ class RunRecord:
     #: issuer did not say
     token_created_at: datetime | None = None
     #: the fencing number of the lease under which the run reached VERIFIED (the lease its own store
-    #: writes run under: Engine._fence_stale_publishes); None: not verified, or from before schema 8
+    #: writes run under; a record for whoever reads the journal: recovery moves a VERIFIED run's stores
+    #: on whoever verified it, Engine._fence_stale_publishes); None: not verified, or from before schema 8
     verified_fence: int | None = None
     #: the run's tag is searched for tokens besides its own until then: a try of its mint failed
     #: without a definite answer, and the issuer may still create that token (Engine._search_tags).
@@ -680,6 +681,8 @@ class Journal:
             for write in pending:
                 write()
             yield cur
+            if cur.wrote and self._group is not None:
+                self._refuse_if_durability_lost()
             if not single:
                 self._forget_head()
                 cur.execute("COMMIT")
@@ -732,6 +735,17 @@ class Journal:
         fails on it; a journal that merely does not answer is a readiness matter instead."""
         lost = self._durability_error()
         return None if lost is None else str(lost)
+
+    def _refuse_if_durability_lost(self) -> None:
+        """Inside a write transaction, before its COMMIT: the JournalError of a failed flush, if one failed.
+
+        Every write, also one no flush follows (``durable=False``: a lease and a run planned, on
+        SQLite): the caller acts on a commit that returns (a rotation revokes due tokens after its
+        non-durable first commit), and after a failed flush no action may follow. Memory only: no
+        statement."""
+        lost = self._durability_error()
+        if lost is not None:
+            raise lost
 
     def _durability_error(self) -> JournalError | None:
         if self._group is None:
