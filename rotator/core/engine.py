@@ -681,7 +681,8 @@ class Engine:
                 self.journal.update_run(run, fence=self._fence, state=RunState.MINTED, new_token_id=token.token_id,
                                         new_expires_at=token.expires_at or expires_at, **search)
                 self._event("mint", "ok", run.run_id, token_id=token.token_id)
-            log.info("minted token %s", token.token_id)
+            # (at debug: the audit record of the event above says it at info, with the run's id)
+            log.debug("minted token %s", token.token_id)
             self._checkpoint("minted")
             # 3. VERIFY: new tokens may answer 401 for a while; retry until verify_timeout.
             deadline = self.clock.now() + self.policy.verify_timeout
@@ -1191,12 +1192,13 @@ class Engine:
             self.journal.update_revocation(rev, fence=fence, state=RevocationState.DONE, done_at=now,
                                            attempts=rev.attempts + 1, last_error=None)
             self.journal.finish_published_run(self.policy.name, rev.run_id, rev.token_id, now, fence=fence)
-            self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id,
+            self._event("revoke_old", "ok", rev.run_id, token_id=rev.token_id, reason=rev.reason,
                         note=None if revoked else "already revoked or expired at the issuer")
 
         self.journal.defer(journal_revoked)
         REDACTOR.unpin(rev.token_id)
-        self.log.info("revoked token %s (%s)", rev.token_id, rev.reason)
+        # (at debug: the audit record of the event above says it at info, once it is journaled)
+        self.log.debug("revoked token %s (%s)", rev.token_id, rev.reason)
         return f"token {rev.token_id}: revoked" + ("" if revoked else " (already gone at the issuer)"), states
 
     def _journal_claim(self, token_id: str, source: str, runs: list[RunRecord] | None = None) -> Claim:

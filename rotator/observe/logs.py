@@ -115,11 +115,12 @@ class _TextFormatter(logging.Formatter):
         record.message = record.getMessage()
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
-        text = one_line(self.formatMessage(record))
+        text = self.formatMessage(record)
         fields = record.__dict__
         extras = sorted(k for k in fields.keys() - _STANDARD if not k.startswith("_"))
         if extras:
-            text += " " + one_line(" ".join(f"{k}={fields[k]}" for k in extras))
+            text += " " + " ".join(f"{k}={fields[k]}" for k in extras)
+        text = one_line(text)  # (written out character by character: once for the whole line)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
