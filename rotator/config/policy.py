@@ -137,16 +137,102 @@ class GlobalSettings(BaseModel):
         problem = url_problem(value, _JOURNAL_FIX)
         if problem:
             raise InlineSecretError(f"inline secrets are refused: {problem}")
-        from urllib.parse import urlsplit
-
-        try:
-            port = urlsplit(value).port
-        except ValueError:
-            raise ValueError("the port is not a number from 1 to 65535; write postgresql://user@host:5432/database"
-                             ) from None
-        if port == 0:
-            raise ValueError("the port is not a number from 1 to 65535; write postgresql://user@host:5432/database")
+        problem = _postgres_url_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+#: libpq's connection parameters as of PostgreSQL 18 (https://www.postgresql.org/docs/current/libpq-connect.html
+#: #LIBPQ-PARAMKEYWORDS), for checking a journal URL where psycopg (the postgres extra) is not installed;
+#: with psycopg, the list of the libpq it loads is used instead. "ssl" is libpq's URI-only alias (ssl=true).
+_LIBPQ_KEYWORDS = frozenset({
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth", "channel_binding",
+    "connect_timeout", "client_encoding", "options", "application_name", "fallback_application_name",
+    "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", "replication",
+    "gssencmode", "sslmode", "sslnegotiation", "sslcompression", "sslcert", "sslkey", "sslkeylogfile",
+    "sslpassword", "sslcertmode", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "requirepeer",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "min_protocol_version", "max_protocol_version",
+    "krbsrvname", "gsslib", "gssdelegation", "service", "target_session_attrs", "load_balance_hosts",
+    "oauth_issuer", "oauth_client_id", "oauth_client_secret", "oauth_scope", "scram_client_key",
+    "scram_server_key", "ssl",
+})  # fmt: skip
+_PG_URL_FORM = "write postgresql://user@host:5432/database (several hosts: user@host1:5432,host2:5432/database)"
+
+
+def _postgres_url_problem(url: str) -> str | None:
+    """Why libpq would refuse the postgresql:// ``url`` when the journal is opened, or None."""
+    return _host_problem(url) or _query_problem(url) or _libpq_parse_problem(url)
+
+
+def _host_problem(url: str) -> str | None:
+    # libpq's multi-host form user@host1:port1,host2:port2 (urlsplit would read "port1,host2:port2" as one port);
+    # the host list ends at the first '/' or '?', and an empty host or port means libpq's default
+    netloc = re.split(r"[/?]", url.split("://", 1)[1], maxsplit=1)[0].rpartition("@")[2]
+    for host in netloc.split(","):
+        if host.startswith("[") and "]" not in host:
+            return f"the IPv6 address {host[:_QUOTE_LIMIT]!r} has no closing ']'; write [::1]:5432"
+        name, port = _host_and_port(host)
+        if port and not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+            return f"the port is not a number from 1 to 65535 for host {name[:_QUOTE_LIMIT]!r}; {_PG_URL_FORM}"
+    return None
+
+
+def _host_and_port(host: str) -> tuple[str, str]:
+    if host.startswith("["):  # an IPv6 address: [::1]:5432
+        name, _, rest = host[1:].partition("]")
+        return name, rest.removeprefix(":")
+    name, _, port = host.partition(":")
+    return name, port
+
+
+def _query_problem(url: str) -> str | None:
+    # libpq reads everything after the first '?' as key=value pairs joined by '&' (a '#' included)
+    from urllib.parse import unquote
+
+    query = url.partition("?")[2]
+    if not query:
+        return None
+    known = _libpq_keywords()
+    for pair in query.split("&"):
+        key = unquote(pair.partition("=")[0])
+        if pair and key not in known:
+            return _unknown_key(key, known)
+    return None
+
+
+def _libpq_keywords() -> frozenset[str]:
+    """The loaded libpq's connection parameters, or the documented ones where psycopg is not installed."""
+    try:
+        from psycopg import pq
+    except ImportError:  # the postgres extra is optional; opening the journal says how to install it
+        return _LIBPQ_KEYWORDS
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults()) | {"ssl"}
+
+
+def _unknown_key(key: str, known: frozenset[str]) -> str:
+    near = difflib.get_close_matches(key.lower(), sorted(known), n=1)
+    guess = f" (did you mean {near[0]!r}?)" if near else ""
+    return (f"the query key {key[:_QUOTE_LIMIT]!r}{guess} is not a libpq connection parameter, and libpq would "
+            "refuse the URL; write only libpq's parameters (sslmode, connect_timeout, target_session_attrs, ...: "
+            "https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS), and a server "
+            "setting in options, e.g. ?options=-csearch_path%3Drotator")
+
+
+def _libpq_parse_problem(url: str) -> str | None:
+    """What libpq itself says of ``url`` (a key without '=', a bad %-escape, ssl=false), or None."""
+    try:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:  # the checks above are all there is without psycopg
+        return None
+    try:
+        conninfo_to_dict(url)
+    except ProgrammingError as exc:
+        return (f"libpq cannot read the URL: {one_line(str(exc).strip())[:200]}; write postgresql://user@host:5432/"
+                "database?key=value&key=value (https://www.postgresql.org/docs/current/libpq-connect.html"
+                "#LIBPQ-CONNSTRING-URIS)")
+    return None
 
 
 class Defaults(BaseModel):
