@@ -20,6 +20,7 @@ the few differences (placeholders, how a locking transaction starts, which error
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -42,7 +43,9 @@ from rotator.core.errors import ConfigError, JournalError, JournalUnavailable, L
 from rotator.core.group_sync import GroupSync, WalFile
 
 __all__ = ["Journal", "JournalStats", "Preflight", "RevocationState", "Revocation", "RunRecord", "RunState",
-           "open_journal", "ts"]
+           "open_journal", "postgres_url_problem", "ts"]
+
+_log = logging.getLogger("rotator.journal")
 
 
 class RunState(StrEnum):
@@ -339,6 +342,13 @@ class _Backend:
     errors: tuple[type[BaseException], ...]
     #: errors after which the connection is dropped and made anew on next use
     connection_errors: tuple[type[BaseException], ...] = ()
+    #: after an error of any kind: true when ``conn`` can run no more statements (psycopg: closed, or
+    #: broken by a session the server ended), so it is dropped and made anew on next use too
+    connection_lost: Callable[[Any], bool] = lambda _conn: False
+    #: the readiness probe's one statement (Journal.ping): a read of a page of rotator's own (SQLite
+    #: answers `SELECT 1` from no file at all: a journal file replaced by an empty one passed). A
+    #: second column, where there is one, is true when the session cannot write
+    ping_sql: str = "SELECT version FROM schema_version"
     paramstyle_percent: bool = False
     begin: str = "BEGIN"
     begin_locked: str = "BEGIN IMMEDIATE"
@@ -498,7 +508,8 @@ class _Watchdog:
             self._next_key += 1
             key = self._next_key
             self._armed[key] = (time.monotonic() + self._deadline_s, conn)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
+                # (a thread that died would leave every later deadline unenforced)
                 self._thread = threading.Thread(target=self._run, name="rotator-journal-watchdog", daemon=True)
                 self._thread.start()
             elif len(self._armed) == 1:
@@ -527,7 +538,10 @@ class _Watchdog:
                     continue
                 del self._armed[key]
                 # Under the lock: a transaction that ends now waits in disarm() until the cut is done.
-                self._abort(conn)
+                try:
+                    self._abort(conn)
+                except Exception:  # the watchdog must outlive a cut that fails: later deadlines need it
+                    _log.debug("journal watchdog: cutting a connection failed", exc_info=True)
 
 
 class _Local:
@@ -820,8 +834,7 @@ class Journal:
             try:
                 behind = audit_chain.head_behind(cur)
             except Exception as second:  # the explanation is best effort; the original error stands
-                if isinstance(second, self._backend.connection_errors):
-                    self._drop_connection()
+                self._drop_connection_if_lost(second)
                 behind = None
             if behind is not None:
                 explained = self._head_behind_error(*behind)
@@ -832,8 +845,10 @@ class Journal:
         if self._backend.unavailable(exc):
             return JournalUnavailable(
                 f"journal {self.location}: {prefix}{exc}",
-                hint="the journal did not answer in time or its connection broke; rotator retries on the next "
-                "run. Check the database server, the network to it and long-running locks",
+                hint="the journal did not answer in time, its connection broke, or its server accepts no writes "
+                "(a standby, a primary demoted by a fail-over); rotator connects again and retries on the next run. "
+                "Check the database server, the network to it, which server the journal URL reaches, and "
+                "long-running locks",
             )
         return JournalError(f"journal {self.location}: {prefix}{exc}", hint=_JOURNAL_HINT)
 
@@ -841,15 +856,25 @@ class Journal:
         """Raise JournalUnavailable (a TransientError) or JournalError unless the journal answers now.
 
         For readiness probes: one short read, bounded by the backend's connect and statement timeouts;
+        JournalUnavailable too when a writable journal's PostgreSQL session accepts no writes (a standby),
         and a JournalError once a flush of the journal has failed (no commit is durable any more).
         """
         lost = self._durability_error()
         if lost is not None:
             raise lost
         with self._tx(single=True) as cur:
-            # a read of a page of rotator's own (SQLite answers `SELECT 1` from no file at all: a journal
-            # file overwritten or replaced by an empty one passed)
-            cur.execute("SELECT version FROM schema_version").fetchone()
+            row = cur.execute(self._backend.ping_sql).fetchone()
+        if row is not None and len(row) > 1 and row[1]:
+            # Answering is not enough: a standby (a fail-over's demoted primary) answers every read
+            # and refuses every write. Not ready, and the next try connects anew (to the primary).
+            if self._threads.state.cur is None:
+                self._drop_connection()
+            raise JournalUnavailable(
+                f"journal {self.location}: the server answers but accepts no writes (transaction_read_only is on)",
+                hint="the journal URL reaches a standby or a primary demoted by a fail-over (a stale DNS answer, "
+                "a proxy's stale target); rotator connects again at the next check. Point the URL at the writable "
+                "server (target_session_attrs=read-write picks it among several hosts)",
+            )
 
     def _check_fence(self, cur: _Cursor, policy: str, fence: int | None, what: str) -> None:
         """Inside a write transaction: LeaseLost unless ``fence`` is still the policy's fencing number.
@@ -894,7 +919,16 @@ class Journal:
                 cur.execute("ROLLBACK")
         except self._backend.errors:
             pass
-        if isinstance(exc, self._backend.connection_errors):
+        self._drop_connection_if_lost(exc)
+
+    def _drop_connection_if_lost(self, exc: BaseException) -> None:
+        """Drop this thread's connection after ``exc`` if it cannot serve the next operation: a lost
+        connection, a server that no longer accepts writes (a standby; a primary demoted by a fail-over,
+        still reached through a stale DNS answer: the next connection finds the new primary), or a
+        session the server ended (e.g. its idle_in_transaction_session_timeout)."""
+        conn = self._threads.state.conn
+        if isinstance(exc, self._backend.connection_errors) or (
+                conn is not None and self._backend.connection_lost(conn)):
             self._drop_connection()
 
     def _drop_connection(self) -> None:
@@ -1627,7 +1661,7 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> J
             raise _no_journal(path)
         return Journal(_sqlite_backend(Path(path), read_only), path, create, read_only)
     if url.startswith(("postgresql://", "postgres://")):
-        return Journal(_postgres_backend(url), _redact_url(url), create, read_only)
+        return Journal(_postgres_backend(url, read_only), _redact_url(url), create, read_only)
     raise ConfigError(
         f"unsupported journal URL {url!r}",
         hint="use a path, sqlite:///absolute/path or postgresql://user@host/database",
@@ -1670,7 +1704,7 @@ def _refuse_a_journal_left_behind(url: str, path: str) -> None:
 
 def _no_journal(location: str) -> ConfigError:
     return ConfigError(
-        f"there is no journal at {location}; this command only reads one and does not create it",
+        f"there is no journal at {location}; this command does not create one",
         hint="check `journal` under [rotator] in the policy file (a relative path is relative to the policy file) "
         "and -c/--config; a new journal is made by the first `rotator bootstrap` or `rotator rotate`",
     )
@@ -1804,42 +1838,155 @@ def _sqlite_busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
-#: PostgreSQL time limits (seconds unless said otherwise), each used unless the URL sets its own:
-#: a server that accepts and never answers, a query stuck behind a lock, or a dead peer must
-#: end in a transient error, never hang a worker.
+#: PostgreSQL connection parameters (times in seconds unless said otherwise), each used unless the URL
+#: (or libpq's environment variable for it) sets its own: a server that accepts and never answers, a
+#: query stuck behind a lock, or a dead peer must end in a transient error, never hang a worker.
 PG_DEFAULTS: dict[str, str] = {
     "connect_timeout": "10",  # whole connection set-up, including a server that never answers
     "keepalives": "1", "keepalives_idle": "15", "keepalives_interval": "5", "keepalives_count": "3",
     "tcp_user_timeout": "30000",  # ms: sent data unacknowledged this long -> the connection is dead
 }  # fmt: skip
+#: and for a journal that writes: a server that accepts writes. Of several hosts (host=a,b) libpq picks
+#: the primary, and it refuses a standby (a primary demoted by a fail-over, still reached through a stale
+#: DNS answer) at connect, a transient error: the next try connects again. A read-only open takes any.
+PG_WRITER_DEFAULTS: dict[str, str] = {"target_session_attrs": "read-write"}
 PG_STATEMENT_TIMEOUT_MS = 30_000
 PG_LOCK_TIMEOUT_MS = 10_000
+#: the server's own keepalives for the session (its default is the OS's, ~2 h): a client the network
+#: cut off is found gone in ~30 s, and its session ends (ignored on a unix socket)
+PG_SERVER_KEEPALIVES: dict[str, int] = {"tcp_keepalives_idle": 15, "tcp_keepalives_interval": 5,
+                                        "tcp_keepalives_count": 3}
+#: the largest value PostgreSQL takes for a time setting in milliseconds (INT_MAX)
+_PG_MAX_MS = 2**31 - 1
+#: PostgreSQL's units of time, in milliseconds (its manual, "Parameter Names and Values"; case-sensitive)
+_PG_TIME_UNITS_MS: dict[str, float] = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000,
+                                       "d": 86_400_000}
+#: libpq's environment variables for the parameters postgres_conninfo reads or sets: a parameter in
+#: the conninfo hides its variable (the Helm chart's envFrom Secret sets some), so start from those
+_PG_ENV = {"options": "PGOPTIONS", "application_name": "PGAPPNAME", "connect_timeout": "PGCONNECT_TIMEOUT",
+           "target_session_attrs": "PGTARGETSESSIONATTRS"}
 
 
-def postgres_conninfo(url: str) -> str:
-    """``url`` with rotator's connect/keepalive defaults and statement/lock timeouts added where unset."""
+def postgres_conninfo(url: str, read_only: bool = False) -> str:
+    """``url`` with rotator's defaults added where unset: connect and keepalive parameters, a server
+    that accepts writes (unless ``read_only``), and the statement, lock and idle-in-transaction
+    timeouts and the server's keepalives through ``options``. ConfigError when libpq cannot read
+    ``url`` (:func:`postgres_url_problem`)."""
+    from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    params = conninfo_to_dict(url)
-    # A parameter in the conninfo hides libpq's environment variable for it (PGOPTIONS, PGAPPNAME,
-    # PGCONNECT_TIMEOUT: the Helm chart's envFrom Secret sets them), so start from those.
-    env = {"options": "PGOPTIONS", "application_name": "PGAPPNAME", "connect_timeout": "PGCONNECT_TIMEOUT"}
-    given = {k: os.environ[var] for k, var in env.items() if k not in params and os.environ.get(var)}
-    extra: dict[str, Any] = {k: v for k, v in PG_DEFAULTS.items() if k not in params and k not in given}
+    try:
+        params = conninfo_to_dict(url)
+    except ProgrammingError as exc:
+        what, fix = _url_problem_of(url, exc)
+        raise ConfigError(what, hint=fix) from None
+    given = {k: os.environ[var] for k, var in _PG_ENV.items() if k not in params and os.environ.get(var)}
+    defaults = PG_DEFAULTS if read_only else {**PG_DEFAULTS, **PG_WRITER_DEFAULTS}
+    extra: dict[str, Any] = {k: v for k, v in defaults.items() if k not in params and k not in given}
     options = str(params.get("options") or given.get("options") or "")
     for name, value in (("statement_timeout", PG_STATEMENT_TIMEOUT_MS), ("lock_timeout", PG_LOCK_TIMEOUT_MS)):
-        if name not in options:
-            options = f"{options} -c {name}={value}".strip()
+        options = _with_setting(options, name, value)
+    # A session left idle in a transaction (its process paused, the network to it cut: neither side can
+    # end it) keeps its row locks, the audit chain's head among them, which every replica's every event
+    # write waits for: the server ends it once it has been idle as long as a transaction may last.
+    idle_ms = min(round(_tx_deadline_s(_options_statement_timeout_s(options)) * 1000), _PG_MAX_MS)
+    options = _with_setting(options, "idle_in_transaction_session_timeout", idle_ms)
+    for name, value in PG_SERVER_KEEPALIVES.items():
+        options = _with_setting(options, name, value)
     extra["options"] = options
     extra["application_name"] = params.get("application_name") or given.get("application_name") or "rotator"
     return make_conninfo(url, **extra)
 
 
+def _with_setting(options: str, name: str, value: int) -> str:
+    """``options`` with ``-c name=value`` added unless it sets ``name`` already."""
+    return options if name in options else f"{options} -c {name}={value}".strip()
+
+
+def postgres_url_problem(url: str) -> str | None:
+    """What libpq cannot read in the PostgreSQL journal URL ``url`` (a query key that is no libpq
+    connection parameter, e.g. ``?search_path=...``; a bad percent escape) and how to fix it, in one
+    text without the URL's password; None when libpq reads it, or when psycopg is not installed
+    (opening the journal says that)."""
+    try:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        return None
+    try:
+        conninfo_to_dict(url)
+    except ProgrammingError as exc:
+        what, fix = _url_problem_of(url, exc)
+        return f"{what}; {fix}"
+    return None
+
+
+def _url_problem_of(url: str, exc: BaseException) -> tuple[str, str]:
+    """The problem libpq found in ``url`` (``exc``) and how to fix it, without the URL's password."""
+    from urllib.parse import unquote, urlsplit
+
+    detail = str(exc).strip()
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not even Python reads it (e.g. an unclosed [): hide whatever libpq quotes
+        detail = re.sub(r'"[^"]*"', '"***"', detail)
+        password = None
+    if password:
+        # libpq quotes the part it cannot decode, which may be (a piece of) the password
+        for quoted in re.findall(r'"([^"]*)"', detail):
+            if quoted and (quoted in password or password in quoted or unquote(password) in quoted):
+                detail = detail.replace(quoted, "***")
+        detail = detail.replace(password, "***").replace(unquote(password), "***")
+    key = re.fullmatch(r'invalid URI query parameter: "(.*)"', detail)
+    what = f"the journal URL {_redact_url_safely(url)} cannot be read by libpq: {detail}"
+    if key is None:
+        return what, ("write it as postgresql://user@host:5432/database?param=value, with each % in the user "
+                      "name or password written %25")
+    name = key.group(1)
+    example = "-csearch_path%3Drotator" if name == "search_path" else f"-c{name}%3DVALUE"
+    return what, (f"{name} is not a libpq connection parameter, the only keys a postgresql:// URL's query takes "
+                  f"(sslmode, connect_timeout, options...): check its spelling, or pass a server setting in options "
+                  f"instead: ?options={example}")
+
+
+def _redact_url_safely(url: str) -> str:
+    try:
+        return _redact_url(url)
+    except ValueError:  # a port that is not a number: urlsplit refuses to read it
+        return "(not shown: its host or port cannot be read)"
+
+
+def pg_duration_ms(value: str) -> float | None:
+    """A PostgreSQL time setting whose base unit is the millisecond (``statement_timeout``) in
+    milliseconds: a number with one of PostgreSQL's units (us, ms, s, min, h, d) or none (ms);
+    None when PostgreSQL would not read it (then the server refuses the connection itself)."""
+    found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)\s*", value)
+    if found is None or (found.group(2) or "ms") not in _PG_TIME_UNITS_MS:
+        return None
+    return min(float(found.group(1)) * _PG_TIME_UNITS_MS[found.group(2) or "ms"], _PG_MAX_MS)
+
+
 def _statement_timeout_s(conninfo: str) -> float:
+    """The statement_timeout ``conninfo`` sets through its options, in seconds; rotator's default where
+    it sets none, or 0 (no limit on the server): a write transaction's row locks hold other replicas
+    up, so the watchdog keeps its default deadline then."""
     from psycopg.conninfo import conninfo_to_dict
 
-    found = re.search(r"statement_timeout\s*=\s*(\d+)", str(conninfo_to_dict(conninfo).get("options") or ""))
-    return int(found.group(1)) / 1000 if found and len(found.group(1)) < 10 else PG_STATEMENT_TIMEOUT_MS / 1000
+    return _options_statement_timeout_s(str(conninfo_to_dict(conninfo).get("options") or ""))
+
+
+def _options_statement_timeout_s(options: str) -> float:
+    # the server takes the last one given
+    found = re.findall(r"statement_timeout\s*=\s*(\S+)", options)
+    ms = pg_duration_ms(found[-1]) if found else None
+    return (ms or PG_STATEMENT_TIMEOUT_MS) / 1000
+
+
+def _tx_deadline_s(statement_timeout_s: float) -> float:
+    """How long one transaction may wait on the server before the watchdog cuts it: a transaction is a
+    few short statements, and twice the statement timeout plus a margin is never reached by one that
+    the server is answering."""
+    return 2 * statement_timeout_s + 5
 
 
 def _cut_connection(conn: Any) -> None:
@@ -1850,33 +1997,36 @@ def _cut_connection(conn: Any) -> None:
     try:
         with socket.socket(fileno=os.dup(conn.fileno())) as sock:
             sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed: nothing is blocked on it
+    except Exception:  # closed meanwhile (psycopg's fileno() raises OperationalError then): nothing waits on it
+        _log.debug("journal watchdog: the connection to cut is closed already", exc_info=True)
 
 
-def _postgres_backend(url: str) -> _Backend:
+def _postgres_backend(url: str, read_only: bool = False) -> _Backend:
     try:
         import psycopg
     except ImportError as exc:
         raise ConfigError("a postgresql:// journal needs psycopg", hint=install_hint(exc)) from None
-    conninfo = postgres_conninfo(url)
-    # A transaction is a few short statements: twice the statement timeout plus a margin is never
-    # reached by one that the server is answering.
-    tx_deadline_s = 2 * _statement_timeout_s(conninfo) + 5
+    conninfo = postgres_conninfo(url, read_only)
+    tx_deadline_s = _tx_deadline_s(_statement_timeout_s(conninfo))
 
     def connect() -> Any:
         # autocommit: every transaction is an explicit BEGIN ... COMMIT, as on SQLite.
         return psycopg.connect(conninfo, autocommit=True)
 
+    # OperationalError: connect timeout, reset, server gone or ending the session (AdminShutdown...).
+    # A server that accepts no writes (ReadOnlySqlTransaction: a standby, a demoted primary) or that
+    # ended a session idle in its transaction serves this connection's next operation no better.
+    gone = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction,
+            psycopg.errors.IdleInTransactionSessionTimeout)
     return _Backend(
         name="postgresql",
         connect=connect,
         errors=(psycopg.Error,),
-        connection_errors=(psycopg.OperationalError, psycopg.InterfaceError),
-        # QueryCanceled: statement_timeout; LockNotAvailable: lock_timeout; OperationalError: connect
-        # timeout, reset, server gone.
-        unavailable=lambda exc: isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError,
-                                                 psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)),
+        connection_errors=gone,
+        connection_lost=lambda conn: bool(conn.closed or conn.broken),
+        # QueryCanceled: statement_timeout; LockNotAvailable: lock_timeout
+        unavailable=lambda exc: isinstance(exc, (*gone, psycopg.errors.QueryCanceled,
+                                                 psycopg.errors.LockNotAvailable)),
         seq_collision=lambda exc: isinstance(exc, psycopg.errors.UniqueViolation)
         and exc.diag.constraint_name == "events_seq",
         lock_row=" FOR UPDATE",
@@ -1892,6 +2042,9 @@ def _postgres_backend(url: str) -> _Backend:
         snapshot_inside="SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
         migration_lock="SELECT pg_advisory_xact_lock(7306180)",  # one arbitrary key for rotator migrations
         table_exists="SELECT to_regclass(?) WHERE to_regclass(?) IS NOT NULL",
+        # (a command that only reads may read a standby: an auditor's replica)
+        ping_sql="SELECT version FROM schema_version" if read_only
+        else "SELECT version, current_setting('transaction_read_only') = 'on' FROM schema_version",
     )
 
 

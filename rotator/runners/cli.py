@@ -1095,31 +1095,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--keep-history {short.message}", hint=short.hint)
     now = SystemClock().now()
     try:
-        result = audit_chain.prune(_journal_to_prune(config), ts(now - keep), ts(now))
+        # create=False: a prune of a path or URL that names no journal would make an empty one and prune
+        # nothing (a wrong `journal` setting would go unnoticed)
+        result = audit_chain.prune(_journal(config, create=False), ts(now - keep), ts(now))
     except ValueError as exc:
         raise NeedsAttention(str(exc), hint="run `rotator audit verify`; keep the journal as it is for "
                              "investigation") from None
     _emit(args, {"events": result.events, "runs": result.runs, "revocations": result.revocations,
                  "checkpoint_seq": result.checkpoint.seq if result.checkpoint else None}, result.text())
     return EXIT_OK
-
-
-#: how the journal words a missing journal for the commands that only read one (`open_journal`)
-_READS_ONLY = "; this command only reads one and does not create it"
-
-
-def _journal_to_prune(config: Config) -> Journal:
-    """The journal, which must exist: a prune of a path or URL that names none would make an empty one
-    and prune nothing (a wrong `journal` setting would go unnoticed)."""
-    try:
-        return _journal(config, create=False)
-    except ConfigError as exc:
-        text = str(exc)
-        if not text.endswith(_READS_ONLY):  # another problem (a journal left behind by an earlier version)
-            raise
-        # the journal's wording is for the commands that only read: a prune writes, but only to one there is
-        raise ConfigError(text.removesuffix(_READS_ONLY) + "; a prune deletes old history from an existing "
-                          "journal and does not create one", hint=exc.hint) from None
 
 
 def _history_too_short(config: Config, keep: timedelta) -> Problem | None:

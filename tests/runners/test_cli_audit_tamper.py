@@ -130,7 +130,6 @@ def test_prune_of_a_missing_journal_says_it_creates_none(tmp_path: Path, capsys:
     path = _policy_file(tmp_path)
     code, out, err = _cli(tmp_path, capsys, "prune")
     assert code == 2, (out, err)
-    assert f"rotator: error: there is no journal at {path}; a prune deletes old history from an existing " \
-        "journal and does not create one\n" in err, err
+    assert f"rotator: error: there is no journal at {path}; this command does not create one\n" in err, err
     assert "only reads" not in err and "fix: check `journal` under [rotator]" in err, err
     assert not path.exists(), "none created"
