@@ -1002,10 +1002,67 @@ FINAL_RUN_STATES = ("done", "failed", "aborted")
 #: transaction, which only reads them again to compare (and deletes them), so a prune of millions
 #: of events holds rotations up for a fraction of a second at a time (bench/prune_lock.py)
 PRUNE_BATCH = 50_000
+#: runs (or revocations) deleted per write transaction of a prune, after its last `prune` event: a
+#: few set-based statements that take neither the audit head nor more than a fraction of a second
+#: (SQLite's write lock), so a backlog of 100,000s of old runs holds no event write up and stays
+#: within any transaction deadline (one run at a time under the head: minutes, cut, nothing pruned)
+PRUNE_ROW_BATCH = 4000
+#: keys per DELETE statement: their bound parameters stay under SQLite's oldest limit (999), and an OR
+#: of them under its expression depth (1,000)
+_KEYS_PER_STATEMENT = 400
+
+_FINAL_STATES_SQL = ", ".join(f"'{state}'" for state in FINAL_RUN_STATES)
+#: a run an unfinished revocation needs: its scheduling run, and the runs that minted (or
+#: bootstrapped) its token, since the revocation rule revokes only a token rotator's own records say
+#: it minted (without them the revocation would be refused and the old token left valid). The only
+#: reason to keep an old finished run that can arise after a prune found it (a revocation scheduled
+#: again), so each DELETE checks it again. (state < 'done' OR state > 'done'): state <> 'done' read
+#: through the index on (state, due_at), the few unfinished rows, not every revocation at each DELETE.
+_RUN_NEEDED = (
+    "(runs.run_id IN (SELECT v.run_id FROM revocations v WHERE v.state < 'done' OR v.state > 'done') "
+    "OR EXISTS (SELECT 1 FROM revocations v WHERE v.policy = runs.policy AND v.token_id = runs.new_token_id "
+    "AND v.state <> 'done'))"
+)
+#: a run a prune deletes (one parameter, the cutoff): finished before the cutoff, not its policy's
+#: newest successful run (it names the current token; a newer one only ever replaces it), not needed
+_PRUNABLE_RUN = (
+    f"runs.state IN ({_FINAL_STATES_SQL}) AND COALESCE(runs.finished_at, runs.updated_at) < ? "
+    "AND NOT (runs.state IN ('published', 'done') AND runs.published_at IS NOT NULL AND runs.published_at = "
+    "(SELECT MAX(o.published_at) FROM runs o WHERE o.policy = runs.policy AND o.state IN ('published', 'done'))) "
+    f"AND NOT {_RUN_NEEDED}"
+)
+#: a done revocation a kept run replaced its token again (one parameter, the cutoff): a token current
+#: again after an older store version was restored; the report checks that run's revocation against
+#: its row. Can arise after a prune found the row (a rotation meanwhile), so each DELETE checks it again.
+_REVOCATION_NEEDED = ("EXISTS (SELECT 1 FROM runs r WHERE r.policy = revocations.policy "
+                      "AND r.old_token_id = revocations.token_id AND r.published_at >= ?)")
+#: a revocation a prune deletes (two parameters, the cutoff twice): done before the cutoff (a done row
+#: stays done: journal._insert_revocation), not needed
+_PRUNABLE_REVOCATION = f"revocations.state = 'done' AND revocations.done_at < ? AND NOT {_REVOCATION_NEEDED}"
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One table whose old rows a prune deletes: its key columns, which rows may go (``prunable``, taking
+    the cutoff ``cutoffs`` times), and why one found so may have to stay since (``needed``, taking it
+    ``needed_cutoffs`` times). The rest of ``prunable`` cannot change once true, and is not checked
+    again: SQLite's planner would read a DELETE's rows through an index on it (every done revocation
+    through the one on state) instead of the primary key."""
+
+    table: str
+    key: tuple[str, ...]
+    prunable: str
+    cutoffs: int
+    needed: str
+    needed_cutoffs: int
+
+
+_RUNS = _Rows("runs", ("run_id",), _PRUNABLE_RUN, 1, _RUN_NEEDED, 0)
+_REVOCATIONS = _Rows("revocations", ("policy", "token_id"), _PRUNABLE_REVOCATION, 2, _REVOCATION_NEEDED, 1)
 
 
 def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BATCH,
-          stop: Callable[[], bool] | None = None) -> PruneResult:  # fmt: skip
+          stop: Callable[[], bool] | None = None, row_batch: int = PRUNE_ROW_BATCH) -> PruneResult:  # fmt: skip
     """Delete events, finished runs and done revocations older than ``cutoff`` (journal time text).
 
     Events go as a prefix of the chain; a checkpoint records the last pruned link and per-policy
@@ -1017,12 +1074,16 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
     read transaction first, and then the prefix goes in batches of at most ``batch`` events. A batch's
     links are checked in a read transaction; its write transaction reads them again, deletes them
     only if they are still exactly what was checked (an edit in between: ValueError, and they stay),
-    and writes the batch's checkpoint and ``prune`` event. Each batch starts from the latest
-    checkpoint, so a prune that failed part-way (or ran beside another) is finished by running it
-    again. ``stop`` is asked before each batch (a daemon that stops): True ends the prune there.
+    and writes the batch's checkpoint and ``prune`` event. The last batch's read also finds the old
+    runs and revocations, which its ``prune`` event counts (with its cutoff), and which then go
+    ``row_batch`` at a time, each batch in a write transaction of its own that does not take the
+    chain's head (:data:`PRUNE_ROW_BATCH`). Each batch starts from the latest checkpoint, and a row
+    still there is found again, so a prune that failed part-way (or ran beside another) is finished
+    by running it again. ``stop`` is asked before each batch (a daemon that stops): True ends the
+    prune there. The result counts the runs and revocations this call deleted.
     """
-    if batch < 1:
-        raise ValueError(f"a prune batch holds at least one event, not {batch}")
+    if batch < 1 or row_batch < 1:
+        raise ValueError(f"a prune batch holds at least one event and one row, not {min(batch, row_batch)}")
     if stop is not None and stop():
         return PruneResult(0, 0, 0, None, stopped=True)
     with journal.audit_transaction(write=False) as (cur, _lock):
@@ -1046,10 +1107,12 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             end_seq = min(start_seq + batch, last_pruned)
             rows = _event_rows(cur, start_seq, end_seq) if end_seq > start_seq else []
             last_published, token_since = _carried(cur, previous) if rows else ({}, {})
+            final = end_seq >= last_pruned
+            # found here, deleted after the write transaction below, which holds the head only briefly
+            found = {kind: _prunable_keys(cur, kind, cutoff) for kind in (_RUNS, _REVOCATIONS)} if final else {}
         made = (_checkpoint_for(rows, previous, last_published, end_seq, now, token_since)
                 if end_seq > start_seq else None)
-        final = end_seq >= last_pruned
-        counts = {"events": 0, "runs": 0, "revocations": 0}
+        counts = {"events": 0, "runs": len(found.get(_RUNS, ())), "revocations": len(found.get(_REVOCATIONS, ()))}
         with journal.audit_transaction() as (cur, lock_head):
             read_head(cur, lock_head)  # first: a prune beside this one waits here, then sees its checkpoint
             if latest_checkpoint(cur) != previous:
@@ -1059,7 +1122,7 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
                 counts["events"] = len(rows)
             legacy = 0
             if final:
-                counts["runs"], counts["revocations"], legacy, left = _prune_rows(cur, cutoff, unlinked[0])
+                legacy, left = _prune_unlinked(cur, cutoff, unlinked[0])
             else:  # (another prune may have deleted some meanwhile: the head row counts them off)
                 left = min(unlinked[0], int(cur.execute("SELECT unchained FROM audit_head WHERE chain = ?",
                                                         (CHAIN,)).fetchone()[0]))  # fmt: skip
@@ -1068,6 +1131,11 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             # (An empty journal has nothing to record: its first link will, as every new chain's does.)
             upgraded = final and not recorded and (state.head_seq > 0 or unlinked[0] > 0)
             if made is not None or legacy or upgraded:
+                # runs, revocations: those this prune found and deletes once this commits, outside the
+                # head's lock. Chained first, with the cutoff: the report excuses a missing row older
+                # than the latest chained cutoff, so none goes before the chain says it may. (A prune
+                # cut part-way leaves the rest to the next, which deletes them, and counts them again
+                # if it writes a `prune` event of its own: counted twice, never left out.)
                 detail: dict[str, Any] = {**counts, "cutoff": cutoff, UNLINKED_COUNT: left,
                                           UNLINKED_NEWEST: unlinked[1] if left else None}
                 if made is not None:
@@ -1080,7 +1148,8 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
         pruned_events += counts["events"]
         checkpoint = made or checkpoint
         if final:
-            return PruneResult(pruned_events, counts["runs"], counts["revocations"], checkpoint)
+            deleted, stopped = _delete_prunable(journal, found, cutoff, row_batch, stop)
+            return PruneResult(pruned_events, deleted[_RUNS], deleted[_REVOCATIONS], checkpoint, stopped=stopped)
 
 
 def _event_rows(cur: Cursor, start_seq: int, end_seq: int, lock: str = "") -> list[tuple[Any, ...]]:
@@ -1136,10 +1205,9 @@ def _changed(what: str, problem: str) -> ValueError:
     return ValueError(f"the audit chain changed while pruning, not pruning {what}: {problem}")
 
 
-def _prune_rows(cur: Cursor, cutoff: str, verified: int) -> tuple[int, int, int, int]:
-    """Inside the write transaction: delete unchained events, finished runs and done revocations older
-    than ``cutoff``; returns (runs, revocations, unchained events) deleted and the unchained events
-    left. ``verified``: how many unchained events the prune's verification found."""
+def _prune_unlinked(cur: Cursor, cutoff: str, verified: int) -> tuple[int, int]:
+    """Inside the last write transaction: delete the unchained events older than ``cutoff``; returns
+    how many it deleted and how many are left. ``verified``: how many the prune's verification found."""
     # Events from before the chain existed (migration 2) have no link; the head counts them. Deleted
     # first and counted after, both in this transaction, so that a row inserted since the
     # verification (at any moment, PostgreSQL's READ COMMITTED included) makes the sum exceed that
@@ -1154,38 +1222,56 @@ def _prune_rows(cur: Cursor, cutoff: str, verified: int) -> tuple[int, int, int,
                        f"{legacy + left - expected} event(s) without a chain link were inserted")
     if legacy:
         cur.execute("UPDATE audit_head SET unchained = unchained - ? WHERE chain = ?", (legacy, CHAIN))
-    newest = {
-        str(r[0]) for r in cur.execute(
-            "SELECT r.run_id FROM runs r WHERE r.state IN ('published', 'done') AND r.published_at = "
-            "(SELECT MAX(o.published_at) FROM runs o "
-            "WHERE o.policy = r.policy AND o.state IN ('published', 'done'))"
-        ).fetchall()
-    }  # fmt: skip
-    old_runs = [
-        str(r[0]) for r in cur.execute(
-            f"SELECT run_id FROM runs WHERE state IN ({', '.join('?' * len(FINAL_RUN_STATES))}) "
-            "AND COALESCE(finished_at, updated_at) < ?", (*FINAL_RUN_STATES, cutoff),
-        ).fetchall() if str(r[0]) not in newest
-    ]  # fmt: skip
-    # An unfinished revocation needs its scheduling run, and the runs that minted (or bootstrapped)
-    # its token: the revocation rule revokes only a token rotator's own records say it minted, so
-    # without them the revocation would be refused and the old token left valid.
-    pending = {str(r[0]) for r in cur.execute(
-        "SELECT run_id FROM revocations WHERE state <> 'done' UNION "
-        "SELECT r.run_id FROM runs r JOIN revocations v ON v.policy = r.policy AND v.token_id = r.new_token_id "
-        "WHERE v.state <> 'done'"
-    ).fetchall()}  # fmt: skip
-    old_runs = [r for r in old_runs if r not in pending]
-    for run_id in old_runs:
-        cur.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-    # A done revocation stays while a kept run replaced its token again (a token current again after
-    # an older store version was restored): the report checks that run's revocation against its row.
-    done_old = ("FROM revocations WHERE state = 'done' AND done_at < ? AND NOT EXISTS (SELECT 1 FROM runs r "
-                "WHERE r.policy = revocations.policy AND r.old_token_id = revocations.token_id "
-                "AND r.published_at >= ?)")
-    revs = int(cur.execute(f"SELECT COUNT(*) {done_old}", (cutoff, cutoff)).fetchone()[0])
-    cur.execute(f"DELETE {done_old}", (cutoff, cutoff))
-    return len(old_runs), revs, legacy, left
+    return legacy, left
+
+
+def _prunable_keys(cur: Cursor, kind: _Rows, cutoff: str) -> list[tuple[str, ...]]:
+    """The keys of ``kind``'s rows a prune with ``cutoff`` deletes, in key order: one set-based read."""
+    key = ", ".join(kind.key)
+    return [tuple(str(v) for v in r) for r in cur.execute(
+        f"SELECT {key} FROM {kind.table} WHERE {kind.prunable} ORDER BY {key}", (cutoff,) * kind.cutoffs,
+    ).fetchall()]  # fmt: skip
+
+
+def _delete_prunable(journal: _JournalLike, found: Mapping[_Rows, Sequence[tuple[str, ...]]], cutoff: str,
+                     row_batch: int, stop: Callable[[], bool] | None) -> tuple[dict[_Rows, int], bool]:  # fmt: skip
+    """Delete the rows ``found`` (:func:`_prunable_keys`), ``row_batch`` per write transaction, none of
+    which takes the chain's head: a concurrent event write waits for none of them on PostgreSQL, and
+    for one batch at most on SQLite (whose writer holds the database). Returns how many of each went,
+    and whether ``stop`` ended it early (the next prune finds the rest again)."""
+    deleted = {kind: 0 for kind in (_RUNS, _REVOCATIONS)}
+    for kind, keys in found.items():
+        for start in range(0, len(keys), row_batch):
+            if stop is not None and stop():
+                return deleted, True
+            with journal.audit_transaction() as (cur, _lock):
+                deleted[kind] += _delete_rows(cur, kind, keys[start:start + row_batch], cutoff)
+    return deleted, False
+
+
+def _delete_rows(cur: Cursor, kind: _Rows, keys: Sequence[tuple[str, ...]], cutoff: str) -> int:
+    """Delete the rows of ``kind`` with these ``keys`` (found prunable with ``cutoff``, in key order)
+    unless they are needed since (:attr:`_Rows.needed`); returns how many went."""
+    deleted = 0
+    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+        match, params = _any_key(kind.key, keys[start:start + _KEYS_PER_STATEMENT])
+        deleted += cur.execute(f"DELETE FROM {kind.table} WHERE {match} AND NOT {kind.needed}",
+                               (*params, *(cutoff,) * kind.needed_cutoffs)).rowcount  # fmt: skip
+    return deleted
+
+
+def _any_key(key: Sequence[str], keys: Sequence[tuple[str, ...]]) -> tuple[str, list[str]]:
+    """SQL matching any of ``keys`` (values of the columns ``key``, in key order), and its parameters,
+    which both backends read through the primary key: an IN list of the last column, under an OR of
+    the other columns' values (SQLite reads a row value IN (VALUES ...) by scanning the table, and
+    PostgreSQL plans an OR of hundreds of terms for milliseconds)."""
+    terms, params = [], []
+    for prefix, group in itertools.groupby(keys, key=lambda k: k[:-1]):
+        last = [k[-1] for k in group]
+        terms.append(" AND ".join([*(f"{column} = ?" for column in key[:-1]),
+                                   f"{key[-1]} IN ({', '.join('?' * len(last))})"]))  # fmt: skip
+        params += [*prefix, *last]
+    return "(" + " OR ".join(f"({term})" for term in terms) + ")", params
 
 
 #: the policy name of the journal's own events (a prune), which belong to no policy
