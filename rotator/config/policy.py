@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import gc
 import re
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +32,11 @@ from rotator.core.credentials import SECRET_LOOKING_KEYS
 from rotator.core.errors import ConfigError
 from rotator.core.one_line import one_line
 from rotator.core.revocation_rule import carries_tag
+
+try:  # the same parser compiled (mypyc) where its wheel is installed: about half the time of tomllib's
+    import tomli as tomllib  # on a file of 10,000 policies, most of a daemon's start-up (docs/performance.md)
+except ImportError:  # (the rotator[daemon] extra installs it)
+    import tomllib  # type: ignore[no-redef,unused-ignore]
 
 if TYPE_CHECKING:
     from rotator.config.daemon_config import DaemonSettings

@@ -231,8 +231,9 @@ class Engine:
     ) -> None:
         self.policy = policy
         self.journal = journal
-        #: logged by every run; computed once (the policy and its adapters' settings do not change)
-        self._transport_warnings = policy.transport_warnings()
+        #: logged by every run; computed at the first (the policy and its adapters' settings do not
+        #: change), not here: a daemon builds an engine for every policy before it is ready
+        self._transport_warnings: list[str] | None = None
         self.issuer = issuer if issuer is not None else registry.build_issuer(policy, policy.context(clock))
         self.stores = stores if stores is not None else registry.build_stores(policy, policy.context(clock))
         self.clock = clock or SystemClock()
@@ -611,6 +612,8 @@ class Engine:
         """The run. With ``seen`` (Engine.rotate's preflight read) the lease is not held yet: PLAN's
         reads come first and the lease is taken with the run (:meth:`_new_run`)."""
         # tls_verify = false, plain http://... (rotator/adapters/transport.py)
+        if self._transport_warnings is None:
+            self._transport_warnings = self.policy.transport_warnings()
         for warning in self._transport_warnings:
             self.log.warning("insecure transport: %s", warning)
         # PLAN: read every store, check preconditions before any side effect.
