@@ -1109,10 +1109,10 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             last_published, token_since = _carried(cur, previous) if rows else ({}, {})
             final = end_seq >= last_pruned
             # found here, deleted after the write transaction below, which holds the head only briefly
-            found = {kind: _prunable_keys(cur, kind, cutoff) for kind in (_RUNS, _REVOCATIONS)} if final else {}
+            found = {_RUNS: _prunable_keys(cur, _RUNS, cutoff)} if final else {}
         made = (_checkpoint_for(rows, previous, last_published, end_seq, now, token_since)
                 if end_seq > start_seq else None)
-        counts = {"events": 0, "runs": len(found.get(_RUNS, ())), "revocations": len(found.get(_REVOCATIONS, ()))}
+        counts = {"events": 0, "runs": len(found.get(_RUNS, ())), "revocations": 0}
         with journal.audit_transaction() as (cur, lock_head):
             read_head(cur, lock_head)  # first: a prune beside this one waits here, then sees its checkpoint
             if latest_checkpoint(cur) != previous:
@@ -1123,6 +1123,11 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             legacy = 0
             if final:
                 legacy, left = _prune_unlinked(cur, cutoff, unlinked[0])
+                # With the cutoff that lets them go, not after it: the report counts a done revocation
+                # older than the latest chained cutoff that is still there as written outside rotator
+                # (one set-based statement: what took long under the head was one DELETE per run).
+                counts["revocations"] = cur.execute(f"DELETE FROM revocations WHERE {_PRUNABLE_REVOCATION}",
+                                                    (cutoff,) * _REVOCATIONS.cutoffs).rowcount
             else:  # (another prune may have deleted some meanwhile: the head row counts them off)
                 left = min(unlinked[0], int(cur.execute("SELECT unchained FROM audit_head WHERE chain = ?",
                                                         (CHAIN,)).fetchone()[0]))  # fmt: skip
@@ -1131,11 +1136,11 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             # (An empty journal has nothing to record: its first link will, as every new chain's does.)
             upgraded = final and not recorded and (state.head_seq > 0 or unlinked[0] > 0)
             if made is not None or legacy or upgraded:
-                # runs, revocations: those this prune found and deletes once this commits, outside the
-                # head's lock. Chained first, with the cutoff: the report excuses a missing row older
-                # than the latest chained cutoff, so none goes before the chain says it may. (A prune
-                # cut part-way leaves the rest to the next, which deletes them, and counts them again
-                # if it writes a `prune` event of its own: counted twice, never left out.)
+                # runs: those this prune found and deletes once this commits, outside the head's lock;
+                # revocations: those deleted here. Chained with the cutoff: the report excuses a missing
+                # row older than the latest chained cutoff, so none goes before the chain says it may.
+                # (A prune cut part-way leaves the rest of the runs to the next, which deletes them, and
+                # counts them again if it writes a `prune` event of its own: twice, never left out.)
                 detail: dict[str, Any] = {**counts, "cutoff": cutoff, UNLINKED_COUNT: left,
                                           UNLINKED_NEWEST: unlinked[1] if left else None}
                 if made is not None:
@@ -1149,7 +1154,7 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
         checkpoint = made or checkpoint
         if final:
             deleted, stopped = _delete_prunable(journal, found, cutoff, row_batch, stop)
-            return PruneResult(pruned_events, deleted[_RUNS], deleted[_REVOCATIONS], checkpoint, stopped=stopped)
+            return PruneResult(pruned_events, deleted[_RUNS], counts["revocations"], checkpoint, stopped=stopped)
 
 
 def _event_rows(cur: Cursor, start_seq: int, end_seq: int, lock: str = "") -> list[tuple[Any, ...]]:
@@ -1239,7 +1244,7 @@ def _delete_prunable(journal: _JournalLike, found: Mapping[_Rows, Sequence[tuple
     which takes the chain's head: a concurrent event write waits for none of them on PostgreSQL, and
     for one batch at most on SQLite (whose writer holds the database). Returns how many of each went,
     and whether ``stop`` ended it early (the next prune finds the rest again)."""
-    deleted = {kind: 0 for kind in (_RUNS, _REVOCATIONS)}
+    deleted = {kind: 0 for kind in found}
     for kind, keys in found.items():
         for start in range(0, len(keys), row_batch):
             if stop is not None and stop():
