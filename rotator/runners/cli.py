@@ -932,7 +932,9 @@ def _check_reason(reason: str) -> str:
                           hint="say why in words, and name a token by its id, never its value; if a token was "
                           "pasted, treat it as leaked: rotate it")
     reason = reason.strip()
-    if len(reason) > MAX_REASON_CHARS or any(not c.isprintable() for c in reason):
+    # one_line writes out what acts on a terminal (C0/C1 controls, DEL, bidi controls); str.isprintable
+    # would also refuse a no-break space, an ideographic space or an emoji's joiner, pasted from a chat
+    if len(reason) > MAX_REASON_CHARS or one_line(reason) != reason:
         raise ConfigError(f"--reason must be one line of at most {MAX_REASON_CHARS} printable characters",
                           hint="shorten it; the report shows it in every period after")
     return reason

@@ -124,6 +124,17 @@ def test_a_reason_of_500_characters_goes_past_that_check(tmp_path: Path, capsys:
     assert code == 2 and "--reason" not in output and "cannot read policy file" in output, output
 
 
+@pytest.mark.parametrize("spaced", ["token leaked in ticket\xa0INC-42", "漏洩\u3000INC-42",
+                                    "paged \U0001f469\u200d\U0001f4bb"])
+@pytest.mark.parametrize("command", sorted(REASON_COMMANDS))
+def test_a_reason_with_unicode_spaces_or_joiners_goes_past_that_check(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, spaced: str) -> None:
+    """A no-break space (pasted from a chat), an ideographic space (a CJK input method) or the joiner
+    inside an emoji acts on no terminal: str.isprintable refused them all."""
+    code, output = _reason_cli(tmp_path, capsys, [*REASON_COMMANDS[command], spaced])
+    assert code == 2 and "--reason" not in output and "cannot read policy file" in output, output
+
+
 # ------------------------------------------------------------------ prune on a missing journal
 def test_prune_of_a_missing_journal_says_it_creates_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """It said "this command only reads one and does not create it": prune writes (it deletes)."""
