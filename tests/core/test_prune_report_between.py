@@ -17,14 +17,20 @@ from tests.engine.test_state_machine import GRACE, World, rotate
 from tests.harness import offline_policy
 
 
-def test_report_after_a_prune_stopped_before_its_row_batches(tmp_path: Path) -> None:
+def _rotated_daily(tmp_path: Path) -> World:
+    """A policy rotated six times, about daily, each previous token revoked after its grace."""
     world = World(tmp_path)
     world.bootstrap()
-    for _ in range(6):  # daily rotations, each previous token revoked after grace
+    for _ in range(6):
         rotate(world)
         world.clock.advance(GRACE + timedelta(seconds=1))
         world.engine().revoke_due()
         world.clock.advance(timedelta(hours=20))
+    return world
+
+
+def test_report_after_a_prune_stopped_before_its_row_batches(tmp_path: Path) -> None:
+    world = _rotated_daily(tmp_path)
     now = world.clock.now()
     policy = offline_policy(tmp_path, "p")
 
@@ -41,13 +47,9 @@ def test_report_after_a_prune_stopped_before_its_row_batches(tmp_path: Path) -> 
         return len(calls) >= 3  # 1: at the start, 2: before the (only) event batch, 3: before the first row batch
 
     result = audit_chain.prune(world.journal, ts(now - timedelta(days=2, hours=12)), ts(now), stop=stop)
-    print("prune:", result.text(), "stopped =", result.stopped)
     assert result.stopped and result.events > 0 and result.runs == 0
 
     cut = evidence()
-    print("report after the stopped prune: chain ok =", cut.chain.ok,
-          "| revocations_not_in_chain =", cut.revocations_not_in_chain,
-          "| revocations_done =", cut.policies[0].summary()["revocations_done"])
     # `rotator report` exits 4 on this (cli.cmd_report: clean needs no revocations_not_in_chain)
     assert not cut.revocations_not_in_chain, "honest journal flagged as tampered (report exit 4)"
 
@@ -55,13 +57,7 @@ def test_report_after_a_prune_stopped_before_its_row_batches(tmp_path: Path) -> 
 def test_report_read_while_an_uninterrupted_prune_deletes_its_rows(tmp_path: Path) -> None:
     """No interruption: a report that reads between two row batches (another process, at the wrong
     second) sees the same contradiction."""
-    world = World(tmp_path)
-    world.bootstrap()
-    for _ in range(6):
-        rotate(world)
-        world.clock.advance(GRACE + timedelta(seconds=1))
-        world.engine().revoke_due()
-        world.clock.advance(timedelta(hours=20))
+    world = _rotated_daily(tmp_path)
     now = world.clock.now()
     policy = offline_policy(tmp_path, "p")
     seen: list[list[str]] = []
@@ -76,9 +72,7 @@ def test_report_read_while_an_uninterrupted_prune_deletes_its_rows(tmp_path: Pat
 
     result = audit_chain.prune(world.journal, ts(now - timedelta(days=2, hours=12)), ts(now), stop=peek,
                                row_batch=1)
-    print("prune:", result.text())
-    print("reports read during the deletions:", seen)
     after = report.build(world.journal, [policy], now - timedelta(days=30), now + timedelta(days=1), now)
-    print("report after it:", after.revocations_not_in_chain)
     assert not after.revocations_not_in_chain
+    assert result.runs > 0 and len(seen) == result.runs, (result, seen)  # a report read before each row batch
     assert not any(seen), "a report read during the row deletions flags an honest journal"
