@@ -21,6 +21,8 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "httpx": "http",
     "psycopg": "postgres",
     "tomlkit": "profile",
+    # (optional even there: rotator/config/policy.py reads with tomllib without it)
+    "tomli": "daemon",
 }
 
 

@@ -20,7 +20,6 @@ the few differences (placeholders, how a locking transaction starts, which error
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import sqlite3
@@ -45,7 +44,14 @@ from rotator.core.group_sync import GroupSync, WalFile
 __all__ = ["Journal", "JournalStats", "Preflight", "RevocationState", "Revocation", "RunRecord", "RunState",
            "open_journal", "postgres_url_problem", "ts"]
 
-_log = logging.getLogger("rotator.journal")
+
+def _debug(message: str) -> None:
+    """A debug record of the journal's, with the exception being handled. logging is imported here, not
+    at the top: `rotator status` from its cache reads the journal and imports nothing it does not use
+    (tests/runners/test_cli_startup.py)."""
+    import logging
+
+    logging.getLogger("rotator.journal").debug(message, exc_info=True)
 
 
 class RunState(StrEnum):
@@ -541,7 +547,7 @@ class _Watchdog:
                 try:
                     self._abort(conn)
                 except Exception:  # the watchdog must outlive a cut that fails: later deadlines need it
-                    _log.debug("journal watchdog: cutting a connection failed", exc_info=True)
+                    _debug("journal watchdog: cutting a connection failed")
 
 
 class _Local:
@@ -1998,7 +2004,7 @@ def _cut_connection(conn: Any) -> None:
         with socket.socket(fileno=os.dup(conn.fileno())) as sock:
             sock.shutdown(socket.SHUT_RDWR)
     except Exception:  # closed meanwhile (psycopg's fileno() raises OperationalError then): nothing waits on it
-        _log.debug("journal watchdog: the connection to cut is closed already", exc_info=True)
+        _debug("journal watchdog: the connection to cut is closed already")
 
 
 def _postgres_backend(url: str, read_only: bool = False) -> _Backend:

@@ -661,7 +661,8 @@ def test_a_hook_still_running_at_shutdown_is_killed_with_its_group_and_reported(
     body = ("open(f\"ran-{os.environ['ROTATOR_TOKEN_ID']}\", 'w').close()\n"
             "child = subprocess.Popen(['sleep', '60'])\n"
             "open('grandchild.pid', 'w').write(str(child.pid))\n"
-            "open('hook.pid', 'w').write(str(os.getpid()))\n"
+            # (whole or not at all: the test reads it as soon as it exists)
+            "open('hook.pid.tmp', 'w').write(str(os.getpid()))\nos.replace('hook.pid.tmp', 'hook.pid')\n"
             + ("os.close(1)\nos.close(2)\n" if closes_output else "") + "time.sleep(60)\n")
     command = _script(tmp_path, body)
     results: list[tuple[str, str]] = []
@@ -697,7 +698,8 @@ def test_a_hook_still_running_at_shutdown_is_killed_with_its_group_and_reported(
 def test_a_hook_a_reload_left_running_is_killed_at_shutdown_too(tmp_path: Path) -> None:
     """A reload lets the hooks of the notifier it replaced run on (to their own timeout); a shutdown
     soon after closed only the current notifier, and such a hook outlived rotator as well."""
-    command = _script(tmp_path, "open('hook.pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    command = _script(tmp_path, "open('hook.pid.tmp', 'w').write(str(os.getpid()))\n"
+                      "os.replace('hook.pid.tmp', 'hook.pid')\ntime.sleep(60)\n")
     current: list[Notifier] = []
 
     def to_current(event: Any) -> None:
