@@ -526,6 +526,12 @@ class _Watchdog:
         with self._cond:
             self._armed.pop(key, None)
 
+    def fired(self, key: int) -> bool:
+        """Whether ``key``'s deadline passed and its connection was cut (or is being cut); only before
+        :meth:`disarm` of that key."""
+        with self._cond:
+            return key not in self._armed
+
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
@@ -678,13 +684,8 @@ class Journal:
         # journal for good (nothing pruned, so it only grows). A write transaction's locks hold other
         # replicas up, so its whole length stays bounded.
         read_only_sql = self._backend.snapshot_inside if snapshot and not (single or immediate or pending) else None
-        try:
-            conn = self._connection()
-            cur = _Cursor(conn.cursor(), self._backend.paramstyle_percent,
-                          self._watch if read_only_sql is not None else None, conn)
-        except self._backend.errors as exc:
-            self._drop_connection()
-            raise self._error(exc, "cannot connect: ") from None
+        reused = local.conn is not None
+        conn, cur = self._open_cursor(read_only_sql is not None)
         key = self._watch.arm(conn) if self._watch is not None and read_only_sql is None else None
         local.cur, local.undo, local.after, local.leases = cur, [], [], {}
         local.head = None
@@ -693,7 +694,24 @@ class Journal:
         committed = False
         try:
             if not single:
-                cur.execute(self._backend.begin_locked if immediate or pending else self._backend.begin)
+                begin = self._backend.begin_locked if immediate or pending else self._backend.begin
+                try:
+                    cur.execute(begin)
+                except self._backend.connection_errors:
+                    # A connection that waited idle since its last transaction may have been ended by the
+                    # server (a restart, a fail-over, a proxy's idle timeout). Nothing ran on it yet, so
+                    # one new connection may begin again; not when the watchdog cut a BEGIN that hung
+                    # (nor in a read-only snapshot transaction, whose statements it watches one by one).
+                    if not reused or read_only_sql is not None or (
+                            key is not None and self._watch is not None and self._watch.fired(key)):
+                        raise
+                    if key is not None and self._watch is not None:
+                        self._watch.disarm(key)
+                    self._drop_connection()
+                    conn, cur = self._open_cursor(False)
+                    key = self._watch.arm(conn) if self._watch is not None else None
+                    local.cur = cur
+                    cur.execute(begin)
             if read_only_sql is not None:
                 cur.execute(read_only_sql)
             if not durable and self._backend.relaxed_inside is not None:
@@ -739,6 +757,17 @@ class Journal:
             self._flush()
         for callback in after:
             callback()
+
+    def _open_cursor(self, watched: bool) -> tuple[Any, _Cursor]:
+        """This thread's connection (made when it has none) and a cursor on it; ``watched``: each statement
+        under the watchdog's deadline (:meth:`_new_tx`'s read-only snapshot transactions)."""
+        try:
+            conn = self._connection()
+            return conn, _Cursor(conn.cursor(), self._backend.paramstyle_percent,
+                                 self._watch if watched else None, conn)
+        except self._backend.errors as exc:
+            self._drop_connection()
+            raise self._error(exc, "cannot connect: ") from None
 
     def _flush(self) -> None:
         """Wait until this thread's last commit is on disk (outside the write lock: group commit)."""

@@ -16,6 +16,7 @@ The server's read-only state is made per role (``ALTER ROLE ... SET default_tran
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -337,4 +338,59 @@ def test_a_session_ended_by_the_server_is_dropped(pg_url: str) -> None:
         assert journal._threads.state.conn is None
         journal.ping()
     finally:
+        journal.close()
+
+
+def _end_session_of(admin_url: str, conn: Any) -> None:
+    """What a server restart (or a fail-over, or a proxy's idle timeout) does to a connection that waits idle."""
+    pid = conn.info.backend_pid
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for _ in range(100):
+            if admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"backend {pid} still runs")
+
+
+def test_a_connection_the_server_ended_while_it_waited_is_made_anew_at_begin(pg_url: str) -> None:
+    """Finding: after a server restart, the first operation of every thread whose connection waited idle
+    failed (JournalUnavailable: a daemon's worker failed a rotation, /metrics an update). BEGIN is the first
+    statement and nothing ran yet, so a new connection begins again, once; the write happens once."""
+    journal = open_journal(pg_url)
+    try:
+        assert journal.acquire_lease("p", "a", timedelta(minutes=5), T0) == 1
+        before = journal._threads.state.conn
+        _end_session_of(pg_url, before)
+        journal.record_event(T0, "p", None, "plan", "ok", {})
+        assert journal._threads.state.conn is not before
+        assert [e["step"] for e in journal.events("p")] == ["plan"]
+        _end_session_of(pg_url, journal._threads.state.conn)
+        assert journal.acquire_lease("p", "b", timedelta(minutes=5), T0 + timedelta(minutes=10)) == 2
+    finally:
+        journal.close()
+
+
+def test_a_connection_that_fails_its_first_begin_is_not_made_again(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Only a connection that waited since an earlier transaction is made anew: a new one that cannot begin
+    is an outage (JournalUnavailable at once), not something to try again inside the same call."""
+    journal = open_journal(pg_url)
+    try:
+        journal._drop_connection()
+        connects: list[Any] = []
+        real = journal._backend.connect
+
+        def connect() -> Any:
+            conn = real()
+            connects.append(conn)
+            _end_session_of(pg_url, conn)
+            return conn
+
+        monkeypatch.setattr(journal, "_backend", dataclasses.replace(journal._backend, connect=connect))
+        with pytest.raises(JournalUnavailable):
+            journal.record_event(T0, "p", None, "plan", "ok", {})
+        assert len(connects) == 1
+    finally:
+        monkeypatch.undo()
         journal.close()
