@@ -461,6 +461,17 @@ def test_revoke_that_fails_before_taking_effect_is_transient(setup: Setup) -> No
     assert setup.record(setup.current_id)["revoked_at"] is None
 
 
+def test_revoke_that_fails_with_an_internal_error_is_transient_and_retried(setup: Setup) -> None:
+    """gRPC Internal on a revoke says nothing of the token: tried again (idempotent), not given up."""
+    setup.fake.state.add_fault("token revoke", "exit", message="Error: rpc error: code = Internal desc = boom")
+    issuer = setup.issuer()
+    with pytest.raises(TransientError, match="influxctl token revoke failed .*code = Internal"):
+        issuer.revoke(setup.current_id, None)
+    assert setup.record(setup.current_id)["revoked_at"] is None
+    issuer.revoke(setup.current_id, None)
+    assert setup.record(setup.current_id)["revoked_at"]
+
+
 def test_list_tokens_matches_the_server_revoked_included(setup: Setup) -> None:
     issuer = setup.issuer()
     minted = issuer.mint(request(expires_at=datetime(2030, 1, 1, tzinfo=UTC)), None)

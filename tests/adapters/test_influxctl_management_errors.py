@@ -35,6 +35,7 @@ from rotator.adapters.influxctl.common import (
 )
 from rotator.adapters.influxctl.management import InfluxctlManagementIssuer, InfluxctlManagementSettings
 from rotator.config.adapter_settings import validate_settings
+from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, MintRequest
 from rotator.core.errors import (
     ConfigError,
@@ -44,6 +45,7 @@ from rotator.core.errors import (
     RotatorError,
     TransientError,
 )
+from rotator.core.retry import RetryPolicy, call_with_retry
 from rotator.core.secret import Secret
 from tests.harness import REPO
 
@@ -372,6 +374,13 @@ def test_list_tokens_null_is_empty_and_description_may_be_absent() -> None:
         ("deadline", "rpc error: code = DeadlineExceeded desc = slow", False, TransientError, ""),
         ("connection refused", "dial tcp 10.0.0.1:443: connect: connection refused", True, TransientError, ""),
         ("anything else", "error: invalid argument", False, PermanentError, "by hand"),
+        ("internal", "rpc error: code = Internal desc = oops", False, TransientError, "found by its run's tag"),
+        ("unknown", "rpc error: code = Unknown desc = unexpected HTTP status code received from server: 500",
+         False, TransientError, "found by its run's tag"),
+        ("canceled", "rpc error: code = Canceled desc = context canceled", False, TransientError,
+         "found by its run's tag"),
+        ("unknown with a reset connection", "rpc error: code = Unknown desc = read: connection reset by peer", False,
+         TransientError, "retries"),
     ],
 )
 def test_exit_codes_are_mapped_by_stderr(
@@ -533,7 +542,7 @@ def test_revoke_of_an_unlisted_token_is_done_with_a_warning(
 
 @pytest.mark.parametrize(("revoke", "error"), [
     (done(code=1, stderr="rpc error: code = Unavailable desc = down"), TransientError),
-    (done(code=1, stderr="rpc error: code = Internal desc = oops"), PermanentError),
+    (done(code=1, stderr="rpc error: code = Internal desc = oops"), TransientError),
 ], ids=["unavailable", "internal"])
 @pytest.mark.parametrize("answer", ["null", "[]"])
 def test_revoke_that_failed_is_not_proved_by_a_list_without_the_token(
@@ -544,6 +553,52 @@ def test_revoke_that_failed_is_not_proved_by_a_list_without_the_token(
     issuer, _ = make(revoke, done(stdout=answer))
     with pytest.raises(error, match="influxctl management revoke failed"):
         issuer.revoke(TOKEN_ID, CURRENT)
+
+
+SERVER_ERRORS = [
+    "rpc error: code = Internal desc = oops",
+    "rpc error: code = Unknown desc = unexpected HTTP status code received from server: 500 (Internal Server Error)",
+    "rpc error: code = Canceled desc = context canceled",
+]
+
+
+@pytest.mark.parametrize("stderr", SERVER_ERRORS, ids=["internal", "unknown", "canceled"])
+def test_revoke_that_failed_with_a_server_error_is_transient(stderr: str) -> None:
+    """Internal, Unknown and Canceled say nothing of the token: a revocation (idempotent, confirmed by the
+    list) is tried again, where a PermanentError would end the engine's round at once (and a mint's
+    token, if one was made, is searched for by its tag before the next try: the engine's unanswered path)."""
+    issuer, _ = make(done(code=1, stderr=stderr), listing(token_json()))
+    with pytest.raises(TransientError, match="influxctl management revoke failed") as info:
+        issuer.revoke(TOKEN_ID, CURRENT)
+    assert str(info.value) == f"influxctl management revoke failed (exit 1): {stderr}"
+    assert "tries again" in (info.value.hint or "")
+    assert_clean(info.value)
+
+
+@pytest.mark.parametrize("stderr", SERVER_ERRORS, ids=["internal", "unknown", "canceled"])
+def test_revoke_whose_confirming_list_fails_with_a_server_error_is_transient(stderr: str) -> None:
+    issuer, _ = make(done(), done(code=1, stderr=stderr))
+    with pytest.raises(TransientError, match="influxctl management list failed"):
+        issuer.revoke(TOKEN_ID, CURRENT)
+
+
+def test_revoke_with_another_error_stays_permanent() -> None:
+    issuer, _ = make(done(code=1, stderr="rpc error: code = InvalidArgument desc = no"), listing(token_json()))
+    with pytest.raises(PermanentError, match="influxctl management revoke failed") as info:
+        issuer.revoke(TOKEN_ID, CURRENT)
+    assert not isinstance(info.value, TransientError)
+
+
+def test_revoke_after_a_server_error_is_retried_by_call_with_retry() -> None:
+    """The engine calls revoke through call_with_retry: a passing Internal costs one bounded retry."""
+    issuer, run = make(
+        done(code=1, stderr="rpc error: code = Internal desc = oops"), listing(token_json()),
+        done(), listing(revoked()),
+    )
+    call_with_retry(lambda: issuer.revoke(TOKEN_ID, CURRENT), what="revoke", clock=FakeClock(),
+                    policy=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.01))
+    assert [call.command[:2] for call in run.calls] == [["management", "revoke"], ["management", "list"]] * 2
+    assert run.answers == []
 
 
 # --- auth ----------------------------------------------------------------------------------------

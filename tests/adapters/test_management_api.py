@@ -221,6 +221,25 @@ def test_revoke_errors_keep_the_delete_failure_when_the_token_is_still_live(mana
     assert not fake.is_active(minted.value.reveal())
 
 
+def test_revoke_names_a_delete_404_that_the_get_contradicts(management_api_fake, tmp_path):
+    """DELETE answers the API's own 404 "not found", yet GET lists the token unrevoked: the message
+    says what DELETE answered (not a made-up 204) and that the server contradicts itself."""
+    fake = management_api_fake
+    issuer, mgmt_value, _ = make_issuer(fake, tmp_path)
+    minted = issuer.mint(mint_request(), None)
+    fake.fail_next("delete", 404, message="not found")
+    with pytest.raises(TransientError) as caught:
+        issuer.revoke(minted.token_id, None)
+    text = str(caught.value)
+    assert "DELETE answered 404 (not found)" in text and "contradicts itself" in text
+    assert "answered 204" not in text
+    assert minted.token_id in text
+    assert fake.is_active(minted.value.reveal())
+    assert_clean_message(caught.value, mgmt_value, minted.value.reveal())
+    issuer.revoke(minted.token_id, None)  # the next try revokes it
+    assert not fake.is_active(minted.value.reveal())
+
+
 def test_revoke_confirms_through_get_when_the_delete_answer_is_lost(management_api_fake, tmp_path):
     fake = management_api_fake
     issuer, _, _ = make_issuer(fake, tmp_path)

@@ -533,8 +533,9 @@ class ManagementApiIssuer:
         url = f"{self._tokens_url}/{path_segment(token_id)}"
         delete = _Op(f"revoke database token {token_id}", "management", url)
         failure: RotatorError | None = None
+        deleted: Any = None
         try:
-            self._management(delete, "DELETE", url, allow=(404,))
+            deleted = self._management(delete, "DELETE", url, allow=(404,))
         except RotatorError as exc:
             failure = exc
         get = _Op(f"confirm the revocation of database token {token_id}", "management", url)
@@ -562,7 +563,18 @@ class ManagementApiIssuer:
             return
         if failure is not None:
             raise failure
-        raise TransientError(f"{self._where}: database token {token_id} is not revoked yet after DELETE answered 204")
+        if deleted is _NOT_FOUND:
+            # The API said "no such token" and then lists it active: one of its answers is wrong, and
+            # the token may still work; retried like any revocation not confirmed yet.
+            raise TransientError(
+                f"{self._where}: database token {token_id} is not revoked: the server contradicts itself, DELETE "
+                "answered 404 (not found) but GET still shows the token, not revoked",
+                hint="rotator tries again on the next run; if this persists, check that `base_url` reaches a "
+                "single cluster's Management API and revoke the token by hand",
+            )
+        raise TransientError(
+            f"{self._where}: database token {token_id} is not revoked yet after a successful DELETE (HTTP 2xx)"
+        )
 
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
         """``GET .../tokens``: every database token of the cluster (revoked ones too, where listed)."""

@@ -126,6 +126,10 @@ HINT_PERMISSION_DENIED = (
 )
 HINT_OTHER = "run the same influxctl command by hand to see the full output"
 HINT_NOT_FOUND = "the server does not know that token id; check the id, and that the profile names the right cluster"
+HINT_SERVER_ERROR = ("the cluster (or a proxy in front of it) failed with an error of its own (gRPC Internal, Unknown "
+                     "or Canceled) without saying whether the command took effect; rotator tries again (a token "
+                     "the cluster made is found by its run's tag). If it persists, run the same influxctl command "
+                     "by hand to see the full output")
 ERR_OUTPUT = "{command}: {problem}"
 HINT_OUTPUT = ("check the influxctl version (rotator reads the output of influxctl 2.9.7 and later; database tokens "
                "need 2.10.0 or later)")
@@ -150,7 +154,8 @@ _TRANSIENT = (
 #: gRPC status codes (as Go prints them, lower-cased) -> what they mean for a retry
 _GRPC_KINDS = {"unauthenticated": "unauthenticated", "permissiondenied": "permission", "unavailable": "transient",
                "deadlineexceeded": "transient", "resourceexhausted": "transient", "aborted": "transient",
-               "notfound": "not_found"}
+               "notfound": "not_found", "internal": "server_error", "unknown": "server_error",
+               "canceled": "server_error"}
 #: OS errors when starting the binary that may go away by themselves.
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR})
 #: Values shaped like InfluxDB tokens, redacted from stderr even when the REDACTOR does not know them.
@@ -667,6 +672,10 @@ def error_for_exit(
         return TransientError(message, hint=HINT_UNREACHABLE)
     if kind == "not_found":
         return PermanentError(message, hint=HINT_NOT_FOUND)
+    if kind == "server_error":
+        # Outcome unknown, as after a lost connection: a mint may have made its token (the engine then
+        # searches its tag before trying again), and a revocation is idempotent and confirmed by the list
+        return TransientError(message, hint=HINT_SERVER_ERROR)
     return PermanentError(message, hint=HINT_OTHER)
 
 
@@ -688,17 +697,17 @@ def _failure_kind(stderr: str) -> str | None:
     lines = [line for line in stderr.splitlines() if line.strip()]
     last = lines[-1] if lines else ""
     found = re.search(r"\bcode = ([A-Za-z]+)", last)
-    if found:
-        kind = _GRPC_KINDS.get(found[1].lower())
-        if kind == "permission" and "unexpected http status code" in last.lower():
-            return None  # a proxy's (or a router's) answer, not the server's
-        if kind is not None:
-            return kind
+    code_kind = _GRPC_KINDS.get(found[1].lower()) if found else None
+    if code_kind == "permission" and "unexpected http status code" in last.lower():
+        return None  # a proxy's (or a router's) answer, not the server's
+    if code_kind is not None and code_kind != "server_error":
+        return code_kind
+    # A code that says only "failed" (Internal, Unknown) yields to what its text says (a reset connection)
     last = last.lower()
     for kind, markers in (("unauthenticated", _UNAUTHENTICATED), ("transient", _TRANSIENT)):
         if any(marker in last for marker in markers):
             return kind
-    return None
+    return code_kind
 
 
 def is_permission_denied(exc: BaseException) -> bool:
