@@ -288,6 +288,51 @@ def _journal_left_behind(path: Path, config: Config) -> None:
              f"are relative to the link's directory, {path.parent}, as for every other rotator command")
 
 
+#: the policies a refusal to drop unfinished work names one by one (the rest are counted)
+_NAMED_AT_MOST = 20
+
+
+def _unfinished_work(overview: Overview, names: set[str]) -> dict[str, str]:
+    """Of ``names``, the policies the journal holds unfinished work of (open runs, pending or failed
+    revocations), each with what it holds: the work only that policy's issuer and stores can end."""
+    work: dict[str, str] = {}
+    for name in sorted(names & {*overview.open_runs, *overview.pending, *overview.failed}):
+        held = []
+        runs = overview.open_runs.get(name, (0, 0))[0]
+        if runs:
+            held.append(f"{runs} open run{'s' if runs > 1 else ''} (a candidate token may be valid)")
+        pending = overview.pending.get(name, ())
+        if pending:
+            held.append(f"{len(pending)} pending revocation{'s' if len(pending) > 1 else ''} (the first due "
+                        f"{ts(pending[0][0])})")
+        failed = overview.failed.get(name, 0)
+        if failed:
+            held.append(f"{failed} failed revocation{'s' if failed > 1 else ''} (the token is still valid)")
+        if held:
+            work[name] = ", ".join(held)
+    return work
+
+
+def _dropped_work_error(path: Path, work: Mapping[str, str]) -> ConfigError:
+    """The refusal of a policy file that leaves out policies with unfinished work (start or reload):
+    their issuer and store settings leave with them, so nothing could recover their runs or revoke
+    their tokens, and their metrics (RotatorRevocationOverdue) would go too."""
+    names = list(work)
+    listed = "; ".join(f"policy {name!r}: {work[name]}" for name in names[:_NAMED_AT_MOST])
+    if len(names) > _NAMED_AT_MOST:
+        listed += f"; and {len(names) - _NAMED_AT_MOST} more policies"
+    one = names[0] if len(names) == 1 else "NAME"
+    return ConfigError(
+        f"{len(names)} polic{'y' if len(names) == 1 else 'ies'} with unfinished work in the journal "
+        f"{'is' if len(names) == 1 else 'are'} not in {path}: {listed}. Without a policy's issuer and store "
+        "settings nothing can recover its runs or revoke its tokens",
+        hint=f"put {'it' if len(names) == 1 else 'them'} back in the file with `enabled = false` (no rotation; the "
+             "daemon still recovers its runs and revokes its old tokens when due) and remove each once "
+             f"`rotator status {one}` shows no open run nor revocation left; a failed revocation waits for "
+             f"`rotator revoke-expired --retry-failed {one}`, or for `rotator revoke-expired --dismiss TOKEN_ID "
+             f"--reason TEXT {one}` if the token must stay valid")
+
+
 class _ProgressJournal:
     """The journal as the daemon's engines see it: the same object, except that every lease call of
     a policy (taken, confirmed, renewed, released) is reported as progress of that policy's job, once
@@ -503,6 +548,18 @@ class Daemon:
         self._journal_url = self.loaded.config.journal_url()
         _journal_left_behind(self.path, self.loaded.config)  # before open_journal() makes a new one
         self.journal: Journal = open_journal(self._journal_url)
+        try:
+            # Before anything is set up: a file that leaves out a policy with unfinished work is refused
+            # as a reload of it is (an unreadable journal fails the start anyway, as the first load would).
+            now = self.clock.now()
+            overview = self.journal.overview(now, now)  # publications since now: none to read
+            left_out = {*overview.open_runs, *overview.pending, *overview.failed} - {p.name for p in self.policies}
+            work = _unfinished_work(overview, left_out)
+            if work:
+                raise _dropped_work_error(self.path, work)
+        except BaseException:
+            self.journal.close()
+            raise
         #: what the engines get: the journal, reporting their lease calls as progress (the watchdog)
         self._engine_journal = cast(Journal, _ProgressJournal(self.journal, self._progressed))
         self.metrics: Metrics = Metrics()
@@ -949,8 +1006,8 @@ class Daemon:
 
     def _sweep(self, now: datetime) -> None:
         """Read what other processes changed; recover runs left open by a dead process (at start:
-        only policies with open runs, so a start costs nothing per idle policy); warn about
-        revocations of unknown policies."""
+        only policies with open runs, so a start costs nothing per idle policy); report the unfinished
+        work of policies not in the file."""
         overview = self._load_views(full=self._full_load_wanted)
         for name in sorted(overview.open_runs):
             track = self._tracks.get(name)
@@ -958,11 +1015,13 @@ class Daemon:
                 continue  # its recovery failed lately: tried again at that time (the revocation's queue entry)
             if name in self._engines and self._idle(name, now, []):
                 self._submit(name, "recover")
-        unknown = set(overview.pending) - set(self._views)
-        for name in sorted(unknown - self._warned_unknown):
-            logger.warning("the journal holds pending revocations of policy %r, which is not in %s: they wait "
-                           "until it is back (or run `rotator revoke-expired` with a file that has it)",
-                           name, self.path)
+        # A start or reload that leaves out a policy with unfinished work is refused; this is what
+        # came after (another process's work, or a reload that could not read the journal).
+        unknown = {*overview.open_runs, *overview.pending, *overview.failed} - set(self._views)
+        for name, held in _unfinished_work(overview, unknown - self._warned_unknown).items():
+            logger.error("the journal holds unfinished work of policy %r, which is not in %s: %s. Nothing does it "
+                         "until the policy is back in the file (with `enabled = false` if it must not rotate)",
+                         name, self.path, held)
         self._warned_unknown = unknown
 
     def _set_last(self, name: str, view: _View, run: RunRecord | None) -> None:
@@ -1637,6 +1696,9 @@ class Daemon:
             if url != self._journal_url:
                 raise ConfigError("the journal setting changed: a reload cannot move the journal",
                                   hint="restart the daemon to use another journal")
+            removed = {p.name for p in self.policies} - {p.name for p in loaded.config.policies}
+            if removed:
+                self._refuse_to_drop_work(removed, reason)
             engines = self._build_engines(loaded.config, None if full else (self.loaded.config, self._engines))
             if not self.notifier.same_settings(loaded.daemon):
                 notifier = self._new_notifier(loaded.daemon)  # last: nothing after it can fail
@@ -1645,17 +1707,18 @@ class Daemon:
             self.metrics.reload_failures.inc()
             self.metrics.reload_ok.set(0)
             message = REDACTOR.redact(str(exc))
-            logger.error("reload (%s) rejected, the running configuration is kept: %s", reason, message)
+            fix = f"; fix: {REDACTOR.redact(exc.hint)}" if exc.hint else ""
+            logger.error("reload (%s) rejected, the running configuration is kept: %s%s", reason, message, fix)
             self._emit({"policy": None, "run_id": None, "step": "reload", "result": "failed", "error": message})
             return False
         old = self.loaded
         if (loaded.daemon.listen, loaded.daemon.workers) != (old.daemon.listen, old.daemon.workers):
             logger.warning("listen and workers changes take effect at the next restart")
-        removed = {p.name for p in old.config.policies} - {p.name for p in loaded.config.policies}
         kept = sum(1 for name, engine in engines.items() if self._engines.get(name) is engine)
         rebuilt = {name for name, engine in engines.items() if self._engines.get(name) is not engine}
         self.loaded, self._engines, self._fp, self._last_failed_fp = loaded, engines, fp, _NO_FAILURE
         self._reset_backoff(rebuilt)
+        self._rebase_timers()
         self._digest = digest
         self._credential_engines = self._with_credentials(engines)
         self._plan_all_credentials()  # new stores, and those of removed policies gone
@@ -1681,6 +1744,36 @@ class Daemon:
                         len(self.policies), kept)
         self._emit({"policy": None, "run_id": None, "step": "reload", "result": "ok", "policies": len(self.policies)})
         return True
+
+    def _refuse_to_drop_work(self, removed: set[str], reason: str) -> None:
+        """ConfigError when the journal holds unfinished work of a policy the reload would drop (see
+        :func:`_dropped_work_error`). One read for all of them, bounded by what is unfinished. A journal
+        that cannot be read refuses nothing: the reload goes on, as it did before this check, with a
+        warning (refusing would keep a watched file refused after the journal came back, until the
+        file changed again); the sweep warns of what it then finds left behind."""
+        now = self.clock.now()
+        try:
+            overview = self.journal.overview(now, now)  # publications since now: none to read
+        except RotatorError as exc:
+            names = sorted(removed)
+            listed = ", ".join(names[:_NAMED_AT_MOST]) + (f" and {len(names) - _NAMED_AT_MOST} more"
+                                                           if len(names) > _NAMED_AT_MOST else "")
+            logger.warning("reload (%s): cannot read the journal to check that the policies it removes (%s) have no "
+                           "unfinished work; reloading without that check: %s", reason, listed, _describe(exc))
+            return
+        work = _unfinished_work(overview, removed)
+        if work:
+            raise _dropped_work_error(self.path, work)
+
+    def _rebase_timers(self) -> None:
+        """After a reload: a shorter sweep, watch or inventory interval takes effect now, not once the
+        timer the old interval set has fired (up to a day later). A longer one waits for that timer."""
+        now, settings = self.clock.now(), self.settings
+        self._next_sweep = min(self._next_sweep, now + settings.sweep_interval)
+        self._next_watch = min(self._next_watch, now + settings.watch_interval)
+        interval = settings.inventory_interval
+        if self._next_inventory is not None and interval is not None:
+            self._next_inventory = min(self._next_inventory, now + interval)
 
     def _reset_backoff(self, rebuilt: set[str]) -> None:
         """After a reload: the failure backoff follows the new settings at once. A policy whose engine

@@ -8,7 +8,8 @@
   policy references (a CA bundle, AWS credentials, a secret_id) and that was replaced takes effect;
 - SIGUSR1 reopens the audit file and does nothing else (logrotate's postrotate);
 - a reload that fails at any step (the new audit file) changes nothing, and says so;
-- a daemon started through a symlink refuses to leave the journal it used behind.
+- a daemon started through a symlink refuses to leave the journal it used behind;
+- a reload that shortens the sweep, watch or inventory interval takes effect within the new one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pytest
 
 from rotator.core.clock import FakeClock
 from rotator.core.errors import ConfigError
-from rotator.core.journal import RunRecord, open_journal
+from rotator.core.journal import Revocation, RunRecord, open_journal
 from rotator.runners.daemon import Daemon, load_daemon_config
 from tests.runners.test_daemon import POLICY, T0, FakeEngine, Harness, InlineExecutor, sample
 from tests.runners.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
@@ -691,3 +692,70 @@ def test_the_journal_check_leaves_a_configmap_and_absolute_journals_alone(
     d.start()
     stopped.append(d)
     assert d.journal.location == str(tmp_path / "state.db")
+
+
+# ---------------------------------------------------------------------------------- shorter intervals by reload
+def _reload_with(h: Harness, old: str, new: str) -> None:
+    """A SIGHUP after ``old`` was replaced with ``new`` in the policy file."""
+    text = h.daemon.path.read_text()
+    assert old in text
+    h.daemon.path.write_text(text.replace(old, new))
+    h.daemon.request_reload()
+    h.tick()
+
+
+def test_a_reload_that_shortens_sweep_interval_sweeps_within_the_new_interval(harness: Callable[..., Harness]) -> None:
+    """The sweep timer was set with the old interval: a 1h sweep shortened to 10s by a reload swept
+    only an hour later, so a revocation only a sweep sees (another process scheduled it) waited."""
+    h = harness([("a", "30d", "")], daemon='sweep_interval = "1h"\n')
+    h.tick()
+    _reload_with(h, 'sweep_interval = "1h"', 'sweep_interval = "10s"')
+    assert h.daemon.settings.sweep_interval == timedelta(seconds=10)
+    h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", h.clock.now(), "pending"))
+    h.clock.advance(timedelta(seconds=10))
+    h.tick()
+    assert h.calls == ["revoke a"], "the next sweep comes 10s after the reload, not 1h after the last one"
+
+
+def test_a_reload_that_shortens_watch_interval_watches_within_the_new_interval(
+        harness: Callable[..., Harness]) -> None:
+    h = harness([("a", "30d", "")], daemon='watch = true\nwatch_interval = "1h"\n')
+    h.tick()
+    _reload_with(h, 'watch_interval = "1h"', 'watch_interval = "5s"')
+    text = h.daemon.path.read_text()
+    h.daemon.path.write_text(text.replace('schedule = "30d"', 'schedule = "7d"'))
+    h.clock.advance(timedelta(seconds=6))
+    h.tick()
+    assert h.daemon.policies[0].schedule.text == "7d", "the edit is seen 5s after the reload, not 1h after"
+
+
+def test_a_reload_that_shortens_inventory_interval_takes_inventory_within_the_new_interval(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    import rotator.observe.inventory as inventory
+
+    taken: list[int] = []
+
+    def take(*_: Any, **__: Any) -> Any:
+        taken.append(1)
+        raise RuntimeError("not looked at here")
+
+    monkeypatch.setattr(inventory, "take_inventory", take)
+    monkeypatch.setattr(inventory, "policy_targets", lambda *_: [])
+    h = harness([("a", "30d", "")], daemon='inventory_interval = "1d"\n')
+
+    def tick_and_wait() -> None:
+        h.tick()
+        thread = h.daemon._inventory_thread
+        if thread is not None:
+            thread.join(10)
+
+    tick_and_wait()
+    assert len(taken) == 1, "the first inventory at start"
+    h.daemon.path.write_text(h.daemon.path.read_text().replace('inventory_interval = "1d"',
+                                                               'inventory_interval = "1m"'))
+    h.daemon.request_reload()
+    tick_and_wait()
+    assert len(taken) == 1
+    h.clock.advance(timedelta(seconds=61))
+    tick_and_wait()
+    assert len(taken) == 2, "the next inventory a minute after the reload, not a day after the last one"
