@@ -725,6 +725,23 @@ ALL_FEATURES: dict[str, Any] = {
     "journal": {"existingSecret": "rotator-postgresql", "caSecret": "rotator-postgresql-ca"},
 }
 KUBE_VERSIONS = ["1.25.0", "latest"]
+DEFAULT_POLICIES: str = yaml.safe_load((CHART / "values.yaml").read_text())["config"]["policies"]
+
+
+def policies_with(journal_line: str | None) -> str:
+    """The chart's default policy file with its ``[rotator] journal`` line replaced (None: removed)."""
+    lines = [line for line in DEFAULT_POLICIES.splitlines() if not line.startswith("journal = ")]
+    assert len(lines) == len(DEFAULT_POLICIES.splitlines()) - 1, "the default policy file has one journal line"
+    if journal_line is not None and journal_line.startswith("rotator."):
+        # a dotted key: before the first table, and no [rotator] header (TOML defines a table once)
+        lines = [journal_line, *(line for line in lines if line != "[rotator]")]
+    elif journal_line is not None:
+        lines.insert(lines.index("[rotator]") + 1, journal_line)
+    return "\n".join(lines) + "\n"
+
+
+def sqlite_values(journal_line: str | None = 'journal = "/var/lib/rotator/journal.db"') -> dict[str, Any]:
+    return {"journal": {"kind": "sqlite"}, "replicaCount": 1, "config": {"policies": policies_with(journal_line)}}
 
 
 def render(values: dict[str, Any] | None = None, *, namespace: str = "rotator") -> dict[str, list[dict[str, Any]]]:
@@ -737,6 +754,9 @@ def render(values: dict[str, Any] | None = None, *, namespace: str = "rotator") 
         for name, text in out.items()
         if name.endswith(".yaml")
     }
+
+
+NOT_ON_THE_VOLUME = "journal is not a file on the PersistentVolumeClaim mounted at /var/lib/rotator/"
 
 
 def render_error(values: dict[str, Any]) -> str:
@@ -770,7 +790,7 @@ def test_helm_lint_has_no_errors():
     assert [m for m in result["messages"] if m["severity"] > 1] == []  # 1 is INFO ("icon is recommended")
 
 
-@pytest.mark.parametrize("values", [{}, ALL_FEATURES, {"journal": {"kind": "sqlite"}, "replicaCount": 1}],
+@pytest.mark.parametrize("values", [{}, ALL_FEATURES, sqlite_values()],
                          ids=["defaults", "all-features", "sqlite"])  # fmt: skip
 def test_helm_rendered_manifests_are_valid_kubernetes(values):
     kv = need_module("kubernetes_validate")
@@ -913,7 +933,7 @@ def test_helm_postgresql_password_comes_from_a_secret():
 
 
 def test_helm_sqlite_journal_is_one_replica_on_a_volume():
-    docs = manifests({"journal": {"kind": "sqlite"}, "replicaCount": 1})
+    docs = manifests(sqlite_values())
     spec = docs["Deployment"]["spec"]
     state = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}["state"]
 
@@ -930,11 +950,81 @@ def test_helm_sqlite_journal_is_one_replica_on_a_volume():
         ({"replicaCount": 0}, "minimum: got 0, want 1"),
         ({"journal": {"kind": "etcd"}}, "/journal/kind"),
         ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+        # kind sqlite: the journal must be a file on the PersistentVolumeClaim (/var/lib/rotator)
+        (sqlite_values(None), "config.policies sets no [rotator] journal"),  # default: in read-only /etc/rotator
+        (sqlite_values('journal = "/tmp/journal.db"'), NOT_ON_THE_VOLUME),  # gone with the pod
+        (sqlite_values('journal = "journal.db"'), NOT_ON_THE_VOLUME),  # relative: next to the policy file
+        (sqlite_values('journal = "sqlite:///tmp/journal.db"'), NOT_ON_THE_VOLUME),
+        (sqlite_values('journal = "/var/lib/rotator/../../tmp/journal.db"'), NOT_ON_THE_VOLUME),
+        (sqlite_values('journal = "/var/lib/rotatorx/journal.db"'), NOT_ON_THE_VOLUME),
+        (sqlite_values('journal = "/var/lib/rotator/"'), NOT_ON_THE_VOLUME),  # the directory itself
+        (sqlite_values('journal = "postgresql://rotator@db/rotator"'), NOT_ON_THE_VOLUME),  # kind says sqlite
     ],
-    ids=["sqlite-replicas", "postgres-kind-sqlite-file", "zero-replicas", "kind", "typo"],
+    ids=["sqlite-replicas", "postgres-kind-sqlite-file", "zero-replicas", "kind", "typo", "sqlite-no-journal",
+         "sqlite-tmp", "sqlite-relative", "sqlite-url-tmp", "sqlite-dotdot", "sqlite-sibling-dir", "sqlite-dir",
+         "sqlite-kind-postgres-file"],
 )  # fmt: skip
 def test_helm_refuses_what_cannot_work(values, message):
     assert message in render_error(values)
+
+
+def journal_under_the_volume(policies: str) -> bool:
+    """Where rotator itself would put this policy file's journal, mounted at /etc/rotator/policies.toml."""
+    from rotator.core.journal import sqlite_path
+
+    journal = tomllib.loads(policies)["rotator"].get("journal", "rotator-journal.db")
+    path = sqlite_path(journal) or os.path.join("/etc/rotator", journal)
+    return os.path.normpath(path).startswith("/var/lib/rotator/")
+
+
+def documented_sqlite_journal_lines() -> list[str]:
+    """Every `journal = "/var/lib/rotator/..."` the chart's values and docs/deploy.md tell a user to write."""
+    texts = (CHART / "values.yaml").read_text() + (ROOT / "docs" / "deploy.md").read_text()
+    found = sorted(set(re.findall(r'journal = "/var/lib/rotator/[^"]+"', texts)))
+    assert found, "the docs show the SQLite journal line"
+    return found
+
+
+@pytest.mark.parametrize(
+    "journal_line",
+    [*documented_sqlite_journal_lines(), "journal = 'sqlite:///var/lib/rotator/journal.db'  # literal string",
+     'rotator.journal = "sqlite:////var/lib/rotator/state/journal.db"'],
+)  # fmt: skip
+def test_helm_renders_a_sqlite_journal_on_the_volume(journal_line):
+    values = sqlite_values(journal_line)
+
+    docs = manifests(values)
+
+    assert journal_under_the_volume(values["config"]["policies"])
+    mounts = {m["name"]: m["mountPath"] for m in docs["Deployment"]["spec"]["template"]["spec"]["containers"][0][
+        "volumeMounts"]}  # fmt: skip
+    assert mounts["state"] == "/var/lib/rotator" and "PersistentVolumeClaim" in docs
+
+
+def test_helm_sqlite_refusals_are_journals_rotator_would_put_off_the_volume():
+    """The refused files above do mean a journal off the volume to rotator itself (not a pattern's quirk)."""
+    for journal_line in (None, 'journal = "/tmp/journal.db"', 'journal = "journal.db"',
+                         'journal = "sqlite:///tmp/journal.db"', 'journal = "/var/lib/rotator/../../tmp/journal.db"'):
+        assert not journal_under_the_volume(policies_with(journal_line)), journal_line
+
+
+def test_helm_sqlite_journal_is_not_checked_in_an_existing_config_map():
+    """The chart cannot see that file (docs/deploy.md: these checks are yours)."""
+    values = {"journal": {"kind": "sqlite"}, "replicaCount": 1, "config": {"existingConfigMap": "mine"}}
+
+    assert "PersistentVolumeClaim" in manifests(values)
+
+
+@pytest.mark.parametrize(
+    "policies",
+    [policies_with("journal = 'postgresql://rotator@db/rotator'"),  # a TOML literal string
+     policies_with('rotator.journal = "postgresql://rotator@db/rotator"')],  # a dotted key
+    ids=["literal-string", "dotted-key"],
+)  # fmt: skip
+def test_helm_postgresql_journal_in_any_toml_spelling_renders(policies):
+    assert tomllib.loads(policies)["rotator"]["journal"] == "postgresql://rotator@db/rotator"
+
+    assert "Deployment" in manifests({"config": {"policies": policies}})
 
 
 def test_helm_service_monitor_scrapes_the_service():
@@ -1248,6 +1338,68 @@ def test_dockerfile_runs_rotator_daemon_as_a_non_root_user():
     assert "/var/lib/rotator" in last["WORKDIR"]
 
 
+NO_JOURNAL_POLICY = """[daemon]
+listen = "127.0.0.1:0"
+
+[[policy]]
+name = "p"
+schedule = "30d"
+grace = "2d"
+
+[policy.issuer]
+type = "influxctl-management"
+
+[policy.issuer.profile]
+product = "clustered"
+host = "cluster.test.invalid"
+
+[[policy.store]]
+type = "vault-kv2"
+url = "http://127.0.0.1:1"
+path = "x/p"
+
+[policy.store.auth]
+method = "token"
+token = { file = "vault-token" }
+"""
+
+
+def test_docs_say_how_the_daemon_exits_with_its_default_journal_in_a_read_only_directory(tmp_path):
+    """docs/deploy.md: a policy file without `journal` in the image's read-only /etc/rotator. As root the
+    directory is bind-mounted read-only in a mount namespace of its own (EROFS, as in the container);
+    otherwise it is mode 0555 (EACCES: the same error path)."""
+    said = re.search(r"read-only\s+`/etc/rotator`, and the daemon would exit (\d+) at every restart",
+                      (ROOT / "docs" / "deploy.md").read_text())
+    assert said, "docs/deploy.md says how the daemon exits"
+    etc, mounted = tmp_path / "etc", tmp_path / "ro"
+    etc.mkdir()
+    mounted.mkdir()
+    (etc / "policies.toml").write_text(NO_JOURNAL_POLICY)
+    (etc / "vault-token").write_text("not-a-real-token\n")
+    daemon = [sys.executable, "-m", "rotator.runners.daemon", "-c", str(mounted / "policies.toml")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if os.geteuid() == 0:
+        unshare = shutil.which("unshare")
+        probe = [unshare or "unshare", "-m", "--propagation", "private", "sh", "-c",
+                 'mount --bind -o ro "$1" "$2" && ! touch "$2/probe" 2>/dev/null', "sh", str(etc), str(mounted)]
+        if unshare is None or subprocess.run(probe, capture_output=True, timeout=30).returncode != 0:
+            pytest.skip("as root, needs unshare and mount (a mount namespace) to make a read-only directory")
+        command = [*probe[:6], 'mount --bind -o ro "$1" "$2" && shift 2 && exec "$@"', "sh", str(etc), str(mounted),
+                   *daemon]  # fmt: skip
+    else:
+        mounted.rmdir()
+        mounted.symlink_to(etc)
+        etc.chmod(0o555)
+        command = daemon
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    finally:
+        etc.chmod(0o755)
+
+    assert "rotator-journal.db: cannot connect" in proc.stderr, proc.stderr
+    assert proc.returncode == int(said[1]), proc.stderr
+
+
 def test_dockerfile_healthcheck_probes_healthz():
     parser = dockerfile()
     stage = final_stage(parser)
@@ -1350,6 +1502,30 @@ def test_dockerfile_runs_rotator_under_tini_not_as_pid_1():
     assert version, "tini's Debian version is pinned in an ARG"
     base = re.search(r"^ARG PYTHON_IMAGE=\S+-(\w+)$", text, re.M)
     assert base and base[1] == "bookworm", "the pinned tini version is bookworm's: change both together"
+
+
+#: "rotator is PID 1", "the daemon runs as PID 1", ...: untrue while the image's ENTRYPOINT starts tini
+PID_1_CLAIM = re.compile(r"\b(rotator|the daemon)( process)? (is|runs as) PID 1\b", re.IGNORECASE)
+
+
+def documentation_pages() -> list[Path]:
+    return sorted({ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *DEPLOY.rglob("*.md")})
+
+
+@pytest.mark.parametrize(
+    "page",
+    documentation_pages(),
+    ids=lambda page: str(page.relative_to(ROOT)),
+)  # fmt: skip
+def test_docs_do_not_say_rotator_is_pid_1_in_its_image(page):
+    stage = final_stage(dockerfile())
+    entrypoint = json.loads(next(i["value"] for i in reversed(stage) if i["instruction"] == "ENTRYPOINT"))
+    if Path(entrypoint[0]).name != "tini":
+        return  # the claim would be true then
+
+    text = " ".join(page.read_text().split())  # a claim may wrap across lines
+
+    assert [m[0] for m in PID_1_CLAIM.finditer(text)] == []
 
 
 def test_dockerfile_tini_version_exists_in_bookworm():

@@ -49,7 +49,12 @@ app.kubernetes.io/component: daemon
 {{/*
 Refuse what cannot work, at render time, with the fix in the message:
 - a SQLite journal is one file on one volume: exactly one replica;
-- an inline policy file must use a PostgreSQL journal when kind is postgresql.
+- an inline policy file must use a PostgreSQL journal when kind is postgresql;
+- with kind sqlite, its journal must be a file on the PersistentVolumeClaim (/var/lib/rotator):
+  anywhere else it is lost with the pod (runs, pending revocations), and the default
+  (rotator-journal.db next to the policy file) is in the read-only /etc/rotator.
+The journal line is found by a pattern, not a TOML parser: `journal = "..."` or `'...'` under
+[rotator], or the dotted key `rotator.journal = ...`; anything else is refused rather than guessed.
 */}}
 {{- define "rotator.validate" -}}
 {{- $kind := .Values.journal.kind }}
@@ -61,8 +66,22 @@ Refuse what cannot work, at render time, with the fix in the message:
 {{- end }}
 {{- if not .Values.config.existingConfigMap }}
 {{- $policies := required "config.policies (the policy file) or config.existingConfigMap is required" .Values.config.policies }}
-{{- if and (eq $kind "postgresql") (not (regexMatch "(?m)^\\s*journal\\s*=\\s*\"postgres(ql)?://" $policies)) }}
+{{- $journalKey := `(?m)^[ \t]*(rotator[ \t]*\.[ \t]*)?journal[ \t]*=[ \t]*` }}
+{{- if and (eq $kind "postgresql") (not (regexMatch (printf `%s["']postgres(ql)?://` $journalKey) $policies)) }}
 {{- fail "journal.kind=postgresql but config.policies has no [rotator] journal = \"postgresql://...\": replicas must share one PostgreSQL journal (or set journal.kind=sqlite and replicaCount=1)" }}
+{{- end }}
+{{- if eq $kind "sqlite" }}
+{{- $lines := regexFindAll (printf "%s.*$" $journalKey) $policies -1 }}
+{{- if not $lines }}
+{{- fail "journal.kind=sqlite but config.policies sets no [rotator] journal: the default, rotator-journal.db next to the policy file, is in the read-only /etc/rotator and the daemon would fail at every start. Set journal = \"/var/lib/rotator/journal.db\" under [rotator] (the PersistentVolumeClaim's mount)" }}
+{{- end }}
+{{- /* An absolute path or sqlite:/// URL under /var/lib/rotator/, no "..", one quoted string (no escapes). */}}
+{{- $onVolume := `^[ \t]*(rotator[ \t]*\.[ \t]*)?journal[ \t]*=[ \t]*("(sqlite://)?/+var/lib/rotator/+[^"\\/][^"\\]*"|'(sqlite://)?/+var/lib/rotator/+[^'/][^']*')[ \t\r]*(#.*)?$` }}
+{{- range $lines }}
+{{- if or (not (regexMatch $onVolume .)) (regexMatch `/\.\.(/|["'])` .) }}
+{{- fail "journal.kind=sqlite but config.policies' [rotator] journal is not a file on the PersistentVolumeClaim mounted at /var/lib/rotator/: anywhere else it is lost with the pod (runs, pending revocations) or not writable. Set journal = \"/var/lib/rotator/journal.db\" (an absolute path or sqlite:/// URL under /var/lib/rotator/), or use a postgresql:// journal with journal.kind=postgresql" }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and .Values.journal.caSecret .Values.journal.caConfigMap }}
