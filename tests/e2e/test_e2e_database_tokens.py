@@ -294,7 +294,7 @@ auth = { method = "token", token = { env = "VAULT_TOKEN" } }
 def test_leak_check_at_debug_level_json_logs(db: DbScenario) -> None:
     for _ in range(2):
         assert db.cli("rotate", db.policy, "--log-format", "json").returncode == 0
-    db.fake.add_fault("token list", "exit", message="Error: rpc error: code = Internal desc = boom")
+    db.fake.add_fault("token list", "exit", message="Error: rpc error: code = InvalidArgument desc = boom")
     failing = db.cli("rotate", db.policy, "--log-format", "json")
     assert failing.returncode == 1
     time.sleep(db.grace_s + 0.3)
