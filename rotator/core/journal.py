@@ -387,6 +387,12 @@ class _Backend:
     #: true for an error that means "did not answer in time / connection broke": transient
     #: (JournalUnavailable), unlike e.g. a permission or schema problem
     unavailable: Callable[[BaseException], bool] = lambda _exc: False
+    #: the fix of an ``unavailable`` error
+    unavailable_hint: str = (
+        "the journal did not answer in time, its connection broke, or its server accepts no writes "
+        "(a standby, a primary demoted by a fail-over); rotator connects again and retries on the next run. "
+        "Check the database server, the network to it, which server the journal URL reaches, and "
+        "long-running locks")
     #: true for a unique violation of an audit event's sequence number (``events_seq``), by the
     #: error's type and constraint, not by its text alone (a lock timeout inside that index names it too)
     seq_collision: Callable[[BaseException], bool] = lambda _exc: False
@@ -878,13 +884,7 @@ class Journal:
 
     def _error(self, exc: BaseException, prefix: str = "") -> JournalError:
         if self._backend.unavailable(exc):
-            return JournalUnavailable(
-                f"journal {self.location}: {prefix}{exc}",
-                hint="the journal did not answer in time, its connection broke, or its server accepts no writes "
-                "(a standby, a primary demoted by a fail-over); rotator connects again and retries on the next run. "
-                "Check the database server, the network to it, which server the journal URL reaches, and "
-                "long-running locks",
-            )
+            return JournalUnavailable(f"journal {self.location}: {prefix}{exc}", hint=self._backend.unavailable_hint)
         return JournalError(f"journal {self.location}: {prefix}{exc}", hint=_JOURNAL_HINT)
 
     def ping(self) -> None:
@@ -1795,6 +1795,11 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
     # sqlite3.connect(timeout=30) is SQLite's busy timeout: a writer waits up to 30 s for another's
     # lock, then "database is locked" (OperationalError), which is transient.
     return _Backend(name="sqlite", connect=connect, errors=(sqlite3.Error,), unavailable=_sqlite_busy,
+                    unavailable_hint=(
+                        f"another process held the journal file's write lock for longer than rotator waits "
+                        f"(30 s): a sqlite3 shell or a backup tool in a transaction, or another rotator. "
+                        f"`fuser -v {path}` names the processes that have it open; run the command again once "
+                        f"the lock is released (nothing was lost: the transaction was rolled back)"),
                     seq_collision=_sqlite_seq_collision,
                     # SQLite resolves a symbolic link to the database and writes the WAL beside its target
                     flush_file=f"{os.path.realpath(path)}-wal", in_wal_mode=lambda: wal_mode[0],

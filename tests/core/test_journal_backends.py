@@ -697,3 +697,27 @@ def test_a_journal_is_made_0600_and_read_access_an_operator_grants_stays(tmp_pat
     writer.begin_run(_run())
     writer.close()
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_sqlite_journal_locked_by_another_process_says_so_and_names_its_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Finding: a SQLite journal whose write lock another process held (a sqlite3 shell, a backup) got the
+    PostgreSQL hint (a standby, a fail-over, the network). SQLite's wait is cut to 0.2 s here; rotator's is 30 s."""
+    path = tmp_path / "journal.db"
+    journal = open_journal(f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        real = sqlite3.connect
+        monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real(*a, **{**k, "timeout": 0.2}))
+        journal._drop_connection()
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(JournalUnavailable) as info:
+            journal.acquire_lease("p", "a", timedelta(minutes=5), datetime(2026, 1, 1, tzinfo=UTC))
+        assert "locked" in str(info.value)
+        hint = info.value.hint or ""
+        assert "write lock" in hint and f"fuser -v {path}" in hint and "standby" not in hint
+        holder.execute("ROLLBACK")
+        assert journal.acquire_lease("p", "a", timedelta(minutes=5), datetime(2026, 1, 1, tzinfo=UTC)) == 1
+    finally:
+        holder.close()
+        journal.close()
