@@ -11,15 +11,17 @@ four times per rotation, in this order, and repeats the whole sequence when a st
     setSecret      nothing to set (the issuer minted the token); check the issuer knows it active
     testSecret     verify the pending token with the issuer, retrying while the Lambda has time
     finishSecret   check the pending token again as setSecret does (finishSecret can be invoked
-                   alone), record when the superseded token may be revoked, move AWSCURRENT to
-                   the new version (the old one becomes AWSPREVIOUS), drop AWSPENDING
+                   alone), record when the superseded token may be revoked (grace after the end
+                   of this invocation, by which the move has landed), move AWSCURRENT to the new
+                   version (the old one becomes AWSPREVIOUS), drop AWSPENDING
 
 Each step first checks (DescribeSecret) that rotation is enabled and the ClientRequestToken is a
 version of the secret; it returns at once if that version is AWSCURRENT already and fails if it
 is not AWSPENDING. Both spellings of the steps are accepted (``createSecret``, ``create_secret``).
 A second event, ``{"action": "revoke-expired"[, "SecretId": ...]}`` from an EventBridge schedule,
-revokes the tokens whose grace has passed (without ``SecretId``: every secret the policy file's
-stores name, once each, under the policy the secret names, as for the steps), within the
+revokes the tokens whose grace has passed and the orphans of rotations cancelled or abandoned
+(:func:`_sweep_orphans`) (without ``SecretId``: every secret the policy file's stores name, once
+each, under the policy the secret names, as for the steps), within the
 invocation's time (:class:`_Budget`): a secret it has no time left for is reported as not
 evaluated, and each run starts at another secret (:func:`_first_of`).
 
@@ -34,8 +36,9 @@ run minted and where it stands; here Secrets Manager already keeps that, durably
 - the revocations due after grace are tags of the secret, ``rotator:revoke:<token id>`` =
   ``<RFC 3339 time>`` (a Lambda has no disk that outlives it). A tag is removed once the issuer
   confirmed the revocation. A token that is AWSCURRENT or AWSPENDING is never revoked.
-- a tag says *when*, never *what*, and *when* no later than rotator writes (now + grace; a later
-  time is brought down to that and reported, :func:`_bound_due_time`) and no earlier than grace
+- a tag says *when*, never *what*, and *when* no later than rotator writes (now + grace + the time
+  finishSecret's invocation had left, at most 15 minutes; a later time is brought down to that and
+  reported, :func:`_bound_due_time`) and no earlier than grace
   after the creation of the version that replaced the token (an earlier time is raised to that and
   reported, :func:`_raise_due_time`): anyone with TagResource can write one. Before revoking, the
   token must pass rotator/core/revocation_rule.py against records no tag or PutSecretValue can rewrite
@@ -156,6 +159,9 @@ _STEPS = {
 _RUN_ID = r"[A-Za-z0-9-]{32,64}"  # a ClientRequestToken; the engine's run ids are 16 characters
 _TAG_KEY = r"^[\w .:/=+\-@]{1,128}\Z"  # compiled on first use (finishSecret), not at cold start
 _SAFETY_MS = 10_000  # stop retrying this long before the Lambda's timeout
+#: Lambda's longest function timeout: no invocation runs longer, so a call one makes (finishSecret's move
+#: of AWSCURRENT, createSecret's PutSecretValue) lands within this of when it started, or never
+_MAX_INVOCATION = timedelta(seconds=900)
 #: Secrets Manager keeps ~100 versions without a label (and any younger than a day): a bound far
 #: above that, so that a NextToken that never ends cannot loop an invocation to its timeout
 _MAX_VERSION_PAGES = 100
@@ -543,9 +549,14 @@ def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) ->
 class _RevokeReport:
     """What one pass over a secret's revocation records did. ``deferred``: due, not tried for lack of
     time (kept for the next pass); ``anomalies``: records whose time was later than rotator writes, or
-    earlier than the secret's versions allow."""
+    earlier than the secret's versions allow. The orphan sweep (:func:`_sweep_orphans`) adds its
+    revocations to ``revoked``, ``failed``, ``deferred`` and ``waiting``, and what it found to the
+    ``orphans*`` lists; ``listing``: the issuer's tokens as the pass listed them (None: not listed),
+    which the sweep reuses; ``listing_problem``/``sweep``: why the listing, or the sweep, is missing."""
 
-    __slots__ = ("anomalies", "deferred", "failed", "refused", "revoked", "skipped", "waiting")
+    __slots__ = ("anomalies", "deferred", "failed", "listing", "listing_problem", "orphans", "orphans_left",
+                 "orphans_revoked", "orphans_waiting", "refused", "revoked", "skipped", "sweep", "sweep_error",
+                 "waiting")  # fmt: skip
 
     def __init__(self) -> None:
         self.refused: list[str] = []
@@ -555,6 +566,14 @@ class _RevokeReport:
         self.deferred: list[str] = []
         self.anomalies: list[str] = []
         self.waiting = 0
+        self.listing: list[TokenInfo] | None = None
+        self.listing_problem: str | None = None  # "failed" or "out of time"
+        self.orphans: list[str] = []  # found: minted here for a version that has no label, held by none
+        self.orphans_revoked: list[str] = []
+        self.orphans_waiting: list[str] = []  # not yet: a createSecret may still run, or a grace not over
+        self.orphans_left: list[str] = []  # found and not revoked: failed, out of time, or age unknown
+        self.sweep = "not run"  # "done", "failed", "out of time"
+        self.sweep_error: str | None = None
 
 
 class _Rotation:
@@ -649,7 +668,12 @@ class _Rotation:
         self._minted_here("finishSecret", previous, pending)
         tags = {MANAGED_BY_KEY: MANAGED_BY}
         key = _revoke_tag_key(previous.token_id, "finishSecret", view.arn, self.token)
-        due = self.clock.now() + self.t.policy.grace
+        # The token's grace runs from the move below, which a slow UpdateSecretVersionStage (the SDK's
+        # retries) delays by up to the rest of this invocation: counted from now, the token was revoked
+        # that much inside its grace. The move lands before this invocation ends, or never: the record,
+        # written before it (a crash in between must leave one), allows for that whole time, and once
+        # the move has landed, step 2b brings it down to the move's own time.
+        due = self.clock.now() + self._time_left() + self.t.policy.grace
         tags[key] = _rfc3339(due)
         _check_tag_room(view, "finishSecret", set(tags))
         # 1. Record the revocation before the move: a crash in between leaves a record of the
@@ -663,6 +687,20 @@ class _Rotation:
             move["RemoveFromVersionId"] = current_version
         self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(**move))
         self.env.checkpoint("moved")
+        # 2b. The move has landed (its answer is here): grace after now is grace after it. Without this the
+        #     token would wait the rest of the invocation too; if it fails, or the invocation dies before
+        #     it (the retried finishSecret finds the version AWSCURRENT and returns), the later time stays:
+        #     the token waits longer, never less. (Written only after the move, the record would be early
+        #     by the whole move whenever the invocation died between the move and the rewrite.)
+        moved = self.clock.now() + self.t.policy.grace
+        if _rfc3339(moved) != tags[key]:
+            try:
+                self._aws("TagResource", lambda api: api.tag_resource(
+                    SecretId=view.arn, Tags=[{"Key": key, "Value": _rfc3339(moved)}]))  # fmt: skip
+                due = moved
+            except RotatorError as exc:
+                logger.warning("finishSecret: token %s stays due at %s, not grace after the move: %s",
+                               previous.token_id, tags[key], exc)  # fmt: skip
         # 3. Drop AWSPENDING (left on AWSCURRENT's version it is harmless: only warn).
         try:
             self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
@@ -739,54 +777,23 @@ class _Rotation:
 
     def _sweep(self, credential: Secret, keep: set[str], only_run: str | None = None) -> None:
         """Revoke the live tokens this function minted that no version holds and no record names:
-        the orphans of attempts that failed between mint and PutSecretValue. A token's tag names a
-        run; only a run that is a version of *this* secret, and no younger than the token, counts:
-        another secret rotated for the same policy on the same account tags its tokens alike, and
-        anyone who may rotate or write this secret can give a new version that other secret's id."""
-        # The tag ends where revocation_rule.carries_tag says a word ends: ``\w`` (a letter or digit of
-        # any script, or "_") and "-" continue it. A narrower end here would count a token described
-        # "<tag>_copy" as this run's, which the rule then refuses: its NeedsAttention failed every
-        # createSecret until a person deleted the token.
-        pattern = re.compile(re.escape(self.t.policy.tag_prefix()) + f"({_RUN_ID})" + r"(?![\w-])")
+        the orphans of attempts that failed between mint and PutSecretValue (the proofs:
+        :func:`_minted_for_runs`). The scheduled run sweeps the orphans of rotations abandoned
+        since (:func:`_sweep_orphans`)."""
         tokens = self._call(lambda: self.issuer.list_tokens(credential), "createSecret: list tokens")
-        now = self.clock.now()
-        records: _VersionRecords | None = None
-        for info in tokens:
-            found = pattern.search(info.description)
-            if found is None or not info.is_active(now) or info.token_id in keep:
-                continue
-            if only_run is not None and found.group(1) != only_run:
-                continue
-            if records is None:  # read only when there is something to revoke
-                records = _VersionRecords(self.t)
-            if not records.may_have_minted(found.group(1), info):
-                logger.warning("createSecret: token %s carries the tag of run %s, which is not a version of %s "
-                               "created before it: left alone (another secret rotated for policy %s on this "
-                               "account?)", info.token_id, found.group(1), self.t.view.arn,
-                               self.t.policy.name)  # fmt: skip
-                continue
-            from rotator.core.revocation_rule import Claim, check_revocable
-
-            claim = Claim(info.token_id, self.t.policy.name, minted_by=[found.group(1)], source="the tag search")
-            try:
-                if not check_revocable(claim, tokens, [], now):  # the rule, here only for its tag check
-                    continue
-            except NeedsAttention as exc:
-                # Not provably an orphan of this secret: left alone. Raised, it would fail this and every
-                # later createSecret (the sweep runs before each mint) for as long as the token lives.
-                logger.warning("createSecret: token %s left alone, not revoked: %s", info.token_id, exc)
-                continue
+        found, _ = _minted_for_runs(self.t, tokens, keep, self.clock.now(), "createSecret", only_run)
+        for info, run in found:
             # Read now, not with ``keep``: another attempt of the same rotation (Secrets Manager retries a
             # step that timed out while the first one may still run, or be paused) may have put this token
             # into its version since, and even moved AWSCURRENT to it. A version without a label (its
             # rotation abandoned) keeps nothing.
-            stage = self._stage_holding(found.group(1), info.token_id)
+            stage = self._stage_holding(run, info.token_id)
             if stage is not None:
                 logger.info("createSecret: token %s is %s in version %s (another attempt put it there); not an "
-                            "orphan", info.token_id, stage, found.group(1))  # fmt: skip
+                            "orphan", info.token_id, stage, run)  # fmt: skip
                 continue
             logger.warning("createSecret: revoking token %s, minted for version %s and never stored or made current",
-                           info.token_id, found.group(1))  # fmt: skip
+                           info.token_id, run)  # fmt: skip
             self._call(partial(self.issuer.revoke, info.token_id, credential), f"revoke {info.token_id}")
 
     def _stage_holding(self, version_id: str, token_id: str) -> str | None:
@@ -877,6 +884,15 @@ class _Rotation:
             logger.error("createSecret: could not revoke unused token %s (the next createSecret retries): %s",
                          token_id, exc)  # fmt: skip
 
+    def _time_left(self) -> timedelta:
+        """The time this invocation has left: Lambda's longest timeout without a context (a local run,
+        where nothing says), and never more (the most _bound_due_time allows a record for)."""
+        context = self.env.context
+        if context is None:
+            return _MAX_INVOCATION
+        left = timedelta(milliseconds=max(0, context.get_remaining_time_in_millis()))
+        return min(left, _MAX_INVOCATION)
+
     def _deadline(self, limit: timedelta) -> datetime:
         now = self.clock.now()
         context = self.env.context
@@ -893,6 +909,55 @@ class _Rotation:
     def _aws(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
         with map_errors(self.t.where, operation, kms_key_id=self.t.settings.kms_key_id):
             return fn(self.t.api)
+
+
+# -- orphans ------------------------------------------------------------------------------------
+
+
+def _minted_for_runs(target: _Target, tokens: Sequence[TokenInfo], keep: set[str], now: datetime, step: str,
+                     only_run: str | None = None) -> tuple[list[tuple[TokenInfo, str]], _VersionRecords | None]:
+    """The live tokens of ``tokens`` (not in ``keep``) that rotator's records prove this function minted
+    for a run of *this* secret, each with that run (its version id), and the version records read (None
+    when nothing needed them). The proofs: the issuer's description carries ``rotator:<policy>:<run>``,
+    and the run is a version of this secret no younger than the token (:meth:`_VersionRecords.may_have_minted`):
+    another secret rotated for the same policy on the same account tags its tokens alike, and anyone who
+    may rotate or write this secret can give a new version that other secret's id. A token the records do
+    not prove is logged and left alone. Whether a version still holds or labels the token is the
+    caller's to judge."""
+    # The tag ends where revocation_rule.carries_tag says a word ends: ``\w`` (a letter or digit of
+    # any script, or "_") and "-" continue it. A narrower end here would count a token described
+    # "<tag>_copy" as this run's, which the rule then refuses: its NeedsAttention failed every
+    # createSecret until a person deleted the token.
+    pattern = re.compile(re.escape(target.policy.tag_prefix()) + f"({_RUN_ID})" + r"(?![\w-])")
+    records: _VersionRecords | None = None
+    found: list[tuple[TokenInfo, str]] = []
+    for info in tokens:
+        match = pattern.search(info.description)
+        if match is None or not info.is_active(now) or info.token_id in keep:
+            continue
+        run = match.group(1)
+        if only_run is not None and run != only_run:
+            continue
+        if records is None:  # read only when there is something to revoke
+            records = _VersionRecords(target)
+        if not records.may_have_minted(run, info):
+            logger.warning("%s: token %s carries the tag of run %s, which is not a version of %s created before it: "
+                           "left alone (another secret rotated for policy %s on this account?)", step, info.token_id,
+                           run, target.view.arn, target.policy.name)  # fmt: skip
+            continue
+        from rotator.core.revocation_rule import Claim, check_revocable
+
+        claim = Claim(info.token_id, target.policy.name, minted_by=[run], source="the tag search")
+        try:
+            if not check_revocable(claim, tokens, [], now):  # the rule, here only for its tag check
+                continue
+        except NeedsAttention as exc:
+            # Not provably an orphan of this secret: left alone. Raised, it would fail this and every
+            # later createSecret (the sweep runs before each mint) for as long as the token lives.
+            logger.warning("%s: token %s left alone, not revoked: %s", step, info.token_id, exc)
+            continue
+        found.append((info, run))
+    return found, records
 
 
 # -- revocation after grace ---------------------------------------------------------------------
@@ -1032,14 +1097,15 @@ def _defer(target: _Target, report: _RevokeReport, due: list[str], holders: Mapp
 
 def _bound_due_time(target: _Target, token_id: str, text: str, latest: datetime, report: _RevokeReport) -> None:
     """``rotator:revoke:<token_id>`` holds ``text``, a time later than ``latest``, the latest rotator
-    writes (finishSecret records the time of its move plus grace; the move is past): not a time
-    rotator wrote (someone with TagResource, or a grace shortened since). The token is due at
+    writes (finishSecret records, before its move, its time plus the time its invocation has left, at
+    most :data:`_MAX_INVOCATION`, plus grace; that invocation is over): not a time rotator wrote
+    (someone with TagResource, or a grace shortened since). The token is due at
     ``latest`` instead, written back so that the time holds on the next passes, and reported."""
     bounded = _rfc3339(latest)
     report.anomalies.append(token_id)
     logger.error(
         "revoke-expired: ANOMALY: tag %s%s of %s holds %s, later than any time rotator records (now + grace %s "
-        "+ clock slack): someone else wrote it, or the policy's grace was shortened since; the token is due at "
+        "+ 15 minutes): someone else wrote it, or the policy's grace was shortened since; the token is due at "
         "%s instead", REVOKE_TAG_PREFIX, token_id, target.view.arn, reprlib.repr(text), target.policy.grace,
         bounded)  # fmt: skip
     _write_due_time(target, token_id, bounded)
@@ -1083,8 +1149,9 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     rotator/core/revocation_rule.py with the records this function can trust (see _trusted_claim).
     A token that is AWSCURRENT or AWSPENDING is skipped; one the records do not prove to be this
     policy's is refused: its tag becomes ``rotator:attention:<id>`` and a person looks. Nor is a
-    tag's time trusted to be rotator's: one later than now + grace (+ clock slack) is brought down
-    to that, the latest time rotator itself could have written (:func:`_bound_due_time`); one earlier
+    tag's time trusted to be rotator's: one later than now + grace + 15 minutes (the time finishSecret's
+    invocation had left, and the clock slack) is brought down to that, the latest time rotator itself
+    could have written (:func:`_bound_due_time`); one earlier
     than grace after the creation of the version that replaced the token (- clock slack) is raised to
     that, the earliest the records allow (:func:`_raise_due_time`); both are reported as anomalies.
 
@@ -1095,7 +1162,9 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     budget = budget or _Budget(None, env.clock, keep_ms=0)
     report = _RevokeReport()
     now = env.clock.now()
-    latest = now + target.policy.grace + CLOCK_SLACK
+    # finishSecret records at most its own now + _MAX_INVOCATION + grace, rounded up to the second
+    # (_rfc3339): from any later now, the 15 minutes the bound allows cover that, compared as written.
+    latest = _ceil_second(now + target.policy.grace + max(CLOCK_SLACK, _MAX_INVOCATION))
     due: list[str] = []
     for token_id, text in _revocation_records(target.view.tags).items():
         when = _parse_time(text)
@@ -1151,13 +1220,17 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
         return report
     try:
         tokens = _issuer_call(partial(issuer.list_tokens, current.value), "list tokens", target, issuer, env, budget)
+        report.listing = tokens
         records = _VersionRecords(target)
     except _OutOfTime as exc:
+        report.listing_problem = "out of time"
         _defer(target, report, due, holders, exc)
         return report
     except RotatorError as exc:
         logger.error("revoke-expired: %s: cannot read the records to check the claims, retried next time: %s",
                      target.view.arn, exc)  # fmt: skip
+        if report.listing is None:
+            report.listing_problem = "failed"
         report.failed += due
         return report
     from rotator.core.revocation_rule import check_revocable
@@ -1171,6 +1244,7 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
         try:
             tokens = _issuer_call(partial(with_unlisted, issuer, tokens, token_id, current.value),
                                   f"look up token {token_id}", target, issuer, env, budget)  # fmt: skip
+            report.listing = tokens
         except _OutOfTime as exc:
             _defer(target, report, due[index:], holders, exc)
             break
@@ -1223,6 +1297,118 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
     return report
 
 
+def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env, budget: _Budget,
+                   report: _RevokeReport, recorded: set[str]) -> None:  # fmt: skip
+    """The scheduled run's orphan sweep: revoke the live tokens this function minted for a run whose
+    version has no staging label at all and that no labelled version holds: a rotation cancelled
+    (``cancel-rotate-secret``, its AWSPENDING removed, as AWS says to) or abandoned. createSecret sweeps
+    such tokens only before it mints (:meth:`_Rotation._sweep`), and a secret whose rotation was turned
+    off never runs it again. Failures are reported, not raised.
+
+    Revoked only what rotator's own records prove it minted (:func:`_minted_for_runs`: the version
+    history and the issuer's description, never a tag or payload alone), and never a token that is
+    ``current``, in ``recorded`` (the revocation records read before this pass) or still recorded now,
+    or named by a ``rotator:attention:`` tag (a person decides). Not yet, while:
+
+    - a createSecret may still be storing it: a version under rotation carries AWSPENDING (every step
+      starts only on a version that has it; finishSecret moves AWSCURRENT onto the version before it
+      removes AWSPENDING), but someone may remove the label while a createSecret runs, whose PutSecretValue
+      then labels the version again. That invocation ended within :data:`_MAX_INVOCATION` of the mint: the
+      token waits that long after its issuer's ``created_at`` (plus the issuer's clock slack); a token
+      whose issuer gives no creation time is reported, never revoked here;
+    - it may have been AWSCURRENT once (a version moved back by hand): as for a recorded revocation
+      (:meth:`_VersionRecords.revocable_from`), not before grace after the creation of the first version
+      created after its own, which no supersession can precede.
+
+    ``report.listing`` (the pass's own listing) is used when there is one; a pass whose listing failed
+    is not listed again (one issuer that does not answer costs its share of the time once)."""
+    from rotator.config.timefmt import as_utc
+    from rotator.core.revocation_rule import CLOCK_SLACK
+
+    tokens = report.listing
+    if tokens is None:
+        if report.listing_problem is not None:
+            report.sweep = report.listing_problem
+            return
+        try:
+            tokens = _issuer_call(partial(issuer.list_tokens, current.value), "list tokens", target, issuer, env,
+                                  budget)  # fmt: skip
+        except _OutOfTime as exc:
+            logger.warning("revoke-expired: %s: orphan sweep left for the next pass (%s)", target.view.arn, exc)
+            report.sweep = "out of time"
+            return
+        except RotatorError as exc:
+            logger.error("revoke-expired: %s: orphan sweep: cannot list the issuer's tokens, retried next time: %s",
+                         target.view.arn, exc)  # fmt: skip
+            report.sweep, report.sweep_error = "failed", REDACTOR.redact(str(exc))
+            return
+    now = env.clock.now()
+    attention = {k[len(ATTENTION_TAG_PREFIX) :] for k in target.view.tags if k.startswith(ATTENTION_TAG_PREFIX)}
+    keep = {current.token_id, *recorded, *_revocation_records(target.view.tags), *attention}
+    try:
+        found, records = _minted_for_runs(target, tokens, keep, now, "revoke-expired")
+        if not found or records is None:
+            report.sweep = "done"
+            return
+        # The labels and what each labelled version holds, read now (after the listing): a version
+        # labelled, or a token a labelled version holds (a value copied into a new version), is kept.
+        fresh = describe(target.api, target.view.arn, target.where)
+        if fresh is None:
+            raise PermanentError(f"secret {target.view.arn} no longer exists")
+        held = {record.token_id for version in fresh.stages
+                if (record := _lenient(read_stage(target.api, fresh.arn, None, target.where, version_id=version)))}
+    except RotatorError as exc:
+        logger.error("revoke-expired: %s: orphan sweep: cannot read the secret's versions, retried next time: %s",
+                     target.view.arn, exc)  # fmt: skip
+        report.sweep, report.sweep_error = "failed", REDACTOR.redact(str(exc))
+        return
+    report.sweep = "done"
+    out_of_time: _OutOfTime | None = None  # once no issuer call may start, the orphans due wait for the next pass
+    for info, run in found:
+        if run in fresh.stages or info.token_id in held:
+            continue
+        report.orphans.append(info.token_id)
+        if info.created_at is None:
+            logger.error("revoke-expired: %s: token %s, minted for version %s, which has no label: an orphan, but "
+                         "the issuer gives no creation time, so a createSecret may still be storing it; not revoked "
+                         "(fix: revoke it yourself once no rotation of the secret runs)", target.view.arn,
+                         info.token_id, run)  # fmt: skip
+            report.orphans_left.append(info.token_id)
+            continue
+        revocable = as_utc(info.created_at) + _MAX_INVOCATION + CLOCK_SLACK
+        successor = records.created_after(run)
+        if successor is not None:
+            revocable = max(revocable, successor + target.policy.grace)
+        if revocable > now:
+            logger.info("revoke-expired: %s: token %s, minted for version %s, which has no label, is an orphan: "
+                        "revoked after %s", target.view.arn, info.token_id, run, _rfc3339(revocable))  # fmt: skip
+            report.orphans_waiting.append(info.token_id)
+            report.waiting += 1
+            continue
+        try:
+            if out_of_time is not None:
+                raise out_of_time
+            _issuer_call(partial(issuer.revoke, info.token_id, current.value), f"revoke {info.token_id}", target,
+                         issuer, env, budget)  # fmt: skip
+        except _OutOfTime as exc:
+            out_of_time = exc
+            logger.warning("revoke-expired: %s: orphan token %s left for the next pass (%s)", target.view.arn,
+                           info.token_id, exc)  # fmt: skip
+            report.orphans_left.append(info.token_id)
+            report.deferred.append(info.token_id)
+            continue
+        except RotatorError as exc:
+            logger.error("revoke-expired: %s: orphan token %s: revocation failed, retried next time: %s",
+                         target.view.arn, info.token_id, exc)  # fmt: skip
+            report.orphans_left.append(info.token_id)
+            report.failed.append(info.token_id)
+            continue
+        logger.warning("revoke-expired: revoked token %s of %s, minted for version %s, which has no label (a rotation "
+                       "cancelled or abandoned): an orphan", info.token_id, target.view.arn, run)  # fmt: skip
+        report.orphans_revoked.append(info.token_id)
+        report.revoked.append(info.token_id)
+
+
 #: Set to 1 to also print CloudWatch Embedded Metric Format lines (docs/aws-lambda.md#compliance).
 EMF_ENV = "ROTATOR_EMF"
 #: A recorded revocation this long past its time (the schedule's tick and retries) is overdue.
@@ -1232,7 +1418,8 @@ OVERDUE_SLACK_S = 3600
 def _log_compliance(target: _Target, current: TokenRecord, records: Mapping[str, str],
                     report: _RevokeReport, now: datetime) -> None:
     """One JSON compliance line per bootstrapped secret on stdout (age against max_age, overdue
-    revocations, revocation times later than rotator writes), and with ``ROTATOR_EMF=1`` an Embedded
+    revocations, revocation times later than rotator writes, the orphans the sweep found and revoked or
+    could not), and with ``ROTATOR_EMF=1`` an Embedded
     Metric Format line, so CloudWatch alarms need no code. A secret without a token yet has no line
     (docs/aws-lambda.md): callers skip it. A secret the run had no time for: :func:`_log_not_evaluated`."""
     policy = target.policy
@@ -1240,17 +1427,25 @@ def _log_compliance(target: _Target, current: TokenRecord, records: Mapping[str,
     age = (now - current.created_at).total_seconds()
     overdue = [t for t, text in records.items() if t not in report.revoked
                and ((when := _parse_time(text)) is None or when.timestamp() + OVERDUE_SLACK_S < now.timestamp())]
-    compliant = age <= max_age.total_seconds() and not overdue and not report.anomalies
+    # An orphan this run could not revoke (failed, out of time, no creation time), or a sweep that did not
+    # run, is no compliance: the token stays valid for as long as it lives. One waiting for its time is,
+    # as a recorded revocation waiting for its grace is.
+    compliant = (age <= max_age.total_seconds() and not overdue and not report.anomalies
+                 and not report.orphans_left and report.sweep == "done")  # fmt: skip
     line = {"rotator_compliance": {
         "policy": policy.name, "secret": target.view.arn, "evaluated": True, "token_id": current.token_id,
         "age_s": int(age), "max_age_s": int(max_age.total_seconds()),
         "overdue_revocations": len(overdue), "overdue_token_ids": overdue,
         "anomalous_revocations": len(report.anomalies), "anomalous_token_ids": report.anomalies,
+        "orphan_sweep": report.sweep, "orphan_token_ids": report.orphans,
+        "revoked_orphan_token_ids": report.orphans_revoked, "waiting_orphan_token_ids": report.orphans_waiting,
+        "unrevoked_orphans": len(report.orphans_left), "unrevoked_orphan_token_ids": report.orphans_left,
         "compliant": compliant}}
     print(json.dumps(line), flush=True)
     if os.environ.get(EMF_ENV, "").strip().lower() in ("1", "true", "yes"):
         metrics = [("TokenAgeSeconds", "Seconds", age), ("TokenMaxAgeSeconds", "Seconds", max_age.total_seconds()),
-                   ("OverdueRevocations", "Count", len(overdue)), ("Compliant", "None", int(compliant))]
+                   ("OverdueRevocations", "Count", len(overdue)),
+                   ("UnrevokedOrphans", "Count", len(report.orphans_left)), ("Compliant", "None", int(compliant))]
         emf: dict[str, Any] = {"_aws": {"Timestamp": int(now.timestamp() * 1000), "CloudWatchMetrics": [{
             "Namespace": "rotator", "Dimensions": [["Policy"]],
             "Metrics": [{"Name": n, "Unit": u} for n, u, _ in metrics]}]}, "Policy": policy.name}
@@ -1342,6 +1537,19 @@ class _VersionRecords:
         if not isinstance(created, datetime) or info.created_at is None:
             return True
         return as_utc(info.created_at) >= as_utc(created) - CLOCK_SLACK
+
+    def created_after(self, version: str) -> datetime | None:
+        """The CreatedDate of the first version created after ``version`` (one created in the same instant
+        counts: CreatedDate may have whole seconds only), in UTC; None when the records show none. A token
+        of ``version`` that was ever AWSCURRENT was superseded no sooner. Without a CreatedDate of
+        ``version`` itself, the newest version's: the safe side."""
+        from rotator.config.timefmt import as_utc
+
+        own = self._created.get(version)
+        dates = {v: as_utc(c) for v, c in self._created.items() if v != version and isinstance(c, datetime)}
+        if not isinstance(own, datetime):
+            return max(dates.values(), default=None)
+        return min((c for c in dates.values() if c >= as_utc(own)), default=None)
 
     def bootstrap_id(self) -> str | None:
         if not self._bootstrap_read:
@@ -1512,6 +1720,7 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
     secrets = _each_secret_once(work, env, budget, failed)
     seen: set[str] = set()  # the ARNs done (or failed) in this run
     not_evaluated: list[str] = []
+    unswept: list[str] = []  # the secrets whose orphan sweep had no time left
     for index, (sid, via, read) in enumerate(secrets):
         if read is not None and read[0].arn in seen:
             continue  # an earlier secret's policy found this one through its own client (_target): done
@@ -1534,24 +1743,33 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
                         continue
                     seen.add(target.view.arn)
             records = _revocation_records(target.view.tags)
-            if not records:
+            if records:
+                current = TokenRecord.from_payload(*_current_payload(target))
+                issuer = registry.build_issuer(target.policy, target.policy.context(env.clock))
+                report = _revoke_due(target, issuer, current, env, budget)
+                # A time the pass corrected is the one the token waits for now, not the one read before (an
+                # early time read as "overdue" is no overdue revocation).
+                corrected = _revocation_records(target.view.tags)
+                records = {**records, **{t: corrected[t] for t in report.anomalies if t in corrected}}
+            else:
                 held = _lenient(read_stage(target.api, target.view.arn, CURRENT, target.where))
                 # No rotator token yet (no value, or a placeholder): not bootstrapped, so no line, and no
                 # "compliant": false that would fire the alarms on a secret rotator does not serve yet.
-                if held is not None:
-                    _log_compliance(target, held, records, _RevokeReport(), env.clock.now())
-                continue
-            current = TokenRecord.from_payload(*_current_payload(target))
-            report = _revoke_due(target, registry.build_issuer(target.policy, target.policy.context(env.clock)),
-                                 current, env, budget)
-            # A time the pass corrected is the one the token waits for now, not the one read before (an
-            # early time read as "overdue" is no overdue revocation).
-            corrected = _revocation_records(target.view.tags)
-            records = {**records, **{t: corrected[t] for t in report.anomalies if t in corrected}}
+                if held is None:
+                    continue
+                current, report = held, _RevokeReport()
+                issuer = registry.build_issuer(target.policy, target.policy.context(env.clock))
+            # Every pass, records or not: a rotation cancelled or abandoned leaves its token to this sweep
+            # alone once rotation is off (createSecret sweeps only before it mints).
+            _sweep_orphans(target, issuer, current, env, budget, report, set(records))
             _log_compliance(target, current, records, report, env.clock.now())
         except RotatorError as exc:
             failed(sid, exc)
             continue
+        if report.sweep_error is not None:
+            errors.append(f"{target.view.arn}: orphan sweep: {report.sweep_error}")
+        if report.sweep == "out of time":
+            unswept.append(target.view.arn)
         total.revoked += report.revoked
         total.skipped += report.skipped
         total.failed += report.failed
@@ -1564,6 +1782,7 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
     logger.info("revoke-expired: %s", json.dumps(summary))
     late = [f"{len(not_evaluated)} secret(s) not evaluated ({', '.join(not_evaluated)})"] if not_evaluated else []
     late += [f"{len(total.deferred)} due revocation(s) not tried"] if total.deferred else []
+    late += [f"orphan sweep of {len(unswept)} secret(s) not run ({', '.join(unswept)})"] if unswept else []
     if late:
         fixes.append("out of time: the next scheduled run tries again, starting at another secret; if this repeats, "
                      "fix the issuers that fail or time out (see the log), raise the function's timeout, or lower "
@@ -1645,9 +1864,11 @@ def _lenient(answer: tuple[str, Mapping[str, Any] | None] | None) -> TokenRecord
 
 def _rfc3339(moment: datetime) -> str:
     """Whole seconds, rounded up: a due time is never earlier than the grace allows."""
-    if moment.microsecond:
-        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
-    return rfc3339_seconds(moment)
+    return rfc3339_seconds(_ceil_second(moment))
+
+
+def _ceil_second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0) + timedelta(seconds=1) if moment.microsecond else moment
 
 
 def _parse_time(text: str) -> datetime | None:

@@ -409,7 +409,9 @@ def test_finish_secret_fails_to_move_then_revoke_expired_spares_the_still_curren
     first_due = scene.tags()[record]
     assert scene.payload("AWSCURRENT")["token_id"] == scene.bootstrap_id, "recorded, not moved"
 
-    scene.clock.advance(GRACE + timedelta(minutes=1))
+    # Recorded before the move, the time allows for the rest of the invocation (5 minutes here), in which
+    # the move could still have landed: past that, the record is due.
+    scene.clock.advance(GRACE + timedelta(minutes=6))
     report = scene.invoke({"action": "revoke-expired"})
     assert report["skipped"] == [scene.bootstrap_id] and report["revoked"] == []
     assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is None
@@ -470,7 +472,7 @@ def test_a_finish_secret_retry_between_revoke_expired_s_tag_and_stage_reads_rest
     with pytest.raises(TransientError):
         scene.step("finishSecret", token, client=failing)
     record = f"rotator:revoke:{scene.bootstrap_id}"
-    scene.clock.advance(GRACE + timedelta(minutes=1))
+    scene.clock.advance(GRACE + timedelta(minutes=6))  # the record allowed for the invocation's 5 minutes
 
     def finish_retry() -> None:
         scene.step("finishSecret", token, client=_SecondStageMoveFails(scene.client()))
@@ -487,6 +489,115 @@ def test_a_finish_secret_retry_between_revoke_expired_s_tag_and_stage_reads_rest
     assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is not None
     assert record not in scene.tags()
     scene.check_no_leak(caplog)
+
+
+class _SlowMove:
+    """The real client; finishSecret's move of AWSCURRENT takes ``minutes`` (the SDK's retries and
+    back-off) of the scene's time."""
+
+    def __init__(self, real: Any, clock: FakeClock, minutes: int) -> None:
+        self._real, self._clock, self._minutes = real, clock, minutes
+        self.moved_at: datetime | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def update_secret_version_stage(self, **kw: Any) -> Any:
+        if kw.get("VersionStage") != "AWSCURRENT":
+            return self._real.update_secret_version_stage(**kw)
+        self._clock.advance(timedelta(minutes=self._minutes))
+        answer = self._real.update_secret_version_stage(**kw)
+        self.moved_at = self._clock.now()
+        return answer
+
+
+class _Killed(BaseException):
+    """Lambda's timeout: nothing the function does catches it."""
+
+
+def _due_of(scene: Scene, token_id: str) -> datetime:
+    return datetime.fromisoformat(scene.tags()[f"rotator:revoke:{token_id}"].replace("Z", "+00:00"))
+
+
+def _ready_to_finish(scene: Scene) -> str:
+    token = scene.start()
+    for step in STEPS[:3]:
+        scene.step(step, token)
+    return token
+
+
+def test_the_superseded_token_keeps_its_grace_after_a_slow_move(scene, caplog):
+    """Review: finishSecret counted the grace from before its move of AWSCURRENT; a move that took 5
+    minutes (the SDK retrying) left the previous token 5 minutes less than its grace after the new one
+    was published, and revoke-expired revoked it then. Its record is grace after the move now."""
+    token = _ready_to_finish(scene)
+    slow = _SlowMove(scene.client(), scene.clock, minutes=5)
+    scene.step("finishSecret", token, client=slow)
+    assert slow.moved_at is not None and scene.stages()[token] == ["AWSCURRENT"]
+    due = _due_of(scene, scene.bootstrap_id)
+    assert slow.moved_at + GRACE <= due < slow.moved_at + GRACE + timedelta(seconds=1), "grace after the move"
+
+    scene.clock.advance(GRACE - timedelta(minutes=1))  # a minute before the move + grace
+    assert scene.invoke({"action": "revoke-expired", "SecretId": scene.arn})["revoked"] == []
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is None, "revoked inside its grace"
+    scene.clock.advance(timedelta(minutes=1, seconds=1))
+    assert scene.invoke({"action": "revoke-expired", "SecretId": scene.arn})["revoked"] == [scene.bootstrap_id]
+    scene.check_no_leak(caplog)
+
+
+def test_a_finish_secret_killed_after_a_slow_move_leaves_a_record_that_allows_for_it(scene, capsys):
+    """The record is written before the move (a crash in between must leave one), when how long the move
+    will take is unknown: it allows for the rest of the invocation, in which the move lands or never
+    does. Killed after a 4-minute move, with 5 minutes left when it recorded, the token keeps its grace
+    after the move; the retried finishSecret finds the version AWSCURRENT and changes nothing."""
+    token = _ready_to_finish(scene)
+    slow = _SlowMove(scene.client(), scene.clock, minutes=4)
+    start = scene.clock.now()
+
+    def killed_after_the_move(name: str) -> None:
+        if name == "moved":
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        scene.invoke(scene.event("finishSecret", token), client=slow, remaining_ms=300_000,
+                     checkpoint=killed_after_the_move)  # fmt: skip
+    assert slow.moved_at is not None and sorted(scene.stages()[token]) == ["AWSCURRENT", "AWSPENDING"]
+    scene.step("finishSecret", token)  # Secrets Manager's retry: already AWSCURRENT, nothing to do
+    due = _due_of(scene, scene.bootstrap_id)
+    assert start + timedelta(minutes=5) + GRACE <= due < start + timedelta(minutes=5) + GRACE + timedelta(seconds=1)
+
+    scene.clock.advance(slow.moved_at + GRACE + timedelta(seconds=30) - scene.clock.now())
+    capsys.readouterr()
+    assert scene.invoke({"action": "revoke-expired"})["revoked"] == []
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is None, "revoked inside its grace"
+    (line,) = _compliance_lines(capsys)
+    assert line["rotator_compliance"]["anomalous_token_ids"] == [], "a time rotator wrote"
+    scene.clock.advance(due - scene.clock.now() + timedelta(seconds=1))
+    assert scene.invoke({"action": "revoke-expired"})["revoked"] == [scene.bootstrap_id]
+
+
+def test_without_a_lambda_context_the_record_allows_for_lambda_s_longest_timeout(scene, capsys):
+    """Run without a Lambda context (locally), nothing says how long the invocation may still run: the
+    record written before the move allows for Lambda's longest timeout, 15 minutes, and revoke-expired,
+    right then, takes it as a time rotator writes (no anomaly, not brought down)."""
+    token = _ready_to_finish(scene)
+    start = scene.clock.now()
+
+    def killed_after_the_record(name: str) -> None:
+        if name == "recorded":
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        handle(scene.event("finishSecret", token), None, config_path=scene.config, client=scene.client(),
+               clock=scene.clock, checkpoint=killed_after_the_record)  # fmt: skip
+    written = scene.tags()[f"rotator:revoke:{scene.bootstrap_id}"]
+    due = _due_of(scene, scene.bootstrap_id)
+    assert start + timedelta(minutes=15) + GRACE <= due < start + timedelta(minutes=15) + GRACE + timedelta(seconds=1)
+    capsys.readouterr()
+    assert scene.invoke({"action": "revoke-expired"})["waiting"] == 1
+    (line,) = _compliance_lines(capsys)
+    assert line["rotator_compliance"]["anomalous_token_ids"] == [] and line["rotator_compliance"]["compliant"]
+    assert scene.tags()[f"rotator:revoke:{scene.bootstrap_id}"] == written, "not brought down"
 
 
 class _PurgedClient:
@@ -605,7 +716,9 @@ def test_crash_in_finish_secret_then_the_retry_completes(scene, caplog, at):
     assert scene.payload("AWSCURRENT")["token_id"] == scene.minted()[0]["id"]
     assert "AWSCURRENT" in scene.stages()[token]
     scene.check_invariants()
-    scene.clock.advance(GRACE + timedelta(seconds=1))
+    # Killed after the move and before the record was brought down to the move's time, the record keeps
+    # allowing for the rest of that invocation (CRASH_RUNNER: 5 minutes), in which the move may have landed.
+    scene.clock.advance(GRACE + timedelta(minutes=5, seconds=1))
     scene.invoke({"action": "revoke-expired"})
     scene.check_invariants(settled=True)
     scene.check_no_leak(caplog)

@@ -1,0 +1,240 @@
+"""The scheduled revoke-expired run sweeps the orphans of rotations cancelled or abandoned (moto in
+server mode, the fake influxctl; the scene of tests/runners/test_aws_lambda.py).
+
+A token createSecret minted for a rotation that is then cancelled (``cancel-rotate-secret``, and its
+AWSPENDING label removed, as AWS says to) was revoked only by the next createSecret's sweep: with
+rotation turned off there is none, and the token stayed valid for its whole lifetime while every
+scheduled run's compliance line said compliant (invariant: no orphan).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from rotator.config.policy_bundle import write_bundle
+from rotator.core.errors import TransientError
+from rotator.runners.lambda_rotation import handle
+from tests.runners import test_aws_lambda
+from tests.runners.test_aws_lambda import GRACE, STEPS, Scene
+
+scene = test_aws_lambda.scene  # the fixture: a secret bootstrapped on moto, its policy, the fake influxctl
+
+#: lambda_rotation._MAX_INVOCATION + revocation_rule.CLOCK_SLACK: a createSecret minting now may still
+#: be storing its token that long (its issuer's clock being that much behind)
+IN_FLIGHT = timedelta(minutes=30)
+
+
+def _line(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    lines = [json.loads(x)["rotator_compliance"] for x in capsys.readouterr().out.splitlines()
+             if x.startswith('{"rotator_compliance"')]  # fmt: skip
+    (line,) = lines
+    return line  # type: ignore[no-any-return]
+
+
+def _cancelled(scene: Scene) -> tuple[str, str]:
+    """A rotation whose createSecret stored its token, then cancelled as AWS documents: rotation turned
+    off and AWSPENDING removed from its version. The version and the token's id."""
+    version = scene.start()
+    scene.step("createSecret", version)
+    (minted,) = scene.active_minted()
+    client = scene.client()
+    client.cancel_rotate_secret(SecretId=scene.name)
+    client.update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPENDING", RemoveFromVersionId=version)
+    assert version not in scene.stages() and not client.describe_secret(SecretId=scene.name).get("RotationEnabled")
+    return version, str(minted["id"])
+
+
+def test_the_token_of_a_cancelled_rotation_is_revoked_by_the_scheduled_run(scene, capsys, caplog):
+    """The reviewer's reproduction: rotation off, no createSecret ever runs again; the scheduled run
+    revokes the orphan (provably minted by this function for a version of this secret that has no label)
+    and names it in the compliance line. The bootstrapped token, AWSCURRENT, is left alone."""
+    version, orphan = _cancelled(scene)
+    scene.clock.advance(timedelta(days=1))
+    capsys.readouterr()
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["revoked"] == [orphan] and report["failed"] == []
+    assert scene.fake.state.token_by_id(orphan)["revoked_at"] is not None
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is None, "AWSCURRENT: never"
+    line = _line(capsys)
+    assert line["orphan_token_ids"] == [orphan] and line["revoked_orphan_token_ids"] == [orphan]
+    assert line["unrevoked_orphan_token_ids"] == [] and line["orphan_sweep"] == "done"
+    assert line["compliant"] is True
+    assert f"revoked token {orphan} of {scene.arn}, minted for version {version}" in caplog.text
+    scene.check_invariants()
+
+    scene.clock.advance(timedelta(hours=1))  # the next run finds nothing more
+    assert scene.invoke({"action": "revoke-expired"})["revoked"] == []
+    line = _line(capsys)
+    assert line["orphan_token_ids"] == [] and line["compliant"] is True
+    scene.check_no_leak(caplog)
+
+
+def test_an_orphan_whose_revocation_fails_is_reported_then_revoked_by_the_next_run(scene, capsys, caplog):
+    """Fix and re-run: the revocation fails (the cluster is unavailable); the run fails, and its line
+    says the orphan is left and not compliant. The next scheduled run revokes it, and the line is
+    compliant again."""
+    _, orphan = _cancelled(scene)
+    scene.clock.advance(timedelta(days=1))
+    scene.fake.state.add_fault("management revoke", "exit", times=-1,
+                               message="Error: rpc error: code = Unavailable desc = connection refused")  # fmt: skip
+    capsys.readouterr()
+    with pytest.raises(TransientError, match=f"revoke-expired: 1 failure.*token {orphan}"):
+        scene.invoke({"action": "revoke-expired"})
+    assert scene.fake.state.token_by_id(orphan)["revoked_at"] is None
+    line = _line(capsys)
+    assert line["orphan_token_ids"] == [orphan] and line["revoked_orphan_token_ids"] == []
+    assert line["unrevoked_orphans"] == 1 and line["unrevoked_orphan_token_ids"] == [orphan]
+    assert line["compliant"] is False
+    assert f"orphan token {orphan}: revocation failed, retried next time" in caplog.text
+
+    scene.fake.state.clear_faults()
+    scene.clock.advance(timedelta(hours=1))
+    assert scene.invoke({"action": "revoke-expired"})["revoked"] == [orphan]
+    assert scene.fake.state.token_by_id(orphan)["revoked_at"] is not None
+    line = _line(capsys)
+    assert line["revoked_orphan_token_ids"] == [orphan] and line["unrevoked_orphan_token_ids"] == []
+    assert line["compliant"] is True
+    scene.check_invariants()
+    scene.check_no_leak(caplog)
+
+
+def test_a_version_still_under_rotation_keeps_its_token(scene, capsys):
+    """A rotation stuck after createSecret keeps AWSPENDING on its version: under rotation, its token is
+    no orphan (testSecret or finishSecret may still use it), however long it waits."""
+    version = scene.start()
+    scene.step("createSecret", version)
+    (minted,) = scene.active_minted()
+    scene.clock.advance(timedelta(days=10))
+    capsys.readouterr()
+    assert scene.invoke({"action": "revoke-expired"})["revoked"] == []
+    assert scene.fake.state.token_by_id(minted["id"])["revoked_at"] is None
+    line = _line(capsys)
+    assert line["orphan_token_ids"] == [] and line["compliant"] is True
+    for step in STEPS[1:]:  # the rotation can still finish
+        scene.step(step, version)
+    assert scene.payload("AWSCURRENT")["token_id"] == minted["id"]
+
+
+class _CancelledWhileStoring:
+    """The real client; just before createSecret's PutSecretValue, the operator removes AWSPENDING from
+    the rotation's version and the scheduled revoke-expired runs (another invocation, beside this one).
+    What that run did, and whether the token createSecret is storing was still active after it."""
+
+    def __init__(self, scene: Scene, version: str) -> None:
+        self._scene, self._version, self._real = scene, version, scene.client()
+        self.report: Any = None
+        self.minted: list[str] = []
+        self.active_after: bool | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def put_secret_value(self, **kw: Any) -> Any:
+        self._real.update_secret_version_stage(SecretId=self._scene.name, VersionStage="AWSPENDING",
+                                               RemoveFromVersionId=self._version)  # fmt: skip
+        self.report = self._scene.invoke({"action": "revoke-expired"})
+        self.minted = [t["id"] for t in self._scene.active_minted()]
+        self.active_after = len(self.minted) == 1
+        return self._real.put_secret_value(**kw)
+
+
+def test_the_sweep_never_revokes_the_token_a_create_secret_is_still_storing(scene, capsys):
+    """The version of a rotation carries AWSPENDING from before createSecret mints, but someone may remove
+    the label while createSecret runs: the scheduled run then sees a version without a label and a token
+    that createSecret's PutSecretValue, still to come, would store (and label AWSPENDING again). Such a
+    token was minted within its invocation's time (at most 15 minutes, plus the issuer's clock slack): it
+    waits that long, reported as waiting (compliant); once no createSecret can still store it, no orphan
+    is left."""
+    # moto gives every version the same CreatedDate, the time of the listing: each orphan then waits grace
+    # after its successor's creation, as if one had been created after its own. A grace of 5 minutes, and
+    # the function's clock 10 minutes ahead of the issuer's (within the slack): that wait is over, and
+    # only the time a createSecret may still be storing its token holds the token back.
+    config = scene.config.read_text()
+    assert config.count('grace = "1h"') == 1
+    scene.config.write_text(config.replace('grace = "1h"', 'grace = "5m"'))
+    write_bundle(scene.config)
+    scene.clock.advance(timedelta(minutes=10))
+    version = scene.start()
+    client = _CancelledWhileStoring(scene, version)
+    capsys.readouterr()
+    scene.step("createSecret", version, client=client)
+    assert client.active_after is True, "the token createSecret was storing was revoked under it"
+    assert client.report["revoked"] == [] and client.report["waiting"] == 1
+    line = _line(capsys)
+    assert line["orphan_token_ids"] == client.minted and line["waiting_orphan_token_ids"] == client.minted
+    assert line["compliant"] is True
+
+    # Whatever became of the PutSecretValue (moto refuses it once the label is gone, and createSecret
+    # revokes its own token), nothing is left once no createSecret can still store the token.
+    scene.clock.advance(IN_FLIGHT + timedelta(minutes=1))
+    scene.invoke({"action": "revoke-expired"})
+    assert scene.active_minted() == [] or "AWSPENDING" in scene.stages().get(version, [])
+    scene.check_invariants()
+
+
+def test_an_orphan_that_may_have_been_current_waits_for_grace_after_its_successor(scene, capsys):
+    """A token whose version has lost every label and whose revocation record is gone (removed by hand)
+    may have been AWSCURRENT: it is revoked no sooner than grace after the creation of the version
+    created after its own, as a recorded revocation is (invariant: never before grace)."""
+    scene.rotate()
+    first = scene.payload("AWSCURRENT")["token_id"]
+    scene.rotate()
+    scene.rotate()  # the first rotation's version has no label now; its token's record waits for its grace
+    scene.client().untag_resource(SecretId=scene.name, TagKeys=[f"rotator:revoke:{first}"])
+    scene.clock.advance(IN_FLIGHT + timedelta(minutes=1))
+    capsys.readouterr()
+    report = scene.invoke({"action": "revoke-expired"})
+    assert first not in report["revoked"]
+    assert scene.fake.state.token_by_id(first)["revoked_at"] is None, "not inside its grace"
+    line = _line(capsys)
+    assert line["waiting_orphan_token_ids"] == [first] and line["compliant"] is True
+
+    scene.clock.advance(GRACE)
+    assert first in scene.invoke({"action": "revoke-expired"})["revoked"]
+    assert scene.fake.state.token_by_id(first)["revoked_at"] is not None
+    scene.check_invariants()
+
+
+def test_a_token_a_labelled_version_holds_is_no_orphan(scene, capsys):
+    """The value of a cancelled rotation's version put again by hand as AWSCURRENT (a restore): the token
+    is AWSCURRENT's, though the version it was minted for has no label; it is kept."""
+    version, minted = _cancelled(scene)
+    value = scene.client().get_secret_value(SecretId=scene.name, VersionId=version)["SecretString"]
+    scene.client().put_secret_value(SecretId=scene.name, SecretString=value, VersionStages=["AWSCURRENT"])
+    scene.clock.advance(timedelta(days=1))
+    capsys.readouterr()
+    assert scene.invoke({"action": "revoke-expired"})["revoked"] == []
+    assert scene.fake.state.token_by_id(minted)["revoked_at"] is None
+    assert _line(capsys)["orphan_token_ids"] == []
+
+
+class _RunsOutAfterTheListing:
+    """A Lambda context with plenty of time until the issuer has been called once (the sweep's listing),
+    then 35 s: less than the 10 s kept for the results plus one influxctl call (2 x (10 s + 5 s))."""
+
+    def __init__(self, scene: Scene) -> None:
+        self.scene, self.calls = scene, len(scene.fake.state.calls())
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000 if len(self.scene.fake.state.calls()) == self.calls else 35_000
+
+
+def test_an_orphan_the_run_has_no_time_left_for_waits_for_the_next_run(scene, capsys):
+    """No revocation starts unless it can end before the time kept for the results: the orphan is left
+    for the next run (deferred, reported unrevoked, not compliant, the invocation fails); the next run
+    revokes it."""
+    _, orphan = _cancelled(scene)
+    scene.clock.advance(timedelta(days=1))
+    capsys.readouterr()
+    with pytest.raises(TransientError, match=r"1 due revocation\(s\) not tried"):
+        handle({"action": "revoke-expired"}, _RunsOutAfterTheListing(scene), config_path=scene.config,
+               client=scene.client(), clock=scene.clock)  # fmt: skip
+    assert scene.fake.state.token_by_id(orphan)["revoked_at"] is None
+    line = _line(capsys)
+    assert line["unrevoked_orphan_token_ids"] == [orphan] and line["compliant"] is False
+    assert scene.invoke({"action": "revoke-expired"})["revoked"] == [orphan]
+    assert _line(capsys)["compliant"] is True
