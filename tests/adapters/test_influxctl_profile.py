@@ -625,11 +625,11 @@ class FailingReplace:
     def __init__(self, nth: int, err: int = errno.EIO) -> None:
         self.nth, self.err, self.calls = nth, err, 0
 
-    def __call__(self, src: str, dst: str) -> None:
+    def __call__(self, src: str, dst: str, dir_fd: int) -> None:
         self.calls += 1
         if self.calls == self.nth:
             raise OSError(self.err, os.strerror(self.err))
-        os.replace(src, dst)
+        os.replace(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def test_a_failed_rename_of_the_config_leaves_it_and_no_temp_file(config: Path) -> None:
@@ -733,11 +733,11 @@ class EditDuringSidecarRename:
     def __init__(self, config: Path, edit: Any) -> None:
         self.config, self.edit, self.calls = config, edit, 0
 
-    def __call__(self, src: str, dst: str) -> None:
+    def __call__(self, src: str, dst: str, dir_fd: int) -> None:
         self.calls += 1
         if self.calls == 1 and dst.endswith(SIDECAR_SUFFIX):
             self.edit(self.config)
-        os.replace(src, dst)
+        os.replace(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 # Same length as "influxdb.example.test", so that an in-place rewrite keeps the size.
@@ -852,8 +852,8 @@ def test_an_edit_right_after_the_read_stops_the_publish_before_anything_is_writt
     real_read = InfluxctlProfileStore._read
     reads: list[Any] = []
 
-    def read_then_edit(self: InfluxctlProfileStore) -> Any:
-        reads.append(real_read(self))
+    def read_then_edit(self: InfluxctlProfileStore, directory: Any) -> Any:
+        reads.append(real_read(self, directory))
         if len(reads) == 1:  # the publish's read; the edit lands right after it
             save_atomically(config, edited)
         return reads[-1]

@@ -54,7 +54,8 @@ in the config is kept), then the config. Each file is replaced atomically: a tem
 the same directory, written, fsync'ed, renamed over the original, and the directory fsync'ed.
 A crash between the two renames leaves the old value in the config, which the sidecar still
 describes, so the store reads as its old, consistent self. Temporary files left by a killed
-writer (they may hold a token) are removed by the next write.
+writer (they may hold a token) are removed by the next write. The directory is opened once, under
+the lock, and every later step goes through that descriptor, never the path (:class:`_Dir`).
 
 Other writers. The lock only keeps rotator processes apart: a person's editor or configuration
 management may replace or rewrite the config between the read and the renames. So the read
@@ -66,7 +67,8 @@ it). What is left is the time between the last check and the rename (microsecond
 saved exactly then is still replaced.
 
 File properties. Both files are written with mode 0600 (an adopt of the value already there
-writes the config again, the same bytes, when others could read it) and keep the config file's owner and
+writes the config again, the same bytes, when others could read it; a publish that writes no config
+sets its mode to 0600 in place) and keep the config file's owner and
 group (``chown`` when running as root; otherwise rotator must be the owner, and is refused
 before anything is written if it is not). A symlinked config is written through to its target.
 The profile is never created: influxctl needs ``product``, ``host``/``account_id``... that
@@ -95,7 +97,6 @@ import os
 import re
 import secrets
 import sys
-import tempfile
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -103,6 +104,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache, partial
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import tomlkit
@@ -194,7 +196,11 @@ _ERR_CHANGED_UNREADABLE = (
     "right now ({error}); the config file was left as that writer left it"
 )
 _ERR_RELINKED = (
-    "{where}: {path} now points to another file than {old}, which rotator read; the config file was not written"
+    "{where}: {path} now points to another file ({new}) than {old}, which rotator read; the config file was not "
+    "written"
+)
+_ERR_MOVED = (
+    "{where}: the directory {directory} was moved or replaced while rotator was using it; nothing more was written"
 )
 _HINT_CHANGED = (
     "rotator reads the file again and retries; if this keeps happening, something rewrites the file all the "
@@ -219,8 +225,14 @@ _HINT_ISSUER = (
     "every other issuer's token (docs/sync.md#the-stores-settings)"
 )
 
-#: ``replace(src, dst)``: the rename step of an atomic write; the seam where tests inject a crash.
-Replace = Callable[[str, str], None]
+#: ``replace(src, dst, dir_fd)``: the rename step of an atomic write, ``src`` and ``dst`` names in the
+#: directory ``dir_fd`` (the config's directory as the store opened it); the seam where tests inject a crash.
+Replace = Callable[[str, str, int], None]
+
+
+def _replace_in(src: str, dst: str, dir_fd: int) -> None:
+    """The default :data:`Replace`: ``rename(2)`` of ``src`` over ``dst``, both in the directory ``dir_fd``."""
+    os.replace(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 class InfluxctlProfileSettings(BaseModel):
@@ -339,13 +351,59 @@ def _generation(entry: Mapping[str, Any] | None) -> int:
 _Identity = tuple[int, int, int, int, bytes]
 
 
-def _read_identified(path: Path) -> tuple[bytes, os.stat_result, _Identity]:
+class _NotRegularFile(OSError):
+    """The name is a directory, FIFO, device or socket: not read (a FIFO would block, a device never end)."""
+
+    def __init__(self, mode: int) -> None:
+        directory = S_ISDIR(mode)
+        super().__init__(errno.EISDIR if directory else errno.EINVAL, "is a directory" if directory else
+                         "not a regular file")  # fmt: skip
+
+
+def _read_regular(dir_fd: int, name: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of the regular file ``name`` in the directory ``dir_fd``, and its fstat. Never through a
+    symbolic link (O_NOFOLLOW: ELOOP): the name was resolved when the directory was opened, and a link
+    found there now was put there since. O_NONBLOCK: the open of a FIFO does not wait for a writer."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        stat = os.fstat(fd)
+        if not S_ISREG(stat.st_mode):
+            raise _NotRegularFile(stat.st_mode)
+        with open(fd, "rb", closefd=False) as fh:
+            return fh.read(), stat
+    finally:
+        os.close(fd)
+
+
+def _read_identified(dir_fd: int, name: str) -> tuple[bytes, os.stat_result, _Identity]:
     """The file's bytes, and the stat and identity of the very file those bytes came from (fstat of
     the descriptor read: a ``stat`` of the path could see a file that replaced it in between)."""
-    with open(path, "rb") as fh:
-        stat = os.fstat(fh.fileno())
-        raw = fh.read()
+    raw, stat = _read_regular(dir_fd, name)
     return raw, stat, (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size, hashlib.sha256(raw).digest())
+
+
+def _dev_ino(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino
+
+
+@dataclass(frozen=True)
+class _Dir:
+    """The config's directory, opened once under the lock. Every later step names its files relative
+    to ``fd``, never by path: the directory swapped for a symlink meanwhile (by a user who owns its
+    parent, while rotator runs as root) then cannot send a read to one directory and a write to another."""
+
+    fd: int
+    path: Path  # the real directory as resolved when opened: for messages (and the re-check) only
+    name: str  # the config file's name in it (symlinks resolved)
+    locked: bool  # False: the file system refused the lock (ENOLCK)
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.name
+
+    @property
+    def sidecar(self) -> str:
+        return self.name + SIDECAR_SUFFIX
 
 
 @dataclass
@@ -372,7 +430,7 @@ class InfluxctlProfileStore:
     settings_model: ClassVar[type[BaseModel]] = InfluxctlProfileSettings
 
     def __init__(
-        self, path: Path, profile: str, clock: Clock, replace: Replace = os.replace, key: ProfileKey = DEFAULT_KEY
+        self, path: Path, profile: str, clock: Clock, replace: Replace = _replace_in, key: ProfileKey = DEFAULT_KEY
     ) -> None:
         self._path = path
         self._profile = profile
@@ -394,7 +452,7 @@ class InfluxctlProfileStore:
             path = _absolute_config(settings.config, ctx.base_dir, os.environ.get("HOME"))
         else:  # relative to the working directory, which may change
             path = _absolute(settings.config.expanduser(), ctx.base_dir)
-        return cls(path, settings.profile, ctx.clock, replace or os.replace, settings.key)
+        return cls(path, settings.profile, ctx.clock, replace or _replace_in, settings.key)
 
     @property
     def location(self) -> str:
@@ -410,7 +468,9 @@ class InfluxctlProfileStore:
 
     @property
     def sidecar_path(self) -> Path:
-        return _sidecar(Path(os.path.realpath(self._path)))
+        with contextlib.suppress(OSError):  # (for messages: a path being swapped right now is named as configured)
+            return _sidecar(Path(os.path.realpath(self._path)))
+        return _sidecar(self._path)
 
     def read_current(self) -> StoreState:
         """The profile's value under ``key`` and, if the sidecar knows that value, its record.
@@ -418,8 +478,8 @@ class InfluxctlProfileStore:
         ConfigError if the file or profile is missing or the file cannot be parsed;
         PermanentError if the sidecar is malformed.
         """
-        with self._locked(exclusive=False):
-            snap = self._read()
+        with self._locked(exclusive=False) as directory:
+            snap = self._read(directory)
         state = self._state(snap, warn=True)
         logger.debug(
             "%s: version %s, managed=%s, token_id=%s", self._location, state.version, state.managed, state.token_id
@@ -433,8 +493,8 @@ class InfluxctlProfileStore:
         For ``rotator sync``, which must not write a policy's token into a profile of another
         cluster. Raises as :meth:`read_current` does (the store's own profile must exist).
         """
-        with self._locked(exclusive=False):
-            snap = self._read()
+        with self._locked(exclusive=False) as directory:
+            snap = self._read(directory)
         return {
             entry["name"]: {key: entry[key] for key in CONNECTION_KEYS if key in entry}
             for entry in snap.data["profile"]
@@ -467,19 +527,20 @@ class InfluxctlProfileStore:
                 hint="check the issuer's output for this token",
             )
         new_version = value_version(value)
-        with self._locked(exclusive=True) as (dir_fd, locked):
-            snap = self._read()
+        with self._locked(exclusive=True) as directory:
+            snap = self._read(directory)
             state = self._state(snap, warn=False)
             current = state.record
             if current is not None and current.token_id == record.token_id and current.value == record.value:
                 if expected_version is None or expected_version != state.version:
                     # (a publish that completes one that landed: the Store contract, nothing to write)
+                    self._restrict_mode(directory, snap)
                     logger.info("%s already holds token %s; nothing to write", self._location, record.token_id)
                     return str(state.version)
                 # Written again at its own version: recovery fencing a publish that may still be under
                 # way. The value stays; its entry's generation, and so the version, moves on, so that
                 # such a publish (compare-and-set on the version before) fails.
-                return self._next_generation(snap, state.version, dir_fd)
+                return self._next_generation(directory, snap, state.version)
             if state.version != expected_version:
                 raise ConflictError(
                     _ERR_CONFLICT.format(
@@ -490,7 +551,7 @@ class InfluxctlProfileStore:
                     hint=_HINT_CONFLICT.format(key=self._key),
                 )
             owner = self._owner(snap)
-            self._remove_stale_temp_files(snap.path, locked)
+            self._remove_stale_temp_files(directory)
             text = snap.text if snap.value == value else self._edit(snap, value)
             entry = _entry(record, value, self._key, self._clock)
             kept = [e for e in snap.entries if _matches(e, snap.value)]
@@ -500,9 +561,9 @@ class InfluxctlProfileStore:
             sidecar = _with_entry(snap.sidecar, self._profile, self._key, entry, keep=kept)
             # The lock keeps other rotators out, not people or configuration management: each rename
             # first checks that the config is still the file read, or the edit made meanwhile is lost.
-            unchanged = partial(self._check_unchanged, snap, state.version)
+            unchanged = partial(self._check_unchanged, directory, snap, state.version)
             # 1. The sidecar first: until the config is replaced, it still describes the old value.
-            self._write(_sidecar(snap.path), _dump_sidecar(sidecar), owner, dir_fd, check=unchanged)
+            self._write(directory, directory.sidecar, _dump_sidecar(sidecar), owner, check=unchanged)
             # 2. The config: readers see the old or the new file, never a mix. An adopt leaves the value
             # as it is; a file others may read is still written (the same bytes, mode 0600): from now on
             # it holds a token rotator manages, as every file rotator writes does.
@@ -511,7 +572,7 @@ class InfluxctlProfileStore:
                 if readable:
                     logger.warning("%s: %s was readable by others (mode %o): written again with mode 0600",
                                    self._location, snap.path, snap.stat.st_mode & 0o777)
-                self._write(snap.path, text.encode("utf-8"), owner, dir_fd, check=unchanged)
+                self._write(directory, directory.name, text.encode("utf-8"), owner, check=unchanged)
         logger.info(
             "published token %s to %s of profile %r of %s (was %s)",
             record.token_id,
@@ -522,28 +583,44 @@ class InfluxctlProfileStore:
         )
         return new_version
 
-    def _next_generation(self, snap: _Snapshot, version: str | None, dir_fd: int) -> str:
+    def _next_generation(self, directory: _Dir, snap: _Snapshot, version: str | None) -> str:
         assert snap.value is not None
         entry = next(e for e in snap.entries if _matches(e, snap.value))
         generation = _generation(entry) + 1
         kept = [e for e in snap.entries if e is not entry]
         sidecar = _with_entry(snap.sidecar, self._profile, self._key, {**entry, "generation": generation}, keep=kept)
+        owner = self._owner(snap)
+        self._restrict_mode(directory, snap)
         # (the new version names the value read: it must still be the config's when the sidecar says so)
-        self._write(_sidecar(snap.path), _dump_sidecar(sidecar), self._owner(snap), dir_fd,
-                    check=partial(self._check_unchanged, snap, version))
+        self._write(directory, directory.sidecar, _dump_sidecar(sidecar), owner,
+                    check=partial(self._check_unchanged, directory, snap, version))
         logger.info("%s: token %s written again at its own version (generation %d)", self._location,
                     entry.get("token_id"), generation)
         return value_version(snap.value, generation)
 
     # -- reading -------------------------------------------------------------------------
 
-    def _read(self) -> _Snapshot:
-        path = Path(os.path.realpath(self._path))
+    def _real_path(self) -> Path:
+        """The configured path, symbolic links resolved (a symlinked config is written through to its target)."""
         try:
-            raw, stat, identity = _read_identified(path)
+            return Path(os.path.realpath(self._path))
+        except OSError as exc:
+            # realpath() raises when a component changes while it resolves it (EINVAL: a symlink at
+            # lstat is none at readlink): the path is being swapped, the retry resolves it again.
+            reason = exc.strerror or type(exc).__name__
+            raise _os_error(exc, _ERR_READ.format(where=self._location, path=self._path, reason=reason)) from None
+
+    def _read(self, directory: _Dir) -> _Snapshot:
+        path = directory.config
+        try:
+            raw, stat, identity = _read_identified(directory.fd, directory.name)
         except FileNotFoundError:
             raise ConfigError(_ERR_MISSING.format(where=self._location), hint=_HINT_MISSING) from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                # A symlink where the path resolved to a file: relinked since (TransientError), unless
+                # the path names itself (a symlink loop, which realpath leaves unresolved).
+                self._check_directory(directory)
             raise _os_error(exc, _ERR_READ.format(where=self._location, path=path, reason=exc.strerror)) from None
         try:
             text = raw.decode("utf-8")
@@ -559,7 +636,7 @@ class InfluxctlProfileStore:
             raise ConfigError(_ERR_SHAPE.format(where=self._location, path=path, problem=problem),
                               hint=f'write it as a quoted string ({self._key} = "..."), or delete the line and let '
                               "rotator write it")
-        sidecar = self._read_sidecar(_sidecar(path))
+        sidecar = self._read_sidecar(directory)
         entries = [e for e in sidecar["profiles"].get(self._profile, []) if _entry_key(e) == self._key]
         return _Snapshot(path, stat, identity, text, doc, data, index, table, value or None, sidecar, entries)
 
@@ -617,13 +694,18 @@ class InfluxctlProfileStore:
             raise shape(f"profile {self._profile!r} could not be located for editing")
         return matches[0], tables[0]
 
-    def _read_sidecar(self, path: Path) -> dict[str, Any]:
+    def _read_sidecar(self, directory: _Dir) -> dict[str, Any]:
+        path = directory.path / directory.sidecar
         empty: dict[str, Any] = {"managed-by": MANAGED_BY, "schema": SIDECAR_SCHEMA, "profiles": {}}
         try:
-            raw = path.read_text(encoding="utf-8")
+            raw = _read_regular(directory.fd, directory.sidecar)[0].decode("utf-8")
         except FileNotFoundError:
             return empty
+        except _NotRegularFile as exc:
+            raise self._bad_sidecar(path, exc.strerror or "not a regular file") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # rotator writes it as a file; a link would read another file's entries
+                raise self._bad_sidecar(path, "a symbolic link") from None
             raise _os_error(exc, _ERR_READ.format(where=self._location, path=path, reason=exc.strerror)) from None
         except UnicodeDecodeError:
             raise self._bad_sidecar(path, "not UTF-8 text") from None
@@ -701,40 +783,87 @@ class InfluxctlProfileStore:
         return uid, gid
 
     def _write(
-        self, path: Path, data: bytes, owner: tuple[int, int], dir_fd: int, check: Callable[[], None] | None = None
+        self, directory: _Dir, name: str, data: bytes, owner: tuple[int, int], check: Callable[[], None] | None = None
     ) -> None:
-        """Replace ``path`` atomically: temp file in the same directory, fsync, rename, fsync the
+        """Replace ``name`` of ``directory`` atomically: temp file in that directory, fsync, rename, fsync the
         directory (each rename is durable before the next file is written: the order matters).
 
         ``check`` runs last before the rename, as close to it as it can be: when it raises, the
         temporary file is removed and nothing is replaced."""
-        directory = path.parent
+        path = directory.path / name
+        tmp = f".{name}.rotator-{os.getpid()}-{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.rotator-{os.getpid()}-", suffix=".tmp")
+            fd = os.open(tmp, flags, 0o600, dir_fd=directory.fd)
         except OSError as exc:
             raise self._write_error(path, exc) from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
-                os.fchmod(fh.fileno(), 0o600)
+                os.fchmod(fh.fileno(), 0o600)  # exactly 0600, whatever the umask
                 _chown(fh.fileno(), owner)
                 os.fsync(fh.fileno())
             if check is not None:
                 check()
-            self._replace(tmp, str(path))
+            self._replace(tmp, name, directory.fd)
         except OSError as exc:
             # Nothing was replaced: the file is as it was (the rename is all or nothing).
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=directory.fd)
             raise self._write_error(path, exc) from None
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=directory.fd)
             raise
-        self._sync_dir(dir_fd, path)
+        self._sync_dir(directory.fd, path)
 
-    def _check_unchanged(self, snap: _Snapshot, version: str | None) -> None:
+    def _restrict_mode(self, directory: _Dir, snap: _Snapshot) -> None:
+        """A config others may read, where the publish writes no config (it holds the record already, or
+        only its generation moves): mode 0600 set in place. fchmod keeps the inode, bytes and mtime, so
+        the file is otherwise the one the caller was told is left as it was."""
+        mode = snap.stat.st_mode & 0o777
+        if not mode & 0o077:
+            return
+        try:
+            fd = os.open(directory.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=directory.fd)  # fmt: skip
+            try:
+                if _dev_ino(os.fstat(fd)) != _dev_ino(snap.stat):
+                    return  # replaced since the read: not the file read (the retry, or the next run, sees it)
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # The token itself is not written by this publish: failing it would not make the file private.
+            logger.warning("%s: %s is readable by others (mode %o) and rotator cannot set mode 0600 (%s): "
+                           "run chmod 600 on it", self._location, snap.path, mode, exc.strerror)  # fmt: skip
+            return
+        logger.warning("%s: %s was readable by others (mode %o): set to mode 0600", self._location, snap.path, mode)
+
+    def _check_directory(self, directory: _Dir) -> None:
+        """Raise TransientError unless the configured path still resolves to ``directory``'s config file:
+        the same name in the very directory ``directory.fd`` is (device and inode, not just its path)."""
+        real = self._real_path()
+        if real != directory.config:
+            # The configured path is a symlink that now points elsewhere (configuration management
+            # swapped it): the file read is no longer the one influxctl reads. The retry reads the new one.
+            raise TransientError(
+                _ERR_RELINKED.format(where=self._location, path=self._path, new=real, old=directory.config),
+                hint=_HINT_CHANGED,
+            )
+        try:
+            same = _dev_ino(os.stat(real.parent)) == _dev_ino(os.fstat(directory.fd))
+        except OSError:
+            same = False
+        if not same:
+            # The directory was moved, or swapped for a symlink: the path no longer leads to the directory
+            # the lock is held on and the files were read from. Writing there would write where no one reads.
+            raise TransientError(
+                _ERR_MOVED.format(where=self._location, directory=directory.path), hint=_HINT_CHANGED
+            )
+
+    def _check_unchanged(self, directory: _Dir, snap: _Snapshot, version: str | None) -> None:
         """Raise unless the config file is still the one ``snap`` read (the same file, the same bytes).
 
         Other writers (a person's editor, configuration management, an operator pasting an emergency
@@ -744,19 +873,16 @@ class InfluxctlProfileStore:
         the publish compared against: the store changed since it was read); TransientError for an
         edit elsewhere in the file, so that the retry reads the file again and edits the new text.
         """
-        if Path(os.path.realpath(self._path)) != snap.path:
-            # The configured path is a symlink that now points elsewhere (configuration management
-            # swapped it): the file read is no longer the one influxctl reads. The retry reads the new one.
-            raise TransientError(
-                _ERR_RELINKED.format(where=self._location, path=self._path, old=snap.path), hint=_HINT_CHANGED
-            )
+        self._check_directory(directory)
         try:
-            identity: _Identity | None = _read_identified(snap.path)[2]
-        except FileNotFoundError:
+            identity: _Identity | None = _read_identified(directory.fd, directory.name)[2]
+        except (FileNotFoundError, _NotRegularFile):
             identity = None  # deleted, or being replaced: the read below says which
         except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise _os_error(exc, _ERR_READ.format(where=self._location, path=snap.path, reason=reason)) from None
+            if exc.errno != errno.ELOOP:
+                reason = exc.strerror or type(exc).__name__
+                raise _os_error(exc, _ERR_READ.format(where=self._location, path=snap.path, reason=reason)) from None
+            identity = None  # replaced by a symlink: the read below says what it holds now
         if identity == snap.identity:
             return
         # Read again (the lock is still held), to tell the two cases apart. The other writer may be
@@ -764,7 +890,7 @@ class InfluxctlProfileStore:
         # missing or not valid TOML now is not yet an answer, so the retry reads it again (and
         # reports it, if it stays so).
         try:
-            now = self._state(self._read(), warn=False).version
+            now = self._state(self._read(directory), warn=False).version
         except (ConfigError, PermanentError) as exc:
             raise TransientError(
                 _ERR_CHANGED_UNREADABLE.format(where=self._location, path=snap.path, error=exc), hint=_HINT_CHANGED
@@ -800,29 +926,32 @@ class InfluxctlProfileStore:
                 hint="check the file system's health",
             ) from None
 
-    def _remove_stale_temp_files(self, path: Path, locked: bool) -> None:
+    def _remove_stale_temp_files(self, directory: _Dir) -> None:
         """Temp files of a writer killed between write and rename (they may hold a token).
 
         Called under the exclusive lock, which every writer holds from its temp file to its rename:
-        each one found then (``locked``) is a dead writer's, whatever its process id says (rotator as
-        PID 1 in a container, or in another PID namespace, names a process id that is alive). Only
-        where the lock could not be taken (ENOLCK) is a file whose writer's id is alive left alone."""
-        wanted = {path.name, _sidecar(path).name}
+        each one found then (``directory.locked``) is a dead writer's, whatever its process id says
+        (rotator as PID 1 in a container, or in another PID namespace, names a process id that is
+        alive). Only where the lock could not be taken (ENOLCK) is a file whose writer's id is alive
+        left alone."""
+        wanted = {directory.name, directory.sidecar}
         with contextlib.suppress(OSError):
-            for candidate in path.parent.iterdir():
-                match = _TEMP_NAME.match(candidate.name)
-                if match and match["name"] in wanted and (locked or not _pid_alive(int(match["pid"]))):
+            for name in os.listdir(directory.fd):
+                match = _TEMP_NAME.match(name)
+                if match and match["name"] in wanted and (directory.locked or not _pid_alive(int(match["pid"]))):
                     with contextlib.suppress(OSError):
-                        candidate.unlink()
-                        logger.warning("%s: removed %s, left by a writer that was killed", self._location, candidate)
+                        os.unlink(name, dir_fd=directory.fd)
+                        logger.warning("%s: removed %s, left by a writer that was killed", self._location,
+                                       directory.path / name)  # fmt: skip
 
     @contextmanager
-    def _locked(self, *, exclusive: bool) -> Iterator[tuple[int, bool]]:
-        """flock on the config's directory (the files themselves are replaced, so cannot carry a lock):
-        its descriptor, and whether the lock is held (False: the file system refused locks)."""
-        directory = Path(os.path.realpath(self._path)).parent
+    def _locked(self, *, exclusive: bool) -> Iterator[_Dir]:
+        """flock on the config's directory (the files themselves are replaced, so cannot carry a lock),
+        opened once: every read and write of the store goes through this descriptor (see :class:`_Dir`)."""
+        real = self._real_path()
+        directory = real.parent
         try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ConfigError(_ERR_MISSING.format(where=self._location), hint=_HINT_MISSING) from None
         except OSError as exc:
@@ -848,7 +977,10 @@ class InfluxctlProfileStore:
                         "%s: cannot lock %s (%s); writing without a lock", self._location, directory, exc.strerror
                     )
                     break
-            yield fd, held
+            opened = _Dir(fd, directory, real.name, held)
+            # A component swapped between realpath() and open(): the descriptor may be another directory.
+            self._check_directory(opened)
+            yield opened
         finally:
             os.close(fd)
 
@@ -929,7 +1061,7 @@ def _pid_alive(pid: int) -> bool:
 def _os_error(exc: OSError, message: str) -> ConfigError | PermanentError | TransientError:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return PermanentError(message, hint="check that rotator's user may read the file and its directory")
-    if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
+    if isinstance(exc, _NotRegularFile) or exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
         # the path names no file (a directory, a file where a directory should be): no retry fixes that
         return ConfigError(message, hint="point the profile store's `path` (or sync's --config) at the "
                                          "influxctl config.toml file itself")
