@@ -56,7 +56,8 @@ _TOKEN = re.compile(
     # (apiv1_, standard base64 with + and /): any version, either alphabet, the padding masked too
     r"|apiv[0-9]_[A-Za-z0-9+/_-]{8,}={0,2}"
     r"|hv[sbr]\.[A-Za-z0-9_-]{8,}"  # Vault service / batch / recovery tokens
-    r"|[sbr]\.[A-Za-z0-9]{20,}"  # OpenBao and older Vault tokens (24 characters after the prefix)
+    # OpenBao and older Vault tokens: 24 characters after the prefix; a batch token is longer, in base64url
+    r"|[sbr]\.[A-Za-z0-9_-]{20,}"
     r"|(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{16}(?![A-Za-z0-9])"  # AWS access key ids (a key pair's public half)
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"  # JWTs (OIDC, Kubernetes service accounts)
     r"|gh[pousr]_[A-Za-z0-9]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}"  # GitHub and Slack tokens

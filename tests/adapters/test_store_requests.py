@@ -160,9 +160,10 @@ def test_a_fresh_vault_store_with_approle_logs_in_instead_of_looking_up(openbao:
 @pytest.mark.parametrize("auth", ["token", "approle"])
 def test_without_the_patch_capability_a_steady_rotation_costs_one_request_more(openbao: OpenBao, kv_path: str,
                                                                              tmp_path: Path, auth: str) -> None:
-    """A policy granting update, not patch, on the metadata: the PATCH is refused once (AppRole: plus
-    the lookup-self that tells a missing capability from an expired token), then the store reads the
-    metadata and POSTs it: 4 requests a steady rotation instead of 3."""
+    """A policy granting update, not patch, on the metadata: the PATCH is refused once (plus the request
+    that tells a missing capability from a dead token: AppRole's lookup-self, a token from a file asks
+    whether Vault knows it), then the store reads the metadata and POSTs it: 4 requests a steady
+    rotation instead of 3."""
     name = f"req-{uuid.uuid4().hex[:8]}"
     policy = openbao.policy_for(name, kv_path, "create", "read", "update")
     if auth == "token":
@@ -177,7 +178,7 @@ def test_without_the_patch_capability_a_steady_rotation_costs_one_request_more(o
     store.read_current()
     assert sent() == 4, "lookup-self or login, metadata, mount config (refused), GET data"
     assert store.publish(_record("tok-1"), None) == "1"
-    assert sent() == (4 if auth == "token" else 5), "PUT data, PATCH (403), [lookup-self], GET metadata, POST"
+    assert sent() == 5, "PUT data, PATCH (403), lookup-self or the token check, GET metadata, POST"
     for n in range(2, 4):
         state = store.read_current()
         assert store.publish(_record(f"tok-{n}"), state.version) == str(n)

@@ -7,7 +7,15 @@
 - A token Vault does not know (revoked, made up) is a failure at once: a 403 from its first
   lookup-self read as "lookup not allowed, renewal off", and one from renew-self rescheduled it from
   the expiry known, both with status ok while every store call failed.
-- A jwt_file that is not UTF-8 is a ConfigError, not an internal error.
+- A login token that Vault still knows but that may not look itself up (a role with
+  token_no_default_policy) and is denied a capability does not log in again at every refusal: each login
+  left a live token behind and used up a secret_id limited to a few uses. Vault unreachable while that
+  is checked is a transient error, not the 403 reported as a permanent one.
+- A token from a file revoked mid-life is a failure at the first store call it fails, not at its
+  planned renewal (2/3 of its TTL: weeks).
+- A jwt_file that is not UTF-8 is a ConfigError, not an internal error; one that is a FIFO, a device or
+  larger than 64 KiB is refused as a `{file = ...}` credential is (it blocked the login, filled the
+  memory, or was sent to Vault), and so is one with a control character; a BOM is dropped.
 - A step of the clock back is measured against the real time passed (a monotonic clock), not from the
   last time of day read: the daemon reads it only at a store's planned times.
 - Stores logging in with one AppRole secret_id at the same moment send it one at a time: a refused one
@@ -17,6 +25,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -34,8 +45,10 @@ from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth, 
 from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store, hvac_client
 from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext
-from rotator.core.errors import ConfigError, PermanentError
+from rotator.core.credentials import MAX_CREDENTIAL_BYTES
+from rotator.core.errors import ConfigError, PermanentError, TransientError
 from rotator.core.secret import Secret
+from tests.harness import REPO
 from tests.scripted_vault import ScriptedAuth, token_login
 from tests.servers import OpenBao
 
@@ -226,6 +239,121 @@ def test_a_token_revoked_before_its_renewal_is_a_failure_at_the_renewal(openbao:
     assert store.credential_status()["ok"] is True
 
 
+def test_a_token_revoked_mid_life_is_a_failure_at_the_first_store_call_it_fails(
+        openbao: OpenBao, tmp_path: Path) -> None:
+    """Before, the same token in the file, which could look itself up, was taken as denied a capability
+    without asking Vault: status ok, /readyz and rotator_credential_ok too, until its planned renewal."""
+    token = openbao.create_token("default", ttl="768h", renewable=True)  # a renewal weeks away
+    (tmp_path / "vault-token").write_text(token)
+    clock = FakeClock(NOW)
+    store = _store(openbao, tmp_path, {"method": "token", "token": {"file": "vault-token"}}, clock)
+    store.keep_alive()
+    openbao.client().auth.token.revoke(token)
+    with pytest.raises(PermanentError, match="HTTP 403"):
+        store.read_current()
+    status = store.credential_status()
+    assert status["ok"] is False and status["failures"] == 1 and status["error"] == "Forbidden", status
+    due = store.credential_due()
+    assert due is not None and due - clock.now() <= timedelta(minutes=5), "checked again soon, not in weeks"
+
+    (tmp_path / "vault-token").write_text(openbao.create_token("default", ttl="1h"))  # the operator's fix
+    _to_due(store, clock)
+    store.keep_alive()
+    assert store.credential_status()["ok"] is True
+
+
+def test_a_token_denied_a_capability_is_not_a_failed_credential(openbao: OpenBao, tmp_path: Path) -> None:
+    """The check a 403 adds: a token Vault still knows stays ok, the 403 is the store call's."""
+    token = openbao.create_token(openbao.policy_for(f"login-{uuid.uuid4().hex[:8]}", "tests/elsewhere", "read"))
+    (tmp_path / "vault-token").write_text(token)
+    store = _store(openbao, tmp_path, {"method": "token", "token": {"file": "vault-token"}}, FakeClock(NOW))
+    for _ in range(2):
+        with pytest.raises(PermanentError, match="HTTP 403"):
+            store.read_current()
+    status = store.credential_status()
+    assert status["ok"] is True and status["failures"] == 0, status
+
+
+# -- a login token denied a capability ---------------------------------------------------------------
+def test_a_login_token_without_the_default_policy_denied_a_capability_logs_in_no_more(
+        openbao: OpenBao, tmp_path: Path) -> None:
+    """A role with token_no_default_policy: its token may not look itself up, and that 403 was taken for a
+    dead token, so every refused store call logged in again, left a live token behind and used up one of
+    the secret_id's uses; after the operator fixed the policy, the store could not log in at all."""
+    path = f"tests/login-{uuid.uuid4().hex[:8]}"
+    policy = f"login-{uuid.uuid4().hex[:8]}"
+    openbao.write_policy(policy, f'path "secret/data/{path}" {{ capabilities = ["read"] }}\n')  # no metadata
+    role_id, secret_id = openbao.approle(policy, policy, token_no_default_policy=True, secret_id_num_uses=2,
+                                         token_ttl="1h")  # fmt: skip
+    (tmp_path / "secret-id").write_text(secret_id)
+    model = VaultKV2Settings.model_validate({"url": openbao.url, "path": path, "auth": {
+        "method": "approle", "role_id": role_id, "secret_id": {"file": "secret-id"}}})
+    logins = _Logins()
+    store = VaultKV2Store.from_config(model, AdapterContext(policy="p", base_dir=tmp_path, clock=FakeClock(NOW)),
+                                      logins)  # fmt: skip
+    for _ in range(2):
+        with pytest.raises(PermanentError, match="HTTP 403") as caught:
+            store.read_current()
+        assert "metadata" in str(caught.value)
+    assert logins.sent == 1, f"{logins.sent} logins for two refusals of a capability"
+    assert store.credential_status()["ok"] is True
+
+    openbao.policy_for(policy, path, "read")  # the operator's fix: the token's policy, by name, at once
+    assert store.read_current().version is None
+    assert logins.sent == 1
+
+
+class _LoginVault(ScriptedAuth):
+    """An AppRole login that Vault grants, and the store's first call scripted (``read_metadata``)."""
+
+    def __init__(self, **script: list[Any]) -> None:
+        super().__init__(**script)
+        self.logins = 0
+
+    def approle_login(self, mount_path: str, role_id: str, secret_id: Secret) -> Any:
+        self.logins += 1
+        return {"auth": {"client_token": f"s.login-{self.logins}", "lease_duration": 3600, "renewable": True}}
+
+    def read_metadata(self, mount: str, path: str) -> Any:
+        return self._answer("read_metadata")
+
+
+def _login_store(tmp_path: Path, api: _LoginVault) -> VaultKV2Store:
+    (tmp_path / "secret-id").write_text("secret-id-0123456789")
+    model = VaultKV2Settings.model_validate({"url": "http://127.0.0.1:9", "path": "x/y", "auth": {
+        "method": "approle", "role_id": "role-1", "secret_id": {"file": "secret-id"}}})
+    return VaultKV2Store.from_config(model, AdapterContext(policy="p", base_dir=tmp_path, clock=FakeClock(NOW)),
+                                     lambda _: api)  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.parametrize("down_at", ["lookup_self", "check_token"])
+def test_vault_unreachable_while_a_refused_login_token_is_checked_is_transient(
+        tmp_path: Path, down_at: str) -> None:
+    """The 403 may be an expired token's, which a login fixes once Vault answers: it was reported as a
+    permanent refusal of the capability."""
+    denied = hvac.exceptions.Forbidden("permission denied", errors=["permission denied"])
+    script: dict[str, list[Any]] = {"read_metadata": [denied], "lookup_self": [denied], "check_token": []}
+    script[down_at] = [requests.exceptions.ConnectionError()]
+    api = _LoginVault(**script)
+    with pytest.raises(TransientError):
+        _login_store(tmp_path, api).read_current()
+    assert api.logins == 1
+
+
+@pytest.mark.parametrize(("check", "logins"), [
+    (hvac.exceptions.Forbidden("permission denied"), 2),  # Vault does not know the token: a login helps
+    (None, 1),  # Vault knows it: the capability is missing
+    (hvac.exceptions.InvalidPath(), 2),  # cannot be told (a proxy without that call): a login, as before
+])  # fmt: skip
+def test_a_refused_login_token_that_may_not_look_itself_up_logs_in_again_only_when_vault_forgot_it(
+        tmp_path: Path, check: Exception | None, logins: int) -> None:
+    denied = hvac.exceptions.Forbidden("permission denied", errors=["permission denied"])
+    api = _LoginVault(read_metadata=[denied, denied], lookup_self=[denied], check_token=[check])
+    with pytest.raises(PermanentError, match="HTTP 403"):
+        _login_store(tmp_path, api).read_current()
+    assert api.logins == logins and api.calls[:3] == ["read_metadata", "lookup_self", "check_token"], api.calls
+
+
 def _token_login(tmp_path: Path) -> tuple[VaultLogin, FakeClock]:
     return token_login(tmp_path, NOW)
 
@@ -277,6 +405,135 @@ def test_a_jwt_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
         store.keep_alive()
     assert "jwt_file" in (caught.value.hint or "")
     assert store.credential_status()["error"] == "ConfigError"
+
+
+class _K8sVault(ScriptedAuth):
+    """Vault's Kubernetes login: records each JWT sent and grants it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def kubernetes_login(self, mount_path: str, role: str, jwt: Secret) -> Any:
+        self.sent.append(jwt.reveal())
+        return {"auth": {"client_token": f"s.k8s-{len(self.sent)}", "lease_duration": 600, "renewable": True}}
+
+
+def _k8s_store(tmp_path: Path, jwt_file: str, api: _K8sVault) -> VaultKV2Store:
+    model = VaultKV2Settings.model_validate({"url": "http://127.0.0.1:9", "path": "x/y",
+                                             "auth": {"method": "kubernetes", "role": "rotator", "jwt_file": jwt_file}})
+    return VaultKV2Store.from_config(model, AdapterContext(policy="p", base_dir=tmp_path, clock=FakeClock(NOW)),
+                                     lambda _: api)  # type: ignore[arg-type,return-value]
+
+
+def _keep_alive_in_a_thread(store: VaultKV2Store, fifo: Path | None = None) -> BaseException | None:
+    """What keep_alive raises, failing the test instead of hanging when the login blocks on the JWT read
+    (for a FIFO, the test then is the writer it waits for, so that the read ends)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            store.keep_alive()
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertions
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():
+        if fifo is not None:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            thread.join(5)
+        pytest.fail("the login blocked on reading the service account token")
+    return outcome[0]
+
+
+def test_a_jwt_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "jwt")
+    api = _K8sVault()
+    outcome = _keep_alive_in_a_thread(_k8s_store(tmp_path, "jwt", api), tmp_path / "jwt")
+    assert isinstance(outcome, ConfigError), repr(outcome)
+    assert str(outcome).endswith("Kubernetes service account token "
+                                 f"{tmp_path / 'jwt'}: it is a FIFO (named pipe), not a regular file")
+    assert "jwt_file" in outcome.hint and not api.sent
+
+
+def test_a_jwt_file_larger_than_any_jwt_is_refused_not_sent(tmp_path: Path) -> None:
+    (tmp_path / "jwt").write_text("eyJ" + "a" * MAX_CREDENTIAL_BYTES)
+    api = _K8sVault()
+    outcome = _keep_alive_in_a_thread(_k8s_store(tmp_path, "jwt", api))
+    assert isinstance(outcome, ConfigError), repr(outcome)
+    assert "service account token" in str(outcome) and "is larger than 64 KiB" in str(outcome)
+    assert "aaaa" not in str(outcome) and "jwt_file" in outcome.hint and not api.sent
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
+def test_a_jwt_file_that_is_a_device_is_refused(device: str) -> None:
+    """In a child whose address space is bounded: /dev/zero, read to its end, was a MemoryError."""
+    if not Path(device).exists():
+        pytest.skip(f"no {device} here")
+    probe = f"""
+import resource, threading
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from datetime import UTC, datetime
+from pathlib import Path
+from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
+from rotator.core.clock import FakeClock
+from rotator.core.contracts import AdapterContext
+model = VaultKV2Settings.model_validate({{"url": "http://127.0.0.1:9", "path": "x/y",
+    "auth": {{"method": "kubernetes", "role": "rotator", "jwt_file": {device!r}}}}})
+store = VaultKV2Store.from_config(model, AdapterContext(policy="p", base_dir=Path("."),
+                                  clock=FakeClock(datetime(2026, 3, 1, tzinfo=UTC))))
+outcome = []
+def run():
+    try:
+        store.keep_alive()
+        outcome.append("no error")
+    except BaseException as exc:
+        outcome.append(f"{{type(exc).__name__}}: {{exc}}")
+thread = threading.Thread(target=run, daemon=True)
+thread.start()
+thread.join(10)
+print(outcome[0] if outcome else "blocked")
+"""
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == (f"ConfigError: cannot read the Kubernetes service account token {device}: "
+                                   "it is a character device, not a regular file"), proc.stdout
+
+
+def test_a_jwt_file_with_a_control_character_is_refused_and_a_bom_dropped(tmp_path: Path) -> None:
+    jwt = "eyJhbGciOiJSUzI1NiJ9.the-pods-service-account-token.sig"
+    (tmp_path / "jwt").write_text(f"{jwt[:20]}\n{jwt[20:]}\n")  # wrapped
+    api = _K8sVault()
+    outcome = _keep_alive_in_a_thread(_k8s_store(tmp_path, "jwt", api))
+    assert isinstance(outcome, ConfigError), repr(outcome)
+    assert "service account token" in str(outcome) and "U+000A, character 21" in str(outcome)
+    assert jwt[:10] not in str(outcome) and "jwt_file" in outcome.hint and not api.sent
+    (tmp_path / "jwt").write_text(f"\ufeff{jwt}\n")  # an editor's UTF-8 signature
+    assert _keep_alive_in_a_thread(_k8s_store(tmp_path, "jwt", api)) is None
+    assert api.sent == [jwt]
+
+
+def test_a_projected_jwt_replaced_by_a_symbolic_link_swap_is_read_anew(tmp_path: Path) -> None:
+    """The kubelet writes a new ..<timestamp> directory and swaps the ..data link to it: the read follows
+    the links at every login."""
+    mount = tmp_path / "mount"
+    for stamp, jwt in (("..2026_03_01_00_00_00.1", "eyJ.first.sig"), ("..2026_03_01_01_00_00.2", "eyJ.second.sig")):
+        (mount / stamp).mkdir(parents=True)
+        (mount / stamp / "token").write_text(jwt)
+    (mount / "..data").symlink_to("..2026_03_01_00_00_00.1")
+    (mount / "token").symlink_to("..data/token")
+    auth = KubernetesAuth.model_validate({"method": "kubernetes", "role": "rotator", "jwt_file": str(mount / "token")})
+    login, api = VaultLogin(auth, tmp_path, FakeClock(NOW)), _K8sVault()
+    login.ensure(api)
+    (mount / "..data_tmp").symlink_to("..2026_03_01_01_00_00.2")
+    os.replace(mount / "..data_tmp", mount / "..data")
+    login.forget(ScriptedAuth(lookup_self=[hvac.exceptions.Forbidden()], check_token=[hvac.exceptions.Forbidden()]))
+    login.ensure(api)
+    assert api.sent == ["eyJ.first.sig", "eyJ.second.sig"]
 
 
 # -- a step of the clock ----------------------------------------------------------------------------

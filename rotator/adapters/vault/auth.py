@@ -10,7 +10,7 @@
   renew is re-read from its file/variable, so a token rotated by Vault Agent is picked up (only a
   new token is looked up again: the expiry of the same one is known);
 - AppRole logs in with role_id + secret_id, renews the same way, and logs in again when the
-  token cannot be renewed any further (max TTL) or after Vault refused it;
+  token cannot be renewed any further (max TTL) or after Vault refused it and no longer knows it;
 - Kubernetes logs in with the pod's service account JWT, read from ``jwt_file`` at every login
   (the kubelet refreshes a projected token in place), and otherwise behaves like AppRole, but for
   the hold on a refused credential below.
@@ -26,6 +26,9 @@ changed secret_id (its file written again) is sent at the next check, which cost
 Kubernetes JWT is sent at every check: Vault has no user lockout for Kubernetes auth.
 A token that Vault refuses to look up, or whose renewal it refuses, is checked with a call any
 token Vault knows may make: a revoked or mistyped token is a failure, not a token "without renewal".
+So is a token a store call was refused with (:meth:`VaultLogin.forget`): a given one revoked mid-life
+is a failure then, not at its renewal; a login token Vault still knows was denied a capability, which
+a new login would not grant.
 :meth:`VaultLogin.due` tells the daemon when to call :meth:`VaultLogin.ensure` between runs, and
 :meth:`VaultLogin.status` reports a token close to expiry (for ``/readyz`` and a metric).
 
@@ -52,7 +55,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rotator.adapters.transport import RequestCounter
 from rotator.config.registry import lazy_sdk
 from rotator.core.clock import Clock
-from rotator.core.credentials import CredentialRef
+from rotator.core.credentials import (  # private helpers: the same guards as a `{file = ...}` credential's read
+    CredentialRef,
+    _plain,
+    _printable,
+    _read_credential_file,
+)
 from rotator.core.errors import ConfigError
 from rotator.core.retry import doubling
 from rotator.core.secret import Secret
@@ -117,6 +125,14 @@ def transient_status() -> tuple[type[hvac.exceptions.VaultError], ...]:
         hvac.exceptions.VaultDown,
         hvac.exceptions.UnexpectedError,
     )
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says that Vault did not answer (a connection error, a timeout) or answered that it
+    is unwell (:func:`transient_status`): nothing learned about the token, a retry may tell."""
+    import requests  # hvac's transport, loaded with it by then: not imported with the settings models (issue 12)
+
+    return isinstance(exc, (requests.exceptions.RequestException, *transient_status()))
 
 
 class CredentialStatus(TypedDict):
@@ -529,15 +545,28 @@ class VaultLogin:
     def forget(self, api: AuthAPI) -> bool:
         """After Vault refused the token (403): drop it. True if a new login may help.
 
-        A login token that can still look itself up is valid: the 403 was a missing capability, which
-        a new login would not grant (and it could use up a secret_id limited to a few logins)."""
+        A login token that Vault still knows is valid, whether or not it may look itself up (a role with
+        ``token_no_default_policy``): the 403 was a missing capability, which a new login would not grant
+        (and it would leave a live token behind and use up a secret_id limited to a few logins). Vault
+        unreachable meanwhile raises that (a transient error): the 403 may have been an expired token's,
+        which a login fixes once Vault answers again."""
         if isinstance(self._auth, LoginAuth):
             try:
                 api.lookup_self()
             except hvac.exceptions.Forbidden:
-                pass  # expired or revoked (or denied its own lookup): a new login may help
-            except Exception:  # noqa: BLE001 - Vault unreachable now: keep the token, report the 403
-                return False
+                try:
+                    known = self._vault_knows(api)
+                except Exception as exc:
+                    if _unreachable(exc):
+                        raise
+                    return False  # keep the token, report the 403
+                if known:
+                    return False
+                # expired or revoked (or not told, as before the check): a new login may help
+            except Exception as exc:
+                if _unreachable(exc):
+                    raise
+                return False  # not Vault's answer: keep the token, report the 403
             else:
                 return False
             self._token = None
@@ -549,18 +578,20 @@ class VaultLogin:
         if fresh != self._token:
             self._token = None
             return True
-        if self._lookup_denied:
-            # Nothing checks a token that may not look itself up: this 403 may be the first sign that it
-            # was revoked. Vault no longer knowing it is a failure of the credential (status, /readyz),
-            # checked again with backoff (a new token in the file is picked up then).
-            try:
-                known = self._known_to_vault(api)
-            except Exception:  # noqa: BLE001 - Vault unreachable now: report the 403 only
-                return False
-            if not known:
-                self._lookup_denied, self._renewable = False, None
-                self._refused = True
-                self._failed(hvac.exceptions.Forbidden("permission denied"))
+        # The same token. Its planned renewal, weeks away for a long TTL, is the only other check: this 403
+        # may be the first sign that it was revoked. Vault no longer knowing it is a failure of the
+        # credential (status, /readyz), checked again with backoff (a new token in the file is picked up
+        # then); a token Vault knows was denied a capability. One request, after a 403 only.
+        try:
+            known = self._known_to_vault(api)
+        except Exception:  # noqa: BLE001 - Vault unreachable now: report the 403 only
+            return False
+        if not known:
+            self._lookup_denied, self._renewable = False, None
+            with self._times_lock:
+                self._expires_at = None  # its expiry says nothing of a token Vault does not know
+            self._refused = True
+            self._failed(hvac.exceptions.Forbidden("permission denied"))
         return False  # the same token again: retrying cannot help
 
     def _login(self, api: AuthAPI, *, look_up: bool = False) -> None:
@@ -660,10 +691,18 @@ class VaultLogin:
         return path if path.is_absolute() else self._base_dir / path
 
     def _read_jwt(self) -> Secret:
-        """The service account token, read now: the kubelet replaces a projected one before it expires."""
+        """The service account token, read now: the kubelet replaces a projected one before it expires
+        (a symbolic link swap of ``..data``, which the read follows). Read as a ``{file = ...}`` credential
+        is: a FIFO, a device or a file larger than any JWT is refused (it would block the login, inside a
+        lease, or fill the memory, or be sent to Vault), and so is a control character."""
         path = self._jwt_path()
+        plain_text = ("mount the pod's service account token (a JWT, plain text) there or set `jwt_file` in the "
+                      "store's auth settings")  # fmt: skip
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            value = _plain(_read_credential_file(path).decode("utf-8"))
+        except ConfigError as exc:  # not a regular file, or too large: said of a "credential file"
+            raise ConfigError(str(exc).replace("credential file", "the Kubernetes service account token", 1),
+                              hint=plain_text) from None
         except OSError as exc:
             raise ConfigError(
                 f"cannot read the Kubernetes service account token {path}: {exc.strerror}",
@@ -673,12 +712,14 @@ class VaultLogin:
         except UnicodeDecodeError as exc:
             raise ConfigError(
                 f"the Kubernetes service account token {path} is not UTF-8 text (byte {exc.start + 1})",
-                hint="mount the pod's service account token (a JWT, plain text) there or set `jwt_file` in the "
-                "store's auth settings",
+                hint=plain_text,
             ) from None
         if not value:
             raise ConfigError(f"the Kubernetes service account token {path} is empty", hint="check the volume mount")
-        return Secret(value)
+        try:
+            return _printable(value, f"the Kubernetes service account token {path}")
+        except ConfigError as exc:
+            raise ConfigError(str(exc), hint=plain_text) from None
 
     def _lookup(self, api: AuthAPI) -> None:
         try:
@@ -708,6 +749,10 @@ class VaultLogin:
         """After a 403 for the token: False if Vault does not know it (:meth:`AuthAPI.check_token`).
         True too when that cannot be told (a Vault or a proxy without that call): as before, the
         store's calls say it."""
+        return self._vault_knows(api) is not False
+
+    def _vault_knows(self, api: AuthAPI) -> bool | None:
+        """:meth:`_known_to_vault`, with None when it cannot be told."""
         try:
             api.check_token()
         except hvac.exceptions.Forbidden:
@@ -716,6 +761,7 @@ class VaultLogin:
             raise  # Vault is unwell: retried (_failed)
         except (hvac.exceptions.VaultError, NotVaultAnswer) as exc:
             logger.debug("cannot tell whether Vault knows its token (%s)", type(exc).__name__)
+            return None
         return True
 
     def _refresh(self, api: AuthAPI) -> None:
