@@ -657,6 +657,19 @@ def test_a_permission_refused_rename_is_a_permanent_error(config: Path) -> None:
     assert fingerprint(config) == before and leftovers(config.parent) == []
 
 
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EDQUOT], ids=["full", "quota"])
+def test_a_full_file_system_is_said_so_and_the_same_command_succeeds_once_there_is_space(
+        config: Path, err: int) -> None:  # fmt: skip
+    """Finding: a full disk under the profile got the hint for a directory rotator may not write to."""
+    before = fingerprint(config)
+    with pytest.raises(TransientError, match="cannot write") as info:
+        make_store(config, replace=FailingReplace(1, err)).publish(record("id-1"), None)
+    assert f"free space (or quota) on the file system that holds {config.parent}" in (info.value.hint or "")
+    assert "write access" not in (info.value.hint or "")
+    assert fingerprint(config) == before and leftovers(config.parent) == []
+    assert make_store(config).publish(record("id-1"), None)
+
+
 def test_temp_files_of_a_killed_writer_are_removed(config: Path) -> None:
     """Under the directory's exclusive lock, which every writer holds from its temp file to its
     rename, each temp file found is a dead writer's, whatever process id it names: one that is alive

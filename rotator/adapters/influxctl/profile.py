@@ -212,6 +212,8 @@ _ERR_OWNER = (
 _HINT_OWNER = "run rotator as the file's owner (the user that runs influxctl), or as root"
 _ERR_WRITE = "{where}: cannot write {path}: {reason}"
 _HINT_WRITE = "rotator needs write access to the directory {directory} (temporary file + rename)"
+_HINT_NO_SPACE = ("free space (or quota) on the file system that holds {directory}, then run the same command "
+                  "again: nothing was replaced")
 _ERR_EDIT = (
     "{where}: editing {path} would change more than the {key} line of profile {profile!r} "
     "({problem}); nothing was written"
@@ -911,7 +913,8 @@ class InfluxctlProfileStore:
 
     def _write_error(self, path: Path, exc: OSError) -> PermanentError | TransientError:
         message = _ERR_WRITE.format(where=self._location, path=path, reason=exc.strerror or type(exc).__name__)
-        hint = _HINT_WRITE.format(directory=path.parent)
+        no_space = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        hint = (_HINT_NO_SPACE if no_space else _HINT_WRITE).format(directory=path.parent)
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR):
             return PermanentError(message, hint=hint)
         return TransientError(message, hint=hint)
