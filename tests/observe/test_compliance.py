@@ -164,8 +164,9 @@ def test_lambda_revoke_expired_logs_one_compliance_line_per_secret(scene, capsys
     spec = emf["_aws"]["CloudWatchMetrics"][0]
     assert spec["Namespace"] == "rotator" and spec["Dimensions"] == [["Policy"]]
     assert {m["Name"] for m in spec["Metrics"]} == {"TokenAgeSeconds", "TokenMaxAgeSeconds", "OverdueRevocations",
-                                                    "Compliant"}
+                                                    "UnrevokedOrphans", "Compliant"}
     assert emf["Policy"] == POLICY and emf["OverdueRevocations"] == 1 and emf["Compliant"] == 0
+    assert emf["UnrevokedOrphans"] == late["unrevoked_orphans"] == 0  # (the listing failed: no orphan known)
     assert emf["TokenMaxAgeSeconds"] == line["max_age_s"]
 
 
