@@ -294,51 +294,84 @@ class Engine:
             if expect and self.journal.last_success_id(self.policy.name) != expect_last_run:
                 return self._nothing_to_do("recovery finished an interrupted rotation or another rotator rotated; "
                                            "nothing more to do", actions)
+            overdue: list[str] = []
             if revoke_previous_now:
                 self._event("emergency", "start", None, reason=reason or "(none given)")
+                # What earlier runs left due and not revoked: above all the leaked token of an earlier
+                # emergency rotation whose revocation failed (pending in a backoff, or failed after its
+                # rounds). Running the emergency again once the cause is fixed must revoke it too, or
+                # say that it could not (_revoke_left_due), not only the token the first try minted.
+                now = self.clock.now()
+                overdue = [r.token_id for r in self.journal.unfinished_revocations(self.policy.name)
+                           if r.due_at <= now]
             result = self._rotate_locked()
             result.actions = actions + result.actions
             # the replaced token, and the journal's last published one when the stores named another
             # (Engine._publish_all): both were current until now. Their rows may be an earlier run's
             # (a token current again after an older version was restored).
             previous = [t for t in (result.old_token_id, result.also_revoked) if t]
-            if result.state in RunState.SUCCESS and revoke_previous_now and previous:
+            earlier = [t for t in overdue if t not in previous]
+            if result.state in RunState.SUCCESS and revoke_previous_now and (previous or earlier):
                 now = self.clock.now()
                 for rev in self.journal.revocations(self.policy.name, "pending"):
                     if rev.token_id in previous:
                         self.journal.update_revocation(rev, fence=self._fence, due_at=now, next_try_at=None)
                 self._event("emergency", "revoke_now", result.run_id, token_id=result.old_token_id,
-                            also_revoke=result.also_revoked)
+                            also_revoke=result.also_revoked, earlier=earlier or None)
             # Due revocations were done before the mint (_rotate_locked); one is due now only when the
             # token just replaced is (no grace, or the emergency).
             if result.state in RunState.SUCCESS and (revoke_previous_now or self.policy.grace <= timedelta(0)):
                 self._revoke_replaced_now(result)
-                if revoke_previous_now and previous:
+                if revoke_previous_now and earlier:
+                    result.actions += self._revoke_left_due(earlier, result.actions)
+                rushed = previous + earlier
+                if revoke_previous_now and rushed:
                     done = {r.token_id for r in self.journal.revocations(self.policy.name, "done")
-                            if r.token_id in previous}  # revoked already, before this rotation
-                    revoked = [t for t in previous if t in done
+                            if r.token_id in rushed}  # revoked already, before this rotation
+                    revoked = [t for t in rushed if t in done
                                or any(a.startswith(f"token {t}: revoked") for a in result.actions)]
-                    if len(revoked) < len(previous):
-                        kept = self.journal.dismissed_revocations(self.policy.name, previous)
-                        failed = [a for t in previous if t not in revoked for a in result.actions
+                    if len(revoked) < len(rushed):
+                        kept = self.journal.dismissed_revocations(self.policy.name, rushed)
+                        failed = [a for t in rushed if t not in revoked for a in result.actions
                                   if a.startswith(f"token {t}:")] or [
                             f"token {t}'s revocation was dismissed ({reason or 'no reason'}), so rotator does "
                             "not revoke it" for t, reason in kept.items()] or ["no revocation was due"]
-                        left = [t for t in previous if t not in revoked]
+                        left = [t for t in rushed if t not in revoked]
                         self._event("emergency", "failed", result.run_id, token_id=left[0],
-                                    also_revoke=left[1] if len(left) > 1 else None, error=failed[0])
+                                    also_revoke=left[1] if len(left) > 1 else None, error=failed[0],
+                                    not_revoked=left if len(left) > 2 else None)
+                        # (--retry-failed tries a postponed revocation at once too: plain revoke-expired
+                        # waits out its backoff, and says until when)
                         raise NeedsAttention(
                             f"emergency rotation: the new token {result.new_token_id} is published, but the "
-                            f"previous token(s) {', '.join(left)} are NOT revoked: {failed[0]}",
+                            f"previous token(s) {', '.join(left)} are NOT revoked: {'; '.join(failed)}",
                             hint="revoke them with the issuer's own tool now" + (
                                 ": rotator never revokes a token whose revocation was dismissed" if kept
-                                and set(left) <= set(kept) else ", or fix the cause and run `rotator revoke-expired`"),
+                                and set(left) <= set(kept) else ", or fix the cause and run "
+                                f"`rotator revoke-expired --retry-failed {self.policy.name}` (it tries them at once)"),
                         )
                     self._event("emergency", "ok", result.run_id, token_id=result.old_token_id,
-                                also_revoke=result.also_revoked)
-                    result.message = (f"emergency rotation: published {result.new_token_id}, revoked "
-                                      f"{' and '.join(previous)} at once (grace skipped)")
+                                also_revoke=result.also_revoked, earlier=earlier or None)
+                    result.message = (f"emergency rotation: published {result.new_token_id}, " + (
+                        f"revoked {' and '.join(previous)} at once (grace skipped)" if previous
+                        else "no previous token to revoke"))
+                    if earlier:
+                        result.message += (f"; also revoked {', '.join(earlier)}, left due and not revoked by "
+                                           "an earlier run")
             return result
+
+    def _revoke_left_due(self, tokens: Sequence[str], tried: Sequence[str]) -> list[str]:
+        """An emergency rotation's pass over ``tokens``, the revocations earlier runs left due and not
+        done (pending or failed). Each one this run has not tried yet (``tried``: its actions; the pass
+        before the mint takes those whose backoff has ended) is tried once now, backoff or not, through
+        the same checks and fenced path as any revocation (:meth:`_revoke_one`)."""
+        actions: list[str] = []
+        states: dict[str, StoreState] | None = None
+        for rev in self.journal.unfinished_revocations(self.policy.name):
+            if rev.token_id in tokens and not any(a.startswith(f"token {rev.token_id}:") for a in tried):
+                message, states = self._revoke_one(rev, states)
+                actions.append(message)
+        return actions
 
     def _revoke_replaced_now(self, result: RunResult) -> None:
         """After a run that published: revoke what is due now (the token it replaced, with no grace
@@ -360,28 +393,47 @@ class Engine:
         recovered first: every pass searches its tag again until its mint window has passed.
         ``retry_failed``: also try again the revocations that gave up (``failed``), once their cause
         is fixed; each goes through the same checks as a pending one, and stays failed if they refuse.
+        A person who fixed the cause asks for it, so the due pending ones are tried now too, those
+        waiting out the backoff of a failed try included: the leaked token of an emergency rotation
+        whose revocation failed is revoked by this command, not at a retry time. Without it (the
+        daemon's pass, a timer's) the backoff holds, so that nothing retries a failing revocation in
+        a loop (:meth:`postponed_revocations` names those it waits for).
         """
-        actions: list[str] = []
-        if self.journal.open_runs(self.policy.name):
-            actions = self.recover()
-            if not retry_failed:
-                return actions
+        open_runs = bool(self.journal.open_runs(self.policy.name))
+        if open_runs and not retry_failed:
+            return self.recover()
         failed = self.journal.revocations(self.policy.name, RevocationState.FAILED) if retry_failed else []
-        if not failed and not self.journal.due_revocations(self.clock.now(), self.policy.name) \
+        if not open_runs and not failed and not self._due_now(ignore_backoff=retry_failed) \
                 and not self.journal.tag_searches(self.policy.name):
-            return actions
+            return []
         with self._lease("revoke"):
+            actions = self._recover_locked() if open_runs else []
             # read again under the lease (what another process did meanwhile counts), and before the
             # pending pass: a revocation that fails in it is not tried a second time in this one
             failed = self.journal.revocations(self.policy.name, RevocationState.FAILED) if retry_failed else []
-            actions += self._revoke_due_locked()
+            actions += self._revoke_due_locked(ignore_backoff=retry_failed)
             states = None
             for rev in failed:
                 message, states = self._revoke_one(rev, states)
                 actions.append(message)
-            # (a published run's tag still searched: recovery does it when runs are open, above)
-            actions += self._search_published_tags()
+            if not open_runs:  # (recovery searched them)
+                actions += self._search_published_tags()
         return actions
+
+    def postponed_revocations(self) -> list[Revocation]:
+        """This policy's revocations that are due but wait out the backoff of a failed try (pending,
+        ``next_try_at`` still to come): their tokens are still valid, and a plain pass skips them."""
+        now = self.clock.now()
+        return [rev for rev in self.journal.pending_revocations(self.policy.name)
+                if rev.due_at <= now and rev.next_try_at is not None and rev.next_try_at > now]
+
+    def _due_now(self, *, ignore_backoff: bool = False) -> list[Revocation]:
+        """This policy's pending revocations whose due time has come, oldest first; those still in the
+        backoff of a failed try only with ``ignore_backoff``."""
+        now = self.clock.now()
+        if not ignore_backoff:
+            return self.journal.due_revocations(now, self.policy.name)
+        return [rev for rev in self.journal.pending_revocations(self.policy.name) if rev.due_at <= now]
 
     def failed_revocations(self) -> list[str]:
         """The token ids of this policy whose revocation gave up (``failed``): valid until revoked."""
@@ -1132,15 +1184,17 @@ class Engine:
 
     # ------------------------------------------------------------------ revocation
     def _revoke_due_locked(self, states: dict[str, StoreState] | None = None,
-                           seen: Preflight | None = None, replacing: str | None = None) -> list[str]:  # fmt: skip
+                           seen: Preflight | None = None, replacing: str | None = None, *,
+                           ignore_backoff: bool = False) -> list[str]:  # fmt: skip
         """Revoke this policy's due tokens. ``states``: what every store holds, read just before
         (PLAN); otherwise the stores are read once for all of them, on the first. ``seen``: the due
         revocations and their claims as the preflight read them (still so: the lease was taken on
         condition that nobody held it since). ``replacing``: the token the stores hold, which the
         rotation under way replaces; a due revocation of it is left pending (refused now, it would be
-        marked failed, and the rotation schedules it again with a grace from its publication)."""
+        marked failed, and the rotation schedules it again with a grace from its publication).
+        ``ignore_backoff``: those waiting out the backoff of a failed try too (not with ``seen``)."""
         actions = []
-        due = seen.due if seen is not None else self.journal.due_revocations(self.clock.now(), self.policy.name)
+        due = seen.due if seen is not None else self._due_now(ignore_backoff=ignore_backoff)
         for rev in due:
             if replacing is not None and rev.token_id == replacing:
                 continue

@@ -198,7 +198,8 @@ def _build_parser() -> _Parser:
     p = add("revoke-expired")
     p.add_argument("policy", nargs="*")
     p.add_argument("--retry-failed", action="store_true",
-                   help="also try again the revocations that gave up (failed), once their cause is fixed")
+                   help="once their cause is fixed: also try again the revocations that gave up (failed), and "
+                   "try now those a failed try postponed (without it they wait out their backoff)")
     p.add_argument("--dismiss", metavar="TOKEN_ID",
                    help="close the failed revocation of this token without revoking it: it must stay valid "
                    "(one policy; needs --reason, audited)")
@@ -744,8 +745,15 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     revoked: set[int] = set()  # (the entries --revoke-orphans revoked: --check no longer counts them)
     if args.revoke_orphans:
         orphans = [e for e in result.entries if e.cls == inv_mod.ORPHAN]
+        # A target that could not be listed may hold orphans: "none" would be a claim nobody checked
+        # (its error is printed above, and the exit code is 1 already).
+        for target, message in result.errors:
+            print(f"orphans on {one_line(target)} " + ("checked only in part: it could be listed only in part"
+                  if message.startswith("listed only partly") else "not checked: it could not be listed"),
+                  file=sys.stderr)
         if not orphans:
-            print("no orphan to revoke", file=sys.stderr)
+            if not result.errors:
+                print("no orphan to revoke", file=sys.stderr)
         elif config is None or journal is None:
             raise ConfigError("--revoke-orphans needs the policy file whose journal minted them", hint="pass -c FILE")
         elif _confirmed(args, f"revoke {len(orphans)} orphan token(s): "
@@ -885,10 +893,19 @@ def cmd_revoke_expired(args: argparse.Namespace) -> int:
     def revoke(engine: Engine) -> list[str]:
         lines = engine.revoke_due(retry_failed=args.retry_failed)
         if not args.retry_failed:
+            reported = {line.split(":", 1)[0] for line in lines}  # "token ID: ..." of this run's own work
+            # A due revocation that waits out the backoff of a failed try is not "nothing to do": its token
+            # is still valid (the leaked one, after an emergency rotation whose revocation failed). This
+            # pass keeps the backoff (a timer must not retry in a loop); a person who fixed the cause
+            # tries it at once with --retry-failed.
+            lines += [f"token {rev.token_id}: revocation postponed until {rfc3339_seconds(rev.next_try_at)} "
+                      f"(last error: {rev.last_error or 'none recorded'}); the token is still valid: once the "
+                      f"cause is fixed, `rotator revoke-expired --retry-failed {engine.policy.name}` tries it now"
+                      for rev in engine.postponed_revocations()
+                      if rev.next_try_at is not None and f"token {rev.token_id}" not in reported]
             # A revocation that gave up is not tried again by itself, and its token is still valid: every
             # run says so until it is retried or done. The exit code stays that of this run's own work
             # (`status` exits 4 for it): a claim refused as not rotator's stays failed for good.
-            reported = {line.split(":", 1)[0] for line in lines}  # "token ID: ..." of this run's own work
             lines += [f"token {token_id}: an earlier revocation gave up and is not retried by itself; the token "
                       f"is still valid: fix the cause, then "
                       f"`rotator revoke-expired --retry-failed {engine.policy.name}` (if it must stay valid: "

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.harness import make_scenario
 
@@ -93,3 +96,77 @@ def test_revoke_previous_now_refuses_a_token_rotator_did_not_record(tmp_path: Pa
     assert "NOT revoked" in proc.stderr
     assert sc.fake.token_by_id(victim)["revoked_at"] is None
     assert sc.fake.problem(sc.current()["token"]) is None, "the new token is published and works"
+
+
+def _leaked_and_not_revoked(sc: Any) -> tuple[str, str]:
+    """An emergency rotation whose revocation fails (the cluster answers Unavailable): exit 4, the
+    leaked token still valid and its revocation postponed by a backoff (a minute, from a retry
+    setting of 30 s to 60 s) that a plain pass waits out. Returns the leaked token and the first
+    emergency's new one."""
+    sc.config.write_text(sc.config.read_text().replace('base_delay = "1s"', 'base_delay = "30s"')
+                         .replace('max_delay = "2s"', 'max_delay = "60s"'))
+    sc.fake.add_fault("management revoke", "exit", times=-1, message="Error: rpc error: code = Unavailable desc = down")
+    leaked = sc.current()["token_id"]
+    proc = sc.cli("rotate", sc.policy, "--revoke-previous-now", "--yes", "--reason", "leaked in incident 7")
+    assert proc.returncode == 4 and f"previous token(s) {leaked} are NOT revoked" in proc.stderr, proc.stderr
+    # the hint names a command that tries it at once, not one that waits out the backoff
+    assert f"`rotator revoke-expired --retry-failed {sc.policy}`" in proc.stderr, proc.stderr
+    [(next_try,)] = sc.journal_rows("SELECT next_try_at FROM revocations WHERE token_id = ? AND state = 'pending'",
+                                    leaked)
+    assert next_try is not None
+    return leaked, sc.current()["token_id"]
+
+
+def test_a_failed_emergency_revocation_is_named_by_revoke_expired_and_retried_at_once(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """Once the cause is fixed, a plain `revoke-expired` (a timer's pass: it keeps the backoff) names
+    the leaked token as postponed, with until when, where it said "nothing to do"; `--retry-failed`,
+    which the emergency's hint names, revokes it at once."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=3600, attempts=1)
+    leaked, _ = _leaked_and_not_revoked(sc)
+    sc.fake.clear_faults()  # the cause is fixed
+    proc = sc.cli("revoke-expired")
+    [(next_try, attempts)] = sc.journal_rows("SELECT next_try_at, attempts FROM revocations WHERE token_id = ?",
+                                             leaked)
+    assert proc.returncode == 0 and "nothing to do" not in proc.stdout, proc.stdout
+    assert f"token {leaked}: revocation postponed until {next_try[:19]}Z" in proc.stdout, proc.stdout
+    assert "Unavailable" in proc.stdout and f"revoke-expired --retry-failed {sc.policy}" in proc.stdout
+    assert attempts == 1, "a plain pass did not try it again before its backoff ended"
+    proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
+    assert proc.returncode == 0 and f"token {leaked}: revoked" in proc.stdout, proc.stdout + proc.stderr
+    assert sc.fake.token_by_id(leaked)["revoked_at"] is not None
+    assert sc.journal_rows("SELECT state FROM revocations WHERE token_id = ?", leaked) == [("done",)]
+    assert sc.fake.problem(sc.current()["token"]) is None
+
+
+@pytest.mark.parametrize("row", ["postponed", "gave-up"])
+def test_the_emergency_again_revokes_the_token_an_earlier_one_left_valid(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any, row: str) -> None:
+    """The same emergency command again revokes the leaked token that the first one could not, its
+    backoff or not (and after its rounds ran out: failed), and never exits 0 while it is valid: before,
+    it revoked only the harmless token the first one minted and said ok."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=3600, attempts=1)
+    leaked, first = _leaked_and_not_revoked(sc)
+    if row == "gave-up":  # a timer's rounds ran out while the cluster was down
+        with sqlite3.connect(sc.journal_path) as db:
+            db.execute("UPDATE revocations SET state = 'failed', attempts = 10 WHERE token_id = ?", (leaked,))
+    args = ("rotate", sc.policy, "--revoke-previous-now", "--yes", "--reason", "leaked in incident 7")
+    # The cause still there: exit 4, naming the leaked token (tried again, backoff or not) too.
+    proc = sc.cli(*args)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "NOT revoked" in proc.stderr and leaked in proc.stderr.split("NOT revoked")[0], proc.stderr
+    assert sc.journal_rows("SELECT attempts FROM revocations WHERE token_id = ?", leaked) == [(11 if row == "gave-up"
+                                                                                               else 2,)]
+    assert sc.fake.token_by_id(leaked)["revoked_at"] is None
+    second = sc.current()["token_id"]
+    sc.fake.clear_faults()  # the cause is fixed: the same command again
+    proc = sc.cli(*args, "--output", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [result] = json.loads(proc.stdout)
+    assert result["old_token_id"] == second and f"also revoked {leaked}, {first}" in result["message"], result
+    for token in (leaked, first, second):
+        assert sc.fake.token_by_id(token)["revoked_at"] is not None, token
+    assert sc.fake.problem(sc.current()["token"]) is None, "the new token is published and works"
+    assert not sc.journal_rows("SELECT token_id FROM revocations WHERE state IN ('pending', 'failed')")
+    events = sc.journal_rows("SELECT result, detail FROM events WHERE step = 'emergency' ORDER BY seq")
+    assert json.loads(events[-1][1])["earlier"] == [leaked, first] and events[-1][0] == "ok"
