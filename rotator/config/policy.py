@@ -7,6 +7,7 @@ adapter's own pydantic settings model validates the rest of its table. See docs/
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import gc
 import re
@@ -15,11 +16,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePath
 from string import Formatter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rotator.config import registry
 from rotator.config.adapter_settings import plain_string_fields, settings_json_schema, validate_settings
@@ -64,6 +74,9 @@ _FIELD_LENGTHS = {"policy": 63, "tag": len("rotator::") + 63 + 64}
 #: The shortest ``lease_ttl``: a side effect's child process must start within half of it
 #: (rotator/core/engine.py), and the fencing tests take leases over after 2 s.
 MIN_LEASE_TTL = timedelta(seconds=2)
+#: The shortest ``base_delay`` and ``max_delay``: "a retry never comes at once" (docs/design-notes.md); at
+#: 0s a step that keeps failing fast was tried again hundreds of thousands of times a second.
+MIN_RETRY_DELAY = timedelta(seconds=1)
 #: The shortest ``keep_history``, unless every policy rotates more often (see :func:`history_problems`).
 MIN_KEEP_HISTORY = timedelta(days=1)
 #: Tables and lists nest at most this deep: a policy file needs 4 levels; anything deeper is refused
@@ -82,9 +95,26 @@ class RetrySettings(BaseModel):
     """Bounded exponential backoff with equal jitter for transient errors (see rotator/core/retry.py)."""
 
     model_config = ConfigDict(extra="forbid")
-    attempts: int = Field(5, ge=1, le=20, description="tries per step, the first included")
+    attempts: StrictInt = Field(5, ge=1, le=20, description="tries per step, the first included")
     base_delay: Duration = Field("1s", validate_default=True, description="delay before the second try")
     max_delay: Duration = Field("60s", validate_default=True, description="cap of one delay")
+
+    @field_validator("base_delay", "max_delay")
+    @classmethod
+    def _a_real_wait(cls, value: timedelta) -> timedelta:
+        if value < MIN_RETRY_DELAY:
+            raise ValueError(f"is {format_duration(value)}: a retry waits at least {format_duration(MIN_RETRY_DELAY)} "
+                             "(shorter, a step that fails at once is tried again thousands of times a second); "
+                             "defaults: base_delay '1s', max_delay '60s'")
+        return value
+
+    @model_validator(mode="after")
+    def _base_within_max(self) -> RetrySettings:
+        if self.base_delay > self.max_delay:
+            raise ValueError(f"base_delay ({format_duration(self.base_delay)}) is longer than max_delay "
+                             f"({format_duration(self.max_delay)}), the cap of every wait; raise max_delay or "
+                             "lower base_delay")
+        return self
 
 
 _JOURNAL_FIX = (
@@ -264,7 +294,7 @@ class AdapterSpec(BaseModel):
 class PolicySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=_NAME_PATTERN, description="unique policy name")
-    enabled: bool = True
+    enabled: StrictBool = True
     issuer: AdapterSpec
     store: list[AdapterSpec] = Field(min_length=1, description="one or more [[policy.store]] tables")
     schedule: str | None = Field(
@@ -283,7 +313,7 @@ class PolicySpec(BaseModel):
         "default longest schedule gap + grace + margin (docs/compliance.md)"
     )
     verify_timeout: Duration | None = None
-    adopt: bool = Field(False, description="allow overwriting a store secret rotator does not manage yet")
+    adopt: StrictBool = Field(False, description="allow overwriting a store secret rotator does not manage yet")
     description: str = Field(DEFAULT_DESCRIPTION, description="token description; must contain {tag}")
 
     @field_validator("description")
@@ -317,6 +347,10 @@ def _description_parts(value: str) -> tuple[int, list[str]]:
     a plain {tag} or {policy}."""
     if len(value) > MAX_DESCRIPTION:  # before parsing: a description is a line, not a document
         raise ValueError(f"is {len(value)} characters long; keep it to {MAX_DESCRIPTION}")
+    control = next((i for i, c in enumerate(value) if c < " " or "\x7f" <= c <= "\x9f"), None)
+    if control is not None:  # a NUL failed every mint (influxctl's argument), a line break splits listings
+        raise ValueError(f"holds a control character (U+{ord(value[control]):04X}, character {control + 1}); "
+                         "write the description as one line of plain text")
     try:
         parsed = list(Formatter().parse(value))
     except ValueError:  # a single '{' or '}'
@@ -535,7 +569,9 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
             try:
                 salvage[key] = model.model_validate(data.get(key, {}))
             except ValidationError:
-                pass
+                kept = _keep_history_alone(data.get(key)) if key == "rotator" else None
+                if kept is not None:  # keep_history is checked against the policies: on its own, if it passed
+                    salvage[key] = kept
         top = _RawConfigFile.model_validate(salvage)
     problems.extend(daemon_problems)
     # A bad [defaults].schedule is the defaults' problem, said once, whether or not a policy inherits it.
@@ -548,6 +584,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
             defaults_schedule_ok = False
 
     policies: list[Policy] = []
+    warnings: list[str] = []  # valid, but likely not what was meant: logged if the file is valid
     places: list[str] = []  # each valid policy's place in the file, for problems found across policies
     seen: set[str] = set()
     seen_names: list[Any] = []  # every policy's name as written, for the daemon's `policies` lists
@@ -565,10 +602,11 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
                 spec = PolicySpec.model_validate(raw)
             except ValidationError as exc:
                 problems.extend(_problems(exc, raw, prefix=where))
+                _timing_of_invalid(raw, exc, top.defaults, where, problems, defaults_schedule_ok=defaults_schedule_ok)
                 _check_raw_adapters(raw, where, problems)
                 continue
             policy = _build_policy(spec, top.defaults, where, base_dir, problems, valid,
-                                   defaults_schedule_ok=defaults_schedule_ok)
+                                   defaults_schedule_ok=defaults_schedule_ok, warnings=warnings)
             if policy is not None:
                 policies.append(policy)
                 places.append(where)
@@ -579,6 +617,12 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     problems.extend(history_problems(top.rotator.keep_history, policies))
     if problems:
         raise PolicyFileError(path, problems)
+    if warnings:  # `rotator validate` shows them, the daemon and each run log them
+        import logging  # only then: `rotator status` from its cache imports no logging (test_cli_startup.py)
+
+        log = logging.getLogger("rotator.config")
+        for warning in warnings:
+            log.warning("%s: %s", path, warning)
     return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon_table=daemon)
 
 
@@ -649,7 +693,16 @@ def _shared_secrets(policies: Sequence[Policy], places: Sequence[str]) -> Iterab
             if not callable(locations):
                 continue
             store = f"store[{index}] {binding.name!r}"
-            for location in dict.fromkeys(one_line(str(at)) for at in locations(policy.base_dir)):
+            try:  # an adapter's hook (a third party's too) works with paths: a bad one must not end the load
+                found = dict.fromkeys(one_line(str(at)) for at in locations(policy.base_dir))
+            except (ValueError, OSError) as exc:
+                yield Problem(
+                    f"{place}.store[{index}]",
+                    f"where it writes cannot be worked out: {one_line(str(exc))[:200]}",
+                    "check the store's path and name settings",
+                )
+                continue
+            for location in found:
                 name, other_place, other_store = owner.setdefault(location, (policy.name, place, store))
                 if other_place == place:
                     if other_store != store:
@@ -700,10 +753,19 @@ def _daemon_table(data: Mapping[str, Any]) -> tuple[DaemonSettings | None, list[
         return None, []
     from rotator.config.daemon_config import DaemonSettings
 
+    table = data["daemon"]
+    # the audit file, a hook's command or environment: each reaches open() or exec(), which raise ValueError
+    nul = [Problem(f"daemon{at if at.startswith('[') else '.' + at}", _NUL, _NUL_FIX)
+           for at, text in string_values(table) if "\x00" in text]
+    if nul:
+        return None, nul
     try:
-        return DaemonSettings.model_validate(data["daemon"]), []
+        daemon = DaemonSettings.model_validate(table)
     except ValidationError as exc:
-        return None, _problems(exc, data["daemon"], prefix="daemon")
+        return None, _problems(exc, table, prefix="daemon")
+    # `watch = "no"`, `workers = 4.0`, an empty audit file: see _loose_values
+    loose = list(_loose_values(daemon, table, "daemon")) if isinstance(table, Mapping) else []
+    return (None, loose) if loose else (daemon, [])
 
 
 def _tokens_outside_checked_tables(data: Mapping[str, Any]) -> Iterable[Problem]:
@@ -736,6 +798,17 @@ def _tokens_outside_checked_tables(data: Mapping[str, Any]) -> Iterable[Problem]
                         yield Problem(path, f"inline secrets are refused: {problem}", hint)
 
 
+def _keep_history_alone(table: Any) -> GlobalSettings | None:
+    """``[rotator]`` with its own ``keep_history`` and defaults for the rest, when that key is valid
+    and another is not (None: no keep_history, or a bad one, which has its own problem already)."""
+    if not isinstance(table, Mapping) or "keep_history" not in table:
+        return None
+    try:
+        return GlobalSettings.model_validate({"keep_history": table["keep_history"]})
+    except ValidationError:
+        return None
+
+
 def _raw_policies(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     raw = data.get("policy")
     return [p for p in raw if isinstance(p, dict)] if isinstance(raw, list) else []
@@ -756,18 +829,32 @@ def _check_raw_adapters(raw: Mapping[str, Any], where: str, problems: list[Probl
         _adapter_settings(kind, spec, at, problems)  # type: ignore[arg-type]
 
 
-def _build_policy(
-    spec: PolicySpec, defaults: Defaults, where: str, base_dir: Path, problems: list[Problem],
-    valid: dict[Any, Any] | None = None, *, defaults_schedule_ok: bool = True,
-) -> Policy | None:
-    """``defaults_schedule_ok``: False when ``defaults.schedule`` is bad (its problem is reported once, as
-    defaults.schedule): a policy inheriting it is not built, and adds no problem of its own for it."""
-    before = len(problems)
-    schedule_text = spec.schedule or defaults.schedule
+class _Timing(NamedTuple):
+    """A policy's schedule (with its window) and the durations checked against it."""
+
+    schedule: Schedule | None
+    grace: timedelta
+    verify_timeout: timedelta
+    lifetime: timedelta | None
+    max_age: timedelta | None
+
+
+def _timing(
+    spec: PolicySpec, defaults: Defaults, where: str, problems: list[Problem], warnings: list[str], *,
+    defaults_schedule_ok: bool = True, across: bool = True,
+) -> _Timing:
+    """The schedule, window, lifetime and max_age checks of a policy.
+
+    ``across``: False when some of these fields failed validation (the salvage of an invalid policy,
+    :func:`_timing_of_invalid`): only the policy's own schedule and window are parsed then, as a check
+    between fields would compare with a default in place of what was written."""
     schedule: Schedule | None = None
+    # `schedule = ""` is the policy's own (empty) schedule, refused as "   " is: not a silent [defaults]
+    schedule_text = spec.schedule if spec.schedule is not None or not across else defaults.schedule
     if schedule_text is None:
-        problems.append(Problem(f"{where}.schedule", "no schedule", "set schedule = '30d' or in [defaults]"))
-    elif not spec.schedule and not defaults_schedule_ok:
+        if across:
+            problems.append(Problem(f"{where}.schedule", "no schedule", "set schedule = '30d' or in [defaults]"))
+    elif spec.schedule is None and not defaults_schedule_ok:
         pass
     else:
         try:
@@ -786,7 +873,7 @@ def _build_policy(
     margin = spec.margin if spec.margin is not None else defaults.margin
     verify_timeout = spec.verify_timeout if spec.verify_timeout is not None else defaults.verify_timeout
     lifetime = spec.lifetime
-    if schedule is not None:
+    if schedule is not None and across:
         # A token's expiry counts from its MINT, the schedule from its PUBLISH, which comes after up to
         # verify_timeout of VERIFY; its replacement is published after the interval + how much later
         # than due a window lets a rotation happen (Schedule.longest_gap: up to a day, depending on the
@@ -812,17 +899,67 @@ def _build_policy(
             )
 
     max_age = spec.max_age
-    if schedule is not None:
+    if schedule is not None and across:
+        gap = schedule.longest_gap
         if max_age is None:
-            max_age = schedule.longest_gap + grace + margin
-        elif max_age <= schedule.longest_gap:
-            gap = format_duration(schedule.longest_gap)
+            max_age = gap + grace + margin
+        elif max_age <= gap:
             problems.append(Problem(
                 f"{where}.max_age",
-                f"is not longer than the schedule's longest gap ({gap}): every token would be out of compliance "
-                "before its rotation",
-                f"raise max_age above {gap} or rotate more often",
+                f"is not longer than the schedule's longest gap ({format_duration(gap)}): every token would be out "
+                "of compliance before its rotation",
+                f"raise max_age above {format_duration(gap)} or rotate more often",
             ))
+        elif max_age <= (verified := gap + verify_timeout):
+            # A warning, not a problem: files that upgraded users run were valid with it (a daemon would
+            # refuse to start). A token's age counts from its publication; its replacement is published
+            # after the gap and up to verify_timeout of VERIFY, during which the token is past max_age.
+            warnings.append(
+                f"{where}.max_age: {format_duration(max_age)} is not longer than the schedule's longest gap "
+                f"({format_duration(gap)}) + verify_timeout ({format_duration(verify_timeout)}): while a rotation "
+                "verifies its new token, the current one is older than max_age, and `rotator status --check` "
+                f"reports the policy out of compliance (fix: raise max_age above {format_duration(verified)}, or "
+                "shorten verify_timeout)"
+            )
+    return _Timing(schedule, grace, verify_timeout, lifetime, max_age)
+
+
+#: PolicySpec's fields that :func:`_timing` reads
+_TIMING_FIELDS = frozenset({"schedule", "window", "grace", "margin", "lifetime", "max_age", "verify_timeout"})
+
+
+def _timing_of_invalid(
+    raw: Mapping[str, Any], exc: ValidationError, defaults: Defaults, where: str, problems: list[Problem], *,
+    defaults_schedule_ok: bool,
+) -> None:
+    """:func:`_timing`'s checks of a policy that failed validation, on its fields that passed: a bad
+    name must not hide a bad window or too short a lifetime ("validate reports every problem at once")."""
+    failed = {err["loc"][0] if err["loc"] else None for err in exc.errors()}
+    if None in failed:  # a problem of the whole table: nothing to check beside it
+        return
+    # Placeholders stand in for the rest: _timing reads none of it.
+    salvaged = {"name": "p", "issuer": {"type": "-"}, "store": [{"type": "-"}]}
+    salvaged.update((k, v) for k, v in raw.items() if k in _TIMING_FIELDS and k not in failed)
+    try:
+        spec = PolicySpec.model_validate(salvaged)
+    except ValidationError:  # (each field passed on its own: not expected)
+        return
+    _timing(spec, defaults, where, problems, [], defaults_schedule_ok=defaults_schedule_ok,
+            across=not failed & _TIMING_FIELDS)
+
+
+def _build_policy(
+    spec: PolicySpec, defaults: Defaults, where: str, base_dir: Path, problems: list[Problem],
+    valid: dict[Any, Any] | None = None, *, defaults_schedule_ok: bool = True, warnings: list[str] | None = None,
+) -> Policy | None:
+    """``defaults_schedule_ok``: False when ``defaults.schedule`` is bad (its problem is reported once, as
+    defaults.schedule): a policy inheriting it is not built, and adds no problem of its own for it.
+    ``warnings``: where what is valid but likely wrong is added (see :func:`_timing`)."""
+    before = len(problems)
+    schedule, grace, verify_timeout, lifetime, max_age = _timing(
+        spec, defaults, where, problems, warnings if warnings is not None else [],
+        defaults_schedule_ok=defaults_schedule_ok,
+    )
 
     if spec.issuer.name is not None:
         problems.append(Problem(f"{where}.issuer.name", "an issuer has no name", "remove the key (stores have names)"))
@@ -906,9 +1043,67 @@ def _adapter_settings(
     except ValidationError as exc:
         problems.extend(_problems(exc, settings, prefix=where))
         return None
+    loose = list(_loose_values(result, settings, where))
+    if loose:
+        problems.extend(loose)
+        return None
     if key is not None and valid is not None and _is_frozen(cls.settings_model):
         valid[key] = result
     return result
+
+
+def _loose_values(value: Any, written: Mapping[str, Any], where: str) -> Iterator[Problem]:
+    """Settings that validated only by conversion from another TOML type, and empty paths.
+
+    pydantic's lax mode reads ``true`` as the number 1, ``"no"`` as false, ``443.0`` as 443 and ``"10"``
+    as 10.0: what the file says is then not what runs. An adapter's settings type (a third party's too,
+    a dataclass that must not import pydantic) declares plain ``bool``, ``int`` and ``float``, so the
+    validated settings are walked beside the table they came from, and each value is compared with
+    what was written: a bool must have been written as one, an int as a whole number, a float as a
+    number. A path written as ``""`` is refused too: pydantic reads it as ``.``, the directory.
+    """
+    for key, field_value in _settings_fields(value):
+        if key in written:
+            yield from _loose_value(field_value, written[key], f"{where}.{key}")
+
+
+def _loose_value(value: Any, written: Any, where: str) -> Iterator[Problem]:
+    kind = type(value)
+    if kind is bool or kind is int or kind is float:
+        if type(written) is not kind and not (kind is float and type(written) is int):
+            shown = (("true" if written else "false") if type(written) is bool
+                     else f"a quoted string ({written[:_QUOTE_LIMIT]!r})" if isinstance(written, str)
+                     else repr(written)[:_QUOTE_LIMIT])  # fmt: skip
+            yield Problem(where, f"is {shown}, not {_SCALARS[kind][0]}", _SCALARS[kind][1])
+    elif isinstance(value, PurePath):
+        if written == "":
+            yield Problem(where, "is empty (which would name the directory '.')",
+                          "write a path; a relative one counts from the policy file's directory")
+    elif isinstance(value, list | tuple):
+        if isinstance(written, list) and len(written) == len(value):
+            for index, (item, text) in enumerate(zip(value, written, strict=True)):
+                yield from _loose_value(item, text, f"{where}[{index}]")
+    elif isinstance(written, Mapping):
+        yield from _loose_values(value, written, where)
+
+
+#: (what a value of the type is, how to write one) for :func:`_loose_value`
+_SCALARS: dict[type, tuple[str, str]] = {
+    bool: ("true or false", "write true or false, without quotes"),
+    int: ("a whole number", "write a whole number, without quotes (1, not 1.0, \"1\" or true)"),
+    float: ("a number", "write a number, without quotes (10 or 2.5, not \"10\" or true)"),
+}
+
+
+def _settings_fields(value: Any) -> Iterable[tuple[str, Any]]:
+    """(key as written, validated value) of a settings object: a pydantic model, a dataclass or a table."""
+    if isinstance(value, BaseModel):
+        return ((info.alias or name, getattr(value, name)) for name, info in type(value).model_fields.items())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, Mapping):
+        return value.items()
+    return ()
 
 
 class _Unhashable(Exception):
@@ -959,7 +1154,9 @@ def _inline_secrets(
     settings: Mapping[str, Any], where: str, plain: frozenset[str] = frozenset()
 ) -> Iterable[Problem]:
     """Credentials written into an adapter's table: a secret-named key, a token-looking value, a URL with
-    credentials. The table's depth is bounded by :data:`MAX_NESTING` (checked before), so recursion is safe."""
+    credentials; and a NUL character, which no setting holds (a path, a binary, a name: the OS and the
+    servers end them there, os.open raises ValueError). The table's depth is bounded by :data:`MAX_NESTING`
+    (checked before), so recursion is safe."""
     for key, value in settings.items():
         if isinstance(value, Mapping):
             yield from _inline_secrets(value, f"{where}.{key}", plain=_nested_store_plain(value))
@@ -968,6 +1165,8 @@ def _inline_secrets(
         elif isinstance(value, str):  # most values: what string_values would yield, without its walk
             if find_token(value):
                 yield Problem(f"{where}.{key}", f"{_INLINE} (the value looks like a token)", _reference_hint(key))
+            elif "\x00" in value:
+                yield Problem(f"{where}.{key}", _NUL, _NUL_FIX)
             elif "://" in value:
                 problem = url_problem(value, _URL_FIX)
                 if problem:
@@ -977,12 +1176,16 @@ def _inline_secrets(
                 full = f"{where}.{key}{'.' + at if at and not at.startswith('[') else at}"
                 if find_token(text):
                     yield Problem(full, f"{_INLINE} (the value looks like a token)", _reference_hint(key))
+                elif "\x00" in text:
+                    yield Problem(full, _NUL, _NUL_FIX)
                 elif "://" in text:
                     problem = url_problem(text, _URL_FIX)
                     if problem:
                         yield Problem(full, f"inline secrets are refused: {problem}")
 
 
+_NUL = "holds a NUL character (U+0000), which no path, name or command can hold"
+_NUL_FIX = 'remove it (a "\\u0000" escape writes one into a TOML string)'
 _INLINE = "inline secrets are refused: a policy file is not a safe place for a credential"
 _URL_FIX = ('remove it from the URL and reference the credential with { file = "/path/to/file" } or '
             '{ env = "VAR" } where this adapter has such a setting (see docs/policy.md)')

@@ -150,7 +150,17 @@ def load(kind: Kind, name: str) -> type[Issuer] | type[Store]:
             f"{kind} adapter {name!r} cannot be imported: {exc}",
             hint=install_hint(exc),
         ) from None
+    except AttributeError as exc:  # the entry point names an attribute its module does not have
+        raise ConfigError(
+            f"{kind} adapter {name!r} ({eps[name].value}) cannot be loaded: {exc}",
+            hint=_BROKEN_ADAPTER,
+        ) from None
     return _remember(kind, name, cls)
+
+
+#: The fix of an installed adapter that breaks the contract: nothing in the policy file can mend it.
+_BROKEN_ADAPTER = ("the package that registers it is broken or made for another rotator version: upgrade or "
+                   "uninstall it (`pip show` names it), or use another adapter type")
 
 
 def target(kind: Kind, name: str) -> str:
@@ -202,7 +212,10 @@ def _known(kind: Kind, name: str) -> type[Issuer] | type[Store] | None:
 
 
 def _remember(kind: Kind, name: str, found: object) -> type[Issuer] | type[Store]:
-    _check(kind, name, found)
+    try:
+        _check(kind, name, found)
+    except TypeError as exc:  # an installed adapter's fault, said as a problem of the file that names it
+        raise ConfigError(str(exc), hint=_BROKEN_ADAPTER) from None
     # _check made sure it is a class with the contract's attributes (the Protocols' methods are
     # checked statically, for built-in adapters by the conformance line in each adapter module).
     cls = cast("type[Issuer] | type[Store]", found)

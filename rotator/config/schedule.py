@@ -42,20 +42,39 @@ class NoNextDue(ValueError):
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(?:(\d+)\s*([smhdw])\s*)+\Z")
-_PART = re.compile(r"(\d+)\s*([smhdw])")
-_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)\Z")
+_DURATION = re.compile(r"^\s*(?:([0-9]+)\s*([smhdw])\s*)+\Z")
+_PART = re.compile(r"([0-9]+)\s*([smhdw])")
+_RATE = re.compile(r"^rate\(\s*([0-9]+)\s+(minute|minutes|hour|hours|day|days)\s*\)\Z")
 _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 _AWS_CRON = re.compile(r"^cron\((.*)\)\Z", re.IGNORECASE)
-_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*\Z")
+_WINDOW = re.compile(r"^\s*([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})\s*\Z")
 _DAY = timedelta(days=1)
 #: The longest duration or schedule interval accepted: sums of a few stay far from datetime's limits.
 _MAX_DAYS = 36525
 _MAX_SECONDS = _MAX_DAYS * 86400
 
 
+def _is_number(text: str) -> bool:
+    """Whether ``text`` is a whole number in the digits 0-9 (``str.isdigit`` also takes ``²``, ``٣``, ``１``)."""
+    return text.isascii() and text.isdigit()
+
+
+def _ascii_digits(text: str, what: str) -> None:
+    """ValueError when ``text`` writes a digit other than 0-9: Python's ``int()`` reads Arabic-Indic and
+    fullwidth digits (``"٣٠d"`` would be 30 days) and fails on superscripts, and neither is what a
+    person who typed them should be left to guess."""
+    if text.isascii():  # nearly always: one pass in C
+        return
+    odd = next((c for c in text if c.isdigit() and not c.isascii()), None)
+    if odd is not None:
+        raise ValueError(f"{_short(text)} is not {what}: {odd!r} (U+{ord(odd):04X}) is not one of the digits "
+                         "0-9; write numbers with the digits 0-9")
+
+
 def parse_duration(text: str) -> timedelta:
     """``"30d"``, ``"1d12h"``, ``"90s"`` -> timedelta. ValueError says what is accepted."""
+    if isinstance(text, str):
+        _ascii_digits(text, "a duration")
     if not isinstance(text, str) or not _DURATION.match(text):
         shown = _short(text) if isinstance(text, str) else repr(text)
         raise ValueError(f"{shown} is not a duration; write e.g. '30d', '12h', '90m', '45s' or '1d12h'")
@@ -142,6 +161,8 @@ class Window:
 def parse_window(text: str) -> Window:
     """``"02:00-04:00"`` (UTC; ``"22:00-02:00"`` wraps past midnight) -> Window. ValueError explains."""
     usage = "write 'HH:MM-HH:MM' in UTC, e.g. '02:00-04:00' (it may wrap past midnight: '22:00-02:00')"
+    if isinstance(text, str):
+        _ascii_digits(text, "a window")
     match = _WINDOW.match(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(f"{text!r} is not a window; {usage}")
@@ -272,6 +293,7 @@ def parse_schedule(text: str, window: str | None = None) -> Schedule:
     computed (see :func:`_cron_interval`)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("schedule is empty; write e.g. '30d', 'rate(30 days)' or '0 3 * * 1'")
+    _ascii_digits(text, "a schedule")
     parsed_window = parse_window(window) if window is not None else None
     text = text.strip()
     rate = _RATE.match(text)
@@ -322,7 +344,7 @@ _CRONTAB_USAGE = (
 def _crontab_value(text: str, field: str, low: int, high: int, names: tuple[str, ...], expr: str) -> int:
     if text.lower() in names:
         return names.index(text.lower()) + low  # jan = 1; sun = 0
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not _is_number(text) or not low <= int(text) <= high:
         accepted = f"{low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else "")
         raise ValueError(f"{expr!r} is not a valid 5-field cron expression: {field} {text!r} is not "
                          f"{accepted}; {_CRONTAB_USAGE}")
@@ -336,7 +358,7 @@ def _crontab_field(text: str, field: str, low: int, high: int, names: tuple[str,
         base, slash, step_text = part.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if not _is_number(step_text) or int(step_text) == 0:
                 raise ValueError(f"{expr!r} is not a valid 5-field cron expression: {field} {part!r}: the step "
                                  f"after '/' must be a positive number; {_CRONTAB_USAGE}")
             step = int(step_text)
@@ -384,7 +406,7 @@ def _crontab_trigger(expr: str, cron_trigger: Any, or_trigger: Any) -> Any:
 
 def _aws_day_index(token: str, expr: str) -> int:
     """An AWS day-of-week (``1``-``7`` with Sunday = 1, or ``SUN``-``SAT``) -> 0 (Sunday) .. 6."""
-    if token.isdigit() and 1 <= int(token) <= 7:
+    if _is_number(token) and 1 <= int(token) <= 7:
         return int(token) - 1
     if token.lower() in _DAY_NAMES:
         return _DAY_NAMES.index(token.lower())
@@ -416,7 +438,7 @@ def _aws_cron_fields(expr: str) -> dict[str, str]:
         day_parts: list[str] = []
         names: list[str] = []
         for part in dow.split(","):
-            nth = re.fullmatch(r"(\w+)#(\d)", part)
+            nth = re.fullmatch(r"(\w+)#([0-9])", part)
             last = re.fullmatch(r"(\w+)L", part, re.IGNORECASE)
             if part == "*":
                 names.append("*")

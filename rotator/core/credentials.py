@@ -84,8 +84,17 @@ class CredentialRef(SettingsValue):
     def __post_init__(self) -> None:
         if (self.file is None) == (self.env is None):
             raise ValueError("give exactly one of `file` or `env`")
-        if self.env is not None and not self.env:
-            raise ValueError("`env` must name an environment variable")
+        if self.env is not None and (not self.env or "=" in self.env or "\x00" in self.env):
+            # the environment holds NAME=value strings: a name with '=' or a NUL is never set
+            raise ValueError("`env` must name an environment variable (a name holds no '=' and no NUL character)")
+        if self.file is not None:
+            # checked here, not at run time: os.open raises ValueError for a NUL, and "" is the
+            # policy file's directory (pydantic reads it as Path("."))
+            if "\x00" in str(self.file):
+                raise ValueError("`file` must not hold a NUL character (\\u0000): no path can")
+            if not Path(self.file).parts:
+                raise ValueError("`file` is empty (or '.', a directory): write the path of the file that holds "
+                                 "the credential")
 
     def describe(self) -> str:
         return f"file {self.file}" if self.file is not None else f"environment variable {self.env}"
@@ -118,6 +127,11 @@ class CredentialRef(SettingsValue):
             raise ConfigError(
                 f"credential file {path} is not UTF-8 text (byte {exc.start + 1})",
                 hint="write the credential into it as plain text",
+            ) from None
+        except ValueError:  # os.open: a NUL in the path (a base_dir given with one; `file` refuses it)
+            raise ConfigError(
+                f"cannot read credential file {str(path)[:200]!r}: the path holds a NUL character",
+                hint="write the path without it",
             ) from None
         if not value:
             raise ConfigError(f"credential file {path} is empty", hint="write the credential into it")
