@@ -6,15 +6,21 @@ as one *target*) and for bare targets given on the command line, list every toke
 
 ``managed``
     the current token of a policy, a previous one waiting for (or failing) its revocation, or the
-    candidate of a run still in progress (the token the journal records for it; a token with the
-    run's tag only while the journal records none yet). What the journal says of *every* policy of
-    the file counts, whichever target lists the token (an issuer's token ids are its own).
+    candidate of an unfinished run (the token the journal records for it; a token with the run's
+    tag only while the journal records none yet). What the journal says of a policy's tokens counts
+    on the policy's own cluster or instance (the target its issuer settings name), through whichever
+    policy or bare target it is listed. A policy's current token that a complete listing of its
+    cluster or instance does not show is entered as state ``missing`` (deleted at the issuer).
+    The candidate of an unfinished run whose lease expired (its process is gone) is an *abandoned
+    run*: `rotator recover` publishes or discards it.
 ``orphan``
     a live token that the journal records as minted, and never published, by a run of a policy
     on this target's cluster or instance; or one that carries the tag ``rotator:<policy>:<run-id>``
-    of such a run that never published it (the run failed or aborted, or published another token),
-    and was created while that run could still mint (from its start to its last journal write plus
-    the issuer's call timeout, give or take the clock slack of the revocation rule).
+    of such a run that never published it (the run failed or aborted, or published another token);
+    either way created while that run could still mint (from its start to its last journal write plus
+    the issuer's call timeout, give or take the clock slack of the revocation rule). The id alone is
+    no proof: an InfluxDB 3 token's id is its name, which anyone may give a token once rotator
+    deleted the run's candidate.
     Only these are revoked by ``--revoke-orphans``: each is classified again under the policy's
     lease, through the policy's own issuer, then the engine's own tag sweep revokes exactly those
     ids (an allow-list), after checking no store holds them (DESIGN invariants 1 and 8).
@@ -23,9 +29,11 @@ as one *target*) and for bare targets given on the command line, list every toke
     Lambda function's runs, which keep no journal, among them), the tag names a policy that does
     not use this target's cluster or instance or is not in the file, the description carries
     several tags, the tag names a run in progress whose journal records another candidate, the
-    token was created when the tagged run could not mint it (or the issuer gives no creation time),
-    or the journal says rotator revoked it and the issuer lists it active. A tag is a claim anyone
-    able to create tokens can write; rotator never revokes on a claim alone.
+    token was created when the tagged (or recorded) run could not mint it (or the issuer gives no
+    creation time), the journal records the id for a policy whose issuer settings name another
+    cluster or instance (a token of the same id there is not the one it records), or the journal
+    says rotator revoked it and the issuer lists it active. A tag is a claim anyone able to create
+    tokens can write; rotator never revokes on a claim alone.
 ``unmanaged``
     no tag and unknown to the journal: a token nothing rotates. ``--suggest`` prints the policy
     that would bring it under rotation (then ``rotator bootstrap``).
@@ -52,7 +60,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from rotator.config import registry
 from rotator.config.inline_secrets import mask_tokens
@@ -85,6 +93,8 @@ __all__ = [
 MANAGED, ORPHAN, SUSPICIOUS, UNMANAGED, RETIRED = "managed", "orphan", "suspicious", "unmanaged", "retired"
 CLASSES = (MANAGED, ORPHAN, SUSPICIOUS, UNMANAGED, RETIRED)
 NO_EXPIRY, EXPIRED_NOT_REVOKED, TOO_OLD = "no-expiry", "expired-not-revoked", "older-than-max-age"
+#: the state of a policy's current token that a complete listing of its cluster or instance does not show
+MISSING = "missing"
 #: The age above which a token of no policy is flagged (CIS: rotate access keys every 90 days).
 DEFAULT_UNMANAGED_MAX_AGE = timedelta(days=90)
 
@@ -135,7 +145,7 @@ class Entry:
     kind: str
     token_id: str
     description: str
-    state: str  # active | expired | revoked
+    state: str  # active | expired | revoked | missing (MISSING: a current token the issuer does not list)
     cls: str
     flags: tuple[str, ...]
     reason: str
@@ -153,6 +163,8 @@ class Entry:
     #: what is shown, with token-shaped text masked (an InfluxDB 3 token's id is its name, anyone's
     #: choice). Empty: the same as ``token_id``. Never printed.
     listed_id: str = field(default="", repr=False)
+    #: the candidate of an unfinished run whose lease expired: nothing finishes it until `rotator recover`
+    abandoned: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -174,23 +186,28 @@ class Inventory:
     policies_on: dict[str, frozenset[str]] = field(default_factory=dict)
     #: target -> its metric label (:attr:`Target.label`); a target missing here is labelled by its name
     labels: dict[str, str] = field(default_factory=dict)
+    #: the targets that could not be listed at all (each has its line in ``errors``)
+    unlisted: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[tuple[str, str], int]:
-        """``(target, class) -> count`` of the tokens that are not revoked (every class, zeros included)."""
-        out = {(t, c): 0 for t in self.targets for c in CLASSES}
+        """``(target, class) -> count`` of the tokens the issuers hold and did not revoke (every class, zeros
+        included). A target that could not be listed has none: zeros would say it was checked and clean."""
+        out = {(t, c): 0 for t in self.targets if t not in self.unlisted for c in CLASSES}
         for e in self.entries:
-            if e.state != "revoked":
+            if e.state not in ("revoked", MISSING):
                 out[(e.target, e.cls)] = out.get((e.target, e.cls), 0) + 1
         return out
 
     def findings(self) -> list[Entry]:
         """What ``rotator inventory --check`` exits 4 for, the most urgent first: a policy's current token
-        that the issuer lists as expired or revoked (its stores hand out a token that no longer works:
-        DESIGN invariant 1), then every live orphan or suspicious token, and every live unmanaged one that
-        never expires or is older than its max age."""
+        that the issuer lists as expired or revoked, or does not list at all (its stores hand out a token
+        that no longer works: DESIGN invariant 1), then every live orphan or suspicious token, the live
+        candidate of an abandoned run, and every live unmanaged one that never expires or is older than
+        its max age."""
         dead = [e for e in self.entries if e.current and e.state != "active"]
         return dead + [e for e in self.entries if e.state == "active" and (
-            e.cls in (ORPHAN, SUSPICIOUS) or (e.cls == UNMANAGED and (NO_EXPIRY in e.flags or TOO_OLD in e.flags)))]
+            e.cls in (ORPHAN, SUSPICIOUS) or e.abandoned
+            or (e.cls == UNMANAGED and (NO_EXPIRY in e.flags or TOO_OLD in e.flags)))]
 
     def flag_counts(self) -> dict[tuple[str, str, str], int]:
         """``(target, class, flag) -> count`` of live tokens carrying ``flag``."""
@@ -301,10 +318,23 @@ class _Facts:
     published_at: dict[str, datetime] = field(default_factory=dict)  # token id -> when it was published
 
 
-def _facts(journal: Journal, policies: Iterable[Policy]) -> _Facts:
-    """What the journal says, keyed by the ids the policies' issuers list (:func:`_as_listed`)."""
-    facts = _Facts()
+#: Issuer types that list the same tokens under the same ids: a Cloud Dedicated or Clustered cluster's
+#: database tokens, through influxctl or the Management API. Every other type's ids are its own: an
+#: InfluxDB 3 token's id is its name, anyone's choice, and may spell another type's id.
+_ID_SPACES = {"management-api": "influxctl-database"}
+
+
+def _id_space(kind: str) -> str:
+    return _ID_SPACES.get(kind, kind)
+
+
+def _facts(journal: Journal, policies: Iterable[Policy]) -> dict[str, _Facts]:
+    """What the journal says, per id space (:func:`_id_space` of the policies' issuer types), keyed by
+    the ids the policies' issuers list (:func:`_as_listed`): an id recorded for one type of issuer says
+    nothing of a token of another type that happens to bear it."""
+    spaces: dict[str, _Facts] = {}
     for policy in policies:
+        facts = spaces.setdefault(_id_space(policy.issuer_type), _Facts())
         listed = partial(_as_listed, policy.issuer_type)
         last = journal.last_success(policy.name)
         if last is not None and last.new_token_id:
@@ -316,7 +346,7 @@ def _facts(journal: Journal, policies: Iterable[Policy]) -> _Facts:
                 facts.minted[listed(run.new_token_id)] = run
                 if run.published_at is not None:
                     facts.published_at[listed(run.new_token_id)] = run.published_at
-    return facts
+    return spaces
 
 
 def _as_listed(kind: str, token_id: str) -> str:
@@ -337,17 +367,39 @@ class _Classifier:
     """The journal's word on every policy of the file, and which policies each target is the cluster
     or instance of.
 
-    The journal is the trust root: what it records of a token id counts wherever the id is listed
-    (a policy's current token stays managed when another policy's target, or a bare one, lists it).
+    The journal is the trust root for the tokens of each policy's own cluster or instance: what it
+    records of a token id counts on every target of that place (a policy's current token stays managed
+    when another policy's target, or a bare one, of the same place lists it), and on no other (an
+    InfluxDB 3 token's id is its name: another instance may hold a token of that name, anyone's).
     A tag is only a claim: it is confirmed only on a target of the policy it names."""
 
-    def __init__(self, journal: Journal, known: Sequence[Policy], targets: Sequence[Target]) -> None:
+    def __init__(self, journal: Journal, known: Sequence[Policy], targets: Sequence[Target], now: datetime) -> None:
         self.journal = journal
+        self.now = now
         self.known = {p.name: p for p in known}
         self.wheres = {p.name: _where(p) for p in known}
         #: a policy's own issuer, where a target lists through it (for its call timeout)
         self.issuers = {p.name: issuer for t in targets for p, issuer, _ in t.listers if p is not None}
-        self.facts = _facts(journal, known)
+        self._facts = _facts(journal, known)
+        self._lease_lapsed: dict[str, bool] = {}
+
+    def facts_for(self, kind: str) -> _Facts:
+        """What the journal says of the ids an issuer of type ``kind`` lists."""
+        return self._facts.setdefault(_id_space(kind), _Facts())
+
+    @staticmethod
+    def owns(policy: str, target: Target, on_target: frozenset[str]) -> bool:
+        """Whether ``target`` is ``policy``'s cluster or instance (or names no place to tell)."""
+        return policy in on_target or not target.where
+
+    def abandoned(self, run: RunRecord) -> bool:
+        """An unfinished run whose policy's lease expired: its process is gone (a live process renews
+        the lease), and nothing finishes the run until `rotator recover` (the daemon's next pass)."""
+        if run.state not in RunState.OPEN:
+            return False
+        if run.policy not in self._lease_lapsed:
+            self._lease_lapsed[run.policy] = not self.journal.lease_holder(run.policy, self.now)
+        return self._lease_lapsed[run.policy]
 
     def policies_on(self, target: Target) -> frozenset[str]:
         """The policies whose cluster or instance ``target`` is: those it lists through, and those
@@ -377,74 +429,107 @@ def _state(info: TokenInfo, now: datetime) -> str:
     return "active"
 
 
-_Class = tuple[str, str, str | None, str | None, tuple[str, str | None] | None]
+class _Class(NamedTuple):
+    cls: str
+    reason: str
+    policy: str | None
+    run_id: str | None
+    sweep: tuple[str, str | None] | None = None
+    #: the candidate of an unfinished run whose process is gone (:meth:`_Classifier.abandoned`)
+    abandoned: bool = False
 
 
 def _classify(info: TokenInfo, state: str, c: _Classifier, target: Target, on_target: frozenset[str]) -> _Class:
-    """(class, reason, policy, run id, sweep) of one token."""
+    """The class, reason, policy, run id and sweep of one token."""
     live = state == "active"
     token_id = info.token_id
-    facts, journal = c.facts, c.journal
+    facts, journal = c.facts_for(target.kind), c.journal
 
-    def elsewhere(policy: str) -> str:
+    def not_this(policy: str, what: str, run_id: str | None) -> _Class:
         # By id, from the journal: an id the issuer makes is unique, but an InfluxDB 3 token's id is its
-        # name, anyone's choice: say so where the policy's own settings name another place.
-        return "" if policy in on_target else f" (policy {policy!r}'s issuer settings name another target)"
+        # name, anyone's choice. The journal speaks for the policy's own cluster or instance only.
+        why = (f"the journal records {what} of policy {policy!r} under this id, but the policy's issuer "
+               "settings name another cluster or instance: not the token it records")
+        return _Class(SUSPICIOUS if live else RETIRED, why if live else f"{why}; no longer active ({state})",
+                      policy, run_id)  # fmt: skip
+
+    def candidate(run: RunRecord, policy: str, run_id: str) -> _Class:
+        if c.abandoned(run):
+            return _Class(MANAGED, f"candidate of abandoned run {run_id} ({run.state}): its lease expired with the "
+                          f"run unfinished; `rotator recover {policy}` publishes or discards it", policy, run_id,
+                          abandoned=True)  # fmt: skip
+        return _Class(MANAGED, f"candidate of run {run_id}, still in progress ({run.state})", policy, run_id)
+
+    def outside_window(run: RunRecord, what: str) -> str | None:
+        # Only the journal's id or the description ties the token to the run: its creation must fall where
+        # a mint of that run could land (a person's token that takes the name of a candidate rotator deleted,
+        # or mentions the tag of a run that failed days ago, is not the run's).
+        if info.created_at is None:
+            return f"{what}, but the issuer gives no creation time to tie the token to that run"
+        start, end = c.mint_window(run, target)
+        created = as_utc(info.created_at)
+        if not start <= created <= end:
+            return (f"{what}, but the token was created at {rfc3339(created)}, when no mint of that run could "
+                    f"create it ({rfc3339(start)} to {rfc3339(end)})")
+        return None
 
     if token_id in facts.current:
         policy = facts.current[token_id]
+        if not c.owns(policy, target, on_target):
+            return not_this(policy, "the current token", None)
         if live:
-            return MANAGED, "current token" + elsewhere(policy), policy, None, None
+            return _Class(MANAGED, "current token", policy, None)
         # Invariant 1 broken: the stores hand out a token the issuer no longer accepts.
-        return (MANAGED, f"current token, {state.upper()} at the issuer: the stores hold a token that no longer "
-                f"works (`rotator rotate {policy}` replaces it)" + elsewhere(policy), policy, None, None)  # fmt: skip
+        return _Class(MANAGED, f"current token, {state.upper()} at the issuer: the stores hold a token that no "
+                      f"longer works (`rotator rotate {policy}` replaces it)", policy, None)  # fmt: skip
     rev = facts.revocations.get(token_id)
     if rev is not None:
+        if not c.owns(rev.policy, target, on_target):
+            return not_this(rev.policy, "a previous token", rev.run_id)
         due, done = rfc3339_or_none(rev.due_at), rfc3339_or_none(rev.done_at)
-        there = elsewhere(rev.policy)
         if rev.state == "pending":
-            return MANAGED, f"previous token, revocation due {due}{there}", rev.policy, rev.run_id, None
+            return _Class(MANAGED, f"previous token, revocation due {due}", rev.policy, rev.run_id)
         if rev.state == "failed":
-            return (MANAGED, f"previous token, revocation FAILED: revoke it by hand{there}", rev.policy, rev.run_id,
-                    None)  # fmt: skip
+            return _Class(MANAGED, "previous token, revocation FAILED: revoke it by hand", rev.policy, rev.run_id)
         if rev.state == "dismissed":  # a person decided it stays valid (revoke-expired --dismiss)
             if live:
-                return (MANAGED, f"previous token, revocation dismissed {done}: kept valid on purpose{there}",
-                        rev.policy, rev.run_id, None)  # fmt: skip
-            return RETIRED, f"no longer active at the issuer; its revocation was dismissed {done}", rev.policy, \
-                rev.run_id, None
+                return _Class(MANAGED, f"previous token, revocation dismissed {done}: kept valid on purpose",
+                              rev.policy, rev.run_id)  # fmt: skip
+            return _Class(RETIRED, f"no longer active at the issuer; its revocation was dismissed {done}", rev.policy,
+                          rev.run_id)  # fmt: skip
         if live:
-            return (SUSPICIOUS, f"the journal says rotator revoked it at {done}, the issuer lists it "
-                    f"active{there}", rev.policy, rev.run_id, None)  # fmt: skip
-        return RETIRED, f"revoked by rotator {done}", rev.policy, rev.run_id, None
+            return _Class(SUSPICIOUS, f"the journal says rotator revoked it at {done}, the issuer lists it active",
+                          rev.policy, rev.run_id)  # fmt: skip
+        return _Class(RETIRED, f"revoked by rotator {done}", rev.policy, rev.run_id)
     run = facts.minted.get(token_id)
     if run is not None:
+        if not c.owns(run.policy, target, on_target):
+            return not_this(run.policy, f"a token minted by run {run.run_id}", run.run_id)
         if run.state in RunState.OPEN:
-            why = f"candidate of run {run.run_id}, still in progress ({run.state})"
-            return MANAGED, why + elsewhere(run.policy), run.policy, run.run_id, None
+            return candidate(run, run.policy, run.run_id)
         if not live:
-            return RETIRED, f"minted by run {run.run_id} ({run.state})", run.policy, run.run_id, None
+            return _Class(RETIRED, f"minted by run {run.run_id} ({run.state})", run.policy, run.run_id)
         if run.published_at is None:
-            if run.policy not in on_target:  # the same id on another cluster: not the token the run minted
-                return (SUSPICIOUS, f"the journal records run {run.run_id} of policy {run.policy!r} minting a token "
-                        f"of this id, but the policy's issuer settings name another target", run.policy,
-                        run.run_id, None)  # fmt: skip
-            return (ORPHAN, f"minted by run {run.run_id}, which {run.state} without publishing it", run.policy,
-                    run.run_id, (run.run_id, None))  # fmt: skip
-        return (SUSPICIOUS, f"published by run {run.run_id}, superseded, and no revocation recorded", run.policy,
-                run.run_id, None)  # fmt: skip
+            # (a discarded candidate leaves no revocation row, and deleting it frees its name)
+            why = outside_window(run, f"the journal records run {run.run_id} ({run.state}) minting a token of this id")
+            if why is not None:
+                return _Class(SUSPICIOUS, why, run.policy, run.run_id)
+            return _Class(ORPHAN, f"minted by run {run.run_id}, which {run.state} without publishing it", run.policy,
+                          run.run_id, (run.run_id, None))  # fmt: skip
+        return _Class(SUSPICIOUS, f"published by run {run.run_id}, superseded, and no revocation recorded",
+                      run.policy, run.run_id)  # fmt: skip
     tags = sorted(set(_TAG.findall(info.description)))
     if not tags:
-        return UNMANAGED, "no rotator tag, unknown to the journal", None, None, None
+        return _Class(UNMANAGED, "no rotator tag, unknown to the journal", None, None)
     policy_name, run_id = tags[0] if len(tags) == 1 else (None, None)
 
-    def doubtful(why: str) -> tuple[str, str, str | None, str | None, None]:
+    def doubtful(why: str) -> _Class:
         # Suspicious is for a token that still works. One that no longer does is retired, whatever its
         # tag names: a revocation that finds its token expired records it done without revoking it, and
         # the issuer goes on listing it after the journal pruned its run or the policy left the file.
         # The names are the description's (anyone's text): shown masked, as the description is.
-        return (SUSPICIOUS if live else RETIRED, why if live else f"{why}; no longer active ({state})",
-                _masked(policy_name), _masked(run_id), None)  # fmt: skip
+        return _Class(SUSPICIOUS if live else RETIRED, why if live else f"{why}; no longer active ({state})",
+                      _masked(policy_name), _masked(run_id))  # fmt: skip
 
     if policy_name is None or run_id is None:
         return doubtful("the description carries several rotator tags")
@@ -466,25 +551,17 @@ def _classify(info: TokenInfo, state: str, c: _Classifier, target: Target, on_ta
         # with the run's tag: a retried mint's leftover, or a copy of the tag. It is not revoked while
         # the run may still act on it; once the run ends it is an orphan (or the run's discard revokes it).
         if tagged.new_token_id is None:
-            return (MANAGED, f"candidate of run {run_id}, still in progress ({tagged.state})", policy_name, run_id,
-                    None)  # fmt: skip
+            return candidate(tagged, policy_name, run_id)
         return doubtful(f"tag names run {run_id}, still in progress ({tagged.state}), whose candidate is "
                         f"{tagged.new_token_id}, not this token")
     if not live:
-        return RETIRED, f"tagged by run {run_id} ({tagged.state})", policy_name, run_id, None
-    # Only the description ties the token to the run: its creation must fall where a mint of that run
-    # could land (a person's token that mentions the tag of a run that failed days ago is not the run's).
-    if info.created_at is None:
-        return doubtful(f"tag names run {run_id} ({tagged.state}), but the issuer gives no creation time to tie "
-                        "the token to that run")
-    start, end = c.mint_window(tagged, target)
-    created = as_utc(info.created_at)
-    if not start <= created <= end:
-        return doubtful(f"tag names run {run_id} ({tagged.state}), but the token was created at {rfc3339(created)}, "
-                        f"when no mint of that run could create it ({rfc3339(start)} to {rfc3339(end)})")
+        return _Class(RETIRED, f"tagged by run {run_id} ({tagged.state})", policy_name, run_id)
+    why = outside_window(tagged, f"tag names run {run_id} ({tagged.state})")
+    if why is not None:
+        return doubtful(why)
     what = "published another token" if tagged.published_at is not None else f"{tagged.state} without publishing"
     keep = tagged.new_token_id if tagged.published_at is not None else None
-    return ORPHAN, f"tagged by run {run_id}, which {what}", policy_name, run_id, (run_id, keep)
+    return _Class(ORPHAN, f"tagged by run {run_id}, which {what}", policy_name, run_id, (run_id, keep))
 
 
 def _flags(
@@ -519,34 +596,82 @@ def take_inventory(
     """List and classify every target's tokens; a target that fails is reported in ``errors``."""
     by_name = {p.name: p for p in known}
     inv = Inventory(targets=[t.name for t in targets], labels={t.name: t.label for t in targets})
-    classifier = _Classifier(journal, known, targets) if journal is not None else None
-    facts = classifier.facts if classifier is not None else _Facts()
+    classifier = _Classifier(journal, known, targets, now) if journal is not None else None
     for target in targets:
         on_target = classifier.policies_on(target) if classifier is not None else frozenset()
         inv.policies_on[target.name] = on_target
+        facts = classifier.facts_for(target.kind) if classifier is not None else _Facts()
+        # the current tokens the journal speaks for here, and those of the policies of this very place:
+        # each of those is listed here, or gone
+        ours = {token_id: policy for token_id, policy in facts.current.items()
+                if classifier is not None and classifier.owns(policy, target, on_target)}  # fmt: skip
+        expected = {token_id: policy for token_id, policy in ours.items() if policy in on_target}
         tokens = _list_target(target, inv)
         if tokens is None:
             continue
+        missing = _unlisted_current(target, tokens, expected, inv)
         for info in tokens.values():
             state = _state(info, now)
+            current = info.token_id in ours
             # (a policy's current token is shown revoked too: the stores hand out a dead token)
-            if state == "revoked" and not include_revoked and info.token_id not in facts.current:
+            if state == "revoked" and not include_revoked and not current:
                 continue
             if classifier is None:
-                cls, reason, pname, run_id, sweep = _classify_without_journal(info, state)
+                found = _Class(*_classify_without_journal(info, state))
             else:
-                cls, reason, pname, run_id, sweep = _classify(info, state, classifier, target, on_target)
-            policy = by_name.get(pname) if pname else None
-            flags, age = _flags(info, state, cls, policy, facts, now, unmanaged_max_age)
+                found = _classify(info, state, classifier, target, on_target)
+            policy = by_name.get(found.policy) if found.policy else None
+            flags, age = _flags(info, state, found.cls, policy, facts, now, unmanaged_max_age)
             shown_id = _masked(info.token_id) or ""
             inv.entries.append(Entry(
                 target=target.name, kind=target.kind, token_id=shown_id,
-                description=_masked(info.description) or "", state=state, cls=cls, flags=flags,
-                reason=_masked(reason) or "", policy=pname, run_id=run_id, created_at=info.created_at,
-                expires_at=info.expires_at, revoked_at=info.revoked_at, age=age, sweep=sweep,
-                current=info.token_id in facts.current, listed_id=info.token_id if shown_id != info.token_id else "",
+                description=_masked(info.description) or "", state=state, cls=found.cls, flags=flags,
+                reason=_masked(found.reason) or "", policy=found.policy, run_id=found.run_id,
+                created_at=info.created_at, expires_at=info.expires_at, revoked_at=info.revoked_at, age=age,
+                sweep=found.sweep, current=current, listed_id=info.token_id if shown_id != info.token_id else "",
+                abandoned=found.abandoned,
+            ))  # fmt: skip
+        for token_id in missing:
+            name = expected[token_id]
+            shown_id = _masked(token_id) or ""
+            inv.entries.append(Entry(
+                target=target.name, kind=target.kind, token_id=shown_id, description="", state=MISSING, cls=MANAGED,
+                flags=(), reason=_masked(f"current token not found at the issuer: the stores hold a token that no "
+                                         f"longer works (`rotator rotate {name}` replaces it)") or "",
+                policy=name, current=True, listed_id=token_id if shown_id != token_id else "",
             ))  # fmt: skip
     return inv
+
+
+def _unlisted_current(target: Target, tokens: dict[str, TokenInfo], expected: Mapping[str, str],
+                      inv: Inventory) -> list[str]:  # fmt: skip
+    """The ids of ``expected`` (current token id -> policy) the issuer does not have, after a complete
+    listing of ``target`` (none after a partial one: "not listed" proves nothing there).
+
+    Where an issuer's listing may leave tokens out (:func:`with_unlisted`), each one it does not show
+    is looked up by id, through its policy's own issuer where the target lists through it; one found is
+    added to ``tokens``. A lookup that fails makes the listing a partial one (an error of the target)."""
+    if any(name == target.name for name, _ in inv.errors):
+        return []
+    missing, errors = [], []
+    for token_id, policy in sorted(expected.items()):
+        if token_id in tokens:
+            continue
+        _, issuer, credential = min(target.listers, key=lambda lister: lister[0] is None or lister[0].name != policy)
+        try:
+            found = with_unlisted(issuer, [], token_id, credential())
+        except RotatorError as exc:
+            errors.append(one_line(f"could not look up the current token of policy {policy!r}: "
+                                   f"{REDACTOR.redact(str(exc))}"))  # fmt: skip
+            continue
+        if found:
+            tokens[token_id] = found[0]
+        else:
+            missing.append(token_id)
+    if errors:
+        inv.errors.append((target.name, "listed only partly: " + "; ".join(errors)))
+        return []
+    return missing
 
 
 def _classify_without_journal(
@@ -590,6 +715,7 @@ def _list_target(target: Target, inv: Inventory) -> dict[str, TokenInfo] | None:
                 merged[info.token_id] = info
     if errors and not merged:
         inv.errors.append((target.name, "; ".join(errors)))
+        inv.unlisted.append(target.name)
         return None
     if errors:
         inv.errors.append((target.name, "listed only partly: " + "; ".join(errors)))
@@ -664,14 +790,15 @@ def revoke_orphans(
 
         def recheck(tokens: Sequence[TokenInfo], now: datetime, policy_name: str = policy_name, run_id: str = run_id,
                     keep: str | None = keep, own: Target = own) -> dict[str, str | None]:  # fmt: skip
-            classifier = _Classifier(journal, known, [own])  # the journal as it is now, under the lease
+            classifier = _Classifier(journal, known, [own], now)  # the journal as it is now, under the lease
             on_target = classifier.policies_on(own)
             verdicts: dict[str, str | None] = {}
             for info in tokens:
                 state = _state(info, now)
-                cls, reason, pname, _, sweep = _classify(info, state, classifier, own, on_target)
-                still = state == "active" and cls == ORPHAN and pname == policy_name and sweep == (run_id, keep)
-                verdicts[info.token_id] = None if still else _masked(f"{cls}, {state}: {reason}")
+                found = _classify(info, state, classifier, own, on_target)
+                still = (state == "active" and found.cls == ORPHAN and found.policy == policy_name
+                         and found.sweep == (run_id, keep))  # fmt: skip
+                verdicts[info.token_id] = None if still else _masked(f"{found.cls}, {state}: {found.reason}")
             return verdicts
 
         ids = list(dict.fromkeys(e.listed_id or e.token_id for e in entries))

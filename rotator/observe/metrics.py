@@ -384,6 +384,10 @@ class Metrics:
                                     ["issuer", "class", "flag"], registry=r)
         self.inventory_errors = Gauge("rotator_inventory_errors", "Issuers the last inventory could not list",
                                       registry=r)
+        # Per issuer: one that could not be listed has no rotator_tokens series (zeros would read as
+        # checked and clean, and resolve RotatorOrphanTokens), so this says which one went unchecked.
+        self.inventory_issuer_errors = Gauge("rotator_inventory_issuer_errors", "1 when the last inventory could "
+                                             "not list the issuer (or only in part), else 0", ["issuer"], registry=r)
         self.inventory_time = Gauge("rotator_inventory_last_run_timestamp_seconds",
                                     "When the last inventory finished", registry=r)
 
@@ -428,7 +432,8 @@ class Metrics:
 
     def inventory(self, result: Any, at: datetime | None = None) -> None:
         """Export an :class:`rotator.observe.inventory.Inventory` (the last one replaces every series),
-        taken at ``at`` (the daemon's clock; default: now)."""
+        taken at ``at`` (the daemon's clock; default: now). An issuer that could not be listed has no
+        rotator_tokens series, and rotator_inventory_issuer_errors 1."""
         labels: Mapping[str, str] = getattr(result, "labels", {})
         tokens: dict[tuple[str, str], int] = {}
         for (target, cls), count in result.counts().items():
@@ -438,12 +443,20 @@ class Metrics:
         for (target, cls, flag), count in result.flag_counts().items():
             fkey = (labels.get(target, target), cls, flag)
             flagged[fkey] = flagged.get(fkey, 0) + count
+        failing = {target for target, _ in result.errors}
+        errors: dict[str, int] = {}
+        for target in [*result.targets, *failing]:
+            label = labels.get(target, target)
+            errors[label] = max(errors.get(label, 0), int(target in failing))
         self.tokens.clear()
         self.tokens_flagged.clear()
+        self.inventory_issuer_errors.clear()
         for (issuer, cls), count in tokens.items():
             self.tokens.labels(issuer, cls).set(count)
         for (issuer, cls, flag), count in flagged.items():
             self.tokens_flagged.labels(issuer, cls, flag).set(count)
+        for issuer, failed in errors.items():
+            self.inventory_issuer_errors.labels(issuer).set(failed)
         self.inventory_errors.set(len(result.errors))
         self.inventory_time.set((at or utcnow()).timestamp())
 

@@ -67,6 +67,9 @@ class PolicyStatus:
     #: the journal's tables that hold a row rotator cannot read (a value it never writes: edited by
     #: hand), each with why: what the row shows from them is unknown, and needs a person
     unreadable: tuple[str, ...] = ()
+    #: unfinished runs (not stuck) whose policy's lease expired: their process is gone, and nothing
+    #: finishes them (a candidate may be live and unpublished) until `rotator recover`
+    interrupted_runs: int = 0
 
     @property
     def since(self) -> datetime | None:
@@ -82,7 +85,15 @@ class PolicyStatus:
 
     @property
     def needs_attention(self) -> bool:
-        return self.failed_revocations > 0 or self.stuck_runs > 0 or self.expires_first or bool(self.unreadable)
+        return (self.failed_revocations > 0 or self.stuck_runs > 0 or self.interrupted_runs > 0 or self.expires_first
+                or bool(self.unreadable))  # fmt: skip
+
+    @property
+    def interrupted(self) -> str | None:
+        """What to do about the interrupted runs, if any."""
+        if not self.interrupted_runs:
+            return None
+        return f"interrupted: run `rotator recover {self.policy}`"
 
     def reason(self) -> str:
         """Why the rotation is due or not (rotator/core/due.py)."""
@@ -98,7 +109,8 @@ class PolicyStatus:
             "expires_at": rfc3339_or_none(self.expires_at), "next_due": rfc3339_or_none(self.next_due), "due": self.due,
             "last_run_state": self.last_run_state, "last_run_error": self.last_run_error,
             "pending_revocations": self.pending_revocations, "failed_revocations": self.failed_revocations,
-            "open_runs": self.open_runs, "stuck_runs": self.stuck_runs,
+            "open_runs": self.open_runs, "stuck_runs": self.stuck_runs, "interrupted_runs": self.interrupted_runs,
+            "interrupted": self.interrupted,
             "needs_attention": self.needs_attention, "expires_before_rotation": self.expires_first,
             "reason": self.reason(),
             "compliance": self.compliance.to_json() if self.compliance is not None else None,
@@ -107,7 +119,8 @@ class PolicyStatus:
 
 
 def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedelta = DEFAULT_SLACK) -> PolicyStatus:
-    """The status row of ``policy`` at ``now``, from five queries bounded by what is current.
+    """The status row of ``policy`` at ``now``, from five queries bounded by what is current (and the
+    policy's lease, when a run is unfinished: one whose lease expired is interrupted).
 
     NoNextDue (a cron schedule whose years have passed) propagates: a row needs a next due time.
     `rotator status` reports it after the other policies' rows; the daemon's status page shows the
@@ -133,6 +146,13 @@ def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedel
     pending = [r for r in unfinished if r.state == "pending"]
     failed = [r for r in unfinished if r.state != "pending"]
     due = decide(policy, last.published_at if last else None, now, len(open_runs), last.token_since if last else None)
+    stuck = sum(1 for r in open_runs if r.error and "recovery failed" in r.error)
+    # A run in progress renews its policy's lease; one whose lease lapsed was killed or cut off (a
+    # daemon rotating right now holds a live lease: not flagged).
+    lapsed = False
+    if open_runs:
+        holder = read("leases", partial(journal.lease_holder, now=now))
+        lapsed = not holder and "leases" not in unreadable
     return PolicyStatus(
         policy=policy.name,
         enabled=policy.enabled,
@@ -146,7 +166,7 @@ def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedel
         pending_revocations=len(pending),
         failed_revocations=len(failed),
         open_runs=len(open_runs),
-        stuck_runs=sum(1 for r in open_runs if r.error and "recovery failed" in r.error),
+        stuck_runs=stuck,
         now=now,
         compliance=Compliance(
             policy=policy.name, max_age=due.max_age, published_at=due.rotated_at,
@@ -156,6 +176,7 @@ def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedel
         ),
         token_since=due.token_since,
         unreadable=tuple(unreadable.values()),
+        interrupted_runs=len(open_runs) - stuck if lapsed else 0,
     )  # fmt: skip
 
 
@@ -196,7 +217,8 @@ def render_table(rows: list[PolicyStatus]) -> str:
             format_duration(s.now - s.since, units=2) if s.since else "-",
             _expires_cell(s),
             "now" if s.due else format_duration(s.next_due - s.now, units=2),
-            one_line(s.last_run_state or ("UNREADABLE" if s.unreadable else "-")) + (" !" if s.needs_attention else ""),
+            one_line(s.last_run_state or ("UNREADABLE" if s.unreadable else "-"))
+            + (" (interrupted)" if s.interrupted_runs else "") + (" !" if s.needs_attention else ""),
             f"{s.pending_revocations} pending" + (f", {s.failed_revocations} FAILED" if s.failed_revocations else ""),
             _compliance_cell(s.compliance),
         ))

@@ -671,6 +671,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"rotator: attention: {one_line(s.policy)}: its current token {one_line(str(s.current_token_id))} "
                   f"{when}", file=sys.stderr)
             print(f"fix: {one_line(with_policy_file(f'rotate it now: `rotator rotate {s.policy}`'))}", file=sys.stderr)
+        if s.interrupted_runs:
+            # (its candidate may be live and published nowhere: nothing finishes the run but a recovery)
+            print(f"rotator: attention: {one_line(s.policy)}: interrupted: {s.interrupted_runs} unfinished run(s) "
+                  "whose lease expired (the process running it is gone)", file=sys.stderr)
+            print(f"fix: {one_line(with_policy_file(f'run `rotator recover {s.policy}`'))}", file=sys.stderr)
     worst = EXIT_ATTENTION if any(s.needs_attention for s in rows) else EXIT_OK
     if args.check:
         failing = [s for s in rows if s.compliance is not None and not s.compliance.compliant]
@@ -780,6 +785,10 @@ def cmd_inventory(args: argparse.Namespace) -> int:
             print(f"rotator: attention: {one_line(e.target)}: {what} token {one_line(e.token_id)}{flags}: "
                   f"{one_line(e.reason)}", file=sys.stderr)
         if findings:
+            worst = max(worst, EXIT_ATTENTION)
+        if config is not None and not known:  # as `status --check`: an empty ConfigMap rotates nothing at all
+            print("rotator: out of compliance: the policy file holds no [[policy]], so no token is rotated",
+                  file=sys.stderr)
             worst = max(worst, EXIT_ATTENTION)
     return worst
 

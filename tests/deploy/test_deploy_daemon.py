@@ -1116,7 +1116,7 @@ def test_prometheus_rules_pass_promtool_check(tmp_path):
     result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 15 rules found" in result.stdout
+    assert "SUCCESS: 17 rules found" in result.stdout
 
 
 def _series(name: str, values: str, **labels: str) -> dict[str, str]:
@@ -1173,6 +1173,13 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
                 **{"class": "managed"}, **a),
         _series("rotator_tokens", "0x90", issuer=INSTANCE, **{"class": "orphan"}, **a),
         _series("rotator_tokens", "1x90", issuer=INSTANCE, **{"class": "managed"}, **a),
+        # Replica b cannot list the instance from 20m on (no rotator_tokens series of it there); a lists both.
+        _series("rotator_inventory_issuer_errors", "0x90", issuer=CLUSTER, **a),
+        _series("rotator_inventory_issuer_errors", "0x90", issuer=INSTANCE, **a),
+        _series("rotator_inventory_issuer_errors", "0x20 1x70", issuer=INSTANCE, **b),
+        # The inventory finishes every minute on a; b's stopped at 10m, but a's is recent: not stale.
+        _series("rotator_inventory_last_run_timestamp_seconds", "0+60x90", **a),
+        _series("rotator_inventory_last_run_timestamp_seconds", "0+60x10 600x80", **b),
         # Webhooks failing on one replica (a failure every 10 minutes); hooks fine.
         _series("rotator_notifications_total", "0+0.1x90", channel="webhook", result="failed", **a),
         _series("rotator_notifications_total", "0+1x90", channel="hook", result="ok", **a),
@@ -1190,6 +1197,8 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         "RotatorPolicyOutOfCompliance": [{"policy": "p3", "severity": "warning"}],
         "RotatorOrphanTokens": [{"issuer": CLUSTER, "severity": "warning"}],
         "RotatorUnmanagedTokenWithoutExpiry": [{"issuer": CLUSTER, "severity": "info"}],
+        "RotatorInventoryFailing": [{"issuer": INSTANCE, "severity": "warning"}],
+        "RotatorInventoryStale": [],
         "RotatorNotificationsFailing": [{"channel": "webhook", "severity": "warning"}],
     }
     tests = {
@@ -1208,6 +1217,16 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
                     for name, alerts in expected.items()
                 ],
             },
+            {   # inventories stopped two days ago on both replicas (one never ran one: 0, left out)
+                "interval": "1m",
+                "input_series": [_series("rotator_inventory_last_run_timestamp_seconds", "3600x3100", **a),
+                                 _series("rotator_inventory_last_run_timestamp_seconds", "0x3100", **b)],
+                "alert_rule_test": [
+                    {"eval_time": "49h", "alertname": "RotatorInventoryStale", "exp_alerts": []},
+                    {"eval_time": "51h", "alertname": "RotatorInventoryStale",
+                     "exp_alerts": [{"exp_labels": {"namespace": "rotator", "severity": "warning"}}]},
+                ],
+            },
             {   # nothing scraped at all: RotatorDown
                 "interval": "1m",
                 "input_series": [_series("up", "0x30", job="rel-rotator", **a)],
@@ -1218,7 +1237,8 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
     # promtool compares annotations too: fill in the ones these alerts render.
     annotations = {r["alert"]: r["annotations"] for r in prometheus_rules()["groups"][0]["rules"]}
     values = {"RotatorTokenTooOld": "1h 20m 0s", "RotatorTokenExpiringSoon": "40m 0s", "RotatorRevocationOverdue": "1",
-              "RotatorOrphanTokens": "2", "RotatorUnmanagedTokenWithoutExpiry": "1"}
+              "RotatorOrphanTokens": "2", "RotatorUnmanagedTokenWithoutExpiry": "1",
+              "RotatorInventoryStale": "2d 2h 0m 0s"}
     for test in tests["tests"]:
         for case in test["alert_rule_test"]:
             for alert in case["exp_alerts"]:
