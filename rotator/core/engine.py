@@ -929,8 +929,10 @@ class Engine:
             return "stuck"
         now = self.clock.now()
         if search_until is not None and searched_at < search_until:
+            # (tag_search_until: the wait, recorded where `rotator status` reads it: the run is open on purpose
+            # and no process holds its lease, which is not an interrupted run until then)
             self.journal.update_run(
-                run, fence=self._fence,
+                run, fence=self._fence, tag_search_until=search_until,
                 error=f"{message}; no token tagged {self.policy.tag(run.run_id)} yet, but its mint (a child process "
                 f"of a run that died inside it, or a request that got no answer) may still create one until "
                 f"{search_until.isoformat(timespec='seconds')}; every recover / revoke-expired / daemon pass "

@@ -324,6 +324,10 @@ class _Facts:
 _ID_SPACES = {"management-api": "influxctl-database"}
 
 
+#: Issuer types whose token ids are names a person chooses (an InfluxDB 3 token's name).
+_CHOSEN_IDS = frozenset({"influxdb3"})
+
+
 def _id_space(kind: str) -> str:
     return _ID_SPACES.get(kind, kind)
 
@@ -389,8 +393,13 @@ class _Classifier:
 
     @staticmethod
     def owns(policy: str, target: Target, on_target: frozenset[str]) -> bool:
-        """Whether ``target`` is ``policy``'s cluster or instance (or names no place to tell)."""
-        return policy in on_target or not target.where
+        """Whether the journal's record of ``policy`` speaks for a token ``target`` lists under that id:
+        ``target`` is the policy's cluster or instance, or names no place to tell, or its issuer makes
+        its ids (UUIDs, 16 hex digits: one token's id wherever it is listed, and one cluster's database
+        tokens are listed by two issuer types, :data:`_ID_SPACES`, whose places are written apart).
+        Only where an id is a name anyone chooses (:data:`_CHOSEN_IDS`) does another place's token
+        of the same id say nothing of the policy's."""
+        return policy in on_target or not target.where or target.kind not in _CHOSEN_IDS
 
     def abandoned(self, run: RunRecord) -> bool:
         """An unfinished run whose policy's lease expired: its process is gone (a live process renews

@@ -28,7 +28,7 @@ from rotator.observe.compliance import (
 )
 
 if TYPE_CHECKING:
-    from rotator.core.journal import Journal
+    from rotator.core.journal import Journal, RunRecord
 
 __all__ = ["PolicyStatus", "Shown", "policy_status", "render_table"]
 
@@ -176,8 +176,16 @@ def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedel
         ),
         token_since=due.token_since,
         unreadable=tuple(unreadable.values()),
-        interrupted_runs=len(open_runs) - stuck if lapsed else 0,
+        interrupted_runs=sum(1 for r in open_runs if not (r.error and "recovery failed" in r.error)
+                             and not _waits(r, now)) if lapsed else 0,
     )  # fmt: skip
+
+
+def _waits(run: RunRecord, now: datetime) -> bool:
+    """Whether ``run`` is left open on purpose, until its mint can no longer create a token: a discarded
+    candidate's run whose tag every pass searches again until then (Engine._discard, "waiting")."""
+    # (the state's text: the journal module is not imported here, `status`'s start-up budget)
+    return run.state == "revoking_new" and run.tag_search_until is not None and run.tag_search_until > now
 
 
 def _compliance_cell(c: Compliance | None) -> str:
