@@ -371,6 +371,9 @@ class Metrics:
         self.reload_time = Gauge("rotator_config_last_reload_success_timestamp_seconds",
                                  "When the policy file was last loaded successfully", registry=r)
         self.policies = Gauge("rotator_policies", "Policies in the running configuration", registry=r)
+        self.removed_policy_work = Gauge("rotator_removed_policies_with_work",
+                                         "Policies not in the policy file whose unfinished work (open runs, pending "
+                                         "or failed revocations) the journal holds: nothing does it", registry=r)
         Info("rotator_build", "rotator's version", registry=r).info({"version": __version__})
         self._state_text: tuple[Callable[[], StateSnapshot], StateText] | None = None
         self._live_text: tuple[Callable[[], LiveSnapshot], LiveText] | None = None

@@ -314,7 +314,7 @@ def _unfinished_work(overview: Overview, names: set[str]) -> dict[str, str]:
 
 
 def _dropped_work_error(path: Path, work: Mapping[str, str]) -> ConfigError:
-    """The refusal of a policy file that leaves out policies with unfinished work (start or reload):
+    """The refusal of a reload whose policy file leaves out policies with unfinished work:
     their issuer and store settings leave with them, so nothing could recover their runs or revoke
     their tokens, and their metrics (RotatorRevocationOverdue) would go too."""
     names = list(work)
@@ -328,7 +328,8 @@ def _dropped_work_error(path: Path, work: Mapping[str, str]) -> ConfigError:
         "settings nothing can recover its runs or revoke its tokens",
         hint=f"put {'it' if len(names) == 1 else 'them'} back in the file with `enabled = false` (no rotation; the "
              "daemon still recovers its runs and revokes its old tokens when due) and remove each once "
-             f"`rotator status {one}` shows no open run nor revocation left; a failed revocation waits for "
+             f"`rotator status {one}` shows no open run nor revocation left (a renamed policy's new name is added "
+             "then: two policies may not write one secret); a failed revocation waits for "
              f"`rotator revoke-expired --retry-failed {one}`, or for `rotator revoke-expired --dismiss TOKEN_ID "
              f"--reason TEXT {one}` if the token must stay valid")
 
@@ -547,19 +548,10 @@ class Daemon:
         self.loaded = self._loader(self.path)
         self._journal_url = self.loaded.config.journal_url()
         _journal_left_behind(self.path, self.loaded.config)  # before open_journal() makes a new one
+        # (a file that leaves out a policy with unfinished work is not refused at the start, as it is at a
+        # reload: a journal upgraded from a version that accepted it, or shared with daemons of other files,
+        # would stop every policy's rotation; the start's sweep logs it, and a gauge exports it)
         self.journal: Journal = open_journal(self._journal_url)
-        try:
-            # Before anything is set up: a file that leaves out a policy with unfinished work is refused
-            # as a reload of it is (an unreadable journal fails the start anyway, as the first load would).
-            now = self.clock.now()
-            overview = self.journal.overview(now, now)  # publications since now: none to read
-            left_out = {*overview.open_runs, *overview.pending, *overview.failed} - {p.name for p in self.policies}
-            work = _unfinished_work(overview, left_out)
-            if work:
-                raise _dropped_work_error(self.path, work)
-        except BaseException:
-            self.journal.close()
-            raise
         #: what the engines get: the journal, reporting their lease calls as progress (the watchdog)
         self._engine_journal = cast(Journal, _ProgressJournal(self.journal, self._progressed))
         self.metrics: Metrics = Metrics()
@@ -1015,13 +1007,15 @@ class Daemon:
                 continue  # its recovery failed lately: tried again at that time (the revocation's queue entry)
             if name in self._engines and self._idle(name, now, []):
                 self._submit(name, "recover")
-        # A start or reload that leaves out a policy with unfinished work is refused; this is what
-        # came after (another process's work, or a reload that could not read the journal).
+        # A reload that leaves out a policy with unfinished work is refused; this is what the file held at
+        # the start, or came after (another process's work, or a reload that could not read the journal).
         unknown = {*overview.open_runs, *overview.pending, *overview.failed} - set(self._views)
-        for name, held in _unfinished_work(overview, unknown - self._warned_unknown).items():
+        left = _unfinished_work(overview, unknown)
+        self.metrics.removed_policy_work.set(len(left))
+        for name in sorted(left.keys() - self._warned_unknown):
             logger.error("the journal holds unfinished work of policy %r, which is not in %s: %s. Nothing does it "
                          "until the policy is back in the file (with `enabled = false` if it must not rotate)",
-                         name, self.path, held)
+                         name, self.path, left[name])
         self._warned_unknown = unknown
 
     def _set_last(self, name: str, view: _View, run: RunRecord | None) -> None:

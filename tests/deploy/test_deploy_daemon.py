@@ -1116,7 +1116,7 @@ def test_prometheus_rules_pass_promtool_check(tmp_path):
     result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 17 rules found" in result.stdout
+    assert "SUCCESS: 18 rules found" in result.stdout
 
 
 def _series(name: str, values: str, **labels: str) -> dict[str, str]:
@@ -1180,6 +1180,9 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         # The inventory finishes every minute on a; b's stopped at 10m, but a's is recent: not stale.
         _series("rotator_inventory_last_run_timestamp_seconds", "0+60x90", **a),
         _series("rotator_inventory_last_run_timestamp_seconds", "0+60x10 600x80", **b),
+        # Replica a's journal holds the work of one policy left out of the file (b's sweep has not run yet).
+        _series("rotator_removed_policies_with_work", "1x90", **a),
+        _series("rotator_removed_policies_with_work", "0x90", **b),
         # Webhooks failing on one replica (a failure every 10 minutes); hooks fine.
         _series("rotator_notifications_total", "0+0.1x90", channel="webhook", result="failed", **a),
         _series("rotator_notifications_total", "0+1x90", channel="hook", result="ok", **a),
@@ -1199,6 +1202,7 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         "RotatorUnmanagedTokenWithoutExpiry": [{"issuer": CLUSTER, "severity": "info"}],
         "RotatorInventoryFailing": [{"issuer": INSTANCE, "severity": "warning"}],
         "RotatorInventoryStale": [],
+        "RotatorRemovedPolicyWork": [{"severity": "warning"}],
         "RotatorNotificationsFailing": [{"channel": "webhook", "severity": "warning"}],
     }
     tests = {
@@ -1238,7 +1242,7 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
     annotations = {r["alert"]: r["annotations"] for r in prometheus_rules()["groups"][0]["rules"]}
     values = {"RotatorTokenTooOld": "1h 20m 0s", "RotatorTokenExpiringSoon": "40m 0s", "RotatorRevocationOverdue": "1",
               "RotatorOrphanTokens": "2", "RotatorUnmanagedTokenWithoutExpiry": "1",
-              "RotatorInventoryStale": "2d 2h 0m 0s"}
+              "RotatorInventoryStale": "2d 2h 0m 0s", "RotatorRemovedPolicyWork": "1"}
     for test in tests["tests"]:
         for case in test["alert_rule_test"]:
             for alert in case["exp_alerts"]:
