@@ -14,8 +14,10 @@ the issuer (orphans, grace, leaked values, leftover private influxctl configs).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -232,23 +234,57 @@ token = {{ file = "vault-token" }}
             conn.close()
 
     def written(self) -> dict[str, str]:
-        """Everything rotator wrote: each stdout/stderr, the log file, the SQLite journal files."""
+        """Everything rotator wrote: each stdout/stderr, the log file, the journal (the SQLite files, or
+        every row of the PostgreSQL journal's schema)."""
         texts = {f"output {i}": text for i, text in enumerate(self.outputs)}
         if self.log_file.exists():
             texts["log"] = self.log_file.read_text(errors="replace")
+        if self.journal_url:
+            texts.update(self._postgres_rows())
         paths = [Path(str(self.journal_path) + suffix) for suffix in ("", "-wal", "-shm")]
         for path, data in zip(paths, _read_in_a_child(paths), strict=True):
             if data is not None:
                 texts[path.name] = data.decode("latin-1")
         return texts
 
+    def _postgres_rows(self) -> dict[str, str]:
+        """Each table (or view) of the PostgreSQL journal's schema as text, one JSON row a line: a leak
+        there has no file to be found in."""
+        import psycopg
+        from psycopg import sql
+
+        assert self.journal_url
+        texts: dict[str, str] = {}
+        with psycopg.connect(self.journal_url, autocommit=True) as pg:
+            row = pg.execute("SELECT current_schema()").fetchone()
+            schema = row[0] if row else None
+            assert schema, "the PostgreSQL journal's schema (its URL's search_path) does not exist"
+            tables = [name for (name,) in pg.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY table_name",
+                (schema,)).fetchall()]
+            for table in tables:
+                query = sql.SQL("SELECT row_to_json(t)::text FROM {}.{} t").format(
+                    sql.Identifier(schema), sql.Identifier(table))
+                texts[f"journal table {table}"] = "\n".join(str(line) for (line,) in pg.execute(query).fetchall())
+        return texts
+
     # -- the issuer-independent invariant checks ----------------------------------------------
     def assert_no_leak(self, values: Iterable[str],
-                       message: str = "invariant 4: a token value leaked into output, logs or the journal") -> None:
-        texts = list(self.written().values())
+                       message: str = "invariant 4: a token value leaked into output, logs or the journal", *,
+                       issued: Mapping[str, str] | None = None) -> None:
+        """No value of ``values`` in anything rotator wrote. ``issued`` (``{sha256 hex: token id}``: every
+        token the issuer holds, revoked or not) catches the values the test never saw, e.g. a candidate
+        discarded before it was published: each token-shaped string (:data:`TOKEN_SHAPES`) in what
+        rotator wrote is hashed and must not be one of them."""
+        written = self.written()
         for value in values:
-            for text in texts:
+            for text in written.values():
                 assert value not in text, message
+        if issued:
+            # Where and which token, never the value: the failure message is printed.
+            leaks = sorted({(where, issued[digest]) for where, text in written.items()
+                            for digest in map(_sha256, _token_shaped(text)) if digest in issued})
+            assert not leaks, f"{message}: (where, token id) {leaks}"
 
     def assert_no_leftover_configs(self) -> None:
         """No private influxctl config (it holds a token) outlives a finished command."""
@@ -283,10 +319,31 @@ token = {{ file = "vault-token" }}
             )
 
 
+#: The shapes of the values the fakes issue (rotator/sandbox/influxctl_state.py, and the same in
+#: tests/fakes/management_api_fake.py): a management token is "M.V1." + 43 base64 characters, a
+#: database token "apiv1_" + 86 (standard alphabet, padding dropped). A lookahead, so that matches may
+#: overlap: a token glued to more base64 characters is still found at its start.
+TOKEN_SHAPES = re.compile(r"(?=(M\.V1\.[A-Za-z0-9+/]{43}|apiv1_[A-Za-z0-9+/]{86}))")
+
+
+def _token_shaped(text: str) -> set[str]:
+    return {match.group(1) for match in TOKEN_SHAPES.finditer(text)}
+
+
+def _sha256(value: str) -> str:
+    """The digest the fake influxctl keeps as ``token_sha256`` (influxctl_state.hash_token)."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
 @dataclass(kw_only=True)
 class Scenario(CliScenario):
     fake: FakeInfluxctl
     bootstrap_value: str = ""
+
+    def issued(self) -> dict[str, str]:
+        """``{token_sha256: id}`` of every token the fake influxctl holds, management and database,
+        revoked or not (for :meth:`CliScenario.assert_no_leak`)."""
+        return {t["token_sha256"]: t["id"] for t in [*self.fake.tokens(), *self.fake.db_tokens()]}
 
     def write_policy(self, *, issuer_extra: str = "", store_extra: str = "", policy_extra: str = "",
                      verify_timeout: str = "20s", attempts: int = 3, timeout_s: float = 10,
@@ -385,14 +442,15 @@ def check_invariants(sc: Scenario, *, settled: bool = False, after_crash: bool =
     # 3. Superseded tokens are revoked no sooner than grace after their successor was published.
     sc.assert_revoked_after_grace(lambda token_id: revoked_at(tokens, token_id))
 
-    # 4. No token value in anything rotator wrote: stdout, stderr, log file, journal files, and
-    # no private influxctl config (it holds a token) outlives a finished command.
+    # 4. No token value in anything rotator wrote: stdout, stderr, log file, journal, and no private
+    # influxctl config (it holds a token) outlives a finished command. The fake keeps only hashes: a
+    # token never published (discarded, swept, minted late) is found by its hash.
     if not after_crash:
         sc.assert_no_leftover_configs()
     values = {v["token"] for v in versions}
     if sc.bootstrap_value:
         values.add(sc.bootstrap_value)
-    sc.assert_no_leak(values)
+    sc.assert_no_leak(values, issued=sc.issued())
 
 
 def live_tagged(tokens: Iterable[Mapping[str, Any]], policy: str) -> dict[str, str]:

@@ -667,7 +667,9 @@ def test_no_token_value_in_any_log_record_or_error(aws, caplog):
     store.read_current()
     v2 = store.publish(second, v1)
     errors: list[BaseException] = []
-    conflict = lambda: store.publish(token_record("tok-3"), v1)  # noqa: E731
+    # Every record this test publishes, the refused ones too: a failed publish may not name its value.
+    third, fourth = token_record("tok-3"), token_record("tok-4")
+    conflict = lambda: store.publish(third, v1)  # noqa: E731
     for attempt in (conflict, lambda: make_store(aws, name).publish(first, None)):
         with pytest.raises(PermanentError) as caught:
             attempt()
@@ -675,10 +677,10 @@ def test_no_token_value_in_any_log_record_or_error(aws, caplog):
     throttled_put = client_error("ThrottlingException", 400, "PutSecretValue")
     failing = FailingClient(aws.client(), "put_secret_value", throttled_put)
     with pytest.raises(TransientError) as throttled:
-        make_store(aws, name, client_factory=lambda s, p: failing).publish(token_record("tok-4"), v2)
+        make_store(aws, name, client_factory=lambda s, p: failing).publish(fourth, v2)
     errors.append(throttled.value)
 
-    values = [first.value.reveal(), second.value.reveal()]
+    values = [record.value.reveal() for record in (first, second, third, fourth)]
     texts = [r.getMessage() for r in caplog.records] + [f"{e} {getattr(e, 'hint', '')}" for e in errors]
     assert caplog.records
     for text in texts:
