@@ -488,20 +488,26 @@ def finish_and_settle(sc: CliScenario, check: Callable[..., None]) -> None:
 
 def let_mint_window_pass(sc: CliScenario) -> None:
     """A run killed inside (or just before) a mint stays open until no child of it can still mint:
-    its journaled mint start + the issuer's call timeout + a margin (issue 10 §1b). Let that time
-    pass by moving every open run's mint start back an hour."""
-    sql = ("UPDATE runs SET mint_started_at = '2000-01-01T00:00:00.000000Z' "
-           "WHERE mint_started_at IS NOT NULL AND new_token_id IS NULL AND state IN ('minting', 'revoking_new')")
+    its journaled mint start + the issuer's call timeout + a margin (issue 10 §1b), which a discarded
+    run waiting for it records as its tag_search_until. Let that time pass by moving both back."""
+    statements = (
+        "UPDATE runs SET mint_started_at = '2000-01-01T00:00:00.000000Z' "
+        "WHERE mint_started_at IS NOT NULL AND new_token_id IS NULL AND state IN ('minting', 'revoking_new')",
+        "UPDATE runs SET tag_search_until = '2000-01-01T00:00:00.000000Z' "
+        "WHERE tag_search_until IS NOT NULL AND state = 'revoking_new'",
+    )
     if sc.journal_url:
         import psycopg
 
         with psycopg.connect(sc.journal_url, autocommit=True) as pg:
-            pg.execute(sql)
+            for sql in statements:
+                pg.execute(sql)
         return
     conn = sqlite3.connect(sc.journal_path)
     try:
         with conn:
-            conn.execute(sql)
+            for sql in statements:
+                conn.execute(sql)
     finally:
         conn.close()
 

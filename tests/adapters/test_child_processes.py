@@ -43,7 +43,8 @@ from tests.harness import REPO
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal and /proc: Linux")
 
 DESCRIPTION = "rotator:slow:run-killed"
-PAUSE_S = 2.5
+#: The paused create lands this long after its marker: far longer than the kill takes (~0.1 s).
+PAUSE_S = 1.5
 
 #: A stand-in for ``rotator rotate``: the issuer's mint, in a process of its own that the test kills.
 DRIVER = textwrap.dedent(
@@ -156,6 +157,7 @@ def test_kill_9_of_rotator_alone_kills_the_influxctl_child_before_it_creates(
     driver = _start_driver(fake_influxctl, tmp_path, manager, kind, binary, side_effect=side_effect)
     try:
         child = int(_wait_for(marker))
+        paused_at = time.monotonic()  # the pause began before the marker was seen: the create would land before
         assert _alive(child)
         group, driver_group = os.getpgid(child), os.getpgid(driver.pid)
         if ignore_term:
@@ -170,7 +172,7 @@ def test_kill_9_of_rotator_alone_kills_the_influxctl_child_before_it_creates(
             driver.kill()
             driver.wait()
     # Past the moment the paused create would have completed: nothing was created.
-    time.sleep(PAUSE_S + 0.5)
+    time.sleep(max(0.0, paused_at + PAUSE_S + 0.5 - time.monotonic()))
     after = {t["id"]: t for t in state.tokens()} | {t["id"]: t for t in state.db_tokens()}
     assert set(after) == before, "the killed rotator's influxctl child created a token after all"
     assert not [t for t in after.values() if t.get("description") == DESCRIPTION]
@@ -187,12 +189,13 @@ def test_a_side_effects_child_ends_at_its_timeout_while_rotator_is_paused(
     """rotator is stopped (SIGSTOP) while its influxctl ``create`` runs: rotator's own timeout cannot
     fire, and recovery elsewhere waits only the call's timeout (its mint window) before it searches
     the run's tag. The watchdog kills the child at that timeout (+1 s), while rotator is still
-    stopped, so the create never lands after recovery looked. Before, it slept its 8 s and minted."""
+    stopped, so the create never lands after recovery looked. Before, it slept its pause out and minted."""
     state = fake_influxctl.state
     manager, _ = state.add_token("automation manager")
     state.add_database("db1")
     marker = tmp_path / "create-started"
-    state.add_fault("management create" if kind == "management" else "token create", "pause", seconds=8,
+    # The create would land at 6 s, well past the watchdog's kill at the 2 s timeout (+1 s).
+    state.add_fault("management create" if kind == "management" else "token create", "pause", seconds=6,
                     marker=marker)
     before = {t["id"] for t in state.tokens()} | {t["id"] for t in state.db_tokens()}
     driver = _start_driver(fake_influxctl, tmp_path, manager, kind, fake_influxctl.binary, timeout_s=2,
@@ -205,7 +208,7 @@ def test_a_side_effects_child_ends_at_its_timeout_while_rotator_is_paused(
         killed_after = time.monotonic() - stopped_at
         assert Path(f"/proc/{driver.pid}/stat").read_text().rpartition(")")[2].split()[0] == "T", \
             "rotator was stopped all along"
-        time.sleep(8.5 - killed_after)  # past the moment the paused create would have landed
+        time.sleep(6.5 - killed_after)  # past the moment the paused create would have landed
         after = {t["id"]: t for t in state.tokens()} | {t["id"]: t for t in state.db_tokens()}
         assert set(after) == before, "the stopped rotator's child created a token after its timeout"
         os.kill(driver.pid, signal.SIGCONT)

@@ -11,6 +11,7 @@ from typing import Any
 import hvac
 import pytest
 
+from tests.e2e.test_e2e import wait_out_grace
 from tests.harness import Scenario, check_invariants, make_scenario
 
 
@@ -61,7 +62,7 @@ def test_revoke_fails_then_succeeds_later(code: str, tmp_path: Path, openbao: An
     """Transient or permanent, a failed revocation is postponed (never blocks rotations) and retried."""
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, attempts=1)
     assert sc.cli("rotate", sc.policy).returncode == 0
-    time.sleep(1.3)
+    wait_out_grace(sc)
     sc.fake.add_fault("management revoke", "exit", times=-1, message=f"Error: rpc error: code = {code}")
     proc = sc.cli("revoke-expired")
     assert proc.returncode == 0 and "postponed" in proc.stdout, proc.stdout + proc.stderr
@@ -239,7 +240,7 @@ def test_list_and_revoke_faults_keep_every_invariant(command: str, mode: str, tm
         check_invariants(sc, settled=True)
         return
     assert sc.cli("rotate", sc.policy).returncode == 0
-    time.sleep(1.2)
+    wait_out_grace(sc)
     sc.write_policy(**short)
     sc.fake.add_fault(command, mode, times=-1, seconds=30)
     proc = sc.cli("revoke-expired")

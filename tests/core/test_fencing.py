@@ -76,6 +76,16 @@ def _resume(sc: Scenario, proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, err
 
 
+def _wait_past_lease(sc: Scenario, margin_s: float) -> None:
+    """Sleep until the policy's lease (A's, whose holder is paused and renews nothing) has expired, and
+    ``margin_s`` more: A renewed it last at a checkpoint before it stopped, so a fixed lease_ttl after
+    the stop also slept the time between that checkpoint and the stop."""
+    sql = f"SELECT expires_at FROM leases WHERE policy = {'%s' if sc.journal_url else '?'}"
+    (expires,) = sc.journal_rows(sql, sc.policy)[0]
+    expires = expires if isinstance(expires, datetime) else datetime.fromisoformat(expires.replace("Z", "+00:00"))
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + margin_s)
+
+
 def _aborted_events(sc: Scenario) -> list[tuple[Any, ...]]:
     return sc.journal_rows("SELECT step, detail FROM events WHERE result = 'aborted' AND step IN "
                            "('rotate', 'recover', 'revoke', 'bootstrap')")
@@ -91,7 +101,7 @@ def test_paused_after_verify_never_publishes_a_token_recovery_revoked(tmp_path: 
     a = _start(sc, "a", "verified", "rotate", sc.policy)
     _wait_stopped(a, "the verified checkpoint")
     candidate = sc.journal_rows("SELECT new_token_id FROM runs WHERE state = 'verified'")[0][0]
-    time.sleep(LEASE_TTL_S + 1)
+    _wait_past_lease(sc, 1)
     b = _run(sc, "b", "recover")
     assert b.returncode == 0, b.stderr
     assert f"rolled back, unpublished token {candidate} revoked" in b.stdout
@@ -132,7 +142,7 @@ def test_pause_at_step_boundary_while_another_process_acts(
     else:
         a = _start(sc, "a", boundary, "rotate", sc.policy)
     _wait_stopped(a, boundary)
-    time.sleep(LEASE_TTL_S + 0.5)
+    _wait_past_lease(sc, 0.5)
     b = _run(sc, "b", other, *([sc.policy] if other == "rotate" else []))
     assert b.returncode == 0, (boundary, other, b.stdout, b.stderr)
     current_after_b = sc.current()["token_id"]
@@ -576,7 +586,7 @@ def test_a_publish_paused_past_its_lease_never_lands_after_recovery_revoked_its_
     try:
         assert store.entered.wait(60), outcome
         candidate = sc.journal_rows("SELECT new_token_id FROM runs WHERE kind = 'rotate'")[0][0]
-        time.sleep(2.5)  # past A's lease
+        _wait_past_lease(sc, 0.5)
         proc = sc.cli("recover")
         assert proc.returncode == 0 and "rolled back" in proc.stdout, proc.stdout + proc.stderr
         assert sc.fake.token_by_id(candidate)["revoked_at"] is not None
@@ -621,7 +631,7 @@ def test_a_mint_paused_after_its_lease_check_starts_no_influxctl_once_the_lease_
     thread, outcome = _rotate_in_a_thread(engine_a)
     try:
         assert entered.wait(60)
-        time.sleep(2.5)  # past A's lease
+        _wait_past_lease(sc, 0.5)
         let_mint_window_pass(sc)
         proc = sc.cli("recover")
         assert proc.returncode == 0 and "none found" in proc.stdout, proc.stdout + proc.stderr
@@ -672,7 +682,7 @@ def test_a_mint_that_finishes_after_recovery_closed_its_run_is_revoked_by_the_ru
             assert time.monotonic() < deadline and thread.is_alive(), outcome
             time.sleep(0.02)
         (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
-        time.sleep(2.2)  # past A's lease; the child is still inside its create
+        _wait_past_lease(sc, 0.2)  # the child is still inside its create (4 s)
         let_mint_window_pass(sc)
         proc = sc.cli("recover")
         assert proc.returncode == 0 and "none found" in proc.stdout, proc.stdout + proc.stderr

@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import sqlite3
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +25,7 @@ from rotator.core.errors import NeedsAttention
 from rotator.core.journal import open_journal
 from rotator.core.retry import RetryPolicy
 from rotator.core.revocation_rule import Claim, check_revocable
+from tests.e2e.test_e2e import wait_out_grace
 from tests.harness import Scenario, check_invariants, make_scenario
 
 
@@ -136,7 +136,7 @@ def test_an_edited_payload_token_id_never_gets_another_team_s_token_revoked(tmp_
     _edit_payload(sc, token_id=victim)  # the value is still the bootstrap token's
     proc = sc.cli("rotate", sc.policy)
     assert proc.returncode == 0, proc.stderr
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     proc = sc.cli("revoke-expired")
     assert sc.fake.token_by_id(victim)["revoked_at"] is None, "another team's token was revoked"
     assert proc.returncode == 4, (proc.returncode, proc.stdout, proc.stderr)
@@ -171,11 +171,11 @@ def test_a_payload_edited_between_plan_and_revoke_changes_nothing_that_is_revoke
     minted = sc.current()["token_id"]
     _, victim = sc.fake.add_token("team B's dashboard token")
     _edit_payload(sc, token_id=victim)
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     assert sc.cli("revoke-expired").returncode == 0
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None, "the journal's own revocation"
     assert sc.cli("rotate", sc.policy).returncode == 0
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     proc = sc.cli("revoke-expired")
     assert proc.returncode == 4, proc.stderr
     assert sc.fake.token_by_id(victim)["revoked_at"] is None
@@ -199,7 +199,7 @@ def test_a_journal_revocation_of_a_token_without_the_run_s_tag_is_refused(
         db.execute("INSERT INTO revocations (policy, token_id, run_id, reason, due_at, state) "
                    "VALUES (?, ?, ?, 'superseded', '2026-01-01T00:00:00.000000Z', 'pending')",
                    (sc.policy, victim, run_id))
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     proc = sc.cli("revoke-expired")
     assert proc.returncode == 4
     assert "does not carry rotator:mgmt:forged00" in proc.stdout
@@ -224,7 +224,7 @@ def test_a_revocation_whose_store_read_fails_backs_off_and_finally_fails(
     # Rounds a minute apart, so that the second run below comes before the next one even on a slow machine.
     sc.config.write_text(sc.config.read_text().replace('base_delay = "1s"', 'base_delay = "30s"')
                          .replace('max_delay = "2s"', 'max_delay = "60s"'))
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     if outage == "forbidden":  # Vault answers 403: the rotator's token was revoked
         limited = openbao.create_token("default", ttl="1h")
         (sc.dir / "vault-token").write_text(limited)
@@ -458,7 +458,7 @@ def test_a_revocation_that_gives_up_in_this_run_is_tried_and_reported_once(
     old_payload = {k: v for k, v in sc.current().items() if k != "version"}
     assert sc.cli("rotate", sc.policy).returncode == 0
     sc.vault().secrets.kv.v2.create_or_update_secret(path=sc.kv_path, secret=old_payload, mount_point="secret")
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     proc = sc.cli("revoke-expired", *(["--retry-failed"] if retry_failed else []), sc.policy)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert proc.stdout.count(f"token {sc.bootstrap_id}:") == 1, proc.stdout
@@ -522,7 +522,7 @@ def test_a_failed_revocation_of_a_token_that_must_stay_valid_is_dismissed_with_i
     assert sc.cli("rotate", sc.policy).returncode == 0
     rotated = sc.current()["token_id"]
     sc.vault().secrets.kv.v2.create_or_update_secret(path=sc.kv_path, secret=old_payload, mount_point="secret")
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     assert sc.cli("revoke-expired", sc.policy).returncode == 4
     assert _revocations(sc)[sc.bootstrap_id] == ("failed", 1)
     plain = sc.cli("revoke-expired", sc.policy)

@@ -4,13 +4,13 @@ command again; nothing a human created is revoked on the way. On OpenBao and on 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.test_e2e import wait_out_grace
 from tests.harness import Scenario, check_invariants, make_scenario
 
 
@@ -33,7 +33,7 @@ def _rotate_and_settle(sc: Scenario, human_id: str) -> None:
     was recorded at bootstrap, so the rule lets rotator revoke it)."""
     proc = sc.cli("rotate", sc.policy)
     assert proc.returncode == 0, proc.stderr
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     proc = sc.cli("revoke-expired")
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert sc.fake.token_by_id(human_id)["revoked_at"] is not None
@@ -180,7 +180,7 @@ def test_a_plain_bootstrap_after_the_secret_was_deleted_retires_the_token_rotato
     will be revoked after grace, and it is; the human's token stays (invariant 2, without an orphan)."""
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
     assert sc.cli("rotate", sc.policy).returncode == 0
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     assert sc.cli("revoke-expired").returncode == 0
     last = sc.current()["token_id"]
     sc.vault().secrets.kv.v2.delete_metadata_and_all_versions(path=sc.kv_path, mount_point="secret")
@@ -191,7 +191,7 @@ def test_a_plain_bootstrap_after_the_secret_was_deleted_retires_the_token_rotato
             in proc.stdout)
     assert value not in proc.stdout + proc.stderr
     assert sc.current()["token_id"] == human_id
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     proc = sc.cli("revoke-expired")
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert sc.fake.token_by_id(last)["revoked_at"] is not None, "no orphan"
@@ -248,7 +248,7 @@ def test_aws_full_arn_of_a_missing_secret_then_created_then_the_bootstrap_succee
     assert value_at(aws, name, "AWSCURRENT")["token_id"] == human_id
     assert fake_influxctl.state.token_by_id(human_id)["revoked_at"] is None
     assert sc.cli("rotate", POLICY).returncode == 0
-    time.sleep(1.3)
+    wait_out_grace(sc)
     proc = sc.cli("revoke-expired")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert fake_influxctl.state.token_by_id(human_id)["revoked_at"] is not None, "recorded at bootstrap: revoked"
@@ -292,7 +292,7 @@ def test_a_managed_secret_with_an_unreadable_payload_is_repaired_by_bootstrap_re
     assert f"replaced {minted} with {human_id}" in proc.stdout
     assert sc.current()["token_id"] == human_id
     assert sc.fake.token_by_id(minted)["revoked_at"] is None, "not before grace"
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     assert sc.cli("revoke-expired").returncode == 0
     assert sc.fake.token_by_id(minted)["revoked_at"] is not None, "rotator's own last token is not left valid"
     sc.bootstrap_value = value

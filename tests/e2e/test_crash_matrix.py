@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.test_e2e import wait_out_grace
 from tests.harness import Scenario, check_invariants, finish_and_settle, let_mint_window_pass, make_scenario
 
 STEP_BOUNDARIES = [
@@ -82,7 +82,7 @@ def test_kill_inside_influxctl_call(command: str, mode: str, nth: int, tmp_path:
 def test_kill_inside_revoke_call(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
     assert sc.cli("rotate", sc.policy).returncode == 0
-    time.sleep(1.3)
+    wait_out_grace(sc)
     marker = tmp_path / "paused"
     sc.fake.add_fault("management revoke", "pause_after_effect", seconds=60, marker=marker)
     _rotate_killed_inside_call(sc, marker, ("revoke-expired",))

@@ -7,11 +7,21 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.harness import Scenario, check_invariants, make_scenario
+from tests.harness import Scenario, check_invariants, make_scenario, ts
 
 
 def _scenario(tmp_path: Any, openbao: Any, fake_influxctl: Any, **kw: Any) -> Scenario:
     return make_scenario(tmp_path, openbao, fake_influxctl.state, **kw)
+
+
+def wait_out_grace(sc: Any) -> None:
+    """Sleep until every pending revocation is due (its successor's publication + grace), and 0.2 s
+    more: what a fixed ``grace + 0.3 s`` after the publishing command waited for, without also
+    sleeping through the time that command and the checks since took."""
+    dues = [due if isinstance(due, datetime) else ts(due)
+            for (due,) in sc.journal_rows("SELECT due_at FROM revocations WHERE state = 'pending'")]
+    assert dues and None not in dues, f"no pending revocation whose grace could end: {dues}"
+    time.sleep(max(0.0, (max(dues) - datetime.now(UTC)).total_seconds()) + 0.2)
 
 
 def test_bootstrap_then_three_rotations_revoke_each_old_token_after_grace(tmp_path, openbao, fake_influxctl):
@@ -40,7 +50,7 @@ def test_bootstrap_then_three_rotations_revoke_each_old_token_after_grace(tmp_pa
         assert token["expires_at"] is not None
         assert token["description"].startswith(f"rotator:{sc.policy}:")
 
-    time.sleep(sc.grace_s + 0.5)
+    wait_out_grace(sc)
     proc = sc.cli("revoke-expired")
     assert proc.returncode == 0, proc.stderr
     for old in ids[:-1]:
@@ -100,7 +110,7 @@ def test_leak_check_at_debug_level_json_logs(tmp_path, openbao, fake_influxctl):
     sc = _scenario(tmp_path, openbao, fake_influxctl, grace_s=1)
     for _ in range(2):
         assert sc.cli("rotate", sc.policy, "--log-format", "json").returncode == 0
-    time.sleep(1.5)
+    wait_out_grace(sc)
     sc.cli("revoke-expired", "--log-format", "json")
     sc.cli("status", "--output", "json")
     assert sc.log_file.read_text().count("\n") > 10, "debug logging should have produced records"
@@ -150,7 +160,7 @@ def test_a_publish_whose_metadata_write_is_denied_is_completed_once_the_grant_is
     meta = sc.vault().secrets.kv.v2.read_secret_metadata(path=sc.kv_path, mount_point="secret")["data"]
     assert meta["custom_metadata"]["token_id"] == new_id, "recovery completed the publish: the marker names it"
     assert [v["token_id"] for v in sc.versions()].count(new_id) == 1, "without writing the token again"
-    time.sleep(sc.grace_s + 0.5)
+    wait_out_grace(sc)
     assert sc.cli("revoke-expired").returncode == 0
     assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None
     check_invariants(sc, settled=True)
@@ -170,7 +180,7 @@ def test_a_deleted_current_version_does_not_leave_the_previous_token_valid(tmp_p
     proc = sc.cli("rotate", sc.policy, "--output", "json")
     assert proc.returncode == 0, proc.stderr
     published = json.loads(proc.stdout)[0]["new_token_id"]
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     assert sc.cli("revoke-expired").returncode == 0
     sc.vault().secrets.kv.v2.delete_latest_version_of_secret(path=sc.kv_path, mount_point="secret")
     dry = sc.cli("rotate", sc.policy, "--dry-run")
@@ -180,7 +190,7 @@ def test_a_deleted_current_version_does_not_leave_the_previous_token_valid(tmp_p
     result = json.loads(proc.stdout)[0]
     assert result["old_token_id"] == published, result
     assert "no store names the current token" in proc.stderr
-    time.sleep(sc.grace_s + 0.3)
+    wait_out_grace(sc)
     assert sc.cli("revoke-expired").returncode == 0
     assert sc.fake.token_by_id(published)["revoked_at"] is not None, "the deleted version's token is retired"
     assert sc.fake.token_by_id(result["new_token_id"])["revoked_at"] is None

@@ -45,7 +45,6 @@ import json
 import re
 import signal
 import subprocess
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ import pytest
 
 from rotator.adapters.influxctl.profile import SIDECAR_SUFFIX, InfluxctlProfileSettings, InfluxctlProfileStore
 from rotator.core.contracts import AdapterContext
+from tests.e2e.test_e2e import wait_out_grace
 from tests.e2e.test_e2e_database_tokens import check_db_invariants, make_db_scenario
 from tests.e2e.test_e2e_http_issuers import check as check_http
 from tests.e2e.test_e2e_http_issuers import scenario as http_scenario
@@ -348,7 +348,7 @@ def test_bootstrap_two_rotations_and_revocation_after_grace(subject: Subject) ->
         check_all(sub, where=f"rotation {n + 1}")
     assert [v["token_id"] for v in sub.versions()] == ids
 
-    time.sleep(GRACE_S + 0.3)
+    wait_out_grace(sub)
     proc = sub.cli("revoke-expired")
     assert proc.returncode == 0, proc.stderr
     for old in sub.versions()[:-1]:
@@ -407,7 +407,7 @@ def test_kill_at_every_step_boundary_then_recover(subject: Subject) -> None:
         assert sub.current_id() != current, checkpoint
         check_all(sub, where=f"{checkpoint}: the next rotation")
 
-    time.sleep(GRACE_S + 0.3)
+    wait_out_grace(sub)
     proc = sub.cli("revoke-expired")
     assert proc.returncode == 0, proc.stderr
     check_all(sub, settled=True, where="settled")

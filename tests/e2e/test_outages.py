@@ -26,6 +26,7 @@ from typing import Any
 import hvac
 import pytest
 
+from tests.e2e.test_e2e import wait_out_grace
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.harness import Scenario, check_invariants, let_mint_window_pass, make_scenario
 from tests.pg import via_proxy
@@ -142,7 +143,7 @@ def _matrix(sc: Scenario, proxy: FaultProxy, what: str, faults: tuple[str, ...])
     for fault in faults:
         for step in STEPS:
             if step == "revoke":
-                time.sleep(sc.grace_s + 0.1)  # the previous token's grace has ended
+                wait_out_grace(sc)  # the previous token's grace has ended
             proc, took = _faulted(sc, proxy, fault, step)
             timings[f"{fault}@{step}"] = took
             if step == "revoke" and proc.returncode == 0:
@@ -213,7 +214,7 @@ def test_daemon_does_not_hot_loop_a_revocation_while_vault_answers_503(
     configure(sc, schedule="1h", port=port, daemon='sweep_interval = "1s"')
     _fast(sc, vault_proxy.url)
     assert sc.cli("rotate", sc.policy).returncode == 0
-    time.sleep(1.2)
+    wait_out_grace(sc)
     vault_proxy.mode = "http503"
     d = start_daemon(sc, port, wait=False)
     daemons.append(d)

@@ -21,18 +21,42 @@ from tests.harness import Scenario, make_scenario
 POLICY = "mgmt"
 
 
+def rotate_in_process(sc: Scenario) -> str:
+    """``rotator rotate`` as set-up for a test about another command: the engine the CLI runs, in this
+    process (a rotator process costs a Python start-up and its imports per call). Returns the run's
+    state, or "failed" for the error the CLI would print and exit 1 for. The journal is closed again
+    before anything else opens it (see tests/harness.py ``_read_in_a_child``)."""
+    from rotator.config.policy import load_config
+    from rotator.core.engine import Engine
+    from rotator.core.errors import RotatorError
+    from rotator.core.journal import open_journal
+    from rotator.core.retry import RetryPolicy
+
+    config = load_config(sc.config)
+    retry = config.settings.retry
+    journal = open_journal(config.journal_url())
+    try:
+        engine = Engine(config.policies[0], journal, lease_ttl=config.settings.lease_ttl,
+                        retry=RetryPolicy(retry.attempts, retry.base_delay.total_seconds(),
+                                          retry.max_delay.total_seconds()))
+        return str(engine.rotate().state)
+    except RotatorError:
+        return "failed"
+    finally:
+        journal.close()
+
+
 @pytest.fixture
 def seeded(tmp_path: Any, openbao: Any, fake_influxctl: Any) -> dict[str, Any]:
     fake = fake_influxctl.state
     sc = make_scenario(tmp_path, openbao, fake, grace_s=3600)
-    assert sc.cli("rotate", POLICY).returncode == 0
+    assert rotate_in_process(sc) == "published"
     current = sc.current()["token_id"]
     # A failed run: its mint refused for good, so the run ends FAILED with nothing minted (a try without
     # an answer, such as Unavailable, would keep the run open while its request may still land)...
     fake.add_fault("management create", "exit", times=10, code=1,
                    message="rpc error: code = PermissionDenied desc = permission denied")
-    failed = sc.cli("rotate", POLICY)
-    assert failed.returncode == 1, failed.stderr
+    assert rotate_in_process(sc) == "failed"
     fake.clear_faults()
     (failed_run,) = [r[0] for r in sc.journal_rows("SELECT run_id FROM runs WHERE state = 'failed'")]
     # ... and then its child's token appears: the orphan.

@@ -24,6 +24,7 @@ import pytest
 
 from rotator.sandbox.influxctl_state import FakeInfluxctl, write_profile
 from tests.harness import INFLUXCTL, Scenario, make_scenario
+from tests.observe.test_inventory import rotate_in_process
 
 POLICY = "mgmt"
 
@@ -33,10 +34,10 @@ def failed(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> dict[str, Any]:
     """A rotated policy, then a run whose every mint is refused: it ends FAILED with nothing minted."""
     fake = fake_influxctl.state
     sc = make_scenario(tmp_path, openbao, fake, grace_s=3600)
-    assert sc.cli("rotate", POLICY).returncode == 0
+    assert rotate_in_process(sc) == "published"
     fake.add_fault("management create", "exit", times=10, code=1,
                    message="rpc error: code = PermissionDenied desc = permission denied")
-    assert sc.cli("rotate", POLICY).returncode == 1
+    assert rotate_in_process(sc) == "failed"
     fake.clear_faults()
     (run_id,) = [r[0] for r in sc.journal_rows("SELECT run_id FROM runs WHERE state = 'failed'")]
     return {"sc": sc, "fake": fake, "run": run_id, "current": sc.current()["token_id"]}

@@ -18,6 +18,7 @@ import pytest
 
 from rotator.core.errors import ConfigError
 from rotator.observe.report import parse_date
+from tests.e2e.test_e2e import wait_out_grace
 from tests.harness import Scenario, check_invariants, make_scenario, offline_policy
 
 
@@ -31,7 +32,7 @@ def _rotated(tmp_path: Path, openbao: Any, fake_influxctl: Any, rotations: int =
         proc = sc.cli("rotate", sc.policy, "--output", "json")
         assert proc.returncode == 0, proc.stderr
         ids.append(json.loads(proc.stdout)[0]["new_token_id"])
-    time.sleep(1.5)
+    wait_out_grace(sc)
     assert sc.cli("revoke-expired").returncode == 0
     check_invariants(sc, settled=True)
     return sc, ids

@@ -39,6 +39,9 @@ from tests.runners.test_systemd_notify import datagrams, notify_socket
 from tests.webhook_receiver import receiver
 
 TIMING_BOUND_S = 1.5  # the largest lateness accepted for a rotation start or a revocation
+#: The schedule of the kill-and-restart test: longer than its 3 s grace, so a rotation never starts
+#: before the revocation its predecessor scheduled.
+SCHEDULE_S = 4
 KEY = "daemon-webhook-key"
 #: KEY as a Standard Webhooks secret (what the policy file's secret holds)
 SECRET = "whsec_" + base64.b64encode(KEY.encode()).decode()
@@ -208,7 +211,7 @@ def test_rotates_and_revokes_on_time_across_a_kill_and_restart(
     (tmp_path / "hook.py").write_text(HOOK)
     port = _free_port()
     with receiver() as rx:
-        configure(sc, schedule="5s", port=port, daemon=f"""
+        configure(sc, schedule=f"{SCHEDULE_S}s", port=port, daemon=f"""
 [daemon.audit]
 file = "audit.jsonl"
 [[daemon.webhooks]]
@@ -250,11 +253,11 @@ timeout = "10s"
 
     runs = rotate_runs(sc)
     assert all(r["state"] in ("published", "done") for r in runs)
-    # -- timing: rotations start at last publication + 5s, revocations at publication + grace.
+    # -- timing: rotations start at last publication + SCHEDULE_S, revocations at publication + grace.
     lateness = []
     previous = bootstrap_token_since(sc)
     for run in runs:
-        due = previous + timedelta(seconds=5)
+        due = previous + timedelta(seconds=SCHEDULE_S)
         started = _ts(run["started_at"])
         assert started is not None
         if run is not runs[0] or due > ready_at:  # the first is on time only if the daemon was up by then
@@ -1448,7 +1451,8 @@ def test_a_rotator_in_another_pid_namespace_never_takes_a_live_daemon_s_lease_as
     the lease instead of taking it as a dead process's."""
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
     marker = tmp_path / "create-started"
-    sc.fake.add_fault("management create", "pause", seconds=8, marker=marker)
+    # Long enough for the `recover` below to start and find the lease held (~1 s; 5 leaves room for a loaded machine).
+    sc.fake.add_fault("management create", "pause", seconds=5, marker=marker)
     port = _free_port()
     configure(sc, schedule="1s", port=port, daemon="")
     daemon = start_daemon(sc, port)
