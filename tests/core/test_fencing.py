@@ -91,6 +91,17 @@ def _aborted_events(sc: Scenario) -> list[tuple[Any, ...]]:
                            "('rotate', 'recover', 'revoke', 'bootstrap')")
 
 
+#: the fake influxctl commands that change a token at the issuer
+_ISSUER_SIDE_EFFECTS = ("management create", "management revoke")
+
+
+def _issuer_side_effects_since(sc: Scenario, calls_before: int) -> list[tuple[str, str]]:
+    """The token-changing commands the fake influxctl received after its first ``calls_before`` calls,
+    each with its last argument (a revoke's token id)."""
+    return [(c["command"], c["argv"][-1]) for c in sc.fake.calls()[calls_before:]
+            if c["command"] in _ISSUER_SIDE_EFFECTS]
+
+
 # ------------------------------------------------------------------------------ the reproduction
 def test_paused_after_verify_never_publishes_a_token_recovery_revoked(tmp_path: Path, openbao: Any,
                                                                       fake_influxctl: Any) -> None:
@@ -142,15 +153,24 @@ def test_pause_at_step_boundary_while_another_process_acts(
     else:
         a = _start(sc, "a", boundary, "rotate", sc.policy)
     _wait_stopped(a, boundary)
+    # The one side effect A may still have after it lost its lease: a run that lost it before VERIFIED
+    # revokes the candidate it minted itself, never published (Engine._revoke_own_mint).
+    own_revokes = {("management revoke", token_id) for (token_id,) in
+                   sc.journal_rows("SELECT new_token_id FROM runs WHERE state = 'minted'")}
     _wait_past_lease(sc, 0.5)
     b = _run(sc, "b", other, *([sc.policy] if other == "rotate" else []))
     assert b.returncode == 0, (boundary, other, b.stdout, b.stderr)
     current_after_b = sc.current()["token_id"]
+    calls_before = len(sc.fake.calls())  # A alone runs from here until it exits
     code, err = _resume(sc, a)
     if boundary in MUST_ABORT:
         assert code == 1, (boundary, other, code, err)
         assert "overtaken by another rotator" in err, err
         assert _aborted_events(sc), "a lost lease must be an audit event"
+        # The outcome above holds whether A's side effect was refused or went through and only its
+        # journal write was: the issuer's record of calls tells them apart.
+        unfenced = [call for call in _issuer_side_effects_since(sc, calls_before) if call not in own_revokes]
+        assert unfenced == [], (boundary, other, "A changed a token after it lost its lease")
     else:
         assert code in (0, 1), (code, err)
     # A wrote nothing to any store after B: what B left current is still current.
@@ -161,6 +181,45 @@ def test_pause_at_step_boundary_while_another_process_acts(
     assert proc.returncode == 0, proc.stderr
     check_invariants(sc)
     settle(sc, check_invariants)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_revocation_dismissed_while_its_pass_is_paused_is_never_revoked_by_that_pass(
+    backend: str, tmp_path: Path, openbao: Any, fake_influxctl: Any, request: pytest.FixtureRequest,
+) -> None:
+    """A (``revoke-expired --retry-failed``) pauses just before revoking a failed revocation's token,
+    past its lease; B dismisses that revocation (a person decided the token stays valid). A, resumed,
+    still finds the token valid at the issuer: only the lease check before its revoke stops it. In the
+    matrix above B has revoked the token already, so A never reaches that check."""
+    journal_url = str(request.getfixturevalue("pg_url")) if backend == "postgresql" else None
+    sc = _scenario(tmp_path, openbao, fake_influxctl, journal_url=journal_url)
+    assert _run(sc, "a", "rotate", sc.policy).returncode == 0
+    time.sleep(sc.grace_s + 0.2)
+    # Only a revocation that gave up can be dismissed: stand in for the rounds that failed.
+    journal = open_journal(journal_url or f"sqlite:///{sc.journal_path}")
+    try:
+        (rev,) = journal.revocations(sc.policy)
+        assert rev.token_id == sc.bootstrap_id
+        journal.update_revocation(rev, state=RevocationState.FAILED, last_error="the issuer refused it")
+    finally:
+        journal.close()
+    a = _start(sc, "a", "revoking", "revoke-expired", "--retry-failed", sc.policy)
+    _wait_stopped(a, "revoking")
+    _wait_past_lease(sc, 0.5)
+    b = _run(sc, "b", "revoke-expired", "--dismiss", sc.bootstrap_id, "--reason", "team X still uses it", sc.policy)
+    assert b.returncode == 0, (b.stdout, b.stderr)
+    calls_before = len(sc.fake.calls())
+    code, err = _resume(sc, a)
+    assert code == 1, (code, err)
+    assert "overtaken by another rotator" in err, err
+    assert any(step == "revoke" for step, _ in _aborted_events(sc)), "no revoke/aborted audit event"
+    token = sc.fake.token_by_id(sc.bootstrap_id)
+    assert token is not None
+    assert token["revoked_at"] is None, "the dismissed token was revoked"
+    assert sc.fake.problem(sc.bootstrap_value) is None, "the dismissed token must stay valid"
+    assert _issuer_side_effects_since(sc, calls_before) == [], "A revoked after it lost its lease"
+    assert sc.journal_rows("SELECT state FROM revocations") == [("dismissed",)]
+    check_invariants(sc)
 
 
 # ------------------------------------------------------------------------------ §1b: a child that outlives rotator
