@@ -21,24 +21,10 @@ from rotator.config.policy import Config, PolicyFileError, load_config_bytes
 from rotator.config.schedule import parse_duration, parse_schedule, parse_window
 from rotator.core.credentials import CredentialRef
 from rotator.core.errors import ConfigError
+from tests.config.test_validate import GOOD_ISSUER as ISSUER
+from tests.config.test_validate import GOOD_STORE as VAULT
 from tests.harness import REPO
 
-ISSUER = """
-[policy.issuer]
-type = "influxctl-management"
-[policy.issuer.profile]
-product = "clustered"
-host = "h.example"
-"""
-VAULT = """
-[[policy.store]]
-type = "vault-kv2"
-url = "https://vault.example:8200"
-path = "influx/mgmt"
-[policy.store.auth]
-method = "token"
-token = { env = "VAULT_TOKEN" }
-"""
 PROFILE = """
 [[policy.store]]
 type = "influxctl-profile"
