@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 from rotator.core.errors import ConfigError
 from rotator.core.secret import Secret
 
-__all__ = ["MAX_CREDENTIAL_BYTES", "SECRET_LOOKING_KEYS", "SETTINGS_CONFIG", "CredentialRef", "SettingsValue"]
+__all__ = ["MAX_CREDENTIAL_BYTES", "SECRET_LOOKING_KEYS", "SETTINGS_CONFIG", "CredentialRef", "SettingsValue",
+           "plain_text", "printable_secret", "read_credential_file"]
 
 #: Far above any credential a file holds (a token, an AppRole secret id, a webhook key: under 1 KiB; a JWT
 #: from an identity provider: a few KiB, sent in a header that servers and proxies commonly cap at 8 to 16 KiB),
@@ -107,17 +108,17 @@ class CredentialRef(SettingsValue):
         refused: a credential is one line, and an HTTP client would fail on one with the value in
         its message (a webhook key from `base64` wraps at 76 columns: `base64 -w0` writes one line)."""
         if self.env is not None:
-            value = _plain(os.environ.get(self.env, ""))
+            value = plain_text(os.environ.get(self.env, ""))
             if not value:
                 raise ConfigError(
                     f"environment variable {self.env} is unset or empty",
                     hint=f"export {self.env} before starting rotator",
                 )
-            return _printable(value, f"environment variable {self.env}")
+            return printable_secret(value, f"environment variable {self.env}")
         assert self.file is not None
         path = self.file if self.file.is_absolute() else base_dir / self.file
         try:
-            value = _plain(_read_credential_file(path).decode("utf-8"))
+            value = plain_text(read_credential_file(path).decode("utf-8"))
         except OSError as exc:
             raise ConfigError(
                 f"cannot read credential file {path}: {exc.strerror}",
@@ -135,12 +136,12 @@ class CredentialRef(SettingsValue):
             ) from None
         if not value:
             raise ConfigError(f"credential file {path} is empty", hint="write the credential into it")
-        return _printable(value, f"credential file {path}")
+        return printable_secret(value, f"credential file {path}")
 
 
-def _read_credential_file(path: Path) -> bytes:
+def read_credential_file(path: Path, what: str = "credential file") -> bytes:
     """The bytes of the regular file at ``path`` (a symbolic link to one is fine: Kubernetes mounts a
-    secret's keys so); ConfigError for anything else (a FIFO would block the caller, inside a lease, until
+    secret's keys so; ``what``: how messages name it); ConfigError for anything else (a FIFO would block the caller, inside a lease, until
     a writer came; a device such as /dev/zero would never end) or a file larger than
     :data:`MAX_CREDENTIAL_BYTES`. OSError as ``os.open`` and ``os.read`` raise it."""
     fd = os.open(path, _FLAGS)
@@ -149,7 +150,7 @@ def _read_credential_file(path: Path) -> bytes:
         if not S_ISREG(st.st_mode):
             kind = ("a directory" if S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if S_ISFIFO(st.st_mode)
                     else "a character device" if S_ISCHR(st.st_mode) else "not a regular file")  # fmt: skip
-            raise ConfigError(f"cannot read credential file {path}: it is {kind}, not a regular file",
+            raise ConfigError(f"cannot read {what} {path}: it is {kind}, not a regular file",
                               hint="point `file` at a regular file that holds the credential (a symbolic link to "
                               "one is fine)")  # fmt: skip
         chunks: list[bytes] = []
@@ -161,7 +162,7 @@ def _read_credential_file(path: Path) -> bytes:
             chunks.append(chunk)
             total += len(chunk)
         if st.st_size > MAX_CREDENTIAL_BYTES or total > MAX_CREDENTIAL_BYTES:
-            raise ConfigError(f"credential file {path} is larger than {MAX_CREDENTIAL_BYTES // 1024} KiB, far more "
+            raise ConfigError(f"{what} {path} is larger than {MAX_CREDENTIAL_BYTES // 1024} KiB, far more "
                               "than any token or key holds",
                               hint="check that `file` names the file that holds the credential, as one line of "
                               "text")  # fmt: skip
@@ -170,11 +171,11 @@ def _read_credential_file(path: Path) -> bytes:
         os.close(fd)
 
 
-def _plain(text: str) -> str:
+def plain_text(text: str) -> str:
     return text.strip().lstrip("\ufeff").strip()
 
 
-def _printable(value: str, where: str) -> Secret:
+def printable_secret(value: str, where: str) -> Secret:
     """``value`` as a Secret, or ConfigError naming the first character no credential holds (by its
     position and code point, never the value)."""
     bad = next((i for i, c in enumerate(value) if not c.isprintable()), None)

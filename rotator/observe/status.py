@@ -146,7 +146,7 @@ def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedel
     pending = [r for r in unfinished if r.state == "pending"]
     failed = [r for r in unfinished if r.state != "pending"]
     due = decide(policy, last.published_at if last else None, now, len(open_runs), last.token_since if last else None)
-    stuck = sum(1 for r in open_runs if r.error and "recovery failed" in r.error)
+    stuck = [r for r in open_runs if r.error and "recovery failed" in r.error]
     # A run in progress renews its policy's lease; one whose lease lapsed was killed or cut off (a
     # daemon rotating right now holds a live lease: not flagged).
     lapsed = False
@@ -166,7 +166,7 @@ def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedel
         pending_revocations=len(pending),
         failed_revocations=len(failed),
         open_runs=len(open_runs),
-        stuck_runs=stuck,
+        stuck_runs=len(stuck),
         now=now,
         compliance=Compliance(
             policy=policy.name, max_age=due.max_age, published_at=due.rotated_at,
@@ -176,8 +176,7 @@ def policy_status(policy: Shown, journal: Journal, now: datetime, slack: timedel
         ),
         token_since=due.token_since,
         unreadable=tuple(unreadable.values()),
-        interrupted_runs=sum(1 for r in open_runs if not (r.error and "recovery failed" in r.error)
-                             and not _waits(r, now)) if lapsed else 0,
+        interrupted_runs=sum(1 for r in open_runs if r not in stuck and not _waits(r, now)) if lapsed else 0,
     )  # fmt: skip
 
 

@@ -55,11 +55,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rotator.adapters.transport import RequestCounter
 from rotator.config.registry import lazy_sdk
 from rotator.core.clock import Clock
-from rotator.core.credentials import (  # private helpers: the same guards as a `{file = ...}` credential's read
+from rotator.core.credentials import (  # the same guards as a `{file = ...}` credential's read
     CredentialRef,
-    _plain,
-    _printable,
-    _read_credential_file,
+    plain_text,
+    printable_secret,
+    read_credential_file,
 )
 from rotator.core.errors import ConfigError
 from rotator.core.retry import doubling
@@ -696,30 +696,30 @@ class VaultLogin:
         is: a FIFO, a device or a file larger than any JWT is refused (it would block the login, inside a
         lease, or fill the memory, or be sent to Vault), and so is a control character."""
         path = self._jwt_path()
-        plain_text = ("mount the pod's service account token (a JWT, plain text) there or set `jwt_file` in the "
-                      "store's auth settings")  # fmt: skip
+        what = "the Kubernetes service account token"
+        fix = ("mount the pod's service account token (a JWT, plain text) there or set `jwt_file` in the "
+               "store's auth settings")  # fmt: skip
         try:
-            value = _plain(_read_credential_file(path).decode("utf-8"))
-        except ConfigError as exc:  # not a regular file, or too large: said of a "credential file"
-            raise ConfigError(str(exc).replace("credential file", "the Kubernetes service account token", 1),
-                              hint=plain_text) from None
+            value = plain_text(read_credential_file(path, what).decode("utf-8"))
+        except ConfigError as exc:  # not a regular file, or too large
+            raise ConfigError(str(exc), hint=fix) from None
         except OSError as exc:
             raise ConfigError(
-                f"cannot read the Kubernetes service account token {path}: {exc.strerror}",
+                f"cannot read {what} {path}: {exc.strerror}",
                 hint="mount the pod's service account token there (automountServiceAccountToken or a projected "
                 "serviceAccountToken volume) or set `jwt_file` in the store's auth settings",
             ) from None
         except UnicodeDecodeError as exc:
             raise ConfigError(
-                f"the Kubernetes service account token {path} is not UTF-8 text (byte {exc.start + 1})",
-                hint=plain_text,
+                f"{what} {path} is not UTF-8 text (byte {exc.start + 1})",
+                hint=fix,
             ) from None
         if not value:
-            raise ConfigError(f"the Kubernetes service account token {path} is empty", hint="check the volume mount")
+            raise ConfigError(f"{what} {path} is empty", hint="check the volume mount")
         try:
-            return _printable(value, f"the Kubernetes service account token {path}")
+            return printable_secret(value, f"{what} {path}")
         except ConfigError as exc:
-            raise ConfigError(str(exc), hint=plain_text) from None
+            raise ConfigError(str(exc), hint=fix) from None
 
     def _lookup(self, api: AuthAPI) -> None:
         try:
