@@ -141,9 +141,9 @@ class CredentialRef(SettingsValue):
 
 def read_credential_file(path: Path, what: str = "credential file") -> bytes:
     """The bytes of the regular file at ``path`` (a symbolic link to one is fine: Kubernetes mounts a
-    secret's keys so; ``what``: how messages name it); ConfigError for anything else (a FIFO would block the caller, inside a lease, until
-    a writer came; a device such as /dev/zero would never end) or a file larger than
-    :data:`MAX_CREDENTIAL_BYTES`. OSError as ``os.open`` and ``os.read`` raise it."""
+    secret's keys so; ``what``: how messages name it); ConfigError for anything else (a FIFO would block
+    the caller, inside a lease, until a writer came; a device such as /dev/zero would never end) or a
+    file larger than :data:`MAX_CREDENTIAL_BYTES`. OSError as ``os.open`` and ``os.read`` raise it."""
     fd = os.open(path, _FLAGS)
     try:
         st = os.fstat(fd)
