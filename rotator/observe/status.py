@@ -26,6 +26,7 @@ from rotator.observe.compliance import (
     revocations_overdue,
     unreadable_row,
 )
+from rotator.observe.untrusted_text import masked
 
 if TYPE_CHECKING:
     from rotator.core.journal import Journal, RunRecord
@@ -107,7 +108,7 @@ class PolicyStatus:
             "rotated_at": rfc3339_or_none(self.rotated_at), "token_since": rfc3339_or_none(self.since),
             "age_s": int((self.now - self.since).total_seconds()) if self.since else None,
             "expires_at": rfc3339_or_none(self.expires_at), "next_due": rfc3339_or_none(self.next_due), "due": self.due,
-            "last_run_state": self.last_run_state, "last_run_error": self.last_run_error,
+            "last_run_state": self.last_run_state, "last_run_error": masked(self.last_run_error),
             "pending_revocations": self.pending_revocations, "failed_revocations": self.failed_revocations,
             "open_runs": self.open_runs, "stuck_runs": self.stuck_runs, "interrupted_runs": self.interrupted_runs,
             "interrupted": self.interrupted,

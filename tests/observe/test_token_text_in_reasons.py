@@ -83,3 +83,22 @@ def test_the_report_masks_tokens_in_dismissal_reasons_and_errors(tmp_path: Path,
     assert "***" in text
     if fmt == "json":
         assert json.loads(text)["policies"][0]["revocations"][0]["note"].endswith("is ***")
+
+
+def test_status_json_masks_a_token_in_the_last_runs_error(tmp_path: Path) -> None:
+    """A server's error quoting a token rotator never held is journaled with the failed run; `status
+    --output json` showed it as it was, where the status page and the report mask it."""
+    from rotator.core.errors import PermanentError
+    from rotator.observe.status import policy_status
+    from tests.engine.test_state_machine import World
+
+    world = World(tmp_path)
+    world.bootstrap()
+    token = TOKENS["management"]
+    world.issuer.fail_next("mint", PermanentError(f"memory issuer: 403, token {token} lacks a permission"))
+    with pytest.raises(PermanentError):
+        world.engine().rotate()
+    shown = policy_status(offline_policy(tmp_path, "p"), world.journal, world.clock.now()).to_json()
+    assert shown["last_run_state"] == "failed"
+    assert shown["last_run_error"] is not None and "token *** lacks a permission" in shown["last_run_error"]
+    assert token not in json.dumps(shown)
