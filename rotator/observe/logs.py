@@ -7,7 +7,8 @@ from SDKs, and rewrites any registered secret value to ``***``.
 Some SDK loggers print credentials that rotator never held as a :class:`~rotator.core.secret.Secret`
 (botocore's DEBUG canonical request carries the STS session token, urllib3/requests/httpx log
 headers and URLs): :data:`QUIET_LOGGERS` stay at WARNING whatever ``--log-level`` says.
-The ``--log-file`` is created 0600. A level or ``--log-file`` that cannot be used is a
+The ``--log-file`` is created 0600, and never opened through a symbolic link
+(rotator/core/private_append.py). A level or ``--log-file`` that cannot be used is a
 :class:`~rotator.core.errors.ConfigError` (exit 2), raised before the logging tree is touched.
 """
 
@@ -24,6 +25,7 @@ from typing import Any, TextIO
 
 from rotator.core.errors import ConfigError
 from rotator.core.one_line import one_line
+from rotator.core.private_append import NotAPlainFile, open_append
 from rotator.core.secret import REDACTOR
 
 __all__ = ["LEVELS", "QUIET_LOGGERS", "JsonFormatter", "PrivateFileHandler", "RedactingFilter", "setup_logging"]
@@ -148,7 +150,7 @@ class PrivateFileHandler(logging.FileHandler):
     _identity: tuple[int, int] | None = None
 
     def _open(self) -> Any:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = open_append(self.baseFilename)
         st = os.fstat(fd)
         self._identity = (st.st_dev, st.st_ino)
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)  # noqa: SIM115 - the handler closes it
@@ -167,6 +169,13 @@ class PrivateFileHandler(logging.FileHandler):
                 stream.flush()
             finally:
                 stream.close()
+        if self.stream is None:
+            # FileHandler.emit would open it outside its own try, raising into whatever code logged
+            try:
+                self.stream = self._open()
+            except OSError:
+                self.handleError(record)  # logging's way: a report on stderr, and the caller goes on
+                return
         super().emit(record)
 
 
@@ -175,9 +184,12 @@ def _file_handler(file: str) -> PrivateFileHandler:
         return PrivateFileHandler(file, encoding="utf-8")
     except OSError as exc:
         directory = os.path.dirname(os.path.abspath(file))
-        hint = (f"create the directory {directory} first, or pass a --log-file in an existing directory"
-                if isinstance(exc, FileNotFoundError) else
-                "pass a --log-file that names a file this user may write (or drop --log-file)")
+        if isinstance(exc, FileNotFoundError):
+            hint = f"create the directory {directory} first, or pass a --log-file in an existing directory"
+        elif isinstance(exc, NotAPlainFile):
+            hint = "pass a --log-file that names a regular file (or a path where none exists yet), not a link to one"
+        else:
+            hint = "pass a --log-file that names a file this user may write (or drop --log-file)"
         raise ConfigError(f"cannot open --log-file {file}: {exc.strerror or exc}", hint=hint) from None
 
 

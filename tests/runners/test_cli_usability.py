@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
 import shlex
 import sqlite3
@@ -501,6 +503,58 @@ def test_a_log_file_that_cannot_be_opened_is_a_usage_error_not_a_traceback(
     assert f"rotator: error: cannot open --log-file {log}: {reason}\nfix: " in err, err
     if where == "missing-dir":
         assert f"fix: create the directory {log.parent} first" in err and not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_log_file_that_is_a_link_or_a_fifo_is_refused_and_nothing_is_written_through_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    """The log file's directory may be writable by others (/tmp) while rotator runs as root: a planted
+    link must not make it append to the file it points at, and a FIFO without a reader must not hang it."""
+    path = _bootstrapped(tmp_path)
+    victim = tmp_path / "victim.conf"
+    victim.write_text("root-owned content\n")
+    log = tmp_path / "rotator.log"
+    if kind == "symlink":
+        log.symlink_to(victim)
+    else:
+        os.mkfifo(log)
+    code = cli.main(["--log-file", str(log), "-c", str(path), "status"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    what = "is a symbolic link" if kind == "symlink" else "is a FIFO"
+    assert f"rotator: error: cannot open --log-file {log}: {what}" in err, err
+    assert "fix: pass a --log-file that names a regular file" in err, err
+    assert victim.read_text() == "root-owned content\n"
+
+
+def test_a_link_planted_after_logrotate_moved_the_log_file_is_not_followed(tmp_path: Path) -> None:
+    """The handler opens the path again after a move: the check holds at that re-open too."""
+    import logging
+
+    from rotator.observe.logs import setup_logging
+
+    before = list(logging.getLogger().handlers)
+    log, victim = tmp_path / "rotator.log", tmp_path / "victim.conf"
+    victim.write_text("root-owned content\n")
+    stderr = io.StringIO()
+    try:
+        setup_logging("info", stream=io.StringIO(), file=str(log))
+        logger = logging.getLogger("rotator.test")
+        logger.info("first line")
+        log.rename(tmp_path / "rotator.log.1")
+        log.symlink_to(victim)
+        with contextlib.redirect_stderr(stderr):  # logging reports a handler's failure there, and goes on
+            logger.info("second line")
+        assert victim.read_text() == "root-owned content\n"
+        assert "first line" in (tmp_path / "rotator.log.1").read_text()
+        assert "is a symbolic link" in stderr.getvalue()
+    finally:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in before:
+            root.addHandler(handler)
 
 
 def test_setup_logging_refuses_a_bad_level_or_log_file_and_leaves_logging_as_it_was(tmp_path: Path) -> None:
