@@ -319,6 +319,45 @@ def test_a_finished_command_whose_background_process_holds_its_output_is_not_a_t
         with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
             os.kill(int(grandchild_pid.read_text()), signal.SIGKILL)
 
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+@pytest.mark.parametrize("side_effect", [False, True], ids=["list", "revoke"])
+def test_a_command_that_writes_too_much_is_stopped_at_the_output_cap(
+        tmp_path: Path, stream: str, side_effect: bool) -> None:
+    """A policy's `influxctl` naming another program (or a debug setting) that writes on and on:
+    communicate() kept all of it in memory, up to the call's timeout. Reading stops at the cap, the
+    group is killed, and the error says what happened; a side effect stopped mid-way may have taken
+    effect, so it is not a definite refusal."""
+    from rotator.core.child_process import start_children_within
+    from rotator.core.errors import IssuerOutputError
+    from rotator.core.secret import Secret
+
+    binary = tmp_path / "not-influxctl"
+    binary.write_text(f"#!/bin/sh\nexec {sys.executable} -c "
+                      f"'import sys; sys.{stream}.buffer.write(b\"x\" * (64 * 1024 * 1024 + 65536))'\n")
+    binary.chmod(0o700)
+    settings = validate_settings(
+        InfluxctlManagementSettings,
+        {"influxctl": str(binary), "timeout_s": 60, "profile": {"product": "clustered", "host": "h.example.test"}},
+    )
+    issuer = InfluxctlManagementIssuer(settings)
+    what = "list" if not side_effect else "revoke"
+    message = f"influxctl management {what} wrote more than 64 MiB to {stream} and was stopped"
+    if side_effect:
+        with start_children_within(30), pytest.raises(TransientError, match=f"{message}; it may have taken effect"):
+            issuer.revoke("11111111-1111-4111-8111-111111111111", Secret("m" * 40))
+    else:
+        with pytest.raises(IssuerOutputError, match=message) as raised:
+            issuer.list_tokens(Secret("m" * 40))
+        assert "names the influxctl binary" in (raised.value.hint or "")
+
+
+def test_output_reads_as_text_mode_gave_it(tmp_path: Path) -> None:
+    """Read as bytes now (to cap it): still UTF-8 with bad bytes replaced, and universal newlines."""
+    done = default_run([sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'a\\r\\nb\\rc\\xff\\n'); "
+                        "sys.stderr.buffer.write(b'e\\r\\n')"], 10)
+    assert (done.stdout, done.stderr) == ("a\nb\nc\ufffd\n", "e\n")
+
+
 def test_a_finished_call_leaves_no_process_of_its_group(fake_influxctl: FakeInfluxctlFixture, tmp_path: Path) -> None:
     grandchild_pid = tmp_path / "grandchild.pid"
     wrapper = tmp_path / "influxctl-leaves-a-grandchild"

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import selectors
 import shutil
 import signal
 import subprocess
@@ -47,6 +48,7 @@ from rotator.core.child_process import (
     prepare_watchdog,
     reading,
     side_effect_command,
+    start_deadline,
 )
 from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings
@@ -130,6 +132,9 @@ HINT_SERVER_ERROR = ("the cluster (or a proxy in front of it) failed with an err
                      "or Canceled) without saying whether the command took effect; rotator tries again (a token "
                      "the cluster made is found by its run's tag). If it persists, run the same influxctl command "
                      "by hand to see the full output")
+ERR_TOO_MUCH_OUTPUT = "{command} wrote more than {limit} MiB to {stream} and was stopped"
+HINT_TOO_MUCH_OUTPUT = ("check that the policy's `influxctl` names the influxctl binary (run it with `version`), "
+                        "and that nothing in its environment turns on debug output")
 ERR_OUTPUT = "{command}: {problem}"
 HINT_OUTPUT = ("check the influxctl version (rotator reads the output of influxctl 2.9.7 and later; database tokens "
                "need 2.10.0 or later)")
@@ -502,7 +507,7 @@ def child_environment() -> dict[str, str]:
     }
 
 
-def _kill_group(process: subprocess.Popen[str]) -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL the child's process group (influxctl and anything it started); SIGTERM could be ignored."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -517,38 +522,71 @@ PIPE_DRAIN_S = 2.0
 _EXIT_POLL_S = 0.2
 
 
-def _communicate(process: subprocess.Popen[str], timeout_s: float) -> tuple[str, str]:
-    """``process.communicate(timeout=timeout_s)``, except that it does not wait for the end of the
-    output alone: a process the command started in a session of its own (a wrapper script's
-    ``setsid ... &``) keeps the pipes open after the command exited, and a finished create or revoke
-    would then be reported as timed out. Once the command has exited, its pipes get
-    :data:`PIPE_DRAIN_S` more; then what was read is its output."""
+#: The most a command may write to stdout, and to stderr. The largest output rotator reads is a
+#: listing of every token of a cluster (a few hundred bytes a token): 64 MiB is over 100,000 tokens.
+#: A binary that writes without end (a policy's ``influxctl`` naming another program, a debug
+#: setting) is stopped there, instead of filling rotator's memory until its timeout.
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+_READ_CHUNK = 65536
+
+
+class OutputTooLarge(Exception):  # noqa: N818 - an event, not an error class of rotator's
+    """A command wrote more than :data:`MAX_OUTPUT_BYTES` to ``stream``; its group was killed."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"more than {MAX_OUTPUT_BYTES} bytes on {stream}")
+        self.stream = stream
+
+
+def _communicate(process: subprocess.Popen[bytes], timeout_s: float) -> tuple[str, str]:
+    """``process.communicate(timeout=timeout_s)``, with two differences.
+
+    It does not wait for the end of the output alone: a process the command started in a session
+    of its own (a wrapper script's ``setsid ... &``) keeps the pipes open after the command exited,
+    and a finished create or revoke would then be reported as timed out. Once the command has
+    exited, its pipes get :data:`PIPE_DRAIN_S` more; then what was read is its output.
+
+    It reads at most :data:`MAX_OUTPUT_BYTES` of each pipe (:class:`OutputTooLarge` past that):
+    ``communicate`` keeps all of it in memory."""
     deadline = time.monotonic() + timeout_s  # a bound on a wait, not a time of day: no Clock needed
     exited_at: float | None = None
-    while True:
-        now = time.monotonic()
-        until = deadline if exited_at is None else min(deadline, exited_at + PIPE_DRAIN_S)
-        try:
-            # Called again after a TimeoutExpired, communicate() loses no output (subprocess docs).
-            return process.communicate(timeout=max(min(until - now, _EXIT_POLL_S), 0))
-        except subprocess.TimeoutExpired as expired:
+    chunks: dict[int, list[bytes]] = {}
+    names: dict[int, str] = {}
+    sizes: dict[int, int] = {}
+    with selectors.DefaultSelector() as selector:
+        for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr)):
+            if pipe is not None:
+                selector.register(pipe, selectors.EVENT_READ)
+                chunks[pipe.fileno()], names[pipe.fileno()], sizes[pipe.fileno()] = [], name, 0
+        while selector.get_map():
             now = time.monotonic()
             if exited_at is None and process.poll() is not None:
                 exited_at = now
-            elif exited_at is not None and now >= until:
-                for pipe in (process.stdout, process.stderr):
-                    if pipe is not None:
-                        pipe.close()
-                # The exception carries all the output read so far, as bytes whatever the mode.
-                return _decoded(expired.stdout), _decoded(expired.stderr)
-            elif now >= deadline:
-                raise subprocess.TimeoutExpired(process.args, timeout_s) from None
+            until = deadline if exited_at is None else min(deadline, exited_at + PIPE_DRAIN_S)
+            if now >= until:
+                if exited_at is None:
+                    raise subprocess.TimeoutExpired(process.args, timeout_s)
+                break  # what still holds the pipes is not the command: its output is what was read
+            for key, _events in selector.select(min(until - now, _EXIT_POLL_S)):
+                data = os.read(key.fd, _READ_CHUNK)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    continue
+                sizes[key.fd] += len(data)
+                if sizes[key.fd] > MAX_OUTPUT_BYTES:
+                    raise OutputTooLarge(names[key.fd])
+                chunks[key.fd].append(data)
+    if exited_at is None:
+        # It closed its output before it exited: wait for the exit, within the deadline.
+        process.wait(timeout=max(deadline - time.monotonic(), 0))
+    out, err = (b"".join(chunks.get(pipe.fileno(), [])) if pipe is not None else b""
+                for pipe in (process.stdout, process.stderr))
+    return _decoded(out), _decoded(err)
 
 
-def _decoded(data: bytes | str | None) -> str:
-    if data is None:
-        return ""
-    return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
+def _decoded(data: bytes) -> str:
+    """Text as ``subprocess`` gives it in text mode: UTF-8 (bad bytes replaced), universal newlines."""
+    return data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _private_home(argv: Sequence[str]) -> str | None:
@@ -586,8 +624,6 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        encoding="utf-8",
-        errors="replace",
         env=env,
         process_group=0,  # its own group, so that the group can be killed as a whole
         # The thread that starts influxctl is the one that waits for it (this call returns only once
@@ -595,24 +631,17 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
         preexec_fn=die_with_parent(death_signal),  # noqa: PLW1509  (resolved before fork, takes no lock)
     )
     try:
-        try:
-            stdout, stderr = _communicate(process, timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
-            try:
-                process.communicate(timeout=PIPE_DRAIN_S)
-            except subprocess.TimeoutExpired:
-                # A process the command started in a session of its own (a wrapper script's
-                # `setsid ... &`) outlives the group kill and holds the pipes: stop reading rather
-                # than wait for it, which could be for ever.
-                for pipe in (process.stdout, process.stderr):
-                    if pipe is not None:
-                        pipe.close()
-            raise
+        stdout, stderr = _communicate(process, timeout_s)
     finally:
-        # Also on success (a grandchild may linger) and on any exception (KeyboardInterrupt,
-        # SystemExit from a signal handler): nothing of this call keeps running.
+        # Also on success (a grandchild may linger) and on any exception (a timeout, too much
+        # output, KeyboardInterrupt, SystemExit from a signal handler): nothing of this call keeps
+        # running. Its output is not read any further: a process the command started in a session
+        # of its own (a wrapper script's `setsid ... &`) outlives the group kill and may hold the
+        # pipes for ever.
         _kill_group(process)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
         if process.poll() is None:
             process.kill()
             process.wait()
@@ -636,6 +665,13 @@ def _map_errors(command: str, binary: str, timeout_s: float) -> Iterator[None]:
         yield
     except subprocess.TimeoutExpired:
         raise TransientError(ERR_TIMEOUT.format(command=command, timeout=timeout_s), hint=HINT_TIMEOUT) from None
+    except OutputTooLarge as exc:
+        message = ERR_TOO_MUCH_OUTPUT.format(command=command, limit=MAX_OUTPUT_BYTES // 2**20, stream=exc.stream)
+        if start_deadline() is not None:
+            # A create or a revoke stopped mid-way may have taken effect: not a definite refusal (the
+            # engine searches a mint's tag, and a revocation is confirmed by the listing).
+            raise TransientError(message + "; it may have taken effect", hint=HINT_TOO_MUCH_OUTPUT) from None
+        raise IssuerOutputError(message, hint=HINT_TOO_MUCH_OUTPUT) from None
     except OSError as exc:
         message = ERR_NOT_STARTED.format(binary=binary, reason=exc.strerror or type(exc).__name__)
         if exc.errno in _TRANSIENT_ERRNOS:
