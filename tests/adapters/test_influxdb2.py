@@ -338,6 +338,60 @@ def test_a_credential_without_authorization_permissions(
     assert not isinstance(err.value, TransientError)
 
 
+#: What a minting credential needs besides the permissions it grants: rw authorizations, rw the user.
+MANAGES = [
+    {"action": a, "resource": {"type": "authorizations", "orgID": ORG_ID}} for a in ("read", "write")
+] + [{"action": a, "resource": {"type": "users"}} for a in ("read", "write")]
+
+
+def test_a_credential_cannot_grant_a_permission_it_does_not_hold(
+    influxdb2_fake: InfluxDB2Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OSS (authorizer.VerifyPermissions) answers 403 for a permission the credential lacks itself: the
+    error names it whole (the operator must see what to grant) and the hint says what to do."""
+    writes_only, _ = influxdb2_fake.add_authorization("manages tokens, writes the bucket", [*MANAGES, *WRITE_ONLY])
+    monkeypatch.setenv(ADMIN_ENV, writes_only)
+    with pytest.raises(PermanentError) as err:
+        make(influxdb2_fake.url).mint(request(), None)
+    assert f"HTTP 403: permission read:orgs/{ORG_ID}/buckets/{BUCKET_ID} is not allowed" in str(err.value)
+    assert "only permissions it holds itself" in err.value.hint and "`permissions`" in err.value.hint
+    assert not isinstance(err.value, TransientError)
+    assert writes_only not in str(err.value) + err.value.hint
+    assert [a["description"] for a in influxdb2_fake.authorizations()][1:] == ["manages tokens, writes the bucket"]
+
+
+@pytest.mark.parametrize(("held", "granted"), [
+    (READ_WRITE_BUCKET, True),  # the same permissions
+    ([{"action": a, "resource": {"type": "buckets", "orgID": ORG_ID}} for a in ("read", "write")], True),  # the org's
+    ([{"action": a, "resource": {"type": "buckets"}} for a in ("read", "write")], True),  # every bucket
+    ([{"action": a, "resource": {"type": "buckets", "id": "ffffffffffffffff", "orgID": ORG_ID}}
+      for a in ("read", "write")], False),  # another bucket
+    ([{"action": a, "resource": {"type": "buckets", "orgID": "ffffffffffffffff"}} for a in ("read", "write")], False),
+])  # fmt: skip
+def test_the_fake_matches_a_granted_permission_as_oss_does(
+    influxdb2_fake: InfluxDB2Fake, monkeypatch: pytest.MonkeyPatch, held: list[dict[str, Any]], granted: bool
+) -> None:
+    """Permission.Matches: same action and type, then no org and id (every one), the org only, or the id."""
+    value, _ = influxdb2_fake.add_authorization("the credential", [*MANAGES, *held])
+    monkeypatch.setenv(ADMIN_ENV, value)
+    if granted:
+        make(influxdb2_fake.url).mint(request(), None)
+    else:
+        with pytest.raises(PermanentError, match=r"HTTP 403: permission read:orgs/\S+/buckets/\S+ is not allowed"):
+            make(influxdb2_fake.url).mint(request(), None)
+
+
+def test_a_template_s_permissions_must_be_held_by_the_credential(
+    influxdb2_fake: InfluxDB2Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, template_id = influxdb2_fake.add_authorization("template", READ_WRITE_BUCKET)
+    value, _ = influxdb2_fake.add_authorization("the credential", [*MANAGES, *WRITE_ONLY])
+    monkeypatch.setenv(ADMIN_ENV, value)
+    with pytest.raises(PermanentError) as err:
+        make(influxdb2_fake.url, copy_from_authorization_id=template_id).mint(request(), None)
+    assert "HTTP 403" in str(err.value) and "copy_from_authorization_id" in err.value.hint
+
+
 @pytest.mark.parametrize(
     ("operation", "status", "call", "error"),
     [

@@ -849,3 +849,13 @@ def test_the_confirming_get_must_be_about_the_revoked_token(tmp_path, answered_i
     else:
         with pytest.raises(IssuerOutputError, match="is not database token 55555555-5555-4555-8555-555555555555"):
             issuer.revoke("55555555-5555-4555-8555-555555555555", None)
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:30:00-01:00", "0001-01-01T00:30:00+01:00"])
+def test_a_time_whose_utc_is_past_what_a_datetime_holds_is_an_issuer_output_error(tmp_path, when):
+    """A valid RFC 3339 text whose UTC time falls outside years 1-9999: the module's output error, not
+    an OverflowError."""
+    token = {"id": "55555555-5555-4555-8555-555555555555", "description": "x", "createdAt": when}
+    issuer = mocked_issuer(tmp_path, lambda request: httpx.Response(200, json=[token]))
+    with pytest.raises(IssuerOutputError, match="`createdAt` is out of range"):
+        issuer.list_tokens(None)

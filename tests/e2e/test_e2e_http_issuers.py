@@ -210,6 +210,7 @@ def test_influxdb2_a_credential_that_cannot_read_the_user_never_marks_a_live_tok
         sc = scenario("influxdb2", tmp_path, openbao, fake)
         blind = [{"action": a, "resource": {"type": "authorizations", "orgID": ORG_ID}} for a in ("read", "write")]
         blind.append({"action": "write", "resource": {"type": "users", "id": USER_ID}})
+        blind += APP_PERMISSIONS  # InfluxDB grants only what the credential holds itself
         limited, _ = fake.add_authorization("rotator credential without read on the user", blind)
         (tmp_path / "influx-admin").write_text(limited)
         sc.secrets.add(limited)

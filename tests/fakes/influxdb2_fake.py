@@ -34,7 +34,12 @@ Behaviour, as documented (facts file §4, the spec's descriptions) and, where si
   (``AuthorizeFind*``, authorizer/authorize_find.go): ``GET /api/v2/buckets`` and ``GET
   /api/v2/authorizations`` answer **200 with an empty list**;
 - a permission whose ``resource.orgID`` is not the authorization's ``orgID``, or an unknown
-  ``orgID`` -> 400 ``invalid``.
+  ``orgID`` -> 400 ``invalid``;
+- a credential grants only what it holds itself: ``POST /api/v2/authorizations`` asking for a
+  permission the caller's own set does not match -> **403** ``{"code": "forbidden", "message":
+  "permission read:orgs/<org>/buckets/<id> is not allowed"}`` (authorizer/authorization.go
+  CreateAuthorization -> VerifyPermissions, EForbidden; matched as ``Permission.Matches`` does,
+  the resource written as ``Resource.Path`` does).
 
 Faults: :meth:`fail_next` (``create``, ``list``, ``get``, ``patch``, ``delete``, ``buckets``, ``me``;
 optionally with response headers such as ``Retry-After``),
@@ -80,8 +85,8 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "me": ("GET", "/api/v2/me"),
 }
 _ID = re.compile(r"^[0-9a-f]{16}$")
-_CODES = {400: "invalid", 401: "unauthorized", 404: "not found", 409: "conflict", 429: "too many requests",
-          500: "internal error", 503: "unavailable"}  # fmt: skip
+_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not found", 409: "conflict",
+          429: "too many requests", 500: "internal error", 503: "unavailable"}  # fmt: skip
 #: OSS's error for any permission check of an inactive token (Authorization.PermissionSet).
 INACTIVE = "token is inactive"
 ALL_TYPES = ("authorizations", "buckets", "dashboards", "orgs", "tasks", "telegrafs", "users", "variables")
@@ -101,6 +106,29 @@ def _new_value() -> str:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> FakeResponse:
     return json_response(status, {"code": _CODES.get(status, "internal error"), "message": message}, headers)
+
+
+def _permission_text(perm: dict[str, Any]) -> str:
+    """``read:orgs/<org>/buckets/<id>``: a permission as OSS writes it (Permission.String, Resource.Path)."""
+    res = perm["resource"]
+    path = res["type"] if res.get("id") is None else f"{res['type']}/{res['id']}"
+    if res.get("orgID") is not None:
+        path = f"orgs/{res['orgID']}/{path}"
+    return f"{perm['action']}:{path}"
+
+
+def _matches(held: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether the permission ``held`` covers ``wanted``, as OSS's Permission.Matches decides: same
+    action and type; then a held one without org and id covers every resource of the type, one with
+    an org only every resource of that org, one with an id that resource (its org not compared)."""
+    have, want = held["resource"], wanted["resource"]
+    if held["action"] != wanted["action"] or have["type"] != want["type"]:
+        return False
+    if have.get("orgID") is None and have.get("id") is None:
+        return True
+    if have.get("id") is None:
+        return want.get("orgID") is not None and want.get("orgID") == have.get("orgID")
+    return want.get("id") is not None and want.get("id") == have.get("id")
 
 
 @dataclass
@@ -297,7 +325,10 @@ class InfluxDB2Fake(ServedFake):
             return caller.refusal(f"write:users/{owner}")
         for perm in body["permissions"]:
             if perm["resource"].get("orgID") not in (None, org_id):
-                return _error(400, f"permission {perm['action']}:{perm['resource']['type']} is not for org id {org_id}")
+                return _error(400, f"permission {_permission_text(perm)} is not for org id {org_id}")
+        for perm in body["permissions"]:
+            if not any(_matches(held, perm) for held in caller.permissions):
+                return _error(403, f"permission {_permission_text(perm)} is not allowed")
         auth, value = self._new_auth(
             body.get("description", ""), body["permissions"], body.get("status", "active"),
             body.get("userID", caller.user_id), activation=True,

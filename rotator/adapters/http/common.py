@@ -149,6 +149,11 @@ _TRANSIENT_STATUS = frozenset({408, 425, 429})
 #: Token-shaped strings redacted from server error text even when the REDACTOR does not know them:
 #: InfluxDB 3 tokens (``apiv3_`` + base64) and long base64/hex runs such as v2 tokens.
 _TOKEN_SHAPES = re.compile(r"apiv[0-9]_[A-Za-z0-9+/=_-]{8,}|[A-Za-z0-9+/_-]{40,}={0,2}")
+#: A resource as InfluxDB v2 writes it in a refusal (``permission read:orgs/<org id>/buckets/<id> is
+#: not allowed``; Resource.Path): a type name and 16-hex ids between slashes, at least one slash.
+#: Past 40 characters it has the shape of a standard-base64 token, but it is what the operator must
+#: read to grant the missing permission; a random token has this exact form with odds below 2^-40.
+_RESOURCE_PATH = re.compile(r"orgs/[0-9a-f]{16}/[a-z][A-Za-z]*(?:/[0-9a-f]{16})?|[a-z][A-Za-z]*/[0-9a-f]{16}")
 #: One word of printable ASCII: what an API token is, and all an HTTP header carries without h11
 #: refusing it (a refusal that would surface as "cannot reach the server", retried for ever).
 _HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")
@@ -608,7 +613,7 @@ def wait_asked(seconds: float | None) -> str:
 
 def bad_token_id(token_id: str, issuer: str, expected: str) -> BadTokenId:
     """The error for a token id that does not have ``issuer``'s id format (``expected`` says which)."""
-    shown = repr(_TOKEN_SHAPES.sub("***", REDACTOR.redact(str(token_id)))[:80])
+    shown = repr(_mask_shapes(_TOKEN_SHAPES, REDACTOR.redact(str(token_id)))[:80])
     return BadTokenId(
         f"{issuer}: token id {shown} is not {expected}; rotator sends no such id to the server",
         hint="the id came from rotator's journal or a store payload: check it (`rotator status`, the store's "
@@ -877,8 +882,13 @@ def error_text(
 def redact_detail(text: str, *, shapes: re.Pattern[str] = _TOKEN_SHAPES, limit: int = _MAX_DETAIL) -> str:
     """Server text fit for a message: known secrets and words of the token ``shapes`` removed, cut at
     ``limit``, control characters written out (the message reaches terminals and log files)."""
-    text = one_line(shapes.sub("***", REDACTOR.redact(text.strip())))
+    text = one_line(_mask_shapes(shapes, REDACTOR.redact(text.strip())))
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _mask_shapes(shapes: re.Pattern[str], text: str) -> str:
+    """``text`` with every match of ``shapes`` replaced by ``***``, but for an InfluxDB resource path."""
+    return shapes.sub(lambda found: found[0] if _RESOURCE_PATH.fullmatch(found[0]) else "***", text)
 
 
 def _call(request: httpx.Request | None) -> str:
@@ -1005,5 +1015,8 @@ def parse_time(value: object, where: str) -> datetime | None:
     except ValueError:
         raise IssuerOutputError(f"{where} is not an RFC 3339 time") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC)
+    try:  # 9999-12-31T23:30:00-01:00 is a valid text whose UTC time is past the year 9999
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise IssuerOutputError(f"{where} is out of range") from None

@@ -2,8 +2,10 @@
 
 - **mint**: ``POST /api/v2/authorizations`` -> 201 with ``orgID``, the run's description (which
   carries the tag ``rotator:<policy>:<run id>``) and the permissions from the policy, or copied
-  from a template authorization (``copy_from_authorization_id``). v2 authorizations have no
-  expiry: a token lives until it is made inactive or deleted, so rotator's revocation is its end.
+  from a template authorization (``copy_from_authorization_id``). The credential grants only
+  what it holds itself: OSS answers 403 ``permission <action>:<resource> is not allowed`` for any
+  other permission. v2 authorizations have no expiry: a token lives until it is made inactive or
+  deleted, so rotator's revocation is its end.
 - **verify**: ``GET /api/v2/buckets?limit=1`` with ``Authorization: Token <new token>``: a
   bucket in the answer proves the token active; an unknown token gets 401, retried until
   ``verify_timeout``. An empty list proves nothing (OSS answers an *inactive* token so too), and
@@ -120,6 +122,13 @@ HINT_401 = (
     "the credential is not accepted, or lacks a permission (InfluxDB v2 answers 401 for both): it needs "
     "read and write on authorizations, and read and write on the user new tokens belong to; see "
     "docs/issuers.md#influxdb2"
+)
+#: OSS refuses to grant what the credential does not hold itself (authorizer.VerifyPermissions: 403
+#: ``permission <action>:<resource> is not allowed``): the one 403 of these calls.
+HINT_403_MINT = (
+    "the credential may grant only permissions it holds itself: give it every permission new tokens get (those in "
+    "`permissions`, or the template authorization's with copy_from_authorization_id); the message names the "
+    "missing one; see docs/issuers.md#influxdb2"
 )
 HINT_TEMPLATE = "check copy_from_authorization_id: the template authorization must exist and be readable"
 HINT_INVALID = "the server refused the request; check org_id, user_id and the permissions against docs/issuers.md"
@@ -239,7 +248,7 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
         if self.settings.user_id is not None:
             body["userID"] = self.settings.user_id
         what = "create authorization"
-        with map_http_errors(what, hints={401: HINT_401, 400: HINT_INVALID}):
+        with map_http_errors(what, hints={401: HINT_401, 400: HINT_INVALID, 403: HINT_403_MINT}):
             response = expect(self._send("POST", AUTHORIZATIONS, json=body, headers=auth_header("Token", auth)), 201)
         answer, value = _split(json_body(response, what, created="an authorization"), what)
         auth_id = answer.get("id")

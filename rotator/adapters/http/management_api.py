@@ -749,7 +749,10 @@ class ManagementApiIssuer:
             raise self._output_error(op, f"{where} is not an RFC 3339 time") from None
         if parsed.tzinfo is None:
             raise self._output_error(op, f"{where} has no time zone")
-        return parsed.astimezone(UTC)
+        try:  # 9999-12-31T23:30:00-01:00 is a valid text whose UTC time is past the year 9999
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise self._output_error(op, f"{where} is out of range") from None
 
 
 if TYPE_CHECKING:  # static conformance: mypy checks ManagementApiIssuer against the Issuer Protocol
