@@ -271,19 +271,20 @@ token = {{ file = "vault-token" }}
     # -- the issuer-independent invariant checks ----------------------------------------------
     def assert_no_leak(self, values: Iterable[str],
                        message: str = "invariant 4: a token value leaked into output, logs or the journal", *,
-                       issued: Mapping[str, str] | None = None) -> None:
-        """No value of ``values`` in anything rotator wrote. ``issued`` (``{sha256 hex: token id}``: every
+                       issued: Mapping[str, str] | None = None, digest: Callable[[str], str] | None = None) -> None:
+        """No value of ``values`` in anything rotator wrote. ``issued`` (``{digest: token id}``: every
         token the issuer holds, revoked or not) catches the values the test never saw, e.g. a candidate
         discarded before it was published: each token-shaped string (:data:`TOKEN_SHAPES`) in what
-        rotator wrote is hashed and must not be one of them."""
+        rotator wrote is hashed with ``digest`` (default: sha256 hex, as the fake influxctl keeps it)
+        and must not be one of them."""
         written = self.written()
         for value in values:
             for text in written.values():
                 assert value not in text, message
         if issued:
             # Where and which token, never the value: the failure message is printed.
-            leaks = sorted({(where, issued[digest]) for where, text in written.items()
-                            for digest in map(_sha256, _token_shaped(text)) if digest in issued})
+            leaks = sorted({(where, issued[hashed]) for where, text in written.items()
+                            for hashed in map(digest or _sha256, _token_shaped(text)) if hashed in issued})
             assert not leaks, f"{message}: (where, token id) {leaks}"
 
     def assert_no_leftover_configs(self) -> None:
@@ -321,9 +322,12 @@ token = {{ file = "vault-token" }}
 
 #: The shapes of the values the fakes issue (rotator/sandbox/influxctl_state.py, and the same in
 #: tests/fakes/management_api_fake.py): a management token is "M.V1." + 43 base64 characters, a
-#: database token "apiv1_" + 86 (standard alphabet, padding dropped). A lookahead, so that matches may
-#: overlap: a token glued to more base64 characters is still found at its start.
-TOKEN_SHAPES = re.compile(r"(?=(M\.V1\.[A-Za-z0-9+/]{43}|apiv1_[A-Za-z0-9+/]{86}))")
+#: database token "apiv1_" + 86 (standard alphabet, padding dropped); the HTTP fakes' (64 random bytes
+#: in base64 each): InfluxDB 3 "apiv3_" + 88 with padding, InfluxDB v2 88 URL-safe characters ending
+#: in "==". A lookahead, so that matches may overlap: a token glued to more base64 characters is still
+#: found at its start.
+TOKEN_SHAPES = re.compile(
+    r"(?=(M\.V1\.[A-Za-z0-9+/]{43}|apiv1_[A-Za-z0-9+/]{86}|apiv3_[A-Za-z0-9+/]{86}==|[A-Za-z0-9_-]{86}==))")
 
 
 def _token_shaped(text: str) -> set[str]:

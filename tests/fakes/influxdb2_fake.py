@@ -176,6 +176,9 @@ class InfluxDB2Fake(ServedFake):
         self.hashed_tokens = hashed_tokens
         self.activation_delay_s = 0.0
         self._auths: dict[str, _Auth] = {}
+        #: Every value's sha256 this fake ever issued, deleted since or not -> its id (the leak check
+        #: hashes what rotator wrote: tests/harness.py assert_no_leak's ``issued``)
+        self._issued: dict[str, str] = {}
         #: Ids deleted so far, in order.
         self.deleted: list[str] = []
         #: When each id was made inactive through the API (PATCH), the first time.
@@ -199,6 +202,11 @@ class InfluxDB2Fake(ServedFake):
         """Every authorization as the API shows it, never with its value."""
         with self.api.lock:
             return [self._view(a, with_value=False) for a in self._auths.values()]
+
+    def issued(self) -> dict[str, str]:
+        """``{sha256 hex of the value: id}`` of every authorization this fake ever issued (no value)."""
+        with self.api.lock:
+            return dict(self._issued)
 
     def authorization(self, auth_id: str) -> dict[str, Any] | None:
         return next((a for a in self.authorizations() if a["id"] == auth_id), None)
@@ -261,6 +269,7 @@ class InfluxDB2Fake(ServedFake):
             value=None if self.hashed_tokens else value,
         )  # fmt: skip
         self._auths[auth_id] = auth
+        self._issued[auth.hash] = auth_id
         return auth, value
 
     def _by_value(self, value: str) -> _Auth | None:

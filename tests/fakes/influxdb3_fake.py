@@ -250,6 +250,9 @@ class InfluxDB3Fake(ServedFake):
         self.deleted: list[str] = []
         self.deleted_at: dict[str, datetime] = {}
         self._tokens: dict[int, _Token] = {}
+        #: Every value's hash this fake ever issued, deleted or regenerated since -> the token's name
+        #: (the leak check hashes what rotator wrote: tests/harness.py assert_no_leak's ``issued``)
+        self._issued: dict[str, str] = {}
         self._next_id = 0
         #: The operator token's current value (tests only; the server itself keeps no value).
         self.operator_value = self._create("_admin", ADMIN, None, activation=False)[1]
@@ -302,6 +305,11 @@ class InfluxDB3Fake(ServedFake):
                 return "not active yet"
             return None
 
+    def issued(self) -> dict[str, str]:
+        """``{token_hash(value): name}`` of every value this fake ever issued (no value)."""
+        with self.api.lock:
+            return dict(self._issued)
+
     def recover_operator(self) -> str:
         """What ``influxdb3 serve --admin-token-recovery-http-bind`` + ``create token --admin --regenerate
         --host <recovery address>`` do out of band (that endpoint is in no spec): a new _admin value."""
@@ -310,6 +318,7 @@ class InfluxDB3Fake(ServedFake):
             assert token is not None
             value = new_value()
             token.hash, token.updated_at = token_hash(value), self.now()
+            self._issued[token.hash] = token.name
             self.operator_value = value
             return value
 
@@ -346,6 +355,7 @@ class InfluxDB3Fake(ServedFake):
         )  # fmt: skip
         self._next_id += 1
         self._tokens[token.id] = token
+        self._issued[token.hash] = name
         return token, value
 
     def _by_value(self, value: str) -> _Token | None:
@@ -427,6 +437,7 @@ class InfluxDB3Fake(ServedFake):
             return json_response(401, {"error": "only the operator token can regenerate _admin", "data": None})
         value = new_value()
         token.hash, token.updated_at = token_hash(value), self.now()
+        self._issued[token.hash] = token.name
         self.operator_value = value
         return json_response(201, self._created(token, value))
 
