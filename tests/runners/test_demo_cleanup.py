@@ -128,10 +128,12 @@ def test_a_temporary_directory_that_cannot_run_programs_is_named_with_its_fix(
 
 
 def _fake_bao(folder: Path) -> Path:
-    """A bao that logs its arguments (the root token among them) and dev mode's unseal key line, then fails."""
+    """A bao that logs its arguments, dev mode's root token line (the token from its environment) and
+    unseal key line, then fails."""
     folder.mkdir()
     path = folder / "bao"
-    path.write_text('#!/bin/sh\nfor a in "$@"; do echo "arg $a"; done\necho "Unseal Key: UNSEAL-SECRET"\n'
+    path.write_text('#!/bin/sh\nfor a in "$@"; do echo "arg $a"; done\necho "Root Token: $BAO_DEV_ROOT_TOKEN_ID"\n'
+                    'echo "Unseal Key: UNSEAL-SECRET"\n'
                     'echo "Error initializing listener: permission denied"\nexit 1\n', encoding="utf-8")
     path.chmod(0o700)
     return path
@@ -161,7 +163,7 @@ def test_an_openbao_that_does_not_start_is_named_with_what_to_check(
     if how == "exits":
         assert "bao exited with status 1" in err
         assert "  Error initializing listener: permission denied" in err and "read its log above" in err
-        assert "arg -dev-root-token-id=***" in err and "Unseal Key: ***" in err
+        assert "Root Token: ***" in err and "Unseal Key: ***" in err and "arg -dev-root-token" not in err
         assert "UNSEAL-SECRET" not in err
     assert _left_under(tmp) == []
     assert started and all(p.poll() is not None for p in started)
