@@ -861,6 +861,8 @@ def _verify(cur: Cursor) -> ChainReport:
     prunes: list[Mapping[str, Any]] = []
     expected = head if record is None else (head[0], head[1], record.count)
     report = verify_rows(_pages(cur, prunes), expected, unchained, checkpoint)
+    if report.ok:
+        _check_every_link_walked(cur, report)
     if report.ok and record is not None and head[2] != record.count:
         report.ok, report.head_at = False, None
         report.problem = (f"the chain's head row (audit_head) counts {head[2]} event(s) without a chain link, and "
@@ -892,6 +894,32 @@ def _verify(cur: Cursor) -> ChainReport:
             if not report.ok:
                 report.head_at = None
     return report
+
+
+def _check_every_link_walked(cur: Cursor, report: ChainReport) -> None:
+    """Break ``report`` unless the walk checked every linked row. The walk reads a page after the last
+    seq of the one before, so a second row carrying a seq already walked (possible once the unique
+    index on seq is dropped) is read by no page when it sits at a page's end, and the report would
+    take it as evidence: a forged `revoke_old ok` showing a failed revocation done. (A row before the
+    checkpoint, or a second row inside a page, already broke the walk.)"""
+    total = int(cur.execute("SELECT COUNT(*) FROM events WHERE seq IS NOT NULL").fetchone()[0])
+    if total == report.checked:
+        return
+    report.ok, report.head_at = False, None
+    twin = cur.execute("SELECT seq, COUNT(*) FROM events WHERE seq IS NOT NULL GROUP BY seq HAVING COUNT(*) > 1 "
+                       "ORDER BY seq LIMIT 1").fetchone()  # fmt: skip
+    if twin is None:  # (not seen: the count and the walk read one snapshot)
+        report.problem = (f"the journal holds {total} linked event(s) and the chain links {report.checked}: rows "
+                          "were inserted outside rotator")
+        report.broken = {"linked_rows": total, "checked": report.checked}
+        return
+    rows = cur.execute("SELECT at, policy, step, result FROM events WHERE seq = ? ORDER BY at",
+                       (twin[0],)).fetchall()  # fmt: skip
+    shown = "; ".join(f"{_q(r[1])} {_q(r[2])} {_q(r[3])} at {_q(r[0])}" for r in rows[:5])
+    report.problem = (f"{int(twin[1])} events carry seq {_q(twin[0])} ({shown}), which one link only may carry: rows "
+                      "were inserted outside rotator, which writes each seq once under the unique index events_seq "
+                      f"(dropped or replaced since); {total - report.checked} row(s) in all are not links of the chain")
+    report.broken = {"seq": twin[0], "rows": int(twin[1]), "linked_rows": total, "checked": report.checked}
 
 
 def _check_earlier_checkpoints(cur: Cursor, latest: Checkpoint, report: ChainReport) -> None:
@@ -1106,11 +1134,11 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             start_seq = previous.seq if previous else 0
             end_seq = min(start_seq + batch, last_pruned)
             rows = _event_rows(cur, start_seq, end_seq) if end_seq > start_seq else []
-            last_published, token_since = _carried(cur, previous) if rows else ({}, {})
+            last_published, token_since, token_ids = _carried_all(cur, previous) if rows else ({}, {}, {})
             final = end_seq >= last_pruned
             # found here, deleted after the write transaction below, which holds the head only briefly
             found = {_RUNS: _prunable_keys(cur, _RUNS, cutoff)} if final else {}
-        made = (_checkpoint_for(rows, previous, last_published, end_seq, now, token_since)
+        made = (_checkpoint_for(rows, previous, last_published, end_seq, now, token_since, token_ids)
                 if end_seq > start_seq else None)
         counts = {"events": 0, "runs": len(found.get(_RUNS, ())), "revocations": 0}
         with journal.audit_transaction() as (cur, lock_head):
@@ -1167,10 +1195,12 @@ def _event_rows(cur: Cursor, start_seq: int, end_seq: int, lock: str = "") -> li
 
 
 def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None, last_published: dict[str, str],
-                    end_seq: int, now: str, token_since: dict[str, str] | None = None) -> Checkpoint:  # fmt: skip
+                    end_seq: int, now: str, token_since: dict[str, str] | None = None,
+                    token_ids: dict[str, str] | None = None) -> Checkpoint:  # fmt: skip
     """The checkpoint after pruning ``rows`` (the links after ``previous`` up to ``end_seq``), once they
     check out as unedited links of the chain (ValueError if not). ``last_published``: each policy's
-    last publish time before them (:func:`_last_published`)."""
+    last publish time before them (:func:`_last_published`); ``token_ids``: the id of the token it
+    published then, where the checkpoints record it (:func:`_carried_all`)."""
     start_seq, prev = (previous.seq, previous.hash) if previous else (0, GENESIS)
     events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
     walk = _walk(events, start_seq, prev)
@@ -1178,7 +1208,7 @@ def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None
         walk.problem = f"the chain ends at seq {start_seq + walk.checked}, before seq {end_seq}"
     if walk.problem is not None:
         raise _changed(f"from seq {start_seq + 1}", walk.problem)
-    detail = _summary(events, last_published, token_since, full=_writes_full_map(previous))
+    detail = _summary(events, last_published, token_since, full=_writes_full_map(previous), token_ids=token_ids)
     # The chain vouches for the latest checkpoint only (its `prune` event); each one vouches for the
     # one before it, so an edited or removed earlier checkpoint shows too (_check_earlier_checkpoints).
     # `at`: the checkpoint row's time, which its digest (in the chained `prune` event) then covers too
@@ -1294,6 +1324,9 @@ LAST_PUBLISHED_ELSEWHERE = "last_published_elsewhere"
 #: before its publication (a bootstrapped token's creation at the issuer), for those policies; a
 #: summary's own policies have it as their entry's ``token_since``
 TOKEN_SINCE_ELSEWHERE = "token_since_elsewhere"
+#: a checkpoint's detail key, beside those two: the id of the token then current, for those policies
+#: (where known); a summary's own policies have it as their entry's ``token_id``
+TOKEN_ID_ELSEWHERE = "token_id_elsewhere"
 #: a checkpoint's detail key (true) in place of those two: the policies without an event in its range
 #: have their last publish in the earlier checkpoints' summaries, back to one with a full copy or to
 #: the first. A policy's carried values change only with its own events, which its summary holds, so
@@ -1314,16 +1347,22 @@ def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str],
-             token_since: Mapping[str, str] | None = None, *, full: bool = False) -> dict[str, Any]:  # fmt: skip
+             token_since: Mapping[str, str] | None = None, *, full: bool = False,
+             token_ids: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     """Per policy over the pruned events: rotations, revocations, failures, the longest a published
-    token lived before the next one (max token age, seconds), and the last publish time (carried on:
+    token lived before the next one (max token age, seconds), the last publish time (carried on:
     ``last_published`` is each policy's before these events; ``token_since``, when its token then
-    began to age where that was earlier, a bootstrapped token's creation). ``full``: the other
-    policies' carried values too (:data:`LAST_PUBLISHED_ELSEWHERE`), else :data:`ELSEWHERE_IN_EARLIER`."""
+    began to age where that was earlier, a bootstrapped token's creation) and that token's id
+    (``token_id``; carried on from ``token_ids``). A publication of the token already current (the
+    same bootstrap run again) is no rotation: its token ages on from its first publication.
+    ``full``: the other policies' carried values too (:data:`LAST_PUBLISHED_ELSEWHERE`), else
+    :data:`ELSEWHERE_IN_EARLIER`."""
     policies: dict[str, dict[str, Any]] = {}
     #: per policy, when its current token was created where that is before its publication (a
     #: bootstrapped token's creation, from its event): its age counts from then
     created: dict[str, str] = dict(token_since or {})
+    #: per policy, the id of its current token, where known
+    current: dict[str, str] = dict(token_ids or {})
     for row in rows:
         if row["step"] == "prune":
             continue
@@ -1333,6 +1372,14 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
         })  # fmt: skip
         step, result = row["step"], row["result"]
         if step in ("published", "bootstrap") and result == "ok":
+            token = _detail_of(row).get("token_id")
+            token = token if isinstance(token, str) and token else None
+            if token is not None and current.get(str(row["policy"])) == token:
+                continue  # published again, not replaced: no rotation, and its age runs on
+            if token is not None:
+                current[str(row["policy"])] = token
+            else:
+                current.pop(str(row["policy"]), None)
             entry["rotations"] += 1
             since = created.pop(str(row["policy"]), None) or entry["last_published_at"]
             if since:
@@ -1349,6 +1396,9 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     for name, since in created.items():
         if name in policies:
             policies[name]["token_since"] = since
+    for name, token in current.items():
+        if name in policies:
+            policies[name]["token_id"] = token
     detail = {
         "events": len(rows),
         "from": rows[0]["at"] if rows else None,
@@ -1363,6 +1413,9 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     elsewhere = {k: v for k, v in sorted(created.items()) if k not in policies}
     if elsewhere:
         detail[TOKEN_SINCE_ELSEWHERE] = elsewhere
+    tokens = {k: v for k, v in sorted(current.items()) if k not in policies}
+    if tokens:
+        detail[TOKEN_ID_ELSEWHERE] = tokens
     return detail
 
 
@@ -1381,19 +1434,28 @@ def pruned_current(newest_first: Iterable[Checkpoint]) -> dict[str, tuple[str, s
     """Policy -> (its last publish time among the pruned events, when that token began to age if
     earlier: a bootstrapped token's creation, else None), from the checkpoints (newest first): their
     summaries, back to the first with a full copy (:data:`LAST_PUBLISHED_ELSEWHERE`), else all of them."""
-    found: dict[str, tuple[str, str | None]] = {}
+    return {name: (at, since) for name, (at, since, _token) in _pruned_state(newest_first).items()}
+
+
+def _pruned_state(newest_first: Iterable[Checkpoint]) -> dict[str, tuple[str, str | None, str | None]]:
+    """:func:`pruned_current`, with the id of each policy's token then (None where no checkpoint
+    records it: those written before checkpoints did)."""
+    found: dict[str, tuple[str, str | None, str | None]] = {}
     for checkpoint in newest_first:
         for name, entry in checkpoint.detail.get("policies", {}).items():
             if isinstance(entry, dict) and entry.get("last_published_at"):
-                since = entry.get("token_since")
-                found.setdefault(str(name), (str(entry["last_published_at"]), str(since) if since else None))
+                since, token = entry.get("token_since"), entry.get("token_id")
+                found.setdefault(str(name), (str(entry["last_published_at"]), str(since) if since else None,
+                                             str(token) if token else None))
         elsewhere = checkpoint.detail.get(LAST_PUBLISHED_ELSEWHERE)
         if isinstance(elsewhere, dict):
             origins = checkpoint.detail.get(TOKEN_SINCE_ELSEWHERE)
             origins = origins if isinstance(origins, dict) else {}
+            tokens = checkpoint.detail.get(TOKEN_ID_ELSEWHERE)
+            tokens = tokens if isinstance(tokens, dict) else {}
             for name, at in elsewhere.items():
-                since = origins.get(name)
-                found.setdefault(str(name), (str(at), str(since) if since else None))
+                since, token = origins.get(name), tokens.get(name)
+                found.setdefault(str(name), (str(at), str(since) if since else None, str(token) if token else None))
             break
     return found
 
@@ -1409,11 +1471,17 @@ def _carried(cur: Cursor, latest: Checkpoint | None) -> tuple[dict[str, str], di
     :func:`pruned_current`). A checkpoint names only its own range's policies (and, written by an
     earlier version, the others' in :data:`LAST_PUBLISHED_ELSEWHERE`): they are merged, newest first,
     back to one with that full copy, else to the first, one row at a time."""
+    return _carried_all(cur, latest)[:2]
+
+
+def _carried_all(cur: Cursor, latest: Checkpoint | None) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """:func:`_carried`, and policy -> the id of that token, where the checkpoints record it."""
     if latest is None:
-        return {}, {}
-    current = pruned_current(itertools.chain([latest], _checkpoints_before(cur, latest.seq)))
-    return ({name: at for name, (at, _since) in current.items()},
-            {name: since for name, (_at, since) in current.items() if since})
+        return {}, {}, {}
+    current = _pruned_state(itertools.chain([latest], _checkpoints_before(cur, latest.seq)))
+    return ({name: at for name, (at, _since, _token) in current.items()},
+            {name: since for name, (_at, since, _token) in current.items() if since},
+            {name: token for name, (_at, _since, token) in current.items() if token})
 
 
 def _digest(detail: Mapping[str, Any]) -> str:

@@ -12,6 +12,7 @@ evidence for an assessor, not a claim of compliance.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import html
 import io
@@ -19,7 +20,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
@@ -150,14 +151,30 @@ class PolicyEvidence:
     #: does not parse): edited outside rotator, and left out of everything else the report computes
     unreadable_runs: list[str] = field(default_factory=list)
     unreadable_revocations: list[str] = field(default_factory=list)
+    #: runs that published the token already current (the same bootstrap run again): no rotation, and
+    #: the token ages on from its first publication
+    republished: list[str] = field(default_factory=list)
+    #: the oldest a token current in the period may have been where pruned history cannot say
+    #: (``max_observed_age_s`` is then the oldest it is known to have been), and why (None: measured)
+    max_age_bound_s: int | None = None
+    age_undecided: str | None = None
+
+    def _within(self, limit: float) -> bool | None:
+        """Whether the period's tokens stayed within ``limit`` seconds: None when no token was current,
+        or when pruned history leaves it open (known older: False; at most that old: True)."""
+        if self.max_observed_age_s is None and self.max_age_bound_s is None:
+            return None
+        if (self.max_observed_age_s or 0) > limit:
+            return False
+        return None if self.max_age_bound_s is not None and self.max_age_bound_s > limit else True
 
     @property
     def within_max_age(self) -> bool | None:
-        return None if self.max_observed_age_s is None else self.max_observed_age_s <= self.max_age_s
+        return self._within(self.max_age_s)
 
     @property
     def within_90d(self) -> bool | None:
-        return None if self.max_observed_age_s is None else self.max_observed_age_s <= CIS_LIMIT.total_seconds()
+        return self._within(CIS_LIMIT.total_seconds())
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -166,10 +183,10 @@ class PolicyEvidence:
             "rotations": sum(1 for r in self.rotations if r.published_at and r.state in RunState.SUCCESS
                              and r.in_chain is not False
                              and self.period[0] <= r.published_at < self.period[1]
-                             and r.run_id not in self.counted_in_pruned)
+                             and r.run_id not in self.counted_in_pruned and r.run_id not in self.republished)
                          # the chain says these published, whatever their rows (missing) say
                          + sum(1 for p in self.publications_without_run
-                               if self.period[0] <= p["at"] < self.period[1]),
+                               if self.period[0] <= p["at"] < self.period[1] and p["run_id"] not in self.republished),
             "rotations_counted_in_pruned": sum(1 for r in self.rotations if r.run_id in self.counted_in_pruned
                                                and r.published_at and self.period[0] <= r.published_at
                                                < self.period[1]),
@@ -184,6 +201,10 @@ class PolicyEvidence:
             "oldest_token_id": self.oldest_token_id,
             "within_max_age": self.within_max_age,
             "within_90d": self.within_90d,
+            # (set where pruned history leaves the age open: the oldest it may have been, and why)
+            "max_age_bound_s": self.max_age_bound_s,
+            "age_undecided": self.age_undecided,
+            "republished": len(self.republished),
             # every run finding, each kind also counted on its own below
             "rotations_not_in_chain": len(self.not_in_chain) + len(self.publications_without_run)
                                       + len(self.unreadable_runs),
@@ -202,8 +223,9 @@ class Evidence:
     journal: str
     chain: audit_chain.ChainReport
     policies: list[PolicyEvidence]
-    #: policies the journal holds events of in the period (or an unfinished revocation) that the
-    #: policy file no longer has: the report cannot show them, and must say so
+    #: policies the journal holds events of in the period (or an unfinished revocation, or a token
+    #: published before the period's end and not revoked before its start) that the policy file no
+    #: longer has: the report cannot show them, and must say so
     not_in_file: list[str] = field(default_factory=list)
 
     # Both lists are printed on a terminal (`rotator report` names them on stderr), and their ids come
@@ -234,13 +256,14 @@ class Evidence:
             "controls": CONTROLS,
             "from": ts(self.start), "to": ts(self.end), "generated_at": ts(self.generated_at),
             "journal": self.journal,
-            "chain": self.chain.as_dict(),
+            # head: what `rotator audit verify --expect` takes (kept from each report; None: broken)
+            "chain": {**self.chain.as_dict(), "head": self.chain.kept_link() if self.chain.ok else None},
             "policies": [
                 {"policy": p.policy, "schedule": p.schedule, "summary": p.summary(),
                  "rotations": [asdict(r) for r in p.rotations], "revocations": [asdict(r) for r in p.revocations],
                  "failures": [asdict(f) for f in p.failures], "pruned": p.pruned,
                  "publications_without_run": p.publications_without_run, "unreadable_runs": p.unreadable_runs,
-                 "unreadable_revocations": p.unreadable_revocations}
+                 "unreadable_revocations": p.unreadable_revocations, "republished_runs": p.republished}
                 for p in self.policies
             ],
             "policies_not_in_file": self.not_in_file,
@@ -250,8 +273,9 @@ class Evidence:
 def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: datetime, now: datetime,
           in_file: Collection[str] | None = None) -> Evidence:  # fmt: skip
     """The evidence of ``policies`` over [start, end). ``in_file``: every policy name of the policy file
-    (default: those of ``policies``); the journal's other policies with events in the period or a
-    revocation not done are listed as not in the file."""
+    (default: those of ``policies``); the journal's other policies with events in the period, a
+    revocation not done, or a token published before the period's end and not revoked before its
+    start (:func:`_policies_with_a_token_left`) are listed as not in the file."""
     if start.year < EARLIEST_YEAR:  # (a default --from, 90 days before a --to early in the year 1000)
         raise ConfigError(f"the period starts before the year {EARLIEST_YEAR}, which the journal cannot hold",
                           hint=f"give a --from from {EARLIEST_YEAR}-01-01 on, e.g. --from 2026-01-01")
@@ -330,10 +354,27 @@ def _build(journal: Journal, policies: Sequence[Policy], start: datetime, end: d
         out.append(_policy_evidence(journal, policy, start, end, now, events, checkpoints,
                                     pruned_publish.get(policy.name), pruned_until, began, (history, cutoff)))
     known = set(in_file if in_file is not None else (p.name for p in policies))
-    seen = {str(e["policy"]) for e in events} | _policies_with_open_revocations(journal)
+    seen = ({str(e["policy"]) for e in events} | _policies_with_open_revocations(journal)
+            | _policies_with_a_token_left(journal, start, end))
     # (named on a terminal by `rotator report`: an event's policy is text the journal holds)
     missing = sorted(one_line(name) for name in seen - known - {audit_chain.JOURNAL_POLICY})
     return Evidence(start, end, now, journal.location, chain, out, missing)
+
+
+def _policies_with_a_token_left(journal: Journal, start: datetime, end: datetime) -> set[str]:
+    """The policies whose last publication before ``end`` published a token no revocation done before
+    ``start`` ended: that token may have been current in the period with no event of it there (a
+    policy removed from the file stops rotating, and its token stays valid)."""
+    success = ", ".join(f"'{state}'" for state in RunState.SUCCESS)
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        rows = cur.execute(
+            "SELECT DISTINCT r.policy FROM runs r JOIN (SELECT policy, MAX(published_at) AS last FROM runs "
+            f"WHERE state IN ({success}) AND published_at IS NOT NULL AND published_at < ? GROUP BY policy) m "
+            f"ON r.policy = m.policy AND r.published_at = m.last WHERE r.state IN ({success}) AND NOT EXISTS "
+            "(SELECT 1 FROM revocations v WHERE v.policy = r.policy AND v.token_id = r.new_token_id "
+            "AND v.state = ? AND v.done_at < ?)", (ts(end), RevocationState.DONE, ts(start)),
+        ).fetchall()
+    return {str(r[0]) for r in rows}
 
 
 def _policies_with_open_revocations(journal: Journal) -> set[str]:
@@ -411,8 +452,11 @@ def _policy_evidence(
         publications, runs_by_id, forged, set(ev.unreadable_runs), lo, hi, pruned_until, history[1])
     # (named once: as the publication the chain holds, which counts, or else as a row)
     ev.unreadable_runs = [r for r in ev.unreadable_runs if r not in {m["run_id"] for m in ev.publications_without_run}]
-    ev.max_observed_age_s, ev.oldest_token_id = _max_age(
-        _timeline(runs, forged, publications, pruned_until, began, pruned_publish), start, end, now)
+    timeline = _timeline(runs, forged, publications, pruned_until, began, pruned_publish,
+                         _pruned_records(checkpoints, policy.name))
+    ev.republished = sorted(timeline.republished)
+    age = _max_age(timeline, start, end, now)
+    ev.max_observed_age_s, ev.oldest_token_id = age.low, age.token_id
     for cp in checkpoints:
         summary = cp.detail.get("policies", {}).get(policy.name)
         if not isinstance(summary, dict) or not cp.detail.get("from") or cp.detail["from"] >= hi \
@@ -426,6 +470,13 @@ def _policy_evidence(
         pruned_age = int(summary.get("max_token_age_seconds") or 0)
         if inside and pruned_age and pruned_age > (ev.max_observed_age_s or 0):
             ev.max_observed_age_s, ev.oldest_token_id = pruned_age, "(pruned)"
+    if age.high is not None and age.high > (ev.max_observed_age_s or 0):
+        ev.max_age_bound_s = age.high
+        ranges = ", ".join(f"{ts(b.start)} to {ts(b.last)} ({b.count} publications, checkpoint seq {b.seq})"
+                           for b in age.open)
+        ev.age_undecided = (f"pruned history holds only how many tokens were published and the oldest one replaced "
+                            f"({_age(age.high)}) in {ranges}, which the period's start or end falls in: which of them "
+                            "were current in the period, and how old, cannot be told from what the journal kept")
     return ev
 
 
@@ -571,20 +622,87 @@ def _publications_without_run(
     return out
 
 
-#: a publication: when, the token id, when that token began to age
-_Published = tuple[datetime, str | None, datetime]
+class _Published(NamedTuple):
+    """A publication of the policy's timeline (:func:`_timeline`)."""
+
+    at: datetime
+    #: the token's id as the report shows it ("(pruned)": a checkpoint's, whose run went with it)
+    token_id: str | None
+    #: when that token began to age
+    born: datetime
+    #: the run that published it (None: only a checkpoint records it)
+    run_id: str | None = None
+    #: the token's id as the chain or a checkpoint records it: a publication of the one already current
+    #: is no rotation
+    same: str | None = None
+
+
+@dataclass(frozen=True)
+class _Pruned:
+    """One policy's publications in one checkpoint's range, as its summary records them."""
+
+    seq: int
+    #: the range's first event: none of them is earlier
+    start: datetime
+    #: the last of them, the only one whose time is kept, its token (where recorded) and when it began to age
+    last: datetime
+    token_id: str | None
+    born: datetime
+    count: int
+    #: the oldest a token they replaced was when replaced, seconds
+    max_age_s: int
+
+
+@dataclass
+class _Timeline:
+    """The policy's publications by time, what pruned history left open, and the republications."""
+
+    points: list[_Published]
+    #: checkpoint ranges whose publications but the last went with pruned history without their
+    #: times, by the time of the point that stands for that last one
+    blocks: dict[datetime, _Pruned]
+    #: runs that published the token already current (the same bootstrap run again): no rotation
+    republished: set[str]
+
+
+def _pruned_records(checkpoints: Sequence[audit_chain.Checkpoint], policy: str) -> list[_Pruned]:
+    """The policy's publications in each checkpoint's range (oldest first), from its summary."""
+    out = []
+    for cp in checkpoints:
+        entry = cp.detail.get("policies", {}).get(policy)
+        if not isinstance(entry, dict):
+            continue
+        try:
+            count = int(entry.get("rotations") or 0)
+            if count < 1:
+                continue
+            last = parse_rfc3339(str(entry["last_published_at"]))
+            since = entry.get("token_since")
+            born = min(parse_rfc3339(str(since)), last) if since else last
+            first = min(parse_rfc3339(str(cp.detail["from"])), last)
+            oldest = int(entry.get("max_token_age_seconds") or 0)
+        except (KeyError, TypeError, ValueError):  # not what a prune writes (a verified chain covers it)
+            continue
+        token = entry.get("token_id")
+        out.append(_Pruned(cp.seq, first, last, str(token) if token else None, born, count, oldest))
+    return out
 
 
 def _timeline(runs: Sequence[RunRecord], forged: Collection[str], publications: Sequence[_Publication],
-              pruned_until: str, began: str | None, pruned_publish: tuple[str, str | None] | None) -> list[_Published]:
-    """Every publication of the policy: (when, the token id, when that token began to age), by time.
+              pruned_until: str, began: str | None, pruned_publish: tuple[str, str | None] | None,
+              pruned: Sequence[_Pruned] = ()) -> _Timeline:  # fmt: skip
+    """Every publication of the policy: when, the token, when that token began to age, by time.
 
-    The chain's (``publications``) where it holds them; a run's row only where the chain cannot say
-    (published before the pruned history's end or before the chain began: :func:`_unchecked`; all of
-    them when it is broken, ``began`` None), never a ``forged`` one. ``pruned_publish``: the last
-    publish among the pruned events (the checkpoints'). Its run may be pruned while its token stayed
-    current past the cutoff: it still counts, with its whole age, as "(pruned)" (its id went with the run)."""
-    published: list[_Published] = []
+    The chain's (``publications``) where it holds them. Over pruned history, the checkpoints'
+    summaries (``pruned``): each range's last publication of the policy, with its time, and the
+    range itself where it held more than one (a block: only their count and the oldest token they
+    replaced are kept). A run's row stands in only where the chain cannot say (:func:`_unchecked`;
+    all of them when it is broken, ``began`` None), never a ``forged`` one; inside a checkpoint's
+    range only for a publication the checkpoint records (its time within a minute: the row names its
+    token and run). ``pruned_publish``: the last publish among the pruned events, for checkpoints that
+    record no per-range publications. A publication of the token already current starts nothing:
+    the token ages on from its first publication."""
+    points: list[_Published] = []
     runs_by_id = {r.run_id: r for r in runs}
     seen: set[tuple[str, str | None]] = set()
     for p in publications:
@@ -595,22 +713,56 @@ def _timeline(runs: Sequence[RunRecord], forged: Collection[str], publications: 
         run = runs_by_id.get(p.run_id)
         # (an event from before the chain may name no token: its run's row does, the chain cannot)
         token = p.token_id or (run.new_token_id if run is not None and not p.linked else None)
-        published.append((at, token, min(_parse_ts(p.since), at) if p.since else at))
+        points.append(_Published(at, token, min(_parse_ts(p.since), at) if p.since else at, p.run_id or None, token))
     backed = {p.run_id for p in publications}
-    published += [
-        (r.published_at, r.new_token_id, r.token_since or r.published_at) for r in runs
-        if r.state in RunState.SUCCESS and r.published_at is not None and r.run_id not in forged
-        and r.run_id not in backed and (began is None or _unchecked(r, pruned_until, began))
-    ]  # fmt: skip
-    published.sort(key=lambda p: p[0])
+    # From the first checkpoint's range on, its summaries are the record; the runs table is not chained.
+    covered = min(r.start for r in pruned) - _EVENT_AFTER_PUBLISH if pruned else None
+    labels: list[_Published] = []
+    for r in runs:
+        if not (r.state in RunState.SUCCESS and r.published_at is not None and r.run_id not in forged
+                and r.run_id not in backed and (began is None or _unchecked(r, pruned_until, began))):
+            continue
+        row = _Published(r.published_at, r.new_token_id, r.token_since or r.published_at, r.run_id, r.new_token_id)
+        in_pruned = covered is not None and covered <= r.published_at and ts(r.published_at) <= pruned_until
+        (labels if in_pruned else points).append(row)
+    blocks: dict[datetime, _Pruned] = {}
+    for record in pruned:
+        # The checkpoint holds the `published` event's time, which the engine takes just after the
+        # run's published_at (milliseconds): a kept run published up to a minute before is that token.
+        label = next((x for x in labels if record.last - _SAME_PUBLISH <= x.at <= record.last), None)
+        point = (label._replace(same=record.token_id or label.same) if label is not None
+                 else _Published(record.last, "(pruned)", record.born, None, record.token_id))
+        points.append(point)
+        if record.count > 1:
+            blocks[point.at] = record
     if pruned_publish is not None:
         at = parse_rfc3339(pruned_publish[0])
         born = parse_rfc3339(pruned_publish[1]) if pruned_publish[1] else at
-        # The checkpoint holds the `published` event's time, which the engine takes just after the
-        # run's published_at (milliseconds): a kept run published up to a minute before is that token.
-        if not any(at - _SAME_PUBLISH <= current <= at for current, _, _ in published):
-            published = sorted([*published, (at, "(pruned)", min(born, at))], key=lambda p: p[0])
-    return published
+        # Its run may be pruned while its token stayed current past the cutoff: it still counts, with
+        # its whole age, as "(pruned)" (its id went with the run).
+        if not any(at - _SAME_PUBLISH <= x.at <= at for x in points):
+            points.append(_Published(at, "(pruned)", min(born, at)))
+    points.sort(key=lambda x: x.at)
+    # (inside a block, a point can only be a row's: the block's count and oldest age stand for them)
+    spans = sorted((b.start, last) for last, b in blocks.items())
+    starts = [first for first, _ in spans]
+    points = [x for x in points if not _inside(spans, starts, x.at)]
+    kept: list[_Published] = []
+    republished: set[str] = set()
+    for x in points:
+        if kept and x.same is not None and x.same == kept[-1].same and x.at not in blocks:
+            if x.run_id:
+                republished.add(x.run_id)
+            continue
+        kept.append(x)
+    return _Timeline(kept, blocks, republished)
+
+
+def _inside(spans: Sequence[tuple[datetime, datetime]], starts: Sequence[datetime], at: datetime) -> bool:
+    """Whether ``at`` lies in one of ``spans`` ([first, last), sorted; ``starts``: their firsts), found by
+    bisection: a year of daily checkpoints of a policy that rotates hourly makes hundreds of spans."""
+    i = bisect.bisect_right(starts, at)
+    return any(first <= at < last for first, last in spans[max(i - 2, 0):i])
 
 
 def _unchecked(run: RunRecord, pruned_until: str, began: str) -> bool:
@@ -1025,22 +1177,59 @@ def _ended(event: dict[str, Any], runs: dict[str, RunRecord], revocations: Seque
 
 
 
-def _max_age(published: Sequence[_Published], start: datetime, end: datetime,
-             now: datetime) -> tuple[int | None, str | None]:  # fmt: skip
+@dataclass
+class _Age:
+    """The oldest a token current in the period was (:func:`_max_age`)."""
+
+    #: known: the oldest one the kept history shows (None: no token was current)
+    low: int | None = None
+    token_id: str | None = None
+    #: the oldest it may have been, where pruned history leaves that open (None: ``low`` is exact)
+    high: int | None = None
+    #: the checkpoint ranges that leave it open
+    open: list[_Pruned] = field(default_factory=list)
+
+    def saw(self, age: int, token_id: str | None) -> None:
+        if self.low is None or age > self.low:
+            self.low, self.token_id = age, token_id
+
+
+def _max_age(timeline: _Timeline, start: datetime, end: datetime, now: datetime) -> _Age:
     """The oldest any published token of the policy was while it was the current one within [start, end).
 
-    ``published``: :func:`_timeline`'s. A token's age counts from when it began to age: its
-    publication, or a bootstrapped token's creation at the issuer."""
+    A token's age counts from when it began to age (its publication, or a bootstrapped token's creation
+    at the issuer) to its replacement, or the period's end. A block of pruned publications
+    (:attr:`_Timeline.blocks`) counts its oldest replaced token where every replacement in it lies in
+    the period; where it crosses the period's start or end, which of its tokens were current in the
+    period went with the pruned history: their oldest is a bound, not a measure."""
     stop = min(end, now)
-    best: tuple[int | None, str | None] = (None, None)
-    for i, (current, token_id, born) in enumerate(published):
-        until = min(published[i + 1][0] if i + 1 < len(published) else stop, stop)
-        if until <= start or current >= stop:
-            continue
-        age = int((until - born).total_seconds())  # its age when replaced (or at the period's end)
-        if best[0] is None or age > best[0]:
-            best = (age, token_id)
-    return best
+    age = _Age()
+    points = timeline.points
+    for i in range(-1, len(points)):
+        current = points[i] if i >= 0 else None  # (-1: the token before the first, unknown)
+        following = points[i + 1].at if i + 1 < len(points) else None
+        if current is not None and current.at >= stop:
+            break
+        block = timeline.blocks.get(following) if following is not None else None
+        if block is None or block.start >= stop:
+            if current is None:
+                continue
+            until = min(following, stop) if following is not None else stop
+            if until > start:  # its age when replaced (or at the period's end)
+                age.saw(int((until - current.born).total_seconds()), current.token_id)
+        elif following is not None and following <= start:
+            continue  # every token it replaced was replaced by the period's start
+        elif block.start >= start and following is not None and following <= stop:
+            age.saw(block.max_age_s, "(pruned)")  # each one it replaced was current in the period
+        else:
+            if current is not None and block.start > start:
+                # current until the block's first publication at least, inside the period
+                age.saw(int((block.start - current.born).total_seconds()), current.token_id)
+            age.high = max(age.high or 0, block.max_age_s)
+            age.open.append(block)
+    if age.high is not None and age.low is not None and age.high <= age.low:
+        age.high, age.open = None, []
+    return age
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -1059,7 +1248,7 @@ _CSV_COLUMNS = (
     f"rotations [{CONTROLS['rotations']}]", f"max_age [{CONTROLS['max_age']}]", "max_observed_age",
     f"within_max_age [{CONTROLS['within_max_age']}]", f"within_90d [{CONTROLS['within_90d']}]",
     f"revocations_done [{CONTROLS['revocations']}]", "failures", f"chain_ok [{CONTROLS['chain']}]", "note",
-    "in_chain", "revocations_pending", "revocations_failed", "revocations_dismissed",
+    "in_chain", "revocations_pending", "revocations_failed", "revocations_dismissed", "chain_head",
 )  # fmt: skip
 
 
@@ -1080,6 +1269,10 @@ def _csv(evidence: Evidence) -> str:
     buf = io.StringIO()
     writer = _SafeWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="raise")
     writer.writeheader()
+    chain = evidence.chain
+    # the head to keep for `rotator audit verify --expect`, and what broke (one_line: rows' text)
+    writer.writerow({"record": "chain", _CSV_COLUMNS[28]: _yn(chain.ok),
+                     "chain_head": chain.kept_link() if chain.ok else "", "note": chain.text()})
     for p in evidence.policies:
         s = p.summary()
         writer.writerow({
@@ -1089,13 +1282,15 @@ def _csv(evidence: Evidence) -> str:
             _CSV_COLUMNS[25]: _yn(s["within_90d"]), _CSV_COLUMNS[26]: s["revocations_done"],
             "failures": s["failures"], _CSV_COLUMNS[28]: _yn(evidence.chain.ok),
             "note": f"{ts(evidence.start)} to {ts(evidence.end)}; evidence, not a legal claim"
-                    + (f"; {_IN_PRUNED.format(n=n)}" if (n := s["rotations_counted_in_pruned"]) else ""),
+                    + (f"; {_IN_PRUNED.format(n=n)}" if (n := s["rotations_counted_in_pruned"]) else "")
+                    + (f"; {_undecided(p)}" if p.age_undecided else ""),
             # (as the JSON summary and the HTML one count them)
             "revocations_pending": s["revocations_pending"], "revocations_failed": s["revocations_failed"],
             "revocations_dismissed": s["revocations_dismissed"],
         })  # fmt: skip
         for r in p.rotations:
-            writer.writerow({"record": "rotation", "policy": p.policy, **asdict(r), "in_chain": _yn(r.in_chain)})
+            writer.writerow({"record": "rotation", "policy": p.policy, **asdict(r), "in_chain": _yn(r.in_chain),
+                             "note": _REPUBLISHED if r.run_id in p.republished else None})
         for v in p.revocations:
             row = asdict(v)
             row["confirmed_by_issuer"] = _yn(v.confirmed_by_issuer)
@@ -1126,8 +1321,13 @@ def _csv(evidence: Evidence) -> str:
 #: a summary's note when listed rotations are counted in a pruned range's summary instead
 _IN_PRUNED = ("{n} listed rotation(s) whose events were pruned are counted in the pruned history's summary, "
               "not in this one")
-_NOT_IN_FILE = ("the journal holds events of this policy in the period (or a revocation not done), but the policy "
-                "file no longer has it, so this report does not show it: report with the policy file that had it")
+_NOT_IN_FILE = ("the journal holds events of this policy in the period, a revocation not done, or a token it published "
+                "before the period's end and did not revoke before its start (such a token stays valid, and nothing "
+                "rotates it any more), but the policy file no longer has it, so this report does not show it: report "
+                "with the policy file that had it, and revoke a token that is left")
+#: a listed run that published the token already current
+_REPUBLISHED = ("published the token already current (the same bootstrap again): no rotation, and the token ages on "
+                "from its first publication")
 
 
 _NOT_IN_CHAIN = ("Runs that say they published a token, with no event in the audit chain that says so (the "
@@ -1142,6 +1342,12 @@ _REVOCATIONS_NOT_IN_CHAIN = ("Revocations that the journal's table marks done, o
 #: a pruned summary that reaches outside the period
 _PARTLY_OUTSIDE = ("partly outside this period: its counts and max age are the whole range's, and its max age is not "
                    "in this period's verdict")
+
+
+def _undecided(p: PolicyEvidence) -> str:
+    """What a summary says of a maximum age that pruned history leaves open."""
+    return (f"max observed age at least {_age(p.max_observed_age_s or 0)}, up to {_age(p.max_age_bound_s)} "
+            f"(a verdict it leaves open is n/a): {p.age_undecided}")
 
 
 def _yn(value: bool | None) -> str:
@@ -1194,7 +1400,9 @@ def _html(evidence: Evidence) -> str:
         parts.append(
             f"<tr><td>{e(p.policy)}</td><td class=mono>{e(p.schedule)}</td><td>{s['rotations']}</td>"
             f"<td>{e(format_duration(timedelta(seconds=p.max_age_s)))}</td>"
-            f"<td>{e(_age(p.max_observed_age_s))}</td>{_flag(s['within_max_age'])}{_flag(s['within_90d'])}"
+            f"<td>{e(_age(p.max_observed_age_s))}"
+            + (f" (up to {e(_age(p.max_age_bound_s))})" if p.max_age_bound_s is not None else "")
+            + f"</td>{_flag(s['within_max_age'])}{_flag(s['within_90d'])}"
             f"<td>{s['revocations_done']} / {s['revocations_pending']} / {s['revocations_failed']}"
             + (f" ({s['revocations_dismissed']} dismissed)" if s["revocations_dismissed"] else "") + "</td>"
             f"<td>{s['failures']}</td></tr>"
@@ -1203,6 +1411,10 @@ def _html(evidence: Evidence) -> str:
     for p in evidence.policies:
         if n := p.summary()["rotations_counted_in_pruned"]:
             parts.append(f'<p class="note">{e(p.policy)}: {e(_IN_PRUNED.format(n=n))}.</p>')
+        if p.age_undecided:
+            parts.append(f'<p class="note">{e(p.policy)}: {e(_undecided(p))}.</p>')
+        if p.republished:
+            parts.append(f'<p class="note">{e(p.policy)}: runs {e(", ".join(p.republished))} {e(_REPUBLISHED)}.</p>')
     if evidence.not_in_chain:
         parts.append(f'<p class="note">{e(_NOT_IN_CHAIN)}: {e(", ".join(evidence.not_in_chain))}.</p>')
     if evidence.revocations_not_in_chain:

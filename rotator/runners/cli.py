@@ -1149,9 +1149,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     report_format = _report_format(args)
     config = _config(args)
-    end = report_mod.parse_date("--to", args.end) if args.end else SystemClock().now()
-    start = report_mod.parse_date("--from", args.start) if args.start else _default_start(args.end, end)
-    if end <= start and not args.end:
+    # (is not None: an empty --from "" is a bad date, not the default)
+    end = report_mod.parse_date("--to", args.end) if args.end is not None else SystemClock().now()
+    start = report_mod.parse_date("--from", args.start) if args.start is not None else _default_start(args.end, end)
+    if end <= start and args.end is None:
         raise ConfigError(f"--from {args.start} is in the future, and --to defaults to now",
                           hint="give a --from in the past, or a --to after it (e.g. --from 2026-01-01 --to 2026-04-01)")
     if end <= start:

@@ -982,3 +982,49 @@ def test_the_check_of_unlinked_times_is_one_statement_whatever_their_number(tmp_
     journal.close()
     assert found is not None and found[0] == "2020-02-31T99:00:00.000000Z", "an hour 99 is found"
     assert len(statements) == 1 and "ORDER BY" not in statements[0], statements
+
+
+@pytest.mark.parametrize("where", ["on a page boundary", "inside a page"])
+def test_a_second_row_with_a_seq_already_linked_breaks_the_chain(journal_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                                  where: str) -> None:
+    """With the unique index on seq replaced by a plain one, a forged row carrying the seq of a link at
+    a page's end (the walk reads the next page after that seq) was never read by the verifier, and the
+    report took it as evidence: a failed revocation shown done and confirmed by the issuer. Every
+    linked row must be a link the walk checked."""
+    monkeypatch.setattr(audit_chain, "VERIFY_PAGE", 4)
+    journal = open_journal(journal_url)
+    _history(journal, 10)
+    seq = 4 if where == "on a page boundary" else 6
+    with raw(journal_url) as sql:
+        sql("DROP INDEX events_seq")
+        sql("CREATE INDEX events_seq ON events (seq)")
+        sql("INSERT INTO events (seq, at, policy, run_id, step, result, detail, instance, prev_hash, hash) "
+            "VALUES (?, ?, 'mgmt', 'run-1', 'revoke_old', 'ok', ?, 'x', ?, ?)",
+            seq, ts(T0 + timedelta(minutes=3, seconds=30)), json.dumps({"token_id": "tok-1"}), "0" * 64, "0" * 64)
+    report = audit_chain.verify(journal)
+    assert not report.ok and report.head_at is None
+    if where == "on a page boundary":
+        assert f"2 events carry seq {seq}" in str(report.problem) and "events_seq" in str(report.problem)
+        assert report.broken["seq"] == seq and report.broken["linked_rows"] == 11
+    with pytest.raises(ValueError, match="broken, not pruning"):
+        audit_chain.prune(journal, CUTOFF, NOW)
+
+
+def test_a_token_published_again_is_no_rotation_in_a_checkpoint(journal_url: str) -> None:
+    """The same bootstrap run again publishes the token already current: the checkpoint counted another
+    rotation and measured its age from the second publication. Its id is carried from checkpoint to
+    checkpoint, so one pruned later is known too."""
+    journal = open_journal(journal_url)
+    journal.record_event(T0, "mgmt", "b0", "bootstrap", "ok", {"token_id": "tokA"})
+    journal.record_event(T0 + timedelta(days=1), "other", "o1", "published", "ok", {"token_id": "o1"})
+    audit_chain.prune(journal, ts(T0 + timedelta(hours=1)), ts(T0 + timedelta(hours=2)))
+    journal.record_event(T0 + timedelta(days=20), "mgmt", "b1", "bootstrap", "ok", {"token_id": "tokA"})
+    journal.record_event(T0 + timedelta(days=40), "mgmt", "r1", "published", "ok", {"token_id": "tokB"})
+    journal.record_event(T0 + timedelta(days=50), "mgmt", "r2", "published", "ok", {"token_id": "tokC"})
+    audit_chain.prune(journal, ts(T0 + timedelta(days=45)), ts(T0 + timedelta(days=46)))
+    first, second = (c.detail["policies"]["mgmt"] for c in audit_chain.checkpoints(journal))
+    assert second["rotations"] == 1, "b1 published tokA again"
+    assert second["max_token_age_seconds"] == 40 * 86400, "tokA ages from its first publication"
+    assert second["last_published_at"] == ts(T0 + timedelta(days=40))
+    assert (first["rotations"], first.get("token_id"), second.get("token_id")) == (1, "tokA", "tokB")
+    assert audit_chain.verify(journal).ok

@@ -333,7 +333,9 @@ def test_a_date_before_the_year_1000_is_refused(tmp_path: Path, capsys: pytest.C
 def test_a_pruned_summary_reaching_outside_the_period_does_not_decide_its_verdict(tmp_path: Path) -> None:
     """A Q2 report whose period overlaps a checkpoint covering January to mid-April showed January's
     over-age as Q2's: within_max_age NO. The summary is listed with its own range, and its maximum
-    age counts in the verdict only when its range lies inside the period."""
+    age counts in the verdict only when its range lies inside the period. Nor does it say yes: the
+    checkpoint keeps only the last of its four publications' times, so which tokens were current on
+    April 1 and how old (up to its 59 days) is open: undecided, with the reason."""
     from rotator.core import audit_chain
     from rotator.observe import report
 
@@ -346,7 +348,10 @@ def test_a_pruned_summary_reaching_outside_the_period_does_not_decide_its_verdic
     q2, q3 = datetime(2025, 4, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC)
     audit_chain.prune(journal, ts(datetime(2025, 4, 15, tzinfo=UTC)), ts(q3))
     [p] = report.build(journal, [policy], q2, q3, q3).policies
-    assert p.within_max_age is True and p.oldest_token_id == "t5", "Jun 1 to Jul 1, 30 days"
+    assert p.oldest_token_id == "t5" and abs((p.max_observed_age_s or 0) - 30 * 86400) <= 1, "Jun 1 to Jul 1"
+    assert p.within_max_age is None and p.max_age_bound_s is not None and p.max_age_bound_s >= 59 * 86400
+    assert p.age_undecided is not None and "checkpoint seq" in p.age_undecided
+    assert p.within_90d is True, "59 days at most"
     [pruned] = p.pruned
     assert pruned["max_token_age_seconds"] >= 59 * 86400 and pruned["within_period"] is False
     evidence = report.build(journal, [policy], q2, q3, q3)
