@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -29,11 +29,17 @@ from rotator.core.clock import utcnow
 from rotator.core.due import age_origin
 from rotator.observe.notify import ORPHAN_EVENTS
 
-__all__ = ["STATE_SPECS", "CredentialState", "LiveSnapshot", "LiveText", "Metrics", "PolicyState", "StateSnapshot",
-           "StateText"]
+__all__ = ["NOTIFICATION_CHANNELS", "NOTIFICATION_RESULTS", "ROTATION_RESULTS", "STATE_SPECS", "CredentialState",
+           "LiveSnapshot", "LiveText", "Metrics", "PolicyCounter", "PolicyState", "StateSnapshot", "StateText"]
 
 RUN_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400)
+#: rotator_rotations_total's results (docs/daemon.md)
+ROTATION_RESULTS = ("success", "failure", "needs_attention", "aborted")
+#: rotator_notifications_total's channels and results (rotator/observe/notify.py's workers report them), each
+#: channel with each result at 0 from the start (a webhook reports no timeout: that series stays 0)
+NOTIFICATION_CHANNELS = ("webhook", "hook")
+NOTIFICATION_RESULTS = ("ok", "failed", "timeout", "dropped")
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ STATE_SPECS: tuple[tuple[str, str, Callable[[PolicyState, datetime], float | Non
     ("rotator_policy_compliant", "1 when a token is published, younger than max_age, and no revocation "
      "is overdue or failed", lambda s, _: None if s.compliant is None else int(s.compliant)),
 )  # fmt: skip
-JOURNAL_UP_HELP = "1 if the journal answered the last scrape"
+JOURNAL_UP_HELP = "1 if the journal answered the readiness probe and the last read"
 
 
 class _StateCollector(Collector):
@@ -175,9 +181,12 @@ def _seconds(value: float) -> str:
     return text
 
 
+def _help(doc: str) -> str:
+    return doc.replace("\\", "\\\\").replace("\n", "\\n")
+
+
 def _header(name: str, doc: str) -> str:
-    doc = doc.replace("\\", "\\\\").replace("\n", "\\n")
-    return f"# HELP {name} {doc}\n# TYPE {name} gauge\n"
+    return f"# HELP {name} {_help(doc)}\n# TYPE {name} gauge\n"
 
 
 class StateText:
@@ -339,14 +348,127 @@ class LiveText:
                 f"{CREDENTIAL_FAILURES[0]}{label}{_num(cred.failures)}\n")
 
 
+class _Series:
+    """One policy's series of a :class:`PolicyCounter`: a count per result, and their lines."""
+
+    __slots__ = ("counts", "lines")
+
+    def __init__(self, width: int) -> None:
+        self.counts = [0.0] * width
+        #: its lines, None until made again after a change
+        self.lines: str | None = None
+
+
+class _PolicyChild:
+    __slots__ = ("_counter", "_policy", "_index")
+
+    def __init__(self, counter: PolicyCounter, policy: str, index: int) -> None:
+        self._counter, self._policy, self._index = counter, policy, index
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("a counter only goes up: inc() of a negative amount")
+        self._counter._inc(self._policy, self._index, amount)
+
+
+class PolicyCounter(Collector):
+    """A counter labelled by policy (and ``result``, of fixed values, where ``results`` are given),
+    used as prometheus_client's labelled Counter is (``labels(policy, result).inc()``), whose series
+    a policy has at 0 from its load on (:meth:`add`) and which :meth:`text` writes at a cost that
+    does not grow with the policies whose counts did not change.
+
+    At 0 from the load: Prometheus' increase() takes a series' first sample as its start, so a series
+    that appears at 1 (a labelled Counter makes it at its first inc()) increased by 0.
+    RotatorRevocationFailed missed a process's first orphan, and RotatorRotationFailing a policy's
+    first success (it kept firing after the policy recovered) and first failures on several replicas.
+    As text: prometheus_client writes ~20 µs a series at every scrape, and five series a policy took
+    the scrape of 10,000 idle policies from ~30 ms to over a second (issue 12). The registry (where
+    it is registered too) still gets it as a counter family, for its readers. No ``_created`` series:
+    nothing reads them, and in the text format each is one more series per policy for Prometheus.
+    """
+
+    def __init__(self, name: str, doc: str, results: tuple[str, ...] = ()) -> None:
+        self._name, self._doc, self._results = name, doc, results
+        self._lock = threading.Lock()
+        #: policy -> its series, in the order the policies came
+        self._series: dict[str, _Series] = {}
+        #: what :meth:`text` wrote last, until a series changes
+        self._text: bytes | None = None
+
+    def add(self, policies: Iterable[str]) -> None:
+        """Give each policy its series, at 0 (a policy that has them keeps its counts)."""
+        width = len(self._results) or 1
+        with self._lock:
+            for policy in policies:
+                if policy not in self._series:
+                    self._series[policy] = _Series(width)
+                    self._text = None
+
+    def labels(self, policy: str, *result: str) -> _PolicyChild:
+        """The series of ``policy`` (and ``result``); a policy not added yet gets every one of its series, at 0."""
+        if len(result) != (1 if self._results else 0):
+            raise ValueError(f"{self._name}: labels() takes the policy{' and a result' if self._results else ''}")
+        if result and result[0] not in self._results:
+            raise ValueError(f"{self._name}: no result {result[0]!r} (one of {', '.join(self._results)})")
+        index = self._results.index(result[0]) if result else 0
+        self.add((policy,))
+        return _PolicyChild(self, policy, index)
+
+    def _inc(self, policy: str, index: int, amount: float) -> None:
+        with self._lock:
+            series = self._series.get(policy)
+            if series is None:  # forgotten since labels(): counted again from 0, as a new series
+                series = self._series[policy] = _Series(len(self._results) or 1)
+            series.counts[index] += amount
+            series.lines = None
+            self._text = None
+
+    def forget(self, policy: str) -> None:
+        """Drop the series of a policy that left the configuration."""
+        with self._lock:
+            if self._series.pop(policy, None) is not None:
+                self._text = None
+
+    def collect(self) -> Iterator[Metric]:
+        """The counter family, as prometheus_client's Counter gives it to the registry."""
+        family = CounterMetricFamily(self._name, self._doc, labels=["policy", *(["result"] if self._results else [])])
+        with self._lock:
+            rows = [(policy, list(series.counts)) for policy, series in self._series.items()]
+        for policy, counts in rows:
+            for result, count in zip(self._results or ("",), counts, strict=True):
+                family.add_metric([policy, result] if self._results else [policy], count)
+        yield family
+
+    def text(self) -> bytes:
+        """:meth:`collect`'s family in the text format, as generate_latest writes it, made again only
+        for the policies whose counts changed."""
+        with self._lock:
+            if self._text is None:
+                name = f"{self._name}_total"
+                rows = [f"# HELP {name} {_help(self._doc)}\n# TYPE {name} counter\n"]
+                for policy, series in self._series.items():
+                    if series.lines is None:
+                        series.lines = self._make(policy, series)
+                    rows.append(series.lines)
+                self._text = "".join(rows).encode("utf-8")
+            return self._text
+
+    def _make(self, policy: str, series: _Series) -> str:
+        label = f'{self._name}_total{{policy="{_escape(policy)}"'
+        if not self._results:
+            return f"{label}}} {_num(series.counts[0])}\n"
+        return "".join(f'{label},result="{_escape(result)}"}} {_num(count)}\n'
+                       for result, count in zip(self._results, series.counts, strict=True))
+
+
 class Metrics:
     """Every metric of one daemon, in its own registry (so tests can run several)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry or CollectorRegistry()
-        self.rotations = Counter("rotator_rotations", "Rotation runs by policy and result (success, failure, "
-                                 "needs_attention, aborted: the run lost its lease)", ["policy", "result"],
-                                 registry=r)
+        self.registry = registry or CollectorRegistry()
+        #: every collector but the PolicyCounters: what exposition() writes through prometheus_client
+        r = self._written = CollectorRegistry()
+        self.registry.register(r)
         self.run_duration = Histogram("rotator_run_duration_seconds", "Duration of rotation runs",
                                       ["policy"], buckets=RUN_BUCKETS, registry=r)
         self.schedule_delay = Histogram("rotator_schedule_delay_seconds",
@@ -358,12 +480,11 @@ class Metrics:
                                           "Failed rotation runs in a row (0 after a success)", ["policy"], registry=r)
         self.revocations = Counter("rotator_revocations", "Revocations of previous tokens by result "
                                    "(ok, retry, failed)", ["policy", "result"], registry=r)
-        self.orphans = Counter("rotator_orphans", "Tokens left valid that should have been revoked "
-                               "(a revocation gave up, or a discarded candidate or a token minted after "
-                               "its run lost its lease could not be revoked)",
-                               ["policy"], registry=r)
         self.notifications = Counter("rotator_notifications", "Webhook and hook deliveries by channel and result",
                                      ["channel", "result"], registry=r)
+        for channel in NOTIFICATION_CHANNELS:  # increase() of a series that appears at 1 is 0 (see PolicyCounter)
+            for result in NOTIFICATION_RESULTS:
+                self.notifications.labels(channel, result)
         self.reload_failures = Counter("rotator_config_reload_failures", "Reloads rejected because the new "
                                        "policy file was invalid; the running configuration was kept", registry=r)
         self.reload_ok = Gauge("rotator_config_last_reload_successful",
@@ -393,30 +514,45 @@ class Metrics:
                                              "not list the issuer (or only in part), else 0", ["issuer"], registry=r)
         self.inventory_time = Gauge("rotator_inventory_last_run_timestamp_seconds",
                                     "When the last inventory finished", registry=r)
+        # Labelled by policy, with a series each from the policy's load (add_policies), written as text.
+        self.rotations = PolicyCounter("rotator_rotations", "Rotation runs by policy and result (success, failure, "
+                                       "needs_attention, aborted: the run lost its lease)", ROTATION_RESULTS)
+        self.orphans = PolicyCounter("rotator_orphans", "Tokens left valid that should have been revoked "
+                                     "(a revocation gave up, or a discarded candidate or a token minted after "
+                                     "its run lost its lease could not be revoked)")
+        for counter in (self.rotations, self.orphans):
+            self.registry.register(counter)
+
+    def add_policies(self, policies: Iterable[str]) -> None:
+        """Give the policies of the configuration just loaded their series that alerts read with
+        increase(), at 0 (see :class:`PolicyCounter`); :meth:`forget` drops a removed one's."""
+        names = list(policies)
+        self.rotations.add(names)
+        self.orphans.add(names)
 
     def watch_state(self, source: Callable[[], StateSnapshot]) -> None:
         """Export ``source()``'s state at every scrape of the registry."""
-        self.registry.register(_StateCollector(source))
+        self._written.register(_StateCollector(source))
 
     def watch_state_text(self, source: Callable[[], StateSnapshot]) -> None:
         """Export ``source()``'s state through :meth:`exposition` (:class:`StateText`), not the registry."""
         self._state_text = (source, StateText())
 
     def exposition(self) -> bytes:
-        """The /metrics body: the registry, then the metrics of :meth:`watch_state_text` and
-        :meth:`watch_live_text`."""
-        body = generate_latest(self.registry)
+        """The /metrics body: the registry (its PolicyCounters as their own text), then the metrics of
+        :meth:`watch_state_text` and :meth:`watch_live_text`."""
+        parts = [generate_latest(self._written), self.rotations.text(), self.orphans.text()]
         if self._state_text is not None:
             source, text = self._state_text
-            body += text.render(source())
+            parts.append(text.render(source()))
         if self._live_text is not None:
             live, live_text = self._live_text
-            body += live_text.render(live())
-        return body
+            parts.append(live_text.render(live()))
+        return b"".join(parts)  # one copy of the whole (adding each part to the rest copied it once per part)
 
     def watch_live(self, source: Callable[[], LiveSnapshot]) -> None:
         """Export ``source()``'s watchdog and credentials at every scrape of the registry."""
-        self.registry.register(_LiveCollector(source))
+        self._written.register(_LiveCollector(source))
 
     def watch_live_text(self, source: Callable[[], LiveSnapshot]) -> None:
         """Export ``source()``'s watchdog and credentials through :meth:`exposition` (:class:`LiveText`),
@@ -468,14 +604,14 @@ class Metrics:
 
     def forget(self, policy: str) -> None:
         """Drop the series of a policy that left the configuration."""
-        for metric, extra in ((self.rotations, ("success", "failure", "needs_attention", "aborted")),
-                              (self.revocations, ("ok", "retry", "failed"))):
-            for result in extra:
-                try:
-                    metric.remove(policy, result)
-                except KeyError:
-                    pass
-        for single in (self.run_duration, self.misfires, self.consecutive_failures, self.orphans):
+        self.rotations.forget(policy)
+        self.orphans.forget(policy)
+        for result in ("ok", "retry", "failed"):
+            try:
+                self.revocations.remove(policy, result)
+            except KeyError:
+                pass
+        for single in (self.run_duration, self.misfires, self.consecutive_failures):
             try:
                 single.remove(policy)
             except KeyError:

@@ -273,7 +273,8 @@ def verify_signature(key: bytes, headers: Mapping[str, str], body: bytes, *, now
     if abs((SYSTEM_CLOCK.now().timestamp() if now is None else now) - timestamp) > tolerance_s:
         raise ValueError("webhook-timestamp is outside the tolerance window (a replayed or delayed delivery)")
     expected = sign(key, msg_id, timestamp, body)
-    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures.split()):
+    # compare_digest() raises TypeError for a str that is not ASCII: a header such as "v1,é" is no signature.
+    if not any(candidate.isascii() and hmac.compare_digest(expected, candidate) for candidate in signatures.split()):
         raise ValueError("no valid signature")
 
 

@@ -1029,7 +1029,7 @@ class Daemon:
             view.token_id, view.expires_at = run.new_token_id, run.new_expires_at
             view.tag_search_until = run.tag_search_until
         if changed:
-            view.state = None
+            view.version += 1
             if run is not None:
                 self._rotated_elsewhere(name, run)
 
@@ -1086,7 +1086,7 @@ class Daemon:
                      overview.failed.get(name, 0), overview.leases.get(name))
             if fresh != ((view.open_runs, view.stuck_runs), view.pending, view.failed_revocations, view.lease_until):
                 (view.open_runs, view.stuck_runs), view.pending, view.failed_revocations, view.lease_until = fresh
-                view.state = None
+                view.version += 1
                 touched.add(name)
         self._eventful = current
         for name in (views.keys() if full else touched):
@@ -1112,7 +1112,7 @@ class Daemon:
         view.pending = tuple(sorted((r.due_at, r.next_try_at) for r in pending))
         view.failed_revocations = len(unfinished) - len(pending)
         view.lease_until = None  # the job released it
-        view.state = None
+        view.version += 1
 
     # -- jobs -------------------------------------------------------------------------------
     def _submit(self, name: str, kind: str, **kwargs: Any) -> None:
@@ -1162,9 +1162,8 @@ class Daemon:
             # A reload removed the policy while this job ran: what the job counted since (a failure's
             # series and backoff, a success's) goes too, as the reload's own forgetting did before.
             self._forget(name)
-        state = self._views.get(name)
-        if state is not None:
-            state.state = None  # lease_held_here changed
+        # (Its view is left alone: snapshot() compares lease_held_here with _busy itself, and only the
+        # scheduler's thread bumps a view's version: `+= 1` on two threads can lose one.)
         if first:
             self.wakeup()
 
@@ -1787,6 +1786,7 @@ class Daemon:
                 track.revoke_retry_at = latest
 
     def _note_loaded(self) -> None:
+        self.metrics.add_policies(p.name for p in self.policies)  # their counters' series, at 0
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(self.clock.now().timestamp())
         self.metrics.policies.set(len(self.policies))
@@ -1852,10 +1852,15 @@ class Daemon:
             view = views.get(policy.name)
             if view is None:
                 continue
-            state = view.state
+            # The version before the fields: a change the scheduler makes while they are read here bumps
+            # it past the one stored with the state, which is then made again at the next scrape (a state
+            # stored without its version outlived the change: a scrape during a job's _refresh kept the
+            # token from before the rotation, and RotatorTokenTooOld fired on a healthy daemon).
+            version = view.version
+            cached = view.cached
             held = policy.name in busy
-            if state is None or (view.state_until is not None and now >= view.state_until) \
-                    or state.lease_held_here != held or state.enabled != policy.enabled:
+            if cached is None or cached[0] != version or (cached[2] is not None and now >= cached[2]) \
+                    or cached[1].lease_held_here != held or cached[1].enabled != policy.enabled:
                 max_age = max_age_of(policy)
                 pending = [due for due, _ in view.pending]
                 overdue = sum(1 for due in pending if due + overdue_after < now)
@@ -1872,7 +1877,7 @@ class Daemon:
                     # One such policy must not take every policy's metrics down with it (a 500).
                     next_rotation = None
                 needs_attention = view.failed_revocations > 0 or view.stuck_runs > 0 or next_rotation is None
-                state = view.state = PolicyState(
+                state = PolicyState(
                     policy=policy.name, enabled=policy.enabled, rotated_at=published, expires_at=view.expires_at,
                     next_rotation=next_rotation, pending_revocations=len(pending),
                     overdue_revocations=overdue, failed_revocations=view.failed_revocations,
@@ -1885,7 +1890,9 @@ class Daemon:
                     moments.append(since + max_age)
                 if view.lease_until is not None and view.lease_until >= now:
                     moments.append(view.lease_until)
-                view.state_until = now if published is None else min(moments, default=None)
+                view.cached = (version, state, now if published is None else min(moments, default=None))
+            else:
+                state = cached[1]
             states.append(state)
         return StateSnapshot(now, journal_up=self._journal_state()[0] and self._journal_up, policies=states)
 
@@ -1917,9 +1924,11 @@ class _View:
     lease_until: datetime | None = None
     #: the last successful run's RunRecord.tag_search_until (a mint try of it had no answer)
     tag_search_until: datetime | None = None
-    #: the metrics' state made from this view, and until when it holds
-    state: Any = None
-    state_until: datetime | None = None
+    #: bumped by the scheduler's thread after it changed the fields above (and by no other thread)
+    version: int = 0
+    #: the metrics' state made from this view: (the version read before the fields it was made from,
+    #: the PolicyState, until when it holds)
+    cached: tuple[int, Any, datetime | None] | None = None
 
 
 def _terminate_children() -> None:

@@ -1265,6 +1265,59 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_counter_alerts_see_the_first_increment_of_series_that_start_at_zero(tmp_path):
+    """rotator_rotations_total, rotator_orphans_total and rotator_notifications_total are exported at 0
+    from the load (rotator/observe/metrics.py, PolicyCounter), as here. Created at their first inc()
+    they appeared at 1, and increase() of such a series is 0: a process's first orphan or failed
+    delivery raised nothing, a policy's first success did not end RotatorRotationFailing, and one
+    failure on each of three replicas did not add up to three."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(prometheus_rules()))
+    a, b, c = ({"pod": f"rel-rotator-{x}"} for x in "abc")
+    series = [
+        _series("up", "1x90", job="rel-rotator", **a),
+        # p-orphan's first orphan, and the webhook's first failed delivery, at 20m.
+        _series("rotator_orphans_total", "0x20 1x70", policy="p-orphan", **a),
+        _series("rotator_notifications_total", "0x20 1x70", channel="webhook", result="failed", **a),
+        _series("rotator_notifications_total", "0x90", channel="hook", result="failed", **a),
+        # p-recovered fails every minute for 20m (in a row), then its first success at 31m.
+        _series("rotator_rotations_total", "0 1+1x19 20x70", policy="p-recovered", result="failure", **a),
+        _series("rotator_rotations_total", "0x30 1x60", policy="p-recovered", result="success", **a),
+        _series("rotator_consecutive_failures", "0 1+1x19 20x9 0x60", policy="p-recovered", **a),
+        # p-spread fails once on each of three replicas at 31m (never twice in a row on one), never succeeds.
+        *(_series("rotator_rotations_total", "0x30 1x60", policy="p-spread", result="failure", **pod)
+          for pod in (a, b, c)),
+        *(_series("rotator_rotations_total", "0x90", policy="p-spread", result="success", **pod) for pod in (a, b, c)),
+        *(_series("rotator_consecutive_failures", "0x30 1x60", policy="p-spread", **pod) for pod in (a, b, c)),
+    ]
+    cases = [  # (eval_time, alert, the labels of each alert expected)
+        ("15m", "RotatorRevocationFailed", []),
+        ("25m", "RotatorRevocationFailed", [{"policy": "p-orphan", "severity": "critical"}]),
+        ("15m", "RotatorNotificationsFailing", []),
+        ("40m", "RotatorNotificationsFailing", [{"channel": "webhook", "severity": "warning"}]),
+        ("25m", "RotatorRotationFailing", [{"policy": "p-recovered", "severity": "warning"}]),
+        ("60m", "RotatorRotationFailing", [{"policy": "p-spread", "severity": "warning"}]),
+    ]
+    annotations = {r["alert"]: r["annotations"] for r in prometheus_rules()["groups"][0]["rules"]}
+    tests = {"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "alert_rule_test": [
+            {"eval_time": at, "alertname": name, "exp_alerts": [
+                {"exp_labels": {"namespace": "rotator", **labels},
+                 "exp_annotations": {k: v.replace("{{ $labels.policy }}", labels.get("policy", ""))
+                                     .replace("{{ $labels.channel }}", labels.get("channel", ""))
+                                     for k, v in annotations[name].items()}}
+                for labels in expected]}
+            for at, name, expected in cases],
+    }]}  # fmt: skip
+    test_file = tmp_path / "tests.yaml"
+    test_file.write_text(yaml.safe_dump(tests, sort_keys=False))
+
+    result = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _humanize_duration(seconds: int) -> str:
     """Prometheus' humanizeDuration of a whole number of seconds (60 s or more)."""
     days, rest = divmod(seconds, 86400)

@@ -358,15 +358,21 @@ def test_a_replayed_or_tampered_delivery_is_refused(tmp_path: Path) -> None:
     assert restamped.verify(KEY, now=stamp + 400) == "bad signature"
     key = KEY.encode()
     verify_signature(key, delivery.headers, delivery.body, now=stamp)
+    unsigned = {k: v for k, v in delivery.headers.items() if k.lower() != "webhook-signature"}
     for headers, body, now, why in [
         (delivery.headers, delivery.body, stamp + 301, "tolerance"),
         (delivery.headers, tampered.body, stamp, "no valid signature"),
         ({k: v for k, v in delivery.headers.items() if k.lower() != "webhook-id"}, delivery.body, stamp, "missing"),
         ({**{k: v for k, v in delivery.headers.items() if k.lower() != "webhook-id"}, "webhook-id": "msg_other"},
          delivery.body, stamp, "no valid signature"),
+        # not ASCII: hmac.compare_digest() raised TypeError, not the ValueError promised
+        ({**unsigned, "webhook-signature": "v1,\u00e9"}, delivery.body, stamp, "no valid signature"),
     ]:
         with pytest.raises(ValueError, match=why):
             verify_signature(key, headers, body, now=now)
+    # ...and the valid signature after such a one is found (the TypeError came first)
+    verify_signature(key, {**unsigned, "webhook-signature": f"v1,\u00e9 {delivery.header('webhook-signature')}"},
+                     delivery.body, now=stamp)
 
 
 def test_audit_file_is_created_0600(tmp_path: Path) -> None:
