@@ -60,6 +60,7 @@ from rotator.config.inline_secrets import mask_tokens
 from rotator.config.timefmt import rfc3339
 from rotator.core.clock import SYSTEM_CLOCK, Clock
 from rotator.core.errors import ConfigError, RotatorError
+from rotator.core.private_append import open_append
 from rotator.core.retry import doubling
 from rotator.core.secret import REDACTOR
 
@@ -293,9 +294,9 @@ def _target(url: str) -> str:
 
 
 def open_private(path: Path) -> TextIO:
-    """Open ``path`` for appending; create it 0600 (audit lines name policies, runs and token ids)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    return open(fd, "a", encoding="utf-8")
+    """Open ``path`` for appending; create it 0600 (audit lines name policies, runs and token ids).
+    Never through a symbolic link, and only a regular file (rotator/core/private_append.py)."""
+    return open(open_append(path), "a", encoding="utf-8")
 
 
 class AuditSink:
@@ -365,7 +366,7 @@ class AuditSink:
 def _append_line(path: Path, line: str) -> None:
     """Append ``line`` to ``path`` (created 0600) with one open, write and close: nothing stays open."""
     data = line.encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = open_append(path)
     try:
         while data:  # a regular file takes it in one write; a short one (disk nearly full) goes on
             data = data[os.write(fd, data):]

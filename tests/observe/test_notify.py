@@ -72,6 +72,31 @@ def test_audit_file_is_reopened_after_logrotate_moved_it(tmp_path: Path) -> None
     assert json.loads((tmp_path / "audit.jsonl.1").read_text())["step"] == "plan"
 
 
+def test_an_audit_file_that_is_a_link_is_refused_at_start_and_not_followed_at_reopen(tmp_path: Path) -> None:
+    """The audit file's directory may be writable by others while the daemon runs as root: a link
+    planted at its path (before the start, or after logrotate moved the file) must not make rotator
+    append to the file it points at."""
+    from rotator.core.errors import RotatorError
+
+    victim = tmp_path / "victim.conf"
+    victim.write_text("root-owned content\n")
+    (tmp_path / "audit.jsonl").symlink_to(victim)
+    with pytest.raises(RotatorError, match="cannot open audit file .*audit.jsonl: is a symbolic link"):
+        Notifier(_settings(tmp_path), tmp_path)
+    (tmp_path / "audit.jsonl").unlink()
+    notifier = Notifier(_settings(tmp_path), tmp_path)
+    notifier(_event("plan", "ok"))
+    (tmp_path / "audit.jsonl").rename(tmp_path / "audit.jsonl.1")
+    (tmp_path / "audit.jsonl").symlink_to(victim)
+    notifier.audit.reopen()  # refused and logged: the old file is kept
+    notifier(_event("mint", "ok", token_id="t-new"))
+    notifier.close(1)
+    notifier.audit.write({"step": "late", "result": "ok"})  # a line after close opens the path for itself
+    assert victim.read_text() == "root-owned content\n"
+    assert [json.loads(line)["step"] for line in (tmp_path / "audit.jsonl.1").read_text().splitlines()] == [
+        "plan", "mint"]
+
+
 def test_audit_to_stdout_is_the_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     notifier = Notifier(DaemonSettings.model_validate({}), tmp_path)
     notifier(_event("plan", "ok"))
