@@ -291,7 +291,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "(default info); --log-level overrides it")
         if args.command not in _LATE_LOGGING or args.log_file or args.log_level == "debug":
             _setup_logging(args)  # an unusable --log-file is a ConfigError: exit 2
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, not at the interpreter's exit: a reader that went away is told below
+        return code
+    except BrokenPipeError:
+        # What reads stdout went away (`rotator status | head -1`): nothing is wrong with rotator, and
+        # nothing more can be said there. Exit as a command killed by SIGPIPE does, with stdout on
+        # /dev/null so that the interpreter's own flush at exit does not report the same again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # (stdout replaced by something without a descriptor)
+            pass
+        return 128 + signal.SIGPIPE
     except RotatorError as exc:
         if _is_policy_file_error(exc):  # its text lists every problem of the file, each with its fix
             print(str(exc), file=sys.stderr)
@@ -301,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        if _interrupted(exc):
+            return 130
         extra = missing_extra(exc)
         if extra is not None:  # an optional dependency is not installed: invalid input, not a bug
             module = getattr(exc, "name", None)
@@ -323,6 +336,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
               file=sys.stderr)
         return EXIT_FAILED
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether Ctrl-C caused ``exc``: a KeyboardInterrupt raised inside code that wraps what it
+    catches (Python 3.11 turns one raised while a class is made, as a pydantic model is at a
+    command's first import, into a RuntimeError) is still an interrupt, not a bug."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 #: Commands that configure logging only when they import something that logs: `status` and `plan` from

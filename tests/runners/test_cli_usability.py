@@ -557,6 +557,40 @@ def test_a_link_planted_after_logrotate_moved_the_log_file_is_not_followed(tmp_p
             root.addHandler(handler)
 
 
+@pytest.mark.parametrize("command", [
+    ["status", "--output", "json"], ["status"], ["audit", "verify", "--output", "json"]])
+def test_a_reader_that_went_away_is_not_reported_as_a_bug(tmp_path: Path, command: list[str]) -> None:
+    """`rotator status | head -1`: the pipe's reader is gone before rotator writes. That was "internal
+    error: BrokenPipeError ... this is a bug" (exit 1), or the interpreter's "Exception ignored" at
+    exit; now it exits as a command killed by SIGPIPE does, silently."""
+    path = _bootstrapped(tmp_path)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone: rotator's first write to stdout fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import sys; from rotator.runners.cli import main; "
+                               "sys.exit(main(sys.argv[1:]))", "-c", str(path), *command],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == "", proc.stderr
+
+
+def test_ctrl_c_wrapped_by_what_it_interrupted_exits_130_not_as_a_bug(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Python 3.11 wraps a KeyboardInterrupt raised while a class is made (a pydantic model, at a
+    command's first import) in a RuntimeError: Ctrl-C early in `rotator demo` said "internal error"."""
+    def interrupted(args: object) -> int:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Error calling __set_name__ on 'PydanticDescriptorProxy' instance") from exc
+
+    monkeypatch.setitem(cli._COMMANDS, "status", interrupted)
+    assert cli.main(["-c", str(tmp_path / "absent.toml"), "status"]) == 130
+    assert "internal error" not in capsys.readouterr().err
+
+
 def test_setup_logging_refuses_a_bad_level_or_log_file_and_leaves_logging_as_it_was(tmp_path: Path) -> None:
     import logging
 
