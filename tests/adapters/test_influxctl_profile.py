@@ -527,6 +527,33 @@ def test_a_malformed_sidecar_is_a_permanent_error(config: Path) -> None:
     assert "delete it" in info.value.hint
 
 
+def test_a_sidecar_digest_with_non_ascii_text_reads_as_no_match_not_a_type_error(config: Path) -> None:
+    """hmac.compare_digest refuses a str with non-ASCII characters (TypeError: an "internal error");
+    a hand-edited digest is a digest that does not match."""
+    import json
+
+    store = make_store(config)
+    store.publish(record("id-1"), None)
+    sidecar = Path(str(config) + SIDECAR_SUFFIX)
+    text = sidecar.read_text()
+    data = json.loads(text)
+    entries = [e for e in _walk_dicts(data) if isinstance(e.get("sha256"), str)]
+    assert entries, text
+    for entry in entries:
+        entry["sha256"] = "é" + entry["sha256"][1:]
+    sidecar.write_text(json.dumps(data))
+    state = store.read_current()
+    assert not state.managed and state.record is None
+
+
+def _walk_dicts(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        return [value, *(d for v in value.values() for d in _walk_dicts(v))]
+    if isinstance(value, list):
+        return [d for v in value for d in _walk_dicts(v)]
+    return []
+
+
 def test_a_sidecar_nested_100000_deep_is_a_malformed_sidecar_not_a_recursion_error(config: Path) -> None:
     """json.loads raised RecursionError through read_current and publish (an internal error)."""
     sidecar = Path(str(config) + SIDECAR_SUFFIX)

@@ -1022,7 +1022,9 @@ def _salted(salt: str, value: str) -> str:
 
 def _matches(entry: Mapping[str, Any], value: str | None) -> bool:
     salt, digest = entry.get("salt"), entry.get("sha256")
-    if value is None or not isinstance(salt, str) or not isinstance(digest, str) or not salt.isascii():
+    # (compare_digest refuses str with non-ASCII characters: a hand-edited digest is one that does not match)
+    if value is None or not isinstance(salt, str) or not isinstance(digest, str) or not salt.isascii() \
+            or not digest.isascii():
         return False
     return hmac.compare_digest(_salted(salt, value), digest)
 
