@@ -29,13 +29,16 @@ from rotator.core.clock import utcnow
 from rotator.core.due import age_origin
 from rotator.observe.notify import ORPHAN_EVENTS
 
-__all__ = ["NOTIFICATION_CHANNELS", "NOTIFICATION_RESULTS", "ROTATION_RESULTS", "STATE_SPECS", "CredentialState",
-           "LiveSnapshot", "LiveText", "Metrics", "PolicyCounter", "PolicyState", "StateSnapshot", "StateText"]
+__all__ = ["NOTIFICATION_CHANNELS", "NOTIFICATION_RESULTS", "REVOCATION_RESULTS", "ROTATION_RESULTS", "STATE_SPECS",
+           "CredentialState", "LiveSnapshot", "LiveText", "Metrics", "PolicyCounter", "PolicyGauge", "PolicyState",
+           "StateSnapshot", "StateText"]
 
 RUN_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400)
 #: rotator_rotations_total's results (docs/daemon.md)
 ROTATION_RESULTS = ("success", "failure", "needs_attention", "aborted")
+#: rotator_revocations_total's results
+REVOCATION_RESULTS = ("ok", "retry", "failed")
 #: rotator_notifications_total's channels and results (rotator/observe/notify.py's workers report them), each
 #: channel with each result at 0 from the start (a webhook reports no timeout: that series stays 0)
 NOTIFICATION_CHANNELS = ("webhook", "hook")
@@ -368,7 +371,12 @@ class _PolicyChild:
     def inc(self, amount: float = 1.0) -> None:
         if amount < 0:
             raise ValueError("a counter only goes up: inc() of a negative amount")
-        self._counter._inc(self._policy, self._index, amount)
+        self._counter._change(self._policy, self._index, amount, add=True)
+
+    def set(self, value: float) -> None:
+        if not self._counter.settable:
+            raise ValueError("a counter only goes up: set() it with inc()")
+        self._counter._change(self._policy, self._index, value, add=False)
 
 
 class PolicyCounter(Collector):
@@ -387,8 +395,14 @@ class PolicyCounter(Collector):
     nothing reads them, and in the text format each is one more series per policy for Prometheus.
     """
 
-    def __init__(self, name: str, doc: str, results: tuple[str, ...] = ()) -> None:
+    #: a gauge's value may be set (PolicyGauge); a counter's only goes up
+    settable = False
+
+    def __init__(self, name: str, doc: str, results: tuple[str, ...] = (), *, at_load: bool = True) -> None:
         self._name, self._doc, self._results = name, doc, results
+        #: False: a policy's series appear at their first change, not at its load (:meth:`add`): for
+        #: series no alert reads with increase(), which would add a line per policy to every scrape
+        self._at_load = at_load
         self._lock = threading.Lock()
         #: policy -> its series, in the order the policies came
         self._series: dict[str, _Series] = {}
@@ -396,7 +410,12 @@ class PolicyCounter(Collector):
         self._text: bytes | None = None
 
     def add(self, policies: Iterable[str]) -> None:
-        """Give each policy its series, at 0 (a policy that has them keeps its counts)."""
+        """Give each policy its series, at 0 (a policy that has them keeps its counts); nothing for a
+        metric made with ``at_load=False``."""
+        if self._at_load:
+            self._create(policies)
+
+    def _create(self, policies: Iterable[str]) -> None:
         width = len(self._results) or 1
         with self._lock:
             for policy in policies:
@@ -411,15 +430,15 @@ class PolicyCounter(Collector):
         if result and result[0] not in self._results:
             raise ValueError(f"{self._name}: no result {result[0]!r} (one of {', '.join(self._results)})")
         index = self._results.index(result[0]) if result else 0
-        self.add((policy,))
+        self._create((policy,))
         return _PolicyChild(self, policy, index)
 
-    def _inc(self, policy: str, index: int, amount: float) -> None:
+    def _change(self, policy: str, index: int, value: float, *, add: bool) -> None:
         with self._lock:
             series = self._series.get(policy)
             if series is None:  # forgotten since labels(): counted again from 0, as a new series
                 series = self._series[policy] = _Series(len(self._results) or 1)
-            series.counts[index] += amount
+            series.counts[index] = series.counts[index] + value if add else value
             series.lines = None
             self._text = None
 
@@ -430,8 +449,9 @@ class PolicyCounter(Collector):
                 self._text = None
 
     def collect(self) -> Iterator[Metric]:
-        """The counter family, as prometheus_client's Counter gives it to the registry."""
-        family = CounterMetricFamily(self._name, self._doc, labels=["policy", *(["result"] if self._results else [])])
+        """The family, as prometheus_client's Counter (or Gauge) gives it to the registry."""
+        kind = GaugeMetricFamily if self.settable else CounterMetricFamily
+        family = kind(self._name, self._doc, labels=["policy", *(["result"] if self._results else [])])
         with self._lock:
             rows = [(policy, list(series.counts)) for policy, series in self._series.items()]
         for policy, counts in rows:
@@ -444,8 +464,8 @@ class PolicyCounter(Collector):
         for the policies whose counts changed."""
         with self._lock:
             if self._text is None:
-                name = f"{self._name}_total"
-                rows = [f"# HELP {name} {_help(self._doc)}\n# TYPE {name} counter\n"]
+                name = self._exported
+                rows = [f"# HELP {name} {_help(self._doc)}\n# TYPE {name} {'gauge' if self.settable else 'counter'}\n"]
                 for policy, series in self._series.items():
                     if series.lines is None:
                         series.lines = self._make(policy, series)
@@ -453,12 +473,23 @@ class PolicyCounter(Collector):
                 self._text = "".join(rows).encode("utf-8")
             return self._text
 
+    @property
+    def _exported(self) -> str:
+        return self._name if self.settable else f"{self._name}_total"
+
     def _make(self, policy: str, series: _Series) -> str:
-        label = f'{self._name}_total{{policy="{_escape(policy)}"'
+        label = f'{self._exported}{{policy="{_escape(policy)}"'
         if not self._results:
             return f"{label}}} {_num(series.counts[0])}\n"
         return "".join(f'{label},result="{_escape(result)}"}} {_num(count)}\n'
                        for result, count in zip(self._results, series.counts, strict=True))
+
+
+class PolicyGauge(PolicyCounter):
+    """A gauge labelled by policy, as :class:`PolicyCounter` is a counter (``labels(policy).set(v)``),
+    at 0 from the policy's load."""
+
+    settable = True
 
 
 class Metrics:
@@ -469,17 +500,13 @@ class Metrics:
         #: every collector but the PolicyCounters: what exposition() writes through prometheus_client
         r = self._written = CollectorRegistry()
         self.registry.register(r)
-        self.run_duration = Histogram("rotator_run_duration_seconds", "Duration of rotation runs",
-                                      ["policy"], buckets=RUN_BUCKETS, registry=r)
+        # Not by policy: a histogram is 15 series, and 10,000 policies' took a scrape to 2.6 s and 15 MB
+        # once each had run (issue 12); a policy's runs are in its audit lines (duration_s) and logs.
+        self.run_duration = Histogram("rotator_run_duration_seconds", "Duration of rotation runs (all policies)",
+                                      buckets=RUN_BUCKETS, registry=r)
         self.schedule_delay = Histogram("rotator_schedule_delay_seconds",
                                         "How long after its planned time a rotation started",
                                         buckets=DELAY_BUCKETS, registry=r)
-        self.misfires = Counter("rotator_schedule_misfires", "Rotations that started later than misfire_grace "
-                                "(they still run, once)", ["policy"], registry=r)
-        self.consecutive_failures = Gauge("rotator_consecutive_failures",
-                                          "Failed rotation runs in a row (0 after a success)", ["policy"], registry=r)
-        self.revocations = Counter("rotator_revocations", "Revocations of previous tokens by result "
-                                   "(ok, retry, failed)", ["policy", "result"], registry=r)
         self.notifications = Counter("rotator_notifications", "Webhook and hook deliveries by channel and result",
                                      ["channel", "result"], registry=r)
         for channel in NOTIFICATION_CHANNELS:  # increase() of a series that appears at 1 is 0 (see PolicyCounter)
@@ -520,15 +547,26 @@ class Metrics:
         self.orphans = PolicyCounter("rotator_orphans", "Tokens left valid that should have been revoked "
                                      "(a revocation gave up, or a discarded candidate or a token minted after "
                                      "its run lost its lease could not be revoked)")
-        for counter in (self.rotations, self.orphans):
+        # Also as cached text, but from their first change on, as before: no alert reads them with increase()
+        self.misfires = PolicyCounter("rotator_schedule_misfires", "Rotations that started later than misfire_grace "
+                                      "(they still run, once)", at_load=False)
+        self.consecutive_failures = PolicyGauge("rotator_consecutive_failures",
+                                                "Failed rotation runs in a row (0 after a success)", at_load=False)
+        self.revocations = PolicyCounter("rotator_revocations", "Revocations of previous tokens by result "
+                                         "(ok, retry, failed)", REVOCATION_RESULTS, at_load=False)
+        for counter in self._per_policy:
             self.registry.register(counter)
+
+    @property
+    def _per_policy(self) -> tuple[PolicyCounter, ...]:
+        return (self.rotations, self.orphans, self.misfires, self.consecutive_failures, self.revocations)
 
     def add_policies(self, policies: Iterable[str]) -> None:
         """Give the policies of the configuration just loaded their series that alerts read with
         increase(), at 0 (see :class:`PolicyCounter`); :meth:`forget` drops a removed one's."""
         names = list(policies)
-        self.rotations.add(names)
-        self.orphans.add(names)
+        for counter in self._per_policy:
+            counter.add(names)
 
     def watch_state(self, source: Callable[[], StateSnapshot]) -> None:
         """Export ``source()``'s state at every scrape of the registry."""
@@ -541,7 +579,7 @@ class Metrics:
     def exposition(self) -> bytes:
         """The /metrics body: the registry (its PolicyCounters as their own text), then the metrics of
         :meth:`watch_state_text` and :meth:`watch_live_text`."""
-        parts = [generate_latest(self._written), self.rotations.text(), self.orphans.text()]
+        parts = [generate_latest(self._written), *(counter.text() for counter in self._per_policy)]
         if self._state_text is not None:
             source, text = self._state_text
             parts.append(text.render(source()))
@@ -562,7 +600,7 @@ class Metrics:
     def on_event(self, event: Mapping[str, Any]) -> None:
         """Count what the engine reports (an engine listener)."""
         step, result, policy = event.get("step"), event.get("result"), str(event.get("policy"))
-        if step == "revoke_old" and result in ("ok", "retry", "failed"):
+        if step == "revoke_old" and result in REVOCATION_RESULTS:
             self.revocations.labels(policy, str(result)).inc()
         if (step, result) in ORPHAN_EVENTS:  # as the ``orphan`` webhook's
             self.orphans.labels(policy).inc()
@@ -604,15 +642,5 @@ class Metrics:
 
     def forget(self, policy: str) -> None:
         """Drop the series of a policy that left the configuration."""
-        self.rotations.forget(policy)
-        self.orphans.forget(policy)
-        for result in ("ok", "retry", "failed"):
-            try:
-                self.revocations.remove(policy, result)
-            except KeyError:
-                pass
-        for single in (self.run_duration, self.misfires, self.consecutive_failures):
-            try:
-                single.remove(policy)
-            except KeyError:
-                pass
+        for counter in self._per_policy:
+            counter.forget(policy)

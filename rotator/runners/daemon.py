@@ -1278,7 +1278,7 @@ class Daemon:
             return
         self._started_late(name, target, now)
         elapsed = time.monotonic() - started
-        self.metrics.run_duration.labels(name).observe(elapsed)
+        self.metrics.run_duration.observe(elapsed)
         self.metrics.rotations.labels(name, "success").inc()
         self.metrics.consecutive_failures.labels(name).set(0)
         self._tracks[name] = _Track()
@@ -1307,7 +1307,7 @@ class Daemon:
         track.failed_from = planned_from
         delay = self._backoff(track.failures)
         track.retry_at = self.clock.now() + delay
-        self.metrics.run_duration.labels(name).observe(elapsed)
+        self.metrics.run_duration.observe(elapsed)
         if not isinstance(exc, LeaseLost):  # counted as "aborted" from the engine's rotate/aborted event
             self.metrics.rotations.labels(name, outcome).inc()
         self.metrics.consecutive_failures.labels(name).set(track.failures)

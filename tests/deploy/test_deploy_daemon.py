@@ -1056,8 +1056,8 @@ def exported_metric_names() -> set[str]:
 
     metrics.inventory(Inventory(targets=["influxdb3:p"], entries=[
         Entry("influxdb3:p", "influxdb3", "t1", "", "active", "unmanaged", ("no-expiry",), "no tag")]))
-    for name in ("rotations", "revocations"):
-        getattr(metrics, name).labels("p", "failure").inc()
+    metrics.rotations.labels("p", "failure").inc()
+    metrics.revocations.labels("p", "failed").inc()
     metrics.consecutive_failures.labels("p").set(1)
     metrics.orphans.labels("p").inc()
     metrics.reload_ok.set(1)

@@ -73,7 +73,12 @@ def test_policy_counter_text_is_what_prometheus_client_writes_and_is_made_again_
     metrics.add_policies(names)
     metrics.rotations.labels("a", "success").inc()
     metrics.orphans.labels("c").inc(2)
-    for counter in (metrics.rotations, metrics.orphans):
+    metrics.consecutive_failures.labels("a").set(3)
+    metrics.consecutive_failures.labels("c").set(0)
+    metrics.revocations.labels("c", "retry").inc()
+    metrics.misfires.labels('odd "name"\\ with\nnewline').inc()
+    for counter in (metrics.rotations, metrics.orphans, metrics.consecutive_failures, metrics.revocations,
+                    metrics.misfires):
         assert counter.text() == generate_latest(counter)  # the registry's writer, given the counter alone
     assert _samples(metrics.exposition().decode()) == _samples(generate_latest(metrics.registry).decode())
     made: list[str] = []
@@ -92,3 +97,21 @@ def test_policy_counter_text_is_what_prometheus_client_writes_and_is_made_again_
     assert made == ["c"]
     with pytest.raises(ValueError, match="no result 'late'"):
         metrics.rotations.labels("a", "late")
+    with pytest.raises(ValueError, match="only goes up"):
+        metrics.rotations.labels("a", "success").set(0)
+
+
+def test_per_policy_event_metrics_cost_a_line_or_a_few_each_not_a_histogram() -> None:
+    """Once every policy had run, 10,000 policies' run-duration histograms (15 series each) took a
+    scrape to 2.6 s and 15 MB (issue 12): durations are one histogram for all policies; the series
+    no alert reads with increase() appear at a policy's first change, not at its load."""
+    metrics = Metrics()
+    metrics.add_policies(["a", "b"])
+    metrics.run_duration.observe(3.0)
+    metrics.consecutive_failures.labels("a").set(0)
+    samples = _samples(metrics.exposition().decode())
+    assert samples[("rotator_run_duration_seconds_count", ())] == 1
+    assert not any(name.startswith("rotator_run_duration") and "policy" in dict(labels) for name, labels in samples)
+    per_policy = {name for name, labels in samples if ("policy", "b") in labels}
+    assert per_policy == {"rotator_rotations_total", "rotator_orphans_total"}, "b ran nothing: only the alerts' series"
+    assert samples[("rotator_consecutive_failures", (("policy", "a"),))] == 0
