@@ -128,6 +128,23 @@ class _Replan(Exception):
     no side effect made yet) and the rotation starts again the long way, lease first."""
 
 
+def _noting_unanswered(fn: Callable[[], T], unanswered: list[Exception]) -> Callable[[], T]:
+    """``fn``, appending to ``unanswered`` the error of each call that fails without a definite refusal
+    (anything but a PermanentError): its side effect may have happened with the answer lost, or may
+    still happen."""
+
+    def call() -> T:
+        try:
+            return fn()
+        except PermanentError:
+            raise
+        except Exception as exc:
+            unanswered.append(exc)
+            raise
+
+    return call
+
+
 def _kept_valid(kept: Mapping[str, str], verb: str = "stays") -> str:
     """What a message adds for each replaced token whose revocation a person dismissed (token -> reason)."""
     return "".join(f"; token {token_id} {verb} valid: its revocation was dismissed ({reason or 'no reason'})"
@@ -801,12 +818,18 @@ class Engine:
             if name in run.published_versions:
                 continue
             self._checkpoint(f"publish:{name}")
+            # A try of this write that failed without a definite refusal may have landed with its answer
+            # lost, or may still land, whatever a later try answers (a 403 after a re-login refused).
+            unanswered: list[Exception] = []
             try:
-                version = self._fenced_call(partial(store.publish, record, states[name].version), f"publish {name}")
+                version = self._fenced_call(
+                    _noting_unanswered(partial(store.publish, record, states[name].version), unanswered),
+                    f"publish {name}")
             except LeaseLost:
                 raise
             except Exception as exc:
-                self._publish_failed(run, name, exc, credential)
+                self._publish_failed(run, name, exc, credential,
+                                     maybe_landed=bool(unanswered) or not isinstance(exc, PermanentError))
                 raise
             # In memory until the run's next commit (the run's record, or an error of a later store).
             run.published_versions = {**run.published_versions, name: version}
@@ -861,25 +884,31 @@ class Engine:
         # besides the replaced one, and the replaced tokens that stay valid (dismissed), with the reason
         return state, also.token_id if also else None, kept
 
-    def _publish_failed(self, run: RunRecord, store_name: str, exc: Exception, credential: Secret | None) -> None:
+    def _publish_failed(self, run: RunRecord, store_name: str, exc: Exception, credential: Secret | None, *,
+                        maybe_landed: bool) -> None:
+        """The write to ``store_name`` failed with ``exc``. ``maybe_landed``: a try of it failed without a
+        definite refusal, so it may have landed with its answer lost, or may still land, whatever the
+        last try answered (a timeout, then a 403 on the retry)."""
         # ``credential`` is the one PLAN read: a store overwritten meanwhile may hold a useless one.
         message = _describe(exc)
-        if not run.published_versions and isinstance(exc, PermanentError):
-            # A definite refusal (CAS lost, 403, not ours): the write did not land anywhere.
+        if not run.published_versions and not maybe_landed:
+            # Every try was refused for good (CAS lost, 403, not ours): the write did not land anywhere.
             self._discard(run, credential, exc)
             return
-        # A transient failure may hide a write that landed with its answer lost: ask the stores.
+        # A try may hide a write that landed with its answer lost: ask the stores. One that holds the
+        # candidate keeps the run open (VERIFIED), for recovery to roll forward: a discard would try to
+        # revoke a token a store holds, which the revocation rule refuses, and leave the run stuck.
         try:
             states = self._read_stores()
         except RotatorError:
             states = {}
         holders = [n for n, s in states.items() if s.token_id == run.new_token_id]
         if states and not holders:
-            # No store holds the candidate: discard it, the previous token stays current. The failed
-            # write may still land, though (a request the client gave up on, still queued at the
-            # server): that store is first moved past the version the write expects, so that it fails
-            # instead of putting the revoked candidate in the store.
-            if not isinstance(exc, PermanentError) and store_name in states:
+            # No store holds the candidate: discard it, the previous token stays current. A try of the
+            # failed write may still land, though (a request the client gave up on, still queued at the
+            # server), also when a later try was refused: that store is first moved past the version the
+            # write expects, so that it fails instead of putting the revoked candidate in the store.
+            if maybe_landed and store_name in states:
                 try:
                     self._fence_stale_publishes(run, {store_name: states[store_name]})
                 except LeaseLost:

@@ -249,6 +249,31 @@ def test_a_publish_that_landed_with_its_answer_lost_is_retried_without_conflict(
     world.check_invariants()
 
 
+def test_a_publish_that_landed_with_its_answer_lost_then_was_refused_on_the_retry_is_rolled_forward(
+        world: World) -> None:
+    """The first try's write to a lands and its answer is lost (a timeout); the retry is refused for good
+    (a 403: a proxy, a re-login refused). The refusal says nothing of the first try: the stores are read,
+    a holds the candidate, and the run stays VERIFIED for recovery to roll forward. Taken for "nothing
+    landed", the run was discarded while a held its token: the candidate could not be revoked, and every
+    later command stopped with NeedsAttention."""
+    old = world.bootstrap()
+    world.stores["a"].fail_next("publish", TransientError("memory store a: timeout"), after=True)
+    world.stores["a"].fail_next("publish", PermanentError("memory store a: 403 on the retry"))
+    with pytest.raises(PermanentError, match="403 on the retry"):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs(POLICY)
+    new = run.new_token_id
+    assert run.state == RunState.VERIFIED and world.held() == {"a": new, "b": old}
+    assert {old, new} <= world.active_ids(), "invariant 1: each store's token is still accepted"
+    # the cause is fixed
+    actions = world.engine().recover()
+    assert any("rolled forward" in a for a in actions), actions
+    assert world.held() == {"a": new, "b": new}
+    world.check_invariants()
+    world.settle()
+    assert rotate(world).ok
+
+
 def test_revocation_is_refused_while_a_store_still_holds_the_old_token(world: World) -> None:
     old = world.bootstrap()
     result = rotate(world)
@@ -334,8 +359,11 @@ FAILURES = {
     "verify": ("issuer", "verify", PermanentError("memory issuer: verify refused")),
     "publish-a": ("a", "publish", PermanentError("memory store a: 403")),
     "publish-b": ("b", "publish", PermanentError("memory store b: 403")),
+    "publish-a-landed-then-403": ("a", "publish", PermanentError("memory store a: 403 on the retry")),
     "read-b": ("b", "read_current", TransientError("memory store b: timeout")),
 }
+#: a try that comes before the failure and lands with its answer lost
+LANDED_FIRST = {"publish-a-landed-then-403": TransientError("memory store a: timeout, the write landed")}
 
 
 @pytest.mark.parametrize("where", sorted(FAILURES))
@@ -343,6 +371,8 @@ def test_after_a_failure_at_each_step_the_same_command_succeeds(world: World, wh
     world.bootstrap()
     target, operation, error = FAILURES[where]
     adapter = world.issuer if target == "issuer" else world.stores[target]
+    if where in LANDED_FIRST:
+        adapter.fail_next(operation, LANDED_FIRST[where], after=True)
     # A permanent error fails the run at once; a transient one after every retry (RetryPolicy(3, ...)).
     adapter.fail_next(operation, error, times=3 if isinstance(error, TransientError) else 1)
     with pytest.raises(type(error)):
