@@ -496,7 +496,8 @@ class Engine:
 
         Re-runnable (invariant 9): a failure at any step leaves nothing a later command must undo
         (a bootstrap run is never rolled back: the token is a human's, rotator never revokes it
-        there), and the same command run again skips the stores that hold the token already.
+        there), and the same command run again skips the stores that hold the token already (and
+        writes nothing at all, no run, once every store holds it and it is the current token).
         ``replace``: the repair path, publish it over stores that hold a managed token (the
         current one revoked out of band, lost, or compromised); ``reason`` is audited.
         """
@@ -598,6 +599,14 @@ class Engine:
             # overwrites: adopt = true.)
             retire_last = (last.new_token_id if last is not None and last.new_token_id
                            and last.new_token_id != token_id else None)
+            if (not replace and last is not None and last.new_token_id == token_id
+                    and all(s.token_id == token_id and s.managed for s in states.values())):
+                # The same bootstrap run again (after an unclear end, say): done already. A new run would
+                # count as a rotation in the report and make the token look younger to status and the
+                # schedule, whose age runs from the last publication when the issuer gives no creation time.
+                return self._nothing_to_do(
+                    f"token {token_id} is bootstrapped already: it is the policy's current token (run "
+                    f"{last.run_id}) and every store holds it; nothing was written")
             if replace and retire_last:
                 replaced_ids.add(retire_last)
             also = None if replace else retire_last
