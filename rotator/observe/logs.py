@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -67,6 +68,16 @@ class RedactingFilter(logging.Filter):
             if isinstance(value, str) and len(value) >= REDACTOR.min_len:
                 fields[key] = REDACTOR.redact(value)
         return True
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """An exception no code of a thread caught, as a record: Python's default hook prints its
+    traceback straight to stderr, past the redacting filter (an SDK's error text, a local value)."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    exc_info = (args.exc_type, args.exc_value, args.exc_traceback) if args.exc_value is not None else None
+    logging.getLogger("rotator").error("uncaught exception in thread %s", name, exc_info=exc_info)
 
 
 def _shown(msg: object) -> str:
@@ -221,3 +232,4 @@ def setup_logging(
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    threading.excepthook = _log_thread_exception

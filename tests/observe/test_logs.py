@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+
+import pytest
 
 from rotator.core.secret import Secret
 from rotator.observe.logs import RedactingFilter, setup_logging
@@ -73,3 +76,24 @@ def test_every_extra_field_that_could_hold_a_token_is_redacted_and_short_ones_ar
     text = stream.getvalue()
     assert value.reveal() not in text and "detail=was ***" in text
     assert "step=mint" in text and "n=3" in text
+
+
+def test_an_exception_no_thread_caught_is_logged_redacted_not_printed_raw(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python's default thread hook printed the traceback straight to stderr, past the redactor (an
+    SDK's error text may quote what it was sent)."""
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # restored after the test
+    value = Secret("tok-" + "q" * 40)
+    stream = io.StringIO()
+    setup_logging("info", stream=stream)
+
+    def fails() -> None:
+        raise RuntimeError(f"server said: bad token {value.reveal()}")
+
+    worker = threading.Thread(target=fails, name="metrics-inventory")
+    worker.start()
+    worker.join()
+    text = stream.getvalue() + capsys.readouterr().err
+    assert "uncaught exception in thread metrics-inventory" in text
+    assert "RuntimeError: server said: bad token ***" in text
+    assert value.reveal() not in text
