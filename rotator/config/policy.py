@@ -420,6 +420,8 @@ class Config:
     policies: tuple[Policy, ...] = field(default_factory=tuple)
     #: the validated ``[daemon]`` table; None when the file has none (:attr:`daemon` is then the defaults)
     daemon_table: DaemonSettings | None = None
+    #: valid, but likely not what was meant: logged at load, listed by `rotator validate --output json`
+    warnings: tuple[str, ...] = ()
 
     @property
     def daemon(self) -> DaemonSettings:
@@ -623,7 +625,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         log = logging.getLogger("rotator.config")
         for warning in warnings:
             log.warning("%s: %s", path, warning)
-    return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon_table=daemon)
+    return Config(path=path, settings=top.rotator, policies=tuple(policies), daemon_table=daemon,
+                  warnings=tuple(warnings))
 
 
 def history_problems(keep: timedelta, policies: Sequence[Policy]) -> list[Problem]:

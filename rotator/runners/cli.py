@@ -497,13 +497,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         else [{"where": "<file>", "message": str(exc), "fix": exc.hint}])
             print(json.dumps({"valid": False, "file": str(path), "problems": problems}, indent=2))
         raise
-    for warning in [*unread, *(w for p in config.policies for w in p.transport_warnings())]:
-        print(f"rotator: warning: {warning}", file=sys.stderr)  # valid all the same: exit 0
+    printed = [*unread, *(w for p in config.policies for w in p.transport_warnings())]
     if not config.policies:  # an empty ConfigMap or a file of [rotator] alone: nothing would ever rotate
-        print(f"rotator: warning: {path} holds no [[policy]]: nothing would be rotated", file=sys.stderr)
+        printed.append(f"{path} holds no [[policy]]: nothing would be rotated")
+    for warning in printed:
+        print(f"rotator: warning: {warning}", file=sys.stderr)  # valid all the same: exit 0
     names = [p.name for p in config.policies]
     listed = f": {', '.join(names)}" if names else ""  # (no colon after "0 policies")
-    _emit(args, {"valid": True, "policies": names},
+    # (the load logged its own warnings on stderr already; a CI job parsing stdout gets them all here)
+    _emit(args, {"valid": True, "policies": names, "warnings": [*config.warnings, *printed]},
           f"{path}: valid, {len(names)} polic{'y' if len(names) == 1 else 'ies'}{listed}")
     return EXIT_OK
 

@@ -5,6 +5,7 @@ reporting every problem at once. The reviewer's repro files are in the policy re
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -253,6 +254,20 @@ def test_validate_prints_the_max_age_warning_and_exits_0(tmp_path: Path) -> None
                           capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "WARNING" in done.stderr and "max_age: 30d5m is not longer than" in done.stderr, done.stderr
+
+
+def test_validate_json_lists_the_warnings_for_a_ci_job_that_reads_stdout(tmp_path: Path) -> None:
+    """The max_age warning reached only stderr, as a log line: `validate --output json` said
+    {"valid": true} and nothing of it."""
+    (tmp_path / "rotator.toml").write_text(_text(head='name = "p1"\nschedule = "30d"\nmax_age = "30d5m"'))
+    done = subprocess.run([sys.executable, "-m", "rotator.runners.cli", "validate", "--output", "json",
+                           str(tmp_path / "rotator.toml")], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["valid"] is True and shown["policies"] == ["p1"]
+    [warning] = shown["warnings"]
+    assert "policy[0] 'p1'.max_age: 30d5m is not longer than" in warning and "raise max_age above 30d5m" in warning
 
 
 # -- 6: every problem at once ------------------------------------------------------------------------------------
