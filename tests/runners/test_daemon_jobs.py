@@ -165,7 +165,9 @@ def test_a_run_retrying_plan_before_its_lease_is_live_and_one_hung_in_a_call_is_
     try:
         assert hanging.wait(30)
         assert len(seen) == 6 and [stuck for _, stuck in seen] == [None] * 6, seen
-        assert max(idle for idle, _ in seen) == pytest.approx(2 * call_s), "at most a store read and a try"
+        # (real time passes too between a call's mark and its look: ms, seconds on a loaded machine; a
+        # third call's would add 600 s)
+        assert max(idle for idle, _ in seen) == pytest.approx(2 * call_s, abs=30), "at most a store read and a try"
         shifted[0] += limit - 5
         h.tick()  # the scheduler's passes go on meanwhile
         assert h.daemon.liveness()[0], "hung for just under the limit: still live"
