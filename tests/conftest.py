@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -71,7 +72,11 @@ def _logging_as_it_was() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    # setup_logging also routes uncaught thread exceptions to the log: pytest's own hook (installed
+    # once a session) must come back, or later tests' thread exceptions go unreported
+    thread_hook = threading.excepthook
     yield
+    threading.excepthook = thread_hook
     # pytest's own capture handlers come and go by phase: leave them to pytest.
     for handler in [h for h in root.handlers if h not in handlers and not type(h).__module__.startswith("_pytest")]:
         root.removeHandler(handler)

@@ -321,6 +321,9 @@ def test_parse_timestamp(reason: str, value: object, expected: datetime | None) 
         ("not a time", "yesterday"),
         ("no zone", "2024-03-12T19:58:47"),
         ("out of range", {"seconds": 10**15}),
+        # a valid text whose UTC time is outside what a datetime holds: OverflowError, an "internal error"
+        ("past the year 9999 in UTC", "9999-12-31T23:30:00-01:00"),
+        ("before the year 1 in UTC", "0001-01-01T00:30:00+01:00"),
     ],
 )
 def test_parse_timestamp_refuses(reason: str, value: object) -> None:

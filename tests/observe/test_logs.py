@@ -97,3 +97,19 @@ def test_an_exception_no_thread_caught_is_logged_redacted_not_printed_raw(
     assert "uncaught exception in thread metrics-inventory" in text
     assert "RuntimeError: server said: bad token ***" in text
     assert value.reveal() not in text
+
+
+def test_setup_logging_routes_thread_exceptions_to_the_log_for_the_process() -> None:
+    """(The first of a pair: the next test checks that the fixture gave pytest its own hook back.)"""
+    from rotator.observe import logs
+
+    setup_logging("info", stream=io.StringIO())
+    assert threading.excepthook is logs._log_thread_exception
+
+
+def test_the_next_test_has_pytests_thread_hook_back() -> None:
+    """Left in place, rotator's hook hid every later test's thread exceptions from pytest's
+    unhandled-thread-exception report (tests/conftest.py _logging_as_it_was puts it back)."""
+    from rotator.observe import logs
+
+    assert threading.excepthook is not logs._log_thread_exception

@@ -989,7 +989,10 @@ def parse_timestamp(value: object, where: str, command: str) -> datetime | None:
             raise output_error(command, f"{where} is not an RFC 3339 time") from None
         if parsed.tzinfo is None:
             raise output_error(command, f"{where} has no time zone")
-        parsed = parsed.astimezone(UTC)
+        try:  # 9999-12-31T23:30:00-01:00 is a valid text whose UTC time is past the year 9999
+            parsed = parsed.astimezone(UTC)
+        except OverflowError:
+            raise output_error(command, f"{where} is out of range") from None
         return None if parsed == _EPOCH else parsed
     if isinstance(value, dict):
         seconds, nanos = value.get("seconds", 0), value.get("nanos", 0)
