@@ -528,33 +528,25 @@ def test_a_log_file_that_is_a_link_or_a_fifo_is_refused_and_nothing_is_written_t
 
 
 def test_a_link_planted_after_logrotate_moved_the_log_file_is_not_followed(tmp_path: Path) -> None:
-    """The handler opens the path again after a move: the check holds at that re-open too."""
+    """The handler opens the path again after a move: the check holds at that re-open too. (The
+    root's handlers are put back by tests/conftest.py's _logging_as_it_was.)"""
     import logging
 
     from rotator.observe.logs import setup_logging
 
-    before = list(logging.getLogger().handlers)
     log, victim = tmp_path / "rotator.log", tmp_path / "victim.conf"
     victim.write_text("root-owned content\n")
     stderr = io.StringIO()
-    try:
-        setup_logging("info", stream=io.StringIO(), file=str(log))
-        logger = logging.getLogger("rotator.test")
-        logger.info("first line")
-        log.rename(tmp_path / "rotator.log.1")
-        log.symlink_to(victim)
-        with contextlib.redirect_stderr(stderr):  # logging reports a handler's failure there, and goes on
-            logger.info("second line")
-        assert victim.read_text() == "root-owned content\n"
-        assert "first line" in (tmp_path / "rotator.log.1").read_text()
-        assert "is a symbolic link" in stderr.getvalue()
-    finally:
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            handler.close()
-        for handler in before:
-            root.addHandler(handler)
+    setup_logging("info", stream=io.StringIO(), file=str(log))
+    logger = logging.getLogger("rotator.test")
+    logger.info("first line")
+    log.rename(tmp_path / "rotator.log.1")
+    log.symlink_to(victim)
+    with contextlib.redirect_stderr(stderr):  # logging reports a handler's failure there, and goes on
+        logger.info("second line")
+    assert victim.read_text() == "root-owned content\n"
+    assert "first line" in (tmp_path / "rotator.log.1").read_text()
+    assert "is a symbolic link" in stderr.getvalue()
 
 
 @pytest.mark.parametrize("command", [

@@ -19,28 +19,12 @@ import pytest
 
 from rotator.config import extras
 from rotator.config.extras import EXTRA_OF_MODULE, install_hint, install_line
+from tests.config.policy_text import POLICY
 from tests.harness import REPO
 
 #: ``pip install 'rotator[`` not run as ``<python> -m pip``: the line that fetches the unrelated project
 BARE_PIP = re.compile(r"(?<!-m )\bpip install '?rotator\[")
 EXTRAS = sorted({*EXTRA_OF_MODULE.values(), "all", "demo"})
-POLICY = """
-[[policy]]
-name = "p1"
-schedule = "0 3 * * 1"
-[policy.issuer]
-type = "influxctl-management"
-[policy.issuer.profile]
-product = "clustered"
-host = "h.example"
-[[policy.store]]
-type = "vault-kv2"
-url = "https://vault.example:8200"
-path = "influx/mgmt"
-[policy.store.auth]
-method = "token"
-token = { env = "VAULT_TOKEN" }
-"""
 
 
 def _without_installed_rotator(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,7 +90,7 @@ def test_the_hints_use_the_line() -> None:
 def test_a_validation_message_names_this_interpreter(tmp_path: Path) -> None:
     """A cron schedule without APScheduler: the problem's fix is this interpreter's pip, through the real CLI."""
     path = tmp_path / "rotator.toml"
-    path.write_text(POLICY, encoding="utf-8")
+    path.write_text(POLICY.format(name="p1", schedule="0 3 * * 1", extra=""), encoding="utf-8")
     probe = ("import sys; sys.modules['apscheduler'] = None\n"
              f"from rotator.runners.cli import main; raise SystemExit(main(['validate', {str(path)!r}]))")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=False,
