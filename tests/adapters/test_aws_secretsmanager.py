@@ -390,6 +390,76 @@ def test_a_pending_version_id_that_cannot_be_shown_whole_gets_a_placeholder_in_t
     assert "--remove-from-version-id VERSION_ID (describe-secret: the version with AWSPENDING)" in error.hint
 
 
+def test_a_publish_interrupted_on_a_rotation_enabled_secret_is_finished_by_the_same_publish_again(aws, caplog):
+    """Rotation on (every AWS Lambda deployment): a publish (`bootstrap --replace`) whose move and then
+    whose removal of AWSPENDING fail leaves its own version as AWSPENDING. It was taken for a rotation
+    function's, so the engine's retry, every read and the same command run again were refused; the
+    store names its versions rotator-<uuid>, and the same publish finishes with that version."""
+    name = secret_name()
+    first = make_store(aws, name).publish(token_record("tok-1"), None)
+    _enable_rotation(aws, name)
+    down = FailingClient(aws.client(), "update_secret_version_stage", client_error("ServiceUnavailable", 503), times=2)
+    record = token_record("tok-2")
+    caplog.set_level(logging.WARNING, logger="rotator.adapters.aws_secretsmanager")
+    with pytest.raises(TransientError, match="UpdateSecretVersionStage failed: ServiceUnavailable"):
+        make_store(aws, name, client_factory=lambda settings, policy: down).publish(record, first)
+    (pending,) = [v for v, s in stages(aws, name).items() if s == ["AWSPENDING"]]
+    assert pending.startswith("rotator-") and 32 <= len(pending) <= 64
+    assert "could not remove AWSPENDING" in caplog.text
+
+    store = make_store(aws, name)
+    state = store.read_current()
+    assert (state.version, state.token_id) == (first, "tok-1"), "AWSCURRENT, what consumers use"
+    assert "interrupted publish by this policy" in caplog.text
+    assert store.publish(record, first) == pending, "the same publish finishes with the version it put"
+    assert stages(aws, name) == {first: ["AWSPREVIOUS"], pending: ["AWSCURRENT"]}
+    assert store.read_current().record == record
+
+
+def test_a_publish_whose_move_fails_on_a_rotation_enabled_secret_removes_its_awspending(aws):
+    """Left there, the label would stop Secrets Manager's own rotation ("a previous rotation isn't
+    complete") until rotator ran again; the publish run again puts the record anew."""
+    name = secret_name()
+    first = make_store(aws, name).publish(token_record("tok-1"), None)
+    _enable_rotation(aws, name)
+    once = FailingClient(aws.client(), "update_secret_version_stage", client_error("ServiceUnavailable", 503))
+    record = token_record("tok-2")
+    with pytest.raises(TransientError, match="UpdateSecretVersionStage failed: ServiceUnavailable"):
+        make_store(aws, name, client_factory=lambda settings, policy: once).publish(record, first)
+    assert stages(aws, name) == {first: ["AWSCURRENT"]}
+
+    store = make_store(aws, name)
+    assert store.read_current().version == first
+    new = store.publish(record, first)
+    assert stages(aws, name) == {first: ["AWSPREVIOUS"], new: ["AWSCURRENT"]}
+    assert store.read_current().record == record
+
+
+def test_a_rotation_functions_version_holding_this_policys_payload_is_not_taken_for_the_stores(aws):
+    """A rotation's AWSPENDING version has the id Secrets Manager chose: with rotation on, it is the
+    function's (its createSecret put this policy's payload), whatever it holds, and nothing is written."""
+    name = secret_name()
+    store = make_store(aws, name)
+    current = store.publish(token_record("tok-1"), None)
+    pending = str(uuid.uuid4())
+    _start_moto_rotation(aws, name, pending)
+    aws.client().put_secret_value(SecretId=name, ClientRequestToken=pending, VersionStages=["AWSPENDING"],
+                                  SecretString=json.dumps(token_record("tok-lambda").payload()))  # fmt: skip
+    for attempt in (store.read_current, lambda: store.publish(token_record("tok-2"), current)):
+        with pytest.raises(PendingRotationError, match="a previous rotation isn't complete"):
+            attempt()
+    assert stages(aws, name) == {current: ["AWSCURRENT"], pending: ["AWSPENDING"]}, "nothing written"
+
+
+def _enable_rotation(aws: MotoServer, name: str) -> None:
+    """A secret between two rotations of the AWS Lambda function: RotationEnabled, no AWSPENDING (moto
+    starts a rotation and fails to invoke its dummy function; the label it left is removed)."""
+    token = str(uuid.uuid4())
+    _start_moto_rotation(aws, name, token)
+    aws.client().update_secret_version_stage(SecretId=name, VersionStage="AWSPENDING", RemoveFromVersionId=token)
+    assert aws.client().describe_secret(SecretId=name)["RotationEnabled"]
+
+
 def _start_moto_rotation(aws: MotoServer, name: str, token: str) -> None:
     """What Secrets Manager does before invoking createSecret: RotationEnabled, and a new
     AWSPENDING version without a value. moto does both, then fails to find the (dummy) function."""
@@ -809,6 +879,63 @@ def test_engine_discards_its_token_when_the_secret_changed_after_plan(aws, fake_
     assert len(minted) == 1 and minted[0]["revoked_at"] is not None, "the candidate is revoked"
     assert fake_influxctl.state.token_by_id(old_id)["revoked_at"] is None
     assert not [v for v, s in stages(aws, name).items() if "AWSPENDING" in s]
+
+
+def _failing_moves(monkeypatch: pytest.MonkeyPatch, times: int | None) -> dict[str, int | None]:
+    """Every store's UpdateSecretVersionStage fails (transient) the next ``times`` calls (None: until
+    ``left["times"]`` is set to 0): a Secrets Manager outage after a publish's put landed."""
+    real = AwsSecretsManagerStore._call
+    left: dict[str, int | None] = {"times": times}
+
+    def call(self: AwsSecretsManagerStore, operation: str, fn: Any) -> Any:
+        if operation == "UpdateSecretVersionStage" and left["times"] != 0:
+            if left["times"] is not None:
+                left["times"] -= 1
+            raise TransientError(f"{self.location}: UpdateSecretVersionStage failed: ServiceUnavailable (simulated)")
+        return real(self, operation, fn)
+
+    monkeypatch.setattr(AwsSecretsManagerStore, "_call", call)
+    return left
+
+
+def test_bootstrap_replace_on_a_rotation_enabled_secret_is_rerunnable_after_a_failed_move(
+        aws, fake_influxctl, tmp_path, monkeypatch):  # fmt: skip
+    """docs/aws-lambda.md: the repair of a Lambda-rotated secret is `rotator bootstrap --replace`, re-runnable.
+    Its version left as AWSPENDING (the move, and the removal of the label, failed) refused the same command
+    run again: a rotation function's version, by the secret's RotationEnabled."""
+    name = secret_name()
+    toml = _policy_toml(name, aws.url)
+    old_value, old_id = fake_influxctl.state.add_token("first, by a human")
+    _engine(tmp_path, toml).bootstrap(Secret(old_value), old_id, None)
+    _enable_rotation(aws, name)
+    outage = _failing_moves(monkeypatch, None)
+    value, token_id = fake_influxctl.state.add_token("repair token, by a human")
+    with pytest.raises(TransientError, match="UpdateSecretVersionStage failed"):
+        _engine(tmp_path, toml).bootstrap(Secret(value), token_id, None, replace=True, reason="compromised")
+    (pending,) = [v for v, s in stages(aws, name).items() if s == ["AWSPENDING"]]
+
+    outage["times"] = 0  # Secrets Manager answers again: the same command
+    result = _engine(tmp_path, toml).bootstrap(Secret(value), token_id, None, replace=True, reason="compromised")
+    assert result.ok and result.new_token_id == token_id
+    assert stages(aws, name).get(pending) == ["AWSCURRENT"] and "AWSPENDING" not in str(stages(aws, name))
+    assert value_at(aws, name, "AWSCURRENT")["token_id"] == token_id
+    assert value_at(aws, name, "AWSPREVIOUS")["token_id"] == old_id
+
+
+def test_engine_retries_a_failed_move_on_a_rotation_enabled_secret_within_the_run(aws, fake_influxctl, tmp_path,
+                                                                                   monkeypatch):  # fmt: skip
+    """The engine retries a publish whose move failed within the run: its retry was refused (the version the
+    first try left as AWSPENDING taken for a rotation function's), and the run was left open."""
+    name = secret_name()
+    value, old_id = fake_influxctl.state.add_token("created by a human for bootstrap")
+    _engine(tmp_path, _policy_toml(name, aws.url)).bootstrap(Secret(value), old_id, None)
+    _enable_rotation(aws, name)
+    _failing_moves(monkeypatch, 2)  # the move, and the removal of AWSPENDING after it
+    result = _engine(tmp_path, _policy_toml(name, aws.url)).rotate()
+    assert result.ok and result.old_token_id == old_id
+    assert value_at(aws, name, "AWSCURRENT")["token_id"] == result.new_token_id
+    assert not [v for v, s in stages(aws, name).items() if "AWSPENDING" in s]
+    assert fake_influxctl.state.token_by_id(result.new_token_id)["revoked_at"] is None
 
 
 # -- end to end through the CLI ------------------------------------------------------------------

@@ -31,7 +31,7 @@ from rotator.adapters.vault.auth import VaultAPI
 from rotator.adapters.vault.kv2 import ClientFactory, VaultKV2Settings, VaultKV2Store, hvac_client
 from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, StoreState, TokenRecord
-from rotator.core.errors import ConfigError, ConflictError, PermanentError, TransientError
+from rotator.core.errors import ConfigError, ConflictError, OwnershipError, PermanentError, TransientError
 from rotator.core.secret import Secret
 from rotator.sandbox.openbao_dev import OpenBaoStartError, find_bao, free_port, openbao_dev_server
 from tests.servers import OpenBao
@@ -350,6 +350,35 @@ def test_deleted_current_version_is_no_token_and_can_be_published_over(store, va
     third = token_record("tok-3")
     assert store.publish(third, "2") == "3"
     assert store.read_current().record == third
+
+
+@pytest.mark.parametrize("reads_before", [0, 1], ids=["first-read", "later-read"])
+def test_a_secret_with_metadata_and_no_version_still_names_its_policy(openbao, vault, kv_path, tmp_path, reads_before):
+    """`kv metadata put` before any version (Terraform does that): the marker it sets says whose secret it
+    is. It read as absent, so another policy's bootstrap or rotation took the secret over without ``adopt``."""
+    store = make_store(openbao, kv_path, tmp_path)
+    for _ in range(reads_before):  # a later read of the store, whose first read found the secret absent
+        assert store.read_current() == StoreState(version=None, managed=False, record=None)
+    vault.secrets.kv.v2.update_metadata(path=kv_path, mount_point="secret",
+                                        custom_metadata={"managed-by": "rotator", "policy": "other-policy"})
+    assert store.read_current() == StoreState(version=None, managed=True, record=None, marker_policy="other-policy")
+
+
+def test_an_engine_does_not_take_over_a_metadata_only_secret_marked_for_another_policy(
+        openbao, vault, kv_path, tmp_path):  # fmt: skip
+    """The engine's side (as tests/engine/test_ownership_marker.py for a store with a marker): without
+    ``adopt`` it refuses, and writes nothing."""
+    from tests.engine.test_state_machine import World
+
+    vault.secrets.kv.v2.update_metadata(path=kv_path, mount_point="secret",
+                                        custom_metadata={"managed-by": "rotator", "policy": "other-policy"})
+    world = World(tmp_path)
+    world.stores = {"a": make_store(openbao, kv_path, tmp_path)}
+    value, token_id = world.issuer.tokens.create("made by a human")
+    with pytest.raises(OwnershipError, match="marked as managed by rotator for policy 'other-policy'"):
+        world.engine().bootstrap(Secret(value), token_id, None)
+    meta = metadata(vault, kv_path)
+    assert (meta["current_version"], meta["custom_metadata"]["policy"]) == (0, "other-policy"), "nothing written"
 
 
 def test_destroyed_current_version_is_no_token(store, vault, kv_path):

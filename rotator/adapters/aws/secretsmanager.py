@@ -12,7 +12,8 @@ Publish, with ``StoreState.version`` = the VersionId that carries AWSCURRENT::
     1. DescribeSecret                  AWSCURRENT must still be on the version PLAN read
                                        (else ConflictError); AWSPENDING must not sit on
                                        another version (an unfinished rotation, see below)
-    2. PutSecretValue                  a fresh ClientRequestToken, VersionStages=[AWSPENDING]
+    2. PutSecretValue                  a fresh ClientRequestToken ``rotator-<uuid4>`` (so the new
+                                       version's id), VersionStages=[AWSPENDING]
     3. UpdateSecretVersionStage        AWSCURRENT -> the new version, RemoveFromVersionId = the
                                        version PLAN read: Secrets Manager refuses the move if
                                        AWSCURRENT left that version, so the move itself is the
@@ -28,13 +29,18 @@ refuses and prints the create-secret command); one that exists with no value yet
 Terraform, say) gets its first value through steps 2-4. Every read names its stage
 (``VersionStage=AWSCURRENT``), never the default.
 
-AWSPENDING on a version other than AWSCURRENT's means a rotation is unfinished. On a secret
-without rotation enabled (managed, or not tagged yet while adopted), a version holding a rotator
-payload of this same policy can only be rotator's own publish, interrupted between steps 2
-and 3 (the engine has rolled its token back): it is ignored, and the next PutSecretValue moves
-the label. Anything else (a rotation function's version, with or without a value; someone
-else's value) stops the run with the message AWS users know, "a previous rotation isn't
-complete", and the command that clears the label.
+AWSPENDING on a version other than AWSCURRENT's means a rotation is unfinished. A version holding
+a rotator payload of this same policy that is rotator's own publish, interrupted between steps 2
+and 3, is not: it is ignored (the engine has rolled its token back, or runs the same publish again),
+a publish of the same record finishes with that version, and any other publish's PutSecretValue
+moves the label. Own means named ``rotator-...`` (a rotation function's version has the id
+Secrets Manager chose), or on a secret without rotation enabled (managed, or not tagged yet while
+adopted) any id, for versions put before the store named its own. Anything else (a rotation
+function's version, with or without a value; someone else's value) stops the run with the message
+AWS users know, "a previous rotation isn't complete", and the command that clears the label. On a
+secret with rotation enabled, a publish whose move fails also drops AWSPENDING from its version
+before it gives up, when Secrets Manager lets it: until it is gone, Secrets Manager starts no
+rotation of the secret.
 
 Credentials come from the standard AWS chain (environment, ``~/.aws``, container or instance
 role), from ``profile``, or by assuming ``role_arn`` (refreshed before it expires). The region
@@ -98,6 +104,7 @@ __all__ = [
     "HINT_OLD_SDK",
     "MANAGED_BY",
     "MANAGED_BY_KEY",
+    "OWN_VERSION_PREFIX",
     "PENDING",
     "POLICY_KEY",
     "PREVIOUS",
@@ -122,6 +129,11 @@ logger = logging.getLogger("rotator.adapters.aws_secretsmanager")
 T = TypeVar("T")
 
 CURRENT, PENDING, PREVIOUS = "AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"
+#: What the ClientRequestToken (so the VersionId) of every version this store writes starts with, a
+#: UUID after it (44 characters; AWS takes 32 to 64). Secrets Manager names a rotation's version with
+#: its own UUID: an AWSPENDING version named so, holding this policy's payload, is an interrupted
+#: publish of this store's, also on a secret whose rotation is enabled.
+OWN_VERSION_PREFIX = "rotator-"
 MANAGED_BY_KEY, MANAGED_BY, POLICY_KEY = "managed-by", "rotator", "policy"
 
 #: the name part: a secret name, with the -XXXXXX suffix AWS adds
@@ -339,6 +351,16 @@ def _name_to_create(settings: AwsSecretsManagerSettings) -> str | None:
     if re.search(_ARN_SUFFIX, arn["name"]):
         return None
     return str(arn["name"])
+
+
+def _own_version_id() -> str:
+    return f"{OWN_VERSION_PREFIX}{uuid.uuid4()}"
+
+
+def _same(there: TokenRecord | None, record: TokenRecord) -> bool:
+    """Whether ``there`` holds ``record``'s token: its id and value (the same bootstrap run again
+    stamps the record with another time)."""
+    return there is not None and there.token_id == record.token_id and there.value == record.value
 
 
 def _http_url(key: str, value: str) -> str:
@@ -674,7 +696,7 @@ class AwsSecretsManagerStore:
             logger.debug("%s: exists with no AWSCURRENT value", self._location)
             return StoreState(version=None, managed=view.managed, record=None, marker_policy=view.marker_policy)
         try:
-            self._check_pending(view, current)
+            self._check_pending(view, current, *self._read_pending(view, current))
         except PendingRotationError as exc:  # a writer stops here, before it mints; a reader may go on
             try:
                 exc.state = self._current_state(view)
@@ -711,18 +733,29 @@ class AwsSecretsManagerStore:
         current = view.version_with(CURRENT)
         if current != expected_version:
             return self._settle(record, expected_version, current, view)
-        self._check_pending(view, current)
-        pending = view.version_with(PENDING)
-        new: str | None = None
-        if pending is not None and pending != current and self._holds(pending, PENDING, record):
-            new = pending  # an earlier attempt put it and lost the move: finish that one
+        pending, leftover = self._read_pending(view, current)
+        # Before the check of AWSPENDING: an earlier attempt of this very publish that lost its move left
+        # it there (the engine's retry, the same command run again), and is finished, not refused.
+        if pending is not None and _same(leftover, record):
+            new = pending
             logger.info("%s: version %s already holds token %s as AWSPENDING", self._location, new, record.token_id)
-        if new is None:
-            new = self._put_pending(record)
-        if current is not None:
-            self._move_current(new, current)
         else:
-            self._first_current(new)
+            self._check_pending(view, current, pending, leftover)
+            new = self._put_pending(record)
+        try:
+            if current is not None:
+                self._move_current(new, current)
+            else:
+                self._first_current(new)
+        except ConflictError:
+            raise  # _move_current and _first_current dropped AWSPENDING before raising it
+        except RotatorError:
+            if view.rotation_enabled:
+                # Until the label goes, Secrets Manager starts no rotation of the secret; without rotation
+                # it stays, and the retry finishes with this version.
+                self._drop_pending(new, "Secrets Manager starts no rotation of the secret until it is gone; "
+                                        "publishing this token again finishes with that version")
+            raise
         self._drop_pending(new)
         self._ensure_tags(view.tags)
         logger.info("published token %s to %s as version %s", record.token_id, self._location, new)
@@ -747,7 +780,7 @@ class AwsSecretsManagerStore:
             )
         request: dict[str, Any] = {
             "Name": name,
-            "ClientRequestToken": str(uuid.uuid4()),
+            "ClientRequestToken": _own_version_id(),
             "SecretString": json.dumps(record.payload()),
             "Description": f"InfluxDB token rotated by rotator (policy {self._policy})",
             "Tags": [{"Key": k, "Value": v} for k, v in self._wanted_tags().items()],
@@ -777,7 +810,7 @@ class AwsSecretsManagerStore:
         return version
 
     def _put_pending(self, record: TokenRecord) -> str:
-        token = str(uuid.uuid4())
+        token = _own_version_id()
         answer = self._call("PutSecretValue", lambda api: api.put_secret_value(
             SecretId=self._settings.secret_id, ClientRequestToken=token,
             SecretString=json.dumps(record.payload()), VersionStages=[PENDING]))  # fmt: skip
@@ -827,7 +860,8 @@ class AwsSecretsManagerStore:
             ),
         )
 
-    def _drop_pending(self, version: str) -> None:
+    def _drop_pending(self, version: str, left: str = "harmless while it is AWSCURRENT's") -> None:
+        """Remove AWSPENDING from ``version``; a failure only warns, saying what the label ``left`` there means."""
         try:
             self._call(
                 "UpdateSecretVersionStage",
@@ -836,10 +870,8 @@ class AwsSecretsManagerStore:
                 ),
             )
         except RotatorError as exc:
-            logger.warning(
-                "%s: could not remove AWSPENDING from version %s (harmless while it is AWSCURRENT's): %s",
-                self._location, version, exc,
-            )  # fmt: skip
+            logger.warning("%s: could not remove AWSPENDING from version %s (%s): %s", self._location, version,
+                           left, exc)
 
     def _ensure_tags(self, tags: Mapping[str, str]) -> None:
         wanted = self._wanted_tags()
@@ -890,24 +922,37 @@ class AwsSecretsManagerStore:
         answer = read_stage(self._client(), self._settings.secret_id, stage, self._location, version_id=version)
         if answer is None or answer[1] is None:
             return False
-        there = self._parse(answer[1], version, strict=False)
-        return there is not None and there.token_id == record.token_id and there.value == record.value
+        return _same(self._parse(answer[1], version, strict=False), record)
 
-    def _check_pending(self, view: SecretView, current: str | None) -> None:
+    def _read_pending(self, view: SecretView, current: str | None) -> tuple[str | None, TokenRecord | None]:
+        """The version AWSPENDING is on when that is not AWSCURRENT's (else None), and the record it
+        holds (None: no value yet, or not a record)."""
         pending = view.version_with(PENDING)
         if pending is None or pending == current:
-            return
+            return None, None
         answer = read_stage(self._client(), self._settings.secret_id, PENDING, self._location, version_id=pending)
-        leftover = self._parse(answer[1], pending, strict=False) if answer and answer[1] is not None else None
-        # No rotation function: a pending version holding this policy's payload can only be an
-        # interrupted publish of rotator's, also on a secret not tagged yet (an adoption tags it only
-        # after its move). Whether rotator may write an untagged secret at all is the engine's
-        # ownership check (the policy's `adopt`), made on what this read returns.
-        own = not view.rotation_enabled
+        return pending, self._parse(answer[1], pending, strict=False) if answer and answer[1] is not None else None
+
+    def _check_pending(
+        self, view: SecretView, current: str | None, pending: str | None, leftover: TokenRecord | None
+    ) -> None:
+        """PendingRotationError unless AWSPENDING (on ``pending``, holding ``leftover``: _read_pending)
+        is absent, on AWSCURRENT's version, or an interrupted publish of this store's."""
+        if pending is None:
+            return
+        # A pending version holding this policy's payload is an interrupted publish of rotator's when the
+        # store named it (a rotation function's version has Secrets Manager's id), or on a secret without
+        # rotation whatever its id (one put before the store named its versions), also on a secret not
+        # tagged yet (an adoption tags it only after its move). Its token is the one the engine's journal
+        # records for that run: rolled back by recovery, or published by the same command run again. So
+        # this reads as AWSCURRENT, what consumers use. Whether rotator may write an untagged secret at all
+        # is the engine's ownership check (the policy's `adopt`), made on what this read returns.
+        own = pending.startswith(OWN_VERSION_PREFIX) or not view.rotation_enabled
         if own and leftover is not None and leftover.policy == self._policy:
             logger.warning(
                 "%s: AWSPENDING on version %s holds token %s from an interrupted publish by this policy; "
-                "the next publish replaces it", self._location, pending, leftover.token_id,
+                "publishing that token again finishes with it, another publish replaces it",
+                self._location, pending, leftover.token_id,
             )  # fmt: skip
             return
         raise PendingRotationError(

@@ -48,12 +48,14 @@ carries that token (a new login, a new token in the file, a restart or a daemon 
 again).
 
 Requests. ``read_current`` is one GET of ``<mount>/data/<path>``, whose answer carries the
-version, its payload and the secret's custom_metadata; ``publish`` is the ``cas`` write and the
-custom_metadata PATCH (without ``patch``: the metadata read and the POST). A store's first read
-also reads the secret's metadata and, unless the secret sets max_versions, the mount's config
-(the max_versions and delete_version_after checks), and the login adds its own (token auth: one lookup-self). The HTTP
-client takes nothing from the environment (proxy variables, ``REQUESTS_CA_BUNDLE``, ``~/.netrc``):
-the settings alone decide. ``request_count`` is the number of HTTP requests the store sent
+version, its payload and the secret's custom_metadata (a secret without a version, made with
+``kv metadata put``, answers 404: then its metadata is read too, whose marker may name another
+policy); ``publish`` is the ``cas`` write and the custom_metadata PATCH (without ``patch``: the
+metadata read and the POST). A store's first read also reads the secret's metadata and, unless
+the secret sets max_versions, the mount's config (the max_versions and delete_version_after
+checks), and the login adds its own (token auth: one lookup-self). The HTTP client takes nothing
+from the environment (proxy variables, ``REQUESTS_CA_BUNDLE``, ``~/.netrc``): the settings alone
+decide. ``request_count`` is the number of HTTP requests the store sent
 (tests/adapters/test_store_requests.py asserts them).
 
 Where ``mount`` points. ``mount`` is the engine's path as ``vault secrets list`` shows it (``secret``), not the
@@ -536,11 +538,19 @@ class VaultKV2Store:
     def read_current(self) -> StoreState:
         """The current version. PermanentError if the secret is managed but its payload is not
         a rotator payload; a deleted or destroyed current version reads as ``record=None``."""
+        first = not self._versions_checked
         meta = self._check_retention()
         latest = self._read_latest()
         if latest is None:  # also a secret whose metadata exists without a version: cas=0 creates it
-            logger.debug("%s: absent", self._location)
-            return StoreState(version=None, managed=False, record=None)
+            # Its custom_metadata (`kv metadata put` before any version is written) may name another
+            # policy: the engine's ownership check then refuses it without `adopt`, as for a deleted
+            # current version. (The first read's own metadata read found none: absent.)
+            secret = meta if meta is not None or first else self._read_metadata()
+            kept = self._custom_in(secret) if secret is not None else {}
+            managed = _is_managed(kept)
+            logger.debug("%s: %s", self._location, "absent" if secret is None else f"no version, managed={managed}")
+            return StoreState(version=None, managed=managed, record=None,
+                              marker_policy=_marker_policy(kept) if managed else None)
         current, payload, custom = latest
         if custom is None:  # an old Vault that does not send custom_metadata with the data
             secret = meta if meta is not None else self._read_metadata() or {}
