@@ -115,6 +115,7 @@ def test_a_prune_of_many_old_runs_holds_no_event_write_up(journal_url: str) -> N
     waits: list[float] = []
     failed = 0
     pruning = threading.Thread(target=run_prune)
+    began = time.monotonic()
     pruning.start()
     while pruning.is_alive():
         started = time.monotonic()
@@ -125,12 +126,17 @@ def test_a_prune_of_many_old_runs_holds_no_event_write_up(journal_url: str) -> N
         waits.append(time.monotonic() - started)
         time.sleep(0.02)
     pruning.join()
+    took = time.monotonic() - began
     assert "error" not in outcome, outcome["error"]
     result = outcome["result"]
     revocations = BULK_REVOCATIONS[_backend(url)]
     assert (result.events, result.runs, result.revocations) == (1, n - POLICIES, revocations), result
-    assert failed == 0 and max(waits) < MAX_WAIT_S, (
-        f"an event write waited {max(waits):.2f} s ({failed} failed) while the prune deleted {n} runs")
+    # Under the head, the whole deletion held every write up: a wait about as long as the prune. On a
+    # loaded machine (test workers sharing two cores) a batch, and so a wait, can pass MAX_WAIT_S too;
+    # a wait still a small part of the prune's own time is a batch's, not the whole deletion's.
+    assert failed == 0 and (max(waits) < MAX_WAIT_S or max(waits) < took / 4), (
+        f"an event write waited {max(waits):.2f} s ({failed} failed) while the prune deleted {n} runs "
+        f"in {took:.2f} s")
     with raw(journal_url) as sql:
         kept = sql("SELECT run_id FROM runs ORDER BY run_id")
         newest = sql("SELECT MAX(published_at) FROM runs WHERE state = 'done' GROUP BY policy")
