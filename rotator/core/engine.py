@@ -41,7 +41,6 @@ from rotator.core.child_process import start_children_within
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.contracts import (
     Issuer,
-    MintedToken,
     MintRequest,
     Store,
     StoreState,
@@ -738,16 +737,8 @@ class Engine:
                 if run.mint_started_at is None or started - run.mint_started_at > MINT_START_SLACK:
                     self.journal.update_run(run, fence=self._fence, mint_started_at=started)
 
-            def mint() -> MintedToken:
-                try:
-                    return self.issuer.mint(request, credential)
-                except PermanentError:  # a definite refusal: nothing is on its way
-                    raise
-                except Exception as exc:
-                    unanswered.append(exc)
-                    raise
-
-            token = self._fenced_call(mint, "mint", before_retry=lambda: self._sweep_tag(run, credential, keep=None),
+            token = self._fenced_call(_noting_unanswered(partial(self.issuer.mint, request, credential), unanswered),
+                                      "mint", before_retry=lambda: self._sweep_tag(run, credential, keep=None),
                                       before_start=mint_starts_now)
             minted = TokenRecord(token.value, token.token_id, self.policy.issuer_type, self.policy.name,
                                  now, token.expires_at or expires_at)
