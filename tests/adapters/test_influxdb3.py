@@ -674,6 +674,21 @@ def test_a_delete_the_listing_contradicts_is_transient() -> None:
         make("http://influx.invalid", transport=mock(handler)).revoke("stuck", Secret("w" * 20))
 
 
+def test_a_delete_answered_204_is_a_revocation_once_the_listing_agrees() -> None:
+    deleted: list[str] = []
+
+    admin_only = '{"token_id":0,"name":"_admin","hash":"0123456789abcdef","created_at":"2026-01-01T00:00:00"}\n'
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.method == "DELETE":
+            deleted.append(req.url.params["token_name"])
+            return httpx.Response(204)
+        return httpx.Response(200, text=admin_only)
+
+    make("http://influx.invalid", transport=mock(handler)).revoke("rotator-app-gone", Secret("w" * 20))
+    assert deleted == ["rotator-app-gone"]
+
+
 def test_map_http_errors_flags_401_as_transient_only_for_fresh_tokens() -> None:
     response = httpx.Response(401, request=httpx.Request("GET", "http://x/health"))
     from rotator.adapters.http.common import expect

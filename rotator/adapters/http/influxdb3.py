@@ -398,7 +398,10 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         with map_http_errors(what, hints={403: HINT_NOT_ADMIN}):
             response = expect(
                 self._send("DELETE", DELETE, params={"token_name": token_id}, headers=auth_header("Bearer", auth)),
+                # The spec answers 200; a proxy or a later server version may say 204. The listing below
+                # decides either way.
                 200,
+                204,
                 404,
             )
         if any(info.token_id == token_id for info in self._list(auth)):
