@@ -67,11 +67,11 @@ from rotator.config.inline_secrets import mask_tokens
 from rotator.config.policy_types import Policy
 from rotator.config.timefmt import as_utc, rfc3339, rfc3339_or_none
 from rotator.core.clock import Clock
-from rotator.core.contracts import Issuer, TokenInfo, call_timeout_of, read_for_reading, with_unlisted
+from rotator.core.contracts import Issuer, StoreState, TokenInfo, call_timeout_of, read_for_reading, with_unlisted
 from rotator.core.engine import Engine
 from rotator.core.errors import RotatorError
 from rotator.core.journal import Journal, Revocation, RunRecord, RunState
-from rotator.core.revocation_rule import CLOCK_SLACK
+from rotator.core.revocation_rule import CLOCK_SLACK, Claim
 from rotator.core.secret import REDACTOR, Secret
 from rotator.observe.cluster_keys import CLUSTER_KEYS
 from rotator.observe.compliance import max_age_of
@@ -101,7 +101,8 @@ DEFAULT_UNMANAGED_MAX_AGE = timedelta(days=90)
 #: A run id is the engine's (16 letters and digits; up to 64 accepted) or the AWS Lambda function's, its
 #: ClientRequestToken (32-64 letters, digits and hyphens, a UUID as Secrets Manager makes it:
 #: rotator/runners/lambda_rotation.py). The bound keeps a token value pasted after a tag (an InfluxDB v2
-#: token is 86 such characters and ``==``) from being read as a run id, and shown as one.
+#: token is 86 such characters and ``==``) from being read as a run id, and shown as one; a value that
+#: has a + or / early on is left to :func:`_tags`. Read tags through :func:`_tags`, not this pattern.
 _TAG = re.compile(
     r"rotator:([A-Za-z0-9][A-Za-z0-9._-]{0,62}):([A-Za-z0-9]{1,64}|[A-Za-z0-9-]{32,64})(?![A-Za-z0-9_-])"
 )
@@ -527,7 +528,7 @@ def _classify(info: TokenInfo, state: str, c: _Classifier, target: Target, on_ta
                           run.run_id, (run.run_id, None))  # fmt: skip
         return _Class(SUSPICIOUS, f"published by run {run.run_id}, superseded, and no revocation recorded",
                       run.policy, run.run_id)  # fmt: skip
-    tags = sorted(set(_TAG.findall(info.description)))
+    tags = _tags(info.description)
     if not tags:
         return _Class(UNMANAGED, "no rotator tag, unknown to the journal", None, None)
     policy_name, run_id = tags[0] if len(tags) == 1 else (None, None)
@@ -686,13 +687,31 @@ def _unlisted_current(target: Target, tokens: dict[str, TokenInfo], expected: Ma
 def _classify_without_journal(
     info: TokenInfo, state: str
 ) -> tuple[str, str, str | None, str | None, tuple[str, str | None] | None]:
-    tags = sorted(set(_TAG.findall(info.description)))
+    tags = _tags(info.description)
     if not tags:
         return UNMANAGED, "no rotator tag (no journal to compare with)", None, None, None
     policy_name, run_id = _masked(tags[0][0]), _masked(tags[0][1])
     if state != "active":
         return RETIRED, "rotator tag, no longer valid (no journal to compare with)", policy_name, run_id, None
     return SUSPICIOUS, "rotator tag, but no journal to confirm it", policy_name, run_id, None
+
+
+def _tags(description: str) -> list[tuple[str, str]]:
+    """The (policy, run id) of each rotator tag in ``description``, sorted, once each.
+
+    A run id that is part of a token-shaped text is none: an InfluxDB v2 token in standard base64 pasted
+    after ``rotator:<policy>:`` nearly always has a + or / in its first 64 characters, and what comes
+    before it was read as a run id, shown unmasked (the description masks the whole value) and counted
+    as a suspicious tag. Whatever follows the run id is not refused for it: ``rotator:p:<run>/x`` is a tag.
+    """
+    found = set()
+    for match in _TAG.finditer(description):
+        # No token shape holds a ':', so a token that overlaps the run id starts inside it: masking the
+        # text from the run id on finds it. Not the whole description: that can mask a policy's name
+        # (``s.`` and 20 letters is a legal name and a Vault token's shape).
+        if mask_tokens(description[match.start(2):]).startswith(match.group(2)):
+            found.add((match.group(1), match.group(2)))
+    return sorted(found)
 
 
 def _masked(text: str | None) -> str | None:
@@ -720,7 +739,7 @@ def _list_target(target: Target, inv: Inventory) -> dict[str, TokenInfo] | None:
             continue
         for info in tokens:
             seen = merged.get(info.token_id)
-            if seen is None or (_TAG.search(info.description) and not _TAG.search(seen.description)):
+            if seen is None or (_tags(info.description) and not _tags(seen.description)):
                 merged[info.token_id] = info
     if errors and not merged:
         inv.errors.append((target.name, "; ".join(errors)))
@@ -738,6 +757,22 @@ _Recheck = Callable[[Sequence[TokenInfo], datetime], Mapping[str, str | None]]
 
 class _OrphanSweeper(Engine):
     """The engine's own tag sweep, run for one orphan's run: the same rules as recovery."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The sweep revokes one token at a time, and one that fails leaves those before it revoked: what
+        # it did is kept here for a sweep that raises.
+        #: the ids whose revocation was tried (the failed one among them: it may have taken effect)
+        self.tried: list[str] = []
+        #: the ids whose revocation went through (the issuer took it, or had revoked the token already)
+        self.sent: list[str] = []
+
+    def _safe_revoke(self, claim: Claim, credential: Secret | None,
+                     states: dict[str, StoreState] | None = None) -> bool:  # fmt: skip
+        self.tried.append(claim.token_id)
+        done = super()._safe_revoke(claim, credential, states)
+        self.sent.append(claim.token_id)
+        return done
 
     def sweep_run(self, run: RunRecord, keep: str | None, token_ids: Sequence[str],
                   recheck: _Recheck) -> tuple[dict[str, str], list[str]]:  # fmt: skip
@@ -811,18 +846,27 @@ def revoke_orphans(
             return verdicts
 
         ids = list(dict.fromkeys(e.listed_id or e.token_id for e in entries))
+        failed: str | None = None  # the outcome of each id the sweep did not revoke before it failed
         try:
             refused, revoked = sweeper.sweep_run(run, keep, ids, recheck)
         except RotatorError as exc:
-            results += [(e, f"not revoked: {REDACTOR.redact(str(exc))}") for e in entries]
-            continue
+            # Those it revoked before the failure are revoked, and --check must not count them: the
+            # listing below confirms them like any other.
+            failed = f"not revoked: {REDACTOR.redact(str(exc))}"
+            refused, revoked = {}, list(sweeper.tried)
         try:
             listed = {t.token_id: t for t in
                       sweeper.issuer.list_tokens(sweeper._credential_from(sweeper._read_stores()))}  # fmt: skip
         except RotatorError as exc:
             check = f"the listing that confirms it failed: {REDACTOR.redact(str(exc))}"
-            results += [(e, refused.get(e.listed_id or e.token_id)
-                         or f"revoke sent, not confirmed ({check})") for e in entries]  # fmt: skip
+            for e in entries:
+                token_id = e.listed_id or e.token_id
+                if token_id in refused:
+                    results.append((e, refused[token_id]))
+                elif failed is not None and token_id not in sweeper.sent:
+                    results.append((e, failed))
+                else:
+                    results.append((e, f"revoke sent, not confirmed ({check})"))
             continue
         now = sweeper.clock.now()
         for e in entries:
@@ -832,6 +876,8 @@ def revoke_orphans(
                 outcome = refused[token_id]
             elif token_id in revoked and (info is None or not info.is_active(now)):
                 outcome = "revoked"  # (an issuer that deletes what it revokes lists it no more)
+            elif failed is not None:
+                outcome = failed
             elif info is None:
                 outcome = "not revoked: not found at the issuer"
             elif info.is_active(now):

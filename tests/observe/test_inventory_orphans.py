@@ -174,6 +174,48 @@ def test_an_orphan_that_became_another_policy_s_token_after_the_listing_is_not_r
     sc.assert_no_leak([value])
 
 
+@pytest.mark.parametrize("confirmed", [True, False], ids=["listed", "listing-fails"])
+def test_a_sweep_that_fails_part_way_reports_the_orphans_it_revoked(failed, monkeypatch, confirmed):
+    """The sweep revokes a run's orphans one at a time: when the second revoke failed, both were
+    reported "not revoked" and the confirming listing was skipped, so --check counted the revoked one
+    as a live orphan. Whether or not the confirming listing works, the revoked one is not "not revoked"."""
+    from rotator.core.errors import PermanentError
+    from rotator.observe import inventory as inv_mod
+    from rotator.observe.inventory import policy_targets, revoke_orphans, take_inventory
+
+    sc, fake, run_id = failed["sc"], failed["fake"], failed["run"]
+    _, first = fake.add_token(f"rotator:{POLICY}:{run_id}")
+    _, second = fake.add_token(f"rotator:{POLICY}:{run_id}")
+    real_revoke, real_read = inv_mod._OrphanSweeper._safe_revoke, inv_mod._OrphanSweeper._read_stores
+    calls: list[str] = []
+
+    def flaky(self: Any, claim: Any, credential: Any, states: Any = None) -> bool:
+        calls.append(claim.token_id)
+        if len(calls) == 2:
+            raise PermanentError("issuer refused the revoke (injected)")
+        return real_revoke(self, claim, credential, states)
+
+    def read_stores(self: Any) -> Any:
+        if len(calls) == 2 and not confirmed:
+            raise PermanentError("store unreachable (injected)")
+        return real_read(self)
+
+    monkeypatch.setattr(inv_mod._OrphanSweeper, "_safe_revoke", flaky)
+    monkeypatch.setattr(inv_mod._OrphanSweeper, "_read_stores", read_stores)
+    with _in_the_scenario(sc, monkeypatch) as (config, journal):
+        known = list(config.policies)
+        inv = take_inventory(policy_targets(known), journal, known, datetime.now(UTC))
+        outcomes = {e.token_id: o for e, o in revoke_orphans(inv, journal, known)}
+    done, refused = calls
+    assert fake.token_by_id(done)["revoked_at"] is not None  # type: ignore[index]
+    assert fake.token_by_id(refused)["revoked_at"] is None  # type: ignore[index]
+    if confirmed:
+        assert outcomes[done] == "revoked"
+    else:
+        assert outcomes[done].startswith("revoke sent, not confirmed (the listing that confirms it failed: store")
+    assert outcomes[refused] == "not revoked: issuer refused the revoke (injected)"
+
+
 # ---------------------------------------------------------------------------------- item 4: the mint window
 def test_a_tag_on_a_token_created_long_after_its_run_is_suspicious_and_never_revoked(failed):
     """A person's token, created today, whose description mentions the tag of a run that failed three

@@ -8,10 +8,12 @@ trusts its own journal, never a description: a tag is a claim, at best ``suspici
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import io
 import json
+import os
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -117,14 +119,48 @@ def test_a_suggestion_built_from_an_entry_masks_its_text_itself():
     assert "--token-id '***'" in text and "copy it from the issuer's own listing" in text
 
 
+def _v2_values() -> list[str]:
+    """InfluxDB v2 tokens as InfluxDB 2 makes them (64 random bytes, standard base64), each with a + or
+    / early on, and one of letters and digits only."""
+    values = [secrets.token_hex(43) + "=="]
+    while len(values) < 21:
+        value = base64.b64encode(os.urandom(64)).decode()
+        if any(c in value[:64] for c in "+/"):
+            values.append(value)
+    return values
+
+
 def test_a_token_value_after_a_tag_is_no_run_id(tmp_path, capsys):
     """An InfluxDB v2 token (86 characters and ``==``) pasted after ``rotator:p:`` was read as a run id
-    and shown in the run_id column: a run id is at most 64 characters."""
-    v2 = secrets.token_hex(43) + "=="
-    result, _ = _inventory(tmp_path, [TokenInfo("t-v2", f"rotator:p:{v2}")])
-    (entry,) = result.entries
-    assert entry.cls == UNMANAGED and entry.run_id is None
-    assert v2[:-2] not in _printed(result, capsys)
+    and shown in the run_id column: a run id is at most 64 characters. A value in standard base64 has a
+    + or / early on: what came before it was a run id, printed unmasked in the run_id column and the
+    reason, and the token counted as suspicious. Neither, with or without a journal."""
+    values = _v2_values()
+    tokens = [TokenInfo(f"t-v2-{i}", f"backup rotator:p:{v2}") for i, v2 in enumerate(values)]
+    # a real tag stays one whatever follows it
+    tokens.append(TokenInfo("t-tag", "rotator:p:0123abcd0123abcd/x"))
+    for journal in (True, False):
+        (tmp_path / str(journal)).mkdir()
+        result, _ = _inventory(tmp_path / str(journal), tokens, journal=journal)
+        got = {e.token_id: e for e in result.entries}
+        for i in range(len(values)):
+            assert got[f"t-v2-{i}"].cls == UNMANAGED and got[f"t-v2-{i}"].run_id is None
+            assert got[f"t-v2-{i}"].description == "backup rotator:p:***"
+        assert got["t-tag"].cls == SUSPICIOUS and got["t-tag"].run_id == "0123abcd0123abcd"
+        printed = _printed(result, capsys)
+        assert [v2[:8] for v2 in values if v2[:8] in printed] == []
+
+
+def test_a_token_value_after_a_tag_does_not_choose_the_listing_s_description(tmp_path):
+    """Listed through two policies, a token keeps the description that carries a tag: a v2 value pasted
+    after ``rotator:p:`` is no tag, so it does not win over the other listing's."""
+    v2 = _v2_values()[1]
+    p, q = offline_policy(tmp_path, "p"), offline_policy(tmp_path, "q")
+    listers = [(p, _Lister([TokenInfo("t", "ci token")]), lambda: None),
+               (q, _Lister([TokenInfo("t", f"rotator:p:{v2}")]), lambda: None)]
+    target = Target("influxctl-management:p,q", "influxctl-management", listers)  # type: ignore[arg-type]
+    result = take_inventory([target], None, [p, q], datetime.now(UTC))
+    assert [e.description for e in result.entries] == ["ci token"]
 
 
 # ---------------------------------------------------------------------------------- tags of the AWS Lambda function
