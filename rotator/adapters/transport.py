@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-__all__ = ["RequestCounter", "is_loopback_host", "plain_http_warning", "tls_verify_warning"]
+__all__ = ["RequestCounter", "http_address_problem", "is_loopback_host", "plain_http_warning", "tls_verify_warning"]
 
 
 class RequestCounter:
@@ -31,6 +31,28 @@ class RequestCounter:
         """One request about to be sent (``method``: the HTTP verb, or the API operation)."""
         self.total += 1
         self.by_method[method] = self.by_method.get(method, 0) + 1
+
+
+def http_address_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as an adapter's server address, or None: it must be ``http(s)://``
+    with a host, a port (if given) from 1 to 65535, and no credentials, query or fragment.
+
+    A port that cannot be read passed validation before and failed at the first call, as an
+    "unreachable server" retried five times (requests) or an internal error (botocore)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// address with a host"
+    try:
+        port = parts.port  # ValueError: not a number, or beyond 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "has a port that is not a number from 1 to 65535"
+    if parts.username or parts.password:
+        return "must not carry credentials"
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment"
+    return None
 
 
 def is_loopback_host(host: str | None) -> bool:

@@ -345,3 +345,51 @@ def test_an_empty_schedule_is_refused_not_the_defaults_one(tmp_path: Path) -> No
     """`schedule = ""` silently inherited [defaults] while "   " was an error."""
     _one(tmp_path, _text(head='name = "p1"\nschedule = ""', top='[defaults]\nschedule = "1d"\n'), "schedule",
          "schedule is empty")
+
+
+def _address_settings(what: str, url: str) -> None:
+    """Validate the settings of one adapter whose server address is ``url``."""
+    from rotator.adapters.aws.secretsmanager import AwsSecretsManagerSettings
+    from rotator.adapters.http.influxdb3 import InfluxDB3Settings
+    from rotator.adapters.http.management_api import ManagementApiSettings
+    from rotator.adapters.vault.kv2 import VaultKV2Settings
+
+    if what == "vault-kv2 url":
+        VaultKV2Settings.model_validate({"url": url, "path": "influx/mgmt",
+                                         "auth": {"method": "token", "token": {"env": "VAULT_TOKEN"}}})
+    elif what == "aws endpoint_url":
+        AwsSecretsManagerSettings(secret_id="influx/mgmt", region="eu-west-1", endpoint_url=url)
+    elif what == "aws sts_endpoint_url":
+        AwsSecretsManagerSettings(secret_id="influx/mgmt", region="eu-west-1", sts_endpoint_url=url,
+                                  role_arn="arn:aws:iam::123456789012:role/rotator")
+    elif what == "influxdb3 base_url":
+        InfluxDB3Settings.model_validate({"base_url": url, "credential": "self"})
+    else:
+        ManagementApiSettings.model_validate({
+            "product": "clustered", "cluster_host": url, "management_token": {"env": "T"},
+            "verify": {"database": "telemetry"}, "permissions": [{"action": "read", "resource": "telemetry"}]})
+
+
+ADDRESSES = ["vault-kv2 url", "aws endpoint_url", "aws sts_endpoint_url", "influxdb3 base_url",
+             "management-api cluster_host"]
+
+
+@pytest.mark.parametrize("what", ADDRESSES)
+@pytest.mark.parametrize("port", ["abc", "0", "99999"])
+def test_a_server_address_with_a_port_no_server_can_have_is_refused(what: str, port: str) -> None:
+    # Each passed validation before: then Vault's was "unreachable" through five retries (exit 1, "check
+    # that Vault is up"), the AWS endpoints an internal error from botocore.
+    with pytest.raises(ValueError, match="port"):
+        _address_settings(what, f"https://server.example:{port}")
+
+
+@pytest.mark.parametrize("what", ADDRESSES)
+def test_a_server_address_with_a_usable_port_or_none_stays_valid(what: str) -> None:
+    _address_settings(what, "https://server.example:65535")
+    _address_settings(what, "https://server.example")
+
+
+def test_a_vault_url_with_a_query_or_fragment_is_refused() -> None:
+    for url in ("https://vault.example:8200?x=1", "https://vault.example:8200/#f"):
+        with pytest.raises(ValueError, match="query or fragment"):
+            _address_settings("vault-kv2 url", url)

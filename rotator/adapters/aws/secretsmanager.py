@@ -372,6 +372,11 @@ def _http_url(key: str, value: str) -> str:
         raise ValueError(f"`{key}` must be an http:// or https:// address")
     if parts.username or parts.password:
         raise ValueError(f"`{key}` must not carry credentials")
+    from rotator.adapters.transport import http_address_problem  # only with an endpoint set: not the Lambda's cold path
+
+    problem = http_address_problem(value)
+    if problem:
+        raise ValueError(f"`{key}` {problem}")
     return value.rstrip("/")
 
 

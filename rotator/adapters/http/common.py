@@ -57,7 +57,7 @@ from pydantic import (
     model_validator,
 )
 
-from rotator.adapters.transport import plain_http_warning, tls_verify_warning
+from rotator.adapters.transport import http_address_problem, plain_http_warning, tls_verify_warning
 from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import AdapterContext, checked_settings, side_effect_start_deadline
 from rotator.core.credentials import CredentialRef
@@ -187,13 +187,17 @@ class HttpSettings(BaseModel):
         try:
             url = httpx.URL(value)
         except httpx.InvalidURL:
-            raise ValueError("is not a URL; write e.g. https://influxdb.example.com:8181") from None
+            problem = http_address_problem(value) or "is not a URL; write e.g. https://influxdb.example.com:8181"
+            raise ValueError(problem) from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("must be an http:// or https:// address with a host")
         if url.userinfo:
             raise ValueError("must not carry credentials; use `credential`")
         if url.query or url.fragment:
             raise ValueError("must not have a query or fragment")
+        unusable = http_address_problem(value)
+        if unusable:
+            raise ValueError(unusable)
         return value.rstrip("/")
 
     def transport_warnings(self) -> list[str]:

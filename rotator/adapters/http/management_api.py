@@ -93,7 +93,7 @@ from rotator.adapters.http.common import (
     token_value,
     wait_asked,
 )
-from rotator.adapters.transport import plain_http_warning, tls_verify_warning
+from rotator.adapters.transport import http_address_problem, plain_http_warning, tls_verify_warning
 from rotator.config import registry
 from rotator.config.adapter_settings import validate_settings
 from rotator.config.timefmt import rfc3339_seconds
@@ -246,6 +246,9 @@ def _url(value: str, what: str) -> str:
         raise ValueError(f"{what} must be an https:// address, e.g. https://cluster-id.a.influxdb.io")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError(f"{what} must not carry credentials, a query or a fragment")
+    problem = http_address_problem(value)
+    if problem:
+        raise ValueError(f"{what} {problem}")
     return value.rstrip("/")
 
 

@@ -91,7 +91,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rotator.adapters.transport import RequestCounter, plain_http_warning, tls_verify_warning
+from rotator.adapters.transport import RequestCounter, http_address_problem, plain_http_warning, tls_verify_warning
 from rotator.adapters.vault.auth import (
     AppRoleAuth,
     CredentialStatus,
@@ -267,6 +267,9 @@ class VaultKV2Settings(BaseModel):
             raise ValueError("must be an http:// or https:// address")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; use `auth`")
+        problem = http_address_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value.rstrip("/")
 
     @field_validator("timeout_s")
