@@ -40,7 +40,8 @@ A rotation is ``Engine.rotate(expect_last_run=...)``: the engine takes the polic
 planned run and, under it, checks that the last successful run is still the one the daemon planned
 from (after recovering an interrupted run), so two replicas never rotate one due time twice.
 
-Liveness means progress. A watchdog thread knows when the scheduler last finished a pass and
+Liveness means progress. A watchdog thread knows when the scheduler last finished a pass (one
+that raised is none, nor one within TICK_RETRY after it: :meth:`Daemon.tick`) and
 when each run last made progress: took, confirmed, renewed or released its policy's lease (the
 engine confirms it before every side effect and between the tries of a verify; the journal the
 engines get, :class:`_ProgressJournal`, tells the watchdog), or started or ended a wait between two
@@ -90,6 +91,7 @@ import faulthandler
 import hashlib
 import heapq
 import logging
+import math
 import os
 import random
 import select
@@ -492,7 +494,16 @@ class Daemon:
         #: read every policy's journal state at the next sweep (a reload or a refresh failed)
         self._full_load_wanted = False
         self._orphans_reported: set[str] = set()
+        #: when the scheduler last made progress: a pass ended (time.monotonic; see tick)
         self._heartbeat = time.monotonic()
+        #: when a pass last raised (time.monotonic)
+        self._failed_pass_at = -math.inf
+        #: policies whose planning after a job raised (a bug): planned again at each pass until it works,
+        #: each with whether its journal state is still to be read again (_refresh), and how many in a row
+        self._plan_retry: dict[str, bool] = {}
+        self._plan_failures: dict[str, int] = {}
+        #: policy -> reads of its stores' credentials that raised in a row (adapter code: _plan_credentials)
+        self._credential_read_failures: dict[str, int] = {}
         self._recovered = False
         self._last_failed_fp: tuple[int, int, int] | None = _NO_FAILURE
         #: the running configuration's file content (_digest), None if it could not be read
@@ -590,6 +601,7 @@ class Daemon:
                                        exposition=self.metrics.exposition)
             self.health.start()
         self._check_journal()  # /readyz answers from the first probe on
+        self._heartbeat = time.monotonic()  # the start's load counts as a pass (a long one is no stall)
         for target, thread_name in ((self._watchdog_loop, "rotator-watchdog"),
                                     (self._journal_probe_loop, "rotator-journal-probe")):
             threading.Thread(target=target, name=thread_name, daemon=True).start()
@@ -711,6 +723,24 @@ class Daemon:
 
     # -- the pass ---------------------------------------------------------------------------
     def tick(self, now: datetime) -> float:
+        """One pass (:meth:`_pass`); what the watchdog counts as the scheduler's progress.
+
+        A pass that raises is no progress (a journal that answers its ping but refuses the scheduling
+        queries starts nothing due), nor is one that ends within TICK_RETRY after it: what failed was
+        put off that long (a due rotation queued again then), so only a pass after that tries it
+        again. Passes woken meanwhile (a job's end) would otherwise keep a daemon that can start no
+        rotation looking alive."""
+        try:
+            wait = self._pass(now)
+        except BaseException:
+            self._failed_pass_at = time.monotonic()
+            raise
+        ended = time.monotonic()
+        if ended - self._failed_pass_at >= TICK_RETRY:
+            self._heartbeat = ended
+        return wait
+
+    def _pass(self, now: datetime) -> float:
         """One pass: reload if asked, start what is due; return the seconds until the next thing.
 
         Costs what is due, not what is configured: the policies wait in a queue ordered by their
@@ -718,7 +748,6 @@ class Daemon:
         job ended since the last pass are planned again. The sweep (every ``sweep_interval``)
         reads what other processes changed, bounded by what is current.
         """
-        self._heartbeat = time.monotonic()
         settings = self.settings
         self._after_a_clock_step_back(now)
         if self._reopen_wanted or self._reload_wanted:
@@ -740,27 +769,29 @@ class Daemon:
         with self._lock:
             replan, self._replan = self._replan, set()
             ended, self._ended = self._ended, set()
-        todo = sorted(replan)
-        try:
-            while todo:
-                name = todo[-1]
+        retry, self._plan_retry = self._plan_retry, {}
+        replan.update(retry)
+        ended.update(name for name, refresh in retry.items() if refresh)
+        for name in sorted(replan):
+            try:
                 if name in ended:
                     self._refresh(name)  # what its job committed
                     ended.discard(name)
                 self._plan(name)
                 self._plan_credentials(name)  # its run's store calls may have renewed the token
-                todo.pop()
-        finally:
-            if todo:  # an unexpected error: the rest are taken again by the next pass
-                with self._lock:
-                    self._replan.update(todo)
-                    self._ended.update(ended & set(todo))
+            except Exception as exc:  # a bug: one policy's error must not stop the others' planning
+                self._plan_failed(name, exc, refresh=name in ended)
+            else:
+                self._plan_worked(name)
         if now >= self._next_sweep:
             self._next_sweep = now + settings.sweep_interval
             self._sweep(now)
         self._recovered = True
         self._maybe_prune(now)
         wake = [self._next_sweep]
+        if self._plan_retry:
+            fewest = min(self._plan_failures.get(name, 1) for name in self._plan_retry)
+            wake.append(now + doubling(timedelta(seconds=TICK_RETRY), settings.sweep_interval, fewest))
         if settings.watch:
             wake.append(self._next_watch)
         if settings.inventory_interval is not None:
@@ -859,6 +890,24 @@ class Daemon:
         self._queued[(kind, name)] = when
         self._seq += 1
         heapq.heappush(self._queue, (when, self._seq, kind, name))
+
+    def _plan_failed(self, name: str, exc: Exception, *, refresh: bool) -> None:
+        """Planning the policy after its job raised: logged (once per series), counted, and done again
+        by the next passes, at the latest TICK_RETRY later, doubling to sweep_interval."""
+        self._plan_retry[name] = refresh
+        failures = self._plan_failures[name] = self._plan_failures.get(name, 0) + 1
+        if failures == 1:
+            logger.error("policy %s: planning its next jobs failed, trying again at the next passes (the other "
+                         "policies go on): %s", name, _describe(exc),
+                         exc_info=None if isinstance(exc, RotatorError) else exc)
+        else:
+            logger.debug("policy %s: planning its next jobs failed again (%d in a row): %s", name, failures,
+                         _describe(exc))
+
+    def _plan_worked(self, name: str) -> None:
+        failures = self._plan_failures.pop(name, 0)
+        if failures:
+            logger.info("policy %s: planned again after %d failure(s) in a row", name, failures)
 
     def _policy(self, name: str) -> Policy | None:
         return self._by_name.get(name)
@@ -1093,6 +1142,14 @@ class Daemon:
             self._plan(name)
         return overview
 
+    def _adopt_policies(self, policies: Sequence[Policy]) -> None:
+        """Make ``policies`` the ones the scheduler plans from (:meth:`_policy`) and its jobs check
+        (:meth:`_changed_since_queued`): a new policy gets an empty view (its journal state is read
+        before it rotates: tick reads the last successes of what looks due), a removed one loses its."""
+        views = self._views
+        self._by_name = {p.name: p for p in policies}
+        self._views = {p.name: views.get(p.name) or _View() for p in policies}
+
     def _refresh(self, name: str) -> None:
         """Read one policy's journal state again (after its job ended, in the pass after it: only the
         scheduler's thread writes the views)."""
@@ -1172,6 +1229,9 @@ class Daemon:
         self._tracks.pop(name, None)
         self._planned.pop(name, None)
         self._credential_pause.pop(name, None)
+        self._plan_retry.pop(name, None)
+        self._plan_failures.pop(name, None)
+        self._credential_read_failures.pop(name, None)
         self.metrics.forget(name)
 
     def _job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
@@ -1366,23 +1426,34 @@ class Daemon:
         return [(name, store, status) for name, engine in list(self._credential_engines.items())
                 for store, status in self._credential_statuses(engine)]
 
-    def _credential_statuses(self, engine: EngineLike) -> list[tuple[str, Mapping[str, Any]]]:
-        out = []
+    def _credential_statuses(self, engine: EngineLike, errors: list[Exception] | None = None
+                             ) -> list[tuple[str, Mapping[str, Any]]]:  # fmt: skip
+        """Each store's ``credential_status()``. One that raises (adapter code) is that store's credential
+        failing, not an error of /readyz, /metrics or the pass for every policy; its exception is added
+        to ``errors``, when given."""
+        out: list[tuple[str, Mapping[str, Any]]] = []
         for store_name, store in self._credential_stores(engine):
             status = getattr(store, "credential_status", None)
             if callable(status):
-                out.append((store_name, status()))
+                try:
+                    out.append((store_name, status()))
+                except Exception as exc:
+                    if errors is not None:
+                        errors.append(exc)
+                    error = f"credential_status() raised {type(exc).__name__}: {_describe(exc)}"
+                    out.append((store_name, {"ok": False, "error": error}))
         return out
 
-    def _read_credentials(self, name: str, engine: EngineLike, now: datetime
+    def _read_credentials(self, name: str, engine: EngineLike, now: datetime, errors: list[Exception] | None = None
                           ) -> tuple[tuple[CredentialState, ...], datetime | None]:  # fmt: skip
         """The policy's stores' credentials for the metrics, and the soonest ``ok_until`` after ``now``
-        of their statuses: when a store says its ``ok`` turns with time alone (None: it does not say)."""
+        of their statuses: when a store says its ``ok`` turns with time alone (None: it does not say).
+        A status that raised is added to ``errors`` (:meth:`_credential_statuses`)."""
         from rotator.observe.metrics import CredentialState
 
         states = []
         turns: datetime | None = None
-        for store, st in self._credential_statuses(engine):
+        for store, st in self._credential_statuses(engine, errors):
             states.append(CredentialState(name, store, bool(st.get("ok", True)), int(st.get("failures") or 0),
                                           st.get("expires_at")))
             until = st.get("ok_until")
@@ -1406,8 +1477,16 @@ class Daemon:
                 self._credential_version += 1
             return None
         now = self.clock.now()
-        due = self._credentials_due(engine)
-        states, turns = self._read_credentials(name, engine, now)
+        errors: list[Exception] = []
+        try:
+            due = self._credentials_due(engine)
+        except Exception as exc:  # adapter code: see _credential_read_failed
+            errors.append(exc)
+            due = None
+        states, turns = self._read_credentials(name, engine, now, errors)
+        again = now + self._credential_read_failed(name, errors[0]) if errors else None
+        if not errors and self._credential_read_failures.pop(name, 0):
+            logger.info("policy %s: its stores' credentials can be read again", name)
         if self._credential_states.get(name) != states:  # else the same objects: LiveText keeps their lines
             self._credential_states[name] = states
             self._credential_version += 1
@@ -1416,7 +1495,7 @@ class Daemon:
             track = self._tracks.get(name)
             if track is not None and track.busy_until is not None and track.busy_until > due:
                 due = track.busy_until  # LeaseBusy: nothing at all for the policy before then
-        look = min((t for t in (due, turns) if t is not None), default=None)
+        look = min((t for t in (due, turns, again) if t is not None), default=None)
         if look is None:
             self._credential_at.pop(name, None)
         elif self._credential_at.get(name) != look:
@@ -1424,6 +1503,21 @@ class Daemon:
             self._seq += 1
             heapq.heappush(self._credential_queue, (look, self._seq, name))
         return due
+
+    def _credential_read_failed(self, name: str, exc: Exception) -> timedelta:
+        """A store of the policy raised when asked for its credential's due time or status (adapter code):
+        logged once per series, counted, and looked at again after the returned wait (CREDENTIAL_PAUSE's
+        longer pause, doubling to sweep_interval). Neither the pass nor the other policies stop for it."""
+        failures = self._credential_read_failures[name] = self._credential_read_failures.get(name, 0) + 1
+        wait = doubling(timedelta(seconds=CREDENTIAL_PAUSE[1]), self.settings.sweep_interval, failures)
+        if failures == 1:
+            logger.error("policy %s: reading its stores' credentials failed, looking again in %s (the other "
+                         "policies go on): %s", name, format_duration(wait), _describe(exc),
+                         exc_info=None if isinstance(exc, RotatorError) else exc)
+        else:
+            logger.debug("policy %s: reading its stores' credentials failed again (%d in a row): %s", name,
+                         failures, _describe(exc))
+        return wait
 
     def _plan_all_credentials(self) -> None:
         """:meth:`_plan_credentials` for every policy with a store credential, and none left of the others."""
@@ -1709,6 +1803,12 @@ class Daemon:
             logger.warning("listen and workers changes take effect at the next restart")
         kept = sum(1 for name, engine in engines.items() if self._engines.get(name) is engine)
         rebuilt = {name for name, engine in engines.items() if self._engines.get(name) is not engine}
+        planned = set(self._by_name)
+        # The policies the scheduler plans from and its jobs check go in with the engines, before any
+        # journal read: a reload whose read fails below must not leave the old ones scheduling the new
+        # engines (a policy it disabled rotated at its old due time). Policies first: a job that looks
+        # meanwhile (_changed_since_queued) sees a new policy with an old engine, never the reverse.
+        self._adopt_policies(loaded.config.policies)
         self.loaded, self._engines, self._fp, self._last_failed_fp = loaded, engines, fp, _NO_FAILURE
         self._reset_backoff(rebuilt)
         self._rebase_timers()
@@ -1726,6 +1826,11 @@ class Daemon:
             logger.error("reload: cannot read the journal: %s", _describe(exc))
             self._full_load_wanted = True
             self._next_sweep = self.clock.now()
+            # Until a full load works, every policy is planned from its journal state as last read,
+            # under the new settings (a removed one leaves the queue): none waits for, or starts at,
+            # a time its old settings gave.
+            for name in sorted(planned | set(self._by_name)):
+                self._plan(name)
         for name in removed:
             self._forget(name)  # (a job of it still running forgets again when it ends: _done)
         self._note_loaded()

@@ -4,14 +4,22 @@ A store credential belongs to one policy and every replica shares it. When a dea
 503, one wrong Vault role made every replica unready: the chart's PodDisruptionBudget then blocked
 `kubectl drain`, and with maxUnavailable 0 a rollout (the one that would fix the credential) never
 completed. rotator_credential_ok and the RotatorStoreCredentialExpiring alert report it instead.
+A store whose credential calls raise (adapter code) is that credential failing, not a failed pass
+for every policy nor a 500 of /readyz.
+
+What does gate them: progress. A pass that raises is none, so a daemon whose passes keep failing
+(a journal that answers its ping but refuses the scheduling queries) fails /healthz and /readyz; and
+one policy whose planning raises holds back neither the pass nor the other policies.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +27,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.core.clock import FakeClock
-from rotator.runners.daemon import Daemon
-from tests.runners.test_daemon import POLICY, T0, FakeEngine, InlineExecutor
+from rotator.core.errors import JournalError
+from rotator.core.journal import RunRecord, open_journal
+from rotator.runners.daemon import TICK_RETRY, Daemon
+from tests.runners.test_daemon import POLICY, T0, FakeEngine, Harness, InlineExecutor
+from tests.runners.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
 
 
 class _Credential:
@@ -98,3 +109,136 @@ def test_readyz_still_fails_for_what_makes_the_process_unusable(daemon: Daemon) 
     status, body = _readyz(daemon)
 
     assert status == 503 and body["stopping"] is True and body["degraded"] == ["b/vault"]
+
+
+# ---------------------------------------------------------------------------------- progress
+def test_passes_that_keep_failing_are_no_progress(harness: Callable[..., Harness],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pass stamped its progress as it began, so one that raised every time (serve() logs it and
+    tries again 5 s later) kept /healthz, /readyz and rotator_watchdog_stalled healthy while no due
+    rotation could start. A pass woken meanwhile (a job's end) comes before the failed work's retry:
+    no progress either."""
+    h = harness([("a", "1h", "")])
+    h.tick()
+    d = h.daemon
+    real = d.journal.last_successes
+
+    def refused(*a: Any, **k: Any) -> Any:
+        raise JournalError('relation "runs": permission denied')
+
+    monkeypatch.setattr(d.journal, "last_successes", refused)
+    h.clock.advance(timedelta(hours=2))  # a is due
+    d._heartbeat = time.monotonic() - 3600  # as if no pass had counted for an hour
+    for _ in range(3):
+        with pytest.raises(JournalError):
+            h.tick()
+        h.tick()  # woken meanwhile: nothing is due before the retry
+        h.clock.advance(timedelta(seconds=TICK_RETRY))
+    assert d._journal_state()[0], "the journal answers its ping"
+    assert d.progress()[0] and not d.liveness()[0] and not d.readiness()[0], "every pass failed: no progress"
+
+    monkeypatch.setattr(d.journal, "last_successes", real)
+    h.tick()
+    assert h.calls == ["rotate a"]
+    assert d.progress()[0], "within TICK_RETRY of a failed pass, still none"
+    later = time.monotonic() + TICK_RETRY
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    h.tick()
+    assert not d.progress()[0] and d.liveness()[0] and d.readiness()[0]
+
+
+def test_one_policy_whose_planning_raises_holds_back_neither_the_pass_nor_the_others(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a's job, planning a raised (a bug): the pass failed before the sweep and before it
+    started what was due, at every pass, so b was never rotated. Now a is logged, retried at the next
+    passes (within TICK_RETRY), and the others go on."""
+    h = harness([("a", "1h", ""), ("b", "2h", "")])
+    h.tick()
+    h.clock.advance(timedelta(hours=1))
+    h.tick()
+    assert h.calls == ["rotate a"]
+    d = h.daemon
+    target = d._target
+
+    def broken(policy: Any, *a: Any, **k: Any) -> datetime:
+        if policy.name == "a":
+            raise RuntimeError("a bug in a's schedule")
+        return target(policy, *a, **k)
+
+    monkeypatch.setattr(d, "_target", broken)
+    h.clock.advance(timedelta(hours=1))
+    wait = h.tick()
+    assert h.calls == ["rotate b"], "b rotated, whatever a's planning does"
+    assert wait <= TICK_RETRY and d._plan_failures == {"a": 1}
+    h.tick()
+    assert d._plan_failures == {"a": 2}, "tried again"
+    monkeypatch.setattr(d, "_target", target)
+    h.tick()
+    assert h.calls == ["rotate a"] and d._plan_failures == {}
+
+
+class _BrokenStore:
+    """A store whose credential call ``broken`` raises (a bug in adapter code) while ``raising``."""
+
+    def __init__(self, broken: str) -> None:
+        self.broken, self.raising = broken, False
+
+    def _call(self, name: str) -> None:
+        if self.raising and name == self.broken:
+            raise KeyError("expires_at")
+
+    def credential_due(self) -> None:
+        self._call("credential_due")
+
+    def credential_status(self) -> dict[str, Any]:
+        self._call("credential_status")
+        return {"ok": True, "failures": 0, "error": None, "expires_at": None}
+
+
+@pytest.mark.parametrize("broken", ["credential_due", "credential_status"])
+def test_a_store_whose_credential_calls_raise_stops_neither_the_pass_nor_the_other_policies(
+        tmp_path: Path, broken: str) -> None:
+    """Planning a after its job asked its store, which raised: the whole pass failed, at every pass, so
+    b was never rotated (and a raising credential_status made /readyz and /metrics answer 500)."""
+    (tmp_path / "vault-token").write_text("x")
+    path = tmp_path / "rotator.toml"
+    path.write_text('[rotator]\njournal = "journal.db"\n[daemon]\nlisten = "127.0.0.1:0"\n'
+                    + POLICY.format(name="a", schedule="1h", extra="")
+                    + POLICY.format(name="b", schedule="2h", extra=""))
+    clock = FakeClock(T0)
+    calls: list[str] = []
+    store = _BrokenStore(broken)
+
+    def factory(policy: Any, config: Any, journal: Any, listener: Any) -> FakeEngine:
+        engine = FakeEngine(policy.name, journal, clock, calls)
+        engine.stores = [("vault", store if policy.name == "a" else _BrokenStore(broken))]  # type: ignore[attr-defined]
+        return engine
+
+    journal = open_journal("sqlite:///" + str(tmp_path / "journal.db"))
+    for name in ("a", "b"):
+        journal.begin_run(RunRecord(f"boot-{name}", name, "done", "bootstrap", T0, T0, published_at=T0))
+    journal.close()
+    d = Daemon(path, clock=clock, executor=InlineExecutor(), handle_signals=False, engine_factory=factory)
+    d.start()
+    try:
+        d.tick(clock.now())
+        clock.advance(timedelta(hours=1))
+        d.tick(clock.now())
+        assert calls == ["rotate a"]
+        store.raising = True
+        clock.advance(timedelta(hours=1))
+        d.tick(clock.now())  # plans a after its job: its store raises
+        assert sorted(calls[1:]) == ["rotate a", "rotate b"], "b rotated, whatever a's store does; a too"
+        assert d._credential_at["a"] == clock.now() + timedelta(seconds=5), "a's stores looked at again in 5 s"
+        status, body = _readyz(d)
+        assert status == 200 and body["ready"] is True
+        if broken == "credential_status":
+            assert body["degraded"] == ["a/vault"] and "KeyError" in body["credentials"]["a/vault"]["error"]
+            assert _metric(d, "rotator_credential_ok", policy="a", store="vault") == 0
+        store.raising = False
+        clock.advance(timedelta(seconds=5))
+        d.tick(clock.now())
+        assert d._credential_read_failures == {} and _readyz(d)[1]["degraded"] == []
+        assert _metric(d, "rotator_credential_ok", policy="a", store="vault") == 1
+    finally:
+        d.shutdown()

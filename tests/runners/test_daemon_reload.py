@@ -9,7 +9,8 @@
 - SIGUSR1 reopens the audit file and does nothing else (logrotate's postrotate);
 - a reload that fails at any step (the new audit file) changes nothing, and says so;
 - a daemon started through a symlink refuses to leave the journal it used behind;
-- a reload that shortens the sweep, watch or inventory interval takes effect within the new one.
+- a reload that shortens the sweep, watch or inventory interval takes effect within the new one;
+- a reload whose journal read fails schedules from the new policies at once, not the old ones.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,10 @@ import httpx
 import pytest
 
 from rotator.core.clock import FakeClock
-from rotator.core.errors import ConfigError
+from rotator.core.errors import ConfigError, JournalUnavailable
 from rotator.core.journal import Revocation, RunRecord, open_journal
 from rotator.runners.daemon import Daemon, load_daemon_config
-from tests.runners.test_daemon import POLICY, T0, FakeEngine, Harness, InlineExecutor, sample
+from tests.runners.test_daemon import POLICY, T0, FakeEngine, Harness, HeldExecutor, InlineExecutor, sample
 from tests.runners.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
 
 
@@ -759,3 +760,84 @@ def test_a_reload_that_shortens_inventory_interval_takes_inventory_within_the_ne
     h.clock.advance(timedelta(seconds=61))
     tick_and_wait()
     assert len(taken) == 2, "the next inventory a minute after the reload, not a day after the last one"
+
+
+# ---------------------------------------------------------------------------------- a reload the journal missed
+def _reload_during_an_outage(h: Harness, monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
+    """A SIGHUP after ``old`` was replaced with ``new``, while the journal's overview fails twice: the
+    reload's full load, and the sweep the reload asks for in the same pass. The next full load comes
+    only with the next sweep, a sweep_interval (60 s) later."""
+    d = h.daemon
+    text = d.path.read_text()
+    assert old in text
+    d.path.write_text(text.replace(old, new))
+    real = d.journal.overview
+    fails = {"n": 2}
+
+    def overview(*a: Any, **k: Any) -> Any:
+        if fails["n"]:
+            fails["n"] -= 1
+            raise JournalUnavailable("journal down for a moment")
+        return real(*a, **k)
+
+    monkeypatch.setattr(d.journal, "overview", overview)
+    d.request_reload()
+    with pytest.raises(JournalUnavailable):
+        d.tick(h.clock.now())
+    assert fails["n"] == 0
+
+
+def test_a_policy_disabled_by_a_reload_the_journal_missed_is_not_rotated(harness: Callable[..., Harness],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reload put the new policies and engines in place, but the scheduler kept planning from the old
+    policies until a full load worked: the old due time came and the disabled policy rotated."""
+    h = harness([("a", "1h", "")])  # due at T0 + 1h
+    h.tick()
+    h.clock.advance(timedelta(minutes=59, seconds=30))
+    h.tick()
+    _reload_during_an_outage(h, monkeypatch, 'schedule = "1h"', 'schedule = "1h"\nenabled = false')
+    assert h.daemon.policies[0].enabled is False
+    h.clock.advance(timedelta(seconds=35))  # the journal answers again; the old due time has passed
+    h.tick()
+    assert h.calls == [], "a policy the running configuration disables was rotated"
+
+
+def test_a_rotation_waiting_for_a_worker_when_a_reload_disables_its_policy_is_not_rotated(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queued job is skipped (its policy was set up anew); the policy was then planned again from
+    its old settings, and rotated on the engine built from the disabled policy."""
+    workers = HeldExecutor()
+    h = harness([("a", "1h", "")], executor=workers)
+    h.tick()
+    h.clock.advance(timedelta(hours=1))
+    h.tick()
+    assert list(workers.held) == ["a"], "due, waiting for a worker"
+    _reload_during_an_outage(h, monkeypatch, 'schedule = "1h"', 'schedule = "1h"\nenabled = false')
+    workers.run("a")
+    assert h.calls == [], "skipped: disabled by the reload"
+    ran: list[str] = []
+    for _ in range(3):  # (each tick clears h.calls)
+        h.clock.advance(timedelta(seconds=5))
+        h.tick()
+        for name in list(workers.held):
+            workers.run(name)
+        ran += h.calls
+    assert ran == [], "a policy the running configuration disables was rotated"
+
+
+def test_a_window_set_by_a_reload_the_journal_missed_is_kept(harness: Callable[..., Harness],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window added by the reload: the rotation waits for it, not for the old due time (13:00)."""
+    h = harness([("a", "1h", "")])
+    h.tick()
+    h.clock.advance(timedelta(minutes=59, seconds=30))
+    h.tick()
+    _reload_during_an_outage(h, monkeypatch, 'schedule = "1h"', 'schedule = "1h"\nwindow = "14:00-14:30"')
+    h.clock.advance(timedelta(seconds=35))
+    h.tick()
+    assert h.calls == [], "rotated at 13:00, outside the window the running configuration sets"
+    planned = h.daemon._planned["a"]
+    assert datetime(2026, 3, 2, 14, 0, tzinfo=UTC) <= planned < datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+    h.clock.advance(planned - h.clock.now())
+    h.tick()
+    assert h.calls == ["rotate a"]
