@@ -23,8 +23,10 @@ from rotator.config.schedule import format_duration, parse_duration
 
 __all__ = ["DURATION_PATTERN", "Duration", "validate_duration"]
 
-#: The JSON Schema pattern of a duration string (the parser also allows spaces between parts).
-DURATION_PATTERN = r"^(\d+[smhdw])+$"
+#: The JSON Schema pattern of a duration string: what the parser takes (``_DURATION`` in
+#: rotator/config/schedule.py), spaces around the parts included, so that an editor checking a file
+#: against the schema accepts what rotator runs.
+DURATION_PATTERN = r"^\s*([0-9]+\s*[smhdw]\s*)+$"
 
 
 def validate_duration(value: Any) -> timedelta:

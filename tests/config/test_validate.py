@@ -397,6 +397,28 @@ def test_schema_is_published_and_matches_docs() -> None:
     assert published == schema, "docs/policy.schema.json is stale: run `rotator schema > docs/policy.schema.json`"
 
 
+DURATIONS = ["30d", "1d12h", "1d 12h", " 1d", "1d ", "90 s", "1w2d3h4m5s", "0s", "\t2h", "2h\n",
+             "", " ", "d", "1", "1x", "1.5h", "-1h", "1h-", "h1", "1d,12h", "1d_12h", "١h", "1dd"]
+
+
+@pytest.mark.parametrize("text", DURATIONS)
+def test_the_schema_and_the_loader_agree_on_what_a_duration_is(text: str) -> None:
+    """An editor or CI job that checks a file against docs/policy.schema.json must accept what rotator
+    runs ("1d 12h" was refused by the schema) and refuse what it refuses."""
+    import jsonschema
+
+    from rotator.config.durations import DURATION_PATTERN
+    from rotator.config.schedule import parse_duration
+
+    try:
+        parse_duration(text)
+        loads = True
+    except ValueError:
+        loads = False
+    checks = jsonschema.Draft202012Validator({"type": "string", "pattern": DURATION_PATTERN}).is_valid(text)
+    assert checks == loads, f"{text!r}: the loader {'takes' if loads else 'refuses'} it, the schema does not agree"
+
+
 def test_a_profile_key_that_does_not_fit_the_issuer_is_refused(tmp_path: Path) -> None:
     store = """
 [[policy.store]]
