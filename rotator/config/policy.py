@@ -155,6 +155,13 @@ class GlobalSettings(BaseModel):
         if "://" not in value:
             if not value.strip() or "\x00" in value:
                 raise ValueError("is empty; write a path or a URL")
+            if value.startswith("~"):
+                # Refused, not expanded: rotator before 2026-12-07 took it as a directory named "~" next to
+                # the policy file, so a journal may be there, and expanding would open an empty one elsewhere
+                # (its pending revocations never done).
+                raise ValueError("starts with ~, which is not expanded to a home directory; write the path out "
+                                 "(if a directory named '~' is next to the policy file, the journal used until "
+                                 "now is in it: move it there)")
             return value
         written = value.split("://", 1)[0]
         scheme = written.lower()

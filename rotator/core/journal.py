@@ -1692,6 +1692,10 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> J
     path = sqlite_path(url)
     if path is not None:
         _refuse_a_journal_left_behind(url, path)
+        if Path(path).is_dir():
+            raise ConfigError(f"the journal path {path} is a directory, not a journal file",
+                              hint=f"name a file, e.g. {Path(path) / 'rotator-journal.db'}, as `journal` under "
+                              "[rotator] in the policy file")
         if (read_only or not create) and not Path(path).is_file():
             raise _no_journal(path)
         return Journal(_sqlite_backend(Path(path), read_only), path, create, read_only)

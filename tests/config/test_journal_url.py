@@ -123,3 +123,27 @@ def test_validate_answers_what_every_later_command_would_meet(tmp_path: Path, jo
         assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert proc.returncode == code, f"{command[0]}: {proc.stdout}{proc.stderr}"
         assert expected in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_a_journal_path_starting_with_a_tilde_is_refused_not_made_a_directory_named_tilde(tmp_path: Path) -> None:
+    """``journal = "~/j.db"`` passed validate, and `recover` made a directory named ``~`` beside the policy
+    file for it (one ``rm -rf ~`` there from disaster)."""
+    path = tmp_path / "policies.toml"
+    path.write_text('[rotator]\njournal = "~/rotator-review-j.db"\n')
+    for command in (["validate", str(path)], ["recover", "-c", str(path)]):
+        proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", *command], capture_output=True,
+                              text=True, cwd=REPO, timeout=60)
+        assert proc.returncode == 2, f"{command[0]}: {proc.stdout}{proc.stderr}"
+        assert "starts with ~, which is not expanded" in proc.stderr, proc.stderr
+    assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("command", [["status"], ["rotate", "--all", "--dry-run"], ["recover"]])
+def test_a_journal_path_that_is_a_directory_says_so(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "policies.toml"
+    path.write_text(f'[rotator]\njournal = "{tmp_path}"\n')
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.cli", *command, "-c", str(path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, f"{command[0]}: {proc.stdout}{proc.stderr}"
+    assert f"the journal path {tmp_path} is a directory" in proc.stderr, proc.stderr
