@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import types
 import typing
@@ -300,6 +301,34 @@ def _scalar(tp: Any, value: Any) -> Any:
 # -- writing (build time) -----------------------------------------------------------------------
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same inode when both exist (another spelling, a symbolic
+    or hard link), else the same path once symbolic links are resolved."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # (one of them does not exist yet, or cannot be reached)
+        pass
+    except ValueError:  # a NUL in a path: no file at all
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _refuse_to_overwrite(output: Path, what: str, policy_file: Path, journal_url: str) -> None:
+    """ConfigError when the bundle's ``output`` is the policy file it is compiled from, or its SQLite
+    journal (or one of the journal's -wal, -shm and -journal files): the bundle would replace it."""
+    inputs = [("the policy file it is compiled from", policy_file)]
+    if journal_url.startswith("sqlite:///"):  # (as rotator.core.journal.sqlite_path reads the URL)
+        journal = "/" + journal_url[len("sqlite:///"):].lstrip("/")
+        inputs += [("the policy file's journal", Path(journal)),
+                   *((f"the policy file's journal's {suffix} file", Path(journal + suffix))
+                     for suffix in ("-wal", "-shm", "-journal"))]
+    for name, path in inputs:
+        if _same_file(output, path):
+            raise ConfigError(f"{what} {output} is {name} ({path}): writing the bundle there would destroy it",
+                              hint="pass -o/--bundle another file, e.g. rotator.bundle.json (default: beside the "
+                              "policy file, named after it)")
+
+
 def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, PolicyBundle]:
     """Validate ``policy_file`` and write its bundle (default: beside it); PolicyFileError if invalid,
     ConfigError if a policy the function would serve has an issuer it cannot rotate (:func:`refuse_in_lambda`).
@@ -309,12 +338,10 @@ def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, P
     """
     from rotator.config.adapter_settings import dump_settings
     from rotator.config.policy import load_config_bytes
+    from rotator.config.policy_source import read_policy_file
 
-    try:
-        source = policy_file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read policy file {policy_file}: {exc.strerror or exc}",
-                          hint="check the path") from None
+    # as every command reads it: a regular file of sensible size (a FIFO is refused, not waited on)
+    source = read_policy_file(policy_file)
     config = load_config_bytes(source, policy_file)  # the bytes whose digest the bundle holds
     for policy in config.policies:
         # The policies the function can serve (one store, the secret it rotates; rotator/runners/lambda_rotation.py
@@ -323,6 +350,7 @@ def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, P
             refuse_in_lambda(policy, policy_file)
     what = "-o/--bundle" if output is not None else "the policy bundle"
     output = output or bundle_path(policy_file)
+    _refuse_to_overwrite(output, what, policy_file, config.journal_url())
     targets: dict[str, dict[str, str]] = {"issuer": {}, "store": {}}
 
     def entry(kind: registry.Kind, type_: str, value: Any) -> dict[str, Any]:

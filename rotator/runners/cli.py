@@ -12,6 +12,7 @@ Exit codes (docs/operations.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -94,10 +95,15 @@ class _Parser(argparse.ArgumentParser):
         return name in options or (name.startswith("--") and any(o.startswith(name) for o in options))
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        from rotator.config.inline_secrets import mask_tokens
+
         if message.startswith("the following arguments are required: command"):
             unknown = [a for a in self.argv if a.startswith("-") and a != "--" and not self._known(a)]
             if unknown:
                 message = f"unrecognized arguments: {' '.join(unknown)}; and a command is required"
+        # argparse quotes the arguments it refuses: a token pasted as one (`--token=M.V1...`, a value
+        # where a policy name goes) must not reach the terminal, a CI log or a ticket
+        message = mask_tokens(message)
         self.print_usage(sys.stderr)
         # self.prog is "rotator" or "rotator SUBCOMMAND": the hint names a command that exists
         print(f"rotator: error: {message}\nfix: see `{self.prog} --help`", file=sys.stderr)
@@ -289,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:  # status and plan may configure no logging at all: checked here for all
             raise ConfigError(problem, hint=f"set {LOG_LEVEL_ENV} to one of {', '.join(LOG_LEVELS)}, or unset it "
                               "(default info); --log-level overrides it")
+        if args.log_file:  # before the handler opens it: a log line appended to the journal breaks it
+            _refuse_to_overwrite("--log-file", args.log_file, _command_inputs(args))
         if args.command not in _LATE_LOGGING or args.log_file or args.log_level == "debug":
             _setup_logging(args)  # an unusable --log-file is a ConfigError: exit 2
         code = handler(args)
@@ -331,7 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             import logging
 
             logging.getLogger("rotator.cli").debug("internal error", exc_info=True)
-        print(f"rotator: internal error: {type(exc).__name__}: {one_line(REDACTOR.redact(str(exc)))}",
+        from rotator.config.inline_secrets import mask_tokens
+
+        print(f"rotator: internal error: {type(exc).__name__}: {one_line(mask_tokens(REDACTOR.redact(str(exc))))}",
               file=sys.stderr)
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
               file=sys.stderr)
@@ -376,12 +386,16 @@ def _is_policy_file_error(exc: BaseException) -> bool:
 
 
 def _print_error(exc: BaseException) -> None:
+    from rotator.config.inline_secrets import mask_tokens
+
     # one_line: an error may quote a server's answer or a journal's row, whose escape sequences would
-    # otherwise act on the terminal (retitle it, clear it, hide the lines after)
-    print(f"rotator: error: {one_line(REDACTOR.redact(with_policy_file(str(exc))))}", file=sys.stderr)
+    # otherwise act on the terminal (retitle it, clear it, hide the lines after). mask_tokens: it may
+    # quote an argument, and REDACTOR knows only the values rotator read (a token given as a path or
+    # a policy name is not one of them).
+    print(f"rotator: error: {one_line(mask_tokens(REDACTOR.redact(with_policy_file(str(exc)))))}", file=sys.stderr)
     hint = getattr(exc, "hint", "")
     if hint:
-        print(f"fix: {one_line(with_policy_file(hint))}", file=sys.stderr)
+        print(f"fix: {one_line(mask_tokens(REDACTOR.redact(with_policy_file(hint))))}", file=sys.stderr)
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -392,6 +406,78 @@ def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, ConfigError):
         return EXIT_INVALID
     return EXIT_FAILED
+
+
+#: the default of ``[rotator] journal`` (rotator.config.policy.GlobalSettings.journal), for checking --log-file
+#: before the command reads the policy file, without the policy model (tests/runners/test_cli_inputs.py)
+_DEFAULT_JOURNAL = "rotator-journal.db"
+#: commands that read no policy file (sync's is part of --from)
+_NO_POLICY_FILE = frozenset({"schema", "demo", "sync"})
+
+
+def _command_inputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """What the command reads that no file it writes may be, each as (what a message calls it, path): its
+    policy file and, read from that without validating it, its SQLite journal and the journal's -wal,
+    -shm and -journal files. A policy file that cannot be read or parsed adds only itself: the command
+    says what is wrong with it."""
+    if args.command in _NO_POLICY_FILE:
+        return []
+    policy_file = Path(getattr(args, "file", None) or args.config)
+    inputs = [("the policy file", policy_file)]
+    journal = _journal_setting(policy_file)
+    if journal is not None:  # (a relative path is relative to the policy file, an absolute one stays)
+        path = os.path.abspath(policy_file.parent / journal)
+        inputs += _journal_files(journal if "://" in journal else f"sqlite://{path}")
+    return inputs
+
+
+def _journal_setting(policy_file: Path) -> str | None:
+    """``[rotator] journal`` of ``policy_file`` (its default when unset); None if the file cannot be read or
+    parsed."""
+    import tomllib
+
+    from rotator.config.policy_source import read_policy_file
+
+    try:
+        data = tomllib.loads(read_policy_file(policy_file).decode("utf-8-sig"))
+    except (RotatorError, ValueError, RecursionError):  # (ValueError: TOMLDecodeError, UnicodeDecodeError)
+        return None
+    table = data.get("rotator", {})
+    journal = table.get("journal", _DEFAULT_JOURNAL) if isinstance(table, dict) else None
+    return journal if isinstance(journal, str) else None
+
+
+def _journal_files(url: str) -> list[tuple[str, Path]]:
+    """The files of the SQLite journal at ``url`` (as rotator.core.journal.sqlite_path reads it): the database
+    and the -wal, -shm and -journal files SQLite keeps beside it; none for a PostgreSQL journal."""
+    if not url.startswith("sqlite:///"):
+        return []
+    path = "/" + url[len("sqlite:///"):].lstrip("/")
+    return [("the journal", Path(path)),
+            *((f"the journal's {suffix} file", Path(path + suffix)) for suffix in ("-wal", "-shm", "-journal"))]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same inode when both exist (another spelling, a symbolic
+    or hard link), else the same path once symbolic links are resolved."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # (one of them does not exist yet, or cannot be reached)
+        pass
+    except ValueError:  # a NUL in a path: no file at all
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _refuse_to_overwrite(flag: str, output: str, inputs: Sequence[tuple[str, Path]]) -> None:
+    """ConfigError (exit 2) when the file ``output`` (given as ``flag``) is one of ``inputs``
+    (:func:`_command_inputs`): writing there would destroy the policy file or the journal's records."""
+    for what, path in inputs:
+        if _same_file(Path(output), path):
+            raise ConfigError(f"{flag} {output} is {what} ({path}): writing there would destroy it",
+                              hint=f"pass {flag} a file of its own" + (
+                                  " (or none: the report goes to stdout)" if flag == "--output-file"
+                                  else " (or none: logs go to stderr)" if flag == "--log-file" else ""))
 
 
 # ------------------------------------------------------------------------------ plumbing
@@ -472,6 +558,40 @@ def _crash_hook() -> Callable[[str], None] | None:
             os.kill(os.getpid(), signal.SIGSTOP)
 
     return hook
+
+
+def _report_removed_work(config: Config | ConfigSummary, journal: Journal) -> bool:
+    """Say (on stderr) which policies the journal holds unfinished work of (open runs, pending or failed
+    revocations) while the policy file no longer has them; whether there are any. Only a policy's issuer
+    and stores can end its work, so without it in the file no command does it: its old token stays
+    valid with no sign. The daemon refuses a reload that drops such a policy and counts the ones it
+    finds (rotator_removed_policies_with_work): this is that check, with its words, for cron jobs."""
+    now = SystemClock().now()
+    overview = journal.overview(now, now)  # open runs and unfinished revocations; no publication since now
+    removed = {*overview.open_runs, *overview.pending, *overview.failed} - {p.name for p in config.policies}
+    if not removed:
+        return False
+    # Only here: the daemon module imports the engine and the policy model, which `status` from its
+    # cached summary does without (tests/runners/test_cli_startup.py)
+    from rotator.runners.daemon import _NAMED_AT_MOST, _unfinished_work
+
+    work = _unfinished_work(overview, removed)
+    for name, held in list(work.items())[:_NAMED_AT_MOST]:
+        # (a name read from the journal: its control characters are written out)
+        print(one_line(f"rotator: attention: policy {name!r} is not in {config.path} but the journal holds its "
+                       f"unfinished work: {held}; without its issuer and store settings nothing recovers its runs "
+                       "or revokes its tokens"), file=sys.stderr)
+        print("fix: " + one_line(with_policy_file(
+            f"put it back in the file with `enabled = false` (no rotation; `rotator recover` and "
+            f"`rotator revoke-expired` still recover its runs and revoke its old tokens when due) and remove it once "
+            f"`rotator status {name}` shows no open run nor revocation left; a failed revocation waits for "
+            f"`rotator revoke-expired --retry-failed {name}`, or for `rotator revoke-expired --dismiss TOKEN_ID "
+            f"--reason TEXT {name}` if the token must stay valid (docs/daemon.md, Removing a policy)")),
+            file=sys.stderr)
+    if len(work) > _NAMED_AT_MOST:
+        print(f"rotator: attention: and {len(work) - _NAMED_AT_MOST} more policies not in {config.path} with "
+              "unfinished work in the journal", file=sys.stderr)
+    return bool(work)
 
 
 def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
@@ -571,9 +691,10 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 def _statuses(
     args: argparse.Namespace, slack: timedelta | None = None
-) -> tuple[list[PolicyStatus], datetime, list[ConfigError]]:
+) -> tuple[list[PolicyStatus], datetime, list[ConfigError], tuple[ConfigSummary, Journal]]:
     """Each policy's status, and the problems of policies that have none (a schedule that never fires
-    again): the caller shows the others' rows first, then the problems (exit 2), as the daemon runs on."""
+    again): the caller shows the others' rows first, then the problems (exit 2), as the daemon runs on.
+    Last, the policy file's summary and the journal they were read from."""
     from rotator.config.schedule import NoNextDue
     from rotator.observe.status import policy_status
 
@@ -587,7 +708,7 @@ def _statuses(
             rows.append(policy_status(p, journal, now, **({"slack": slack} if slack is not None else {})))
         except NoNextDue as exc:  # (the daemon logs it and runs on)
             problems.append(_unschedulable(p.name, exc))
-    return rows, now, problems
+    return rows, now, problems, (config, journal)
 
 
 def _raise_first(problems: list[ConfigError]) -> None:
@@ -605,7 +726,7 @@ def _unschedulable(policy: str, exc: NoNextDue) -> ConfigError:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    rows, now, problems = _statuses(args)
+    rows, now, problems, _ = _statuses(args)
     text = "\n".join(
         f"{s.policy}: {s.reason()}; next rotation {_when(s.next_due, now)}"
         + (f"; {s.pending_revocations} revocation(s) pending" if s.pending_revocations else "")
@@ -669,6 +790,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     text = "\n".join(f"{r.policy}: {r.state}" + (f" {r.new_token_id}" if r.new_token_id else "")
                      + (f" - {r.message}" if r.message else "") for r in results)
     _emit(args, [r.to_json() for r in results], text)
+    if not args.policy:  # --all: and the policies the file lost with their work (`status` exits 4 for them)
+        _report_removed_work(config, journal)
     return worst
 
 
@@ -688,7 +811,7 @@ def _confirm_emergency(args: argparse.Namespace, names: list[str]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rows, _, problems = _statuses(args, _duration_arg("--revocation-slack", args.revocation_slack))
+    rows, _, problems, (config, journal) = _statuses(args, _duration_arg("--revocation-slack", args.revocation_slack))
     from rotator.config.schedule import format_duration
     from rotator.observe.status import render_table
 
@@ -706,6 +829,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                   "whose lease expired (the process running it is gone)", file=sys.stderr)
             print(f"fix: {one_line(with_policy_file(f'run `rotator recover {s.policy}`'))}", file=sys.stderr)
     worst = EXIT_ATTENTION if any(s.needs_attention for s in rows) else EXIT_OK
+    # Every policy's status asked for: a policy the file lost with unfinished work is one that needs attention
+    # (its old token stays valid: nothing revokes it), as the daemon's rotator_removed_policies_with_work
+    if not args.policy and _report_removed_work(config, journal):
+        worst = EXIT_ATTENTION
     if args.check:
         failing = [s for s in rows if s.compliance is not None and not s.compliance.compliant]
         for s in failing:
@@ -910,6 +1037,9 @@ def _for_each(args: argparse.Namespace, action: Callable[[Engine], list[str]]) -
             worst = max(worst, EXIT_ATTENTION)
     text = "\n".join(f"{name}: {line}" for name, lines in out.items() for line in (lines or ["nothing to do"]))
     _emit(args, out, text)
+    if not args.policy:  # every policy of the file: and those the file lost with their work
+        # (the exit code stays that of this command's own work, as for a revocation that gave up: `status` exits 4)
+        _report_removed_work(config, journal)
     return worst
 
 
@@ -1002,14 +1132,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
                           "policy whose published token no longer works: docs/operations.md)")
     config = _config(args)
     policy = config.policy(args.policy)
-    try:
-        value = Path(args.token_file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --token-file {args.token_file}: {exc.strerror}",
-                          hint="pass the file holding the token created with influxctl") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--token-file {args.token_file} is not UTF-8 text, so it holds no token",
-                          hint="write only the token value into it") from None
+    value = _read_token_file(args.token_file)
     if not value:
         raise ConfigError(f"--token-file {args.token_file} is empty", hint="write the token value into it")
     if any(c.isspace() or not c.isprintable() for c in value):
@@ -1039,6 +1162,29 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         Secret(value), args.token_id, expires, replace=args.replace, reason=reason)
     _emit(args, result.to_json(), f"{policy.name}: {result.message}")
     return EXIT_OK
+
+
+def _read_token_file(name: str) -> str:
+    """The text of --token-file ``name`` without surrounding white space or byte-order mark, read as a
+    policy file's ``{ file = ... }`` credential is (rotator/core/credentials.py): a regular file of
+    sensible size only, so a FIFO is refused, not waited on for ever, and /dev/zero is not read to the
+    end of memory. The caller refuses a value that is more than a token; no message quotes it."""
+    from rotator.core.credentials import plain_text, read_credential_file
+
+    hint = "pass the regular file holding only the token created with influxctl (a symbolic link to one is fine)"
+    try:
+        raw = read_credential_file(Path(name), "--token-file")
+    except ConfigError as exc:  # not a regular file, or too large: its hint is a policy file's
+        raise ConfigError(str(exc), hint=hint) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read --token-file {name}: {exc.strerror or exc}", hint=hint) from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError("cannot read --token-file: the path holds a NUL character", hint=hint) from None
+    try:
+        return plain_text(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"--token-file {name} is not UTF-8 text, so it holds no token",
+                          hint="write only the token value into it") from None
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -1178,6 +1324,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     report_format = _report_format(args)
     config = _config(args)
+    if args.output_file:  # before the report is built: what it reads must not be what it writes
+        _refuse_to_overwrite("--output-file", args.output_file,
+                             [("the policy file", config.path), *_journal_files(config.journal_url())])
     # (is not None: an empty --from "" is a bad date, not the default)
     end = report_mod.parse_date("--to", args.end) if args.end is not None else SystemClock().now()
     start = report_mod.parse_date("--from", args.start) if args.start is not None else _default_start(args.end, end)
@@ -1209,7 +1358,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     text = report_mod.render(evidence, report_format)
     if args.output_file:
         try:
-            Path(args.output_file).write_text(text, encoding="utf-8")
+            _write_whole(Path(args.output_file), text)
         except OSError as exc:
             raise ConfigError(f"cannot write --output-file {args.output_file}: {exc.strerror or exc}",
                               hint="pass a --output-file in an existing directory this user may write (or none: "
@@ -1220,6 +1369,29 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     clean = evidence.chain.ok and not evidence.not_in_chain and not evidence.revocations_not_in_chain
     return EXIT_OK if clean else EXIT_ATTENTION
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path``, whole or not at all: written to a new file beside it, then moved over it (as
+    the policy bundle is), so that a full disk or a kill leaves the file it replaces as it was, not a
+    report cut short. A symbolic link's target is what is replaced; a FIFO or a device (/dev/stdout, a
+    shell's ``>(...)``), which cannot be replaced, is written to. OSError as writing raises it."""
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
+        target.write_text(text, encoding="utf-8")  # (a directory raises IsADirectoryError here)
+        return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    created = False
+    try:
+        with tmp.open("x", encoding="utf-8") as out:  # "x": a file of that name is someone else's
+            created = True
+            out.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
 
 
 def _listed(values: Sequence[str]) -> str:

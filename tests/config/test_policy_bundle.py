@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -218,6 +219,42 @@ def test_cli_bundle(policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "policy[0]" in err and "fix:" in err
     assert not target.exists()
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("fifo", "policy file fifo is not a regular file"),  # no writer: a blocking open waits for ever
+    ("/dev/zero", "policy file /dev/zero is not a regular file"),  # never ends: read to the end of memory
+])  # fmt: skip
+def test_bundle_reads_only_a_regular_policy_file(tmp_path: Path, source: str, message: str) -> None:
+    """As every command reads the policy file (rotator/config/policy_source.py), in a child held to 2 GiB
+    of address space so that a read of /dev/zero fails there, not on the machine."""
+    os.mkfifo(tmp_path / "fifo")
+    child = ("import resource, sys\nresource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+             "from rotator.runners.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", child, "bundle", source, "-o", "out.json"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=30, check=False,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`rotator bundle {source}` waited")
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_the_bundle_is_never_written_over_the_policy_file_or_its_journal(policy_file: Path) -> None:
+    journal = policy_file.parent / "journal.db"
+    policy_file.write_text(f'[rotator]\njournal = "{journal.name}"\n' + POLICIES)
+    journal.write_bytes(b"SQLite format 3\x00")
+    before = policy_file.read_bytes()
+    for output, what in [(policy_file, "the policy file it is compiled from"),
+                         (policy_file.parent / "sub" / ".." / policy_file.name, "the policy file it is compiled from"),
+                         (journal, "the policy file's journal"),
+                         (Path(f"{journal}-wal"), "the policy file's journal's -wal file")]:  # fmt: skip
+        (policy_file.parent / "sub").mkdir(exist_ok=True)
+        with pytest.raises(ConfigError, match=f"is {what} .*: writing the bundle there would destroy it"):
+            write_bundle(policy_file, output)
+    assert policy_file.read_bytes() == before and journal.read_bytes() == b"SQLite format 3\x00"
+    assert not Path(f"{journal}-wal").exists()
 
 
 def test_the_lambda_cold_path_imports_no_pydantic(policy_file: Path) -> None:
