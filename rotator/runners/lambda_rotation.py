@@ -12,8 +12,10 @@ four times per rotation, in this order, and repeats the whole sequence when a st
     testSecret     verify the pending token with the issuer, retrying while the Lambda has time
     finishSecret   check the pending token again as setSecret does (finishSecret can be invoked
                    alone), record when the superseded token may be revoked (grace after the end
-                   of this invocation, by which the move has landed), move AWSCURRENT to the new
-                   version (the old one becomes AWSPREVIOUS), drop AWSPENDING
+                   of this invocation, by which the move has landed), check that the version is
+                   still AWSPENDING, move AWSCURRENT to the new version (the old one becomes
+                   AWSPREVIOUS), check the token is still active (else move AWSCURRENT back and
+                   fail), drop AWSPENDING
 
 Each step first checks (DescribeSecret) that rotation is enabled and the ClientRequestToken is a
 version of the secret; it returns at once if that version is AWSCURRENT already and fails if it
@@ -609,7 +611,8 @@ class _Rotation:
                 "be stored; nothing was minted",
                 hint=HINT_OLD_SDK.format(parameter="RotationToken"),
             )
-        keep = {current.token_id, *self._previous_ids(), *_revocation_records(self.t.view.tags)}
+        keep = {current.token_id, *self._previous_ids(), *_revocation_records(self.t.view.tags),
+                *_attention_ids(self.t.view.tags)}
         self._sweep(current.value, keep)
         self.env.checkpoint("swept")
         # finishSecret records the revocation of the current token as a tag: a token id no tag key can
@@ -681,6 +684,14 @@ class _Rotation:
         self._aws("TagResource", lambda api: api.tag_resource(
             SecretId=view.arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()]))  # fmt: skip
         self.env.checkpoint("recorded")
+        # 1b. The checks above are as old as the issuer's listing, and the move below compares AWSCURRENT
+        #     only. Meanwhile AWSPENDING may have been cleared (the docs' fix for a stuck rotation): the
+        #     version is then an abandoned rotation's, whose token the sweeps may revoke. Read after the
+        #     record: a sweep that found the label gone before this read is refused here; one that finds it
+        #     gone after also finds the record, which holds it back while this invocation may still move
+        #     (_finish_under_way).
+        if self._moved_meanwhile(pending, previous, current_version):
+            return
         # 2. Move AWSCURRENT; RemoveFromVersionId makes it a compare-and-set.
         move: dict[str, str] = {"SecretId": view.arn, "VersionStage": CURRENT, "MoveToVersionId": self.token}
         if current_version is not None:
@@ -701,6 +712,10 @@ class _Rotation:
             except RotatorError as exc:
                 logger.warning("finishSecret: token %s stays due at %s, not grace after the move: %s",
                                previous.token_id, tags[key], exc)  # fmt: skip
+        # 2c. A revocation of the token may still have landed between 1b and the move: an invocation paused
+        #     there, or a revocation outside the sweeps' fence (a person, a record someone deleted). AWSCURRENT
+        #     must never hold a dead token (invariant 1), so it goes back while the superseded one is valid.
+        self._check_promoted(pending, previous, current_version)
         # 3. Drop AWSPENDING (left on AWSCURRENT's version it is harmless: only warn).
         try:
             self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
@@ -711,6 +726,89 @@ class _Rotation:
                     self.token, pending.token_id, view.arn, previous.token_id, _rfc3339(due))  # fmt: skip
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _moved_meanwhile(self, pending: TokenRecord, previous: TokenRecord, current_version: str | None) -> bool:
+        """finishSecret's labels read again just before its move: True when another attempt of this rotation
+        has made the version AWSCURRENT already (nothing left to do); PermanentError, nothing moved, when the
+        version lost AWSPENDING or AWSCURRENT left ``current_version`` meanwhile."""
+        arn = self.t.view.arn
+        fresh = describe(self.t.api, arn, self.t.where)
+        if fresh is None:
+            raise PermanentError(f"finishSecret: secret {arn} no longer exists; AWSCURRENT was not moved")
+        labels = fresh.stages.get(self.token, ())
+        if CURRENT in labels:
+            logger.info("finishSecret: version %s became AWSCURRENT of %s meanwhile (another attempt of this "
+                        "rotation); nothing to do", self.token, arn)  # fmt: skip
+            return True
+        if PENDING not in labels:
+            raise PermanentError(
+                f"finishSecret: version {self.token} of secret {arn} lost its AWSPENDING label while this finishSecret "
+                f"ran (cleared by hand, or the rotation cancelled): its token {pending.token_id} belongs to an "
+                "abandoned rotation now, which the sweeps revoke, so AWSCURRENT was not moved; it still holds "
+                f"version {current_version} (token {previous.token_id})",
+                hint=f"nothing to undo; to rotate, start a new rotation: aws secretsmanager rotate-secret --secret-id "
+                f"{arn} (the abandoned token is revoked by a later sweep)",
+            )
+        now_current = fresh.version_with(CURRENT)
+        if now_current != current_version:
+            raise PermanentError(
+                f"finishSecret: AWSCURRENT of secret {arn} moved from version {current_version} to {now_current} "
+                f"while this finishSecret ran (by hand?); AWSCURRENT was not moved again. The revocation of token "
+                f"{previous.token_id} this attempt recorded stays: it is revoked after its grace unless AWSCURRENT "
+                "holds it again",
+                hint="nothing to undo: Secrets Manager's next attempt of this rotation replaces the new AWSCURRENT; "
+                f"if that version must stay, {_HINT_CLEAR.format(secret=arn, version=self.token)}",
+            )
+        return False
+
+    def _check_promoted(self, pending: TokenRecord, previous: TokenRecord, current_version: str | None) -> None:
+        """After the move: unless the issuer still has ``pending`` active, move AWSCURRENT back to
+        ``current_version`` (a compare-and-set too), drop AWSPENDING, and raise. A listing that fails is
+        logged: the token was active at the check before the move, and a good rotation is not undone."""
+        arn = self.t.view.arn
+        try:
+            listed = self._call(lambda: self.issuer.list_tokens(previous.value),
+                                "finishSecret: list tokens after the move")  # fmt: skip
+            tokens = self._call(lambda: with_unlisted(self.issuer, listed, pending.token_id, previous.value),
+                                f"finishSecret: look up token {pending.token_id}")  # fmt: skip
+        except RotatorError as exc:
+            logger.warning("finishSecret: could not check token %s at the issuer after the move (it was active "
+                           "before): %s", pending.token_id, exc)  # fmt: skip
+            return
+        info = next((t for t in tokens if t.token_id == pending.token_id), None)
+        if info is not None and info.is_active(self.clock.now()):
+            return
+        back = current_version or "VERSION_ID (the version that was AWSCURRENT before)"
+        try:
+            if current_version is None:
+                raise PermanentError("no version was AWSCURRENT before the move")
+            self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
+                SecretId=arn, VersionStage=CURRENT, MoveToVersionId=current_version,
+                RemoveFromVersionId=self.token))  # fmt: skip
+        except RotatorError as exc:
+            raise NeedsAttention(
+                f"finishSecret: token {pending.token_id} was revoked at the issuer while AWSCURRENT of secret {arn} "
+                f"moved to its version {self.token}, and moving AWSCURRENT back to version {back} (token "
+                f"{previous.token_id}) failed: {exc}",
+                hint="check describe-secret's VersionIdsToStages; if AWSCURRENT is still on the dead token's version, "
+                f"move it back: aws secretsmanager update-secret-version-stage --secret-id {arn} --version-stage "
+                f"AWSCURRENT --move-to-version-id {back} --remove-from-version-id {self.token}; then "
+                f"{_HINT_CLEAR.format(secret=arn, version=self.token)}, and rotate again",
+            ) from None
+        try:  # the token is dead: the rotation cannot finish, and the next one needs the label free
+            self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
+                SecretId=arn, VersionStage=PENDING, RemoveFromVersionId=self.token))  # fmt: skip
+            cleared = " and AWSPENDING removed from it"
+        except RotatorError as exc:
+            logger.warning("finishSecret: could not remove AWSPENDING from version %s: %s", self.token, exc)
+            cleared = f"; AWSPENDING is still on it ({_HINT_CLEAR.format(secret=arn, version=self.token)})"
+        raise PermanentError(
+            f"finishSecret: token {pending.token_id} was revoked at the issuer (by a person, or a sweep of abandoned "
+            f"rotations) while AWSCURRENT of secret {arn} moved to its version {self.token}: AWSCURRENT was moved "
+            f"back to version {current_version} (token {previous.token_id}){cleared}",
+            hint=f"find who revoked it (the function's log, the issuer's audit); then start a new rotation: "
+            f"aws secretsmanager rotate-secret --secret-id {arn}",
+        )
 
     def _current(self) -> TokenRecord:
         """The AWSCURRENT token: the issuer's credential (self-rotation) and what is superseded."""
@@ -782,26 +880,37 @@ class _Rotation:
         since (:func:`_sweep_orphans`)."""
         tokens = self._call(lambda: self.issuer.list_tokens(credential), "createSecret: list tokens")
         found, _ = _minted_for_runs(self.t, tokens, keep, self.clock.now(), "createSecret", only_run)
+        lost: list[tuple[TokenInfo, str]] = []  # never stored: no finishSecret can promote them
+        stored: list[tuple[TokenInfo, str]] = []  # stored in a version whose label was cleared
         for info, run in found:
             # Read now, not with ``keep``: another attempt of the same rotation (Secrets Manager retries a
             # step that timed out while the first one may still run, or be paused) may have put this token
             # into its version since, and even moved AWSCURRENT to it. A version without a label (its
             # rotation abandoned) keeps nothing.
-            stage = self._stage_holding(run, info.token_id)
-            if stage is not None:
+            labels, held = self._version_record(run)
+            holds = held is not None and held.token_id == info.token_id
+            stage = next((label for label in labels if label in (CURRENT, PENDING, PREVIOUS)), None)
+            if holds and stage is not None:
                 logger.info("createSecret: token %s is %s in version %s (another attempt put it there); not an "
                             "orphan", info.token_id, stage, run)  # fmt: skip
                 continue
-            logger.warning("createSecret: revoking token %s, minted for version %s and never stored or made current",
-                           info.token_id, run)  # fmt: skip
+            (stored if holds else lost).append((info, run))
+        if stored:
+            # finishSecret promotes the token its version holds: a version whose label was cleared may still
+            # become AWSCURRENT by a finishSecret that checked the label before (_finish_under_way). Its
+            # orphans are left to the scheduled sweep, which waits for the same fence; this rotation does
+            # not wait.
+            finishing = _finish_under_way(*_labelled_records(self.t), self.clock.now())
+            if finishing is not None:
+                logger.info("createSecret: a finishSecret may still be moving AWSCURRENT off token %s (its "
+                            "revocation was recorded lately) onto a version whose label was cleared; not revoking "
+                            "%s now (the scheduled revoke-expired does once it cannot)", finishing,
+                            ", ".join(info.token_id for info, _ in stored))  # fmt: skip
+                stored = []
+        for info, run in lost + stored:
+            logger.warning("createSecret: revoking token %s, minted for version %s and never stored or made current "
+                           "(or its rotation abandoned)", info.token_id, run)  # fmt: skip
             self._call(partial(self.issuer.revoke, info.token_id, credential), f"revoke {info.token_id}")
-
-    def _stage_holding(self, version_id: str, token_id: str) -> str | None:
-        """The staging label (AWSCURRENT, AWSPENDING or AWSPREVIOUS) of ``version_id`` if that version,
-        read now, holds ``token_id``; else None (no such version, no such label, another token)."""
-        labels, held = self._version_record(version_id)
-        stages = [stage for stage in labels if stage in (CURRENT, PENDING, PREVIOUS)]
-        return stages[0] if stages and held is not None and held.token_id == token_id else None
 
     def _put_pending(self, record: TokenRecord, credential: Secret) -> None:
         request: dict[str, Any] = {
@@ -966,6 +1075,54 @@ def _minted_for_runs(target: _Target, tokens: Sequence[TokenInfo], keep: set[str
 def _revocation_records(tags: Mapping[str, str]) -> dict[str, str]:
     """token id -> the RFC 3339 time after which it may be revoked."""
     return {k[len(REVOKE_TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(REVOKE_TAG_PREFIX)}
+
+
+def _attention_ids(tags: Mapping[str, str]) -> set[str]:
+    """The token ids of ``rotator:attention:<id>`` tags: left for a person, whom no sweep pre-empts."""
+    return {k[len(ATTENTION_TAG_PREFIX) :] for k in tags if k.startswith(ATTENTION_TAG_PREFIX)}
+
+
+def _finish_under_way(fresh: SecretView, labelled: Mapping[str, TokenRecord], now: datetime) -> str | None:
+    """The AWSCURRENT token's id when a finishSecret may still be moving AWSCURRENT off it, else None.
+
+    ``fresh`` and ``labelled`` (each labelled version's record) must be read *after* the sweep's own
+    read of the labels of the versions it would revoke tokens of. finishSecret checks that its version
+    still has AWSPENDING just before its move, but an invocation paused between that check and the move
+    still moves AWSCURRENT onto a version whose label was cleared meanwhile (the docs' fix for a stuck
+    rotation): a sweep that then revokes the version's token as abandoned leaves a dead AWSCURRENT, and
+    finishSecret's own check after the move may come before that revocation.
+
+    The fence needs no new state: finishSecret records the revocation of the AWSCURRENT token before
+    that check, and the record's time is never earlier than when it was written (it is then + the
+    invocation's time left + grace; corrections bring it down to now + grace + 15 minutes at most). A
+    finishSecret that can still move started less than an invocation ago, so while a record of the token
+    AWSCURRENT holds is less than an invocation (and the clock slack) past its time, the sweeps wait.
+    Grace is not subtracted: it may have changed since the record was written; the cost is only that
+    after a finishSecret that failed before its move (one that moved leaves no record of the AWSCURRENT
+    token), an orphan waits until the record's time + 30 minutes. A finishSecret can move only while
+    AWSCURRENT is on the version it read (its move is a compare-and-set), so a record of another token
+    tells nothing of it."""
+    from rotator.core.revocation_rule import CLOCK_SLACK
+
+    version = fresh.version_with(CURRENT)
+    record = labelled.get(version) if version is not None else None
+    if record is None:
+        return None
+    text = _revocation_records(fresh.tags).get(record.token_id)
+    when = _parse_time(text) if text is not None else None
+    if when is None or when <= now - _MAX_INVOCATION - CLOCK_SLACK:
+        return None
+    return record.token_id
+
+
+def _labelled_records(target: _Target) -> tuple[SecretView, dict[str, TokenRecord]]:
+    """DescribeSecret now, and the record each labelled version holds (versions without one left out)."""
+    fresh = describe(target.api, target.view.arn, target.where)
+    if fresh is None:
+        raise PermanentError(f"secret {target.view.arn} no longer exists")
+    labelled = {version: record for version in fresh.stages
+                if (record := _lenient(read_stage(target.api, fresh.arn, None, target.where, version_id=version)))}
+    return fresh, labelled
 
 
 class _OutOfTime(RotatorError):
@@ -1318,7 +1475,8 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
       whose issuer gives no creation time is reported, never revoked here;
     - it may have been AWSCURRENT once (a version moved back by hand): as for a recorded revocation
       (:meth:`_VersionRecords.revocable_from`), not before grace after the creation of the first version
-      created after its own, which no supersession can precede.
+      created after its own, which no supersession can precede;
+    - a finishSecret may still be moving AWSCURRENT onto its version (:func:`_finish_under_way`).
 
     ``report.listing`` (the pass's own listing) is used when there is one; a pass whose listing failed
     is not listed again (one issuer that does not answer costs its share of the time once)."""
@@ -1343,8 +1501,7 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
             report.sweep, report.sweep_error = "failed", REDACTOR.redact(str(exc))
             return
     now = env.clock.now()
-    attention = {k[len(ATTENTION_TAG_PREFIX) :] for k in target.view.tags if k.startswith(ATTENTION_TAG_PREFIX)}
-    keep = {current.token_id, *recorded, *_revocation_records(target.view.tags), *attention}
+    keep = {current.token_id, *recorded, *_revocation_records(target.view.tags), *_attention_ids(target.view.tags)}
     try:
         found, records = _minted_for_runs(target, tokens, keep, now, "revoke-expired")
         if not found or records is None:
@@ -1352,11 +1509,9 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
             return
         # The labels and what each labelled version holds, read now (after the listing): a version
         # labelled, or a token a labelled version holds (a value copied into a new version), is kept.
-        fresh = describe(target.api, target.view.arn, target.where)
-        if fresh is None:
-            raise PermanentError(f"secret {target.view.arn} no longer exists")
-        held = {record.token_id for version in fresh.stages
-                if (record := _lenient(read_stage(target.api, fresh.arn, None, target.where, version_id=version)))}
+        fresh, labelled = _labelled_records(target)
+        held = {record.token_id for record in labelled.values()}
+        finishing = _finish_under_way(fresh, labelled, now)
     except RotatorError as exc:
         logger.error("revoke-expired: %s: orphan sweep: cannot read the secret's versions, retried next time: %s",
                      target.view.arn, exc)  # fmt: skip
@@ -1368,6 +1523,14 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
         if run in fresh.stages or info.token_id in held:
             continue
         report.orphans.append(info.token_id)
+        if finishing is not None:
+            logger.info("revoke-expired: %s: token %s, minted for version %s, which has no label, is an orphan, but "
+                        "a finishSecret may still be moving AWSCURRENT off token %s (its revocation was recorded "
+                        "lately) onto that version: not revoked yet", target.view.arn, info.token_id, run,
+                        finishing)  # fmt: skip
+            report.orphans_waiting.append(info.token_id)
+            report.waiting += 1
+            continue
         if info.created_at is None:
             logger.error("revoke-expired: %s: token %s, minted for version %s, which has no label: an orphan, but "
                          "the issuer gives no creation time, so a createSecret may still be storing it; not revoked "
