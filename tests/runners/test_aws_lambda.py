@@ -11,6 +11,7 @@ Crashes are real: the handler runs in a subprocess that SIGKILLs itself at a ste
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -1417,6 +1418,51 @@ def test_the_sweep_leaves_alone_a_token_another_secret_minted_for_the_same_polic
     assert scene.payload("AWSCURRENT", token)["token_id"] != other_id
     assert f"carries the tag of run {other_run}, which is not a version of" in caplog.text
     scene.check_no_leak(caplog)
+
+
+def _v2_values_read_as_runs(n: int) -> list[str]:
+    """InfluxDB v2 tokens as InfluxDB 2 makes them (64 random bytes, standard base64) whose first + or /
+    falls 32-64 characters in: what comes before it has a ClientRequestToken's shape."""
+    values: list[str] = []
+    while len(values) < n:
+        value = base64.b64encode(os.urandom(64)).decode()
+        if 32 <= min(i for i, c in enumerate(value + "+") if c in "+/") <= 64:
+            values.append(value)
+    return values
+
+
+def test_a_v2_token_pasted_after_a_tag_is_no_run_and_none_of_it_is_logged(scene, caplog):
+    """An InfluxDB v2 token pasted after ``rotator:<policy>:`` whose first + or / falls 32-64 characters
+    in (about 1 in 4): what came before it was read as a run id, the token taken for a candidate of this
+    function's sweeps, and the scheduled run logged it ("carries the tag of run ..."): part of a token value
+    in CloudWatch. A run id that is part of a token-shaped text is none: the token is no candidate."""
+    caplog.set_level(logging.DEBUG)
+    pasted: dict[str, str] = {}
+    for i, value in enumerate(_v2_values_read_as_runs(3)):
+        _, token_id = scene.fake.state.add_token(f"{'backup ' if i else ''}rotator:{POLICY}:{value}")
+        pasted[token_id] = value
+    token = scene.rotate()  # createSecret's sweep
+    assert scene.stages()[token] == ["AWSCURRENT"]
+    scene.clock.advance(timedelta(days=1))
+    report = scene.invoke({"action": "revoke-expired"})  # the scheduled run's
+    assert not set(pasted) & set(report["revoked"])
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert [v[:8] for v in pasted.values() if v[:8] in logged] == []
+    for token_id in pasted:
+        assert scene.fake.state.token_by_id(token_id)["revoked_at"] is None  # type: ignore[index]
+        assert token_id not in logged, "not even a candidate of a sweep"
+
+
+def test_a_tag_s_run_is_read_past_a_pasted_token_and_whatever_follows_it():
+    """Only a run id that is part of a token-shaped text is refused: a real tag stays one whatever
+    follows it, and one after a pasted value is still found."""
+    from rotator.runners.lambda_rotation import _RUN_ID, _tagged_run
+
+    pattern = re.compile(re.escape(f"rotator:{POLICY}:") + f"({_RUN_ID})" + r"(?![\w-])")
+    run, (v2,) = str(uuid.uuid4()), _v2_values_read_as_runs(1)
+    assert _tagged_run(pattern, f"rotator:{POLICY}:{run}/x") == run
+    assert _tagged_run(pattern, f"rotator:{POLICY}:{v2}") is None
+    assert _tagged_run(pattern, f"rotator:{POLICY}:{v2} rotator:{POLICY}:{run}") == run
 
 
 @pytest.mark.parametrize("suffix", ["_copy", "\u00e9", "\u0663"], ids=["underscore", "latin-letter", "arabic-digit"])
