@@ -36,6 +36,8 @@ __all__ = [
     "call_timeout_of",
     "checked_settings",
     "side_effect_start_deadline",
+    "target_of",
+    "target_host_port",
 ]
 
 
@@ -138,6 +140,14 @@ class Issuer(Protocol):
     read). Such an issuer has ``token_info(token_id, credential) -> TokenInfo | None``, one token
     looked up by id (None: the issuer has no such token; an error: it cannot tell), which
     :func:`with_unlisted` asks about a token the revocation rule must judge.
+    ``target() -> str | None`` (read with :func:`target_of`): a short, stable text naming where this
+    issuer's tokens live, e.g. ``clustered cluster-a.example.com:443`` or ``dedicated <account>/<cluster>``
+    (:func:`target_host_port` spells a host the same way everywhere). The journal keeps it with each run,
+    and the engine never revokes, searches for or finds gone a token at an issuer whose target differs
+    from the one its run recorded: a token of another cluster is not listed here, and "not listed" would
+    read as "revoked". It changes only when the settings name another place (cosmetic edits, a host's
+    case or an explicit default port, keep it); None: unknown, and the token is judged wherever the
+    issuer points. An error (e.g. a file it reads is gone) is raised as any issuer error.
 
     The start of a side effect (``mint``, ``revoke``) is bounded: the engine confirms its lease
     just before the call, and another rotator may take the lease over while this process is
@@ -213,6 +223,33 @@ def with_unlisted(issuer: object, tokens: list[TokenInfo], token_id: str, creden
         return tokens
     info = issuer.token_info(token_id, credential)  # type: ignore[attr-defined]
     return tokens if info is None else [*tokens, info]
+
+
+def target_of(issuer: object) -> str | None:
+    """The issuer's ``target()`` (see :class:`Issuer`), stripped; None when it has none or says none.
+
+    Errors of the issuer's own pass through; a method that answers something other than text is a
+    programming error of the adapter, reported as a TypeError naming it."""
+    method = getattr(issuer, "target", None)
+    if method is None:
+        return None
+    value = method()
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        kind = getattr(issuer, "kind", type(issuer).__name__)
+        raise TypeError(f"issuer {kind}: target() returned {type(value).__name__}, not text or None")
+    return value.strip() or None
+
+
+def target_host_port(host: str, port: int | None, default_port: int = 443) -> str:
+    """``host:port`` as every issuer's :meth:`Issuer.target` spells it: the host in lower case without a
+    trailing dot, an IPv6 address in brackets, and the port always written (``default_port`` when None),
+    so that ``Cluster-A.example.com`` and ``cluster-a.example.com:443`` name one place."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if ":" in name:
+        name = f"[{name}]"
+    return f"{name}:{port if port is not None else default_port}"
 
 
 #: What :func:`call_timeout_of` assumes for an issuer that does not say (seconds).

@@ -47,6 +47,7 @@ from rotator.core.contracts import (
     TokenInfo,
     TokenRecord,
     call_timeout_of,
+    target_of,
     with_unlisted,
 )
 from rotator.core.due import max_age_of
@@ -77,7 +78,15 @@ from rotator.core.journal import (
 )
 from rotator.core.one_line import one_line
 from rotator.core.retry import RetryPolicy, call_with_retry
-from rotator.core.revocation_rule import CLOCK_SLACK, Claim, carries_tag, check_not_current, check_revocable
+from rotator.core.revocation_rule import (
+    CLOCK_SLACK,
+    Claim,
+    carries_tag,
+    check_not_current,
+    check_revocable,
+    check_run_target,
+    check_same_target,
+)
 from rotator.core.secret import REDACTOR, Secret
 
 __all__ = ["ANY_RUN", "DRY_RUN", "NOTHING_TO_DO", "Engine", "NeedsAttention", "RunResult", "default_holder",
@@ -713,8 +722,8 @@ class Engine:
         if seen is not None and seen.last_success and seen.last_tag_search_until is not None:
             # The last run's mint had a try without an answer: its tag is searched again (the long
             # way and the other passes find such runs in the journal: _recover_locked, revoke_due).
-            revoked += self._search_tags([(seen.last_success, seen.last_token_id, seen.last_tag_search_until)],
-                                         credential)
+            revoked += self._search_tags([(seen.last_success, seen.last_token_id, seen.last_tag_search_until,
+                                           seen.last_issuer_target)], credential)
         minted: TokenRecord | None = None
         #: a try of the mint failed without a definite answer (not a PermanentError): the issuer may
         #: still carry that request out, and create a token with the run's tag that nobody asked for
@@ -946,7 +955,8 @@ class Engine:
         try:
             if run.new_token_id:
                 self._safe_revoke(Claim(run.new_token_id, self.policy.name, minted_by=[run.run_id],
-                                        source=f"run {run.run_id}, discarding its candidate"), credential)
+                                        source=f"run {run.run_id}, discarding its candidate",
+                                        minted_on=run.issuer_target), credential)
             self._sweep_tag(run, credential, keep=None)
         except LeaseLost:
             raise
@@ -1088,7 +1098,7 @@ class Engine:
     def _search_published_tags(self) -> list[str]:
         """:meth:`_search_tags` for the policy's published runs whose tag is still searched."""
         searches = self.journal.tag_searches(self.policy.name)
-        return self._search_tags([(r.run_id, r.new_token_id, r.tag_search_until) for r in searches
+        return self._search_tags([(r.run_id, r.new_token_id, r.tag_search_until, r.issuer_target) for r in searches
                                   if r.tag_search_until is not None])
 
     def _recover_run(self, run: RunRecord) -> str:
@@ -1120,7 +1130,11 @@ class Engine:
             return f"run {run.run_id}: rolled forward, token {run.new_token_id} published to every store"
         # Minted (or maybe minted) but never published: discard the candidate. A run that died
         # inside a mint may have left a child process that still mints: search its tag until that
-        # child must have ended.
+        # child must have ended. Only at the issuer it minted at: elsewhere its candidate is not
+        # listed, and a search that finds nothing there would close the run as if none existed.
+        if run.issuer_target is not None:
+            check_run_target(self.policy.name, run.run_id, run.issuer_target, target_of(self.issuer),
+                             token_id=run.new_token_id)
         if run.state == RunState.VERIFIED:
             self._fence_stale_publishes(run, states)
         search_until = self._mint_settles_at(run)
@@ -1296,8 +1310,12 @@ class Engine:
         if runs is None:
             runs = self.journal.runs_with_token(self.policy.name, token_id)
         bootstraps = [r.started_at for r in runs if r.kind == "bootstrap"]
+        # where the newest run that says so recorded the token (runs from before schema 10 do not say;
+        # ``runs`` come oldest first, from the preflight and from runs_with_token alike)
+        minted_on = next((r.issuer_target for r in reversed(runs) if r.issuer_target is not None), None)
         return Claim(token_id, self.policy.name, minted_by=[r.run_id for r in runs if r.kind != "bootstrap"],
-                     bootstrapped=bool(bootstraps), source=source, recorded_at=max(bootstraps, default=None))
+                     bootstrapped=bool(bootstraps), source=source, recorded_at=max(bootstraps, default=None),
+                     minted_on=minted_on)
 
     def _safe_revoke(self, claim: Claim, credential: Secret | None,
                      states: dict[str, StoreState] | None = None) -> bool:  # fmt: skip
@@ -1311,6 +1329,10 @@ class Engine:
         if credential is None:
             credential = self._credential_from(states)
         check_not_current(claim.token_id, holders)  # before any lookup: a store's holding decides alone
+        if claim.minted_on is not None:
+            # Before the issuer is asked: at another cluster the token is not listed, which is no proof
+            # that it is revoked (the revocation fails, needs attention; nothing is marked done).
+            check_same_target(claim, target_of(self.issuer))
         listed: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
         tokens = self._call(lambda: with_unlisted(self.issuer, listed, claim.token_id, credential),
                             f"look up token {claim.token_id}")
@@ -1321,14 +1343,18 @@ class Engine:
 
     def _sweep_tag(self, run: RunRecord, credential: Secret | None, keep: str | None) -> None:
         """Revoke every live token carrying this run's tag (a lost value, or a retried mint)."""
-        self._sweep_run_tag(run.run_id, credential, keep)
+        self._sweep_run_tag(run.run_id, credential, keep, minted_on=run.issuer_target)
 
     def _sweep_run_tag(self, run_id: str, credential: Secret | None, keep: str | None,
-                       only: Sequence[str] | None = None) -> list[str]:  # fmt: skip
+                       only: Sequence[str] | None = None, minted_on: str | None = None) -> list[str]:  # fmt: skip
         """:meth:`_sweep_tag` by run id; returns the ids of the tokens revoked.
 
         ``only``: revoke none but these ids (`rotator inventory --revoke-orphans`: the tokens it listed
-        and confirmed as the run's orphans, not another token carrying the tag); None: every one."""
+        and confirmed as the run's orphans, not another token carrying the tag); None: every one.
+        ``minted_on``: where the run minted (RunRecord.issuer_target): NeedsAttention, before any listing,
+        when the issuer names another place now (a search there finds nothing, which proves nothing)."""
+        if minted_on is not None:
+            check_run_target(self.policy.name, run_id, minted_on, target_of(self.issuer))
         tag = self.policy.tag(run_id)
         tokens: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
         now = self.clock.now()
@@ -1339,26 +1365,27 @@ class Engine:
             if carries_tag(info.description, tag) and info.token_id != keep and info.is_active(now):
                 self.log.warning("revoking token %s left by run %s", info.token_id, run_id)
                 claim = Claim(info.token_id, self.policy.name, minted_by=[run_id],
-                              source=f"the tag search of run {run_id}")
+                              source=f"the tag search of run {run_id}", minted_on=minted_on)
                 self._safe_revoke(claim, credential)
                 self._event("revoke_orphan", "ok", run_id, token_id=info.token_id)
                 revoked.append(info.token_id)
         return revoked
 
-    def _search_tags(self, searches: Sequence[tuple[str, str | None, datetime]],
+    def _search_tags(self, searches: Sequence[tuple[str, str | None, datetime, str | None]],
                      credential: Secret | None | _Unread = _UNREAD) -> list[str]:  # fmt: skip
         """After a run published: search its tag again for a token that a try of its mint without an
-        answer created late (``searches``: run id, the token it published, kept, and until when:
-        RunRecord.tag_search_until). The search that starts at or after that time is the last: the
-        run's search ends. A failure is logged and leaves the search for the next pass (recover,
-        revoke-expired, the next rotation). ``credential``: PLAN's (else read from the stores)."""
+        answer created late (``searches``: run id, the token it published, kept, until when:
+        RunRecord.tag_search_until, and where it minted: RunRecord.issuer_target). The search that
+        starts at or after that time is the last: the run's search ends. A failure is logged and leaves
+        the search for the next pass (recover, revoke-expired, the next rotation), a search at another
+        issuer than the run's too (it never ends there). ``credential``: PLAN's (else read from the stores)."""
         actions: list[str] = []
-        for run_id, keep, until in searches:
+        for run_id, keep, until, minted_on in searches:
             last = self.clock.now() >= until  # (before the listing: what it shows is then final)
             try:
                 if isinstance(credential, _Unread):
                     credential = self._credential_from(self._read_stores())
-                found = self._sweep_run_tag(run_id, credential, keep)
+                found = self._sweep_run_tag(run_id, credential, keep, minted_on=minted_on)
                 if last:
                     self.journal.end_tag_search(self.policy.name, run_id, until, fence=self._fence)
             except LeaseLost:
@@ -1479,9 +1506,13 @@ class Engine:
         Engine.rotate checked against ``expect_last_run``) and that the fencing number is the one
         ``seen`` predicts; otherwise _Replan (the transaction rolls back).
         """
+        # Where the token will live, asked before anything is written: an issuer that cannot say (a file
+        # it reads is gone) stops the run here, before any side effect.
+        target = target_of(self.issuer)
         now = self.clock.now()
         run = RunRecord(run_id=self.run_id_factory(), policy=self.policy.name, state=RunState.PLANNED, kind=kind,
-                        started_at=now, updated_at=now, old_token_id=old_token_id, planned_versions=planned)
+                        started_at=now, updated_at=now, old_token_id=old_token_id, planned_versions=planned,
+                        issuer_target=target)
         if seen is None:
             with self._step(durable=False):
                 self.journal.begin_run(run, fence=self._fence)

@@ -195,6 +195,12 @@ class RunRecord:
     #: without a definite answer, and the issuer may still create that token (Engine._search_tags).
     #: None: no such try, or the search is over
     tag_search_until: datetime | None = None
+    #: where the issuer minted (or, for a bootstrap, found) the run's token, as the issuer named it when
+    #: the run was journaled (contracts.target_of: e.g. "clustered cluster-a.example.com:443"). A token is
+    #: revoked, searched for or found gone only where it lives: the engine refuses to judge it at an issuer
+    #: that names another place now (revocation_rule.check_same_target). None: the issuer does not say, or
+    #: a run from before schema 10; such a run is judged wherever the issuer points, as before
+    issuer_target: str | None = None
 
     @property
     def token_since(self) -> datetime | None:
@@ -322,12 +328,18 @@ _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     CREATE INDEX IF NOT EXISTS runs_published ON runs (published_at);
     CREATE INDEX IF NOT EXISTS revocations_unfinished ON revocations (policy) WHERE state IN ('pending', 'failed')
     """,
+    # 10: where the issuer minted each run's token (RunRecord.issuer_target), written with the run's first
+    # row: a policy whose issuer is pointed at another cluster must not take "not listed there" as "revoked".
+    # A nullable column, no rebuild: the runs before it read as NULL (unknown, judged as before)
+    """
+    ALTER TABLE runs ADD COLUMN issuer_target TEXT
+    """,
 )
 
 _RUN_COLUMNS = (
     "run_id", "policy", "kind", "state", "started_at", "updated_at", "old_token_id", "new_token_id",
     "new_expires_at", "published_at", "finished_at", "planned_versions", "published_versions", "error",
-    "fence", "mint_started_at", "token_created_at", "verified_fence", "tag_search_until",
+    "fence", "mint_started_at", "token_created_at", "verified_fence", "tag_search_until", "issuer_target",
 )  # fmt: skip
 _REV_COLUMNS = (
     "policy", "token_id", "run_id", "reason", "due_at", "state", "attempts", "next_try_at",
@@ -1284,6 +1296,7 @@ class Journal:
             last_success=None if last is None else str(last[1]),
             last_token_id=None if last is None or last[_NEW_TOKEN_AT] is None else str(last[_NEW_TOKEN_AT]),
             last_tag_search_until=None if last is None else _dt(last[_TAG_SEARCH_AT]),
+            last_issuer_target=None if last is None else last[_ISSUER_TARGET_AT],
             dismissed={rev.token_id: dismissal_reason(rev.last_error) for rev in found.get("dismissed", [])},
         )
 
@@ -1603,6 +1616,8 @@ class Preflight:
     dismissed: dict[str, str] = field(default_factory=dict)
     #: the last successful run's RunRecord.tag_search_until (None: its tag is not searched any more)
     last_tag_search_until: datetime | None = None
+    #: the last successful run's RunRecord.issuer_target (where its tag is searched)
+    last_issuer_target: str | None = None
 
     def fence_after(self, holder: str, now: datetime) -> int | None:
         """The fencing number ``holder`` gets by taking the lease at ``now`` if nobody takes it
@@ -2190,6 +2205,8 @@ _POLICY_STATE = " UNION ALL ".join((
 _NEW_TOKEN_AT = 1 + _RUN_COLUMNS.index("new_token_id")
 #: and its tag_search_until
 _TAG_SEARCH_AT = 1 + _RUN_COLUMNS.index("tag_search_until")
+#: and its issuer_target
+_ISSUER_TARGET_AT = 1 + _RUN_COLUMNS.index("issuer_target")
 
 
 def _tagged_rows(rows: Sequence[Sequence[Any]], raw: Sequence[str] = ()) -> dict[str, list[Any]]:
@@ -2278,7 +2295,7 @@ def _run_row_of(v: Mapping[str, Any]) -> tuple[Any, ...]:
         _ts_or_none(v["finished_at"]), _versions_text(v["planned_versions"]),
         _versions_text(v["published_versions"]), v["error"], v["fence"],
         _ts_or_none(v["mint_started_at"]), _ts_or_none(v["token_created_at"]), v["verified_fence"],
-        _ts_or_none(v["tag_search_until"]),
+        _ts_or_none(v["tag_search_until"]), v["issuer_target"],
     )  # fmt: skip
 
 
@@ -2315,6 +2332,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         published_versions=json.loads(d["published_versions"]), error=d["error"],
         fence=d["fence"], mint_started_at=_dt(d["mint_started_at"]), token_created_at=_dt(d["token_created_at"]),
         verified_fence=d["verified_fence"], tag_search_until=_dt(d["tag_search_until"]),
+        issuer_target=d["issuer_target"],
     )  # fmt: skip
     _set_stored_row(run, tuple(row))
     return run

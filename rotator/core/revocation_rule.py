@@ -14,6 +14,10 @@ before every revocation. A token id that comes from a store payload, a secret ta
 
 And never a token that a store still holds as current (invariant 1), whatever the records say.
 
+Nor is a token judged at an issuer that names another place than the one its run recorded (the
+policy's issuer pointed at another cluster since, :func:`check_same_target`): there it is simply not
+listed, and "not listed" would read as "revoked already" while it stays valid where it was minted.
+
 A refused claim raises :class:`NeedsAttention` (exit 4 in the CLI, a failed revocation and an
 alert in the daemon): nothing is revoked, a person looks.
 """
@@ -28,7 +32,8 @@ from rotator.config.timefmt import as_utc
 from rotator.core.contracts import TokenInfo
 from rotator.core.errors import NeedsAttention
 
-__all__ = ["CLOCK_SLACK", "Claim", "carries_tag", "check_not_current", "check_revocable"]
+__all__ = ["CLOCK_SLACK", "Claim", "carries_tag", "check_not_current", "check_revocable", "check_run_target",
+           "check_same_target"]
 
 
 class Claim(NamedTuple):
@@ -44,6 +49,8 @@ class Claim(NamedTuple):
     source: str = ""
     #: for a bootstrapped id: when rotator last recorded it (a bootstrap; the token existed then)
     recorded_at: datetime | None = None
+    #: where the record's run says the token lives (journal.RunRecord.issuer_target); None: unknown
+    minted_on: str | None = None
 
 
 #: how far the issuer's clock may run ahead of rotator's before a token "created after it was
@@ -59,6 +66,42 @@ def check_not_current(token_id: str, holders: Sequence[str]) -> None:
             hint="finish publishing the new token (`rotator recover`), or rotate: the rotation that replaces "
             "this token schedules its revocation again",
         )
+
+
+def check_same_target(claim: Claim, target: str | None) -> None:
+    """Raise NeedsAttention when ``claim``'s token lives elsewhere than where the issuer points now
+    (``target``, contracts.target_of), before the issuer is asked anything: the token is neither revoked
+    nor found gone at the wrong cluster. Nothing is decided when either side is unknown (None)."""
+    if claim.minted_on is None or target is None or claim.minted_on == target:
+        return
+    source = f" (claimed by {claim.source})" if claim.source else ""
+    verb = "was bootstrapped" if claim.bootstrapped and not claim.minted_by else "was minted"
+    raise NeedsAttention(
+        f"token {claim.token_id}{source} {verb} on {claim.minted_on}, but the policy's issuer now names {target}, "
+        f"where rotator can neither revoke it nor tell that it is gone: it may still be valid on {claim.minted_on}; "
+        "nothing was revoked",
+        hint=f"revoke token {claim.token_id} on {claim.minted_on} with the issuer's own tool, then record that: "
+        f"`rotator revoke-expired --dismiss {claim.token_id} --reason TEXT {claim.policy}`; or point the policy's "
+        f"issuer at {claim.minted_on} again until its revocations are done (`rotator revoke-expired --retry-failed "
+        f"{claim.policy}`)",
+    )
+
+
+def check_run_target(policy: str, run_id: str, minted_on: str | None, target: str | None, *,
+                     token_id: str | None = None) -> None:  # fmt: skip
+    """:func:`check_same_target` for what a run may have left behind that is found by its tag
+    (``rotator:<policy>:<run_id>``): a search of that tag at another cluster finds nothing, which
+    proves nothing. NeedsAttention, before the issuer is asked anything."""
+    if minted_on is None or target is None or minted_on == target:
+        return
+    what = f"its token {token_id} and any token" if token_id else "any token"
+    raise NeedsAttention(
+        f"run {run_id} of policy {policy!r} minted on {minted_on}, but the policy's issuer now names {target}: "
+        f"{what} tagged rotator:{policy}:{run_id} lives on {minted_on}, where rotator cannot search or revoke it "
+        f"now (finding none on {target} proves nothing); nothing was revoked or closed",
+        hint=f"point the policy's issuer at {minted_on} again and run `rotator recover {policy}` (it searches "
+        f"there, revokes what the run left and settles the run), then point it at {target} again",
+    )
 
 
 def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence[str], now: datetime) -> bool:

@@ -167,6 +167,10 @@ class MemoryIssuer:
     ``verify`` accepts an active token and refuses any other with a PermanentError;
     ``revoke`` of a revoked or unknown id succeeds; ids look like ``mem-0001``, and a
     malformed id is refused with a PermanentError before anything is looked up.
+
+    ``target``: what :meth:`target` answers (contracts.Issuer), None by default (unknown). Two
+    issuers on two :class:`MemoryTokens`, each with its own target, act as two clusters; a test
+    points a policy from one to the other by setting the attribute (or building the other issuer).
     """
 
     kind: ClassVar[str] = "memory"
@@ -176,9 +180,11 @@ class MemoryIssuer:
     _shared: ClassVar[dict[str, MemoryTokens]] = {}
 
     def __init__(self, tokens: MemoryTokens | None = None, *, clock: Clock | None = None,
-                 check_credential: bool = False) -> None:  # fmt: skip
+                 check_credential: bool = False, target: str | None = None) -> None:  # fmt: skip
         self.tokens = tokens if tokens is not None else MemoryTokens(clock)
         self.check_credential = check_credential
+        #: where this issuer's tokens live (None: it does not say)
+        self.target_name = target
         self.calls: list[str] = []
         self._faults = _Faults(self.OPERATIONS)
 
@@ -197,6 +203,11 @@ class MemoryIssuer:
         self._faults.add(operation, error, times, after)
 
     # -- the contract -------------------------------------------------------------------------------
+
+    def target(self) -> str | None:
+        """Where the tokens live (``target`` at construction; None: unknown). Not counted in ``calls``:
+        it asks no backend."""
+        return self.target_name
 
     def mint(self, request: MintRequest, credential: Secret | None) -> MintedToken:
         self.calls.append("mint")

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import pytest
 
 from rotator.core.clock import SYSTEM_CLOCK
-from rotator.core.contracts import Issuer, MintedToken, MintRequest, Store, StoreState, TokenRecord
+from rotator.core.contracts import Issuer, MintedToken, MintRequest, Store, StoreState, TokenRecord, target_of
 from rotator.core.errors import ConflictError, PermanentError, RotatorError, TransientError
 from rotator.core.secret import Secret
 
@@ -362,6 +362,24 @@ class IssuerContract:
         assert listed[kept.token_id].is_active(SYSTEM_CLOCK.now())
         if credential is not None:
             issuer.verify(credential)
+
+    def test_a_target_is_short_stable_text_that_needs_no_backend(
+        self, issuer: Issuer, unreachable_issuer: Issuer | None, credential: Secret | None
+    ) -> None:
+        """``target()`` (optional, contracts.Issuer): where the tokens live, which the journal keeps with
+        every run and compares before a revocation. None or one short line, the same at every call, asked
+        of no backend (an unreachable one answers too) and never a token value."""
+        if getattr(issuer, "target", None) is None:
+            pytest.skip("the issuer names no target (optional): its tokens are judged wherever it points")
+        first = target_of(issuer)
+        assert target_of(issuer) == first, "the same settings name the same target"
+        if unreachable_issuer is not None:
+            target_of(unreachable_issuer)
+        if first is None:
+            return
+        assert first.isprintable() and len(first) <= 300, f"one short line: {first!r}"
+        if credential is not None:
+            assert credential.reveal() not in first
 
     def test_an_unreachable_issuer_is_transient(self, unreachable_issuer: Issuer | None, credential: Any) -> None:
         if unreachable_issuer is None:

@@ -411,7 +411,8 @@ def test_a_journal_from_before_the_head_trigger_is_upgraded_and_its_chain_goes_o
     with _raw(journal_url) as sql:
         if journal.backend == "postgresql":
             sql("DROP FUNCTION rotator_audit_head_follows()")
-        # schema 6's index as schema 4 had it, and no column of schema 7 or 8
+        # schema 6's index as schema 4 had it, and no column of schema 7, 8 or 10
+        sql("ALTER TABLE runs DROP COLUMN issuer_target")
         sql("DROP INDEX runs_policy_tag_search")
         sql("ALTER TABLE runs DROP COLUMN tag_search_until")
         sql("ALTER TABLE runs DROP COLUMN verified_fence")

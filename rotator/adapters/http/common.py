@@ -59,7 +59,7 @@ from pydantic import (
 
 from rotator.adapters.transport import http_address_problem, plain_http_warning, tls_verify_warning
 from rotator.core.clock import SYSTEM_CLOCK
-from rotator.core.contracts import AdapterContext, checked_settings, side_effect_start_deadline
+from rotator.core.contracts import AdapterContext, checked_settings, side_effect_start_deadline, target_host_port
 from rotator.core.credentials import CredentialRef
 from rotator.core.errors import (
     BadTokenId,
@@ -110,6 +110,7 @@ __all__ = [
     "send",
     "stored_token_error",
     "token_value",
+    "url_target",
     "wait_asked",
 ]
 
@@ -638,6 +639,14 @@ def auth_header(scheme: str, token: Secret) -> dict[str, str]:
     return {"Authorization": f"{scheme} {token.reveal()}"}
 
 
+def url_target(url: str) -> str:
+    """An issuer's target (contracts.Issuer) from the URL of its server: its host and port, the port
+    written also when it is the scheme's default. Not the scheme: a server that starts speaking TLS on
+    the same port keeps its tokens (and one port has one listener)."""
+    parsed = httpx.URL(url)
+    return target_host_port(parsed.host, parsed.port, {"https": 443, "http": 80}.get(parsed.scheme, 443))
+
+
 class IssuerSettings(Protocol):
     """What :class:`HttpIssuer` reads: the fields of :class:`HttpSettings` and ``credential``."""
 
@@ -700,6 +709,11 @@ class HttpIssuer(Generic[SettingsT]):
     def call_timeout_seconds(self) -> float:
         """The longest one issuer call (``mint``, ``revoke``...) can take: see :func:`call_timeout`."""
         return call_timeout(self.requests_in_longest_call(), self.settings.timeout_s)
+
+    def target(self) -> str:
+        """Where the tokens live (contracts.Issuer): ``base_url``'s host and port, e.g.
+        ``influxdb.example.com:8181``."""
+        return url_target(self.settings.base_url)
 
     def _http(self) -> httpx.Client:
         if self._client is None:

@@ -91,6 +91,7 @@ from rotator.adapters.http.common import (
     send,
     stored_token_error,
     token_value,
+    url_target,
     wait_asked,
 )
 from rotator.adapters.transport import http_address_problem, plain_http_warning, tls_verify_warning
@@ -469,6 +470,16 @@ class ManagementApiIssuer:
         if settings.ca_bundle is not None and not settings.ca_bundle.is_absolute():
             settings = settings.model_copy(update={"ca_bundle": ctx.base_dir / settings.ca_bundle})
         return cls(settings, ctx, client=client, token_store=token_store)
+
+    def target(self) -> str:
+        """Where the tokens live (contracts.Issuer): a Dedicated cluster by its account and cluster ids,
+        ``dedicated <account_id>/<cluster_id>``, a Clustered one by its host, ``clustered <host>:<port>``:
+        what an ``influxctl`` issuer of the same cluster names too (not ``base_url``: another way to the
+        same API moves no token)."""
+        settings = self.settings
+        if settings.product == "dedicated":
+            return f"dedicated {settings.account_id}/{settings.cluster_id}".lower()
+        return f"clustered {url_target(settings.cluster_host)}"
 
     @property
     def call_timeout_seconds(self) -> float:

@@ -51,7 +51,7 @@ from rotator.core.child_process import (
     start_deadline,
 )
 from rotator.core.clock import SYSTEM_CLOCK
-from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings
+from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings, target_host_port
 from rotator.core.credentials import SETTINGS_CONFIG, CredentialRef, SettingsValue
 from rotator.core.errors import (
     BadTokenId,
@@ -92,6 +92,7 @@ __all__ = [
     "parse_json_array",
     "parse_timestamp",
     "private_config",
+    "profile_target",
     "render_profile",
     "rfc3339",
     "sweep_stale_configs",
@@ -300,6 +301,13 @@ class InfluxctlSettings(SettingsValue):
                 "unencrypted (meant for loopback only)"
             )
         return warnings
+
+
+def profile_target(profile: ProfileSettings) -> str:
+    """The issuer target (contracts.Issuer) of the cluster ``profile`` names: see InfluxctlIssuer.target."""
+    if profile.product == "dedicated":
+        return f"dedicated {(profile.account_id or '').strip()}/{(profile.cluster_id or '').strip()}".lower()
+    return f"clustered {target_host_port(profile.host or '', profile.port)}"
 
 
 class ProfileAuth(NamedTuple):
@@ -1085,6 +1093,14 @@ class InfluxctlIssuer(Generic[SettingsT]):
         run's mint cannot complete after this.
         """
         return _COMMANDS_PER_CALL * (self.settings.timeout_s + _CHILD_MARGIN_S)
+
+    def target(self) -> str:
+        """Where the tokens live (contracts.Issuer): the cluster the profile names, by the keys that
+        name it for its product (rotator/observe/cluster_keys.py): ``clustered <host>:<port>`` (port
+        443 when the profile gives none) or ``dedicated <account_id>/<cluster_id>`` (a Dedicated
+        profile's ``host`` serves queries and writes only: the management commands go to the account).
+        The management and database issuers of one cluster name it alike."""
+        return profile_target(self.settings.profile)
 
     def revoke(self, token_id: str, credential: Secret | None) -> None:
         """The revoke command, confirmed by ``revoked_at`` in the list.

@@ -1,0 +1,417 @@
+"""A policy whose issuer is pointed at another cluster: tokens minted on the old one are never judged
+on the new one (RunRecord.issuer_target, schema 10; revocation_rule.check_same_target).
+
+Before, the journal did not say where a token was minted, so a revocation asked the cluster the policy
+names now, found the token not listed there, and recorded it as revoked ("already gone at the issuer")
+while it stayed valid on the old cluster; recovery of a run killed inside its mint searched its tag on
+the new cluster, found nothing and closed the run. Both an orphan (invariant 2) and false audit evidence.
+
+Two in-memory issuers with targets of their own act as the two clusters (on SQLite and PostgreSQL), and
+the fake influxctl with two state files, chosen by the profile's host, as the reviewer's reproduction did.
+"""
+
+from __future__ import annotations
+
+import itertools
+import stat
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from rotator.adapters.http.influxdb2 import InfluxDB2Issuer, InfluxDB2Settings
+from rotator.adapters.http.influxdb3 import InfluxDB3Issuer, InfluxDB3Settings
+from rotator.adapters.http.management_api import ManagementApiIssuer, ManagementApiSettings
+from rotator.adapters.influxctl.management import InfluxctlManagementIssuer, InfluxctlManagementSettings
+from rotator.config.adapter_settings import validate_settings
+from rotator.core.contracts import AdapterContext, target_of
+from rotator.core.engine import Engine
+from rotator.core.errors import JournalError, NeedsAttention, TransientError
+from rotator.core.journal import RevocationState, RunState, open_journal
+from rotator.core.retry import RetryPolicy
+from rotator.core.secret import Secret
+from rotator.sandbox.influxctl_state import STATE_ENV, FakeInfluxctl
+from rotator.testing import FakeClock, MemoryIssuer
+from tests.engine.test_state_machine import GRACE, POLICY, Crash, World
+from tests.fakes.fixtures import BINARY
+
+A = "clustered cluster-a.example.com:443"
+B = "clustered cluster-b.example.com:443"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'journal.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+class Clusters:
+    """One policy whose issuer is cluster ``a`` or ``b`` (``use``), each an in-memory issuer with a
+    credential of its own (an admin token file), on the journal at ``journal_url``."""
+
+    def __init__(self, tmp_path: Path, journal_url: str) -> None:
+        self.world = World(tmp_path)
+        self.world.journal.close()
+        self.world.journal = open_journal(journal_url)
+        self.a = MemoryIssuer(clock=self.world.clock, target=A)
+        self.b = MemoryIssuer(clock=self.world.clock, target=B)
+        self.b.tokens._ids = itertools.count(1001)  # token ids are unique across clusters (UUIDs), as here
+        self.world.issuer = self.a
+
+    def use(self, issuer: MemoryIssuer) -> None:
+        """The operator points the policy's issuer at ``issuer``'s cluster."""
+        self.world.issuer = issuer
+
+    def engine(self) -> Engine:
+        return self.world.engine()
+
+    def revocation(self, token_id: str) -> tuple[str, str]:
+        (rev,) = [r for r in self.world.journal.revocations(POLICY) if r.token_id == token_id]
+        return rev.state, rev.last_error or ""
+
+    def done(self) -> list[str]:
+        return [r.token_id for r in self.world.journal.revocations(POLICY, RevocationState.DONE)]
+
+
+@pytest.fixture
+def clusters(tmp_path: Path, journal_url: str) -> Clusters:
+    return Clusters(tmp_path, journal_url)
+
+
+def _active(issuer: MemoryIssuer, token_id: str) -> bool:
+    info = issuer.tokens.info(token_id)
+    return info is not None and info.revoked_at is None
+
+
+def _asked(issuer: MemoryIssuer) -> list[str]:
+    """What was asked of ``issuer`` about tokens (its listing and revocations)."""
+    return [call for call in issuer.calls if call in ("list_tokens", "revoke")]
+
+
+def test_a_revocation_due_after_the_issuer_moved_needs_attention_and_marks_nothing_done(clusters: Clusters) -> None:
+    """Bootstrap and rotate on A, point the policy at B, revoke-expired: the bootstrap token's
+    revocation fails (needs attention) without asking B anything, nothing is recorded as revoked, and
+    the token stays valid on A. A rotation on B works; its predecessor (minted on A) meets the same check.
+    Pointed at A again, the same command with --retry-failed revokes both on A."""
+    world = clusters.world
+    t0 = world.bootstrap()
+    t1 = world.engine().rotate().new_token_id
+    assert t1 is not None
+    world.clock.advance(GRACE + timedelta(seconds=1))
+
+    clusters.use(clusters.b)
+    (action,) = clusters.engine().revoke_due()
+    assert f"token {t0}: revocation failed" in action and A in action and B in action, action
+    state, error = clusters.revocation(t0)
+    assert state == RevocationState.FAILED
+    assert f"token {t0}" in error and f"bootstrapped on {A}" in error and f"now names {B}" in error, error
+    assert f"rotator revoke-expired --dismiss {t0} --reason TEXT {POLICY}" in error, error
+    assert clusters.done() == [], "nothing is recorded as revoked"
+    assert _active(clusters.a, t0), "the token on A is untouched"
+    assert _asked(clusters.b) == [], "cluster B is not asked about a token of cluster A"
+    events = [(e["step"], e["result"], e.get("needs_attention")) for e in world.journal.events(POLICY)
+              if e.get("token_id") == t0 and e["step"] == "revoke_old"]
+    assert events == [("revoke_old", "failed", True)], events
+    assert clusters.engine().failed_revocations() == [t0]
+
+    # The operator is migrating: a rotation on B works, and replaces the token minted on A.
+    rotated = clusters.engine().rotate()
+    assert rotated.ok and rotated.old_token_id == t1, rotated
+    t2 = rotated.new_token_id
+    assert t2 is not None and _active(clusters.b, t2) and world.held() == {"a": t2, "b": t2}
+    on_b = world.journal.get_run(rotated.run_id or "")
+    assert on_b is not None and on_b.issuer_target == B
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    (action,) = clusters.engine().revoke_due()
+    assert f"token {t1}: revocation failed" in action and f"minted on {A}" in action, action
+    assert clusters.revocation(t1)[0] == RevocationState.FAILED and clusters.done() == []
+    assert _active(clusters.a, t0) and _active(clusters.a, t1)
+
+    # Pointed back at A: the same command (the failed ones retried) revokes them there.
+    clusters.use(clusters.a)
+    actions = clusters.engine().revoke_due(retry_failed=True)
+    assert sorted(actions) == sorted([f"token {t0}: revoked", f"token {t1}: revoked"]), actions
+    assert not _active(clusters.a, t0) and not _active(clusters.a, t1)
+    assert sorted(clusters.done()) == sorted([t0, t1])
+    assert _active(clusters.b, t2) and world.held() == {"a": t2, "b": t2}
+
+
+def test_a_revocation_that_needs_attention_for_another_cluster_is_dismissed_after_a_manual_revoke(
+        clusters: Clusters) -> None:
+    """The other fix: revoke the token on the old cluster by hand, then dismiss the failed revocation.
+    Nothing is asked of the new cluster, and later passes leave the row alone."""
+    world = clusters.world
+    t0 = world.bootstrap()
+    world.engine().rotate()
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    clusters.use(clusters.b)
+    clusters.engine().revoke_due()
+    assert clusters.revocation(t0)[0] == RevocationState.FAILED
+
+    assert clusters.a.tokens.revoke(t0), "revoked by hand on cluster A"
+    message = clusters.engine().dismiss_revocation(t0, "revoked by hand on cluster A")
+    assert "revocation dismissed" in message
+    state, error = clusters.revocation(t0)
+    assert state == RevocationState.DISMISSED and "revoked by hand on cluster A" in error
+    assert clusters.engine().revoke_due(retry_failed=True) == []
+    assert clusters.engine().dismiss_revocation(t0, "again").endswith("already dismissed (it stays valid)")
+    assert _asked(clusters.b) == []
+    (published,) = [r for r in world.journal.runs(POLICY, limit=0) if r.kind == "rotate"]
+    assert published.state == RunState.DONE, "the run that scheduled it is finished, as with a done revocation"
+
+
+def test_an_emergency_rotation_after_the_issuer_moved_says_the_previous_token_is_not_revoked(
+        clusters: Clusters) -> None:
+    world = clusters.world
+    world.bootstrap()
+    t1 = world.engine().rotate().new_token_id
+    assert t1 is not None
+    clusters.use(clusters.b)
+    with pytest.raises(NeedsAttention, match=f"previous token.* {t1} are NOT revoked.*minted on {A}"):
+        clusters.engine().rotate(revoke_previous_now=True, reason="leaked")
+    assert _active(clusters.a, t1) and t1 not in clusters.done()
+    assert clusters.revocation(t1)[0] == RevocationState.FAILED
+    assert "revoke" not in clusters.b.calls
+
+
+@pytest.mark.parametrize("killed", ["inside the mint", "after minted"])
+def test_recovery_of_a_run_minted_on_another_cluster_needs_attention_and_closes_once_pointed_back(
+        clusters: Clusters, killed: str) -> None:
+    """A run killed inside its mint (its token exists on A, the journal has no id) or after it (the id is
+    journaled), then the policy pointed at B: recovery stops with NeedsAttention, the run stays open
+    (stuck, `recovery failed: ...`), nothing is asked of B and the token on A stays. Pointed at A again,
+    the same `recover` revokes it there and closes the run; a rotation on B then works."""
+    world = clusters.world
+    world.bootstrap()
+    if killed == "inside the mint":
+        clusters.a.fail_next("mint", Crash("killed inside the mint"), after=True)
+    else:
+        world.crash_at = "minted"
+    with pytest.raises(Crash):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs(POLICY)
+    (token,) = [t for t in clusters.a.tokens.active() if t.description == f"rotator:{POLICY}:{run.run_id}"]
+    assert run.new_token_id == (token.token_id if killed == "after minted" else None)
+    world.clock.advance(timedelta(minutes=5))  # past the mint window: the old code closed the run here
+
+    clusters.use(clusters.b)
+    for attempt in (lambda: clusters.engine().recover(), lambda: clusters.engine().revoke_due(),
+                    lambda: clusters.engine().rotate()):
+        with pytest.raises(NeedsAttention, match=f"run {run.run_id} .*minted on {A}.*now names {B}") as err:
+            attempt()
+        assert f"`rotator recover {POLICY}`" in err.value.hint
+    (stuck,) = world.journal.open_runs(POLICY)
+    assert stuck.run_id == run.run_id and stuck.state == run.state and stuck.issuer_target == A
+    assert (stuck.error or "").startswith("recovery failed: ") and A in (stuck.error or "")
+    assert _active(clusters.a, token.token_id), "the run's token on A is untouched"
+    assert _asked(clusters.b) == [] and clusters.b.calls.count("mint") == 0
+
+    clusters.use(clusters.a)
+    (action,) = clusters.engine().recover()
+    assert f"run {run.run_id}: rolled back" in action, action
+    assert not _active(clusters.a, token.token_id)
+    closed = world.journal.get_run(run.run_id)
+    assert closed is not None and closed.state == RunState.FAILED
+    assert not world.journal.open_runs(POLICY)
+    clusters.use(clusters.b)
+    assert clusters.engine().rotate().ok
+
+
+def test_a_published_run_s_tag_search_does_not_end_at_another_cluster(clusters: Clusters) -> None:
+    """A run whose mint had a try without an answer keeps searching its tag until its window ends. At
+    another cluster the search is refused (it would find nothing and end): the run keeps its search, a
+    token its late request created on A stays found, and pointed at A again the search revokes it."""
+    world = clusters.world
+    world.bootstrap()
+    clusters.a.fail_next("mint", TransientError("issuer: no answer (simulated)"))
+    result = world.engine().rotate()
+    run = world.journal.get_run(result.run_id or "")
+    assert run is not None and run.tag_search_until is not None, "a try without an answer: searched until then"
+    _, late = clusters.a.tokens.create(f"rotator:{POLICY}:{run.run_id}")  # the lost request lands on A
+    world.clock.advance(timedelta(minutes=10))  # past the window: the next search is the last
+
+    clusters.use(clusters.b)
+    actions = clusters.engine().revoke_due()
+    assert any(f"run {run.run_id}: the search of its tag failed" in a and A in a for a in actions), actions
+    still = world.journal.get_run(run.run_id)
+    assert still is not None and still.tag_search_until is not None, "the search goes on"
+    assert _active(clusters.a, late) and _asked(clusters.b) == []
+
+    clusters.use(clusters.a)
+    actions = clusters.engine().revoke_due()
+    assert f"token {late}: revoked, created late by run {run.run_id}'s mint try without an answer" in actions
+    assert not _active(clusters.a, late)
+    ended = world.journal.get_run(run.run_id)
+    assert ended is not None and ended.tag_search_until is None
+
+
+def test_runs_without_a_target_and_issuers_without_one_are_judged_as_before(clusters: Clusters) -> None:
+    """Rows from before schema 10 (NULL) and an issuer that names no target: the token is judged wherever
+    the issuer points, as before (here always cluster A: each is revoked there when due)."""
+    world = clusters.world
+    t0 = world.bootstrap()
+    t1 = world.engine().rotate().new_token_id
+    with world.journal._tx(immediate=True) as cur:  # the bootstrap's row as schema 9 left it
+        cur.execute("UPDATE runs SET issuer_target = NULL WHERE kind = 'bootstrap'")
+    unknown = MemoryIssuer(clusters.a.tokens, clock=world.clock)  # cluster A, through an issuer naming no target
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    clusters.use(unknown)
+    assert clusters.engine().revoke_due() == [f"token {t0}: revoked"]  # NULL row, no target now
+
+    t2 = clusters.engine().rotate().new_token_id  # its run records no target
+    latest = world.journal.latest_run(POLICY)
+    assert latest is not None and latest.issuer_target is None
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    assert clusters.engine().revoke_due() == [f"token {t1}: revoked"]  # recorded A, no target now
+
+    clusters.use(clusters.a)
+    t3 = clusters.engine().rotate().new_token_id
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    assert clusters.engine().revoke_due() == [f"token {t2}: revoked"]  # recorded nothing, A now
+    assert {t.token_id for t in clusters.a.tokens.active()} == {t3}
+    assert clusters.b.calls == []
+
+
+def test_the_target_is_recorded_with_the_planned_run_and_a_journal_of_schema_9_is_upgraded(
+        tmp_path: Path, journal_url: str) -> None:
+    """Schema 10 adds the column (no rebuild): a journal of schema 9 is upgraded at its next writable open,
+    its runs read as NULL, and a new run (and a bootstrap's) records the issuer's target in its first row,
+    as PLAN and bootstrap write it: no extra statement."""
+    clusters = Clusters(tmp_path, journal_url)
+    clusters.world.bootstrap()
+    (boot,) = clusters.world.journal.runs(POLICY, limit=0)
+    assert boot.kind == "bootstrap" and boot.issuer_target == A
+    clusters.world.journal.close()
+    journal = open_journal(journal_url)
+    with journal._tx(immediate=True) as cur:
+        cur.execute("ALTER TABLE runs DROP COLUMN issuer_target")
+        cur.execute("DELETE FROM schema_version WHERE version = 10")
+    journal.close()
+    with pytest.raises(JournalError, match="schema version 9, older than this rotator's"):
+        open_journal(journal_url, read_only=True)
+    clusters.world.journal = open_journal(journal_url)
+    (old,) = clusters.world.journal.runs(POLICY, limit=0)
+    assert old.run_id == boot.run_id and old.issuer_target is None
+    clusters.use(clusters.b)
+    run_id = clusters.engine().rotate().run_id
+    assert clusters.world.journal.get_run(run_id or "").issuer_target == B
+
+
+# ------------------------------------------------------------------------------------------ influxctl
+
+ADMIN = "clustered-admin-token-0123456789abcdef"
+
+
+def _launcher(directory: Path) -> Path:
+    """An influxctl that runs the fake on the state file of the cluster its --config's profile names
+    (``<host>.json``): two state files are two clusters, as in the reviewer's reproduction."""
+    launcher = directory / "influxctl-by-host"
+    launcher.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys, tomllib\n"
+        "argv = sys.argv[1:]\n"
+        "with open(argv[argv.index('--config') + 1], 'rb') as f:\n"
+        "    host = tomllib.load(f)['profile'][0]['host'].lower().rstrip('.')\n"
+        f"os.environ[{STATE_ENV!r}] = os.path.join({str(directory)!r}, host + '.json')\n"
+        f"os.execv(sys.executable, [sys.executable, {str(BINARY)!r}, *argv])\n"
+    )
+    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+    return launcher
+
+
+def _influxctl_issuer(directory: Path, host: str, port: int | None = 443) -> InfluxctlManagementIssuer:
+    settings = validate_settings(InfluxctlManagementSettings, {
+        "influxctl": str(directory / "influxctl-by-host"), "timeout_s": 10,
+        "profile": {"product": "clustered", "host": host, **({"port": port} if port is not None else {})},
+        "auth": {"method": "token_file", "token_file": "admin.json"},
+    })  # fmt: skip
+    return InfluxctlManagementIssuer(settings, base_dir=directory)
+
+
+def test_influxctl_two_clusters_a_token_of_cluster_a_is_not_recorded_revoked_through_cluster_b(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reviewer's reproduction through the influxctl-management adapter and the fake influxctl: the
+    policy's profile host moves from cluster-a.test to cluster-b.test. Before, revoke-expired ran
+    `management revoke` on B, which answered NotFound and did not list the token, and the revocation was
+    recorded done while the token stayed valid on A."""
+    monkeypatch.setenv("ROTATOR_INFLUXCTL_ENV", STATE_ENV)
+    monkeypatch.delenv("INFLUXCTL_PROFILE", raising=False)
+    clusters = {host: FakeInfluxctl(tmp_path / f"{host}.json") for host in ("cluster-a.test", "cluster-b.test")}
+    for state in clusters.values():
+        state.init(admin_token=ADMIN)
+    (tmp_path / "admin.json").write_text(ADMIN)
+    _launcher(tmp_path)
+    a_state = clusters["cluster-a.test"]
+    value, t0 = a_state.add_token("made by a human")
+
+    world = World(tmp_path)
+    world.clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    issuer_a = _influxctl_issuer(tmp_path, "Cluster-A.test.", port=None)  # a host's spelling is not a move
+    issuer_b = _influxctl_issuer(tmp_path, "cluster-b.test")
+    assert target_of(issuer_a) == target_of(_influxctl_issuer(tmp_path, "cluster-a.test")) \
+        == "clustered cluster-a.test:443"
+
+    def engine(issuer: InfluxctlManagementIssuer) -> Engine:
+        policy = world.policy._replace(issuer_type="influxctl-management", issuer_settings=issuer.settings)
+        return Engine(policy, world.journal, issuer=issuer, stores=list(world.stores.items()), clock=world.clock,
+                      retry=RetryPolicy(2, 0.01, 0.02), holder="engine-1")
+
+    assert engine(issuer_a).bootstrap(Secret(value), t0, None).ok
+    t1 = engine(issuer_a).rotate().new_token_id
+    assert t1 is not None and a_state.token_by_id(t1) is not None
+    world.clock.advance(GRACE + timedelta(seconds=1))
+    b_before = clusters["cluster-b.test"].tokens()
+
+    (action,) = engine(issuer_b).revoke_due()
+    assert f"token {t0}: revocation failed" in action and "cluster-a.test:443" in action, action
+    assert [r.state for r in world.journal.revocations(POLICY)] == [RevocationState.FAILED]
+    assert (a_state.token_by_id(t0) or {}).get("revoked_at") is None, "the token stays valid on A, untouched"
+    assert clusters["cluster-b.test"].tokens() == b_before
+
+    (action,) = engine(issuer_a).revoke_due(retry_failed=True)
+    assert action == f"token {t0}: revoked"
+    assert (a_state.token_by_id(t0) or {}).get("revoked_at") is not None
+
+
+# ------------------------------------------------------------------------------------------ targets
+
+def test_each_issuer_names_its_cluster_or_server_and_cosmetic_edits_keep_it(tmp_path: Path) -> None:
+    def influxctl(**profile: object) -> str | None:
+        settings = validate_settings(InfluxctlManagementSettings, {"profile": profile})
+        return target_of(InfluxctlManagementIssuer(settings, base_dir=tmp_path))
+
+    assert influxctl(product="clustered", host="Cluster-A.Example.COM.") == "clustered cluster-a.example.com:443"
+    assert influxctl(product="clustered", host="cluster-a.example.com", port=443) == \
+        "clustered cluster-a.example.com:443"
+    assert influxctl(product="clustered", host="cluster-a.example.com", port=8443) == \
+        "clustered cluster-a.example.com:8443"
+    account, cluster = "11111111-1111-4111-8111-111111111111", "33333333-3333-4333-8333-333333333333"
+    dedicated = f"dedicated {account}/{cluster}"
+    assert influxctl(product="dedicated", account_id=account.upper(), cluster_id=cluster) == dedicated
+    assert influxctl(product="dedicated", account_id=account, cluster_id=cluster, host="x.a.influxdb.io") == dedicated
+
+    def v3(url: str) -> str | None:
+        model = InfluxDB3Settings.model_validate({"base_url": url, "credential": "self"})
+        return target_of(InfluxDB3Issuer.from_config(model, AdapterContext(POLICY)))
+
+    assert v3("https://InfluxDB3.example.com") == v3("https://influxdb3.example.com:443/") == \
+        "influxdb3.example.com:443"
+    assert v3("http://influxdb3.example.com:8181") == "influxdb3.example.com:8181" != v3("http://influxdb3.example.com")
+    v2 = InfluxDB2Settings.model_validate({"base_url": "https://[::1]:8086", "org_id": "0123456789abcdef",
+                                           "credential": {"env": "T"}, "copy_from_authorization_id": "0" * 16})
+    assert target_of(InfluxDB2Issuer.from_config(v2, AdapterContext(POLICY))) == "[::1]:8086"
+
+    def management_api(**raw: object) -> str | None:
+        settings = ManagementApiSettings.model_validate({
+            "management_token": {"env": "T"}, "verify": {"database": "telemetry"},
+            "permissions": [{"action": "read", "resource": "telemetry"}], **raw})
+        return target_of(ManagementApiIssuer.from_config(settings, AdapterContext(POLICY, base_dir=tmp_path)))
+
+    assert management_api(product="dedicated", account_id=account, cluster_id=cluster.upper(),
+                          cluster_host="https://x.a.influxdb.io") == dedicated, "as influxctl names the cluster"
+    assert management_api(product="clustered", cluster_host="Cluster-A.example.com") == \
+        management_api(product="clustered", cluster_host="https://cluster-a.example.com:443",
+                       base_url="https://cluster-a.example.com/api/v0") == "clustered cluster-a.example.com:443"
+    assert target_of(MemoryIssuer()) is None
