@@ -1376,16 +1376,20 @@ class Journal:
                 out.update(_last_records(cur.execute(sql, (*chunk, *RunState.SUCCESS)), now))
         return out
 
-    def overview(self, now: datetime, published_since: datetime | None) -> Overview:
+    def overview(self, now: datetime, published_since: datetime | None, *, last: bool = True) -> Overview:
         """Every policy's state in one transaction of four queries, each bounded by what is current
         (open runs, pending/failed revocations, live leases) or by ``published_since`` (the last
-        publication of each policy; every policy when None). What the daemon keeps in memory."""
+        publication of each policy; every policy when None). What the daemon keeps in memory.
+        ``last=False``: no last publications (``Overview.last`` empty), only the unfinished work."""
         with self._tx() as cur:
-            if published_since is None:
-                last = _last_records(cur.execute(_LAST_OF_EVERY_POLICY, tuple(RunState.SUCCESS)), now)
+            if not last:
+                last_runs: dict[str, RunRecord] = {}
+            elif published_since is None:
+                last_runs = _last_records(cur.execute(_LAST_OF_EVERY_POLICY, tuple(RunState.SUCCESS)), now)
             else:  # the runs published since, each kept if no success of its policy is newer
                 success = tuple(RunState.SUCCESS)
-                last = _last_records(cur.execute(_LAST_SINCE_SQL, (ts(published_since), *success, *success)), now)
+                last_runs = _last_records(cur.execute(_LAST_SINCE_SQL, (ts(published_since), *success, *success)),
+                                          now)
             open_rows = cur.execute(f"SELECT policy, error FROM runs WHERE {_OPEN_STATES}").fetchall()
             rev_rows = cur.execute("SELECT policy, state, due_at, next_try_at FROM revocations "
                                    f"WHERE {_UNFINISHED_STATES}").fetchall()
@@ -1403,7 +1407,7 @@ class Journal:
             else:
                 failed[policy] = failed.get(policy, 0) + 1
         leases = {policy: _dt(expires) or now for policy, expires in lease_rows}
-        return Overview(last, open_runs, {p: tuple(sorted(v)) for p, v in pending.items()}, failed, leases)
+        return Overview(last_runs, open_runs, {p: tuple(sorted(v)) for p, v in pending.items()}, failed, leases)
 
     def open_run_count(self, policy: str) -> int:
         """How many runs of the policy are unfinished (indexed)."""

@@ -567,7 +567,9 @@ def _report_removed_work(config: Config | ConfigSummary, journal: Journal) -> bo
     valid with no sign. The daemon refuses a reload that drops such a policy and counts the ones it
     finds (rotator_removed_policies_with_work): this is that check, with its words, for cron jobs."""
     now = SystemClock().now()
-    overview = journal.overview(now, now)  # open runs and unfinished revocations; no publication since now
+    # open runs and unfinished revocations only: a hand-edited publication time of a policy in the file is
+    # `status`'s to show (UNREADABLE), not a reason for this check to stop the command
+    overview = journal.overview(now, None, last=False)
     removed = {*overview.open_runs, *overview.pending, *overview.failed} - {p.name for p in config.policies}
     if not removed:
         return False
