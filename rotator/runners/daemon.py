@@ -729,9 +729,20 @@ class Daemon:
         queries starts nothing due), nor is one that ends within TICK_RETRY after it: what failed was
         put off that long (a due rotation queued again then), so only a pass after that tries it
         again. Passes woken meanwhile (a job's end) would otherwise keep a daemon that can start no
-        rotation looking alive."""
+        rotation looking alive.
+
+        Unless the journal does not answer its ping either: an outage is /readyz's (rotator_journal_up),
+        not liveness's. A restart cannot end it, and a daemon cannot start without its journal, so a
+        failed liveness would only add a restart loop, and its backoff, to the outage."""
         try:
             wait = self._pass(now)
+        except Exception:
+            self._check_journal()  # now, not as the watchdog last found it
+            if self._journal_state()[0]:
+                self._failed_pass_at = time.monotonic()
+            else:
+                self._heartbeat = time.monotonic()
+            raise
         except BaseException:
             self._failed_pass_at = time.monotonic()
             raise
@@ -892,14 +903,14 @@ class Daemon:
         heapq.heappush(self._queue, (when, self._seq, kind, name))
 
     def _plan_failed(self, name: str, exc: Exception, *, refresh: bool) -> None:
-        """Planning the policy after its job raised: logged (once per series), counted, and done again
-        by the next passes, at the latest TICK_RETRY later, doubling to sweep_interval."""
+        """Planning the policy after its job raised: logged (an error at the 1st, 2nd, 4th... of a series),
+        counted, and done again by the next passes, at the latest TICK_RETRY later, doubling to sweep_interval."""
         self._plan_retry[name] = refresh
         failures = self._plan_failures[name] = self._plan_failures.get(name, 0) + 1
-        if failures == 1:
-            logger.error("policy %s: planning its next jobs failed, trying again at the next passes (the other "
-                         "policies go on): %s", name, _describe(exc),
-                         exc_info=None if isinstance(exc, RotatorError) else exc)
+        if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th...: never only once, never every pass
+            logger.error("policy %s: planning its next jobs failed (%d in a row; it is not scheduled until this "
+                         "works), trying again at the next passes (the other policies go on): %s", name, failures,
+                         _describe(exc), exc_info=None if isinstance(exc, RotatorError) or failures > 1 else exc)
         else:
             logger.debug("policy %s: planning its next jobs failed again (%d in a row): %s", name, failures,
                          _describe(exc))

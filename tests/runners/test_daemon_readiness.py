@@ -15,6 +15,7 @@ one policy whose planning raises holds back neither the pass nor the other polic
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -242,3 +243,59 @@ def test_a_store_whose_credential_calls_raise_stops_neither_the_pass_nor_the_oth
         assert _metric(d, "rotator_credential_ok", policy="a", store="vault") == 1
     finally:
         d.shutdown()
+
+
+def test_a_journal_outage_fails_readiness_not_liveness(harness: Callable[..., Harness],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passes that failed because the journal refused connections made /healthz fail after a minute: a
+    restart loop (a daemon cannot start without its journal) added to the outage. The outage is
+    /readyz's; the daemon goes on by itself once the journal is back."""
+    h = harness([("a", "1h", "")])
+    h.tick()
+    d = h.daemon
+    real_ping, real_last = d.journal.ping, d.journal.last_successes
+
+    def down(*a: Any, **k: Any) -> Any:
+        raise JournalError("journal postgresql://rotator@db/rotator: cannot connect: Connection refused")
+
+    monkeypatch.setattr(d.journal, "last_successes", down)
+    monkeypatch.setattr(d.journal, "ping", down)
+    h.clock.advance(timedelta(hours=2))  # a is due
+    start = time.monotonic()
+    clock = [start]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    limit = max(60.0, 3 * d.settings.sweep_interval.total_seconds())
+    for _ in range(int(limit // TICK_RETRY) + 2):  # one pass every TICK_RETRY, as serve() does
+        with pytest.raises(JournalError):
+            h.tick()
+        clock[0] += TICK_RETRY
+        h.clock.advance(timedelta(seconds=TICK_RETRY))
+    assert d.liveness()[0], d.liveness()
+    assert not d.readiness()[0]
+
+    monkeypatch.setattr(d.journal, "last_successes", real_last)
+    monkeypatch.setattr(d.journal, "ping", real_ping)
+    h.tick()
+    assert h.calls == ["rotate a"]
+    d._check_journal()  # (the watchdog thread's probe, which the harness does not run)
+    assert d.liveness()[0] and d.readiness()[0]
+
+
+def test_a_policy_whose_planning_keeps_failing_is_logged_as_an_error_again(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    h = harness([("a", "1h", "")])
+    h.tick()
+    h.clock.advance(timedelta(hours=1))
+    h.tick()
+    d = h.daemon
+
+    def broken(*a: Any, **k: Any) -> datetime:
+        raise RuntimeError("a bug in a's schedule")
+
+    monkeypatch.setattr(d, "_target", broken)
+    h.clock.advance(timedelta(hours=1))
+    with caplog.at_level(logging.DEBUG, logger="rotator"):
+        for _ in range(8):
+            h.tick()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "planning its next jobs" in r.getMessage()]
+    assert [r.args[1] for r in errors] == [1, 2, 4, 8], [r.getMessage() for r in errors]  # type: ignore[index]
