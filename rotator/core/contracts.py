@@ -226,9 +226,10 @@ def with_unlisted(issuer: object, tokens: list[TokenInfo], token_id: str, creden
 
 
 def target_of(issuer: object) -> str | None:
-    """The issuer's ``target()`` (see :class:`Issuer`), stripped; None when it has none or says none.
+    """The issuer's (or store's) ``target()`` (see :class:`Issuer`, :class:`Store`), stripped; None when
+    it has none or says none.
 
-    Errors of the issuer's own pass through; a method that answers something other than text is a
+    Errors of the adapter's own pass through; a method that answers something other than text is a
     programming error of the adapter, reported as a TypeError naming it."""
     method = getattr(issuer, "target", None)
     if method is None:
@@ -238,7 +239,7 @@ def target_of(issuer: object) -> str | None:
         return None
     if not isinstance(value, str):
         kind = getattr(issuer, "kind", type(issuer).__name__)
-        raise TypeError(f"issuer {kind}: target() returned {type(value).__name__}, not text or None")
+        raise TypeError(f"{kind}: target() returned {type(value).__name__}, not text or None")
     return value.strip() or None
 
 
@@ -347,7 +348,17 @@ class StoreState(NamedTuple):
 
 @runtime_checkable
 class Store(Protocol):
-    """Where the current token is published for consumers."""
+    """Where the current token is published for consumers.
+
+    Optional (not part of the structural check, read with :func:`target_of`): ``target() -> str | None``,
+    for a store whose consumers send the token to a place of their own: where they send it, spelled as
+    the issuers' :meth:`Issuer.target` spell it (e.g. an influxctl profile's ``mgmt_token`` goes to the
+    cluster the profile names: ``clustered <host>:<port>``). The engine compares it with the issuer's
+    target in PLAN, as it read the store there (answer from what ``read_current`` read last, not from a
+    second read), and refuses the run before it mints when both are known and differ (a ConfigError:
+    the token would go to another cluster, where it authenticates nothing and is exposed). None: no
+    such place, or not known yet (nothing compared). An error is raised as ``read_current``'s are.
+    """
 
     kind: ClassVar[str]
     #: A pydantic model or a standard-library dataclass; see rotator/config/adapter_settings.py.

@@ -540,6 +540,7 @@ class Engine:
                         f"`rotator bootstrap {self.policy.name} --replace --reason TEXT --token-file F --token-id ID` "
                         "(docs/operations.md)",
                     )
+            self._check_store_targets()
             try:
                 self._call(lambda: self.issuer.verify(value), "verify bootstrap token")
             except NotYetAccepted as exc:  # a person's token, which waiting will not make active
@@ -708,6 +709,7 @@ class Engine:
         credential = current.value if current else None
         for name, state in states.items():
             self._check_ownership(name, state)
+        self._check_store_targets()
         self._call(lambda: self.issuer.list_tokens(credential), "check issuer")
         old_token_id = current.token_id if current else self._published_last()
         run = self._new_run("rotate", old_token_id=old_token_id,
@@ -1406,6 +1408,7 @@ class Engine:
         current = self._current(states)
         for name, state in states.items():
             self._check_ownership(name, state)
+        self._check_store_targets()
         self._call(lambda: self.issuer.list_tokens(current.value if current else None), "check issuer")
         pending = self.journal.open_runs(self.policy.name)
         old = current.token_id if current else self._published_last()  # what the rotation would replace
@@ -1469,6 +1472,29 @@ class Engine:
     def _credential_from(self, states: dict[str, StoreState]) -> Secret | None:
         # During a half-finished publish stores may disagree; any current token authenticates.
         return next((s.record.value for s in states.values() if s.record is not None), None)
+
+    def _check_store_targets(self) -> None:
+        """ConfigError unless every store that says where its consumers send the token (contracts.Store
+        ``target()``, answered from the read PLAN just made) sends it where the issuer mints: an influxctl
+        profile naming another cluster would hand the policy's token to that cluster (and its consumers
+        would fail). Before any side effect, so nothing was minted or written."""
+        issuer_target: str | None = None
+        for name, store in self.stores:
+            store_target = target_of(store)
+            if store_target is None:
+                continue
+            issuer_target = issuer_target or target_of(self.issuer)
+            if issuer_target is None:
+                return  # the issuer does not say where it mints: nothing to compare with
+            if store_target != issuer_target:
+                raise ConfigError(
+                    f"store {name!r} ({store.location}) sends the token to {store_target}, but the policy's "
+                    f"issuer ({self.policy.issuer_type}) mints at {issuer_target}: the token would go to another "
+                    "cluster; nothing was minted or written",
+                    hint="point the store at the issuer's cluster (an influxctl profile: its product and host/port "
+                    "or account_id/cluster_id), or at another profile that names it (`profile` of the store), or "
+                    "correct [policy.issuer] if it is what names the wrong cluster; then run the same command again",
+                )
 
     def _check_ownership(self, name: str, state: StoreState) -> None:
         if state.version is not None and not state.managed and not self.policy.adopt:

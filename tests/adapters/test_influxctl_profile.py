@@ -1147,8 +1147,14 @@ def test_policy_validation_of_key(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ end to end
 
 
+#: CONFIG with profile "default" on tests/harness.py's cluster: the engine refuses to publish a policy's
+#: management token to a profile that names another cluster (tests/adapters/test_influxctl_profile_cluster.py)
+HARNESS_CONFIG = CONFIG.replace('host = "influxdb.example.test"', 'host = "cluster.test.invalid"', 1)
+
+
 def two_store_scenario(
-    tmp_path: Path, openbao: Any, fake: Any, *, profile_text: str = CONFIG, bootstrap: bool = True, grace_s: int = 2
+    tmp_path: Path, openbao: Any, fake: Any, *, profile_text: str = HARNESS_CONFIG, bootstrap: bool = True,
+    grace_s: int = 2,
 ) -> tuple[Scenario, Path]:
     """The influxctl-management policy publishing to Vault ("primary") and to profile "default"
     of ``influxctl/config.toml`` ("profile"): tests/harness.py's scenario with one more store."""
@@ -1177,7 +1183,7 @@ def check_profile(sc: Scenario, config: Path, fake_influxctl: Any) -> None:
     assert profile_value(config) == current["token"]
     state = make_store(config).read_current()
     assert state.managed and state.token_id == current["token_id"]
-    assert config.read_text() == CONFIG.replace(
+    assert config.read_text() == HARNESS_CONFIG.replace(
         '    port = "443"\n', f'    port = "443"\n    mgmt_token = "{current["token"]}"\n', 1
     )
     done = fake_influxctl.run("--config", str(config), "--profile", "default", "management", "list", "--format", "json")
@@ -1232,7 +1238,8 @@ def test_killed_between_vault_and_the_profile_recovery_rolls_the_profile_forward
 
 
 def test_bootstrap_over_a_hand_placed_mgmt_token_needs_adopt(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
-    text = CONFIG.replace('    port = "443"\n', '    port = "443"\n    mgmt_token = "hand-placed-0123456789"\n', 1)
+    text = HARNESS_CONFIG.replace('    port = "443"\n', '    port = "443"\n    mgmt_token = "hand-placed-0123456789"\n',
+                                  1)
     sc, config = two_store_scenario(tmp_path, openbao, fake_influxctl.state, profile_text=text, bootstrap=False)
     before = fingerprint(config)
     value_, token_id = fake_influxctl.state.add_token("first")

@@ -74,6 +74,14 @@ before anything is written if it is not). A symlinked config is written through 
 The profile is never created: influxctl needs ``product``, ``host``/``account_id``... that
 rotator does not know, so a missing file or profile is a ConfigError.
 
+Where the token goes. influxctl sends a profile's ``mgmt_token`` to the cluster the profile names, so
+:meth:`InfluxctlProfileStore.target` names that cluster in the spelling of the influxctl issuers'
+``target()`` (``clustered <host>:<port>``, ``dedicated <account_id>/<cluster_id>``: one function,
+:func:`rotator.adapters.influxctl.common.profile_target`), and the engine refuses to mint for a policy
+whose issuer names another (rotator/core/contracts.py, Store). ``rotator sync`` makes the same check
+against the policy file (rotator/runners/sync.py). A ``token`` store answers None (nothing compared):
+the issuers whose tokens go there name their place in other terms (``influxdb3``: ``<host>:<port>``).
+
 A file rotator cannot parse (TOML syntax, a value nested thousands deep or an integer of
 thousands of digits, or ``profile`` that is not an array of tables, a duplicate profile name, a
 ``<key>`` value that is not a string) is left untouched: ConfigError naming the file and, where
@@ -112,9 +120,17 @@ import tomlkit.exceptions
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tomlkit.items import AoT, String, Table
 
+from rotator.adapters.influxctl.common import ProfileSettings, profile_target
 from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import Clock
-from rotator.core.contracts import AdapterContext, Store, StoreState, TokenRecord, checked_settings
+from rotator.core.contracts import (
+    AdapterContext,
+    Store,
+    StoreState,
+    TokenRecord,
+    checked_settings,
+    target_host_port,
+)
 from rotator.core.errors import ConfigError, ConflictError, MalformedPayload, PermanentError, TransientError
 
 __all__ = [
@@ -126,6 +142,7 @@ __all__ = [
     "InfluxctlProfileStore",
     "ProfileKey",
     "Replace",
+    "connection_target",
     "default_config_path",
     "key_problem",
     "value_version",
@@ -221,6 +238,8 @@ _ERR_EDIT = (
 _HINT_EDIT = 'add the line `{key} = ""` to the profile by hand, then publish again'
 _ERR_BUSY = "{where}: another process has been writing {directory} for {seconds:g}s"
 _HINT_BUSY = "rotator retries; check for a hung `rotator sync` or rotation writing the same file"
+#: :meth:`InfluxctlProfileStore.target` before the store's first read
+_UNREAD: Any = object()
 _ERR_ISSUER = "{where}: token {token_id} of issuer {issuer!r} is not written to {key}: {problem}"
 _HINT_ISSUER = (
     'set key = "mgmt_token" for the management token of an influxctl-management policy and key = "token" for '
@@ -300,6 +319,36 @@ def key_problem(key: str, issuer_type: str) -> str | None:
             'access to data: use key = "mgmt_token"'
         )
     return None
+
+
+def connection_target(connection: Mapping[str, Any]) -> str | None:
+    """Where influxctl sends the tokens of a profile with these :data:`CONNECTION_KEYS`, spelled as the
+    influxctl issuers' ``target()`` (:func:`~rotator.adapters.influxctl.common.profile_target`), so that
+    ``Cluster-A.example.com.`` with no port and ``cluster-a.example.com`` with ``port = "443"`` name one
+    cluster. None when the profile names no cluster yet: no ``product`` influxctl knows, or not the keys
+    that name a cluster of it (``host``; ``account_id`` and ``cluster_id``), or those keys empty.
+    A ``port`` that is no port number stays in the text as written: it names no cluster the issuer does."""
+
+    def text(key: str) -> str | None:
+        value = connection.get(key)
+        return (value.strip() or None) if isinstance(value, str) else None
+
+    product = text("product")
+    if product == "dedicated":
+        account_id, cluster_id = text("account_id"), text("cluster_id")
+        if account_id is None or cluster_id is None:
+            return None
+        return profile_target(ProfileSettings(product="dedicated", account_id=account_id, cluster_id=cluster_id))
+    host = text("host")
+    if product != "clustered" or host is None:
+        return None
+    raw = connection.get("port")
+    port = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if not port:
+        return profile_target(ProfileSettings(product="clustered", host=host))
+    if port.isascii() and port.isdigit() and 1 <= int(port) <= 65535:  # influxctl's config: port = "443"
+        return profile_target(ProfileSettings(product="clustered", host=host, port=int(port)))
+    return f"clustered {target_host_port(host, None).rpartition(':')[0]}:{port}"
 
 
 def _absolute(path: Path, base_dir: Path) -> Path:
@@ -439,6 +488,8 @@ class InfluxctlProfileStore:
         self._clock = clock
         self._replace = replace
         self._key = key
+        #: the profile's CONNECTION_KEYS as the last read found them (target(): PLAN's read, not another)
+        self._connection: dict[str, Any] = _UNREAD
         suffix = "" if key == DEFAULT_KEY else f".{key}"
         self._location = f"influxctl-profile:{path}#{profile}{suffix}"
 
@@ -480,13 +531,31 @@ class InfluxctlProfileStore:
         ConfigError if the file or profile is missing or the file cannot be parsed;
         PermanentError if the sidecar is malformed.
         """
+        self._connection = _UNREAD  # (a failed read leaves no answer of an older file behind)
         with self._locked(exclusive=False) as directory:
             snap = self._read(directory)
+        self._connection = _connection_of(snap.data["profile"][snap.index])
         state = self._state(snap, warn=True)
         logger.debug(
             "%s: version %s, managed=%s, token_id=%s", self._location, state.version, state.managed, state.token_id
         )
         return state
+
+    def target(self) -> str | None:
+        """Where influxctl sends this profile's ``mgmt_token``, in the influxctl issuers' spelling (see
+        :func:`connection_target`; contracts.Store): the engine refuses, before it mints, to rotate a
+        policy whose issuer names another cluster. None (nothing compared) for a ``token`` store, and
+        for a profile that names no cluster yet.
+
+        The profile as the last :meth:`read_current` read it (PLAN's read: no second read of the file
+        per rotation); before any, the file is read now, and raises as :meth:`read_current` does."""
+        if self._key != "mgmt_token":
+            return None
+        if self._connection is _UNREAD:
+            with self._locked(exclusive=False) as directory:
+                snap = self._read(directory)
+            self._connection = _connection_of(snap.data["profile"][snap.index])
+        return connection_target(self._connection)
 
     def connections(self) -> dict[str, dict[str, Any]]:
         """Every profile's :data:`CONNECTION_KEYS`, as the file has them (a key it lacks is left out),
@@ -497,11 +566,8 @@ class InfluxctlProfileStore:
         """
         with self._locked(exclusive=False) as directory:
             snap = self._read(directory)
-        return {
-            entry["name"]: {key: entry[key] for key in CONNECTION_KEYS if key in entry}
-            for entry in snap.data["profile"]
-            if isinstance(entry.get("name"), str)
-        }
+        return {entry["name"]: _connection_of(entry) for entry in snap.data["profile"]
+                if isinstance(entry.get("name"), str)}  # fmt: skip
 
     def publish(self, record: TokenRecord, expected_version: str | None) -> str:
         """Write ``record`` as the profile's value under ``key``, compare-and-set on ``expected_version``.
@@ -993,6 +1059,11 @@ if TYPE_CHECKING:  # static conformance: mypy checks InfluxctlProfileStore again
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _connection_of(profile: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile's :data:`CONNECTION_KEYS` that it has (none of them is a credential)."""
+    return {key: profile[key] for key in CONNECTION_KEYS if key in profile}
 
 
 def _sidecar(config: Path) -> Path:
