@@ -38,6 +38,7 @@ __all__ = [
     "side_effect_start_deadline",
     "target_of",
     "target_host_port",
+    "target_id",
 ]
 
 
@@ -145,8 +146,9 @@ class Issuer(Protocol):
     (:func:`target_host_port` spells a host the same way everywhere). The journal keeps it with each run,
     and the engine never revokes, searches for or finds gone a token at an issuer whose target differs
     from the one its run recorded: a token of another cluster is not listed here, and "not listed" would
-    read as "revoked". It changes only when the settings name another place (cosmetic edits, a host's
-    case or an explicit default port, keep it); None: unknown, and the token is judged wherever the
+    read as "revoked". It changes only when the settings name another place (cosmetic edits keep it: a
+    host's case, a trailing dot, an explicit default port, an IP address's or a Unicode name's other
+    spelling, a UUID's); None: unknown, and the token is judged wherever the
     issuer points. An error (e.g. a file it reads is gone) is raised as any issuer error.
 
     The start of a side effect (``mint``, ``revoke``) is bounded: the engine confirms its lease
@@ -243,14 +245,75 @@ def target_of(issuer: object) -> str | None:
     return value.strip() or None
 
 
+# The spelling of a target (target_host_port, target_id) is part of the journal's format: each run
+# records its issuer's target as text (runs.issuer_target) and later targets are compared with it as
+# text. Changing how a place is spelled makes the runs recorded before compare unequal to the same,
+# unchanged settings: their revocations and recoveries would then need attention. Change it only
+# together with a journal migration that rewrites the recorded targets.
+
+#: the full stops IDNA reads as label separators (RFC 3490 3.1), as httpx's idna does: one name
+_IDNA_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
 def target_host_port(host: str, port: int | None, default_port: int = 443) -> str:
-    """``host:port`` as every issuer's :meth:`Issuer.target` spells it: the host in lower case without a
-    trailing dot, an IPv6 address in brackets, and the port always written (``default_port`` when None),
-    so that ``Cluster-A.example.com`` and ``cluster-a.example.com:443`` name one place."""
-    name = host.strip().strip("[]").rstrip(".").lower()
-    if ":" in name:
-        name = f"[{name}]"
+    """``host:port`` as every issuer's :meth:`Issuer.target` spells it: a name in lower case without a
+    trailing dot and in its ASCII (punycode) form, an IP address in its shortest form (IPv6 in
+    brackets), and the port always written (``default_port`` when None), so that
+    ``Cluster-A.example.com`` and ``cluster-a.example.com:443``, ``bücher.example`` and
+    ``xn--bcher-kva.example``, ``[2001:db8:0:0:0:0:0:1]`` and ``[2001:db8::1]`` each name one place."""
+    name = host.strip().strip("[]").translate(_IDNA_DOTS).rstrip(".").lower()
+    address = _ip_address(name)
+    if address is not None:
+        name = f"[{address}]" if ":" in address else address
+    elif not name.isascii():
+        name = _ascii_name(name)
     return f"{name}:{port if port is not None else default_port}"
+
+
+def _ip_address(name: str) -> str | None:
+    """``name``'s shortest spelling if it is an IP address, else None."""
+    import ipaddress  # here, not at the top: the Lambda function's cold start imports this module
+
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # Python 3.13 writes ::ffff:192.0.2.1, older ones ::ffff:c000:201: one spelling whatever runs rotator
+        return f"::ffff:{address.ipv4_mapped}" + (f"%{address.scope_id}" if address.scope_id else "")
+    return address.compressed
+
+
+def _ascii_name(name: str) -> str:
+    """A lower-case host name in the form httpx sends (IDNA 2008: each label that is not ASCII as
+    ``xn--`` and its punycode, without IDNA 2003's mapping of e.g. ``ß`` to ``ss``), so that an influxctl
+    profile's ``bücher.example`` and a URL's ``xn--bcher-kva.example`` name one place. Written with the
+    standard library: the core needs no IDNA package, and the spelling must not depend on one."""
+    import unicodedata
+
+    labels = []
+    for label in name.split("."):
+        if label.isascii():
+            labels.append(label)
+            continue
+        try:
+            labels.append("xn--" + unicodedata.normalize("NFC", label).encode("punycode").decode("ascii"))
+        except UnicodeError:  # not expected of punycode; the name as written is still one spelling
+            return name
+    return ".".join(labels)
+
+
+def target_id(text: str) -> str:
+    """An id as targets spell it (e.g. a Dedicated account or cluster): a UUID in its canonical form
+    (lower case with hyphens, however it was written: without hyphens, in capitals, in braces), other
+    text stripped and in lower case."""
+    import uuid
+
+    text = text.strip()
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text.lower()
 
 
 #: What :func:`call_timeout_of` assumes for an issuer that does not say (seconds).

@@ -642,9 +642,14 @@ def auth_header(scheme: str, token: Secret) -> dict[str, str]:
 def url_target(url: str) -> str:
     """An issuer's target (contracts.Issuer) from the URL of its server: its host and port, the port
     written also when it is the scheme's default. Not the scheme: a server that starts speaking TLS on
-    the same port keeps its tokens (and one port has one listener)."""
+    the same port keeps its tokens (and one port has one listener).
+
+    The host as httpx sends it (``raw_host``: a name in its ASCII form), not ``host``, which decodes a
+    punycode name to Unicode (and fails on an invalid one): targets spell names in ASCII, as influxctl
+    profiles do (contracts.target_host_port)."""
     parsed = httpx.URL(url)
-    return target_host_port(parsed.host, parsed.port, {"https": 443, "http": 80}.get(parsed.scheme, 443))
+    host = parsed.raw_host.decode("ascii")
+    return target_host_port(host, parsed.port, {"https": 443, "http": 80}.get(parsed.scheme, 443))
 
 
 class IssuerSettings(Protocol):

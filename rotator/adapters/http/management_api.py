@@ -107,6 +107,7 @@ from rotator.core.contracts import (
     TokenInfo,
     checked_settings,
     read_for_reading,
+    target_id,
 )
 from rotator.core.credentials import CredentialRef
 from rotator.core.errors import (
@@ -472,14 +473,21 @@ class ManagementApiIssuer:
         return cls(settings, ctx, client=client, token_store=token_store)
 
     def target(self) -> str:
-        """Where the tokens live (contracts.Issuer): a Dedicated cluster by its account and cluster ids,
-        ``dedicated <account_id>/<cluster_id>``, a Clustered one by its host, ``clustered <host>:<port>``:
-        what an ``influxctl`` issuer of the same cluster names too (not ``base_url``: another way to the
-        same API moves no token)."""
+        """Where the tokens live (contracts.Issuer): the place that lists and revokes them.
+
+        Clustered: the host and port the management calls go to, ``clustered <host>:<port>``: ``base_url``'s
+        when it is set, else ``cluster_host``'s (the default ``base_url`` is ``<cluster_host>/api/v0``), so a
+        ``base_url`` moved to another cluster is a move even with ``cluster_host`` left as it was (a token of
+        the first cluster is not listed at the second, and "not listed" would read as "revoked"). Without
+        ``base_url`` this is what an ``influxctl`` issuer of the same cluster names.
+
+        Dedicated: the account and cluster ids, ``dedicated <account_id>/<cluster_id>``, as influxctl names
+        them: the calls go to the account API (``base_url``, one for every account and cluster), and the
+        ids in its paths name the place."""
         settings = self.settings
         if settings.product == "dedicated":
-            return f"dedicated {settings.account_id}/{settings.cluster_id}".lower()
-        return f"clustered {url_target(settings.cluster_host)}"
+            return f"dedicated {target_id(settings.account_id or '')}/{target_id(settings.cluster_id or '')}"
+        return f"clustered {url_target(settings.management_base)}"
 
     @property
     def call_timeout_seconds(self) -> float:

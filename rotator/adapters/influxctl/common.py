@@ -51,7 +51,14 @@ from rotator.core.child_process import (
     start_deadline,
 )
 from rotator.core.clock import SYSTEM_CLOCK
-from rotator.core.contracts import AdapterContext, MintedToken, TokenInfo, checked_settings, target_host_port
+from rotator.core.contracts import (
+    AdapterContext,
+    MintedToken,
+    TokenInfo,
+    checked_settings,
+    target_host_port,
+    target_id,
+)
 from rotator.core.credentials import SETTINGS_CONFIG, CredentialRef, SettingsValue
 from rotator.core.errors import (
     BadTokenId,
@@ -304,9 +311,10 @@ class InfluxctlSettings(SettingsValue):
 
 
 def profile_target(profile: ProfileSettings) -> str:
-    """The issuer target (contracts.Issuer) of the cluster ``profile`` names: see InfluxctlIssuer.target."""
+    """The issuer target (contracts.Issuer) of the cluster ``profile`` names: see InfluxctlIssuer.target.
+    Spelled by contracts.target_id and target_host_port, as the management-api issuer spells it."""
     if profile.product == "dedicated":
-        return f"dedicated {(profile.account_id or '').strip()}/{(profile.cluster_id or '').strip()}".lower()
+        return f"dedicated {target_id(profile.account_id or '')}/{target_id(profile.cluster_id or '')}"
     return f"clustered {target_host_port(profile.host or '', profile.port)}"
 
 
