@@ -426,10 +426,16 @@ def _normal(key: str, value: Any) -> object:
     if key == "port":
         text = str(value).strip()
         return int(text) if text.isascii() and text.isdigit() else text  # influxctl's config: port = "443"
-    text = str(value).strip().lower()
+    # Spelled as the engine spells an issuer's and a profile store's target (rotator.core.contracts), so
+    # that sync and `rotator rotate` agree on what one cluster is: an IP address's or a Unicode name's other
+    # spellings, and a UUID's, are the same place
+    from rotator.core.contracts import target_host_port, target_id
+
     if key == "host":
-        text = text.rstrip(".").removeprefix("[").removesuffix("]")
-    return text
+        return target_host_port(str(value), 0).rsplit(":", 1)[0]
+    if key in ("account_id", "cluster_id"):
+        return target_id(str(value))
+    return str(value).strip().lower()
 
 
 def _shown(value: Any, key: str) -> str:

@@ -295,6 +295,9 @@ DEDICATED = 'product = "dedicated"\naccount_id = "AB-1"\ncluster_id = "CD-2"'
         (CLUSTERED + "\nport = 8443", 'product = "clustered"\nhost = "cluster.test.invalid"\nport = "8443"', []),
         # Dedicated: the account and cluster ids; its host serves query/write only
         (DEDICATED, 'product = "dedicated"\naccount_id = "ab-1"\ncluster_id = "cd-2"\nhost = "q.test.invalid"', []),
+        # as `rotator rotate` compares an issuer with a profile store (rotator.core.contracts.target_host_port)
+        ('product = "clustered"\nhost = "2001:db8::1"', 'product = "clustered"\nhost = "[2001:db8:0:0:0:0:0:1]"', []),
+        ('product = "clustered"\nhost = "bücher.example"', 'product = "clustered"\nhost = "xn--bcher-kva.example"', []),
         # another cluster
         (CLUSTERED, 'product = "clustered"\nhost = "cluster.test.invalid"\nport = "8443"', ["port"]),
         (CLUSTERED, 'product = "clustered"\nport = "443"', ["host"]),
