@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 import types
 import typing
@@ -301,32 +300,16 @@ def _scalar(tp: Any, value: Any) -> Any:
 # -- writing (build time) -----------------------------------------------------------------------
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` name one file: the same inode when both exist (another spelling, a symbolic
-    or hard link), else the same path once symbolic links are resolved."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # (one of them does not exist yet, or cannot be reached)
-        pass
-    except ValueError:  # a NUL in a path: no file at all
-        return False
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
 def _refuse_to_overwrite(output: Path, what: str, policy_file: Path, journal_url: str) -> None:
     """ConfigError when the bundle's ``output`` is the policy file it is compiled from, or its SQLite
     journal (or one of the journal's -wal, -shm and -journal files): the bundle would replace it."""
-    inputs = [("the policy file it is compiled from", policy_file)]
-    if journal_url.startswith("sqlite:///"):  # (as rotator.core.journal.sqlite_path reads the URL)
-        journal = "/" + journal_url[len("sqlite:///"):].lstrip("/")
-        inputs += [("the policy file's journal", Path(journal)),
-                   *((f"the policy file's journal's {suffix} file", Path(journal + suffix))
-                     for suffix in ("-wal", "-shm", "-journal"))]
-    for name, path in inputs:
-        if _same_file(output, path):
-            raise ConfigError(f"{what} {output} is {name} ({path}): writing the bundle there would destroy it",
-                              hint="pass -o/--bundle another file, e.g. rotator.bundle.json (default: beside the "
-                              "policy file, named after it)")
+    from rotator.config.policy_source import journal_files, refuse_to_overwrite
+
+    refuse_to_overwrite(output, [("the policy file it is compiled from", policy_file),
+                                 *journal_files(journal_url, "the policy file's journal")],
+                        given_as=what, writing="writing the bundle",
+                        hint="pass -o/--bundle another file, e.g. rotator.bundle.json (default: beside the policy "
+                        "file, named after it)")
 
 
 def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, PolicyBundle]:

@@ -1,18 +1,24 @@
-"""A policy file's bytes: read only from a regular file of sensible size, else a clear error.
+"""A policy file's bytes: read only from a regular file of sensible size, else a clear error. And the
+files that come with it, which nothing rotator writes may replace: the policy file and its SQLite journal
+(with the journal's -wal, -shm and -journal files), checked by ``rotator`` (--log-file, report
+--output-file) and by the policy bundle's build alike (:func:`refuse_to_overwrite`).
 
-Light on purpose (no pydantic): `rotator status` reads the file through it on its fast path
-(rotator/config/policy_summary.py), and the daemon hashes it at every watch.
+Light on purpose (no pydantic, no journal module): `rotator status` reads the file through it on its fast
+path (rotator/config/policy_summary.py), the daemon hashes it at every watch, and every command checks its
+--log-file before it imports anything heavy.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
 from rotator.core.errors import ConfigError
 
-__all__ = ["MAX_POLICY_BYTES", "read_policy_file"]
+__all__ = ["MAX_POLICY_BYTES", "journal_files", "read_policy_file", "refuse_to_overwrite", "same_file",
+           "sqlite_path"]
 
 #: far above any real policy file (10,000 policies take ~3 MB), far below what would hurt to read
 MAX_POLICY_BYTES = 16 * 1024 * 1024
@@ -57,3 +63,50 @@ def _hint(exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return "give the user rotator runs as read access to the file (and search access to its directories)"
     return "check the path"
+
+
+# -- what no output may be ---------------------------------------------------------------------------
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///absolute/path`` URL (None for another scheme). Absolute, as the docs
+    write it: the third slash begins the path (``sqlite:////path``, SQLAlchemy's spelling, is the
+    same path), never a path relative to the directory a command happens to run in.
+
+    Here, not in rotator.core.journal (which imports it from here under the same name): the checks of
+    :func:`journal_files` run before any command imports the journal module."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return "/" + url[len("sqlite:///"):].lstrip("/")
+
+
+def journal_files(url: str, name: str = "the journal") -> list[tuple[str, Path]]:
+    """The files of the SQLite journal at ``url``, each as (what a message calls it, path): the database
+    (``name``) and the -wal, -shm and -journal files SQLite keeps beside it; none for a PostgreSQL journal."""
+    path = sqlite_path(url)
+    if path is None:
+        return []
+    return [(name, Path(path)),
+            *((f"{name}'s {suffix} file", Path(path + suffix)) for suffix in ("-wal", "-shm", "-journal"))]
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same inode when both exist (another spelling, a symbolic
+    or hard link), else the same path once symbolic links are resolved."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # (one of them does not exist yet, or cannot be reached)
+        pass
+    except ValueError:  # a NUL in a path: no file at all
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_to_overwrite(output: str | Path, inputs: Iterable[tuple[str, Path]], *, given_as: str, hint: str,
+                        writing: str = "writing") -> None:  # fmt: skip
+    """ConfigError (exit 2) when the file ``output`` (named in the message as ``given_as``, e.g. the flag
+    that gave it) is one of ``inputs`` (what a message calls it, path; e.g. :func:`journal_files`):
+    ``writing`` there would destroy the policy file or the journal's records."""
+    for what, path in inputs:
+        if same_file(Path(output), path):
+            raise ConfigError(f"{given_as} {output} is {what} ({path}): {writing} there would destroy it", hint=hint)

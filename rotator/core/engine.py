@@ -111,6 +111,8 @@ MINT_START_SLACK = timedelta(seconds=1)
 #: RunResult states that are not run states: a dry run's plan, and a run that was not due
 DRY_RUN = "dry-run"
 NOTHING_TO_DO = "nothing-to-do"
+#: an abandoned run's ``error`` starts with this, and the person's reason follows (Engine.abandon_run)
+_ABANDONED_PREFIX = "abandoned by hand: "
 
 
 class _AnyRun:
@@ -497,6 +499,88 @@ class Engine:
                             last_error=rev.last_error)
         self.log.warning("revocation of token %s dismissed: rotator will not revoke it; reason: %s", token_id, reason)
         return f"token {token_id}: revocation dismissed: rotator will not revoke it (it stays valid); reason: {reason}"
+
+    def abandon_run(self, run_id: str, reason: str) -> str:
+        """Close an open run that minted at another target than the one the policy's issuer names now (a
+        cluster decommissioned since), without searching for or revoking what it left there: a person
+        decided so (``rotator recover --abandon RUN_ID --reason TEXT``). Recovery cannot close such a run
+        (revocation_rule.check_run_target: a search elsewhere proves nothing), so without this the
+        policy never rotates again once the old cluster is gone for good.
+
+        The run ends ``failed`` (never published, and not ``done``: nothing was revoked), with the reason
+        in its ``error`` (the row outlives a prune of the event) and the audit event ``recover`` /
+        ``abandoned`` naming the candidate token id, which may still be valid on the old target.
+        Refused (ConfigError) for a run that is not open, not this policy's, or that plain recovery
+        settles: one minted where the issuer points now, one that records no target (judged wherever
+        the issuer points), one that minted nothing (planned; a bootstrap's) or whose token a store holds
+        (rolled forward). The same command again says the run was abandoned already."""
+        reason = reason.strip()
+        policy = self.policy.name
+        if not reason:
+            raise ConfigError("--abandon needs a --reason: it is recorded in the audit trail",
+                              hint='say why the old cluster cannot be reached, e.g. --reason "cluster A '
+                              'decommissioned, INC-42"')
+        recover = f"`rotator recover {policy}`"
+        with self._lease("abandon"):
+            run = self.journal.get_run(run_id)
+            if run is None or run.policy != policy:
+                raise ConfigError(
+                    f"policy {policy} has no run {run_id}" + (f" (it is a run of policy {run.policy!r})"
+                                                              if run is not None else ""),
+                    hint=f"the message of {recover} names the run it cannot close; `rotator status --output json "
+                    f"{policy}` counts the open runs")
+            if run.state not in RunState.OPEN:
+                if run.state == RunState.FAILED and (run.error or "").startswith(_ABANDONED_PREFIX):
+                    return f"run {run_id}: already abandoned ({run.error})"  # the same command again
+                raise ConfigError(f"run {run_id} of policy {policy} is {run.state}, not open: nothing to abandon",
+                                  hint="only an unfinished run that recovery cannot close is abandoned")
+            target = target_of(self.issuer)
+            if run.issuer_target is None or target is None:
+                raise ConfigError(
+                    f"run {run_id} of policy {policy}: " + (
+                        "the run records no target (journaled before schema 10, or by an issuer that names none)"
+                        if run.issuer_target is None else "the policy's issuer names no target now")
+                    + ", so nothing says it minted elsewhere: rotator judges it where the issuer points; "
+                    "--abandon is only for a run minted at another target than the issuer's",
+                    hint=f"run {recover}: it searches for the run's token there, revokes it and closes the run")
+            if run.issuer_target == target:
+                raise ConfigError(
+                    f"run {run_id} of policy {policy} minted on {target}, where the policy's issuer points now: "
+                    "rotator can search there; --abandon is only for a run minted at another target",
+                    hint=f"run {recover}: it revokes what the run left on {target} and closes the run")
+            if run.kind == "bootstrap" or run.state == RunState.PLANNED:
+                what = ("a bootstrap's (its token is a person's)" if run.kind == "bootstrap"
+                        else "planned: it minted nothing")
+                raise ConfigError(f"run {run_id} of policy {policy} is {what}: recovery closes it without asking "
+                                  f"{run.issuer_target}; nothing to abandon", hint=f"run {recover}")
+            states = self._read_stores()
+            holders = [n for n, s in states.items() if run.new_token_id and s.token_id == run.new_token_id]
+            if holders:
+                raise ConfigError(
+                    f"run {run_id} of policy {policy}: store(s) {', '.join(holders)} hold its token "
+                    f"{run.new_token_id}: recovery publishes it to every store, which needs no issuer; nothing to "
+                    "abandon", hint=f"run {recover}")
+            if run.state == RunState.VERIFIED:
+                # Its process may have sent a store write that is still under way, as recovery's discard
+                # guards against: landing later, it would put the abandoned candidate in the store.
+                self._fence_stale_publishes(run, states)
+            now = self.clock.now()
+            token = run.new_token_id
+            with self._step():
+                # (failed: it ended without publishing; not done, nothing was revoked. The reason is kept
+                # with the row, which outlives a prune of the event.)
+                ended = {"tag_search_until": None} if run.tag_search_until is not None else {}
+                self.journal.update_run(
+                    run, fence=self._fence, state=RunState.FAILED, finished_at=now, **ended,
+                    error=f"{_ABANDONED_PREFIX}{reason}; minted on {run.issuer_target}, not searched or revoked "
+                    f"there (the policy's issuer names {target})")
+                self._event("recover", "abandoned", run_id, token_id=token, reason=reason,
+                            minted_on=run.issuer_target, issuer_target=target)
+        what = f"its token {token}" if token else f"any token tagged {self.policy.tag(run_id)}"
+        self.log.warning("run %s abandoned without revoking what it left on %s; reason: %s", run_id,
+                         run.issuer_target, reason)
+        return (f"run {run_id}: abandoned, closed as failed; reason: {reason}; {what} may still be valid on "
+                f"{run.issuer_target}: if that cluster still exists, revoke it there with the issuer's own tool")
 
     def bootstrap(self, value: Secret, token_id: str, expires_at: datetime | None, *,
                   replace: bool = False, reason: str = "") -> RunResult:

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from rotator.config.extras import install_hint
+from rotator.config.policy_source import sqlite_path as sqlite_path  # (its home: the checks before this import)
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core import audit_chain
 from rotator.core.errors import ConfigError, JournalError, JournalUnavailable, LeaseBusy, LeaseLost
@@ -1724,15 +1725,6 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> J
         f"unsupported journal URL {url!r}",
         hint="use a path, sqlite:///absolute/path or postgresql://user@host/database",
     )
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file of a ``sqlite:///absolute/path`` URL (None for another scheme). Absolute, as the docs
-    write it: the third slash begins the path (``sqlite:////path``, SQLAlchemy's spelling, is the
-    same path), never a path relative to the directory a command happens to run in."""
-    if not url.startswith("sqlite:///"):
-        return None
-    return "/" + url[len("sqlite:///"):].lstrip("/")
 
 
 def _refuse_a_journal_left_behind(url: str, path: str) -> None:

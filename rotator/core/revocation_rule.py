@@ -91,7 +91,9 @@ def check_run_target(policy: str, run_id: str, minted_on: str | None, target: st
                      token_id: str | None = None) -> None:  # fmt: skip
     """:func:`check_same_target` for what a run may have left behind that is found by its tag
     (``rotator:<policy>:<run_id>``): a search of that tag at another cluster finds nothing, which
-    proves nothing. NeedsAttention, before the issuer is asked anything."""
+    proves nothing. NeedsAttention, before the issuer is asked anything. Its hint also names the way out
+    when the old target is gone for good, where pointing back cannot work: ``rotator recover --abandon``
+    (Engine.abandon_run)."""
     if minted_on is None or target is None or minted_on == target:
         return
     what = f"its token {token_id} and any token" if token_id else "any token"
@@ -100,7 +102,10 @@ def check_run_target(policy: str, run_id: str, minted_on: str | None, target: st
         f"{what} tagged rotator:{policy}:{run_id} lives on {minted_on}, where rotator cannot search or revoke it "
         f"now (finding none on {target} proves nothing); nothing was revoked or closed",
         hint=f"point the policy's issuer at {minted_on} again and run `rotator recover {policy}` (it searches "
-        f"there, revokes what the run left and settles the run), then point it at {target} again",
+        f"there, revokes what the run left and settles the run), then point it at {target} again; if {minted_on} "
+        f"is gone for good, close the run without it: `rotator recover --abandon {run_id} --reason TEXT {policy}` "
+        f"(if {minted_on} still exists, revoke {'token ' + token_id if token_id else 'what the run left'} there "
+        "with the issuer's own tool)",
     )
 
 

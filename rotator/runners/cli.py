@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from rotator import __version__
 from rotator.config.extras import install_line, missing_extra
+from rotator.config.policy_source import journal_files, refuse_to_overwrite
 from rotator.config.timefmt import parse_rfc3339, rfc3339_seconds
 from rotator.core.clock import SystemClock
 from rotator.core.errors import ConfigError, LeaseBusy, NeedsAttention, RotatorError
@@ -201,6 +202,11 @@ def _build_parser() -> _Parser:
                                                    help=_COMMAND_HELP["inventory"][0]), "inventory"))
     p = add("recover")
     p.add_argument("policy", nargs="*")
+    p.add_argument("--abandon", metavar="RUN_ID",
+                   help="close this unfinished run without searching for or revoking its token: only a run that "
+                   "minted on another cluster than the issuer's, one gone for good (one policy; needs --reason, "
+                   "audited)")
+    p.add_argument("--reason", default="", help="why the run is abandoned (audited), with --abandon")
     p = add("revoke-expired")
     p.add_argument("policy", nargs="*")
     p.add_argument("--retry-failed", action="store_true",
@@ -427,7 +433,7 @@ def _command_inputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
     journal = _journal_setting(policy_file)
     if journal is not None:  # (a relative path is relative to the policy file, an absolute one stays)
         path = os.path.abspath(policy_file.parent / journal)
-        inputs += _journal_files(journal if "://" in journal else f"sqlite://{path}")
+        inputs += journal_files(journal if "://" in journal else f"sqlite://{path}")
     return inputs
 
 
@@ -447,37 +453,12 @@ def _journal_setting(policy_file: Path) -> str | None:
     return journal if isinstance(journal, str) else None
 
 
-def _journal_files(url: str) -> list[tuple[str, Path]]:
-    """The files of the SQLite journal at ``url`` (as rotator.core.journal.sqlite_path reads it): the database
-    and the -wal, -shm and -journal files SQLite keeps beside it; none for a PostgreSQL journal."""
-    if not url.startswith("sqlite:///"):
-        return []
-    path = "/" + url[len("sqlite:///"):].lstrip("/")
-    return [("the journal", Path(path)),
-            *((f"the journal's {suffix} file", Path(path + suffix)) for suffix in ("-wal", "-shm", "-journal"))]
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` name one file: the same inode when both exist (another spelling, a symbolic
-    or hard link), else the same path once symbolic links are resolved."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # (one of them does not exist yet, or cannot be reached)
-        pass
-    except ValueError:  # a NUL in a path: no file at all
-        return False
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
 def _refuse_to_overwrite(flag: str, output: str, inputs: Sequence[tuple[str, Path]]) -> None:
     """ConfigError (exit 2) when the file ``output`` (given as ``flag``) is one of ``inputs``
     (:func:`_command_inputs`): writing there would destroy the policy file or the journal's records."""
-    for what, path in inputs:
-        if _same_file(Path(output), path):
-            raise ConfigError(f"{flag} {output} is {what} ({path}): writing there would destroy it",
-                              hint=f"pass {flag} a file of its own" + (
-                                  " (or none: the report goes to stdout)" if flag == "--output-file"
-                                  else " (or none: logs go to stderr)" if flag == "--log-file" else ""))
+    refuse_to_overwrite(output, inputs, given_as=flag, hint=f"pass {flag} a file of its own" + (
+        " (or none: the report goes to stdout)" if flag == "--output-file"
+        else " (or none: logs go to stderr)" if flag == "--log-file" else ""))
 
 
 # ------------------------------------------------------------------------------ plumbing
@@ -1046,10 +1027,30 @@ def _for_each(args: argparse.Namespace, action: Callable[[Engine], list[str]]) -
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    if args.abandon is not None:
+        return _abandon(args)
+    if args.reason:
+        raise ConfigError("--reason goes with --abandon", hint="drop --reason, or add --abandon RUN_ID")
     return _for_each(args, lambda engine: engine.recover())
 
 
-#: the longest --reason (of a dismissal, an emergency rotation, a repair): it is kept in the audit
+def _abandon(args: argparse.Namespace) -> int:
+    """``recover --abandon RUN_ID --reason TEXT POLICY``: an open run of a cluster gone for good closed as failed."""
+    if len(args.policy) != 1:
+        raise ConfigError("--abandon needs exactly one policy: the one whose run recovery cannot close",
+                          hint="rotator recover --abandon RUN_ID --reason TEXT POLICY")
+    reason = _check_reason(args.reason)
+    if not reason:
+        raise ConfigError("--abandon needs --reason: it is recorded in the audit trail",
+                          hint='e.g. --reason "cluster A decommissioned, INC-42"')
+    config = _config(args)
+    policy = config.policy(args.policy[0])
+    message = _engine(config, policy, _journal(config)).abandon_run(args.abandon, reason)
+    _emit(args, {policy.name: [message]}, f"{policy.name}: {message}")
+    return EXIT_OK
+
+
+#: the longest --reason (of a dismissal, an abandoned run, an emergency rotation, a repair): it is kept in the audit
 #: chain and shown in every report
 MAX_REASON_CHARS = 500
 
@@ -1328,7 +1329,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.output_file:  # before the report is built: what it reads must not be what it writes
         _refuse_to_overwrite("--output-file", args.output_file,
-                             [("the policy file", config.path), *_journal_files(config.journal_url())])
+                             [("the policy file", config.path), *journal_files(config.journal_url())])
     # (is not None: an empty --from "" is a bad date, not the default)
     end = report_mod.parse_date("--to", args.end) if args.end is not None else SystemClock().now()
     start = report_mod.parse_date("--from", args.start) if args.start is not None else _default_start(args.end, end)

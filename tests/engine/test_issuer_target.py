@@ -25,12 +25,14 @@ from rotator.adapters.http.influxdb3 import InfluxDB3Issuer, InfluxDB3Settings
 from rotator.adapters.http.management_api import ManagementApiIssuer, ManagementApiSettings
 from rotator.adapters.influxctl.management import InfluxctlManagementIssuer, InfluxctlManagementSettings
 from rotator.config.adapter_settings import validate_settings
+from rotator.core import audit_chain
 from rotator.core.contracts import AdapterContext, target_of
 from rotator.core.engine import Engine
-from rotator.core.errors import JournalError, NeedsAttention, TransientError
-from rotator.core.journal import RevocationState, RunState, open_journal
+from rotator.core.errors import ConfigError, JournalError, NeedsAttention, TransientError
+from rotator.core.journal import RevocationState, RunRecord, RunState, open_journal
 from rotator.core.retry import RetryPolicy
 from rotator.core.secret import Secret
+from rotator.observe.status import policy_status
 from rotator.sandbox.influxctl_state import STATE_ENV, FakeInfluxctl
 from rotator.testing import FakeClock, MemoryIssuer
 from tests.engine.test_state_machine import GRACE, POLICY, Crash, World
@@ -217,6 +219,166 @@ def test_recovery_of_a_run_minted_on_another_cluster_needs_attention_and_closes_
     assert not world.journal.open_runs(POLICY)
     clusters.use(clusters.b)
     assert clusters.engine().rotate().ok
+
+
+def _gone(issuer: MemoryIssuer) -> None:
+    """``issuer``'s cluster is decommissioned: every call to it fails (its name no longer resolves)."""
+    for call in ("list_tokens", "revoke", "mint", "verify"):
+        issuer.fail_next(call, TransientError("cluster-a.example.com: name or service not known"), times=10**6)
+
+
+def test_a_run_of_a_decommissioned_cluster_is_abandoned_and_the_policy_rotates_on_the_new_one(
+        clusters: Clusters) -> None:
+    """The reviewer's scenario: a rotation killed after minting on A, A decommissioned, the policy pointed
+    at B. recover, rotate and revoke-expired need attention for good (the hint names the way out), and
+    pointed back at A recovery fails (A answers nothing): no command closed the run, the policy never
+    rotated again. `recover --abandon RUN --reason TEXT` closes it as failed under the lease, audited with
+    the reason and the candidate's id; the candidate on A is left as it is; rotate on B then works, and
+    the same abandon again says it was done."""
+    world = clusters.world
+    t0 = world.bootstrap()
+    world.crash_at = "minted"
+    with pytest.raises(Crash):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs(POLICY)
+    candidate = run.new_token_id
+    assert candidate is not None and run.issuer_target == A
+    world.clock.advance(timedelta(minutes=5))
+    _gone(clusters.a)
+
+    clusters.use(clusters.b)
+    for attempt in (lambda: clusters.engine().recover(), lambda: clusters.engine().rotate(),
+                    lambda: clusters.engine().revoke_due()):
+        with pytest.raises(NeedsAttention, match=f"run {run.run_id} .*minted on {A}") as err:
+            attempt()
+        hint = err.value.hint
+        assert f"point the policy's issuer at {A} again and run `rotator recover {POLICY}`" in hint, hint
+        assert f"if {A} is gone for good" in hint and \
+            f"`rotator recover --abandon {run.run_id} --reason TEXT {POLICY}`" in hint, hint
+        assert f"revoke token {candidate} there" in hint, hint
+    clusters.use(clusters.a)
+    with pytest.raises(TransientError):
+        clusters.engine().recover()  # the fix the message offered first: A is gone
+    (still,) = world.journal.open_runs(POLICY)
+    with pytest.raises(ConfigError, match=f"minted on {A}, where the policy's issuer points now") as refused:
+        clusters.engine().abandon_run(run.run_id, "cluster A decommissioned")
+    assert f"`rotator recover {POLICY}`" in (refused.value.hint or "")
+    assert [r.state for r in world.journal.open_runs(POLICY)] == [still.state], "left open"
+
+    clusters.use(clusters.b)
+    with pytest.raises(ConfigError, match="needs a --reason"):
+        clusters.engine().abandon_run(run.run_id, "  ")
+    b_calls = len(clusters.b.calls)
+    message = clusters.engine().abandon_run(run.run_id, "cluster A decommissioned, INC-42")
+    assert message.startswith(f"run {run.run_id}: abandoned, closed as failed; reason: cluster A decommissioned, "
+                              "INC-42"), message
+    assert f"its token {candidate} may still be valid on {A}" in message, message
+    assert clusters.b.calls[b_calls:] == [], "nothing is asked of B"
+    closed = world.journal.get_run(run.run_id)
+    assert closed is not None and closed.state == RunState.FAILED and closed.finished_at is not None
+    assert (closed.error or "").startswith("abandoned by hand: cluster A decommissioned, INC-42; "), closed.error
+    assert world.journal.open_runs(POLICY) == []
+    assert _active(clusters.a, candidate), "the candidate on A is not touched (a person revokes it there)"
+    (event,) = [e for e in world.journal.events(POLICY) if (e["step"], e["result"]) == ("recover", "abandoned")]
+    assert event["run_id"] == run.run_id and event["token_id"] == candidate, event
+    assert event["reason"] == "cluster A decommissioned, INC-42" and event["minted_on"] == A \
+        and event["issuer_target"] == B, event
+
+    again = clusters.engine().abandon_run(run.run_id, "cluster A decommissioned, INC-42")
+    assert again.startswith(f"run {run.run_id}: already abandoned (abandoned by hand: "), again
+    assert [e["result"] for e in world.journal.events(POLICY) if e["step"] == "recover"].count("abandoned") == 1
+
+    rotated = clusters.engine().rotate()
+    assert rotated.ok and rotated.old_token_id == t0, rotated
+    assert rotated.new_token_id is not None and _active(clusters.b, rotated.new_token_id)
+    assert world.held() == {"a": rotated.new_token_id, "b": rotated.new_token_id}
+    status = policy_status(clusters.engine().policy, world.journal, world.clock.now())
+    assert status.open_runs == 0 and status.stuck_runs == 0 and status.interrupted_runs == 0, status
+    assert audit_chain.verify(world.journal).ok
+
+
+def test_abandoning_a_verified_run_moves_the_stores_past_the_version_it_would_write_over(clusters: Clusters) -> None:
+    """A run killed after VERIFIED may have a store write still under way: abandon moves every store past
+    the version the run planned to write over (as recovery's discard does), so that write cannot land."""
+    from tests.engine.test_dead_holder_fencing import VersionedStore
+
+    world = clusters.world
+    world.stores = {name: VersionedStore(name) for name in world.stores}  # a new version per write, as Vault's
+    world.bootstrap()
+    world.crash_at = "verified"
+    with pytest.raises(Crash):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs(POLICY)
+    assert run.state == RunState.VERIFIED
+    _gone(clusters.a)
+    clusters.use(clusters.b)
+    assert "abandoned" in clusters.engine().abandon_run(run.run_id, "cluster A decommissioned")
+    moved = {name: store.read_current().version for name, store in world.stores.items()}
+    assert all(moved[name] != run.planned_versions[name] for name in moved), (moved, run.planned_versions)
+    assert world.held() == {"a": world.bootstrap_id, "b": world.bootstrap_id} and _asked(clusters.b) == []
+    assert clusters.engine().rotate().ok
+
+
+def _other_policy_run(clusters: Clusters) -> str:
+    now = clusters.world.clock.now()
+    clusters.world.journal.begin_run(RunRecord(run_id="0ther0policy0run", policy="other", state=RunState.MINTED,
+                                               kind="rotate", started_at=now, updated_at=now, new_token_id="x",
+                                               issuer_target=A))
+    return "0ther0policy0run"
+
+
+@pytest.mark.parametrize("case", ["unknown run", "another policy's run", "published run", "closed by recovery",
+                                  "no target recorded", "planned", "a store holds its token"])
+def test_abandon_is_refused_where_the_run_is_not_open_not_the_policy_s_or_recovery_settles_it(
+        clusters: Clusters, case: str) -> None:
+    """Every refusal is a ConfigError (exit 2) that changes nothing and asks no issuer: abandon is only for
+    an open run of this policy that minted at another target, where recovery cannot search. A run that
+    records no target (before schema 10) is judged wherever the issuer points, so recovery settles it."""
+    world = clusters.world
+    world.bootstrap()
+    run_id = "no-such-run"
+    if case == "another policy's run":
+        run_id = _other_policy_run(clusters)
+    elif case in ("published run", "closed by recovery"):
+        if case == "closed by recovery":
+            world.crash_at = "minted"
+            with pytest.raises(Crash):
+                world.engine().rotate()
+            world.clock.advance(timedelta(minutes=5))
+            world.engine().recover()
+            (run,) = [r for r in world.journal.runs(POLICY, limit=0) if r.kind == "rotate"]
+            run_id = run.run_id
+        else:
+            run_id = world.engine().rotate().run_id or ""
+    elif case != "unknown run":
+        world.crash_at = {"planned": "planned", "a store holds its token": "published:a"}.get(case, "minted")
+        with pytest.raises(Crash):
+            world.engine().rotate()
+        (run,) = world.journal.open_runs(POLICY)
+        run_id = run.run_id
+        if case == "no target recorded":
+            with world.journal._tx(immediate=True) as cur:  # a row as schema 9 left it
+                cur.execute("UPDATE runs SET issuer_target = NULL WHERE run_id = ?", (run_id,))
+    before = [(r.run_id, r.state, r.error) for r in world.journal.runs(POLICY, limit=0)]
+    events, asked_a = len(world.journal.events(POLICY)), _asked(clusters.a)
+    clusters.use(clusters.b)
+    says = {
+        "unknown run": f"policy {POLICY} has no run no-such-run",
+        "another policy's run": f"policy {POLICY} has no run 0ther0policy0run .it is a run of policy 'other'",
+        "published run": "is published, not open: nothing to abandon",
+        "closed by recovery": "is failed, not open: nothing to abandon",
+        "no target recorded": "the run records no target .*--abandon is only for a run minted at another target",
+        "planned": "is planned: it minted nothing: recovery closes it",
+        "a store holds its token": "store.s. a hold its token .*recovery publishes it to every store",
+    }[case]
+    with pytest.raises(ConfigError, match=says):
+        clusters.engine().abandon_run(run_id, "cluster A decommissioned")
+    assert [(r.run_id, r.state, r.error) for r in world.journal.runs(POLICY, limit=0)] == before
+    assert len(world.journal.events(POLICY)) == events, "nothing audited"
+    assert _asked(clusters.a) == asked_a and _asked(clusters.b) == []
+    if case in ("no target recorded", "planned", "a store holds its token"):
+        clusters.engine().recover()  # the way the refusal names: it settles the run, at B
+        assert world.journal.open_runs(POLICY) == []
 
 
 def test_a_published_run_s_tag_search_does_not_end_at_another_cluster(clusters: Clusters) -> None:

@@ -7,7 +7,9 @@
   or the journal (with its -wal, -shm and -journal files): exit 2, and the file is left as it was;
 - `bootstrap --token-file` is read as a `{ file = ... }` credential is: a FIFO or a device is refused
   (not waited on, not read to the end of memory), a byte-order mark and a CRLF are dropped;
-- a token-shaped argument is never echoed by an error, argparse's included.
+- a token-shaped argument is never echoed by an error, argparse's included;
+- `recover --abandon RUN_ID --reason TEXT POLICY` takes exactly its arguments (exit 2 otherwise) and
+  closes only a run recovery cannot (one minted on another cluster).
 """
 
 from __future__ import annotations
@@ -225,3 +227,44 @@ def test_a_token_shaped_argument_is_not_echoed(tmp_path: Path, capsys: pytest.Ca
     assert code == 2, err
     assert "***" in err, err
     assert "M.V1" not in out + err and "abcdefghijkl" not in out + err, err
+
+
+# -- 5. recover --abandon: a run of a cluster gone for good -------------------------------------------
+def test_recover_abandon_closes_a_run_of_another_cluster_with_exit_codes_for_each_use(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """A rotation killed after minting, then the policy's profile pointed at another cluster: recover and
+    rotate exit 4 and name `recover --abandon`; its wrong uses exit 2 and change nothing; the abandon
+    exits 0 (again: 0, "already abandoned"), and rotate works again."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state)
+    assert sc.cli("rotate", sc.policy, crash_at="minted").returncode != 0
+    ((run_id, token_id),) = sc.journal_rows("SELECT run_id, new_token_id FROM runs WHERE state = 'minted'")
+    same = sc.cli("recover", "--abandon", run_id, "--reason", "the cluster is gone", sc.policy)
+    assert same.returncode == 2 and "where the policy's issuer points now" in same.stderr, same.stderr
+    sc.config.write_text(sc.config.read_text().replace('host = "cluster.test.invalid"',
+                                                       'host = "cluster-b.test.invalid"'))
+    for args in (("recover", sc.policy), ("rotate", sc.policy)):
+        stuck = sc.cli(*args)
+        assert stuck.returncode == 4, (args, stuck.stderr)
+        assert f"recover --abandon {run_id} --reason TEXT {sc.policy}`" in stuck.stderr, stuck.stderr
+
+    reason = "cluster.test.invalid decommissioned, INC-42"
+    for args, says in (
+        (["--abandon", run_id, sc.policy], "--abandon needs --reason"),
+        (["--abandon", run_id, "--reason", reason], "exactly one policy"),
+        (["--reason", reason, sc.policy], "--reason goes with --abandon"),
+        (["--abandon", "no-such-run", "--reason", reason, sc.policy], f"policy {sc.policy} has no run no-such-run"),
+        (["--abandon", run_id, "--reason", "two\nlines", sc.policy], "one line"),
+    ):
+        refused = sc.cli("recover", *args)
+        assert refused.returncode == 2 and says in refused.stderr, (args, refused.stderr)
+        assert sc.journal_rows("SELECT state FROM runs WHERE run_id = ?", run_id) == [("minted",)], args
+
+    done = sc.cli("recover", "--abandon", run_id, "--reason", reason, sc.policy)
+    assert done.returncode == 0, done.stderr
+    assert f"run {run_id}: abandoned, closed as failed; reason: {reason}" in done.stdout, done.stdout
+    assert f"its token {token_id} may still be valid on clustered cluster.test.invalid:443" in done.stdout
+    assert sc.journal_rows("SELECT state FROM runs WHERE run_id = ?", run_id) == [("failed",)]
+    again = sc.cli("recover", "--abandon", run_id, "--reason", reason, sc.policy, "--output", "json")
+    assert again.returncode == 0 and "already abandoned" in again.stdout, again.stdout + again.stderr
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    assert sc.cli("recover", "--abandon", run_id, "--reason", reason, sc.policy).returncode == 0
