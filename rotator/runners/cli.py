@@ -1036,18 +1036,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 def _abandon(args: argparse.Namespace) -> int:
     """``recover --abandon RUN_ID --reason TEXT POLICY``: an open run of a cluster gone for good closed as failed."""
-    if len(args.policy) != 1:
-        raise ConfigError("--abandon needs exactly one policy: the one whose run recovery cannot close",
-                          hint="rotator recover --abandon RUN_ID --reason TEXT POLICY")
-    reason = _check_reason(args.reason)
-    if not reason:
-        raise ConfigError("--abandon needs --reason: it is recorded in the audit trail",
-                          hint='e.g. --reason "cluster A decommissioned, INC-42"')
-    config = _config(args)
-    policy = config.policy(args.policy[0])
-    message = _engine(config, policy, _journal(config)).abandon_run(args.abandon, reason)
-    _emit(args, {policy.name: [message]}, f"{policy.name}: {message}")
-    return EXIT_OK
+    return _decided_by_hand(args, "--abandon", "RUN_ID", "the one whose run recovery cannot close",
+                            '"cluster A decommissioned, INC-42"',
+                            lambda engine, reason: engine.abandon_run(args.abandon, reason))
 
 
 #: the longest --reason (of a dismissal, an abandoned run, an emergency rotation, a repair): it is kept in the audit
@@ -1092,16 +1083,23 @@ def _dismiss(args: argparse.Namespace) -> int:
     """``revoke-expired --dismiss TOKEN_ID --reason TEXT POLICY``: a failed revocation closed, not done."""
     if args.retry_failed:
         raise ConfigError("--dismiss and --retry-failed exclude each other", hint="drop one of them")
+    return _decided_by_hand(args, "--dismiss", "TOKEN_ID", "the one whose revocation gave up",
+                            '"team X\'s token, still in use by their ingest"',
+                            lambda engine, reason: engine.dismiss_revocation(args.dismiss, reason))
+
+
+def _decided_by_hand(args: argparse.Namespace, flag: str, item: str, which: str, example: str,
+                     act: Callable[[Engine, str], str]) -> int:  # fmt: skip
+    """What a person decided for one policy (``flag ITEM --reason TEXT POLICY``), recorded with the reason."""
     if len(args.policy) != 1:
-        raise ConfigError("--dismiss needs exactly one policy: the one whose revocation gave up",
-                          hint="rotator revoke-expired --dismiss TOKEN_ID --reason TEXT POLICY")
+        raise ConfigError(f"{flag} needs exactly one policy: {which}",
+                          hint=f"rotator {args.command} {flag} {item} --reason TEXT POLICY")
     reason = _check_reason(args.reason)
     if not reason:
-        raise ConfigError("--dismiss needs --reason: it is recorded in the audit trail",
-                          hint='e.g. --reason "team X\'s token, still in use by their ingest"')
+        raise ConfigError(f"{flag} needs --reason: it is recorded in the audit trail", hint=f"e.g. --reason {example}")
     config = _config(args)
     policy = config.policy(args.policy[0])
-    message = _engine(config, policy, _journal(config)).dismiss_revocation(args.dismiss, reason)
+    message = act(_engine(config, policy, _journal(config)), reason)
     _emit(args, {policy.name: [message]}, f"{policy.name}: {message}")
     return EXIT_OK
 
