@@ -733,15 +733,18 @@ class Daemon:
 
         Unless the journal does not answer its ping either: an outage is /readyz's (rotator_journal_up),
         not liveness's. A restart cannot end it, and a daemon cannot start without its journal, so a
-        failed liveness would only add a restart loop, and its backoff, to the outage."""
+        failed liveness would only add a restart loop, and its backoff, to the outage. Only when no
+        failed pass of the last liveness window found the journal answering: a ping that fails now and
+        then would otherwise keep a daemon whose every pass fails looking alive."""
         try:
             wait = self._pass(now)
         except Exception:
             self._check_journal()  # now, not as the watchdog last found it
+            failed = time.monotonic()
             if self._journal_state()[0]:
-                self._failed_pass_at = time.monotonic()
-            else:
-                self._heartbeat = time.monotonic()
+                self._failed_pass_at = failed
+            elif failed - self._failed_pass_at >= self._pass_limit():
+                self._heartbeat = failed
             raise
         except BaseException:
             self._failed_pass_at = time.monotonic()
@@ -1570,6 +1573,10 @@ class Daemon:
             if name in self._job_progress:
                 self._job_progress[name] = time.monotonic()
 
+    def _pass_limit(self) -> float:
+        """How long the scheduler may go without a finished pass before it counts as stalled (seconds)."""
+        return max(60.0, 3 * self.settings.sweep_interval.total_seconds())
+
     def progress(self) -> tuple[bool, dict[str, Any]]:
         """``(stalled, detail)``: has the scheduler, and every run, made progress recently?
 
@@ -1582,7 +1589,7 @@ class Daemon:
         nothing: a verify may wait minutes for a new token, confirming its lease between tries."""
         now = time.monotonic()
         pass_age = now - self._heartbeat
-        pass_limit = max(60.0, 3 * self.settings.sweep_interval.total_seconds())
+        pass_limit = self._pass_limit()
         settings = self.loaded.config.settings
         run_limit = max(10.0, 2 * settings.lease_ttl.total_seconds(), 2 * settings.retry.max_delay.total_seconds())
         with self._lock:

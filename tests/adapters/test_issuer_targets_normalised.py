@@ -32,6 +32,7 @@ OTHER_CLUSTER = "44444444-4444-4444-8444-444444444444"
 #: one place, several spellings: (host as an influxctl profile writes it, as a URL writes it)
 SAME_HOST = {
     "ipv6": ["2001:db8::1", "2001:DB8:0:0:0:0:0:1", "[2001:db8:0000::0001]"],
+    "ipv6 with a zone id": ["fe80::1%eth0", "FE80:0:0:0:0:0:0:1%eth0"],
     "ipv6 mapped ipv4": ["::ffff:192.0.2.1", "::ffff:c000:201", "0:0:0:0:0:FFFF:C000:0201"],
     "idn": ["bücher.example", "xn--bcher-kva.example", "XN--BCHER-KVA.Example.", "Bücher.example"],
     "idn, not IDNA 2003's ss": ["faß.example", "xn--fa-hia.example"],
@@ -43,7 +44,7 @@ OTHER_HOSTS = ["2001:db8::1", "2001:db8::2", "::ffff:192.0.2.2", "192.0.2.1", "b
 
 
 def _url_host(host: str) -> str:
-    return f"[{host.strip('[]')}]" if ":" in host else host
+    return f"[{host.strip('[]').replace('%', '%25')}]" if ":" in host else host  # (RFC 6874: a zone id's %)
 
 
 # ------------------------------------------------------------------------------- how each kind names it

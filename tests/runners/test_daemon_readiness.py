@@ -299,3 +299,40 @@ def test_a_policy_whose_planning_keeps_failing_is_logged_as_an_error_again(
             h.tick()
     errors = [r for r in caplog.records if r.levelno == logging.ERROR and "planning its next jobs" in r.getMessage()]
     assert [r.args[1] for r in errors] == [1, 2, 4, 8], [r.getMessage() for r in errors]  # type: ignore[index]
+
+
+def test_a_ping_that_fails_now_and_then_does_not_keep_failing_passes_alive(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Each failed pass whose own ping failed counted as progress (an outage is /readyz's): a journal that
+    answers its ping but refuses every scheduling query, and times out one ping in eight, kept /healthz
+    green for good while no rotation could start."""
+    h = harness([("a", "1h", "")])
+    h.tick()
+    d = h.daemon
+    real_ping = d.journal.ping
+    clock = [time.monotonic()]
+    passes = [0]
+
+    def refused(*a: Any, **k: Any) -> Any:
+        passes[0] += 1
+        raise JournalError("journal: canceling statement due to lock timeout")
+
+    def flaky_ping() -> None:
+        if passes[0] % 8 == 7:
+            raise JournalError("journal: canceling statement due to statement timeout")
+        real_ping()
+
+    monkeypatch.setattr(d.journal, "last_successes", refused)
+    monkeypatch.setattr(d.journal, "ping", flaky_ping)
+    h.clock.advance(timedelta(hours=2))  # a is due
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    limit = max(60.0, 3 * d.settings.sweep_interval.total_seconds())
+    alive = []
+    for _ in range(int(3 * limit // TICK_RETRY)):  # three liveness windows, no pass succeeds
+        with pytest.raises(JournalError):
+            h.tick()
+        clock[0] += TICK_RETRY
+        h.clock.advance(timedelta(seconds=TICK_RETRY))
+        alive.append(d.liveness()[0])
+    assert not alive[-1], "no pass worked for three liveness windows, yet /healthz is green"
+    assert h.calls == []

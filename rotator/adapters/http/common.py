@@ -649,6 +649,8 @@ def url_target(url: str) -> str:
     profiles do (contracts.target_host_port)."""
     parsed = httpx.URL(url)
     host = parsed.raw_host.decode("ascii")
+    if ":" in host:  # an IPv6 zone id is written %25 in a URL (RFC 6874), % in an influxctl profile
+        host = host.replace("%25", "%")
     return target_host_port(host, parsed.port, {"https": 443, "http": 80}.get(parsed.scheme, 443))
 
 
