@@ -459,11 +459,13 @@ def test_publish_refuses_when_the_value_changed_since_read(config: Path) -> None
 def test_edits_elsewhere_in_the_file_between_read_and_publish_are_kept(config: Path) -> None:
     store = make_store(config)
     planned = store.read_current()
-    config.write_text(config.read_text().replace("influxdb.example.test", "influxdb2.example.test"))
+    # (not the profile's cluster: a profile moved to another one since the read is refused, see
+    # tests/adapters/test_influxctl_profile_cluster.py)
+    config.write_text(config.read_text().replace('# database = ""', 'database = "db2"', 1))
     token = record("id-1")
     store.publish(token, planned.version)
     text = config.read_text()
-    assert "influxdb2.example.test" in text and token.value.reveal() in text
+    assert 'database = "db2"' in text and token.value.reveal() in text
 
 
 # ------------------------------------------------------------------------------ refusals

@@ -25,9 +25,10 @@ import pytest
 from rotator.adapters.influxctl.profile import InfluxctlProfileStore, connection_target
 from rotator.config.policy import load_config
 from rotator.core.clock import FakeClock
+from rotator.core.contracts import TokenRecord
 from rotator.core.engine import Engine
-from rotator.core.errors import ConfigError
-from rotator.core.journal import open_journal
+from rotator.core.errors import ConfigError, ConflictError
+from rotator.core.journal import RunState, open_journal
 from rotator.core.retry import RetryPolicy
 from rotator.core.secret import Secret
 from tests.harness import INFLUXCTL
@@ -254,3 +255,129 @@ def test_a_token_store_names_no_target(tmp_path: Path) -> None:
 )
 def test_connection_target(connection: dict[str, Any], target: str | None) -> None:
     assert connection_target(connection) == target
+
+
+# ------------------------------------------------------------------------------ moved between read and publish
+# The compare-and-set version covers the profile's value only: a profile pointed at another cluster after
+# PLAN's read (while the run minted and verified) was written, and influxctl sent the token to the other one.
+
+
+def _record(value: str = "newtoken-of-A", token_id: str = "tok-1") -> TokenRecord:
+    return TokenRecord(Secret(value), token_id, "influxctl-management", POLICY, datetime.now(UTC), None)
+
+
+def _sidecar_bytes(config: Path) -> bytes | None:
+    sidecar = config.with_name(config.name + ".rotator.json")
+    return sidecar.read_bytes() if sidecar.exists() else None
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "was", "now"),
+    [
+        (PROFILE_A, PROFILE_A.replace("cluster-a", "cluster-b"),
+         "clustered cluster-a.test.invalid:443", "clustered cluster-b.test.invalid:443"),
+        (PROFILE_A, PROFILE_A + '  port = "8443"\n',
+         "clustered cluster-a.test.invalid:443", "clustered cluster-a.test.invalid:8443"),
+        (f'[[profile]]\n  name = "default"\n{DEDICATED}\n',
+         f'[[profile]]\n  name = "default"\n{DEDICATED.replace("c1a5", "c1a6")}\n',
+         f"dedicated {ACCOUNT}/{CLUSTER}", f"dedicated {ACCOUNT}/{CLUSTER.replace('c1a5', 'c1a6')}"),
+        (PROFILE_A, '[[profile]]\n  name = "default"\n  product = "clustered"\n',
+         "clustered cluster-a.test.invalid:443", "no cluster rotator can name (product = 'clustered')"),
+    ],
+    ids=["host", "port", "dedicated-cluster-id", "host-removed"],
+)
+def test_publish_refuses_a_profile_moved_since_the_read(
+    tmp_path: Path, before: str, after: str, was: str, now: str
+) -> None:
+    """The reviewer's probe: read_current sees A, the file is edited to B, publish (with the version that
+    read saw: the value did not change) raises ConflictError and writes nothing."""
+    config = tmp_path / "config.toml"
+    config.write_text(before)
+    config.chmod(0o600)
+    store = _store(config)
+    state = store.read_current()
+    config.write_text(after)
+    text, sidecar = config.read_bytes(), _sidecar_bytes(config)
+    with pytest.raises(ConflictError) as info:
+        store.publish(_record(), state.version)
+    message = str(info.value)
+    assert f"{config}#default: profile 'default' of {config} now sends its tokens to {now}, and sent them " \
+           f"to {was} when rotator read it; nothing was written" in message  # fmt: skip
+    assert info.value.hint is not None and "point the policy's issuer at that cluster" in info.value.hint
+    assert "newtoken-of-A" not in message
+    assert config.read_bytes() == text and _sidecar_bytes(config) == sidecar
+    # Read again (the next run's PLAN): that read is the store's answer now, and the publish goes ahead.
+    state = store.read_current()
+    assert store.publish(_record(), state.version)
+    assert "newtoken-of-A" in config.read_text()
+
+
+def test_publish_into_the_same_cluster_spelled_otherwise_or_elsewhere_in_the_file(tmp_path: Path) -> None:
+    """Not a move: the cluster respelled (as the engine compares it), another profile moved, a fresh store."""
+    config = tmp_path / "config.toml"
+    other = '[[profile]]\n  name = "other"\n  product = "clustered"\n  host = "x.test.invalid"\n'
+    config.write_text(PROFILE_A + other)
+    config.chmod(0o600)
+    store = _store(config)
+    state = store.read_current()
+    config.write_text(PROFILE_A.replace("cluster-a.test.invalid", "Cluster-A.Test.Invalid.") + '  port = 443\n'
+                      + other.replace("x.test", "y.test"))  # fmt: skip
+    version = store.publish(_record(), state.version)
+    assert "newtoken-of-A" in config.read_text()
+    # No read by this store object yet (recovery builds fresh stores): nothing compared, as before.
+    config.write_text(config.read_text().replace("Cluster-A", "cluster-b"))
+    assert _store(config).publish(_record("newtoken-2", "tok-2"), version)
+    assert "newtoken-2" in config.read_text()
+
+
+def test_a_publish_whose_answer_was_lost_completes(tmp_path: Path) -> None:
+    """The engine's retry of a publish that landed: the same record at the version PLAN read."""
+    config = tmp_path / "config.toml"
+    config.write_text(PROFILE_A)
+    config.chmod(0o600)
+    store = _store(config)
+    planned = store.read_current().version
+    version = store.publish(_record(), planned)
+    text = config.read_bytes()
+    assert store.publish(_record(), planned) == version
+    assert config.read_bytes() == text
+
+
+def test_only_the_token_line_changed_is_the_compare_and_set_conflict(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(PROFILE_A + '  mgmt_token = "by-hand-1"\n')
+    config.chmod(0o600)
+    store = _store(config)
+    state = store.read_current()
+    config.write_text(PROFILE_A + '  mgmt_token = "by-hand-2"\n')
+    text = config.read_bytes()
+    with pytest.raises(ConflictError, match=r"compare-and-set lost: expected version [0-9a-f]{16}, the profile now"):
+        store.publish(_record(), state.version)
+    assert config.read_bytes() == text and _sidecar_bytes(config) is None
+
+
+def test_rotate_with_the_profile_moved_before_publish_discards_the_candidate(
+    tmp_path: Path, fake_influxctl: Any
+) -> None:
+    """Through the engine: PLAN reads the profile at A (and compares it with the issuer), the profile is
+    pointed at B before the publish. The publish conflicts; the run discards its candidate (revoked at the
+    issuer), the profile keeps the previous token and the operator's edit, and the run is closed."""
+    setup = Setup(tmp_path, CLUSTERED, PROFILE_A)
+    first = setup.bootstrap(fake_influxctl)
+    previous = setup.mgmt_token()
+
+    def move_profile(name: str) -> None:
+        if name == "publish:profile":
+            setup.config.write_text(setup.config.read_text().replace("cluster-a", "cluster-b"))
+
+    engine = Engine(load_config(setup.policy_file).policies[0], setup.journal, clock=setup.clock,
+                    retry=RetryPolicy(1, 0.01, 0.02), checkpoint=move_profile)  # fmt: skip
+    setup.clock.advance(timedelta(hours=2))
+    with pytest.raises(ConflictError, match="now sends its tokens to clustered cluster-b.test.invalid:443"):
+        engine.rotate()
+    assert setup.mgmt_token() == previous and 'host = "cluster-b.test.invalid"' in setup.config.read_text()
+    run = setup.journal.runs(POLICY)[0]
+    assert run.state == RunState.FAILED and run.new_token_id is not None
+    candidate = fake_influxctl.state.token_by_id(run.new_token_id)
+    assert candidate is not None and candidate.get("revoked_at"), "the candidate was left valid"
+    assert fake_influxctl.state.token_by_id(first).get("revoked_at") is None  # the previous token stays valid

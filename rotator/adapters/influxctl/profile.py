@@ -81,6 +81,9 @@ Where the token goes. influxctl sends a profile's ``mgmt_token`` to the cluster 
 whose issuer names another (rotator/core/contracts.py, Store). ``rotator sync`` makes the same check
 against the policy file (rotator/runners/sync.py). A ``token`` store answers None (nothing compared):
 the issuers whose tokens go there name their place in other terms (``influxdb3``: ``<host>:<port>``).
+The version covers the value only, so ``publish`` (either key) checks under its lock that the profile
+still names the cluster of the store's last read: a profile pointed at another cluster while the run
+minted and verified is a ConflictError, and nothing is written.
 
 A file rotator cannot parse (TOML syntax, a value nested thousands deep or an integer of
 thousands of digits, or ``profile`` that is not an array of tables, a duplicate profile name, a
@@ -240,6 +243,15 @@ _ERR_BUSY = "{where}: another process has been writing {directory} for {seconds:
 _HINT_BUSY = "rotator retries; check for a hung `rotator sync` or rotation writing the same file"
 #: :meth:`InfluxctlProfileStore.target` before the store's first read
 _UNREAD: Any = object()
+_ERR_MOVED_PROFILE = (
+    "{where}: profile {profile!r} of {path} now sends its tokens to {now}, and sent them to {before} when "
+    "rotator read it; nothing was written"
+)
+_HINT_MOVED_PROFILE = (
+    "someone pointed the profile at another cluster while the rotation ran; if that is meant, point the "
+    "policy's issuer at that cluster too (for mgmt_token, rotator refuses to mint for a profile of another "
+    "cluster than the issuer's), then rotate again"
+)
 _ERR_ISSUER = "{where}: token {token_id} of issuer {issuer!r} is not written to {key}: {problem}"
 _HINT_ISSUER = (
     'set key = "mgmt_token" for the management token of an influxctl-management policy and key = "token" for '
@@ -572,7 +584,9 @@ class InfluxctlProfileStore:
     def publish(self, record: TokenRecord, expected_version: str | None) -> str:
         """Write ``record`` as the profile's value under ``key``, compare-and-set on ``expected_version``.
 
-        ConflictError if the profile's value changed since. A record that already is the current
+        ConflictError if the profile's value changed since, or if the profile names another cluster
+        than at this store's last read (:meth:`target` answered from that read; the version does not
+        cover the cluster): nothing is written. A record that already is the current
         value returns its version without writing anything, unless ``expected_version`` is that
         version: then only its sidecar entry's generation moves, and so the version (recovery's
         fencing write). A write that leaves the value as it was (an adopt) moves the generation
@@ -609,6 +623,7 @@ class InfluxctlProfileStore:
                 # way. The value stays; its entry's generation, and so the version, moves on, so that
                 # such a publish (compare-and-set on the version before) fails.
                 return self._next_generation(directory, snap, state.version)
+            self._check_same_place(snap)
             if state.version != expected_version:
                 raise ConflictError(
                     _ERR_CONFLICT.format(
@@ -650,6 +665,25 @@ class InfluxctlProfileStore:
             state.token_id or ("an unmanaged value" if state.version else f"no {self._key}"),
         )
         return new_version
+
+    def _check_same_place(self, snap: _Snapshot) -> None:
+        """ConflictError unless the profile names the cluster it named at this store's last read.
+
+        The compare-and-set version covers the value only: a profile pointed at another cluster after
+        PLAN read it (and after the engine compared :meth:`target` with the issuer's) would otherwise
+        be written, and influxctl would send the token minted for one cluster to the other. Before
+        the store's first read (a fresh store) there is nothing to compare with."""
+        before = self._connection
+        if before is _UNREAD:
+            return
+        now = _connection_of(snap.data["profile"][snap.index])
+        if _same_place(before, now):
+            return
+        raise ConflictError(
+            _ERR_MOVED_PROFILE.format(where=self._location, profile=self._profile, path=snap.path,
+                                      before=_describe_connection(before), now=_describe_connection(now)),
+            hint=_HINT_MOVED_PROFILE,
+        )
 
     def _next_generation(self, directory: _Dir, snap: _Snapshot, version: str | None) -> str:
         assert snap.value is not None
@@ -1064,6 +1098,21 @@ if TYPE_CHECKING:  # static conformance: mypy checks InfluxctlProfileStore again
 def _connection_of(profile: Mapping[str, Any]) -> dict[str, Any]:
     """The profile's :data:`CONNECTION_KEYS` that it has (none of them is a credential)."""
     return {key: profile[key] for key in CONNECTION_KEYS if key in profile}
+
+
+def _same_place(before: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """Whether two :data:`CONNECTION_KEYS` sets send tokens to one place: the same cluster however
+    spelled (:func:`connection_target`); where neither names a cluster, the same keys as written."""
+    was, is_ = connection_target(before), connection_target(now)
+    return was == is_ if was is not None or is_ is not None else dict(before) == dict(now)
+
+
+def _describe_connection(connection: Mapping[str, Any]) -> str:
+    target = connection_target(connection)
+    if target is not None:
+        return target
+    keys = ", ".join(f"{key} = {value!r}" for key, value in connection.items())
+    return f"no cluster rotator can name ({keys or 'no ' + ', '.join(CONNECTION_KEYS)})"
 
 
 def _sidecar(config: Path) -> Path:
