@@ -79,8 +79,10 @@ from rotator.core.journal import (
 from rotator.core.one_line import one_line
 from rotator.core.retry import RetryPolicy, call_with_retry
 from rotator.core.revocation_rule import (
+    ABANDONED_PREFIX,
     CLOCK_SLACK,
     Claim,
+    abandoned_note,
     carries_tag,
     check_not_current,
     check_revocable,
@@ -111,8 +113,6 @@ MINT_START_SLACK = timedelta(seconds=1)
 #: RunResult states that are not run states: a dry run's plan, and a run that was not due
 DRY_RUN = "dry-run"
 NOTHING_TO_DO = "nothing-to-do"
-#: an abandoned run's ``error`` starts with this, and the person's reason follows (Engine.abandon_run)
-_ABANDONED_PREFIX = "abandoned by hand: "
 
 
 class _AnyRun:
@@ -513,7 +513,11 @@ class Engine:
         Refused (ConfigError) for a run that is not open, not this policy's, or that plain recovery
         settles: one minted where the issuer points now, one that records no target (judged wherever
         the issuer points), one that minted nothing (planned; a bootstrap's) or whose token a store holds
-        (rolled forward). The same command again says the run was abandoned already."""
+        (rolled forward). The same command again says the run was abandoned already.
+
+        A published run whose tag is still searched (a try of its mint had no answer) is open in one
+        way only, that search, which never ends at another target (:meth:`_search_tags`): for it, the
+        search is ended instead (:meth:`_abandon_tag_search`) and the run stays as it is."""
         reason = reason.strip()
         policy = self.policy.name
         if not reason:
@@ -529,25 +533,15 @@ class Engine:
                                                               if run is not None else ""),
                     hint=f"the message of {recover} names the run it cannot close; `rotator status --output json "
                     f"{policy}` counts the open runs")
+            if run.state in RunState.SUCCESS:
+                return self._abandon_tag_search(run, reason)
             if run.state not in RunState.OPEN:
-                if run.state == RunState.FAILED and (run.error or "").startswith(_ABANDONED_PREFIX):
+                if run.state == RunState.FAILED and (run.error or "").startswith(ABANDONED_PREFIX):
                     return f"run {run_id}: already abandoned ({run.error})"  # the same command again
                 raise ConfigError(f"run {run_id} of policy {policy} is {run.state}, not open: nothing to abandon",
                                   hint="only an unfinished run that recovery cannot close is abandoned")
-            target = target_of(self.issuer)
-            if run.issuer_target is None or target is None:
-                raise ConfigError(
-                    f"run {run_id} of policy {policy}: " + (
-                        "the run records no target (journaled before schema 10, or by an issuer that names none)"
-                        if run.issuer_target is None else "the policy's issuer names no target now")
-                    + ", so nothing says it minted elsewhere: rotator judges it where the issuer points; "
-                    "--abandon is only for a run minted at another target than the issuer's",
-                    hint=f"run {recover}: it searches for the run's token there, revokes it and closes the run")
-            if run.issuer_target == target:
-                raise ConfigError(
-                    f"run {run_id} of policy {policy} minted on {target}, where the policy's issuer points now: "
-                    "rotator can search there; --abandon is only for a run minted at another target",
-                    hint=f"run {recover}: it revokes what the run left on {target} and closes the run")
+            target = self._abandon_target(run, "it searches for the run's token there, revokes it and closes the run",
+                                          "it revokes what the run left on {target} and closes the run")
             if run.kind == "bootstrap" or run.state == RunState.PLANNED:
                 what = ("a bootstrap's (its token is a person's)" if run.kind == "bootstrap"
                         else "planned: it minted nothing")
@@ -570,10 +564,8 @@ class Engine:
                 # (failed: it ended without publishing; not done, nothing was revoked. The reason is kept
                 # with the row, which outlives a prune of the event.)
                 ended = {"tag_search_until": None} if run.tag_search_until is not None else {}
-                self.journal.update_run(
-                    run, fence=self._fence, state=RunState.FAILED, finished_at=now, **ended,
-                    error=f"{_ABANDONED_PREFIX}{reason}; minted on {run.issuer_target}, not searched or revoked "
-                    f"there (the policy's issuer names {target})")
+                self.journal.update_run(run, fence=self._fence, state=RunState.FAILED, finished_at=now, **ended,
+                                        error=abandoned_note(reason, run.issuer_target or "", target))
                 self._event("recover", "abandoned", run_id, token_id=token, reason=reason,
                             minted_on=run.issuer_target, issuer_target=target)
         what = f"its token {token}" if token else f"any token tagged {self.policy.tag(run_id)}"
@@ -581,6 +573,57 @@ class Engine:
                          run.issuer_target, reason)
         return (f"run {run_id}: abandoned, closed as failed; reason: {reason}; {what} may still be valid on "
                 f"{run.issuer_target}: if that cluster still exists, revoke it there with the issuer's own tool")
+
+    def _abandon_target(self, run: RunRecord, settles: str, settles_here: str) -> str:
+        """The issuer's target now, for :meth:`abandon_run` of ``run``: ConfigError unless the run records
+        where it minted and that is another place (elsewhere nothing stops rotator from searching there,
+        and ``settles`` / ``settles_here`` (with ``{target}``) say what the command the hint names does)."""
+        policy, target = self.policy.name, target_of(self.issuer)
+        recover = f"`rotator recover {policy}`"
+        if run.issuer_target is None or target is None:
+            raise ConfigError(
+                f"run {run.run_id} of policy {policy}: " + (
+                    "the run records no target (journaled before schema 10, or by an issuer that names none)"
+                    if run.issuer_target is None else "the policy's issuer names no target now")
+                + ", so nothing says it minted elsewhere: rotator judges it where the issuer points; "
+                "--abandon is only for a run minted at another target than the issuer's",
+                hint=f"run {recover}: {settles}")
+        if run.issuer_target == target:
+            raise ConfigError(
+                f"run {run.run_id} of policy {policy} minted on {target}, where the policy's issuer points now: "
+                "rotator can search there; --abandon is only for a run minted at another target",
+                hint=f"run {recover}: {settles_here.format(target=target)}")
+        return target
+
+    def _abandon_tag_search(self, run: RunRecord, reason: str) -> str:
+        """:meth:`abandon_run` of a published run (under its lease): end the search of its tag, which a
+        try of its mint without an answer left (RunRecord.tag_search_until) and which at another target
+        than the run's never ends, every pass warning again. The run published fine and stays as it is;
+        the end of the search is fenced and compare-and-set (Journal.end_tag_search), audited as
+        ``recover`` / ``abandoned`` with ``tag_search`` and the reason. A token that late try created on
+        the old target, if any, is left there. No search left (ended by a pass, or abandoned already):
+        nothing to do, said so (the same command again)."""
+        policy, run_id, until = self.policy.name, run.run_id, run.tag_search_until
+        tag = self.policy.tag(run_id)
+        if until is None:
+            return (f"run {run_id}: {run.state}, and no search of its tag is left (ended, or abandoned already): "
+                    "nothing to abandon")
+        target = self._abandon_target(run, "it searches the run's tag there and ends the search once its window "
+                                      "has passed", "it searches the run's tag on {target} and ends the search "
+                                      "once its window has passed")
+        with self._step():
+            ended = self.journal.end_tag_search(policy, run_id, until, fence=self._fence)
+            if ended:
+                self._event("recover", "abandoned", run_id, reason=reason, minted_on=run.issuer_target,
+                            issuer_target=target, tag_search=True, tag_search_until=until.isoformat())
+        if not ended:  # (compare-and-set: the row no longer holds the search it was read with)
+            return f"run {run_id}: no search of its tag is left (ended meanwhile): nothing to abandon"
+        self.log.warning("run %s: the search of its tag abandoned without searching %s; reason: %s", run_id,
+                         run.issuer_target, reason)
+        return (f"run {run_id}: the search of its tag abandoned, the run stays {run.state} (it published token "
+                f"{run.new_token_id}); reason: {reason}; a token tagged {tag} that a try of its mint without an "
+                f"answer created late may still be valid on {run.issuer_target}: if that cluster still exists, "
+                "revoke it there with the issuer's own tool")
 
     def bootstrap(self, value: Secret, token_id: str, expires_at: datetime | None, *,
                   replace: bool = False, reason: str = "") -> RunResult:
@@ -1292,6 +1335,7 @@ class Engine:
     def _roll_forward(self, run: RunRecord, states: dict[str, StoreState], holder: str) -> None:
         source = states[holder].record
         assert source is not None
+        self._check_roll_forward_targets(run)
         stores = dict(self.stores)
         for name, state in states.items():
             if state.token_id == run.new_token_id:
@@ -1464,11 +1508,15 @@ class Engine:
         RunRecord.tag_search_until, and where it minted: RunRecord.issuer_target). The search that
         starts at or after that time is the last: the run's search ends. A failure is logged and leaves
         the search for the next pass (recover, revoke-expired, the next rotation), a search at another
-        issuer than the run's too (it never ends there). ``credential``: PLAN's (else read from the stores)."""
+        issuer than the run's too (it never ends there: a person ends it, `recover --abandon`).
+        ``credential``: PLAN's (else read from the stores)."""
         actions: list[str] = []
         for run_id, keep, until, minted_on in searches:
             last = self.clock.now() >= until  # (before the listing: what it shows is then final)
             try:
+                # (before the stores are read: at another target its hint names the way out for a run that
+                # published, `recover --abandon`, which ends this search and leaves the run as it is)
+                check_run_target(self.policy.name, run_id, minted_on, target_of(self.issuer), published=True)
                 if isinstance(credential, _Unread):
                     credential = self._credential_from(self._read_stores())
                 found = self._sweep_run_tag(run_id, credential, keep, minted_on=minted_on)
@@ -1579,6 +1627,39 @@ class Engine:
                     "or account_id/cluster_id), or at another profile that names it (`profile` of the store), or "
                     "correct [policy.issuer] if it is what names the wrong cluster; then run the same command again",
                 )
+
+    def _check_roll_forward_targets(self, run: RunRecord) -> None:
+        """:meth:`_check_store_targets` for recovery's roll-forward of ``run`` (each store answering from the
+        read recovery just made): a store re-pointed since PLAN (an influxctl profile now naming another
+        cluster) must not be handed the run's token. Compared with where that token is valid, the cluster
+        the run minted on (its recorded target; the issuer's now for a run that records none): a store
+        still naming that cluster gets a token that works there, whatever the issuer names now (the next
+        rotation's PLAN refuses that mismatch), and a store pointed at the issuer's new cluster would get a
+        token that cluster does not know. ConfigError before any write: recovery fails, the run stays open
+        (`recovery failed: ...`), and the same `rotator recover` rolls it forward once the store names that
+        cluster again."""
+        minted_on: str | None = None
+        for name, store in self.stores:
+            store_target = target_of(store)
+            if store_target is None:
+                continue
+            minted_on = minted_on or run.issuer_target or target_of(self.issuer)
+            if minted_on is None:
+                return  # nothing says where the token is valid: nothing to compare with
+            if store_target == minted_on:
+                continue
+            policy = self.policy.name
+            raise ConfigError(
+                f"run {run.run_id}: store {name!r} ({store.location}) sends the token to {store_target}, but the run's "
+                f"token {run.new_token_id} was minted on {minted_on}: rolling it forward would hand it to another "
+                "cluster; nothing was written, and the run stays open",
+                hint=f"point the store at {minted_on} again (an influxctl profile: its product and host/port or "
+                f"account_id/cluster_id), or at another profile that names it (`profile` of the store), and run "
+                f"`rotator recover {policy}` again: it publishes the run's token to every store. To move the policy "
+                f"to {store_target}, point the store there after that, with the issuer, and rotate; if {minted_on} "
+                f"is gone for good, publish a token of {store_target} with `rotator bootstrap {policy} --replace "
+                "--reason TEXT --token-file F --token-id ID` (docs/operations.md)",
+            )
 
     def _check_ownership(self, name: str, state: StoreState) -> None:
         if state.version is not None and not state.managed and not self.policy.adopt:

@@ -32,8 +32,33 @@ from rotator.config.timefmt import as_utc
 from rotator.core.contracts import TokenInfo
 from rotator.core.errors import NeedsAttention
 
-__all__ = ["CLOCK_SLACK", "Claim", "carries_tag", "check_not_current", "check_revocable", "check_run_target",
-           "check_same_target"]
+__all__ = ["ABANDONED_PREFIX", "CLOCK_SLACK", "Claim", "abandoned_note", "carries_tag", "check_not_current",
+           "check_revocable", "check_run_target", "check_same_target", "read_abandoned_note"]
+
+#: an abandoned run's ``error`` starts with this, and the person's reason follows (Engine.abandon_run)
+ABANDONED_PREFIX = "abandoned by hand: "
+_MINTED_ON = "; minted on "
+_NOT_SEARCHED = ", not searched or revoked there (the policy's issuer names "
+
+
+def abandoned_note(reason: str, minted_on: str, target: str) -> str:
+    """What an abandoned run's row keeps in ``error``: the person's reason and where the run minted.
+    The row outlives a prune of the run's ``recover`` / ``abandoned`` event, so the report reads it
+    back (:func:`read_abandoned_note`) where the chain no longer holds that event."""
+    return f"{ABANDONED_PREFIX}{reason}{_MINTED_ON}{minted_on}{_NOT_SEARCHED}{target})"
+
+
+def read_abandoned_note(error: str | None) -> tuple[str, str | None] | None:
+    """The reason and where the run minted, from a row :func:`abandoned_note` wrote (None: not one of
+    those). The reason is a person's text and may hold anything, "; minted on " included: the last one
+    starts the part rotator wrote (no target holds it)."""
+    if not error or not error.startswith(ABANDONED_PREFIX):
+        return None
+    text = error[len(ABANDONED_PREFIX):]
+    reason, found, rest = text.rpartition(_MINTED_ON)
+    if not found or _NOT_SEARCHED not in rest:
+        return text, None  # (a row edited since, or written by hand: the reason is all there is)
+    return reason, rest.partition(_NOT_SEARCHED)[0]
 
 
 class Claim(NamedTuple):
@@ -88,24 +113,32 @@ def check_same_target(claim: Claim, target: str | None) -> None:
 
 
 def check_run_target(policy: str, run_id: str, minted_on: str | None, target: str | None, *,
-                     token_id: str | None = None) -> None:  # fmt: skip
+                     token_id: str | None = None, published: bool = False) -> None:  # fmt: skip
     """:func:`check_same_target` for what a run may have left behind that is found by its tag
     (``rotator:<policy>:<run_id>``): a search of that tag at another cluster finds nothing, which
     proves nothing. NeedsAttention, before the issuer is asked anything. Its hint also names the way out
     when the old target is gone for good, where pointing back cannot work: ``rotator recover --abandon``
-    (Engine.abandon_run)."""
+    (Engine.abandon_run), which closes an open run, or, for a ``published`` run (the search of its tag
+    after a mint try without an answer), ends that search and leaves the run as it is."""
     if minted_on is None or target is None or minted_on == target:
         return
     what = f"its token {token_id} and any token" if token_id else "any token"
+    abandon = f"`rotator recover --abandon {run_id} --reason TEXT {policy}`"
+    if published:
+        way_out = (f"end the search of its tag without it: {abandon} (the run stays published; if {minted_on} still "
+                   f"exists, revoke any token tagged rotator:{policy}:{run_id} there with the issuer's own tool)")
+        closed = "nothing was revoked, and its tag is searched again at the next pass"
+    else:
+        way_out = (f"close the run without it: {abandon} (if {minted_on} still exists, revoke "
+                   f"{'token ' + token_id if token_id else 'what the run left'} there with the issuer's own tool)")
+        closed = "nothing was revoked or closed"
     raise NeedsAttention(
         f"run {run_id} of policy {policy!r} minted on {minted_on}, but the policy's issuer now names {target}: "
         f"{what} tagged rotator:{policy}:{run_id} lives on {minted_on}, where rotator cannot search or revoke it "
-        f"now (finding none on {target} proves nothing); nothing was revoked or closed",
+        f"now (finding none on {target} proves nothing); {closed}",
         hint=f"point the policy's issuer at {minted_on} again and run `rotator recover {policy}` (it searches "
-        f"there, revokes what the run left and settles the run), then point it at {target} again; if {minted_on} "
-        f"is gone for good, close the run without it: `rotator recover --abandon {run_id} --reason TEXT {policy}` "
-        f"(if {minted_on} still exists, revoke {'token ' + token_id if token_id else 'what the run left'} there "
-        "with the issuer's own tool)",
+        f"there, revokes what the run left and settles {'its search' if published else 'the run'}), then point it "
+        f"at {target} again; if {minted_on} is gone for good, {way_out}",
     )
 
 

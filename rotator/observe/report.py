@@ -28,6 +28,7 @@ from rotator.config.timefmt import parse_rfc3339
 from rotator.core import audit_chain
 from rotator.core.errors import ConfigError, JournalError
 from rotator.core.journal import Journal, Revocation, RevocationState, RunRecord, RunState, dismissal_reason, ts
+from rotator.core.revocation_rule import read_abandoned_note
 from rotator.observe.compliance import max_age_of
 from rotator.observe.untrusted_text import csv_cell, masked, one_line
 
@@ -88,6 +89,9 @@ class Rotation:
     #: the run says it published and the chain has no such event (the runs table, which the chain
     #: does not cover, was written to): False; not published, or its events pruned: None
     in_chain: bool | None = None
+    #: a person's `recover --abandon` of the run (closed as failed, its candidate not revoked) or of its
+    #: tag search, with the reason (:func:`_abandonments`), as a dismissed revocation's reason is shown
+    note: str | None = None
 
 
 @dataclass
@@ -147,6 +151,12 @@ class PolicyEvidence:
     #: published that token: the runs table was written to or deleted from. Each: run_id, step, at,
     #: token_id, problem. The age counts them (the chain's timeline), and so does the rotation count
     publications_without_run: list[dict[str, Any]] = field(default_factory=list)
+    #: listed runs whose row says a person abandoned them (``abandoned by hand: ...``) while the chain,
+    #: which holds that time, has no `recover` / `abandoned` event of them: the runs table was written to
+    abandoned_not_in_chain: list[str] = field(default_factory=list)
+    #: listed runs (or their tag searches) a person abandoned in the period, as the chain says (or the
+    #: row, where the chain no longer holds that time): counted as dismissed revocations are
+    abandoned: list[str] = field(default_factory=list)
     #: run ids, and revocations' token ids, whose rows hold a value rotator never writes (a time that
     #: does not parse): edited outside rotator, and left out of everything else the report computes
     unreadable_runs: list[str] = field(default_factory=list)
@@ -195,6 +205,9 @@ class PolicyEvidence:
             "revocations_pending": sum(1 for r in self.revocations if r.state == "pending"),
             "revocations_failed": sum(1 for r in self.revocations if r.state == "failed"),
             "revocations_dismissed": sum(1 for r in self.revocations if r.state == "dismissed"),
+            # (`recover --abandon`: a run closed without revoking its candidate, or a published run's tag
+            # search ended; like a dismissal, a person's decision with its reason, and no verdict of its own)
+            "runs_abandoned": len(self.abandoned),
             "failures": len(self.failures),
             "max_age_s": self.max_age_s,
             "max_observed_age_s": self.max_observed_age_s,
@@ -207,7 +220,7 @@ class PolicyEvidence:
             "republished": len(self.republished),
             # every run finding, each kind also counted on its own below
             "rotations_not_in_chain": len(self.not_in_chain) + len(self.publications_without_run)
-                                      + len(self.unreadable_runs),
+                                      + len(self.unreadable_runs) + len(self.abandoned_not_in_chain),
             "revocations_not_in_chain": len(self.revocations_not_in_chain) + len(self.unreadable_revocations),
             "publications_without_run": len(self.publications_without_run),
             "runs_unreadable": len(self.unreadable_runs),
@@ -239,7 +252,8 @@ class Evidence:
             [f"{p.policy}/{run_id}" for run_id in p.not_in_chain]
             + [f"{p.policy}/{m['run_id']} ({m['problem']}: the chain's `{m['step']}` event at {m['at']} names token "
                f"{m['token_id']})" for m in p.publications_without_run]
-            + [f"{p.policy}/{run_id} ({_UNREADABLE})" for run_id in p.unreadable_runs])]
+            + [f"{p.policy}/{run_id} ({_UNREADABLE})" for run_id in p.unreadable_runs]
+            + [f"{p.policy}/{run_id} ({_ABANDONED_NOT_IN_CHAIN})" for run_id in p.abandoned_not_in_chain])]
 
     @property
     def revocations_not_in_chain(self) -> list[str]:
@@ -263,7 +277,8 @@ class Evidence:
                  "rotations": [asdict(r) for r in p.rotations], "revocations": [asdict(r) for r in p.revocations],
                  "failures": [asdict(f) for f in p.failures], "pruned": p.pruned,
                  "publications_without_run": p.publications_without_run, "unreadable_runs": p.unreadable_runs,
-                 "unreadable_revocations": p.unreadable_revocations, "republished_runs": p.republished}
+                 "unreadable_revocations": p.unreadable_revocations, "republished_runs": p.republished,
+                 "abandoned_runs": p.abandoned, "abandoned_not_in_chain": p.abandoned_not_in_chain}
                 for p in self.policies
             ],
             "policies_not_in_file": self.not_in_file,
@@ -405,10 +420,14 @@ def _policy_evidence(
     runs_by_id = {r.run_id: r for r in runs}
     lo, hi = ts(start), ts(end)
     ev.period = (lo, hi)
+    abandoned = _abandonments(journal, policy, runs, began, history[0])
     for run in sorted(runs, key=lambda r: r.started_at):
         # Started or published in the period: a run that began before it and published in it is one
-        # of its rotations (a verify can wait minutes for a new token to become active).
-        if not (lo <= ts(run.started_at) < hi or (run.published_at is not None and lo <= ts(run.published_at) < hi)):
+        # of its rotations (a verify can wait minutes for a new token to become active). Or abandoned
+        # in it, as a dismissed revocation is listed in the period it was dismissed in.
+        gave_up = abandoned.get(run.run_id)
+        if not (lo <= ts(run.started_at) < hi or (run.published_at is not None and lo <= ts(run.published_at) < hi)
+                or (gave_up is not None and lo <= gave_up.at < hi)):
             continue
         run_events = by_run.get(run.run_id, [])
         until = run.published_at or run.finished_at or run.updated_at
@@ -423,8 +442,12 @@ def _policy_evidence(
         ev.rotations.append(Rotation(
             run.run_id, run.kind, run.state, ts(run.started_at), verified,
             ts(run.published_at) if run.published_at else None, run.old_token_id, run.new_token_id, instance,
-            _in_chain(journal, run, run_events, pruned_until, began),
+            _in_chain(journal, run, run_events, pruned_until, began), gave_up.text if gave_up is not None else None,
         ))  # fmt: skip
+        if gave_up is not None and gave_up.backed is False:
+            ev.abandoned_not_in_chain.append(run.run_id)
+        elif gave_up is not None and lo <= gave_up.at < hi:
+            ev.abandoned.append(run.run_id)
     ev.counted_in_pruned = [r.run_id for r in ev.rotations if r.in_chain is None and r.published_at
                             and r.state in RunState.SUCCESS and pruned_until and r.published_at <= pruned_until]
     revocations, ev.unreadable_revocations = _readable_revocations(journal, policy.name)
@@ -432,7 +455,7 @@ def _policy_evidence(
     for e in mine:
         if _failed(e):
             ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], masked(e["detail"].get("error")),
-                                       _ended(e, runs_by_id, revocations), e.get("instance")))  # fmt: skip
+                                       _ended(e, runs_by_id, revocations, abandoned), e.get("instance")))  # fmt: skip
     # A run the chain does not back is no evidence of a rotation: the age goes on from the token before.
     # Every run the age is computed from is checked, not only those listed (started in the period).
     listed = {r.run_id: r.in_chain for r in ev.rotations}
@@ -1159,7 +1182,8 @@ def _runs_the_age_uses(runs: list[RunRecord], start: datetime, stop: datetime) -
     return before[-1:] + [r for r in published if start <= (r.published_at or start) < stop]
 
 
-def _ended(event: dict[str, Any], runs: dict[str, RunRecord], revocations: Sequence[Revocation]) -> str:
+def _ended(event: dict[str, Any], runs: dict[str, RunRecord], revocations: Sequence[Revocation],
+           abandoned: Mapping[str, _Abandoned] | None = None) -> str:  # fmt: skip
     if event["step"] == "revoke_old":
         token = event["detail"].get("token_id")
         for rev in revocations:
@@ -1167,13 +1191,96 @@ def _ended(event: dict[str, Any], runs: dict[str, RunRecord], revocations: Seque
                 return f"revocation {rev.state}" + (f" at {ts(rev.done_at)}" if rev.done_at else "")
         return "revocation record pruned"
     run = runs.get(event["run_id"] or "")
+    gave_up = (abandoned or {}).get(event["run_id"] or "")
+    if gave_up is not None and not gave_up.tag_search and (run is None or run.state == RunState.FAILED):
+        return gave_up.text  # its candidate was not discarded: it may still be valid where it was minted
     if run is None:
         return "run record pruned" if event["run_id"] else "-"
     if run.state in RunState.SUCCESS:
-        return f"recovered: run {run.state}"
+        return f"recovered: run {run.state}" + (f"; {gave_up.text}" if gave_up is not None and gave_up.tag_search
+                                                else "")
     if run.state in RunState.OPEN:
         return f"still open ({run.state})"
     return f"run {run.state}" + (" (new token discarded, old kept)" if run.state == RunState.FAILED else "")
+
+
+@dataclass(frozen=True)
+class _Abandoned:
+    """A person's `recover --abandon` of a run (:func:`_abandonments`)."""
+
+    #: when, as the journal's time text: the event's (the row's end where the chain no longer holds it)
+    at: str
+    #: what the report says of it (:func:`_abandoned_text`)
+    text: str
+    #: a published run's tag search ended (the run stays as it is), not an open run closed as failed
+    tag_search: bool
+    #: a chained `recover` / `abandoned` event says so: True; only the row, where the chain no longer
+    #: holds that time (pruned, from before the chain) or cannot say (broken): None; only the row, where
+    #: the chain holds that time and no such event: False (the runs table was written outside rotator)
+    backed: bool | None
+
+
+def _abandonments(journal: Journal, policy: Policy, runs: Sequence[RunRecord], began: str | None,
+                  floor: str) -> dict[str, _Abandoned]:  # fmt: skip
+    """The policy's runs a person abandoned (``recover --abandon``), by run id. The chain decides, as
+    for a dismissed revocation: its `recover` / `abandoned` events. A failed run's row that says so
+    (``abandoned by hand: REASON; minted on ...``, kept with the row as a dismissal's reason is) stands
+    in where that event went with history the chain no longer holds (ended before ``floor``, where the
+    history it holds begins), or where the chain is broken (``began`` None: its events prove nothing);
+    elsewhere such a row is a claim the chain does not back (:attr:`_Abandoned.backed` False)."""
+    out: dict[str, _Abandoned] = {}
+    if began is not None:
+        with journal.audit_transaction(write=False) as (cur, _lock):
+            rows = cur.execute(
+                "SELECT at, run_id, detail FROM events WHERE policy = ? AND step = 'recover' AND result = 'abandoned' "
+                "AND (seq IS NOT NULL OR at <= ?) ORDER BY at", (policy.name, _unlinked_bound(cur)),
+            ).fetchall()
+        for at, run_id, text in rows:
+            if not run_id or not audit_chain.is_journal_time(at):
+                continue  # (an unlinked row's: verify names it)
+            try:
+                detail = json.loads(text)
+            except (ValueError, TypeError):
+                detail = None
+            detail = detail if isinstance(detail, dict) else {}
+            tag_search = bool(detail.get("tag_search"))
+            out[str(run_id)] = _Abandoned(str(at), _abandoned_text(
+                policy, str(run_id), _text_or_none(detail.get("token_id")), _text_or_none(detail.get("minted_on")),
+                _text_or_none(detail.get("reason")), tag_search=tag_search), tag_search, True)
+    for run in runs:
+        if run.run_id in out or run.state != RunState.FAILED:
+            continue
+        note = read_abandoned_note(run.error)
+        if note is None:
+            continue
+        at = ts(run.finished_at or run.updated_at)
+        # (its event is written after the row's end, in the same commit: at most as old as the history's start)
+        backed = None if began is None or at <= floor else False
+        reason, minted_on = note
+        out[run.run_id] = _Abandoned(at, _abandoned_text(policy, run.run_id, run.new_token_id, minted_on, reason,
+                                                         backed=backed), False, backed)
+    return out
+
+
+def _text_or_none(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+def _abandoned_text(policy: Policy, run_id: str, token_id: str | None, minted_on: str | None, reason: str | None,
+                    *, tag_search: bool = False, backed: bool | None = True) -> str:  # fmt: skip
+    """What the report says of an abandoned run: its candidate (or a token its tag names) was not revoked
+    and may still be valid where it was minted, and the person's reason (masked, as a dismissal's)."""
+    where = minted_on or "the cluster it minted on"
+    said = masked(reason) or "(none recorded)"
+    tagged = f"any token tagged {policy.tag(run_id)}"
+    if backed is False:
+        return (f"run failed; {_ABANDONED_NOT_IN_CHAIN}; candidate {token_id or '(none recorded)'} and {tagged} "
+                f"may still be valid on {where}; reason given: {said}")
+    if tag_search:
+        return (f"tag search abandoned by hand: {tagged} that a mint try without an answer created late not revoked, "
+                f"may still be valid on {where}; reason: {said}")
+    what = f"candidate {token_id}" if token_id else f"no candidate id recorded, {tagged}"
+    return f"abandoned by hand: {what} not revoked, may still be valid on {where}; reason: {said}"
 
 
 
@@ -1248,7 +1355,7 @@ _CSV_COLUMNS = (
     f"rotations [{CONTROLS['rotations']}]", f"max_age [{CONTROLS['max_age']}]", "max_observed_age",
     f"within_max_age [{CONTROLS['within_max_age']}]", f"within_90d [{CONTROLS['within_90d']}]",
     f"revocations_done [{CONTROLS['revocations']}]", "failures", f"chain_ok [{CONTROLS['chain']}]", "note",
-    "in_chain", "revocations_pending", "revocations_failed", "revocations_dismissed", "chain_head",
+    "in_chain", "revocations_pending", "revocations_failed", "revocations_dismissed", "runs_abandoned", "chain_head",
 )  # fmt: skip
 
 
@@ -1286,11 +1393,11 @@ def _csv(evidence: Evidence) -> str:
                     + (f"; {_undecided(p)}" if p.age_undecided else ""),
             # (as the JSON summary and the HTML one count them)
             "revocations_pending": s["revocations_pending"], "revocations_failed": s["revocations_failed"],
-            "revocations_dismissed": s["revocations_dismissed"],
+            "revocations_dismissed": s["revocations_dismissed"], "runs_abandoned": s["runs_abandoned"],
         })  # fmt: skip
         for r in p.rotations:
             writer.writerow({"record": "rotation", "policy": p.policy, **asdict(r), "in_chain": _yn(r.in_chain),
-                             "note": _REPUBLISHED if r.run_id in p.republished else None})
+                             "note": _REPUBLISHED if r.run_id in p.republished else r.note})
         for v in p.revocations:
             row = asdict(v)
             row["confirmed_by_issuer"] = _yn(v.confirmed_by_issuer)
@@ -1310,6 +1417,9 @@ def _csv(evidence: Evidence) -> str:
                              "in_chain": "yes", "note": m["problem"]})
         for run_id in p.unreadable_runs:
             writer.writerow({"record": "unreadable_run", "policy": p.policy, "run_id": run_id, "note": _UNREADABLE})
+        for run_id in p.abandoned_not_in_chain:
+            writer.writerow({"record": "abandoned_not_in_chain", "policy": p.policy, "run_id": run_id,
+                             "note": _ABANDONED_NOT_IN_CHAIN})
         for token_id in p.unreadable_revocations:
             writer.writerow({"record": "unreadable_revocation", "policy": p.policy, "token_id": token_id,
                              "note": _UNREADABLE})
@@ -1325,6 +1435,9 @@ _NOT_IN_FILE = ("the journal holds events of this policy in the period, a revoca
                 "before the period's end and did not revoke before its start (such a token stays valid, and nothing "
                 "rotates it any more), but the policy file no longer has it, so this report does not show it: report "
                 "with the policy file that had it, and revoke a token that is left")
+#: a listed run whose row says a person abandoned it, with no chained event that says so
+_ABANDONED_NOT_IN_CHAIN = ("its row says abandoned by hand, and the audit chain, which holds that time, has no "
+                           "recover/abandoned event of it: the runs table was written outside rotator")
 #: a listed run that published the token already current
 _REPUBLISHED = ("published the token already current (the same bootstrap again): no rotation, and the token ages on "
                 "from its first publication")
@@ -1333,7 +1446,8 @@ _REPUBLISHED = ("published the token already current (the same bootstrap again):
 _NOT_IN_CHAIN = ("Runs that say they published a token, with no event in the audit chain that says so (the "
                  "runs table is not chained: it was written to); they are not counted as rotations in the age. "
                  "Also publications the chain holds whose run row is missing or says otherwise (counted, the age "
-                 "included, as the chain says), and run rows rotator cannot read")
+                 "included, as the chain says), run rows rotator cannot read, and runs whose row says they were "
+                 "abandoned by hand with no chained event that says so (not counted as abandoned)")
 _REVOCATIONS_NOT_IN_CHAIN = ("Revocations that the journal's table marks done, or due later than the audit chain "
                              "allows, or in a state rotator never writes or the chain's tries do not end in (shown as "
                              "the chain says, else as failed), or that the chain scheduled or tried and the table "
@@ -1398,7 +1512,8 @@ def _html(evidence: Evidence) -> str:
     for p in evidence.policies:
         s = p.summary()
         parts.append(
-            f"<tr><td>{e(p.policy)}</td><td class=mono>{e(p.schedule)}</td><td>{s['rotations']}</td>"
+            f"<tr><td>{e(p.policy)}</td><td class=mono>{e(p.schedule)}</td><td>{s['rotations']}"
+            + (f" ({s['runs_abandoned']} abandoned)" if s["runs_abandoned"] else "") + "</td>"
             f"<td>{e(format_duration(timedelta(seconds=p.max_age_s)))}</td>"
             f"<td>{e(_age(p.max_observed_age_s))}"
             + (f" (up to {e(_age(p.max_age_bound_s))})" if p.max_age_bound_s is not None else "")
@@ -1428,9 +1543,9 @@ def _html(evidence: Evidence) -> str:
         parts.append(f"<h3>Rotations {_ctl('rotations')}</h3>")
         parts.append(_table(("run id", "kind", "state", "started", "verified", "published", "old token id",
                              "new token id", "instance", "in audit chain"),
-                            [(r.run_id, r.kind, r.state, r.started_at, r.verified_at, r.published_at,
-                              r.old_token_id, r.new_token_id, r.instance, _yn(r.in_chain))
-                             for r in p.rotations]))  # fmt: skip
+                            [(r.run_id, r.kind, r.state + (f" ({r.note})" if r.note else ""), r.started_at,
+                              r.verified_at, r.published_at, r.old_token_id, r.new_token_id, r.instance,
+                              _yn(r.in_chain)) for r in p.rotations]))  # fmt: skip
         parts.append(f"<h3>Revocations {_ctl('revocations')}</h3>")
         parts.append(_table(("token id", "run id", "reason", "due", "state", "done", "confirmed by issuer"),
                             [(v.token_id, v.run_id, v.reason, v.due_at, v.state + (f" ({v.note})" if v.note else ""),

@@ -203,9 +203,9 @@ def _build_parser() -> _Parser:
     p = add("recover")
     p.add_argument("policy", nargs="*")
     p.add_argument("--abandon", metavar="RUN_ID",
-                   help="close this unfinished run without searching for or revoking its token: only a run that "
-                   "minted on another cluster than the issuer's, one gone for good (one policy; needs --reason, "
-                   "audited)")
+                   help="close this unfinished run without searching for or revoking its token, or end the search "
+                   "of a published run's tag (the run stays published): only a run that minted on another cluster "
+                   "than the issuer's, one gone for good (one policy; needs --reason, audited)")
     p.add_argument("--reason", default="", help="why the run is abandoned (audited), with --abandon")
     p = add("revoke-expired")
     p.add_argument("policy", nargs="*")

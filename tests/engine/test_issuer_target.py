@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import stat
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from rotator.core.retry import RetryPolicy
 from rotator.core.secret import Secret
 from rotator.observe.status import policy_status
 from rotator.sandbox.influxctl_state import STATE_ENV, FakeInfluxctl
-from rotator.testing import FakeClock, MemoryIssuer
+from rotator.testing import FakeClock, MemoryIssuer, MemoryStore
 from tests.engine.test_state_machine import GRACE, POLICY, Crash, World
 from tests.fakes.fixtures import BINARY
 
@@ -78,8 +79,10 @@ class Clusters:
 
 
 @pytest.fixture
-def clusters(tmp_path: Path, journal_url: str) -> Clusters:
-    return Clusters(tmp_path, journal_url)
+def clusters(tmp_path: Path, journal_url: str) -> Iterator[Clusters]:
+    made = Clusters(tmp_path, journal_url)
+    yield made
+    made.world.journal.close()  # (a PostgreSQL journal left open holds its connections: the server has ~100)
 
 
 def _active(issuer: MemoryIssuer, token_id: str) -> bool:
@@ -327,7 +330,7 @@ def _other_policy_run(clusters: Clusters) -> str:
     return "0ther0policy0run"
 
 
-@pytest.mark.parametrize("case", ["unknown run", "another policy's run", "published run", "closed by recovery",
+@pytest.mark.parametrize("case", ["unknown run", "another policy's run", "closed by recovery",
                                   "no target recorded", "planned", "a store holds its token"])
 def test_abandon_is_refused_where_the_run_is_not_open_not_the_policy_s_or_recovery_settles_it(
         clusters: Clusters, case: str) -> None:
@@ -339,17 +342,14 @@ def test_abandon_is_refused_where_the_run_is_not_open_not_the_policy_s_or_recove
     run_id = "no-such-run"
     if case == "another policy's run":
         run_id = _other_policy_run(clusters)
-    elif case in ("published run", "closed by recovery"):
-        if case == "closed by recovery":
-            world.crash_at = "minted"
-            with pytest.raises(Crash):
-                world.engine().rotate()
-            world.clock.advance(timedelta(minutes=5))
-            world.engine().recover()
-            (run,) = [r for r in world.journal.runs(POLICY, limit=0) if r.kind == "rotate"]
-            run_id = run.run_id
-        else:
-            run_id = world.engine().rotate().run_id or ""
+    elif case == "closed by recovery":
+        world.crash_at = "minted"
+        with pytest.raises(Crash):
+            world.engine().rotate()
+        world.clock.advance(timedelta(minutes=5))
+        world.engine().recover()
+        (run,) = [r for r in world.journal.runs(POLICY, limit=0) if r.kind == "rotate"]
+        run_id = run.run_id
     elif case != "unknown run":
         world.crash_at = {"planned": "planned", "a store holds its token": "published:a"}.get(case, "minted")
         with pytest.raises(Crash):
@@ -365,7 +365,6 @@ def test_abandon_is_refused_where_the_run_is_not_open_not_the_policy_s_or_recove
     says = {
         "unknown run": f"policy {POLICY} has no run no-such-run",
         "another policy's run": f"policy {POLICY} has no run 0ther0policy0run .it is a run of policy 'other'",
-        "published run": "is published, not open: nothing to abandon",
         "closed by recovery": "is failed, not open: nothing to abandon",
         "no target recorded": "the run records no target .*--abandon is only for a run minted at another target",
         "planned": "is planned: it minted nothing: recovery closes it",
@@ -409,6 +408,135 @@ def test_a_published_run_s_tag_search_does_not_end_at_another_cluster(clusters: 
     assert ended is not None and ended.tag_search_until is None
 
 
+def test_a_published_run_s_tag_search_at_a_decommissioned_cluster_is_abandoned_and_the_run_stays_published(
+        clusters: Clusters) -> None:
+    """The reviewer's scenario: a published run whose mint had a try without an answer keeps searching its
+    tag; with A gone for good nothing ended that search, every pass warned again, and the warning's hint
+    named `recover --abandon`, which refused any run that is not open. Now the hint says what abandon
+    does to a published run, and abandon ends the search (fenced, audited with the reason), leaving the
+    run as it is; the same command again says there is no search left. Where rotator can search (the
+    run's own target) it still refuses."""
+    world = clusters.world
+    t0 = world.bootstrap()
+    clusters.a.fail_next("mint", TransientError("issuer: no answer (simulated)"))
+    result = world.engine().rotate()
+    run = world.journal.get_run(result.run_id or "")
+    assert run is not None and run.state == RunState.PUBLISHED and run.tag_search_until is not None
+    with pytest.raises(ConfigError, match=f"minted on {A}, where the policy's issuer points now") as refused:
+        clusters.engine().abandon_run(run.run_id, "cluster A decommissioned")  # A is still there: search it
+    assert f"`rotator recover {POLICY}`: it searches the run's tag on {A}" in (refused.value.hint or "")
+    world.clock.advance(timedelta(minutes=10))
+    _gone(clusters.a)
+
+    clusters.use(clusters.b)
+    actions = clusters.engine().revoke_due()
+    (hint,) = [a for a in actions if f"run {run.run_id}: the search of its tag failed" in a]
+    assert f"if {A} is gone for good, end the search of its tag without it: " \
+        f"`rotator recover --abandon {run.run_id} --reason TEXT {POLICY}` (the run stays published" in hint, hint
+    assert "close the run" not in hint, hint
+    events = len(world.journal.events(POLICY, limit=1000))
+    b_calls = len(clusters.b.calls)
+    message = clusters.engine().abandon_run(run.run_id, "cluster A decommissioned, INC-43")
+    assert message.startswith(f"run {run.run_id}: the search of its tag abandoned, the run stays published (it "
+                              f"published token {result.new_token_id}); reason: cluster A decommissioned, "
+                              "INC-43"), message
+    assert f"may still be valid on {A}" in message, message
+    assert clusters.b.calls[b_calls:] == [], "nothing is asked of B"
+    after = world.journal.get_run(run.run_id)
+    assert after is not None and after.tag_search_until is None
+    assert (after.state, after.published_at, after.finished_at, after.error) == \
+        (run.state, run.published_at, run.finished_at, run.error), "the run is left as it is"
+    (event,) = [e for e in world.journal.events(POLICY, limit=1000)
+                if (e["step"], e["result"]) == ("recover", "abandoned")]
+    assert event["run_id"] == run.run_id and event["tag_search"] is True and "token_id" not in event, event
+    assert (event["reason"], event["minted_on"], event["issuer_target"]) == ("cluster A decommissioned, INC-43", A, B)
+    assert len(world.journal.events(POLICY, limit=1000)) == events + 1
+    assert world.journal.tag_searches(POLICY) == []
+    assert not any("the search of its tag failed" in a for a in clusters.engine().revoke_due()), "it ended"
+
+    again = clusters.engine().abandon_run(run.run_id, "cluster A decommissioned, INC-43")
+    assert again == (f"run {run.run_id}: published, and no search of its tag is left (ended, or abandoned already): "
+                     "nothing to abandon"), again
+    assert len(world.journal.events(POLICY, limit=1000)) == events + 1, "nothing audited again"
+    rotated = clusters.engine().rotate()
+    assert rotated.ok and rotated.old_token_id == result.new_token_id, rotated
+    assert not any("the search of its tag failed" in a for a in rotated.actions), rotated.actions
+    assert t0 != rotated.new_token_id and audit_chain.verify(world.journal).ok
+
+
+def test_abandon_of_a_published_run_without_a_search_changes_nothing(clusters: Clusters) -> None:
+    """A published run whose tag is not searched (its mint answered) has nothing to abandon: said so,
+    nothing changes, nothing is audited or asked (the same answer as abandon run again)."""
+    world = clusters.world
+    world.bootstrap()
+    run_id = world.engine().rotate().run_id or ""
+    before = [(r.run_id, r.state, r.error, r.tag_search_until) for r in world.journal.runs(POLICY, limit=0)]
+    events, asked_a = len(world.journal.events(POLICY, limit=1000)), _asked(clusters.a)
+    clusters.use(clusters.b)
+    message = clusters.engine().abandon_run(run_id, "cluster A decommissioned")
+    assert message == (f"run {run_id}: published, and no search of its tag is left (ended, or abandoned already): "
+                       "nothing to abandon"), message
+    assert [(r.run_id, r.state, r.error, r.tag_search_until) for r in world.journal.runs(POLICY, limit=0)] == before
+    assert len(world.journal.events(POLICY, limit=1000)) == events
+    assert _asked(clusters.a) == asked_a and _asked(clusters.b) == []
+
+
+C = "clustered cluster-c.example.com:443"
+
+
+class _Profile(MemoryStore):
+    """A store that says where its consumers send the token (contracts.Store ``target()``), as an
+    influxctl profile does; ``pointed_at`` is what the operator wrote in it."""
+
+    def __init__(self, path: str, pointed_at: str) -> None:
+        super().__init__(path)
+        self.pointed_at = pointed_at
+
+    def target(self) -> str | None:
+        return self.pointed_at
+
+
+@pytest.mark.parametrize("moved", ["the profile", "the profile and the issuer"])
+def test_recovery_rolls_a_run_forward_only_into_stores_that_send_its_token_where_it_was_minted(
+        clusters: Clusters, moved: str) -> None:
+    """A run killed after publishing to store a, then store b (a profile) pointed at another cluster:
+    recovery's roll-forward wrote the run's token (valid on A) into b, where its consumers send it to that
+    other cluster, a check rotate makes before its mint (Engine._check_store_targets) and recovery did
+    not. Now recovery refuses before any write (exit 2), the run stays open, and the same `recover`
+    rolls it forward once b names A again, the issuer pointed elsewhere or not (the token works on A)."""
+    world = clusters.world
+    world.stores = {"a": MemoryStore("a"), "b": _Profile("b", A)}
+    t0 = world.bootstrap()
+    world.crash_at = "published:a"
+    with pytest.raises(Crash):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs(POLICY)
+    candidate = run.new_token_id
+    assert candidate is not None and world.held() == {"a": candidate, "b": t0}
+    profile = world.stores["b"]
+    assert isinstance(profile, _Profile)
+    elsewhere = C if moved == "the profile" else B
+    profile.pointed_at = elsewhere
+    if moved == "the profile and the issuer":
+        clusters.use(clusters.b)
+
+    with pytest.raises(ConfigError, match=f"run {run.run_id}: store 'b' .* sends the token to {elsewhere}, but the "
+                       f"run's token {candidate} was minted on {A}") as refused:
+        clusters.engine().recover()
+    assert f"point the store at {A} again" in (refused.value.hint or "") and \
+        f"`rotator recover {POLICY}` again" in (refused.value.hint or ""), refused.value.hint
+    assert world.held() == {"a": candidate, "b": t0}, "nothing was written to b"
+    (stuck,) = world.journal.open_runs(POLICY)
+    assert stuck.run_id == run.run_id and stuck.state == run.state
+    assert (stuck.error or "").startswith("recovery failed: ") and elsewhere in (stuck.error or "")
+    assert [e["result"] for e in world.journal.events(POLICY, limit=1000) if e["step"] == "recover"] == ["error"]
+
+    profile.pointed_at = A  # the operator points the profile back at the cluster the token is valid on
+    (action,) = [a for a in clusters.engine().recover() if a.startswith(f"run {run.run_id}")]
+    assert action == f"run {run.run_id}: rolled forward, token {candidate} published to every store", action
+    assert world.held() == {"a": candidate, "b": candidate} and world.journal.open_runs(POLICY) == []
+
+
 def test_runs_without_a_target_and_issuers_without_one_are_judged_as_before(clusters: Clusters) -> None:
     """Rows from before schema 10 (NULL) and an issuer that names no target: the token is judged wherever
     the issuer points, as before (here always cluster A: each is revoked there when due)."""
@@ -442,6 +570,13 @@ def test_the_target_is_recorded_with_the_planned_run_and_a_journal_of_schema_9_i
     its runs read as NULL, and a new run (and a bootstrap's) records the issuer's target in its first row,
     as PLAN and bootstrap write it: no extra statement."""
     clusters = Clusters(tmp_path, journal_url)
+    try:
+        _upgraded_from_schema_9(clusters, journal_url)
+    finally:
+        clusters.world.journal.close()
+
+
+def _upgraded_from_schema_9(clusters: Clusters, journal_url: str) -> None:
     clusters.world.bootstrap()
     (boot,) = clusters.world.journal.runs(POLICY, limit=0)
     assert boot.kind == "bootstrap" and boot.issuer_target == A
