@@ -735,11 +735,12 @@ class Engine:
             # overwrites: adopt = true.)
             retire_last = (last.new_token_id if last is not None and last.new_token_id
                            and last.new_token_id != token_id else None)
-            if (not replace and last is not None and last.new_token_id == token_id
+            if (last is not None and last.new_token_id == token_id
                     and all(s.token_id == token_id and s.managed for s in states.values())):
-                # The same bootstrap run again (after an unclear end, say): done already. A new run would
-                # count as a rotation in the report and make the token look younger to status and the
-                # schedule, whose age runs from the last publication when the issuer gives no creation time.
+                # The same bootstrap run again (after an unclear end, say), a replacement's too (nothing is
+                # left to replace): done already. A new run would count as a rotation, or a second repair,
+                # in the report and make the token look younger to status and the schedule, whose age runs
+                # from the last publication when the issuer gives no creation time.
                 return self._nothing_to_do(
                     f"token {token_id} is bootstrapped already: it is the policy's current token (run "
                     f"{last.run_id}) and every store holds it; nothing was written")

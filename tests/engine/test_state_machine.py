@@ -750,3 +750,20 @@ def test_a_mint_that_starts_long_after_minting_was_journaled_moves_recovery_s_wa
     b.recover()
     assert not world.journal.open_runs(POLICY)
     world.check_invariants(settled=True)
+
+
+def test_a_replacement_bootstrap_run_again_after_it_succeeded_writes_nothing(world: World) -> None:
+    """`bootstrap --replace` run again (its answer lost, a script's retry) recorded a second replacement
+    that replaced nothing ("replaced (nothing)"): a repair counted twice in the audit trail and the
+    report, and the token made younger. Now, as for a plain bootstrap: nothing is written."""
+    world.bootstrap()
+    rotate(world)
+    value, human = world.issuer.tokens.create("made by a human to repair")
+    first = world.engine().bootstrap(Secret(value), human, None, replace=True, reason="incident")
+    assert first.ok and first.run_id is not None
+    events = len(world.journal.events(POLICY))
+    runs = len(world.journal.runs(POLICY, limit=0))
+    again = world.engine().bootstrap(Secret(value), human, None, replace=True, reason="incident")
+    assert again.ok and again.run_id is None, again
+    assert again.message.startswith(f"token {human} is bootstrapped already"), again.message
+    assert (len(world.journal.events(POLICY)), len(world.journal.runs(POLICY, limit=0))) == (events, runs)
