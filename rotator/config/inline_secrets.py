@@ -31,6 +31,7 @@ __all__ = [
     "find_token",
     "is_secret_name",
     "mask_tokens",
+    "starts_a_token",
     "string_values",
     "url_problem",
 ]
@@ -101,6 +102,16 @@ def find_token(value: str) -> bool:
 def mask_tokens(text: str) -> str:
     """``text`` with every token-looking part replaced by ``***`` (for messages that quote input)."""
     return _TOKEN.sub("***", text)
+
+
+def starts_a_token(text: str, start: int, part: str) -> bool:
+    """Whether ``part``, found in ``text`` at ``start`` right after a ``:`` (a run id after
+    ``rotator:<policy>:``), is the beginning of a token-shaped text rather than a word of its own: an
+    InfluxDB v2 token in standard base64 pasted after a tag has a + or / early on, and what comes before
+    it would read as a run id, and be shown as one. No token shape holds a ``:``, so a token that overlaps
+    ``part`` starts inside it: masking the text from ``start`` on finds it. Not the whole text: that can
+    mask what comes before (a policy named ``s.`` and 20 letters has a Vault token's shape)."""
+    return not mask_tokens(text[start:]).startswith(part)
 
 
 _EMBEDDED_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")

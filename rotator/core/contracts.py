@@ -37,6 +37,7 @@ __all__ = [
     "checked_settings",
     "side_effect_start_deadline",
     "target_of",
+    "dedicated_target",
     "target_host_port",
     "target_id",
 ]
@@ -314,6 +315,12 @@ def target_id(text: str) -> str:
         return str(uuid.UUID(text))
     except ValueError:
         return text.lower()
+
+
+def dedicated_target(account_id: str | None, cluster_id: str | None) -> str:
+    """The target of a Cloud Dedicated cluster, ``dedicated <account_id>/<cluster_id>``, as the influxctl
+    issuers and the management-api issuer spell it (:func:`target_id`)."""
+    return f"dedicated {target_id(account_id or '')}/{target_id(cluster_id or '')}"
 
 
 #: What :func:`call_timeout_of` assumes for an issuer that does not say (seconds).

@@ -1611,23 +1611,34 @@ class Engine:
         ``target()``, answered from the read PLAN just made) sends it where the issuer mints: an influxctl
         profile naming another cluster would hand the policy's token to that cluster (and its consumers
         would fail). Before any side effect, so nothing was minted or written."""
-        issuer_target: str | None = None
+        found = self._store_sent_elsewhere(lambda: target_of(self.issuer))
+        if found is None:
+            return
+        name, store, store_target, issuer_target = found
+        raise ConfigError(
+            f"store {name!r} ({store.location}) sends the token to {store_target}, but the policy's "
+            f"issuer ({self.policy.issuer_type}) mints at {issuer_target}: the token would go to another "
+            "cluster; nothing was minted or written",
+            hint="point the store at the issuer's cluster (an influxctl profile: its product and host/port "
+            "or account_id/cluster_id), or at another profile that names it (`profile` of the store), or "
+            "correct [policy.issuer] if it is what names the wrong cluster; then run the same command again",
+        )
+
+    def _store_sent_elsewhere(self, expected: Callable[[], str | None]) -> tuple[str, Store, str, str] | None:
+        """The first store that says where its consumers send the token (contracts.Store ``target()``) and
+        names another place than ``expected()`` (asked once, and only when a store says), as (name, store,
+        its target, the expected one); None when none does, or when ``expected()`` is unknown (None)."""
+        wanted: str | None = None
         for name, store in self.stores:
             store_target = target_of(store)
             if store_target is None:
                 continue
-            issuer_target = issuer_target or target_of(self.issuer)
-            if issuer_target is None:
-                return  # the issuer does not say where it mints: nothing to compare with
-            if store_target != issuer_target:
-                raise ConfigError(
-                    f"store {name!r} ({store.location}) sends the token to {store_target}, but the policy's "
-                    f"issuer ({self.policy.issuer_type}) mints at {issuer_target}: the token would go to another "
-                    "cluster; nothing was minted or written",
-                    hint="point the store at the issuer's cluster (an influxctl profile: its product and host/port "
-                    "or account_id/cluster_id), or at another profile that names it (`profile` of the store), or "
-                    "correct [policy.issuer] if it is what names the wrong cluster; then run the same command again",
-                )
+            wanted = wanted or expected()
+            if wanted is None:
+                return None  # nothing says where the token goes: nothing to compare with
+            if store_target != wanted:
+                return name, store, store_target, wanted
+        return None
 
     def _check_roll_forward_targets(self, run: RunRecord) -> None:
         """:meth:`_check_store_targets` for recovery's roll-forward of ``run`` (each store answering from the
@@ -1639,28 +1650,22 @@ class Engine:
         token that cluster does not know. ConfigError before any write: recovery fails, the run stays open
         (`recovery failed: ...`), and the same `rotator recover` rolls it forward once the store names that
         cluster again."""
-        minted_on: str | None = None
-        for name, store in self.stores:
-            store_target = target_of(store)
-            if store_target is None:
-                continue
-            minted_on = minted_on or run.issuer_target or target_of(self.issuer)
-            if minted_on is None:
-                return  # nothing says where the token is valid: nothing to compare with
-            if store_target == minted_on:
-                continue
-            policy = self.policy.name
-            raise ConfigError(
-                f"run {run.run_id}: store {name!r} ({store.location}) sends the token to {store_target}, but the run's "
-                f"token {run.new_token_id} was minted on {minted_on}: rolling it forward would hand it to another "
-                "cluster; nothing was written, and the run stays open",
-                hint=f"point the store at {minted_on} again (an influxctl profile: its product and host/port or "
-                f"account_id/cluster_id), or at another profile that names it (`profile` of the store), and run "
-                f"`rotator recover {policy}` again: it publishes the run's token to every store. To move the policy "
-                f"to {store_target}, point the store there after that, with the issuer, and rotate; if {minted_on} "
-                f"is gone for good, publish a token of {store_target} with `rotator bootstrap {policy} --replace "
-                "--reason TEXT --token-file F --token-id ID` (docs/operations.md)",
-            )
+        found = self._store_sent_elsewhere(lambda: run.issuer_target or target_of(self.issuer))
+        if found is None:
+            return
+        name, store, store_target, minted_on = found
+        policy = self.policy.name
+        raise ConfigError(
+            f"run {run.run_id}: store {name!r} ({store.location}) sends the token to {store_target}, but the run's "
+            f"token {run.new_token_id} was minted on {minted_on}: rolling it forward would hand it to another "
+            "cluster; nothing was written, and the run stays open",
+            hint=f"point the store at {minted_on} again (an influxctl profile: its product and host/port or "
+            f"account_id/cluster_id), or at another profile that names it (`profile` of the store), and run "
+            f"`rotator recover {policy}` again: it publishes the run's token to every store. To move the policy "
+            f"to {store_target}, point the store there after that, with the issuer, and rotate; if {minted_on} "
+            f"is gone for good, publish a token of {store_target} with `rotator bootstrap {policy} --replace "
+            "--reason TEXT --token-file F --token-id ID` (docs/operations.md)",
+        )
 
     def _check_ownership(self, name: str, state: StoreState) -> None:
         if state.version is not None and not state.managed and not self.policy.adopt:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum, nonmember
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote
 
 from rotator.config.extras import install_hint
@@ -1656,6 +1656,29 @@ class Overview:
     pending: dict[str, tuple[tuple[datetime, datetime | None], ...]]
     failed: dict[str, int]
     leases: dict[str, datetime]
+    #: how many policies a message about unfinished work names one by one (the rest are counted): the
+    #: daemon's refusal of a reload that drops them, and the CLI's warning
+    NAMED_AT_MOST: ClassVar[int] = 20
+
+    def unfinished_work(self, names: Collection[str]) -> dict[str, str]:
+        """Of ``names``, the policies the journal holds unfinished work of (open runs, pending or failed
+        revocations), each with what it holds: the work only that policy's issuer and stores can end."""
+        work: dict[str, str] = {}
+        for name in sorted(set(names) & {*self.open_runs, *self.pending, *self.failed}):
+            held = []
+            runs = self.open_runs.get(name, (0, 0))[0]
+            if runs:
+                held.append(f"{runs} open run{'s' if runs > 1 else ''} (a candidate token may be valid)")
+            pending = self.pending.get(name, ())
+            if pending:
+                held.append(f"{len(pending)} pending revocation{'s' if len(pending) > 1 else ''} (the first due "
+                            f"{ts(pending[0][0])})")
+            failed = self.failed.get(name, 0)
+            if failed:
+                held.append(f"{failed} failed revocation{'s' if failed > 1 else ''} (the token is still valid)")
+            if held:
+                work[name] = ", ".join(held)
+        return work
 
 
 #: the last successful run of each policy of ``p`` (a common table expression of policy names; a tie:

@@ -63,7 +63,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from rotator.config import registry
-from rotator.config.inline_secrets import mask_tokens
+from rotator.config.inline_secrets import mask_tokens, starts_a_token
 from rotator.config.policy_types import Policy
 from rotator.config.timefmt import as_utc, rfc3339, rfc3339_or_none
 from rotator.core.clock import Clock
@@ -704,14 +704,8 @@ def _tags(description: str) -> list[tuple[str, str]]:
     before it was read as a run id, shown unmasked (the description masks the whole value) and counted
     as a suspicious tag. Whatever follows the run id is not refused for it: ``rotator:p:<run>/x`` is a tag.
     """
-    found = set()
-    for match in _TAG.finditer(description):
-        # No token shape holds a ':', so a token that overlaps the run id starts inside it: masking the
-        # text from the run id on finds it. Not the whole description: that can mask a policy's name
-        # (``s.`` and 20 letters is a legal name and a Vault token's shape).
-        if mask_tokens(description[match.start(2):]).startswith(match.group(2)):
-            found.add((match.group(1), match.group(2)))
-    return sorted(found)
+    return sorted({(match.group(1), match.group(2)) for match in _TAG.finditer(description)
+                   if not starts_a_token(description, match.start(2), match.group(2))})
 
 
 def _masked(text: str | None) -> str | None:

@@ -590,6 +590,16 @@ def _unlinked_bound(cur: Any) -> str:
     return "9999" if bound is None else bound
 
 
+def _event_detail(text: Any) -> dict[str, Any]:
+    """An event row's ``detail`` as a dict; {} for one that is not a JSON object (edited outside
+    rotator: verify names it, and the report judges the event without it)."""
+    try:
+        detail = json.loads(text)
+    except (ValueError, TypeError):
+        return {}
+    return detail if isinstance(detail, dict) else {}
+
+
 def _chained_publications(journal: Journal, policy: str, stop: str) -> list[_Publication]:
     """The policy's publications before ``stop`` that the chain holds (and those from before it, as
     :func:`audit_chain.chained_events` takes them), oldest first."""
@@ -604,11 +614,7 @@ def _chained_publications(journal: Journal, policy: str, stop: str) -> list[_Pub
     for seq, at, run_id, step, text in rows:
         if not audit_chain.is_journal_time(at):
             continue  # (an unlinked row's: verify names it; a link's cannot be edited in a chain that holds)
-        try:
-            detail = json.loads(text)
-        except (ValueError, TypeError):
-            detail = None
-        detail = detail if isinstance(detail, dict) else {}
+        detail = _event_detail(text)
         made = _due_text(detail.get("token_created_at")) if step == "bootstrap" else None
         out.append(_Publication(str(at), str(run_id or ""), str(step),
                                 str(detail["token_id"]) if detail.get("token_id") else None,
@@ -943,11 +949,7 @@ def _revocation_stories(journal: Journal, policy: str,
 
     for order, (_seq, at, run_id, step, result, text) in enumerate(rows):
         at, run_id = str(at), str(run_id)
-        try:
-            detail = json.loads(text)
-        except (ValueError, TypeError):
-            detail = None
-        detail = detail if isinstance(detail, dict) else {}
+        detail = _event_detail(text)
         if step == "plan":
             plans[run_id] = str(detail["old_token_id"]) if detail.get("old_token_id") else None
         elif step == "bootstrap" and result == "replace":
@@ -1129,11 +1131,7 @@ def _prune_cutoff(journal: Journal) -> str:
                            (audit_chain.JOURNAL_POLICY,)).fetchall()
     cutoffs = []
     for (text,) in rows:
-        try:
-            detail = json.loads(text)
-        except (ValueError, TypeError):
-            continue
-        cutoff = _due_text(detail.get("cutoff")) if isinstance(detail, dict) else None
+        cutoff = _due_text(_event_detail(text).get("cutoff"))
         if cutoff:
             cutoffs.append(cutoff)
     return max(cutoffs, default="")
@@ -1238,11 +1236,7 @@ def _abandonments(journal: Journal, policy: Policy, runs: Sequence[RunRecord], b
         for at, run_id, text in rows:
             if not run_id or not audit_chain.is_journal_time(at):
                 continue  # (an unlinked row's: verify names it)
-            try:
-                detail = json.loads(text)
-            except (ValueError, TypeError):
-                detail = None
-            detail = detail if isinstance(detail, dict) else {}
+            detail = _event_detail(text)
             tag_search = bool(detail.get("tag_search"))
             out[str(run_id)] = _Abandoned(str(at), _abandoned_text(
                 policy, str(run_id), _text_or_none(detail.get("token_id")), _text_or_none(detail.get("minted_on")),

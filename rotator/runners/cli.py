@@ -554,12 +554,9 @@ def _report_removed_work(config: Config | ConfigSummary, journal: Journal) -> bo
     removed = {*overview.open_runs, *overview.pending, *overview.failed} - {p.name for p in config.policies}
     if not removed:
         return False
-    # Only here: the daemon module imports the engine and the policy model, which `status` from its
-    # cached summary does without (tests/runners/test_cli_startup.py)
-    from rotator.runners.daemon import _NAMED_AT_MOST, _unfinished_work
-
-    work = _unfinished_work(overview, removed)
-    for name, held in list(work.items())[:_NAMED_AT_MOST]:
+    work = overview.unfinished_work(removed)
+    at_most = overview.NAMED_AT_MOST
+    for name, held in list(work.items())[:at_most]:
         # (a name read from the journal: its control characters are written out)
         print(one_line(f"rotator: attention: policy {name!r} is not in {config.path} but the journal holds its "
                        f"unfinished work: {held}; without its issuer and store settings nothing recovers its runs "
@@ -571,8 +568,8 @@ def _report_removed_work(config: Config | ConfigSummary, journal: Journal) -> bo
             f"`rotator revoke-expired --retry-failed {name}`, or for `rotator revoke-expired --dismiss TOKEN_ID "
             f"--reason TEXT {name}` if the token must stay valid (docs/daemon.md, Removing a policy)")),
             file=sys.stderr)
-    if len(work) > _NAMED_AT_MOST:
-        print(f"rotator: attention: and {len(work) - _NAMED_AT_MOST} more policies not in {config.path} with "
+    if len(work) > at_most:
+        print(f"rotator: attention: and {len(work) - at_most} more policies not in {config.path} with "
               "unfinished work in the journal", file=sys.stderr)
     return bool(work)
 

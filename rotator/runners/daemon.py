@@ -290,39 +290,14 @@ def _journal_left_behind(path: Path, config: Config) -> None:
              f"are relative to the link's directory, {path.parent}, as for every other rotator command")
 
 
-#: the policies a refusal to drop unfinished work names one by one (the rest are counted)
-_NAMED_AT_MOST = 20
-
-
-def _unfinished_work(overview: Overview, names: set[str]) -> dict[str, str]:
-    """Of ``names``, the policies the journal holds unfinished work of (open runs, pending or failed
-    revocations), each with what it holds: the work only that policy's issuer and stores can end."""
-    work: dict[str, str] = {}
-    for name in sorted(names & {*overview.open_runs, *overview.pending, *overview.failed}):
-        held = []
-        runs = overview.open_runs.get(name, (0, 0))[0]
-        if runs:
-            held.append(f"{runs} open run{'s' if runs > 1 else ''} (a candidate token may be valid)")
-        pending = overview.pending.get(name, ())
-        if pending:
-            held.append(f"{len(pending)} pending revocation{'s' if len(pending) > 1 else ''} (the first due "
-                        f"{ts(pending[0][0])})")
-        failed = overview.failed.get(name, 0)
-        if failed:
-            held.append(f"{failed} failed revocation{'s' if failed > 1 else ''} (the token is still valid)")
-        if held:
-            work[name] = ", ".join(held)
-    return work
-
-
 def _dropped_work_error(path: Path, work: Mapping[str, str]) -> ConfigError:
     """The refusal of a reload whose policy file leaves out policies with unfinished work:
     their issuer and store settings leave with them, so nothing could recover their runs or revoke
     their tokens, and their metrics (RotatorRevocationOverdue) would go too."""
     names = list(work)
-    listed = "; ".join(f"policy {name!r}: {work[name]}" for name in names[:_NAMED_AT_MOST])
-    if len(names) > _NAMED_AT_MOST:
-        listed += f"; and {len(names) - _NAMED_AT_MOST} more policies"
+    listed = "; ".join(f"policy {name!r}: {work[name]}" for name in names[:Overview.NAMED_AT_MOST])
+    if len(names) > Overview.NAMED_AT_MOST:
+        listed += f"; and {len(names) - Overview.NAMED_AT_MOST} more policies"
     one = names[0] if len(names) == 1 else "NAME"
     return ConfigError(
         f"{len(names)} polic{'y' if len(names) == 1 else 'ies'} with unfinished work in the journal "
@@ -1073,7 +1048,7 @@ class Daemon:
         # A reload that leaves out a policy with unfinished work is refused; this is what the file held at
         # the start, or came after (another process's work, or a reload that could not read the journal).
         unknown = {*overview.open_runs, *overview.pending, *overview.failed} - set(self._views)
-        left = _unfinished_work(overview, unknown)
+        left = overview.unfinished_work(unknown)
         self.metrics.removed_policy_work.set(len(left))
         for name in sorted(left.keys() - self._warned_unknown):
             logger.error("the journal holds unfinished work of policy %r, which is not in %s: %s. Nothing does it "
@@ -1872,12 +1847,12 @@ class Daemon:
             overview = self.journal.overview(now, now)  # publications since now: none to read
         except RotatorError as exc:
             names = sorted(removed)
-            listed = ", ".join(names[:_NAMED_AT_MOST]) + (f" and {len(names) - _NAMED_AT_MOST} more"
-                                                           if len(names) > _NAMED_AT_MOST else "")
+            at_most = Overview.NAMED_AT_MOST
+            listed = ", ".join(names[:at_most]) + (f" and {len(names) - at_most} more" if len(names) > at_most else "")
             logger.warning("reload (%s): cannot read the journal to check that the policies it removes (%s) have no "
                            "unfinished work; reloading without that check: %s", reason, listed, _describe(exc))
             return
-        work = _unfinished_work(overview, removed)
+        work = overview.unfinished_work(removed)
         if work:
             raise _dropped_work_error(self.path, work)
 

@@ -1076,13 +1076,12 @@ def _tagged_run(pattern: re.Pattern[str], description: str) -> str | None:
 
     An InfluxDB v2 token (standard base64) pasted after the tag has a + or / 32-64 characters in about one
     time in four: what came before it was taken for a run id, logged (part of a token value in
-    CloudWatch) and the token for this function's. No token shape holds a ':', so a token that overlaps
-    the run id starts inside it: masking from the run id on finds it (as observe/inventory.py's _tags)."""
+    CloudWatch) and the token for this function's (inline_secrets.starts_a_token, as the inventory reads tags)."""
     for match in pattern.finditer(description):
         # Imported here, not at cold start: only a description that carries the tag needs it.
-        from rotator.config.inline_secrets import mask_tokens
+        from rotator.config.inline_secrets import starts_a_token
 
-        if mask_tokens(description[match.start(1):]).startswith(match.group(1)):
+        if not starts_a_token(description, match.start(1), match.group(1)):
             return match.group(1)
     return None
 

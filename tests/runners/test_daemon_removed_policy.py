@@ -232,11 +232,11 @@ def test_a_journal_unreadable_at_the_reload_does_not_refuse_it_and_the_sweep_rep
 def test_the_refusal_of_many_policies_names_twenty_and_counts_the_rest(tmp_path: Path) -> None:
     """Removing thousands of policies at once must not make a log line of megabytes."""
     from rotator.core.journal import Overview
-    from rotator.runners.daemon import _dropped_work_error, _unfinished_work
+    from rotator.runners.daemon import _dropped_work_error
 
     names = {f"p{i:03}" for i in range(25)}
     overview = Overview({}, {n: (1, 0) for n in names}, {}, {"p000": 2, "other": 1}, {})
-    work = _unfinished_work(overview, names)
+    work = overview.unfinished_work(names)
     assert work["p000"] == ("1 open run (a candidate token may be valid), "
                             "2 failed revocations (the token is still valid)")
     err = _dropped_work_error(tmp_path / "rotator.toml", work)

@@ -106,8 +106,8 @@ from rotator.core.contracts import (
     Store,
     TokenInfo,
     checked_settings,
+    dedicated_target,
     read_for_reading,
-    target_id,
 )
 from rotator.core.credentials import CredentialRef
 from rotator.core.errors import (
@@ -486,7 +486,7 @@ class ManagementApiIssuer:
         ids in its paths name the place."""
         settings = self.settings
         if settings.product == "dedicated":
-            return f"dedicated {target_id(settings.account_id or '')}/{target_id(settings.cluster_id or '')}"
+            return dedicated_target(settings.account_id, settings.cluster_id)
         return f"clustered {url_target(settings.management_base)}"
 
     @property

@@ -56,8 +56,8 @@ from rotator.core.contracts import (
     MintedToken,
     TokenInfo,
     checked_settings,
+    dedicated_target,
     target_host_port,
-    target_id,
 )
 from rotator.core.credentials import SETTINGS_CONFIG, CredentialRef, SettingsValue
 from rotator.core.errors import (
@@ -312,9 +312,9 @@ class InfluxctlSettings(SettingsValue):
 
 def profile_target(profile: ProfileSettings) -> str:
     """The issuer target (contracts.Issuer) of the cluster ``profile`` names: see InfluxctlIssuer.target.
-    Spelled by contracts.target_id and target_host_port, as the management-api issuer spells it."""
+    Spelled by contracts.dedicated_target and target_host_port, as the management-api issuer spells it."""
     if profile.product == "dedicated":
-        return f"dedicated {target_id(profile.account_id or '')}/{target_id(profile.cluster_id or '')}"
+        return dedicated_target(profile.account_id, profile.cluster_id)
     return f"clustered {target_host_port(profile.host or '', profile.port)}"
 
 
