@@ -2343,7 +2343,11 @@ def test_a_revocation_time_earlier_than_the_versions_allow_is_raised_and_reporte
     scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": f"rotator:revoke:{old}",
                                                             "Value": "2000-01-01T00:00:00Z"}])
     capsys.readouterr()
+    # moto's ListSecretVersionIds answers the time of the call as every CreatedDate (AWS answers the
+    # creation's): read before and after the invocation, the function's floor is between the two
+    created_before = _created(scene, token)
     report = scene.invoke({"action": "revoke-expired"})
+    created_after = _created(scene, token)
     assert report["revoked"] == [] and report["waiting"] == 1 and report["refused"] == []
     assert scene.fake.state.token_by_id(old)["revoked_at"] is None, "not inside its grace"
     (line,) = _compliance_lines(capsys)
@@ -2351,9 +2355,9 @@ def test_a_revocation_time_earlier_than_the_versions_allow_is_raised_and_reporte
     assert line["rotator_compliance"]["overdue_token_ids"] == [] and line["rotator_compliance"]["compliant"] is False
     (logged,) = [r.getMessage() for r in caplog.records if "ANOMALY" in r.getMessage() and r.levelno == logging.ERROR]
     assert "earlier than grace" in logged
-    floor = _created(scene, token) + GRACE
     written = datetime.fromisoformat(scene.tags()[f"rotator:revoke:{old}"].replace("Z", "+00:00"))
-    assert floor <= written < floor + timedelta(seconds=1), "grace after the replacing version's creation"
+    assert created_before + GRACE <= written < created_after + GRACE + timedelta(seconds=1), \
+        "grace after the replacing version's creation"
 
     scene.clock.advance(written - scene.clock.now() + timedelta(seconds=1))
     capsys.readouterr()
