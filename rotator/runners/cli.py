@@ -829,13 +829,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return worst
 
 
+#: an example each duration flag accepts (--keep-history is held to one day at least)
+_DURATION_EXAMPLES = {"--keep-history": "400d", "--max-age": "90d", "--revocation-slack": "1h"}
+
+
 def _duration_arg(flag: str, text: str) -> timedelta:
     from rotator.config.schedule import parse_duration
 
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise ConfigError(f"{flag}: {exc}", hint=f"e.g. {flag} 1h") from None
+        raise ConfigError(f"{flag}: {exc}", hint=f"e.g. {flag} {_DURATION_EXAMPLES.get(flag, '1h')}") from None
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
@@ -1253,7 +1257,7 @@ def _verified(journal: Journal) -> tuple[ChainReport, bool]:
 
 def _keep_history(args: argparse.Namespace, config: Config) -> timedelta:
     """`audit verify`'s keep_history: --keep-history, held to the floor the policy file's is, or the file's."""
-    if not args.keep_history:
+    if args.keep_history is None:  # given empty, it is refused below: an empty flag is no default
         return config.settings.keep_history
     keep = _duration_arg("--keep-history", args.keep_history)
     if (short := _history_too_short(config, keep)) is not None:
@@ -1288,9 +1292,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from rotator.core.journal import ts
 
     config = _config(args)
-    keep = (_duration_arg("--keep-history", args.keep_history) if args.keep_history
+    # `--keep-history ""` (an unset variable in a script) is refused, not the default: prune deletes
+    keep = (_duration_arg("--keep-history", args.keep_history) if args.keep_history is not None
             else config.settings.keep_history)  # fmt: skip
-    if args.keep_history and (short := _history_too_short(config, keep)) is not None:
+    if args.keep_history is not None and (short := _history_too_short(config, keep)) is not None:
         # The policy file's keep_history is held to this floor; the flag is too, or a prune of the whole
         # history (after a rewrite of the chain) would leave nothing for `audit verify --expect` to check.
         raise ConfigError(f"--keep-history {short.message}", hint=short.hint)

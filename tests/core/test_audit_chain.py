@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -915,6 +916,29 @@ def test_prune_keep_history_is_held_to_the_policy_file_s_floor(tmp_path: Path,
         assert sql("SELECT COUNT(*) FROM events")[0][0] == 4, "nothing pruned"
     code, out, err = _cli(tmp_path, capsys, "prune", "--keep-history", "1d")
     assert code == 0 and "nothing older than the retention period" in out, (out, err)
+
+
+def test_prune_and_verify_refuse_an_empty_keep_history_and_their_hint_is_accepted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--keep-history ""` (an unset variable in a script) pruned with the default, exit 0: prune
+    deletes, so an empty flag is refused like any other bad duration. And the hint of a bad one said
+    "e.g. --keep-history 1h", which the same flag refuses as shorter than a day."""
+    path = tmp_path / "j.db"
+    (tmp_path / "rotator.toml").write_text(
+        _POLICY_FILE.format(path=path).replace("[rotator]\n", '[rotator]\nkeep_history = "1d"\n'))
+    journal = open_journal(f"sqlite:///{path}")
+    _history(journal, 4, start=datetime.now(UTC) - timedelta(days=3))
+    journal.close()
+    for command in ("prune", "audit verify"):
+        code, out, err = _cli(tmp_path, capsys, *command.split(), "--keep-history", "")
+        assert code == 2 and "--keep-history: '' is not a duration" in err, (command, out, err)
+    with raw(f"sqlite:///{path}") as sql:
+        assert sql("SELECT COUNT(*) FROM events")[0][0] == 4, "nothing pruned"
+    code, out, err = _cli(tmp_path, capsys, "prune", "--keep-history", "abc")
+    (example,) = re.findall(r"e\.g\. --keep-history (\S+)", err)
+    assert code == 2, (out, err)
+    code, out, err = _cli(tmp_path, capsys, "prune", "--keep-history", example)
+    assert code == 0, (example, out, err)  # accepted: nothing is that old here
 
 
 def _pruned_at(journal: Journal, cutoff: datetime, now: datetime) -> None:
