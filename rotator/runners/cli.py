@@ -1196,9 +1196,20 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from rotator.runners.cli_options import CONFIG_ENV, DEFAULT_CONFIG
     from rotator.runners.demo import run_demo
 
-    return run_demo(keep=args.keep)
+    # Options every command takes that the demo cannot honour are refused, not ignored: it writes its own
+    # policy file and prints a story, not a result
+    if args.config != (os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG):
+        raise ConfigError(f"rotator demo: -c {args.config}: the demo writes and uses its own policy file",
+                          hint="leave out -c (with --keep, the demo keeps its policy file for you to read)")
+    if args.output != "text":
+        raise ConfigError(f"rotator demo: --output {args.output}: the demo prints text only",
+                          hint="leave out --output")
+    # Each step logs at warning (the announced retries), or at debug when asked, to the --log-file too
+    logging = ["--log-level", "debug" if args.log_level == "debug" else "warning", "--log-format", args.log_format]
+    return run_demo(keep=args.keep, logging=[*logging, *(["--log-file", args.log_file] if args.log_file else [])])
 
 
 def _when(moment: datetime, now: datetime) -> str:

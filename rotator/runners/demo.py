@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -229,15 +229,16 @@ def _openbao_failed(exc: OpenBaoStartError, bao: str) -> ConfigError:
     )
 
 
-def run_demo(keep: bool = False) -> int:
-    """Run the demo; its exit code (128 + the signal's number when SIGTERM or SIGHUP stopped it)."""
+def run_demo(keep: bool = False, logging: Sequence[str] = ("--log-level", "warning")) -> int:
+    """Run the demo; its exit code (128 + the signal's number when SIGTERM or SIGHUP stopped it).
+    ``logging``: the logging options of each step's command line."""
     missing = _missing_extra()
     if missing:
         print(f"rotator demo: {missing}; install the demo extra: {install_line('demo')}", file=sys.stderr)
         return EXIT_MISSING_EXTRA
     with _stop_on_signals() as stop:
         try:
-            code = _run_in_workdir(keep, stop)
+            code = _run_in_workdir(keep, stop, logging)
         except _Stopped:
             code = 0  # stop.signum is set: replaced below
         if stop.signum is not None:
@@ -248,7 +249,7 @@ def run_demo(keep: bool = False) -> int:
         return code
 
 
-def _run_in_workdir(keep: bool, stop: _StopGuard) -> int:
+def _run_in_workdir(keep: bool, stop: _StopGuard, logging: Sequence[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rotator-demo-"))
     try:
         with _cache_in(workdir / "cache"):
@@ -259,7 +260,7 @@ def _run_in_workdir(keep: bool, stop: _StopGuard) -> int:
             try:
                 with openbao_dev_server(bao=bao) as (url, root_token):
                     try:
-                        return _run_steps(workdir, launcher, state_path, url, root_token, stop)
+                        return _run_steps(workdir, launcher, state_path, url, root_token, stop, logging)
                     finally:
                         stop.defer()  # the server is stopped and its directory removed, signal or not
             except OpenBaoStartError as exc:  # only its start raises it
@@ -272,7 +273,8 @@ def _run_in_workdir(keep: bool, stop: _StopGuard) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run_steps(workdir: Path, launcher: Path, state_path: Path, url: str, root_token: str, stop: _StopGuard) -> int:
+def _run_steps(workdir: Path, launcher: Path, state_path: Path, url: str, root_token: str, stop: _StopGuard,
+               logging: Sequence[str]) -> int:
     from rotator.runners.cli import main
 
     _write_private(workdir / "vault-token", root_token)
@@ -296,7 +298,7 @@ def _run_steps(workdir: Path, launcher: Path, state_path: Path, url: str, root_t
             time.sleep(GRACE_S + 0.5)
         shown = " ".join(Path(a).name if a.startswith(str(workdir)) else a for a in argv)
         print(f"\n== {title}\n$ rotator {shown}", flush=True)
-        code = main([*argv, "--log-level", "warning"])
+        code = main([*argv, *logging])
         sys.stdout.flush()  # its lines before the next step's warnings (stderr), when piped
         stop.check()  # a stop signal the command turned into its exit code 130
         if code != 0:

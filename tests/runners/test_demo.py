@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import email
+import json
 import os
 import re
 import shlex
@@ -129,3 +130,34 @@ def test_shipped_code_never_reaches_into_tests(path: Path) -> None:
             assert (node.module or "").split(".")[0] != "tests", node.lineno
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             assert not re.search(r"(^|/)tests(/|$)", node.value), f"line {node.lineno}: {node.value!r}"
+
+
+@pytest.mark.parametrize("argv", [["demo", "-c", "other.toml"], ["-c", "other.toml", "demo"],
+                                  ["demo", "--output", "json"]])
+def test_demo_refuses_the_common_options_it_cannot_honour(
+        argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rotator demo -c FILE` and `--output json` were accepted and ignored (exit 0, the demo's own
+    policy file, text): refused before anything starts, saying what to leave out. $ROTATOR_CONFIG,
+    set for the user's other commands, is no `-c`."""
+    from rotator.runners import cli
+
+    monkeypatch.setenv("ROTATOR_CONFIG", str(tmp_path / "theirs.toml"))
+    monkeypatch.setattr(rotator.runners.demo, "run_demo", lambda **kw: pytest.fail(f"started: {kw}"))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "leave out" in err and ("-c other.toml" in err or "--output json" in err), err
+
+
+def test_demo_writes_its_steps_log_to_the_log_file(tmp_path: Path) -> None:
+    """`rotator demo --log-file FILE` made the file and wrote nothing to it: each step set logging up
+    again without it. The steps' warnings (the announced verify retries) go there as well as to stderr;
+    $ROTATOR_CONFIG does not stop the demo."""
+    log = tmp_path / "demo.log"
+    env = {**_without_checkout_env(), "TMPDIR": str(tmp_path), "ROTATOR_CONFIG": str(tmp_path / "theirs.toml")}
+    done = subprocess.run([str(ROTATOR), "demo", "--log-file", str(log), "--log-format", "json"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines and all(line["level"] == "warning" for line in lines), lines
+    assert any("verify failed (attempt 1)" in line["message"] for line in lines), lines
+    assert not MGMT_TOKEN_VALUE.search(log.read_text())
