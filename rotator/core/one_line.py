@@ -7,10 +7,13 @@ import re
 
 __all__ = ["one_line"]
 
-#: C0 and C1 controls and DEL (xterm reads \x9b as CSI), and the bidi controls that reorder what a
-#: reader sees (Trojan Source): every character of Unicode's Bidi_Control property (U+061C ARABIC
-#: LETTER MARK, U+200E/U+200F, U+202A-U+202E, U+2066-U+2069; tests/observe check the list against it)
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: C0 and C1 controls and DEL (xterm reads \x9b as CSI), U+2028 LINE SEPARATOR and U+2029 PARAGRAPH
+#: SEPARATOR (str.splitlines(), JavaScript and some log viewers end a line there, as at U+0085 NEXT LINE,
+#: a C1 control: a server's text would seem to start a log record of its own), and the bidi controls
+#: that reorder what a reader sees (Trojan Source): every character of Unicode's Bidi_Control property
+#: (U+061C ARABIC LETTER MARK, U+200E/U+200F, U+202A-U+202E, U+2066-U+2069; tests/observe check the list
+#: against it)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def one_line(text: str) -> str:

@@ -14,6 +14,10 @@ request gets a 503 without reading, and the failure is logged once per read, not
 
 Text that servers or people wrote (a run's or a revocation's last error) is shown with anything
 token-shaped masked, as `rotator report` shows it: the page has no authentication.
+
+A policy whose last rotation in this daemon stopped where only a person can decide needs attention
+on the page, with that rotation's error among its problems, until a rotation succeeds: one that
+stopped before its run was journaled (the stores disagree) is known to the daemon only.
 """
 
 from __future__ import annotations
@@ -60,11 +64,14 @@ class StatusPage:
         now: Callable[[], datetime],
         inventory: Callable[[], Any] = lambda: None,
         cache_s: float = CACHE_S,
+        attention: Callable[[str], str | None] = lambda _name: None,
     ) -> None:
         self._policies = policies
         self._journal = journal
         self._now = now
         self._inventory = inventory
+        #: the daemon's reason a policy needs a person that the journal does not hold (Daemon.attention)
+        self._attention = attention
         self._cache_s = cache_s
         #: held by the one request that reads the journal; the others never wait long for it
         self._lock = threading.Lock()
@@ -136,6 +143,13 @@ class StatusPage:
                      "error": masked(e.get("error"))} for e in failures[:RECENT_FAILURES]
                 ],
             })  # fmt: skip
+            attention = self._attention(policy.name)
+            if attention is not None:
+                # A rotation that stopped in PLAN (the stores disagree) journaled no run: the journal's
+                # last run still reads "done", and only the daemon knows.
+                row["needs_attention"] = True
+                problem = f"its last rotation stopped where only a person can decide: {attention}"
+                row["problems"] = [*row["problems"], masked(problem)]
             policies.append(row)
         return {"generated_at": _iso(now), "policies": policies, "inventory": _inventory(self._inventory())}
 

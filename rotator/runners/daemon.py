@@ -20,7 +20,8 @@ What decides when:
   it still runs: skipping it would let a token outlive its schedule; a look that finds the lease
   busy or the due time served already started no run and counts nothing).
 - **Revocations** wake the loop at their exact due time (from the journal's pending revocations);
-  a sweep every ``sweep_interval`` also recovers runs that another process abandoned.
+  a sweep every ``sweep_interval`` also recovers runs that another process abandoned (a sweep that
+  failed is tried again TICK_RETRY later, doubling to ``sweep_interval``).
 
 What it costs (issue 12): a pass costs what is due, not what is configured. Each policy's journal
 state (last publication, open runs, pending and failed revocations, lease) is kept in memory
@@ -392,6 +393,10 @@ class _Track:
     failed_from: str | None = None
     #: the due time whose rotation was last announced ("rotating (due ...)") at INFO
     announced: datetime | None = None
+    #: the error of a failed rotation that stopped where only a person can decide (NeedsAttention),
+    #: kept until a rotation succeeds here or elsewhere: one that stops in PLAN (the stores disagree)
+    #: journals no run, so the journal, which the metrics and the status page read, shows nothing of it
+    attention: str | None = None
 
 
 class Daemon:
@@ -466,6 +471,8 @@ class Daemon:
         #: policies whose view holds an open run, a revocation or a lease (what a sweep compares)
         self._eventful: set[str] = set()
         self._journal_up = True
+        #: sweeps that raised in a row: the next one is tried TICK_RETRY later, doubling to sweep_interval
+        self._sweep_failures = 0
         #: read every policy's journal state at the next sweep (a reload or a refresh failed)
         self._full_load_wanted = False
         self._orphans_reported: set[str] = set()
@@ -526,6 +533,7 @@ class Daemon:
     def start(self) -> None:
         """Load and validate everything, open the journal, start the HTTP server. Raises on bad input."""
         from rotator.observe.metrics import Metrics
+        from rotator.observe.status_page import StatusPage
 
         self._install_signals()
         # Looked at before the load: a change made while it reads the file is seen by the next watch.
@@ -563,14 +571,14 @@ class Daemon:
         except RotatorError:
             self._executor.shutdown(wait=False, cancel_futures=True)
             raise
+        # (Made without the HTTP server too: it reads nothing until asked.)
+        self.status_page = StatusPage(lambda: self.policies, lambda: self.journal, self.clock.now,
+                                      lambda: self.last_inventory, attention=self.attention)
         self.health = None
         if self._serve_http:
             from rotator.observe.health import HealthServer
-            from rotator.observe.status_page import StatusPage
 
             host, port = parse_listen(self._listen_override or self.settings.listen)
-            self.status_page = StatusPage(lambda: self.policies, lambda: self.journal, self.clock.now,
-                                          lambda: self.last_inventory)
             self.health = HealthServer(host, port, alive=self.liveness, ready=self.readiness,
                                        registry=self.metrics.registry, status=self.status_page,
                                        exposition=self.metrics.exposition)
@@ -774,7 +782,18 @@ class Daemon:
                 self._plan_worked(name)
         if now >= self._next_sweep:
             self._next_sweep = now + settings.sweep_interval
-            self._sweep(now)
+            try:
+                self._sweep(now)
+            except Exception:
+                # Tried again soon, not a sweep_interval later: a failed read leaves rotator_journal_up 0
+                # (RotatorJournalDown, for 5m) and another process's work unseen until a sweep works, while
+                # a journal that blipped once answers at once. Doubling, so one that keeps failing these
+                # queries is not hammered.
+                self._sweep_failures += 1
+                self._next_sweep = now + doubling(timedelta(seconds=TICK_RETRY), settings.sweep_interval,
+                                                  self._sweep_failures)
+                raise
+            self._sweep_failures = 0
         self._recovered = True
         self._maybe_prune(now)
         wake = [self._next_sweep]
@@ -1082,7 +1101,7 @@ class Daemon:
             return
         logger.info("policy %s: rotated by run %s since its last failure here: %d failure(s) in a row end",
                     name, run.run_id, track.failures)
-        track.failures, track.retry_at, track.failed_from = 0, None, None
+        track.failures, track.retry_at, track.failed_from, track.attention = 0, None, None, None
         self.metrics.consecutive_failures.labels(name).set(0)
 
     def _load_views(self, full: bool) -> Overview:
@@ -1366,6 +1385,10 @@ class Daemon:
             runs = []
         run = runs[0] if runs and runs[0].started_at >= began - timedelta(seconds=1) else None
         message = _describe(exc)
+        if outcome == "needs_attention":
+            # Kept across the plain failures that may follow (a journal blip on a retry): only a success
+            # shows that a person fixed it. Read by snapshot() and the status page on other threads.
+            track.attention = message
         logger.error("policy %s: rotation failed (%d in a row), retrying at %s: %s", name, track.failures,
                      track.retry_at.isoformat(timespec="seconds"), message)
         if run is not None and run.state == RunState.REVOKING_NEW and run.run_id not in self._orphans_reported:
@@ -1376,6 +1399,13 @@ class Daemon:
                     "result": "needs_attention" if outcome == "needs_attention" else "failed",
                     "error": message, "failures": track.failures, "retry_at": track.retry_at,
                     "duration_s": round(elapsed, 3)})
+
+    def attention(self, name: str) -> str | None:
+        """Why the policy's last rotation here stopped where only a person can decide (its error, as
+        logged), until a rotation of it succeeds; None otherwise. What the journal cannot say of a
+        rotation that stopped before its run was journaled (the status page shows it)."""
+        track = self._tracks.get(name)
+        return track.attention if track is not None else None
 
     # -- stores' credentials ----------------------------------------------------------------
     @staticmethod
@@ -1945,7 +1975,7 @@ class Daemon:
         with self._lock:  # a store-credential renewal takes no policy lease
             busy = {name for name, (kind, _) in self._busy.items() if kind != "credentials"}
         states = []
-        views = self._views
+        views, tracks = self._views, self._tracks
         for policy in self.policies:
             view = views.get(policy.name)
             if view is None:
@@ -1957,8 +1987,13 @@ class Daemon:
             version = view.version
             cached = view.cached
             held = policy.name in busy
+            # A rotation that stopped for a person (_failed, on a job's thread) changes no view: compared
+            # here, as the lease held is, rather than bumping the version from a thread that does not own it.
+            track = tracks.get(policy.name)
+            attention = track is not None and track.attention is not None
             if cached is None or cached[0] != version or (cached[2] is not None and now >= cached[2]) \
-                    or cached[1].lease_held_here != held or cached[1].enabled != policy.enabled:
+                    or cached[1].lease_held_here != held or cached[1].enabled != policy.enabled \
+                    or cached[3] != attention:
                 max_age = max_age_of(policy)
                 pending = [due for due, _ in view.pending]
                 overdue = sum(1 for due in pending if due + overdue_after < now)
@@ -1974,7 +2009,8 @@ class Daemon:
                     # person can give it one (`rotator status` reports it as a problem, _plan logs it).
                     # One such policy must not take every policy's metrics down with it (a 500).
                     next_rotation = None
-                needs_attention = view.failed_revocations > 0 or view.stuck_runs > 0 or next_rotation is None
+                needs_attention = (attention or view.failed_revocations > 0 or view.stuck_runs > 0
+                                   or next_rotation is None)
                 state = PolicyState(
                     policy=policy.name, enabled=policy.enabled, rotated_at=published, expires_at=view.expires_at,
                     next_rotation=next_rotation, pending_revocations=len(pending),
@@ -1988,7 +2024,7 @@ class Daemon:
                     moments.append(since + max_age)
                 if view.lease_until is not None and view.lease_until >= now:
                     moments.append(view.lease_until)
-                view.cached = (version, state, now if published is None else min(moments, default=None))
+                view.cached = (version, state, now if published is None else min(moments, default=None), attention)
             else:
                 state = cached[1]
             states.append(state)
@@ -2025,8 +2061,8 @@ class _View:
     #: bumped by the scheduler's thread after it changed the fields above (and by no other thread)
     version: int = 0
     #: the metrics' state made from this view: (the version read before the fields it was made from,
-    #: the PolicyState, until when it holds)
-    cached: tuple[int, Any, datetime | None] | None = None
+    #: the PolicyState, until when it holds, whether this process's last rotation of it needs a person)
+    cached: tuple[int, Any, datetime | None, bool] | None = None
 
 
 def _terminate_children() -> None:

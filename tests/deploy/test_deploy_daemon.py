@@ -1116,7 +1116,7 @@ def test_prometheus_rules_pass_promtool_check(tmp_path):
     result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 18 rules found" in result.stdout
+    assert "SUCCESS: 19 rules found" in result.stdout
 
 
 def _series(name: str, values: str, **labels: str) -> dict[str, str]:
@@ -1186,6 +1186,18 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         # Webhooks failing on one replica (a failure every 10 minutes); hooks fine.
         _series("rotator_notifications_total", "0+0.1x90", channel="webhook", result="failed", **a),
         _series("rotator_notifications_total", "0+1x90", channel="hook", result="ok", **a),
+        # RotatorStuckRun: p5's run is unfinished and nobody holds its lease (no daemon recovers it). p6's
+        # is running on a (its lease held there; b's view of the lease is older). p7's run was interrupted
+        # only 20 minutes ago, under the alert's 30m. p2 has no open run.
+        *(_series("rotator_open_runs", "1x90", policy="p5", **pod) for pod in (a, b)),
+        *(_series("rotator_lease_active", "0x90", policy="p5", **pod) for pod in (a, b)),
+        *(_series("rotator_open_runs", "1x90", policy="p6", **pod) for pod in (a, b)),
+        _series("rotator_lease_active", "1x90", policy="p6", **a),
+        _series("rotator_lease_active", "0x90", policy="p6", **b),
+        _series("rotator_open_runs", "0x60 1x30", policy="p7", **a),
+        _series("rotator_lease_active", "1x60 0x30", policy="p7", **a),
+        _series("rotator_open_runs", "0x90", policy="p2", **a),
+        _series("rotator_lease_active", "0x90", policy="p2", **a),
     ]
     expected = {
         "RotatorRotationFailing": [{"policy": "p1", "severity": "warning"}],
@@ -1204,6 +1216,7 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         "RotatorInventoryStale": [],
         "RotatorRemovedPolicyWork": [{"severity": "warning"}],
         "RotatorNotificationsFailing": [{"channel": "webhook", "severity": "warning"}],
+        "RotatorStuckRun": [{"policy": "p5", "severity": "warning"}],
     }
     tests = {
         "rule_files": [str(rules)],
