@@ -26,8 +26,10 @@ A secret that does not exist is created by one CreateSecret with the payload, th
 ``kms_key_id`` when ``secret_id`` is a name or an ARN without its 6-character suffix (a full
 ARN names a secret AWS created with that random suffix, which a new secret never gets: rotator
 refuses and prints the create-secret command); one that exists with no value yet (made by
-Terraform, say) gets its first value through steps 2-4. Every read names its stage
-(``VersionStage=AWSCURRENT``), never the default.
+Terraform, say) gets its first value through steps 2-4, also when it was made between
+``read_current`` and CreateSecret (CreateSecret answers ResourceExistsException), unless its tags
+mark it for another policy (a ConflictError: the next run's ownership check decides). Every read
+names its stage (``VersionStage=AWSCURRENT``), never the default.
 
 AWSPENDING on a version other than AWSCURRENT's means a rotation is unfinished. A version holding
 a rotator payload of this same policy that is rotator's own publish, interrupted between steps 2
@@ -738,6 +740,13 @@ class AwsSecretsManagerStore:
         current = view.version_with(CURRENT)
         if current != expected_version:
             return self._settle(record, expected_version, current, view)
+        return self._publish_into(record, view, current)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _publish_into(self, record: TokenRecord, view: SecretView, current: str | None) -> str:
+        """Steps 2-5 on the secret ``view`` describes, whose AWSCURRENT is on ``current`` (None: a secret
+        with no value yet, whose first version takes AWSCURRENT)."""
         pending, leftover = self._read_pending(view, current)
         # Before the check of AWSPENDING: an earlier attempt of this very publish that lost its move left
         # it there (the engine's retry, the same command run again), and is finished, not refused.
@@ -765,8 +774,6 @@ class AwsSecretsManagerStore:
         self._ensure_tags(view.tags)
         logger.info("published token %s to %s as version %s", record.token_id, self._location, new)
         return new
-
-    # -- internals -------------------------------------------------------------------------------
 
     def _create(self, record: TokenRecord) -> str:
         name = _name_to_create(self._settings)
@@ -803,8 +810,7 @@ class AwsSecretsManagerStore:
 
         version = self._call("CreateSecret", create)
         if version is None:
-            view = self._describe()
-            return self._settle(record, None, view.version_with(CURRENT) if view else None, view)
+            return self._created_meanwhile(record, name)
         if self._describe() is None:  # e.g. a partial ARN of another account: the secret went elsewhere
             raise PermanentError(
                 f"{self._location}: created secret {name!r}, but secret_id does not name it",
@@ -813,6 +819,36 @@ class AwsSecretsManagerStore:
             )
         logger.info("created %s with token %s as version %s", self._location, record.token_id, version)
         return version
+
+    def _created_meanwhile(self, record: TokenRecord, name: str) -> str:
+        """CreateSecret lost a race: someone created the secret after read_current found it absent. With a
+        value (AWSCURRENT), that is a conflict unless it is this very record (a retry). Without one (Terraform,
+        say, creating it empty), the publish goes on as into any secret with no value yet, which the engine
+        writes without `adopt`, unless its tags name another policy: that is the engine's ownership check
+        to make, on a fresh read (it alone knows `adopt`), so the publish stops here, having written nothing."""
+        view = self._describe()
+        if view is None:
+            raise ConflictError(
+                f"{self._location}: CreateSecret answered that a secret named {name!r} exists, and DescribeSecret "
+                "of secret_id then found none (deleted meanwhile, or secret_id names it in another account)",
+                hint=_HINT_CONFLICT.format(secret=shlex.quote(self._settings.secret_id),
+                                           region=shlex.quote(self._settings.region_name)),
+            )
+        current = view.version_with(CURRENT)
+        if current is not None:
+            return self._settle(record, None, current, view)
+        other = view.marker_policy
+        if other is not None and other != self._policy:
+            raise ConflictError(
+                f"{self._location}: the secret was created by another writer after rotator found it absent, with no "
+                f"value and tags marking it managed by rotator for policy {other!r}, not {self._policy!r}; nothing "
+                "was written",
+                hint="two policies must not share a secret: point one of them at another secret_id; if this policy "
+                "was renamed, set `adopt = true` in it for one rotation; then rotate again",
+            )
+        logger.info("%s: created by another writer meanwhile, with no value yet; publishing token %s into it",
+                    self._location, record.token_id)
+        return self._publish_into(record, view, None)
 
     def _put_pending(self, record: TokenRecord) -> str:
         token = _own_version_id()

@@ -84,6 +84,7 @@ __all__ = [
     "VaultLogin",
     "CredentialStatus",
     "mount_segments",
+    "not_vault_answer",
     "plain_segments",
     "transient_status",
 ]
@@ -125,6 +126,16 @@ def transient_status() -> tuple[type[hvac.exceptions.VaultError], ...]:
         hvac.exceptions.VaultDown,
         hvac.exceptions.UnexpectedError,
     )
+
+
+def not_vault_answer(exc: BaseException) -> bool:
+    """Whether ``exc`` is hvac's exception for an error answer whose body is not Vault's: Vault sends every
+    error as a JSON object with an ``errors`` list, so a body without one (a proxy's page, an ingress's
+    ``null``, Go's "Client sent an HTTP request to an HTTPS server" to plain HTTP on Vault's TLS port) did
+    not come from Vault, and a 400 or 403 of it refuses no credential. hvac then keeps the body's text and
+    no ``errors``; an exception made without an answer (no text: a test's fake, rotator's own) is Vault's."""
+    return (isinstance(exc, hvac.exceptions.VaultError) and exc.errors is None
+            and getattr(exc, "text", None) is not None)
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -553,7 +564,9 @@ class VaultLogin:
         if isinstance(self._auth, LoginAuth):
             try:
                 api.lookup_self()
-            except hvac.exceptions.Forbidden:
+            except hvac.exceptions.Forbidden as exc:
+                if not_vault_answer(exc):
+                    return False  # a proxy's 403: keep the token, report the 403
                 try:
                     known = self._vault_knows(api)
                 except Exception as exc:
@@ -597,10 +610,12 @@ class VaultLogin:
     def _login(self, api: AuthAPI, *, look_up: bool = False) -> None:
         try:
             self._log_in(api, look_up=look_up)
-        except (ConfigError, hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
+        except (ConfigError, hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as exc:
             # A wrong or used-up secret_id, a role that does not bind, no token file: trying every
-            # 30 s fixes nothing, and failed AppRole logins count toward Vault's lockout.
-            self._refused = True
+            # 30 s fixes nothing, and failed AppRole logins count toward Vault's lockout. Not an answer
+            # that is not Vault's (plain HTTP to its TLS port, a proxy): no credential was refused.
+            if not not_vault_answer(exc):
+                self._refused = True
             raise
 
     def _log_in(self, api: AuthAPI, *, look_up: bool = False) -> None:
@@ -673,6 +688,8 @@ class VaultLogin:
             try:
                 answer = login()
             except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as exc:
+                if not_vault_answer(exc):
+                    raise  # Vault never saw the credential: nothing to hold back, no lockout counted
                 refusal = _Refusal(now, type(exc), exc.errors)
                 _REFUSALS.add(key, refusal)
                 self._refused_with(refusal)
@@ -724,11 +741,11 @@ class VaultLogin:
     def _lookup(self, api: AuthAPI) -> None:
         try:
             data = api.lookup_self()["data"]
-        except hvac.exceptions.Forbidden:
+        except hvac.exceptions.Forbidden as exc:
             # Vault answers 403 for a token it does not know (expired, revoked, mistyped) as for one
             # that may not look itself up. The same token past the expiry its own lookup gave is
             # expired; otherwise Vault is asked. A failure, so that status and /readyz say so.
-            if self._expired or not self._known_to_vault(api):
+            if not_vault_answer(exc) or self._expired or not self._known_to_vault(api):
                 raise
             # A token without the `default` policy: it may still be allowed to write the secret.
             if not self._lookup_denied:
@@ -755,7 +772,10 @@ class VaultLogin:
         """:meth:`_known_to_vault`, with None when it cannot be told."""
         try:
             api.check_token()
-        except hvac.exceptions.Forbidden:
+        except hvac.exceptions.Forbidden as exc:
+            if not_vault_answer(exc):  # a proxy's 403 tells nothing of the token
+                logger.debug("cannot tell whether Vault knows its token (a 403 that is not Vault's answer)")
+                return None
             return False
         except transient_status():
             raise  # Vault is unwell: retried (_failed)
@@ -777,6 +797,8 @@ class VaultLogin:
             except transient_status():
                 raise  # Vault is unwell: retry the renewal (_failed), a new login would not help
             except hvac.exceptions.VaultError as exc:
+                if not_vault_answer(exc):
+                    raise  # not Vault's refusal: a new login or lookup would meet the same answer
                 if isinstance(self._auth, TokenAuth) and isinstance(exc, hvac.exceptions.Forbidden):
                     self._renewal_refused(api)
                     return

@@ -70,8 +70,11 @@ version 2. A store set right sends nothing more.
 
 Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 412, 429, 5xx and
 other unexpected statuses become TransientError; TLS failures, 403 (the hint names the path
-and capability) and other 4xx become PermanentError. Messages name the location, operation,
-path and status plus Vault's own error strings (redacted); never the SDK's text or a token.
+and capability) and other 4xx become PermanentError; a 4xx whose body is not Vault's JSON error
+object (a proxy's, or Go's answer to plain HTTP on a TLS port: the hint then gives the https://
+url) is "not Vault's answer", never a refused credential (auth.not_vault_answer, _adapter_class).
+Messages name the location, operation, path and status plus Vault's own error strings (redacted);
+never the SDK's text or a token.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ from rotator.adapters.vault.auth import (
     VaultAuth,
     VaultLogin,
     mount_segments,
+    not_vault_answer,
     plain_segments,
     transient_status,
 )
@@ -197,6 +201,20 @@ _ERR_NOT_VAULT = "{where}: the answer of {url} to {operation} {path} is not Vaul
 _HINT_NOT_VAULT = (
     "check url: it must reach Vault's API itself (an ingress's default page, a proxy, or another service on that "
     "port answered)"
+)
+_ERR_NOT_VAULT_STATUS = (
+    "{where}: the answer of {url} to {operation} {path} is not Vault's: HTTP {status} without the JSON error "
+    "object Vault sends"
+)
+#: What Go's HTTP server (Vault's, OpenBao's) answers a plain HTTP request on a TLS listener, as HTTP 400.
+_GO_PLAIN_HTTP_TO_TLS = "HTTP request to an HTTPS server"
+_ERR_PLAIN_HTTP_TO_TLS = (
+    "{where}: {url} answered {operation} {path} with HTTP 400 \"Client sent an HTTP request to an HTTPS server\": "
+    "the server there speaks TLS"
+)
+_HINT_PLAIN_HTTP_TO_TLS = (
+    "set url = {https_url} in the store's settings (https://, the same host and port), and `ca_bundle` if Vault's "
+    "certificate is not signed by a CA this host trusts"
 )
 _ERR_REDIRECT = (
     "{where}: Vault at {url} answered a request to {operation} {path} with a redirect to {target}; rotator "
@@ -385,6 +403,51 @@ def _session_class() -> Callable[[RequestCounter], requests.Session]:
     return CountingSession
 
 
+#: The Content-Type of an error body the adapter decodes as JSON: hvac's test, kept (Vault sends exactly this).
+_JSON = "application/json"
+
+
+@functools.cache
+def _adapter_class() -> type[Any]:
+    """hvac's JSONAdapter, but for how an error answer is raised. hvac reads ``errors`` from any JSON body
+    of an error answer with ``.get``: a body that is not an object (a proxy's or an ingress's ``null``,
+    ``[]`` or ``"Service Unavailable"``) raised a bare AttributeError, an internal error to the CLI, and an
+    outage (a 502) was not retried. Here such a body raises hvac's exception for its status, as a body that
+    is not JSON does. Made on first use (hvac is imported then), through the hook hvac documents: an
+    Adapter subclass whose ``request`` is overridden, passed to ``hvac.Client(adapter=...)``."""
+
+    class VaultAnswers(hvac.adapters.JSONAdapter):  # type: ignore[misc]
+        def request(self, method: str, url: str, headers: Mapping[str, str] | None = None,
+                    raise_exception: bool = True, **kwargs: Any) -> Any:
+            answer = super().request(method, url, headers=headers, raise_exception=False, **kwargs)
+            # A 200 with a JSON body comes back decoded; any other answer as the response itself.
+            if (not raise_exception or self.ignore_exceptions or not isinstance(answer, requests.Response)
+                    or answer.ok):
+                return answer
+            _raise_for_answer(method, answer)
+
+    return VaultAnswers
+
+
+def _raise_for_answer(method: str, answer: requests.Response) -> None:
+    """hvac's exception for an error answer (:func:`hvac.utils.raise_for_error`), with Vault's ``errors``
+    only when the body is Vault's: a JSON object whose ``errors`` is a list of strings (hvac joins them
+    into its message). Otherwise ``errors`` is None and the text is the message, as for a body that is not
+    JSON; the store then says whose answer it was not (:func:`not_vault_answer`)."""
+    text = answer.text
+    body: Any = None
+    if answer.headers.get("Content-Type") == _JSON:
+        try:
+            body = answer.json()
+        except (ValueError, RecursionError):  # not JSON after all, or nested thousands deep
+            body = None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not (isinstance(errors, list) and all(isinstance(e, str) for e in errors)):
+        errors = None
+    hvac.utils.raise_for_error(method, answer.url, answer.status_code, text if errors is None else None,
+                               errors=errors, text=text, json=body)
+
+
 def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
     """The real client. Url, token and TLS are always explicit: hvac would otherwise fall back to
     VAULT_ADDR / VAULT_TOKEN / ~/.vault-token / VAULT_CLIENT_CERT, and requests to proxy and CA variables
@@ -402,6 +465,7 @@ def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
         timeout=settings.timeout_s,
         namespace=settings.namespace,
         session=_session(counter, verify),
+        adapter=_adapter_class(),
     )
     return _StoreAPI(client, counter, settings.timeout_s)
 
@@ -1045,8 +1109,9 @@ class VaultKV2Store:
             with self._map_errors(op):
                 try:
                     return fn(api)
-                except hvac.exceptions.Forbidden:
-                    if retried or not self._login.forget(api):
+                except hvac.exceptions.Forbidden as exc:
+                    # A 403 that is not Vault's (a proxy's) says nothing of the token: no new login for it
+                    if not_vault_answer(exc) or retried or not self._login.forget(api):
                         if refusable:
                             raise _Refused from None
                         raise
@@ -1088,6 +1153,11 @@ class VaultKV2Store:
 
     def _vault_error(self, exc: hvac.exceptions.VaultError, op: _Op) -> RotatorError:
         status = _status().get(type(exc), "with an unexpected status")
+        if not isinstance(exc, transient_status()) and not_vault_answer(exc):
+            # No refusal of Vault's (a login's 400 is not a wrong credential then): a proxy, another
+            # service, or Go's own answer to plain HTTP on Vault's TLS port. An outage status (a 502 with
+            # a proxy's page) stays transient, below.
+            return self._not_vault_error(exc, op, status)
         # Vault's own error strings name the problem ("permission denied", "invalid role or
         # secret ID"); a proxy's HTML body is left out. Known secret values are redacted anyway.
         detail = REDACTOR.redact(_vault_errors(exc.errors))[:300]
@@ -1103,6 +1173,18 @@ class VaultKV2Store:
         if isinstance(exc, hvac.exceptions.Forbidden) or op.auth:
             return PermanentError(message, hint=op.refused_hint)
         return PermanentError(message, hint=_HINT_VAULT)
+
+    def _not_vault_error(self, exc: hvac.exceptions.VaultError, op: _Op, status: str) -> PermanentError:
+        url = self._settings.url
+        where = self._location
+        if _GO_PLAIN_HTTP_TO_TLS in (exc.text or "") and urlsplit(url).scheme == "http":
+            https_url = json.dumps("https://" + url[len("http://"):], ensure_ascii=False)
+            return PermanentError(
+                _ERR_PLAIN_HTTP_TO_TLS.format(where=where, url=url, operation=op.name, path=op.path),
+                hint=_HINT_PLAIN_HTTP_TO_TLS.format(https_url=https_url),
+            )
+        message = _ERR_NOT_VAULT_STATUS.format(where=where, url=url, operation=op.name, path=op.path, status=status)
+        return PermanentError(message, hint=_HINT_NOT_VAULT)
 
 
 if TYPE_CHECKING:  # static conformance: mypy checks VaultKV2Store against the Store Protocol
