@@ -30,8 +30,10 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, Protocol
 
+from rotator.config.inline_secrets import mask_tokens
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core.one_line import one_line
+from rotator.core.revocation_rule import ABANDONED_PREFIX
 
 __all__ = [
     "GENESIS",
@@ -1051,13 +1053,20 @@ _RUN_NEEDED = (
     "OR EXISTS (SELECT 1 FROM revocations v WHERE v.policy = runs.policy AND v.token_id = runs.new_token_id "
     "AND v.state <> 'done'))"
 )
+#: a run a person abandoned (Engine.abandon_run: failed, its ``error`` starting with the note's prefix),
+#: kept for good as a dismissed revocation is: its row names the candidate that may still be valid
+#: where it was minted, and the reason. (SUBSTR, not LIKE: SQLite's LIKE ignores case, PostgreSQL's
+#: does not; COALESCE: a NULL error would make the NOT below NULL, and keep every failed run.)
+_ABANDONED_RUN = (f"(runs.state = 'failed' AND SUBSTR(COALESCE(runs.error, ''), 1, {len(ABANDONED_PREFIX)}) "
+                  f"= '{ABANDONED_PREFIX}')")
 #: a run a prune deletes (one parameter, the cutoff): finished before the cutoff, not its policy's
-#: newest successful run (it names the current token; a newer one only ever replaces it), not needed
+#: newest successful run (it names the current token; a newer one only ever replaces it), not
+#: abandoned by a person, not needed
 _PRUNABLE_RUN = (
     f"runs.state IN ({_FINAL_STATES_SQL}) AND COALESCE(runs.finished_at, runs.updated_at) < ? "
     "AND NOT (runs.state IN ('published', 'done') AND runs.published_at IS NOT NULL AND runs.published_at = "
     "(SELECT MAX(o.published_at) FROM runs o WHERE o.policy = runs.policy AND o.state IN ('published', 'done'))) "
-    f"AND NOT {_RUN_NEEDED}"
+    f"AND NOT {_ABANDONED_RUN} AND NOT {_RUN_NEEDED}"
 )
 #: a done revocation a kept run replaced its token again (one parameter, the cutoff): a token current
 #: again after an older store version was restored; the report checks that run's revocation against
@@ -1096,7 +1105,8 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
     Events go as a prefix of the chain; a checkpoint records the last pruned link and per-policy
     summaries, and a chained ``prune`` event names the checkpoint, so the chain stays verifiable.
     A broken chain is never pruned (that would erase the evidence of tampering): ValueError.
-    The newest successful run of each policy is kept (it names the current token).
+    The newest successful run of each policy is kept (it names the current token), and every run a
+    person abandoned (its row names a candidate that may still be valid where it was minted).
 
     Only the deletions take the journal's write lock, and briefly: the whole chain is verified in a
     read transaction first, and then the prefix goes in batches of at most ``batch`` events. A batch's
@@ -1335,6 +1345,50 @@ TOKEN_ID_ELSEWHERE = "token_id_elsewhere"
 ELSEWHERE_IN_EARLIER = "last_published_elsewhere_in_earlier_checkpoints"
 
 
+#: a checkpoint summary's per-policy keys for what people decided, with their reasons, in its range,
+#: which would otherwise go with the pruned events (each present only where the range holds one; a
+#: summary without it, an earlier version's too, holds none). Each reason is kept masked
+#: (every token-shaped part as ``***``), as the report shows it:
+#: `recover` / `abandoned` events: run_id, at, token_id, minted_on, reason, tag_search
+ABANDONED = "abandoned"
+#: `emergency` / `start` events (`rotate --revoke-previous-now`): at, run_id (None: none found, see
+#: :func:`emergency_run`), reason
+EMERGENCIES = "emergencies"
+#: `bootstrap` / `replace` events (`bootstrap --replace`): at, run_id, token_id, replaced, reason
+REPAIRS = "repairs"
+#: how long after an emergency rotation's `emergency` / `start` event its run's `plan` event may come:
+#: the start names no run (it is written before the run is planned, under the same lease, with only
+#: PLAN's reads in between), and the default lease TTL bounds how long those may hold the lease
+EMERGENCY_PLAN_WITHIN = timedelta(minutes=15)
+#: an emergency rotation's events that name its run, written after the run published
+_EMERGENCY_RUN_RESULTS = ("revoke_now", "ok", "failed")
+
+
+def masked_reason(value: Any) -> str | None:
+    """A person's ``--reason`` as a checkpoint keeps it: token-shaped parts as ``***`` (a journal from
+    before `--reason` refused them may hold one), None when there is none."""
+    return mask_tokens(str(value)) if value else None
+
+
+def emergency_run(start: Mapping[str, Any], following: Mapping[str, Any] | None) -> str | None:
+    """The run an `emergency` / `start` event began: ``following``, the policy's next event in chain
+    order, when it is a run's `plan` within :data:`EMERGENCY_PLAN_WITHIN` (the rotation plans its run
+    right after the start, under the same lease); None otherwise (it stopped before planning one).
+    The run's own `emergency` events (:data:`_EMERGENCY_RUN_RESULTS`) name it too, once it published."""
+    if following is None or following.get("step") != "plan" or not following.get("run_id"):
+        return None
+    try:
+        gap = _parse(str(following["at"])) - _parse(str(start["at"]))
+    except ValueError:
+        return None
+    return str(following["run_id"]) if timedelta(0) <= gap <= EMERGENCY_PLAN_WITHIN else None
+
+
+def names_emergency_run(row: Mapping[str, Any]) -> bool:
+    """Whether an event is one of an emergency rotation's that name its run (after it published)."""
+    return row.get("step") == "emergency" and row.get("result") in _EMERGENCY_RUN_RESULTS and bool(row.get("run_id"))
+
+
 def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
     """An event row's detail as a dict (the column holds its JSON text); {} when it is not an object."""
     detail = row.get("detail")
@@ -1354,7 +1408,8 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     ``last_published`` is each policy's before these events; ``token_since``, when its token then
     began to age where that was earlier, a bootstrapped token's creation) and that token's id
     (``token_id``; carried on from ``token_ids``). A publication of the token already current (the
-    same bootstrap run again) is no rotation: its token ages on from its first publication.
+    same bootstrap run again) is no rotation: its token ages on from its first publication. What
+    people decided, with their reasons (:data:`ABANDONED`, :data:`EMERGENCIES`, :data:`REPAIRS`).
     ``full``: the other policies' carried values too (:data:`LAST_PUBLISHED_ELSEWHERE`), else
     :data:`ELSEWHERE_IN_EARLIER`."""
     policies: dict[str, dict[str, Any]] = {}
@@ -1363,6 +1418,8 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     created: dict[str, str] = dict(token_since or {})
     #: per policy, the id of its current token, where known
     current: dict[str, str] = dict(token_ids or {})
+    #: per policy, its emergency start when that is its last event so far (its run's plan comes next)
+    starting: dict[str, tuple[Mapping[str, Any], dict[str, Any]]] = {}
     for row in rows:
         if row["step"] == "prune":
             continue
@@ -1371,6 +1428,7 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
             "last_published_at": last_published.get(str(row["policy"])),
         })  # fmt: skip
         step, result = row["step"], row["result"]
+        _decisions(entry, row, starting)
         if step in ("published", "bootstrap") and result == "ok":
             token = _detail_of(row).get("token_id")
             token = token if isinstance(token, str) and token else None
@@ -1417,6 +1475,36 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     if tokens:
         detail[TOKEN_ID_ELSEWHERE] = tokens
     return detail
+
+
+def _decisions(entry: dict[str, Any], row: Mapping[str, Any],
+               starting: dict[str, tuple[Mapping[str, Any], dict[str, Any]]]) -> None:  # fmt: skip
+    """Record in a summary's ``entry`` what a person decided in ``row`` (:data:`ABANDONED`,
+    :data:`EMERGENCIES`, :data:`REPAIRS`), with the reason masked; ``starting``: per policy, its
+    emergency start whose run's `plan` may be ``row`` (:func:`emergency_run`)."""
+    policy, step, result = str(row["policy"]), row["step"], row["result"]
+    started = starting.pop(policy, None)
+    if started is not None:
+        started[1]["run_id"] = emergency_run(started[0], row)
+    detail = _detail_of(row)
+    run_id = str(row["run_id"]) if row.get("run_id") else None
+    if step == "recover" and result == "abandoned":
+        entry.setdefault(ABANDONED, []).append({
+            "run_id": run_id, "at": row["at"], "token_id": detail.get("token_id") or None,
+            "minted_on": detail.get("minted_on") or None, "reason": masked_reason(detail.get("reason")),
+            "tag_search": bool(detail.get("tag_search")),
+        })  # fmt: skip
+    elif step == "emergency" and result == "start":
+        record = {"at": row["at"], "run_id": None, "reason": masked_reason(detail.get("reason"))}
+        entry.setdefault(EMERGENCIES, []).append(record)
+        starting[policy] = (row, record)
+    elif names_emergency_run(row) and entry.get(EMERGENCIES) and entry[EMERGENCIES][-1]["run_id"] is None:
+        entry[EMERGENCIES][-1]["run_id"] = run_id  # (its plan came later than the window allows)
+    elif step == "bootstrap" and result == "replace":
+        entry.setdefault(REPAIRS, []).append({
+            "at": row["at"], "run_id": run_id, "token_id": detail.get("token_id") or None,
+            "replaced": detail.get("replaced") or None, "reason": masked_reason(detail.get("reason")),
+        })  # fmt: skip
 
 
 def _writes_full_map(previous: Checkpoint | None) -> bool:

@@ -92,6 +92,11 @@ class Rotation:
     #: a person's `recover --abandon` of the run (closed as failed, its candidate not revoked) or of its
     #: tag search, with the reason (:func:`_abandonments`), as a dismissed revocation's reason is shown
     note: str | None = None
+    #: an emergency rotation (`rotate --revoke-previous-now`), as the chain (or a checkpoint) says
+    emergency: bool = False
+    #: the person's ``--reason`` of that emergency rotation or of a repair (`bootstrap --replace`),
+    #: masked as a dismissal's reason is (:func:`_decisions`)
+    reason: str | None = None
 
 
 @dataclass
@@ -157,6 +162,16 @@ class PolicyEvidence:
     #: listed runs (or their tag searches) a person abandoned in the period, as the chain says (or the
     #: row, where the chain no longer holds that time): counted as dismissed revocations are
     abandoned: list[str] = field(default_factory=list)
+    #: abandonments in the period the chain or a checkpoint of pruned history holds whose run has no row
+    #: to list (a published run's, pruned; or deleted): run_id, at, note, checkpoint_seq (None: the chain's)
+    abandoned_without_row: list[dict[str, Any]] = field(default_factory=list)
+    #: emergency rotations started in the period (`rotate --revoke-previous-now --reason`), from the chain
+    #: and the checkpoints of pruned history: at, run_id (None: none found), reason (masked),
+    #: checkpoint_seq (None: the chain's event)
+    emergencies: list[dict[str, Any]] = field(default_factory=list)
+    #: repairs in the period (`bootstrap --replace --reason`), likewise: at, run_id, token_id, replaced,
+    #: reason (masked), checkpoint_seq
+    repairs: list[dict[str, Any]] = field(default_factory=list)
     #: run ids, and revocations' token ids, whose rows hold a value rotator never writes (a time that
     #: does not parse): edited outside rotator, and left out of everything else the report computes
     unreadable_runs: list[str] = field(default_factory=list)
@@ -200,14 +215,20 @@ class PolicyEvidence:
             "rotations_counted_in_pruned": sum(1 for r in self.rotations if r.run_id in self.counted_in_pruned
                                                and r.published_at and self.period[0] <= r.published_at
                                                < self.period[1]),
+            # (a row the chain contradicts is shown in the state the chain supports, and never counted as
+            # ended by a person or by rotator on the row's word alone)
             "revocations_done": sum(1 for r in self.revocations
                                     if r.state == "done" and r.token_id not in self.revocations_not_in_chain),
             "revocations_pending": sum(1 for r in self.revocations if r.state == "pending"),
             "revocations_failed": sum(1 for r in self.revocations if r.state == "failed"),
-            "revocations_dismissed": sum(1 for r in self.revocations if r.state == "dismissed"),
+            "revocations_dismissed": sum(1 for r in self.revocations
+                                         if r.state == "dismissed" and r.token_id not in self.revocations_not_in_chain),
             # (`recover --abandon`: a run closed without revoking its candidate, or a published run's tag
             # search ended; like a dismissal, a person's decision with its reason, and no verdict of its own)
             "runs_abandoned": len(self.abandoned),
+            # (a person's --reason each, listed with it; pruned history's from the checkpoints)
+            "emergency_rotations": len(self.emergencies),
+            "repairs": len(self.repairs),
             "failures": len(self.failures),
             "max_age_s": self.max_age_s,
             "max_observed_age_s": self.max_observed_age_s,
@@ -278,7 +299,9 @@ class Evidence:
                  "failures": [asdict(f) for f in p.failures], "pruned": p.pruned,
                  "publications_without_run": p.publications_without_run, "unreadable_runs": p.unreadable_runs,
                  "unreadable_revocations": p.unreadable_revocations, "republished_runs": p.republished,
-                 "abandoned_runs": p.abandoned, "abandoned_not_in_chain": p.abandoned_not_in_chain}
+                 "abandoned_runs": p.abandoned, "abandoned_not_in_chain": p.abandoned_not_in_chain,
+                 "abandoned_without_run_row": p.abandoned_without_row, "emergency_rotations": p.emergencies,
+                 "repairs": p.repairs}
                 for p in self.policies
             ],
             "policies_not_in_file": self.not_in_file,
@@ -420,7 +443,10 @@ def _policy_evidence(
     runs_by_id = {r.run_id: r for r in runs}
     lo, hi = ts(start), ts(end)
     ev.period = (lo, hi)
-    abandoned = _abandonments(journal, policy, runs, began, history[0])
+    abandoned = _abandonments(journal, policy, runs, began, history[0], checkpoints)
+    emergencies, repairs = _decisions(journal, policy.name, checkpoints, began)
+    emergency_of = {e["run_id"]: e for e in emergencies if e["run_id"]}
+    repair_of = {r["run_id"]: r for r in repairs if r["run_id"]}
     for run in sorted(runs, key=lambda r: r.started_at):
         # Started or published in the period: a run that began before it and published in it is one
         # of its rotations (a verify can wait minutes for a new token to become active). Or abandoned
@@ -439,15 +465,26 @@ def _policy_evidence(
                           if e["run_id"] == run.run_id]
         verified = next((e["at"] for e in run_events if e["step"] == "verify" and e["result"] == "ok"), None)
         instance = next((e["instance"] for e in run_events if e.get("instance")), None)
+        decided = emergency_of.get(run.run_id) or repair_of.get(run.run_id)
         ev.rotations.append(Rotation(
             run.run_id, run.kind, run.state, ts(run.started_at), verified,
             ts(run.published_at) if run.published_at else None, run.old_token_id, run.new_token_id, instance,
             _in_chain(journal, run, run_events, pruned_until, began), gave_up.text if gave_up is not None else None,
+            emergency=run.run_id in emergency_of, reason=decided["reason"] if decided is not None else None,
         ))  # fmt: skip
         if gave_up is not None and gave_up.backed is False:
             ev.abandoned_not_in_chain.append(run.run_id)
         elif gave_up is not None and lo <= gave_up.at < hi:
             ev.abandoned.append(run.run_id)
+    # An abandonment the chain or a checkpoint holds counts in its period without a row to list: a
+    # published run's tag search leaves none on the row, which a prune may delete.
+    for run_id, gave_up in abandoned.items():
+        if run_id not in runs_by_id and run_id not in ev.unreadable_runs and lo <= gave_up.at < hi:
+            ev.abandoned.append(run_id)
+            ev.abandoned_without_row.append({"run_id": run_id, "at": gave_up.at, "note": gave_up.text,
+                                             "checkpoint_seq": gave_up.checkpoint_seq})
+    ev.emergencies = [e for e in emergencies if lo <= e["at"] < hi]
+    ev.repairs = [r for r in repairs if lo <= r["at"] < hi]
     ev.counted_in_pruned = [r.run_id for r in ev.rotations if r.in_chain is None and r.published_at
                             and r.state in RunState.SUCCESS and pruned_until and r.published_at <= pruned_until]
     revocations, ev.unreadable_revocations = _readable_revocations(journal, policy.name)
@@ -1020,16 +1057,19 @@ def _revocation_evidence(
         if began is not None and _contradicted(story, rev.state, due, bound, done_at, floor, cutoff):
             flagged.append(rev.token_id)
         # The row's state, unless the chain says otherwise: a row's every change of state commits with
-        # its `revoke_old` event, so where the chain holds tries the last one says what the row is. (A
-        # broken chain gives no story: its events prove nothing.)
+        # its `revoke_old` event, so where the chain holds tries the last one says what the row is, and
+        # a row ended (done, dismissed) without its event, where the chain holds that time, is only
+        # what the chain says before it (scheduled: pending), else as failed. (A broken chain gives no
+        # story: its events prove nothing.)
         row_state, attempts, error = rev.state, rev.attempts, rev.last_error
         chained_now, tries_now, error_now, _seen = story.state_before("\uffff")
-        if rev.state not in _REVOCATION_STATES or (story.tries and chained_now not in (None, rev.state)):
+        unbacked = began is not None and _end_unbacked(story, rev.state, due, done_at, floor, cutoff)
+        if rev.state not in _REVOCATION_STATES or unbacked or (story.tries and chained_now not in (None, rev.state)):
             if began is not None:
                 flagged.append(rev.token_id)
             # with nothing to say what it is, as failed: nothing shows the token revoked
             row_state = chained_now or RevocationState.FAILED.value
-            if story.tries:
+            if story.tries or unbacked:  # (not the row's error: a forged dismissal's note, say)
                 attempts, error = tries_now, error_now
             done_at = story.last_try(_RESULT_OF[row_state]) if row_state in _RESULT_OF else None
         ended = row_state in _RESULT_OF
@@ -1082,6 +1122,12 @@ def _contradicted(story: _Story, state: str, due: str, bound: str | None, done_a
         return True  # due later than the chain says: moved past a period's end, it would not be listed
     if state == "failed" and not story.scheduled and not story.tries and due >= floor:
         return True  # failed, so tried once due; its tries are gone with history older than its due time
+    return _end_unbacked(story, state, due, done_at, floor, cutoff)
+
+
+def _end_unbacked(story: _Story, state: str, due: str, done_at: str | None, floor: str, cutoff: str = "") -> bool:
+    """Whether a revocation row that says it ended (done, dismissed) has no chained event of that end,
+    and the chain holds the history where it would be (see :func:`_revocation_evidence`)."""
     if state not in ("done", "dismissed"):
         return False
     if done_at is None:
@@ -1216,15 +1262,19 @@ class _Abandoned:
     #: holds that time (pruned, from before the chain) or cannot say (broken): None; only the row, where
     #: the chain holds that time and no such event: False (the runs table was written outside rotator)
     backed: bool | None
+    #: the checkpoint whose summary of pruned history records it (its event went with that history)
+    checkpoint_seq: int | None = None
 
 
 def _abandonments(journal: Journal, policy: Policy, runs: Sequence[RunRecord], began: str | None,
-                  floor: str) -> dict[str, _Abandoned]:  # fmt: skip
+                  floor: str, checkpoints: Sequence[audit_chain.Checkpoint] = ()) -> dict[str, _Abandoned]:  # fmt: skip
     """The policy's runs a person abandoned (``recover --abandon``), by run id. The chain decides, as
-    for a dismissed revocation: its `recover` / `abandoned` events. A failed run's row that says so
-    (``abandoned by hand: REASON; minted on ...``, kept with the row as a dismissal's reason is) stands
-    in where that event went with history the chain no longer holds (ended before ``floor``, where the
-    history it holds begins), or where the chain is broken (``began`` None: its events prove nothing);
+    for a dismissed revocation: its `recover` / `abandoned` events, and where a prune took them, the
+    checkpoints' summaries of them (:data:`audit_chain.ABANDONED`; the chain covers each checkpoint).
+    A failed run's row that says so (``abandoned by hand: REASON; minted on ...``, kept with the row as
+    a dismissal's reason is) stands in where that event went with history the chain no longer holds
+    (ended before ``floor``, where the history it holds begins) and no checkpoint records it (an
+    earlier version's), or where the chain is broken (``began`` None: its events prove nothing);
     elsewhere such a row is a claim the chain does not back (:attr:`_Abandoned.backed` False)."""
     out: dict[str, _Abandoned] = {}
     if began is not None:
@@ -1241,6 +1291,17 @@ def _abandonments(journal: Journal, policy: Policy, runs: Sequence[RunRecord], b
             out[str(run_id)] = _Abandoned(str(at), _abandoned_text(
                 policy, str(run_id), _text_or_none(detail.get("token_id")), _text_or_none(detail.get("minted_on")),
                 _text_or_none(detail.get("reason")), tag_search=tag_search), tag_search, True)
+    for cp in checkpoints:
+        entry = cp.detail.get("policies", {}).get(policy.name)
+        records = entry.get(audit_chain.ABANDONED) if isinstance(entry, dict) else None
+        for record in records if isinstance(records, list) else []:
+            if not isinstance(record, dict) or not record.get("run_id") \
+                    or not audit_chain.is_journal_time(record.get("at")):
+                continue  # (not what a prune writes: a verified chain covers every checkpoint)
+            run_id, tag_search = str(record["run_id"]), bool(record.get("tag_search"))
+            out.setdefault(run_id, _Abandoned(str(record["at"]), _abandoned_text(
+                policy, run_id, _text_or_none(record.get("token_id")), _text_or_none(record.get("minted_on")),
+                _text_or_none(record.get("reason")), tag_search=tag_search), tag_search, True, cp.seq))
     for run in runs:
         if run.run_id in out or run.state != RunState.FAILED:
             continue
@@ -1258,6 +1319,55 @@ def _abandonments(journal: Journal, policy: Policy, runs: Sequence[RunRecord], b
 
 def _text_or_none(value: Any) -> str | None:
     return str(value) if value else None
+
+
+def _decisions(journal: Journal, policy: str, checkpoints: Sequence[audit_chain.Checkpoint],
+               began: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """The policy's emergency rotations (`emergency` / `start`) and repairs (`bootstrap` / `replace`),
+    oldest first, each with the person's reason (masked): those of pruned history from the
+    checkpoints' summaries (:data:`audit_chain.EMERGENCIES`, :data:`audit_chain.REPAIRS`), then the
+    chain's (none when it is broken, ``began`` None: its events prove nothing). An emergency's start
+    names no run: its run is the `plan` right after it (:func:`audit_chain.emergency_run`), or the one
+    its later `emergency` events name."""
+    emergencies: list[dict[str, Any]] = []
+    repairs: list[dict[str, Any]] = []
+    for cp in checkpoints:
+        entry = cp.detail.get("policies", {}).get(policy)
+        for key, out in ((audit_chain.EMERGENCIES, emergencies), (audit_chain.REPAIRS, repairs)):
+            records = entry.get(key) if isinstance(entry, dict) else None
+            out += [{**record, "run_id": _text_or_none(record.get("run_id")), "reason": masked(record.get("reason")),
+                     "checkpoint_seq": cp.seq}
+                    for record in (records if isinstance(records, list) else [])
+                    if isinstance(record, dict) and audit_chain.is_journal_time(record.get("at"))]
+    if began is None:
+        return emergencies, repairs
+    with journal.audit_transaction(write=False) as (cur, _lock):
+        rows = cur.execute(
+            "SELECT seq, at, run_id, step, result, detail FROM events WHERE policy = ? AND (step = 'emergency' "
+            "OR (step = 'bootstrap' AND result = 'replace')) AND (seq IS NOT NULL OR at <= ?)",
+            (policy, _unlinked_bound(cur)),
+        ).fetchall()
+        rows = [r for r in rows if audit_chain.is_journal_time(r[1])]  # (an unlinked row's: verify names it)
+        rows.sort(key=lambda r: (r[0] is not None, int(r[0]) if r[0] is not None else 0, str(r[1])))  # chain order
+        last = emergencies[-1] if emergencies else None
+        for seq, at, run_id, step, result, text in rows:
+            event = {"at": str(at), "run_id": _text_or_none(run_id), "step": step, "result": result}
+            detail = _event_detail(text)
+            if step == "emergency" and result == "start":
+                following = cur.execute("SELECT at, run_id, step FROM events WHERE policy = ? AND seq > ? "
+                                        "ORDER BY seq LIMIT 1", (policy, seq)).fetchone() if seq is not None else None
+                last = {"at": str(at), "run_id": audit_chain.emergency_run(event, dict(zip(
+                    ("at", "run_id", "step"), following, strict=True)) if following is not None else None),
+                        "reason": masked(detail.get("reason")), "checkpoint_seq": None}
+                emergencies.append(last)
+            elif audit_chain.names_emergency_run(event) and last is not None and last["run_id"] is None:
+                last["run_id"] = event["run_id"]  # (its plan came later than the window allows)
+            elif step == "bootstrap":
+                repairs.append({"at": str(at), "run_id": event["run_id"],
+                                "token_id": _text_or_none(detail.get("token_id")),
+                                "replaced": _text_or_none(detail.get("replaced")),
+                                "reason": masked(detail.get("reason")), "checkpoint_seq": None})
+    return emergencies, repairs
 
 
 def _abandoned_text(policy: Policy, run_id: str, token_id: str | None, minted_on: str | None, reason: str | None,
@@ -1350,6 +1460,7 @@ _CSV_COLUMNS = (
     f"within_max_age [{CONTROLS['within_max_age']}]", f"within_90d [{CONTROLS['within_90d']}]",
     f"revocations_done [{CONTROLS['revocations']}]", "failures", f"chain_ok [{CONTROLS['chain']}]", "note",
     "in_chain", "revocations_pending", "revocations_failed", "revocations_dismissed", "runs_abandoned", "chain_head",
+    "emergency", "emergency_rotations", "repairs",
 )  # fmt: skip
 
 
@@ -1388,10 +1499,12 @@ def _csv(evidence: Evidence) -> str:
             # (as the JSON summary and the HTML one count them)
             "revocations_pending": s["revocations_pending"], "revocations_failed": s["revocations_failed"],
             "revocations_dismissed": s["revocations_dismissed"], "runs_abandoned": s["runs_abandoned"],
+            "emergency_rotations": s["emergency_rotations"], "repairs": s["repairs"],
         })  # fmt: skip
         for r in p.rotations:
             writer.writerow({"record": "rotation", "policy": p.policy, **asdict(r), "in_chain": _yn(r.in_chain),
-                             "note": _REPUBLISHED if r.run_id in p.republished else r.note})
+                             "note": _REPUBLISHED if r.run_id in p.republished else r.note,
+                             "emergency": "yes" if r.emergency else "no"})
         for v in p.revocations:
             row = asdict(v)
             row["confirmed_by_issuer"] = _yn(v.confirmed_by_issuer)
@@ -1404,7 +1517,21 @@ def _csv(evidence: Evidence) -> str:
                              "max_observed_age": _age(pr.get("max_token_age_seconds")),
                              _CSV_COLUMNS[26]: pr.get("revocations"), "failures": pr.get("failures"),
                              "note": f"pruned {pr['from']} to {pr['to']} (checkpoint seq {pr['checkpoint_seq']})"
-                                     + ("" if pr.get("within_period", True) else f"; {_PARTLY_OUTSIDE}")})
+                                     + ("" if pr.get("within_period", True) else f"; {_PARTLY_OUTSIDE}"),
+                             # (each one is a record of its own too: emergency, repair, a listed rotation's note)
+                             "runs_abandoned": _count(pr, audit_chain.ABANDONED),
+                             "emergency_rotations": _count(pr, audit_chain.EMERGENCIES),
+                             "repairs": _count(pr, audit_chain.REPAIRS)})
+        for m in p.emergencies:
+            writer.writerow({"record": "emergency", "policy": p.policy, "at": m["at"], "run_id": m["run_id"],
+                             "reason": m["reason"], "emergency": "yes", "note": _recorded_in(m)})
+        for m in p.repairs:
+            writer.writerow({"record": "repair", "policy": p.policy, "at": m["at"], "run_id": m["run_id"],
+                             "kind": "bootstrap", "old_token_id": m.get("replaced"), "new_token_id": m.get("token_id"),
+                             "reason": m["reason"], "note": _recorded_in(m)})
+        for m in p.abandoned_without_row:
+            writer.writerow({"record": "abandoned_without_run_row", "policy": p.policy, "at": m["at"],
+                             "run_id": m["run_id"], "note": f"{m['note']} ({_recorded_in(m)})"})
         for m in p.publications_without_run:
             writer.writerow({"record": "publication_without_run", "policy": p.policy, "run_id": m["run_id"],
                              "kind": m["step"], "published_at": m["at"], "new_token_id": m["token_id"],
@@ -1450,6 +1577,30 @@ _REVOCATIONS_NOT_IN_CHAIN = ("Revocations that the journal's table marks done, o
 #: a pruned summary that reaches outside the period
 _PARTLY_OUTSIDE = ("partly outside this period: its counts and max age are the whole range's, and its max age is not "
                    "in this period's verdict")
+
+
+def _count(summary: Mapping[str, Any], key: str) -> int:
+    """How many records a checkpoint summary keeps under ``key`` (an earlier version's: none)."""
+    records = summary.get(key)
+    return len(records) if isinstance(records, list) else 0
+
+
+def _recorded_in(decision: Mapping[str, Any]) -> str:
+    """Where the report read a person's decision: the chain's event, or a checkpoint's summary."""
+    seq = decision.get("checkpoint_seq")
+    return "audit chain event" if seq is None else f"pruned history: checkpoint seq {seq}'s summary"
+
+
+def _by_hand(p: PolicyEvidence) -> list[tuple[Any, ...]]:
+    """The HTML rows of a policy's decisions with a reason: emergency rotations, repairs, and
+    abandonments whose run has no row to list them."""
+    rows = [(m["at"], "emergency rotation", m["run_id"] or "(no run planned)", m["reason"], _recorded_in(m))
+            for m in p.emergencies]
+    rows += [(m["at"], "repair (bootstrap --replace)", m["run_id"],
+              f"replaced {m.get('replaced') or '(nothing)'} with {m.get('token_id') or '(none recorded)'}; reason: "
+              f"{m['reason'] or '(none recorded)'}", _recorded_in(m)) for m in p.repairs]
+    rows += [(m["at"], "abandoned by hand", m["run_id"], m["note"], _recorded_in(m)) for m in p.abandoned_without_row]
+    return sorted(rows, key=lambda row: str(row[0]))
 
 
 def _undecided(p: PolicyEvidence) -> str:
@@ -1507,7 +1658,9 @@ def _html(evidence: Evidence) -> str:
         s = p.summary()
         parts.append(
             f"<tr><td>{e(p.policy)}</td><td class=mono>{e(p.schedule)}</td><td>{s['rotations']}"
-            + (f" ({s['runs_abandoned']} abandoned)" if s["runs_abandoned"] else "") + "</td>"
+            + (f" ({s['runs_abandoned']} abandoned)" if s["runs_abandoned"] else "")
+            + (f" ({s['emergency_rotations']} emergency)" if s["emergency_rotations"] else "")
+            + (f" ({s['repairs']} repaired)" if s["repairs"] else "") + "</td>"
             f"<td>{e(format_duration(timedelta(seconds=p.max_age_s)))}</td>"
             f"<td>{e(_age(p.max_observed_age_s))}"
             + (f" (up to {e(_age(p.max_age_bound_s))})" if p.max_age_bound_s is not None else "")
@@ -1536,10 +1689,13 @@ def _html(evidence: Evidence) -> str:
         parts.append(f"<h2>Policy {e(p.policy)}</h2>")
         parts.append(f"<h3>Rotations {_ctl('rotations')}</h3>")
         parts.append(_table(("run id", "kind", "state", "started", "verified", "published", "old token id",
-                             "new token id", "instance", "in audit chain"),
+                             "new token id", "instance", "in audit chain", "emergency / reason"),
                             [(r.run_id, r.kind, r.state + (f" ({r.note})" if r.note else ""), r.started_at,
                               r.verified_at, r.published_at, r.old_token_id, r.new_token_id, r.instance,
-                              _yn(r.in_chain)) for r in p.rotations]))  # fmt: skip
+                              _yn(r.in_chain), _reason_cell(r)) for r in p.rotations]))  # fmt: skip
+        if decided := _by_hand(p):
+            parts.append("<h3>Emergency rotations, repairs and abandoned runs without a row (the person's reason)</h3>")
+            parts.append(_table(("time", "what", "run id", "reason", "recorded in"), decided))
         parts.append(f"<h3>Revocations {_ctl('revocations')}</h3>")
         parts.append(_table(("token id", "run id", "reason", "due", "state", "done", "confirmed by issuer"),
                             [(v.token_id, v.run_id, v.reason, v.due_at, v.state + (f" ({v.note})" if v.note else ""),
@@ -1551,15 +1707,24 @@ def _html(evidence: Evidence) -> str:
         if p.pruned:
             parts.append("<h3>Pruned history (checkpoint summaries)</h3>")
             parts.append(_table(("from", "to", "checkpoint seq", "rotations", "revocations", "failures",
-                                 "max token age", "in this period"),
+                                 "max token age", "in this period", "abandoned / emergency / repaired"),
                                 [(pr["from"], pr["to"], pr["checkpoint_seq"], pr.get("rotations"),
                                   pr.get("revocations"), pr.get("failures"),
                                   _age(pr.get("max_token_age_seconds")),
-                                  "whole range" if pr.get("within_period", True) else _PARTLY_OUTSIDE)
+                                  "whole range" if pr.get("within_period", True) else _PARTLY_OUTSIDE,
+                                  f"{_count(pr, audit_chain.ABANDONED)} / {_count(pr, audit_chain.EMERGENCIES)} / "
+                                  f"{_count(pr, audit_chain.REPAIRS)}")
                                  for pr in p.pruned]))  # fmt: skip
     parts.append('<p class="muted">Token ids only: rotator never records a token value. Times are UTC.</p>')
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _reason_cell(r: Rotation) -> str | None:
+    """The HTML cell of a rotation's emergency and a person's reason (an emergency's or a repair's)."""
+    if r.emergency:
+        return f"emergency: {r.reason or '(none recorded)'}"
+    return f"repair: {r.reason}" if r.reason else None
 
 
 def _th(control: str, label: str) -> str:

@@ -1043,7 +1043,7 @@ def _abandon(args: argparse.Namespace) -> int:
 
 
 #: the longest --reason (of a dismissal, an abandoned run, an emergency rotation, a repair): it is kept in the audit
-#: chain and shown in every report
+#: chain (and its prune checkpoints) and shown in every report of a period that holds it
 MAX_REASON_CHARS = 500
 
 
@@ -1107,15 +1107,15 @@ def _decided_by_hand(args: argparse.Namespace, flag: str, item: str, which: str,
 
 def _check_reason(reason: str) -> str:
     """``--reason`` stripped, refused when it holds token-shaped text, is longer than
-    :data:`MAX_REASON_CHARS` or holds control characters (exit 2). It is kept in the audit chain for
-    good and shown in every report and in the command's output: a token pasted into it would leak to
-    every reader of those, and a line break or escape sequence would act on their terminals. The
-    message never repeats it."""
+    :data:`MAX_REASON_CHARS` or holds control characters (exit 2). It is kept in the audit chain (and
+    its prune checkpoints) and shown in the reports of its period and in the command's output: a token
+    pasted into it would leak to every reader of those, and a line break or escape sequence would act
+    on their terminals. The message never repeats it."""
     from rotator.config.inline_secrets import find_token
 
     if find_token(reason):
         raise ConfigError("--reason holds text shaped like a token or an access key; it would be kept in the audit "
-                          "trail and shown in every report, so it is refused (and not repeated here)",
+                          "trail and shown in reports, so it is refused (and not repeated here)",
                           hint="say why in words, and name a token by its id, never its value; if a token was "
                           "pasted, treat it as leaked: rotate it")
     reason = reason.strip()
@@ -1123,7 +1123,7 @@ def _check_reason(reason: str) -> str:
     # would also refuse a no-break space, an ideographic space or an emoji's joiner, pasted from a chat
     if len(reason) > MAX_REASON_CHARS or one_line(reason) != reason:
         raise ConfigError(f"--reason must be one line of at most {MAX_REASON_CHARS} printable characters",
-                          hint="shorten it; the report shows it in every period after")
+                          hint="shorten it: the report shows it in a column of its own")
     return reason
 
 

@@ -119,22 +119,20 @@ def test_an_abandoned_run_is_reported_with_its_reason_in_every_format_and_leaves
     assert "(1 abandoned)</td>" in report.render(evidence, "html")
 
 
-def test_a_pruned_abandon_event_leaves_the_row_to_say_it(clusters: Clusters, tmp_path: Path) -> None:
-    """The event went with a prune (one stopped before it deleted the old runs: the row is kept), so the
-    row's reason stands in, as a dismissed revocation's row does; no finding."""
+def test_a_pruned_abandon_event_leaves_the_row_to_say_it(clusters: Clusters, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event went with a prune of an earlier version, whose checkpoint records no abandonment (a
+    prune keeps the row), so the row's reason stands in, as a dismissed revocation's row does; no
+    finding. (This version's checkpoint records it: tests/observe/test_prune_abandoned.py.)"""
     world = clusters.world
     run_id, candidate = _stuck_on_a(clusters)
     clusters.engine().abandon_run(run_id, REASON)
     world.clock.advance(timedelta(days=1))
-    asked: list[int] = []
+    monkeypatch.setattr(audit_chain, "_decisions", lambda *_args: None)  # an earlier version's summary
 
-    def stop() -> bool:  # (asked at the start, before the batch of events, then before each batch of rows)
-        asked.append(1)
-        return len(asked) > 2
-
-    result = audit_chain.prune(world.journal, ts(world.clock.now() - timedelta(hours=1)), ts(world.clock.now()),
-                               stop=stop)
-    assert result.events > 0 and result.stopped and result.runs == 0
+    result = audit_chain.prune(world.journal, ts(world.clock.now() - timedelta(hours=1)), ts(world.clock.now()))
+    assert result.events > 0 and result.runs == 0
+    assert result.checkpoint is not None and audit_chain.ABANDONED not in result.checkpoint.detail["policies"][POLICY]
     assert not [e for e in world.journal.events(POLICY, limit=1000) if e["step"] == "recover"], "the event went"
     assert world.journal.get_run(run_id) is not None, "the row stays"
 

@@ -202,6 +202,55 @@ def test_a_revocation_in_a_state_rotator_never_writes_without_tries_is_named_and
         assert [(r.token_id, r.state) for r in p.revocations] == [("tokZ", "failed")]
 
 
+@pytest.mark.parametrize("ended", ["done", "dismissed"])
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_revocation_row_ended_by_hand_without_tries_is_shown_and_counted_as_the_chain_says(
+        tmp_path: Path, ended: str, closed: bool) -> None:
+    """A pending revocation (scheduled by the chain, never tried) whose row is set to done or dismissed
+    by hand, with no chained event: named, but shown in the claimed state and counted in no bucket (not
+    done, not pending), and a forged dismissal counted as dismissed. The chain says pending: it is shown
+    and counted so, with nothing of the row's claim (no done time, no dismissal note)."""
+    from rotator.observe import report
+
+    now = datetime.now(UTC)
+    journal = _journal(tmp_path)
+    _publish(journal, "r0", now - timedelta(days=3), "tokA", kind="bootstrap")
+    due = now - timedelta(hours=1)
+    _publish(journal, "r1", now - timedelta(hours=2), "tokB", old="tokA", revoke_old_at=due)
+    journal.schedule_revocation(Revocation("p", "tokA", "r1", "superseded", due_at=due, state="pending"))
+    _sql(tmp_path, ("UPDATE revocations SET state = ?, done_at = ?, last_error = ?",
+                    (ended, ts(now - timedelta(minutes=30)), "dismissed: theirs" if ended == "dismissed" else None)))
+    end = now - timedelta(minutes=1) if closed else now + timedelta(days=1)
+    evidence = report.build(journal, [offline_policy(tmp_path, "p")], now - timedelta(days=10), end, now)
+    [p] = evidence.policies
+    assert evidence.revocations_not_in_chain == ["p/tokA"]
+    assert [(r.token_id, r.state, r.done_at, r.note, r.last_error) for r in p.revocations] == \
+        [("tokA", "pending", None, None, None)]
+    s = p.summary()
+    assert (s["revocations_done"], s["revocations_pending"], s["revocations_failed"], s["revocations_dismissed"]) \
+        == (0, 1, 0, 0)
+    rows = [r for r in csv.DictReader(io.StringIO(report.render(evidence, "csv"))) if r["record"] == "revocation"]
+    assert [(r["token_id"], r["state"], r["done_at"]) for r in rows] == [("tokA", "pending", "")]
+
+
+def test_a_revocation_row_dismissed_by_hand_is_not_counted_dismissed_in_any_state(tmp_path: Path) -> None:
+    """A failed revocation (tried: the chain says failed) flipped to dismissed by hand: shown and
+    counted failed, not dismissed."""
+    from rotator.observe import report
+
+    now = datetime.now(UTC)
+    journal = _failed_revocation(tmp_path, now)
+    _sql(tmp_path, ("UPDATE revocations SET state = 'dismissed', done_at = ?, last_error = 'dismissed: theirs'",
+                    (ts(now - timedelta(minutes=30)),)))
+    evidence = report.build(journal, [offline_policy(tmp_path, "p")], now - timedelta(days=10),
+                            now + timedelta(days=1), now)
+    [p] = evidence.policies
+    assert evidence.revocations_not_in_chain == ["p/tokA"]
+    assert [(r.state, r.note) for r in p.revocations] == [("failed", None)]
+    s = p.summary()
+    assert (s["revocations_failed"], s["revocations_dismissed"]) == (1, 0)
+
+
 def test_status_counts_a_revocation_in_a_state_rotator_never_writes_as_failed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`status` read pending and failed rows only: a failed revocation edited to `closed` vanished, and
