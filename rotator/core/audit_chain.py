@@ -33,7 +33,6 @@ from typing import Any, Protocol
 from rotator.config.inline_secrets import mask_tokens
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core.one_line import one_line
-from rotator.core.revocation_rule import ABANDONED_PREFIX
 
 __all__ = [
     "GENESIS",
@@ -1057,6 +1056,10 @@ _RUN_NEEDED = (
 #: kept for good as a dismissed revocation is: its row names the candidate that may still be valid
 #: where it was minted, and the reason. (SUBSTR, not LIKE: SQLite's LIKE ignores case, PostgreSQL's
 #: does not; COALESCE: a NULL error would make the NOT below NULL, and keep every failed run.)
+#: revocation_rule.ABANDONED_PREFIX, written out: importing it loads contracts and logging, which the
+#: cached `status` path must not (tests/runners/test_cli_startup.py); tests/observe/test_prune_abandoned.py
+#: checks the two agree
+ABANDONED_PREFIX = "abandoned by hand: "
 _ABANDONED_RUN = (f"(runs.state = 'failed' AND SUBSTR(COALESCE(runs.error, ''), 1, {len(ABANDONED_PREFIX)}) "
                   f"= '{ABANDONED_PREFIX}')")
 #: a run a prune deletes (one parameter, the cutoff): finished before the cutoff, not its policy's

@@ -124,8 +124,8 @@ _COMMAND_HELP: dict[str, tuple[str, str]] = {
                "rotator status -c /etc/rotator/rotator.toml --output json"),
     "recover": ("finish or undo interrupted runs", "rotator recover mgmt-prod"),
     "revoke-expired": ("revoke tokens whose grace period has passed", "rotator revoke-expired"),
-    "bootstrap": ("publish a first, human-created token",
-                  "rotator bootstrap mgmt-prod --token-file ./first-token --token-id 0f1e2d3c4b5a"),
+    "bootstrap": ("publish a first, human-created token", "rotator bootstrap mgmt-prod --token-file ./first-token "
+                  "--token-id 8b2c5f9e-1d7a-4c3e-9f0b-2a6d4e8c1f37"),
     "demo": ("rotate a simulated management token into OpenBao", "rotator demo --keep"),
     "inventory": ("list every token of the policies' issuers (and of bare targets) and say whose it is",
                   "rotator inventory --output csv > tokens.csv"),

@@ -167,3 +167,12 @@ def test_a_checkpoint_of_an_earlier_version_reads_as_no_abandonment(tmp_path: Pa
     assert (p.abandoned, p.abandoned_without_row, p.emergencies, p.repairs) == ([], [], [], [])
     assert p.summary()["runs_abandoned"] == 0
     assert [row["runs_abandoned"] for row in _records(evidence, "pruned")] == ["0"]
+
+
+def test_the_prune_s_abandoned_prefix_is_the_engine_s() -> None:
+    """audit_chain writes the prefix out (importing revocation_rule would load logging on status's cached
+    path): a change of the note's wording must change both, or prune would delete abandoned runs again."""
+    from rotator.core import audit_chain, revocation_rule
+
+    assert audit_chain.ABANDONED_PREFIX == revocation_rule.ABANDONED_PREFIX
+    assert revocation_rule.abandoned_note("why", "minted-on", "target").startswith(audit_chain.ABANDONED_PREFIX)
