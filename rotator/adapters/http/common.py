@@ -78,6 +78,7 @@ __all__ = [
     "AnswerTooLarge",
     "CredentialSetting",
     "DeadlineExceeded",
+    "FAR_FUTURE",
     "HttpFailure",
     "HttpIssuer",
     "HttpSettings",
@@ -105,6 +106,7 @@ __all__ = [
     "parse_time",
     "path_segment",
     "redact_detail",
+    "redirect_hint",
     "resolve_credential",
     "retry_after",
     "send",
@@ -136,6 +138,10 @@ HINT_NOT_FOUND = "check base_url (scheme, host, port, no path) and that the serv
 HINT_CONFLICT = "the resource exists already"
 HINT_BAD_REQUEST = "the server refused the request; check the issuer settings against docs/issuers.md"
 HINT_OTHER = "check the server's log for this request"
+HINT_REDIRECT = (
+    "the server answers with a redirect{target}, and rotator follows none (a redirect could take the token "
+    "elsewhere): set `{key}` to the address that answers without one"
+)
 HINT_NOT_SENT = "rotator checks its lease again before it retries"
 HINT_SELF = "store the first token with `rotator bootstrap`, or set credential = { file = ... } / { env = ... }"
 _DEFAULT_HINTS = {
@@ -196,6 +202,14 @@ class HttpSettings(BaseModel):
             raise ValueError("must not carry credentials; use `credential`")
         if url.query or url.fragment:
             raise ValueError("must not have a query or fragment")
+        if url.path not in ("", "/"):
+            # rotator appends the API's own paths (/api/v2/..., /api/v3/...): with a path of its own, every
+            # request misses, and InfluxDB v2 answers an unknown path as it answers a missing token (404
+            # `not found`)
+            raise ValueError(
+                "must be the server's address without a path (rotator adds /api/v2/... or /api/v3/... itself): "
+                "write scheme, host and port only, e.g. https://influxdb.example.com:8086"
+            )
         unusable = http_address_problem(value)
         if unusable:
             raise ValueError(unusable)
@@ -871,17 +885,48 @@ def _status_error(
     if status in _TRANSIENT_STATUS or status >= 500:
         asked = retry_after(response)
         return TransientError(message + wait_asked(asked), hint=HINT_RETRY, retry_after=asked)
+    if 300 <= status < 400 and status not in hints:
+        return PermanentError(message, hint=redirect_hint(response, "base_url"))
     return PermanentError(message, hint=hints.get(status) or _DEFAULT_HINTS.get(status, HINT_OTHER))
+
+
+def redirect_hint(response: httpx.Response, key: str) -> str:
+    """The hint of a 3xx answer: rotator follows no redirect, so ``key`` (the setting that holds the
+    server's address) must name the final one. Of the ``Location``, only its scheme, host and port are
+    named: its path or query could carry anything (a login page's state, a signed link)."""
+    target = _redirect_origin(response)
+    return HINT_REDIRECT.format(target=f" to {target}" if target else "", key=key)
+
+
+def _redirect_origin(response: httpx.Response) -> str | None:
+    """``scheme://host:port`` of the answer's ``Location`` (a relative one is on the request's server),
+    else None (none, or not an http(s) URL httpx can read)."""
+    location = response.headers.get("Location", "").strip()
+    if not location or not location.isprintable():
+        return None
+    request = _request_of(response)
+    try:
+        url = request.url.join(location) if request is not None else httpx.URL(location)
+        host = url.raw_host.decode("ascii")
+        port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+    except (httpx.InvalidURL, UnicodeDecodeError, ValueError):
+        return None
+    if url.scheme not in ("http", "https") or not host:
+        return None
+    origin = f"{url.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+    return redact_detail(origin, limit=120)  # the host is text the server chose: masked as any other
 
 
 def error_text(
     response: httpx.Response, keys: tuple[str, ...] = ("error", "message"), *, plain_text: bool = True
 ) -> str:
-    """The server's own error message, not yet redacted (see :func:`redact_detail`).
+    """The server's own error message, its known secrets redacted already; :func:`redact_detail` still
+    masks the token shapes and cuts it for a message.
 
     The first of ``keys`` with a non-blank string in a JSON object (InfluxDB 3 writes
     ``{"error": ...}``, v2 and the Management API ``{"code", "message"}``); a body that is not
-    JSON as one line if ``plain_text``; else "".
+    JSON as one line if ``plain_text``; else "". Only the first :data:`_ERROR_CHARS` characters of
+    the body are read (:func:`_error_head`).
     """
     try:
         raw = response.read()
@@ -889,7 +934,7 @@ def error_text(
         return ""
     if not raw:
         return ""
-    text = raw[:4096].decode("utf-8", errors="replace")
+    text = _error_head(raw)
     try:
         data = json.loads(text)
     except ValueError:
@@ -902,6 +947,39 @@ def error_text(
             if isinstance(value, str) and value.strip():
                 return value
     return ""
+
+
+#: The characters of an error answer's body that :func:`error_text` reads.
+_ERROR_CHARS = 4096
+#: The bytes of the body :func:`_error_head` redacts at first: 64 KiB costs a few milliseconds, where
+#: all of an answer (up to MAX_ANSWER_BYTES) would cost seconds.
+_REDACT_WINDOW = 64 * 1024
+#: How much redacted text :func:`_error_head` wants past what it keeps: a known secret cut by the end
+#: of the redacted window (so not redacted) cannot reach back into the kept part unless it is longer
+#: than this, far more than a header (how every secret rotator knows travels) carries.
+_SECRET_ROOM = 48 * 1024
+
+
+def _error_head(raw: bytes) -> str:
+    """The first :data:`_ERROR_CHARS` characters of the body ``raw``, redacted **before** they are cut:
+    a known secret cut at the end would leave a prefix that the redactor does not match. When the body
+    was cut, its last (maybe partial) word goes too: a token the redactor does not know, cut short,
+    would be too short for the token shapes :func:`redact_detail` masks."""
+    window = _REDACT_WINDOW
+    while True:  # redaction only shortens the text: widen the window until enough is left after it
+        text = REDACTOR.redact(raw[:window].decode("utf-8", errors="replace"))
+        whole = window >= len(raw)
+        if whole or len(text) >= _ERROR_CHARS + _SECRET_ROOM:
+            break
+        window *= 4
+    if whole and len(text) <= _ERROR_CHARS:
+        return text
+    # Cut: either the whole text is longer, or the body went on past the window (and then the loop
+    # left more than _ERROR_CHARS), so text[_ERROR_CHARS] exists.
+    head = text[:_ERROR_CHARS]
+    if head[-1].isspace() or text[_ERROR_CHARS].isspace():
+        return head  # cut between two words
+    return head[: len(head) - len(head.split()[-1])]
 
 
 def redact_detail(text: str, *, shapes: re.Pattern[str] = _TOKEN_SHAPES, limit: int = _MAX_DETAIL) -> str:
@@ -1018,8 +1096,20 @@ def token_value(value: object) -> Secret | None:
     return Secret(value.strip())
 
 
+#: What :func:`parse_time` reads a year past 9999 as, which no datetime holds: InfluxDB 3 prints the
+#: expiry of a token made with ``--expiry 20000y`` as ``+22025-06-01T10:00:00.123`` (chrono writes a
+#: year past 9999 with a sign). Every comparison with a time rotator meets gives the same answer as the
+#: real one would; ``FAR_FUTURE - now`` works (a timedelta of some 8000 years), adding to it overflows.
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+#: A date whose year has a sign or more than 4 digits (ISO 8601's expanded years): the sign, the
+#: digits, the rest from the month on.
+_EXPANDED_YEAR = re.compile(r"([+-]?)([0-9]+)(-.*)", re.DOTALL)
+
+
 def parse_time(value: object, where: str) -> datetime | None:
-    """An RFC 3339 / ISO 8601 time (a naive one is UTC) or epoch milliseconds, as aware UTC; None stays None."""
+    """An RFC 3339 / ISO 8601 time (a naive one is UTC) or epoch milliseconds, as aware UTC; None stays None.
+
+    A year past 9999 (``+22025-...``, ``22025-...``) is :data:`FAR_FUTURE`; a year before 1 is out of range."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
@@ -1035,6 +1125,19 @@ def parse_time(value: object, where: str) -> datetime | None:
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # nanoseconds: Python keeps microseconds
+    expanded = _EXPANDED_YEAR.fullmatch(text)
+    if expanded and (expanded[1] or len(expanded[2]) > 4):
+        sign, digits, rest = expanded[1], expanded[2].lstrip("0"), expanded[3]
+        if sign == "-" or not digits:
+            raise IssuerOutputError(f"{where} is out of range (a year before 1)")
+        if len(digits) <= 4:  # +2025-...: a sign no one needed
+            text = digits.zfill(4) + rest
+        else:
+            try:  # the rest must still be a time: year 2000 has every month and day another year has
+                datetime.fromisoformat("2000" + rest)
+            except ValueError:
+                raise IssuerOutputError(f"{where} is not an RFC 3339 time") from None
+            return FAR_FUTURE
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

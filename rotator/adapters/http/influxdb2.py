@@ -523,15 +523,29 @@ def _keep_digest(item: dict[str, Any], token: object) -> None:
         item[_DIGEST_KEY] = hashlib.sha256(token.encode()).hexdigest()
 
 
+#: What InfluxDB v2's router answers, with the code `not found`, for a path it does not serve
+#: (kit/transport/http: ``ErrNotFound``): a URL rotator got wrong, nothing about an authorization.
+_PATH_NOT_FOUND = "path not found"
+
+
 def _gone(response: httpx.Response, what: str) -> bool:
     """Whether ``response`` is InfluxDB's own 404 for the authorization (it does not exist). A 404
-    without InfluxDB's `not found` answer (a proxy's, a router's) says nothing about it: TransientError."""
+    without InfluxDB's `not found` answer (a proxy's, a router's), or the router's own ``path not
+    found`` (a base_url that adds a path, a proxy that rewrites it), says nothing about it:
+    TransientError."""
     if response.status_code != 404:
         return False
     if error_code(response) != "not found":
         raise TransientError(
             f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
             hint="check `base_url` (it must reach InfluxDB itself); rotator tries again on the next run",
+        )
+    if error_text(response, ("message",), plain_text=False).strip().lower() == _PATH_NOT_FOUND:
+        raise TransientError(
+            f"{what}: HTTP 404 `{_PATH_NOT_FOUND}`: the server does not serve this URL, which says nothing of "
+            "the authorization",
+            hint="check `base_url` (scheme, host and port only) and any proxy in front of InfluxDB that rewrites "
+            "paths; rotator tries again on the next run",
         )
     return True
 

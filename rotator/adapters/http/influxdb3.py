@@ -151,6 +151,12 @@ HINT_DUPLICATE = (
 )
 HINT_NO_ENTERPRISE = "resource tokens need InfluxDB 3 Enterprise (Core answers 404); use kind = 'named_admin' on Core"
 HINT_NOT_ADMIN = "the credential must be an admin token (operator or named admin) to mint and list tokens"
+HINT_NO_ROWS = "check `base_url`: it must reach the InfluxDB 3 server itself"
+HINT_BAD_TIME = (
+    "system.tokens shows a time of one of rotator's own tokens that rotator cannot read; check the server's "
+    "version, and the row with `influxdb3 show tokens`"
+)
+WARN_BAD_TIME = "%s; that token is not this policy's, so its %s is left unknown"
 WARN_NO_EXPIRY = (
     "%s token %s was created with an expiry of %ss, but the server's answer %s: it does not expire by itself; "
     "rotator still revokes it after its grace"
@@ -361,7 +367,8 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
     def verify(self, token: Secret) -> None:
         """Use ``token`` as its kind allows; 401 means "not accepted yet" and is retried.
 
-        Admin kinds: the system.tokens query (what the next self-rotation needs). Resource
+        Admin kinds: the system.tokens query (what the next self-rotation needs), whose answer must
+        hold a row (the token's own, at least), as a listing's must (:meth:`_listed`). Resource
         tokens: ``SELECT 1`` on the first database they name (``*``: ``_internal``), where 403
         ("accepted, but may not read": a write-only token) counts as accepted too; a token with
         only system permissions: ``GET /health``, ``/ping`` or ``/metrics``, the first it may read
@@ -372,7 +379,12 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
             hints = {403: "the new token cannot query _internal; is it an admin token?"}
             with map_http_errors(what, unauthenticated_is_transient=True, hints=hints):
                 response = expect(self._query(token), 200)
-            list(self._rows(response, what))
+            if not list(self._rows(response, what)):
+                # As for a listing (_listed): the token that asked is a row of system.tokens; an empty
+                # 200 comes from something that is not the server (a catch-all host, a proxy) and
+                # proves nothing about the token.
+                raise IssuerOutputError(f"{what}: the system.tokens query answered no row, not even the new "
+                                        "token's own", hint=HINT_NO_ROWS)
             return
         database = next((p.resource_names[0] for p in self.settings.permissions if p.resource_type == "db"), None)
         if database is not None:
@@ -528,16 +540,18 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         what = "list tokens (system.tokens)"
         with map_http_errors(what, hints={403: HINT_NOT_ADMIN, **self._hints}):
             response = expect(self._query(auth), 200)
-        listed = [(row, self._info(index, row, what)) for index, row in enumerate(self._rows(response, what))]
+        rows = self._rows(response, what)
+        listed = [(row, self._info(number, row, what)) for number, row in enumerate(rows, start=1)]
         if not listed:
             # The admin token that asked is one of system.tokens' rows: an empty answer (a catch-all
             # host, a proxy) would make every token look revoked, and every orphan search find nothing.
             raise IssuerOutputError(f"{what}: the answer has no row, not even the token that asked",
-                                    hint="check `base_url`: it must reach the InfluxDB 3 server itself")
+                                    hint=HINT_NO_ROWS)
         return listed
 
     def _rows(self, response: httpx.Response, what: str) -> Iterator[Mapping[str, Any]]:
-        """The rows of a query answer: JSON lines, or a JSON array (``format=json`` servers)."""
+        """The rows of a query answer: JSON lines, or a JSON array (``format=json`` servers). Messages
+        number rows from 1, as lines are (they differ only where blank lines are left out)."""
         text = response.text.strip()
         if text.startswith("["):
             try:
@@ -555,15 +569,16 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
                     raise IssuerOutputError(f"{what}: line {number} of the answer is not JSON") from None
                 except RecursionError:
                     raise IssuerOutputError(f"{what}: line {number} of the answer is JSON nested too deeply") from None
-        for index, row in enumerate(rows):
+        for number, row in enumerate(rows, start=1):
             if not isinstance(row, dict):
-                raise IssuerOutputError(f"{what}: row {index} is a JSON {type(row).__name__}, expected an object")
+                raise IssuerOutputError(f"{what}: row {number} is a JSON {type(row).__name__}, expected an object")
             yield row
 
-    def _info(self, index: int, row: Mapping[str, Any], what: str) -> TokenInfo:
+    def _info(self, number: int, row: Mapping[str, Any], what: str) -> TokenInfo:
+        """What row ``number`` (from 1) of system.tokens says of its token."""
         name = row.get("name")
         if not isinstance(name, str) or not name:
-            raise IssuerOutputError(f"{what}: row {index} has no string `name`")
+            raise IssuerOutputError(f"{what}: row {number} has no string `name`")
         description = row.get("description")
         description = description if isinstance(description, str) else ""
         token_id = name
@@ -580,12 +595,30 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         tag = self._tag_of(name)
         if tag is not None and tag not in description:
             description = f"{tag} {description}".strip()
+        ours = tag is not None or (name == OPERATOR and self.settings.kind == "operator")
         return TokenInfo(
             token_id=token_id,
             description=description,
-            created_at=parse_time(row.get("created_at"), f"{what}: row {index} `created_at`"),
-            expires_at=parse_time(row.get("expiry"), f"{what}: row {index} `expiry`"),
+            created_at=self._row_time(row, "created_at", number, token_id, ours, what),
+            expires_at=self._row_time(row, "expiry", number, token_id, ours, what),
         )
+
+    def _row_time(
+        self, row: Mapping[str, Any], column: str, number: int, token_id: str, ours: bool, what: str
+    ) -> datetime | None:
+        """A time column of a system.tokens row. One that cannot be read fails the listing only for a
+        token of this policy's (``ours``), whose times the engine acts on; of anyone else's token it
+        is left unknown, with a WARNING: one human's odd token must not stop every revocation, orphan
+        search and recovery on the server."""
+        # (repr: a name of anyone's token may hold any character; the message never holds the value)
+        where = f"{what}: row {number} (token {token_id[:_MAX_NAME]!r}) `{column}`"
+        try:
+            return parse_time(row.get(column), where)
+        except IssuerOutputError as exc:
+            if ours:
+                raise IssuerOutputError(str(exc), hint=HINT_BAD_TIME) from None
+            logger.warning(WARN_BAD_TIME, exc, column)
+            return None
 
     def _object(self, answer: object, what: str, name: str) -> Mapping[str, Any]:
         if not isinstance(answer, dict):

@@ -55,7 +55,6 @@ in the Authorization header) and the server's ``message``, redacted; never a tok
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -87,6 +86,7 @@ from rotator.adapters.http.common import (
     on_http_failure,
     path_segment,
     redact_detail,
+    redirect_hint,
     retry_after,
     send,
     stored_token_error,
@@ -169,7 +169,6 @@ _HINT_404_CLUSTERED = (
 )
 _HINT_409 = "the Management API reports a conflict with an existing token; list the cluster's tokens and retry"
 _HINT_OTHER = "check the issuer settings and the cluster's status"
-_HINT_REDIRECT = "the server answers with a redirect (rotator does not follow them): set the final address in `{key}`"
 _HINT_VERIFY_400 = "the data plane refused the verification query: check `verify.query` (InfluxQL)"
 _HINT_VERIFY_403 = "the new token may not read `verify.database` {database!r}: check `permissions` and `verify`"
 _HINT_VERIFY_404 = "database {database!r} (`verify.database`) does not exist on {url}"
@@ -649,7 +648,7 @@ class ManagementApiIssuer:
             return None
         try:
             return response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError, and an integer of more than 4300 digits
             raise self._output_error(op, f"the answer (HTTP {response.status_code}) is not JSON") from None
         except RecursionError:
             raise self._output_error(
@@ -702,9 +701,8 @@ class ManagementApiIssuer:
             where=self._where, operation=op.name, status=status, detail=f" ({detail})" if detail else ""
         )
         if 300 <= status < 400:
-            return PermanentError(
-                message, hint=_HINT_REDIRECT.format(key="cluster_host" if op.plane == "data" else "base_url")
-            )
+            key = "cluster_host" if op.plane == "data" else "base_url"
+            return PermanentError(message, hint=redirect_hint(response, key))
         transient = status in _TRANSIENT_STATUS or status >= 500
         asked = retry_after(response) if transient else None
         if op.plane == "data":
