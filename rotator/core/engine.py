@@ -294,10 +294,12 @@ class Engine:
         The steady case costs five commits (the lease has none of its own): a preflight read (lease
         row, open runs, due revocations and their claims, last success); PLAN's store and issuer
         reads, without the lease (no side effect); then the lease is taken in the run's PLANNED
-        transaction, on condition that the lease row is still the one the preflight read (nobody
-        took, renewed or released it since; else that transaction rolls back and the rotation
-        starts again lease first, as it does when there are open runs to recover, the lease is held
-        elsewhere, or for an emergency rotation).
+        transaction, on condition that the lease row is still the one the preflight read, a released
+        one (or this engine's own), so that nobody held the lease since. Else that transaction rolls
+        back and the rotation starts again lease first, as it does when there are open runs to
+        recover, for an emergency rotation, and when the preflight read a row that names another
+        holder, live or expired (the holder of an expired lease that nobody took may still write
+        under it without changing the row: Preflight.fence_planning_first).
         """
         if dry_run:
             return self._plan_only()
@@ -307,7 +309,7 @@ class Engine:
             seen = self.journal.preflight(self.policy.name, now)
             if expect and seen.last_success != expect_last_run:
                 return self._nothing_to_do("rotated by another rotator meanwhile; nothing to do")
-            if not seen.open_runs and seen.fence_after(self.holder, now) is not None:
+            if not seen.open_runs and seen.fence_planning_first(self.holder, now) is not None:
                 try:
                     with self._lease("rotate", take=False):
                         result = self._rotate_locked(seen)
@@ -1698,10 +1700,11 @@ class Engine:
         ``seen``: the lease is not held yet; it is taken in this transaction, which is then synced
         (the lease must be durable before the side effects it fences) unless the journal is
         single-host (SQLite: a crash that loses it ends every process that could act under it), on
-        condition that the lease row is still the one the preflight read (nobody took, renewed or
-        released it since: then the last successful run is still the one ``seen`` holds, which
-        Engine.rotate checked against ``expect_last_run``) and that the fencing number is the one
-        ``seen`` predicts; otherwise _Replan (the transaction rolls back).
+        condition that the lease row is still the one the preflight read, released or this engine's
+        own (Preflight.fence_planning_first: nobody held the lease since, so nobody wrote under it,
+        and the last successful run is still the one ``seen`` holds, which Engine.rotate checked
+        against ``expect_last_run``) and that the fencing number is the one ``seen`` predicts;
+        otherwise _Replan (the transaction rolls back).
         """
         # Where the token will live, asked before anything is written: an issuer that cannot say (a file
         # it reads is gone) stops the run here, before any side effect.
@@ -1724,11 +1727,13 @@ class Engine:
                                                    unchanged=seen.lease)
             except LeaseBusy as busy:
                 raise _Replan(str(busy)) from None
-            # The lease row is exactly the one the preflight read, so nobody took, renewed or released
-            # the lease since: no run of this policy ended meanwhile, and the last successful run
-            # the preflight read (``expect_last_run`` was checked against it) is still the last.
-            if fence != seen.fence_after(self.holder, now):
-                raise _Replan(f"fencing number {fence}, expected {seen.fence_after(self.holder, now)}")
+            # The lease row is exactly the one the preflight read, released or this engine's own, so
+            # nobody held the lease since: no run of this policy ended meanwhile, and the last
+            # successful run the preflight read (``expect_last_run`` was checked against it) is
+            # still the last.
+            expected = seen.fence_planning_first(self.holder, now)
+            if fence != expected:
+                raise _Replan(f"fencing number {fence}, expected {expected}")
             self.journal.begin_run(run, fence=fence)
             self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
         self._fence = fence

@@ -226,7 +226,11 @@ class Revocation:
     done_at: datetime | None = None
 
 
-#: each a script of statements separated by ``;`` for every backend, or the statements of each backend
+#: each a script of statements separated by ``;`` for every backend, or the statements of each backend.
+#: A journal whose schema_version rows were set back (by hand, or that table restored alone) holds what
+#: the migrations after its version made already, and must upgrade again: every migration but 1 and 3
+#: (audit_chain.MIGRATION, which inserts the chain's head row) can run again over what it made (indexes
+#: IF NOT EXISTS; an ALTER TABLE ... ADD COLUMN adds nothing when the column is there: Journal._migrate_statement).
 _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     # 1: the initial schema
     """
@@ -287,11 +291,11 @@ _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     # 4: indexes for the queries that status, the daemon and every rotation make, so that their
     # cost follows what is current, not the journal's history (issue 12)
     """
-    CREATE INDEX runs_policy_state ON runs (policy, state);
-    CREATE INDEX runs_policy_published ON runs (policy, published_at);
-    CREATE INDEX runs_policy_token ON runs (policy, new_token_id);
-    CREATE INDEX revocations_state_due ON revocations (state, due_at);
-    CREATE INDEX revocations_policy_state ON revocations (policy, state)
+    CREATE INDEX IF NOT EXISTS runs_policy_state ON runs (policy, state);
+    CREATE INDEX IF NOT EXISTS runs_policy_published ON runs (policy, published_at);
+    CREATE INDEX IF NOT EXISTS runs_policy_token ON runs (policy, new_token_id);
+    CREATE INDEX IF NOT EXISTS revocations_state_due ON revocations (state, due_at);
+    CREATE INDEX IF NOT EXISTS revocations_policy_state ON revocations (policy, state)
     """,
     # 5: the audit chain's head moved by the INSERT of each link (no UPDATE of it per transaction)
     audit_chain.HEAD_TRIGGER_MIGRATION,
@@ -300,8 +304,8 @@ _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     # 1 ms a rotation at 10,000 policies with one due each (an issuer outage or a missing grant
     # leaves them all due), against 65 us with this index
     """
-    CREATE INDEX revocations_policy_state_due ON revocations (policy, state, due_at);
-    DROP INDEX revocations_policy_state
+    CREATE INDEX IF NOT EXISTS revocations_policy_state_due ON revocations (policy, state, due_at);
+    DROP INDEX IF EXISTS revocations_policy_state
     """,
     # 7: when the issuer created a bootstrapped token: its age counts from then, not from the bootstrap
     """
@@ -313,7 +317,7 @@ _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     """
     ALTER TABLE runs ADD COLUMN verified_fence INTEGER;
     ALTER TABLE runs ADD COLUMN tag_search_until TEXT;
-    CREATE INDEX runs_policy_tag_search ON runs (policy) WHERE tag_search_until IS NOT NULL
+    CREATE INDEX IF NOT EXISTS runs_policy_tag_search ON runs (policy) WHERE tag_search_until IS NOT NULL
     """,
     # 9: the daemon's sweep (Journal.overview) reads the open runs and the unfinished revocations
     # through partial indexes (a handful of rows whatever the history: their predicates are the
@@ -321,8 +325,7 @@ _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     # PostgreSQL can use them) and the publications since its previous read through published_at.
     # Without them it read every run: 1.4 M SQLite VM steps and ~110 ms a sweep at 100k runs of
     # history, against 1,400 on a fresh journal (issue 12); and once ANALYZE had counted a few states
-    # over many rows, SQLite read every revocation too. IF NOT EXISTS: a journal whose schema_version
-    # rows were set back (by hand, or restored) may hold them already.
+    # over many rows, SQLite read every revocation too.
     """
     CREATE INDEX IF NOT EXISTS runs_open ON runs (policy)
         WHERE state IN ('planned', 'minting', 'minted', 'verified', 'publishing', 'revoking_new');
@@ -336,6 +339,9 @@ _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     ALTER TABLE runs ADD COLUMN issuer_target TEXT
     """,
 )
+
+#: a migration's ALTER TABLE that adds a column: (table, column)
+_ADD_COLUMN = re.compile(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", re.IGNORECASE)
 
 _RUN_COLUMNS = (
     "run_id", "policy", "kind", "state", "started_at", "updated_at", "old_token_id", "new_token_id",
@@ -385,6 +391,9 @@ class _Backend:
     in_wal_mode: Callable[[], bool] = lambda: False
     #: run first inside the migration transaction, so concurrent replicas migrate one at a time
     migration_lock: str | None = None
+    #: ALTER TABLE ... ADD COLUMN takes IF NOT EXISTS (PostgreSQL 9.6+); without it (SQLite) a
+    #: migration that adds a column looks for it first (Journal._migrate_statement)
+    add_column_if_not_exists: bool = False
     #: a query returning a row when the table named by its one parameter exists
     table_exists: str = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?"
     #: appended to the SELECT of a lease row that a fenced write checks (PostgreSQL: lock it, so
@@ -1007,7 +1016,7 @@ class Journal:
                 statements = migration.split(";") if isinstance(migration, str) else migration[backend]
                 for statement in statements:
                     if statement.strip():
-                        cur.execute(statement)
+                        self._migrate_statement(cur, statement)
                 cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
             if current == len(_MIGRATIONS) and cur.execute(audit_chain.HEAD_TRIGGER_EXISTS[backend]).fetchone() is None:
                 # Writers rely on it to move the chain's head: without it the next event would link
@@ -1017,6 +1026,21 @@ class Journal:
             behind = audit_chain.head_behind(cur)
             if behind is not None:
                 raise self._head_behind_error(*behind)
+
+    def _migrate_statement(self, cur: _Cursor, statement: str) -> None:
+        """Run one statement of a migration; an ALTER TABLE ... ADD COLUMN of a column the table has
+        already does nothing (a journal whose schema_version rows were set back: see _MIGRATIONS),
+        where it would fail with "duplicate column"."""
+        added = _ADD_COLUMN.match(statement)
+        if added is not None and self._backend.add_column_if_not_exists:
+            column_at = added.start(2)
+            statement = f"{statement[:column_at]}IF NOT EXISTS {statement[column_at:]}"
+        elif added is not None:
+            table, column = added.groups()
+            present = {str(row[1]).lower() for row in cur.execute(f"PRAGMA table_info({table})").fetchall()}
+            if column.lower() in present:  # SQLite's names are case-insensitive
+                return
+        cur.execute(statement)
 
     def _head_behind_error(self, head: int, newest: int) -> JournalError:
         move = (f"UPDATE audit_head SET seq = {newest}, hash = (SELECT hash FROM events WHERE seq = {newest}) "
@@ -1265,11 +1289,14 @@ class Journal:
     def preflight(self, policy: str, now: datetime) -> Preflight:
         """What a rotation reads before it takes the policy's lease, in one statement: the lease row,
         the open runs, the due revocations, the last successful run (its id and its token's) and the
-        dismissed revocations; then, when revocations are due, the runs that minted their tokens. The rotation takes its
-        lease in the transaction that journals its run (Engine._new_run) only if the lease row is
-        then still the one read here (``acquire_lease(unchanged=...)``): no other process took, renewed or released
-        the policy's lease between, so nothing read here changed (every write of a run or a
-        revocation is fenced, and a step or a side effect confirms or renews the lease first)."""
+        dismissed revocations; then, when revocations are due, the runs that minted their tokens. When
+        the lease row read here was released (or is the rotation's own: Preflight.fence_planning_first),
+        the rotation takes its lease in the transaction that journals its run (Engine._new_run), only if
+        the lease row is then still the one read here (``acquire_lease(unchanged=...)``): nobody held the
+        policy's lease between, so nothing read here changed (every write of a run or a revocation is
+        fenced, and a step or a side effect confirms or renews the lease first). Not so under another
+        holder's expired lease, which that holder may still write under without changing its row: the
+        rotation then takes the lease first, and reads again under it."""
         params = [policy, policy, *RunState.OPEN, policy, RevocationState.PENDING, ts(now), ts(now), policy,
                   *RunState.SUCCESS, policy, RevocationState.DISMISSED]
         with self._tx(single=True) as cur:  # one statement (see _tagged)
@@ -1427,7 +1454,8 @@ class Journal:
 
         ``unchanged``: the lease row (holder, fence, expiry text) as read before (Preflight.lease);
         the lease is taken only if the row is still exactly that (nobody took, renewed or released
-        it since), else LeaseBusy.
+        it since), else LeaseBusy. The row alone does not show that nobody wrote under it: the holder
+        of an expired lease may, without changing it (Preflight.fence_planning_first).
         """
         expires = ts(now + ttl)
         where = "WHERE policy = ? AND (holder = ? OR expires_at < ?)"
@@ -1627,13 +1655,27 @@ class Preflight:
     def fence_after(self, holder: str, now: datetime) -> int | None:
         """The fencing number ``holder`` gets by taking the lease at ``now`` if nobody takes it
         between (Journal.acquire_lease); None when it cannot take it (another holder's live lease)
-        or cannot know it (a policy never leased)."""
+        or cannot know it (a policy never leased). Whether reads made before the take still hold
+        after it is fence_planning_first's question."""
         if self.lease is None:
             return None
         lease_holder, fence, expires = self.lease
         if lease_holder == holder:
             return fence
         return fence + 1 if expires < ts(now) else None
+
+    def fence_planning_first(self, holder: str, now: datetime) -> int | None:
+        """The fencing number ``holder`` gets by taking the lease with its planned run, after reads
+        made without the lease (Engine.rotate's shortcut); None when it must take the lease first and
+        read again under it: a policy never leased, or a row that names another holder, live or
+        expired. An expired lease that nobody took is still its holder's (Journal.confirm_lease and
+        the fenced writes accept it): a holder paused past the expiry (a GC, SIGSTOP) goes on writing
+        under it without changing the row, so the row found unchanged at the take
+        (``acquire_lease(unchanged=...)``) would not show that the reads made before it are stale. A
+        released row (holder ``''``) or this holder's own has no other writer."""
+        if self.lease is None or self.lease[0] not in ("", holder):
+            return None
+        return self.fence_after(holder, now)
 
 
 
@@ -2120,6 +2162,7 @@ def _postgres_backend(url: str, read_only: bool = False) -> _Backend:
         snapshot_inside="SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
         migration_lock="SELECT pg_advisory_xact_lock(7306180)",  # one arbitrary key for rotator migrations
         table_exists="SELECT to_regclass(?) WHERE to_regclass(?) IS NOT NULL",
+        add_column_if_not_exists=True,
         # (a command that only reads may read a standby: an auditor's replica)
         ping_sql="SELECT version FROM schema_version" if read_only
         else "SELECT version, current_setting('transaction_read_only') = 'on' FROM schema_version",
