@@ -99,8 +99,9 @@ class LeaseLost(RotatorError):
             f"policy {policy!r}: this run (lease fencing number {fence}) was overtaken by another rotator "
             f"and stopped before {what}{now}",
             hint="another rotator took the policy over (this process was paused or slow past lease_ttl); "
-            "nothing to undo here: `rotator status` shows what the other run did. Raise lease_ttl if "
-            "this happens without a pause",
+            "nothing to undo here: `rotator status` shows what the other run did. If this happens without a "
+            "pause, check that the hosts' clocks agree (replicas: rotator_clock_offset_seconds), then raise "
+            "lease_ttl",
         )
         self.policy = policy
         self.fence = fence

@@ -274,6 +274,29 @@ CREDENTIAL_FAILURES = ("rotator_credential_renewal_failures", "Failed logins/loo
                        "credential in a row")
 
 
+CLOCK_OFFSET = ("rotator_clock_offset_seconds", "The journal's PostgreSQL server's clock minus this host's, "
+                "at the last sweep (negative: this host's clock is ahead); absent for an SQLite journal "
+                "(one host, no server clock)")
+
+
+class _ClockOffsetCollector(Collector):
+    """rotator_clock_offset_seconds: a sample only once an offset was measured. Unknown is no sample,
+    as for every other metric here: a 0 would read as "in sync", and RotatorClockSkew would never fire."""
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(*CLOCK_OFFSET)
+        value = self.value
+        if value is not None:
+            family.add_metric([], value)
+        yield family
+
+
 class _LiveCollector(Collector):
     def __init__(self, source: Callable[[], LiveSnapshot]) -> None:
         self._source = source
@@ -523,6 +546,8 @@ class Metrics:
                                          "Policies not in the policy file whose unfinished work (open runs, pending "
                                          "or failed revocations) the journal holds: nothing does it", registry=r)
         Info("rotator_build", "rotator's version", registry=r).info({"version": __version__})
+        self._clock_offset = _ClockOffsetCollector()
+        r.register(self._clock_offset)
         self._state_text: tuple[Callable[[], StateSnapshot], StateText] | None = None
         self._live_text: tuple[Callable[[], LiveSnapshot], LiveText] | None = None
         # [daemon] inventory_interval (rotator/observe/inventory.py): ``issuer`` is the cluster or instance
@@ -636,6 +661,11 @@ class Metrics:
             self.inventory_issuer_errors.labels(issuer).set(failed)
         self.inventory_errors.set(len(result.errors))
         self.inventory_time.set((at or utcnow()).timestamp())
+
+    def clock_offset(self, seconds: float | None) -> None:
+        """Export the last measured offset of this host's clock (rotator/core/clock_offset.py); None:
+        none measured (an SQLite journal), no sample."""
+        self._clock_offset.value = seconds
 
     def notification(self, channel: str, result: str) -> None:
         self.notifications.labels(channel, result).inc()

@@ -110,6 +110,7 @@ from rotator.config.daemon_config import DaemonSettings, parse_listen
 from rotator.config.policy import Config, Policy, PolicyFileError, load_config
 from rotator.config.policy_source import read_policy_file
 from rotator.config.schedule import NoNextDue, format_duration
+from rotator.core import clock_offset
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.due import age_origin, decide
 from rotator.core.engine import NOTHING_TO_DO, Engine, NeedsAttention, RunResult, takes_over_dead_holders
@@ -528,6 +529,10 @@ class Daemon:
         self._prune_thread: threading.Thread | None = None
         #: what ``rotator daemon`` exits with once serve() returns: 0, or EXIT_JOURNAL_LOST
         self.exit_status = 0
+        #: (the last offset of this host's clock against the journal server's, None if none measured; its
+        #: level, clock_offset.OK/WARN/NOT_READY; the readiness limit it was judged by, seconds). One tuple,
+        #: replaced whole by the scheduler's thread, so /readyz reads a consistent one
+        self._skew: tuple[clock_offset.ClockOffset | None, int, float] = (None, clock_offset.OK, 0.0)
 
     # -- start and stop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -556,6 +561,7 @@ class Daemon:
         self._credential_engines = self._with_credentials(self._engines)
         self._plan_all_credentials()
         self._load_views(full=True)
+        self._check_clock()  # before the HTTP server: /readyz judges the clock from its first answer
         self._note_loaded()
         if sys.platform == "linux" and not takes_over_dead_holders():
             logger.warning("cannot read /proc/sys/kernel/random/boot_id (a sandbox that hides /proc/sys, such as "
@@ -1074,6 +1080,57 @@ class Daemon:
                          "until the policy is back in the file (with `enabled = false` if it must not rotate)",
                          name, self.path, left[name])
         self._warned_unknown = unknown
+        self._check_clock()
+
+    def _shortest_lease_ttl(self) -> timedelta:
+        """The shortest lease_ttl any policy's runs take their leases with ([rotator] lease_ttl, which
+        every engine gets; an engine of its own may take another)."""
+        ttls = [self.loaded.config.settings.lease_ttl]
+        ttls += [ttl for engine in self._engines.values() if isinstance(ttl := getattr(engine, "lease_ttl", None),
+                                                                            timedelta)]
+        return min(ttls)
+
+    def _check_clock(self) -> None:
+        """Measure this host's clock against the journal server's (one statement; none on SQLite), export
+        it, and say so once when it crosses 1 s or lease_ttl / 4 (which fails /readyz), either way.
+
+        A lease's expiry is compared with each replica's own clock, so a replica ahead of another by
+        more than lease_ttl / 2 takes that one's live lease inside its side effect, and the holder only
+        reports it was overtaken. Readiness, not liveness: a restart does not fix a clock."""
+        try:
+            offset = clock_offset.measure(self.journal, self.clock)
+        except RotatorError as exc:  # the journal blipped: the sweep's own reads report that; keep the last
+            logger.debug("could not measure the clock against the journal server's: %s", REDACTOR.redact(str(exc)))
+            return
+        if offset is None:
+            self.metrics.clock_offset(None)
+            self._skew = (None, clock_offset.OK, 0.0)
+            return
+        ttl = self._shortest_lease_ttl()
+        limit = clock_offset.ready_limit_s(ttl)
+        before = self._skew[1]
+        level = clock_offset.level(offset, limit, before)
+        self.metrics.clock_offset(offset.offset_s)
+        self._skew = (offset, level, limit)
+        if level == before:
+            return
+        fix = ("Run NTP or chrony on this host and on the database server (docs/daemon.md, Clocks); when every "
+               "replica reports about the same offset, the database server's clock is the one that is off")
+        if level == clock_offset.NOT_READY:
+            logger.error(
+                "this host's clock is %s, more than lease_ttl / 4 (%gs of lease_ttl %s): a replica whose clock "
+                "runs more than lease_ttl / 2 ahead of another's takes that one's live lease while it is inside a "
+                "side effect (which then reports it was overtaken by another rotator). /readyz fails until the "
+                "offset is back within %gs. %s", offset.describe(), limit, format_duration(ttl), limit, fix)
+        elif level == clock_offset.WARN:
+            logger.warning(
+                "this host's clock is %s, more than %gs%s: replicas' clocks must agree within 2s (each within "
+                "1s of the server's; docs/operations.md, Clocks). %s", offset.describe(), clock_offset.WARN_OFFSET_S,
+                "; within lease_ttl / 4 again, /readyz passes" if before == clock_offset.NOT_READY else "", fix)
+        else:
+            logger.info("this host's clock is within %gs of the journal server's again (%s)%s",
+                        clock_offset.WARN_OFFSET_S, offset.describe(),
+                        "; /readyz passes" if before == clock_offset.NOT_READY else "")
 
     def _set_last(self, name: str, view: _View, run: RunRecord | None) -> None:
         if run is None:
@@ -1957,7 +2014,20 @@ class Daemon:
         # drain (the PodDisruptionBudget) and the rollout that would fix it (maxUnavailable 0). The
         # RotatorStoreCredentialExpiring alert (rotator_credential_ok) is what reports it.
         checks["degraded"] = sorted(name for name, c in credentials.items() if not c["ok"])
-        return ok and not self._stopping and not stalled, checks
+        # Gating, unlike a store credential: a clock is this replica's host's, and a replica ahead of the
+        # others takes their live leases. Only a database server's clock that is off makes every replica
+        # unready at once (each then reports about the same offset: docs/daemon.md, Clocks).
+        offset, level, limit = self._skew
+        skewed = level == clock_offset.NOT_READY
+        if offset is not None:
+            checks["clock"] = {"offset_s": round(offset.offset_s, 3), "round_trip_s": round(offset.round_trip_s, 3),
+                               "ready_within_s": limit, "ok": not skewed}
+            if skewed:
+                checks["clock"]["error"] = (
+                    f"this host's clock is {offset.describe()}, more than lease_ttl / 4 ({limit:g}s): replicas "
+                    "would take each other's live leases. Run NTP or chrony on this host and on the database "
+                    "server (docs/daemon.md, Clocks)")
+        return ok and not self._stopping and not stalled and not skewed, checks
 
     def snapshot(self) -> StateSnapshot:
         """Every policy's state for the state metrics (at each scrape), from memory: no journal query.

@@ -1061,6 +1061,7 @@ def exported_metric_names() -> set[str]:
     metrics.consecutive_failures.labels("p").set(1)
     metrics.orphans.labels("p").inc()
     metrics.reload_ok.set(1)
+    metrics.clock_offset(-0.004)  # a PostgreSQL journal's (none with SQLite)
     metrics.notification("webhook", "failed")
     text = generate_latest(metrics.registry).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
@@ -1116,7 +1117,7 @@ def test_prometheus_rules_pass_promtool_check(tmp_path):
     result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 19 rules found" in result.stdout
+    assert "SUCCESS: 20 rules found" in result.stdout
 
 
 def _series(name: str, values: str, **labels: str) -> dict[str, str]:
@@ -1198,6 +1199,9 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         _series("rotator_lease_active", "1x60 0x30", policy="p7", **a),
         _series("rotator_open_runs", "0x90", policy="p2", **a),
         _series("rotator_lease_active", "0x90", policy="p2", **a),
+        # RotatorClockSkew: b's clock runs 1.5 s ahead of the journal server's from 60m on; a's is 0.3 s off.
+        _series("rotator_clock_offset_seconds", "0.3x90", **a),
+        _series("rotator_clock_offset_seconds", "-0.01x60 -1.5x30", **b),
     ]
     expected = {
         "RotatorRotationFailing": [{"policy": "p1", "severity": "warning"}],
@@ -1217,6 +1221,7 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
         "RotatorRemovedPolicyWork": [{"severity": "warning"}],
         "RotatorNotificationsFailing": [{"channel": "webhook", "severity": "warning"}],
         "RotatorStuckRun": [{"policy": "p5", "severity": "warning"}],
+        "RotatorClockSkew": [{"pod": "rel-rotator-b", "severity": "warning"}],
     }
     tests = {
         "rule_files": [str(rules)],
@@ -1244,6 +1249,22 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
                      "exp_alerts": [{"exp_labels": {"namespace": "rotator", "severity": "warning"}}]},
                 ],
             },
+            {   # RotatorClockSkew: a's clock off by 5 s for 9 minutes only (NTP stepped it back); b's 0.9 s
+                # for good (under 1 s); c's 1.5 s behind from 5m on, firing once that lasted 10 minutes
+                "interval": "1m",
+                "input_series": [_series("rotator_clock_offset_seconds", "0x10 -5x9 0x30", **a),
+                                 _series("rotator_clock_offset_seconds", "0.9x50", **b),
+                                 _series("rotator_clock_offset_seconds", "0x5 1.5x45", pod="rel-rotator-c")],
+                "alert_rule_test": [
+                    {"eval_time": "14m", "alertname": "RotatorClockSkew", "exp_alerts": []},
+                    {"eval_time": "25m", "alertname": "RotatorClockSkew",
+                     "exp_alerts": [{"exp_labels": {"namespace": "rotator", "pod": "rel-rotator-c",
+                                                    "severity": "warning"}}]},
+                    {"eval_time": "40m", "alertname": "RotatorClockSkew",
+                     "exp_alerts": [{"exp_labels": {"namespace": "rotator", "pod": "rel-rotator-c",
+                                                    "severity": "warning"}}]},
+                ],
+            },
             {   # nothing scraped at all: RotatorDown
                 "interval": "1m",
                 "input_series": [_series("up", "0x30", job="rel-rotator", **a)],
@@ -1255,7 +1276,7 @@ def test_prometheus_alerts_fire_on_the_conditions_they_name(tmp_path):
     annotations = {r["alert"]: r["annotations"] for r in prometheus_rules()["groups"][0]["rules"]}
     values = {"RotatorTokenTooOld": "1h 20m 0s", "RotatorTokenExpiringSoon": "40m 0s", "RotatorRevocationOverdue": "1",
               "RotatorOrphanTokens": "2", "RotatorUnmanagedTokenWithoutExpiry": "1",
-              "RotatorInventoryStale": "2d 2h 0m 0s", "RotatorRemovedPolicyWork": "1"}
+              "RotatorInventoryStale": "2d 2h 0m 0s", "RotatorRemovedPolicyWork": "1", "RotatorClockSkew": "1.5"}
     for test in tests["tests"]:
         for case in test["alert_rule_test"]:
             for alert in case["exp_alerts"]:
