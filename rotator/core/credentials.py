@@ -6,10 +6,11 @@ value is read when the adapter needs it (so a file rotated by another tool is pi
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from stat import S_ISCHR, S_ISDIR, S_ISFIFO, S_ISREG
+from stat import S_IMODE, S_IROTH, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISREG
 from typing import Any, ClassVar
 
 from rotator.core.errors import ConfigError
@@ -25,6 +26,11 @@ MAX_CREDENTIAL_BYTES = 64 * 1024
 
 # O_NONBLOCK: a FIFO opens at once (then fstat refuses it) instead of waiting for a writer.
 _FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+logger = logging.getLogger("rotator.credentials")
+#: Paths already warned about as readable by others: a credential is read at every use (every run of
+#: the daemon), and one line per file and process says it.
+_WARNED_READABLE: set[str] = set()
 
 #: Keys that, written inline in a policy, would hold a secret. The validator refuses them with
 #: a message that points at the ``*_file`` / ``*_env`` form instead.
@@ -153,6 +159,8 @@ def read_credential_file(path: Path, what: str = "credential file") -> bytes:
             raise ConfigError(f"cannot read {what} {path}: it is {kind}, not a regular file",
                               hint="point `file` at a regular file that holds the credential (a symbolic link to "
                               "one is fine)")  # fmt: skip
+        if st.st_mode & S_IROTH:
+            _warn_readable_by_others(path, what, st.st_mode)
         chunks: list[bytes] = []
         total = 0
         # st_size first (no read at all), then what was read: a file may grow between fstat and read.
@@ -169,6 +177,19 @@ def read_credential_file(path: Path, what: str = "credential file") -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _warn_readable_by_others(path: Path, what: str, mode: int) -> None:
+    """A WARNING, once per path and process: any user of the machine may read the credential. Not refused:
+    a Kubernetes Secret volume is 0644 unless its ``defaultMode`` says otherwise, and a rotation that
+    stopped over a mode would leave the token it was to replace in use."""
+    key = str(path)
+    if key in _WARNED_READABLE:
+        return
+    _WARNED_READABLE.add(key)
+    logger.warning("%s %s is readable by any user (mode %04o); fix: chmod 0400 %s (0440 for a group of readers; "
+                   "in Kubernetes, defaultMode: 0440 on the Secret volume, with the pod's fsGroup)",
+                   what, path, S_IMODE(mode), path)
 
 
 def plain_text(text: str) -> str:

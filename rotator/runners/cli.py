@@ -1389,22 +1389,27 @@ def _write_whole(path: Path, text: str) -> None:
     """``text`` into ``path``, whole or not at all: written to a new file beside it, then moved over it (as
     the policy bundle is), so that a full disk or a kill leaves the file it replaces as it was, not a
     report cut short. A symbolic link's target is what is replaced; a FIFO or a device (/dev/stdout, a
-    shell's ``>(...)``), which cannot be replaced, is written to. OSError as writing raises it."""
+    shell's ``>(...)``), which cannot be replaced, is written to. OSError as writing raises it.
+
+    The file is created mode 0600 whatever the umask: a report names token ids and holds masked errors.
+    Its temporary name is random and created exclusively (mkstemp): no file planted at a name known in
+    advance can make the report fail, and no link there is followed."""
+    import tempfile  # (here: only this command writes a file, and the CLI's start stays light)
+
     target = Path(os.path.realpath(path))
     if target.exists() and not target.is_file():
         target.write_text(text, encoding="utf-8")  # (a directory raises IsADirectoryError here)
         return
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    created = False
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with tmp.open("x", encoding="utf-8") as out:  # "x": a file of that name is someone else's
-            created = True
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
-        os.replace(tmp, target)
+            out.flush()
+            os.fsync(out.fileno())  # the data on disk before the rename that makes it the report
+        os.replace(name, target)
     except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        with contextlib.suppress(OSError):
+            os.unlink(name)
         raise
 
 

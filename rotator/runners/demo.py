@@ -188,8 +188,14 @@ def _missing_extra() -> str | None:
 
 
 def _simulator_version(launcher: Path) -> str:
+    from rotator.adapters.influxctl.common import child_environment
+
+    # The environment the issuer gives it at each rotation (an allow-list, docs/security.md): not rotator's
+    # own, which may hold AWS, PostgreSQL or webhook credentials; and a simulator that would not start
+    # under it fails here, before the demo's first step, rather than at the first rotation.
     try:
-        done = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, timeout=30, check=False,
+                              env=child_environment())
     except PermissionError as exc:  # a hardened /tmp is often mounted noexec
         raise ConfigError(
             f"the demo cannot run its influxctl simulator {launcher} ({exc.strerror}): the temporary directory "

@@ -32,13 +32,19 @@ from pathlib import Path
 
 from rotator.core.child_process import die_with_parent
 
-__all__ = ["OpenBaoStartError", "find_bao", "free_port", "openbao_dev_server"]
+__all__ = ["ENV_KEEP", "OpenBaoStartError", "find_bao", "free_port", "openbao_dev_server"]
 
 _STARTUP_TIMEOUT_S = 20.0
 _BIND_ATTEMPTS = 3  # a free port can be taken by someone else before bao binds it
 #: dev mode logs its unseal key: a key of a server just killed, but no key belongs in a message
 _UNSEAL_KEY = re.compile(r"(?m)^(\s*Unseal Key:\s*)\S+")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+#: What the dev server gets of rotator's environment (docs/security.md: children get an allow-list):
+#: a locale, a time zone, a search path. Not VAULT_*/BAO_* (its own API client, which configures
+#: the dev server, would read an address, a token or TLS settings from them), and not the
+#: credentials the caller holds (AWS_*, PGPASSWORD, ROTATOR_*...), of no use to a server in memory.
+ENV_KEEP = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR"})
+_ENV_KEEP_PREFIXES = ("LC_",)
 
 
 class OpenBaoStartError(RuntimeError):
@@ -115,10 +121,8 @@ def _start(exe: str, port: int | None, root_token: str, tmp: Path) -> tuple[subp
 
 
 def _launch(exe: str, url: str, root_token: str, log_path: Path, home: str) -> subprocess.Popen[bytes]:
-    # Dev mode configures the server through its own API client, which reads BAO_*/VAULT_*
-    # (address, token, TLS): keep the caller's out. HOME in the temp dir, for anything it writes.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-    env["HOME"] = home
+    env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(_ENV_KEEP_PREFIXES)}
+    env["HOME"] = home  # the temp dir, for anything it writes
     # Not -dev-root-token-id: a command line is world-readable (ps, /proc/<pid>/cmdline), the
     # environment only to the same user.
     env["BAO_DEV_ROOT_TOKEN_ID"] = root_token

@@ -57,6 +57,7 @@ def make_issuer(fake: ManagementApiFake, tmp_path: Path, **overrides: Any) -> tu
     value, token_id = fake.add_management_token()
     token_file = tmp_path / "mgmt-token"
     token_file.write_text(value + "\n")
+    token_file.chmod(0o600)  # as a credential file should be: one readable by others is warned about
     settings = ManagementApiSettings.model_validate(settings_for(fake, token_file, **overrides))
     issuer = ManagementApiIssuer.from_config(settings, AdapterContext(policy="db", base_dir=tmp_path))
     return issuer, value, token_id

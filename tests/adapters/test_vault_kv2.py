@@ -65,6 +65,7 @@ def make_store(
     """A store whose token is read from ``tmp_path/vault-token`` (root unless ``token``)."""
     if auth is None:
         (tmp_path / "vault-token").write_text(token or openbao.root_token)
+        (tmp_path / "vault-token").chmod(0o600)  # one readable by others is warned about
         auth = {"method": "token", "token": {"file": "vault-token"}}
     model = VaultKV2Settings.model_validate({"url": openbao.url, "path": kv_path, "auth": auth, **settings})
     ctx = AdapterContext(policy=POLICY, base_dir=tmp_path, clock=clock or FakeClock(NOW))

@@ -1,0 +1,108 @@
+"""`rotator report --output-file` (rotator/runners/cli.py `_write_whole`): the file is its owner's alone,
+and its temporary name is nobody's to guess.
+
+A report names token ids and holds masked error texts: it was created under the umask (0666 under
+umask 000). Its temporary file was `.{name}.{pid}.tmp`: a file planted at that name made the report fail.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rotator.core.journal import open_journal
+from rotator.runners import cli
+
+POLICY = """[rotator]
+journal = "journal.db"
+
+[[policy]]
+name = "p1"
+schedule = "30d"
+[policy.issuer]
+type = "influxctl-management"
+[policy.issuer.profile]
+product = "clustered"
+host = "h.example"
+[[policy.store]]
+type = "vault-kv2"
+url = "https://vault.example:8200"
+path = "influx/mgmt"
+[policy.store.auth]
+method = "token"
+token = { env = "VAULT_TOKEN" }
+"""
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    """p1 with its journal, made and empty: a report that needs nothing else."""
+    path = tmp_path / "rotator.toml"
+    path.write_text(POLICY)
+    open_journal(f"sqlite:///{tmp_path / 'journal.db'}").close()
+    return path
+
+
+@pytest.fixture
+def umask_000() -> Iterator[None]:
+    before = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(before)
+
+
+def _report(policy_file: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["-c", str(policy_file), "report", "--format", "csv", "--output-file", str(out)])
+    assert code == 0, capsys.readouterr().err
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_report_is_created_0600_whatever_the_umask(
+        policy_file: Path, tmp_path: Path, umask_000: None, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "q1.csv"
+    _report(policy_file, out, capsys)
+    assert _mode(out) == 0o600
+    assert "record" in out.read_text()
+
+
+def test_a_report_it_replaces_is_0600_after(
+        policy_file: Path, tmp_path: Path, umask_000: None, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "q1.csv"
+    out.write_text("last quarter's report")
+    out.chmod(0o666)
+    _report(policy_file, out, capsys)
+    assert _mode(out) == 0o600 and "last quarter" not in out.read_text()
+
+
+def test_a_file_planted_at_the_old_temporary_name_cannot_make_it_fail(
+        policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "q1.csv"
+    victim = tmp_path / "victim"
+    victim.write_text("someone else's file")
+    planted = tmp_path / f".q1.csv.{os.getpid()}.tmp"
+    planted.symlink_to(victim)
+    _report(policy_file, out, capsys)
+    assert "record" in out.read_text() and not out.is_symlink()
+    assert victim.read_text() == "someone else's file" and planted.is_symlink(), "left alone"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == [planted.name], "no temporary left"
+
+
+def test_a_linked_output_file_still_has_its_target_replaced(
+        policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As before (rotator/runners/cli.py `_write_whole`): the link is the operator's way to name the file."""
+    (tmp_path / "reports").mkdir()
+    target = tmp_path / "reports" / "current.csv"
+    target.write_text("last quarter's report")
+    link = tmp_path / "q1.csv"
+    link.symlink_to(target)
+    _report(policy_file, link, capsys)
+    assert link.is_symlink() and "record" in target.read_text() and _mode(target) == 0o600
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["current.csv"], "the temporary beside the target"
