@@ -984,7 +984,8 @@ def _build_policy(
                 f"{swhere}.name", f"{store_spec.name[:_QUOTE_LIMIT]!r} is not a store name",
                 "write 1 to 63 letters, digits, '.', '_' or '-', beginning with a letter or digit (the name "
                 "appears in the journal, logs and metric labels); the journal records each store's versions by "
-                "name, so rename it while no run of the policy is open (`rotator status` shows none)",
+                "name, so rename it while no run of the policy is open (the rotator version that accepted this file "
+                "shows it with `rotator status`; after the rename, `rotator recover` finishes or undoes an open one)",
             ))
         elif name in names:
             problems.append(Problem(f"{swhere}.name", f"duplicate store name {name!r}", "set distinct names"))

@@ -1210,10 +1210,17 @@ def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]]
                 and e["detail"].get("token_id") == run.new_token_id and lo <= str(e["at"]) <= hi
                 and e["detail"].get("token_created_at") == created)
 
-    if any(backs(e) for e in run_events) or any(backs(e) for e in audit_chain.chained_events(
-            # outside the period's events (published near its start or end, or before it)
-            journal, lo, ts(run.published_at + _EVENT_AFTER_PUBLISH + timedelta(microseconds=1)))):
+    found = [e for e in run_events if backs(e)]
+    if not any(e["seq"] is not None for e in found):
+        # outside the period's events (published near its start or end, or before it)
+        found += [e for e in audit_chain.chained_events(
+            journal, lo, ts(run.published_at + _EVENT_AFTER_PUBLISH + timedelta(microseconds=1))) if backs(e)]
+    if any(e["seq"] is not None for e in found):
         return True
+    if found:
+        # Its event is one from before the chain began (an upgraded journal's, within the hour before
+        # the first link): unlinked, it backs nothing, and the chain cannot say (n/a, not "yes")
+        return None
     return None if pruned else False
 
 

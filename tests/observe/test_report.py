@@ -999,3 +999,38 @@ def test_report_to_before_the_default_period_fits_is_a_usage_error(tmp_path: Pat
     _, err = capsys.readouterr()
     assert code == 2 and "internal error" not in err, err
     assert said in err and "fix: give a" in err, err
+
+
+def test_a_run_an_upgraded_journal_published_just_before_the_chain_began_is_not_called_backed(
+        tmp_path: Path) -> None:
+    """A journal from before the chain (schema 1), upgraded: the first link is written 30 minutes after
+    its last rotation. That rotation's `published` event has no link (nothing it says can be checked),
+    and it showed `in_chain: yes` because it lay within the hour of slack before the chain began; it is
+    `n/a` as every run from before the chain is. A run after the upgrade is still backed."""
+    from rotator.core.journal import _MIGRATIONS, RunRecord, RunState, open_journal, ts
+    from rotator.observe import report
+
+    path = tmp_path / "old.db"
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    old = t0 - timedelta(minutes=30)
+    conn = sqlite3.connect(path)
+    conn.executescript(str(_MIGRATIONS[0]) + "; CREATE TABLE schema_version (version INTEGER NOT NULL);"
+                       "INSERT INTO schema_version VALUES (1);")
+    conn.execute("INSERT INTO runs (run_id, policy, kind, state, started_at, updated_at, new_token_id, published_at, "
+                 "finished_at) VALUES ('old', 'p', 'rotate', 'done', ?, ?, 't-old', ?, ?)", (ts(old),) * 4)
+    conn.execute("INSERT INTO events (at, policy, run_id, step, result, detail) VALUES (?, 'p', 'old', 'published', "
+                 "'ok', '{\"token_id\": \"t-old\"}')", (ts(old),))
+    conn.commit()
+    conn.close()
+    journal = open_journal(f"sqlite:///{path}")
+    try:
+        journal.begin_run(RunRecord(run_id="new", policy="p", state=RunState.DONE, kind="rotate", started_at=t0,
+                                    updated_at=t0, new_token_id="t-new", published_at=t0, finished_at=t0))
+        journal.record_event(t0, "p", "new", "published", "ok", {"token_id": "t-new"})  # the chain's first link
+        evidence = report.build(journal, [offline_policy(tmp_path, "p")], t0 - timedelta(days=1),
+                                t0 + timedelta(days=1), t0 + timedelta(days=1))
+    finally:
+        journal.close()
+    [p] = evidence.policies
+    assert [(r.run_id, r.in_chain) for r in p.rotations] == [("old", None), ("new", True)]
+    assert evidence.not_in_chain == []
