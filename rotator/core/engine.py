@@ -55,6 +55,7 @@ from rotator.core.errors import (
     BadTokenId,
     ConfigError,
     ConflictError,
+    JournalError,
     LeaseBusy,
     LeaseLost,
     MalformedPayload,
@@ -913,6 +914,8 @@ class Engine:
             self._own_tokens_after_lease_lost(run, minted, credential, unanswered)
             raise
         except Exception as exc:
+            if isinstance(exc, JournalError):
+                self._catch_up(run)
             # A try of the mint without an answer may still create a token: the run stays open (as a
             # killed run's does) and its tag is searched again until then.
             try:
@@ -1007,10 +1010,14 @@ class Engine:
         fence = self._fence
 
         def journal_published() -> None:
-            for name, version in written:
-                self._event("publish", "ok", run.run_id, store=name, version=version, token_id=record.token_id)
+            # The fenced write first: it locks the policy's lease row, and only then do the events lock the
+            # audit chain's head, in the order of every other transaction (a replica that takes the lease
+            # takes its row first, then its "plan" event's head). The other order deadlocked on PostgreSQL
+            # against a replica taking this holder's expired lease. The events' order is unchanged.
             self.journal.publish_and_schedule(run, rev, fence=fence, state=state, published_at=now,
                                               finished_at=None if rev or also else now, error=None)
+            for name, version in written:
+                self._event("publish", "ok", run.run_id, store=name, version=version, token_id=record.token_id)
             if also is not None:
                 self.journal.schedule_revocation(also, fence=fence)
             self._event("published", "ok", run.run_id, token_id=run.new_token_id,
@@ -1117,6 +1124,18 @@ class Engine:
         self.journal.update_run(run, fence=self._fence, state=state, finished_at=now, **ended)
         self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
         return "closed"
+
+    def _catch_up(self, run: RunRecord) -> None:
+        """A journal write of ``run``'s failed: its commit may have landed with the answer lost, and the
+        rollback put ``run`` back in memory. The discard that follows moves the run from where the journal
+        has it, and revokes the candidate now; else its compare-and-set would fail on the row this very
+        lease wrote (once read as a lost lease: a false ``aborted``), and leave the candidate to recovery."""
+        try:
+            if self.journal.catch_up(run, self._fence):
+                self.log.warning("run %s: the journal has it %s, written by a commit whose answer was lost",
+                                 run.run_id, run.state)
+        except JournalError as exc:  # still down: the discard's own write meets it and says so
+            self.log.debug("run %s: could not read it again after a journal error: %s", run.run_id, _describe(exc))
 
     def _own_tokens_after_lease_lost(self, run: RunRecord, minted: TokenRecord | None, credential: Secret | None,
                                      unanswered: Sequence[Exception]) -> None:  # fmt: skip

@@ -30,9 +30,9 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum, nonmember
-from functools import lru_cache, partial
+from functools import lru_cache, partial, wraps
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 from urllib.parse import quote
 
 from rotator.config.extras import install_hint
@@ -409,6 +409,10 @@ class _Backend:
     #: true for an error that means "did not answer in time / connection broke": transient
     #: (JournalUnavailable), unlike e.g. a permission or schema problem
     unavailable: Callable[[BaseException], bool] = lambda _exc: False
+    #: true for an error of a transaction the server rolled back as a whole because another one conflicted
+    #: with it (a deadlock, a serialization failure): nothing of it was written and the connection is
+    #: sound, so a transaction the journal runs on its own is run once more (_once_more_after_conflict)
+    conflict: Callable[[BaseException], bool] = lambda _exc: False
     #: the fix of an ``unavailable`` error
     unavailable_hint: str = (
         "the journal did not answer in time, its connection broke, or its server accepts no writes "
@@ -457,6 +461,10 @@ class _Cursor:
         self.wrote = False
         #: statements executed (BEGIN and COMMIT included)
         self.statements = 0
+        #: set by Journal._new_tx for a single-statement read on a reused connection: called with the
+        #: error of that statement, it returns a new (cursor, connection) to run it once more on, or
+        #: None when it must fail as it is
+        self.reconnect: Callable[[BaseException], tuple[Any, Any] | None] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
         self.statements += 1
@@ -470,12 +478,33 @@ class _Cursor:
                                   tuple([p.value if isinstance(p, Enum) else p for p in params]))
             else:
                 self._cur.execute(sql, params)
+        except BaseException as exc:
+            if self.reconnect is None or not self._again(exc, sql, params):
+                raise
         finally:
             if watch is not None:
                 watch.disarm(key)
         if not self.wrote and _is_write(sql) and self._cur.rowcount != 0:
             self.wrote = True
         return self
+
+    def _again(self, exc: BaseException, sql: str, params: Sequence[Any]) -> bool:
+        """Run the transaction's first and only statement, a read that failed with ``exc``, once more on
+        the connection ``reconnect`` gives; False (``exc`` stands) when it gives none. A write is never
+        run again: whether it landed is unknown."""
+        reconnect, self.reconnect = self.reconnect, None
+        if reconnect is None or self.statements != 1 or _is_write(sql):
+            return False
+        fresh = reconnect(exc)
+        if fresh is None:
+            return False
+        self._cur, self._conn = fresh
+        self.statements += 1
+        if self._percent:
+            self._cur.execute(sql.replace("?", "%s"), tuple([p.value if isinstance(p, Enum) else p for p in params]))
+        else:
+            self._cur.execute(sql, params)
+        return True
 
     def fetchone(self) -> Any:
         return self._cur.fetchone()
@@ -589,7 +618,8 @@ class _Local:
     held by a ``threading.local`` (:class:`_PerThread`): each attribute read of a ``threading.local``
     looks the thread's dictionary up again, and a transaction reads these ~25 times."""
 
-    __slots__ = ("conn", "cur", "undo", "after", "pending", "leases", "head", "confirmed", "confirmed_at")
+    __slots__ = ("conn", "cur", "undo", "after", "pending", "leases", "head", "confirmed", "confirmed_at", "runs",
+                 "unanswered")
 
     conn: Any
     cur: _Cursor | None
@@ -608,10 +638,17 @@ class _Local:
     #: (every row was read or written under its lock after that): Journal.confirm_lease
     confirmed: dict[str, tuple[str, int, str]]
     confirmed_at: float
+    #: in the open transaction: the ids of the runs it inserted or moved
+    runs: list[str]
+    #: the ids of runs that a transaction of this thread moved and whose COMMIT got no answer (the
+    #: connection broke): it may have landed while the rollback put the records back in memory
+    #: (Journal._write_run, Journal.catch_up); until a later commit of the run is answered
+    unanswered: set[str]
 
     def __init__(self) -> None:
         self.conn, self.cur, self.head, self.confirmed_at = None, None, None, 0.0
         self.undo, self.after, self.pending, self.leases, self.confirmed = [], [], [], {}, {}
+        self.runs, self.unanswered = [], set()
 
 
 class _PerThread(threading.local):
@@ -630,6 +667,37 @@ LEASE_READ_FRESH_SECONDS = 0.05
 #: boot time where there is one: a suspended host's pause counts, as it would for the lease's expiry
 _monotonic = (partial(time.clock_gettime, time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME")
               else time.monotonic)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _once_more_after_conflict(method: _F) -> _F:
+    """A journal call that writes, run once more when its transaction was its own (not joined to an open
+    one) and the server rolled it back for a conflict with another session (_Backend.conflict: a deadlock,
+    a serialization failure). Nothing of it was written and the rollback put back what it had changed in
+    memory, so the call, and the deferred writes its transaction carried (queued again: they too change
+    only what the rollback puts back), run as if for the first time. Once: a conflict that comes back
+    is reported (_CONFLICT_HINT). A joined call is left alone: the rest of its transaction is the
+    caller's, which no callee can run again."""
+
+    @wraps(method)
+    def call(self: Journal, /, *args: Any, **kwargs: Any) -> Any:
+        local = self._threads.state
+        if local.cur is not None:
+            return method(self, *args, **kwargs)
+        pending = local.pending[:]
+        try:
+            return method(self, *args, **kwargs)
+        except JournalUnavailable as exc:
+            # (_new_tx raises the JournalError from None: the server's error is its context)
+            if exc.__context__ is None or not self._backend.conflict(exc.__context__):
+                raise
+            _debug(f"journal {self.location}: a transaction rolled back for a conflict; running it once more")
+            local.pending = pending + local.pending
+        return method(self, *args, **kwargs)
+
+    return cast(_F, call)
 
 
 class Journal:
@@ -715,11 +783,32 @@ class Journal:
         reused = local.conn is not None
         conn, cur = self._open_cursor(read_only_sql is not None)
         key = self._watch.arm(conn) if self._watch is not None and read_only_sql is None else None
-        local.cur, local.undo, local.after, local.leases = cur, [], [], {}
+        local.cur, local.undo, local.after, local.leases, local.runs = cur, [], [], {}, []
         local.head = None
         local.confirmed = {}
         began = _monotonic()
-        committed = False
+        committed = committing = False
+        if single and reused and self._backend.connection_errors:
+
+            def reconnect(exc: BaseException) -> tuple[Any, Any] | None:
+                # As at BEGIN below: a connection that waited idle may have been ended by the server (a
+                # restart, a fail-over), and a transaction of one statement has no BEGIN to meet that.
+                # That statement only reads, so running it again on a new connection changes nothing;
+                # not when the watchdog cut it (it hung: the deadline has passed), nor after an error
+                # that left the connection usable (a statement timeout, a deadlock: the server answered).
+                nonlocal key
+                if not isinstance(exc, self._backend.connection_errors) or not self._backend.connection_lost(conn) \
+                        or (key is not None and self._watch is not None and self._watch.fired(key)):
+                    return None
+                if key is not None and self._watch is not None:
+                    self._watch.disarm(key)
+                    key = None
+                self._drop_connection()
+                fresh, opened = self._open_cursor(False)
+                key = self._watch.arm(fresh) if self._watch is not None else None
+                return opened._cur, fresh
+
+            cur.reconnect = reconnect
         try:
             if not single:
                 begin = self._backend.begin_locked if immediate or pending else self._backend.begin
@@ -751,9 +840,13 @@ class Journal:
                 self._refuse_if_durability_lost()
             if not single:
                 self._forget_head()
+                committing = True
                 cur.execute("COMMIT")
             committed = True
         except self._backend.errors as exc:
+            if committing and local.runs and isinstance(exc, self._backend.connection_errors) \
+                    and not self._backend.conflict(exc):
+                local.unanswered.update(local.runs)
             self._rollback(cur, exc, single)
             raise self._explain(cur, exc) from None
         except BaseException as exc:
@@ -766,6 +859,8 @@ class Journal:
             after = local.after
             if committed and local.leases:
                 local.confirmed, local.confirmed_at = local.leases, began
+            if committed and local.unanswered and local.runs:
+                local.unanswered.difference_update(local.runs)
             local.undo, local.after, local.leases = [], [], {}
             local.head = None
             with self._conns_lock:
@@ -905,6 +1000,8 @@ class Journal:
         return self._error(exc)
 
     def _error(self, exc: BaseException, prefix: str = "") -> JournalError:
+        if self._backend.conflict(exc):
+            return JournalUnavailable(f"journal {self.location}: {prefix}{exc}", hint=_CONFLICT_HINT)
         if self._backend.unavailable(exc):
             return JournalUnavailable(f"journal {self.location}: {prefix}{exc}", hint=self._backend.unavailable_hint)
         return JournalError(f"journal {self.location}: {prefix}{exc}", hint=_JOURNAL_HINT)
@@ -984,7 +1081,7 @@ class Journal:
         still reached through a stale DNS answer: the next connection finds the new primary), or a
         session the server ended (e.g. its idle_in_transaction_session_timeout)."""
         conn = self._threads.state.conn
-        if isinstance(exc, self._backend.connection_errors) or (
+        if (isinstance(exc, self._backend.connection_errors) and not self._backend.conflict(exc)) or (
                 conn is not None and self._backend.connection_lost(conn)):
             self._drop_connection()
 
@@ -1099,6 +1196,7 @@ class Journal:
             self._watch = _Watchdog(self._watch._deadline_s, self._watch._abort)
 
     # -- runs ---------------------------------------------------------------------------
+    @_once_more_after_conflict
     def begin_run(self, run: RunRecord, *, fence: int | None = None) -> None:
         """Insert ``run``; with ``fence``, only while that is still the policy's fencing number."""
         run.fence = fence if fence is not None else run.fence
@@ -1109,6 +1207,7 @@ class Journal:
                 f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
+            self._threads.state.runs.append(run.run_id)
         _set_stored_row(run, values)
         self._on_rollback(partial(_set_stored_row, run, None))
 
@@ -1121,6 +1220,7 @@ class Journal:
         """
         self._write_run(run, fence, changes, None)
 
+    @_once_more_after_conflict
     def _write_run(self, run: RunRecord, fence: int | None, changes: Mapping[str, Any],
                    rev: Revocation | None) -> None:  # fmt: skip
         for key in changes:
@@ -1139,17 +1239,50 @@ class Journal:
             row = _write_run(cur, values, expected_state=run.state, stored=_stored_row(run))
             if row is None:
                 found = cur.execute("SELECT state, fence FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+                if found is not None and fence is not None and found[1] == fence \
+                        and run.run_id in self._threads.state.unanswered:
+                    # The lease still carries ``fence`` (checked above, and locked), so nobody took the
+                    # policy over, and a COMMIT of this thread that moved the run got no answer: it landed,
+                    # and the rollback put ``run`` back in memory. (A stale copy is still LeaseLost.)
+                    raise JournalError(
+                        f"journal {self.location}: run {run.run_id} is {found[0]} in the journal, not {run.state} "
+                        f"as this process had it, and was written under the lease this process holds (fencing "
+                        f"number {fence}): an earlier commit of it landed though its answer was lost (the connection "
+                        f"broke at its COMMIT); stopped before moving it to {state}",
+                        hint="nothing was overtaken and nothing needs undoing by hand: `rotator recover` (or the next "
+                        "run or daemon pass, which recover first) finishes or undoes the run from the journal's state",
+                    )
                 raise LeaseLost(run.policy, fence, None if found is None else found[1],
                                 f"moving run {run.run_id} from {run.state} to {state} (the journal has it in "
                                 f"{found[0] if found else 'no'} state, written by another process)")
             if rev is not None:
                 _insert_revocation(cur, rev)
+            self._threads.state.runs.append(run.run_id)
         before = {key: getattr(run, key) for key in changes}
         before[_STORED] = _stored_row(run)
         run.__dict__.update(changes)
         _set_stored_row(run, row)
         self._on_rollback(partial(_restore_record, run, before))
 
+    def catch_up(self, run: RunRecord, fence: int | None) -> bool:
+        """After a write of ``run`` failed: whether its commit landed anyway, its answer lost (the rollback
+        put ``run`` back as it was in memory). If so, ``run`` takes its row as the journal has it and True
+        is returned, so that what follows moves the run from where it is. Only after a COMMIT of this
+        thread that moved the run got no answer, and only a row written under ``fence`` (this holder's
+        lease: no other process writes with it) and not behind ``run``; False, and ``run`` unchanged,
+        otherwise."""
+        local = self._threads.state
+        if fence is None or run.run_id not in local.unanswered:
+            return False
+        stored = self.get_run(run.run_id)
+        local.unanswered.discard(run.run_id)  # answered now, by the row
+        if stored is None or stored.fence != fence or _stored_row(stored) == _stored_row(run) or not (
+                stored.state == run.state or RunState.can_move(run.state, stored.state)):
+            return False
+        run.__dict__.update(stored.__dict__)  # (with the row as read: the next write's compare-and-set base)
+        return True
+
+    @_once_more_after_conflict
     def finish_published_run(self, policy: str, run_id: str, token_id: str, finished_at: datetime, *,
                              fence: int | None = None) -> bool:
         """The revocation of ``token_id``, scheduled by run ``run_id``, ended (done or dismissed):
@@ -1185,6 +1318,7 @@ class Journal:
                                "AND tag_search_until IS NOT NULL", (policy, *RunState.SUCCESS)).fetchall()
         return sorted((_run_from_row(row) for row in rows), key=lambda r: (r.started_at, r.run_id))
 
+    @_once_more_after_conflict
     def end_tag_search(self, policy: str, run_id: str, until: datetime, *, fence: int | None = None) -> bool:
         """The search of run ``run_id``'s tag that lasted ``until`` is over: clear it (whatever the run's
         state, done included). False when it was cleared or moved already. Fenced like :meth:`update_run`."""
@@ -1226,6 +1360,7 @@ class Journal:
         return [_run_from_row(row) for row in rows]
 
     # -- revocations --------------------------------------------------------------------
+    @_once_more_after_conflict
     def schedule_revocation(self, rev: Revocation, *, fence: int | None = None) -> None:
         """Record that ``rev.token_id`` must be revoked at ``rev.due_at`` (idempotent)."""
         with self._tx(immediate=fence is not None) as cur:
@@ -1239,6 +1374,7 @@ class Journal:
         (compare-and-set and fenced like :meth:`update_run`)."""
         self._write_run(run, fence, changes, rev)
 
+    @_once_more_after_conflict
     def update_revocation(self, rev: Revocation, *, fence: int | None = None, **changes: Any) -> None:
         """Compare-and-set like :meth:`update_run`: the row must still be in ``rev``'s state, the move
         forward (:class:`RevocationState`), and ``fence`` current; otherwise LeaseLost."""
@@ -1444,6 +1580,7 @@ class Journal:
         return int(row[0])
 
     # -- leases -------------------------------------------------------------------------
+    @_once_more_after_conflict
     def acquire_lease(self, policy: str, holder: str, ttl: timedelta, now: datetime, *,
                       unchanged: tuple[str, int, str] | None = None) -> int:  # fmt: skip
         """Take (or extend) the policy's lease; LeaseBusy if someone else holds a live one.
@@ -1491,6 +1628,7 @@ class Journal:
             raise LeaseBusy(policy, row[0] if row else "unknown")
         return int(row[1])
 
+    @_once_more_after_conflict
     def take_over_lease(self, policy: str, dead_holder: str, holder: str, ttl: timedelta, now: datetime) -> int:
         """Take a lease whose holder is known to be dead; LeaseBusy if it changed meanwhile.
 
@@ -1512,6 +1650,7 @@ class Journal:
         time.sleep(LEASE_READ_FRESH_SECONDS)
         return int(row[1])
 
+    @_once_more_after_conflict
     def confirm_lease(self, policy: str, holder: str, fence: int, ttl: timedelta, now: datetime, what: str) -> None:
         """Before a side effect: LeaseLost unless ``holder`` still holds the lease with ``fence``.
 
@@ -1553,6 +1692,7 @@ class Journal:
                     raise LeaseLost(policy, fence, None, what)
                 local.leases[policy] = (holder, fence, expires)
 
+    @_once_more_after_conflict
     def release_lease(self, policy: str, holder: str, fence: int | None = None, *, durable: bool = True) -> None:
         """Give the lease up (only if ``holder`` still has it, with ``fence`` when given). The row
         stays, expired, so that the next holder's fencing number is higher."""
@@ -1579,6 +1719,7 @@ class Journal:
         return None if row is None else str(row[0])
 
     # -- audit events -------------------------------------------------------------------
+    @_once_more_after_conflict
     def record_event(
         self, at: datetime, policy: str, run_id: str | None, step: str, result: str, detail: Mapping[str, Any]
     ) -> None:
@@ -1628,6 +1769,13 @@ class Journal:
 
 
 _JOURNAL_HINT = "check the journal path/URL, its permissions and free disk space"
+_CONFLICT_HINT = (
+    "another session held rows of the journal this transaction needed while waiting for rows it held (a "
+    "deadlock), or their changes could not be serialized: the server rolled this transaction back, so nothing "
+    "of it was written. A journal call that is a transaction of its own is run once more at once (this error "
+    "is then the second try's); a step's transaction is not, and the next run (or daemon pass) recovers what "
+    "it left. If it repeats, look for other sessions writing rotator's tables (pg_stat_activity, pg_locks): "
+    "rotator itself takes a policy's lease row before the audit chain's head")
 
 
 @dataclass
@@ -2147,6 +2295,8 @@ def _postgres_backend(url: str, read_only: bool = False) -> _Backend:
         # QueryCanceled: statement_timeout; LockNotAvailable: lock_timeout
         unavailable=lambda exc: isinstance(exc, (*gone, psycopg.errors.QueryCanceled,
                                                  psycopg.errors.LockNotAvailable)),
+        # (not all of class 40: its statement_completion_unknown leaves the outcome unknown)
+        conflict=lambda exc: isinstance(exc, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)),
         seq_collision=lambda exc: isinstance(exc, psycopg.errors.UniqueViolation)
         and exc.diag.constraint_name == "events_seq",
         lock_row=" FOR UPDATE",
