@@ -1074,12 +1074,13 @@ class Engine:
         self._event("publish", "partial", run.run_id, store=store_name, error=message)
 
     def _discard(self, run: RunRecord, credential: Secret | None, exc: BaseException,
-                 search_until: datetime | None = None) -> str:  # fmt: skip
+                 search_until: datetime | None = None, swept: list[str] | None = None) -> str:  # fmt: skip
         """REVOKE_NEW: a run failed before publishing; revoke whatever it minted. Returns "closed";
         "stuck" (a revocation failed, the run stays open) or "waiting" (for ``search_until``).
 
         ``search_until``: a child process of the (dead) run may still mint until then, so the run
         stays open (``revoking_new``) and its tag is searched again by every later recovery.
+        ``swept``: extended with the ids of the tokens its tag search revoked (recovery names them).
         """
         message = _describe(exc)
         was = run.state  # (the write below moves ``run`` to revoking_new)
@@ -1096,7 +1097,9 @@ class Engine:
                 self._safe_revoke(Claim(run.new_token_id, self.policy.name, minted_by=[run.run_id],
                                         source=f"run {run.run_id}, discarding its candidate",
                                         minted_on=run.issuer_target), credential)
-            self._sweep_tag(run, credential, keep=None)
+            found = self._sweep_tag(run, credential, keep=None)
+            if swept is not None:
+                swept += found
         except LeaseLost:
             raise
         except Exception as revoke_exc:  # keep the run open: recovery retries the revocation
@@ -1289,7 +1292,9 @@ class Engine:
         if run.state == RunState.VERIFIED:
             self._fence_stale_publishes(run, states)
         search_until = self._mint_settles_at(run)
-        outcome = self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"), search_until)
+        swept: list[str] = []
+        outcome = self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"), search_until,
+                                swept)
         if outcome != "closed":
             if outcome == "waiting" and search_until is not None:
                 how = ("died inside a mint" if run.new_token_id is None else
@@ -1299,7 +1304,16 @@ class Engine:
                         "(a child process or a request may still be minting), so the run stays open")
             raise TransientError(f"run {run.run_id}: the unpublished token could not be revoked yet",
                                  hint="rotator retries on the next run; check the issuer is reachable")
-        return f"run {run.run_id}: rolled back, unpublished token {run.new_token_id or '(none found)'} revoked"
+        # The tokens its tag search found too: a run that died inside its mint journaled no id, and its
+        # child may have minted one ("none found" said so even then)
+        found = [t for t in swept if t != run.new_token_id]
+        tag = self.policy.tag(run.run_id)
+        if run.new_token_id is None:
+            return f"run {run.run_id}: rolled back, " + (
+                f"unpublished token(s) {', '.join(found)} tagged {tag} revoked" if found
+                else f"unpublished token: none found tagged {tag}, nothing to revoke")
+        return (f"run {run.run_id}: rolled back, unpublished token {run.new_token_id} revoked"
+                + (f"; also revoked token(s) {', '.join(found)} tagged {tag}" if found else ""))
 
     def _fence_stale_publishes(self, run: RunRecord, states: dict[str, StoreState]) -> None:
         """Before the candidate of a VERIFIED run is revoked: its process may only be paused, between
@@ -1493,9 +1507,9 @@ class Engine:
         self._fenced_call(lambda: self.issuer.revoke(claim.token_id, credential), f"revoke {claim.token_id}")
         return True
 
-    def _sweep_tag(self, run: RunRecord, credential: Secret | None, keep: str | None) -> None:
-        """Revoke every live token carrying this run's tag (a lost value, or a retried mint)."""
-        self._sweep_run_tag(run.run_id, credential, keep, minted_on=run.issuer_target)
+    def _sweep_tag(self, run: RunRecord, credential: Secret | None, keep: str | None) -> list[str]:
+        """Revoke every live token carrying this run's tag (a lost value, or a retried mint); their ids."""
+        return self._sweep_run_tag(run.run_id, credential, keep, minted_on=run.issuer_target)
 
     def _sweep_run_tag(self, run_id: str, credential: Secret | None, keep: str | None,
                        only: Sequence[str] | None = None, minted_on: str | None = None) -> list[str]:  # fmt: skip
@@ -1772,7 +1786,7 @@ class Engine:
 
     def _call(
         self, fn: Callable[[], T], what: str, deadline: datetime | None = None,
-        before_retry: Callable[[], None] | None = None,
+        before_retry: Callable[[], object] | None = None,
     ) -> T:
         return call_with_retry(fn, what=f"{self.policy.name}: {what}", policy=self.retry, clock=self.clock,
                                deadline=deadline, before_retry=before_retry)
@@ -1785,7 +1799,7 @@ class Engine:
         self.journal.confirm_lease(self.policy.name, self.holder, self._fence, self.lease_ttl, self.clock.now(), what)
 
     def _fenced_call(
-        self, fn: Callable[[], T], what: str, before_retry: Callable[[], None] | None = None,
+        self, fn: Callable[[], T], what: str, before_retry: Callable[[], object] | None = None,
         before_start: Callable[[], None] | None = None,
     ) -> T:
         """:meth:`_call` for a side effect: every try first confirms the lease (:meth:`_fenced`).

@@ -54,7 +54,7 @@ def call_with_retry(
     policy: RetryPolicy,
     clock: Clock,
     deadline: datetime | None = None,
-    before_retry: Callable[[], None] | None = None,
+    before_retry: Callable[[], object] | None = None,
     rng: random.Random | None = None,
 ) -> T:
     """Call ``fn``; on TransientError wait and try again, up to ``policy.attempts`` tries.

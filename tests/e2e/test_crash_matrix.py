@@ -138,3 +138,24 @@ def test_recovery_of_a_verified_run_moves_the_store_on_whether_its_holder_is_dea
     assert len(sc.versions()) == before + 1, sc.versions()
     assert sc.current()["token_id"] == sc.bootstrap_id
     check_invariants(sc)
+
+
+def test_a_recovery_after_the_mint_window_names_the_token_its_tag_search_revoked(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """Killed inside `management create` after the server minted (the value never printed): the run
+    journaled no token id. A recovery after the mint window finds the token by its tag and revokes it,
+    and said "unpublished token (none found) revoked": it names the token it revoked."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    marker = tmp_path / "paused"
+    sc.fake.add_fault("management create", "pause_after_effect", seconds=60, marker=marker)
+    _rotate_killed_inside_call(sc, marker, ("rotate", sc.policy))
+    sc.fake.clear_faults()
+    (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
+    (tagged,) = [t["id"] for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:{run_id}")]
+    let_mint_window_pass(sc)
+    proc = sc.cli("recover")
+    assert proc.returncode == 0, proc.stderr
+    assert f"unpublished token(s) {tagged} tagged rotator:{sc.policy}:{run_id} revoked" in proc.stdout, proc.stdout
+    assert "none found" not in proc.stdout
+    assert sc.fake.token_by_id(tagged)["revoked_at"]
+    check_invariants(sc)
