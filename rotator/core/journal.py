@@ -1914,17 +1914,19 @@ def _last_records(cur: _Cursor, now: datetime) -> dict[str, RunRecord]:
     return last
 
 
-def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> Journal:
+def open_journal(url: str, create: bool = True, *, read_only: bool = False,
+                 ran_in: Sequence[str | Path] = ()) -> Journal:  # fmt: skip
     """Open the journal at ``url``: ``sqlite:///path`` or ``postgresql://user@host/db``.
 
     ``create=False``: a journal that does not exist yet is a ConfigError, and no file, directory
     or table is made. ``read_only`` (commands that only read: status, plan, audit, report, a
     listing inventory): that, and an older schema is refused rather than upgraded; opening takes
-    no write lock.
+    no write lock. ``ran_in``: directories besides the working one that an earlier rotator may have
+    run in (the policy file's: :func:`_refuse_a_journal_left_behind`).
     """
     path = sqlite_path(url)
     if path is not None:
-        _refuse_a_journal_left_behind(url, path)
+        _refuse_a_journal_left_behind(url, path, ran_in)
         if Path(path).is_dir():
             raise ConfigError(f"the journal path {path} is a directory, not a journal file",
                               hint=f"name a file, e.g. {Path(path) / 'rotator-journal.db'}, as `journal` under "
@@ -1940,22 +1942,25 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False) -> J
     )
 
 
-def _refuse_a_journal_left_behind(url: str, path: str) -> None:
+def _refuse_a_journal_left_behind(url: str, path: str, ran_in: Sequence[str | Path] = ()) -> None:
     """ConfigError when ``url`` (``sqlite:///X``) names no file while ``X`` relative to the working
-    directory is one: rotator before schema 8 read the URL that way, so an upgraded deployment that wrote
-    ``sqlite:///var/lib/rotator/journal.db`` (the systemd unit runs in /var/lib/rotator) keeps its
-    journal at /var/lib/rotator/var/lib/rotator/journal.db. Opening the named path would begin an
-    empty journal there: the history, the audit chain, the pending revocations and the open runs
-    left behind, and nothing would say so."""
+    directory, or to one of ``ran_in``, is one: rotator before schema 8 read the URL relative to the
+    directory it ran in, so an upgraded deployment that wrote ``sqlite:///var/lib/rotator/journal.db``
+    (the systemd unit runs in /var/lib/rotator) keeps its journal at
+    /var/lib/rotator/var/lib/rotator/journal.db, and one run from the policy file's directory (its
+    default was ./rotator.toml) keeps it there, whatever directory today's command runs in. Opening the
+    named path would begin an empty journal there: the history, the audit chain, the pending
+    revocations and the open runs left behind, and nothing would say so."""
     rest = url[len("sqlite:///"):]
     if rest.startswith("/") or os.path.lexists(path):
         return
-    try:
-        before = Path.cwd() / rest
-        found = before.is_file()
-    except OSError:  # no working directory any more: nothing was left there either
-        return
-    if found:
+    for base in (None, *ran_in):
+        try:
+            before = (Path.cwd() if base is None else Path(base)) / rest
+            if not before.is_file():
+                continue
+        except OSError:  # no working directory any more: nothing was left there either
+            continue
         raise ConfigError(
             f"the journal URL {url} names {path}, which does not exist, while {before} does: earlier rotator "
             "(before journal schema 8) read sqlite:///PATH relative to the directory it ran in, so that is the "

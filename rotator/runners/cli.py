@@ -511,7 +511,8 @@ def _journal(config: Config | ConfigSummary, *, create: bool = True, read_only: 
     nor write-locked to open."""
     from rotator.core.journal import open_journal
 
-    return open_journal(config.journal_url(), create=create, read_only=read_only)
+    # (an earlier rotator that ran in the policy file's directory may have left the journal there)
+    return open_journal(config.journal_url(), create=create, read_only=read_only, ran_in=(config.path.parent,))
 
 
 def _engine(config: Config, policy: Policy, journal: Journal) -> Engine:
@@ -1007,7 +1008,9 @@ def _print_suggestions(result: Any, config: Config | None, targets: list[Any]) -
 
 def _for_each(args: argparse.Namespace, action: Callable[[Engine], list[str]]) -> int:
     config = _config(args)
-    journal = _journal(config)
+    # recover and revoke-expired make no journal: on a new one they have nothing to do, and one made at
+    # a wrong path (a moved policy file, an old relative journal) would hide the journal in use
+    journal = _journal(config, create=False)
     worst = EXIT_OK
     out: dict[str, list[str]] = {}
     for policy in _selected(config, args.policy, all_enabled=False):

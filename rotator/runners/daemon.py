@@ -550,7 +550,7 @@ class Daemon:
         # (a file that leaves out a policy with unfinished work is not refused at the start, as it is at a
         # reload: a journal upgraded from a version that accepted it, or shared with daemons of other files,
         # would stop every policy's rotation; the start's sweep logs it, and a gauge exports it)
-        self.journal: Journal = open_journal(self._journal_url)
+        self.journal: Journal = open_journal(self._journal_url, ran_in=(self.path.parent,))
         #: what the engines get: the journal, reporting their lease calls as progress (the watchdog)
         self._engine_journal = cast(Journal, _ProgressJournal(self.journal, self._progressed))
         self.metrics: Metrics = Metrics()

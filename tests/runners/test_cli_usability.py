@@ -434,6 +434,45 @@ def test_a_journal_an_earlier_version_kept_relative_to_the_working_directory_is_
     assert not state.exists() and not state.parent.exists(), "no empty journal begun"
 
 
+@pytest.mark.parametrize("command", [["status"], ["rotate", "p1"], ["recover"], ["revoke-expired"]])
+def test_a_journal_an_earlier_version_kept_beside_the_policy_file_is_not_left_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        command: list[str]) -> None:
+    """The earlier version's default policy file was ./rotator.toml, so it ran in the policy file's
+    directory and kept the journal relative to that. Run today from another directory, only the working
+    directory was looked at: `recover`, `revoke-expired` and `rotate` began an empty journal at the
+    named path, the old one's pending revocations left behind, and said "nothing to do"."""
+    from rotator.core.journal import RunRecord, open_journal
+
+    state = tmp_path / "state" / "journal.db"  # what the URL names: absent
+    (tmp_path / "cfg").mkdir()
+    path = _policy_file(tmp_path / "cfg", top=f'[rotator]\njournal = "sqlite://{state}"')
+    before = path.parent / str(state).lstrip("/")  # where the earlier version kept it
+    now = datetime.now(UTC)
+    journal = open_journal(f"sqlite://{before}")
+    journal.begin_run(RunRecord("boot", "p1", "done", "bootstrap", now, now, published_at=now))
+    journal.close()
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["-c", str(path), *command])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"names {state}, which does not exist, while {before} does" in err, err
+    assert not state.exists() and not state.parent.exists(), "no empty journal begun"
+
+
+@pytest.mark.parametrize("command", [["recover"], ["revoke-expired"]])
+def test_recover_and_revoke_expired_make_no_journal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """They made an empty journal where none was (a wrong `journal` path, a moved policy file) and said
+    "nothing to do": the journal in use went unnoticed. Only bootstrap and rotate begin one."""
+    path = _policy_file(tmp_path, top='[rotator]\njournal = "journal.db"')
+    code = cli.main(["-c", str(path), *command])
+    err = capsys.readouterr().err
+    assert code == 2 and f"there is no journal at {tmp_path / 'journal.db'}" in err, err
+    assert "made by the first `rotator" in err
+    assert not list(tmp_path.glob("journal.db*")), "nothing created"
+
+
 def test_validate_output_json_lists_the_problems_of_an_invalid_file_on_stdout(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A CI job parsing `validate --output json` got nothing on stdout for an invalid file."""
