@@ -1359,10 +1359,6 @@ ABANDONED = "abandoned"
 EMERGENCIES = "emergencies"
 #: `bootstrap` / `replace` events (`bootstrap --replace`): at, run_id, token_id, replaced, reason
 REPAIRS = "repairs"
-#: how long after an emergency rotation's `emergency` / `start` event its run's `plan` event may come:
-#: the start names no run (it is written before the run is planned, under the same lease, with only
-#: PLAN's reads in between), and the default lease TTL bounds how long those may hold the lease
-EMERGENCY_PLAN_WITHIN = timedelta(minutes=15)
 #: an emergency rotation's events that name its run, written after the run published
 _EMERGENCY_RUN_RESULTS = ("revoke_now", "ok", "failed")
 
@@ -1373,18 +1369,16 @@ def masked_reason(value: Any) -> str | None:
     return mask_tokens(str(value)) if value else None
 
 
-def emergency_run(start: Mapping[str, Any], following: Mapping[str, Any] | None) -> str | None:
+def emergency_run(following: Mapping[str, Any] | None) -> str | None:
     """The run an `emergency` / `start` event began: ``following``, the policy's next event in chain
-    order, when it is a run's `plan` within :data:`EMERGENCY_PLAN_WITHIN` (the rotation plans its run
-    right after the start, under the same lease); None otherwise (it stopped before planning one).
-    The run's own `emergency` events (:data:`_EMERGENCY_RUN_RESULTS`) name it too, once it published."""
+    order, when it is the `plan` of a run that says it is the emergency's (its detail's ``emergency``,
+    which Engine.rotate writes since); None otherwise: the rotation stopped before it planned a run
+    (a store it could not read), and the next run planned is someone's ordinary rotation, whatever
+    its time. The run's own `emergency` events (:data:`_EMERGENCY_RUN_RESULTS`) name it too, once it
+    published (the only link a journal written before that field has)."""
     if following is None or following.get("step") != "plan" or not following.get("run_id"):
         return None
-    try:
-        gap = _parse(str(following["at"])) - _parse(str(start["at"]))
-    except ValueError:
-        return None
-    return str(following["run_id"]) if timedelta(0) <= gap <= EMERGENCY_PLAN_WITHIN else None
+    return str(following["run_id"]) if _detail_of(following).get("emergency") is True else None
 
 
 def names_emergency_run(row: Mapping[str, Any]) -> bool:
@@ -1488,7 +1482,7 @@ def _decisions(entry: dict[str, Any], row: Mapping[str, Any],
     policy, step, result = str(row["policy"]), row["step"], row["result"]
     started = starting.pop(policy, None)
     if started is not None:
-        started[1]["run_id"] = emergency_run(started[0], row)
+        started[1]["run_id"] = emergency_run(row)
     detail = _detail_of(row)
     run_id = str(row["run_id"]) if row.get("run_id") else None
     if step == "recover" and result == "abandoned":
@@ -1502,7 +1496,7 @@ def _decisions(entry: dict[str, Any], row: Mapping[str, Any],
         entry.setdefault(EMERGENCIES, []).append(record)
         starting[policy] = (row, record)
     elif names_emergency_run(row) and entry.get(EMERGENCIES) and entry[EMERGENCIES][-1]["run_id"] is None:
-        entry[EMERGENCIES][-1]["run_id"] = run_id  # (its plan came later than the window allows)
+        entry[EMERGENCIES][-1]["run_id"] = run_id  # (a journal from before the plan said it is the emergency's)
     elif step == "bootstrap" and result == "replace":
         entry.setdefault(REPAIRS, []).append({
             "at": row["at"], "run_id": run_id, "token_id": detail.get("token_id") or None,

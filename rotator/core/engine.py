@@ -334,7 +334,7 @@ class Engine:
                 now = self.clock.now()
                 overdue = [r.token_id for r in self.journal.unfinished_revocations(self.policy.name)
                            if r.due_at <= now]
-            result = self._rotate_locked()
+            result = self._rotate_locked(emergency=revoke_previous_now)
             result.actions = actions + result.actions
             # the replaced token, and the journal's last published one when the stores named another
             # (Engine._publish_all): both were current until now. Their rows may be an earlier run's
@@ -826,7 +826,7 @@ class Engine:
         return RunResult(self.policy.name, NOTHING_TO_DO, message=message, actions=list(actions or ()))
 
     # ------------------------------------------------------------------ the rotation run
-    def _rotate_locked(self, seen: Preflight | None = None) -> RunResult:
+    def _rotate_locked(self, seen: Preflight | None = None, *, emergency: bool = False) -> RunResult:
         """The run. With ``seen`` (Engine.rotate's preflight read) the lease is not held yet: PLAN's
         reads come first and the lease is taken with the run (:meth:`_new_run`)."""
         # tls_verify = false, plain http://... (rotator/adapters/transport.py)
@@ -844,7 +844,7 @@ class Engine:
         self._call(lambda: self.issuer.list_tokens(credential), "check issuer")
         old_token_id = current.token_id if current else self._published_last()
         run = self._new_run("rotate", old_token_id=old_token_id,
-                            planned={n: s.version for n, s in states.items()}, seen=seen)
+                            planned={n: s.version for n, s in states.items()}, seen=seen, emergency=emergency)
         log = logging.LoggerAdapter(logger, {"policy": self.policy.name, "run_id": run.run_id})
         self._checkpoint("planned")
         # Tokens whose grace has passed are revoked now, under the lease, with the stores PLAN read
@@ -1726,7 +1726,7 @@ class Engine:
                 f"{self.policy.name!r}: two policies must not share a secret", hint=hint)
 
     def _new_run(self, kind: str, old_token_id: str | None, planned: dict[str, str | None],
-                 seen: Preflight | None = None) -> RunRecord:
+                 seen: Preflight | None = None, emergency: bool = False) -> RunRecord:
         """Journal a planned run. Under the lease already (``seen`` None): one commit, not synced on
         its own (no side effect waits on a planned run; the next synced commit makes it durable).
 
@@ -1742,6 +1742,9 @@ class Engine:
         # Where the token will live, asked before anything is written: an issuer that cannot say (a file
         # it reads is gone) stops the run here, before any side effect.
         target = target_of(self.issuer)
+        # An emergency rotation's plan says so: its `emergency` / `start` event names no run, and the
+        # report must not take the next run planned (an ordinary one, after the emergency failed) for it
+        plan = {"kind": kind, "old_token_id": old_token_id, **({"emergency": True} if emergency else {})}
         now = self.clock.now()
         run = RunRecord(run_id=self.run_id_factory(), policy=self.policy.name, state=RunState.PLANNED, kind=kind,
                         started_at=now, updated_at=now, old_token_id=old_token_id, planned_versions=planned,
@@ -1749,7 +1752,7 @@ class Engine:
         if seen is None:
             with self._step(durable=False):
                 self.journal.begin_run(run, fence=self._fence)
-                self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
+                self._event("plan", "ok", run.run_id, **plan)
             return run
         # Synced unless the journal is single-host (Journal.single_host): then a crash that loses this
         # commit ends this process too, and nothing before MINTING's synced commit needs it durable
@@ -1768,7 +1771,7 @@ class Engine:
             if fence != expected:
                 raise _Replan(f"fencing number {fence}, expected {expected}")
             self.journal.begin_run(run, fence=fence)
-            self._event("plan", "ok", run.run_id, kind=kind, old_token_id=old_token_id)
+            self._event("plan", "ok", run.run_id, **plan)
         self._fence = fence
         return run
 

@@ -1334,7 +1334,7 @@ def _decisions(journal: Journal, policy: str, checkpoints: Sequence[audit_chain.
     oldest first, each with the person's reason (masked): those of pruned history from the
     checkpoints' summaries (:data:`audit_chain.EMERGENCIES`, :data:`audit_chain.REPAIRS`), then the
     chain's (none when it is broken, ``began`` None: its events prove nothing). An emergency's start
-    names no run: its run is the `plan` right after it (:func:`audit_chain.emergency_run`), or the one
+    names no run: its run is the `plan` right after it that says so (:func:`audit_chain.emergency_run`), or the one
     its later `emergency` events name."""
     emergencies: list[dict[str, Any]] = []
     repairs: list[dict[str, Any]] = []
@@ -1361,14 +1361,14 @@ def _decisions(journal: Journal, policy: str, checkpoints: Sequence[audit_chain.
             event = {"at": str(at), "run_id": _text_or_none(run_id), "step": step, "result": result}
             detail = _event_detail(text)
             if step == "emergency" and result == "start":
-                following = cur.execute("SELECT at, run_id, step FROM events WHERE policy = ? AND seq > ? "
+                following = cur.execute("SELECT run_id, step, detail FROM events WHERE policy = ? AND seq > ? "
                                         "ORDER BY seq LIMIT 1", (policy, seq)).fetchone() if seq is not None else None
-                last = {"at": str(at), "run_id": audit_chain.emergency_run(event, dict(zip(
-                    ("at", "run_id", "step"), following, strict=True)) if following is not None else None),
+                last = {"at": str(at), "run_id": audit_chain.emergency_run(dict(zip(
+                    ("run_id", "step", "detail"), following, strict=True)) if following is not None else None),
                         "reason": masked(detail.get("reason")), "checkpoint_seq": None}
                 emergencies.append(last)
             elif audit_chain.names_emergency_run(event) and last is not None and last["run_id"] is None:
-                last["run_id"] = event["run_id"]  # (its plan came later than the window allows)
+                last["run_id"] = event["run_id"]  # (a journal from before the plan said it is the emergency's)
             elif step == "bootstrap":
                 repairs.append({"at": str(at), "run_id": event["run_id"],
                                 "token_id": _text_or_none(detail.get("token_id")),

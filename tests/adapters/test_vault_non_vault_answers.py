@@ -197,3 +197,17 @@ def test_an_approle_login_answered_by_something_else_is_sent_again_not_held_back
             hint = caught.value.hint or ""
             assert says in hint and "secret_id" not in hint and "lockout" not in hint, hint
             assert "not Vault's" in str(caught.value) or "HTTPS server" in str(caught.value)
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
+def test_vault_s_own_refusal_through_a_proxy_that_adds_a_charset_is_still_vault_s(tmp_path, content_type):
+    """A gateway that writes `application/json; charset=utf-8` over Vault's own 403: its errors were
+    dropped (an exact match of the Content-Type), so the refusal read as "not Vault's answer, check
+    url" instead of naming the token, and a 403 for an expired token no longer led to a new login."""
+    refused = (403, content_type, json.dumps(DENIED).encode())
+    with _serving({}, refused) as vault:
+        with pytest.raises(PermanentError) as caught:
+            _store(vault.url, tmp_path).read_current()
+    assert "not Vault's" not in str(caught.value), caught.value
+    assert "permission denied" in str(caught.value) and "expired or revoked" in (caught.value.hint or ""), (
+        caught.value, caught.value.hint)

@@ -158,13 +158,47 @@ def test_the_reasons_outlive_a_prune_in_the_checkpoint(tmp_path: Path) -> None:
         assert TOKEN_VALUE not in text
 
 
-def test_an_emergency_start_names_its_run_only_by_the_plan_right_after_it() -> None:
-    start = {"at": "2026-03-01T12:00:00.000000Z", "step": "emergency", "result": "start", "run_id": None}
+def test_an_emergency_start_names_its_run_only_by_the_plan_right_after_it_that_says_so() -> None:
+    """Taken by time alone (the next plan within 15 minutes), an ordinary run planned after an emergency
+    that failed before it planned one (a store it could not read) was reported as the emergency, with
+    its reason: the emergency's plan says so (`emergency` in its detail)."""
 
-    def plan(at: str, step: str = "plan") -> dict[str, str]:
-        return {"at": at, "step": step, "run_id": "r1"}
+    def plan(step: str = "plan", detail: str = '{"kind": "rotate", "emergency": true}') -> dict[str, str]:
+        return {"at": "2026-03-01T12:00:01.000000Z", "step": step, "run_id": "r1", "detail": detail}
 
-    assert audit_chain.emergency_run(start, plan("2026-03-01T12:00:01.000000Z")) == "r1"
-    assert audit_chain.emergency_run(start, plan("2026-03-01T12:16:00.000000Z")) is None  # another run's
-    assert audit_chain.emergency_run(start, plan("2026-03-01T12:00:01.000000Z", "revoke_old")) is None
-    assert audit_chain.emergency_run(start, None) is None
+    assert audit_chain.emergency_run(plan()) == "r1"
+    assert audit_chain.emergency_run(plan(detail='{"kind": "rotate"}')) is None  # an ordinary run's
+    assert audit_chain.emergency_run(plan(detail='{"kind": "rotate", "emergency": "yes"}')) is None
+    assert audit_chain.emergency_run(plan("revoke_old")) is None
+    assert audit_chain.emergency_run(None) is None
+
+
+def test_an_ordinary_rotation_after_an_emergency_that_planned_nothing_is_not_the_emergency(tmp_path: Path) -> None:
+    """An emergency rotation stopped before it planned a run (a store it could not read); a person's plain
+    `rotate` ten minutes later was reported as the emergency rotation, with the emergency's reason:
+    false evidence that the leaked token was revoked at once. The emergency is listed with no run."""
+    world = World(tmp_path)
+    world.bootstrap()
+    world.clock.advance(timedelta(hours=1))
+    store = world.stores["a"]
+    real = store.read_current
+
+    def unreachable() -> None:
+        raise PermanentError("store a unreachable")
+
+    store.read_current = unreachable  # type: ignore[method-assign]
+    with pytest.raises(PermanentError):
+        world.engine().rotate(revoke_previous_now=True, reason="INC-1 leaked")
+    store.read_current = real  # type: ignore[method-assign]
+    world.clock.advance(timedelta(minutes=10))
+    plain = rotate(world)
+    world.clock.advance(timedelta(minutes=10))
+    emergency = world.engine().rotate(revoke_previous_now=True, reason="INC-1 again")
+    now = world.clock.now()
+    [p] = report.build(world.journal, [offline_policy(tmp_path, POLICY)], now - timedelta(days=1),
+                       now + timedelta(days=1), now).policies
+    rows = {r.run_id: (r.emergency, r.reason) for r in p.rotations}
+    assert rows[plain.run_id] == (False, None)
+    assert rows[emergency.run_id] == (True, "INC-1 again")
+    assert [(m["run_id"], m["reason"]) for m in p.emergencies] == [(None, "INC-1 leaked"),
+                                                                   (emergency.run_id, "INC-1 again")]

@@ -403,7 +403,7 @@ def _session_class() -> Callable[[RequestCounter], requests.Session]:
     return CountingSession
 
 
-#: The Content-Type of an error body the adapter decodes as JSON: hvac's test, kept (Vault sends exactly this).
+#: The media type of an error body the adapter decodes as JSON (Vault sends exactly this; a proxy may add a charset)
 _JSON = "application/json"
 
 
@@ -436,7 +436,8 @@ def _raise_for_answer(method: str, answer: requests.Response) -> None:
     JSON; the store then says whose answer it was not (:func:`not_vault_answer`)."""
     text = answer.text
     body: Any = None
-    if answer.headers.get("Content-Type") == _JSON:
+    # The media type alone: a proxy or gateway may add "; charset=utf-8" to Vault's own answer
+    if answer.headers.get("Content-Type", "").split(";")[0].strip().lower() == _JSON:
         try:
             body = answer.json()
         except (ValueError, RecursionError):  # not JSON after all, or nested thousands deep
