@@ -1299,9 +1299,11 @@ class Engine:
             if outcome == "waiting" and search_until is not None:
                 how = ("died inside a mint" if run.new_token_id is None else
                        f"rolled back, unpublished token {run.new_token_id} revoked; a try of its mint had no answer")
-                return (f"run {run.run_id}: {how}; live tokens tagged {self.policy.tag(run.run_id)} "
-                        f"revoked; the tag is searched again until {search_until.isoformat(timespec='seconds')} "
-                        "(a child process or a request may still be minting), so the run stays open")
+                found = [t for t in swept if t != run.new_token_id]
+                return (f"run {run.run_id}: {how}; live tokens tagged {self.policy.tag(run.run_id)} revoked ("
+                        + (", ".join(found) if found else "none yet") + "); the tag is searched again until "
+                        f"{search_until.isoformat(timespec='seconds')} (a child process or a request may still be "
+                        "minting), so the run stays open")
             raise TransientError(f"run {run.run_id}: the unpublished token could not be revoked yet",
                                  hint="rotator retries on the next run; check the issuer is reachable")
         # The tokens its tag search found too: a run that died inside its mint journaled no id, and its

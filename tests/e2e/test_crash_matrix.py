@@ -159,3 +159,24 @@ def test_a_recovery_after_the_mint_window_names_the_token_its_tag_search_revoked
     assert "none found" not in proc.stdout
     assert sc.fake.token_by_id(tagged)["revoked_at"]
     check_invariants(sc)
+
+
+def test_a_recovery_inside_the_mint_window_names_the_token_its_tag_search_revoked(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """The same kill, recovered while the mint window is open: the run stays open, and the message said
+    "live tokens tagged ... revoked" without saying which; the one after the window then said none
+    was found. Each names what it revoked."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    marker = tmp_path / "paused"
+    sc.fake.add_fault("management create", "pause_after_effect", seconds=60, marker=marker)
+    _rotate_killed_inside_call(sc, marker, ("rotate", sc.policy))
+    sc.fake.clear_faults()
+    (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
+    (tagged,) = [t["id"] for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:{run_id}")]
+    proc = sc.cli("recover")
+    assert proc.returncode == 0, proc.stderr
+    assert f"died inside a mint; live tokens tagged rotator:{sc.policy}:{run_id} revoked ({tagged})" in proc.stdout, \
+        proc.stdout
+    assert sc.fake.token_by_id(tagged)["revoked_at"]
+    let_mint_window_pass(sc)
+    finish_and_settle(sc, check_invariants)
