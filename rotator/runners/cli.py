@@ -1397,12 +1397,28 @@ def _write_whole(path: Path, text: str) -> None:
     The file is created mode 0600 whatever the umask: a report names token ids and holds masked errors.
     Its temporary name is random and created exclusively (mkstemp): no file planted at a name known in
     advance can make the report fail, and no link there is followed."""
+    import stat
     import tempfile  # (here: only this command writes a file, and the CLI's start stays light)
 
-    target = Path(os.path.realpath(path))
-    if target.exists() and not target.is_file():
-        target.write_text(text, encoding="utf-8")  # (a directory raises IsADirectoryError here)
+    # This process's own stdout or stderr, whatever the shell made it (a pipe, or a file opened with >>):
+    # written to as it is. Resolved, /dev/stdout names a pipe no rename can reach, or the file of a >>,
+    # which the replacement below would wipe (and leave 0600).
+    stream = {"/dev/stdout": sys.stdout, "/dev/fd/1": sys.stdout, "/proc/self/fd/1": sys.stdout,
+              "/dev/stderr": sys.stderr, "/dev/fd/2": sys.stderr, "/proc/self/fd/2": sys.stderr}.get(
+        os.path.abspath(path))
+    if stream is not None:
+        stream.write(text)
+        stream.flush()
         return
+    try:
+        mode = os.stat(path).st_mode  # (through links: what a write would reach)
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(path, "w", encoding="utf-8") as out:  # a FIFO, a device, a shell's >(...); a directory raises
+            out.write(text)
+        return
+    target = Path(os.path.realpath(path))
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -106,3 +106,26 @@ def test_a_linked_output_file_still_has_its_target_replaced(
     _report(policy_file, link, capsys)
     assert link.is_symlink() and "record" in target.read_text() and _mode(target) == 0o600
     assert [p.name for p in (tmp_path / "reports").iterdir()] == ["current.csv"], "the temporary beside the target"
+
+
+def test_report_to_dev_stdout_reaches_a_pipe_and_a_file_opened_for_append(policy_file: Path, tmp_path: Path) -> None:
+    """`--output-file /dev/stdout` resolved to /proc/self/fd/1: in a pipe, to `pipe:[...]`, and the
+    report failed ("cannot write"); after `>> app.log`, to app.log, which the replacement wiped and left
+    0600. This process's stdout is written to as the shell made it."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "rotator.runners.cli", "-c", str(policy_file), "report", "--format", "csv",
+            "--output-file", "/dev/stdout"]
+    piped = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith("record,"), piped.stdout[:200]
+    log = tmp_path / "app.log"
+    log.write_text("an earlier line\n")
+    log.chmod(0o644)
+    with log.open("a") as appended:
+        done = subprocess.run(argv, stdout=appended, stderr=subprocess.PIPE, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    text = log.read_text()
+    assert text.startswith("an earlier line\nrecord,"), text[:200]
+    assert stat.S_IMODE(log.stat().st_mode) == 0o644
