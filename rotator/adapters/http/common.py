@@ -203,12 +203,14 @@ class HttpSettings(BaseModel):
         if url.query or url.fragment:
             raise ValueError("must not have a query or fragment")
         if url.path not in ("", "/"):
-            # rotator appends the API's own paths (/api/v2/..., /api/v3/...): with a path of its own, every
-            # request misses, and InfluxDB v2 answers an unknown path as it answers a missing token (404
-            # `not found`)
+            # The journal records where each token lives by scheme, host and port (target(): url_target):
+            # two servers behind one gateway at two paths would be one place, and a token of one judged
+            # at the other, where "not listed" is no proof it was revoked. (The docs always said no path.)
             raise ValueError(
-                "must be the server's address without a path (rotator adds /api/v2/... or /api/v3/... itself): "
-                "write scheme, host and port only, e.g. https://influxdb.example.com:8086"
+                "must be the server's address without a path (rotator adds /api/v2/... or /api/v3/... itself, "
+                "and tells servers apart by scheme, host and port): write scheme, host and port only, e.g. "
+                "https://influxdb.example.com:8086; a server reached only under a gateway's path needs its own "
+                "host name or port there"
             )
         unusable = http_address_problem(value)
         if unusable:
