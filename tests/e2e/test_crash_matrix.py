@@ -140,11 +140,9 @@ def test_recovery_of_a_verified_run_moves_the_store_on_whether_its_holder_is_dea
     check_invariants(sc)
 
 
-def test_a_recovery_after_the_mint_window_names_the_token_its_tag_search_revoked(
-        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
-    """Killed inside `management create` after the server minted (the value never printed): the run
-    journaled no token id. A recovery after the mint window finds the token by its tag and revokes it,
-    and said "unpublished token (none found) revoked": it names the token it revoked."""
+def _killed_after_the_server_minted(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> tuple[Scenario, str, str]:
+    """A rotation killed inside `management create` after the server minted (its value never printed, so
+    the run journaled no id): the scenario, the run's id and the id of the token it left tagged."""
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
     marker = tmp_path / "paused"
     sc.fake.add_fault("management create", "pause_after_effect", seconds=60, marker=marker)
@@ -152,6 +150,15 @@ def test_a_recovery_after_the_mint_window_names_the_token_its_tag_search_revoked
     sc.fake.clear_faults()
     (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
     (tagged,) = [t["id"] for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:{run_id}")]
+    return sc, run_id, tagged
+
+
+def test_a_recovery_after_the_mint_window_names_the_token_its_tag_search_revoked(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """Killed inside `management create` after the server minted (the value never printed): the run
+    journaled no token id. A recovery after the mint window finds the token by its tag and revokes it,
+    and said "unpublished token (none found) revoked": it names the token it revoked."""
+    sc, run_id, tagged = _killed_after_the_server_minted(tmp_path, openbao, fake_influxctl)
     let_mint_window_pass(sc)
     proc = sc.cli("recover")
     assert proc.returncode == 0, proc.stderr
@@ -166,13 +173,7 @@ def test_a_recovery_inside_the_mint_window_names_the_token_its_tag_search_revoke
     """The same kill, recovered while the mint window is open: the run stays open, and the message said
     "live tokens tagged ... revoked" without saying which; the one after the window then said none
     was found. Each names what it revoked."""
-    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
-    marker = tmp_path / "paused"
-    sc.fake.add_fault("management create", "pause_after_effect", seconds=60, marker=marker)
-    _rotate_killed_inside_call(sc, marker, ("rotate", sc.policy))
-    sc.fake.clear_faults()
-    (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
-    (tagged,) = [t["id"] for t in sc.fake.tokens() if t["description"].startswith(f"rotator:{sc.policy}:{run_id}")]
+    sc, run_id, tagged = _killed_after_the_server_minted(tmp_path, openbao, fake_influxctl)
     proc = sc.cli("recover")
     assert proc.returncode == 0, proc.stderr
     assert f"died inside a mint; live tokens tagged rotator:{sc.policy}:{run_id} revoked ({tagged})" in proc.stdout, \
