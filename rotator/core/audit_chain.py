@@ -345,11 +345,14 @@ class ChainReport:
     broken: dict[str, Any] = field(default_factory=dict)
     #: the head link's time (None: no link yet, or the chain is broken)
     head_at: str | None = None
+    #: events from before the chain began (an upgraded journal's): no link, only their count is checked
+    unchained: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "checked": self.checked, "head_seq": self.head_seq, "head_hash": self.head_hash,
             "head_at": self.head_at, "start_seq": self.start_seq, "problem": self.problem, "broken": self.broken,
+            "unchained": self.unchained,
         }  # fmt: skip
 
     def kept_link(self) -> str:
@@ -362,7 +365,10 @@ class ChainReport:
         # chose (a carriage return and an escape sequence could show "OK" over the BROKEN line)
         if self.ok:
             since = f" after checkpoint at seq {self.start_seq}" if self.start_seq else ""
-            return f"audit chain OK: {self.checked} events{since}, head {one_line(self.kept_link())}"
+            # (an auditor must not read the linked count as the whole history of an upgraded journal)
+            before = (f"; {self.unchained} earlier events from before the chain began are not linked (only "
+                      "their count is checked)") if self.unchained else ""
+            return f"audit chain OK: {self.checked} events{since}, head {one_line(self.kept_link())}{before}"
         return f"audit chain BROKEN: {one_line(str(self.problem))}"
 
 
@@ -396,6 +402,7 @@ def verify_rows(
     if unchained < expected_unchained:  # only prune deletes them, and it counts them off the head
         return broken(None, f"{expected_unchained - unchained} event(s) from before the chain (no seq/hash) were "
                       "deleted", unchained=unchained)  # fmt: skip
+    report.unchained = unchained
     walk = _walk(rows, start_seq, prev)
     report.checked = walk.checked
     if walk.problem is not None:

@@ -121,7 +121,12 @@ def test_an_upgraded_journal_s_unlinked_events_are_held_to_the_count_its_chain_r
     _journal_from_before_the_chain(path, [(ts(T0 - timedelta(days=10 - i)), None, "plan", "ok") for i in range(3)])
     journal = open_journal(url)
     _history(journal, 2)
-    assert audit_chain.verify(journal).ok
+    verified = audit_chain.verify(journal)
+    assert verified.ok
+    # "OK: 2 events" alone read as the whole history: the 3 from before the chain are named, unlinked
+    assert verified.unchained == 3 and verified.as_dict()["unchained"] == 3
+    assert verified.text().endswith("; 3 earlier events from before the chain began are not linked (only their "
+                                    "count is checked)"), verified.text()
     _unlinked(url, T0 - timedelta(days=9, hours=1))
     report = audit_chain.verify(journal)
     assert not report.ok and "1 event(s) without a chain link were inserted" in str(report.problem), report
