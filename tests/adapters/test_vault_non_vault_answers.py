@@ -211,3 +211,14 @@ def test_vault_s_own_refusal_through_a_proxy_that_adds_a_charset_is_still_vault_
     assert "not Vault's" not in str(caught.value), caught.value
     assert "permission denied" in str(caught.value) and "expired or revoked" in (caught.value.hint or ""), (
         caught.value, caught.value.hint)
+
+
+def test_vault_s_own_404_is_still_an_absent_secret(tmp_path):
+    """Vault's own answer for a path with no secret: `{"errors": []}`, as JSON (the mount's config, read
+    to tell an absent secret from a mount that is no KV v2 engine, answers as KV v2's)."""
+    routes = {"/v1/auth/token/lookup-self": _json(200, LOOKUP_SELF),
+              "/v1/secret/config": _json(200, {"data": {"max_versions": 0, "cas_required": False,
+                                                         "delete_version_after": "0s"}})}
+    with _serving(routes, _json(404, {"errors": []})) as vault:
+        state = _store(vault.url, tmp_path).read_current()
+    assert state.record is None and state.version is None, state
