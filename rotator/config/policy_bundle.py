@@ -25,11 +25,9 @@ This module imports no pydantic; :func:`write_bundle` imports the loader when it
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 import types
 import typing
@@ -379,33 +377,13 @@ def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, P
             f"the bundle of {policy_file} would not reproduce its validated policies",
             hint="this is a rotator bug: report it with the policy file (it holds no secrets)",
         )
+    from rotator.config.policy_source import write_replacing
+
     try:
-        _write_replacing(output, text)
+        write_replacing(output, text)  # (its mode follows the umask: no secret, read by whatever packages it)
     except OSError as exc:
         raise ConfigError(f"cannot write {what} {output}: {exc.strerror or exc}",
                           hint="pass -o/--bundle a file path in an existing directory this user may write (default: "
                           "beside the policy file)") from None
     return output, back
 
-
-def _write_replacing(output: Path, text: str) -> None:
-    """``text`` into a new file beside ``output``, then moved over it: whole or not at all.
-
-    The temporary name is random and created with O_EXCL: whoever may write the output directory
-    (a shared build directory) cannot plant a symbolic link at a name known in advance and have
-    rotator truncate its target, nor have the link itself moved over the bundle. Its mode follows
-    the umask, as a bundle is no secret and is read by whatever packages it. Removed on any failure."""
-    tmp = output.with_name(f".{output.name}.{os.urandom(8).hex()}.tmp")  # (no `secrets`: the Lambda imports this)
-    created = False
-    try:
-        with tmp.open("x", encoding="utf-8") as out:  # "x": O_CREAT | O_EXCL, never through a link
-            created = True
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())  # the data on disk before the rename that makes it the bundle
-        os.replace(tmp, output)
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        raise

@@ -10,6 +10,7 @@ path (rotator/config/policy_summary.py), the daemon hashes it at every watch, an
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +19,7 @@ from stat import S_ISDIR, S_ISREG
 from rotator.core.errors import ConfigError
 
 __all__ = ["MAX_POLICY_BYTES", "journal_files", "read_policy_file", "refuse_to_overwrite", "same_file",
+           "write_replacing",
            "sqlite_path"]
 
 #: far above any real policy file (10,000 policies take ~3 MB), far below what would hurt to read
@@ -110,3 +112,25 @@ def refuse_to_overwrite(output: str | Path, inputs: Iterable[tuple[str, Path]], 
     for what, path in inputs:
         if same_file(Path(output), path):
             raise ConfigError(f"{given_as} {output} is {what} ({path}): {writing} there would destroy it", hint=hint)
+
+
+def write_replacing(output: Path, text: str, *, private: bool = False) -> None:
+    """``text`` into a new file beside ``output``, then moved over it: whole or not at all (a full disk or
+    a kill leaves the file it replaces as it was). A symbolic link at ``output`` itself is replaced.
+
+    The temporary name is random and created with O_EXCL: whoever may write the directory (a shared
+    build directory) cannot plant a link at a name known in advance and have rotator truncate its
+    target, nor have the link moved over the output. ``private``: mode 0600 whatever the umask (a
+    report names token ids); else the umask decides. Removed on any failure."""
+    tmp = output.with_name(f".{output.name}.{os.urandom(8).hex()}.tmp")  # (no `secrets`: the Lambda imports this)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)  # never through a link
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())  # the data on disk before the rename that makes it the output
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

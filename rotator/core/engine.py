@@ -1295,21 +1295,20 @@ class Engine:
         swept: list[str] = []
         outcome = self._discard(run, credential, RuntimeError(f"process stopped in state {run.state}"), search_until,
                                 swept)
+        # The tokens its tag search revoked besides its journaled one: a run that died inside its mint
+        # journaled no id, and its child may have minted one ("none found" said so even then)
+        found = [t for t in swept if t != run.new_token_id]
+        tag = self.policy.tag(run.run_id)
         if outcome != "closed":
             if outcome == "waiting" and search_until is not None:
                 how = ("died inside a mint" if run.new_token_id is None else
                        f"rolled back, unpublished token {run.new_token_id} revoked; a try of its mint had no answer")
-                found = [t for t in swept if t != run.new_token_id]
-                return (f"run {run.run_id}: {how}; live tokens tagged {self.policy.tag(run.run_id)} revoked ("
+                return (f"run {run.run_id}: {how}; live tokens tagged {tag} revoked ("
                         + (", ".join(found) if found else "none yet") + "); the tag is searched again until "
                         f"{search_until.isoformat(timespec='seconds')} (a child process or a request may still be "
                         "minting), so the run stays open")
             raise TransientError(f"run {run.run_id}: the unpublished token could not be revoked yet",
                                  hint="rotator retries on the next run; check the issuer is reachable")
-        # The tokens its tag search found too: a run that died inside its mint journaled no id, and its
-        # child may have minted one ("none found" said so even then)
-        found = [t for t in swept if t != run.new_token_id]
-        tag = self.policy.tag(run.run_id)
         if run.new_token_id is None:
             return f"run {run.run_id}: rolled back, " + (
                 f"unpublished token(s) {', '.join(found)} tagged {tag} revoked" if found

@@ -12,7 +12,6 @@ Exit codes (docs/operations.md):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -1395,10 +1394,11 @@ def _write_whole(path: Path, text: str) -> None:
     shell's ``>(...)``), which cannot be replaced, is written to. OSError as writing raises it.
 
     The file is created mode 0600 whatever the umask: a report names token ids and holds masked errors.
-    Its temporary name is random and created exclusively (mkstemp): no file planted at a name known in
-    advance can make the report fail, and no link there is followed."""
-    import stat
-    import tempfile  # (here: only this command writes a file, and the CLI's start stays light)
+    Its temporary name is random and created exclusively (policy_source.write_replacing): no file planted
+    at a name known in advance can make the report fail, and no link there is followed."""
+    import stat  # (here: only this command writes a file, and the CLI's start stays light)
+
+    from rotator.config.policy_source import write_replacing
 
     # This process's own stdout or stderr, whatever the shell made it (a pipe, or a file opened with >>):
     # written to as it is. Resolved, /dev/stdout names a pipe no rename can reach, or the file of a >>,
@@ -1418,18 +1418,7 @@ def _write_whole(path: Path, text: str) -> None:
         with open(path, "w", encoding="utf-8") as out:  # a FIFO, a device, a shell's >(...); a directory raises
             out.write(text)
         return
-    target = Path(os.path.realpath(path))
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())  # the data on disk before the rename that makes it the report
-        os.replace(name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
+    write_replacing(Path(os.path.realpath(path)), text, private=True)
 
 
 def _listed(values: Sequence[str]) -> str:
