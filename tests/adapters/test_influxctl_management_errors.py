@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+import rotator.adapters.influxctl.common as common
 from rotator.adapters.influxctl.common import (
     ProfileAuth,
     ProfileSettings,
@@ -722,6 +724,117 @@ def test_private_config_is_removed_when_the_block_raises() -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         raise RuntimeError
     assert not path.parent.exists()
+
+
+# A private config that cannot be made (full, unwritable or read-only temporary directory) is an error
+# that says where and what to do, and that nothing was started: a PermanentError, which the engine
+# takes as a definite "not minted" (any other error from mint leaves the run open for recovery).
+_CALLS: dict[str, Callable[[InfluxctlManagementIssuer], object]] = {
+    "mint": lambda issuer: issuer.mint(request(), CURRENT),
+    "list_tokens": lambda issuer: issuer.list_tokens(CURRENT),
+}
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tempfile's directory for this test, empty: what a failed call leaves in it can be seen."""
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return directory
+
+
+def _raising(exc: BaseException) -> Callable[..., Any]:
+    def fail(*_args: Any, **_kwargs: Any) -> Any:
+        raise exc
+
+    return fail
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
+
+
+def _assert_config_not_written(exc: PermanentError, temp_dir: Path, code: int, command: str) -> None:
+    assert not isinstance(exc, TransientError)
+    message, hint = str(exc), exc.hint
+    assert f"cannot run influxctl {command}: its private configuration could not be written in {temp_dir}" in message
+    assert os.strerror(code) in message and "no influxctl command was started" in message
+    assert ("free space" if code == errno.ENOSPC else f"make {temp_dir} writable") in hint
+    assert "TMPDIR" in hint
+    assert_clean(exc)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS], ids=errno.errorcode.get)
+@pytest.mark.parametrize("call", sorted(_CALLS))
+def test_a_private_config_directory_that_cannot_be_made_is_an_error_naming_it(
+    temp_dir: Path, monkeypatch: pytest.MonkeyPatch, code: int, call: str
+) -> None:
+    issuer, run = make(done(stdout=TABLE), listing(token_json()))
+    monkeypatch.setattr(tempfile, "mkdtemp", _raising(OSError(code, os.strerror(code))))
+    with pytest.raises(PermanentError) as info:
+        _CALLS[call](issuer)
+    _assert_config_not_written(info.value, temp_dir, code, "management create" if call == "mint" else "management list")
+    assert run.calls == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES], ids=errno.errorcode.get)
+@pytest.mark.parametrize("call", sorted(_CALLS))
+def test_a_config_file_that_cannot_be_written_leaves_no_directory_behind(
+    temp_dir: Path, monkeypatch: pytest.MonkeyPatch, code: int, call: str
+) -> None:
+    issuer, run = make(done(stdout=TABLE), listing(token_json()))
+    real_fdopen = os.fdopen
+
+    def full(fd: int, *args: Any, **kwargs: Any) -> Any:
+        fh = real_fdopen(fd, *args, **kwargs)
+        fh.write = _raising(OSError(code, os.strerror(code)))
+        return fh
+
+    monkeypatch.setattr(os, "fdopen", full)
+    before = _open_fds()
+    with pytest.raises(PermanentError) as info:
+        _CALLS[call](issuer)
+    monkeypatch.undo()
+    _assert_config_not_written(info.value, temp_dir, code, "management create" if call == "mint" else "management list")
+    assert run.calls == []
+    assert list(temp_dir.iterdir()) == [], "a half-made private config directory was left"
+    assert _open_fds() == before, "the lock file's descriptor was left open"
+
+
+def test_a_lock_file_that_cannot_be_made_leaves_no_directory_behind(
+    temp_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issuer, run = make(done(stdout=TABLE))
+
+    def refused(directory: Path) -> int:
+        (directory / ".lock.new").touch()  # as far as it got
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(directory / ".lock.new"))
+
+    monkeypatch.setattr(common, "_lock_directory", refused)
+    with pytest.raises(PermanentError) as info:
+        issuer.mint(request(), CURRENT)
+    _assert_config_not_written(info.value, temp_dir, errno.EACCES, "management create")
+    assert run.calls == []
+    assert list(temp_dir.iterdir()) == []
+
+
+def test_no_usable_temporary_directory_is_named_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    issuer, run = make()
+    gone = FileNotFoundError(errno.ENOENT, "No usable temporary directory found in ['/tmp']")
+    monkeypatch.setattr(tempfile, "gettempdir", _raising(gone))
+    monkeypatch.setattr(tempfile, "mkdtemp", _raising(gone))
+    with pytest.raises(PermanentError, match=r"could not be written in any temporary directory \(\$TMPDIR") as info:
+        issuer.list_tokens(CURRENT)
+    assert "No usable temporary directory" in str(info.value) and "TMPDIR" in info.value.hint
+    assert run.calls == []
+
+
+def test_an_error_of_the_child_is_not_taken_for_one_of_the_config() -> None:
+    issuer, _ = make(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    with pytest.raises(ConfigError, match="cannot run influxctl binary") as info:
+        issuer.list_tokens(CURRENT)
+    assert "private configuration" not in str(info.value)
 
 
 def test_child_environment_is_an_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -125,6 +125,14 @@ HINT_UNREACHABLE = ("the cluster did not answer: check the profile's host and po
                     "rotator retries this call and a later run retries the rotation")
 HINT_KILLED = "influxctl was killed by a signal (out of memory? a timeout of the host?); the call is retried"
 HINT_NOT_STARTED_TRANSIENT = "the machine is short of processes or memory; the call is retried"
+ERR_CONFIG_NOT_WRITTEN = (
+    "cannot run {command}: its private configuration could not be written in {directory} ({reason}); "
+    "no influxctl command was started"
+)
+HINT_CONFIG_NOT_WRITTEN = (
+    "{remedy}, or set TMPDIR to a writable local directory for rotator; rotator writes each influxctl call's "
+    "configuration there (mode 0600, removed after the call), and a later run tries again"
+)
 ERR_EXIT = "{command} failed (exit {code})"
 ERR_SIGNAL = "{command} was killed by signal {signal}"
 HINT_UNAUTHENTICATED = (
@@ -807,7 +815,11 @@ class InfluxctlCLI:
         """Run ``influxctl <command>`` with ``auth``; return stdout, or raise a rotator error."""
         display = command_name(command)
         text = render_profile(self.profile, auth)
-        with private_config(text) as config:
+        with ExitStack() as stack:
+            try:
+                config = stack.enter_context(private_config(text))
+            except OSError as exc:
+                raise _config_not_written(display, exc) from exc
             argv = [
                 self.binary,
                 "--config",
@@ -829,6 +841,27 @@ class InfluxctlCLI:
         if proc.returncode != 0:
             raise error_for_exit(display, proc, unauthenticated_is_transient=unauthenticated_is_transient)
         return proc.stdout or ""
+
+
+def _config_not_written(command: str, exc: OSError) -> PermanentError:
+    """The error for a call whose private config could not be made (no space, not writable, read-only).
+
+    Permanent, not transient: no child was started, so nothing can have happened at the issuer. The
+    engine closes a run whose mint raised a PermanentError as failed; any other error counts as a mint
+    without an answer and leaves the run open for a tag search that has nothing to find.
+    """
+    try:
+        directory = tempfile.gettempdir()
+    except OSError:  # no usable temporary directory at all: gettempdir() raises again
+        directory = "any temporary directory ($TMPDIR, /tmp, /var/tmp, /usr/tmp, the working directory)"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        remedy = f"free space (or raise the quota) in {directory}"
+    else:
+        remedy = f"make {directory} writable for the user rotator runs as"
+    return PermanentError(
+        ERR_CONFIG_NOT_WRITTEN.format(command=command, directory=directory, reason=exc.strerror or type(exc).__name__),
+        hint=HINT_CONFIG_NOT_WRITTEN.format(remedy=remedy),
+    )
 
 
 def command_name(command: Sequence[str]) -> str:
