@@ -316,7 +316,8 @@ def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, P
     ConfigError if a policy the function would serve has an issuer it cannot rotate (:func:`refuse_in_lambda`).
 
     ConfigError if the policy file cannot be read or the bundle cannot be written (``output`` in a
-    directory that does not exist, a directory itself...); no ``.tmp`` file is then left behind.
+    directory that does not exist or this user may not write, a directory itself...); TransientError
+    (exit 1) if the file system failed the write (full, EIO...); no ``.tmp`` file is then left behind.
     """
     from rotator.config.adapter_settings import dump_settings
     from rotator.config.policy import load_config_bytes
@@ -377,13 +378,12 @@ def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, P
             f"the bundle of {policy_file} would not reproduce its validated policies",
             hint="this is a rotator bug: report it with the policy file (it holds no secrets)",
         )
-    from rotator.config.policy_source import write_replacing
+    from rotator.config.policy_source import output_write_error, write_replacing
 
     try:
         write_replacing(output, text)  # (its mode follows the umask: no secret, read by whatever packages it)
     except OSError as exc:
-        raise ConfigError(f"cannot write {what} {output}: {exc.strerror or exc}",
-                          hint="pass -o/--bundle a file path in an existing directory this user may write (default: "
-                          "beside the policy file)") from None
+        raise output_write_error(exc, output, what, hint="pass -o/--bundle a file path in an existing directory "
+                                 "this user may write (default: beside the policy file)") from None
     return output, back
 

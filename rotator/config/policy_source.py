@@ -1,7 +1,8 @@
 """A policy file's bytes: read only from a regular file of sensible size, else a clear error. And the
 files that come with it, which nothing rotator writes may replace: the policy file and its SQLite journal
 (with the journal's -wal, -shm and -journal files), checked by ``rotator`` (--log-file, report
---output-file) and by the policy bundle's build alike (:func:`refuse_to_overwrite`).
+--output-file) and by the policy bundle's build alike (:func:`refuse_to_overwrite`). And how those outputs
+are written (:func:`write_replacing`), and what a failed write tells the user (:func:`output_write_error`).
 
 Light on purpose (no pydantic, no journal module): `rotator status` reads the file through it on its fast
 path (rotator/config/policy_summary.py), the daemon hashes it at every watch, and every command checks its
@@ -11,15 +12,16 @@ path (rotator/config/policy_summary.py), the daemon hashes it at every watch, an
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
-from rotator.core.errors import ConfigError
+from rotator.core.errors import ConfigError, TransientError
 
-__all__ = ["MAX_POLICY_BYTES", "journal_files", "read_policy_file", "refuse_to_overwrite", "same_file",
-           "write_replacing",
+__all__ = ["ACCESS_ERRNOS", "MAX_POLICY_BYTES", "PATH_ERRNOS", "disk_write_hint", "journal_files",
+           "output_write_error", "read_policy_file", "refuse_to_overwrite", "same_file", "write_replacing",
            "sqlite_path"]
 
 #: far above any real policy file (10,000 policies take ~3 MB), far below what would hurt to read
@@ -134,3 +136,43 @@ def write_replacing(output: Path, text: str, *, private: bool = False) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+# -- why a write failed -------------------------------------------------------------------------------
+
+#: A write refused to this user, or on a read-only file system: only another path or other rights help.
+ACCESS_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+#: The path names no place for a file (no such directory, a file where a directory should be, a directory
+#: where the file should be, a name too long, a loop of links): only another path helps.
+PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP})
+
+
+def disk_write_hint(exc: OSError, directory: Path) -> str:
+    """The fix for a write that failed for neither of the reasons above (:data:`ACCESS_ERRNOS`,
+    :data:`PATH_ERRNOS`): the file system that holds ``directory`` is full, over quota, or failed
+    (EIO...), and the same command succeeds once that is dealt with. Telling the user to pick another
+    path or get write access there (what the path's errors need) would send them the wrong way."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free space (or quota) on the file system that holds {directory}, then run the same command again"
+    if exc.errno == errno.EFBIG:  # a limit, not a fault: "check its health" would send the user the wrong way
+        return (f"the file grew past the largest this process may write (`ulimit -f`) or the file system that holds "
+                f"{directory} allows: raise that limit or write to another file system, then run the same command "
+                "again")
+    name = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+    text = exc.strerror or (os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+    return (f"the file system that holds {directory} failed the write ({f'{name}: ' if name else ''}{text}): "
+            "check its health (the kernel log, e.g. `dmesg`; the disk or network share under it), then run the "
+            "same command again")
+
+
+def output_write_error(exc: OSError, output: Path, given_as: str, hint: str) -> ConfigError | TransientError:
+    """The error for ``output`` (named in the message as ``given_as``: the option that gave it, or what
+    it is) that could not be written: ConfigError (exit 2, invalid input) with the caller's ``hint``
+    (which option to change) where the path or this user's rights are the problem; TransientError
+    (exit 1) with :func:`disk_write_hint` where the file system is (full, failing): the command was
+    right, and the user's input is not what to change."""
+    message = f"cannot write {given_as} {output}: {exc.strerror or exc}"
+    if exc.errno in ACCESS_ERRNOS or exc.errno in PATH_ERRNOS:
+        return ConfigError(message, hint=hint)
+    # (its link resolved, as write_replacing writes there: the file system to see to is the target's)
+    return TransientError(message, hint=disk_write_hint(exc, Path(os.path.realpath(output)).parent))

@@ -1376,9 +1376,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             _write_whole(Path(args.output_file), text)
         except OSError as exc:
-            raise ConfigError(f"cannot write --output-file {args.output_file}: {exc.strerror or exc}",
-                              hint="pass a --output-file in an existing directory this user may write (or none: "
-                              "the report goes to stdout)") from None
+            from rotator.config.policy_source import output_write_error
+
+            raise output_write_error(exc, Path(args.output_file), "--output-file", hint="pass a --output-file in "
+                                     "an existing directory this user may write (or none: the report goes to "
+                                     "stdout)") from None
         print(f"wrote {args.output_file}: {len(evidence.policies)} policies, chain "
               f"{'verified' if evidence.chain.ok else 'BROKEN'}", file=sys.stderr)
     else:

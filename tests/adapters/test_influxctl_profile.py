@@ -19,6 +19,7 @@ import tomllib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, StoreState, TokenRecord
 from rotator.core.errors import ConfigError, ConflictError, MalformedPayload, PermanentError, TransientError
 from rotator.core.secret import Secret
+from rotator.runners.cli import _exit_code as cli_exit_code
 from tests.harness import Scenario, check_invariants, make_scenario
 
 POLICY = "mgmt"
@@ -697,6 +699,53 @@ def test_a_full_file_system_is_said_so_and_the_same_command_succeeds_once_there_
     assert "write access" not in (info.value.hint or "")
     assert fingerprint(config) == before and leftovers(config.parent) == []
     assert make_store(config).publish(record("id-1"), None)
+
+
+def test_an_io_error_is_said_so_not_a_missing_write_access(config: Path) -> None:
+    """Finding: every error but a full disk got "rotator needs write access to the directory", false for
+    an EIO (and as root): the file system failed, the same command succeeds once it is dealt with (exit 1)."""
+    before = fingerprint(config)
+    with pytest.raises(TransientError, match="cannot write .*: Input/output error") as info:
+        make_store(config, replace=FailingReplace(1, errno.EIO)).publish(record("id-1"), None)
+    hint = info.value.hint or ""
+    assert hint.startswith(f"the file system that holds {config.parent} failed the write (EIO: Input/output error): "
+                           "check its health")
+    assert "run the same command again" in hint and "nothing was replaced" in hint
+    assert "write access" not in hint
+    assert cli_exit_code(info.value) == 1
+    assert fingerprint(config) == before and leftovers(config.parent) == []
+
+
+def test_an_io_error_at_fsync_is_said_so_too(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = make_store(config)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if S_ISREG(os.fstat(fd).st_mode):  # a temporary file's (the sidecar's, written first), not the directory's
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(TransientError) as info:
+        store.publish(record("id-1"), None)
+    assert "failed the write (EIO: Input/output error)" in (info.value.hint or "")
+    assert "write access" not in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("err", [errno.EACCES, errno.EPERM, errno.EROFS], ids=["EACCES", "EPERM", "EROFS"])
+def test_a_refused_write_keeps_the_write_access_hint(config: Path, err: int) -> None:
+    with pytest.raises(PermanentError) as info:
+        make_store(config, replace=FailingReplace(1, err)).publish(record("id-1"), None)
+    assert not isinstance(info.value, TransientError)
+    assert info.value.hint == f"rotator needs write access to the directory {config.parent} (temporary file + rename)"
+    assert cli_exit_code(info.value) == 1
+
+
+def test_a_config_replaced_by_a_directory_says_so(config: Path) -> None:
+    with pytest.raises(PermanentError) as info:
+        make_store(config, replace=FailingReplace(2, errno.EISDIR)).publish(record("id-1"), None)
+    assert not isinstance(info.value, TransientError)
+    assert f"that {config} is a file (not a directory)" in (info.value.hint or "")
 
 
 def test_temp_files_of_a_killed_writer_are_removed(config: Path) -> None:

@@ -148,7 +148,8 @@ def test_no_output_path_is_the_policy_file_or_the_journal(tmp_path: Path, monkey
 
 def test_a_report_that_cannot_be_written_whole_leaves_the_file_it_replaces(tmp_path: Path) -> None:
     """A report of 300 policies (~150 kB) written by a child whose files may not grow past 64 KiB, as on a
-    full disk: the earlier report stays whole (not a report cut short), and no temporary file is left."""
+    full disk: the earlier report stays whole (not a report cut short), no temporary file is left, and the exit
+    is 1 (a failed command, not invalid input)."""
     (tmp_path / "rotator.toml").write_text('[rotator]\njournal = "journal.db"\n' + "".join(
         POLICY.replace('"p1"', f'"p{i}"').replace('"influx/mgmt"', f'"influx/p{i}"') for i in range(300)))
     open_journal(f"sqlite:///{tmp_path / 'journal.db'}").close()
@@ -159,7 +160,7 @@ def test_a_report_that_cannot_be_written_whole_leaves_the_file_it_replaces(tmp_p
     done = subprocess.run([sys.executable, "-c", child, "-c", "rotator.toml", "report", "--output-file", "q1.html"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-    assert done.returncode == 2 and "cannot write --output-file q1.html: File too large" in done.stderr, done.stderr
+    assert done.returncode == 1 and "cannot write --output-file q1.html: File too large" in done.stderr, done.stderr
     assert (tmp_path / "q1.html").read_text() == "the earlier report"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == [], "no temporary file left"
 

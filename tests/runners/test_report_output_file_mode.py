@@ -7,10 +7,12 @@ umask 000). Its temporary file was `.{name}.{pid}.tmp`: a file planted at that n
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,3 +131,70 @@ def test_report_to_dev_stdout_reaches_a_pipe_and_a_file_opened_for_append(policy
     text = log.read_text()
     assert text.startswith("an earlier line\nrecord,"), text[:200]
     assert stat.S_IMODE(log.stat().st_mode) == 0o644
+
+
+# ------------------------------------------------------------------------------ a write that fails
+# Finding: every OSError was a ConfigError (exit 2, "invalid input") whose fix was "pass a --output-file in an
+# existing directory this user may write", also for an I/O error or a full disk, where the path was right.
+
+_ACCESS_HINT = "fix: pass a --output-file in an existing directory this user may write"
+
+
+def _failing(err: int) -> Any:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(err, os.strerror(err))
+
+    return fail
+
+
+def _failed_report(policy_file: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = cli.main(["-c", str(policy_file), "report", "--format", "csv", "--output-file", str(out)])
+    return code, capsys.readouterr().err
+
+
+def test_an_io_error_writing_the_report_is_said_so_and_exits_1(
+        policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    (tmp_path / "reports").mkdir()
+    target = tmp_path / "reports" / "q1.csv"
+    target.write_text("last quarter's report")
+    link = tmp_path / "q1.csv"
+    link.symlink_to(target)
+    monkeypatch.setattr(os, "fsync", _failing(errno.EIO))
+    code, err = _failed_report(policy_file, link, capsys)
+    assert code == 1, err
+    assert f"rotator: error: cannot write --output-file {link}: Input/output error" in err
+    # the directory the write went to: the link's target's
+    assert (f"fix: the file system that holds {tmp_path / 'reports'} failed the write (EIO: Input/output error): "
+            "check its health") in err
+    assert "run the same command again" in err and "existing directory" not in err
+    assert target.read_text() == "last quarter's report"
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["q1.csv"], "no temporary file left"
+
+
+def test_a_full_disk_under_the_report_is_said_so_and_exits_1(
+        policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.setattr(os, "fsync", _failing(errno.ENOSPC))
+    code, err = _failed_report(policy_file, tmp_path / "q1.csv", capsys)
+    assert code == 1, err
+    assert (f"fix: free space (or quota) on the file system that holds {tmp_path}, then run the same command "
+            "again") in err
+    assert _ACCESS_HINT not in err
+
+
+def test_a_refused_report_write_keeps_the_access_hint_and_exits_2(
+        policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.setattr(os, "replace", _failing(errno.EACCES))
+    code, err = _failed_report(policy_file, tmp_path / "q1.csv", capsys)
+    assert code == 2, err
+    assert "Permission denied" in err and _ACCESS_HINT in err
+    assert "file system" not in err
+
+
+def test_a_report_in_a_missing_directory_keeps_the_existing_directory_hint_and_exits_2(
+        policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _failed_report(policy_file, tmp_path / "no-such-dir" / "q1.csv", capsys)
+    assert code == 2, err
+    assert "No such file or directory" in err and _ACCESS_HINT in err

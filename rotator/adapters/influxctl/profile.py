@@ -124,6 +124,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tomlkit.items import AoT, String, Table
 
 from rotator.adapters.influxctl.common import ProfileSettings, profile_target
+from rotator.config.policy_source import ACCESS_ERRNOS, PATH_ERRNOS, disk_write_hint
 from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import Clock
 from rotator.core.contracts import (
@@ -232,8 +233,10 @@ _ERR_OWNER = (
 _HINT_OWNER = "run rotator as the file's owner (the user that runs influxctl), or as root"
 _ERR_WRITE = "{where}: cannot write {path}: {reason}"
 _HINT_WRITE = "rotator needs write access to the directory {directory} (temporary file + rename)"
-_HINT_NO_SPACE = ("free space (or quota) on the file system that holds {directory}, then run the same command "
-                  "again: nothing was replaced")
+_HINT_GONE = (
+    "check that the directory {directory} still exists and that {path} is a file (not a directory), then run the "
+    "same command again"
+)
 _ERR_EDIT = (
     "{where}: editing {path} would change more than the {key} line of profile {profile!r} "
     "({problem}); nothing was written"
@@ -1013,11 +1016,12 @@ class InfluxctlProfileStore:
 
     def _write_error(self, path: Path, exc: OSError) -> PermanentError | TransientError:
         message = _ERR_WRITE.format(where=self._location, path=path, reason=exc.strerror or type(exc).__name__)
-        no_space = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        hint = (_HINT_NO_SPACE if no_space else _HINT_WRITE).format(directory=path.parent)
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR):
-            return PermanentError(message, hint=hint)
-        return TransientError(message, hint=hint)
+        if exc.errno in ACCESS_ERRNOS:
+            return PermanentError(message, hint=_HINT_WRITE.format(directory=path.parent))
+        if exc.errno in PATH_ERRNOS:
+            return PermanentError(message, hint=_HINT_GONE.format(directory=path.parent, path=path))
+        # (full, or failing: the retry, or the same command once it is dealt with, writes it)
+        return TransientError(message, hint=disk_write_hint(exc, path.parent) + ": nothing was replaced")
 
     def _sync_dir(self, dir_fd: int, path: Path) -> None:
         try:
