@@ -61,9 +61,11 @@ EXIT_JOURNAL_LOST, which systemd's Restart=on-failure restarts as well.
 Stores with a credential of their own that expires (a Vault token) are kept alive between runs:
 the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, and shows their
 ``credential_status()`` in ``/readyz`` and the ``rotator_credential_*`` metrics. Those jobs run on
-their own thread (CREDENTIAL_WORKERS), never queued behind ``workers`` busy rotations, but still one job
-per policy at a time: a store is not thread-safe, so a policy's own run holds back its keep-alive
-(its Vault calls renew the token on use; docs/daemon.md says how long a token must live for that).
+their own thread (CREDENTIAL_WORKERS), never queued behind ``workers`` busy rotations, nor behind a
+job of their own policy that only waits for a worker; but a store is not thread-safe, so a policy's
+run and its keep-alive never go at once (the policy's lock, :meth:`Daemon._job`): its run, once it
+runs, holds back its keep-alive (its Vault calls renew the token on use; docs/daemon.md says how
+long a token must live for that), and a run waits for a keep-alive already going.
 Both are read after each job of the policy (whatever its kind: a run's calls move them too), at
 start, at a reload, after a clock step back and when the due time queued for them comes
 (:meth:`Daemon._plan_credentials`), never for every policy at a pass; the metrics show the status
@@ -319,11 +321,15 @@ class _ProgressJournal:
     it returns. The engine confirms its lease before each side effect and between the tries of a
     verify, so a job that goes on doing its work keeps reporting progress however long it lasts, and
     one stuck in a call stops (the watchdog, :meth:`Daemon.progress`). A wait between two tries of
-    a call (:func:`engine_clock`) is reported through :meth:`waited`: progress without a lease."""
+    a call (:func:`engine_clock`) is reported through :meth:`waited`: progress without a lease. A
+    lease taken is also reported to ``leased``: only a job that held the lease released it (what
+    rotator_lease_active shows after the job, :meth:`Daemon._refresh`)."""
 
-    def __init__(self, journal: Journal, progressed: Callable[[str], None]) -> None:
+    def __init__(self, journal: Journal, progressed: Callable[[str], None],
+                 leased: Callable[[str], None] | None = None) -> None:
         self._journal = journal
         self._progressed = progressed
+        self._leased = leased
 
     def waited(self, policy: str) -> None:
         """A wait between two tries of one of the policy's calls starts or ends (:func:`engine_clock`)."""
@@ -331,17 +337,23 @@ class _ProgressJournal:
 
     #: the journal's lease calls, each reported as progress of the policy it names (its first argument)
     LEASE_CALLS = frozenset({"acquire_lease", "take_over_lease", "confirm_lease", "release_lease"})
+    #: the ones that take the lease: once one returns, ``leased`` hears of it (its policy's job held it)
+    TAKE_CALLS = frozenset({"acquire_lease", "take_over_lease"})
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._journal, name)
         if name not in self.LEASE_CALLS:
             return method
+        leased = self._leased if name in self.TAKE_CALLS else None
 
         def reported(policy: str, *args: Any, **kwargs: Any) -> Any:
             try:
-                return method(policy, *args, **kwargs)
+                result = method(policy, *args, **kwargs)
             finally:
                 self._progressed(policy)
+            if leased is not None:
+                leased(policy)
+            return result
 
         return reported
 
@@ -501,6 +513,21 @@ class Daemon:
         #: it made (_ProgressJournal) and every wait between two tries; the watchdog judges a job by
         #: this, not by its age
         self._job_progress: dict[str, float] = {}
+        #: policies whose job in progress took their lease (_leased), and those whose job that did ended
+        #: since: only after such a job does _refresh take the view's lease for released (a job that found
+        #: the lease busy, or served nothing, leaves another replica's lease in it)
+        self._lease_taken: set[str] = set()
+        self._lease_released: set[str] = set()
+        #: the time of the pass under way (its ``now``), what the scheduler's thread plans at (_plan)
+        self._pass_now: datetime | None = None
+        #: policy -> its keep-alive job (store credentials), submitted or running: apart from _busy, so that
+        #: it is not held back by a run of its policy that only waits for a worker (docs/daemon.md)
+        self._keeping_alive: dict[str, concurrent.futures.Future[None]] = {}
+        #: policy -> when its keep-alive job started (time.monotonic), for the watchdog
+        self._keep_alive_started: dict[str, float] = {}
+        #: policy -> held by its job while that job runs (a run, or a keep-alive): a store serves one
+        #: caller at a time, so the two never use the policy's stores or credential together
+        self._policy_locks: dict[str, threading.Lock] = {}
         self._stalled = False
         #: (ok, detail, time.monotonic of the answer) of the last journal check
         self._journal_check: tuple[bool, str, float] = (True, "not checked yet", time.monotonic())
@@ -552,7 +579,7 @@ class Daemon:
         # would stop every policy's rotation; the start's sweep logs it, and a gauge exports it)
         self.journal: Journal = open_journal(self._journal_url, ran_in=(self.path.parent,))
         #: what the engines get: the journal, reporting their lease calls as progress (the watchdog)
-        self._engine_journal = cast(Journal, _ProgressJournal(self.journal, self._progressed))
+        self._engine_journal = cast(Journal, _ProgressJournal(self.journal, self._progressed, self._leased))
         self.metrics: Metrics = Metrics()
         self.metrics.watch_state_text(self.snapshot)
         self.metrics.watch_live_text(self.live_snapshot)
@@ -675,23 +702,25 @@ class Daemon:
         """
         self._stopping = True
         self.systemd.send("STOPPING=1")
-        with self._lock:
-            running = {name: fut for name, (_, fut) in self._busy.items() if not fut.done()}
+        with self._lock:  # by (policy, kind): a policy's keep-alive may go on beside its run's queued job
+            running = {(name, kind): fut for name, (kind, fut) in self._busy.items() if not fut.done()}
+            running.update({(name, "credentials"): fut for name, fut in self._keeping_alive.items() if not fut.done()})
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._credential_executor is not self._executor:
             self._credential_executor.shutdown(wait=False, cancel_futures=True)
         timeout = self.settings.shutdown_timeout.total_seconds()
         if running:
-            logger.info("stopping: no new runs; waiting up to %.0fs for %s", timeout, ", ".join(sorted(running)))
+            logger.info("stopping: no new runs; waiting up to %.0fs for %s", timeout,
+                        ", ".join(sorted({name for name, _ in running})))
         deadline = time.monotonic() + timeout
         while running and time.monotonic() < deadline and not self._forced:
             concurrent.futures.wait(running.values(), timeout=min(0.2, max(deadline - time.monotonic(), 0)))
-            running = {name: fut for name, fut in running.items() if not fut.done()}
+            running = {job: fut for job, fut in running.items() if not fut.done()}
         if running:
             logger.warning(
                 "shutdown timeout: parking the run(s) of %s mid-step; the journal keeps them recoverable and the "
                 "next start (or another replica once the lease expires) finishes or undoes them",
-                ", ".join(sorted(running)))
+                ", ".join(sorted({name for name, _ in running})))
             _terminate_children()
         self.notifier.close(timeout=min(5.0, max(deadline - time.monotonic(), 1.0)))
         self._watchdog_stop.set()
@@ -725,6 +754,7 @@ class Daemon:
         failed liveness would only add a restart loop, and its backoff, to the outage. Only when no
         failed pass of the last liveness window found the journal answering: a ping that fails now and
         then would otherwise keep a daemon whose every pass fails looking alive."""
+        self._pass_now = now
         try:
             wait = self._pass(now)
         except Exception:
@@ -738,6 +768,8 @@ class Daemon:
         except BaseException:
             self._failed_pass_at = time.monotonic()
             raise
+        finally:
+            self._pass_now = None
         ended = time.monotonic()
         if ended - self._failed_pass_at >= TICK_RETRY:
             self._heartbeat = ended
@@ -844,7 +876,7 @@ class Daemon:
             for name in to_rotate:
                 view = self._views.setdefault(name, _View())
                 self._set_last(name, view, last.get(name))
-                target = self._plan(name)
+                target = self._plan(name)  # at this pass's now (_pass_now), the one compared here
                 if target is None or target > now:
                     continue
                 self._queued.pop(("rotate", name), None)
@@ -855,6 +887,8 @@ class Daemon:
                 if view.published_at is not None:
                     target = max(target, view.published_at)
                 self._submit(name, "rotate", planned_from=view.run_id, target=target)
+        while queue and self._queued.get((queue[0][2], queue[0][3])) != queue[0][0]:
+            heapq.heappop(queue)  # not current (planned again, or submitted above): no wake-up for it
         if queue:
             wake.append(queue[0][0])
         return min(max((min(wake) - now).total_seconds(), MIN_WAIT), settings.sweep_interval.total_seconds())
@@ -927,7 +961,13 @@ class Daemon:
         return self._by_name.get(name)
 
     def _plan(self, name: str) -> datetime | None:
-        """Queue the policy's next rotation and next revocation from its view; the rotation's time."""
+        """Queue the policy's next rotation and next revocation from its view; the rotation's time.
+
+        Planned at the time of the pass under way (:attr:`_pass_now`; the clock's outside a pass): the
+        pass compares the time returned with its own now, and a policy without a publication is due at
+        the time it is planned at. With a later reading of the clock it looked not due yet at every
+        pass: a wake-up every MIN_WAIT, each with a journal query, and never a rotation."""
+        now = self._pass_now or self.clock.now()
         policy = self._policy(name)
         if policy is None or name not in self._engines:
             self._queued.pop(("rotate", name), None)
@@ -939,7 +979,7 @@ class Daemon:
         # (What stays queued at the same time keeps its heap entry: _push adds none then.)
         times = [max(due, retry or due) for due, retry in view.pending]
         search = view.tag_search_until
-        if search is not None and search > self.clock.now():
+        if search is not None and search > now:
             # The last run's mint had a try without an answer: a revocation pass searches its tag for a
             # late token at the end of that window (the search then ends), however long grace is.
             # Once in the past, no pass is planned for it: the next pass of any kind searches.
@@ -956,7 +996,7 @@ class Daemon:
             self._queued.pop(("rotate", name), None)
             return None
         try:
-            target = self._target(policy, view.published_at, self.clock.now(), view.token_since)
+            target = self._target(policy, view.published_at, now, view.token_since)
         except ValueError as exc:  # a cron schedule that never fires again
             self._queued.pop(("rotate", name), None)
             if name not in self._unschedulable:
@@ -1039,10 +1079,14 @@ class Daemon:
             logger.info("journal history: %s", result.text())
 
     def _idle(self, name: str, now: datetime, wake: list[datetime]) -> bool:
-        """Nothing running for the policy here, and no recent LeaseBusy from it."""
+        """No run of the policy here (running or waiting for a worker), and no recent LeaseBusy from it."""
         with self._lock:
             if name in self._busy:
                 return False
+        return self._lease_free(name, now, wake)
+
+    def _lease_free(self, name: str, now: datetime, wake: list[datetime]) -> bool:
+        """No recent LeaseBusy from the policy (else queued again then, and ``wake`` told)."""
         track = self._tracks.get(name)
         if track is not None and track.busy_until is not None and track.busy_until > now:
             wake.append(track.busy_until)
@@ -1219,6 +1263,10 @@ class Daemon:
         """Read one policy's journal state again (after its job ended, in the pass after it: only the
         scheduler's thread writes the views)."""
         view = self._views.get(name)
+        with self._lock:
+            released = name in self._lease_released
+            if view is None:
+                self._lease_released.discard(name)
         if view is None:
             return
         try:
@@ -1233,25 +1281,37 @@ class Daemon:
         pending = [r for r in unfinished if r.state == RevocationState.PENDING]
         view.pending = tuple(sorted((r.due_at, r.next_try_at) for r in pending))
         view.failed_revocations = len(unfinished) - len(pending)
-        view.lease_until = None  # the job released it
+        if released:
+            with self._lock:
+                self._lease_released.discard(name)
+            view.lease_until = None  # the job released it
+        # (Else its job never held the lease (LeaseBusy, nothing to do): the lease the last sweep read,
+        # another replica's, is still live: rotator_lease_active stays 1 until a sweep reads otherwise.)
         view.version += 1
 
     # -- jobs -------------------------------------------------------------------------------
     def _submit(self, name: str, kind: str, **kwargs: Any) -> None:
         engine = self._engines[name]
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # A keep-alive job is tracked apart from the policy's run (_keeping_alive): a run that waits for a
+        # worker must not hold it back. The policy's lock (_job) keeps the two from running together.
+        jobs: dict[str, Any] = self._keeping_alive if kind == "credentials" else self._busy
         with self._lock:
-            if name in self._busy or self._stopping:
+            if name in jobs or self._stopping:
                 return
-            self._busy[name] = (kind, future)
+            jobs[name] = future if kind == "credentials" else (kind, future)
         try:
             executor = self._credential_executor if kind == "credentials" else self._executor
             future = executor.submit(self._job, name, engine, kind, kwargs)
         except RuntimeError as exc:
             with self._lock:
-                self._busy.pop(name, None)
-                self._job_started.pop(name, None)
-                self._job_progress.pop(name, None)
+                jobs.pop(name, None)
+                if kind == "credentials":
+                    self._keep_alive_started.pop(name, None)
+                else:
+                    self._job_started.pop(name, None)
+                    self._job_progress.pop(name, None)
+                    self._lease_taken.discard(name)
             if self._stopping:
                 return  # the executor is shutting down
             # Not shutting down: no thread for it now (a broken pool; ours starts its threads at start()).
@@ -1263,15 +1323,22 @@ class Daemon:
             self._plan_credentials(name)
             return
         with self._lock:
-            if name in self._busy:
-                self._busy[name] = (kind, future)
-        future.add_done_callback(lambda _f: self._done(name))
+            if name in jobs:
+                jobs[name] = future if kind == "credentials" else (kind, future)
+        future.add_done_callback(lambda _f: self._done(name, kind))
 
-    def _done(self, name: str) -> None:
+    def _done(self, name: str, kind: str) -> None:
         with self._lock:
-            kind, _ = self._busy.pop(name, (None, None))
-            self._job_started.pop(name, None)
-            self._job_progress.pop(name, None)
+            if kind == "credentials":
+                self._keeping_alive.pop(name, None)
+                self._keep_alive_started.pop(name, None)
+            else:
+                self._busy.pop(name, None)
+                self._job_started.pop(name, None)
+                self._job_progress.pop(name, None)
+                if name in self._lease_taken:
+                    self._lease_taken.discard(name)
+                    self._lease_released.add(name)
             # One wake-up until the next pass takes the set: the jobs that end meanwhile ride on it
             # (a burst of jobs makes a pass per batch of ended jobs, not one per job). The pass reads
             # the policy's journal state again (_refresh) before planning it: only the scheduler's
@@ -1299,11 +1366,54 @@ class Daemon:
         self._credential_read_failures.pop(name, None)
         self.metrics.forget(name)
 
-    def _job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
-        # Running from now: a job that waited for a free worker held nothing and was not stuck (the
-        # watchdog's "stuck" is a running job without progress for longer than its limit).
+    def _policy_lock(self, name: str) -> threading.Lock:
         with self._lock:
-            self._job_started[name] = self._job_progress[name] = time.monotonic()
+            lock = self._policy_locks.get(name)
+            if lock is None:
+                lock = self._policy_locks[name] = threading.Lock()
+            return lock
+
+    def _stores_in_use(self, name: str) -> bool:
+        """A job of the policy uses its stores now or is about to: its run started on a worker (the
+        policy's lock is taken just before _job_started is set), or its keep-alive was submitted. A run
+        that only waits for a worker does not."""
+        with self._lock:
+            if name in self._job_started or name in self._keeping_alive:
+                return True
+            lock = self._policy_locks.get(name)
+        return lock is not None and lock.locked()
+
+    def _job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
+        """A job on its worker, holding its policy's lock: a run and the policy's keep-alive never use
+        its stores at once. A run waits for a keep-alive that holds it (a request or two); a keep-alive
+        finding the run there is skipped (the run's Vault calls renew the token; _done plans the
+        keep-alive again when the run ends): it must not hold the one keep-alive thread for a whole run."""
+        lock = self._policy_lock(name)
+        if kind == "credentials":
+            if not lock.acquire(blocking=False):
+                logger.debug("policy %s: keep-alive skipped: the policy's run started meanwhile", name)
+                return
+            with self._lock:
+                self._keep_alive_started[name] = time.monotonic()
+        else:
+            lock.acquire()
+            # Running from now: a job that waited for a free worker held nothing and was not stuck (the
+            # watchdog's "stuck" is a running job without progress for longer than its limit).
+            with self._lock:
+                self._job_started[name] = self._job_progress[name] = time.monotonic()
+        try:
+            self._run_job(name, engine, kind, kwargs)
+        finally:
+            lock.release()
+
+    def _leased(self, name: str) -> None:
+        """A job of the policy took its lease (_ProgressJournal): _refresh takes it for released after
+        that job's end."""
+        with self._lock:
+            if name in self._busy:
+                self._lease_taken.add(name)
+
+    def _run_job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
         log = logging.LoggerAdapter(logger, {"policy": name})
         changed = self._changed_since_queued(name, engine, kind)
         if changed is not None:
@@ -1615,11 +1725,12 @@ class Daemon:
                 del at[name]
                 come.append(name)
         for name in come:
-            with self._lock:
-                if name in self._busy:
-                    continue  # looked at again when its job ends
+            # Held back only by a job of its own policy that uses its stores: its run once started (not
+            # one that waits for a worker: docs/daemon.md), or a keep-alive still going.
+            if self._stores_in_use(name):
+                continue  # looked at again when its job ends
             due = self._plan_credentials(name)  # the stores may have moved their time since it was queued
-            if due is not None and due <= now and self._idle(name, now, wake):
+            if due is not None and due <= now and self._lease_free(name, now, wake):
                 at.pop(name, None)  # looked at again when its job ends
                 self._submit(name, "credentials")
         while queue and at.get(queue[0][2]) != queue[0][0]:
@@ -1657,6 +1768,9 @@ class Daemon:
         with self._lock:
             runs = {name: (self._busy[name][0], now - started, now - self._job_progress.get(name, started))
                     for name, started in self._job_started.items() if name in self._busy}
+            # a keep-alive reports no progress of its own: judged by its age (a request or two)
+            for name, started in self._keep_alive_started.items():
+                runs.setdefault(name, ("credentials", now - started, now - started))
         stuck = {name: {"job": kind, "running_s": round(age, 1), "no_progress_s": round(idle, 1)}
                  for name, (kind, age, idle) in runs.items() if idle > run_limit}
         oldest = max((idle for _, _, idle in runs.values()), default=0.0)
@@ -1747,7 +1861,7 @@ class Daemon:
             self._credential_flat = (version, flat)
         engines = self._credential_engines
         with self._lock:
-            running = [name for name in self._busy if name in engines]
+            running = [name for name in {*self._busy, *self._keeping_alive} if name in engines]
         fresh = {}
         now = self.clock.now()
         for name in running:
@@ -2042,8 +2156,8 @@ class Daemon:
 
         now = self.clock.now()
         overdue_after = self.settings.sweep_interval
-        with self._lock:  # a store-credential renewal takes no policy lease
-            busy = {name for name, (kind, _) in self._busy.items() if kind != "credentials"}
+        with self._lock:  # runs only: a store-credential renewal (_keeping_alive) takes no policy lease
+            busy = set(self._busy)
         states = []
         views, tracks = self._views, self._tracks
         for policy in self.policies:

@@ -195,6 +195,58 @@ def test_a_daemons_engine_reports_its_waits_between_tries(harness: Callable[...,
     assert engine_clock(h.daemon.journal, "a") is None, "outside the daemon: the engine's own clock"
 
 
+class _HungKeepAlive:
+    """A store credential whose keep-alive hangs in its call until told to end."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+        self.end = threading.Event()
+
+    def credential_due(self) -> Any:
+        return T0
+
+    def keep_alive(self) -> None:
+        self.inside.set()
+        self.end.wait(30)
+
+    def credential_status(self) -> dict[str, Any]:
+        return {"ok": True, "failures": 0, "error": None, "expires_at": None}
+
+
+def test_a_keep_alive_hung_in_a_call_is_stuck(tmp_path: Path, shifted: list[float]) -> None:
+    """The keep-alive jobs are kept apart from the runs (a run waiting for a worker must not hold them
+    back): the watchdog still sees one that hangs, as it did when they shared the run table."""
+    (tmp_path / "vault-token").write_text("x")
+    config = tmp_path / "rotator.toml"
+    config.write_text(HEAD + POLICY.format(name="a", schedule="1h", extra=""))
+    journal = open_journal("sqlite:///" + str(tmp_path / "journal.db"))
+    journal.begin_run(RunRecord("boot-a", "a", "done", "bootstrap", T0, T0, published_at=T0))
+    clock = FakeClock(T0)
+    store = _HungKeepAlive()
+
+    def factory(policy: Any, cfg: Any, jr: Any, listener: Any) -> FakeEngine:
+        engine = FakeEngine(policy.name, jr, clock, [])
+        engine.stores = [("vault", store)]  # type: ignore[attr-defined]
+        return engine
+
+    d = Daemon(config, clock=clock, serve_http=False, engine_factory=factory, handle_signals=False)
+    d.start()
+    try:
+        d.tick(clock.now())
+        assert store.inside.wait(5), "a's keep-alive is going"
+        limit = max(10.0, 2 * d.loaded.config.settings.lease_ttl.total_seconds())
+        shifted[0] += limit - 5
+        d.tick(clock.now())
+        assert d.liveness()[0], "just under the limit: still live"
+        shifted[0] += 10
+        d.tick(clock.now())
+        alive, detail = d.liveness()
+        assert not alive and detail["stuck"]["a"]["job"] == "credentials", detail
+    finally:
+        store.end.set()
+        d.shutdown()
+
+
 # ---------------------------------------------------------------------------------- starting a job
 class _RefusingExecutor(InlineExecutor):
     """Like ThreadPoolExecutor.submit when a worker thread cannot start (a pids/TasksMax limit)."""

@@ -5,6 +5,7 @@
   drops a removed one's): increase() of a series that appears at 1 is 0, so a process's first
   orphan, first failed delivery or first success went unseen by the alerts;
 - a scrape that straddles the scheduler's change of a view does not keep the state made before it;
+- rotator_lease_active stays 1 while another replica holds the lease, after a job here that found it busy;
 - rotator_journal_up's HELP says what docs/daemon.md says it is.
 """
 
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import rotator.runners.daemon as daemon_mod
 from tests.harness import REPO
-from tests.runners.test_daemon import POLICY, Harness, HeldExecutor
+from tests.runners.test_daemon import POLICY, T0, Harness, HeldExecutor
 from tests.runners.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
 
 HEAD = '[rotator]\njournal = "journal.db"\n[daemon]\naudit = { file = "audit.jsonl" }\n'
@@ -108,6 +109,34 @@ def test_a_scrape_during_a_refresh_does_not_keep_the_state_made_before_it(
     assert view.published_at is not None and state.rotated_at == view.published_at, \
         "the state exported is the one from before the rotation"
     assert state.next_rotation is not None and state.next_rotation > snap.now, "no overdue rotation"
+
+
+def lease_active(h: Harness) -> float | None:
+    return samples(h).get(("rotator_lease_active", (("policy", "a"),)))
+
+
+def test_lease_active_stays_while_another_replica_holds_the_lease(harness: Callable[..., Harness]) -> None:
+    """The end of each job here took the policy's lease for released, a job that found it busy (LeaseBusy)
+    too: rotator_lease_active fell to 0 while the other replica held it, until the next sweep. Only a job
+    that took the lease released it; after one, the gauge is 0 at once."""
+    h = harness([("a", "1h", "")], daemon='sweep_interval = "10m"\n')
+    h.tick()
+    h.daemon.journal.acquire_lease("a", "elsewhere:1:y", timedelta(hours=2), T0)
+    h.clock.advance(timedelta(minutes=10))
+    h.tick()  # the sweep reads the other replica's lease
+    assert lease_active(h) == 1
+    h.clock.advance(timedelta(minutes=50))
+    h.tick()  # due: the rotation finds the lease busy
+    assert h.calls == [] and h.daemon._tracks["a"].busy_until is not None, "the look found the lease busy"
+    h.tick()  # the job's end read again
+    assert lease_active(h) == 1, "the other replica still holds the lease"
+    # The other replica is done: this process's next look rotates, under the lease, and releases it.
+    h.daemon.journal.release_lease("a", "elsewhere:1:y")
+    h.clock.advance(timedelta(seconds=3))
+    h.tick()
+    assert h.calls == ["rotate a"]
+    h.tick()
+    assert lease_active(h) == 0, "released by the job that held it"
 
 
 def test_journal_up_help_says_what_the_docs_say(harness: Callable[..., Harness]) -> None:
