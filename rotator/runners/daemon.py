@@ -109,7 +109,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from rotator.config.daemon_config import DaemonSettings, parse_listen
-from rotator.config.policy import Config, Policy, PolicyFileError, load_config
+from rotator.config.policy import Config, Policy, load_config
 from rotator.config.policy_source import read_policy_file
 from rotator.config.schedule import NoNextDue, format_duration
 from rotator.core import clock_offset
@@ -2321,24 +2321,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rotator.runners.daemon -c FILE``: the daemon command on its own."""
-    from rotator.observe.logs import setup_logging
-    from rotator.runners.cli_options import common_parent
+    """``python -m rotator.runners.daemon -c FILE``: ``rotator daemon`` itself, through the command line's
+    entry point, so that its arguments, logging set-up and errors are checked and shown as that command's
+    are (a bad --log-file or $ROTATOR_LOG_LEVEL, a token-shaped argument masked, exit codes)."""
+    from rotator.runners.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="rotator")
-    add_parser(parser.add_subparsers(dest="command"), common_parent(outputs=()))
-    args = parser.parse_args(["daemon", *(argv if argv is not None else sys.argv[1:])])
-    setup_logging(args.log_level, args.log_format, file=args.log_file)
-    try:
-        return cmd_daemon(args)
-    except PolicyFileError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except RotatorError as exc:
-        print(f"rotator: error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
-        if exc.hint:
-            print(f"fix: {exc.hint}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
+    return cli_main(["daemon", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -517,6 +517,32 @@ def test_invalid_files_are_refused_at_start(tmp_path: Path) -> None:
     assert "policy[0] 'p'.schedule: 'soon' is not a schedule" in proc.stderr, "every problem in one pass"
 
 
+@pytest.mark.parametrize(("args", "env", "said"), [
+    (["--log-file", "/nonexistent-dir/x.log"], {}, "cannot open --log-file"),
+    ([], {"ROTATOR_LOG_LEVEL": "verbose"}, "ROTATOR_LOG_LEVEL"),
+], ids=["log-file", "log-level"])
+def test_the_module_entry_point_reports_bad_logging_settings_as_the_command_does(
+        tmp_path: Path, args: list[str], env: dict[str, str], said: str) -> None:
+    """``python -m rotator.runners.daemon`` is ``rotator daemon``: a --log-file it cannot open or a bad
+    $ROTATOR_LOG_LEVEL is an error with a fix and exit 2, not a traceback."""
+    config = tmp_path / "rotator.toml"
+    config.write_text(POLICY.format(name="p", schedule="30d", extra=""))
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.daemon", "-c", str(config), *args],
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    assert proc.returncode == 2, proc.stderr
+    assert said in proc.stderr and "fix:" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_module_entry_point_never_echoes_a_token_given_as_the_policy_file(tmp_path: Path) -> None:
+    token = "M.V1.abcdefghijklmnopqrst"
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.daemon", "-c", str(tmp_path / token)],
+                          capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2, proc.stderr
+    assert token not in proc.stdout + proc.stderr, proc.stderr
+
+
 # ---------------------------------------------------------------------------------- the pass, in-process
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
