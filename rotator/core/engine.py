@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from rotator.config import registry
 from rotator.config.policy_types import Policy
 from rotator.config.schedule import format_duration
-from rotator.config.timefmt import as_utc
+from rotator.config.timefmt import as_utc, rfc3339_seconds
 from rotator.core import audit_chain
 from rotator.core.child_process import start_children_within
 from rotator.core.clock import Clock, SystemClock
@@ -139,6 +139,11 @@ class _Replan(Exception):
     no side effect made yet) and the rotation starts again the long way, lease first."""
 
 
+class _NotVerifiedInTime(TransientError):
+    """VERIFY gave up at verify_timeout: the issuer's last refusal's message (what and where), with a
+    hint that names the setting and, once the run's discard is done, what became of the candidate."""
+
+
 def _noting_unanswered(fn: Callable[[], T], unanswered: list[Exception]) -> Callable[[], T]:
     """``fn``, appending to ``unanswered`` the error of each call that fails without a definite refusal
     (anything but a PermanentError): its side effect may have happened with the answer lost, or may
@@ -160,6 +165,13 @@ def _kept_valid(kept: Mapping[str, str], verb: str = "stays") -> str:
     """What a message adds for each replaced token whose revocation a person dismissed (token -> reason)."""
     return "".join(f"; token {token_id} {verb} valid: its revocation was dismissed ({reason or 'no reason'})"
                    for token_id, reason in kept.items())
+
+
+def _postponed_advice(policy: str) -> str:
+    """What a postponed revocation's line adds (in cli.cmd_revoke_expired's words): the backoff keeps a
+    timer's pass from retrying in a loop, so a person who fixed the cause needs the way past it."""
+    return (f"; the token is still valid: once the cause is fixed, `rotator revoke-expired --retry-failed {policy}` "
+            "tries it now")
 
 
 def new_run_id() -> str:
@@ -362,7 +374,9 @@ class Engine:
                                or any(a.startswith(f"token {t}: revoked") for a in result.actions)]
                     if len(revoked) < len(rushed):
                         kept = self.journal.dismissed_revocations(self.policy.name, rushed)
-                        failed = [a for t in rushed if t not in revoked for a in result.actions
+                        # (each action's own --retry-failed advice left out: the hint below gives it once)
+                        advice = _postponed_advice(self.policy.name)
+                        failed = [a.removesuffix(advice) for t in rushed if t not in revoked for a in result.actions
                                   if a.startswith(f"token {t}:")] or [
                             f"token {t}'s revocation was dismissed ({reason or 'no reason'}), so rotator does "
                             "not revoke it" for t, reason in kept.items()] or ["no revocation was due"]
@@ -900,9 +914,22 @@ class Engine:
             self._checkpoint("minted")
             # 3. VERIFY: new tokens may answer 401 for a while; retry until verify_timeout.
             deadline = self.clock.now() + self.policy.verify_timeout
-            # Between tries, confirm (and renew) the lease: a long activation wait must not outlive it.
-            self._call(lambda: self.issuer.verify(token.value), "verify", deadline=deadline,
-                       before_retry=lambda: self._fenced("verifying"))
+            tried: list[Exception] = []  # the verify's own errors (not the lease checks' between its tries)
+
+            def verify() -> None:
+                try:
+                    self.issuer.verify(token.value)
+                except Exception as exc:
+                    tried.append(exc)
+                    raise
+
+            try:
+                # Between tries, confirm (and renew) the lease: a long activation wait must not outlive it.
+                self._call(verify, "verify", deadline=deadline, before_retry=lambda: self._fenced("verifying"))
+            except TransientError as exc:
+                if not tried or exc is not tried[-1]:
+                    raise
+                raise self._not_verified_in_time(exc) from exc
             # VERIFIED is the state stores may be written from: recovery finds the token id here
             # and asks every store whether it holds it (roll forward) or not (roll back).
             with self._step(renew=True):
@@ -919,10 +946,12 @@ class Engine:
             # A try of the mint without an answer may still create a token: the run stays open (as a
             # killed run's does) and its tag is searched again until then.
             try:
-                self._discard(run, credential, exc, self._mint_settles_at(run) if unanswered else None)
+                discarded = self._discard(run, credential, exc, self._mint_settles_at(run) if unanswered else None)
             except LeaseLost:  # (the discard's own writes and revocations are fenced)
                 self._own_tokens_after_lease_lost(run, minted, credential, unanswered)
                 raise
+            if isinstance(exc, _NotVerifiedInTime):
+                exc.hint += self._candidate_fate(run, discarded)
             raise
         # 4. PUBLISH to every store with compare-and-set against what PLAN read (each write is
         # preceded by a lease check, _fenced_call).
@@ -1127,6 +1156,32 @@ class Engine:
         self.journal.update_run(run, fence=self._fence, state=state, finished_at=now, **ended)
         self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
         return "closed"
+
+    def _not_verified_in_time(self, exc: TransientError) -> _NotVerifiedInTime:
+        """The error of a VERIFY that tried until verify_timeout: the adapter's hint was for a retry
+        (a new token may take a while), which is over; the setting that bounds the wait is the fix."""
+        waited = f"verify_timeout ({format_duration(self.policy.verify_timeout)})"
+        if isinstance(exc, NotYetAccepted):
+            hint = (f"the new token was not accepted within {waited}: if the cluster activates tokens slowly, "
+                    "raise verify_timeout; then run the same command again")
+        else:  # the issuer kept failing (down, throttling): waiting longer is not the fix
+            cause = f" ({exc.hint})" if exc.hint else ""
+            hint = (f"verifying the new token kept failing until {waited} ran out{cause}; once the issuer "
+                    "answers again, run the same command again")
+        return _NotVerifiedInTime(str(exc), hint=hint)
+
+    def _candidate_fate(self, run: RunRecord, discarded: str) -> str:
+        """What a failed VERIFY's hint adds about the candidate, from :meth:`_discard`'s outcome."""
+        token = f"the new token {run.new_token_id}"
+        if discarded == "stuck":
+            return (f"; revoking {token} failed too: the run stays open, and the next run (or "
+                    f"`rotator recover {self.policy.name}`) revokes it first")
+        revoked = f"; rotator revoked {token} (no store was written)"
+        if discarded == "waiting" and run.tag_search_until is not None:
+            return (f"{revoked}; the run stays open until {rfc3339_seconds(run.tag_search_until)}: a try of its "
+                    "mint got no answer and may still create a token, which every later recover / revoke-expired / "
+                    "daemon pass searches for")
+        return revoked
 
     def _catch_up(self, run: RunRecord) -> None:
         """A journal write of ``run``'s failed: its commit may have landed with the answer lost, and the
@@ -1438,11 +1493,11 @@ class Engine:
             failed = (rev.state == RevocationState.FAILED or rounds >= MAX_REVOCATION_ROUNDS
                       or isinstance(exc, NeedsAttention))
             delay = min(self.retry.max_delay, self.retry.base_delay * 2 ** min(rounds, 32))
+            next_try_at = self.clock.now() + timedelta(seconds=delay)
             with self._step():
                 self.journal.update_revocation(
                     rev, fence=self._fence, attempts=rounds, last_error=_describe(exc),
-                    state=RevocationState.FAILED if failed else RevocationState.PENDING,
-                    next_try_at=self.clock.now() + timedelta(seconds=delay))
+                    state=RevocationState.FAILED if failed else RevocationState.PENDING, next_try_at=next_try_at)
                 self._event("revoke_old", "failed" if failed else "retry", rev.run_id, token_id=rev.token_id,
                             error=_describe(exc), needs_attention=True if isinstance(exc, NeedsAttention) else None)
             self.log.error("revocation of token %s %s: %s", rev.token_id,
@@ -1451,9 +1506,14 @@ class Engine:
                 self.log.debug("unexpected error revoking %s", rev.token_id, exc_info=True)
             plural = "s" if rounds != 1 else ""
             retry = f"`rotator revoke-expired --retry-failed {self.policy.name}`"
-            gave_up = f" (gave up after {rounds} round{plural}: fix the cause, then {retry})" if failed else ""
-            outcome = "failed" if failed else "postponed"
-            return f"token {rev.token_id}: revocation {outcome}: {_describe(exc)}{gave_up}", states
+            if failed:
+                return (f"token {rev.token_id}: revocation failed: {_describe(exc)} (gave up after {rounds} "
+                        f"round{plural}: fix the cause, then {retry})"), states
+            # A plain pass (a timer's, `revoke-expired`, the daemon's) waits out the backoff: the first
+            # failure says until when, and how to try at once, as cli.cmd_revoke_expired does on the
+            # passes after it (which name only the tokens this pass did not report).
+            return (f"token {rev.token_id}: revocation postponed until {rfc3339_seconds(next_try_at)}: "
+                    f"{_describe(exc)}{_postponed_advice(self.policy.name)}"), states
         now = self.clock.now()
         fence = self._fence  # (taken now, as in _publish_all: the record may run in the lease's release)
 
