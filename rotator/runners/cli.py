@@ -38,6 +38,9 @@ from rotator.runners.cli_options import (
     add_daemon_parser,
     check_env_log_level,
     name_policy_file,
+    print_error,
+    print_policy_file_error,
+    shown,
     with_policy_file,
 )
 
@@ -262,7 +265,7 @@ def _add_inventory_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-policies", action="store_true", help="only the bare targets given below")
     p.add_argument("--influxctl-profile", action="append", default=[], metavar="PATH[:NAME]",
                    help="also list a bare influxctl profile's tokens (management; database too with --token-file)")
-    p.add_argument("--influxctl", default="influxctl", help="influxctl binary for --influxctl-profile")
+    p.add_argument("--influxctl", help="influxctl binary for --influxctl-profile (default: influxctl)")
     p.add_argument("--url", help="also list a bare instance: InfluxDB 3 / v2 URL, or a Management API base URL")
     p.add_argument("--kind", choices=["influxdb3", "influxdb2", "management-api"], help="what --url is")
     p.add_argument("--token-file", help="file holding the admin/management token --url (or the profile) lists with")
@@ -318,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     except RotatorError as exc:
         if _is_policy_file_error(exc):  # its text lists every problem of the file, each with its fix
-            print(str(exc), file=sys.stderr)
+            print_policy_file_error(str(exc))
             return EXIT_INVALID
         _print_error(exc)
         return _exit_code(exc)
@@ -344,10 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import logging
 
             logging.getLogger("rotator.cli").debug("internal error", exc_info=True)
-        from rotator.config.inline_secrets import mask_tokens
-
-        print(f"rotator: internal error: {type(exc).__name__}: {one_line(mask_tokens(REDACTOR.redact(str(exc))))}",
-              file=sys.stderr)
+        print(f"rotator: internal error: {type(exc).__name__}: {shown(str(exc))}", file=sys.stderr)
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
               file=sys.stderr)
         return EXIT_FAILED
@@ -391,16 +391,7 @@ def _is_policy_file_error(exc: BaseException) -> bool:
 
 
 def _print_error(exc: BaseException) -> None:
-    from rotator.config.inline_secrets import mask_tokens
-
-    # one_line: an error may quote a server's answer or a journal's row, whose escape sequences would
-    # otherwise act on the terminal (retitle it, clear it, hide the lines after). mask_tokens: it may
-    # quote an argument, and REDACTOR knows only the values rotator read (a token given as a path or
-    # a policy name is not one of them).
-    print(f"rotator: error: {one_line(mask_tokens(REDACTOR.redact(with_policy_file(str(exc)))))}", file=sys.stderr)
-    hint = getattr(exc, "hint", "")
-    if hint:
-        print(f"fix: {one_line(mask_tokens(REDACTOR.redact(with_policy_file(hint))))}", file=sys.stderr)
+    print_error(str(exc), getattr(exc, "hint", ""))
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -592,10 +583,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         unread = _check_webhook_secrets(config)
     except RotatorError as exc:
         if args.output == "json":  # a CI job parsing stdout gets the problems too (stderr has the text)
+            from rotator.config.inline_secrets import mask_tokens
+
             listed = getattr(exc, "problems", None) if _is_policy_file_error(exc) else None
             problems = ([{"where": p.where, "message": p.message, "fix": p.hint} for p in listed] if listed is not None
                         else [{"where": "<file>", "message": str(exc), "fix": exc.hint}])
-            print(json.dumps({"valid": False, "file": str(path), "problems": problems}, indent=2))
+            # masked as stderr's text is: the path is an argument, where a token may have been pasted
+            print(json.dumps({"valid": False, "file": mask_tokens(str(path)), "problems": [
+                {key: mask_tokens(REDACTOR.redact(text)) for key, text in problem.items()} for problem in problems]},
+                indent=2))
         raise
     printed = [*unread, *(w for p in config.policies for w in p.transport_warnings())]
     if not config.policies:  # an empty ConfigMap or a file of [rotator] alone: nothing would ever rotate
@@ -728,6 +724,10 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     if args.reason and not args.revoke_previous_now:  # audited only with an emergency rotation: never dropped
         raise ConfigError("--reason goes with --revoke-previous-now",
                           hint="drop --reason, or add --revoke-previous-now (revokes the previous token at once)")
+    if args.yes and not args.revoke_previous_now:  # it confirms that alone: a plain rotation asks nothing
+        raise ConfigError("--yes goes with --revoke-previous-now: a rotation without it asks nothing to confirm",
+                          hint="drop --yes, or add --revoke-previous-now --reason TEXT (revokes the previous token "
+                          "at once)")
     reason = _check_reason(args.reason)
     config = _config(args)
     if not args.policy and not args.all:
@@ -847,10 +847,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     from rotator.runners.cli_options import CONFIG_ENV, DEFAULT_CONFIG
 
     max_age = _duration_arg("--max-age", args.max_age)
-    if args.url and not (args.kind and args.token_file):
-        raise ConfigError("--url needs --kind and --token-file", hint="e.g. --url URL --kind influxdb3 --token-file F")
-    if args.kind == "influxdb2" and args.url and not args.org_id:
-        raise ConfigError("--kind influxdb2 needs --org-id", hint="the organization whose authorizations to list")
+    _check_inventory_flags(args)
     if args.suggest and args.output in ("json", "csv"):
         # The suggestion is TOML for a person to read: after JSON or CSV on stdout it would break the
         # parse of whatever reads it, and stderr carries log lines, so there is no clean place for it.
@@ -870,7 +867,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     selected = [config.policy(n) for n in args.policy] if config is not None and args.policy else known
     targets = inv_mod.policy_targets(selected) if config is not None else []
     for spec in args.influxctl_profile:
-        targets += inv_mod.influxctl_profile_targets(spec, args.token_file, args.influxctl)
+        targets += inv_mod.influxctl_profile_targets(spec, args.token_file, args.influxctl or "influxctl")
     if args.url:
         targets.append(inv_mod.url_target(args.url, args.kind, args.token_file, org_id=args.org_id,
                                           product=args.product, account_id=args.account_id,
@@ -880,9 +877,10 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     now = SystemClock().now()
     result = inv_mod.take_inventory(targets, journal, known, now, unmanaged_max_age=max_age,
                                     include_revoked=args.include_revoked)
-    # (a cluster's error text and a target's name reach the terminal: no escape sequence of theirs does)
+    # (a cluster's error text and a target's name reach the terminal: no escape sequence of theirs does, and
+    # no token given as --token-file's path, quoted by the error about reading it)
     for target, message in result.errors:
-        print(f"rotator: error: {one_line(target)}: {one_line(message)}", file=sys.stderr)
+        print_error(f"{target}: {message}")
     worst = EXIT_FAILED if result.errors else EXIT_OK
     _print_inventory(args.output, result, now)
     if args.suggest:
@@ -933,6 +931,37 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     return worst
 
 
+def _check_inventory_flags(args: argparse.Namespace) -> None:
+    """ConfigError (exit 2) for a flag given without the one it belongs to. Ignored, it would let a forgotten
+    --url pass `inventory --check` (exit 0 after listing the policies alone, the instance never listed)."""
+    if args.url and not (args.kind and args.token_file):
+        raise ConfigError("--url needs --kind and --token-file", hint="e.g. --url URL --kind influxdb3 --token-file F")
+    if args.kind == "influxdb2" and args.url and not args.org_id:
+        raise ConfigError("--kind influxdb2 needs --org-id", hint="the organization whose authorizations to list")
+    dedicated = args.kind == "management-api" and args.product == "dedicated"
+    needs = [  # (flag given, what it goes with, whether that is given, the fix)
+        ("--kind", args.kind, "--url", args.url, "add --url URL (the instance to list), or drop --kind"),
+        ("--insecure", args.insecure, "--url", args.url,
+         "add --url URL, or drop --insecure (an influxctl profile's TLS settings are its [profile.tls])"),
+        ("--token-file", args.token_file, "--url or --influxctl-profile", args.url or args.influxctl_profile,
+         "add --url URL --kind KIND or --influxctl-profile PATH[:NAME] (what the token lists), or drop --token-file"),
+        ("--influxctl", args.influxctl, "--influxctl-profile", args.influxctl_profile,
+         "add --influxctl-profile PATH[:NAME], or drop --influxctl"),
+        ("--org-id", args.org_id, "--url and --kind influxdb2", args.url and args.kind == "influxdb2",
+         "add --url URL --kind influxdb2, or drop --org-id"),
+        ("--product", args.product, "--url and --kind management-api", args.url and args.kind == "management-api",
+         "add --url URL --kind management-api, or drop --product"),
+        *((flag, value, "--url, --kind management-api and --product dedicated", args.url and dedicated,
+           f"add --url URL --kind management-api --product dedicated, or drop {flag}")
+          for flag, value in (("--account-id", args.account_id), ("--cluster-id", args.cluster_id))),
+        ("--yes", args.yes, "--revoke-orphans", args.revoke_orphans,
+         "drop --yes (a listing asks nothing), or add --revoke-orphans"),
+    ]
+    for flag, given, wanted, present, fix in needs:
+        if given and not present:
+            raise ConfigError(f"{flag} goes with {wanted}; given without, it would be silently ignored", hint=fix)
+
+
 def _confirmed(args: argparse.Namespace, question: str) -> bool:
     if args.yes:
         return True
@@ -952,9 +981,12 @@ def _print_inventory(output: str, result: Any, now: datetime) -> None:
 
     rows = [e.to_json() for e in result.entries]
     if output == "json":
+        from rotator.config.inline_secrets import mask_tokens
+
+        # (an error may quote a path given on the command line, where a token may have been pasted)
         print(json.dumps({"tokens": rows, "counts": [
             {"issuer": t, "class": c, "count": n} for (t, c), n in sorted(result.counts().items())],
-            "errors": [{"issuer": t, "error": m} for t, m in result.errors]}, indent=2))
+            "errors": [{"issuer": mask_tokens(t), "error": mask_tokens(m)} for t, m in result.errors]}, indent=2))
         return
     if output == "csv":
         buffer = io.StringIO()

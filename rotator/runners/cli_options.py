@@ -3,7 +3,7 @@
 One home for ``-c/--config``, ``--log-level``, ``--log-format``, ``--log-file`` and ``--output``,
 used by the three command lines that take them: ``rotator`` (rotator/runners/cli.py),
 ``python -m rotator.runners.sync`` (rotator/runners/sync.py) and ``python -m rotator.runners.daemon``
-(rotator/runners/daemon.py). The
+(rotator/runners/daemon.py); and of how the first two print an error (:func:`print_error`). The
 daemon's own option (``--listen``) is here too, so that building ``rotator``'s whole parser
 (``rotator --help``) imports nothing but argparse: the daemon module imports the engine, the
 policy model and pydantic.
@@ -20,11 +20,13 @@ import argparse
 import os
 import re
 import shlex
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["CONFIG_ENV", "LOG_LEVELS", "LOG_LEVEL_ENV", "OUTPUTS", "add_common", "add_daemon_parser",
-           "check_env_log_level", "common_parent", "env_log_level", "name_policy_file", "with_policy_file"]
+           "check_env_log_level", "common_parent", "env_log_level", "name_policy_file", "print_error",
+           "print_policy_file_error", "shown", "with_policy_file"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: the environment variables that hold the defaults of ``-c/--config`` and ``--log-level``; set and empty
@@ -103,6 +105,34 @@ def with_policy_file(text: str) -> str:
         return text
     return _NAMED_COMMAND.sub(
         lambda m: m[0] if _GIVEN_CONFIG.search(m[1]) else f"rotator {_policy_file_option}{m[1]}", text)
+
+
+def shown(text: str) -> str:
+    """``text`` (an error, a hint, a target's message) as this process may print it: one line, no token.
+
+    REDACTOR knows only the values rotator read; an argument is none of them, and a token pasted where a
+    path, a policy or a store name goes is quoted back by the error about it, so every token-shaped part
+    is masked too. one_line: an error may quote a server's answer or a store's payload, whose escape
+    sequences would otherwise act on the terminal (retitle it, clear it, hide the lines after)."""
+    # imported here: building the parser (`rotator --help`) imports nothing but argparse
+    from rotator.config.inline_secrets import mask_tokens
+    from rotator.core.one_line import one_line
+    from rotator.core.secret import REDACTOR
+
+    return one_line(mask_tokens(REDACTOR.redact(with_policy_file(text))))
+
+
+def print_error(message: str, hint: str = "") -> None:
+    """``rotator: error: MESSAGE`` and ``fix: HINT`` on stderr, each :func:`shown`."""
+    print(f"rotator: error: {shown(message)}", file=sys.stderr)
+    if hint:
+        print(f"fix: {shown(hint)}", file=sys.stderr)
+
+
+def print_policy_file_error(text: str) -> None:
+    """A policy file's problems on stderr, one per line as the error lists them, each line :func:`shown`
+    (the file's path is an argument, which may be a token pasted in its place)."""
+    print("\n".join(shown(line) for line in text.split("\n")), file=sys.stderr)
 
 
 def common_parent(**options: Any) -> argparse.ArgumentParser:

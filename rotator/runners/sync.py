@@ -55,9 +55,8 @@ from rotator.core.errors import (
     RotatorError,
 )
 from rotator.core.one_line import one_line
-from rotator.core.secret import REDACTOR
 from rotator.observe.cluster_keys import CLUSTER_KEYS
-from rotator.runners.cli_options import common_parent
+from rotator.runners.cli_options import common_parent, print_error, print_policy_file_error
 
 if TYPE_CHECKING:
     import logging
@@ -192,7 +191,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     try:
         result = sync(args)
     except PolicyFileError as exc:
-        print(REDACTOR.redact(str(exc)), file=sys.stderr)
+        print_policy_file_error(str(exc))
         return EXIT_INVALID
     except RotatorError as exc:
         _print_error(exc)
@@ -205,11 +204,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _print_error(exc: RotatorError) -> None:
-    # one_line, as rotator's own CLI prints errors: a message quotes ids from the source store's payload
-    # and the sidecar, which whoever writes them could fill with escape sequences for this terminal
-    print(f"rotator: error: {one_line(REDACTOR.redact(str(exc)))}", file=sys.stderr)
-    if exc.hint:
-        print(f"fix: {one_line(REDACTOR.redact(exc.hint))}", file=sys.stderr)
+    # As rotator's own CLI prints errors (one line, tokens masked): a message quotes ids from the source
+    # store's payload and the sidecar, which whoever writes them could fill with escape sequences for
+    # this terminal, and --from's and --store's values, where a token may have been pasted
+    print_error(str(exc), exc.hint)
 
 
 # ------------------------------------------------------------------------------ the work

@@ -211,23 +211,49 @@ def test_bootstrap_still_says_a_token_file_holds_more_than_a_token(tmp_path: Pat
 
 
 # -- 4. token-shaped arguments are masked --------------------------------------------------------------
-@pytest.mark.parametrize("args", [
-    ["bootstrap", "p1", "--token-file", TOKEN, "--token-id", "t1"],  # a value in place of its file
-    ["bootstrap", "p1", f"--token={TOKEN}", "--token-id", "t1"],  # argparse: ambiguous option
-    ["rotate", TOKEN],  # a value in place of a policy name
-    ["status", f"--bogus={TOKEN}"],  # argparse: unrecognized arguments
-], ids=["token-file", "ambiguous-option", "policy-name", "unrecognized"])  # fmt: skip
+#: a bare target whose --token-file cannot be read: listed as that target's error (exit 1), before any request
+_UNREAD_TOKEN_FILE = ["inventory", "--no-policies", "--url", "https://h.invalid", "--kind", "influxdb3",
+                      "--token-file", f"/nope/{TOKEN}"]
+
+
+@pytest.mark.parametrize(("args", "exit_code"), [
+    (["bootstrap", "p1", "--token-file", TOKEN, "--token-id", "t1"], 2),  # a value in place of its file
+    (["bootstrap", "p1", f"--token={TOKEN}", "--token-id", "t1"], 2),  # argparse: ambiguous option
+    (["rotate", TOKEN], 2),  # a value in place of a policy name
+    (["status", f"--bogus={TOKEN}"], 2),  # argparse: unrecognized arguments
+    (["sync", "--from", TOKEN], 2),  # a policy name of -c's file
+    (["sync", "--from", "p1", "--store", TOKEN], 2),  # a store name
+    (["sync", "--from", f"{TOKEN}:p1"], 2),  # a policy file
+    (["validate", TOKEN, "--output", "json"], 2),  # stdout's JSON names the file too
+    (_UNREAD_TOKEN_FILE, 1),
+    ([*_UNREAD_TOKEN_FILE, "--output", "json"], 1),  # stdout's JSON lists the error too
+], ids=["token-file", "ambiguous-option", "policy-name", "unrecognized", "sync-policy", "sync-store",
+        "sync-policy-file", "validate-json", "inventory-token-file", "inventory-token-file-json"])  # fmt: skip
 def test_a_token_shaped_argument_is_not_echoed(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                               args: list[str]) -> None:  # fmt: skip
+                                               args: list[str], exit_code: int) -> None:  # fmt: skip
     path = _policy_file(tmp_path)
     try:
         code = cli.main(["-c", str(path), *args])
     except SystemExit as stop:  # argparse's errors
         code = int(stop.code or 0)
     out, err = capsys.readouterr()
-    assert code == 2, err
+    assert code == exit_code, err
     assert "***" in err, err
-    assert "M.V1" not in out + err and "abcdefghijkl" not in out + err, err
+    assert "M.V1" not in out + err and "abcdefghijkl" not in out + err, out + err
+
+
+def test_a_token_shaped_policy_file_path_is_not_echoed_with_its_problems(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An invalid policy file in a directory named like a token: its problems are listed, the path masked, by
+    `rotator validate` and by `rotator sync` (each prints a policy file's problems as a list of its own)."""
+    folder = tmp_path / TOKEN
+    folder.mkdir()
+    (folder / "rotator.toml").write_text("bogus = 1\n")
+    for args in (["validate", str(folder / "rotator.toml")], ["sync", "--from", f"{folder / 'rotator.toml'}:p1"]):
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert "1 problem(s)" in err and "bogus" in err and f"{tmp_path}/***" in err, err
+        assert "M.V1" not in err and "abcdefghijkl" not in err, err
 
 
 # -- 5. recover --abandon: a run of a cluster gone for good -------------------------------------------

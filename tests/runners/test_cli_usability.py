@@ -761,6 +761,62 @@ def test_rotate_refuses_a_reason_without_revoke_previous_now(
     assert (tmp_path / "journal.db").read_bytes() == before, "nothing run"
 
 
+@pytest.mark.parametrize("args", [["p1", "--if-due", "--yes"], ["--all", "--yes"]], ids=["policy", "all"])
+def test_rotate_refuses_yes_without_revoke_previous_now(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    """--yes confirms an emergency rotation alone; taken silently, it reads as a confirmation of something."""
+    path = _bootstrapped(tmp_path)
+    before = (tmp_path / "journal.db").read_bytes()
+    assert cli.main(["-c", str(path), "rotate", *args]) == 2
+    err = capsys.readouterr().err
+    assert "rotator: error: --yes goes with --revoke-previous-now: " in err, err
+    assert "fix: drop --yes, or add --revoke-previous-now" in err, err
+    assert (tmp_path / "journal.db").read_bytes() == before, "nothing run"
+
+
+_URL = ["--url", "https://influx.invalid"]
+_MANAGEMENT = [*_URL, "--kind", "management-api", "--token-file", "t"]
+_UUID = "11111111-1111-4111-8111-111111111111"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--check", "--kind", "influxdb3", "--token-file", "t", "--insecure"], "--kind goes with --url;"),
+    (["--insecure"], "--insecure goes with --url;"),
+    (["--influxctl-profile", "cfg.toml", "--insecure"], "--insecure goes with --url;"),
+    (["--check", "--token-file", "t"], "--token-file goes with --url or --influxctl-profile;"),
+    (["--influxctl", "/opt/influxctl"], "--influxctl goes with --influxctl-profile;"),
+    (["--org-id", "0123456789abcdef"], "--org-id goes with --url and --kind influxdb2;"),
+    ([*_URL, "--kind", "influxdb3", "--token-file", "t", "--org-id", "0123456789abcdef"],
+     "--org-id goes with --url and --kind influxdb2;"),
+    (["--product", "dedicated"], "--product goes with --url and --kind management-api;"),
+    ([*_URL, "--kind", "influxdb2", "--org-id", "0123456789abcdef", "--token-file", "t", "--product", "clustered"],
+     "--product goes with --url and --kind management-api;"),
+    (["--account-id", _UUID], "--account-id goes with --url, --kind management-api and --product dedicated;"),
+    ([*_MANAGEMENT, "--cluster-id", _UUID],
+     "--cluster-id goes with --url, --kind management-api and --product dedicated;"),
+    ([*_MANAGEMENT, "--product", "clustered", "--account-id", _UUID, "--cluster-id", _UUID],
+     "--account-id goes with --url, --kind management-api and --product dedicated;"),
+    (["--check", "--yes"], "--yes goes with --revoke-orphans;"),
+], ids=["kind", "insecure", "insecure-profile", "token-file", "influxctl", "org-id", "org-id-influxdb3", "product",
+        "product-influxdb2", "account-id", "cluster-id-no-product", "ids-clustered", "yes"])  # fmt: skip
+def test_inventory_refuses_a_flag_without_the_one_it_goes_with(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str],
+        says: str) -> None:
+    """Ignored, such a flag passes a check it was meant for: `inventory --check` with its --url forgotten
+    listed the policies alone and exited 0, the instance never looked at. Refused before anything is read."""
+    from rotator.core.journal import open_journal
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "rotator.toml"
+    path.write_text('[rotator]\njournal = "journal.db"\n')  # no policy: nothing else to fail on
+    open_journal(f"sqlite:///{tmp_path / 'journal.db'}").close()
+    assert cli.main(["-c", str(path), "inventory", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"rotator: error: {says} given without, it would be silently ignored\n" in err, err
+    flag = says.split()[0]
+    assert "\nfix: " in err and f"drop {flag}" in err.split("\nfix: ", 1)[1], err
+
+
 def test_bootstrap_refuses_a_reason_without_replace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Only a repair (--replace) audits the reason: without it the reason was silently dropped."""
     path = _bootstrapped(tmp_path)
