@@ -19,13 +19,13 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-from rotator.config.schedule import format_duration, parse_duration
+from rotator.config.schedule import MAX_DURATION_TEXT, format_duration, parse_duration
 
 __all__ = ["DURATION_PATTERN", "Duration", "validate_duration"]
 
 #: The JSON Schema pattern of a duration string: what the parser takes (``_DURATION`` in
 #: rotator/config/schedule.py), spaces around the parts included, so that an editor checking a file
-#: against the schema accepts what rotator runs.
+#: against the schema accepts what rotator runs (and, with ``maxLength``, refuses what it refuses).
 DURATION_PATTERN = r"^\s*([0-9]+\s*[smhdw]\s*)+$"
 
 
@@ -47,5 +47,6 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(validate_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30d", "12h", "90s"]}),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "maxLength": MAX_DURATION_TEXT,
+                    "examples": ["30d", "12h", "90s"]}),
 ]

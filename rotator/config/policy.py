@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import gc
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -87,6 +88,8 @@ _QUOTE_LIMIT = 80
 #: Policy names, and store names: both reach the journal's text, logs and metric labels.
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _STORE_NAME = re.compile(_NAME_PATTERN)
+_NAME_RULE = ("write 1 to 63 letters, digits, '.', '_' or '-', beginning with a letter or digit (the name appears in "
+              "the journal, logs and metric labels)")
 #: Policy names a problem lists at most (a file may hold thousands).
 _NAMES_LISTED = 20
 
@@ -398,9 +401,11 @@ class Problem:
     hint: str = ""
 
     def __post_init__(self) -> None:
-        # A message may quote input: never a token (invariant 4), never pages of it.
-        for name in ("where", "message"):
-            text = mask_tokens(getattr(self, name))
+        # A message may quote input: never a token (invariant 4), never pages of it, and never a control
+        # character: a key holding an escape sequence would rewrite the terminal (erase lines, print a
+        # false "valid"), a line break would start a problem of its own. Hints quote input too.
+        for name in ("where", "message", "hint"):
+            text = one_line(mask_tokens(getattr(self, name)))
             object.__setattr__(self, name, text if len(text) <= 2000 else text[:2000] + "...")
 
     def __str__(self) -> str:
@@ -443,11 +448,15 @@ class Config:
         return find_policy(self.policies, name, self.path)
 
     def journal_url(self) -> str:
-        url = self.settings.journal
-        if "://" in url:
-            return url
-        path = Path(url)
-        return "sqlite://" + str(path if path.is_absolute() else (self.path.parent / path).resolve())
+        return _journal_url(self.settings.journal, self.path)
+
+
+def _journal_url(journal: str, policy_file: Path) -> str:
+    """``[rotator] journal`` as a URL: a path is relative to the policy file's directory."""
+    if "://" in journal:
+        return journal
+    path = Path(journal)
+    return "sqlite://" + str(path if path.is_absolute() else (policy_file.parent / path).resolve())
 
 
 def load_config(path: str | Path) -> Config:
@@ -623,6 +632,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     problems.extend(_shared_secrets(policies, places))
     if daemon is not None:
         problems.extend(_unknown_policy_names(daemon, {n for n in seen_names if isinstance(n, str)}))
+        if daemon.audit.file is not None:
+            problems.extend(_audit_file_problems(daemon.audit.file, path, _written_journal(data, top.rotator)))
     problems.extend(history_problems(top.rotator.keep_history, policies))
     if problems:
         raise PolicyFileError(path, problems)
@@ -754,6 +765,38 @@ def _unknown_policy_names(daemon: DaemonSettings, known: set[str]) -> Iterable[P
                 + ("be notified" if table == "webhooks" else "run"),
                 f"{guess}write the name of a [[policy]] (known: {shown})",
             )
+
+
+def _written_journal(data: Mapping[str, Any], settings: GlobalSettings) -> str | None:
+    """The journal setting the file gives, if it is valid (None: its own problem is reported already)."""
+    table = data.get("rotator", {})
+    written = table.get("journal", settings.journal) if isinstance(table, Mapping) else None
+    return settings.journal if written == settings.journal else None
+
+
+def _audit_file_problems(file: Path, policy_file: Path, journal: str | None) -> list[Problem]:
+    """``[daemon.audit] file`` naming a file that is not its own: the daemon appends a JSON line there at every
+    event, which turns the policy file into invalid TOML (every command then fails) and is overwritten by SQLite
+    in the journal's files (the event lost, the journal damaged). Resolved as the daemon resolves it
+    (rotator/observe/notify.py, AuditSink): relative to the directory of the policy file as it was named."""
+    from rotator.config.policy_source import journal_files, same_file
+
+    audit = file if file.is_absolute() else policy_file.absolute().parent / file
+    shown = str(file)[:_QUOTE_LIMIT * 2]
+    hint = "name a file of its own, e.g. /var/log/rotator/audit.jsonl"
+    if os.path.isdir(audit):
+        return [Problem("daemon.audit.file", f"{shown} is a directory: the daemon appends its audit lines to a file",
+                        hint)]
+    taken = [("the policy file itself", policy_file, "it would no longer be valid TOML (every command "
+              "would then fail to read it)")]
+    if journal is not None:
+        taken += [(what, at, "SQLite would overwrite them (audit events lost) or they would damage the journal")
+                  for what, at in journal_files(_journal_url(journal, policy_file), "the journal")]
+    for what, at, harm in taken:
+        if same_file(audit, at):
+            return [Problem("daemon.audit.file", f"{shown} is {what} ({at}): the daemon appends its JSON audit "
+                            f"lines to this file, and {harm}", hint)]
+    return []
 
 
 def _daemon_table(data: Mapping[str, Any]) -> tuple[DaemonSettings | None, list[Problem]]:
@@ -982,8 +1025,7 @@ def _build_policy(
         if store_spec.name is not None and not _STORE_NAME.fullmatch(store_spec.name):
             problems.append(Problem(
                 f"{swhere}.name", f"{store_spec.name[:_QUOTE_LIMIT]!r} is not a store name",
-                "write 1 to 63 letters, digits, '.', '_' or '-', beginning with a letter or digit (the name "
-                "appears in the journal, logs and metric labels); the journal records each store's versions by "
+                f"{_NAME_RULE}; the journal records each store's versions by "
                 "name, so rename it while no run of the policy is open (the rotator version that accepted this file "
                 "shows it with `rotator status`; after the rename, `rotator recover` finishes or undoes an open one)",
             ))
@@ -1218,53 +1260,163 @@ _HINTS = {
     "int_type": "write a whole number",
     "literal_error": "use one of the allowed values",
     "union_tag_invalid": "use one of the allowed values",
+    "string_pattern_mismatch": "write the value in the form this setting takes (see docs/policy.md, or the adapter's "
+                               "page for an adapter's setting)",
 }
+
+#: The labels pydantic gives the members of a union of plain types (``role_id: str | CredentialRef`` fails
+#: at ``role_id.str`` and ``role_id.CredentialRef.fil``); other members are named after their class
+#: (capitalised) or a schema (``literal['self']``, ``function-after[...]``), which no key of the file spells.
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "bytes", "none", "date", "datetime", "time", "timedelta",
+                          "decimal", "uuid"})  # fmt: skip
+_KEY_SPELLING = re.compile(r"[a-z_][A-Za-z0-9_]*\Z")
+#: What each union member accepts, as the file writes it (any other class: "a table").
+_MEMBER_FORMS = {
+    "str": "a quoted string",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "CredentialRef": 'a table { file = "/path/to/file" } / { env = "VAR" }',
+    "SelfCredential": '{ method = "self" }',
+}
+#: Errors that only say the value is not of a member's kind (a table given where a string is accepted):
+#: the merged problem lists the accepted forms instead of repeating each.
+_WRONG_KIND = frozenset({"string_type", "int_type", "int_parsing", "float_type", "float_parsing", "bool_type",
+                         "bool_parsing", "literal_error", "model_type", "model_attributes_type", "dataclass_type",
+                         "dataclass_exact_type", "dict_type", "is_instance_of", "none_required"})  # fmt: skip
+#: The union members' messages that say the same thing in pydantic's two wordings (model, dataclass).
+_SAME_MESSAGE = {"extra_forbidden": "not a key it takes", "unexpected_keyword_argument": "not a key it takes"}
 
 
 def _problems(exc: ValidationError, data: Any, prefix: str = "") -> list[Problem]:
-    out = []
+    found: list[Problem | str] = []  # a str: where a union's problems go, once merged
+    unions: dict[str, list[tuple[str, str, Any]]] = {}
     for err in exc.errors(include_url=False, include_input=False):
-        loc = _loc(err["loc"], data)
+        loc, label, rest = _loc(err["loc"], data, missing=err["type"] == "missing")
         where = ".".join(p for p in (prefix, loc) if p) or "<file>"
-        message = err["msg"]
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        hint = _HINTS.get(err["type"], "")
-        if err["type"] == "list_type" and err["loc"] and err["loc"][-1] in ("policy", "store"):
-            table = "policy" if err["loc"][-1] == "policy" else "policy.store"
-            hint = f"write each one as [[{table}]], with two brackets (an array of tables), not [{table}]"
-        out.append(Problem(where, message, hint))
+        if label is not None:
+            if where not in unions:
+                unions[where] = []
+                found.append(where)
+            unions[where].append((label, rest, err))
+            continue
+        found.append(_problem(where, err))
+    out: list[Problem] = []
+    for item in found:
+        if isinstance(item, Problem):
+            out.append(item)
+            continue
+        members = unions[item]
+        if len({label for label, _, _ in members}) < 2:  # one member failed: no union to explain
+            out.extend(_problem(".".join(p for p in (item, rest) if p), err) for _, rest, err in members)
+        else:
+            out.append(_union_problem(item, members))
     return out
 
 
-def _loc(loc: Sequence[int | str], data: Any) -> str:
-    """Render a pydantic location, naming list items by their ``name`` key where they have one."""
-    parts: list[str] = []
+def _message(err: Any) -> str:
+    message: str = err["msg"]
+    return message[len("Value error, ") :] if message.startswith("Value error, ") else message
+
+
+def _problem(where: str, err: Any) -> Problem:
+    message = _message(err)
+    hint = _HINTS.get(err["type"], "")
+    if err["type"] == "list_type" and err["loc"] and err["loc"][-1] in ("policy", "store"):
+        table = "policy" if err["loc"][-1] == "policy" else "policy.store"
+        hint = f"write each one as [[{table}]], with two brackets (an array of tables), not [{table}]"
+    elif err["type"] == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == _NAME_PATTERN:
+        message, hint = "is not a valid name", _NAME_RULE
+    return Problem(where, message, hint)
+
+
+def _union_problem(where: str, members: Sequence[tuple[str, str, Any]]) -> Problem:
+    """One problem for a value that none of a union's members accepted: the forms it takes, and what was
+    wrong with it as the member of its kind (a misspelt key of a table), not a problem per member."""
+    by_member: dict[str, list[tuple[str, Any]]] = {}
+    for label, rest, err in members:
+        by_member.setdefault(label, []).append((rest, err))
+    forms = [_member_form(label) for label in by_member]
+    # The members that took the value's kind (a table): a key one of them takes is no misspelling, even
+    # if another refuses it ({ file = 5 } is a bad path, not an unknown key of { method = "self" }).
+    fitting = [errs for errs in by_member.values() if not all(not r and e["type"] in _WRONG_KIND for r, e in errs)]
+    details: dict[str, str] = {}  # detail -> its hint
+    for _, rest, err in members:
+        if err["type"] in _WRONG_KIND and not rest:
+            continue
+        if err["type"] in _SAME_MESSAGE and not all(
+                any(r == rest and e["type"] in _SAME_MESSAGE for r, e in errs) for errs in fitting):
+            continue
+        message = _SAME_MESSAGE.get(err["type"]) or _message(err)
+        details.setdefault(f"{rest}: {message}" if rest else message, _HINTS.get(err["type"], ""))
+    message = "must be " + ", or ".join(forms)
+    if details:
+        message += " (as written: " + "; ".join(details) + ")"
+    hints = set(details.values())
+    hint = hints.pop() if len(hints) == 1 and "" not in hints else "write it in one of these forms (see docs/policy.md)"
+    return Problem(where, message, hint)
+
+
+def _member_form(label: str) -> str:
+    form = _MEMBER_FORMS.get(label)
+    if form is not None:
+        return form
+    literal = re.fullmatch(r"literal\[(.*)\]", label)
+    if literal:  # literal['self'] -> "self"
+        return " or ".join(f'"{value}"' for value in re.findall(r"'([^']*)'", literal.group(1))) or label
+    return "a table" if label[:1].isupper() else label
+
+
+def _is_member_label(item: str, node: Any) -> bool:
+    """Whether ``item`` of a pydantic location names a union member, not a key of the file (``node``: the
+    value of the file at that place). A key that is not written is only ever a missing one (the caller
+    keeps those): a label is any item the table does not hold that no key spells, or any name under a
+    value that has no keys."""
+    if isinstance(node, Mapping):
+        return item not in node and (item in _TYPE_LABELS or not _KEY_SPELLING.match(item))
+    if node is None:  # (a place the file does not reach: only the spelling tells)
+        return item in _TYPE_LABELS or not _KEY_SPELLING.match(item)
+    return True
+
+
+def _loc(loc: Sequence[int | str], data: Any, *, missing: bool = False) -> tuple[str, str | None, str]:
+    """Render a pydantic location, naming list items by their ``name`` key where they have one.
+
+    A union member's label (:func:`_is_member_label`) is no key of the file: the location is cut there
+    into (the union's place, the first member label, the place inside that member). Without one:
+    (the place, None, ""). ``missing``: the last item is a key the file lacks, whatever its spelling."""
+    head: list[str] = []
+    tail: list[str] = []
+    label: str | None = None
     node = data
     tag_skipped: Any = None
     for i, item in enumerate(loc):
+        parts = head if label is None else tail
         if (isinstance(node, Mapping) and node is not tag_skipped and i + 1 < len(loc)
                 and item in (node.get("method"), node.get("type"))):
             # a tagged union's variant (an auth table's method) that pydantic puts in the location:
             # not a key of the file, so `auth.token_fil`, not `auth.token_file.token_fil`
             tag_skipped = node
             continue
+        if isinstance(item, str) and not (missing and i == len(loc) - 1) and _is_member_label(item, node):
+            label = item if label is None else label
+            continue
         if isinstance(item, int):
-            label = f"[{item}]"
+            label_text = f"[{item}]"
             entry = node[item] if isinstance(node, list) and item < len(node) else None
             if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
-                label += f" {entry['name']!r}"
+                label_text += f" {entry['name']!r}"
             if parts:
-                parts[-1] += label
+                parts[-1] += label_text
             else:
-                parts.append(label)
+                parts.append(label_text)
         else:
             parts.append(str(item))
         try:
             node = node[item]
         except (KeyError, IndexError, TypeError):
             node = None
-    return ".".join(parts)
+    return ".".join(head), label, ".".join(tail)
 
 
 def config_json_schema() -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 from rotator.config.extras import install_hint
 
 __all__ = [
+    "MAX_DURATION_TEXT",
     "NoNextDue",
     "Schedule",
     "Window",
@@ -52,6 +53,15 @@ _DAY = timedelta(days=1)
 #: The longest duration or schedule interval accepted: sums of a few stay far from datetime's limits.
 _MAX_DAYS = 36525
 _MAX_SECONDS = _MAX_DAYS * 86400
+#: The longest text read as a duration (``"1w 6d 23h 59m 59s"`` is 17 characters), and as a schedule (a
+#: crontab that lists every minute, hour, day and month is about 400). Checked before any regex: the
+#: duration pattern's repeated group, then ``findall``, cost hundreds of bytes a part, and a ConfigMap
+#: edit of a few megabytes would take a daemon past its memory limit.
+MAX_DURATION_TEXT = 64
+_MAX_SCHEDULE_TEXT = 1024
+_DURATION_USAGE = "write e.g. '30d', '12h', '90m', '45s' or '1d12h'"
+_SCHEDULE_USAGE = ("write an interval ('30d', '12h'), 'rate(30 days)', a 5-field cron expression in UTC "
+                   "('0 3 * * 1') or an AWS one ('cron(0 3 ? * MON *)')")
 
 
 def _is_number(text: str) -> bool:
@@ -74,10 +84,13 @@ def _ascii_digits(text: str, what: str) -> None:
 def parse_duration(text: str) -> timedelta:
     """``"30d"``, ``"1d12h"``, ``"90s"`` -> timedelta. ValueError says what is accepted."""
     if isinstance(text, str):
+        if len(text) > MAX_DURATION_TEXT:
+            raise ValueError(f"{_short(text)} is not a duration: it is {len(text):,} characters long, and a "
+                             f"duration is at most {MAX_DURATION_TEXT}; {_DURATION_USAGE}")
         _ascii_digits(text, "a duration")
     if not isinstance(text, str) or not _DURATION.match(text):
         shown = _short(text) if isinstance(text, str) else repr(text)
-        raise ValueError(f"{shown} is not a duration; write e.g. '30d', '12h', '90m', '45s' or '1d12h'")
+        raise ValueError(f"{shown} is not a duration; {_DURATION_USAGE}")
     parts = _PART.findall(text)
     # Bounded before int(): a 5,000-digit number or 10**20 days would escape as ValueError/OverflowError
     # with Python's wording instead of this one.
@@ -293,9 +306,12 @@ def parse_schedule(text: str, window: str | None = None) -> Schedule:
     computed (see :func:`_cron_interval`)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("schedule is empty; write e.g. '30d', 'rate(30 days)' or '0 3 * * 1'")
+    text = text.strip()
+    if len(text) > _MAX_SCHEDULE_TEXT:
+        raise ValueError(f"{_short(text)} is not a schedule: it is {len(text):,} characters long, and a schedule "
+                         f"is at most {_MAX_SCHEDULE_TEXT}; {_SCHEDULE_USAGE}")
     _ascii_digits(text, "a schedule")
     parsed_window = parse_window(window) if window is not None else None
-    text = text.strip()
     rate = _RATE.match(text)
     if rate:
         digits, unit = rate.group(1), rate.group(2).rstrip("s")
@@ -310,12 +326,9 @@ def parse_schedule(text: str, window: str | None = None) -> Schedule:
     try:
         interval = parse_duration(text)
     except ValueError as exc:
-        if _DURATION.match(text):  # an interval, too long: say that
+        if len(text) <= MAX_DURATION_TEXT and _DURATION.match(text):  # an interval, too long: say that
             raise ValueError(str(exc).replace("duration", "schedule")) from None
-        raise ValueError(
-            f"{text!r} is not a schedule; write an interval ('30d', '12h'), 'rate(30 days)', "
-            "a 5-field cron expression in UTC ('0 3 * * 1') or an AWS one ('cron(0 3 ? * MON *)')"
-        ) from None
+        raise ValueError(f"{_short(text)} is not a schedule; {_SCHEDULE_USAGE}") from None
     if interval.total_seconds() <= 0:
         raise ValueError(f"{text!r}: the interval must be positive")
     return Schedule(text, interval, window=parsed_window)

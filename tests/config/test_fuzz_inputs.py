@@ -684,3 +684,27 @@ def test_a_deep_lambda_action_is_an_error_not_a_crash() -> None:
     event = {"action": _nest("revoke-expired", 3000, False)}
     with pytest.raises(RotatorError):
         handle(event, None, client=_FakeSecretsManager("{}", {}), config_path=LAMBDA_POLICY)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("parse", "text"), [
+    ("parse_duration", "1d" * 1_000_000),
+    ("parse_duration", " 1 d" * 500_000),
+    ("parse_schedule", "1d" * 1_000_000),
+    ("parse_schedule", "0," * 1_000_000 + "0 * * * *"),
+])  # fmt: skip
+def test_a_huge_duration_or_schedule_is_refused_before_it_costs_memory(parse: str, text: str) -> None:
+    """``grace = "1d1d1d..."`` of 2 MB peaked at ~370 MB (the duration regex's repeated group, then
+    ``findall``): a bad ConfigMap edit under `watch` took the daemon past its 256Mi limit."""
+    import tracemalloc
+
+    from rotator.config import schedule
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="is not a (duration|schedule): it is [0-9,]+ characters long") as caught:
+            getattr(schedule, parse)(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, f"{parse} peaked at {peak / 1e6:.1f} MB"
+    assert len(str(caught.value)) < 400 and "write " in str(caught.value)

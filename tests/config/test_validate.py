@@ -98,7 +98,8 @@ CASES = [
      _policy(store=GOOD_STORE.replace('path = "influx/mgmt"', 'path = "influx/M.V1.abcdefghijklmnop"')),
      ["store[0].path", "looks like a token", "take the token out of `path`"]),
     ("duplicate policy names", _policy() + "\n" + _policy(), ["duplicate policy name"]),
-    ("bad policy name", _policy(head='name = "has space"\nschedule = "30d"'), ["name", "pattern"]),
+    ("bad policy name", _policy(head='name = "has space"\nschedule = "30d"'),
+     ["policy[0] 'has space'.name: is not a valid name", "write 1 to 63 letters, digits, '.', '_' or '-'"]),
     ("two policies reading the same InfluxDB 3 token names",
      _policy(issuer=INFLUXDB3) + "\n" + _policy(head='name = "p2"\nschedule = "30d"',
                                                 issuer=INFLUXDB3 + 'former_token_name_prefixes = ["rotator-p1"]\n'),
@@ -398,7 +399,8 @@ def test_schema_is_published_and_matches_docs() -> None:
 
 
 DURATIONS = ["30d", "1d12h", "1d 12h", " 1d", "1d ", "90 s", "1w2d3h4m5s", "0s", "\t2h", "2h\n",
-             "", " ", "d", "1", "1x", "1.5h", "-1h", "1h-", "h1", "1d,12h", "1d_12h", "١h", "1dd"]
+             "", " ", "d", "1", "1x", "1.5h", "-1h", "1h-", "h1", "1d,12h", "1d_12h", "١h", "1dd",
+             "1s" * 32, "1s" * 31 + "10s"]  # (64 characters, the longest it takes; 65)
 
 
 @pytest.mark.parametrize("text", DURATIONS)
@@ -406,8 +408,9 @@ def test_the_schema_and_the_loader_agree_on_what_a_duration_is(text: str) -> Non
     """An editor or CI job that checks a file against docs/policy.schema.json must accept what rotator
     runs ("1d 12h" was refused by the schema) and refuse what it refuses."""
     import jsonschema
+    import pydantic
 
-    from rotator.config.durations import DURATION_PATTERN
+    from rotator.config.durations import Duration
     from rotator.config.schedule import parse_duration
 
     try:
@@ -415,7 +418,8 @@ def test_the_schema_and_the_loader_agree_on_what_a_duration_is(text: str) -> Non
         loads = True
     except ValueError:
         loads = False
-    checks = jsonschema.Draft202012Validator({"type": "string", "pattern": DURATION_PATTERN}).is_valid(text)
+    schema = pydantic.TypeAdapter(Duration).json_schema()
+    checks = jsonschema.Draft202012Validator(schema).is_valid(text)
     assert checks == loads, f"{text!r}: the loader {'takes' if loads else 'refuses'} it, the schema does not agree"
 
 
@@ -507,7 +511,8 @@ HARDENING_CASES = [
     ("huge hook timeout", _policy(top=_HOOK + 'timeout = "9999999999999999999d"'),
      ["daemon.hooks[0].timeout", "longer than 36525 days"], None),
     ("a seconds value of 5,000 digits", _policy(head='name = "p1"\nschedule = "30d"\ngrace = "' + "7" * 5000 + 's"'),
-     ["policy[0] 'p1'.grace", "longer than 36525 days"], "7" * 100),
+     ["policy[0] 'p1'.grace", "is not a duration: it is 5,001 characters long, and a duration is at most 64"],
+     "7" * 100),
     ("an integer of 5,000 digits", _policy(top="[rotator.retry]\nattempts = " + "7" * 5000),
      ["<file>", "a number has thousands of digits"], "7" * 100),
     ("TOML nested 3,000 deep", "x = " + "[" * 3000 + "]" * 3000,
