@@ -15,7 +15,9 @@ What goes in:
 - optionally a policy file, stored as ``rotator.toml`` at the zip root (the handler's default
   ``ROTATOR_CONFIG``), and its bundle ``rotator.bundle.json``: the policy file validated by the
   full loader and compiled so that a cold start needs no pydantic (rotator/config/policy_bundle.py;
-  this needs rotator installed in the Python that runs this script: pip install -e '.[aws]');
+  this needs rotator installed in the Python that runs this script: pip install -e '.[aws]'). A
+  policy whose issuer or store adapter the zip leaves out (the Vault store, the influxctl-profile
+  store) is refused: the function loads every policy of its file, and would fail for every secret;
 - with ``--compile`` only, bytecode: hash-based unchecked ``.pyc`` files (PEP 552, no timestamp),
   made by the target Python itself. Without it no ``__pycache__``/``*.pyc`` goes in, and as
   ``/var/task`` is read-only, every cold start compiles rotator and pydantic from source.
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -54,6 +57,7 @@ __all__ = [
     "BuildError",
     "Entry",
     "build",
+    "check_adapters",
     "describe",
     "main",
     "requirement_sections",
@@ -276,6 +280,37 @@ def bundle_entry(policy: Entry, path: Path, source_root: Path) -> Entry:
         return Entry(BUNDLE_ARCNAME, written.read_bytes())
 
 
+def check_adapters(bundle: Entry, arcnames: Iterable[str], path: Path, *, own_only: bool = False) -> None:
+    """BuildError naming each policy of ``bundle`` whose issuer or store adapter module is not among
+    ``arcnames``: the function builds every policy of its file at each invocation (its store adapter
+    could not be found), so one such policy fails it for every secret. ``own_only``: check rotator's
+    own modules only (before pip installs third-party packages)."""
+    try:
+        data = json.loads(bundle.data)
+        targets: Mapping[str, Mapping[str, str]] = data["adapters"]
+        uses = [(str(p["name"]), kind, str(entry["type"])) for p in data["policies"]
+                for kind, entry in [("issuer", p["issuer"]), *(("store", s) for s in p["stores"])]]  # fmt: skip
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BuildError(f"the bundle of policy file {path} cannot be read back ({exc!r}); rebuild it") from None
+    present = set(arcnames)
+    missing: list[str] = []
+    for policy, kind, type_ in uses:
+        target = targets.get(kind, {}).get(type_, "")
+        module = target.partition(":")[0].strip()
+        if own_only and module.split(".")[0] not in PACKAGES:
+            continue
+        if _module_file(target) not in present and _module_file(target, package=True) not in present:
+            why = "left out of the zip: off the Lambda path" if _module_file(target) in EXCLUDED else "not in the zip"
+            missing.append(f"policy {policy!r} uses {kind} adapter {type_!r} (module {module}, {why})")
+    if missing:
+        raise BuildError(
+            f"policy file {path}: {'; '.join(missing)}. The function loads every policy of its file, so it would "
+            "fail for every secret. Keep such policies in a policy file of their own for the CLI or the daemon (a "
+            "policy that also publishes to Vault belongs there), and pass --policy-file a file with only the "
+            "policies the function rotates (one aws-secretsmanager store each)"
+        )
+
+
 def _is_cron(schedule: str) -> bool:
     """A 5-field cron or an AWS ``cron(...)``: the forms rotator.config.schedule hands to APScheduler."""
     text = schedule.strip()
@@ -403,15 +438,21 @@ def build(options: BuildOptions) -> Path:
     date_time = zip_date_time()
     entries = source_entries(options.source_root)
     entries += dist_info_entries(options.source_root, (e.arcname for e in entries))
+    bundle: Entry | None = None
     if options.policy_file is not None:
         policy = policy_entry(options.policy_file)
-        entries += [policy, bundle_entry(policy, options.policy_file, options.source_root)]
+        bundle = bundle_entry(policy, options.policy_file, options.source_root)
+        entries += [policy, bundle]
+        # rotator's own modules now, before pip takes its time; the rest once pip has installed them
+        check_adapters(bundle, (e.arcname for e in entries), options.policy_file, own_only=True)
     with tempfile.TemporaryDirectory(prefix="rotator-lambda-") as tmp:
         if options.install_deps:
             staging = Path(tmp) / "staging"
             staging.mkdir()
             install_dependencies(options.requirements, options.sections, options.python_version, options.arch, staging)
             entries += staged_entries(staging)
+        if bundle is not None and options.policy_file is not None:
+            check_adapters(bundle, (e.arcname for e in entries), options.policy_file)
         if options.compile:
             entries += compiled_entries(entries, options.python_version, Path(tmp) / "compile")
     write_zip(entries, options.output, date_time)

@@ -4,7 +4,9 @@ Secrets Manager invokes the function with ``{Step, SecretId, ClientRequestToken[
 four times per rotation, in this order, and repeats the whole sequence when a step fails:
 
     createSecret   revoke the tokens whose grace has passed; if the AWSPENDING version (the one
-                   whose VersionId is the ClientRequestToken) has a value, stop. Otherwise revoke
+                   whose VersionId is the ClientRequestToken) has a value, stop. Otherwise refuse
+                   when the secret's RotationRules rotate it less often than the token lives
+                   (:meth:`_Rotation._check_schedule`), revoke
                    any token an earlier attempt minted and never stored, mint a token whose
                    description carries ``rotator:<policy>:<ClientRequestToken>``, and
                    PutSecretValue it as that AWSPENDING version (with RotationToken, if given)
@@ -14,8 +16,8 @@ four times per rotation, in this order, and repeats the whole sequence when a st
                    alone), record when the superseded token may be revoked (grace after the end
                    of this invocation, by which the move has landed), check that the version is
                    still AWSPENDING, move AWSCURRENT to the new version (the old one becomes
-                   AWSPREVIOUS), check the token is still active (else move AWSCURRENT back and
-                   fail), drop AWSPENDING
+                   AWSPREVIOUS), check the token is still active (else move AWSCURRENT back,
+                   remove the record written before the move, and fail), drop AWSPENDING
 
 Each step first checks (DescribeSecret) that rotation is enabled and the ClientRequestToken is a
 version of the secret; it returns at once if that version is AWSCURRENT already and fails if it
@@ -173,6 +175,9 @@ _MAX_VERSION_PAGES = 100
 #: it). At this many versions (a margin below 100) the record is no longer trusted.
 BOOTSTRAP_RECORD_MAX_VERSIONS = 90
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)  # CreatedDate is aware; a version without one sorts first
+#: RotationRules' ScheduleExpression rate() and Duration ("4h"), the forms Secrets Manager accepts
+_RATE = r"^rate\(\s*([0-9]{1,5})\s+(hour|day)s?\s*\)\Z"
+_DURATION = r"^([0-9]{1,3})h\Z"
 
 _HINT_CLEAR = (
     "remove the label and let Secrets Manager start over: aws secretsmanager update-secret-version-stage "
@@ -268,13 +273,46 @@ class _Env:
         self.context, self.client, self.clock, self.checkpoint = context, client, clock, checkpoint
 
 
+class _Described(SecretView):
+    """What DescribeSecret says (:class:`SecretView`), with the secret's rotation schedule: its
+    ``RotationRules`` (None: not given) and ``NextRotationDate`` in UTC (None: not given; moto gives
+    none for a ScheduleExpression), which createSecret and the compliance line check the policy's
+    token lifetime against (:func:`_rotation_schedule`)."""
+
+    __slots__ = ("next_rotation", "rotation_rules")
+
+    def __init__(self, answer: Mapping[str, Any]) -> None:
+        view = SecretView.from_answer(answer)
+        super().__init__(arn=view.arn, name=view.name, rotation_enabled=view.rotation_enabled, tags=view.tags,
+                         stages=view.stages)  # fmt: skip
+        rules = answer.get("RotationRules")
+        self.rotation_rules: Mapping[str, Any] | None = rules if isinstance(rules, Mapping) else None
+        when = answer.get("NextRotationDate")
+        self.next_rotation: datetime | None = None
+        if isinstance(when, datetime):
+            self.next_rotation = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _describe(api: SecretsManagerAPI, secret_id: str, where: str) -> _Described | None:
+    """DescribeSecret, as secretsmanager.describe reads it, keeping the rotation schedule; None if the
+    secret does not exist."""
+    with map_errors(where, "DescribeSecret"):
+        try:
+            answer = api.describe_secret(SecretId=secret_id)
+        except botocore.exceptions.ClientError as exc:
+            if client_error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+    return _Described(answer)
+
+
 class _Target:
     """One secret, its policy, and a client for it."""
 
     __slots__ = ("api", "config", "policy", "settings", "view")
 
     def __init__(self, config: PolicyBundle, policy: Policy, settings: AwsSecretsManagerSettings,
-                 api: SecretsManagerAPI, view: SecretView) -> None:  # fmt: skip
+                 api: SecretsManagerAPI, view: _Described) -> None:  # fmt: skip
         self.config, self.policy, self.settings, self.api, self.view = config, policy, settings, api, view
 
     @property
@@ -386,16 +424,16 @@ def _resolve(config: PolicyBundle, secret_id: str, env: _Env, via: _Via | None =
     return _target(config, secret_id, view, api, via, env)
 
 
-def _read(secret_id: str, env: _Env, via: _Via) -> tuple[SecretView, SecretsManagerAPI]:
+def _read(secret_id: str, env: _Env, via: _Via) -> tuple[_Described, SecretsManagerAPI]:
     """DescribeSecret ``secret_id`` with the client of ``via``'s store."""
     api = env.client or _client(via[1], via[0].name)
-    view = describe(api, secret_id, f"aws-secretsmanager:{secret_id}")
+    view = _describe(api, secret_id, f"aws-secretsmanager:{secret_id}")
     if view is None:
         raise PermanentError(f"secret {secret_id} does not exist", hint="check the SecretId and the region")
     return view, api
 
 
-def _target(config: PolicyBundle, secret_id: str, view: SecretView, api: SecretsManagerAPI, via: _Via,
+def _target(config: PolicyBundle, secret_id: str, view: _Described, api: SecretsManagerAPI, via: _Via,
             env: _Env, *, sole: Policy | None = None) -> _Target:  # fmt: skip
     """``secret_id``, which ``api`` (the client of ``via``) read as ``view``, under the policy it
     names (``sole``: see :func:`_policy_of`)."""
@@ -420,7 +458,7 @@ def _target(config: PolicyBundle, secret_id: str, view: SecretView, api: Secrets
             # Read through another store's client (its region, endpoint or role; a name is matched in every
             # region): the secret to rotate is the one the policy's own client finds, and it must name the
             # policy too. (A replica in another region carries its primary's tags.)
-            again = describe(api, secret_id, f"aws-secretsmanager:{secret_id}")
+            again = _describe(api, secret_id, f"aws-secretsmanager:{secret_id}")
             if again is None or (again.arn != view.arn and not (
                     settings.matches(again.arn, again.name) and _policy_of(config, again, sole).name == policy.name)):
                 raise ConfigError(
@@ -554,9 +592,10 @@ class _RevokeReport:
     earlier than the secret's versions allow. The orphan sweep (:func:`_sweep_orphans`) adds its
     revocations to ``revoked``, ``failed``, ``deferred`` and ``waiting``, and what it found to the
     ``orphans*`` lists; ``listing``: the issuer's tokens as the pass listed them (None: not listed),
-    which the sweep reuses; ``listing_problem``/``sweep``: why the listing, or the sweep, is missing."""
+    which the sweep reuses; ``listing_problem``/``sweep``: why the listing, or the sweep, is missing;
+    ``held``: the tokens found AWSCURRENT or AWSPENDING when revocations were due (never revoked)."""
 
-    __slots__ = ("anomalies", "deferred", "failed", "listing", "listing_problem", "orphans", "orphans_left",
+    __slots__ = ("anomalies", "deferred", "failed", "held", "listing", "listing_problem", "orphans", "orphans_left",
                  "orphans_revoked", "orphans_waiting", "refused", "revoked", "skipped", "sweep", "sweep_error",
                  "waiting")  # fmt: skip
 
@@ -567,6 +606,7 @@ class _RevokeReport:
         self.failed: list[str] = []
         self.deferred: list[str] = []
         self.anomalies: list[str] = []
+        self.held: set[str] = set()
         self.waiting = 0
         self.listing: list[TokenInfo] | None = None
         self.listing_problem: str | None = None  # "failed" or "out of time"
@@ -603,6 +643,7 @@ class _Rotation:
         if self._pending() is not None:
             logger.info("createSecret: version %s already holds a token; nothing to do", self.token)
             return
+        self._check_schedule(self.clock.now())
         if self.rotation_token and not accepts_parameter(self.t.api, "PutSecretValue", "RotationToken"):
             # PutSecretValue would refuse it after the mint, on every attempt of the rotation: refused before.
             raise PermanentError(
@@ -715,7 +756,7 @@ class _Rotation:
         # 2c. A revocation of the token may still have landed between 1b and the move: an invocation paused
         #     there, or a revocation outside the sweeps' fence (a person, a record someone deleted). AWSCURRENT
         #     must never hold a dead token (invariant 1), so it goes back while the superseded one is valid.
-        self._check_promoted(pending, previous, current_version)
+        self._check_promoted(pending, previous, current_version, recorded=_rfc3339(due))
         # 3. Drop AWSPENDING (left on AWSCURRENT's version it is harmless: only warn).
         try:
             self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
@@ -726,6 +767,49 @@ class _Rotation:
                     self.token, pending.token_id, view.arn, previous.token_id, _rfc3339(due))  # fmt: skip
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _check_schedule(self, now: datetime) -> None:
+        """PermanentError, before anything is minted, when the secret's rotation schedule can leave the
+        token minted now AWSCURRENT, or within its grace as AWSPREVIOUS, after it expires: its lifetime
+        comes from the policy's schedule, and Secrets Manager rotates on the secret's, which nothing
+        else compares. A rate (or AutomaticallyAfterDays) is compared as the interval + its window +
+        grace against the lifetime; a cron expression by its NextRotationDate (+ Duration) against the
+        new token's expiry - grace. No schedule (rotation on demand only), or one that cannot be read,
+        is not refused."""
+        view, policy = self.t.view, self.t.policy
+        schedule = _rotation_schedule(view.rotation_rules)
+        if schedule is None:
+            return
+        shown, interval, window = schedule
+        expires_at = now + policy.lifetime
+        if interval is not None:
+            longest = interval + window
+            if longest + policy.grace <= policy.lifetime:
+                return
+        else:
+            if view.next_rotation is None or view.next_rotation + window <= expires_at - policy.grace:
+                return
+            longest = view.next_rotation + window - now
+        from rotator.config.schedule import format_duration  # an error's wording: not on the cold path
+
+        span = format_duration
+        until = (f"up to {span(longest)} (the next rotation: every {span(interval)}, starting within a window of "
+                 f"{span(window)})" if interval is not None else
+                 f"until the next rotation, at {_rfc3339(view.next_rotation or now)}"
+                 f"{f' (+ a window of {span(window)})' if window else ''}, {span(longest)} from now")  # fmt: skip
+        raise PermanentError(
+            f"createSecret: secret {view.arn} rotates on RotationRules {shown}: the token minted now stays "
+            f"AWSCURRENT {until}, and must stay valid for the policy's grace ({span(policy.grace)}) after that, "
+            f"{span(longest + policy.grace)} in all; policy {policy.name!r} (schedule {policy.schedule_text!r}) "
+            f"mints tokens that live {span(policy.lifetime)} (until {_rfc3339(expires_at)}), so AWSCURRENT "
+            "would expire while still in use. Nothing was minted",
+            hint="make the secret rotate at least as often as the policy's schedule, its window included (at most "
+            f"{span(policy.lifetime - policy.grace)} from one rotation to the next): the stack's "
+            "RotationScheduleExpression and RotationWindow, or aws secretsmanager rotate-secret --secret-id "
+            f"{view.arn} --rotation-rules '{{\"ScheduleExpression\": \"rate(N days)\", \"Duration\": \"4h\"}}' "
+            "--no-rotate-immediately; or lengthen the policy's schedule (or its lifetime) to cover the secret's "
+            "and deploy the zip built with it (build_zip.py --policy-file). Then rotate the secret again",
+        )
 
     def _moved_meanwhile(self, pending: TokenRecord, previous: TokenRecord, current_version: str | None) -> bool:
         """finishSecret's labels read again just before its move: True when another attempt of this rotation
@@ -761,10 +845,13 @@ class _Rotation:
             )
         return False
 
-    def _check_promoted(self, pending: TokenRecord, previous: TokenRecord, current_version: str | None) -> None:
+    def _check_promoted(self, pending: TokenRecord, previous: TokenRecord, current_version: str | None, *,
+                        recorded: str) -> None:  # fmt: skip
         """After the move: unless the issuer still has ``pending`` active, move AWSCURRENT back to
-        ``current_version`` (a compare-and-set too), drop AWSPENDING, and raise. A listing that fails is
-        logged: the token was active at the check before the move, and a good rotation is not undone."""
+        ``current_version`` (a compare-and-set too), remove the record of ``previous``'s revocation this
+        attempt wrote (``recorded``: its time, :meth:`_drop_own_record`), drop AWSPENDING, and raise. A
+        listing that fails is logged: the token was active at the check before the move, and a good
+        rotation is not undone."""
         arn = self.t.view.arn
         try:
             listed = self._call(lambda: self.issuer.list_tokens(previous.value),
@@ -795,6 +882,7 @@ class _Rotation:
                 f"AWSCURRENT --move-to-version-id {back} --remove-from-version-id {self.token}; then "
                 f"{_HINT_CLEAR.format(secret=arn, version=self.token)}, and rotate again",
             ) from None
+        self._drop_own_record(previous, current_version, recorded)
         try:  # the token is dead: the rotation cannot finish, and the next one needs the label free
             self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
                 SecretId=arn, VersionStage=PENDING, RemoveFromVersionId=self.token))  # fmt: skip
@@ -809,6 +897,37 @@ class _Rotation:
             hint=f"find who revoked it (the function's log, the issuer's audit); then start a new rotation: "
             f"aws secretsmanager rotate-secret --secret-id {arn}",
         )
+
+    def _drop_own_record(self, previous: TokenRecord, current_version: str, recorded: str) -> None:
+        """After the move back: remove ``rotator:revoke:<previous>``, which this attempt wrote (step 1) for
+        a supersession that did not last. Left on the token AWSCURRENT holds again, it would make the
+        token revocable at once, without its grace, if something other than a rotation's finishSecret
+        (which writes a new time) replaced it later: a label moved by hand.
+
+        Removed only while the secret, read again, shows this attempt's own state: AWSCURRENT on
+        ``current_version`` (the move back), AWSPENDING still on this rotation's version (Secrets
+        Manager starts no other rotation while it is, so no other rotation's finishSecret is recording
+        this token now), and the record holding ``recorded``, the time this attempt wrote last. Any other
+        writer of the key writes its own time: another attempt of this rotation (Secrets Manager's retry
+        beside this one), an earlier rotation whose finishSecret failed, revoke-expired's corrections. A
+        record of theirs is left, as is the record whenever the check cannot be made: revoke-expired
+        skips a record of AWSCURRENT's token, and the compliance line lists it apart
+        (``recorded_current_token_ids``). A write between the read and the removal can only be such a
+        retry's step 1 (no other rotation can run yet); if that retry moves AWSCURRENT, its step 2b
+        records the token again."""
+        arn, key = self.t.view.arn, REVOKE_TAG_PREFIX + previous.token_id
+        try:
+            fresh = describe(self.t.api, arn, self.t.where)
+            if fresh is None or fresh.tags.get(key) != recorded or fresh.version_with(CURRENT) != current_version \
+                    or PENDING not in fresh.stages.get(self.token, ()):
+                logger.info("finishSecret: the record %s of %s is not this attempt's alone now; left for "
+                            "revoke-expired, which skips it while the token is AWSCURRENT", key, arn)  # fmt: skip
+                return
+            self._aws("UntagResource", lambda api: api.untag_resource(SecretId=arn, TagKeys=[key]))
+            _retag(self.t.view, drop=key)
+        except RotatorError as exc:
+            logger.warning("finishSecret: could not remove the record %s of %s after the move back (revoke-expired "
+                           "skips it while the token is AWSCURRENT): %s", key, arn, exc)  # fmt: skip
 
     def _current(self) -> TokenRecord:
         """The AWSCURRENT token: the issuer's credential (self-rotation) and what is superseded."""
@@ -1018,6 +1137,55 @@ class _Rotation:
     def _aws(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
         with map_errors(self.t.where, operation, kms_key_id=self.t.settings.kms_key_id):
             return fn(self.t.api)
+
+
+# -- the secret's rotation schedule -------------------------------------------------------------
+
+
+def _rotation_schedule(rules: Mapping[str, Any] | None) -> tuple[str, timedelta | None, timedelta] | None:
+    """The secret's rotation schedule as DescribeSecret's ``RotationRules`` give it: how it reads, the
+    interval (None: a ``cron()`` expression, whose gaps are not computed here), and the window in which
+    each rotation starts (``Duration``; by default, as AWS documents: the rest of the UTC day for a
+    schedule in days, whence up to 24 hours; an hour for one in hours; nothing is added for a cron
+    expression). None when no schedule is set (rotation on demand only; moto gives
+    ``AutomaticallyAfterDays: 0``) or it cannot be read: nothing to compare."""
+    if not rules:
+        return None
+    expression, days, duration = rules.get("ScheduleExpression"), rules.get("AutomaticallyAfterDays"), rules.get(
+        "Duration")  # fmt: skip
+    interval: timedelta | None
+    if isinstance(expression, str) and expression.strip():
+        shown = f"ScheduleExpression {expression.strip()!r}"
+        rate = re.match(_RATE, expression.strip())
+        if expression.strip().startswith("cron("):
+            interval, window = None, timedelta(0)
+        elif rate is None:
+            return None
+        elif rate.group(2) == "hour":
+            interval, window = timedelta(hours=int(rate.group(1))), timedelta(hours=1)
+        else:
+            interval, window = timedelta(days=int(rate.group(1))), timedelta(days=1)
+    elif isinstance(days, int) and not isinstance(days, bool) and days > 0:
+        shown, interval, window = f"AutomaticallyAfterDays {days}", timedelta(days=days), timedelta(days=1)
+    else:
+        return None
+    if duration is not None:
+        hours = re.match(_DURATION, duration.strip()) if isinstance(duration, str) else None
+        if hours is None:
+            return None
+        shown, window = f"{shown}, Duration {duration.strip()!r}", timedelta(hours=int(hours.group(1)))
+    return shown, interval, window
+
+
+def _rotation_after_expiry(view: _Described, current: TokenRecord, grace: timedelta) -> bool:
+    """Whether the secret's next scheduled rotation (NextRotationDate) comes later than the current
+    token's expiry - grace: the token would expire, or the clients' grace after its replacement end,
+    before it is replaced. False when either time is unknown."""
+    if view.next_rotation is None or current.expires_at is None:
+        return False
+    from rotator.config.timefmt import as_utc
+
+    return view.next_rotation > as_utc(current.expires_at) - grace
 
 
 # -- orphans ------------------------------------------------------------------------------------
@@ -1361,13 +1529,14 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
         pending = _lenient(read_stage(target.api, target.view.arn, PENDING, target.where, version_id=pending_version))
         if pending is not None:
             holders.setdefault(pending.token_id, PENDING)
+    report.held.update(holders)
     # The tags above were read before the stages (DescribeSecret, then AWSCURRENT and AWSPENDING). A
     # finishSecret in between (Secrets Manager's retry, running beside this invocation) records a new due
     # time for the token it replaces and then moves AWSCURRENT off it: by the old tag that token would be
     # revoked with no grace after its successor's publication. finishSecret writes the record before it
     # moves, so the tags read again now, after the stages, hold every record of a move the stages show.
     try:
-        fresh = describe(target.api, target.view.arn, target.where)
+        fresh = _describe(target.api, target.view.arn, target.where)
         if fresh is None:
             raise PermanentError(f"secret {target.view.arn} no longer exists")
     except RotatorError as exc:
@@ -1599,27 +1768,38 @@ def _log_compliance(target: _Target, current: TokenRecord, records: Mapping[str,
                     report: _RevokeReport, now: datetime) -> None:
     """One JSON compliance line per bootstrapped secret on stdout (age against max_age, overdue
     revocations, revocation times later than rotator writes, the orphans the sweep found and revoked or
-    could not), and with ``ROTATOR_EMF=1`` an Embedded
+    could not, a next rotation later than the token's expiry - grace), and with ``ROTATOR_EMF=1`` an Embedded
     Metric Format line, so CloudWatch alarms need no code. A secret without a token yet has no line
     (docs/aws-lambda.md): callers skip it. A secret the run had no time for: :func:`_log_not_evaluated`."""
     policy = target.policy
     max_age = policy.max_age if policy.max_age is not None else policy.lifetime
     age = (now - current.created_at).total_seconds()
-    overdue = [t for t, text in records.items() if t not in report.revoked
+    # A record of the token AWSCURRENT (or AWSPENDING) holds is never acted on (revoke-expired skips it):
+    # a finishSecret that failed after recording it (a move back, a label cleared meanwhile) leaves it.
+    # Reported as overdue, it read as "revoke this token" of the one token that works.
+    held = {current.token_id, *report.held}
+    recorded_held = [t for t in records if t in held]
+    overdue = [t for t, text in records.items() if t not in report.revoked and t not in held
                and ((when := _parse_time(text)) is None or when.timestamp() + OVERDUE_SLACK_S < now.timestamp())]
+    late = _rotation_after_expiry(target.view, current, policy.grace)
     # An orphan this run could not revoke (failed, out of time, no creation time), or a sweep that did not
     # run, is no compliance: the token stays valid for as long as it lives. One waiting for its time is,
-    # as a recorded revocation waiting for its grace is.
+    # as a recorded revocation waiting for its grace is. A token that expires before its scheduled
+    # replacement (plus grace) is none either: its clients fail then.
     compliant = (age <= max_age.total_seconds() and not overdue and not report.anomalies
-                 and not report.orphans_left and report.sweep == "done")  # fmt: skip
+                 and not report.orphans_left and report.sweep == "done" and not late)  # fmt: skip
+    next_rotation = target.view.next_rotation
     line = {"rotator_compliance": {
         "policy": policy.name, "secret": target.view.arn, "evaluated": True, "token_id": current.token_id,
         "age_s": int(age), "max_age_s": int(max_age.total_seconds()),
         "overdue_revocations": len(overdue), "overdue_token_ids": overdue,
+        "recorded_current_token_ids": recorded_held,
         "anomalous_revocations": len(report.anomalies), "anomalous_token_ids": report.anomalies,
         "orphan_sweep": report.sweep, "orphan_token_ids": report.orphans,
         "revoked_orphan_token_ids": report.orphans_revoked, "waiting_orphan_token_ids": report.orphans_waiting,
         "unrevoked_orphans": len(report.orphans_left), "unrevoked_orphan_token_ids": report.orphans_left,
+        "next_rotation_date": rfc3339_seconds(next_rotation) if next_rotation is not None else None,
+        "rotation_after_expiry": late,
         "compliant": compliant}}
     print(json.dumps(line), flush=True)
     if os.environ.get(EMF_ENV, "").strip().lower() in ("1", "true", "yes"):
@@ -1988,7 +2168,7 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
 
 #: A secret the scheduled run reads first: the id a store names it by, that store's policy (None: the
 #: event's SecretId), and what DescribeSecret answered with that store's client (None: not read yet).
-_Secret = tuple[str, _Via | None, tuple[SecretView, SecretsManagerAPI] | None]
+_Secret = tuple[str, _Via | None, tuple[_Described, SecretsManagerAPI] | None]
 
 
 def _each_secret_once(work: Sequence[tuple[str, _Via | None]], env: _Env, budget: _Budget,

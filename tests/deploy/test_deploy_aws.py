@@ -567,6 +567,53 @@ def test_zip_refuses_a_policy_file_the_lambda_cannot_load(tmp_path: Path, text: 
     assert not output.exists()
 
 
+VAULT_STORE = """
+[[policy.store]]
+type = "vault-kv2"
+url = "https://vault.example.com:8200"
+mount = "secret"
+path = "influxdb/mgmt"
+[policy.store.auth]
+method = "token"
+token = {env = "VAULT_TOKEN"}
+"""
+PROFILE_STORE = """
+[[policy.store]]
+type = "influxctl-profile"
+config = "/var/lib/influxctl/.config/influxctl/config.toml"
+profile = "default"
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "adapter", "module"),
+    [
+        # a second policy that publishes to Vault only: the CLI/daemon's, in the Lambda's file
+        (LAMBDA_POLICY.replace('"mgmt"', '"mgmt-vault"').split("[[policy.store]]")[0] + VAULT_STORE,
+         "store adapter 'vault-kv2'", "rotator.adapters.vault.kv2"),
+        # a second policy that also publishes to an influxctl profile
+        (LAMBDA_POLICY.replace('"mgmt"', '"mgmt-vault"').replace("influx/management-token", "influx/other")
+         + PROFILE_STORE, "store adapter 'influxctl-profile'", "rotator.adapters.influxctl.profile"),
+    ],
+    ids=["vault-kv2", "influxctl-profile"],
+)
+def test_zip_refuses_a_policy_file_with_an_adapter_the_zip_leaves_out(tmp_path: Path, extra: str, adapter: str,
+                                                                       module: str) -> None:  # fmt: skip
+    """Review: the zip leaves out the Vault and influxctl-profile stores, but --policy-file took a file with a
+    policy using one; the function builds every policy of its file at each invocation, so it failed for every
+    secret ("no store adapter named 'vault-kv2'"). Refused at build time, naming the policy and the adapter."""
+    policy = tmp_path / "mixed.toml"
+    policy.write_text(LAMBDA_POLICY + extra, encoding="utf-8")
+    output = tmp_path / "never.zip"
+    result = _build_zip(output, "--policy-file", str(policy))
+    assert result.returncode == 2, result.stderr
+    assert f"policy file {policy}: policy 'mgmt-vault' uses {adapter} (module {module}, left out of the zip" \
+        in result.stderr, result.stderr
+    assert "'mgmt' uses" not in result.stderr, "the Lambda's own policy is fine"
+    assert "a policy file of their own for the CLI or the daemon" in result.stderr
+    assert not output.exists()
+
+
 def test_handler_path_imports_in_a_lambda_like_interpreter(policy_zip: tuple[Path, Path], tmp_path: Path) -> None:
     """Only the zip and what the runtime provides on sys.path: the first invocation's work before
     it calls AWS (policy bundle read, issuer and store built) imports no pydantic, apscheduler,

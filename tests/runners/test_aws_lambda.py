@@ -31,6 +31,7 @@ import pytest
 
 from rotator.adapters.aws.secretsmanager import AwsSecretsManagerSettings, AwsSecretsManagerStore
 from rotator.config.policy_bundle import write_bundle
+from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.clock import FakeClock, SystemClock
 from rotator.core.contracts import AdapterContext, TokenRecord
 from rotator.core.errors import (
@@ -932,6 +933,71 @@ def test_a_token_revoked_while_finish_secret_moves_it_is_moved_back_and_the_next
     scene.check_invariants()
     _finish_and_settle(scene, {})
     scene.check_no_leak(caplog)
+
+
+@pytest.mark.parametrize("other_writer", [False, True], ids=["own-record", "record-rewritten-meanwhile"])
+def test_a_move_back_removes_its_own_record_and_the_current_token_is_never_reported_overdue(scene, capsys,
+                                                                                           other_writer):  # fmt: skip
+    """Review: the move back left rotator:revoke:<the token AWSCURRENT holds again>; revoke-expired skipped it,
+    but every compliance line after its grace listed the one working token as an overdue revocation
+    (overdue_token_ids, compliant false): an operator revoking it by hand killed the secret. The attempt
+    removes its own record; a record another writer left (here: the same key rewritten with another time
+    before the move back, as Secrets Manager's retry of the step would) stays, listed apart, never overdue."""
+    old = _ready_to_finish(scene)
+    pending = scene.payload("AWSPENDING", old)["token_id"]
+    key = f"rotator:revoke:{scene.bootstrap_id}"
+    theirs = rfc3339_seconds(scene.clock.now() + timedelta(minutes=7))
+
+    def rewritten_before_the_move_back() -> None:
+        if other_writer:
+            scene.client().tag_resource(SecretId=scene.name, Tags=[{"Key": key, "Value": theirs}])
+
+    def revoked_meanwhile() -> None:
+        scene.fake.state.revoke(pending)
+        client._hook = rewritten_before_the_move_back  # the next AWSCURRENT move is the move back
+
+    client = _BeforeTheMove(scene.client(), revoked_meanwhile)
+    with pytest.raises(PermanentError, match="moved back"):
+        scene.step("finishSecret", old, client=client)
+    assert scene.payload("AWSCURRENT")["token_id"] == scene.bootstrap_id
+    assert scene.tags().get(key) == (theirs if other_writer else None), "only this attempt's own record goes"
+
+    scene.clock.advance(GRACE + timedelta(hours=2))
+    capsys.readouterr()
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["revoked"] == [] and report["failed"] == [], report
+    (line,) = _compliance_lines(capsys)
+    compliance = line["rotator_compliance"]
+    assert compliance["overdue_token_ids"] == [] and compliance["overdue_revocations"] == 0, compliance
+    assert compliance["recorded_current_token_ids"] == ([scene.bootstrap_id] if other_writer else [])
+    assert compliance["compliant"] is True, compliance
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is None, "AWSCURRENT stays valid"
+    assert scene.fake.state.problem(scene.payload("AWSCURRENT")["token"]) is None
+
+
+def test_a_record_left_by_a_finish_secret_that_lost_its_label_is_not_an_overdue_revocation(scene, capsys):
+    """The version's AWSPENDING cleared while finishSecret ran: it refuses, moving nothing, and its record of
+    the still-current token stays (the sweeps' fence). After its time, the compliance line lists it apart
+    (recorded_current_token_ids), not as overdue, and the token stays valid."""
+    old = _ready_to_finish(scene)
+
+    def cleared_meanwhile(name: str) -> None:
+        if name == "recorded":
+            scene.client().update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPENDING",
+                                                       RemoveFromVersionId=old)  # fmt: skip
+
+    with pytest.raises(PermanentError, match="lost its AWSPENDING label"):
+        scene.step("finishSecret", old, checkpoint=cleared_meanwhile)
+    assert f"rotator:revoke:{scene.bootstrap_id}" in scene.tags()
+    scene.clock.advance(GRACE + timedelta(hours=2))
+    capsys.readouterr()
+    report = scene.invoke({"action": "revoke-expired"})
+    assert report["skipped"] == [scene.bootstrap_id], report
+    (line,) = _compliance_lines(capsys)
+    compliance = line["rotator_compliance"]
+    assert compliance["overdue_token_ids"] == [] and compliance["overdue_revocations"] == 0, compliance
+    assert compliance["recorded_current_token_ids"] == [scene.bootstrap_id]
+    assert scene.fake.state.token_by_id(scene.bootstrap_id)["revoked_at"] is None
 
 
 def test_finish_secret_moves_nothing_when_awscurrent_moved_meanwhile_and_the_retry_finishes(scene, caplog):
