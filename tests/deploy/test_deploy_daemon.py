@@ -690,6 +690,27 @@ def test_systemd_unit_sandboxing_and_lifecycle():
     assert one("ProtectProc") == "invisible" and "ProcSubset" not in service
 
 
+def test_systemd_unit_leaves_an_invalid_policy_file_failed_and_restarts_the_rest(tmp_path):
+    """An invalid policy file exits 2, which no restart fixes: Restart=on-failure alone restarted it every
+    RestartSec forever. A lost journal (EXIT_JOURNAL_LOST) and a crash (1) are still restarted."""
+    from rotator.runners.cli import EXIT_FAILED, EXIT_INVALID
+    from rotator.runners.daemon import EXIT_JOURNAL_LOST
+
+    service = unit_directives(UNIT.read_text())["Service"]
+    prevented = {word for value in service.get("RestartPreventExitStatus", []) for word in value.split()}
+    policies = tmp_path / "policies.toml"
+    policies.write_text('[rotator]\njournal = "journal.db"\n\n[daemon]\nsweep_interval = "often"\n')
+
+    proc = subprocess.run([sys.executable, "-m", "rotator.runners.daemon", "-c", str(policies)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    assert proc.returncode == EXIT_INVALID, proc.stderr
+    assert service["Restart"] == ["on-failure"] and prevented == {str(EXIT_INVALID)}
+    assert EXIT_JOURNAL_LOST != EXIT_INVALID != EXIT_FAILED
+    daemon_md = " ".join((UNIT.parent / "DAEMON.md").read_text().split())
+    assert f"`RestartPreventExitStatus={EXIT_INVALID}`" in daemon_md and "`systemctl restart rotator`" in daemon_md
+
+
 def test_the_daemon_says_when_it_cannot_take_over_a_dead_holders_lease(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Under a sandbox that hides /proc/sys the boot id is unreadable: say so at start, with the cost."""
@@ -744,11 +765,12 @@ def sqlite_values(journal_line: str | None = 'journal = "/var/lib/rotator/journa
     return {"journal": {"kind": "sqlite"}, "replicaCount": 1, "config": {"policies": policies_with(journal_line)}}
 
 
-def render(values: dict[str, Any] | None = None, *, namespace: str = "rotator") -> dict[str, list[dict[str, Any]]]:
+def render(values: dict[str, Any] | None = None, *, namespace: str = "rotator",
+           release: str = "rel") -> dict[str, list[dict[str, Any]]]:
     """``template file -> manifests``, rendered by Helm's own engine."""
     helm = need_module("helm_python")
     with helm.Chart.load(str(CHART)) as chart:
-        out = chart.render(values or {}, name="rel", namespace=namespace)
+        out = chart.render(values or {}, name=release, namespace=namespace)
     return {
         name.removeprefix("rotator/templates/"): [d for d in yaml.safe_load_all(text) if d]
         for name, text in out.items()
@@ -766,10 +788,10 @@ def render_error(values: dict[str, Any]) -> str:
     return str(caught.value)
 
 
-def manifests(values: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+def manifests(values: dict[str, Any] | None = None, *, release: str = "rel") -> dict[str, dict[str, Any]]:
     """``kind -> manifest`` (one of each kind in this chart)."""
     out: dict[str, dict[str, Any]] = {}
-    for docs in render(values).values():
+    for docs in render(values, release=release).values():
         for doc in docs:
             assert doc["kind"] not in out, f"two {doc['kind']}"
             out[doc["kind"]] = doc
@@ -959,10 +981,15 @@ def test_helm_sqlite_journal_is_one_replica_on_a_volume():
         (sqlite_values('journal = "/var/lib/rotatorx/journal.db"'), NOT_ON_THE_VOLUME),
         (sqlite_values('journal = "/var/lib/rotator/"'), NOT_ON_THE_VOLUME),  # the directory itself
         (sqlite_values('journal = "postgresql://rotator@db/rotator"'), NOT_ON_THE_VOLUME),  # kind says sqlite
+        # the default NetworkPolicy admits no scraper: RotatorDown would fire forever
+        ({"serviceMonitor": {"enabled": True}}, "serviceMonitor.enabled=true but networkPolicy.metricsFrom is empty"),
+        ({"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+          "networkPolicy": {"metricsFrom": []}},
+         "Set networkPolicy.metricsFrom to the Prometheus pods, e.g. [{namespaceSelector:"),
     ],
     ids=["sqlite-replicas", "postgres-kind-sqlite-file", "zero-replicas", "kind", "typo", "sqlite-no-journal",
          "sqlite-tmp", "sqlite-relative", "sqlite-url-tmp", "sqlite-dotdot", "sqlite-sibling-dir", "sqlite-dir",
-         "sqlite-kind-postgres-file"],
+         "sqlite-kind-postgres-file", "service-monitor-without-metrics-from", "service-monitor-and-rules-blocked"],
 )  # fmt: skip
 def test_helm_refuses_what_cannot_work(values, message):
     assert message in render_error(values)
@@ -1025,6 +1052,17 @@ def test_helm_postgresql_journal_in_any_toml_spelling_renders(policies):
     assert tomllib.loads(policies)["rotator"]["journal"] == "postgresql://rotator@db/rotator"
 
     assert "Deployment" in manifests({"config": {"policies": policies}})
+
+
+def test_helm_service_monitor_is_refused_only_where_the_network_policy_blocks_it():
+    """The refusal above is not broader than the problem: the scraper admitted, or no NetworkPolicy, renders;
+    the alerts alone (scraped some way the chart cannot see) render too."""
+    metrics_from = ALL_FEATURES["networkPolicy"]["metricsFrom"]
+
+    assert "ServiceMonitor" in manifests({"serviceMonitor": {"enabled": True},
+                                          "networkPolicy": {"metricsFrom": metrics_from}})  # fmt: skip
+    assert "NetworkPolicy" not in manifests({"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": False}})
+    assert "PrometheusRule" in manifests({"prometheusRule": {"enabled": True}})
 
 
 def test_helm_service_monitor_scrapes_the_service():
@@ -1090,6 +1128,22 @@ def test_deploy_docs_list_every_alert_the_chart_ships():
     section = docs[docs.index("### Monitoring: ServiceMonitor and alerts"):docs.index("### Render-time refusals")]
 
     assert set(re.findall(r"^\| (Rotator\w+) \|", section, re.MULTILINE)) == shipped
+    # RotatorDown's job is the chart's full name (the Service's, which the ServiceMonitor's scrapes carry):
+    # it said `<release>-rotator`, i.e. `rotator-rotator` for the documented `helm install rotator ...`.
+    row = next(line for line in section.splitlines() if line.startswith("| RotatorDown |"))
+    assert 'absent(up{job="<fullname>"} == 1)' in row, row
+    examples = dict(re.findall(r'`helm install (\S+) \.\.\.` gives `job="([^"]+)"`', section))
+    install = re.search(r"^helm install (\S+) deploy/helm/rotator ", docs, re.MULTILINE)
+    assert install and install[1] in examples, "the documented release's job is shown"
+    assert any("rotator" not in release for release in examples), "a release name without rotator is shown"
+    for release, job in examples.items():
+        docs_of = manifests(ALL_FEATURES, release=release)
+        down = next(rule for rule in docs_of["PrometheusRule"]["spec"]["groups"][0]["rules"]
+                    if rule["alert"] == "RotatorDown")  # fmt: skip
+        rendered = re.fullmatch(r'absent\(up\{job="([^"]+)", namespace="[^"]+"\} == 1\)', down["expr"].strip())
+        assert rendered, down["expr"]
+        assert (release, rendered[1]) == (release, job)
+        assert docs_of["Service"]["metadata"]["name"] == job, "the ServiceMonitor's job is the Service's name"
 
 
 PROMTOOL_DIR = "/opt/prometheus-tools/usr/bin"

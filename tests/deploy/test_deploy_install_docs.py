@@ -190,3 +190,16 @@ def test_the_daemons_install_keeps_the_sync_policy_file_readable_on_a_shared_hos
         root.run(argv, workdir)
 
     assert root.may(unit["user"], {unit["group"]}, unit["policy_file"], "r"), shlex.join(argv)
+
+
+def test_the_daemon_units_configuration_directory_mode_is_the_installed_one():
+    """rotator.service's ConfigurationDirectory= defaulted to 0755 while every install makes /etc/rotator 0751:
+    systemd, which never changes an existing configuration directory's mode, warned at every start."""
+    unit = (SYSTEMD / "rotator.service").read_text()
+    value = {m[1]: m[2].strip() for m in re.finditer(r"^(\w+)=(.*)$", unit, re.M)}
+    assert value["ConfigurationDirectory"] == "rotator"
+    unit_mode = int(value.get("ConfigurationDirectoryMode", "0755"), 8)  # systemd's default
+
+    for page in (ROOT / "docs" / "operations.md", SYSTEMD / "DAEMON.md", SYSTEMD / "README.md"):
+        for argv in daemon_install_lines(page):
+            assert oct(int(argv[argv.index("-m") + 1], 8)) == oct(unit_mode), f"{page.name}: {shlex.join(argv)}"
