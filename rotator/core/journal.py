@@ -340,6 +340,16 @@ _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     """,
 )
 
+#: the journal schema this code reads and writes (its last migration's number)
+SCHEMA_VERSION = len(_MIGRATIONS)
+#: the journal's schema version as the database has it now
+_SCHEMA_VERSION_SQL = "SELECT MAX(version) FROM schema_version"
+_SCHEMA_NOW = f"({_SCHEMA_VERSION_SQL})"
+#: folded into the statement that takes a lease (Journal.acquire_lease, take_over_lease): a process that
+#: opened the journal before a newer rotator upgraded it (a rolling upgrade's old replicas) takes no lease
+#: after the upgrade, and so starts no run, without a statement more per rotation (issue 12)
+_SCHEMA_KNOWN = f"{_SCHEMA_NOW} <= {SCHEMA_VERSION}"
+
 #: a migration's ALTER TABLE that adds a column: (table, column)
 _ADD_COLUMN = re.compile(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", re.IGNORECASE)
 
@@ -371,9 +381,10 @@ class _Backend:
     #: broken by a session the server ended), so it is dropped and made anew on next use too
     connection_lost: Callable[[Any], bool] = lambda _conn: False
     #: the readiness probe's one statement (Journal.ping): a read of a page of rotator's own (SQLite
-    #: answers `SELECT 1` from no file at all: a journal file replaced by an empty one passed). A
-    #: second column, where there is one, is true when the session cannot write
-    ping_sql: str = "SELECT version FROM schema_version"
+    #: answers `SELECT 1` from no file at all: a journal file replaced by an empty one passed), the
+    #: schema version, which a newer rotator may have moved past this one's. A second column, where
+    #: there is one, is true when the session cannot write
+    ping_sql: str = "SELECT MAX(version) FROM schema_version"
     paramstyle_percent: bool = False
     begin: str = "BEGIN"
     begin_locked: str = "BEGIN IMMEDIATE"
@@ -1011,13 +1022,20 @@ class Journal:
 
         For readiness probes: one short read, bounded by the backend's connect and statement timeouts;
         JournalUnavailable too when a writable journal's PostgreSQL session accepts no writes (a standby),
-        and a JournalError once a flush of the journal has failed (no commit is durable any more).
+        and a JournalError once a flush of the journal has failed (no commit is durable any more) or
+        once a newer rotator upgraded the journal's schema past this one's (this process takes no lease
+        any more: acquire_lease).
         """
         lost = self._durability_error()
         if lost is not None:
             raise lost
         with self._tx(single=True) as cur:
             row = cur.execute(self._backend.ping_sql).fetchone()
+        if row is not None:
+            # A rolling upgrade's first new replica migrates the shared journal while the old ones run on:
+            # they take no lease on it any more (acquire_lease), so they must not look ready either. Not
+            # transient: only a process of the newer version can use this journal.
+            self._refuse_newer_schema(row[0])
         if row is not None and len(row) > 1 and row[1]:
             # Answering is not enough: a standby (a fail-over's demoted primary) answers every read
             # and refuses every write. Not ready, and the next try connects anew (to the primary).
@@ -1028,6 +1046,18 @@ class Journal:
                 hint="the journal URL reaches a standby or a primary demoted by a fail-over (a stale DNS answer, "
                 "a proxy's stale target); rotator connects again at the next check. Point the URL at the writable "
                 "server (target_session_attrs=read-write picks it among several hosts)",
+            )
+
+    def _refuse_newer_schema(self, version: Any) -> None:
+        """JournalError when ``version``, the journal's schema version read now, is newer than this code's."""
+        if version is not None and int(version) > SCHEMA_VERSION:
+            raise JournalError(
+                f"journal {self.location}: the journal was upgraded to schema {int(version)} by a newer rotator; "
+                f"this process (schema {SCHEMA_VERSION}) stops writing it: upgrade or restart it",
+                hint="a rotator of a newer version opened this journal and upgraded it (a rolling upgrade's first "
+                "new replica, or a newer `rotator` command): this process takes no lease and starts no run on it "
+                "any more, and its /readyz fails. Replace it with the newer version (under Kubernetes, let the "
+                "rollout replace the old pods; under systemd, upgrade the package and restart the service)",
             )
 
     def _check_fence(self, cur: _Cursor, policy: str, fence: int | None, what: str) -> None:
@@ -1593,16 +1623,22 @@ class Journal:
         the lease is taken only if the row is still exactly that (nobody took, renewed or released
         it since), else LeaseBusy. The row alone does not show that nobody wrote under it: the holder
         of an expired lease may, without changing it (Preflight.fence_planning_first).
+
+        JournalError, with nothing written, once a newer rotator upgraded the journal's schema past
+        this code's (checked by the statements that take the lease: no statement more).
         """
         expires = ts(now + ttl)
-        where = "WHERE policy = ? AND (holder = ? OR expires_at < ?)"
+        where = f"WHERE policy = ? AND (holder = ? OR expires_at < ?) AND {_SCHEMA_KNOWN}"
         params: list[Any] = [holder, expires, holder, policy, holder, ts(now)]
         if unchanged is not None:
             where += " AND holder = ? AND fence = ? AND expires_at = ?"
             params += list(unchanged)
+        row: tuple[str, int, str] | None
         with self._tx(immediate=True) as cur:
             # The row exists but for a policy's first lease: an UPDATE, and the INSERT (whose first
-            # fencing number reads every run of the policy) only when there was no row to update.
+            # fencing number reads every run of the policy) only when there was no row to update. Both
+            # write only while the journal's schema is this code's (_SCHEMA_KNOWN); the read after
+            # them says whether it is not.
             cur.execute(
                 "UPDATE leases SET holder = ?, expires_at = ?, "
                 "fence = CASE WHEN holder = ? THEN fence ELSE fence + 1 END " + where,
@@ -1616,12 +1652,11 @@ class Journal:
                 if not updated:
                     cur.execute(
                         "INSERT INTO leases (policy, holder, fence, expires_at) "
-                        "VALUES (?, ?, (SELECT COALESCE(MAX(fence), 0) + 1 FROM runs WHERE policy = ?), ?) "
-                        "ON CONFLICT (policy) DO NOTHING",
+                        "SELECT ?, ?, (SELECT COALESCE(MAX(fence), 0) + 1 FROM runs WHERE policy = ?), ? "
+                        f"WHERE {_SCHEMA_KNOWN} ON CONFLICT (policy) DO NOTHING",
                         (policy, holder, policy, expires),
                     )
-                row = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?",
-                                  (policy,)).fetchone()
+                row = self._lease_row_and_schema(cur, policy)
             if row is not None and row[0] == holder:  # the row is ours (and locked) until the commit
                 self._threads.state.leases[policy] = (holder, int(row[1]), str(row[2]))
         if row is None or row[0] != holder:
@@ -1639,16 +1674,31 @@ class Journal:
         would had it read the row again (it then stops at its next check: LeaseLost)."""
         with self._tx(immediate=True) as cur:
             cur.execute(
-                "UPDATE leases SET holder = ?, fence = fence + 1, expires_at = ? WHERE policy = ? AND holder = ?",
+                "UPDATE leases SET holder = ?, fence = fence + 1, expires_at = ? "
+                f"WHERE policy = ? AND holder = ? AND {_SCHEMA_KNOWN}",
                 (holder, ts(now + ttl), policy, dead_holder),
             )
-            row = cur.execute("SELECT holder, fence, expires_at FROM leases WHERE policy = ?", (policy,)).fetchone()
+            row = self._lease_row_and_schema(cur, policy)
             if row is not None and row[0] == holder:
                 self._threads.state.leases[policy] = (holder, int(row[1]), str(row[2]))
         if row is None or row[0] != holder:
             raise LeaseBusy(policy, row[0] if row else "unknown")
         time.sleep(LEASE_READ_FRESH_SECONDS)
         return int(row[1])
+
+    def _lease_row_and_schema(self, cur: _Cursor, policy: str) -> tuple[str, int, str] | None:
+        """Inside a lease-taking transaction, after its write: the policy's lease row (holder, fence,
+        expiry text), or None; JournalError when the journal's schema is newer than this code's (the
+        write then changed nothing: _SCHEMA_KNOWN), read in the same statement."""
+        row = cur.execute(f"SELECT holder, fence, expires_at, {_SCHEMA_NOW} FROM leases WHERE policy = ?",
+                          (policy,)).fetchone()
+        if row is None:
+            # The INSERT did nothing (its schema condition, or a row deleted meanwhile): only then is
+            # the version read on its own.
+            self._refuse_newer_schema(cur.execute(_SCHEMA_VERSION_SQL).fetchone()[0])
+            return None
+        self._refuse_newer_schema(row[3])
+        return str(row[0]), int(row[1]), str(row[2])
 
     @_once_more_after_conflict
     def confirm_lease(self, policy: str, holder: str, fence: int, ttl: timedelta, now: datetime, what: str) -> None:
@@ -2319,8 +2369,8 @@ def _postgres_backend(url: str, read_only: bool = False) -> _Backend:
         table_exists="SELECT to_regclass(?) WHERE to_regclass(?) IS NOT NULL",
         add_column_if_not_exists=True,
         # (a command that only reads may read a standby: an auditor's replica)
-        ping_sql="SELECT version FROM schema_version" if read_only
-        else "SELECT version, current_setting('transaction_read_only') = 'on' FROM schema_version",
+        ping_sql="SELECT MAX(version) FROM schema_version" if read_only
+        else "SELECT MAX(version), current_setting('transaction_read_only') = 'on' FROM schema_version",
     )
 
 

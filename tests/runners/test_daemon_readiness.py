@@ -336,3 +336,28 @@ def test_a_ping_that_fails_now_and_then_does_not_keep_failing_passes_alive(
         alive.append(d.liveness()[0])
     assert not alive[-1], "no pass worked for three liveness windows, yet /healthz is green"
     assert h.calls == []
+
+
+def test_a_journal_a_newer_rotator_upgraded_fails_readiness(daemon: Daemon, tmp_path: Path) -> None:
+    """A rolling upgrade's first new replica migrates the shared journal: the old replicas, which take no
+    lease on it any more (Journal.acquire_lease), go unready until the rollout replaces them."""
+    import sqlite3
+
+    from rotator.core.journal import _MIGRATIONS
+
+    assert _readyz(daemon)[0] == 200
+    conn = sqlite3.connect(tmp_path / "journal.db")
+    try:
+        with conn:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (len(_MIGRATIONS) + 1,))
+    finally:
+        conn.close()
+
+    daemon._check_journal()  # (the probe thread's next look)
+
+    status, body = _readyz(daemon)
+    assert status == 503 and body["ready"] is False, body
+    assert (f"the journal was upgraded to schema {len(_MIGRATIONS) + 1} by a newer rotator; this process "
+            f"(schema {len(_MIGRATIONS)}) stops writing it: upgrade or restart it") in body["journal"], body
+    assert _metric(daemon, "rotator_journal_up") == 0
+    assert daemon.liveness()[0], "not a restart loop: a restart of this version cannot open the journal either"
