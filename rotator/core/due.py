@@ -10,12 +10,15 @@ Used by ``rotator status`` and ``rotator plan`` (rotator/observe/status.py, whic
   (rotator/config/schedule.py). That is its publication, or for a bootstrapped token its creation
   at the issuer when the journal has it (``RunRecord.token_since``): a token a person created a year
   ago is as old on the day it is bootstrapped;
-- an unfinished run of the policy does not make it due, but it must not wait a whole interval
-  either: :attr:`Due.recover_first` tells a caller that is not going to rotate to recover it.
+- an unfinished run of the policy does not make it due, but an interrupted one must not wait a
+  whole interval either: :attr:`Due.recover_first` tells a caller that is not going to rotate to
+  recover it. A run whose lease a live process holds is in progress, not interrupted: it is left
+  to that process (a cron tick beside a manual `rotator rotate NAME` is not busy for it).
 
 :func:`decide` is a pure function of its inputs; :func:`due_now` reads them from the journal with
-two queries bounded by what is current (the last successful run, the unfinished runs), never the
-history. A ValueError from a cron schedule that never fires again propagates.
+two queries bounded by what is current (the last successful run, the unfinished runs), and the
+policy's lease when a run is unfinished, never the history. A ValueError from a cron schedule that
+never fires again propagates.
 """
 
 from __future__ import annotations
@@ -74,11 +77,15 @@ class Due(NamedTuple):
     max_age: timedelta
     #: when the current token began to age (RunRecord.token_since); None: never rotated
     token_since: datetime | None = None
+    #: a live process holds the policy's lease: its unfinished run is in progress, not interrupted
+    in_progress: bool = False
 
     @property
     def recover_first(self) -> bool:
-        """Not due, but an unfinished run waits: recover it now rather than at the next due time."""
-        return not self.due and self.open_runs > 0
+        """Not due, but an interrupted run waits (its lease expired, was released, or its holder on this
+        host is gone): recover it now rather than at the next due time. Not while a live process holds
+        the lease: that run is in progress, and recovering it would only meet LeaseBusy."""
+        return not self.due and self.open_runs > 0 and not self.in_progress
 
     @property
     def too_old(self) -> bool:
@@ -110,18 +117,27 @@ def explain(due: bool, next_due: datetime, rotated_at: datetime | None, now: dat
 
 
 def decide(policy: Scheduled, rotated_at: datetime | None, now: datetime, open_runs: int = 0,
-           token_since: datetime | None = None) -> Due:
+           token_since: datetime | None = None, in_progress: bool = False) -> Due:
     """The decision from its inputs: the policy (schedule, window, max_age), the publication time of
-    its last successful rotation (None: never), the number of its unfinished runs, ``now``, and when
-    the current token began to age (``token_since``, RunRecord.token_since; None: its publication)."""
+    its last successful rotation (None: never), the number of its unfinished runs, ``now``, when
+    the current token began to age (``token_since``, RunRecord.token_since; None: its publication),
+    and whether a live process holds the policy's lease (``in_progress``)."""
     since = age_origin(rotated_at, token_since)
     next_due = policy.schedule.next_due(since, now)
     return Due(next_due <= now, next_due, rotated_at, open_runs, now, max_age_of(policy),
-               since if since != rotated_at else None)
+               since if since != rotated_at else None, in_progress)
 
 
 def due_now(policy: Scheduled, journal: Journal, clock: Clock) -> Due:
     """:func:`decide` with its inputs read from ``journal`` at ``clock.now()``."""
     last = journal.last_success(policy.name)
-    return decide(policy, last.published_at if last else None, clock.now(), len(journal.open_runs(policy.name)),
-                  last.token_since if last else None)
+    now = clock.now()
+    open_runs = len(journal.open_runs(policy.name))
+    in_progress = False
+    if open_runs:
+        # (imported here: the engine imports this module, and only a policy with an unfinished run needs it)
+        from rotator.core.engine import live_lease_holder
+
+        in_progress = live_lease_holder(journal, policy.name, now) is not None
+    return decide(policy, last.published_at if last else None, now, open_runs,
+                  last.token_since if last else None, in_progress)

@@ -243,6 +243,16 @@ def takes_over_dead_holders() -> bool:
     return bool(_boot_id())
 
 
+def live_lease_holder(journal: Journal, policy: str, now: datetime) -> str | None:
+    """Who holds ``policy``'s lease at ``now`` and is still running: None when the lease expired or was
+    released (the test by which `rotator status` counts a policy's open runs as interrupted), or when
+    its holder is a process of this host that is gone (:meth:`Engine._take_lease` takes that lease over
+    at once). An open run under a live holder is in progress, not interrupted: recovering it now would
+    only meet LeaseBusy (`rotate --if-due` and `revoke_due` leave it to its holder)."""
+    holder = journal.lease_holder(policy, now)
+    return None if holder is None or _holder_is_dead(holder) else holder
+
+
 #: what a bootstrap's token id is, by issuer (docs/issuers.md)
 _BOOTSTRAP_ID_HINT = (
     "pass the id the issuer gives the token: influxctl prints it at `management create` / `token create` and "
@@ -434,7 +444,8 @@ class Engine:
         """Revoke the tokens of this policy whose grace period has passed.
 
         An open run (one that died, e.g. inside a mint whose child may still create a token) is
-        recovered first: every pass searches its tag again until its mint window has passed.
+        recovered first: every pass searches its tag again until its mint window has passed. One whose
+        lease a live process holds is in progress there and left to it (:func:`live_lease_holder`).
         ``retry_failed``: also try again the revocations that gave up (``failed``), once their cause
         is fixed; each goes through the same checks as a pending one, and stays failed if they refuse.
         A person who fixed the cause asks for it, so the due pending ones are tried now too, those
@@ -443,7 +454,13 @@ class Engine:
         daemon's pass, a timer's) the backoff holds, so that nothing retries a failing revocation in
         a loop (:meth:`postponed_revocations` names those it waits for).
         """
+        # An open run whose lease a live process holds is that process's run in progress (it revokes what
+        # its rotation replaced, and searches the last run's tag): not this pass's to recover, and no
+        # reason for a pass with nothing due to take the lease and exit busy. Work that is due still
+        # takes the lease below, and meets LeaseBusy while that run lasts.
         open_runs = bool(self.journal.open_runs(self.policy.name))
+        in_progress = open_runs and self._run_in_progress()
+        open_runs = open_runs and not in_progress
         if open_runs and not retry_failed:
             return self.recover()
         failed = self.journal.revocations(self.policy.name, RevocationState.FAILED) if retry_failed else []
@@ -451,6 +468,8 @@ class Engine:
                 and not self.journal.tag_searches(self.policy.name):
             return []
         with self._lease("revoke"):
+            if in_progress:  # that run ended, or died, since: under the lease, an open run is interrupted
+                open_runs = bool(self.journal.open_runs(self.policy.name))
             actions = self._recover_locked() if open_runs else []
             # read again under the lease (what another process did meanwhile counts), and before the
             # pending pass: a revocation that fails in it is not tried a second time in this one
@@ -463,6 +482,11 @@ class Engine:
             if not open_runs:  # (recovery searched them)
                 actions += self._search_published_tags()
         return actions
+
+    def _run_in_progress(self) -> bool:
+        """Whether another process, alive, holds this policy's lease (:func:`live_lease_holder`)."""
+        holder = live_lease_holder(self.journal, self.policy.name, self.clock.now())
+        return holder is not None and holder != self.holder
 
     def postponed_revocations(self) -> list[Revocation]:
         """This policy's revocations that are due but wait out the backoff of a failed try (pending,
