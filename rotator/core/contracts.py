@@ -378,6 +378,19 @@ class TokenRecord(NamedTuple):
         token_id = payload.get("token_id")
         if not isinstance(token_id, str) or not token_id:
             raise bad("token_id", "is missing or empty")
+        # Every issuer's id fits (a UUID, 16 hex digits, `_admin@<hash>`, an InfluxDB 3 token name of
+        # at most 256 characters), and one that does not would otherwise surface far from here: a NUL
+        # refused by PostgreSQL as the journal's fault, a newline or escape forging a log line.
+        max_id = 256
+        if len(token_id) > max_id:
+            raise bad("token_id", f"is {len(token_id)} characters long; no issuer's token id is over {max_id}")
+        from rotator.core.one_line import one_line
+
+        shown = one_line(token_id)
+        if shown != token_id:
+            at = next(i for i, (a, b) in enumerate(zip(token_id, shown, strict=False)) if a != b)
+            raise bad("token_id", f"holds a control character ({one_line(token_id[at])} at index {at}); "
+                      "no issuer's token id does")
         try:
             created = _parse_iso(payload.get("created_at"))
             expires = _parse_iso(payload.get("expires_at")) if payload.get("expires_at") else None

@@ -1651,7 +1651,9 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
     Revoked only what rotator's own records prove it minted (:func:`_minted_for_runs`: the version
     history and the issuer's description, never a tag or payload alone), and never a token that is
     ``current``, in ``recorded`` (the revocation records read before this pass) or still recorded now,
-    or named by a ``rotator:attention:`` tag (a person decides). Not yet, while:
+    or named by a ``rotator:attention:`` tag (a person decides), nor one whose value (as its run's
+    version holds it) an AWSCURRENT or AWSPENDING version holds under another token's id (a payload
+    edited: logged as an anomaly, as is the same under another label). Not yet, while:
 
     - a createSecret may still be storing it: a version under rotation carries AWSPENDING (every step
       starts only on a version that has it; finishSecret moves AWSCURRENT onto the version before it
@@ -1661,7 +1663,10 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
       whose issuer gives no creation time is reported, never revoked here;
     - it may have been AWSCURRENT once (a version moved back by hand): as for a recorded revocation
       (:meth:`_VersionRecords.revocable_from`), not before grace after the creation of the first version
-      created after its own, which no supersession can precede;
+      created after its own, which no supersession can precede; and, when another labelled version
+      holds its value under another id (AWSCURRENT once, now AWSPREVIOUS: finishSecret recorded the
+      revocation of that other id, not of this token), not before grace after the first version
+      created after that one;
     - a finishSecret may still be moving AWSCURRENT onto its version (:func:`_finish_under_way`).
 
     ``report.listing`` (the pass's own listing) is used when there is one; a pass whose listing failed
@@ -1708,6 +1713,29 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
     for info, run in found:
         if run in fresh.stages or info.token_id in held:
             continue
+        # By the id alone, a token whose value a labelled version holds under another token's id (its
+        # payload edited) looked unheld: it was revoked inside its grace, or as AWSCURRENT's value.
+        try:
+            holders = _held_under_other_ids(target, info, run, labelled)
+        except RotatorError as exc:
+            logger.error("revoke-expired: %s: token %s, minted for version %s, which has no label: whether a labelled "
+                         "version holds its value cannot be told (%s); not revoked, retried next time",
+                         target.view.arn, info.token_id, run, exc)  # fmt: skip
+            report.orphans.append(info.token_id)
+            report.orphans_left.append(info.token_id)
+            continue
+        if holders:
+            in_use = [v for v in holders if CURRENT in fresh.stages[v] or PENDING in fresh.stages[v]]
+            logger.error("revoke-expired: %s: ANOMALY: the value of token %s (minted for version %s) is held by %s "
+                         "under another token's id (%s): a payload edited; %s (fix: find who wrote it, CloudTrail's "
+                         "PutSecretValue, and put the value back under token_id %s)", target.view.arn, info.token_id,
+                         run, ", ".join(f"version {v} ({'/'.join(fresh.stages[v])})" for v in holders),
+                         ", ".join(sorted({labelled[v].token_id for v in holders})),
+                         "the token is kept while that version is AWSCURRENT or AWSPENDING" if in_use else
+                         "the token is revoked once grace has passed since that version was superseded",
+                         info.token_id)  # fmt: skip
+            if in_use:
+                continue
         report.orphans.append(info.token_id)
         if finishing is not None:
             logger.info("revoke-expired: %s: token %s, minted for version %s, which has no label, is an orphan, but "
@@ -1728,6 +1756,11 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
         successor = records.created_after(run)
         if successor is not None:
             revocable = max(revocable, successor + target.policy.grace)
+        for holder in holders:  # superseded no sooner than the version created after it
+            # One created after the listing of versions has no such version among them: the next pass's has.
+            replaced = records.created_after(holder) if holder in records.version_ids else None
+            bound = replaced + target.policy.grace if replaced is not None else now + _MAX_INVOCATION
+            revocable = max(revocable, bound)
         if revocable > now:
             logger.info("revoke-expired: %s: token %s, minted for version %s, which has no label, is an orphan: "
                         "revoked after %s", target.view.arn, info.token_id, run, _rfc3339(revocable))  # fmt: skip
@@ -1756,6 +1789,25 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
                        "cancelled or abandoned): an orphan", info.token_id, target.view.arn, run)  # fmt: skip
         report.orphans_revoked.append(info.token_id)
         report.revoked.append(info.token_id)
+
+
+def _held_under_other_ids(target: _Target, info: TokenInfo, run: str, labelled: Mapping[str, TokenRecord]) -> list[str]:
+    """The labelled versions (of ``labelled``) that hold the value of ``info``, as its run's version
+    ``run`` holds it, under another token's id: a payload written again with an edited ``token_id``.
+    Values are compared by digest and never shown. Empty when the run's version holds no value of
+    that token (never stored, or deleted since): then only the ids tell."""
+    import hashlib
+
+    own = _lenient(read_stage(target.api, target.view.arn, None, target.where, version_id=run))
+    if own is None or own.token_id != info.token_id:
+        return []
+
+    def digest(record: TokenRecord) -> bytes:
+        return hashlib.sha256(record.value.reveal().encode()).digest()
+
+    mine = digest(own)
+    return [version for version, record in labelled.items()
+            if record.token_id != info.token_id and digest(record) == mine]  # fmt: skip
 
 
 #: Set to 1 to also print CloudWatch Embedded Metric Format lines (docs/aws-lambda.md#compliance).

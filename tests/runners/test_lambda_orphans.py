@@ -10,13 +10,13 @@ scheduled run's compliance line said compliant (invariant: no orphan).
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from rotator.config.policy_bundle import write_bundle
-from rotator.core.errors import TransientError
+from rotator.core.errors import RotatorError, TransientError
 from rotator.runners.lambda_rotation import handle
 from tests.runners import test_aws_lambda
 from tests.runners.test_aws_lambda import GRACE, STEPS, Scene
@@ -238,3 +238,118 @@ def test_an_orphan_the_run_has_no_time_left_for_waits_for_the_next_run(scene, ca
     assert line["unrevoked_orphan_token_ids"] == [orphan] and line["compliant"] is False
     assert scene.invoke({"action": "revoke-expired"})["revoked"] == [orphan]
     assert _line(capsys)["compliant"] is True
+
+
+class _Dated:
+    """A Secrets Manager client whose ListSecretVersionIds gives each version the CreatedDate of the
+    scene's clock when the test made it (moto answers the time of the call for every version): what AWS
+    answers for versions created days apart. ``advance`` moves the issuer's clock with the scene's."""
+
+    def __init__(self, scene: Scene) -> None:
+        self._scene, self._real = scene, scene.client()
+        self._start = scene.clock.now()
+        (bootstrap_version,) = scene.stages()
+        self.created: dict[str, datetime] = {bootstrap_version: self._start}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def list_secret_version_ids(self, **kw: Any) -> Any:
+        answer = self._real.list_secret_version_ids(**kw)
+        for version in answer.get("Versions", []):
+            version["CreatedDate"] = self.created.get(version["VersionId"], version.get("CreatedDate"))
+        return answer
+
+    def advance(self, delta: timedelta) -> None:
+        self._scene.clock.advance(delta)
+        self._scene.fake.state.set(clock_offset_s=(self._scene.clock.now() - self._start).total_seconds())
+
+    def rotate(self) -> str:
+        version = self._scene.start()
+        self.created[version] = self._scene.clock.now()
+        for step in STEPS:
+            self._scene.step(step, version, client=self)
+        return version
+
+    def edit_current(self, token_id: str) -> tuple[str, str]:
+        """PutSecretValue of AWSCURRENT's payload under ``token_id``, made AWSCURRENT as AWS does it (moto
+        would leave AWSCURRENT on both versions): the new version and the one it replaced."""
+        scene, client = self._scene, self._real
+        payload = scene.payload("AWSCURRENT")
+        (replaced,) = [v for v, labels in scene.stages().items() if "AWSCURRENT" in labels]
+        edited = client.put_secret_value(SecretId=scene.name, SecretString=json.dumps(dict(payload, token_id=token_id)),
+                                         VersionStages=["EDIT"])["VersionId"]  # fmt: skip
+        self.created[edited] = scene.clock.now()
+        client.update_secret_version_stage(SecretId=scene.name, VersionStage="AWSCURRENT", MoveToVersionId=edited,
+                                           RemoveFromVersionId=replaced)  # fmt: skip
+        client.update_secret_version_stage(SecretId=scene.name, VersionStage="EDIT", RemoveFromVersionId=edited)
+        return edited, replaced
+
+
+def test_a_token_whose_value_a_labelled_version_holds_under_another_id_waits_for_its_grace(scene, capsys, caplog):
+    """Someone with PutSecretValue wrote AWSCURRENT's value again under another team's token id, a day
+    before the next rotation. That rotation records the revocation of the id it found (refused: not
+    rotator's token) and leaves the real previous token R1 in AWSPREVIOUS under the other id, R1's own
+    version without a label. Judged by the id alone, the sweep took R1 for an orphan and revoked it 40
+    minutes into its 1 h grace, saying nothing of the edit. It is held (by its value, compared by digest):
+    the mismatch is logged as an anomaly, without the value, and R1 is revoked once grace has passed since
+    the edited version was superseded, as the superseded token."""
+    dated = _Dated(scene)
+    dated.advance(timedelta(seconds=1))
+    first = dated.rotate()
+    r1 = scene.payload("AWSCURRENT")["token_id"]
+
+    dated.advance(timedelta(days=1))
+    _, victim = scene.fake.state.add_token("team B's CI token")
+    edited, _ = dated.edit_current(victim)
+    assert scene.stages() == {edited: ["AWSCURRENT"], first: ["AWSPREVIOUS"]}
+
+    dated.advance(timedelta(days=1))
+    second = dated.rotate()
+    assert scene.stages() == {second: ["AWSCURRENT"], edited: ["AWSPREVIOUS"]}, "R1's own version has no label"
+    assert f"rotator:revoke:{victim}" in scene.tags()
+
+    dated.advance(timedelta(minutes=40))
+    capsys.readouterr()
+    caplog.clear()
+    report = scene.invoke({"action": "revoke-expired"}, client=dated)
+    assert r1 not in report["revoked"]
+    assert scene.fake.state.token_by_id(r1)["revoked_at"] is None, "revoked inside its grace"
+    (logged,) = [r.getMessage() for r in caplog.records if "ANOMALY" in r.getMessage()]
+    assert r1 in logged and victim in logged and f"version {edited} (AWSPREVIOUS)" in logged
+    line = _line(capsys)
+    assert line["waiting_orphan_token_ids"] == [r1] and line["compliant"] is True
+
+    dated.advance(GRACE - timedelta(minutes=40) + timedelta(minutes=1))
+    with pytest.raises(RotatorError, match=f"refused to revoke {victim}"):  # not rotator's: left to a person
+        scene.invoke({"action": "revoke-expired"}, client=dated)
+    assert scene.fake.state.token_by_id(r1)["revoked_at"] is not None, "left valid after its grace"
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None, "another team's token was revoked"
+    assert f"rotator:attention:{victim}" in scene.tags()
+    scene.check_no_leak(caplog)
+
+
+def test_a_token_awscurrent_holds_under_another_id_is_never_revoked(scene, capsys, caplog):
+    """The same edit, AWSPREVIOUS then taken off the token's own version: AWSCURRENT holds its value, under
+    the other id only. By the id alone, the sweep revoked it as an orphan once grace had passed after the
+    edit, leaving AWSCURRENT a dead token (invariant 1). It is kept for as long as AWSCURRENT holds it."""
+    dated = _Dated(scene)
+    dated.advance(timedelta(seconds=1))
+    first = dated.rotate()
+    r1 = scene.payload("AWSCURRENT")["token_id"]
+    _, victim = scene.fake.state.add_token("team B's CI token")
+    edited, _ = dated.edit_current(victim)
+    scene.client().update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPREVIOUS",
+                                               RemoveFromVersionId=first)  # fmt: skip
+    assert scene.stages() == {edited: ["AWSCURRENT"]}
+
+    dated.advance(timedelta(days=1))
+    caplog.clear()
+    report = scene.invoke({"action": "revoke-expired"}, client=dated)
+    assert r1 not in report["revoked"]
+    assert scene.fake.state.token_by_id(r1)["revoked_at"] is None, "AWSCURRENT's value was revoked"
+    (logged,) = [r.getMessage() for r in caplog.records if "ANOMALY" in r.getMessage()]
+    assert f"version {edited} (AWSCURRENT)" in logged and "kept" in logged
+    assert _line(capsys)["orphan_token_ids"] == []
+    assert scene.fake.state.problem(scene.payload("AWSCURRENT")["token"]) is None, "invariant 1"
+    scene.check_no_leak(caplog)
