@@ -25,6 +25,7 @@ from rotator.core.secret import Secret
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT_S",
+    "MAX_TOKEN_ID",
     "AdapterContext",
     "Issuer",
     "MintRequest",
@@ -40,6 +41,7 @@ __all__ = [
     "dedicated_target",
     "target_host_port",
     "target_id",
+    "token_id_problem",
 ]
 
 
@@ -378,19 +380,9 @@ class TokenRecord(NamedTuple):
         token_id = payload.get("token_id")
         if not isinstance(token_id, str) or not token_id:
             raise bad("token_id", "is missing or empty")
-        # Every issuer's id fits (a UUID, 16 hex digits, `_admin@<hash>`, an InfluxDB 3 token name of
-        # at most 256 characters), and one that does not would otherwise surface far from here: a NUL
-        # refused by PostgreSQL as the journal's fault, a newline or escape forging a log line.
-        max_id = 256
-        if len(token_id) > max_id:
-            raise bad("token_id", f"is {len(token_id)} characters long; no issuer's token id is over {max_id}")
-        from rotator.core.one_line import one_line
-
-        shown = one_line(token_id)
-        if shown != token_id:
-            at = next(i for i, (a, b) in enumerate(zip(token_id, shown, strict=False)) if a != b)
-            raise bad("token_id", f"holds a control character ({one_line(token_id[at])} at index {at}); "
-                      "no issuer's token id does")
+        problem = token_id_problem(token_id)
+        if problem is not None:
+            raise bad("token_id", problem)
         try:
             created = _parse_iso(payload.get("created_at"))
             expires = _parse_iso(payload.get("expires_at")) if payload.get("expires_at") else None
@@ -406,6 +398,27 @@ class TokenRecord(NamedTuple):
             created_at=created,
             expires_at=expires,
         )
+
+
+#: the longest token id of any issuer's (a UUID, 16 hex digits, `_admin@<hash>`, an InfluxDB 3 token name
+#: of at most 256 characters)
+MAX_TOKEN_ID = 256
+
+
+def token_id_problem(token_id: str) -> str | None:
+    """Why ``token_id`` (from a store's payload, or given by a person) is no issuer's token id, or None.
+
+    One that is not would otherwise surface far from where it came in: a NUL refused by PostgreSQL as
+    the journal's fault, a newline or escape forging a log line. The text never quotes the id."""
+    if len(token_id) > MAX_TOKEN_ID:
+        return f"is {len(token_id)} characters long; no issuer's token id is over {MAX_TOKEN_ID}"
+    from rotator.core.one_line import one_line
+
+    shown = one_line(token_id)
+    if shown != token_id:
+        at = next(i for i, (a, b) in enumerate(zip(token_id, shown, strict=False)) if a != b)
+        return f"holds a control character ({one_line(token_id[at])} at index {at}); no issuer's token id does"
+    return None
 
 
 class StoreState(NamedTuple):

@@ -1180,6 +1180,12 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             hint="put only the token into it: `influxctl management create` and `token create` print a table and "
             "then the token on the last line (docs/operations.md)",
         )
+    from rotator.core.contracts import token_id_problem
+
+    id_problem = token_id_problem(args.token_id) if args.token_id else "is empty"
+    if id_problem is not None:
+        raise ConfigError(f"--token-id {id_problem}",
+                          hint="give the id influxctl or the issuer printed for the token (e.g. a UUID), not its value")
     expires = None
     if args.expires_at:
         try:

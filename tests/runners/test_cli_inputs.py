@@ -190,6 +190,22 @@ def test_bootstrap_refuses_a_device_as_token_file(tmp_path: Path) -> None:
     assert "internal error" not in done.stderr
 
 
+@pytest.mark.parametrize(("token_id", "said"), [
+    ("abc\x1b[2Jdef", "--token-id holds a control character (\\x1b at index 3)"),  # (argv holds no NUL)
+    ("a" * 300, "--token-id is 300 characters long"),
+    ("", "--token-id is empty"),
+], ids=["escape", "too-long", "empty"])
+def test_bootstrap_refuses_a_token_id_no_issuer_writes(tmp_path: Path, token_id: str, said: str) -> None:
+    """A store refuses to read such an id back (a malformed payload), and PostgreSQL refuses a NUL as the
+    journal's fault: refused before anything is published, with nothing written."""
+    _policy_file(tmp_path)
+    (tmp_path / "token").write_text("M.V1.abcdefghijklmnopqrst")
+    done = _rotator("bootstrap", "p1", "--token-file", "token", "--token-id", token_id, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr and "fix:" in done.stderr, done.stderr
+    assert "abcdefghijklmnopqrst" not in done.stderr + done.stdout
+
+
 def test_bootstrap_reads_a_token_file_with_a_bom_and_crlf(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
     """As Notepad saves it: a UTF-8 signature before the token, CRLF after."""
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, bootstrap=False)
