@@ -996,9 +996,11 @@ class _Rotation:
         """Revoke the live tokens this function minted that no version holds and no record names:
         the orphans of attempts that failed between mint and PutSecretValue (the proofs:
         :func:`_minted_for_runs`). The scheduled run sweeps the orphans of rotations abandoned
-        since (:func:`_sweep_orphans`)."""
+        since (:func:`_sweep_orphans`). A token stored in a version whose label was cleared is judged
+        by its value too, as that sweep does (:func:`_held_by_value`): kept while AWSCURRENT or
+        AWSPENDING holds it under another id, not revoked before grace when another label does."""
         tokens = self._call(lambda: self.issuer.list_tokens(credential), "createSecret: list tokens")
-        found, _ = _minted_for_runs(self.t, tokens, keep, self.clock.now(), "createSecret", only_run)
+        found, records = _minted_for_runs(self.t, tokens, keep, self.clock.now(), "createSecret", only_run)
         lost: list[tuple[TokenInfo, str]] = []  # never stored: no finishSecret can promote them
         stored: list[tuple[TokenInfo, str]] = []  # stored in a version whose label was cleared
         for info, run in found:
@@ -1019,17 +1021,45 @@ class _Rotation:
             # become AWSCURRENT by a finishSecret that checked the label before (_finish_under_way). Its
             # orphans are left to the scheduled sweep, which waits for the same fence; this rotation does
             # not wait.
-            finishing = _finish_under_way(*_labelled_records(self.t), self.clock.now())
+            fresh, labelled = _labelled_records(self.t)
+            finishing = _finish_under_way(fresh, labelled, self.clock.now())
             if finishing is not None:
                 logger.info("createSecret: a finishSecret may still be moving AWSCURRENT off token %s (its "
                             "revocation was recorded lately) onto a version whose label was cleared; not revoking "
                             "%s now (the scheduled revoke-expired does once it cannot)", finishing,
                             ", ".join(info.token_id for info, _ in stored))  # fmt: skip
                 stored = []
+            elif records is not None:  # always read when anything was found
+                # By the id alone, a token whose value a labelled version holds under another token's id
+                # (a payload edited) was revoked at once: inside its grace, or as AWSCURRENT's value.
+                stored = [(info, run) for info, run in stored
+                          if not self._kept_by_value(info, run, fresh, labelled, records)]  # fmt: skip
         for info, run in lost + stored:
             logger.warning("createSecret: revoking token %s, minted for version %s and never stored or made current "
                            "(or its rotation abandoned)", info.token_id, run)  # fmt: skip
             self._call(partial(self.issuer.revoke, info.token_id, credential), f"revoke {info.token_id}")
+
+    def _kept_by_value(self, info: TokenInfo, run: str, fresh: SecretView, labelled: Mapping[str, TokenRecord],
+                       records: _VersionRecords) -> bool:  # fmt: skip
+        """Whether :meth:`_sweep` leaves ``info`` (stored in ``run``, which has no label) for now because a
+        labelled version holds its value under another id (:func:`_held_by_value`)."""
+        now = self.clock.now()
+        try:
+            in_use, superseded = _held_by_value("createSecret", self.t, info, run, fresh, labelled, records, now)
+        except RotatorError as exc:
+            # Not known to be unheld: left to the scheduled sweep, which asks again, rather than failing the rotation.
+            logger.error("createSecret: %s: token %s, minted for version %s, which has no label: whether a labelled "
+                         "version holds its value cannot be told (%s); not revoked (the scheduled revoke-expired or "
+                         "the next createSecret retries)", self.t.view.arn, info.token_id, run, exc)  # fmt: skip
+            return True
+        if in_use:
+            return True
+        if superseded is not None and superseded > now:
+            logger.info("createSecret: %s: token %s, minted for version %s, which has no label, is not revoked before "
+                        "%s (the scheduled revoke-expired or a later createSecret revokes it then)", self.t.view.arn,
+                        info.token_id, run, _rfc3339(superseded))  # fmt: skip
+            return True
+        return False
 
     def _put_pending(self, record: TokenRecord, credential: Secret) -> None:
         request: dict[str, Any] = {
@@ -1716,7 +1746,7 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
         # By the id alone, a token whose value a labelled version holds under another token's id (its
         # payload edited) looked unheld: it was revoked inside its grace, or as AWSCURRENT's value.
         try:
-            holders = _held_under_other_ids(target, info, run, labelled)
+            in_use, superseded = _held_by_value("revoke-expired", target, info, run, fresh, labelled, records, now)
         except RotatorError as exc:
             logger.error("revoke-expired: %s: token %s, minted for version %s, which has no label: whether a labelled "
                          "version holds its value cannot be told (%s); not revoked, retried next time",
@@ -1724,18 +1754,8 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
             report.orphans.append(info.token_id)
             report.orphans_left.append(info.token_id)
             continue
-        if holders:
-            in_use = [v for v in holders if CURRENT in fresh.stages[v] or PENDING in fresh.stages[v]]
-            logger.error("revoke-expired: %s: ANOMALY: the value of token %s (minted for version %s) is held by %s "
-                         "under another token's id (%s): a payload edited; %s (fix: find who wrote it, CloudTrail's "
-                         "PutSecretValue, and put the value back under token_id %s)", target.view.arn, info.token_id,
-                         run, ", ".join(f"version {v} ({'/'.join(fresh.stages[v])})" for v in holders),
-                         ", ".join(sorted({labelled[v].token_id for v in holders})),
-                         "the token is kept while that version is AWSCURRENT or AWSPENDING" if in_use else
-                         "the token is revoked once grace has passed since that version was superseded",
-                         info.token_id)  # fmt: skip
-            if in_use:
-                continue
+        if in_use:
+            continue
         report.orphans.append(info.token_id)
         if finishing is not None:
             logger.info("revoke-expired: %s: token %s, minted for version %s, which has no label, is an orphan, but "
@@ -1756,11 +1776,8 @@ def _sweep_orphans(target: _Target, issuer: Issuer, current: TokenRecord, env: _
         successor = records.created_after(run)
         if successor is not None:
             revocable = max(revocable, successor + target.policy.grace)
-        for holder in holders:  # superseded no sooner than the version created after it
-            # One created after the listing of versions has no such version among them: the next pass's has.
-            replaced = records.created_after(holder) if holder in records.version_ids else None
-            bound = replaced + target.policy.grace if replaced is not None else now + _MAX_INVOCATION
-            revocable = max(revocable, bound)
+        if superseded is not None:
+            revocable = max(revocable, superseded)
         if revocable > now:
             logger.info("revoke-expired: %s: token %s, minted for version %s, which has no label, is an orphan: "
                         "revoked after %s", target.view.arn, info.token_id, run, _rfc3339(revocable))  # fmt: skip
@@ -1808,6 +1825,39 @@ def _held_under_other_ids(target: _Target, info: TokenInfo, run: str, labelled: 
     mine = digest(own)
     return [version for version, record in labelled.items()
             if record.token_id != info.token_id and digest(record) == mine]  # fmt: skip
+
+
+def _held_by_value(step: str, target: _Target, info: TokenInfo, run: str, fresh: SecretView,
+                   labelled: Mapping[str, TokenRecord], records: _VersionRecords,
+                   now: datetime) -> tuple[bool, datetime | None]:  # fmt: skip
+    """How the sweeps (``step``: the scheduled one's or createSecret's) treat ``info``, minted for ``run``,
+    whose own version has no label, when a labelled version holds its value under another token's id
+    (:func:`_held_under_other_ids`, whose RotatorError is raised): ``(True, None)``, kept, while such a
+    version is AWSCURRENT or AWSPENDING; else ``(False, t)``: not revoked before ``t``, grace after the
+    creation of the first version created after each such version (finishSecret recorded the revocation
+    of the other id when it superseded that version, not of this token); ``(False, None)``: none holds
+    it so. The anomaly is logged once a call, never with the value. ``fresh``, ``labelled``: read after
+    ``records`` and after the read of the labels of ``run``."""
+    holders = _held_under_other_ids(target, info, run, labelled)
+    if not holders:
+        return False, None
+    in_use = any(CURRENT in fresh.stages[v] or PENDING in fresh.stages[v] for v in holders)
+    logger.error("%s: %s: ANOMALY: the value of token %s (minted for version %s) is held by %s under another "
+                 "token's id (%s): a payload edited; %s (fix: find who wrote it, CloudTrail's PutSecretValue, and "
+                 "put the value back under token_id %s)", step, target.view.arn, info.token_id, run,
+                 ", ".join(f"version {v} ({'/'.join(fresh.stages[v])})" for v in holders),
+                 ", ".join(sorted({labelled[v].token_id for v in holders})),
+                 "the token is kept while that version is AWSCURRENT or AWSPENDING" if in_use else
+                 "the token is revoked once grace has passed since that version was superseded",
+                 info.token_id)  # fmt: skip
+    if in_use:
+        return True, None
+    bound = now
+    for holder in holders:  # superseded no sooner than the version created after it
+        # One created after the listing of versions has no such version among them: the next read's has.
+        replaced = records.created_after(holder) if holder in records.version_ids else None
+        bound = max(bound, replaced + target.policy.grace if replaced is not None else now + _MAX_INVOCATION)
+    return False, bound
 
 
 #: Set to 1 to also print CloudWatch Embedded Metric Format lines (docs/aws-lambda.md#compliance).

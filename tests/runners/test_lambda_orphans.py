@@ -353,3 +353,80 @@ def test_a_token_awscurrent_holds_under_another_id_is_never_revoked(scene, capsy
     assert _line(capsys)["orphan_token_ids"] == []
     assert scene.fake.state.problem(scene.payload("AWSCURRENT")["token"]) is None, "invariant 1"
     scene.check_no_leak(caplog)
+
+
+def test_create_secret_s_sweep_keeps_a_token_awsprevious_holds_under_another_id_for_its_grace(scene, caplog):
+    """The same edit, then a rotation to R2 a day later, and a third rotation 5 minutes after it. R1's own
+    version has no label, and by the id alone no version holds R1: createSecret's sweep (before it mints)
+    revoked R1 at once, inside the grace R2's rotation started, and nothing recorded that revocation.
+    Held (by its value) by AWSPREVIOUS under the other id, R1 is logged as an anomaly once, without the
+    value, and waits; the third rotation is cancelled, and the next one, once grace has passed since R2
+    superseded the edited version, revokes it."""
+    dated = _Dated(scene)
+    dated.advance(timedelta(seconds=1))
+    first = dated.rotate()
+    r1 = scene.payload("AWSCURRENT")["token_id"]
+    dated.advance(timedelta(days=1))
+    _, victim = scene.fake.state.add_token("team B's CI token")
+    edited, _ = dated.edit_current(victim)
+    dated.advance(timedelta(days=1))
+    second = dated.rotate()
+    assert scene.stages() == {second: ["AWSCURRENT"], edited: ["AWSPREVIOUS"]}, "R1's own version has no label"
+
+    dated.advance(timedelta(minutes=5))
+    caplog.clear()
+    third = scene.start()
+    dated.created[third] = scene.clock.now()
+    scene.step("createSecret", third, client=dated)
+    assert scene.fake.state.token_by_id(r1)["revoked_at"] is None, "revoked inside its grace"
+    (logged,) = [r.getMessage() for r in caplog.records if "ANOMALY" in r.getMessage()]
+    assert logged.startswith("createSecret: ") and r1 in logged and victim in logged
+    assert f"version {edited} (AWSPREVIOUS)" in logged and "revoked once grace has passed" in logged
+    (minted_third,) = [t["id"] for t in scene.active_minted() if t["description"].endswith(third)]
+
+    client = scene.client()  # the third rotation cancelled, as AWS says to
+    client.cancel_rotate_secret(SecretId=scene.name)
+    client.update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPENDING", RemoveFromVersionId=third)
+    dated.advance(GRACE - timedelta(minutes=5) - timedelta(minutes=1))
+    fourth = scene.start()
+    dated.created[fourth] = scene.clock.now()
+    scene.step("createSecret", fourth, client=dated)
+    assert scene.fake.state.token_by_id(r1)["revoked_at"] is None, "revoked inside its grace"
+    assert scene.fake.state.token_by_id(minted_third)["revoked_at"] is not None, "an orphan: nothing holds it"
+
+    client.cancel_rotate_secret(SecretId=scene.name)
+    client.update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPENDING", RemoveFromVersionId=fourth)
+    dated.advance(timedelta(minutes=2))
+    caplog.clear()
+    dated.rotate()
+    assert scene.fake.state.token_by_id(r1)["revoked_at"] is not None, "left valid after its grace"
+    assert f"createSecret: revoking token {r1}, minted for version {first}" in caplog.text
+    assert scene.fake.state.token_by_id(victim)["revoked_at"] is None, "another team's token was revoked"
+    assert scene.fake.state.token_by_id(scene.payload("AWSCURRENT")["token_id"])["revoked_at"] is None
+    scene.check_invariants()
+    scene.check_no_leak(caplog)
+
+
+def test_create_secret_s_sweep_never_revokes_a_token_awscurrent_holds_under_another_id(scene, caplog):
+    """The edit, AWSPREVIOUS then taken off the token's own version: AWSCURRENT holds its value under
+    the other id only. createSecret's sweep revoked it by the id alone, before minting with it: AWSCURRENT
+    a dead token (invariant 1) and the rotation failed. It is kept; the rotation goes on with it."""
+    dated = _Dated(scene)
+    dated.advance(timedelta(seconds=1))
+    first = dated.rotate()
+    r1 = scene.payload("AWSCURRENT")["token_id"]
+    _, victim = scene.fake.state.add_token("team B's CI token")
+    edited, _ = dated.edit_current(victim)
+    scene.client().update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPREVIOUS",
+                                               RemoveFromVersionId=first)  # fmt: skip
+    assert scene.stages() == {edited: ["AWSCURRENT"]}
+
+    dated.advance(timedelta(days=1))
+    caplog.clear()
+    second = dated.rotate()
+    assert scene.fake.state.token_by_id(r1)["revoked_at"] is None, "AWSCURRENT's value was revoked"
+    (logged,) = [r.getMessage() for r in caplog.records if "ANOMALY" in r.getMessage()]
+    assert logged.startswith("createSecret: ") and f"version {edited} (AWSCURRENT)" in logged and "kept" in logged
+    assert scene.stages() == {second: ["AWSCURRENT"], edited: ["AWSPREVIOUS"]}
+    assert scene.fake.state.problem(scene.payload("AWSCURRENT")["token"]) is None, "invariant 1"
+    scene.check_no_leak(caplog)
