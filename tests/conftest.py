@@ -9,9 +9,10 @@ on two cores; ``pytest -m slow`` runs the rest, and .ci/run runs both.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -44,6 +45,55 @@ SLOW = [
     r"test_the_instruction_bench_rotates_in_its_child_and_counts_under_callgrind$",
 ]
 _SLOW = re.compile("|".join(f"(?:{pattern})" for pattern in SLOW))
+
+#: ROTATOR_REQUIRE_ALL=1 (.ci/run sets it, having installed every tool the tests call) turns a skipped
+#: test into a failure: a skip there means a check CI claims to make was silently not made. Without it
+#: (the README's test command) a test whose tool is missing skips, saying what to install.
+REQUIRE_ALL = "ROTATOR_REQUIRE_ALL"
+#: Skip reasons (regular expressions searched in the reason) that stay skips under ROTATOR_REQUIRE_ALL=1:
+#: only a limit CI's machine kind (Debian bookworm, x86-64 Linux, root, IPv6 loopback, a boot id,
+#: apt lists) cannot lift. Empty: every pytest.skip/skipif/importorskip of tests/ was judged, and on
+#: that machine kind each runs once .ci/run has installed its tool (run with -rs there: none skipped);
+#: the platform ones (/proc, Linux, root, ::1, boot id) hold there, so a skip would mean a broken machine.
+ALLOWED_SKIPS: list[str] = []
+_ALLOWED = re.compile("|".join(f"(?:{pattern})" for pattern in ALLOWED_SKIPS)) if ALLOWED_SKIPS else None
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):  # (path, line, "Skipped: <reason>") for a skip
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _fail_a_required_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if os.environ.get(REQUIRE_ALL) != "1" or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    if _ALLOWED is not None and _ALLOWED.search(reason):
+        return
+    report.outcome = "failed"
+    report.longrepr = (
+        f"{report.nodeid} skipped ({reason}), but {REQUIRE_ALL}=1 says every test must run: install what it "
+        "needs (.ci/run installs the tools the tests call), or, for a limit CI's machine kind cannot lift, "
+        "add the reason to ALLOWED_SKIPS in tests/conftest.py"
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    _fail_a_required_skip(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+        collector: pytest.Collector) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report = yield  # a module-level skip or importorskip skips at collection
+    _fail_a_required_skip(report)
+    return report
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -113,12 +113,13 @@ def test_three_replicas_fifty_policies_exactly_once_and_kill9(tmp_path: Path, pg
     killed_holder_pid = replicas[0].pid
     try:
         time.sleep(KILL_AT_S)
-        _wait_for_lease_held_by(pg_url, "replica-0:")
-        os.killpg(replicas[0].pid, signal.SIGKILL)  # mid-run: it holds at least one lease
+        # Read while it is stopped, then killed: exactly the leases it held when it died (a poll before the kill
+        # could see a lease it released before the kill, a read after it could find none, and check nothing).
+        # Each ends at its own expiry, lease_ttl after it was taken or last renewed: maybe sooner than after the kill.
+        expiry = _stop_while_holding_a_lease(replicas[0], pg_url, "replica-0:")
+        os.killpg(replicas[0].pid, signal.SIGKILL)  # mid-run
         killed_at = time.time()
-        # Read after the kill (a dead process releases nothing): each held lease ends at its own expiry,
-        # lease_ttl after it was taken or last renewed, which may be sooner than lease_ttl after the kill
-        expiry = _leases_held_by(pg_url, "replica-0:")
+        assert expiry, "the replica held no lease when stopped: the take-over after its lease expiry is not tested"
         held = set(expiry)
         time.sleep(RUN_FOR_S - KILL_AT_S)
     finally:
@@ -212,6 +213,21 @@ def _wait_for_lease_held_by(pg_url: str, prefix: str, timeout: float = 20) -> se
                 return {r[0] for r in rows}
             time.sleep(0.01)
     raise AssertionError(f"no lease held by {prefix} within {timeout}s")
+
+
+def _stop_while_holding_a_lease(proc: subprocess.Popen[str], pg_url: str, prefix: str,
+                                timeout: float = 20) -> dict[str, float]:
+    """SIGSTOP ``proc`` while it holds a lease; the leases it holds then (see _leases_held_by). If it released
+    them all between the poll and the stop, it is resumed (SIGCONT) and stopped at its next lease."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _wait_for_lease_held_by(pg_url, prefix, timeout=max(deadline - time.monotonic(), 0.1))
+        os.killpg(proc.pid, signal.SIGSTOP)
+        time.sleep(0.2)  # a statement it sent before it stopped has reached the server and run by then
+        held = _leases_held_by(pg_url, prefix)
+        if held or time.monotonic() > deadline:
+            return held
+        os.killpg(proc.pid, signal.SIGCONT)
 
 
 def _leases_held_by(pg_url: str, prefix: str) -> dict[str, float]:
