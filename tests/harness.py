@@ -334,6 +334,15 @@ def _token_shaped(text: str) -> set[str]:
     return {match.group(1) for match in TOKEN_SHAPES.finditer(text)}
 
 
+def issued_in(texts: Mapping[str, str], issued: Mapping[str, str],
+              digest: Callable[[str], str] | None = None) -> list[tuple[str, str]]:
+    """``(where, token id)`` of each issued token (``issued``: ``{digest: token id}``) whose value is in
+    one of ``texts`` (``{where: text}``), found by its shape (:data:`TOKEN_SHAPES`), never the value
+    itself: what a test prints on failure must not be the leak again."""
+    return sorted({(where, issued[hashed]) for where, text in texts.items()
+                   for hashed in map(digest or _sha256, _token_shaped(text)) if hashed in issued})
+
+
 def _sha256(value: str) -> str:
     """The digest the fake influxctl keeps as ``token_sha256`` (influxctl_state.hash_token)."""
     return hashlib.sha256(value.encode()).hexdigest()

@@ -37,7 +37,7 @@ from rotator.core.errors import TransientError
 from rotator.core.secret import Secret
 from tests.adapters.loopback_http import FakeStream, loopback_server, read_head
 from tests.fakes.influxdb2_fake import BUCKET_ID, ORG_ID, InfluxDB2Fake
-from tests.fakes.influxdb3_fake import InfluxDB3Fake
+from tests.fakes.influxdb3_fake import OPERATIONS, InfluxDB3Fake
 from tests.fakes.management_api_fake import ManagementApiFake
 from tests.fakes.openapi_fake import Fault
 
@@ -247,6 +247,10 @@ def test_influxdb3_s_listing_after_a_delete_is_a_read(influxdb3_fake: InfluxDB3F
     with start_children_within(0.3):
         _influxdb3(fake).revoke("old", credential)
     assert "old" not in fake.names()
+    # The DELETE alone removed "old": only the fake's record of requests shows the listing went out.
+    calls = [(c.method, c.template) for c in fake.api.calls]
+    deleted = calls.index(OPERATIONS["delete"])
+    assert OPERATIONS["query"] in calls[deleted + 1:], f"the listing that confirms the delete was not sent: {calls}"
 
 
 def test_influxdb2_reads_its_template_but_writes_nothing_past_the_start_deadline(
@@ -297,3 +301,6 @@ def test_the_management_api_mints_nothing_past_the_start_deadline_and_confirms_a
     with start_children_within(0.3):
         issuer.revoke(minted.token_id, None)  # the GET that confirms it is a read
     assert not fake.is_active(minted.value.reveal())
+    calls = [(c.method, c.path.rsplit("/", 1)[-1]) for c in fake.calls()]
+    deleted = calls.index(("DELETE", minted.token_id))
+    assert ("GET", minted.token_id) in calls[deleted + 1:], f"the GET that confirms the revoke was not sent: {calls}"

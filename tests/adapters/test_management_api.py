@@ -242,12 +242,18 @@ def test_revoke_names_a_delete_404_that_the_get_contradicts(management_api_fake,
 
 
 def test_revoke_confirms_through_get_when_the_delete_answer_is_lost(management_api_fake, tmp_path):
+    """The DELETE took effect but its connection dropped before the answer: the GET that confirms the
+    revocation is still sent, and its revokedAt makes the revoke a success."""
     fake = management_api_fake
     issuer, _, _ = make_issuer(fake, tmp_path)
     minted = issuer.mint(mint_request(), None)
     fake.drop_next("delete", after_effect=True)
     issuer.revoke(minted.token_id, None)  # DELETE's connection dropped, GET shows revokedAt: done
     assert not fake.is_active(minted.value.reveal())
+    # The DELETE alone revoked the token: only the fake's record of requests shows the GET went out.
+    calls = [(c.method, c.path.rsplit("/", 1)[-1], c.status) for c in fake.calls()]
+    deleted = calls.index(("DELETE", minted.token_id, None))  # (None: dropped)
+    assert ("GET", minted.token_id, 200) in calls[deleted + 1:], f"the confirming GET was not sent: {calls}"
 
 
 def test_verify_error_statuses(management_api_fake, tmp_path):

@@ -12,6 +12,7 @@ Crashes are real: the handler runs in a subprocess that SIGKILLs itself at a ste
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,9 @@ import shlex
 import signal
 import subprocess
 import sys
+import traceback
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +49,7 @@ from rotator.core.secret import Secret
 from rotator.runners.lambda_rotation import MAX_TAGS, _names_offline, handle
 from tests.aws_server import FailingClient, MotoServer, client_error
 from tests.fakes.fixtures import BINARY as FAKE_INFLUXCTL
+from tests.harness import issued_in
 
 POLICY = "mgmt"
 GRACE = timedelta(hours=1)
@@ -95,7 +99,10 @@ class Scene:
     arn: str = ""
     bootstrap_id: str = ""
     clock: FakeClock = field(default_factory=lambda: FakeClock(datetime.now(UTC)))
-    texts: list[str] = field(default_factory=list)  # exception texts and subprocess output, for the leak check
+    #: for the leak check: exception texts, subprocess output, what the test process printed
+    texts: list[str] = field(default_factory=list)
+    #: for the leak check: each log record as made, before the product's redacting filter rewrites it
+    logs: list[str] = field(default_factory=list)
     values: set[str] = field(default_factory=set)
 
     @property
@@ -180,8 +187,9 @@ max_attempts = 1
             kw.setdefault("client", self.client())
         try:
             return handle(event, Context(remaining_ms), config_path=self.config, **kw)
-        except RotatorError as exc:
-            self.texts.append(f"{exc} {exc.hint}")
+        except Exception as exc:
+            # The whole chain, as a traceback shows it: a value in a cause or a note leaks as well.
+            self.texts.append("".join(traceback.format_exception(exc)) + str(getattr(exc, "hint", "")))
             raise
 
     def step(self, step: str, token: str, **kw: Any) -> Any:
@@ -245,17 +253,30 @@ max_attempts = 1
             bootstrap = self.fake.state.token_by_id(self.bootstrap_id)
             assert bootstrap["revoked_at"] or self.bootstrap_id == current["token_id"]
 
-    def check_no_leak(self, caplog: pytest.LogCaptureFixture) -> None:
+    def check_no_leak(self, caplog: pytest.LogCaptureFixture | None = None) -> None:
+        """Invariant 4 over the log records (see :func:`leak_checked`), ``texts`` and ``caplog``: no value
+        a version holds or the test added to ``values``, and no token the fake influxctl ever issued
+        (revoked or not, published or not: a candidate revoked at once after a failed put is in no
+        version), found by its shape and hash. Runs by itself when a test with ``scene`` ends."""
         for version in self.client().list_secret_version_ids(SecretId=self.name, IncludeDeprecated=True)["Versions"]:
             try:
                 answer = self.client().get_secret_value(SecretId=self.name, VersionId=version["VersionId"])
             except botocore.exceptions.ClientError as exc:
-                assert "ResourceNotFoundException" in str(exc)  # a rotation's version that never got a value
+                # a rotation's version that never got a value, or a secret a test deleted (the issued
+                # tokens' check below still covers its values)
+                assert "ResourceNotFoundException" in str(exc) or "marked deleted" in str(exc), exc
                 continue
-            self.values.add(json.loads(answer["SecretString"])["token"])
-        texts = [r.getMessage() for r in caplog.records] + self.texts
+            # A test's filler or hostile payload (too deep to parse) holds no value to look for.
+            with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):
+                self.values.add(json.loads(answer["SecretString"])["token"])
+        texts = {**{f"log record {i}": t for i, t in enumerate(self.logs)},
+                 **{f"text {i}": t for i, t in enumerate(self.texts)},
+                 **({"caplog": caplog.text} if caplog is not None else {})}
         for value in self.values:
-            assert not any(value in text for text in texts), "invariant 4: a token value leaked"
+            assert not any(value in text for text in texts.values()), "invariant 4: a token value leaked"
+        issued = {t["token_sha256"]: t["id"] for t in [*self.fake.state.tokens(), *self.fake.state.db_tokens()]}
+        leaks = issued_in(texts, issued)
+        assert not leaks, f"invariant 4: an issued token leaked: (where, token id) {leaks}"
 
 
 def _start_rotation(aws: MotoServer, name: str, token: str, *, rotate_immediately: bool = True) -> None:
@@ -269,16 +290,62 @@ def _start_rotation(aws: MotoServer, name: str, token: str, *, rotate_immediatel
         )  # fmt: skip
 
 
+#: the attributes every log record has; any other was passed in ``extra``
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _record_text(record: logging.LogRecord) -> str:
+    try:
+        parts = [record.getMessage()]
+    except Exception:  # a bad format: logging reports it, but the arguments may still hold a value
+        parts = [repr(record.msg), repr(record.args)]
+    if record.exc_info and record.exc_info[1] is not None:
+        parts.append("".join(traceback.format_exception(record.exc_info[1])))
+    if record.stack_info:
+        parts.append(record.stack_info)
+    parts += [f"{key}={value!r}" for key, value in vars(record).items() if key not in _RECORD_FIELDS]
+    return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def leak_checked(sc: Scene, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Scene]:
+    """``sc`` with every log record kept (as made: the product's redacting filter rewrites records in
+    place before any handler a test has sees them, and would hide a value logged by mistake), and what
+    this process prints (also what a test reads with ``capsys``); on leaving, ``sc.check_no_leak()``."""
+    make_record = logging.Logger.makeRecord
+
+    def recorded(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(self, *args, **kwargs)
+        sc.logs.append(_record_text(record))
+        return record
+
+    read = capsys.readouterr
+
+    def kept() -> Any:
+        captured = read()
+        sc.texts.extend(captured)
+        return captured
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", recorded)
+    monkeypatch.setattr(capsys, "readouterr", kept)
+    yield sc
+    kept()
+    sc.check_no_leak()
+
+
 @pytest.fixture
-def scene(aws: MotoServer, fake_influxctl: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Scene:
+def scene(aws: MotoServer, fake_influxctl: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+          capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:  # fmt: skip
+    """A bootstrapped scene, checked for leaks (``Scene.check_no_leak``) when the test ends."""
     caplog.set_level(logging.DEBUG)
     # botocore's own DEBUG chatter (hooks, signing) is slow to capture and holds no body: the
     # product keeps its body-dumping loggers at INFO itself (quiet_sdk_wire_logs).
     caplog.set_level(logging.INFO, logger="botocore")
-    sc = Scene(aws, fake_influxctl, tmp_path, f"tests/lambda-{uuid.uuid4().hex[:10]}")
-    sc.write_policy()
-    sc.bootstrap()
-    return sc
+    with leak_checked(Scene(aws, fake_influxctl, tmp_path, f"tests/lambda-{uuid.uuid4().hex[:10]}"),
+                      monkeypatch, capsys) as sc:  # fmt: skip
+        sc.write_policy()
+        sc.bootstrap()
+        yield sc
 
 
 # -- the happy path --------------------------------------------------------------------------------
@@ -1402,13 +1469,14 @@ def test_a_secret_not_bootstrapped_yet_prints_no_compliance_line(aws, fake_influ
     """docs/aws-lambda.md: a secret made by other tooling (Terraform, with or without a placeholder
     value) and not bootstrapped yet prints no line, nor an EMF Compliant=0 that fires the alarms."""
     monkeypatch.setenv("ROTATOR_EMF", "1")
-    sc = Scene(aws, fake_influxctl, tmp_path, f"tests/lambda-{uuid.uuid4().hex[:10]}")
-    sc.write_policy()
-    sc.client().create_secret(Name=sc.name, **({"SecretString": value} if value else {}))
-    report = sc.invoke({"action": "revoke-expired"})
-    assert report == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 0,
-                      "deferred": [], "not_evaluated": []}
-    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")] == []
+    with leak_checked(Scene(aws, fake_influxctl, tmp_path, f"tests/lambda-{uuid.uuid4().hex[:10]}"),
+                      monkeypatch, capsys) as sc:  # fmt: skip
+        sc.write_policy()
+        sc.client().create_secret(Name=sc.name, **({"SecretString": value} if value else {}))
+        report = sc.invoke({"action": "revoke-expired"})
+        assert report == {"revoked": [], "skipped": [], "failed": [], "refused": [], "waiting": 0,
+                          "deferred": [], "not_evaluated": []}
+        assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")] == []
 
 
 def test_create_secret_also_revokes_what_is_due(scene):
