@@ -22,6 +22,7 @@ written, an audit event ``<operation>/aborted``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import uuid
@@ -89,6 +90,8 @@ from rotator.core.revocation_rule import (
     check_revocable,
     check_run_target,
     check_same_target,
+    in_record,
+    unrecorded_gone_reason,
 )
 from rotator.core.secret import REDACTOR, Secret
 
@@ -172,6 +175,13 @@ def _postponed_advice(policy: str) -> str:
     timer's pass from retrying in a loop, so a person who fixed the cause needs the way past it."""
     return (f"; the token is still valid: once the cause is fixed, `rotator revoke-expired --retry-failed {policy}` "
             "tries it now")
+
+
+def value_sha256(value: Secret) -> str:
+    """The SHA-256 (hex) of a token value, as the journal keeps it (RunRecord.new_token_sha256) and
+    as contracts.TokenInfo.value_sha256 has it: a token is high-entropy, so this tells nothing of it
+    that could be used, and proves which value a run minted."""
+    return hashlib.sha256(value.reveal().encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_run_id() -> str:
@@ -922,8 +932,9 @@ class Engine:
                                       before_start=mint_starts_now)
             minted = TokenRecord(token.value, token.token_id, self.policy.issuer_type, self.policy.name,
                                  now, token.expires_at or expires_at)
-            # 2. Journal the id (never the value) before anything else can fail. Not synced on its
-            # own: verify changes nothing anywhere, and the id is found again without it (a run in
+            # 2. Journal the id (never the value: its digest, in the same UPDATE, which is what roll
+            # forward checks before it copies a store's value) before anything else can fail. Not synced
+            # on its own: verify changes nothing anywhere, and the id is found again without it (a run in
             # MINTING is searched by its tag, and a lost MINTED fails VERIFIED's compare-and-set);
             # VERIFIED's synced commit, before the first store write, makes it durable.
             # A try before this one had no answer: the run's tag is searched again, with this token kept,
@@ -931,6 +942,7 @@ class Engine:
             search = {"tag_search_until": self._mint_window_end(run)} if unanswered else {}
             with self._step(durable=False):
                 self.journal.update_run(run, fence=self._fence, state=RunState.MINTED, new_token_id=token.token_id,
+                                        new_token_sha256=value_sha256(token.value),
                                         new_expires_at=token.expires_at or expires_at, **search)
                 self._event("mint", "ok", run.run_id, token_id=token.token_id)
             # (at debug: the audit record of the event above says it at info, with the run's id)
@@ -1449,6 +1461,7 @@ class Engine:
         return started + timedelta(seconds=call_timeout_of(self.issuer)) + MINT_SETTLE_MARGIN
 
     def _roll_forward(self, run: RunRecord, states: dict[str, StoreState], holder: str) -> None:
+        self._check_minted_value(run, states)  # before anything is written: the value is what is copied
         source = states[holder].record
         assert source is not None
         self._check_roll_forward_targets(run)
@@ -1472,6 +1485,34 @@ class Engine:
                     "rollback`), then `rotator recover`",
                 )
         self._publish_all(run, source, states, source.value)
+
+    def _check_minted_value(self, run: RunRecord, states: dict[str, StoreState]) -> None:
+        """NeedsAttention, before roll forward copies anything, when a store holds ``run``'s token id with
+        another value than the one the run minted (its digest, journaled at MINTED): whoever can write
+        that store alone must not get a value of their choosing into the others under rotator's name.
+        A run journaled before schema 11 has no digest: its value is taken as it is (as before)."""
+        if run.new_token_sha256 is None:
+            return
+        for name, state in states.items():
+            if state.token_id != run.new_token_id or state.record is None:
+                continue
+            if value_sha256(state.record.value) == run.new_token_sha256:
+                continue
+            policy, old = self.policy.name, run.old_token_id
+            wrote = run.published_versions.get(name)
+            planned = run.planned_versions.get(name)
+            raise NeedsAttention(
+                f"run {run.run_id}: store {name!r} holds token id {run.new_token_id} with a value that is not the "
+                f"one run {run.run_id} minted; nothing was copied to the other stores",
+                hint=f"someone else wrote store {name!r} (check who can): put back there the version run "
+                f"{run.run_id} wrote{f' (version {wrote})' if wrote else ''}, which holds the minted value, and "
+                f"`rotator recover {policy}` publishes token {run.new_token_id} to every store; or put back the "
+                f"version it replaced{f' (version {planned})' if planned else ''}"
+                f"{f', token {old},' if old else ''} in every store that holds token {run.new_token_id} (e.g. "
+                f"`bao kv rollback`), and `rotator recover {policy}` revokes token {run.new_token_id}; if neither "
+                f"is left, `rotator bootstrap {policy} --replace --reason TEXT --token-file F --token-id ID` "
+                f"publishes a new token over it, then `rotator recover {policy}`",
+            )
 
     # ------------------------------------------------------------------ revocation
     def _revoke_due_locked(self, states: dict[str, StoreState] | None = None,
@@ -1538,6 +1579,8 @@ class Engine:
             # passes after it (which name only the tokens this pass did not report).
             return (f"token {rev.token_id}: revocation postponed until {rfc3339_seconds(next_try_at)}: "
                     f"{_describe(exc)}{_postponed_advice(self.policy.name)}"), states
+        if not revoked and not in_record(claim):
+            return self._dismiss_unrecorded(rev, claim), states
         now = self.clock.now()
         fence = self._fence  # (taken now, as in _publish_all: the record may run in the lease's release)
 
@@ -1553,6 +1596,28 @@ class Engine:
         # (at debug: the audit record of the event above says it at info, once it is journaled)
         self.log.debug("revoked token %s (%s)", rev.token_id, rev.reason)
         return f"token {rev.token_id}: revoked" + ("" if revoked else " (already gone at the issuer)"), states
+
+    def _dismiss_unrecorded(self, rev: Revocation, claim: Claim) -> str:
+        """``rev``'s token is in no record of rotator's and the issuer does not have it: nothing was
+        revoked, and nothing shows it was ever rotator's token (an id a store's edited payload named).
+        Recorded as dismissed with the reason, not done (which would read "revoked, confirmed by the
+        issuer"), its run finished as a dismissal finishes it; deferred like a done one, and flagged
+        ``needs_attention`` in the audit chain: someone wrote that store."""
+        reason = unrecorded_gone_reason(claim)
+        now = self.clock.now()
+        fence = self._fence
+
+        def journal_dismissed() -> None:
+            self.journal.update_revocation(rev, fence=fence, state=RevocationState.DISMISSED, done_at=now,
+                                           attempts=rev.attempts + 1, last_error=dismissal_note(reason))
+            self.journal.finish_published_run(self.policy.name, rev.run_id, rev.token_id, now, fence=fence)
+            self._event("revoke_old", "dismissed", rev.run_id, token_id=rev.token_id, reason=reason,
+                        automatic=True, needs_attention=True)
+
+        self.journal.defer(journal_dismissed)
+        REDACTOR.unpin(rev.token_id)
+        self.log.warning("revocation of token %s dismissed, nothing revoked: %s", rev.token_id, reason)
+        return f"token {rev.token_id}: not revoked, revocation dismissed: {reason}"
 
     def _journal_claim(self, token_id: str, source: str, runs: list[RunRecord] | None = None) -> Claim:
         """What the journal says about ``token_id``: the runs of this policy that minted it, or the

@@ -103,7 +103,9 @@ class RevocationState(StrEnum):
     """A revocation is ``pending`` until it is ``done`` or ``failed``; a failed one may still be done
     (``revoke-expired --retry-failed``, or a later manual try worked), or stay failed with another
     round counted, or be ``dismissed`` by a person who decided the token stays valid
-    (``revoke-expired --dismiss``; audited with the reason, never tried again). An update never
+    (``revoke-expired --dismiss``; audited with the reason, never tried again). A pending one is
+    dismissed by rotator itself when its token is in no record of rotator's and the issuer does not
+    have it (nothing revoked, nothing to try again: Engine._dismiss_unrecorded). An update never
     makes it pending again; only scheduling the token again does, when a rotation replaces it once
     more (it was current again: _insert_revocation; a dismissed one stays dismissed). That write is
     fenced by the rotation's lease, so a paused pass cannot mistake the row for the pending one it
@@ -114,7 +116,7 @@ class RevocationState(StrEnum):
     FAILED = "failed"
     DISMISSED = "dismissed"
 
-    NEXT = nonmember({"pending": ("pending", "done", "failed"), "failed": ("failed", "done", "dismissed"),
+    NEXT = nonmember({"pending": ("pending", "done", "failed", "dismissed"), "failed": ("failed", "done", "dismissed"),
                       "done": (), "dismissed": ()})
 
     @classmethod
@@ -202,6 +204,10 @@ class RunRecord:
     #: that names another place now (revocation_rule.check_same_target). None: the issuer does not say, or
     #: a run from before schema 10; such a run is judged wherever the issuer points, as before
     issuer_target: str | None = None
+    #: the SHA-256 (hex) of the value the run minted, journaled with its id at MINTED (never the value):
+    #: recovery copies a store's value to the other stores only when it is this one (Engine._roll_forward).
+    #: None: no mint, a bootstrap, or a run from before schema 11
+    new_token_sha256: str | None = None
 
     @property
     def token_since(self) -> datetime | None:
@@ -338,6 +344,13 @@ _MIGRATIONS: tuple[str | Mapping[str, tuple[str, ...]], ...] = (
     """
     ALTER TABLE runs ADD COLUMN issuer_target TEXT
     """,
+    # 11: the SHA-256 of the value each run minted (RunRecord.new_token_sha256), written with its id at
+    # MINTED (in that same UPDATE: no statement more): a store holding the run's token id with another
+    # value is never copied to the other stores by recovery. Nullable, no rebuild: the runs before it
+    # read as NULL (recovered as before)
+    """
+    ALTER TABLE runs ADD COLUMN new_token_sha256 TEXT
+    """,
 )
 
 #: the journal schema this code reads and writes (its last migration's number)
@@ -357,6 +370,7 @@ _RUN_COLUMNS = (
     "run_id", "policy", "kind", "state", "started_at", "updated_at", "old_token_id", "new_token_id",
     "new_expires_at", "published_at", "finished_at", "planned_versions", "published_versions", "error",
     "fence", "mint_started_at", "token_created_at", "verified_fence", "tag_search_until", "issuer_target",
+    "new_token_sha256",
 )  # fmt: skip
 _REV_COLUMNS = (
     "policy", "token_id", "run_id", "reason", "due_at", "state", "attempts", "next_try_at",
@@ -2562,7 +2576,7 @@ def _run_row_of(v: Mapping[str, Any]) -> tuple[Any, ...]:
         _ts_or_none(v["finished_at"]), _versions_text(v["planned_versions"]),
         _versions_text(v["published_versions"]), v["error"], v["fence"],
         _ts_or_none(v["mint_started_at"]), _ts_or_none(v["token_created_at"]), v["verified_fence"],
-        _ts_or_none(v["tag_search_until"]), v["issuer_target"],
+        _ts_or_none(v["tag_search_until"]), v["issuer_target"], v["new_token_sha256"],
     )  # fmt: skip
 
 
@@ -2599,7 +2613,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         published_versions=json.loads(d["published_versions"]), error=d["error"],
         fence=d["fence"], mint_started_at=_dt(d["mint_started_at"]), token_created_at=_dt(d["token_created_at"]),
         verified_fence=d["verified_fence"], tag_search_until=_dt(d["tag_search_until"]),
-        issuer_target=d["issuer_target"],
+        issuer_target=d["issuer_target"], new_token_sha256=d["new_token_sha256"],
     )  # fmt: skip
     _set_stored_row(run, tuple(row))
     return run

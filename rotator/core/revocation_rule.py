@@ -20,6 +20,12 @@ listed, and "not listed" would read as "revoked already" while it stays valid wh
 
 A refused claim raises :class:`NeedsAttention` (exit 4 in the CLI, a failed revocation and an
 alert in the daemon): nothing is revoked, a person looks.
+
+A claim that the issuer no longer shows needs no order: nothing is revoked. Where rotator's record
+names the token (:func:`in_record`), it was rotator's and is gone: the revocation is done. Where it
+does not (a store named an id rotator never minted nor bootstrapped, and the issuer never had or no
+longer has it), nothing proves a token of rotator's was ever there: the engine records the revocation
+dismissed with :func:`unrecorded_gone_reason`, never done "confirmed by the issuer".
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from rotator.core.contracts import TokenInfo
 from rotator.core.errors import NeedsAttention
 
 __all__ = ["ABANDONED_PREFIX", "CLOCK_SLACK", "Claim", "abandoned_note", "carries_tag", "check_not_current",
-           "check_revocable", "check_run_target", "check_same_target", "read_abandoned_note"]
+           "check_revocable", "check_run_target", "check_same_target", "in_record", "read_abandoned_note",
+           "unrecorded_gone_reason"]
 
 #: an abandoned run's ``error`` starts with this, and the person's reason follows (Engine.abandon_run)
 ABANDONED_PREFIX = "abandoned by hand: "
@@ -76,6 +83,20 @@ class Claim(NamedTuple):
     recorded_at: datetime | None = None
     #: where the record's run says the token lives (journal.RunRecord.issuer_target); None: unknown
     minted_on: str | None = None
+
+
+def in_record(claim: Claim) -> bool:
+    """Whether rotator's own record names ``claim``'s token: a run that may have minted it, or its bootstrap."""
+    return bool(claim.minted_by) or claim.bootstrapped
+
+
+def unrecorded_gone_reason(claim: Claim) -> str:
+    """Why the revocation of a token that is not :func:`in_record` and that the issuer does not show
+    is closed as dismissed, not done: nothing was revoked, and nothing says the token was rotator's."""
+    source = f" (claimed by {claim.source})" if claim.source else ""
+    return (f"token {claim.token_id}{source} is not one rotator minted or bootstrapped for policy "
+            f"{claim.policy!r}, and the issuer has no active token under that id: nothing revoked (a store "
+            "named an id that is not rotator's: its payload may have been edited)")
 
 
 #: how far the issuer's clock may run ahead of rotator's before a token "created after it was
@@ -144,7 +165,9 @@ def check_run_target(policy: str, run_id: str, minted_on: str | None, target: st
 
 def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence[str], now: datetime) -> bool:
     """True: revoke ``claim.token_id``. False: the issuer lists it no more or not as active (nothing
-    to do). Raises NeedsAttention when the records do not prove it is rotator's token to revoke.
+    to do; for a claim not :func:`in_record`, no proof either that it was ever rotator's: the caller
+    must not record it as revoked). Raises NeedsAttention when the records do not prove it is
+    rotator's token to revoke.
 
     ``tokens`` must hold the token if the issuer has it: where a listing may leave tokens out, the
     caller adds what the issuer says of this one (contracts.with_unlisted)."""
@@ -153,7 +176,7 @@ def check_revocable(claim: Claim, tokens: Sequence[TokenInfo], holders: Sequence
     if info is None or not info.is_active(now):
         return False  # revoked, expired or deleted already (e.g. a regenerated operator token): nothing to do
     source = f" (claimed by {claim.source})" if claim.source else ""
-    if not claim.minted_by and not claim.bootstrapped:
+    if not in_record(claim):
         raise NeedsAttention(
             f"token {claim.token_id}{source} is not in rotator's record of tokens minted for policy "
             f"{claim.policy!r}; refusing to revoke it",

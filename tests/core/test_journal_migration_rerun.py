@@ -18,8 +18,9 @@ from rotator.core.journal import _MIGRATIONS, RunRecord, RunState, open_journal
 from tests.core.test_audit_chain import raw
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-#: what migrations 4 to 10 add (columns of runs; indexes)
-ADDED_COLUMNS = {"fence", "mint_started_at", "token_created_at", "verified_fence", "tag_search_until", "issuer_target"}
+#: what migrations 4 to 11 add (columns of runs; indexes)
+ADDED_COLUMNS = {"fence", "mint_started_at", "token_created_at", "verified_fence", "tag_search_until", "issuer_target",
+                 "new_token_sha256"}
 ADDED_INDEXES = {"runs_policy_state", "runs_policy_published", "runs_policy_token", "revocations_state_due",
                  "revocations_policy_state_due", "runs_policy_tag_search", "runs_open", "runs_published",
                  "revocations_unfinished"}
@@ -48,11 +49,12 @@ def _schema(journal_url: str) -> tuple[list[str], set[str], int, int]:
     return columns, indexes, int(newest), int(count)
 
 
-@pytest.mark.parametrize("set_back_to", [9, 7, 3])
+@pytest.mark.parametrize("set_back_to", [10, 9, 7, 3])
 def test_a_journal_whose_schema_version_was_set_back_upgrades_again(journal_url: str, set_back_to: int) -> None:
     journal = open_journal(journal_url)
     try:
-        journal.begin_run(RunRecord("r1", "p", RunState.DONE, "rotate", T0, T0, issuer_target="cluster-a"), fence=None)
+        journal.begin_run(RunRecord("r1", "p", RunState.DONE, "rotate", T0, T0, issuer_target="cluster-a",
+                                    new_token_sha256="ab" * 32), fence=None)
         journal.record_event(T0, "p", "r1", "plan", "ok", {})
     finally:
         journal.close()
@@ -63,7 +65,9 @@ def test_a_journal_whose_schema_version_was_set_back_upgrades_again(journal_url:
 
     journal = open_journal(journal_url)  # failed: "duplicate column name: issuer_target"
     try:
-        assert journal.runs("p")[0].issuer_target == "cluster-a", "a column added again would have lost its values"
+        (run,) = journal.runs("p")
+        assert (run.issuer_target, run.new_token_sha256) == ("cluster-a", "ab" * 32), \
+            "a column added again would have lost its values"
         journal.record_event(T0, "p", "r1", "publish", "ok", {})
         report = audit_chain.verify(journal)
         assert report.ok, report.problem

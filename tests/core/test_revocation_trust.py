@@ -151,13 +151,61 @@ def test_an_edited_payload_token_id_never_gets_another_team_s_token_revoked(tmp_
     proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
     assert proc.returncode == 4 and "not in rotator's record" in proc.stdout, proc.stdout + proc.stderr
     assert sc.fake.token_by_id(victim)["revoked_at"] is None and _revocations(sc)[victim][0] == "failed"
-    # Its owners revoke it themselves (docs: "revoke it yourself"); the retry then finds it revoked
-    # already and closes the row: nothing else is revoked, and status is clear again.
+    # Its owners revoke it themselves (docs: "revoke it yourself"); the retry then finds it gone and
+    # closes the row, dismissed (rotator revoked nothing, and it was never rotator's: not "done"):
+    # nothing else is revoked, and status is clear again.
     sc.fake.revoke(victim)
     proc = sc.cli("revoke-expired", "--retry-failed", sc.policy)
-    assert proc.returncode == 0 and f"token {victim}: revoked" in proc.stdout, proc.stdout + proc.stderr
-    assert _revocations(sc)[victim][0] == "done"
+    assert proc.returncode == 0 and f"token {victim}: not revoked, revocation dismissed" in proc.stdout, \
+        proc.stdout + proc.stderr
+    assert _revocations(sc)[victim][0] == "dismissed"
     assert sc.cli("status").returncode == 0
+
+
+def test_an_edited_payload_token_id_the_issuer_never_had_is_not_reported_as_revoked(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """The payload names an id the issuer never had and rotator never minted nor bootstrapped. Its
+    revocation was recorded done ("revoked (already gone at the issuer)"), and the report showed it
+    done and confirmed by the issuer: evidence of a revocation that never happened, of a token that
+    was never rotator's. It is closed as dismissed, with the reason, flagged needs_attention in the
+    audit chain; the journal's own revocation (the token rotator published last) is done as before."""
+    from rotator.core import audit_chain
+    from rotator.observe import report
+    from tests.harness import offline_policy
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    bogus = "00000000-0000-4000-8000-000000000bad"
+    _edit_payload(sc, token_id=bogus)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    wait_out_grace(sc)
+    proc = sc.cli("revoke-expired")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"token {bogus}: not revoked, revocation dismissed" in proc.stdout, proc.stdout
+    assert "already gone" not in proc.stdout and f"token {sc.bootstrap_id}: revoked" in proc.stdout
+    assert "not one rotator minted or bootstrapped" in proc.stderr, "a warning is logged"
+    assert _revocations(sc)[bogus][0] == "dismissed" and _revocations(sc)[sc.bootstrap_id][0] == "done"
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None
+    [(result, text)] = sc.journal_rows("SELECT result, detail FROM events WHERE step = 'revoke_old' "
+                                       "AND detail LIKE ?", f"%{bogus}%")
+    detail = json.loads(text)
+    assert result == "dismissed" and detail["needs_attention"] is True and detail["automatic"] is True
+    assert "the issuer has no active token under that id: nothing revoked" in detail["reason"]
+    assert sc.journal_rows("SELECT state FROM runs WHERE kind = 'rotate'") == [("done",)], "its run is finished"
+    assert sc.cli("status", "--check", sc.policy).returncode == 0
+
+    data = json.loads(sc.cli("report", "--format", "json").stdout)
+    [row] = [r for p in data["policies"] for r in p["revocations"] if r["token_id"] == bogus]
+    assert row["state"] == "dismissed" and row["confirmed_by_issuer"] is False, row
+    assert "nothing revoked" in row["note"] and "payload may have been edited" in row["note"], row
+    journal = open_journal(f"sqlite:///{sc.journal_path}")
+    try:
+        assert audit_chain.verify(journal).ok
+        now = datetime.now(UTC)
+        evidence = report.build(journal, [offline_policy(tmp_path, sc.policy)], now - timedelta(days=1),
+                                now + timedelta(minutes=1), now)
+        assert evidence.revocations_not_in_chain == [], "the dismissal is backed by its chained event"
+    finally:
+        journal.close()
 
 
 def test_a_payload_edited_between_plan_and_revoke_changes_nothing_that_is_revoked(
