@@ -1744,7 +1744,10 @@ class Engine:
                    + (f"revoke {' and '.join(revoked) or '(no current token)'} after "
                       f"{format_duration(self.policy.grace)}" if revoked or not kept else "revoke nothing"))
         message += _kept_valid(kept, "would stay")
-        if pending:
+        if pending and self._run_in_progress():
+            message += (f"; but a run of this policy is in progress ({len(pending)} unfinished, another process holds "
+                        "its lease): rotating now would exit busy (3)")
+        elif pending:
             message += f"; would first recover {len(pending)} unfinished run(s)"
         return RunResult(self.policy.name, DRY_RUN, None, old, None, message, dry_run=True)
 

@@ -701,12 +701,23 @@ def _unschedulable(policy: str, exc: NoNextDue) -> ConfigError:
                        "passed never fires again), or remove the policy")
 
 
+def _unfinished_note(s: PolicyStatus) -> str:
+    """What `plan` says of a policy's unfinished runs: only interrupted (or stuck) ones are recovered first;
+    another's run in progress (a live lease), or one waiting out its mint window, is left as it is."""
+    if s.interrupted_runs or s.stuck_runs:
+        return f"; {s.interrupted_runs + s.stuck_runs} unfinished run(s) will be recovered first"
+    if s.open_runs:
+        return (f"; {s.open_runs} unfinished run(s): in progress (its process holds the lease) or waiting out "
+                "its mint window (`rotator status`)")
+    return ""
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     rows, now, problems, _ = _statuses(args)
     text = "\n".join(
         f"{s.policy}: {s.reason()}; next rotation {_when(s.next_due, now)}"
         + (f"; {s.pending_revocations} revocation(s) pending" if s.pending_revocations else "")
-        + (f"; {s.open_runs} unfinished run(s) will be recovered first" if s.open_runs else "")
+        + _unfinished_note(s)
         + ("" if s.enabled else " (disabled: only an explicit `rotator rotate NAME` rotates it)")
         for s in rows
     )

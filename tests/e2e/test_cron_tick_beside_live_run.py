@@ -94,6 +94,13 @@ def test_a_cron_tick_beside_a_live_run_is_not_busy_and_recovers_it_once_killed(
     revoke = sc.cli("revoke-expired")
     assert revoke.returncode == 0, (revoke.stdout, revoke.stderr)
     assert "being rotated by" not in revoke.stderr, revoke.stderr
+    # What a person asks meanwhile says the run is in progress, not that it will be recovered
+    plan = sc.cli("plan")
+    assert plan.returncode == 0 and "will be recovered first" not in plan.stdout, plan.stdout
+    assert "1 unfinished run(s): in progress (its process holds the lease)" in plan.stdout, plan.stdout
+    dry = sc.cli("rotate", sc.policy, "--dry-run")
+    assert "would first recover" not in dry.stdout and "a run of this policy is in progress" in dry.stdout, \
+        (dry.stdout, dry.stderr)
     # (the ticks ran beside the live run: still in VERIFY, its run open, its lease its own)
     assert live.poll() is None and _open_runs(sc), "the live run ended before the ticks did"
     assert _lease_expires_at(sc) > datetime.now(UTC)
