@@ -1063,6 +1063,9 @@ def test_helm_service_monitor_is_refused_only_where_the_network_policy_blocks_it
                                           "networkPolicy": {"metricsFrom": metrics_from}})  # fmt: skip
     assert "NetworkPolicy" not in manifests({"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": False}})
     assert "PrometheusRule" in manifests({"prometheusRule": {"enabled": True}})
+    # (another NetworkPolicy of the namespace admits the scraper: policies add up, the chart cannot see it)
+    assert "ServiceMonitor" in manifests({"serviceMonitor": {"enabled": True},
+                                          "networkPolicy": {"metricsAllowedElsewhere": True}})  # fmt: skip
 
 
 def test_helm_service_monitor_scrapes_the_service():

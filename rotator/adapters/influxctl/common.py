@@ -856,8 +856,10 @@ def _config_not_written(command: str, exc: OSError) -> PermanentError:
         directory = "any temporary directory ($TMPDIR, /tmp, /var/tmp, /usr/tmp, the working directory)"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         remedy = f"free space (or raise the quota) in {directory}"
-    else:
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         remedy = f"make {directory} writable for the user rotator runs as"
+    else:  # (out of descriptors, memory, a failing disk: neither space nor rights)
+        remedy = f"see to what the error names ({errno.errorcode.get(exc.errno or 0, 'no errno')}) on this host"
     return PermanentError(
         ERR_CONFIG_NOT_WRITTEN.format(command=command, directory=directory, reason=exc.strerror or type(exc).__name__),
         hint=HINT_CONFIG_NOT_WRITTEN.format(remedy=remedy),

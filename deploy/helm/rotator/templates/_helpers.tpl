@@ -54,7 +54,8 @@ Refuse what cannot work, at render time, with the fix in the message:
   anywhere else it is lost with the pod (runs, pending revocations), and the default
   (rotator-journal.db next to the policy file) is in the read-only /etc/rotator;
 - a ServiceMonitor whose scrapes the chart's own NetworkPolicy blocks (no metricsFrom): RotatorDown
-  would fire forever. Without the ServiceMonitor the metrics are scraped some way the chart cannot
+  would fire forever, unless networkPolicy.metricsAllowedElsewhere says another NetworkPolicy of the
+  namespace admits the scraper (NetworkPolicies add up; the chart cannot see that one). Without the ServiceMonitor the metrics are scraped some way the chart cannot
   see, so prometheusRule alone is not refused.
 The journal line is found by a pattern, not a TOML parser: `journal = "..."` or `'...'` under
 [rotator], or the dotted key `rotator.journal = ...`; anything else is refused rather than guessed.
@@ -90,7 +91,7 @@ The journal line is found by a pattern, not a TOML parser: `journal = "..."` or 
 {{- if and .Values.journal.caSecret .Values.journal.caConfigMap }}
 {{- fail "set journal.caSecret or journal.caConfigMap, not both" }}
 {{- end }}
-{{- if and .Values.serviceMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsFrom) }}
-{{- fail "serviceMonitor.enabled=true but networkPolicy.metricsFrom is empty: the NetworkPolicy (networkPolicy.enabled, on by default) then admits nothing to the metrics port, so Prometheus can never scrape rotator and RotatorDown fires forever. Set networkPolicy.metricsFrom to the Prometheus pods, e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}] for a Prometheus in namespace monitoring, or set networkPolicy.enabled=false" }}
+{{- if and .Values.serviceMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsFrom) (not .Values.networkPolicy.metricsAllowedElsewhere) }}
+{{- fail "serviceMonitor.enabled=true but networkPolicy.metricsFrom is empty: the NetworkPolicy (networkPolicy.enabled, on by default) then admits nothing to the metrics port, so Prometheus can never scrape rotator and RotatorDown fires forever. Set networkPolicy.metricsFrom to the Prometheus pods, e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}] for a Prometheus in namespace monitoring, or set networkPolicy.enabled=false; or, where another NetworkPolicy of the namespace already admits Prometheus (policies add up), set networkPolicy.metricsAllowedElsewhere=true" }}
 {{- end }}
 {{- end }}
