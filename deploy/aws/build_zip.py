@@ -17,7 +17,9 @@ What goes in:
   full loader and compiled so that a cold start needs no pydantic (rotator/config/policy_bundle.py;
   this needs rotator installed in the Python that runs this script: pip install -e '.[aws]'). A
   policy whose issuer or store adapter the zip leaves out (the Vault store, the influxctl-profile
-  store) is refused: the function loads every policy of its file, and would fail for every secret;
+  store) is refused: the function loads every policy of its file, and would fail for every secret.
+  An adapter of another distribution (an entry-point plugin) that is not in the zip gets a warning:
+  a Lambda layer (/opt/python) must supply it;
 - with ``--compile`` only, bytecode: hash-based unchecked ``.pyc`` files (PEP 552, no timestamp),
   made by the target Python itself. Without it no ``__pycache__``/``*.pyc`` goes in, and as
   ``/var/task`` is read-only, every cold start compiles rotator and pydantic from source.
@@ -280,11 +282,12 @@ def bundle_entry(policy: Entry, path: Path, source_root: Path) -> Entry:
         return Entry(BUNDLE_ARCNAME, written.read_bytes())
 
 
-def check_adapters(bundle: Entry, arcnames: Iterable[str], path: Path, *, own_only: bool = False) -> None:
-    """BuildError naming each policy of ``bundle`` whose issuer or store adapter module is not among
-    ``arcnames``: the function builds every policy of its file at each invocation (its store adapter
-    could not be found), so one such policy fails it for every secret. ``own_only``: check rotator's
-    own modules only (before pip installs third-party packages)."""
+def check_adapters(bundle: Entry, arcnames: Iterable[str], path: Path, *, own_only: bool = False) -> list[str]:
+    """BuildError naming each policy of ``bundle`` whose issuer or store adapter is a module of rotator
+    that is not among ``arcnames`` (left out: :data:`EXCLUDED`): the function builds every policy of its
+    file at each invocation, so one such policy fails it for every secret. An adapter from another
+    distribution that is not among them is no error, as a Lambda layer may supply it: the warnings
+    returned name each such module. ``own_only``: rotator's own modules only (before pip runs)."""
     try:
         data = json.loads(bundle.data)
         targets: Mapping[str, Mapping[str, str]] = data["adapters"]
@@ -294,14 +297,20 @@ def check_adapters(bundle: Entry, arcnames: Iterable[str], path: Path, *, own_on
         raise BuildError(f"the bundle of policy file {path} cannot be read back ({exc!r}); rebuild it") from None
     present = set(arcnames)
     missing: list[str] = []
+    elsewhere: dict[str, list[str]] = {}  # module outside rotator -> its uses
     for policy, kind, type_ in uses:
         target = targets.get(kind, {}).get(type_, "")
         module = target.partition(":")[0].strip()
-        if own_only and module.split(".")[0] not in PACKAGES:
+        own = module.split(".")[0] in PACKAGES or not module  # no recorded module: nothing a layer could supply
+        if own_only and not own:
             continue
-        if _module_file(target) not in present and _module_file(target, package=True) not in present:
+        if _module_file(target) in present or _module_file(target, package=True) in present:
+            continue
+        if own:
             why = "left out of the zip: off the Lambda path" if _module_file(target) in EXCLUDED else "not in the zip"
-            missing.append(f"policy {policy!r} uses {kind} adapter {type_!r} (module {module}, {why})")
+            missing.append(f"policy {policy!r} uses {kind} adapter {type_!r} (module {module or '?'}, {why})")
+        else:
+            elsewhere.setdefault(module, []).append(f"{kind} adapter {type_!r} of policy {policy!r}")
     if missing:
         raise BuildError(
             f"policy file {path}: {'; '.join(missing)}. The function loads every policy of its file, so it would "
@@ -309,6 +318,12 @@ def check_adapters(bundle: Entry, arcnames: Iterable[str], path: Path, *, own_on
             "policy that also publishes to Vault belongs there), and pass --policy-file a file with only the "
             "policies the function rotates (one aws-secretsmanager store each)"
         )
+    return [
+        f"policy file {path}: module {module} ({', '.join(found)}) is not in the zip: it must come from a Lambda "
+        "layer of the function (the package and its .dist-info under python/ in the layer, which Lambda puts on "
+        "sys.path as /opt/python), or be added to the zip; without it the function fails for every secret"
+        for module, found in elsewhere.items()
+    ]
 
 
 def _is_cron(schedule: str) -> bool:
@@ -452,7 +467,8 @@ def build(options: BuildOptions) -> Path:
             install_dependencies(options.requirements, options.sections, options.python_version, options.arch, staging)
             entries += staged_entries(staging)
         if bundle is not None and options.policy_file is not None:
-            check_adapters(bundle, (e.arcname for e in entries), options.policy_file)
+            for warning in check_adapters(bundle, (e.arcname for e in entries), options.policy_file):
+                print(f"warning: {warning}", file=sys.stderr)
         if options.compile:
             entries += compiled_entries(entries, options.python_version, Path(tmp) / "compile")
     write_zip(entries, options.output, date_time)

@@ -144,6 +144,9 @@ class Issuer(Protocol):
     read). Such an issuer has ``token_info(token_id, credential) -> TokenInfo | None``, one token
     looked up by id (None: the issuer has no such token; an error: it cannot tell), which
     :func:`with_unlisted` asks about a token the revocation rule must judge.
+    ``mints_expiring: bool`` (true when absent): false where the issuer's tokens never expire by
+    themselves (InfluxDB v2 authorizations have no expiry: ``mint`` returns ``expires_at=None``), so
+    that a rotation later than the policy's lifetime leaves a working token (the Lambda's schedule check).
     ``target() -> str | None`` (read with :func:`target_of`): a short, stable text naming where this
     issuer's tokens live, e.g. ``clustered cluster-a.example.com:443`` or ``dedicated <account>/<cluster>``
     (:func:`target_host_port` spells a host the same way everywhere). The journal keeps it with each run,

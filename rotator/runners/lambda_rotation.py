@@ -178,6 +178,7 @@ _LONG_AGO = datetime.min.replace(tzinfo=UTC)  # CreatedDate is aware; a version 
 #: RotationRules' ScheduleExpression rate() and Duration ("4h"), the forms Secrets Manager accepts
 _RATE = r"^rate\(\s*([0-9]{1,5})\s+(hour|day)s?\s*\)\Z"
 _DURATION = r"^([0-9]{1,3})h\Z"
+_AWS_CRON_FIELDS = 6  # cron(Minutes Hours Day-of-month Month Day-of-week Year)
 
 _HINT_CLEAR = (
     "remove the label and let Secrets Manager start over: aws secretsmanager update-secret-version-stage "
@@ -773,9 +774,9 @@ class _Rotation:
         token minted now AWSCURRENT, or within its grace as AWSPREVIOUS, after it expires: its lifetime
         comes from the policy's schedule, and Secrets Manager rotates on the secret's, which nothing
         else compares. A rate (or AutomaticallyAfterDays) is compared as the interval + its window +
-        grace against the lifetime; a cron expression by its NextRotationDate (+ Duration) against the
-        new token's expiry - grace. No schedule (rotation on demand only), or one that cannot be read,
-        is not refused."""
+        grace against the lifetime; a cron expression by the end of the window that opens at its
+        NextRotationDate against the new token's expiry - grace. No schedule (rotation on demand only),
+        one that cannot be read, or an issuer whose tokens never expire, is not refused."""
         view, policy = self.t.view, self.t.policy
         schedule = _rotation_schedule(view.rotation_rules)
         if schedule is None:
@@ -787,9 +788,18 @@ class _Rotation:
             if longest + policy.grace <= policy.lifetime:
                 return
         else:
-            if view.next_rotation is None or view.next_rotation + window <= expires_at - policy.grace:
+            if view.next_rotation is None:
+                return
+            window = _window_end(view.next_rotation, window) - view.next_rotation
+            if view.next_rotation + window <= expires_at - policy.grace:
                 return
             longest = view.next_rotation + window - now
+        if _mints_without_expiry(self.issuer):
+            # The lifetime only sets the expiry rotator asks for; this issuer's tokens ignore it.
+            logger.info("createSecret: secret %s rotates on RotationRules %s, later than policy %r's token lifetime "
+                        "allows, but issuer %s mints tokens that never expire (they stay valid until revoked): "
+                        "not refused", view.arn, shown, policy.name, type(self.issuer).kind)  # fmt: skip
+            return
         from rotator.config.schedule import format_duration  # an error's wording: not on the cold path
 
         span = format_duration
@@ -1175,9 +1185,9 @@ class _Rotation:
 def _rotation_schedule(rules: Mapping[str, Any] | None) -> tuple[str, timedelta | None, timedelta] | None:
     """The secret's rotation schedule as DescribeSecret's ``RotationRules`` give it: how it reads, the
     interval (None: a ``cron()`` expression, whose gaps are not computed here), and the window in which
-    each rotation starts (``Duration``; by default, as AWS documents: the rest of the UTC day for a
-    schedule in days, whence up to 24 hours; an hour for one in hours; nothing is added for a cron
-    expression). None when no schedule is set (rotation on demand only; moto gives
+    each rotation starts (``Duration``; by default, as AWS documents for ``rate()`` and ``cron()`` alike:
+    an hour for a schedule in hours, else the rest of the UTC day, whence up to 24 hours: see
+    :func:`_window_end`). None when no schedule is set (rotation on demand only; moto gives
     ``AutomaticallyAfterDays: 0``) or it cannot be read: nothing to compare."""
     if not rules:
         return None
@@ -1188,7 +1198,7 @@ def _rotation_schedule(rules: Mapping[str, Any] | None) -> tuple[str, timedelta 
         shown = f"ScheduleExpression {expression.strip()!r}"
         rate = re.match(_RATE, expression.strip())
         if expression.strip().startswith("cron("):
-            interval, window = None, timedelta(0)
+            interval, window = None, timedelta(hours=1) if _cron_in_hours(expression) else timedelta(days=1)
         elif rate is None:
             return None
         elif rate.group(2) == "hour":
@@ -1207,15 +1217,41 @@ def _rotation_schedule(rules: Mapping[str, Any] | None) -> tuple[str, timedelta 
     return shown, interval, window
 
 
+def _cron_in_hours(expression: str) -> bool:
+    """Whether a ``cron(Minutes Hours Day Month Weekday Year)`` fires more than once a day (its hours
+    field ``*``, ``*/N``, ``a/N``, a list or a range): AWS calls that a schedule in hours, whose default
+    window is an hour. Any other form counts as one in days: its default window, the rest of the day,
+    is the longer, so a misread errs towards refusing."""
+    text = expression.strip()
+    fields = text[len("cron("):-1].split() if text.endswith(")") else []
+    return len(fields) == _AWS_CRON_FIELDS and any(c in fields[1] for c in "*/,-")
+
+
+def _window_end(start: datetime, window: timedelta) -> datetime:
+    """The latest a rotation whose window opens at ``start`` (a NextRotationDate, UTC) can begin: AWS
+    keeps every window within its UTC day, which is where the default one for a schedule in days ends."""
+    day_end = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
+    return min(start + window, day_end)
+
+
 def _rotation_after_expiry(view: _Described, current: TokenRecord, grace: timedelta) -> bool:
-    """Whether the secret's next scheduled rotation (NextRotationDate) comes later than the current
-    token's expiry - grace: the token would expire, or the clients' grace after its replacement end,
-    before it is replaced. False when either time is unknown."""
+    """Whether the secret's next scheduled rotation (NextRotationDate, up to the end of its window)
+    comes later than the current token's expiry - grace: the token would expire, or the clients' grace
+    after its replacement end, before it is replaced. False when either time is unknown."""
     if view.next_rotation is None or current.expires_at is None:
         return False
     from rotator.config.timefmt import as_utc
 
-    return view.next_rotation > as_utc(current.expires_at) - grace
+    schedule = _rotation_schedule(view.rotation_rules)
+    latest = _window_end(view.next_rotation, schedule[2]) if schedule is not None else view.next_rotation
+    return latest > as_utc(current.expires_at) - grace
+
+
+def _mints_without_expiry(issuer: Issuer) -> bool:
+    """Whether ``issuer``'s tokens never expire by themselves (its optional ``mints_expiring``, false for
+    InfluxDB v2, whose authorizations have no expiry: core/contracts.py, Issuer): such a token works
+    until it is revoked, however late the rotation."""
+    return getattr(issuer, "mints_expiring", True) is False
 
 
 # -- orphans ------------------------------------------------------------------------------------
@@ -1866,7 +1902,7 @@ EMF_ENV = "ROTATOR_EMF"
 OVERDUE_SLACK_S = 3600
 
 
-def _log_compliance(target: _Target, current: TokenRecord, records: Mapping[str, str],
+def _log_compliance(target: _Target, issuer: Issuer, current: TokenRecord, records: Mapping[str, str],
                     report: _RevokeReport, now: datetime) -> None:
     """One JSON compliance line per bootstrapped secret on stdout (age against max_age, overdue
     revocations, revocation times later than rotator writes, the orphans the sweep found and revoked or
@@ -1883,7 +1919,9 @@ def _log_compliance(target: _Target, current: TokenRecord, records: Mapping[str,
     recorded_held = [t for t in records if t in held]
     overdue = [t for t, text in records.items() if t not in report.revoked and t not in held
                and ((when := _parse_time(text)) is None or when.timestamp() + OVERDUE_SLACK_S < now.timestamp())]
-    late = _rotation_after_expiry(target.view, current, policy.grace)
+    # The expires_at recorded for a token that never expires is the one rotator asked for, not the
+    # issuer's: the token outlives any schedule, so a late rotation cuts nothing short.
+    late = not _mints_without_expiry(issuer) and _rotation_after_expiry(target.view, current, policy.grace)
     # An orphan this run could not revoke (failed, out of time, no creation time), or a sweep that did not
     # run, is no compliance: the token stays valid for as long as it lives. One waiting for its time is,
     # as a recorded revocation waiting for its grace is. A token that expires before its scheduled
@@ -2224,7 +2262,7 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
             # Every pass, records or not: a rotation cancelled or abandoned leaves its token to this sweep
             # alone once rotation is off (createSecret sweeps only before it mints).
             _sweep_orphans(target, issuer, current, env, budget, report, set(records))
-            _log_compliance(target, current, records, report, env.clock.now())
+            _log_compliance(target, issuer, current, records, report, env.clock.now())
         except RotatorError as exc:
             failed(sid, exc)
             continue

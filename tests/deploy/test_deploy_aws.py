@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,40 @@ def _load(path: Path, name: str) -> Any:
     return module
 
 
+def test_the_documented_example_policy_fits_the_template_s_default_schedule(template: dict[str, Any],
+                                                                           tmp_path: Path) -> None:  # fmt: skip
+    """docs/aws-lambda.md's example policy file under the stack's default RotationScheduleExpression and
+    RotationWindow (and under AWS's default window, the rest of the day, if RotationWindow were left out):
+    createSecret does not refuse it, and the compliance line does not flag a token minted at the earliest
+    moment of a window (the tightest case) when the next one is due."""
+    from types import SimpleNamespace
+
+    from rotator.config import registry
+    from rotator.config.policy import load_config
+    from rotator.core.contracts import TokenRecord
+    from rotator.core.secret import Secret
+    from rotator.runners.lambda_rotation import _Rotation, _rotation_after_expiry
+
+    text = (REPO / "docs" / "aws-lambda.md").read_text(encoding="utf-8")
+    example = text.split("Example, for an InfluxDB 3 named admin token", 1)[1].split("```toml\n", 1)[1]
+    path = tmp_path / "lambda.toml"
+    path.write_text(example.split("```", 1)[0], encoding="utf-8")
+    (policy,) = load_config(path).policies
+    parameters = template["Parameters"]
+    schedule = parameters["RotationScheduleExpression"]["Default"]
+    assert schedule == "rate(30 days)" and policy.schedule_text == schedule, "the docs say: the same period"
+    issuer = registry.build_issuer(policy)
+    minted = datetime(2026, 3, 1, tzinfo=UTC)  # a rate() window opens at midnight
+    for rules in ({"ScheduleExpression": schedule, "Duration": parameters["RotationWindow"]["Default"]},
+                  {"ScheduleExpression": schedule}):
+        view = SimpleNamespace(rotation_rules=rules, next_rotation=minted + timedelta(days=30),
+                               arn="arn:aws:secretsmanager:eu-west-1:111122223333:secret:influxdb3/admin-AbCdEf")
+        _Rotation._check_schedule(SimpleNamespace(t=SimpleNamespace(view=view, policy=policy), issuer=issuer),
+                                  minted)  # type: ignore[arg-type]
+        current = TokenRecord(Secret("v"), "t", policy.issuer_type, policy.name, minted, minted + policy.lifetime)
+        assert _rotation_after_expiry(view, current, policy.grace) is False, rules  # type: ignore[arg-type]
+
+
 def test_lambda_lock_sections_pin_every_dependency_with_hashes() -> None:
     lock = _load(REPO / "deploy" / "lock.py", "rotator_deploy_lock")
     build_zip = _load(BUILD_ZIP, "rotator_build_zip")
@@ -612,6 +647,52 @@ def test_zip_refuses_a_policy_file_with_an_adapter_the_zip_leaves_out(tmp_path: 
     assert "'mgmt' uses" not in result.stderr, "the Lambda's own policy is fine"
     assert "a policy file of their own for the CLI or the daemon" in result.stderr
     assert not output.exists()
+
+
+def test_zip_warns_of_a_third_party_adapter_a_layer_must_supply(tmp_path: Path) -> None:
+    """Review: the check above refused every adapter whose module is not in the zip, so also a third-party
+    issuer (an entry-point plugin of its own distribution), which docs/adapters.md says serves the Lambda,
+    its module coming from a layer (/opt/python). Built (exit 0) with a warning naming the module and the
+    layer; rotator's own left-out adapters are still refused (the test above)."""
+    plugin = tmp_path / "site"
+    (plugin / "acme_issuer-1.0.dist-info").mkdir(parents=True)
+    (plugin / "acme_issuer-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: acme-issuer\nVersion: 1.0\n", encoding="utf-8")
+    (plugin / "acme_issuer-1.0.dist-info" / "entry_points.txt").write_text(
+        "[rotator.issuers]\nacme = acme_issuer:AcmeIssuer\n", encoding="utf-8")
+    (plugin / "acme_issuer.py").write_text(
+        "from rotator.adapters.http.influxdb2 import InfluxDB2Issuer as AcmeIssuer  # noqa: F401\n", encoding="utf-8")
+    policy = tmp_path / "lambda.toml"
+    policy.write_text(LAMBDA_POLICY + """
+[[policy]]
+name = "acme"
+schedule = "rate(30 days)"
+[policy.issuer]
+type = "acme"
+base_url = "https://influx.example.com"
+credential = "self"
+org_id = "0123456789abcdef"
+copy_from_authorization_id = "0123456789abcdef"
+[[policy.store]]
+type = "aws-secretsmanager"
+secret_id = "influx/acme"
+region = "eu-west-1"
+""", encoding="utf-8")
+    output = tmp_path / "plugin.zip"
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    env["PYTHONPATH"] = str(plugin)
+    result = subprocess.run(
+        [sys.executable, str(BUILD_ZIP), "--no-deps-install", "-o", str(output), "--policy-file", str(policy)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"warning: policy file {policy}: module acme_issuer (issuer adapter 'acme' of policy 'acme') is not " \
+        "in the zip: it must come from a Lambda layer" in result.stderr, result.stderr
+    assert "/opt/python" in result.stderr and "'mgmt'" not in result.stderr
+    with zipfile.ZipFile(output) as archive:
+        bundle = json.loads(archive.read("rotator.bundle.json"))
+        assert not any(n.startswith("acme_issuer") for n in archive.namelist())
+    assert bundle["adapters"]["issuer"]["acme"] == "acme_issuer:AcmeIssuer"
 
 
 def test_handler_path_imports_in_a_lambda_like_interpreter(policy_zip: tuple[Path, Path], tmp_path: Path) -> None:

@@ -22,9 +22,12 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
+from rotator.config.policy import load_config
+from rotator.config.policy_types import Policy
 from rotator.core.errors import PermanentError
+from rotator.runners.lambda_rotation import _Rotation, handle
 from tests.runners import test_aws_lambda
-from tests.runners.test_aws_lambda import GRACE, STEPS, Scene
+from tests.runners.test_aws_lambda import GRACE, STEPS, Context, Scene, _start_rotation, _v2_secret
 
 scene = test_aws_lambda.scene  # the fixture: a secret bootstrapped on moto, its policy, the fake influxctl
 
@@ -169,7 +172,14 @@ def test_the_forms_of_rotation_rules():
                                "Duration": "3h"})[1:] == (30 * day, 3 * hour)  # type: ignore[index]
     assert _rotation_schedule({"ScheduleExpression": "rate(1 day)"})[1:] == (day, day)  # type: ignore[index]
     assert _rotation_schedule({"ScheduleExpression": "rate(4 hours)"})[1:] == (4 * hour, hour)  # type: ignore[index]
-    assert _rotation_schedule({"ScheduleExpression": "cron(0 3 ? * MON *)"})[1:] == (None, timedelta(0))  # type: ignore[index]
+    # cron: AWS's default window too (review: a cron without Duration had none): an hour for a schedule in
+    # hours (its hours field repeats), else the rest of the UTC day
+    for daily in ("cron(0 3 ? * MON *)", "cron(0 0 1 * ? *)", "cron(30 16 L * ? *)", "cron(0 3 1 */3 ? *)"):
+        assert _rotation_schedule({"ScheduleExpression": daily})[1:] == (None, day), daily  # type: ignore[index]
+    for hourly in ("cron(0 */4 * * ? *)", "cron(0 0/6 * * ? *)", "cron(0 8,20 * * ? *)", "cron(0 8-17 ? * MON-FRI *)",
+                   "cron(15 * * * ? *)"):
+        assert _rotation_schedule({"ScheduleExpression": hourly})[1:] == (None, hour), hourly  # type: ignore[index]
+    assert _rotation_schedule({"ScheduleExpression": "cron(0 */4 * * ? *)", "Duration": "2h"})[1:] == (None, 2 * hour)  # type: ignore[index]
     for absent in (None, {}, {"AutomaticallyAfterDays": 0}, {"AutomaticallyAfterDays": True},
                    {"ScheduleExpression": "rate(30 weeks)"}, {"AutomaticallyAfterDays": 30, "Duration": "3"}):
         assert _rotation_schedule(absent) is None, absent
@@ -207,3 +217,137 @@ def test_a_bootstrapped_token_without_expiry_is_never_flagged(scene, capsys):
     scene.invoke({"action": "revoke-expired"})
     line = _compliance(capsys)
     assert line["next_rotation_date"] is not None and line["rotation_after_expiry"] is False, line
+
+
+# -- a cron schedule's default window (review) -----------------------------------------------------
+
+#: docs/aws-lambda.md's example: schedule rate(30 days), grace 2d, so a lifetime of 33d10m
+DOC_POLICY = """
+[defaults]
+schedule = "rate(30 days)"
+grace = "2d"
+
+[[policy]]
+name = "influxdb3-admin"
+{extra}
+
+[policy.issuer]
+type = "influxdb3"
+base_url = "https://influxdb3.example.com:8181"
+kind = "named_admin"
+credential = "self"
+
+[[policy.store]]
+type = "aws-secretsmanager"
+secret_id = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:influxdb3/admin-AbCdEf"
+"""
+
+
+def _doc_policy(tmp_path: Any, extra: str = "") -> Policy:
+    path = tmp_path / "lambda.toml"
+    path.write_text(DOC_POLICY.format(extra=extra), encoding="utf-8")
+    policy: Policy = load_config(path).policies[0]
+    return policy
+
+
+class _Issuer:
+    """Stands in for the policy's issuer: only its class's ``kind`` is read."""
+
+    kind = "influxdb3"
+
+
+def _check_schedule(policy: Policy, rules: dict[str, Any], next_rotation: datetime | None, now: datetime,
+                    issuer: Any = None) -> None:  # fmt: skip
+    """createSecret's check alone, for a secret whose DescribeSecret gives ``rules`` and ``next_rotation``."""
+    from types import SimpleNamespace
+
+    view = SimpleNamespace(rotation_rules=rules, next_rotation=next_rotation, arn="arn:aws:secretsmanager:x")
+    step = SimpleNamespace(t=SimpleNamespace(view=view, policy=policy), issuer=issuer or _Issuer())
+    _Rotation._check_schedule(step, now)  # type: ignore[arg-type]
+
+
+def test_a_cron_schedule_without_duration_has_aws_s_default_window(tmp_path):
+    """Review: a cron() schedule without Duration was compared as if the rotation ran at NextRotationDate
+    itself, but AWS's default window for a schedule in days lasts to the end of that UTC day. The docs'
+    policy (lifetime 33d10m, grace 2d) minting at 00:05 on 1 March under a monthly cron: the rotation on 1 April
+    may start as late as 23:59, when the token's grace would be cut by 14 h: refused. A lifetime that covers
+    the day's window passes; so does a window the secret closes early (Duration) that fits."""
+    now, next_rotation = datetime(2026, 3, 1, 0, 5, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
+    policy = _doc_policy(tmp_path)
+    assert policy.lifetime == timedelta(days=33, minutes=10) and policy.grace == timedelta(days=2)
+    monthly = {"ScheduleExpression": "cron(0 0 1 * ? *)"}
+    with pytest.raises(PermanentError) as caught:
+        _check_schedule(policy, monthly, next_rotation, now)
+    text = str(caught.value)
+    assert "until the next rotation, at 2026-04-01T00:00:00Z (+ a window of 1d)" in text, text
+    assert "tokens that live 33d10m" in text, text
+
+    _check_schedule(_doc_policy(tmp_path, 'lifetime = "34d"'), monthly, next_rotation, now)
+    # A window that opens at 16:00 ends at midnight too: 8 h, still refused.
+    with pytest.raises(PermanentError, match="a window of 8h"):
+        _check_schedule(policy, {"ScheduleExpression": "cron(0 16 1 * ? *)"}, next_rotation.replace(hour=16), now)
+    # A cron in hours: the default window is an hour.
+    hourly, noon = {"ScheduleExpression": "cron(0 */6 * * ? *)"}, now.replace(hour=12, minute=0)
+    _check_schedule(policy, hourly, noon.replace(hour=18), noon)
+    late = noon + policy.lifetime - policy.grace - timedelta(minutes=30)  # + 1 h of window: 30 min too late
+    with pytest.raises(PermanentError, match="a window of 1h"):
+        _check_schedule(policy, hourly, late, noon)
+    _check_schedule(policy, {**hourly, "Duration": "0h"}, late, noon)
+
+
+def test_the_compliance_flag_counts_the_window_of_the_next_rotation(tmp_path):
+    """rotation_after_expiry compares the end of the next rotation's window, not its start: a token
+    expiring at noon + grace with a rotation due at midnight that day (AWS's default window: the whole
+    UTC day) is flagged; with Duration 4h it is not."""
+    from types import SimpleNamespace
+
+    from rotator.core.contracts import TokenRecord
+    from rotator.core.secret import Secret
+    from rotator.runners.lambda_rotation import _rotation_after_expiry
+
+    grace = timedelta(days=2)
+    next_rotation = datetime(2026, 4, 1, tzinfo=UTC)
+    current = TokenRecord(Secret("v"), "t1", "influxdb3", "p", next_rotation - timedelta(days=33),
+                          next_rotation + timedelta(hours=12) + grace)  # fmt: skip
+
+    def late(rules: dict[str, Any]) -> bool:
+        view = SimpleNamespace(rotation_rules=rules, next_rotation=next_rotation)
+        return _rotation_after_expiry(view, current, grace)  # type: ignore[arg-type]
+
+    assert late({"ScheduleExpression": "cron(0 0 1 * ? *)"}) is True
+    assert late({"ScheduleExpression": "rate(30 days)"}) is True
+    assert late({"ScheduleExpression": "rate(30 days)", "Duration": "4h"}) is False
+    assert late({"ScheduleExpression": "cron(0 */6 * * ? *)"}) is False
+
+
+# -- an issuer whose tokens never expire (review) ---------------------------------------------------
+
+
+def test_an_influxdb2_policy_under_a_longer_secret_schedule_rotates_and_is_not_flagged(
+        aws, influxdb2_fake, tmp_path, caplog, capsys):
+    """Review: InfluxDB v2 authorizations have no expiry, yet createSecret refused a policy rate(30 days)
+    under a secret rotating every 60 days ("AWSCURRENT would expire while still in use"), and the
+    compliance line flagged rotation_after_expiry on the expiry rotator had computed, which the token does
+    not have. Now every step completes (an INFO line says why the schedule is not refused), and the line
+    is compliant."""
+    arn, config, clock, human, _human_id = _v2_secret(aws, influxdb2_fake, tmp_path)
+    token = str(uuid.uuid4())
+    _start_rotation(aws, arn, token)
+    rules = {"ScheduleExpression": "rate(60 days)", "Duration": "4h"}
+    client = _WithRules(aws.client(), rules, clock.now() + timedelta(days=60))
+    caplog.set_level("INFO")
+    for step in STEPS:
+        handle({"Step": step, "SecretId": arn, "ClientRequestToken": token}, Context(), config_path=config,
+               client=client, clock=clock)  # fmt: skip
+    versions = aws.client().list_secret_version_ids(SecretId=arn)["Versions"]
+    assert [v["VersionStages"] for v in versions if v["VersionId"] == token] == [["AWSCURRENT"]]
+    assert "mints tokens that never expire" in caplog.text and "not refused" in caplog.text, caplog.text
+    current = json.loads(aws.client().get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"])
+    assert current["expires_at"] is not None  # the lifetime rotator asked for, which the flag must not read
+    assert current["token"] not in caplog.text and human not in caplog.text
+
+    capsys.readouterr()
+    handle({"action": "revoke-expired"}, Context(), config_path=config, client=client, clock=clock)
+    line = _compliance(capsys)
+    assert line["next_rotation_date"] is not None and line["rotation_after_expiry"] is False, line
+    assert line["compliant"] is True, line

@@ -198,6 +198,8 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
     #: credential may not read (the OSS spec says so); GET /api/v2/authorizations/{id} answers 401
     #: for them. A token the listing does not show is looked up by :meth:`token_info`.
     listing_is_complete: ClassVar[bool] = False
+    #: an authorization has no expiry: it works until it is revoked (core/contracts.py, Issuer)
+    mints_expiring: ClassVar[bool] = False
 
     @property
     def marker(self) -> str:
