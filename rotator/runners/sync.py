@@ -269,10 +269,15 @@ def sync(args: argparse.Namespace) -> SyncResult:
     read_target()
     _check_cluster(target, policy, args.profile, path, logger)
     source = _build(binding.type, binding.settings, policy.context(clock))
-    src_state: StoreState = call_with_retry(
-        partial(read_for_reading, source, logger), what=f"{policy.name}: read {binding.name}", policy=retry,
-        clock=clock,
-    )
+    try:
+        src_state: StoreState = call_with_retry(
+            partial(read_for_reading, source, logger), what=f"{policy.name}: read {binding.name}", policy=retry,
+            clock=clock,
+        )
+    except MalformedPayload as exc:
+        # The same fix as for an id _check_source_token_id refuses, with this policy's name in it
+        raise MalformedPayload(f"{exc}; the rotating host never publishes such a payload, so nothing was synced",
+                               hint=_source_fix(policy.name)) from None
     record = src_state.record
     if record is None:
         absent = src_state.version is None
@@ -341,10 +346,14 @@ def _check_source_token_id(token_id: str, location: str, policy: str) -> None:
     except BadTokenId as exc:
         raise PermanentError(
             f"{location}: the payload's {exc}; the rotating host never publishes such an id, so nothing was synced",
-            hint="check who wrote the source store's secret, then write a good token over it on the rotating "
-            f"host: `rotator bootstrap {policy} --replace --reason TEXT --token-file FILE --token-id ID` "
-            "(docs/operations.md)",
+            hint=_source_fix(policy),
         ) from None
+
+
+def _source_fix(policy: str) -> str:
+    return ("check who wrote the source store's secret, then write a good token over it on the rotating host: "
+            f"`rotator bootstrap {policy} --replace --reason TEXT --token-file FILE --token-id ID` "
+            "(docs/operations.md)")
 
 
 def _check_takeover(state: StoreState, policy: str, created_at: datetime, location: str) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from rotator.adapters.influxctl.profile import SIDECAR_SUFFIX, InfluxctlProfileSettings, InfluxctlProfileStore
 from rotator.core.contracts import AdapterContext, TokenRecord
+from rotator.core.errors import MalformedPayload
 from rotator.core.secret import Secret
 from tests.harness import REPO
 
@@ -70,7 +71,14 @@ class Scene:
         self.values.append(value)
         store = self.store(file)
         record = TokenRecord(Secret(value), GOOD_ID, "influxctl-management", policy, created, created + timedelta(30))
-        store.publish(record, store.read_current().version)
+        try:
+            version = store.read_current().version
+        except MalformedPayload:  # (a profile store's own fix: the entry out of its sidecar, then written over)
+            doc = json.loads(self.sidecar(file).read_text())
+            del doc["profiles"]["default"]
+            self.sidecar(file).write_text(json.dumps(doc))
+            version = store.read_current().version
+        store.publish(record, version)
         self.edit_entry(file, token_id=token_id)
         return value
 
@@ -123,8 +131,10 @@ def test_a_source_token_id_that_is_not_a_management_token_id_is_refused_unprinte
     proc = scene.sync(*args, cli=cli)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert no_control_characters(proc), proc.stdout + proc.stderr
-    assert "influxctl-profile:" in proc.stderr and "src.toml#default: the payload's management token id" in proc.stderr
-    assert "is not a UUID" in proc.stderr and "nothing was synced" in proc.stderr
+    assert "influxctl-profile:" in proc.stderr and "src.toml#default (" in proc.stderr
+    # (refused as the store reads it: no issuer's token id holds a control character, contracts.token_id_problem)
+    assert "payload key 'token_id' holds a control character (\\x1b at index 0)" in proc.stderr, proc.stderr
+    assert "nothing was synced" in proc.stderr
     assert f"`rotator bootstrap {POLICY} --replace" in proc.stderr
     assert proc.stdout == ""
     assert scene.target.read_bytes() == before and not scene.sidecar("dst.toml").exists()
@@ -137,20 +147,28 @@ def test_a_source_token_id_that_is_not_a_management_token_id_is_refused_unprinte
 
 
 @pytest.mark.parametrize("cli", [False, True], ids=["python -m rotator.runners.sync", "rotator sync"])
-def test_ids_of_the_target_s_sidecar_are_printed_escaped(scene: Scene, cli: bool) -> None:
-    """The profile's sidecar names the token it replaces (and whose it is): an error or a result quoting
-    that id writes its control characters out, as rotator's other commands do."""
+def test_an_id_with_escapes_in_the_target_s_sidecar_is_refused_escaped_and_its_fix_works(
+        scene: Scene, cli: bool) -> None:  # fmt: skip
+    """The profile's sidecar names the token it replaces (and whose it is): an id with escape sequences is no
+    issuer's, refused as a malformed entry (contracts.token_id_problem) with its control characters written
+    out, as rotator's other commands do; the fix the error names (the entry out, --adopt once) works."""
     scene.publish("src.toml", GOOD_ID)
     scene.publish("dst.toml", ESCAPES, policy="other-policy")
+    before = scene.target.read_bytes()
     proc = scene.sync(cli=cli)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "holds token \\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mRED-ID of policy 'other-policy'" in proc.stderr
+    assert "dst.toml#default (" in proc.stderr and "holds a control character (\\x1b at index 0)" in proc.stderr
     assert no_control_characters(proc), proc.stderr
+    fix = next(line for line in proc.stderr.splitlines() if line.startswith("fix: "))
+    assert str(scene.sidecar("dst.toml")) in fix and "--adopt" in fix, fix
+    assert scene.target.read_bytes() == before
 
-    scene.edit_entry("dst.toml", policy=POLICY, created_at=(NOW - timedelta(days=1)).isoformat())
-    proc = scene.sync(cli=cli)
+    doc = json.loads(scene.sidecar("dst.toml").read_text())
+    del doc["profiles"]["default"]
+    scene.sidecar("dst.toml").write_text(json.dumps(doc))
+    proc = scene.sync("--adopt", cli=cli)
     assert proc.returncode == 0, proc.stderr
-    assert f"wrote token {GOOD_ID} from " in proc.stdout and "(was \\x1b]0;pwned\\x07" in proc.stdout
+    assert f"wrote token {GOOD_ID} from " in proc.stdout
     assert no_control_characters(proc), proc.stdout
     assert scene.profile_token() == scene.values[0]
 
