@@ -104,6 +104,7 @@ from rotator.adapters.aws.secretsmanager import (
     boto3_client,
     client_error_code,
     describe,
+    describe_answer,
     map_errors,
     quiet_sdk_wire_logs,
     read_labelled_version,
@@ -297,14 +298,8 @@ class _Described(SecretView):
 def _describe(api: SecretsManagerAPI, secret_id: str, where: str) -> _Described | None:
     """DescribeSecret, as secretsmanager.describe reads it, keeping the rotation schedule; None if the
     secret does not exist."""
-    with map_errors(where, "DescribeSecret"):
-        try:
-            answer = api.describe_secret(SecretId=secret_id)
-        except botocore.exceptions.ClientError as exc:
-            if client_error_code(exc) == "ResourceNotFoundException":
-                return None
-            raise
-    return _Described(answer)
+    answer = describe_answer(api, secret_id, where)
+    return None if answer is None else _Described(answer)
 
 
 class _Target:

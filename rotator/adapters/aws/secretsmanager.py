@@ -120,6 +120,7 @@ __all__ = [
     "boto3_client",
     "client_error_code",
     "describe",
+    "describe_answer",
     "map_errors",
     "quiet_sdk_wire_logs",
     "read_labelled_version",
@@ -568,14 +569,21 @@ class SecretView:
 
 def describe(api: SecretsManagerAPI, secret_id: str, where: str) -> SecretView | None:
     """DescribeSecret; ``None`` if the secret does not exist."""
+    answer = describe_answer(api, secret_id, where)
+    return None if answer is None else SecretView.from_answer(answer)
+
+
+def describe_answer(api: SecretsManagerAPI, secret_id: str, where: str) -> Mapping[str, Any] | None:
+    """DescribeSecret's whole answer (the Lambda reads its rotation schedule too); ``None`` if the
+    secret does not exist."""
     with map_errors(where, "DescribeSecret"):
         try:
-            answer = api.describe_secret(SecretId=secret_id)
+            answer: Mapping[str, Any] = api.describe_secret(SecretId=secret_id)
         except botocore.exceptions.ClientError as exc:
             if client_error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
-    return SecretView.from_answer(answer)
+    return answer
 
 
 def read_stage(
