@@ -12,7 +12,6 @@ an exception message.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -21,7 +20,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkab
 
 from rotator.config.timefmt import parse_rfc3339, rfc3339
 from rotator.core.clock import SYSTEM_CLOCK, Clock
-from rotator.core.secret import Secret
+from rotator.core.secret import Secret, value_sha256
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT_S",
@@ -122,7 +121,7 @@ class TokenInfo(NamedTuple):
         """Whether ``value`` is this token's, by what the listing shows of its value; None when it
         shows nothing of it (most issuers: a token's value is shown once, at its creation)."""
         if self.value_sha256 is not None:
-            return hashlib.sha256(value.reveal().encode()).hexdigest() == self.value_sha256
+            return value_sha256(value) == self.value_sha256
         if self.value_prefix:
             return value.reveal().startswith(self.value_prefix)
         return None

@@ -22,7 +22,6 @@ written, an audit event ``<operation>/aborted``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import uuid
@@ -93,10 +92,10 @@ from rotator.core.revocation_rule import (
     in_record,
     unrecorded_gone_reason,
 )
-from rotator.core.secret import REDACTOR, Secret
+from rotator.core.secret import REDACTOR, Secret, value_sha256
 
 __all__ = ["ANY_RUN", "DRY_RUN", "NOTHING_TO_DO", "Engine", "NeedsAttention", "RunResult", "default_holder",
-           "new_run_id"]
+           "live_lease_holder", "new_run_id", "postponed_advice"]
 
 T = TypeVar("T")
 logger = logging.getLogger("rotator.engine")
@@ -170,18 +169,11 @@ def _kept_valid(kept: Mapping[str, str], verb: str = "stays") -> str:
                    for token_id, reason in kept.items())
 
 
-def _postponed_advice(policy: str) -> str:
-    """What a postponed revocation's line adds (in cli.cmd_revoke_expired's words): the backoff keeps a
+def postponed_advice(policy: str) -> str:
+    """What a postponed revocation's line adds (here and in cli.cmd_revoke_expired's): the backoff keeps a
     timer's pass from retrying in a loop, so a person who fixed the cause needs the way past it."""
     return (f"; the token is still valid: once the cause is fixed, `rotator revoke-expired --retry-failed {policy}` "
             "tries it now")
-
-
-def value_sha256(value: Secret) -> str:
-    """The SHA-256 (hex) of a token value, as the journal keeps it (RunRecord.new_token_sha256) and
-    as contracts.TokenInfo.value_sha256 has it: a token is high-entropy, so this tells nothing of it
-    that could be used, and proves which value a run minted."""
-    return hashlib.sha256(value.reveal().encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_run_id() -> str:
@@ -395,7 +387,7 @@ class Engine:
                     if len(revoked) < len(rushed):
                         kept = self.journal.dismissed_revocations(self.policy.name, rushed)
                         # (each action's own --retry-failed advice left out: the hint below gives it once)
-                        advice = _postponed_advice(self.policy.name)
+                        advice = postponed_advice(self.policy.name)
                         failed = [a.removesuffix(advice) for t in rushed if t not in revoked for a in result.actions
                                   if a.startswith(f"token {t}:")] or [
                             f"token {t}'s revocation was dismissed ({reason or 'no reason'}), so rotator does "
@@ -1578,7 +1570,7 @@ class Engine:
             # failure says until when, and how to try at once, as cli.cmd_revoke_expired does on the
             # passes after it (which name only the tokens this pass did not report).
             return (f"token {rev.token_id}: revocation postponed until {rfc3339_seconds(next_try_at)}: "
-                    f"{_describe(exc)}{_postponed_advice(self.policy.name)}"), states
+                    f"{_describe(exc)}{postponed_advice(self.policy.name)}"), states
         if not revoked and not in_record(claim):
             return self._dismiss_unrecorded(rev, claim), states
         now = self.clock.now()

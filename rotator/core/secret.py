@@ -31,10 +31,11 @@ there are any.
 from __future__ import annotations
 
 import collections
+import hashlib
 import threading
 import weakref
 
-__all__ = ["REDACTOR", "Redactor", "Secret"]
+__all__ = ["REDACTOR", "Redactor", "Secret", "value_sha256"]
 
 REDACTED = "***"
 
@@ -209,3 +210,10 @@ class Secret:
 
     def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("a Secret cannot be pickled")
+
+
+def value_sha256(value: Secret) -> str:
+    """The SHA-256 (hex) of a token value: what the journal keeps of a minted one (RunRecord.new_token_sha256),
+    what an issuer may show of one (TokenInfo.value_sha256), and how two stored copies are compared without
+    showing either. A token is high-entropy, so this tells nothing of it that could be used."""
+    return hashlib.sha256(value.reveal().encode("utf-8", "surrogatepass")).hexdigest()

@@ -1098,6 +1098,8 @@ def cmd_revoke_expired(args: argparse.Namespace) -> int:
     if args.reason:
         raise ConfigError("--reason goes with --dismiss", hint="drop --reason, or add --dismiss TOKEN_ID")
 
+    from rotator.core.engine import postponed_advice
+
     def revoke(engine: Engine) -> list[str]:
         lines = engine.revoke_due(retry_failed=args.retry_failed)
         if not args.retry_failed:
@@ -1107,8 +1109,7 @@ def cmd_revoke_expired(args: argparse.Namespace) -> int:
             # pass keeps the backoff (a timer must not retry in a loop); a person who fixed the cause
             # tries it at once with --retry-failed.
             lines += [f"token {rev.token_id}: revocation postponed until {rfc3339_seconds(rev.next_try_at)} "
-                      f"(last error: {rev.last_error or 'none recorded'}); the token is still valid: once the "
-                      f"cause is fixed, `rotator revoke-expired --retry-failed {engine.policy.name}` tries it now"
+                      f"(last error: {rev.last_error or 'none recorded'}){postponed_advice(engine.policy.name)}"
                       for rev in engine.postponed_revocations()
                       if rev.next_try_at is not None and f"token {rev.token_id}" not in reported]
             # A revocation that gave up is not tried again by itself, and its token is still valid: every

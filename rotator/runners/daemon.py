@@ -1305,13 +1305,7 @@ class Daemon:
             future = executor.submit(self._job, name, engine, kind, kwargs)
         except RuntimeError as exc:
             with self._lock:
-                jobs.pop(name, None)
-                if kind == "credentials":
-                    self._keep_alive_started.pop(name, None)
-                else:
-                    self._job_started.pop(name, None)
-                    self._job_progress.pop(name, None)
-                    self._lease_taken.discard(name)
+                self._untrack(name, kind)
             if self._stopping:
                 return  # the executor is shutting down
             # Not shutting down: no thread for it now (a broken pool; ours starts its threads at start()).
@@ -1327,18 +1321,23 @@ class Daemon:
                 jobs[name] = future if kind == "credentials" else (kind, future)
         future.add_done_callback(lambda _f: self._done(name, kind))
 
+    def _untrack(self, name: str, kind: str) -> bool:
+        """Forget the policy's job of ``kind`` (under _lock): whether it took the policy's lease (_leased)."""
+        if kind == "credentials":
+            self._keeping_alive.pop(name, None)
+            self._keep_alive_started.pop(name, None)
+            return False
+        self._busy.pop(name, None)
+        self._job_started.pop(name, None)
+        self._job_progress.pop(name, None)
+        took = name in self._lease_taken
+        self._lease_taken.discard(name)
+        return took
+
     def _done(self, name: str, kind: str) -> None:
         with self._lock:
-            if kind == "credentials":
-                self._keeping_alive.pop(name, None)
-                self._keep_alive_started.pop(name, None)
-            else:
-                self._busy.pop(name, None)
-                self._job_started.pop(name, None)
-                self._job_progress.pop(name, None)
-                if name in self._lease_taken:
-                    self._lease_taken.discard(name)
-                    self._lease_released.add(name)
+            if self._untrack(name, kind):
+                self._lease_released.add(name)
             # One wake-up until the next pass takes the set: the jobs that end meanwhile ride on it
             # (a burst of jobs makes a pass per batch of ended jobs, not one per job). The pass reads
             # the policy's journal state again (_refresh) before planning it: only the scheduler's

@@ -126,7 +126,7 @@ from rotator.core.errors import (
     TransientError,
 )
 from rotator.core.retry import RetryPolicy, call_with_retry
-from rotator.core.secret import REDACTOR, Secret
+from rotator.core.secret import REDACTOR, Secret, value_sha256
 
 if TYPE_CHECKING:
     # Imported where a revocation is decided (finishSecret, orphans of createSecret): not at cold start.
@@ -1844,18 +1844,12 @@ def _held_under_other_ids(target: _Target, info: TokenInfo, run: str, labelled: 
     ``run`` holds it, under another token's id: a payload written again with an edited ``token_id``.
     Values are compared by digest and never shown. Empty when the run's version holds no value of
     that token (never stored, or deleted since): then only the ids tell."""
-    import hashlib
-
     own = _lenient(read_stage(target.api, target.view.arn, None, target.where, version_id=run))
     if own is None or own.token_id != info.token_id:
         return []
-
-    def digest(record: TokenRecord) -> bytes:
-        return hashlib.sha256(record.value.reveal().encode()).digest()
-
-    mine = digest(own)
+    mine = value_sha256(own.value)
     return [version for version, record in labelled.items()
-            if record.token_id != info.token_id and digest(record) == mine]  # fmt: skip
+            if record.token_id != info.token_id and value_sha256(record.value) == mine]  # fmt: skip
 
 
 def _held_by_value(step: str, target: _Target, info: TokenInfo, run: str, fresh: SecretView,

@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 
 from rotator.core.contracts import TokenRecord
-from rotator.core.engine import value_sha256
 from rotator.core.errors import NeedsAttention
 from rotator.core.journal import RunRecord, RunState, open_journal
-from rotator.core.secret import Secret
+from rotator.core.secret import Secret, value_sha256
 from rotator.testing import MemoryStore
 from tests.engine.test_state_machine import POLICY, START, Crash, World, rotate
 
