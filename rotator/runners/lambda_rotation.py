@@ -120,6 +120,7 @@ from rotator.core.contracts import Issuer, MintRequest, TokenInfo, TokenRecord, 
 from rotator.core.errors import (
     ConfigError,
     NeedsAttention,
+    NotYetAccepted,
     OwnershipError,
     PermanentError,
     RotatorError,
@@ -188,6 +189,12 @@ _HINT_CLEAR = (
 _HINT_BOOTSTRAP = "publish the first token with `rotator bootstrap` (a policy with this secret as its store)"
 #: Secrets Manager's limit of tags on one secret; tags whose key begins with "aws:" do not count
 MAX_TAGS = 50
+
+
+class _NotVerifiedInTime(TransientError):
+    """testSecret gave up: the issuer's last refusal (what and where), with a hint that names what bounded
+    the wait (the policy's verify_timeout, or the function's timeout) and what became of the AWSPENDING
+    token, as the engine's VERIFY says them (rotator/core/engine.py, _NotVerifiedInTime)."""
 
 
 class LambdaContext(Protocol):
@@ -686,9 +693,12 @@ class _Rotation:
         pending = self._pending_required("testSecret")
         if pending.token_id == current.token_id:
             logger.info("testSecret: AWSPENDING holds the current token (a RotateImmediately=false test); verifying it")
-        deadline = self._deadline(self.t.policy.verify_timeout)
-        self._call(lambda: self.issuer.verify(pending.value), f"testSecret: verify token {pending.token_id}",
-                   deadline=deadline)  # fmt: skip
+        wait = self._wait(self.t.policy.verify_timeout)
+        try:
+            self._call(lambda: self.issuer.verify(pending.value), f"testSecret: verify token {pending.token_id}",
+                       deadline=self.clock.now() + wait)  # fmt: skip
+        except TransientError as exc:  # retried until the deadline: what reaches here is the giving up
+            raise self._not_verified_in_time(exc, wait, pending, current) from None
         logger.info("testSecret: token %s works", pending.token_id)
 
     def finish_secret(self) -> None:
@@ -1156,13 +1166,51 @@ class _Rotation:
         left = timedelta(milliseconds=max(0, context.get_remaining_time_in_millis()))
         return min(left, _MAX_INVOCATION)
 
-    def _deadline(self, limit: timedelta) -> datetime:
-        now = self.clock.now()
+    def _wait(self, limit: timedelta) -> timedelta:
+        """``limit``, or the time this invocation has left less _SAFETY_MS (to report) if that is shorter."""
         context = self.env.context
         if context is None:
-            return now + limit
+            return limit
         left = max(0, context.get_remaining_time_in_millis() - _SAFETY_MS)
-        return now + min(limit, timedelta(milliseconds=left))
+        return min(limit, timedelta(milliseconds=left))
+
+    def _not_verified_in_time(self, exc: TransientError, wait: timedelta, pending: TokenRecord,
+                              current: TokenRecord) -> _NotVerifiedInTime:  # fmt: skip
+        """The error of a testSecret that tried until its deadline: the adapter's hint was for a retry
+        (a new token may take a while), which is over; what bounded the wait is the fix, and the operator
+        must know the new token's fate (ids only: the message never holds a token value)."""
+        from rotator.config.schedule import format_duration  # an error's wording: not on the cold path
+
+        limit = self.t.policy.verify_timeout
+        verify_timeout = f"the policy's verify_timeout ({format_duration(limit)})"
+        if wait < limit:  # the invocation's time ran out first
+            waited = (f"the {format_duration(wait)} this invocation had left (the function's timeout, "
+                      f"TimeoutSeconds, less {_SAFETY_MS // 1000}s kept to report; shorter than {verify_timeout})")
+            setting = "the function's TimeoutSeconds (at most 900)"
+        else:
+            waited = verify_timeout
+            setting = ("verify_timeout in the policy file and deploy a zip built with it (keep TimeoutSeconds "
+                       f"more than verify_timeout + {_SAFETY_MS // 1000}s)")
+        if isinstance(exc, NotYetAccepted):
+            hint = (f"token {pending.token_id} was not accepted within {waited}: if the cluster activates tokens "
+                    f"slowly, raise {setting}")
+        else:  # the issuer kept failing (down, throttling): waiting longer is not the fix
+            cause = f" ({exc.hint})" if exc.hint else ""
+            hint = f"verifying token {pending.token_id} kept failing until {waited} ran out{cause}"
+        message = f"testSecret: gave up verifying token {pending.token_id} of AWSPENDING version {self.token}: {exc}"
+        return _NotVerifiedInTime(message, hint=hint + self._pending_fate(pending, current))
+
+    def _pending_fate(self, pending: TokenRecord, current: TokenRecord) -> str:
+        """What a testSecret that gave up leaves: the rotation is not undone here (Secrets Manager retries
+        it with the same version, whose token createSecret keeps), and AWSCURRENT was never touched."""
+        if pending.token_id == current.token_id:
+            return (f"; nothing was minted: AWSPENDING holds the current token {current.token_id} (a "
+                    "RotateImmediately=false test), and AWSCURRENT is unchanged")
+        clear = _HINT_CLEAR.format(secret=self.t.view.arn, version=self.token)
+        return (f"; token {pending.token_id} stays AWSPENDING (version {self.token}), not revoked, and AWSCURRENT "
+                f"still holds token {current.token_id}: Secrets Manager's next attempt of this rotation tests the "
+                f"same token again (createSecret mints no other). To give the rotation up instead, {clear}; the "
+                f"next createSecret, or a scheduled revoke-expired, then revokes token {pending.token_id}")
 
     def _call(self, fn: Callable[[], T], what: str, deadline: datetime | None = None,
               before_retry: Callable[[], None] | None = None) -> T:  # fmt: skip

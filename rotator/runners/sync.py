@@ -254,8 +254,8 @@ def sync(args: argparse.Namespace) -> SyncResult:
             )
         except MalformedPayload as exc:
             # The store's own fix names `rotator bootstrap --replace`, a command of the rotating host,
-            # which never writes this host's sidecar. Not lifted by --adopt: the store's publish reads
-            # the same entry and fails on it too; the entry out of the sidecar, --adopt takes over.
+            # which never writes this host's sidecar. Not lifted by --adopt: sync stops at this read,
+            # before it would publish; the entry out of the sidecar, --adopt takes over.
             fixed = MalformedPayload(
                 str(exc), hint=_HINT_TARGET_SIDECAR.format(sidecar=target.sidecar_path, profile=args.profile)
             )

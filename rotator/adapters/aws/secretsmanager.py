@@ -222,6 +222,14 @@ HINT_OLD_SDK = (
 )
 
 
+#: The ranges __post_init__ holds ``max_attempts`` and ``timeout_s`` to. Each field's metadata
+#: "json_schema_extra" states the same constant in the policy file's JSON schema, so an editor that
+#: reads the schema refuses what the loader would (a bound in pydantic's own ``ge``/``le`` would
+#: move the check before __post_init__ and change its message and where it is reported).
+_MAX_ATTEMPTS = (1, 20)
+_LONGEST_TIMEOUT_S = 300
+
+
 # A dataclass, not a pydantic model: the AWS Lambda function's cold start imports this module and
 # must not import pydantic. The policy loader validates it through pydantic all the same
 # (rotator/config/adapter_settings.py): field types first, then the checks in __post_init__. The class
@@ -250,8 +258,14 @@ class AwsSecretsManagerSettings(SettingsValue):
     retry_mode: Literal["standard", "adaptive"] = field(
         default="standard", metadata={"description": "botocore retry mode"}
     )
-    max_attempts: int | None = field(default=None, metadata={"description": "tries per call, the first included"})
-    timeout_s: float = field(default=10.0, metadata={"description": "connect and read timeout of each call"})
+    max_attempts: int | None = field(default=None, metadata={
+        "description": "tries per call, the first included",
+        "json_schema_extra": {"minimum": _MAX_ATTEMPTS[0], "maximum": _MAX_ATTEMPTS[1]},
+    })
+    timeout_s: float = field(default=10.0, metadata={
+        "description": "connect and read timeout of each call",
+        "json_schema_extra": {"exclusiveMinimum": 0, "maximum": _LONGEST_TIMEOUT_S},
+    })
 
     def __post_init__(self) -> None:
         if not secret_id_is_valid(self.secret_id):
@@ -274,10 +288,11 @@ class AwsSecretsManagerSettings(SettingsValue):
             raise ValueError("`kms_key_id` must name a KMS key (it is empty)")
         if self.retry_mode not in ("standard", "adaptive"):
             raise ValueError("`retry_mode` must be 'standard' or 'adaptive'")
-        if self.max_attempts is not None and not 1 <= self.max_attempts <= 20:
-            raise ValueError("`max_attempts` must be between 1 and 20")
-        if not 0 < self.timeout_s <= 300:  # False for NaN too
-            raise ValueError("`timeout_s` must be more than 0 and at most 300 (seconds)")
+        low, high = _MAX_ATTEMPTS
+        if self.max_attempts is not None and not low <= self.max_attempts <= high:
+            raise ValueError(f"`max_attempts` must be between {low} and {high}")
+        if not 0 < self.timeout_s <= _LONGEST_TIMEOUT_S:  # False for NaN too
+            raise ValueError(f"`timeout_s` must be more than 0 and at most {_LONGEST_TIMEOUT_S} (seconds)")
         self._consistent()
 
     def _consistent(self) -> None:

@@ -189,6 +189,13 @@ _MAX_DETAIL = 300
 # --------------------------------------------------------------------------------------------
 # Settings shared by influxctl-based issuers
 
+#: The ranges __post_init__ holds ``profile.port`` and ``timeout_s`` to. Each field's metadata
+#: "json_schema_extra" states the same constant in the policy file's JSON schema, so an editor that
+#: reads the schema refuses what the loader would (a bound in pydantic's own ``ge``/``le`` would
+#: move the check before __post_init__ and change its message and where it is reported).
+_PORTS = (1, 65535)
+_LONGEST_TIMEOUT_S = 3600
+
 
 @dataclass(frozen=True, eq=False, repr=False)
 class TLSSettings(SettingsValue):
@@ -211,7 +218,8 @@ class ProfileSettings(SettingsValue):
 
     product: Literal["clustered", "dedicated"]
     host: str | None = None
-    port: int | None = None
+    port: int | None = field(default=None, metadata={"json_schema_extra": {"minimum": _PORTS[0],
+                                                                           "maximum": _PORTS[1]}})
     account_id: str | None = None
     cluster_id: str | None = None
     tls: TLSSettings = TLSSettings()
@@ -220,8 +228,9 @@ class ProfileSettings(SettingsValue):
         for key in ("host", "account_id", "cluster_id"):
             if getattr(self, key) == "":
                 raise ValueError(f"`{key}` must not be empty")
-        if self.port is not None and not 1 <= self.port <= 65535:
-            raise ValueError("`port` must be between 1 and 65535")
+        low, high = _PORTS
+        if self.port is not None and not low <= self.port <= high:
+            raise ValueError(f"`port` must be between {low} and {high}")
         self._product_needs()
 
     def _product_needs(self) -> None:
@@ -290,13 +299,14 @@ class InfluxctlSettings(SettingsValue):
     profile: ProfileSettings
     auth: SelfAuth | TokenFileAuth | MgmtTokenAuth = field(default=SelfAuth(), metadata=AUTH_BY_METHOD)
     #: Limit for each influxctl call, also passed as influxctl's ``--timeout``.
-    timeout_s: float = 60
+    timeout_s: float = field(default=60, metadata={"json_schema_extra": {"exclusiveMinimum": 0,
+                                                                          "maximum": _LONGEST_TIMEOUT_S}})
 
     def __post_init__(self) -> None:
         if not self.influxctl:
             raise ValueError("`influxctl` must name the influxctl binary (a name on PATH or a path)")
-        if not 0 < self.timeout_s <= 3600:
-            raise ValueError("`timeout_s` must be more than 0 and at most 3600 (seconds)")
+        if not 0 < self.timeout_s <= _LONGEST_TIMEOUT_S:  # False for NaN too
+            raise ValueError(f"`timeout_s` must be more than 0 and at most {_LONGEST_TIMEOUT_S} (seconds)")
 
     def transport_warnings(self) -> list[str]:
         """Profile TLS settings that expose the tokens influxctl sends (see rotator/adapters/transport.py)."""

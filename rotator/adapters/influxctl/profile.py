@@ -200,6 +200,13 @@ _HINT_SIDECAR = (
     "restore it from a backup, or delete it: the profile then reads as not managed by rotator, and the next "
     "publish needs `adopt = true` (rotator sync: --adopt)"
 )
+#: The store's own fix for an entry it cannot read (MalformedPayload): contracts.MALFORMED_HINT says to
+#: restore the secret's last good version, which a file has not; its backup of the sidecar is that here.
+#: `--replace` works on this store (publish writes over such an entry at the version it read).
+_HINT_MALFORMED = (
+    "write a working token over it with `rotator bootstrap POLICY --replace --reason TEXT --token-file FILE "
+    "--token-id ID` (docs/operations.md), or put back the sidecar {sidecar} from a backup"
+)
 _ERR_CONFLICT = "{where}: compare-and-set lost: expected {expected}, the profile now holds {actual}"
 _HINT_CONFLICT = (
     "someone changed {key} of this profile after rotator read it (a hand edit, or another rotator "
@@ -595,7 +602,8 @@ class InfluxctlProfileStore:
         fencing write). A write that leaves the value as it was (an adopt) moves the generation
         too, so that every write moves the version and a retry of it (at the version before) writes
         nothing. PermanentError, before anything is read or written, for a record whose issuer does
-        not belong under ``key``.
+        not belong under ``key``. A value whose sidecar entry rotator cannot read (MalformedPayload at
+        :meth:`read_current`) is written over at the version that error carries: `bootstrap --replace`.
         """
         problem = key_problem(self._key, record.issuer)
         if problem is not None:
@@ -614,7 +622,7 @@ class InfluxctlProfileStore:
         new_version = value_version(value)
         with self._locked(exclusive=True) as directory:
             snap = self._read(directory)
-            state = self._state(snap, warn=False)
+            state = self._state_to_write(snap)
             current = state.record
             if current is not None and current.token_id == record.token_id and current.value == record.value:
                 if expected_version is None or expected_version != state.version:
@@ -852,8 +860,22 @@ class InfluxctlProfileStore:
                                               f"{self._location} ({_sidecar(snap.path)})")  # fmt: skip
         except MalformedPayload as exc:
             exc.state = StoreState(version=value_version(snap.value, _generation(entry)), managed=True, record=None)
+            exc.hint = _HINT_MALFORMED.format(sidecar=_sidecar(snap.path))
             raise
         return StoreState(version=value_version(snap.value, _generation(entry)), managed=True, record=record)
+
+    def _state_to_write(self, snap: _Snapshot) -> StoreState:
+        """What a publish compares against: :meth:`_state`, where an entry rotator cannot read
+        (MalformedPayload) is no record at its version, as `bootstrap --replace` read it. The
+        compare-and-set on that version lets the repair write over the entry, as a Vault or AWS store
+        writes over a malformed payload; a rotation never publishes over it unseen, its PLAN read
+        fails on the entry. The entry stays in the sidecar until the config no longer holds its value
+        (a crash between the two renames leaves both as they were), and the next publish drops it."""
+        try:
+            return self._state(snap, warn=False)
+        except MalformedPayload as exc:
+            assert isinstance(exc.state, StoreState)  # _state sets it
+            return exc.state
 
     # -- writing -------------------------------------------------------------------------
 
@@ -995,7 +1017,7 @@ class InfluxctlProfileStore:
         # missing or not valid TOML now is not yet an answer, so the retry reads it again (and
         # reports it, if it stays so).
         try:
-            now = self._state(self._read(directory), warn=False).version
+            now = self._state_to_write(self._read(directory)).version
         except (ConfigError, PermanentError) as exc:
             raise TransientError(
                 _ERR_CHANGED_UNREADABLE.format(where=self._location, path=snap.path, error=exc), hint=_HINT_CHANGED

@@ -271,8 +271,10 @@ class VaultKV2Settings(BaseModel):
     tls_verify: bool = True
     ca_bundle: Path | None = Field(default=None, description="PEM CA bundle; relative to the policy file")
     # At most 300 s, as in the AWS store (_bounded_timeout): inf (TOML allows it) overflowed the socket's
-    # timeout at the first request, and a huge one let a hung call outlive the policy's lease.
-    timeout_s: float = Field(default=10, gt=0)
+    # timeout at the first request, and a huge one let a hung call outlive the policy's lease. The
+    # maximum is stated for the JSON schema only: pydantic's `le` would check it before the validator,
+    # whose message says what the range is.
+    timeout_s: float = Field(default=10, gt=0, json_schema_extra={"maximum": _LONGEST_TIMEOUT_S})
     auth: VaultAuth
 
     @field_validator("url")
