@@ -56,6 +56,13 @@ _WEBHOOK_FIX = (
     'is referenced with secret = { file = "/path/to/file" } or secret = { env = "VAR" }'
 )
 
+_USERINFO_REFUSED = (
+    "must not carry a user name (`user@` before the host): webhooks send no credentials in the URL; remove "
+    "it. The receiver authenticates each delivery by its Standard Webhooks HMAC signature, whose key is "
+    'referenced with secret = { file = "/path/to/file" } or { env = "VAR" }; a proxy that needs a login '
+    "takes it from HTTPS_PROXY / HTTP_PROXY in the daemon's environment"
+)
+
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]*)):(?P<port>\d{1,5})\Z")
 
 
@@ -129,6 +136,10 @@ class WebhookSettings(BaseModel):
             raise ValueError("its host or port cannot be read (a port is a number from 1 to 65535)") from None
         if not parts.hostname or port == 0:
             raise ValueError("must name a host, and a port from 1 to 65535 if it gives one")
+        if "@" in parts.netloc:
+            # urllib sends no user-info: it would look up "user@host" as a host name, and every delivery
+            # would fail with "Name or service not known" after `rotator validate` passed
+            raise ValueError(_USERINFO_REFUSED)
         return value
 
     @field_validator("timeout")

@@ -116,6 +116,13 @@ MINT_START_SLACK = timedelta(seconds=1)
 #: RunResult states that are not run states: a dry run's plan, and a run that was not due
 DRY_RUN = "dry-run"
 NOTHING_TO_DO = "nothing-to-do"
+#: In an open run's error: its recovery failed. The journal's overview, `rotator status` and the daemon
+#: (rotator_needs_attention) count such a run as stuck, so a retry keeps it until its outcome is known.
+_RECOVERY_FAILED = "recovery failed"
+#: In a run's error: a revocation of its discarded candidate failed and ``revoke_new`` / ``failed`` said
+#: so (the orphan webhook, rotator_orphans_total). A later failed try of it writes ``revoke_new`` /
+#: ``failed_again`` instead: one token left valid is reported once, across restarts too.
+_CANDIDATE_NOT_REVOKED = "revoking the candidate failed"
 
 
 class _AnyRun:
@@ -1141,9 +1148,14 @@ class Engine:
         """
         message = _describe(exc)
         was = run.state  # (the write below moves ``run`` to revoking_new)
+        # A discard tried again keeps the run's error until this try's outcome replaces it: a run marked
+        # stuck would read as not stuck for the whole try (minutes while the issuer is down), and its
+        # alert's `for:` start over at every retry. The mark that its candidate's failure was reported, too.
+        kept = run.error if was == RunState.REVOKING_NEW and run.error else None
+        reported = kept is not None and _CANDIDATE_NOT_REVOKED in kept
         if run.tag_search_until is not None:  # a try of its mint had no answer: searched until then too
             search_until = max(search_until or run.tag_search_until, run.tag_search_until)
-        self.journal.update_run(run, fence=self._fence, state=RunState.REVOKING_NEW, error=message)
+        self.journal.update_run(run, fence=self._fence, state=RunState.REVOKING_NEW, error=kept or message)
         self._event("revoke_new", "start", run.run_id, token_id=run.new_token_id, error=message)
         # Before the listing: what it shows is final only if it was taken at or after search_until. A
         # listing that returns after that time may show the issuer as it was before (a slow call, a
@@ -1161,9 +1173,12 @@ class Engine:
             raise
         except Exception as revoke_exc:  # keep the run open: recovery retries the revocation
             self.log.error("could not revoke discarded token of run %s: %s", run.run_id, _describe(revoke_exc))
-            self.journal.update_run(run, fence=self._fence,
-                                    error=f"{message}; revoking the candidate failed: {_describe(revoke_exc)}")
-            self._event("revoke_new", "failed", run.run_id, token_id=run.new_token_id, error=_describe(revoke_exc))
+            error = f"{message}; {_CANDIDATE_NOT_REVOKED}: {_describe(revoke_exc)}"
+            stuck = kept is not None and _RECOVERY_FAILED in kept  # still stuck: no moment without the mark
+            self.journal.update_run(run, fence=self._fence, error=f"{_RECOVERY_FAILED}: {error}" if stuck else error)
+            # (the token was reported as left valid when its first try failed: not a second orphan)
+            self._event("revoke_new", "failed_again" if reported else "failed", run.run_id,
+                        token_id=run.new_token_id, error=_describe(revoke_exc))
             return "stuck"
         now = self.clock.now()
         if search_until is not None and searched_at < search_until:
@@ -1180,7 +1195,9 @@ class Engine:
             return "waiting"
         state = RunState.FAILED if run.new_token_id or was != RunState.PLANNED else RunState.ABORTED
         # (its tag searched for the last time: done with it)
-        ended = {"tag_search_until": None} if run.tag_search_until is not None else {}
+        ended: dict[str, Any] = {"tag_search_until": None} if run.tag_search_until is not None else {}
+        if kept is not None:  # (the error kept during the try described the run before it)
+            ended["error"] = message
         self.journal.update_run(run, fence=self._fence, state=state, finished_at=now, **ended)
         self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
         return "closed"
@@ -1327,7 +1344,7 @@ class Engine:
             except LeaseLost:
                 raise
             except RotatorError as exc:
-                self.journal.update_run(run, fence=self._fence, error=f"recovery failed: {_describe(exc)}")
+                self.journal.update_run(run, fence=self._fence, error=_recovery_error(run, exc))
                 self._event("recover", "error", run.run_id, error=_describe(exc))
                 raise
         return actions + self._search_published_tags()
@@ -2037,6 +2054,17 @@ class Engine:
             audit_logger.info("%s %s", step, result,
                               extra={"policy": self.policy.name, "run_id": run_id, "step": step, "result": result,
                                      **{f"detail_{k}": v for k, v in detail.items()}})
+
+
+def _recovery_error(run: RunRecord, exc: BaseException) -> str:
+    """``run``'s error once its recovery failed with ``exc``: marked stuck. A run whose candidate could not
+    be revoked keeps saying so, with the last cause: its later failed tries are then not reported as a
+    new orphan (Engine._discard), also after a recovery that failed for another reason (a store holds
+    the token, the issuer points elsewhere)."""
+    error = f"{_RECOVERY_FAILED}: {_describe(exc)}"
+    if run.error and _CANDIDATE_NOT_REVOKED in run.error:
+        error += f"; {_CANDIDATE_NOT_REVOKED}{run.error.rpartition(_CANDIDATE_NOT_REVOKED)[2]}"
+    return error
 
 
 def _holder_is_dead(holder: str) -> bool:

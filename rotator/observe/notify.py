@@ -107,7 +107,9 @@ _FAILURE = {("rotate", "failed"), ("rotate", "needs_attention"), ("recover", "fa
             ("hook", "timeout"), ("reload", "failed")}
 #: A token left valid that should not be: a revocation gave up, a failed run's candidate could not be
 #: revoked, a token minted after its run lost its lease could not be revoked (Engine._revoke_own_mint).
-#: rotator_orphans_total counts the same events (rotator/observe/metrics.py).
+#: rotator_orphans_total counts the same events (rotator/observe/metrics.py). Once per token: a failed
+#: run's candidate whose revocation fails again on a later recovery writes ``revoke_new`` /
+#: ``failed_again`` (Engine._discard): not one of these, as it was reported at its first failure.
 ORPHAN_EVENTS = frozenset({("revoke_old", "failed"), ("revoke_new", "failed"), ("revoke_orphan", "failed")})
 _SUCCESS = {("published", "ok")}
 
