@@ -13,6 +13,7 @@
       |   + IssuerOutputError the issuer answered something we cannot parse safely
       |   + NeedsAttention    going on could break an invariant: a human must decide
       + JournalError          the journal cannot be read or written
+          + JournalSchemaNewer a newer rotator upgraded the journal's schema: this process writes it no more
 
 No message may contain a token value: adapters build messages from token ids, commands and
 status codes only. :func:`describe` is the one way an error becomes a line of a log, the journal
@@ -28,6 +29,7 @@ __all__ = [
     "ConflictError",
     "IssuerOutputError",
     "JournalError",
+    "JournalSchemaNewer",
     "JournalUnavailable",
     "LeaseBusy",
     "LeaseLost",
@@ -158,6 +160,20 @@ class NeedsAttention(PermanentError):
 
 class JournalError(RotatorError):
     """The journal could not be read or written."""
+
+
+class JournalSchemaNewer(JournalError):
+    """A rotator of a newer version upgraded the journal's schema past this code's.
+
+    Not transient: only a process of the newer version can use the journal, so waiting or retrying
+    changes nothing (a daemon stops starting work: docs/daemon.md, *Superseded*). A class of its own
+    so that callers need not match the message. ``version``: the journal's schema version;
+    ``supported``: this code's (journal.SCHEMA_VERSION)."""
+
+    def __init__(self, message: str, *, version: int, supported: int, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.version = version
+        self.supported = supported
 
 
 class JournalUnavailable(JournalError, TransientError):

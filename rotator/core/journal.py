@@ -39,7 +39,14 @@ from rotator.config.extras import install_hint
 from rotator.config.policy_source import sqlite_path as sqlite_path  # (its home: the checks before this import)
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core import audit_chain
-from rotator.core.errors import ConfigError, JournalError, JournalUnavailable, LeaseBusy, LeaseLost
+from rotator.core.errors import (
+    ConfigError,
+    JournalError,
+    JournalSchemaNewer,
+    JournalUnavailable,
+    LeaseBusy,
+    LeaseLost,
+)
 from rotator.core.group_sync import GroupSync, WalFile
 
 __all__ = ["Journal", "JournalStats", "Preflight", "RevocationState", "Revocation", "RunRecord", "RunState",
@@ -416,6 +423,9 @@ class _Backend:
     in_wal_mode: Callable[[], bool] = lambda: False
     #: run first inside the migration transaction, so concurrent replicas migrate one at a time
     migration_lock: str | None = None
+    #: run inside a write transaction before it reads the schema version (Journal._refuse_newer_schema_inside):
+    #: shares the migration lock, so no migration commits while the transaction runs
+    schema_read_lock: str | None = None
     #: ALTER TABLE ... ADD COLUMN takes IF NOT EXISTS (PostgreSQL 9.6+); without it (SQLite) a
     #: migration that adds a column looks for it first (Journal._migrate_statement)
     add_column_if_not_exists: bool = False
@@ -1036,9 +1046,9 @@ class Journal:
 
         For readiness probes: one short read, bounded by the backend's connect and statement timeouts;
         JournalUnavailable too when a writable journal's PostgreSQL session accepts no writes (a standby),
-        and a JournalError once a flush of the journal has failed (no commit is durable any more) or
-        once a newer rotator upgraded the journal's schema past this one's (this process takes no lease
-        any more: acquire_lease).
+        a JournalError once a flush of the journal has failed (no commit is durable any more), and
+        JournalSchemaNewer once a newer rotator upgraded the journal's schema past this one's (this
+        process takes no lease any more: acquire_lease).
         """
         lost = self._durability_error()
         if lost is not None:
@@ -1063,11 +1073,12 @@ class Journal:
             )
 
     def _refuse_newer_schema(self, version: Any) -> None:
-        """JournalError when ``version``, the journal's schema version read now, is newer than this code's."""
+        """JournalSchemaNewer when ``version``, the journal's schema version read now, is newer than this code's."""
         if version is not None and int(version) > SCHEMA_VERSION:
-            raise JournalError(
+            raise JournalSchemaNewer(
                 f"journal {self.location}: the journal was upgraded to schema {int(version)} by a newer rotator; "
                 f"this process (schema {SCHEMA_VERSION}) stops writing it: upgrade or restart it",
+                version=int(version), supported=SCHEMA_VERSION,
                 hint="a rotator of a newer version opened this journal and upgraded it (a rolling upgrade's first "
                 "new replica, or a newer `rotator` command): this process takes no lease and starts no run on it "
                 "any more, and its /readyz fails. Replace it with the newer version (under Kubernetes, let the "
@@ -1213,15 +1224,16 @@ class Journal:
 
     def _schema_version(self, cur: _Cursor) -> int | None:
         """The journal's schema version (0: none applied yet), None when it has no schema_version
-        table; JournalError for a version newer than this rotator's."""
+        table; JournalSchemaNewer for a version newer than this rotator's."""
         probe = ("schema_version",) * self._backend.table_exists.count("?")
         if cur.execute(self._backend.table_exists, probe).fetchone() is None:
             return None
         current = int(cur.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
         if current > len(_MIGRATIONS):
-            raise JournalError(
+            raise JournalSchemaNewer(
                 f"journal {self.location} has schema version {current}, newer than this rotator "
                 f"({len(_MIGRATIONS)})",
+                version=current, supported=len(_MIGRATIONS),
                 hint="upgrade rotator; never point an older rotator at a newer journal",
             )
         return current
@@ -1638,7 +1650,7 @@ class Journal:
         it since), else LeaseBusy. The row alone does not show that nobody wrote under it: the holder
         of an expired lease may, without changing it (Preflight.fence_planning_first).
 
-        JournalError, with nothing written, once a newer rotator upgraded the journal's schema past
+        JournalSchemaNewer, with nothing written, once a newer rotator upgraded the journal's schema past
         this code's (checked by the statements that take the lease: no statement more).
         """
         expires = ts(now + ttl)
@@ -1702,7 +1714,7 @@ class Journal:
 
     def _lease_row_and_schema(self, cur: _Cursor, policy: str) -> tuple[str, int, str] | None:
         """Inside a lease-taking transaction, after its write: the policy's lease row (holder, fence,
-        expiry text), or None; JournalError when the journal's schema is newer than this code's (the
+        expiry text), or None; JournalSchemaNewer when the journal's schema is newer than this code's (the
         write then changed nothing: _SCHEMA_KNOWN), read in the same statement."""
         row = cur.execute(f"SELECT holder, fence, expires_at, {_SCHEMA_NOW} FROM leases WHERE policy = ?",
                           (policy,)).fetchone()
@@ -1814,10 +1826,27 @@ class Journal:
         without the write lock, so a busy writer does not hold an auditor up; PostgreSQL: REPEATABLE
         READ, so the head row and the events agree however writers race it). Such a transaction may
         last as long as the chain takes to read: on PostgreSQL only each statement of it has a
-        deadline (Journal._new_tx)."""
+        deadline (Journal._new_tx). A write transaction (the prune's) raises JournalSchemaNewer before
+        it writes anything once a newer rotator upgraded the journal."""
         with self._tx(immediate=write, snapshot=not write) as cur:
             self._forget_head()
+            if write:
+                self._refuse_newer_schema_inside(cur)
             yield cur, self._backend.lock_row
+
+    def _refuse_newer_schema_inside(self, cur: _Cursor) -> None:
+        """Inside a write transaction of the audit chain (the prune's: its checkpoints and deletions),
+        before its first write: JournalSchemaNewer once a newer rotator upgraded the journal. Its rules
+        of what may go are this code's, and a newer schema may keep more (a column, a row of a new
+        kind): an old replica of a rolling upgrade must not delete by the old ones. Prune is rare, so
+        this read costs no rotation anything; the lease statements fold theirs in (_SCHEMA_KNOWN)."""
+        if self._backend.schema_read_lock:
+            # PostgreSQL: a migration under way holds its lock until it commits; waiting for it here, and
+            # holding the next one back until this commits, makes the version read below the one every
+            # statement of this transaction runs under (READ COMMITTED would let a later statement see
+            # a migration committed after the read). SQLite's write lock, taken at BEGIN, does the same.
+            cur.execute(self._backend.schema_read_lock)
+        self._refuse_newer_schema(cur.execute(_SCHEMA_VERSION_SQL).fetchone()[0])
 
     def events(self, policy: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         where, params = ("WHERE policy = ?", (policy,)) if policy else ("", ())
@@ -2338,6 +2367,11 @@ def _cut_connection(conn: Any) -> None:
         _debug("journal watchdog: the connection to cut is closed already")
 
 
+#: one arbitrary advisory lock key for rotator's migrations (PostgreSQL): taken exclusively by a migration,
+#: shared by a write transaction that must run under one schema version (_Backend.schema_read_lock)
+_PG_MIGRATION_KEY = 7306180
+
+
 def _postgres_backend(url: str, read_only: bool = False) -> _Backend:
     try:
         import psycopg
@@ -2379,7 +2413,8 @@ def _postgres_backend(url: str, read_only: bool = False) -> _Backend:
         # READ COMMITTED gives each statement its own snapshot: a verify racing a writer could read
         # the head before and the events after that writer's commit
         snapshot_inside="SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        migration_lock="SELECT pg_advisory_xact_lock(7306180)",  # one arbitrary key for rotator migrations
+        migration_lock=f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_KEY})",
+        schema_read_lock=f"SELECT pg_advisory_xact_lock_shared({_PG_MIGRATION_KEY})",
         table_exists="SELECT to_regclass(?) WHERE to_regclass(?) IS NOT NULL",
         add_column_if_not_exists=True,
         # (a command that only reads may read a standby: an auditor's replica)

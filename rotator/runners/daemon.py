@@ -58,6 +58,15 @@ that lost durability (a failed flush of the SQLite WAL, which only opening the j
 clears) fails ``/healthz`` too, and the daemon stops by itself with exit status
 EXIT_JOURNAL_LOST, which systemd's Restart=on-failure restarts as well.
 
+Superseded: once a newer rotator upgraded the journal's schema (a rolling upgrade's first new
+replica), this process may write it no more, and every lease take, the readiness ping and the
+prune's write transaction say so (JournalSchemaNewer). At the first of them the daemon stops
+starting work for good (:meth:`Daemon._supersede`): no rotation, revocation, recovery, keep-alive,
+sweep or prune; one ERROR line and one ``rotate``/``failed`` event (``superseded``, policy null)
+instead of a failure per policy per retry; /readyz fails and /healthz stays ok. It does not exit: a
+restart of this version cannot open the journal either, so an exit would be a restart loop. A job
+already running goes on to its end, under the lease it took before the upgrade.
+
 Stores with a credential of their own that expires (a Vault token) are kept alive between runs:
 the daemon calls their ``keep_alive()`` when their ``credential_due()`` comes, and shows their
 ``credential_status()`` in ``/readyz`` and the ``rotator_credential_*`` metrics. Those jobs run on
@@ -116,7 +125,7 @@ from rotator.core import clock_offset
 from rotator.core.clock import Clock, SystemClock
 from rotator.core.due import age_origin, decide
 from rotator.core.engine import NOTHING_TO_DO, Engine, NeedsAttention, RunResult, takes_over_dead_holders
-from rotator.core.errors import ConfigError, LeaseBusy, LeaseLost, PermanentError, RotatorError
+from rotator.core.errors import ConfigError, JournalSchemaNewer, LeaseBusy, LeaseLost, PermanentError, RotatorError
 from rotator.core.errors import describe as _describe
 from rotator.core.journal import Journal, Overview, RevocationState, RunRecord, RunState, open_journal, sqlite_path, ts
 from rotator.core.retry import RetryPolicy, doubling
@@ -484,6 +493,10 @@ class Daemon:
         #: policies whose view holds an open run, a revocation or a lease (what a sweep compares)
         self._eventful: set[str] = set()
         self._journal_up = True
+        #: why this daemon starts no work any more (a newer rotator upgraded the journal: _supersede), or
+        #: None; set once, by whichever thread met the refusal first, and never cleared (only a process of
+        #: the newer version can use the journal)
+        self._superseded: str | None = None
         #: sweeps that raised in a row: the next one is tried TICK_RETRY later, doubling to sweep_interval
         self._sweep_failures = 0
         #: read every policy's journal state at the next sweep (a reload or a refresh failed)
@@ -801,6 +814,9 @@ class Daemon:
             if fp != self._fp and fp != self._last_failed_fp:
                 self.reload("the file changed", full=False)
         settings = self.settings
+        if self._superseded is not None:
+            # A pass that does nothing is still one (tick: the watchdog's progress): /healthz stays ok.
+            return settings.sweep_interval.total_seconds()
         with self._lock:
             replan, self._replan = self._replan, set()
             ended, self._ended = self._ended, set()
@@ -1058,7 +1074,8 @@ class Daemon:
         short batches (rotator/core/audit_chain.py)."""
         if self._next_prune is not None and now < self._next_prune:
             return
-        if self._stopping or (self._prune_thread is not None and self._prune_thread.is_alive()):
+        if self._stopping or self._superseded is not None or (
+                self._prune_thread is not None and self._prune_thread.is_alive()):
             return
         self._next_prune = now + PRUNE_EVERY
         self._prune_thread = threading.Thread(target=self._prune, args=(now,), name="rotator-prune", daemon=True)
@@ -1071,7 +1088,10 @@ class Daemon:
 
         try:
             result = audit_chain.prune(self.journal, ts(now - self.loaded.config.settings.keep_history), ts(now),
-                                       stop=lambda: self._stopping)
+                                       stop=lambda: self._stopping or self._superseded is not None)
+        except JournalSchemaNewer as exc:  # refused in its own write transaction, before it deleted anything
+            self._supersede(exc, "the daily prune")
+            return
         except Exception as exc:  # a broken chain (ValueError) or the journal: logged, tried again tomorrow
             logger.error("pruning the journal's history failed: %s", _describe(exc))
             return
@@ -1297,7 +1317,7 @@ class Daemon:
         # worker must not hold it back. The policy's lock (_job) keeps the two from running together.
         jobs: dict[str, Any] = self._keeping_alive if kind == "credentials" else self._busy
         with self._lock:
-            if name in jobs or self._stopping:
+            if name in jobs or self._stopping or self._superseded is not None:
                 return
             jobs[name] = future if kind == "credentials" else (kind, future)
         try:
@@ -1414,6 +1434,11 @@ class Daemon:
 
     def _run_job(self, name: str, engine: EngineLike, kind: str, kwargs: dict[str, Any]) -> None:
         log = logging.LoggerAdapter(logger, {"policy": name})
+        if self._superseded is not None:
+            # Queued before another job, the probe or the prune met the newer schema: not started (its
+            # lease would be refused, and each refusal would be one more failure to report).
+            log.debug("%s job not started: this daemon is superseded", kind)
+            return
         changed = self._changed_since_queued(name, engine, kind)
         if changed is not None:
             # Not a failure nor a success: _done plans the policy again under the configuration in force.
@@ -1434,6 +1459,8 @@ class Daemon:
                 track = self._tracks.get(name)
                 if track is not None:
                     track.revoke_failures, track.revoke_retry_at = 0, None
+        except JournalSchemaNewer as exc:
+            self._supersede(exc, f"policy {name}'s {kind} job")
         except LeaseBusy as busy:
             log.debug("%s: skipped, %s", kind, busy)
             self._tracks.setdefault(name, _Track()).busy_until = self.clock.now() + timedelta(
@@ -1493,8 +1520,10 @@ class Daemon:
             # taken with the planned run), and a dead process's lease on this host is taken over.
             log.log(level, "rotating (due %s)", target.isoformat(timespec="seconds"))
             result = engine.rotate(expect_last_run=planned_from)
-        except LeaseBusy:
-            raise  # no run started: neither late nor a misfire (the busy retry measures again)
+        except (LeaseBusy, JournalSchemaNewer):
+            # LeaseBusy: no run started, neither late nor a misfire (the busy retry measures again).
+            # JournalSchemaNewer: not this policy's failure but the whole daemon's (_run_job: _supersede).
+            raise
         except RotatorError as exc:
             self._started_late(name, target, now)
             self._failed(name, exc, started, now, planned_from)
@@ -1819,6 +1848,30 @@ class Daemon:
             self._journal_check = (True, "ok", time.monotonic())
         except Exception as exc:
             self._journal_check = (False, REDACTOR.redact(str(exc)) or type(exc).__name__, time.monotonic())
+            if isinstance(exc, JournalSchemaNewer):
+                self._supersede(exc, "the journal check")
+
+    def _supersede(self, exc: JournalSchemaNewer, where: str) -> None:
+        """A newer rotator upgraded the journal (``where``: what met the refusal first): start no work
+        any more, and say so once.
+
+        Every due job, retried with backoff, would meet the same refusal at its lease, each one a
+        failure event (a webhook) per policy per retry, and a prune would delete by this code's rules.
+        Not an exit: this version cannot open the journal again, so a supervisor's restart
+        (Restart=on-failure, a pod's restart policy) would only loop; the rollout (or an upgrade and
+        restart) replaces this process. /readyz fails from now on; /healthz stays ok."""
+        message = _describe(exc)
+        with self._lock:  # (the probe thread, a worker and the prune may meet it at once)
+            if self._superseded is not None:
+                return
+            self._superseded = message
+        # (the message names both schema versions, and its hint how to replace this process)
+        logger.error("daemon superseded (found by %s): it starts no rotation, revocation, recovery or prune any more, "
+                     "and stays up but not ready (/readyz fails, /healthz ok) until it is replaced: %s", where, message)
+        self.systemd.send(f"STATUS=superseded: the journal has schema {exc.version}, newer than this rotator's "
+                          f"({exc.supported}): upgrade rotator and restart the service")
+        self._emit({"policy": None, "run_id": None, "step": "rotate", "result": "failed", "superseded": True,
+                    "schema": exc.version, "supported_schema": exc.supported, "error": message})
 
     def _stop_if_durability_lost(self) -> None:
         """Stop, to exit with EXIT_JOURNAL_LOST, once a flush of the journal's WAL has failed.
@@ -2113,6 +2166,9 @@ class Daemon:
                                   "stopping": self._stopping, "watchdog": progress}
         ok, detail = self._journal_state()
         checks["journal"] = detail
+        superseded = self._superseded
+        if superseded is not None:
+            checks["superseded"] = superseded
         credentials = {}
         for policy, store, status in self.credentials():
             expires = status.get("expires_at")
@@ -2140,7 +2196,7 @@ class Daemon:
                     f"this host's clock is {offset.describe()}, more than lease_ttl / 4 ({limit:g}s): replicas "
                     "would take each other's live leases. Run NTP or chrony on this host and on the database "
                     "server (docs/daemon.md, Clocks)")
-        return ok and not self._stopping and not stalled and not skewed, checks
+        return ok and superseded is None and not self._stopping and not stalled and not skewed, checks
 
     def snapshot(self) -> StateSnapshot:
         """Every policy's state for the state metrics (at each scrape), from memory: no journal query.
@@ -2211,7 +2267,8 @@ class Daemon:
             else:
                 state = cached[1]
             states.append(state)
-        return StateSnapshot(now, journal_up=self._journal_state()[0] and self._journal_up, policies=states)
+        up = self._journal_state()[0] and self._journal_up and self._superseded is None  # (as /readyz says)
+        return StateSnapshot(now, journal_up=up, policies=states)
 
 
 # ---------------------------------------------------------------------------------- journal state

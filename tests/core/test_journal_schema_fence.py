@@ -10,6 +10,7 @@ statements that take the lease (a steady rotation's statement count is unchanged
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from rotator.core.errors import JournalError, LeaseBusy, TransientError
-from rotator.core.journal import _MIGRATIONS, Journal, RunRecord, RunState, open_journal
+from rotator.core import audit_chain
+from rotator.core.errors import JournalError, JournalSchemaNewer, LeaseBusy, TransientError
+from rotator.core.journal import _MIGRATIONS, Journal, RunRecord, RunState, open_journal, ts
 from tests.core.test_audit_chain import raw
 from tests.engine.test_state_machine import POLICY, World, rotate
 
@@ -26,6 +28,8 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(minutes=15)
 SCHEMA_VERSION = len(_MIGRATIONS)  # (journal.SCHEMA_VERSION)
 NEWER = SCHEMA_VERSION + 1
+#: the advisory lock every version's migration takes on PostgreSQL (journal._PG_MIGRATION_KEY)
+MIGRATION_LOCK = 7306180
 REFUSED = (rf"the journal was upgraded to schema {NEWER} by a newer rotator; this process \(schema "
            rf"{SCHEMA_VERSION}\) stops writing it: upgrade or restart it")
 
@@ -147,3 +151,86 @@ def test_a_rotation_stops_before_any_side_effect_once_the_journal_was_upgraded(w
     assert world.held() == held, "no store written"
     assert [r.run_id for r in world.journal.runs(POLICY)] == [r.run_id for r in runs], "no run journaled"
     assert _leases(url) == leases, "no lease taken"
+
+
+# ------------------------------------------------------------------ one error class; the prune refuses too
+def test_every_refusal_of_a_newer_schema_is_a_journal_schema_newer(old: Journal, journal_url: str) -> None:
+    """The readiness ping, the lease takes and the open all refuse with one class, carrying both versions: a
+    caller (the daemon) tells it from a journal outage without matching the message."""
+    old.acquire_lease("dead", "dead-holder", TTL, T0)
+    _upgrade_by_a_newer_rotator(journal_url)
+
+    for refused in (old.ping, lambda: old.acquire_lease("p", "old-holder", TTL, T0),
+                    lambda: old.take_over_lease("dead", "dead-holder", "old-holder", TTL, T0)):
+        with pytest.raises(JournalSchemaNewer, match=REFUSED) as err:
+            refused()
+        assert (err.value.version, err.value.supported) == (NEWER, SCHEMA_VERSION)
+    with pytest.raises(JournalSchemaNewer, match="newer than this rotator") as at_open:
+        open_journal(journal_url).close()
+    assert (at_open.value.version, at_open.value.supported) == (NEWER, SCHEMA_VERSION)
+
+
+def _old_history(journal: Journal) -> None:
+    """Events older than any keep_history: what a prune deletes."""
+    for i in range(6):
+        journal.record_event(T0 - timedelta(days=800, minutes=-i), "p", f"run-{i // 2}", "plan", "ok", {"i": i})
+
+
+def _events(url: str) -> list[tuple[Any, ...]]:
+    with raw(url) as sql:
+        return sorted(sql("SELECT seq, at, step FROM events"))
+
+
+def _prune(journal: Journal) -> audit_chain.PruneResult:
+    return audit_chain.prune(journal, ts(T0 - timedelta(days=400)), ts(T0))
+
+
+def test_a_prune_deletes_nothing_once_a_newer_rotator_upgraded_the_journal(old: Journal, journal_url: str) -> None:
+    """The daemon's daily prune (and `rotator prune` run by an old binary on an open journal) deletes by this
+    code's rules: refused inside its own write transaction, before its first delete."""
+    _old_history(old)
+    before = _events(journal_url)
+    _upgrade_by_a_newer_rotator(journal_url)
+
+    with pytest.raises(JournalSchemaNewer, match=REFUSED):
+        _prune(old)
+
+    assert _events(journal_url) == before, "nothing pruned, no checkpoint or prune event written"
+    with raw(journal_url) as sql:
+        assert sql("SELECT COUNT(*) FROM audit_checkpoints")[0][0] == 0
+
+
+def test_a_prune_waits_for_a_migration_under_way_and_then_refuses(pg_url: str) -> None:
+    """PostgreSQL reads each statement at its own snapshot: a version read before a migration commits
+    would let the prune's deletes run after it. The prune's write transaction waits for the migration's
+    lock, then reads the version the migration committed."""
+    import psycopg
+
+    journal = open_journal(pg_url)
+    try:
+        _old_history(journal)
+        before = _events(pg_url)
+        outcome: list[BaseException | audit_chain.PruneResult] = []
+
+        def prune() -> None:
+            try:
+                outcome.append(_prune(journal))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        with psycopg.connect(pg_url, autocommit=True) as migrating:
+            migrating.execute("BEGIN")
+            migrating.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")  # a newer rotator's migration
+            migrating.execute(f"INSERT INTO schema_version (version) VALUES ({NEWER})")
+            thread = threading.Thread(target=prune)
+            thread.start()
+            thread.join(timeout=1.0)
+            assert thread.is_alive(), f"the prune did not wait for the migration under way: {outcome}"
+            migrating.execute("COMMIT")
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        [refused] = outcome
+        assert isinstance(refused, JournalSchemaNewer), refused
+        assert _events(pg_url) == before
+    finally:
+        journal.close()
