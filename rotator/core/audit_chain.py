@@ -1228,7 +1228,8 @@ def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None
         walk.problem = f"the chain ends at seq {start_seq + walk.checked}, before seq {end_seq}"
     if walk.problem is not None:
         raise _changed(f"from seq {start_seq + 1}", walk.problem)
-    detail = _summary(events, last_published, token_since, full=_writes_full_map(previous), token_ids=token_ids)
+    detail = _summary(events, last_published, token_since, full=_writes_full_map(previous), token_ids=token_ids,
+                      failed_before=_failed_runs_of(previous))
     # The chain vouches for the latest checkpoint only (its `prune` event); each one vouches for the
     # one before it, so an edited or removed earlier checkpoint shows too (_check_earlier_checkpoints).
     # `at`: the checkpoint row's time, which its digest (in the chained `prune` event) then covers too
@@ -1331,8 +1332,72 @@ def _any_key(key: Sequence[str], keys: Sequence[tuple[str, ...]]) -> tuple[str, 
 
 #: the policy name of the journal's own events (a prune), which belong to no policy
 JOURNAL_POLICY = "(journal)"
-#: the results a checkpoint summary counts as failures (the report counts the unpruned events alike)
+#: the results of an event that is a failure of its own (a revocation that gave up, an emergency's
+#: revocation that failed): each such event counts once, unless it is one of a run's own failure
+#: (:data:`RUN_FAILURE_EVENTS`). The checkpoint summary and the report both count by
+#: :func:`counts_as_failure`, so a period shows as many failures before a prune as after it.
 FAILED_RESULTS = ("failed", "error", "partial")
+#: the events (step, result) that say their run failed. A run that fails before publishing writes no
+#: `mint` / `verify` failure: the engine discards its candidate, and `revoke_new` / `start` (carrying
+#: the error) is the event that says the run failed (a refused mint or verify, a conflict at the first
+#: store, a crashed run that recovery discards). Also a discard's revocation that failed, a store
+#: write that failed part-way, a bootstrap that failed, a recovery of an interrupted run that failed
+#: or closed an interrupted bootstrap as failed, and a person's `recover --abandon` of an open run
+#: (closed as failed; not of a published run's tag search). Not `recover` / `aborted`: a run
+#: interrupted before it minted, with nothing to undo. A run may write several of them (a discard
+#: that every recovery tries again): it is one failure, counted at the first.
+RUN_FAILURE_EVENTS = frozenset({
+    ("revoke_new", "start"), ("revoke_new", "failed"), ("publish", "partial"), ("bootstrap", "failed"),
+    ("recover", "error"), ("recover", "bootstrap_closed"), ("recover", "abandoned"),
+})
+#: a checkpoint summary's per-policy key: the runs that :data:`RUN_FAILURE_EVENTS` in its range say
+#: failed, in the order of their first such event there, whether it counted them or the checkpoint
+#: before it did (a run whose events lie on both sides of a batch counts once, in the first). The
+#: report counts no kept event of a run a summary it shows names, so that a run whose failure
+#: events a prune split counts once. Absent: none (or a checkpoint written by an earlier version,
+#: which counted the results in :data:`FAILED_RESULTS` only).
+FAILED_RUNS = "failed_runs"
+
+
+def failed_run(row: Mapping[str, Any]) -> str | None:
+    """The run an event says failed (:data:`RUN_FAILURE_EVENTS`); None for any other event, and for
+    such an event without a run id (not what rotator writes: counted on its own)."""
+    step, result, run_id = row["step"], row["result"], row.get("run_id")
+    if (step, result) not in RUN_FAILURE_EVENTS or not run_id:
+        return None
+    if step == "recover" and result == "abandoned" and _detail_of(row).get("tag_search"):
+        return None  # a published run's tag search ended by a person: the run did not fail
+    return str(run_id)
+
+
+def counts_as_failure(row: Mapping[str, Any], counted: set[str]) -> bool:
+    """Whether an event counts as a failure: the first that says its run failed, or one whose result
+    is a failure of its own (:data:`FAILED_RESULTS`). ``counted``: the runs already counted as failed,
+    to which the run of an event counted here is added. One rule for the checkpoint summary and the
+    report."""
+    run_id = failed_run(row)
+    if run_id is None:
+        return row["result"] in FAILED_RESULTS or (row["step"], row["result"]) in RUN_FAILURE_EVENTS
+    if run_id in counted:
+        return False
+    counted.add(run_id)
+    return True
+
+
+def failed_runs(summary: Mapping[str, Any]) -> list[str]:
+    """A checkpoint summary's policy entry's :data:`FAILED_RUNS` ([] for one without: none, or an
+    earlier version's, or one edited into another shape, which verification reports)."""
+    runs = summary.get(FAILED_RUNS)
+    return [str(r) for r in runs if isinstance(r, str)] if isinstance(runs, list) else []
+
+
+def _failed_runs_of(checkpoint: Checkpoint | None) -> set[str]:
+    """Every run a checkpoint's summaries name as failed (:data:`FAILED_RUNS`)."""
+    if checkpoint is None:
+        return set()
+    policies = checkpoint.detail.get("policies")
+    entries = policies.values() if isinstance(policies, dict) else ()
+    return {run for entry in entries if isinstance(entry, dict) for run in failed_runs(entry)}
 #: a checkpoint's detail key: the last publish time of every policy with no event in its range, a
 #: full copy of what is carried from checkpoint to checkpoint (a token published before the range
 #: and replaced after it). Written by earlier versions in every checkpoint, whose size then grew with
@@ -1406,7 +1471,8 @@ def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str],
              token_since: Mapping[str, str] | None = None, *, full: bool = False,
-             token_ids: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+             token_ids: Mapping[str, str] | None = None,
+             failed_before: Iterable[str] = ()) -> dict[str, Any]:  # fmt: skip
     """Per policy over the pruned events: rotations, revocations, failures, the longest a published
     token lived before the next one (max token age, seconds), the last publish time (carried on:
     ``last_published`` is each policy's before these events; ``token_since``, when its token then
@@ -1414,6 +1480,8 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     (``token_id``; carried on from ``token_ids``). A publication of the token already current (the
     same bootstrap run again) is no rotation: its token ages on from its first publication. What
     people decided, with their reasons (:data:`ABANDONED`, :data:`EMERGENCIES`, :data:`REPAIRS`).
+    Failures as :func:`counts_as_failure` counts them, and the runs that failed (:data:`FAILED_RUNS`);
+    ``failed_before``: the runs the checkpoint before counted as failed (not counted again).
     ``full``: the other policies' carried values too (:data:`LAST_PUBLISHED_ELSEWHERE`), else
     :data:`ELSEWHERE_IN_EARLIER`."""
     policies: dict[str, dict[str, Any]] = {}
@@ -1424,6 +1492,7 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     current: dict[str, str] = dict(token_ids or {})
     #: per policy, its emergency start when that is its last event so far (its run's plan comes next)
     starting: dict[str, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+    counted = set(failed_before)
     for row in rows:
         if row["step"] == "prune":
             continue
@@ -1453,8 +1522,8 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
                 created[str(row["policy"])] = made
         elif step == "revoke_old" and result == "ok":
             entry["revocations"] += 1
-        elif result in FAILED_RESULTS:
-            entry["failures"] += 1
+        else:
+            _failure(entry, row, counted)
     for name, since in created.items():
         if name in policies:
             policies[name]["token_since"] = since
@@ -1479,6 +1548,16 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     if tokens:
         detail[TOKEN_ID_ELSEWHERE] = tokens
     return detail
+
+
+def _failure(entry: dict[str, Any], row: Mapping[str, Any], counted: set[str]) -> None:
+    """Count ``row`` in a summary's ``entry`` if it is a failure (:func:`counts_as_failure`), and name
+    the run it says failed (:data:`FAILED_RUNS`) once, counted here or before."""
+    run_id = failed_run(row)
+    if run_id is not None and run_id not in entry.setdefault(FAILED_RUNS, []):
+        entry[FAILED_RUNS].append(run_id)
+    if counts_as_failure(row, counted):
+        entry["failures"] += 1
 
 
 def _decisions(entry: dict[str, Any], row: Mapping[str, Any],

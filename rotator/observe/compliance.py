@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # annotations only: `rotator status` imports neither the poli
     from rotator.config.policy_types import Policy
     from rotator.core.journal import Journal, Revocation
 
-__all__ = ["DEFAULT_SLACK", "REVOCATION_STATES", "ROW_ERRORS", "Compliance", "is_compliant", "max_age_of",
-           "open_revocations", "policy_compliance", "revocations_overdue", "unreadable_row"]
+__all__ = ["DEFAULT_SLACK", "REVOCATION_STATES", "ROW_ERRORS", "Compliance", "is_compliant", "is_overdue",
+           "max_age_of", "open_revocations", "policy_compliance", "revocations_overdue", "unreadable_row"]
 
 #: How long after its due time a pending revocation may wait (for the next revoke-expired tick or
 #: daemon sweep, and its retries) before it counts as overdue.
@@ -43,8 +43,14 @@ ROW_ERRORS = (ValueError, TypeError)
 def revocations_overdue(revocations: Sequence[Revocation], now: datetime, slack: timedelta) -> list[Revocation]:
     """Pending revocations whose due time passed more than ``slack`` ago, and failed ones (a state
     rotator never writes counts as failed: nothing shows that the token was revoked)."""
-    return [r for r in revocations if (r.state == "pending" and r.due_at + slack < now)
-            or r.state not in ("pending", "done", "dismissed")]
+    return [r for r in revocations if is_overdue(r.state, r.due_at, now, slack)]
+
+
+def is_overdue(state: str, due_at: datetime, now: datetime, slack: timedelta) -> bool:
+    """The rule of :func:`revocations_overdue` for one revocation, in ``state`` and due at ``due_at``,
+    judged at ``now``; `rotator report` judges its rows by it at the period's end."""
+    # (``now - slack``, not ``due_at + slack``: a due time edited to the year 9999 must not overflow)
+    return (state == "pending" and due_at < now - slack) or state not in ("pending", "done", "dismissed")
 
 
 def open_revocations(journal: Journal, policy: str) -> list[Revocation]:

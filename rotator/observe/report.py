@@ -29,7 +29,7 @@ from rotator.core import audit_chain
 from rotator.core.errors import ConfigError, JournalError
 from rotator.core.journal import Journal, Revocation, RevocationState, RunRecord, RunState, dismissal_reason, ts
 from rotator.core.revocation_rule import read_abandoned_note
-from rotator.observe.compliance import max_age_of
+from rotator.observe.compliance import DEFAULT_SLACK, is_overdue, max_age_of
 from rotator.observe.untrusted_text import csv_cell, masked, one_line
 
 __all__ = ["DISCLAIMER", "Evidence", "build", "parse_date", "render"]
@@ -66,12 +66,6 @@ def parse_date(flag: str, text: str) -> datetime:
                           hint=f"give a date from {EARLIEST_YEAR}-01-01 on (the journal holds nothing older), "
                           f"e.g. {flag} 2026-01-01")
     return moment
-
-
-def _failed(event: Mapping[str, Any]) -> bool:
-    """Whether an event is a failure. The checkpoint's summary counts the pruned ones by the same rule
-    (audit_chain._summary): a period must not show more failures before a prune than after it."""
-    return event["result"] in audit_chain.FAILED_RESULTS
 
 
 @dataclass
@@ -147,6 +141,10 @@ class PolicyEvidence:
     #: tried one; written (or deleted) outside rotator. Token ids ("(the token run X replaced)" when a
     #: chained `published` event scheduled one that no event names)
     revocations_not_in_chain: list[str] = field(default_factory=list)
+    #: token ids of the listed revocations overdue at the period's end (now, for a period not over yet),
+    #: as `rotator status --check` judges one (compliance.is_overdue): pending more than the slack past
+    #: the due time the chain allows, or failed
+    overdue_revocations: list[str] = field(default_factory=list)
     #: the period, as the journal's time text: a rotation counts in it by its publication
     period: tuple[str, str] = ("", "\uffff")
     #: listed runs whose publication a pruned range's summary counts (their event went with it): the
@@ -221,6 +219,8 @@ class PolicyEvidence:
                                     if r.state == "done" and r.token_id not in self.revocations_not_in_chain),
             "revocations_pending": sum(1 for r in self.revocations if r.state == "pending"),
             "revocations_failed": sum(1 for r in self.revocations if r.state == "failed"),
+            # (what `status --check` would have called overdue at the period's end: the failed ones too)
+            "revocations_overdue": len(self.overdue_revocations),
             "revocations_dismissed": sum(1 for r in self.revocations
                                          if r.state == "dismissed" and r.token_id not in self.revocations_not_in_chain),
             # (`recover --abandon`: a run closed without revoking its candidate, or a published run's tag
@@ -301,7 +301,7 @@ class Evidence:
                  "unreadable_revocations": p.unreadable_revocations, "republished_runs": p.republished,
                  "abandoned_runs": p.abandoned, "abandoned_not_in_chain": p.abandoned_not_in_chain,
                  "abandoned_without_run_row": p.abandoned_without_row, "emergency_rotations": p.emergencies,
-                 "repairs": p.repairs}
+                 "repairs": p.repairs, "overdue_revocations": p.overdue_revocations}
                 for p in self.policies
             ],
             "policies_not_in_file": self.not_in_file,
@@ -309,11 +309,13 @@ class Evidence:
 
 
 def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: datetime, now: datetime,
-          in_file: Collection[str] | None = None) -> Evidence:  # fmt: skip
+          in_file: Collection[str] | None = None, slack: timedelta = DEFAULT_SLACK) -> Evidence:  # fmt: skip
     """The evidence of ``policies`` over [start, end). ``in_file``: every policy name of the policy file
     (default: those of ``policies``); the journal's other policies with events in the period, a
     revocation not done, or a token published before the period's end and not revoked before its
-    start (:func:`_policies_with_a_token_left`) are listed as not in the file."""
+    start (:func:`_policies_with_a_token_left`) are listed as not in the file. ``slack``: how long
+    past its due time a pending revocation may wait before it counts as overdue, as `rotator status
+    --check` judges it (:attr:`PolicyEvidence.overdue_revocations`)."""
     if start.year < EARLIEST_YEAR:  # (a default --from, 90 days before a --to early in the year 1000)
         raise ConfigError(f"the period starts before the year {EARLIEST_YEAR}, which the journal cannot hold",
                           hint=f"give a --from from {EARLIEST_YEAR}-01-01 on, e.g. --from 2026-01-01")
@@ -321,7 +323,7 @@ def build(journal: Journal, policies: Sequence[Policy], start: datetime, end: da
         # One read snapshot for all of it: the rows are checked against the events, and a revocation
         # that commits its row and its event between two reads would otherwise look contradicted.
         with journal.audit_transaction(write=False):
-            return _build(journal, policies, start, end, now, in_file)
+            return _build(journal, policies, start, end, now, in_file, slack)
     except JournalError:
         missing = _missing_tables(journal)
         if not missing:
@@ -366,7 +368,7 @@ def _missing_tables(journal: Journal) -> list[str]:
 
 
 def _build(journal: Journal, policies: Sequence[Policy], start: datetime, end: datetime, now: datetime,
-           in_file: Collection[str] | None) -> Evidence:  # fmt: skip
+           in_file: Collection[str] | None, slack: timedelta = DEFAULT_SLACK) -> Evidence:  # fmt: skip
     chain = audit_chain.verify(journal)
     events = audit_chain.chained_events(journal, ts(start), ts(end))
     try:
@@ -390,7 +392,8 @@ def _build(journal: Journal, policies: Sequence[Policy], start: datetime, end: d
     out = []
     for policy in policies:
         out.append(_policy_evidence(journal, policy, start, end, now, events, checkpoints,
-                                    pruned_publish.get(policy.name), pruned_until, began, (history, cutoff)))
+                                    pruned_publish.get(policy.name), pruned_until, began, (history, cutoff),
+                                    slack))
     known = set(in_file if in_file is not None else (p.name for p in policies))
     seen = ({str(e["policy"]) for e in events} | _policies_with_open_revocations(journal)
             | _policies_with_a_token_left(journal, start, end))
@@ -429,6 +432,7 @@ def _policy_evidence(
     events: list[dict[str, Any]], checkpoints: list[audit_chain.Checkpoint],
     pruned_publish: tuple[str, str | None] | None,
     pruned_until: str = "", began: str | None = "", history: tuple[str, str] = ("", ""),
+    slack: timedelta = DEFAULT_SLACK,
 ) -> PolicyEvidence:  # fmt: skip
     """``began``: when the chain began at the latest (:func:`audit_chain.began_by`); None when the
     chain is broken (then no run is checked against it: its events prove nothing). ``history``: where
@@ -488,9 +492,14 @@ def _policy_evidence(
     ev.counted_in_pruned = [r.run_id for r in ev.rotations if r.in_chain is None and r.published_at
                             and r.state in RunState.SUCCESS and pruned_until and r.published_at <= pruned_until]
     revocations, ev.unreadable_revocations = _readable_revocations(journal, policy.name)
-    _revocation_evidence(journal, ev, runs_by_id, revocations, checkpoints, end, now, began, policy.grace, *history)
+    _revocation_evidence(journal, ev, runs_by_id, revocations, checkpoints, end, now, began, policy.grace, *history,
+                         slack=slack)
+    ev.pruned = _pruned_summaries(checkpoints, policy.name, lo, hi)
+    # The checkpoint summaries' rule (audit_chain.counts_as_failure): a run counts once, and not again
+    # here when a pruned summary shown for the period counted it (a prune split its events).
+    counted = {run_id for pr in ev.pruned for run_id in audit_chain.failed_runs(pr)}
     for e in mine:
-        if _failed(e):
+        if audit_chain.counts_as_failure(e, counted):
             ev.failures.append(Failure(e["at"], e["run_id"], e["step"], e["result"], masked(e["detail"].get("error")),
                                        _ended(e, runs_by_id, revocations, abandoned), e.get("instance")))  # fmt: skip
     # A run the chain does not back is no evidence of a rotation: the age goes on from the token before.
@@ -517,18 +526,9 @@ def _policy_evidence(
     ev.republished = sorted(timeline.republished)
     age = _max_age(timeline, start, end, now)
     ev.max_observed_age_s, ev.oldest_token_id = age.low, age.token_id
-    for cp in checkpoints:
-        summary = cp.detail.get("policies", {}).get(policy.name)
-        if not isinstance(summary, dict) or not cp.detail.get("from") or cp.detail["from"] >= hi \
-                or cp.detail["to"] < lo:
-            continue
-        # A summary counts its whole range: one that reaches outside the period may hold a token's age
-        # from outside it (January's, in a report of April to June), and cannot say which side.
-        inside = lo <= cp.detail["from"] and cp.detail["to"] < hi
-        ev.pruned.append({"from": cp.detail["from"], "to": cp.detail["to"], "checkpoint_seq": cp.seq, **summary,
-                          "within_period": inside})
-        pruned_age = int(summary.get("max_token_age_seconds") or 0)
-        if inside and pruned_age and pruned_age > (ev.max_observed_age_s or 0):
+    for pruned in ev.pruned:
+        pruned_age = int(pruned.get("max_token_age_seconds") or 0)
+        if pruned["within_period"] and pruned_age and pruned_age > (ev.max_observed_age_s or 0):
             ev.max_observed_age_s, ev.oldest_token_id = pruned_age, "(pruned)"
     if age.high is not None and age.high > (ev.max_observed_age_s or 0):
         ev.max_age_bound_s = age.high
@@ -538,6 +538,24 @@ def _policy_evidence(
                             f"({_age(age.high)}) in {ranges}, which the period's start or end falls in: which of them "
                             "were current in the period, and how old, cannot be told from what the journal kept")
     return ev
+
+
+def _pruned_summaries(checkpoints: Sequence[audit_chain.Checkpoint], policy: str, lo: str,
+                      hi: str) -> list[dict[str, Any]]:  # fmt: skip
+    """The policy's checkpoint summaries whose ranges meet the period [lo, hi), each with its range,
+    its checkpoint's seq and ``within_period``: a summary counts its whole range, and one that reaches
+    outside the period may hold a token's age from outside it (January's, in a report of April to
+    June), and cannot say which side."""
+    found = []
+    for cp in checkpoints:
+        summary = cp.detail.get("policies", {}).get(policy)
+        if not isinstance(summary, dict) or not cp.detail.get("from") or cp.detail["from"] >= hi \
+                or cp.detail["to"] < lo:
+            continue
+        inside = lo <= cp.detail["from"] and cp.detail["to"] < hi
+        found.append({"from": cp.detail["from"], "to": cp.detail["to"], "checkpoint_seq": cp.seq, **summary,
+                      "within_period": inside})
+    return found
 
 
 _ROW_ERRORS = (ValueError, TypeError)
@@ -1025,7 +1043,7 @@ def _revocation_stories(journal: Journal, policy: str,
 def _revocation_evidence(
     journal: Journal, ev: PolicyEvidence, runs_by_id: Mapping[str, RunRecord], revocations: Sequence[Revocation],
     checkpoints: Sequence[audit_chain.Checkpoint], end: datetime, now: datetime, began: str | None,
-    grace: timedelta, floor: str = "", cutoff: str = "",
+    grace: timedelta, floor: str = "", cutoff: str = "", *, slack: timedelta = DEFAULT_SLACK,
 ) -> None:  # fmt: skip
     """The period's revocations (:attr:`PolicyEvidence.revocations`), each as it stood at the period's
     end (or now, for a period not over yet), and the rows the chain contradicts
@@ -1044,7 +1062,8 @@ def _revocation_evidence(
     deleted it (done). Nothing is checked
     when the chain is broken (``began`` None: its events prove nothing; the report says it is
     broken). ``floor``: where the history the chain holds begins (a done row's event from before it
-    may be gone); ``cutoff``: the latest chained prune's (it deleted the done rows older than that)."""
+    may be gone); ``cutoff``: the latest chained prune's (it deleted the done rows older than that).
+    ``slack``: what :attr:`PolicyEvidence.overdue_revocations` allows past the due time."""
     lo, hi = ev.period
     closed = end <= now  # judged as at its end; a period not over yet as the journal is now
     stories, unnamed = (_revocation_stories(journal, ev.policy, runs_by_id) if began is not None
@@ -1100,6 +1119,10 @@ def _revocation_evidence(
             state == "done" and done_at is not None and story.ended_near(done_at, "ok"), attempts, masked(error),
             masked(dismissal_reason(rev.last_error) or None) if state == "dismissed" else None,
         ))  # fmt: skip
+        # as `status --check` would have judged it then (compliance.is_overdue), by the due time the
+        # chain allows: a due time moved later must not hide it
+        if is_overdue(state, _parse_ts(effective_due), min(end, now), slack):
+            ev.overdue_revocations.append(rev.token_id)
     if began is not None:
         # (a row the journal cannot read is named as such: not again as missing)
         rows = {r.token_id for r in revocations} | set(ev.unreadable_revocations)
@@ -1467,7 +1490,7 @@ _CSV_COLUMNS = (
     f"within_max_age [{CONTROLS['within_max_age']}]", f"within_90d [{CONTROLS['within_90d']}]",
     f"revocations_done [{CONTROLS['revocations']}]", "failures", f"chain_ok [{CONTROLS['chain']}]", "note",
     "in_chain", "revocations_pending", "revocations_failed", "revocations_dismissed", "runs_abandoned", "chain_head",
-    "emergency", "emergency_rotations", "repairs",
+    "emergency", "emergency_rotations", "repairs", "revocations_overdue",
 )  # fmt: skip
 
 
@@ -1507,6 +1530,7 @@ def _csv(evidence: Evidence) -> str:
             "revocations_pending": s["revocations_pending"], "revocations_failed": s["revocations_failed"],
             "revocations_dismissed": s["revocations_dismissed"], "runs_abandoned": s["runs_abandoned"],
             "emergency_rotations": s["emergency_rotations"], "repairs": s["repairs"],
+            "revocations_overdue": s["revocations_overdue"],
         })  # fmt: skip
         for r in p.rotations:
             writer.writerow({"record": "rotation", "policy": p.policy, **asdict(r), "in_chain": _yn(r.in_chain),
@@ -1659,7 +1683,8 @@ def _html(evidence: Evidence) -> str:
         "<h2>Summary</h2>", "<table><tr><th>policy</th><th>schedule</th>",
         _th("rotations", "rotations"), _th("max_age", "max_age (declared)"), "<th>max observed token age</th>",
         _th("within_max_age", "within max_age"), _th("within_90d", "within 90 days"),
-        _th("revocations", "revocations done / pending / failed"), "<th>failures</th></tr>",
+        _th("revocations", "revocations done / pending / failed"), _th("revocations", "revocations overdue"),
+        "<th>failures</th></tr>",
     ]  # fmt: skip
     for p in evidence.policies:
         s = p.summary()
@@ -1674,6 +1699,7 @@ def _html(evidence: Evidence) -> str:
             + f"</td>{_flag(s['within_max_age'])}{_flag(s['within_90d'])}"
             f"<td>{s['revocations_done']} / {s['revocations_pending']} / {s['revocations_failed']}"
             + (f" ({s['revocations_dismissed']} dismissed)" if s["revocations_dismissed"] else "") + "</td>"
+            f'<td class="{"bad" if s["revocations_overdue"] else "ok"}">{s["revocations_overdue"]}</td>'
             f"<td>{s['failures']}</td></tr>"
         )
     parts.append("</table>")
@@ -1705,7 +1731,7 @@ def _html(evidence: Evidence) -> str:
             parts.append(_table(("time", "what", "run id", "reason", "recorded in"), decided))
         parts.append(f"<h3>Revocations {_ctl('revocations')}</h3>")
         parts.append(_table(("token id", "run id", "reason", "due", "state", "done", "confirmed by issuer"),
-                            [(v.token_id, v.run_id, v.reason, v.due_at, v.state + (f" ({v.note})" if v.note else ""),
+                            [(v.token_id, v.run_id, v.reason, v.due_at, _revocation_state(p, v),
                               v.done_at, _yn(v.confirmed_by_issuer)) for v in p.revocations]))  # fmt: skip
         parts.append("<h3>Failures and how they ended</h3>")
         parts.append(_table(("time", "run id", "step", "result", "error", "ended", "instance"),
@@ -1725,6 +1751,12 @@ def _html(evidence: Evidence) -> str:
     parts.append('<p class="muted">Token ids only: rotator never records a token value. Times are UTC.</p>')
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _revocation_state(p: PolicyEvidence, v: RevocationRow) -> str:
+    """The HTML state cell of a revocation: its state, OVERDUE as the summary counts it, and its note."""
+    overdue = " OVERDUE" if v.token_id in p.overdue_revocations else ""
+    return v.state + overdue + (f" ({v.note})" if v.note else "")
 
 
 def _reason_cell(r: Rotation) -> str | None:
