@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rotator import __version__
 from rotator.config.extras import install_line, missing_extra
@@ -37,6 +37,7 @@ from rotator.runners.cli_options import (
     add_common,
     add_daemon_parser,
     check_env_log_level,
+    given_option,
     name_policy_file,
     print_error,
     print_policy_file_error,
@@ -299,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (sync runs on a consumer's host: its hints name commands for the rotating host, whose policy file is unknown)
     name_policy_file(getattr(args, "config", None) if args.command != "sync" else None)
     try:
+        _refuse_unused_options(args)
         problem = check_env_log_level(args.log_level)
         if problem is not None:  # status and plan may configure no logging at all: checked here for all
             raise ConfigError(problem, hint=f"set {LOG_LEVEL_ENV} to one of {', '.join(LOG_LEVELS)}, or unset it "
@@ -351,6 +353,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fix: this is a bug; rerun with --log-level debug and report the log (token values are redacted)",
               file=sys.stderr)
         return EXIT_FAILED
+
+
+class _Unused(NamedTuple):
+    """A common option a command has no use for: why, the fix, and the one value it may be given (the
+    format the command always prints, so `rotator schema --output json` asks for what it gets)."""
+
+    why: str
+    hint: str
+    accepted: str | None = None
+
+
+#: The common options (by dest) each command cannot honour. Given, they are refused (exit 2), not ignored: a
+#: `-c FILE` that does nothing looks like a check of FILE (`rotator schema -c prod.toml` printed the schema
+#: of every file, whatever FILE held or whether it existed). $ROTATOR_CONFIG is no `-c`: it is set for the
+#: other commands. The log options apply to every command (loading the adapters may log).
+_UNUSED_OPTIONS: dict[str, dict[str, _Unused]] = {
+    "schema": {
+        "config": _Unused("it reads no policy file: the schema it prints is that of every policy file, with the "
+                          "adapters installed here", "leave out -c (`rotator validate -c FILE` checks a file)"),
+        "output": _Unused("the schema is JSON only", "leave out --output", accepted="json"),
+    },
+    "demo": {
+        "config": _Unused("the demo writes and uses its own policy file",
+                          "leave out -c (with --keep, the demo keeps its policy file for you to read)"),
+        "output": _Unused("the demo prints text only", "leave out --output", accepted="text"),
+    },
+    "daemon": {
+        "output": _Unused("the daemon prints no result on stdout: what it does goes to its log",
+                          "leave out --output (--log-format json writes the log as JSON lines)"),
+    },
+}  # fmt: skip
+
+
+def _refuse_unused_options(args: argparse.Namespace) -> None:
+    """ConfigError (exit 2) for a common option given to a command that has no use for it (:data:`_UNUSED_OPTIONS`)."""
+    for dest, unused in _UNUSED_OPTIONS.get(args.command, {}).items():
+        option = given_option(args, dest)
+        value = getattr(args, dest, None)
+        if option is not None and value != unused.accepted:
+            raise ConfigError(f"rotator {args.command}: {option} {value} does not apply to this command: {unused.why}",
+                              hint=unused.hint)
 
 
 def _interrupted(exc: BaseException) -> bool:
@@ -1248,17 +1291,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rotator.runners.cli_options import CONFIG_ENV, DEFAULT_CONFIG
     from rotator.runners.demo import run_demo
 
-    # Options every command takes that the demo cannot honour are refused, not ignored: it writes its own
-    # policy file and prints a story, not a result
-    if args.config != (os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG):
-        raise ConfigError(f"rotator demo: -c {args.config}: the demo writes and uses its own policy file",
-                          hint="leave out -c (with --keep, the demo keeps its policy file for you to read)")
-    if args.output != "text":
-        raise ConfigError(f"rotator demo: --output {args.output}: the demo prints text only",
-                          hint="leave out --output")
+    # (-c and --output json, which the demo cannot honour, were refused by _refuse_unused_options)
     # Each step logs at warning (the announced retries), or at debug when asked, to the --log-file too
     logging = ["--log-level", "debug" if args.log_level == "debug" else "warning", "--log-format", args.log_format]
     return run_demo(keep=args.keep, logging=[*logging, *(["--log-file", args.log_file] if args.log_file else [])])

@@ -11,7 +11,8 @@ policy model and pydantic.
 Options given before the command name (``rotator -c FILE status``) and after it (``rotator
 status -c FILE``) are the same options: the top-level parser has the defaults, and the
 subcommands' copies default to ``argparse.SUPPRESS`` so that they never overwrite a value given
-before the name.
+before the name. Whether an option was given at all, rather than left to its default, is
+:func:`given_option` (a command refuses one it cannot honour: rotator/runners/cli.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["CONFIG_ENV", "LOG_LEVELS", "LOG_LEVEL_ENV", "OUTPUTS", "add_common", "add_daemon_parser",
-           "check_env_log_level", "common_parent", "env_log_level", "name_policy_file", "print_error",
+           "check_env_log_level", "common_parent", "env_log_level", "given_option", "name_policy_file", "print_error",
            "print_policy_file_error", "shown", "with_policy_file"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -55,14 +56,36 @@ def add_common(parser: argparse.ArgumentParser, *, defaults: bool = True, config
 
     if config:
         parser.add_argument("-c", "--config", default=default(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG),
-                            help="policy file (default: $ROTATOR_CONFIG or ./rotator.toml)")
-    parser.add_argument("--log-level", default=default(env_log_level()), choices=list(LOG_LEVELS),
+                            action=_Given, help="policy file (default: $ROTATOR_CONFIG or ./rotator.toml)")
+    parser.add_argument("--log-level", default=default(env_log_level()), choices=list(LOG_LEVELS), action=_Given,
                         help="(default: $ROTATOR_LOG_LEVEL or info)")
-    parser.add_argument("--log-format", default=default("text"), choices=["text", "json"])
-    parser.add_argument("--log-file", default=default(None), help="also write logs to this file")
+    parser.add_argument("--log-format", default=default("text"), choices=["text", "json"], action=_Given)
+    parser.add_argument("--log-file", default=default(None), action=_Given, help="also write logs to this file")
     if outputs:
-        parser.add_argument("--output", default=default("text"), choices=list(outputs),
+        parser.add_argument("--output", default=default("text"), choices=list(outputs), action=_Given,
                             help="result format on stdout")
+
+
+class _Given(argparse.Action):
+    """Stores an option's value, and the option as it was given (:func:`given_option`): a value equal to the default
+    does not tell `rotator schema -c rotator.toml` from `rotator schema`, nor a default from $ROTATOR_CONFIG."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        setattr(namespace, self.dest, values)
+        # One attribute per option: a subcommand's namespace is copied over the top-level one attribute by
+        # attribute, so `rotator -c FILE schema --output json` keeps both
+        setattr(namespace, _GIVEN_PREFIX + self.dest, option_string or self.dest)
+
+
+_GIVEN_PREFIX = "given_option_"
+
+
+def given_option(args: argparse.Namespace, dest: str) -> str | None:
+    """The option (``-c``, ``--config``) that set ``dest`` on the command line, before or after the command
+    name; None when its value is a default (also one from the environment, as $ROTATOR_CONFIG)."""
+    found: str | None = getattr(args, _GIVEN_PREFIX + dest, None)
+    return found
 
 
 def env_log_level() -> str:
