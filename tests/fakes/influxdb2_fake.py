@@ -39,7 +39,14 @@ Behaviour, as documented (facts file §4, the spec's descriptions) and, where si
   permission the caller's own set does not match -> **403** ``{"code": "forbidden", "message":
   "permission read:orgs/<org>/buckets/<id> is not allowed"}`` (authorizer/authorization.go
   CreateAuthorization -> VerifyPermissions, EForbidden; matched as ``Permission.Matches`` does,
-  the resource written as ``Resource.Path`` does).
+  the resource written as ``Resource.Path`` does);
+- :meth:`InfluxDB2Fake.delete_org` deletes the organization as OSS's ``DeleteOrganization`` does
+  (tenant/service_org.go): its buckets go, **its authorizations stay**. Their tokens still
+  authenticate (the middleware checks only the user), but every answer that names an
+  authorization looks its org up first (authorization/http_server.go ``newAuthResponse``): ``GET``
+  of one -> 404 ``{"code": "not found", "message": "organization not found"}``; ``PATCH`` applies
+  the change, then answers that same 404; the listing leaves them out without an error;
+  ``DELETE`` names no org and deletes it (204).
 
 Faults: :meth:`fail_next` (``create``, ``list``, ``get``, ``patch``, ``delete``, ``buckets``, ``me``;
 optionally with response headers such as ``Retry-After``),
@@ -183,6 +190,8 @@ class InfluxDB2Fake(ServedFake):
         self.deleted: list[str] = []
         #: When each id was made inactive through the API (PATCH), the first time.
         self.inactive_since: dict[str, datetime] = {}
+        #: Organizations deleted by :meth:`delete_org` (their authorizations are kept).
+        self.deleted_orgs: set[str] = set()
         operator = [{"action": a, "resource": {"type": t}} for t in ALL_TYPES for a in ("read", "write")]
         self.operator_value, self.operator_id = self.add_authorization("operator token", operator)
         for operation, (method, path) in OPERATIONS.items():
@@ -236,6 +245,12 @@ class InfluxDB2Fake(ServedFake):
         with self.api.lock:
             auth = self._auths[auth_id]
             auth.description, auth.updated_at = description, self.now()
+
+    def delete_org(self, org_id: str = ORG_ID) -> None:
+        """What ``influx org delete`` does: the organization and its buckets go, its authorizations stay
+        (and their tokens keep authenticating); see the module docstring for the answers that follow."""
+        with self.api.lock:
+            self.deleted_orgs.add(org_id)
 
     def set_status(self, auth_id: str, status: str) -> None:
         """What ``influx auth active|inactive`` does (updatedAt moves)."""
@@ -325,7 +340,7 @@ class InfluxDB2Fake(ServedFake):
         assert caller is not None
         body = req.json()
         org_id = body["orgID"]
-        if org_id != ORG_ID:
+        if org_id != ORG_ID or org_id in self.deleted_orgs:
             return _error(400, f"organization {org_id} not found")
         if not caller.may("write", "authorizations", org_id):
             return caller.refusal(f"write:orgs/{org_id}/authorizations")
@@ -354,6 +369,7 @@ class InfluxDB2Fake(ServedFake):
             self._view(a, with_value=True)
             for a in self._auths.values()
             if (org is None or a.org_id == org) and (user is None or a.user_id == user)
+            and a.org_id not in self.deleted_orgs  # newAuthResponse fails: skipped without an error
             and caller.may("read", "authorizations", a.org_id) and caller.may("read", "users", None, a.user_id)
         ]  # fmt: skip
         return json_response(200, {"authorizations": items, "links": {"self": "/api/v2/authorizations"}})
@@ -363,6 +379,12 @@ class InfluxDB2Fake(ServedFake):
         if refusal:
             return refusal
         assert target is not None
+        return self._answer(target)
+
+    def _answer(self, target: _Auth) -> FakeResponse:
+        """The authorization as GET and PATCH answer it: newAuthResponse looks its org up to name it."""
+        if target.org_id in self.deleted_orgs:
+            return _error(404, "organization not found")
         return json_response(200, self._view(target, with_value=True))
 
     def _authorized_target(self, req: FakeRequest, action: str) -> tuple[Any, FakeResponse | None]:
@@ -394,7 +416,7 @@ class InfluxDB2Fake(ServedFake):
         if "description" in body:
             target.description = body["description"]
         target.updated_at = self.now()
-        return json_response(200, self._view(target, with_value=True))
+        return self._answer(target)  # updated already, whatever the answer
 
     def _delete(self, req: FakeRequest) -> FakeResponse:
         target, refusal = self._authorized_target(req, "write")
@@ -411,7 +433,7 @@ class InfluxDB2Fake(ServedFake):
             return refusal
         assert caller is not None
         buckets = []
-        if caller.may("read", "buckets", ORG_ID, BUCKET_ID):
+        if ORG_ID not in self.deleted_orgs and caller.may("read", "buckets", ORG_ID, BUCKET_ID):
             buckets.append(
                 {
                     "id": BUCKET_ID,

@@ -21,8 +21,10 @@ Behaviour, as documented (facts file §3) and, where the docs are silent, as cho
   only its first 9 digits, and has no ``hash`` column at all on a server started without auth
   (``influxdb3_server/src/system_tables/tokens.rs``: ``&hex::encode(&token.hash)[..9]`` when
   ``started_with_auth``): :attr:`InfluxDB3Fake.started_with_auth`;
-- ``DELETE /api/v3/configure/token?token_name=`` -> 200, or 404 for an unknown name (and for
-  ``_admin``, which cannot be deleted: undocumented status, the issuer never sends it);
+- ``DELETE /api/v3/configure/token?token_name=`` -> 200, or 404 for an unknown name; ``_admin``
+  cannot be deleted: **405** ``cannot delete operator token``, plain text without a content type
+  (influxdb3_catalog ``delete_token`` -> ``CatalogError::CannotDeleteOperatorToken``;
+  influxdb3_server/src/http.rs ``IntoResponse``: METHOD_NOT_ALLOWED; the issuer never sends it);
 - ``POST /api/v3/query_sql``: the ``Accept`` header is read first, as the server does
   (``extract_query_request`` -> ``QueryFormat::try_from_headers``, influxdb3_types/src/http.rs):
   only ``application/vnd.apache.parquet``, ``text/csv``, ``text/plain``, ``application/json``,
@@ -53,8 +55,9 @@ deserializes a body by media type and knows no ``application/jsonl``, so it hand
 the spec's ``type: string`` schema and reports every JSON-lines answer as invalid. The fake
 therefore validates against a copy of the loaded spec whose openapi-core object also decodes
 ``application/jsonl`` (and ``text/csv``) as text, like ``text/plain`` (:func:`_spec`). The same
-copy documents the one answer the server gives and the spec lacks (:data:`SERVER_ANSWERS`: the
-500 of an unknown ``Accept`` on ``/api/v3/query_sql``). Every other check is the framework's own.
+copy documents the answers the server gives and the spec lacks (:data:`SERVER_ANSWERS`: the
+500 of an unknown ``Accept`` on ``/api/v3/query_sql``, the 405 of a DELETE of ``_admin``). Every
+other check is the framework's own.
 
 Differences from the real server, kept on purpose: answers carry ``Content-Type:
 application/json`` (the server sends the literal ``json``, facts §3.2, which the spec does not
@@ -129,6 +132,11 @@ SERVER_ANSWERS: dict[tuple[str, str, str], dict[str, Any]] = {
         "(influxdb3_types/src/http.rs QueryFormat::try_from_headers -> Error::InvalidMimeType; "
         "influxdb3_server/src/http.rs IntoResponse for Error: the default arm, 500)",
     },
+    ("/api/v3/configure/token", "delete", "405"): {
+        "description": "The operator token `_admin` cannot be deleted: `cannot delete operator token`, plain text "
+        "(influxdb3_catalog Catalog::delete_token -> CatalogError::CannotDeleteOperatorToken; "
+        "influxdb3_server/src/http.rs IntoResponse for Error: METHOD_NOT_ALLOWED)",
+    },
 }
 #: What ``QueryFormat::try_from_headers`` (influxdb3_types/src/http.rs) takes as it is.
 KNOWN_ACCEPT = frozenset({"application/vnd.apache.parquet", "text/csv", "text/plain", "application/json", "*/*"})
@@ -155,6 +163,12 @@ def _spec(name: str) -> Spec:
     text = {"application/jsonl": _as_text, "text/csv": _as_text}
     spec.openapi = OpenAPI.from_dict(raw, config=Config(extra_media_type_deserializers=text))
     return spec
+
+
+def cannot_delete_operator() -> FakeResponse:
+    """The server's answer to a DELETE of the operator token (see SERVER_ANSWERS); a new one each time
+    (a FakeResponse's headers are mutable)."""
+    return FakeResponse(405, b"cannot delete operator token", None)
 
 
 def accept_refusal(accept: str | None) -> FakeResponse | None:
@@ -446,8 +460,10 @@ class InfluxDB3Fake(ServedFake):
         if refusal:
             return refusal
         name = req.arg("token_name") or ""
+        if name == "_admin":  # refused by name before any lookup (Catalog::delete_token)
+            return cannot_delete_operator()
         token = self._by_name(name)
-        if token is None or name == "_admin":
+        if token is None:
             return empty_response(404)
         del self._tokens[token.id]
         self.deleted.append(name)

@@ -78,12 +78,13 @@ from rotator.adapters.http.common import (
     map_http_errors,
     parse_time,
     path_segment,
+    redact_detail,
     token_value,
 )
 from rotator.config.durations import Duration
 from rotator.config.schedule import format_duration
 from rotator.core.contracts import Issuer, MintedToken, MintRequest, TokenInfo
-from rotator.core.errors import IssuerOutputError, RotatorError, TransientError
+from rotator.core.errors import IssuerOutputError, NeedsAttention, RotatorError, TransientError
 from rotator.core.secret import Secret
 
 __all__ = ["InfluxDB2Issuer", "InfluxDB2Settings", "V2Permission", "V2Resource"]
@@ -314,15 +315,17 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
     def revoke(self, token_id: str, credential: Secret | None) -> None:
         """Stage 1: make ``token_id`` inactive (confirmed by the answer); then stage 2 for older ones.
 
-        An authorization that is gone, or already made inactive by rotator, counts as revoked.
+        An authorization that is gone, or already made inactive by rotator, counts as revoked; one
+        whose organization was deleted does not (NeedsAttention: see :meth:`_gone`).
         """
         _check_id(token_id)
         auth = self._credential(credential)
         what = f"revoke authorization {token_id}"
         with map_http_errors(what, hints={401: HINT_401}):
             response = expect(self._send("GET", _authorization(token_id), headers=auth_header("Token", auth)), 200, 404)
-        if _gone(response, what):
-            logger.warning("authorization %s was not found; treating it as revoked", token_id)
+        gone = self._gone(response, what, token_id)
+        if gone is not None:
+            logger.warning("authorization %s %s; treating it as revoked", token_id, gone)
         else:
             current = _split(json_body(response, what), what)[0]
             description = current.get("description") if isinstance(current.get("description"), str) else ""
@@ -334,8 +337,10 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
 
     def token_info(self, token_id: str, credential: Secret | None) -> TokenInfo | None:
         """``GET /api/v2/authorizations/{id}``: the authorization, or None when InfluxDB says it has none
-        (its own 404); a 401 (the credential may not read that authorization's user) is an error:
-        "not readable" is never taken for "gone".
+        (its own 404 ``authorization not found``, or ``user not found``: see :meth:`_gone`); a 401 (the
+        credential may not read that authorization's user) is an error, and so is a 404 ``organization
+        not found`` (the authorization exists, its token may still work): "not readable" is never
+        taken for "gone".
 
         An authorization of another organization than ``org_id`` is returned as well: it exists, and
         None would make the engine record a pending revocation of it as done while it stays active
@@ -351,7 +356,9 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
                 self._send("GET", _authorization(token_id), headers=auth_header("Token", self._credential(credential))),
                 200, 404,
             )  # fmt: skip
-        if _gone(response, what):
+        gone = self._gone(response, what, token_id)
+        if gone is not None:
+            logger.info("authorization %s %s", token_id, gone)
             return None
         item, listed_value = _split(json_body(response, what), what)
         _keep_digest(item, listed_value)
@@ -397,13 +404,49 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             out.append({"action": item["action"], "resource": kept})
         return out
 
+    def _gone(self, response: httpx.Response, what: str, token_id: str) -> str | None:
+        """Why ``response`` says the authorization ``token_id`` is gone, for the log (None: it is no 404).
+
+        Only InfluxDB's own 404 ``authorization not found`` counts, and ``user not found`` (its user
+        was deleted: the token authenticates no more). ``organization not found`` is NeedsAttention:
+        the authorization exists and its token may still work. Any other 404 (a proxy's, the
+        router's ``path not found``, another message) says nothing of it: TransientError."""
+        if response.status_code != 404:
+            return None
+        if error_code(response) != "not found":
+            raise _not_influxdb_404(what, None)
+        message = error_text(response, ("message",), plain_text=False).strip()
+        if message.lower() == _AUTH_NOT_FOUND:
+            return "was not found"
+        if message.lower() == _USER_NOT_FOUND:
+            return "belongs to a user that was deleted (InfluxDB refuses its token)"
+        if message.lower() == _ORG_NOT_FOUND:
+            raise self._org_deleted(what, token_id)
+        raise _not_influxdb_404(what, message)
+
+    def _org_deleted(self, what: str, token_id: str) -> NeedsAttention:
+        """The 404 ``organization not found`` of an authorization whose organization was deleted: it
+        still exists, its token may still authenticate, and the listing no longer shows it. A DELETE
+        by id still works (it does not name the org: 204); rotator does not send it, because only a
+        human knows whether that token must go now."""
+        return NeedsAttention(
+            f"{what}: InfluxDB answered 404 `{_ORG_NOT_FOUND}`: the authorization still exists but its "
+            "organization was deleted, and its token may still authenticate (InfluxDB checks only its user); "
+            "not counted as revoked",
+            hint=f"delete it by id (InfluxDB answers 204 although its organization is gone; `influx auth list` no "
+            f"longer shows it): curl -X DELETE -H \"Authorization: Token $INFLUX_TOKEN\" "
+            f"{self.settings.base_url}{_authorization(token_id)} ; then `rotator revoke-expired --retry-failed "
+            f"{self._policy}` records it as gone",
+        )
+
     def _deactivate(self, token_id: str, description: str, auth: Secret) -> None:
         what = f"revoke authorization {token_id}"
         body = {"status": "inactive", "description": f"{description} {self._marker_for(token_id)}".strip()}
         with map_http_errors(what, hints={401: HINT_401}):
             response = self._send("PATCH", _authorization(token_id), json=body, headers=auth_header("Token", auth))
-            if _gone(response, what):
-                logger.warning("authorization %s disappeared while being revoked; treating it as revoked", token_id)
+            gone = self._gone(response, what, token_id)
+            if gone is not None:
+                logger.warning("authorization %s %s while being revoked; treating it as revoked", token_id, gone)
                 return
             expect(response, 200)
         status = _split(json_body(response, what), what)[0].get("status")
@@ -528,28 +571,42 @@ def _keep_digest(item: dict[str, Any], token: object) -> None:
 #: What InfluxDB v2's router answers, with the code `not found`, for a path it does not serve
 #: (kit/transport/http: ``ErrNotFound``): a URL rotator got wrong, nothing about an authorization.
 _PATH_NOT_FOUND = "path not found"
+#: OSS's 404 message for an authorization that does not exist (authorization/error.go ErrAuthNotFound;
+#: the spec's example and the facts file §4 say the same): the authorization is gone.
+_AUTH_NOT_FOUND = "authorization not found"
+#: OSS's 404 message when the authorization exists but its user was deleted: the handler looks the
+#: user up to name it in the answer (authorization/http_server.go newAuthResponse; ErrUserNotFound).
+#: Its token is dead all the same: the authentication middleware refuses every token whose user it
+#: cannot find (http/authentication_middleware.go isUserActive), as the docs say ("tokens stop
+#: working when the user who created the token is deleted").
+_USER_NOT_FOUND = "user not found"
+#: OSS's 404 message when the authorization exists but its organization was deleted (newAuthResponse
+#: looks the org up before the user; tenant ErrOrgNotFound). DeleteOrganization leaves the org's
+#: authorizations in place and the middleware checks only the user: the token still authenticates.
+_ORG_NOT_FOUND = "organization not found"
 
 
-def _gone(response: httpx.Response, what: str) -> bool:
-    """Whether ``response`` is InfluxDB's own 404 for the authorization (it does not exist). A 404
-    without InfluxDB's `not found` answer (a proxy's, a router's), or the router's own ``path not
-    found`` (a base_url that adds a path, a proxy that rewrites it), says nothing about it:
-    TransientError."""
-    if response.status_code != 404:
-        return False
-    if error_code(response) != "not found":
-        raise TransientError(
-            f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
-            hint="check `base_url` (it must reach InfluxDB itself); rotator tries again on the next run",
-        )
-    if error_text(response, ("message",), plain_text=False).strip().lower() == _PATH_NOT_FOUND:
-        raise TransientError(
+def _not_influxdb_404(what: str, message: str | None) -> TransientError:
+    """A 404 that says nothing of the authorization: one without InfluxDB's ``not found`` code (a
+    proxy's: ``message`` None), the router's ``path not found``, or a ``not found`` with a message
+    rotator does not know to mean "gone"."""
+    if message is not None and message.lower() == _PATH_NOT_FOUND:
+        return TransientError(
             f"{what}: HTTP 404 `{_PATH_NOT_FOUND}`: the server does not serve this URL, which says nothing of "
             "the authorization",
             hint="check `base_url` (scheme, host and port only) and any proxy in front of InfluxDB that rewrites "
             "paths; rotator tries again on the next run",
         )
-    return True
+    if message is not None:
+        return TransientError(
+            f"{what}: HTTP 404 `not found` with the message {redact_detail(message)!r}, not InfluxDB's "
+            f"`{_AUTH_NOT_FOUND}`: it does not say that the authorization is gone",
+            hint="check the server's log for this request and `base_url`; rotator tries again on the next run",
+        )
+    return TransientError(
+        f"{what}: HTTP 404 without InfluxDB's `not found` answer (a proxy or another service?)",
+        hint="check `base_url` (it must reach InfluxDB itself); rotator tries again on the next run",
+    )
 
 
 def _check_id(token_id: str) -> str:

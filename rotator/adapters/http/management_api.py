@@ -70,6 +70,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from rotator.adapters.http.common import _TOKEN_SHAPES as GENERIC_TOKEN_SHAPES
 from rotator.adapters.http.common import (
     HINT_NOT_SENT,
     AnswerTooLarge,
@@ -179,7 +180,11 @@ _HINT_DEPENDENCY = (
 _HINT_NOT_ACTIVE = "a new database token can take a few seconds to a few minutes to become active"
 #: transient besides every 5xx (as http_common's wording of the other HTTP issuers)
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
-_TOKEN_SHAPES = re.compile(r"M\.V1\.[A-Za-z0-9+/=_.-]{8,}|apiv[0-9]_[A-Za-z0-9+/=_-]{16,}")
+#: Token shapes masked in server text: Cloud Dedicated / Clustered ones first (a generic run stops at
+#: their dots and would leave the rest of the token), then the shapes every HTTP issuer masks
+#: (common's: ``apiv*_`` and any long base64/hex run), so that a token of another shape a server or a
+#: proxy echoes (a management token, a v2 token) is masked here too.
+_TOKEN_SHAPES = re.compile(r"M\.V1\.[A-Za-z0-9+/=_.-]{8,}|" + GENERIC_TOKEN_SHAPES.pattern)
 _MAX_DETAIL = 300
 #: what :meth:`ManagementApiIssuer._request` returns for an allowed 404 that is the API's own "not found"
 _NOT_FOUND: Any = object()
