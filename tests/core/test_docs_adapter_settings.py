@@ -26,15 +26,6 @@ DOCS = ("policy.md", "issuers.md")
 #: Types shared by many adapters, each documented once in a section of its own (docs page, anchor): a
 #: field of such a type is checked in its adapter's sections, the type's own keys (``file``, ``env``) there.
 SHARED: dict[str, tuple[type, str, str]] = {CredentialRef.__name__: (CredentialRef, "policy.md", "credentials")}
-#: TEMPORARY: issuer keys missing from docs/issuers.md (another change documents them there; this
-#: file does not edit that page). Empty it as they are documented: the test fails for an entry that
-#: is documented already, so the list only shrinks. Stores are never listed here: their keys belong
-#: to docs/policy.md, which documents them all.
-UNDOCUMENTED_ISSUER_KEYS: frozenset[tuple[str, str]] = frozenset({
-    ("influxdb2", "credential.method"),  # the table form `credential = { method = "self" }` of "self"
-    ("influxdb3", "credential.method"),  # the same
-})  # fmt: skip
-
 _HEADING = re.compile(r"^(#{2,6}) (.+)$", re.MULTILINE)
 _FENCED = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
@@ -130,13 +121,9 @@ def test_every_setting_of_a_built_in_adapter_is_documented(kind: registry.Kind, 
     assert keys, f"{kind} {name}: no settings found in its settings model's schema"
     docs = _adapter_docs(name)
     missing = sorted(key for key in keys if not _names(docs, key.rsplit(".", 1)[-1]))
-    allowed = {key for adapter, key in UNDOCUMENTED_ISSUER_KEYS if adapter == name}
-    assert kind == "issuer" or not allowed, f"store keys are documented in docs/policy.md, not allowed: {allowed}"
-    assert sorted(set(missing) - allowed) == [], (
+    assert missing == [], (
         f"{kind} {name}: settings named in no section of docs/policy.md or docs/issuers.md about it: document "
         "them in its settings table")
-    assert sorted(allowed - set(missing)) == [], (
-        f"{kind} {name}: documented now: remove these from UNDOCUMENTED_ISSUER_KEYS")
 
 
 def test_every_key_of_a_shared_settings_type_is_documented_in_its_section() -> None:
