@@ -22,6 +22,9 @@ or an event (the engine's and the daemon's), redacted once more on the way.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.secret import REDACTOR
 
 __all__ = [
@@ -76,15 +79,31 @@ class NotYetAccepted(TransientError):
 
 
 class LeaseBusy(TransientError):
-    """Another rotator holds the lease of this policy."""
+    """Another rotator holds the lease of this policy; ``expires_at``: when that lease ends unless renewed
+    (None when unknown), for the hint."""
 
-    def __init__(self, policy: str, holder: str) -> None:
-        super().__init__(
-            f"policy {policy!r} is being rotated by {holder}",
-            hint="wait for that run to finish or for its lease to expire",
-        )
+    def __init__(self, policy: str, holder: str, expires_at: datetime | None = None) -> None:
+        super().__init__(f"policy {policy!r} is being rotated by {holder}", hint=_busy_hint(policy, expires_at))
         self.policy = policy
         self.holder = holder
+        self.expires_at = expires_at
+
+
+def _busy_hint(policy: str, expires_at: datetime | None) -> str:
+    # Nothing renews the lease of a process that crashed on another host: until it expires, the one way
+    # out is the documented deletion (a holder on this host is taken over at once when its process is gone).
+    until = "" if expires_at is None else f" at {_second_after(expires_at)} unless its holder renews it"
+    return (f"wait for that run to finish or for its lease to expire{until}; if the holder is a process that died "
+            'on another host, see docs/operations.md, "A lease held by a dead process", to delete its lease '
+            f"and run `rotator recover {policy}`")
+
+
+def _second_after(at: datetime) -> str:
+    """``at`` in RFC 3339, whole seconds, rounded up: the lease is still live at the second a fraction
+    would have been cut to."""
+    if at.microsecond:
+        at = at.replace(microsecond=0) + timedelta(seconds=1)
+    return rfc3339_seconds(at if at.tzinfo is not None else at.replace(tzinfo=UTC))
 
 
 class LeaseLost(RotatorError):

@@ -1686,7 +1686,7 @@ class Journal:
             if row is not None and row[0] == holder:  # the row is ours (and locked) until the commit
                 self._threads.state.leases[policy] = (holder, int(row[1]), str(row[2]))
         if row is None or row[0] != holder:
-            raise LeaseBusy(policy, row[0] if row else "unknown")
+            raise self._lease_busy(policy, row)
         return int(row[1])
 
     @_once_more_after_conflict
@@ -1708,9 +1708,15 @@ class Journal:
             if row is not None and row[0] == holder:
                 self._threads.state.leases[policy] = (holder, int(row[1]), str(row[2]))
         if row is None or row[0] != holder:
-            raise LeaseBusy(policy, row[0] if row else "unknown")
+            raise self._lease_busy(policy, row)
         time.sleep(LEASE_READ_FRESH_SECONDS)
         return int(row[1])
+
+    @staticmethod
+    def _lease_busy(policy: str, row: tuple[str, int, str] | None) -> LeaseBusy:
+        """LeaseBusy for the lease ``row`` (holder, fence, expiry text) that another holds: its expiry
+        goes to the hint, the way out of a lease whose holder died on another host."""
+        return LeaseBusy(policy, row[0], _dt(row[2])) if row is not None else LeaseBusy(policy, "unknown")
 
     def _lease_row_and_schema(self, cur: _Cursor, policy: str) -> tuple[str, int, str] | None:
         """Inside a lease-taking transaction, after its write: the policy's lease row (holder, fence,
@@ -2067,7 +2073,8 @@ def _no_journal(location: str) -> ConfigError:
     return ConfigError(
         f"there is no journal at {location}; this command does not create one",
         hint="check `journal` under [rotator] in the policy file (a relative path is relative to the policy file) "
-        "and -c/--config; a new journal is made by the first `rotator bootstrap` or `rotator rotate`",
+        "and -c/--config; a new journal is made by the first `rotator bootstrap POLICY --token-file FILE "
+        "--token-id ID` or `rotator rotate POLICY`",
     )
 
 
@@ -2222,6 +2229,14 @@ PG_LOCK_TIMEOUT_MS = 10_000
 #: cut off is found gone in ~30 s, and its session ends (ignored on a unix socket)
 PG_SERVER_KEEPALIVES: dict[str, int] = {"tcp_keepalives_idle": 15, "tcp_keepalives_interval": 5,
                                         "tcp_keepalives_count": 3}
+#: Every session's transactions READ COMMITTED, whatever the server's default_transaction_isolation (a
+#: database a DBA set to serializable): the lease and fencing reasoning assumes it. A lease UPDATE that
+#: waited for a concurrent commit re-checks its WHERE against the row that commit left, and a statement
+#: after a fenced write's lease lock (_FINISH_PUBLISHED) sees what the lease's previous holder committed;
+#: under REPEATABLE READ or SERIALIZABLE both fail for a conflict instead, or read an older snapshot. Set
+#: for the session at connect, which costs no statement per transaction; a snapshot read still sets
+#: REPEATABLE READ itself (_Backend.snapshot_inside). The backslash keeps the space inside one -c.
+PG_ISOLATION_OPTION = r"-c default_transaction_isolation=read\ committed"
 #: the largest value PostgreSQL takes for a time setting in milliseconds (INT_MAX)
 _PG_MAX_MS = 2**31 - 1
 #: PostgreSQL's units of time, in milliseconds (its manual, "Parameter Names and Values"; case-sensitive)
@@ -2259,7 +2274,8 @@ def postgres_conninfo(url: str, read_only: bool = False) -> str:
     options = _with_setting(options, "idle_in_transaction_session_timeout", idle_ms)
     for name, value in PG_SERVER_KEEPALIVES.items():
         options = _with_setting(options, name, value)
-    extra["options"] = options
+    # Last, so that it wins over a URL's or PGOPTIONS' own, and over the database's or role's default.
+    extra["options"] = f"{options} {PG_ISOLATION_OPTION}".strip()
     extra["application_name"] = params.get("application_name") or given.get("application_name") or "rotator"
     return make_conninfo(url, **extra)
 
@@ -2288,23 +2304,10 @@ def postgres_url_problem(url: str) -> str | None:
 
 
 def _url_problem_of(url: str, exc: BaseException) -> tuple[str, str]:
-    """The problem libpq found in ``url`` (``exc``) and how to fix it, without the URL's password."""
-    from urllib.parse import unquote, urlsplit
-
-    detail = str(exc).strip()
-    try:
-        password = urlsplit(url).password
-    except ValueError:  # not even Python reads it (e.g. an unclosed [): hide whatever libpq quotes
-        detail = re.sub(r'"[^"]*"', '"***"', detail)
-        password = None
-    if password:
-        # libpq quotes the part it cannot decode, which may be (a piece of) the password
-        for quoted in re.findall(r'"([^"]*)"', detail):
-            if quoted and (quoted in password or password in quoted or unquote(password) in quoted):
-                detail = detail.replace(quoted, "***")
-        detail = detail.replace(password, "***").replace(unquote(password), "***")
+    """The problem libpq found in ``url`` (``exc``) and how to fix it, without the URL's secrets."""
+    detail = _without_url_secrets(str(exc).strip(), url)
     key = re.fullmatch(r'invalid URI query parameter: "(.*)"', detail)
-    what = f"the journal URL {_redact_url_safely(url)} cannot be read by libpq: {detail}"
+    what = f"the journal URL {_redact_url(url)} cannot be read by libpq: {detail}"
     if key is None:
         return what, ("write it as postgresql://user@host:5432/database?param=value, with each % in the user "
                       "name or password written %25")
@@ -2315,11 +2318,17 @@ def _url_problem_of(url: str, exc: BaseException) -> tuple[str, str]:
                   f"instead: ?options={example}")
 
 
-def _redact_url_safely(url: str) -> str:
-    try:
-        return _redact_url(url)
-    except ValueError:  # a port that is not a number: urlsplit refuses to read it
-        return "(not shown: its host or port cannot be read)"
+def _without_url_secrets(detail: str, url: str) -> str:
+    """libpq's complaint about ``url`` without its secrets: libpq quotes the part it cannot decode, which
+    may be (a piece of) the password, in the user-info or in a query key such as ``?password=``."""
+    from urllib.parse import unquote
+
+    for secret in _url_secret_texts(url):
+        for quoted in re.findall(r'"([^"]*)"', detail):
+            if quoted and (quoted in secret or secret in quoted or unquote(secret) in quoted):
+                detail = detail.replace(f'"{quoted}"', '"***"')
+        detail = detail.replace(secret, "***").replace(unquote(secret), "***")
+    return detail
 
 
 def pg_duration_ms(value: str) -> float | None:
@@ -2423,15 +2432,90 @@ def _postgres_backend(url: str, read_only: bool = False) -> _Backend:
     )
 
 
-def _redact_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
+#: libpq's connection parameters that hold a secret; a query key whose name says secret as the policy
+#: loader judges one (rotator.config.inline_secrets) is hidden too (PG 18's oauth_client_secret)
+_PG_SECRET_KEYS = frozenset({"password", "sslpassword"})
 
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
+
+def _redact_url(url: str) -> str:
+    """The PostgreSQL journal URL for messages (Journal.location, every JournalError, the daemon's start
+    log), each secret shown as ``***``. Never raises: it words errors. Built from what libpq reads
+    (:func:`_url_of_params`): a password in ``?password=`` or a multi-host URL is read as libpq reads it
+    (``urlsplit().port`` fails on ``h1:1,h2:2``); a URL libpq cannot read, or without psycopg, is
+    redacted as text (:func:`_redact_url_text`)."""
+    try:
+        from psycopg import Error as PsycopgError
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        return _redact_url_text(url)
+    try:
+        params = conninfo_to_dict(url)
+    except (PsycopgError, ValueError, TypeError):
+        return _redact_url_text(url)
+    return _url_of_params(url.partition("://")[0] or "postgresql", {k: str(v) for k, v in params.items()})
+
+
+def _pg_secret_key(key: str) -> bool:
+    from rotator.config.inline_secrets import _SECRET_QUERY_KEYS, is_secret_name
+
+    return key.lower() in _PG_SECRET_KEYS or key.lower() in _SECRET_QUERY_KEYS or is_secret_name(key)
+
+
+def _url_of_params(scheme: str, params: dict[str, str]) -> str:
+    """A URL of libpq's ``params`` (conninfo_to_dict) with every secret ``***``: only what libpq read is
+    shown, so a password it takes from the query (which wins over the user-info's) is gone either way."""
+    rest = dict(params)
+    user, password, dbname = rest.pop("user", ""), rest.pop("password", ""), rest.pop("dbname", None)
+    userinfo = quote(user, safe="") + (":***" if password else "")
+    netloc = (f"{userinfo}@" if userinfo else "") + _netloc_hosts(rest)
+    path = "" if dbname is None else "/" + quote(dbname, safe="")
+    query = "&".join(f"{quote(k, safe='')}={'***' if _pg_secret_key(k) else quote(v, safe='/:,')}"
+                     for k, v in rest.items())
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def _netloc_hosts(params: dict[str, str]) -> str:
+    """``host1:port1,host2:port2`` for a URL's netloc, its host and port taken out of ``params``; both left
+    there (for the query) when they do not fit in a netloc: a unix socket's directory, a port list that
+    does not pair with the host list."""
+    hosts = params["host"].split(",") if params.get("host") else []
+    ports = params["port"].split(",") if params.get("port") else []
+    if not hosts or any(not h or h.startswith(("/", "@")) for h in hosts) or (ports and len(ports) != len(hosts)):
+        return ""
+    del params["host"]
+    params.pop("port", None)
+    shown = [f"[{h}]" if ":" in h else quote(h, safe="") for h in hosts]
+    return ",".join(h + (f":{p}" if p else "") for h, p in zip(shown, ports or [""] * len(hosts), strict=True))
+
+
+def _redact_url_text(url: str) -> str:
+    """``url`` with its secrets hidden, read as text (libpq cannot read it, or psycopg is missing): all of
+    the user-info after its first ``:``, up to its last ``@`` (libpq ends the user-info at the first ``@``,
+    Python at the last: this hides the password of either), and the value of each query key that names
+    a secret."""
+    from urllib.parse import unquote
+
+    scheme, sep, rest = url.partition("://")
+    head, question, query = rest.partition("?")
+    userinfo, at, hosts = head.rpartition("@")
+    if at and ":" in userinfo:
+        head = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    pairs = [(k, eq, "***" if eq and _pg_secret_key(unquote(k)) else v)
+             for k, eq, v in (pair.partition("=") for pair in query.split("&"))]
+    query = "&".join(k + eq + v for k, eq, v in pairs)
+    return scheme + sep + head + question + query
+
+
+def _url_secret_texts(url: str) -> list[str]:
+    """The secrets written in ``url`` as text (:func:`_redact_url_text` reads it so): the user-info's
+    password, the values of query keys that name a secret."""
+    from urllib.parse import unquote
+
+    head, _, query = url.partition("://")[2].partition("?")
+    userinfo, at, _ = head.rpartition("@")
+    found = [userinfo.partition(":")[2]] if at else []
+    found += [v for k, eq, v in (pair.partition("=") for pair in query.split("&")) if eq and _pg_secret_key(unquote(k))]
+    return [secret for secret in found if secret]
 
 
 #: a pending revocation whose due time and retry time have come (parameters: state, now, now)

@@ -143,7 +143,9 @@ HINT_REDIRECT = (
     "elsewhere): set `{key}` to the address that answers without one"
 )
 HINT_NOT_SENT = "rotator checks its lease again before it retries"
-HINT_SELF = "store the first token with `rotator bootstrap`, or set credential = { file = ... } / { env = ... }"
+#: (the whole command: `rotator bootstrap` alone is refused for its missing arguments)
+HINT_SELF = ("store the first token with `rotator bootstrap {policy} --token-file FILE --token-id ID`, or set "
+             "credential = {{ file = ... }} / {{ env = ... }}")
 _DEFAULT_HINTS = {
     400: HINT_BAD_REQUEST,
     401: HINT_UNAUTHENTICATED,
@@ -757,8 +759,8 @@ class HttpIssuer(Generic[SettingsT]):
 
     def _credential(self, current: Secret | None) -> Secret:
         """The token that mints, lists and revokes (``current``: the one the stores hold now)."""
-        return resolve_credential(self.settings.credential, current, self._base_dir, hint_self=HINT_SELF,
-                                  policy=self._policy)
+        return resolve_credential(self.settings.credential, current, self._base_dir,
+                                  hint_self=HINT_SELF.format(policy=self._policy), policy=self._policy)
 
 
 # --------------------------------------------------------------------------------------------

@@ -156,8 +156,11 @@ HINT_OUTPUT = ("check the influxctl version (rotator reads the output of influxc
                "need 2.10.0 or later)")
 ERR_TOKEN_FILE = "auth.token_file {path} is not a readable file"
 ERR_NO_CREDENTIAL = "auth.method = 'self' needs the current management token, but no token is published yet"
+#: (the whole command: `rotator bootstrap` alone is refused for its missing arguments; the issuer does not
+#: know its policy's name)
 HINT_NO_CREDENTIAL = (
-    "store the first token with `rotator bootstrap`, or authenticate with auth.method = 'token_file' or 'mgmt_token'"
+    "store the first token with `rotator bootstrap POLICY --token-file FILE --token-id ID`, or authenticate with "
+    "auth.method = 'token_file' or 'mgmt_token'"
 )
 ERR_NOT_REVOKED = "{command} {token_id} succeeded but the token is not listed as revoked"
 
