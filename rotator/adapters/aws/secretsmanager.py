@@ -202,8 +202,8 @@ _HINT_CREDENTIALS = (
 )
 _HINT_NOT_FOUND = "check secret_id and region (the secret may also be scheduled for deletion: restore-secret)"
 _HINT_DELETED = (
-    "the secret is scheduled for deletion: if that was a mistake, `aws secretsmanager restore-secret --secret-id "
-    "SECRET`; if not, first revoke the tokens its rotator:revoke:<token id> tags record (they are lost with the "
+    "the secret is scheduled for deletion: if that was a mistake, `aws secretsmanager restore-secret {secret}`; "
+    "if not, first revoke the tokens its rotator:revoke:<token id> tags record (they are lost with the "
     "secret, and those tokens stay valid until they expire), e.g. with the issuer's own tool"
 )
 _HINT_AWS = "check the store settings (secret_id, region, endpoint_url) and AWS's message"
@@ -591,7 +591,7 @@ def describe(api: SecretsManagerAPI, secret_id: str, where: str) -> SecretView |
 def describe_answer(api: SecretsManagerAPI, secret_id: str, where: str) -> Mapping[str, Any] | None:
     """DescribeSecret's whole answer (the Lambda reads its rotation schedule too); ``None`` if the
     secret does not exist."""
-    with map_errors(where, "DescribeSecret"):
+    with map_errors(where, "DescribeSecret", secret_id=secret_id, region=_region_of(api)):
         try:
             answer: Mapping[str, Any] = api.describe_secret(SecretId=secret_id)
         except botocore.exceptions.ClientError as exc:
@@ -634,13 +634,19 @@ def read_labelled_version(
 
 
 def _get_value(api: SecretsManagerAPI, request: Mapping[str, str], where: str) -> Mapping[str, Any] | None:
-    with map_errors(where, "GetSecretValue"):
+    with map_errors(where, "GetSecretValue", secret_id=request["SecretId"], region=_region_of(api)):
         try:
             return api.get_secret_value(**request)
         except botocore.exceptions.ClientError as exc:
             if client_error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
+
+
+def _region_of(api: object) -> str | None:
+    """The region a botocore client sends to (for the commands a hint prints); None when it does not say."""
+    region = getattr(getattr(api, "meta", None), "region_name", None)
+    return region if isinstance(region, str) and region else None
 
 
 def _payload(answer: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -1060,7 +1066,8 @@ class AwsSecretsManagerStore:
     def _call(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
         api = self._client()
         with map_errors(self._location, operation, kms_key_id=self._settings.kms_key_id,
-                        profile=self._settings.profile):
+                        profile=self._settings.profile, secret_id=self._settings.secret_id,
+                        region=self._settings.region_name):
             return fn(api)
 
 
@@ -1091,16 +1098,18 @@ def client_error_code(exc: botocore.exceptions.ClientError) -> str:
 
 @contextmanager
 def map_errors(
-    where: str, operation: str, *, kms_key_id: str | None = None, profile: str | None = None
+    where: str, operation: str, *, kms_key_id: str | None = None, profile: str | None = None,
+    secret_id: str | None = None, region: str | None = None,
 ) -> Iterator[None]:
     """botocore exceptions -> rotator errors, without the SDK's text (``from None``). ``profile``: the
-    store's setting, to say where a profile that does not exist was named."""
+    store's setting, to say where a profile that does not exist was named; ``secret_id`` and ``region``:
+    the secret called, for the commands a hint prints (None: not known, a placeholder is printed)."""
     try:
         yield
     except RotatorError:
         raise
     except botocore.exceptions.ClientError as exc:
-        raise _client_error(exc, where, operation, kms_key_id) from None
+        raise _client_error(exc, where, operation, kms_key_id, _secret_args(secret_id, region)) from None
     except botocore.exceptions.SSLError:
         raise PermanentError(
             _ERR_TLS.format(where=where, operation=operation), hint="fix endpoint_url, or the CA bundle (AWS_CA_BUNDLE)"
@@ -1165,8 +1174,15 @@ def _profile_not_found(where: str, exc: botocore.exceptions.ProfileNotFound, set
     )
 
 
+def _secret_args(secret_id: str | None, region: str | None) -> str:
+    """``--secret-id ... --region ...`` for a printed command, quoted for the shell (placeholders if unknown)."""
+    args = f"--secret-id {shlex.quote(secret_id) if secret_id else 'SECRET_ID'}"
+    return args + (f" --region {shlex.quote(region)}" if region else "")
+
+
 def _client_error(
-    exc: botocore.exceptions.ClientError, where: str, operation: str, kms_key_id: str | None
+    exc: botocore.exceptions.ClientError, where: str, operation: str, kms_key_id: str | None,
+    secret_args: str = _secret_args(None, None),
 ) -> RotatorError:
     code = client_error_code(exc) or "an unknown error"
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
@@ -1196,5 +1212,5 @@ def _client_error(
     if code == "InvalidRequestException" and _MARKED_DELETED.search(aws_message):
         # Retrying cannot help, and once the secret is purged its rotator:revoke:<id> tags go with it:
         # the tokens they record would stay valid until they expire.
-        return PermanentError(message, hint=_HINT_DELETED)
+        return PermanentError(message, hint=_HINT_DELETED.format(secret=secret_args))
     return PermanentError(message, hint=_HINT_AWS)

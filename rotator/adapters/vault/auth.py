@@ -435,6 +435,15 @@ class VaultLogin:
             )
         return "auth/token/lookup-self", f"check the token in {self._auth.token.describe()}: expired or revoked?"
 
+    @property
+    def label(self) -> str:
+        """What the log calls this store's Vault credential: the auth method configured, and where."""
+        if isinstance(self._auth, AppRoleAuth):
+            return f"Vault AppRole login (auth/{self._auth.mount_path})"
+        if isinstance(self._auth, KubernetesAuth):
+            return f"Vault Kubernetes login (auth/{self._auth.mount_path}, role {self._auth.role!r})"
+        return f"Vault token ({self._auth.token.describe()})"
+
     def _resend_hint(self) -> str:
         if self._resend_at is None:
             return ""
@@ -517,7 +526,8 @@ class VaultLogin:
             self._failed(exc)
             raise
         if self._failures:
-            logger.info("Vault token: %s again after %d failure(s)", "renewed" if self._token else "ok", self._failures)
+            logger.info("%s: %s again after %d failure(s)", self.label, "renewed" if self._token else "ok",
+                        self._failures)
         with self._times_lock:
             self._retry_at = None
         self._failures, self._error = 0, None
@@ -541,16 +551,16 @@ class VaultLogin:
             if self._token is not None:
                 self._check_at = self._retry_at
         if self._resend_at is not None:
-            logger.warning("Vault token: login refused (%s, %d in a row); the same credential is not sent again "
-                           "before %s, a changed one at the next check in %.1fs", self._error, self._failures,
-                           self._resend_at.isoformat(timespec="seconds"), delay)
+            logger.warning("%s: login refused (%s, %d in a row); the same credential is not sent again "
+                           "before %s, a changed one at the next check in %.1fs", self.label, self._error,
+                           self._failures, self._resend_at.isoformat(timespec="seconds"), delay)
             return
         if self._token is not None:
             what = "lookup or renewal"
         else:
             what = "login" if isinstance(self._auth, LoginAuth) else "reading the token"
         # "not before": a one-shot command exits with the error; a daemon's next use tries again
-        logger.warning("Vault token: %s failed (%s, %d in a row); not tried again before %.1fs", what, self._error,
+        logger.warning("%s: %s failed (%s, %d in a row); not tried again before %.1fs", self.label, what, self._error,
                        self._failures, delay)
 
     def forget(self, api: AuthAPI) -> bool:
@@ -659,7 +669,9 @@ class VaultLogin:
                                       lambda: api.approle_login(approle.mount_path, role, secret_id))
             method = "AppRole"
         auth = answer["auth"]
-        if not isinstance(auth.get("client_token"), str) or not auth["client_token"]:
+        if not _token_shaped(auth.get("client_token")):
+            # A CR/LF in it made requests refuse the header at the next call, reported as "cannot reach
+            # Vault"; whatever sent it is not Vault (the value is never shown: it may be a real token)
             raise NotVaultAnswer("auth.client_token")
         self._token = Secret(auth["client_token"])
         self._generation += 1
@@ -841,6 +853,13 @@ class VaultLogin:
             self._expires_at = now + timedelta(seconds=ttl)
             wait = max(ttl - creation_ttl / 3, ttl / 2)
             self._check_at = now + timedelta(seconds=wait)
+
+
+def _token_shaped(value: object) -> bool:
+    """Whether ``value`` can be a token of Vault's (or OpenBao's): one word of printable ASCII, as every
+    token format is (``hvs.``/``hvb.``/``s.`` and base62 or base64url), which the X-Vault-Token header can carry."""
+    # ASCII isprintable() leaves out every control character (CR, LF, tab, NUL); the space is the only blank left
+    return isinstance(value, str) and bool(value) and value.isascii() and value.isprintable() and " " not in value
 
 
 def _login_wait(api: AuthAPI) -> float:

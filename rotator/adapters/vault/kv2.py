@@ -45,13 +45,19 @@ A 405 holds for the store's life. A 403 is taken for a missing ``patch`` only on
 has then read and written the metadata (a token that expired or was revoked is refused everything:
 that is a credential problem, and the next publish tries PATCH again); it holds while the store
 carries that token (a new login, a new token in the file, a restart or a daemon reload tries PATCH
-again).
+again). Vault takes at most 64 keys in a write of the whole map: one that would hold more (an operator's
+keys and rotator's 4) is not sent, and the error says how many keys to remove (or to grant ``patch``:
+Vault checks a PATCH's keys alone). Unlike the ``cas`` write, no compare-and-set fences the metadata
+write: it starts within the publish's lease-check window or not at all, and one Vault answers after that
+window is checked against a newer version (``VaultKV2Store._claim`` gives the rule): the keys end naming
+the current version's token.
 
 Requests. ``read_current`` is one GET of ``<mount>/data/<path>``, whose answer carries the
 version, its payload and the secret's custom_metadata (a secret without a version, made with
 ``kv metadata put``, answers 404: then its metadata is read too, whose marker may name another
 policy); ``publish`` is the ``cas`` write and the custom_metadata PATCH (without ``patch``: the
-metadata read and the POST). A store's first read also reads the secret's metadata and, unless
+metadata read and the POST; a metadata read more, after a write answered past the publish's start
+window). A store's first read also reads the secret's metadata and, unless
 the secret sets max_versions, the mount's config (the max_versions and delete_version_after
 checks), and the login adds its own (token auth: one lookup-self). The HTTP client takes nothing
 from the environment (proxy variables, ``REQUESTS_CA_BUNDLE``, ``~/.netrc``): the settings alone
@@ -84,6 +90,7 @@ import json
 import logging
 import re
 import shlex
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -113,7 +120,15 @@ from rotator.adapters.vault.auth import (
 from rotator.config.registry import lazy_sdk
 from rotator.config.schedule import format_duration
 from rotator.config.timefmt import rfc3339_seconds
-from rotator.core.contracts import MALFORMED_HINT, AdapterContext, Store, StoreState, TokenRecord, checked_settings
+from rotator.core.contracts import (
+    MALFORMED_HINT,
+    AdapterContext,
+    Store,
+    StoreState,
+    TokenRecord,
+    checked_settings,
+    side_effect_start_deadline,
+)
 from rotator.core.errors import (
     ConfigError,
     ConflictError,
@@ -150,6 +165,16 @@ _MIN_VERSIONS = 3
 _LONGEST_TIMEOUT_S = 300
 _DEFAULT_MAX_VERSIONS = 10  # a mount's max_versions of 0 means 10
 _CAS_MISMATCH = "check-and-set parameter did not match"
+#: Vault's limits on custom_metadata (vault-plugin-secrets-kv, validateCustomMetadata): keys in one write of the
+#: map, bytes of a key, bytes of a value. A PATCH is checked alone, not merged with the keys Vault holds.
+_MAX_CUSTOM_KEYS = 64
+_MAX_CUSTOM_KEY_BYTES = 128
+_MAX_CUSTOM_VALUE_BYTES = 512
+#: What Vault's 400 says when a custom_metadata write breaks those limits
+_CUSTOM_INVALID = "custom_metadata validation failed"
+_CUSTOM_COUNT = "must contain at most"
+#: Writes of a newer version's keys after a write answered late, at most (VaultKV2Store._claim)
+_CLAIM_WRITES = 3
 _MULTIERROR_HEAD = re.compile(r"^\s*\d+ errors? occurred:")
 
 _ERR_UNREACHABLE = "{where}: cannot reach Vault at {url} ({cause})"
@@ -727,29 +752,17 @@ class VaultKV2Store:
         return _HINT_CONFLICT.format(namespace=namespace, mount=shlex.quote(s.mount), path=shlex.quote(s.path))
 
     def _mark_managed(self, record: TokenRecord, version: int, answered: object) -> None:
-        """Set rotator's custom_metadata keys after ``version`` landed, keeping the operator's own.
+        """Set rotator's custom_metadata keys after ``version`` landed, keeping the operator's own
+        (:meth:`_claim` says when they are written, and for which version).
 
         ``answered``: the custom_metadata Vault's answer showed (None: none, or not shown), checked
         only: it can be out of date by now, so it is never written back (see the module's docstring)."""
-        ours = {
-            "managed-by": MANAGED_BY,
-            "policy": record.policy,
-            "token_id": record.token_id,
-            "rotated_at": rfc3339_seconds(self._clock.now()),
-        }
+        ours = _our_keys(record.policy, record.token_id, rfc3339_seconds(self._clock.now()))
         try:
             # Checked here, after the write: a custom_metadata that is not Vault's fails like the
             # metadata write (the token is in the store), never as "nothing written".
             self._checked(lambda: _custom(answered), self._write_data)
-            refused = self._patch_custom(ours)
-            if refused is None:
-                return
-            generation = self._login.generation
-            self._merge_custom(ours)
-            if refused == "403" and self._login.generation == generation:
-                # The token PATCH was refused to has just read and written the metadata: it is valid,
-                # so its policy lacks `patch`. Only now is that remembered (not after the 403 alone).
-                self._patch_refused_for_good("403", generation)
+            self._claim(version, ours)
         except RotatorError as exc:
             logger.warning(
                 "%s: version %d is written but not marked managed yet; publishing it again "
@@ -769,7 +782,105 @@ class VaultKV2Store:
                 "a rotation's publish, the same `rotator bootstrap` a bootstrap's",
             ) from exc
 
-    def _patch_custom(self, ours: Mapping[str, str]) -> str | None:
+    def _claim(self, version: int, ours: Mapping[str, str]) -> None:
+        """Write rotator's keys ``ours`` for ``version``, so that the custom_metadata ends naming the token
+        of the version that is current, also when another rotator publishes a newer one meanwhile (it
+        took the lease over while this process was paused between its data write and this write).
+
+        The rule, with *deadline* the side effect's start deadline (contracts.side_effect_start_deadline,
+        set by the engine's lease check before this publish):
+
+        1. A write of the keys for ``version`` starts before the deadline or not at all (TransientError,
+           nothing sent): until then the lease is still this process's, so no newer version exists yet.
+        2. Without ``patch`` the metadata is read before the POST anyway: a current_version past
+           ``version`` is a newer publish, whose publisher writes its own keys: nothing is written.
+        3. A write whose answer comes after the deadline (a pause between the check and the write, a
+           slow Vault) may have landed after a newer publisher's: the metadata is read again. While its
+           current_version is past the version the keys written name, and its keys do not name the
+           current version's token, the keys of that version are written (its payload's token_id and
+           policy; rotated_at the time Vault wrote it: what its publisher wrote, but for the second)
+           and read again, up to :data:`_CLAIM_WRITES` writes. Nothing older than current_version is
+           ever written by this step: it only puts back what the newer publisher wrote.
+
+        So rotator's last write of the keys is followed by a read that found the version they name
+        current, or precedes the write of a newer version's publisher: the end state names the current
+        version's token. A current version whose payload is not a rotator token (deleted, another
+        writer's) is left as it is, with a warning. An answer in time costs no request more; outside a
+        side effect (no deadline: nothing fences the writers, e.g. a test or a tool) 1 and 3 do not apply."""
+        start_by = side_effect_start_deadline()
+        if not self._write_claim(version, ours, start_by):
+            return
+        if start_by is None or time.monotonic() < start_by:
+            return  # answered in time: no other rotator could hold the lease before the write landed
+        for _ in range(_CLAIM_WRITES):
+            newer = self._newer_claim(version)
+            if newer is None:
+                return
+            version, ours = newer
+            if not self._write_claim(version, ours, None):
+                return
+        logger.warning(
+            "%s: newer versions kept coming while rotator wrote the custom_metadata back (version %d's keys now): "
+            "check it with `kv metadata get`; the next publish writes it again",
+            self._location,
+            version,
+        )
+
+    def _write_claim(self, version: int, ours: Mapping[str, str], start_by: float | None) -> bool:
+        """One write of ``ours``: the PATCH, or without it the metadata read and the POST. False: nothing
+        written, a version newer than ``version`` is current (its publisher writes the keys)."""
+        refused = self._patch_custom(ours, version, start_by)
+        if refused is None:
+            return True
+        generation = self._login.generation
+        written = self._merge_custom(ours, version, start_by)
+        if refused == "403" and self._login.generation == generation:
+            # The token PATCH was refused to has just read (and written) the metadata: it is valid,
+            # so its policy lacks `patch`. Only now is that remembered (not after the 403 alone).
+            self._patch_refused_for_good("403", generation)
+        return written
+
+    def _in_time(self, version: int, start_by: float | None) -> None:
+        """Just before a metadata write: TransientError, nothing sent, past ``start_by`` (see :meth:`_claim`)."""
+        if start_by is not None and time.monotonic() >= start_by:
+            raise TransientError(
+                f"{self._location}: version {version} is written, but its custom_metadata write was not sent: it "
+                "would have started later than the lease check before this publish allows (this process was paused, "
+                "or Vault was slow), when another rotator may hold the lease and have published a newer version",
+                hint="rotator checks its lease again and publishes with the same expected version, which completes "
+                "it; if another rotator took the policy over, this run stops",
+            )
+
+    def _newer_claim(self, version: int) -> tuple[int, dict[str, str]] | None:
+        """After a write of the keys for ``version`` that was answered late (:meth:`_claim`, 3): the
+        current version and its keys, when it is newer and the custom_metadata does not name its token;
+        None when nothing is to be written."""
+        meta = self._read_metadata() or {}
+        current = self._checked(lambda: _whole(meta.get("current_version")), self._read_meta)
+        if current <= version:
+            return None
+        held = self._custom_in(meta)
+        payload = self._read_version(current)
+        there = self._parse(payload, current, strict=False) if payload is not None else None
+        if there is None:
+            logger.warning(
+                "%s: rotator's custom_metadata write for version %d was answered late, and version %d, current now, "
+                "holds no rotator token: the custom_metadata may name version %d's token",
+                self._location, version, current, version,
+            )
+            return None
+        if _is_managed(held) and held.get("token_id") == there.token_id and held.get("policy") == there.policy:
+            return None  # the newer version's publisher wrote its keys after rotator's write
+        versions = self._checked(lambda: _versions(meta.get("versions")), self._read_meta)
+        written_at = _whole_seconds(versions.get(current, {}).get("created_time")) or rfc3339_seconds(self._clock.now())
+        logger.warning(
+            "%s: rotator's custom_metadata write for version %d landed after version %d was published (this process "
+            "was paused or Vault slow); writing version %d's keys (token %s) back",
+            self._location, version, current, current, there.token_id,
+        )
+        return current, _our_keys(there.policy, there.token_id, written_at)
+
+    def _patch_custom(self, ours: Mapping[str, str], version: int, start_by: float | None) -> str | None:
         """PATCH rotator's keys into the custom_metadata. None if done; else why not ("403", "405"),
         now or known from before (then nothing is sent)."""
         if self._patch_refused == "405" or (
@@ -779,6 +890,7 @@ class VaultKV2Store:
         mount, path = self._settings.mount, self._settings.path
 
         def patch(api: VaultAPI) -> str | None:
+            self._in_time(version, start_by)
             try:
                 api.patch_custom_metadata(mount, path, ours)
             except hvac.exceptions.UnsupportedOperation:
@@ -821,11 +933,52 @@ class VaultKV2Store:
                 self._location,
             )
 
-    def _merge_custom(self, ours: Mapping[str, str]) -> None:
-        """The fallback without PATCH: read the custom_metadata now, POST it with rotator's keys set."""
+    def _merge_custom(self, ours: Mapping[str, str], version: int, start_by: float | None) -> bool:
+        """The fallback without PATCH: read the custom_metadata now, POST it with rotator's keys set.
+        False: nothing written, a version newer than ``version`` is current (see :meth:`_claim`)."""
         mount, path = self._settings.mount, self._settings.path
-        custom = {**self._custom_in(self._read_metadata() or {}), **ours}  # an operator's own keys stay
-        self._call(self._write_meta, lambda api: api.write_custom_metadata(mount, path, custom))
+        meta = self._read_metadata() or {}
+        current = self._checked(lambda: _whole(meta.get("current_version")), self._read_meta)
+        if current > version:
+            logger.info("%s: version %d is current, newer than version %d: its publisher writes the custom_metadata",
+                        self._location, current, version)
+            return False
+        held = self._custom_in(meta)
+        self._check_room(held, ours)
+        custom = {**held, **ours}  # an operator's own keys stay
+
+        def write(api: VaultAPI) -> None:
+            self._in_time(version, start_by)
+            api.write_custom_metadata(mount, path, custom)
+
+        self._call(self._write_meta, write)
+        return True
+
+    def _check_room(self, held: Mapping[str, str], ours: Mapping[str, str]) -> None:
+        """PermanentError, before the POST, when the whole map would have more keys than Vault takes: it
+        refuses such a write with HTTP 400 at every publish, and only a person can make room."""
+        others = [key for key in held if key not in ours]
+        if len(others) + len(ours) <= _MAX_CUSTOM_KEYS:
+            return
+        raise PermanentError(
+            f"{self._location}: the custom_metadata of {self._write_meta.path} holds {len(others)} keys besides "
+            f"rotator's; with rotator's {len(ours)} ({', '.join(ours)}) the whole map, which rotator writes without "
+            f"the `patch` capability, would have {len(others) + len(ours)}, and Vault takes at most "
+            f"{_MAX_CUSTOM_KEYS}",
+            hint=self._room_hint(len(others) + len(ours) - _MAX_CUSTOM_KEYS),
+        )
+
+    def _room_hint(self, excess: int | None, *, patch_helps: bool = True) -> str:
+        """How to fit rotator's keys in the custom_metadata. ``excess``: how many keys too many (None: not
+        known); ``patch_helps``: the write was the POST of the whole map, which a PATCH would avoid."""
+        s = self._settings
+        namespace = f"-namespace={shlex.quote(s.namespace)} " if s.namespace else ""
+        remove = (f"`bao kv metadata patch {namespace}-mount={shlex.quote(s.mount)} -remove-custom-metadata=KEY "
+                  f"{shlex.quote(s.path)}` (or `vault kv ...`; the flag once per key)")
+        how_many = f"at least {excess} of the other keys" if excess is not None else "keys the secret does not need"
+        patch = (f"grant `patch` on {self._write_meta.path} (deploy/vault/rotator-policy.hcl): rotator then sends "
+                 "its own keys alone, which Vault merges into the map without counting it; or " if patch_helps else "")
+        return f"{patch}remove {how_many} with {remove}"
 
     def _read_metadata(self) -> Mapping[str, Any] | None:
         def read(api: VaultAPI) -> Mapping[str, Any] | None:
@@ -1175,6 +1328,14 @@ class VaultKV2Store:
             return TransientError(message, hint=_HINT_RETRY)
         if isinstance(exc, hvac.exceptions.Forbidden) or op.auth:
             return PermanentError(message, hint=op.refused_hint)
+        if isinstance(exc, hvac.exceptions.InvalidRequest) and _CUSTOM_INVALID in detail:
+            # Not the settings: the secret's custom_metadata (an operator's keys) leaves no room for rotator's
+            limits = (f"Vault takes at most {_MAX_CUSTOM_KEYS} custom_metadata keys in a write, of at most "
+                      f"{_MAX_CUSTOM_KEY_BYTES} bytes, with values of at most {_MAX_CUSTOM_VALUE_BYTES} bytes; "
+                      "its message names what broke them")
+            if _CUSTOM_COUNT in detail:
+                limits += ": " + self._room_hint(None, patch_helps=op is self._write_meta)
+            return PermanentError(message, hint=limits)
         return PermanentError(message, hint=_HINT_VAULT)
 
     def _not_vault_error(self, exc: hvac.exceptions.VaultError, op: _Op, status: str) -> PermanentError:
@@ -1239,6 +1400,18 @@ def _custom(value: object) -> Mapping[str, str]:
     if isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         return value
     raise NotVaultAnswer("custom_metadata")
+
+
+def _our_keys(policy: str, token_id: str, rotated_at: str) -> dict[str, str]:
+    """rotator's custom_metadata keys for the version that holds ``token_id``."""
+    return {"managed-by": MANAGED_BY, "policy": policy, "token_id": token_id, "rotated_at": rotated_at}
+
+
+def _whole_seconds(value: object) -> str | None:
+    """A time of Vault's answer (``created_time``: RFC 3339 in UTC, nanoseconds) as rotated_at is written
+    (whole seconds); None when it is not one."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d{1,9})?Z", value) if isinstance(value, str) else None
+    return f"{match[1]}Z" if match else None
 
 
 def _is_managed(custom_metadata: Mapping[str, Any]) -> bool:
