@@ -107,7 +107,8 @@ def explain(due: bool, next_due: datetime, rotated_at: datetime | None, now: dat
             token_since: datetime | None = None) -> str:
     """The one-line reason of a decision (:meth:`Due.reason`)."""
     if rotated_at is None:
-        return "no token yet: run `rotator bootstrap` with the first, human-created token"
+        return ("no token yet: run `rotator bootstrap POLICY --token-file FILE --token-id ID` with the first, "
+                "human-created token")
     if due:
         if token_since is not None and token_since < rotated_at:
             return (f"due: the current token was created {format_duration(now - token_since, units=2)} ago "

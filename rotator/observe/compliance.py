@@ -126,7 +126,7 @@ class Compliance:
         out = [f"the journal's {what}" for what in self.unreadable]
         if self.published_at is None:
             if not self.unreadable:
-                out.append("no token published yet (run `rotator bootstrap`)")
+                out.append("no token published yet (run `rotator bootstrap POLICY --token-file FILE --token-id ID`)")
         elif self.too_old:
             out.append(f"token {self.current_token_id} is {format_duration(self.age or timedelta(0))} old, "
                        f"older than max_age {format_duration(self.max_age)}")

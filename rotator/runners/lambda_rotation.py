@@ -186,7 +186,8 @@ _HINT_CLEAR = (
     "remove the label and let Secrets Manager start over: aws secretsmanager update-secret-version-stage "
     "--secret-id {secret} --version-stage AWSPENDING --remove-from-version-id {version}"
 )
-_HINT_BOOTSTRAP = "publish the first token with `rotator bootstrap` (a policy with this secret as its store)"
+_HINT_BOOTSTRAP = ("publish the first token with `rotator bootstrap POLICY --token-file FILE --token-id ID` (a policy "
+                   "with this secret as its store)")
 #: Secrets Manager's limit of tags on one secret; tags whose key begins with "aws:" do not count
 MAX_TAGS = 50
 
@@ -578,7 +579,8 @@ def _rotation_step(event: Mapping[str, Any], config: PolicyBundle, env: _Env) ->
     if not view.managed and not target.policy.adopt:
         raise OwnershipError(
             f"{step}: secret {view.arn} is not tagged {MANAGED_BY_KEY}={MANAGED_BY}",
-            hint="publish the first token with `rotator bootstrap`, or set `adopt = true` in the policy",
+            hint=f"publish the first token with `rotator bootstrap {target.policy.name} --token-file FILE --token-id "
+                 "ID`, or set `adopt = true` in the policy",
         )
     rotation = _Rotation(target, token, rotation_token if isinstance(rotation_token, str) else None, env)
     {

@@ -23,7 +23,8 @@ def _policy(schedule: str = "30d", window: str | None = None, max_age: timedelta
 def test_never_rotated_is_due_now_and_says_bootstrap() -> None:
     due = decide(_policy(), None, NOW)
     assert due.due and due.next_due == NOW and due.rotated_at is None
-    assert due.reason() == "no token yet: run `rotator bootstrap` with the first, human-created token"
+    assert due.reason() == ("no token yet: run `rotator bootstrap POLICY --token-file FILE --token-id ID` with the "
+                            "first, human-created token")
     assert not due.too_old and not due.recover_first
 
 

@@ -50,12 +50,9 @@ NAMED_IN_PASSING = {
 #: arguments. Fix each as rotator/adapters/http/common.py HINT_SELF does (`rotator bootstrap POLICY
 #: --token-file FILE --token-id ID`), then remove it here.
 KNOWN_BROKEN = {
-    ("core/due.py", "rotator bootstrap"),  # "no token yet: run `rotator bootstrap` with the first ... token"
     # "run the same `rotator bootstrap` again" (a retry: in passing) and "publish a fresh one with
     # `rotator bootstrap`, then `rotator recover`" (a command to run)
     ("core/engine.py", "rotator bootstrap"),
-    ("observe/compliance.py", "rotator bootstrap"),  # "no token published yet (run `rotator bootstrap`)"
-    ("runners/lambda_rotation.py", "rotator bootstrap"),  # "publish the first token with `rotator bootstrap`"
 }
 
 
