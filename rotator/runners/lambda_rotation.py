@@ -1220,7 +1220,7 @@ class _Rotation:
                                deadline=deadline, before_retry=before_retry)  # fmt: skip
 
     def _aws(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
-        with map_errors(self.t.where, operation, kms_key_id=self.t.settings.kms_key_id):
+        with map_errors(self.t.where, operation, kms_key_id=self.t.settings.kms_key_id, secret_id=self.t.view.arn):
             return fn(self.t.api)
 
 
@@ -1583,7 +1583,7 @@ def _write_due_time(target: _Target, token_id: str, text: str) -> None:
     """Write ``text`` into ``rotator:revoke:<token_id>``; a failure is logged (the next pass finds the
     same time and corrects it again)."""
     try:
-        with map_errors(target.where, "TagResource"):
+        with map_errors(target.where, "TagResource", secret_id=target.view.arn):
             target.api.tag_resource(SecretId=target.view.arn,
                                     Tags=[{"Key": REVOKE_TAG_PREFIX + token_id, "Value": text}])  # fmt: skip
         _retag(target.view, add={REVOKE_TAG_PREFIX + token_id: text})
@@ -1740,7 +1740,7 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
                 continue
         env.checkpoint("revoked")
         try:
-            with map_errors(target.where, "UntagResource"):
+            with map_errors(target.where, "UntagResource", secret_id=target.view.arn):
                 target.api.untag_resource(SecretId=target.view.arn, TagKeys=[REVOKE_TAG_PREFIX + token_id])
             _retag(target.view, drop=REVOKE_TAG_PREFIX + token_id)
         except RotatorError as exc:  # revoked all the same; revoking again next time is harmless
@@ -2033,7 +2033,7 @@ class _VersionRecords:
         request: dict[str, Any] = {"SecretId": target.view.arn, "IncludeDeprecated": True, "MaxResults": 100}
         for _page in range(_MAX_VERSION_PAGES):
             # A page may hold fewer versions than asked for while more follow (NextToken).
-            with map_errors(target.where, "ListSecretVersionIds"):
+            with map_errors(target.where, "ListSecretVersionIds", secret_id=target.view.arn):
                 answer = target.api.list_secret_version_ids(**request)
             listed.extend(answer.get("Versions", []))
             if not answer.get("NextToken"):
@@ -2211,10 +2211,10 @@ def _mark_refused(target: _Target, token_id: str) -> None:
     """Swap the claim for a visible ``rotator:attention:<id>`` tag: reported once, never retried."""
     attention, value = ATTENTION_TAG_PREFIX + token_id, "refused: not provably this policy's token"
     try:
-        with map_errors(target.where, "TagResource"):
+        with map_errors(target.where, "TagResource", secret_id=target.view.arn):
             target.api.tag_resource(SecretId=target.view.arn, Tags=[{"Key": attention, "Value": value}])
         _retag(target.view, add={attention: value})
-        with map_errors(target.where, "UntagResource"):
+        with map_errors(target.where, "UntagResource", secret_id=target.view.arn):
             target.api.untag_resource(SecretId=target.view.arn, TagKeys=[REVOKE_TAG_PREFIX + token_id])
         _retag(target.view, drop=REVOKE_TAG_PREFIX + token_id)
     except RotatorError as exc:

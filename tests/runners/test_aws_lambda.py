@@ -1676,6 +1676,8 @@ def test_a_secret_scheduled_for_deletion_says_so_and_what_its_loss_takes(scene):
         scene.invoke({"action": "revoke-expired"})
     assert "scheduled for deletion" in (caught.value.hint or "") and "restore-secret" in (caught.value.hint or "")
     assert "rotator:revoke:" in (caught.value.hint or "")
+    # (the restore command names the secret, as printed it runs: no placeholder)
+    assert "SECRET_ID" not in (caught.value.hint or "") and f"--secret-id {scene.arn}" in (caught.value.hint or "")
 
 
 class _AwsLikePut:
