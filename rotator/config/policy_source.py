@@ -3,6 +3,9 @@ files that come with it, which nothing rotator writes may replace: the policy fi
 (with the journal's -wal, -shm and -journal files), checked by ``rotator`` (--log-file, report
 --output-file) and by the policy bundle's build alike (:func:`refuse_to_overwrite`). And how those outputs
 are written (:func:`write_replacing`), and what a failed write tells the user (:func:`output_write_error`).
+And who else may change a file rotator trusts (:func:`refuse_untrusted_file`): the policy file, the credential
+files it names, the influxctl binary and the SQLite journal are refused when a user other than rotator's own
+and root may write them or the directory that holds them (as ssh's StrictModes).
 
 Light on purpose (no pydantic, no journal module): `rotator status` reads the file through it on its fast
 path (rotator/config/policy_summary.py), the daemon hashes it at every watch, and every command checks its
@@ -16,13 +19,13 @@ import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from stat import S_ISDIR, S_ISREG
+from stat import S_IMODE, S_ISDIR, S_ISREG, S_ISVTX, S_IWGRP, S_IWOTH
 
 from rotator.core.errors import ConfigError, TransientError
 
 __all__ = ["ACCESS_ERRNOS", "MAX_POLICY_BYTES", "PATH_ERRNOS", "disk_write_hint", "journal_files",
-           "output_write_error", "read_policy_file", "refuse_to_overwrite", "same_file", "write_replacing",
-           "sqlite_path"]
+           "output_write_error", "read_policy_file", "refuse_to_overwrite", "refuse_untrusted_directory",
+           "refuse_untrusted_file", "same_file", "sqlite_path", "untrusted_writers", "write_replacing"]
 
 #: far above any real policy file (10,000 policies take ~3 MB), far below what would hurt to read
 MAX_POLICY_BYTES = 16 * 1024 * 1024
@@ -44,6 +47,8 @@ def read_policy_file(path: Path) -> bytes:
             kind = "a directory" if S_ISDIR(st.st_mode) else "not a regular file"
             raise ConfigError(f"policy file {path} is {kind}",
                               hint="pass -c (or $ROTATOR_CONFIG) the path of the TOML policy file itself")
+        refuse_untrusted_file(path, "policy file", st,
+                              why="whoever may change it chooses the programs rotator runs with the tokens")
         chunks: list[bytes] = []
         total = 0
         while st.st_size <= MAX_POLICY_BYTES and total <= MAX_POLICY_BYTES and (chunk := os.read(fd, 1 << 20)):
@@ -122,12 +127,15 @@ def write_replacing(output: Path, text: str, *, private: bool = False) -> None:
 
     The temporary name is random and created with O_EXCL: whoever may write the directory (a shared
     build directory) cannot plant a link at a name known in advance and have rotator truncate its
-    target, nor have the link moved over the output. ``private``: mode 0600 whatever the umask (a
-    report names token ids); else the umask decides. Removed on any failure."""
+    target, nor have the link moved over the output. ``private``: mode 0600 (a report names token ids);
+    else 0644 (a policy bundle: whoever may write it chooses what the Lambda function runs). Either
+    whatever the umask: a umask of 000 would otherwise leave a bundle any user may rewrite. Removed on
+    any failure."""
     tmp = output.with_name(f".{output.name}.{os.urandom(8).hex()}.tmp")  # (no `secrets`: the Lambda imports this)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)  # never through a link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never through a link
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o600 if private else 0o644)  # set, not asked of open(): the umask removes bits
             out.write(text)
             out.flush()
             os.fsync(out.fileno())  # the data on disk before the rename that makes it the output
@@ -136,6 +144,133 @@ def write_replacing(output: Path, text: str, *, private: bool = False) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+# -- who else may change a file rotator trusts ------------------------------------------------------
+
+
+def refuse_untrusted_file(path: Path, what: str, st: os.stat_result | None = None, *, why: str,
+                          sticky_directory_ok: bool = True, check_owner: bool = True,
+                          check_directory: bool = True) -> None:
+    """ConfigError (exit 2) when a user other than rotator's own and root may change the file at ``path``
+    (``what``: how messages name it; ``st``: its stat, e.g. of the descriptor that reads it; else
+    ``os.stat``): the file is owned by another user or may be written by others or by a group that
+    holds other users (:func:`untrusted_writers`); so is the directory that holds it
+    (:func:`refuse_untrusted_directory`, unless ``check_directory`` is false). ``why``: what such a user
+    would gain, for the message. As ssh's StrictModes: whoever may write the policy file, a credential
+    file or the influxctl binary chooses what rotator runs with the tokens, and where they go.
+
+    A symbolic link is judged by the file it leads to and that file's directory, not by the directory
+    that holds the link: a Kubernetes ConfigMap or Secret volume is a 0777 (1777) directory the kubelet
+    makes, holding links into ``..data``, whose target is root's directory of root's 0644 files.
+    Another user who replaced such a link could only lead it to a file that root or rotator's user owns
+    and nobody else may write. ``check_owner=False``: only the modes count (a command that only reads a
+    file its service's user owns). OSError (the file or its directory cannot be looked at) is the caller's."""
+    real = os.path.realpath(path)
+    found = untrusted_writers(real, st if st is not None else os.stat(real), check_owner=check_owner)
+    if found is not None:
+        problem, fix = found
+        raise ConfigError(f"{what} {_shown(path, real)} {problem}: {why}",
+                          hint=f"run `{fix}`: rotator uses a file that only its own user and root may change")
+    if check_directory:
+        refuse_untrusted_directory(path, what, why=why, sticky_ok=sticky_directory_ok, check_owner=check_owner)
+
+
+def refuse_untrusted_directory(path: Path, what: str, *, why: str, sticky_ok: bool = True,
+                               check_owner: bool = True) -> None:
+    """ConfigError (exit 2) when a user other than rotator's own and root may write the directory that
+    holds the file at ``path`` (its symbolic links resolved; the file need not exist): that user may put
+    a file of their own in its place. ``sticky_ok``: a directory with the sticky bit (``/tmp``) is
+    accepted, as others may add names there but not rename or remove a file they do not own. Other
+    arguments and OSError as :func:`refuse_untrusted_file`."""
+    real = os.path.realpath(path)
+    parent = os.path.dirname(real)
+    found = untrusted_writers(parent, os.stat(parent), directory=True, sticky_ok=sticky_ok, check_owner=check_owner)
+    if found is not None:
+        problem, fix = found
+        sticky = " (a directory with the sticky bit, as /tmp, is accepted)" if sticky_ok else ""
+        raise ConfigError(f"{what} {_shown(path, real)} is in the directory {parent}, which {problem}: whoever may "
+                          f"write there may put a file of their own in its place, and {why}",
+                          hint=f"run `{fix}`, or move {what} to a directory only rotator's user and root may "
+                          f"write{sticky}")
+
+
+def _shown(path: Path, real: str) -> str:
+    return f"{path}" if os.path.abspath(path) == real else f"{path} (which leads to {real})"
+
+
+def untrusted_writers(path: str, st: os.stat_result, *, directory: bool = False, sticky_ok: bool = False,
+                      check_owner: bool = True) -> tuple[str, str] | None:
+    """Who besides rotator's user and root may change ``path`` (of stat ``st``), as (the words that say
+    so, the command that stops it); None when nobody else may. Its owner, if another user
+    (``check_owner``); any user, where others may write it; a group's users, where its group may write
+    it, unless the group is rotator's own (:func:`_rotators_own_group`). Group read is nobody's write.
+    ``directory`` and ``sticky_ok``: a directory with the sticky bit is accepted whoever may write it."""
+    euid = os.geteuid()
+    mode = S_IMODE(st.st_mode)
+    quoted = _quoted(path)
+    if check_owner and st.st_uid not in (euid, 0):
+        me = "root, the user rotator runs as" if euid == 0 else f"{_user(euid)}, the user rotator runs as, or root"
+        return f"is owned by {_user(st.st_uid)}, who may change it, not by {me}", f"chown {_user_name(euid)} {quoted}"
+    if directory and sticky_ok and st.st_mode & S_ISVTX:
+        return None  # others may add names there, not take over one they do not own
+    if mode & S_IWOTH:
+        return f"may be written by any user (mode {mode:04o})", f"chmod go-w {quoted}"
+    if mode & S_IWGRP and not _rotators_own_group(st.st_gid):
+        return f"may be written by the users of group {_group(st.st_gid)} (mode {mode:04o})", f"chmod go-w {quoted}"
+    return None
+
+
+def _rotators_own_group(gid: int) -> bool:
+    """Whether group ``gid`` is rotator's user's own: rotator's user is in it and, by the user and group
+    databases, no other user but root is (a user private group; the ``fsGroup`` a Kubernetes pod gives
+    its volumes, writable by that group: 10001 in the chart). Its write bit lets nobody else in."""
+    import grp
+    import pwd
+
+    if gid != os.getegid() and gid not in os.getgroups():
+        return False
+    allowed = {os.geteuid(), 0}
+    try:
+        named = grp.getgrgid(gid).gr_mem
+    except KeyError:  # a group only by number: no one is named in it
+        named = []
+    for name in named:
+        try:
+            if pwd.getpwnam(name).pw_uid not in allowed:
+                return False
+        except KeyError:  # a member the user database does not know: not shown to be rotator's user
+            return False
+    return all(user.pw_uid in allowed for user in pwd.getpwall() if user.pw_gid == gid)
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _user(uid: int) -> str:
+    name = _user_name(uid)
+    return f"uid {uid}" if name == str(uid) else f"{name} (uid {uid})"
+
+
+def _group(gid: int) -> str:
+    import grp
+
+    try:
+        return f"{grp.getgrgid(gid).gr_name} (gid {gid})"
+    except KeyError:
+        return f"gid {gid}"
+
+
+def _quoted(path: str) -> str:
+    import shlex  # (only for a message)
+
+    return shlex.quote(path)
 
 
 # -- why a write failed -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 from stat import S_IMODE, S_IROTH, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISREG
 from typing import Any, ClassVar
 
+from rotator.config.policy_source import refuse_untrusted_file
 from rotator.core.errors import ConfigError
 from rotator.core.secret import Secret
 
@@ -148,8 +149,10 @@ class CredentialRef(SettingsValue):
 def read_credential_file(path: Path, what: str = "credential file") -> bytes:
     """The bytes of the regular file at ``path`` (a symbolic link to one is fine: Kubernetes mounts a
     secret's keys so; ``what``: how messages name it); ConfigError for anything else (a FIFO would block
-    the caller, inside a lease, until a writer came; a device such as /dev/zero would never end) or a
-    file larger than :data:`MAX_CREDENTIAL_BYTES`. OSError as ``os.open`` and ``os.read`` raise it."""
+    the caller, inside a lease, until a writer came; a device such as /dev/zero would never end), a
+    file larger than :data:`MAX_CREDENTIAL_BYTES`, or one whose mode lets users other than its owner, rotator's
+    and root change it (:func:`~rotator.config.policy_source.refuse_untrusted_file`, by mode only).
+    OSError as ``os.open``, ``os.stat`` and ``os.read`` raise it."""
     fd = os.open(path, _FLAGS)
     try:
         st = os.fstat(fd)
@@ -159,6 +162,11 @@ def read_credential_file(path: Path, what: str = "credential file") -> bytes:
             raise ConfigError(f"cannot read {what} {path}: it is {kind}, not a regular file",
                               hint="point `file` at a regular file that holds the credential (a symbolic link to "
                               "one is fine)")  # fmt: skip
+        # Refused, not warned about: whoever may write it could swap in a credential of their own or take
+        # the store's away. Its mode only: the owner and the directory are the writer's by design where a
+        # sidecar keeps it fresh (a Vault Agent sink, made by the agent's user in a pod's emptyDir, 0777).
+        refuse_untrusted_file(path, what, st, why="whoever may change it chooses the credential rotator uses",
+                              check_owner=False, check_directory=False)
         if st.st_mode & S_IROTH:
             _warn_readable_by_others(path, what, st.st_mode)
         chunks: list[bytes] = []

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 from urllib.parse import quote
 
 from rotator.config.extras import install_hint
+from rotator.config.policy_source import refuse_untrusted_directory, refuse_untrusted_file
 from rotator.config.policy_source import sqlite_path as sqlite_path  # (its home: the checks before this import)
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core import audit_chain
@@ -2032,6 +2033,7 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False,
                               "[rotator] in the policy file")
         if (read_only or not create) and not Path(path).is_file():
             raise _no_journal(path)
+        _refuse_untrusted_journal(Path(path), read_only)
         return Journal(_sqlite_backend(Path(path), read_only), path, create, read_only)
     if url.startswith(("postgresql://", "postgres://")):
         return Journal(_postgres_backend(url, read_only), _redact_url(url), create, read_only)
@@ -2069,6 +2071,54 @@ def _refuse_a_journal_left_behind(url: str, path: str, ran_in: Sequence[str | Pa
         )
 
 
+def _refuse_untrusted_journal(path: Path, read_only: bool) -> None:
+    """ConfigError (exit 2) when a user other than rotator's own and root may change the SQLite journal
+    at ``path``: its file, or its -wal, -shm or -journal file (SQLite reads each as the journal's), or
+    the directory that holds them, is writable by others or by a group that holds other users, or owned
+    by another user (rotator/config/policy_source.py `untrusted_writers`). Group read stays (an auditors'
+    group). No sticky directory is accepted (/tmp): anyone may create the -wal or -shm file there before
+    SQLite does. A command that only reads (``read_only``: status, report, audit) looks at the modes, not
+    the owner: root, or an auditor, reads the service user's journal. A directory not made yet is made
+    0700 by the first connection (:func:`_make_private_directories`); what cannot be looked at is left to
+    SQLite's own error."""
+    why = "whoever may change it chooses which token ids rotator revokes and which runs it resumes"
+    try:
+        refuse_untrusted_directory(path, "the journal", why=why, sticky_ok=False, check_owner=not read_only)
+    except OSError:  # no directory yet (the first connection makes it, 0700) or none to look at: SQLite says so
+        return
+    for what, file in _journal_and_companions(path):
+        try:
+            st = os.stat(file)
+        except OSError:  # (not there: SQLite makes it with the journal's mode)
+            continue
+        refuse_untrusted_file(file, what, st, why=why, check_owner=not read_only, check_directory=False)
+
+
+def _journal_and_companions(path: Path) -> list[tuple[str, Path]]:
+    """The journal's file and the -wal, -shm and -journal files SQLite keeps beside its target."""
+    real = os.path.realpath(path)
+    return [("the journal", path),
+            *((f"the journal's {suffix} file", Path(real + suffix)) for suffix in ("-wal", "-shm", "-journal"))]
+
+
+def _make_private_directories(directory: Path) -> None:
+    """``directory`` and every missing parent, each new one 0700 whatever the umask. Path.mkdir(parents=True)
+    gives the parents the umask's mode (0777 under umask 000), in which another user may move the journal
+    away or put one of their own in its place. A directory that exists is left as it is."""
+    missing: list[Path] = []
+    while not directory.is_dir() and directory.parent != directory:
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        try:
+            os.mkdir(new, 0o700)
+        except FileExistsError:
+            if new.is_dir():  # made meanwhile by another rotator
+                continue
+            raise
+        os.chmod(new, 0o700)  # mkdir's mode went through the umask, which can take away rotator's own bits
+
+
 def _no_journal(location: str) -> ConfigError:
     return ConfigError(
         f"there is no journal at {location}; this command does not create one",
@@ -2104,7 +2154,7 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
                 # object opened is gone. Creating an empty one here would pass readiness and, at the
                 # next start, begin a new journal: the history and the pending revocations lost.
                 raise sqlite3.OperationalError(f"the journal file {path} is gone (deleted or moved while open)")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private_directories(path.parent)
             try:  # a new journal is 0600 from its first byte (an empty file is an empty database);
                 # at a symbolic link's target, which SQLite opens (O_EXCL would refuse the link itself)
                 os.close(os.open(os.path.realpath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -290,7 +290,45 @@ def _add_inventory_parser(p: argparse.ArgumentParser) -> None:
                    "--max-age (1 stays for an issuer that could not be listed)")
 
 
+#: ``prctl(2)`` option: whether the process may dump core and be ptraced or read through /proc by its own user.
+_PR_SET_DUMPABLE = 4
+
+
+def _no_core_dumps() -> None:
+    """On Linux: no core file of rotator (RLIMIT_CORE 0, hard limit too: its children inherit it) and
+    not dumpable: no core even where a kernel core pattern pipes it to a helper (which ignores the
+    limit), and no other process of the same user (an influxctl child, a hook) may ptrace it or read
+    its /proc/PID/environ, mem or fd (the kernel makes them root's). A core of a rotation held the
+    management token eight times. It can still read its own /proc/self; /proc/PID/stat stays readable
+    to all. A failure (a seccomp filter that refuses setrlimit, as systemd's ~@resources does; the
+    units set LimitCORE=0 instead) is only logged at debug: it must not stop a rotation."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (OSError, ValueError) as exc:
+        _debug_failure("setrlimit(RLIMIT_CORE, 0)", exc)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            _debug_failure("prctl(PR_SET_DUMPABLE, 0)", OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno())))
+    except (OSError, AttributeError) as exc:  # (no libc to load, or no prctl in it)
+        _debug_failure("prctl(PR_SET_DUMPABLE, 0)", exc)
+
+
+def _debug_failure(call: str, exc: BaseException) -> None:
+    import logging  # (only on this path: `rotator status` from its cache imports no logging)
+
+    logging.getLogger("rotator.cli").debug("%s failed (%s): a crash of this process may leave a core dump",
+                                           call, exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _no_core_dumps()  # first: nothing secret is in memory yet
     parser = _parser()
     parser.argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)

@@ -35,7 +35,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "rotator.credentials"]
 
 
-@pytest.mark.parametrize("mode", [0o644, 0o604, 0o444, 0o666], ids=oct)
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o444], ids=oct)
 def test_a_file_others_may_read_is_warned_about_once_and_still_used(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int) -> None:
     path = _credential(tmp_path, mode)

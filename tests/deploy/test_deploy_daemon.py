@@ -871,6 +871,18 @@ def test_helm_pod_is_hardened():
     assert writable == {"/tmp", "/var/lib/rotator"}
 
 
+@pytest.mark.parametrize("values", [{}, sqlite_values()], ids=["postgresql", "sqlite"])
+def test_helm_tmp_is_in_memory(values):
+    """A rotator killed mid-call (kill -9, the OOM killer) leaves its private influxctl config, which holds the
+    token in use, in /tmp until the next call sweeps it: on a memory-backed emptyDir, never on the node's disk."""
+    pod = manifests(values)["Deployment"]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    tmp = {v["name"]: v for v in pod["volumes"]}[next(name for name, path in mounts.items() if path == "/tmp")]
+
+    assert tmp["emptyDir"]["medium"] == "Memory"
+    assert tmp["emptyDir"]["sizeLimit"], "a tmpfs without a limit may take the pod's memory"
+
+
 def test_helm_probes_and_port_match_the_daemon_listen_address():
     docs = manifests()
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]

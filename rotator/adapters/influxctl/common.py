@@ -3,8 +3,14 @@
 influxctl has no API we could call in-process: management tokens exist only behind its gRPC
 client. So an issuer writes a private, single-profile ``config.toml`` for each call, runs
 ``influxctl --config <file> --profile rotator --timeout <d> <command...>`` as a subprocess and
-reads stdout. The token in use goes into that file only (mode 0600 in a 0700 directory, removed
-after the call): never on a command line, never in the child's environment.
+reads stdout. The token in use goes into that file only (mode 0600 in a 0700 directory under
+$TMPDIR): never on a command line, never in the child's environment. The call removes it when it
+ends, however it ends, as long as rotator lives; a rotator killed mid-call (``kill -9``, the OOM
+killer, a node's power) cannot, and the file stays until the next rotator process of the same user
+with the same $TMPDIR sweeps it (:func:`sweep_stale_configs`: before each influxctl call, and when a
+command loads a policy file with an influxctl issuer). Hence a $TMPDIR that no disk keeps (the Helm
+chart's /tmp is memory-backed) or that goes with the service (systemd's ``PrivateTmp=yes`` removes
+the unit's /tmp when it stops).
 
 The seam for tests is :data:`Runner`, the subprocess equivalent of an HTTP transport: the CLI
 wrapper receives it and calls ``run(argv, timeout_s)``.
@@ -40,6 +46,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar
 
+from rotator.config.policy_source import refuse_untrusted_file
 from rotator.config.timefmt import rfc3339_seconds
 from rotator.core.child_process import (
     EXIT_PAST_DEADLINE,
@@ -102,6 +109,7 @@ __all__ = [
     "profile_target",
     "render_profile",
     "rfc3339",
+    "refuse_untrusted_binary",
     "sweep_stale_configs",
     "table_value",
     "token_from_output",
@@ -647,6 +655,7 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     of :func:`~rotator.core.child_process.side_effect_command`.
     """
     env = child_environment()
+    refuse_untrusted_binary(argv[0], env)
     home = _private_home(argv)
     if home is not None:
         # influxctl caches logins (OAuth device-flow tokens) under $HOME/.cache/influxctl and loads a cached
@@ -686,6 +695,23 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     if not_executed is not None:
         raise not_executed
     return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
+
+
+def refuse_untrusted_binary(binary: str, env: Mapping[str, str]) -> None:
+    """ConfigError (exit 2) when the influxctl binary that ``binary`` names (a path, or a name looked up
+    on the child's PATH as exec looks it up) may be changed by a user other than rotator's own and root,
+    or lies in a directory such a user may write (:func:`~rotator.config.policy_source.refuse_untrusted_file`):
+    rotator runs it with the token in use, which its ``--config`` file holds. Looked at before every
+    start, not once: the file can change while a daemon runs. A binary that cannot be found or looked
+    at is left to exec, whose error says so (:data:`ERR_NOT_STARTED`)."""
+    found = binary if os.sep in binary else shutil.which(binary, path=os.pathsep.join(os.get_exec_path(env)))
+    if found is None:
+        return
+    try:
+        refuse_untrusted_file(Path(found), "the influxctl binary",
+                              why="rotator runs it with the token it uses, so such a user would receive that token")
+    except OSError:
+        return
 
 
 def go_duration(seconds: float) -> str:
