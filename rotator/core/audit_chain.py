@@ -1229,7 +1229,7 @@ def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None
     if walk.problem is not None:
         raise _changed(f"from seq {start_seq + 1}", walk.problem)
     detail = _summary(events, last_published, token_since, full=_writes_full_map(previous), token_ids=token_ids,
-                      failed_before=_failed_runs_of(previous))
+                      open_before=_open_failed_runs(previous))
     # The chain vouches for the latest checkpoint only (its `prune` event); each one vouches for the
     # one before it, so an edited or removed earlier checkpoint shows too (_check_earlier_checkpoints).
     # `at`: the checkpoint row's time, which its digest (in the chained `prune` event) then covers too
@@ -1350,20 +1350,42 @@ RUN_FAILURE_EVENTS = frozenset({
     ("revoke_new", "start"), ("revoke_new", "failed"), ("publish", "partial"), ("bootstrap", "failed"),
     ("recover", "error"), ("recover", "bootstrap_closed"), ("recover", "abandoned"),
 })
-#: a checkpoint summary's per-policy key: the runs that :data:`RUN_FAILURE_EVENTS` in its range say
-#: failed, in the order of their first such event there, whether it counted them or the checkpoint
-#: before it did (a run whose events lie on both sides of a batch counts once, in the first). The
-#: report counts no kept event of a run a summary it shows names, so that a run whose failure
-#: events a prune split counts once. Absent: none (or a checkpoint written by an earlier version,
-#: which counted the results in :data:`FAILED_RESULTS` only).
+#: the events (step, result) that say a failed run is failing still: a later try of its discard
+#: failed too (`failed_again`: the token it could not revoke was reported already; `search_failed`:
+#: the listing of its tag failed). They name their run (:data:`FAILED_RUNS`) but never count: the
+#: try's `revoke_new` / `start` came first, and the run counts once, at its first failure event.
+RUN_STILL_FAILING_EVENTS = frozenset({("revoke_new", "failed_again"), ("revoke_new", "search_failed")})
+#: the events after which a run writes no failure event any more: it closed (done, failed, aborted,
+#: abandoned) or published (a `recover` / `abandoned` of its tag search is no failure). A checkpoint
+#: stops carrying a failed run on at its closing event (:data:`OPEN_FAILED_RUNS`).
+RUN_CLOSED_EVENTS = frozenset({
+    ("published", "ok"), ("revoke_new", "ok"), ("bootstrap", "ok"), ("bootstrap", "failed"),
+    ("recover", "bootstrap_closed"), ("recover", "aborted"), ("recover", "abandoned"),
+})
+#: a checkpoint summary's per-policy key: the runs that :data:`RUN_FAILURE_EVENTS` (and
+#: :data:`RUN_STILL_FAILING_EVENTS`) in its range say failed, in the order of their first such event
+#: there, whether it counted them or a checkpoint before it did (a run whose events lie on both sides
+#: of a batch counts once, in the first). The report counts no kept event of a run a summary it shows
+#: names, so that a run whose failure events a prune split counts once. Absent: none (or a checkpoint
+#: written by an earlier version, which counted the results in :data:`FAILED_RESULTS` only).
 FAILED_RUNS = "failed_runs"
+#: a checkpoint's detail key: policy -> the failed runs still open at its end, oldest first: those it
+#: or a checkpoint before it named (:data:`FAILED_RUNS`) without a closing event since
+#: (:data:`RUN_CLOSED_EVENTS`). The next checkpoint counts none of them again, however many ranges
+#: (of daily prunes, of batches) lie between their failure events, and ranges holding none of their
+#: events. At most :data:`OPEN_FAILED_MAX` a policy (the newest): a policy has one open run at a time
+#: but for runs whose closing event was lost (a kill between the close and its event), which go first.
+#: Absent: a checkpoint of an earlier version; the next one starts from its summaries' FAILED_RUNS.
+OPEN_FAILED_RUNS = "open_failed_runs"
+OPEN_FAILED_MAX = 20
 
 
 def failed_run(row: Mapping[str, Any]) -> str | None:
-    """The run an event says failed (:data:`RUN_FAILURE_EVENTS`); None for any other event, and for
-    such an event without a run id (not what rotator writes: counted on its own)."""
+    """The run an event says failed (:data:`RUN_FAILURE_EVENTS`) or is failing still
+    (:data:`RUN_STILL_FAILING_EVENTS`); None for any other event, and for such an event without a run
+    id (not what rotator writes: counted on its own)."""
     step, result, run_id = row["step"], row["result"], row.get("run_id")
-    if (step, result) not in RUN_FAILURE_EVENTS or not run_id:
+    if ((step, result) not in RUN_FAILURE_EVENTS and (step, result) not in RUN_STILL_FAILING_EVENTS) or not run_id:
         return None
     if step == "recover" and result == "abandoned" and _detail_of(row).get("tag_search"):
         return None  # a published run's tag search ended by a person: the run did not fail
@@ -1374,7 +1396,10 @@ def counts_as_failure(row: Mapping[str, Any], counted: set[str]) -> bool:
     """Whether an event counts as a failure: the first that says its run failed, or one whose result
     is a failure of its own (:data:`FAILED_RESULTS`). ``counted``: the runs already counted as failed,
     to which the run of an event counted here is added. One rule for the checkpoint summary and the
-    report."""
+    report. A :data:`RUN_STILL_FAILING_EVENTS` event never counts (nor marks its run counted: the
+    next try's start, in a report's period that began after this try's, counts)."""
+    if (row["step"], row["result"]) in RUN_STILL_FAILING_EVENTS:
+        return False
     run_id = failed_run(row)
     if run_id is None:
         return row["result"] in FAILED_RESULTS or (row["step"], row["result"]) in RUN_FAILURE_EVENTS
@@ -1391,13 +1416,34 @@ def failed_runs(summary: Mapping[str, Any]) -> list[str]:
     return [str(r) for r in runs if isinstance(r, str)] if isinstance(runs, list) else []
 
 
-def _failed_runs_of(checkpoint: Checkpoint | None) -> set[str]:
-    """Every run a checkpoint's summaries name as failed (:data:`FAILED_RUNS`)."""
+def _open_failed_runs(checkpoint: Checkpoint | None) -> dict[str, list[str]]:
+    """Policy -> the failed runs still open at ``checkpoint``'s end (:data:`OPEN_FAILED_RUNS`). One
+    written before it carried them: the runs its summaries name (:data:`FAILED_RUNS`), all it knew of."""
     if checkpoint is None:
-        return set()
+        return {}
+    carried = checkpoint.detail.get(OPEN_FAILED_RUNS)
+    if isinstance(carried, dict):
+        return {str(policy): [str(r) for r in runs if isinstance(r, str)]
+                for policy, runs in carried.items() if isinstance(runs, list)}  # fmt: skip
     policies = checkpoint.detail.get("policies")
-    entries = policies.values() if isinstance(policies, dict) else ()
-    return {run for entry in entries if isinstance(entry, dict) for run in failed_runs(entry)}
+    entries = policies.items() if isinstance(policies, dict) else ()
+    named = {str(policy): failed_runs(entry) for policy, entry in entries if isinstance(entry, dict)}
+    return {policy: runs for policy, runs in named.items() if runs}
+
+
+def _carry_open(still_open: dict[str, list[str]], row: Mapping[str, Any]) -> None:
+    """Keep ``still_open`` (policy -> its failed runs not closed yet) as of ``row``: the run it says
+    failed joins it, and a run it closes leaves it (both for an event that does both: a bootstrap that
+    failed)."""
+    policy = str(row["policy"])
+    failed = failed_run(row)
+    runs = still_open.setdefault(policy, [])
+    if failed is not None and failed not in runs:
+        runs.append(failed)
+    if (row["step"], row["result"]) in RUN_CLOSED_EVENTS and row.get("run_id") and str(row["run_id"]) in runs:
+        runs.remove(str(row["run_id"]))
+    if not runs:
+        del still_open[policy]
 #: a checkpoint's detail key: the last publish time of every policy with no event in its range, a
 #: full copy of what is carried from checkpoint to checkpoint (a token published before the range
 #: and replaced after it). Written by earlier versions in every checkpoint, whose size then grew with
@@ -1472,7 +1518,7 @@ def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
 def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str],
              token_since: Mapping[str, str] | None = None, *, full: bool = False,
              token_ids: Mapping[str, str] | None = None,
-             failed_before: Iterable[str] = ()) -> dict[str, Any]:  # fmt: skip
+             open_before: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Per policy over the pruned events: rotations, revocations, failures, the longest a published
     token lived before the next one (max token age, seconds), the last publish time (carried on:
     ``last_published`` is each policy's before these events; ``token_since``, when its token then
@@ -1481,7 +1527,8 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     same bootstrap run again) is no rotation: its token ages on from its first publication. What
     people decided, with their reasons (:data:`ABANDONED`, :data:`EMERGENCIES`, :data:`REPAIRS`).
     Failures as :func:`counts_as_failure` counts them, and the runs that failed (:data:`FAILED_RUNS`);
-    ``failed_before``: the runs the checkpoint before counted as failed (not counted again).
+    ``open_before``: the failed runs still open at the checkpoint before (counted there or earlier: not
+    again), carried on with those of this range to the ones still open at its end (:data:`OPEN_FAILED_RUNS`).
     ``full``: the other policies' carried values too (:data:`LAST_PUBLISHED_ELSEWHERE`), else
     :data:`ELSEWHERE_IN_EARLIER`."""
     policies: dict[str, dict[str, Any]] = {}
@@ -1492,10 +1539,12 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     current: dict[str, str] = dict(token_ids or {})
     #: per policy, its emergency start when that is its last event so far (its run's plan comes next)
     starting: dict[str, tuple[Mapping[str, Any], dict[str, Any]]] = {}
-    counted = set(failed_before)
+    still_open = {policy: list(runs) for policy, runs in (open_before or {}).items() if runs}
+    counted = {run for runs in still_open.values() for run in runs}
     for row in rows:
         if row["step"] == "prune":
             continue
+        _carry_open(still_open, row)
         entry = policies.setdefault(str(row["policy"]), {
             "rotations": 0, "revocations": 0, "failures": 0, "max_token_age_seconds": 0,
             "last_published_at": last_published.get(str(row["policy"])),
@@ -1536,6 +1585,8 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
         "to": rows[-1]["at"] if rows else None,
         "first_seq": rows[0]["seq"] if rows else None,
         "policies": policies,
+        # (always written, {} for none: its absence says an earlier version wrote the checkpoint)
+        OPEN_FAILED_RUNS: {policy: runs[-OPEN_FAILED_MAX:] for policy, runs in sorted(still_open.items())},
     }
     if not full:
         detail[ELSEWHERE_IN_EARLIER] = True

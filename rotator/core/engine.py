@@ -22,6 +22,7 @@ written, an audit event ``<operation>/aborted``.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import uuid
@@ -119,10 +120,23 @@ NOTHING_TO_DO = "nothing-to-do"
 #: In an open run's error: its recovery failed. The journal's overview, `rotator status` and the daemon
 #: (rotator_needs_attention) count such a run as stuck, so a retry keeps it until its outcome is known.
 _RECOVERY_FAILED = "recovery failed"
-#: In a run's error: a revocation of its discarded candidate failed and ``revoke_new`` / ``failed`` said
-#: so (the orphan webhook, rotator_orphans_total). A later failed try of it writes ``revoke_new`` /
-#: ``failed_again`` instead: one token left valid is reported once, across restarts too.
+#: In a run's error: its discard could not revoke a token of the run (its candidate, or one its tag
+#: search found), which stays valid: ``revoke_new`` / ``failed`` named that token (the orphan webhook,
+#: rotator_orphans_total) and :data:`_REPORTED` lists it.
 _CANDIDATE_NOT_REVOKED = "revoking the candidate failed"
+#: In a run's error: its discard could not find out what the run left (the listing of its tag failed
+#: after its candidate, if any, was revoked; or, on a later try, a listing before the candidate's
+#: revocation, which an earlier try may have done). No token is known to be left valid, so nothing is
+#: reported as an orphan (``revoke_new`` / ``search_failed``): the run stays open, stuck, and every
+#: recovery searches again.
+_TAG_NOT_SEARCHED = "searching for its tokens failed"
+#: In a run's error, last: the ids of the tokens its discard reported as left valid, a JSON list. A later
+#: failed try of one of them writes ``revoke_new`` / ``failed_again`` (not an orphan again): one token
+#: left valid is reported once, across restarts too; another token of the run is reported on its own.
+_REPORTED = "; reported as left valid: "
+#: The most token ids a run's error remembers as reported (a run mints one token; more only through
+#: retries of a mint that got no answer). One beyond them is reported at every failed try: never missed.
+_REPORTED_MAX = 8
 
 
 class _AnyRun:
@@ -133,6 +147,27 @@ class _AnyRun:
 
 
 ANY_RUN = _AnyRun()
+
+
+@dataclass
+class _Revoking:
+    """The token a discard is revoking (None between revocations: a failure then is its tag's listing),
+    and whether it is known to be valid: the issuer listed it as active (the tag search, or the lookup
+    before its revocation), or it is a candidate no discard tried yet. A failure then leaves it valid;
+    before that (a listing on a later try, which an earlier try's revocation may precede) nothing is known."""
+
+    token_id: str | None = None
+    valid: bool = False
+
+    def start(self, token_id: str, *, valid: bool) -> None:
+        self.token_id, self.valid = token_id, valid
+
+    def done(self) -> None:
+        self.token_id, self.valid = None, False
+
+    def left_valid(self) -> str | None:
+        """The token a failure now leaves valid, as far as is known."""
+        return self.token_id if self.valid else None
 
 
 class _Unread:
@@ -819,10 +854,12 @@ class Engine:
             except LeaseLost:
                 raise  # another process holds the policy now: this one changes no journal state
             except Exception as exc:
-                # Close the run: nothing here is rotator's to undo, and the same command finishes it.
-                self.journal.update_run(run, fence=self._fence, state=RunState.FAILED, finished_at=self.clock.now(),
-                                        error=f"bootstrap failed: {_describe(exc)}")
-                self._event("bootstrap", "failed", run.run_id, token_id=token_id, error=_describe(exc))
+                # Close the run: nothing here is rotator's to undo, and the same command finishes it. Closed
+                # with its event (one commit): a run closed without it is a failure no report counts.
+                with self._step():
+                    self.journal.update_run(run, fence=self._fence, state=RunState.FAILED,
+                                            finished_at=self.clock.now(), error=f"bootstrap failed: {_describe(exc)}")
+                    self._event("bootstrap", "failed", run.run_id, token_id=token_id, error=_describe(exc))
                 raise
             revocations = []
             # Published now, after every store write (which retries may stretch): the time the run
@@ -1150,9 +1187,10 @@ class Engine:
         was = run.state  # (the write below moves ``run`` to revoking_new)
         # A discard tried again keeps the run's error until this try's outcome replaces it: a run marked
         # stuck would read as not stuck for the whole try (minutes while the issuer is down), and its
-        # alert's `for:` start over at every retry. The mark that its candidate's failure was reported, too.
-        kept = run.error if was == RunState.REVOKING_NEW and run.error else None
-        reported = kept is not None and _CANDIDATE_NOT_REVOKED in kept
+        # alert's `for:` start over at every retry. Also a run stuck before its discard began (minted or
+        # verified, its recovery failed reading a store). The tokens it reported as left valid, too.
+        kept = run.error if run.error and (was == RunState.REVOKING_NEW or _RECOVERY_FAILED in run.error) else None
+        reported = _reported_tokens(run)
         if run.tag_search_until is not None:  # a try of its mint had no answer: searched until then too
             search_until = max(search_until or run.tag_search_until, run.tag_search_until)
         self.journal.update_run(run, fence=self._fence, state=RunState.REVOKING_NEW, error=kept or message)
@@ -1161,35 +1199,36 @@ class Engine:
         # listing that returns after that time may show the issuer as it was before (a slow call, a
         # retry), and miss a token the dead run's child or request created in between.
         searched_at = self.clock.now()
+        revoking = _Revoking()
         try:
             if run.new_token_id:
-                self._safe_revoke(Claim(run.new_token_id, self.policy.name, minted_by=[run.run_id],
-                                        source=f"run {run.run_id}, discarding its candidate",
-                                        minted_on=run.issuer_target), credential)
-            found = self._sweep_tag(run, credential, keep=None)
+                # (valid unless a discard tried before: that one may have revoked it)
+                revoking.start(run.new_token_id, valid=was != RunState.REVOKING_NEW)
+                self._revoke_checked(Claim(run.new_token_id, self.policy.name, minted_by=[run.run_id],
+                                           source=f"run {run.run_id}, discarding its candidate",
+                                           minted_on=run.issuer_target), credential, None, revoking)
+                revoking.done()
+            found = self._sweep_tag(run, credential, keep=None, revoking=revoking)
             if swept is not None:
                 swept += found
         except LeaseLost:
             raise
         except Exception as revoke_exc:  # keep the run open: recovery retries the revocation
-            self.log.error("could not revoke discarded token of run %s: %s", run.run_id, _describe(revoke_exc))
-            error = f"{message}; {_CANDIDATE_NOT_REVOKED}: {_describe(revoke_exc)}"
-            stuck = kept is not None and _RECOVERY_FAILED in kept  # still stuck: no moment without the mark
-            self.journal.update_run(run, fence=self._fence, error=f"{_RECOVERY_FAILED}: {error}" if stuck else error)
-            # (the token was reported as left valid when its first try failed: not a second orphan)
-            self._event("revoke_new", "failed_again" if reported else "failed", run.run_id,
-                        token_id=run.new_token_id, error=_describe(revoke_exc))
+            self._discard_failed(run, message, kept, reported, revoking, revoke_exc)
             return "stuck"
         now = self.clock.now()
         if search_until is not None and searched_at < search_until:
             # (tag_search_until: the wait, recorded where `rotator status` reads it: the run is open on purpose
             # and no process holds its lease, which is not an interrupted run until then)
+            # (the tokens reported as left valid stay named: revoked now, yet an issuer whose listing lags
+            # may show one again, and its failure then is no new orphan)
             self.journal.update_run(
                 run, fence=self._fence, tag_search_until=search_until,
-                error=f"{message}; no token tagged {self.policy.tag(run.run_id)} yet, but its mint (a child process "
-                f"of a run that died inside it, or a request that got no answer) may still create one until "
-                f"{search_until.isoformat(timespec='seconds')}; every recover / revoke-expired / daemon pass "
-                "searches again",
+                error=_with_reported(
+                    f"{message}; no token tagged {self.policy.tag(run.run_id)} yet, but its mint (a child process "
+                    f"of a run that died inside it, or a request that got no answer) may still create one until "
+                    f"{search_until.isoformat(timespec='seconds')}; every recover / revoke-expired / daemon pass "
+                    "searches again", reported),
             )  # fmt: skip
             self._event("revoke_new", "waiting", run.run_id, search_until=search_until.isoformat())
             return "waiting"
@@ -1201,6 +1240,34 @@ class Engine:
         self.journal.update_run(run, fence=self._fence, state=state, finished_at=now, **ended)
         self._event("revoke_new", "ok", run.run_id, token_id=run.new_token_id)
         return "closed"
+
+    def _discard_failed(self, run: RunRecord, message: str, kept: str | None, reported: list[str],
+                        revoking: _Revoking, exc: Exception) -> None:  # fmt: skip
+        """Journal a try of :meth:`_discard` that failed with ``exc`` while ``revoking`` a token that it
+        now leaves valid (reported as an orphan once), or before any token was known to be left valid
+        (the listing of the run's tag: ``search_failed``, no orphan).
+
+        The run's error and the event commit in one transaction: an error that lists a token as reported
+        implies the event that reported it committed (a kill -9 or a journal error between two commits
+        left it listed and never reported, and every later try said ``failed_again``)."""
+        cause = _describe(exc)
+        left = revoking.left_valid()
+        if left is None:
+            self.log.error("run %s: searching for its tokens (tagged %s) failed: %s; none is known to be left "
+                           "valid, recovery searches again", run.run_id, self.policy.tag(run.run_id), cause)
+            clause, result = f"{_TAG_NOT_SEARCHED}: {cause}", "search_failed"
+        else:
+            self.log.error("could not revoke token %s, discarded by run %s: %s", left, run.run_id, cause)
+            clause = f"{_CANDIDATE_NOT_REVOKED}: {cause}"
+            # (reported when a try of it failed before: not a second orphan)
+            result = "failed_again" if left in reported else "failed"
+            reported = reported if left in reported else [*reported, left]
+        stuck = kept is not None and _RECOVERY_FAILED in kept  # still stuck: no moment without the mark
+        error = _with_reported(f"{_RECOVERY_FAILED}: {message}; {clause}" if stuck else f"{message}; {clause}",
+                               reported)
+        with self._step():
+            self.journal.update_run(run, fence=self._fence, error=error)
+            self._event("revoke_new", result, run.run_id, token_id=left, error=cause)
 
     def _not_verified_in_time(self, exc: TransientError) -> _NotVerifiedInTime:
         """The error of a VERIFY that tried until verify_timeout: the adapter's hint was for a retry
@@ -1218,10 +1285,13 @@ class Engine:
     def _candidate_fate(self, run: RunRecord, discarded: str) -> str:
         """What a failed VERIFY's hint adds about the candidate, from :meth:`_discard`'s outcome."""
         token = f"the new token {run.new_token_id}"
+        revoked = f"; rotator revoked {token} (no store was written)"
+        if discarded == "stuck" and run.new_token_id not in _reported_tokens(run):  # (its tag's search failed)
+            return (f"{revoked}; searching for other tokens of the run failed: the run stays open, and the next "
+                    f"run (or `rotator recover {self.policy.name}`) searches again first")
         if discarded == "stuck":
             return (f"; revoking {token} failed too: the run stays open, and the next run (or "
                     f"`rotator recover {self.policy.name}`) revokes it first")
-        revoked = f"; rotator revoked {token} (no store was written)"
         if discarded == "waiting" and run.tag_search_until is not None:
             return (f"{revoked}; the run stays open until {rfc3339_seconds(run.tag_search_until)}: a try of its "
                     "mint got no answer and may still create a token, which every later recover / revoke-expired / "
@@ -1648,6 +1718,12 @@ class Engine:
         store holds it as current (rotator/core/revocation_rule.py). False: the issuer had revoked it already.
 
         ``states``: what the stores hold, read by the caller just before (else read here)."""
+        return self._revoke_checked(claim, credential, states, None)
+
+    def _revoke_checked(self, claim: Claim, credential: Secret | None, states: dict[str, StoreState] | None,
+                        revoking: _Revoking | None) -> bool:  # fmt: skip
+        """:meth:`_safe_revoke`; ``revoking`` marked valid once the issuer listed the token as active (a
+        failure after that leaves it valid)."""
         if states is None:
             states = self._read_stores()
         holders = [name for name, state in states.items() if state.token_id == claim.token_id]
@@ -1661,18 +1737,25 @@ class Engine:
         listed: list[TokenInfo] = self._call(lambda: self.issuer.list_tokens(credential), "list tokens")
         tokens = self._call(lambda: with_unlisted(self.issuer, listed, claim.token_id, credential),
                             f"look up token {claim.token_id}")
+        info = next((t for t in tokens if t.token_id == claim.token_id), None)
+        if revoking is not None and info is not None and info.is_active(self.clock.now()):
+            revoking.valid = True
         if not check_revocable(claim, tokens, holders, self.clock.now()):
             return False
         self._fenced_call(lambda: self.issuer.revoke(claim.token_id, credential), f"revoke {claim.token_id}")
         return True
 
-    def _sweep_tag(self, run: RunRecord, credential: Secret | None, keep: str | None) -> list[str]:
+    def _sweep_tag(self, run: RunRecord, credential: Secret | None, keep: str | None,
+                   revoking: _Revoking | None = None) -> list[str]:  # fmt: skip
         """Revoke every live token carrying this run's tag (a lost value, or a retried mint); their ids."""
-        return self._sweep_run_tag(run.run_id, credential, keep, minted_on=run.issuer_target)
+        return self._sweep_run_tag(run.run_id, credential, keep, minted_on=run.issuer_target, revoking=revoking)
 
     def _sweep_run_tag(self, run_id: str, credential: Secret | None, keep: str | None,
-                       only: Sequence[str] | None = None, minted_on: str | None = None) -> list[str]:  # fmt: skip
+                       only: Sequence[str] | None = None, minted_on: str | None = None,
+                       revoking: _Revoking | None = None) -> list[str]:  # fmt: skip
         """:meth:`_sweep_tag` by run id; returns the ids of the tokens revoked.
+
+        ``revoking``: names the token being revoked while it is (a failure then leaves that one valid).
 
         ``only``: revoke none but these ids (`rotator inventory --revoke-orphans`: the tokens it listed
         and confirmed as the run's orphans, not another token carrying the tag); None: every one.
@@ -1691,7 +1774,11 @@ class Engine:
                 self.log.warning("revoking token %s left by run %s", info.token_id, run_id)
                 claim = Claim(info.token_id, self.policy.name, minted_by=[run_id],
                               source=f"the tag search of run {run_id}", minted_on=minted_on)
+                if revoking is not None:
+                    revoking.start(info.token_id, valid=True)  # (listed as active just now)
                 self._safe_revoke(claim, credential)
+                if revoking is not None:
+                    revoking.done()
                 self._event("revoke_orphan", "ok", run_id, token_id=info.token_id)
                 revoked.append(info.token_id)
         return revoked
@@ -2057,14 +2144,40 @@ class Engine:
 
 
 def _recovery_error(run: RunRecord, exc: BaseException) -> str:
-    """``run``'s error once its recovery failed with ``exc``: marked stuck. A run whose candidate could not
-    be revoked keeps saying so, with the last cause: its later failed tries are then not reported as a
-    new orphan (Engine._discard), also after a recovery that failed for another reason (a store holds
-    the token, the issuer points elsewhere)."""
+    """``run``'s error once its recovery failed with ``exc``: marked stuck. A run whose discard failed
+    keeps saying why (its last clause, with the last cause) and which tokens it reported as left valid:
+    their later failed tries are then not reported as new orphans (Engine._discard), also after a
+    recovery that failed for another reason (a store holds the token, the issuer points elsewhere)."""
     error = f"{_RECOVERY_FAILED}: {_describe(exc)}"
-    if run.error and _CANDIDATE_NOT_REVOKED in run.error:
-        error += f"; {_CANDIDATE_NOT_REVOKED}{run.error.rpartition(_CANDIDATE_NOT_REVOKED)[2]}"
-    return error
+    before, listed = _split_reported(run.error or "")
+    last = max((_CANDIDATE_NOT_REVOKED, _TAG_NOT_SEARCHED), key=before.rfind)
+    if last in before:
+        error += f"; {last}{before.rpartition(last)[2]}"
+    return error + listed
+
+
+def _split_reported(error: str) -> tuple[str, str]:
+    """A run's error, and its :data:`_REPORTED` part ("" when it has none)."""
+    at = error.rfind(_REPORTED)
+    return (error, "") if at < 0 else (error[:at], error[at:])
+
+
+def _reported_tokens(run: RunRecord) -> list[str]:
+    """The tokens ``run``'s discard reported as left valid (:data:`_REPORTED`). An error written before
+    it listed them (only the :data:`_CANDIDATE_NOT_REVOKED` clause) reported the run's candidate."""
+    _before, listed = _split_reported(run.error or "")
+    if not listed:
+        return [run.new_token_id] if run.new_token_id and _CANDIDATE_NOT_REVOKED in (run.error or "") else []
+    try:
+        ids = json.loads(listed.removeprefix(_REPORTED))
+    except ValueError:  # (edited: each token is reported again, rather than none)
+        return []
+    return [str(i) for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+
+def _with_reported(error: str, reported: Sequence[str]) -> str:
+    """``error`` naming ``reported`` (:data:`_REPORTED`, at most :data:`_REPORTED_MAX` of them)."""
+    return f"{error}{_REPORTED}{json.dumps(list(reported[:_REPORTED_MAX]))}" if reported else error
 
 
 def _holder_is_dead(holder: str) -> bool:

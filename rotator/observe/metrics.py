@@ -569,9 +569,11 @@ class Metrics:
         # Labelled by policy, with a series each from the policy's load (add_policies), written as text.
         self.rotations = PolicyCounter("rotator_rotations", "Rotation runs by policy and result (success, failure, "
                                        "needs_attention, aborted: the run lost its lease)", ROTATION_RESULTS)
-        self.orphans = PolicyCounter("rotator_orphans", "Tokens left valid that should have been revoked "
-                                     "(a revocation gave up, or a discarded candidate or a token minted after "
-                                     "its run lost its lease could not be revoked)")
+        # (once per token: Engine._discard reports each token it leaves valid once, by its id)
+        self.orphans = PolicyCounter("rotator_orphans", "Tokens left valid that should have been revoked, "
+                                     "each counted once (a revocation gave up, or a failed run's candidate or "
+                                     "another token carrying its tag, or a token minted after its run lost its "
+                                     "lease, could not be revoked)")
         # Also as cached text, but from their first change on, as before: no alert reads them with increase()
         self.misfires = PolicyCounter("rotator_schedule_misfires", "Rotations that started later than misfire_grace "
                                       "(they still run, once)", at_load=False)

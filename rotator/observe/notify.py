@@ -105,11 +105,14 @@ _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: engine's step events, so that one failure raises one webhook.
 _FAILURE = {("rotate", "failed"), ("rotate", "needs_attention"), ("recover", "failed"), ("hook", "failed"),
             ("hook", "timeout"), ("reload", "failed")}
-#: A token left valid that should not be: a revocation gave up, a failed run's candidate could not be
-#: revoked, a token minted after its run lost its lease could not be revoked (Engine._revoke_own_mint).
-#: rotator_orphans_total counts the same events (rotator/observe/metrics.py). Once per token: a failed
-#: run's candidate whose revocation fails again on a later recovery writes ``revoke_new`` /
-#: ``failed_again`` (Engine._discard): not one of these, as it was reported at its first failure.
+#: A token left valid that should not be: a revocation gave up, a failed run's candidate (or another
+#: token carrying its tag, which its discard's search found) could not be revoked, a token minted after
+#: its run lost its lease could not be revoked (Engine._revoke_own_mint). rotator_orphans_total counts
+#: the same events (rotator/observe/metrics.py). Once per token, each event naming its token_id: a
+#: discard's token whose revocation fails again on a later recovery writes ``revoke_new`` /
+#: ``failed_again`` (Engine._discard), not one of these, as it was reported at its first failure; a
+#: discard that could not list what its run left (``revoke_new`` / ``search_failed``) knows of no token
+#: left valid and reports none (its run stays open and stuck: rotator_needs_attention).
 ORPHAN_EVENTS = frozenset({("revoke_old", "failed"), ("revoke_new", "failed"), ("revoke_orphan", "failed")})
 _SUCCESS = {("published", "ok")}
 

@@ -16,7 +16,7 @@ from rotator.core.engine import Engine
 from rotator.core.errors import RotatorError, TransientError
 from rotator.core.journal import RunState
 from rotator.core.secret import Secret
-from tests.engine.test_state_machine import POLICY, World
+from tests.engine.test_state_machine import POLICY, Crash, World
 
 
 class _Revocations:
@@ -82,3 +82,33 @@ def test_a_retry_that_revokes_the_candidate_closes_the_run_without_the_mark(tmp_
     assert closed.error is not None and "recovery failed" not in closed.error, closed.error
     candidate = world.issuer.tokens.info(stuck.new_token_id or "")
     assert candidate is not None and candidate.revoked_at is not None
+
+
+@pytest.mark.parametrize("crash", ["minted", "verified"])
+def test_a_run_stuck_before_its_discard_began_keeps_the_mark_during_the_discard(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash: str) -> None:
+    """A run killed in minted / verified whose recovery failed before its discard (a store it could not
+    read) is stuck too: the discard that a later recovery begins keeps its error, not only a discard
+    tried again (revoking_new)."""
+    world = World(tmp_path)
+    world.bootstrap()
+    world.crash_at = crash
+    with pytest.raises(Crash):
+        world.engine().rotate()
+    world.stores["a"].fail_next("read_current", TransientError("store a down"), times=3)  # (every retry)
+    with pytest.raises(TransientError):
+        world.engine("engine-2").recover()
+    (run,) = world.journal.open_runs(POLICY)
+    assert run.state == crash and _open_and_stuck(world) == (1, 1)
+    # the store is back; the issuer's revoke is down
+    revocations = _Revocations(world)
+    monkeypatch.setattr(world.issuer, "revoke", revocations)
+    with pytest.raises(TransientError):
+        world.engine("engine-2").recover()
+    assert revocations.seen and set(revocations.seen) == {(1, 1)}, revocations.seen
+    (run,) = world.journal.open_runs(POLICY)
+    assert run.error is not None and run.error.startswith("recovery failed: ") and _open_and_stuck(world) == (1, 1)
+    revocations.down = False
+    world.engine("engine-2").recover()
+    closed = world.journal.get_run(run.run_id)
+    assert closed is not None and closed.state == RunState.FAILED and "recovery failed" not in (closed.error or "")

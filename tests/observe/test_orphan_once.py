@@ -109,3 +109,64 @@ def test_a_recovery_that_fails_for_another_reason_keeps_the_reported_mark() -> N
     assert error.endswith("; revoking the candidate failed: issuer down") and error.count("candidate") == 1
     fresh = RunRecord("r2", POLICY, RunState.MINTED, "rotate", START, START)
     assert _recovery_error(fresh, NeedsAttention("x")) == "recovery failed: x"
+
+
+def test_each_token_left_valid_is_one_orphan_webhook_naming_it(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Reported" is per token: the run's candidate, and a token carrying its tag that a recovery finds
+    later (a retried mint's first try), each raise one orphan webhook with their own id; a tag listing
+    that fails (no token known to be left valid) raises none."""
+    world = World(tmp_path)
+    world.bootstrap()
+    revoke = world.issuer.revoke
+    down: set[str] = set()
+
+    def revoking(token_id: str, credential: Secret | None) -> None:
+        if token_id in down:
+            raise TransientError("issuer down")
+        revoke(token_id, credential)
+
+    monkeypatch.setattr(world.issuer, "revoke", revoking)
+    world.issuer.fail_next("verify", TransientError("issuer down"), times=100)
+    with receiver() as rx:
+        daemon = _Daemon(tmp_path, rx.url)
+        engine = daemon.listen(world.engine())
+        world.issuer.fail_next("revoke", TransientError("issuer down"), times=3)  # (every retry: the candidate)
+        with pytest.raises(RotatorError):
+            engine.rotate()
+        (run,) = world.journal.open_runs(POLICY)
+        _value, late = world.issuer.tokens.create(f"rotator:{POLICY}:{run.run_id}")
+        down.add(late)  # (the candidate is revoked by the next try, then its tag search finds this one)
+        for _ in range(2):
+            with pytest.raises(TransientError):
+                engine.recover()
+        world.issuer.fail_next("list_tokens", TransientError("issuer down"), times=3)
+        with pytest.raises(TransientError):
+            engine.recover()
+        assert daemon.discards() == ["start", "failed", "start", "failed", "start", "failed_again",
+                                     "start", "search_failed"]
+        assert daemon.orphans == 2
+        assert daemon.notifier.close(10)
+        orphans = [(d.json["step"], d.json["result"], d.json["token_id"]) for d in rx.deliveries
+                   if d.json["event"] == "orphan"]
+    assert orphans == [("revoke_new", "failed", run.new_token_id), ("revoke_new", "failed", late)], orphans
+
+
+def test_a_search_failed_event_raises_no_orphan_metric_or_webhook() -> None:
+    metrics = Metrics()
+    metrics.on_event({"policy": "p", "run_id": "r1", "step": "revoke_new", "result": "search_failed"})
+    assert (metrics.registry.get_sample_value("rotator_orphans_total", {"policy": "p"}) or 0) == 0
+    assert "orphan" not in event_kinds({"step": "revoke_new", "result": "search_failed"})
+
+
+def test_a_recovery_that_fails_for_another_reason_keeps_the_tokens_reported() -> None:
+    from rotator.core.engine import _recovery_error, _reported_tokens
+
+    run = RunRecord("r1", POLICY, RunState.REVOKING_NEW, "rotate", START, START, new_token_id="t1",
+                    error='process stopped in state revoking_new; revoking the candidate failed: issuer down; '
+                    'reported as left valid: ["t1", "t7"]')
+    error = _recovery_error(run, NeedsAttention("store a holds its token t1"))
+    assert error == ('recovery failed: store a holds its token t1; revoking the candidate failed: issuer down; '
+                     'reported as left valid: ["t1", "t7"]')
+    assert _reported_tokens(RunRecord("r1", POLICY, RunState.REVOKING_NEW, "rotate", START, START,
+                                      error=error)) == ["t1", "t7"]

@@ -24,8 +24,9 @@ import pytest
 
 from rotator.config.timefmt import parse_rfc3339
 from rotator.core import audit_chain
-from rotator.core.errors import ConflictError, PermanentError
+from rotator.core.errors import ConflictError, PermanentError, TransientError
 from rotator.core.journal import RunState, ts
+from rotator.core.secret import Secret
 from rotator.observe import report
 from tests.engine.test_state_machine import Crash, World, rotate
 
@@ -204,3 +205,148 @@ def test_a_checkpoint_of_the_earlier_rule_still_verifies_and_reads(tmp_path: Pat
     assert entry["failures"] == 1 and audit_chain.failed_runs(entry) == again, entry
     [p] = _build(world, start, world.clock.now() + timedelta(hours=1)).policies
     assert [pr["failures"] for pr in p.pruned] == [0, 1], "each summary as it was written"
+
+
+class _DownRevoke:
+    """The issuer's revoke, failing while ``down``."""
+
+    def __init__(self, world: World) -> None:
+        self.down, self._revoke = True, world.issuer.revoke
+
+    def __call__(self, token_id: str, credential: Secret | None) -> None:
+        if self.down:
+            raise TransientError("issuer down")
+        self._revoke(token_id, credential)
+
+
+def _stuck_for_hours(world: World, monkeypatch: pytest.MonkeyPatch, *, other_policy_between: bool) -> str:
+    """A refused verify whose candidate cannot be revoked (`revoke_new` start, failed), two recoveries an
+    hour apart that fail again (start, failed_again, recover error: each), then one that revokes it.
+    ``other_policy_between``: another policy's event in each hour (a checkpoint range of it alone)."""
+    world.bootstrap()
+    world.clock.advance(timedelta(days=1))
+    revoke = _DownRevoke(world)
+    monkeypatch.setattr(world.issuer, "revoke", revoke)
+    world.issuer.fail_next("verify", PermanentError("verify refused"))
+    with pytest.raises(PermanentError):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs("p")
+    for _ in range(2):
+        world.clock.advance(timedelta(hours=1))
+        if other_policy_between:
+            world.journal.record_event(world.clock.now(), "q", "q-run", "plan", "ok", {})
+            world.clock.advance(timedelta(hours=1))
+        with pytest.raises(TransientError):
+            world.engine().recover()
+    revoke.down = False
+    world.clock.advance(timedelta(hours=1))
+    world.engine().recover()
+    assert not world.journal.open_runs("p")
+    world.clock.advance(timedelta(minutes=5))
+    return run.run_id
+
+
+def _shown(world: World, start: datetime, end: datetime) -> int:
+    """What the report shows for policy p: kept failures and those of the pruned summaries."""
+    [p] = _build(world, start, end).policies
+    return len(p.failures) + sum(pr["failures"] for pr in p.pruned)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 1000])
+@pytest.mark.parametrize("other_policy_between", [False, True])
+def test_a_run_stuck_over_several_checkpoint_ranges_counts_once_whatever_the_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int, other_policy_between: bool) -> None:
+    """Each checkpoint carries on the failed runs still open (audit_chain.OPEN_FAILED_RUNS), not only
+    the runs the one before named: a range holding none of the run's failure events (its `revoke_new`
+    ok, a `recover` error alone, another policy's events) made the next one count it again."""
+    world = World(tmp_path)
+    start = world.clock.now() - timedelta(hours=1)
+    run_id = _stuck_for_hours(world, monkeypatch, other_policy_between=other_policy_between)
+    end = world.clock.now() + timedelta(hours=1)
+    assert _shown(world, start, end) == 1
+    audit_chain.prune(world.journal, ts(world.clock.now() + timedelta(seconds=1)), ts(world.clock.now()),
+                      batch=batch)
+    assert audit_chain.verify(world.journal).ok
+    made = audit_chain.checkpoints(world.journal)
+    assert sum(cp.detail["policies"].get("p", {}).get("failures", 0) for cp in made) == 1
+    assert _shown(world, start, end) == 1
+    assert made[-1].detail[audit_chain.OPEN_FAILED_RUNS] == {}, "closed: carried no further"
+    assert any(cp.detail[audit_chain.OPEN_FAILED_RUNS] == {"p": [run_id]} for cp in made[:-1]) or batch == 1000
+
+
+def test_a_run_stuck_over_daily_prunes_counts_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daily prunes: the failure on day 1, a day with another policy's events only, the retries on day 3."""
+    world = World(tmp_path)
+    start = world.clock.now() - timedelta(hours=1)
+    world.bootstrap()
+    world.clock.advance(timedelta(days=1))
+    revoke = _DownRevoke(world)
+    monkeypatch.setattr(world.issuer, "revoke", revoke)
+    world.issuer.fail_next("verify", PermanentError("verify refused"))
+    with pytest.raises(PermanentError):
+        world.engine().rotate()
+
+    def daily_prune() -> None:
+        world.clock.advance(timedelta(days=1))
+        audit_chain.prune(world.journal, ts(world.clock.now() - timedelta(hours=12)), ts(world.clock.now()))
+
+    daily_prune()
+    world.journal.record_event(world.clock.now(), "q", "q-run", "plan", "ok", {})
+    daily_prune()
+    with pytest.raises(TransientError):
+        world.engine().recover()
+    revoke.down = False
+    world.clock.advance(timedelta(hours=1))
+    world.engine().recover()
+    daily_prune()
+    daily_prune()
+    assert audit_chain.verify(world.journal).ok
+    counted = [cp.detail["policies"].get("p", {}).get("failures", 0) for cp in audit_chain.checkpoints(world.journal)]
+    assert sum(counted) == 1, counted
+    assert _shown(world, start, world.clock.now()) == 1
+
+
+def test_a_checkpoint_that_names_its_failed_runs_but_carries_none_on_still_verifies_and_is_carried_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint of the first form (its summaries' FAILED_RUNS, no OPEN_FAILED_RUNS) verifies as it
+    was written; the next prune starts from the runs it names."""
+    world = World(tmp_path)
+    start = world.clock.now() - timedelta(hours=1)
+    world.bootstrap()
+    world.clock.advance(timedelta(days=1))
+    revoke = _DownRevoke(world)
+    monkeypatch.setattr(world.issuer, "revoke", revoke)
+    world.issuer.fail_next("verify", PermanentError("verify refused"))
+    with pytest.raises(PermanentError):
+        world.engine().rotate()
+    (run,) = world.journal.open_runs("p")
+    summary = audit_chain._summary
+    with monkeypatch.context() as patch:  # the first form
+        patch.setattr(audit_chain, "_summary", lambda *a, **k: {
+            key: value for key, value in summary(*a, **k).items() if key != audit_chain.OPEN_FAILED_RUNS})
+        world.clock.advance(timedelta(minutes=5))
+        audit_chain.prune(world.journal, ts(world.clock.now()), ts(world.clock.now()))
+    [first] = audit_chain.checkpoints(world.journal)
+    assert audit_chain.OPEN_FAILED_RUNS not in first.detail
+    assert audit_chain.failed_runs(first.detail["policies"]["p"]) == [run.run_id]
+    world.clock.advance(timedelta(hours=1))
+    world.journal.record_event(world.clock.now(), "q", "q-run", "plan", "ok", {})
+    audit_chain.prune(world.journal, ts(world.clock.now() + timedelta(seconds=1)), ts(world.clock.now()))
+    world.clock.advance(timedelta(hours=1))
+    revoke.down = False
+    world.engine().recover()
+    world.clock.advance(timedelta(minutes=5))
+    audit_chain.prune(world.journal, ts(world.clock.now() + timedelta(seconds=1)), ts(world.clock.now()))
+    assert audit_chain.verify(world.journal).ok
+    made = audit_chain.checkpoints(world.journal)
+    assert [cp.detail.get(audit_chain.OPEN_FAILED_RUNS) for cp in made] == [None, {"p": [run.run_id]}, {}]
+    assert [cp.detail["policies"].get("p", {}).get("failures", 0) for cp in made] == [1, 0, 0]
+    assert _shown(world, start, world.clock.now()) == 1
+
+
+def test_a_later_try_that_fails_again_names_its_run_and_counts_nothing() -> None:
+    for result in ("failed_again", "search_failed"):
+        row = {"step": "revoke_new", "result": result, "run_id": "r1", "detail": "{}"}
+        counted: set[str] = set()
+        assert audit_chain.failed_run(row) == "r1" and not audit_chain.counts_as_failure(row, counted)
+        assert counted == set(), "the next try's start, in a period that began after this one's, counts"
