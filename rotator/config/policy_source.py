@@ -167,7 +167,10 @@ def refuse_untrusted_file(path: Path, what: str, st: os.stat_result | None = Non
     and nobody else may write. ``check_owner=False``: only the modes count (a command that only reads a
     file its service's user owns). OSError (the file or its directory cannot be looked at) is the caller's."""
     real = os.path.realpath(path)
-    found = untrusted_writers(real, st if st is not None else os.stat(real), check_owner=check_owner)
+    # A file on a read-only mount (a container's `-v FILE:FILE:ro`, owned by the host's user) nobody here
+    # may change, whatever its owner and mode say: its directory is still checked
+    found = None if _read_only_mount(real) else untrusted_writers(
+        real, st if st is not None else os.stat(real), check_owner=check_owner)
     if found is not None:
         problem, fix = found
         raise ConfigError(f"{what} {_shown(path, real)} {problem}: {why}",
@@ -193,6 +196,14 @@ def refuse_untrusted_directory(path: Path, what: str, *, why: str, sticky_ok: bo
                           f"write there may put a file of their own in its place, and {why}",
                           hint=f"run `{fix}`, or move {what} to a directory only rotator's user and root may "
                           f"write{sticky}")
+
+
+def _read_only_mount(path: str) -> bool:
+    """Whether ``path`` is on a file system mounted read-only (statvfs ST_RDONLY; False if it cannot say)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (no statvfs: not a POSIX system)
+        return False
 
 
 def _shown(path: Path, real: str) -> str:

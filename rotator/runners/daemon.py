@@ -501,6 +501,7 @@ class Daemon:
         self._sweep_failures = 0
         #: read every policy's journal state at the next sweep (a reload or a refresh failed)
         self._full_load_wanted = False
+        #: runs whose discard the engine reported on (on_event): _failed reports no orphan of its own for them
         self._orphans_reported: set[str] = set()
         #: when the scheduler last made progress: a pass ended (time.monotonic; see tick)
         self._heartbeat = time.monotonic()
@@ -1930,7 +1931,10 @@ class Daemon:
     # -- events -----------------------------------------------------------------------------
     def on_event(self, event: Mapping[str, Any]) -> None:
         """The engines' listener: metrics, then audit/webhooks/hooks."""
-        if (event.get("step"), event.get("result")) == ("revoke_new", "failed") and event.get("run_id"):
+        # Any outcome of a discard's try but its start: the engine said what became of the candidate (left
+        # valid: `failed`; reported before: `failed_again`; revoked, its tag search failed: `search_failed`;
+        # `waiting`), so _failed invents no `revoke_new` / `failed` for the run (a false orphan otherwise)
+        if event.get("step") == "revoke_new" and event.get("result") != "start" and event.get("run_id"):
             self._orphans_reported.add(str(event["run_id"]))
         self.metrics.on_event(event)
         self.notifier(event)
@@ -2206,7 +2210,7 @@ class Daemon:
         again only when its view changed or a threshold in it passed (age past max_age, a
         revocation overdue), so that StateText writes only those lines again.
         """
-        from rotator.observe.compliance import DEFAULT_SLACK, is_compliant, max_age_of
+        from rotator.observe.compliance import DEFAULT_SLACK, is_compliant, is_overdue, max_age_of
         from rotator.observe.metrics import PolicyState, StateSnapshot
 
         now = self.clock.now()
@@ -2235,8 +2239,11 @@ class Daemon:
                     or cached[3] != attention:
                 max_age = max_age_of(policy)
                 pending = [due for due, _ in view.pending]
-                overdue = sum(1 for due in pending if due + overdue_after < now)
-                late = any(due + DEFAULT_SLACK < now for due in pending) or view.failed_revocations > 0
+                # (``now - d``, not ``due + d``: a due time edited to the year 9999 overflowed, and every
+                # policy's metrics with it)
+                overdue = sum(1 for due in pending if due < now - overdue_after)
+                late = any(is_overdue("pending", due, now, DEFAULT_SLACK) for due in pending) \
+                    or view.failed_revocations > 0
                 published = view.published_at
                 since = age_origin(published, view.token_since)
                 lease_active = held or (view.lease_until is not None and view.lease_until >= now)
@@ -2258,8 +2265,9 @@ class Daemon:
                     lease_active=lease_active, lease_held_here=held, max_age_s=max_age.total_seconds(),
                     compliant=is_compliant(since, max_age, late, now), token_since=since)
                 # the first moment one of these answers changes with time alone
-                moments = [due + d for due in pending for d in (overdue_after, DEFAULT_SLACK) if due + d >= now]
-                if since is not None and since + max_age >= now:
+                moments = [due + d for due in pending for d in (overdue_after, DEFAULT_SLACK)
+                           if now - d <= due <= datetime.max.replace(tzinfo=due.tzinfo) - d]
+                if since is not None and now - max_age <= since <= datetime.max.replace(tzinfo=since.tzinfo) - max_age:
                     moments.append(since + max_age)
                 if view.lease_until is not None and view.lease_until >= now:
                     moments.append(view.lease_until)

@@ -173,6 +173,8 @@ token = {{ file = "vault-token" }}
 """,
         encoding="utf-8",
     )
+    # 0644 whatever the umask: `rotator validate` refuses a policy file other users may write (umask 000)
+    path.chmod(0o644)
     return path
 
 

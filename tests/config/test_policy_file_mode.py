@@ -289,3 +289,19 @@ def test_rotator_bundle_o_is_0644_under_umask_000(tmp_path: Path, umask_000: Non
                           capture_output=True, text=True, cwd=REPO, timeout=60, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_a_policy_file_on_a_read_only_mount_is_read_whoever_owns_it(tmp_path: Path) -> None:
+    """The documented `docker run -v "$PWD/policies.toml:/etc/rotator/policies.toml:ro"` keeps the host user's
+    uid (1000) on the file, which the image's user (10001) is not: nobody in the container may change a file on
+    a read-only mount, so its owner and mode do not count (its directory still does)."""
+    policy = _file(tmp_path, "policies.toml", POLICY, 0o666, owner=(1000, 1000))
+    script = ("from pathlib import Path; from rotator.config.policy_source import read_policy_file; "
+              f"read_policy_file(Path({str(policy)!r})); print('read')")
+    mount = (f"mount --bind {policy} {policy} && mount -o remount,bind,ro {policy} && "
+             f"{sys.executable} -c \"{script}\"")
+    proc = subprocess.run(["unshare", "--mount", "sh", "-c", mount], capture_output=True, text=True, timeout=60,
+                          cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "read", proc.stdout + proc.stderr
+    with pytest.raises(ConfigError, match="is owned by"):  # the same file, writable: refused
+        read_policy_file(policy)
