@@ -30,6 +30,7 @@ __all__ = [
     "env_problems",
     "find_token",
     "is_secret_name",
+    "is_secret_query_key",
     "mask_tokens",
     "starts_a_token",
     "string_values",
@@ -117,6 +118,12 @@ def starts_a_token(text: str, start: int, part: str) -> bool:
 _EMBEDDED_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 
 
+def is_secret_query_key(key: str) -> bool:
+    """Whether a URL's query key of this name holds a secret (a secret's name, or a short one such as
+    ``sig`` or ``pwd`` that URLs use): here, and for the journal URL rotator shows (journal._redact_url)."""
+    return is_secret_name(key) or key.lower() in _SECRET_QUERY_KEYS
+
+
 def url_problem(url: str, fix: str) -> str | None:
     """Why ``url`` may not be written in a policy file (credentials in it), or None.
 
@@ -141,7 +148,7 @@ def url_problem(url: str, fix: str) -> str | None:
     except ValueError:
         query = []
     for key, value in query + parse_qsl(parts.fragment, keep_blank_values=True):
-        if value and (is_secret_name(key) or key.lower() in _SECRET_QUERY_KEYS):
+        if value and is_secret_query_key(key):
             return f"the URL's query key {key!r} holds a credential; {fix}"
     if find_token(url):
         return f"the URL contains a token; {fix}"

@@ -2506,9 +2506,9 @@ def _redact_url(url: str) -> str:
 
 
 def _pg_secret_key(key: str) -> bool:
-    from rotator.config.inline_secrets import _SECRET_QUERY_KEYS, is_secret_name
+    from rotator.config.inline_secrets import is_secret_query_key
 
-    return key.lower() in _PG_SECRET_KEYS or key.lower() in _SECRET_QUERY_KEYS or is_secret_name(key)
+    return key.lower() in _PG_SECRET_KEYS or is_secret_query_key(key)
 
 
 def _url_of_params(scheme: str, params: dict[str, str]) -> str:
@@ -2542,30 +2542,33 @@ def _redact_url_text(url: str) -> str:
     """``url`` with its secrets hidden, read as text (libpq cannot read it, or psycopg is missing): all of
     the user-info after its first ``:``, up to its last ``@`` (libpq ends the user-info at the first ``@``,
     Python at the last: this hides the password of either), and the value of each query key that names
-    a secret."""
+    a secret (:func:`_url_text`)."""
+    scheme_sep, userinfo, at, hosts, question, pairs = _url_text(url)
+    head = f"{userinfo.partition(':')[0]}:***@{hosts}" if at and ":" in userinfo else userinfo + at + hosts
+    query = "&".join(k + eq + ("***" if secret else v) for k, eq, v, secret in pairs)
+    return scheme_sep + head + question + query
+
+
+def _url_secret_texts(url: str) -> list[str]:
+    """The secrets written in ``url`` as text, as :func:`_redact_url_text` finds them: the user-info's
+    password, the values of query keys that name a secret."""
+    _, userinfo, at, _, _, pairs = _url_text(url)
+    found = [userinfo.partition(":")[2]] if at else []
+    found += [v for _, _, v, secret in pairs if secret]
+    return [secret for secret in found if secret]
+
+
+def _url_text(url: str) -> tuple[str, str, str, str, str, list[tuple[str, str, str, bool]]]:
+    """``url`` cut as text: its scheme and ``://``, the user-info (up to the last ``@``), that ``@``, the
+    hosts and path, the ``?``, and the query's pairs (key, ``=``, value, whether the key names a secret)."""
     from urllib.parse import unquote
 
     scheme, sep, rest = url.partition("://")
     head, question, query = rest.partition("?")
     userinfo, at, hosts = head.rpartition("@")
-    if at and ":" in userinfo:
-        head = f"{userinfo.partition(':')[0]}:***@{hosts}"
-    pairs = [(k, eq, "***" if eq and _pg_secret_key(unquote(k)) else v)
+    pairs = [(k, eq, v, bool(eq) and _pg_secret_key(unquote(k)))
              for k, eq, v in (pair.partition("=") for pair in query.split("&"))]
-    query = "&".join(k + eq + v for k, eq, v in pairs)
-    return scheme + sep + head + question + query
-
-
-def _url_secret_texts(url: str) -> list[str]:
-    """The secrets written in ``url`` as text (:func:`_redact_url_text` reads it so): the user-info's
-    password, the values of query keys that name a secret."""
-    from urllib.parse import unquote
-
-    head, _, query = url.partition("://")[2].partition("?")
-    userinfo, at, _ = head.rpartition("@")
-    found = [userinfo.partition(":")[2]] if at else []
-    found += [v for k, eq, v in (pair.partition("=") for pair in query.split("&")) if eq and _pg_secret_key(unquote(k))]
-    return [secret for secret in found if secret]
+    return scheme + sep, userinfo, at, hosts, question, pairs
 
 
 #: a pending revocation whose due time and retry time have come (parameters: state, now, now)
