@@ -411,7 +411,8 @@ def token_id_problem(token_id: str) -> str | None:
     """Why ``token_id`` (from a store's payload, or given by a person) is no issuer's token id, or None.
 
     One that is not would otherwise surface far from where it came in: a NUL refused by PostgreSQL as
-    the journal's fault, a newline or escape forging a log line. The text never quotes the id."""
+    the journal's fault, a newline or escape forging a log line, a token value (the payload's fields
+    swapped) shown wherever ids are, unmasked. The text never quotes the id."""
     if len(token_id) > MAX_TOKEN_ID:
         return f"is {len(token_id)} characters long; no issuer's token id is over {MAX_TOKEN_ID}"
     from rotator.core.one_line import one_line
@@ -420,6 +421,10 @@ def token_id_problem(token_id: str) -> str | None:
     if shown != token_id:
         at = next(i for i, (a, b) in enumerate(zip(token_id, shown, strict=False)) if a != b)
         return f"holds a control character ({one_line(token_id[at])} at index {at}); no issuer's token id does"
+    from rotator.config.inline_secrets import find_token
+
+    if find_token(token_id):
+        return "has the shape of a token value, not of an id (token and token_id swapped?)"
     return None
 
 

@@ -188,6 +188,8 @@ _HINT_CLEAR = (
 )
 _HINT_BOOTSTRAP = ("publish the first token with `rotator bootstrap POLICY --token-file FILE --token-id ID` (a policy "
                    "with this secret as its store)")
+_HINT_UNEXPECTED = ("a defect of rotator or an input it does not foresee: the traceback is in the function's log; "
+                    "the other secrets were done, and this one is tried again by the next scheduled run")
 #: Secrets Manager's limit of tags on one secret; tags whose key begins with "aws:" do not count
 MAX_TAGS = 50
 
@@ -695,12 +697,18 @@ class _Rotation:
         pending = self._pending_required("testSecret")
         if pending.token_id == current.token_id:
             logger.info("testSecret: AWSPENDING holds the current token (a RotateImmediately=false test); verifying it")
-        wait = self._wait(self.t.policy.verify_timeout)
+        what = f"testSecret: verify token {pending.token_id}"
+        budget = _Budget(self.env.context, self.clock, keep_ms=_SAFETY_MS)
+        wait, call = self._wait(self.t.policy.verify_timeout, budget)
         try:
-            self._call(lambda: self.issuer.verify(pending.value), f"testSecret: verify token {pending.token_id}",
-                       deadline=self.clock.now() + wait)  # fmt: skip
+            budget.check(self.issuer, self.t.policy.name, what)
+        except _OutOfTime as exc:
+            raise self._not_verified_in_time(TransientError(str(exc)), wait, pending, current, call,
+                                             started=False) from None  # fmt: skip
+        try:
+            self._call(lambda: self.issuer.verify(pending.value), what, deadline=self.clock.now() + wait)
         except TransientError as exc:  # retried until the deadline: what reaches here is the giving up
-            raise self._not_verified_in_time(exc, wait, pending, current) from None
+            raise self._not_verified_in_time(exc, wait, pending, current, call) from None
         logger.info("testSecret: token %s works", pending.token_id)
 
     def finish_secret(self) -> None:
@@ -1013,9 +1021,11 @@ class _Rotation:
         """Revoke the live tokens this function minted that no version holds and no record names:
         the orphans of attempts that failed between mint and PutSecretValue (the proofs:
         :func:`_minted_for_runs`). The scheduled run sweeps the orphans of rotations abandoned
-        since (:func:`_sweep_orphans`). A token stored in a version whose label was cleared is judged
-        by its value too, as that sweep does (:func:`_held_by_value`): kept while AWSCURRENT or
-        AWSPENDING holds it under another id, not revoked before grace when another label does."""
+        since (:func:`_sweep_orphans`). A token its version still holds under any label (an operator's
+        own included) is kept, as that sweep keeps it. A token stored in a version whose label was
+        cleared is judged by its value too, as that sweep does (:func:`_held_by_value`): kept while
+        AWSCURRENT or AWSPENDING holds it under another id, not revoked before grace when another label
+        does."""
         tokens = self._call(lambda: self.issuer.list_tokens(credential), "createSecret: list tokens")
         found, records = _minted_for_runs(self.t, tokens, keep, self.clock.now(), "createSecret", only_run)
         lost: list[tuple[TokenInfo, str]] = []  # never stored: no finishSecret can promote them
@@ -1024,13 +1034,18 @@ class _Rotation:
             # Read now, not with ``keep``: another attempt of the same rotation (Secrets Manager retries a
             # step that timed out while the first one may still run, or be paused) may have put this token
             # into its version since, and even moved AWSCURRENT to it. A version without a label (its
-            # rotation abandoned) keeps nothing.
+            # rotation abandoned) keeps nothing; one with a label of an operator's own keeps its token, as
+            # the scheduled sweep does: they disagreed, and the token was revoked or not by which ran first.
             labels, held = self._version_record(run)
             holds = held is not None and held.token_id == info.token_id
             stage = next((label for label in labels if label in (CURRENT, PENDING, PREVIOUS)), None)
             if holds and stage is not None:
                 logger.info("createSecret: token %s is %s in version %s (another attempt put it there); not an "
                             "orphan", info.token_id, stage, run)  # fmt: skip
+                continue
+            if holds and labels:
+                logger.info("createSecret: token %s is held by version %s, which has a staging label of its own; "
+                            "not an orphan while it keeps one", info.token_id, run)  # fmt: skip
                 continue
             (stored if holds else lost).append((info, run))
         if stored:
@@ -1168,32 +1183,49 @@ class _Rotation:
         left = timedelta(milliseconds=max(0, context.get_remaining_time_in_millis()))
         return min(left, _MAX_INVOCATION)
 
-    def _wait(self, limit: timedelta) -> timedelta:
-        """``limit``, or the time this invocation has left less _SAFETY_MS (to report) if that is shorter."""
-        context = self.env.context
-        if context is None:
-            return limit
-        left = max(0, context.get_remaining_time_in_millis() - _SAFETY_MS)
-        return min(limit, timedelta(milliseconds=left))
+    def _wait(self, limit: timedelta, budget: _Budget) -> tuple[timedelta, float | None]:
+        """How long testSecret may start verify attempts: ``limit``, or less if the invocation's time runs
+        out first; and the seconds of the issuer's longest call counted in that (None: none counted).
+
+        An attempt may take the issuer's longest call (``call_timeout_seconds``): one started with less
+        than that left before the time kept to report (_SAFETY_MS) could run into the function's timeout,
+        and the error saying what became of the token would never be logged. When the invocation never
+        had that much, attempts start while any time is left, as :meth:`_Budget.check` allows them."""
+        left = budget.left_ms()
+        if left is None:
+            return limit, None
+        need = call_timeout_of(self.issuer)
+        if left >= need * 1000:
+            return min(limit, timedelta(milliseconds=left - need * 1000)), need
+        return min(limit, timedelta(milliseconds=max(0, left))), None
 
     def _not_verified_in_time(self, exc: TransientError, wait: timedelta, pending: TokenRecord,
-                              current: TokenRecord) -> _NotVerifiedInTime:  # fmt: skip
+                              current: TokenRecord, call: float | None, *,
+                              started: bool = True) -> _NotVerifiedInTime:  # fmt: skip
         """The error of a testSecret that tried until its deadline: the adapter's hint was for a retry
         (a new token may take a while), which is over; what bounded the wait is the fix, and the operator
-        must know the new token's fate (ids only: the message never holds a token value)."""
+        must know the new token's fate (ids only: the message never holds a token value). ``call``: the
+        seconds of one issuer call kept out of the wait (:meth:`_wait`); ``started``: False when the
+        invocation had no time left for even one attempt."""
         from rotator.config.schedule import format_duration  # an error's wording: not on the cold path
 
         limit = self.t.policy.verify_timeout
         verify_timeout = f"the policy's verify_timeout ({format_duration(limit)})"
-        if wait < limit:  # the invocation's time ran out first
+        kept = f"{_SAFETY_MS // 1000}s kept to report"
+        if call is not None:
+            kept += f" and {format_duration(timedelta(seconds=call))} the issuer's longest call may take"
+        if wait < limit or not started:  # the invocation's time ran out first
             waited = (f"the {format_duration(wait)} this invocation had left (the function's timeout, "
-                      f"TimeoutSeconds, less {_SAFETY_MS // 1000}s kept to report; shorter than {verify_timeout})")
+                      f"TimeoutSeconds, less {kept}; shorter than {verify_timeout})")
             setting = "the function's TimeoutSeconds (at most 900)"
         else:
             waited = verify_timeout
+            longest = format_duration(timedelta(seconds=call_timeout_of(self.issuer)))
             setting = ("verify_timeout in the policy file and deploy a zip built with it (keep TimeoutSeconds "
-                       f"more than verify_timeout + {_SAFETY_MS // 1000}s)")
-        if isinstance(exc, NotYetAccepted):
+                       f"more than verify_timeout + {_SAFETY_MS // 1000}s + {longest}, the issuer's longest call)")
+        if not started:
+            hint = f"no attempt to verify token {pending.token_id} could start within {waited}: raise {setting}"
+        elif isinstance(exc, NotYetAccepted):
             hint = (f"token {pending.token_id} was not accepted within {waited}: if the cluster activates tokens "
                     f"slowly, raise {setting}")
         else:  # the issuer kept failing (down, throttling): waiting longer is not the fix
@@ -1289,7 +1321,9 @@ def _rotation_after_expiry(view: _Described, current: TokenRecord, grace: timede
 
     schedule = _rotation_schedule(view.rotation_rules)
     latest = _window_end(view.next_rotation, schedule[2]) if schedule is not None else view.next_rotation
-    return latest > as_utc(current.expires_at) - grace
+    # Compared as a difference: expiry - grace overflows for a payload's year 1 (Go's zero time, which
+    # another tool may write for "no expiry"), which then reads as expired long ago.
+    return latest - as_utc(current.expires_at) > -grace
 
 
 def _mints_without_expiry(issuer: Issuer) -> bool:
@@ -2249,9 +2283,9 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
     errors: list[str] = []
     fixes: list[str] = []  # the hints of those errors: a secret scheduled for deletion is not fixed by retrying
 
-    def failed(sid: str, exc: RotatorError) -> None:
+    def failed(sid: str, exc: RotatorError, cause: BaseException | None = None) -> None:
         logger.error("revoke-expired: secret %s: %s%s", sid, REDACTOR.redact(str(exc)),
-                     f" (fix: {exc.hint})" if exc.hint else "")  # fmt: skip
+                     f" (fix: {exc.hint})" if exc.hint else "", exc_info=cause)  # fmt: skip
         errors.append(f"{sid}: {REDACTOR.redact(str(exc))}")
         if exc.hint and exc.hint not in fixes:
             fixes.append(exc.hint)
@@ -2304,6 +2338,9 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
             _log_compliance(target, issuer, current, records, report, env.clock.now())
         except RotatorError as exc:
             failed(sid, exc)
+            continue
+        except Exception as exc:  # a bug, or input no check foresaw: this secret's failure, not the whole run's
+            failed(sid, RotatorError(f"unexpected {type(exc).__name__}: {exc}", hint=_HINT_UNEXPECTED), exc)
             continue
         if report.sweep_error is not None:
             errors.append(f"{target.view.arn}: orphan sweep: {report.sweep_error}")

@@ -38,6 +38,18 @@ def test_a_token_id_no_issuer_writes_is_refused_naming_the_store_and_key(token_i
 
 
 @pytest.mark.parametrize("token_id", [
+    "M.V1." + "A" * 40, "apiv3_" + "b" * 40, "apiv1_" + "c" * 40 + "==", "hvs." + "d" * 30, "e" * 86 + "==",
+], ids=["management", "apiv3", "apiv1", "vault", "v2"])
+def test_a_token_value_in_the_id_field_is_refused_without_quoting_it(token_id: str) -> None:
+    """The payload's token and token_id swapped: the value would be shown wherever ids are, unmasked."""
+    with pytest.raises(MalformedPayload) as info:
+        TokenRecord.from_payload(_payload(token_id), where=WHERE)
+    message = str(info.value)
+    assert "shape of a token value" in message, message
+    assert token_id not in message
+
+
+@pytest.mark.parametrize("token_id", [
     "8b2c5f9e-1d7a-4c3e-9f0b-2a6d4e8c1f37",  # influxctl / Management API: a UUID
     "0a1b2c3d4e5f6789",  # InfluxDB v2: 16 hex digits
     "_admin@0123456789abcdef",  # InfluxDB 3 operator token generation

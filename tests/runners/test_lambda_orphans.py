@@ -430,3 +430,39 @@ def test_create_secret_s_sweep_never_revokes_a_token_awscurrent_holds_under_anot
     assert scene.stages() == {second: ["AWSCURRENT"], edited: ["AWSPREVIOUS"]}
     assert scene.fake.state.problem(scene.payload("AWSCURRENT")["token"]) is None, "invariant 1"
     scene.check_no_leak(caplog)
+
+
+@pytest.mark.parametrize("sweep", ["scheduled", "createSecret"])
+def test_a_version_with_a_label_of_your_own_keeps_its_token_in_both_sweeps(scene, caplog, sweep):
+    """An operator keeps a stuck rotation's version under a label of their own and clears AWSPENDING. The
+    scheduled sweep kept its token (a labelled version), createSecret's revoked it (it kept a token only
+    under AWSCURRENT, AWSPENDING or AWSPREVIOUS): which sweep ran first decided. Both keep it now while
+    the label is there, and revoke it once the label is removed."""
+    version = scene.start()
+    scene.step("createSecret", version)
+    (minted,) = scene.active_minted()
+    client = scene.client()
+    client.update_secret_version_stage(SecretId=scene.name, VersionStage="CANARY", MoveToVersionId=version)
+    client.update_secret_version_stage(SecretId=scene.name, VersionStage="AWSPENDING", RemoveFromVersionId=version)
+    scene.clock.advance(IN_FLIGHT + timedelta(hours=1))
+
+    def run_sweep() -> None:
+        if sweep == "scheduled":
+            scene.invoke({"action": "revoke-expired"})
+        else:
+            scene.rotate()  # its createSecret sweeps before it mints
+
+    run_sweep()
+    assert scene.stages()[version] == ["CANARY"]
+    assert scene.fake.state.token_by_id(minted["id"])["revoked_at"] is None
+    client.update_secret_version_stage(SecretId=scene.name, VersionStage="CANARY", RemoveFromVersionId=version)
+    scene.clock.advance(timedelta(hours=1))
+    run_sweep()
+    assert scene.fake.state.token_by_id(minted["id"])["revoked_at"] is not None
+    said = (
+        f"revoked token {minted['id']} of {scene.arn}, minted for version {version}"
+        if sweep == "scheduled"
+        else f"createSecret: revoking token {minted['id']}, minted for version {version}"
+    )
+    assert said in caplog.text
+    scene.check_invariants()

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from rotator.adapters.influxctl.common import InfluxctlIssuer
 from rotator.config.policy_bundle import write_bundle
+from rotator.core.clock import SystemClock
 from rotator.core.errors import TransientError
+from rotator.runners import lambda_rotation
 from tests.runners import test_aws_lambda
 from tests.runners.test_aws_lambda import Scene
 
@@ -66,7 +70,7 @@ def test_a_token_not_active_within_verify_timeout_names_it_and_the_tokens_fate(s
     error = _gives_up(scene, token)  # the scene's FakeClock: the retries' waits take no time
     assert "was not accepted within the policy's verify_timeout (3s)" in error.hint
     assert "raise verify_timeout in the policy file and deploy a zip built with it" in error.hint
-    assert "TimeoutSeconds more than verify_timeout + 10s" in error.hint
+    assert "TimeoutSeconds more than verify_timeout + 10s + 30s, the issuer's longest call" in error.hint
     assert "rotator retries" not in error.hint, "the adapter's hint for a retry, which is over"
     pending = _fate_is_named(error, scene, token)
 
@@ -122,3 +126,60 @@ def test_a_dry_run_that_gives_up_says_nothing_was_minted(scene: Scene) -> None:
     assert "verify_timeout (3s)" in error.hint
     assert f"nothing was minted: AWSPENDING holds the current token {scene.bootstrap_id}" in error.hint
     assert "stays AWSPENDING" not in error.hint and scene.minted() == []
+
+
+class _RealContext:
+    """Lambda's context: the time left runs down with the clock on the wall."""
+
+    def __init__(self, ms: int) -> None:
+        self.end = time.monotonic() + ms / 1000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.end - time.monotonic()) * 1000)
+
+
+def test_no_verify_attempt_starts_that_could_run_past_the_function_s_timeout(scene: Scene,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """testSecret retried until the time left less the time kept to report, but an attempt may take the
+    issuer's longest call: one started just before that ran into Lambda's timeout, and the error saying
+    what became of the token was never logged. An attempt now starts only if one call still ends in time.
+
+    Scaled down to take seconds (the reviewer's reproduction: 20 s calls, a 35 s timeout): 1 s kept to
+    report instead of 10, influxctl calls that hang until their timeout_s (3 s), which bounds them at
+    3.5 s instead of 2 x (timeout_s + 5 s), and a 6.5 s function timeout. The first attempt ends after
+    about 3 s; a second one, which the time left less 1 s still allowed to start, would end past 6.5 s."""
+    monkeypatch.setattr(lambda_rotation, "_SAFETY_MS", 1_000)
+    monkeypatch.setattr(InfluxctlIssuer, "call_timeout_seconds", property(lambda self: self.settings.timeout_s + 0.5))
+    scene.config.write_text(scene.config.read_text().replace("timeout_s = 10", "timeout_s = 3"))
+    write_bundle(scene.config)
+    token = scene.start()
+    scene.step("createSecret", token)
+    scene.step("setSecret", token)
+    scene.fake.state.add_fault("management list", "hang", times=10, seconds=120)
+    timeout_s = 6.5
+    start = time.monotonic()
+    with pytest.raises(TransientError) as info:
+        lambda_rotation.handle(scene.event("testSecret", token), _RealContext(int(timeout_s * 1000)),
+                               config_path=scene.config, client=scene.client(), clock=SystemClock())  # fmt: skip
+    elapsed = time.monotonic() - start
+    assert elapsed < timeout_s - 1, f"{elapsed:.1f}s: past the time kept to report"
+    assert "management list did not finish within 3s" in str(info.value)
+    assert "less 1s kept to report and 3s the issuer's longest call may take" in info.value.hint
+    _fate_is_named(info.value, scene, token)
+    assert any(t.startswith("testSecret: gave up verifying token") for t in scene.logs), "the error is logged"
+
+
+def test_no_verify_attempt_starts_when_the_invocation_has_no_time_left(scene: Scene) -> None:
+    """Less than the 10 s kept to report left when testSecret starts: no issuer call (it could hold the
+    function until its timeout, unreported); the error says so, and what became of the token."""
+    token = scene.start()
+    scene.step("createSecret", token)
+    calls = len(scene.fake.state.calls())
+    error = _gives_up(scene, token, remaining_ms=9_000)
+    assert len(scene.fake.state.calls()) == calls, "no verify attempt"
+    assert "not started, 0 s left for issuer calls in this invocation" in str(error)
+    pending = scene.payload("AWSPENDING", token)
+    assert f"no attempt to verify token {pending['token_id']} could start within the 0s this invocation had " \
+        "left" in error.hint
+    assert "raise the function's TimeoutSeconds" in error.hint
+    _fate_is_named(error, scene, token)
