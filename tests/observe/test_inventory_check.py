@@ -4,12 +4,13 @@ the terminal, end to end on the fake influxctl and a real OpenBao."""
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from rotator.sandbox.influxctl_state import find_db_token
 from tests.harness import make_scenario
+from tests.observe.test_inventory_orphans import expire_now
 
 POLICY = "mgmt"
 #: what a cluster (or whatever answers in its place) may write as a gRPC status message
@@ -76,7 +77,9 @@ def test_check_exits_4_first_for_a_current_token_the_issuer_no_longer_accepts(tm
 
     fake = fake_influxctl.state
     sc = make_db_scenario(tmp_path, openbao, fake, grace_s=3600, bootstrap=False)
-    expires = datetime.now(UTC) + timedelta(seconds=3) if dead == "EXPIRED" else None
+    # An expiry an hour away, moved into the past once bootstrapped: a token due 3 s after its creation
+    # expired before a bootstrap slowed by a busy machine had verified it
+    expires = datetime.now(UTC) + timedelta(hours=1) if dead == "EXPIRED" else None
     sc.bootstrap_value, sc.bootstrap_id = fake.add_db_token("created by a human for bootstrap", {"read": ["db1"]},
                                                             expires_at=expires)  # fmt: skip
     sc.bootstrap_with(sc.bootstrap_value, sc.bootstrap_id)
@@ -85,7 +88,7 @@ def test_check_exits_4_first_for_a_current_token_the_issuer_no_longer_accepts(tm
     if expires is None:
         fake.revoke_db_token(sc.bootstrap_id)
     else:
-        time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.5)
+        expire_now(fake.path, sc.bootstrap_id, find_db_token)
     proc = sc.cli("inventory", "--check")
     assert proc.returncode == 4, proc.stderr
     attention = [line for line in proc.stderr.splitlines() if line.startswith("rotator: attention: ")]

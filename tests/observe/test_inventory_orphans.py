@@ -22,7 +22,14 @@ from typing import Any
 
 import pytest
 
-from rotator.sandbox.influxctl_state import FakeInfluxctl, write_profile
+from rotator.sandbox.influxctl_state import (
+    FakeInfluxctl,
+    find_token,
+    format_time,
+    server_now,
+    transaction,
+    write_profile,
+)
 from tests.harness import INFLUXCTL, Scenario, make_scenario
 from tests.observe.test_inventory import rotate_in_process
 
@@ -113,6 +120,14 @@ def test_revoke_orphans_never_revokes_a_suspicious_token_that_carries_the_run_s_
     assert fake.token_by_id(shared)["revoked_at"] is None, "suspicious: never revoked"  # type: ignore[index]
     events = sc.journal_rows("SELECT detail FROM events WHERE step = 'revoke_orphan'")
     assert len(events) == 1 and orphan in events[0][0]
+
+
+def expire_now(state_path: Path, token_id: str, find: Any) -> None:
+    """The fake's token ``token_id`` (found by ``find``: find_token or find_db_token) expired a second ago."""
+    with transaction(state_path) as state:
+        record = find(state, token_id)
+        assert record is not None, token_id
+        record["expires_at"] = format_time(server_now(state) - timedelta(seconds=1))
 
 
 @contextmanager
@@ -248,18 +263,17 @@ def test_a_current_token_the_issuer_lists_dead_is_said_to_be(tmp_path, openbao, 
     """The journal's current token, revoked (or expired) at the issuer, was "current token" like a
     working one (and a revoked one was not even shown without --include-revoked). The policy's issuer
     authenticates with that token, so the cluster is listed through a person's profile of it."""
-    import time
-
     fake = fake_influxctl.state
     sc = make_scenario(tmp_path, openbao, fake, bootstrap=False)
-    lifetime = timedelta(hours=1) if how == "revoked" else timedelta(seconds=3)
-    expiry = datetime.now(UTC) + lifetime
+    # expired by moving its expiry into the past once bootstrapped: a token due 3 s after its creation
+    # expired before a bootstrap slowed by a busy machine had verified it
+    expiry = datetime.now(UTC) + timedelta(hours=1)
     value, token_id = fake.add_token("created by a human for bootstrap", expires_at=expiry)
     sc.bootstrap_with(value, token_id)
     if how == "revoked":
         fake.revoke(token_id)
     else:
-        time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds()) + 0.2)
+        expire_now(fake.path, token_id, find_token)
     admin, _ = fake.add_token("a person's admin token")
     profile = write_profile(tmp_path / "person.toml", mgmt_token=admin, host="cluster.test.invalid")
     proc = sc.cli("inventory", "--output", "json", "--influxctl-profile", str(profile), "--influxctl", str(INFLUXCTL))
