@@ -265,8 +265,17 @@ class Schedule:
         while the window is closed at a random moment of the first interval of the next occurrence
         (the next ones follow an interval apart: as many as fit, spread over the whole window).
 
-        :class:`NoNextDue` for a cron schedule that never fires after ``now``, rotated or not.
+        :class:`NoNextDue` for a cron schedule that never fires after ``now``, rotated or not, and for a
+        next rotation past the last time a datetime holds (a publication edited to the year 9999): a due
+        time no caller can compare, so that no scheduler, status or scrape fails on it (OverflowError).
         """
+        try:
+            return self._next_due(last_rotation, now)
+        except OverflowError:
+            raise NoNextDue(f"the next rotation after {last_rotation.isoformat() if last_rotation else now} "
+                            "would be after the year 9999: check the last rotation's time in the journal") from None
+
+    def _next_due(self, last_rotation: datetime | None, now: datetime) -> datetime:
         if last_rotation is None:
             if self.cron is not None and _can_end(self.cron):
                 _cron_next(self.cron, now - timedelta(seconds=1))  # its years have passed: NoNextDue

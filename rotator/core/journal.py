@@ -1597,11 +1597,15 @@ class Journal:
                 out.update(_last_records(cur.execute(sql, (*chunk, *RunState.SUCCESS)), now))
         return out
 
-    def overview(self, now: datetime, published_since: datetime | None, *, last: bool = True) -> Overview:
+    def overview(self, now: datetime, published_since: datetime | None, *, last: bool = True,
+                 tag_searches: bool = False) -> Overview:
         """Every policy's state in one transaction of four queries, each bounded by what is current
         (open runs, pending/failed revocations, live leases) or by ``published_since`` (the last
         publication of each policy; every policy when None). What the daemon keeps in memory.
-        ``last=False``: no last publications (``Overview.last`` empty), only the unfinished work."""
+        ``last=False``: no last publications (``Overview.last`` empty), only the unfinished work.
+        ``tag_searches``: a fifth query, the published runs whose tag is still searched (a handful,
+        through the partial index runs_policy_tag_search): work of their policy too (``Overview.tag_searches``)."""
+        searches: dict[str, list[datetime]] = {}
         with self._tx() as cur:
             if not last:
                 last_runs: dict[str, RunRecord] = {}
@@ -1616,6 +1620,10 @@ class Journal:
                                    f"WHERE {_UNFINISHED_STATES}").fetchall()
             lease_rows = cur.execute("SELECT policy, expires_at FROM leases WHERE holder <> '' AND expires_at >= ?",
                                      (ts(now),)).fetchall()
+            if tag_searches:
+                rows = cur.execute(f"SELECT policy, tag_search_until FROM runs WHERE {_TAG_SEARCHED}").fetchall()
+                for policy, until in rows:
+                    searches.setdefault(policy, []).append(_dt(until) or now)
         open_runs: dict[str, tuple[int, int]] = {}
         for policy, error in open_rows:
             count, stuck = open_runs.get(policy, (0, 0))
@@ -1628,7 +1636,8 @@ class Journal:
             else:
                 failed[policy] = failed.get(policy, 0) + 1
         leases = {policy: _dt(expires) or now for policy, expires in lease_rows}
-        return Overview(last_runs, open_runs, {p: tuple(sorted(v)) for p, v in pending.items()}, failed, leases)
+        return Overview(last_runs, open_runs, {p: tuple(sorted(v)) for p, v in pending.items()}, failed, leases,
+                        {p: tuple(sorted(v)) for p, v in searches.items()})
 
     def open_run_count(self, policy: str) -> int:
         """How many runs of the policy are unfinished (indexed)."""
@@ -1946,15 +1955,26 @@ class Overview:
     pending: dict[str, tuple[tuple[datetime, datetime | None], ...]]
     failed: dict[str, int]
     leases: dict[str, datetime]
+    #: policy -> until when each of its published runs' tags is searched (RunRecord.tag_search_until),
+    #: sorted; read only when asked (Journal.overview's ``tag_searches``), else empty
+    tag_searches: dict[str, tuple[datetime, ...]] = field(default_factory=dict)
     #: how many policies a message about unfinished work names one by one (the rest are counted): the
     #: daemon's refusal of a reload that drops them, and the CLI's warning
     NAMED_AT_MOST: ClassVar[int] = 20
 
+    @property
+    def with_work(self) -> set[str]:
+        """The policies with unfinished work (:meth:`unfinished_work`)."""
+        return {*self.open_runs, *self.pending, *self.failed, *self.tag_searches}
+
     def unfinished_work(self, names: Collection[str]) -> dict[str, str]:
         """Of ``names``, the policies the journal holds unfinished work of (open runs, pending or failed
-        revocations), each with what it holds: the work only that policy's issuer and stores can end."""
+        revocations, tag searches not ended), each with what it holds: the work only that policy's issuer
+        and stores can end. A tag search counts until the pass that ends it, at or after its time: a mint try
+        without an answer may have created a token under the tag until then, and only that last search
+        finds one created after the search before it."""
         work: dict[str, str] = {}
-        for name in sorted(set(names) & {*self.open_runs, *self.pending, *self.failed}):
+        for name in sorted(set(names) & self.with_work):
             held = []
             runs = self.open_runs.get(name, (0, 0))[0]
             if runs:
@@ -1966,6 +1986,11 @@ class Overview:
             failed = self.failed.get(name, 0)
             if failed:
                 held.append(f"{failed} failed revocation{'s' if failed > 1 else ''} (the token is still valid)")
+            searches = self.tag_searches.get(name, ())
+            if searches:
+                held.append(f"{len(searches)} tag search{'es' if len(searches) > 1 else ''} not ended (the last "
+                            f"until {ts(searches[-1])}: a token a mint try without an answer created late may be "
+                            "valid)")
             if held:
                 work[name] = ", ".join(held)
         return work
@@ -2636,6 +2661,9 @@ _OPEN_WHERE = f"policy = ? AND state IN ({', '.join('?' * len(RunState.OPEN))})"
 _OPEN_STATES = f"state IN ({', '.join(repr(str(state)) for state in RunState.OPEN)})"
 _UNFINISHED_STATES = f"state IN ('{RevocationState.PENDING.value}', '{RevocationState.FAILED.value}')"
 _SUCCESS_WHERE = f"policy = ? AND state IN ({', '.join('?' * len(RunState.SUCCESS))})"
+#: the published runs whose tag is still searched, of every policy: runs_policy_tag_search's predicate first
+_TAG_SEARCHED = ("tag_search_until IS NOT NULL AND state IN "
+                 f"({', '.join(repr(str(state)) for state in RunState.SUCCESS)})")
 _LAST_SUCCESS_BRANCH = (
     f"SELECT * FROM ({_runs_branch('last', _SUCCESS_WHERE)} ORDER BY published_at DESC LIMIT 1) AS last_success"
 )

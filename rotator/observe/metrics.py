@@ -544,7 +544,8 @@ class Metrics:
         self.policies = Gauge("rotator_policies", "Policies in the running configuration", registry=r)
         self.removed_policy_work = Gauge("rotator_removed_policies_with_work",
                                          "Policies not in the policy file whose unfinished work (open runs, pending "
-                                         "or failed revocations) the journal holds: nothing does it", registry=r)
+                                         "or failed revocations, tag searches not ended) the journal holds: nothing "
+                                         "does it", registry=r)
         Info("rotator_build", "rotator's version", registry=r).info({"version": __version__})
         self._clock_offset = _ClockOffsetCollector()
         r.register(self._clock_offset)

@@ -111,7 +111,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -303,22 +303,36 @@ def _journal_left_behind(path: Path, config: Config) -> None:
              f"are relative to the link's directory, {path.parent}, as for every other rotator command")
 
 
-def _dropped_work_error(path: Path, work: Mapping[str, str]) -> ConfigError:
+#: how the refusal of a reload names a policy's job running here (Daemon._refuse_to_drop_work), by kind
+_JOB_WORDS = {"rotate": "a rotation", "recover": "a recovery", "revoke": "a revocation pass"}
+
+
+def _dropped_work_error(path: Path, work: Mapping[str, str], only_jobs: Collection[str] = ()) -> ConfigError:
     """The refusal of a reload whose policy file leaves out policies with unfinished work:
     their issuer and store settings leave with them, so nothing could recover their runs or revoke
-    their tokens, and their metrics (RotatorRevocationOverdue) would go too."""
+    their tokens, and their metrics (RotatorRevocationOverdue) would go too. ``only_jobs``: the policies
+    whose only work is a job of this daemon in progress, which needs nobody: the reload works once it ends."""
     names = list(work)
     listed = "; ".join(f"policy {name!r}: {work[name]}" for name in names[:Overview.NAMED_AT_MOST])
     if len(names) > Overview.NAMED_AT_MOST:
         listed += f"; and {len(names) - Overview.NAMED_AT_MOST} more policies"
     one = names[0] if len(names) == 1 else "NAME"
+    if set(names) <= set(only_jobs):
+        return ConfigError(
+            f"{len(names)} polic{'y' if len(names) == 1 else 'ies'} with a job in progress "
+            f"{'is' if len(names) == 1 else 'are'} not in {path}: {listed}. Without a policy's issuer and store "
+            "settings nothing could end what that job may leave behind (a candidate token, a revocation)",
+            hint=f"reload again once {'its job ends' if len(names) == 1 else 'their jobs end'} (seconds to minutes; "
+                 "the daemon logs the end of each): it is refused again only if the journal holds work of it then. "
+                 "With [daemon] watch on, the daemon tries the file again by itself once they end")
     return ConfigError(
         f"{len(names)} polic{'y' if len(names) == 1 else 'ies'} with unfinished work in the journal "
         f"{'is' if len(names) == 1 else 'are'} not in {path}: {listed}. Without a policy's issuer and store "
         "settings nothing can recover its runs or revoke its tokens",
         hint=f"put {'it' if len(names) == 1 else 'them'} back in the file with `enabled = false` (no rotation; the "
              "daemon still recovers its runs and revokes its old tokens when due) and remove each once "
-             f"`rotator status {one}` shows no open run nor revocation left (a renamed policy's new name is added "
+             f"`rotator status {one}` shows no open run nor revocation left and the time of its tag search, if any, "
+             "has passed (a renamed policy's new name is added "
              "then: two policies may not write one secret); a failed revocation waits for "
              f"`rotator revoke-expired --retry-failed {one}`, or for `rotator revoke-expired --dismiss TOKEN_ID "
              f"--reason TEXT {one}` if the token must stay valid")
@@ -515,10 +529,19 @@ class Daemon:
         self._credential_read_failures: dict[str, int] = {}
         self._recovered = False
         self._last_failed_fp: tuple[int, int, int] | None = _NO_FAILURE
+        #: the removed policies whose job in progress refused the last reload: once none of them has a job any
+        #: more, the watch tries that file again by itself (no person has anything to do for it)
+        self._reload_after_jobs: set[str] = set()
+        #: the policies a reload under way removes, once it found no job of theirs running: a job of theirs that
+        #: starts before the new engines are in place is skipped (_changed_since_queued), as it is after
+        self._dropping: frozenset[str] = frozenset()
         #: the running configuration's file content (_digest), None if it could not be read
         self._digest: bytes | None = None
         self._warned_unknown: set[str] = set()
         self._unschedulable: set[str] = set()
+        #: policy -> when a reload put its schedule (or window) in force, or enabled it: no rotation of it is
+        #: late for a due time before then (_started_late measures from it, as from a publication)
+        self._schedule_since: dict[str, datetime] = {}
         # time.monotonic() (not the Clock) for the watchdog and durations: they measure elapsed
         # time in this process, which must not jump with the wall clock or stop with a FakeClock.
         #: policy -> when its job started (time.monotonic), for the watchdog
@@ -812,7 +835,7 @@ class Daemon:
         elif settings.watch and now >= self._next_watch:
             self._next_watch = now + settings.watch_interval
             fp = _fingerprint(self.path)
-            if fp != self._fp and fp != self._last_failed_fp:
+            if fp != self._fp and (fp != self._last_failed_fp or self._jobs_that_refused_ended()):
                 self.reload("the file changed", full=False)
         settings = self.settings
         if self._superseded is not None:
@@ -876,12 +899,15 @@ class Daemon:
             if self._queued.get((kind, name)) != when:
                 continue  # planned again since
             del self._queued[(kind, name)]
-            if name not in self._engines or not self._idle(name, now, wake):
-                continue  # running: planned again when its job ends; LeaseBusy: queued again
-            if kind == "revoke":
-                self._submit(name, "revoke")
-            else:
-                to_rotate.append(name)
+            try:
+                if name not in self._engines or not self._idle(name, now, wake):
+                    continue  # running: planned again when its job ends; LeaseBusy: queued again
+                if kind == "revoke":
+                    self._submit(name, "revoke")
+                else:
+                    to_rotate.append(name)
+            except Exception as exc:  # a bug: popped already, so planned again by the next passes
+                self._plan_failed(name, exc, refresh=False)
         if to_rotate:
             # Looks due: did another rotator serve them meanwhile? One read for all of them.
             try:
@@ -892,8 +918,14 @@ class Daemon:
                 raise
             for name in to_rotate:
                 view = self._views.setdefault(name, _View())
-                self._set_last(name, view, last.get(name))
-                target = self._plan(name)  # at this pass's now (_pass_now), the one compared here
+                try:
+                    self._set_last(name, view, last.get(name))
+                    target = self._plan(name)  # at this pass's now (_pass_now), the one compared here
+                except Exception as exc:
+                    # A bug in one policy's planning: every name here is popped from the queue already, so
+                    # an exception let out would drop the others due with it from the schedule for good.
+                    self._plan_failed(name, exc, refresh=False)
+                    continue
                 if target is None or target > now:
                     continue
                 self._queued.pop(("rotate", name), None)
@@ -903,6 +935,11 @@ class Daemon:
                 # by the time a worker runs the job).
                 if view.published_at is not None:
                     target = max(target, view.published_at)
+                # Nor for a due time a reload's new schedule put in the past (a 30d schedule shortened to 7d
+                # ten days after its last rotation: due three days before the reload that made it so).
+                since = self._schedule_since.get(name)
+                if since is not None:
+                    target = max(target, since)
                 self._submit(name, "rotate", planned_from=view.run_id, target=target)
         while queue and self._queued.get((queue[0][2], queue[0][3])) != queue[0][0]:
             heapq.heappop(queue)  # not current (planned again, or submitted above): no wake-up for it
@@ -937,10 +974,16 @@ class Daemon:
             if pause > now + longest_pause:
                 self._credential_pause[name] = now + longest_pause
         latest = now + max(settings.failure_backoff_max, timedelta(seconds=BUSY_RETRY[1]))
+        # busy_until is never more than a LeaseBusy's retry or TICK_RETRY ahead, and holds back everything of
+        # its policy (its rotation, revocations, its stores' keep-alive): capped at the longer backoff, one
+        # LeaseBusy met just before the step froze the policy for up to failure_backoff_max.
+        busy_latest = now + timedelta(seconds=max(BUSY_RETRY[1], TICK_RETRY))
         for name, track in list(self._tracks.items()):
             times = (track.retry_at, track.busy_until, track.revoke_retry_at)
-            track.retry_at, track.busy_until, track.revoke_retry_at = (
-                None if t is None else min(t, latest) for t in times)
+            track.retry_at, track.revoke_retry_at = (None if t is None else min(t, latest)
+                                                     for t in (track.retry_at, track.revoke_retry_at))
+            if track.busy_until is not None:
+                track.busy_until = min(track.busy_until, busy_latest)
             if times != (track.retry_at, track.busy_until, track.revoke_retry_at):
                 with self._lock:
                     self._replan.add(name)
@@ -1137,7 +1180,7 @@ class Daemon:
                 self._submit(name, "recover")
         # A reload that leaves out a policy with unfinished work is refused; this is what the file held at
         # the start, or came after (another process's work, or a reload that could not read the journal).
-        unknown = {*overview.open_runs, *overview.pending, *overview.failed} - set(self._views)
+        unknown = overview.with_work - set(self._views)
         left = overview.unfinished_work(unknown)
         self.metrics.removed_policy_work.set(len(left))
         for name in sorted(left.keys() - self._warned_unknown):
@@ -1235,8 +1278,9 @@ class Daemon:
         # A job running now may commit after the overview below is read: what it committed is read
         # by the pass after its end (tick: _refresh of the policies whose job ended), on this same
         # thread, after this overview is applied. No job writes a view.
+        read_at = self.clock.now()
         try:
-            overview = self.journal.overview(self.clock.now(), since)
+            overview = self.journal.overview(read_at, since, tag_searches=True)
         except RotatorError:
             self._journal_up = False
             raise
@@ -1254,8 +1298,11 @@ class Daemon:
             if view is not None and (full or view.run_id != run.run_id):
                 self._set_last(name, view, run)
                 touched.add(name)
-            if run.published_at is not None and (self._watermark is None or run.published_at > self._watermark):
-                self._watermark = run.published_at
+            # At most now: a publication edited far ahead (the year 9999) would make every later sweep read
+            # only what was published after it, that is nothing (a watermark too early only reads more).
+            published = None if run.published_at is None else min(run.published_at, read_at)
+            if published is not None and (self._watermark is None or published > self._watermark):
+                self._watermark = published
         current = {*overview.open_runs, *overview.pending, *overview.failed, *overview.leases}
         for name in (views.keys() if full else self._eventful | current):
             view = views.get(name)
@@ -1269,7 +1316,10 @@ class Daemon:
                 touched.add(name)
         self._eventful = current
         for name in (views.keys() if full else touched):
-            self._plan(name)
+            try:
+                self._plan(name)
+            except Exception as exc:  # a bug: one policy's error must not stop the others' planning, nor the start
+                self._plan_failed(name, exc, refresh=False)
         return overview
 
     def _adopt_policies(self, policies: Sequence[Policy]) -> None:
@@ -1384,6 +1434,7 @@ class Daemon:
         self._plan_retry.pop(name, None)
         self._plan_failures.pop(name, None)
         self._credential_read_failures.pop(name, None)
+        self._schedule_since.pop(name, None)
         self.metrics.forget(name)
 
     def _policy_lock(self, name: str) -> threading.Lock:
@@ -1471,10 +1522,10 @@ class Daemon:
             if kind == "recover":
                 self._emit({"policy": name, "run_id": None, "step": "recover", "result": "failed",
                             "error": _describe(exc)})
-            self._revoke_failed(name, kind)
+            self._revoke_failed(name, kind, engine)
         except Exception:
             log.exception("%s failed unexpectedly", kind)
-            self._revoke_failed(name, kind)
+            self._revoke_failed(name, kind, engine)
 
     def _changed_since_queued(self, name: str, engine: EngineLike, kind: str) -> str | None:
         """How a reload changed the policy while its job waited for a worker ("removed", "disabled",
@@ -1482,7 +1533,7 @@ class Daemon:
         disabled since must not be rotated, and a changed one is served by its new engine (a reload
         builds a new engine for every policy whose settings changed, for every policy at a SIGHUP)."""
         current = self._engines.get(name)
-        if current is None:
+        if current is None or name in self._dropping:
             return "removed"
         policy = self._by_name.get(name)
         if kind == "rotate" and policy is not None and not policy.enabled:
@@ -1491,13 +1542,15 @@ class Daemon:
             return "set up anew"
         return None
 
-    def _revoke_failed(self, name: str, kind: str) -> None:
-        """A revocation or recovery job failed: its next try backs off as a rotation's does."""
+    def _revoke_failed(self, name: str, kind: str, engine: EngineLike) -> None:
+        """A revocation or recovery job failed: its next try backs off as a rotation's does (unless a reload
+        set the policy up anew meanwhile: see _failed)."""
         if kind not in ("recover", "revoke"):
             return
         track = self._tracks.setdefault(name, _Track())
         track.revoke_failures += 1
-        track.revoke_retry_at = self.clock.now() + self._backoff(track.revoke_failures)
+        replaced = self._engines.get(name) is not engine
+        track.revoke_retry_at = None if replaced else self.clock.now() + self._backoff(track.revoke_failures)
 
     def _backoff(self, failures: int) -> timedelta:
         """The wait after ``failures`` in a row: failure_backoff doubled up to failure_backoff_max, 75-100% of it."""
@@ -1527,13 +1580,13 @@ class Daemon:
             raise
         except RotatorError as exc:
             self._started_late(name, target, now)
-            self._failed(name, exc, started, now, planned_from)
+            self._failed(name, exc, started, now, planned_from, engine)
             return
         except Exception as exc:  # an adapter bug: back off like any failure instead of looping
             log.exception("rotation failed unexpectedly")
             self._started_late(name, target, now)
             self._failed(name, PermanentError(f"internal error: {type(exc).__name__}: {exc}"), started, now,
-                         planned_from)
+                         planned_from, engine)
             return
         if result.state == NOTHING_TO_DO:
             # Served already (another replica, recovery of an interrupted run): no run of this
@@ -1563,14 +1616,18 @@ class Daemon:
                 "rotation was due at %s and started %s late (misfire); one run for every due time missed",
                 target.isoformat(timespec="seconds"), format_duration(timedelta(seconds=late)))
 
-    def _failed(self, name: str, exc: RotatorError, started: float, began: datetime, planned_from: str | None) -> None:
+    def _failed(self, name: str, exc: RotatorError, started: float, began: datetime, planned_from: str | None,
+                engine: EngineLike) -> None:
         elapsed = time.monotonic() - started
         outcome = "needs_attention" if isinstance(exc, NeedsAttention) else "failure"
         track = self._tracks.setdefault(name, _Track())
         track.failures += 1
         track.failed_from = planned_from
-        delay = self._backoff(track.failures)
-        track.retry_at = self.clock.now() + delay
+        # A reload set the policy up anew while this run went on (_reset_backoff ended its wait then: the
+        # reload may be its fix): the old adapters' failure counts, but holds back no try of the new ones.
+        replaced = self._engines.get(name) is not engine
+        track.retry_at = None if replaced else self.clock.now() + self._backoff(track.failures)
+        retry_at = track.retry_at or self.clock.now()
         self.metrics.run_duration.observe(elapsed)
         if not isinstance(exc, LeaseLost):  # counted as "aborted" from the engine's rotate/aborted event
             self.metrics.rotations.labels(name, outcome).inc()
@@ -1585,15 +1642,16 @@ class Daemon:
             # Kept across the plain failures that may follow (a journal blip on a retry): only a success
             # shows that a person fixed it. Read by snapshot() and the status page on other threads.
             track.attention = message
-        logger.error("policy %s: rotation failed (%d in a row), retrying at %s: %s", name, track.failures,
-                     track.retry_at.isoformat(timespec="seconds"), message)
+        logger.error("policy %s: rotation failed (%d in a row), retrying %s: %s", name, track.failures,
+                     "at once with the adapters a reload built since it started" if replaced
+                     else f"at {retry_at.isoformat(timespec='seconds')}", message)
         if run is not None and run.state == RunState.REVOKING_NEW and run.run_id not in self._orphans_reported:
             # The candidate could not be revoked: it is valid and nobody holds it until recovery.
             self._emit({"policy": name, "run_id": run.run_id, "step": "revoke_new", "result": "failed",
                         "token_id": run.new_token_id, "error": run.error or message})
         self._emit({"policy": name, "run_id": run.run_id if run else None, "step": "rotate",
                     "result": "needs_attention" if outcome == "needs_attention" else "failed",
-                    "error": message, "failures": track.failures, "retry_at": track.retry_at,
+                    "error": message, "failures": track.failures, "retry_at": retry_at,
                     "duration_s": round(elapsed, 3)})
 
     def attention(self, name: str) -> str | None:
@@ -1995,6 +2053,13 @@ class Daemon:
         self.notifier(event)
 
     def reload(self, reason: str, *, full: bool = True) -> bool:
+        """:meth:`_reload`; then no policy is being removed any more (a job of one that it kept may start)."""
+        try:
+            return self._reload(reason, full=full)
+        finally:
+            self._dropping = frozenset()
+
+    def _reload(self, reason: str, *, full: bool) -> bool:
         """Load the policy file again; keep the running configuration if the new one is invalid.
 
         ``full`` (SIGHUP, an operator's explicit reload): the file is read and validated again and
@@ -2027,6 +2092,7 @@ class Daemon:
                         "policies": len(self.policies)})
             return True
         notifier: Notifier | None = None
+        self._reload_after_jobs = set()
         try:
             loaded = self._loader(self.path)
             url = loaded.config.journal_url()
@@ -2051,6 +2117,10 @@ class Daemon:
         old = self.loaded
         if (loaded.daemon.listen, loaded.daemon.workers) != (old.daemon.listen, old.daemon.workers):
             logger.warning("listen and workers changes take effect at the next restart")
+        schedules, now = {p.name: (p.schedule, p.enabled) for p in old.config.policies}, self.clock.now()
+        for policy in loaded.config.policies:
+            if schedules.get(policy.name) != (policy.schedule, policy.enabled):
+                self._schedule_since[policy.name] = now
         kept = sum(1 for name, engine in engines.items() if self._engines.get(name) is engine)
         rebuilt = {name for name, engine in engines.items() if self._engines.get(name) is not engine}
         planned = set(self._by_name)
@@ -2095,23 +2165,49 @@ class Daemon:
 
     def _refuse_to_drop_work(self, removed: set[str], reason: str) -> None:
         """ConfigError when the journal holds unfinished work of a policy the reload would drop (see
-        :func:`_dropped_work_error`). One read for all of them, bounded by what is unfinished. A journal
-        that cannot be read refuses nothing: the reload goes on, as it did before this check, with a
-        warning (refusing would keep a watched file refused after the journal came back, until the
-        file changed again); the sweep warns of what it then finds left behind."""
+        :func:`_dropped_work_error`), or a job of it is running here. One read for all of them,
+        bounded by what is unfinished. A journal that cannot be read refuses nothing of its own: the
+        reload goes on, as it did before this check, with a warning (refusing would keep a watched file
+        refused after the journal came back, until the file changed again); the sweep warns of what it
+        then finds left behind.
+
+        A job journals nothing before its lease (a rotation's PLAN reads the stores and the issuer first),
+        yet may go on to mint, publish and schedule a revocation that nothing would end once the policy's
+        settings are gone. One that only waits for a worker is skipped when it starts (_changed_since_queued),
+        from now on (_dropping: a job starts under the same lock) though the new engines are not in place yet."""
+        with self._lock:  # (a keep-alive job is not in _job_started: it journals nothing)
+            running = {name: self._busy[name][0] for name in removed if name in self._job_started}
+            if not running:
+                self._dropping = frozenset(removed)
         now = self.clock.now()
+        work: dict[str, str] = {}
         try:
-            overview = self.journal.overview(now, now)  # publications since now: none to read
+            overview = self.journal.overview(now, now, tag_searches=True)  # publications since now: none to read
         except RotatorError as exc:
             names = sorted(removed)
             at_most = Overview.NAMED_AT_MOST
             listed = ", ".join(names[:at_most]) + (f" and {len(names) - at_most} more" if len(names) > at_most else "")
             logger.warning("reload (%s): cannot read the journal to check that the policies it removes (%s) have no "
                            "unfinished work; reloading without that check: %s", reason, listed, _describe(exc))
-            return
-        work = overview.unfinished_work(removed)
+        else:
+            work = overview.unfinished_work(removed)
+        only_jobs = set(running) - set(work)
+        for name, kind in running.items():
+            job = (f"{_JOB_WORDS.get(kind, f'a {kind} job')} in progress here (it may mint, publish or schedule a "
+                   "revocation yet)")
+            work[name] = f"{work[name]}, {job}" if name in work else job
+        if running:
+            self._reload_after_jobs = set(running)
         if work:
-            raise _dropped_work_error(self.path, work)
+            raise _dropped_work_error(self.path, dict(sorted(work.items())), only_jobs)
+
+    def _jobs_that_refused_ended(self) -> bool:
+        """A reload was refused for jobs of the policies it removes (:meth:`_refuse_to_drop_work`), and none
+        of them has a job running any more: the watch tries the file again (once; a job since refuses it again)."""
+        if not self._reload_after_jobs:
+            return False
+        with self._lock:
+            return not self._reload_after_jobs & self._job_started.keys()
 
     def _rebase_timers(self) -> None:
         """After a reload: a shorter sweep, watch or inventory interval takes effect now, not once the

@@ -128,8 +128,8 @@ def _fill(url: str, policies: int, history: int) -> None:
 #: the daemon's reads of every policy: the sweep's, the start's (and a reload's), and the last publication
 #: of the policies that look due, before each pass rotates them
 DAEMON_READS: dict[str, Callable[[Journal], object]] = {
-    "sweep": lambda journal: journal.overview(NOW, SINCE),
-    "start": lambda journal: journal.overview(NOW, None),
+    "sweep": lambda journal: journal.overview(NOW, SINCE, tag_searches=True),
+    "start": lambda journal: journal.overview(NOW, None, tag_searches=True),
     "due": lambda journal: journal.last_successes(["p1", "p2", "p3", "nothing-run"], NOW),
 }
 
@@ -160,7 +160,8 @@ def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 #: the tables of the history, and their aliases in the daemon's reads
 _HISTORY = ("runs", "revocations", "r", "n", "l")
 #: SQLite's scans of them that read what is current alone: a partial index's rows
-_CURRENT_ONLY = ("SCAN runs USING INDEX runs_open", "SCAN revocations USING INDEX revocations_unfinished")
+_CURRENT_ONLY = ("SCAN runs USING INDEX runs_open", "SCAN revocations USING INDEX revocations_unfinished",
+                 "SCAN runs USING INDEX runs_policy_tag_search")
 
 
 def _full_scans(journal: Journal, sql: str, params: tuple[object, ...]) -> list[str]:
@@ -206,7 +207,7 @@ def test_the_daemons_reads_of_every_policy_read_no_whole_table_of_history(
                 cur.execute("ANALYZE")
         for read, call in DAEMON_READS.items():
             statements = _selects(journal, monkeypatch, call)
-            assert len(statements) == (1 if read == "due" else 4), (read, statements)
+            assert len(statements) == (1 if read == "due" else 5), (read, statements)
             for sql, params in statements:
                 assert _full_scans(journal, sql, params) == [], (read, sql)
     finally:

@@ -986,6 +986,31 @@ def test_a_clock_step_back_neither_stops_the_sweep_nor_stretches_a_retry(harness
     assert sorted(seen) == ["revoke a", "rotate a"], seen
 
 
+def test_a_clock_step_back_right_after_a_busy_lease_holds_the_policy_back_seconds_not_an_hour(
+        harness: Callable[..., Harness]) -> None:  # fmt: skip
+    """A LeaseBusy holds everything of the policy back for a second or two (busy_until); the step back
+    capped it at failure_backoff_max (1 h) instead, and a revocation due right after the step waited."""
+    h = harness([("a", "1h", "")], daemon='failure_backoff_max = "1h"\n')
+    h.tick()
+    h.clock.advance(timedelta(hours=1))
+    h.daemon.journal.acquire_lease("a", "elsewhere:1:y", timedelta(minutes=2), h.clock.now())
+    h.tick()
+    assert h.calls == [] and h.daemon._tracks["a"].busy_until is not None
+    h.daemon.journal.release_lease("a", "elsewhere:1:y")
+    h.clock.advance(-timedelta(hours=3))
+    h.tick()
+    busy_until = h.daemon._tracks["a"].busy_until
+    assert busy_until is not None and busy_until - h.clock.now() <= timedelta(seconds=5)
+    # Written by another process: the next sweep reads it.
+    h.daemon.journal.schedule_revocation(Revocation("a", "t-old", "r0", "superseded", h.clock.now(), "pending"))
+    seen = []
+    for _ in range(2):
+        h.clock.advance(timedelta(minutes=1))
+        h.tick()
+        seen += h.calls
+    assert seen == ["revoke a"], seen
+
+
 def test_tick_skips_a_policy_another_rotator_holds(harness: Callable[..., Harness]) -> None:
     h = harness([("a", "1h", "")])
     h.tick()

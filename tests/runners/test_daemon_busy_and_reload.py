@@ -6,7 +6,9 @@
 - a reload ends the failure backoff of a policy whose engine it built again (the reload may be its
   fix), and caps every other wait at the new failure_backoff_max;
 - a job queued behind busy workers does not run with the engine it was queued with once a reload
-  removed, disabled or changed its policy: it is planned again under the new configuration.
+  removed, disabled or changed its policy: it is planned again under the new configuration;
+- a run that fails on the adapters a SIGHUP replaced while it ran is counted, but holds no try of the
+  new ones back; a rotation due by a schedule a reload shortened (or a policy it enabled) is no misfire.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -144,6 +147,60 @@ def test_a_sighup_tries_a_failing_policy_again_at_once_and_a_new_failure_backs_o
     track = h.daemon._tracks["a"]
     assert track.failures == 8 and track.retry_at is not None
     assert track.retry_at - h.clock.now() >= timedelta(minutes=45), "backs off at the cap again"
+
+
+def test_a_sighup_during_a_failing_run_lets_the_new_adapters_try_at_once(
+        harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """The operator's SIGHUP (a fixed CA bundle) comes while the failing run is still inside the issuer:
+    the reload ended the policy's backoff, then the run's failure, the old adapters', started a new one
+    (10 minutes) before the new adapters were ever tried. It counts, and the new engine rotates at once."""
+    workers = HeldExecutor()
+    h = harness([("a", "30d", "")], daemon='failure_backoff = "10m"\n', last=None, executor=workers)
+    h.tick()
+    assert list(workers.held) == ["a"]
+    old = h.engines["a"]
+
+    def fail_after_a_sighup(**_: Any) -> Any:
+        old.calls.append("rotate a (old adapters)")
+        assert h.daemon.reload("SIGHUP", full=True)
+        raise TransientError("issuer refused: unknown CA")
+
+    old.rotate = fail_after_a_sighup  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="rotator.daemon")
+    workers.run("a")
+    assert h.calls == ["rotate a (old adapters)"] and h.engines["a"] is not old
+    track = h.daemon._tracks["a"]
+    assert track.failures == 1 and track.retry_at is None, "counted, no backoff"
+    assert sample(h, "rotator_consecutive_failures", policy="a") == 1
+    assert messages(caplog, "retrying at once with the adapters a reload built", logging.ERROR)
+    h.tick()
+    assert list(workers.held) == ["a"], "tried again at once"
+    workers.run("a")
+    assert h.calls == ["rotate a"] and sample(h, "rotator_consecutive_failures", policy="a") == 0
+
+
+@pytest.mark.parametrize("change", ["schedule shortened", "enabled"])
+def test_a_rotation_due_by_what_a_reload_changed_is_no_misfire(harness: Callable[..., Harness],
+                                                              change: str) -> None:
+    """Ten days after a's last rotation, a reload shortens its schedule from 30d to 7d (or enables it, 40 days
+    after): due three (ten) days before the reload that made it so. Its rotation follows the reload at once,
+    neither days late nor a misfire; only lateness after the change counts."""
+    disabled = "enabled = false" if change == "enabled" else ""
+    h = harness([("a", "30d", disabled)])
+    h.tick()
+    h.clock.advance(timedelta(days=10 if change == "schedule shortened" else 40))
+    h.tick()
+    assert h.calls == []
+    if change == "enabled":
+        write_config(h, [("a", "30d", "")])
+    else:
+        write_config(h, [("a", "7d", "")])
+    assert h.daemon.reload("SIGHUP")
+    h.tick()
+    assert h.calls == ["rotate a"]
+    assert not sample(h, "rotator_schedule_misfires_total", policy="a")
+    assert sample(h, "rotator_schedule_delay_seconds_count") == 1
+    assert sample(h, "rotator_schedule_delay_seconds_sum") == 0
 
 
 def test_a_reload_caps_the_wait_of_a_failing_revocation(harness: Callable[..., Harness]) -> None:

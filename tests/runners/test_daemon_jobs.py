@@ -367,8 +367,8 @@ def test_a_load_of_the_views_overlapping_a_jobs_end_keeps_the_jobs_result(
     journal = h.daemon.journal
     read = journal.overview
 
-    def overview(now: Any, since: Any) -> Any:
-        before = read(now, since)  # read before the job commits...
+    def overview(now: Any, since: Any, **kwargs: Any) -> Any:
+        before = read(now, since, **kwargs)  # read before the job commits...
         monkeypatch.setattr(journal, "overview", read)
         held.run("a")  # ...which then ends: it commits and refreshes its view
         return before
@@ -539,11 +539,12 @@ def test_the_pass_an_ended_inventory_wakes_starts_the_next_one(
 
 # ---------------------------------------------------------------------------------- a policy removed
 @pytest.mark.parametrize("outcome", ["failure", "success"])
-def test_a_policy_removed_while_its_job_runs_leaves_no_metrics_behind(
+def test_a_policy_removed_once_its_running_job_ended_leaves_no_metrics_behind(
         harness: Callable[..., Harness], outcome: str) -> None:
-    """A reload forgets a removed policy's series; its job still running then ends and counts (a
-    failure, a success, a duration): those series came back for good, RotatorRotationFailing firing
-    for a policy that no longer exists. They go again when the job ends."""
+    """A reload that removes a policy while its job runs is refused (the run may still publish and schedule
+    a revocation: test_daemon_removed_policy.py), so the job's end counts (a failure, a success, a
+    duration) while the policy is there. The reload after it forgets those series, for good:
+    RotatorRotationFailing must not fire for a policy that no longer exists."""
     held = HeldExecutor()
     h = harness([("a", "1h", ""), ("b", "1h", "")], executor=held)
     h.tick()
@@ -554,18 +555,21 @@ def test_a_policy_removed_while_its_job_runs_leaves_no_metrics_behind(
     if outcome == "failure":
         engine.fail.append(TransientError("issuer unreachable"))
     rotate = engine.rotate
+    reloads: list[bool] = []
 
     def reloaded_while_it_runs(**kw: Any) -> RunResult:
         # (b keeps its engine: the watch's reload. A job still queued, not running, when its policy is
         # removed does not run at all: test_daemon_busy_and_reload.py.)
         h.daemon.path.write_text(HEAD + POLICY.format(name="b", schedule="1h", extra=""))
-        assert h.daemon.reload("the file changed", full=False)
+        reloads.append(h.daemon.reload("the file changed", full=False))
         return rotate(**kw)
 
     engine.rotate = reloaded_while_it_runs  # type: ignore[method-assign]
     held.run("a")
-    assert h.calls == ["rotate a"], "it ran"
+    assert h.calls == ["rotate a"] and reloads == [False], "it ran, and the reload waited for it"
     held.run("b")
+    h.tick()
+    assert h.daemon.reload("the file changed", full=False), "its run ended: nothing left of it"
     h.tick()
     exposition = h.daemon.metrics.exposition().decode()
     assert 'policy="a"' not in exposition, [line for line in exposition.splitlines() if 'policy="a"' in line]

@@ -8,12 +8,15 @@ or failed revocation), in-process on a fake clock:
   sweep logs the work as an error and rotator_removed_policies_with_work counts it until the policy
   is back with `enabled = false`, which lets the work drain, then it can be removed;
 - a journal that cannot be read at the reload does not refuse it (the check is skipped, with a
-  warning), and the sweep reports the work left behind once the journal answers.
+  warning), and the sweep reports the work left behind once the journal answers;
+- a run of the policy in progress here (before it journaled anything) refuses a reload too, until it
+  ends, and a tag search not ended is work like the others (both journal backends).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,7 +29,7 @@ from rotator.core.clock import FakeClock
 from rotator.core.errors import JournalError
 from rotator.core.journal import Revocation, RunRecord, open_journal
 from rotator.runners.daemon import Daemon
-from tests.runners.test_daemon import POLICY, T0, FakeEngine, InlineExecutor
+from tests.runners.test_daemon import POLICY, T0, FakeEngine, HeldExecutor, InlineExecutor
 
 HEAD = '[rotator]\njournal = "journal.db"\n[daemon]\naudit = { file = "audit.jsonl" }\n'
 GRACE = timedelta(minutes=10)
@@ -211,10 +214,10 @@ def test_a_journal_unreadable_at_the_reload_does_not_refuse_it_and_the_sweep_rep
         overview = d.journal.overview
         down = [True]
 
-        def unreachable(*args: Any) -> Any:
+        def unreachable(*args: Any, **kwargs: Any) -> Any:
             if down:
                 raise JournalError("the journal does not answer")
-            return overview(*args)
+            return overview(*args, **kwargs)
 
         monkeypatch.setattr(d.journal, "overview", unreachable)
         caplog.set_level(logging.INFO, logger="rotator.daemon")
@@ -243,3 +246,117 @@ def test_the_refusal_of_many_policies_names_twenty_and_counts_the_rest(tmp_path:
     assert str(err).startswith("25 policies with unfinished work in the journal are not in ")
     assert "policy 'p019'" in str(err) and "policy 'p020'" not in str(err) and "and 5 more policies" in str(err)
     assert "`rotator status NAME`" in err.hint and "put them back" in err.hint
+
+
+def test_a_reload_that_drops_a_policy_whose_run_is_in_progress_is_refused_until_the_run_ends(
+        setup: Setup, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """b's rotation is in PLAN (reading its stores and issuer: nothing journaled yet) when the file without b
+    is reloaded. Accepted, the run went on to publish and schedule the revocation of the token it replaced,
+    which nothing did then. Refused while the run lasts; once it ended, the watch tries the file again by
+    itself, and b goes (its run left nothing unfinished)."""
+    watched = HEAD + 'watch = true\nwatch_interval = "5s"\n'
+
+    def write(names: list[str]) -> None:
+        setup.path.write_text(watched + "".join(POLICY.format(name=n, schedule="30d", extra="") for n in names))
+
+    write(["a", "b"])
+    clock, calls, workers = setup.clock, setup.calls, HeldExecutor()
+    d = Daemon(setup.path, clock=clock, serve_http=False, executor=workers, handle_signals=False,
+               engine_factory=lambda p, c, j, listener: RecoveringEngine(p.name, j, clock, calls))
+    d.start()
+    running = threading.Thread(target=workers.run, args=("b",))
+    started, release = threading.Event(), threading.Event()
+    try:
+        clock.advance(timedelta(days=30))
+        d.tick(clock.now())
+        assert sorted(workers.held) == ["a", "b"], "both due"
+        engine = d._engines["b"]
+        rotate = engine.rotate
+
+        def planning(**kw: Any) -> Any:  # PLAN reads the stores and the issuer: nothing journaled yet
+            started.set()
+            release.wait(30)
+            return rotate(**kw)
+
+        engine.rotate = planning  # type: ignore[method-assign]
+        running.start()
+        assert started.wait(10)
+        write(["a"])
+        caplog.set_level(logging.INFO, logger="rotator.daemon")
+        assert not d.reload("SIGHUP")
+        assert [p.name for p in d.policies] == ["a", "b"], "the running configuration is kept"
+        refused = messages(caplog, "reload (SIGHUP) rejected", logging.ERROR)
+        assert len(refused) == 1 and "policy 'b': a rotation in progress here" in refused[0], caplog.text
+        assert "reload again once its job ends" in refused[0]
+        clock.advance(timedelta(seconds=6))
+        d.tick(clock.now())
+        assert [p.name for p in d.policies] == ["a", "b"], "the watch waits for the run"
+
+        release.set()
+        running.join(10)
+        assert calls == ["rotate b"] and not d.journal.open_runs("b")
+        clock.advance(timedelta(seconds=6))
+        d.tick(clock.now())
+        assert [p.name for p in d.policies] == ["a"], caplog.text
+        assert messages(caplog, "reloaded", logging.INFO)
+    finally:
+        release.set()
+        running.join(10)
+        if "a" in workers.held:
+            workers.run("a")
+        d.shutdown()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'journal.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_a_tag_search_not_ended_is_unfinished_work(
+        tmp_path: Path, journal_url: str, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """b's last rotation published, but a try of its mint had no answer: the issuer may create a token under
+    its tag until 12:30, which the search then finds (grace over, nothing else pending). A reload that drops
+    b is refused until that search ended; a start without b counts it as work left behind."""
+    (tmp_path / "vault-token").write_text("x")
+    path, clock, calls = tmp_path / "rotator.toml", FakeClock(T0), list[str]()
+    head = HEAD.replace('"journal.db"', f'"{journal_url}"')
+
+    def write(names: list[str]) -> None:
+        path.write_text(head + "".join(POLICY.format(name=n, schedule="30d", extra="") for n in names))
+
+    def start(names: list[str]) -> Daemon:
+        write(names)
+        d = Daemon(path, clock=clock, serve_http=False, executor=InlineExecutor(), handle_signals=False,
+                   engine_factory=lambda p, c, j, listener: RecoveringEngine(p.name, j, clock, calls))
+        d.start()
+        return d
+
+    until = T0 + timedelta(minutes=30)
+    journal = open_journal(journal_url)
+    journal.begin_run(RunRecord("boot-a", "a", "done", "bootstrap", T0, T0, published_at=T0))
+    journal.begin_run(RunRecord("r-b", "b", "done", "rotate", T0, T0, published_at=T0, finished_at=T0,
+                                new_token_id="t-b", tag_search_until=until))
+    journal.close()
+    d = start(["a"])
+    try:
+        d.tick(clock.now())
+        assert sample(d, "rotator_removed_policies_with_work") == 1
+        assert messages(caplog, "the journal holds unfinished work of policy 'b'", logging.ERROR)
+    finally:
+        d.shutdown()
+
+    d = start(["a", "b"])
+    try:
+        d.tick(clock.now())
+        write(["a"])
+        caplog.clear()
+        assert not d.reload("SIGHUP")
+        refused = messages(caplog, "reload (SIGHUP) rejected", logging.ERROR)
+        assert len(refused) == 1 and "policy 'b': 1 tag search not ended" in refused[0], caplog.text
+        assert d.journal.end_tag_search("b", "r-b", until)  # what b's last search does, at 12:30
+        assert d.reload("SIGHUP")
+        assert [p.name for p in d.policies] == ["a"]
+    finally:
+        d.shutdown()
