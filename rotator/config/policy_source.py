@@ -168,13 +168,13 @@ def refuse_untrusted_file(path: Path, what: str, st: os.stat_result | None = Non
     file its service's user owns). OSError (the file or its directory cannot be looked at) is the caller's."""
     real = os.path.realpath(path)
     # A file on a read-only mount (a container's `-v FILE:FILE:ro`, owned by the host's user) nobody here
-    # may change, whatever its owner and mode say: its directory is still checked
+    # may change, whatever its owner and mode say: its directory is still checked (unless read-only too)
     found = None if _read_only_mount(real) else untrusted_writers(
         real, st if st is not None else os.stat(real), check_owner=check_owner)
     if found is not None:
         problem, fix = found
         raise ConfigError(f"{what} {_shown(path, real)} {problem}: {why}",
-                          hint=f"run `{fix}`: rotator uses a file that only its own user and root may change")
+                          hint=f"{fix} (rotator uses a file that only its own user and root may change)")
     if check_directory:
         refuse_untrusted_directory(path, what, why=why, sticky_ok=sticky_directory_ok, check_owner=check_owner)
 
@@ -188,14 +188,18 @@ def refuse_untrusted_directory(path: Path, what: str, *, why: str, sticky_ok: bo
     arguments and OSError as :func:`refuse_untrusted_file`."""
     real = os.path.realpath(path)
     parent = os.path.dirname(real)
-    found = untrusted_writers(parent, os.stat(parent), directory=True, sticky_ok=sticky_ok, check_owner=check_owner)
+    st = os.stat(parent)
+    if _read_only_mount(parent):  # (a container's `-v DIR:DIR:ro`): nobody here may put a file in it
+        return
+    found = untrusted_writers(parent, st, directory=True, sticky_ok=sticky_ok, check_owner=check_owner)
     if found is not None:
         problem, fix = found
         sticky = " (a directory with the sticky bit, as /tmp, is accepted)" if sticky_ok else ""
+        # Not to another place where the other user's service could no longer write it: run as that user
+        move = "" if fix.startswith(_RUN_AS) else (f", or move {what} to a directory only rotator's user and root "
+                                                   f"may write{sticky}")
         raise ConfigError(f"{what} {_shown(path, real)} is in the directory {parent}, which {problem}: whoever may "
-                          f"write there may put a file of their own in its place, and {why}",
-                          hint=f"run `{fix}`, or move {what} to a directory only rotator's user and root may "
-                          f"write{sticky}")
+                          f"write there may put a file of their own in its place, and {why}", hint=f"{fix}{move}")
 
 
 def _read_only_mount(path: str) -> bool:
@@ -213,46 +217,96 @@ def _shown(path: Path, real: str) -> str:
 def untrusted_writers(path: str, st: os.stat_result, *, directory: bool = False, sticky_ok: bool = False,
                       check_owner: bool = True) -> tuple[str, str] | None:
     """Who besides rotator's user and root may change ``path`` (of stat ``st``), as (the words that say
-    so, the command that stops it); None when nobody else may. Its owner, if another user
+    so, the fix: a clause of a hint); None when nobody else may. Its owner, if another user
     (``check_owner``); any user, where others may write it; a group's users, where its group may write
     it, unless the group is rotator's own (:func:`_rotators_own_group`). Group read is nobody's write.
-    ``directory`` and ``sticky_ok``: a directory with the sticky bit is accepted whoever may write it."""
+    ``directory`` and ``sticky_ok``: a directory with the sticky bit is accepted whoever may write it.
+
+    The fix never takes a path from the one other user who may change it, where that user is a
+    service's (the journal's directory, ``install -d -o rotator``, the Helm chart's fsGroup): the
+    command runs as that user instead (:func:`_run_as`), which gives that user nothing: it may change
+    the path already. And a command only root may run (``chown``, ``chmod`` of another's path) is
+    written with ``sudo`` for a user who is not root."""
     euid = os.geteuid()
     mode = S_IMODE(st.st_mode)
     quoted = _quoted(path)
     if check_owner and st.st_uid not in (euid, 0):
         me = "root, the user rotator runs as" if euid == 0 else f"{_user(euid)}, the user rotator runs as, or root"
-        return f"is owned by {_user(st.st_uid)}, who may change it, not by {me}", f"chown {_user_name(euid)} {quoted}"
+        fix = _run_as(st.st_uid)
+        if euid != 0:
+            fix += f"; or, to make it {_user_name(euid)}'s, `sudo chown {_user_name(euid)} {quoted}`"
+        return f"is owned by {_user(st.st_uid)}, who may change it, not by {me}", fix
     if directory and sticky_ok and st.st_mode & S_ISVTX:
         return None  # others may add names there, not take over one they do not own
+    chmod = f"{'sudo ' if euid not in (0, st.st_uid) else ''}chmod go-w {quoted}"
     if mode & S_IWOTH:
-        return f"may be written by any user (mode {mode:04o})", f"chmod go-w {quoted}"
+        return f"may be written by any user (mode {mode:04o})", f"run `{chmod}`"
     if mode & S_IWGRP and not _rotators_own_group(st.st_gid):
-        return f"may be written by the users of group {_group(st.st_gid)} (mode {mode:04o})", f"chmod go-w {quoted}"
+        users = _group_users(st.st_gid)
+        writer = next(iter(users)) if users is not None and len(users) == 1 else None
+        if writer is None or writer in (st.st_uid, euid):  # (its owner's write, or rotator's own: no one to run as)
+            return f"may be written by the users of group {_group(st.st_gid)} (mode {mode:04o})", f"run `{chmod}`"
+        # The group's one user writes by the group bit alone (the fsGroup a pod gives a root's directory):
+        # chmod would shut that user, maybe the service, out
+        return (f"may be written by the users of group {_group(st.st_gid)} (mode {mode:04o}): {_user(writer)}",
+                f"run `{chmod}` if {_user_name(writer)} need not write it; else {_run_as(writer)}")
     return None
+
+
+#: how a fix that runs the command as the other user begins (:func:`_run_as`)
+_RUN_AS = "run the command as "
+
+
+def _run_as(uid: int) -> str:
+    """The fix that runs this very command as user ``uid``, who may change the path anyway."""
+    name = _user_name(uid)
+    sudo_user = _quoted(name if name != str(uid) else f"#{uid}")  # (sudo takes a bare number for a name)
+    return f"{_RUN_AS}{name}, who may change it anyway: `sudo -u {sudo_user} {_command_line()}`"
+
+
+def _command_line() -> str:
+    """This command as it was run, when it is the rotator command (else "rotator" and an ellipsis): what
+    :func:`_run_as` runs again as another user."""
+    import shlex  # (only for a message)
+    import sys
+
+    argv = sys.argv
+    if argv and os.path.basename(argv[0]) == "rotator":  # the console script, by the path exec found it at
+        return shlex.join(argv)
+    if argv and argv[0].endswith(os.path.join("rotator", "runners", "cli.py")):  # python -m rotator.runners.cli
+        return shlex.join(sys.orig_argv)
+    return "rotator ..."
 
 
 def _rotators_own_group(gid: int) -> bool:
     """Whether group ``gid`` is rotator's user's own: rotator's user is in it and, by the user and group
     databases, no other user but root is (a user private group; the ``fsGroup`` a Kubernetes pod gives
     its volumes, writable by that group: 10001 in the chart). Its write bit lets nobody else in."""
+    if gid != os.getegid() and gid not in os.getgroups():
+        return False
+    users = _group_users(gid)
+    return users is not None and users <= {os.geteuid()}
+
+
+def _group_users(gid: int) -> set[int] | None:
+    """The users of group ``gid`` but root, by the user and group databases: its named members and the
+    users whose own group it is; None when a named member is not a user the database knows."""
     import grp
     import pwd
 
-    if gid != os.getegid() and gid not in os.getgroups():
-        return False
-    allowed = {os.geteuid(), 0}
     try:
         named = grp.getgrgid(gid).gr_mem
     except KeyError:  # a group only by number: no one is named in it
         named = []
+    users: set[int] = set()
     for name in named:
         try:
-            if pwd.getpwnam(name).pw_uid not in allowed:
-                return False
-        except KeyError:  # a member the user database does not know: not shown to be rotator's user
-            return False
-    return all(user.pw_uid in allowed for user in pwd.getpwall() if user.pw_gid == gid)
+            users.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:  # a member the user database does not know: not shown to be anyone's
+            return None
+    users.update(user.pw_uid for user in pwd.getpwall() if user.pw_gid == gid)
+    users.discard(0)
+    return users
 
 
 def _user_name(uid: int) -> str:

@@ -2115,6 +2115,11 @@ class Engine:
             return self.journal.acquire_lease(self.policy.name, self.holder, self.lease_ttl, self.clock.now())
         except LeaseBusy as busy:
             if not _holder_is_dead(busy.holder):
+                pid = _local_pid(busy.holder)
+                if pid is not None:  # a process that can be looked at: how to tell when it is gone
+                    busy.hint = (f"the holder is process {pid} on this host: `ps -p {pid}` shows whether it still "
+                                 "runs; once it is gone, run the same command again (the lease of a process that is "
+                                 f"gone is taken over at once); else {busy.hint}")
                 raise
             # A process on this host died holding the lease (kill -9, OOM): no need to wait the TTL.
             self.log.warning("taking over the lease of dead process %s", busy.holder)
@@ -2182,21 +2187,45 @@ def _with_reported(error: str, reported: Sequence[str]) -> str:
 
 def _holder_is_dead(holder: str) -> bool:
     """True when ``holder`` (instance:pid:nonce:pidns:boot) names a process of this host, this boot and
-    this PID namespace that no longer exists. A holder from another namespace (a container with the
-    same host name), another boot (another machine with the same name, or this one before a reboot),
-    or a version that did not record both, cannot be checked: its lease expires instead."""
+    this PID namespace that no longer exists, or has ended and waits for its parent to reap it (a
+    zombie: a ``kill -9``'d rotator whose parent, a shell script or a supervisor, has not waited yet;
+    it runs nothing, and ``kill(pid, 0)`` still succeeds on it). A holder from another namespace (a
+    container with the same host name), another boot (another machine with the same name, or this one
+    before a reboot), or a version that did not record both, cannot be checked: its lease expires instead."""
+    pid = _local_pid(holder)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: it exists, and /proc still says whether it ended
+        pass
+    return _ended(pid)
+
+
+def _local_pid(holder: str) -> int | None:
+    """The process id of ``holder`` when it names a process of this host, this boot and this PID
+    namespace (:func:`_holder_is_dead`); else None: its process id says nothing here."""
     parts = holder.rsplit(":", 4)  # from the right: an instance name may hold a colon
     if len(parts) != 5:
-        return False
+        return None
     host, pid_text, _nonce, namespace, boot = parts
     # Without a boot id (not Linux) a process id cannot be placed on a machine: never judged by it.
     if host != audit_chain.instance_name() or not pid_text.isdigit() or namespace != _pid_namespace() \
             or not boot or boot != _boot_id():
-        return False
+        return None
+    return int(pid_text)
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended and not been reaped yet (state Z, zombie, or X, dead), by
+    /proc/PID/stat; False where that cannot be read (gone meanwhile: the next look finds it so)."""
     try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:
         return False
-    return False
+    # "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so the state follows the last ")"
+    fields = text.rpartition(b")")[2].split()
+    return bool(fields) and fields[0] in (b"Z", b"X")

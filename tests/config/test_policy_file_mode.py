@@ -82,12 +82,15 @@ def test_a_policy_file_a_group_of_other_users_may_write_is_refused(tmp_path: Pat
     assert caught.value.hint.startswith(f"run `chmod go-w {policy}`")
 
 
-def test_a_policy_file_of_another_user_is_refused_with_chown(tmp_path: Path) -> None:
+def test_a_policy_file_of_another_user_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """Run as that user, the command gives them nothing they lack (`chown root`, the hint was, would take the
+    file from a service's user that keeps it)."""
     policy = _file(tmp_path, "rotator.toml", POLICY_TEXT, 0o644, owner=(NOBODY, NOGROUP))
     with pytest.raises(ConfigError) as caught:
         read_policy_file(policy)
     assert f"policy file {policy} is owned by nobody (uid 65534), who may change it, not by root" in str(caught.value)
-    assert caught.value.hint.startswith(f"run `chown root {policy}`")
+    assert caught.value.hint.startswith("run the command as nobody, who may change it anyway: `sudo -u nobody "
+                                        "rotator ...`"), caught.value.hint
 
 
 def test_a_policy_file_in_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
@@ -291,17 +294,28 @@ def test_rotator_bundle_o_is_0644_under_umask_000(tmp_path: Path, umask_000: Non
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
 
 
-def test_a_policy_file_on_a_read_only_mount_is_read_whoever_owns_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mounted", ["file", "directory"])
+def test_a_policy_file_on_a_read_only_mount_is_read_whoever_owns_it(tmp_path: Path, mounted: str) -> None:
     """The documented `docker run -v "$PWD/policies.toml:/etc/rotator/policies.toml:ro"` keeps the host user's
     uid (1000) on the file, which the image's user (10001) is not: nobody in the container may change a file on
-    a read-only mount, so its owner and mode do not count (its directory still does)."""
-    policy = _file(tmp_path, "policies.toml", POLICY, 0o666, owner=(1000, 1000))
+    a read-only mount, so its owner and mode do not count (its directory still does, unless it is read-only too:
+    `-v "$PWD/etc:/etc/rotator:ro"`, where `chown` of the hint failed with EROFS)."""
+    directory = _directory(tmp_path / "etc", 0o777 if mounted == "directory" else 0o755)
+    policy = _file(directory, "policies.toml", POLICY, 0o666, owner=(1000, 1000))
+    if mounted == "directory":
+        os.chown(directory, 1000, 1000)
+    target = policy if mounted == "file" else directory
     script = ("from pathlib import Path; from rotator.config.policy_source import read_policy_file; "
               f"read_policy_file(Path({str(policy)!r})); print('read')")
-    mount = (f"mount --bind {policy} {policy} && mount -o remount,bind,ro {policy} && "
+    mount = (f"mount --bind {target} {target} && mount -o remount,bind,ro {target} && "
              f"{sys.executable} -c \"{script}\"")
     proc = subprocess.run(["unshare", "--mount", "sh", "-c", mount], capture_output=True, text=True, timeout=60,
                           cwd=REPO)
     assert proc.returncode == 0 and proc.stdout.strip() == "read", proc.stdout + proc.stderr
     with pytest.raises(ConfigError, match="is owned by"):  # the same file, writable: refused
         read_policy_file(policy)
+    policy.chmod(0o644)
+    os.chown(policy, 0, 0)
+    if mounted == "directory":  # the directory alone, writable: refused
+        with pytest.raises(ConfigError, match=f"is in the directory {directory}, which is owned by"):
+            read_policy_file(policy)

@@ -12,10 +12,15 @@ The tests run as root: "another user" is nobody (uid 65534), a group of other us
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
+import shlex
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +28,7 @@ import pytest
 
 from rotator.core.errors import ConfigError
 from rotator.core.journal import open_journal
+from tests.config.policy_text import POLICY
 from tests.harness import REPO
 
 NOBODY = 65534
@@ -134,14 +140,133 @@ def test_a_new_journal_in_a_directory_others_may_write_is_refused_before_it_is_m
 
 
 def test_a_journal_of_another_user_is_refused_to_a_writer_not_to_a_reader(tmp_path: Path) -> None:
-    """root (or an auditor) reads the service user's journal; a command that writes it must be that user."""
+    """root (or an auditor) reads the service user's journal; a command that writes it must be that user.
+    `chown root` (the hint was) would shut the service out of its own journal."""
     path = _journal(tmp_path)
     os.chown(path, NOBODY, NOGROUP)
     with pytest.raises(ConfigError) as caught:
         open_journal(f"sqlite:///{path}")
     assert "is owned by nobody (uid 65534), who may change it" in str(caught.value)
-    assert caught.value.hint.startswith(f"run `chown root {path}`")
+    assert caught.value.hint.startswith("run the command as nobody, who may change it anyway: "
+                                        "`sudo -u nobody rotator ...`"), caught.value.hint
+    assert "chown" not in caught.value.hint
     open_journal(f"sqlite:///{path}", read_only=True).close()
+
+
+@pytest.fixture
+def reachable(tmp_path: Path) -> Iterator[Path]:
+    """A directory of root's (0755) where other users can reach it (pytest's tmp_path is root's 0700)."""
+    directory = Path(tempfile.mkdtemp(prefix="rotator-journal-", dir="/tmp"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _as(uid: int, gid: int, argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv],
+                          capture_output=True, text=True, cwd=cwd, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(cwd),
+                               "ROTATOR_CACHE_DIR": str(cwd / "cache")})  # fmt: skip
+
+
+def _service_user() -> pwd.struct_passwd:
+    """A user other than root whose own group holds no other user (as the image's rotator, 10001), and
+    who is not nobody (nogroup holds other users here)."""
+    users = pwd.getpwall()
+    for user in sorted(users, key=lambda u: u.pw_name != "www-data"):
+        try:
+            named = grp.getgrgid(user.pw_gid).gr_mem
+        except KeyError:
+            continue
+        if user.pw_uid not in (0, NOBODY) and set(named) <= {user.pw_name} and all(
+                other.pw_uid in (0, user.pw_uid) for other in users if other.pw_gid == user.pw_gid):
+            return user
+    pytest.skip("no user whose own group holds no other user")
+
+
+needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None, reason="runs rotator as another user: setpriv")
+
+
+@needs_setpriv
+def test_the_documented_install_tells_root_to_run_the_command_as_the_service_user(reachable: Path) -> None:
+    """docs/operations.md, "Install": `install -d -o rotator -g rotator -m 0700 /var/lib/rotator`; then root ran
+    `rotator bootstrap` and was told `chown root /var/lib/rotator`, which shuts the daemon out of its journal.
+    The fix is the command that root ran, as the directory's owner, and it works."""
+    state = reachable / "state"
+    state.mkdir(mode=0o700)
+    journal = _journal(state)  # (the daemon's, as it runs as the service user)
+    for path in (state, journal):
+        os.chown(path, NOBODY, NOGROUP)
+    policy = reachable / "rotator.toml"
+    policy.write_text(f'[rotator]\njournal = "{state / "journal.db"}"\n' + POLICY.format(name="p1", schedule="30d",
+                                                                                     extra=""))
+    argv = [sys.executable, "-m", "rotator.runners.cli", "recover", "-c", str(policy)]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=reachable, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"is in the directory {state}, which is owned by nobody (uid 65534), who may change it, not by root" \
+        in proc.stderr
+    assert f"fix: run the command as nobody, who may change it anyway: `sudo -u nobody {shlex.join(argv)}`\n" \
+        in proc.stderr, proc.stderr
+    assert "chown" not in proc.stderr
+    proc = _as(NOBODY, NOGROUP, argv, reachable)  # what the fix says
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {path.stat().st_uid for path in state.iterdir()} == {NOBODY}, "nothing of root's left for the service"
+
+
+@needs_setpriv
+def test_the_helm_chart_s_fsgroup_directory_does_not_tell_root_to_shut_the_service_out(reachable: Path) -> None:
+    """The chart's volume: root's directory, 2775, of the fsGroup (the image user's own group). `chmod go-w` (the
+    hint was) takes the service's write access away: root is told so, and what works instead."""
+    user = _service_user()
+    state = reachable / "state"
+    state.mkdir()
+    os.chown(state, 0, user.pw_gid)
+    state.chmod(0o2775)
+    with pytest.raises(ConfigError) as caught:
+        open_journal(f"sqlite:///{state / 'journal.db'}")
+    group = grp.getgrgid(user.pw_gid).gr_name
+    assert f"which may be written by the users of group {group} (gid {user.pw_gid}) (mode 2775): {user.pw_name} " \
+           f"(uid {user.pw_uid})" in str(caught.value)
+    assert caught.value.hint == (f"run `chmod go-w {state}` if {user.pw_name} need not write it; else run the command "
+                                 f"as {user.pw_name}, who may change it anyway: `sudo -u {user.pw_name} rotator ...`, "
+                                 "or move the journal to a directory only rotator's user and root may write")
+    script = f"from rotator.core.journal import open_journal; open_journal('sqlite:///{state / 'journal.db'}').close()"
+    proc = _as(user.pw_uid, user.pw_gid, [sys.executable, "-c", script], reachable)  # what the fix says
+    assert proc.returncode == 0, proc.stderr
+
+
+@needs_setpriv
+def test_a_user_who_is_not_root_is_told_sudo_for_what_only_root_may_run(reachable: Path) -> None:
+    """`chown nobody PATH` (the hint was) only root may run; and chmod of another's file."""
+    service = _service_user()
+    theirs = reachable / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, service.pw_uid, service.pw_gid)
+    roots = reachable / "roots.toml"
+    roots.write_text("")
+    roots.chmod(0o666)
+    mine = reachable / "mine.toml"
+    mine.write_text("")
+    os.chown(mine, NOBODY, NOGROUP)
+    mine.chmod(0o666)
+    script = ("from pathlib import Path; from rotator.core.errors import ConfigError\n"
+              "from rotator.core.journal import open_journal\n"
+              "from rotator.config.policy_source import read_policy_file\n"
+              f"for call in (lambda: open_journal('sqlite:///{theirs / 'journal.db'}'), "
+              f"lambda: read_policy_file(Path('{roots}')), lambda: read_policy_file(Path('{mine}'))):\n"
+              "    try:\n        call()\n    except ConfigError as exc:\n        print(exc.hint)\n")
+    proc = _as(NOBODY, NOGROUP, [sys.executable, "-c", script], reachable)
+    assert proc.returncode == 0, proc.stderr
+    name = service.pw_name
+    assert proc.stdout.splitlines() == [
+        f"run the command as {name}, who may change it anyway: `sudo -u {name} rotator ...`; or, to make it "
+        f"nobody's, `sudo chown nobody {theirs}`",
+        f"run `sudo chmod go-w {roots}` (rotator uses a file that only its own user and root may change)",
+        f"run `chmod go-w {mine}` (rotator uses a file that only its own user and root may change)",  # its own
+    ], proc.stdout
 
 
 def test_group_write_of_a_group_only_rotator_s_user_is_in_is_accepted(tmp_path: Path) -> None:
