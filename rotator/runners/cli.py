@@ -631,15 +631,15 @@ def _crash_hook() -> Callable[[str], None] | None:
 
 def _report_removed_work(config: Config | ConfigSummary, journal: Journal) -> bool:
     """Say (on stderr) which policies the journal holds unfinished work of (open runs, pending or failed
-    revocations) while the policy file no longer has them; whether there are any. Only a policy's issuer
-    and stores can end its work, so without it in the file no command does it: its old token stays
-    valid with no sign. The daemon refuses a reload that drops such a policy and counts the ones it
+    revocations, tag searches not ended) while the policy file no longer has them; whether there are any.
+    Only a policy's issuer and stores can end its work, so without it in the file no command does it: its
+    old token stays valid with no sign. The daemon refuses a reload that drops such a policy and counts the ones it
     finds (rotator_removed_policies_with_work): this is that check, with its words, for cron jobs."""
     now = SystemClock().now()
     # open runs and unfinished revocations only: a hand-edited publication time of a policy in the file is
     # `status`'s to show (UNREADABLE), not a reason for this check to stop the command
-    overview = journal.overview(now, None, last=False)
-    removed = {*overview.open_runs, *overview.pending, *overview.failed} - {p.name for p in config.policies}
+    overview = journal.overview(now, None, last=False, tag_searches=True)
+    removed = overview.with_work - {p.name for p in config.policies}
     if not removed:
         return False
     work = overview.unfinished_work(removed)
@@ -652,7 +652,8 @@ def _report_removed_work(config: Config | ConfigSummary, journal: Journal) -> bo
         print("fix: " + one_line(with_policy_file(
             f"put it back in the file with `enabled = false` (no rotation; `rotator recover` and "
             f"`rotator revoke-expired` still recover its runs and revoke its old tokens when due) and remove it once "
-            f"`rotator status {name}` shows no open run nor revocation left; a failed revocation waits for "
+            f"`rotator status {name}` shows no open run nor revocation left and the time of its tag search, if any, "
+            f"has passed; a failed revocation waits for "
             f"`rotator revoke-expired --retry-failed {name}`, or for `rotator revoke-expired --dismiss TOKEN_ID "
             f"--reason TEXT {name}` if the token must stay valid (docs/daemon.md, Removing a policy)")),
             file=sys.stderr)

@@ -19,6 +19,7 @@ import resource
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,27 @@ def test_a_policy_removed_with_a_pending_revocation_is_named_until_it_is_back(
     sc.config.write_text(one)
     status = sc.cli("status")
     assert status.returncode == 0 and said not in status.stderr, status.stderr
+
+
+def test_a_removed_policy_whose_tag_search_has_not_ended_is_named(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
+    """A removed policy's last run published, but a try of its mint had no answer: a token the issuer created
+    late under its tag is found only by the search that ends at tag_search_until, which needs the policy's
+    settings. The daemon refuses such a reload; the CLI's check named only open runs and revocations."""
+    from rotator.core.journal import RunRecord, open_journal
+
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state)
+    now = datetime.now(UTC)
+    journal = open_journal(f"sqlite:///{sc.journal_path}")
+    try:
+        journal.begin_run(RunRecord("r-gone", "gone", "done", "rotate", now, now, published_at=now, finished_at=now,
+                                    new_token_id="t-gone", tag_search_until=now + timedelta(minutes=30)))
+    finally:
+        journal.close()
+    status = sc.cli("status")
+    assert status.returncode == 4, (status.stdout, status.stderr)
+    assert "rotator: attention: policy 'gone' is not in" in status.stderr, status.stderr
+    assert "1 tag search not ended" in status.stderr, status.stderr
 
 
 # -- 2. no output over an input -------------------------------------------------------------------
