@@ -261,12 +261,12 @@ def _run_as(uid: int) -> str:
     """The fix that runs this very command as user ``uid``, who may change the path anyway."""
     name = _user_name(uid)
     sudo_user = _quoted(name if name != str(uid) else f"#{uid}")  # (sudo takes a bare number for a name)
-    return f"{_RUN_AS}{name}, who may change it anyway: `sudo -u {sudo_user} {_command_line()}`"
+    return f"{_RUN_AS}{name}, who may change it anyway: `sudo -u {sudo_user} {command_line()}`"
 
 
-def _command_line() -> str:
+def command_line() -> str:
     """This command as it was run, when it is the rotator command (else "rotator" and an ellipsis): what
-    :func:`_run_as` runs again as another user."""
+    :func:`_run_as` (and the journal's access hints) run again as another user."""
     import shlex  # (only for a message)
     import sys
 

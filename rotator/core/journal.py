@@ -36,7 +36,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 from urllib.parse import quote
 
 from rotator.config.extras import install_hint
-from rotator.config.policy_source import refuse_untrusted_directory, refuse_untrusted_file
+from rotator.config.policy_source import command_line, refuse_untrusted_directory, refuse_untrusted_file
 from rotator.config.policy_source import sqlite_path as sqlite_path  # (its home: the checks before this import)
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core import audit_chain
@@ -2052,12 +2052,15 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False,
     path = sqlite_path(url)
     if path is not None:
         _refuse_a_journal_left_behind(url, path, ran_in)
-        if Path(path).is_dir():
-            raise ConfigError(f"the journal path {path} is a directory, not a journal file",
-                              hint=f"name a file, e.g. {Path(path) / 'rotator-journal.db'}, as `journal` under "
-                              "[rotator] in the policy file")
-        if (read_only or not create) and not Path(path).is_file():
-            raise _no_journal(path)
+        try:
+            if Path(path).is_dir():
+                raise ConfigError(f"the journal path {path} is a directory, not a journal file",
+                                  hint=f"name a file, e.g. {Path(path) / 'rotator-journal.db'}, as `journal` under "
+                                  "[rotator] in the policy file")
+            if (read_only or not create) and not Path(path).is_file():
+                raise _no_journal(path)
+        except PermissionError as exc:  # (is_dir and is_file say False only for a path that is not there)
+            raise _unreachable_journal(path, exc) from None
         _refuse_untrusted_journal(Path(path), read_only)
         return Journal(_sqlite_backend(Path(path), read_only), path, create, read_only)
     if url.startswith(("postgresql://", "postgres://")):
@@ -2066,6 +2069,71 @@ def open_journal(url: str, create: bool = True, *, read_only: bool = False,
         f"unsupported journal URL {url!r}",
         hint="use a path, sqlite:///absolute/path or postgresql://user@host/database",
     )
+
+
+def _unreachable_journal(path: str, exc: OSError) -> ConfigError:
+    """The ConfigError (exit 2) for a journal this user cannot even look at: a directory on the way to
+    it that this user may not enter (no search, the x bit: the documented /var/lib/rotator is the service
+    user's, 0700). Neither SQLite nor :func:`_refuse_untrusted_journal` gets to say so: the path's first
+    stat fails. Who owns the journal cannot be seen from here; the owner of the directory that shuts this
+    user out is the nearest guess, and the very one where that directory is the journal's own."""
+    import shlex
+
+    real = Path(os.path.realpath(path))  # (the links it could reach resolved, the rest as written)
+    blocked = None
+    for ahead in (*reversed(real.parents[:-1]), real):  # each directory on the way below /, then the journal
+        try:
+            os.lstat(ahead)
+        except PermissionError:
+            blocked = ahead.parent
+            break
+        except OSError:  # (not there: nothing below it to be shut out of)
+            break
+    try:
+        st = None if blocked is None else os.stat(blocked)  # (its own directory let this user in)
+    except OSError:  # (gone meanwhile)
+        st = None
+    if blocked is None or st is None:
+        return ConfigError(f"the journal {path} cannot be looked at: {exc.strerror}",
+                           hint="run the command as the journal's owner (the rotator service's user), or give this "
+                           "user access to the journal and its directory")
+    me, owner = os.geteuid(), st.st_uid
+    if owner == me:  # (its owner took its own search bit away)
+        way = f"run `chmod u+x {shlex.quote(str(blocked))}`"
+    elif blocked == real.parent:
+        way = f"run the command as the journal's owner, likely {_user(owner)}, who owns {blocked}: `{_sudo(owner)}`"
+    else:
+        way = (f"run the command as the journal's owner, whom this user cannot see ({blocked} is {_user(owner)}'s): "
+               f"e.g. `{_sudo(owner)}`")
+    return ConfigError(
+        f"the journal {path} cannot be reached: this user, {_user(me)}, may not enter the directory {blocked} (owned "
+        f"by {_user(owner)}, mode {st.st_mode & 0o7777:04o})",
+        hint=f"{way}; or give {_user(me)} search access to {blocked} (the x bit: through a group of its, or an ACL)",
+    )
+
+
+def _user(uid: int) -> str:
+    """User ``uid`` as a message names it: "name (uid N)", or "uid N" for a number without a name."""
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _sudo(uid: int) -> str:
+    """The command line that runs this command (policy_source.command_line) as user ``uid``."""
+    import pwd
+    import shlex
+
+    if uid == 0:
+        return f"sudo {command_line()}"
+    try:
+        name = shlex.quote(pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        name = f"'#{uid}'"  # (sudo takes a number so)
+    return f"sudo -u {name} {command_line()}"
 
 
 def _refuse_a_journal_left_behind(url: str, path: str, ran_in: Sequence[str | Path] = ()) -> None:
@@ -2195,6 +2263,11 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
             conn.execute("PRAGMA synchronous=NORMAL" if wal_mode[0] else "PRAGMA synchronous=FULL")
         except OSError as exc:
             raise sqlite3.OperationalError(str(exc)) from None
+        except sqlite3.Error:  # SQLite says "unable to open database file" or "attempt to write a readonly database"
+            shut_out = _writer_shut_out(path)
+            if shut_out is not None:
+                raise shut_out from None
+            raise
         opened[0] = True
         # No chmod of an existing journal: read access an operator granted (an auditors' group) stays.
         # SQLite gives the -wal and -shm files the journal's mode.
@@ -2212,6 +2285,44 @@ def _sqlite_backend(path: Path, read_only: bool = False) -> _Backend:
                     # SQLite resolves a symbolic link to the database and writes the WAL beside its target
                     flush_file=f"{os.path.realpath(path)}-wal", in_wal_mode=lambda: wal_mode[0],
                     single_host=True, locks_database=True)
+
+
+def _writer_shut_out(path: Path) -> JournalError | None:
+    """Why this user may not open the SQLite journal at ``path`` to write it, when the modes say so (None
+    when they do not): the journal's file or one of its -wal, -shm and -journal files it may not read and
+    write, or the directory, where SQLite makes those, it may not write; with its owner, as whom to run the
+    command. Only after SQLite failed: a permission SQLite does not need is nobody's business here."""
+    import shlex
+
+    real = os.path.realpath(path)
+    if _on_read_only_file_system(Path(real)):  # (SQLite's own words say it: nobody may write there)
+        return None
+    me = os.geteuid()
+    for what, file in _journal_and_companions(path):
+        try:
+            st = os.stat(file)
+        except OSError:  # (not there: SQLite makes it)
+            continue
+        if not os.access(file, os.R_OK | os.W_OK):
+            verb = "write" if os.access(file, os.R_OK) else "read"
+            fix = (f"run `chmod u+rw {shlex.quote(str(file))}`" if st.st_uid == me else
+                   f"run the command as {_user(st.st_uid)}, who owns it: `{_sudo(st.st_uid)}`")
+            named = "it" if what == "the journal" else f"{what.replace('the journal', 'its')} {file}"
+            return JournalError(f"journal {path}: cannot be opened for writing: this user, {_user(me)}, may not "
+                                f"{verb} {named} (owned by {_user(st.st_uid)}, mode {st.st_mode & 0o7777:04o})",
+                                hint=f"{fix} (rotator creates the journal with mode 0600 for the user it runs as)")
+    directory = os.path.dirname(real)
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    if os.access(directory, os.W_OK | os.X_OK):
+        return None
+    fix = (f"run `chmod u+wx {shlex.quote(directory)}`" if st.st_uid == me else
+           f"run the command as {_user(st.st_uid)}, who owns it: `{_sudo(st.st_uid)}`")
+    return JournalError(f"journal {path}: cannot be opened for writing: this user, {_user(me)}, may not write in the "
+                        f"directory {directory} (owned by {_user(st.st_uid)}, mode {st.st_mode & 0o7777:04o}), where "
+                        "SQLite makes the journal's -wal and -shm files", hint=fix)
 
 
 def _sqlite_read_only(path: Path) -> sqlite3.Connection:
