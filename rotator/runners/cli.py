@@ -1328,6 +1328,18 @@ def _read_token_file(name: str) -> str:
         raw = read_credential_file(Path(name), "--token-file")
     except ConfigError as exc:  # not a regular file, or too large: its hint is a policy file's
         raise ConfigError(str(exc), hint=hint) from None
+    except PermissionError as exc:  # e.g. a file in /root, and the command run as the service user
+        import pwd
+        import shlex
+
+        try:
+            me = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            me = str(os.geteuid())
+        raise ConfigError(
+            f"cannot read --token-file {name}: {exc.strerror or exc} (this command runs as {me})",
+            hint=f"put the token where {me} may read it, e.g. `sudo install -o {me} -m 0400 {shlex.quote(name)} "
+                 f"/var/lib/rotator/first-token`, pass that path, and remove the file once bootstrapped") from None
     except OSError as exc:
         raise ConfigError(f"cannot read --token-file {name}: {exc.strerror or exc}", hint=hint) from None
     except ValueError:  # a NUL in the path

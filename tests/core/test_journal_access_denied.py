@@ -152,3 +152,25 @@ def test_the_journal_s_owner_opens_it(reachable: Path) -> None:
     journal = _service_journal(state)
     proc = _rotator_as(NOBODY, ["recover", "-c", str(_policy(reachable, journal))], reachable)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_token_file_the_service_user_may_not_read_says_how_to_hand_it_over(reachable: Path) -> None:
+    """The documented bootstrap runs as the service user; a token file left in root's home cannot be read
+    by it: the fix says how to give it that user (the generic "pass the regular file" sent people round)."""
+    secret_dir = reachable / "root-only"
+    secret_dir.mkdir(mode=0o700)
+    token = secret_dir / "first-token"
+    token.write_text("M.V1." + "x" * 40)
+    state = reachable / "state"
+    journal = _service_journal(state)
+    os.chown(state, OTHER, OTHER)
+    os.chown(journal, OTHER, OTHER)
+    args = ["bootstrap", "p1", "--token-file", str(token), "--token-id", "8b2c5f9e-1d7a-4c3e-9f0b-2a6d4e8c1f37", "-c",
+            str(_policy(reachable, journal))]
+    proc = _rotator_as(OTHER, args, reachable)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"cannot read --token-file {token}: Permission denied (this command runs as {OTHER})" in proc.stderr, \
+        proc.stderr
+    assert f"fix: put the token where {OTHER} may read it, e.g. `sudo install -o {OTHER} -m 0400 {token} " \
+           "/var/lib/rotator/first-token`" in proc.stderr, proc.stderr
+    assert "x" * 40 not in proc.stdout + proc.stderr
