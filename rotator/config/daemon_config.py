@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from rotator.config.durations import Duration
 from rotator.config.inline_secrets import InlineSecretError, argv_problems, env_problems, find_token, url_problem
+from rotator.config.schedule import format_duration
 from rotator.core.credentials import CredentialRef
 
 __all__ = [
@@ -64,15 +65,40 @@ _USERINFO_REFUSED = (
 )
 
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]*)):(?P<port>\d{1,5})\Z")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``":9464"`` (every interface) -> (host, port)."""
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``":9464"`` (every interface) -> (host, port).
+
+    Port 0 is the system's choice of a free port (the daemon logs the one it bound). A host is an IP
+    address or a name of DNS labels: ``-`` or ``999.1.1.1`` passed here, then failed the daemon's start."""
     match = _LISTEN.match(text)
-    if match is None or int(match.group("port")) > 65535:
-        raise ValueError(f"{text!r} is not an address; write HOST:PORT, e.g. '127.0.0.1:9464' or '[::1]:9464'")
+    if match is None or int(match.group("port")) > 65535 or not _listen_host_ok(match.group("v6"), match.group("host")):
+        raise ValueError(f"{text!r} is not an address; write HOST:PORT, e.g. '127.0.0.1:9464' or '[::1]:9464', "
+                         "with an IP address or a host name and a port up to 65535 (':9464': every interface)")
     host = match.group("v6") or match.group("host") or ""
     return host, int(match.group("port"))
+
+
+def _listen_host_ok(v6: str | None, host: str | None) -> bool:
+    import ipaddress  # here: only a [daemon] listen setting needs it, and every command loads this module
+
+    if v6 is not None:
+        try:
+            return ipaddress.ip_address(v6).version == 6
+        except ValueError:
+            return False
+    if not host:
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    # a name whose last label is a number is no host name: an IPv4 address written wrong (999.1.1.1, 10.1)
+    return len(host) <= 253 and all(_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
 
 
 class AuditSettings(BaseModel):
@@ -106,7 +132,9 @@ class WebhookSettings(BaseModel):
         "{ file = ... } or { env = ... }; read at start, reload and each delivery")
     timeout: Duration = Field("5s", validate_default=True, description="per attempt")
     attempts: int = Field(5, ge=1, le=20, description="tries, the first included")
-    backoff: Duration = Field("1s", validate_default=True, description="wait before the second try; doubles each time")
+    backoff: Duration = Field(
+        "1s", validate_default=True, description="wait before the second try; doubles each time (at most max_backoff)"
+    )
     max_backoff: Duration = Field("60s", validate_default=True, description="cap of one wait")
     policies: list[str] | None = Field(None, description="only these policies (default: all)")
 
@@ -154,6 +182,20 @@ class WebhookSettings(BaseModel):
     def _names(cls, value: list[str] | None) -> list[str] | None:
         return _policy_names(value)
 
+    @model_validator(mode="after")
+    def _backoff_within_max(self) -> WebhookSettings:
+        _within_cap(self, "backoff", "max_backoff")
+        return self
+
+
+def _within_cap(settings: BaseModel, first: str, cap: str) -> None:
+    """A doubling wait whose first wait is longer than its cap: the cap would shorten every wait, the first one
+    included, and the file would not say what runs."""
+    if getattr(settings, first) > getattr(settings, cap):
+        raise ValueError(f"{first} ({format_duration(getattr(settings, first))}) is longer than {cap} "
+                         f"({format_duration(getattr(settings, cap))}), the cap of every wait; raise {cap} or "
+                         f"lower {first}")
+
 
 def _policy_names(value: list[str] | None) -> list[str] | None:
     """Policy names, never a token pasted into the list by mistake."""
@@ -189,6 +231,11 @@ class HookSettings(BaseModel):
     @field_validator("env")
     @classmethod
     def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        # the environment holds NAME=value strings: Popen refuses such a name (ValueError), every time the hook runs
+        unnamed = [repr(k) for k in value if not k or "=" in k or "\x00" in k]
+        if unnamed:
+            raise ValueError(f"{', '.join(unnamed)} cannot name an environment variable: a name is not empty and "
+                             "holds no '=' and no NUL character; rename it")
         reserved = sorted(k for k in value if k.upper().startswith("ROTATOR_"))
         if reserved:
             raise ValueError(f"refused variable(s) {', '.join(reserved)}: rotator sets the ROTATOR_* variables itself; "
@@ -215,13 +262,16 @@ class DaemonSettings(BaseModel):
     """How `rotator daemon` runs; every key is optional."""
 
     model_config = ConfigDict(extra="forbid")
-    listen: str = Field("127.0.0.1:9464", description="HOST:PORT of /healthz, /readyz and /metrics")
+    listen: str = Field(
+        "127.0.0.1:9464", description="HOST:PORT of /healthz, /readyz and /metrics: an IP address ([::1] for IPv6) "
+        "or a host name, or none for every interface; a port up to 65535 (0: a free one, logged at start)"
+    )
     sweep_interval: Duration = Field(
         "60s", validate_default=True, description="how often due revocations and abandoned runs are looked for"
     )
     misfire_grace: Duration = Field(
         "5m", validate_default=True,
-        description="a rotation starting later than this after its due time counts as misfired",
+        description="a rotation starting later than this after its due time counts as misfired (at least 1s)",
     )
     shutdown_timeout: Duration = Field(
         "20s", validate_default=True, description="on SIGTERM, how long a run in progress may take to finish"
@@ -229,7 +279,9 @@ class DaemonSettings(BaseModel):
     workers: int = Field(4, ge=1, le=64, description="runs in parallel (each of a different policy)")
     watch: bool = Field(False, description="reload the policy file when it changes")
     watch_interval: Duration = Field("5s", validate_default=True, description="how often a watched file is checked")
-    failure_backoff: Duration = Field("1m", validate_default=True, description="wait before retrying a failed rotation")
+    failure_backoff: Duration = Field(
+        "1m", validate_default=True, description="wait before retrying a failed rotation (1s to failure_backoff_max)"
+    )
     failure_backoff_max: Duration = Field("1h", validate_default=True, description="cap of that wait (it doubles)")
     inventory_interval: Duration | None = Field(
         None, description="list every issuer's tokens this often and export rotator_tokens (default: off)"
@@ -244,12 +296,18 @@ class DaemonSettings(BaseModel):
         parse_listen(value)
         return value
 
-    @field_validator("sweep_interval", "watch_interval", "failure_backoff", "failure_backoff_max")
+    @field_validator("sweep_interval", "watch_interval", "failure_backoff", "failure_backoff_max", "misfire_grace")
     @classmethod
     def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        # (misfire_grace: every start is some milliseconds late, and at 0s each would count as a misfire)
         if value < timedelta(seconds=1):
             raise ValueError("must be at least 1s")
         return value
+
+    @model_validator(mode="after")
+    def _backoff_within_max(self) -> DaemonSettings:
+        _within_cap(self, "failure_backoff", "failure_backoff_max")
+        return self
 
     @field_validator("inventory_interval")
     @classmethod

@@ -94,6 +94,12 @@ _NAME_RULE = ("write 1 to 63 letters, digits, '.', '_' or '-', beginning with a 
 _NAMES_LISTED = 20
 
 
+def _excerpt(text: str, limit: int = _QUOTE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters for a message, its tokens masked first: cut first, a token's
+    head no longer looks like one, and the masking of the whole message (:class:`Problem`) lets it through."""
+    return mask_tokens(text)[:limit]
+
+
 class RetrySettings(BaseModel):
     """Bounded exponential backoff with equal jitter for transient errors (see rotator/core/retry.py)."""
 
@@ -176,7 +182,7 @@ class GlobalSettings(BaseModel):
                 raise ValueError("write sqlite:///absolute/path (three slashes)")
             return value
         if scheme not in ("postgresql", "postgres"):
-            raise ValueError(f"unsupported scheme {scheme[:20]!r}; use a path, sqlite:///absolute/path or "
+            raise ValueError(f"unsupported scheme {_excerpt(scheme, 20)!r}; use a path, sqlite:///absolute/path or "
                              "postgresql://user@host/database")
         problem = url_problem(value, _JOURNAL_FIX)
         if problem:
@@ -215,10 +221,10 @@ def _host_problem(url: str) -> str | None:
     netloc = re.split(r"[/?]", url.split("://", 1)[1], maxsplit=1)[0].rpartition("@")[2]
     for host in netloc.split(","):
         if host.startswith("[") and "]" not in host:
-            return f"the IPv6 address {host[:_QUOTE_LIMIT]!r} has no closing ']'; write [::1]:5432"
+            return f"the IPv6 address {_excerpt(host)!r} has no closing ']'; write [::1]:5432"
         name, port = _host_and_port(host)
         if port and not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
-            return f"the port is not a number from 1 to 65535 for host {name[:_QUOTE_LIMIT]!r}; {_PG_URL_FORM}"
+            return f"the port is not a number from 1 to 65535 for host {_excerpt(name)!r}; {_PG_URL_FORM}"
     return None
 
 
@@ -257,7 +263,7 @@ def _libpq_keywords() -> frozenset[str]:
 def _unknown_key(key: str, known: frozenset[str]) -> str:
     near = difflib.get_close_matches(key.lower(), sorted(known), n=1)
     guess = f" (did you mean {near[0]!r}?)" if near else ""
-    return (f"the query key {key[:_QUOTE_LIMIT]!r}{guess} is not a libpq connection parameter, and libpq would "
+    return (f"the query key {_excerpt(key)!r}{guess} is not a libpq connection parameter, and libpq would "
             "refuse the URL; write only libpq's parameters (sslmode, connect_timeout, target_session_attrs, ...: "
             "https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS), and a server "
             "setting in options, e.g. ?options=-csearch_path%3Drotator")
@@ -273,7 +279,7 @@ def _libpq_parse_problem(url: str) -> str | None:
     try:
         conninfo_to_dict(url)
     except ProgrammingError as exc:
-        return (f"libpq cannot read the URL: {one_line(str(exc).strip())[:200]}; write postgresql://user@host:5432/"
+        return (f"libpq cannot read the URL: {_excerpt(one_line(str(exc).strip()), 200)}; write postgresql://user@host:5432/"
                 "database?key=value&key=value (https://www.postgresql.org/docs/current/libpq-connect.html"
                 "#LIBPQ-CONNSTRING-URIS)")
     return None
@@ -568,10 +574,11 @@ class _RawConfigFile(BaseModel):
 def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     if _nests_deeper(data, MAX_NESTING):
         deep = _deepest(data, MAX_NESTING) or "<file>"
-        raise PolicyFileError(path, [_too_deep(deep[:_QUOTE_LIMIT])])
+        raise PolicyFileError(path, [_too_deep(_excerpt(deep))])
     if not isinstance(data, Mapping):
         raise PolicyFileError(path, [Problem("<file>", "is not a table of settings", "see docs/policy.md")])
     problems: list[Problem] = list(_tokens_outside_checked_tables(data))
+    inline = len(problems)
     daemon, daemon_problems = _daemon_table(data)
     try:
         top = _RawConfigFile.model_validate(data)
@@ -611,7 +618,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     with registry.one_scan():  # the adapters' entry points are read once for the whole file
         for index, raw in enumerate(top.policy):
             name = raw.get("name")
-            where = f"policy[{index}]" + (f" {name!r}" if isinstance(name, str) else "")
+            where = _policy_place(index, name)
             if isinstance(name, str) and name in seen:
                 problems.append(Problem(where, "duplicate policy name", "give every policy a unique name"))
             seen.add(str(name))
@@ -635,6 +642,9 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         if daemon.audit.file is not None:
             problems.extend(_audit_file_problems(daemon.audit.file, path, _written_journal(data, top.rotator)))
     problems.extend(history_problems(top.rotator.keep_history, policies))
+    # A key holding a token has said so: its type or parse problem would only quote the token again.
+    secret_places = {problem.where for problem in problems[:inline]}
+    problems[inline:] = [problem for problem in problems[inline:] if problem.where not in secret_places]
     if problems:
         raise PolicyFileError(path, problems)
     if warnings:  # `rotator validate` shows them, the daemon and each run log them
@@ -719,7 +729,7 @@ def _shared_secrets(policies: Sequence[Policy], places: Sequence[str]) -> Iterab
             except (ValueError, OSError) as exc:
                 yield Problem(
                     f"{place}.store[{index}]",
-                    f"where it writes cannot be worked out: {one_line(str(exc))[:200]}",
+                    f"where it writes cannot be worked out: {_excerpt(one_line(str(exc)), 200)}",
                     "check the store's path and name settings",
                 )
                 continue
@@ -761,7 +771,7 @@ def _unknown_policy_names(daemon: DaemonSettings, known: set[str]) -> Iterable[P
             guess = f"did you mean {close[0]!r}? " if close else ""
             yield Problem(
                 f"daemon.{table}[{index}].policies",
-                f"{name[:_QUOTE_LIMIT]!r} names no policy of this file: it would never "
+                f"{_excerpt(name)!r} names no policy of this file: it would never "
                 + ("be notified" if table == "webhooks" else "run"),
                 f"{guess}write the name of a [[policy]] (known: {shown})",
             )
@@ -782,7 +792,7 @@ def _audit_file_problems(file: Path, policy_file: Path, journal: str | None) -> 
     from rotator.config.policy_source import journal_files, same_file
 
     audit = file if file.is_absolute() else policy_file.absolute().parent / file
-    shown = str(file)[:_QUOTE_LIMIT * 2]
+    shown = _excerpt(str(file), _QUOTE_LIMIT * 2)
     hint = "name a file of its own, e.g. /var/log/rotator/audit.jsonl"
     if os.path.isdir(audit):
         return [Problem("daemon.audit.file", f"{shown} is a directory: the daemon appends its audit lines to a file",
@@ -821,9 +831,17 @@ def _daemon_table(data: Mapping[str, Any]) -> tuple[DaemonSettings | None, list[
     return (None, loose) if loose else (daemon, [])
 
 
+def _policy_place(index: int, name: Any) -> str:
+    """``policy[1] 'p2'``: a policy's place in problems, without a name that looks like a token (its own
+    problem says so), so that each of its keys has one place, which :func:`parse_config` matches."""
+    return f"policy[{index}]" + (f" {name!r}" if isinstance(name, str) and not find_token(name) else "")
+
+
 def _tokens_outside_checked_tables(data: Mapping[str, Any]) -> Iterable[Problem]:
     """A token-looking value anywhere else in the file (a description, a schedule, a store name, the
-    audit file, ...). Adapter tables and hooks/webhooks have their own checks, with specific fixes."""
+    audit file, ...). Adapter tables and hooks/webhooks have their own checks, with specific fixes; an
+    adapter table's ``name`` and ``type`` are checked here: they are no setting of the adapter, and
+    reach the journal, logs, metric labels and status as a policy's name does."""
     hint = ('no setting of the policy file holds a credential; reference one with { file = "/path/to/file" } or '
             '{ env = "VAR" } where a setting accepts it (see docs/policy.md)')
     for key, value in data.items():
@@ -831,9 +849,13 @@ def _tokens_outside_checked_tables(data: Mapping[str, Any]) -> Iterable[Problem]
         if key == "policy" and isinstance(value, list):
             for i, raw in enumerate(value):
                 if isinstance(raw, Mapping):
-                    name = raw.get("name")
-                    where = f"policy[{i}]" + (f" {name!r}" if isinstance(name, str) and not find_token(name) else "")
+                    where = _policy_place(i, raw.get("name"))
                     sections += [(f"{where}.{k}", v) for k, v in raw.items() if k not in ("issuer", "store")]
+                    stores = raw.get("store")
+                    tables = [("issuer", raw.get("issuer"))]
+                    tables += [(f"store[{j}]", s) for j, s in enumerate(stores if isinstance(stores, list) else [])]
+                    sections += [(f"{where}.{at}.{k}", table[k]) for at, table in tables
+                                 if isinstance(table, Mapping) for k in ("name", "type") if k in table]
                 else:
                     sections.append((f"policy[{i}]", raw))
         elif key == "daemon" and isinstance(value, Mapping):
@@ -1024,7 +1046,7 @@ def _build_policy(
         name = store_spec.name or (store_spec.type if len(spec.store) == 1 else f"{store_spec.type}-{i}")
         if store_spec.name is not None and not _STORE_NAME.fullmatch(store_spec.name):
             problems.append(Problem(
-                f"{swhere}.name", f"{store_spec.name[:_QUOTE_LIMIT]!r} is not a store name",
+                f"{swhere}.name", f"{_excerpt(store_spec.name)!r} is not a store name",
                 f"{_NAME_RULE}; the journal records each store's versions by "
                 "name, so rename it while no run of the policy is open (the rotator version that accepted this file "
                 "shows it with `rotator status`; after the rename, `rotator recover` finishes or undoes an open one)",
@@ -1125,8 +1147,8 @@ def _loose_value(value: Any, written: Any, where: str) -> Iterator[Problem]:
     if kind is bool or kind is int or kind is float:
         if type(written) is not kind and not (kind is float and type(written) is int):
             shown = (("true" if written else "false") if type(written) is bool
-                     else f"a quoted string ({written[:_QUOTE_LIMIT]!r})" if isinstance(written, str)
-                     else repr(written)[:_QUOTE_LIMIT])  # fmt: skip
+                     else f"a quoted string ({_excerpt(written)!r})" if isinstance(written, str)
+                     else _excerpt(repr(written)))  # fmt: skip
             yield Problem(where, f"is {shown}, not {_SCALARS[kind][0]}", _SCALARS[kind][1])
     elif isinstance(value, PurePath):
         if written == "":
@@ -1404,7 +1426,7 @@ def _loc(loc: Sequence[int | str], data: Any, *, missing: bool = False) -> tuple
         if isinstance(item, int):
             label_text = f"[{item}]"
             entry = node[item] if isinstance(node, list) and item < len(node) else None
-            if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+            if isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and not find_token(entry["name"]):
                 label_text += f" {entry['name']!r}"
             if parts:
                 parts[-1] += label_text

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from rotator.config.extras import install_hint
+from rotator.config.inline_secrets import mask_tokens
 
 __all__ = [
     "MAX_DURATION_TEXT",
@@ -100,6 +101,9 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _short(text: str) -> str:
+    # Tokens masked before the cut: a token's first 20 or last 8 characters no longer look like one, and
+    # the masking of the whole message (policy.Problem) would leave them printed.
+    text = mask_tokens(text)
     return repr(text if len(text) <= 40 else text[:20] + "..." + text[-8:])
 
 

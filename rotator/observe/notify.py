@@ -741,6 +741,10 @@ class CommandHook(_Worker):
                                     bufsize=0, start_new_session=True)
         except OSError as exc:
             result, error = "failed", f"cannot start {argv[0]}: {exc.strerror}"
+        except ValueError as exc:
+            # an environment variable name with '=', a NUL in an argument or a value (settings not made by
+            # `rotator validate`, which refuses them): Popen's message names the fault, never the value
+            result, error = "failed", f"cannot start {argv[0]}: {exc}"
         else:
             # The output is read (so the hook never blocks on a full pipe) and only measured: a
             # hook may print anything, the token it just received included, so none of it is

@@ -196,6 +196,13 @@ def test_a_credential_ref_refuses_what_could_never_be_read(kwargs: dict[str, Any
         CredentialRef(**kwargs)
 
 
+@pytest.mark.parametrize("name", ['"A=B"', '"A\\u0000"', '""', '"=x"'])
+def test_a_hook_env_name_that_names_no_variable_is_refused(tmp_path: Path, name: str) -> None:
+    """As a credential's `env` is: Popen raised ValueError at every publication, and the hook never ran."""
+    daemon = f'[[daemon.hooks]]\ncommand = ["true"]\nenv = {{ OK = "1", {name} = "x" }}\n'
+    _one(tmp_path, _text(top=daemon), "daemon.hooks[0].env", "cannot name an environment variable")
+
+
 def test_resolving_a_credential_under_a_path_with_a_nul_is_a_config_error(tmp_path: Path) -> None:
     """os.open raises ValueError, not OSError: it escaped resolve() as an internal error."""
     with pytest.raises(ConfigError, match="holds a NUL character"):

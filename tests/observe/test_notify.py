@@ -352,6 +352,23 @@ def test_missing_hook_program_is_a_failure_not_a_crash(tmp_path: Path) -> None:
     assert line["result"] == "failed" and "cannot start /nonexistent/reload-app" in line["error"]
 
 
+@pytest.mark.parametrize("env", [{"A=B": "x"}, {"A\x00": "x"}, {"A": "x\x00y"}], ids=["eq", "nul-name", "nul-value"])
+def test_a_hook_environment_popen_refuses_is_a_failure_not_a_crash(tmp_path: Path, env: dict[str, str]) -> None:
+    """Popen raises ValueError, not OSError: the worker logged "unexpected error", with no hook event and
+    no failure result, at every publication. (`rotator validate` refuses these; settings made in Python
+    may still hold them.)"""
+    settings = _settings(tmp_path, hooks=[{"command": ["true"]}])
+    hook = settings.hooks[0].model_copy(update={"env": env})  # as validation would not let it be
+    results: list[tuple[str, str]] = []
+    notifier = Notifier(settings.model_copy(update={"hooks": [hook]}), tmp_path,
+                        on_result=lambda *r: results.append(r))
+    notifier(_event("published", "ok", token_id="t-new"))
+    assert notifier.close(5)
+    (line,) = [r for r in _audit(tmp_path) if r["step"] == "hook"]
+    assert line["result"] == "failed" and line["error"].startswith("cannot start true: "), line
+    assert results == [("hook", "failed")]
+
+
 def test_signature_follows_standard_webhooks() -> None:
     # The specification's example (standard-webhooks, also in its reference libraries' tests).
     key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
