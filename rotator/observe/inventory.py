@@ -73,7 +73,7 @@ from rotator.core.errors import RotatorError
 from rotator.core.journal import Journal, Revocation, RunRecord, RunState
 from rotator.core.revocation_rule import CLOCK_SLACK, Claim
 from rotator.core.secret import REDACTOR, Secret
-from rotator.observe.cluster_keys import CLUSTER_KEYS
+from rotator.observe.cluster_keys import place_keys
 from rotator.observe.compliance import max_age_of
 from rotator.observe.untrusted_text import one_line
 
@@ -238,7 +238,7 @@ def _where_key(kind: str, settings: Any) -> str | None:
         if value is None:
             continue
         if attr == "profile":
-            text = _profile_where(value)
+            text = _profile_where(value, kind)
         elif attr in ("base_url", "cluster_host"):
             text = _url_where(str(value))
         else:
@@ -251,13 +251,17 @@ def _host_where(host: str) -> str:
     return host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
 
 
-def _profile_where(profile: Any) -> str:
+def _profile_where(profile: Any, kind: str) -> str:
     """An influxctl profile's place: product, then host, port (influxctl's default 443 when left out),
-    account and cluster, each written only if it names the cluster for that product (:data:`CLUSTER_KEYS`),
-    as rotator sync compares a profile with a policy: a Dedicated policy without ``host`` and an
-    operator's profile with one are the same place. (Every key for a product this module does not know.)"""
+    account and cluster, each written only if it names where an issuer of ``kind`` lists its tokens for
+    that product (:func:`~rotator.observe.cluster_keys.place_keys`), as rotator sync compares a profile
+    with a policy: a Dedicated policy without ``host`` and an operator's profile with one are the same
+    place. Cloud Dedicated's management tokens are the account's: the management policies of two clusters
+    of one account list the same tokens, so their place is the account alone (each token listed once, and
+    one policy's run no claim of "a policy that does not use this issuer" on the other's cluster); its
+    database tokens stay the cluster's. (Every key for a product this module does not know.)"""
     product = str(getattr(profile, "product", ""))
-    named = CLUSTER_KEYS.get(product, ("host", "port", "account_id", "cluster_id"))
+    named = place_keys(kind, product) or ("host", "port", "account_id", "cluster_id")
     host = getattr(profile, "host", None)
     port = getattr(profile, "port", None)
     ids = [str(getattr(profile, key, None) or "").strip().lower() if key in named else ""

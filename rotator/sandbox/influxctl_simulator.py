@@ -25,7 +25,19 @@ Where the docs are silent, the fake decides (so a test can rely on it):
   like a server that does not say why; ``--debug`` adds the reason on stderr.
 - Flags are parsed like Go's ``flag`` package under urfave/cli v2: global flags only before the
   command, command flags only before the first positional argument (``revoke ID --force`` treats
-  ``--force`` as a token id). ``-h``/``--help`` print help and exit 0.
+  ``--force`` as a token id). ``-h``/``--help`` print help and exit 0. Flags it cannot parse
+  (``flag provided but not defined: -x``, as an influxctl older than a flag shows it): ``Incorrect
+  Usage: <error>``, a blank line and the help on stdout (urfave/cli v2 writes them to its
+  ``App.Writer``, stdout by default), ``Error: <error>`` on stderr (what influxctl does with the error
+  urfave/cli returns is undocumented), exit 1. A wrong number of arguments is the command's own
+  ``Incorrect Usage`` on stderr.
+- Cloud Dedicated: management and ``token`` commands reach the profile's ``account_id`` and
+  ``cluster_id`` (``--account``/``--cluster`` override them). Another account than the state's, or a
+  cluster the account does not have (the state's ``cluster_id`` and those ``add_cluster()`` added), is
+  ``rpc error: code = NotFound desc = account "X" not found`` (``cluster "Y" not found in account
+  "X"``), after authentication. Management tokens are the account's: listed, created and revoked
+  through any of its clusters; database tokens are each cluster's own. ``query`` goes to ``host`` and
+  checks neither. A Clustered profile names no account: nothing is checked.
 - Unknown command: ``No help topic for 'x'`` on stderr, exit 1 (urfave/cli v2 itself exits 3).
 - ``management create``: ``--description`` may be omitted (empty description) but not blank.
   ``--expires-at`` is parsed like Go's ``time.Parse(time.RFC3339, ...)``; a time not in the
@@ -115,6 +127,8 @@ DEFAULT_GARBAGE = "<html><body><h1>502 Bad Gateway</h1></body></html>\n"
 EPOCH_TEXT = "1970-01-01T00:00:00Z"
 OTHER_COMMANDS = ("auth", "cluster", "database", "table", "user", "write")
 NOT_FOUND_DB_TOKEN = "rpc error: code = NotFound desc = database token not found"
+NOT_FOUND_ACCOUNT = 'rpc error: code = NotFound desc = account "{account}" not found'
+NOT_FOUND_CLUSTER = 'rpc error: code = NotFound desc = cluster "{cluster}" not found in account "{account}"'
 INVALID_DB_TOKEN_ID = "rpc error: code = InvalidArgument desc = invalid database token id"
 
 APP_HELP = """NAME:
@@ -190,12 +204,13 @@ COMMAND_HELP = {
 
 
 class Exit(Exception):
-    """Stop with ``code``; ``message``, if any, goes to stderr as is."""
+    """Stop with ``code``; ``message``, if any, goes to stderr as is, ``output``, if any, to stdout first."""
 
-    def __init__(self, code: int, message: str | None = None) -> None:
+    def __init__(self, code: int, message: str | None = None, output: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.output = output
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -205,6 +220,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def usage(message: str, help_text: str = APP_HELP) -> NoReturn:
     # urfave/cli's wording; the help follows a blank line.
     raise Exit(1, f"Incorrect Usage: {message}\n\n{help_text}")
+
+
+def flag_usage(message: str, help_text: str) -> NoReturn:
+    # A command line urfave/cli v2 cannot parse: "Incorrect Usage: <error>", a blank line and the help go to
+    # its App.Writer, stdout by default; the error it returns is the program's to report (see the docstring).
+    raise Exit(1, f"Error: {message}", output=f"Incorrect Usage: {message}\n\n{help_text}\n")
 
 
 def show_help(text: str) -> NoReturn:
@@ -237,22 +258,22 @@ def parse_flags(args: list[str], spec: dict[str, str], help_text: str) -> tuple[
             return values, args[i + 1 :]
         name, has_value, value = args[i].lstrip("-").partition("=")
         if not name or args[i].startswith("---"):
-            usage(f"bad flag syntax: {args[i]}", help_text)
+            flag_usage(f"bad flag syntax: {args[i]}", help_text)
         if name in ("h", "help"):
             show_help(help_text)
         kind = spec.get(name)
         if kind is None:
-            usage(f"flag provided but not defined: -{name}", help_text)
+            flag_usage(f"flag provided but not defined: -{name}", help_text)
         if kind == BOOL:
             values[name] = _parse_bool(name, value, help_text) if has_value else True
         else:
             if not has_value:
                 i += 1
                 if i == len(args):
-                    usage(f"flag needs an argument: -{name}", help_text)
+                    flag_usage(f"flag needs an argument: -{name}", help_text)
                 value = args[i]
             if kind == DURATION and not _GO_DURATION.fullmatch(value):
-                usage(f'invalid value "{value}" for flag -{name}: parse error', help_text)
+                flag_usage(f'invalid value "{value}" for flag -{name}: parse error', help_text)
             if kind == LIST:
                 values.setdefault(name, []).append(value)
             else:
@@ -264,7 +285,7 @@ def parse_flags(args: list[str], spec: dict[str, str], help_text: str) -> tuple[
 def _parse_bool(name: str, value: str, help_text: str) -> bool:
     if value in _GO_TRUE or value in _GO_FALSE:
         return value in _GO_TRUE
-    usage(f'invalid boolean value "{value}" for -{name}: parse error', help_text)
+    flag_usage(f'invalid boolean value "{value}" for -{name}: parse error', help_text)
 
 
 # --- RFC 3339 like Go's time.Parse(time.RFC3339, s) ----------------------------------------------
@@ -343,6 +364,10 @@ class Profile:
     database: str | None = None
     #: Where ``query`` and ``write`` connect (on Dedicated nothing else uses it).
     host: str | None = None
+    #: Dedicated: the account and cluster the management and ``token`` commands reach (``--account`` and
+    #: ``--cluster`` override the profile's ``account_id`` and ``cluster_id``).
+    account_id: str | None = None
+    cluster_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -421,6 +446,8 @@ def _validated_profile(name: str, entry: dict[str, Any], flags: dict[str, Any]) 
         token=entry.get("token") or None,
         database=entry.get("database") or None,
         host=entry.get("host") or None,
+        account_id=flags.get("account") or entry.get("account_id") or None,
+        cluster_id=flags.get("cluster") or entry.get("cluster_id") or None,
     )
 
 
@@ -502,14 +529,34 @@ def authorize(session: Session, state: store.State, manage: bool) -> str:
         if state["options"]["admin_token_sha256"] != store.hash_token(session.credential.secret):
             debug(session.debug, "authentication failed: not the admin token")
             fail(UNAUTHENTICATED)
+        reached_cluster(session, state)
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fake-influxctl-admin:{state['account_id']}"))
     record, problem = store.token_problem(state, session.credential.secret, now)
     if record is None or problem is not None:
         debug(session.debug, f"authentication failed: {problem}")
         fail(UNAUTHENTICATED)
+    reached_cluster(session, state)
     if manage and not state["options"]["mgmt_token_can_manage"]:
         fail(PERMISSION_DENIED)
     return str(record["id"])
+
+
+def reached_cluster(session: Session, state: store.State) -> str:
+    """The cluster of the state a management or ``token`` command reaches, as the state spells its id; fails
+    as the server would for a Dedicated profile (or ``--account``/``--cluster``) naming another account,
+    or a cluster the account does not have. Clustered: the cluster is the host the profile names."""
+    profile = session.profile
+    if profile.product != "dedicated":
+        return store.cluster_id(state)
+    account = (profile.account_id or "").strip()
+    if account.lower() != str(state["account_id"]).lower():
+        debug(session.debug, "the profile names another account")
+        fail(NOT_FOUND_ACCOUNT.format(account=account))
+    cluster = (profile.cluster_id or "").strip()
+    known = next((c for c in store.cluster_ids(state) if c.lower() == cluster.lower()), None)
+    if known is None:
+        fail(NOT_FOUND_CLUSTER.format(cluster=cluster, account=account))
+    return known
 
 
 def before_effect(fault: dict[str, Any] | None) -> None:
@@ -702,8 +749,9 @@ def confirm_revoke() -> None:
         fail("revoke cancelled: not confirmed")
 
 
-def revoke_one(state: store.State, token_id: str) -> str | None:
-    """Revoke ``token_id`` in ``state``; return the gRPC error text, or ``None`` on success."""
+def revoke_one(state: store.State, token_id: str, cluster: str) -> str | None:
+    """Revoke ``token_id`` in ``state``; return the gRPC error text, or ``None`` on success. Through any
+    ``cluster`` of the account: a management token is the account's."""
     try:
         uuid.UUID(token_id)
     except ValueError:
@@ -737,7 +785,8 @@ def revoke_command(
     before_effect(fault)
     with store.transaction(session.state_path) as state:
         authorize(session, state, manage=manage)
-        errors = {token_id: revoke(state, token_id) for token_id in ids}
+        cluster = reached_cluster(session, state)
+        errors = {token_id: revoke(state, token_id, cluster) for token_id in ids}
     after_effect(fault)
     for token_id, error in errors.items():
         if error is None:
@@ -797,14 +846,14 @@ def _one_id(ids: list[str], help_text: str) -> str:
     return ids[0]
 
 
-def _live_db_token(state: store.State, token_id: str, include_revoked: bool) -> dict[str, Any]:
-    """The database token ``token_id`` of this cluster, or fail as the server would."""
+def _live_db_token(state: store.State, token_id: str, include_revoked: bool, cluster: str) -> dict[str, Any]:
+    """The database token ``token_id`` of ``cluster``, or fail as the server would."""
     try:
         uuid.UUID(token_id)
     except ValueError:
         fail(INVALID_DB_TOKEN_ID)
     record = store.find_db_token(state, token_id)
-    if record is None or record["cluster_id"] != store.cluster_id(state):
+    if record is None or record["cluster_id"] != cluster:
         fail(NOT_FOUND_DB_TOKEN)
     if record["revoked_at"] and not include_revoked:
         fail(NOT_FOUND_DB_TOKEN)
@@ -836,7 +885,8 @@ def cmd_token_create(argv: list[str], flags: dict[str, Any], args: list[str]) ->
         if expires is not None and expires <= store.server_now(state):
             fail("rpc error: code = InvalidArgument desc = expires_at must be in the future")
         value, record = store.mint_db_token(
-            state, description=description, permissions=grants, expires_at=expires, created_by=created_by
+            state, description=description, permissions=grants, expires_at=expires, created_by=created_by,
+            cluster=reached_cluster(session, state),
         )
         create_output = state["options"]["create_output"]
     after_effect(fault)
@@ -856,10 +906,11 @@ def cmd_token_list(argv: list[str], flags: dict[str, Any], args: list[str]) -> i
     before_effect(fault)
     state = store.read_state(session.state_path)
     authorize(session, state, manage=False)
+    cluster = reached_cluster(session, state)
     tokens = [
         t
         for t in store.db_tokens(state)
-        if t["cluster_id"] == store.cluster_id(state) and (own.get("include-revoked") or not t["revoked_at"])
+        if t["cluster_id"] == cluster and (own.get("include-revoked") or not t["revoked_at"])
     ]
     tokens.sort(key=lambda t: t[_DB_SORT_KEYS[sort]])
     after_effect(fault)
@@ -880,20 +931,20 @@ def cmd_token_get(argv: list[str], flags: dict[str, Any], args: list[str]) -> in
     before_effect(fault)
     state = store.read_state(session.state_path)
     authorize(session, state, manage=False)
-    record = _live_db_token(state, token_id, bool(own.get("include-revoked")))
+    record = _live_db_token(state, token_id, bool(own.get("include-revoked")), reached_cluster(session, state))
     after_effect(fault)
     print(json.dumps(db_token_json(record), indent=2) if fmt == "json" else db_token_table(record))
     return 0
 
 
-def revoke_db_one(state: store.State, token_id: str) -> str | None:
-    """Revoke database token ``token_id``; return the gRPC error text, or ``None`` on success."""
+def revoke_db_one(state: store.State, token_id: str, cluster: str) -> str | None:
+    """Revoke database token ``token_id`` of ``cluster``; return the gRPC error text, or ``None`` on success."""
     try:
         uuid.UUID(token_id)
     except ValueError:
         return INVALID_DB_TOKEN_ID
     record = store.find_db_token(state, token_id)
-    if record is None or record["cluster_id"] != store.cluster_id(state):
+    if record is None or record["cluster_id"] != cluster:
         return NOT_FOUND_DB_TOKEN
     record["revoked_at"] = record["revoked_at"] or store.format_time(store.server_now(state))
     return None
@@ -920,7 +971,7 @@ def cmd_token_update(argv: list[str], flags: dict[str, Any], args: list[str]) ->
     before_effect(fault)
     with store.transaction(session.state_path) as state:
         authorize(session, state, manage=False)
-        record = _live_db_token(state, token_id, include_revoked=False)
+        record = _live_db_token(state, token_id, include_revoked=False, cluster=reached_cluster(session, state))
         if replace:  # "the existing permissions are replaced by the new permissions"
             record["permissions"] = store.make_permissions(grants)
         if "description" in own:
@@ -1045,6 +1096,8 @@ def main(argv: list[str]) -> int:
     try:
         return run(argv)
     except Exit as stop:
+        if stop.output:
+            sys.stdout.write(stop.output)
         if stop.message:
             print(stop.message, file=sys.stderr)
         return stop.code

@@ -13,7 +13,8 @@ every read and every read-modify-write, and the file is replaced atomically)::
     {
       "schema": 1,
       "account_id": "<uuid>",            # every token belongs to this account
-      "cluster_id": "<uuid>",            # every database token belongs to this cluster
+      "cluster_id": "<uuid>",            # the account's cluster (database tokens belong to one cluster)
+      "other_cluster_ids": ["<uuid>"],   # more clusters of the account (optional, see add_cluster())
       "user_id": "<uuid>",               # the human (OAuth) user: created_by of add_token() tokens
       "options": {
         "activation_delay_s": 0.0,       # a new token is unauthorized until created_at + delay
@@ -70,11 +71,14 @@ __all__ = [
     "ALL_DATABASES",
     "COMMANDS",
     "DB_TOKEN_PREFIX",
+    "DEFAULT_ACCOUNT_ID",
+    "DEFAULT_CLUSTER_ID",
     "FAULT_MODES",
     "STATE_ENV",
     "FakeInfluxctl",
     "State",
     "cluster_id",
+    "cluster_ids",
     "databases",
     "db_token_problem",
     "db_tokens",
@@ -126,6 +130,10 @@ DEFAULT_DATABASES = ("db1", "db2")
 DB_ACTIONS = ("read", "write")
 #: The ``*`` resource: every database (facts file 2.1).
 ALL_DATABASES = "*"
+#: The account and cluster of a new state, and those :func:`write_profile` writes into a Dedicated profile:
+#: a profile that names others reaches no account or cluster of the fake (NotFound, as a server answers).
+DEFAULT_ACCOUNT_ID = "00000000-0000-4000-8000-00000000acc1"
+DEFAULT_CLUSTER_ID = "00000000-0000-4000-8000-00000000c1a5"
 
 State = dict[str, Any]
 
@@ -284,6 +292,11 @@ def cluster_id(state: State) -> str:
     return str(state.setdefault("cluster_id", str(uuid.uuid4())))
 
 
+def cluster_ids(state: State) -> list[str]:
+    """Every cluster of the account: :func:`cluster_id` first, then those :meth:`FakeInfluxctl.add_cluster` added."""
+    return [cluster_id(state), *state.get("other_cluster_ids", [])]
+
+
 def make_permissions(grants: list[tuple[str, str]]) -> list[State]:
     """``[(action, resource), ...]`` as permission records, duplicates dropped, order kept."""
     out: list[State] = []
@@ -306,8 +319,10 @@ def mint_db_token(
     created_by: str,
     created_at: datetime | None = None,
     active_at: datetime | None = None,
+    cluster: str | None = None,
 ) -> tuple[str, State]:
-    """Add a database token to ``state``; return its value (only the caller sees it) and record."""
+    """Add a database token of ``cluster`` (default: :func:`cluster_id`) to ``state``; return its value (only
+    the caller sees it) and record."""
     value = _new_db_token_value()
     created = created_at or server_now(state)
     delay = timedelta(seconds=float(state["options"].get("db_activation_delay_s", 0.0)))
@@ -316,7 +331,7 @@ def mint_db_token(
         "description": description,
         "token_sha256": hash_token(value),
         "account_id": state["account_id"],
-        "cluster_id": cluster_id(state),
+        "cluster_id": cluster or cluster_id(state),
         "created_by": created_by,
         "permissions": make_permissions(permissions),
         "created_at": format_time(created),
@@ -392,12 +407,15 @@ class FakeInfluxctl:
         clock_offset_s: float = 0.0,
         db_activation_delay_s: float = 0.0,
         databases: tuple[str, ...] | list[str] = DEFAULT_DATABASES,
+        account_id: str = DEFAULT_ACCOUNT_ID,
+        cluster_id: str = DEFAULT_CLUSTER_ID,
     ) -> None:
-        """Start from an empty server (no tokens, faults or calls; the databases ``databases``)."""
+        """Start from an empty server (no tokens, faults or calls; the databases ``databases``) of one
+        account with one cluster (:meth:`add_cluster` adds more)."""
         state: State = {
             "schema": SCHEMA_VERSION,
-            "account_id": str(uuid.uuid4()),
-            "cluster_id": str(uuid.uuid4()),
+            "account_id": account_id,
+            "cluster_id": cluster_id,
             "user_id": str(uuid.uuid4()),
             "options": dict(DEFAULT_OPTIONS),
             "tokens": [],
@@ -441,6 +459,18 @@ class FakeInfluxctl:
     @property
     def cluster_id(self) -> str:
         return cluster_id(read_state(self.path))
+
+    @property
+    def cluster_ids(self) -> list[str]:
+        return cluster_ids(read_state(self.path))
+
+    def add_cluster(self) -> str:
+        """Another cluster of the account; returns its id. Management tokens are the account's: the
+        management commands list, create and revoke the same tokens through each of its clusters."""
+        new = str(uuid.uuid4())
+        with transaction(self.path) as state:
+            state.setdefault("other_cluster_ids", []).append(new)
+        return new
 
     def add_token(
         self,
@@ -530,11 +560,13 @@ class FakeInfluxctl:
         permissions: dict[str, list[str]] | list[tuple[str, str]],
         expires_at: datetime | None = None,
         created_at: datetime | None = None,
+        cluster_id: str | None = None,
     ) -> tuple[str, str]:
         """A database token a human created (Admin UI or influxctl), e.g. for bootstrap.
 
         ``permissions``: ``{"read": ["db1"], "write": ["*"]}`` or ``[("read", "db1"), ...]``.
-        Active at once, whatever the activation delay. Returns ``(value, id)``.
+        ``cluster_id``: the cluster it is made for (default: the first). Active at once, whatever the
+        activation delay. Returns ``(value, id)``.
         """
         grants = _grants(permissions)
         with transaction(self.path) as state:
@@ -547,6 +579,7 @@ class FakeInfluxctl:
                 created_by=state["user_id"],
                 created_at=created,
                 active_at=created,
+                cluster=cluster_id,
             )
         return value, str(record["id"])
 
@@ -594,8 +627,8 @@ def write_profile(
     product: str = "clustered",
     name: str = "default",
     host: str = "influxdb.example.test",
-    account_id: str = "00000000-0000-4000-8000-00000000acc1",
-    cluster_id: str = "00000000-0000-4000-8000-00000000c1a5",
+    account_id: str = DEFAULT_ACCOUNT_ID,
+    cluster_id: str = DEFAULT_CLUSTER_ID,
     oauth2: bool = False,
     append: bool = False,
 ) -> Path:

@@ -315,7 +315,9 @@ def test_verify_queries_the_database_with_the_token_in_the_profile(setup: Setup)
 def test_a_dedicated_database_token_is_minted_and_verified_through_the_profile_s_host(setup: Setup) -> None:
     """Cloud Dedicated's management commands need no `host`, but `query` does (its only use there): a
     policy without it validated, and every rotation then failed at VERIFY after minting."""
-    issuer = setup.issuer(profile={**DEDICATED, "host": "cluster.a.influxdb.example.test"})
+    state = setup.fake.state
+    issuer = setup.issuer(profile={**DEDICATED, "account_id": state.account_id, "cluster_id": state.cluster_id,
+                                   "host": "cluster.a.influxdb.example.test"})
     token = issuer.mint(request(), None)
     issuer.verify(token.value)
     query = setup.recorder.calls[-1]
@@ -400,6 +402,9 @@ def test_verify_against_a_missing_database_is_permanent(setup: Setup) -> None:
     with pytest.raises(PermanentError, match='database "nope" not found') as info:
         issuer.verify(Secret(value))
     assert not isinstance(info.value, TransientError)
+    # the query names no token id: the hint is about the database, not "the server does not know that token id"
+    assert "database 'nope'" in info.value.hint and "does not exist on this cluster" in info.value.hint
+    assert "token id" not in info.value.hint
 
 
 def test_verify_with_unreadable_output_is_an_output_error(setup: Setup) -> None:

@@ -291,8 +291,8 @@ def test_dedicated_profile_with_tls_is_accepted_by_influxctl(setup: Setup) -> No
             "influxctl": str(setup.fake.binary),
             "profile": {
                 "product": "dedicated",
-                "account_id": "00000000-0000-4000-8000-00000000acc1",
-                "cluster_id": "00000000-0000-4000-8000-00000000c1a5",
+                "account_id": setup.fake.state.account_id,
+                "cluster_id": setup.fake.state.cluster_id,
                 "tls": {"insecure": True, "ca": "ca.pem"},
             },
         },
@@ -413,7 +413,8 @@ def test_each_call_has_its_own_private_config_removed_afterwards(setup: Setup) -
     assert len({call["config"] for call in calls}) == 5
     for call in calls:
         assert (call["file_mode"], call["dir_mode"]) == (0o600, 0o700)
-        assert call["files"] == ["config.toml", "lock"]  # the lock says "my process is alive"
+        # the lock says "my process is alive"; cwd, empty, is where influxctl runs
+        assert call["files"] == ["config.toml", "cwd", "lock"]
         assert not call["config"].parent.exists()
 
 

@@ -63,8 +63,12 @@ DEDICATED_POLICY = f'product = "dedicated"\naccount_id = "{ACCOUNT}"\ncluster_id
     (f'product = "dedicated"\naccount_id = "{ACCOUNT}"\ncluster_id = "{CLUSTER}"\n'
      f'host = "{CLUSTER}.a.influxdb.io"\nport = "8443"', True),
     (f'product = "dedicated"\naccount_id = "{ACCOUNT.upper()}"\ncluster_id = "{CLUSTER}"', True),
-    # another cluster of the account, whatever host says: another place
+    # another cluster of the account: the same management tokens (they are the account's, not a cluster's:
+    # tests/observe/test_inventory_dedicated_account.py)
     (f'product = "dedicated"\naccount_id = "{ACCOUNT}"\ncluster_id = "{ACCOUNT}"\n'
+     f'host = "{CLUSTER}.a.influxdb.io"', True),
+    # another account, whatever host says: another place
+    (f'product = "dedicated"\naccount_id = "{CLUSTER}"\ncluster_id = "{CLUSTER}"\n'
      f'host = "{CLUSTER}.a.influxdb.io"', False),
     ('product = "clustered"\nhost = "cluster.test.invalid"', False),
 ])

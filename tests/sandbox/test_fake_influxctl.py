@@ -89,11 +89,6 @@ def test_help_says_it_is_a_simulator(fake_influxctl: FakeInfluxctlFixture) -> No
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-x", "management", "list"], "Incorrect Usage: flag provided but not defined: -x\n"),
-        (["management", "list", "--bogus"], "Incorrect Usage: flag provided but not defined: -bogus\n"),
-        # Global flags go before the command.
-        (["management", "list", "--config", "c.toml"], "flag provided but not defined: -config"),
-        (["--timeout", "soon", "version"], 'invalid value "soon" for flag -timeout: parse error'),
         (["databse", "list"], "No help topic for 'databse'"),
         (["management", "get"], "No help topic for 'get'"),
     ],
@@ -102,6 +97,25 @@ def test_usage_errors_exit_1_on_stderr(fake_influxctl: FakeInfluxctlFixture, arg
     done = fake_influxctl.run(*args)
     assert (done.returncode, done.stdout) == (1, "")
     assert message in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-x", "management", "list"], "flag provided but not defined: -x"),
+        (["management", "list", "--bogus"], "flag provided but not defined: -bogus"),
+        # Global flags go before the command.
+        (["management", "list", "--config", "c.toml"], "flag provided but not defined: -config"),
+        (["--timeout", "soon", "version"], 'invalid value "soon" for flag -timeout: parse error'),
+    ],
+)
+def test_flags_it_cannot_parse_are_incorrect_usage_on_stdout_as_urfave_cli_writes_it(
+        fake_influxctl: FakeInfluxctlFixture, args: list[str], message: str) -> None:
+    """urfave/cli v2 writes "Incorrect Usage: <error>", a blank line and the help to its App.Writer (stdout)."""
+    done = fake_influxctl.run(*args)
+    assert done.returncode == 1
+    assert done.stdout.startswith(f"Incorrect Usage: {message}\n\n") and "USAGE:" in done.stdout
+    assert done.stderr == f"Error: {message}\n"
 
 
 def test_global_flags_are_accepted(booted: Booted) -> None:
@@ -367,7 +381,7 @@ def test_product_requirements(booted: Booted) -> None:
     assert "host is required" in booted.run("management", "list").stderr
     write_profile(booted.config, product="dedicated", mgmt_token=booted.token, account_id="")
     assert "account_id is required" in booted.run("management", "list").stderr
-    assert booted.run("--account", "acc", "management", "list").returncode == 0
+    assert booted.run("--account", booted.fake.state.account_id, "management", "list").returncode == 0
 
 
 # --- authentication -----------------------------------------------------------------------------

@@ -114,7 +114,6 @@ def test_help_lists_the_token_and_query_commands(fake_influxctl: FakeInfluxctlFi
     ("args", "message"),
     [
         (["token", "rotate"], "No help topic for 'rotate'"),
-        (["token", "list", "--all"], "flag provided but not defined: -all"),
         (["token", "get"], "expected exactly one TOKEN_ID argument, got 0"),
         (["token", "create"], "a TOKEN_DESCRIPTION argument is required"),
         (["token", "create", "read", "only"], "expected one TOKEN_DESCRIPTION argument, got 2"),
@@ -126,6 +125,12 @@ def test_usage_errors(booted: Booted, args: list[str], message: str) -> None:
     done = booted.run(*args)
     assert (done.returncode, done.stdout) == (1, "")
     assert message in done.stderr
+
+
+def test_an_unknown_flag_is_incorrect_usage_on_stdout(booted: Booted) -> None:
+    done = booted.run("token", "list", "--all")
+    assert done.returncode == 1 and done.stderr == "Error: flag provided but not defined: -all\n"
+    assert done.stdout.startswith("Incorrect Usage: flag provided but not defined: -all\n\nUSAGE:")
 
 
 # --- token create --------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ __all__ = [
     "PROFILE_NAME",
     "InfluxctlCLI",
     "InfluxctlIssuer",
+    "InfluxctlNotFound",
     "InfluxctlSettings",
     "MgmtTokenAuth",
     "ProfileAuth",
@@ -100,6 +101,7 @@ __all__ = [
     "default_run",
     "error_for_exit",
     "go_duration",
+    "is_not_found",
     "is_permission_denied",
     "minted_token",
     "output_error",
@@ -152,6 +154,12 @@ HINT_PERMISSION_DENIED = (
 )
 HINT_OTHER = "run the same influxctl command by hand to see the full output"
 HINT_NOT_FOUND = "the server does not know that token id; check the id, and that the profile names the right cluster"
+HINT_NOT_FOUND_PLACE = ("the server does not know what the command names: check that the profile names the right "
+                        "cluster (Cloud Dedicated: account_id and cluster_id; Clustered: host and port)")
+HINT_USAGE = ("this influxctl refused the command line rotator gave it: run `influxctl version`; rotator needs "
+              "influxctl 2.9.7 or later (2.10.0 or later for database tokens)")
+HINT_UNKNOWN_FLAG = ("this influxctl does not know the flag --{flag}{needs}: run `influxctl version`, and upgrade it "
+                     "(rotator needs influxctl 2.9.7 or later, 2.10.0 or later for database tokens)")
 HINT_SERVER_ERROR = ("the cluster (or a proxy in front of it) failed with an error of its own (gRPC Internal, Unknown "
                      "or Canceled) without saying whether the command took effect; rotator tries again (a token "
                      "the cluster made is found by its run's tag). If it persists, run the same influxctl command "
@@ -188,6 +196,12 @@ _GRPC_KINDS = {"unauthenticated": "unauthenticated", "permissiondenied": "permis
                "deadlineexceeded": "transient", "resourceexhausted": "transient", "aborted": "transient",
                "notfound": "not_found", "internal": "server_error", "unknown": "server_error",
                "canceled": "server_error"}
+#: The influxctl release that added each flag rotator passes beyond the oldest it supports (facts file 1.7
+#: and 2.1): ``--timeout`` (every call), and the database tokens' ``--include-revoked`` and ``--expires-at``.
+_FLAG_SINCE = {"timeout": "2.9.7", "include-revoked": "2.10.0", "expires-at": "2.10.0"}
+#: urfave/cli's refusal of a command line (Go's flag package names the flag with one dash)
+_UNKNOWN_FLAG = r"flag provided but not defined: -{1,2}([A-Za-z0-9][A-Za-z0-9_.-]*)"
+_USAGE_MARKERS = ("Incorrect Usage", "flag provided but not defined")
 #: OS errors when starting the binary that may go away by themselves.
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR})
 #: Values shaped like InfluxDB tokens, redacted from stderr even when the REDACTOR does not know them.
@@ -423,6 +437,8 @@ def _toml_str(key: str, value: str) -> str:
 _CONFIG_PREFIX = "rotator-influxctl-"
 #: The file in each private config directory whose flock() says "my process is alive".
 _LOCK_NAME = "lock"
+#: The empty directory in each private config directory that influxctl runs in (:func:`_child_cwd`).
+_CWD_NAME = "cwd"
 #: A directory without a lock file is left alone this long (seconds): its creator may be between
 #: ``mkdtemp`` and placing the lock (microseconds), or it is a leftover of a rotator before
 #: version 0.x that had no lock file (removed once it is this old).
@@ -503,6 +519,7 @@ def private_config(text: str) -> Iterator[Path]:
     lock_fd: int | None = None
     try:
         lock_fd = _lock_directory(directory)
+        (directory / _CWD_NAME).mkdir(mode=0o700)
         path = directory / "config.toml"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(path, flags, 0o600)
@@ -643,6 +660,30 @@ def _private_home(argv: Sequence[str]) -> str | None:
     return str(config.parent) if config.parent.name.startswith(_CONFIG_PREFIX) else None
 
 
+def _child_cwd(home: str | None) -> str:
+    """The working directory influxctl runs in: the empty directory of the call's private config directory
+    (:func:`private_config`), else ``/``; never rotator's own. influxctl reads a file of that name where an
+    argument may be a path (``influxctl query QUERY``: "command line string, path to file, or -"), so
+    a file named like the policy's ``verify_query`` in a directory others may write (a daemon started in
+    /tmp) would be the query. Only the user rotator runs as (and root) can write these two; every path
+    rotator passes is absolute (the config, TLS files and token file, resolved against the policy file)."""
+    if home is not None:
+        empty = os.path.join(home, _CWD_NAME)
+        if os.path.isdir(empty):
+            return empty
+    return "/"
+
+
+def _executable(binary: str, env: Mapping[str, str]) -> str:
+    """``binary`` as the child's exec finds it from :func:`_child_cwd`: a name that a relative ``PATH`` entry
+    (``.``, ``bin``) finds from rotator's working directory, made absolute, so that the program checked
+    (:func:`refuse_untrusted_binary`) is the one run; any other ``binary`` as it is."""
+    if os.sep in binary:
+        return binary
+    found = shutil.which(binary, path=os.pathsep.join(os.get_exec_path(env)))
+    return os.path.abspath(found) if found is not None and not os.path.isabs(found) else binary
+
+
 def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     """The real :data:`Runner`: influxctl with output captured, no stdin, a minimal environment.
 
@@ -655,7 +696,8 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     of :func:`~rotator.core.child_process.side_effect_command`.
     """
     env = child_environment()
-    refuse_untrusted_binary(argv[0], env)
+    binary = _executable(argv[0], env)
+    refuse_untrusted_binary(binary, env)
     home = _private_home(argv)
     if home is not None:
         # influxctl caches logins (OAuth device-flow tokens) under $HOME/.cache/influxctl and loads a cached
@@ -664,13 +706,15 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
         # call's private config directory: nothing is cached there, and nothing it caches outlives the call.
         env["HOME"] = home
     prepare_watchdog(env)  # on a read, before the side effects that need it (once per process)
-    command, death_signal = side_effect_command(argv, timeout_s, env)  # a mint or a revoke: under a watchdog
+    # a mint or a revoke: under a watchdog
+    command, death_signal = side_effect_command([binary, *argv[1:]], timeout_s, env)
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        cwd=_child_cwd(home),
         process_group=0,  # its own group, so that the group can be killed as a whole
         # The thread that starts influxctl is the one that waits for it (this call returns only once
         # the child is gone), so PR_SET_PDEATHSIG fires only when rotator itself dies.
@@ -747,8 +791,9 @@ def error_for_exit(
 ) -> RotatorError:
     """The rotator error for a failed influxctl run.
 
-    The message names the command and exit code and may quote the last stderr line, redacted;
-    never stdout (which may hold a token).
+    The message names the command and exit code and may quote the last stderr line, redacted; never
+    stdout (which may hold a token), but for the one line where influxctl says it refused the command
+    line (:func:`_usage_error`), redacted too.
     """
     if proc.returncode < 0:
         return TransientError(ERR_SIGNAL.format(command=command, signal=-proc.returncode), hint=HINT_KILLED)
@@ -757,10 +802,13 @@ def error_for_exit(
             f"{command} was not started: rotator was paused (or starved) for longer than allowed "
             "between its lease check and the start", hint="rotator checks its lease again before it retries")
     message = ERR_EXIT.format(command=command, code=proc.returncode)
+    kind = _failure_kind(proc.stderr or "")
+    usage = _usage_error(proc) if kind is None else None
+    if usage is not None:
+        return usage.error(message)
     detail = _last_stderr_line(proc.stderr or "")
     if detail:
         message = f"{message}: {detail}"
-    kind = _failure_kind(proc.stderr or "")
     if kind == "unauthenticated":
         if unauthenticated_is_transient:
             return NotYetAccepted(message, hint="a new token can take a while to become active")
@@ -770,7 +818,9 @@ def error_for_exit(
     if kind == "transient":
         return TransientError(message, hint=HINT_UNREACHABLE)
     if kind == "not_found":
-        return PermanentError(message, hint=HINT_NOT_FOUND)
+        # a revoke names a token id; a list or a create names only the profile's account and cluster (a
+        # query's database: rotator/adapters/influxctl/database.py gives its own hint)
+        return InfluxctlNotFound(message, hint=HINT_NOT_FOUND if command.endswith(" revoke") else HINT_NOT_FOUND_PLACE)
     if kind == "server_error":
         # Outcome unknown, as after a lost connection: a mint may have made its token (the engine then
         # searches its tag before trying again), and a revocation is idempotent and confirmed by the list
@@ -778,9 +828,51 @@ def error_for_exit(
     return PermanentError(message, hint=HINT_OTHER)
 
 
+class InfluxctlNotFound(PermanentError):
+    """influxctl failed with the server's gRPC NotFound: the command named something the cluster does not
+    have (a token id, a database, the profile's account or cluster). A class, not a hint, tells it: the
+    hint says what to check, and each command gives its own."""
+
+
 def is_not_found(exc: BaseException) -> bool:
     """Whether ``exc`` is :func:`error_for_exit`'s answer to the server's NotFound."""
-    return isinstance(exc, PermanentError) and exc.hint == HINT_NOT_FOUND
+    return isinstance(exc, InfluxctlNotFound)
+
+
+class _Usage(NamedTuple):
+    """A command line influxctl refused before it did anything (urfave/cli's ``Incorrect Usage``)."""
+
+    line: str
+    flag: str | None
+
+    def error(self, message: str) -> PermanentError:
+        if self.flag is None:
+            return PermanentError(f"{message}: {self.line}", hint=HINT_USAGE)
+        since = _FLAG_SINCE.get(self.flag)
+        needs = f" (added in influxctl {since})" if since else ""
+        return PermanentError(f"{message}: {self.line}", hint=HINT_UNKNOWN_FLAG.format(flag=self.flag, needs=needs))
+
+
+def _usage_error(proc: subprocess.CompletedProcess[str]) -> _Usage | None:
+    """The line of a refused command line, from stderr or else stdout: urfave/cli v2 writes ``Incorrect
+    Usage: <why>`` and the help to its ``Writer``, stdout unless the program chose another, and the help
+    comes last, so neither the last stderr line nor any fixed stream is where the reason is. An unknown
+    flag (an influxctl older than a flag rotator passes) is named. Only that line of stdout is quoted."""
+    for marker in _USAGE_MARKERS:  # urfave/cli's own line first, then how the program reported its error
+        for text in (proc.stderr or "", proc.stdout or ""):
+            for line in _lines(text):
+                if marker in line:
+                    found = re.search(_UNKNOWN_FLAG, line)
+                    return _Usage(_shown_line(line), found[1] if found else None)
+    return None
+
+
+def _lines(text: str) -> list[str]:
+    r"""``text``'s lines as influxctl writes them: split at "\n" alone (a "\r" before it dropped), not at
+    everything :meth:`str.splitlines` takes for a line end (U+2028, U+2029, \v, \f, \x1c-\x1e, \x85):
+    the server's own text (a gRPC status description quoting a token's description) may hold them, and
+    split there the line's ``code = X`` would no longer be on the line read for it."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def _failure_kind(stderr: str) -> str | None:
@@ -793,7 +885,7 @@ def _failure_kind(stderr: str) -> str | None:
     write-only database token) only from the server's own gRPC status: not from a proxy's HTTP 403,
     which gRPC reports as ``code = PermissionDenied desc = unexpected HTTP status code received from
     server: 403``, nor from text such as a local file's ``permission denied``."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in _lines(stderr) if line.strip()]
     last = lines[-1] if lines else ""
     found = re.search(r"\bcode = ([A-Za-z]+)", last)
     code_kind = _GRPC_KINDS.get(found[1].lower()) if found else None
@@ -823,10 +915,13 @@ def _last_stderr_line(stderr: str) -> str:
     its control characters written out (:func:`~rotator.core.one_line.one_line`): the text is the
     cluster's (a gRPC status message the server wrote), and it reaches terminals and logs, where an
     escape sequence or a bidi control would act."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    if not lines:
-        return ""
-    line = re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(lines[-1]))
+    lines = [line.strip() for line in _lines(stderr) if line.strip()]
+    return _shown_line(lines[-1]) if lines else ""
+
+
+def _shown_line(line: str) -> str:
+    """One line of influxctl's output for a message: values masked, cut, control characters written out."""
+    line = re.sub(_TOKEN_SHAPES, "***", REDACTOR.redact(line.strip()))
     return one_line(line if len(line) <= _MAX_DETAIL else line[:_MAX_DETAIL] + "...")
 
 
@@ -981,7 +1076,7 @@ def token_from_output(stdout: str, command: str, *, token_id: str | None = None,
     Raises IssuerOutputError describing the line's shape (never its content) if it is not a
     single token-like word; it names ``token_id`` if the output had one (that token exists now).
     """
-    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    lines = [line.strip() for line in _lines(stdout) if line.strip()]
     last = lines[-1] if lines else ""
     problem = ""
     if not lines:
@@ -1005,7 +1100,7 @@ _TABLE_ROW = r"^\|\s*(?P<key>[^|]*?)\s*\|\s*(?P<value>[^|]*?)\s*\|$"  # compiled
 
 def table_value(stdout: str, key: str) -> str | None:
     """The value of row ``key`` in a two-column ``| key | value |`` table (influxctl >= 2.11)."""
-    for line in stdout.splitlines():
+    for line in _lines(stdout):
         match = re.match(_TABLE_ROW, line.strip())
         if match and match["key"].lower() == key.lower() and match["value"]:
             return match["value"]

@@ -48,10 +48,12 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from rotator.adapters.influxctl.common import (
     AUTH_BY_METHOD,
     InfluxctlIssuer,
+    InfluxctlNotFound,
     InfluxctlSettings,
     MgmtTokenAuth,
     ProfileAuth,
     TokenFileAuth,
+    is_not_found,
     is_permission_denied,
     minted_token,
     output_error,
@@ -104,6 +106,10 @@ ERR_ID_NOT_FOUND = (
 HINT_MANAGE_DENIED = (
     "the management credential may not manage database tokens; on Cloud Dedicated use a management "
     "token an Admin created, on Clustered the admin token file or such a management token"
+)
+HINT_NO_DATABASE = (
+    "database {database!r}, which verification queries, does not exist on this cluster (NotFound): check "
+    "`database` (or, without it, the first database of `permissions`) and the profile's cluster"
 )
 HINT_NOT_YET_READABLE = (
     "the new token has read permission on {database} but was refused (PermissionDenied); permissions can "
@@ -304,6 +310,8 @@ class InfluxctlDatabaseIssuer(InfluxctlIssuer[InfluxctlDatabaseSettings]):
         try:
             stdout = self._cli.run(command, ProfileAuth(db_token=token), unauthenticated_is_transient=True)
         except PermanentError as exc:
+            if is_not_found(exc):  # the query names no token id: the database is what the server lacks
+                raise InfluxctlNotFound(str(exc), hint=HINT_NO_DATABASE.format(database=database)) from None
             if not is_permission_denied(exc):
                 raise
             if not self.settings.permissions.may_read(database):
