@@ -15,6 +15,7 @@ nogroup (gid 65534, nobody's own group).
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
@@ -225,17 +226,22 @@ def _issuer(binary: str, fake: FakeInfluxctlFixture) -> InfluxctlManagementIssue
 @pytest.mark.parametrize(("file_mode", "dir_mode"), [(0o777, 0o755), (0o775, 0o755), (0o755, 0o777)],
                          ids=["binary-0777", "binary-g+w", "directory-0777"])
 def test_an_influxctl_binary_others_may_change_is_never_run(
-        fake_influxctl: FakeInfluxctlFixture, tmp_path: Path, file_mode: int, dir_mode: int) -> None:
+        fake_influxctl: FakeInfluxctlFixture, tmp_path: Path, file_mode: int, dir_mode: int,
+        caplog: pytest.LogCaptureFixture) -> None:
     ran = tmp_path / "ran"
     directory = _directory(tmp_path / "bin", 0o755)
     binary = _wrapper(directory, fake_influxctl, ran, file_mode)
     os.chown(binary, 0, NOGROUP)
     directory.chmod(dir_mode)
     value, _ = fake_influxctl.state.add_token("bootstrap")
+    caplog.set_level(logging.INFO, logger="rotator.adapters.influxctl")
     with pytest.raises(ConfigError) as caught:
         _issuer(str(binary), fake_influxctl).list_tokens(Secret(value))
     assert f"the influxctl binary {binary}" in str(caught.value) and "chmod go-w" in caught.value.hint
     assert not ran.exists(), "the binary ran: it received the token's config"
+    # logged as what happened, not as a timeout ("did not finish in 0.00s")
+    assert "influxctl management list: not started (refused)" in caplog.text, caplog.text
+    assert "did not finish" not in caplog.text
 
 
 def test_an_influxctl_found_on_path_is_checked_where_it_was_found(

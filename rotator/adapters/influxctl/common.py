@@ -970,6 +970,9 @@ class InfluxctlCLI:
                 with _map_errors(display, self.binary, self.timeout_s):
                     proc = self._run(argv, self.timeout_s)
                 outcome = f"exit {proc.returncode}"
+            except ConfigError:  # refused before it started (a binary others may change): no run to time
+                outcome = "not started (refused)"
+                raise
             finally:
                 logger.info("%s: %s in %.2fs", display, outcome, time.monotonic() - started)
         if proc.returncode != 0:
