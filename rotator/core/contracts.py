@@ -13,6 +13,7 @@ an exception message.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -421,11 +422,24 @@ def token_id_problem(token_id: str) -> str | None:
     if shown != token_id:
         at = next(i for i, (a, b) in enumerate(zip(token_id, shown, strict=False)) if a != b)
         return f"holds a control character ({one_line(token_id[at])} at index {at}); no issuer's token id does"
-    from rotator.config.inline_secrets import find_token
-
-    if find_token(token_id):
+    if _influx_token_value().fullmatch(token_id):
         return "has the shape of a token value, not of an id (token and token_id swapped?)"
     return None
+
+
+def _influx_token_value() -> re.Pattern[str]:
+    """A whole InfluxDB token value, the one thing a swapped payload puts in ``token_id``: a management
+    token (``M.V1.``), an ``apiv1_``/``apiv3_`` token, a v2 API token (86 base64 characters and ``==``).
+    Only those, and only whole: inline_secrets' wider search (Vault's ``s.`` and 20 characters anywhere)
+    matched rotator's own InfluxDB 3 token names (``rotator-eu.s.app-<run id>``)."""
+    global _INFLUX_TOKEN_VALUE
+    if _INFLUX_TOKEN_VALUE is None:  # compiled on first use: the Lambda's cold start imports this module
+        _INFLUX_TOKEN_VALUE = re.compile(r"M\.V\d+\.[A-Za-z0-9._~+/=-]{20,}|apiv\d_[A-Za-z0-9+/_-]{20,}={0,2}"
+                                         r"|[A-Za-z0-9+/_-]{86}==")
+    return _INFLUX_TOKEN_VALUE
+
+
+_INFLUX_TOKEN_VALUE: re.Pattern[str] | None = None
 
 
 class StoreState(NamedTuple):
