@@ -174,6 +174,24 @@ def test_a_binary_found_through_a_relative_path_entry_is_still_found(fake_influx
     assert [t.token_id for t in issuer.list_tokens(Secret(value))] == [token_id]
 
 
+def test_a_relative_ca_file_or_directory_is_read_where_rotator_runs(fake_influxctl, tmp_path, monkeypatch) -> None:
+    """SSL_CERT_FILE=certs/ca.pem (a container's WORKDIR and a relative path) named a file of rotator's working
+    directory; influxctl runs in a directory of its own, where the private CA was not found."""
+    value, _ = fake_influxctl.state.add_token("bootstrap")
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("a CA\n")
+    record = tmp_path / "seen.txt"
+    spy = tmp_path / "influxctl-spy"
+    spy.write_text(f'#!/bin/sh\n{{ cat "$SSL_CERT_FILE"; echo "$SSL_CERT_DIR"; }} > "{record}"\n'
+                   f'exec "{fake_influxctl.binary}" "$@"\n')
+    spy.chmod(0o700)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", "certs/ca.pem")
+    monkeypatch.setenv("SSL_CERT_DIR", f"certs{os.pathsep}/etc/ssl/certs")
+    management(fake_influxctl, spy).list_tokens(Secret(value))
+    assert record.read_text().splitlines() == ["a CA", f"{tmp_path / 'certs'}{os.pathsep}/etc/ssl/certs"]
+
+
 # ---------------------------------------------------------------------------------- line ends
 @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85"])
 def test_a_server_text_with_a_unicode_line_end_keeps_its_code(separator: str) -> None:

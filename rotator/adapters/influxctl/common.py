@@ -684,6 +684,28 @@ def _executable(binary: str, env: Mapping[str, str]) -> str:
     return os.path.abspath(found) if found is not None and not os.path.isabs(found) else binary
 
 
+#: the child's variables that hold a path (SSL_CERT_DIR: a list of them), which a relative value would read
+#: against the child's working directory (:func:`_child_cwd`), not rotator's
+_PATH_VARIABLES = ("SSL_CERT_FILE", "TMPDIR")
+_PATH_LIST_VARIABLES = ("SSL_CERT_DIR",)
+
+
+def _paths_made_absolute(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with a relative ``SSL_CERT_FILE``, ``TMPDIR`` or ``SSL_CERT_DIR`` entry made absolute against
+    rotator's working directory, where it was meant: influxctl runs in a directory of its own, where a
+    private CA named ``certs/ca.pem`` would not be found and every TLS call would fail."""
+    for name in _PATH_VARIABLES:
+        value = env.get(name)
+        if value and not os.path.isabs(value):
+            env[name] = os.path.abspath(value)
+    for name in _PATH_LIST_VARIABLES:
+        value = env.get(name)
+        if value:
+            env[name] = os.pathsep.join(os.path.abspath(p) if p and not os.path.isabs(p) else p
+                                        for p in value.split(os.pathsep))
+    return env
+
+
 def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     """The real :data:`Runner`: influxctl with output captured, no stdin, a minimal environment.
 
@@ -695,7 +717,7 @@ def default_run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedPr
     at ``timeout_s`` (+1 s) while rotator is paused and cannot kill it: it runs under the watchdog
     of :func:`~rotator.core.child_process.side_effect_command`.
     """
-    env = child_environment()
+    env = _paths_made_absolute(child_environment())
     binary = _executable(argv[0], env)
     refuse_untrusted_binary(binary, env)
     home = _private_home(argv)
