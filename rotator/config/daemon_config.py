@@ -83,12 +83,10 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def _listen_host_ok(v6: str | None, host: str | None) -> bool:
     import ipaddress  # here: only a [daemon] listen setting needs it, and every command loads this module
+    import socket
 
     if v6 is not None:
-        try:
-            return ipaddress.ip_address(v6).version == 6
-        except ValueError:
-            return False
+        host = v6  # [127.0.0.1] binds as 127.0.0.1
     if not host:
         return True
     try:
@@ -96,6 +94,12 @@ def _listen_host_ok(v6: str | None, host: str | None) -> bool:
         return True
     except ValueError:
         pass
+    try:  # what the daemon's bind takes too: 127.1, 0, 10.1 (inet_aton's short forms of IPv4)
+        socket.inet_aton(host)
+        return v6 is None or "." in host
+    except OSError:
+        if v6 is not None:
+            return False
     labels = host.removesuffix(".").split(".")
     # a name whose last label is a number is no host name: an IPv4 address written wrong (999.1.1.1, 10.1)
     return len(host) <= 253 and all(_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
@@ -189,9 +193,11 @@ class WebhookSettings(BaseModel):
 
 
 def _within_cap(settings: BaseModel, first: str, cap: str) -> None:
-    """A doubling wait whose first wait is longer than its cap: the cap would shorten every wait, the first one
-    included, and the file would not say what runs."""
-    if getattr(settings, first) > getattr(settings, cap):
+    """A doubling wait whose first wait is longer than its cap, both written in the file: the cap would shorten
+    every wait, the first one included, and the file would not say what runs. A first wait over the default
+    cap (``failure_backoff = "2h"`` alone) is capped as it always was: a file that ran keeps running."""
+    written = settings.model_fields_set
+    if first in written and cap in written and getattr(settings, first) > getattr(settings, cap):
         raise ValueError(f"{first} ({format_duration(getattr(settings, first))}) is longer than {cap} "
                          f"({format_duration(getattr(settings, cap))}), the cap of every wait; raise {cap} or "
                          f"lower {first}")
