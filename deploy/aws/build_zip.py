@@ -19,7 +19,8 @@ What goes in:
   policy whose issuer or store adapter the zip leaves out (the Vault store, the influxctl-profile
   store) is refused: the function loads every policy of its file, and would fail for every secret.
   An adapter of another distribution (an entry-point plugin) that is not in the zip gets a warning:
-  a Lambda layer (/opt/python) must supply it;
+  a Lambda layer (/opt/python) must supply it. A ``{ file = ... }`` credential anywhere but in a
+  layer (/opt) or /tmp is refused: a relative one is /var/task/..., and the zip holds no credential;
 - with ``--compile`` only, bytecode: hash-based unchecked ``.pyc`` files (PEP 552, no timestamp),
   made by the target Python itself. Without it no ``__pycache__``/``*.pyc`` goes in, and as
   ``/var/task`` is read-only, every cold start compiles rotator and pydantic from source.
@@ -43,6 +44,7 @@ import argparse
 import hashlib
 import json
 import os
+import posixpath
 import re
 import subprocess
 import sys
@@ -106,6 +108,9 @@ UNZIPPED_LIMIT = 250 * 1024 * 1024  # Lambda: function + layers, unzipped
 
 _SECTION = re.compile(r"^#\s*\[([a-z0-9_-]+)\]\s*$")
 _CRON_FIELDS = 5
+#: Where the function finds a file the zip does not hold: its layers (/opt) and its /tmp. A relative
+#: path is the policy file's directory, /var/task, the zip's root: and the zip holds no credential.
+_LAMBDA_FILE_ROOTS = ("/opt/", "/tmp/")
 
 
 class BuildError(Exception):
@@ -238,7 +243,8 @@ def _module_file(target: str, *, package: bool = False) -> str:
 
 
 def policy_entry(path: Path) -> Entry:
-    """The policy file as ``rotator.toml``; refused when it is not TOML or uses a cron schedule."""
+    """The policy file as ``rotator.toml``; refused when it is not TOML, uses a cron schedule or names a
+    credential file the function cannot read."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -254,6 +260,18 @@ def policy_entry(path: Path) -> Entry:
                 "and the Lambda zip does not bundle it. In the Lambda, Secrets Manager's ScheduleExpression "
                 "decides when to rotate; write the same period as an interval or rate, e.g. "
                 "schedule = 'rate(30 days)', so that token lifetimes are checked against it"
+            )
+    for owner, key, file in _credential_files(data):
+        if isinstance(file, str) and not _lambda_can_read(file):
+            where = (f"it is {posixpath.join('/var/task', file)} there (relative to the policy file, at the zip's "
+                     "root), and the zip holds no credential" if not file.startswith("/") else
+                     "the function has no files there: besides its zip, which holds no credential, only its "
+                     "layers (/opt) and /tmp")  # fmt: skip
+            raise BuildError(
+                f"policy file {path}: {owner}: {key} = {{ file = {json.dumps(file)} }} is a file the Lambda "
+                f"function cannot read: {where}. Take the credential from the secret itself (`self`), from "
+                "another secret (`management_token_from`), or from the function's environment "
+                '({ env = "NAME" })'
             )
     return Entry(POLICY_ARCNAME, raw)
 
@@ -330,6 +348,36 @@ def _is_cron(schedule: str) -> bool:
     """A 5-field cron or an AWS ``cron(...)``: the forms rotator.config.schedule hands to APScheduler."""
     text = schedule.strip()
     return text.startswith("cron(") or len(text.split()) == _CRON_FIELDS
+
+
+def _lambda_can_read(file: str) -> bool:
+    """Whether ``file`` is an absolute path under one of :data:`_LAMBDA_FILE_ROOTS` (``..`` resolved)."""
+    return file.startswith("/") and posixpath.normpath(file).startswith(_LAMBDA_FILE_ROOTS)
+
+
+def _credential_files(data: Mapping[str, Any]) -> Iterable[tuple[str, str, Any]]:
+    """(policy, dotted key, path) of each ``{ file = ... }`` credential of the policies and their defaults."""
+    owners: list[tuple[str, Any]] = [("defaults", data.get("defaults"))]
+    policies = data.get("policy")
+    if isinstance(policies, list):
+        for index, policy in enumerate(policies):
+            name = policy.get("name") if isinstance(policy, Mapping) else None
+            owners.append((f"policy {name!r}" if isinstance(name, str) else f"policy[{index}]", policy))
+    for owner, table in owners:
+        for key, file in _file_refs(table, ""):
+            yield owner, key, file
+
+
+def _file_refs(value: Any, where: str) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, Mapping):
+        if set(value) == {"file"}:  # a credential reference (CredentialRef); `{ env = ... }` is the other form
+            yield where, value["file"]
+            return
+        for key, item in value.items():
+            yield from _file_refs(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _file_refs(item, f"{where}[{index}]")
 
 
 def _schedules(data: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:

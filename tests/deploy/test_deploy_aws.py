@@ -602,6 +602,65 @@ def test_zip_refuses_a_policy_file_the_lambda_cannot_load(tmp_path: Path, text: 
     assert not output.exists()
 
 
+INFLUXDB3_POLICY = """
+[[policy]]
+name = "influxdb3-admin"
+schedule = "rate(30 days)"
+grace = "2d"
+[policy.issuer]
+type = "influxdb3"
+base_url = "https://influxdb.example.com:8181"
+credential = CREDENTIAL
+[[policy.store]]
+type = "aws-secretsmanager"
+secret_id = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:influxdb3/admin-AbCdEf"
+"""
+
+
+@pytest.mark.parametrize(
+    ("credential", "expected"),
+    [
+        ('{ file = "operator-token" }', "it is /var/task/operator-token there"),  # relative: the zip's root
+        ('{ file = "/etc/rotator/operator-token" }', "the function has no files there"),
+        ('{ file = "/opt/../var/task/operator-token" }', "the function has no files there"),
+        ('{ file = "/optional/operator-token" }', "the function has no files there"),
+    ],
+    ids=["relative", "etc", "dotdot-out-of-opt", "opt-prefix"],
+)
+def test_zip_refuses_a_credential_file_the_lambda_cannot_read(tmp_path: Path, credential: str, expected: str) -> None:
+    """Review: `credential = { file = "operator-token" }` was zipped; in Lambda it is /var/task/operator-token,
+    which never exists, so every rotation failed. Refused at build time, naming the policy and the key."""
+    policy = tmp_path / "lambda.toml"
+    policy.write_text(INFLUXDB3_POLICY.replace("CREDENTIAL", credential), encoding="utf-8")
+    (tmp_path / "operator-token").write_text("apiv3_placeholder\n", encoding="utf-8")  # beside it on the build host
+    output = tmp_path / "never.zip"
+
+    result = _build_zip(output, "--policy-file", str(policy))
+
+    assert result.returncode == 2, result.stderr
+    assert f"policy 'influxdb3-admin': issuer.credential = {credential}" in result.stderr
+    assert expected in result.stderr and "(`self`)" in result.stderr and '{ env = "NAME" }' in result.stderr
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "credential",
+    ['"self"', '{ env = "INFLUXDB3_TOKEN" }', '{ file = "/opt/credentials/operator-token" }',
+     '{ file = "/tmp/operator-token" }'],
+    ids=["self", "env", "layer", "tmp"],
+)
+def test_zip_takes_a_credential_the_lambda_can_read(tmp_path: Path, credential: str) -> None:
+    policy = tmp_path / "lambda.toml"
+    policy.write_text(INFLUXDB3_POLICY.replace("CREDENTIAL", credential), encoding="utf-8")
+    output = tmp_path / "rotator-lambda.zip"
+
+    result = _build_zip(output, "--policy-file", str(policy))
+
+    assert result.returncode == 0, result.stderr
+    with zipfile.ZipFile(output) as archive:
+        assert archive.read("rotator.toml") == policy.read_bytes()
+
+
 VAULT_STORE = """
 [[policy.store]]
 type = "vault-kv2"

@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import hvac
 import psycopg
@@ -765,12 +765,36 @@ def sqlite_values(journal_line: str | None = 'journal = "/var/lib/rotator/journa
     return {"journal": {"kind": "sqlite"}, "replicaCount": 1, "config": {"policies": policies_with(journal_line)}}
 
 
-def render(values: dict[str, Any] | None = None, *, namespace: str = "rotator",
-           release: str = "rel") -> dict[str, list[dict[str, Any]]]:
-    """``template file -> manifests``, rendered by Helm's own engine."""
+def policies_with_shutdown(line: str | None) -> str:
+    """The chart's default policy file with its ``[daemon] shutdown_timeout`` line replaced (None: removed)."""
+    lines = DEFAULT_POLICIES.splitlines()
+    at = next(i for i, text in enumerate(lines) if text.startswith("shutdown_timeout = "))
+    lines[at : at + 1] = [] if line is None else [line]
+    return "\n".join(lines) + "\n"
+
+
+#: The Secret with the PostgreSQL server's CA that docs/deploy.md's install names: the default policy file's
+#: journal URL reads the CA from its mount, and the chart refuses that URL without it.
+CA_SECRET = "rotator-postgresql-ca"
+
+
+def with_ca(values: dict[str, Any] | None) -> dict[str, Any]:
+    """``values`` plus ``journal.caSecret`` where their policy file's journal names the CA mount and they set no
+    CA source: what a user installing the chart sets (the values of every test but the CA's own)."""
+    values = values or {}
+    journal = values.get("journal", {})
+    policies = values.get("config", {}).get("policies", DEFAULT_POLICIES)
+    if journal.get("caSecret") or journal.get("caConfigMap") or "/etc/postgresql-ca/" not in policies:
+        return values
+    return {**values, "journal": {**journal, "caSecret": CA_SECRET}}
+
+
+def render(values: dict[str, Any] | None = None, *, namespace: str = "rotator", release: str = "rel",
+           ca: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """``template file -> manifests``, rendered by Helm's own engine (``ca``: through :func:`with_ca`)."""
     helm = need_module("helm_python")
     with helm.Chart.load(str(CHART)) as chart:
-        out = chart.render(values or {}, name=release, namespace=namespace)
+        out = chart.render(with_ca(values) if ca else values or {}, name=release, namespace=namespace)
     return {
         name.removeprefix("rotator/templates/"): [d for d in yaml.safe_load_all(text) if d]
         for name, text in out.items()
@@ -781,17 +805,18 @@ def render(values: dict[str, Any] | None = None, *, namespace: str = "rotator",
 NOT_ON_THE_VOLUME = "journal is not a file on the PersistentVolumeClaim mounted at /var/lib/rotator/"
 
 
-def render_error(values: dict[str, Any]) -> str:
+def render_error(values: dict[str, Any], *, ca: bool = True) -> str:
     helm = need_module("helm_python")
     with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError) as caught:
-        chart.render(values, name="rel", namespace="rotator")
+        chart.render(with_ca(values) if ca else values, name="rel", namespace="rotator")
     return str(caught.value)
 
 
-def manifests(values: dict[str, Any] | None = None, *, release: str = "rel") -> dict[str, dict[str, Any]]:
+def manifests(values: dict[str, Any] | None = None, *, release: str = "rel",
+              ca: bool = True) -> dict[str, dict[str, Any]]:
     """``kind -> manifest`` (one of each kind in this chart)."""
     out: dict[str, dict[str, Any]] = {}
-    for docs in render(values, release=release).values():
+    for docs in render(values, release=release, ca=ca).values():
         for doc in docs:
             assert doc["kind"] not in out, f"two {doc['kind']}"
             out[doc["kind"]] = doc
@@ -806,7 +831,7 @@ def kube_validate(doc: dict[str, Any], version: str) -> None:
 def test_helm_lint_has_no_errors():
     helm = need_module("helm_python")
 
-    result = helm.lint(str(CHART))
+    result = helm.lint(str(CHART), with_ca({}))
 
     assert result["errors"] == []
     assert [m for m in result["messages"] if m["severity"] > 1] == []  # 1 is INFO ("icon is recommended")
@@ -1005,6 +1030,114 @@ def test_helm_sqlite_journal_is_one_replica_on_a_volume():
 )  # fmt: skip
 def test_helm_refuses_what_cannot_work(values, message):
     assert message in render_error(values)
+
+
+SHUTDOWN_TOO_LONG = "shutdown_timeout ({}s) is not at least 10 s below terminationGracePeriodSeconds ({})"
+
+
+@pytest.mark.parametrize(
+    ("shutdown_line", "grace", "refused_as"),
+    [
+        ('shutdown_timeout = "2m"', None, (120, 45)),  # the default grace: SIGKILL mid-run
+        ('shutdown_timeout = "35s"', None, (35, 45)),  # 35 + 10 is not below 45
+        ('shutdown_timeout = "34s"', None, None),
+        (None, 30, (20, 30)),  # absent: rotator's default, 20s
+        (None, 31, None),
+        ("shutdown_timeout = '1h'  # a literal string, a comment with 10 s in it", 3610, (3600, 3610)),
+        ('shutdown_timeout = "1h"', 3611, None),
+        ('shutdown_timeout = " 1m 05s "', 75, (65, 75)),
+        ('shutdown_timeout = "1m 05s"', 76, None),
+        ('shutdown_timeout = "1d"', 86410, (86400, 86410)),
+        ('shutdown_timeout = "1w"', 604811, None),
+    ],
+)  # fmt: skip
+def test_helm_refuses_a_shutdown_timeout_the_grace_period_cuts_short(shutdown_line, grace, refused_as):
+    """After shutdown_timeout the daemon still closes its notifier (up to 1 s) and waits for a prune (up to 5 s)
+    (Daemon.shutdown): a kubelet SIGKILL before that cuts off a run it was allowed to finish or park."""
+    policies = policies_with_shutdown(shutdown_line)
+    values: dict[str, Any] = {"config": {"policies": policies}}
+    if grace is not None:
+        values["terminationGracePeriodSeconds"] = grace
+    # what rotator itself reads there (the chart's pattern must agree with it)
+    shutdown = DaemonSettings.model_validate(tomllib.loads(policies)["daemon"]).shutdown_timeout.total_seconds()
+
+    if refused_as is None:
+        assert shutdown + 10 < (grace or 45)
+        assert manifests(values)["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == (
+            grace or 45)
+    else:
+        assert (shutdown, grace or 45) == refused_as and shutdown + 10 >= refused_as[1]
+        message = render_error(values)
+        assert SHUTDOWN_TOO_LONG.format(*refused_as) in message
+        assert "Raise terminationGracePeriodSeconds" in message and "lower shutdown_timeout" in message
+
+
+@pytest.mark.parametrize(
+    "shutdown_line",
+    ["shutdown_timeout = 120", 'shutdown_timeout = """2m"""', 'shutdown_timeout = "2 minutes"', None],
+    ids=["number", "multi-line-string", "words", "inline-table"],
+)  # fmt: skip
+def test_helm_refuses_a_shutdown_timeout_it_cannot_read(shutdown_line):
+    """Not taken for the default: a value the pattern cannot read may well be a long one."""
+    if shutdown_line is None:  # before the first table, instead of [daemon]
+        policies = 'daemon = { shutdown_timeout = "2m" }\n' + policies_with_shutdown(None).replace("[daemon]\n", "")
+        assert tomllib.loads(policies)["daemon"] == {"shutdown_timeout": "2m"}
+    else:
+        policies = policies_with_shutdown(shutdown_line)
+
+    assert "cannot read [daemon] shutdown_timeout" in render_error({"config": {"policies": policies}})
+
+
+def test_helm_reads_the_dotted_shutdown_timeout_key():
+    policies = policies_with_shutdown(None).replace("[daemon]\n", "")
+    policies = 'daemon.shutdown_timeout = "2m"\n' + policies
+    assert tomllib.loads(policies)["daemon"]["shutdown_timeout"] == "2m"
+
+    assert SHUTDOWN_TOO_LONG.format(120, 45) in render_error({"config": {"policies": policies}})
+    assert "Deployment" in manifests({"config": {"policies": policies}, "terminationGracePeriodSeconds": 131})
+
+
+CA_NOT_MOUNTED = "journal names the CA at /etc/postgresql-ca/, but neither journal.caSecret nor journal.caConfigMap"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"journal": {"caSecret": "", "caConfigMap": ""}},
+     {"config": {"policies": policies_with("journal = 'postgresql://rotator@db/rotator?sslrootcert=/etc/postgresql-ca/"
+                                           "ca.crt&sslmode=verify-full'")}}],
+    ids=["defaults", "empty", "literal-string"],
+)  # fmt: skip
+def test_helm_refuses_a_journal_ca_it_does_not_mount(values):
+    """Nothing is mounted at /etc/postgresql-ca without a CA source: libpq cannot open the root certificate
+    and every replica fails at start. The chart's own defaults name it, so they need one (docs/deploy.md)."""
+    message = render_error(values, ca=False)
+
+    assert CA_NOT_MOUNTED in message and "Set journal.caSecret (or journal.caConfigMap)" in message
+
+
+@pytest.mark.parametrize(
+    ("journal", "volume"),
+    [({"caSecret": "pg-ca"}, {"secret": {"secretName": "pg-ca"}}),
+     ({"caConfigMap": "pg-ca"}, {"configMap": {"name": "pg-ca"}})],
+    ids=["secret", "config-map"],
+)  # fmt: skip
+def test_helm_mounts_the_journal_ca_the_url_names(journal, volume):
+    pod = manifests({"journal": journal}, ca=False)["Deployment"]["spec"]["template"]["spec"]
+    url = urlsplit(tomllib.loads(DEFAULT_POLICIES)["rotator"]["journal"])
+    root_cert = dict(parse_qsl(url.query))["sslrootcert"]
+
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "postgresql-ca")
+    assert root_cert == f"{mount['mountPath']}/ca.crt" and mount["readOnly"] is True
+    assert {v["name"]: v for v in pod["volumes"]}["postgresql-ca"] == {"name": "postgresql-ca", **volume}
+
+
+def test_helm_needs_no_ca_source_for_a_journal_that_names_none():
+    """The refusal is about the mount the URL reads, not a rule that every journal has a CA."""
+    for journal_line in ('journal = "postgresql://rotator@db/rotator?sslmode=verify-full&sslrootcert=/etc/pki/ca.crt"',
+                         'journal = "postgresql://"'):
+        pod = manifests({"config": {"policies": policies_with(journal_line)}}, ca=False)["Deployment"]["spec"][
+            "template"]["spec"]  # fmt: skip
+        assert "postgresql-ca" not in {v["name"] for v in pod["volumes"]}, journal_line
 
 
 def journal_under_the_volume(policies: str) -> bool:

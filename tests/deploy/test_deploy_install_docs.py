@@ -203,3 +203,34 @@ def test_the_daemon_units_configuration_directory_mode_is_the_installed_one():
     for page in (ROOT / "docs" / "operations.md", SYSTEMD / "DAEMON.md", SYSTEMD / "README.md"):
         for argv in daemon_install_lines(page):
             assert oct(int(argv[argv.index("-m") + 1], 8)) == oct(unit_mode), f"{page.name}: {shlex.join(argv)}"
+
+
+def test_the_daemons_credentials_are_readable_by_its_one_shot_commands(fresh_host):
+    """The credential files DAEMON.md has the policy file name are read by the daemon and by the one-shot commands
+    of docs/operations.md run as its user (bootstrap, rotate, recover): a LoadCredential= copy in
+    /run/credentials/rotator.service/ exists only while the unit runs, and only for it."""
+    root, workdir = fresh_host
+    unit = (SYSTEMD / "rotator.service").read_text()
+    user = re.search(r"^User=(.*)$", unit, re.M)[1].strip()  # type: ignore[index]
+    text = (SYSTEMD / "DAEMON.md").read_text()
+    section = text.split("\n## Credentials\n", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r'\{ *file *= *"([^"]+)" *\}', "".join(re.findall(r"^```toml\n(.*?)^```", section, re.M | re.S)))
+    steps = [argv for block in shell_blocks(section) for argv in commands(block) if argv[0] == "install"]
+    assert named and steps
+
+    for argv in daemon_install_lines(SYSTEMD / "DAEMON.md") + steps:
+        if "-d" not in argv and not (workdir / argv[-2]).exists():
+            (workdir / argv[-2]).write_text("placeholder\n")  # the credential an operator has at hand
+        root.run(argv, workdir)
+
+    for path in named:
+        assert not path.startswith("/run/"), f"{path}: only the running unit has it"
+        assert root.may(user, {user}, path, "r"), f"{user} cannot read {path}"
+        assert not root.may("nobody", {"nogroup"}, path, "r"), f"anyone may read {path}"
+    one_shots = [
+        argv for block in shell_blocks(section) for argv in commands(block)
+        if (argv[:3] == ["sudo", "-u", user] or (argv[0] == "systemd-run" and f"User={user}" in argv))
+        and any(a.endswith("/rotator") and argv[i + 1] in {"bootstrap", "rotate", "recover"}
+                for i, a in enumerate(argv[:-1]))
+    ]  # fmt: skip
+    assert one_shots, "DAEMON.md shows how to run a one-shot command with the daemon's credentials"

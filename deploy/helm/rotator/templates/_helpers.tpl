@@ -56,9 +56,17 @@ Refuse what cannot work, at render time, with the fix in the message:
 - a ServiceMonitor whose scrapes the chart's own NetworkPolicy blocks (no metricsFrom): RotatorDown
   would fire forever, unless networkPolicy.metricsAllowedElsewhere says another NetworkPolicy of the
   namespace admits the scraper (NetworkPolicies add up; the chart cannot see that one). Without the ServiceMonitor the metrics are scraped some way the chart cannot
-  see, so prometheusRule alone is not refused.
+  see, so prometheusRule alone is not refused;
+- an inline policy file whose journal URL names the CA mount (/etc/postgresql-ca/) with neither
+  journal.caSecret nor journal.caConfigMap: nothing is mounted there and every replica fails at start;
+- an inline policy file whose [daemon] shutdown_timeout (default 20s) is not at least 10 s below
+  terminationGracePeriodSeconds: after that deadline the daemon still closes the notifier (up to 1 s)
+  and waits for a prune (up to 5 s), and a SIGKILL meanwhile cuts off a run it was allowed to finish
+  or park.
 The journal line is found by a pattern, not a TOML parser: `journal = "..."` or `'...'` under
 [rotator], or the dotted key `rotator.journal = ...`; anything else is refused rather than guessed.
+So is shutdown_timeout: `shutdown_timeout = "<duration>"` (or '...', or `daemon.shutdown_timeout`),
+the durations rotator reads (<number><unit> parts, units s m h d w); any other line naming it is refused.
 */}}
 {{- define "rotator.validate" -}}
 {{- $kind := .Values.journal.kind }}
@@ -86,6 +94,32 @@ The journal line is found by a pattern, not a TOML parser: `journal = "..."` or 
 {{- fail "journal.kind=sqlite but config.policies' [rotator] journal is not a file on the PersistentVolumeClaim mounted at /var/lib/rotator/: anywhere else it is lost with the pod (runs, pending revocations) or not writable. Set journal = \"/var/lib/rotator/journal.db\" (an absolute path or sqlite:/// URL under /var/lib/rotator/), or use a postgresql:// journal with journal.kind=postgresql" }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- if not (or .Values.journal.caSecret .Values.journal.caConfigMap) }}
+{{- range regexFindAll (printf "%s.*$" $journalKey) $policies -1 }}
+{{- if regexMatch `(/|%2[fF])etc(/|%2[fF])+postgresql-ca` . }}
+{{- fail "config.policies' [rotator] journal names the CA at /etc/postgresql-ca/, but neither journal.caSecret nor journal.caConfigMap is set, so nothing is mounted there and every replica would fail at start. Set journal.caSecret (or journal.caConfigMap) to the Secret (ConfigMap) holding the PostgreSQL server's CA under the key ca.crt, e.g. kubectl create secret generic rotator-postgresql-ca --from-file=ca.crt=... and journal.caSecret=rotator-postgresql-ca" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $shutdown := 20 }}
+{{- $timeoutLine := `^[ \t]*(daemon[ \t]*\.[ \t]*)?shutdown_timeout[ \t]*=[ \t]*("[ \t]*([0-9]+[ \t]*[smhdw][ \t]*)+"|'[ \t]*([0-9]+[ \t]*[smhdw][ \t]*)+')[ \t\r]*(#.*)?$` }}
+{{- range regexFindAll `(?m)^[^#\n]*shutdown_timeout.*$` $policies -1 }}
+{{- if not (regexMatch $timeoutLine .) }}
+{{- fail (printf "config.policies: cannot read [daemon] shutdown_timeout from %q, so the chart cannot check it against terminationGracePeriodSeconds. Write it as shutdown_timeout = \"20s\" (a quoted duration: s, m, h, d, w) on its own line under [daemon]" (trim .)) }}
+{{- end }}
+{{- $shutdown = 0 }}
+{{- /* The quoted value only (a comment may hold numbers too); leading zeros off, or int64 reads octal. */}}
+{{- range regexFindAll `[0-9]+[ \t]*[smhdw]` (regexFind `["'][^"']*["']` .) -1 }}
+{{- $digits := regexReplaceAll `^0+` (regexFind `[0-9]+` .) "" | default "0" }}
+{{- $number := int64 (ternary "999999999999" $digits (gt (len $digits) 12)) }}
+{{- $unit := get (dict "s" 1 "m" 60 "h" 3600 "d" 86400 "w" 604800) (regexFind `[smhdw]` .) }}
+{{- $shutdown = add $shutdown (mul $number $unit) }}
+{{- end }}
+{{- end }}
+{{- $grace := int64 .Values.terminationGracePeriodSeconds }}
+{{- if ge (add $shutdown 10) $grace }}
+{{- fail (printf "config.policies' [daemon] shutdown_timeout (%ds) is not at least 10 s below terminationGracePeriodSeconds (%d): after that deadline the daemon still closes its notifications and ends a journal prune (up to about 6 s), and the kubelet's SIGKILL would cut off a run it was allowed to finish or park. Raise terminationGracePeriodSeconds to at least %d, or lower shutdown_timeout to at most %ds" $shutdown $grace (add $shutdown 11) (sub $grace 11)) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.journal.caSecret .Values.journal.caConfigMap }}
