@@ -260,22 +260,49 @@ _RUN_AS = "run the command as "
 def _run_as(uid: int) -> str:
     """The fix that runs this very command as user ``uid``, who may change the path anyway."""
     name = _user_name(uid)
+    if SERVICE:
+        return f"run the service as {name}, who may change it anyway: {as_user(uid)}"
+    return f"{_RUN_AS}{name}, who may change it anyway: {as_user(uid)}"
+
+
+#: set by `rotator daemon`: a fix that would run "this command" as another user names the service's user
+#: setting instead (the same command line, run by hand, would be a second daemon beside the first)
+SERVICE = False
+
+
+def as_user(uid: int) -> str:
+    """How to run this command as user ``uid``: ```sudo -u USER COMMAND``` (the command as it was run), or,
+    in the daemon, the service managers' user settings."""
+    name = _user_name(uid)
+    if SERVICE:
+        return (f"systemd's `User={name}`, the Helm chart's `securityContext.runAsUser`, or the container's "
+                "`--user`")
+    if uid == 0:
+        return f"`sudo {command_line()}`"
     sudo_user = _quoted(name if name != str(uid) else f"#{uid}")  # (sudo takes a bare number for a name)
-    return f"{_RUN_AS}{name}, who may change it anyway: `sudo -u {sudo_user} {command_line()}`"
+    return f"`sudo -u {sudo_user} {command_line()}`"
 
 
 def command_line() -> str:
     """This command as it was run, when it is the rotator command (else "rotator" and an ellipsis): what
-    :func:`_run_as` (and the journal's access hints) run again as another user."""
+    :func:`_run_as` (and the journal's access hints) run again as another user. A policy file given by
+    $ROTATOR_CONFIG is added as ``-c``: sudo does not pass the environment on."""
     import shlex  # (only for a message)
     import sys
 
     argv = sys.argv
     if argv and os.path.basename(argv[0]) == "rotator":  # the console script, by the path exec found it at
-        return shlex.join(argv)
-    if argv and argv[0].endswith(os.path.join("rotator", "runners", "cli.py")):  # python -m rotator.runners.cli
-        return shlex.join(sys.orig_argv)
-    return "rotator ..."
+        words = list(argv)
+    elif argv and argv[0].endswith(os.path.join("rotator", "runners", "cli.py")):  # python -m rotator.runners.cli
+        words = list(sys.orig_argv)
+    else:
+        return "rotator ..."
+    given = any(w in ("-c", "--config") or w.startswith("--config=") or (w.startswith("-c") and not
+                w.startswith("--")) for w in argv[1:])  # fmt: skip
+    from_env = os.environ.get("ROTATOR_CONFIG")
+    if not given and from_env:
+        words += ["-c", os.path.abspath(from_env)]
+    return shlex.join(words)
 
 
 def _rotators_own_group(gid: int) -> bool:

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 from urllib.parse import quote
 
 from rotator.config.extras import install_hint
-from rotator.config.policy_source import command_line, refuse_untrusted_directory, refuse_untrusted_file
+from rotator.config.policy_source import as_user, refuse_untrusted_directory, refuse_untrusted_file
 from rotator.config.policy_source import sqlite_path as sqlite_path  # (its home: the checks before this import)
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core import audit_chain
@@ -2101,10 +2101,10 @@ def _unreachable_journal(path: str, exc: OSError) -> ConfigError:
     if owner == me:  # (its owner took its own search bit away)
         way = f"run `chmod u+x {shlex.quote(str(blocked))}`"
     elif blocked == real.parent:
-        way = f"run the command as the journal's owner, likely {_user(owner)}, who owns {blocked}: `{_sudo(owner)}`"
+        way = f"run the command as the journal's owner, likely {_user(owner)}, who owns {blocked}: {as_user(owner)}"
     else:
         way = (f"run the command as the journal's owner, whom this user cannot see ({blocked} is {_user(owner)}'s): "
-               f"e.g. `{_sudo(owner)}`")
+               f"e.g. {as_user(owner)}")
     return ConfigError(
         f"the journal {path} cannot be reached: this user, {_user(me)}, may not enter the directory {blocked} (owned "
         f"by {_user(owner)}, mode {st.st_mode & 0o7777:04o})",
@@ -2122,18 +2122,25 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _sudo(uid: int) -> str:
-    """The command line that runs this command (policy_source.command_line) as user ``uid``."""
-    import pwd
-    import shlex
+#: how _journal_and_companions names a companion file ("the journal's -wal file")
+THE_JOURNALS = "the journal's "
 
-    if uid == 0:
-        return f"sudo {command_line()}"
+
+def _owned_by(path: str | Path, uid: int) -> bool:
     try:
-        name = shlex.quote(pwd.getpwuid(uid).pw_name)
+        return os.stat(path).st_uid == uid
+    except OSError:
+        return False
+
+
+def _user_name(uid: int) -> str:
+    """User ``uid``'s name, or its number where it has none."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        name = f"'#{uid}'"  # (sudo takes a number so)
-    return f"sudo -u {name} {command_line()}"
+        return str(uid)
 
 
 def _refuse_a_journal_left_behind(url: str, path: str, ran_in: Sequence[str | Path] = ()) -> None:
@@ -2191,7 +2198,7 @@ def _journal_and_companions(path: Path) -> list[tuple[str, Path]]:
     """The journal's file and the -wal, -shm and -journal files SQLite keeps beside its target."""
     real = os.path.realpath(path)
     return [("the journal", path),
-            *((f"the journal's {suffix} file", Path(real + suffix)) for suffix in ("-wal", "-shm", "-journal"))]
+            *((f"{THE_JOURNALS}{suffix} file", Path(real + suffix)) for suffix in ("-wal", "-shm", "-journal"))]
 
 
 def _make_private_directories(directory: Path) -> None:
@@ -2305,9 +2312,15 @@ def _writer_shut_out(path: Path) -> JournalError | None:
             continue
         if not os.access(file, os.R_OK | os.W_OK):
             verb = "write" if os.access(file, os.R_OK) else "read"
-            fix = (f"run `chmod u+rw {shlex.quote(str(file))}`" if st.st_uid == me else
-                   f"run the command as {_user(st.st_uid)}, who owns it: `{_sudo(st.st_uid)}`")
-            named = "it" if what == "the journal" else f"{what.replace('the journal', 'its')} {file}"
+            if st.st_uid == me:
+                fix = f"run `chmod u+rw {shlex.quote(str(file))}`"
+            elif what != "the journal" and _owned_by(path, me):
+                # another user's -wal/-shm beside this user's journal (a command once run as root): give it back
+                fix = (f"run `sudo chown {_user_name(me)} {shlex.quote(str(file))}` (or remove it, once no rotator "
+                       "runs on this journal)")
+            else:
+                fix = f"run the command as {_user(st.st_uid)}, who owns it: {as_user(st.st_uid)}"
+            named = "it" if what == "the journal" else f"its {what.removeprefix(THE_JOURNALS)} {file}"
             return JournalError(f"journal {path}: cannot be opened for writing: this user, {_user(me)}, may not "
                                 f"{verb} {named} (owned by {_user(st.st_uid)}, mode {st.st_mode & 0o7777:04o})",
                                 hint=f"{fix} (rotator creates the journal with mode 0600 for the user it runs as)")
@@ -2319,7 +2332,7 @@ def _writer_shut_out(path: Path) -> JournalError | None:
     if os.access(directory, os.W_OK | os.X_OK):
         return None
     fix = (f"run `chmod u+wx {shlex.quote(directory)}`" if st.st_uid == me else
-           f"run the command as {_user(st.st_uid)}, who owns it: `{_sudo(st.st_uid)}`")
+           f"run the command as {_user(st.st_uid)}, who owns it: {as_user(st.st_uid)}")
     return JournalError(f"journal {path}: cannot be opened for writing: this user, {_user(me)}, may not write in the "
                         f"directory {directory} (owned by {_user(st.st_uid)}, mode {st.st_mode & 0o7777:04o}), where "
                         "SQLite makes the journal's -wal and -shm files", hint=fix)

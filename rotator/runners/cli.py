@@ -39,6 +39,7 @@ from rotator.runners.cli_options import (
     check_env_log_level,
     given_option,
     name_policy_file,
+    once_hint,
     print_error,
     print_policy_file_error,
     shown,
@@ -472,23 +473,7 @@ def _is_policy_file_error(exc: BaseException) -> bool:
 
 
 def _print_error(exc: BaseException) -> None:
-    print_error(str(exc), _once_hint(getattr(exc, "hint", "")))
-
-
-#: how a hint written for the daemon's retries begins ("rotator retries; check that Vault is up")
-_RETRIES = "rotator retries"
-
-
-def _once_hint(hint: str) -> str:
-    """``hint`` as a command run once reads it: the daemon, or a later scheduled run, tries again, but
-    this command already retried and gave up, so a clause saying "rotator retries" is replaced with
-    running the same command again once the cause is fixed; the other clauses stay."""
-    clauses = hint.split("; ")
-    kept = [clause for clause in clauses if not clause.startswith(_RETRIES)]
-    if len(kept) == len(clauses):
-        return hint
-    again = "run the same command again (it retried already, and gave up)"
-    return "; ".join(kept) + f"; once the cause is fixed, {again}" if kept else f"fix the cause, then {again}"
+    print_error(str(exc), once_hint(getattr(exc, "hint", "")))
 
 
 def _exit_code(exc: BaseException) -> int:

@@ -152,6 +152,22 @@ def print_error(message: str, hint: str = "") -> None:
         print(f"fix: {shown(hint)}", file=sys.stderr)
 
 
+#: how a hint written for the daemon's retries begins ("rotator retries; check that Vault is up")
+_RETRIES = "rotator retries"
+
+
+def once_hint(hint: str) -> str:
+    """``hint`` as a command run once reads it: the daemon, or a later scheduled run, tries again, but
+    this command already retried and gave up, so a clause saying "rotator retries" is replaced with
+    running the same command again once the cause is fixed; the other clauses stay."""
+    clauses = hint.split("; ")
+    kept = [clause for clause in clauses if not clause.startswith(_RETRIES)]
+    if len(kept) == len(clauses):
+        return hint
+    again = "run the same command again (it retried already, and gave up)"
+    return "; ".join(kept) + f"; once the cause is fixed, {again}" if kept else f"fix the cause, then {again}"
+
+
 def print_policy_file_error(text: str) -> None:
     """A policy file's problems on stderr, one per line as the error lists them, each line :func:`shown`
     (the file's path is an argument, which may be a token pasted in its place)."""

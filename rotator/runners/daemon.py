@@ -433,6 +433,9 @@ class _Track:
     #: kept until a rotation succeeds here or elsewhere: one that stops in PLAN (the stores disagree)
     #: journals no run, so the journal, which the metrics and the status page read, shows nothing of it
     attention: str | None = None
+    #: when the last revocation or recovery job of the policy ended without an error: a tag search whose time
+    #: had passed then and that is still open is looked at again a failure_backoff later, not at every pass
+    passed_at: datetime | None = None
 
 
 class Daemon:
@@ -1039,10 +1042,15 @@ class Daemon:
         # (What stays queued at the same time keeps its heap entry: _push adds none then.)
         times = [max(due, retry or due) for due, retry in view.pending]
         search = view.tag_search_until
-        if search is not None and search > now:
+        if search is not None:
             # The last run's mint had a try without an answer: a revocation pass searches its tag for a
-            # late token at the end of that window (the search then ends), however long grace is.
-            # Once in the past, no pass is planned for it: the next pass of any kind searches.
+            # late token at the end of that window (the search then ends), however long grace is. One in
+            # the past (a start after its time; its pass failed: revoke_retry_at backs that off) is due now:
+            # a disabled policy has no other pass, and its search not ended refuses a reload that drops it.
+            # Still open after a pass at or after its time: again a failure_backoff later, not in a loop.
+            passed = track.passed_at if track is not None else None
+            if passed is not None and passed >= search:
+                search = max(search, passed + self.settings.failure_backoff)
             times.append(search)
         if times:
             when = min(times)
@@ -1508,9 +1516,9 @@ class Daemon:
             elif kind == "credentials":
                 self._keep_alive(name, engine)
             if kind in ("recover", "revoke"):
-                track = self._tracks.get(name)
-                if track is not None:
-                    track.revoke_failures, track.revoke_retry_at = 0, None
+                track = self._tracks.setdefault(name, _Track())
+                track.revoke_failures, track.revoke_retry_at = 0, None
+                track.passed_at = self.clock.now()
         except JournalSchemaNewer as exc:
             self._supersede(exc, f"policy {name}'s {kind} job")
         except LeaseBusy as busy:
@@ -2459,6 +2467,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             parse_listen(args.listen)
         except ValueError as exc:
             raise ConfigError(f"--listen: {exc}", hint="e.g. --listen 127.0.0.1:9464") from None
+    from rotator.config import policy_source
+
+    policy_source.SERVICE = True  # a fix that runs "this command" as another user names the service's setting
     systemd = SystemdNotify.from_environment()
     daemon = Daemon(args.config, listen=args.listen, systemd=systemd)
     if hasattr(signal, "SIGUSR2"):

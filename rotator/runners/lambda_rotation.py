@@ -2340,7 +2340,11 @@ def _revoke_expired_action(event: Mapping[str, Any], config: PolicyBundle, env: 
             failed(sid, exc)
             continue
         except Exception as exc:  # a bug, or input no check foresaw: this secret's failure, not the whole run's
-            failed(sid, RotatorError(f"unexpected {type(exc).__name__}: {exc}", hint=_HINT_UNEXPECTED), exc)
+            from rotator.config.inline_secrets import mask_tokens  # (a failure path: not on the cold start)
+
+            # masked by shape too: the redactor knows only the values of live Secrets, and no check foresaw this
+            failed(sid, RotatorError(f"unexpected {type(exc).__name__}: {mask_tokens(str(exc))}",
+                                     hint=_HINT_UNEXPECTED), exc)
             continue
         if report.sweep_error is not None:
             errors.append(f"{target.view.arn}: orphan sweep: {report.sweep_error}")

@@ -56,7 +56,7 @@ from rotator.core.errors import (
 )
 from rotator.core.one_line import one_line
 from rotator.observe.cluster_keys import CLUSTER_KEYS
-from rotator.runners.cli_options import common_parent, print_error, print_policy_file_error
+from rotator.runners.cli_options import common_parent, once_hint, print_error, print_policy_file_error
 
 if TYPE_CHECKING:
     import logging
@@ -207,7 +207,7 @@ def _print_error(exc: RotatorError) -> None:
     # As rotator's own CLI prints errors (one line, tokens masked): a message quotes ids from the source
     # store's payload and the sidecar, which whoever writes them could fill with escape sequences for
     # this terminal, and --from's and --store's values, where a token may have been pasted
-    print_error(str(exc), exc.hint)
+    print_error(str(exc), once_hint(exc.hint))
 
 
 # ------------------------------------------------------------------------------ the work

@@ -56,14 +56,14 @@ def _policy(directory: Path, journal: Path) -> Path:
     return policy
 
 
-def _rotator_as(uid: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _rotator_as(uid: int, args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     home = cwd / f"home-{uid}"
     home.mkdir(exist_ok=True)
     os.chown(home, uid, uid)
     return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, "-m",
                            "rotator.runners.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=60,
                           check=False, env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(home),
-                                            "ROTATOR_CACHE_DIR": str(home / "cache")})  # fmt: skip
+                                            "ROTATOR_CACHE_DIR": str(home / "cache"), **env})  # fmt: skip
 
 
 def _ran(args: list[str]) -> str:
@@ -174,3 +174,48 @@ def test_a_token_file_the_service_user_may_not_read_says_how_to_hand_it_over(rea
     assert f"fix: put the token where {OTHER} may read it, e.g. `sudo install -o {OTHER} -m 0400 {token} " \
            "/var/lib/rotator/first-token`" in proc.stderr, proc.stderr
     assert "x" * 40 not in proc.stdout + proc.stderr
+
+
+def test_a_policy_file_from_rotator_config_is_named_in_the_command_to_run_as_the_owner(reachable: Path) -> None:
+    """sudo does not pass $ROTATOR_CONFIG on: the command run as the owner would read ./rotator.toml."""
+    state = reachable / "state"
+    journal = _service_journal(state)
+    policy = _policy(reachable, journal)
+    proc = _rotator_as(OTHER, ["status"], reachable, ROTATOR_CONFIG=policy.name)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"`sudo -u nobody {_ran(['status', '-c', str(policy)])}`" in proc.stderr, proc.stderr
+
+
+def test_another_user_s_wal_beside_this_user_s_journal_is_given_back_not_run_as_its_owner(reachable: Path) -> None:
+    """A command once run as root left root's -wal and -shm beside the service user's journal: the service
+    user was told to run as root (the daemon too), where the files only need giving back."""
+    state = reachable / "state"
+    state.mkdir(mode=0o755)
+    journal = state / "journal.db"
+    open_journal(f"sqlite:///{journal}").close()
+    for suffix in ("-wal", "-shm"):
+        companion = Path(f"{journal}{suffix}")
+        companion.write_bytes(b"")
+        companion.chmod(0o600)
+    os.chown(state, OTHER, OTHER)
+    os.chown(journal, OTHER, OTHER)
+    proc = _rotator_as(OTHER, ["recover", "-c", str(_policy(reachable, journal))], reachable)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"may not read its -wal file {journal}-wal (owned by root (uid 0), mode 0600)" in proc.stderr, proc.stderr
+    assert f"fix: run `sudo chown {OTHER} {journal}-wal` (or remove it, once no rotator runs on this journal)" \
+        in proc.stderr, proc.stderr
+
+
+def test_the_daemon_is_told_to_run_the_service_as_the_owner_not_a_second_daemon(monkeypatch) -> None:
+    """The same command line run by hand beside the running daemon would be a second daemon."""
+    from rotator.config import policy_source
+
+    monkeypatch.setattr(policy_source, "SERVICE", True)
+    fix = policy_source.as_user(NOBODY)
+    assert fix.startswith("systemd's `User=nobody`") and "sudo" not in fix, fix
+    monkeypatch.setattr(policy_source, "SERVICE", False)
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/rotator", "status"])
+    monkeypatch.setenv("ROTATOR_CONFIG", "/etc/rotator/rotator.toml")
+    assert policy_source.as_user(NOBODY) == "`sudo -u nobody /usr/bin/rotator status -c /etc/rotator/rotator.toml`"
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/rotator", "-c", "x.toml", "status"])
+    assert policy_source.as_user(0) == "`sudo /usr/bin/rotator -c x.toml status`"

@@ -360,3 +360,61 @@ def test_a_tag_search_not_ended_is_unfinished_work(
         assert [p.name for p in d.policies] == ["a"]
     finally:
         d.shutdown()
+
+
+class SearchingEngine(RecoveringEngine):
+    """RecoveringEngine whose revocation pass ends the tag searches whose time has come, as the real one does
+    (Engine._search_published_tags): a pass at or after a search's time ends it."""
+
+    def revoke_due(self) -> list[str]:
+        out = super().revoke_due()
+        for run in self.journal.tag_searches(self.name):
+            if run.tag_search_until is not None and run.tag_search_until <= self.clock.now():
+                self.journal.end_tag_search(self.name, run.run_id, run.tag_search_until)
+        return out
+
+
+@pytest.mark.parametrize("how", ["started-after-its-time", "its-pass-failed"])
+def test_a_disabled_policy_s_tag_search_in_the_past_is_ended_then_the_policy_can_be_removed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str) -> None:  # fmt: skip
+    """The refusal's fix: b back in the file disabled, removed once its search's time has passed. A search in
+    the past was planned no pass ("the next pass of any kind searches"), which a disabled policy never gets:
+    the reload was refused for good."""
+    from rotator.core.errors import TransientError
+
+    (tmp_path / "vault-token").write_text("x")
+    path, clock, calls = tmp_path / "rotator.toml", FakeClock(T0), list[str]()
+
+    def write(names: list[str]) -> None:
+        path.write_text(HEAD + "".join(POLICY.format(name=n, schedule="30d", extra="enabled = false" if n == "b"
+                                                     else "") for n in names))  # fmt: skip
+
+    def factory(p: Any, c: Any, j: Any, listener: Any) -> SearchingEngine:
+        engine = SearchingEngine(p.name, j, clock, calls)
+        if how == "its-pass-failed" and p.name == "b":
+            engine.revoke_fail.append(TransientError("issuer down"))
+        return engine
+
+    until = T0 + timedelta(minutes=30)
+    journal = open_journal(f"sqlite:///{tmp_path / 'journal.db'}")
+    journal.begin_run(RunRecord("boot-a", "a", "done", "bootstrap", T0, T0, published_at=T0))
+    journal.begin_run(RunRecord("r-b", "b", "done", "rotate", T0, T0, published_at=T0, finished_at=T0,
+                                new_token_id="t-b", tag_search_until=until))
+    journal.close()
+    write(["a", "b"])
+    if how == "started-after-its-time":
+        clock.advance(timedelta(hours=1))
+    d = Daemon(path, clock=clock, serve_http=False, executor=InlineExecutor(), handle_signals=False,
+               engine_factory=factory)
+    d.start()
+    try:
+        for _ in range(48):  # four hours of passes
+            d.tick(clock.now())
+            clock.advance(timedelta(minutes=5))
+        assert "revoke b" in calls, calls
+        assert not d.journal.tag_searches("b"), "the search was never ended"
+        write(["a"])
+        assert d.reload("SIGHUP"), caplog.text
+        assert [p.name for p in d.policies] == ["a"]
+    finally:
+        d.shutdown()

@@ -98,3 +98,20 @@ def test_an_unexpected_error_of_one_secret_is_that_secret_s_failure(scene, capsy
     (logged,) = [t for t in scene.logs if t.startswith(f"revoke-expired: secret {b_name}: unexpected OverflowError")]
     assert "Traceback (most recent call last)" in logged and "in _overflowing" in logged
     assert '"revoked": ["' + due + '"]' in caplog.text, "the summary"
+
+
+_LOOSE_VALUE = "M.V1." + "q" * 43  # a token-shaped text no Secret holds: the redactor does not know it
+
+
+def _quoting_a_token(*args: object, **kwargs: object) -> bool:
+    raise ValueError(f"cannot compare with {_LOOSE_VALUE}")
+
+
+def test_an_unexpected_error_quoting_a_token_is_masked_in_the_failure(scene, capsys, monkeypatch):
+    """An error no check foresaw may quote a value the redactor never saw: the failure masks it by its shape."""
+    monkeypatch.setattr(lambda_rotation, "_rotation_after_expiry", _quoting_a_token)
+    _second_secret_first(scene)
+    with pytest.raises(TransientError) as info:
+        scene.invoke({"action": "revoke-expired"})
+    assert "unexpected ValueError: cannot compare with ***" in str(info.value)
+    assert _LOOSE_VALUE not in str(info.value)
