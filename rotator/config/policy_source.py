@@ -234,7 +234,7 @@ def untrusted_writers(path: str, st: os.stat_result, *, directory: bool = False,
         me = "root, the user rotator runs as" if euid == 0 else f"{_user(euid)}, the user rotator runs as, or root"
         fix = _run_as(st.st_uid)
         if euid != 0:
-            fix += f"; or, to make it {_user_name(euid)}'s, `sudo chown {_user_name(euid)} {quoted}`"
+            fix += f"; or, to make it {user_name(euid)}'s, `sudo chown {user_name(euid)} {quoted}`"
         return f"is owned by {_user(st.st_uid)}, who may change it, not by {me}", fix
     if directory and sticky_ok and st.st_mode & S_ISVTX:
         return None  # others may add names there, not take over one they do not own
@@ -249,7 +249,7 @@ def untrusted_writers(path: str, st: os.stat_result, *, directory: bool = False,
         # The group's one user writes by the group bit alone (the fsGroup a pod gives a root's directory):
         # chmod would shut that user, maybe the service, out
         return (f"may be written by the users of group {_group(st.st_gid)} (mode {mode:04o}): {_user(writer)}",
-                f"run `{chmod}` if {_user_name(writer)} need not write it; else {_run_as(writer)}")
+                f"run `{chmod}` if {user_name(writer)} need not write it; else {_run_as(writer)}")
     return None
 
 
@@ -259,7 +259,7 @@ _RUN_AS = "run the command as "
 
 def _run_as(uid: int) -> str:
     """The fix that runs this very command as user ``uid``, who may change the path anyway."""
-    name = _user_name(uid)
+    name = user_name(uid)
     if SERVICE:
         return f"run the service as {name}, who may change it anyway: {as_user(uid)}"
     return f"{_RUN_AS}{name}, who may change it anyway: {as_user(uid)}"
@@ -273,7 +273,7 @@ SERVICE = False
 def as_user(uid: int) -> str:
     """How to run this command as user ``uid``: ```sudo -u USER COMMAND``` (the command as it was run), or,
     in the daemon, the service managers' user settings."""
-    name = _user_name(uid)
+    name = user_name(uid)
     if SERVICE:
         return (f"systemd's `User={name}`, the Helm chart's `securityContext.runAsUser`, or the container's "
                 "`--user`")
@@ -336,7 +336,8 @@ def _group_users(gid: int) -> set[int] | None:
     return users
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """User ``uid``'s name, or its number where it has none."""
     import pwd
 
     try:
@@ -346,7 +347,7 @@ def _user_name(uid: int) -> str:
 
 
 def _user(uid: int) -> str:
-    name = _user_name(uid)
+    name = user_name(uid)
     return f"uid {uid}" if name == str(uid) else f"{name} (uid {uid})"
 
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 from urllib.parse import quote
 
 from rotator.config.extras import install_hint
-from rotator.config.policy_source import as_user, refuse_untrusted_directory, refuse_untrusted_file
+from rotator.config.policy_source import as_user, refuse_untrusted_directory, refuse_untrusted_file, user_name
 from rotator.config.policy_source import sqlite_path as sqlite_path  # (its home: the checks before this import)
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core import audit_chain
@@ -2133,16 +2133,6 @@ def _owned_by(path: str | Path, uid: int) -> bool:
         return False
 
 
-def _user_name(uid: int) -> str:
-    """User ``uid``'s name, or its number where it has none."""
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
 def _refuse_a_journal_left_behind(url: str, path: str, ran_in: Sequence[str | Path] = ()) -> None:
     """ConfigError when ``url`` (``sqlite:///X``) names no file while ``X`` relative to the working
     directory, or to one of ``ran_in``, is one: rotator before schema 8 read the URL relative to the
@@ -2316,7 +2306,7 @@ def _writer_shut_out(path: Path) -> JournalError | None:
                 fix = f"run `chmod u+rw {shlex.quote(str(file))}`"
             elif what != "the journal" and _owned_by(path, me):
                 # another user's -wal/-shm beside this user's journal (a command once run as root): give it back
-                fix = (f"run `sudo chown {_user_name(me)} {shlex.quote(str(file))}` (or remove it, once no rotator "
+                fix = (f"run `sudo chown {user_name(me)} {shlex.quote(str(file))}` (or remove it, once no rotator "
                        "runs on this journal)")
             else:
                 fix = f"run the command as {_user(st.st_uid)}, who owns it: {as_user(st.st_uid)}"
