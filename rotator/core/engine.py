@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -2143,9 +2144,14 @@ class Engine:
             except Exception as exc:  # a notification must never break a rotation
                 self.log.error("event listener %r failed: %s", listener, _describe(exc))
         if audit_logger.isEnabledFor(logging.INFO):  # the record's extra fields are built only if it is kept
-            audit_logger.info("%s %s", step, result,
-                              extra={"policy": self.policy.name, "run_id": run_id, "step": step, "result": result,
-                                     **{f"detail_{k}": v for k, v in detail.items()}})
+            # What audit_logger.info("%s %s", step, result, extra=...) does, with the caller's place taken
+            # from this frame instead of logging's walk of the stack (Logger.findCaller: ~15,000
+            # instructions a record, six records a rotation): the same record, file, line and function
+            code, line = (frame := sys._getframe()).f_code, frame.f_lineno  # (the record's line: this one)
+            audit_logger.handle(audit_logger.makeRecord(
+                audit_logger.name, logging.INFO, code.co_filename, line, "%s %s", (step, result), None, code.co_name,
+                {"policy": self.policy.name, "run_id": run_id, "step": step, "result": result,
+                 **{f"detail_{k}": v for k, v in detail.items()}}))
 
 
 def _recovery_error(run: RunRecord, exc: BaseException) -> str:

@@ -19,5 +19,11 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\
 def one_line(text: str) -> str:
     """``text`` with control characters written as ``\\xNN`` (``\\uNNNN`` above 0xff): a newline cannot end
     a comment line or add a line to a table, and an escape sequence cannot reach the terminal."""
+    if text.isprintable():
+        # Every character _CONTROL matches is one str.isprintable refuses (Unicode's Cc, Cf, Zl and Zp
+        # categories; tests/core/test_one_line_separators.py checks all of Unicode): a text without any
+        # needs no pass of the expression, which walks it character by character (~12,000 instructions
+        # for a log line)
+        return text
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) <= 0xFF else f"\\u{ord(m.group()):04x}",
                         text)

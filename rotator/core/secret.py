@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import sys
 import threading
 import weakref
 
@@ -61,6 +62,10 @@ class Redactor:
         #: entry is an immutable tuple.
         self._index: dict[str, tuple[str, ...]] = {}
         self._short: dict[str, tuple[str, ...]] = {}
+        #: no value this redactor ever knew is shorter: a text shorter than this holds none (most log
+        #: fields: ids, times, steps; token values are long). Lowered before a value enters the index,
+        #: never raised (a lower bound stays true when values are forgotten)
+        self._shortest = sys.maxsize
 
     def add(self, value: str) -> None:
         if len(value) >= self._MIN_LEN:
@@ -119,6 +124,8 @@ class Redactor:
     def redact(self, text: str) -> str:
         if self._released:
             self._drain()
+        if len(text) < self._shortest:
+            return text
         step = _STEP  # (no lock: each lookup is atomic, and nothing a finalizer can block)
         get, short = self._index.get, self._short
         found = [value for i in range(0, len(text) - step + 1, step) if (values := get(text[i:i + step]))
@@ -149,6 +156,8 @@ class Redactor:
         self._counts[value] = count + 1
         if count > 0:
             return
+        if len(value) < self._shortest:  # before the index has it: redact() then looks for it
+            self._shortest = len(value)
         index, pieces = self._pieces(value)
         for piece in pieces:
             index[piece] = (*index.get(piece, ()), value)

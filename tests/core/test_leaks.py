@@ -85,6 +85,26 @@ def test_a_value_inside_another_is_redacted_whole() -> None:
     assert redactor.redact(f"{long} {short}") == "*** ***"
 
 
+def test_a_text_shorter_than_every_value_is_returned_as_it_is_and_a_shorter_value_is_found_at_once() -> None:
+    """redact() returns a text shorter than the shortest value the redactor ever knew without looking it
+    up (most log fields: ids, times, steps); a shorter value added later lowers that bound before it can
+    be looked for, and forgetting values never raises it (a lower bound stays true)."""
+    redactor = Redactor()
+    long = "tok-" + uuid.uuid4().hex  # 36 characters
+    redactor.add(long)
+    assert redactor.redact(long[:35]) == long[:35] and redactor.redact(long) == "***"
+    assert redactor.redact(f"a{long}") == "a***"
+    short = "s3cr3t-v4lue"  # 12: indexed among the short values
+    redactor.add(short)
+    assert redactor.redact(short) == "***" and redactor.redact(f"[{short}]") == "[***]"
+    redactor.discard(short)
+    assert redactor.redact(short) == short, "forgotten"
+    assert redactor.redact(f"x{long}") == "x***"
+    exactly8 = "abcdefgh"
+    redactor.add(exactly8)
+    assert redactor.redact(exactly8) == "***" and redactor.redact("abcdefg") == "abcdefg"
+
+
 # ---------------------------------------------------------------------------------- files
 def test_every_known_value_is_redacted_among_thousands() -> None:
     """The index of first characters (issue 12) finds each value wherever it is in the text: at

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import threading
@@ -113,3 +114,41 @@ def test_the_next_test_has_pytests_thread_hook_back() -> None:
     from rotator.observe import logs
 
     assert threading.excepthook is not logs._log_thread_exception
+
+
+def test_the_engines_audit_record_is_the_one_audit_logger_info_makes() -> None:
+    """Engine._announce makes its record without logging's walk of the stack (Logger.findCaller): the
+    record is the one ``audit_logger.info("%s %s", step, result, extra=...)`` made, its caller's file,
+    function and line included, and it passes the handlers' redaction and formatting the same way."""
+    from types import SimpleNamespace
+
+    from rotator.core import engine as engine_module
+
+    value = Secret("tok-" + "w" * 40)
+    stream = io.StringIO()
+    setup_logging("info", stream=stream)
+    records: list[logging.LogRecord] = []
+    keep = logging.Handler()
+    keep.emit = records.append  # type: ignore[method-assign]
+    audit = logging.getLogger("rotator.audit")
+    audit.addHandler(keep)
+    try:
+        fake = SimpleNamespace(listeners=[], policy=SimpleNamespace(name="pol"), log=logging.getLogger("rotator.x"))
+        detail = {"token_id": "t-1", "note": f"saw {value.reveal()}", "n": 3}
+        engine_module.Engine._announce(fake, engine_module.datetime(2026, 3, 1), "mint", "ok", "run-1",  # type: ignore[arg-type]
+                                       detail)
+        audit.info("%s %s", "mint", "ok", extra={"policy": "pol", "run_id": "run-1", "step": "mint", "result": "ok",
+                                                 **{f"detail_{k}": v for k, v in detail.items()}})
+    finally:
+        audit.removeHandler(keep)
+    made, standard = records
+    assert made.pathname == engine_module.__file__ and made.funcName == "_announce" and made.module == "engine"
+    source, first = inspect.getsourcelines(engine_module.Engine._announce)
+    assert "sys._getframe()" in source[made.lineno - first]
+    assert made.stack_info is None and made.exc_info is None
+    skip = {"pathname", "filename", "module", "funcName", "lineno", "created", "msecs", "relativeCreated", "asctime"}
+    assert {k: v for k, v in vars(made).items() if k not in skip} == \
+           {k: v for k, v in vars(standard).items() if k not in skip}
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0][23:] == lines[1][23:], lines
+    assert "detail_note=saw ***" in lines[0] and value.reveal() not in stream.getvalue()
