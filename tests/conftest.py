@@ -137,3 +137,13 @@ def _logging_as_it_was() -> Iterator[None]:
     root.setLevel(level)
     for name, old in quiet.items():
         logging.getLogger(name).setLevel(old)
+
+
+@pytest.fixture
+def umask_000() -> Iterator[None]:
+    """The process's umask 0 for the test: what a file rotator makes must not depend on the umask."""
+    before = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(before)

@@ -20,7 +20,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -271,15 +270,6 @@ def test_an_influxctl_binary_of_another_user_is_never_run(fake_influxctl: FakeIn
 
 
 # -- bundle -o ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def umask_000() -> Iterator[None]:
-    before = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(before)
 
 
 @pytest.mark.parametrize(("private", "mode"), [(False, 0o644), (True, 0o600)], ids=["bundle", "report"])

@@ -19,14 +19,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rotator.core.journal import open_journal
 from tests.config.policy_text import POLICY
+from tests.core import test_journal_file_mode
 from tests.harness import REPO
 
 NOBODY = 65534
@@ -38,16 +37,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("setpriv") is None, reason="runs rotator as another user: setpriv"),
 ]
 
-
-@pytest.fixture
-def reachable() -> Iterator[Path]:
-    """A directory of root's (0755) where other users can reach it (pytest's tmp_path is root's 0700)."""
-    directory = Path(tempfile.mkdtemp(prefix="rotator-journal-", dir="/tmp"))
-    directory.chmod(0o755)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+#: a directory of root's (0755) other users can reach: the file-mode tests' fixture
+reachable = test_journal_file_mode.reachable
 
 
 def _policy(directory: Path, journal: Path) -> Path:

@@ -37,15 +37,6 @@ NOGROUP = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="makes files of another user (chown): needs root")
 
 
-@pytest.fixture
-def umask_000() -> Iterator[None]:
-    before = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(before)
-
-
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 

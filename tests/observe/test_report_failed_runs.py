@@ -219,10 +219,9 @@ class _DownRevoke:
         self._revoke(token_id, credential)
 
 
-def _stuck_for_hours(world: World, monkeypatch: pytest.MonkeyPatch, *, other_policy_between: bool) -> str:
-    """A refused verify whose candidate cannot be revoked (`revoke_new` start, failed), two recoveries an
-    hour apart that fail again (start, failed_again, recover error: each), then one that revokes it.
-    ``other_policy_between``: another policy's event in each hour (a checkpoint range of it alone)."""
+def _refused_verify_left_unrevoked(world: World, monkeypatch: pytest.MonkeyPatch) -> _DownRevoke:
+    """Bootstrapped, then a day later a rotation whose verify is refused and whose candidate cannot be
+    revoked (the issuer's revoke down until the returned stand-in's ``down`` is set False): a run left open."""
     world.bootstrap()
     world.clock.advance(timedelta(days=1))
     revoke = _DownRevoke(world)
@@ -230,6 +229,14 @@ def _stuck_for_hours(world: World, monkeypatch: pytest.MonkeyPatch, *, other_pol
     world.issuer.fail_next("verify", PermanentError("verify refused"))
     with pytest.raises(PermanentError):
         world.engine().rotate()
+    return revoke
+
+
+def _stuck_for_hours(world: World, monkeypatch: pytest.MonkeyPatch, *, other_policy_between: bool) -> str:
+    """A refused verify whose candidate cannot be revoked (`revoke_new` start, failed), two recoveries an
+    hour apart that fail again (start, failed_again, recover error: each), then one that revokes it.
+    ``other_policy_between``: another policy's event in each hour (a checkpoint range of it alone)."""
+    revoke = _refused_verify_left_unrevoked(world, monkeypatch)
     (run,) = world.journal.open_runs("p")
     for _ in range(2):
         world.clock.advance(timedelta(hours=1))
@@ -278,13 +285,7 @@ def test_a_run_stuck_over_daily_prunes_counts_once(tmp_path: Path, monkeypatch: 
     """Daily prunes: the failure on day 1, a day with another policy's events only, the retries on day 3."""
     world = World(tmp_path)
     start = world.clock.now() - timedelta(hours=1)
-    world.bootstrap()
-    world.clock.advance(timedelta(days=1))
-    revoke = _DownRevoke(world)
-    monkeypatch.setattr(world.issuer, "revoke", revoke)
-    world.issuer.fail_next("verify", PermanentError("verify refused"))
-    with pytest.raises(PermanentError):
-        world.engine().rotate()
+    revoke = _refused_verify_left_unrevoked(world, monkeypatch)
 
     def daily_prune() -> None:
         world.clock.advance(timedelta(days=1))
@@ -312,13 +313,7 @@ def test_a_checkpoint_that_names_its_failed_runs_but_carries_none_on_still_verif
     was written; the next prune starts from the runs it names."""
     world = World(tmp_path)
     start = world.clock.now() - timedelta(hours=1)
-    world.bootstrap()
-    world.clock.advance(timedelta(days=1))
-    revoke = _DownRevoke(world)
-    monkeypatch.setattr(world.issuer, "revoke", revoke)
-    world.issuer.fail_next("verify", PermanentError("verify refused"))
-    with pytest.raises(PermanentError):
-        world.engine().rotate()
+    revoke = _refused_verify_left_unrevoked(world, monkeypatch)
     (run,) = world.journal.open_runs("p")
     summary = audit_chain._summary
     with monkeypatch.context() as patch:  # the first form

@@ -3,24 +3,11 @@
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from rotator.config.policy_source import read_policy_file
 from rotator.runners.demo import _policy_file
-
-
-@pytest.fixture
-def umask_000() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def test_the_demo_s_policy_file_is_0644_and_read_under_umask_000(tmp_path: Path, umask_000: None) -> None:

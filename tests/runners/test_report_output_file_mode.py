@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +46,6 @@ def policy_file(tmp_path: Path) -> Path:
     path.write_text(POLICY)
     open_journal(f"sqlite:///{tmp_path / 'journal.db'}").close()
     return path
-
-
-@pytest.fixture
-def umask_000() -> Iterator[None]:
-    before = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(before)
 
 
 def _report(policy_file: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
