@@ -866,3 +866,108 @@ def test_a_time_whose_utc_is_past_what_a_datetime_holds_is_an_issuer_output_erro
     issuer = mocked_issuer(tmp_path, lambda request: httpx.Response(200, json=[token]))
     with pytest.raises(IssuerOutputError, match="`createdAt` is out of range"):
         issuer.list_tokens(None)
+
+
+TOKEN_ID = "55555555-5555-4555-8555-555555555555"
+LOGGER = "rotator.adapters.management_api"
+
+
+def _token(**times: str) -> dict[str, Any]:
+    return {"id": TOKEN_ID, "description": "rotator:db:run1", "permissions": [], **times}
+
+
+@pytest.mark.parametrize("revoked_at", ["1970-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "2025-12-31T23:59:59Z"],
+                         ids=["epoch-zero", "go-zero", "before-createdAt"])
+@pytest.mark.parametrize("delete", [500, 204])
+def test_a_revoked_at_that_is_unset_or_before_the_creation_does_not_confirm_a_revocation(
+    tmp_path, caplog, revoked_at, delete
+):
+    """influxctl shows an unset time as 1970-01-01T00:00:00Z (facts §1.5), Go's zero time is year 1, and a
+    revocation before the token's creation is a proxy's or a broken server's: none proves the token is
+    revoked. After a failed DELETE it is the DELETE's failure that is raised (the token may still work:
+    counted as revoked it would be an orphan); after a successful one, a TransientError naming the value."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            return httpx.Response(delete, json={"code": delete, "message": "internal server error"})
+        return httpx.Response(200, json=_token(createdAt="2026-01-01T00:00:00Z", revokedAt=revoked_at))
+
+    issuer = mocked_issuer(tmp_path, answer)
+    with caplog.at_level(logging.INFO, logger="rotator.adapters.management_api"), \
+            pytest.raises(TransientError) as caught:
+        issuer.revoke(TOKEN_ID, None)
+    text = str(caught.value)
+    if delete == 500:
+        assert "revoke database token" in text and "HTTP 500" in text
+        assert "is revoked although the DELETE failed" not in caplog.text
+    else:
+        assert f"GET answers revokedAt {revoked_at!r}, which is no revocation" in text
+        assert "revoke the token by hand" in caught.value.hint
+
+
+@pytest.mark.parametrize("unset", ["1970-01-01T00:00:00Z", "1970-01-01T01:00:00+01:00", "0001-01-01T00:00:00Z"])
+def test_the_zero_times_are_read_as_unset_in_a_listing(tmp_path, unset):
+    """As the influxctl parser reads them (common.parse_timestamp): an unset revokedAt or expiresAt sent as
+    the zero time is no revocation and no expiry, so the token lists active (the tag sweep revokes it)."""
+    listed = [_token(createdAt=unset, expiresAt=unset, revokedAt=unset)]
+    issuer = mocked_issuer(tmp_path, lambda request: httpx.Response(200, json=listed))
+    [info] = issuer.list_tokens(None)
+    assert (info.created_at, info.expires_at, info.revoked_at) == (None, None, None)
+    assert info.is_active(datetime.now(UTC))
+
+
+def test_a_listed_revocation_or_expiry_before_the_creation_is_read_as_unset(tmp_path, caplog):
+    """A revokedAt before createdAt (or an expiresAt not after it) is not what the API sets: read as a time
+    it would make a live token inactive, and a token listed inactive is never revoked. Warned about."""
+    listed = [_token(createdAt="2026-01-01T00:00:00Z", expiresAt="2026-01-01T00:00:00Z",
+                     revokedAt="2025-12-31T23:59:59.5Z"),
+              _token(createdAt="2026-01-01T00:00:00Z", expiresAt="2026-01-01T00:00:01Z",
+                     revokedAt="2026-01-01T00:00:00Z") | {"id": "66666666-6666-4666-8666-666666666666"}]
+    issuer = mocked_issuer(tmp_path, lambda request: httpx.Response(200, json=listed))
+    with caplog.at_level(logging.WARNING, logger="rotator.adapters.management_api"):
+        odd, plausible = issuer.list_tokens(None)
+    assert odd.revoked_at is None and odd.expires_at is None and odd.is_active(datetime.now(UTC))
+    assert "before its createdAt" in caplog.text and "not after its createdAt" in caplog.text
+    assert TOKEN_ID in caplog.text
+    assert plausible.revoked_at == plausible.created_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert plausible.expires_at == datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["2026-01-02T03:04:05z", "2026-01-02t03:04:05Z", "2026-01-02t03:04:05.5z"])
+def test_lower_case_t_and_z_are_rfc_3339(tmp_path, text):
+    """RFC 3339 (5.6) allows "t" and "z" in lower case, as http_common.parse_time reads them."""
+    issuer = mocked_issuer(tmp_path, lambda request: httpx.Response(200, json=[_token(createdAt=text)]))
+    [info] = issuer.list_tokens(None)
+    assert info.created_at is not None
+    assert info.created_at.replace(microsecond=0) == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("expires_at", "words"), [
+    ("1970-01-01T00:00:00Z", "no `expiresAt` (or the zero time"),
+    ("0001-01-01T00:00:00Z", "no `expiresAt` (or the zero time"),
+    ("2026-01-01T00:00:00Z", "is not after its `createdAt`"),
+    ("2025-06-01T00:00:00Z", "is not after its `createdAt`"),
+])
+def test_a_minted_expiry_that_is_unset_or_not_after_the_creation_is_no_expiry(tmp_path, caplog, expires_at, words):
+    """The create answer's expiresAt as the zero time (unset) or at/before its createdAt is not an expiry the
+    API set: the token may never expire, so it is recorded without one (never as expired), with a warning."""
+    answer = {"id": TOKEN_ID, "accessToken": "apiv1_value-of-the-new-token", "createdAt": "2026-01-01T00:00:00Z",
+              "expiresAt": expires_at}
+    issuer = mocked_issuer(tmp_path, lambda request: httpx.Response(200, json=answer))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        minted = issuer.mint(mint_request(), None)
+    assert minted.expires_at is None
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == LOGGER]
+    assert words in warning and TOKEN_ID in warning and "rotator still revokes it" in warning
+    assert "apiv1_value" not in caplog.text
+
+
+def test_a_minted_expiry_after_the_creation_is_kept_and_an_unreadable_creation_ignored(tmp_path, caplog):
+    answer = {"id": TOKEN_ID, "accessToken": "apiv1_value-of-the-new-token", "createdAt": "yesterday",
+              "expiresAt": "2030-01-01T00:00:00Z"}
+    issuer = mocked_issuer(tmp_path, lambda request: httpx.Response(200, json=answer))
+    with caplog.at_level(logging.WARNING, logger="rotator.adapters.management_api"):
+        assert issuer.mint(mint_request(), None).expires_at == datetime(2030, 1, 1, tzinfo=UTC)
+        answer["createdAt"] = "2026-01-01T00:00:00Z"
+        assert issuer.mint(mint_request(), None).expires_at == datetime(2030, 1, 1, tzinfo=UTC)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == LOGGER]

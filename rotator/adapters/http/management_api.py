@@ -190,6 +190,11 @@ _MAX_DETAIL = 300
 _NOT_FOUND: Any = object()
 #: Token ids are UUIDs (the spec's ``UuidV4``; any version is accepted).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: Times an API writes for "unset": the zero protobuf Timestamp (epoch zero, as influxctl shows an unset
+#: expiry or revocation, facts §1.5) and Go's zero time.Time. Read as a time, an unset revokedAt would
+#: make a live token revoked (a failed DELETE "confirmed", the tag sweep skipping it) and an unset
+#: expiresAt would make it expired since 1970.
+_UNSET_TIMES = frozenset({datetime(1970, 1, 1, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC)})
 _UUID_HINT = "a UUID such as 11111111-1111-4111-8111-111111111111 (the Admin UI or `influxctl cluster list` shows it)"
 
 
@@ -528,11 +533,26 @@ class ManagementApiIssuer:
         # Only an expiry the answer confirms is returned: a server that ignored `expiresAt` (the
         # Dedicated how-to also sends `expirationType`, which the spec does not have) made a token
         # that never expires, and the safety net "it expires by itself" is gone.
+        # The zero time (an unset expiry, as influxctl shows it) is no expiry either (_time).
         expires = self._time(op, data.get("expiresAt"), "expiresAt")
         if expires is None:
             logger.warning(
-                "database token %s was created with expiresAt %s, but the answer has no `expiresAt`: it does not "
-                "expire by itself; rotator still revokes it after its grace", token_id, body["expiresAt"])
+                "database token %s was created with expiresAt %s, but the answer has no `expiresAt` (or the zero "
+                "time, meaning unset): it does not expire by itself; rotator still revokes it after its grace",
+                token_id, body["expiresAt"])
+        else:
+            try:  # only to judge expiresAt: an unreadable createdAt must not fail a mint that made a token
+                created = self._time(op, data.get("createdAt"), "createdAt")
+            except IssuerOutputError:
+                created = None
+            if _implausible(expires, created, equal_too=True):
+                # Not an expiry the API set (it refuses one in the past): the token may never expire, and
+                # recorded as expired it would count as gone by itself and never be revoked.
+                logger.warning(
+                    "database token %s was created with expiresAt %s, but the answer's `expiresAt` %s is not after "
+                    "its `createdAt` %s: read as no expiry (it may not expire by itself); rotator still revokes it "
+                    "after its grace", token_id, body["expiresAt"], _shown(expires), _shown(created))
+                expires = None
         logger.info("created database token %s", token_id)
         return MintedToken(value=secret, token_id=token_id, expires_at=expires)
 
@@ -553,7 +573,8 @@ class ManagementApiIssuer:
             )
 
     def revoke(self, token_id: str, credential: Secret | None) -> None:
-        """``DELETE .../tokens/{id}``, confirmed by ``GET`` (404 or ``revokedAt``). Unknown ids count as revoked."""
+        """``DELETE .../tokens/{id}``, confirmed by ``GET`` (404, or a ``revokedAt`` that is a time, not the zero
+        time, and not before ``createdAt``). Unknown ids count as revoked."""
         if not isinstance(token_id, str) or not _UUID.fullmatch(token_id):
             raise bad_token_id(token_id, self._where, "a database token id (a UUID, as the Management API writes it)")
         url = f"{self._tokens_url}/{path_segment(token_id)}"
@@ -587,8 +608,22 @@ class ManagementApiIssuer:
             if failure is not None:
                 logger.info("database token %s is revoked although the DELETE failed", token_id)
             return
+        # `revokedAt` present but not read as a revocation (_token_info): the zero time (unset) or one
+        # before the token's creation. Either way the token may still work.
+        shown = data.get("revokedAt") if isinstance(data.get("revokedAt"), str) else None
         if failure is not None:
+            if shown is not None:
+                logger.info("database token %s: the DELETE failed and GET shows revokedAt %s, which is no "
+                            "revocation (unset, or before the token's creation)", token_id, one_line(shown))
             raise failure
+        if shown is not None and deleted is not _NOT_FOUND:
+            raise TransientError(
+                f"{self._where}: database token {token_id} is not shown revoked after a successful DELETE (HTTP 2xx): "
+                f"GET answers revokedAt {one_line(shown)!r}, which is no revocation (the zero time, meaning unset, "
+                "or a time before the token's createdAt)",
+                hint="rotator tries again on the next run; if this persists, check that `base_url` reaches the "
+                "Management API itself (not a proxy that rewrites its answers) and revoke the token by hand",
+            )
         if deleted is _NOT_FOUND:
             # The API said "no such token" and then lists it active: one of its answers is wrong, and
             # the token may still work; retried like any revocation not confirmed yet.
@@ -747,6 +782,8 @@ class ManagementApiIssuer:
         )
 
     def _token_info(self, op: _Op, item: object, index: int) -> TokenInfo:
+        """A listed (or got) token; its times as :meth:`_time` reads them, and read as unset where they
+        contradict its ``createdAt`` (see :func:`_implausible`)."""
         if not isinstance(item, Mapping):
             raise self._output_error(op, f"item {index} is a JSON {type(item).__name__}, expected an object")
         token_id = item.get("id")
@@ -755,33 +792,59 @@ class ManagementApiIssuer:
         description = item.get("description", "")
         if not isinstance(description, str):
             raise self._output_error(op, f"token {token_id} has a `description` that is not a string")
-        return TokenInfo(
-            token_id=token_id,
-            description=description,
-            created_at=self._time(op, item.get("createdAt"), f"token {token_id} `createdAt`"),
-            expires_at=self._time(op, item.get("expiresAt"), f"token {token_id} `expiresAt`"),
-            revoked_at=self._time(op, item.get("revokedAt"), f"token {token_id} `revokedAt`"),
-        )
+        created = self._time(op, item.get("createdAt"), f"token {token_id} `createdAt`")
+        expires = self._time(op, item.get("expiresAt"), f"token {token_id} `expiresAt`")
+        revoked = self._time(op, item.get("revokedAt"), f"token {token_id} `revokedAt`")
+        if _implausible(revoked, created, equal_too=False):
+            # A revocation before the token existed (a proxy's or a broken server's value) proves nothing:
+            # read as revoked, a live token would never be revoked (an orphan); read as live, it is revoked
+            # again, which is harmless.
+            logger.warning("%s: %s: token %s shows revokedAt %s, before its createdAt %s: read as not revoked",
+                           self._where, op.name, token_id, _shown(revoked), _shown(created))
+            revoked = None
+        if _implausible(expires, created, equal_too=True):
+            # As mint reads it: an expiry at or before the creation is no expiry the API can have set
+            # (it refuses one in the past); read as a time, the token would list expired and never be revoked.
+            logger.warning("%s: %s: token %s shows expiresAt %s, not after its createdAt %s: read as no expiry",
+                           self._where, op.name, token_id, _shown(expires), _shown(created))
+            expires = None
+        return TokenInfo(token_id=token_id, description=description, created_at=created, expires_at=expires,
+                         revoked_at=revoked)
 
     def _time(self, op: _Op, value: object, where: str) -> datetime | None:
+        """An RFC 3339 time as UTC; None for none and for the zero times that mean "unset" (:data:`_UNSET_TIMES`)."""
         if value is None:
             return None
         if not isinstance(value, str):
             raise self._output_error(op, f"{where} is not an RFC 3339 string")
+        # RFC 3339 (5.6) allows a lower-case "z" (and "t", which fromisoformat reads already).
+        text = value[:-1] + "Z" if value.endswith("z") else value
         try:
-            parsed = datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             raise self._output_error(op, f"{where} is not an RFC 3339 time") from None
         if parsed.tzinfo is None:
             raise self._output_error(op, f"{where} has no time zone")
         try:  # 9999-12-31T23:30:00-01:00 is a valid text whose UTC time is past the year 9999
-            return parsed.astimezone(UTC)
+            parsed = parsed.astimezone(UTC)
         except OverflowError:
             raise self._output_error(op, f"{where} is out of range") from None
+        return None if parsed in _UNSET_TIMES else parsed
 
 
 if TYPE_CHECKING:  # static conformance: mypy checks ManagementApiIssuer against the Issuer Protocol
     _conforms: type[Issuer] = ManagementApiIssuer
+
+
+def _implausible(moment: datetime | None, created: datetime | None, *, equal_too: bool) -> bool:
+    """Whether ``moment`` (a token's revocation or expiry) is before (or, ``equal_too``, at) its creation."""
+    if moment is None or created is None:
+        return False
+    return moment <= created if equal_too else moment < created
+
+
+def _shown(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else "(none)"
 
 
 def _origin(url: str) -> str:
