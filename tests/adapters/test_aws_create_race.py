@@ -139,3 +139,45 @@ def test_a_secret_that_exists_for_create_but_not_for_describe_is_a_conflict_that
     message = str(caught.value)
     assert "CreateSecret answered that a secret named" in message and "DescribeSecret" in message, message
     assert "it is on no version" not in message
+
+
+@pytest.mark.parametrize("at_read", ["absent", "empty-untagged"])
+def test_a_secret_tagged_for_another_policy_after_the_read_is_refused_and_left_alone(aws, at_read):
+    """The same race one step earlier: the secret is created (or tagged) for another policy between PLAN's
+    read and the publish's DescribeSecret. The engine's ownership check never saw that marker, so the
+    publish must not write into the secret and retag it for this policy: it refuses as CreateSecret's race
+    does, and the next run's read shows the marker to that check."""
+    name = secret_name()
+    if at_read == "empty-untagged":
+        aws.client().create_secret(Name=name)
+    store = make_store(aws, name, aws.client())
+    assert store.read_current().marker_policy is None
+    if at_read == "absent":
+        aws.client().create_secret(Name=name, Tags=ANOTHER_POLICY)
+    else:
+        aws.client().tag_resource(SecretId=name, Tags=ANOTHER_POLICY)
+    with pytest.raises(ConflictError) as caught:
+        store.publish(token_record("tok-1"), None)
+    message = str(caught.value)
+    assert "after rotator read it" in message and "'another-policy'" in message and "nothing was written" in message
+    assert "adopt" in (caught.value.hint or "")
+    assert stages(aws, name) == {}, "nothing written"
+    versions = aws.client().list_secret_version_ids(SecretId=name, IncludeDeprecated=True)["Versions"]
+    assert versions == [], "no version put, not even one without a label"
+    assert tags(aws, name) == {"managed-by": "rotator", "policy": "another-policy"}
+    assert store.read_current() == StoreState(version=None, managed=True, record=None,
+                                              marker_policy="another-policy")
+
+
+def test_an_empty_secret_tagged_for_another_policy_at_the_read_is_written_as_adopt_allows(aws):
+    """The marker was there at PLAN's read, so the engine's ownership check saw it and let the publish go
+    on (`adopt = true`): the store takes the secret over, as before."""
+    name = secret_name()
+    aws.client().create_secret(Name=name, Tags=ANOTHER_POLICY)
+    store = make_store(aws, name, aws.client())
+    assert store.read_current().marker_policy == "another-policy"
+    record = token_record("tok-1")
+    version = store.publish(record, None)
+    assert stages(aws, name) == {version: ["AWSCURRENT"]}
+    assert tags(aws, name) == {"managed-by": "rotator", "policy": POLICY}
+    assert store.read_current() == StoreState(version=version, managed=True, record=record)

@@ -236,6 +236,61 @@ def test_access_denied_on_a_write_names_that_action(stub):
     assert "secretsmanager:PutSecretValue" in caught.value.hint
 
 
+DENIED_BY = "User: arn:aws:sts::123456789012:assumed-role/rotator-kms-admins/rotator is not authorized to perform: "
+
+
+@pytest.mark.parametrize(
+    ("message", "hint", "not_in_hint"),
+    [
+        # The role's name holds "kms": the refusal is IAM's, of the action AWS names.
+        (DENIED_BY + "secretsmanager:DescribeSecret on resource: prod/influx because no identity-based policy "
+         "allows the secretsmanager:DescribeSecret action", "secretsmanager:DescribeSecret on the secret", "kms:"),
+        (DENIED_BY + "secretsmanager:DescribeSecret on resource: arn:aws:secretsmanager:us-east-1:123456789012:"
+         "secret:kms/influx-AbCdEf with an explicit deny in a resource-based policy",
+         "secretsmanager:DescribeSecret on the secret", "kms:"),
+        # An STS refusal surfacing in a Secrets Manager call (role_arn): the role, not the secret.
+        ("User: arn:aws:iam::123456789012:user/kms-ops is not authorized to perform: sts:AssumeRole on resource: "
+         "arn:aws:iam::123456789012:role/rotator", "sts:AssumeRole on the role to assume", "kms:"),
+        (DENIED_BY + "kms:Decrypt on resource: arn:aws:kms:us-east-1:123456789012:key/1234abcd because no "
+         "identity-based policy allows the kms:Decrypt action", "kms:Decrypt", "secretsmanager:"),
+        ("Access to KMS is not allowed", "kms:Decrypt", "secretsmanager:"),
+    ],
+)  # fmt: skip
+def test_access_denied_hints_at_the_action_aws_names_not_at_kms_for_a_mention(stub, message, hint, not_in_hint):
+    stub.add_client_error("describe_secret", "AccessDeniedException", message, 400)
+    with pytest.raises(PermanentError) as caught:
+        store_on(stub).read_current()
+    assert hint in caught.value.hint and not_in_hint not in caught.value.hint, caught.value.hint
+
+
+def test_create_secret_refused_for_its_tags_names_tag_resource(stub):
+    """CreateSecret with Tags also needs secretsmanager:TagResource: AWS's message names the action lacking."""
+    stub.add_client_error("describe_secret", "ResourceNotFoundException", "Secrets Manager can't find the secret", 400)
+    stub.add_client_error("create_secret", "AccessDeniedException", "User: arn:aws:sts::123456789012:assumed-role/"
+                          "rotator/rotator is not authorized to perform: secretsmanager:TagResource on resource: "
+                          f"{NAME} because no identity-based policy allows the secretsmanager:TagResource action", 400)
+    with pytest.raises(PermanentError) as caught:
+        store_on(stub).publish(record("tok-1"), None)
+    assert "CreateSecret failed: AccessDeniedException" in str(caught.value)
+    assert "secretsmanager:TagResource on the secret" in caught.value.hint, caught.value.hint
+
+
+def test_a_partial_arn_whose_name_ends_like_a_suffix_offers_the_name_as_written(stub):
+    """"prod/influx-tokens" ends in "-" and 6 letters: AWS's random suffix, or part of the name. The hint
+    told the user to create 'prod/influx', another secret; it now gives both ways out, the name as written
+    first. Nothing is created (the Stubber expects no CreateSecret)."""
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/influx-tokens"
+    stub.add_client_error("describe_secret", "ResourceNotFoundException", "Secrets Manager can't find the secret", 400)
+    store = AwsSecretsManagerStore.from_config(AwsSecretsManagerSettings(secret_id=arn), AdapterContext(policy=POLICY),
+                                               client_factory=lambda s, p: stub.client)  # fmt: skip
+    with pytest.raises(PermanentError) as caught:
+        store.publish(record("tok-1"), None)
+    message, hint = str(caught.value), caught.value.hint or ""
+    assert "part of the secret's name ('prod/influx-tokens'" in message, message
+    assert 'secret_id = "prod/influx-tokens" and region = "us-east-1"' in hint, hint
+    assert "if '-tokens' was AWS's suffix" in hint and "--name prod/influx," in hint, hint
+
+
 def test_a_token_value_quoted_by_aws_is_redacted(stub):
     rec = record("tok-2")
     stub.add_client_error("describe_secret", "InvalidParameterException", f"bad value {rec.value.reveal()}", 400)

@@ -24,12 +24,14 @@ Publish, with ``StoreState.version`` = the VersionId that carries AWSCURRENT::
 
 A secret that does not exist is created by one CreateSecret with the payload, the tags and
 ``kms_key_id`` when ``secret_id`` is a name or an ARN without its 6-character suffix (a full
-ARN names a secret AWS created with that random suffix, which a new secret never gets: rotator
-refuses and prints the create-secret command); one that exists with no value yet (made by
-Terraform, say) gets its first value through steps 2-4, also when it was made between
-``read_current`` and CreateSecret (CreateSecret answers ResourceExistsException), unless its tags
-mark it for another policy (a ConflictError: the next run's ownership check decides). Every read
-names its stage (``VersionStage=AWSCURRENT``), never the default.
+ARN names a secret AWS created with that random suffix, which a new secret never gets; an ARN
+whose name ends like one, "-" and 6 letters or digits, may be either: rotator refuses and says
+both ways out, the name as ``secret_id`` or the create-secret command); one that exists with no
+value yet (made by Terraform, say) gets its first value through steps 2-4, also when it was made
+between ``read_current`` and CreateSecret (CreateSecret answers ResourceExistsException), unless
+its tags mark it for another policy and ``read_current`` did not see them (a ConflictError,
+nothing written: the next run's ownership check decides; tags it saw passed that check, with
+``adopt``). Every read names its stage (``VersionStage=AWSCURRENT``), never the default.
 
 AWSPENDING on a version other than AWSCURRENT's means a rotation is unfinished. A version holding
 a rotator payload of this same policy that is rotator's own publish, interrupted between steps 2
@@ -190,6 +192,10 @@ _HINT_CONFLICT = (
     "another writer moved AWSCURRENT after rotator read it: inspect it with "
     "`aws secretsmanager describe-secret --secret-id {secret} --region {region}`, then rotate again"
 )
+_HINT_OTHER_POLICY = (
+    "two policies must not share a secret: point one of them at another secret_id; if this policy was renamed, "
+    "set `adopt = true` in it for one rotation; then rotate again"
+)
 _HINT_RETRY = "rotator retries; check that Secrets Manager (or endpoint_url) is reachable from here"
 _HINT_DENIED = "rotator's AWS identity needs {action} on {resource} (IAM policy, and the secret's resource policy)"
 _HINT_KMS = (
@@ -212,6 +218,12 @@ _HINT_AWS = "check the store settings (secret_id, region, endpoint_url) and AWS'
 #: CreateSecret "...already scheduled for deletion."; moto "...currently marked deleted.".
 _MARKED_DELETED = re.compile(r"\bmarked\s+(?:for\s+)?delet(?:ed|ion)\b|\bscheduled\s+for\s+deletion\b",
                              re.IGNORECASE)
+#: The IAM action an AccessDenied names: "User: <arn> is not authorized to perform: secretsmanager:TagResource on
+#: resource: ..." (service prefix and action name only, so no punctuation after it is taken along). It and
+#: _KMS_DENIED, Secrets Manager's words when KMS refused it the secret's key, are compiled on first use: only
+#: a refusal asks.
+_DENIED_ACTION = r"(?i)not authorized to perform:\s*([a-z0-9-]{1,64}:[a-z0-9*]{1,128})"
+_KMS_DENIED = r"(?i)\bAccess to KMS is not allowed\b"
 #: botocore's words for a parameter its service model lacks: the SDK is older than the API (the name
 #: is the caller's keyword, never a value, so it may be shown).
 _UNKNOWN_PARAMETER = re.compile(r'Unknown parameter in input: "(\w{1,64})"')
@@ -361,8 +373,10 @@ _ARN_SUFFIX = r"-[A-Za-z0-9]{6}$"  # compiled on first use: only a publish to a 
 
 def _name_to_create(settings: AwsSecretsManagerSettings) -> str | None:
     """The Name a CreateSecret for ``secret_id`` takes: the name itself, or the name in an ARN
-    given without its suffix (a partial ARN, which names the created secret). ``None`` for a full
-    ARN: what follows its last hyphen is the suffix AWS drew at creation, never drawn again."""
+    given without its suffix (a partial ARN, which names the created secret). ``None`` for an ARN
+    whose name ends in a hyphen and 6 letters or digits: that may be the suffix AWS drew when it
+    created the secret (a full ARN: never drawn again, so no secret created now is named by it) or
+    the end of the name itself (a partial ARN), and only the user knows which."""
     arn = _ARN.match(settings.secret_id)
     if arn is None:
         return settings.secret_id
@@ -696,6 +710,9 @@ class AwsSecretsManagerStore:
         self._factory = client_factory
         self._api: SecretsManagerAPI | None = None
         self._sent = 0
+        #: The policy the secret's tags named at the last read_current (None: absent, or no such tag): the
+        #: marker the engine's ownership check saw, which a publish into a secret with no value may write over.
+        self._marker_read: str | None = None
         sid = settings.secret_id
         self._location = f"aws-secretsmanager:{sid if settings.is_arn else f'{settings.region_name}/{sid}'}"
 
@@ -723,7 +740,9 @@ class AwsSecretsManagerStore:
     def read_current(self) -> StoreState:
         """The AWSCURRENT version. PermanentError if a managed payload is malformed, or if
         AWSPENDING sits on another version that is not rotator's own interrupted publish."""
+        self._marker_read = None  # a read that fails saw nothing
         view = self._describe()
+        self._marker_read = view.marker_policy if view is not None else None
         if view is None:
             logger.debug("%s: absent", self._location)
             return StoreState(version=None, managed=False, record=None)
@@ -769,6 +788,8 @@ class AwsSecretsManagerStore:
         current = view.version_with(CURRENT)
         if current != expected_version:
             return self._settle(record, expected_version, current, view)
+        if current is None:
+            self._check_marker_unchanged(view)
         return self._publish_into(record, view, current)
 
     # -- internals -------------------------------------------------------------------------------
@@ -807,17 +828,24 @@ class AwsSecretsManagerStore:
     def _create(self, record: TokenRecord) -> str:
         name = _name_to_create(self._settings)
         if name is None:
-            # A full ARN ends in the 6 random characters AWS chose when it created that secret: a
-            # secret made now would get other ones, and this secret_id would never name it.
+            # A full ARN ends in the 6 random characters AWS chose when it created that secret: a secret
+            # made now would get other ones, and this secret_id would never name it. A partial ARN whose
+            # name merely ends so looks the same (AWS itself may read its ending as a suffix): given as a
+            # name, that secret is created and found.
             arn = _ARN.match(self._settings.secret_id)
             assert arn is not None
-            bare = arn["name"][:-7]
+            whole, bare, ending = arn["name"], arn["name"][:-7], arn["name"][-7:]
+            region = self._settings.region_name
             raise PermanentError(
-                f"{self._location}: the secret does not exist, and a full ARN (ending in its random "
-                "6-character suffix) cannot be created",
-                hint=f"create it: aws secretsmanager create-secret --region {shlex.quote(self._settings.region_name)} "
-                f"--name {shlex.quote(bare)}, then set secret_id to the ARN it prints (or to the name {bare!r}, or "
-                "the ARN without its suffix, and rotator creates it) and run the same command again",
+                f"{self._location}: the secret does not exist, and a full ARN cannot be created: the name in "
+                f"secret_id ends in {ending!r}, which is either the random suffix AWS gave the secret when it "
+                f"created it (a new secret gets another) or part of the secret's name ({whole!r}, an ARN given "
+                "without its suffix)",
+                hint=f"if the secret's name is {whole!r}, set secret_id = {json.dumps(whole)} and region = "
+                f"{json.dumps(region)} in the store, and rotator creates it; if {ending!r} was AWS's suffix, create "
+                f"the secret: aws secretsmanager create-secret --region {shlex.quote(region)} --name "
+                f"{shlex.quote(bare)}, then set secret_id to the ARN it prints (or to the name {bare!r}, and rotator "
+                "creates it); then run the same command again",
             )
         request: dict[str, Any] = {
             "Name": name,
@@ -849,6 +877,20 @@ class AwsSecretsManagerStore:
         logger.info("created %s with token %s as version %s", self._location, record.token_id, version)
         return version
 
+    def _check_marker_unchanged(self, view: SecretView) -> None:
+        """ConflictError, nothing written, when the secret (no value yet) is tagged for another policy now and
+        was not at read_current: the engine's ownership check, made on that read, never saw the marker. One it
+        did see passed that check (`adopt = true`), and is written over."""
+        other = view.marker_policy
+        if other is None or other in (self._policy, self._marker_read):
+            return
+        raise ConflictError(
+            f"{self._location}: the secret was created or tagged by another writer after rotator read it, with no "
+            f"value and tags marking it managed by rotator for policy {other!r}, not {self._policy!r}; nothing was "
+            "written",
+            hint=_HINT_OTHER_POLICY,
+        )
+
     def _created_meanwhile(self, record: TokenRecord, name: str) -> str:
         """CreateSecret lost a race: someone created the secret after read_current found it absent. With a
         value (AWSCURRENT), that is a conflict unless it is this very record (a retry). Without one (Terraform,
@@ -872,8 +914,7 @@ class AwsSecretsManagerStore:
                 f"{self._location}: the secret was created by another writer after rotator found it absent, with no "
                 f"value and tags marking it managed by rotator for policy {other!r}, not {self._policy!r}; nothing "
                 "was written",
-                hint="two policies must not share a secret: point one of them at another secret_id; if this policy "
-                "was renamed, set `adopt = true` in it for one rotation; then rotate again",
+                hint=_HINT_OTHER_POLICY,
             )
         logger.info("%s: created by another writer meanwhile, with no value yet; publishing token %s into it",
                     self._location, record.token_id)
@@ -1197,14 +1238,20 @@ def _client_error(
     if code in _THROTTLING or status == 429 or status >= 500:
         return TransientError(message, hint=_HINT_RETRY)
     key = f" ({kms_key_id})" if kms_key_id else ""
-    if code in _KMS_CODES or (code == "AccessDeniedException" and "kms" in aws_message.lower()):
+    denied = code in ("AccessDeniedException", "AccessDenied")
+    # The action AWS names decides (CreateSecret with Tags may lack secretsmanager:TagResource; a role_arn
+    # call, sts:AssumeRole), not a mention of "kms" anywhere in its message: a role or secret may be named so.
+    named = re.search(_DENIED_ACTION, aws_message) if denied else None
+    action = named[1] if named else None
+    service = action.split(":", 1)[0].lower() if action else None
+    if code in _KMS_CODES or (denied and (service == "kms" or re.search(_KMS_DENIED, aws_message))):
         return PermanentError(message, hint=_HINT_KMS.format(key=key))
-    if code in ("AccessDeniedException", "AccessDenied"):
-        service = "sts" if actual_operation == "AssumeRole" else "secretsmanager"
+    if denied:
+        if action is None or service not in ("secretsmanager", "sts"):  # none named, or not one this hint fits
+            service = "sts" if actual_operation == "AssumeRole" else "secretsmanager"
+            action = f"{service}:{actual_operation}"
         resource = "the role to assume" if service == "sts" else "the secret"
-        return PermanentError(
-            message, hint=_HINT_DENIED.format(action=f"{service}:{actual_operation}", resource=resource)
-        )
+        return PermanentError(message, hint=_HINT_DENIED.format(action=action, resource=resource))
     if code in _BAD_CREDENTIALS:
         return PermanentError(message, hint=_HINT_CREDENTIALS)
     if code == "ResourceNotFoundException":
