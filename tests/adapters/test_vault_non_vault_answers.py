@@ -2,8 +2,8 @@
 
 Vault sends every error as a JSON object with an ``errors`` list. Whatever else answers an error status
 (a proxy, an ingress, Go's own HTTP server answering plain HTTP on Vault's TLS port) is mapped by its
-status: an outage (502) is retried, and a 400 or 403 is no refusal of a credential (no "check the token",
-no login held back for 30 minutes).
+status: an outage (502) is retried, a 400 or 403 is no refusal of a credential (no "check the token",
+no login held back for 30 minutes), and a 404 is no absent secret (an ingress that lost its route).
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
 from rotator.core.clock import FakeClock
-from rotator.core.contracts import AdapterContext
+from rotator.core.contracts import AdapterContext, TokenRecord
 from rotator.core.errors import PermanentError, RotatorError, TransientError
+from rotator.core.secret import Secret
 
 POLICY = "influx-mgmt"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -35,8 +37,14 @@ LOOKUP_SELF = {"data": {"ttl": 3600, "creation_ttl": 3600, "renewable": True, "p
 APPROLE_LOGIN = {"auth": {"client_token": "s.login-token", "lease_duration": 3600, "renewable": True}}
 DENIED = {"errors": ["permission denied"]}
 
-#: path prefix -> (status, Content-Type, body), or raw bytes written as the whole answer
-Route = tuple[int, str, bytes] | bytes
+#: What an ingress (Traefik, nginx's default server) answers for a path it has no route for: not Vault's
+PROXY_404 = (404, "text/plain; charset=utf-8", b"404 page not found\n")
+
+#: path prefix -> (status, Content-Type, body), raw bytes written as the whole answer, or the URL of a
+#: server (a real OpenBao) the request is passed on to, as a reverse proxy does
+Route = tuple[int, str, bytes] | bytes | str
+#: Headers a proxy does not pass on as they are (requests decodes the body: its encoding is not passed on)
+_HOP = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-encoding"})
 
 
 def _json(status: int, body: object) -> tuple[int, str, bytes]:
@@ -56,10 +64,13 @@ class _Vaultish:
                 pass
 
             def do_GET(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))  # no reset for an unread body
+                sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # no reset for an unread body
                 path = self.path.split("?")[0]
                 outer.requests.append(f"{self.command} {path}")
                 route = next((r for p, r in outer.routes.items() if path.startswith(p)), outer.default)
+                if isinstance(route, str):
+                    self._forward(route, sent)
+                    return
                 if isinstance(route, bytes):
                     self.wfile.write(route)
                     self.close_connection = True
@@ -71,7 +82,21 @@ class _Vaultish:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_POST = do_PUT = do_PATCH = do_GET
+            def _forward(self, upstream: str, body: bytes) -> None:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                with requests.Session() as session:
+                    session.trust_env = False
+                    answer = session.request(self.command, upstream + self.path, headers=headers, data=body,
+                                             allow_redirects=False, timeout=30)
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in _HOP:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
         self.server: socketserver.TCPServer = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -213,12 +238,124 @@ def test_vault_s_own_refusal_through_a_proxy_that_adds_a_charset_is_still_vault_
         caught.value, caught.value.hint)
 
 
-def test_vault_s_own_404_is_still_an_absent_secret(tmp_path):
+#: KV v2's 404 for a path it has no endpoint for: its envelope, with a warning and no errors (OpenBao 2.x)
+KV2_INVALID_PATH = {"request_id": "0f4d0968-cbfb-d36c-69c7-068ee4084fc8", "lease_id": "", "renewable": False,
+                    "lease_duration": 0, "data": None, "wrap_info": None, "auth": None,
+                    "warnings": ["Invalid path for a versioned K/V secrets engine. See the API docs for the "
+                                 "appropriate API endpoints to use."]}
+
+
+@pytest.mark.parametrize("body", [{"errors": []}, KV2_INVALID_PATH])
+def test_vault_s_own_404_is_still_an_absent_secret(tmp_path, body):
     """Vault's own answer for a path with no secret: `{"errors": []}`, as JSON (the mount's config, read
-    to tell an absent secret from a mount that is no KV v2 engine, answers as KV v2's)."""
+    to tell an absent secret from a mount that is no KV v2 engine, answers as KV v2's). KV v2's envelope for
+    a path it serves no endpoint at is Vault's too (a `mount` naming a path inside the real mount: the first
+    read's mount check tells what to set)."""
     routes = {"/v1/auth/token/lookup-self": _json(200, LOOKUP_SELF),
               "/v1/secret/config": _json(200, {"data": {"max_versions": 0, "cas_required": False,
                                                          "delete_version_after": "0s"}})}
-    with _serving(routes, _json(404, {"errors": []})) as vault:
+    with _serving(routes, _json(404, body)) as vault:
         state = _store(vault.url, tmp_path).read_current()
     assert state.record is None and state.version is None, state
+
+
+def _record(n: int) -> TokenRecord:
+    return TokenRecord(value=Secret(f"value-of-token-{n}-for-the-test"), token_id=f"tok-{n}", issuer="influxdb2",
+                       policy=POLICY, created_at=NOW, expires_at=NOW + timedelta(days=30))
+
+
+#: Where the tests below put the secret (the store's settings: mount "secret", path "team/app")
+DATA, METADATA = "/v1/secret/data/team/app", "/v1/secret/metadata/team/app"
+
+
+def _managed_secret() -> dict[str, Route]:
+    """Vault's answers for a secret rotator manages, at version 2 (token 2; version 1 holds token 1). The
+    loopback server ignores the query: a read of version 1 is answered with version 2's payload, which
+    is all these tests need of it (an answer Vault serves)."""
+    custom = {"managed-by": "rotator", "policy": POLICY, "token_id": "tok-2", "rotated_at": "2026-03-01T12:00:00Z"}
+    versions = {str(n): {"created_time": "2026-03-01T12:00:00Z", "deletion_time": "", "destroyed": False}
+                for n in (1, 2)}
+    return {
+        "/v1/auth/token/lookup-self": _json(200, LOOKUP_SELF),
+        "/v1/secret/config": _json(200, {"data": {"max_versions": 0, "cas_required": False,
+                                                  "delete_version_after": "0s"}}),
+        METADATA: _json(200, {"data": {"current_version": 2, "max_versions": 0, "delete_version_after": "0s",
+                                       "custom_metadata": custom, "versions": versions}}),
+        DATA: _json(200, {"data": {"data": _record(2).payload(),
+                                   "metadata": {"version": 2, "custom_metadata": custom, "deletion_time": "",
+                                                "destroyed": False}}}),
+    }
+
+
+def _assert_not_vault_404(error: PermanentError, url: str, what: str) -> None:
+    assert f"the answer of {url} to {what} is not Vault's: HTTP 404" in str(error), error
+    assert "check url" in (error.hint or ""), error.hint
+
+
+@pytest.mark.parametrize(("lost", "read", "what"), [
+    (DATA, "read_current", "read secret/data/team/app"),  # _read_latest
+    (DATA, "read_previous", "read version 1 of secret/data/team/app"),  # _read_version
+    (METADATA, "read_previous", "read secret/metadata/team/app"),  # _read_metadata
+])
+def test_an_ingress_404_after_the_first_read_is_not_an_absent_secret(tmp_path, lost, read, what):
+    """The first read checked the mount; then the ingress in front of Vault loses its route for a moment
+    and answers 404 as text. That is no "secret absent": read so, the store named no current token, and a
+    due revocation of the token it holds found no holder and revoked it. The read fails, as for any
+    answer that is not Vault's; a revocation waits for the next one."""
+    with _serving(_managed_secret(), PROXY_404) as vault:
+        store = _store(vault.url, tmp_path)
+        assert store.read_current().token_id == "tok-2"
+        assert store.read_previous().version == "1"
+        vault.routes[lost] = PROXY_404
+        with pytest.raises(PermanentError) as caught:
+            getattr(store, read)()
+    _assert_not_vault_404(caught.value, vault.url, what)
+
+
+def test_an_ingress_404_of_the_mount_s_config_is_not_a_mount_that_is_no_kv_v2_engine(tmp_path):
+    """The first read of an absent secret: Vault's own 404s for it, and the ingress's for the mount's
+    config. KV v2 always has a config, so a 404 of it read as Vault's said "mount is not a KV version 2
+    engine": wrong advice, and for an answer Vault never gave."""
+    routes = {"/v1/auth/token/lookup-self": _json(200, LOOKUP_SELF), "/v1/secret/config": PROXY_404}
+    with _serving(routes, _json(404, {"errors": []})) as vault:
+        with pytest.raises(PermanentError) as caught:
+            _store(vault.url, tmp_path).read_current()
+    _assert_not_vault_404(caught.value, vault.url, "read secret/config")
+    assert "KV version 2" not in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
+def test_vault_s_own_refusal_of_the_metadata_patch_through_a_proxy_that_adds_a_charset_is_still_vault_s(
+        tmp_path, content_type):
+    """The PATCH of the custom_metadata reads its error answer itself (hvac has no call for it): it took
+    only an exact `application/json`, so a gateway's charset dropped Vault's message (the custom_metadata
+    limits it names) for "not Vault's answer, check url", as the other calls no longer did."""
+    limit = "1 error occurred:\n\t* custom_metadata validation failed: length of value for key \"policy\" is 600"
+    routes = {
+        "/v1/auth/token/lookup-self": _json(200, LOOKUP_SELF),
+        DATA: _json(200, {"data": {"version": 1, "custom_metadata": None, "created_time": "2026-03-01T12:00:00Z",
+                                   "deletion_time": ""}}),
+        METADATA: (400, content_type, json.dumps({"errors": [limit + "\n\n"]}).encode()),
+    }
+    with _serving(routes, PROXY_404) as vault:
+        with pytest.raises(RotatorError) as caught:
+            _store(vault.url, tmp_path).publish(_record(1), None)
+        assert vault.count(METADATA) == 1 and "PATCH " + METADATA in vault.requests, vault.requests
+    assert "not Vault's" not in str(caught.value), caught.value
+    assert "custom_metadata validation failed" in str(caught.value), caught.value
+    assert "custom_metadata keys in a write" in (caught.value.hint or ""), caught.value.hint
+
+
+def test_a_redirect_loop_is_a_url_to_fix_not_an_unreachable_vault(tmp_path):
+    """An address that redirects every request to itself: requests gives up after 30 redirects. Vault (or
+    what answers there) was reached, and a retry meets the same loop: the url is to fix."""
+    loop = (b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /v1/auth/token/lookup-self\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n")
+    with _serving({}, loop) as vault:
+        with pytest.raises(RotatorError) as caught:
+            _store(vault.url, tmp_path).read_current()
+        assert vault.count("/v1/auth/token/lookup-self") == 31  # the request and requests' 30 redirects
+    assert isinstance(caught.value, PermanentError), caught.value
+    assert f"{vault.url} answered a request to log in to auth/token/lookup-self with redirects that never end" in (
+        str(caught.value)), caught.value
+    assert "check url" in (caught.value.hint or "") and "cannot reach" not in str(caught.value), caught.value.hint

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     import hvac
     import hvac.exceptions
     import hvac.utils
+    import requests
 else:  # imported on first use: loading a policy file needs the settings models only (issue 12)
     hvac = lazy_sdk("hvac")
 
@@ -83,6 +84,7 @@ __all__ = [
     "VaultAuth",
     "VaultLogin",
     "CredentialStatus",
+    "error_body",
     "mount_segments",
     "not_vault_answer",
     "plain_segments",
@@ -130,12 +132,45 @@ def transient_status() -> tuple[type[hvac.exceptions.VaultError], ...]:
 
 def not_vault_answer(exc: BaseException) -> bool:
     """Whether ``exc`` is hvac's exception for an error answer whose body is not Vault's: Vault sends every
-    error as a JSON object with an ``errors`` list, so a body without one (a proxy's page, an ingress's
-    ``null``, Go's "Client sent an HTTP request to an HTTPS server" to plain HTTP on Vault's TLS port) did
-    not come from Vault, and a 400 or 403 of it refuses no credential. hvac then keeps the body's text and
-    no ``errors``; an exception made without an answer (no text: a test's fake, rotator's own) is Vault's."""
+    error as a JSON object with an ``errors`` list, or as its response envelope (KV v2's 404 for a deleted
+    version, or for a path it has no endpoint for, with a warning), so a body with neither (a proxy's page, an
+    ingress's "404 page not found" or ``null``, Go's "Client sent an HTTP request to an HTTPS server" to plain
+    HTTP on Vault's TLS port) did not come from Vault: a 400 or 403 of it refuses no credential, a 404 finds
+    no secret absent. hvac then keeps the body's text and no ``errors``; an exception made without an answer
+    (no text: a test's fake, rotator's own) is Vault's."""
     return (isinstance(exc, hvac.exceptions.VaultError) and exc.errors is None
-            and getattr(exc, "text", None) is not None)
+            and getattr(exc, "text", None) is not None and not _envelope(getattr(exc, "json", None)))
+
+
+#: The keys of the envelope of every answer of Vault (and OpenBao) that is not an error list: a gateway's own
+#: JSON has a few of its own (Kong's: message and request_id), never all of these
+_ENVELOPE = frozenset({"request_id", "lease_id", "renewable", "lease_duration", "data"})
+
+
+def _envelope(body: object) -> bool:
+    return isinstance(body, Mapping) and _ENVELOPE.issubset(body.keys())
+
+
+#: The media type of an error body decoded as JSON (Vault sends exactly this)
+_JSON = "application/json"
+
+
+def error_body(answer: requests.Response) -> tuple[Any, list[str] | None]:
+    """An error answer's decoded body and Vault's ``errors`` in it. The body is decoded only when its media
+    type is JSON: the type alone, in any case, as a proxy or gateway may add "; charset=utf-8" to Vault's own
+    answer (None: not JSON after all, or nested thousands deep). ``errors`` only when the body is Vault's, a
+    JSON object whose ``errors`` is a list of strings; otherwise None, which :func:`not_vault_answer` reads as
+    an answer that did not come from Vault."""
+    body: Any = None
+    if answer.headers.get("Content-Type", "").split(";")[0].strip().lower() == _JSON:
+        try:
+            body = answer.json()
+        except (ValueError, RecursionError):
+            body = None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not (isinstance(errors, list) and all(isinstance(e, str) for e in errors)):
+        errors = None
+    return body, errors
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -878,12 +913,17 @@ class VaultAPI(AuthAPI, Protocol):
         """GET ``<mount>/data/<path>``: the current version's ``data`` and ``metadata`` (version,
         custom_metadata, deletion_time, destroyed). A deleted or destroyed current version answers
         404 with that body, which is returned (``data.data`` null); a secret that does not exist
-        raises InvalidPath with no errors, a path without a mount InvalidPath with errors."""
+        raises InvalidPath with Vault's empty ``errors``, a path without a mount InvalidPath with errors.
+        A 404 that is not Vault's (:func:`not_vault_answer`: an ingress without a route for the path, a
+        proxy) raises InvalidPath too, with ``errors`` None: it says nothing of the secret."""
         ...
 
     def read_metadata(self, mount: str, path: str) -> Mapping[str, Any]: ...
 
-    def read_version(self, mount: str, path: str, version: int) -> Mapping[str, Any]: ...
+    def read_version(self, mount: str, path: str, version: int) -> Mapping[str, Any]:
+        """GET ``<mount>/data/<path>?version=``: that version, its 404s as :meth:`read_latest`'s (a version
+        deleted, destroyed, or never written or evicted, which Vault answers with empty ``errors``)."""
+        ...
 
     def write_version(self, mount: str, path: str, data: Mapping[str, Any], cas: int) -> Mapping[str, Any]: ...
 
@@ -1001,13 +1041,7 @@ class HvacAPI:
                 path=path, mount_point=mount, raise_on_deleted_version=True
             )
         except hvac.exceptions.InvalidPath as exc:
-            # Not hvac's raise_on_deleted_version=False: it re-raises for a version destroyed
-            # without being deleted first (deletion_time ""), whose 404 carries the metadata too.
-            body = exc.json if isinstance(exc.json, Mapping) else {}
-            data = body.get("data")
-            if isinstance(data, Mapping) and isinstance(data.get("metadata"), Mapping):
-                return body
-            raise
+            return _deleted_version(exc)
         return _shaped(answer, "data")
 
     def read_metadata(self, mount: str, path: str) -> Mapping[str, Any]:
@@ -1015,9 +1049,12 @@ class HvacAPI:
             return _shaped(self._client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount), "data")
 
     def read_version(self, mount: str, path: str, version: int) -> Mapping[str, Any]:
-        answer = self._client.secrets.kv.v2.read_secret_version(
-            path=path, version=version, mount_point=mount, raise_on_deleted_version=True
-        )
+        try:
+            answer = self._client.secrets.kv.v2.read_secret_version(
+                path=path, version=version, mount_point=mount, raise_on_deleted_version=True
+            )
+        except hvac.exceptions.InvalidPath as exc:
+            return _deleted_version(exc)
         return _shaped(answer, "data")
 
     def write_version(self, mount: str, path: str, data: Mapping[str, Any], cas: int) -> Mapping[str, Any]:
@@ -1049,18 +1086,26 @@ class HvacAPI:
             status = getattr(answer, "status_code", 200)  # a 200 with a JSON body comes back decoded
             if status < 400:
                 return
-            body: Any = None
-            if answer.headers.get("Content-Type") == "application/json":
-                try:
-                    body = answer.json()
-                except ValueError:
-                    pass
-        errors = body.get("errors") if isinstance(body, Mapping) else None
+        # Read as every other answer is (kv2._raise_for_answer): a gateway's "; charset=utf-8" on Vault's
+        # own 400 dropped its errors, and the store said "not Vault's answer, check url" instead of them.
+        body, errors = error_body(answer)
         if status == 405:
             raise hvac.exceptions.UnsupportedOperation(errors=errors, method="PATCH", url=url, json=body)
-        hvac.utils.raise_for_error("PATCH", url, status, None if errors else answer.text, errors=errors,
+        hvac.utils.raise_for_error("PATCH", url, status, answer.text if errors is None else None, errors=errors,
                                    text=answer.text, json=body)
 
     def read_mount_config(self, mount: str) -> Mapping[str, Any]:
         with _decodable():
             return _shaped(self._client.secrets.kv.v2.read_configuration(mount_point=mount), "data")
+
+
+def _deleted_version(exc: hvac.exceptions.InvalidPath) -> Mapping[str, Any]:
+    """The body of Vault's 404 for a deleted or destroyed version, which carries the version's metadata (and
+    ``data.data`` null); ``exc`` raised again for any other 404. Not hvac's raise_on_deleted_version=False: it
+    raises for a version destroyed without being deleted first (deletion_time ""), whose 404 carries the
+    metadata too."""
+    body = exc.json if isinstance(exc.json, Mapping) else {}
+    data = body.get("data")
+    if isinstance(data, Mapping) and isinstance(data.get("metadata"), Mapping):
+        return body
+    raise exc

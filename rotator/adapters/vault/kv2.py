@@ -78,7 +78,8 @@ Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 412, 429
 other unexpected statuses become TransientError; TLS failures, 403 (the hint names the path
 and capability) and other 4xx become PermanentError; a 4xx whose body is not Vault's JSON error
 object (a proxy's, or Go's answer to plain HTTP on a TLS port: the hint then gives the https://
-url) is "not Vault's answer", never a refused credential (auth.not_vault_answer, _adapter_class).
+url) is "not Vault's answer", never a refused credential, and a 404 never an absent secret or version
+(auth.not_vault_answer, _adapter_class, _absent).
 Messages name the location, operation, path and status plus Vault's own error strings (redacted);
 never the SDK's text or a token.
 """
@@ -112,6 +113,7 @@ from rotator.adapters.vault.auth import (
     VaultAPI,
     VaultAuth,
     VaultLogin,
+    error_body,
     mount_segments,
     not_vault_answer,
     plain_segments,
@@ -245,6 +247,15 @@ _ERR_REDIRECT = (
     "{where}: Vault at {url} answered a request to {operation} {path} with a redirect to {target}; rotator "
     "follows no redirect to another scheme, host or port, which would send its Vault token (and a token payload) "
     "there"
+)
+_ERR_REDIRECT_LOOP = (
+    "{where}: {url} answered a request to {operation} {path} with redirects that never end (a loop: rotator gave "
+    "up after 30)"
+)
+_HINT_REDIRECT_LOOP = (
+    "check url: it must be the address of Vault's API itself; the server there (a proxy, a load balancer or an "
+    "ingress rule) redirects the request back to where it came from; `curl -sI <url>/v1/sys/health` shows the "
+    "Location it sends"
 )
 _HINT_REDIRECT = (
     "set url to an address that answers itself: Vault's active node, or a load balancer in front of nodes that "
@@ -430,10 +441,6 @@ def _session_class() -> Callable[[RequestCounter], requests.Session]:
     return CountingSession
 
 
-#: The media type of an error body the adapter decodes as JSON (Vault sends exactly this; a proxy may add a charset)
-_JSON = "application/json"
-
-
 @functools.cache
 def _adapter_class() -> type[Any]:
     """hvac's JSONAdapter, but for how an error answer is raised. hvac reads ``errors`` from any JSON body
@@ -462,16 +469,7 @@ def _raise_for_answer(method: str, answer: requests.Response) -> None:
     into its message). Otherwise ``errors`` is None and the text is the message, as for a body that is not
     JSON; the store then says whose answer it was not (:func:`not_vault_answer`)."""
     text = answer.text
-    body: Any = None
-    # The media type alone: a proxy or gateway may add "; charset=utf-8" to Vault's own answer
-    if answer.headers.get("Content-Type", "").split(";")[0].strip().lower() == _JSON:
-        try:
-            body = answer.json()
-        except (ValueError, RecursionError):  # not JSON after all, or nested thousands deep
-            body = None
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if not (isinstance(errors, list) and all(isinstance(e, str) for e in errors)):
-        errors = None
+    body, errors = error_body(answer)
     hvac.utils.raise_for_error(method, answer.url, answer.status_code, text if errors is None else None,
                                errors=errors, text=text, json=body)
 
@@ -985,7 +983,7 @@ class VaultKV2Store:
             try:
                 data: Mapping[str, Any] = api.read_metadata(self._settings.mount, self._settings.path)["data"]
             except hvac.exceptions.InvalidPath as exc:
-                if exc.errors:  # "no handler for route ...": no such mount
+                if not _absent(exc):
                     raise
                 return None
             return data
@@ -999,7 +997,7 @@ class VaultKV2Store:
             try:
                 answer = api.read_latest(self._settings.mount, self._settings.path)
             except hvac.exceptions.InvalidPath as exc:
-                if exc.errors:  # "no handler for route ...": no such mount
+                if not _absent(exc):
                     raise
                 return None
             except RecursionError:  # the SDK's JSON decoder met a payload nested thousands deep
@@ -1031,7 +1029,9 @@ class VaultKV2Store:
         def read(api: VaultAPI) -> Mapping[str, Any] | None:
             try:
                 answer = api.read_version(self._settings.mount, self._settings.path, version)
-            except hvac.exceptions.InvalidPath:
+            except hvac.exceptions.InvalidPath as exc:
+                if not _absent(exc):  # a proxy's 404 is no proof that Vault no longer serves the version
+                    raise
                 return None
             except RecursionError:  # the SDK's JSON decoder met a payload nested thousands deep
                 return _TOO_DEEP
@@ -1132,7 +1132,7 @@ class VaultKV2Store:
         try:
             data: Mapping[str, Any] = api.read_mount_config(self._settings.mount)["data"]
         except hvac.exceptions.InvalidPath as exc:
-            if not exc.errors:  # KV v2 always has a config: this 404 is of an absent secret named "config"
+            if _absent(exc):  # KV v2 always has a config: this 404 is of an absent secret named "config"
                 return None
             raise
         except hvac.exceptions.Forbidden as exc:
@@ -1297,6 +1297,9 @@ class VaultKV2Store:
             raise PermanentError(message, hint=_HINT_REDIRECT) from None
         except requests.exceptions.SSLError:
             raise PermanentError(_ERR_TLS.format(where=self._location, url=url), hint=_HINT_TLS) from None
+        except requests.exceptions.TooManyRedirects:  # Vault was reached: a retry meets the same loop
+            message = _ERR_REDIRECT_LOOP.format(where=self._location, url=url, operation=op.name, path=op.path)
+            raise PermanentError(message, hint=_HINT_REDIRECT_LOOP) from None
         except requests.exceptions.RequestException as exc:  # refused, reset, timeouts, ...
             cause = type(exc).__name__
             message = _ERR_UNREACHABLE.format(where=self._location, url=url, cause=cause)
@@ -1353,6 +1356,15 @@ class VaultKV2Store:
 
 if TYPE_CHECKING:  # static conformance: mypy checks VaultKV2Store against the Store Protocol
     _conforms: type[Store] = VaultKV2Store
+
+
+def _absent(exc: hvac.exceptions.InvalidPath) -> bool:
+    """Whether a 404 is Vault's own "nothing at this path" (``{"errors": []}``, or KV v2's envelope for a path
+    it has no endpoint for: the first read's mount check tells that one apart). Not one naming the route Vault
+    has no handler for (no such mount), nor one that did not come from Vault (:func:`not_vault_answer`: an
+    ingress without a route for the path answers "404 page not found"): read as an absent secret, that made
+    the current version unknown, and a revocation found no store holding the token it was about to revoke."""
+    return not exc.errors and not not_vault_answer(exc)
 
 
 def _vault_errors(errors: object) -> str:
