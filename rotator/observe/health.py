@@ -14,6 +14,7 @@ answers in milliseconds gets through.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -156,7 +157,8 @@ def _server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> _Ser
 
 
 class _ClientGone(Exception):
-    """The client closed its connection before its answer was written (not a broken check)."""
+    """The client closed its connection, or stopped reading, before its answer was written (not a
+    broken check)."""
 
 
 class HealthServer:
@@ -204,32 +206,38 @@ class HealthServer:
 
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 path = self.path.split("?", 1)[0]
+                self._answering = False
                 try:
-                    if path == "/healthz":
-                        ok, detail = outer._alive()
-                        self._send(200 if ok else 503, "application/json", _json({"alive": ok, **detail}))
-                    elif path == "/readyz":
-                        ok, detail = outer._ready()
-                        self._send(200 if ok else 503, "application/json", _json({"ready": ok, **detail}))
-                    elif path == "/metrics":
-                        self._send(200, CONTENT_TYPE_LATEST, outer._exposition())
-                    elif path == "/" and outer._status is not None:
-                        self._send(200, "text/html; charset=utf-8", outer._status.html_bytes())
-                    elif path == "/status.json" and outer._status is not None:
-                        self._send(200, "application/json", outer._status.json_bytes())
-                    else:
-                        self._send(404, "text/plain; charset=utf-8",
-                                   b"not found: try /, /status.json, /healthz, /readyz, /metrics\n")
-                except Unavailable as exc:
-                    self._send(503, "text/plain; charset=utf-8", f"{exc}\n".encode(), retry_after=True)
-                except _ClientGone as exc:  # a probe or scraper that hung up before its answer: routine
-                    logger.debug("%s went away before the answer to %s: %s", self.address_string(), path,
-                                 exc.__cause__)
+                    try:
+                        if path == "/healthz":
+                            ok, detail = outer._alive()
+                            self._send(200 if ok else 503, "application/json", _json({"alive": ok, **detail}))
+                        elif path == "/readyz":
+                            ok, detail = outer._ready()
+                            self._send(200 if ok else 503, "application/json", _json({"ready": ok, **detail}))
+                        elif path == "/metrics":
+                            self._send(200, CONTENT_TYPE_LATEST, outer._exposition())
+                        elif path == "/" and outer._status is not None:
+                            self._send(200, "text/html; charset=utf-8", outer._status.html_bytes())
+                        elif path == "/status.json" and outer._status is not None:
+                            self._send(200, "application/json", outer._status.json_bytes())
+                        else:
+                            self._send(404, "text/plain; charset=utf-8",
+                                       b"not found: try /, /status.json, /healthz, /readyz, /metrics\n")
+                    except Unavailable as exc:
+                        self._send(503, "text/plain; charset=utf-8", f"{exc}\n".encode(), retry_after=True)
+                except _ClientGone as exc:  # a probe or scraper that hung up or stalled: routine
+                    logger.debug("%s went away before the answer to %s (closed, or stopped reading for %gs): %s",
+                                 self.address_string(), path, self.timeout, exc.__cause__)
                 except Exception:  # a broken check answers 500, never kills the server
                     logger.exception("error serving %s", path)
-                    self._send(500, "text/plain; charset=utf-8", b"internal error, see the daemon's log\n")
+                    # Once a status line has gone out, a second one would only corrupt the answer.
+                    if not self._answering:
+                        with contextlib.suppress(_ClientGone):
+                            self._send(500, "text/plain; charset=utf-8", b"internal error, see the daemon's log\n")
 
             def _send(self, status: int, content_type: str, body: bytes, retry_after: bool = False) -> None:
+                self._answering = True
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -240,7 +248,9 @@ class HealthServer:
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(body)
-                except ConnectionError as exc:
+                except OSError as exc:
+                    # Reset, closed, or the write timed out (a client that stopped reading, its window
+                    # full): whatever it is, the answer cannot be finished on this connection.
                     raise _ClientGone from exc
 
             do_HEAD = do_GET  # noqa: N815

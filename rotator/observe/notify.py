@@ -41,6 +41,7 @@ import random
 import selectors
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -298,6 +299,46 @@ def _target(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
 
 
+def _redirect_target(url: str, location: str | None) -> str | None:
+    """Scheme and host that a redirect's ``location`` (relative to ``url``) points at, as
+    :func:`_target` shows them; None when there is none or it cannot be read. The receiver wrote it:
+    nothing of it but scheme, host and port goes to a log."""
+    if not location:
+        return None
+    try:
+        target = _target(urllib.parse.urljoin(url, location.strip()))
+    except ValueError:  # a port that is not a number, a bracketed host that is not an address
+        return None
+    return REDACTOR.redact(target) if target.isprintable() and "?" not in target else None
+
+
+def _secret_source(settings: WebhookSettings, base_dir: Path) -> str:
+    """Where a webhook's secret is read (as :func:`webhook_key` reads it): a file or a variable, never its value."""
+    ref = settings.secret
+    if ref.file is not None:
+        return f"credential file {ref.file if ref.file.is_absolute() else base_dir / ref.file}"
+    return f"environment variable {ref.env}"
+
+
+#: OpenSSL's verify codes (X509_V_ERR_*) that a CA bundle would not fix.
+_CERT_NAME_MISMATCH = frozenset({62, 63, 64})  # host name, e-mail address, IP address
+_CERT_DATES = frozenset({9, 10})  # not yet valid, expired
+
+
+def _certificate_hint(error: ssl.SSLCertVerificationError, target: str) -> str:
+    """How to fix a receiver's certificate that this host does not accept."""
+    code = getattr(error, "verify_code", None)
+    if code in _CERT_NAME_MISMATCH:
+        return (f"the receiver's certificate is not for the host in url ({target}): use a name its certificate "
+                "lists, or have the receiver's certificate cover that one")
+    if code in _CERT_DATES:
+        return ("the receiver's certificate is outside its validity dates: have it renewed (or, if this host's "
+                "clock is wrong, fix the clock)")
+    return ("this host does not trust the CA that signed the receiver's certificate: add that CA to the system's "
+            "trust store (update-ca-certificates; read at each delivery), or start the daemon with SSL_CERT_FILE "
+            "set to a PEM bundle that includes it (or SSL_CERT_DIR to a directory of hashed certificates)")
+
+
 def open_private(path: Path) -> TextIO:
     """Open ``path`` for appending; create it 0600 (audit lines name policies, runs and token ids).
     Never through a symbolic link, and only a regular file (rotator/core/private_append.py)."""
@@ -539,6 +580,12 @@ class _Worker:
             except Exception:  # a bug here must not kill the thread and silence later events
                 logger.exception("%s: unexpected error", self._thread.name)
                 self._report("failed")
+            # close() could not queue its end mark when the queue was full: without this, the drained
+            # thread would wait on get() forever (one leaked thread per reload). Once closed, nothing
+            # but that end mark is queued (_put drops, under the lock close() sets the flag with): an
+            # empty queue now has nothing left for this thread.
+            if self._closed and self._queue.empty():
+                return
 
     def _handle(self, item: Any) -> None:
         raise NotImplementedError  # pragma: no cover
@@ -596,9 +643,9 @@ class WebhookSender(_Worker):
     def _handle(self, item: tuple[str, bytes, str]) -> None:
         kind, body, delivery = item
         s = self.settings
-        error = ""
+        error = hint = ""
         for attempt in range(1, s.attempts + 1):
-            retry, error = self._attempt(kind, body, delivery)
+            retry, error, hint = self._attempt(kind, body, delivery)
             if not error:
                 logger.info("webhook %s: delivered %s event %s", self.target, kind, delivery)
                 self._report("ok")
@@ -611,17 +658,18 @@ class WebhookSender(_Worker):
                            self.target, kind, delivery, attempt, wait, error)
             if self._abort.wait(wait):
                 break
-        logger.error("webhook %s: giving up on %s event %s: %s", self.target, kind, delivery, error)
+        logger.error("webhook %s: giving up on %s event %s: %s%s", self.target, kind, delivery, error,
+                     f" (fix: {hint})" if hint else "")
         self._report("failed")
 
-    def _attempt(self, kind: str, body: bytes, delivery: str) -> tuple[bool, str]:
-        """One POST: ``(worth retrying, error)``; no error means delivered."""
+    def _attempt(self, kind: str, body: bytes, delivery: str) -> tuple[bool, str, str]:
+        """One POST: ``(worth retrying, error, how to fix it)``; no error means delivered."""
         try:
             key = webhook_key(self.settings, self.base_dir)
         except ConfigError as exc:
             # Not retried: a missing file or a bad value stays so until a person fixes it, and
             # retries would only hold the queue for minutes.
-            return False, f"{exc} (fix: {exc.hint})"
+            return False, str(exc), exc.hint
         # Signed at each attempt: a retry carries a fresh timestamp, and the same webhook-id (a
         # receiver de-duplicates on it).
         timestamp = int(self.clock.now().timestamp())
@@ -636,22 +684,45 @@ class WebhookSender(_Worker):
         timeout = self.settings.timeout.total_seconds()
         # `timeout` bounds each socket operation (urllib's) and the whole attempt (the deadline's)
         self._deadline = deadline = _Deadline(timeout)
+        location: str | None = None
         try:
             with deadline, self._opener.open(request, timeout=timeout) as response:
                 status = int(response.status)
         except urllib.error.HTTPError as exc:
             status = exc.code
+            location = exc.headers.get("Location") if exc.headers is not None else None
         except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, reset, timed out, DNS, bad URL,
-            # or an answer that is not HTTP (a proxy or a server restarting mid-response): all worth a retry
+            # or an answer that is not HTTP (a proxy or a server restarting mid-response): worth a retry,
+            # except a certificate this host does not trust, which stays so until a person acts
             if deadline.expired:
-                return True, f"no complete answer within {timeout:g}s"
+                return True, f"no complete answer within {timeout:g}s", ""
             reason = getattr(exc, "reason", None) or exc
-            return True, REDACTOR.redact(f"{type(exc).__name__}: {reason}")
+            error = REDACTOR.redact(f"{type(exc).__name__}: {reason}")
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                return False, error, _certificate_hint(reason, self.target)
+            return True, error, ""
         if deadline.expired:  # cut off mid-answer: what http.client parsed of it may look whole
-            return True, f"no complete answer within {timeout:g}s"
+            return True, f"no complete answer within {timeout:g}s", ""
         if 200 <= status < 300:
-            return False, ""
-        return status in (408, 425, 429) or status >= 500, f"HTTP {status}"
+            return False, "", ""
+        return status in (408, 425, 429) or status >= 500, f"HTTP {status}", self._status_hint(status, location)
+
+    def _status_hint(self, status: int, location: str | None) -> str:
+        """How to fix a final ``status``, or ""; ``location``: a redirect's Location header."""
+        if 300 <= status < 400:
+            why = "rotator does not follow redirects, which would re-send a signed body to an address nobody configured"
+            to = _redirect_target(self.settings.url, location)
+            if to is None:
+                return f"the receiver redirects elsewhere (no readable Location): set url to where it redirects; {why}"
+            return (f"the receiver redirects to {to} (Location's path and query not logged; `curl -si -X POST` "
+                    f"on the url shows it): set url to that address; {why}")
+        if status in (401, 403):
+            return (f"the receiver refused the delivery: check that it verifies with the same secret as this "
+                    f"webhook's ({_secret_source(self.settings, self.base_dir)}), and that its clock is within "
+                    f"{TOLERANCE_S}s of this host's (the webhook-timestamp tolerance)")
+        if status in (404, 410):
+            return "the receiver has nothing at this address: check the webhook's url (its path is not logged)"
+        return ""
 
 
 def hook_environment(settings: HookSettings, record: Mapping[str, Any]) -> dict[str, str]:

@@ -5,6 +5,7 @@ pod never started) and Prometheus could not scrape it."""
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -114,3 +115,50 @@ def test_a_client_that_hangs_up_before_its_answer_is_no_error(caplog: pytest.Log
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert not errors, [r.getMessage() for r in errors]
     assert any("went away before the answer to /readyz" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_client_that_stops_reading_is_no_error_and_gets_one_status_line(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scraper that stops reading a large /metrics answer: the write times out (TimeoutError, an
+    OSError but no ConnectionError). That logged an ERROR with a traceback, then wrote a 500 status
+    line after the 200's headers and part of its body (or, that write timing out too, logged it)."""
+    import threading
+    import time
+
+    monkeypatch.setattr(health, "READ_TIMEOUT_S", 0.3)  # the handler's socket timeout, read when it is made
+    caplog.set_level("DEBUG", logger="rotator.health")
+    body = b"x" * (16 * 1024 * 1024)  # far more than the kernel buffers of both ends hold (tcp_wmem: 4 MiB)
+    served = threading.Event()
+
+    def exposition() -> bytes:
+        served.set()
+        return body
+
+    server = HealthServer("127.0.0.1", 0, alive=lambda: (True, {}), ready=lambda: (True, {}),
+                          registry=CollectorRegistry(), exposition=exposition)
+    server.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window it offers
+            s.settimeout(5)
+            s.connect(server.address)
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            assert served.wait(5)
+            # Read once the handler has given up on the write (whichever way it logs that): reading
+            # then lets through whatever it writes after the timeout (a 500 status line, before).
+            deadline = time.monotonic() + 5
+            while not any(r.name == "rotator.health" and (r.levelno >= logging.ERROR or "went away" in r.getMessage())
+                          for r in caplog.records):
+                assert time.monotonic() < deadline, "the write to a client that reads nothing did not time out"
+                time.sleep(0.01)
+            answer = bytearray()
+            while chunk := s.recv(1 << 20):
+                answer += chunk
+        time.sleep(0.1)
+    finally:
+        server.stop()
+    errors = [r for r in caplog.records if r.name == "rotator.health" and r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    assert answer.startswith(b"HTTP/1.0 200 OK\r\n") and len(answer) < len(body)
+    assert answer.count(b"HTTP/1.") == 1, "one status line: nothing written after the body was cut off"
+    assert any("went away before the answer to /metrics" in r.getMessage() for r in caplog.records), caplog.text

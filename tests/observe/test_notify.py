@@ -775,3 +775,175 @@ def test_a_hook_a_reload_left_running_is_killed_at_shutdown_too(tmp_path: Path) 
     assert not _alive(pid), "the replaced notifier's hook outlived the shutdown"
     (line,) = [r for r in _audit(tmp_path) if r["step"] == "hook"]
     assert line["result"] == "failed" and "still running when rotator stopped" in line["error"]
+
+
+# -- why a webhook gave up ------------------------------------------------------------------------
+class _Answering:
+    """A receiver answering every POST with one status and headers; counts the POSTs it got."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.hits += 1
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": "0"}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/rotator"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(("status", "headers", "hint"), [
+    (308, {"Location": "https://hookadmin:pa55w0rd@hooks-new.example:8443/secret-path?sig=q1w2e3"},
+     "redirects to https://hooks-new.example:8443 (Location's path and query not logged"),
+    (301, {"Location": "/moved/secret-path?sig=q1w2e3"}, "redirects to http://127.0.0.1:"),
+    (302, {}, "redirects elsewhere (no readable Location): set url to where it redirects"),
+    (401, {}, "verifies with the same secret as this webhook's (credential file "),
+    (403, {}, "its clock is within 300s of this host's"),
+    (404, {}, "check the webhook's url"),
+    (410, {}, "check the webhook's url"),
+])
+def test_a_final_status_says_how_to_fix_it_after_one_attempt(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int, headers: dict[str, str], hint: str) -> None:
+    """A receiver that moved (a 308 to its new address, an http:// URL redirected to https://) or refuses
+    the signature failed with a bare "HTTP 308" / "HTTP 401": nothing said what to change. Redirects are
+    not followed (a signed body re-sent to an address nobody configured) nor retried; the hint names the
+    Location's scheme and host only: its path, query and user-info may carry secrets."""
+    rx = _Answering(status, headers)
+    results: list[tuple[str, str]] = []
+    try:
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(rx.url, attempts=3)]), tmp_path,
+                            on_result=lambda *r: results.append(r))
+        with caplog.at_level("INFO", logger="rotator.notify"):
+            notifier(_event("rotate", "failed", error="x"))
+            assert notifier.close(5)
+    finally:
+        rx.close()
+    assert rx.hits == 1, "a redirect or a refusal is not retried"
+    assert results == [("webhook", "failed")]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "giving up on failure event msg_" in errors[0], caplog.text
+    assert f"HTTP {status} (fix: " in errors[0] and hint in errors[0], errors[0]
+    if 300 <= status < 400:
+        assert "set url to" in errors[0] and "does not follow redirects" in errors[0]
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "rotator.notify")
+    for secret in ("secret-path", "sig=", "q1w2e3", "hookadmin", "pa55w0rd", "/hooks/rotator", "/moved"):
+        assert secret not in logged, secret
+
+
+def test_a_certificate_this_host_does_not_trust_is_not_retried_and_says_how_to_trust_its_ca(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An untrusted certificate was retried 5 times over a minute and logged as a bare SSL error;
+    it stays untrusted until a person acts. The hint's SSL_CERT_FILE is what the webhook's HTTPS
+    handler (urllib's default context) reads: with it set, the same receiver gets the delivery."""
+    import socket
+    import ssl
+    import threading
+
+    from tests.deploy.test_deploy_daemon import self_signed_cert
+
+    cert, key, _ = self_signed_cert(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections: list[int] = []
+    posts: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            connections.append(1)
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.settimeout(5)
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        request += tls.recv(65536)
+                    head, _, body = request.partition(b"\r\n\r\n")
+                    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                      if line.lower().startswith(b"content-length:")))
+                    while len(body) < length:  # all of it: a close with unread data is a reset
+                        body += tls.recv(65536)
+                    posts.append(body)
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                conn.close()  # the client refused our certificate
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}/hooks/rotator"
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    results: list[tuple[str, str]] = []
+    try:
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(url, attempts=3)]), tmp_path,
+                            on_result=lambda *r: results.append(r))
+        with caplog.at_level("INFO", logger="rotator.notify"):
+            notifier(_event("rotate", "failed", error="x"))
+            assert notifier.close(5)
+        assert connections == [1], "not retried"
+        assert results == [("webhook", "failed")]
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "CERTIFICATE_VERIFY_FAILED" in errors[0], caplog.text
+        assert "(fix: this host does not trust the CA" in errors[0] and "SSL_CERT_FILE" in errors[0], errors[0]
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # what the hint says
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(url, attempts=1)]), tmp_path,
+                            on_result=lambda *r: results.append(r))
+        notifier(_event("rotate", "failed", error="x"))
+        assert notifier.close(5)
+        assert results[-1] == ("webhook", "ok") and len(posts) == 1, caplog.text
+        assert json.loads(posts[0])["event"] == "failure"
+    finally:
+        listener.close()
+
+
+def test_a_closed_worker_whose_end_mark_did_not_fit_its_full_queue_ends_once_drained(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() puts an end mark in the queue, and gives up on it when the queue stays full (a slow
+    receiver): the thread then delivered what was queued and waited on an empty queue forever, one
+    thread (and its sender) leaked per reload."""
+    import socket
+    from datetime import timedelta
+
+    from rotator.config.daemon_config import WebhookSettings
+    from rotator.observe import notify
+
+    monkeypatch.setattr(notify, "QUEUE_MAX", 2)
+    (tmp_path / "hmac-key").write_text(whsec(KEY) + "\n")
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:  # connects, never answers
+        settings = WebhookSettings.model_validate({
+            "url": f"http://127.0.0.1:{silent.getsockname()[1]}/hook", "secret": {"file": "hmac-key"},
+            "attempts": 1, "timeout": timedelta(seconds=0.2)})
+        results: list[str] = []
+        sender = notify.WebhookSender(settings, tmp_path, on_result=lambda _c, r: results.append(r))
+        sender.submit("failure", _event("rotate", "failed"))
+        deadline = time.monotonic() + 5
+        while not sender._queue.empty():  # in the thread's hands (its attempt waits for an answer)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for _ in range(2):
+            sender.submit("failure", _event("rotate", "failed"))
+        assert sender._queue.full()
+        assert not sender.close(0.05, reload=True), "still busy: the end mark did not fit"
+        sender._thread.join(3)
+        assert not sender._thread.is_alive(), "the drained thread still waits for an end mark that never came"
+    assert results == ["failed"] * 3, "what was queued was still attempted"
