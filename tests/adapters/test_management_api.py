@@ -665,8 +665,8 @@ def test_answers_nested_thousands_deep_are_issuer_output_errors(tmp_path):
 
 def test_call_timeout_seconds(management_api_fake, tmp_path):
     issuer, _, _ = make_issuer(management_api_fake, tmp_path)  # timeout_s = 2, the token from a file
-    # revoke: DELETE and GET, each connect + write + read plus a margin.
-    assert issuer.call_timeout_seconds == 2 * (3 * 2 + 5)
+    # revoke: DELETE, GET and (after a 404) the listing, each connect + write + read plus a margin.
+    assert issuer.call_timeout_seconds == 3 * (3 * 2 + 5)
 
 
 def test_a_minted_token_id_that_is_not_a_uuid_is_refused_and_not_logged(tmp_path, caplog):
@@ -686,15 +686,95 @@ def test_a_minted_token_id_that_is_not_a_uuid_is_refused_and_not_logged(tmp_path
     (httpx.Response(404, text="<html>Not Found</html>"), False),  # a proxy's or a router's
 ])
 def test_only_the_api_s_own_404_means_a_revoked_token_is_gone(tmp_path, answer, gone):
-    """revoke's DELETE and its confirming GET both allow 404 (an unknown id counts as revoked); a 404
-    that is not the Management API's says nothing about the token and is transient."""
-    issuer = mocked_issuer(tmp_path, lambda request: answer)
+    """revoke's DELETE and its confirming GET both allow 404 (an unknown id counts as revoked, once the
+    listing agrees); a 404 that is not the Management API's says nothing about the token and is transient."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/tokens"):
+            return httpx.Response(200, json=[])  # the listing: the token is not there
+        return answer
+
+    issuer = mocked_issuer(tmp_path, handler)
     token_id = "55555555-5555-4555-8555-555555555555"
     if gone:
         issuer.revoke(token_id, None)
     else:
         with pytest.raises(TransientError, match="HTTP 404 without the Management API's `not found` answer"):
             issuer.revoke(token_id, None)
+
+
+_GATEWAY_404 = {"code": 404, "message": "The current request is not defined by this API."}  # ESPv2's shape
+
+
+def _listed(revoked_at: str | None = None) -> dict[str, Any]:
+    row = {"id": "55555555-5555-4555-8555-555555555555", "description": "rotator:db:run1", "permissions": [],
+           "createdAt": "2026-01-01T00:00:00Z"}
+    return row if revoked_at is None else {**row, "revokedAt": revoked_at}
+
+
+@pytest.mark.parametrize(("listing", "gone"), [
+    ([_listed()], False),  # listed active: the 404 was a gateway's, the token still works
+    ([_listed(revoked_at="1970-01-01T00:00:00Z")], False),  # the zero time: unset, still active
+    ([_listed(revoked_at="2026-01-02T00:00:00Z")], True),  # listed revoked
+    ([], True),  # not listed: gone
+    ([{**_listed(), "id": "66666666-6666-4666-8666-666666666666"}], True),  # only another token listed
+], ids=["listed-active", "listed-zero-revoked-at", "listed-revoked", "not-listed", "another-listed"])
+@pytest.mark.parametrize("delete", [404, 204])
+def test_a_json_404_for_the_token_is_confirmed_by_the_listing(tmp_path, caplog, listing, gone, delete):
+    """A gateway that routes /tokens but not /tokens/{id} answers DELETE and GET with its own JSON
+    ``{"code": 404, ...}``, the API's shape: taken for "gone", the revocation would be recorded done while
+    the token stays live (an orphan). The listing decides, as influxdb3's revoke confirms its DELETE."""
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path.rsplit('/', 1)[-1]}")
+        if request.url.path.endswith("/tokens"):
+            return httpx.Response(200, json=listing)
+        if request.method == "DELETE" and delete == 204:
+            return httpx.Response(204)
+        return httpx.Response(404, json=_GATEWAY_404)
+
+    issuer = mocked_issuer(tmp_path, handler)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        if gone:
+            issuer.revoke(TOKEN_ID, None)
+        else:
+            with pytest.raises(TransientError) as caught:
+                issuer.revoke(TOKEN_ID, None)
+            text = str(caught.value)
+            which = "DELETE and GET" if delete == 404 else "GET"
+            assert f"the server contradicts itself, {which} answered 404 (not found) for the token" in text
+            assert "listing of the cluster's tokens shows it active" in text and TOKEN_ID in text
+            assert "`base_url`" in caught.value.hint and "/tokens/{id}" in caught.value.hint
+    assert calls == ["DELETE " + TOKEN_ID, "GET " + TOKEN_ID, "GET tokens"]
+    assert "M.V1.not-a-real-token" not in caplog.text
+
+
+def test_a_failed_delete_is_raised_when_the_listing_contradicts_the_get_s_404(tmp_path):
+    """DELETE failed (HTTP 500) and GET answered a JSON 404 while the listing shows the token active:
+    the DELETE's failure is what is raised, not a success."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/tokens"):
+            return httpx.Response(200, json=[_listed()])
+        if request.method == "DELETE":
+            return httpx.Response(500, json={"code": 500, "message": "internal error"})
+        return httpx.Response(404, json=_GATEWAY_404)
+
+    with pytest.raises(TransientError, match=r"revoke database token .* failed: HTTP 500"):
+        mocked_issuer(tmp_path, handler).revoke(TOKEN_ID, None)
+
+
+def test_a_listing_that_fails_after_a_404_is_no_revocation(tmp_path):
+    """The listing that would confirm a 404 fails: its error is raised (the token may still work)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/tokens"):
+            return httpx.Response(503, json={"code": 503, "message": "unavailable"})
+        return httpx.Response(404, json={"code": 404, "message": "not found"})
+
+    with pytest.raises(TransientError, match=r"list database tokens to confirm that token .* is gone failed: HTTP 503"):
+        mocked_issuer(tmp_path, handler).revoke(TOKEN_ID, None)
 
 
 @pytest.mark.parametrize("delete", [httpx.Response(204), httpx.ReadTimeout("timed out")], ids=["deleted", "timed-out"])

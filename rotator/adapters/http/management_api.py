@@ -500,11 +500,12 @@ class ManagementApiIssuer:
 
     @property
     def call_timeout_seconds(self) -> float:
-        """The longest one issuer call can take (``revoke``: DELETE and GET, each after reading the
-        management token, which from a store is up to three requests of that store's ``timeout_s``)."""
+        """The longest one issuer call can take (``revoke``: DELETE, GET and, after a 404, the listing that
+        confirms it; each after reading the management token, which from a store is up to three requests of
+        that store's ``timeout_s``)."""
         store = self.settings.management_token_from
         read_token = 0.0 if store is None else call_timeout(3, float(getattr(store._settings, "timeout_s", 10.0)))
-        return 2 * (call_timeout(1, self.settings.timeout_s) + read_token)
+        return 3 * (call_timeout(1, self.settings.timeout_s) + read_token)
 
     # -- the Issuer protocol -------------------------------------------------------------------
 
@@ -573,8 +574,9 @@ class ManagementApiIssuer:
             )
 
     def revoke(self, token_id: str, credential: Secret | None) -> None:
-        """``DELETE .../tokens/{id}``, confirmed by ``GET`` (404, or a ``revokedAt`` that is a time, not the zero
-        time, and not before ``createdAt``). Unknown ids count as revoked."""
+        """``DELETE .../tokens/{id}``, confirmed by ``GET`` (a ``revokedAt`` that is a time, not the zero time,
+        and not before ``createdAt``; or a 404 that the listing confirms, see :meth:`_confirm_gone`). Unknown
+        ids count as revoked."""
         if not isinstance(token_id, str) or not _UUID.fullmatch(token_id):
             raise bad_token_id(token_id, self._where, "a database token id (a UUID, as the Management API writes it)")
         url = f"{self._tokens_url}/{path_segment(token_id)}"
@@ -593,7 +595,7 @@ class ManagementApiIssuer:
                 raise failure from None
             raise
         if data is _NOT_FOUND:
-            logger.info("database token %s is gone", token_id)
+            self._confirm_gone(token_id, deleted, failure)
             return
         if data is None:  # a 2xx without a body (a gateway's?) proves neither "gone" nor "revoked"
             if failure is not None:
@@ -637,9 +639,43 @@ class ManagementApiIssuer:
             f"{self._where}: database token {token_id} is not revoked yet after a successful DELETE (HTTP 2xx)"
         )
 
+    def _confirm_gone(self, token_id: str, deleted: Any, failure: RotatorError | None) -> None:
+        """After GET answered the API's own 404 for ``token_id``: gone only if the listing agrees (as
+        influxdb3's revoke confirms a DELETE). A gateway that routes ``/tokens`` but not ``/tokens/{id}``
+        answers with a JSON ``{"code": 404, ...}`` of its own, the same shape as the API's: taken for
+        "gone", the revocation would be recorded done while the token still works (an orphan)."""
+        listing = _Op(f"list database tokens to confirm that token {token_id} is gone", "management",
+                      self._tokens_url)
+        try:
+            listed = [info for info in self._list(listing) if info.token_id.lower() == token_id.lower()]
+        except RotatorError:
+            if failure is not None:
+                raise failure from None
+            raise
+        if not listed:
+            logger.info("database token %s is gone (not found, and not listed)", token_id)
+            return
+        if all(info.revoked_at is not None for info in listed):
+            logger.info("database token %s is revoked (not found, and listed with revokedAt)", token_id)
+            return
+        which = "DELETE and GET" if deleted is _NOT_FOUND else "GET"
+        if failure is not None:  # the DELETE's own failure says more about what to fix
+            logger.info("database token %s: %s answered 404 (not found) but the listing shows it active",
+                        token_id, which)
+            raise failure
+        raise TransientError(
+            f"{self._where}: database token {token_id} is not revoked: the server contradicts itself, {which} "
+            "answered 404 (not found) for the token, but the listing of the cluster's tokens shows it active",
+            hint="check `base_url`: it must reach the Management API itself, not a gateway that routes "
+            "/tokens but not /tokens/{id} (whose own JSON 404 reads as the API's); rotator tries again on "
+            "the next run; if this persists, revoke the token by hand",
+        )
+
     def list_tokens(self, credential: Secret | None) -> list[TokenInfo]:
         """``GET .../tokens``: every database token of the cluster (revoked ones too, where listed)."""
-        op = _Op("list database tokens", "management", self._tokens_url)
+        return self._list(_Op("list database tokens", "management", self._tokens_url))
+
+    def _list(self, op: _Op) -> list[TokenInfo]:
         data = self._management(op, "GET", self._tokens_url)
         if not isinstance(data, list):
             raise self._output_error(op, f"the answer is a JSON {type(data).__name__}, expected an array")
