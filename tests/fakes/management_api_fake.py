@@ -222,10 +222,13 @@ class ManagementApiFake:
         permissions: list[dict[str, str]] | None = None,
         expires_at: datetime | None = None,
     ) -> tuple[str, str]:
-        """A database token created out of band (active at once). Returns (value, id)."""
+        """A database token created out of band (active at once). Returns (value, id). One whose
+        ``expires_at`` has passed was created a day before it (the API refuses an expiry in the past)."""
         value = _new_database_token()
         now = _now()
-        record = self._record(description, permissions or [{"action": "read", "resource": "*"}], expires_at, now, now)
+        created = min(now, expires_at - timedelta(days=1)) if expires_at else now
+        record = self._record(description, permissions or [{"action": "read", "resource": "*"}], expires_at, created,
+                              created)
         record["sha256"] = _sha(value)
         with self._lock:
             self._tokens.append(record)
