@@ -93,18 +93,17 @@ Database tokens (facts file 2.1; where the docs are silent, the fake decides):
 
 from __future__ import annotations
 
+# The tests start this program thousands of times, and a start costs what it imports (a bare interpreter starts
+# in about 7 ms; these imports once took 39 ms more): so no dataclasses (it imports inspect), pathlib, tempfile,
+# hashlib or uuid at the top; tomllib and uuid where they are used, and regular expressions compiled on first use.
 import json
 import os
 import re
 import sys
 import time
-import tomllib
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from rotator.sandbox import influxctl_state as store
 
@@ -241,7 +240,7 @@ def debug(enabled: bool, message: str) -> None:
 # --- flags (Go's flag package, as urfave/cli v2 uses it) ----------------------------------------
 
 BOOL, STRING, DURATION, LIST = "bool", "string", "duration", "list"  # LIST: repeatable string
-_GO_DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+)")
+_GO_DURATION = r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+)"  # compiled (and cached) by re on first use
 _GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
@@ -272,7 +271,7 @@ def parse_flags(args: list[str], spec: dict[str, str], help_text: str) -> tuple[
                 if i == len(args):
                     flag_usage(f"flag needs an argument: -{name}", help_text)
                 value = args[i]
-            if kind == DURATION and not _GO_DURATION.fullmatch(value):
+            if kind == DURATION and not re.fullmatch(_GO_DURATION, value):
                 flag_usage(f'invalid value "{value}" for flag -{name}: parse error', help_text)
             if kind == LIST:
                 values.setdefault(name, []).append(value)
@@ -352,8 +351,7 @@ _CONFIG_SCHEMA: dict[str, Any] = {"profile": [_PROFILE_KEYS]}
 _GO_TYPE_NAMES = {str: "string", bool: "bool", list: "[]string", dict: "map[string]string"}
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(NamedTuple):  # not a frozen dataclass: see the imports
     name: str
     product: str
     mgmt_token: str | None
@@ -370,16 +368,26 @@ class Profile:
     cluster_id: str | None = None
 
 
-@dataclass(frozen=True)
-class Credential:
+class Credential(NamedTuple):
     kind: str  # "mgmt_token" | "admin_token" | "db_token"
     secret: str
 
 
-def default_config_path() -> Path:
+def _path_text(path: str) -> str:
+    """``str(pathlib.Path(path))``, the spelling of the paths the simulator names in its messages: pathlib drops
+    ``.`` parts and repeated and trailing slashes. pathlib costs about 3 ms a start, so it is imported only for a
+    path it would change."""
+    if path and "//" not in path and "/./" not in path and not path.startswith("./") and not path.endswith(("/", "/.")):
+        return path
+    from pathlib import Path
+
+    return str(Path(path))
+
+
+def default_config_path() -> str:
     # Go's os.UserConfigDir on Linux.
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.environ.get("HOME", "/"), ".config")
-    return Path(base, "influxctl", "config.toml")
+    return _path_text(os.path.join(base, "influxctl", "config.toml"))
 
 
 def check_keys(table: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
@@ -410,9 +418,12 @@ def _require_type(where: str, value: Any, expected: type, go_name: str) -> None:
 
 
 def load_profile(flags: dict[str, Any]) -> Profile:
-    path = Path(flags.get("config") or default_config_path())
+    import tomllib  # here, not at the top: see the imports
+
+    path = _path_text(flags.get("config") or default_config_path())
     try:
-        config = tomllib.loads(path.read_text())
+        with open(path) as handle:
+            config = tomllib.loads(handle.read())
     except FileNotFoundError:
         fail(f"open {path}: no such file or directory")
     except tomllib.TOMLDecodeError as exc:
@@ -457,7 +468,8 @@ def load_credential(profile: Profile) -> Credential:
         return Credential("mgmt_token", profile.mgmt_token)
     if profile.token_file:
         try:
-            return Credential("admin_token", Path(profile.token_file).read_text().strip())
+            with open(_path_text(profile.token_file)) as handle:
+                return Credential("admin_token", handle.read().strip())
         except FileNotFoundError:
             fail(f"open {profile.token_file}: no such file or directory")
     fail(
@@ -469,11 +481,10 @@ def load_credential(profile: Profile) -> Credential:
 # --- the fake server ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(NamedTuple):
     """One command's connection: where the server state is and who is calling."""
 
-    state_path: Path
+    state_path: str  # as pathlib spells it (see _path_text)
     profile: Profile
     credential: Credential
     argv: list[str]
@@ -491,7 +502,7 @@ def _session(argv: list[str], flags: dict[str, Any], profile: Profile, credentia
     path = os.environ.get(store.STATE_ENV)
     if not path:
         fail(f"simulated influxctl (rotator.sandbox): ${store.STATE_ENV} is not set", code=2)
-    return Session(Path(path), profile, credential, argv, _debugging(flags))
+    return Session(_path_text(path), profile, credential, argv, _debugging(flags))
 
 
 def _debugging(flags: dict[str, Any]) -> bool:
@@ -530,6 +541,8 @@ def authorize(session: Session, state: store.State, manage: bool) -> str:
             debug(session.debug, "authentication failed: not the admin token")
             fail(UNAUTHENTICATED)
         reached_cluster(session, state)
+        import uuid  # here, not at the top: see the imports
+
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fake-influxctl-admin:{state['account_id']}"))
     record, problem = store.token_problem(state, session.credential.secret, now)
     if record is None or problem is not None:
@@ -589,6 +602,8 @@ def after_effect(fault: dict[str, Any] | None) -> None:
 def _pause(fault: dict[str, Any]) -> None:
     # The marker holds our pid so the test knows whom to kill; written atomically so a poller
     # never reads it empty.
+    from pathlib import Path  # here, not at the top: see the imports
+
     marker = Path(fault["marker"])
     tmp = marker.with_name(f".{marker.name}.tmp")
     tmp.write_text(str(os.getpid()))
@@ -738,6 +753,17 @@ def cmd_list(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
     return 0
 
 
+def _is_uuid(text: str) -> bool:
+    """Whether the server would take ``text`` as a token id (anything ``uuid.UUID`` parses)."""
+    import uuid  # here, not at the top: see the imports
+
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 def confirm_revoke() -> None:
     sys.stdout.write("Confirm that you want to delete the token [y/N]: ")
     sys.stdout.flush()
@@ -752,9 +778,7 @@ def confirm_revoke() -> None:
 def revoke_one(state: store.State, token_id: str, cluster: str) -> str | None:
     """Revoke ``token_id`` in ``state``; return the gRPC error text, or ``None`` on success. Through any
     ``cluster`` of the account: a management token is the account's."""
-    try:
-        uuid.UUID(token_id)
-    except ValueError:
+    if not _is_uuid(token_id):
         return "rpc error: code = InvalidArgument desc = invalid management token id"
     record = store.find_token(state, token_id)
     if record is None or record["account_id"] != state["account_id"]:
@@ -848,9 +872,7 @@ def _one_id(ids: list[str], help_text: str) -> str:
 
 def _live_db_token(state: store.State, token_id: str, include_revoked: bool, cluster: str) -> dict[str, Any]:
     """The database token ``token_id`` of ``cluster``, or fail as the server would."""
-    try:
-        uuid.UUID(token_id)
-    except ValueError:
+    if not _is_uuid(token_id):
         fail(INVALID_DB_TOKEN_ID)
     record = store.find_db_token(state, token_id)
     if record is None or record["cluster_id"] != cluster:
@@ -939,9 +961,7 @@ def cmd_token_get(argv: list[str], flags: dict[str, Any], args: list[str]) -> in
 
 def revoke_db_one(state: store.State, token_id: str, cluster: str) -> str | None:
     """Revoke database token ``token_id`` of ``cluster``; return the gRPC error text, or ``None`` on success."""
-    try:
-        uuid.UUID(token_id)
-    except ValueError:
+    if not _is_uuid(token_id):
         return INVALID_DB_TOKEN_ID
     record = store.find_db_token(state, token_id)
     if record is None or record["cluster_id"] != cluster:
@@ -983,17 +1003,18 @@ def cmd_token_update(argv: list[str], flags: dict[str, Any], args: list[str]) ->
 
 # --- query ---------------------------------------------------------------------------------------
 
-_SELECT_INTEGER = re.compile(r"\s*select\s+(-?\d{1,18})\s*;?\s*", re.IGNORECASE)
+_SELECT_INTEGER = r"\s*select\s+(-?\d{1,18})\s*;?\s*"  # compiled (and cached) by re on first use
 
 
 def _query_text(argument: str) -> str:
     """QUERY is a string, a path to a file that holds the query, or ``-`` for stdin (docs)."""
     if argument == "-":
         return sys.stdin.read() if sys.stdin else ""
-    path = Path(argument)
+    path = _path_text(argument)
     try:
-        if path.is_file():
-            return path.read_text()
+        if os.path.isfile(path):
+            with open(path) as handle:
+                return handle.read()
     except OSError:
         pass
     return argument
@@ -1039,7 +1060,7 @@ def cmd_query(argv: list[str], flags: dict[str, Any], args: list[str]) -> int:
         fail(f'rpc error: code = NotFound desc = database "{database}" not found')
     if problem is not None:
         fail(UNAUTHENTICATED)
-    match = _SELECT_INTEGER.fullmatch(text) if language == "sql" else None
+    match = re.fullmatch(_SELECT_INTEGER, text, re.IGNORECASE) if language == "sql" else None
     if match is None:
         fail('simulated influxctl (rotator.sandbox): only the SQL query "SELECT <integer>" is implemented', code=2)
     after_effect(fault)

@@ -53,19 +53,22 @@ Fault keys (see :meth:`FakeInfluxctl.add_fault`): ``command``, ``mode`` (one of
 
 from __future__ import annotations
 
-import base64
+# Imports are few and cheap on purpose: the tests start the simulator, which imports this module, thousands of
+# times, and a start costs what its imports cost. Hence no uuid, secrets, base64, tempfile, hashlib or pathlib
+# here (their stand-ins below say why each is safe); pathlib only where the tests' own API needs a Path.
+import binascii
 import fcntl
-import hashlib
 import json
 import os
-import secrets
-import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    StrPath = str | os.PathLike[str]
 
 __all__ = [
     "ALL_DATABASES",
@@ -164,7 +167,7 @@ def _optional_time(value: str | None) -> datetime | None:
 
 
 @contextmanager
-def _locked(path: Path, exclusive: bool) -> Iterator[None]:
+def _locked(path: StrPath, exclusive: bool) -> Iterator[None]:
     # A sidecar lock file, because the state file itself is replaced (rename) on every write and
     # a lock on the old inode would not exclude a process that opened the new one.
     with open(f"{path}.lock", "a") as handle:
@@ -175,9 +178,10 @@ def _locked(path: Path, exclusive: bool) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _load(path: Path) -> State:
+def _load(path: StrPath) -> State:
     try:
-        state: State = json.loads(path.read_text())
+        with open(path) as handle:
+            state: State = json.loads(handle.read())
     except FileNotFoundError:
         raise FileNotFoundError(f"fake influxctl state {path} does not exist (call init())") from None
     if state.get("schema") != SCHEMA_VERSION:
@@ -185,21 +189,40 @@ def _load(path: Path) -> State:
     return state
 
 
-def _save(path: Path, state: State) -> None:
+def _save(path: StrPath, state: State) -> None:
     # Write-then-rename so a reader that skipped the lock still never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = _temp_file(os.fspath(path))
     with os.fdopen(fd, "w") as handle:
-        json.dump(state, handle, indent=2)
+        # One write of the same text json.dump writes in hundreds of pieces.
+        handle.write(json.dumps(state, indent=2))
     os.replace(tmp, path)
 
 
-def read_state(path: Path) -> State:
+_TEMP_NAME_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _temp_file(path: str) -> tuple[int, str]:
+    """``tempfile.mkstemp(dir=<path's folder>, prefix=".<path's name>.")``: the same flags, mode (0600, which the
+    state file keeps once renamed) and name shape, without importing tempfile (about 3 ms a start)."""
+    folder, name = os.path.split(path)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(10000):  # tempfile.TMP_MAX
+        suffix = "".join(_TEMP_NAME_CHARACTERS[byte % len(_TEMP_NAME_CHARACTERS)] for byte in os.urandom(8))
+        tmp = os.path.join(folder, f".{name}.{suffix}")
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"fake influxctl state {path}: no free temporary file name in {folder or '.'}")
+
+
+def read_state(path: StrPath) -> State:
     with _locked(path, exclusive=False):
         return _load(path)
 
 
 @contextmanager
-def transaction(path: Path) -> Iterator[State]:
+def transaction(path: StrPath) -> Iterator[State]:
     """Yield the state under an exclusive lock; it is saved only if the block does not raise."""
     with _locked(path, exclusive=True):
         state = _load(path)
@@ -211,13 +234,30 @@ def transaction(path: Path) -> Iterator[State]:
 
 
 def hash_token(value: str) -> str:
+    import hashlib  # (here: a start of the simulator that hashes no token skips loading OpenSSL, ~3 ms)
+
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _random_base64(size: int) -> str:
+    # base64.b64encode(secrets.token_bytes(size)).decode() is exactly this; base64 and secrets (which imports
+    # random and hashlib) would cost about 5 ms at every start of the simulator.
+    return binascii.b2a_base64(os.urandom(size), newline=False).decode()
+
+
+def _new_uuid4() -> str:
+    """``str(uuid.uuid4())`` without importing uuid (it imports platform, about 2 ms a start of the simulator)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    digits = raw.hex()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def _new_token_value() -> str:
     # Standard base64 alphabet, not url-safe: the docs' prefixes ("M.V1.+5Jk") contain "+".
     # 32 random bytes = 43 characters once the "=" padding is dropped.
-    return TOKEN_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    return TOKEN_PREFIX + _random_base64(32).rstrip("=")
 
 
 def mint_token(
@@ -234,7 +274,7 @@ def mint_token(
     created = created_at or server_now(state)
     delay = timedelta(seconds=float(state["options"]["activation_delay_s"]))
     record: State = {
-        "id": str(uuid.uuid4()),
+        "id": _new_uuid4(),
         "description": description,
         "token_prefix": value[:PREFIX_LENGTH],
         "token_sha256": hash_token(value),
@@ -274,7 +314,7 @@ def token_problem(state: State, value: str, now: datetime) -> tuple[State | None
 
 def _new_db_token_value() -> str:
     # 64 random bytes = 86 base64 characters once the "==" padding is dropped.
-    return DB_TOKEN_PREFIX + base64.b64encode(secrets.token_bytes(64)).decode().rstrip("=")
+    return DB_TOKEN_PREFIX + _random_base64(64).rstrip("=")
 
 
 def db_tokens(state: State) -> list[State]:
@@ -289,7 +329,7 @@ def databases(state: State) -> list[str]:
 
 
 def cluster_id(state: State) -> str:
-    return str(state.setdefault("cluster_id", str(uuid.uuid4())))
+    return str(state.setdefault("cluster_id", _new_uuid4()))
 
 
 def cluster_ids(state: State) -> list[str]:
@@ -306,7 +346,7 @@ def make_permissions(grants: list[tuple[str, str]]) -> list[State]:
             raise ValueError(f"action must be one of {DB_ACTIONS}, not {action!r}")
         if (action, resource) not in seen:
             seen.add((action, resource))
-            out.append({"id": str(uuid.uuid4()), "action": action, "resource": resource})
+            out.append({"id": _new_uuid4(), "action": action, "resource": resource})
     return out
 
 
@@ -327,7 +367,7 @@ def mint_db_token(
     created = created_at or server_now(state)
     delay = timedelta(seconds=float(state["options"].get("db_activation_delay_s", 0.0)))
     record: State = {
-        "id": str(uuid.uuid4()),
+        "id": _new_uuid4(),
         "description": description,
         "token_sha256": hash_token(value),
         "account_id": state["account_id"],
@@ -396,6 +436,8 @@ class FakeInfluxctl:
     """Set up and inspect the fake influxctl's state file. Never holds a token value itself."""
 
     def __init__(self, state_path: Path | str) -> None:
+        from pathlib import Path  # here, not at the top: the simulator never needs it (see the imports)
+
         self.path = Path(state_path)
 
     def init(
@@ -416,7 +458,7 @@ class FakeInfluxctl:
             "schema": SCHEMA_VERSION,
             "account_id": account_id,
             "cluster_id": cluster_id,
-            "user_id": str(uuid.uuid4()),
+            "user_id": _new_uuid4(),
             "options": dict(DEFAULT_OPTIONS),
             "tokens": [],
             "databases": list(databases),
@@ -467,7 +509,7 @@ class FakeInfluxctl:
     def add_cluster(self) -> str:
         """Another cluster of the account; returns its id. Management tokens are the account's: the
         management commands list, create and revoke the same tokens through each of its clusters."""
-        new = str(uuid.uuid4())
+        new = _new_uuid4()
         with transaction(self.path) as state:
             state.setdefault("other_cluster_ids", []).append(new)
         return new
@@ -651,6 +693,8 @@ def write_profile(
             '    token_url = "https://idp.example.test/oauth2/v2/token"',
             '    device_url = "https://idp.example.test/oauth2/v2/auth/device"',
         ]
+    from pathlib import Path  # here, not at the top: see the imports
+
     target = Path(path)
     text = "\n".join(lines) + "\n"
     if append and target.exists():

@@ -9,7 +9,7 @@ Usage::
         # or hand fake_influxctl.binary / fake_influxctl.env to the code under test
 
 The fixture also puts the fake's directory first on ``PATH`` (then a ``python3`` for its shebang,
-see ``_base_python_dir``) and sets ``$FAKE_INFLUXCTL_STATE``
+see ``_fake_python``) and sets ``$FAKE_INFLUXCTL_STATE``
 (monkeypatched, so undone after the test): code that runs ``influxctl`` in a subprocess from
 the test process reaches the fake without being told where it is.
 """
@@ -17,6 +17,7 @@ the test process reaches the fake without being told where it is.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -66,26 +67,48 @@ class FakeInfluxctlFixture:
         )
 
 
-def _base_python_dir(tmp_path: Path) -> Path:
-    """A directory whose ``python3`` is the venv's base interpreter, for the fake's shebang.
+def _base_python_dir(directory: Path) -> Path:
+    """``directory`` with a ``python3`` in it for the fake's shebang: the venv's base interpreter, started fast.
 
-    ``#!/usr/bin/env python3`` would otherwise go through a version-manager shim (pyenv: about
-    65 ms a launch, twice the fake's own start-up). The base interpreter, not the venv's, so the
-    fake still cannot import anything but the standard library.
+    The tests start the fake thousands of times, so its start-up is a good part of the suite's time:
+
+    - ``#!/usr/bin/env python3`` would otherwise go through a version-manager shim (pyenv: about
+      65 ms a launch, twice the fake's own start-up). The base interpreter, not the venv's, so the
+      fake still cannot import anything but the standard library.
+    - ``-S``: no ``site``, whose ``.pth`` files in the base interpreter's site-packages cost about 27 ms a
+      start. The fake needs only the standard library and puts the checkout on ``sys.path`` itself.
+    - Bytecode cached under ``directory``: with ``PYTHONDONTWRITEBYTECODE`` set, once the simulator's source is
+      newer than its ``__pycache__`` (any edit), every start would compile it again (about 15 ms). The prefix
+      keeps the checkout's own ``__pycache__`` untouched, as that variable asks.
     """
-    bin_dir = tmp_path / "fake-influxctl-python"
-    bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(os.path.realpath(sys.executable))
-    return bin_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    python = directory / "python3"
+    interpreter = shlex.quote(os.path.realpath(sys.executable))
+    pycache = shlex.quote(f"pycache_prefix={directory / 'pycache'}")
+    python.write_text(
+        "#!/bin/sh\n"
+        "# The fake influxctl's python3 (tests/fakes/fixtures.py, _base_python_dir): see there why.\n"
+        "unset PYTHONDONTWRITEBYTECODE\n"
+        f'exec {interpreter} -S -X {pycache} "$@"\n'
+    )
+    python.chmod(0o755)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def _fake_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of the fake's ``python3`` (see ``_base_python_dir``), one per test session (and xdist worker),
+    so that its bytecode cache is compiled once, not once per test."""
+    return _base_python_dir(tmp_path_factory.mktemp("fake-influxctl-python"))
 
 
 @pytest.fixture
-def fake_influxctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeInfluxctlFixture:
+def fake_influxctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _fake_python: Path) -> FakeInfluxctlFixture:
     """A fresh fake influxctl server (no tokens, default options) for one test."""
     workdir = tmp_path / "fake-influxctl"
     state = FakeInfluxctl(workdir / "state.json")
     state.init()
-    path = os.pathsep.join([str(FAKES_DIR), str(_base_python_dir(tmp_path)), os.environ.get("PATH", "")])
+    path = os.pathsep.join([str(FAKES_DIR), str(_fake_python), os.environ.get("PATH", "")])
     monkeypatch.setenv(STATE_ENV, str(state.path))
     monkeypatch.setenv("ROTATOR_INFLUXCTL_ENV", STATE_ENV)  # rotator passes influxctl an allow-listed env
     monkeypatch.setenv("PATH", path)
