@@ -65,6 +65,13 @@ become TransientError (after botocore's own retries, ``retry_mode``/``max_attemp
 AccessDenied (the hint names the IAM action), KMS refusals, bad credentials, a missing secret
 and other 4xx become PermanentError. Messages carry the operation, the error code and AWS's own
 message (redacted); never the SDK's exception text, never a token.
+
+botocore raises nothing for an HTTP 200 whose body is not Secrets Manager's JSON (a captive portal's page,
+a catch-all server, an empty body): so every answer acted on must show what Secrets Manager always sends,
+else PermanentError "the answer of <endpoint> to <operation> is not Secrets Manager's", never its body.
+DescribeSecret, UpdateSecretVersionStage and CreateSecret: the secret's ARN and Name, naming the secret
+asked for; GetSecretValue and PutSecretValue: a VersionId (the one asked for; VersionStages holding the
+stage asked for; ARN and Name, when given, this secret's); TagResource, which has no body: the request id.
 """
 
 from __future__ import annotations
@@ -213,6 +220,16 @@ _HINT_DELETED = (
     "secret, and those tokens stay valid until they expire), e.g. with the issuer's own tool"
 )
 _HINT_AWS = "check the store settings (secret_id, region, endpoint_url) and AWS's message"
+#: An HTTP 200 that botocore parsed, but not from Secrets Manager: botocore reads a body that is not JSON (a captive
+#: portal's page, a catch-all server) as {"message": <body>} and an empty one as {}, so it raises nothing and the
+#: answer merely lacks what Secrets Manager always sends. Taken as it is, such a DescribeSecret reads "exists, no
+#: value" (a due revocation then finds no store holding the token the secret still holds) and a write "done".
+_ERR_NOT_AWS = "{where}: the answer of {endpoint} to {operation} is not Secrets Manager's ({why})"
+_HINT_NOT_AWS = (
+    "check endpoint_url (it must reach Secrets Manager's API itself; without it, the region's endpoint is used), "
+    "the proxy this host sends through (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) and the network: a captive portal, a "
+    "proxy or another server answered in Secrets Manager's place"
+)
 #: How Secrets Manager says a secret is scheduled for deletion (InvalidRequestException, the code alone does
 #: not tell): AWS "...because it was marked for deletion." (its apostrophe straight or typographic), and for
 #: CreateSecret "...already scheduled for deletion."; moto "...currently marked deleted.".
@@ -361,14 +378,18 @@ class AwsSecretsManagerSettings(SettingsValue):
 
     def matches(self, arn: str, name: str) -> bool:
         """Does ``secret_id`` name the secret whose full ARN and name are given?"""
-        sid = self.secret_id
-        if sid in (arn, name):
-            return True
-        # A partial ARN (without the 6-character suffix AWS appends) also names it.
-        return self.is_arn and arn.startswith(sid + "-") and len(arn) == len(sid) + 7
+        return _names_secret(self.secret_id, arn, name)
 
 
 _ARN_SUFFIX = r"-[A-Za-z0-9]{6}$"  # compiled on first use: only a publish to a missing secret asks
+
+
+def _names_secret(secret_id: str, arn: str, name: str) -> bool:
+    """Does ``secret_id`` (a name, a full or a partial ARN) name the secret whose full ARN and name are given?"""
+    if secret_id in (arn, name):
+        return True
+    # A partial ARN (without the 6-character suffix AWS appends) also names it.
+    return _ARN.match(secret_id) is not None and arn.startswith(secret_id + "-") and len(arn) == len(secret_id) + 7
 
 
 def _name_to_create(settings: AwsSecretsManagerSettings) -> str | None:
@@ -612,6 +633,9 @@ def describe_answer(api: SecretsManagerAPI, secret_id: str, where: str) -> Mappi
             if client_error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
+    # Every read and write starts here: what it says of labels and tags is taken as the secret's only once
+    # the answer names the secret asked for.
+    _check_answer(api, where, "DescribeSecret", answer, secret_id)
     return answer
 
 
@@ -633,7 +657,7 @@ def read_stage(
     answer = _get_value(api, request, where)
     if answer is None:
         return None
-    return str(answer.get("VersionId", version_id or "")), _payload(answer)
+    return str(answer["VersionId"]), _payload(answer)
 
 
 def read_labelled_version(
@@ -648,13 +672,84 @@ def read_labelled_version(
 
 
 def _get_value(api: SecretsManagerAPI, request: Mapping[str, str], where: str) -> Mapping[str, Any] | None:
+    """GetSecretValue; None when the version holds no value. The answer names the version asked for (a
+    VersionId always; VersionStages, when given, carry the stage asked for)."""
     with map_errors(where, "GetSecretValue", secret_id=request["SecretId"], region=_region_of(api)):
         try:
-            return api.get_secret_value(**request)
+            answer: Mapping[str, Any] = api.get_secret_value(**request)
         except botocore.exceptions.ClientError as exc:
             if client_error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
+    _check_answer(api, where, "GetSecretValue", answer, request["SecretId"], named=False, version=True)
+    version = answer["VersionId"]
+    asked = request.get("VersionId")
+    if asked is not None and version != asked:
+        raise _not_aws(api, where, "GetSecretValue", f"it is version {_shown(version)}, not {_shown(asked)}, the "
+                       "version asked for")
+    stage = request.get("VersionStage")
+    labels = answer.get("VersionStages")
+    if stage is not None and labels is not None and (not isinstance(labels, list) or stage not in labels):
+        raise _not_aws(api, where, "GetSecretValue", f"its version {_shown(version)} does not carry {stage}, the "
+                       "staging label asked for")
+    return answer
+
+
+def _check_answer(
+    api: object, where: str, operation: str, answer: Mapping[str, Any], secret_id: str, *, named: bool = True,
+    version: bool = False,
+) -> None:
+    """PermanentError unless ``answer`` (to ``operation`` on ``secret_id``) is Secrets Manager's.
+
+    botocore raises nothing for an HTTP 200 whose body is not Secrets Manager's JSON: it reads a body that
+    is not JSON as {"message": <body>} and an empty one as {}. What Secrets Manager always sends tells:
+    the secret's ARN and Name (``named``: required; else checked when given: an answer a test double made
+    may lack them), naming the secret asked for, and a VersionId (``version``)."""
+    arn, name = answer.get("ARN"), answer.get("Name")
+    if named or arn is not None or name is not None:
+        if not isinstance(arn, str) or not isinstance(name, str) or not arn or not name:
+            raise _not_aws(api, where, operation, f"{_status(answer)}without the ARN and Name of the secret, which "
+                           "Secrets Manager sends")
+        matched = _ARN.match(arn)
+        # AWS appends "-" and 6 characters to the name to make the ARN's resource part
+        whole = matched["name"] if matched is not None else ""
+        if matched is None or not _NAME.match(name) or whole[:-7] != name or not re.search(_ARN_SUFFIX, whole):
+            raise _not_aws(api, where, operation, "its ARN and Name are not a Secrets Manager secret's")
+        if not _names_secret(secret_id, arn, name):
+            raise _not_aws(api, where, operation, f"it names secret {_shown(arn)}, not {_shown(secret_id)}")
+    if version:
+        value = answer.get("VersionId")
+        if not isinstance(value, str) or not value:
+            raise _not_aws(api, where, operation, f"{_status(answer)}without the VersionId Secrets Manager sends")
+
+
+def _check_request_id(api: object, where: str, operation: str, answer: Mapping[str, Any]) -> None:
+    """PermanentError unless ``answer`` carries the request id Secrets Manager gives every answer (its
+    x-amzn-RequestId header), for calls whose answer has no body to tell (TagResource). An answer without
+    botocore's ResponseMetadata made no HTTP exchange (a test double) and has nothing to show."""
+    metadata = answer.get("ResponseMetadata")
+    if isinstance(metadata, Mapping) and not metadata.get("RequestId"):
+        raise _not_aws(api, where, operation, f"{_status(answer)}without the request id Secrets Manager sends")
+
+
+def _not_aws(api: object, where: str, operation: str, why: str) -> PermanentError:
+    endpoint = getattr(getattr(api, "meta", None), "endpoint_url", None)
+    shown = endpoint if isinstance(endpoint, str) and endpoint else "Secrets Manager's endpoint"
+    return PermanentError(_ERR_NOT_AWS.format(where=where, endpoint=shown, operation=operation, why=why),
+                          hint=_HINT_NOT_AWS)
+
+
+def _status(answer: Mapping[str, Any]) -> str:
+    """The answer's status and a space ("HTTP 200 ") when botocore recorded it, else nothing."""
+    metadata = answer.get("ResponseMetadata")
+    status = metadata.get("HTTPStatusCode") if isinstance(metadata, Mapping) else None
+    return f"HTTP {status} " if isinstance(status, int) else ""
+
+
+def _shown(value: object) -> str:
+    """A value of an answer as a message may show it: redacted, cut, quoted (it may be anyone's text)."""
+    text = REDACTOR.redact(" ".join(str(value).split()))
+    return repr(text if len(text) <= 200 else text[:200] + "...")
 
 
 def _region_of(api: object) -> str | None:
@@ -857,17 +952,21 @@ class AwsSecretsManagerStore:
         if self._settings.kms_key_id is not None:
             request["KmsKeyId"] = self._settings.kms_key_id
 
-        def create(api: SecretsManagerAPI) -> str | None:
+        def create(api: SecretsManagerAPI) -> Mapping[str, Any] | None:
             try:
-                return str(api.create_secret(**request)["VersionId"])
+                return api.create_secret(**request)
             except botocore.exceptions.ClientError as exc:
                 if client_error_code(exc) == "ResourceExistsException":
                     return None  # created by someone else meanwhile
                 raise
 
-        version = self._call("CreateSecret", create)
-        if version is None:
+        answer = self._call("CreateSecret", create)
+        if answer is None:
             return self._created_meanwhile(record, name)
+        # Checked against the name created, not secret_id: a partial ARN of another account names another
+        # secret than the one created, which the DescribeSecret below tells as such.
+        self._check("CreateSecret", answer, name, version=True)
+        version = str(answer["VersionId"])
         if self._describe() is None:  # e.g. a partial ARN of another account: the secret went elsewhere
             raise PermanentError(
                 f"{self._location}: created secret {name!r}, but secret_id does not name it",
@@ -925,12 +1024,14 @@ class AwsSecretsManagerStore:
         answer = self._call("PutSecretValue", lambda api: api.put_secret_value(
             SecretId=self._settings.secret_id, ClientRequestToken=token,
             SecretString=json.dumps(record.payload()), VersionStages=[PENDING]))  # fmt: skip
-        return str(answer.get("VersionId") or token)
+        # No VersionId: the value went nowhere (not Secrets Manager's answer), so there is no version to move to.
+        self._check("PutSecretValue", answer, named=False, version=True)
+        return str(answer["VersionId"])
 
     def _move_current(self, new: str, current: str) -> None:
         def move(api: SecretsManagerAPI) -> bool:
             try:
-                api.update_secret_version_stage(
+                answer = api.update_secret_version_stage(
                     SecretId=self._settings.secret_id, VersionStage=CURRENT, MoveToVersionId=new,
                     RemoveFromVersionId=current,
                 )  # fmt: skip
@@ -938,6 +1039,7 @@ class AwsSecretsManagerStore:
                 if client_error_code(exc) in _CAS_CODES:
                     return False  # AWSCURRENT is no longer on `current`
                 raise
+            self._check("UpdateSecretVersionStage", answer)
             return True
 
         if self._call("UpdateSecretVersionStage", move):
@@ -964,22 +1066,24 @@ class AwsSecretsManagerStore:
         if actual is not None:
             self._drop_pending(new)
             raise self._conflict(None, actual)
-        self._call(
+        answer = self._call(
             "UpdateSecretVersionStage",
             lambda api: api.update_secret_version_stage(
                 SecretId=self._settings.secret_id, VersionStage=CURRENT, MoveToVersionId=new
             ),
         )
+        self._check("UpdateSecretVersionStage", answer)
 
     def _drop_pending(self, version: str, left: str = "harmless while it is AWSCURRENT's") -> None:
         """Remove AWSPENDING from ``version``; a failure only warns, saying what the label ``left`` there means."""
         try:
-            self._call(
+            answer = self._call(
                 "UpdateSecretVersionStage",
                 lambda api: api.update_secret_version_stage(
                     SecretId=self._settings.secret_id, VersionStage=PENDING, RemoveFromVersionId=version
                 ),
             )
+            self._check("UpdateSecretVersionStage", answer)
         except RotatorError as exc:
             logger.warning("%s: could not remove AWSPENDING from version %s (%s): %s", self._location, version,
                            left, exc)
@@ -990,17 +1094,21 @@ class AwsSecretsManagerStore:
         if not missing:
             return
         try:
-            self._call(
+            answer = self._call(
                 "TagResource",
                 lambda api: api.tag_resource(
                     SecretId=self._settings.secret_id, Tags=[{"Key": k, "Value": v} for k, v in missing.items()]
                 ),
             )
+            # TagResource answers with no body: only the request id tells Secrets Manager's answer.
+            _check_request_id(self._client(), self._location, "TagResource", answer)
         except RotatorError as exc:
             # The value is published: say so, and let the engine retry (publishing again completes).
             raise TransientError(
                 f"{self._location}: the token is published but the secret is not tagged managed-by=rotator yet: {exc}",
-                hint="grant secretsmanager:TagResource on the secret; the next attempt completes the publish",
+                # The cause's own hint: a refusal names the IAM action, an answer not Secrets Manager's the endpoint.
+                hint=f"{exc.hint or 'grant secretsmanager:TagResource on the secret'}; the next attempt completes "
+                "the publish",
             ) from None
 
     def _wanted_tags(self) -> dict[str, str]:
@@ -1103,6 +1211,12 @@ class AwsSecretsManagerStore:
 
     def _count_request(self, **_event: Any) -> None:
         self._sent += 1  # returns None: botocore sends the request
+
+    def _check(self, operation: str, answer: Mapping[str, Any], secret_id: str | None = None, *, named: bool = True,
+               version: bool = False) -> None:
+        """:func:`_check_answer` of a write's answer, about ``secret_id`` (default: the store's)."""
+        _check_answer(self._client(), self._location, operation, answer, secret_id or self._settings.secret_id,
+                     named=named, version=version)
 
     def _call(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
         api = self._client()
