@@ -38,6 +38,7 @@ import logging
 import os
 import queue
 import random
+import re
 import selectors
 import signal
 import socket
@@ -297,6 +298,16 @@ def _target(url: str) -> str:
     """What logs may say about a URL: scheme and host (paths and queries may carry secrets)."""
     parts = urllib.parse.urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+
+
+#: "user:password@" as urllib quotes a URL it cannot use (a malformed proxy setting: "proxy URL with no
+#: authority: 'http:/user:password@proxy:3128'"), with or without the "//" it lacks
+_USERINFO = re.compile(r"[^\s'\"/:@]*:[^\s'\"/@]*@")
+
+
+def _without_userinfo(text: str) -> str:
+    """``text`` with any URL user-info masked: an error may quote the proxy URL of the environment whole."""
+    return _USERINFO.sub("***:***@", text)
 
 
 def _redirect_target(url: str, location: str | None) -> str | None:
@@ -697,7 +708,7 @@ class WebhookSender(_Worker):
             if deadline.expired:
                 return True, f"no complete answer within {timeout:g}s", ""
             reason = getattr(exc, "reason", None) or exc
-            error = REDACTOR.redact(f"{type(exc).__name__}: {reason}")
+            error = _without_userinfo(REDACTOR.redact(f"{type(exc).__name__}: {reason}"))
             if isinstance(reason, ssl.SSLCertVerificationError):
                 return False, error, _certificate_hint(reason, self.target)
             return True, error, ""

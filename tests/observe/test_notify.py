@@ -947,3 +947,25 @@ def test_a_closed_worker_whose_end_mark_did_not_fit_its_full_queue_ends_once_dra
         sender._thread.join(3)
         assert not sender._thread.is_alive(), "the drained thread still waits for an end mark that never came"
     assert results == ["failed"] * 3, "what was queued was still attempted"
+
+
+def test_a_malformed_proxy_url_s_password_is_not_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """urllib quotes a malformed proxy URL whole in its ValueError ("proxy URL with no authority:
+    'http:/user:password@proxy:3128'"): the retry and giving-up lines carried the proxy's password."""
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, "http:/hookuser:pr0xyPa55@proxy.example:3128")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    rx = _Answering(204, {})
+    try:
+        notifier = Notifier(_settings(tmp_path, webhooks=[_webhook(rx.url, attempts=1)]), tmp_path)
+        with caplog.at_level("DEBUG", logger="rotator.notify"):
+            notifier(_event("rotate", "failed", error="x"))
+            assert notifier.close(5)
+    finally:
+        rx.close()
+    assert rx.hits == 0, "the proxy setting is unusable: nothing reached the receiver"
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "rotator.notify")
+    assert "proxy URL with no authority" in logged, logged  # what is wrong is still said
+    assert "pr0xyPa55" not in logged and "hookuser" not in logged, logged
