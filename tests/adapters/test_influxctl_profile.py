@@ -375,13 +375,44 @@ def test_adopting_the_value_in_a_file_others_can_read_writes_it_again_with_mode_
     assert leftovers(config.parent) == []
 
 
-def test_the_sidecar_keeps_the_current_and_the_previous_entry(config: Path) -> None:
-    store = make_store(config)
+def sidecar_ids(config: Path, profile: str = "default") -> list[str | None]:
+    """The token ids of the profile's sidecar entries, as they are stored (newest first)."""
+    return [e.get("token_id") for e in json.loads(Path(str(config) + SIDECAR_SUFFIX).read_text())["profiles"][profile]]
+
+
+def put_back(config: Path, now: TokenRecord, older: TokenRecord) -> None:
+    """The config as an older backup (or configuration management) has it: ``older``'s value in place of ``now``'s."""
+    config.write_text(config.read_text().replace(now.value.reveal(), older.value.reveal()))
+
+
+def test_the_sidecar_keeps_the_last_five_entries_and_more_while_their_tokens_may_be_valid(config: Path) -> None:
+    """A value put back must name its token while that token may still be valid (its revocation may be
+    pending): the newest five entries whatever their expiry, older ones while their tokens have not
+    expired (or never do), 32 at most."""
+    clock = FakeClock(NOW)
+    store = make_store(config, clock=clock)
     version = None
-    for n in range(4):
+    for n in range(7):  # tokens that expired a month ago: only the newest five stay
+        version = store.publish(record(f"old-{n}", created=NOW - timedelta(days=60)), version)
+    assert sidecar_ids(config) == ["old-6", "old-5", "old-4", "old-3", "old-2"]
+    forever = TokenRecord(Secret(value()), "forever", "influxctl-management", POLICY, NOW, None)
+    version = store.publish(forever, version)
+    for n in range(40):
         version = store.publish(record(f"id-{n}"), version)
+        if n == 3:
+            assert sidecar_ids(config) == ["id-3", "id-2", "id-1", "id-0", "forever"], "the expired ones are gone"
+        if n == 10:
+            assert sidecar_ids(config) == [f"id-{k}" for k in range(10, -1, -1)] + ["forever"], "valid ones stay"
+    assert sidecar_ids(config) == [f"id-{k}" for k in range(39, 7, -1)], "32 at most"
+    latest = store.read_current().record
+    assert latest is not None and latest.token_id == "id-39"
+    fenced = store.publish(latest, version)  # recovery's fencing write
+    assert fenced == value_version(latest.value.reveal(), 1)
+    assert sidecar_ids(config) == [f"id-{k}" for k in range(39, 7, -1)], "only the generation moved"
+    clock.advance(timedelta(days=31))  # every token expired: the newest five stay
+    store.publish(record("id-40", created=clock.now()), fenced)
+    assert sidecar_ids(config) == ["id-40", "id-39", "id-38", "id-37", "id-36"]
     sidecar = json.loads(Path(str(config) + SIDECAR_SUFFIX).read_text())
-    assert [e["token_id"] for e in sidecar["profiles"]["default"]] == ["id-3", "id-2"]
     assert sidecar["managed-by"] == "rotator" and sidecar["schema"] == 1
 
 
@@ -424,6 +455,57 @@ def test_a_value_changed_by_hand_reads_as_unmanaged_with_a_warning(config: Path,
     assert state.version == value_version("edited-by-hand-0123456789")
     assert "changed by hand" in caplog.text and "id-1" in caplog.text
     assert "edited-by-hand" not in caplog.text
+
+
+def test_a_value_rotator_wrote_before_put_back_names_its_token(config: Path, caplog: Any) -> None:
+    """A config restored from a backup (or rewritten by configuration management) with a token rotator
+    replaced: the store names that token, so that the engine does not revoke it while influxctl uses it,
+    and the next publish writes over it with compare-and-set on its version."""
+    store = make_store(config)
+    a, b, c, d = record("id-a"), record("id-b"), record("id-c"), record("id-d")
+    version = store.publish(a, None)
+    version = store.publish(b, version)
+    put_back(config, b, a)  # one rotation back
+    assert store.read_current().record == a
+    put_back(config, a, b)
+    version = store.publish(c, version)
+    put_back(config, c, a)  # two rotations back: the backup from before b
+    with caplog.at_level(logging.WARNING, logger="rotator.adapters.influxctl_profile"):
+        state = store.read_current()
+    assert state.managed and state.record == a and state.version == value_version(a.value.reveal())
+    assert "holds token id-a, which rotator wrote before token id-c" in caplog.text
+    assert "changed by hand" not in caplog.text and a.value.reveal() not in caplog.text
+    with pytest.raises(ConflictError):
+        store.publish(d, version)  # planned when the profile held c
+    assert store.publish(d, state.version) == value_version(d.value.reveal())
+    assert store.read_current().record == d
+    assert sidecar_ids(config) == ["id-d", "id-a", "id-c", "id-b"], "the value replaced right after the new one"
+    caplog.clear()
+    config.write_text(config.read_text().replace(d.value.reveal(), "edited-by-hand-0123456789"))
+    with caplog.at_level(logging.WARNING, logger="rotator.adapters.influxctl_profile"):
+        state = store.read_current()
+    assert not state.managed and state.record is None, "a value rotator never wrote is still not its own"
+    assert "is none of the values rotator wrote (the last: token id-d): changed by hand?" in caplog.text
+
+
+def test_the_entry_of_the_value_the_config_holds_outlives_the_bound_and_a_crash(config: Path) -> None:
+    """Crash safety with the bound reached: the sidecar written, the config not (killed between the
+    renames), the config's value is the oldest entry kept: its entry stays, right after the new one."""
+    store = make_store(config)
+    tokens = [record(f"id-{n}", created=NOW - timedelta(days=60)) for n in range(6)]  # expired: five kept
+    version = None
+    for token in tokens[:5]:
+        version = store.publish(token, version)
+    assert sidecar_ids(config) == ["id-4", "id-3", "id-2", "id-1", "id-0"]
+    put_back(config, tokens[4], tokens[0])
+    held = store.read_current()
+    assert held.record == tokens[0]
+    with pytest.raises(TransientError, match="cannot write"):
+        make_store(config, replace=FailingReplace(2)).publish(tokens[5], held.version)  # 1 = sidecar, 2 = config
+    assert sidecar_ids(config) == ["id-5", "id-0", "id-4", "id-3", "id-2"]
+    assert (store.read_current().record, store.read_current().version) == (tokens[0], held.version)
+    assert store.publish(tokens[5], held.version) == value_version(tokens[5].value.reveal())
+    assert sidecar_ids(config) == ["id-5", "id-0", "id-4", "id-3", "id-2"], "the retry's entry replaces its own"
 
 
 def test_an_empty_or_removed_mgmt_token_is_absent(config: Path) -> None:
@@ -1009,7 +1091,8 @@ def test_mgmt_token_and_token_of_one_profile_share_the_sidecar_without_touching_
     sidecar = json.loads(Path(str(config) + SIDECAR_SUFFIX).read_text())
     entries = sidecar["profiles"]["default"]
     assert [(e["key"], e["token_id"]) for e in entries] == [
-        ("token", "d-4"), ("token", "d-3"), ("mgmt_token", "m-4"), ("mgmt_token", "m-3"),
+        ("token", "d-4"), ("token", "d-3"), ("token", "d-2"), ("token", "d-1"),
+        ("mgmt_token", "m-4"), ("mgmt_token", "m-3"), ("mgmt_token", "m-2"), ("mgmt_token", "m-1"),
     ]  # fmt: skip
     assert sidecar["schema"] == 1
     # The two lines are the only change from the operator's file.

@@ -93,11 +93,14 @@ def test_publish_writes_over_an_unreadable_entry_at_the_version_its_error_carrie
     version = store.publish(repaired, state.version)
     after = _store(config).read_current()
     assert (after.version, after.record) == (version, repaired)
-    # the next publish drops the unreadable entry: it describes no value the config holds
+    # the unreadable entry stays, as every older entry does: its value put back (a config restored from
+    # a backup) fails the read again, which stops revocations, rather than reading as a hand edit
     third = _record("id-3", "third-mgmt-token-0123456789abcdefg")
     _store(config).publish(third, version)
     entries = json.loads(Path(f"{config}{SIDECAR_SUFFIX}").read_text())["profiles"]["default"]
-    assert [e.get("token_id") for e in entries] == ["id-3", "id-2"]
+    assert [e.get("token_id") for e in entries] == ["id-3", "id-2", None]
+    config.write_text(config.read_text().replace(third.value.reveal(), "first-mgmt-token-0123456789abcdef"))
+    _malformed(_store(config))
 
 
 def test_putting_back_the_sidecar_from_a_backup_repairs_it(tmp_path: Path) -> None:

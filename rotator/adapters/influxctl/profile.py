@@ -24,7 +24,8 @@ What rotator keeps where::
                            ``<key> = "..."`` of the named profile (or adds that one line)
     <config>.rotator.json  the sidecar (mode 0600): per profile, entries naming the key they
                            describe, the token id, issuer, policy, created/expires times and a
-                           salted SHA-256 of the value written there
+                           salted SHA-256 of the value written there: the newest first, one for
+                           each of the last values rotator wrote there (see History below)
 
 One sidecar serves every store writing the file: a ``mgmt_token`` store and a ``token`` store
 of the same profile (a management policy and a database policy for one automation host) keep
@@ -37,10 +38,11 @@ rotator's bookkeeping into a file that people and configuration management own a
 With the sidecar the config file differs from the operator's version by the token value only.
 
 Managed, record, version. ``read_current`` looks up the profile's ``<key>`` value in the
-sidecar by its salted hash: found, the profile is managed and the record is the sidecar entry
-plus the value; not found (someone edited the value by hand, or never rotated it), the value
-is unmanaged (``managed=False``, ``record=None``, a warning when the sidecar knew an older
-value). ``version`` is a fingerprint of the value (16 hex digits of a domain-separated SHA-256;
+sidecar by its salted hash: found (among all the key's entries: the value just written, or an
+older one put back), the profile is managed and the record is that entry plus the value; not
+found (someone edited the value by hand, or never rotated it), the value is unmanaged
+(``managed=False``, ``record=None``, a warning when the sidecar has entries for the key).
+``version`` is a fingerprint of the value (16 hex digits of a domain-separated SHA-256;
 not reversible, safe for the journal), with ``-g<n>`` once the same record was written again at
 its own version (recovery's fencing write: the entry's ``generation`` moves, the config file does
 not change), so compare-and-set protects the one value rotator owns:
@@ -48,12 +50,28 @@ edits elsewhere in the file (other profiles, comments) between PLAN and PUBLISH 
 conflict, and are kept. A profile without ``<key>`` (or with ``<key> = ""``) is
 "absent": version ``None``.
 
+History. A publish keeps the entries of the values written before, not only the one it replaces:
+a config put back from a backup, or rewritten by configuration management with the token it knew,
+holds an older value, and that value must still name its token. Unrecognised, the profile would
+hold no token for the engine, whose revocation rule (never revoke a token a store holds) would
+then revoke the very token influxctl uses once its grace passed; recognised, the revocation is
+refused ("still current in store") and the next rotation replaces it. Vault and AWS stores get
+this from their payload, which names the token id. Kept: the newest :data:`_KEEP` entries
+(whatever their tokens' expiry), and beyond those the entries of tokens that may still be valid
+(not expired, or no expiry), up to :data:`_KEEP_MAX` in all; the entry of the value the config
+holds is always among them (crash safety, below). An expired token's value put back fails influxctl
+whether or not it is recognised, so the tokens that may still be valid are the ones that matter (a
+policy's lifetime outlasts its schedule interval and grace: a replaced token is valid until its
+revocation is due).
+Sidecars written before kept two entries per key, and read as before; an older rotator reading a
+longer list looks the value up among all entries as this one does, and keeps two when it writes.
+
 Crash safety. ``publish`` holds an exclusive ``flock`` on the config's directory (``read_current``
 a shared one), then writes the sidecar with the new entry added (the entry of the value still
-in the config is kept), then the config. Each file is replaced atomically: a temporary file in
-the same directory, written, fsync'ed, renamed over the original, and the directory fsync'ed.
-A crash between the two renames leaves the old value in the config, which the sidecar still
-describes, so the store reads as its old, consistent self. Temporary files left by a killed
+in the config is kept, right after it), then the config. Each file is replaced atomically: a
+temporary file in the same directory, written, fsync'ed, renamed over the original, and the
+directory fsync'ed. A crash between the two renames leaves the old value in the config, which
+the sidecar still describes, so the store reads as its old, consistent self. Temporary files left by a killed
 writer (they may hold a token) are removed by the next write. The directory is opened once, under
 the lock, and every later step goes through that descriptor, never the path (:class:`_Dir`).
 
@@ -112,7 +130,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache, partial
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
@@ -125,7 +143,7 @@ from tomlkit.items import AoT, String, Table
 
 from rotator.adapters.influxctl.common import ProfileSettings, profile_target
 from rotator.config.policy_source import ACCESS_ERRNOS, PATH_ERRNOS, disk_write_hint
-from rotator.config.timefmt import rfc3339_seconds
+from rotator.config.timefmt import parse_rfc3339, rfc3339_seconds
 from rotator.core.clock import Clock
 from rotator.core.contracts import (
     AdapterContext,
@@ -164,8 +182,14 @@ DEFAULT_KEY: ProfileKey = "mgmt_token"
 CONNECTION_KEYS = ("product", "host", "port", "account_id", "cluster_id")
 #: Issuers whose tokens are management tokens: they go to ``mgmt_token``, and only they do.
 MANAGEMENT_TOKEN_ISSUERS = frozenset({"influxctl-management"})
-#: Entries kept per profile and key in the sidecar: the value just written and the one it replaced.
-_KEEP = 2
+#: Entries kept per profile and key in the sidecar, whatever their tokens' expiry: the value just
+#: written, the one it replaced, and three before those (a config put back from a backup a few
+#: rotations old, or a rotation and an emergency one since the backup, still names its token).
+_KEEP = 5
+#: With those, the entries of tokens that may still be valid (their revocation may be pending: a
+#: policy whose grace spans many rotations), up to this many: the sidecar stays small (about 400
+#: bytes an entry) whatever a schedule does (tokens of no expiry, emergency rotations in a loop).
+_KEEP_MAX = 32
 _LOCK_TIMEOUT = timedelta(seconds=10)
 _LOCK_POLL_S = 0.05
 _VERSION_DOMAIN = b"rotator influxctl-profile version\0"
@@ -648,11 +672,12 @@ class InfluxctlProfileStore:
             self._remove_stale_temp_files(directory)
             text = snap.text if snap.value == value else self._edit(snap, value)
             entry = _entry(record, value, self._key, self._clock)
-            kept = [e for e in snap.entries if _matches(e, snap.value)]
             if snap.value == value:  # the value stays (an adopt): the version moves by the generation
-                entry["generation"] = max((_generation(e) for e in kept), default=0) + 1
+                same = [e for e in snap.entries if _matches(e, value)]
+                entry["generation"] = max((_generation(e) for e in same), default=0) + 1
                 new_version = value_version(value, entry["generation"])
-            sidecar = _with_entry(snap.sidecar, self._profile, self._key, entry, keep=kept)
+            history = _history(entry, snap.entries, snap.value, value, self._clock.now())
+            sidecar = _with_entries(snap.sidecar, self._profile, self._key, history)
             # The lock keeps other rotators out, not people or configuration management: each rename
             # first checks that the config is still the file read, or the edit made meanwhile is lost.
             unchanged = partial(self._check_unchanged, directory, snap, state.version)
@@ -700,8 +725,8 @@ class InfluxctlProfileStore:
         assert snap.value is not None
         entry = next(e for e in snap.entries if _matches(e, snap.value))
         generation = _generation(entry) + 1
-        kept = [e for e in snap.entries if e is not entry]
-        sidecar = _with_entry(snap.sidecar, self._profile, self._key, {**entry, "generation": generation}, keep=kept)
+        history = _history({**entry, "generation": generation}, snap.entries, snap.value, snap.value, self._clock.now())
+        sidecar = _with_entries(snap.sidecar, self._profile, self._key, history)
         owner = self._owner(snap)
         self._restrict_mode(directory, snap)
         # (the new version names the value read: it must still be the config's when the sidecar says so)
@@ -843,11 +868,23 @@ class InfluxctlProfileStore:
     def _state(self, snap: _Snapshot, *, warn: bool) -> StoreState:
         if snap.value is None:
             return StoreState(version=None, managed=bool(snap.entries), record=None)
+        # Any of the key's entries, not only the newest: a value rotator wrote before, put back (a config
+        # restored from a backup, configuration management's copy), must still name its token, or the engine
+        # would find no store holding that token and revoke it once its grace passed.
         entry = next((e for e in snap.entries if _matches(e, snap.value)), None)
+        if entry is not None and entry is not snap.entries[0] and warn:
+            logger.warning(
+                "%s: %s holds token %s, which rotator wrote before token %s (a config put back from a backup, or "
+                "a publish that did not finish?); rotator does not revoke it while the profile holds it",
+                self._location,
+                self._key,
+                entry.get("token_id"),
+                snap.entries[0].get("token_id"),
+            )
         if entry is None:
             if warn and snap.entries:
                 logger.warning(
-                    "%s: %s is not the value rotator wrote (token %s): changed by hand? "
+                    "%s: %s is none of the values rotator wrote (the last: token %s): changed by hand? "
                     "It reads as not managed by rotator",
                     self._location,
                     self._key,
@@ -869,8 +906,9 @@ class InfluxctlProfileStore:
         (MalformedPayload) is no record at its version, as `bootstrap --replace` read it. The
         compare-and-set on that version lets the repair write over the entry, as a Vault or AWS store
         writes over a malformed payload; a rotation never publishes over it unseen, its PLAN read
-        fails on the entry. The entry stays in the sidecar until the config no longer holds its value
-        (a crash between the two renames leaves both as they were), and the next publish drops it."""
+        fails on the entry. The entry stays in the sidecar after the config no longer holds its value, as
+        every older entry does (the module's docstring, History): that value put back fails the read
+        again, which stops revocations too, instead of reading as a value rotator never wrote."""
         try:
             return self._state(snap, warn=False)
         except MalformedPayload as exc:
@@ -1175,13 +1213,47 @@ def _matches(entry: Mapping[str, Any], value: str | None) -> bool:
     return hmac.compare_digest(_salted(salt, value), digest)
 
 
-def _with_entry(
-    sidecar: dict[str, Any], profile: str, key: str, entry: dict[str, Any], keep: list[dict[str, Any]]
-) -> dict[str, Any]:
+def _history(
+    new: dict[str, Any], entries: list[dict[str, Any]], held: str | None, written: str, now: datetime
+) -> list[dict[str, Any]]:
+    """The key's entries after a publish of ``written`` over ``held`` (the config's value as read):
+    ``new`` first, then the entry of ``held`` (until the config is replaced, the sidecar must still
+    describe the value it holds: crash safety), then the older ones newest first; the newest
+    :data:`_KEEP` of them, and beyond those the entries of tokens that may still be valid, up to
+    :data:`_KEEP_MAX` (the module's docstring, History). An entry of ``written`` or ``held`` other than
+    those two is dropped: ``read_current`` takes the first entry a value matches, so it is never read."""
+    current = [e for e in entries if _matches(e, held) and not _matches(e, written)][:1]
+    older = [e for e in entries if not _matches(e, written) and not _matches(e, held)]
+    ordered = [new, *current, *older]
+    kept = ordered[:_KEEP]
+    for entry in ordered[_KEEP:]:
+        if len(kept) >= _KEEP_MAX:
+            break
+        if _may_be_valid(entry, now):
+            kept.append(entry)
+    return kept
+
+
+def _may_be_valid(entry: Mapping[str, Any], now: datetime) -> bool:
+    """Whether the entry's token may still be valid at ``now``: it has no expiry, or it is still ahead. An
+    expiry rotator cannot read (an entry edited by hand) counts as passed: such an entry is kept only
+    among the newest :data:`_KEEP`."""
+    expires = entry.get("expires_at")
+    if expires is None:
+        return True
+    if not isinstance(expires, str):
+        return False
+    try:
+        return parse_rfc3339(expires) > now
+    except ValueError:
+        return False
+
+
+def _with_entries(sidecar: dict[str, Any], profile: str, key: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """The sidecar with ``profile``'s entries for ``key`` replaced; its other keys' entries as they were."""
     profiles = dict(sidecar["profiles"])
     others = [e for e in profiles.get(profile, []) if _entry_key(e) != key]
-    profiles[profile] = [entry, *keep][:_KEEP] + others
+    profiles[profile] = entries + others
     return {"managed-by": MANAGED_BY, "schema": SIDECAR_SCHEMA, "profiles": profiles}
 
 
