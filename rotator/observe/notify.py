@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import json
 import locale
 import logging
@@ -300,14 +301,24 @@ def _target(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
 
 
-#: "user:password@" as urllib quotes a URL it cannot use (a malformed proxy setting: "proxy URL with no
-#: authority: 'http:/user:password@proxy:3128'"), with or without the "//" it lacks
-_USERINFO = re.compile(r"[^\s'\"/:@]*:[^\s'\"/@]*@")
+#: urllib's words for a proxy variable without "//" after its scheme; it then quotes the value whole, password
+#: included (in quotes it picks by the value's own quotes), so the whole message is replaced
+_BAD_PROXY = "proxy URL with no authority"
+_BAD_PROXY_TEXT = ("ValueError: a proxy variable (http_proxy, https_proxy or all_proxy) has no // after its scheme "
+                   "(its value not shown: it may hold a password); expected scheme://[user:password@]host:port")
+#: what is left of a URL's user-info in an error that quotes one: everything before the last "@" of a word
+_USERINFO = re.compile(r"[^\s'\"]*@")
 
 
 def _without_userinfo(text: str) -> str:
-    """``text`` with any URL user-info masked: an error may quote the proxy URL of the environment whole."""
-    return _USERINFO.sub("***:***@", text)
+    """``text`` (an error's) without a URL's user-info: urllib may quote the environment's proxy URL whole."""
+    if _BAD_PROXY in text:
+        return _BAD_PROXY_TEXT
+    return _USERINFO.sub("***@", text)
+
+
+#: a host a log may show: a DNS name's letters, digits, dots and hyphens (an IP address is checked apart)
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}")
 
 
 def _redirect_target(url: str, location: str | None) -> str | None:
@@ -317,10 +328,22 @@ def _redirect_target(url: str, location: str | None) -> str | None:
     if not location:
         return None
     try:
-        target = _target(urllib.parse.urljoin(url, location.strip()))
+        parts = urllib.parse.urlsplit(urllib.parse.urljoin(url, location.strip()))
+        host, port = parts.hostname, parts.port
     except ValueError:  # a port that is not a number, a bracketed host that is not an address
         return None
-    return REDACTOR.redact(target) if target.isprintable() and "?" not in target else None
+    if not host or parts.scheme not in ("http", "https"):
+        return None
+    # urlsplit's hostname keeps what comes before the first "/?#": a "\" (a path to browsers) or a ";"
+    # would bring the Location's path or parameters along, which may carry a secret
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None and not _PLAIN_HOST.fullmatch(host):
+        return None
+    shown = f"[{host}]" if isinstance(address, ipaddress.IPv6Address) else host
+    return REDACTOR.redact(f"{parts.scheme}://{shown}" + (f":{port}" if port else ""))
 
 
 def _secret_source(settings: WebhookSettings, base_dir: Path) -> str:

@@ -814,6 +814,10 @@ class _Answering:
      "redirects to https://hooks-new.example:8443 (Location's path and query not logged"),
     (301, {"Location": "/moved/secret-path?sig=q1w2e3"}, "redirects to http://127.0.0.1:"),
     (302, {}, "redirects elsewhere (no readable Location): set url to where it redirects"),
+    # urlsplit's host runs to the first "/?#": a "\\" or ";" would bring the path or parameters along
+    (307, {"Location": "https://hooks-new.example\\secret-path?sig=q1w2e3"}, "redirects elsewhere (no readable"),
+    (307, {"Location": "https://hooks-new.example;sig=q1w2e3/x"}, "redirects elsewhere (no readable"),
+    (308, {"Location": "https://[::1]:8443/secret-path"}, "redirects to https://[::1]:8443 (Location's path"),
     (401, {}, "verifies with the same secret as this webhook's (credential file "),
     (403, {}, "its clock is within 300s of this host's"),
     (404, {}, "check the webhook's url"),
@@ -949,12 +953,14 @@ def test_a_closed_worker_whose_end_mark_did_not_fit_its_full_queue_ends_once_dra
     assert results == ["failed"] * 3, "what was queued was still attempted"
 
 
+@pytest.mark.parametrize("password", ["pr0xyPa55", "pr0x/yPa55", "pr0x@yPa55", "pr0x'yPa55", 'pr0x"yPa55'])
 def test_a_malformed_proxy_url_s_password_is_not_logged(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, password: str) -> None:
     """urllib quotes a malformed proxy URL whole in its ValueError ("proxy URL with no authority:
-    'http:/user:password@proxy:3128'"): the retry and giving-up lines carried the proxy's password."""
+    'http:/user:password@proxy:3128'"): the retry and giving-up lines carried the proxy's password,
+    whatever characters it holds (the quotes urllib picks follow the value's own)."""
     for name in ("http_proxy", "HTTP_PROXY"):
-        monkeypatch.setenv(name, "http:/hookuser:pr0xyPa55@proxy.example:3128")
+        monkeypatch.setenv(name, f"http:/hookuser:{password}@proxy.example:3128")
     for name in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
     rx = _Answering(204, {})
@@ -967,5 +973,5 @@ def test_a_malformed_proxy_url_s_password_is_not_logged(
         rx.close()
     assert rx.hits == 0, "the proxy setting is unusable: nothing reached the receiver"
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "rotator.notify")
-    assert "proxy URL with no authority" in logged, logged  # what is wrong is still said
-    assert "pr0xyPa55" not in logged and "hookuser" not in logged, logged
+    assert "has no // after its scheme" in logged, logged  # what is wrong is still said
+    assert "yPa55" not in logged and "hookuser" not in logged and "pr0x" not in logged, logged
