@@ -56,6 +56,7 @@ Policy settings::
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -119,6 +120,16 @@ RESOURCE_TYPES = (
 ERR_NO_VALUE = "{what}: authorization {auth_id} was created, but the answer has no `token` string"
 ERR_NO_ID = "{what}: the answer has no authorization `id`"
 ERR_NOT_INACTIVE = "authorization {auth_id} was updated but its status is {status!r}, not 'inactive'"
+#: A 200 that is not the authorization asked for (a gateway or mock that echoes the request, another
+#: service behind base_url): it says nothing of that authorization, so nothing counts as revoked.
+ERR_NOT_THE_AUTHORIZATION = (
+    "{what}: the {call} answer (HTTP 200) is not authorization {auth_id} (its `id` is missing or names "
+    "another), so it says nothing of that authorization; not counted as revoked"
+)
+HINT_NOT_THE_AUTHORIZATION = (
+    "check that `base_url` reaches InfluxDB itself, and any proxy or gateway in front of it (one that echoes "
+    "requests or answers for another service); rotator tries again on the next run"
+)
 HINT_401 = (
     "the credential is not accepted, or lacks a permission (InfluxDB v2 answers 401 for both): it needs "
     "read and write on authorizations, and read and write on the user new tokens belong to; see "
@@ -311,6 +322,16 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             if response.status_code == 401 and _PERMISSION_REFUSED.fullmatch(refusal):
                 return  # active: refused by a permission check, not as inactive
             expect(response, 200)
+        # An SPA, login page or catch-all route answers 200 to any path: only InfluxDB's own answer,
+        # a UserResponse carrying the user's id, proves that the server accepted the token.
+        if not _is_user(response.content):
+            raise IssuerOutputError(
+                f"{what}: the answer of GET {ME} (HTTP 200, {len(response.content)} bytes, Content-Type "
+                f"{redact_detail(response.headers.get('content-type', 'none'))!r}) is not InfluxDB's: expected a "
+                "JSON user with an `id` of 16 lowercase hex digits; the token is not verified",
+                hint="check that `base_url` reaches InfluxDB itself, not a web UI, login page or proxy that answers "
+                "every path",
+            )
 
     def revoke(self, token_id: str, credential: Secret | None) -> None:
         """Stage 1: make ``token_id`` inactive (confirmed by the answer); then stage 2 for older ones.
@@ -328,6 +349,12 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
             logger.warning("authorization %s %s; treating it as revoked", token_id, gone)
         else:
             current = _split(json_body(response, what), what)[0]
+            # Another object's description and status would decide (and be written back by the PATCH).
+            if current.get("id") != token_id:
+                raise TransientError(
+                    ERR_NOT_THE_AUTHORIZATION.format(what=what, call="GET", auth_id=token_id),
+                    hint=HINT_NOT_THE_AUTHORIZATION,
+                )
             description = current.get("description") if isinstance(current.get("description"), str) else ""
             if current.get("status") == "inactive" and self._retired_by_rotator(token_id, str(description), None):
                 logger.info("authorization %s is inactive already", token_id)
@@ -449,9 +476,22 @@ class InfluxDB2Issuer(HttpIssuer[InfluxDB2Settings]):
                 logger.warning("authorization %s %s while being revoked; treating it as revoked", token_id, gone)
                 return
             expect(response, 200)
-        status = _split(json_body(response, what), what)[0].get("status")
+        answer = _split(json_body(response, what), what)[0]
+        # A gateway that echoes the request body ({"status": "inactive", ...}) changed nothing: only
+        # the authorization itself, as InfluxDB answers it, confirms the deactivation.
+        if answer.get("id") != token_id:
+            raise TransientError(
+                ERR_NOT_THE_AUTHORIZATION.format(what=what, call="PATCH", auth_id=token_id),
+                hint=HINT_NOT_THE_AUTHORIZATION,
+            )
+        status = answer.get("status")
         if status != "inactive":
-            raise TransientError(ERR_NOT_INACTIVE.format(auth_id=token_id, status=status))
+            shown = redact_detail(status) if isinstance(status, str) else None
+            raise TransientError(
+                ERR_NOT_INACTIVE.format(auth_id=token_id, status=shown),
+                hint="check the authorization in InfluxDB (`influx auth list --json`) and any proxy in front of it; "
+                "rotator tries again on the next run",
+            )
         logger.info(
             "authorization %s is inactive (stage 1; deleted after %s)",
             token_id,
@@ -619,6 +659,16 @@ def _check_id(token_id: str) -> str:
 def _authorization(token_id: str) -> str:
     """``/api/v2/authorizations/<id>``, the id percent-encoded (it was checked already)."""
     return f"{AUTHORIZATIONS}/{path_segment(token_id)}"
+
+
+def _is_user(content: bytes) -> bool:
+    """Whether ``content`` is what ``GET /api/v2/me`` answers with 200: a UserResponse, whose ``id``
+    is a platform.ID (16 lowercase hex digits)."""
+    try:
+        user = json.loads(content)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(user, dict) and isinstance(user.get("id"), str) and bool(_AUTH_ID.fullmatch(user["id"]))
 
 
 def _split(answer: object, what: str) -> tuple[dict[str, Any], object]:
