@@ -340,6 +340,54 @@ def test_answers_that_cannot_be_read_are_issuer_output_errors(tmp_path):
         issuer.list_tokens(None)
 
 
+#: InfluxDB's v1 /query answers as they come: a statement without rows, one with a series, and two statements
+INFLUXDB_QUERY_ANSWERS = [
+    {"results": [{"statement_id": 0}]},
+    {"results": [{"statement_id": 0, "series": [{"name": "measurements", "columns": ["name"], "values": [["cpu"]]}]}]},
+    {"results": [{"statement_id": 0}, {"statement_id": 1, "series": []}]},
+]
+
+
+@pytest.mark.parametrize("answer", INFLUXDB_QUERY_ANSWERS)
+def test_verify_passes_on_influxdb_s_query_answer(tmp_path, answer):
+    issuer = mocked_issuer(tmp_path, lambda request: httpx.Response(200, json=answer))
+    issuer.verify(Secret("apiv1_" + "2" * 80))
+
+
+@pytest.mark.parametrize(("answer", "problem"), [
+    (httpx.Response(200, json={"results": []}), "its `results` list is empty"),
+    (httpx.Response(200, json={"results": [{}]}), "result 0 has no integer `statement_id`"),
+    (httpx.Response(200, json={"results": [{"statement_id": 0}, {"series": []}]}),
+     "result 1 has no integer `statement_id`"),
+    (httpx.Response(200, json={"results": [{"statement_id": "0"}]}), "result 0 has no integer `statement_id`"),
+    (httpx.Response(200, json={"results": [{"statement_id": True}]}), "result 0 has no integer `statement_id`"),
+    (httpx.Response(200, json={"results": ["ok"]}), "result 0 has no integer `statement_id`"),
+    (httpx.Response(200, json={"status": "ok"}), "it has no `results` list"),
+    (httpx.Response(200, text="<html><body>Welcome to nginx!</body></html>",
+                    headers={"Content-Type": "text/html"}), "the answer (HTTP 200) is not JSON"),
+])
+def test_verify_refuses_a_200_that_is_not_influxdb_s_query_answer(tmp_path, answer, problem):
+    """A catch-all server (or a proxy's default backend) at `cluster_host` answers any path with 200: its
+    `{"results": []}` passed as a verified token, which proved nothing of the token, and the engine published it.
+    InfluxDB answers every statement with a result naming its `statement_id`: anything else is not its answer."""
+    issuer = mocked_issuer(tmp_path, lambda request: answer)
+    with pytest.raises(IssuerOutputError) as caught:
+        issuer.verify(Secret("apiv1_" + "2" * 80))
+    assert problem in str(caught.value), caught.value
+    assert "`cluster_host`" in (caught.value.hint or "") and "InfluxDB" in (caught.value.hint or ""), caught.value.hint
+    assert "Management API v0" not in (caught.value.hint or ""), caught.value.hint  # (the data plane's answer)
+
+
+def test_verify_s_401_stays_not_yet_accepted_behind_the_answer_check(tmp_path):
+    """The answer check reads only a 200: a 401 is still "not active yet", retried until verify_timeout."""
+    from rotator.core.errors import NotYetAccepted
+
+    answer = httpx.Response(401, json={"error": "unauthorized access", "data": None})
+    issuer = mocked_issuer(tmp_path, lambda request: answer)
+    with pytest.raises(NotYetAccepted):
+        issuer.verify(Secret("apiv1_" + "2" * 80))
+
+
 def test_redirects_and_tls_failures_are_permanent(tmp_path):
     """Through the transport seam: what the fake cannot produce (a redirect, a TLS handshake failure)."""
     import ssl

@@ -359,3 +359,66 @@ def test_a_redirect_loop_is_a_url_to_fix_not_an_unreachable_vault(tmp_path):
     assert f"{vault.url} answered a request to log in to auth/token/lookup-self with redirects that never end" in (
         str(caught.value)), caught.value
     assert "check url" in (caught.value.hint or "") and "cannot reach" not in str(caught.value), caught.value.hint
+
+
+def _write_answer(version: int) -> tuple[int, str, bytes]:
+    """Vault's answer to a data write, as it writes one (the new version's metadata)."""
+    return _json(200, {"request_id": "6b1e9b5a-3f7c-4c1e-9d3e-2a1f0c9e8d7b", "data": {
+        "version": version, "created_time": "2026-03-01T12:00:00Z", "deletion_time": "", "destroyed": False,
+        "custom_metadata": None}})
+
+
+def _metadata_after(version: int) -> tuple[int, str, bytes]:
+    custom = {"managed-by": "rotator", "policy": POLICY, "token_id": f"tok-{version}",
+              "rotated_at": "2026-03-01T12:00:00Z"}
+    versions = {str(n): {"created_time": "2026-03-01T12:00:00Z", "deletion_time": "", "destroyed": False}
+                for n in range(1, version + 1)}
+    return _json(200, {"data": {"current_version": version, "max_versions": 0, "delete_version_after": "0s",
+                                "custom_metadata": custom, "versions": versions}})
+
+
+@pytest.mark.parametrize(("expected", "answered"), [("2", 7), ("2", 2), ("2", 1), (None, 6), (None, 0)])
+def test_an_answer_to_the_cas_write_naming_another_version_is_not_vault_s(tmp_path, expected, answered):
+    """Vault accepts a cas write only while the secret is at version cas, and writes it as cas + 1 (1 for cas=0:
+    no secret yet). A proxy or a cache that answers the write itself (an earlier answer replayed, a catch-all
+    naming any version) was taken as the publish: the journal recorded a version Vault never wrote, and the
+    custom_metadata was claimed for it. Whether the write reached Vault is unknown, so the error is transient:
+    a retry with the same cas completes a write that landed (Vault's cas mismatch, then the read finds it),
+    and the engine reads the stores before it revokes the new token."""
+    routes = _managed_secret() if expected is not None else {
+        "/v1/auth/token/lookup-self": _json(200, LOOKUP_SELF),
+        "/v1/secret/config": _json(200, {"data": {"max_versions": 0, "cas_required": False,
+                                                  "delete_version_after": "0s"}}),
+    }
+    with _serving(routes, _json(404, {"errors": []})) as vault:
+        store = _store(vault.url, tmp_path)
+        assert store.read_current().version == expected
+        vault.routes[DATA] = _write_answer(answered)
+        with pytest.raises(RotatorError) as caught:
+            store.publish(_record(3), expected)
+        assert f"POST {DATA}" in vault.requests and not any(r.startswith(f"PATCH {METADATA}") for r in
+                                                             vault.requests), vault.requests
+    assert type(caught.value) is TransientError, caught.value
+    cas = int(expected or 0)
+    assert (f"the answer of {vault.url} to write secret/data/team/app with cas={cas} is not Vault's: it names "
+            f"version {answered}, but a compare-and-set write Vault accepts with cas={cas} is always version "
+            f"{cas + 1}") in str(caught.value), caught.value
+    assert "check url" in (caught.value.hint or ""), caught.value.hint
+
+
+@pytest.mark.parametrize("expected", ["2", None])
+def test_vault_s_own_answer_to_the_cas_write_is_still_the_publish(tmp_path, expected):
+    """Version cas + 1, as Vault writes it: the publish is done, and the secret marked managed."""
+    routes = _managed_secret() if expected is not None else {
+        "/v1/auth/token/lookup-self": _json(200, LOOKUP_SELF),
+        "/v1/secret/config": _json(200, {"data": {"max_versions": 0, "cas_required": False,
+                                                  "delete_version_after": "0s"}}),
+    }
+    written = int(expected or 0) + 1
+    with _serving(routes, _json(404, {"errors": []})) as vault:
+        store = _store(vault.url, tmp_path)
+        assert store.read_current().version == expected
+        vault.routes[DATA] = _write_answer(written)
+        vault.routes[METADATA] = _metadata_after(written)
+        assert store.publish(_record(written), expected) == str(written)
+        assert f"PATCH {METADATA}" in vault.requests, vault.requests

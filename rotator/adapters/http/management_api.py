@@ -45,7 +45,9 @@ other HTTP issuers) and ``_error()`` (which words them). Management API: 400/403
 are TransientErrors (a gateway's 520-524 on a create says nothing of whether the token was made:
 the engine searches for it by its tag, where a PermanentError would mean "nothing was created").
 Data plane (verify): 401 is a NotYetAccepted (a TransientError: not active yet; at bootstrap, a
-token that will not become active); 408, 425, 429 and 5xx are transient, 400/403/404 permanent.
+token that will not become active); 408, 425, 429 and 5xx are transient, 400/403/404 permanent; a 200
+that is not InfluxDB's query answer (no result, or a result without its ``statement_id``: a catch-all's
+``{"results": []}``, an HTML page) is an IssuerOutputError.
 A transient status's ``Retry-After`` becomes the error's ``retry_after``. Every request goes
 through ``http_common.send``: a whole request ends within ``3 * timeout_s``, and an answer is read
 up to a size limit.
@@ -178,6 +180,11 @@ _HINT_DEPENDENCY = (
     "bootstrap that policy first, and check that this policy's own credentials for that store may read it"
 )
 _HINT_NOT_ACTIVE = "a new database token can take a few seconds to a few minutes to become active"
+_HINT_NOT_INFLUXDB = (
+    "check `cluster_host`: it must reach the cluster's data plane itself, not a proxy, a login page or another "
+    "service; InfluxDB's v1 /query answers a JSON object whose `results` holds one result per statement, each with "
+    "its `statement_id`"
+)
 #: transient besides every 5xx (as http_common's wording of the other HTTP issuers)
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
 #: Token shapes masked in server text: Cloud Dedicated / Clustered ones first (a generic run stops at
@@ -558,14 +565,26 @@ class ManagementApiIssuer:
         return MintedToken(value=secret, token_id=token_id, expires_at=expires)
 
     def verify(self, token: Secret) -> None:
-        """``GET <cluster_host>/query`` with the new token; TransientError while it answers 401."""
+        """``GET <cluster_host>/query`` with the new token; TransientError while it answers 401. A 200 passes only
+        as InfluxDB's query answer: a non-empty ``results`` list, each result with its ``statement_id``."""
         url = f"{self.settings.cluster_host}/query"
         op = _Op(f"query database {self.settings.verify.database!r} with the new token", "data", url)
         params = {"db": self.settings.verify.database, "q": self.settings.verify.query}
         data = self._request(op, "GET", url, token, params=params)
         results = data.get("results") if isinstance(data, Mapping) else None
+        # InfluxDB answers each statement of the query with a result naming its statement_id (a failed one too):
+        # anything less (a catch-all server's `{"results": []}`) proves nothing about the token, and a verify
+        # passed on it would publish a token the cluster may never have accepted.
         if not isinstance(results, list):
-            raise self._output_error(op, "the answer has no `results` list")
+            raise self._output_error(op, "the answer is not InfluxDB's: it has no `results` list")
+        if not results:
+            raise self._output_error(op, "the answer is not InfluxDB's: its `results` list is empty, where InfluxDB "
+                                         "answers every statement with a result")
+        for index, result in enumerate(results):
+            statement = result.get("statement_id") if isinstance(result, Mapping) else None
+            if not isinstance(statement, int) or isinstance(statement, bool):
+                raise self._output_error(op, f"the answer is not InfluxDB's: result {index} has no integer "
+                                             "`statement_id`")
         errors = [r.get("error") for r in results if isinstance(r, Mapping) and r.get("error")]
         if errors:
             raise PermanentError(
@@ -812,10 +831,11 @@ class ManagementApiIssuer:
     # -- answers -------------------------------------------------------------------------------
 
     def _output_error(self, op: _Op, problem: str) -> IssuerOutputError:
-        return IssuerOutputError(
-            _ERR_OUTPUT.format(where=self._where, operation=op.name, problem=problem),
-            hint="check `base_url` / `cluster_host`: the answer is not what the Management API v0 documents",
-        )
+        # verify's answers come from the data plane (InfluxDB's query API, at `cluster_host`): the Management
+        # API's hint would name the wrong document and setting
+        hint = (_HINT_NOT_INFLUXDB if op.plane == "data"
+                else "check `base_url` / `cluster_host`: the answer is not what the Management API v0 documents")
+        return IssuerOutputError(_ERR_OUTPUT.format(where=self._where, operation=op.name, problem=problem), hint=hint)
 
     def _token_info(self, op: _Op, item: object, index: int) -> TokenInfo:
         """A listed (or got) token; its times as :meth:`_time` reads them, and read as unset where they

@@ -79,7 +79,8 @@ other unexpected statuses become TransientError; TLS failures, 403 (the hint nam
 and capability) and other 4xx become PermanentError; a 4xx whose body is not Vault's JSON error
 object (a proxy's, or Go's answer to plain HTTP on a TLS port: the hint then gives the https://
 url) is "not Vault's answer", never a refused credential, and a 404 never an absent secret or version
-(auth.not_vault_answer, _adapter_class, _absent).
+(auth.not_vault_answer, _adapter_class, _absent). An answer to the ``cas`` write naming another version than
+cas + 1 (the only one Vault writes) is not Vault's either: a TransientError, since the write may have landed.
 Messages name the location, operation, path and status plus Vault's own error strings (redacted);
 never the SDK's text or a token.
 """
@@ -184,6 +185,15 @@ _ERR_TLS = "{where}: TLS handshake with {url} failed (untrusted certificate, or 
 _ERR_HTTP = "{where}: Vault refused to {operation} {path}: HTTP {status}{detail}"
 _ERR_CONFLICT = "{where}: compare-and-set lost: expected version {expected}, Vault is at version {actual}"
 _ERR_NOT_KV2 = "{where}: Vault's answer to the write has no version: is mount {mount!r} a KV version 2 engine?"
+_ERR_NOT_CAS_ANSWER = (
+    "{where}: the answer of {url} to {operation} {path} with cas={cas} is not Vault's: it names version {version}, "
+    "but a compare-and-set write Vault accepts with cas={cas} is always version {expected}"
+)
+_HINT_NOT_CAS_ANSWER = (
+    "check url: it must reach Vault's API itself, not a proxy or cache that answers writes on its own; the write may "
+    "have reached Vault all the same: rotator sends it again with the same cas (which Vault refuses if it landed; the "
+    "secret is then read to find the version holding the token) and reads the secret before it revokes the new token"
+)
 _HINT_RETRY = "rotator retries; check that Vault is up, unsealed and reachable from here"
 _HINT_TLS = "set `ca_bundle` to the CA that signed Vault's certificate"
 _HINT_TLS_FILES = "put the `ca_bundle` file back where the policy file says (or fix the path), then run it again"
@@ -720,6 +730,18 @@ class VaultKV2Store:
             raise PermanentError(message, hint=_HINT_VAULT)
         assert isinstance(data, Mapping)
         version = version_field
+        if version != cas + 1:
+            # Vault accepts a cas write only while current_version == cas, and writes it as current_version + 1
+            # (1 for cas=0: no secret, or metadata without a version). Another number is a proxy's or a cache's
+            # answer: recorded as published, the journal would name a version Vault never wrote for this token.
+            # Transient, not "not Vault's" PermanentError: an answer of success is no refusal, the write may have
+            # landed behind it, and a PermanentError tells the engine it did not (it discards the candidate; with
+            # Vault holding it, that revocation is refused and the run is left for a person). A retry with the
+            # same cas completes it instead (_settle_conflict), or the engine reads the stores before it revokes.
+            op = self._write_data
+            message = _ERR_NOT_CAS_ANSWER.format(where=self._location, url=self._settings.url, operation=op.name,
+                                                 path=op.path, cas=cas, version=version, expected=cas + 1)
+            raise TransientError(message, hint=_HINT_NOT_CAS_ANSWER)
         self._check_deletion_time(record, version, data)
         self._mark_managed(record, version, data.get("custom_metadata"))
         logger.info("published token %s to %s as version %d", record.token_id, self._location, version)
