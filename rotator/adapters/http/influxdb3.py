@@ -36,8 +36,9 @@ Every request goes through :func:`rotator.adapters.http.common.send`: a whole re
 within ``3 * timeout_s`` (``call_timeout_seconds`` counts on it).
 
 Verification uses the new token (see :meth:`InfluxDB3Issuer.verify`): the ``system.tokens``
-query for admin tokens, ``SELECT 1`` on its database for a resource token; 401 is retried
-until ``verify_timeout``.
+query for admin tokens (its answer must list the new token's own row), ``SELECT 1`` on its
+database for a resource token (its answer must be that one row; a 403 counts only where a
+made-up token gets 401); 401 is retried until ``verify_timeout``.
 
 Policy settings::
 
@@ -82,6 +83,7 @@ from rotator.adapters.http.common import (
     json_body,
     map_http_errors,
     parse_time,
+    redact_detail,
     token_value,
 )
 from rotator.core.child_process import reading
@@ -101,6 +103,9 @@ QUERY = "/api/v3/query_sql"
 #: The endpoints a token with only ``system`` permissions may read, in the order verify tries them.
 SYSTEM_ENDPOINTS = ("health", "ping", "metrics")
 LIST_SQL = "SELECT * FROM system.tokens"
+VERIFY_SQL = "SELECT 1"
+#: Requests of ``verify`` with ``SELECT 1``: the new token's, then (on a 403) a made-up token's.
+VERIFY_QUERY_REQUESTS = 2
 OPERATOR = "_admin"
 #: Hex digits of the SHA-512 an operator token id keeps: all that system.tokens shows.
 OPERATOR_HASH_DIGITS = 9
@@ -120,6 +125,32 @@ _NAME_PREFIX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 _RUN_ID = re.compile(r"^(?:[A-Za-z0-9]+|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})\Z")
 
 ERR_NO_VALUE = "{what}: token {name} was created, but the answer has no `token` string"
+ERR_OTHER_NAME = (
+    "{what}: the 201 answer names the created token {got} in `{key}`, not {name}: it is not the token "
+    "asked for, or not InfluxDB 3's answer"
+)
+HINT_OTHER_NAME = (
+    "rotator deletes a token named {name} by its run tag, if one was created; a token under another name is not "
+    "found that way: look for it with `influxdb3 show tokens` and delete it (`influxdb3 delete token --token-name "
+    "NAME`). Check that base_url reaches the InfluxDB 3 server itself, not a proxy"
+)
+ERR_VERIFY_NOT_LISTED = (
+    "verify the new token: the system.tokens answer lists no row with the new token's hash: it does not come "
+    "from the server that issued the token"
+)
+ERR_VERIFY_SELECT_1 = (
+    "verify the new token: the answer to SELECT 1 on database {database!r} is {got}, not the one row "
+    "InfluxDB 3 answers (a value 1): it proves nothing about the new token"
+)
+ERR_VERIFY_403 = (
+    "verify the new token: SELECT 1 on database {database!r} answered 403, and the same query with a made-up "
+    "token answered {status}: a 403 there proves nothing about the new token (the answer does not come from a "
+    "server that checks tokens first)"
+)
+HINT_VERIFY_403 = (
+    "check that base_url reaches the InfluxDB 3 server itself, not a proxy or firewall that refuses the query; "
+    "or give the token read on its first database, so that SELECT 1 answers 200"
+)
 ERR_NOT_DELETED = "token {name} was deleted (HTTP {status}) but system.tokens still lists it"
 ERR_OPERATOR_LIVE = (
     "token {token_id} is (or may be) the operator token's current value: revoking it means regenerating _admin, "
@@ -299,6 +330,12 @@ def operator_token_id(hash_hex: str) -> str:
     return f"{OPERATOR}@{hash_hex[:OPERATOR_HASH_DIGITS].lower()}"
 
 
+def _value_hash(value: Secret) -> str:
+    """The hex SHA-512 of a token's value: how the server hashes tokens (system.tokens shows its
+    first 9 digits). Not secret (``influxdb3 show tokens`` prints it); the value never leaves here."""
+    return hashlib.sha512(value.reveal().encode()).hexdigest()
+
+
 def _generation(token_id: str) -> str | None:
     """The 9 hex digits that tell an operator token generation ``_admin@<hash>`` apart (of an id
     with 16, as rotator wrote them before, the first 9: the same generation), else None."""
@@ -358,6 +395,7 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         with map_http_errors(what, hints=hints):
             response = expect(self._send("POST", path, json=body, headers=auth_header("Bearer", auth)), 201)
         answer = self._object(json_body(response, what, created=f"token {name}"), what, name)
+        self._check_created_name(answer, what, name)
         value = self._value(answer, what, name)
         expires_at = self._confirmed_expiry(answer, what, name, expiry_secs, request.expires_at)
         logger.info("created %s token %s, expires %s", self.settings.kind, name,
@@ -367,31 +405,25 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
     def verify(self, token: Secret) -> None:
         """Use ``token`` as its kind allows; 401 means "not accepted yet" and is retried.
 
-        Admin kinds: the system.tokens query (what the next self-rotation needs), whose answer must
-        hold a row (the token's own, at least), as a listing's must (:meth:`_listed`). Resource
-        tokens: ``SELECT 1`` on the first database they name (``*``: ``_internal``), where 403
-        ("accepted, but may not read": a write-only token) counts as accepted too; a token with
-        only system permissions: ``GET /health``, ``/ping`` or ``/metrics``, the first it may read
-        where the server refuses a made-up token (see :meth:`_verify_system`).
+        Only an answer that can come from the InfluxDB 3 server that issued the token counts: a
+        proxy, a firewall or a login page in front of ``base_url`` answers too, and taking its
+        answer for the token's would publish a token that may not work.
+
+        Admin kinds: the system.tokens query (what the next self-rotation needs), whose rows must
+        be system.tokens rows (a ``name`` each) and, where the server shows hashes, include the new
+        token's own (:meth:`_verify_admin`). Resource tokens: ``SELECT 1`` on the first database
+        they name (``*``: ``_internal``), answered with its one row, or with 403 ("accepted, but may
+        not read": a write-only token) where a made-up token gets 401 (:meth:`_verify_query`); a
+        token with only system permissions: ``GET /health``, ``/ping`` or ``/metrics``, the first
+        it may read where the server refuses a made-up token (see :meth:`_verify_system`).
         """
         what = "verify the new token"
         if self.settings.kind != "resource":
-            hints = {403: "the new token cannot query _internal; is it an admin token?"}
-            with map_http_errors(what, unauthenticated_is_transient=True, hints=hints):
-                response = expect(self._query(token), 200)
-            if not list(self._rows(response, what)):
-                # As for a listing (_listed): the token that asked is a row of system.tokens; an empty
-                # 200 comes from something that is not the server (a catch-all host, a proxy) and
-                # proves nothing about the token.
-                raise IssuerOutputError(f"{what}: the system.tokens query answered no row, not even the new "
-                                        "token's own", hint=HINT_NO_ROWS)
+            self._verify_admin(token, what)
             return
         database = next((p.resource_names[0] for p in self.settings.permissions if p.resource_type == "db"), None)
         if database is not None:
-            database = "_internal" if database == "*" else database
-            hints = {404: f"database {database!r} does not exist; create it, or list an existing one first"}
-            with map_http_errors(what, unauthenticated_is_transient=True, hints=hints):
-                expect(self._query(token, database, "SELECT 1"), 200, 403)
+            self._verify_query(token, "_internal" if database == "*" else database, what)
             return
         self._verify_system(token, what)
 
@@ -446,6 +478,64 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _verify_admin(self, token: Secret, what: str) -> None:
+        """An admin token's verify: the system.tokens query must answer rows of system.tokens, the
+        new token's own among them where the server shows hashes."""
+        hints = {403: "the new token cannot query _internal; is it an admin token?"}
+        with map_http_errors(what, unauthenticated_is_transient=True, hints=hints):
+            response = expect(self._query(token), 200)
+        rows = self._answer_rows(response, what)
+        if not rows:
+            # As for a listing (_listed): the token that asked is a row of system.tokens; an empty
+            # 200 comes from something that is not the server (a catch-all host, a proxy).
+            raise IssuerOutputError(f"{what}: the system.tokens query answered no row, not even the new "
+                                    "token's own", hint=HINT_NO_ROWS)
+        for number, row in enumerate(rows, start=1):
+            try:
+                self._info(number, row, what)  # a `name` each, as system.tokens rows have
+            except IssuerOutputError as exc:
+                raise IssuerOutputError(str(exc), hint=exc.hint or HINT_NO_ROWS) from None
+        if not any("hash" in row for row in rows):
+            return  # a server started without auth shows no hash (tokens.rs): rows with names are all there is
+        own = _value_hash(token)[:OPERATOR_HASH_DIGITS]
+        # system.tokens shows the first 9 hex digits of each hash: the new token's row is the one with its own 9
+        if not any(isinstance(row.get("hash"), str) and row["hash"][:OPERATOR_HASH_DIGITS].lower() == own
+                   for row in rows):
+            raise IssuerOutputError(ERR_VERIFY_NOT_LISTED, hint=HINT_NO_ROWS)
+
+    def _verify_query(self, token: Secret, database: str, what: str) -> None:
+        """A resource token's verify on a database: ``SELECT 1``.
+
+        A 200 counts only with the one row InfluxDB 3 answers (``{"Int64(1)":1}``): a login page
+        or a catch-all answers 200 too. A 403 ("may not read") counts only where the same query
+        with a made-up token gets 401: then the server checked the token and knew the new one;
+        a firewall or a proxy answers 403 to any token.
+        """
+        hints = {404: f"database {database!r} does not exist; create it, or list an existing one first"}
+        with map_http_errors(what, unauthenticated_is_transient=True, hints=hints):
+            response = expect(self._query(token, database, VERIFY_SQL), 200, 403)
+        if response.status_code == 200:
+            rows = self._answer_rows(response, what)
+            values = [list(row.values()) for row in rows]
+            if len(values) != 1 or len(values[0]) != 1 or type(values[0][0]) is not int or values[0][0] != 1:
+                got = f"{len(rows)} row(s)" if len(rows) != 1 else "a row without the value 1"
+                raise IssuerOutputError(ERR_VERIFY_SELECT_1.format(database=database, got=got), hint=HINT_NO_ROWS)
+            return
+        decoy = Secret("apiv3_rotator-decoy-" + secrets.token_urlsafe(32))  # a value no server issued
+        with map_http_errors(f"{what}: check that SELECT 1 on {database!r} refuses an unknown token"):
+            control = expect(self._query(decoy, database, VERIFY_SQL), 200, 401, 403)
+        if control.status_code != 401:
+            raise PermanentError(ERR_VERIFY_403.format(database=database, status=control.status_code),
+                                 hint=HINT_VERIFY_403)
+
+    def _answer_rows(self, response: httpx.Response, what: str) -> list[Mapping[str, Any]]:
+        """The rows of a query answer to verify; one that is no rows (HTML, garbage) is an output
+        error that says where the answer likely came from."""
+        try:
+            return list(self._rows(response, what))
+        except IssuerOutputError as exc:
+            raise IssuerOutputError(str(exc), hint=HINT_NO_ROWS) from None
+
     def _verify_system(self, token: Secret, what: str) -> None:
         """Verify a token with only ``system`` permissions on an endpoint that checks tokens.
 
@@ -476,11 +566,14 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
 
     def requests_in_longest_call(self) -> int:
         """Two (``revoke``: DELETE, then the listing that confirms it), or more for ``verify`` of a
-        resource token with only ``system`` permissions: a made-up token's request to each endpoint
-        it may read until one refuses that, then the token's own (see :meth:`_verify_system`)."""
-        if self.settings.kind == "resource" and not any(p.resource_type == "db" for p in self.settings.permissions):
-            return max(self.requests_per_call, len(self._system_endpoints()) + 1)
-        return self.requests_per_call
+        resource token: ``SELECT 1`` with the token, then (on a 403) with a made-up one
+        (:meth:`_verify_query`); with only ``system`` permissions, a made-up token's request to
+        each endpoint it may read until one refuses that, then the token's own (:meth:`_verify_system`)."""
+        if self.settings.kind != "resource":
+            return self.requests_per_call
+        if any(p.resource_type == "db" for p in self.settings.permissions):
+            return max(self.requests_per_call, VERIFY_QUERY_REQUESTS)
+        return max(self.requests_per_call, len(self._system_endpoints()) + 1)
 
     def _confirmed_expiry(
         self, answer: Mapping[str, Any], what: str, name: str, expiry_secs: int, requested: datetime
@@ -628,6 +721,26 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
             )
         return answer
 
+    def _check_created_name(self, answer: Mapping[str, Any], what: str, name: str) -> None:
+        """IssuerOutputError when the 201 answer names another token than ``name``: the value in it
+        would be published under an id (``name``) that is not its token's, and revoked by a name
+        that is not its own. ``name`` is the server's (``AdminTokenObject``), ``token_name`` the
+        Enterprise spec's ``ResourceTokenObject``; an answer without either is not refused (the
+        spec requires neither)."""
+        for key in ("name", "token_name"):
+            if key in answer and answer[key] != name:
+                got = answer[key]
+                # (the name is the server's, untrusted: shown cut short, token-shaped words masked, and
+                # not at all where it repeats the answer's token, whatever its shape)
+                if not isinstance(got, str):
+                    shown = f"a JSON {type(got).__name__}"
+                elif isinstance(answer.get("token"), str) and answer["token"].strip() in got:
+                    shown = "(the answer's own `token` value, not shown)"
+                else:
+                    shown = redact_detail(repr(got)[:_MAX_NAME])
+                raise IssuerOutputError(ERR_OTHER_NAME.format(what=what, got=shown, key=key, name=name),
+                                        hint=HINT_OTHER_NAME.format(name=name))
+
     def _value(self, answer: Mapping[str, Any], what: str, name: str) -> Secret:
         value = token_value(answer.get("token"))
         if value is None:
@@ -645,7 +758,7 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         value = self._value(answer, what, OPERATOR)
         digest = answer.get("hash")
         if not isinstance(digest, str) or not _HASH.fullmatch(digest):
-            digest = hashlib.sha512(value.reveal().encode()).hexdigest()  # how the server hashes tokens
+            digest = _value_hash(value)
         # The answer holds the whole hash, system.tokens its first 9 digits: the id keeps those 9, so
         # that the listing names this generation by the very id recorded now.
         token_id = operator_token_id(digest)
