@@ -102,6 +102,9 @@ from rotator.adapters.aws.secretsmanager import (
     SecretView,
     accepts_parameter,
     boto3_client,
+    check_answer,
+    check_request_id,
+    check_version_list,
     client_error_code,
     describe,
     describe_answer,
@@ -738,7 +741,7 @@ class _Rotation:
         _check_tag_room(view, "finishSecret", set(tags))
         # 1. Record the revocation before the move: a crash in between leaves a record of the
         #    still-current token, which revoke-expired skips and the retried finishSecret rewrites.
-        self._aws("TagResource", lambda api: api.tag_resource(
+        self._write("TagResource", lambda api: api.tag_resource(
             SecretId=view.arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()]))  # fmt: skip
         self.env.checkpoint("recorded")
         # 1b. The checks above are as old as the issuer's listing, and the move below compares AWSCURRENT
@@ -753,7 +756,7 @@ class _Rotation:
         move: dict[str, str] = {"SecretId": view.arn, "VersionStage": CURRENT, "MoveToVersionId": self.token}
         if current_version is not None:
             move["RemoveFromVersionId"] = current_version
-        self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(**move))
+        self._write("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(**move))
         self.env.checkpoint("moved")
         # 2b. The move has landed (its answer is here): grace after now is grace after it. Without this the
         #     token would wait the rest of the invocation too; if it fails, or the invocation dies before
@@ -763,7 +766,7 @@ class _Rotation:
         moved = self.clock.now() + self.t.policy.grace
         if _rfc3339(moved) != tags[key]:
             try:
-                self._aws("TagResource", lambda api: api.tag_resource(
+                self._write("TagResource", lambda api: api.tag_resource(
                     SecretId=view.arn, Tags=[{"Key": key, "Value": _rfc3339(moved)}]))  # fmt: skip
                 due = moved
             except RotatorError as exc:
@@ -775,7 +778,7 @@ class _Rotation:
         self._check_promoted(pending, previous, current_version, recorded=_rfc3339(due))
         # 3. Drop AWSPENDING (left on AWSCURRENT's version it is harmless: only warn).
         try:
-            self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
+            self._write("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
                 SecretId=view.arn, VersionStage=PENDING, RemoveFromVersionId=self.token))  # fmt: skip
         except RotatorError as exc:
             logger.warning("finishSecret: could not remove AWSPENDING from version %s: %s", self.token, exc)
@@ -894,7 +897,7 @@ class _Rotation:
         try:
             if current_version is None:
                 raise PermanentError("no version was AWSCURRENT before the move")
-            self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
+            self._write("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
                 SecretId=arn, VersionStage=CURRENT, MoveToVersionId=current_version,
                 RemoveFromVersionId=self.token))  # fmt: skip
         except RotatorError as exc:
@@ -909,7 +912,7 @@ class _Rotation:
             ) from None
         self._drop_own_record(previous, current_version, recorded)
         try:  # the token is dead: the rotation cannot finish, and the next one needs the label free
-            self._aws("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
+            self._write("UpdateSecretVersionStage", lambda api: api.update_secret_version_stage(
                 SecretId=arn, VersionStage=PENDING, RemoveFromVersionId=self.token))  # fmt: skip
             cleared = " and AWSPENDING removed from it"
         except RotatorError as exc:
@@ -948,7 +951,7 @@ class _Rotation:
                 logger.info("finishSecret: the record %s of %s is not this attempt's alone now; left for "
                             "revoke-expired, which skips it while the token is AWSCURRENT", key, arn)  # fmt: skip
                 return
-            self._aws("UntagResource", lambda api: api.untag_resource(SecretId=arn, TagKeys=[key]))
+            self._write("UntagResource", lambda api: api.untag_resource(SecretId=arn, TagKeys=[key]))
             _retag(self.t.view, drop=key)
         except RotatorError as exc:
             logger.warning("finishSecret: could not remove the record %s of %s after the move back (revoke-expired "
@@ -1105,11 +1108,14 @@ class _Rotation:
 
         def put(api: SecretsManagerAPI) -> bool:
             try:
-                api.put_secret_value(**request)
+                answer = api.put_secret_value(**request)
             except botocore.exceptions.ClientError as exc:
                 if client_error_code(exc) == "ResourceExistsException":
                     return False  # this version got another value meanwhile (AWS refuses to change it)
                 raise
+            # An answer that is not Secrets Manager's stored nothing: failed as any put, so the minted token
+            # is revoked (_stored_after_failure) rather than logged as stored in a version that has no value.
+            _check_write(self.t, "PutSecretValue", answer, version_id=self.token)
             return True
 
         try:
@@ -1254,6 +1260,42 @@ class _Rotation:
     def _aws(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
         with map_errors(self.t.where, operation, kms_key_id=self.t.settings.kms_key_id, secret_id=self.t.view.arn):
             return fn(self.t.api)
+
+    def _write(self, operation: str, fn: Callable[[SecretsManagerAPI], Mapping[str, Any]]) -> None:
+        """A write whose answer must be Secrets Manager's (:func:`_check_write`)."""
+        _check_write(self.t, operation, self._aws(operation, fn))
+
+
+def _tag(target: _Target, tags: Mapping[str, str]) -> None:
+    """TagResource of revoke-expired's, its answer checked (:func:`_check_write`); ``target.view`` follows."""
+    with map_errors(target.where, "TagResource", secret_id=target.view.arn):
+        answer = target.api.tag_resource(SecretId=target.view.arn,
+                                         Tags=[{"Key": k, "Value": v} for k, v in tags.items()])  # fmt: skip
+    _check_write(target, "TagResource", answer)
+    _retag(target.view, add=tags)
+
+
+def _untag(target: _Target, key: str) -> None:
+    """UntagResource of revoke-expired's, its answer checked (:func:`_check_write`); ``target.view`` follows."""
+    with map_errors(target.where, "UntagResource", secret_id=target.view.arn):
+        answer = target.api.untag_resource(SecretId=target.view.arn, TagKeys=[key])
+    _check_write(target, "UntagResource", answer)
+    _retag(target.view, drop=key)
+
+
+def _check_write(target: _Target, operation: str, answer: Mapping[str, Any], *, version_id: str | None = None) -> None:
+    """PermanentError unless ``answer``, to a write on the target's secret, is Secrets Manager's.
+
+    botocore takes any HTTP 200 for a done write: a captive portal's page, an empty JSON object or an empty
+    body (secretsmanager.check_answer). Taken as done, finishSecret reported AWSCURRENT moved and its
+    revocation recorded while neither was, and createSecret a token stored that no version holds.
+    PutSecretValue: the secret and the version written, ``version_id`` (its ClientRequestToken);
+    UpdateSecretVersionStage: the secret; TagResource and UntagResource, which answer no body: the request id."""
+    if operation in ("TagResource", "UntagResource"):
+        check_request_id(target.api, target.where, operation, answer)
+    else:
+        check_answer(target.api, target.where, operation, answer, target.view.arn, version=version_id is not None,
+                     version_id=version_id)
 
 
 # -- the secret's rotation schedule -------------------------------------------------------------
@@ -1617,10 +1659,7 @@ def _write_due_time(target: _Target, token_id: str, text: str) -> None:
     """Write ``text`` into ``rotator:revoke:<token_id>``; a failure is logged (the next pass finds the
     same time and corrects it again)."""
     try:
-        with map_errors(target.where, "TagResource", secret_id=target.view.arn):
-            target.api.tag_resource(SecretId=target.view.arn,
-                                    Tags=[{"Key": REVOKE_TAG_PREFIX + token_id, "Value": text}])  # fmt: skip
-        _retag(target.view, add={REVOKE_TAG_PREFIX + token_id: text})
+        _tag(target, {REVOKE_TAG_PREFIX + token_id: text})
     except RotatorError as exc:
         logger.error("revoke-expired: could not write the corrected time of token %s (the next pass corrects it "
                      "again): %s", token_id, exc)  # fmt: skip
@@ -1774,9 +1813,7 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
                 continue
         env.checkpoint("revoked")
         try:
-            with map_errors(target.where, "UntagResource", secret_id=target.view.arn):
-                target.api.untag_resource(SecretId=target.view.arn, TagKeys=[REVOKE_TAG_PREFIX + token_id])
-            _retag(target.view, drop=REVOKE_TAG_PREFIX + token_id)
+            _untag(target, REVOKE_TAG_PREFIX + token_id)
         except RotatorError as exc:  # revoked all the same; revoking again next time is harmless
             logger.warning("revoke-expired: token %s is revoked but its record stays: %s", token_id, exc)
         logger.info("revoke-expired: revoked token %s of %s (grace over)%s", token_id, target.view.arn,
@@ -2069,6 +2106,7 @@ class _VersionRecords:
             # A page may hold fewer versions than asked for while more follow (NextToken).
             with map_errors(target.where, "ListSecretVersionIds", secret_id=target.view.arn):
                 answer = target.api.list_secret_version_ids(**request)
+            check_version_list(target.api, target.where, answer)
             listed.extend(answer.get("Versions", []))
             if not answer.get("NextToken"):
                 break
@@ -2245,12 +2283,8 @@ def _mark_refused(target: _Target, token_id: str) -> None:
     """Swap the claim for a visible ``rotator:attention:<id>`` tag: reported once, never retried."""
     attention, value = ATTENTION_TAG_PREFIX + token_id, "refused: not provably this policy's token"
     try:
-        with map_errors(target.where, "TagResource", secret_id=target.view.arn):
-            target.api.tag_resource(SecretId=target.view.arn, Tags=[{"Key": attention, "Value": value}])
-        _retag(target.view, add={attention: value})
-        with map_errors(target.where, "UntagResource", secret_id=target.view.arn):
-            target.api.untag_resource(SecretId=target.view.arn, TagKeys=[REVOKE_TAG_PREFIX + token_id])
-        _retag(target.view, drop=REVOKE_TAG_PREFIX + token_id)
+        _tag(target, {attention: value})
+        _untag(target, REVOKE_TAG_PREFIX + token_id)
     except RotatorError as exc:
         logger.warning("revoke-expired: could not mark the refused claim on token %s: %s", token_id, exc)
 

@@ -18,6 +18,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from rotator.adapters.aws import secretsmanager
 from rotator.adapters.aws.secretsmanager import (
     AwsSecretsManagerSettings,
     AwsSecretsManagerStore,
@@ -80,6 +81,13 @@ def version_id() -> str:
     return str(uuid.uuid4())
 
 
+def sent_as(monkeypatch: pytest.MonkeyPatch, version: str) -> str:
+    """Make ``version`` the ClientRequestToken the store's next write sends: Secrets Manager answers it as the
+    new version's VersionId, and the store refuses an answer naming any other version."""
+    monkeypatch.setattr(secretsmanager, "_own_version_id", lambda: version)
+    return version
+
+
 # VersionIds have 32-64 characters; the Stubber checks answers against the API model.
 ROTATION_TOKEN = f"rotation-token-{uuid.uuid4()}"  # opaque to rotator; AWS checks it
 V_NEW, V1, V_CUR, V_STUCK = (f"{label}-{uuid.uuid4()}" for label in ("new", "first", "current", "stuck"))
@@ -108,12 +116,12 @@ def test_unlabelled_versions_are_not_versions_for_rotator():
 # -- publish ---------------------------------------------------------------------------------------
 
 
-def test_publish_is_put_pending_then_move_current_then_drop_pending(stub):
+def test_publish_is_put_pending_then_move_current_then_drop_pending(stub, monkeypatch):
     current, rec = version_id(), record("tok-2")
     stub.add_response("describe_secret", described({current: ["AWSCURRENT"]}), {"SecretId": NAME})
     stub.add_response(
         "put_secret_value", {"ARN": ARN, "Name": NAME, "VersionId": V_NEW, "VersionStages": ["AWSPENDING"]},
-        {"SecretId": NAME, "ClientRequestToken": ANY, "SecretString": json.dumps(rec.payload()),
+        {"SecretId": NAME, "ClientRequestToken": sent_as(monkeypatch, V_NEW), "SecretString": json.dumps(rec.payload()),
          "VersionStages": ["AWSPENDING"]},
     )  # fmt: skip
     stub.add_response("update_secret_version_stage", {"ARN": ARN, "Name": NAME}, {
@@ -123,34 +131,79 @@ def test_publish_is_put_pending_then_move_current_then_drop_pending(stub):
     assert store_on(stub).publish(rec, current) == V_NEW
 
 
-def test_the_first_value_of_an_empty_secret_gets_awscurrent_from_aws(stub):
+def test_the_first_value_of_an_empty_secret_gets_awscurrent_from_aws(stub, monkeypatch, caplog):
     """AWS: PutSecretValue on a secret without versions attaches AWSCURRENT by itself."""
     rec = record("tok-1")
     stub.add_response("describe_secret", described({}, tags=[]), {"SecretId": NAME})
-    stub.add_response("put_secret_value", {"VersionId": V1, "VersionStages": ["AWSPENDING", "AWSCURRENT"]},
-                      {"SecretId": NAME, "ClientRequestToken": ANY, "SecretString": ANY,
-                       "VersionStages": ["AWSPENDING"]})
+    stub.add_response("put_secret_value", {"ARN": ARN, "Name": NAME, "VersionId": V1,
+                                           "VersionStages": ["AWSPENDING", "AWSCURRENT"]},
+                      {"SecretId": NAME, "ClientRequestToken": sent_as(monkeypatch, V1), "SecretString": ANY,
+                       "VersionStages": ["AWSPENDING"]})  # fmt: skip
     stub.add_response("describe_secret", described({V1: ["AWSPENDING", "AWSCURRENT"]}, tags=[]), {"SecretId": NAME})
-    stub.add_response("update_secret_version_stage", {}, {"SecretId": NAME, "VersionStage": "AWSPENDING",
-                                                          "RemoveFromVersionId": V1})  # fmt: skip
+    stub.add_response("update_secret_version_stage", {"ARN": ARN, "Name": NAME},
+                      {"SecretId": NAME, "VersionStage": "AWSPENDING", "RemoveFromVersionId": V1})
     stub.add_response("tag_resource", {}, {"SecretId": NAME, "Tags": MANAGED})
     assert store_on(stub).publish(rec, None) == V1
+    assert "could not remove AWSPENDING" not in caplog.text, "AWS's answers are all taken"
 
 
-def test_aws_refusing_the_move_is_a_conflict_and_leaves_no_awspending(stub):
+def test_aws_refusing_the_move_is_a_conflict_and_leaves_no_awspending(stub, monkeypatch, caplog):
     """RemoveFromVersionId makes the move a compare-and-set: AWS refuses it once AWSCURRENT moved."""
     current, theirs = version_id(), version_id()
     stub.add_response("describe_secret", described({current: ["AWSCURRENT"]}), {"SecretId": NAME})
-    stub.add_response("put_secret_value", {"VersionId": V_NEW}, {"SecretId": NAME, "ClientRequestToken": ANY,
-                      "SecretString": ANY, "VersionStages": ["AWSPENDING"]})  # fmt: skip
+    stub.add_response("put_secret_value", {"ARN": ARN, "Name": NAME, "VersionId": V_NEW},
+                      {"SecretId": NAME, "ClientRequestToken": sent_as(monkeypatch, V_NEW), "SecretString": ANY,
+                       "VersionStages": ["AWSPENDING"]})  # fmt: skip
     stub.add_client_error("update_secret_version_stage", "InvalidParameterException",
                           f"The staging label AWSCURRENT is attached to version {theirs}, not {current}.", 400)
     stub.add_response("describe_secret", described({theirs: ["AWSCURRENT"], current: ["AWSPREVIOUS"],
                                                     V_NEW: ["AWSPENDING"]}), {"SecretId": NAME})  # fmt: skip
-    stub.add_response("update_secret_version_stage", {}, {"SecretId": NAME, "VersionStage": "AWSPENDING",
-                                                          "RemoveFromVersionId": V_NEW})  # fmt: skip
+    stub.add_response("update_secret_version_stage", {"ARN": ARN, "Name": NAME},
+                      {"SecretId": NAME, "VersionStage": "AWSPENDING", "RemoveFromVersionId": V_NEW})
     with pytest.raises(ConflictError, match=f"expected AWSCURRENT on {current}, it is on {theirs}"):
         store_on(stub).publish(record("tok-2"), current)
+    assert "could not remove AWSPENDING" not in caplog.text, "AWSPENDING is removed"
+
+
+def test_a_put_answer_naming_another_version_than_the_token_sent_is_refused(stub, monkeypatch):
+    """Secrets Manager makes the ClientRequestToken the new version's VersionId: an answer naming another
+    version is not the answer to this write (nothing says the value went anywhere), and nothing is moved."""
+    current, sent, other = version_id(), sent_as(monkeypatch, f"rotator-{uuid.uuid4()}"), version_id()
+    stub.add_response("describe_secret", described({current: ["AWSCURRENT"]}), {"SecretId": NAME})
+    stub.add_response("put_secret_value", {"ARN": ARN, "Name": NAME, "VersionId": other,
+                                           "VersionStages": ["AWSPENDING"]},
+                      {"SecretId": NAME, "ClientRequestToken": sent, "SecretString": ANY,
+                       "VersionStages": ["AWSPENDING"]})  # fmt: skip
+    with pytest.raises(PermanentError) as caught:
+        store_on(stub).publish(record("tok-2"), current)
+    assert "to PutSecretValue is not Secrets Manager's" in str(caught.value), caught.value
+    assert f"it is version '{other}', not '{sent}', the ClientRequestToken sent" in str(caught.value), caught.value
+    assert "endpoint_url" in (caught.value.hint or "")
+
+
+def test_a_create_answer_naming_another_version_than_the_token_sent_is_refused(stub, monkeypatch):
+    sent, other = sent_as(monkeypatch, f"rotator-{uuid.uuid4()}"), version_id()
+    stub.add_client_error("describe_secret", "ResourceNotFoundException", "Secrets Manager can't find the secret", 400)
+    stub.add_response("create_secret", {"ARN": ARN, "Name": NAME, "VersionId": other},
+                      {"Name": NAME, "ClientRequestToken": sent, "SecretString": ANY, "Description": ANY,
+                       "Tags": ANY})  # fmt: skip
+    with pytest.raises(PermanentError, match=f"to CreateSecret is not Secrets Manager's .it is version '{other}', "
+                       f"not '{sent}', the ClientRequestToken sent"):
+        store_on(stub).publish(record("tok-1"), None)
+
+
+@pytest.mark.parametrize("answer", [
+    {"VersionId": V_CUR, "VersionStages": ["AWSCURRENT"]},
+    {"Name": NAME, "VersionId": V_CUR, "VersionStages": ["AWSCURRENT"]},
+], ids=["no ARN or Name", "no ARN"])  # fmt: skip
+def test_a_get_secret_value_answer_without_the_secrets_arn_and_name_is_refused(stub, answer):
+    """AWS and moto send the secret's ARN and Name with every GetSecretValue answer: one without them is
+    another server's, whatever it holds, and its value is not read as the secret's."""
+    stub.add_response("describe_secret", described({V_CUR: ["AWSCURRENT"]}), {"SecretId": NAME})
+    stub.add_response("get_secret_value", {**answer, "SecretString": json.dumps(record("tok-1").payload())},
+                      {"SecretId": NAME, "VersionStage": "AWSCURRENT"})
+    with pytest.raises(PermanentError, match="to GetSecretValue is not Secrets Manager's .without the ARN and Name"):
+        store_on(stub).read_current()
 
 
 def test_awspending_of_a_running_rotation_stops_the_store_before_any_write(stub):
@@ -347,7 +400,7 @@ def test_create_secret_passes_the_rotation_token_to_put_secret_value(stub, fake_
     """Cross-account rotation: Secrets Manager sends RotationToken; PutSecretValue must carry it."""
     token = str(uuid.uuid4())
     _create_secret_prelude(stub, fake_influxctl, token)
-    stub.add_response("put_secret_value", {"VersionId": token}, {
+    stub.add_response("put_secret_value", {"ARN": ARN, "Name": NAME, "VersionId": token}, {
         "SecretId": ARN, "ClientRequestToken": token, "SecretString": ANY, "VersionStages": ["AWSPENDING"],
         "RotationToken": ROTATION_TOKEN})  # fmt: skip
     event = {"Step": "createSecret", "SecretId": ARN, "ClientRequestToken": token,

@@ -567,9 +567,9 @@ class _FakeSecretsManager:
                 "VersionIdsToStages": self.stages}  # fmt: skip
 
     def get_secret_value(self, **kw: Any) -> Mapping[str, Any]:
-        if kw.get("VersionStage") == "AWSCURRENT" or kw.get("VersionId") == "v-cur":
-            return {"VersionId": "v-cur", "SecretString": self.text}
-        return {"VersionId": "v-pend", "SecretString": self.text}
+        # ARN and Name as Secrets Manager always sends them: an answer without them is refused as not its own.
+        version = "v-cur" if kw.get("VersionStage") == "AWSCURRENT" or kw.get("VersionId") == "v-cur" else "v-pend"
+        return {"ARN": self.ARN, "Name": "fuzz/influx", "VersionId": version, "SecretString": self.text}
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         def refuse(**kw: Any) -> Any:

@@ -69,9 +69,13 @@ message (redacted); never the SDK's exception text, never a token.
 botocore raises nothing for an HTTP 200 whose body is not Secrets Manager's JSON (a captive portal's page,
 a catch-all server, an empty body): so every answer acted on must show what Secrets Manager always sends,
 else PermanentError "the answer of <endpoint> to <operation> is not Secrets Manager's", never its body.
-DescribeSecret, UpdateSecretVersionStage and CreateSecret: the secret's ARN and Name, naming the secret
-asked for; GetSecretValue and PutSecretValue: a VersionId (the one asked for; VersionStages holding the
-stage asked for; ARN and Name, when given, this secret's); TagResource, which has no body: the request id.
+DescribeSecret, UpdateSecretVersionStage, CreateSecret, GetSecretValue and PutSecretValue: the secret's ARN
+and Name, naming the secret asked for; GetSecretValue, PutSecretValue and CreateSecret also a VersionId (the
+one asked for, or the ClientRequestToken sent, which Secrets Manager makes the VersionId; VersionStages
+holding the stage asked for); ListSecretVersionIds: its Versions list; TagResource and UntagResource, which
+have no body: the request id. The rotation function (rotator/runners/lambda_rotation.py) checks its own
+calls' answers with the same public checks (:func:`check_answer`, :func:`check_request_id`,
+:func:`check_version_list`).
 """
 
 from __future__ import annotations
@@ -127,6 +131,9 @@ __all__ = [
     "SecretsManagerAPI",
     "accepts_parameter",
     "boto3_client",
+    "check_answer",
+    "check_request_id",
+    "check_version_list",
     "client_error_code",
     "describe",
     "describe_answer",
@@ -635,7 +642,7 @@ def describe_answer(api: SecretsManagerAPI, secret_id: str, where: str) -> Mappi
             raise
     # Every read and write starts here: what it says of labels and tags is taken as the secret's only once
     # the answer names the secret asked for.
-    _check_answer(api, where, "DescribeSecret", answer, secret_id)
+    check_answer(api, where, "DescribeSecret", answer, secret_id)
     return answer
 
 
@@ -681,12 +688,9 @@ def _get_value(api: SecretsManagerAPI, request: Mapping[str, str], where: str) -
             if client_error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
-    _check_answer(api, where, "GetSecretValue", answer, request["SecretId"], named=False, version=True)
+    check_answer(api, where, "GetSecretValue", answer, request["SecretId"], version=True,
+                 version_id=request.get("VersionId"))
     version = answer["VersionId"]
-    asked = request.get("VersionId")
-    if asked is not None and version != asked:
-        raise _not_aws(api, where, "GetSecretValue", f"it is version {_shown(version)}, not {_shown(asked)}, the "
-                       "version asked for")
     stage = request.get("VersionStage")
     labels = answer.get("VersionStages")
     if stage is not None and labels is not None and (not isinstance(labels, list) or stage not in labels):
@@ -695,41 +699,53 @@ def _get_value(api: SecretsManagerAPI, request: Mapping[str, str], where: str) -
     return answer
 
 
-def _check_answer(
-    api: object, where: str, operation: str, answer: Mapping[str, Any], secret_id: str, *, named: bool = True,
-    version: bool = False,
+def check_answer(
+    api: object, where: str, operation: str, answer: Mapping[str, Any], secret_id: str, *, version: bool = False,
+    version_id: str | None = None,
 ) -> None:
     """PermanentError unless ``answer`` (to ``operation`` on ``secret_id``) is Secrets Manager's.
 
     botocore raises nothing for an HTTP 200 whose body is not Secrets Manager's JSON: it reads a body that
-    is not JSON as {"message": <body>} and an empty one as {}. What Secrets Manager always sends tells:
-    the secret's ARN and Name (``named``: required; else checked when given: an answer a test double made
-    may lack them), naming the secret asked for, and a VersionId (``version``)."""
+    is not JSON as {"message": <body>} and an empty one as {}. What Secrets Manager always sends (AWS and
+    moto alike) tells: the secret's ARN and Name, naming the secret asked for, and a VersionId
+    (``version``), which is ``version_id`` when given: the version asked for, or the ClientRequestToken a
+    write sent (Secrets Manager makes it the new version's id, so any other id is not this write's answer)."""
     arn, name = answer.get("ARN"), answer.get("Name")
-    if named or arn is not None or name is not None:
-        if not isinstance(arn, str) or not isinstance(name, str) or not arn or not name:
-            raise _not_aws(api, where, operation, f"{_status(answer)}without the ARN and Name of the secret, which "
-                           "Secrets Manager sends")
-        matched = _ARN.match(arn)
-        # AWS appends "-" and 6 characters to the name to make the ARN's resource part
-        whole = matched["name"] if matched is not None else ""
-        if matched is None or not _NAME.match(name) or whole[:-7] != name or not re.search(_ARN_SUFFIX, whole):
-            raise _not_aws(api, where, operation, "its ARN and Name are not a Secrets Manager secret's")
-        if not _names_secret(secret_id, arn, name):
-            raise _not_aws(api, where, operation, f"it names secret {_shown(arn)}, not {_shown(secret_id)}")
+    if not isinstance(arn, str) or not isinstance(name, str) or not arn or not name:
+        raise _not_aws(api, where, operation, f"{_status(answer)}without the ARN and Name of the secret, which "
+                       "Secrets Manager sends")
+    matched = _ARN.match(arn)
+    # AWS appends "-" and 6 characters to the name to make the ARN's resource part
+    whole = matched["name"] if matched is not None else ""
+    if matched is None or not _NAME.match(name) or whole[:-7] != name or not re.search(_ARN_SUFFIX, whole):
+        raise _not_aws(api, where, operation, "its ARN and Name are not a Secrets Manager secret's")
+    if not _names_secret(secret_id, arn, name):
+        raise _not_aws(api, where, operation, f"it names secret {_shown(arn)}, not {_shown(secret_id)}")
     if version:
         value = answer.get("VersionId")
         if not isinstance(value, str) or not value:
             raise _not_aws(api, where, operation, f"{_status(answer)}without the VersionId Secrets Manager sends")
+        if version_id is not None and value != version_id:
+            asked = "the version asked for" if operation == "GetSecretValue" else "the ClientRequestToken sent"
+            raise _not_aws(api, where, operation, f"it is version {_shown(value)}, not {_shown(version_id)}, {asked}")
 
 
-def _check_request_id(api: object, where: str, operation: str, answer: Mapping[str, Any]) -> None:
+def check_request_id(api: object, where: str, operation: str, answer: Mapping[str, Any]) -> None:
     """PermanentError unless ``answer`` carries the request id Secrets Manager gives every answer (its
-    x-amzn-RequestId header), for calls whose answer has no body to tell (TagResource). An answer without
-    botocore's ResponseMetadata made no HTTP exchange (a test double) and has nothing to show."""
+    x-amzn-RequestId header), for calls whose answer has no body to tell (TagResource, UntagResource). An
+    answer without botocore's ResponseMetadata made no HTTP exchange (a test double) and has nothing to show."""
     metadata = answer.get("ResponseMetadata")
     if isinstance(metadata, Mapping) and not metadata.get("RequestId"):
         raise _not_aws(api, where, operation, f"{_status(answer)}without the request id Secrets Manager sends")
+
+
+def check_version_list(api: object, where: str, answer: Mapping[str, Any]) -> None:
+    """PermanentError unless ListSecretVersionIds' ``answer`` holds the Versions list Secrets Manager always
+    sends (empty or not): a portal's {} read as "no versions" would leave no run id to prove a claim by.
+    Its ARN is not checked: moto answers the secret's name there."""
+    if not isinstance(answer.get("Versions"), list):
+        raise _not_aws(api, where, "ListSecretVersionIds", f"{_status(answer)}without the Versions list Secrets "
+                       "Manager sends")
 
 
 def _not_aws(api: object, where: str, operation: str, why: str) -> PermanentError:
@@ -965,7 +981,7 @@ class AwsSecretsManagerStore:
             return self._created_meanwhile(record, name)
         # Checked against the name created, not secret_id: a partial ARN of another account names another
         # secret than the one created, which the DescribeSecret below tells as such.
-        self._check("CreateSecret", answer, name, version=True)
+        self._check("CreateSecret", answer, name, version=True, version_id=request["ClientRequestToken"])
         version = str(answer["VersionId"])
         if self._describe() is None:  # e.g. a partial ARN of another account: the secret went elsewhere
             raise PermanentError(
@@ -1024,9 +1040,10 @@ class AwsSecretsManagerStore:
         answer = self._call("PutSecretValue", lambda api: api.put_secret_value(
             SecretId=self._settings.secret_id, ClientRequestToken=token,
             SecretString=json.dumps(record.payload()), VersionStages=[PENDING]))  # fmt: skip
-        # No VersionId: the value went nowhere (not Secrets Manager's answer), so there is no version to move to.
-        self._check("PutSecretValue", answer, named=False, version=True)
-        return str(answer["VersionId"])
+        # No VersionId, or another than the token sent: the value went nowhere (not Secrets Manager's answer),
+        # so there is no version to move to.
+        self._check("PutSecretValue", answer, version=True, version_id=token)
+        return token
 
     def _move_current(self, new: str, current: str) -> None:
         def move(api: SecretsManagerAPI) -> bool:
@@ -1101,7 +1118,7 @@ class AwsSecretsManagerStore:
                 ),
             )
             # TagResource answers with no body: only the request id tells Secrets Manager's answer.
-            _check_request_id(self._client(), self._location, "TagResource", answer)
+            check_request_id(self._client(), self._location, "TagResource", answer)
         except RotatorError as exc:
             # The value is published: say so, and let the engine retry (publishing again completes).
             raise TransientError(
@@ -1212,11 +1229,11 @@ class AwsSecretsManagerStore:
     def _count_request(self, **_event: Any) -> None:
         self._sent += 1  # returns None: botocore sends the request
 
-    def _check(self, operation: str, answer: Mapping[str, Any], secret_id: str | None = None, *, named: bool = True,
-               version: bool = False) -> None:
-        """:func:`_check_answer` of a write's answer, about ``secret_id`` (default: the store's)."""
-        _check_answer(self._client(), self._location, operation, answer, secret_id or self._settings.secret_id,
-                     named=named, version=version)
+    def _check(self, operation: str, answer: Mapping[str, Any], secret_id: str | None = None, *,
+               version: bool = False, version_id: str | None = None) -> None:
+        """:func:`check_answer` of a write's answer, about ``secret_id`` (default: the store's)."""
+        check_answer(self._client(), self._location, operation, answer, secret_id or self._settings.secret_id,
+                     version=version, version_id=version_id)
 
     def _call(self, operation: str, fn: Callable[[SecretsManagerAPI], T]) -> T:
         api = self._client()
