@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rotator.adapters.http.influxdb3 import InfluxDB3Issuer, InfluxDB3Settings
+from rotator.adapters.http.influxdb3 import VERIFY_QUERY_REQUESTS, InfluxDB3Issuer, InfluxDB3Settings
 from rotator.core.contracts import AdapterContext, MintRequest
 from rotator.core.errors import IssuerOutputError, PermanentError, TransientError
 from rotator.core.secret import Secret
@@ -140,10 +140,13 @@ def test_the_select_1_row_passes(body: str) -> None:
     assert handler.seen == [NEW]
 
 
-def test_verify_of_a_database_token_counts_two_requests() -> None:
+def test_verify_of_a_database_token_counts_two_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     issuer = resource(httpx.MockTransport(lambda req: httpx.Response(500)), DB_WRITE)
     assert issuer.requests_in_longest_call() == 2
     assert issuer.call_timeout_seconds == make("https://influx.invalid:8181").call_timeout_seconds
+    # Counted by verify itself, not only by the base of two that revoke needs
+    monkeypatch.setattr(InfluxDB3Issuer, "requests_per_call", 1)
+    assert issuer.requests_in_longest_call() == VERIFY_QUERY_REQUESTS == 2
 
 
 # ---------------------------------------------------------------------------------- resource tokens: the fake
