@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import requests
 
 from rotator.adapters.aws.secretsmanager import AwsSecretsManagerStore
 from rotator.core.errors import PermanentError, RotatorError, TransientError
 from tests.adapters.test_aws_secretsmanager import make_store, secret_name, stages, token_record, value_at
+from tests.adapters.test_vault_non_vault_answers import forward
 from tests.aws_server import MotoServer
 
 #: (status, Content-Type, body) of what answers in Secrets Manager's place
@@ -34,8 +34,6 @@ PORTALS: dict[str, Answer] = {
     "200 empty json object": (200, "application/json", b"{}"),
     "200 empty body": (200, "text/plain", b""),
 }
-#: Headers a proxy does not pass on as they are
-_HOP = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-encoding"})
 
 
 class _Ingress:
@@ -69,18 +67,7 @@ class _Ingress:
                 self.wfile.write(body)
 
             def _forward(self, body: bytes) -> None:
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-                with requests.Session() as session:
-                    session.trust_env = False
-                    answer = session.request(self.command, outer.upstream + self.path, headers=headers, data=body,
-                                             allow_redirects=False, timeout=30)  # fmt: skip
-                self.send_response(answer.status_code)
-                for name, value in answer.headers.items():
-                    if name.lower() not in _HOP:
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
+                forward(self, outer.upstream, body)
 
             do_GET = do_PUT = do_POST
 

@@ -47,6 +47,23 @@ Route = tuple[int, str, bytes] | bytes | str
 _HOP = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-encoding"})
 
 
+def forward(handler: http.server.BaseHTTPRequestHandler, upstream: str, body: bytes) -> None:
+    """Pass the request ``handler`` holds (its ``body`` read already) on to the server at ``upstream`` and
+    write that server's answer back, as a reverse proxy does."""
+    headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP}
+    with requests.Session() as session:
+        session.trust_env = False
+        answer = session.request(handler.command, upstream + handler.path, headers=headers, data=body,
+                                 allow_redirects=False, timeout=30)
+    handler.send_response(answer.status_code)
+    for name, value in answer.headers.items():
+        if name.lower() not in _HOP:
+            handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(answer.content)))
+    handler.end_headers()
+    handler.wfile.write(answer.content)
+
+
 def _json(status: int, body: object) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(body).encode()
 
@@ -83,18 +100,7 @@ class _Vaultish:
                 self.wfile.write(body)
 
             def _forward(self, upstream: str, body: bytes) -> None:
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-                with requests.Session() as session:
-                    session.trust_env = False
-                    answer = session.request(self.command, upstream + self.path, headers=headers, data=body,
-                                             allow_redirects=False, timeout=30)
-                self.send_response(answer.status_code)
-                for name, value in answer.headers.items():
-                    if name.lower() not in _HOP:
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
+                forward(self, upstream, body)
 
             do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 

@@ -330,6 +330,12 @@ def operator_token_id(hash_hex: str) -> str:
     return f"{OPERATOR}@{hash_hex[:OPERATOR_HASH_DIGITS].lower()}"
 
 
+def _decoy() -> Secret:
+    """A made-up token in InfluxDB 3's shape, a value no server issued: where the server refuses it, the
+    server checks tokens, and its answer to the new token says something about that token."""
+    return Secret("apiv3_rotator-decoy-" + secrets.token_urlsafe(32))
+
+
 def _value_hash(value: Secret) -> str:
     """The hex SHA-512 of a token's value: how the server hashes tokens (system.tokens shows its
     first 9 digits). Not secret (``influxdb3 show tokens`` prints it); the value never leaves here."""
@@ -521,7 +527,7 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
                 got = f"{len(rows)} row(s)" if len(rows) != 1 else "a row without the value 1"
                 raise IssuerOutputError(ERR_VERIFY_SELECT_1.format(database=database, got=got), hint=HINT_NO_ROWS)
             return
-        decoy = Secret("apiv3_rotator-decoy-" + secrets.token_urlsafe(32))  # a value no server issued
+        decoy = _decoy()
         with map_http_errors(f"{what}: check that SELECT 1 on {database!r} refuses an unknown token"):
             control = expect(self._query(decoy, database, VERIFY_SQL), 200, 401, 403)
         if control.status_code != 401:
@@ -548,7 +554,7 @@ class InfluxDB3Issuer(HttpIssuer[InfluxDB3Settings]):
         unchecked = []
         for endpoint in self._system_endpoints():
             path = f"/{endpoint}"
-            decoy = Secret("apiv3_rotator-decoy-" + secrets.token_urlsafe(32))  # a value no server issued
+            decoy = _decoy()
             with map_http_errors(f"{what}: check that {path} refuses an unknown token"):
                 control = expect(self._send("GET", path, headers=auth_header("Bearer", decoy)), 200, 401, 403)
             if control.status_code == 200:
