@@ -292,7 +292,20 @@ _dump_line = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def _dumps(record: Mapping[str, Any]) -> str:
-    return REDACTOR.redact(_dump_line(record))
+    # Each text is redacted before it is encoded: JSON escapes a value holding non-ASCII, '"' or '\\', and the
+    # redactor knows the value's text, not its escaped form. The whole line once more for the rest (keys, and
+    # what ``default=str`` makes of other objects).
+    return REDACTOR.redact(_dump_line(_redacted(record)))
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return REDACTOR.redact(value)
+    if isinstance(value, Mapping):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _target(url: str) -> str:

@@ -113,6 +113,17 @@ def test_a_token_value_that_reaches_an_event_is_redacted(tmp_path: Path) -> None
     assert value.reveal() not in text and "server echoed ***" in text
 
 
+@pytest.mark.parametrize("text", ['pä"ss\\wörd-0123456789', 'tok"en-with-a-quote-0123456789', "back\\slash-0123456789"])
+def test_a_secret_that_json_escapes_is_redacted_in_the_audit_line(tmp_path: Path, text: str) -> None:
+    # e.g. an operator's token file with a quote or an umlaut: JSON writes it escaped, as the redactor never saw it
+    value = Secret(text)
+    notifier = Notifier(_settings(tmp_path), tmp_path)
+    notifier(_event("rotate", "failed", error=f"server echoed {value.reveal()}", details={"said": [value.reveal()]}))
+    notifier.close(1)
+    record = json.loads((tmp_path / "audit.jsonl").read_text())
+    assert record["error"] == "server echoed ***" and record["details"] == {"said": ["***"]}
+
+
 @pytest.mark.parametrize(("step", "result", "kinds"), [
     ("published", "ok", {"success"}), ("rotate", "failed", {"failure"}), ("rotate", "needs_attention", {"failure"}),
     ("recover", "failed", {"failure"}), ("recover", "error", set()), ("publish", "partial", set()),
