@@ -234,3 +234,27 @@ def test_the_daemons_credentials_are_readable_by_its_one_shot_commands(fresh_hos
                 for i, a in enumerate(argv[:-1]))
     ]  # fmt: skip
     assert one_shots, "DAEMON.md shows how to run a one-shot command with the daemon's credentials"
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+                                  *sorted((ROOT / "deploy").glob("*/*.md"))], ids=lambda p: p.name)
+def test_no_documented_command_runs_a_relative_path_after_changing_directory(page: Path) -> None:
+    """docs/demo.md's one-liner made a venv in `v`, did `cd /`, then ran `v/bin/rotator`: not found (exit 127)
+    for everyone who copied it."""
+    wrong = []
+    for block in shell_blocks(page.read_text()):
+        for line in block.replace("\\\n", " ").splitlines():
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+            lexer.commenters = "#"
+            moved, first, after_cd = False, True, False
+            for word in lexer:
+                if word in ("&&", "||", ";", "|", "(", ")"):
+                    moved = moved or after_cd  # a bare `cd`: home
+                    first, after_cd = True, False
+                    continue
+                if first and moved and "/" in word and not word.startswith(("/", "$", "~")):
+                    wrong.append(line.strip())
+                if after_cd:  # `cd sub && sub-relative/path` is fine; `cd /` (or ~, $DIR) leaves the venv behind
+                    moved = moved or word.startswith(("/", "~", "$"))
+                first, after_cd = False, first and word == "cd"
+    assert not wrong, f"{page.name}: a relative command path after `cd` (use an absolute one): {wrong}"
