@@ -391,27 +391,35 @@ class Engine:
             if expect and self.journal.last_success_id(self.policy.name) != expect_last_run:
                 return self._nothing_to_do("recovery finished an interrupted rotation or another rotator rotated; "
                                            "nothing more to do", actions)
-            overdue: list[str] = []
+            unrevoked: list[str] = []
             if revoke_previous_now:
                 self._event("emergency", "start", None, reason=reason or "(none given)")
-                # What earlier runs left due and not revoked: above all the leaked token of an earlier
-                # emergency rotation whose revocation failed (pending in a backoff, or failed after its
-                # rounds). Running the emergency again once the cause is fixed must revoke it too, or
-                # say that it could not (_revoke_left_due), not only the token the first try minted.
-                now = self.clock.now()
-                overdue = [r.token_id for r in self.journal.unfinished_revocations(self.policy.name)
-                           if r.due_at <= now]
-            result = self._rotate_locked(emergency=revoke_previous_now)
+                # Every token this policy replaced and rotator has not revoked: the leaked one may be any
+                # of them. Above all the leaked token of an earlier emergency rotation that stopped: its
+                # revocation failed (pending in a backoff, or failed after its rounds), or it stopped
+                # before it (a store refused, a kill), so that recovery (just above, or the daemon's)
+                # rolled its run forward and scheduled the leaked token after grace like any other.
+                # Running the emergency again once the cause is fixed must revoke those too, or say that
+                # it could not (_revoke_left_due), not only the token the first try minted.
+                unrevoked = [r.token_id for r in self.journal.unfinished_revocations(self.policy.name)]
+            try:
+                result = self._rotate_locked(emergency=revoke_previous_now)
+            except RotatorError as exc:
+                if revoke_previous_now:
+                    self._say_still_valid(exc, unrevoked)
+                raise
             result.actions = actions + result.actions
             # the replaced token, and the journal's last published one when the stores named another
             # (Engine._publish_all): both were current until now. Their rows may be an earlier run's
             # (a token current again after an older version was restored).
             previous = [t for t in (result.old_token_id, result.also_revoked) if t]
-            earlier = [t for t in overdue if t not in previous]
+            earlier = [t for t in unrevoked if t not in previous]
             if result.state in RunState.SUCCESS and revoke_previous_now and (previous or earlier):
                 now = self.clock.now()
+                # (earlier ones due now too: one that fails below is then what `revoke-expired
+                # --retry-failed`, which the failure's hint names, tries at once, not after its grace)
                 for rev in self.journal.revocations(self.policy.name, "pending"):
-                    if rev.token_id in previous:
+                    if rev.token_id in previous or (rev.token_id in earlier and rev.due_at > now):
                         self.journal.update_revocation(rev, fence=self._fence, due_at=now, next_try_at=None)
                 self._event("emergency", "revoke_now", result.run_id, token_id=result.old_token_id,
                             also_revoke=result.also_revoked, earlier=earlier or None)
@@ -455,15 +463,29 @@ class Engine:
                         f"revoked {' and '.join(previous)} at once (grace skipped)" if previous
                         else "no previous token to revoke"))
                     if earlier:
-                        result.message += (f"; also revoked {', '.join(earlier)}, left due and not revoked by "
-                                           "an earlier run")
+                        result.message += (f"; also revoked {', '.join(earlier)}, left valid by an earlier run "
+                                           "(in its grace period, or its revocation failed)")
             return result
 
+    def _say_still_valid(self, exc: RotatorError, unrevoked: Sequence[str]) -> None:
+        """An emergency rotation that stopped before its revocation: its error says that the previous
+        token is still valid, and that the same command, once the cause is fixed, revokes it."""
+        try:
+            last_id = self.journal.last_success_id(self.policy.name)
+            last = self.journal.get_run(last_id) if last_id else None
+        except Exception:  # (the journal may be what failed: the error itself matters more than the ids)
+            last = None
+        valid = [t for t in (last.new_token_id if last else None, *unrevoked) if t]
+        tokens = f"the previous token(s) {', '.join(dict.fromkeys(valid))} are" if valid else "the previous token is"
+        exc.hint = (f"{exc.hint}; " if exc.hint else "") + (
+            f"{tokens} still valid and NOT revoked: fix the cause, then run the same emergency command again "
+            "(it finishes this run and revokes them), or revoke them with the issuer's own tool now")
+
     def _revoke_left_due(self, tokens: Sequence[str], tried: Sequence[str]) -> list[str]:
-        """An emergency rotation's pass over ``tokens``, the revocations earlier runs left due and not
-        done (pending or failed). Each one this run has not tried yet (``tried``: its actions; the pass
-        before the mint takes those whose backoff has ended) is tried once now, backoff or not, through
-        the same checks and fenced path as any revocation (:meth:`_revoke_one`)."""
+        """An emergency rotation's pass over ``tokens``, the revocations earlier runs left and not
+        done (pending, due or in their grace period, or failed). Each one this run has not tried yet
+        (``tried``: its actions; the pass before the mint takes those whose backoff has ended) is tried
+        once now, backoff or not, through the same checks and fenced path as any revocation (:meth:`_revoke_one`)."""
         actions: list[str] = []
         states: dict[str, StoreState] | None = None
         for rev in self.journal.unfinished_revocations(self.policy.name):

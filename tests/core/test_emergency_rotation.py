@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_rerun_after_fix import _read_only_on
 from tests.harness import make_scenario
 
 
@@ -56,8 +57,11 @@ def test_revoke_previous_now_revokes_at_once_and_is_audited(tmp_path: Path, open
     steps = sc.journal_rows("SELECT result, detail FROM events WHERE step = 'emergency' ORDER BY at")
     assert [s[0] for s in steps] == ["start", "revoke_now", "ok"]
     assert json.loads(steps[0][1])["reason"] == "token in a public gist"
-    # The earlier revocation (bootstrap token, grace 1 h) is untouched: only the previous token is rushed.
-    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is None
+    # The token before it (the bootstrap token, in its hour of grace) may be the leaked one as well: an emergency
+    # leaves no token of the policy valid but the new one.
+    assert f"also revoked {sc.bootstrap_id}, left valid by an earlier run" in result["message"], result["message"]
+    assert sc.fake.token_by_id(sc.bootstrap_id)["revoked_at"] is not None
+    assert [t["id"] for t in sc.fake.tokens() if t["revoked_at"] is None] == [result["new_token_id"]]
 
 
 def test_revoke_previous_now_for_all_policies(tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:
@@ -170,3 +174,38 @@ def test_the_emergency_again_revokes_the_token_an_earlier_one_left_valid(
     assert not sc.journal_rows("SELECT token_id FROM revocations WHERE state IN ('pending', 'failed')")
     events = sc.journal_rows("SELECT result, detail FROM events WHERE step = 'emergency' ORDER BY seq")
     assert json.loads(events[-1][1])["earlier"] == [leaked, first] and events[-1][0] == "ok"
+
+
+EMERGENCY = ("--revoke-previous-now", "--yes", "--reason", "leaked in a gist")
+
+
+@pytest.mark.parametrize("stop", ["a store refuses", "killed after publishing"])
+def test_an_emergency_that_stopped_before_its_revocation_revokes_the_leaked_token_when_run_again(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any, stop: str) -> None:
+    """The emergency stopped before it revoked (a second store refused; a kill -9 once the stores held the new
+    token). The same command again recovered the run, which scheduled the leaked token after its hour of grace
+    like any replaced token, then revoked only the harmless token the first try minted, and said ok (exit 0)
+    while the leaked one stayed valid."""
+    mirror = f"influx/{uuid.uuid4().hex[:10]}-mirror"
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=3600, attempts=1, second_store=mirror)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    leaked = sc.current()["token_id"]
+    if stop == "a store refuses":
+        token_file = sc.dir / "vault-token"
+        token_file.write_text(_read_only_on(openbao, sc.kv_path, mirror))
+        proc = sc.cli("rotate", sc.policy, *EMERGENCY)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        # the error says the leaked token is still valid, and what revokes it
+        hint = proc.stderr.split("fix:", 1)[1]
+        assert leaked in hint and "still valid and NOT revoked" in hint and "same emergency command again" in hint
+        token_file.write_text(openbao.root_token)  # the cause is fixed
+    else:
+        assert sc.cli("rotate", sc.policy, *EMERGENCY, crash_at="published").returncode < 0
+    proc = sc.cli("rotate", sc.policy, *EMERGENCY, "--output", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [result] = json.loads(proc.stdout)
+    assert leaked in result["message"].split("also revoked", 1)[1], result["message"]
+    assert sc.fake.token_by_id(leaked)["revoked_at"] is not None, "the leaked token is revoked"
+    assert [t["id"] for t in sc.fake.tokens() if t["revoked_at"] is None] == [result["new_token_id"]]
+    assert sc.fake.problem(sc.current()["token"]) is None, "the new token is published and works"
+    assert not sc.journal_rows("SELECT token_id FROM revocations WHERE state IN ('pending', 'failed')")
