@@ -1579,6 +1579,15 @@ class Engine:
                     run.published_versions[name] = version
             elif state.token_id is None and state.version == run.planned_versions.get(name):
                 continue  # as PLAN read it (no token named there: the old one came from the journal)
+            elif state.version is None:
+                # No secret there at all, where PLAN read one: the policy now points the store elsewhere
+                # (the fix for a path it could not write), or someone deleted it. Nobody's token is there to
+                # keep: the new one is published there, create-only (as into any new store), never over a
+                # secret that appears meanwhile.
+                self.log.warning("run %s: store %r holds no secret where the run's plan read version %s "
+                                 "(re-pointed or deleted since): publishing token %s there", run.run_id, name,
+                                 run.planned_versions.get(name), run.new_token_id)
+                run.published_versions = {k: v for k, v in run.published_versions.items() if k != name}
             elif state.token_id != run.old_token_id:
                 raise NeedsAttention(
                     f"run {run.run_id}: store {name!r} holds token {state.token_id}, neither the old "

@@ -48,6 +48,28 @@ def test_a_rotation_whose_second_store_refused_is_finished_by_the_same_command(
     settle(sc, check_invariants)
 
 
+def test_a_rotation_whose_second_store_refused_is_finished_once_the_policy_points_that_store_elsewhere(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:  # fmt: skip
+    """The fix for a path rotator may not write can be the policy's: the store pointed at a new, empty path.
+    Recovery read "no secret" there as a third token ("store 'mirror' holds token None"), told the operator
+    to roll back a secret that never existed, and every `rotate` or `recover` failed the same way."""
+    wrong, right = (f"influx/{uuid.uuid4().hex[:10]}-{name}" for name in ("wrong", "right"))
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, attempts=1, second_store=wrong)
+    token_file = sc.dir / "vault-token"
+    token_file.write_text(_read_only_on(openbao, sc.kv_path, wrong))
+    assert sc.cli("rotate", sc.policy).returncode == 1
+
+    token_file.write_text(openbao.root_token)
+    sc.write_policy(attempts=1, second_store=right)
+    again = sc.cli("rotate", sc.policy)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sc.versions()[-1]["token_id"] == sc.versions(right)[-1]["token_id"]
+    assert len(sc.versions(right)) == 2, "the interrupted run's token, then this rotation's, both published there"
+    check_invariants(sc)
+    wait_out_grace(sc)
+    settle(sc, check_invariants)
+
+
 def test_a_replacement_bootstrap_the_store_refused_is_done_by_the_same_command(
         tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:  # fmt: skip
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1, attempts=1)
