@@ -125,14 +125,16 @@ def test_a_schedule_expression_rotating_less_often_than_the_token_lives_is_refus
 
 def test_a_cron_schedule_whose_next_rotation_comes_after_the_new_token_s_expiry_is_refused(scene):
     token = _start(scene)
-    now = scene.clock.now()
+    # At the cron's hour, as AWS gives NextRotationDate: a window that opens at the time of day the test runs
+    # is cut at the end of its UTC day (_window_end), and read "window of 1h42m" when run at 22:17
+    at_three = scene.clock.now().replace(hour=3, minute=0, second=0, microsecond=0)
     late = _WithRules(scene.client(), {"ScheduleExpression": "cron(0 3 1 */3 ? *)", "Duration": "2h"},
-                      now + timedelta(days=45))  # fmt: skip
+                      at_three + timedelta(days=45))  # fmt: skip
     text = str(_refused(scene, token, late))
     assert "cron(0 3 1 */3 ? *)" in text and "until the next rotation, at" in text and "window of 2h" in text, text
     assert "31d1h1m" in text, text
     soon = _WithRules(scene.client(), {"ScheduleExpression": "cron(0 3 1 */3 ? *)", "Duration": "2h"},
-                      now + timedelta(days=29))  # fmt: skip
+                      at_three + timedelta(days=29))  # fmt: skip
     for step in STEPS:
         scene.step(step, token, client=soon)
     assert scene.stages()[token] == ["AWSCURRENT"]
