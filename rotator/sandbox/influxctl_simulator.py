@@ -608,7 +608,13 @@ def _pause(fault: dict[str, Any]) -> None:
     tmp = marker.with_name(f".{marker.name}.tmp")
     tmp.write_text(str(os.getpid()))
     tmp.replace(marker)
-    time.sleep(float(fault.get("seconds", 3600)))
+    ends = time.monotonic() + float(fault.get("seconds", 3600))
+    if "until" not in fault:
+        time.sleep(max(ends - time.monotonic(), 0))
+        return
+    release = Path(fault["until"])
+    while not release.exists() and time.monotonic() < ends:
+        time.sleep(0.02)
 
 
 # --- output -------------------------------------------------------------------------------------

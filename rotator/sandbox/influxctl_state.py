@@ -48,7 +48,8 @@ every read and every read-modify-write, and the file is replaced atomically)::
 Fault keys (see :meth:`FakeInfluxctl.add_fault`): ``command``, ``mode`` (one of
 :data:`FAULT_MODES`), ``times`` (default 1, decremented on use, ``-1`` = forever), ``code``
 (exit status, default 1), ``message`` (stderr text), ``seconds`` (hang/pause length, default
-3600), ``marker`` (file written by pause modes; it holds the fake's pid), ``output`` (garbage text).
+3600), ``marker`` (file written by pause modes; it holds the fake's pid), ``until`` (pause modes: the pause
+ends once this file exists, ``seconds`` at most), ``output`` (garbage text).
 """
 
 from __future__ import annotations
@@ -561,17 +562,19 @@ class FakeInfluxctl:
         """Queue a fault for ``command`` ("management create" ...); faults fire in order.
 
         Keyword options: ``code`` (int), ``message`` (str), ``seconds`` (float),
-        ``marker`` (path, for pause modes), ``output`` (str, for garbage).
+        ``marker`` (path, for pause modes), ``until`` (path, for pause modes: a test's release, so that
+        what it checks during the pause does not depend on the machine's speed), ``output`` (str, for garbage).
         """
         if command not in COMMANDS:
             raise ValueError(f"command must be one of {COMMANDS}")
         if mode not in FAULT_MODES:
             raise ValueError(f"mode must be one of {FAULT_MODES}")
-        unknown = set(kw) - {"code", "message", "seconds", "marker", "output"}
+        unknown = set(kw) - {"code", "message", "seconds", "marker", "until", "output"}
         if unknown:
             raise ValueError(f"unknown fault option(s): {sorted(unknown)}")
-        if "marker" in kw:
-            kw["marker"] = str(kw["marker"])
+        for key in ("marker", "until"):
+            if key in kw:
+                kw[key] = str(kw[key])
         with transaction(self.path) as state:
             state["faults"].append({"command": command, "mode": mode, "times": times, **kw})
 

@@ -729,8 +729,9 @@ def test_a_mint_that_finishes_after_recovery_closed_its_run_is_revoked_by_the_ru
     from tests.harness import live_tagged
 
     sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=2)
-    marker = tmp_path / "create-started"
-    sc.fake.add_fault("management create", "pause", seconds=4, marker=marker)
+    marker, release = tmp_path / "create-started", tmp_path / "create-may-land"
+    # the create lands once recovery has closed the run (a fixed pause made that a race on a loaded machine)
+    sc.fake.add_fault("management create", "pause", seconds=60, marker=marker, until=release)
     config = load_config(sc.config)
     journal = open_journal(config.journal_url())
     engine_a = Engine(config.policies[0], journal, lease_ttl=timedelta(seconds=2), holder="hostA:1:a:0")
@@ -741,12 +742,13 @@ def test_a_mint_that_finishes_after_recovery_closed_its_run_is_revoked_by_the_ru
             assert time.monotonic() < deadline and thread.is_alive(), outcome
             time.sleep(0.02)
         (run_id,) = sc.journal_rows("SELECT run_id FROM runs WHERE kind = 'rotate'")[0]
-        _wait_past_lease(sc, 0.2)  # the child is still inside its create (4 s)
+        _wait_past_lease(sc, 0.2)  # the child is still inside its create
         let_mint_window_pass(sc)
         proc = sc.cli("recover")
         assert proc.returncode == 0 and "none found" in proc.stdout, proc.stdout + proc.stderr
         assert not live_tagged(sc.fake.tokens(), sc.policy), "the create had not landed yet"
     finally:
+        release.touch()
         thread.join(90)
     assert isinstance(outcome.get("error"), LeaseLost), outcome
     journal.close()
