@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkable
@@ -48,6 +48,7 @@ __all__ = [
 # The data types are NamedTuples: immutable records compared by value, like frozen dataclasses,
 # but created ~8 times faster (~0.07 ms against ~0.5 ms each on CPython 3.11), which the AWS
 # Lambda function's cold start, importing them all, measures (bench/lambda_cold_import.py).
+
 
 class AdapterContext(NamedTuple):
     """What the core hands an adapter factory besides its settings."""
@@ -341,9 +342,11 @@ def call_timeout_of(issuer: object) -> float:
 
 
 #: what to do about a managed secret whose payload rotator cannot read (errors.MalformedPayload)
-MALFORMED_HINT = ("write a working token over it with "
-                  "`rotator bootstrap POLICY --replace --reason TEXT --token-file FILE --token-id ID` "
-                  "(docs/operations.md), or restore the secret's last good version in the store")
+MALFORMED_HINT = (
+    "write a working token over it with "
+    "`rotator bootstrap POLICY --replace --reason TEXT --token-file FILE --token-id ID` "
+    "(docs/operations.md), or restore the secret's last good version in the store"
+)
 
 
 class TokenRecord(NamedTuple):
@@ -386,9 +389,19 @@ class TokenRecord(NamedTuple):
         problem = token_id_problem(token_id)
         if problem is not None:
             raise bad("token_id", problem)
+        expires_at = payload.get("expires_at")
+        # Missing or null is "never expires", the one form payload() has ever written for it. Any other value
+        # that is not text was read as that too (0, false, "", [], {}), so an edit of the store could hide an
+        # expired token from sync's warning and the Lambda's expiry check; it is refused now.
+        if expires_at is not None and (not isinstance(expires_at, str) or not expires_at):
+            raise bad(
+                "expires_at",
+                f"is {_json_kind(expires_at)}, not an RFC 3339 time: write the expiry as a "
+                'string such as "2026-04-02T12:00:00Z", or null if the token never expires',
+            )
         try:
             created = _parse_iso(payload.get("created_at"))
-            expires = _parse_iso(payload.get("expires_at")) if payload.get("expires_at") else None
+            expires = _parse_iso(expires_at)
         except (TypeError, ValueError) as exc:
             raise bad("created_at/expires_at", f"is not an RFC 3339 time ({type(exc).__name__})") from None
         if created is None:
@@ -396,11 +409,55 @@ class TokenRecord(NamedTuple):
         return cls(
             value=Secret(value),
             token_id=token_id,
-            issuer=str(payload.get("issuer", "")),
-            policy=str(payload.get("policy", "")),
+            issuer=_payload_text(payload, "issuer", "the issuer's type (e.g. influxctl-management)", bad),
+            policy=_payload_text(payload, "policy", "the policy's name", bad),
             created_at=created,
             expires_at=expires,
         )
+
+
+def _payload_text(payload: Mapping[str, Any], key: str, what: str, bad: Callable[[str, str], Exception]) -> str:
+    """A payload's ``issuer`` or ``policy``: text, or "" where the payload does not name one.
+
+    Missing, null and "" are all "not named", which callers already handle (sync and the profile store
+    skip the issuer check, the engine reads the store as holding another policy's token). Anything else
+    went through str(): null became the policy named "None", 5 the policy "5". The message never quotes
+    the value (a payload with its fields swapped holds the token there)."""
+    value = payload.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise bad(key, f"is {_json_kind(value)}, not text: write {what} as a JSON string, or remove the key")
+    problem = _control_character_problem(value)
+    if problem is not None:
+        raise bad(key, f"{problem}; write {what} without it")
+    return value
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, in JSON's words, for a message that must not quote the value itself."""
+    if isinstance(value, bool):  # before int: bool is an int to Python
+        return "a JSON boolean"
+    if isinstance(value, int | float):
+        return "a JSON number"
+    if isinstance(value, str):
+        return "an empty string" if not value else "a JSON string"
+    if isinstance(value, Mapping):
+        return "a JSON object"
+    if isinstance(value, list | tuple):
+        return "a JSON array"
+    return f"a {type(value).__name__}"
+
+
+def _control_character_problem(text: str) -> str | None:
+    """Which control character ``text`` holds and where, without quoting the rest of it, or None."""
+    from rotator.core.one_line import one_line
+
+    shown = one_line(text)
+    if shown == text:
+        return None
+    at = next(i for i, (a, b) in enumerate(zip(text, shown, strict=False)) if a != b)
+    return f"holds a control character ({one_line(text[at])} at index {at})"
 
 
 #: the longest token id of any issuer's (a UUID, 16 hex digits, `_admin@<hash>`, an InfluxDB 3 token name
@@ -416,12 +473,9 @@ def token_id_problem(token_id: str) -> str | None:
     swapped) shown wherever ids are, unmasked. The text never quotes the id."""
     if len(token_id) > MAX_TOKEN_ID:
         return f"is {len(token_id)} characters long; no issuer's token id is over {MAX_TOKEN_ID}"
-    from rotator.core.one_line import one_line
-
-    shown = one_line(token_id)
-    if shown != token_id:
-        at = next(i for i, (a, b) in enumerate(zip(token_id, shown, strict=False)) if a != b)
-        return f"holds a control character ({one_line(token_id[at])} at index {at}); no issuer's token id does"
+    problem = _control_character_problem(token_id)
+    if problem is not None:
+        return f"{problem}; no issuer's token id does"
     if _influx_token_value().fullmatch(token_id):
         return "has the shape of a token value, not of an id (token and token_id swapped?)"
     return None
@@ -434,8 +488,10 @@ def _influx_token_value() -> re.Pattern[str]:
     matched rotator's own InfluxDB 3 token names (``rotator-eu.s.app-<run id>``)."""
     global _INFLUX_TOKEN_VALUE
     if _INFLUX_TOKEN_VALUE is None:  # compiled on first use: the Lambda's cold start imports this module
-        _INFLUX_TOKEN_VALUE = re.compile(r"M\.V\d+\.[A-Za-z0-9._~+/=-]{20,}|apiv\d_[A-Za-z0-9+/_-]{20,}={0,2}"
-                                         r"|[A-Za-z0-9+/_-]{86}==")
+        _INFLUX_TOKEN_VALUE = re.compile(
+            r"M\.V\d+\.[A-Za-z0-9._~+/=-]{20,}|apiv\d_[A-Za-z0-9+/_-]{20,}={0,2}"
+            r"|[A-Za-z0-9+/_-]{86}=="
+        )
     return _INFLUX_TOKEN_VALUE
 
 
