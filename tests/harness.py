@@ -33,6 +33,7 @@ from typing import Any
 import hvac
 
 from rotator.sandbox.influxctl_state import FakeInfluxctl
+from tests.cli_zygote import run_cli
 
 __all__ = [
     "FAKES", "INFLUXCTL", "REPO", "CliScenario", "Scenario", "make_scenario", "check_invariants",
@@ -181,8 +182,7 @@ token = {{ file = "vault-token" }}
 
     def cli(self, *args: str, crash_at: str | None = None, timeout: float = 90,
             log_level: str = "debug") -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(self.argv(*args, log_level=log_level), capture_output=True, text=True,
-                              env=self.env(crash_at), timeout=timeout, cwd=self.dir, stdin=subprocess.DEVNULL)
+        proc = run_cli(self.argv(*args, log_level=log_level), env=self.env(crash_at), timeout=timeout, cwd=self.dir)
         self.outputs += [proc.stdout, proc.stderr]
         return proc
 
