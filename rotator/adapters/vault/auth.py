@@ -75,10 +75,12 @@ else:  # imported on first use: loading a policy file needs the settings models 
 
 __all__ = [
     "DEFAULT_K8S_JWT_FILE",
+    "AnswerTooLarge",
     "AppRoleAuth",
     "AuthAPI",
     "HvacAPI",
     "KubernetesAuth",
+    "NoAnswerInTime",
     "TokenAuth",
     "VaultAPI",
     "VaultAuth",
@@ -173,12 +175,32 @@ def error_body(answer: requests.Response) -> tuple[Any, list[str] | None]:
     return body, errors
 
 
+class AnswerTooLarge(Exception):
+    """An answer longer than ``limit`` bytes (decoded): the store's session stops reading it there and uses
+    none of it (rotator/adapters/vault/kv2.py, MAX_ANSWER_BYTES). No answer of Vault's to the store is near
+    that size: something else answers at the store's url (a proxy, an ingress, a relay)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"an answer longer than {limit} bytes")
+        self.limit = limit
+
+
+class NoAnswerInTime(Exception):
+    """No complete answer within ``timeout_s`` of the request's start, its redirects included (the store's
+    session ends every request there: requests' own timeout bounds each read of the socket only)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"no complete answer within {timeout_s:g}s")
+        self.timeout_s = timeout_s
+
+
 def _unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` says that Vault did not answer (a connection error, a timeout) or answered that it
-    is unwell (:func:`transient_status`): nothing learned about the token, a retry may tell."""
+    """Whether ``exc`` says that Vault did not answer (a connection error, a timeout, an answer cut off at
+    the session's bounds) or answered that it is unwell (:func:`transient_status`): nothing learned about
+    the token, a retry may tell."""
     import requests  # hvac's transport, loaded with it by then: not imported with the settings models (issue 12)
 
-    return isinstance(exc, (requests.exceptions.RequestException, *transient_status()))
+    return isinstance(exc, (requests.exceptions.RequestException, AnswerTooLarge, NoAnswerInTime, *transient_status()))
 
 
 class CredentialStatus(TypedDict):
@@ -354,7 +376,8 @@ class _Refusals:
         """One login of ``key`` at a time, a lock per key (other Vaults and credentials do not wait): without
         it, the stores logging in at once (the run workers and the keep-alive thread) each looked at the
         registry before the first refusal was in it, and all sent the refused credential. A caller waits
-        ``wait`` seconds at most (a login is bounded by its client's timeout), then goes on regardless."""
+        ``wait`` seconds at most (a login is one request, which the store's session ends ``timeout_s`` after
+        its start: :func:`_login_wait`), then goes on regardless."""
         with self._lock:
             entry = self._sending.setdefault(key, _Sending())
             entry.users += 1
@@ -898,8 +921,11 @@ def _token_shaped(value: object) -> bool:
 
 
 def _login_wait(api: AuthAPI) -> float:
-    """How long a login through ``api`` may take (seconds): connecting, then reading the answer, each up
-    to the client's timeout (``api.timeout`` where it says; the store's default otherwise)."""
+    """How long a login through ``api`` may take (seconds). The store's session (kv2.hvac_client) ends a
+    request, redirects included, within its client's timeout (``api.timeout`` where it says; the store's
+    default otherwise), but for the name lookup (DNS), a connect to each of several addresses of the host and
+    a TLS handshake, which only the connect timeout bounds (a handshake's, each read): twice the timeout and a
+    second cover that."""
     timeout = getattr(api, "timeout", None)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         timeout = _DEFAULT_TIMEOUT_S
@@ -999,8 +1025,8 @@ class HvacAPI:
 
     @property
     def timeout(self) -> float | None:
-        """The timeout per request (seconds) the client was built with (hvac_client passes the one it
-        gives hvac: hvac has no public accessor for it), or None: bounds the wait for another store's
+        """The time limit of a whole request (seconds) the client was built with (hvac_client passes the
+        one it gives hvac: hvac has no public accessor for it), or None: bounds the wait for another store's
         login (:meth:`_Refusals.sending`)."""
         return self._timeout
 

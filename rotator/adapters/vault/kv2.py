@@ -61,8 +61,10 @@ window). A store's first read also reads the secret's metadata and, unless
 the secret sets max_versions, the mount's config (the max_versions and delete_version_after
 checks), and the login adds its own (token auth: one lookup-self). The HTTP client takes nothing
 from the environment (proxy variables, ``REQUESTS_CA_BUNDLE``, ``~/.netrc``): the settings alone
-decide. ``request_count`` is the number of HTTP requests the store sent
-(tests/adapters/test_store_requests.py asserts them).
+decide. It ends every request ``timeout_s`` after it started, redirects included, and reads at most
+:data:`MAX_ANSWER_BYTES` of an answer (:class:`_Deadline`): past either, a TransientError naming Vault's
+address (requests' own timeout bounds each read of the socket, not a request). ``request_count`` is the
+number of HTTP requests the store sent (tests/adapters/test_store_requests.py asserts them).
 
 Where ``mount`` points. ``mount`` is the engine's path as ``vault secrets list`` shows it (``secret``), not the
 API path (``secret/data``): written so, rotator would read and write the secret ``data/<path>`` of ``secret``.
@@ -87,11 +89,16 @@ never the SDK's text or a token.
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import io
 import json
 import logging
+import os
 import re
 import shlex
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -105,10 +112,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from rotator.adapters.transport import RequestCounter, http_address_problem, plain_http_warning, tls_verify_warning
 from rotator.adapters.vault.auth import (
+    AnswerTooLarge,
     AppRoleAuth,
     CredentialStatus,
     HvacAPI,
     KubernetesAuth,
+    NoAnswerInTime,
     NotVaultAnswer,
     TokenAuth,
     VaultAPI,
@@ -146,11 +155,14 @@ if TYPE_CHECKING:
     import hvac
     import hvac.exceptions
     import requests
+    import requests.adapters
+    import urllib3
 else:  # imported on first use: loading a policy file needs the settings models only (issue 12)
     hvac = lazy_sdk("hvac")
     requests = lazy_sdk("requests")
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
     "AppRoleAuth",
     "ClientFactory",
     "KubernetesAuth",
@@ -266,6 +278,22 @@ _HINT_REDIRECT_LOOP = (
     "check url: it must be the address of Vault's API itself; the server there (a proxy, a load balancer or an "
     "ingress rule) redirects the request back to where it came from; `curl -sI <url>/v1/sys/health` shows the "
     "Location it sends"
+)
+_ERR_TOO_LARGE = (
+    "{where}: the answer of {url} to {operation} {path} is longer than {limit} bytes, far more than Vault sends "
+    "for it: rotator stopped reading it there"
+)
+_HINT_TOO_LARGE = (
+    "check url: it must reach Vault's API itself, not a proxy, an ingress or a relay that answers in its place "
+    "(`curl -sI <url>/v1/sys/health` shows who answers); rotator retries"
+)
+_ERR_NO_ANSWER_IN_TIME = (
+    "{where}: no complete answer from {url} to {operation} {path} within timeout_s = {timeout:g} s (the limit of "
+    "the whole request, its redirects included)"
+)
+_HINT_NO_ANSWER_IN_TIME = (
+    "rotator retries; check that Vault answers at url promptly, and whatever stands between (a proxy or a load "
+    "balancer that holds an answer back or passes it on a little at a time); raise `timeout_s` if Vault is only slow"
 )
 _HINT_REDIRECT = (
     "set url to an address that answers itself: Vault's active node, or a load balancer in front of nodes that "
@@ -399,15 +427,267 @@ class VaultKV2Settings(BaseModel):
 ClientFactory = Callable[[VaultKV2Settings], VaultAPI]
 
 
-def _session(counter: RequestCounter, verify: bool | str) -> requests.Session:
-    """A session that counts every request it sends and takes nothing from the environment
+def _session(counter: RequestCounter, verify: bool | str, timeout_s: float) -> requests.Session:
+    """A session that counts every request it sends, bounds each one (``timeout_s`` for the whole request,
+    :data:`MAX_ANSWER_BYTES` of answer: :class:`_Deadline`) and takes nothing from the environment
     (``trust_env`` off: no proxy variables, no REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE, no ~/.netrc lookup
     per request). Its class is made on first use: a module-level subclass of ``requests.Session``
     would import requests whenever a policy file naming this store is loaded."""
-    session = _session_class()(counter)
+    session = _session_class()(counter, timeout_s)
     session.trust_env = False
     session.verify = verify  # hvac prefers the session's own verify over its argument
     return session
+
+
+#: The largest answer (bytes, once decoded) the store reads from Vault. Vault's answers to the store are a few KB
+#: (a secret's payload and metadata, a token's lookup, a login); a larger one comes from whatever else answers at
+#: ``url`` (a proxy, an ingress, a relay) and is cut off there (AnswerTooLarge), not held in memory whole. The bound
+#: of the HTTP issuers (MAX_ANSWER_BYTES of rotator/adapters/http/common.py), not imported from there: an adapter
+#: family imports no other (tests/core/test_layout.py), and that module imports httpx, which Vault does not need.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+#: The most bytes one read of an answer's body asks for; a read returns what has arrived (``read1``: one read of
+#: the socket), so the deadline is checked whenever data comes, however little.
+_READ_SIZE = 64 * 1024
+
+
+class _Deadline:
+    """The end of one request to Vault: ``timeout_s`` after it started, its redirects included.
+
+    requests' ``timeout`` bounds the connect and each read of the socket, not the request: a server that sent a
+    byte every half ``timeout_s`` held a call (a run, a daemon's worker) for ever. As in the HTTP issuers'
+    ``send`` (rotator/adapters/http/common.py), two things end it:
+
+    - the body is read in small reads (:data:`_READ_SIZE`), and the clock is checked after each;
+    - a watchdog shuts the connection's socket down at the deadline (:meth:`watching`), which ends a read that
+      blocks: the status line and headers (http.client reads them line by line, each read within the timeout).
+      The socket is learnt once connected, or before the answer is read for a connection the pool kept
+      (:func:`_transport_class`).
+
+    A connect is bounded by its own timeout, what is left of the deadline at most, and so is each read of a TLS
+    handshake, not the handshake: the socket is learnt from the connection's public ``connect()``, which returns
+    once the handshake is done, out of the watchdog's reach (a server that trickles its handshake, each read within
+    that timeout, holds a hop past the deadline). A hop that would start (a redirect) or finishes connecting
+    after the deadline sends nothing."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.ends = time.monotonic() + timeout_s
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        #: The watchdog shut the socket down: an answer that ends where the connection ends may be cut short
+        self.cut = False
+
+    def left(self) -> float:
+        return self.ends - time.monotonic()
+
+    @property
+    def expired(self) -> bool:
+        return self.cut or self.left() <= 0
+
+    def attach(self, sock: socket.socket) -> None:
+        """The socket the hop uses from now on; shut down at once if the deadline has passed."""
+        with self._lock:
+            self._socket = sock
+        if self.expired:
+            _shut(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.cut = True
+            sock = self._socket
+        if sock is not None:
+            _shut(sock)
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """One hop, ended at the deadline by the watchdog. Its socket is forgotten after: the pool may keep it."""
+        _WATCHDOG.add(self)
+        try:
+            yield
+        finally:
+            _WATCHDOG.remove(self)
+            with self._lock:
+                self._socket = None
+
+
+class _Watchdog:
+    """One thread that ends every hop at its deadline (:meth:`_Deadline.expire`). A ``threading.Timer`` per hop
+    started a thread per request to Vault: ~0.2 ms each, a quarter of a steady store operation on loopback
+    (bench/store_requests.py). It is woken only for a deadline earlier than the one it sleeps until."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # (its thread and a lock it held stay in the parent)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._watched: dict[int, _Deadline] = {}
+        self._wakes_at: float | None = None  # when the thread wakes next; None: asleep until notified, or gone
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._watched[id(deadline)] = deadline
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="vault-request-deadlines", daemon=True)
+                self._thread.start()
+            elif self._wakes_at is None or deadline.ends < self._wakes_at:
+                self._cond.notify()
+
+    def remove(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._watched.pop(id(deadline), None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for key, deadline in list(self._watched.items()):
+                    if deadline.ends <= now:
+                        del self._watched[key]
+                        deadline.expire()
+                self._wakes_at = min((d.ends for d in self._watched.values()), default=None)
+                self._cond.wait(None if self._wakes_at is None else self._wakes_at - now)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _shut(sock: socket.socket) -> None:
+    """Ends a read or write that blocks on ``sock`` (from another thread too). The socket's own class method:
+    ``ssl.SSLSocket.shutdown`` would also drop the TLS state under the thread that reads."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:  # closed already, or not connected
+        pass
+
+
+#: The deadline of the request the session sends now, in this thread (:meth:`CountingSession.send` sets it, the
+#: transport and its connections read it); None outside a request.
+_DEADLINE: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("vault_request_deadline", default=None)
+
+
+def _watch(sock: socket.socket) -> None:
+    """A socket a connection of the store's transport made or is about to read an answer from: the deadline's."""
+    deadline = _DEADLINE.get()
+    if deadline is not None:
+        deadline.attach(sock)
+
+
+def _read_answer(raw: urllib3.BaseHTTPResponse, deadline: _Deadline) -> bytes:
+    """The body of ``raw``, decoded, within the deadline and :data:`MAX_ANSWER_BYTES`; urllib3's exceptions as
+    requests' own (as ``Response.iter_content`` raises them)."""
+    import urllib3.exceptions
+
+    read = getattr(raw, "read1", raw.read)  # urllib3 before 2.2 has no read1: its read blocks until the watchdog
+    body = bytearray()
+    try:
+        while chunk := read(_READ_SIZE, decode_content=True):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(MAX_ANSWER_BYTES)
+            if deadline.expired and raw.length_remaining != 0:  # 0: all the Content-Length announced is here
+                raise NoAnswerInTime(deadline.timeout_s)
+    except urllib3.exceptions.ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from None
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from None
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from None
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from None
+    if deadline.cut and raw.length_remaining is None and not raw.chunked:
+        # Its end is the connection's, which the watchdog's shutdown ends too: maybe not the whole answer
+        raise NoAnswerInTime(deadline.timeout_s)
+    return bytes(body)
+
+
+@functools.cache
+def _transport_class() -> Callable[[float], requests.adapters.HTTPAdapter]:
+    """requests' HTTPAdapter whose hops keep to the request's :class:`_Deadline` and read at most
+    :data:`MAX_ANSWER_BYTES` of an answer. The body is read here, before requests sees the answer: requests
+    reads a redirect's body whole before it follows it. Made on first use, as the session's class."""
+    import requests.adapters
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class WatchedConnection(HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            _connected(self.sock)
+
+        def getresponse(self) -> Any:  # a connection of the pool was connected during another request
+            _watch(self.sock)
+            return super().getresponse()
+
+    class WatchedTLSConnection(HTTPSConnection):
+        def connect(self) -> None:  # returns after the TLS handshake: see _Deadline
+            super().connect()
+            _connected(self.sock)
+
+        def getresponse(self) -> Any:
+            _watch(self.sock)
+            return super().getresponse()
+
+    class WatchedPool(HTTPConnectionPool):
+        ConnectionCls = WatchedConnection
+
+    class WatchedTLSPool(HTTPSConnectionPool):
+        ConnectionCls = WatchedTLSConnection
+
+    class BoundedTransport(requests.adapters.HTTPAdapter):
+        def __init__(self, timeout_s: float) -> None:
+            self.timeout_s = timeout_s
+            super().__init__()
+
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": WatchedPool, "https": WatchedTLSPool}
+
+        def send(
+            self,
+            request: requests.PreparedRequest,
+            stream: bool = False,
+            timeout: Any = None,
+            verify: bool | str = True,
+            cert: Any = None,
+            proxies: Any = None,
+        ) -> requests.Response:
+            deadline = _DEADLINE.get() or _Deadline(self.timeout_s)
+            left = deadline.left()
+            if left <= 0:  # a redirect's hop after the deadline: not sent
+                raise NoAnswerInTime(deadline.timeout_s)
+            each = min(deadline.timeout_s, left)  # the connect's timeout, and each read's
+            with deadline.watching():
+                try:
+                    response = super().send(
+                        request, stream=stream, timeout=(each, each), verify=verify, cert=cert, proxies=proxies
+                    )
+                    try:
+                        body = _read_answer(response.raw, deadline)
+                    except BaseException:
+                        response.close()  # closes the connection: nothing more is read from it
+                        raise
+                except requests.exceptions.RequestException:
+                    if deadline.expired:  # a read, a connect or a handshake the deadline cut short
+                        raise NoAnswerInTime(deadline.timeout_s) from None
+                    raise
+            response.raw.release_conn()  # read to its end: the connection goes back to the pool
+            # requests reads a raw that is not urllib3's as is (no second decoding): .content, .json() read this
+            response.raw = io.BytesIO(body)
+            return response
+
+    return BoundedTransport
+
+
+def _connected(sock: socket.socket) -> None:
+    """A socket just connected (its TLS handshake done): watched, and nothing sent on it once the deadline has
+    passed."""
+    deadline = _DEADLINE.get()
+    if deadline is not None and deadline.expired:
+        sock.close()
+        raise NoAnswerInTime(deadline.timeout_s)
+    _watch(sock)
 
 
 class _RedirectRefused(Exception):
@@ -425,18 +705,34 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 @functools.cache
-def _session_class() -> Callable[[RequestCounter], requests.Session]:
+def _session_class() -> Callable[[RequestCounter, float], requests.Session]:
     class CountingSession(requests.Session):
-        def __init__(self, counter: RequestCounter) -> None:
+        def __init__(self, counter: RequestCounter, timeout_s: float) -> None:
             super().__init__()
             self.counter = counter
+            self.timeout_s = timeout_s
+            transport = _transport_class()(timeout_s)
+            self.mount("https://", transport)
+            self.mount("http://", transport)
+            # requests takes a session's cookies from an answer's urllib3 raw, which the transport replaced with
+            # the body it read: the answer's own jar (Response.cookies, filled before) gives them, as they came
+            self.hooks["response"].append(self._keep_cookies)
+
+        def _keep_cookies(self, response: requests.Response, **kwargs: Any) -> None:
+            self.cookies.update(response.cookies)
 
         def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
             self.counter.add(request.method or "")
             # hvac adds $VAULT_CLIENT_CERT / $VAULT_CLIENT_KEY to every request when no cert is given:
             # rotator's identity at Vault is its auth settings, never a certificate the host exported
             kwargs["cert"] = None
-            return super().send(request, **kwargs)
+            if _DEADLINE.get() is not None:  # a redirect's hop, sent from the first one's send: its deadline
+                return super().send(request, **kwargs)
+            started = _DEADLINE.set(_Deadline(self.timeout_s))
+            try:
+                return super().send(request, **kwargs)
+            finally:
+                _DEADLINE.reset(started)
 
         def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
             # requests strips only an Authorization header from a request redirected to another
@@ -500,7 +796,7 @@ def hvac_client(settings: VaultKV2Settings) -> VaultAPI:
         verify=verify,
         timeout=settings.timeout_s,
         namespace=settings.namespace,
-        session=_session(counter, verify),
+        session=_session(counter, verify, settings.timeout_s),
         adapter=_adapter_class(),
     )
     return _StoreAPI(client, counter, settings.timeout_s)
@@ -1313,6 +1609,16 @@ class VaultKV2Store:
         except NotVaultAnswer:
             message = _ERR_NOT_VAULT.format(where=self._location, url=url, operation=op.name, path=op.path)
             raise PermanentError(message, hint=_HINT_NOT_VAULT) from None
+        except AnswerTooLarge as exc:
+            message = _ERR_TOO_LARGE.format(
+                where=self._location, url=url, operation=op.name, path=op.path, limit=exc.limit
+            )
+            raise TransientError(message, hint=_HINT_TOO_LARGE) from None
+        except NoAnswerInTime as exc:
+            message = _ERR_NO_ANSWER_IN_TIME.format(
+                where=self._location, url=url, operation=op.name, path=op.path, timeout=exc.timeout_s
+            )
+            raise TransientError(message, hint=_HINT_NO_ANSWER_IN_TIME) from None
         except _RedirectRefused as exc:
             message = _ERR_REDIRECT.format(where=self._location, url=url, operation=op.name, path=op.path,
                                            target=exc.target)
