@@ -306,6 +306,9 @@ _BOOTSTRAP_ID_HINT = (
 )
 
 
+#: what a stopped emergency rotation's hint says of the tokens it left (Engine._say_still_valid)
+_STILL_VALID = "still valid and NOT revoked"
+
 class Engine:
     """Rotates one policy. Not thread-safe: one run of a policy at a time (the lease ensures it)."""
 
@@ -387,7 +390,12 @@ class Engine:
                 except _Replan:
                     self.log.info("the policy's lease changed hands since the preflight read; planning again")
         with self._lease("rotate"):
-            actions = self._recover_locked()
+            try:
+                actions = self._recover_locked()
+            except RotatorError as exc:
+                if revoke_previous_now:
+                    self._say_still_valid(exc)
+                raise
             if expect and self.journal.last_success_id(self.policy.name) != expect_last_run:
                 return self._nothing_to_do("recovery finished an interrupted rotation or another rotator rotated; "
                                            "nothing more to do", actions)
@@ -406,7 +414,7 @@ class Engine:
                 result = self._rotate_locked(emergency=revoke_previous_now)
             except RotatorError as exc:
                 if revoke_previous_now:
-                    self._say_still_valid(exc, unrevoked)
+                    self._say_still_valid(exc)
                 raise
             result.actions = actions + result.actions
             # the replaced token, and the journal's last published one when the stores named another
@@ -467,19 +475,24 @@ class Engine:
                                            "(in its grace period, or its revocation failed)")
             return result
 
-    def _say_still_valid(self, exc: RotatorError, unrevoked: Sequence[str]) -> None:
-        """An emergency rotation that stopped before its revocation: its error says that the previous
-        token is still valid, and that the same command, once the cause is fixed, revokes it."""
+    def _say_still_valid(self, exc: RotatorError) -> None:
+        """An emergency rotation that stopped before its revocation (in its recovery, or in its run): its
+        error says which tokens are still valid (the current one, and those replaced and not revoked, as the
+        journal says now: the run may have revoked some before it stopped), and that the same command, once
+        the cause is fixed, revokes them."""
+        if _STILL_VALID in exc.hint:  # (the same exception raised again)
+            return
         try:
             last_id = self.journal.last_success_id(self.policy.name)
             last = self.journal.get_run(last_id) if last_id else None
+            unrevoked = [r.token_id for r in self.journal.unfinished_revocations(self.policy.name)]
         except Exception:  # (the journal may be what failed: the error itself matters more than the ids)
-            last = None
+            last, unrevoked = None, []
         valid = [t for t in (last.new_token_id if last else None, *unrevoked) if t]
         tokens = f"the previous token(s) {', '.join(dict.fromkeys(valid))} are" if valid else "the previous token is"
         exc.hint = (f"{exc.hint}; " if exc.hint else "") + (
-            f"{tokens} still valid and NOT revoked: fix the cause, then run the same emergency command again "
-            "(it finishes this run and revokes them), or revoke them with the issuer's own tool now")
+            f"{tokens} {_STILL_VALID}: fix the cause, then run the same emergency command again (it revokes "
+            "them), or revoke them with the issuer's own tool now")
 
     def _revoke_left_due(self, tokens: Sequence[str], tried: Sequence[str]) -> list[str]:
         """An emergency rotation's pass over ``tokens``, the revocations earlier runs left and not
@@ -1583,7 +1596,8 @@ class Engine:
                 # No secret there at all, where PLAN read one: the policy now points the store elsewhere
                 # (the fix for a path it could not write), or someone deleted it. Nobody's token is there to
                 # keep: the new one is published there, create-only (as into any new store), never over a
-                # secret that appears meanwhile.
+                # secret that appears meanwhile, and not into one marked for another policy (as PLAN checks).
+                self._check_ownership(name, state)
                 self.log.warning("run %s: store %r holds no secret where the run's plan read version %s "
                                  "(re-pointed or deleted since): publishing token %s there", run.run_id, name,
                                  run.planned_versions.get(name), run.new_token_id)
