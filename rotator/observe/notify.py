@@ -292,20 +292,22 @@ _dump_line = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def _dumps(record: Mapping[str, Any]) -> str:
-    # Each text is redacted before it is encoded: JSON escapes a value holding non-ASCII, '"' or '\\', and the
-    # redactor knows the value's text, not its escaped form. The whole line once more for the rest (keys, and
-    # what ``default=str`` makes of other objects).
+    # Each text (keys, and the text ``default=str`` would make of other objects, included) is redacted before it
+    # is encoded: JSON escapes a value holding non-ASCII, '"' or '\\', and the redactor knows the value's text,
+    # not its escaped form. (The whole line once more: a second net, for what the walk cannot see.)
     return REDACTOR.redact(_dump_line(_redacted(record)))
 
 
 def _redacted(value: Any) -> Any:
     if isinstance(value, str):
         return REDACTOR.redact(value)
+    if value is None or isinstance(value, int | float):  # (bool is an int)
+        return value
     if isinstance(value, Mapping):
-        return {k: _redacted(v) for k, v in value.items()}
+        return {REDACTOR.redact(k) if isinstance(k, str) else k: _redacted(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redacted(v) for v in value]
-    return value
+    return REDACTOR.redact(str(value))
 
 
 def _target(url: str) -> str:
