@@ -385,3 +385,41 @@ def test_answers_of_a_real_openbao_are_read_as_before(
     version = store.publish(record, None)
     state = store.read_current()
     assert state.version == version and state.record == record and state.managed
+
+
+def test_a_host_whose_first_address_drops_connects_is_reached_at_its_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken route to a host's first address (IPv6 behind an AAAA record, say): requests waits out a connect
+    timeout there, then connects to the next. With connects counted in the deadline, the first address took all
+    of it and the second, connected, was refused: every request failed, whatever timeout_s."""
+    with _serving(_absent(gzipped=False, cookie=False), login=True, every=True) as vault:
+        port = vault.server.server_address[1]
+        hole = socket.socket()  # 127.0.0.2 at the same port: a full accept queue, so its SYNs are dropped
+        fillers = []
+        try:
+            hole.bind(("127.0.0.2", port))
+            hole.listen(0)
+            for _ in range(3):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.2", port))
+                fillers.append(filler)
+            time.sleep(0.2)
+            real = socket.getaddrinfo
+
+            def two_addresses(host: Any, *args: Any, **kwargs: Any) -> Any:
+                if host != "vault.test":
+                    return real(host, *args, **kwargs)
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("127.0.0.2", "127.0.0.1")]
+
+            monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+            store = _store(f"http://vault.test:{port}", tmp_path, timeout_s=1)
+            exc, elapsed = _outcome(store.read_current)
+        finally:
+            for filler in fillers:
+                filler.close()
+            hole.close()
+    # (each request pays the first address's connect timeout: this server closes its connections)
+    assert exc is None, exc
+    assert elapsed >= 1, "the first address was tried first"

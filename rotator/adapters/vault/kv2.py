@@ -463,11 +463,11 @@ class _Deadline:
       The socket is learnt once connected, or before the answer is read for a connection the pool kept
       (:func:`_transport_class`).
 
-    A connect is bounded by its own timeout, what is left of the deadline at most, and so is each read of a TLS
-    handshake, not the handshake: the socket is learnt from the connection's public ``connect()``, which returns
-    once the handshake is done, out of the watchdog's reach (a server that trickles its handshake, each read within
-    that timeout, holds a hop past the deadline). A hop that would start (a redirect) or finishes connecting
-    after the deadline sends nothing."""
+    A connect does not count (:meth:`paused`): each address has its own connect timeout, ``timeout_s``, and so
+    has each read of a TLS handshake, not the handshake: the socket is learnt from the connection's public
+    ``connect()``, which returns once the handshake is done, out of the watchdog's reach (a server that trickles
+    its handshake, each read within that timeout, holds a hop past the deadline). A hop that would start (a
+    redirect) after the deadline sends nothing."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
@@ -497,6 +497,22 @@ class _Deadline:
             sock = self._socket
         if sock is not None:
             _shut(sock)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """A connect: the name lookup, each of the host's addresses in turn (each with a connect timeout of
+        ``timeout_s``, as requests gives it), the TLS handshake. Its time does not count: with it counted, a host
+        whose first address drops connection attempts (a broken IPv6 route behind an AAAA record) spent the
+        whole deadline there, and its second address, which answered before, could never be reached."""
+        _WATCHDOG.remove(self)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.ends += time.monotonic() - started
+                self.cut = False  # (nothing was attached to shut while it connected)
+            _WATCHDOG.add(self)
 
     @contextmanager
     def watching(self) -> Iterator[None]:
@@ -613,7 +629,8 @@ def _transport_class() -> Callable[[float], requests.adapters.HTTPAdapter]:
 
     class WatchedConnection(HTTPConnection):
         def connect(self) -> None:
-            super().connect()
+            with _connecting():
+                super().connect()
             _connected(self.sock)
 
         def getresponse(self) -> Any:  # a connection of the pool was connected during another request
@@ -622,7 +639,8 @@ def _transport_class() -> Callable[[float], requests.adapters.HTTPAdapter]:
 
     class WatchedTLSConnection(HTTPSConnection):
         def connect(self) -> None:  # returns after the TLS handshake: see _Deadline
-            super().connect()
+            with _connecting():
+                super().connect()
             _connected(self.sock)
 
         def getresponse(self) -> Any:
@@ -657,11 +675,12 @@ def _transport_class() -> Callable[[float], requests.adapters.HTTPAdapter]:
             left = deadline.left()
             if left <= 0:  # a redirect's hop after the deadline: not sent
                 raise NoAnswerInTime(deadline.timeout_s)
-            each = min(deadline.timeout_s, left)  # the connect's timeout, and each read's
+            each = min(deadline.timeout_s, left)  # each read's timeout (a connect has timeout_s: _connecting)
             with deadline.watching():
                 try:
                     response = super().send(
-                        request, stream=stream, timeout=(each, each), verify=verify, cert=cert, proxies=proxies
+                        request, stream=stream, timeout=(deadline.timeout_s, each), verify=verify, cert=cert,
+                        proxies=proxies,
                     )
                     try:
                         body = _read_answer(response.raw, deadline)
@@ -678,6 +697,17 @@ def _transport_class() -> Callable[[float], requests.adapters.HTTPAdapter]:
             return response
 
     return BoundedTransport
+
+
+@contextmanager
+def _connecting() -> Iterator[None]:
+    """A connect of the request's hop, out of its deadline (:meth:`_Deadline.paused`)."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        yield
+        return
+    with deadline.paused():
+        yield
 
 
 def _connected(sock: socket.socket) -> None:
