@@ -27,6 +27,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from rotator.core.child_process import die_with_parent
+
 REPO = Path(__file__).resolve().parents[1]
 #: What the zygote imports before it serves: what `bootstrap`, `rotate`, `recover`, `revoke-expired`,
 #: `status`, `validate` and `inventory` load for the scenarios' stores and issuers.
@@ -59,6 +61,10 @@ def _serve(listener: socket.socket) -> dict[str, Any]:
     sel.register(sys.stdin.fileno(), selectors.EVENT_READ, "stdin")
     sel.register(wake_r, selectors.EVENT_READ, "child")
     waiting: dict[int, socket.socket] = {}
+    # a child dies with the zygote (SIGKILL), as a subprocess.run child is killed by its caller's timeout: a
+    # zygote killed mid-call leaves no CLI run acting on a scenario the test has left (resolved here, before any
+    # fork: the function a child calls takes no lock)
+    with_zygote = die_with_parent()
     while True:
         for key, _ in sel.select():
             if key.data == "stdin":
@@ -70,6 +76,8 @@ def _serve(listener: socket.socket) -> dict[str, Any]:
                     request = json.loads(stream.readline())
                 pid = os.fork()
                 if pid == 0:
+                    if with_zygote is not None:
+                        with_zygote()
                     sel.close()
                     for fd in (wake_r, wake_w, listener.fileno(), *(c.fileno() for c in waiting.values())):
                         os.close(fd)
@@ -77,8 +85,11 @@ def _serve(listener: socket.socket) -> dict[str, Any]:
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     request["answer_fd"] = conn.detach()
                     return request
-                conn.sendall(f"{pid}\n".encode())
                 waiting[pid] = conn
+                try:
+                    conn.sendall(f"{pid}\n".encode())
+                except OSError:  # the caller gave up meanwhile (its timeout): nobody waits for this call
+                    os.kill(pid, signal.SIGKILL)
             else:
                 os.read(wake_r, 4096)
         while waiting:
@@ -105,7 +116,10 @@ def _become(request: dict[str, Any]) -> list[str]:
     for fd, (path, flags) in enumerate(((os.devnull, os.O_RDONLY),
                                         (request["stdout"], os.O_WRONLY | os.O_TRUNC),
                                         (request["stderr"], os.O_WRONLY | os.O_TRUNC))):
-        opened = os.open(path, flags)
+        try:
+            opened = os.open(path, flags)
+        except OSError:  # the caller gave up and removed its output files: nobody waits for this call
+            os._exit(70)
         os.dup2(opened, fd)
         os.close(opened)
     sys.argv = [str(REPO / "rotator" / "runners" / "cli.py"), *request["args"]]
@@ -165,22 +179,25 @@ def run_cli(argv: list[str], *, env: dict[str, str], cwd: Path, timeout: float) 
     address = _ZYGOTE.address()
     out, err = (Path(tempfile.mkstemp(dir=os.path.dirname(address), prefix=f"{n}-")[1]) for n in ("out", "err"))
     request = {"args": argv[3:], "env": env, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.connect(address)
-        conn.sendall(json.dumps(request).encode() + b"\n")
-        conn.settimeout(timeout)
-        with conn.makefile("rb") as answer:
-            pid = int(answer.readline())
-            try:
-                line = answer.readline()
-            except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
-                raise subprocess.TimeoutExpired(argv, timeout, out.read_text(), err.read_text()) from None
-    assert line, "the CLI zygote went away"
-    result = subprocess.CompletedProcess(argv, int(line), out.read_text(), err.read_text())
-    out.unlink()
-    err.unlink()
-    return result
+    pid = None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(address)
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            conn.settimeout(timeout)
+            with conn.makefile("rb") as answer:
+                try:
+                    pid = int(answer.readline())
+                    line = answer.readline()
+                except TimeoutError:
+                    if pid is not None:
+                        os.kill(pid, signal.SIGKILL)
+                    raise subprocess.TimeoutExpired(argv, timeout, out.read_text(), err.read_text()) from None
+        assert line, "the CLI zygote went away (its child died with it)"
+        return subprocess.CompletedProcess(argv, int(line), out.read_text(), err.read_text())
+    finally:
+        out.unlink()
+        err.unlink()
 
 
 if __name__ == "__main__":
