@@ -1487,6 +1487,21 @@ def _finish_under_way(fresh: SecretView, labelled: Mapping[str, TokenRecord], no
     return record.token_id
 
 
+def _label_holders(target: _Target) -> dict[str, str]:
+    """The tokens AWSCURRENT and AWSPENDING hold now (DescribeSecret, then each one's value): token id ->
+    label. A version whose payload is not a token record holds none."""
+    fresh = describe(target.api, target.view.arn, target.where)
+    if fresh is None:
+        raise PermanentError(f"secret {target.view.arn} no longer exists")
+    held: dict[str, str] = {}
+    for stage in (CURRENT, PENDING):
+        version = fresh.version_with(stage)
+        if version is not None and (record := _lenient(read_stage(target.api, fresh.arn, stage, target.where,
+                                                                   version_id=version))) is not None:
+            held.setdefault(record.token_id, stage)
+    return held
+
+
 def _labelled_records(target: _Target) -> tuple[SecretView, dict[str, TokenRecord]]:
     """DescribeSecret now, and the record each labelled version holds (versions without one left out)."""
     fresh = describe(target.api, target.view.arn, target.where)
@@ -1729,6 +1744,14 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
         report.failed += due
         return report
     target.view = fresh
+    try:  # the labels as they are now too: a person may have moved AWSCURRENT back meanwhile (a rollback)
+        holders = {**_label_holders(target), **holders}
+    except RotatorError as exc:
+        logger.error("revoke-expired: %s: cannot read AWSCURRENT and AWSPENDING again before revoking, retried "
+                     "next time: %s", target.view.arn, exc)  # fmt: skip
+        report.failed += due
+        return report
+    report.held.update(holders)
     records_now = _revocation_records(fresh.tags)
     still_due = []
     due_at: dict[str, datetime] = {}
@@ -1800,6 +1823,23 @@ def _revoke_due(target: _Target, issuer: Issuer, current: TokenRecord, env: _Env
                 report.waiting += 1
                 continue
         if revocable:
+            # The last look at the labels before the revocation: the lookups above may have taken minutes, and a
+            # rollback (update-secret-version-stage moving AWSCURRENT back to this token's version) in them
+            # would leave AWSCURRENT holding a revoked token.
+            try:
+                now_held = _label_holders(target)
+            except RotatorError as exc:
+                logger.error("revoke-expired: token %s of %s: cannot read AWSCURRENT and AWSPENDING again before "
+                             "revoking it, retried next time: %s", token_id, target.view.arn, exc)  # fmt: skip
+                report.failed.append(token_id)
+                continue
+            if token_id in now_held:
+                logger.warning("revoke-expired: token %s is %s of %s now (moved there during this pass); not "
+                               "revoking it", token_id, now_held[token_id], target.view.arn)  # fmt: skip
+                holders.update(now_held)
+                report.held.update(now_held)
+                report.skipped.append(token_id)
+                continue
             try:
                 _issuer_call(partial(issuer.revoke, token_id, current.value), f"revoke {token_id}", target, issuer,
                              env, budget)  # fmt: skip
