@@ -378,10 +378,10 @@ def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, P
             f"the bundle of {policy_file} would not reproduce its validated policies",
             hint="this is a rotator bug: report it with the policy file (it holds no secrets)",
         )
-    from rotator.config.policy_source import output_write_error, write_replacing
+    from rotator.config.policy_source import output_write_error, write_output
 
     try:
-        write_replacing(output, text)  # (its mode follows the umask: no secret, read by whatever packages it)
+        write_output(output, text)  # (0644: no secret, read by whatever packages it)
     except OSError as exc:
         raise output_write_error(exc, output, what, hint="pass -o/--bundle a file path in an existing directory "
                                  "this user may write (default: beside the policy file)") from None

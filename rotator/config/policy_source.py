@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from stat import S_IMODE, S_ISDIR, S_ISREG, S_ISVTX, S_IWGRP, S_IWOTH
@@ -144,6 +145,34 @@ def write_replacing(output: Path, text: str, *, private: bool = False) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def write_output(path: Path, text: str, *, private: bool = False) -> None:
+    """``text`` into ``path``, a file a command writes on request (``report --output-file``, ``bundle -o``),
+    whole or not at all: written to a new file beside it, then moved over it (:func:`write_replacing`, with
+    ``private``), so that a full disk or a kill leaves the file it replaces as it was. A symbolic link's target
+    is what is replaced; a FIFO or a device (/dev/stdout, a shell's ``>(...)``, /dev/null), which cannot be
+    replaced, is written to: a rename over it replaced the host's device node for every process when run as
+    root (``bundle -o /dev/null``). OSError as writing raises it."""
+    # This process's own stdout or stderr, whatever the shell made it (a pipe, or a file opened with >>):
+    # written to as it is. Resolved, /dev/stdout names a pipe no rename can reach, or the file of a >>,
+    # which the replacement below would wipe (and leave 0600).
+    stream = {"/dev/stdout": sys.stdout, "/dev/fd/1": sys.stdout, "/proc/self/fd/1": sys.stdout,
+              "/dev/stderr": sys.stderr, "/dev/fd/2": sys.stderr, "/proc/self/fd/2": sys.stderr}.get(
+        os.path.abspath(path))
+    if stream is not None:
+        stream.write(text)
+        stream.flush()
+        return
+    try:
+        mode = os.stat(path).st_mode  # (through links: what a write would reach)
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not S_ISREG(mode):
+        with open(path, "w", encoding="utf-8") as out:  # a FIFO, a device, a shell's >(...); a directory raises
+            out.write(text)
+        return
+    write_replacing(Path(os.path.realpath(path)), text, private=private)
 
 
 # -- who else may change a file rotator trusts ------------------------------------------------------

@@ -1527,37 +1527,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _write_whole(path: Path, text: str) -> None:
-    """``text`` into ``path``, whole or not at all: written to a new file beside it, then moved over it (as
-    the policy bundle is), so that a full disk or a kill leaves the file it replaces as it was, not a
-    report cut short. A symbolic link's target is what is replaced; a FIFO or a device (/dev/stdout, a
-    shell's ``>(...)``), which cannot be replaced, is written to. OSError as writing raises it.
+    """``text`` into ``path`` whole or not at all, mode 0600 (a report names token ids and holds masked
+    errors): :func:`rotator.config.policy_source.write_output`."""
+    from rotator.config.policy_source import write_output
 
-    The file is created mode 0600 whatever the umask: a report names token ids and holds masked errors.
-    Its temporary name is random and created exclusively (policy_source.write_replacing): no file planted
-    at a name known in advance can make the report fail, and no link there is followed."""
-    import stat  # (here: only this command writes a file, and the CLI's start stays light)
-
-    from rotator.config.policy_source import write_replacing
-
-    # This process's own stdout or stderr, whatever the shell made it (a pipe, or a file opened with >>):
-    # written to as it is. Resolved, /dev/stdout names a pipe no rename can reach, or the file of a >>,
-    # which the replacement below would wipe (and leave 0600).
-    stream = {"/dev/stdout": sys.stdout, "/dev/fd/1": sys.stdout, "/proc/self/fd/1": sys.stdout,
-              "/dev/stderr": sys.stderr, "/dev/fd/2": sys.stderr, "/proc/self/fd/2": sys.stderr}.get(
-        os.path.abspath(path))
-    if stream is not None:
-        stream.write(text)
-        stream.flush()
-        return
-    try:
-        mode = os.stat(path).st_mode  # (through links: what a write would reach)
-    except FileNotFoundError:
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode):
-        with open(path, "w", encoding="utf-8") as out:  # a FIFO, a device, a shell's >(...); a directory raises
-            out.write(text)
-        return
-    write_replacing(Path(os.path.realpath(path)), text, private=True)
+    write_output(path, text, private=True)
 
 
 def _listed(values: Sequence[str]) -> str:

@@ -373,3 +373,24 @@ def test_decode_refuses_what_does_not_fit(data: dict[str, object]) -> None:
 def test_decode_runs_the_dataclass_checks() -> None:
     with pytest.raises(ValueError, match="exactly one of `file` or `env`"):
         decode(CredentialRef, {"file": "/a", "env": "B"})
+
+
+def test_a_bundle_written_to_a_fifo_or_through_a_link_leaves_them_as_they_are(policy_file: Path) -> None:
+    """`bundle -o` renamed its file over whatever was there: a FIFO, a symbolic link, and (as root) a device
+    node such as /dev/null became a regular file, for every process on the host. They are written to, or
+    through, as `report --output-file` does."""
+    import stat
+    import threading
+
+    fifo = policy_file.parent / "bundle.fifo"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_bundle(policy_file, fifo)
+    reader.join(10)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and json.loads(got[0])["policies"]
+    target, link = policy_file.parent / "real-bundle.json", policy_file.parent / "bundle-link.json"
+    link.symlink_to(target.name)
+    write_bundle(policy_file, link)
+    assert link.is_symlink() and json.loads(target.read_text())["policies"]
