@@ -20,6 +20,9 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "apscheduler": "daemon",
     "prometheus_client": "daemon",
     "hvac": "vault",
+    # (the Vault store bounds its requests through their public API; hvac brings both, boto3 urllib3 too)
+    "requests": "vault",
+    "urllib3": "vault",
     "boto3": "aws",
     "botocore": "aws",
     "httpx": "http",
