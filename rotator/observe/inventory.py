@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
 import tomllib
@@ -60,6 +61,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from rotator.config import registry
@@ -1081,6 +1083,33 @@ def url_target(url: str, kind: str, token_file: str, *, org_id: str | None = Non
     return Target(f"{kind}:{mask_tokens(url)}", kind, [(None, issuer, lambda: None)], where)
 
 
+#: The largest influxctl config.toml read (a few KB in practice), as the policy file's bound
+_MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+class _NotAConfig(OSError):
+    """A path that names no regular file of a config's size: a FIFO (an open would wait for a writer), a device
+    (/dev/zero never ends), a directory, a huge file."""
+
+
+def _read_config_file(path: Path) -> bytes:
+    """``path``'s bytes: opened without blocking, a regular file of at most :data:`_MAX_CONFIG_BYTES`."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotAConfig("a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+        with open(fd, "rb", closefd=False) as fh:
+            data = fh.read(_MAX_CONFIG_BYTES + 1)
+        if len(data) > _MAX_CONFIG_BYTES:
+            raise _NotAConfig(f"larger than {_MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
+        return data
+    finally:
+        os.close(fd)
+
+
 def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str = "influxctl") -> list[Target]:
     """``PATH[:NAME]``: an influxctl config file's profile; its management tokens, and its database
     tokens when a management token is in a file (``token_file``) or the profile names an admin token file."""
@@ -1095,9 +1124,11 @@ def influxctl_profile_targets(spec: str, token_file: str | None, influxctl: str 
         path_text, name = spec, ""
     path = Path(path_text).expanduser()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_read_config_file(path).decode("utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--influxctl-profile {path}: cannot read it as an influxctl config ({type(exc).__name__})",
+        # (TOML's own message says where, "... (at line 3, column 9)", and quotes no value of the file)
+        why = str(exc) if isinstance(exc, tomllib.TOMLDecodeError | _NotAConfig) else type(exc).__name__
+        raise ConfigError(f"--influxctl-profile {path}: cannot read it as an influxctl config ({why})",
                           hint="give PATH[:PROFILE] of an influxctl config.toml") from None
     listed = data.get("profile", [])
     if not isinstance(listed, list):

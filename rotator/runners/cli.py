@@ -340,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name_policy_file(getattr(args, "config", None) if args.command != "sync" else None)
     try:
         _refuse_unused_options(args)
+        _refuse_empty_paths(args)
         problem = check_env_log_level(args.log_level)
         if problem is not None:  # status and plan may configure no logging at all: checked here for all
             raise ConfigError(problem, hint=f"set {LOG_LEVEL_ENV} to one of {', '.join(LOG_LEVELS)}, or unset it "
@@ -433,6 +434,19 @@ def _refuse_unused_options(args: argparse.Namespace) -> None:
         if option is not None and value != unused.accepted:
             raise ConfigError(f"rotator {args.command}: {option} {value} does not apply to this command: {unused.why}",
                               hint=unused.hint)
+
+
+#: The options that name a file to write: an empty value read as "not given" (logs to stderr only, the report
+#: to stdout, the bundle beside the policy file), so a `--log-file "$LOG"` with LOG unset lost the log file.
+_PATH_OPTIONS = {"log_file": "--log-file", "output_file": "--output-file", "bundle_file": "-o/--bundle"}
+
+
+def _refuse_empty_paths(args: argparse.Namespace) -> None:
+    """ConfigError (exit 2) for a file option given an empty value."""
+    for dest, option in _PATH_OPTIONS.items():
+        if getattr(args, dest, None) == "":
+            raise ConfigError(f"{option} is empty (an unset shell variable?)",
+                              hint=f"give {option} a file path, or leave the option out")
 
 
 def _interrupted(exc: BaseException) -> bool:

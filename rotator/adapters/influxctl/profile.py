@@ -1286,7 +1286,7 @@ def _os_error(exc: OSError, message: str) -> ConfigError | PermanentError | Tran
         return PermanentError(message, hint="check that rotator's user may read the file and its directory")
     if isinstance(exc, _NotRegularFile) or exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
         # the path names no file (a directory, a file where a directory should be): no retry fixes that
-        return ConfigError(message, hint="point the profile store's `path` (or sync's --config) at the "
+        return ConfigError(message, hint="point the profile store's `config` (or sync's --config) at the "
                                          "influxctl config.toml file itself")
     return TransientError(message, hint="rotator retries; check the file system")
 
