@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import types
 import typing
@@ -311,6 +312,23 @@ def _refuse_to_overwrite(output: Path, what: str, policy_file: Path, journal_url
                         "file, named after it)")
 
 
+def _refuse_special(output: Path, what: str) -> None:
+    """ConfigError for an ``output`` that is a FIFO, a device or a socket: the bundle's file is moved over what is
+    at its name (a symbolic link there is replaced, not written through: tests/config/test_bundle_symlink.py), and
+    moved over a device node it replaced that node for every process on the host (as root, `bundle -o
+    /dev/null`)."""
+    import stat
+
+    try:
+        mode = os.lstat(output).st_mode
+    except OSError:  # (absent, or unreadable: the write says why)
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+        raise ConfigError(f"{what} {output} is not a regular file (a FIFO, a device or a socket): the bundle "
+                          "would replace it", hint="pass -o/--bundle the path of a file; `rotator validate FILE` "
+                          "checks a policy file without writing anything")
+
+
 def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, PolicyBundle]:
     """Validate ``policy_file`` and write its bundle (default: beside it); PolicyFileError if invalid,
     ConfigError if a policy the function would serve has an issuer it cannot rotate (:func:`refuse_in_lambda`).
@@ -378,10 +396,11 @@ def write_bundle(policy_file: Path, output: Path | None = None) -> tuple[Path, P
             f"the bundle of {policy_file} would not reproduce its validated policies",
             hint="this is a rotator bug: report it with the policy file (it holds no secrets)",
         )
-    from rotator.config.policy_source import output_write_error, write_output
+    from rotator.config.policy_source import output_write_error, write_replacing
 
+    _refuse_special(output, what)
     try:
-        write_output(output, text)  # (0644: no secret, read by whatever packages it)
+        write_replacing(output, text)  # (0644: no secret, read by whatever packages it)
     except OSError as exc:
         raise output_write_error(exc, output, what, hint="pass -o/--bundle a file path in an existing directory "
                                  "this user may write (default: beside the policy file)") from None

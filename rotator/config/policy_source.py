@@ -148,12 +148,12 @@ def write_replacing(output: Path, text: str, *, private: bool = False) -> None:
 
 
 def write_output(path: Path, text: str, *, private: bool = False) -> None:
-    """``text`` into ``path``, a file a command writes on request (``report --output-file``, ``bundle -o``),
-    whole or not at all: written to a new file beside it, then moved over it (:func:`write_replacing`, with
-    ``private``), so that a full disk or a kill leaves the file it replaces as it was. A symbolic link's target
-    is what is replaced; a FIFO or a device (/dev/stdout, a shell's ``>(...)``, /dev/null), which cannot be
-    replaced, is written to: a rename over it replaced the host's device node for every process when run as
-    root (``bundle -o /dev/null``). OSError as writing raises it."""
+    """``text`` into ``path``, a file a command writes on request (``report --output-file``), whole or not at
+    all: written to a new file beside it, then moved over it (:func:`write_replacing`, with ``private``), so
+    that a full disk or a kill leaves the file it replaces as it was. A symbolic link's target is what is
+    replaced; a FIFO or a device (/dev/stdout, a shell's ``>(...)``, /dev/null), which cannot be replaced, is
+    written to. (``bundle -o`` replaces a link and refuses the rest: policy_bundle._refuse_special.) OSError
+    as writing raises it."""
     # This process's own stdout or stderr, whatever the shell made it (a pipe, or a file opened with >>):
     # written to as it is. Resolved, /dev/stdout names a pipe no rename can reach, or the file of a >>,
     # which the replacement below would wipe (and leave 0600).

@@ -375,22 +375,26 @@ def test_decode_runs_the_dataclass_checks() -> None:
         decode(CredentialRef, {"file": "/a", "env": "B"})
 
 
-def test_a_bundle_written_to_a_fifo_or_through_a_link_leaves_them_as_they_are(policy_file: Path) -> None:
-    """`bundle -o` renamed its file over whatever was there: a FIFO, a symbolic link, and (as root) a device
-    node such as /dev/null became a regular file, for every process on the host. They are written to, or
-    through, as `report --output-file` does."""
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_a_bundle_is_never_moved_over_a_fifo_or_a_device(policy_file: Path, kind: str) -> None:
+    """`bundle -o` renamed its file over whatever was at the name: as root, `bundle -o /dev/null` replaced the
+    host's device node for every process. Refused now, the node left as it is (a link there is still replaced,
+    not written through: tests/config/test_bundle_symlink.py). (No device node here: a regression would replace
+    it, and making one needs root.)"""
+    import socket
     import stat
-    import threading
 
-    fifo = policy_file.parent / "bundle.fifo"
-    os.mkfifo(fifo)
-    got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
-    reader.start()
-    write_bundle(policy_file, fifo)
-    reader.join(10)
-    assert stat.S_ISFIFO(fifo.stat().st_mode) and json.loads(got[0])["policies"]
-    target, link = policy_file.parent / "real-bundle.json", policy_file.parent / "bundle-link.json"
-    link.symlink_to(target.name)
-    write_bundle(policy_file, link)
-    assert link.is_symlink() and json.loads(target.read_text())["policies"]
+    node = policy_file.parent / f"bundle.{kind}"
+    listener = socket.socket(socket.AF_UNIX)
+    if kind == "fifo":
+        os.mkfifo(node)
+    else:
+        listener.bind(str(node))
+    try:
+        before = node.stat()
+        with pytest.raises(ConfigError, match="is not a regular file .* the bundle would replace it"):
+            write_bundle(policy_file, node)
+        after = node.stat()
+    finally:
+        listener.close()
+    assert (after.st_ino, stat.S_IFMT(after.st_mode)) == (before.st_ino, stat.S_IFMT(before.st_mode))
