@@ -323,12 +323,14 @@ def test_redirects_share_the_request_s_deadline(tmp_path: Path, caplog: pytest.L
     _no_token(exc, caplog)
 
 
-def test_the_connect_timeout_still_applies(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # A listener whose accept queue is full: Linux drops the next SYNs, so a connect waits for its timeout.
+@contextmanager
+def _dropping_connects(host: str, port: int = 0) -> Iterator[tuple[str, int]]:
+    """A listener at ``host:port`` whose accept queue is full: Linux drops the next SYNs, so a connect there
+    waits for its timeout. Skips where the system accepts past the backlog."""
     listener = socket.socket()
     fillers: list[socket.socket] = []
     try:
-        listener.bind(("127.0.0.1", 0))
+        listener.bind((host, port))
         listener.listen(0)
         address = listener.getsockname()
         for _ in range(3):
@@ -346,12 +348,16 @@ def test_the_connect_timeout_still_applies(tmp_path: Path, caplog: pytest.LogCap
             pytest.skip("this system accepts connections past the listen backlog")
         finally:
             probe.close()
-        store = _store(f"http://127.0.0.1:{address[1]}", tmp_path, timeout_s=1)
-        exc, elapsed = _outcome(store.read_current)
+        yield address
     finally:
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+def test_the_connect_timeout_still_applies(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with _dropping_connects("127.0.0.1") as (host, port):
+        exc, elapsed = _outcome(_store(f"http://{host}:{port}", tmp_path, timeout_s=1).read_current)
     assert isinstance(exc, TransientError), exc
     assert elapsed < 1 + SLACK_S, f"read_current took {elapsed:.1f}s to give up connecting with timeout_s = 1"
     _no_token(exc, caplog)
@@ -395,17 +401,8 @@ def test_a_host_whose_first_address_drops_connects_is_reached_at_its_second(
     of it and the second, connected, was refused: every request failed, whatever timeout_s."""
     with _serving(_absent(gzipped=False, cookie=False), login=True, every=True) as vault:
         port = vault.server.server_address[1]
-        hole = socket.socket()  # 127.0.0.2 at the same port: a full accept queue, so its SYNs are dropped
-        fillers = []
-        try:
-            hole.bind(("127.0.0.2", port))
-            hole.listen(0)
-            for _ in range(3):
-                filler = socket.socket()
-                filler.setblocking(False)
-                filler.connect_ex(("127.0.0.2", port))
-                fillers.append(filler)
-            time.sleep(0.2)
+        # 127.0.0.2 at the same port drops connects; 127.0.0.1 answers
+        with _dropping_connects("127.0.0.2", port):
             real = socket.getaddrinfo
 
             def two_addresses(host: Any, *args: Any, **kwargs: Any) -> Any:
@@ -414,12 +411,7 @@ def test_a_host_whose_first_address_drops_connects_is_reached_at_its_second(
                 return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("127.0.0.2", "127.0.0.1")]
 
             monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
-            store = _store(f"http://vault.test:{port}", tmp_path, timeout_s=1)
-            exc, elapsed = _outcome(store.read_current)
-        finally:
-            for filler in fillers:
-                filler.close()
-            hole.close()
+            exc, elapsed = _outcome(_store(f"http://vault.test:{port}", tmp_path, timeout_s=1).read_current)
     # (each request pays the first address's connect timeout: this server closes its connections)
     assert exc is None, exc
     assert elapsed >= 1, "the first address was tried first"
