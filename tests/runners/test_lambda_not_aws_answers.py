@@ -67,6 +67,15 @@ def _not_aws(text: str, ingress: _Ingress, operation: str) -> None:
     assert PORTAL_TEXT.decode() not in text and "<html>" not in text, "the page's text is not shown"
 
 
+def _finish_refused(sc: Scene, token: str, operation: str, answer: Answer) -> _Ingress:
+    """finishSecret with ``operation`` answered by ``answer``: refused as not Secrets Manager's answer."""
+    with _answered(sc, operation, answer) as (ingress, client):
+        with pytest.raises(PermanentError) as caught:
+            sc.step("finishSecret", token, client=client)
+    _refused(caught.value, ingress, operation)
+    return ingress
+
+
 def _refused(caught: RotatorError, ingress: _Ingress, operation: str) -> None:
     _not_aws(f"{caught} | {caught.hint}", ingress, operation)
     assert "endpoint_url" in (caught.hint or "") and "HTTPS_PROXY" in (caught.hint or ""), caught.hint
@@ -121,10 +130,7 @@ def test_a_put_answer_naming_another_version_fails_create_secret(scene, caplog):
 @pytest.mark.parametrize("portal", PORTALS.values(), ids=PORTAL_IDS)
 def test_a_revocation_record_answered_by_a_portal_fails_finish_secret_before_the_move(scene, caplog, portal):
     token, _ = _ready_to_finish(scene)
-    with _answered(scene, "TagResource", portal) as (ingress, client):
-        with pytest.raises(PermanentError) as caught:
-            scene.step("finishSecret", token, client=client)
-    _refused(caught.value, ingress, "TagResource")
+    ingress = _finish_refused(scene, token, "TagResource", portal)
     assert "UpdateSecretVersionStage" not in ingress.operations, "no move without the record of the revocation"
     assert f"rotator:revoke:{scene.bootstrap_id}" not in scene.tags()
     assert scene.payload("AWSCURRENT")["token_id"] == scene.bootstrap_id
@@ -137,10 +143,7 @@ def test_a_revocation_record_answered_by_a_portal_fails_finish_secret_before_the
 @pytest.mark.parametrize("portal", PORTALS.values(), ids=PORTAL_IDS)
 def test_a_move_answered_by_a_portal_fails_finish_secret(scene, caplog, portal):
     token, pending = _ready_to_finish(scene)
-    with _answered(scene, "UpdateSecretVersionStage", portal) as (ingress, client):
-        with pytest.raises(PermanentError) as caught:
-            scene.step("finishSecret", token, client=client)
-    _refused(caught.value, ingress, "UpdateSecretVersionStage")
+    _finish_refused(scene, token, "UpdateSecretVersionStage", portal)
     assert scene.payload("AWSCURRENT")["token_id"] == scene.bootstrap_id, "AWSCURRENT did not move"
     assert not _logged(caplog, "is AWSCURRENT of")
     scene.step("finishSecret", token)  # the retry
