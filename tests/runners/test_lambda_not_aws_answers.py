@@ -173,16 +173,22 @@ def test_a_move_back_answered_by_a_portal_needs_attention_not_moved_back(scene, 
 # -- best-effort writes: a failure is logged as such, never reported done ---------------------------
 
 
+def _finish_warns(sc: Scene, caplog: Any, ready: tuple[str, str], operation: str, answer: Answer, warning: str) -> None:
+    """finishSecret whose second ``operation`` (a best-effort write after the move) is answered by ``answer``:
+    AWSCURRENT moved all the same, and the ``warning`` line says that write is not done, as not AWS's answer."""
+    token, pending = ready
+    with _answered(sc, operation, answer, call=2) as (ingress, client):
+        assert sc.step("finishSecret", token, client=client) is None
+    assert sc.payload("AWSCURRENT")["token_id"] == pending
+    (line,) = _logged(caplog, warning)
+    _not_aws(line, ingress, operation)
+
+
 @pytest.mark.parametrize("portal", PORTALS.values(), ids=PORTAL_IDS)
 def test_a_record_rewrite_answered_by_a_portal_keeps_the_earlier_record_and_says_so(scene, caplog, portal):
     """Step 2b brings the record down to grace after the move; answered by a portal, the record keeps step 1's
     (later) time, and the last line gives that time, the one the secret holds."""
-    token, pending = _ready_to_finish(scene)
-    with _answered(scene, "TagResource", portal, call=2) as (ingress, client):
-        assert scene.step("finishSecret", token, client=client) is None
-    assert scene.payload("AWSCURRENT")["token_id"] == pending
-    (warning,) = _logged(caplog, "stays due at")
-    _not_aws(warning, ingress, "TagResource")
+    _finish_warns(scene, caplog, _ready_to_finish(scene), "TagResource", portal, "stays due at")
     recorded = scene.tags()[f"rotator:revoke:{scene.bootstrap_id}"]
     (done,) = _logged(caplog, "is AWSCURRENT of")
     assert done.endswith(f"will be revoked after {recorded}"), (done, recorded)
@@ -190,12 +196,8 @@ def test_a_record_rewrite_answered_by_a_portal_keeps_the_earlier_record_and_says
 
 @pytest.mark.parametrize("portal", PORTALS.values(), ids=PORTAL_IDS)
 def test_dropping_awspending_answered_by_a_portal_is_logged_as_not_done(scene, caplog, portal):
-    token, pending = _ready_to_finish(scene)
-    with _answered(scene, "UpdateSecretVersionStage", portal, call=2) as (ingress, client):
-        assert scene.step("finishSecret", token, client=client) is None
-    assert scene.payload("AWSCURRENT")["token_id"] == pending
-    (warning,) = _logged(caplog, "could not remove AWSPENDING")
-    _not_aws(warning, ingress, "UpdateSecretVersionStage")
+    token, _ = ready = _ready_to_finish(scene)
+    _finish_warns(scene, caplog, ready, "UpdateSecretVersionStage", portal, "could not remove AWSPENDING")
     assert sorted(scene.stages()[token]) == ["AWSCURRENT", "AWSPENDING"], "what the warning says"
 
 
