@@ -965,13 +965,13 @@ def suggest_policy(entry: Entry, source: Mapping[str, Any] | None, issuer_table:
 
 
 def _toml(value: Any) -> str:
-    """A TOML value: strings (JSON escapes are TOML escapes), numbers, booleans, arrays, inline tables."""
+    """A TOML value: strings (:func:`_toml_string`), numbers, booleans, arrays, inline tables."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return _toml_string(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Mapping):
@@ -982,7 +982,34 @@ def _toml(value: Any) -> str:
 
 
 def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
+
+
+#: What a TOML basic string must escape (a quote, a backslash, a control character), and everything else
+#: outside printable ASCII: the suggestion is printed to a terminal, where a C1 control or a bidi override
+#: of a policy's text would act, and pasted into a file.
+_TOML_ESCAPED = re.compile(r'["\\]|[^\x20-\x7e]')
+_TOML_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+                       "\r": "\\r"}  # fmt: skip
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string, in printable ASCII.
+
+    Not json.dumps: it writes a character above U+FFFF as a UTF-16 surrogate pair, and TOML takes a
+    ``\\u`` escape of a Unicode scalar value only (tomllib refuses the pair): ``\\UXXXXXXXX`` instead."""
+    return '"' + _TOML_ESCAPED.sub(_toml_escape, text) + '"'
+
+
+def _toml_escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _TOML_SHORT_ESCAPES:
+        return _TOML_SHORT_ESCAPES[char]
+    code = ord(char)
+    if 0xD800 <= code <= 0xDFFF:
+        # Only a str decoded with surrogateescape holds one (tomllib never makes one): no TOML string can.
+        raise ValueError(f"cannot write a lone surrogate (U+{code:04X}) as TOML: the text is not valid UTF-8")
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def read_raw_config(path: Any) -> dict[str, Any]:

@@ -486,6 +486,27 @@ def test_a_token_description_cannot_write_toml_into_a_suggested_policy():
     assert '\\x0d\\x0akeep_history = "1d"\\x7f)' in first
 
 
+@pytest.mark.parametrize("path", ["team-\N{ROCKET}/influx", 'team "a"\\b/influx', "t\u00e9am-\U0010ffff/influx"])
+def test_a_suggested_policy_is_toml_whatever_the_characters_of_the_source_s_store_path(path):
+    """A store path above the Basic Multilingual Plane (an emoji) validates: json.dumps wrote it as a
+    surrogate pair, an escape TOML refuses, and the suggestion did not parse."""
+    import tomllib
+
+    from rotator.observe.inventory import Entry, suggest_policy
+
+    source = {"name": "app", "issuer": {"type": "influxdb3", "base_url": "https://influx.example:8181",
+                                        "credential": "self"},
+              "store": [{"type": "vault-kv2", "url": "http://127.0.0.1:1", "path": path,
+                         "auth": {"method": "token", "token": {"file": path}}}]}
+    entry = Entry("influxdb3:https://influx.example:8181", "influxdb3", "grafana", "", "active", "unmanaged", (),
+                  "no rotator tag, unknown to the journal")
+    text = suggest_policy(entry, source, None, ["app"])
+    store = tomllib.loads(text)["policy"][0]["store"][0]
+    assert store["path"] == f"{path}-adopt-grafana"
+    assert store["auth"]["token"] == {"file": path}
+    assert text.isascii(), "no character of the policy's text reaches the terminal as it is"
+
+
 def test_an_issuer_s_text_reaches_no_spreadsheet_formula_and_no_terminal_control(capsys):
     """Descriptions are anyone's who can create a token: in the CSV an auditor opens in a spreadsheet,
     `=HYPERLINK(...)` would run; in the table, an escape sequence would reach the terminal and a
