@@ -13,7 +13,9 @@ how a command hook ended). :class:`Notifier` is an engine listener that fans eac
   total by the webhook's ``timeout`` (:class:`_Deadline`), not only each socket operation;
 - **hooks**: a command (argv list, no shell) after each publication, on a background thread,
   killed with its process group after its timeout, or at shutdown if it still runs once its grace
-  is over (never left behind). Its environment names the policy and the new
+  is over (never left behind). It runs under rotator/core/child_watchdog.py, which kills that group
+  when rotator dies (kill -9, the OOM killer) and at the timeout (+1 s) while rotator is paused
+  (:func:`_start_hook`). Its environment names the policy and the new
   token id, never a token value, and none of rotator's own credentials. Its output is never
   copied anywhere (it may print anything, a token included): events carry its exit code and the
   length of its output.
@@ -61,6 +63,7 @@ from rotator import __version__
 from rotator.config.daemon_config import AuditSettings, DaemonSettings, HookSettings, WebhookSettings
 from rotator.config.inline_secrets import mask_tokens
 from rotator.config.timefmt import rfc3339
+from rotator.core.child_process import die_with_parent, exec_error, reading, side_effect_command, start_children_within
 from rotator.core.clock import SYSTEM_CLOCK, Clock
 from rotator.core.errors import ConfigError, RotatorError
 from rotator.core.private_append import open_append
@@ -855,10 +858,7 @@ class CommandHook(_Worker):
         started = time.monotonic()  # how long the hook ran, not a time of day: no Clock needed
         result, code, error, output = "ok", None, None, 0
         try:
-            # Unbuffered bytes: _run_hook reads the pipes' file descriptors itself.
-            proc = subprocess.Popen(argv, env=hook_environment(self.settings, record), cwd=self.base_dir,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    bufsize=0, start_new_session=True)
+            proc, watched = _start_hook(argv, hook_environment(self.settings, record), self.base_dir, timeout)
         except OSError as exc:
             result, error = "failed", f"cannot start {argv[0]}: {exc.strerror}"
         except ValueError as exc:
@@ -869,11 +869,16 @@ class CommandHook(_Worker):
             # The output is read (so the hook never blocks on a full pipe) and only measured: a
             # hook may print anything, the token it just received included, so none of it is
             # copied into logs, audit lines or webhooks.
-            ended = _run_hook(proc, timeout, self._halt)
+            ended = _run_hook(proc, timeout, self._halt, watched=watched)
             output = ended.output
-            if ended.code is None and self._halt.is_set():
+            # The watchdog's SIGKILL at the timeout (+1 s): this thread could not kill it itself (rotator
+            # was paused), and reports it as its own kill.
+            by_watchdog = watched and ended.code == -signal.SIGKILL and time.monotonic() - started >= timeout
+            if ended.not_executed is not None:  # as Popen raises it for a command it cannot execute
+                result, error, output = "failed", f"cannot start {argv[0]}: {ended.not_executed.strerror}", 0
+            elif ended.code is None and self._halt.is_set():
                 result, error = "failed", f"{argv[0]} was still running when rotator stopped, and was killed"
-            elif ended.code is None:
+            elif ended.code is None or by_watchdog:
                 result, error = "timeout", f"{argv[0]} did not finish within {timeout:g}s and was killed"
             else:
                 code = ended.code
@@ -912,17 +917,52 @@ HOOK_HALT_S = 2 * HOOK_DRAIN_S + 1.0
 KILLED_HOOK_REPORT_S = 2.0
 
 
+#: How much of a watched hook's stderr is kept, in memory only, to find the watchdog's line saying it
+#: could not execute the command (:func:`~rotator.core.child_process.exec_error`)
+_EXEC_ERROR_TAIL = 256
+
+
+def _start_hook(argv: list[str], env: dict[str, str], cwd: Path,
+                timeout: float) -> tuple[subprocess.Popen[bytes], bool]:  # fmt: skip
+    """Start a hook, and whether it runs under child_watchdog.py.
+
+    A child outlives a parent that is killed: a ``kill -9`` of rotator (a supervisor, the OOM killer)
+    would leave the hook, and anything in its group, running past its timeout, re-parented to init;
+    and while rotator is paused (SIGSTOP) no thread of it kills the hook at its timeout. The watchdog
+    leads the hook's process group (a session of its own, as the hook's was), kills the group at
+    ``timeout`` + :data:`~rotator.core.child_process.WATCHDOG_MARGIN_S` whether rotator runs or not,
+    and when rotator dies (its ``PR_SET_PDEATHSIG`` SIGTERM). Where the watchdog cannot run (its
+    self-test failed, logged once) the hook runs as it is, killed by the kernel when rotator dies.
+
+    The hook's thread starts it and waits for it: ``PR_SET_PDEATHSIG`` follows the thread that forks."""
+    # side_effect_command wraps only a child started in a start window; the window is closed again
+    # before the fork: a hook that starts late (rotator paused meanwhile) is still wanted.
+    with start_children_within(timeout):
+        command, death_signal = side_effect_command(argv, timeout, env)
+    with reading():
+        preexec = die_with_parent(death_signal)
+    # Unbuffered bytes: _run_hook reads the pipes' file descriptors itself.
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, bufsize=0, start_new_session=True,
+                            preexec_fn=preexec)  # noqa: PLW1509  (resolved before fork, takes no lock)
+    return proc, command != argv
+
+
 class _HookEnd(NamedTuple):
     """How a hook process ended, as :func:`_run_hook` saw it."""
 
     code: int | None  #: its exit status; None when it was killed (at its timeout, or at ``halt``)
     output: int  #: characters of output read (stdout and stderr), never the output itself
     held: bool  #: something it left behind still held its output when rotator stopped reading
+    #: why the watchdog could not execute the command (then ``code`` is the watchdog's 127)
+    not_executed: OSError | None = None
 
 
-def _run_hook(proc: subprocess.Popen[bytes], timeout: float, halt: threading.Event | None = None) -> _HookEnd:
+def _run_hook(proc: subprocess.Popen[bytes], timeout: float, halt: threading.Event | None = None, *,
+              watched: bool = False) -> _HookEnd:  # fmt: skip
     """Read ``proc``'s output (measured, not kept) until it ends; kill its group after ``timeout`` s,
-    or as soon as ``halt`` is set (within :data:`_HOOK_POLL_S`).
+    or as soon as ``halt`` is set (within :data:`_HOOK_POLL_S`). ``watched``: ``proc`` is the
+    watchdog running the hook, whose stderr's last line may say it could not execute it.
 
     Never waits on the pipes alone: ``communicate()`` returns only at EOF, which a background
     process the hook started (``setsid daemon &``) may hold off forever, wedging the hook thread.
@@ -935,6 +975,7 @@ def _run_hook(proc: subprocess.Popen[bytes], timeout: float, halt: threading.Eve
     code: int | None = None
     exited = killed = False
     output = 0
+    tail = b""  # stderr's last bytes, for exec_error only: never logged, never returned
     pipes = [pipe for pipe in (proc.stdout, proc.stderr) if pipe is not None]
     try:
         with selectors.DefaultSelector() as selector:
@@ -958,6 +999,8 @@ def _run_hook(proc: subprocess.Popen[bytes], timeout: float, halt: threading.Eve
                 for key, _events in selector.select(min(stop - now, _HOOK_POLL_S)):
                     data = os.read(key.fd, 65536)
                     output += len(key.data.decode(data, final=not data))
+                    if watched and key.fileobj is proc.stderr:
+                        tail = (tail + data)[-_EXEC_ERROR_TAIL:]
                     if not data:
                         selector.unregister(key.fileobj)
             held = bool(selector.get_map())
@@ -980,7 +1023,9 @@ def _run_hook(proc: subprocess.Popen[bytes], timeout: float, halt: threading.Eve
         except subprocess.TimeoutExpired:
             logger.error("hook process %d did not die after SIGKILL; no longer waiting for it", proc.pid)
         return _HookEnd(None, output, held)
-    return _HookEnd(proc.returncode if code is None else code, output, held)
+    code = proc.returncode if code is None else code
+    not_executed = exec_error(code, tail.decode(errors="replace")) if watched else None
+    return _HookEnd(code, output, held, not_executed)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
