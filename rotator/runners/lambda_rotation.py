@@ -193,6 +193,8 @@ _HINT_BOOTSTRAP = ("publish the first token with `rotator bootstrap POLICY --tok
                    "with this secret as its store)")
 _HINT_UNEXPECTED = ("a defect of rotator or an input it does not foresee: the traceback is in the function's log; "
                     "the other secrets were done, and this one is tried again by the next scheduled run")
+_HINT_UNEXPECTED_STEP = ("a defect of rotator or an input it does not foresee: the traceback is in the function's log; "
+                         "Secrets Manager invokes a failed step again, and the next schedule runs revoke-expired again")
 #: Secrets Manager's limit of tags on one secret; tags whose key begins with "aws:" do not count
 MAX_TAGS = 50
 
@@ -272,7 +274,20 @@ def handle(
         text = REDACTOR.redact(str(exc))
         hint = REDACTOR.redact(getattr(exc, "hint", ""))
         logger.error("%s%s", text, f" (fix: {hint})" if hint else "")
+        # The Lambda runtime prints the exception it is given (its text, as errorMessage) and returns it
+        # to the caller, past this module's redacting filter: it gets the redacted text too.
+        exc.args = (text,)
+        if hint:
+            exc.hint = hint
         raise
+    except Exception as exc:  # a bug, or input no check foresaw
+        from rotator.config.inline_secrets import mask_tokens  # (a failure path: not on the cold start)
+
+        # masked by shape too: the redactor knows only the values of live Secrets, and no check foresaw this.
+        # The traceback goes to the log, through the redacting filter; the runtime gets this text alone.
+        text = mask_tokens(REDACTOR.redact(f"unexpected {type(exc).__name__}: {exc}"))
+        logger.error("%s (fix: %s)", text, _HINT_UNEXPECTED_STEP, exc_info=exc)
+        raise RotatorError(text, hint=_HINT_UNEXPECTED_STEP) from None
 
 
 # -- plumbing -----------------------------------------------------------------------------------
