@@ -9,8 +9,9 @@ the stores' keep-alive jobs (below) on a thread of their own, so that long runs 
 What decides when:
 
 - **Rotations** are due at ``Schedule.next_due(last successful publication, now)`` (a bootstrapped
-  token's creation where earlier: RunRecord.token_since), read from the
-  journal (kept in memory, and read again whenever a policy looks due), so a restart never
+  token's creation where earlier: RunRecord.token_since; one ahead of the clock by more than
+  AHEAD_SLACK, written by a clock that ran ahead, from when the daemon met it: Daemon._origin_for_plan), read
+  from the journal (kept in memory, and read again whenever a policy looks due), so a restart never
   resets a clock and every replica agrees. Interval,
   ``rate()``, 5-field and AWS ``cron(...)`` schedules (cron maths by APScheduler's CronTrigger)
   and windows with jitter are all in rotator.config.schedule. APScheduler's job options map to: coalesce
@@ -144,6 +145,13 @@ logger = logging.getLogger("rotator.daemon")
 BUSY_RETRY = (1.0, 2.0)
 #: After an unexpected error in a tick (journal unreachable...), try again after this long.
 TICK_RETRY = 5.0
+#: A current token's age origin (its publication, a bootstrapped token's creation) later than now by more
+#: than this was written by a clock ahead of this one (this host's before a step back, or another host's):
+#: the daemon plans from now instead (Daemon._origin_for_plan). Far above what replicas that keep time
+#: differ by (2 s, operations.md; /readyz fails past lease_ttl / 4, 225 s by default) and a run's length,
+#: so a replica's publication read by one a little behind it is not taken for one; far below the intervals
+#: a step back holds a rotation back by.
+AHEAD_SLACK = timedelta(minutes=5)
 MIN_WAIT = 0.01
 #: how often the daemon prunes history older than keep_history
 PRUNE_EVERY = timedelta(days=1)
@@ -436,6 +444,9 @@ class _Track:
     #: when the last revocation or recovery job of the policy ended without an error: a tag search whose time
     #: had passed then and that is still open is looked at again a failure_backoff later, not at every pass
     passed_at: datetime | None = None
+    #: when this process's last successful rotation of the policy ended: while the journal's last publication
+    #: is ahead of the clock it stays the last one there, and the next rotation is planned from this
+    rotated_at: datetime | None = None
 
 
 class Daemon:
@@ -518,8 +529,15 @@ class Daemon:
         self._sweep_failures = 0
         #: read every policy's journal state at the next sweep (a reload or a refresh failed)
         self._full_load_wanted = False
-        #: runs whose discard the engine reported on (on_event): _failed reports no orphan of its own for them
-        self._orphans_reported: set[str] = set()
+        #: run id -> policy, of the runs whose discard the engine reported on (on_event) during the policy's job
+        #: in progress: _failed reports no orphan of its own for them. Dropped at the end of that job (only
+        #: its _failed reads them) and when the policy leaves the configuration (_forget)
+        self._orphans_reported: dict[str, str] = {}
+        self._orphans_lock = threading.Lock()
+        #: policy -> (its current token's age origin, ahead of this host's clock by more than AHEAD_SLACK; the
+        #: time the daemon plans its rotations from instead): written by the scheduler's thread (_plan), read
+        #: by snapshot() (rotator_needs_attention) on a scrape's
+        self._ahead: dict[str, tuple[datetime, datetime]] = {}
         #: when the scheduler last made progress: a pass ended (time.monotonic; see tick)
         self._heartbeat = time.monotonic()
         #: when a pass last raised (time.monotonic)
@@ -936,8 +954,8 @@ class Daemon:
                 # due from its publication: its rotation is not late for a due time before rotator had it
                 # (the misfire count and the schedule delay measure from here, whatever the view says
                 # by the time a worker runs the job).
-                if view.published_at is not None:
-                    target = max(target, view.published_at)
+                if view.published_at is not None:  # (one ahead of the clock: _origin_for_plan)
+                    target = max(target, min(view.published_at, now))
                 # Nor for a due time a reload's new schedule put in the past (a 30d schedule shortened to 7d
                 # ten days after its last rotation: due three days before the reload that made it so).
                 since = self._schedule_since.get(name)
@@ -990,6 +1008,14 @@ class Daemon:
             if times != (track.retry_at, track.busy_until, track.revoke_retry_at):
                 with self._lock:
                     self._replan.add(name)
+        # A publication made before the step is ahead of now by up to its size: planned again, from now
+        # (_origin_for_plan), not a step's length later.
+        ahead = {name for name, view in self._views.items()
+                 if (origin := age_origin(view.published_at, view.token_since)) is not None
+                 and origin > now + AHEAD_SLACK}
+        if ahead:
+            with self._lock:
+                self._replan.update(ahead)
         # The stores move their own planned times back as they read the clock (VaultLogin._now): asked again
         # now, each is queued at its time of day after the step.
         self._plan_all_credentials()
@@ -1062,9 +1088,11 @@ class Daemon:
             self._queued.pop(("revoke", name), None)
         if not policy.enabled:
             self._queued.pop(("rotate", name), None)
+            self._not_ahead(name, view, said=False)  # (no rotation to plan: nothing is held back)
             return None
+        published, since = self._origin_for_plan(name, view, now)
         try:
-            target = self._target(policy, view.published_at, now, view.token_since)
+            target = self._target(policy, published, now, since)
         except ValueError as exc:  # a cron schedule that never fires again
             self._queued.pop(("rotate", name), None)
             if name not in self._unschedulable:
@@ -1075,6 +1103,49 @@ class Daemon:
         self._planned[name] = target
         self._push("rotate", name, max(target, busy_until) if busy_until is not None else target)
         return target
+
+    def _origin_for_plan(self, name: str, view: _View, now: datetime) -> tuple[datetime | None, datetime | None]:
+        """The ``(publication, token_since)`` the policy's next rotation is planned from: the view's, unless
+        its token's age origin is more than AHEAD_SLACK ahead of ``now``.
+
+        Such an origin was written by a clock ahead of this one: this host's before a step back (a bad RTC,
+        a wrong NTP source), or the publishing host's. Planned from it, the next rotation would wait for the
+        whole step (a year, for a clock a year ahead). It is planned instead from the first time a plan met
+        it (as the daemon's own timers are, _after_a_clock_step_back), or from this process's last successful
+        rotation of the policy since: the journal orders the publications by their time, so the one ahead
+        stays the last one there until the clock passes it. Said once per origin (an ERROR), and the policy
+        needs attention meanwhile (snapshot: rotator_needs_attention). A fresh daemon plans the same way
+        from its first plan."""
+        origin = age_origin(view.published_at, view.token_since)
+        if origin is None or origin <= now + AHEAD_SLACK:
+            self._not_ahead(name, view)
+            return view.published_at, view.token_since
+        seen = self._ahead.get(name)
+        base = now if seen is None or seen[0] != origin else min(seen[1], now)
+        track = self._tracks.get(name)
+        rotated = track.rotated_at if track is not None else None
+        if rotated is not None and base < rotated <= now:
+            base = rotated
+        if seen is None or seen[0] != origin:
+            logger.error(
+                "policy %s: its last publication (%s) is %s ahead of this host's clock: the clock was stepped back, "
+                "or the host that published ran ahead; planning from now (its next rotation within one interval). "
+                "Until the clock passes that time the journal keeps it as the last publication (`rotator status` "
+                "and `rotator rotate --if-due` count from it) and the revocations scheduled with it wait as long. "
+                "Check NTP or chrony on this host and on the other rotators' hosts (docs/daemon.md, Clocks)",
+                name, origin.isoformat(timespec="seconds"), format_duration(origin - now, units=2))
+        if seen != (origin, base):
+            self._ahead[name] = (origin, base)
+            view.version += 1  # the metrics' state: rotator_needs_attention
+        return base, None
+
+    def _not_ahead(self, name: str, view: _View, *, said: bool = True) -> None:
+        """The policy's age origin is no longer ahead of the clock (``said``), or it has no rotation to plan."""
+        if self._ahead.pop(name, None) is not None:
+            view.version += 1
+            if said:
+                logger.info("policy %s: its last publication is no longer ahead of this host's clock; its rotations "
+                            "are planned from it again", name)
 
     def _maybe_inventory(self, now: datetime, interval: timedelta) -> datetime:
         """Start an inventory (rotator_tokens) on a thread of its own when due; return when the pass
@@ -1443,6 +1514,8 @@ class Daemon:
         self._plan_failures.pop(name, None)
         self._credential_read_failures.pop(name, None)
         self._schedule_since.pop(name, None)
+        self._ahead.pop(name, None)
+        self._drop_orphans_reported(name)
         self.metrics.forget(name)
 
     def _policy_lock(self, name: str) -> threading.Lock:
@@ -1483,7 +1556,16 @@ class Daemon:
         try:
             self._run_job(name, engine, kind, kwargs)
         finally:
+            if kind != "credentials":
+                self._drop_orphans_reported(name)  # (its _failed, the only reader, is done)
             lock.release()
+
+    def _drop_orphans_reported(self, name: str) -> None:
+        """Forget the policy's runs in _orphans_reported: a run's discard is reported on during the job that
+        made it, and read by that job's _failed, so they would only pile up (one per failed run, for ever)."""
+        with self._orphans_lock:
+            for run_id in [r for r, policy in self._orphans_reported.items() if policy == name]:
+                del self._orphans_reported[run_id]
 
     def _leased(self, name: str) -> None:
         """A job of the policy took its lease (_ProgressJournal): _refresh takes it for released after
@@ -1606,7 +1688,7 @@ class Daemon:
         self.metrics.run_duration.observe(elapsed)
         self.metrics.rotations.labels(name, "success").inc()
         self.metrics.consecutive_failures.labels(name).set(0)
-        self._tracks[name] = _Track()
+        self._tracks[name] = _Track(rotated_at=self.clock.now())
         log.info("rotated in %.1fs: %s", elapsed, result.message)
         self._emit({"policy": name, "run_id": result.run_id, "step": "rotate", "result": "ok",
                     "token_id": result.new_token_id, "old_token_id": result.old_token_id,
@@ -1653,7 +1735,9 @@ class Daemon:
         logger.error("policy %s: rotation failed (%d in a row), retrying %s: %s", name, track.failures,
                      "at once with the adapters a reload built since it started" if replaced
                      else f"at {retry_at.isoformat(timespec='seconds')}", message)
-        if run is not None and run.state == RunState.REVOKING_NEW and run.run_id not in self._orphans_reported:
+        with self._orphans_lock:  # used here only: what the engine said of this run's discard
+            reported = run is not None and self._orphans_reported.pop(run.run_id, None) is not None
+        if run is not None and run.state == RunState.REVOKING_NEW and not reported:
             # The candidate could not be revoked: it is valid and nobody holds it until recovery.
             self._emit({"policy": name, "run_id": run.run_id, "step": "revoke_new", "result": "failed",
                         "token_id": run.new_token_id, "error": run.error or message})
@@ -2001,7 +2085,8 @@ class Daemon:
         # valid: `failed`; reported before: `failed_again`; revoked, its tag search failed: `search_failed`;
         # `waiting`), so _failed invents no `revoke_new` / `failed` for the run (a false orphan otherwise)
         if event.get("step") == "revoke_new" and event.get("result") != "start" and event.get("run_id"):
-            self._orphans_reported.add(str(event["run_id"]))
+            with self._orphans_lock:
+                self._orphans_reported[str(event["run_id"])] = str(event.get("policy"))
         self.metrics.on_event(event)
         self.notifier(event)
 
@@ -2359,8 +2444,9 @@ class Daemon:
                     # person can give it one (`rotator status` reports it as a problem, _plan logs it).
                     # One such policy must not take every policy's metrics down with it (a 500).
                     next_rotation = None
+                # (a publication ahead of the clock: _origin_for_plan; its change bumps the view's version)
                 needs_attention = (attention or view.failed_revocations > 0 or view.stuck_runs > 0
-                                   or next_rotation is None)
+                                   or next_rotation is None or policy.name in self._ahead)
                 state = PolicyState(
                     policy=policy.name, enabled=policy.enabled, rotated_at=published, expires_at=view.expires_at,
                     next_rotation=next_rotation, pending_revocations=len(pending),
