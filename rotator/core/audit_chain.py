@@ -1155,10 +1155,11 @@ def prune(journal: _JournalLike, cutoff: str, now: str, *, batch: int = PRUNE_BA
             end_seq = min(start_seq + batch, last_pruned)
             rows = _event_rows(cur, start_seq, end_seq) if end_seq > start_seq else []
             last_published, token_since, token_ids = _carried_all(cur, previous) if rows else ({}, {}, {})
+            row_dues = _row_dues(cur, _dues_not_chained(rows, previous)) if rows else {}
             final = end_seq >= last_pruned
             # found here, deleted after the write transaction below, which holds the head only briefly
             found = {_RUNS: _prunable_keys(cur, _RUNS, cutoff)} if final else {}
-        made = (_checkpoint_for(rows, previous, last_published, end_seq, now, token_since, token_ids)
+        made = (_checkpoint_for(rows, previous, last_published, end_seq, now, token_since, token_ids, row_dues)
                 if end_seq > start_seq else None)
         counts = {"events": 0, "runs": len(found.get(_RUNS, ())), "revocations": 0}
         with journal.audit_transaction() as (cur, lock_head):
@@ -1216,11 +1217,13 @@ def _event_rows(cur: Cursor, start_seq: int, end_seq: int, lock: str = "") -> li
 
 def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None, last_published: dict[str, str],
                     end_seq: int, now: str, token_since: dict[str, str] | None = None,
-                    token_ids: dict[str, str] | None = None) -> Checkpoint:  # fmt: skip
+                    token_ids: dict[str, str] | None = None,
+                    row_dues: Mapping[tuple[str, str], str] | None = None) -> Checkpoint:  # fmt: skip
     """The checkpoint after pruning ``rows`` (the links after ``previous`` up to ``end_seq``), once they
     check out as unedited links of the chain (ValueError if not). ``last_published``: each policy's
     last publish time before them (:func:`_last_published`); ``token_ids``: the id of the token it
-    published then, where the checkpoints record it (:func:`_carried_all`)."""
+    published then, where the checkpoints record it (:func:`_carried_all`); ``row_dues``: the due
+    times of the revocations done in them whose due time the chain does not say (:func:`_row_dues`)."""
     start_seq, prev = (previous.seq, previous.hash) if previous else (0, GENESIS)
     events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
     walk = _walk(events, start_seq, prev)
@@ -1229,7 +1232,8 @@ def _checkpoint_for(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None
     if walk.problem is not None:
         raise _changed(f"from seq {start_seq + 1}", walk.problem)
     detail = _summary(events, last_published, token_since, full=_writes_full_map(previous), token_ids=token_ids,
-                      open_before=_open_failed_runs(previous))
+                      open_before=_open_failed_runs(previous), revoking=_Revoking(_open_revocations(previous),
+                                                                                   row_dues or {}))
     # The chain vouches for the latest checkpoint only (its `prune` event); each one vouches for the
     # one before it, so an edited or removed earlier checkpoint shows too (_check_earlier_checkpoints).
     # `at`: the checkpoint row's time, which its digest (in the chained `prune` event) then covers too
@@ -1518,7 +1522,8 @@ def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
 def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str],
              token_since: Mapping[str, str] | None = None, *, full: bool = False,
              token_ids: Mapping[str, str] | None = None,
-             open_before: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:  # fmt: skip
+             open_before: Mapping[str, Sequence[str]] | None = None,
+             revoking: _Revoking | None = None) -> dict[str, Any]:  # fmt: skip
     """Per policy over the pruned events: rotations, revocations, failures, the longest a published
     token lived before the next one (max token age, seconds), the last publish time (carried on:
     ``last_published`` is each policy's before these events; ``token_since``, when its token then
@@ -1529,6 +1534,8 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     Failures as :func:`counts_as_failure` counts them, and the runs that failed (:data:`FAILED_RUNS`);
     ``open_before``: the failed runs still open at the checkpoint before (counted there or earlier: not
     again), carried on with those of this range to the ones still open at its end (:data:`OPEN_FAILED_RUNS`).
+    ``revoking``: the revocations still open at the checkpoint before, followed through these events to
+    those done late (:data:`LATE_REVOCATIONS`) and those still open at their end (:data:`OPEN_REVOCATIONS`).
     ``full``: the other policies' carried values too (:data:`LAST_PUBLISHED_ELSEWHERE`), else
     :data:`ELSEWHERE_IN_EARLIER`."""
     policies: dict[str, dict[str, Any]] = {}
@@ -1540,6 +1547,7 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
     #: per policy, its emergency start when that is its last event so far (its run's plan comes next)
     starting: dict[str, tuple[Mapping[str, Any], dict[str, Any]]] = {}
     still_open = {policy: list(runs) for policy, runs in (open_before or {}).items() if runs}
+    revoking = revoking if revoking is not None else _Revoking({}, {})
     counted = {run for runs in still_open.values() for run in runs}
     for row in rows:
         if row["step"] == "prune":
@@ -1551,6 +1559,7 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
         })  # fmt: skip
         step, result = row["step"], row["result"]
         _decisions(entry, row, starting)
+        revoking.see(row, entry)
         if step in ("published", "bootstrap") and result == "ok":
             token = _detail_of(row).get("token_id")
             token = token if isinstance(token, str) and token else None
@@ -1587,6 +1596,8 @@ def _summary(rows: Sequence[Mapping[str, Any]], last_published: Mapping[str, str
         "policies": policies,
         # (always written, {} for none: its absence says an earlier version wrote the checkpoint)
         OPEN_FAILED_RUNS: {policy: runs[-OPEN_FAILED_MAX:] for policy, runs in sorted(still_open.items())},
+        OPEN_REVOCATIONS: revoking.still_open(),
+        LATE_REVOCATIONS_SLACK_S: int(LATE_REVOCATION_SLACK.total_seconds()),
     }
     if not full:
         detail[ELSEWHERE_IN_EARLIER] = True
@@ -1639,6 +1650,190 @@ def _decisions(entry: dict[str, Any], row: Mapping[str, Any],
             "at": row["at"], "run_id": run_id, "token_id": detail.get("token_id") or None,
             "replaced": detail.get("replaced") or None, "reason": masked_reason(detail.get("reason")),
         })  # fmt: skip
+
+
+#: a checkpoint's detail key: policy -> token id -> what the chain said, by the checkpoint's end, of that
+#: token's revocation, scheduled (or tried) and not ended (`revoke_old` ok or dismissed) by then: ``due_at``,
+#: the due time its scheduling events carry (the latest; None where none that pruned history held says),
+#: ``due_by``, its first try (or emergency) since, by which it was due, and ``failed_at``, when a try of it
+#: first failed since (a failed revocation stays failed until done: the engine tries it again as failed).
+#: Carried from checkpoint to checkpoint as :data:`OPEN_FAILED_RUNS` is, so that a revocation scheduled
+#: in one prune's range and done in a later one's is judged by the chain's times. Always written ({}
+#: for none): absent, an earlier version wrote the checkpoint, which kept no revocation's times.
+OPEN_REVOCATIONS = "open_revocations"
+#: at most so many a policy (the newest): a policy has one or two open at a time. One left out is
+#: judged, once done, by its row's due time (:func:`_row_dues`), as one scheduled before the chain.
+OPEN_REVOCATIONS_MAX = 50
+#: a checkpoint summary's per-policy key: the revocations done (`revoke_old` ok) in its range that
+#: `rotator status --check` would have called overdue at some moment before (failed first, or done more
+#: than :data:`LATE_REVOCATION_SLACK` after their due time), each with token_id, due_at (the chain's,
+#: or ``due_at_from_row`` true: its row's, where pruned history did not say; None: neither did, and
+#: every one done so is listed), failed_at (None: never failed) and done_at (its event's time). The
+#: report counts them overdue in a period that ended between their due time (plus its slack) and
+#: done_at, as it did before their events and rows went. Absent: none (or an earlier version's
+#: checkpoint, without :data:`OPEN_REVOCATIONS`, which kept none: the report says it cannot tell).
+LATE_REVOCATIONS = "late_revocations"
+#: the slack past its due time a pending revocation has before it counts as overdue, as `rotator
+#: status --check` allows it: compliance.DEFAULT_SLACK, written out (core imports nothing of observe;
+#: tests/observe/test_report_overdue.py checks the two agree)
+LATE_REVOCATION_SLACK = timedelta(hours=1)
+#: a checkpoint's detail key beside :data:`OPEN_REVOCATIONS`: that slack, in seconds, as it was when the
+#: checkpoint was written. A report that allows less cannot tell from its records what was overdue.
+LATE_REVOCATIONS_SLACK_S = "late_revocations_slack_s"
+
+
+def _time_text(value: Any) -> str | None:
+    """A time an event's detail carries (``str(datetime)``, or the journal's text) as journal time text."""
+    try:
+        moment = datetime.fromisoformat(str(value).removesuffix("Z")) if value else None
+    except ValueError:
+        return None
+    if moment is None:
+        return None
+    return rfc3339_micro(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+
+
+def _ids(value: Any) -> list[str]:
+    return [t for t in str(value or "").split(",") if t]
+
+
+class _Revoking:
+    """The revocations a summary follows through its events (:data:`OPEN_REVOCATIONS`,
+    :data:`LATE_REVOCATIONS`), by the rules the report reads the chain's own by: scheduled by a
+    rotation's `published` event (the token its `plan` names) or a bootstrap's, due by their first try
+    (or emergency) since, failed from their first failed try, ended by `revoke_old` ok or dismissed."""
+
+    def __init__(self, open_before: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                 row_dues: Mapping[tuple[str, str], str]) -> None:  # fmt: skip
+        self.open = {policy: {token: dict(rec) for token, rec in tokens.items()}
+                     for policy, tokens in open_before.items()}  # fmt: skip
+        #: (policy, token) -> its row's due time, for those done here whose due time the chain does not say
+        self.row_dues = row_dues
+        #: (policy, token) of those done here whose due time the chain does not say
+        self.unknown: list[tuple[str, str]] = []
+        self.plans: dict[str, str | None] = {}
+        self.replaced: dict[str, list[str]] = {}
+
+    def see(self, row: Mapping[str, Any], entry: dict[str, Any]) -> None:
+        """Follow one event (chain order); a revocation it ends late goes into its policy's ``entry``."""
+        policy, step, result, at = str(row["policy"]), row["step"], row["result"], str(row["at"])
+        detail, run_id = _detail_of(row), str(row.get("run_id") or "")
+        if step == "plan":
+            self.plans[run_id] = str(detail["old_token_id"]) if detail.get("old_token_id") else None
+        elif step == "bootstrap" and result == "replace":
+            self.replaced[run_id] = _ids(detail.get("replaced"))
+        elif step in ("published", "bootstrap") and result == "ok":
+            self._published(policy, run_id, step, detail)
+        elif step == "revoke_old" and detail.get("token_id"):
+            self._tried(policy, str(detail["token_id"]), at, str(result), entry)
+        elif step == "emergency" and result == "revoke_now":
+            for token in (detail.get("token_id"), detail.get("also_revoke")):
+                if token:
+                    self._due_by(self._record(policy, str(token)), at)
+
+    def _published(self, policy: str, run_id: str, step: str, detail: Mapping[str, Any]) -> None:
+        also = str(detail["also_revoke"]) if detail.get("also_revoke") else None
+        if step == "bootstrap":
+            kept = set(_ids(detail.get("kept_dismissed")))
+            for token in (self.replaced.get(run_id, []) if detail.get("replace") else [also] if also else []):
+                if token not in kept:
+                    self._scheduled(policy, token, _time_text(detail.get("revoke_at")))
+            return
+        due = _time_text(detail.get("revoke_old_at"))
+        # (a run whose `plan` an earlier range held: its token is not known here, and its row's due
+        # time stands in once it is done)
+        old = self.plans.get(run_id)
+        if detail.get("revoke_old_at") and old:
+            self._scheduled(policy, old, due)
+        if also:
+            self._scheduled(policy, also, _time_text(detail.get("also_revoke_at")) or due)
+
+    def _record(self, policy: str, token: str) -> dict[str, Any]:
+        return self.open.setdefault(policy, {}).setdefault(token, {"due_at": None, "due_by": None, "failed_at": None})
+
+    def _scheduled(self, policy: str, token: str, due: str | None) -> None:
+        """Scheduled (again): pending, due at the latest time scheduled (a row keeps the later one)."""
+        before = self.open.get(policy, {}).pop(token, None)
+        earlier = before.get("due_at") if before else None
+        latest = max(earlier, due) if earlier and due else due
+        self._record(policy, token).update(due_at=latest)
+
+    @staticmethod
+    def _due_by(record: dict[str, Any], at: str) -> None:
+        record["due_by"] = min(record["due_by"], at) if record["due_by"] else at
+
+    def _tried(self, policy: str, token: str, at: str, result: str, entry: dict[str, Any]) -> None:
+        record = self._record(policy, token)
+        self._due_by(record, at)
+        if result == "failed":
+            record["failed_at"] = record["failed_at"] or at
+        if result not in ("ok", "dismissed"):
+            return
+        del self.open[policy][token]
+        if not self.open[policy]:
+            del self.open[policy]
+        if result == "ok":
+            self._done(policy, token, record, at, entry)
+
+    def _done(self, policy: str, token: str, record: Mapping[str, Any], at: str, entry: dict[str, Any]) -> None:
+        """A revocation done at ``at``: into ``entry``'s :data:`LATE_REVOCATIONS` if it was overdue before."""
+        from_row = record["due_at"] is None and (policy, token) in self.row_dues
+        due = record["due_at"] or self.row_dues.get((policy, token))
+        if record["due_at"] is None:
+            self.unknown.append((policy, token))
+        # (tried only once due: never due after its first try, as the report bounds it)
+        due = min(due, record["due_by"]) if due else None
+        late = due is None or record["failed_at"] is not None or _parse(at) - _parse(due) > LATE_REVOCATION_SLACK
+        if late:
+            entry.setdefault(LATE_REVOCATIONS, []).append({
+                "token_id": token, "due_at": due, "failed_at": record["failed_at"], "done_at": at,
+                **({"due_at_from_row": True} if from_row and due is not None else {}),
+            })  # fmt: skip
+
+    def still_open(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """:data:`OPEN_REVOCATIONS` at the range's end."""
+        return {policy: dict(list(tokens.items())[-OPEN_REVOCATIONS_MAX:])
+                for policy, tokens in sorted(self.open.items()) if tokens}  # fmt: skip
+
+
+def _open_revocations(checkpoint: Checkpoint | None) -> dict[str, dict[str, dict[str, Any]]]:
+    """The revocations still open at ``checkpoint``'s end (:data:`OPEN_REVOCATIONS`; {} for one written
+    before checkpoints kept them, or for none)."""
+    carried = checkpoint.detail.get(OPEN_REVOCATIONS) if checkpoint is not None else None
+    if not isinstance(carried, dict):
+        return {}
+    return {str(policy): {str(token): {k: rec.get(k) if isinstance(rec.get(k), str) else None
+                                       for k in ("due_at", "due_by", "failed_at")}
+                          for token, rec in tokens.items() if isinstance(rec, dict)}
+            for policy, tokens in carried.items() if isinstance(tokens, dict)}  # fmt: skip
+
+
+def _dues_not_chained(rows: Sequence[tuple[Any, ...]], previous: Checkpoint | None) -> list[tuple[str, str]]:
+    """(policy, token) of the revocations done in ``rows`` (event rows of the links after ``previous``)
+    whose due time neither they nor the checkpoints say: scheduled before the chain, before a checkpoint
+    of an earlier version, or by a run whose `plan` an earlier range held."""
+    revoking = _Revoking(_open_revocations(previous), {})
+    entry: dict[str, Any] = {}
+    for row in rows:
+        event = dict(zip(EVENT_COLUMNS, row, strict=True))
+        if event["step"] != "prune":
+            revoking.see(event, entry)
+    return revoking.unknown
+
+
+def _row_dues(cur: Cursor, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(policy, token) -> the due time the revocations table holds for each of ``keys`` that has a row:
+    what stands in where the chain does not say (the report reads the same row while it is there)."""
+    found: dict[tuple[str, str], str] = {}
+    keys = sorted(set(keys))
+    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+        match, params = _any_key(("policy", "token_id"), keys[start:start + _KEYS_PER_STATEMENT])
+        for policy, token, due in cur.execute(f"SELECT policy, token_id, due_at FROM revocations WHERE {match}",
+                                              params).fetchall():  # fmt: skip
+            text = _time_text(due)
+            if text is not None:
+                found[(str(policy), str(token))] = text
+    return found
 
 
 def _writes_full_map(previous: Checkpoint | None) -> bool:

@@ -30,7 +30,9 @@ __all__ = ["DEFAULT_SLACK", "REVOCATION_STATES", "ROW_ERRORS", "Compliance", "is
            "max_age_of", "open_revocations", "policy_compliance", "revocations_overdue", "unreadable_row"]
 
 #: How long after its due time a pending revocation may wait (for the next revoke-expired tick or
-#: daemon sweep, and its retries) before it counts as overdue.
+#: daemon sweep, and its retries) before it counts as overdue. audit_chain.LATE_REVOCATION_SLACK
+#: writes it out: a prune's checkpoint keeps each revocation done later than that past its due time
+#: (and says so), for `rotator report` to count once its row is gone.
 DEFAULT_SLACK = timedelta(hours=1)
 #: the states rotator writes to a revocation row (rotator.core.journal.RevocationState, which this
 #: module does not import at run time; tests/observe check they agree)

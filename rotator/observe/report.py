@@ -145,6 +145,12 @@ class PolicyEvidence:
     #: as `rotator status --check` judges one (compliance.is_overdue): pending more than the slack past
     #: the due time the chain allows, or failed
     overdue_revocations: list[str] = field(default_factory=list)
+    #: those of them whose rows and events were pruned, as a checkpoint's summary records them
+    #: (audit_chain.LATE_REVOCATIONS): token_id, due_at, failed_at, done_at, checkpoint_seq
+    overdue_pruned: list[dict[str, Any]] = field(default_factory=list)
+    #: why pruned history leaves the overdue count open (None: it does not): a checkpoint that keeps
+    #: no revocation's times, whose range may hold one overdue at the period's end
+    overdue_undecided: str | None = None
     #: the period, as the journal's time text: a rotation counts in it by its publication
     period: tuple[str, str] = ("", "\uffff")
     #: listed runs whose publication a pruned range's summary counts (their event went with it): the
@@ -220,7 +226,10 @@ class PolicyEvidence:
             "revocations_pending": sum(1 for r in self.revocations if r.state == "pending"),
             "revocations_failed": sum(1 for r in self.revocations if r.state == "failed"),
             # (what `status --check` would have called overdue at the period's end: the failed ones too)
-            "revocations_overdue": len(self.overdue_revocations),
+            # (None where pruned history cannot say: never 0 on a guess; the note says why, and the list
+            # holds those it knows of)
+            "revocations_overdue": None if self.overdue_undecided else len(self.overdue_revocations),
+            "revocations_overdue_undecided": self.overdue_undecided,
             "revocations_dismissed": sum(1 for r in self.revocations
                                          if r.state == "dismissed" and r.token_id not in self.revocations_not_in_chain),
             # (`recover --abandon`: a run closed without revoking its candidate, or a published run's tag
@@ -301,7 +310,8 @@ class Evidence:
                  "unreadable_revocations": p.unreadable_revocations, "republished_runs": p.republished,
                  "abandoned_runs": p.abandoned, "abandoned_not_in_chain": p.abandoned_not_in_chain,
                  "abandoned_without_run_row": p.abandoned_without_row, "emergency_rotations": p.emergencies,
-                 "repairs": p.repairs, "overdue_revocations": p.overdue_revocations}
+                 "repairs": p.repairs, "overdue_revocations": p.overdue_revocations,
+                 "overdue_revocations_pruned": p.overdue_pruned}
                 for p in self.policies
             ],
             "policies_not_in_file": self.not_in_file,
@@ -494,6 +504,7 @@ def _policy_evidence(
     revocations, ev.unreadable_revocations = _readable_revocations(journal, policy.name)
     _revocation_evidence(journal, ev, runs_by_id, revocations, checkpoints, end, now, began, policy.grace, *history,
                          slack=slack)
+    _pruned_overdue(ev, checkpoints, end, now, slack)
     ev.pruned = _pruned_summaries(checkpoints, policy.name, lo, hi)
     # The checkpoint summaries' rule (audit_chain.counts_as_failure): a run counts once, and not again
     # here when a pruned summary shown for the period counted it (a prune split its events).
@@ -528,7 +539,9 @@ def _policy_evidence(
     ev.max_observed_age_s, ev.oldest_token_id = age.low, age.token_id
     for pruned in ev.pruned:
         pruned_age = int(pruned.get("max_token_age_seconds") or 0)
-        if pruned["within_period"] and pruned_age and pruned_age > (ev.max_observed_age_s or 0):
+        # (not a range that starts at the period's start: a publication then replaced a token current
+        # before the period only, and its age may be the one the range kept, as _max_age reads it)
+        if pruned["within_period"] and lo < pruned["from"] and pruned_age and pruned_age > (ev.max_observed_age_s or 0):
             ev.max_observed_age_s, ev.oldest_token_id = pruned_age, "(pruned)"
     if age.high is not None and age.high > (ev.max_observed_age_s or 0):
         ev.max_age_bound_s = age.high
@@ -1108,6 +1121,15 @@ def _revocation_evidence(
             chained, tries, last_error, scheduled = story.state_before(hi)
             state = chained if chained in ("pending", "failed") else (
                 row_state if row_state in ("pending", "failed") else "pending")
+            if chained is None and state == "pending" and effective_due < hi:
+                # its tries before the period's end may have gone with pruned history, which says
+                # whether one failed (a failed revocation stays failed until done)
+                failed = _failed_in_pruned(checkpoints, ev.policy, rev.token_id, hi, effective_due)
+                if failed:
+                    state = "failed"
+                elif failed is None and not is_overdue(state, _parse_ts(effective_due), min(end, now), slack):
+                    _undecide(ev, f"the tries of token {rev.token_id}'s revocation before the period's end went with "
+                                  "a prune of an earlier version, whose checkpoint keeps no revocation's failure")
             if scheduled:
                 attempts, error = tries, last_error
             done_at = None
@@ -1133,6 +1155,95 @@ def _revocation_evidence(
         flagged += [f"(the token run {run_id} replaced)" for at, run_id in unnamed if at < hi]
     ev.revocations.sort(key=lambda r: (r.due_at, r.token_id))  # (the row's due time may be a later one's)
     ev.revocations_not_in_chain = list(dict.fromkeys(flagged))
+
+
+def _pruned_overdue(ev: PolicyEvidence, checkpoints: Sequence[audit_chain.Checkpoint], end: datetime,
+                    now: datetime, slack: timedelta) -> None:  # fmt: skip
+    """Add to ``ev``'s overdue revocations those whose rows and events went with pruned history: a
+    prune deletes a revocation's row once it is done, and its checkpoint's summary records each one
+    done late (audit_chain.LATE_REVOCATIONS), which was overdue in a period that ended after its due
+    time (and the slack) or its failure and before it was done, whenever the report is made. A
+    checkpoint that keeps no revocation's times (an earlier version's), or a record without a due
+    time, whose range may hold one overdue at the period's end leaves the count undecided."""
+    if end > now:
+        return  # judged now: every revocation a prune deleted was done by then
+    hi = ev.period[1]
+    unsure: list[str] = []
+    for cp in checkpoints:
+        entry = cp.detail.get("policies", {}).get(ev.policy)
+        if not isinstance(entry, dict) or str(cp.detail.get("to") or "") < hi:
+            continue  # each revocation done in its range was done by the period's end
+        kept = cp.detail.get(audit_chain.LATE_REVOCATIONS_SLACK_S)
+        if audit_chain.OPEN_REVOCATIONS not in cp.detail or not isinstance(kept, int) or slack.total_seconds() < kept:
+            done = entry.get("revocations")
+            if not isinstance(done, int) or done > 0:
+                unsure.append(f"checkpoint seq {cp.seq} (pruned {cp.detail.get('from')} to {cp.detail.get('to')}) "
+                              f"counts {done} revocation(s) done in its range and "
+                              + (f"keeps those done more than {format_duration(timedelta(seconds=kept))} late only, "
+                                 f"while this report allows {format_duration(slack)}"
+                                 if audit_chain.OPEN_REVOCATIONS in cp.detail and isinstance(kept, int) else
+                                 "keeps none of their due and done times (written by an earlier version)"))
+            continue
+        records = entry.get(audit_chain.LATE_REVOCATIONS)
+        for late in records if isinstance(records, list) else []:
+            verdict = _late_overdue(late, end, hi, slack) if isinstance(late, dict) else None
+            if verdict is None:
+                unsure.append(f"checkpoint seq {cp.seq} records a revocation done late with no due time known: "
+                              f"{late.get('token_id') if isinstance(late, dict) else late!r}")
+            elif verdict:
+                token = str(late["token_id"])
+                ev.overdue_pruned.append({**late, "checkpoint_seq": cp.seq})
+                if token not in ev.overdue_revocations:
+                    ev.overdue_revocations.append(token)
+    for text in unsure:
+        _undecide(ev, text)
+
+
+def _undecide(ev: PolicyEvidence, why: str) -> None:
+    """Leave ``ev``'s overdue count open (:attr:`PolicyEvidence.overdue_undecided`), saying ``why``."""
+    ev.overdue_undecided = (f"{ev.overdue_undecided}; {why}" if ev.overdue_undecided else "pruned history "
+                            f"cannot say whether more revocations were overdue at the period's end: {why}")
+
+
+def _failed_in_pruned(checkpoints: Sequence[audit_chain.Checkpoint], policy: str, token: str, hi: str,
+                      due: str) -> bool | None:  # fmt: skip
+    """Whether pruned history says the revocation of ``token``, none of whose events before ``hi`` is
+    kept, had failed by then: the checkpoint whose range holds ``hi`` carries it on failed before
+    ``hi`` (audit_chain.OPEN_REVOCATIONS), or the last one before ``hi`` carries it on failed (nothing
+    after it, before ``hi``, is kept of it, nor pruned). None: a checkpoint of an earlier version,
+    which carries none on, holds history from its due time ``due`` to ``hi``."""
+    holding = last_before = None
+    earlier_version = False
+    for cp in checkpoints:
+        start, stop = str(cp.detail.get("from") or ""), str(cp.detail.get("to") or "")
+        if not start:
+            continue
+        if audit_chain.OPEN_REVOCATIONS not in cp.detail:
+            earlier_version = earlier_version or (stop >= due and start < hi)
+        elif start < hi <= stop:
+            holding = cp
+        elif stop < hi:
+            last_before = cp
+    chosen = holding or last_before
+    carried = chosen.detail.get(audit_chain.OPEN_REVOCATIONS) if chosen is not None else None
+    tokens = carried.get(policy) if isinstance(carried, dict) else None
+    record = tokens.get(token) if isinstance(tokens, dict) else None
+    failed = record.get("failed_at") if isinstance(record, dict) else None
+    if isinstance(failed, str) and (chosen is last_before or failed < hi):
+        return True
+    return None if earlier_version else False
+
+
+def _late_overdue(late: Mapping[str, Any], end: datetime, hi: str, slack: timedelta) -> bool | None:
+    """Whether a revocation a checkpoint records as done late was overdue at the period's end ``end``
+    (``hi``, its text), as :func:`_revocation_evidence` judged it while its row was there: not done by
+    then, and failed or pending more than ``slack`` past its due time. None: its due time is not known."""
+    done, due, failed = (_due_text(late.get(key)) for key in ("done_at", "due_at", "failed_at"))
+    if done is not None and done < hi:
+        return False  # done by the period's end
+    if due is None or done is None:
+        return None
+    return due < hi and ((failed is not None and failed < hi) or is_overdue("pending", _parse_ts(due), end, slack))
 
 
 def _contradicted(story: _Story, state: str, due: str, bound: str | None, done_at: str | None,
@@ -1441,8 +1552,10 @@ def _max_age(timeline: _Timeline, start: datetime, end: datetime, now: datetime)
     A token's age counts from when it began to age (its publication, or a bootstrapped token's creation
     at the issuer) to its replacement, or the period's end. A block of pruned publications
     (:attr:`_Timeline.blocks`) counts its oldest replaced token where every replacement in it lies in
-    the period; where it crosses the period's start or end, which of its tokens were current in the
-    period went with the pruned history: their oldest is a bound, not a measure."""
+    the period after its start; where it crosses the period's start or end (or begins at its start
+    after an earlier publication: a token replaced then was current before it only), which of its
+    tokens were current in the period went with the pruned history: their oldest is a bound, not a
+    measure."""
     stop = min(end, now)
     age = _Age()
     points = timeline.points
@@ -1460,8 +1573,11 @@ def _max_age(timeline: _Timeline, start: datetime, end: datetime, now: datetime)
                 age.saw(int((until - current.born).total_seconds()), current.token_id)
         elif following is not None and following <= start:
             continue  # every token it replaced was replaced by the period's start
-        elif block.start >= start and following is not None and following <= stop:
-            age.saw(block.max_age_s, "(pruned)")  # each one it replaced was current in the period
+        elif (block.start > start or (block.start == start and current is None)) and following is not None \
+                and following <= stop:
+            # each one it replaced was current in the period (one published at its start replaced a
+            # token current before the period only, if there was one: which one its oldest is, is not known)
+            age.saw(block.max_age_s, "(pruned)")
         else:
             if current is not None and block.start > start:
                 # current until the block's first publication at least, inside the period
@@ -1525,12 +1641,13 @@ def _csv(evidence: Evidence) -> str:
             "failures": s["failures"], _CSV_COLUMNS[28]: _yn(evidence.chain.ok),
             "note": f"{ts(evidence.start)} to {ts(evidence.end)}; evidence, not a legal claim"
                     + (f"; {_IN_PRUNED.format(n=n)}" if (n := s["rotations_counted_in_pruned"]) else "")
-                    + (f"; {_undecided(p)}" if p.age_undecided else ""),
+                    + (f"; {_undecided(p)}" if p.age_undecided else "")
+                    + (f"; {_overdue_undecided(p)}" if p.overdue_undecided else ""),
             # (as the JSON summary and the HTML one count them)
             "revocations_pending": s["revocations_pending"], "revocations_failed": s["revocations_failed"],
             "revocations_dismissed": s["revocations_dismissed"], "runs_abandoned": s["runs_abandoned"],
             "emergency_rotations": s["emergency_rotations"], "repairs": s["repairs"],
-            "revocations_overdue": s["revocations_overdue"],
+            "revocations_overdue": _na(s["revocations_overdue"]),
         })  # fmt: skip
         for r in p.rotations:
             writer.writerow({"record": "rotation", "policy": p.policy, **asdict(r), "in_chain": _yn(r.in_chain),
@@ -1541,6 +1658,9 @@ def _csv(evidence: Evidence) -> str:
             row["confirmed_by_issuer"] = _yn(v.confirmed_by_issuer)
             row.pop("attempts"), row.pop("last_error")
             writer.writerow({"record": "revocation", "policy": p.policy, **row})
+        for m in p.overdue_pruned:
+            writer.writerow({"record": "overdue_revocation_pruned", "policy": p.policy, "token_id": m["token_id"],
+                             "due_at": m["due_at"], "done_at": m["done_at"], "note": _overdue_pruned(m)})
         for f in p.failures:
             writer.writerow({"record": "failure", "policy": p.policy, **asdict(f)})
         for pr in p.pruned:
@@ -1640,6 +1760,23 @@ def _undecided(p: PolicyEvidence) -> str:
             f"(a verdict it leaves open is n/a): {p.age_undecided}")
 
 
+def _overdue_undecided(p: PolicyEvidence) -> str:
+    """What a summary says of an overdue count that pruned history leaves open."""
+    return f"revocations overdue at least {len(p.overdue_revocations)} (n/a): {p.overdue_undecided}"
+
+
+def _overdue_pruned(m: Mapping[str, Any]) -> str:
+    """What the report says of an overdue revocation that only a checkpoint's summary records."""
+    failed = f", failed {m['failed_at']}" if m.get("failed_at") else ""
+    row = " (its row's due time)" if m.get("due_at_from_row") else ""
+    return (f"overdue at the period's end: due {m['due_at']}{row}{failed}, done {m['done_at']}; its row and events "
+            f"were pruned ({_recorded_in(m)})")
+
+
+def _na(count: int | None) -> int | str:
+    return "n/a" if count is None else count
+
+
 def _yn(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "NO")
 
@@ -1699,7 +1836,8 @@ def _html(evidence: Evidence) -> str:
             + f"</td>{_flag(s['within_max_age'])}{_flag(s['within_90d'])}"
             f"<td>{s['revocations_done']} / {s['revocations_pending']} / {s['revocations_failed']}"
             + (f" ({s['revocations_dismissed']} dismissed)" if s["revocations_dismissed"] else "") + "</td>"
-            f'<td class="{"bad" if s["revocations_overdue"] else "ok"}">{s["revocations_overdue"]}</td>'
+            f'<td class="{"bad" if p.overdue_revocations else "ok" if s["revocations_overdue"] == 0 else "muted"}">'
+            f'{_na(s["revocations_overdue"])}</td>'
             f"<td>{s['failures']}</td></tr>"
         )
     parts.append("</table>")
@@ -1708,6 +1846,11 @@ def _html(evidence: Evidence) -> str:
             parts.append(f'<p class="note">{e(p.policy)}: {e(_IN_PRUNED.format(n=n))}.</p>')
         if p.age_undecided:
             parts.append(f'<p class="note">{e(p.policy)}: {e(_undecided(p))}.</p>')
+        if p.overdue_undecided:
+            parts.append(f'<p class="note">{e(p.policy)}: {e(_overdue_undecided(p))}.</p>')
+        for m in p.overdue_pruned:
+            parts.append(f'<p class="note">{e(p.policy)}: revocation of token {e(str(m["token_id"]))} '
+                         f"{e(_overdue_pruned(m))}.</p>")
         if p.republished:
             parts.append(f'<p class="note">{e(p.policy)}: runs {e(", ".join(p.republished))} {e(_REPUBLISHED)}.</p>')
     if evidence.not_in_chain:

@@ -7,7 +7,7 @@ row batches (the daemon's stop(), a kill, a failed batch), or a report read duri
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from rotator.core import audit_chain
@@ -76,3 +76,59 @@ def test_report_read_while_an_uninterrupted_prune_deletes_its_rows(tmp_path: Pat
     assert not after.revocations_not_in_chain
     assert result.runs > 0 and len(seen) == result.runs, (result, seen)  # a report read before each row batch
     assert not any(seen), "a report read during the row deletions flags an honest journal"
+
+
+def _publication_at_the_period_start(tmp_path: Path) -> tuple[World, timedelta]:
+    """The bootstrapped token replaced 60h old at a period's start, then two more rotations: the world
+    and how old the bootstrapped token was."""
+    world = World(tmp_path)
+    world.bootstrap()
+    world.clock.advance(timedelta(hours=60))
+    rotate(world)
+    return world, timedelta(hours=60)
+
+
+def _age(world: World, start: datetime, end: datetime) -> tuple[int | None, str | None, int | None]:
+    [p] = report.build(world.journal, [world.policy], start, end, world.clock.now()).policies
+    s = p.summary()
+    return s["max_observed_age_s"], s["oldest_token_id"], s["max_age_bound_s"]
+
+
+def test_a_pruned_publication_at_the_period_start_adds_no_age_of_a_token_current_before_it(tmp_path: Path) -> None:
+    """A checkpoint whose range begins with the publication at --from (one event a batch) kept the age of
+    the token it replaced, which was current before the period only: the report took it as the period's
+    maximum observed age (60h, "(pruned)", where the tokens of the period lived 10h at most)."""
+    world, old = _publication_at_the_period_start(tmp_path)
+    start = world.clock.now()
+    end = start + timedelta(hours=10)
+    world.clock.advance(GRACE + timedelta(hours=1))
+    world.engine().revoke_due()
+    world.clock.advance(timedelta(hours=20))
+    rotate(world)
+    before = _age(world, start, end)
+    assert before[0] == 10 * 3600 and before[0] < old.total_seconds()
+    audit_chain.prune(world.journal, ts(start + timedelta(minutes=1)), ts(world.clock.now()), batch=1)
+    assert _age(world, start, end) == before
+
+
+def test_a_pruned_block_beginning_at_the_period_start_is_a_bound_not_the_period_age(tmp_path: Path) -> None:
+    """The same, one checkpoint holding that publication and the next one (only their count and the oldest
+    token they replaced are kept): which of them the oldest was went with the events, so it bounds the
+    age (the verdict is left open where it matters), and is no observed age of the period."""
+    world, old = _publication_at_the_period_start(tmp_path)
+    start = world.clock.now()
+    end = start + timedelta(hours=10)
+    world.clock.advance(GRACE + timedelta(hours=1))
+    world.engine().revoke_due()
+    world.clock.advance(timedelta(hours=3))
+    rotate(world)  # 5h after the period's start
+    world.clock.advance(GRACE + timedelta(hours=1))
+    world.engine().revoke_due()
+    world.clock.advance(timedelta(hours=20))
+    rotate(world)
+    low, _token, bound = _age(world, start, end)
+    assert (low, bound) == (5 * 3600, None)
+    audit_chain.prune(world.journal, ts(start), ts(world.clock.now()))  # the history before the period
+    audit_chain.prune(world.journal, ts(start + timedelta(hours=6)), ts(world.clock.now()))
+    assert [cp.detail["from"] for cp in audit_chain.checkpoints(world.journal)][-1] == ts(start)
+    assert _age(world, start, end) == (5 * 3600, "mem-0003", old.total_seconds())
