@@ -49,6 +49,7 @@ from rotator.core.errors import (
     LeaseLost,
 )
 from rotator.core.group_sync import GroupSync, WalFile
+from rotator.core.secret import REDACTOR
 
 __all__ = ["Journal", "JournalStats", "Preflight", "RevocationState", "Revocation", "RunRecord", "RunState",
            "open_journal", "postgres_url_problem", "ts"]
@@ -1153,32 +1154,53 @@ class Journal:
         if self._read_only:
             self._check_schema()
             return
-        with self._tx(immediate=True) as cur:
-            if self._backend.migration_lock:
-                cur.execute(self._backend.migration_lock)
-            # Only DDL when something is missing: a role with read/write rights alone can start.
-            current = self._schema_version(cur)
-            if current is None:
-                if not self._create:
-                    raise _no_journal(self.location)
-                cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-                current = 0
-            backend = self._backend.name
-            for version in range(current + 1, len(_MIGRATIONS) + 1):
-                migration = _MIGRATIONS[version - 1]
-                statements = migration.split(";") if isinstance(migration, str) else migration[backend]
-                for statement in statements:
-                    if statement.strip():
-                        self._migrate_statement(cur, statement)
-                cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-            if current == len(_MIGRATIONS) and cur.execute(audit_chain.HEAD_TRIGGER_EXISTS[backend]).fetchone() is None:
-                # Writers rely on it to move the chain's head: without it the next event would link
-                # to a head that stayed behind (a journal restored from a dump of its tables alone).
-                for statement in audit_chain.HEAD_TRIGGER_MIGRATION[backend]:
-                    cur.execute(statement)
-            behind = audit_chain.head_behind(cur)
-            if behind is not None:
-                raise self._head_behind_error(*behind)
+        upgrading: int | None = None  # the schema version an upgrade of an existing journal starts from
+        try:
+            with self._tx(immediate=True) as cur:
+                if self._backend.migration_lock:
+                    cur.execute(self._backend.migration_lock)
+                # Only DDL when something is missing: a role with read/write rights alone can start.
+                current = self._schema_version(cur)
+                if current is None:
+                    if not self._create:
+                        raise _no_journal(self.location)
+                    cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                    current = 0
+                elif current < len(_MIGRATIONS):
+                    upgrading = current
+                backend = self._backend.name
+                for version in range(current + 1, len(_MIGRATIONS) + 1):
+                    migration = _MIGRATIONS[version - 1]
+                    statements = migration.split(";") if isinstance(migration, str) else migration[backend]
+                    for statement in statements:
+                        if statement.strip():
+                            self._migrate_statement(cur, statement)
+                    cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                if current == len(_MIGRATIONS) and \
+                        cur.execute(audit_chain.HEAD_TRIGGER_EXISTS[backend]).fetchone() is None:
+                    # Writers rely on it to move the chain's head: without it the next event would link
+                    # to a head that stayed behind (a journal restored from a dump of its tables alone).
+                    for statement in audit_chain.HEAD_TRIGGER_MIGRATION[backend]:
+                        cur.execute(statement)
+                behind = audit_chain.head_behind(cur)
+                if behind is not None:
+                    raise self._head_behind_error(*behind)
+        except JournalError as exc:
+            # Only the database's refusal, which got the generic hint (typically a role without the
+            # tables' owner's rights): a transient error (a lost connection, a lock waited for too long)
+            # stays one, and the next try upgrades from the start again (the upgrade rolled back as a
+            # whole); an error with a fix of its own keeps it.
+            if upgrading is None or isinstance(exc, JournalUnavailable) or exc.hint != _JOURNAL_HINT:
+                raise
+            raise self._upgrade_failed(upgrading, exc) from None
+
+    def _upgrade_failed(self, current: int, exc: JournalError) -> JournalError:
+        detail = REDACTOR.redact(str(exc).removeprefix(f"journal {self.location}: "))
+        return JournalError(
+            f"journal {self.location}: upgrading the journal schema from v{current} to v{len(_MIGRATIONS)} "
+            f"failed: {detail}; the upgrade was rolled back, the journal is as it was",
+            hint=_UPGRADE_HINTS[self._backend.name],
+        )
 
     def _migrate_statement(self, cur: _Cursor, statement: str) -> None:
         """Run one statement of a migration; an ALTER TABLE ... ADD COLUMN of a column the table has
@@ -1878,6 +1900,20 @@ class Journal:
 
 
 _JOURNAL_HINT = "check the journal path/URL, its permissions and free disk space"
+#: the fix of an upgrade the database refused (Journal._upgrade_failed), by backend; the writing command
+#: named is the one a read-only open of an older journal names (Journal._check_schema)
+_UPGRADE_HINTS = {
+    "postgresql": (
+        "an upgrade changes rotator's tables (ALTER TABLE, CREATE INDEX, a function and a trigger), which "
+        "PostgreSQL allows only their owner (the role that created them, or a member of it), not a role that "
+        "may only read and write them. Run one writing command, e.g. `rotator recover`, once with the journal "
+        "URL's user set to the owner role; then this rotator works with the usual role again "
+        "(docs/operations.md#postgresql-several-hosts-or-replicas)"),
+    "sqlite": (
+        "an upgrade writes the journal file: this user must be allowed to write it and its directory (SQLite "
+        "opens a file it may not write read-only), and the disk needs free space. Run one writing command, "
+        "e.g. `rotator recover`, once as the journal file's owner, or fix its permissions"),
+}
 _CONFLICT_HINT = (
     "another session held rows of the journal this transaction needed while waiting for rows it held (a "
     "deadlock), or their changes could not be serialized: the server rolled this transaction back, so nothing "
