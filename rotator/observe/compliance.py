@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # annotations only: `rotator status` imports neither the poli
     from rotator.config.policy_types import Policy
     from rotator.core.journal import Journal, Revocation
 
-__all__ = ["DEFAULT_SLACK", "REVOCATION_STATES", "ROW_ERRORS", "Compliance", "is_compliant", "is_overdue",
-           "max_age_of", "open_revocations", "policy_compliance", "revocations_overdue", "unreadable_row"]
+__all__ = ["AHEAD_SLACK", "DEFAULT_SLACK", "REVOCATION_STATES", "ROW_ERRORS", "Compliance", "is_compliant",
+           "is_overdue", "max_age_of", "open_revocations", "policy_compliance", "revocations_overdue", "unreadable_row"]
 
 #: How long after its due time a pending revocation may wait (for the next revoke-expired tick or
 #: daemon sweep, and its retries) before it counts as overdue. audit_chain.LATE_REVOCATION_SLACK
@@ -81,12 +81,19 @@ _STATES_SQL = (
 )
 
 
+#: A token's age origin later than now by more than this was written by a clock ahead of the reader's (a
+#: clock stepped back since, or another host's running ahead): its age is unknown, so it is not compliant.
+#: Far above what hosts that keep time differ by (2 s, docs/operations.md), far below a step that matters.
+#: The daemon plans such a policy's rotations from now (rotator/runners/daemon.py _origin_for_plan).
+AHEAD_SLACK = timedelta(minutes=5)
+
+
 def is_compliant(since: datetime | None, max_age: timedelta, overdue: bool, now: datetime) -> bool:
-    """The compliance rule: a token is published, no older than ``max_age``, and no revocation is
-    overdue (pending past the slack, or failed). ``since``: when the current token began to age
-    (RunRecord.token_since; None: no token). Used by :class:`Compliance` and by the daemon's
-    in-memory metrics."""
-    return since is not None and now - since <= max_age and not overdue
+    """The compliance rule: a token is published, no older than ``max_age`` (and not begun to age more
+    than :data:`AHEAD_SLACK` after ``now``), and no revocation is overdue (pending past the slack, or
+    failed). ``since``: when the current token began to age (RunRecord.token_since; None: no token).
+    Used by :class:`Compliance` and by the daemon's in-memory metrics."""
+    return since is not None and since - now <= AHEAD_SLACK and now - since <= max_age and not overdue
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,12 @@ class Compliance:
         return age is not None and age > self.max_age
 
     @property
+    def ahead(self) -> bool:
+        """Its token began to age more than :data:`AHEAD_SLACK` after now: its age is unknown."""
+        since = self.since
+        return since is not None and since - self.now > AHEAD_SLACK
+
+    @property
     def compliant(self) -> bool:
         return not self.unreadable and is_compliant(self.since, self.max_age, bool(self.overdue), self.now)
 
@@ -132,6 +145,10 @@ class Compliance:
         elif self.too_old:
             out.append(f"token {self.current_token_id} is {format_duration(self.age or timedelta(0))} old, "
                        f"older than max_age {format_duration(self.max_age)}")
+        elif self.ahead:
+            out.append(f"token {self.current_token_id} began to age {format_duration(-(self.age or timedelta(0)))} "
+                       "after this host's now (a clock ran ahead: this host's before a step back, or the publishing "
+                       "host's), so its age is unknown; fix that clock (NTP, chrony): docs/daemon.md, Clocks")
         for rev in self.overdue:
             if rev.state == "failed":
                 out.append(f"revocation of token {rev.token_id} failed: it is still valid")
@@ -148,6 +165,7 @@ class Compliance:
         return {
             "policy": self.policy, "compliant": self.compliant, "max_age_s": int(self.max_age.total_seconds()),
             "age_s": int(age.total_seconds()) if age is not None else None, "too_old": self.too_old,
+            "ahead_of_clock": self.ahead,
             "current_token_id": self.current_token_id, "overdue_revocations": len(self.overdue),
             "problems": self.problems(), "unreadable": list(self.unreadable),
         }  # fmt: skip

@@ -200,6 +200,8 @@ def _compliance_cell(c: Compliance | None) -> str:
         words.append("NO TOKEN")
     if c.too_old:
         words.append(f"OLDER THAN {format_duration(c.max_age)}")
+    elif c.ahead:
+        words.append("AGE UNKNOWN (CLOCK)")
     if c.overdue:
         words.append(f"{len(c.overdue)} REVOCATION(S) OVERDUE")
     return ", ".join(words)

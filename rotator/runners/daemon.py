@@ -131,6 +131,7 @@ from rotator.core.errors import describe as _describe
 from rotator.core.journal import Journal, Overview, RevocationState, RunRecord, RunState, open_journal, sqlite_path, ts
 from rotator.core.retry import RetryPolicy, doubling
 from rotator.core.secret import REDACTOR
+from rotator.observe.compliance import AHEAD_SLACK
 from rotator.runners.systemd_notify import SystemdNotify
 
 if TYPE_CHECKING:
@@ -145,13 +146,6 @@ logger = logging.getLogger("rotator.daemon")
 BUSY_RETRY = (1.0, 2.0)
 #: After an unexpected error in a tick (journal unreachable...), try again after this long.
 TICK_RETRY = 5.0
-#: A current token's age origin (its publication, a bootstrapped token's creation) later than now by more
-#: than this was written by a clock ahead of this one (this host's before a step back, or another host's):
-#: the daemon plans from now instead (Daemon._origin_for_plan). Far above what replicas that keep time
-#: differ by (2 s, operations.md; /readyz fails past lease_ttl / 4, 225 s by default) and a run's length,
-#: so a replica's publication read by one a little behind it is not taken for one; far below the intervals
-#: a step back holds a rotation back by.
-AHEAD_SLACK = timedelta(minutes=5)
 MIN_WAIT = 0.01
 #: how often the daemon prunes history older than keep_history
 PRUNE_EVERY = timedelta(days=1)

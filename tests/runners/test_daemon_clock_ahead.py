@@ -19,6 +19,8 @@ import pytest
 from rotator.core.engine import RunResult
 from rotator.core.errors import TransientError
 from rotator.core.journal import RunRecord, RunState
+from rotator.observe.compliance import AHEAD_SLACK, Compliance, is_compliant
+from rotator.observe.status import _compliance_cell
 from rotator.runners.daemon import Daemon
 from tests.runners.test_daemon import T0, Harness, InlineExecutor, sample
 from tests.runners.test_daemon import harness as harness  # noqa: F401 - a fixture, used by name
@@ -30,6 +32,10 @@ AHEAD = "ahead of this host's clock"
 def _needs_attention(daemon: Daemon) -> float:
     """Policy a's rotator_needs_attention, as a scrape of /metrics reads it."""
     return samples(cast(Harness, SimpleNamespace(daemon=daemon)))[("rotator_needs_attention", (("policy", "a"),))]
+
+
+def _compliant(daemon: Daemon) -> float:
+    return samples(cast(Harness, SimpleNamespace(daemon=daemon)))[("rotator_policy_compliant", (("policy", "a"),))]
 
 
 def _ahead_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -52,6 +58,7 @@ def test_a_publication_ahead_of_the_clock_holds_no_rotation_back_after_a_step_ba
     h.tick()  # the first pass after the step
     assert h.calls == []
     assert _needs_attention(h.daemon) == 1, "its publication is ahead of the clock"
+    assert _compliant(h.daemon) == 0, "a token whose age is unknown is not compliant"
     assert len(_ahead_errors(caplog)) == 1, caplog.text
     assert "policy a: its last publication (2027-03-02T12:00:00+00:00) is 363d ahead" in _ahead_errors(caplog)[0]
     rotated = []
@@ -102,6 +109,15 @@ def test_a_publication_a_replica_a_few_seconds_ahead_made_is_planned_from_as_it_
     assert h.daemon._planned["a"] == T0 + timedelta(hours=1, minutes=2)
     assert not _ahead_errors(caplog)
     assert _needs_attention(h.daemon) == 0
+    assert _compliant(h.daemon) == 1
+
+
+def test_a_token_that_began_to_age_after_now_is_not_compliant() -> None:
+    """Its age is unknown (a clock ahead wrote its time): not compliant, beyond the clocks' slack."""
+    day = timedelta(days=1)
+    assert is_compliant(T0 + AHEAD_SLACK, day, False, T0), "within the slack: clocks that keep time differ"
+    assert not is_compliant(T0 + AHEAD_SLACK + timedelta(seconds=1), day, False, T0)
+    assert not is_compliant(T0 + timedelta(days=363), timedelta(days=400), False, T0)
 
 
 def _failing_with_a_reported_discard(h: Harness) -> Callable[..., RunResult]:
@@ -138,3 +154,13 @@ def test_the_discards_the_engine_reported_on_are_forgotten_once_used(
     h.daemon._forget("b")  # (what a reload that removed it does)
     assert "r-b" not in h.daemon._orphans_reported, "a removed policy's runs go with it"
     assert "r-a" in h.daemon._orphans_reported
+
+
+def test_status_says_why_a_token_published_ahead_of_the_clock_is_not_compliant() -> None:
+    """`status --check` exits 4 on it: it names the problem and the fix, never an empty reason."""
+    c = Compliance("a", timedelta(days=1), T0 + timedelta(days=363), "tok-1", (), T0)
+    assert not c.compliant and c.ahead and not c.too_old
+    (problem,) = c.problems()
+    assert problem.startswith("token tok-1 began to age 363d after this host's now") and "NTP" in problem
+    assert _compliance_cell(c) == "AGE UNKNOWN (CLOCK)"
+    assert c.to_json()["ahead_of_clock"] is True
