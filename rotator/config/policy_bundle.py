@@ -135,6 +135,7 @@ def read_bundle(path: Path, policy_file: Path | None = None) -> PolicyBundle:
         data = json.loads(raw)
         if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
             raise BundleError(f"{path} is not a {FORMAT} bundle", hint=_HINT_REBUILD)
+        _check_builder(path, data)
         if policy_file is not None:
             _check_source(path, data, policy_file)
         return _parse(path, data)
@@ -148,6 +149,17 @@ def read_bundle(path: Path, policy_file: Path | None = None) -> PolicyBundle:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleError(f"policy bundle {path} is malformed ({type(exc).__name__}: {exc})",
                           hint=_HINT_REBUILD) from None  # fmt: skip
+
+
+def _check_builder(path: Path, data: Mapping[str, Any]) -> None:
+    """A bundle is the policy file as the rotator that built it validated it, with that rotator's defaults
+    filled in: another release may check more (a policy it now refuses) or default otherwise, so its
+    bundle is stale for this one (then the policy file is validated here: slower, never wrong)."""
+    built_by = data.get("rotator_version")
+    if built_by != rotator.__version__:
+        shown = repr(built_by)[:40] if not isinstance(built_by, str) or len(built_by) > 40 else built_by
+        raise BundleError(f"policy bundle {path} is stale: built by rotator {shown}, this is rotator "
+                          f"{rotator.__version__} (its checks and defaults may differ)", hint=_HINT_REBUILD)
 
 
 def _check_source(path: Path, data: Mapping[str, Any], policy_file: Path) -> None:

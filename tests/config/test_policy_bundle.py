@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 import pytest
 
+import rotator
 from rotator.adapters.influxctl.management import InfluxctlManagementIssuer
 from rotator.config import registry
 from rotator.config.policy import PolicyFileError, load_config
@@ -154,7 +155,7 @@ def test_a_bundle_alone_is_used_without_its_policy_file(policy_file: Path) -> No
         ("{not json", "malformed"),
         ('{"format": "rotator-policy-bundle/0"}', "is not a rotator-policy-bundle/2 bundle"),
         ("[]", "is not a rotator-policy-bundle/2 bundle"),
-        (json.dumps({"format": FORMAT, "policies": []}), "malformed.*KeyError"),
+        (json.dumps({"format": FORMAT, "rotator_version": rotator.__version__, "policies": []}), "malformed.*KeyError"),
     ],
 )
 def test_an_unusable_bundle_says_so(tmp_path: Path, content: str, message: str) -> None:
@@ -398,3 +399,17 @@ def test_a_bundle_is_never_moved_over_a_fifo_or_a_device(policy_file: Path, kind
     finally:
         listener.close()
     assert (after.st_ino, stat.S_IFMT(after.st_mode)) == (before.st_ino, stat.S_IFMT(before.st_mode))
+
+
+@pytest.mark.parametrize("built_by", ["0.0.9", None, 7, "x" * 200])
+def test_a_bundle_another_release_built_is_stale(policy_file: Path, built_by: object) -> None:
+    """Another release may refuse what it accepted (or default otherwise): its bundle is not used, and the
+    Lambda function validates the policy file instead (test_the_lambda_falls_back_to_the_policy_file)."""
+    written, _ = write_bundle(policy_file)
+    data = json.loads(written.read_text())
+    data["rotator_version"] = built_by
+    written.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"stale: built by rotator .*, this is rotator") as caught:
+        read_bundle(written, policy_file=policy_file)
+    assert "rotator bundle" in caught.value.hint
+    assert len(str(caught.value)) < len(str(written)) + 200, "an odd value is not repeated whole"
