@@ -46,7 +46,9 @@ path "auth/token/renew-self" {
 }
 
 # Optional: lets rotator warn when the mount keeps fewer than 3 versions (the previous
-# token could be evicted during its grace period). Without it the check is skipped.
+# token could be evicted during its grace period). Without it the check is skipped, and the
+# store's first read also asks sys/internal/ui/mounts (one request, no capability of its own)
+# whether <mount> is a KV version 2 engine: a KV version 1 engine is refused before any token is minted.
 # path "<mount>/config" {
 #   capabilities = ["read"]
 # }

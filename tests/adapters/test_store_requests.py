@@ -6,7 +6,8 @@ revokes (``Engine._safe_revoke``). For vault-kv2 a steady rotation is 3 requests
 data endpoint (version, payload and custom_metadata in one answer), the ``cas`` write, the
 custom_metadata PATCH (4 with a Vault policy without ``patch``: the metadata read and a POST instead).
 A store's first read adds its one-off calls: the token's lookup-self (or the AppRole login), the
-secret's metadata and the mount's config (the max_versions check).
+secret's metadata and the mount's config (the max_versions check); when the token may not read that config
+(deploy/vault/rotator-policy.hcl leaves it out), the mount's lookup too (KV version 2, not 1: once per store).
 The counts come from the store's own ``request_count`` (every HTTP request its client sent).
 """
 
@@ -151,7 +152,7 @@ def test_a_fresh_vault_store_with_approle_logs_in_instead_of_looking_up(openbao:
     store = _vault_store(openbao, kv_path, tmp_path, auth)
     sent = _Delta(store)
     store.read_current()
-    assert sent() == 4, "login, metadata, mount config (refused: not in this policy), GET data"
+    assert sent() == 5, "login, metadata, mount config (refused: not in this policy), the mount's lookup, GET data"
     store.publish(_record("tok-1"), None)
     store.read_current()
     assert sent() == 3
@@ -176,7 +177,7 @@ def test_without_the_patch_capability_a_steady_rotation_costs_one_request_more(o
     store = _vault_store(openbao, kv_path, tmp_path, settings)
     sent = _Delta(store)
     store.read_current()
-    assert sent() == 4, "lookup-self or login, metadata, mount config (refused), GET data"
+    assert sent() == 5, "lookup-self or login, metadata, mount config (refused), the mount's lookup, GET data"
     assert store.publish(_record("tok-1"), None) == "1"
     assert sent() == 5, "PUT data, PATCH (403), lookup-self or the token check, GET metadata, POST"
     for n in range(2, 4):

@@ -59,22 +59,25 @@ policy); ``publish`` is the ``cas`` write and the custom_metadata PATCH (without
 metadata read and the POST; a metadata read more, after a write answered past the publish's start
 window). A store's first read also reads the secret's metadata and, unless
 the secret sets max_versions, the mount's config (the max_versions and delete_version_after
-checks), and the login adds its own (token auth: one lookup-self). The HTTP client takes nothing
-from the environment (proxy variables, ``REQUESTS_CA_BUNDLE``, ``~/.netrc``): the settings alone
-decide. It ends every request ``timeout_s`` after it started, redirects included, and reads at most
-:data:`MAX_ANSWER_BYTES` of an answer (:class:`_Deadline`): past either, a TransientError naming Vault's
-address (requests' own timeout bounds each read of the socket, not a request). ``request_count`` is the
-number of HTTP requests the store sent (tests/adapters/test_store_requests.py asserts them).
+checks; when it is refused, the mount's lookup as well: see below), and the login adds its own
+(token auth: one lookup-self). The HTTP client takes nothing from the environment (proxy variables,
+``REQUESTS_CA_BUNDLE``, ``~/.netrc``): the settings alone decide. It ends every request ``timeout_s``
+after it started, redirects included, and reads at most :data:`MAX_ANSWER_BYTES` of an answer
+(:class:`_Deadline`): past either, a TransientError naming Vault's address (requests' own timeout
+bounds each read of the socket, not a request). ``request_count`` is the number of HTTP requests
+the store sent (tests/adapters/test_store_requests.py asserts them).
 
 Where ``mount`` points. ``mount`` is the engine's path as ``vault secrets list`` shows it (``secret``), not the
 API path (``secret/data``): written so, rotator would read and write the secret ``data/<path>`` of ``secret``.
 The first read finds out before anything is written. The mount's config read cannot answer as a KV v2
 config then (a 404, or a secret named "config"); nor does a path inside a mount, or a KV v1 engine. Only
-then (or when the config read is refused, or a first read fails, and ``mount`` has a ``data`` or
-``metadata`` segment: a real mount may be named so) the store asks Vault which mount serves
-``<mount>/<path>`` (GET ``sys/internal/ui/mounts/<mount>/<path>``, one request, no capability of its own) and
-raises a ConfigError naming the ``mount`` and ``path`` to set, or a PermanentError if the engine is not KV
-version 2. A store set right sends nothing more.
+then, or when that read is refused (deploy/vault/rotator-policy.hcl leaves it out: a KV v1 engine's 404s for
+the data and the metadata then look like an absent KV v2 secret, and its first write would keep the token
+as a plain secret), or when a first read fails and ``mount`` has a ``data`` or ``metadata`` segment (a real
+mount may be named so), the store asks Vault which mount serves ``<mount>/<path>`` (GET
+``sys/internal/ui/mounts/<mount>/<path>``, one request per store, no capability of its own) and raises a
+ConfigError naming the ``mount`` and ``path`` to set, or a PermanentError if the engine is not KV version 2.
+A store whose token may read the config sends nothing more.
 
 Every Vault call goes through ``_map_errors()``: unreachable, timeouts, 412, 429, 5xx and
 other unexpected statuses become TransientError; TLS failures, 403 (the hint names the path
@@ -244,7 +247,7 @@ _HINT_ELSEWHERE_NOT_KV2 = (
     "engine's path as `vault secrets list` shows it{api_path})"
 )
 #: Path segments that make `mount` look like a KV v2 API path (`secret/data`): the mount is then looked up when a
-#: first read fails or the config cannot be read (a real mount may have such a name: the server decides).
+#: first read fails too (a real mount may have such a name: the server decides).
 _API_SEGMENTS = frozenset({"data", "metadata"})
 _ERR_NOT_VAULT = "{where}: the answer of {url} to {operation} {path} is not Vault's (not the JSON object Vault sends)"
 _HINT_NOT_VAULT = (
@@ -1053,7 +1056,7 @@ class VaultKV2Store:
         version_field = data.get("version") if isinstance(data, Mapping) else None
         if not isinstance(version_field, int) or isinstance(version_field, bool):
             message = _ERR_NOT_KV2.format(where=self._location, mount=self._settings.mount)
-            raise PermanentError(message, hint=_HINT_VAULT)
+            raise PermanentError(message, hint=_HINT_NOT_KV2_WRITTEN)
         assert isinstance(data, Mapping)
         version = version_field
         if version != cas + 1:
@@ -1421,7 +1424,9 @@ class VaultKV2Store:
         source = "the secret's"
         if not kept:
             config = self._first_read(lambda: self._call(self._read_config, self._mount_config))
-            if config is None or (config is _UNREADABLE and self._names_an_api_path()):
+            if config is None or config is _UNREADABLE:
+                # Refused (the shipped policy grants no config read), a KV v1 engine's 404s for data and
+                # metadata read as an absent KV v2 secret: ask Vault before anything is minted or written.
                 self._check_mount(config_answered=config is None)  # raises if the mount is not the secret's
                 config = _UNREADABLE
             kept = self._checked(lambda: _whole(config.get("max_versions")), self._read_config)
@@ -1520,7 +1525,7 @@ class VaultKV2Store:
         """Raise unless Vault says `mount` is a KV v2 engine's path. Called on the first read, before any
         write, when the config read did not show one: ``config_answered``, its answer was not a KV v2
         config (then the mount is not a KV v2 engine's path even if Vault does not say which mount is);
-        else it was refused and `mount` looks like an API path."""
+        else it was refused, and nothing else tells a KV v1 engine from an absent KV v2 secret."""
         entry = self._lookup_mount()
         where, mount = self._location, self._settings.mount
         if entry is not None and entry.path != mount:
