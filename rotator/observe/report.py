@@ -483,7 +483,8 @@ def _policy_evidence(
         ev.rotations.append(Rotation(
             run.run_id, run.kind, run.state, ts(run.started_at), verified,
             ts(run.published_at) if run.published_at else None, run.old_token_id, run.new_token_id, instance,
-            _in_chain(journal, run, run_events, pruned_until, began), gave_up.text if gave_up is not None else None,
+            _in_chain(journal, run, run_events, pruned_until, began, history[1]),
+            gave_up.text if gave_up is not None else None,
             emergency=run.run_id in emergency_of, reason=decided["reason"] if decided is not None else None,
         ))  # fmt: skip
         if gave_up is not None and gave_up.backed is False:
@@ -518,7 +519,7 @@ def _policy_evidence(
     listed = {r.run_id: r.in_chain for r in ev.rotations}
     for run in _runs_the_age_uses(runs, start, min(end, now)):
         backed = listed.get(run.run_id) if run.run_id in listed else _in_chain(
-            journal, run, by_run.get(run.run_id, []), pruned_until, began)
+            journal, run, by_run.get(run.run_id, []), pruned_until, began, history[1])
         if backed is False:
             ev.not_in_chain.append(run.run_id)
     # and every listed run the chain contradicts (one that never published, carrying a published_at)
@@ -533,7 +534,7 @@ def _policy_evidence(
     # (named once: as the publication the chain holds, which counts, or else as a row)
     ev.unreadable_runs = [r for r in ev.unreadable_runs if r not in {m["run_id"] for m in ev.publications_without_run}]
     timeline = _timeline(runs, forged, publications, pruned_until, began, pruned_publish,
-                         _pruned_records(checkpoints, policy.name))
+                         _pruned_records(checkpoints, policy.name), history[1])
     ev.republished = sorted(timeline.republished)
     age = _max_age(timeline, start, end, now)
     ev.max_observed_age_s, ev.oldest_token_id = age.low, age.token_id
@@ -787,7 +788,7 @@ def _pruned_records(checkpoints: Sequence[audit_chain.Checkpoint], policy: str) 
 
 def _timeline(runs: Sequence[RunRecord], forged: Collection[str], publications: Sequence[_Publication],
               pruned_until: str, began: str | None, pruned_publish: tuple[str, str | None] | None,
-              pruned: Sequence[_Pruned] = ()) -> _Timeline:  # fmt: skip
+              pruned: Sequence[_Pruned] = (), cutoff: str = "") -> _Timeline:  # fmt: skip
     """Every publication of the policy: when, the token, when that token began to age, by time.
 
     The chain's (``publications``) where it holds them. Over pruned history, the checkpoints'
@@ -798,7 +799,7 @@ def _timeline(runs: Sequence[RunRecord], forged: Collection[str], publications: 
     range only for a publication the checkpoint records (its time within a minute: the row names its
     token and run). ``pruned_publish``: the last publish among the pruned events, for checkpoints that
     record no per-range publications. A publication of the token already current starts nothing:
-    the token ages on from its first publication."""
+    the token ages on from its first publication. ``cutoff``: the latest chained prune's (:func:`_unchecked`)."""
     points: list[_Published] = []
     runs_by_id = {r.run_id: r for r in runs}
     seen: set[tuple[str, str | None]] = set()
@@ -817,7 +818,7 @@ def _timeline(runs: Sequence[RunRecord], forged: Collection[str], publications: 
     labels: list[_Published] = []
     for r in runs:
         if not (r.state in RunState.SUCCESS and r.published_at is not None and r.run_id not in forged
-                and r.run_id not in backed and (began is None or _unchecked(r, pruned_until, began))):
+                and r.run_id not in backed and (began is None or _unchecked(r, pruned_until, began, cutoff))):
             continue
         row = _Published(r.published_at, r.new_token_id, r.token_since or r.published_at, r.run_id, r.new_token_id)
         in_pruned = covered is not None and covered <= r.published_at and ts(r.published_at) <= pruned_until
@@ -862,13 +863,21 @@ def _inside(spans: Sequence[tuple[datetime, datetime]], starts: Sequence[datetim
     return any(first <= at < last for first, last in spans[max(i - 2, 0):i])
 
 
-def _unchecked(run: RunRecord, pruned_until: str, began: str) -> bool:
+def _unchecked(run: RunRecord, pruned_until: str, began: str, cutoff: str = "") -> bool:
     """Whether the chain cannot say if it backs ``run``'s publication: published before the pruned
-    history's end (its event went with it), or before the chain began (an upgraded journal's)."""
+    history's end (its event went with it), or before the chain began (an upgraded journal's).
+    ``cutoff``: the latest chained prune's (:func:`_prune_cutoff`)."""
     assert run.published_at is not None
     if pruned_until and ts(run.published_at) <= pruned_until:
         return True
-    return bool(began) and run.published_at < _parse_ts(began) - _EVENT_AFTER_PUBLISH
+    if not began:
+        return False
+    first = _parse_ts(began)
+    # Within the hour before the first link, its event (unlinked, from before the chain) is looked
+    # for; a prune deletes every unlinked event older than its cutoff and, deleting no link, writes no
+    # checkpoint (pruned_until stays ""): its absence then says nothing.
+    return run.published_at < first - _EVENT_AFTER_PUBLISH or (run.published_at < first
+                                                                and bool(cutoff) and ts(run.published_at) < cutoff)
 
 
 
@@ -1318,8 +1327,9 @@ def _prune_cutoff(journal: Journal) -> str:
 
 
 def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]], pruned_until: str,
-              began: str | None) -> bool | None:  # fmt: skip
-    """Whether a chained event backs ``run``'s publication, at its time (see :class:`Rotation`)."""
+              began: str | None, cutoff: str = "") -> bool | None:  # fmt: skip
+    """Whether a chained event backs ``run``'s publication, at its time (see :class:`Rotation`).
+    ``cutoff``: the latest chained prune's (:func:`_unchecked`)."""
     if run.published_at is None or began is None:
         return None
     if run.state not in RunState.SUCCESS:
@@ -1329,7 +1339,7 @@ def _in_chain(journal: Journal, run: RunRecord, run_events: list[dict[str, Any]]
     # Published before the last prune's cutoff: its event was pruned (the checkpoint counts it), unless
     # it was written just after the last pruned one.
     pruned = bool(pruned_until) and ts(run.published_at) <= pruned_until
-    if not pruned and _unchecked(run, pruned_until, began):
+    if not pruned and _unchecked(run, pruned_until, began, cutoff):
         return None  # before the chain (an upgraded journal's history)
     # The event is written with the run's record; the runs table is not chained, so a published_at
     # edited by more than this no longer matches its event.
