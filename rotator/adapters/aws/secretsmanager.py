@@ -52,6 +52,10 @@ is explicit (``region``, or the secret's ARN), and ``endpoint_url`` is the only 
 ``AWS_ENDPOINT_URL*`` variables and profile endpoints are ignored (``ignore_configured_endpoint_urls``).
 Likewise ``role_arn`` is assumed at ``sts_endpoint_url``, else at the region's STS endpoint on every
 botocore version (``AWS_STS_REGIONAL_ENDPOINTS`` and a profile's ``sts_regional_endpoints`` are ignored).
+Secrets Manager refuses every write to a replica (the secret as replicated into another region), so the
+region must be the primary's: ``read_current`` of a replica (DescribeSecret names another PrimaryRegion)
+raises :class:`ReplicaSecretError`, a ConfigError naming the primary's region, before a rotation mints; a
+reader (``rotator sync``'s source, say) takes the replica's value from it.
 
 The IAM permissions rotator's identity needs on the secret::
 
@@ -127,6 +131,7 @@ __all__ = [
     "AwsSecretsManagerStore",
     "ClientFactory",
     "PendingRotationError",
+    "ReplicaSecretError",
     "SecretView",
     "SecretsManagerAPI",
     "accepts_parameter",
@@ -242,6 +247,9 @@ _HINT_NOT_AWS = (
 #: CreateSecret "...already scheduled for deletion."; moto "...currently marked deleted.".
 _MARKED_DELETED = re.compile(r"\bmarked\s+(?:for\s+)?delet(?:ed|ion)\b|\bscheduled\s+for\s+deletion\b",
                              re.IGNORECASE)
+#: How Secrets Manager refuses a write to a replica (InvalidParameterException; InvalidRequestException taken too),
+#: AWS and moto alike: "Operation not permitted on a replica secret. Call must be made in primary secret's region."
+_REPLICA_REFUSED = re.compile(r"\breplica\s+secret\b", re.IGNORECASE)
 #: The IAM action an AccessDenied names: "User: <arn> is not authorized to perform: secretsmanager:TagResource on
 #: resource: ..." (service prefix and action name only, so no punctuation after it is taken along). It and
 #: _KMS_DENIED, Secrets Manager's words when KMS refused it the secret's key, are compiled on first use: only
@@ -588,29 +596,38 @@ class SecretView:
     the Lambda function's every cold start ~0.5 ms to create.
     """
 
-    __slots__ = ("arn", "name", "rotation_enabled", "stages", "tags")
+    __slots__ = ("arn", "name", "primary_region", "rotation_enabled", "stages", "tags")
 
     def __init__(self, *, arn: str, name: str, rotation_enabled: bool, tags: Mapping[str, str],
-                 stages: Mapping[str, tuple[str, ...]]) -> None:  # fmt: skip
+                 stages: Mapping[str, tuple[str, ...]], primary_region: str | None = None) -> None:  # fmt: skip
         self.arn, self.name, self.rotation_enabled = arn, name, rotation_enabled
         self.tags = tags
         #: VersionId -> its staging labels; versions without a label are left out (as AWS does).
         self.stages = stages
+        #: DescribeSecret's PrimaryRegion as sent (not checked: outside input), None when absent. A replica's
+        #: answer names its primary's region; a primary's may name its own.
+        self.primary_region = primary_region
 
     @classmethod
     def from_answer(cls, answer: Mapping[str, Any]) -> SecretView:
         tags = {str(t.get("Key")): str(t.get("Value", "")) for t in answer.get("Tags") or ()}
         stages = {str(v): tuple(s) for v, s in (answer.get("VersionIdsToStages") or {}).items() if s}
+        primary = answer.get("PrimaryRegion")
         return cls(
             arn=str(answer.get("ARN", "")),
             name=str(answer.get("Name", "")),
             rotation_enabled=bool(answer.get("RotationEnabled")),
             tags=tags,
             stages=stages,
+            primary_region=primary if isinstance(primary, str) and primary else None,
         )
 
     def version_with(self, stage: str) -> str | None:
         return next((version for version, labels in self.stages.items() if stage in labels), None)
+
+    def is_replica_in(self, region: str) -> bool:
+        """Whether this is a replica, read in ``region``: a PrimaryRegion other than ``region``."""
+        return self.primary_region is not None and self.primary_region != region
 
     @property
     def managed(self) -> bool:
@@ -805,6 +822,38 @@ class PendingRotationError(WriteBlocked):
         self.current = current
 
 
+class ReplicaSecretError(ConfigError, WriteBlocked):
+    """The store reaches a replica of the secret (its ``region`` is not the primary's): Secrets Manager
+    refuses every write there, so each rotation would mint a token only to revoke it. A ConfigError to a
+    writer, raised before it mints; a reader (``rotator sync``'s source, a management token read from the
+    replica's region) may use ``state``, the replica's current value, as for any WriteBlocked."""
+
+    def __init__(self, where: str, settings: AwsSecretsManagerSettings, primary: str | None, arn: str | None) -> None:
+        region = settings.region_name
+        # PrimaryRegion is DescribeSecret's text: quoted, and put in a setting, only as a region name.
+        known = primary if primary is not None and len(primary) <= 64 and _REGION.match(primary) else None
+        parts = arn.split(":") if arn is not None and _ARN.match(arn) is not None else None
+        primary_arn = ":".join([*parts[:3], known, *parts[4:]]) if parts is not None and known is not None else None
+        super().__init__(
+            f"{where}: the secret in {region} is a replica of the primary in {known or 'another region'}; rotator "
+            "writes the primary (Secrets Manager refuses writes to a replica)",
+            hint=_replica_hint(settings, known, primary_arn),
+        )
+        self.primary_region = known
+
+
+def _replica_hint(settings: AwsSecretsManagerSettings, primary: str | None, primary_arn: str | None) -> str:
+    if primary is None or (settings.is_arn and primary_arn is None):
+        return ("point the store at the primary secret: set `region` to its region (PrimaryRegion in `aws "
+                f"secretsmanager describe-secret {_secret_args(settings.secret_id, settings.region_name)}`), or give "
+                "secret_id as the primary's ARN")
+    if settings.is_arn:
+        region = f" and region = {json.dumps(primary)}" if settings.region is not None else ""
+        return f"set secret_id = {json.dumps(primary_arn)}{region} in the store (the primary's ARN)"
+    arn = f", {primary_arn}" if primary_arn is not None else ""
+    return f"set region = {json.dumps(primary)} in the store (or give secret_id as the primary's ARN{arn})"
+
+
 # -- the store --------------------------------------------------------------------------------------
 
 
@@ -850,13 +899,18 @@ class AwsSecretsManagerStore:
 
     def read_current(self) -> StoreState:
         """The AWSCURRENT version. PermanentError if a managed payload is malformed, or if
-        AWSPENDING sits on another version that is not rotator's own interrupted publish."""
+        AWSPENDING sits on another version that is not rotator's own interrupted publish;
+        ReplicaSecretError if the secret is a replica (the store's region is not the primary's)."""
         self._marker_read = None  # a read that fails saw nothing
         view = self._describe()
         self._marker_read = view.marker_policy if view is not None else None
         if view is None:
             logger.debug("%s: absent", self._location)
             return StoreState(version=None, managed=False, record=None)
+        if view.is_replica_in(self._settings.region_name):  # a writer stops here, before it mints
+            replica = self._replica(view)
+            replica.state = self._state_for_readers(view)
+            raise replica
         current = view.version_with(CURRENT)
         if current is None:
             logger.debug("%s: exists with no AWSCURRENT value", self._location)
@@ -864,12 +918,19 @@ class AwsSecretsManagerStore:
         try:
             self._check_pending(view, current, *self._read_pending(view, current))
         except PendingRotationError as exc:  # a writer stops here, before it mints; a reader may go on
-            try:
-                exc.state = self._current_state(view)
-            except MalformedPayload:  # the refusal stands: it is what a writer must see (a transient error passes)
-                exc.state = None
+            exc.state = self._state_for_readers(view)
             raise
         return self._current_state(view)
+
+    def _state_for_readers(self, view: SecretView) -> StoreState | None:
+        """What a WriteBlocked raised by read_current carries for readers: the current value, or None when
+        it is malformed (the refusal stands: it is what a writer must see; a transient error passes)."""
+        if view.version_with(CURRENT) is None:
+            return StoreState(version=None, managed=view.managed, record=None, marker_policy=view.marker_policy)
+        try:
+            return self._current_state(view)
+        except MalformedPayload:
+            return None
 
     def _current_state(self, view: SecretView) -> StoreState:
         answer = self._read(CURRENT)
@@ -892,6 +953,8 @@ class AwsSecretsManagerStore:
         """Put ``record`` as AWSPENDING, move AWSCURRENT to it from ``expected_version``, drop
         AWSPENDING. Publishing the record AWSCURRENT already holds completes instead of conflicting."""
         view = self._describe()
+        if view is not None and view.is_replica_in(self._settings.region_name):
+            raise self._replica(view)  # made a replica since read_current (ForceOverwriteReplicaSecret): no write lands
         if view is None:
             if expected_version is not None:
                 return self._settle(record, expected_version, None)
@@ -1037,9 +1100,20 @@ class AwsSecretsManagerStore:
 
     def _put_pending(self, record: TokenRecord) -> str:
         token = _own_version_id()
-        answer = self._call("PutSecretValue", lambda api: api.put_secret_value(
-            SecretId=self._settings.secret_id, ClientRequestToken=token,
-            SecretString=json.dumps(record.payload()), VersionStages=[PENDING]))  # fmt: skip
+
+        def put(api: SecretsManagerAPI) -> Mapping[str, Any] | None:
+            try:
+                return api.put_secret_value(SecretId=self._settings.secret_id, ClientRequestToken=token,
+                                            SecretString=json.dumps(record.payload()), VersionStages=[PENDING])
+            except botocore.exceptions.ClientError as exc:
+                message = str(exc.response.get("Error", {}).get("Message", ""))
+                if client_error_code(exc) in _CAS_CODES and _REPLICA_REFUSED.search(message):
+                    return None  # a replica since publish's DescribeSecret
+                raise
+
+        answer = self._call("PutSecretValue", put)
+        if answer is None:
+            raise self._replica_refused()
         # No VersionId, or another than the token sent: the value went nowhere (not Secrets Manager's answer),
         # so there is no version to move to.
         self._check("PutSecretValue", answer, version=True, version_id=token)
@@ -1197,6 +1271,21 @@ class AwsSecretsManagerStore:
 
     def _describe(self) -> SecretView | None:
         return describe(self._client(), self._settings.secret_id, self._location)
+
+    def _replica(self, view: SecretView | None) -> ReplicaSecretError:
+        """The error for a secret ``view`` shows to be a replica (None, or not shown so: the primary unknown)."""
+        if view is None:
+            return ReplicaSecretError(self._location, self._settings, None, None)
+        primary = view.primary_region if view.is_replica_in(self._settings.region_name) else None
+        return ReplicaSecretError(self._location, self._settings, primary, view.arn)
+
+    def _replica_refused(self) -> ReplicaSecretError:
+        """PutSecretValue was refused as a write to a replica: DescribeSecret names the primary's region, if it can."""
+        try:
+            view = self._describe()
+        except RotatorError:  # the refusal is the error to report; the region is only a help
+            view = None
+        return self._replica(view)
 
     def _read(self, stage: str) -> tuple[str, Mapping[str, Any] | None] | None:
         return read_stage(self._client(), self._settings.secret_id, stage, self._location)
