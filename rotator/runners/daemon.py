@@ -2529,6 +2529,19 @@ def _terminate_children() -> None:
                 pass
 
 
+def _remove_private_configs() -> None:
+    """Before a parked exit: remove the private influxctl configs (each holds a credential) of the calls
+    the parked threads are inside, and let them start no other. ``os._exit`` runs no atexit handler, and
+    a thread cut off mid-call, or mid-way through removing its config (its lock file gone already), would
+    leave one that no sweep removes at once (rotator/adapters/influxctl/common.py, remove_own_configs).
+    shutdown() terminated their children first."""
+    if "rotator.adapters.influxctl.common" not in sys.modules:
+        return  # no influxctl issuer loaded: no private config was made
+    from rotator.adapters.influxctl.common import remove_own_configs
+
+    remove_own_configs()
+
+
 # ---------------------------------------------------------------------------------- command line
 def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``rotator daemon`` to the CLI's subparsers (``common_parent`` holds -c, --log-*).
@@ -2564,6 +2577,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if daemon.serve():
         # Parked: a worker thread is still inside a run and cannot be stopped; the journal makes
         # the run recoverable, so end the process here without waiting for it.
+        _remove_private_configs()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

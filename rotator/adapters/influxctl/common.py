@@ -24,6 +24,7 @@ and write ``mint`` and ``verify``; construction, ``revoke`` (confirmed by the li
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import errno
 import fcntl
@@ -36,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -109,6 +111,7 @@ __all__ = [
     "parse_timestamp",
     "private_config",
     "profile_target",
+    "remove_own_configs",
     "render_profile",
     "rfc3339",
     "refuse_untrusted_binary",
@@ -511,28 +514,119 @@ def _lock_directory(directory: Path) -> int:
     return fd
 
 
+#: The file in each private config directory that holds the profile, and so the credential.
+_CONFIG_NAME = "config.toml"
+#: How long the removal at exit waits for a call that is making or removing its directory (a
+#: local file system takes microseconds; a hung one must not keep the process from ending).
+_EXIT_WAIT_S = 5.0
+ERR_ENDING = "rotator is ending: no influxctl command is started any more"
+HINT_ENDING = "the process is stopping; the next rotator run retries the call"
+
+
+class _OwnConfigs:
+    """This process's private config directories, from their ``mkdtemp`` until they are removed.
+
+    A process that ends while a thread is inside :func:`private_config` never runs that call's
+    removal: a daemon thread (the inventory) when the interpreter exits, any thread at the daemon's
+    parked ``os._exit``. The directory then stays with its credential; its lock dies with the
+    process, but a directory caught mid-removal (its lock file unlinked, the rest not yet) is left
+    alone by every sweep for _UNLOCKED_GRACE_S. :func:`remove_own_configs` removes them instead.
+    ``lock`` is held while a directory is made or removed, so it never sees one half made or
+    half removed.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.directories: set[Path] = set()
+        #: remove_own_configs ran: the process is ending, no new directory is made
+        self.closed = False
+
+
+_OWN_CONFIGS = _OwnConfigs()
+
+
+def remove_own_configs() -> None:
+    """Remove the private configs of this process's calls still in progress, and refuse new ones.
+
+    For a process that is ending: at exit (registered with atexit below), and by the daemon before
+    its parked ``os._exit``, which runs no atexit handler. A child still running such a call is
+    killed before the process is gone (SIGTERM by the daemon's parked exit, its PR_SET_PDEATHSIG
+    otherwise) and read its config when it started; the thread of that call then finds its
+    directory gone and says nothing of it. A call started afterwards raises TransientError before
+    it makes a directory or starts a child.
+    """
+    own = _OWN_CONFIGS
+    locked = own.lock.acquire(timeout=_EXIT_WAIT_S)
+    try:
+        own.closed = True
+        directories = tuple(own.directories)  # (one C-level copy: safe without the lock too)
+        for directory in directories:
+            _remove_tree(directory)
+            own.directories.discard(directory)
+    finally:
+        if locked:
+            own.lock.release()
+    if directories:
+        logger.info("removed %d private influxctl config(s) of calls still in progress as rotator ends",
+                    len(directories))
+
+
+atexit.register(remove_own_configs)
+
+
+def _remove_tree(directory: Path) -> None:
+    """Remove a private config directory, its config first: a removal cut short (the process killed
+    mid-way) leaves no credential in a directory without its lock file, which sweeps spare a while."""
+    try:
+        (directory / _CONFIG_NAME).unlink(missing_ok=True)
+        shutil.rmtree(directory)
+    except OSError as exc:
+        logger.warning("could not remove private influxctl config %s: %s", directory, exc.strerror)
+
+
+def _new_private_directory(text: str) -> tuple[Path, int]:
+    """A fresh, locked 0700 directory holding ``text`` in a 0600 file, and its lock's fd."""
+    own = _OWN_CONFIGS
+    with own.lock:
+        if own.closed:
+            raise TransientError(ERR_ENDING, hint=HINT_ENDING)
+        directory = Path(tempfile.mkdtemp(prefix=_CONFIG_PREFIX))  # mode 0700
+        lock_fd: int | None = None
+        try:
+            lock_fd = _lock_directory(directory)
+            (directory / _CWD_NAME).mkdir(mode=0o700)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(directory / _CONFIG_NAME, flags, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except BaseException:
+            _remove_tree(directory)
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        own.directories.add(directory)
+        return directory, lock_fd
+
+
+def _remove_own(directory: Path) -> None:
+    """The end of a call: remove its directory, unless the process's end removed it already."""
+    own = _OWN_CONFIGS
+    with own.lock:
+        if directory in own.directories:
+            _remove_tree(directory)
+            own.directories.discard(directory)
+
+
 @contextmanager
 def private_config(text: str) -> Iterator[Path]:
     """Write ``text`` to a fresh 0600 file in a fresh, locked 0700 directory; remove both afterwards."""
     sweep_stale_configs()
-    directory = Path(tempfile.mkdtemp(prefix=_CONFIG_PREFIX))  # mode 0700
-    lock_fd: int | None = None
+    directory, lock_fd = _new_private_directory(text)
     try:
-        lock_fd = _lock_directory(directory)
-        (directory / _CWD_NAME).mkdir(mode=0o700)
-        path = directory / "config.toml"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(path, flags, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        yield path
+        yield directory / _CONFIG_NAME
     finally:
-        try:
-            shutil.rmtree(directory)
-        except OSError as exc:
-            logger.warning("could not remove private influxctl config %s: %s", directory, exc.strerror)
-        if lock_fd is not None:
-            os.close(lock_fd)  # only now: a sweep must not find the directory unlocked while it exists
+        _remove_own(directory)
+        os.close(lock_fd)  # only now: a sweep must not find the directory unlocked while it exists
 
 
 # --------------------------------------------------------------------------------------------
