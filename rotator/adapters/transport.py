@@ -14,7 +14,23 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-__all__ = ["RequestCounter", "http_address_problem", "is_loopback_host", "plain_http_warning", "tls_verify_warning"]
+__all__ = [
+    "QUERY_OR_FRAGMENT",
+    "RequestCounter",
+    "http_address_problem",
+    "is_loopback_host",
+    "plain_http_warning",
+    "tls_verify_warning",
+]
+
+#: Why an address with a ``?`` or ``#`` is refused. The raw text is checked, not the parsed parts: an
+#: empty query or fragment (``https://h:8181/?``) parses as "" and reads as none, yet the API path
+#: appended to the address then lands after the ``?`` or ``#`` and every request goes to ``/``.
+QUERY_OR_FRAGMENT = (
+    "must not have a query or fragment (a `?` or `#`, even with nothing after it): rotator appends "
+    "the API's path to this address, which would then land in the query or fragment; remove the `?` "
+    "or `#` and everything after it"
+)
 
 
 class RequestCounter:
@@ -50,8 +66,8 @@ def http_address_problem(url: str) -> str | None:
         return "has a port that is not a number from 1 to 65535"
     if parts.username or parts.password:
         return "must not carry credentials"
-    if parts.query or parts.fragment:
-        return "must not have a query or fragment"
+    if "?" in url or "#" in url:
+        return QUERY_OR_FRAGMENT
     return None
 
 

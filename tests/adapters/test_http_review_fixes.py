@@ -6,6 +6,7 @@
 - a Management API answer with an integer Python refuses to read is an IssuerOutputError;
 - an error body is redacted before it is cut, so no piece of a known secret survives the cut;
 - a base_url with a path is refused, and InfluxDB v2's ``path not found`` is no "gone";
+- a server address with a ``?`` or ``#``, even an empty one, is refused;
 - verify of an admin kind refuses an empty system.tokens answer, as a listing does.
 
 Each test goes through the issuers' transport seam (``httpx.MockTransport``): the fakes cannot
@@ -28,10 +29,12 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from rotator.adapters.aws.secretsmanager import AwsSecretsManagerSettings
 from rotator.adapters.http.common import error_text, parse_time, redact_detail
 from rotator.adapters.http.influxdb2 import InfluxDB2Issuer, InfluxDB2Settings
 from rotator.adapters.http.influxdb3 import InfluxDB3Issuer, InfluxDB3Settings
 from rotator.adapters.http.management_api import ManagementApiIssuer, ManagementApiSettings
+from rotator.adapters.vault.kv2 import VaultKV2Settings
 from rotator.config.schedule import format_duration
 from rotator.config.timefmt import rfc3339_micro
 from rotator.core.contracts import AdapterContext
@@ -261,6 +264,51 @@ def test_a_base_url_with_a_path_is_refused(model: type[InfluxDB2Settings] | type
     assert model.model_validate({**data, "base_url": "http://influx.example.test:8086/"}).base_url == (
         "http://influx.example.test:8086"
     )
+
+
+#: Each parsed as an empty query or fragment ("" / b"", read as none) and passed validation: the API path
+#: was then appended after the ``?`` or ``#``, so every request went to ``/`` (or to ``/api/v0`` itself).
+EMPTY_QUERY_OR_FRAGMENT = ["https://h:8181/?", "https://h:8181?", "https://h:8181#", "https://h/api/v0#"]
+
+
+def address_settings(setting: str, url: str) -> None:
+    """Validate the settings of one adapter whose server address ``setting`` is ``url``."""
+    permissions: list[dict[str, Any]] = [{"action": "read", "resource": "db"}]
+    management = {"product": "clustered", "cluster_host": "https://cluster.example.test",
+                  "permissions": permissions, "verify": {"database": "db"}, "management_token": {"env": ENV}}
+    if setting == "influxdb2 base_url":
+        InfluxDB2Settings.model_validate({"base_url": url, "credential": "self", "org_id": ORG,
+                                          "permissions": [{"action": "read", "resource": {"type": "buckets"}}]})
+    elif setting == "influxdb3 base_url":
+        InfluxDB3Settings.model_validate({"base_url": url, "credential": "self"})
+    elif setting == "management-api base_url":
+        ManagementApiSettings.model_validate({**management, "base_url": url})
+    elif setting == "management-api cluster_host":
+        ManagementApiSettings.model_validate({**management, "cluster_host": url})
+    elif setting == "vault-kv2 url":
+        VaultKV2Settings.model_validate({"url": url, "path": "influx/mgmt",
+                                         "auth": {"method": "token", "token": {"env": ENV}}})
+    elif setting == "aws endpoint_url":
+        AwsSecretsManagerSettings(secret_id="influx/mgmt", region="eu-west-1", endpoint_url=url)
+    else:
+        AwsSecretsManagerSettings(secret_id="influx/mgmt", region="eu-west-1", sts_endpoint_url=url,
+                                  role_arn="arn:aws:iam::123456789012:role/rotator")
+
+
+SERVER_ADDRESSES = ["influxdb2 base_url", "influxdb3 base_url", "management-api base_url",
+                    "management-api cluster_host", "vault-kv2 url", "aws endpoint_url", "aws sts_endpoint_url"]
+
+
+@pytest.mark.parametrize("setting", SERVER_ADDRESSES)
+@pytest.mark.parametrize("url", EMPTY_QUERY_OR_FRAGMENT)
+def test_a_server_address_with_an_empty_query_or_fragment_is_refused(setting: str, url: str) -> None:
+    with pytest.raises(ValueError, match=r"query or fragment \(a `\?` or `#`.*remove the `\?` or `#`"):
+        address_settings(setting, url)
+
+
+@pytest.mark.parametrize("setting", SERVER_ADDRESSES)
+def test_a_server_address_without_query_or_fragment_stays_valid(setting: str) -> None:
+    address_settings(setting, "https://h:8181/" if setting != "management-api base_url" else "https://h/api/v0")
 
 
 def test_management_api_base_url_keeps_its_path() -> None:

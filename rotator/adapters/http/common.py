@@ -57,7 +57,12 @@ from pydantic import (
     model_validator,
 )
 
-from rotator.adapters.transport import http_address_problem, plain_http_warning, tls_verify_warning
+from rotator.adapters.transport import (
+    QUERY_OR_FRAGMENT,
+    http_address_problem,
+    plain_http_warning,
+    tls_verify_warning,
+)
 from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import AdapterContext, checked_settings, side_effect_start_deadline, target_host_port
 from rotator.core.credentials import CredentialRef
@@ -202,8 +207,8 @@ class HttpSettings(BaseModel):
             raise ValueError("must be an http:// or https:// address with a host")
         if url.userinfo:
             raise ValueError("must not carry credentials; use `credential`")
-        if url.query or url.fragment:
-            raise ValueError("must not have a query or fragment")
+        if "?" in value or "#" in value:  # not url.query: an empty one is b"" and reads as none
+            raise ValueError(QUERY_OR_FRAGMENT)
         if url.path not in ("", "/"):
             # The journal records where each token lives by scheme, host and port (target(): url_target):
             # two servers behind one gateway at two paths would be one place, and a token of one judged

@@ -97,7 +97,12 @@ from rotator.adapters.http.common import (
     url_target,
     wait_asked,
 )
-from rotator.adapters.transport import http_address_problem, plain_http_warning, tls_verify_warning
+from rotator.adapters.transport import (
+    QUERY_OR_FRAGMENT,
+    http_address_problem,
+    plain_http_warning,
+    tls_verify_warning,
+)
 from rotator.config import registry
 from rotator.config.adapter_settings import validate_settings
 from rotator.config.timefmt import rfc3339_seconds
@@ -262,8 +267,10 @@ def _url(value: str, what: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{what} must be an https:// address, e.g. https://cluster-id.a.influxdb.io")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError(f"{what} must not carry credentials, a query or a fragment")
+    if parts.username or parts.password:
+        raise ValueError(f"{what} must not carry credentials")
+    if "?" in value or "#" in value:  # not parts.query: an empty one is "" and reads as none
+        raise ValueError(f"{what} {QUERY_OR_FRAGMENT}")
     problem = http_address_problem(value)
     if problem:
         raise ValueError(f"{what} {problem}")
