@@ -26,6 +26,7 @@ from rotator.core.secret import Secret, value_sha256
 __all__ = [
     "DEFAULT_CALL_TIMEOUT_S",
     "MAX_TOKEN_ID",
+    "NO_CURRENT_TOKEN_FIX",
     "AdapterContext",
     "Issuer",
     "MintRequest",
@@ -496,6 +497,16 @@ def _influx_token_value() -> re.Pattern[str]:
 
 
 _INFLUX_TOKEN_VALUE: re.Pattern[str] | None = None
+
+
+#: The first fix an issuer that authenticates with the stores' current token (``self``) names when the engine
+#: passes none: a store's current version deleted by hand or by Vault's delete_version_after reads as no token,
+#: though one is published and still valid (a bootstrap would replace it needlessly)
+NO_CURRENT_TOKEN_FIX = (
+    "if `rotator status POLICY` names a current token, a store's current version was deleted (Vault: `vault kv "
+    "delete`, or delete_version_after): undelete it (`vault kv undelete -versions=N -mount=MOUNT PATH`; the token "
+    "is still valid) and run the same command again"
+)
 
 
 class StoreState(NamedTuple):

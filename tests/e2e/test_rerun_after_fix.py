@@ -146,3 +146,24 @@ def test_an_orphan_the_issuer_would_not_revoke_is_revoked_by_the_same_command(
     assert again.returncode == 0, again.stdout + again.stderr
     assert fake.token_by_id(orphan)["revoked_at"] is not None
     check_invariants(sc)
+
+
+def test_a_self_authenticated_rotation_after_the_current_version_was_deleted_names_undelete_and_works_after_it(
+        tmp_path: Path, openbao: Any, fake_influxctl: Any) -> None:  # fmt: skip
+    """auth.method = 'self' reads its credential from the store: a current version deleted by hand (or by Vault's
+    delete_version_after) reads as no token, though one is published and valid. The fix that keeps that token,
+    undelete, is named first; after it the same command rotates."""
+    sc = make_scenario(tmp_path, openbao, fake_influxctl.state, grace_s=1)
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    vault = sc.vault()
+    version = vault.secrets.kv.v2.read_secret_metadata(path=sc.kv_path, mount_point="secret")["data"]["current_version"]
+    vault.secrets.kv.v2.delete_latest_version_of_secret(path=sc.kv_path, mount_point="secret")
+    failed = sc.cli("rotate", sc.policy)
+    assert failed.returncode == 2, failed.stdout + failed.stderr
+    assert "the store's current version was deleted" in failed.stderr
+    assert "fix: if `rotator status POLICY` names a current token" in failed.stderr and "kv undelete" in failed.stderr
+    vault.secrets.kv.v2.undelete_secret_versions(path=sc.kv_path, versions=[version], mount_point="secret")
+    assert sc.cli("rotate", sc.policy).returncode == 0
+    wait_out_grace(sc)
+    assert sc.cli("revoke-expired").returncode == 0
+    check_invariants(sc, settled=True)

@@ -64,7 +64,13 @@ from rotator.adapters.transport import (
     tls_verify_warning,
 )
 from rotator.core.clock import SYSTEM_CLOCK
-from rotator.core.contracts import AdapterContext, checked_settings, side_effect_start_deadline, target_host_port
+from rotator.core.contracts import (
+    NO_CURRENT_TOKEN_FIX,
+    AdapterContext,
+    checked_settings,
+    side_effect_start_deadline,
+    target_host_port,
+)
 from rotator.core.credentials import CredentialRef
 from rotator.core.errors import (
     BadTokenId,
@@ -149,8 +155,9 @@ HINT_REDIRECT = (
 )
 HINT_NOT_SENT = "rotator checks its lease again before it retries"
 #: (the whole command: `rotator bootstrap` alone is refused for its missing arguments)
-HINT_SELF = ("store the first token with `rotator bootstrap {policy} --token-file FILE --token-id ID`, or set "
-             "credential = {{ file = ... }} / {{ env = ... }}")
+HINT_SELF = (NO_CURRENT_TOKEN_FIX + "; else store the first token with "  # (a format string: it holds no brace)
+             "`rotator bootstrap {policy} --token-file FILE --token-id ID`, or set credential = {{ file = ... }} / "
+             "{{ env = ... }}")
 _DEFAULT_HINTS = {
     400: HINT_BAD_REQUEST,
     401: HINT_UNAUTHENTICATED,
@@ -288,7 +295,8 @@ def resolve_credential(
         return header_token_from(setting, base_dir, "credential", "API token")
     if current is None:
         raise ConfigError(
-            "credential = 'self' needs the token the stores hold now, but no token is published yet",
+            "credential = 'self' needs the token the stores hold now, but no store holds one: no token is published "
+            "yet, or the store's current version was deleted",
             hint=hint_self,
         )
     if not is_header_token(current.reveal()):

@@ -61,6 +61,7 @@ from rotator.core.child_process import (
 )
 from rotator.core.clock import SYSTEM_CLOCK
 from rotator.core.contracts import (
+    NO_CURRENT_TOKEN_FIX,
     AdapterContext,
     MintedToken,
     TokenInfo,
@@ -174,12 +175,13 @@ ERR_OUTPUT = "{command}: {problem}"
 HINT_OUTPUT = ("check the influxctl version (rotator reads the output of influxctl 2.9.7 and later; database tokens "
                "need 2.10.0 or later)")
 ERR_TOKEN_FILE = "auth.token_file {path} is not a readable file"
-ERR_NO_CREDENTIAL = "auth.method = 'self' needs the current management token, but no token is published yet"
+ERR_NO_CREDENTIAL = ("auth.method = 'self' needs the current management token, but no store holds one: no token is "
+                     "published yet, or the store's current version was deleted")
 #: (the whole command: `rotator bootstrap` alone is refused for its missing arguments; the issuer does not
 #: know its policy's name)
 HINT_NO_CREDENTIAL = (
-    "store the first token with `rotator bootstrap POLICY --token-file FILE --token-id ID`, or authenticate with "
-    "auth.method = 'token_file' or 'mgmt_token'"
+    f"{NO_CURRENT_TOKEN_FIX}; else store the first token with `rotator bootstrap POLICY --token-file FILE "
+    "--token-id ID`, or authenticate with auth.method = 'token_file' or 'mgmt_token'"
 )
 ERR_NOT_REVOKED = "{command} {token_id} succeeded but the token is not listed as revoked"
 
