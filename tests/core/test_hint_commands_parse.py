@@ -146,5 +146,8 @@ def test_the_no_token_yet_hints_name_the_whole_bootstrap_command(hint: str) -> N
     from rotator.adapters.influxctl import common as influxctl_common
 
     text = getattr(http_common if hint == "HINT_SELF" else influxctl_common, hint).replace("{policy}", "mgmt-prod")
-    (command,) = COMMAND.findall(text)
-    assert _argv(command)[:2] == ["bootstrap", "mgmt-prod"] and _refusal(_argv(command)) is None
+    commands = COMMAND.findall(text)
+    # (first the `rotator status` that tells a deleted store version from no token at all)
+    assert [_argv(c)[0] for c in commands] == ["status", "bootstrap"], commands
+    assert _argv(commands[1])[:2] == ["bootstrap", "mgmt-prod"]
+    assert all(_refusal(_argv(c)) is None for c in commands)
