@@ -144,8 +144,9 @@ def _watchdog_usable(env: Mapping[str, str] | None) -> bool:
                 _PASSING_ERRNOS
         if not works:
             logging.getLogger("rotator.child_process").warning(
-                "the watchdog that ends a mint's or a revoke's influxctl child at its timeout while rotator is "
-                "paused cannot run here (%s): %s", why or "no reason given",
+                "the watchdog that ends a child process (a mint's or a revoke's influxctl, a command hook) at its "
+                "timeout while rotator is paused, and when rotator dies, cannot run here (%s): %s",
+                why or "no reason given",
                 "those children run without it" if lasting else "this child runs without it; the next one tries again")
         if works or lasting:
             _watchdog_works = works

@@ -505,7 +505,7 @@ _INFLUX_TOKEN_VALUE: re.Pattern[str] | None = None
 NO_CURRENT_TOKEN_FIX = (
     "if `rotator status POLICY` names a current token, a store's current version was deleted (Vault: `vault kv "
     "delete`, or delete_version_after): undelete it (`vault kv undelete -versions=N -mount=MOUNT PATH`; the token "
-    "is still valid) and run the same command again"
+    "is still valid) and run the same command again (a destroyed version cannot be undeleted: then bootstrap)"
 )
 
 
