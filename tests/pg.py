@@ -16,6 +16,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -102,3 +103,22 @@ def via_proxy(pg_url: str, proxy: FaultProxy) -> str:
     user = (parts.username or "postgres") + (f":{parts.password}" if parts.password else "")
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
     return urlunsplit((parts.scheme, f"{user}@127.0.0.1:{proxy.port}", parts.path, query, ""))
+
+
+@contextmanager
+def read_write_role(pg_url: str, prefix: str = "rw") -> Iterator[tuple[str, str]]:
+    """(``pg_url`` as a role of its own that may read and write the journal's tables, not change them; that
+    role), dropped afterwards with its sessions."""
+    role = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    schema = pg_url.rsplit("%3D", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    try:
+        yield pg_url.replace("postgres@", f"{role}@", 1), role
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

@@ -20,6 +20,7 @@ from rotator.core.errors import JournalError, JournalUnavailable, LeaseBusy
 from rotator.core.journal import _MIGRATIONS, Journal, Revocation, RunRecord, RunState, open_journal
 from rotator.core.journal import ts as ts_text
 from tests.core.test_audit_chain import raw as _raw
+from tests.pg import read_write_role
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -185,26 +186,11 @@ def test_rotation_end_to_end_on_a_postgres_journal(pg_url: str, tmp_path: Path, 
 
 def test_postgres_journal_starts_with_a_role_that_cannot_create(pg_url: str) -> None:
     """After the first migration, a read/write role without CREATE privilege can run rotator."""
-    import uuid
-
-    import psycopg
-
     open_journal(pg_url).close()  # migrated by the owner
-    role = f"rw_{uuid.uuid4().hex[:8]}"
-    schema = pg_url.rsplit("%3D", 1)[1]
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
-    try:
-        limited = pg_url.replace("postgres@", f"{role}@", 1)
+    with read_write_role(pg_url) as (limited, _role):
         journal = open_journal(limited)
         journal.acquire_lease("p", "A", timedelta(seconds=5), T0)
         journal.close()
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
 
 
 # -- timeouts (issue 15 item 4): a journal that does not answer is a transient error, never a hang

@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +44,7 @@ from rotator.core.journal import (
     postgres_conninfo,
     postgres_url_problem,
 )
+from tests.pg import read_write_role
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -188,19 +188,8 @@ def test_arm_starts_the_watchdog_again_when_its_thread_died() -> None:
 def role_url(pg_url: str) -> Iterator[tuple[str, str]]:
     """(a journal URL of a role of its own, that role): the journal migrated, the role may read and write."""
     open_journal(pg_url).close()
-    role = f"ro_{uuid.uuid4().hex[:8]}"
-    schema = pg_url.rsplit("%3D", 1)[1]
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
-    try:
-        yield pg_url.replace("postgres@", f"{role}@", 1), role
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
+    with read_write_role(pg_url, "ro") as (url, role):
+        yield url, role
 
 
 def _server_read_only(admin_url: str, role: str, journal: Journal | None, on: bool) -> None:

@@ -8,9 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -19,6 +16,7 @@ import pytest
 from rotator.core import journal as journal_module
 from rotator.core.errors import JournalError, JournalUnavailable
 from rotator.core.journal import _MIGRATIONS, open_journal
+from tests.pg import read_write_role
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD = len(_MIGRATIONS) - 1
@@ -39,26 +37,9 @@ def _schema_version(url: str) -> int:
     return int(row[0])
 
 
-@contextmanager
-def _read_write_role(pg_url: str) -> Iterator[str]:
-    """``pg_url`` as a role that may read and write the journal's tables, not change them."""
-    role = f"rw_{uuid.uuid4().hex[:8]}"
-    schema = pg_url.rsplit("%3D", 1)[1]
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
-    try:
-        yield pg_url.replace("postgres@", f"{role}@", 1)
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
-
-
 def test_an_upgrade_a_read_write_role_may_not_make_says_so_and_what_it_needs(pg_url: str) -> None:
     _make_old_journal(pg_url)
-    with _read_write_role(pg_url) as limited:
+    with read_write_role(pg_url) as (limited, _role):
         with pytest.raises(JournalError) as err:
             open_journal(limited)
         assert not isinstance(err.value, JournalUnavailable), "no retry makes the role the tables' owner"
