@@ -1095,7 +1095,14 @@ class Daemon:
             return None
         self._unschedulable.discard(name)  # logged again if a later edit ends its schedule once more
         self._planned[name] = target
-        self._push("rotate", name, max(target, busy_until) if busy_until is not None else target)
+        when = target
+        ahead = self._ahead.get(name)
+        if ahead is not None:
+            # Nothing else plans the policy again when the clock passes that publication: without this
+            # wake-up, rotator_needs_attention stayed 1 for up to an interval (a month, for 30d). Popped
+            # before its target, it only plans again (the pass's own check: target > now).
+            when = min(when, ahead[0] - AHEAD_SLACK)
+        self._push("rotate", name, max(when, busy_until) if busy_until is not None else when)
         return target
 
     def _origin_for_plan(self, name: str, view: _View, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -2453,6 +2460,8 @@ class Daemon:
                            if now - d <= due <= datetime.max.replace(tzinfo=due.tzinfo) - d]
                 if since is not None and now - max_age <= since <= datetime.max.replace(tzinfo=since.tzinfo) - max_age:
                     moments.append(since + max_age)
+                if since is not None and since - now > AHEAD_SLACK:  # compliant again once the clock nears it
+                    moments.append(since - AHEAD_SLACK)
                 if view.lease_until is not None and view.lease_until >= now:
                     moments.append(view.lease_until)
                 view.cached = (version, state, now if published is None else min(moments, default=None), attention)

@@ -9,6 +9,7 @@ that a daemon whose rotations keep failing does not keep one id per failed run f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from types import SimpleNamespace
@@ -110,6 +111,30 @@ def test_a_publication_a_replica_a_few_seconds_ahead_made_is_planned_from_as_it_
     assert not _ahead_errors(caplog)
     assert _needs_attention(h.daemon) == 0
     assert _compliant(h.daemon) == 1
+
+
+def test_needs_attention_clears_once_the_clock_passes_the_publication_ahead(
+        harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """docs/daemon.md: it needs attention until the clock passes that publication, then an INFO line says so.
+    Nothing planned the policy again then: rotator_needs_attention stayed 1 (and compliant 0) for up to an
+    interval, a month for this schedule."""
+    caplog.set_level(logging.INFO, logger="rotator.daemon")
+    h = harness([("a", "30d", "")], last=None)
+    h.daemon.journal.begin_run(RunRecord("boot-a", "a", "done", "bootstrap", T0, T0,
+                                         published_at=T0 + timedelta(minutes=20)))
+    h.clock.advance(timedelta(minutes=1))
+    h.tick()  # the sweep reads it: 19 minutes ahead
+    assert (_needs_attention(h.daemon), _compliant(h.daemon)) == (1, 0)
+    h.clock.advance(timedelta(minutes=15))  # within AHEAD_SLACK of it, no pass yet: the scrape's cache expires
+    assert _compliant(h.daemon) == 1, "its age is known again"
+    for _ in range(3):  # hourly passes
+        h.clock.advance(timedelta(hours=1))
+        h.tick()
+        assert h.calls == [], "planned again from it, not rotated"
+        assert (_needs_attention(h.daemon), _compliant(h.daemon)) == (0, 1)
+    cleared = [r for r in caplog.records if r.levelname == "INFO" and "no longer ahead" in r.getMessage()]
+    assert len(cleared) == 1, caplog.text
+    assert h.daemon._planned["a"] == T0 + timedelta(days=30, minutes=20), "planned from that publication again"
 
 
 def test_a_token_that_began_to_age_after_now_is_not_compliant() -> None:
