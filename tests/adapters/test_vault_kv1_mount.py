@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
+from rotator.adapters.vault import kv2
 from rotator.adapters.vault.kv2 import VaultKV2Settings, VaultKV2Store
 from rotator.core.clock import FakeClock
 from rotator.core.contracts import AdapterContext, TokenRecord
-from rotator.core.errors import ConfigError, PermanentError
+from rotator.core.errors import ConfigError, PermanentError, TransientError
 from rotator.core.secret import Secret
 from tests.harness import check_invariants, live_tagged, make_scenario
 from tests.servers import OpenBao
@@ -104,6 +106,35 @@ def test_a_store_on_a_kv1_mount_says_so_at_its_first_read_and_the_lookup_is_sent
     before = store.request_count
     assert store.read_current().version == "1"
     assert store.request_count - before == 1, "a warm store does not look the mount up again"
+
+
+def test_a_mount_lookup_that_fails_transiently_fails_the_first_read_and_the_next_read_asks_again(
+    tmp_path: Path, openbao: OpenBao, kv_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the config read refused, the lookup is the only thing that tells KV v1: a network blip during it
+    must not let the mount pass (the check is marked done for the store's life once it passes)."""
+    mount = kv1_mount(openbao)
+    token = shipped_policy_token(openbao, (mount, kv_path))
+    real = kv2._StoreAPI.mount_info
+    lookups: list[str] = []
+
+    def blip_once(api: Any, path: str) -> Any:
+        lookups.append(path)
+        if len(lookups) == 1:
+            raise requests.ConnectionError("connection reset by peer")
+        return real(api, path)
+
+    monkeypatch.setattr(kv2._StoreAPI, "mount_info", blip_once)
+    store = store_at(tmp_path, openbao, token, mount, kv_path)
+
+    with pytest.raises(TransientError):
+        store.read_current()
+    with pytest.raises(PermanentError) as caught:
+        store.read_current()
+
+    assert "Vault says it is a KV version 1 engine" in str(caught.value)
+    assert len(lookups) == 2
+    assert kv1_secrets(openbao, mount) == []
 
 
 def test_a_write_answered_without_a_version_says_a_kv1_mount_keeps_it_as_a_plain_secret(

@@ -1525,8 +1525,10 @@ class VaultKV2Store:
         """Raise unless Vault says `mount` is a KV v2 engine's path. Called on the first read, before any
         write, when the config read did not show one: ``config_answered``, its answer was not a KV v2
         config (then the mount is not a KV v2 engine's path even if Vault does not say which mount is);
-        else it was refused, and nothing else tells a KV v1 engine from an absent KV v2 secret."""
-        entry = self._lookup_mount()
+        else it was refused, and nothing else tells a KV v1 engine from an absent KV v2 secret: a lookup
+        that failed transiently then raises, so the first read fails and the next one asks again (passing
+        here marks the check done for the store's life)."""
+        entry = self._lookup_mount(strict=not config_answered)
         where, mount = self._location, self._settings.mount
         if entry is not None and entry.path != mount:
             raise self._mount_elsewhere(entry)
@@ -1538,10 +1540,11 @@ class VaultKV2Store:
                                  hint=_HINT_NOT_KV2)
         logger.debug("%s: mount %r is a %s", where, mount, _KV2 if entry else "mount Vault did not describe")
 
-    def _lookup_mount(self) -> _MountEntry | None:
+    def _lookup_mount(self, *, strict: bool = False) -> _MountEntry | None:
         """The mount Vault serves `mount`/`path` from (sys/internal/ui/mounts, one request); None when it
         cannot tell: a client without the lookup, a refusal (a mount the token may use nothing of, or no
-        mount), an answer that is not Vault's, or any other failure (the caller's own error then stands)."""
+        mount), an answer that is not Vault's, or any other failure (the caller's own error then stands).
+        ``strict``: a TransientError is raised instead (Vault may yet tell, and None would let the mount pass)."""
         api = self._client()
         if not isinstance(api, MountLookup):
             return None
@@ -1557,6 +1560,8 @@ class VaultKV2Store:
         try:
             entry = self._call(op, lookup)
         except RotatorError as exc:
+            if strict and isinstance(exc, TransientError):
+                raise
             logger.debug("%s: %s", self._location, exc)
             return None
         if entry is not None and not f"{full}/".startswith(f"{entry.path}/"):
