@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -25,6 +27,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.faultproxy import FaultProxy, fault_proxy
+
+T = TypeVar("T")
 
 ENV_VAR = "ROTATOR_TEST_PG"
 
@@ -122,3 +126,22 @@ def read_write_role(pg_url: str, prefix: str = "rw") -> Iterator[tuple[str, str]
             conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+#: what the server answers a role without superuser rights when every connection slot but the reserved ones is taken
+_SLOTS_FULL = "remaining connection slots are reserved"
+
+
+def while_slots_full(call: Callable[[], T], timeout: float = 60.0) -> T:
+    """``call()``, made again while the server refuses a role of :func:`read_write_role` for want of a connection
+    slot: the test workers share one server (max_connections 100, 3 kept for superusers) and together hold up
+    to ~80 connections at once, so such a role's connection can be refused for a moment (seen in CI); a
+    superuser's never is. Any other outcome, an error included, is ``call``'s own."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if _SLOTS_FULL not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)

@@ -20,7 +20,7 @@ from rotator.core.errors import JournalError, JournalUnavailable, LeaseBusy
 from rotator.core.journal import _MIGRATIONS, Journal, Revocation, RunRecord, RunState, open_journal
 from rotator.core.journal import ts as ts_text
 from tests.core.test_audit_chain import raw as _raw
-from tests.pg import read_write_role
+from tests.pg import read_write_role, while_slots_full
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -188,7 +188,7 @@ def test_postgres_journal_starts_with_a_role_that_cannot_create(pg_url: str) -> 
     """After the first migration, a read/write role without CREATE privilege can run rotator."""
     open_journal(pg_url).close()  # migrated by the owner
     with read_write_role(pg_url) as (limited, _role):
-        journal = open_journal(limited)
+        journal = while_slots_full(lambda: open_journal(limited))
         journal.acquire_lease("p", "A", timedelta(seconds=5), T0)
         journal.close()
 
