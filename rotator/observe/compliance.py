@@ -26,8 +26,9 @@ if TYPE_CHECKING:  # annotations only: `rotator status` imports neither the poli
     from rotator.config.policy_types import Policy
     from rotator.core.journal import Journal, Revocation
 
-__all__ = ["AHEAD_SLACK", "DEFAULT_SLACK", "REVOCATION_STATES", "ROW_ERRORS", "Compliance", "is_compliant",
-           "is_overdue", "max_age_of", "open_revocations", "policy_compliance", "revocations_overdue", "unreadable_row"]
+__all__ = ["AHEAD_SLACK", "DEFAULT_SLACK", "REVOCATION_STATES", "ROW_ERRORS", "Compliance", "is_ahead",
+           "is_compliant", "is_overdue", "max_age_of", "open_revocations", "policy_compliance", "revocations_overdue",
+           "unreadable_row"]
 
 #: How long after its due time a pending revocation may wait (for the next revoke-expired tick or
 #: daemon sweep, and its retries) before it counts as overdue. audit_chain.LATE_REVOCATION_SLACK
@@ -88,12 +89,17 @@ _STATES_SQL = (
 AHEAD_SLACK = timedelta(minutes=5)
 
 
+def is_ahead(since: datetime | None, now: datetime) -> bool:
+    """Whether a token that began to age at ``since`` did so more than :data:`AHEAD_SLACK` after ``now``."""
+    return since is not None and since - now > AHEAD_SLACK
+
+
 def is_compliant(since: datetime | None, max_age: timedelta, overdue: bool, now: datetime) -> bool:
     """The compliance rule: a token is published, no older than ``max_age`` (and not begun to age more
     than :data:`AHEAD_SLACK` after ``now``), and no revocation is overdue (pending past the slack, or
     failed). ``since``: when the current token began to age (RunRecord.token_since; None: no token).
     Used by :class:`Compliance` and by the daemon's in-memory metrics."""
-    return since is not None and since - now <= AHEAD_SLACK and now - since <= max_age and not overdue
+    return since is not None and not is_ahead(since, now) and now - since <= max_age and not overdue
 
 
 @dataclass(frozen=True)
@@ -128,8 +134,7 @@ class Compliance:
     @property
     def ahead(self) -> bool:
         """Its token began to age more than :data:`AHEAD_SLACK` after now: its age is unknown."""
-        since = self.since
-        return since is not None and since - self.now > AHEAD_SLACK
+        return is_ahead(self.since, self.now)
 
     @property
     def compliant(self) -> bool:

@@ -131,7 +131,7 @@ from rotator.core.errors import describe as _describe
 from rotator.core.journal import Journal, Overview, RevocationState, RunRecord, RunState, open_journal, sqlite_path, ts
 from rotator.core.retry import RetryPolicy, doubling
 from rotator.core.secret import REDACTOR
-from rotator.observe.compliance import AHEAD_SLACK
+from rotator.observe.compliance import AHEAD_SLACK, is_ahead
 from rotator.runners.systemd_notify import SystemdNotify
 
 if TYPE_CHECKING:
@@ -1005,8 +1005,7 @@ class Daemon:
         # A publication made before the step is ahead of now by up to its size: planned again, from now
         # (_origin_for_plan), not a step's length later.
         ahead = {name for name, view in self._views.items()
-                 if (origin := age_origin(view.published_at, view.token_since)) is not None
-                 and origin > now + AHEAD_SLACK}
+                 if is_ahead(age_origin(view.published_at, view.token_since), now)}
         if ahead:
             with self._lock:
                 self._replan.update(ahead)
@@ -1118,7 +1117,7 @@ class Daemon:
         needs attention meanwhile (snapshot: rotator_needs_attention). A fresh daemon plans the same way
         from its first plan."""
         origin = age_origin(view.published_at, view.token_since)
-        if origin is None or origin <= now + AHEAD_SLACK:
+        if origin is None or not is_ahead(origin, now):
             self._not_ahead(name, view)
             return view.published_at, view.token_since
         seen = self._ahead.get(name)
@@ -2460,7 +2459,7 @@ class Daemon:
                            if now - d <= due <= datetime.max.replace(tzinfo=due.tzinfo) - d]
                 if since is not None and now - max_age <= since <= datetime.max.replace(tzinfo=since.tzinfo) - max_age:
                     moments.append(since + max_age)
-                if since is not None and since - now > AHEAD_SLACK:  # compliant again once the clock nears it
+                if since is not None and is_ahead(since, now):  # compliant again once the clock nears it
                     moments.append(since - AHEAD_SLACK)
                 if view.lease_until is not None and view.lease_until >= now:
                     moments.append(view.lease_until)
